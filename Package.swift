@@ -1,0 +1,53 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "droptrace",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "droptrace", targets: ["droptrace"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+    ],
+    targets: [
+        // C libraries from Debian: libopenblas-dev, libhdf5-dev.
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .systemLibrary(name: "CHDF5", path: "Sources/CHDF5"),
+
+        // Errors and small shared helpers.
+        .target(name: "DroptraceSupport"),
+        // Reading checkpoints: safetensors (single and sharded), config.json.
+        .target(name: "CheckpointIO", dependencies: ["DroptraceSupport"]),
+        // tokenizer.json (byte-level BPE) and calibration sets.
+        .target(name: "Tokenization", dependencies: ["DroptraceSupport"]),
+        // Float32 tensor kernels on top of BLAS.
+        .target(name: "TensorEngine", dependencies: ["CBLAS", "DroptraceSupport"]),
+        // One file per transformer family, layer-by-layer forward passes.
+        .target(name: "Architectures", dependencies: ["CheckpointIO", "TensorEngine", "DroptraceSupport"]),
+        // LLM-Drop module importance from one pass.
+        .target(name: "Scoring", dependencies: ["Architectures", "CheckpointIO", "TensorEngine", "Tokenization", "DroptraceSupport"]),
+        // The HDF5 score store (public file layout).
+        .target(name: "ScoreStore", dependencies: ["CHDF5", "DroptraceSupport"]),
+        // The command-line tool, thin on top.
+        .executableTarget(
+            name: "droptrace",
+            dependencies: [
+                "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "DroptraceSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .testTarget(
+            name: "DroptraceTests",
+            dependencies: ["Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "TensorEngine", "Architectures", "DroptraceSupport"],
+            resources: [.copy("Fixtures")]
+        ),
+    ],
+    // The engine hands raw buffers to worker threads by design; Swift 5 mode
+    // keeps that readable without wrapping every pointer in a Sendable box.
+    swiftLanguageModes: [.v5],
+)

@@ -1,0 +1,35 @@
+import TensorEngine
+
+/// The MLP of a block.
+public enum FeedForward: Sendable {
+    /// down(act(gate(x)) · up(x)), with gate and up stacked into one
+    /// projection whose first half is the gate (SwiGLU, GeGLU).
+    case gated(gateUp: Linear, down: Linear, activation: Activation)
+    /// down(act(up(x)))   (GPT-2, GPT-NeoX).
+    case plain(up: Linear, down: Linear, activation: Activation)
+
+    public func callAsFunction(_ x: Matrix) -> Matrix {
+        switch self {
+        case .gated(let gateUp, let down, let activation):
+            let both = gateUp(x)
+            let width = both.cols / 2
+            let hidden = Matrix(uninitialized: x.rows, width) { out in
+                both.data.withUnsafeBufferPointer { source in
+                    parallelFor(chunks: x.rows, minimumChunk: 16) { rows in
+                        for r in rows {
+                            let gate = source.baseAddress! + r * 2 * width
+                            let up = gate + width
+                            let row = out + r * width
+                            for j in 0..<width { row[j] = activation.apply(gate[j]) * up[j] }
+                        }
+                    }
+                }
+            }
+            return down(hidden)
+        case .plain(let up, let down, let activation):
+            var hidden = up(x)
+            activation.apply(inPlace: &hidden)
+            return down(hidden)
+        }
+    }
+}

@@ -1,0 +1,83 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `gpt2`.
+struct GPT2Configuration: Decodable {
+    var nEmbd: Int
+    var nLayer: Int
+    var nHead: Int
+    var nInner: Int?
+    var nPositions: Int
+    var vocabSize: Int
+    var layerNormEpsilon: Double?
+    var activationFunction: String?
+    var scaleAttnWeights: Bool?
+    var scaleAttnByInverseLayerIdx: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case nEmbd = "n_embd"
+        case nLayer = "n_layer"
+        case nHead = "n_head"
+        case nInner = "n_inner"
+        case nPositions = "n_positions"
+        case vocabSize = "vocab_size"
+        case layerNormEpsilon = "layer_norm_epsilon"
+        case activationFunction = "activation_function"
+        case scaleAttnWeights = "scale_attn_weights"
+        case scaleAttnByInverseLayerIdx = "scale_attn_by_inverse_layer_idx"
+    }
+}
+
+/// GPT-2: learned positions, pre-LayerNorm blocks, Conv1D projections
+/// (weights stored [in, out]), fused c_attn split into q | k | v.
+public struct GPT2Model: LanguageModel {
+    public let checkpoint: Checkpoint
+    let config: GPT2Configuration
+    let weights: Weights
+
+    public init(_ checkpoint: Checkpoint) throws {
+        self.checkpoint = checkpoint
+        config = try checkpoint.decodeConfig(GPT2Configuration.self)
+        weights = try Weights(checkpoint, probe: "wte.weight", candidates: ["transformer.", ""])
+    }
+
+    public var modelType: String { "gpt2" }
+    public var layerCount: Int { config.nLayer }
+    public var hiddenSize: Int { config.nEmbd }
+    public var vocabularySize: Int { config.vocabSize }
+    public var maxPositions: Int { config.nPositions }
+
+    public func embed(_ batch: TokenBatch) throws -> Matrix {
+        let d = config.nEmbd
+        var tokens = gatherRows(try weights.tensor("wte.weight", [config.vocabSize, d]), ids: batch.tokenIDs, width: d)
+        let positions = gatherRows(try weights.tensor("wpe.weight", [config.nPositions, d]), ids: batch.positions, width: d)
+        tokens.add(positions)
+        return tokens
+    }
+
+    public func block(_ index: Int) throws -> TransformerBlock {
+        let d = config.nEmbd, heads = config.nHead, headDim = d / heads
+        let inner = config.nInner ?? 4 * d
+        let eps = config.layerNormEpsilon ?? 1e-5
+        let p = "h.\(index)."
+        var scale: Float = config.scaleAttnWeights ?? true ? 1 / Float(headDim).squareRoot() : 1
+        if config.scaleAttnByInverseLayerIdx == true { scale /= Float(index + 1) }
+        let attention = SelfAttention(
+            qkv: try weights.conv1D(p + "attn.c_attn", in: d, out: 3 * d),
+            layout: QKVLayout(numHeads: heads, numKVHeads: heads, headDim: headDim),
+            rotary: nil,
+            output: try weights.conv1D(p + "attn.c_proj", in: d, out: d),
+            scale: scale)
+        let feedForward = FeedForward.plain(
+            up: try weights.conv1D(p + "mlp.c_fc", in: d, out: inner),
+            down: try weights.conv1D(p + "mlp.c_proj", in: inner, out: d),
+            activation: try Activation(
+                huggingFaceName: config.activationFunction ?? "gelu_new", configPath: checkpoint.configURL.path))
+        return TransformerBlock(
+            attention: AttentionBranch(inputNorm: try weights.layerNorm(p + "ln_1", size: d, eps: eps), attention: attention),
+            mlp: MLPBranch(inputNorm: try weights.layerNorm(p + "ln_2", size: d, eps: eps), feedForward: feedForward),
+            residual: .sequential)
+    }
+}

@@ -1,0 +1,85 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `gpt_neox` (Pythia, GPT-NeoX-20B).
+struct GPTNeoXConfiguration: Decodable {
+    var hiddenSize: Int
+    var numHiddenLayers: Int
+    var numAttentionHeads: Int
+    var intermediateSize: Int
+    var layerNormEps: Double
+    var vocabSize: Int
+    var maxPositionEmbeddings: Int
+    var hiddenAct: String?
+    var useParallelResidual: Bool?
+    var attentionBias: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case hiddenSize = "hidden_size"
+        case numHiddenLayers = "num_hidden_layers"
+        case numAttentionHeads = "num_attention_heads"
+        case intermediateSize = "intermediate_size"
+        case layerNormEps = "layer_norm_eps"
+        case vocabSize = "vocab_size"
+        case maxPositionEmbeddings = "max_position_embeddings"
+        case hiddenAct = "hidden_act"
+        case useParallelResidual = "use_parallel_residual"
+        case attentionBias = "attention_bias"
+    }
+}
+
+/// GPT-NeoX: LayerNorm blocks, by default with attention and MLP in
+/// parallel off the same input; partial rotary on a quarter of each head.
+public struct GPTNeoXModel: LanguageModel {
+    public let checkpoint: Checkpoint
+    let config: GPTNeoXConfiguration
+    let weights: Weights
+    let rotary: RotaryEmbedding
+
+    public init(_ checkpoint: Checkpoint) throws {
+        self.checkpoint = checkpoint
+        config = try checkpoint.decodeConfig(GPTNeoXConfiguration.self)
+        weights = try Weights(checkpoint, probe: "embed_in.weight", candidates: ["gpt_neox.", ""])
+        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
+            headDim: config.hiddenSize / config.numAttentionHeads, defaultPartialRotaryFactor: 0.25,
+            configPath: checkpoint.configURL.path)
+    }
+
+    public var modelType: String { "gpt_neox" }
+    public var layerCount: Int { config.numHiddenLayers }
+    public var hiddenSize: Int { config.hiddenSize }
+    public var vocabularySize: Int { config.vocabSize }
+    public var maxPositions: Int { config.maxPositionEmbeddings }
+
+    public func embed(_ batch: TokenBatch) throws -> Matrix {
+        let table = try weights.tensor("embed_in.weight", [config.vocabSize, config.hiddenSize])
+        return gatherRows(table, ids: batch.tokenIDs, width: config.hiddenSize)
+    }
+
+    public func block(_ index: Int) throws -> TransformerBlock {
+        let d = config.hiddenSize, heads = config.numAttentionHeads, headDim = d / heads
+        let p = "layers.\(index)."
+        let bias = config.attentionBias ?? true
+        let eps = config.layerNormEps
+        let attention = SelfAttention(
+            // Rows of query_key_value are per head: [q_h, k_h, v_h] for each head h.
+            qkv: try weights.linear(p + "attention.query_key_value", in: d, out: 3 * d, bias: bias),
+            layout: QKVLayout(numHeads: heads, numKVHeads: heads, headDim: headDim, arrangement: .interleavedPerHead),
+            rotary: rotary,
+            output: try weights.linear(p + "attention.dense", in: d, out: d, bias: bias),
+            scale: 1 / Float(headDim).squareRoot())
+        let feedForward = FeedForward.plain(
+            up: try weights.linear(p + "mlp.dense_h_to_4h", in: d, out: config.intermediateSize, bias: true),
+            down: try weights.linear(p + "mlp.dense_4h_to_h", in: config.intermediateSize, out: d, bias: true),
+            activation: try Activation(huggingFaceName: config.hiddenAct ?? "gelu", configPath: checkpoint.configURL.path))
+        return TransformerBlock(
+            attention: AttentionBranch(
+                inputNorm: try weights.layerNorm(p + "input_layernorm", size: d, eps: eps), attention: attention),
+            mlp: MLPBranch(
+                inputNorm: try weights.layerNorm(p + "post_attention_layernorm", size: d, eps: eps),
+                feedForward: feedForward),
+            residual: config.useParallelResidual ?? true ? .parallel : .sequential)
+    }
+}

@@ -1,0 +1,136 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of the Llama family: `llama`, `mistral` and `qwen2`, which
+/// differ only in biases and sliding-window rules.
+struct LlamaConfiguration: Decodable {
+    var modelType: String
+    var hiddenSize: Int
+    var numHiddenLayers: Int
+    var numAttentionHeads: Int
+    var numKeyValueHeads: Int?
+    var headDim: Int?
+    var intermediateSize: Int
+    var rmsNormEps: Double
+    var vocabSize: Int
+    var maxPositionEmbeddings: Int
+    var hiddenAct: String?
+    var attentionBias: Bool?
+    var mlpBias: Bool?
+    var slidingWindow: Int?
+    var useSlidingWindow: Bool?
+    var maxWindowLayers: Int?
+    var layerTypes: [String]?
+
+    enum CodingKeys: String, CodingKey {
+        case modelType = "model_type"
+        case hiddenSize = "hidden_size"
+        case numHiddenLayers = "num_hidden_layers"
+        case numAttentionHeads = "num_attention_heads"
+        case numKeyValueHeads = "num_key_value_heads"
+        case headDim = "head_dim"
+        case intermediateSize = "intermediate_size"
+        case rmsNormEps = "rms_norm_eps"
+        case vocabSize = "vocab_size"
+        case maxPositionEmbeddings = "max_position_embeddings"
+        case hiddenAct = "hidden_act"
+        case attentionBias = "attention_bias"
+        case mlpBias = "mlp_bias"
+        case slidingWindow = "sliding_window"
+        case useSlidingWindow = "use_sliding_window"
+        case maxWindowLayers = "max_window_layers"
+        case layerTypes = "layer_types"
+    }
+
+    var kvHeads: Int { numKeyValueHeads ?? numAttentionHeads }
+    var resolvedHeadDim: Int { headDim ?? hiddenSize / numAttentionHeads }
+
+    /// The attention window of layer `index`, as each family decides it.
+    func slidingWindow(layer index: Int) -> Int? {
+        switch modelType {
+        case "mistral":
+            return slidingWindow
+        case "qwen2":
+            if let layerTypes, index < layerTypes.count {
+                return layerTypes[index] == "sliding_attention" ? slidingWindow : nil
+            }
+            guard useSlidingWindow == true, let slidingWindow else { return nil }
+            return index >= (maxWindowLayers ?? 0) ? slidingWindow : nil
+        default:
+            return nil
+        }
+    }
+}
+
+/// Llama, Mistral and Qwen2: pre-RMSNorm blocks, rotary attention with
+/// grouped-query heads, SwiGLU MLP.
+public struct LlamaModel: LanguageModel {
+    public let checkpoint: Checkpoint
+    let config: LlamaConfiguration
+    let weights: Weights
+    let rotary: RotaryEmbedding
+
+    public init(_ checkpoint: Checkpoint) throws {
+        self.checkpoint = checkpoint
+        config = try checkpoint.decodeConfig(LlamaConfiguration.self)
+        weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
+        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: config.resolvedHeadDim, configPath: checkpoint.configURL.path)
+        guard config.numAttentionHeads % config.kvHeads == 0 else {
+            throw DroptraceError(
+                "num_attention_heads \(config.numAttentionHeads) is not a multiple of num_key_value_heads \(config.kvHeads)",
+                path: checkpoint.configURL.path)
+        }
+    }
+
+    public var modelType: String { config.modelType }
+    public var layerCount: Int { config.numHiddenLayers }
+    public var hiddenSize: Int { config.hiddenSize }
+    public var vocabularySize: Int { config.vocabSize }
+    public var maxPositions: Int { config.maxPositionEmbeddings }
+
+    public func embed(_ batch: TokenBatch) throws -> Matrix {
+        let table = try weights.tensor("embed_tokens.weight", [config.vocabSize, config.hiddenSize])
+        return gatherRows(table, ids: batch.tokenIDs, width: config.hiddenSize)
+    }
+
+    public func block(_ index: Int) throws -> TransformerBlock {
+        let d = config.hiddenSize, headDim = config.resolvedHeadDim
+        let heads = config.numAttentionHeads, kvHeads = config.kvHeads
+        let p = "layers.\(index)."
+        // Qwen2 always has q/k/v biases and none on o_proj; Llama's attention_bias covers all four.
+        let qkvBias = config.modelType == "qwen2" || config.attentionBias == true
+        let outputBias = config.modelType != "qwen2" && config.attentionBias == true
+        let attention = SelfAttention(
+            qkv: .stacking([
+                try weights.linear(p + "self_attn.q_proj", in: d, out: heads * headDim, bias: qkvBias),
+                try weights.linear(p + "self_attn.k_proj", in: d, out: kvHeads * headDim, bias: qkvBias),
+                try weights.linear(p + "self_attn.v_proj", in: d, out: kvHeads * headDim, bias: qkvBias),
+            ]),
+            layout: QKVLayout(numHeads: heads, numKVHeads: kvHeads, headDim: headDim),
+            rotary: rotary,
+            output: try weights.linear(p + "self_attn.o_proj", in: heads * headDim, out: d, bias: outputBias),
+            scale: 1 / Float(headDim).squareRoot(),
+            slidingWindow: config.slidingWindow(layer: index))
+
+        let mlpBias = config.mlpBias == true
+        let inner = config.intermediateSize
+        let feedForward = FeedForward.gated(
+            gateUp: .stacking([
+                try weights.linear(p + "mlp.gate_proj", in: d, out: inner, bias: mlpBias),
+                try weights.linear(p + "mlp.up_proj", in: d, out: inner, bias: mlpBias),
+            ]),
+            down: try weights.linear(p + "mlp.down_proj", in: inner, out: d, bias: mlpBias),
+            activation: try Activation(huggingFaceName: config.hiddenAct ?? "silu", configPath: checkpoint.configURL.path))
+
+        return TransformerBlock(
+            attention: AttentionBranch(
+                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: config.rmsNormEps),
+                attention: attention),
+            mlp: MLPBranch(
+                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: config.rmsNormEps),
+                feedForward: feedForward),
+            residual: .sequential)
+    }
+}

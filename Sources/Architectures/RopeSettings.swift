@@ -1,0 +1,101 @@
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// Rotary embedding settings as config.json spells them in transformers 4.x
+/// (top-level `rope_theta` / `rotary_emb_base`, `rope_scaling`, `rotary_pct`,
+/// `partial_rotary_factor`) and 5.x (everything inside `rope_parameters`).
+public struct RopeSettings: Decodable, Sendable, Equatable {
+    public var type: String
+    public var theta: Double
+    public var partialRotaryFactor: Double?
+    public var factor: Double?
+    public var lowFrequencyFactor: Double?
+    public var highFrequencyFactor: Double?
+    public var originalMaxPositions: Int?
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ string: String) { stringValue = string }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    public init(from decoder: Decoder) throws {
+        let top = try decoder.container(keyedBy: Key.self)
+        // 5.x: rope_parameters; 4.x: rope_scaling (may be null).
+        let nested = try ["rope_parameters", "rope_scaling"].lazy
+            .compactMap { name -> KeyedDecodingContainer<Key>? in
+                guard top.contains(Key(name)), try !top.decodeNil(forKey: Key(name)) else { return nil }
+                return try top.nestedContainer(keyedBy: Key.self, forKey: Key(name))
+            }.first
+
+        func number(_ names: [String], in container: KeyedDecodingContainer<Key>?) throws -> Double? {
+            guard let container else { return nil }
+            for name in names where container.contains(Key(name)) {
+                if let value = try container.decodeIfPresent(Double.self, forKey: Key(name)) { return value }
+            }
+            return nil
+        }
+
+        type = try nested.flatMap { c in
+            try c.decodeIfPresent(String.self, forKey: Key("rope_type")) ?? c.decodeIfPresent(String.self, forKey: Key("type"))
+        } ?? "default"
+        theta = try number(["rope_theta"], in: nested) ?? number(["rope_theta", "rotary_emb_base"], in: top) ?? 10_000
+        partialRotaryFactor = try number(["partial_rotary_factor"], in: nested)
+            ?? number(["partial_rotary_factor", "rotary_pct"], in: top)
+        factor = try number(["factor"], in: nested)
+        lowFrequencyFactor = try number(["low_freq_factor"], in: nested)
+        highFrequencyFactor = try number(["high_freq_factor"], in: nested)
+        originalMaxPositions = try number(["original_max_position_embeddings"], in: nested).map { Int($0) }
+    }
+
+    /// The rotary embedding for heads of `headDim`, or an error naming the
+    /// config for scaling types droptrace does not implement. Families differ
+    /// in the share of each head they rotate when the config is silent.
+    public func embedding(headDim: Int, defaultPartialRotaryFactor: Double = 1, configPath: String) throws -> RotaryEmbedding {
+        let rotaryDim = Int(Double(headDim) * (partialRotaryFactor ?? defaultPartialRotaryFactor))
+        var frequencies = RotaryEmbedding.defaultInverseFrequencies(base: theta, rotaryDim: rotaryDim - rotaryDim % 2)
+        switch type {
+        case "default", "dynamic":
+            // Dynamic NTK only rescales beyond max_position_embeddings, which
+            // droptrace refuses, so within range it is the default rotation.
+            break
+        case "linear":
+            let factor = try require(factor, "factor", configPath)
+            frequencies = frequencies.map { $0 / Float(factor) }
+        case "llama3":
+            frequencies = try llama3Scaled(frequencies, configPath: configPath)
+        default:
+            throw DroptraceError(
+                "unsupported rope type \"\(type)\" (supported: default, linear, dynamic, llama3)", path: configPath)
+        }
+        return RotaryEmbedding(inverseFrequencies: frequencies)
+    }
+
+    /// Llama 3.1's frequency-dependent interpolation, step for step as
+    /// transformers computes it in Float32.
+    private func llama3Scaled(_ frequencies: [Float], configPath: String) throws -> [Float] {
+        let factor = Float(try require(factor, "factor", configPath))
+        let low = Float(try require(lowFrequencyFactor, "low_freq_factor", configPath))
+        let high = Float(try require(highFrequencyFactor, "high_freq_factor", configPath))
+        let context = Float(try require(originalMaxPositions.map(Double.init), "original_max_position_embeddings", configPath))
+        let lowWavelength = context / low
+        let highWavelength = context / high
+        return frequencies.map { frequency in
+            let wavelength = 2 * Float.pi / frequency
+            if wavelength < highWavelength { return frequency }
+            if wavelength > lowWavelength { return frequency / factor }
+            let smooth = (context / wavelength - low) / (high - low)
+            return (1 - smooth) * frequency / factor + smooth * frequency
+        }
+    }
+
+    private func require(_ value: Double?, _ key: String, _ configPath: String) throws -> Double {
+        guard let value else {
+            throw DroptraceError("rope type \"\(type)\" needs \"\(key)\"", path: configPath)
+        }
+        return value
+    }
+}

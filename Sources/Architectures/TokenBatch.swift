@@ -1,0 +1,28 @@
+/// Calibration sequences stacked into one matrix of rows, one row per token.
+///
+/// Every layer runs all tokens of all sequences through each projection in a
+/// single GEMM; only attention needs to know where sequences begin and end.
+public struct TokenBatch: Sendable {
+    public let tokenIDs: [Int]
+    /// Row ranges of the individual sequences.
+    public let sequences: [Range<Int>]
+    /// Each row's position within its own sequence.
+    public let positions: [Int]
+
+    public init(sequences: [[Int]]) {
+        var ids: [Int] = []
+        var ranges: [Range<Int>] = []
+        var positions: [Int] = []
+        for sequence in sequences {
+            ranges.append(ids.count..<(ids.count + sequence.count))
+            ids.append(contentsOf: sequence)
+            positions.append(contentsOf: 0..<sequence.count)
+        }
+        tokenIDs = ids
+        self.sequences = ranges
+        self.positions = positions
+    }
+
+    public var tokenCount: Int { tokenIDs.count }
+    public var longestSequence: Int { sequences.map(\.count).max() ?? 0 }
+}

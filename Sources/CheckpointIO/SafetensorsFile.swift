@@ -1,0 +1,126 @@
+import DroptraceSupport
+import Foundation
+
+/// Where one tensor lives inside a mapped file.
+public struct TensorSlice: @unchecked Sendable {
+    public let name: String
+    public let dtype: TensorDType
+    public let shape: [Int]
+    public let data: UnsafeRawPointer
+    /// The file the tensor came from, for error messages.
+    public let path: String
+    /// Keeps the mapping alive as long as the slice is used.
+    let owner: MappedFile
+
+    public var elementCount: Int { shape.reduce(1, *) }
+
+    /// The tensor expanded to Float32, row-major.
+    public func floats() -> [Float] {
+        [Float](unsafeUninitializedCapacity: elementCount) { buffer, initialized in
+            expandToFloat32(data, dtype: dtype, count: elementCount, into: buffer.baseAddress!)
+            initialized = elementCount
+        }
+    }
+
+    /// Rows `rows` of a 2-D tensor expanded to Float32 into `destination`.
+    public func expandRow(_ row: Int, into destination: UnsafeMutablePointer<Float>) {
+        let width = shape.count == 2 ? shape[1] : elementCount
+        expandToFloat32(data + row * width * dtype.byteSize, dtype: dtype, count: width, into: destination)
+    }
+}
+
+/// A `.safetensors` file: an 8-byte little-endian header length, a JSON header,
+/// then the raw tensor bytes (https://github.com/huggingface/safetensors).
+public final class SafetensorsFile: @unchecked Sendable {
+    public let path: String
+    public let tensors: [String: TensorSlice]
+    public let metadata: [String: String]
+
+    public init(path: String) throws {
+        self.path = path
+        let file = try MappedFile(path: path)
+        guard file.size >= 8 else {
+            throw DroptraceError("not a safetensors file: \(file.size) bytes, shorter than the 8-byte header length", path: path)
+        }
+        let headerLength = Int(truncatingIfNeeded: file.bytes.loadUnaligned(as: UInt64.self).littleEndian)
+        guard headerLength >= 2, headerLength <= file.size - 8 else {
+            throw DroptraceError(
+                "safetensors header of \(headerLength) bytes points past the end of the file (\(file.size) bytes); the file is truncated or not safetensors",
+                path: path)
+        }
+        let headerBytes = UnsafeRawBufferPointer(rebasing: file.bytes[8..<(8 + headerLength)])
+        let header: [String: Any]
+        do {
+            guard let parsed = try JSONSerialization.jsonObject(with: Data(headerBytes)) as? [String: Any] else {
+                throw DroptraceError("safetensors header is not a JSON object", path: path)
+            }
+            header = parsed
+        } catch let error as DroptraceError {
+            throw error
+        } catch {
+            throw DroptraceError("safetensors header is not valid JSON", path: path)
+        }
+
+        let dataStart = 8 + headerLength
+        let dataLength = file.size - dataStart
+        var tensors: [String: TensorSlice] = [:]
+        var metadata: [String: String] = [:]
+        for (name, value) in header {
+            if name == "__metadata__" {
+                for (key, entry) in value as? [String: Any] ?? [:] { metadata[key] = entry as? String }
+                continue
+            }
+            guard let entry = value as? [String: Any],
+                  let dtypeName = entry["dtype"] as? String,
+                  let shape = (entry["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+                  let offsets = (entry["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+                  offsets.count == 2, shape.allSatisfy({ $0 >= 0 })
+            else {
+                throw DroptraceError("malformed header entry for tensor '\(name)'", path: path)
+            }
+            guard let dtype = TensorDType(rawValue: dtypeName) else {
+                throw DroptraceError(
+                    "tensor '\(name)' has unsupported dtype \(dtypeName) (supported: F32, F16, BF16)", path: path)
+            }
+            let (begin, end) = (offsets[0], offsets[1])
+            let expected = shape.reduce(1, *) * dtype.byteSize
+            guard begin >= 0, end >= begin, end - begin == expected else {
+                throw DroptraceError(
+                    "tensor '\(name)' has data_offsets [\(begin), \(end)] that do not fit its shape \(shape) of \(dtypeName)",
+                    path: path)
+            }
+            guard end <= dataLength else {
+                throw DroptraceError(
+                    "file is truncated: tensor '\(name)' ends at byte \(dataStart + end) but the file has \(file.size) bytes",
+                    path: path)
+            }
+            tensors[name] = TensorSlice(
+                name: name, dtype: dtype, shape: shape, data: file.bytes.baseAddress! + dataStart + begin,
+                path: path, owner: file)
+        }
+        self.tensors = tensors
+        self.metadata = metadata
+    }
+
+    /// The length a complete file must have according to its own header, or
+    /// nil when even the header is incomplete. Used to tell a checkpoint that is
+    /// still being written from a finished one without mapping it.
+    public static func expectedLength(path: String) -> Int? {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        guard let lengthBytes = try? handle.read(upToCount: 8), lengthBytes.count == 8 else { return nil }
+        let headerLength = Int(truncatingIfNeeded: lengthBytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }.littleEndian)
+        guard headerLength > 0, headerLength < 1 << 30,
+              let headerData = try? handle.read(upToCount: headerLength), headerData.count == headerLength,
+              let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any]
+        else { return nil }
+        var dataEnd = 0
+        for (name, value) in header where name != "__metadata__" {
+            if let offsets = (value as? [String: Any])?["data_offsets"] as? [Any], offsets.count == 2,
+               let end = (offsets[1] as? NSNumber)?.intValue {
+                dataEnd = max(dataEnd, end)
+            }
+        }
+        return 8 + headerLength + dataEnd
+    }
+}

@@ -1,0 +1,19 @@
+/// An error a user can act on: which file, and what is wrong with it.
+///
+/// Every failure droptrace reports is one line, `path: message`, so that a
+/// cron log or a terminal shows the culprit without a stack trace.
+public struct DroptraceError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// The file or directory the problem is in, when there is one.
+    public var path: String?
+    public var message: String
+
+    public init(_ message: String, path: String? = nil) {
+        self.path = path
+        self.message = message
+    }
+
+    public var description: String {
+        if let path { return "\(path): \(message)" }
+        return message
+    }
+}

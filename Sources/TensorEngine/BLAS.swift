@@ -1,0 +1,36 @@
+import CBLAS
+
+/// The few BLAS entry points the engine needs, with Swift-friendly arguments.
+public enum BLAS {
+    public static func setThreads(_ count: Int) {
+        openblas_set_num_threads(Int32(count))
+    }
+
+    public static var threads: Int { Int(openblas_get_num_threads()) }
+
+    /// C[m×n] = alpha · op(A) · op(B) + beta · C, all row-major.
+    /// op(A) is m×k and op(B) is k×n; `transposeA/B` select Aᵀ / Bᵀ.
+    @inline(__always)
+    public static func gemm(
+        m: Int, n: Int, k: Int,
+        _ a: UnsafePointer<Float>, lda: Int, transposeA: Bool = false,
+        _ b: UnsafePointer<Float>, ldb: Int, transposeB: Bool = false,
+        _ c: UnsafeMutablePointer<Float>, ldc: Int,
+        alpha: Float = 1, beta: Float = 0
+    ) {
+        cblas_sgemm(
+            CblasRowMajor,
+            transposeA ? CblasTrans : CblasNoTrans,
+            transposeB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// Runs `body` with OpenBLAS single-threaded, for when the caller already
+    /// runs one small GEMM per thread (per-head attention).
+    public static func singleThreaded<T>(_ body: () throws -> T) rethrows -> T {
+        let previous = threads
+        setThreads(1)
+        defer { setThreads(previous) }
+        return try body()
+    }
+}

@@ -1,0 +1,56 @@
+/// A row-major Float32 matrix: one row per token, one column per feature.
+public struct Matrix: Sendable {
+    public var rows: Int
+    public var cols: Int
+    public var data: [Float]
+
+    public init(rows: Int, cols: Int, data: [Float]) {
+        precondition(data.count == rows * cols, "matrix data does not match \(rows)×\(cols)")
+        self.rows = rows
+        self.cols = cols
+        self.data = data
+    }
+
+    public init(zeros rows: Int, _ cols: Int) {
+        self.init(rows: rows, cols: cols, data: [Float](repeating: 0, count: rows * cols))
+    }
+
+    /// A matrix whose elements are written by `body` before it is read.
+    public init(uninitialized rows: Int, _ cols: Int, _ body: (UnsafeMutablePointer<Float>) -> Void) {
+        self.rows = rows
+        self.cols = cols
+        data = [Float](unsafeUninitializedCapacity: rows * cols) { buffer, count in
+            body(buffer.baseAddress!)
+            count = rows * cols
+        }
+    }
+
+    public subscript(row: Int, col: Int) -> Float {
+        get { data[row * cols + col] }
+        set { data[row * cols + col] = newValue }
+    }
+
+    public func row(_ index: Int) -> ArraySlice<Float> {
+        data[(index * cols)..<((index + 1) * cols)]
+    }
+
+    /// self += other, elementwise.
+    public mutating func add(_ other: Matrix) {
+        precondition(rows == other.rows && cols == other.cols)
+        let count = data.count
+        data.withUnsafeMutableBufferPointer { dst in
+            other.data.withUnsafeBufferPointer { src in
+                parallelFor(chunks: count, minimumChunk: 1 << 16) { range in
+                    for i in range { dst[i] += src[i] }
+                }
+            }
+        }
+    }
+
+    /// self + other, elementwise.
+    public func adding(_ other: Matrix) -> Matrix {
+        var result = self
+        result.add(other)
+        return result
+    }
+}
