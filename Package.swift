@@ -10,7 +10,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     ],
     targets: [
         // C libraries from Debian: libopenblas-dev, libhdf5-dev.
@@ -31,19 +31,35 @@ let package = Package(
         .target(name: "Scoring", dependencies: ["Architectures", "CheckpointIO", "TensorEngine", "Tokenization", "DroptraceSupport"]),
         // The HDF5 score store (public file layout).
         .target(name: "ScoreStore", dependencies: ["CHDF5", "DroptraceSupport"]),
+        // Series analysis: rankings, drop-k sets, rank correlations, verdict.
+        .target(name: "Analysis", dependencies: ["ScoreStore", "DroptraceSupport"]),
+        // Markdown reports with SVG figures.
+        .target(name: "Reporting", dependencies: ["Analysis", "ScoreStore", "DroptraceSupport"]),
+        // The series pipeline: discover, score, analyze, report; pipeline files.
+        .target(
+            name: "Pipeline",
+            dependencies: [
+                "Scoring", "ScoreStore", "CheckpointIO", "Architectures", "Analysis", "Reporting", "DroptraceSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         // The command-line tool, thin on top.
         .executableTarget(
             name: "droptrace",
             dependencies: [
-                "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "DroptraceSupport",
+                "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "Analysis", "Reporting", "Pipeline",
+                "DroptraceSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .testTarget(
             name: "DroptraceTests",
-            dependencies: ["Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "TensorEngine", "Architectures", "DroptraceSupport"],
+            dependencies: [
+                "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "TensorEngine", "Architectures", "Analysis",
+                "Reporting", "Pipeline", "DroptraceSupport",
+            ],
             resources: [.copy("Fixtures")]
         ),
     ],

@@ -55,8 +55,10 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// config for scaling types droptrace does not implement. Families differ
     /// in the share of each head they rotate when the config is silent.
     public func embedding(headDim: Int, defaultPartialRotaryFactor: Double = 1, configPath: String) throws -> RotaryEmbedding {
+        // transformers truncates the rotated width but does not round it to
+        // even: an odd width w yields ceil(w/2) frequencies over exponent 2i/w.
         let rotaryDim = Int(Double(headDim) * (partialRotaryFactor ?? defaultPartialRotaryFactor))
-        var frequencies = RotaryEmbedding.defaultInverseFrequencies(base: theta, rotaryDim: rotaryDim - rotaryDim % 2)
+        var frequencies = RotaryEmbedding.defaultInverseFrequencies(base: theta, rotaryDim: rotaryDim)
         switch type {
         case "default", "dynamic":
             // Dynamic NTK only rescales beyond max_position_embeddings, which

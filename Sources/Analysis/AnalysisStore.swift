@@ -1,0 +1,167 @@
+import Foundation
+import DroptraceSupport
+import ScoreStore
+
+/// Storing the analysis in the score file, in the layout of `AnalysisLayout`,
+/// so `droptrace report` can rebuild the report from the file alone.
+extension SeriesAnalysis {
+    /// Writes `/analysis/...` into `file`, replacing any earlier analysis.
+    /// Meant for `ScoreFile.write(to:extra:)`, which calls it on the fresh
+    /// file before the atomic rename.
+    public func write(into file: HDF5File) throws {
+        if try file.exists(AnalysisLayout.group) {
+            try file.remove(AnalysisLayout.group)
+        }
+        let root = try file.createGroup(AnalysisLayout.group)
+        typealias Names = AnalysisLayout.Attribute
+        try root.setAttribute(Names.dropK, dropK.map(Int64.init))
+        try root.setAttribute(Names.verdict, verdict.outcome.rawValue)
+        try root.setAttribute(Names.verdictK, Int64(verdict.k))
+        try root.setAttribute(Names.verdictReason, verdict.reason)
+        try root.setAttribute(Names.verdictRule, Verdict.ruleDescription)
+        try root.setAttribute(Names.verdictCriteria, try Self.criteriaJSON(verdict.criteria))
+
+        let count = checkpointCount
+        let storage = ScoreFileLayout.storage
+        for module in ModuleKind.allCases {
+            let series = self[module]
+            let group = try file.createGroup(AnalysisLayout.moduleGroup(module))
+            try group.createDataset(AnalysisLayout.rankings, values: series.rankings.flatMap { $0.map(Int32.init) },
+                                    shape: [count, layers], storage: storage)
+            let perCheckpoint: [(String, [Double])] = [
+                (AnalysisLayout.spearmanFinal, series.spearmanFinal),
+                (AnalysisLayout.kendallFinal, series.kendallFinal),
+                (AnalysisLayout.spearmanPrevious, series.spearmanPrevious),
+                (AnalysisLayout.kendallPrevious, series.kendallPrevious),
+                (AnalysisLayout.meanImportance, series.meanImportance),
+            ]
+            for (name, values) in perCheckpoint {
+                try group.createDataset(name, values: values, storage: storage)
+            }
+            for k in dropK {
+                try group.createDataset(AnalysisLayout.dropSets(k: k),
+                                        values: series.dropSets[k]!.flatMap { $0.map(Int32.init) },
+                                        shape: [count, k], storage: storage)
+                try group.createDataset(AnalysisLayout.jaccardFinal(k: k), values: series.jaccardFinal[k]!,
+                                        storage: storage)
+                let settled = series.stabilisation[k]!
+                try group.setAttribute(Names.stabilisationStep(k: k), settled.step)
+                try group.setAttribute(Names.stabilisationIndex(k: k), Int64(settled.index))
+            }
+        }
+    }
+
+    /// Whether `file` holds an `/analysis` group.
+    public static func isStored(in file: HDF5File) throws -> Bool {
+        try file.kind(of: AnalysisLayout.group) == .group
+    }
+
+    /// Reads back what `write(into:)` stored; checkpoint steps come from
+    /// `/checkpoints/step` of the same file. Shapes are checked so a damaged
+    /// or foreign file gives one clear error instead of a wrong report.
+    public static func read(from file: HDF5File) throws -> SeriesAnalysis {
+        let path = file.filePath
+        guard try isStored(in: file) else {
+            throw DroptraceError("no /\(AnalysisLayout.group) group: the analysis was never stored in this file",
+                                 path: path)
+        }
+        let steps = try file.dataset(ScoreFileLayout.checkpointSteps).read(as: Int64.self)
+        let count = steps.count
+        let root = try file.group(AnalysisLayout.group)
+        typealias Names = AnalysisLayout.Attribute
+        let dropK = try root.numericAttribute(Names.dropK, as: Int64.self).map { Int($0) }
+
+        let outcomeName = try root.stringAttribute(Names.verdict)
+        guard let outcome = Verdict.Outcome(rawValue: outcomeName) else {
+            throw DroptraceError("/\(AnalysisLayout.group) attribute \(Names.verdict) is '\(outcomeName)', expected "
+                                    + Verdict.Outcome.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", "),
+                                 path: path)
+        }
+        let criteriaJSON = try root.stringAttribute(Names.verdictCriteria)
+        let criteria: [VerdictCriterion]
+        do {
+            criteria = try JSONDecoder().decode([VerdictCriterion].self, from: Data(criteriaJSON.utf8))
+        } catch {
+            throw DroptraceError("/\(AnalysisLayout.group) attribute \(Names.verdictCriteria) is not valid criteria "
+                                    + "JSON: \(error)", path: path)
+        }
+        let verdict = Verdict(
+            outcome: outcome, k: Int(try root.scalarAttribute(Names.verdictK, as: Int64.self)),
+            criteria: criteria, reason: try root.stringAttribute(Names.verdictReason))
+
+        let rankingsShape = try file.dataset(AnalysisLayout.moduleGroup(.attention) + "/" + AnalysisLayout.rankings)
+            .shape
+        guard rankingsShape.count == 2, rankingsShape[0] == count, rankingsShape[1] > 0 else {
+            throw DroptraceError("/\(AnalysisLayout.moduleGroup(.attention))/\(AnalysisLayout.rankings) has shape "
+                                    + "\(rankingsShape), expected [\(count), layers]", path: path)
+        }
+        let layers = rankingsShape[1]
+        let reader = StoredModuleReader(file: file, count: count, layers: layers, steps: steps, dropK: dropK)
+        return SeriesAnalysis(
+            steps: steps, layers: layers, dropK: dropK, attention: try reader.read(.attention),
+            mlp: try reader.read(.mlp), block: try reader.read(.block), verdict: verdict)
+    }
+
+    static func criteriaJSON(_ criteria: [VerdictCriterion]) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(criteria), as: UTF8.self)
+    }
+}
+
+/// Reads one `/analysis/<module>` group, checking every shape.
+private struct StoredModuleReader {
+    let file: HDF5File
+    let count: Int
+    let layers: Int
+    let steps: [Int64]
+    let dropK: [Int]
+
+    func read(_ module: ModuleKind) throws -> ModuleSeries {
+        let base = AnalysisLayout.moduleGroup(module)
+        func floats(_ name: String) throws -> [Double] {
+            try dataset("\(base)/\(name)", shape: [count]).read(as: Double.self)
+        }
+        func layerRows(_ name: String, width: Int) throws -> [[Int]] {
+            let flat = try dataset("\(base)/\(name)", shape: [count, width]).read(as: Int32.self).map { Int($0) }
+            if let bad = flat.first(where: { !(0..<layers).contains($0) }) {
+                throw DroptraceError("/\(base)/\(name) holds layer index \(bad), outside 0..<\(layers)",
+                                     path: file.filePath)
+            }
+            return (0..<count).map { Array(flat[($0 * width)..<(($0 + 1) * width)]) }
+        }
+
+        let group = try file.group(base)
+        var dropSets: [Int: [[Int]]] = [:]
+        var jaccard: [Int: [Double]] = [:]
+        var stabilisation: [Int: Stabilisation] = [:]
+        for k in dropK {
+            dropSets[k] = try layerRows(AnalysisLayout.dropSets(k: k), width: k)
+            jaccard[k] = try floats(AnalysisLayout.jaccardFinal(k: k))
+            let index = try group.scalarAttribute(AnalysisLayout.Attribute.stabilisationIndex(k: k), as: Int64.self)
+            stabilisation[k] = Stabilisation(
+                index: Int(index),
+                step: try group.scalarAttribute(AnalysisLayout.Attribute.stabilisationStep(k: k), as: Int64.self))
+        }
+        return ModuleSeries(
+            module: module, rankings: try layerRows(AnalysisLayout.rankings, width: layers), dropSets: dropSets,
+            spearmanFinal: try floats(AnalysisLayout.spearmanFinal),
+            kendallFinal: try floats(AnalysisLayout.kendallFinal),
+            spearmanPrevious: try floats(AnalysisLayout.spearmanPrevious),
+            kendallPrevious: try floats(AnalysisLayout.kendallPrevious),
+            jaccardFinal: jaccard, stabilisation: stabilisation,
+            meanImportance: try floats(AnalysisLayout.meanImportance))
+    }
+
+    private func dataset(_ path: String, shape: [Int]) throws -> HDF5Dataset {
+        guard try file.kind(of: path) == .dataset else {
+            throw DroptraceError("missing dataset /\(path) (analysis written by another version?)", path: file.filePath)
+        }
+        let dataset = try file.dataset(path)
+        guard dataset.shape == shape, dataset.elementType.isNumeric else {
+            throw DroptraceError("/\(path) has shape \(dataset.shape) of \(dataset.elementType), expected \(shape) "
+                                    + "numbers", path: file.filePath)
+        }
+        return dataset
+    }
+}

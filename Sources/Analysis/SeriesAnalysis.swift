@@ -1,0 +1,87 @@
+import DroptraceSupport
+import ScoreStore
+
+/// The analysis of a whole training run: for attention, MLP and block,
+/// rankings, drop-k sets, rank correlations, overlaps and stabilisation,
+/// plus the verdict on whether attention redundancy is inherent.
+///
+/// A pure computation on score-file rows (`init(rows:dropK:)`); it can be
+/// stored in and read back from the score file (`AnalysisStore.swift`).
+public struct SeriesAnalysis: Sendable, Equatable {
+    /// [C] training steps of the checkpoints, in row order (-1 when unknown).
+    public var steps: [Int64]
+    /// L.
+    public var layers: Int
+    /// The analysed k values, ascending.
+    public var dropK: [Int]
+    public var attention: ModuleSeries
+    public var mlp: ModuleSeries
+    public var block: ModuleSeries
+    public var verdict: Verdict
+
+    public init(
+        steps: [Int64], layers: Int, dropK: [Int], attention: ModuleSeries, mlp: ModuleSeries, block: ModuleSeries,
+        verdict: Verdict
+    ) {
+        self.steps = steps
+        self.layers = layers
+        self.dropK = dropK
+        self.attention = attention
+        self.mlp = mlp
+        self.block = block
+        self.verdict = verdict
+    }
+
+    /// Analyses `rows` (ordered by step, as a score file keeps them).
+    /// `dropK` defaults to `defaultDropK(layers:)`; values are deduplicated
+    /// and sorted, and each must be in 1...L.
+    public init(rows: [CheckpointRow], dropK: [Int]? = nil) throws {
+        guard let first = rows.first else {
+            throw DroptraceError("cannot analyse a run without checkpoints")
+        }
+        let layers = first.attention.count
+        guard layers > 0 else {
+            throw DroptraceError("cannot analyse checkpoint '\(first.name)': it has no layers")
+        }
+        for row in rows {
+            for module in ModuleKind.allCases where module.importance(in: row).count != layers {
+                throw DroptraceError(
+                    "cannot analyse checkpoint '\(row.name)': \(module.rawValue) has "
+                        + "\(module.importance(in: row).count) layers, the first checkpoint has \(layers)")
+            }
+        }
+        let ks = Array(Set(dropK ?? Self.defaultDropK(layers: layers))).sorted()
+        if let bad = ks.first(where: { !(1...layers).contains($0) }) {
+            throw DroptraceError("drop-k \(bad) is out of range: a \(layers)-layer model allows 1...\(layers)")
+        }
+        guard !ks.isEmpty else { throw DroptraceError("no drop-k values to analyse") }
+
+        let steps = rows.map(\.step)
+        func series(_ module: ModuleKind) -> ModuleSeries {
+            let importance = rows.map { module.importance(in: $0).map(Double.init) }
+            return ModuleSeries(module: module, importance: importance, steps: steps, dropK: ks)
+        }
+        let attention = series(.attention), mlp = series(.mlp)
+        self.init(
+            steps: steps, layers: layers, dropK: ks, attention: attention, mlp: mlp, block: series(.block),
+            verdict: Verdict.evaluate(
+                attentionMean: attention.meanImportance, mlpMean: mlp.meanImportance,
+                attentionRankings: attention.rankings, steps: steps))
+    }
+
+    /// The default k values: 25% and 50% of L (see `DropSets.defaultDropK`).
+    public static func defaultDropK(layers: Int) -> [Int] {
+        DropSets.defaultDropK(layers: layers)
+    }
+
+    /// C.
+    public var checkpointCount: Int { steps.count }
+
+    public subscript(module: ModuleKind) -> ModuleSeries {
+        switch module {
+        case .attention: attention
+        case .mlp: mlp
+        case .block: block
+        }
+    }
+}

@@ -1,0 +1,43 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Logging
+import Scoring
+
+/// The calibration tokens of a series, fixed before any checkpoint is
+/// scored: their hash decides whether stored rows can be reused, and every
+/// checkpoint must see exactly these tokens.
+struct CalibrationPlan {
+    let sha256: String
+    let source: CalibrationSource
+
+    /// Tokenises with the first checkpoint that loads (text calibration uses
+    /// the checkpoint's tokenizer.json).
+    init(source: CalibrationSource, checkpoints: [DiscoveredCheckpoint], log: Logger) throws {
+        self.source = source
+        var firstError: Error?
+        for candidate in checkpoints {
+            do {
+                let model = try ModelRegistry.load(try Checkpoint(directory: candidate.directory))
+                let set = try CheckpointScoring.loadCalibration(source, for: model) { log.warning("\($0)") }
+                sha256 = set.sha256
+                log.info("calibration: \(set.sequences.count) sequences, \(set.tokenCount) tokens, sha256 \(set.sha256.prefix(12))…")
+                return
+            } catch let error as DroptraceError where error.path == source.url.path {
+                throw error  // the calibration file itself is bad: no checkpoint will do
+            } catch {
+                firstError = firstError ?? error
+            }
+        }
+        throw firstError ?? DroptraceError("no checkpoints", path: source.url.path)
+    }
+
+    func check(_ scored: ScoredCheckpoint, checkpoint: DiscoveredCheckpoint) throws {
+        guard scored.calibration.sha256 == sha256 else {
+            throw DroptraceError(
+                "its tokenizer turns the calibration into different tokens than the series' first checkpoint did",
+                path: checkpoint.directory.path)
+        }
+    }
+}

@@ -1,0 +1,22 @@
+import DroptraceSupport
+import Scoring
+import ScoreStore
+
+extension CheckpointRow {
+    /// A store row from a checkpoint's scores (stored as float32).
+    public init(scores: ModuleScores, name: String, step: Int64, tokens: Int64) {
+        self.init(
+            name: name, step: step, tokens: tokens,
+            attention: scores.attention.map(Float.init), mlp: scores.mlp.map(Float.init),
+            block: scores.block.map(Float.init), blockGap: scores.blockGap.map { $0.map(Float.init) })
+    }
+}
+
+extension ScoreFileMetadata {
+    public init(_ scored: ScoredCheckpoint) {
+        self.init(
+            modelType: scored.modelType, numLayers: scored.layerCount, metric: "cosine",
+            calibrationSHA256: scored.calibration.sha256, calibrationTokens: Int64(scored.calibration.tokenCount),
+            droptraceVersion: DroptraceVersion.string)
+    }
+}

@@ -1,0 +1,37 @@
+import Foundation
+import Scoring
+
+/// Everything one `trace` (or `run`) invocation needs.
+public struct TraceOptions: Sendable {
+    /// Where the checkpoints come from.
+    public enum Checkpoints: Sendable {
+        /// A run's output directory, scanned for `checkpoint-<step>`-style subdirectories.
+        case series(URL)
+        /// An explicit list of checkpoint directories.
+        case list([URL])
+    }
+
+    public var checkpoints: Checkpoints
+    public var calibration: CalibrationSource
+    public var output: URL
+    /// Drop-k sizes for the analysis; nil: 25% and 50% of the layers.
+    public var dropK: [Int]?
+    /// Rescore every checkpoint, even those already in the store.
+    public var force: Bool
+    /// The report's title; nil: derived from the series.
+    public var title: String?
+
+    public init(
+        checkpoints: Checkpoints, calibration: CalibrationSource, output: URL, dropK: [Int]? = nil,
+        force: Bool = false, title: String? = nil
+    ) {
+        self.checkpoints = checkpoints
+        self.calibration = calibration
+        self.output = output
+        self.dropK = dropK
+        self.force = force
+        self.title = title
+    }
+
+    public var storeURL: URL { output.appendingPathComponent("scores.h5") }
+}

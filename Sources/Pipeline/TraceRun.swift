@@ -1,0 +1,159 @@
+import Analysis
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Logging
+import Reporting
+import Scoring
+import ScoreStore
+
+/// Reports progress of a trace to whoever is watching (a terminal bar).
+public protocol TraceProgress: AnyObject {
+    func checkpointStarted(_ index: Int, of total: Int, name: String)
+    func layerFinished(_ done: Int, of total: Int)
+    func finished()
+}
+
+/// What a trace run did.
+public struct TraceSummary: Sendable {
+    public var scored: [String] = []
+    public var reused: [String] = []
+    public var incomplete: [(name: String, reason: String)] = []
+    public var failed: [(name: String, error: String)] = []
+    public var report: URL?
+}
+
+/// The series pipeline: discover → score → analyze → report, each stage
+/// persisting what it produced. The store is rewritten atomically after
+/// every newly scored checkpoint, so a run killed at any moment keeps all
+/// checkpoints scored before it.
+public struct TraceRun {
+    public let options: TraceOptions
+    let log: Logger
+
+    public init(options: TraceOptions, log: Logger) {
+        self.options = options
+        self.log = log
+    }
+
+    public func run(progress: TraceProgress? = nil) throws -> TraceSummary {
+        let lock = try RunLock(directory: options.output)
+        defer { withExtendedLifetime(lock) {} }
+        var summary = TraceSummary()
+
+        // Discover.
+        let discovered: CheckpointDiscovery.Result
+        switch options.checkpoints {
+        case .series(let directory): discovered = try CheckpointDiscovery.scan(directory)
+        case .list(let directories): discovered = CheckpointDiscovery.inspect(directories)
+        }
+        summary.incomplete = discovered.incomplete
+        for (name, reason) in discovered.incomplete {
+            log.warning("skipping \(name) for now: \(reason); a later run will pick it up")
+        }
+        log.info("found \(discovered.ready.count) finished checkpoints")
+
+        // Score what the store does not have yet.
+        var store = try existingStore()
+        guard !discovered.ready.isEmpty else {
+            if store == nil {
+                log.warning("no finished checkpoints yet; nothing to do")
+                return summary
+            }
+            return try finish(store!, summary: summary)
+        }
+        let calibration = try CalibrationPlan(source: options.calibration, checkpoints: discovered.ready, log: log)
+        if let existing = store, !options.force {
+            try checkCompatible(existing, with: calibration)
+        }
+        let known = Set(options.force ? [] : (store?.rows.map(\.name) ?? []))
+        let todo = discovered.ready.filter { !known.contains($0.name) }
+        summary.reused = discovered.ready.map(\.name).filter(known.contains)
+        if !summary.reused.isEmpty { log.info("\(summary.reused.count) checkpoints already scored") }
+        if options.force, let existing = store {
+            let onDisk = Set(discovered.ready.map(\.name))
+            let lost = existing.rows.map(\.name).filter { !onDisk.contains($0) }
+            if !lost.isEmpty { log.warning("--force: dropping rows of checkpoints no longer on disk: \(lost.joined(separator: ", "))") }
+            store = nil
+        }
+
+        for (index, checkpoint) in todo.enumerated() {
+            progress?.checkpointStarted(index + 1, of: todo.count, name: checkpoint.name)
+            log.info("scoring \(checkpoint.name) (step \(checkpoint.step)) [\(index + 1)/\(todo.count)]")
+            do {
+                let scored = try CheckpointScoring.run(
+                    checkpoint: checkpoint.directory, calibration: options.calibration,
+                    warn: { _ in }, progress: { progress?.layerFinished($0, of: $1) })
+                try calibration.check(scored, checkpoint: checkpoint)
+                let row = CheckpointRow(scores: scored.scores, name: checkpoint.name, step: checkpoint.step, tokens: checkpoint.tokens)
+                var next = store ?? ScoreFile(metadata: ScoreFileMetadata(scored), rows: [])
+                if let existingStore = store { try checkSameModel(existingStore, scored, checkpoint: checkpoint) }
+                next.rows.removeAll { $0.name == row.name }
+                next.rows.append(row)
+                next.rows = Self.ordered(next.rows)
+                try write(next)
+                store = next
+                summary.scored.append(checkpoint.name)
+            } catch let error as DroptraceError {
+                log.error("\(error.description)")
+                summary.failed.append((checkpoint.name, error.description))
+            }
+        }
+        progress?.finished()
+        guard let final = store else {
+            throw DroptraceError("no checkpoint could be scored", path: options.output.path)
+        }
+        return try finish(final, summary: summary)
+    }
+
+    /// Analyze and report on the store as it now stands.
+    private func finish(_ store: ScoreFile, summary: TraceSummary) throws -> TraceSummary {
+        var summary = summary
+        try write(store)
+        let analysis = try SeriesAnalysis(rows: store.rows, dropK: options.dropK)
+        summary.report = try ReportWriter(title: options.title, scoreFile: store, analysis: analysis).write(to: options.output)
+        log.info("report: \(summary.report!.path)")
+        return summary
+    }
+
+    /// Writes the store with its analysis, atomically.
+    private func write(_ store: ScoreFile) throws {
+        let analysis = try SeriesAnalysis(rows: store.rows, dropK: options.dropK)
+        try store.write(to: options.storeURL) { file in try analysis.write(into: file) }
+    }
+
+    private func existingStore() throws -> ScoreFile? {
+        guard FileManager.default.fileExists(atPath: options.storeURL.path) else { return nil }
+        return try ScoreFile.read(from: options.storeURL)
+    }
+
+    private func checkCompatible(_ store: ScoreFile, with calibration: CalibrationPlan) throws {
+        let advice = "pass --force to rescore every checkpoint (rows of checkpoints no longer on disk are dropped), or use another output directory"
+        if store.metadata.calibrationSHA256 != calibration.sha256 {
+            throw DroptraceError(
+                "was scored with other calibration tokens (sha256 \(store.metadata.calibrationSHA256.prefix(12))…, now \(calibration.sha256.prefix(12))…); \(advice)",
+                path: options.storeURL.path)
+        }
+        if store.metadata.droptraceVersion != DroptraceVersion.string {
+            throw DroptraceError(
+                "was scored by droptrace \(store.metadata.droptraceVersion), this is \(DroptraceVersion.string); \(advice)",
+                path: options.storeURL.path)
+        }
+    }
+
+    private func checkSameModel(_ store: ScoreFile, _ scored: ScoredCheckpoint, checkpoint: DiscoveredCheckpoint) throws {
+        guard store.metadata.modelType == scored.modelType, store.metadata.numLayers == scored.layerCount else {
+            throw DroptraceError(
+                "is a \(scored.modelType) model with \(scored.layerCount) layers, but the store holds \(store.metadata.modelType) with \(store.metadata.numLayers)",
+                path: checkpoint.directory.path)
+        }
+    }
+
+    /// Rows by step; unknown steps last, by name.
+    static func ordered(_ rows: [CheckpointRow]) -> [CheckpointRow] {
+        rows.sorted { a, b in
+            let (x, y) = (a.step < 0 ? Int64.max : a.step, b.step < 0 ? Int64.max : b.step)
+            return x != y ? x < y : a.name < b.name
+        }
+    }
+}

@@ -1,0 +1,43 @@
+import Foundation
+
+/// How numbers appear in the report. Undefined values (NaN: no previous
+/// checkpoint, a constant vector) show as an em dash, never as "nan".
+enum NumberFormatting {
+    static let undefined = "—"
+
+    /// Fixed decimals: 4 for importance scores, 3 for correlations and overlaps.
+    static func fixed(_ value: Double, _ decimals: Int) -> String {
+        guard value.isFinite else { return undefined }
+        let text = String(format: "%.\(decimals)f", value)
+        // "-0.000" reads as a sign where there is none.
+        return Double(text) == 0 ? String(format: "%.\(decimals)f", 0.0) : text
+    }
+
+    static func score(_ value: Double) -> String { fixed(value, 4) }
+    static func correlation(_ value: Double) -> String { fixed(value, 3) }
+
+    /// A step as an integer, "—" when unknown (-1).
+    static func step(_ step: Int64) -> String { step >= 0 ? String(step) : undefined }
+
+    /// Token counts with thousands separators: 2,048,000.
+    static func grouped(_ value: Int64) -> String {
+        guard value >= 0 else { return undefined }
+        let digits = String(value)
+        var result = ""
+        for (index, digit) in digits.enumerated() {
+            if index > 0 && (digits.count - index) % 3 == 0 { result.append(",") }
+            result.append(digit)
+        }
+        return result
+    }
+
+    /// A layer list: "1, 3, 4".
+    static func layers(_ layers: [Int]) -> String {
+        layers.isEmpty ? undefined : layers.map(String.init).joined(separator: ", ")
+    }
+
+    static func percent(_ fraction: Double) -> String {
+        guard fraction.isFinite else { return undefined }
+        return String(format: "%.0f%%", fraction * 100)
+    }
+}

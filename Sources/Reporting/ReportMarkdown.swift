@@ -1,0 +1,346 @@
+import Analysis
+import DroptraceSupport
+import ScoreStore
+
+/// The text of report.md, section by section.
+struct ReportMarkdown {
+    let writer: ReportWriter
+    let figures: [ReportFigure]
+
+    private var analysis: SeriesAnalysis { writer.analysis }
+    private var rows: [CheckpointRow] { writer.scoreFile.rows }
+    private var metadata: ScoreFileMetadata { writer.scoreFile.metadata }
+    private var count: Int { rows.count }
+    private var final: Int { rows.count - 1 }
+
+    static let verdictAnchor = "#how-the-verdict-is-decided"
+
+    func render() -> String {
+        var parts = ["# \(Markdown.escape(writer.title))\n", summary(), criteriaTable(), run(), figureSection(),
+                     dropSetTable()]
+        parts += extra(.afterDropSets)
+        parts += [finalScores(), stabilisation(), agreement()]
+        parts += extra(.end)
+        parts += [rule(), method()]
+        return parts.joined(separator: "\n")
+    }
+
+    // MARK: - Summary
+
+    private func summary() -> String {
+        let verdict = analysis.verdict
+        let k = verdict.k
+        var text: String
+        switch verdict.outcome {
+        case .inherent:
+            text = "**Verdict: inherent.** Attention redundancy is present early and stable across this run: "
+                + "all three criteria of the rule pass."
+        case .notInherent:
+            text = "**Verdict: not inherent.** By the rule below, attention redundancy is not shown to be inherent "
+                + "in this run. \(verdict.reason)"
+        case .inconclusive:
+            text = "**Verdict: inconclusive.** \(verdict.reason)"
+        }
+        let attention = analysis.attention, mlp = analysis.mlp
+        let finalSet = NumberFormatting.layers(attention.dropSet(checkpoint: final, k: k))
+        if count == 1 {
+            text += "\n\nOnly one checkpoint (\(checkpointLabel(0))) of this run (\(runDescription())) was "
+                + "scored, so there is no trend over training to judge; the tables describe that checkpoint alone. "
+                + "Its attention drop-\(k) set is layers \(finalSet)."
+            return text + "\n"
+        }
+        // Counted as the verdict counts: checkpoints with an undefined mean are left out.
+        let comparable = zip(attention.meanImportance, mlp.meanImportance).filter { !$0.isNaN && !$1.isNaN }
+        let below = comparable.filter { $0 < $1 }.count
+        let defined = comparable.count < count ? " with defined scores" : ""
+        let settled = verdictStabilisation()
+        text += "\n\nAcross the \(count) checkpoints of this run (\(runDescription()), steps \(stepRange())), "
+            + "attention's mean importance was below MLP's at \(below) of \(comparable.count) checkpoints\(defined). "
+            + "The final checkpoint's attention drop-\(k) set is layers \(finalSet); earlier checkpoints matched it "
+            + "with a median Jaccard overlap of "
+            + "\(NumberFormatting.correlation(criterion("drop_set_agreement")?.value ?? .nan)), and it stopped "
+            + "changing at \(settled)."
+        text += " Mean importance moved from \(meanMove(.attention)) for attention, \(meanMove(.mlp)) for MLP "
+            + "and \(meanMove(.block)) for whole blocks (first → final checkpoint)."
+        let settling = ModuleKind.allCases.compactMap { module in
+            analysis[module].stabilisation[k].map { settled in
+                "\(stepOrIndex(settled)) for \(module.inProse)"
+            }
+        }
+        if settling.count == 3 {
+            text += " The drop-\(k) sets stop changing at \(settling[0]), \(settling[1]) and \(settling[2])."
+        }
+        return text + "\n"
+    }
+
+    private func criteriaTable() -> String {
+        var table = MarkdownTable(["Criterion", "Measured", "Threshold", "Result", "Numbers behind it"],
+                                  alignments: [.left, .right, .right, .center, .left])
+        for criterion in analysis.verdict.criteria {
+            let result = criterion.value.isNaN ? "n/a" : criterion.passed ? "pass" : "fail"
+            table.add([
+                Self.criterionName(criterion.id, k: analysis.verdict.k) ?? criterion.description,
+                NumberFormatting.correlation(criterion.value),
+                "\(criterion.comparison.symbol) \(NumberFormatting.correlation(criterion.threshold))",
+                result, criterion.detail,
+            ])
+        }
+        return table.render() + "\nThe rule and why it tests the paper's claim: see "
+            + "[How the verdict is decided](\(Self.verdictAnchor)).\n"
+    }
+
+    static func criterionName(_ id: String, k: Int) -> String? {
+        switch id {
+        case "attention_below_mlp": "Attention less important than MLP (share of checkpoints)"
+        case "drop_set_agreement": "Attention drop-\(k) set agrees with the final one (median Jaccard)"
+        case "early_stabilisation": "Attention drop-\(k) set settles early (share of the run)"
+        default: nil
+        }
+    }
+
+    // MARK: - The run
+
+    private func run() -> String {
+        var table = MarkdownTable(["", ""])
+        table.add(["Model type", Markdown.escape(metadata.modelType)])
+        table.add(["Layers", String(metadata.numLayers)])
+        table.add(["Checkpoints", String(count)])
+        table.add(["Steps", stepRange()])
+        table.add(["Tokens at the final checkpoint", NumberFormatting.grouped(rows[final].tokens)])
+        table.add(["Calibration", "\(NumberFormatting.grouped(metadata.calibrationTokens)) tokens, sha256 "
+                    + "`\(metadata.calibrationSHA256.prefix(16))…`"])
+        table.add(["Similarity metric", metadata.metric])
+        table.add(["Drop-k analysed", analysis.dropK.map(String.init).joined(separator: ", ")
+                    + " (verdict uses k = \(analysis.verdict.k))"])
+        table.add(["Scores written by", "droptrace \(metadata.droptraceVersion)"])
+        table.add(["Report written by", "droptrace \(DroptraceVersion.string)"])
+        return "## The run\n\n" + table.render()
+    }
+
+    // MARK: - Figures
+
+    private func figureSection() -> String {
+        var text = "## Figures\n"
+        for (index, figure) in figures.enumerated() {
+            if index == 0 || figures[index - 1].heading != figure.heading {
+                text += "\n### \(figure.heading)\n"
+            }
+            text += "\n![\(figure.altText)](\(figure.relativePath))\n"
+            if index == figures.count - 1 || figures[index + 1].heading != figure.heading {
+                text += "\n\(figure.caption)\n"
+            }
+        }
+        if count == 1 {
+            text += "\nWith a single checkpoint there are no rank correlations or drop-set overlaps to plot.\n"
+        }
+        return text
+    }
+
+    // MARK: - Tables
+
+    private func dropSetTable() -> String {
+        let modules: [ModuleKind] = [.attention, .mlp]
+        var headers = ["Step", "Tokens", "Checkpoint"]
+        for module in modules {
+            headers += analysis.dropK.map { "\(module.displayName) k=\($0)" }
+        }
+        var table = MarkdownTable(headers, alignments: [.right, .right, .left]
+                                    + Array(repeating: .left, count: headers.count - 3))
+        for index in rows.indices {
+            var cells = [NumberFormatting.step(rows[index].step), NumberFormatting.grouped(rows[index].tokens),
+                         Markdown.escape(rows[index].name)]
+            for module in modules {
+                cells += analysis.dropK.map { k in
+                    NumberFormatting.layers(analysis[module].dropSet(checkpoint: index, k: k))
+                }
+            }
+            table.add(cells)
+        }
+        return "## Drop sets per checkpoint\n\nThe k least important layers of each checkpoint (0-based layer "
+            + "indices, ascending), i.e. the layers LLM-Drop would remove.\n\n" + table.render()
+    }
+
+    private func finalScores() -> String {
+        var table = MarkdownTable(["Layer", "Attention", "MLP", "Block"], alignments: [.right, .right, .right, .right])
+        let row = rows[final]
+        for layer in 0..<analysis.layers {
+            var cells = [String(layer)]
+            for module in ModuleKind.allCases {
+                let value = NumberFormatting.score(Double(module.importance(in: row)[layer]))
+                let ks = analysis.dropK.filter { analysis[module].dropSet(checkpoint: final, k: $0).contains(layer) }
+                cells.append(ks.isEmpty ? value : "**\(value)** (k=\(ks.map(String.init).joined(separator: ", ")))")
+            }
+            table.add(cells)
+        }
+        return "## Final checkpoint scores\n\nImportance per layer at \(checkpointLabel(final)). **Bold** values are "
+            + "in the final drop-k set; (k=…) lists the k values whose drop set contains the layer.\n\n"
+            + table.render()
+    }
+
+    private func stabilisation() -> String {
+        var table = MarkdownTable(["Module", "k", "Settles at step", "Checkpoint", "Unchanged over"],
+                                  alignments: [.left, .right, .right, .left, .left])
+        for module in ModuleKind.allCases {
+            for k in analysis.dropK {
+                guard let settled = analysis[module].stabilisation[k] else { continue }
+                let unchanged = count - settled.index
+                table.add([module.displayName, String(k), NumberFormatting.step(settled.step),
+                           "\(settled.index): \(Markdown.escape(rows[settled.index].name))",
+                           "last \(unchanged) of \(count) checkpoint\(count == 1 ? "" : "s")"])
+            }
+        }
+        return "## Stabilisation\n\nThe first checkpoint from which the drop-k set is the same at every later "
+            + "checkpoint (a set that changes and changes back counts from its last change).\n\n" + table.render()
+    }
+
+    private func agreement() -> String {
+        var text = "## Rank agreement per checkpoint\n\n"
+        guard count > 1 else {
+            return text + "Only one checkpoint: there is nothing to correlate, so no rank correlations or drop-set "
+                + "overlaps are reported.\n"
+        }
+        text += "Spearman ρ (average ranks for ties) and Kendall τ-b of each checkpoint's importance vector; "
+            + "— marks an undefined value (no previous checkpoint, or a constant vector).\n\n"
+        for (heading, spearman, kendall) in [
+            ("With the final checkpoint", \ModuleSeries.spearmanFinal, \ModuleSeries.kendallFinal),
+            ("With the previous checkpoint", \ModuleSeries.spearmanPrevious, \ModuleSeries.kendallPrevious),
+        ] {
+            var headers = ["Step", "Checkpoint"]
+            for module in ModuleKind.allCases { headers += ["\(module.displayName) ρ", "\(module.displayName) τ"] }
+            var table = MarkdownTable(headers, alignments: [.right, .left] + Array(repeating: .right, count: 6))
+            for index in rows.indices {
+                var cells = [NumberFormatting.step(rows[index].step), Markdown.escape(rows[index].name)]
+                for module in ModuleKind.allCases {
+                    cells += [NumberFormatting.correlation(analysis[module][keyPath: spearman][index]),
+                              NumberFormatting.correlation(analysis[module][keyPath: kendall][index])]
+                }
+                table.add(cells)
+            }
+            text += "### \(heading)\n\n" + table.render() + "\n"
+        }
+        var headers = ["Step", "Checkpoint"]
+        for module in ModuleKind.allCases { headers += analysis.dropK.map { "\(module.displayName) k=\($0)" } }
+        var table = MarkdownTable(headers, alignments: [.right, .left]
+                                    + Array(repeating: .right, count: headers.count - 2))
+        for index in rows.indices {
+            var cells = [NumberFormatting.step(rows[index].step), Markdown.escape(rows[index].name)]
+            for module in ModuleKind.allCases {
+                cells += analysis.dropK.map { k in
+                    NumberFormatting.correlation(analysis[module].jaccardFinal[k]?[index] ?? .nan)
+                }
+            }
+            table.add(cells)
+        }
+        text += "### Jaccard overlap with the final drop sets\n\nJaccard overlap |A ∩ B| / |A ∪ B| of each "
+            + "checkpoint's drop-k set with the final checkpoint's.\n\n" + table.render()
+        return text
+    }
+
+    private func extra(_ placement: ReportSection.Placement) -> [String] {
+        writer.extraSections.filter { $0.placement == placement }.map { section in
+            "## \(section.title)\n\n\(section.body)" + (section.body.hasSuffix("\n") ? "" : "\n")
+        }
+    }
+
+    // MARK: - Rule and method
+
+    private func rule() -> String {
+        func number(_ value: Double) -> String { NumberFormatting.fixed(value, 2) }
+        return """
+            ## How the verdict is decided
+
+            The paper (He et al. 2024, *What Matters in Transformers? Not All Attention is Needed*) finds a large \
+            share of attention layers far more redundant than MLP layers and, tracing checkpoints through training, \
+            calls this redundancy inherent and consistent across training stages. The rule tests three parts of \
+            that claim with the attention drop-k set at k = round(L/2) = \(analysis.verdict.k), whatever k values \
+            were asked for:
+
+            1. **Attention is the more redundant module type:** attention's mean importance is below MLP's at \
+            ≥ \(NumberFormatting.percent(Verdict.attentionBelowMLPFraction)) of checkpoints (checkpoints with \
+            undefined scores left out).
+            2. **The drop set is the final one early on:** the median, over all checkpoints except the final one, \
+            of the Jaccard overlap between the checkpoint's attention drop-k set and the final checkpoint's is \
+            ≥ \(number(Verdict.medianJaccardThreshold)).
+            3. **The drop set settles early:** the attention drop-k set stops changing within the first half of \
+            the run, (stabilisation step − first step) / (last step − first step) ≤ \
+            \(number(Verdict.stabilisationFraction)); with unknown steps, checkpoint index / (C − 1).
+
+            **Inherent** when all three pass, **not inherent** when any fails, **inconclusive** with fewer than \
+            \(Verdict.minimumCheckpoints) checkpoints or when a criterion cannot be measured (undefined scores).
+
+            """
+    }
+
+    private func method() -> String {
+        """
+        ## Method
+
+        - Importance of a module (LLM-Drop): 1 − the mean cosine similarity between its input and its output on \
+        the residual stream over the calibration tokens; low importance means the module barely changes the hidden \
+        state and can be dropped.
+        - Rankings sort layers by ascending importance (ties to the lower layer index); the drop-k set is the \
+        first k of the ranking.
+        - Spearman ρ is the Pearson correlation of average ranks; Kendall τ-b corrects for ties on either side.
+        - Everything here is also stored in the score file under `/analysis/`: per module \
+        (`attention`, `mlp`, `block`) the datasets `rankings`, `drop_k<k>`, `spearman_final`, `kendall_final`, \
+        `spearman_previous`, `kendall_previous`, `jaccard_final_k<k>` and `mean_importance`, with \
+        `stabilisation_step_k<k>` attributes; the verdict and its criteria (JSON) are attributes of `/analysis`. \
+        `droptrace report` rebuilds this report from the file alone.
+
+        """
+    }
+
+    // MARK: - Helpers
+
+    private func criterion(_ id: String) -> VerdictCriterion? {
+        analysis.verdict.criteria.first { $0.id == id }
+    }
+
+    /// The checkpoint's name, with its step unless the name already says it.
+    private func checkpointLabel(_ index: Int) -> String {
+        let row = rows[index]
+        let name = Markdown.escape(row.name)
+        return row.step >= 0 && !row.name.contains(String(row.step)) ? "\(name) (step \(row.step))" : name
+    }
+
+    /// "llama, 32 layers".
+    private func runDescription() -> String {
+        "\(Markdown.escape(metadata.modelType)), \(metadata.numLayers) layer\(metadata.numLayers == 1 ? "" : "s")"
+    }
+
+    private func stepRange() -> String {
+        let first = rows[0].step, last = rows[final].step
+        if first < 0 || last < 0 { return "unknown" }
+        return count == 1 ? "\(first)" : "\(first)–\(last)"
+    }
+
+    /// Where the verdict's attention drop-k set settles, in words.
+    private func verdictStabilisation() -> String {
+        let k = analysis.verdict.k
+        let sets = analysis.attention.rankings.map { DropSets.dropSet(ranking: $0, k: k) }
+        let index = DropSets.stabilisationIndex(sets) ?? 0
+        let share = NumberFormatting.percent(criterion("early_stabilisation")?.value ?? .nan)
+        let place = stepOrIndex(Stabilisation(index: index, step: rows[index].step))
+        return "\(place) (\(share) into the run)"
+    }
+
+    private func stepOrIndex(_ settled: Stabilisation) -> String {
+        settled.step >= 0 ? "step \(settled.step)" : "checkpoint \(settled.index)"
+    }
+
+    private func meanMove(_ module: ModuleKind) -> String {
+        let means = analysis[module].meanImportance
+        return "\(NumberFormatting.score(means[0])) to \(NumberFormatting.score(means[final]))"
+    }
+}
+
+private extension ModuleKind {
+    /// How the module type reads mid-sentence.
+    var inProse: String {
+        switch self {
+        case .attention: "attention"
+        case .mlp: "MLP"
+        case .block: "whole blocks"
+        }
+    }
+}

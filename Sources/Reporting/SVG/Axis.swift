@@ -1,0 +1,173 @@
+import Foundation
+
+/// Tick placement and tick labels.
+enum Ticks {
+    /// A "nice" step (1, 2 or 5 × 10ⁿ) near `raw`.
+    static func niceStep(_ raw: Double) -> Double {
+        guard raw > 0, raw.isFinite else { return 1 }
+        let magnitude = pow(10, floor(log10(raw)))
+        let fraction = raw / magnitude
+        let nice: Double = fraction <= 1 ? 1 : fraction <= 2 ? 2 : fraction <= 5 ? 5 : 10
+        return nice * magnitude
+    }
+
+    /// Tick values at multiples of a nice step inside [lo, hi], about `target` of them.
+    static func values(_ lo: Double, _ hi: Double, target: Int) -> (values: [Double], step: Double) {
+        guard hi > lo else { return ([lo], 1) }
+        let step = niceStep((hi - lo) / Double(max(1, target)))
+        var values: [Double] = []
+        var tick = ceil(lo / step - 1e-9) * step
+        while tick <= hi + step * 1e-9 {
+            // Snap -0.0 and accumulated error (0.30000000000000004).
+            values.append(abs(tick) < step * 1e-9 ? 0 : (tick / step).rounded() * step)
+            tick += step
+        }
+        return (values, step)
+    }
+
+    /// Enough decimals to tell ticks `step` apart, and no more; a real
+    /// minus sign, which is as wide as a digit and reads better than "-".
+    static func label(_ value: Double, step: Double) -> String {
+        let decimals = step >= 1 ? 0 : min(6, Int(ceil(-log10(step) - 1e-9)))
+        let text = String(format: "%.\(decimals)f", value)
+        return text.hasPrefix("-") ? "−" + text.dropFirst() : text
+    }
+
+    /// Short labels for steps and token counts, about three significant
+    /// digits: 950, 1.5k, 11.5k, 143k, 2M, 1.2B.
+    static func compact(_ value: Double) -> String {
+        // Round to three significant digits first, so 999,950 becomes "1M", not "1000k".
+        var value = value
+        if value != 0 && value.isFinite {
+            let unit = pow(10, floor(log10(abs(value))) - 2)
+            value = (value / unit).rounded() * unit
+        }
+        let units: [(Double, String)] = [(1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")]
+        for (size, suffix) in units where abs(value) >= size {
+            return trimmed(value / size) + suffix
+        }
+        return trimmed(value)
+    }
+
+    /// Two decimals below 10, one below 100, none above; no trailing zeros.
+    private static func trimmed(_ value: Double) -> String {
+        let decimals = abs(value) >= 100 ? 0 : abs(value) >= 10 ? 1 : 2
+        var text = String(format: "%.\(decimals)f", value)
+        guard decimals > 0 else { return text }
+        while text.hasSuffix("0") { text.removeLast() }
+        if text.hasSuffix(".") { text.removeLast() }
+        return text
+    }
+}
+
+/// A linear map from data values to pixels.
+struct LinearScale {
+    var domain: (Double, Double)
+    var range: (Double, Double)
+
+    func position(_ value: Double) -> Double {
+        let span = domain.1 - domain.0
+        guard span != 0 else { return (range.0 + range.1) / 2 }
+        return range.0 + (value - domain.0) / span * (range.1 - range.0)
+    }
+}
+
+/// The x axis of the charts over training: steps on a linear or log scale,
+/// or checkpoint indices when steps are unknown.
+enum StepAxis: Equatable {
+    case linear(lo: Double, hi: Double)
+    /// Log scale over the positive steps; step 0, which a log scale cannot
+    /// show, sits at the left edge behind a short gap with its own "0" tick.
+    case log(lo: Double, hi: Double, hasZero: Bool)
+    case index(count: Int)
+
+    /// Log when the positive steps span more than two decades (then a linear
+    /// axis squeezes the early checkpoints, where redundancy emerges, into a
+    /// few pixels), linear otherwise; indices when steps are unknown or not
+    /// increasing.
+    static func choose(steps: [Int64]) -> StepAxis {
+        let known = !steps.isEmpty && steps.allSatisfy { $0 >= 0 }
+            && zip(steps, steps.dropFirst()).allSatisfy { $0 < $1 }
+        guard known else { return .index(count: steps.count) }
+        let positive = steps.filter { $0 > 0 }.map(Double.init)
+        if let lo = positive.first, let hi = positive.last, positive.count >= 2, hi / lo > 100 {
+            return .log(lo: lo, hi: hi, hasZero: steps.contains(0))
+        }
+        let lo = Double(steps.first!), hi = Double(steps.last!)
+        if lo == hi {
+            let pad = max(1, abs(lo) * 0.1)
+            return .linear(lo: lo - pad, hi: hi + pad)
+        }
+        return .linear(lo: lo, hi: hi)
+    }
+
+    var title: String {
+        switch self {
+        case .linear: "Training step"
+        case .log: "Training step (log scale)"
+        case .index: "Checkpoint index (steps unknown)"
+        }
+    }
+
+    /// Fraction of the axis reserved for step 0 on a log axis.
+    static let zeroGap = 0.06
+
+    /// Pixel position of checkpoint `index` at `step`, on an axis from `a` to `b`.
+    func position(step: Int64, index: Int, from a: Double, to b: Double) -> Double {
+        switch self {
+        case .linear(let lo, let hi):
+            return LinearScale(domain: (lo, hi), range: (a, b)).position(Double(step))
+        case .log(let lo, let hi, let hasZero):
+            if step <= 0 { return a }
+            let start = hasZero ? a + (b - a) * Self.zeroGap : a
+            return LinearScale(domain: (log10(lo), log10(hi)), range: (start, b)).position(log10(Double(step)))
+        case .index(let count):
+            return LinearScale(domain: (0, Double(max(1, count - 1))), range: (a, b)).position(Double(index))
+        }
+    }
+
+    struct Tick {
+        var position: Double
+        var label: String?  // nil: a minor tick
+    }
+
+    /// Ticks for an axis from `a` to `b`, spaced so labels do not collide.
+    func ticks(from a: Double, to b: Double) -> [Tick] {
+        let width = b - a
+        switch self {
+        case .linear(let lo, let hi):
+            var target = max(2, Int(width / 90))
+            while true {
+                let (values, _) = Ticks.values(lo, hi, target: target)
+                let labels = values.map(Ticks.compact)
+                let widest = labels.map { SVG.estimatedWidth($0, size: 11) }.max() ?? 0
+                let spacing = width / Double(max(1, values.count))
+                if spacing >= widest + 10 || target <= 2 {
+                    let scale = LinearScale(domain: (lo, hi), range: (a, b))
+                    return zip(values, labels).map { Tick(position: scale.position($0), label: $1) }
+                }
+                target -= 1
+            }
+        case .log(let lo, let hi, let hasZero):
+            var ticks: [Tick] = hasZero ? [Tick(position: a, label: "0")] : []
+            for exponent in Int(floor(log10(lo)))...Int(ceil(log10(hi))) {
+                let decade = pow(10, Double(exponent))
+                for multiple in 1...9 {
+                    let value = decade * Double(multiple)
+                    guard value >= lo * (1 - 1e-9), value <= hi * (1 + 1e-9) else { continue }
+                    let x = position(step: Int64(value.rounded()), index: 0, from: a, to: b)
+                    ticks.append(Tick(position: x, label: multiple == 1 ? Ticks.compact(value) : nil))
+                }
+            }
+            return ticks
+        case .index(let count):
+            let last = Double(max(1, count - 1))
+            var target = max(2, Int(width / 60))
+            target = min(target, max(1, count - 1))
+            let (values, _) = Ticks.values(0, last, target: target)
+            let scale = LinearScale(domain: (0, last), range: (a, b))
+            return values.filter { $0 == $0.rounded() }
+                .map { Tick(position: scale.position($0), label: String(Int($0))) }
+        }
+    }
+}

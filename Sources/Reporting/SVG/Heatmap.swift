@@ -1,0 +1,146 @@
+import Foundation
+
+/// A layers × checkpoints heatmap with a viridis colour bar: one row per
+/// layer (layer 0 at the top, as in the tables), one column per checkpoint
+/// in training order.
+struct Heatmap {
+    var title: String
+    /// values[layer][checkpoint]; NaN cells are drawn grey.
+    var values: [[Double]]
+    /// One label per checkpoint (its step, or its index when unknown).
+    var columnLabels: [String]
+    var xTitle: String
+    var yTitle = "Layer"
+    var colorbarTitle: String
+
+    static let undefinedColour = "#c8c8c8"
+
+    /// The colour range. A few extreme layers (often layer 0, or the last
+    /// MLP) can be many times more important than the rest; on a plain
+    /// min–max scale everything else would be one dark colour. So when the
+    /// top 5% of values would take more than half of the scale, the scale
+    /// ends at the 95th percentile and the colour bar says values above it
+    /// share the top colour.
+    static func colourRange(_ values: [Double]) -> (lo: Double, hi: Double, clipped: Bool) {
+        let finite = values.filter(\.isFinite).sorted()
+        guard let lo = finite.first, let hi = finite.last else { return (0, 1, false) }
+        if hi == lo { return (lo, lo + 1, false) }
+        let q95 = finite[Int((Double(finite.count - 1) * 0.95).rounded())]
+        if q95 > lo && hi - lo > 2 * (q95 - lo) {
+            return (lo, q95, true)
+        }
+        return (lo, hi, false)
+    }
+
+    func render() -> String {
+        let layers = values.count
+        let checkpoints = columnLabels.count
+        let cellWidth = min(60, max(2, 720 / Double(max(1, checkpoints))))
+        let cellHeight = min(28, max(4, 480 / Double(max(1, layers))))
+        let plotWidth = cellWidth * Double(checkpoints), plotHeight = cellHeight * Double(layers)
+        let left = 64.0, top = 46.0, bottom = 58.0, colorbarGap = 22.0, colorbarWidth = 16.0
+        let colorbarHeight = max(plotHeight, 140)
+        let width = max(480, left + plotWidth + colorbarGap + colorbarWidth + 110)
+        let height = top + colorbarHeight + bottom
+        let plotRight = left + plotWidth, plotBottom = top + plotHeight
+
+        var svg = SVGDocument(width: width, height: height, title: title)
+        svg.add(SVG.text(title, x: left, y: 26, size: 15, weight: "bold"))
+
+        let (lo, hi, clipped) = Self.colourRange(values.flatMap { $0 })
+        // Cells are drawn in cell units (one unit = one cell, scaled by the
+        // group's transform) as one path per colour, with runs of equal
+        // colour in a row merged: C = 300, L = 100 as 30,000 <rect>s would
+        // be ~2 MB, this is a fraction of that.
+        var runsByColour: [String: [String]] = [:]
+        var colourOrder: [String] = []
+        for (layer, row) in values.enumerated() {
+            var start = 0
+            while start < row.count {
+                let colour = cellColour(row[start], lo: lo, hi: hi)
+                var end = start + 1
+                while end < row.count && cellColour(row[end], lo: lo, hi: hi) == colour { end += 1 }
+                if runsByColour[colour] == nil { colourOrder.append(colour) }
+                runsByColour[colour, default: []].append("M\(start) \(layer)h\(end - start)v1h-\(end - start)z")
+                start = end
+            }
+        }
+        let hasUndefined = runsByColour[Self.undefinedColour] != nil
+        // crispEdges: no anti-aliased hairlines between adjacent cells.
+        svg.add(#"<g shape-rendering="crispEdges" transform="translate(\#(SVG.number(left)) \#(SVG.number(top))) "#
+                + #"scale(\#(SVG.number(cellWidth)) \#(SVG.number(cellHeight)))">"#)
+        for colour in colourOrder {
+            svg.add(#"<path fill="\#(colour)" d="\#(runsByColour[colour]!.joined())"/>"#)
+        }
+        svg.add("</g>")
+        svg.add(SVG.rect(x: left, y: top, width: plotWidth, height: plotHeight, fill: "none",
+                         extra: ##"stroke="#444444" stroke-width="1""##))
+
+        // Layer ticks: every n-th so labels stay at least ~13 px apart.
+        let layerEvery = [1, 2, 5, 10, 20, 50, 100, 200, 500].first { Double($0) * cellHeight >= 13 } ?? 1000
+        for layer in stride(from: 0, to: layers, by: layerEvery) {
+            let y = top + (Double(layer) + 0.5) * cellHeight
+            svg.add(SVG.line(x1: left - 4, y1: y, x2: left, y2: y, stroke: "#444444"))
+            svg.add(SVG.text(String(layer), x: left - 7, y: y, size: 11, anchor: .end, middle: true))
+        }
+        svg.add(SVG.text(yTitle, x: 18, y: top + plotHeight / 2, size: 13, anchor: .middle, middle: true,
+                         rotate: -90))
+
+        // Checkpoint ticks: every m-th so the widest label fits between them.
+        let widest = columnLabels.map { SVG.estimatedWidth($0, size: 11) }.max() ?? 0
+        let columnEvery = [1, 2, 5, 10, 20, 25, 50, 100, 200, 500, 1000]
+            .first { Double($0) * cellWidth >= widest + 8 } ?? 2000
+        var labelled = Array(stride(from: 0, to: checkpoints, by: columnEvery))
+        if let last = labelled.last, last != checkpoints - 1,
+           Double(checkpoints - 1 - last) * cellWidth >= widest + 8 {
+            labelled.append(checkpoints - 1)  // the final checkpoint matters most
+        }
+        for column in labelled {
+            let x = left + (Double(column) + 0.5) * cellWidth
+            svg.add(SVG.line(x1: x, y1: plotBottom, x2: x, y2: plotBottom + 4, stroke: "#444444"))
+            svg.add(SVG.text(columnLabels[column], x: x, y: plotBottom + 17, size: 11, anchor: .middle))
+        }
+        // Centred under the plot, but never pushed off the left edge of a narrow one.
+        let xTitleCentre = max(left + plotWidth / 2, 8 + SVG.estimatedWidth(xTitle, size: 13) / 2)
+        svg.add(SVG.text(xTitle, x: xTitleCentre, y: plotBottom + 40, size: 13, anchor: .middle))
+
+        addColourBar(to: &svg, x: plotRight + colorbarGap, y: top, width: colorbarWidth, height: colorbarHeight,
+                     lo: lo, hi: hi, clipped: clipped, hasUndefined: hasUndefined)
+        return svg.render()
+    }
+
+    private func cellColour(_ value: Double, lo: Double, hi: Double) -> String {
+        guard value.isFinite else { return Self.undefinedColour }
+        return Viridis.hex(level: Viridis.level((value - lo) / (hi - lo)))
+    }
+
+    private func addColourBar(to svg: inout SVGDocument, x: Double, y: Double, width: Double, height: Double,
+                              lo: Double, hi: Double, clipped: Bool, hasUndefined: Bool) {
+        // A vertical gradient through the same samples the cells use; bottom = low.
+        let stops = Viridis.samples.indices.map { index -> String in
+            let t = Double(index) / Double(Viridis.samples.count - 1)
+            return #"<stop offset="\#(SVG.number(t))" stop-color="\#(Viridis.hex(t))"/>"#
+        }
+        svg.define(#"<linearGradient id="colourbar" x1="0" y1="1" x2="0" y2="0">"#
+                   + stops.joined() + "</linearGradient>")
+        svg.add(SVG.rect(x: x, y: y, width: width, height: height, fill: "url(#colourbar)",
+                         extra: ##"stroke="#444444" stroke-width="1""##))
+        let scale = LinearScale(domain: (lo, hi), range: (y + height, y))
+        let (ticks, step) = Ticks.values(lo, hi, target: max(2, Int(height / 40)))
+        for tick in ticks {
+            let ty = scale.position(tick)
+            svg.add(SVG.line(x1: x + width, y1: ty, x2: x + width + 4, y2: ty, stroke: "#444444"))
+            svg.add(SVG.text(Ticks.label(tick, step: step), x: x + width + 7, y: ty, size: 11, middle: true))
+        }
+        if clipped {
+            svg.add(SVG.text("≥ \(Ticks.label(hi, step: step / 10))", x: x + width + 7, y: y - 6, size: 11))
+        }
+        svg.add(SVG.text(colorbarTitle, x: x + width + 62, y: y + height / 2, size: 12, anchor: .middle,
+                         middle: true, rotate: 90))
+        if hasUndefined {
+            let swatchY = y + height + 14
+            svg.add(SVG.rect(x: x, y: swatchY, width: width, height: 10, fill: Self.undefinedColour))
+            svg.add(SVG.text("undefined", x: x + width + 5, y: swatchY + 5, size: 11, middle: true))
+        }
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import DroptraceSupport
+
+/// Replaces a file so that readers (and a crash) only ever see the old file
+/// or the complete new one: write a temporary file in the same directory
+/// (rename(2) is only atomic within one file system), fsync it, rename it
+/// over the target, fsync the directory so the rename itself is durable.
+enum AtomicFileReplacement {
+    /// `<dir>/.<name>.tmp-<pid>`: hidden, next to the target, and distinct per
+    /// process so two concurrent writers never share a temporary file.
+    static func temporaryPath(for path: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        let directory = url.deletingLastPathComponent().path
+        return (directory as NSString).appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+    }
+
+    /// Calls `write(temporaryPath)` to produce the new file, then moves it
+    /// into place. Errors that name the temporary file are reported against
+    /// `path`, which is the file the user asked for.
+    static func replace(_ path: String, write: (_ temporaryPath: String) throws -> Void) throws {
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw DroptraceError("cannot write: directory \(directory) does not exist", path: path)
+        }
+        let temporary = temporaryPath(for: path)
+        // A leftover from an earlier run killed with the same pid.
+        unlink(temporary)
+        do {
+            try write(temporary)
+            try flushToDisk(temporary, flags: O_RDONLY, reportAs: path)
+            if rename(temporary, path) != 0 {
+                throw DroptraceError("cannot move the new file into place: \(lastErrorDescription())", path: path)
+            }
+        } catch {
+            unlink(temporary)
+            if let error = error as? DroptraceError, error.path == temporary {
+                throw DroptraceError(error.message, path: path)
+            }
+            throw error
+        }
+        try flushToDisk(directory, flags: O_RDONLY | O_DIRECTORY, reportAs: path)
+    }
+
+    private static func flushToDisk(_ path: String, flags: Int32, reportAs reportedPath: String) throws {
+        let descriptor = open(path, flags)
+        guard descriptor >= 0 else {
+            throw DroptraceError("cannot open \(path) to flush it to disk: \(lastErrorDescription())",
+                                 path: reportedPath)
+        }
+        defer { close(descriptor) }
+        if fsync(descriptor) != 0 {
+            throw DroptraceError("cannot flush \(path) to disk: \(lastErrorDescription())", path: reportedPath)
+        }
+    }
+
+    private static func lastErrorDescription() -> String {
+        String(cString: strerror(errno))
+    }
+}

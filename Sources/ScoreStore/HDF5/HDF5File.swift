@@ -1,0 +1,70 @@
+import Foundation
+internal import CHDF5
+import DroptraceSupport
+
+/// An open HDF5 file. Like h5py's `File`, it *is* its root group: groups,
+/// datasets and root attributes are reached directly from it.
+///
+/// The file is closed by `close()` (which reports errors, e.g. a failed
+/// flush) or, failing that, when the last object from it is released.
+public final class HDF5File: HDF5Group {
+    /// Creates a new file at `path`, replacing any file already there.
+    public static func create(at path: String) throws -> HDF5File {
+        HDF5Library.prepareThread()
+        let id = try withFileAccessList(path: path) { fapl in
+            try HDF5Failure.check(
+                H5Fcreate(path, HDF5Library.accessTruncate, HDF5Library.propertyListDefault, fapl),
+                "cannot create HDF5 file", path: path)
+        }
+        return HDF5File(openFile: HDF5OpenFile(id: id, path: path))
+    }
+
+    /// Opens an existing file, read-only unless `writable`.
+    public static func open(at path: String, writable: Bool = false) throws -> HDF5File {
+        HDF5Library.prepareThread()
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw DroptraceError("no such file", path: path)
+        }
+        // H5Fis_hdf5 looks only for the signature, so it separates "not HDF5
+        // at all" from "HDF5 but damaged" (which H5Fopen then explains).
+        let signature = H5Fis_hdf5(path)
+        if signature == 0 {
+            throw DroptraceError("not an HDF5 file (no HDF5 signature found)", path: path)
+        }
+        _ = try HDF5Failure.checkedValue(signature, "cannot read file", path: path)
+        let mode = writable ? HDF5Library.accessReadWrite : HDF5Library.accessReadOnly
+        let id = try withFileAccessList(path: path) { fapl in
+            try HDF5Failure.check(H5Fopen(path, mode, fapl), "cannot open HDF5 file", path: path)
+        }
+        return HDF5File(openFile: HDF5OpenFile(id: id, path: path))
+    }
+
+    public static func create(at url: URL) throws -> HDF5File { try create(at: url.path) }
+    public static func open(at url: URL, writable: Bool = false) throws -> HDF5File {
+        try open(at: url.path, writable: writable)
+    }
+
+    private init(openFile: HDF5OpenFile) {
+        // The file id doubles as the root group's location; it is closed by
+        // `HDF5OpenFile`, not by `HDF5Object`.
+        super.init(id: openFile.id, openFile: openFile, objectPath: "/", ownsID: false)
+    }
+
+    /// Flushes and closes the file, and every object still open in it.
+    /// Objects from this file must not be used afterwards.
+    public func close() throws {
+        try openFile.close()
+    }
+
+    /// The file-access property list every file is opened with.
+    private static func withFileAccessList<Result>(path: String, _ body: (hid_t) throws -> Result) throws -> Result {
+        try withHDF5ID(H5Pcreate(HDF5Library.ids.fileAccess), closedBy: H5Pclose,
+                       failure: "cannot create file-access property list", path: path) { fapl in
+            // "Strong": closing the file closes everything in it, so close()
+            // really writes the file out even if someone kept a dataset open.
+            try HDF5Failure.check(H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG),
+                                  "cannot set file close degree", path: path)
+            return try body(fapl)
+        }
+    }
+}

@@ -1,0 +1,121 @@
+internal import CHDF5
+import DroptraceSupport
+
+/// Owns an open HDF5 file id. Every object opened from the file keeps a strong
+/// reference to it, so the file cannot be closed under an open dataset by ARC
+/// (it can only be closed explicitly, with `HDF5File.close()`).
+final class HDF5OpenFile {
+    let id: hid_t
+    /// The file's path on disk, used in every error message.
+    let path: String
+    private(set) var isOpen = true
+
+    init(id: hid_t, path: String) {
+        self.id = id
+        self.path = path
+    }
+
+    func close() throws {
+        guard isOpen else { return }
+        isOpen = false
+        HDF5Library.prepareThread()
+        // Files are opened with the "strong" close degree: this also closes
+        // every object still open in the file and flushes everything, so an
+        // fsync right after sees the complete file.
+        try HDF5Failure.check(H5Fclose(id), "cannot close HDF5 file", path: path)
+    }
+
+    deinit {
+        if isOpen {
+            HDF5Library.prepareThread()
+            _ = H5Fclose(id)
+        }
+    }
+}
+
+/// Anything in an HDF5 file that can carry attributes: the file (its root
+/// group), a group or a dataset.
+public class HDF5Object {
+    let id: hid_t
+    let openFile: HDF5OpenFile
+    /// Absolute path inside the file, e.g. "/scores/attention"; "/" for the root.
+    public let objectPath: String
+    /// Whether `id` is ours to close; the file's id belongs to `HDF5OpenFile`.
+    private let ownsID: Bool
+
+    init(id: hid_t, openFile: HDF5OpenFile, objectPath: String, ownsID: Bool) {
+        self.id = id
+        self.openFile = openFile
+        self.objectPath = objectPath
+        self.ownsID = ownsID
+    }
+
+    /// The file's path on disk.
+    public var filePath: String { openFile.path }
+
+    deinit {
+        // After an explicit file close (strong degree) the id is already gone.
+        if ownsID && openFile.isOpen {
+            HDF5Library.prepareThread()
+            _ = H5Oclose(id)
+        }
+    }
+
+    /// The absolute in-file path of `relative`, for error messages.
+    func childPath(_ relative: String) -> String {
+        if relative.hasPrefix("/") { return relative }
+        return objectPath == "/" ? "/" + relative : objectPath + "/" + relative
+    }
+
+    /// Fails with a clear message instead of letting HDF5 report an invalid id.
+    func ensureOpen() throws {
+        HDF5Library.prepareThread()
+        if !openFile.isOpen {
+            throw DroptraceError("HDF5 file was already closed (while using \(objectPath))", path: filePath)
+        }
+    }
+}
+
+/// Runs `body` with a freshly created temporary HDF5 id (dataspace, datatype,
+/// property list, attribute) and closes it afterwards, even when `body`
+/// throws. Scoped closing, not ARC, because ARC may release an owner before
+/// the C call that still uses its id.
+func withHDF5ID<Result>(
+    _ id: hid_t,
+    closedBy close: (hid_t) -> herr_t,
+    failure: @autoclosure () -> String,
+    path: String,
+    _ body: (hid_t) throws -> Result
+) throws -> Result {
+    let checked = try HDF5Failure.check(id, failure(), path: path)
+    defer { _ = close(checked) }
+    return try body(checked)
+}
+
+/// Number of elements of an array with the given shape; 1 for a scalar ([]).
+func elementCount(of shape: [Int]) -> Int {
+    shape.reduce(1, *)
+}
+
+/// Creates a dataspace for `shape` (scalar when `shape` is empty).
+func withDataspace<Result>(shape: [Int], path: String, _ body: (hid_t) throws -> Result) throws -> Result {
+    let id: hid_t
+    if shape.isEmpty {
+        id = H5Screate(H5S_SCALAR)
+    } else {
+        let dims = shape.map { hsize_t($0) }
+        id = H5Screate_simple(Int32(dims.count), dims, nil)
+    }
+    return try withHDF5ID(id, closedBy: H5Sclose, failure: "cannot create dataspace of shape \(shape)",
+                          path: path, body)
+}
+
+/// The shape of a dataspace: [] for a scalar, [0] for a null dataspace.
+func shapeOfDataspace(_ space: hid_t, path: String, what: String) throws -> [Int] {
+    let rank = try HDF5Failure.checkedValue(H5Sget_simple_extent_ndims(space), "cannot read shape of \(what)",
+                                            path: path)
+    if H5Sget_simple_extent_type(space) == H5S_NULL { return [0] }
+    var dims = [hsize_t](repeating: 0, count: Int(rank))
+    try HDF5Failure.check(H5Sget_simple_extent_dims(space, &dims, nil), "cannot read shape of \(what)", path: path)
+    return dims.map { Int($0) }
+}

@@ -1,0 +1,105 @@
+import Foundation
+import DroptraceSupport
+
+/// One checkpoint's scores: one row of every dataset in the score file.
+public struct CheckpointRow: Sendable, Equatable {
+    public var name: String
+    /// Training step, -1 when unknown.
+    public var step: Int64
+    /// Training tokens seen, -1 when unknown.
+    public var tokens: Int64
+    /// Importance per layer, L entries each.
+    public var attention: [Float]
+    public var mlp: [Float]
+    public var block: [Float]
+    /// L×L block similarity gaps, NaN where undefined.
+    public var blockGap: [[Float]]
+
+    public init(
+        name: String, step: Int64 = -1, tokens: Int64 = -1,
+        attention: [Float], mlp: [Float], block: [Float], blockGap: [[Float]]
+    ) {
+        self.name = name
+        self.step = step
+        self.tokens = tokens
+        self.attention = attention
+        self.mlp = mlp
+        self.block = block
+        self.blockGap = blockGap
+    }
+
+    // With plain `==` a row with an undefined (NaN) gap would not equal
+    // itself, nor its own round trip through a file; here NaNs in the same
+    // places count as equal.
+    public static func == (lhs: CheckpointRow, rhs: CheckpointRow) -> Bool {
+        lhs.name == rhs.name && lhs.step == rhs.step && lhs.tokens == rhs.tokens
+            && sameFloats(lhs.attention, rhs.attention) && sameFloats(lhs.mlp, rhs.mlp)
+            && sameFloats(lhs.block, rhs.block)
+            && lhs.blockGap.count == rhs.blockGap.count
+            && zip(lhs.blockGap, rhs.blockGap).allSatisfy { sameFloats($0, $1) }
+    }
+
+    private static func sameFloats(_ lhs: [Float], _ rhs: [Float]) -> Bool {
+        lhs.count == rhs.count && zip(lhs, rhs).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) }
+    }
+}
+
+/// The root attributes of a score file.
+public struct ScoreFileMetadata: Sendable, Equatable {
+    public var modelType: String
+    public var numLayers: Int
+    /// Similarity metric of `blockGap`; "cosine" is the only one so far.
+    public var metric: String
+    public var calibrationSHA256: String
+    public var calibrationTokens: Int64
+    public var droptraceVersion: String
+
+    public init(
+        modelType: String, numLayers: Int, metric: String = "cosine",
+        calibrationSHA256: String, calibrationTokens: Int64, droptraceVersion: String
+    ) {
+        self.modelType = modelType
+        self.numLayers = numLayers
+        self.metric = metric
+        self.calibrationSHA256 = calibrationSHA256
+        self.calibrationTokens = calibrationTokens
+        self.droptraceVersion = droptraceVersion
+    }
+}
+
+/// A droptrace score file: per-checkpoint module importance and block
+/// similarity for one model, in the HDF5 layout of `ScoreFileLayout`.
+public struct ScoreFile: Sendable, Equatable {
+    public var metadata: ScoreFileMetadata
+    public var rows: [CheckpointRow]
+
+    public init(metadata: ScoreFileMetadata, rows: [CheckpointRow]) {
+        self.metadata = metadata
+        self.rows = rows
+    }
+
+    /// Reads and validates a score file: every dataset and attribute must be
+    /// present with the right kind of values and shapes that agree.
+    public static func read(from url: URL) throws -> ScoreFile {
+        try ScoreFileReader.read(path: url.path)
+    }
+
+    /// Writes the file atomically: everything goes to `<dir>/.<name>.tmp-<pid>`
+    /// in the same directory, which is fsynced, renamed over `url`, and then
+    /// the directory is fsynced. A failure or a kill at any moment leaves any
+    /// existing file at `url` untouched; on error the temporary file is removed.
+    ///
+    /// `extra` runs after the score layout is written and before the rename,
+    /// so later stages can add their own groups (e.g. `/analysis/...`) to the
+    /// same file; if it throws, nothing is replaced.
+    public func write(to url: URL, extra: ((HDF5File) throws -> Void)? = nil) throws {
+        let path = url.path
+        try ScoreFileWriter.validate(self, path: path)
+        try AtomicFileReplacement.replace(path) { temporaryPath in
+            let file = try HDF5File.create(at: temporaryPath)
+            try ScoreFileWriter.writeLayout(of: self, into: file)
+            try extra?(file)
+            try file.close()
+        }
+    }
+}

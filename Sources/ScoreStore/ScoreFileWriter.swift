@@ -1,0 +1,61 @@
+import DroptraceSupport
+
+/// Writes the `ScoreFileLayout` datasets and attributes.
+enum ScoreFileWriter {
+    /// Checks shapes before anything touches the disk, naming the offending row.
+    static func validate(_ scores: ScoreFile, path: String) throws {
+        let layers = scores.metadata.numLayers
+        guard layers > 0 else {
+            throw DroptraceError("cannot write score file: num_layers is \(layers), must be positive", path: path)
+        }
+        for (index, row) in scores.rows.enumerated() {
+            func fail(_ problem: String) -> DroptraceError {
+                DroptraceError("cannot write score file: checkpoint '\(row.name)' (row \(index)): \(problem)",
+                               path: path)
+            }
+            for (label, values) in [("attention", row.attention), ("mlp", row.mlp), ("block", row.block)]
+            where values.count != layers {
+                throw fail("\(label) has \(values.count) entries, expected \(layers) (num_layers)")
+            }
+            if row.blockGap.count != layers {
+                throw fail("blockGap has \(row.blockGap.count) rows, expected \(layers) (num_layers)")
+            }
+            if let bad = row.blockGap.firstIndex(where: { $0.count != layers }) {
+                let entries = row.blockGap[bad].count
+                throw fail("blockGap row \(bad) has \(entries) entries, expected \(layers) (num_layers)")
+            }
+        }
+    }
+
+    /// Writes everything into a freshly created file; assumes `validate` passed.
+    static func writeLayout(of scores: ScoreFile, into file: HDF5File) throws {
+        let rows = scores.rows
+        let layers = scores.metadata.numLayers
+        let storage = ScoreFileLayout.storage
+
+        try file.createDataset(ScoreFileLayout.checkpointNames, strings: rows.map(\.name), storage: storage)
+        try file.createDataset(ScoreFileLayout.checkpointSteps, values: rows.map(\.step), storage: storage)
+        try file.createDataset(ScoreFileLayout.checkpointTokens, values: rows.map(\.tokens), storage: storage)
+
+        let perLayer: [(String, KeyPath<CheckpointRow, [Float]>)] = [
+            (ScoreFileLayout.attentionScores, \.attention),
+            (ScoreFileLayout.mlpScores, \.mlp),
+            (ScoreFileLayout.blockScores, \.block),
+        ]
+        for (datasetPath, column) in perLayer {
+            try file.createDataset(datasetPath, values: rows.flatMap { $0[keyPath: column] },
+                                   shape: [rows.count, layers], storage: storage)
+        }
+        try file.createDataset(ScoreFileLayout.blockGap, values: rows.flatMap { $0.blockGap.flatMap { $0 } },
+                               shape: [rows.count, layers, layers], storage: storage)
+
+        let metadata = scores.metadata
+        typealias Names = ScoreFileLayout.Attribute
+        try file.setAttribute(Names.modelType, metadata.modelType)
+        try file.setAttribute(Names.numLayers, Int64(metadata.numLayers))
+        try file.setAttribute(Names.metric, metadata.metric)
+        try file.setAttribute(Names.calibrationSHA256, metadata.calibrationSHA256)
+        try file.setAttribute(Names.calibrationTokens, metadata.calibrationTokens)
+        try file.setAttribute(Names.droptraceVersion, metadata.droptraceVersion)
+    }
+}

@@ -1,0 +1,75 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Tokenization
+
+/// Where calibration tokens come from and how to cut them.
+public struct CalibrationSource: Sendable {
+    public var url: URL
+    /// Window length for text; the longest sequence kept for JSONL. nil: the
+    /// text default (512, capped at the model's positions) / JSONL as given.
+    public var seqLen: Int?
+    /// How many windows (text) or lines (JSONL) to use; nil: all of a JSONL
+    /// file, `defaultTextSamples` windows of text.
+    public var samples: Int?
+
+    public static let defaultTextSeqLen = 512
+    public static let defaultTextSamples = 16
+
+    public init(url: URL, seqLen: Int? = nil, samples: Int? = nil) {
+        self.url = url
+        self.seqLen = seqLen
+        self.samples = samples
+    }
+
+    public var isJSONL: Bool { ["jsonl", "json"].contains(url.pathExtension.lowercased()) }
+}
+
+/// One checkpoint, scored.
+public struct ScoredCheckpoint: Sendable {
+    public var modelType: String
+    public var layerCount: Int
+    public var scores: ModuleScores
+    public var calibration: CalibrationSet
+}
+
+/// Reads a checkpoint, prepares its calibration tokens and scores it: the
+/// whole of `droptrace score`, reused per checkpoint by `trace`.
+public enum CheckpointScoring {
+    public static func run(
+        checkpoint directory: URL, calibration source: CalibrationSource,
+        warn: (String) -> Void = { _ in }, progress: ((Int, Int) -> Void)? = nil
+    ) throws -> ScoredCheckpoint {
+        let checkpoint = try Checkpoint(directory: directory)
+        let model = try ModelRegistry.load(checkpoint)
+        let calibration = try loadCalibration(source, for: model, warn: warn)
+        let scores = try ImportanceScorer(model: model)
+            .score(calibration.sequences, calibrationPath: source.url.path, progress: progress)
+        return ScoredCheckpoint(
+            modelType: model.modelType, layerCount: model.layerCount, scores: scores, calibration: calibration)
+    }
+
+    /// JSONL as given; text tokenised with the checkpoint's own tokenizer.json.
+    public static func loadCalibration(
+        _ source: CalibrationSource, for model: any LanguageModel, warn: (String) -> Void
+    ) throws -> CalibrationSet {
+        if source.isJSONL {
+            return try CalibrationSet.load(from: source.url, tokenizer: nil, seqLen: source.seqLen, samples: source.samples)
+        }
+        let tokenizerURL = model.checkpoint.directory.appendingPathComponent("tokenizer.json")
+        guard FileManager.default.fileExists(atPath: tokenizerURL.path) else {
+            throw DroptraceError(
+                "text calibration needs the checkpoint's tokenizer.json (missing: \(tokenizerURL.path)); or pass pre-tokenised JSONL",
+                path: source.url.path)
+        }
+        let tokenizer = try Tokenizer(contentsOf: tokenizerURL)
+        let seqLen = source.seqLen ?? min(CalibrationSource.defaultTextSeqLen, model.maxPositions)
+        let samples = source.samples ?? CalibrationSource.defaultTextSamples
+        let set = try CalibrationSet.load(from: source.url, tokenizer: tokenizer, seqLen: seqLen, samples: samples)
+        if set.sequences.count < samples {
+            warn("\(source.url.path): only \(set.sequences.count) windows of \(seqLen) tokens available, fewer than the \(samples) requested")
+        }
+        return set
+    }
+}

@@ -1,0 +1,116 @@
+/// The `model` section of a tokenizer.json whose type is "BPE".
+///
+/// Everything the encoding loop touches is an integer: symbols are token
+/// ids, merges are looked up by the pair of ids they join, so no strings
+/// are built while merging.
+struct BPEModel: Sendable {
+    /// UTF-8 of each token's text → its id.
+    let tokenIds: [[UInt8]: Int32]
+    /// Number of entries in `vocab`; added tokens not in the vocabulary are
+    /// numbered from here, as the Rust library numbers them.
+    let vocabularyEntryCount: Int
+    let largestId: Int
+    let tokenTexts: [Int: String]
+    let merges: MergeTable
+
+    let unknownTokenId: Int32?
+    let fuseUnknown: Bool
+    let byteFallback: Bool
+    let continuingSubwordPrefix: [UInt8]?
+    let endOfWordSuffix: [UInt8]?
+    /// Words found whole in the vocabulary skip merging (Llama-3 sets this).
+    let ignoreMerges: Bool
+
+    /// The id of each byte's alphabet character, or -1 when the vocabulary
+    /// lacks it; nil when prefixes or suffixes make symbols depend on
+    /// position, and the general path is needed.
+    let byteSymbolIds: [Int32]?
+    /// Vocabulary keyed by the raw bytes a token stands for, for the
+    /// ignore-merges look-up of byte-mapped words.
+    let rawByteTokenIds: [[UInt8]: Int32]
+
+    init(
+        vocabulary: [String: Int], merges mergeList: [(String, String)], unknownToken: String?,
+        fuseUnknown: Bool, byteFallback: Bool, continuingSubwordPrefix: String?,
+        endOfWordSuffix: String?, ignoreMerges: Bool
+    ) throws(ModelError) {
+        var tokenIds: [[UInt8]: Int32] = [:]
+        tokenIds.reserveCapacity(vocabulary.count)
+        var tokenTexts: [Int: String] = [:]
+        tokenTexts.reserveCapacity(vocabulary.count)
+        var largestId = -1
+        for (text, id) in vocabulary {
+            guard id >= 0 && id <= Int(Int32.max) else { throw .badId(text, id) }
+            tokenIds[Array(text.utf8)] = Int32(id)
+            tokenTexts[id] = text
+            largestId = max(largestId, id)
+        }
+        self.tokenIds = tokenIds
+        self.tokenTexts = tokenTexts
+        self.largestId = largestId
+        vocabularyEntryCount = vocabulary.count
+
+        let prefix = continuingSubwordPrefix.map { Array($0.utf8) }
+        var table = MergeTable(capacity: mergeList.count)
+        for (rank, (left, right)) in mergeList.enumerated() {
+            let leftBytes = Array(left.utf8)
+            let rightBytes = Array(right.utf8)
+            guard let leftId = tokenIds[leftBytes] else { throw .mergeTokenMissing(rank, left) }
+            guard let rightId = tokenIds[rightBytes] else { throw .mergeTokenMissing(rank, right) }
+            // The prefix marks a token as word-internal; the merged token
+            // carries it only once, at the front of the left part.
+            let rightStem = rightBytes.dropFirst(min(prefix?.count ?? 0, rightBytes.count))
+            let merged = leftBytes + rightStem
+            guard let mergedId = tokenIds[merged] else {
+                throw .mergeTokenMissing(rank, String(decoding: merged, as: UTF8.self))
+            }
+            table.insert(left: leftId, right: rightId, rank: UInt32(rank), merged: mergedId)
+        }
+        self.merges = table
+
+        if let unknownToken {
+            guard let id = tokenIds[Array(unknownToken.utf8)] else { throw .unknownTokenMissing(unknownToken) }
+            unknownTokenId = id
+        } else {
+            unknownTokenId = nil
+        }
+        self.fuseUnknown = fuseUnknown
+        self.byteFallback = byteFallback
+        self.continuingSubwordPrefix = prefix
+        self.endOfWordSuffix = endOfWordSuffix.map { Array($0.utf8) }
+        self.ignoreMerges = ignoreMerges
+
+        if prefix == nil && endOfWordSuffix == nil {
+            byteSymbolIds = ByteLevelAlphabet.utf8ForByte.map { tokenIds[$0] ?? -1 }
+        } else {
+            byteSymbolIds = nil
+        }
+        var rawByteTokenIds: [[UInt8]: Int32] = [:]
+        if ignoreMerges {
+            for (text, id) in vocabulary {
+                if let raw = ByteLevelAlphabet.decode(text) { rawByteTokenIds[raw] = Int32(id) }
+            }
+        }
+        self.rawByteTokenIds = rawByteTokenIds
+    }
+
+    enum ModelError: Error {
+        case badId(String, Int)
+        case mergeTokenMissing(Int, String)
+        case unknownTokenMissing(String)
+
+        var message: String {
+            switch self {
+            case .badId(let token, let id): return "model.vocab: token \(quoted(token)) has invalid id \(id)"
+            case .mergeTokenMissing(let rank, let token):
+                return "model.merges[\(rank)]: token \(quoted(token)) is not in the vocabulary"
+            case .unknownTokenMissing(let token):
+                return "model.unk_token \(quoted(token)) is not in the vocabulary"
+            }
+        }
+    }
+}
+
+func quoted(_ text: String) -> String {
+    "\"" + text.unicodeScalars.map { $0.escaped(asASCII: false) }.joined() + "\""
+}

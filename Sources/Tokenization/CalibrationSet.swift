@@ -1,0 +1,199 @@
+import DroptraceSupport
+import Foundation
+
+/// The token sequences a scoring run feeds through the model.
+public struct CalibrationSet: Sendable {
+    public var sequences: [[Int]]
+    public var sourcePath: String
+    /// The `samples` asked for, if any. Text may yield fewer full windows
+    /// (and a JSONL file fewer lines); `isShortOfRequestedSamples` tells the
+    /// caller to warn.
+    public var requestedSamples: Int?
+
+    public init(sequences: [[Int]], sourcePath: String, requestedSamples: Int? = nil) {
+        self.sequences = sequences
+        self.sourcePath = sourcePath
+        self.requestedSamples = requestedSamples
+    }
+
+    public var tokenCount: Int { sequences.reduce(0) { $0 + $1.count } }
+
+    public var isShortOfRequestedSamples: Bool {
+        guard let requestedSamples else { return false }
+        return sequences.count < requestedSamples
+    }
+
+    /// SHA-256 of the token windows, lowercase hex. The bytes hashed are,
+    /// for each sequence in order, its length as a UInt32 little-endian
+    /// followed by each id as a UInt32 little-endian (ids are checked to be
+    /// below 2^31 on loading, so this is also their Int32 encoding).
+    public var sha256: String {
+        var digest = SHA256()
+        for sequence in sequences {
+            digest.update(littleEndian: UInt32(truncatingIfNeeded: sequence.count))
+            for id in sequence { digest.update(littleEndian: UInt32(truncatingIfNeeded: id)) }
+        }
+        return digest.finalize()
+    }
+
+    /// Loads calibration data.
+    ///
+    /// - JSONL (`.jsonl`, and `.json` read the same way): one
+    ///   `{"input_ids": [...]}` per non-blank line, other keys ignored; each
+    ///   line is one sequence, cut to its first `seqLen` tokens when given;
+    ///   only the first `samples` sequences when given. No tokenizer needed.
+    /// - Anything else is UTF-8 text: the whole file is encoded with
+    ///   `tokenizer` (special tokens added) and cut into consecutive,
+    ///   non-overlapping windows of exactly `seqLen` tokens, the first
+    ///   `samples` of them; a partial last window is dropped.
+    ///
+    /// Ids are not checked against a vocabulary here; the caller knows the model.
+    public static func load(from url: URL, tokenizer: Tokenizer?, seqLen: Int?, samples: Int?) throws -> CalibrationSet {
+        let path = url.path
+        if let seqLen, seqLen <= 0 {
+            throw DroptraceError("sequence length must be positive, got \(seqLen)", path: path)
+        }
+        if let samples, samples <= 0 {
+            throw DroptraceError("number of samples must be positive, got \(samples)", path: path)
+        }
+        let data = try readFile(at: url)
+        let sequences: [[Int]]
+        switch url.pathExtension.lowercased() {
+        case "jsonl", "json":
+            sequences = try TokenIdLines.parse(data, path: path, seqLen: seqLen, samples: samples)
+        default:
+            sequences = try textWindows(data, path: path, tokenizer: tokenizer, seqLen: seqLen, samples: samples)
+        }
+        return CalibrationSet(sequences: sequences, sourcePath: path, requestedSamples: samples)
+    }
+
+    private static func readFile(at url: URL) throws -> Data {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            throw DroptraceError("calibration file not found", path: url.path)
+        }
+        if isDirectory.boolValue {
+            throw DroptraceError("is a directory, not a calibration file", path: url.path)
+        }
+        let data: Data
+        do {
+            data = try Data(contentsOf: url)
+        } catch {
+            throw DroptraceError("calibration file cannot be read", path: url.path)
+        }
+        if data.isEmpty { throw DroptraceError("calibration file is empty", path: url.path) }
+        return data
+    }
+
+    private static func textWindows(
+        _ data: Data, path: String, tokenizer: Tokenizer?, seqLen: Int?, samples: Int?
+    ) throws -> [[Int]] {
+        guard let tokenizer else {
+            throw DroptraceError("text calibration needs tokenizer.json beside the checkpoint", path: path)
+        }
+        guard let seqLen else {
+            throw DroptraceError("text calibration needs a sequence length to cut the text into windows", path: path)
+        }
+        let bytes = [UInt8](data)
+        if let offset = UTF8Validation.firstInvalidByte(in: bytes) {
+            throw DroptraceError("is not valid UTF-8 text (bad byte at offset \(offset))", path: path)
+        }
+        let ids = tokenizer.encode(String(decoding: bytes, as: UTF8.self))
+        let fullWindows = ids.count / seqLen
+        guard fullWindows > 0 else {
+            throw DroptraceError(
+                "text gives \(ids.count) tokens, not enough for one window of \(seqLen) tokens", path: path)
+        }
+        let count = min(fullWindows, samples ?? fullWindows)
+        return (0..<count).map { window in Array(ids[(window * seqLen)..<((window + 1) * seqLen)]) }
+    }
+}
+
+/// The JSONL calibration format: `{"input_ids": [...]}` per line.
+enum TokenIdLines {
+    static func parse(_ data: Data, path: String, seqLen: Int?, samples: Int?) throws -> [[Int]] {
+        var sequences: [[Int]] = []
+        var lineNumber = 0
+        for line in data.split(separator: 0x0A, omittingEmptySubsequences: false) {
+            lineNumber += 1
+            if let samples, sequences.count >= samples { break }
+            guard line.contains(where: { !isJSONWhitespace($0) }) else { continue }
+            var ids = try parseLine(Data(line), number: lineNumber, path: path)
+            if let seqLen, ids.count > seqLen { ids.removeLast(ids.count - seqLen) }
+            sequences.append(ids)
+        }
+        if sequences.isEmpty {
+            throw DroptraceError("no sequences: every line is blank", path: path)
+        }
+        return sequences
+    }
+
+    private static func isJSONWhitespace(_ byte: UInt8) -> Bool {
+        byte == 0x20 || byte == 0x09 || byte == 0x0D || byte == 0x0A
+    }
+
+    private static func parseLine(_ line: Data, number: Int, path: String) throws -> [Int] {
+        func failure(_ message: String) -> DroptraceError {
+            DroptraceError("line \(number): \(message)", path: path)
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: line) else {
+            throw failure("invalid JSON")
+        }
+        guard let fields = object as? [String: Any], let value = fields["input_ids"] else {
+            throw failure("missing \"input_ids\"")
+        }
+        guard let items = value as? [Any] else {
+            throw failure("\"input_ids\" should be a list of token ids")
+        }
+        guard !items.isEmpty else { throw failure("empty sequence") }
+        return try items.enumerated().map { index, item in
+            guard let id = JSONFields.integer(item), id >= 0 else {
+                throw failure("input_ids[\(index)] is \(describe(item)), not a non-negative integer")
+            }
+            guard id <= Int(Int32.max) else {
+                throw failure("input_ids[\(index)] = \(id) is too large to be a token id")
+            }
+            return id
+        }
+    }
+
+    private static func describe(_ value: Any) -> String {
+        if value is NSNull { return "null" }
+        if let text = value as? String { return quoted(text) }
+        if let flag = JSONFields.boolean(value) { return flag ? "true" : "false" }
+        if let number = value as? NSNumber { return number.stringValue }
+        return "a list or object"
+    }
+}
+
+enum UTF8Validation {
+    /// Offset of the first byte that is not part of well-formed UTF-8
+    /// (Unicode Table 3-7: no overlongs, no surrogates, nothing past
+    /// U+10FFFF), or nil when the whole buffer is well-formed.
+    static func firstInvalidByte(in bytes: [UInt8]) -> Int? {
+        var index = 0
+        let count = bytes.count
+        while index < count {
+            let lead = bytes[index]
+            if lead < 0x80 { index += 1; continue }
+            let length: Int
+            var secondRange: ClosedRange<UInt8> = 0x80...0xBF
+            switch lead {
+            case 0xC2...0xDF: length = 2
+            case 0xE0: length = 3; secondRange = 0xA0...0xBF
+            case 0xE1...0xEC, 0xEE...0xEF: length = 3
+            case 0xED: length = 3; secondRange = 0x80...0x9F
+            case 0xF0: length = 4; secondRange = 0x90...0xBF
+            case 0xF1...0xF3: length = 4
+            case 0xF4: length = 4; secondRange = 0x80...0x8F
+            default: return index
+            }
+            guard index + length <= count, secondRange.contains(bytes[index + 1]) else { return index }
+            for offset in 2..<max(2, length) where !(0x80...0xBF).contains(bytes[index + offset]) {
+                return index
+            }
+            index += length
+        }
+        return nil
+    }
+}

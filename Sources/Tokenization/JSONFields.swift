@@ -1,0 +1,111 @@
+import DroptraceSupport
+import Foundation
+
+/// Typed, located access to one JSON object of a tokenizer.json, so every
+/// complaint names the file and the field ("pre_tokenizer.pretokenizers[1]").
+struct JSONFields {
+    let values: [String: Any]
+    /// Where this object sits in the document, for messages.
+    let location: String
+    /// The file being read, carried into every error.
+    let file: String
+
+    init(_ values: [String: Any], location: String, file: String) {
+        self.values = values
+        self.location = location
+        self.file = file
+    }
+
+    /// Wraps `value` as an object or explains that it is not one.
+    init(_ value: Any, location: String, file: String) throws {
+        guard let values = value as? [String: Any] else {
+            throw DroptraceError("\(location) should be a JSON object", path: file)
+        }
+        self.init(values, location: location, file: file)
+    }
+
+    func failure(_ message: String) -> DroptraceError {
+        DroptraceError("\(location): \(message)", path: file)
+    }
+
+    func fieldName(_ key: String) -> String {
+        location.isEmpty ? key : "\(location).\(key)"
+    }
+
+    /// Absent and null are both "not given": tokenizer.json writes null for
+    /// every unset option.
+    func isGiven(_ key: String) -> Bool {
+        guard let value = values[key] else { return false }
+        return !(value is NSNull)
+    }
+
+    func string(_ key: String) throws -> String? {
+        guard isGiven(key) else { return nil }
+        guard let text = values[key] as? String else {
+            throw DroptraceError("\(fieldName(key)) should be a string", path: file)
+        }
+        return text
+    }
+
+    func requiredString(_ key: String) throws -> String {
+        guard let text = try string(key) else {
+            throw DroptraceError("\(fieldName(key)) is missing", path: file)
+        }
+        return text
+    }
+
+    func bool(_ key: String, default fallback: Bool) throws -> Bool {
+        guard isGiven(key) else { return fallback }
+        guard let flag = JSONFields.boolean(values[key]!) else {
+            throw DroptraceError("\(fieldName(key)) should be true or false", path: file)
+        }
+        return flag
+    }
+
+    func int(_ key: String) throws -> Int? {
+        guard isGiven(key) else { return nil }
+        guard let number = JSONFields.integer(values[key]!) else {
+            throw DroptraceError("\(fieldName(key)) should be an integer", path: file)
+        }
+        return number
+    }
+
+    func object(_ key: String) throws -> JSONFields? {
+        guard isGiven(key) else { return nil }
+        return try JSONFields(values[key]!, location: fieldName(key), file: file)
+    }
+
+    func array(_ key: String) throws -> [Any]? {
+        guard isGiven(key) else { return nil }
+        guard let items = values[key] as? [Any] else {
+            throw DroptraceError("\(fieldName(key)) should be a list", path: file)
+        }
+        return items
+    }
+
+    /// Each element of a list of objects, located as "key[i]".
+    func objects(_ key: String) throws -> [JSONFields] {
+        guard let items = try array(key) else { return [] }
+        return try items.enumerated().map { index, item in
+            try JSONFields(item, location: "\(fieldName(key))[\(index)]", file: file)
+        }
+    }
+
+    /// An integral JSON number. Foundation hands numbers and booleans over
+    /// as NSNumber, and on Linux `as? Int` accepts true, 1.0 and 1e3 alike,
+    /// so the number's stored type decides: "c" is a boolean, "d"/"f" a
+    /// number written with a fraction or exponent.
+    static func integer(_ value: Any) -> Int? {
+        guard !(value is String), let number = value as? NSNumber else { return nil }
+        switch String(cString: number.objCType) {
+        case "c", "d", "f": return nil
+        case "Q": return number.uint64Value <= UInt64(Int.max) ? Int(number.uint64Value) : nil
+        default: return number.intValue
+        }
+    }
+
+    static func boolean(_ value: Any) -> Bool? {
+        guard let number = value as? NSNumber, String(cString: number.objCType) == "c" else { return nil }
+        return number.boolValue
+    }
+}

@@ -1,0 +1,185 @@
+import Foundation
+
+/// One step of the `normalizer` section: rewrites text before it is split.
+protocol TextNormalizer: Sendable {
+    func normalize(_ text: String) -> String
+    /// The same on UTF-8, which a normaliser can override to skip text it
+    /// would leave unchanged.
+    func normalize(utf8: ArraySlice<UInt8>) -> [UInt8]
+}
+
+extension TextNormalizer {
+    func normalize(utf8: ArraySlice<UInt8>) -> [UInt8] {
+        Array(normalize(String(decoding: utf8, as: UTF8.self)).utf8)
+    }
+}
+
+struct UnicodeFormNormalizer: TextNormalizer {
+    enum Form: String { case nfc = "NFC", nfd = "NFD", nfkc = "NFKC", nfkd = "NFKD" }
+    let form: Form
+
+    /// Normalises line by line, handing Foundation only the lines that hold
+    /// a character the form could change: no normalisation form acts across
+    /// a line feed, and most calibration text is lines of ASCII, which would
+    /// otherwise cost a UTF-16 round trip through Foundation.
+    func normalize(utf8 text: ArraySlice<UInt8>) -> [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(text.count)
+        var pendingStart: Int?  // start of consecutive lines needing work
+        func flush(upTo end: Int) {
+            guard let start = pendingStart else { return }
+            output.append(contentsOf: normalize(String(decoding: text[start..<end], as: UTF8.self)).utf8)
+            pendingStart = nil
+        }
+        text.withUnsafeBufferPointer { buffer in
+            let base = text.startIndex
+            var lineStart = 0
+            while lineStart < buffer.count {
+                var lineEnd = lineStart
+                var unchanged = true
+                while lineEnd < buffer.count {
+                    let (value, length) = UTF8Scalars.decode(buffer, at: lineEnd)
+                    lineEnd += length
+                    if unchanged && !isUnchangedAlone(value) { unchanged = false }
+                    if value == 0x0A { break }
+                }
+                if unchanged {
+                    flush(upTo: base + lineStart)
+                    output.append(contentsOf: buffer[lineStart..<lineEnd])
+                } else if pendingStart == nil {
+                    pendingStart = base + lineStart
+                }
+                lineStart = lineEnd
+            }
+            flush(upTo: base + buffer.count)
+        }
+        return output
+    }
+
+    /// True for characters that no form changes, that no neighbour combines
+    /// with and that reorder with nothing (combining class 0). For NFC that
+    /// covers below U+0300 and whole blocks of common scripts (checked
+    /// against Unicode's decomposition data); the compatibility forms and
+    /// NFD change Latin-1 letters, so for them only ASCII.
+    @inline(__always)
+    private func isUnchangedAlone(_ value: UInt32) -> Bool {
+        if value < 0x80 { return true }
+        guard form == .nfc else { return false }
+        switch value {
+        case 0x80..<0x300, 0x400...0x482, 0x48A...0x52F, 0x620...0x64A, 0x2010...0x2027, 0x2030...0x205E,
+             0x3041...0x3096, 0x30A1...0x30FA, 0x4E00...0x9FFF, 0xAC00...0xD7A3, 0xFF01...0xFFDC,
+             0x1F300...0x1FAFF:
+            return true
+        default:
+            return false
+        }
+    }
+
+    func normalize(_ text: String) -> String {
+        switch form {
+        case .nfc: return text.precomposedStringWithCanonicalMapping
+        case .nfd: return text.decomposedStringWithCanonicalMapping
+        // NFKC is NFC of NFKD by definition; Foundation's direct NFKC on
+        // Linux leaves decomposed Hangul jamo (from halfwidth forms) apart.
+        case .nfkc: return text.decomposedStringWithCompatibilityMapping.precomposedStringWithCanonicalMapping
+        case .nfkd: return text.decomposedStringWithCompatibilityMapping
+        }
+    }
+}
+
+/// Rust's per-character `char::to_lowercase`: full mappings (İ becomes two
+/// scalars) but no context, so a final capital sigma becomes σ, not ς —
+/// which is why `String.lowercased()` is not used.
+struct LowercaseNormalizer: TextNormalizer {
+    func normalize(_ text: String) -> String {
+        var scalars = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            if scalar.isASCII {
+                let value = scalar.value
+                scalars.append((0x41...0x5A).contains(value) ? Unicode.Scalar(value + 0x20)! : scalar)
+            } else {
+                scalars.append(contentsOf: scalar.properties.lowercaseMapping.unicodeScalars)
+            }
+        }
+        return String(scalars)
+    }
+}
+
+struct SequenceNormalizer: TextNormalizer {
+    let steps: [TextNormalizer]
+
+    func normalize(_ text: String) -> String {
+        steps.reduce(text) { partial, step in step.normalize(partial) }
+    }
+
+    func normalize(utf8 text: ArraySlice<UInt8>) -> [UInt8] {
+        steps.reduce(Array(text)) { partial, step in step.normalize(utf8: partial[...]) }
+    }
+}
+
+/// Prepends a fixed string to non-empty text (SentencePiece-style "▁").
+struct PrependNormalizer: TextNormalizer {
+    let prefix: String
+
+    func normalize(_ text: String) -> String {
+        text.isEmpty ? text : prefix + text
+    }
+}
+
+/// Replaces every match of a literal or regex with fixed content.
+struct ReplaceNormalizer: TextNormalizer {
+    let pattern: SplitPattern
+    let content: String
+
+    func normalize(_ text: String) -> String {
+        var bytes = Array(text.utf8)
+        let replacement = Array(content.utf8)
+        var output: [UInt8] = []
+        output.reserveCapacity(bytes.count)
+        bytes.withUnsafeMutableBufferPointer { mutableBuffer in
+            let buffer = UnsafeBufferPointer(mutableBuffer)
+            pattern.forEachSegment(in: buffer) { start, end, isMatch in
+                if isMatch {
+                    output.append(contentsOf: replacement)
+                } else {
+                    output.append(contentsOf: buffer[start..<end])
+                }
+            }
+        }
+        return String(decoding: output, as: UTF8.self)
+    }
+}
+
+/// Removes leading and/or trailing Unicode whitespace.
+struct StripNormalizer: TextNormalizer {
+    let left: Bool
+    let right: Bool
+
+    func normalize(_ text: String) -> String {
+        var scalars = Substring(text).unicodeScalars
+        if left { while let first = scalars.first, first.properties.isWhitespace { scalars.removeFirst() } }
+        if right { while let last = scalars.last, last.properties.isWhitespace { scalars.removeLast() } }
+        return String(String.UnicodeScalarView(scalars))
+    }
+}
+
+/// Drops combining marks (usually after NFD).
+struct StripAccentsNormalizer: TextNormalizer {
+    func normalize(_ text: String) -> String {
+        var scalars = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            switch scalar.properties.generalCategory {
+            case .nonspacingMark, .spacingMark, .enclosingMark: continue
+            default: scalars.append(scalar)
+            }
+        }
+        return String(scalars)
+    }
+}
+
+/// The ByteLevel normaliser: rewrites text into the byte alphabet up front.
+struct ByteLevelNormalizer: TextNormalizer {
+    func normalize(_ text: String) -> String {
+        String(decoding: ByteLevelAlphabet.encode(text.utf8), as: UTF8.self)
+    }
+}

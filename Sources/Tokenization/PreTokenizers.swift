@@ -1,0 +1,71 @@
+/// One step of the `pre_tokenizer` section: cuts a piece of text into
+/// smaller pieces, each of which the model encodes on its own.
+protocol PreTokenizer: Sendable {
+    func split(_ piece: TextPiece, _ emit: (TextPiece) -> Void)
+}
+
+extension TextPiece {
+    /// Sub-slices of this piece at the ranges a pattern finds.
+    func split(by pattern: SplitPattern, behavior: SplitDelimiterBehavior, invert: Bool,
+               markByteMapped: Bool, _ emit: (TextPiece) -> Void) {
+        let base = bytes.startIndex
+        bytes.withUnsafeBufferPointer { buffer in
+            pattern.split(buffer, behavior: behavior, invert: invert) { range in
+                emit(TextPiece(bytes[(base + range.lowerBound)..<(base + range.upperBound)],
+                               isByteMapped: markByteMapped))
+            }
+        }
+    }
+}
+
+/// GPT-2's pre-tokenizer: optionally a leading space, optionally the GPT-2
+/// word regex, then every byte replaced by its alphabet character.
+struct ByteLevelPreTokenizer: PreTokenizer {
+    let addPrefixSpace: Bool
+    let useRegex: Bool
+    private let wordPattern = WordSplitScanner(shape: WordSplitScanner.gpt2)
+
+    func split(_ piece: TextPiece, _ emit: (TextPiece) -> Void) {
+        var text = piece.logicalText()
+        if addPrefixSpace && text.bytes.first != 0x20 {
+            text = TextPiece([0x20] + text.bytes)
+        }
+        if useRegex {
+            text.split(by: wordPattern, behavior: .isolated, invert: false, markByteMapped: true, emit)
+        } else {
+            emit(TextPiece(text.bytes, isByteMapped: true))
+        }
+    }
+}
+
+/// The `Split` pre-tokenizer (and `Digits`, which is a split on \p{N}).
+struct PatternPreTokenizer: PreTokenizer {
+    let pattern: SplitPattern
+    let behavior: SplitDelimiterBehavior
+    let invert: Bool
+
+    func split(_ piece: TextPiece, _ emit: (TextPiece) -> Void) {
+        piece.logicalText().split(by: pattern, behavior: behavior, invert: invert, markByteMapped: false, emit)
+    }
+
+    static func digits(individually: Bool) -> PatternPreTokenizer {
+        PatternPreTokenizer(
+            pattern: CharacterTestSplitPattern { ScalarClass.of($0) == .number },
+            behavior: individually ? .isolated : .contiguous,
+            invert: false)
+    }
+}
+
+/// Steps applied one after another, each to every piece the previous made.
+struct SequencePreTokenizer: PreTokenizer {
+    let steps: [PreTokenizer]
+
+    func split(_ piece: TextPiece, _ emit: (TextPiece) -> Void) {
+        split(piece, fromStep: 0, emit)
+    }
+
+    private func split(_ piece: TextPiece, fromStep step: Int, _ emit: (TextPiece) -> Void) {
+        guard step < steps.count else { return emit(piece) }
+        steps[step].split(piece) { smaller in split(smaller, fromStep: step + 1, emit) }
+    }
+}

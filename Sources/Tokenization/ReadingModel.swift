@@ -1,0 +1,97 @@
+import DroptraceSupport
+
+/// Reading the `model` and `added_tokens` sections.
+extension JSONFields {
+    func readModel() throws -> BPEModel {
+        let type = try string("type") ?? (isGiven("merges") ? "BPE" : "unknown")
+        guard type == "BPE" else {
+            throw failure("model type \(quoted(type)) is not supported; droptrace reads BPE tokenizers only")
+        }
+        guard let vocabularyFields = try object("vocab") else { throw failure("has no \"vocab\"") }
+        var vocabulary: [String: Int] = [:]
+        vocabulary.reserveCapacity(vocabularyFields.values.count)
+        for (token, value) in vocabularyFields.values {
+            guard let id = JSONFields.integer(value) else {
+                throw vocabularyFields.failure("token \(quoted(token)) has a non-integer id")
+            }
+            vocabulary[token] = id
+        }
+        let merges = try readMerges()
+        let unknownToken = try string("unk_token")
+        let fuseUnknown = try bool("fuse_unk", default: false)
+        let byteFallback = try bool("byte_fallback", default: false)
+        let prefix = try string("continuing_subword_prefix")
+        let suffix = try string("end_of_word_suffix")
+        let ignoreMerges = try bool("ignore_merges", default: false)
+        do {
+            return try BPEModel(
+                vocabulary: vocabulary, merges: merges, unknownToken: unknownToken,
+                fuseUnknown: fuseUnknown, byteFallback: byteFallback,
+                continuingSubwordPrefix: prefix, endOfWordSuffix: suffix, ignoreMerges: ignoreMerges)
+        } catch {
+            throw DroptraceError(error.message, path: file)
+        }
+    }
+
+    /// Both serialisations: `["a b", ...]` (older files; "#version" lines
+    /// skipped) and `[["a", "b"], ...]` (tokenizers ≥ 0.20, which allows
+    /// spaces inside tokens).
+    private func readMerges() throws -> [(String, String)] {
+        guard let items = try array("merges") else { throw failure("has no \"merges\"") }
+        var merges: [(String, String)] = []
+        merges.reserveCapacity(items.count)
+        for (index, item) in items.enumerated() {
+            if let line = item as? String {
+                if line.hasPrefix("#version") { continue }
+                // Split on the space scalar: a Character split would keep a
+                // space followed by a combining mark together.
+                let parts = line.utf8.split(separator: 0x20, omittingEmptySubsequences: false)
+                guard parts.count == 2 else {
+                    throw failure("merges[\(index)] \(quoted(line)) is not two tokens separated by one space")
+                }
+                merges.append((String(decoding: parts[0], as: UTF8.self), String(decoding: parts[1], as: UTF8.self)))
+            } else if let pair = item as? [Any], pair.count == 2, let left = pair[0] as? String, let right = pair[1] as? String {
+                merges.append((left, right))
+            } else {
+                throw failure("merges[\(index)] should be \"a b\" or [\"a\", \"b\"]")
+            }
+        }
+        return merges
+    }
+}
+
+extension [JSONFields] {
+    /// The added tokens with the ids the Rust library gives them: an
+    /// existing id when the content is already a token, otherwise the next
+    /// id after the vocabulary, in file order. For any file the library
+    /// wrote, these equal the ids in the file.
+    func readAddedTokens(model: BPEModel) throws -> [AddedToken] {
+        var idByContent: [[UInt8]: Int] = [:]
+        var tokenById: [Int: AddedToken] = [:]
+        var nextId = model.vocabularyEntryCount
+        for fields in self {
+            let content = try fields.requiredString("content")
+            let special = try fields.bool("special", default: false)
+            var token = AddedToken(
+                content: content, id: -1,
+                singleWord: try fields.bool("single_word", default: false),
+                leftStrip: try fields.bool("lstrip", default: false),
+                rightStrip: try fields.bool("rstrip", default: false),
+                normalized: try fields.bool("normalized", default: !special),
+                special: special)
+            guard !content.isEmpty else { continue }
+            let key = [UInt8](content.utf8)
+            if let existing = idByContent[key] {
+                token.id = existing
+            } else if let inVocabulary = model.tokenIds[key] {
+                token.id = Int(inVocabulary)
+            } else {
+                token.id = nextId
+                nextId += 1
+            }
+            idByContent[key] = token.id
+            tokenById[token.id] = token
+        }
+        return tokenById.values.sorted { $0.id < $1.id }
+    }
+}

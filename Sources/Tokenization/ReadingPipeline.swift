@@ -1,0 +1,156 @@
+import DroptraceSupport
+
+/// Reading the normalizer, pre_tokenizer and post_processor sections.
+/// Anything droptrace cannot reproduce exactly is refused by name, so a
+/// tokenizer is never silently run differently from the Python library.
+extension JSONFields {
+    func typeName() throws -> String {
+        guard let type = try string("type") else { throw failure("has no \"type\"") }
+        return type
+    }
+
+    func unsupported(_ kind: String, _ type: String, known: String) -> DroptraceError {
+        failure("\(kind) type \(quoted(type)) is not supported (droptrace handles \(known))")
+    }
+
+    func readNormalizer() throws -> TextNormalizer {
+        let type = try typeName()
+        switch type {
+        case "NFC", "NFD", "NFKC", "NFKD":
+            return UnicodeFormNormalizer(form: .init(rawValue: type)!)
+        case "Lowercase":
+            return LowercaseNormalizer()
+        case "Sequence":
+            let steps = try objects("normalizers").map { try $0.readNormalizer() }
+            return SequenceNormalizer(steps: steps)
+        case "Prepend":
+            return PrependNormalizer(prefix: try requiredString("prepend"))
+        case "Replace":
+            return ReplaceNormalizer(pattern: try readSplitPattern(), content: try requiredString("content"))
+        case "Strip":
+            return StripNormalizer(left: try bool("strip_left", default: false),
+                                   right: try bool("strip_right", default: false))
+        case "StripAccents":
+            return StripAccentsNormalizer()
+        case "ByteLevel":
+            return ByteLevelNormalizer()
+        default:
+            throw unsupported("normalizer", type, known: "NFC, NFD, NFKC, NFKD, Lowercase, Strip, StripAccents, Replace, Prepend, ByteLevel and Sequence")
+        }
+    }
+
+    func readPreTokenizer() throws -> PreTokenizer {
+        let type = try typeName()
+        switch type {
+        case "ByteLevel":
+            return ByteLevelPreTokenizer(addPrefixSpace: try bool("add_prefix_space", default: true),
+                                         useRegex: try bool("use_regex", default: true))
+        case "Split":
+            let behaviorName = try requiredString("behavior")
+            guard let behavior = SplitDelimiterBehavior(rawValue: behaviorName) else {
+                throw failure("unknown split behavior \(quoted(behaviorName))")
+            }
+            return PatternPreTokenizer(pattern: try readSplitPattern(), behavior: behavior,
+                                       invert: try bool("invert", default: false))
+        case "Digits":
+            return PatternPreTokenizer.digits(individually: try bool("individual_digits", default: false))
+        case "Sequence":
+            let steps = try objects("pretokenizers").map { try $0.readPreTokenizer() }
+            return SequencePreTokenizer(steps: steps)
+        default:
+            throw unsupported("pre-tokenizer", type, known: "ByteLevel, Split, Digits and Sequence")
+        }
+    }
+
+    /// `"pattern": {"Regex": "..."}` or `{"String": "..."}`.
+    func readSplitPattern() throws -> SplitPattern {
+        guard let pattern = try object("pattern") else { throw failure("has no \"pattern\"") }
+        if let literal = try pattern.string("String") {
+            return LiteralSplitPattern(needle: Array(literal.utf8))
+        }
+        if let regex = try pattern.string("Regex") {
+            if let shape = WordSplitScanner.knownPatterns[regex] { return WordSplitScanner(shape: shape) }
+            do {
+                return try ICURegexSplitPattern(pattern: regex)
+            } catch {
+                throw pattern.failure("invalid regex \(quoted(regex))")
+            }
+        }
+        throw pattern.failure("should hold \"String\" or \"Regex\"")
+    }
+
+    /// `special_tokens` name → ids, for resolving template pieces.
+    func readPostProcessor() throws -> PostProcessor {
+        let type = try typeName()
+        switch type {
+        case "ByteLevel":
+            return IdentityPostProcessor()
+        case "TemplateProcessing":
+            return try readTemplate()
+        case "RobertaProcessing", "BertProcessing":
+            return SurroundingPostProcessor(first: try readNamedToken("cls"), last: try readNamedToken("sep"))
+        case "Sequence":
+            let steps = try objects("processors").map { try $0.readPostProcessor() }
+            return SequencePostProcessor(steps: steps)
+        default:
+            throw unsupported("post-processor", type, known: "TemplateProcessing, ByteLevel, RobertaProcessing, BertProcessing and Sequence")
+        }
+    }
+
+    private func readTemplate() throws -> PostProcessor {
+        var specialIds: [String: [Int]] = [:]
+        if let specials = try object("special_tokens") {
+            for name in specials.values.keys {
+                guard let entry = try specials.object(name), let ids = try entry.array("ids") else {
+                    throw specials.failure("entry \(quoted(name)) has no \"ids\"")
+                }
+                specialIds[name] = try ids.map { value in
+                    guard let id = JSONFields.integer(value), id >= 0 else {
+                        throw specials.failure("entry \(quoted(name)) has an invalid id")
+                    }
+                    return id
+                }
+            }
+        }
+        guard let single = try array("single") else { throw failure("has no \"single\" template") }
+        let pieces = try single.enumerated().map { index, item -> TemplatePostProcessor.Piece in
+            let piece = try JSONFields(item, location: fieldName("single") + "[\(index)]", file: file)
+            if let special = try piece.object("SpecialToken") {
+                let name = try special.requiredString("id")
+                guard let ids = specialIds[name] else {
+                    throw piece.failure("special token \(quoted(name)) is not in special_tokens")
+                }
+                return .specialTokens(ids)
+            }
+            if let sequence = try piece.object("Sequence") {
+                guard try sequence.requiredString("id") == "A" else {
+                    throw piece.failure("a single-sequence template can only use sequence A")
+                }
+                return .sequence
+            }
+            throw piece.failure("should be a SpecialToken or a Sequence")
+        }
+        return TemplatePostProcessor(pieces: pieces)
+    }
+
+    /// `"cls": ["<s>", 0]`
+    private func readNamedToken(_ key: String) throws -> Int {
+        guard let pair = try array(key), pair.count == 2, let id = JSONFields.integer(pair[1]), id >= 0 else {
+            throw failure("\"\(key)\" should be [token, id]")
+        }
+        return id
+    }
+
+    /// Whether the decoder (or pipeline) writes tokens in the byte alphabet.
+    func mentionsByteLevel() -> Bool {
+        if values["type"] as? String == "ByteLevel" { return true }
+        for key in ["decoders", "pretokenizers", "normalizers"] {
+            for item in values[key] as? [Any] ?? [] {
+                if let fields = try? JSONFields(item, location: "", file: file), fields.mentionsByteLevel() {
+                    return true
+                }
+            }
+        }
+        return false
+    }
+}

@@ -1,0 +1,120 @@
+/// Something that finds delimiters in text: a regex, a literal string or a
+/// character test. It reports consecutive segments covering the whole text,
+/// each either a match or the gap before one — the shape the Rust library's
+/// `Pattern::find_matches` produces.
+protocol SplitPattern: Sendable {
+    func forEachSegment(in text: UnsafeBufferPointer<UInt8>, _ body: (_ start: Int, _ end: Int, _ isMatch: Bool) -> Void)
+}
+
+/// What to do with the delimiters found by a pattern (tokenizer.json spelling).
+enum SplitDelimiterBehavior: String, CaseIterable {
+    case removed = "Removed"
+    case isolated = "Isolated"
+    case mergedWithPrevious = "MergedWithPrevious"
+    case mergedWithNext = "MergedWithNext"
+    case contiguous = "Contiguous"
+}
+
+extension SplitPattern {
+    /// Splits `text` the way `NormalizedString::split` does, streaming the
+    /// resulting ranges instead of collecting them (a whole calibration file
+    /// may be one piece). Empty ranges are dropped, as the library drops them.
+    func split(
+        _ text: UnsafeBufferPointer<UInt8>, behavior: SplitDelimiterBehavior, invert: Bool,
+        _ emit: (Range<Int>) -> Void
+    ) {
+        var pending: (start: Int, end: Int, isMatch: Bool)?
+        func flush() {
+            if let piece = pending, piece.start < piece.end { emit(piece.start..<piece.end) }
+            pending = nil
+        }
+        forEachSegment(in: text) { start, end, found in
+            let isMatch = found != invert
+            switch behavior {
+            case .isolated:
+                if start < end { emit(start..<end) }
+            case .removed:
+                if !isMatch && start < end { emit(start..<end) }
+            case .contiguous:
+                // Runs of segments with the same flag become one piece.
+                if let previous = pending, previous.isMatch == isMatch {
+                    pending = (previous.start, end, isMatch)
+                } else {
+                    flush()
+                    pending = (start, end, isMatch)
+                }
+            case .mergedWithPrevious:
+                // A delimiter joins the piece before it, unless that piece
+                // is itself a delimiter.
+                if isMatch, let previous = pending, !previous.isMatch {
+                    pending = (previous.start, end, true)
+                } else {
+                    flush()
+                    pending = (start, end, isMatch)
+                }
+            case .mergedWithNext:
+                // A delimiter joins the piece after it, unless that piece is
+                // itself a delimiter.
+                if let previous = pending, previous.isMatch, !isMatch {
+                    pending = (previous.start, end, false)
+                    flush()
+                } else {
+                    flush()
+                    pending = (start, end, isMatch)
+                }
+            }
+        }
+        flush()
+    }
+}
+
+/// A literal delimiter (`{"String": ...}` in tokenizer.json), found left to
+/// right without overlaps, as the library's escaped regex would find it.
+struct LiteralSplitPattern: SplitPattern {
+    let needle: [UInt8]
+
+    func forEachSegment(in text: UnsafeBufferPointer<UInt8>, _ body: (Int, Int, Bool) -> Void) {
+        let count = text.count
+        var gapStart = 0
+        var index = 0
+        if !needle.isEmpty {
+            while index + needle.count <= count {
+                if text[index] == needle[0] && matches(at: index, in: text) {
+                    if gapStart < index { body(gapStart, index, false) }
+                    body(index, index + needle.count, true)
+                    index += needle.count
+                    gapStart = index
+                } else {
+                    index += 1
+                }
+            }
+        }
+        if gapStart < count { body(gapStart, count, false) }
+    }
+
+    private func matches(at index: Int, in text: UnsafeBufferPointer<UInt8>) -> Bool {
+        for offset in 1..<needle.count where text[index + offset] != needle[offset] { return false }
+        return true
+    }
+}
+
+/// Every character passing a test is its own delimiter (the Digits
+/// pre-tokenizer uses Rust's `char::is_numeric`, i.e. \p{N}).
+struct CharacterTestSplitPattern: SplitPattern {
+    let test: @Sendable (UInt32) -> Bool
+
+    func forEachSegment(in text: UnsafeBufferPointer<UInt8>, _ body: (Int, Int, Bool) -> Void) {
+        var gapStart = 0
+        var index = 0
+        while index < text.count {
+            let (value, length) = UTF8Scalars.decode(text, at: index)
+            if test(value) {
+                if gapStart < index { body(gapStart, index, false) }
+                body(index, index + length, true)
+                gapStart = index + length
+            }
+            index += length
+        }
+        if gapStart < text.count { body(gapStart, text.count, false) }
+    }
+}

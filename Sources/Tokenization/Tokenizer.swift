@@ -1,0 +1,139 @@
+import DroptraceSupport
+import Foundation
+
+/// A Hugging Face `tokenizer.json` for byte-level BPE models (GPT-2,
+/// GPT-NeoX/Pythia, Llama-3, Qwen2, SmolLM), producing the ids the Python
+/// `tokenizers` package produces for `tokenizer.encode(text).ids`.
+///
+/// The pipeline is the library's: added tokens are cut out of the raw text,
+/// the rest is normalised, added tokens marked `normalized` are cut out of
+/// that, pre-tokenizers split it into words, BPE encodes each word, and the
+/// post-processor adds special tokens. `truncation` and `padding` settings
+/// in the file are ignored: calibration needs the whole text.
+public final class Tokenizer: Sendable {
+    let normalizer: TextNormalizer?
+    let preTokenizer: PreTokenizer?
+    let model: BPEModel
+    let rawTextAddedTokens: AddedTokenMatcher
+    let normalizedTextAddedTokens: AddedTokenMatcher
+    let postProcessor: PostProcessor?
+    let addedTokenContents: [Int: String]
+    let decodesByteLevel: Bool
+
+    /// Largest id in the vocabulary or the added tokens, plus one.
+    public let vocabularySize: Int
+
+    public init(contentsOf url: URL) throws {
+        let file = url.path
+        let root = try JSONFields(Self.parseJSON(at: url), location: "tokenizer.json", file: file)
+        // Top-level fields are named bare in messages ("model.vocab").
+        let top = JSONFields(root.values, location: "", file: file)
+
+        guard let modelFields = try top.object("model") else {
+            throw DroptraceError("has no \"model\" section; is this a tokenizer.json?", path: file)
+        }
+        model = try modelFields.readModel()
+        let normalizer = try top.object("normalizer")?.readNormalizer()
+        self.normalizer = normalizer
+        preTokenizer = try top.object("pre_tokenizer")?.readPreTokenizer()
+        postProcessor = try top.object("post_processor")?.readPostProcessor()
+
+        let addedTokens = try top.objects("added_tokens").readAddedTokens(model: model)
+        rawTextAddedTokens = AddedTokenMatcher(
+            addedTokens.filter { !$0.normalized }.map { ($0.content, $0) })
+        // Tokens marked `normalized` are searched for in normalised text, so
+        // their content is normalised the same way first.
+        normalizedTextAddedTokens = AddedTokenMatcher(
+            addedTokens.filter { $0.normalized }.map { (normalizer?.normalize($0.content) ?? $0.content, $0) })
+        addedTokenContents = Dictionary(addedTokens.map { ($0.id, $0.content) }, uniquingKeysWith: { first, _ in first })
+
+        decodesByteLevel = [try top.object("decoder"), try top.object("pre_tokenizer"), try top.object("normalizer")]
+            .contains { $0?.mentionsByteLevel() ?? false }
+        vocabularySize = max(model.largestId, addedTokens.map(\.id).max() ?? -1) + 1
+    }
+
+    private static func parseJSON(at url: URL) throws -> Any {
+        let data: Data
+        do {
+            data = try Data(contentsOf: url, options: .mappedIfSafe)
+        } catch {
+            let exists = FileManager.default.fileExists(atPath: url.path)
+            throw DroptraceError(exists ? "cannot be read" : "no such file", path: url.path)
+        }
+        do {
+            return try JSONSerialization.jsonObject(with: data)
+        } catch {
+            throw DroptraceError("is not valid JSON", path: url.path)
+        }
+    }
+
+    /// Token ids for `text`; with `addSpecialTokens` the post-processor's
+    /// special tokens (e.g. Llama-3's <|begin_of_text|>) are included.
+    public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
+        var ids: [Int] = []
+        ids.reserveCapacity(text.utf8.count / 3 + 8)
+        var workspace = BPEWorkspace()
+        let bytes = Array(text.utf8)
+        rawTextAddedTokens.split(bytes[...]) { segment in
+            switch segment {
+            case .token(let id): ids.append(id)
+            case .text(let raw): encodeUnmatched(raw, workspace: &workspace, into: &ids)
+            }
+        }
+        return postProcessor?.process(ids, addSpecialTokens: addSpecialTokens) ?? ids
+    }
+
+    /// Text between raw-text added tokens: normalise, cut out normalised
+    /// added tokens, split into words, encode each word.
+    private func encodeUnmatched(_ raw: ArraySlice<UInt8>, workspace: inout BPEWorkspace, into ids: inout [Int]) {
+        var text = raw
+        if let normalizer {
+            text = normalizer.normalize(utf8: raw)[...]
+        }
+        normalizedTextAddedTokens.split(text) { segment in
+            switch segment {
+            case .token(let id):
+                ids.append(id)
+            case .text(let piece):
+                if let preTokenizer {
+                    preTokenizer.split(TextPiece(piece)) { word in
+                        model.encode(word, workspace: &workspace, into: &ids)
+                    }
+                } else {
+                    model.encode(TextPiece(piece), workspace: &workspace, into: &ids)
+                }
+            }
+        }
+    }
+
+    /// Best-effort text for ids, for reports and debugging: special tokens
+    /// are kept, unknown ids show as U+FFFD.
+    public func decode(_ ids: [Int]) -> String {
+        var bytes: [UInt8] = []
+        for (position, id) in ids.enumerated() {
+            guard let token = addedTokenContents[id] ?? model.tokenTexts[id] else {
+                bytes.append(contentsOf: Array("\u{FFFD}".utf8))
+                continue
+            }
+            if decodesByteLevel, let raw = ByteLevelAlphabet.decode(token) {
+                bytes.append(contentsOf: raw)
+            } else {
+                bytes.append(contentsOf: readableSubword(token, isFirst: position == 0))
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Undoes "##"-style prefixes and "</w>"-style suffixes.
+    private func readableSubword(_ token: String, isFirst: Bool) -> [UInt8] {
+        var text = Array(token.utf8)
+        if let prefix = model.continuingSubwordPrefix, !isFirst, text.starts(with: prefix) {
+            text.removeFirst(prefix.count)
+        }
+        if let suffix = model.endOfWordSuffix, text.count >= suffix.count, Array(text.suffix(suffix.count)) == suffix {
+            text.removeLast(suffix.count)
+            text.append(0x20)
+        }
+        return text
+    }
+}

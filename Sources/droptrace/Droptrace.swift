@@ -1,0 +1,20 @@
+import ArgumentParser
+import DroptraceSupport
+
+@main
+struct Droptrace: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "droptrace",
+        abstract: "Measure how redundant each attention layer, MLP and block of a transformer is.",
+        discussion: """
+            Importance of a module = 1 − mean cosine similarity between its input and its output on the \
+            residual stream over calibration tokens ("What Matters in Transformers? Not All Attention is \
+            Needed", He et al., 2024). Low importance means the module barely changes its input and can be dropped.
+
+            Exit codes: 0 success; 1 bad input or failure (the message names the file); 64 invalid usage; \
+            75 another run holds the output directory (trace, run, report).
+            """,
+        version: DroptraceVersion.string,
+        subcommands: [ScoreCommand.self, TraceCommand.self, RunCommand.self, ReportCommand.self]
+    )
+}

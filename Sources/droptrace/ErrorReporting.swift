@@ -1,0 +1,40 @@
+import ArgumentParser
+import DroptraceSupport
+import Foundation
+import Logging
+
+/// Runs a command body with a logger, turning failures into one-line
+/// messages on stderr and a non-zero exit code.
+func runReportingErrors(_ body: (Logger) throws -> Void) throws {
+    let log = DroptraceLogging.logger()
+    do {
+        try body(log)
+    } catch let error as DroptraceError {
+        log.error("\(error.description)")
+        throw ExitCode.failure
+    } catch let error as ExitCode {
+        throw error
+    } catch {
+        log.error("\(error)")
+        throw ExitCode.failure
+    }
+}
+
+enum DroptraceLogging {
+    nonisolated(unsafe) private static var bootstrapped = false
+
+    /// Logs go to stderr with timestamps (swift-log's stream handler), so a
+    /// cron job's mail or a redirected log shows when each step happened.
+    static func logger() -> Logger {
+        if !bootstrapped {
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = ProcessInfo.processInfo.environment["DROPTRACE_LOG_LEVEL"]
+                    .flatMap(Logger.Level.init(rawValue:)) ?? .info
+                return handler
+            }
+            bootstrapped = true
+        }
+        return Logger(label: "droptrace")
+    }
+}

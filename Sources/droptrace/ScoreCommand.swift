@@ -1,0 +1,65 @@
+import ArgumentParser
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Scoring
+import ScoreStore
+
+struct ScoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "score",
+        abstract: "Score one checkpoint: attention, MLP and block importance plus block-gap similarities.",
+        discussion: """
+            Reads a Hugging Face checkpoint directory (config.json and model.safetensors or a sharded \
+            model.safetensors.index.json; float32, float16 or bfloat16) of model_type llama, mistral, qwen2, \
+            gpt_neox or gpt2, runs the calibration tokens through it layer by layer, and writes an HDF5 file:
+
+              /checkpoints/name, /checkpoints/step, /checkpoints/tokens    [C]
+              /scores/attention, /scores/mlp, /scores/block                 float32 [C, L]
+              /similarity/block_gap                                         float32 [C, L, L]
+
+            with C = 1. An existing output file is replaced only once the new one is complete.
+
+            Example:
+              droptrace score runs/checkpoint-1000 --calibration calib.txt --seq-len 256 --samples 32 --output scores.h5
+            """
+    )
+
+    @Argument(help: "Checkpoint directory (config.json + safetensors).")
+    var checkpoint: String
+
+    @OptionGroup var calibration: CalibrationOptions
+
+    @Option(name: .shortAndLong, help: "HDF5 file to write.")
+    var output: String
+
+    @OptionGroup var engine: EngineOptions
+
+    @Flag(help: "Also print the scores as JSON on standard output.")
+    var json = false
+
+    func run() throws {
+        try runReportingErrors { log in
+            engine.apply()
+            let directory = URL(fileURLWithPath: checkpoint)
+            let name = directory.standardizedFileURL.lastPathComponent
+            log.info("scoring \(checkpoint)")
+            let progress = ProgressBar(label: name)
+            let scored = try CheckpointScoring.run(
+                checkpoint: directory, calibration: calibration.source,
+                warn: { log.warning("\($0)") }, progress: progress.update)
+            progress.finished()
+            log.info("scored \(scored.layerCount) layers on \(scored.calibration.tokenCount) calibration tokens")
+
+            let row = CheckpointRow(
+                scores: scored.scores, name: name, step: CheckpointName.step(name) ?? -1,
+                tokens: CheckpointName.tokens(name) ?? -1)
+            let file = ScoreFile(metadata: .init(scored), rows: [row])
+            try file.write(to: URL(fileURLWithPath: output))
+            log.info("wrote \(output)")
+            if json {
+                print(try ScoresJSON(checkpoint: name, scored: scored).encoded())
+            }
+        }
+    }
+}

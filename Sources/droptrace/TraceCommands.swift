@@ -1,0 +1,134 @@
+import ArgumentParser
+import DroptraceSupport
+import Foundation
+import Logging
+import Pipeline
+
+/// Exit status when another run holds the output directory's lock
+/// (EX_TEMPFAIL: try again later).
+let lockHeldExitCode: Int32 = 75
+
+struct TraceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trace",
+        abstract: "Score every checkpoint of a training run, analyse the series and write a report.",
+        discussion: """
+            Finds checkpoints in SERIES_DIR (checkpoint-<step>, step<N>, step-<N>, step_<N>, global_step<N>, \
+            step<N>-tokens<M>), skips ones still being written, scores those not yet in OUT_DIR/scores.h5, \
+            analyses the series (rankings, drop-k sets, rank correlation with the final checkpoint, \
+            stabilisation step, verdict on whether attention redundancy is inherent) and writes \
+            OUT_DIR/report.md with figures in OUT_DIR/figures/.
+
+            Safe to run from cron while training is still writing checkpoints: each run adds what is new, \
+            the store is replaced atomically after every checkpoint, and a second run on the same OUT_DIR \
+            exits at once with code 75.
+
+            Exit codes: 0 done (also when nothing was new); 75 another run holds the lock; 1 error; 64 usage.
+            """
+    )
+
+    @Argument(help: "Directory holding the run's checkpoints.")
+    var seriesDir: String
+
+    @OptionGroup var calibration: CalibrationOptions
+
+    @Option(name: .shortAndLong, help: "Output directory for scores.h5, report.md and figures/.")
+    var output: String
+
+    @Option(name: .customLong("drop-k"), parsing: .upToNextOption,
+            help: ArgumentHelp("Drop-set sizes to analyse (default: 25% and 50% of the layers).", valueName: "k"))
+    var dropK: [Int] = []
+
+    @Flag(help: "Rescore every checkpoint, even those already in the store.")
+    var force = false
+
+    @Option(help: "Report title.")
+    var title: String?
+
+    @OptionGroup var engine: EngineOptions
+
+    func validate() throws {
+        if dropK.contains(where: { $0 < 1 }) { throw ValidationError("--drop-k values must be at least 1") }
+    }
+
+    func run() throws {
+        let options = TraceOptions(
+            checkpoints: .series(URL(fileURLWithPath: seriesDir)), calibration: calibration.source,
+            output: URL(fileURLWithPath: output), dropK: dropK.isEmpty ? nil : dropK, force: force, title: title)
+        try runTrace(options, engine: engine)
+    }
+}
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a pipeline file (YAML): the declarative form of `trace`.",
+        discussion: """
+            Settings: title, series (a directory) or checkpoints (a list of directories), calibration, \
+            seq_len, samples, drop_k (a list), output. Relative paths are relative to the pipeline file. \
+            See pipelines/ for documented examples.
+
+            Exit codes: 0 done; 75 another run holds the lock; 1 error; 64 usage.
+            """
+    )
+
+    @Argument(help: "Pipeline file, e.g. pipelines/demo.yaml.")
+    var pipeline: String
+
+    @Flag(help: "Rescore every checkpoint, even those already in the store.")
+    var force = false
+
+    @OptionGroup var engine: EngineOptions
+
+    func run() throws {
+        var options: TraceOptions?
+        try runReportingErrors { _ in
+            let url = URL(fileURLWithPath: pipeline)
+            options = try PipelineFile.load(url).options(relativeTo: url.deletingLastPathComponent(), force: force)
+        }
+        try runTrace(options!, engine: engine)
+    }
+}
+
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report",
+        abstract: "Rebuild OUT_DIR/report.md and its figures from OUT_DIR/scores.h5 alone.",
+        discussion: "Exit codes: 0 done; 75 another run holds the lock; 1 error; 64 usage."
+    )
+
+    @Argument(help: "Output directory of an earlier trace or run.")
+    var outDir: String
+
+    @Option(help: "Report title.")
+    var title: String?
+
+    func run() throws {
+        try runLocked { log in
+            let report = try ReportRebuild.run(outDir: URL(fileURLWithPath: outDir), title: title)
+            log.info("report: \(report.path)")
+        }
+    }
+}
+
+/// Runs a trace with a terminal progress bar; exit code 1 if any checkpoint failed.
+func runTrace(_ options: TraceOptions, engine: EngineOptions) throws {
+    try runLocked { log in
+        engine.apply()
+        let summary = try TraceRun(options: options, log: log).run(progress: ProgressBar())
+        log.info("done: \(summary.scored.count) scored, \(summary.reused.count) already in the store, \(summary.incomplete.count) still being written, \(summary.failed.count) failed")
+        if !summary.failed.isEmpty { throw ExitCode.failure }
+    }
+}
+
+/// Like `runReportingErrors`, with the lock's own exit code.
+func runLocked(_ body: (Logger) throws -> Void) throws {
+    try runReportingErrors { log in
+        do {
+            try body(log)
+        } catch let held as RunLock.Held {
+            log.error("\(held.description)")
+            throw ExitCode(lockHeldExitCode)
+        }
+    }
+}

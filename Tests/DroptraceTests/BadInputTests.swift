@@ -1,0 +1,198 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Scoring
+import Testing
+
+/// Every bad input gets a one-line error naming the file, a non-zero exit
+/// code, and no output file; an existing output file is left untouched.
+@Suite struct BadInputTests {
+    /// Runs `droptrace score` over an existing output file and checks the
+    /// failure contract; returns stderr for further checks.
+    @discardableResult
+    func expectRefused(
+        checkpoint: URL, calibration: URL = FixtureFiles.calibrationJSONL, extra: [String] = [],
+        naming expectedPath: String, mentioning words: [String], in scratch: ScratchDirectory
+    ) throws -> String {
+        let output = scratch.path("scores.h5")
+        let previous = Data("previous results".utf8)
+        try previous.write(to: output)
+        let result = try DroptraceCommand.run(
+            ["score", checkpoint.path, "--calibration", calibration.path, "--output", output.path] + extra)
+        #expect(result.status != 0)
+        let errorLines = result.stderr.split(separator: "\n").filter { $0.contains("error") }
+        #expect(errorLines.count == 1, "expected one error line, got: \(result.stderr)")
+        let line = String(errorLines.first ?? "")
+        #expect(line.contains(expectedPath), "error does not name \(expectedPath): \(line)")
+        for word in words { #expect(line.contains(word), "error does not mention '\(word)': \(line)") }
+        #expect(try Data(contentsOf: output) == previous, "existing output was modified")
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).filter { $0.contains(".tmp") }
+        #expect(leftovers.isEmpty, "temporary files left behind: \(leftovers)")
+        return line
+    }
+
+    @Test func missingConfig() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try FileManager.default.removeItem(at: model.appendingPathComponent("config.json"))
+        try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["missing"], in: scratch)
+    }
+
+    @Test func garbledConfig() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try Data("{\"model_type\": \"llama\", \"hidden_size\": ".utf8).write(to: model.appendingPathComponent("config.json"))
+        try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["JSON"], in: scratch)
+    }
+
+    @Test func configMissingKey() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("gpt2-f32")
+        try rewriteConfig(model) { $0.removeValue(forKey: "n_embd") }
+        try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["n_embd"], in: scratch)
+    }
+
+    @Test func unsupportedModelType() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try rewriteConfig(model) { $0["model_type"] = "bert" }
+        try expectRefused(
+            checkpoint: model, naming: "config.json", mentioning: ["bert", "llama", "mistral", "qwen2", "gpt_neox", "gpt2"],
+            in: scratch)
+    }
+
+    @Test func headerPointsPastEnd() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        let weights = model.appendingPathComponent("model.safetensors")
+        var bytes = try Data(contentsOf: weights)
+        bytes.replaceSubrange(0..<8, with: withUnsafeBytes(of: UInt64(1 << 40).littleEndian) { Data($0) })
+        try bytes.write(to: weights)
+        try expectRefused(checkpoint: model, naming: "model.safetensors", mentioning: ["past the end"], in: scratch)
+    }
+
+    @Test func truncatedWeights() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        let weights = model.appendingPathComponent("model.safetensors")
+        let bytes = try Data(contentsOf: weights)
+        try bytes.prefix(bytes.count - 1000).write(to: weights)
+        try expectRefused(checkpoint: model, naming: "model.safetensors", mentioning: ["truncated"], in: scratch)
+    }
+
+    @Test func missingShard() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-sharded")
+        let shard = try FileManager.default.contentsOfDirectory(atPath: model.path)
+            .first { $0.hasPrefix("model-0000") }!
+        try FileManager.default.removeItem(at: model.appendingPathComponent(shard))
+        try expectRefused(checkpoint: model, naming: "model.safetensors.index.json", mentioning: [shard, "missing"], in: scratch)
+    }
+
+    @Test func missingTensor() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try rewriteWeights(model) { entries in entries.removeAll { $0.name == "model.layers.3.mlp.up_proj.weight" } }
+        try expectRefused(checkpoint: model, naming: model.lastPathComponent, mentioning: ["model.layers.3.mlp.up_proj.weight"], in: scratch)
+    }
+
+    @Test func tensorShapeDisagreesWithConfig() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try rewriteConfig(model) { $0["intermediate_size"] = 128 }
+        try expectRefused(
+            checkpoint: model, naming: "model.safetensors", mentioning: ["gate_proj", "shape", "config.json"], in: scratch)
+    }
+
+    @Test func unsupportedDType() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        let weights = model.appendingPathComponent("model.safetensors")
+        var bytes = try Data(contentsOf: weights)
+        // Relabel one F32 tensor as I32: same byte size, a dtype droptrace does not read.
+        let headerLength = Int(bytes.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        var header = String(decoding: bytes[8..<(8 + headerLength)], as: UTF8.self)
+        header = header.replacingOccurrences(of: "\"F32\"", with: "\"I32\"")
+        bytes.replaceSubrange(8..<(8 + headerLength), with: Data(header.utf8))
+        try bytes.write(to: weights)
+        try expectRefused(checkpoint: model, naming: "model.safetensors", mentioning: ["I32", "unsupported dtype"], in: scratch)
+    }
+
+    @Test func tokenOutsideVocabulary() throws {
+        let scratch = try ScratchDirectory()
+        let calibration = try scratch.write("{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [4, 512, 6]}\n", to: "bad.jsonl")
+        try expectRefused(
+            checkpoint: FixtureFiles.model("llama-f32"), calibration: calibration, naming: "bad.jsonl",
+            mentioning: ["512", "vocab_size 512"], in: scratch)
+    }
+
+    @Test func emptyCalibrationFile() throws {
+        let scratch = try ScratchDirectory()
+        let calibration = try scratch.write("", to: "empty.jsonl")
+        try expectRefused(
+            checkpoint: FixtureFiles.model("llama-f32"), calibration: calibration, naming: "empty.jsonl",
+            mentioning: ["empty"], in: scratch)
+    }
+
+    @Test func sequenceLongerThanPositions() throws {
+        let scratch = try ScratchDirectory()
+        let ids = (0..<129).map { String($0 % 500) }.joined(separator: ", ")
+        let calibration = try scratch.write("{\"input_ids\": [\(ids)]}\n", to: "long.jsonl")
+        // gpt2 fixture: n_positions 128.
+        try expectRefused(
+            checkpoint: FixtureFiles.model("gpt2-f32"), calibration: calibration, naming: "long.jsonl",
+            mentioning: ["129", "128"], in: scratch)
+    }
+
+    @Test func textCalibrationLongerThanPositions() throws {
+        let scratch = try ScratchDirectory()
+        try expectRefused(
+            checkpoint: FixtureFiles.model("gpt2-f32"), calibration: FixtureFiles.calibrationText,
+            extra: ["--seq-len", "200", "--samples", "1"], naming: "calib.txt", mentioning: ["200", "128"], in: scratch)
+    }
+
+    @Test func nonFiniteActivations() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try rewriteWeights(model) { entries in
+            let index = entries.firstIndex { $0.name == "model.layers.2.mlp.down_proj.weight" }!
+            var values = [Float](repeating: 0, count: entries[index].bytes.count / 4)
+            values[7] = .infinity
+            entries[index].bytes = values.withUnsafeBytes { Data($0) }
+        }
+        try expectRefused(checkpoint: model, naming: model.lastPathComponent, mentioning: ["NaN or Inf", "layer 2"], in: scratch)
+    }
+
+    @Test func missingCheckpointDirectory() throws {
+        let scratch = try ScratchDirectory()
+        try expectRefused(checkpoint: scratch.path("nowhere"), naming: "nowhere", mentioning: ["not found"], in: scratch)
+    }
+
+    @Test func successfulRunReplacesOutput() throws {
+        let scratch = try ScratchDirectory()
+        let output = scratch.path("scores.h5")
+        try Data("old".utf8).write(to: output)
+        let result = try DroptraceCommand.run(
+            ["score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+             "--output", output.path])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try Data(contentsOf: output).prefix(8) == Data([0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]))
+    }
+
+    // MARK: - Damaging fixture copies
+
+    func rewriteConfig(_ model: URL, _ change: (inout [String: Any]) -> Void) throws {
+        let url = model.appendingPathComponent("config.json")
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        change(&object)
+        try JSONSerialization.data(withJSONObject: object).write(to: url)
+    }
+
+    func rewriteWeights(_ model: URL, _ change: (inout [SafetensorsWriter.Entry]) -> Void) throws {
+        let url = model.appendingPathComponent("model.safetensors")
+        var entries = try SafetensorsFile(path: url.path).tensors.values.map { SafetensorsWriter.Entry($0) }
+        change(&entries)
+        let data = try SafetensorsWriter.encode(entries)
+        try data.write(to: url)
+    }
+}

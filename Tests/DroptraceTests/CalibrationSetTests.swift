@@ -1,0 +1,190 @@
+import DroptraceSupport
+import Foundation
+import Testing
+import Tokenization
+
+@Suite("Calibration sets")
+struct CalibrationSetTests {
+    private var jsonlFixture: URL { TokenizerFixtures.root.appendingPathComponent("calibration/calib.jsonl") }
+    private var textFixture: URL { TokenizerFixtures.root.appendingPathComponent("text/calib.txt") }
+
+    /// Fixtures/reference.json → models → <model> → text: the windows
+    /// transformers ran, and the settings that produced them.
+    private func referenceTextWindows(_ model: String) throws -> (seqLen: Int, samples: Int, windows: [[Int]]) {
+        let url = TokenizerFixtures.root.appendingPathComponent("reference.json")
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        let entry = (json["models"] as! [String: Any])[model] as! [String: Any]
+        let text = entry["text"] as! [String: Any]
+        return (text["seq_len"] as! Int, text["samples"] as! Int, text["input_ids"] as! [[Int]])
+    }
+
+    private func loadError(_ url: URL, tokenizer: Tokenizer? = nil, seqLen: Int? = nil, samples: Int? = nil) -> DroptraceError? {
+        let error = #expect(throws: DroptraceError.self) {
+            try CalibrationSet.load(from: url, tokenizer: tokenizer, seqLen: seqLen, samples: samples)
+        }
+        #expect(error?.path == url.path)
+        #expect(error?.description.contains("\n") == false)
+        return error
+    }
+
+    private func gpt2Tokenizer() throws -> Tokenizer {
+        try Tokenizer(contentsOf: TokenizerFixtures.tokenizerFile("gpt2"))
+    }
+
+    // MARK: JSONL
+
+    @Test func jsonlLinesBecomeSequences() throws {
+        let set = try CalibrationSet.load(from: jsonlFixture, tokenizer: nil, seqLen: nil, samples: nil)
+        #expect(set.sequences.count == 4)
+        #expect(set.sequences.allSatisfy { $0.count == 40 })
+        #expect(set.tokenCount == 160)
+        #expect(set.sourcePath == jsonlFixture.path)
+        #expect(!set.isShortOfRequestedSamples)
+        // hashlib.sha256 over the encoding documented on `sha256`, in Python.
+        #expect(set.sha256 == "dd6383b69118e9bd3f064d29c52a65e221054f916562b0c35cb207d1e6657ca7")
+    }
+
+    @Test func jsonlIsCutToSeqLenAndSamples() throws {
+        let full = try CalibrationSet.load(from: jsonlFixture, tokenizer: nil, seqLen: nil, samples: nil)
+        let cut = try CalibrationSet.load(from: jsonlFixture, tokenizer: nil, seqLen: 16, samples: 2)
+        #expect(cut.sequences == full.sequences.prefix(2).map { Array($0.prefix(16)) })
+        #expect(cut.requestedSamples == 2)
+        #expect(!cut.isShortOfRequestedSamples)
+    }
+
+    @Test func jsonlWithFewerLinesThanSamplesIsFlagged() throws {
+        let set = try CalibrationSet.load(from: jsonlFixture, tokenizer: nil, seqLen: 100, samples: 10)
+        #expect(set.sequences.count == 4)
+        #expect(set.sequences.allSatisfy { $0.count == 40 })
+        #expect(set.requestedSamples == 10)
+        #expect(set.isShortOfRequestedSamples)
+    }
+
+    @Test func jsonlIgnoresBlankLinesAndOtherKeys() throws {
+        let scratch = try TokenizerScratch()
+        let file = try scratch.write("\n{\"text\": \"x\", \"input_ids\": [3, 1, 2]}\r\n   \n{\"input_ids\": [0]}\n\n", to: "c.jsonl")
+        let set = try CalibrationSet.load(from: file, tokenizer: nil, seqLen: nil, samples: nil)
+        #expect(set.sequences == [[3, 1, 2], [0]])
+    }
+
+    @Test func sha256EncodesLengthsAndIds() {
+        // Python: hashlib.sha256(b"".join(struct.pack("<I", n) for n in [3, 1, 2, 3, 1, 4])).hexdigest()
+        let set = CalibrationSet(sequences: [[1, 2, 3], [4]], sourcePath: "x")
+        #expect(set.sha256 == "977161a9d0bade49631811d69b20be9641c9aadbd20294807391e0c8f184d310")
+    }
+
+    @Test("JSONL line errors name the line", arguments: [
+        ("{\"input_ids\": [1, 2]}\n{\"input_ids\": [1, 2\n", "line 2: invalid JSON"),
+        ("{\"input_ids\": [1]}\n\n{\"ids\": [1, 2]}\n", "line 3: missing \"input_ids\""),
+        ("[1, 2, 3]\n", "line 1: missing \"input_ids\""),
+        ("{\"input_ids\": \"1 2 3\"}\n", "line 1: \"input_ids\" should be a list"),
+        ("{\"input_ids\": [1, 2.5]}\n", "line 1: input_ids[1] is 2.5"),
+        ("{\"input_ids\": [1, 2.0]}\n", "line 1: input_ids[1]"),
+        ("{\"input_ids\": [\"7\"]}\n", "line 1: input_ids[0] is \"7\""),
+        ("{\"input_ids\": [true]}\n", "line 1: input_ids[0] is true"),
+        ("{\"input_ids\": [null]}\n", "line 1: input_ids[0] is null"),
+        ("{\"input_ids\": [4, -1]}\n", "line 1: input_ids[1] is -1, not a non-negative integer"),
+        ("{\"input_ids\": [99999999999]}\n", "line 1: input_ids[0] = 99999999999 is too large"),
+        ("{\"input_ids\": [1]}\n{\"input_ids\": []}\n", "line 2: empty sequence"),
+        ("\n  \n\n", "no sequences"),
+    ])
+    func jsonlErrors(contents: String, expectedPhrase: String) throws {
+        let scratch = try TokenizerScratch()
+        let error = loadError(try scratch.write(contents, to: "calibration.jsonl"))
+        #expect(error?.message.contains(expectedPhrase) == true, "\(error?.message ?? "no error")")
+    }
+
+    @Test func dotJSONIsReadAsLines() throws {
+        let scratch = try TokenizerScratch()
+        let file = try scratch.write("{\"input_ids\": [5, 6]}\n", to: "calibration.json")
+        #expect(try CalibrationSet.load(from: file, tokenizer: nil, seqLen: nil, samples: nil).sequences == [[5, 6]])
+    }
+
+    // MARK: Text
+
+    /// The windows droptrace cuts must be the ones the reference scores
+    /// were computed on (transformers' tokenizer, add_special_tokens=True).
+    @Test("text windows equal the reference windows", arguments: [
+        ("llama-f32", "llama3"), ("qwen2-f32", "qwen2"), ("gpt2-f32", "gpt2"),
+    ])
+    func textWindowsMatchReference(model: String, flavour: String) throws {
+        let reference = try referenceTextWindows(model)
+        let tokenizer = try Tokenizer(contentsOf: TokenizerFixtures.tokenizerFile(flavour))
+        let set = try CalibrationSet.load(from: textFixture, tokenizer: tokenizer,
+                                          seqLen: reference.seqLen, samples: reference.samples)
+        #expect(set.sequences == reference.windows)
+        #expect(!set.isShortOfRequestedSamples)
+    }
+
+    @Test func textWindowsAreConsecutiveAndFull() throws {
+        let tokenizer = try gpt2Tokenizer()
+        let text = try TokenizerFixtures.text("calib.txt")
+        let ids = tokenizer.encode(text)
+        let set = try CalibrationSet.load(from: textFixture, tokenizer: tokenizer, seqLen: 50, samples: nil)
+        #expect(set.sequences.count == ids.count / 50)
+        #expect(set.sequences.flatMap { $0 } == Array(ids.prefix(set.sequences.count * 50)))
+        #expect(set.requestedSamples == nil)
+    }
+
+    @Test func textWithFewerWindowsThanSamplesUsesThoseAvailable() throws {
+        let tokenizer = try gpt2Tokenizer()
+        let available = tokenizer.encode(try TokenizerFixtures.text("calib.txt")).count / 32
+        let set = try CalibrationSet.load(from: textFixture, tokenizer: tokenizer, seqLen: 32, samples: available + 5)
+        #expect(set.sequences.count == available)
+        #expect(set.requestedSamples == available + 5)
+        #expect(set.isShortOfRequestedSamples)
+    }
+
+    @Test func textTooShortForOneWindow() throws {
+        let tokenizer = try gpt2Tokenizer()
+        let count = tokenizer.encode(try TokenizerFixtures.text("calib.txt")).count
+        let error = loadError(textFixture, tokenizer: tokenizer, seqLen: count + 1, samples: 4)
+        #expect(error?.message.contains("\(count) tokens") == true)
+        #expect(error?.message.contains("\(count + 1)") == true)
+    }
+
+    @Test func textNeedsTokenizer() {
+        let error = loadError(textFixture, tokenizer: nil, seqLen: 32, samples: 2)
+        #expect(error?.message.contains("needs tokenizer.json beside the checkpoint") == true)
+    }
+
+    @Test func textNeedsSeqLen() throws {
+        let error = loadError(textFixture, tokenizer: try gpt2Tokenizer(), seqLen: nil, samples: 2)
+        #expect(error?.message.contains("sequence length") == true)
+    }
+
+    @Test func textMustBeUTF8() throws {
+        let scratch = try TokenizerScratch()
+        let file = scratch.url.appendingPathComponent("latin1.txt")
+        try Data([0x63, 0x61, 0x66, 0xE9, 0x20, 0x6F, 0x6B]).write(to: file)  // "café ok" in Latin-1
+        let error = loadError(file, tokenizer: try gpt2Tokenizer(), seqLen: 1, samples: nil)
+        #expect(error?.message.contains("not valid UTF-8") == true)
+        #expect(error?.message.contains("offset 3") == true)
+    }
+
+    // MARK: Files
+
+    @Test func missingFile() throws {
+        let scratch = try TokenizerScratch()
+        let error = loadError(scratch.url.appendingPathComponent("nothing.jsonl"))
+        #expect(error?.message.contains("not found") == true)
+    }
+
+    @Test(arguments: ["empty.jsonl", "empty.txt"])
+    func emptyFile(name: String) throws {
+        let scratch = try TokenizerScratch()
+        let error = loadError(try scratch.write("", to: name), tokenizer: try gpt2Tokenizer(), seqLen: 8)
+        #expect(error?.message.contains("empty") == true)
+    }
+
+    @Test func directoryIsNotACalibrationFile() throws {
+        let scratch = try TokenizerScratch()
+        let error = loadError(scratch.url)
+        #expect(error?.message.contains("directory") == true)
+    }
+
+    @Test func nonPositiveSettingsAreRefused() throws {
+        #expect(loadError(jsonlFixture, seqLen: 0)?.message.contains("sequence length") == true)
+        #expect(loadError(jsonlFixture, samples: -1)?.message.contains("samples") == true)
+    }
+}

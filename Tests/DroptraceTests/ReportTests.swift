@@ -1,0 +1,417 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import Testing
+import Analysis
+import DroptraceSupport
+import Reporting
+import ScoreStore
+
+/// report.md and its SVG figures; one parent suite so
+/// `swift test --filter Report` selects exactly these tests.
+@Suite struct ReportTests {}
+
+// MARK: - Helpers
+
+/// What an SVG file looks like to an XML parser.
+private final class SVGProbe: NSObject, XMLParserDelegate {
+    var rootName: String?
+    var rootAttributes: [String: String] = [:]
+    var elementCounts: [String: Int] = [:]
+    var texts: [String] = []
+    var parseError: Error?
+    private var openText: String?
+
+    static func parse(_ data: Data) -> SVGProbe {
+        let probe = SVGProbe()
+        let parser = XMLParser(data: data)
+        parser.delegate = probe
+        if !parser.parse() {
+            probe.parseError = probe.parseError ?? parser.parserError ?? DroptraceError("parse failed")
+        }
+        return probe
+    }
+
+    func parser(_ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?,
+                qualifiedName: String?, attributes: [String: String] = [:]) {
+        if rootName == nil {
+            rootName = elementName
+            rootAttributes = attributes
+        }
+        elementCounts[elementName, default: 0] += 1
+        if elementName == "text" { openText = "" }
+    }
+
+    func parser(_ parser: XMLParser, foundCharacters string: String) {
+        openText? += string
+    }
+
+    func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?,
+                qualifiedName: String?) {
+        if elementName == "text", let text = openText {
+            texts.append(text)
+            openText = nil
+        }
+    }
+
+    func parser(_ parser: XMLParser, parseErrorOccurred parseError: Error) {
+        self.parseError = parseError
+    }
+}
+
+/// The rows of the first table after `heading` ("## Drop sets per checkpoint"),
+/// header row first, cells trimmed; escaped pipes stay inside their cell.
+private func table(after heading: String, in markdown: String) -> [[String]] {
+    guard let start = markdown.range(of: "\n\(heading)\n") else { return [] }
+    let lines = markdown[start.upperBound...].split(separator: "\n", omittingEmptySubsequences: false)
+    let tableLines = lines.drop { !$0.hasPrefix("|") }.prefix { $0.hasPrefix("|") }
+    return tableLines.enumerated().filter { $0.offset != 1 }.map { _, line in
+        var cells: [String] = [], current = "", escaped = false
+        for character in line.dropFirst() {
+            if character == "|" && !escaped {
+                cells.append(current.trimmingCharacters(in: .whitespaces))
+                current = ""
+            } else {
+                current.append(character)
+            }
+            escaped = character == "\\"
+        }
+        return cells
+    }
+}
+
+/// Link targets of `[text](target)` and `![alt](target)`.
+private func linkTargets(in markdown: String) -> [String] {
+    let pattern = try! NSRegularExpression(pattern: #"\]\(([^)\s]+)\)"#)
+    let range = NSRange(markdown.startIndex..., in: markdown)
+    return pattern.matches(in: markdown, range: range).map { String(markdown[Range($0.range(at: 1), in: markdown)!]) }
+}
+
+private func fixed(_ value: Double, _ decimals: Int) -> String {
+    value.isFinite ? String(format: "%.\(decimals)f", value) : "—"
+}
+
+private struct WrittenReport {
+    let scratch: ScratchDirectory
+    let directory: URL
+    let markdown: String
+    let analysis: SeriesAnalysis
+    let scores: ScoreFile
+
+    init(rows: [CheckpointRow] = AnalysisFixtures.knownRows, sections: [ReportSection] = [],
+         into existing: ScratchDirectory? = nil) throws {
+        scratch = try existing ?? ScratchDirectory()
+        directory = scratch.path("out")
+        scores = AnalysisFixtures.scoreFile(rows)
+        analysis = try SeriesAnalysis(rows: rows)
+        let reportURL = try ReportWriter(scoreFile: scores, analysis: analysis, extraSections: sections)
+            .write(to: directory)
+        #expect(reportURL == directory.appendingPathComponent("report.md"))
+        markdown = try String(contentsOf: reportURL, encoding: .utf8)
+    }
+
+    var figureFiles: [URL] {
+        let folder = directory.appendingPathComponent("figures")
+        return ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).sorted()
+            .map { folder.appendingPathComponent($0) }
+    }
+}
+
+extension ReportTests {
+    @Suite struct FigureTests {
+        private func expectStandaloneSVG(_ url: URL, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let data = try Data(contentsOf: url)
+            let text = String(decoding: data, as: UTF8.self)
+            let probe = SVGProbe.parse(data)
+            #expect(probe.parseError == nil, "\(url.lastPathComponent): \(String(describing: probe.parseError))",
+                    sourceLocation: sourceLocation)
+            #expect(probe.rootName == "svg", sourceLocation: sourceLocation)
+            #expect(text.contains(#"xmlns="http://www.w3.org/2000/svg""#), sourceLocation: sourceLocation)
+            for attribute in ["width", "height", "viewBox", "font-family"] {
+                #expect(probe.rootAttributes[attribute] != nil, "\(url.lastPathComponent) lacks \(attribute)",
+                        sourceLocation: sourceLocation)
+            }
+            // Nothing to fetch: no images, no links, no external stylesheets.
+            #expect(probe.elementCounts["image"] == nil && probe.elementCounts["style"] == nil,
+                    sourceLocation: sourceLocation)
+            #expect(!text.contains("http://") || text.components(separatedBy: "http://").count == 2,
+                    "only the namespace may be a URL", sourceLocation: sourceLocation)
+            #expect(!text.contains("href"), sourceLocation: sourceLocation)
+        }
+
+        @Test func everyFigureIsStandaloneSVG() throws {
+            let report = try WrittenReport()
+            let names = report.figureFiles.map(\.lastPathComponent)
+            #expect(names == ["importance_attention.svg", "importance_block.svg", "importance_mlp.svg",
+                              "jaccard_final.svg", "mean_importance.svg", "rank_correlation_final.svg"])
+            for file in report.figureFiles { try expectStandaloneSVG(file) }
+        }
+
+        @Test func figuresHaveAxisLabelsTicksAndALegend() throws {
+            let report = try WrittenReport()
+            let folder = report.directory.appendingPathComponent("figures")
+            let heatmap = SVGProbe.parse(try Data(contentsOf: folder.appendingPathComponent(
+                "importance_attention.svg")))
+            #expect(heatmap.texts.contains("Layer"))
+            #expect(heatmap.texts.contains("Checkpoint (training step)"))
+            #expect(heatmap.texts.contains("Importance (1 − cos)"))
+            #expect(heatmap.texts.contains("10k"))  // the final checkpoint's step as a tick label
+            #expect(Set(["0", "1", "2", "3", "4"]).isSubset(of: Set(heatmap.texts)))  // every layer labelled
+            let correlation = SVGProbe.parse(try Data(contentsOf: folder.appendingPathComponent(
+                "rank_correlation_final.svg")))
+            #expect(Set(["Attention", "MLP", "Block"]).isSubset(of: Set(correlation.texts)))
+            #expect(correlation.texts.contains("Training step"))
+            #expect(correlation.texts.contains("Spearman ρ") && correlation.texts.contains("Kendall τ-b"))
+        }
+
+        @Test func stepsOverMoreThanTwoDecadesUseALogAxis() throws {
+            var rows = AnalysisFixtures.knownRows
+            for (index, step) in [Int64(0), 10, 1000, 100_000].enumerated() { rows[index].step = step }
+            let report = try WrittenReport(rows: rows)
+            let mean = SVGProbe.parse(try Data(contentsOf: report.directory.appendingPathComponent(
+                "figures/mean_importance.svg")))
+            #expect(mean.texts.contains("Training step (log scale)"))
+            #expect(Set(["0", "10", "100", "1k", "10k", "100k"]).isSubset(of: Set(mean.texts)))
+        }
+
+        @Test func largeRunsStayLegible() throws {
+            // 300 checkpoints × 100 layers with noisy scores.
+            var generator = SystemRandomNumberGenerator()
+            let steps = (0..<300).map { Int64($0) * 500 }
+            let layers = 100
+            func noisy(_ base: Float) -> [Float] {
+                (0..<layers).map { base + Float($0) / 400 + Float.random(in: 0..<0.01, using: &generator) }
+            }
+            let rows = steps.map { step in
+                CheckpointRow(name: "step\(step)", step: step, tokens: step * 4096, attention: noisy(0.05),
+                              mlp: noisy(0.2), block: noisy(0.3),
+                              blockGap: (0..<layers).map { _ in [Float](repeating: .nan, count: layers) })
+            }
+            let report = try WrittenReport(rows: rows)
+            for file in report.figureFiles {
+                try expectStandaloneSVG(file)
+                let data = try Data(contentsOf: file)
+                #expect(data.count < 1_000_000, "\(file.lastPathComponent) is \(data.count) bytes")
+                let probe = SVGProbe.parse(data)
+                let width = Double(probe.rootAttributes["width"] ?? "") ?? .infinity
+                let height = Double(probe.rootAttributes["height"] ?? "") ?? .infinity
+                #expect(width <= 1200 && height <= 1000, "\(file.lastPathComponent) is \(width)×\(height)")
+                // Every n-th tick labelled, not all 300 checkpoints or 100 layers.
+                #expect(probe.texts.count < 120, "\(file.lastPathComponent) has \(probe.texts.count) labels")
+            }
+            #expect(report.markdown.contains("| 149500 | 612,352,000 | step149500 |"))
+        }
+    }
+
+    @Suite struct ContentTests {
+        @Test func dropSetTableNamesTheRightLayers() throws {
+            let report = try WrittenReport()
+            let rows = table(after: "## Drop sets per checkpoint", in: report.markdown)
+            #expect(rows.first
+                == ["Step", "Tokens", "Checkpoint", "Attention k=1", "Attention k=3", "MLP k=1", "MLP k=3"])
+            #expect(Array(rows.dropFirst()) == [
+                ["0", "0", "step0", "1", "1, 2, 3", "4", "2, 3, 4"],
+                ["100", "204,800", "step100", "3", "1, 2, 3", "4", "2, 3, 4"],
+                ["1000", "2,048,000", "step1000", "1", "1, 3, 4", "4", "2, 3, 4"],
+                ["10000", "20,480,000", "step10000", "1", "1, 3, 4", "4", "2, 3, 4"],
+            ])
+        }
+
+        @Test func finalScoresMarkTheFinalDropSets() throws {
+            let report = try WrittenReport()
+            let rows = table(after: "## Final checkpoint scores", in: report.markdown)
+            #expect(Array(rows.dropFirst()) == [
+                ["0", "0.6000", "0.8700", "**0.5000** (k=1, 3)"],
+                ["1", "**0.0500** (k=1, 3)", "0.7700", "**0.6000** (k=3)"],
+                ["2", "0.3000", "**0.6700** (k=3)", "**0.7000** (k=3)"],
+                ["3", "**0.0800** (k=3)", "**0.5700** (k=3)", "0.8000"],
+                ["4", "**0.2500** (k=3)", "**0.4700** (k=1, 3)", "0.9000"],
+            ])
+        }
+
+        @Test func stabilisationTable() throws {
+            let report = try WrittenReport()
+            let rows = table(after: "## Stabilisation", in: report.markdown)
+            #expect(rows.contains(["Attention", "1", "1000", "2: step1000", "last 2 of 4 checkpoints"]))
+            #expect(rows.contains(["MLP", "3", "0", "0: step0", "last 4 of 4 checkpoints"]))
+            #expect(rows.count == 1 + 3 * 2)
+        }
+
+        @Test func correlationAndOverlapNumbersAgreeWithTheAnalysis() throws {
+            let report = try WrittenReport()
+            let analysis = report.analysis
+            let final = table(after: "### With the final checkpoint", in: report.markdown)
+            let previous = table(after: "### With the previous checkpoint", in: report.markdown)
+            let jaccard = table(after: "### Jaccard overlap with the final drop sets", in: report.markdown)
+            #expect(final.count == 5 && previous.count == 5 && jaccard.count == 5)
+            for index in 0..<4 {
+                var expectedFinal = ["\(AnalysisFixtures.steps[index])", "step\(AnalysisFixtures.steps[index])"]
+                var expectedPrevious = expectedFinal
+                var expectedJaccard = expectedFinal
+                for module in ModuleKind.allCases {
+                    let series = analysis[module]
+                    expectedFinal += [fixed(series.spearmanFinal[index], 3), fixed(series.kendallFinal[index], 3)]
+                    expectedPrevious += [fixed(series.spearmanPrevious[index], 3),
+                                         fixed(series.kendallPrevious[index], 3)]
+                    expectedJaccard += analysis.dropK.map { fixed(series.jaccardFinal[$0]![index], 3) }
+                }
+                #expect(final[index + 1] == expectedFinal)
+                #expect(previous[index + 1] == expectedPrevious)
+                #expect(jaccard[index + 1] == expectedJaccard)
+            }
+            // Hand-computed values from AnalysisTests, as printed.
+            #expect(Array(final[1][2...3]) == ["0.700", "0.600"])
+            #expect(Array(final[3][2...3]) == ["0.975", "0.949"])   // 9.5/√95, 9/√90
+            #expect(previous[1][2] == "—" && final[1][6] == "—")    // first checkpoint; constant block vector
+            #expect(Array(jaccard[1][2...3]) == ["1.000", "0.500"])
+        }
+
+        @Test func summaryLeadsWithTheVerdictAndItsCriteria() throws {
+            let report = try WrittenReport()
+            let lines = report.markdown.split(separator: "\n")
+            #expect(lines[0] == "# droptrace report: llama, 5 layers")
+            #expect(lines[1].hasPrefix("**Verdict: inherent.**"))
+            let criteria = table(after: lines[2...].first { $0.hasPrefix("Across") }.map(String.init) ?? "",
+                                 in: report.markdown)
+            #expect(criteria.count == 4)
+            #expect(criteria[1].prefix(4) == ["Attention less important than MLP (share of checkpoints)", "1.000",
+                                              "≥ 0.800", "pass"])
+            #expect(criteria[2].prefix(4) == ["Attention drop-3 set agrees with the final one (median Jaccard)",
+                                              "0.500", "≥ 0.500", "pass"])
+            #expect(criteria[3].prefix(4) == ["Attention drop-3 set settles early (share of the run)", "0.100",
+                                              "≤ 0.500", "pass"])
+            #expect(report.markdown.contains("median Jaccard overlap of 0.500, and it stopped changing at step 1000 "
+                                             + "(10% into the run)"))
+            let run = table(after: "## The run", in: report.markdown)
+            #expect(run.contains(["Model type", "llama"]))
+            #expect(run.contains(["Checkpoints", "4"]))
+            #expect(run.contains(["Steps", "0–10000"]))
+            #expect(run.contains(["Calibration", "65,536 tokens, sha256 `0123456789abcdef…`"]))
+            #expect(run.contains(["Report written by", "droptrace \(DroptraceVersion.string)"]))
+            #expect(report.markdown.contains("## How the verdict is decided"))
+        }
+
+        @Test func notInherentVerdictSaysWhichCriteriaFailed() throws {
+            let report = try WrittenReport(rows: AnalysisFixtures.clearlyNotInherentRows())
+            #expect(report.markdown.contains("**Verdict: not inherent.**"))
+            #expect(report.markdown.contains("Failed: attention_below_mlp, early_stabilisation."))
+            #expect(report.markdown.contains("| fail |"))
+        }
+
+        @Test func everyLinkPointsAtAFileOrAHeading() throws {
+            let report = try WrittenReport()
+            let targets = linkTargets(in: report.markdown)
+            #expect(targets.filter { $0.hasSuffix(".svg") }.count == 6)
+            for target in targets {
+                if target.hasPrefix("#") {
+                    // GitHub's anchor for "## How the verdict is decided".
+                    #expect(target == "#how-the-verdict-is-decided")
+                    #expect(report.markdown.contains("\n## How the verdict is decided\n"))
+                } else {
+                    #expect(!target.hasPrefix("/") && !target.contains("://"), "\(target) must be relative")
+                    let file = report.directory.appendingPathComponent(target)
+                    #expect(FileManager.default.fileExists(atPath: file.path), "\(target) does not exist")
+                }
+            }
+        }
+
+        @Test func checkpointNamesCannotBreakTables() throws {
+            var rows = AnalysisFixtures.knownRows
+            rows[1].name = "run|2 *bold* <b>"
+            let report = try WrittenReport(rows: rows)
+            let dropSets = table(after: "## Drop sets per checkpoint", in: report.markdown)
+            #expect(dropSets.allSatisfy { $0.count == 7 })
+            #expect(dropSets[2][2] == #"run\|2 \*bold\* \<b\>"#)
+        }
+    }
+
+    @Suite struct WritingTests {
+        @Test func extraSectionsGoWhereAsked() throws {
+            let perplexity = ReportSection(title: "Perplexity", body: "| Step | Full |\n| --- | --- |\n| 0 | 12.5 |")
+            let notes = ReportSection(title: "Notes", body: "Run on a laptop.\n", placement: .end)
+            let markdown = try WrittenReport(sections: [perplexity, notes]).markdown
+            func position(_ text: String) -> String.Index { markdown.range(of: text)!.lowerBound }
+            #expect(position("## Drop sets per checkpoint") < position("## Perplexity\n\n| Step | Full |"))
+            #expect(position("## Perplexity") < position("## Final checkpoint scores"))
+            #expect(position("## Rank agreement per checkpoint") < position("## Notes\n\nRun on a laptop.\n"))
+            #expect(position("## Notes") < position("## How the verdict is decided"))
+        }
+
+        @Test func singleCheckpointSaysThereIsNothingToCorrelate() throws {
+            let report = try WrittenReport(rows: [AnalysisFixtures.knownRows[3]])
+            #expect(report.markdown.contains("**Verdict: inconclusive.**"))
+            #expect(report.markdown.contains("Only one checkpoint: there is nothing to correlate"))
+            #expect(!report.markdown.contains("### With the final checkpoint"))
+            #expect(report.figureFiles.map(\.lastPathComponent)
+                == ["importance_attention.svg", "importance_block.svg", "importance_mlp.svg", "mean_importance.svg"])
+            for target in linkTargets(in: report.markdown) where !target.hasPrefix("#") {
+                #expect(FileManager.default.fileExists(atPath: report.directory.appendingPathComponent(target).path))
+            }
+            for file in report.figureFiles {
+                #expect(SVGProbe.parse(try Data(contentsOf: file)).parseError == nil)
+            }
+        }
+
+        @Test func rewritingRemovesStaleFiguresAndLeavesNoTemporaryFiles() throws {
+            let scratch = try ScratchDirectory()
+            _ = try WrittenReport(into: scratch)
+            let second = try WrittenReport(rows: [AnalysisFixtures.knownRows[0]], into: scratch)
+            #expect(!second.figureFiles.map(\.lastPathComponent).contains("rank_correlation_final.svg"))
+            let everything = try FileManager.default.subpathsOfDirectory(atPath: second.directory.path)
+            #expect(everything.allSatisfy { !$0.contains(".tmp-") }, "\(everything)")
+        }
+
+        @Test func reportRebuildsFromTheStoreAlone() throws {
+            let scratch = try ScratchDirectory()
+            let url = scratch.path("scores.h5")
+            let scores = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+            let analysis = try SeriesAnalysis(rows: scores.rows)
+            try scores.write(to: url) { file in try analysis.write(into: file) }
+
+            let storedScores = try ScoreFile.read(from: url)
+            let file = try HDF5File.open(at: url)
+            let storedAnalysis = try SeriesAnalysis.read(from: file)
+            try file.close()
+            let fresh = try ReportWriter(scoreFile: scores, analysis: analysis).markdown()
+            let rebuilt = try ReportWriter(scoreFile: storedScores, analysis: storedAnalysis).markdown()
+            #expect(rebuilt == fresh)
+        }
+
+        @Test func oneLayerModelsAndUndefinedScoresStillRender() throws {
+            let rows = (0..<3).map { index in
+                CheckpointRow(name: "c\(index)", step: Int64(index), attention: [index == 1 ? .nan : 0.1],
+                              mlp: [0.5], block: [0.6], blockGap: [[.nan]])
+            }
+            let report = try WrittenReport(rows: rows)
+            // No rank correlation exists with one layer; nothing may crash or print "nan".
+            #expect(!report.markdown.lowercased().contains("nan"))
+            #expect(report.markdown.contains(
+                "attention below MLP at 2 of 2 checkpoints (1 with undefined scores left out)"))
+            #expect(report.markdown.hasPrefix("# droptrace report: llama, 1 layer\n"))
+            let heatmap = SVGProbe.parse(try Data(contentsOf: report.directory.appendingPathComponent(
+                "figures/importance_attention.svg")))
+            #expect(heatmap.parseError == nil)
+            #expect(heatmap.texts.contains("undefined"))  // the grey legend swatch
+            for file in report.figureFiles {
+                #expect(SVGProbe.parse(try Data(contentsOf: file)).parseError == nil, "\(file.lastPathComponent)")
+            }
+        }
+
+        @Test func analysisOfOtherScoresIsRejected() throws {
+            let analysis = try SeriesAnalysis(rows: AnalysisFixtures.knownRows)
+            let fewer = AnalysisFixtures.scoreFile(Array(AnalysisFixtures.knownRows.prefix(3)))
+            #expect(throws: DroptraceError.self) { try ReportWriter(scoreFile: fewer, analysis: analysis) }
+        }
+
+        @Test func unwritableDirectoryIsReportedWithItsPath() throws {
+            let scratch = try ScratchDirectory()
+            let blocker = scratch.path("file")
+            try Data("x".utf8).write(to: blocker)
+            let scores = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+            let writer = try ReportWriter(scoreFile: scores, analysis: try SeriesAnalysis(rows: scores.rows))
+            let error = #expect(throws: DroptraceError.self) { try writer.write(to: blocker) }
+            #expect(error?.path?.hasPrefix(blocker.path) == true)
+        }
+    }
+}

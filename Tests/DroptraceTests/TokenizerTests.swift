@@ -1,0 +1,313 @@
+import DroptraceSupport
+import Foundation
+import Testing
+@testable import Tokenization
+
+/// Fixture access for the tokenizer tests. The reference ids come from the
+/// Python `tokenizers` package: `Fixtures/tokenizers/reference.json` (see
+/// Fixtures/README.md) and `Fixtures/tokenizer-cases/expected.json` (written
+/// by `tokenizer-cases/make_expected.py` with tokenizers 0.23.3).
+enum TokenizerFixtures {
+    static let root: URL = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!
+    static let flavours = ["gpt2", "llama3", "qwen2"]
+
+    static func tokenizerFile(_ flavour: String) -> URL {
+        root.appendingPathComponent("tokenizers/\(flavour)/tokenizer.json")
+    }
+
+    static func caseFile(_ name: String) -> URL {
+        root.appendingPathComponent("tokenizer-cases/\(name)")
+    }
+
+    /// A text fixture exactly as stored (CRLF and all).
+    static func text(_ name: String) throws -> String {
+        let data = try Data(contentsOf: root.appendingPathComponent("text/\(name)"))
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static var textFileNames: [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("text").path)) ?? []
+        return names.filter { $0.hasSuffix(".txt") }.sorted()
+    }
+
+    /// reference.json: flavour → file → (ids with special tokens, without).
+    static let reference: [String: [String: (with: [Int], without: [Int])]] = {
+        let url = root.appendingPathComponent("tokenizers/reference.json")
+        let json = try! JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: [String: [String: [Int]]]]
+        return json.mapValues { files in
+            files.mapValues { ($0["ids_with_special"]!, $0["ids_without_special"]!) }
+        }
+    }()
+
+    struct CaseExpectation: Sendable, CustomTestStringConvertible {
+        var file: String
+        var text: String
+        var with: [Int]
+        var without: [Int]
+        var testDescription: String { "\(file): \(text.debugDescription)" }
+    }
+
+    static let caseExpectations: [CaseExpectation] = {
+        let url = root.appendingPathComponent("tokenizer-cases/expected.json")
+        let json = try! JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        return json.keys.sorted().filter { $0.hasSuffix(".json") }.flatMap { file in
+            (json[file] as! [[String: Any]]).map { entry in
+                CaseExpectation(file: file, text: entry["text"] as! String,
+                                with: entry["with"] as! [Int], without: entry["without"] as! [Int])
+            }
+        }
+    }()
+}
+
+extension TokenizerFixtures {
+    /// Where two id lists first differ, for readable failures on long lists.
+    static func firstDifference(_ got: [Int], _ expected: [Int]) -> String {
+        let index = zip(got, expected).firstIndex { $0 != $1 } ?? min(got.count, expected.count)
+        let window = { (ids: [Int]) in Array(ids[max(0, index - 3)..<min(ids.count, index + 4)]) }
+        return "first difference at \(index) of \(got.count) vs \(expected.count): got \(window(got)), expected \(window(expected))"
+    }
+}
+
+/// A scratch directory for files written by the tokenizer and calibration tests.
+final class TokenizerScratch {
+    let url: URL
+
+    init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("droptrace-tokenizer-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: url) }
+
+    func write(_ contents: String, to name: String) throws -> URL {
+        let file = url.appendingPathComponent(name)
+        try Data(contents.utf8).write(to: file)
+        return file
+    }
+
+    func write(json: Any, to name: String) throws -> URL {
+        let file = url.appendingPathComponent(name)
+        try JSONSerialization.data(withJSONObject: json).write(to: file)
+        return file
+    }
+}
+
+@Suite("Tokenizer matches the Python tokenizers package")
+struct TokenizerReferenceTests {
+    @Test("reference covers every flavour and every text file")
+    func referenceIsComplete() {
+        #expect(TokenizerFixtures.reference.keys.sorted() == TokenizerFixtures.flavours)
+        for flavour in TokenizerFixtures.flavours {
+            #expect(TokenizerFixtures.reference[flavour]?.keys.sorted() == TokenizerFixtures.textFileNames)
+        }
+        #expect(TokenizerFixtures.textFileNames.count == 3)
+    }
+
+    @Test("ids equal the reference, with and without special tokens", arguments: TokenizerFixtures.flavours)
+    func matchesReference(flavour: String) throws {
+        let tokenizer = try Tokenizer(contentsOf: TokenizerFixtures.tokenizerFile(flavour))
+        for (file, expected) in TokenizerFixtures.reference[flavour]! {
+            let text = try TokenizerFixtures.text(file)
+            let with = tokenizer.encode(text)
+            let without = tokenizer.encode(text, addSpecialTokens: false)
+            #expect(with == expected.with, "\(flavour) \(file) with special tokens: \(TokenizerFixtures.firstDifference(with, expected.with))")
+            #expect(without == expected.without, "\(flavour) \(file) without: \(TokenizerFixtures.firstDifference(without, expected.without))")
+        }
+    }
+
+    @Test("vocabulary size is the largest id plus one", arguments: TokenizerFixtures.flavours)
+    func vocabularySize(flavour: String) throws {
+        // Fixtures/README.md: each flavour has exactly ids 0..511.
+        #expect(try Tokenizer(contentsOf: TokenizerFixtures.tokenizerFile(flavour)).vocabularySize == 512)
+    }
+
+    @Test("hand-written cases", arguments: TokenizerFixtures.caseExpectations)
+    func handWrittenCase(_ expectation: TokenizerFixtures.CaseExpectation) throws {
+        let tokenizer = try Tokenizer(contentsOf: TokenizerFixtures.caseFile(expectation.file))
+        #expect(tokenizer.encode(expectation.text) == expectation.with)
+        #expect(tokenizer.encode(expectation.text, addSpecialTokens: false) == expectation.without)
+    }
+
+    @Test("every hand-written BPE case has expectations")
+    func everyCaseIsChecked() throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: TokenizerFixtures.caseFile("").path)
+        let bpeCases = Set(names.filter { $0.hasSuffix(".json") && $0 != "expected.json" && $0 != "unigram.json" })
+        #expect(Set(TokenizerFixtures.caseExpectations.map(\.file)) == bpeCases)
+    }
+
+    /// The hand-written scanners for the GPT-2, Llama-3 and Qwen2 regexes
+    /// must agree with the general regex path: wrapping a pattern in a
+    /// group keeps its meaning but sends it to ICU.
+    @Test("word-splitting scanners agree with the regex engine", arguments: TokenizerFixtures.flavours)
+    func scannerMatchesRegexEngine(flavour: String) throws {
+        let original = TokenizerFixtures.tokenizerFile(flavour)
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: original)) as! [String: Any]
+        var preTokenizer = json["pre_tokenizer"] as! [String: Any]
+        if preTokenizer["type"] as? String == "ByteLevel" {
+            preTokenizer = ["type": "Sequence", "pretokenizers": [
+                ["type": "Split", "pattern": ["Regex": "(?:\(WordSplitScanner.gpt2Pattern))"],
+                 "behavior": "Isolated", "invert": false],
+                ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
+            ]]
+        } else {
+            var steps = preTokenizer["pretokenizers"] as! [[String: Any]]
+            var pattern = steps[0]["pattern"] as! [String: String]
+            pattern["Regex"] = "(?:\(pattern["Regex"]!))"
+            steps[0]["pattern"] = pattern
+            preTokenizer["pretokenizers"] = steps
+        }
+        json["pre_tokenizer"] = preTokenizer
+        let scratch = try TokenizerScratch()
+        let viaRegexEngine = try Tokenizer(contentsOf: scratch.write(json: json, to: "tokenizer.json"))
+        let viaScanner = try Tokenizer(contentsOf: original)
+        for file in TokenizerFixtures.textFileNames {
+            let text = try TokenizerFixtures.text(file)
+            let expected = viaScanner.encode(text)
+            let got = viaRegexEngine.encode(text)
+            #expect(got == expected, "\(flavour) \(file): \(TokenizerFixtures.firstDifference(got, expected))")
+        }
+    }
+
+    @Test("decoding gives the text back", arguments: TokenizerFixtures.flavours)
+    func decodeRoundTrip(flavour: String) throws {
+        let tokenizer = try Tokenizer(contentsOf: TokenizerFixtures.tokenizerFile(flavour))
+        for file in TokenizerFixtures.textFileNames {
+            let text = try TokenizerFixtures.text(file)
+            // qwen2 normalises to NFC before encoding.
+            let expected = flavour == "qwen2" ? text.precomposedStringWithCanonicalMapping : text
+            #expect(tokenizer.decode(tokenizer.encode(text, addSpecialTokens: false)) == expected, "\(flavour) \(file)")
+        }
+        let llama = try Tokenizer(contentsOf: TokenizerFixtures.tokenizerFile("llama3"))
+        #expect(llama.decode(llama.encode("Hi")) == "<|begin_of_text|>Hi")
+    }
+
+    @Test("one tokenizer can encode from several threads at once")
+    func concurrentEncoding() async throws {
+        let tokenizer = try Tokenizer(contentsOf: TokenizerFixtures.tokenizerFile("llama3"))
+        let texts = try TokenizerFixtures.textFileNames.map(TokenizerFixtures.text)
+        let expected = texts.map { tokenizer.encode($0) }
+        let results = await withTaskGroup(of: (Int, [Int]).self) { group in
+            for _ in 0..<4 {
+                for (index, text) in texts.enumerated() {
+                    group.addTask { (index, tokenizer.encode(text)) }
+                }
+            }
+            var collected: [(Int, [Int])] = []
+            for await result in group { collected.append(result) }
+            return collected
+        }
+        #expect(results.count == 4 * texts.count)
+        for (index, ids) in results { #expect(ids == expected[index]) }
+    }
+}
+
+@Suite("Tokenizer refuses what it cannot reproduce")
+struct TokenizerErrorTests {
+    /// Loads `url`, expecting a one-line DroptraceError naming the file.
+    private func loadError(_ url: URL) -> DroptraceError? {
+        let error = #expect(throws: DroptraceError.self) { try Tokenizer(contentsOf: url) }
+        #expect(error?.path == url.path)
+        #expect(error?.description.contains("\n") == false)
+        return error
+    }
+
+    /// The smallest valid byte-level-free BPE file, to be broken by a test.
+    private func minimalTokenizer() -> [String: Any] {
+        ["model": ["type": "BPE", "vocab": ["a": 0, "b": 1, "ab": 2], "merges": [["a", "b"]]] as [String: Any]]
+    }
+
+    @Test func missingFile() throws {
+        let scratch = try TokenizerScratch()
+        let error = loadError(scratch.url.appendingPathComponent("tokenizer.json"))
+        #expect(error?.message.contains("no such file") == true)
+    }
+
+    @Test func invalidJSON() throws {
+        let scratch = try TokenizerScratch()
+        let error = loadError(try scratch.write("{\"model\": ", to: "tokenizer.json"))
+        #expect(error?.message.contains("not valid JSON") == true)
+    }
+
+    @Test func unigramModelIsRefused() {
+        let error = loadError(TokenizerFixtures.caseFile("unigram.json"))
+        #expect(error?.message.contains("\"Unigram\" is not supported") == true)
+    }
+
+    @Test func wordPieceModelIsRefused() throws {
+        let scratch = try TokenizerScratch()
+        let json: [String: Any] = ["model": ["type": "WordPiece", "vocab": ["a": 0], "unk_token": "a"] as [String: Any]]
+        let error = loadError(try scratch.write(json: json, to: "tokenizer.json"))
+        #expect(error?.message.contains("\"WordPiece\"") == true)
+    }
+
+    @Test func missingModel() throws {
+        let scratch = try TokenizerScratch()
+        let error = loadError(try scratch.write(json: ["normalizer": NSNull()], to: "tokenizer.json"))
+        #expect(error?.message.contains("\"model\"") == true)
+    }
+
+    @Test func mergeOfUnknownToken() throws {
+        let scratch = try TokenizerScratch()
+        var json = minimalTokenizer()
+        json["model"] = ["type": "BPE", "vocab": ["a": 0, "b": 1], "merges": [["a", "b"]]] as [String: Any]
+        let error = loadError(try scratch.write(json: json, to: "tokenizer.json"))
+        #expect(error?.message.contains("merges[0]") == true)
+        #expect(error?.message.contains("\"ab\" is not in the vocabulary") == true)
+    }
+
+    @Test func malformedLegacyMerge() throws {
+        let scratch = try TokenizerScratch()
+        var json = minimalTokenizer()
+        json["model"] = ["type": "BPE", "vocab": ["a": 0, "b": 1, "ab": 2], "merges": ["a b c"]] as [String: Any]
+        let error = loadError(try scratch.write(json: json, to: "tokenizer.json"))
+        #expect(error?.message.contains("merges[0]") == true)
+    }
+
+    @Test("unsupported pipeline steps are named", arguments: [
+        ("normalizer", #"{"type": "Precompiled", "precompiled_charsmap": "AA=="}"#, "\"Precompiled\""),
+        ("pre_tokenizer", #"{"type": "Metaspace", "replacement": "▁"}"#, "\"Metaspace\""),
+        ("post_processor", #"{"type": "Whatever"}"#, "\"Whatever\""),
+        ("pre_tokenizer", #"{"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated", "invert": false}"#, "invalid regex"),
+        ("pre_tokenizer", #"{"type": "Split", "pattern": {"String": " "}, "behavior": "Sideways", "invert": false}"#, "\"Sideways\""),
+    ])
+    func unsupportedStep(section: String, step: String, expectedPhrase: String) throws {
+        let scratch = try TokenizerScratch()
+        var json = minimalTokenizer()
+        json[section] = try JSONSerialization.jsonObject(with: Data(step.utf8))
+        let error = loadError(try scratch.write(json: json, to: "tokenizer.json"))
+        #expect(error?.message.contains(section) == true)
+        #expect(error?.message.contains(expectedPhrase) == true, "\(error?.message ?? "no error")")
+    }
+
+    @Test func templateWithUnknownSpecialToken() throws {
+        let scratch = try TokenizerScratch()
+        var json = minimalTokenizer()
+        json["post_processor"] = ["type": "TemplateProcessing",
+                                  "single": [["SpecialToken": ["id": "<s>", "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]],
+                                  "special_tokens": [String: Any]()] as [String: Any]
+        let error = loadError(try scratch.write(json: json, to: "tokenizer.json"))
+        #expect(error?.message.contains("\"<s>\"") == true)
+    }
+}
+
+@Suite("SHA-256")
+struct SHA256Tests {
+    // Digests from Python's hashlib.
+    @Test(arguments: [
+        ("", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        ("abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        ("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
+    ])
+    func knownDigests(message: String, digest: String) {
+        var hash = SHA256()
+        hash.update(Array(message.utf8))
+        #expect(hash.finalize() == digest)
+    }
+
+    @Test func multiBlockMessage() {
+        var hash = SHA256()
+        for _ in 0..<5 { hash.update((0...255).map { UInt8($0) }) }
+        #expect(hash.finalize() == "d414b085826eb06778483ba35564dc849e643359f69ed9747878ba6e54985bed")
+    }
+}

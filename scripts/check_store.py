@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Check a droptrace score file (HDF5) from the outside and print a summary.
+
+Needs only h5py (3.x) and numpy. Exits non-zero, one line per problem, if the
+file does not follow the published layout.
+
+    python3 scripts/check_store.py scores.h5
+
+Reading the file yourself:
+    names = f["checkpoints/name"].asstr()[:]   # str; plain [:] gives UTF-8 bytes
+    attention = f["scores/attention"][:]       # float32, shape (checkpoints, layers)
+    f.attrs["model_type"]                      # str
+    int(f.attrs["num_layers"])                 # stored as int64
+"""
+import sys
+
+import h5py
+import numpy as np
+
+STRING_ATTRS = ["model_type", "metric", "calibration_sha256", "droptrace_version"]
+INT_ATTRS = ["num_layers", "calibration_tokens"]
+
+
+def check(path):
+    problems = []
+    with h5py.File(path, "r") as f:
+        for name in STRING_ATTRS:
+            if not isinstance(f.attrs.get(name), str):
+                problems.append(f"root attribute {name} missing or not a string")
+        for name in INT_ATTRS:
+            if not isinstance(f.attrs.get(name), np.integer):
+                problems.append(f"root attribute {name} missing or not an integer")
+        if problems:
+            return problems, None
+        layers = int(f.attrs["num_layers"])
+
+        names_ds = f.get("checkpoints/name")
+        if names_ds is None or h5py.check_string_dtype(names_ds.dtype) is None:
+            return problems + ["/checkpoints/name missing or not strings"], None
+        count = names_ds.shape[0]
+        expected = {
+            "checkpoints/step": ("int64", (count,)),
+            "checkpoints/tokens": ("int64", (count,)),
+            "scores/attention": ("float32", (count, layers)),
+            "scores/mlp": ("float32", (count, layers)),
+            "scores/block": ("float32", (count, layers)),
+            "similarity/block_gap": ("float32", (count, layers, layers)),
+        }
+        for name, (dtype, shape) in expected.items():
+            ds = f.get(name)
+            if not isinstance(ds, h5py.Dataset):
+                problems.append(f"/{name} missing")
+            elif ds.dtype != np.dtype(dtype) or ds.shape != shape:
+                problems.append(f"/{name} is {ds.dtype} {ds.shape}, expected {dtype} {shape}")
+        if problems:
+            return problems, None
+
+        summary = [
+            f"{path}: {f.attrs['model_type']} model, {layers} layers, {count} checkpoints, "
+            f"metric {f.attrs['metric']}, droptrace {f.attrs['droptrace_version']}",
+        ]
+        names = names_ds.asstr()[:]
+        steps = f["checkpoints/step"][:]
+        block = f["scores/block"][:]
+        for i in range(count):
+            summary.append(f"  {names[i]!r:30} step {steps[i]:>8}  block importance mean {np.nanmean(block[i]):.4g}")
+        return problems, summary
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    path = sys.argv[1]
+    problems, summary = check(path)
+    for problem in problems:
+        print(f"{path}: {problem}", file=sys.stderr)
+    if problems:
+        sys.exit(1)
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()
