@@ -11,6 +11,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         // C libraries from Debian: libopenblas-dev, libhdf5-dev.
@@ -22,7 +23,10 @@ let package = Package(
         // Reading checkpoints: safetensors (single and sharded), config.json.
         .target(name: "CheckpointIO", dependencies: ["DroptraceSupport"]),
         // tokenizer.json (byte-level BPE) and calibration sets.
-        .target(name: "Tokenization", dependencies: ["DroptraceSupport"]),
+        .target(
+            name: "Tokenization",
+            dependencies: ["DroptraceSupport", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         // Float32 tensor kernels on top of BLAS.
         .target(name: "TensorEngine", dependencies: ["CBLAS", "DroptraceSupport"]),
         // One file per transformer family, layer-by-layer forward passes.

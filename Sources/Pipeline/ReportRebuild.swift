@@ -17,7 +17,9 @@ public enum ReportRebuild {
         let file = try HDF5File.open(at: storeURL)
         let analysis = try SeriesAnalysis.isStored(in: file)
             ? try SeriesAnalysis.read(from: file) : try SeriesAnalysis(rows: store.rows)
+        let storedTitle = try file.hasAttribute(TraceRun.titleAttribute)
+            ? try file.stringAttribute(TraceRun.titleAttribute) : nil
         try file.close()
-        return try ReportWriter(title: title, scoreFile: store, analysis: analysis).write(to: outDir)
+        return try ReportWriter(title: title ?? storedTitle, scoreFile: store, analysis: analysis).write(to: outDir)
     }
 }

@@ -40,6 +40,7 @@ public struct TraceRun {
         let lock = try RunLock(directory: options.output)
         defer { withExtendedLifetime(lock) {} }
         var summary = TraceSummary()
+        removeStaleTemporaryFiles()
 
         // Discover.
         let discovered: CheckpointDiscovery.Result
@@ -116,10 +117,28 @@ public struct TraceRun {
         return summary
     }
 
-    /// Writes the store with its analysis, atomically.
+    /// Writes the store with its analysis (and the report title, so
+    /// `droptrace report` can rebuild the same report), atomically.
     private func write(_ store: ScoreFile) throws {
         let analysis = try SeriesAnalysis(rows: store.rows, dropK: options.dropK)
-        try store.write(to: options.storeURL) { file in try analysis.write(into: file) }
+        try store.write(to: options.storeURL) { file in
+            try analysis.write(into: file)
+            if let title = options.title { try file.setAttribute(Self.titleAttribute, title) }
+        }
+    }
+
+    /// Root attribute holding the report title, when one was given.
+    public static let titleAttribute = "report_title"
+
+    /// Temporary files of runs killed while writing (the lock is ours, so
+    /// no other writer can own them).
+    private func removeStaleTemporaryFiles() {
+        for directory in [options.output, options.output.appendingPathComponent(ReportWriter.figuresDirectory)] {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+            for name in names where name.hasPrefix(".") && name.contains(".tmp-") {
+                try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
+            }
+        }
     }
 
     private func existingStore() throws -> ScoreFile? {

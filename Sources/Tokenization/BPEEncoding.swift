@@ -65,7 +65,7 @@ extension BPEModel {
             let hash = WordCache.hash(word)
             if workspace.byteWordCache.appendIds(of: word, hash: hash, to: &output) { return true }
             workspace.symbols.removeAll(keepingCapacity: true)
-            if ignoreMerges, let id = rawByteTokenIds[Array(word)] {
+            if ignoreMerges, let id = rawByteTokenIds[TokenBytes(Array(word))] {
                 workspace.symbols.append(id)
             } else {
                 for byte in word {
@@ -90,7 +90,7 @@ extension BPEModel {
             let hash = WordCache.hash(word)
             if workspace.textWordCache.appendIds(of: word, hash: hash, to: &output) { return }
             workspace.symbols.removeAll(keepingCapacity: true)
-            if ignoreMerges, let id = tokenIds[Array(word)] {
+            if ignoreMerges, let id = tokenIds[TokenBytes(Array(word))] {
                 workspace.symbols.append(id)
             } else {
                 appendInitialSymbols(of: word, to: &workspace.symbols)
@@ -111,7 +111,7 @@ extension BPEModel {
             if end == buffer.count, let endOfWordSuffix { symbol += endOfWordSuffix }
             start = end
 
-            if let id = tokenIds[symbol] {
+            if let id = tokenIds[TokenBytes(symbol)] {
                 if pendingUnknown, let unknownTokenId { symbols.append(unknownTokenId) }
                 pendingUnknown = false
                 symbols.append(id)
@@ -134,7 +134,7 @@ extension BPEModel {
         var ids: [Int32] = []
         for byte in symbol {
             let name = "<0x" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true) + ">"
-            guard let id = tokenIds[Array(name.utf8)] else { return nil }
+            guard let id = tokenIds[TokenBytes(name)] else { return nil }
             ids.append(id)
         }
         return ids

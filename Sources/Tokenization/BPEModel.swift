@@ -5,7 +5,7 @@
 /// are built while merging.
 struct BPEModel: Sendable {
     /// UTF-8 of each token's text → its id.
-    let tokenIds: [[UInt8]: Int32]
+    let tokenIds: [TokenBytes: Int32]
     /// Number of entries in `vocab`; added tokens not in the vocabulary are
     /// numbered from here, as the Rust library numbers them.
     let vocabularyEntryCount: Int
@@ -27,21 +27,21 @@ struct BPEModel: Sendable {
     let byteSymbolIds: [Int32]?
     /// Vocabulary keyed by the raw bytes a token stands for, for the
     /// ignore-merges look-up of byte-mapped words.
-    let rawByteTokenIds: [[UInt8]: Int32]
+    let rawByteTokenIds: [TokenBytes: Int32]
 
     init(
-        vocabulary: [String: Int], merges mergeList: [(String, String)], unknownToken: String?,
+        vocabulary: [(text: String, id: Int)], merges mergeList: [(String, String)], unknownToken: String?,
         fuseUnknown: Bool, byteFallback: Bool, continuingSubwordPrefix: String?,
         endOfWordSuffix: String?, ignoreMerges: Bool
     ) throws(ModelError) {
-        var tokenIds: [[UInt8]: Int32] = [:]
+        var tokenIds: [TokenBytes: Int32] = [:]
         tokenIds.reserveCapacity(vocabulary.count)
         var tokenTexts: [Int: String] = [:]
         tokenTexts.reserveCapacity(vocabulary.count)
         var largestId = -1
         for (text, id) in vocabulary {
             guard id >= 0 && id <= Int(Int32.max) else { throw .badId(text, id) }
-            tokenIds[Array(text.utf8)] = Int32(id)
+            tokenIds[TokenBytes(text)] = Int32(id)
             tokenTexts[id] = text
             largestId = max(largestId, id)
         }
@@ -55,13 +55,13 @@ struct BPEModel: Sendable {
         for (rank, (left, right)) in mergeList.enumerated() {
             let leftBytes = Array(left.utf8)
             let rightBytes = Array(right.utf8)
-            guard let leftId = tokenIds[leftBytes] else { throw .mergeTokenMissing(rank, left) }
-            guard let rightId = tokenIds[rightBytes] else { throw .mergeTokenMissing(rank, right) }
+            guard let leftId = tokenIds[TokenBytes(leftBytes)] else { throw .mergeTokenMissing(rank, left) }
+            guard let rightId = tokenIds[TokenBytes(rightBytes)] else { throw .mergeTokenMissing(rank, right) }
             // The prefix marks a token as word-internal; the merged token
             // carries it only once, at the front of the left part.
             let rightStem = rightBytes.dropFirst(min(prefix?.count ?? 0, rightBytes.count))
             let merged = leftBytes + rightStem
-            guard let mergedId = tokenIds[merged] else {
+            guard let mergedId = tokenIds[TokenBytes(merged)] else {
                 throw .mergeTokenMissing(rank, String(decoding: merged, as: UTF8.self))
             }
             table.insert(left: leftId, right: rightId, rank: UInt32(rank), merged: mergedId)
@@ -69,7 +69,7 @@ struct BPEModel: Sendable {
         self.merges = table
 
         if let unknownToken {
-            guard let id = tokenIds[Array(unknownToken.utf8)] else { throw .unknownTokenMissing(unknownToken) }
+            guard let id = tokenIds[TokenBytes(unknownToken)] else { throw .unknownTokenMissing(unknownToken) }
             unknownTokenId = id
         } else {
             unknownTokenId = nil
@@ -81,14 +81,15 @@ struct BPEModel: Sendable {
         self.ignoreMerges = ignoreMerges
 
         if prefix == nil && endOfWordSuffix == nil {
-            byteSymbolIds = ByteLevelAlphabet.utf8ForByte.map { tokenIds[$0] ?? -1 }
+            byteSymbolIds = ByteLevelAlphabet.utf8ForByte.map { tokenIds[TokenBytes($0)] ?? -1 }
         } else {
             byteSymbolIds = nil
         }
-        var rawByteTokenIds: [[UInt8]: Int32] = [:]
+        var rawByteTokenIds: [TokenBytes: Int32] = [:]
         if ignoreMerges {
+            rawByteTokenIds.reserveCapacity(vocabulary.count)
             for (text, id) in vocabulary {
-                if let raw = ByteLevelAlphabet.decode(text) { rawByteTokenIds[raw] = Int32(id) }
+                if let raw = ByteLevelAlphabet.decode(text) { rawByteTokenIds[TokenBytes(raw)] = Int32(id) }
             }
         }
         self.rawByteTokenIds = rawByteTokenIds
@@ -108,6 +109,20 @@ struct BPEModel: Sendable {
                 return "model.unk_token \(quoted(token)) is not in the vocabulary"
             }
         }
+    }
+}
+
+/// Token text as a dictionary key: compared byte for byte (String keys
+/// would merge canonically equivalent tokens) and hashed in one call rather
+/// than byte by byte as `[UInt8]` is.
+struct TokenBytes: Hashable, Sendable {
+    let bytes: [UInt8]
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    init(_ text: String) { bytes = Array(text.utf8) }
+
+    func hash(into hasher: inout Hasher) {
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
     }
 }
 

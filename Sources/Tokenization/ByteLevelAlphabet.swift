@@ -24,10 +24,11 @@ enum ByteLevelAlphabet {
     /// the text the vocabulary is written in.
     static let utf8ForByte: [[UInt8]] = scalarForByte.map { Array(String($0).utf8) }
 
-    /// The byte each alphabet character stands for; other characters are absent.
-    static let byteForScalar: [UInt32: UInt8] = {
-        var inverse: [UInt32: UInt8] = [:]
-        for (byte, scalar) in scalarForByte.enumerated() { inverse[scalar.value] = UInt8(byte) }
+    /// The byte each alphabet character stands for, indexed by scalar
+    /// value (all below U+0144); -1 for characters outside the alphabet.
+    static let byteForScalar: [Int16] = {
+        var inverse = [Int16](repeating: -1, count: 0x144)
+        for (byte, scalar) in scalarForByte.enumerated() { inverse[Int(scalar.value)] = Int16(byte) }
         return inverse
     }()
 
@@ -49,9 +50,10 @@ enum ByteLevelAlphabet {
     static func decode(_ text: String) -> [UInt8]? {
         var out: [UInt8] = []
         out.reserveCapacity(text.utf8.count)
+        let table = byteForScalar
         for scalar in text.unicodeScalars {
-            guard let byte = byteForScalar[scalar.value] else { return nil }
-            out.append(byte)
+            guard scalar.value < table.count, table[Int(scalar.value)] >= 0 else { return nil }
+            out.append(UInt8(table[Int(scalar.value)]))
         }
         return out
     }

@@ -1,4 +1,5 @@
 import DroptraceSupport
+import Crypto
 import Foundation
 
 /// The token sequences a scoring run feeds through the model.
@@ -28,12 +29,16 @@ public struct CalibrationSet: Sendable {
     /// followed by each id as a UInt32 little-endian (ids are checked to be
     /// below 2^31 on loading, so this is also their Int32 encoding).
     public var sha256: String {
-        var digest = SHA256()
-        for sequence in sequences {
-            digest.update(littleEndian: UInt32(truncatingIfNeeded: sequence.count))
-            for id in sequence { digest.update(littleEndian: UInt32(truncatingIfNeeded: id)) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(4 * (tokenCount + sequences.count))
+        func append(_ value: Int) {
+            withUnsafeBytes(of: UInt32(truncatingIfNeeded: value).littleEndian) { bytes.append(contentsOf: $0) }
         }
-        return digest.finalize()
+        for sequence in sequences {
+            append(sequence.count)
+            sequence.forEach(append)
+        }
+        return SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
     }
 
     /// Loads calibration data.
@@ -118,7 +123,7 @@ enum TokenIdLines {
             lineNumber += 1
             if let samples, sequences.count >= samples { break }
             guard line.contains(where: { !isJSONWhitespace($0) }) else { continue }
-            var ids = try parseLine(Data(line), number: lineNumber, path: path)
+            var ids = try parseLine(line, number: lineNumber, path: path)
             if let seqLen, ids.count > seqLen { ids.removeLast(ids.count - seqLen) }
             sequences.append(ids)
         }
@@ -132,14 +137,14 @@ enum TokenIdLines {
         byte == 0x20 || byte == 0x09 || byte == 0x0D || byte == 0x0A
     }
 
-    private static func parseLine(_ line: Data, number: Int, path: String) throws -> [Int] {
+    private static func parseLine(_ line: Data.SubSequence, number: Int, path: String) throws -> [Int] {
         func failure(_ message: String) -> DroptraceError {
             DroptraceError("line \(number): \(message)", path: path)
         }
-        guard let object = try? JSONSerialization.jsonObject(with: line) else {
+        guard let object = try? JSONParser.parse([UInt8](line)) else {
             throw failure("invalid JSON")
         }
-        guard let fields = object as? [String: Any], let value = fields["input_ids"] else {
+        guard let fields = object as? JSONObject, let value = fields["input_ids"] else {
             throw failure("missing \"input_ids\"")
         }
         guard let items = value as? [Any] else {
@@ -158,11 +163,14 @@ enum TokenIdLines {
     }
 
     private static func describe(_ value: Any) -> String {
-        if value is NSNull { return "null" }
-        if let text = value as? String { return quoted(text) }
-        if let flag = JSONFields.boolean(value) { return flag ? "true" : "false" }
-        if let number = value as? NSNumber { return number.stringValue }
-        return "a list or object"
+        switch value {
+        case is JSONNull: return "null"
+        case let text as String: return quoted(text)
+        case let flag as Bool: return flag ? "true" : "false"
+        case let number as Int: return "\(number)"
+        case let number as Double: return "\(number)"
+        default: return "a list or object"
+        }
     }
 }
 

@@ -1,16 +1,15 @@
 import DroptraceSupport
-import Foundation
 
 /// Typed, located access to one JSON object of a tokenizer.json, so every
 /// complaint names the file and the field ("pre_tokenizer.pretokenizers[1]").
 struct JSONFields {
-    let values: [String: Any]
+    let values: JSONObject
     /// Where this object sits in the document, for messages.
     let location: String
     /// The file being read, carried into every error.
     let file: String
 
-    init(_ values: [String: Any], location: String, file: String) {
+    init(_ values: JSONObject, location: String, file: String) {
         self.values = values
         self.location = location
         self.file = file
@@ -18,7 +17,7 @@ struct JSONFields {
 
     /// Wraps `value` as an object or explains that it is not one.
     init(_ value: Any, location: String, file: String) throws {
-        guard let values = value as? [String: Any] else {
+        guard let values = value as? JSONObject else {
             throw DroptraceError("\(location) should be a JSON object", path: file)
         }
         self.init(values, location: location, file: file)
@@ -36,7 +35,7 @@ struct JSONFields {
     /// every unset option.
     func isGiven(_ key: String) -> Bool {
         guard let value = values[key] else { return false }
-        return !(value is NSNull)
+        return !(value is JSONNull)
     }
 
     func string(_ key: String) throws -> String? {
@@ -91,21 +90,24 @@ struct JSONFields {
         }
     }
 
-    /// An integral JSON number. Foundation hands numbers and booleans over
-    /// as NSNumber, and on Linux `as? Int` accepts true, 1.0 and 1e3 alike,
-    /// so the number's stored type decides: "c" is a boolean, "d"/"f" a
-    /// number written with a fraction or exponent.
+    /// An integer literal (not 1.0, not true), as `JSONParser` produced it.
     static func integer(_ value: Any) -> Int? {
-        guard !(value is String), let number = value as? NSNumber else { return nil }
-        switch String(cString: number.objCType) {
-        case "c", "d", "f": return nil
-        case "Q": return number.uint64Value <= UInt64(Int.max) ? Int(number.uint64Value) : nil
-        default: return number.intValue
-        }
+        type(of: value) == Int.self ? value as? Int : nil
     }
 
     static func boolean(_ value: Any) -> Bool? {
-        guard let number = value as? NSNumber, String(cString: number.objCType) == "c" else { return nil }
-        return number.boolValue
+        type(of: value) == Bool.self ? value as? Bool : nil
+    }
+
+    /// Parses a whole JSON document, or explains where it is broken.
+    static func parseDocument(_ bytes: [UInt8], file: String, what: String) throws -> Any {
+        do {
+            return try JSONParser.parse(bytes)
+        } catch {
+            let before = bytes[..<min(error.offset, bytes.count)]
+            let line = before.reduce(1) { $1 == 0x0A ? $0 + 1 : $0 }
+            let column = before.count - (before.lastIndex(of: 0x0A).map { $0 + 1 } ?? 0) + 1
+            throw DroptraceError("\(what) is not valid JSON (line \(line), column \(column): \(error.reason))", path: file)
+        }
     }
 }

@@ -8,13 +8,13 @@ extension JSONFields {
             throw failure("model type \(quoted(type)) is not supported; droptrace reads BPE tokenizers only")
         }
         guard let vocabularyFields = try object("vocab") else { throw failure("has no \"vocab\"") }
-        var vocabulary: [String: Int] = [:]
-        vocabulary.reserveCapacity(vocabularyFields.values.count)
-        for (token, value) in vocabularyFields.values {
+        var vocabulary: [(text: String, id: Int)] = []
+        vocabulary.reserveCapacity(vocabularyFields.values.members.count)
+        for (token, value) in vocabularyFields.values.members {
             guard let id = JSONFields.integer(value) else {
                 throw vocabularyFields.failure("token \(quoted(token)) has a non-integer id")
             }
-            vocabulary[token] = id
+            vocabulary.append((token, id))
         }
         let merges = try readMerges()
         let unknownToken = try string("unk_token")
@@ -66,7 +66,7 @@ extension [JSONFields] {
     /// id after the vocabulary, in file order. For any file the library
     /// wrote, these equal the ids in the file.
     func readAddedTokens(model: BPEModel) throws -> [AddedToken] {
-        var idByContent: [[UInt8]: Int] = [:]
+        var idByContent: [TokenBytes: Int] = [:]
         var tokenById: [Int: AddedToken] = [:]
         var nextId = model.vocabularyEntryCount
         for fields in self {
@@ -80,7 +80,7 @@ extension [JSONFields] {
                 normalized: try fields.bool("normalized", default: !special),
                 special: special)
             guard !content.isEmpty else { continue }
-            let key = [UInt8](content.utf8)
+            let key = TokenBytes(content)
             if let existing = idByContent[key] {
                 token.id = existing
             } else if let inVocabulary = model.tokenIds[key] {

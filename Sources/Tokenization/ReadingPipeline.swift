@@ -79,7 +79,6 @@ extension JSONFields {
         throw pattern.failure("should hold \"String\" or \"Regex\"")
     }
 
-    /// `special_tokens` name → ids, for resolving template pieces.
     func readPostProcessor() throws -> PostProcessor {
         let type = try typeName()
         switch type {
@@ -97,10 +96,12 @@ extension JSONFields {
         }
     }
 
+    /// TemplateProcessing's `single` template, its special-token names
+    /// resolved through `special_tokens` (name → ids).
     private func readTemplate() throws -> PostProcessor {
         var specialIds: [String: [Int]] = [:]
         if let specials = try object("special_tokens") {
-            for name in specials.values.keys {
+            for name in specials.values.members.map(\.key) {
                 guard let entry = try specials.object(name), let ids = try entry.array("ids") else {
                     throw specials.failure("entry \(quoted(name)) has no \"ids\"")
                 }

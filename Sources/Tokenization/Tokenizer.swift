@@ -9,7 +9,8 @@ import Foundation
 /// the rest is normalised, added tokens marked `normalized` are cut out of
 /// that, pre-tokenizers split it into words, BPE encodes each word, and the
 /// post-processor adds special tokens. `truncation` and `padding` settings
-/// in the file are ignored: calibration needs the whole text.
+/// in the file are ignored (calibration needs the whole text), and so is
+/// BPE `dropout` (encoding stays deterministic).
 public final class Tokenizer: Sendable {
     let normalizer: TextNormalizer?
     let preTokenizer: PreTokenizer?
@@ -25,9 +26,11 @@ public final class Tokenizer: Sendable {
 
     public init(contentsOf url: URL) throws {
         let file = url.path
-        let root = try JSONFields(Self.parseJSON(at: url), location: "tokenizer.json", file: file)
+        guard let document = try Self.parseJSON(at: url) as? JSONObject else {
+            throw DroptraceError("is not a JSON object; is this a tokenizer.json?", path: file)
+        }
         // Top-level fields are named bare in messages ("model.vocab").
-        let top = JSONFields(root.values, location: "", file: file)
+        let top = JSONFields(document, location: "", file: file)
 
         guard let modelFields = try top.object("model") else {
             throw DroptraceError("has no \"model\" section; is this a tokenizer.json?", path: file)
@@ -60,11 +63,7 @@ public final class Tokenizer: Sendable {
             let exists = FileManager.default.fileExists(atPath: url.path)
             throw DroptraceError(exists ? "cannot be read" : "no such file", path: url.path)
         }
-        do {
-            return try JSONSerialization.jsonObject(with: data)
-        } catch {
-            throw DroptraceError("is not valid JSON", path: url.path)
-        }
+        return try JSONFields.parseDocument([UInt8](data), file: url.path, what: "tokenizer file")
     }
 
     /// Token ids for `text`; with `addSpecialTokens` the post-processor's

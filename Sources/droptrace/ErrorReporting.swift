@@ -23,12 +23,12 @@ func runReportingErrors(_ body: (Logger) throws -> Void) throws {
 enum DroptraceLogging {
     nonisolated(unsafe) private static var bootstrapped = false
 
-    /// Logs go to stderr with timestamps (swift-log's stream handler), so a
-    /// cron job's mail or a redirected log shows when each step happened.
+    /// Logs go to stderr with timestamps; DROPTRACE_LOG_LEVEL (trace, debug,
+    /// info, notice, warning, error) sets how much.
     static func logger() -> Logger {
         if !bootstrapped {
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
+            LoggingSystem.bootstrap { _ in
+                var handler = TimestampedLogHandler()
                 handler.logLevel = ProcessInfo.processInfo.environment["DROPTRACE_LOG_LEVEL"]
                     .flatMap(Logger.Level.init(rawValue:)) ?? .info
                 return handler

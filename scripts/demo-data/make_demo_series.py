@@ -438,6 +438,7 @@ def stage_train(args, work):
         full_determinism=True,
         use_cpu=True,
         dataloader_num_workers=0,
+        dataloader_drop_last=True,  # every step sees BATCH x SEQ_LEN tokens
         dataloader_pin_memory=False,
         report_to="none",
         disable_tqdm=True,

@@ -1,0 +1,260 @@
+/// A small JSON reader producing native Swift values: `JSONObject`,
+/// `[Any]`, `String`, `Int` (integer literals that fit), `Double` (other
+/// numbers), `Bool` and `JSONNull`.
+///
+/// Foundation's JSONSerialization on Linux builds NSDictionary/NSArray
+/// values that are bridged again on every cast, which made loading a
+/// 128k-token vocabulary take seconds; it also reports 1, 1.0 and true as
+/// the same NSNumber, while token ids must be told apart from the rest.
+/// Objects keep their members in order instead of hashing String keys:
+/// Swift compares strings by canonical equivalence, which would merge
+/// vocabulary entries such as "é" and "e\u{301}" that are distinct tokens.
+struct JSONParser {
+    struct Failure: Error {
+        var offset: Int
+        var reason: String
+    }
+
+    private let bytes: UnsafeBufferPointer<UInt8>
+    private var position = 0
+    private var depth = 0
+
+    static func parse(_ data: [UInt8]) throws(Failure) -> Any {
+        try data.withUnsafeBufferPointer { (buffer) throws(Failure) -> Any in
+            var parser = JSONParser(bytes: buffer)
+            parser.skipWhitespace()
+            let value = try parser.parseValue()
+            parser.skipWhitespace()
+            guard parser.position == buffer.count else { throw parser.failure("unexpected text after the value") }
+            return value
+        }
+    }
+
+    private init(bytes: UnsafeBufferPointer<UInt8>) {
+        self.bytes = bytes
+    }
+
+    private func failure(_ reason: String) -> Failure {
+        Failure(offset: position, reason: reason)
+    }
+
+    private mutating func skipWhitespace() {
+        while position < bytes.count {
+            switch bytes[position] {
+            case 0x20, 0x09, 0x0A, 0x0D: position += 1
+            default: return
+            }
+        }
+    }
+
+    private mutating func parseValue() throws(Failure) -> Any {
+        guard position < bytes.count else { throw failure("unexpected end of input") }
+        switch bytes[position] {
+        case UInt8(ascii: "{"): return try parseObject()
+        case UInt8(ascii: "["): return try parseArray()
+        case UInt8(ascii: "\""): return try parseString()
+        case UInt8(ascii: "t"): try expectLiteral("true"); return true
+        case UInt8(ascii: "f"): try expectLiteral("false"); return false
+        case UInt8(ascii: "n"): try expectLiteral("null"); return JSONNull()
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
+        default: throw failure("unexpected character")
+        }
+    }
+
+    private mutating func expectLiteral(_ literal: StaticString) throws(Failure) {
+        let count = literal.utf8CodeUnitCount
+        guard position + count <= bytes.count else { throw failure("unexpected end of input") }
+        for index in 0..<count where bytes[position + index] != literal.utf8Start[index] {
+            throw failure("unexpected character")
+        }
+        position += count
+    }
+
+    private mutating func enter() throws(Failure) {
+        depth += 1
+        if depth > 512 { throw failure("nested too deeply") }
+    }
+
+    private mutating func parseObject() throws(Failure) -> JSONObject {
+        try enter()
+        position += 1
+        var object = JSONObject()
+        skipWhitespace()
+        if position < bytes.count && bytes[position] == UInt8(ascii: "}") {
+            position += 1
+            depth -= 1
+            return object
+        }
+        while true {
+            skipWhitespace()
+            guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else { throw failure("expected a key") }
+            let key = try parseString()
+            skipWhitespace()
+            guard position < bytes.count, bytes[position] == UInt8(ascii: ":") else { throw failure("expected ':'") }
+            position += 1
+            skipWhitespace()
+            object.members.append((key, try parseValue()))
+            skipWhitespace()
+            guard position < bytes.count else { throw failure("unexpected end of input") }
+            if bytes[position] == UInt8(ascii: ",") { position += 1; continue }
+            guard bytes[position] == UInt8(ascii: "}") else { throw failure("expected ',' or '}'") }
+            position += 1
+            depth -= 1
+            return object
+        }
+    }
+
+    private mutating func parseArray() throws(Failure) -> [Any] {
+        try enter()
+        position += 1
+        var array: [Any] = []
+        skipWhitespace()
+        if position < bytes.count && bytes[position] == UInt8(ascii: "]") {
+            position += 1
+            depth -= 1
+            return array
+        }
+        while true {
+            skipWhitespace()
+            array.append(try parseValue())
+            skipWhitespace()
+            guard position < bytes.count else { throw failure("unexpected end of input") }
+            if bytes[position] == UInt8(ascii: ",") { position += 1; continue }
+            guard bytes[position] == UInt8(ascii: "]") else { throw failure("expected ',' or ']'") }
+            position += 1
+            depth -= 1
+            return array
+        }
+    }
+
+    private mutating func parseString() throws(Failure) -> String {
+        position += 1
+        let start = position
+        // Common case: no escapes, so the bytes are the string.
+        while position < bytes.count {
+            let byte = bytes[position]
+            if byte == UInt8(ascii: "\"") {
+                let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
+                position += 1
+                return text
+            }
+            if byte == UInt8(ascii: "\\") { break }
+            if byte < 0x20 { throw failure("control character in string") }
+            position += 1
+        }
+        var decoded = Array(bytes[start..<position])
+        while position < bytes.count {
+            let byte = bytes[position]
+            switch byte {
+            case UInt8(ascii: "\""):
+                position += 1
+                return String(decoding: decoded, as: UTF8.self)
+            case UInt8(ascii: "\\"):
+                position += 1
+                guard position < bytes.count else { throw failure("unexpected end of input") }
+                let escape = bytes[position]
+                position += 1
+                switch escape {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): decoded.append(escape)
+                case UInt8(ascii: "b"): decoded.append(0x08)
+                case UInt8(ascii: "f"): decoded.append(0x0C)
+                case UInt8(ascii: "n"): decoded.append(0x0A)
+                case UInt8(ascii: "r"): decoded.append(0x0D)
+                case UInt8(ascii: "t"): decoded.append(0x09)
+                case UInt8(ascii: "u"): decoded.append(contentsOf: String(try parseUnicodeEscape()).utf8)
+                default: throw failure("invalid escape")
+                }
+            default:
+                if byte < 0x20 { throw failure("control character in string") }
+                decoded.append(byte)
+                position += 1
+            }
+        }
+        throw failure("unterminated string")
+    }
+
+    /// After "\u": four hex digits, joined with a following low surrogate
+    /// escape when they are a high surrogate. A lone surrogate becomes U+FFFD.
+    private mutating func parseUnicodeEscape() throws(Failure) -> Unicode.Scalar {
+        let first = try parseHex4()
+        if (0xD800..<0xDC00).contains(first), position + 6 <= bytes.count,
+           bytes[position] == UInt8(ascii: "\\"), bytes[position + 1] == UInt8(ascii: "u") {
+            let saved = position
+            position += 2
+            let second = try parseHex4()
+            if (0xDC00..<0xE000).contains(second) {
+                return Unicode.Scalar(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00))!
+            }
+            position = saved
+        }
+        return Unicode.Scalar(first) ?? "\u{FFFD}"
+    }
+
+    private mutating func parseHex4() throws(Failure) -> UInt32 {
+        guard position + 4 <= bytes.count else { throw failure("unexpected end of input") }
+        var value: UInt32 = 0
+        for _ in 0..<4 {
+            let byte = bytes[position]
+            let digit: UInt8
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
+            default: throw failure("invalid \\u escape")
+            }
+            value = value << 4 | UInt32(digit)
+            position += 1
+        }
+        return value
+    }
+
+    private mutating func parseNumber() throws(Failure) -> Any {
+        let start = position
+        if bytes[position] == UInt8(ascii: "-") { position += 1 }
+        let integerStart = position
+        skipDigits()
+        guard position > integerStart else { throw failure("invalid number") }
+        var isInteger = true
+        if position < bytes.count && bytes[position] == UInt8(ascii: ".") {
+            isInteger = false
+            position += 1
+            let fractionStart = position
+            skipDigits()
+            guard position > fractionStart else { throw failure("invalid number") }
+        }
+        if position < bytes.count && (bytes[position] == UInt8(ascii: "e") || bytes[position] == UInt8(ascii: "E")) {
+            isInteger = false
+            position += 1
+            if position < bytes.count && (bytes[position] == UInt8(ascii: "+") || bytes[position] == UInt8(ascii: "-")) {
+                position += 1
+            }
+            let exponentStart = position
+            skipDigits()
+            guard position > exponentStart else { throw failure("invalid number") }
+        }
+        let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
+        if isInteger, let integer = Int(text) { return integer }
+        guard let real = Double(text) else { throw failure("invalid number") }
+        return real
+    }
+
+    private mutating func skipDigits() {
+        while position < bytes.count && bytes[position] >= UInt8(ascii: "0") && bytes[position] <= UInt8(ascii: "9") {
+            position += 1
+        }
+    }
+}
+
+/// JSON's null.
+struct JSONNull: Sendable {}
+
+/// A JSON object, members in file order.
+struct JSONObject {
+    var members: [(key: String, value: Any)] = []
+
+    /// A repeated key keeps its last value, as serde does. Linear: every
+    /// object looked up by key in a tokenizer.json is small.
+    subscript(key: String) -> Any? {
+        members.last { $0.key.utf8.elementsEqual(key.utf8) }?.value
+    }
+}

@@ -1,0 +1,52 @@
+import CheckpointIO
+import Foundation
+import Pipeline
+import Testing
+
+@Suite struct DiscoveryTests {
+    @Test func stepsAndTokensFromNames() {
+        #expect(CheckpointName.step("checkpoint-1500") == 1500)
+        #expect(CheckpointName.step("step300") == 300)
+        #expect(CheckpointName.step("step-300") == 300)
+        #expect(CheckpointName.step("step_300") == 300)
+        #expect(CheckpointName.step("global_step42") == 42)
+        #expect(CheckpointName.step("step1000-tokens4B") == 1000)
+        #expect(CheckpointName.tokens("step1000-tokens4B") == 4_000_000_000)
+        #expect(CheckpointName.tokens("stage1-step1000-tokens2097") == 2097)
+        #expect(CheckpointName.step("runs") == nil)
+        #expect(CheckpointName.step("checkpoint-") == nil)
+        #expect(CheckpointName.step("best-checkpoint-3") == nil)
+    }
+
+    @Test func scanOrdersByStepAndReadsTrainerState() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1000, tokensSeen: 64000)
+        try series.add(step: 20, name: "step20-tokens1M")
+        try series.add(step: 300, name: "global_step300")
+        try FileManager.default.createDirectory(at: series.directory.appendingPathComponent("logs"), withIntermediateDirectories: true)
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.map(\.name) == ["step20-tokens1M", "global_step300", "checkpoint-1000"])
+        #expect(result.ready.map(\.tokens) == [1_000_000, -1, 64000])
+        #expect(result.ready.map(\.step) == [20, 300, 1000])
+    }
+
+    @Test func incompleteCheckpointsAreReportedNotReady() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let sharded = try series.add(step: 1, model: "llama-sharded")
+        let shard = try FileManager.default.contentsOfDirectory(atPath: sharded.path).first { $0.hasPrefix("model-00002") }!
+        try FileManager.default.removeItem(at: sharded.appendingPathComponent(shard))
+        let header = try series.add(step: 2)
+        try Data([1, 2, 3]).write(to: header.appendingPathComponent("model.safetensors"))
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.isEmpty)
+        #expect(result.incomplete.map(\.name) == ["checkpoint-1", "checkpoint-2"])
+        #expect(result.incomplete[0].reason.contains(shard))
+    }
+
+    @Test func missingSeriesDirectoryIsAnError() throws {
+        let scratch = try ScratchDirectory()
+        #expect(throws: (any Error).self) { try CheckpointDiscovery.scan(scratch.path("nope")) }
+    }
+}

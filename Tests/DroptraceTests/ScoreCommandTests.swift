@@ -1,0 +1,61 @@
+import Foundation
+import ScoreStore
+import Testing
+
+/// `droptrace score` end to end: text calibration tokenised by droptrace,
+/// scores in the HDF5 file and in --json, against transformers.
+@Suite struct ScoreCommandTests {
+    @Test(arguments: FixtureFiles.modelNames)
+    func textCalibrationEndToEnd(model: String) throws {
+        let scratch = try ScratchDirectory()
+        let output = scratch.path("scores.h5")
+        let (seqLen, samples) = FixtureFiles.textSettings(model)
+        let result = try DroptraceCommand.run([
+            "score", FixtureFiles.model(model).path, "--calibration", FixtureFiles.calibrationText.path,
+            "--seq-len", "\(seqLen)", "--samples", "\(samples)", "--output", output.path, "--json", "--threads", "2",
+        ])
+        try #require(result.status == 0, "\(result.stderr)")
+
+        let reference = try #require(FixtureFiles.scores(model, "text", "float32_compute"))
+        let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        let scores = json["scores"] as! [String: [Double]]
+        let gap = (json["block_gap"] as! [[Any]]).map { $0.map { ($0 as? NSNumber)?.doubleValue ?? .nan } }
+        let jsonDifference = reference.maxDifference(
+            attention: scores["attention"]!, mlp: scores["mlp"]!, block: scores["block"]!, blockGap: gap)
+        #expect(jsonDifference <= ScoringReferenceTests.float32Tolerance, "\(model) --json: \(jsonDifference)")
+        #expect((json["calibration_tokens"] as! NSNumber).intValue == seqLen * samples)
+
+        let file = try ScoreFile.read(from: output)
+        let row = try #require(file.rows.first)
+        #expect(file.rows.count == 1 && row.name == model && row.step == -1)
+        #expect(file.metadata.modelType == FixtureFiles.entry(model)["model_type"] as! String)
+        #expect(file.metadata.numLayers == row.attention.count)
+        #expect(file.metadata.calibrationTokens == Int64(seqLen * samples))
+        let stored = reference.maxDifference(
+            attention: row.attention.map(Double.init), mlp: row.mlp.map(Double.init), block: row.block.map(Double.init),
+            blockGap: row.blockGap.map { $0.map(Double.init) })
+        // float32 storage adds at most ~1e-7 on values below 1.
+        #expect(stored <= ScoringReferenceTests.float32Tolerance, "\(model) stored: \(stored)")
+    }
+
+    @Test func textCalibrationNeedsTokenizer() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("gpt2-f32")
+        try FileManager.default.removeItem(at: model.appendingPathComponent("tokenizer.json"))
+        let result = try DroptraceCommand.run([
+            "score", model.path, "--calibration", FixtureFiles.calibrationText.path, "--seq-len", "32",
+            "--output", scratch.path("scores.h5").path,
+        ])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("tokenizer.json") && result.stderr.contains("calib.txt"))
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("scores.h5").path))
+    }
+
+    @Test func helpExplainsTheCommand() throws {
+        let result = try DroptraceCommand.run(["score", "--help"])
+        #expect(result.status == 0)
+        for phrase in ["--calibration", "--seq-len", "--samples", "--threads", "--json", "/scores/attention"] {
+            #expect(result.stdout.contains(phrase), "help lacks \(phrase)")
+        }
+    }
+}

@@ -1,0 +1,201 @@
+import Analysis
+import Foundation
+import Pipeline
+import ScoreStore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `droptrace trace` / `run` / `report` end to end through the executable.
+@Suite struct TraceCommandTests {
+    func trace(_ series: URL, _ output: URL, _ extra: [String] = []) throws -> DroptraceCommand.Result {
+        try DroptraceCommand.run([
+            "trace", series.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
+            "--threads", "1",
+        ] + extra)
+    }
+
+    @Test func incrementalRunsScoreOnlyNewCheckpointsAndKeepRotatedOnes() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let early = try series.add(step: 10, tokensSeen: 5120)
+        try series.add(step: 20, model: "llama-bf16")
+        let output = scratch.path("out")
+
+        var result = try trace(series.directory, output)
+        try #require(result.status == 0, "\(result.stderr)")
+        let first = try ScoreFile.read(from: output.appendingPathComponent("scores.h5"))
+        #expect(first.rows.map(\.name) == ["checkpoint-10", "checkpoint-20"])
+        #expect(first.rows.map(\.tokens) == [5120, -1])
+
+        // If checkpoint-10 were rescored, its row would change: its weights now are another model's.
+        try series.swapWeights(of: early, withThoseOf: "mistral-f32")
+        try series.add(step: 30, model: "llama-bf16")
+        try series.add(step: 5, model: "llama-f32", name: "step5")
+        result = try trace(series.directory, output)
+        try #require(result.status == 0, "\(result.stderr)")
+        let second = try ScoreFile.read(from: output.appendingPathComponent("scores.h5"))
+        #expect(second.rows.map(\.name) == ["step5", "checkpoint-10", "checkpoint-20", "checkpoint-30"])
+        #expect(second.rows[1] == first.rows[0] && second.rows[2] == first.rows[1])
+        #expect(second.rows[3].attention == first.rows[1].attention, "same weights, same scores")
+
+        // The Trainer rotates old checkpoints away: their rows stay.
+        try FileManager.default.removeItem(at: early)
+        result = try trace(series.directory, output)
+        try #require(result.status == 0, "\(result.stderr)")
+        let third = try ScoreFile.read(from: output.appendingPathComponent("scores.h5"))
+        #expect(third.rows == second.rows)
+
+        // --force rescores what is on disk and drops rows it cannot rescore, saying so.
+        result = try trace(series.directory, output, ["--force"])
+        try #require(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("checkpoint-10"))
+        let forced = try ScoreFile.read(from: output.appendingPathComponent("scores.h5"))
+        #expect(forced.rows.map(\.name) == ["step5", "checkpoint-20", "checkpoint-30"])
+    }
+
+    @Test func incompleteCheckpointIsSkippedAndPickedUpLater() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 100)
+        let writing = try series.add(step: 200)
+        let weights = writing.appendingPathComponent("model.safetensors")
+        let complete = try Data(contentsOf: weights)
+        try complete.prefix(complete.count / 2).write(to: weights)
+        let noConfigYet = series.directory.appendingPathComponent("checkpoint-300")
+        try FileManager.default.createDirectory(at: noConfigYet, withIntermediateDirectories: true)
+        let output = scratch.path("out")
+
+        var result = try trace(series.directory, output)
+        try #require(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("checkpoint-200") && result.stderr.contains("warning"))
+        #expect(try ScoreFile.read(from: output.appendingPathComponent("scores.h5")).rows.map(\.name) == ["checkpoint-100"])
+
+        try complete.write(to: weights)
+        result = try trace(series.directory, output)
+        try #require(result.status == 0, "\(result.stderr)")
+        #expect(try ScoreFile.read(from: output.appendingPathComponent("scores.h5")).rows.map(\.name)
+            == ["checkpoint-100", "checkpoint-200"])
+    }
+
+    @Test func secondRunOnTheSameOutputExitsWith75() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let output = scratch.path("out")
+        do {
+            let lock = try RunLock(directory: output)
+            let result = try trace(series.directory, output)
+            #expect(result.status == 75)
+            #expect(result.stderr.contains("another droptrace run holds the lock"))
+            #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("scores.h5").path))
+            withExtendedLifetime(lock) {}
+        }
+        let report = try DroptraceCommand.run(["report", output.path])
+        #expect(report.status == 1 && report.stderr.contains("scores.h5"), "lock released, but no store yet")
+    }
+
+    @Test func killedRunLeavesTheStoreReadable() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        for step in 1...8 { try series.add(step: step * 10, model: step % 2 == 0 ? "llama-f32" : "llama-bf16") }
+        let reference = scratch.path("reference")
+        try #require(try trace(series.directory, reference).status == 0)
+        let expected = try ScoreFile.read(from: reference.appendingPathComponent("scores.h5")).rows
+
+        let output = scratch.path("out")
+        let store = output.appendingPathComponent("scores.h5")
+        var killedMidWrite = 0
+        for _ in 0..<40 where killedMidWrite < 3 {
+            let (process, sawTemporary) = try runAndKillWhenTemporaryFileAppears(series.directory, output)
+            #expect(process.terminationReason == .uncaughtSignal || !sawTemporary)
+            if sawTemporary { killedMidWrite += 1 }
+            if FileManager.default.fileExists(atPath: store.path) {
+                let rows = try ScoreFile.read(from: store).rows
+                #expect(rows == Array(expected.prefix(rows.count)), "the store must hold a prefix of the full run")
+            }
+            if (try? ScoreFile.read(from: store).rows.count) == expected.count { try FileManager.default.removeItem(at: store) }
+        }
+        #expect(killedMidWrite > 0, "never caught a write in progress")
+        let result = try trace(series.directory, output)
+        try #require(result.status == 0, "\(result.stderr)")
+        #expect(try ScoreFile.read(from: store).rows == expected)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: output.path).filter { $0.contains(".tmp") }
+        #expect(leftovers.isEmpty, "\(leftovers)")
+    }
+
+    /// Starts a trace and kills it with SIGKILL as soon as a temporary store
+    /// file shows up (a write in progress), or when it ends by itself.
+    func runAndKillWhenTemporaryFileAppears(_ series: URL, _ output: URL) throws -> (Process, Bool) {
+        let process = Process()
+        process.executableURL = DroptraceCommand.executable
+        process.arguments = [
+            "trace", series.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path, "--threads", "1",
+        ]
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        var sawTemporary = false
+        while process.isRunning {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: output.path)) ?? []
+            if names.contains(where: { $0.hasPrefix(".scores.h5.tmp") }) {
+                kill(process.processIdentifier, SIGKILL)
+                sawTemporary = true
+                break
+            }
+            usleep(200)
+        }
+        process.waitUntilExit()
+        return (process, sawTemporary)
+    }
+
+    @Test func pipelineFileRunsAndReportRebuildsFromTheStore() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        for (step, model) in [(100, "llama-bf16"), (200, "llama-f32"), (300, "llama-sharded")] {
+            try series.add(step: step, model: model)
+        }
+        let calibration = try scratch.write(try String(contentsOf: FixtureFiles.calibrationJSONL, encoding: .utf8), to: "calib.jsonl")
+        _ = calibration
+        let pipeline = try scratch.write("""
+            title: Test series
+            series: series
+            calibration: calib.jsonl
+            drop_k: [1, 2]
+            output: out
+            """, to: "pipeline.yaml")
+        let result = try DroptraceCommand.run(["run", pipeline.path, "--threads", "1"])
+        try #require(result.status == 0, "\(result.stderr)")
+        let output = scratch.path("out")
+        let report = try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8)
+        #expect(report.contains("Test series"))
+        let store = try HDF5File.open(at: output.appendingPathComponent("scores.h5"))
+        let analysis = try SeriesAnalysis.read(from: store)
+        try store.close()
+        #expect(analysis.dropK == [1, 2])
+
+        // `report` rebuilds the same report from the store alone.
+        try FileManager.default.removeItem(at: output.appendingPathComponent("report.md"))
+        let rebuilt = try DroptraceCommand.run(["report", output.path])
+        try #require(rebuilt.status == 0, "\(rebuilt.stderr)")
+        #expect(try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8) == report)
+    }
+
+    @Test func badPipelineFilesAreRefused() throws {
+        let scratch = try ScratchDirectory()
+        let cases: [(String, String)] = [
+            ("series: a\ncalibration: c\noutput: o\nseq_lenn: 3\n", "seq_lenn"),
+            ("series: a\noutput: o\n", "calibration"),
+            ("series: a\ncheckpoints: [b]\ncalibration: c\noutput: o\n", "exactly one"),
+            ("series: [\n", "YAML"),
+            ("series: a\ncalibration: c\noutput: o\nsamples: many\n", "samples"),
+        ]
+        for (index, (text, word)) in cases.enumerated() {
+            let file = try scratch.write(text, to: "p\(index).yaml")
+            let result = try DroptraceCommand.run(["run", file.path])
+            #expect(result.status == 1)
+            #expect(result.stderr.contains("p\(index).yaml") && result.stderr.contains(word), "\(result.stderr)")
+        }
+    }
+}
