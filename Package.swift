@@ -33,6 +33,11 @@ let package = Package(
         .target(name: "Architectures", dependencies: ["CheckpointIO", "TensorEngine", "DroptraceSupport"]),
         // LLM-Drop module importance from one pass.
         .target(name: "Scoring", dependencies: ["Architectures", "CheckpointIO", "TensorEngine", "Tokenization", "DroptraceSupport"]),
+        // LLM-Drop's dropping: selection, perplexity, task accuracy, speed, export.
+        .target(
+            name: "Dropping",
+            dependencies: ["Scoring", "Architectures", "CheckpointIO", "TensorEngine", "Tokenization", "DroptraceSupport"]
+        ),
         // The HDF5 score store (public file layout).
         .target(name: "ScoreStore", dependencies: ["CHDF5", "DroptraceSupport"]),
         // Series analysis: rankings, drop-k sets, rank correlations, verdict.
@@ -53,7 +58,7 @@ let package = Package(
             name: "droptrace",
             dependencies: [
                 "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "Analysis", "Reporting", "Pipeline",
-                "DroptraceSupport",
+                "Dropping", "DroptraceSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -62,7 +67,7 @@ let package = Package(
             name: "DroptraceTests",
             dependencies: [
                 "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "TensorEngine", "Architectures", "Analysis",
-                "Reporting", "Pipeline", "DroptraceSupport",
+                "Reporting", "Pipeline", "Dropping", "DroptraceSupport",
             ],
             resources: [.copy("Fixtures")]
         ),

@@ -37,9 +37,12 @@ public struct GPT2Model: LanguageModel {
     let config: GPT2Configuration
     let weights: Weights
 
+    public let configuredDrops: DropPlan
+
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
         config = try checkpoint.decodeConfig(GPT2Configuration.self)
+        configuredDrops = try DropPlan(config: checkpoint, layerCount: config.nLayer)
         weights = try Weights(checkpoint, probe: "wte.weight", candidates: ["transformer.", ""])
     }
 
@@ -57,27 +60,43 @@ public struct GPT2Model: LanguageModel {
         return tokens
     }
 
-    public func block(_ index: Int) throws -> TransformerBlock {
+    public var layerNaming: LayerNaming {
+        LayerNaming(prefix: weights.prefix + "h.", attention: ["attn.", "ln_1."], mlp: ["mlp.", "ln_2."], layerCountKeys: ["n_layer", "num_hidden_layers"])
+    }
+
+    public func head() throws -> OutputHead {
+        let d = config.nEmbd
+        // GPT2LMHeadModel ties lm_head to wte and saves only wte.
+        let projection = weights.has("lm_head.weight", absolute: true) ? "lm_head" : weights.prefix + "wte"
+        return OutputHead(
+            norm: try weights.layerNorm("ln_f", size: d, eps: config.layerNormEpsilon ?? 1e-5),
+            projection: try weights.absoluteLinear(projection, in: d, out: config.vocabSize))
+    }
+
+    public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops)
         let d = config.nEmbd, heads = config.nHead, headDim = d / heads
         let inner = config.nInner ?? 4 * d
         let eps = config.layerNormEpsilon ?? 1e-5
         let p = "h.\(index)."
         var scale: Float = config.scaleAttnWeights ?? true ? 1 / Float(headDim).squareRoot() : 1
         if config.scaleAttnByInverseLayerIdx == true { scale /= Float(index + 1) }
-        let attention = SelfAttention(
+        func attention() throws -> SelfAttention { SelfAttention(
             qkv: try weights.conv1D(p + "attn.c_attn", in: d, out: 3 * d),
             layout: QKVLayout(numHeads: heads, numKVHeads: heads, headDim: headDim),
             rotary: nil,
             output: try weights.conv1D(p + "attn.c_proj", in: d, out: d),
-            scale: scale)
-        let feedForward = FeedForward.plain(
+            scale: scale) }
+        func feedForward() throws -> FeedForward { FeedForward.plain(
             up: try weights.conv1D(p + "mlp.c_fc", in: d, out: inner),
             down: try weights.conv1D(p + "mlp.c_proj", in: inner, out: d),
             activation: try Activation(
-                huggingFaceName: config.activationFunction ?? "gelu_new", configPath: checkpoint.configURL.path))
+                huggingFaceName: config.activationFunction ?? "gelu_new", configPath: checkpoint.configURL.path)) }
         return TransformerBlock(
-            attention: AttentionBranch(inputNorm: try weights.layerNorm(p + "ln_1", size: d, eps: eps), attention: attention),
-            mlp: MLPBranch(inputNorm: try weights.layerNorm(p + "ln_2", size: d, eps: eps), feedForward: feedForward),
+            attention: drops.dropsAttention(index) ? nil
+                : AttentionBranch(inputNorm: try weights.layerNorm(p + "ln_1", size: d, eps: eps), attention: try attention()),
+            mlp: drops.dropsMLP(index) ? nil
+                : MLPBranch(inputNorm: try weights.layerNorm(p + "ln_2", size: d, eps: eps), feedForward: try feedForward()),
             residual: .sequential)
     }
 }

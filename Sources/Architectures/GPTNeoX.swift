@@ -38,9 +38,12 @@ public struct GPTNeoXModel: LanguageModel {
     let weights: Weights
     let rotary: RotaryEmbedding
 
+    public let configuredDrops: DropPlan
+
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
         config = try checkpoint.decodeConfig(GPTNeoXConfiguration.self)
+        configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_in.weight", candidates: ["gpt_neox.", ""])
         rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
             headDim: config.hiddenSize / config.numAttentionHeads, defaultPartialRotaryFactor: 0.25,
@@ -58,28 +61,42 @@ public struct GPTNeoXModel: LanguageModel {
         return gatherRows(table, ids: batch.tokenIDs, width: config.hiddenSize)
     }
 
-    public func block(_ index: Int) throws -> TransformerBlock {
+    public var layerNaming: LayerNaming {
+        LayerNaming(prefix: weights.prefix + "layers.", attention: ["attention.", "input_layernorm."], mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
+    }
+
+    public func head() throws -> OutputHead {
+        let d = config.hiddenSize
+        // transformers names the head embed_out (4.x and Pythia) or lm_head.
+        let projection = weights.has("lm_head.weight", absolute: true) ? "lm_head" : "embed_out"
+        return OutputHead(
+            norm: try weights.layerNorm("final_layer_norm", size: d, eps: config.layerNormEps),
+            projection: try weights.absoluteLinear(projection, in: d, out: config.vocabSize))
+    }
+
+    public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops)
         let d = config.hiddenSize, heads = config.numAttentionHeads, headDim = d / heads
         let p = "layers.\(index)."
         let bias = config.attentionBias ?? true
         let eps = config.layerNormEps
-        let attention = SelfAttention(
+        func attention() throws -> SelfAttention { SelfAttention(
             // Rows of query_key_value are per head: [q_h, k_h, v_h] for each head h.
             qkv: try weights.linear(p + "attention.query_key_value", in: d, out: 3 * d, bias: bias),
             layout: QKVLayout(numHeads: heads, numKVHeads: heads, headDim: headDim, arrangement: .interleavedPerHead),
             rotary: rotary,
             output: try weights.linear(p + "attention.dense", in: d, out: d, bias: bias),
-            scale: 1 / Float(headDim).squareRoot())
-        let feedForward = FeedForward.plain(
+            scale: 1 / Float(headDim).squareRoot()) }
+        func feedForward() throws -> FeedForward { FeedForward.plain(
             up: try weights.linear(p + "mlp.dense_h_to_4h", in: d, out: config.intermediateSize, bias: true),
             down: try weights.linear(p + "mlp.dense_4h_to_h", in: config.intermediateSize, out: d, bias: true),
-            activation: try Activation(huggingFaceName: config.hiddenAct ?? "gelu", configPath: checkpoint.configURL.path))
+            activation: try Activation(huggingFaceName: config.hiddenAct ?? "gelu", configPath: checkpoint.configURL.path)) }
         return TransformerBlock(
-            attention: AttentionBranch(
-                inputNorm: try weights.layerNorm(p + "input_layernorm", size: d, eps: eps), attention: attention),
-            mlp: MLPBranch(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
+                inputNorm: try weights.layerNorm(p + "input_layernorm", size: d, eps: eps), attention: try attention()),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
                 inputNorm: try weights.layerNorm(p + "post_attention_layernorm", size: d, eps: eps),
-                feedForward: feedForward),
+                feedForward: try feedForward()),
             residual: config.useParallelResidual ?? true ? .parallel : .sequential)
     }
 }

@@ -16,9 +16,44 @@ public protocol LanguageModel: Sendable {
     /// the configured maximum for rotary models).
     var maxPositions: Int { get }
 
+    /// Modules the checkpoint itself declares dropped (LLM-Drop's
+    /// `drop_attn_list` / `drop_mlp_list`); their weights need not exist.
+    var configuredDrops: DropPlan { get }
+
     /// The residual stream entering block 0.
     func embed(_ batch: TokenBatch) throws -> Matrix
-    func block(_ index: Int) throws -> TransformerBlock
+    /// Block `index` with the branches `plan` (and `configuredDrops`) drop
+    /// left out, so their weights are never read.
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock
+    /// The final norm and the LM head (tied to the embedding where the checkpoint has no head).
+    func head() throws -> OutputHead
+    /// How the checkpoint names each layer's tensors, for exporting dropped models.
+    var layerNaming: LayerNaming { get }
+}
+
+/// Tensor names of a layer: `<prefix><index>.<branch part>...`.
+public struct LayerNaming: Sendable, Equatable {
+    /// e.g. "model.layers." (the index and a dot follow).
+    public var prefix: String
+    /// Name parts (after "<prefix><index>.") that belong to the attention branch, norm included.
+    public var attention: [String]
+    public var mlp: [String]
+    /// config.json keys holding the layer count.
+    public var layerCountKeys: [String]
+
+    /// The layer index and the rest of the name, when `name` belongs to a layer.
+    public func split(_ name: String) -> (layer: Int, rest: String)? {
+        guard name.hasPrefix(prefix) else { return nil }
+        let tail = name.dropFirst(prefix.count)
+        guard let dot = tail.firstIndex(of: "."), let layer = Int(tail[..<dot]) else { return nil }
+        return (layer, String(tail[tail.index(after: dot)...]))
+    }
+}
+
+extension LanguageModel {
+    public func block(_ index: Int) throws -> TransformerBlock {
+        try block(index, skipping: .none)
+    }
 }
 
 /// The architectures droptrace reads, by config.json `model_type`.

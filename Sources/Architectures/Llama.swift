@@ -72,9 +72,12 @@ public struct LlamaModel: LanguageModel {
     let weights: Weights
     let rotary: RotaryEmbedding
 
+    public let configuredDrops: DropPlan
+
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
         config = try checkpoint.decodeConfig(LlamaConfiguration.self)
+        configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
         rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: config.resolvedHeadDim, configPath: checkpoint.configURL.path)
         guard config.numAttentionHeads % config.kvHeads == 0 else {
@@ -95,14 +98,28 @@ public struct LlamaModel: LanguageModel {
         return gatherRows(table, ids: batch.tokenIDs, width: config.hiddenSize)
     }
 
-    public func block(_ index: Int) throws -> TransformerBlock {
+    public var layerNaming: LayerNaming {
+        LayerNaming(prefix: weights.prefix + "layers.", attention: ["self_attn.", "input_layernorm."], mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
+    }
+
+    public func head() throws -> OutputHead {
+        let d = config.hiddenSize
+        // Tied models (Qwen2-0.5B, SmolLM) save no lm_head.
+        let projection = weights.has("lm_head.weight", absolute: true) ? "lm_head" : weights.prefix + "embed_tokens"
+        return OutputHead(
+            norm: try weights.rmsNorm("norm", size: d, eps: config.rmsNormEps),
+            projection: try weights.absoluteLinear(projection, in: d, out: config.vocabSize))
+    }
+
+    public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops)
         let d = config.hiddenSize, headDim = config.resolvedHeadDim
         let heads = config.numAttentionHeads, kvHeads = config.kvHeads
         let p = "layers.\(index)."
         // Qwen2 always has q/k/v biases and none on o_proj; Llama's attention_bias covers all four.
         let qkvBias = config.modelType == "qwen2" || config.attentionBias == true
         let outputBias = config.modelType != "qwen2" && config.attentionBias == true
-        let attention = SelfAttention(
+        func attention() throws -> SelfAttention { SelfAttention(
             qkv: .stacking([
                 try weights.linear(p + "self_attn.q_proj", in: d, out: heads * headDim, bias: qkvBias),
                 try weights.linear(p + "self_attn.k_proj", in: d, out: kvHeads * headDim, bias: qkvBias),
@@ -112,25 +129,25 @@ public struct LlamaModel: LanguageModel {
             rotary: rotary,
             output: try weights.linear(p + "self_attn.o_proj", in: heads * headDim, out: d, bias: outputBias),
             scale: 1 / Float(headDim).squareRoot(),
-            slidingWindow: config.slidingWindow(layer: index))
+            slidingWindow: config.slidingWindow(layer: index)) }
 
         let mlpBias = config.mlpBias == true
         let inner = config.intermediateSize
-        let feedForward = FeedForward.gated(
+        func feedForward() throws -> FeedForward { FeedForward.gated(
             gateUp: .stacking([
                 try weights.linear(p + "mlp.gate_proj", in: d, out: inner, bias: mlpBias),
                 try weights.linear(p + "mlp.up_proj", in: d, out: inner, bias: mlpBias),
             ]),
             down: try weights.linear(p + "mlp.down_proj", in: inner, out: d, bias: mlpBias),
-            activation: try Activation(huggingFaceName: config.hiddenAct ?? "silu", configPath: checkpoint.configURL.path))
+            activation: try Activation(huggingFaceName: config.hiddenAct ?? "silu", configPath: checkpoint.configURL.path)) }
 
         return TransformerBlock(
-            attention: AttentionBranch(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
                 inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: config.rmsNormEps),
-                attention: attention),
-            mlp: MLPBranch(
+                attention: try attention()),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
                 inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: config.rmsNormEps),
-                feedForward: feedForward),
+                feedForward: try feedForward()),
             residual: .sequential)
     }
 }

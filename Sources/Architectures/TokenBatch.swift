@@ -23,6 +23,13 @@ public struct TokenBatch: Sendable {
         self.positions = positions
     }
 
+    /// One token at an absolute position (incremental decoding).
+    public init(token: Int, position: Int) {
+        tokenIDs = [token]
+        sequences = [0..<1]
+        positions = [position]
+    }
+
     public var tokenCount: Int { tokenIDs.count }
     public var longestSequence: Int { sequences.map(\.count).max() ?? 0 }
 }

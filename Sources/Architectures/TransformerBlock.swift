@@ -45,13 +45,14 @@ public struct MLPBranch: Sendable {
     }
 }
 
-/// A transformer block as droptrace sees it: two residual branches.
+/// A transformer block as droptrace sees it: two residual branches, either
+/// of which may be dropped (nil).
 public struct TransformerBlock: Sendable {
-    public let attention: AttentionBranch
-    public let mlp: MLPBranch
+    public let attention: AttentionBranch?
+    public let mlp: MLPBranch?
     public let residual: ResidualStyle
 
-    public init(attention: AttentionBranch, mlp: MLPBranch, residual: ResidualStyle) {
+    public init(attention: AttentionBranch?, mlp: MLPBranch?, residual: ResidualStyle) {
         self.attention = attention
         self.mlp = mlp
         self.residual = residual

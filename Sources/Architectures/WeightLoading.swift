@@ -25,7 +25,14 @@ struct Weights {
         try tensor(name, shape).floats()
     }
 
-    func has(_ name: String) -> Bool { checkpoint.hasTensor(prefix + name) }
+    func has(_ name: String, absolute: Bool = false) -> Bool { checkpoint.hasTensor(absolute ? name : prefix + name) }
+
+    /// A bias-free [out, in] projection named without the model prefix (LM heads sit outside it).
+    func absoluteLinear(_ name: String, in inFeatures: Int, out outFeatures: Int) throws -> Linear {
+        Linear(
+            weight: try checkpoint.tensor(name + ".weight", shape: [outFeatures, inFeatures]).floats(),
+            bias: nil, inFeatures: inFeatures, outFeatures: outFeatures)
+    }
 
     /// A torch.nn.Linear: weight [out, in], bias [out] when `bias`.
     func linear(_ name: String, in inFeatures: Int, out outFeatures: Int, bias: Bool) throws -> Linear {

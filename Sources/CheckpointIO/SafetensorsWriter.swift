@@ -8,6 +8,8 @@ public enum SafetensorsWriter {
         public var dtype: TensorDType
         public var shape: [Int]
         public var bytes: Data
+        /// The mapping `bytes` points into, kept open as long as the entry lives.
+        private var mapping: MappedFile?
 
         public init(name: String, dtype: TensorDType, shape: [Int], bytes: Data) {
             precondition(bytes.count == shape.reduce(1, *) * dtype.byteSize, "tensor \(name): byte count does not match shape")
@@ -17,19 +19,48 @@ public enum SafetensorsWriter {
             self.bytes = bytes
         }
 
-        /// An entry holding a slice's bytes as they are on disk.
+        /// An entry holding a slice's bytes as they are on disk (not copied:
+        /// valid while the slice's checkpoint is open).
         public init(_ slice: TensorSlice, renamedTo name: String? = nil) {
             self.init(
                 name: name ?? slice.name, dtype: slice.dtype, shape: slice.shape,
-                bytes: Data(bytes: slice.data, count: slice.elementCount * slice.dtype.byteSize))
+                bytes: Data(
+                    bytesNoCopy: UnsafeMutableRawPointer(mutating: slice.data),
+                    count: slice.elementCount * slice.dtype.byteSize, deallocator: .none))
+            mapping = slice.owner
+        }
+    }
+
+    /// Writes a file, streaming the tensor bytes rather than assembling them in memory.
+    public static func write(_ entries: [Entry], to url: URL, metadata: [String: String] = ["format": "pt"]) throws {
+        let sorted = entries.sorted { $0.name < $1.name }
+        guard FileManager.default.createFile(atPath: url.path, contents: try header(sorted, metadata: metadata)),
+              let handle = FileHandle(forWritingAtPath: url.path)
+        else {
+            throw DroptraceError("cannot create file", path: url.path)
+        }
+        defer { try? handle.close() }
+        do {
+            try handle.seekToEnd()
+            for entry in sorted { try handle.write(contentsOf: entry.bytes) }
+            try handle.synchronize()
+        } catch {
+            throw DroptraceError("cannot write: \(error.localizedDescription)", path: url.path)
         }
     }
 
     /// The file's bytes: header (sorted by name, padded to 8 bytes) then data.
     public static func encode(_ entries: [Entry], metadata: [String: String] = ["format": "pt"]) throws -> Data {
+        let sorted = entries.sorted { $0.name < $1.name }
+        var file = try header(sorted, metadata: metadata)
+        for entry in sorted { file.append(entry.bytes) }
+        return file
+    }
+
+    /// The length prefix and JSON header for `sorted` entries.
+    private static func header(_ sorted: [Entry], metadata: [String: String]) throws -> Data {
         var header: [String: Any] = ["__metadata__": metadata]
         var offset = 0
-        let sorted = entries.sorted { $0.name < $1.name }
         for entry in sorted {
             header[entry.name] = [
                 "dtype": entry.dtype.rawValue, "shape": entry.shape, "data_offsets": [offset, offset + entry.bytes.count],
@@ -42,7 +73,6 @@ public enum SafetensorsWriter {
         var file = Data()
         withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { file.append(contentsOf: $0) }
         file.append(headerBytes)
-        for entry in sorted { file.append(entry.bytes) }
         return file
     }
 }

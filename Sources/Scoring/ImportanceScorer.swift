@@ -31,40 +31,36 @@ public struct ImportanceScorer {
         }
     }
 
+    /// Importance of every module with the modules of `plan` dropped (their
+    /// scores are NaN), from one pass.
     /// - Parameter progress: called after each layer with (done, total).
     public func score(
-        _ sequences: [[Int]], calibrationPath: String, progress: ((Int, Int) -> Void)? = nil
+        _ sequences: [[Int]], calibrationPath: String, dropping plan: DropPlan = .none,
+        progress: ((Int, Int) -> Void)? = nil
     ) throws -> ModuleScores {
         try validate(sequences, calibrationPath: calibrationPath)
-        let batch = TokenBatch(sequences: sequences)
         let layers = model.layerCount
-        var attention = [Double](), mlp = [Double](), block = [Double]()
+        var attention = [Double](repeating: .nan, count: layers)
+        var mlp = attention, block = attention
         var gap = [[Double]](repeating: [Double](repeating: .nan, count: layers), count: layers)
         // Hidden states at block boundaries, for the block-gap similarities.
         var boundaries: [Matrix] = []
 
-        var x = try model.embed(batch)
-        for index in 0..<layers {
-            let layer = try model.block(index)
-            let attended = x.adding(layer.attention(x, batch))
-            let y: Matrix
-            switch layer.residual {
-            case .sequential:
-                y = attended.adding(layer.mlp(attended))
-                mlp.append(1 - (try meanCosine(attended, y, layer: index, what: "MLP output")))
-            case .parallel:
-                let mlpOut = layer.mlp(x)
-                mlp.append(1 - (try meanCosine(x, x.adding(mlpOut), layer: index, what: "MLP output")))
-                y = attended.adding(mlpOut)
+        try LayerwiseForward(model: model, plan: plan).run(TokenBatch(sequences: sequences)) { step in
+            let index = step.index
+            if let attended = step.attentionResidual {
+                attention[index] = 1 - (try meanCosine(step.input, attended, layer: index, what: "attention output"))
             }
-            attention.append(1 - (try meanCosine(x, attended, layer: index, what: "attention output")))
-            block.append(1 - (try meanCosine(x, y, layer: index, what: "block output")))
-
-            boundaries.append(x)
+            if let mlpResidual = step.mlpResidual {
+                mlp[index] = 1 - (try meanCosine(step.mlpInput, mlpResidual, layer: index, what: "MLP output"))
+            }
+            if !step.isDropped {
+                block[index] = 1 - (try meanCosine(step.input, step.output, layer: index, what: "block output"))
+            }
+            boundaries.append(step.input)
             for start in 0...index {
-                gap[start][index - start] = try meanCosine(boundaries[start], y, layer: index, what: "block output")
+                gap[start][index - start] = try meanCosine(boundaries[start], step.output, layer: index, what: "block output")
             }
-            x = y
             progress?(index + 1, layers)
         }
         return ModuleScores(attention: attention, mlp: mlp, block: block, blockGap: gap)

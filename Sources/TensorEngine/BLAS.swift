@@ -25,6 +25,16 @@ public enum BLAS {
             Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
+    /// y[m] = alpha · op(A) · x + beta · y, A row-major m×n (op: A or Aᵀ).
+    @inline(__always)
+    public static func gemv(
+        m: Int, n: Int, _ a: UnsafePointer<Float>, lda: Int, transpose: Bool = false,
+        _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, alpha: Float = 1, beta: Float = 0
+    ) {
+        cblas_sgemv(
+            CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), alpha, a, Int32(lda), x, 1, beta, y, 1)
+    }
+
     /// Runs `body` with OpenBLAS single-threaded, for when the caller already
     /// runs one small GEMM per thread (per-head attention).
     public static func singleThreaded<T>(_ body: () throws -> T) rethrows -> T {

@@ -352,6 +352,7 @@ def to_bf16_in_place(ckpt):
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
     save_file(tensors, str(path), metadata=meta)
+    os.chmod(path, 0o644)  # safetensors creates it 0600
     cfg_path = ckpt / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["dtype"] = "bfloat16"

@@ -1,0 +1,51 @@
+import Foundation
+import TensorEngine
+
+/// The final norm and the projection to vocabulary logits.
+public struct OutputHead: Sendable {
+    public let norm: Normalization
+    public let projection: Linear
+
+    public init(norm: Normalization, projection: Linear) {
+        self.norm = norm
+        self.projection = projection
+    }
+
+    public var vocabularySize: Int { projection.outFeatures }
+
+    /// Log-probabilities (natural log) of `targets[r]` given row r of the
+    /// final hidden state, computed in chunks of rows so the [rows × vocab]
+    /// logits never exist all at once. Rows with a negative target are skipped (NaN).
+    public func logProbabilities(_ hidden: Matrix, targets: [Int], chunkRows: Int = 512) -> [Double] {
+        precondition(targets.count == hidden.rows)
+        var result = [Double](repeating: .nan, count: hidden.rows)
+        let vocabulary = vocabularySize
+        var start = 0
+        while start < hidden.rows {
+            let end = min(hidden.rows, start + chunkRows)
+            let rows = Matrix(rows: end - start, cols: hidden.cols, data: Array(hidden.data[(start * hidden.cols)..<(end * hidden.cols)]))
+            let logits = projection(norm(rows))
+            logits.data.withUnsafeBufferPointer { values in
+                result.withUnsafeMutableBufferPointer { out in
+                    parallelFor(chunks: end - start, minimumChunk: 8) { range in
+                        for r in range where targets[start + r] >= 0 {
+                            let row = values.baseAddress! + r * vocabulary
+                            var maximum = -Float.infinity
+                            for j in 0..<vocabulary { maximum = max(maximum, row[j]) }
+                            var sum = 0.0
+                            for j in 0..<vocabulary { sum += Double(exp(row[j] - maximum)) }
+                            out[start + r] = Double(row[targets[start + r]] - maximum) - log(sum)
+                        }
+                    }
+                }
+            }
+            start = end
+        }
+        return result
+    }
+
+    /// Logits of selected rows (for checks and decoding).
+    public func logits(_ hidden: Matrix) -> Matrix {
+        projection(norm(hidden))
+    }
+}

@@ -1,0 +1,165 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Scoring
+import Tokenization
+
+/// Everything `droptrace drop` is asked to do.
+public struct DropRequest: Sendable {
+    public var checkpoint: URL
+    public var target: DropTarget
+    public var count: Int
+    public var iterative = false
+    public var consecutive = false
+    public var calibration: CalibrationSource
+    public var evaluation: CalibrationSource?
+    public var tasks: URL?
+    public var export: URL?
+
+    public init(checkpoint: URL, target: DropTarget, count: Int, calibration: CalibrationSource) {
+        self.checkpoint = checkpoint
+        self.target = target
+        self.count = count
+        self.calibration = calibration
+    }
+}
+
+/// Full vs dropped.
+public struct Comparison<Value: Codable & Sendable & Equatable>: Codable, Sendable, Equatable {
+    public var full: Value
+    public var dropped: Value
+}
+
+public struct Accuracy: Codable, Sendable, Equatable {
+    public var acc: Double
+    public var accNorm: Double
+    enum CodingKeys: String, CodingKey { case acc, accNorm = "acc_norm" }
+}
+
+/// What `droptrace drop` found and measured; its --json output.
+public struct DropResult: Encodable, Sendable {
+    public var target: String
+    public var count: Int
+    public var iterative: Bool
+    public var droppedAttention: [Int]
+    public var droppedMLP: [Int]
+    public var droppedBlocks: [Int]
+    /// 1 − importance of every module of the full model (NaN as null).
+    public var similarities: [String: [Double?]]
+    public var perplexity: Comparison<Double>?
+    public var tasks: Comparison<Accuracy>?
+    public var speed: Comparison<SpeedReport>
+    /// Speed-up in percent (dropped vs full): prefill throughput and decode latency.
+    public var prefillSpeedupPercent: Double
+    public var decodeSpeedupPercent: Double
+    public var flopsSavedPercent: Double
+    public var kvCacheSavedPercent: Double
+    /// The paper's speedup-degradation ratio: performance lost (%) per speed-up (%),
+    /// on task accuracy when tasks were given, else on perplexity.
+    public var sdr: Double?
+    public var export: String?
+
+    enum CodingKeys: String, CodingKey {
+        case target, count, iterative, similarities, perplexity, tasks, speed, sdr, export
+        case droppedAttention = "dropped_attention"
+        case droppedMLP = "dropped_mlp"
+        case droppedBlocks = "dropped_blocks"
+        case prefillSpeedupPercent = "prefill_speedup_percent"
+        case decodeSpeedupPercent = "decode_speedup_percent"
+        case flopsSavedPercent = "flops_saved_percent"
+        case kvCacheSavedPercent = "kv_cache_saved_percent"
+    }
+}
+
+public enum DropRun {
+    public static func run(_ request: DropRequest, log: (String) -> Void = { _ in }) throws -> DropResult {
+        if request.consecutive && request.target != .block {
+            throw DroptraceError("--consecutive applies to --target block only")
+        }
+        if request.consecutive && request.iterative {
+            throw DroptraceError("--consecutive and --iterative cannot be combined")
+        }
+        let model = try ModelRegistry.load(try Checkpoint(directory: request.checkpoint))
+        try DropSelection.check(request.target, count: request.count, layers: model.layerCount)
+        let calibration = try CheckpointScoring.loadCalibration(request.calibration, for: model, warn: log)
+        let scorer = ImportanceScorer(model: model)
+        func score(_ plan: DropPlan) throws -> ModuleScores {
+            try scorer.score(calibration.sequences, calibrationPath: request.calibration.url.path, dropping: plan)
+        }
+
+        log("scoring \(model.layerCount) layers on \(calibration.tokenCount) calibration tokens")
+        let full = try score(.none)
+        let plan: DropPlan
+        if request.iterative {
+            plan = try DropSelection.iterative(request.target, count: request.count, layers: model.layerCount) { current in
+                current.isEmpty ? full : try score(current)
+            }.plan
+        } else if request.consecutive {
+            plan = try DropSelection.consecutiveBlocks(count: request.count, scores: full)
+        } else {
+            plan = try DropSelection.oneShot(request.target, count: request.count, scores: full)
+        }
+
+        let windows = try request.evaluation.map { source in
+            try CheckpointScoring.loadCalibration(source, for: model, warn: log).sequences
+        } ?? calibration.sequences
+        var perplexity: Comparison<Double>?
+        if let evaluation = request.evaluation {
+            log("perplexity on \(windows.count) windows")
+            func loss(_ plan: DropPlan) throws -> Double {
+                try LanguageModelLoss.evaluate(model: model, plan: plan, windows: windows, sourcePath: evaluation.url.path).perplexity
+            }
+            perplexity = Comparison(full: try loss(.none), dropped: try loss(plan))
+        }
+        var accuracy: Comparison<Accuracy>?
+        if let tasks = request.tasks {
+            let items = try MultipleChoiceItem.load(tasks)
+            let tokenizer = try Tokenizer(contentsOf: model.checkpoint.directory.appendingPathComponent("tokenizer.json"))
+            log("\(items.count) task items")
+            func measure(_ plan: DropPlan) throws -> Accuracy {
+                let scores = try TaskScores.evaluate(model: model, plan: plan, tokenizer: tokenizer, items: items, sourcePath: tasks.path)
+                return Accuracy(acc: scores.accuracy, accNorm: scores.normalizedAccuracy)
+            }
+            accuracy = Comparison(full: try measure(.none), dropped: try measure(plan))
+        }
+        log("timing prefill and decoding")
+        let speed = Comparison(
+            full: try SpeedMeasurement.measure(model: model, plan: .none, windows: windows),
+            dropped: try SpeedMeasurement.measure(model: model, plan: plan, windows: windows))
+
+        if let export = request.export {
+            try DroppedModelExport.write(model: model, plan: plan, to: export)
+            log("exported the dropped model to \(export.path)")
+        }
+        return result(request, model: model, plan: plan, scores: full, perplexity: perplexity, accuracy: accuracy, speed: speed)
+    }
+
+    static func result(
+        _ request: DropRequest, model: any LanguageModel, plan: DropPlan, scores: ModuleScores,
+        perplexity: Comparison<Double>?, accuracy: Comparison<Accuracy>?, speed: Comparison<SpeedReport>
+    ) -> DropResult {
+        let layers = 0..<model.layerCount
+        func similarity(_ values: [Double]) -> [Double?] { values.map { $0.isNaN ? nil : 1 - $0 } }
+        let decodeSpeedup = 100 * (speed.full.decodeMillisecondsPerToken / speed.dropped.decodeMillisecondsPerToken - 1)
+        var degradation: Double?
+        if let accuracy {
+            degradation = 100 * (accuracy.full.acc - accuracy.dropped.acc) / max(accuracy.full.acc, 1e-12)
+        } else if let perplexity {
+            degradation = 100 * (perplexity.dropped / perplexity.full - 1)
+        }
+        let fullKV = Double(speed.full.kvCacheBytesPerToken)
+        return DropResult(
+            target: request.target.rawValue, count: request.count, iterative: request.iterative,
+            droppedAttention: layers.filter(plan.dropsAttention), droppedMLP: layers.filter(plan.dropsMLP),
+            droppedBlocks: plan.blocks.sorted(),
+            similarities: ["attention": similarity(scores.attention), "mlp": similarity(scores.mlp), "block": similarity(scores.block)],
+            perplexity: perplexity, tasks: accuracy, speed: speed,
+            prefillSpeedupPercent: 100 * (speed.dropped.prefillTokensPerSecond / speed.full.prefillTokensPerSecond - 1),
+            decodeSpeedupPercent: decodeSpeedup,
+            flopsSavedPercent: 100 * (1 - speed.dropped.flopsPerToken / speed.full.flopsPerToken),
+            kvCacheSavedPercent: fullKV > 0 ? 100 * (1 - Double(speed.dropped.kvCacheBytesPerToken) / fullKV) : 0,
+            sdr: degradation.flatMap { decodeSpeedup != 0 ? $0 / decodeSpeedup : nil },
+            export: request.export?.path)
+    }
+}

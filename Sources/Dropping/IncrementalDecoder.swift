@@ -1,0 +1,109 @@
+import Architectures
+import Foundation
+import TensorEngine
+
+/// Token-by-token decoding with a key/value cache, to measure what dropping
+/// saves at generation time. A dropped attention layer has no cache at all.
+final class IncrementalDecoder {
+    private let model: any LanguageModel
+    private let blocks: [TransformerBlock?]
+    private var caches: [KeyValueCache?]
+
+    init(model: any LanguageModel, plan: DropPlan, capacity: Int) throws {
+        self.model = model
+        blocks = try (0..<model.layerCount).map { plan.blocks.contains($0) ? nil : try model.block($0, skipping: plan) }
+        caches = blocks.map { block in
+            block?.attention.map { KeyValueCache(layout: $0.attention.layout, capacity: capacity) }
+        }
+    }
+
+    /// Bytes the caches hold per token (Float32, as this engine stores them).
+    var cacheBytesPerToken: Int {
+        caches.compactMap { $0 }.reduce(0) { $0 + 2 * $1.width * MemoryLayout<Float>.size }
+    }
+
+    /// Runs one token through every block; returns the final hidden state.
+    func step(token: Int, position: Int) throws -> Matrix {
+        let batch = TokenBatch(token: token, position: position)
+        var x = try model.embed(batch)
+        for (index, block) in blocks.enumerated() {
+            guard let block else { continue }
+            let attended = block.attention.map { branch -> Matrix in
+                var out = caches[index]!.attend(branch.inputNorm(x), with: branch.attention, position: position)
+                if let norm = branch.outputNorm { out = norm(out) }
+                return x.adding(out)
+            }
+            switch block.residual {
+            case .sequential:
+                let h = attended ?? x
+                x = block.mlp.map { h.adding($0(h)) } ?? h
+            case .parallel:
+                let base = attended ?? x
+                x = block.mlp.map { base.adding($0(x)) } ?? base
+            }
+        }
+        return x
+    }
+}
+
+/// Keys and values of one attention layer for every position so far.
+struct KeyValueCache {
+    let layout: QKVLayout
+    private var keys: [Float]
+    private var values: [Float]
+    private(set) var length = 0
+
+    init(layout: QKVLayout, capacity: Int) {
+        self.layout = layout
+        keys = [Float](repeating: 0, count: capacity * layout.numKVHeads * layout.headDim)
+        values = keys
+    }
+
+    var width: Int { layout.numKVHeads * layout.headDim }
+
+    /// Attention of the new token over the cache (itself included), after
+    /// appending its key and value; returns the output projection.
+    mutating func attend(_ x: Matrix, with attention: SelfAttention, position: Int) -> Matrix {
+        var qkv = attention.qkv(x)
+        let layout = self.layout, headDim = layout.headDim, width = self.width
+        if let rotary = attention.rotary {
+            let heads = (0..<layout.numHeads).map(layout.queryOffset(head:)) + (0..<layout.numKVHeads).map(layout.keyOffset(kvHead:))
+            qkv.data.withUnsafeMutableBufferPointer {
+                rotary.apply(to: $0.baseAddress!, rowStride: layout.width, headOffsets: heads, positions: [position])
+            }
+        }
+        for g in 0..<layout.numKVHeads {
+            for j in 0..<headDim {
+                keys[length * width + g * headDim + j] = qkv.data[layout.keyOffset(kvHead: g) + j]
+                values[length * width + g * headDim + j] = qkv.data[layout.valueOffset(kvHead: g) + j]
+            }
+        }
+        length += 1
+        let first = attention.slidingWindow.map { max(0, length - $0) } ?? 0
+        let visible = length - first
+        var output = [Float](repeating: 0, count: layout.numHeads * headDim)
+        var scores = [Float](repeating: 0, count: visible)
+        let groupSize = layout.numHeads / layout.numKVHeads
+        keys.withUnsafeBufferPointer { k in
+            values.withUnsafeBufferPointer { v in
+                qkv.data.withUnsafeBufferPointer { q in
+                    for head in 0..<layout.numHeads {
+                        let g = head / groupSize
+                        let keyBase = k.baseAddress! + first * width + g * headDim
+                        BLAS.gemv(m: visible, n: headDim, keyBase, lda: width, q.baseAddress! + layout.queryOffset(head: head),
+                                  &scores, alpha: attention.scale)
+                        let maximum = scores.max() ?? 0
+                        var sum: Float = 0
+                        for j in 0..<visible { scores[j] = exp(scores[j] - maximum); sum += scores[j] }
+                        for j in 0..<visible { scores[j] /= sum }
+                        output.withUnsafeMutableBufferPointer { out in
+                            BLAS.gemv(m: visible, n: headDim, v.baseAddress! + first * width + g * headDim, lda: width,
+                                      transpose: true, scores, out.baseAddress! + head * headDim)
+                        }
+                    }
+                }
+            }
+        }
+        return attention.output(Matrix(rows: 1, cols: output.count, data: output))
+    }
+}

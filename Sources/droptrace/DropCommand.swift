@@ -1,0 +1,88 @@
+import ArgumentParser
+import Dropping
+import Foundation
+import Scoring
+
+extension DropTarget: ExpressibleByArgument {}
+
+struct DropCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "drop",
+        abstract: "Drop the most redundant attention layers, MLPs or blocks, and measure what it costs and saves.",
+        discussion: """
+            Selection follows LLM-Drop: modules are ranked by similarity (1 − importance) on the calibration \
+            data and the K most similar are dropped, all at once (default) or one at a time with the dropped \
+            model rescored in between (--iterative). --target joint ranks attention and MLP layers together \
+            (Joint Layer Drop); --target block --consecutive drops the K contiguous blocks whose boundary \
+            states are most similar. A dropped attention layer or MLP passes its residual through unchanged; \
+            a dropped block is the identity.
+
+            Measures perplexity (--eval), zero-shot multiple-choice accuracy (--tasks: JSONL of \
+            {"context", "choices", "label"}; acc and byte-normalised acc_norm as lm-evaluation-harness), and \
+            speed (prefill tokens/s and per-token decode latency with a KV cache, analytic FLOPs and \
+            KV-cache size) of the full and the dropped model, and the speedup-degradation ratio (SDR).
+
+            --export DIR writes the dropped model: for block drops a standard Hugging Face checkpoint with \
+            the blocks removed; otherwise the weights without the dropped modules and LLM-Drop's \
+            drop_attn_list / drop_mlp_list in config.json. droptrace reads both back.
+
+            Exit codes: 0 success; 1 bad input or failure; 64 invalid usage.
+            """
+    )
+
+    @Argument(help: "Checkpoint directory.")
+    var checkpoint: String
+
+    @Option(help: "What to drop: attention, mlp, block or joint.")
+    var target: DropTarget
+
+    @Option(help: "How many modules (layers, blocks; for joint: attention and MLP modules together).")
+    var count: Int
+
+    @OptionGroup var calibration: CalibrationOptions
+
+    @Flag(help: "Drop one module at a time, rescoring the dropped model in between.")
+    var iterative = false
+
+    @Flag(help: "With --target block: drop K contiguous blocks.")
+    var consecutive = false
+
+    @Option(help: ArgumentHelp("Evaluation text or JSONL for perplexity (cut like the calibration data).", valueName: "file"))
+    var eval: String?
+
+    @Option(help: ArgumentHelp("Multiple-choice task file (JSONL).", valueName: "file"))
+    var tasks: String?
+
+    @Option(help: ArgumentHelp("Write the dropped model to this new directory.", valueName: "dir"))
+    var export: String?
+
+    @OptionGroup var engine: EngineOptions
+
+    @Flag(help: "Print the result as JSON on standard output.")
+    var json = false
+
+    func run() throws {
+        try runReportingErrors { log in
+            engine.apply()
+            var request = DropRequest(
+                checkpoint: URL(fileURLWithPath: checkpoint), target: target, count: count, calibration: calibration.source)
+            request.iterative = iterative
+            request.consecutive = consecutive
+            request.evaluation = eval.map {
+                CalibrationSource(url: URL(fileURLWithPath: $0), seqLen: calibration.seqLen, samples: calibration.samples)
+            }
+            request.tasks = tasks.map { URL(fileURLWithPath: $0) }
+            request.export = export.map { URL(fileURLWithPath: $0) }
+            let result = try DropRun.run(request) { log.info("\($0)") }
+            print(json ? try encodeJSON(result) : DropTable(result).text)
+        }
+    }
+}
+
+/// JSON with NaN and infinities as null.
+func encodeJSON<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}

@@ -1,0 +1,215 @@
+import Architectures
+import CheckpointIO
+@testable import Dropping
+import Foundation
+import Scoring
+import TensorEngine
+import Testing
+import Tokenization
+
+/// Dropping against transformers with the same modules removed
+/// (Fixtures/drop_reference.json, scripts/fixtures/make_drop_references.py).
+@Suite struct DropTests {
+    static let reference: [String: Any] = {
+        let data = try! Data(contentsOf: FixtureFiles.root.appendingPathComponent("drop_reference.json"))
+        return try! JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }()
+
+    static func section(_ name: String) -> [String: Any] { reference[name] as! [String: Any] }
+    static var evalModels: [String] { section("eval").keys.sorted() }
+    static var selectionModels: [String] { section("selection").keys.sorted() }
+
+    static func ints(_ value: Any?) -> [Int] { (value as? [Any] ?? []).map { ($0 as! NSNumber).intValue } }
+    static func doubles(_ value: Any?) -> [Double] { (value as? [Any] ?? []).map { ($0 as? NSNumber)?.doubleValue ?? .nan } }
+
+    static func plan(_ config: [String: Any]) -> DropPlan {
+        DropPlan(attention: Set(ints(config["drop_attention"])), mlp: Set(ints(config["drop_mlp"])), blocks: Set(ints(config["drop_blocks"])))
+    }
+
+    func load(_ model: String) throws -> any LanguageModel {
+        try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(model)))
+    }
+
+    @Test(arguments: ["llama-f32", "qwen2-f32", "gpt_neox-f32", "gpt2-f32"])
+    func lmHeadLogitsMatchTransformers(model name: String) throws {
+        let entry = (Self.section("logits")[name] as! [String: Any])
+        let ids = Self.ints(entry["input_ids"])
+        let expected = Self.doubles(entry["last_position_logits"])
+        let model = try load(name)
+        let hidden = try LayerwiseForward(model: model).run(TokenBatch(sequences: [ids]))
+        let last = Matrix(rows: 1, cols: hidden.cols, data: Array(hidden.data.suffix(hidden.cols)))
+        let logits = try model.head().logits(last).data
+        let worst = zip(logits, expected).map { abs(Double($0) - $1) }.max() ?? .infinity
+        #expect(logits.count == expected.count && worst < 1e-4, "\(name): max logit difference \(worst)")
+    }
+
+    @Test(arguments: DropTests.evalModels)
+    func perplexityMatchesTransformersWithModulesRemoved(model name: String) throws {
+        let entry = Self.section("eval")[name] as! [String: Any]
+        let windows = (entry["windows"] as! [[Any]]).map { $0.map { ($0 as! NSNumber).intValue } }
+        let model = try load(name)
+        let full = try LanguageModelLoss.evaluate(model: model, plan: .none, windows: windows, sourcePath: "eval")
+        let expectedFull = (entry["full"] as! NSNumber).doubleValue
+        #expect(abs(full.perplexity / expectedFull - 1) < 1e-4, "\(name) full: \(full.perplexity) vs \(expectedFull)")
+        #expect(full.predictedTokens == (entry["predicted_tokens"] as! NSNumber).intValue)
+        for config in entry["configs"] as! [[String: Any]] {
+            let dropped = try LanguageModelLoss.evaluate(model: model, plan: Self.plan(config), windows: windows, sourcePath: "eval")
+            let expected = (config["perplexity"] as! NSNumber).doubleValue
+            #expect(abs(dropped.perplexity / expected - 1) < 1e-4, "\(name) \(config["name"]!): \(dropped.perplexity) vs \(expected)")
+            #expect(dropped.perplexity != full.perplexity)
+        }
+    }
+
+    @Test(arguments: ["llama-f32", "qwen2-f32", "gpt_neox-f32", "gpt2-f32", "mistral-f32"])
+    func taskLogLikelihoodsMatchTransformers(model name: String) throws {
+        let tasks = Self.section("tasks")
+        let entry = (tasks["models"] as! [String: Any])[name] as! [String: Any]
+        let items = try MultipleChoiceItem.load(FixtureFiles.root.appendingPathComponent("tasks/tasks.jsonl"))
+        let model = try load(name)
+        let tokenizer = try Tokenizer(contentsOf: FixtureFiles.model(name).appendingPathComponent("tokenizer.json"))
+        var configs = [("full", DropPlan.none, entry["full"] as! [String: Any])]
+        for config in entry["configs"] as! [[String: Any]] { configs.append((config["name"] as! String, Self.plan(config), config)) }
+        for (label, plan, expected) in configs {
+            let scores = try TaskScores.evaluate(model: model, plan: plan, tokenizer: tokenizer, items: items, sourcePath: "tasks")
+            let expectedLogLikelihoods = (expected["logliks"] as! [[Any]]).map { $0.map { ($0 as! NSNumber).doubleValue } }
+            let worst = zip(scores.logLikelihoods.joined(), expectedLogLikelihoods.joined()).map { abs($0 - $1) }.max() ?? .infinity
+            #expect(worst < 1e-3, "\(name) \(label): max log-likelihood difference \(worst)")
+            #expect(scores.accuracy == (expected["acc"] as! NSNumber).doubleValue)
+            #expect(abs(scores.normalizedAccuracy - (expected["acc_norm"] as! NSNumber).doubleValue) < 1e-9)
+        }
+    }
+
+    @Test(arguments: DropTests.selectionModels)
+    func selectionFollowsLLMDropOnTransformersScores(model name: String) throws {
+        let entry = Self.section("selection")[name] as! [String: Any]
+        let model = try load(name)
+        let scorer = ImportanceScorer(model: model)
+        let calibration = FixtureFiles.jsonlSequences()
+        let full = try scorer.score(calibration, calibrationPath: "calib")
+        for case_ in entry["cases"] as! [[String: Any]] {
+            let k = (case_["k"] as! NSNumber).intValue
+            let oneShot = case_["one_shot"] as! [String: Any]
+            #expect(try DropSelection.oneShot(.attention, count: k, scores: full).attention == Set(Self.ints(oneShot["attention"])))
+            #expect(try DropSelection.oneShot(.mlp, count: k, scores: full).mlp == Set(Self.ints(oneShot["mlp"])))
+            #expect(try DropSelection.oneShot(.block, count: k, scores: full).blocks == Set(Self.ints(oneShot["block"])))
+            let joint = try DropSelection.oneShot(.joint, count: k, scores: full)
+            let expectedJoint = oneShot["joint"] as! [String: Any]
+            #expect(joint.attention == Set(Self.ints(expectedJoint["drop_attention"])) && joint.mlp == Set(Self.ints(expectedJoint["drop_mlp"])))
+            let consecutive = try DropSelection.consecutiveBlocks(count: k, scores: full)
+            #expect(consecutive.blocks == Set(Self.ints((oneShot["block_consecutive"] as! [String: Any])["drop_blocks"])))
+
+            let iterative = case_["iterative"] as! [String: Any]
+            let differs = case_["iterative_differs"] as! [String: Bool]
+            for target in DropTarget.allCases {
+                let expected = iterative[target.rawValue] as! [String: Any]
+                let (plan, steps) = try DropSelection.iterative(target, count: k, layers: model.layerCount) {
+                    try scorer.score(calibration, calibrationPath: "calib", dropping: $0)
+                }
+                #expect(plan == Self.plan(expected), "\(name) k=\(k) iterative \(target)")
+                for (step, expectedStep) in zip(steps, expected["steps"] as! [[String: Any]]) {
+                    let scores = expectedStep["scores"] as! [String: Any]
+                    for (mine, theirs) in [(step.attention, scores["attention"]), (step.mlp, scores["mlp"]), (step.block, scores["block"])] {
+                        let worst = zip(mine, Self.doubles(theirs)).map { $0.isNaN && $1.isNaN ? 0 : abs($0 - $1) }.max()!
+                        #expect(worst < 1e-4, "\(name) k=\(k) iterative \(target) rescored: \(worst)")
+                    }
+                }
+                let oneShotPlan = target == .joint ? joint : try DropSelection.oneShot(target, count: k, scores: full)
+                #expect((plan != oneShotPlan) == differs[target.rawValue]!, "\(name) k=\(k) \(target): iterative vs one-shot")
+            }
+        }
+    }
+
+    @Test(arguments: [DropTarget.attention, .joint, .block])
+    func exportRoundTripsWithTheSamePerplexity(target: DropTarget) throws {
+        let scratch = try ScratchDirectory()
+        let model = try load("llama-f32")
+        let plan: DropPlan = switch target {
+        case .block: DropPlan(blocks: [1, 3])
+        case .joint: DropPlan(attention: [1], mlp: [4])
+        default: DropPlan(attention: [1, 3])
+        }
+        let windows = FixtureFiles.jsonlSequences()
+        let expected = try LanguageModelLoss.evaluate(model: model, plan: plan, windows: windows, sourcePath: "eval")
+        let export = scratch.path("export")
+        try DroppedModelExport.write(model: model, plan: plan, to: export)
+
+        let exported = try ModelRegistry.load(try Checkpoint(directory: export))
+        let loss = try LanguageModelLoss.evaluate(model: exported, plan: .none, windows: windows, sourcePath: "eval")
+        #expect(abs(loss.perplexity / expected.perplexity - 1) < 1e-6)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: export.appendingPathComponent("config.json"))) as! [String: Any]
+        let names = try Checkpoint(directory: export).tensorNames
+        if target == .block {
+            #expect((config["num_hidden_layers"] as! NSNumber).intValue == 3)
+            #expect(config["drop_attn_list"] == nil)
+            #expect(names.contains("model.layers.2.self_attn.q_proj.weight") && !names.contains { $0.hasPrefix("model.layers.3.") })
+        } else {
+            #expect(Self.ints(config["drop_attn_list"]) == plan.attention.sorted())
+            #expect(!names.contains("model.layers.1.self_attn.q_proj.weight") && !names.contains("model.layers.1.input_layernorm.weight"))
+            #expect(names.contains("model.layers.1.mlp.up_proj.weight"))
+        }
+        #expect(FileManager.default.fileExists(atPath: export.appendingPathComponent("tokenizer.json").path))
+        #expect(throws: (any Error).self) { try DroppedModelExport.write(model: model, plan: plan, to: export) }
+    }
+
+    @Test(arguments: ["llama-f32", "mistral-f32", "gpt_neox-f32", "gpt2-f32"])
+    func incrementalDecodingMatchesTheFullForward(model name: String) throws {
+        let model = try load(name)
+        let tokens = Array(FixtureFiles.jsonlSequences()[0].prefix(24))
+        for plan in [DropPlan.none, DropPlan(attention: [1]), DropPlan(blocks: [0])] {
+            let full = try LayerwiseForward(model: model, plan: plan).run(TokenBatch(sequences: [tokens]))
+            let decoder = try IncrementalDecoder(model: model, plan: plan, capacity: tokens.count)
+            var last = Matrix(zeros: 1, full.cols)
+            for (position, token) in tokens.enumerated() { last = try decoder.step(token: token, position: position) }
+            let expected = full.data.suffix(full.cols)
+            let worst = zip(last.data, expected).map { abs($0 - $1) }.max()!
+            #expect(worst < 1e-4, "\(name) \(plan): \(worst)")
+        }
+    }
+
+    @Test func droppingAttentionSavesFLOPsAndCache() throws {
+        let model = try load("llama-f32")
+        let windows = FixtureFiles.jsonlSequences()
+        let full = try SpeedMeasurement.measure(model: model, plan: .none, windows: windows, decodeSteps: 8, repeats: 1)
+        let dropped = try SpeedMeasurement.measure(model: model, plan: DropPlan(attention: [1, 3]), windows: windows, decodeSteps: 8, repeats: 1)
+        #expect(dropped.kvCacheBytesPerToken * 5 == full.kvCacheBytesPerToken * 3)
+        #expect(dropped.flopsPerToken < full.flopsPerToken)
+        #expect(full.kvCacheBytesPerToken == 5 * 2 * 2 * 12 * 4)
+    }
+
+    @Test func badArgumentsAreRefused() throws {
+        let calibration = FixtureFiles.calibrationJSONL.path
+        let model = FixtureFiles.model("llama-f32").path
+        let cases: [([String], Int32, String)] = [
+            (["--target", "attention", "--count", "6"], 1, "larger than"),
+            (["--target", "block", "--count", "5"], 1, "every"),
+            (["--target", "joint", "--count", "10"], 1, "every"),
+            (["--target", "heads", "--count", "1"], 64, "heads"),
+            (["--target", "attention", "--count", "2", "--consecutive"], 1, "--consecutive"),
+            (["--target", "mlp", "--count", "0"], 1, "at least 1"),
+        ]
+        for (arguments, status, phrase) in cases {
+            let result = try DroptraceCommand.run(["drop", model, "--calibration", calibration] + arguments)
+            #expect(result.status == status, "\(arguments): \(result.stderr)")
+            #expect(result.stderr.contains(phrase), "\(arguments): \(result.stderr)")
+        }
+    }
+
+    @Test func dropCommandPrintsJSON() throws {
+        let scratch = try ScratchDirectory()
+        let result = try DroptraceCommand.run([
+            "drop", FixtureFiles.model("gpt2-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--target", "attention", "--count", "2", "--eval", FixtureFiles.calibrationText.path, "--seq-len", "32",
+            "--tasks", FixtureFiles.root.appendingPathComponent("tasks/tasks.jsonl").path, "--json",
+            "--export", scratch.path("out").path,
+        ])
+        try #require(result.status == 0, "\(result.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        #expect(json["target"] as? String == "attention" && (json["count"] as? NSNumber)?.intValue == 2)
+        #expect((json["dropped_attention"] as? [Any])?.count == 2 && (json["dropped_mlp"] as? [Any])?.isEmpty == true)
+        let perplexity = json["perplexity"] as! [String: Any]
+        #expect(perplexity["full"] is NSNumber && perplexity["dropped"] is NSNumber)
+        #expect((json["similarities"] as! [String: Any]).keys.sorted() == ["attention", "block", "mlp"])
+        #expect(json["tasks"] != nil && json["speed"] != nil)
+        #expect(FileManager.default.fileExists(atPath: scratch.path("out/config.json").path))
+    }
+}
