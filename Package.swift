@@ -48,7 +48,8 @@ let package = Package(
         .target(
             name: "Pipeline",
             dependencies: [
-                "Scoring", "ScoreStore", "CheckpointIO", "Architectures", "Analysis", "Reporting", "DroptraceSupport",
+                "Scoring", "ScoreStore", "CheckpointIO", "Architectures", "Analysis", "Reporting", "Dropping",
+                "DroptraceSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ]

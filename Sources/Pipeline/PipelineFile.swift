@@ -13,6 +13,7 @@ import Yams
 ///     seq_len: 128
 ///     samples: 16
 ///     drop_k: [2, 4]
+///     eval: ../data/eval.txt               # optional: perplexity full vs dropped
 ///     output: ../reports/demo
 public struct PipelineFile: Decodable {
     public var title: String?
@@ -23,9 +24,11 @@ public struct PipelineFile: Decodable {
     public var samples: Int?
     public var dropK: [Int]?
     public var output: String
+    /// Evaluation text or JSONL: perplexity per checkpoint, full and dropped.
+    public var eval: String?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case title, series, checkpoints, calibration, samples, output
+        case title, series, checkpoints, calibration, samples, output, eval
         case seqLen = "seq_len"
         case dropK = "drop_k"
     }
@@ -76,6 +79,7 @@ public struct PipelineFile: Decodable {
         return TraceOptions(
             checkpoints: series.map { .series(resolve($0)) } ?? .list((checkpoints ?? []).map(resolve)),
             calibration: CalibrationSource(url: resolve(calibration), seqLen: seqLen, samples: samples),
-            output: resolve(output), dropK: dropK, force: force, title: title)
+            output: resolve(output), dropK: dropK, force: force, title: title,
+            evaluation: eval.map { CalibrationSource(url: resolve($0), seqLen: seqLen, samples: samples) })
     }
 }

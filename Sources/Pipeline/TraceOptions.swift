@@ -20,11 +20,15 @@ public struct TraceOptions: Sendable {
     public var force: Bool
     /// The report's title; nil: derived from the series.
     public var title: String?
+    /// Evaluation data: when given, each checkpoint's perplexity in full and
+    /// without its own / the final checkpoint's drop-k attention layers.
+    public var evaluation: CalibrationSource?
 
     public init(
         checkpoints: Checkpoints, calibration: CalibrationSource, output: URL, dropK: [Int]? = nil,
-        force: Bool = false, title: String? = nil
+        force: Bool = false, title: String? = nil, evaluation: CalibrationSource? = nil
     ) {
+        self.evaluation = evaluation
         self.checkpoints = checkpoints
         self.calibration = calibration
         self.output = output

@@ -27,9 +27,11 @@ public struct TraceSummary: Sendable {
 /// persisting what it produced. The store is rewritten atomically after
 /// every newly scored checkpoint, so a run killed at any moment keeps all
 /// checkpoints scored before it.
-public struct TraceRun {
+public final class TraceRun {
     public let options: TraceOptions
     let log: Logger
+    /// Perplexities carried from run to run (and through every rewrite of the store).
+    private var evaluation = DropEvaluation()
 
     public init(options: TraceOptions, log: Logger) {
         self.options = options
@@ -56,12 +58,13 @@ public struct TraceRun {
 
         // Score what the store does not have yet.
         var store = try existingStore()
+        evaluation = try store.flatMap { try existingEvaluation($0) } ?? DropEvaluation()
         guard !discovered.ready.isEmpty else {
             if store == nil {
                 log.warning("no finished checkpoints yet; nothing to do")
                 return summary
             }
-            return try finish(store!, summary: summary)
+            return try finish(store!, onDisk: [], summary: summary)
         }
         let calibration = try CalibrationPlan(source: options.calibration, checkpoints: discovered.ready, log: log)
         if let existing = store, !options.force {
@@ -104,15 +107,25 @@ public struct TraceRun {
         guard let final = store else {
             throw DroptraceError("no checkpoint could be scored", path: options.output.path)
         }
-        return try finish(final, summary: summary)
+        return try finish(final, onDisk: discovered.ready, summary: summary)
     }
 
-    /// Analyze and report on the store as it now stands.
-    private func finish(_ store: ScoreFile, summary: TraceSummary) throws -> TraceSummary {
+    /// Analyze, evaluate and report on the store as it now stands.
+    private func finish(_ store: ScoreFile, onDisk: [DiscoveredCheckpoint], summary: TraceSummary) throws -> TraceSummary {
         var summary = summary
-        try write(store)
         let analysis = try SeriesAnalysis(rows: store.rows, dropK: options.dropK)
-        summary.report = try ReportWriter(title: options.title, scoreFile: store, analysis: analysis).write(to: options.output)
+        if let source = options.evaluation {
+            try evaluation.update(store: store, analysis: analysis, onDisk: onDisk, source: source) { log.info("\($0)") }
+        }
+        try write(store)
+        var sections: [ReportSection] = []
+        if !evaluation.byCheckpoint.isEmpty {
+            sections.append(ReportSection(
+                title: "Does dropping work at every stage?",
+                body: evaluation.reportSection(rows: store.rows, dropK: analysis.dropK)))
+        }
+        summary.report = try ReportWriter(title: options.title, scoreFile: store, analysis: analysis, extraSections: sections)
+            .write(to: options.output)
         log.info("report: \(summary.report!.path)")
         return summary
     }
@@ -121,9 +134,11 @@ public struct TraceRun {
     /// `droptrace report` can rebuild the same report), atomically.
     private func write(_ store: ScoreFile) throws {
         let analysis = try SeriesAnalysis(rows: store.rows, dropK: options.dropK)
+        let (evaluation, title) = (self.evaluation, options.title)
         try store.write(to: options.storeURL) { file in
             try analysis.write(into: file)
-            if let title = options.title { try file.setAttribute(Self.titleAttribute, title) }
+            try evaluation.write(into: file, rows: store.rows, dropK: analysis.dropK)
+            if let title { try file.setAttribute(Self.titleAttribute, title) }
         }
     }
 
@@ -139,6 +154,12 @@ public struct TraceRun {
                 try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
             }
         }
+    }
+
+    private func existingEvaluation(_ store: ScoreFile) throws -> DropEvaluation? {
+        let file = try HDF5File.open(at: options.storeURL)
+        defer { try? file.close() }
+        return try DropEvaluation.read(from: file, rows: store.rows)
     }
 
     private func existingStore() throws -> ScoreFile? {

@@ -3,6 +3,7 @@ import DroptraceSupport
 import Foundation
 import Logging
 import Pipeline
+import Scoring
 
 /// Exit status when another run holds the output directory's lock
 /// (EX_TEMPFAIL: try again later).
@@ -45,6 +46,11 @@ struct TraceCommand: ParsableCommand {
     @Option(help: "Report title.")
     var title: String?
 
+    @Option(help: ArgumentHelp(
+        "Evaluation text or JSONL: the report adds each checkpoint's perplexity in full, without its own drop-k attention layers and without the final checkpoint's.",
+        valueName: "file"))
+    var eval: String?
+
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {
@@ -54,7 +60,10 @@ struct TraceCommand: ParsableCommand {
     func run() throws {
         let options = TraceOptions(
             checkpoints: .series(URL(fileURLWithPath: seriesDir)), calibration: calibration.source,
-            output: URL(fileURLWithPath: output), dropK: dropK.isEmpty ? nil : dropK, force: force, title: title)
+            output: URL(fileURLWithPath: output), dropK: dropK.isEmpty ? nil : dropK, force: force, title: title,
+            evaluation: eval.map {
+                CalibrationSource(url: URL(fileURLWithPath: $0), seqLen: calibration.seqLen, samples: calibration.samples)
+            })
         try runTrace(options, engine: engine)
     }
 }
@@ -65,7 +74,7 @@ struct RunCommand: ParsableCommand {
         abstract: "Run a pipeline file (YAML): the declarative form of `trace`.",
         discussion: """
             Settings: title, series (a directory) or checkpoints (a list of directories), calibration, \
-            seq_len, samples, drop_k (a list), output. Relative paths are relative to the pipeline file. \
+            seq_len, samples, drop_k (a list), eval (optional evaluation data), output. Relative paths are relative to the pipeline file. \
             See pipelines/ for documented examples.
 
             Exit codes: 0 done; 75 another run holds the lock; 1 error; 64 usage.

@@ -199,3 +199,45 @@ import Glibc
         }
     }
 }
+
+/// `trace --eval`: perplexity per checkpoint, full and with drop sets removed.
+@Suite struct TraceEvaluationTests {
+    @Test func perplexitiesAreStoredReportedAndKeptAcrossRuns() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 100, model: "llama-bf16")
+        try series.add(step: 200, model: "llama-f32")
+        let output = scratch.path("out")
+        func run() throws {
+            let result = try DroptraceCommand.run([
+                "trace", series.directory.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
+                "--eval", FixtureFiles.calibrationText.path, "--seq-len", "32", "--samples", "4", "--drop-k", "2",
+            ])
+            try #require(result.status == 0, "\(result.stderr)")
+        }
+        try run()
+        let store = output.appendingPathComponent("scores.h5")
+        func column(_ name: String) throws -> [Double] {
+            let file = try HDF5File.open(at: store)
+            defer { try? file.close() }
+            return try file.dataset("evaluation/\(name)").read(as: Double.self)
+        }
+        // Same windows as the transformers reference (4 × 32 tokens of calib.txt).
+        let reference = ((DropTests.section("eval")["llama-f32"] as! [String: Any])["full"] as! NSNumber).doubleValue
+        let full = try column("perplexity_full")
+        #expect(full.count == 2 && abs(full[1] / reference - 1) < 1e-4)
+        // At the final checkpoint its own set is the final set.
+        #expect(try column("perplexity_own_k2")[1] == column("perplexity_final_k2")[1])
+        let report = try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8)
+        #expect(report.contains("Does dropping work at every stage?") && report.contains(String(format: "%.3f", full[1])))
+
+        // A new final checkpoint: earlier full values are kept, not recomputed after rotation.
+        try FileManager.default.removeItem(at: series.directory.appendingPathComponent("checkpoint-100"))
+        try series.add(step: 300, model: "llama-bf16")
+        try run()
+        let after = try column("perplexity_full")
+        #expect(after.count == 3 && after[0] == full[0] && after[1] == full[1])
+        #expect(try column("perplexity_final_k2")[0].isNaN, "rotated away before the final set changed")
+        #expect(try !column("perplexity_final_k2")[1].isNaN)
+    }
+}
