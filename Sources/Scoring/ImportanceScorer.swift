@@ -7,9 +7,13 @@ import TensorEngine
 /// tokens (LLM-Drop needs a separate pass per module type).
 public struct ImportanceScorer {
     public let model: any LanguageModel
+    /// Bytes of block-boundary hidden states kept in memory; beyond it they
+    /// go to an unlinked temporary file (see `BoundaryStates`).
+    public var stateMemoryBudget: Int
 
-    public init(model: any LanguageModel) {
+    public init(model: any LanguageModel, stateMemoryBudget: Int = 768 << 20) {
         self.model = model
+        self.stateMemoryBudget = stateMemoryBudget
     }
 
     /// Refuses calibration data the model cannot run, naming the file.
@@ -43,10 +47,11 @@ public struct ImportanceScorer {
         var attention = [Double](repeating: .nan, count: layers)
         var mlp = attention, block = attention
         var gap = [[Double]](repeating: [Double](repeating: .nan, count: layers), count: layers)
-        // Hidden states at block boundaries, for the block-gap similarities.
-        var boundaries: [Matrix] = []
+        let batch = TokenBatch(sequences: sequences)
+        let boundaries = try BoundaryStates(
+            rows: batch.tokenCount, cols: model.hiddenSize, expectedStates: layers, memoryBudget: stateMemoryBudget)
 
-        try LayerwiseForward(model: model, plan: plan).run(TokenBatch(sequences: sequences)) { step in
+        try LayerwiseForward(model: model, plan: plan).run(batch) { step in
             let index = step.index
             if let attended = step.attentionResidual {
                 attention[index] = 1 - (try meanCosine(step.input, attended, layer: index, what: "attention output"))
@@ -57,21 +62,24 @@ public struct ImportanceScorer {
             if !step.isDropped {
                 block[index] = 1 - (try meanCosine(step.input, step.output, layer: index, what: "block output"))
             }
-            boundaries.append(step.input)
-            for start in 0...index {
-                gap[start][index - start] = try meanCosine(boundaries[start], step.output, layer: index, what: "block output")
+            try boundaries.append(step.input)
+            guard let similarities = boundaries.meanCosines(with: step.output) else {
+                throw nonFinite(layer: index, what: "block output")
             }
+            for (start, similarity) in similarities.enumerated() { gap[start][index - start] = similarity }
             progress?(index + 1, layers)
         }
         return ModuleScores(attention: attention, mlp: mlp, block: block, blockGap: gap)
     }
 
     private func meanCosine(_ a: Matrix, _ b: Matrix, layer: Int, what: String) throws -> Double {
-        guard let value = Cosine.mean(a, b) else {
-            throw DroptraceError(
-                "NaN or Inf in the activations of layer \(layer) (\(what)); the weights may be corrupt or overflow in this precision",
-                path: model.checkpoint.directory.path)
-        }
+        guard let value = Cosine.mean(a, b) else { throw nonFinite(layer: layer, what: what) }
         return value
+    }
+
+    private func nonFinite(layer: Int, what: String) -> DroptraceError {
+        DroptraceError(
+            "NaN or Inf in the activations of layer \(layer) (\(what)); the weights may be corrupt or overflow in this precision",
+            path: model.checkpoint.directory.path)
     }
 }

@@ -51,9 +51,11 @@ public struct QKVLayout: Sendable {
 /// Scaled dot-product attention with a causal (optionally sliding-window)
 /// mask, run independently for every sequence and head.
 ///
-/// Each (sequence, head) pair is two GEMMs over strided views of the fused
-/// QKV matrix, so nothing is copied; pairs run in parallel with OpenBLAS
-/// single-threaded inside them.
+/// Each (sequence, head) pair is processed in blocks of query rows; a block
+/// only multiplies against the keys it can see, so the masked upper
+/// triangle (about half the work) is never computed. The GEMMs read strided
+/// views of the fused QKV matrix, so nothing is copied; pairs run in
+/// parallel with OpenBLAS single-threaded inside them.
 public func causalAttention(
     qkv: Matrix, layout: QKVLayout, sequences: [Range<Int>], scale: Float,
     slidingWindow: Int? = nil, logitSoftcap: Float? = nil
@@ -63,8 +65,9 @@ public func causalAttention(
     let outWidth = layout.numHeads * headDim
     let groupSize = layout.numHeads / layout.numKVHeads
     let longest = sequences.map(\.count).max() ?? 0
+    let blockRows = 64
     let workers = min(EngineThreads.count, max(1, sequences.count * layout.numHeads))
-    var scratch = [[Float]](repeating: [Float](repeating: 0, count: longest * longest), count: workers)
+    var scratch = [[Float]](repeating: [Float](repeating: 0, count: blockRows * longest), count: workers)
     var output = Matrix(zeros: qkv.rows, outWidth)
 
     qkv.data.withUnsafeBufferPointer { qkvBuffer in
@@ -78,21 +81,36 @@ public func causalAttention(
                         let sequence = sequences[task / layout.numHeads]
                         let head = task % layout.numHeads
                         let kvHead = head / groupSize
-                        let n = sequence.count
                         let rowStart = base + sequence.lowerBound * stride
+                        let queries = rowStart + layout.queryOffset(head: head)
+                        let keys = rowStart + layout.keyOffset(kvHead: kvHead)
+                        let values = rowStart + layout.valueOffset(kvHead: kvHead)
+                        let outRows = out + sequence.lowerBound * outWidth + head * headDim
                         scratchBuffers[worker].withUnsafeMutableBufferPointer { scores in
-                            let s = scores.baseAddress!
-                            BLAS.gemm(
-                                m: n, n: n, k: headDim,
-                                rowStart + layout.queryOffset(head: head), lda: stride,
-                                rowStart + layout.keyOffset(kvHead: kvHead), ldb: stride, transposeB: true,
-                                s, ldc: n, alpha: scale)
-                            maskedSoftmax(s, n: n, slidingWindow: slidingWindow, softcap: logitSoftcap)
-                            BLAS.gemm(
-                                m: n, n: headDim, k: n,
-                                s, lda: n,
-                                rowStart + layout.valueOffset(kvHead: kvHead), ldb: stride,
-                                out + sequence.lowerBound * outWidth + head * headDim, ldc: outWidth)
+                            for first in Swift.stride(from: 0, to: sequence.count, by: blockRows) {
+                                let rows = min(blockRows, sequence.count - first)
+                                // Keys visible to this block: [keyStart, first + rows).
+                                let keyStart = slidingWindow.map { max(0, first - $0 + 1) } ?? 0
+                                let keyCount = first + rows - keyStart
+                                let s = scores.baseAddress!
+                                BLAS.gemm(
+                                    m: rows, n: keyCount, k: headDim,
+                                    queries + first * stride, lda: stride,
+                                    keys + keyStart * stride, ldb: stride, transposeB: true,
+                                    s, ldc: keyCount, alpha: scale)
+                                for r in 0..<rows {
+                                    let query = first + r
+                                    let visibleStart = (slidingWindow.map { max(0, query - $0 + 1) } ?? 0) - keyStart
+                                    maskedSoftmax(
+                                        s + r * keyCount, count: keyCount, visible: visibleStart..<(query - keyStart + 1),
+                                        softcap: logitSoftcap)
+                                }
+                                BLAS.gemm(
+                                    m: rows, n: headDim, k: keyCount,
+                                    s, lda: keyCount,
+                                    values + keyStart * stride, ldb: stride,
+                                    outRows + first * outWidth, ldc: outWidth)
+                            }
                         }
                     }
                 }
@@ -102,27 +120,23 @@ public func causalAttention(
     return output
 }
 
-/// Row-wise softmax over the visible keys j ≤ i (and i − j < window), with
-/// the masked entries set to zero so the following GEMM ignores them.
+/// Softmax over the `visible` entries of one score row, zeroing the rest so
+/// the following GEMM ignores them.
 @inline(__always)
-private func maskedSoftmax(_ s: UnsafeMutablePointer<Float>, n: Int, slidingWindow: Int?, softcap: Float?) {
-    for i in 0..<n {
-        let row = s + i * n
-        let first = slidingWindow.map { max(0, i - $0 + 1) } ?? 0
-        if let softcap {
-            for j in first...i { row[j] = tanh(row[j] / softcap) * softcap }
-        }
-        var maximum = -Float.infinity
-        for j in first...i { maximum = max(maximum, row[j]) }
-        var sum: Float = 0
-        for j in first...i {
-            let e = exp(row[j] - maximum)
-            row[j] = e
-            sum += e
-        }
-        let inverse = 1 / sum
-        for j in 0..<first { row[j] = 0 }
-        for j in first...i { row[j] *= inverse }
-        for j in (i + 1)..<n { row[j] = 0 }
+private func maskedSoftmax(_ row: UnsafeMutablePointer<Float>, count: Int, visible: Range<Int>, softcap: Float?) {
+    if let softcap {
+        for j in visible { row[j] = tanh(row[j] / softcap) * softcap }
     }
+    var maximum = -Float.infinity
+    for j in visible { maximum = max(maximum, row[j]) }
+    var sum: Float = 0
+    for j in visible {
+        let e = exp(row[j] - maximum)
+        row[j] = e
+        sum += e
+    }
+    let inverse = 1 / sum
+    for j in 0..<visible.lowerBound { row[j] = 0 }
+    for j in visible { row[j] *= inverse }
+    for j in visible.upperBound..<count { row[j] = 0 }
 }

@@ -43,4 +43,14 @@ import Testing
             check(model, scores, against: bf16, tolerance: Self.bfloat16Tolerance)
         }
     }
+
+    @Test func hiddenStatesSpilledToDiskGiveTheSameScores() throws {
+        let checkpoint = try Checkpoint(directory: FixtureFiles.model("gpt_neox-f32"))
+        let model = try ModelRegistry.load(checkpoint)
+        let sequences = FixtureFiles.jsonlSequences()
+        let inMemory = try ImportanceScorer(model: model).score(sequences, calibrationPath: "fixture")
+        let onDisk = try ImportanceScorer(model: model, stateMemoryBudget: 0).score(sequences, calibrationPath: "fixture")
+        #expect(inMemory == onDisk || zip(inMemory.blockGap.joined(), onDisk.blockGap.joined()).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) })
+        #expect(inMemory.attention == onDisk.attention)
+    }
 }

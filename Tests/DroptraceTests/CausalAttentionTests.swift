@@ -1,0 +1,56 @@
+import Foundation
+import Testing
+import TensorEngine
+
+/// The blocked causal attention against a direct evaluation of the formula,
+/// on sequences longer than one block of query rows.
+@Suite struct CausalAttentionTests {
+    func naive(_ qkv: Matrix, _ layout: QKVLayout, _ sequences: [Range<Int>], scale: Float, window: Int?) -> Matrix {
+        var out = Matrix(zeros: qkv.rows, layout.numHeads * layout.headDim)
+        let group = layout.numHeads / layout.numKVHeads
+        for sequence in sequences {
+            for head in 0..<layout.numHeads {
+                let kv = head / group
+                for i in sequence {
+                    let first = window.map { max(sequence.lowerBound, i - $0 + 1) } ?? sequence.lowerBound
+                    var weights: [Double] = []
+                    for j in first...i {
+                        var dot = 0.0
+                        for d in 0..<layout.headDim {
+                            dot += Double(qkv[i, layout.queryOffset(head: head) + d]) * Double(qkv[j, layout.keyOffset(kvHead: kv) + d])
+                        }
+                        weights.append(dot * Double(scale))
+                    }
+                    let maximum = weights.max()!
+                    let exps = weights.map { exp($0 - maximum) }
+                    let total = exps.reduce(0, +)
+                    for d in 0..<layout.headDim {
+                        var value = 0.0
+                        for (offset, j) in (first...i).enumerated() {
+                            value += exps[offset] / total * Double(qkv[j, layout.valueOffset(kvHead: kv) + d])
+                        }
+                        out[i, head * layout.headDim + d] = Float(value)
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    @Test(arguments: [nil, 37] as [Int?])
+    func blockedMatchesDirect(window: Int?) {
+        var generator = SystemRandomNumberGenerator()
+        for arrangement in [QKVLayout.Arrangement.grouped, .interleavedPerHead] {
+            let layout = arrangement == .grouped
+                ? QKVLayout(numHeads: 4, numKVHeads: 2, headDim: 8)
+                : QKVLayout(numHeads: 3, numKVHeads: 3, headDim: 8, arrangement: .interleavedPerHead)
+            let sequences = [0..<150, 150..<213, 213..<214]
+            let data = (0..<(214 * layout.width)).map { _ in Float.random(in: -1...1, using: &generator) }
+            let qkv = Matrix(rows: 214, cols: layout.width, data: data)
+            let fast = causalAttention(qkv: qkv, layout: layout, sequences: sequences, scale: 0.4, slidingWindow: window)
+            let slow = naive(qkv, layout, sequences, scale: 0.4, window: window)
+            let worst = zip(fast.data, slow.data).map { abs($0 - $1) }.max()!
+            #expect(worst < 1e-5, "\(arrangement), window \(String(describing: window)): \(worst)")
+        }
+    }
+}
