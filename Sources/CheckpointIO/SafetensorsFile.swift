@@ -14,11 +14,24 @@ public struct TensorSlice: @unchecked Sendable {
 
     public var elementCount: Int { shape.reduce(1, *) }
 
-    /// The tensor expanded to Float32, row-major.
+    /// The tensor expanded to Float32, row-major; large tensors in parallel
+    /// chunks, since expanding a layer's weights is on every layer's path.
     public func floats() -> [Float] {
-        [Float](unsafeUninitializedCapacity: elementCount) { buffer, initialized in
-            expandToFloat32(data, dtype: dtype, count: elementCount, into: buffer.baseAddress!)
-            initialized = elementCount
+        let count = elementCount
+        let chunk = 1 << 20
+        return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            let destination = buffer.baseAddress!
+            let chunks = (count + chunk - 1) / chunk
+            let expand = { (c: Int) in
+                let start = c * chunk
+                expandToFloat32(data + start * dtype.byteSize, dtype: dtype, count: min(chunk, count - start), into: destination + start)
+            }
+            if chunks <= 1 {
+                if count > 0 { expand(0) }
+            } else {
+                DispatchQueue.concurrentPerform(iterations: chunks, execute: expand)
+            }
+            initialized = count
         }
     }
 

@@ -16,8 +16,8 @@ Stages, run in this order by default (``all``):
   train      train with transformers.Trainer, saving checkpoints at STEPS into
              data/demo-series/checkpoint-<step>/
   verify     reload every checkpoint with LlamaForCausalLM.from_pretrained,
-             check the files, and print the per-layer attention importance
-             (LLM-Drop: 1 - mean cos(X, X + Attn(norm(X)))) on the
+             check the files, and print the per-layer attention and MLP importance
+             (LLM-Drop: 1 - mean cos(input, output) on the residual stream) on the
              calibration windows droptrace's demo uses
 
 Scratch files (the .deb, extracted corpus, tokenizer) go to --work (default:
@@ -31,7 +31,6 @@ import hashlib
 import io
 import json
 import lzma
-import math
 import os
 import re
 import shutil
@@ -471,9 +470,10 @@ def calibration_windows(tokenizer_json):
     return len(ids), wins[:CALIB_WINDOWS]
 
 
-def attention_importance(model, windows):
-    """Per layer: 1 - mean over tokens of cos(X, H), X = decoder layer input,
-    H = input of post_attention_layernorm = X + attn_out. Each window runs alone."""
+def importances(model, windows):
+    """Per layer: attention 1 - mean cos(X, H) and MLP 1 - mean cos(H, Y), over
+    all tokens; X = decoder layer input, H = input of post_attention_layernorm
+    (= X + attn_out), Y = decoder layer output. Each window runs alone."""
     import numpy as np
     import torch
 
@@ -481,6 +481,7 @@ def attention_importance(model, windows):
     X = [[] for _ in layers]
     H = [[] for _ in layers]
     A = [[] for _ in layers]
+    Y = [[] for _ in layers]
     hooks = []
     for i, layer in enumerate(layers):
         def pre_layer(mod, a, kw, i=i):
@@ -489,10 +490,14 @@ def attention_importance(model, windows):
         def pre_norm2(mod, a, kw, i=i):
             H[i].append((a[0] if a else kw["hidden_states"]).detach()[0].double().numpy())
 
+        def post_layer(mod, a, kw, out, i=i):
+            Y[i].append((out[0] if isinstance(out, tuple) else out).detach()[0].double().numpy())
+
         def post_attn(mod, a, kw, out, i=i):
             A[i].append((out[0] if isinstance(out, tuple) else out).detach()[0].double().numpy())
 
         hooks.append(layer.register_forward_pre_hook(pre_layer, with_kwargs=True))
+        hooks.append(layer.register_forward_hook(post_layer, with_kwargs=True))
         hooks.append(layer.post_attention_layernorm.register_forward_pre_hook(pre_norm2, with_kwargs=True))
         hooks.append(layer.self_attn.register_forward_hook(post_attn, with_kwargs=True))
     losses = []
@@ -502,13 +507,18 @@ def attention_importance(model, windows):
             losses.append(model(input_ids=x, labels=x).loss.item())
     for h in hooks:
         h.remove()
-    out = []
+    def mean_cos(u, v):
+        return float(((u * v).sum(1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1))).mean())
+
+    att, mlp = [], []
     for i in range(len(layers)):
-        x, h, a = np.concatenate(X[i]), np.concatenate(H[i]), np.concatenate(A[i])
+        x, h, a, y = (np.concatenate(r[i]) for r in (X, H, A, Y))
         assert np.allclose(x + a, h, rtol=1e-5, atol=1e-5), f"H != X + attn_out in layer {i}"
-        cos = (x * h).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(h, axis=1))
-        out.append(float(1 - cos.mean()))
-    return out, float(np.mean(losses))
+        if i + 1 < len(layers):
+            assert np.array_equal(y, np.concatenate(X[i + 1])), f"layer {i} output != layer {i + 1} input"
+        att.append(1 - mean_cos(x, h))
+        mlp.append(1 - mean_cos(h, y))
+    return att, mlp, float(np.mean(losses))
 
 
 def stage_verify(args, work):
@@ -539,33 +549,40 @@ def stage_verify(args, work):
         model.eval()
         assert next(iter(model.state_dict().values())).dtype == torch.float32
         ntok, wins = calibration_windows(d / "tokenizer.json")
-        imp, calib_loss = attention_importance(model, wins)
-        rows.append((d.name, step, state["num_input_tokens_seen"], train_loss[-1], eval_loss[0], calib_loss, imp))
+        att, mlp, calib_loss = importances(model, wins)
+        rows.append((d.name, step, state["num_input_tokens_seen"], train_loss[-1], eval_loss[0], calib_loss, att, mlp))
     log(f"verify: calibration.txt -> {ntok} tokens; {CALIB_WINDOWS} windows of {SEQ_LEN} "
         f"(consecutive from the start, no special tokens)")
     log(f"verify: first logged training loss {train_loss[0]:.4f}")
     log("checkpoint        step  tokens_seen  train_loss  eval_loss  calib_loss")
-    for name, step, seen, tl, el, cl, _ in rows:
+    for name, step, seen, tl, el, cl, _, _ in rows:
         log(f"{name:16s} {step:5d} {seen:12d} {tl:11.4f} {el:10.4f} {cl:11.4f}")
     log("attention importance per layer (1 - mean cos(X, X + attn_out)), float32 compute:")
-    for name, *_, imp in rows:
-        log(f"{name:16s} " + " ".join(f"{v:.6f}" for v in imp))
+    for name, *_, att, _ in rows:
+        log(f"{name:16s} " + " ".join(f"{v:.6f}" for v in att))
+    log("MLP importance per layer (1 - mean cos(H, H + mlp_out)), float32 compute:")
+    for name, *_, mlp in rows:
+        log(f"{name:16s} " + " ".join(f"{v:.6f}" for v in mlp))
     size = sum(p.stat().st_size for p in DATA.rglob("*") if p.is_file())
     log(f"verify: data/ holds {size} bytes in files")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stages", nargs="*", default=["all"],
-                    choices=["all", "text", "tokenizer", "train", "verify"])
+    ap.add_argument("stages", nargs="*", metavar="STAGE",
+                    help="all (default), text, tokenizer, train, verify")
     ap.add_argument("--deb", help=f"a downloaded {DEB_PACKAGE}_{DEB_VERSION}_all.deb (default: apt-get download)")
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "droptrace-demo-data"),
                     help="scratch directory (default: %(default)s)")
     args = ap.parse_args()
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    stages = ["text", "tokenizer", "train", "verify"] if "all" in args.stages else args.stages
-    for s in ["text", "tokenizer", "train", "verify"]:
+    order = ["text", "tokenizer", "train", "verify"]
+    unknown = sorted(set(args.stages) - set(order) - {"all"})
+    if unknown:
+        ap.error(f"unknown stage(s) {unknown}; choose from all, {', '.join(order)}")
+    stages = order if not args.stages or "all" in args.stages else args.stages
+    for s in order:
         if s in stages:
             globals()[f"stage_{s}"](args, work)
 
