@@ -21,7 +21,7 @@ import ScoreStore
 ///       @evaluation_sha256     string        hash of the evaluation tokens
 ///
 /// NaN where a checkpoint was no longer on disk when a value was needed.
-struct DropEvaluation {
+struct DropEvaluation: Equatable {
     struct Perplexities: Equatable {
         var full = Double.nan
         var own: [Int: Double] = [:]

@@ -117,7 +117,8 @@ public final class TraceRun {
         if let source = options.evaluation {
             try evaluation.update(store: store, analysis: analysis, onDisk: onDisk, source: source) { log.info("\($0)") }
         }
-        try write(store)
+        // A cron run that found nothing new leaves the store's bytes alone.
+        if try !storeHolds(store, analysis: analysis) { try write(store) }
         var sections: [ReportSection] = []
         if !evaluation.byCheckpoint.isEmpty {
             sections.append(ReportSection(
@@ -154,6 +155,20 @@ public final class TraceRun {
                 try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
             }
         }
+    }
+
+    /// Whether the store on disk already holds exactly these rows, this
+    /// analysis, these perplexities and this title.
+    private func storeHolds(_ store: ScoreFile, analysis: SeriesAnalysis) throws -> Bool {
+        guard FileManager.default.fileExists(atPath: options.storeURL.path),
+              try ScoreFile.read(from: options.storeURL) == store
+        else { return false }
+        let file = try HDF5File.open(at: options.storeURL)
+        defer { try? file.close() }
+        let storedTitle = try file.hasAttribute(Self.titleAttribute) ? try file.stringAttribute(Self.titleAttribute) : nil
+        let storedEvaluation = try DropEvaluation.read(from: file, rows: store.rows) ?? DropEvaluation()
+        return try SeriesAnalysis.isStored(in: file) && SeriesAnalysis.read(from: file) == analysis
+            && storedEvaluation == evaluation && storedTitle == options.title
     }
 
     private func existingEvaluation(_ store: ScoreFile) throws -> DropEvaluation? {
