@@ -71,9 +71,7 @@ final class BoundaryStates {
                                 var sum = 0.0
                                 for r in start..<end {
                                     let a = state + (r - start) * cols, b = ys.baseAddress! + r * cols
-                                    var dot = 0.0
-                                    for j in 0..<cols { dot += Double(a[j]) * Double(b[j]) }
-                                    sum += dot / max(norms[index][r] * yNorms[r], 1e-8)
+                                    sum += Reductions.dot(a, b, cols) / max(norms[index][r] * yNorms[r], 1e-8)
                                 }
                                 partial[c] = sum
                             }
@@ -109,10 +107,11 @@ final class BoundaryStates {
     }
 
     private func rowNorms(_ data: [Float]) -> [Double] {
-        (0..<rows).map { r in
-            var sum = 0.0
-            for j in 0..<cols { let v = Double(data[r * cols + j]); sum += v * v }
-            return sum.squareRoot()
+        data.withUnsafeBufferPointer { values in
+            (0..<rows).map { r in
+                let row = values.baseAddress! + r * cols
+                return Reductions.dot(row, row, cols).squareRoot()
+            }
         }
     }
 }

@@ -30,13 +30,7 @@ public enum Cosine {
 
     @inline(__always)
     static func cosine(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) -> Double {
-        var dot: Double = 0, xx: Double = 0, yy: Double = 0
-        for i in 0..<n {
-            let a = Double(x[i]), b = Double(y[i])
-            dot += a * b
-            xx += a * a
-            yy += b * b
-        }
+        let (dot, xx, yy) = Reductions.dotAndNorms(x, y, n)
         // torch.nn.functional.cosine_similarity clamps the norm product at eps = 1e-8.
         let norms = (xx * yy).squareRoot()
         if !norms.isFinite || !dot.isFinite { return .nan }
