@@ -19,7 +19,7 @@ public struct TensorSlice: @unchecked Sendable {
     public func floats() -> [Float] {
         let count = elementCount
         let chunk = 1 << 20
-        return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+        let expanded = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
             let destination = buffer.baseAddress!
             let chunks = (count + chunk - 1) / chunk
             let expand = { (c: Int) in
@@ -33,6 +33,21 @@ public struct TensorSlice: @unchecked Sendable {
             }
             initialized = count
         }
+        releasePages()
+        return expanded
+    }
+
+    /// Tells the kernel the mapped bytes are not needed any more. Expanded
+    /// weights live in their Float32 copy; without this every layer's pages
+    /// would stay resident and the process would hold the whole checkpoint.
+    /// The mapping is private and read-only, so a later read simply faults
+    /// the pages back in from the file (or the page cache).
+    public func releasePages() {
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: data) + pageSize - 1) / pageSize * pageSize
+        let end = (Int(bitPattern: data) + elementCount * dtype.byteSize) / pageSize * pageSize
+        guard end > start, let pointer = UnsafeMutableRawPointer(bitPattern: start) else { return }
+        madvise(pointer, end - start, Int32(MADV_DONTNEED))
     }
 
     /// Rows `rows` of a 2-D tensor expanded to Float32 into `destination`.
