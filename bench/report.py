@@ -134,7 +134,7 @@ def main():
     calib = [json.loads(l)["input_ids"] for l in open(os.path.join(args.work, "calib.jsonl")) if l.strip()]
     tokens, seq_len = sum(map(len, calib)), len(calib[0])
 
-    lines, summary, problems = [], [], []
+    lines, summary, problems, raw = [], [], [], []
     for model in args.models.split():
         cfg = json.load(open(os.path.join(args.work, model, "config.json")))
         total_flops, proj, attn = flops(cfg, tokens, seq_len)
@@ -144,26 +144,33 @@ def main():
             for i, r in enumerate(rs):
                 if not r["ok"]:
                     problems.append(f"{model} {t} rep {i+1} failed (exit {r.get('exit')}), see bench/work/results/{model}.{t}.{i+1}.log")
-        ok = {t: [r for r in rs if r["ok"]] for t, rs in runs.items()}
+        good = {t: [r for r in rs if r["ok"]] for t, rs in runs.items()}
+        # clean: other processes used at most max(2 s, 10% of the wall time) of CPU meanwhile
+        clean = {t: [r for r in rs if r["other_cpu_s"] <= max(2.0, 0.1 * r["wall"])] for t, rs in good.items()}
+        ok = {t: clean[t] or good[t] for t in TOOLS}
+        for t in TOOLS:
+            if good[t] and not clean[t]:
+                problems.append(f"{model} {t}: no run free of other processes' load; medians over disturbed runs")
 
-        dt_wall = med([r["wall"] for r in ok["droptrace"]])
-        dt_rss = max([r["rss_gb"] for r in ok["droptrace"]], default=float("nan"))
-        pt_wall = med([r["wall"] for r in ok["pytorch"]])
-        pt_incl = med([r["out"]["seconds"]["total_including_load"] for r in ok["pytorch"]])
-        pt_excl = med([r["out"]["seconds"]["total_excluding_load"] for r in ok["pytorch"]])
+        def m(tool, key=None):
+            return med([r["wall"] if key is None else r["out"]["seconds"][key] for r in ok[tool]])
+
+        dt_wall = m("droptrace")
+        dt_rss = max([r["rss_gb"] for r in good["droptrace"]], default=float("nan"))
+        pt_wall, pt_incl, pt_excl = m("pytorch"), m("pytorch", "total_including_load"), m("pytorch", "total_excluding_load")
         pt_load = med([r["out"]["seconds"]["import"] + r["out"]["seconds"]["load"] for r in ok["pytorch"]])
-        pt_rss = max([r["rss_gb"] for r in ok["pytorch"]], default=float("nan"))
-        nrep = min(len(ok[t]) for t in TOOLS[2:]) if all(ok[t] for t in TOOLS[2:]) else 0
-        ld_wall_reps = [sum(ok[t][i]["wall"] for t in TOOLS[2:]) for i in range(nrep)]
-        ld_incl_reps = [sum(ok[t][i]["out"]["seconds"]["total_including_load"] for t in TOOLS[2:]) for i in range(nrep)]
-        ld_excl_reps = [sum(ok[t][i]["out"]["seconds"]["total_excluding_load"] for t in TOOLS[2:]) for i in range(nrep)]
-        ld_wall, ld_incl, ld_excl = med(ld_wall_reps), med(ld_incl_reps), med(ld_excl_reps)
-        ld_rss = max([r["rss_gb"] for t in TOOLS[2:] for r in ok[t]], default=float("nan"))
-        ld_parts = {t: med([r["out"]["seconds"]["total_including_load"] for r in ok[t]]) for t in TOOLS[2:]}
+        pt_rss = max([r["rss_gb"] for r in good["pytorch"]], default=float("nan"))
+        # LLM-Drop: the sum over its three runs of each run's median
+        ld_wall = sum(m(t) for t in TOOLS[2:])
+        ld_incl = sum(m(t, "total_including_load") for t in TOOLS[2:])
+        ld_excl = sum(m(t, "total_excluding_load") for t in TOOLS[2:])
+        ld_rss = max([r["rss_gb"] for t in TOOLS[2:] for r in good[t]], default=float("nan"))
+        ld_parts = {t: m(t, "total_including_load") for t in TOOLS[2:]}
+        raw.append((model, runs))
 
         gflops = total_flops / dt_wall / 1e9
         per_m = 1e6 / tokens
-        other = {t: max([r["other_cpu_s"] for r in runs[t]], default=float("nan")) for t in TOOLS}
+        counts = {t: f"{len(clean[t])}/{len(runs[t])}" for t in TOOLS}
 
         # accuracy: droptrace (first good rep) vs the PyTorch hooked pass (first good rep)
         acc = {}
@@ -195,7 +202,7 @@ def main():
             f"vocab {cfg['vocab_size']}, bfloat16",
             "",
             f"{tokens} calibration tokens ({len(calib)} × {seq_len}); {args.threads} threads; "
-            f"medians of {args.reps} alternating runs. Analytic FLOPs: {total_flops/1e12:.3f} TFLOP "
+            f"medians of {args.reps} alternating runs (of the undisturbed ones; LLM-Drop: sum of its three runs' medians). Analytic FLOPs: {total_flops/1e12:.3f} TFLOP "
             f"({proj/1e6:.2f} MFLOP projections + {attn/1e6:.2f} MFLOP causal attention per token per layer).",
             "",
             "| | wall s (process) | s incl. load (in-process) | s excl. load | peak RSS GB | s / M tokens | droptrace ÷ this |",
@@ -211,8 +218,8 @@ def main():
             "- LLM-Drop runs (s incl. load, median): " + ", ".join(f"{t[8:]} {fmt(v)}" for t, v in ld_parts.items()) + ".",
             "- Max |droptrace − PyTorch|: " + ", ".join(f"{k} {v:.2e}" for k, v in acc.items())
             + (" (droptrace − LLM-Drop: " + ", ".join(f"{k} {v:.2e}" for k, v in acc_ld.items()) + ")" if acc_ld else "") + ".",
-            "- Other processes' CPU seconds during the runs (max over reps; 0 = quiet machine): "
-            + ", ".join(f"{t} {fmt(v, 1)}" for t, v in other.items()) + ".",
+            "- Runs free of other processes' load (used for the medians): "
+            + ", ".join(f"{t} {c}" for t, c in counts.items()) + "; every run is listed under Raw runs.",
             "",
         ]
         summary.append(dict(model=model, droptrace_s=dt_wall, pytorch_incl_s=pt_incl, llmdrop_incl_s=ld_incl,
@@ -278,9 +285,17 @@ def main():
                     f"{fmt(s['ratio_pytorch'], 3)} | {fmt(s['ratio_llmdrop'], 3)} | {fmt(s['gflops'], 1)} | "
                     f"{fmt(100*s['peak_share'], 0)}% | {max(s['max_abs_diff'].values()) if s['max_abs_diff'] else float('nan'):.1e} |")
     head += ["", "## Per model", ""]
-    tail = []
+    tail = ["## Raw runs", "",
+            "Wall time of each process (s), its own CPU time (user+sys, s), other processes' CPU time meanwhile (s), peak RSS (GB).",
+            "", "| model | run | rep | wall | own CPU | others' CPU | peak RSS |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for model, runs in raw:
+        for t in TOOLS:
+            for i, r in enumerate(runs[t]):
+                tail.append(f"| {model} | {t} | {i+1} | {fmt(r['wall'])} | {fmt(r.get('cpu_s'), 1)} | {fmt(r['other_cpu_s'], 1)} | {fmt(r.get('rss_gb'))} |"
+                            + ("" if r["ok"] else " failed"))
+    tail.append("")
     if problems:
-        tail = ["## Problems", ""] + [f"- {p}" for p in problems] + [""]
+        tail += ["## Problems", ""] + [f"- {p}" for p in problems] + [""]
     text = "\n".join(head + lines + tail)
     with open(args.output, "w") as f:
         f.write(text)
