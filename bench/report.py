@@ -124,6 +124,7 @@ def main():
     ap.add_argument("--reps", type=int, required=True)
     ap.add_argument("--models", required=True)
     ap.add_argument("--droptrace", required=True)
+    ap.add_argument("--built", help="what was built and when (run.sh records it at build time)")
     ap.add_argument("--command", required=True)
     ap.add_argument("--python", required=True)
     ap.add_argument("--output", required=True)
@@ -236,7 +237,9 @@ def main():
     simd = ", ".join(f for f in ["avx2", "fma", "avx512f"] if re.search(rf"\b{f}\b", flags)) or "none of avx2/fma/avx512f"
     mem = sh("free -g | awk '/Mem:/ {print $2}'")
     dver = sh(f"{args.droptrace} --version 2>/dev/null")
-    commit = sh("git rev-parse --short HEAD") + (" (with uncommitted changes)" if sh("git status --porcelain -- Sources Package.swift") else "")
+    built = args.built or ("commit " + sh("git rev-parse --short HEAD")
+                           + (" + uncommitted changes" if sh("git status --porcelain -- Sources Package.swift") else "")
+                           + " (at report time)")
 
     head = [
         "# droptrace benchmark results",
@@ -251,7 +254,7 @@ def main():
         "",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Machine: {platform.node() and 'nproc ' + sh('nproc')}, CPU {cpu} ({simd}), {mem} GB RAM, {platform.system()} {platform.release()}",
-        f"- droptrace {dver or '?'} at commit {commit}, built `swift build -c release`; {swift}",
+        f"- droptrace {dver or '?'}: {built}, `swift build -c release`; {swift}",
         f"- torch {torch_v}, transformers {tf_v}, safetensors {st_v}, Python {sh(args.python + ' -V 2>&1').split()[-1]}",
         f"- OpenBLAS {ob_v} (Debian), config `{sgemm.get('openblas_config', '?')}`; SGEMM peak with {args.threads} threads "
         f"{peak:.1f} GFLOP/s (best of: " + ", ".join(f"{s['m']}×{s['n']}×{s['k']} {s['gflops']:.0f}" for s in sgemm["shapes"]) + ")",

@@ -100,6 +100,10 @@ fi
 log "building droptrace (release, .build-bench)"
 swift build -c release --scratch-path .build-bench >&2
 DROPTRACE=$(swift build -c release --scratch-path .build-bench --show-bin-path)/droptrace
+# what was built, recorded now: the work tree may change while the benchmark runs
+BUILT="commit $(git rev-parse --short HEAD)"
+[ -n "$(git status --porcelain -- Sources Package.swift)" ] && BUILT="$BUILT + uncommitted changes in Sources/Package.swift"
+BUILT="$BUILT, built $(date -u '+%Y-%m-%d %H:%M UTC')"
 mkdir -p "$WORK"
 gcc -O2 bench/sgemm_peak.c -o "$WORK/sgemm_peak" -lopenblas
 
@@ -132,4 +136,4 @@ for model in $MODELS; do
 done
 
 "$PYTHON" bench/report.py --results "$OUT" --work "$WORK" --threads "$THREADS" --reps "$REPS" \
-    --models "$MODELS" --droptrace "$DROPTRACE" --command "$COMMAND" --python "$PYTHON" --output bench/RESULTS.md
+    --models "$MODELS" --droptrace "$DROPTRACE" --built "$BUILT" --command "$COMMAND" --python "$PYTHON" --output bench/RESULTS.md
