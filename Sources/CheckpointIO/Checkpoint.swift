@@ -1,72 +1,72 @@
 import DroptraceSupport
 import Foundation
 
-/// A Hugging Face checkpoint directory: `config.json` plus the weights, either
-/// one `model.safetensors` or shards listed in `model.safetensors.index.json`.
+/// A checkpoint: config.json plus the weights, in any layout `CheckpointLayout`
+/// resolves (safetensors or PyTorch .bin, single or sharded; one GGUF file,
+/// which carries its configuration inside).
 ///
 /// All weight files are opened (mapped and their headers validated) up front,
 /// so a truncated or corrupt checkpoint fails before any work is done.
 public final class Checkpoint: @unchecked Sendable {
+    /// The folder holding the companions (tokenizer.json, ...): the checkpoint
+    /// directory, or the folder of a single weight file.
     public let directory: URL
+    public let layout: CheckpointLayout
+    /// config.json, or the GGUF file whose metadata stands in for it.
     public let configURL: URL
     /// The raw bytes of config.json; each architecture decodes its own view.
     public let configData: Data
     public let modelType: String
+    /// The GGUF file itself, when the checkpoint is one (its tokenizer lives there).
+    public let gguf: GGUFCheckpoint?
     private let tensors: [String: TensorSlice]
 
-    public static let singleFileName = "model.safetensors"
-    public static let indexFileName = "model.safetensors.index.json"
+    public static let singleFileName = CheckpointLayout.safetensorsFile
+    public static let indexFileName = CheckpointLayout.safetensorsIndex
 
-    public init(directory: URL) throws {
-        self.directory = directory
-        let dirPath = directory.path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: dirPath, isDirectory: &isDirectory) else {
-            throw DroptraceError("checkpoint not found", path: dirPath)
+    public convenience init(directory: URL) throws {
+        try self.init(location: directory)
+    }
+
+    /// Opens a checkpoint directory or a single weight file.
+    public init(location: URL) throws {
+        layout = try CheckpointLayout.resolve(location)
+        directory = layout.directory
+
+        var tensors: [String: TensorSlice] = [:]
+        var gguf: GGUFCheckpoint?
+        for file in layout.weightFiles {
+            let found: [String: TensorSlice]
+            switch layout.format {
+            case .safetensors: found = try SafetensorsFile(path: file.path).tensors
+            case .pytorch: found = try TorchCheckpointFile(path: file.path).tensors
+            case .gguf:
+                let opened = try GGUFCheckpoint(path: file.path)
+                gguf = opened
+                found = opened.tensors
+            }
+            tensors.merge(found) { first, _ in first }
         }
-        guard isDirectory.boolValue else {
-            throw DroptraceError("expected a checkpoint directory (config.json and safetensors)", path: dirPath)
+        self.tensors = tensors
+        self.gguf = gguf
+
+        if let gguf {
+            configURL = URL(fileURLWithPath: gguf.path)
+            configData = gguf.configData
+        } else {
+            configURL = directory.appendingPathComponent("config.json")
+            guard let data = FileManager.default.contents(atPath: configURL.path) else {
+                throw DroptraceError("missing config.json beside the weights", path: configURL.path)
+            }
+            configData = data
         }
-        configURL = directory.appendingPathComponent("config.json")
-        guard let data = FileManager.default.contents(atPath: configURL.path) else {
-            throw DroptraceError("missing config.json in the checkpoint directory", path: configURL.path)
-        }
-        configData = data
-        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+        guard let object = try? JSONSerialization.jsonObject(with: configData) as? [String: Any] else {
             throw DroptraceError("not valid JSON", path: configURL.path)
         }
         guard let type = object["model_type"] as? String else {
             throw DroptraceError("no \"model_type\" key", path: configURL.path)
         }
         modelType = type
-
-        var tensors: [String: TensorSlice] = [:]
-        for file in try Self.weightFiles(in: directory) {
-            for (name, slice) in try SafetensorsFile(path: file.path).tensors {
-                tensors[name] = slice
-            }
-        }
-        self.tensors = tensors
-    }
-
-    /// The safetensors files of the checkpoint, validating the shard index.
-    static func weightFiles(in directory: URL) throws -> [URL] {
-        let index = directory.appendingPathComponent(indexFileName)
-        let single = directory.appendingPathComponent(singleFileName)
-        if let data = FileManager.default.contents(atPath: index.path) {
-            guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let weightMap = object["weight_map"] as? [String: String]
-            else {
-                throw DroptraceError("not a valid safetensors index (needs a \"weight_map\" object)", path: index.path)
-            }
-            let shardNames = Set(weightMap.values).sorted()
-            for name in shardNames where !FileManager.default.fileExists(atPath: directory.appendingPathComponent(name).path) {
-                throw DroptraceError("shard \(name) named in the index is missing", path: index.path)
-            }
-            return shardNames.map { directory.appendingPathComponent($0) }
-        }
-        if FileManager.default.fileExists(atPath: single.path) { return [single] }
-        throw DroptraceError("no \(singleFileName) or \(indexFileName) in the checkpoint directory", path: directory.path)
     }
 
     public var tensorNames: [String] { tensors.keys.sorted() }

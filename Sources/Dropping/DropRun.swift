@@ -80,7 +80,7 @@ public enum DropRun {
         if request.consecutive && request.iterative {
             throw DroptraceError("--consecutive and --iterative cannot be combined")
         }
-        let model = try ModelRegistry.load(try Checkpoint(directory: request.checkpoint))
+        let model = try ModelRegistry.load(try Checkpoint(location: request.checkpoint))
         try DropSelection.check(request.target, count: request.count, layers: model.layerCount)
         let calibration = try CheckpointScoring.loadCalibration(request.calibration, for: model, warn: log)
         let scorer = ImportanceScorer(model: model)
@@ -115,7 +115,7 @@ public enum DropRun {
         var accuracy: Comparison<Accuracy>?
         if let tasks = request.tasks {
             let items = try MultipleChoiceItem.load(tasks)
-            let tokenizer = try Tokenizer(contentsOf: model.checkpoint.directory.appendingPathComponent("tokenizer.json"))
+            let tokenizer = try CheckpointTokenizer.load(for: model.checkpoint, purpose: "task accuracy", requestedBy: tasks.path)
             log("\(items.count) task items")
             func measure(_ plan: DropPlan) throws -> Accuracy {
                 let scores = try TaskScores.evaluate(model: model, plan: plan, tokenizer: tokenizer, items: items, sourcePath: tasks.path)

@@ -90,7 +90,8 @@ public enum DroppedModelExport {
     /// Tokenizer and generation files travel with the weights.
     static func copyCompanionFiles(from source: URL, to destination: URL) throws {
         for name in try FileManager.default.contentsOfDirectory(atPath: source.path) {
-            let isWeights = name.hasSuffix(".safetensors") || name == Checkpoint.indexFileName
+            let isWeights = CheckpointLayout.format(ofFile: URL(fileURLWithPath: name)) != nil
+                || [CheckpointLayout.safetensorsIndex, CheckpointLayout.pytorchIndex].contains(name)
             if isWeights || name == "config.json" || trainingState.contains(name) || name.hasPrefix("rng_state") { continue }
             var isDirectory: ObjCBool = false
             let path = source.appendingPathComponent(name)

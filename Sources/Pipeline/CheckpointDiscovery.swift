@@ -65,16 +65,16 @@ public enum CheckpointDiscovery {
         guard files.fileExists(atPath: directory.appendingPathComponent("config.json").path) else {
             return "no config.json yet"
         }
-        let index = directory.appendingPathComponent(Checkpoint.indexFileName)
+        let index = directory.appendingPathComponent(CheckpointLayout.safetensorsIndex)
         var weightFiles: [String] = []
         if files.fileExists(atPath: index.path) {
             guard let data = files.contents(atPath: index.path),
                   let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                   let map = object["weight_map"] as? [String: String]
-            else { return "\(Checkpoint.indexFileName) is incomplete" }
+            else { return "\(CheckpointLayout.safetensorsIndex) is incomplete" }
             weightFiles = Set(map.values).sorted()
         } else {
-            weightFiles = [Checkpoint.singleFileName]
+            weightFiles = [CheckpointLayout.safetensorsFile]
         }
         for name in weightFiles {
             let path = directory.appendingPathComponent(name).path

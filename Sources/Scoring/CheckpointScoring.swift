@@ -41,7 +41,7 @@ public enum CheckpointScoring {
         checkpoint directory: URL, calibration source: CalibrationSource,
         warn: (String) -> Void = { _ in }, progress: ((Int, Int) -> Void)? = nil
     ) throws -> ScoredCheckpoint {
-        let checkpoint = try Checkpoint(directory: directory)
+        let checkpoint = try Checkpoint(location: directory)
         let model = try ModelRegistry.load(checkpoint)
         let calibration = try loadCalibration(source, for: model, warn: warn)
         let scores = try ImportanceScorer(model: model)
@@ -50,20 +50,14 @@ public enum CheckpointScoring {
             modelType: model.modelType, layerCount: model.layerCount, scores: scores, calibration: calibration)
     }
 
-    /// JSONL as given; text tokenised with the checkpoint's own tokenizer.json.
+    /// JSONL as given; text tokenised with the checkpoint's own tokenizer.
     public static func loadCalibration(
         _ source: CalibrationSource, for model: any LanguageModel, warn: (String) -> Void
     ) throws -> CalibrationSet {
         if source.isJSONL {
             return try CalibrationSet.load(from: source.url, tokenizer: nil, seqLen: source.seqLen, samples: source.samples)
         }
-        let tokenizerURL = model.checkpoint.directory.appendingPathComponent("tokenizer.json")
-        guard FileManager.default.fileExists(atPath: tokenizerURL.path) else {
-            throw DroptraceError(
-                "text calibration needs the checkpoint's tokenizer.json (missing: \(tokenizerURL.path)); or pass pre-tokenised JSONL",
-                path: source.url.path)
-        }
-        let tokenizer = try Tokenizer(contentsOf: tokenizerURL)
+        let tokenizer = try CheckpointTokenizer.load(for: model.checkpoint, purpose: "text calibration", requestedBy: source.url.path)
         let seqLen = source.seqLen ?? min(CalibrationSource.defaultTextSeqLen, model.maxPositions)
         let samples = source.samples ?? CalibrationSource.defaultTextSamples
         let set = try CalibrationSet.load(from: source.url, tokenizer: tokenizer, seqLen: seqLen, samples: samples)

@@ -1,0 +1,96 @@
+import DroptraceSupport
+import Foundation
+
+/// The on-disk formats droptrace reads weights from.
+public enum WeightFormat: String, Sendable {
+    /// `model.safetensors`, or shards listed in `model.safetensors.index.json`.
+    case safetensors
+    /// torch.save's `pytorch_model.bin`, or shards listed in `pytorch_model.bin.index.json`.
+    case pytorch
+    /// One llama.cpp GGUF file, which carries its own configuration and tokenizer.
+    case gguf
+}
+
+/// Where a checkpoint's weights and configuration are: the files behind a
+/// directory (the Hugging Face layouts) or a single weight file.
+public struct CheckpointLayout: Sendable {
+    public var format: WeightFormat
+    /// The weight files, in the order they are opened.
+    public var weightFiles: [URL]
+    /// The folder holding config.json, tokenizer.json and the other companions.
+    public var directory: URL
+
+    public static let safetensorsFile = "model.safetensors"
+    public static let safetensorsIndex = "model.safetensors.index.json"
+    public static let pytorchFile = "pytorch_model.bin"
+    public static let pytorchIndex = "pytorch_model.bin.index.json"
+
+    /// Resolves a directory or a single weight file (`.safetensors`, `.bin`, `.gguf`).
+    public static func resolve(_ location: URL) throws -> CheckpointLayout {
+        let path = location.path
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw DroptraceError("checkpoint not found", path: path)
+        }
+        let folder = isDirectory.boolValue ? location : location.deletingLastPathComponent()
+        if !isDirectory.boolValue {
+            guard let format = format(ofFile: location) else {
+                throw DroptraceError("not a checkpoint: expected a directory or a .safetensors, .bin or .gguf file", path: path)
+            }
+            return CheckpointLayout(format: format, weightFiles: [location], directory: folder)
+        }
+        func file(_ name: String) -> URL { location.appendingPathComponent(name) }
+        func exists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: file(name).path) }
+        if exists(safetensorsIndex) {
+            return CheckpointLayout(format: .safetensors, weightFiles: try shards(index: file(safetensorsIndex)), directory: folder)
+        }
+        if exists(safetensorsFile) {
+            return CheckpointLayout(format: .safetensors, weightFiles: [file(safetensorsFile)], directory: folder)
+        }
+        if exists(pytorchIndex) {
+            return CheckpointLayout(format: .pytorch, weightFiles: try shards(index: file(pytorchIndex)), directory: folder)
+        }
+        if exists(pytorchFile) {
+            return CheckpointLayout(format: .pytorch, weightFiles: [file(pytorchFile)], directory: folder)
+        }
+        let ggufFiles = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [])
+            .filter { $0.lowercased().hasSuffix(".gguf") }.sorted()
+        if ggufFiles.count == 1 {
+            return CheckpointLayout(format: .gguf, weightFiles: [file(ggufFiles[0])], directory: folder)
+        }
+        if ggufFiles.count > 1 {
+            throw DroptraceError(
+                "the directory holds \(ggufFiles.count) .gguf files (\(ggufFiles.joined(separator: ", "))); pass the one to read",
+                path: path)
+        }
+        throw DroptraceError(
+            "no weights in the checkpoint directory (looked for \(safetensorsFile), \(safetensorsIndex), \(pytorchFile), \(pytorchIndex), *.gguf)",
+            path: path)
+    }
+
+    /// A single file's format, by its extension.
+    public static func format(ofFile url: URL) -> WeightFormat? {
+        switch url.pathExtension.lowercased() {
+        case "safetensors": .safetensors
+        case "bin", "pt", "pth": .pytorch
+        case "gguf": .gguf
+        default: nil
+        }
+    }
+
+    /// The shard files a Hugging Face index names, each checked to exist.
+    public static func shards(index: URL) throws -> [URL] {
+        guard let data = FileManager.default.contents(atPath: index.path),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let weightMap = object["weight_map"] as? [String: String]
+        else {
+            throw DroptraceError("not a valid shard index (needs a \"weight_map\" object)", path: index.path)
+        }
+        let folder = index.deletingLastPathComponent()
+        let names = Set(weightMap.values).sorted()
+        for name in names where !FileManager.default.fileExists(atPath: folder.appendingPathComponent(name).path) {
+            throw DroptraceError("shard \(name) named in the index is missing", path: index.path)
+        }
+        return names.map { folder.appendingPathComponent($0) }
+    }
+}
