@@ -20,7 +20,7 @@ public enum FeedForward: Sendable {
                             let gate = source.baseAddress! + r * 2 * width
                             let up = gate + width
                             let row = out + r * width
-                            for j in 0..<width { row[j] = activation.apply(gate[j]) * up[j] }
+                            activation.applyGated(gate: gate, up: up, into: row, count: width)
                         }
                     }
                 }

@@ -23,13 +23,8 @@ final class IncrementalDecoder {
     }
 
     /// Runs one token through every block; returns the final hidden state.
-    /// Single-row products are too small to share between BLAS threads:
-    /// the hand-offs would cost more than the arithmetic.
+    /// (Single-row products stay on one thread: `Linear` splits only by rows.)
     func step(token: Int, position: Int) throws -> Matrix {
-        try BLAS.singleThreaded { try stepOnOneThread(token: token, position: position) }
-    }
-
-    private func stepOnOneThread(token: Int, position: Int) throws -> Matrix {
         let batch = TokenBatch(token: token, position: position)
         var x = try model.embed(batch)
         for (index, block) in blocks.enumerated() {

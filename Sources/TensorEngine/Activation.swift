@@ -33,11 +33,56 @@ public enum Activation: String, Sendable {
         }
     }
 
+    /// The activation over eight lanes; SiLU and the tanh GELU through the
+    /// vector exp (tanh y = 1 − 2 / (e^{2y} + 1)), the others lane by lane.
+    @inline(__always)
+    func apply(_ x: VectorMath.Lanes) -> VectorMath.Lanes {
+        typealias Lanes = VectorMath.Lanes
+        switch self {
+        case .silu:
+            return x / (Lanes(repeating: 1) + VectorMath.exp(-x))
+        case .geluTanh:
+            let y = Lanes(repeating: 0.79788456080286536) * (x + Lanes(repeating: 0.044715) * x * x * x)
+            let tanh = Lanes(repeating: 1) - Lanes(repeating: 2) / (VectorMath.exp(y + y) + Lanes(repeating: 1))
+            return Lanes(repeating: 0.5) * x * (Lanes(repeating: 1) + tanh)
+        case .gelu, .relu:
+            var out = x
+            for lane in 0..<Lanes.scalarCount { out[lane] = apply(x[lane]) }
+            return out
+        }
+    }
+
+    /// out[i] = act(gate[i]) · up[i] for i < count (the gated MLPs).
+    @inline(__always)
+    public func applyGated(
+        gate: UnsafePointer<Float>, up: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int
+    ) {
+        let width = VectorMath.width
+        var i = 0
+        while i + width <= count {
+            VectorMath.store(apply(VectorMath.load(gate + i)) * VectorMath.load(up + i), out + i)
+            i += width
+        }
+        while i < count {
+            out[i] = apply(VectorMath.Lanes(repeating: gate[i]))[0] * up[i]
+            i += 1
+        }
+    }
+
     public func apply(inPlace m: inout Matrix) {
         let count = m.data.count
         m.data.withUnsafeMutableBufferPointer { v in
+            let base = v.baseAddress!
             parallelFor(chunks: count, minimumChunk: 1 << 14) { range in
-                for i in range { v[i] = apply(v[i]) }
+                var i = range.lowerBound
+                while i + VectorMath.width <= range.upperBound {
+                    VectorMath.store(apply(VectorMath.load(base + i)), base + i)
+                    i += VectorMath.width
+                }
+                while i < range.upperBound {
+                    base[i] = apply(VectorMath.Lanes(repeating: base[i]))[0]
+                    i += 1
+                }
             }
         }
     }

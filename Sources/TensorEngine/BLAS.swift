@@ -35,12 +35,4 @@ public enum BLAS {
             CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), alpha, a, Int32(lda), x, 1, beta, y, 1)
     }
 
-    /// Runs `body` with OpenBLAS single-threaded, for when the caller already
-    /// runs one small GEMM per thread (per-head attention).
-    public static func singleThreaded<T>(_ body: () throws -> T) rethrows -> T {
-        let previous = threads
-        setThreads(1)
-        defer { setThreads(previous) }
-        return try body()
-    }
 }

@@ -76,41 +76,39 @@ public func causalAttention(
             let out = outBuffer.baseAddress!
             let stride = layout.width
             scratch.withUnsafeMutableBufferPointer { scratchBuffers in
-                BLAS.singleThreaded {
-                    parallelTasks(sequences.count * layout.numHeads) { task, worker in
-                        let sequence = sequences[task / layout.numHeads]
-                        let head = task % layout.numHeads
-                        let kvHead = head / groupSize
-                        let rowStart = base + sequence.lowerBound * stride
-                        let queries = rowStart + layout.queryOffset(head: head)
-                        let keys = rowStart + layout.keyOffset(kvHead: kvHead)
-                        let values = rowStart + layout.valueOffset(kvHead: kvHead)
-                        let outRows = out + sequence.lowerBound * outWidth + head * headDim
-                        scratchBuffers[worker].withUnsafeMutableBufferPointer { scores in
-                            for first in Swift.stride(from: 0, to: sequence.count, by: blockRows) {
-                                let rows = min(blockRows, sequence.count - first)
-                                // Keys visible to this block: [keyStart, first + rows).
-                                let keyStart = slidingWindow.map { max(0, first - $0 + 1) } ?? 0
-                                let keyCount = first + rows - keyStart
-                                let s = scores.baseAddress!
-                                BLAS.gemm(
-                                    m: rows, n: keyCount, k: headDim,
-                                    queries + first * stride, lda: stride,
-                                    keys + keyStart * stride, ldb: stride, transposeB: true,
-                                    s, ldc: keyCount, alpha: scale)
-                                for r in 0..<rows {
-                                    let query = first + r
-                                    let visibleStart = (slidingWindow.map { max(0, query - $0 + 1) } ?? 0) - keyStart
-                                    maskedSoftmax(
-                                        s + r * keyCount, count: keyCount, visible: visibleStart..<(query - keyStart + 1),
-                                        softcap: logitSoftcap)
-                                }
-                                BLAS.gemm(
-                                    m: rows, n: headDim, k: keyCount,
-                                    s, lda: keyCount,
-                                    values + keyStart * stride, ldb: stride,
-                                    outRows + first * outWidth, ldc: outWidth)
+                parallelTasks(sequences.count * layout.numHeads) { task, worker in
+                    let sequence = sequences[task / layout.numHeads]
+                    let head = task % layout.numHeads
+                    let kvHead = head / groupSize
+                    let rowStart = base + sequence.lowerBound * stride
+                    let queries = rowStart + layout.queryOffset(head: head)
+                    let keys = rowStart + layout.keyOffset(kvHead: kvHead)
+                    let values = rowStart + layout.valueOffset(kvHead: kvHead)
+                    let outRows = out + sequence.lowerBound * outWidth + head * headDim
+                    scratchBuffers[worker].withUnsafeMutableBufferPointer { scores in
+                        for first in Swift.stride(from: 0, to: sequence.count, by: blockRows) {
+                            let rows = min(blockRows, sequence.count - first)
+                            // Keys visible to this block: [keyStart, first + rows).
+                            let keyStart = slidingWindow.map { max(0, first - $0 + 1) } ?? 0
+                            let keyCount = first + rows - keyStart
+                            let s = scores.baseAddress!
+                            BLAS.gemm(
+                                m: rows, n: keyCount, k: headDim,
+                                queries + first * stride, lda: stride,
+                                keys + keyStart * stride, ldb: stride, transposeB: true,
+                                s, ldc: keyCount, alpha: scale)
+                            for r in 0..<rows {
+                                let query = first + r
+                                let visibleStart = (slidingWindow.map { max(0, query - $0 + 1) } ?? 0) - keyStart
+                                maskedSoftmax(
+                                    s + r * keyCount, count: keyCount, visible: visibleStart..<(query - keyStart + 1),
+                                    softcap: logitSoftcap)
                             }
+                            BLAS.gemm(
+                                m: rows, n: headDim, k: keyCount,
+                                s, lda: keyCount,
+                                values + keyStart * stride, ldb: stride,
+                                outRows + first * outWidth, ldc: outWidth)
                         }
                     }
                 }
@@ -127,16 +125,10 @@ private func maskedSoftmax(_ row: UnsafeMutablePointer<Float>, count: Int, visib
     if let softcap {
         for j in visible { row[j] = tanh(row[j] / softcap) * softcap }
     }
-    var maximum = -Float.infinity
-    for j in visible { maximum = max(maximum, row[j]) }
-    var sum: Float = 0
-    for j in visible {
-        let e = exp(row[j] - maximum)
-        row[j] = e
-        sum += e
-    }
-    let inverse = 1 / sum
-    for j in 0..<visible.lowerBound { row[j] = 0 }
-    for j in visible { row[j] *= inverse }
-    for j in visible.upperBound..<count { row[j] = 0 }
+    let first = row + visible.lowerBound
+    let maximum = VectorMath.maximum(first, count: visible.count)
+    let sum = VectorMath.expInPlace(first, count: visible.count, shift: maximum)
+    VectorMath.scale(first, count: visible.count, by: 1 / sum)
+    row.update(repeating: 0, count: visible.lowerBound)
+    (row + visible.upperBound).update(repeating: 0, count: count - visible.upperBound)
 }

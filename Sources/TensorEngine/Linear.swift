@@ -36,6 +36,9 @@ public struct Linear: Sendable {
             outFeatures: parts.reduce(0) { $0 + $1.outFeatures })
     }
 
+    /// Fewer rows than this per thread are not worth splitting.
+    static let rowsPerTask = 64
+
     public func callAsFunction(_ x: Matrix) -> Matrix {
         precondition(x.cols == inFeatures, "linear layer expects \(inFeatures) inputs, got \(x.cols)")
         var y = Matrix(uninitialized: x.rows, outFeatures) { out in
@@ -48,12 +51,16 @@ public struct Linear: Sendable {
         x.data.withUnsafeBufferPointer { xs in
             weight.withUnsafeBufferPointer { ws in
                 y.data.withUnsafeMutableBufferPointer { ys in
-                    BLAS.gemm(
-                        m: x.rows, n: outFeatures, k: inFeatures,
-                        xs.baseAddress!, lda: inFeatures,
-                        ws.baseAddress!, ldb: layout == .outByIn ? inFeatures : outFeatures,
-                        transposeB: layout == .outByIn,
-                        ys.baseAddress!, ldc: outFeatures, beta: beta)
+                    // Rows split across the engine's threads, each a single-threaded
+                    // GEMM over its own block of tokens (the weights are shared).
+                    parallelFor(chunks: x.rows, minimumChunk: Self.rowsPerTask) { rows in
+                        BLAS.gemm(
+                            m: rows.count, n: outFeatures, k: inFeatures,
+                            xs.baseAddress! + rows.lowerBound * inFeatures, lda: inFeatures,
+                            ws.baseAddress!, ldb: layout == .outByIn ? inFeatures : outFeatures,
+                            transposeB: layout == .outByIn,
+                            ys.baseAddress! + rows.lowerBound * outFeatures, ldc: outFeatures, beta: beta)
+                    }
                 }
             }
         }

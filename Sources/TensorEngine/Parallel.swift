@@ -1,16 +1,26 @@
 import Dispatch
 import Foundation
 
-/// How many threads the engine uses: for BLAS and for its own loops.
+/// How many threads the engine uses, for its GEMMs and its own loops.
+///
+/// OpenBLAS itself stays single-threaded: the engine splits each large GEMM
+/// across its own workers (`Linear`), so one pool of threads does all the
+/// work. OpenBLAS's own threads would otherwise spin (sched_yield) for a
+/// while after every GEMM, stealing the cores from the elementwise phases
+/// that follow it.
 public enum EngineThreads {
     nonisolated(unsafe) private static var configured = ProcessInfo.processInfo.activeProcessorCount
+    private static let blasPinned: Void = BLAS.setThreads(1)
 
-    public static var count: Int { configured }
+    public static var count: Int {
+        _ = blasPinned
+        return configured
+    }
 
-    /// Sets the engine's and OpenBLAS's thread count (a process-wide setting).
+    /// Sets the engine's thread count (a process-wide setting).
     public static func set(_ count: Int) {
+        _ = blasPinned
         configured = max(1, count)
-        BLAS.setThreads(configured)
     }
 }
 

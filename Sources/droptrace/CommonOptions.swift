@@ -41,5 +41,6 @@ struct EngineOptions: ParsableArguments {
 
     func apply() {
         EngineThreads.set(threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        EngineMemory.reuseFreedBuffers()
     }
 }
