@@ -47,10 +47,19 @@ public struct Matrix: Sendable {
         }
     }
 
-    /// self + other, elementwise.
+    /// self + other, elementwise, in one pass (no copy of self first: these
+    /// are the residual-stream sums, T×d each, on every layer).
     public func adding(_ other: Matrix) -> Matrix {
-        var result = self
-        result.add(other)
-        return result
+        precondition(rows == other.rows && cols == other.cols)
+        let count = data.count
+        return data.withUnsafeBufferPointer { a in
+            other.data.withUnsafeBufferPointer { b in
+                Matrix(uninitialized: rows, cols) { out in
+                    parallelFor(chunks: count, minimumChunk: 1 << 16) { range in
+                        for i in range { out[i] = a[i] + b[i] }
+                    }
+                }
+            }
+        }
     }
 }
