@@ -77,14 +77,6 @@ import Testing
         #expect(file.tensors["transformer.h.0.attn.bias"] == nil && file.tensors["transformer.h.0.attn.masked_bias"] == nil)
     }
 
-    @Test func zip64ArchiveIsRead() throws {
-        let file = try TorchCheckpointFile(path: Self.pickle("zip64.bin").path)
-        let weight = try #require(file.tensors["weight"])
-        #expect(weight.shape == [2, 3])
-        #expect(weight.floats() == [0, 1, 2, 3, 4, 5])
-        #expect(try TorchCheckpointFile(path: Self.pickle("small.bin").path).tensors["weight"]?.floats() == [0, 1, 2, 3, 4, 5])
-    }
-
     @Test(arguments: [
         ("os_system.bin", "os.system"),
         ("builtins_eval.bin", "builtins.eval"),
