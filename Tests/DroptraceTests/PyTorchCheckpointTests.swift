@@ -77,6 +77,20 @@ import Testing
         #expect(file.tensors["transformer.h.0.attn.bias"] == nil && file.tensors["transformer.h.0.attn.masked_bias"] == nil)
     }
 
+    @Test(arguments: ["small.bin", "zip64.bin", "protocol4_parameters.bin", "nested_state_dict.bin"])
+    func smallStateDictVariantsAreRead(file: String) throws {
+        let tensors = try TorchCheckpointFile(path: Self.pickle(file).path).tensors
+        #expect(tensors.keys.sorted() == ["weight"])
+        let weight = try #require(tensors["weight"])
+        #expect(weight.shape == [2, 3] && weight.dtype == .float32)
+        #expect(weight.floats() == [0, 1, 2, 3, 4, 5])
+    }
+
+    @Test func instOpcodeIsRefused() {
+        let message = Self.loadError(Self.pickle("inst.bin"))
+        #expect(message.contains("inst.bin: refusing to load") && message.contains("INST (os.system)"), "\(message)")
+    }
+
     @Test(arguments: [
         ("os_system.bin", "os.system"),
         ("builtins_eval.bin", "builtins.eval"),
@@ -93,6 +107,7 @@ import Testing
         ("truncated.bin", "no end-of-central-directory record"),
         ("entry_past_end.bin", "file is truncated: zip entry small/data/0 starts at byte"),
         ("compressed.bin", "is compressed"),
+        ("expanded.bin", "tensor 'weight' (shape [4096, 3], strides [0, 1]) repeats elements of its storage"),
         ("plain_pickle.bin", "not a PyTorch checkpoint"),
     ])
     func brokenFilesGiveOneLineErrors(file: String, phrase: String) {
@@ -100,6 +115,34 @@ import Testing
         #expect(message.hasPrefix(Self.pickle(file).path + ": "), "\(message)")
         #expect(message.contains(phrase), "\(message)")
         #expect(!message.contains("\n"))
+    }
+
+    /// Every prefix and every single damaged byte of a small checkpoint either
+    /// loads or fails with a one-line error naming the file — never a crash.
+    @Test func damagedFilesNeverCrash() throws {
+        let original = try Data(contentsOf: Self.pickle("small.bin"))
+        let scratch = try ScratchDirectory()
+        let file = scratch.path("damaged.bin")
+        // Prefixes (every third length) and one damaged value per byte, cycling
+        // through zero, all ones and a flipped low bit.
+        var variants: [Data] = stride(from: 0, to: original.count, by: 3).map { original.prefix($0) }
+        for position in 0..<original.count {
+            var damaged = original
+            damaged[position] = [0x00, 0xFF, original[position] ^ 0x01][position % 3]
+            variants.append(damaged)
+        }
+        var failures = 0
+        for variant in variants {
+            try variant.write(to: file)
+            do {
+                _ = try TorchCheckpointFile(path: file.path)
+            } catch {
+                failures += 1
+                let message = "\(error)"
+                #expect(message.hasPrefix(file.path + ": ") && !message.contains("\n"), "\(message)")
+            }
+        }
+        #expect(failures > original.count / 3)
     }
 
     @Test func unfinishedFilesHaveNoExpectedLength() throws {

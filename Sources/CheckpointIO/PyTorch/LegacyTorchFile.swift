@@ -56,10 +56,10 @@ struct LegacyTorchFile {
             }
             let count = try reader.int64()
             guard count >= 0, count == reference.count else {
-                throw DroptraceError("storage \(key) has \(count) elements on disk but the pickle declares \(reference.count)", path: path)
+                throw DroptraceError("storage \(key.forErrorMessage) has \(count) elements on disk but the pickle declares \(reference.count)", path: path)
             }
             let (length, overflow) = count.multipliedReportingOverflow(by: reference.element.byteSize)
-            guard !overflow else { throw DroptraceError("storage \(key) has an impossible size", path: path) }
+            guard !overflow else { throw DroptraceError("storage \(key.forErrorMessage) has an impossible size", path: path) }
             storages[key] = try reader.raw(length)
         }
         self.root = root
@@ -68,7 +68,7 @@ struct LegacyTorchFile {
 
     func storage(_ reference: TorchStorageReference) throws -> UnsafeRawBufferPointer {
         guard let bytes = storages[reference.key] else {
-            throw DroptraceError("storage \(reference.key) is not among the file's storages", path: path)
+            throw DroptraceError("storage \(reference.key.forErrorMessage) is not among the file's storages", path: path)
         }
         return try TorchCheckpointFile.checked(bytes, reference, path: path)
     }

@@ -56,7 +56,7 @@ struct PickleMachine {
         func global(module: String, name: String) throws -> PickleValue {
             guard let allowed = TorchGlobal(module: module, name: name) else {
                 throw DroptraceError(
-                    "refusing to load: the pickle calls \(module).\(name), which is not part of a PyTorch state dict (nothing was executed)",
+                    "refusing to load: the pickle calls \(module.forErrorMessage).\(name.forErrorMessage), which is not part of a PyTorch state dict (nothing was executed)",
                     path: path)
             }
             return .global(allowed)
@@ -180,7 +180,7 @@ struct PickleMachine {
                     0x50: "PERSID",
                 ]
                 var what = ""
-                if opcode == 0x69 { what = " (\((try? line()) ?? "?").\((try? line()) ?? "?"))" }
+                if opcode == 0x69 { what = " (\(((try? line()) ?? "?").forErrorMessage).\(((try? line()) ?? "?").forErrorMessage))" }
                 throw DroptraceError(
                     "refusing to load: the pickle builds an object with \(names[opcode]!)\(what) at byte \(opcodePosition), which is not part of a PyTorch state dict (nothing was executed)",
                     path: path)

@@ -56,15 +56,19 @@ public final class TorchCheckpointFile: @unchecked Sendable {
         if archive.entries[prefix + "byteorder"] != nil {
             let order = String(decoding: try archive.data(prefix + "byteorder"), as: UTF8.self)
             guard order == "little" else {
-                throw DroptraceError("checkpoint was saved with \(order)-endian byte order; only little-endian is supported", path: path)
+                throw DroptraceError(
+                    order == "big" ? "checkpoint was saved with big-endian byte order; only little-endian is supported"
+                        : "zip entry \(prefix.forErrorMessage)byteorder holds \"\(order.forErrorMessage)\" instead of \"little\" or \"big\"",
+                    path: path)
             }
         }
-        let machine = PickleMachine(bytes: try archive.data(pickleName), path: path, pickleName: pickleName)
-        let root = try machine.run { id in try TorchRebuild.storage(id, path: path, pickleName: pickleName) }.value
+        let shownName = pickleName.forErrorMessage
+        let machine = PickleMachine(bytes: try archive.data(pickleName), path: path, pickleName: shownName)
+        let root = try machine.run { id in try TorchRebuild.storage(id, path: path, pickleName: shownName) }.value
         let storage = { (reference: TorchStorageReference) throws -> UnsafeRawBufferPointer in
             let name = prefix + "data/" + reference.key
             guard archive.entries[name] != nil else {
-                throw DroptraceError("zip archive lacks entry \(name) for storage \(reference.key) named in \(pickleName)", path: path)
+                throw DroptraceError("zip archive lacks entry \(name.forErrorMessage) for storage \(reference.key.forErrorMessage) named in \(shownName)", path: path)
             }
             return try checked(try archive.data(name), reference, path: path)
         }
@@ -76,7 +80,7 @@ public final class TorchCheckpointFile: @unchecked Sendable {
         let (needed, overflow) = reference.count.multipliedReportingOverflow(by: reference.element.byteSize)
         guard !overflow, needed <= bytes.count else {
             throw DroptraceError(
-                "storage \(reference.key) holds \(bytes.count) bytes but the pickle declares \(reference.count) \(reference.element.name) elements",
+                "storage \(reference.key.forErrorMessage) holds \(bytes.count) bytes but the pickle declares \(reference.count) \(reference.element.name) elements",
                 path: path)
         }
         return UnsafeRawBufferPointer(rebasing: bytes[0..<needed])

@@ -60,7 +60,7 @@ enum TorchRebuild {
             throw fail("persistent id has a malformed storage key or size")
         }
         if fields.count > 5, case .tuple = fields[5] {
-            throw fail("storage \(key) is a view of another storage (written by a very old torch); re-save the checkpoint with a current torch.save")
+            throw fail("storage \(key.forErrorMessage) is a view of another storage (written by a very old torch); re-save the checkpoint with a current torch.save")
         }
         return .storage(TorchStorageReference(element: element, key: key, count: count))
     }

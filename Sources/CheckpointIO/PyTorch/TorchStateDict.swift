@@ -44,11 +44,19 @@ enum TorchStateDict {
         let storageCount = storageBytes.count / element.byteSize
         guard needed <= storageCount else {
             throw DroptraceError(
-                "tensor '\(name)' (shape \(tensor.shape), offset \(tensor.offset)) reaches element \(needed) of a storage holding \(storageCount) \(element.name) elements",
+                "tensor '\(name.forErrorMessage)' (shape \(tensor.shape), offset \(tensor.offset)) reaches element \(needed) of a storage holding \(storageCount) \(element.name) elements",
+                path: path)
+        }
+        let count = try elementCount(tensor, name: name, path: path)
+        // An ordinary view (a transpose, a slice) never has more elements than
+        // its storage; one that repeats elements (stride 0, overlapping strides)
+        // would make the copy below unboundedly large.
+        guard count <= storageCount else {
+            throw DroptraceError(
+                "tensor '\(name.forErrorMessage)' (shape \(tensor.shape), strides \(tensor.strides)) repeats elements of its storage; only ordinary tensors and views are supported",
                 path: path)
         }
         let base = storageBytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!
-        let count = tensor.shape.reduce(1, *)
         if let dtype = element.tensorDType {
             if isContiguous(tensor) {
                 return TensorSlice(
@@ -71,6 +79,18 @@ enum TorchStateDict {
         return TensorSlice(name: name, dtype: .float32, shape: tensor.shape, data: UnsafeRawPointer(floats.bytes), path: path, owner: floats)
     }
 
+    /// The product of the sizes, refused when it overflows (even next to a zero size,
+    /// since TensorSlice multiplies them all).
+    private static func elementCount(_ tensor: TorchTensorRecord, name: String, path: String) throws -> Int {
+        var count = 1
+        for size in tensor.shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: max(size, 1))
+            guard !overflow else { throw DroptraceError("tensor '\(name.forErrorMessage)' has an impossible shape \(tensor.shape)", path: path) }
+            count = product
+        }
+        return tensor.shape.contains(0) ? 0 : count
+    }
+
     /// One past the highest storage element the tensor touches (0 when empty).
     private static func reach(_ tensor: TorchTensorRecord, name: String, path: String) throws -> Int {
         if tensor.shape.contains(0) { return 0 }
@@ -79,7 +99,7 @@ enum TorchStateDict {
             let (step, overflow) = (size - 1).multipliedReportingOverflow(by: stride)
             let (sum, overflow2) = last.addingReportingOverflow(step)
             guard !overflow, !overflow2 else {
-                throw DroptraceError("tensor '\(name)' has a size and stride that overflow", path: path)
+                throw DroptraceError("tensor '\(name.forErrorMessage)' has a size and stride that overflow", path: path)
             }
             last = sum
         }

@@ -56,20 +56,20 @@ struct ZipArchive {
     /// The bytes of entry `name`, checked to be stored, unencrypted and inside the file.
     func data(_ name: String) throws -> UnsafeRawBufferPointer {
         guard let entry = entries[name] else {
-            throw DroptraceError("zip archive has no entry \(name)", path: path)
+            throw DroptraceError("zip archive has no entry \(name.forErrorMessage)", path: path)
         }
         guard entry.method == 0, entry.compressedSize == entry.size else {
             throw DroptraceError(
-                "zip entry \(name) is compressed (method \(entry.method)); torch.save stores entries uncompressed, so this file was repacked — re-save it with torch.save",
+                "zip entry \(name.forErrorMessage) is compressed (method \(entry.method)); torch.save stores entries uncompressed, so this file was repacked — re-save it with torch.save",
                 path: path)
         }
         guard entry.flags & 1 == 0 else {
-            throw DroptraceError("zip entry \(name) is encrypted", path: path)
+            throw DroptraceError("zip entry \(name.forErrorMessage) is encrypted", path: path)
         }
         let start = try Self.dataStart(of: entry, in: bytes, path: path)
         guard start <= bytes.count, entry.size <= bytes.count - start else {
             throw DroptraceError(
-                "file is truncated: zip entry \(name) ends at byte \(start + entry.size) but the file has \(bytes.count) bytes",
+                "file is truncated: zip entry \(name.forErrorMessage) ends at byte \(start + entry.size) but the file has \(bytes.count) bytes",
                 path: path)
         }
         return UnsafeRawBufferPointer(rebasing: bytes[start..<(start + entry.size)])
@@ -182,7 +182,7 @@ struct ZipArchive {
         reader.position = extraEnd
         try reader.skip(commentLength)
         guard size >= 0, compressedSize >= 0, localHeaderOffset >= 0 else {
-            throw DroptraceError("zip entry \(name) has sizes or offsets out of range", path: path)
+            throw DroptraceError("zip entry \(name.forErrorMessage) has sizes or offsets out of range", path: path)
         }
         return Entry(
             name: name, method: method, flags: flags, compressedSize: compressedSize, size: size,
@@ -193,12 +193,12 @@ struct ZipArchive {
         let offset = entry.localHeaderOffset
         guard offset <= bytes.count - 30 else {
             throw DroptraceError(
-                "file is truncated: zip entry \(entry.name) starts at byte \(offset) but the file has \(bytes.count) bytes",
+                "file is truncated: zip entry \(entry.name.forErrorMessage) starts at byte \(offset) but the file has \(bytes.count) bytes",
                 path: path)
         }
         var reader = ByteReader(bytes, at: offset, end: offset + 30, path: path, what: "zip local header")
         guard try reader.u32() == localHeaderSignature else {
-            throw DroptraceError("zip local header of entry \(entry.name) at byte \(offset) is damaged", path: path)
+            throw DroptraceError("zip local header of entry \(entry.name.forErrorMessage) at byte \(offset) is damaged", path: path)
         }
         try reader.skip(22)
         let nameLength = Int(try reader.u16())
