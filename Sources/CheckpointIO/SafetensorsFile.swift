@@ -9,8 +9,9 @@ public struct TensorSlice: @unchecked Sendable {
     public let data: UnsafeRawPointer
     /// The file the tensor came from, for error messages.
     public let path: String
-    /// Keeps the mapping alive as long as the slice is used.
-    let owner: MappedFile
+    /// Keeps the bytes alive as long as the slice is used: the `MappedFile`
+    /// the slice points into, or a buffer holding a copy of the tensor.
+    let owner: AnyObject
 
     public var elementCount: Int { shape.reduce(1, *) }
 
@@ -43,6 +44,8 @@ public struct TensorSlice: @unchecked Sendable {
     /// The mapping is private and read-only, so a later read simply faults
     /// the pages back in from the file (or the page cache).
     public func releasePages() {
+        // Only mapped file pages can be dropped; an owned buffer would lose its contents.
+        guard owner is MappedFile else { return }
         let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
         let start = (Int(bitPattern: data) + pageSize - 1) / pageSize * pageSize
         let end = (Int(bitPattern: data) + elementCount * dtype.byteSize) / pageSize * pageSize

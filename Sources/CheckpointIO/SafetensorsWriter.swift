@@ -8,8 +8,8 @@ public enum SafetensorsWriter {
         public var dtype: TensorDType
         public var shape: [Int]
         public var bytes: Data
-        /// The mapping `bytes` points into, kept open as long as the entry lives.
-        private var mapping: MappedFile?
+        /// The mapping (or buffer) `bytes` points into, kept alive as long as the entry lives.
+        private var mapping: AnyObject?
 
         public init(name: String, dtype: TensorDType, shape: [Int], bytes: Data) {
             precondition(bytes.count == shape.reduce(1, *) * dtype.byteSize, "tensor \(name): byte count does not match shape")

@@ -65,16 +65,21 @@ public enum CheckpointDiscovery {
         guard files.fileExists(atPath: directory.appendingPathComponent("config.json").path) else {
             return "no config.json yet"
         }
-        let index = directory.appendingPathComponent(CheckpointLayout.safetensorsIndex)
+        func exists(_ name: String) -> Bool { files.fileExists(atPath: directory.appendingPathComponent(name).path) }
+        // safetensors unless only PyTorch weights are there (as CheckpointLayout decides).
+        let pytorch = !exists(CheckpointLayout.safetensorsIndex) && !exists(CheckpointLayout.safetensorsFile)
+            && (exists(CheckpointLayout.pytorchIndex) || exists(CheckpointLayout.pytorchFile))
+        let indexName = pytorch ? CheckpointLayout.pytorchIndex : CheckpointLayout.safetensorsIndex
+        let index = directory.appendingPathComponent(indexName)
         var weightFiles: [String] = []
         if files.fileExists(atPath: index.path) {
             guard let data = files.contents(atPath: index.path),
                   let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                   let map = object["weight_map"] as? [String: String]
-            else { return "\(CheckpointLayout.safetensorsIndex) is incomplete" }
+            else { return "\(indexName) is incomplete" }
             weightFiles = Set(map.values).sorted()
         } else {
-            weightFiles = [CheckpointLayout.safetensorsFile]
+            weightFiles = [pytorch ? CheckpointLayout.pytorchFile : CheckpointLayout.safetensorsFile]
         }
         for name in weightFiles {
             let path = directory.appendingPathComponent(name).path
@@ -82,8 +87,9 @@ public enum CheckpointDiscovery {
                 return "\(name) is missing"
             }
             let size = (attributes[.size] as? NSNumber)?.intValue ?? 0
-            guard let expected = SafetensorsFile.expectedLength(path: path) else {
-                return "\(name) has an incomplete header"
+            let expected = pytorch ? TorchCheckpointFile.expectedLength(path: path) : SafetensorsFile.expectedLength(path: path)
+            guard let expected else {
+                return pytorch ? "\(name) is not complete yet (it ends before its zip directory or last storage)" : "\(name) has an incomplete header"
             }
             if size < expected { return "\(name) has \(size) of \(expected) bytes" }
         }

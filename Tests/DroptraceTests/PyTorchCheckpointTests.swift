@@ -1,0 +1,215 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Pipeline
+import Scoring
+import Testing
+
+/// PyTorch `.bin` checkpoints (torch.save) read natively: the fixtures are
+/// torch.save copies of safetensors fixture models (scripts/fixtures/make_pytorch_fixtures.py),
+/// so every tensor and the transformers reference scores of the original apply.
+@Suite struct PyTorchCheckpointTests {
+    /// `.bin` fixture → the safetensors model it was saved from.
+    static let copies: [(bin: String, original: String)] = [
+        ("llama-f32-bin", "llama-f32"),  // zip format, OrderedDict with _metadata, int64 buffer
+        ("gpt_neox-bf16-bin", "gpt_neox-bf16"),  // index + 2 shards, bfloat16
+        ("gpt2-f32-bin", "gpt2-f32"),  // tied lm_head, transposed views, slices of stacked storages
+        ("qwen2-bf16-legacy", "qwen2-bf16"),  // legacy non-zip format, one float64 tensor
+    ]
+
+    static var binNames: [String] { copies.map(\.bin) }
+
+    static func original(of bin: String) -> String { copies.first { $0.bin == bin }!.original }
+
+    static func pickle(_ name: String) -> URL { FixtureFiles.root.appendingPathComponent("pickles/\(name)") }
+
+    static func loadError(_ url: URL) -> String {
+        do {
+            _ = try TorchCheckpointFile(path: url.path)
+            return "(no error)"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test(arguments: binNames)
+    func everyTensorEqualsTheSafetensorsOriginal(bin: String) throws {
+        let loaded = try Checkpoint(location: FixtureFiles.model(bin))
+        let reference = try Checkpoint(location: FixtureFiles.model(Self.original(of: bin)))
+        #expect(loaded.layout.format == .pytorch)
+        // Only float tensors come through: the int64/bool/uint8 buffers are left out.
+        let extra: Set<String> = bin == "gpt2-f32-bin" ? ["lm_head.weight"] : []
+        #expect(Set(loaded.tensorNames) == Set(reference.tensorNames).union(extra))
+        for name in reference.tensorNames {
+            let expected = try reference.tensor(name)
+            let actual = try loaded.tensor(name)
+            #expect(actual.shape == expected.shape, "\(bin) \(name)")
+            let (a, e) = (actual.floats(), expected.floats())
+            let differing = zip(a, e).filter { $0.bitPattern != $1.bitPattern }.count
+            #expect(a.count == e.count && differing == 0, "\(bin) \(name): \(differing) of \(e.count) values differ")
+        }
+    }
+
+    @Test(arguments: binNames)
+    func scoresMatchTransformersReference(bin: String) throws {
+        let original = Self.original(of: bin)
+        let scores = try ScoringReferenceTests().score(bin, FixtureFiles.jsonlSequences())
+        let reference = try #require(FixtureFiles.scores(original, "jsonl", "float32_compute"))
+        ScoringReferenceTests().check(bin, scores, against: reference, tolerance: ScoringReferenceTests.float32Tolerance)
+    }
+
+    @Test func singleBinFileWithConfigBeside() throws {
+        let file = FixtureFiles.model("llama-f32-bin").appendingPathComponent("pytorch_model.bin")
+        let checkpoint = try Checkpoint(location: file)
+        #expect(checkpoint.layout.weightFiles == [file])
+        let scorer = ImportanceScorer(model: try ModelRegistry.load(checkpoint))
+        let scores = try scorer.score(FixtureFiles.textInputIDs("llama-f32"), calibrationPath: "fixture")
+        let reference = try #require(FixtureFiles.scores("llama-f32", "text", "float32_compute"))
+        ScoringReferenceTests().check("llama-f32-bin file", scores, against: reference, tolerance: ScoringReferenceTests.float32Tolerance)
+    }
+
+    @Test func tiedWeightsShareOneStorageInPlace() throws {
+        let file = try TorchCheckpointFile(path: FixtureFiles.model("gpt2-f32-bin").appendingPathComponent("pytorch_model.bin").path)
+        let embedding = try #require(file.tensors["transformer.wte.weight"])
+        let head = try #require(file.tensors["lm_head.weight"])
+        #expect(embedding.data == head.data)
+        #expect(file.tensors["transformer.h.0.attn.bias"] == nil && file.tensors["transformer.h.0.attn.masked_bias"] == nil)
+    }
+
+    @Test(arguments: ["small.bin", "zip64.bin", "protocol4_parameters.bin", "nested_state_dict.bin"])
+    func smallStateDictVariantsAreRead(file: String) throws {
+        let tensors = try TorchCheckpointFile(path: Self.pickle(file).path).tensors
+        #expect(tensors.keys.sorted() == ["weight"])
+        let weight = try #require(tensors["weight"])
+        #expect(weight.shape == [2, 3] && weight.dtype == .float32)
+        #expect(weight.floats() == [0, 1, 2, 3, 4, 5])
+    }
+
+    @Test func instOpcodeIsRefused() {
+        let message = Self.loadError(Self.pickle("inst.bin"))
+        #expect(message.contains("inst.bin: refusing to load") && message.contains("INST (os.system)"), "\(message)")
+    }
+
+    @Test(arguments: [
+        ("os_system.bin", "os.system"),
+        ("builtins_eval.bin", "builtins.eval"),
+        ("unknown_class.bin", "__main__.TrainingState"),
+    ])
+    func maliciousPicklesAreRefused(file: String, callable: String) {
+        let message = Self.loadError(Self.pickle(file))
+        #expect(message.contains(file) && message.contains("refusing to load"), "\(message)")
+        #expect(message.contains("calls \(callable), which is not part of a PyTorch state dict"), "\(message)")
+        #expect(!message.contains("\n"))
+    }
+
+    @Test(arguments: [
+        ("truncated.bin", "no end-of-central-directory record"),
+        ("entry_past_end.bin", "file is truncated: zip entry small/data/0 starts at byte"),
+        ("compressed.bin", "is compressed"),
+        ("expanded.bin", "tensor 'weight' (shape [4096, 3], strides [0, 1]) repeats elements of its storage"),
+        ("plain_pickle.bin", "not a PyTorch checkpoint"),
+    ])
+    func brokenFilesGiveOneLineErrors(file: String, phrase: String) {
+        let message = Self.loadError(Self.pickle(file))
+        #expect(message.hasPrefix(Self.pickle(file).path + ": "), "\(message)")
+        #expect(message.contains(phrase), "\(message)")
+        #expect(!message.contains("\n"))
+    }
+
+    /// Every prefix and every single damaged byte of a small checkpoint either
+    /// loads or fails with a one-line error naming the file — never a crash.
+    @Test func damagedFilesNeverCrash() throws {
+        let original = try Data(contentsOf: Self.pickle("small.bin"))
+        let scratch = try ScratchDirectory()
+        let file = scratch.path("damaged.bin")
+        // Prefixes (every third length) and one damaged value per byte, cycling
+        // through zero, all ones and a flipped low bit.
+        var variants: [Data] = stride(from: 0, to: original.count, by: 3).map { original.prefix($0) }
+        for position in 0..<original.count {
+            var damaged = original
+            damaged[position] = [0x00, 0xFF, original[position] ^ 0x01][position % 3]
+            variants.append(damaged)
+        }
+        var failures = 0
+        for variant in variants {
+            try variant.write(to: file)
+            do {
+                _ = try TorchCheckpointFile(path: file.path)
+            } catch {
+                failures += 1
+                let message = "\(error)"
+                #expect(message.hasPrefix(file.path + ": ") && !message.contains("\n"), "\(message)")
+            }
+        }
+        #expect(failures > original.count / 3)
+    }
+
+    @Test func unfinishedFilesHaveNoExpectedLength() throws {
+        let small = Self.pickle("small.bin")
+        let size = try FileManager.default.attributesOfItem(atPath: small.path)[.size] as! Int
+        #expect(TorchCheckpointFile.expectedLength(path: small.path) == size)
+        #expect(TorchCheckpointFile.expectedLength(path: Self.pickle("truncated.bin").path) == nil)
+        let legacy = FixtureFiles.model("qwen2-bf16-legacy").appendingPathComponent("pytorch_model.bin")
+        #expect(TorchCheckpointFile.expectedLength(path: legacy.path) != nil)
+
+        // A legacy file cut inside its storages.
+        let scratch = try ScratchDirectory()
+        let cut = scratch.path("cut.bin")
+        let data = try Data(contentsOf: legacy)
+        try data.prefix(data.count - 100).write(to: cut)
+        #expect(TorchCheckpointFile.expectedLength(path: cut.path) == nil)
+        #expect(Self.loadError(cut).contains("truncated"))
+    }
+
+    @Test func discoveryTellsUnfinishedBinCheckpoints() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1, model: "llama-f32-bin")
+        try series.add(step: 2, model: "gpt_neox-bf16-bin")
+        let cut = try series.add(step: 3, model: "llama-f32-bin")
+        let weights = cut.appendingPathComponent("pytorch_model.bin")
+        let data = try Data(contentsOf: weights)
+        try data.prefix(data.count / 2).write(to: weights)
+        let sharded = try series.add(step: 4, model: "gpt_neox-bf16-bin")
+        let shard = sharded.appendingPathComponent("pytorch_model-00002-of-00002.bin")
+        try Data(try Data(contentsOf: shard).dropLast(10)).write(to: shard)
+
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.map(\.name) == ["checkpoint-1", "checkpoint-2"])
+        #expect(result.incomplete.map(\.name) == ["checkpoint-3", "checkpoint-4"])
+        #expect(result.incomplete[0].reason.contains("pytorch_model.bin"))
+        #expect(result.incomplete[1].reason.contains("pytorch_model-00002-of-00002.bin"))
+    }
+
+    @Test func scoreCommandReadsBinDirectory() throws {
+        let scratch = try ScratchDirectory()
+        let output = scratch.path("scores.h5")
+        let (seqLen, samples) = FixtureFiles.textSettings("llama-f32")
+        let result = try DroptraceCommand.run([
+            "score", FixtureFiles.model("llama-f32-bin").path, "--calibration", FixtureFiles.calibrationText.path,
+            "--seq-len", "\(seqLen)", "--samples", "\(samples)", "--output", output.path, "--json", "--threads", "2",
+        ])
+        try #require(result.status == 0, "\(result.stderr)")
+        let reference = try #require(FixtureFiles.scores("llama-f32", "text", "float32_compute"))
+        let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        let scores = json["scores"] as! [String: [Double]]
+        let gap = (json["block_gap"] as! [[Any]]).map { $0.map { ($0 as? NSNumber)?.doubleValue ?? .nan } }
+        let difference = reference.maxDifference(
+            attention: scores["attention"]!, mlp: scores["mlp"]!, block: scores["block"]!, blockGap: gap)
+        #expect(difference <= ScoringReferenceTests.float32Tolerance, "\(difference)")
+    }
+
+    @Test func scoreCommandNamesTheRefusedFile() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32-bin", as: "evil")
+        let weights = model.appendingPathComponent("pytorch_model.bin")
+        try FileManager.default.removeItem(at: weights)
+        try FileManager.default.copyItem(at: Self.pickle("os_system.bin"), to: weights)
+        let result = try DroptraceCommand.run([
+            "score", model.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("s.h5").path,
+        ])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("pytorch_model.bin: refusing to load") && result.stderr.contains("os.system"), "\(result.stderr)")
+    }
+}
