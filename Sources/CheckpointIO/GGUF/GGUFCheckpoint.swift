@@ -59,9 +59,9 @@ public final class GGUFCheckpoint: @unchecked Sendable {
             }
             tensors[name] = file.slice(info, dtype: dtypes[info.name]!, name: name, shape: shape, order: transposed ? .transposed : order)
         }
-        // Tied GPT-NeoX models (rare) keep no output matrix; GPTNeoXModel reads embed_out.
-        if config.family == .gptneox, tensors["embed_out.weight"] == nil, let embedding = tensors["gpt_neox.embed_in.weight"] {
-            tensors["embed_out.weight"] = embedding
+        // Tied GPT-NeoX models (rare) keep no output matrix, and GPTNeoXModel does not tie.
+        if config.family == .gptneox, tensors["lm_head.weight"] == nil, let embedding = tensors["gpt_neox.embed_in.weight"] {
+            tensors["lm_head.weight"] = embedding
         }
         self.tensors = tensors
     }

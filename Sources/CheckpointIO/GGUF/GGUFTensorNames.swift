@@ -41,7 +41,7 @@ struct GGUFTensorNames {
                     "output.weight": "lm_head.weight"]
         case .gptneox:
             return ["token_embd.weight": p + "embed_in.weight", "output_norm.weight": p + "final_layer_norm.weight",
-                    "output_norm.bias": p + "final_layer_norm.bias", "output.weight": "embed_out.weight"]
+                    "output_norm.bias": p + "final_layer_norm.bias", "output.weight": "lm_head.weight"]
         case .gpt2:
             return ["token_embd.weight": p + "wte.weight", "position_embd.weight": p + "wpe.weight",
                     "output_norm.weight": p + "ln_f.weight", "output_norm.bias": p + "ln_f.bias",
