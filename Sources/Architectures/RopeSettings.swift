@@ -13,6 +13,9 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     public var lowFrequencyFactor: Double?
     public var highFrequencyFactor: Double?
     public var originalMaxPositions: Int?
+    /// Per-frequency divisors, GGUF's `rope_freqs.weight` (how llama.cpp stores
+    /// Llama 3 scaling); the GGUF reader passes them on under this key.
+    public var frequencyFactors: [Double]?
 
     struct Key: CodingKey {
         var stringValue: String
@@ -49,6 +52,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         lowFrequencyFactor = try number(["low_freq_factor"], in: nested)
         highFrequencyFactor = try number(["high_freq_factor"], in: nested)
         originalMaxPositions = try number(["original_max_position_embeddings"], in: nested).map { Int($0) }
+        frequencyFactors = try nested?.decodeIfPresent([Double].self, forKey: Key("frequency_factors"))
     }
 
     /// The rotary embedding for heads of `headDim`, or an error naming the
@@ -72,6 +76,13 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         default:
             throw DroptraceError(
                 "unsupported rope type \"\(type)\" (supported: default, linear, dynamic, llama3)", path: configPath)
+        }
+        if let frequencyFactors {
+            guard frequencyFactors.count == frequencies.count else {
+                throw DroptraceError(
+                    "rope frequency_factors has \(frequencyFactors.count) entries, expected \(frequencies.count)", path: configPath)
+            }
+            frequencies = zip(frequencies, frequencyFactors).map { $0 / Float($1) }
         }
         return RotaryEmbedding(inverseFrequencies: frequencies)
     }

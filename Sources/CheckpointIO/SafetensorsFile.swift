@@ -3,6 +3,18 @@ import Foundation
 
 /// Where one tensor lives inside a mapped file.
 public struct TensorSlice: @unchecked Sendable {
+    /// How the stored bytes map onto the shape the slice presents. GGUF keeps
+    /// some weights in another order than Hugging Face's; undoing that while
+    /// expanding keeps the file mapped instead of copied.
+    public enum StoredOrder: Sendable, Equatable {
+        /// Stored row-major in `shape`.
+        case asShaped
+        /// Row `r` of the presented tensor is stored row `order[r]` (same widths).
+        case rowsPermuted([Int])
+        /// A 2-D tensor stored as its transpose, [shape[1], shape[0]] row-major.
+        case transposed
+    }
+
     public let name: String
     public let dtype: TensorDType
     public let shape: [Int]
@@ -12,30 +24,65 @@ public struct TensorSlice: @unchecked Sendable {
     /// Keeps the bytes alive as long as the slice is used: the `MappedFile`
     /// the slice points into, or a buffer holding a copy of the tensor.
     let owner: AnyObject
+    public internal(set) var storedOrder: StoredOrder = .asShaped
 
     public var elementCount: Int { shape.reduce(1, *) }
+
+    /// Bytes the tensor occupies where it is stored.
+    public var byteCount: Int { dtype.byteCount(elements: elementCount) }
 
     /// The tensor expanded to Float32, row-major; large tensors in parallel
     /// chunks, since expanding a layer's weights is on every layer's path.
     public func floats() -> [Float] {
         let count = elementCount
-        let chunk = 1 << 20
         let expanded = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
             let destination = buffer.baseAddress!
-            let chunks = (count + chunk - 1) / chunk
-            let expand = { (c: Int) in
-                let start = c * chunk
-                expandToFloat32(data + start * dtype.byteSize, dtype: dtype, count: min(chunk, count - start), into: destination + start)
-            }
-            if chunks <= 1 {
-                if count > 0 { expand(0) }
-            } else {
-                DispatchQueue.concurrentPerform(iterations: chunks, execute: expand)
+            switch storedOrder {
+            case .asShaped:
+                expandStored(into: destination)
+            case .rowsPermuted(let order):
+                let width = count / max(order.count, 1)
+                forEachChunk(of: order.count, rowsPerChunk: max(1, (1 << 20) / max(width, 1))) { rows in
+                    for r in rows { expandStoredRow(order[r], width: width, into: destination + r * width) }
+                }
+            case .transposed:
+                let (rows, cols) = (shape[0], shape[1])
+                var stored = [Float](repeating: 0, count: count)
+                stored.withUnsafeMutableBufferPointer { expandStored(into: $0.baseAddress!) }
+                for c in 0..<cols {
+                    for r in 0..<rows { destination[r * cols + c] = stored[c * rows + r] }
+                }
             }
             initialized = count
         }
         releasePages()
         return expanded
+    }
+
+    /// The stored bytes expanded in storage order, in parallel chunks of 1<<20
+    /// elements (a multiple of every block size).
+    private func expandStored(into destination: UnsafeMutablePointer<Float>) {
+        let count = elementCount
+        let chunk = 1 << 20
+        forEachChunk(of: count, rowsPerChunk: chunk) { range in
+            expandToFloat32(
+                data + dtype.byteCount(elements: range.lowerBound), dtype: dtype, count: range.count,
+                into: destination + range.lowerBound)
+        }
+    }
+
+    private func expandStoredRow(_ stored: Int, width: Int, into destination: UnsafeMutablePointer<Float>) {
+        expandToFloat32(data + stored * dtype.byteCount(elements: width), dtype: dtype, count: width, into: destination)
+    }
+
+    /// Runs `body` over `0..<count` cut into pieces of `size`, concurrently when there are several.
+    private func forEachChunk(of count: Int, rowsPerChunk size: Int, _ body: (Range<Int>) -> Void) {
+        let chunks = (count + size - 1) / size
+        if chunks <= 1 {
+            if count > 0 { body(0..<count) }
+        } else {
+            DispatchQueue.concurrentPerform(iterations: chunks) { c in body((c * size)..<min(count, (c + 1) * size)) }
+        }
     }
 
     /// Tells the kernel the mapped bytes are not needed any more. Expanded
@@ -48,15 +95,20 @@ public struct TensorSlice: @unchecked Sendable {
         guard owner is MappedFile else { return }
         let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
         let start = (Int(bitPattern: data) + pageSize - 1) / pageSize * pageSize
-        let end = (Int(bitPattern: data) + elementCount * dtype.byteSize) / pageSize * pageSize
+        let end = (Int(bitPattern: data) + byteCount) / pageSize * pageSize
         guard end > start, let pointer = UnsafeMutableRawPointer(bitPattern: start) else { return }
         madvise(pointer, end - start, Int32(MADV_DONTNEED))
     }
 
-    /// Rows `rows` of a 2-D tensor expanded to Float32 into `destination`.
+    /// Row `row` of a 2-D tensor (a 1-D tensor: all of it) expanded to Float32
+    /// into `destination`. Embedding lookups use this; they are never stored transposed.
     public func expandRow(_ row: Int, into destination: UnsafeMutablePointer<Float>) {
         let width = shape.count == 2 ? shape[1] : elementCount
-        expandToFloat32(data + row * width * dtype.byteSize, dtype: dtype, count: width, into: destination)
+        switch storedOrder {
+        case .asShaped: expandStoredRow(row, width: width, into: destination)
+        case .rowsPermuted(let order): expandStoredRow(order[row], width: width, into: destination)
+        case .transposed: preconditionFailure("tensor '\(name)': single rows of a transposed tensor are not expanded")
+        }
     }
 }
 
@@ -109,12 +161,13 @@ public final class SafetensorsFile: @unchecked Sendable {
             else {
                 throw DroptraceError("malformed header entry for tensor '\(name)'", path: path)
             }
-            guard let dtype = TensorDType(rawValue: dtypeName) else {
+            // Block-quantised types exist only in GGUF files.
+            guard let dtype = TensorDType(rawValue: dtypeName), !dtype.isBlockQuantized else {
                 throw DroptraceError(
                     "tensor '\(name)' has unsupported dtype \(dtypeName) (supported: F32, F16, BF16)", path: path)
             }
             let (begin, end) = (offsets[0], offsets[1])
-            let expected = shape.reduce(1, *) * dtype.byteSize
+            let expected = dtype.byteCount(elements: shape.reduce(1, *))
             guard begin >= 0, end >= begin, end - begin == expected else {
                 throw DroptraceError(
                     "tensor '\(name)' has data_offsets [\(begin), \(end)] that do not fit its shape \(shape) of \(dtypeName)",

@@ -12,7 +12,7 @@ public enum SafetensorsWriter {
         private var mapping: AnyObject?
 
         public init(name: String, dtype: TensorDType, shape: [Int], bytes: Data) {
-            precondition(bytes.count == shape.reduce(1, *) * dtype.byteSize, "tensor \(name): byte count does not match shape")
+            precondition(bytes.count == dtype.byteCount(elements: shape.reduce(1, *)), "tensor \(name): byte count does not match shape")
             self.name = name
             self.dtype = dtype
             self.shape = shape
@@ -20,13 +20,21 @@ public enum SafetensorsWriter {
         }
 
         /// An entry holding a slice's bytes as they are on disk (not copied:
-        /// valid while the slice's checkpoint is open).
+        /// valid while the slice's checkpoint is open). Tensors safetensors
+        /// cannot hold as stored (GGUF's quantised or reordered ones) are
+        /// written expanded to float32.
         public init(_ slice: TensorSlice, renamedTo name: String? = nil) {
+            if slice.dtype.isBlockQuantized || slice.storedOrder != .asShaped {
+                self.init(
+                    name: name ?? slice.name, dtype: .float32, shape: slice.shape,
+                    bytes: slice.floats().withUnsafeBytes { Data($0) })
+                return
+            }
             self.init(
                 name: name ?? slice.name, dtype: slice.dtype, shape: slice.shape,
                 bytes: Data(
                     bytesNoCopy: UnsafeMutableRawPointer(mutating: slice.data),
-                    count: slice.elementCount * slice.dtype.byteSize, deallocator: .none))
+                    count: slice.byteCount, deallocator: .none))
             mapping = slice.owner
         }
     }

@@ -11,6 +11,9 @@ public enum CheckpointTokenizer {
         if FileManager.default.fileExists(atPath: file.path) {
             return try Tokenizer(contentsOf: file)
         }
+        if let gguf = checkpoint.gguf {
+            return try Tokenizer(vocabulary: VocabularySpec(gguf: gguf))
+        }
         throw DroptraceError(
             "\(purpose) needs the checkpoint's tokenizer.json (missing: \(file.path)); or pass pre-tokenised JSONL",
             path: path)
