@@ -35,6 +35,27 @@ enum SentencePieceFixtures {
         }
     }()
 
+    struct Probe: Sendable, CustomTestStringConvertible {
+        var tokenizer: String
+        var text: String
+        var with: [Int]
+        var without: [Int]
+        var decoded: String
+        var testDescription: String { "\(tokenizer): \(text.debugDescription)" }
+    }
+
+    /// probes.json: short texts with special tokens, spaces and added tokens.
+    static let probes: [Probe] = {
+        let url = root.appendingPathComponent("probes.json")
+        let json = try! JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: [[String: Any]]]
+        return json.keys.sorted().flatMap { name in
+            json[name]!.map { entry in
+                Probe(tokenizer: name, text: entry["text"] as! String, with: entry["with"] as! [Int],
+                      without: entry["without"] as! [Int], decoded: entry["decoded"] as! String)
+            }
+        }
+    }()
+
     /// A GGUF-style vocabulary JSON as the VocabularySpec a GGUF reader
     /// fills, plus the reference it must reproduce.
     static func vocabulary(_ name: String) throws -> (spec: VocabularySpec, expectedFrom: String) {
@@ -96,6 +117,14 @@ struct SentencePieceTokenizerTests {
         for (file, expected) in SentencePieceFixtures.reference[name]! {
             #expect(tokenizer.decode(expected.without) == expected.decoded, "\(name) \(file)")
         }
+    }
+
+    @Test("short probing texts", arguments: SentencePieceFixtures.probes)
+    func probe(_ probe: SentencePieceFixtures.Probe) throws {
+        let tokenizer = try Tokenizer(contentsOf: SentencePieceFixtures.tokenizerFile(probe.tokenizer))
+        #expect(tokenizer.encode(probe.text) == probe.with)
+        #expect(tokenizer.encode(probe.text, addSpecialTokens: false) == probe.without)
+        #expect(tokenizer.decode(probe.without) == probe.decoded)
     }
 
     @Test("byte fallback tokenizers decode back to the text", arguments: ["mistral-v1", "spm-legacy", "spm-always-split"])
