@@ -12,7 +12,7 @@ extension TextPiece {
         bytes.withUnsafeBufferPointer { buffer in
             pattern.split(buffer, behavior: behavior, invert: invert) { range in
                 emit(TextPiece(bytes[(base + range.lowerBound)..<(base + range.upperBound)],
-                               isByteMapped: markByteMapped))
+                               isByteMapped: markByteMapped, startsInput: startsInput && range.lowerBound == 0))
             }
         }
     }
@@ -28,12 +28,12 @@ struct ByteLevelPreTokenizer: PreTokenizer {
     func split(_ piece: TextPiece, _ emit: (TextPiece) -> Void) {
         var text = piece.logicalText()
         if addPrefixSpace && text.bytes.first != 0x20 {
-            text = TextPiece([0x20] + text.bytes)
+            text = TextPiece([0x20] + text.bytes, startsInput: text.startsInput)
         }
         if useRegex {
             text.split(by: wordPattern, behavior: .isolated, invert: false, markByteMapped: true, emit)
         } else {
-            emit(TextPiece(text.bytes, isByteMapped: true))
+            emit(TextPiece(text.bytes, isByteMapped: true, startsInput: text.startsInput))
         }
     }
 }

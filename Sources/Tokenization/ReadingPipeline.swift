@@ -57,8 +57,11 @@ extension JSONFields {
         case "Sequence":
             let steps = try objects("pretokenizers").map { try $0.readPreTokenizer() }
             return SequencePreTokenizer(steps: steps)
+        case "Metaspace":
+            let (replacement, scheme, split) = try readMetaspaceOptions()
+            return MetaspacePreTokenizer(replacement: replacement, prependScheme: scheme, split: split)
         default:
-            throw unsupported("pre-tokenizer", type, known: "ByteLevel, Split, Digits and Sequence")
+            throw unsupported("pre-tokenizer", type, known: "ByteLevel, Metaspace, Split, Digits and Sequence")
         }
     }
 

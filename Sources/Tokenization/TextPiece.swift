@@ -11,15 +11,22 @@ struct TextPiece {
     /// re-encoding every word.
     var isByteMapped: Bool
 
-    init(_ bytes: ArraySlice<UInt8>, isByteMapped: Bool = false) {
+    /// True when the piece begins where the input text begins (the Rust
+    /// library's `offsets_original().0 == 0`): Metaspace's `prepend_scheme:
+    /// first` adds its "▁" only to such a piece, so text after a leading
+    /// added token, or after the first split, gets none.
+    var startsInput: Bool
+
+    init(_ bytes: ArraySlice<UInt8>, isByteMapped: Bool = false, startsInput: Bool = false) {
         self.bytes = bytes
         self.isByteMapped = isByteMapped
+        self.startsInput = startsInput
     }
 
     /// The UTF-8 of the text this piece stands for, so that a later stage
     /// that knows nothing of byte mapping sees what the Rust library sees.
     func logicalText() -> TextPiece {
         guard isByteMapped else { return self }
-        return TextPiece(ByteLevelAlphabet.encode(bytes)[...])
+        return TextPiece(ByteLevelAlphabet.encode(bytes)[...], startsInput: startsInput)
     }
 }

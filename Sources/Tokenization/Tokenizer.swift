@@ -1,9 +1,12 @@
 import DroptraceSupport
 import Foundation
 
-/// A Hugging Face `tokenizer.json` for byte-level BPE models (GPT-2,
-/// GPT-NeoX/Pythia, Llama-3, Qwen2, SmolLM), producing the ids the Python
-/// `tokenizers` package produces for `tokenizer.encode(text).ids`.
+/// A Hugging Face `tokenizer.json` for BPE models, byte-level (GPT-2,
+/// GPT-NeoX/Pythia, Llama-3, Qwen2, SmolLM) or SentencePiece-style (Llama-2,
+/// Mistral, TinyLlama: "▁" for spaces, byte fallback), producing the ids the
+/// Python `tokenizers` package produces for `tokenizer.encode(text).ids`.
+/// A GGUF file's vocabulary gives the same pipeline
+/// (TokenizerFromVocabulary.swift).
 ///
 /// The pipeline is the library's: added tokens are cut out of the raw text,
 /// the rest is normalised, added tokens marked `normalized` are cut out of
@@ -20,11 +23,14 @@ public final class Tokenizer: Sendable {
     let postProcessor: PostProcessor?
     let addedTokenContents: [Int: String]
     let decodesByteLevel: Bool
+    /// The `decoder` section when it is SentencePiece-style (Replace,
+    /// ByteFallback, Fuse, Strip, Metaspace).
+    let tokenDecoder: TokenDecoder?
 
     /// Largest id in the vocabulary or the added tokens, plus one.
     public let vocabularySize: Int
 
-    public init(contentsOf url: URL) throws {
+    public convenience init(contentsOf url: URL) throws {
         let file = url.path
         guard let document = try Self.parseJSON(at: url) as? JSONObject else {
             throw DroptraceError("is not a JSON object; is this a tokenizer.json?", path: file)
@@ -35,13 +41,29 @@ public final class Tokenizer: Sendable {
         guard let modelFields = try top.object("model") else {
             throw DroptraceError("has no \"model\" section; is this a tokenizer.json?", path: file)
         }
-        model = try modelFields.readModel()
-        let normalizer = try top.object("normalizer")?.readNormalizer()
-        self.normalizer = normalizer
-        preTokenizer = try top.object("pre_tokenizer")?.readPreTokenizer()
-        postProcessor = try top.object("post_processor")?.readPostProcessor()
+        let model = try modelFields.readModel()
+        let decoderFields = try top.object("decoder")
+        let decodesByteLevel = [decoderFields, try top.object("pre_tokenizer"), try top.object("normalizer")]
+            .contains { $0?.mentionsByteLevel() ?? false }
+        self.init(
+            model: model,
+            normalizer: try top.object("normalizer")?.readNormalizer(),
+            preTokenizer: try top.object("pre_tokenizer")?.readPreTokenizer(),
+            postProcessor: try top.object("post_processor")?.readPostProcessor(),
+            addedTokens: try top.objects("added_tokens").readAddedTokens(model: model),
+            decodesByteLevel: decodesByteLevel,
+            tokenDecoder: decodesByteLevel ? nil : try decoderFields?.readTokenDecoder())
+    }
 
-        let addedTokens = try top.objects("added_tokens").readAddedTokens(model: model)
+    /// The pipeline from its parts, however they were described.
+    init(
+        model: BPEModel, normalizer: TextNormalizer?, preTokenizer: PreTokenizer?, postProcessor: PostProcessor?,
+        addedTokens: [AddedToken], decodesByteLevel: Bool, tokenDecoder: TokenDecoder?
+    ) {
+        self.model = model
+        self.normalizer = normalizer
+        self.preTokenizer = preTokenizer
+        self.postProcessor = postProcessor
         rawTextAddedTokens = AddedTokenMatcher(
             addedTokens.filter { !$0.normalized }.map { ($0.content, $0) })
         // Tokens marked `normalized` are searched for in normalised text, so
@@ -49,9 +71,8 @@ public final class Tokenizer: Sendable {
         normalizedTextAddedTokens = AddedTokenMatcher(
             addedTokens.filter { $0.normalized }.map { (normalizer?.normalize($0.content) ?? $0.content, $0) })
         addedTokenContents = Dictionary(addedTokens.map { ($0.id, $0.content) }, uniquingKeysWith: { first, _ in first })
-
-        decodesByteLevel = [try top.object("decoder"), try top.object("pre_tokenizer"), try top.object("normalizer")]
-            .contains { $0?.mentionsByteLevel() ?? false }
+        self.decodesByteLevel = decodesByteLevel
+        self.tokenDecoder = tokenDecoder
         vocabularySize = max(model.largestId, addedTokens.map(\.id).max() ?? -1) + 1
     }
 
@@ -89,17 +110,20 @@ public final class Tokenizer: Sendable {
         if let normalizer {
             text = normalizer.normalize(utf8: raw)[...]
         }
+        let rawStartsInput = raw.startIndex == 0
+        let textStart = text.startIndex
         normalizedTextAddedTokens.split(text) { segment in
             switch segment {
             case .token(let id):
                 ids.append(id)
             case .text(let piece):
+                let textPiece = TextPiece(piece, startsInput: rawStartsInput && piece.startIndex == textStart)
                 if let preTokenizer {
-                    preTokenizer.split(TextPiece(piece)) { word in
+                    preTokenizer.split(textPiece) { word in
                         model.encode(word, workspace: &workspace, into: &ids)
                     }
                 } else {
-                    model.encode(TextPiece(piece), workspace: &workspace, into: &ids)
+                    model.encode(textPiece, workspace: &workspace, into: &ids)
                 }
             }
         }
@@ -108,6 +132,10 @@ public final class Tokenizer: Sendable {
     /// Best-effort text for ids, for reports and debugging: special tokens
     /// are kept, unknown ids show as U+FFFD.
     public func decode(_ ids: [Int]) -> String {
+        if let tokenDecoder {
+            let tokens = ids.map { addedTokenContents[$0] ?? model.tokenTexts[$0] ?? "\u{FFFD}" }
+            return tokenDecoder.decode(tokens).joined()
+        }
         var bytes: [UInt8] = []
         for (position, id) in ids.enumerated() {
             guard let token = addedTokenContents[id] ?? model.tokenTexts[id] else {

@@ -1,9 +1,255 @@
 import DroptraceSupport
 
-// Placeholder: building a tokenizer from a GGUF vocabulary is implemented
-// with the SentencePiece tokenizer work, which replaces this file.
+/// Tokenizers described by a GGUF file's `tokenizer.ggml.*` metadata rather
+/// than by tokenizer.json. The vocabulary is mapped onto the same pipeline
+/// the tokenizer.json of the model would describe, so both give the ids the
+/// Python `tokenizers` library gives for that tokenizer.json.
 extension Tokenizer {
-    public convenience init(vocabulary: VocabularySpec) throws {
-        throw DroptraceError("tokenizers from a GGUF vocabulary are not supported yet", path: "tokenizer.ggml.model")
+    /// `source` names where the vocabulary came from (the GGUF file) in
+    /// error messages.
+    public convenience init(vocabulary spec: VocabularySpec, source: String = "GGUF vocabulary") throws {
+        let reader = VocabularyReader(spec: spec, source: source)
+        switch spec.model {
+        case .sentencePiece: try self.init(sentencePiece: reader)
+        case .byteLevelBPE: try self.init(byteLevel: reader)
+        }
+    }
+
+    /// llama.cpp's "llama" vocabulary: SentencePiece BPE, written as the
+    /// Llama-2 / Mistral tokenizer.json: Prepend("▁") (when
+    /// add_space_prefix) and Replace(" " → "▁") on each stretch of text
+    /// between special tokens, no pre-tokenizer, BPE with byte fallback and
+    /// fused unknowns, BOS/EOS as the add flags say.
+    ///
+    /// Merges are not stored; they are derived from the scores. The
+    /// SentencePiece encoder merges, at each step, the adjacent pair whose
+    /// joined piece scores highest. tokenizer.json expresses that as ranked
+    /// merges: every split of every piece into two pieces, pieces ordered by
+    /// score (higher first; equal scores in id order), the splits of one
+    /// piece by the ids of their parts — the list transformers' converter
+    /// wrote into the Llama-2 and Mistral files. Building the same list and
+    /// running the ranked-merge loop gives exactly the tokenizer.json's ids;
+    /// merging by score with llama.cpp's leftmost tie-break could differ
+    /// where two different splits of one piece, or pieces of equal score
+    /// (Mistral's whitespace runs all score -1e9), compete.
+    private convenience init(sentencePiece reader: VocabularyReader) throws {
+        let spec = reader.spec
+        let scores = try reader.scores()
+        let types = try reader.types()
+        let ids = reader.firstIds()
+        let byteTokenIds = try reader.byteTokenIds(types: types)
+
+        // Only normal pieces are merged or merged into; control, byte and
+        // user-defined tokens are matched whole or stand for bytes.
+        var normalIds: [TokenBytes: Int] = [:]
+        for (id, token) in spec.tokens.enumerated() where types[id] == .normal && ids[TokenBytes(token)] == id {
+            normalIds[TokenBytes(token)] = id
+        }
+        let order = normalIds.values.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+        var merges: [(String, String)] = []
+        for id in order {
+            let piece = Array(spec.tokens[id].utf8)
+            var splits: [(left: Int, right: Int)] = []
+            var cut = 1
+            while cut < piece.count {
+                // Cut between characters only.
+                if piece[cut] & 0xC0 != 0x80,
+                   let left = normalIds[TokenBytes(Array(piece[..<cut]))],
+                   let right = normalIds[TokenBytes(Array(piece[cut...]))] {
+                    splits.append((left, right))
+                }
+                cut += 1
+            }
+            splits.sort { $0.left != $1.left ? $0.left < $1.left : $0.right < $1.right }
+            merges.append(contentsOf: splits.map { (spec.tokens[$0.left], spec.tokens[$0.right]) })
+        }
+
+        let unknownId = spec.unknownID ?? types.firstIndex(of: .unknown)
+        if let unknownId { try reader.check(unknownId, "unknown token") }
+        if byteTokenIds == nil && unknownId == nil {
+            throw reader.failure("has neither byte tokens (<0x00>…<0xFF>) nor an unknown token, so some text could not be encoded")
+        }
+        let model = try reader.model(
+            merges: merges, unknownToken: unknownId.map { spec.tokens[$0] }, byteFallback: byteTokenIds != nil,
+            ignoreMerges: false)
+
+        let space = "\u{2581}"
+        var steps: [TextNormalizer] = []
+        if spec.addSpacePrefix { steps.append(PrependNormalizer(prefix: space)) }
+        steps.append(ReplaceNormalizer(pattern: LiteralSplitPattern(needle: [0x20]), content: space))
+        var decoders: [TokenDecoder] = [ReplaceDecoder(pattern: space, content: " "), ByteFallbackDecoder(), FuseDecoder()]
+        if spec.addSpacePrefix { decoders.append(StripDecoder(content: " ", start: 1, stop: 0)) }
+
+        self.init(
+            model: model, normalizer: SequenceNormalizer(steps: steps), preTokenizer: nil,
+            postProcessor: try reader.postProcessor(), addedTokens: reader.addedTokens(types: types),
+            decodesByteLevel: false, tokenDecoder: SequenceDecoder(steps: decoders))
+    }
+
+    /// llama.cpp's "gpt2" vocabulary: byte-level BPE with ranked merges and
+    /// the word-splitting regex `tokenizer.ggml.pre` names.
+    private convenience init(byteLevel reader: VocabularyReader) throws {
+        let spec = reader.spec
+        let types = try reader.types()
+        guard let mergeLines = spec.merges else { throw reader.failure("has no merges (tokenizer.ggml.merges)") }
+        let merges = try mergeLines.enumerated().map { index, line -> (String, String) in
+            let parts = line.utf8.split(separator: 0x20, omittingEmptySubsequences: false)
+            guard parts.count == 2 else {
+                throw reader.failure("merges[\(index)] \(quoted(line)) is not two tokens separated by one space")
+            }
+            return (String(decoding: parts[0], as: UTF8.self), String(decoding: parts[1], as: UTF8.self))
+        }
+        let name = spec.preTokenizer ?? "gpt-2"
+        guard let flavour = ByteLevelFlavour(llamaCppName: name) else {
+            throw reader.failure(
+                "pre-tokenizer \(quoted(name)) (tokenizer.ggml.pre) is not supported; droptrace knows "
+                    + ByteLevelFlavour.knownNames.joined(separator: ", "))
+        }
+        let model = try reader.model(merges: merges, unknownToken: nil, byteFallback: false,
+                                     ignoreMerges: flavour.ignoresMerges)
+        let preTokenizer = SequencePreTokenizer(steps: [
+            PatternPreTokenizer(pattern: WordSplitScanner(shape: flavour.shape), behavior: .isolated, invert: false),
+            ByteLevelPreTokenizer(addPrefixSpace: false, useRegex: false),
+        ])
+        self.init(
+            model: model, normalizer: flavour.normalizesToNFC ? UnicodeFormNormalizer(form: .nfc) : nil,
+            preTokenizer: preTokenizer, postProcessor: try reader.postProcessor(),
+            addedTokens: reader.addedTokens(types: types), decodesByteLevel: true, tokenDecoder: nil)
+    }
+}
+
+/// The word-splitting rules behind llama.cpp's pre-tokenizer names, as the
+/// matching tokenizer.json files write them.
+private struct ByteLevelFlavour {
+    var shape: WordSplitScanner.Shape
+    /// Llama-3 sets `ignore_merges`; llama.cpp does the same for "llama-bpe".
+    var ignoresMerges = false
+    /// Qwen2's tokenizer.json normalises to NFC (llama.cpp skips that step;
+    /// droptrace follows the tokenizer.json).
+    var normalizesToNFC = false
+
+    static let knownNames = ["gpt-2", "mpt", "olmo", "llama-bpe", "llama3", "dbrx", "smaug-bpe", "qwen2", "stablelm2"]
+
+    init?(llamaCppName name: String) {
+        switch name {
+        case "gpt-2", "mpt", "olmo":
+            shape = WordSplitScanner.gpt2
+        case "llama-bpe", "llama3", "dbrx", "smaug-bpe":
+            shape = WordSplitScanner.llama3
+            ignoresMerges = true
+        case "qwen2", "stablelm2":
+            shape = WordSplitScanner.qwen2
+            normalizesToNFC = name == "qwen2"
+        default:
+            return nil
+        }
+    }
+}
+
+/// Checked access to a VocabularySpec; every complaint names the source.
+private struct VocabularyReader {
+    let spec: VocabularySpec
+    let source: String
+
+    func failure(_ message: String) -> DroptraceError {
+        DroptraceError("tokenizer vocabulary \(message)", path: source)
+    }
+
+    func check(_ id: Int, _ role: String) throws {
+        guard spec.tokens.indices.contains(id) else {
+            throw failure("\(role) id \(id) is outside the \(spec.tokens.count) tokens")
+        }
+    }
+
+    func scores() throws -> [Float] {
+        guard let scores = spec.scores else { throw failure("has no scores (tokenizer.ggml.scores)") }
+        guard scores.count == spec.tokens.count else {
+            throw failure("has \(scores.count) scores for \(spec.tokens.count) tokens")
+        }
+        return scores
+    }
+
+    /// Token types, all normal when the file gives none.
+    func types() throws -> [VocabularySpec.TokenType] {
+        guard !spec.tokens.isEmpty else { throw failure("has no tokens") }
+        guard let types = spec.tokenTypes else { return Array(repeating: .normal, count: spec.tokens.count) }
+        guard types.count == spec.tokens.count else {
+            throw failure("has \(types.count) token types for \(spec.tokens.count) tokens")
+        }
+        return types
+    }
+
+    /// Each distinct token text's first id (GGUF vocabularies may repeat
+    /// filler entries).
+    func firstIds() -> [TokenBytes: Int] {
+        var ids: [TokenBytes: Int] = [:]
+        for (id, token) in spec.tokens.enumerated() where ids[TokenBytes(token)] == nil {
+            ids[TokenBytes(token)] = id
+        }
+        return ids
+    }
+
+    /// The ids of <0x00>…<0xFF>, or nil when the vocabulary has none; a
+    /// vocabulary with some but not all of them is refused, since byte
+    /// fallback would then turn some characters into nothing.
+    func byteTokenIds(types: [VocabularySpec.TokenType]) throws -> [Int]? {
+        let ids = firstIds()
+        let names = (0..<256).map { "<0x" + ($0 < 16 ? "0" : "") + String($0, radix: 16, uppercase: true) + ">" }
+        let found = names.map { ids[TokenBytes($0)] }
+        let hasByteTypes = types.contains(.byte)
+        if found.allSatisfy({ $0 == nil }) && !hasByteTypes { return nil }
+        if let missing = found.firstIndex(where: { $0 == nil }) {
+            throw failure("has byte tokens but lacks \(names[missing]); byte fallback needs all 256")
+        }
+        return found.map { $0! }
+    }
+
+    func model(merges: [(String, String)], unknownToken: String?, byteFallback: Bool, ignoreMerges: Bool) throws -> BPEModel {
+        let ids = firstIds()
+        let vocabulary = spec.tokens.enumerated().compactMap { id, token in
+            ids[TokenBytes(token)] == id ? (text: token, id: id) : nil
+        }
+        do {
+            return try BPEModel(
+                vocabulary: vocabulary, merges: merges, unknownToken: unknownToken, fuseUnknown: true,
+                byteFallback: byteFallback, continuingSubwordPrefix: nil, endOfWordSuffix: nil,
+                ignoreMerges: ignoreMerges)
+        } catch {
+            throw failure(error.message.replacingOccurrences(of: "model.", with: ""))
+        }
+    }
+
+    /// Control, user-defined and unknown tokens are found in text whole, as
+    /// llama.cpp does when parsing special tokens (and as tokenizer.json
+    /// lists them among added_tokens); user-defined ones are not special.
+    func addedTokens(types: [VocabularySpec.TokenType]) -> [AddedToken] {
+        let ids = firstIds()
+        return spec.tokens.enumerated().compactMap { id, token in
+            guard !token.isEmpty, ids[TokenBytes(token)] == id else { return nil }
+            switch types[id] {
+            case .control, .unknown, .userDefined:
+                let special = types[id] != .userDefined
+                return AddedToken(content: token, id: id, singleWord: false, leftStrip: false, rightStrip: false,
+                                  normalized: false, special: special)
+            default:
+                return nil
+            }
+        }
+    }
+
+    func postProcessor() throws -> PostProcessor? {
+        var pieces: [TemplatePostProcessor.Piece] = []
+        if spec.addBOS {
+            guard let bos = spec.bosID else { throw failure("adds BOS but names no BOS token") }
+            try check(bos, "BOS")
+            pieces.append(.specialTokens([bos]))
+        }
+        pieces.append(.sequence)
+        if spec.addEOS {
+            guard let eos = spec.eosID else { throw failure("adds EOS but names no EOS token") }
+            try check(eos, "EOS")
+            pieces.append(.specialTokens([eos]))
+        }
+        return pieces.count == 1 ? nil : TemplatePostProcessor(pieces: pieces)
     }
 }

@@ -265,7 +265,8 @@ struct TokenizerErrorTests {
 
     @Test("unsupported pipeline steps are named", arguments: [
         ("normalizer", #"{"type": "Precompiled", "precompiled_charsmap": "AA=="}"#, "\"Precompiled\""),
-        ("pre_tokenizer", #"{"type": "Metaspace", "replacement": "▁"}"#, "\"Metaspace\""),
+        ("pre_tokenizer", #"{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "sometimes"}"#, "prepend_scheme \"sometimes\""),
+        ("pre_tokenizer", #"{"type": "WhitespaceSplit"}"#, "\"WhitespaceSplit\""),
         ("post_processor", #"{"type": "Whatever"}"#, "\"Whatever\""),
         ("pre_tokenizer", #"{"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated", "invert": false}"#, "invalid regex"),
         ("pre_tokenizer", #"{"type": "Split", "pattern": {"String": " "}, "behavior": "Sideways", "invert": false}"#, "\"Sideways\""),
