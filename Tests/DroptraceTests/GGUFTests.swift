@@ -274,7 +274,7 @@ enum GGUFFixtures {
 /// Tokenizers built from GGUF vocabularies against the Python `tokenizers`
 /// library on the original tokenizer.json. Enabled together with
 /// `Tokenizer(vocabulary:)`, which this branch only declares.
-@Suite("GGUF vocabulary tokenizes like tokenizer.json", .disabled("needs Tokenizer(vocabulary:) from the SentencePiece work"))
+@Suite("GGUF vocabulary tokenizes like tokenizer.json")
 struct GGUFVocabularyTokenizationTests {
     static let reference: [String: Any] = {
         let data = try! Data(contentsOf: FixtureFiles.root.appendingPathComponent("tokenizers/reference.json"))
