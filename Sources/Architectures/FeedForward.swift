@@ -9,7 +9,7 @@ public enum FeedForward: Sendable {
     case plain(up: Linear, down: Linear, activation: Activation)
     /// Top-k routed experts (Mixtral); the router belongs to the MLP, so
     /// dropping the MLP drops it too.
-    indirect case mixture(MixtureOfExperts)
+    case mixture(MixtureOfExperts)
 
     public func callAsFunction(_ x: Matrix) -> Matrix {
         switch self {
