@@ -84,7 +84,11 @@ import Testing
         let sequences = FixtureFiles.jsonlSequences()
         let expected = try ImportanceScorer(model: try load(FixtureFiles.model("mixtral-f32"))).score(sequences, calibrationPath: "calib")
         let scores = try ImportanceScorer(model: fused).score(sequences, calibrationPath: "calib")
-        #expect(scores.attention == expected.attention && scores.mlp == expected.mlp && scores.block == expected.block)
+        // Equal up to the summation order BLAS happens to use.
+        let difference = ReferenceScores(
+            attention: expected.attention, mlp: expected.mlp, block: expected.block, blockGap: expected.blockGap
+        ).maxDifference(attention: scores.attention, mlp: scores.mlp, block: scores.block, blockGap: scores.blockGap)
+        #expect(difference < 1e-7, "fused experts change the scores by \(difference)")
 
         // Dropping the MLP of a fused checkpoint removes router and experts.
         let export = scratch.path("export")
@@ -136,7 +140,7 @@ import Testing
         let windows = FixtureFiles.jsonlSequences()
         let withRule = try LanguageModelLoss.evaluate(model: model, plan: .none, windows: windows, sourcePath: "eval")
         let reference = try LanguageModelLoss.evaluate(model: try load(FixtureFiles.model("gemma2-f32")), plan: .none, windows: windows, sourcePath: "eval")
-        #expect(withRule.perplexity == reference.perplexity)
+        #expect(abs(withRule.perplexity / reference.perplexity - 1) < 1e-6)
 
         let plan = DropPlan(blocks: [0])
         let export = scratch.path("export")
