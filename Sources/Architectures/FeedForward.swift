@@ -7,6 +7,9 @@ public enum FeedForward: Sendable {
     case gated(gateUp: Linear, down: Linear, activation: Activation)
     /// down(act(up(x)))   (GPT-2, GPT-NeoX).
     case plain(up: Linear, down: Linear, activation: Activation)
+    /// Top-k routed experts (Mixtral); the router belongs to the MLP, so
+    /// dropping the MLP drops it too.
+    case mixture(MixtureOfExperts)
 
     public func callAsFunction(_ x: Matrix) -> Matrix {
         switch self {
@@ -30,6 +33,8 @@ public enum FeedForward: Sendable {
             var hidden = up(x)
             activation.apply(inPlace: &hidden)
             return down(hidden)
+        case .mixture(let experts):
+            return experts(x)
         }
     }
 }

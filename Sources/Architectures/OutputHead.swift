@@ -5,10 +5,13 @@ import TensorEngine
 public struct OutputHead: Sendable {
     public let norm: Normalization
     public let projection: Linear
+    /// Logits z become tanh(z / cap) · cap (Gemma-2's `final_logit_softcapping`).
+    public let logitSoftcap: Float?
 
-    public init(norm: Normalization, projection: Linear) {
+    public init(norm: Normalization, projection: Linear, logitSoftcap: Float? = nil) {
         self.norm = norm
         self.projection = projection
+        self.logitSoftcap = logitSoftcap
     }
 
     public var vocabularySize: Int { projection.outFeatures }
@@ -24,7 +27,7 @@ public struct OutputHead: Sendable {
         while start < hidden.rows {
             let end = min(hidden.rows, start + chunkRows)
             let rows = Matrix(rows: end - start, cols: hidden.cols, data: Array(hidden.data[(start * hidden.cols)..<(end * hidden.cols)]))
-            let logits = projection(norm(rows))
+            let logits = logits(rows)
             logits.data.withUnsafeBufferPointer { values in
                 result.withUnsafeMutableBufferPointer { out in
                     parallelFor(chunks: end - start, minimumChunk: 8) { range in
@@ -46,6 +49,14 @@ public struct OutputHead: Sendable {
 
     /// Logits of selected rows (for checks and decoding).
     public func logits(_ hidden: Matrix) -> Matrix {
-        projection(norm(hidden))
+        var logits = projection(norm(hidden))
+        if let cap = logitSoftcap {
+            logits.data.withUnsafeMutableBufferPointer { values in
+                parallelFor(chunks: values.count, minimumChunk: 1 << 14) { range in
+                    for i in range { values[i] = tanh(values[i] / cap) * cap }
+                }
+            }
+        }
+        return logits
     }
 }

@@ -8,6 +8,8 @@ import TensorEngine
 public struct RopeSettings: Decodable, Sendable, Equatable {
     public var type: String
     public var theta: Double
+    /// The config names a base; otherwise `theta` is 10000, which not every family defaults to.
+    public var thetaIsExplicit: Bool
     public var partialRotaryFactor: Double?
     public var factor: Double?
     public var lowFrequencyFactor: Double?
@@ -45,7 +47,9 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         type = try nested.flatMap { c in
             try c.decodeIfPresent(String.self, forKey: Key("rope_type")) ?? c.decodeIfPresent(String.self, forKey: Key("type"))
         } ?? "default"
-        theta = try number(["rope_theta"], in: nested) ?? number(["rope_theta", "rotary_emb_base"], in: top) ?? 10_000
+        let configuredTheta = try number(["rope_theta"], in: nested) ?? number(["rope_theta", "rotary_emb_base"], in: top)
+        theta = configuredTheta ?? 10_000
+        thetaIsExplicit = configuredTheta != nil
         partialRotaryFactor = try number(["partial_rotary_factor"], in: nested)
             ?? number(["partial_rotary_factor", "rotary_pct"], in: top)
         factor = try number(["factor"], in: nested)
@@ -58,11 +62,14 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// The rotary embedding for heads of `headDim`, or an error naming the
     /// config for scaling types droptrace does not implement. Families differ
     /// in the share of each head they rotate when the config is silent.
-    public func embedding(headDim: Int, defaultPartialRotaryFactor: Double = 1, configPath: String) throws -> RotaryEmbedding {
+    public func embedding(
+        headDim: Int, defaultPartialRotaryFactor: Double = 1, defaultTheta: Double = 10_000, configPath: String
+    ) throws -> RotaryEmbedding {
         // transformers truncates the rotated width but does not round it to
         // even: an odd width w yields ceil(w/2) frequencies over exponent 2i/w.
         let rotaryDim = Int(Double(headDim) * (partialRotaryFactor ?? defaultPartialRotaryFactor))
-        var frequencies = RotaryEmbedding.defaultInverseFrequencies(base: theta, rotaryDim: rotaryDim)
+        var frequencies = RotaryEmbedding.defaultInverseFrequencies(
+            base: thetaIsExplicit ? theta : defaultTheta, rotaryDim: rotaryDim)
         switch type {
         case "default", "dynamic":
             // Dynamic NTK only rescales beyond max_position_embeddings, which

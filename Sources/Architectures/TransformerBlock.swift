@@ -11,36 +11,37 @@ public enum ResidualStyle: Sendable {
 /// One residual branch's output before it is added to the stream: the
 /// branch's own norm(s) included, so dropping the branch drops them too.
 public struct AttentionBranch: Sendable {
-    public let inputNorm: Normalization
+    /// Absent where the branch reads the raw residual stream (OLMo-2).
+    public let inputNorm: Normalization?
     public let attention: SelfAttention
     /// Applied to the branch output inside the residual (OLMo-2, Gemma-2).
     public let outputNorm: Normalization?
 
-    public init(inputNorm: Normalization, attention: SelfAttention, outputNorm: Normalization? = nil) {
+    public init(inputNorm: Normalization?, attention: SelfAttention, outputNorm: Normalization? = nil) {
         self.inputNorm = inputNorm
         self.attention = attention
         self.outputNorm = outputNorm
     }
 
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
-        let out = attention(inputNorm(x), batch)
+        let out = attention(inputNorm.map { $0(x) } ?? x, batch)
         return outputNorm.map { $0(out) } ?? out
     }
 }
 
 public struct MLPBranch: Sendable {
-    public let inputNorm: Normalization
+    public let inputNorm: Normalization?
     public let feedForward: FeedForward
     public let outputNorm: Normalization?
 
-    public init(inputNorm: Normalization, feedForward: FeedForward, outputNorm: Normalization? = nil) {
+    public init(inputNorm: Normalization?, feedForward: FeedForward, outputNorm: Normalization? = nil) {
         self.inputNorm = inputNorm
         self.feedForward = feedForward
         self.outputNorm = outputNorm
     }
 
     public func callAsFunction(_ x: Matrix) -> Matrix {
-        let out = feedForward(inputNorm(x))
+        let out = feedForward(inputNorm.map { $0(x) } ?? x)
         return outputNorm.map { $0(out) } ?? out
     }
 }

@@ -42,6 +42,39 @@ struct Weights {
             inFeatures: inFeatures, outFeatures: outFeatures)
     }
 
+    /// q_proj, k_proj and v_proj under `attention` (e.g. "layers.3.self_attn."),
+    /// stacked into one projection in the grouped q | k | v layout.
+    func stackedQKV(_ attention: String, hidden: Int, layout: QKVLayout, bias: Bool) throws -> Linear {
+        let q = layout.numHeads * layout.headDim, kv = layout.numKVHeads * layout.headDim
+        return .stacking([
+            try linear(attention + "q_proj", in: hidden, out: q, bias: bias),
+            try linear(attention + "k_proj", in: hidden, out: kv, bias: bias),
+            try linear(attention + "v_proj", in: hidden, out: kv, bias: bias),
+        ])
+    }
+
+    /// A gated MLP stored as gate / up / down projections (`gate_proj`,
+    /// `up_proj`, `down_proj` unless named otherwise).
+    func gatedMLP(
+        _ mlp: String, hidden: Int, inner: Int, activation: Activation, bias: Bool = false,
+        names: (gate: String, up: String, down: String) = ("gate_proj", "up_proj", "down_proj")
+    ) throws -> FeedForward {
+        .gated(
+            gateUp: .stacking([
+                try linear(mlp + names.gate, in: hidden, out: inner, bias: bias),
+                try linear(mlp + names.up, in: hidden, out: inner, bias: bias),
+            ]),
+            down: try linear(mlp + names.down, in: inner, out: hidden, bias: bias),
+            activation: activation)
+    }
+
+    /// The LM head: `lm_head` when the checkpoint has one, else the token
+    /// embedding it is tied to.
+    func head(tiedTo embedding: String, hidden: Int, vocabulary: Int) throws -> Linear {
+        let name = has("lm_head.weight", absolute: true) ? "lm_head" : prefix + embedding
+        return try absoluteLinear(name, in: hidden, out: vocabulary)
+    }
+
     /// GPT-2's Conv1D: weight [in, out], bias [out].
     func conv1D(_ name: String, in inFeatures: Int, out outFeatures: Int) throws -> Linear {
         Linear(
@@ -52,6 +85,12 @@ struct Weights {
 
     func rmsNorm(_ name: String, size: Int, eps: Double) throws -> Normalization {
         .rms(weight: try floats(name + ".weight", [size]), eps: Float(eps))
+    }
+
+    /// Gemma's RMSNorm scales by (1 + weight): the checkpoint stores the
+    /// offset from one. The sum is formed in Float32, as transformers does.
+    func offsetRMSNorm(_ name: String, size: Int, eps: Double) throws -> Normalization {
+        .rms(weight: try floats(name + ".weight", [size]).map { 1 + $0 }, eps: Float(eps))
     }
 
     func layerNorm(_ name: String, size: Int, eps: Double) throws -> Normalization {

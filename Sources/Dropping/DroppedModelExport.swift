@@ -76,7 +76,9 @@ public enum DroppedModelExport {
         }
         if !plan.blocks.isEmpty {
             for key in naming.layerCountKeys where config[key] != nil { config[key] = renumber.remaining }
-            if let types = config["layer_types"] as? [Any] {
+            // Configs that leave layer_types to a rule (even layers slide in
+            // Gemma-2) get it spelled out, or renumbering would move windows.
+            if let types = (config["layer_types"] as? [Any]) ?? naming.layerTypes?.map({ $0 as Any }) {
                 config["layer_types"] = types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element)
             }
         }

@@ -30,7 +30,8 @@ final class IncrementalDecoder {
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
             let attended = block.attention.map { branch -> Matrix in
-                var out = caches[index]!.attend(branch.inputNorm(x), with: branch.attention, position: position)
+                let input = branch.inputNorm.map { $0(x) } ?? x
+                var out = caches[index]!.attend(input, with: branch.attention, position: position)
                 if let norm = branch.outputNorm { out = norm(out) }
                 return x.adding(out)
             }
@@ -65,14 +66,8 @@ struct KeyValueCache {
     /// Attention of the new token over the cache (itself included), after
     /// appending its key and value; returns the output projection.
     mutating func attend(_ x: Matrix, with attention: SelfAttention, position: Int) -> Matrix {
-        var qkv = attention.qkv(x)
+        let qkv = attention.projectedQKV(x, positions: [position])
         let layout = self.layout, headDim = layout.headDim, width = self.width
-        if let rotary = attention.rotary {
-            let heads = (0..<layout.numHeads).map(layout.queryOffset(head:)) + (0..<layout.numKVHeads).map(layout.keyOffset(kvHead:))
-            qkv.data.withUnsafeMutableBufferPointer {
-                rotary.apply(to: $0.baseAddress!, rowStride: layout.width, headOffsets: heads, positions: [position])
-            }
-        }
         for g in 0..<layout.numKVHeads {
             for j in 0..<headDim {
                 keys[length * width + g * headDim + j] = qkv.data[layout.keyOffset(kvHead: g) + j]
@@ -93,6 +88,9 @@ struct KeyValueCache {
                         let keyBase = k.baseAddress! + first * width + g * headDim
                         BLAS.gemv(m: visible, n: headDim, keyBase, lda: width, q.baseAddress! + layout.queryOffset(head: head),
                                   &scores, alpha: attention.scale)
+                        if let cap = attention.logitSoftcap {
+                            for j in 0..<visible { scores[j] = tanh(scores[j] / cap) * cap }
+                        }
                         let maximum = scores.max() ?? 0
                         var sum: Float = 0
                         for j in 0..<visible { scores[j] = exp(scores[j] - maximum); sum += scores[j] }

@@ -7,6 +7,29 @@ public enum Normalization: Sendable {
     /// (x − mean) / sqrt(var + eps) · w + b   (GPT-2, GPT-NeoX).
     case layer(weight: [Float], bias: [Float], eps: Float)
 
+    /// LayerNorm without learnable parameters (OLMo): weight one and bias
+    /// zero leave every normalised value exactly as it is.
+    public static func parameterFreeLayer(size: Int, eps: Float) -> Normalization {
+        .layer(weight: [Float](repeating: 1, count: size), bias: [Float](repeating: 0, count: size), eps: eps)
+    }
+
+    /// Normalises columns `columns` of every row of `x` in place, as one
+    /// vector per row (OLMo-2's q/k norms over all heads of the fused QKV rows).
+    public func apply(inPlace x: inout Matrix, columns: Range<Int>) {
+        precondition(columns.upperBound <= x.cols)
+        let width = x.cols, rows = x.rows
+        x.data.withUnsafeMutableBufferPointer { buffer in
+            let base = buffer.baseAddress!
+            parallelFor(chunks: rows, minimumChunk: 16) { range in
+                // Each value is read before it is overwritten, so the row can be its own output.
+                for r in range {
+                    let row = base + r * width + columns.lowerBound
+                    normalizeRow(UnsafePointer(row), row, columns.count)
+                }
+            }
+        }
+    }
+
     public func callAsFunction(_ x: Matrix) -> Matrix {
         let width = x.cols
         return Matrix(uninitialized: x.rows, width) { out in

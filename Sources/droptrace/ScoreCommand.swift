@@ -12,7 +12,7 @@ struct ScoreCommand: ParsableCommand {
         discussion: """
             Reads a Hugging Face checkpoint directory (config.json and model.safetensors or a sharded \
             model.safetensors.index.json; float32, float16 or bfloat16) of model_type llama, mistral, qwen2, \
-            gpt_neox or gpt2, runs the calibration tokens through it layer by layer, and writes an HDF5 file:
+            gpt_neox, gpt2, olmo, olmo2, mixtral, gemma or gemma2, runs the calibration tokens through it layer by layer, and writes an HDF5 file:
 
               /checkpoints/name, /checkpoints/step, /checkpoints/tokens    [C]
               /scores/attention, /scores/mlp, /scores/block                 float32 [C, L]

@@ -1,0 +1,154 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `gemma2`.
+struct Gemma2Configuration: Decodable {
+    var hiddenSize: Int
+    var numHiddenLayers: Int
+    var numAttentionHeads: Int
+    var numKeyValueHeads: Int?
+    var headDim: Int?
+    var intermediateSize: Int
+    var rmsNormEps: Double
+    var vocabSize: Int
+    var maxPositionEmbeddings: Int
+    var hiddenActivation: String?
+    var attentionBias: Bool?
+    var queryPreAttnScalar: Double?
+    var slidingWindow: Int?
+    var layerTypes: [String]?
+    var attnLogitSoftcapping: Double?
+    var finalLogitSoftcapping: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case hiddenSize = "hidden_size"
+        case numHiddenLayers = "num_hidden_layers"
+        case numAttentionHeads = "num_attention_heads"
+        case numKeyValueHeads = "num_key_value_heads"
+        case headDim = "head_dim"
+        case intermediateSize = "intermediate_size"
+        case rmsNormEps = "rms_norm_eps"
+        case vocabSize = "vocab_size"
+        case maxPositionEmbeddings = "max_position_embeddings"
+        case hiddenActivation = "hidden_activation"
+        case attentionBias = "attention_bias"
+        case queryPreAttnScalar = "query_pre_attn_scalar"
+        case slidingWindow = "sliding_window"
+        case layerTypes = "layer_types"
+        case attnLogitSoftcapping = "attn_logit_softcapping"
+        case finalLogitSoftcapping = "final_logit_softcapping"
+    }
+
+    var kvHeads: Int { numKeyValueHeads ?? numAttentionHeads }
+    var resolvedHeadDim: Int { headDim ?? hiddenSize / numAttentionHeads }
+
+    /// Each layer's attention type: `layer_types` (transformers 5.x writes
+    /// it), else the rule of the original configs: even layers slide.
+    var resolvedLayerTypes: [String] {
+        layerTypes ?? (0..<numHiddenLayers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
+    }
+}
+
+/// Gemma-2: Gemma with a norm at both ends of each branch,
+///
+///     H = X + RMSNorm(Attn(RMSNorm X)),   Y = H + RMSNorm(MLP(RMSNorm H))
+///
+/// (`input_layernorm` / `post_attention_layernorm`, `pre_feedforward_layernorm`
+/// / `post_feedforward_layernorm`, all scaling by 1 + weight), attention
+/// scaled by 1/√query_pre_attn_scalar with soft-capped scores, sliding-window
+/// and global layers alternating, and soft-capped final logits.
+public struct Gemma2Model: LanguageModel {
+    public let checkpoint: Checkpoint
+    let config: Gemma2Configuration
+    let weights: Weights
+    let rotary: RotaryEmbedding
+    let layerTypes: [String]
+
+    public let configuredDrops: DropPlan
+
+    public init(_ checkpoint: Checkpoint) throws {
+        self.checkpoint = checkpoint
+        let configPath = checkpoint.configURL.path
+        config = try checkpoint.decodeConfig(Gemma2Configuration.self)
+        configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
+        weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
+        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: config.resolvedHeadDim, configPath: configPath)
+        try checkHeads(heads: config.numAttentionHeads, kvHeads: config.kvHeads, configPath: configPath)
+        layerTypes = config.resolvedLayerTypes
+        guard layerTypes.count == config.numHiddenLayers else {
+            throw DroptraceError(
+                "layer_types lists \(layerTypes.count) layers, but num_hidden_layers is \(config.numHiddenLayers)", path: configPath)
+        }
+        if let unknown = layerTypes.first(where: { $0 != "sliding_attention" && $0 != "full_attention" }) {
+            throw DroptraceError("unsupported layer type \"\(unknown)\" in layer_types", path: configPath)
+        }
+        if layerTypes.contains("sliding_attention"), config.slidingWindow == nil {
+            throw DroptraceError("layer_types has sliding_attention layers but sliding_window is not set", path: configPath)
+        }
+        for (key, value) in [("attn_logit_softcapping", config.attnLogitSoftcapping), ("final_logit_softcapping", config.finalLogitSoftcapping), ("query_pre_attn_scalar", config.queryPreAttnScalar)] {
+            if let value, !(value > 0) { throw DroptraceError("\(key) must be positive, got \(value)", path: configPath) }
+        }
+    }
+
+    public var modelType: String { "gemma2" }
+    public var layerCount: Int { config.numHiddenLayers }
+    public var hiddenSize: Int { config.hiddenSize }
+    public var vocabularySize: Int { config.vocabSize }
+    public var maxPositions: Int { config.maxPositionEmbeddings }
+
+    public func embed(_ batch: TokenBatch) throws -> Matrix {
+        let table = try weights.tensor("embed_tokens.weight", [config.vocabSize, config.hiddenSize])
+        return scaledEmbedding(table, ids: batch.tokenIDs, width: config.hiddenSize)
+    }
+
+    /// An export without some blocks spells out the remaining layers' types,
+    /// so renumbering cannot move a window to another layer.
+    public var layerNaming: LayerNaming {
+        LayerNaming(
+            prefix: weights.prefix + "layers.", attention: ["self_attn.", "input_layernorm.", "post_attention_layernorm."],
+            mlp: ["mlp.", "pre_feedforward_layernorm.", "post_feedforward_layernorm."], layerCountKeys: ["num_hidden_layers"],
+            layerTypes: layerTypes)
+    }
+
+    public func head() throws -> OutputHead {
+        let d = config.hiddenSize
+        return OutputHead(
+            norm: try weights.offsetRMSNorm("norm", size: d, eps: config.rmsNormEps),
+            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: config.vocabSize),
+            logitSoftcap: config.finalLogitSoftcapping.map { Float($0) })
+    }
+
+    public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops)
+        let d = config.hiddenSize, headDim = config.resolvedHeadDim, eps = config.rmsNormEps
+        let layout = QKVLayout(numHeads: config.numAttentionHeads, numKVHeads: config.kvHeads, headDim: headDim)
+        let bias = config.attentionBias == true
+        let p = "layers.\(index)."
+        // Gemma-2 scales scores by query_pre_attn_scalar^-1/2, which need not be head_dim.
+        let scalar = config.queryPreAttnScalar ?? Double(headDim)
+        func attention() throws -> SelfAttention { SelfAttention(
+            qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: bias),
+            layout: layout,
+            rotary: rotary,
+            output: try weights.linear(p + "self_attn.o_proj", in: layout.numHeads * headDim, out: d, bias: bias),
+            scale: Float(1 / scalar.squareRoot()),
+            slidingWindow: layerTypes[index] == "sliding_attention" ? config.slidingWindow : nil,
+            logitSoftcap: config.attnLogitSoftcapping.map { Float($0) }) }
+        func feedForward() throws -> FeedForward {
+            try weights.gatedMLP(p + "mlp.", hidden: d, inner: config.intermediateSize, activation: try Activation(
+                huggingFaceName: config.hiddenActivation ?? "gelu_pytorch_tanh", configPath: checkpoint.configURL.path))
+        }
+        return TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
+                inputNorm: try weights.offsetRMSNorm(p + "input_layernorm", size: d, eps: eps),
+                attention: try attention(),
+                outputNorm: try weights.offsetRMSNorm(p + "post_attention_layernorm", size: d, eps: eps)),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
+                inputNorm: try weights.offsetRMSNorm(p + "pre_feedforward_layernorm", size: d, eps: eps),
+                feedForward: try feedForward(),
+                outputNorm: try weights.offsetRMSNorm(p + "post_feedforward_layernorm", size: d, eps: eps)),
+            residual: .sequential)
+    }
+}

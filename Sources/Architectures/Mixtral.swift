@@ -1,0 +1,156 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `mixtral`.
+struct MixtralConfiguration: Decodable {
+    var hiddenSize: Int
+    var numHiddenLayers: Int
+    var numAttentionHeads: Int
+    var numKeyValueHeads: Int?
+    var headDim: Int?
+    var intermediateSize: Int
+    var rmsNormEps: Double
+    var vocabSize: Int
+    var maxPositionEmbeddings: Int
+    var hiddenAct: String?
+    var slidingWindow: Int?
+    var numLocalExperts: Int
+    var numExpertsPerTok: Int
+
+    enum CodingKeys: String, CodingKey {
+        case hiddenSize = "hidden_size"
+        case numHiddenLayers = "num_hidden_layers"
+        case numAttentionHeads = "num_attention_heads"
+        case numKeyValueHeads = "num_key_value_heads"
+        case headDim = "head_dim"
+        case intermediateSize = "intermediate_size"
+        case rmsNormEps = "rms_norm_eps"
+        case vocabSize = "vocab_size"
+        case maxPositionEmbeddings = "max_position_embeddings"
+        case hiddenAct = "hidden_act"
+        case slidingWindow = "sliding_window"
+        case numLocalExperts = "num_local_experts"
+        case numExpertsPerTok = "num_experts_per_tok"
+    }
+
+    var kvHeads: Int { numKeyValueHeads ?? numAttentionHeads }
+    var resolvedHeadDim: Int { headDim ?? hiddenSize / numAttentionHeads }
+}
+
+/// Mixtral: Mistral's attention (sliding window when configured) with a
+/// sparse mixture of SwiGLU experts as the MLP. The MLP module is router and
+/// experts together: dropping the MLP drops all of it.
+///
+/// Experts are read in either form checkpoints have them:
+/// - per expert, `block_sparse_moe.experts.<e>.w1|w3|w2` (gate, up, down)
+///   with the router at `block_sparse_moe.gate` — Mixtral's original names,
+///   which transformers' `save_pretrained` still writes;
+/// - fused, `mlp.experts.gate_up_proj` [experts, 2·inner, hidden] (gate rows
+///   first) and `mlp.experts.down_proj` [experts, hidden, inner] with the
+///   router at `mlp.gate` — the layout of transformers' modules in memory.
+public struct MixtralModel: LanguageModel {
+    public let checkpoint: Checkpoint
+    let config: MixtralConfiguration
+    let weights: Weights
+    let rotary: RotaryEmbedding
+
+    public let configuredDrops: DropPlan
+
+    public init(_ checkpoint: Checkpoint) throws {
+        self.checkpoint = checkpoint
+        let configPath = checkpoint.configURL.path
+        config = try checkpoint.decodeConfig(MixtralConfiguration.self)
+        configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
+        weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
+        // Mixtral's rotary base defaults to 1e6, not the usual 1e4.
+        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
+            headDim: config.resolvedHeadDim, defaultTheta: 1_000_000, configPath: configPath)
+        try checkHeads(heads: config.numAttentionHeads, kvHeads: config.kvHeads, configPath: configPath)
+        guard config.numLocalExperts > 0, (1...config.numLocalExperts).contains(config.numExpertsPerTok) else {
+            throw DroptraceError(
+                "num_experts_per_tok \(config.numExpertsPerTok) must be between 1 and num_local_experts \(config.numLocalExperts)",
+                path: configPath)
+        }
+    }
+
+    public var modelType: String { "mixtral" }
+    public var layerCount: Int { config.numHiddenLayers }
+    public var hiddenSize: Int { config.hiddenSize }
+    public var vocabularySize: Int { config.vocabSize }
+    public var maxPositions: Int { config.maxPositionEmbeddings }
+
+    public func embed(_ batch: TokenBatch) throws -> Matrix {
+        let table = try weights.tensor("embed_tokens.weight", [config.vocabSize, config.hiddenSize])
+        return gatherRows(table, ids: batch.tokenIDs, width: config.hiddenSize)
+    }
+
+    public var layerNaming: LayerNaming {
+        LayerNaming(
+            prefix: weights.prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
+            mlp: ["block_sparse_moe.", "mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
+    }
+
+    public func head() throws -> OutputHead {
+        let d = config.hiddenSize
+        return OutputHead(
+            norm: try weights.rmsNorm("norm", size: d, eps: config.rmsNormEps),
+            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: config.vocabSize))
+    }
+
+    public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops)
+        let d = config.hiddenSize, headDim = config.resolvedHeadDim, eps = config.rmsNormEps
+        let layout = QKVLayout(numHeads: config.numAttentionHeads, numKVHeads: config.kvHeads, headDim: headDim)
+        let p = "layers.\(index)."
+        func attention() throws -> SelfAttention { SelfAttention(
+            qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: false),
+            layout: layout,
+            rotary: rotary,
+            output: try weights.linear(p + "self_attn.o_proj", in: layout.numHeads * headDim, out: d, bias: false),
+            scale: 1 / Float(headDim).squareRoot(),
+            slidingWindow: config.slidingWindow) }
+        return TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
+                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), attention: try attention()),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
+                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps),
+                feedForward: .mixture(try experts(layer: index))),
+            residual: .sequential)
+    }
+
+    /// Layer `index`'s router and experts, from whichever naming the checkpoint uses.
+    func experts(layer index: Int) throws -> MixtureOfExperts {
+        let d = config.hiddenSize, inner = config.intermediateSize, count = config.numLocalExperts
+        let activation = try Activation(huggingFaceName: config.hiddenAct ?? "silu", configPath: checkpoint.configURL.path)
+        let p = "layers.\(index)."
+        let experts: [FeedForward]
+        let routerName: String
+        if weights.has(p + "mlp.experts.gate_up_proj") {
+            routerName = p + "mlp.gate"
+            let gateUp = try weights.floats(p + "mlp.experts.gate_up_proj", [count, 2 * inner, d])
+            let down = try weights.floats(p + "mlp.experts.down_proj", [count, d, inner])
+            experts = (0..<count).map { e in
+                .gated(
+                    gateUp: Linear(
+                        weight: Array(gateUp[(e * 2 * inner * d)..<((e + 1) * 2 * inner * d)]), bias: nil,
+                        inFeatures: d, outFeatures: 2 * inner),
+                    down: Linear(
+                        weight: Array(down[(e * d * inner)..<((e + 1) * d * inner)]), bias: nil,
+                        inFeatures: inner, outFeatures: d),
+                    activation: activation)
+            }
+        } else {
+            routerName = p + "block_sparse_moe.gate"
+            experts = try (0..<count).map { e in
+                try weights.gatedMLP(
+                    p + "block_sparse_moe.experts.\(e).", hidden: d, inner: inner, activation: activation,
+                    names: (gate: "w1", up: "w3", down: "w2"))
+            }
+        }
+        return MixtureOfExperts(
+            router: try weights.linear(routerName, in: d, out: count, bias: false),
+            experts: experts, expertsPerToken: config.numExpertsPerTok)
+    }
+}

@@ -1,0 +1,118 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `olmo` (OLMo-1B-hf, OLMo-7B-hf).
+struct OlmoConfiguration: Decodable {
+    var hiddenSize: Int
+    var numHiddenLayers: Int
+    var numAttentionHeads: Int
+    var numKeyValueHeads: Int?
+    var headDim: Int?
+    var intermediateSize: Int
+    var vocabSize: Int
+    var maxPositionEmbeddings: Int
+    var hiddenAct: String?
+    var attentionBias: Bool?
+    var clipQKV: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case hiddenSize = "hidden_size"
+        case numHiddenLayers = "num_hidden_layers"
+        case numAttentionHeads = "num_attention_heads"
+        case numKeyValueHeads = "num_key_value_heads"
+        case headDim = "head_dim"
+        case intermediateSize = "intermediate_size"
+        case vocabSize = "vocab_size"
+        case maxPositionEmbeddings = "max_position_embeddings"
+        case hiddenAct = "hidden_act"
+        case attentionBias = "attention_bias"
+        case clipQKV = "clip_qkv"
+    }
+
+    var kvHeads: Int { numKeyValueHeads ?? numAttentionHeads }
+    var resolvedHeadDim: Int { headDim ?? hiddenSize / numAttentionHeads }
+}
+
+/// OLMo: Llama's layout, but every norm is a LayerNorm with neither weight
+/// nor bias (eps fixed at 1e-5), and q/k/v may be clamped to ±`clip_qkv`
+/// straight after their projections.
+public struct OlmoModel: LanguageModel {
+    public let checkpoint: Checkpoint
+    let config: OlmoConfiguration
+    let weights: Weights
+    let rotary: RotaryEmbedding
+
+    public let configuredDrops: DropPlan
+
+    /// OlmoLayerNorm hard-codes its epsilon; config.json has none.
+    static let layerNormEpsilon: Float = 1e-5
+
+    public init(_ checkpoint: Checkpoint) throws {
+        self.checkpoint = checkpoint
+        config = try checkpoint.decodeConfig(OlmoConfiguration.self)
+        configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
+        weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
+        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
+            headDim: config.resolvedHeadDim, configPath: checkpoint.configURL.path)
+        try checkHeads(heads: config.numAttentionHeads, kvHeads: config.kvHeads, configPath: checkpoint.configURL.path)
+        if let clip = config.clipQKV, !(clip > 0) {
+            throw DroptraceError("clip_qkv must be positive, got \(clip)", path: checkpoint.configURL.path)
+        }
+    }
+
+    public var modelType: String { "olmo" }
+    public var layerCount: Int { config.numHiddenLayers }
+    public var hiddenSize: Int { config.hiddenSize }
+    public var vocabularySize: Int { config.vocabSize }
+    public var maxPositions: Int { config.maxPositionEmbeddings }
+
+    public func embed(_ batch: TokenBatch) throws -> Matrix {
+        let table = try weights.tensor("embed_tokens.weight", [config.vocabSize, config.hiddenSize])
+        return gatherRows(table, ids: batch.tokenIDs, width: config.hiddenSize)
+    }
+
+    /// The norms have no tensors, so a branch is just its module.
+    public var layerNaming: LayerNaming {
+        LayerNaming(prefix: weights.prefix + "layers.", attention: ["self_attn."], mlp: ["mlp."], layerCountKeys: ["num_hidden_layers"])
+    }
+
+    var norm: Normalization { .parameterFreeLayer(size: config.hiddenSize, eps: Self.layerNormEpsilon) }
+
+    public func head() throws -> OutputHead {
+        // OLMo-1B ties its head to the embedding (saved without lm_head).
+        OutputHead(norm: norm, projection: try weights.head(tiedTo: "embed_tokens", hidden: config.hiddenSize, vocabulary: config.vocabSize))
+    }
+
+    public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops)
+        let d = config.hiddenSize, headDim = config.resolvedHeadDim
+        let layout = QKVLayout(numHeads: config.numAttentionHeads, numKVHeads: config.kvHeads, headDim: headDim)
+        let bias = config.attentionBias == true
+        let p = "layers.\(index)."
+        func attention() throws -> SelfAttention { SelfAttention(
+            qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: bias),
+            layout: layout,
+            rotary: rotary,
+            output: try weights.linear(p + "self_attn.o_proj", in: layout.numHeads * headDim, out: d, bias: bias),
+            scale: 1 / Float(headDim).squareRoot(),
+            clip: config.clipQKV.map { Float($0) }) }
+        func feedForward() throws -> FeedForward {
+            try weights.gatedMLP(p + "mlp.", hidden: d, inner: config.intermediateSize, activation: try Activation(
+                huggingFaceName: config.hiddenAct ?? "silu", configPath: checkpoint.configURL.path))
+        }
+        return TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(inputNorm: norm, attention: try attention()),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(inputNorm: norm, feedForward: try feedForward()),
+            residual: .sequential)
+    }
+}
+
+/// Query heads must share key/value heads evenly.
+func checkHeads(heads: Int, kvHeads: Int, configPath: String) throws {
+    guard kvHeads > 0, heads % kvHeads == 0 else {
+        throw DroptraceError(
+            "num_attention_heads \(heads) is not a multiple of num_key_value_heads \(kvHeads)", path: configPath)
+    }
+}

@@ -1,0 +1,116 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `olmo2` (OLMo-2).
+struct Olmo2Configuration: Decodable {
+    var hiddenSize: Int
+    var numHiddenLayers: Int
+    var numAttentionHeads: Int
+    var numKeyValueHeads: Int?
+    var headDim: Int?
+    var intermediateSize: Int
+    var rmsNormEps: Double
+    var vocabSize: Int
+    var maxPositionEmbeddings: Int
+    var hiddenAct: String?
+    var attentionBias: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case hiddenSize = "hidden_size"
+        case numHiddenLayers = "num_hidden_layers"
+        case numAttentionHeads = "num_attention_heads"
+        case numKeyValueHeads = "num_key_value_heads"
+        case headDim = "head_dim"
+        case intermediateSize = "intermediate_size"
+        case rmsNormEps = "rms_norm_eps"
+        case vocabSize = "vocab_size"
+        case maxPositionEmbeddings = "max_position_embeddings"
+        case hiddenAct = "hidden_act"
+        case attentionBias = "attention_bias"
+    }
+
+    var kvHeads: Int { numKeyValueHeads ?? numAttentionHeads }
+    var resolvedHeadDim: Int { headDim ?? hiddenSize / numAttentionHeads }
+}
+
+/// OLMo-2: the norms sit at the end of each branch, inside the residual:
+///
+///     H = X + RMSNorm(Attn(X)),   Y = H + RMSNorm(MLP(H))
+///
+/// (`post_attention_layernorm`, `post_feedforward_layernorm`; nothing
+/// normalises a branch's input). The attention also RMS-normalises the whole
+/// query and the whole key projection (all heads together) before rotary.
+/// Importance is still measured on the residual stream, X against H and H
+/// against Y.
+public struct Olmo2Model: LanguageModel {
+    public let checkpoint: Checkpoint
+    let config: Olmo2Configuration
+    let weights: Weights
+    let rotary: RotaryEmbedding
+
+    public let configuredDrops: DropPlan
+
+    public init(_ checkpoint: Checkpoint) throws {
+        self.checkpoint = checkpoint
+        config = try checkpoint.decodeConfig(Olmo2Configuration.self)
+        configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
+        weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
+        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
+            headDim: config.resolvedHeadDim, configPath: checkpoint.configURL.path)
+        try checkHeads(heads: config.numAttentionHeads, kvHeads: config.kvHeads, configPath: checkpoint.configURL.path)
+    }
+
+    public var modelType: String { "olmo2" }
+    public var layerCount: Int { config.numHiddenLayers }
+    public var hiddenSize: Int { config.hiddenSize }
+    public var vocabularySize: Int { config.vocabSize }
+    public var maxPositions: Int { config.maxPositionEmbeddings }
+
+    public func embed(_ batch: TokenBatch) throws -> Matrix {
+        let table = try weights.tensor("embed_tokens.weight", [config.vocabSize, config.hiddenSize])
+        return gatherRows(table, ids: batch.tokenIDs, width: config.hiddenSize)
+    }
+
+    public var layerNaming: LayerNaming {
+        LayerNaming(
+            prefix: weights.prefix + "layers.", attention: ["self_attn.", "post_attention_layernorm."],
+            mlp: ["mlp.", "post_feedforward_layernorm."], layerCountKeys: ["num_hidden_layers"])
+    }
+
+    public func head() throws -> OutputHead {
+        let d = config.hiddenSize
+        return OutputHead(
+            norm: try weights.rmsNorm("norm", size: d, eps: config.rmsNormEps),
+            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: config.vocabSize))
+    }
+
+    public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops)
+        let d = config.hiddenSize, headDim = config.resolvedHeadDim, eps = config.rmsNormEps
+        let layout = QKVLayout(numHeads: config.numAttentionHeads, numKVHeads: config.kvHeads, headDim: headDim)
+        let bias = config.attentionBias == true
+        let p = "layers.\(index)."
+        func attention() throws -> SelfAttention { SelfAttention(
+            qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: bias),
+            layout: layout,
+            rotary: rotary,
+            output: try weights.linear(p + "self_attn.o_proj", in: layout.numHeads * headDim, out: d, bias: bias),
+            scale: 1 / Float(headDim).squareRoot(),
+            queryNorm: try weights.rmsNorm(p + "self_attn.q_norm", size: layout.numHeads * headDim, eps: eps),
+            keyNorm: try weights.rmsNorm(p + "self_attn.k_norm", size: layout.numKVHeads * headDim, eps: eps)) }
+        func feedForward() throws -> FeedForward {
+            try weights.gatedMLP(p + "mlp.", hidden: d, inner: config.intermediateSize, activation: try Activation(
+                huggingFaceName: config.hiddenAct ?? "silu", configPath: checkpoint.configURL.path))
+        }
+        return TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
+                inputNorm: nil, attention: try attention(),
+                outputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps)),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
+                inputNorm: nil, feedForward: try feedForward(),
+                outputNorm: try weights.rmsNorm(p + "post_feedforward_layernorm", size: d, eps: eps)),
+            residual: .sequential)
+    }
+}

@@ -1,0 +1,229 @@
+import Architectures
+import CheckpointIO
+@testable import Dropping
+import DroptraceSupport
+import Foundation
+import Scoring
+import TensorEngine
+import Testing
+
+/// Features of single architectures that the parameterised reference tests
+/// only see through their effect on the scores.
+@Suite struct ArchitectureTests {
+    func load(_ directory: URL) throws -> any LanguageModel {
+        try ModelRegistry.load(try Checkpoint(directory: directory))
+    }
+
+    static func floats(_ value: Any?) -> [[Float]] {
+        (value as! [[Any]]).map { $0.map { ($0 as! NSNumber).floatValue } }
+    }
+
+    // MARK: Mixtral
+
+    /// Router and experts of one layer against transformers' own MoE block,
+    /// on transformers' own input to it (reference.json `routing_check`).
+    @Test func mixtralRoutingMatchesTransformers() throws {
+        let check = FixtureFiles.entry("mixtral-f32")["routing_check"] as! [String: Any]
+        let layer = (check["layer"] as! NSNumber).intValue
+        let input = Self.floats(check["input"])
+        let expectedExperts = (check["top_k_experts"] as! [[Any]]).map { $0.map { ($0 as! NSNumber).intValue } }
+        let expectedWeights = Self.floats(check["top_k_weights"])
+        let expectedOutput = Self.floats(check["output"])
+
+        let model = try load(FixtureFiles.model("mixtral-f32"))
+        guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else {
+            Issue.record("mixtral's MLP is not a mixture of experts")
+            return
+        }
+        let x = Matrix(rows: input.count, cols: input[0].count, data: input.flatMap { $0 })
+        let routing = moe.route(x)
+        let k = routing.expertsPerToken
+        #expect(k == 2 && moe.experts.count == 4)
+        var worstWeight: Float = 0
+        for token in 0..<x.rows {
+            let experts = Array(routing.experts[(token * k)..<((token + 1) * k)])
+            #expect(experts == expectedExperts[token], "token \(token): experts \(experts) vs \(expectedExperts[token])")
+            for slot in 0..<k { worstWeight = max(worstWeight, abs(routing.weights[token * k + slot] - expectedWeights[token][slot])) }
+        }
+        #expect(worstWeight < 1e-6, "router weights differ by \(worstWeight)")
+        let output = moe(x)
+        let worst = zip(output.data, expectedOutput.joined()).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(worst < 1e-5, "MoE output differs by \(worst)")
+    }
+
+    /// Experts stored fused (`mlp.experts.gate_up_proj` / `down_proj`,
+    /// router `mlp.gate`) give exactly the scores of per-expert tensors.
+    @Test func mixtralFusedExpertTensorsLoadLikePerExpertOnes() throws {
+        let scratch = try ScratchDirectory()
+        let directory = try scratch.copyOfModel("mixtral-f32")
+        let original = try Checkpoint(directory: directory)
+        let layers = 4, experts = 4
+        var entries: [SafetensorsWriter.Entry] = []
+        for name in original.tensorNames where !name.contains("block_sparse_moe.") {
+            entries.append(SafetensorsWriter.Entry(try original.tensor(name)))
+        }
+        for layer in 0..<layers {
+            let old = "model.layers.\(layer).block_sparse_moe."
+            func bytes(_ part: String) throws -> Data { SafetensorsWriter.Entry(try original.tensor(old + part)).bytes }
+            var gateUp = Data(), down = Data()
+            for e in 0..<experts {
+                gateUp += try bytes("experts.\(e).w1.weight") + bytes("experts.\(e).w3.weight")
+                down += try bytes("experts.\(e).w2.weight")
+            }
+            let new = "model.layers.\(layer).mlp."
+            entries.append(SafetensorsWriter.Entry(name: new + "experts.gate_up_proj", dtype: .float32, shape: [experts, 32, 32], bytes: gateUp))
+            entries.append(SafetensorsWriter.Entry(name: new + "experts.down_proj", dtype: .float32, shape: [experts, 32, 16], bytes: down))
+            entries.append(SafetensorsWriter.Entry(try original.tensor(old + "gate.weight"), renamedTo: new + "gate.weight"))
+        }
+        let file = directory.appendingPathComponent(Checkpoint.singleFileName)
+        try FileManager.default.removeItem(at: file)
+        try SafetensorsWriter.write(entries, to: file)
+
+        let fused = try load(directory)
+        #expect(!(try Checkpoint(directory: directory).tensorNames.contains { $0.contains("block_sparse_moe") }))
+        let sequences = FixtureFiles.jsonlSequences()
+        let expected = try ImportanceScorer(model: try load(FixtureFiles.model("mixtral-f32"))).score(sequences, calibrationPath: "calib")
+        let scores = try ImportanceScorer(model: fused).score(sequences, calibrationPath: "calib")
+        // Equal up to the summation order BLAS happens to use.
+        let difference = ReferenceScores(
+            attention: expected.attention, mlp: expected.mlp, block: expected.block, blockGap: expected.blockGap
+        ).maxDifference(attention: scores.attention, mlp: scores.mlp, block: scores.block, blockGap: scores.blockGap)
+        #expect(difference < 1e-7, "fused experts change the scores by \(difference)")
+
+        // Dropping the MLP of a fused checkpoint removes router and experts.
+        let export = scratch.path("export")
+        try DroppedModelExport.write(model: fused, plan: DropPlan(mlp: [1]), to: export)
+        let names = try Checkpoint(directory: export).tensorNames
+        #expect(!names.contains { $0.hasPrefix("model.layers.1.mlp.") || $0.hasPrefix("model.layers.1.post_attention_layernorm.") })
+        #expect(names.contains("model.layers.2.mlp.experts.gate_up_proj") && names.contains("model.layers.1.self_attn.q_proj.weight"))
+    }
+
+    // MARK: Export round trips
+
+    /// A dropped model written out and read back gives the same perplexity,
+    /// for every architecture's tensor naming (norm-free OLMo, post-norm
+    /// OLMo-2 and Gemma-2, Mixtral's experts), and loses exactly the dropped
+    /// modules' tensors.
+    @Test(arguments: ["olmo-f32", "olmo2-f32", "mixtral-f32", "gemma-f32", "gemma2-f32"])
+    func exportRoundTrips(model name: String) throws {
+        let model = try load(FixtureFiles.model(name))
+        let windows = FixtureFiles.jsonlSequences()
+        for plan in [DropPlan(attention: [1], mlp: [3]), DropPlan(blocks: [0, 2])] {
+            let scratch = try ScratchDirectory()
+            let export = scratch.path("export")
+            try DroppedModelExport.write(model: model, plan: plan, to: export)
+            let expected = try LanguageModelLoss.evaluate(model: model, plan: plan, windows: windows, sourcePath: "eval")
+            let exported = try load(export)
+            let loss = try LanguageModelLoss.evaluate(model: exported, plan: .none, windows: windows, sourcePath: "eval")
+            #expect(abs(loss.perplexity / expected.perplexity - 1) < 1e-6, "\(name) \(plan)")
+            let original = try Checkpoint(directory: FixtureFiles.model(name)).tensorNames
+            let names = try Checkpoint(directory: export).tensorNames
+            if plan.blocks.isEmpty {
+                let removed = Set(original).subtracting(names)
+                #expect(!removed.isEmpty && removed.allSatisfy { $0.hasPrefix("model.layers.1.") || $0.hasPrefix("model.layers.3.") })
+                #expect(!names.contains { $0.hasPrefix("model.layers.1.self_attn.") || $0.hasPrefix("model.layers.3.mlp.") })
+                #expect(exported.configuredDrops == DropPlan(attention: [1], mlp: [3]))
+            } else {
+                #expect(exported.layerCount == 2)
+                #expect(names.count < original.count && !names.contains { $0.hasPrefix("model.layers.2.") })
+            }
+        }
+    }
+
+    /// Gemma-2 configs from before `layer_types` (even layers slide) keep each
+    /// layer's window when blocks are removed and the rest renumbered.
+    @Test func gemma2ExportSpellsOutLayerTypes() throws {
+        let scratch = try ScratchDirectory()
+        let directory = try scratch.copyOfModel("gemma2-f32")
+        try rewriteConfig(directory) { $0.removeValue(forKey: "layer_types") }
+        let model = try load(directory)
+        let windows = FixtureFiles.jsonlSequences()
+        let withRule = try LanguageModelLoss.evaluate(model: model, plan: .none, windows: windows, sourcePath: "eval")
+        let reference = try LanguageModelLoss.evaluate(model: try load(FixtureFiles.model("gemma2-f32")), plan: .none, windows: windows, sourcePath: "eval")
+        #expect(abs(withRule.perplexity / reference.perplexity - 1) < 1e-6)
+
+        let plan = DropPlan(blocks: [0])
+        let export = scratch.path("export")
+        try DroppedModelExport.write(model: model, plan: plan, to: export)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: export.appendingPathComponent("config.json"))) as! [String: Any]
+        #expect(config["layer_types"] as? [String] == ["full_attention", "sliding_attention", "full_attention"])
+        let expected = try LanguageModelLoss.evaluate(model: model, plan: plan, windows: windows, sourcePath: "eval")
+        let loss = try LanguageModelLoss.evaluate(model: try load(export), plan: .none, windows: windows, sourcePath: "eval")
+        #expect(abs(loss.perplexity / expected.perplexity - 1) < 1e-6)
+    }
+
+    // MARK: Gemma-2 soft caps
+
+    /// The reference logits are soft-capped: without the cap the head is far off.
+    @Test func gemma2FinalLogitSoftcapIsApplied() throws {
+        let entry = DropTests.section("logits")["gemma2-f32"] as! [String: Any]
+        let ids = DropTests.ints(entry["input_ids"])
+        let expected = DropTests.doubles(entry["last_position_logits"])
+        let model = try load(FixtureFiles.model("gemma2-f32"))
+        let head = try model.head()
+        #expect(head.logitSoftcap == 8)
+        let hidden = try LayerwiseForward(model: model).run(TokenBatch(sequences: [ids]))
+        let last = Matrix(rows: 1, cols: hidden.cols, data: Array(hidden.data.suffix(hidden.cols)))
+        let uncapped = OutputHead(norm: head.norm, projection: head.projection).logits(last).data
+        let capped = head.logits(last).data
+        let worst = { (logits: [Float]) in zip(logits, expected).map { abs(Double($0) - $1) }.max()! }
+        #expect(worst(capped) < 1e-4)
+        #expect(worst(uncapped) > 1e-2)
+        #expect(capped.allSatisfy { abs($0) < 8 })
+    }
+
+    // MARK: Bad configurations
+
+    func expectError(_ name: String, mentioning words: [String], _ change: (inout [String: Any]) -> Void) throws {
+        let scratch = try ScratchDirectory()
+        let directory = try scratch.copyOfModel(name)
+        try rewriteConfig(directory, change)
+        do {
+            _ = try load(directory)
+            Issue.record("\(name): bad config accepted")
+        } catch let error as DroptraceError {
+            let line = error.description
+            #expect(!line.contains("\n") && line.contains("config.json"), "\(line)")
+            for word in words { #expect(line.contains(word), "\(line) does not mention \(word)") }
+        }
+    }
+
+    @Test func badConfigurationsAreRefused() throws {
+        try expectError("mixtral-f32", mentioning: ["num_experts_per_tok", "5"]) { $0["num_experts_per_tok"] = 5 }
+        try expectError("gemma2-f32", mentioning: ["layer_types", "3"]) {
+            $0["layer_types"] = ["sliding_attention", "full_attention", "sliding_attention"]
+        }
+        try expectError("gemma2-f32", mentioning: ["chunked_attention"]) {
+            $0["layer_types"] = ["sliding_attention", "full_attention", "chunked_attention", "full_attention"]
+        }
+        try expectError("gemma2-f32", mentioning: ["attn_logit_softcapping"]) { $0["attn_logit_softcapping"] = 0 }
+        try expectError("olmo-f32", mentioning: ["clip_qkv"]) { $0["clip_qkv"] = -1 }
+        try expectError("olmo2-f32", mentioning: ["num_key_value_heads"]) { $0["num_key_value_heads"] = 3 }
+    }
+
+    @Test func missingExpertTensorNamesIt() throws {
+        let scratch = try ScratchDirectory()
+        let directory = try scratch.copyOfModel("mixtral-f32")
+        let original = try Checkpoint(directory: directory)
+        let entries = try original.tensorNames.filter { $0 != "model.layers.2.block_sparse_moe.experts.3.w2.weight" }
+            .map { SafetensorsWriter.Entry(try original.tensor($0)) }
+        let file = directory.appendingPathComponent(Checkpoint.singleFileName)
+        try FileManager.default.removeItem(at: file)
+        try SafetensorsWriter.write(entries, to: file)
+        let model = try load(directory)
+        _ = try model.block(1)
+        do {
+            _ = try model.block(2)
+            Issue.record("missing expert accepted")
+        } catch let error as DroptraceError {
+            #expect(error.description.contains("experts.3.w2.weight"), "\(error)")
+        }
+    }
+
+    func rewriteConfig(_ model: URL, _ change: (inout [String: Any]) -> Void) throws {
+        let url = model.appendingPathComponent("config.json")
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        change(&object)
+        try JSONSerialization.data(withJSONObject: object).write(to: url)
+    }
+}
