@@ -62,6 +62,15 @@ public enum CheckpointDiscovery {
     /// Why `directory` is not a finished checkpoint yet, or nil when it is.
     static func incompleteness(of directory: URL) -> String? {
         let files = FileManager.default
+        // A GGUF file carries its own configuration: no config.json to wait for.
+        if let layout = try? CheckpointLayout.resolve(directory), layout.format == .gguf, let file = layout.weightFiles.first {
+            let name = file.lastPathComponent
+            guard let expected = GGUFCheckpoint.expectedLength(path: file.path) else {
+                return "\(name) has an incomplete header"
+            }
+            let size = ((try? files.attributesOfItem(atPath: file.path))?[.size] as? NSNumber)?.intValue ?? 0
+            return size < expected ? "\(name) has \(size) of \(expected) bytes" : nil
+        }
         guard files.fileExists(atPath: directory.appendingPathComponent("config.json").path) else {
             return "no config.json yet"
         }

@@ -30,7 +30,7 @@ struct DropCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: "Checkpoint directory.")
+    @Argument(help: "Checkpoint directory, or one .safetensors, .bin or .gguf file.")
     var checkpoint: String
 
     @Option(help: "What to drop: attention, mlp, block or joint.")

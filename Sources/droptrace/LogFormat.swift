@@ -12,11 +12,8 @@ struct TimestampedLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(
-        level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
-        file: String, function: String, line: UInt
-    ) {
+    func log(event: LogEvent) {
         let stamp = ISO8601DateFormatter().string(from: Date())
-        FileHandle.standardError.write(Data("\(stamp) \(level): \(message)\n".utf8))
+        FileHandle.standardError.write(Data("\(stamp) \(event.level): \(event.message)\n".utf8))
     }
 }

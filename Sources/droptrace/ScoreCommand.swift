@@ -10,9 +10,12 @@ struct ScoreCommand: ParsableCommand {
         commandName: "score",
         abstract: "Score one checkpoint: attention, MLP and block importance plus block-gap similarities.",
         discussion: """
-            Reads a Hugging Face checkpoint directory (config.json and model.safetensors or a sharded \
-            model.safetensors.index.json; float32, float16 or bfloat16) of model_type llama, mistral, qwen2, \
-            gpt_neox, gpt2, olmo, olmo2, mixtral, gemma or gemma2, runs the calibration tokens through it layer by layer, and writes an HDF5 file:
+            Reads a checkpoint of model_type llama, mistral, qwen2, gpt_neox, gpt2, olmo, olmo2, mixtral, \
+            gemma or gemma2: a Hugging Face directory (config.json with model.safetensors, pytorch_model.bin \
+            or their sharded index files), a single .safetensors/.bin file with config.json beside it, or a \
+            llama.cpp .gguf file (configuration and tokenizer inside; F32/F16/BF16, Q8_0, Q4_0, Q4_1, Q5_0, \
+            Q5_1, Q4_K, Q6_K). PyTorch pickles are parsed, never executed. droptrace runs the calibration \
+            tokens through the model layer by layer and writes an HDF5 file:
 
               /checkpoints/name, /checkpoints/step, /checkpoints/tokens    [C]
               /scores/attention, /scores/mlp, /scores/block                 float32 [C, L]
@@ -25,7 +28,7 @@ struct ScoreCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: "Checkpoint directory (config.json + safetensors).")
+    @Argument(help: "Checkpoint directory, or one .safetensors, .bin or .gguf file.")
     var checkpoint: String
 
     @OptionGroup var calibration: CalibrationOptions

@@ -45,6 +45,22 @@ import Testing
         #expect(result.incomplete[0].reason.contains(shard))
     }
 
+    @Test func ggufCheckpointsNeedNoConfigAndAreReadyOnlyWhenComplete() throws {
+        let scratch = try ScratchDirectory()
+        let series = scratch.path("series")
+        let source = try Data(contentsOf: GGUFFixtures.file("llama-f32.gguf"))
+        for (name, bytes) in [("step100", source), ("step200", source.prefix(source.count - 100)), ("step300", source.prefix(20))] {
+            let directory = series.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            try bytes.write(to: directory.appendingPathComponent("model-f32.gguf"))
+        }
+        let result = try CheckpointDiscovery.scan(series)
+        #expect(result.ready.map(\.name) == ["step100"])
+        #expect(result.incomplete.map(\.name) == ["step200", "step300"])
+        #expect(result.incomplete[0].reason.contains("model-f32.gguf has \(source.count - 100) of \(source.count) bytes"))
+        #expect(result.incomplete[1].reason.contains("incomplete header"))
+    }
+
     @Test func missingSeriesDirectoryIsAnError() throws {
         let scratch = try ScratchDirectory()
         #expect(throws: (any Error).self) { try CheckpointDiscovery.scan(scratch.path("nope")) }
