@@ -38,7 +38,10 @@ public enum DroppedModelExport {
             try SafetensorsWriter.write(entries, to: staging.appendingPathComponent(Checkpoint.singleFileName))
             try exportedConfig(model.checkpoint, plan: plan, naming: naming, renumber: renumber)
                 .write(to: staging.appendingPathComponent("config.json"))
-            try copyCompanionFiles(from: model.checkpoint.directory, to: staging)
+            // A GGUF file's companions are inside it; the files beside it belong to something else.
+            if model.checkpoint.gguf == nil {
+                try copyCompanionFiles(from: model.checkpoint.directory, to: staging)
+            }
             if files.fileExists(atPath: directory.path) { try files.removeItem(at: directory) }
             try files.moveItem(at: staging, to: directory)
         } catch {

@@ -1,5 +1,6 @@
 import Architectures
 import CheckpointIO
+import Dropping
 import Foundation
 import Scoring
 import Testing
@@ -144,6 +145,22 @@ enum GGUFFixtures {
         let entry = SafetensorsWriter.Entry(slice)
         #expect(entry.dtype == .float32)
         #expect(entry.bytes == slice.floats().withUnsafeBytes { Data($0) })
+    }
+
+    /// A dropped model from a quantised GGUF exports as plain safetensors with
+    /// the same perplexity, and takes none of the unrelated files lying beside the GGUF.
+    @Test func droppedGGUFModelExportsAlone() throws {
+        let model = try ModelRegistry.load(try Checkpoint(location: GGUFFixtures.file("llama-w64-q.gguf")))
+        let plan = DropPlan(attention: [1])
+        let scratch = try ScratchDirectory()
+        let export = scratch.path("export")
+        try DroppedModelExport.write(model: model, plan: plan, to: export)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: export.path).sorted() == ["config.json", "model.safetensors"])
+        let windows = FixtureFiles.jsonlSequences()
+        let expected = try LanguageModelLoss.evaluate(model: model, plan: plan, windows: windows, sourcePath: "eval")
+        let exported = try ModelRegistry.load(try Checkpoint(location: export))
+        let loss = try LanguageModelLoss.evaluate(model: exported, plan: .none, windows: windows, sourcePath: "eval")
+        #expect(abs(loss.perplexity / expected.perplexity - 1) < 1e-6)
     }
 
     @Test func scoreCommandTakesASingleGGUFFile() throws {
