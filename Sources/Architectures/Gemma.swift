@@ -5,36 +5,17 @@ import TensorEngine
 
 /// config.json of `gemma`.
 struct GemmaConfiguration: Decodable {
-    var hiddenSize: Int
-    var numHiddenLayers: Int
-    var numAttentionHeads: Int
-    var numKeyValueHeads: Int?
-    var headDim: Int?
-    var intermediateSize: Int
     var rmsNormEps: Double
-    var vocabSize: Int
-    var maxPositionEmbeddings: Int
     var hiddenAct: String?
     var hiddenActivation: String?
     var attentionBias: Bool?
 
     enum CodingKeys: String, CodingKey {
-        case hiddenSize = "hidden_size"
-        case numHiddenLayers = "num_hidden_layers"
-        case numAttentionHeads = "num_attention_heads"
-        case numKeyValueHeads = "num_key_value_heads"
-        case headDim = "head_dim"
-        case intermediateSize = "intermediate_size"
         case rmsNormEps = "rms_norm_eps"
-        case vocabSize = "vocab_size"
-        case maxPositionEmbeddings = "max_position_embeddings"
         case hiddenAct = "hidden_act"
         case hiddenActivation = "hidden_activation"
         case attentionBias = "attention_bias"
     }
-
-    var kvHeads: Int { numKeyValueHeads ?? numAttentionHeads }
-    var resolvedHeadDim: Int { headDim ?? hiddenSize / numAttentionHeads }
 
     /// The GeGLU nonlinearity. The first Gemma configs say `hidden_act:
     /// "gelu"` but were trained with the tanh approximation, which
@@ -53,6 +34,7 @@ struct GemmaConfiguration: Decodable {
 /// Gemma-7B).
 public struct GemmaModel: LanguageModel {
     public let checkpoint: Checkpoint
+    let dimensions: DecoderDimensions
     let config: GemmaConfiguration
     let weights: Weights
     let rotary: RotaryEmbedding
@@ -61,23 +43,24 @@ public struct GemmaModel: LanguageModel {
 
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
+        dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
         config = try checkpoint.decodeConfig(GemmaConfiguration.self)
-        configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
+        configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
         rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
-            headDim: config.resolvedHeadDim, configPath: checkpoint.configURL.path)
-        try checkHeads(heads: config.numAttentionHeads, kvHeads: config.kvHeads, configPath: checkpoint.configURL.path)
+            headDim: dimensions.resolvedHeadDim, configPath: checkpoint.configURL.path)
+        try checkHeads(heads: dimensions.numAttentionHeads, kvHeads: dimensions.kvHeads, configPath: checkpoint.configURL.path)
     }
 
     public var modelType: String { "gemma" }
-    public var layerCount: Int { config.numHiddenLayers }
-    public var hiddenSize: Int { config.hiddenSize }
-    public var vocabularySize: Int { config.vocabSize }
-    public var maxPositions: Int { config.maxPositionEmbeddings }
+    public var layerCount: Int { dimensions.numHiddenLayers }
+    public var hiddenSize: Int { dimensions.hiddenSize }
+    public var vocabularySize: Int { dimensions.vocabSize }
+    public var maxPositions: Int { dimensions.maxPositionEmbeddings }
 
     public func embed(_ batch: TokenBatch) throws -> Matrix {
-        let table = try weights.tensor("embed_tokens.weight", [config.vocabSize, config.hiddenSize])
-        return scaledEmbedding(table, ids: batch.tokenIDs, width: config.hiddenSize)
+        let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize])
+        return scaledEmbedding(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
     }
 
     public var layerNaming: LayerNaming {
@@ -85,16 +68,16 @@ public struct GemmaModel: LanguageModel {
     }
 
     public func head() throws -> OutputHead {
-        let d = config.hiddenSize
+        let d = dimensions.hiddenSize
         return OutputHead(
             norm: try weights.offsetRMSNorm("norm", size: d, eps: config.rmsNormEps),
-            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: config.vocabSize))
+            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: dimensions.vocabSize))
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops)
-        let d = config.hiddenSize, headDim = config.resolvedHeadDim, eps = config.rmsNormEps
-        let layout = QKVLayout(numHeads: config.numAttentionHeads, numKVHeads: config.kvHeads, headDim: headDim)
+        let d = dimensions.hiddenSize, headDim = dimensions.resolvedHeadDim, eps = config.rmsNormEps
+        let layout = QKVLayout(numHeads: dimensions.numAttentionHeads, numKVHeads: dimensions.kvHeads, headDim: headDim)
         let bias = config.attentionBias == true
         let p = "layers.\(index)."
         func attention() throws -> SelfAttention { SelfAttention(
@@ -104,7 +87,7 @@ public struct GemmaModel: LanguageModel {
             output: try weights.linear(p + "self_attn.o_proj", in: layout.numHeads * headDim, out: d, bias: bias),
             scale: 1 / Float(headDim).squareRoot()) }
         func feedForward() throws -> FeedForward {
-            try weights.gatedMLP(p + "mlp.", hidden: d, inner: config.intermediateSize, activation: try Activation(
+            try weights.gatedMLP(p + "mlp.", hidden: d, inner: dimensions.intermediateSize, activation: try Activation(
                 huggingFaceName: config.activationName, configPath: checkpoint.configURL.path))
         }
         return TransformerBlock(

@@ -5,15 +5,7 @@ import TensorEngine
 
 /// config.json of `gemma2`.
 struct Gemma2Configuration: Decodable {
-    var hiddenSize: Int
-    var numHiddenLayers: Int
-    var numAttentionHeads: Int
-    var numKeyValueHeads: Int?
-    var headDim: Int?
-    var intermediateSize: Int
     var rmsNormEps: Double
-    var vocabSize: Int
-    var maxPositionEmbeddings: Int
     var hiddenActivation: String?
     var attentionBias: Bool?
     var queryPreAttnScalar: Double?
@@ -23,15 +15,7 @@ struct Gemma2Configuration: Decodable {
     var finalLogitSoftcapping: Double?
 
     enum CodingKeys: String, CodingKey {
-        case hiddenSize = "hidden_size"
-        case numHiddenLayers = "num_hidden_layers"
-        case numAttentionHeads = "num_attention_heads"
-        case numKeyValueHeads = "num_key_value_heads"
-        case headDim = "head_dim"
-        case intermediateSize = "intermediate_size"
         case rmsNormEps = "rms_norm_eps"
-        case vocabSize = "vocab_size"
-        case maxPositionEmbeddings = "max_position_embeddings"
         case hiddenActivation = "hidden_activation"
         case attentionBias = "attention_bias"
         case queryPreAttnScalar = "query_pre_attn_scalar"
@@ -41,13 +25,10 @@ struct Gemma2Configuration: Decodable {
         case finalLogitSoftcapping = "final_logit_softcapping"
     }
 
-    var kvHeads: Int { numKeyValueHeads ?? numAttentionHeads }
-    var resolvedHeadDim: Int { headDim ?? hiddenSize / numAttentionHeads }
-
     /// Each layer's attention type: `layer_types` (transformers 5.x writes
     /// it), else the rule of the original configs: even layers slide.
-    var resolvedLayerTypes: [String] {
-        layerTypes ?? (0..<numHiddenLayers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
+    func resolvedLayerTypes(layers: Int) -> [String] {
+        layerTypes ?? (0..<layers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
     }
 }
 
@@ -61,6 +42,7 @@ struct Gemma2Configuration: Decodable {
 /// and global layers alternating, and soft-capped final logits.
 public struct Gemma2Model: LanguageModel {
     public let checkpoint: Checkpoint
+    let dimensions: DecoderDimensions
     let config: Gemma2Configuration
     let weights: Weights
     let rotary: RotaryEmbedding
@@ -71,15 +53,16 @@ public struct Gemma2Model: LanguageModel {
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
         let configPath = checkpoint.configURL.path
+        dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
         config = try checkpoint.decodeConfig(Gemma2Configuration.self)
-        configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
+        configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
-        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: config.resolvedHeadDim, configPath: configPath)
-        try checkHeads(heads: config.numAttentionHeads, kvHeads: config.kvHeads, configPath: configPath)
-        layerTypes = config.resolvedLayerTypes
-        guard layerTypes.count == config.numHiddenLayers else {
+        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: dimensions.resolvedHeadDim, configPath: configPath)
+        try checkHeads(heads: dimensions.numAttentionHeads, kvHeads: dimensions.kvHeads, configPath: configPath)
+        layerTypes = config.resolvedLayerTypes(layers: dimensions.numHiddenLayers)
+        guard layerTypes.count == dimensions.numHiddenLayers else {
             throw DroptraceError(
-                "layer_types lists \(layerTypes.count) layers, but num_hidden_layers is \(config.numHiddenLayers)", path: configPath)
+                "layer_types lists \(layerTypes.count) layers, but num_hidden_layers is \(dimensions.numHiddenLayers)", path: configPath)
         }
         if let unknown = layerTypes.first(where: { $0 != "sliding_attention" && $0 != "full_attention" }) {
             throw DroptraceError("unsupported layer type \"\(unknown)\" in layer_types", path: configPath)
@@ -93,14 +76,14 @@ public struct Gemma2Model: LanguageModel {
     }
 
     public var modelType: String { "gemma2" }
-    public var layerCount: Int { config.numHiddenLayers }
-    public var hiddenSize: Int { config.hiddenSize }
-    public var vocabularySize: Int { config.vocabSize }
-    public var maxPositions: Int { config.maxPositionEmbeddings }
+    public var layerCount: Int { dimensions.numHiddenLayers }
+    public var hiddenSize: Int { dimensions.hiddenSize }
+    public var vocabularySize: Int { dimensions.vocabSize }
+    public var maxPositions: Int { dimensions.maxPositionEmbeddings }
 
     public func embed(_ batch: TokenBatch) throws -> Matrix {
-        let table = try weights.tensor("embed_tokens.weight", [config.vocabSize, config.hiddenSize])
-        return scaledEmbedding(table, ids: batch.tokenIDs, width: config.hiddenSize)
+        let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize])
+        return scaledEmbedding(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
     }
 
     /// An export without some blocks spells out the remaining layers' types,
@@ -113,17 +96,17 @@ public struct Gemma2Model: LanguageModel {
     }
 
     public func head() throws -> OutputHead {
-        let d = config.hiddenSize
+        let d = dimensions.hiddenSize
         return OutputHead(
             norm: try weights.offsetRMSNorm("norm", size: d, eps: config.rmsNormEps),
-            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: config.vocabSize),
+            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: dimensions.vocabSize),
             logitSoftcap: config.finalLogitSoftcapping.map { Float($0) })
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops)
-        let d = config.hiddenSize, headDim = config.resolvedHeadDim, eps = config.rmsNormEps
-        let layout = QKVLayout(numHeads: config.numAttentionHeads, numKVHeads: config.kvHeads, headDim: headDim)
+        let d = dimensions.hiddenSize, headDim = dimensions.resolvedHeadDim, eps = config.rmsNormEps
+        let layout = QKVLayout(numHeads: dimensions.numAttentionHeads, numKVHeads: dimensions.kvHeads, headDim: headDim)
         let bias = config.attentionBias == true
         let p = "layers.\(index)."
         // Gemma-2 scales scores by query_pre_attn_scalar^-1/2, which need not be head_dim.
@@ -137,7 +120,7 @@ public struct Gemma2Model: LanguageModel {
             slidingWindow: layerTypes[index] == "sliding_attention" ? config.slidingWindow : nil,
             logitSoftcap: config.attnLogitSoftcapping.map { Float($0) }) }
         func feedForward() throws -> FeedForward {
-            try weights.gatedMLP(p + "mlp.", hidden: d, inner: config.intermediateSize, activation: try Activation(
+            try weights.gatedMLP(p + "mlp.", hidden: d, inner: dimensions.intermediateSize, activation: try Activation(
                 huggingFaceName: config.hiddenActivation ?? "gelu_pytorch_tanh", configPath: checkpoint.configURL.path))
         }
         return TransformerBlock(

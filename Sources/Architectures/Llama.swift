@@ -7,15 +7,7 @@ import TensorEngine
 /// differ only in biases and sliding-window rules.
 struct LlamaConfiguration: Decodable {
     var modelType: String
-    var hiddenSize: Int
-    var numHiddenLayers: Int
-    var numAttentionHeads: Int
-    var numKeyValueHeads: Int?
-    var headDim: Int?
-    var intermediateSize: Int
     var rmsNormEps: Double
-    var vocabSize: Int
-    var maxPositionEmbeddings: Int
     var hiddenAct: String?
     var attentionBias: Bool?
     var mlpBias: Bool?
@@ -26,15 +18,7 @@ struct LlamaConfiguration: Decodable {
 
     enum CodingKeys: String, CodingKey {
         case modelType = "model_type"
-        case hiddenSize = "hidden_size"
-        case numHiddenLayers = "num_hidden_layers"
-        case numAttentionHeads = "num_attention_heads"
-        case numKeyValueHeads = "num_key_value_heads"
-        case headDim = "head_dim"
-        case intermediateSize = "intermediate_size"
         case rmsNormEps = "rms_norm_eps"
-        case vocabSize = "vocab_size"
-        case maxPositionEmbeddings = "max_position_embeddings"
         case hiddenAct = "hidden_act"
         case attentionBias = "attention_bias"
         case mlpBias = "mlp_bias"
@@ -43,9 +27,6 @@ struct LlamaConfiguration: Decodable {
         case maxWindowLayers = "max_window_layers"
         case layerTypes = "layer_types"
     }
-
-    var kvHeads: Int { numKeyValueHeads ?? numAttentionHeads }
-    var resolvedHeadDim: Int { headDim ?? hiddenSize / numAttentionHeads }
 
     /// The attention window of layer `index`, as each family decides it.
     func slidingWindow(layer index: Int) -> Int? {
@@ -68,6 +49,7 @@ struct LlamaConfiguration: Decodable {
 /// grouped-query heads, SwiGLU MLP.
 public struct LlamaModel: LanguageModel {
     public let checkpoint: Checkpoint
+    let dimensions: DecoderDimensions
     let config: LlamaConfiguration
     let weights: Weights
     let rotary: RotaryEmbedding
@@ -76,26 +58,27 @@ public struct LlamaModel: LanguageModel {
 
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
+        dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
         config = try checkpoint.decodeConfig(LlamaConfiguration.self)
-        configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
+        configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
-        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: config.resolvedHeadDim, configPath: checkpoint.configURL.path)
-        guard config.numAttentionHeads % config.kvHeads == 0 else {
+        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: dimensions.resolvedHeadDim, configPath: checkpoint.configURL.path)
+        guard dimensions.numAttentionHeads % dimensions.kvHeads == 0 else {
             throw DroptraceError(
-                "num_attention_heads \(config.numAttentionHeads) is not a multiple of num_key_value_heads \(config.kvHeads)",
+                "num_attention_heads \(dimensions.numAttentionHeads) is not a multiple of num_key_value_heads \(dimensions.kvHeads)",
                 path: checkpoint.configURL.path)
         }
     }
 
     public var modelType: String { config.modelType }
-    public var layerCount: Int { config.numHiddenLayers }
-    public var hiddenSize: Int { config.hiddenSize }
-    public var vocabularySize: Int { config.vocabSize }
-    public var maxPositions: Int { config.maxPositionEmbeddings }
+    public var layerCount: Int { dimensions.numHiddenLayers }
+    public var hiddenSize: Int { dimensions.hiddenSize }
+    public var vocabularySize: Int { dimensions.vocabSize }
+    public var maxPositions: Int { dimensions.maxPositionEmbeddings }
 
     public func embed(_ batch: TokenBatch) throws -> Matrix {
-        let table = try weights.tensor("embed_tokens.weight", [config.vocabSize, config.hiddenSize])
-        return gatherRows(table, ids: batch.tokenIDs, width: config.hiddenSize)
+        let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize])
+        return gatherRows(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
     }
 
     public var layerNaming: LayerNaming {
@@ -103,18 +86,18 @@ public struct LlamaModel: LanguageModel {
     }
 
     public func head() throws -> OutputHead {
-        let d = config.hiddenSize
+        let d = dimensions.hiddenSize
         // Tied models (Qwen2-0.5B, SmolLM) save no lm_head.
         let projection = weights.has("lm_head.weight", absolute: true) ? "lm_head" : weights.prefix + "embed_tokens"
         return OutputHead(
             norm: try weights.rmsNorm("norm", size: d, eps: config.rmsNormEps),
-            projection: try weights.absoluteLinear(projection, in: d, out: config.vocabSize))
+            projection: try weights.absoluteLinear(projection, in: d, out: dimensions.vocabSize))
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops)
-        let d = config.hiddenSize, headDim = config.resolvedHeadDim
-        let heads = config.numAttentionHeads, kvHeads = config.kvHeads
+        let d = dimensions.hiddenSize, headDim = dimensions.resolvedHeadDim
+        let heads = dimensions.numAttentionHeads, kvHeads = dimensions.kvHeads
         let p = "layers.\(index)."
         // Qwen2 always has q/k/v biases and none on o_proj; Llama's attention_bias covers all four.
         let qkvBias = config.modelType == "qwen2" || config.attentionBias == true
@@ -132,7 +115,7 @@ public struct LlamaModel: LanguageModel {
             slidingWindow: config.slidingWindow(layer: index)) }
 
         let mlpBias = config.mlpBias == true
-        let inner = config.intermediateSize
+        let inner = dimensions.intermediateSize
         func feedForward() throws -> FeedForward { FeedForward.gated(
             gateUp: .stacking([
                 try weights.linear(p + "mlp.gate_proj", in: d, out: inner, bias: mlpBias),

@@ -5,38 +5,19 @@ import TensorEngine
 
 /// config.json of `mixtral`.
 struct MixtralConfiguration: Decodable {
-    var hiddenSize: Int
-    var numHiddenLayers: Int
-    var numAttentionHeads: Int
-    var numKeyValueHeads: Int?
-    var headDim: Int?
-    var intermediateSize: Int
     var rmsNormEps: Double
-    var vocabSize: Int
-    var maxPositionEmbeddings: Int
     var hiddenAct: String?
     var slidingWindow: Int?
     var numLocalExperts: Int
     var numExpertsPerTok: Int
 
     enum CodingKeys: String, CodingKey {
-        case hiddenSize = "hidden_size"
-        case numHiddenLayers = "num_hidden_layers"
-        case numAttentionHeads = "num_attention_heads"
-        case numKeyValueHeads = "num_key_value_heads"
-        case headDim = "head_dim"
-        case intermediateSize = "intermediate_size"
         case rmsNormEps = "rms_norm_eps"
-        case vocabSize = "vocab_size"
-        case maxPositionEmbeddings = "max_position_embeddings"
         case hiddenAct = "hidden_act"
         case slidingWindow = "sliding_window"
         case numLocalExperts = "num_local_experts"
         case numExpertsPerTok = "num_experts_per_tok"
     }
-
-    var kvHeads: Int { numKeyValueHeads ?? numAttentionHeads }
-    var resolvedHeadDim: Int { headDim ?? hiddenSize / numAttentionHeads }
 }
 
 /// Mixtral: Mistral's attention (sliding window when configured) with a
@@ -52,6 +33,7 @@ struct MixtralConfiguration: Decodable {
 ///   router at `mlp.gate` — the layout of transformers' modules in memory.
 public struct MixtralModel: LanguageModel {
     public let checkpoint: Checkpoint
+    let dimensions: DecoderDimensions
     let config: MixtralConfiguration
     let weights: Weights
     let rotary: RotaryEmbedding
@@ -61,13 +43,14 @@ public struct MixtralModel: LanguageModel {
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
         let configPath = checkpoint.configURL.path
+        dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
         config = try checkpoint.decodeConfig(MixtralConfiguration.self)
-        configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
+        configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
         // Mixtral's rotary base defaults to 1e6, not the usual 1e4.
         rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
-            headDim: config.resolvedHeadDim, defaultTheta: 1_000_000, configPath: configPath)
-        try checkHeads(heads: config.numAttentionHeads, kvHeads: config.kvHeads, configPath: configPath)
+            headDim: dimensions.resolvedHeadDim, defaultTheta: 1_000_000, configPath: configPath)
+        try checkHeads(heads: dimensions.numAttentionHeads, kvHeads: dimensions.kvHeads, configPath: configPath)
         guard config.numLocalExperts > 0, (1...config.numLocalExperts).contains(config.numExpertsPerTok) else {
             throw DroptraceError(
                 "num_experts_per_tok \(config.numExpertsPerTok) must be between 1 and num_local_experts \(config.numLocalExperts)",
@@ -76,14 +59,14 @@ public struct MixtralModel: LanguageModel {
     }
 
     public var modelType: String { "mixtral" }
-    public var layerCount: Int { config.numHiddenLayers }
-    public var hiddenSize: Int { config.hiddenSize }
-    public var vocabularySize: Int { config.vocabSize }
-    public var maxPositions: Int { config.maxPositionEmbeddings }
+    public var layerCount: Int { dimensions.numHiddenLayers }
+    public var hiddenSize: Int { dimensions.hiddenSize }
+    public var vocabularySize: Int { dimensions.vocabSize }
+    public var maxPositions: Int { dimensions.maxPositionEmbeddings }
 
     public func embed(_ batch: TokenBatch) throws -> Matrix {
-        let table = try weights.tensor("embed_tokens.weight", [config.vocabSize, config.hiddenSize])
-        return gatherRows(table, ids: batch.tokenIDs, width: config.hiddenSize)
+        let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize])
+        return gatherRows(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
     }
 
     public var layerNaming: LayerNaming {
@@ -93,16 +76,16 @@ public struct MixtralModel: LanguageModel {
     }
 
     public func head() throws -> OutputHead {
-        let d = config.hiddenSize
+        let d = dimensions.hiddenSize
         return OutputHead(
             norm: try weights.rmsNorm("norm", size: d, eps: config.rmsNormEps),
-            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: config.vocabSize))
+            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: dimensions.vocabSize))
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops)
-        let d = config.hiddenSize, headDim = config.resolvedHeadDim, eps = config.rmsNormEps
-        let layout = QKVLayout(numHeads: config.numAttentionHeads, numKVHeads: config.kvHeads, headDim: headDim)
+        let d = dimensions.hiddenSize, headDim = dimensions.resolvedHeadDim, eps = config.rmsNormEps
+        let layout = QKVLayout(numHeads: dimensions.numAttentionHeads, numKVHeads: dimensions.kvHeads, headDim: headDim)
         let p = "layers.\(index)."
         func attention() throws -> SelfAttention { SelfAttention(
             qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: false),
@@ -122,7 +105,7 @@ public struct MixtralModel: LanguageModel {
 
     /// Layer `index`'s router and experts, from whichever naming the checkpoint uses.
     func experts(layer index: Int) throws -> MixtureOfExperts {
-        let d = config.hiddenSize, inner = config.intermediateSize, count = config.numLocalExperts
+        let d = dimensions.hiddenSize, inner = dimensions.intermediateSize, count = config.numLocalExperts
         let activation = try Activation(huggingFaceName: config.hiddenAct ?? "silu", configPath: checkpoint.configURL.path)
         let p = "layers.\(index)."
         let experts: [FeedForward]

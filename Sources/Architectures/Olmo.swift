@@ -5,34 +5,15 @@ import TensorEngine
 
 /// config.json of `olmo` (OLMo-1B-hf, OLMo-7B-hf).
 struct OlmoConfiguration: Decodable {
-    var hiddenSize: Int
-    var numHiddenLayers: Int
-    var numAttentionHeads: Int
-    var numKeyValueHeads: Int?
-    var headDim: Int?
-    var intermediateSize: Int
-    var vocabSize: Int
-    var maxPositionEmbeddings: Int
     var hiddenAct: String?
     var attentionBias: Bool?
     var clipQKV: Double?
 
     enum CodingKeys: String, CodingKey {
-        case hiddenSize = "hidden_size"
-        case numHiddenLayers = "num_hidden_layers"
-        case numAttentionHeads = "num_attention_heads"
-        case numKeyValueHeads = "num_key_value_heads"
-        case headDim = "head_dim"
-        case intermediateSize = "intermediate_size"
-        case vocabSize = "vocab_size"
-        case maxPositionEmbeddings = "max_position_embeddings"
         case hiddenAct = "hidden_act"
         case attentionBias = "attention_bias"
         case clipQKV = "clip_qkv"
     }
-
-    var kvHeads: Int { numKeyValueHeads ?? numAttentionHeads }
-    var resolvedHeadDim: Int { headDim ?? hiddenSize / numAttentionHeads }
 }
 
 /// OLMo: Llama's layout, but every norm is a LayerNorm with neither weight
@@ -40,6 +21,7 @@ struct OlmoConfiguration: Decodable {
 /// straight after their projections.
 public struct OlmoModel: LanguageModel {
     public let checkpoint: Checkpoint
+    let dimensions: DecoderDimensions
     let config: OlmoConfiguration
     let weights: Weights
     let rotary: RotaryEmbedding
@@ -51,26 +33,27 @@ public struct OlmoModel: LanguageModel {
 
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
+        dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
         config = try checkpoint.decodeConfig(OlmoConfiguration.self)
-        configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
+        configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
         rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
-            headDim: config.resolvedHeadDim, configPath: checkpoint.configURL.path)
-        try checkHeads(heads: config.numAttentionHeads, kvHeads: config.kvHeads, configPath: checkpoint.configURL.path)
+            headDim: dimensions.resolvedHeadDim, configPath: checkpoint.configURL.path)
+        try checkHeads(heads: dimensions.numAttentionHeads, kvHeads: dimensions.kvHeads, configPath: checkpoint.configURL.path)
         if let clip = config.clipQKV, !(clip > 0) {
             throw DroptraceError("clip_qkv must be positive, got \(clip)", path: checkpoint.configURL.path)
         }
     }
 
     public var modelType: String { "olmo" }
-    public var layerCount: Int { config.numHiddenLayers }
-    public var hiddenSize: Int { config.hiddenSize }
-    public var vocabularySize: Int { config.vocabSize }
-    public var maxPositions: Int { config.maxPositionEmbeddings }
+    public var layerCount: Int { dimensions.numHiddenLayers }
+    public var hiddenSize: Int { dimensions.hiddenSize }
+    public var vocabularySize: Int { dimensions.vocabSize }
+    public var maxPositions: Int { dimensions.maxPositionEmbeddings }
 
     public func embed(_ batch: TokenBatch) throws -> Matrix {
-        let table = try weights.tensor("embed_tokens.weight", [config.vocabSize, config.hiddenSize])
-        return gatherRows(table, ids: batch.tokenIDs, width: config.hiddenSize)
+        let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize])
+        return gatherRows(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
     }
 
     /// The norms have no tensors, so a branch is just its module.
@@ -78,17 +61,17 @@ public struct OlmoModel: LanguageModel {
         LayerNaming(prefix: weights.prefix + "layers.", attention: ["self_attn."], mlp: ["mlp."], layerCountKeys: ["num_hidden_layers"])
     }
 
-    var norm: Normalization { .parameterFreeLayer(size: config.hiddenSize, eps: Self.layerNormEpsilon) }
+    var norm: Normalization { .parameterFreeLayer(size: dimensions.hiddenSize, eps: Self.layerNormEpsilon) }
 
     public func head() throws -> OutputHead {
         // OLMo-1B ties its head to the embedding (saved without lm_head).
-        OutputHead(norm: norm, projection: try weights.head(tiedTo: "embed_tokens", hidden: config.hiddenSize, vocabulary: config.vocabSize))
+        OutputHead(norm: norm, projection: try weights.head(tiedTo: "embed_tokens", hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize))
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops)
-        let d = config.hiddenSize, headDim = config.resolvedHeadDim
-        let layout = QKVLayout(numHeads: config.numAttentionHeads, numKVHeads: config.kvHeads, headDim: headDim)
+        let d = dimensions.hiddenSize, headDim = dimensions.resolvedHeadDim
+        let layout = QKVLayout(numHeads: dimensions.numAttentionHeads, numKVHeads: dimensions.kvHeads, headDim: headDim)
         let bias = config.attentionBias == true
         let p = "layers.\(index)."
         func attention() throws -> SelfAttention { SelfAttention(
@@ -99,7 +82,7 @@ public struct OlmoModel: LanguageModel {
             scale: 1 / Float(headDim).squareRoot(),
             clip: config.clipQKV.map { Float($0) }) }
         func feedForward() throws -> FeedForward {
-            try weights.gatedMLP(p + "mlp.", hidden: d, inner: config.intermediateSize, activation: try Activation(
+            try weights.gatedMLP(p + "mlp.", hidden: d, inner: dimensions.intermediateSize, activation: try Activation(
                 huggingFaceName: config.hiddenAct ?? "silu", configPath: checkpoint.configURL.path))
         }
         return TransformerBlock(

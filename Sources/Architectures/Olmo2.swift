@@ -5,34 +5,15 @@ import TensorEngine
 
 /// config.json of `olmo2` (OLMo-2).
 struct Olmo2Configuration: Decodable {
-    var hiddenSize: Int
-    var numHiddenLayers: Int
-    var numAttentionHeads: Int
-    var numKeyValueHeads: Int?
-    var headDim: Int?
-    var intermediateSize: Int
     var rmsNormEps: Double
-    var vocabSize: Int
-    var maxPositionEmbeddings: Int
     var hiddenAct: String?
     var attentionBias: Bool?
 
     enum CodingKeys: String, CodingKey {
-        case hiddenSize = "hidden_size"
-        case numHiddenLayers = "num_hidden_layers"
-        case numAttentionHeads = "num_attention_heads"
-        case numKeyValueHeads = "num_key_value_heads"
-        case headDim = "head_dim"
-        case intermediateSize = "intermediate_size"
         case rmsNormEps = "rms_norm_eps"
-        case vocabSize = "vocab_size"
-        case maxPositionEmbeddings = "max_position_embeddings"
         case hiddenAct = "hidden_act"
         case attentionBias = "attention_bias"
     }
-
-    var kvHeads: Int { numKeyValueHeads ?? numAttentionHeads }
-    var resolvedHeadDim: Int { headDim ?? hiddenSize / numAttentionHeads }
 }
 
 /// OLMo-2: the norms sit at the end of each branch, inside the residual:
@@ -46,6 +27,7 @@ struct Olmo2Configuration: Decodable {
 /// against Y.
 public struct Olmo2Model: LanguageModel {
     public let checkpoint: Checkpoint
+    let dimensions: DecoderDimensions
     let config: Olmo2Configuration
     let weights: Weights
     let rotary: RotaryEmbedding
@@ -54,23 +36,24 @@ public struct Olmo2Model: LanguageModel {
 
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
+        dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
         config = try checkpoint.decodeConfig(Olmo2Configuration.self)
-        configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
+        configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
         rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
-            headDim: config.resolvedHeadDim, configPath: checkpoint.configURL.path)
-        try checkHeads(heads: config.numAttentionHeads, kvHeads: config.kvHeads, configPath: checkpoint.configURL.path)
+            headDim: dimensions.resolvedHeadDim, configPath: checkpoint.configURL.path)
+        try checkHeads(heads: dimensions.numAttentionHeads, kvHeads: dimensions.kvHeads, configPath: checkpoint.configURL.path)
     }
 
     public var modelType: String { "olmo2" }
-    public var layerCount: Int { config.numHiddenLayers }
-    public var hiddenSize: Int { config.hiddenSize }
-    public var vocabularySize: Int { config.vocabSize }
-    public var maxPositions: Int { config.maxPositionEmbeddings }
+    public var layerCount: Int { dimensions.numHiddenLayers }
+    public var hiddenSize: Int { dimensions.hiddenSize }
+    public var vocabularySize: Int { dimensions.vocabSize }
+    public var maxPositions: Int { dimensions.maxPositionEmbeddings }
 
     public func embed(_ batch: TokenBatch) throws -> Matrix {
-        let table = try weights.tensor("embed_tokens.weight", [config.vocabSize, config.hiddenSize])
-        return gatherRows(table, ids: batch.tokenIDs, width: config.hiddenSize)
+        let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize])
+        return gatherRows(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
     }
 
     public var layerNaming: LayerNaming {
@@ -80,16 +63,16 @@ public struct Olmo2Model: LanguageModel {
     }
 
     public func head() throws -> OutputHead {
-        let d = config.hiddenSize
+        let d = dimensions.hiddenSize
         return OutputHead(
             norm: try weights.rmsNorm("norm", size: d, eps: config.rmsNormEps),
-            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: config.vocabSize))
+            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: dimensions.vocabSize))
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops)
-        let d = config.hiddenSize, headDim = config.resolvedHeadDim, eps = config.rmsNormEps
-        let layout = QKVLayout(numHeads: config.numAttentionHeads, numKVHeads: config.kvHeads, headDim: headDim)
+        let d = dimensions.hiddenSize, headDim = dimensions.resolvedHeadDim, eps = config.rmsNormEps
+        let layout = QKVLayout(numHeads: dimensions.numAttentionHeads, numKVHeads: dimensions.kvHeads, headDim: headDim)
         let bias = config.attentionBias == true
         let p = "layers.\(index)."
         func attention() throws -> SelfAttention { SelfAttention(
@@ -101,7 +84,7 @@ public struct Olmo2Model: LanguageModel {
             queryNorm: try weights.rmsNorm(p + "self_attn.q_norm", size: layout.numHeads * headDim, eps: eps),
             keyNorm: try weights.rmsNorm(p + "self_attn.k_norm", size: layout.numKVHeads * headDim, eps: eps)) }
         func feedForward() throws -> FeedForward {
-            try weights.gatedMLP(p + "mlp.", hidden: d, inner: config.intermediateSize, activation: try Activation(
+            try weights.gatedMLP(p + "mlp.", hidden: d, inner: dimensions.intermediateSize, activation: try Activation(
                 huggingFaceName: config.hiddenAct ?? "silu", configPath: checkpoint.configURL.path))
         }
         return TransformerBlock(
