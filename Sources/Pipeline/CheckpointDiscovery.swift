@@ -60,46 +60,36 @@ public enum CheckpointDiscovery {
     }
 
     /// Why `directory` is not a finished checkpoint yet, or nil when it is.
+    /// The weight files are the ones `CheckpointLayout` would open; each must
+    /// be as long as its own header (or zip directory) says.
     static func incompleteness(of directory: URL) -> String? {
-        let files = FileManager.default
-        // A GGUF file carries its own configuration: no config.json to wait for.
-        if let layout = try? CheckpointLayout.resolve(directory), layout.format == .gguf, let file = layout.weightFiles.first {
-            let name = file.lastPathComponent
-            guard let expected = GGUFCheckpoint.expectedLength(path: file.path) else {
-                return "\(name) has an incomplete header"
-            }
-            let size = ((try? files.attributesOfItem(atPath: file.path))?[.size] as? NSNumber)?.intValue ?? 0
-            return size < expected ? "\(name) has \(size) of \(expected) bytes" : nil
+        let layout: CheckpointLayout
+        do {
+            layout = try CheckpointLayout.resolve(directory)
+        } catch let error as DroptraceError {
+            return error.message
+        } catch {
+            return "\(error)"
         }
-        guard files.fileExists(atPath: directory.appendingPathComponent("config.json").path) else {
+        // A GGUF file carries its own configuration: no config.json to wait for.
+        if layout.format != .gguf,
+           !FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) {
             return "no config.json yet"
         }
-        func exists(_ name: String) -> Bool { files.fileExists(atPath: directory.appendingPathComponent(name).path) }
-        // safetensors unless only PyTorch weights are there (as CheckpointLayout decides).
-        let pytorch = !exists(CheckpointLayout.safetensorsIndex) && !exists(CheckpointLayout.safetensorsFile)
-            && (exists(CheckpointLayout.pytorchIndex) || exists(CheckpointLayout.pytorchFile))
-        let indexName = pytorch ? CheckpointLayout.pytorchIndex : CheckpointLayout.safetensorsIndex
-        let index = directory.appendingPathComponent(indexName)
-        var weightFiles: [String] = []
-        if files.fileExists(atPath: index.path) {
-            guard let data = files.contents(atPath: index.path),
-                  let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let map = object["weight_map"] as? [String: String]
-            else { return "\(indexName) is incomplete" }
-            weightFiles = Set(map.values).sorted()
-        } else {
-            weightFiles = [pytorch ? CheckpointLayout.pytorchFile : CheckpointLayout.safetensorsFile]
-        }
-        for name in weightFiles {
-            let path = directory.appendingPathComponent(name).path
-            guard let attributes = try? files.attributesOfItem(atPath: path) else {
-                return "\(name) is missing"
+        for file in layout.weightFiles {
+            let name = file.lastPathComponent
+            let expected: Int?
+            switch layout.format {
+            case .safetensors: expected = SafetensorsFile.expectedLength(path: file.path)
+            case .pytorch: expected = TorchCheckpointFile.expectedLength(path: file.path)
+            case .gguf: expected = GGUFCheckpoint.expectedLength(path: file.path)
             }
-            let size = (attributes[.size] as? NSNumber)?.intValue ?? 0
-            let expected = pytorch ? TorchCheckpointFile.expectedLength(path: path) : SafetensorsFile.expectedLength(path: path)
             guard let expected else {
-                return pytorch ? "\(name) is not complete yet (it ends before its zip directory or last storage)" : "\(name) has an incomplete header"
+                return layout.format == .pytorch
+                    ? "\(name) is not complete yet (it ends before its zip directory or last storage)"
+                    : "\(name) has an incomplete header"
             }
+            let size = ((try? FileManager.default.attributesOfItem(atPath: file.path))?[.size] as? NSNumber)?.intValue ?? 0
             if size < expected { return "\(name) has \(size) of \(expected) bytes" }
         }
         return nil
