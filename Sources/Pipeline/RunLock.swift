@@ -20,23 +20,30 @@ public final class RunLock {
         }
     }
 
+    /// Creates `directory` if needed and takes its lock.
+    /// - Throws: `Held` when another process holds it; `DroptraceError` when
+    ///   the lock file is a symbolic link, not a regular file, or cannot be
+    ///   opened (nothing is followed or truncated then).
     public init(directory: URL) throws {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let path = directory.appendingPathComponent(Self.fileName).path
-        descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else {
-            throw DroptraceError("cannot open lock file: \(String(cString: strerror(errno)))", path: path)
-        }
+        let handle = try DirectoryHandle.create(at: directory.path)
+        descriptor = try handle.openRegularFile(Self.fileName)
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            let holder = (try? String(contentsOfFile: path, encoding: .utf8))?
-                .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            let holder = Self.contents(of: descriptor)
             close(descriptor)
-            throw Held(path: directory.path, holder: holder)
+            throw Held(path: directory.path, holder: SystemError.oneLine(holder))
         }
         // Who holds it, for the message a second run prints.
         let note = "pid \(getpid()) since \(ISO8601DateFormatter().string(from: Date()))\n"
         ftruncate(descriptor, 0)
-        _ = note.withCString { write(descriptor, $0, strlen($0)) }
+        _ = note.withCString { pwrite(descriptor, $0, strlen($0), 0) }
+    }
+
+    /// The holder's note: the first bytes of the lock file, read through the
+    /// descriptor already checked to be a regular file.
+    private static func contents(of descriptor: Int32) -> String {
+        var buffer = [UInt8](repeating: 0, count: 200)
+        let count = pread(descriptor, &buffer, buffer.count, 0)
+        return String(decoding: buffer.prefix(max(count, 0)), as: UTF8.self)
     }
 
     deinit {

@@ -146,15 +146,10 @@ public final class TraceRun {
     /// Root attribute holding the report title, when one was given.
     public static let titleAttribute = "report_title"
 
-    /// Temporary files of runs killed while writing (the lock is ours, so
-    /// no other writer can own them).
+    /// Temporary files of runs killed while writing the store or the report
+    /// (the lock is ours, so no other run writes them); nothing else.
     private func removeStaleTemporaryFiles() {
-        for directory in [options.output, options.output.appendingPathComponent(ReportWriter.figuresDirectory)] {
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-            for name in names where name.hasPrefix(".") && name.contains(".tmp-") {
-                try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
-            }
-        }
+        ReportWriter.removeStaleTemporaryFiles(in: options.output, otherTargets: [options.storeURL.lastPathComponent])
     }
 
     /// Whether the store on disk already holds exactly these rows, this

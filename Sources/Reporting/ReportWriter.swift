@@ -71,29 +71,39 @@ public struct ReportWriter: Sendable {
     /// file and a rename, so a crash never leaves a half-written file or a
     /// report that links to figures not yet written. Figures an earlier run
     /// wrote that this report no longer has are removed afterwards.
+    /// Nothing is written through a symbolic link: a `figures` link (or a
+    /// link planted under a temporary name) is refused.
     /// - Returns: the URL of report.md.
+    /// - Throws: `DroptraceError` naming the file or directory that could
+    ///   not be written.
     @discardableResult
     public func write(to outDir: URL) throws -> URL {
-        let figuresURL = outDir.appendingPathComponent(Self.figuresDirectory, isDirectory: true)
-        do {
-            try FileManager.default.createDirectory(at: figuresURL, withIntermediateDirectories: true)
-        } catch {
-            throw DroptraceError("cannot create the report directory: \(error.localizedDescription)",
-                                 path: figuresURL.path)
-        }
+        let directory = try DirectoryHandle.create(at: outDir.path)
+        let figuresDirectory = try directory.subdirectory(Self.figuresDirectory)
         let figures = self.figures()
         for figure in figures {
-            try AtomicTextFile.write(figure.svg, to: figuresURL.appendingPathComponent(figure.fileName))
+            try figuresDirectory.replaceFile(figure.fileName, with: Array(figure.svg.utf8))
         }
-        try AtomicTextFile.syncDirectory(figuresURL)
-        let reportURL = outDir.appendingPathComponent(Self.reportFileName)
-        try AtomicTextFile.write(markdown(figures: figures), to: reportURL)
-        try AtomicTextFile.syncDirectory(outDir)
+        try figuresDirectory.sync()
+        try directory.replaceFile(Self.reportFileName, with: Array(markdown(figures: figures).utf8))
+        try directory.sync()
 
         let current = Set(figures.map(\.fileName))
         for name in ReportFigures.knownFileNames where !current.contains(name) {
-            try? FileManager.default.removeItem(at: figuresURL.appendingPathComponent(name))
+            figuresDirectory.removeRegularFile(name)
         }
-        return reportURL
+        return outDir.appendingPathComponent(Self.reportFileName)
+    }
+
+    /// Removes temporary files that runs killed while writing a report into
+    /// `outDir` left behind (see `DirectoryHandle.removeStaleTemporaryFiles`);
+    /// `otherTargets` names further files of `outDir` written the same way.
+    public static func removeStaleTemporaryFiles(in outDir: URL, otherTargets: Set<String> = []) {
+        guard let directory = try? DirectoryHandle.create(at: outDir.path) else { return }
+        directory.removeStaleTemporaryFiles(targets: otherTargets.union([reportFileName]))
+        // A missing or symlinked figures/ holds nothing of ours.
+        if let figuresDirectory = try? directory.subdirectory(figuresDirectory, create: false) {
+            figuresDirectory.removeStaleTemporaryFiles(targets: Set(ReportFigures.knownFileNames))
+        }
     }
 }
