@@ -136,11 +136,23 @@ public final class TraceRun {
     private func write(_ store: ScoreFile) throws {
         let analysis = try SeriesAnalysis(rows: store.rows, dropK: options.dropK)
         let (evaluation, title) = (self.evaluation, options.title)
-        try store.write(to: options.storeURL) { file in
-            try analysis.write(into: file)
-            try evaluation.write(into: file, rows: store.rows, dropK: analysis.dropK)
-            if let title { try file.setAttribute(Self.titleAttribute, title) }
+        do {
+            try store.write(to: options.storeURL) { file in
+                try analysis.write(into: file)
+                try evaluation.write(into: file, rows: store.rows, dropK: analysis.dropK)
+                if let title { try file.setAttribute(Self.titleAttribute, title) }
+            }
+        } catch let error as DroptraceError {
+            throw StoreWriteFailure(error: error)
         }
+    }
+
+    /// A store that cannot be written (a full disk) ends the run: unlike a
+    /// checkpoint that fails to score, it would fail again for every later
+    /// one. The previous store stays as it was.
+    public struct StoreWriteFailure: Error, CustomStringConvertible {
+        public let error: DroptraceError
+        public var description: String { error.description }
     }
 
     /// Root attribute holding the report title, when one was given.

@@ -6,17 +6,18 @@ import DroptraceSupport
 /// (rename(2) is only atomic within one file system), fsync it, rename it
 /// over the target, fsync the directory so the rename itself is durable.
 enum AtomicFileReplacement {
-    /// `<dir>/.<name>.tmp-<pid>`: hidden, next to the target, and distinct per
-    /// process so two concurrent writers never share a temporary file.
+    /// `<dir>/.<name>.tmp-<pid>` (`TemporaryFileName`).
     static func temporaryPath(for path: String) -> String {
         let url = URL(fileURLWithPath: path)
         let directory = url.deletingLastPathComponent().path
-        return (directory as NSString).appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+        return (directory as NSString).appendingPathComponent(TemporaryFileName.forTarget(url.lastPathComponent))
     }
 
     /// Calls `write(temporaryPath)` to produce the new file, then moves it
-    /// into place. Errors that name the temporary file are reported against
-    /// `path`, which is the file the user asked for.
+    /// into place. `write` must create the file exclusively (O_EXCL, as
+    /// `HDF5File.create` does), so a link planted under the temporary name
+    /// is refused rather than followed. Errors that name the temporary file
+    /// are reported against `path`, which is the file the user asked for.
     static func replace(_ path: String, write: (_ temporaryPath: String) throws -> Void) throws {
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         var isDirectory: ObjCBool = false
@@ -24,11 +25,12 @@ enum AtomicFileReplacement {
             throw DroptraceError("cannot write: directory \(directory) does not exist", path: path)
         }
         let temporary = temporaryPath(for: path)
-        // A leftover from an earlier run killed with the same pid.
+        // A leftover from an earlier run killed with the same pid (unlink
+        // removes a link itself, never what it points to).
         unlink(temporary)
         do {
             try write(temporary)
-            try flushToDisk(temporary, flags: O_RDONLY, reportAs: path)
+            try flushToDisk(temporary, flags: O_RDONLY | O_NOFOLLOW, reportAs: path)
             if rename(temporary, path) != 0 {
                 throw DroptraceError("cannot move the new file into place: \(lastErrorDescription())", path: path)
             }
@@ -55,6 +57,6 @@ enum AtomicFileReplacement {
     }
 
     private static func lastErrorDescription() -> String {
-        String(cString: strerror(errno))
+        SystemError.describe()
     }
 }

@@ -6,6 +6,9 @@ import Logging
 /// Runs a command body with a logger, turning failures into one-line
 /// messages on stderr and a non-zero exit code.
 func runReportingErrors(_ body: (Logger) throws -> Void) throws {
+    // Past a file-size limit (ulimit -f), a write then fails with EFBIG and
+    // is reported like a full disk, instead of the signal killing the run.
+    signal(SIGXFSZ, SIG_IGN)
     let log = DroptraceLogging.logger()
     do {
         try body(log)
@@ -15,7 +18,7 @@ func runReportingErrors(_ body: (Logger) throws -> Void) throws {
     } catch let error as ExitCode {
         throw error
     } catch {
-        log.error("\(error)")
+        log.error("\(SystemError.summary(of: error))")
         throw ExitCode.failure
     }
 }

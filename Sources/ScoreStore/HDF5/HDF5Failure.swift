@@ -7,7 +7,7 @@ enum HDF5Failure {
     /// A one-line error: `path: <what we were doing> (<HDF5's reason>)`.
     static func error(_ what: String, path: String) -> DroptraceError {
         if let reason = currentReason(), !reason.isEmpty {
-            return DroptraceError("\(what) (\(reason))", path: path)
+            return DroptraceError("\(what) (\(SystemError.oneLine(reason)))", path: path)
         }
         return DroptraceError(what, path: path)
     }
@@ -16,6 +16,12 @@ enum HDF5Failure {
     static func check(_ id: hid_t, _ what: @autoclosure () -> String, path: String) throws -> hid_t {
         if id < 0 { throw error(what(), path: path) }
         return id
+    }
+
+    /// Checks a size-returning call (`ssize_t`); negative means failure.
+    static func check(_ size: Int, _ what: @autoclosure () -> String, path: String) throws -> Int {
+        if size < 0 { throw error(what(), path: path) }
+        return size
     }
 
     /// Checks a status-returning call (`herr_t`); negative means failure.

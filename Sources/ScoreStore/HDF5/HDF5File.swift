@@ -8,15 +8,20 @@ import DroptraceSupport
 /// The file is closed by `close()` (which reports errors, e.g. a failed
 /// flush) or, failing that, when the last object from it is released.
 public final class HDF5File: HDF5Group {
-    /// Creates a new file at `path`, replacing any file already there.
+    /// Creates a new file, built in memory and written to `path` by
+    /// `close()`, which fails if anything (a symbolic link included) exists
+    /// at `path` by then: write to a fresh temporary name and rename it, as
+    /// `ScoreFile.write` does. HDF5 itself never writes to disk, so a full
+    /// disk is one clean error from `close()` and cannot leave the library
+    /// with a half-flushed file; a file never closed is never written.
     public static func create(at path: String) throws -> HDF5File {
         HDF5Library.prepareThread()
-        let id = try withFileAccessList(path: path) { fapl in
+        let id = try withFileAccessList(path: path, inMemory: true) { fapl in
             try HDF5Failure.check(
                 H5Fcreate(path, HDF5Library.accessTruncate, HDF5Library.propertyListDefault, fapl),
                 "cannot create HDF5 file", path: path)
         }
-        return HDF5File(openFile: HDF5OpenFile(id: id, path: path))
+        return HDF5File(openFile: HDF5OpenFile(id: id, path: path, inMemory: true))
     }
 
     /// Opens an existing file, read-only unless `writable`.
@@ -36,7 +41,7 @@ public final class HDF5File: HDF5Group {
         let id = try withFileAccessList(path: path) { fapl in
             try HDF5Failure.check(H5Fopen(path, mode, fapl), "cannot open HDF5 file", path: path)
         }
-        return HDF5File(openFile: HDF5OpenFile(id: id, path: path))
+        return HDF5File(openFile: HDF5OpenFile(id: id, path: path, inMemory: false))
     }
 
     public static func create(at url: URL) throws -> HDF5File { try create(at: url.path) }
@@ -57,9 +62,17 @@ public final class HDF5File: HDF5Group {
     }
 
     /// The file-access property list every file is opened with.
-    private static func withFileAccessList<Result>(path: String, _ body: (hid_t) throws -> Result) throws -> Result {
+    private static func withFileAccessList<Result>(
+        path: String, inMemory: Bool = false, _ body: (hid_t) throws -> Result
+    ) throws -> Result {
         try withHDF5ID(H5Pcreate(HDF5Library.ids.fileAccess), closedBy: H5Pclose,
                        failure: "cannot create file-access property list", path: path) { fapl in
+            if inMemory {
+                // The "core" driver without a backing store: the file lives in
+                // memory, grown 1 MiB at a time, until close() writes its image.
+                try HDF5Failure.check(H5Pset_fapl_core(fapl, 1 << 20, false),
+                                      "cannot set up an in-memory file", path: path)
+            }
             // "Strong": closing the file closes everything in it, so close()
             // really writes the file out even if someone kept a dataset open.
             try HDF5Failure.check(H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG),

@@ -8,11 +8,14 @@ final class HDF5OpenFile {
     let id: hid_t
     /// The file's path on disk, used in every error message.
     let path: String
+    /// Built in memory (`HDF5File.create`): close() writes it to `path`.
+    let inMemory: Bool
     private(set) var isOpen = true
 
-    init(id: hid_t, path: String) {
+    init(id: hid_t, path: String, inMemory: Bool) {
         self.id = id
         self.path = path
+        self.inMemory = inMemory
     }
 
     func close() throws {
@@ -20,9 +23,23 @@ final class HDF5OpenFile {
         isOpen = false
         HDF5Library.prepareThread()
         // Files are opened with the "strong" close degree: this also closes
-        // every object still open in the file and flushes everything, so an
-        // fsync right after sees the complete file.
-        try HDF5Failure.check(H5Fclose(id), "cannot close HDF5 file", path: path)
+        // every object still open in the file and flushes everything.
+        guard inMemory else {
+            try HDF5Failure.check(H5Fclose(id), "cannot close HDF5 file", path: path)
+            return
+        }
+        let image: [UInt8]
+        do {
+            defer { _ = H5Fclose(id) }
+            try HDF5Failure.check(H5Fflush(id, H5F_SCOPE_GLOBAL), "cannot finish HDF5 file", path: path)
+            let size = try HDF5Failure.check(H5Fget_file_image(id, nil, 0), "cannot finish HDF5 file", path: path)
+            var bytes = [UInt8](repeating: 0, count: size)
+            let copied = try HDF5Failure.check(H5Fget_file_image(id, &bytes, size), "cannot finish HDF5 file",
+                                               path: path)
+            guard copied == size else { throw DroptraceError("cannot finish HDF5 file (short image)", path: path) }
+            image = bytes
+        }
+        try image.withUnsafeBytes { try FileOutput.writeNewFile($0, at: path) }
     }
 
     deinit {
