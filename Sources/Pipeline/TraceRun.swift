@@ -57,8 +57,8 @@ public final class TraceRun {
         log.info("found \(discovered.ready.count) finished checkpoints")
 
         // Score what the store does not have yet.
-        var store = try existingStore()
-        evaluation = try store.flatMap { try existingEvaluation($0) } ?? DropEvaluation()
+        var (store, storedEvaluation) = try existingStore()
+        evaluation = storedEvaluation
         guard !discovered.ready.isEmpty else {
             if store == nil {
                 log.warning("no finished checkpoints yet; nothing to do")
@@ -184,9 +184,31 @@ public final class TraceRun {
         return try DropEvaluation.read(from: file, rows: store.rows)
     }
 
-    private func existingStore() throws -> ScoreFile? {
-        guard FileManager.default.fileExists(atPath: options.storeURL.path) else { return nil }
-        return try ScoreFile.read(from: options.storeURL)
+    /// The store on disk and its perplexities; nil and none when there is
+    /// no store yet. A store that cannot be read (not HDF5, truncated,
+    /// another layout) stops the run, unless --force: then it is set aside
+    /// under a new name, never deleted, and the run starts over.
+    private func existingStore() throws -> (ScoreFile?, DropEvaluation) {
+        let path = options.storeURL.path
+        guard FileManager.default.fileExists(atPath: path) else { return (nil, DropEvaluation()) }
+        // A store we may not read is not damaged: say why, and touch nothing.
+        let probe = open(path, O_RDONLY | O_CLOEXEC)
+        guard probe >= 0 else { throw DroptraceError("cannot read: \(SystemError.describe())", path: path) }
+        close(probe)
+        do {
+            let store = try ScoreFile.read(from: options.storeURL)
+            return (store, try existingEvaluation(store) ?? DropEvaluation())
+        } catch let error as DroptraceError {
+            let problem = error.path == path ? error.message : error.description
+            guard options.force else {
+                throw DroptraceError(
+                    "cannot be read as a droptrace store (\(problem)); pass --force to set it aside (it is renamed, not deleted) and start over",
+                    path: path)
+            }
+            let aside = try DamagedStore.setAside(options.storeURL)
+            log.warning("\(path): cannot be read as a droptrace store (\(problem)); --force: renamed it to \(aside.lastPathComponent) and starting over")
+            return (nil, DropEvaluation())
+        }
     }
 
     private func checkCompatible(_ store: ScoreFile, with calibration: CalibrationPlan) throws {

@@ -24,7 +24,8 @@ struct TraceCommand: ParsableCommand {
             the store is replaced atomically after every checkpoint, and a second run on the same OUT_DIR \
             exits at once with code 75.
 
-            Exit codes: 0 done (also when nothing was new); 75 another run holds the lock; 1 error; 64 usage.
+            Exit codes: 0 done (also when nothing was new); 1 error, one line naming the file (also when some \
+            checkpoint failed, after the others were stored); 64 invalid usage; 75 another run holds the lock.
             """
     )
 
@@ -40,7 +41,7 @@ struct TraceCommand: ParsableCommand {
             help: ArgumentHelp("Drop-set sizes to analyse (default: 25% and 50% of the layers).", valueName: "k"))
     var dropK: [Int] = []
 
-    @Flag(help: "Rescore every checkpoint, even those already in the store.")
+    @Flag(help: "Rescore every checkpoint, even those already in the store; a store that cannot be read is renamed to scores.h5.damaged-<UTC time> (never deleted) and the run starts over.")
     var force = false
 
     @Option(help: "Report title.")
@@ -77,14 +78,14 @@ struct RunCommand: ParsableCommand {
             seq_len, samples, drop_k (a list), eval (optional evaluation data), output. Relative paths are relative to the pipeline file. \
             See pipelines/ for documented examples.
 
-            Exit codes: 0 done; 75 another run holds the lock; 1 error; 64 usage.
+            Exit codes: 0 done; 1 error, one line naming the file; 64 invalid usage; 75 another run holds the lock.
             """
     )
 
     @Argument(help: "Pipeline file, e.g. pipelines/demo.yaml.")
     var pipeline: String
 
-    @Flag(help: "Rescore every checkpoint, even those already in the store.")
+    @Flag(help: "Rescore every checkpoint, even those already in the store; a store that cannot be read is renamed to scores.h5.damaged-<UTC time> (never deleted) and the run starts over.")
     var force = false
 
     @OptionGroup var engine: EngineOptions
@@ -103,7 +104,7 @@ struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report",
         abstract: "Rebuild OUT_DIR/report.md and its figures from OUT_DIR/scores.h5 alone.",
-        discussion: "Exit codes: 0 done; 75 another run holds the lock; 1 error; 64 usage."
+        discussion: "Exit codes: 0 done; 1 error, one line naming the file; 64 invalid usage; 75 another run holds the lock."
     )
 
     @Argument(help: "Output directory of an earlier trace or run.")

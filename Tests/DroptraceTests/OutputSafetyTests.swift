@@ -1,0 +1,344 @@
+import Analysis
+import DroptraceSupport
+import Foundation
+import Pipeline
+import Reporting
+import ScoreStore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writing outputs in shared directories and on full disks: nothing is
+/// written through a symbolic link, only droptrace's own temporary files
+/// are cleaned up, a failed write keeps the previous output byte for byte,
+/// and every failure is one line naming the file.
+@Suite struct OutputSafetyTests {
+    private let files = FileManager.default
+
+    private func bytes(_ url: URL) throws -> Data { try Data(contentsOf: url) }
+
+    /// The error lines of a run's stderr.
+    private func errorLines(_ result: DroptraceCommand.Result) -> [Substring] {
+        result.stderr.split(separator: "\n").filter { $0.contains(" error: ") }
+    }
+
+    /// A run that failed cleanly: exit 1 (not a signal), exactly one error
+    /// line, naming `path` and mentioning `words`, and no other stray output.
+    private func expectOneLineFailure(_ result: DroptraceCommand.Result, naming path: String, mentioning words: [String],
+                                      sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(result.status == 1, "\(result.stderr)", sourceLocation: sourceLocation)
+        let errors = errorLines(result)
+        #expect(errors.count == 1, "\(result.stderr)", sourceLocation: sourceLocation)
+        #expect(errors.first?.contains(path) == true, "\(result.stderr)", sourceLocation: sourceLocation)
+        for word in words {
+            #expect(errors.first?.contains(word) == true, "\(result.stderr) should mention \(word)",
+                    sourceLocation: sourceLocation)
+        }
+        // Every line is a log line: no HDF5 stack dump, no crash report.
+        for line in result.stderr.split(separator: "\n") {
+            #expect(line.wholeMatch(of: #/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (info|warning|error): .+/#) != nil,
+                    "stray output: \(line)", sourceLocation: sourceLocation)
+        }
+    }
+
+    private func trace(_ series: URL, _ output: URL, _ extra: [String] = []) throws -> DroptraceCommand.Result {
+        try DroptraceCommand.run(traceArguments(series, output) + extra)
+    }
+
+    private func traceArguments(_ series: URL, _ output: URL) -> [String] {
+        ["trace", series.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
+         "--threads", "1"]
+    }
+
+    // MARK: - Symbolic links
+
+    @Test func symlinkedLockFileIsRefusedAndItsTargetUntouched() throws {
+        let scratch = try ScratchDirectory()
+        let output = scratch.path("out")
+        try files.createDirectory(at: output, withIntermediateDirectories: true)
+        let victim = try scratch.write("someone else's file\n", to: "victim.txt")
+        let lock = output.appendingPathComponent(RunLock.fileName)
+        try files.createSymbolicLink(at: lock, withDestinationURL: victim)
+
+        let error = #expect(throws: DroptraceError.self) { try RunLock(directory: output) }
+        #expect(error?.path == lock.path)
+        #expect(error?.message.contains("symbolic link") == true)
+
+        let result = try DroptraceCommand.run(["report", output.path])
+        expectOneLineFailure(result, naming: lock.path, mentioning: ["symbolic link"])
+        #expect(try String(contentsOf: victim, encoding: .utf8) == "someone else's file\n")
+        #expect(try files.destinationOfSymbolicLink(atPath: lock.path) == victim.path)
+    }
+
+    @Test func hardLinkedLockFileIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let output = scratch.path("out")
+        try files.createDirectory(at: output, withIntermediateDirectories: true)
+        let victim = try scratch.write("keep me\n", to: "victim.txt")
+        try files.linkItem(at: victim, to: output.appendingPathComponent(RunLock.fileName))
+        #expect(throws: DroptraceError.self) { try RunLock(directory: output) }
+        #expect(try String(contentsOf: victim, encoding: .utf8) == "keep me\n")
+    }
+
+    @Test func symlinkedFiguresDirectoryIsRefusedAndItsFilesUntouched() throws {
+        let scratch = try ScratchDirectory()
+        let output = scratch.path("out")
+        try files.createDirectory(at: output, withIntermediateDirectories: true)
+        let elsewhere = scratch.path("elsewhere")
+        try files.createDirectory(at: elsewhere, withIntermediateDirectories: true)
+        let theirs = ["mean_importance.svg": "<svg>theirs</svg>", ".mean_importance.svg.tmp-1": "hidden",
+                      "notes.txt": "notes"]
+        for (name, text) in theirs { _ = try scratch.write(text, to: "elsewhere/\(name)") }
+        let figures = output.appendingPathComponent(ReportWriter.figuresDirectory)
+        try files.createSymbolicLink(at: figures, withDestinationURL: elsewhere)
+
+        let scores = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+        let writer = try ReportWriter(scoreFile: scores, analysis: try SeriesAnalysis(rows: scores.rows))
+        let error = #expect(throws: DroptraceError.self) { try writer.write(to: output) }
+        #expect(error?.path == figures.path)
+        #expect(error?.message.contains("symbolic link") == true)
+        #expect(error.map { !$0.description.contains("\n") } == true)
+        #expect(!files.fileExists(atPath: output.appendingPathComponent(ReportWriter.reportFileName).path))
+        ReportWriter.removeStaleTemporaryFiles(in: output)
+
+        #expect(try files.contentsOfDirectory(atPath: elsewhere.path).sorted() == theirs.keys.sorted())
+        for (name, text) in theirs {
+            #expect(try String(contentsOf: elsewhere.appendingPathComponent(name), encoding: .utf8) == text)
+        }
+    }
+
+    @Test func reportIsWrittenOverPlantedTemporaryLinkWithoutFollowingIt() throws {
+        let scratch = try ScratchDirectory()
+        let output = scratch.path("out")
+        try files.createDirectory(at: output, withIntermediateDirectories: true)
+        let victim = try scratch.write("precious", to: "victim.txt")
+        // Someone plants our next temporary name as a link, and report.md as another.
+        let temporary = TemporaryFileName.forTarget(ReportWriter.reportFileName)
+        try files.createSymbolicLink(at: output.appendingPathComponent(temporary), withDestinationURL: victim)
+        try files.createSymbolicLink(at: output.appendingPathComponent(ReportWriter.reportFileName),
+                                     withDestinationURL: victim)
+
+        let scores = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+        let report = try ReportWriter(scoreFile: scores, analysis: try SeriesAnalysis(rows: scores.rows))
+            .write(to: output)
+        #expect(try String(contentsOf: victim, encoding: .utf8) == "precious")
+        #expect(try files.attributesOfItem(atPath: report.path)[.type] as? FileAttributeType == .typeRegular)
+        #expect(try String(contentsOf: report, encoding: .utf8).hasPrefix("# "))
+    }
+
+    @Test func storeIsNeverWrittenThroughAPlantedTemporaryLink() throws {
+        let scratch = try ScratchDirectory()
+        let victim = try scratch.write("precious", to: "victim.txt")
+        let target = scratch.path("new.h5")
+        // HDF5File.create builds the file in memory and creates it with O_EXCL on close.
+        try files.createSymbolicLink(at: target, withDestinationURL: victim)
+        let file = try HDF5File.create(at: target)
+        try file.createDataset("x", values: [Float(1)])
+        let error = #expect(throws: DroptraceError.self) { try file.close() }
+        #expect(error?.path == target.path)
+        #expect(try String(contentsOf: victim, encoding: .utf8) == "precious")
+    }
+
+    // MARK: - Stale temporary files
+
+    /// A pid no process has now.
+    private func deadPID() -> Int32 {
+        var pid: Int32 = 4_000_000
+        while kill(pid, 0) == 0 || errno == EPERM { pid -= 1 }
+        return pid
+    }
+
+    @Test func staleCleanupRemovesOnlyDroptracesOwnTemporaryFiles() throws {
+        let scratch = try ScratchDirectory()
+        let output = scratch.path("out")
+        let figures = output.appendingPathComponent(ReportWriter.figuresDirectory)
+        try files.createDirectory(at: figures, withIntermediateDirectories: true)
+        let dead = deadPID()
+        let stale = [
+            ".scores.h5.tmp-\(dead)", ".report.md.tmp-\(dead)", "figures/.mean_importance.svg.tmp-\(dead)",
+        ]
+        let users = [
+            ".bashrc", ".notes.tmp-\(dead)", ".scores.h5.tmp-backup", ".scores.h5.tmp-\(dead)x", ".tmp-\(dead)",
+            "figures/.secret.tmp-12", "figures/.hidden", "figures/.report.md.tmp-\(dead)",
+            ".report.md.tmp-1",  // pid 1 is alive: maybe another writer's
+        ]
+        for name in stale + users { _ = try scratch.write("x", to: "out/\(name)") }
+        // A link and a directory under our own pattern are not ours either.
+        let linkTarget = try scratch.write("link target", to: "target.txt")
+        try files.createSymbolicLink(at: figures.appendingPathComponent(".jaccard_final.svg.tmp-\(dead)"),
+                                     withDestinationURL: linkTarget)
+        try files.createDirectory(at: output.appendingPathComponent(".scores.h5.tmp-\(dead - 1)"),
+                                  withIntermediateDirectories: false)
+
+        ReportWriter.removeStaleTemporaryFiles(in: output, otherTargets: ["scores.h5"])
+
+        for name in stale { #expect(!files.fileExists(atPath: output.appendingPathComponent(name).path), "\(name)") }
+        for name in users { #expect(files.fileExists(atPath: output.appendingPathComponent(name).path), "\(name)") }
+        #expect(try files.destinationOfSymbolicLink(
+            atPath: figures.appendingPathComponent(".jaccard_final.svg.tmp-\(dead)").path) == linkTarget.path)
+        #expect(files.fileExists(atPath: output.appendingPathComponent(".scores.h5.tmp-\(dead - 1)").path))
+    }
+
+    @Test func temporaryNamesParseOnlyAsDroptraceMakesThem() {
+        #expect(TemporaryFileName.forTarget("scores.h5", pid: 42) == ".scores.h5.tmp-42")
+        #expect(TemporaryFileName.parse(".scores.h5.tmp-42")! == ("scores.h5", 42))
+        #expect(TemporaryFileName.parse(".a.tmp-1.tmp-7")! == ("a.tmp-1", 7))
+        for name in ["scores.h5.tmp-42", ".scores.h5.tmp-", ".scores.h5.tmp-4x", ".tmp-42", ".x.tmp--1",
+                     ".x.tmp-0", ".x.tmp-99999999999", ".x.tmp-٤٢"] {
+            #expect(TemporaryFileName.parse(name) == nil, "\(name)")
+        }
+    }
+
+    // MARK: - Full disk
+
+    /// A shell prefix that makes every write beyond 512 bytes fail with EFBIG,
+    /// as a full disk does with ENOSPC (SIGXFSZ is left at its default:
+    /// droptrace ignores it itself).
+    private let smallFileLimit = "ulimit -f 1"
+
+    @Test func fullDiskDuringScoreKeepsThePreviousStore() throws {
+        let scratch = try ScratchDirectory()
+        let store = scratch.path("scores.h5")
+        let arguments = ["score", FixtureFiles.model("llama-f32").path, "--calibration",
+                         FixtureFiles.calibrationJSONL.path, "--output", store.path, "--threads", "1"]
+        let first = try DroptraceCommand.run(arguments)
+        try #require(first.status == 0, "\(first.stderr)")
+        let before = try bytes(store)
+
+        let result = try ChildProcess.droptraceInShell(setup: smallFileLimit, arguments)
+        expectOneLineFailure(result, naming: store.path, mentioning: ["File too large"])
+        #expect(try bytes(store) == before)
+        #expect(try files.contentsOfDirectory(atPath: scratch.url.path) == ["scores.h5"], "no temporary file left")
+    }
+
+    @Test func fullDiskDuringTraceKeepsThePreviousStoreAndStopsAtOnce() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        let output = scratch.path("out")
+        let first = try trace(series.directory, output)
+        try #require(first.status == 0, "\(first.stderr)")
+        let store = output.appendingPathComponent("scores.h5")
+        let before = try bytes(store)
+        let report = try bytes(output.appendingPathComponent(ReportWriter.reportFileName))
+
+        try series.add(step: 20)
+        try series.add(step: 30)
+        let result = try ChildProcess.droptraceInShell(setup: smallFileLimit, traceArguments(series.directory, output))
+        expectOneLineFailure(result, naming: store.path, mentioning: ["File too large"])
+        #expect(!result.stderr.contains("scoring checkpoint-30"), "a store that cannot be written ends the run")
+        #expect(try bytes(store) == before)
+        #expect(try bytes(output.appendingPathComponent(ReportWriter.reportFileName)) == report)
+        #expect(try files.contentsOfDirectory(atPath: output.path).sorted()
+            == [RunLock.fileName, "figures", "report.md", "scores.h5"])
+    }
+
+    @Test func fullDiskDuringReportKeepsThePreviousReportAndFigures() throws {
+        let scratch = try ScratchDirectory()
+        let output = scratch.path("out")
+        try files.createDirectory(at: output, withIntermediateDirectories: true)
+        let scores = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+        try scores.write(to: output.appendingPathComponent("scores.h5"), extra: nil)
+        let first = try DroptraceCommand.run(["report", output.path, "--title", "before"])
+        try #require(first.status == 0, "\(first.stderr)")
+        let figures = output.appendingPathComponent(ReportWriter.figuresDirectory)
+        let names = try files.contentsOfDirectory(atPath: figures.path).sorted()
+        let before = try names.map { try bytes(figures.appendingPathComponent($0)) }
+        let report = try bytes(output.appendingPathComponent(ReportWriter.reportFileName))
+
+        let result = try ChildProcess.droptraceInShell(setup: smallFileLimit, ["report", output.path, "--title", "after"])
+        expectOneLineFailure(result, naming: figures.path, mentioning: ["File too large"])
+        #expect(try files.contentsOfDirectory(atPath: figures.path).sorted() == names)
+        #expect(try names.map { try bytes(figures.appendingPathComponent($0)) } == before)
+        #expect(try bytes(output.appendingPathComponent(ReportWriter.reportFileName)) == report)
+    }
+
+    // MARK: - Damaged store
+
+    @Test func damagedStoreIsRefusedWithoutForceAndSetAsideWithIt() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        // A valid store, to damage in each way.
+        let good = scratch.path("good.h5")
+        try AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows).write(to: good)
+        let wrongLayout = scratch.path("wrong.h5")
+        let file = try HDF5File.create(at: wrongLayout)
+        try file.createDataset("unrelated", values: [Float(1)])
+        try file.close()
+        let damaged: [(kind: String, bytes: Data)] = [
+            ("not HDF5", Data("not a store\n".utf8)),
+            ("truncated", try bytes(good).prefix(700)),
+            ("another layout", try bytes(wrongLayout)),
+        ]
+
+        for (kind, damage) in damaged {
+            let output = scratch.path("out-\(kind.replacingOccurrences(of: " ", with: "-"))")
+            try files.createDirectory(at: output, withIntermediateDirectories: true)
+            let store = output.appendingPathComponent("scores.h5")
+            try damage.write(to: store)
+
+            let refused = try trace(series.directory, output)
+            expectOneLineFailure(refused, naming: store.path, mentioning: ["--force"])
+            #expect(try bytes(store) == damage, "\(kind)")
+
+            let forced = try trace(series.directory, output, ["--force"])
+            #expect(forced.status == 0, "\(kind): \(forced.stderr)")
+            let aside = try files.contentsOfDirectory(atPath: output.path).filter { $0.hasPrefix("scores.h5.damaged-") }
+            #expect(aside.count == 1, "\(kind)")
+            #expect(aside.first?.wholeMatch(of: #/scores\.h5\.damaged-\d{8}T\d{6}Z/#) != nil, "\(aside)")
+            if let name = aside.first {
+                #expect(try bytes(output.appendingPathComponent(name)) == damage, "\(kind): set aside, not changed")
+                #expect(forced.stderr.contains("warning") && forced.stderr.contains(name), "\(forced.stderr)")
+            }
+            #expect(try ScoreFile.read(from: store).rows.map(\.name) == ["checkpoint-10"], "\(kind)")
+        }
+    }
+
+    @Test func settingAsideNeverReplacesAnEarlierDamagedStore() throws {
+        let scratch = try ScratchDirectory()
+        let store = scratch.path("scores.h5")
+        let date = Date(timeIntervalSince1970: 1_800_000_000)
+        try Data("first".utf8).write(to: store)
+        let first = try DamagedStore.setAside(store, at: date)
+        try Data("second".utf8).write(to: store)
+        let second = try DamagedStore.setAside(store, at: date)
+        #expect(first.lastPathComponent == "scores.h5.damaged-20270115T080000Z")
+        #expect(second.lastPathComponent == "scores.h5.damaged-20270115T080000Z-2")
+        #expect(try String(contentsOf: first, encoding: .utf8) == "first")
+        #expect(try String(contentsOf: second, encoding: .utf8) == "second")
+        #expect(!files.fileExists(atPath: store.path))
+    }
+
+    // MARK: - Messages
+
+    @Test func messagesStayOneLineWhateverThePathHolds() throws {
+        let scratch = try ScratchDirectory()
+        let odd = scratch.path("two\nlines\u{1B}[2K")
+        let result = try DroptraceCommand.run([
+            "score", odd.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("s.h5").path,
+        ])
+        expectOneLineFailure(result, naming: scratch.path("two lines [2K").path, mentioning: [])
+        #expect(!result.stderr.contains("\u{1B}"))
+    }
+
+    @Test func foundationErrorsBecomeOneLineReasons() throws {
+        let missing = URL(fileURLWithPath: "/nonexistent-\(UUID().uuidString)/file.txt")
+        do {
+            _ = try String(contentsOf: missing, encoding: .utf8)
+            Issue.record("reading a missing file should fail")
+        } catch {
+            #expect(SystemError.summary(of: error) == "No such file or directory")
+        }
+        do {
+            _ = try JSONDecoder().decode([String: Int].self, from: Data("{\"a\": \"x\"}".utf8))
+            Issue.record("decoding should fail")
+        } catch {
+            let summary = SystemError.summary(of: error)
+            #expect(summary.hasPrefix("at a: ") && !summary.contains("\n"), "\(summary)")
+        }
+        #expect(SystemError.oneLine("unable to write\n, filename = 'x'\r\n\u{1B}[2Kend ") == "unable to write , filename = 'x' [2Kend")
+    }
+}
