@@ -1,21 +1,24 @@
+import DroptraceSupport
 import Foundation
 import Pipeline
 
-/// A one-line progress bar on stderr, drawn only when stderr is a terminal
-/// so that logs and cron mail stay clean.
+/// A one-line progress bar at the bottom of stderr, drawn only when stderr
+/// is a terminal so that logs and cron mail stay clean. It shares the line
+/// with the log (`TerminalStatus`), so log lines scroll above it.
 final class ProgressBar: TraceProgress {
-    private let enabled: Bool
+    private let status: TerminalStatus
     private var label: String
-    private var drawn = false
 
-    init(label: String = "", enabled: Bool = isatty(STDERR_FILENO) == 1) {
+    init(label: String = "", status: TerminalStatus = .standardError) {
         self.label = label
-        self.enabled = enabled
+        self.status = status
     }
 
+    /// Shows the checkpoint alone: its layer count is known only once its
+    /// first layer is done, and a made-up total would be wrong.
     func checkpointStarted(_ index: Int, of total: Int, name: String) {
         label = "checkpoint \(index)/\(total) \(name)"
-        update(0, 1)
+        status.show(label)
     }
 
     func layerFinished(_ done: Int, of total: Int) {
@@ -23,16 +26,14 @@ final class ProgressBar: TraceProgress {
     }
 
     func update(_ done: Int, _ total: Int) {
-        guard enabled, total > 0 else { return }
+        guard total > 0 else { return }
         let width = 30
-        let filled = width * done / total
+        let filled = width * min(max(done, 0), total) / total
         let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
-        FileHandle.standardError.write(Data("\r\u{1B}[2K\(label) [\(bar)] \(done)/\(total) layers".utf8))
-        drawn = true
+        status.show("\(label.isEmpty ? "" : label + " ")[\(bar)] \(done)/\(total) layers")
     }
 
     func finished() {
-        if drawn { FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8)) }
-        drawn = false
+        status.clear()
     }
 }
