@@ -83,7 +83,7 @@ extension SeriesAnalysis {
             criteria = try JSONDecoder().decode([VerdictCriterion].self, from: Data(criteriaJSON.utf8))
         } catch {
             throw DroptraceError("/\(AnalysisLayout.group) attribute \(Names.verdictCriteria) is not valid criteria "
-                                    + "JSON: \(error)", path: path)
+                                    + "JSON: \(SystemError.summary(of: error))", path: path)
         }
         let verdict = Verdict(
             outcome: outcome, k: Int(try root.scalarAttribute(Names.verdictK, as: Int64.self)),

@@ -47,7 +47,7 @@ public enum DroppedModelExport {
         } catch {
             try? files.removeItem(at: staging)
             if let error = error as? DroptraceError { throw error }
-            throw DroptraceError("cannot write the export: \(error.localizedDescription)", path: directory.path)
+            throw DroptraceError("cannot write the export: \(SystemError.summary(of: error))", path: directory.path)
         }
     }
 

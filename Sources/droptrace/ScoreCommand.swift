@@ -25,6 +25,8 @@ struct ScoreCommand: ParsableCommand {
 
             Example:
               droptrace score runs/checkpoint-1000 --calibration calib.txt --seq-len 256 --samples 32 --output scores.h5
+
+            Exit codes: 0 success; 1 bad input or failure, one line naming the file; 64 invalid usage.
             """
     )
 
