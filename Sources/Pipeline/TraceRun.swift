@@ -57,8 +57,8 @@ public final class TraceRun {
         log.info("found \(discovered.ready.count) finished checkpoints")
 
         // Score what the store does not have yet.
-        var (store, storedEvaluation) = try existingStore()
-        evaluation = storedEvaluation
+        var store: ScoreFile?
+        (store, evaluation) = try existingStore()
         guard !discovered.ready.isEmpty else {
             if store == nil {
                 log.warning("no finished checkpoints yet; nothing to do")
