@@ -11,21 +11,28 @@ public enum SystemError {
         String(cString: strerror(code))
     }
 
-    /// A one-line account of any error: a `DroptraceError`'s message, the
-    /// POSIX reason behind a Foundation (Cocoa) error instead of its
-    /// "The operation could not be completed" text, or the first line of
-    /// anything else, with runs of whitespace collapsed.
+    /// A one-line account of any error: a `DroptraceError`'s description;
+    /// for a Foundation (Cocoa) error, the file it names and the POSIX
+    /// reason behind it (`/a/b: No such file or directory`) instead of its
+    /// "The operation could not be completed" text; for anything else its
+    /// description on one line.
     public static func summary(of error: any Error) -> String {
-        if let error = error as? DroptraceError { return error.description }
+        if let error = error as? DroptraceError { return oneLine(error.description) }
         if let error = error as? DecodingError { return summary(of: error) }
         let nsError = error as NSError
-        if nsError.domain == NSPOSIXErrorDomain { return describe(Int32(nsError.code)) }
-        if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError,
-           underlying.domain == NSPOSIXErrorDomain {
-            return describe(Int32(underlying.code))
+        let reason: String
+        if nsError.domain == NSPOSIXErrorDomain {
+            reason = describe(Int32(nsError.code))
+        } else if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError,
+                  underlying.domain == NSPOSIXErrorDomain {
+            reason = describe(Int32(underlying.code))
+        } else if nsError.domain == NSCocoaErrorDomain, let known = cocoaReason(nsError.code) {
+            reason = known
+        } else {
+            return oneLine(String(describing: error))
         }
-        if nsError.domain == NSCocoaErrorDomain, let reason = cocoaReason(nsError.code) { return reason }
-        return oneLine(String(describing: error))
+        let path = nsError.userInfo[NSFilePathErrorKey] as? String ?? (nsError.userInfo[NSURLErrorKey] as? URL)?.path
+        return oneLine(path.map { "\($0): \(reason)" } ?? reason)
     }
 
     /// `text` on one line: line breaks and other control characters become

@@ -330,7 +330,13 @@ import Glibc
             _ = try String(contentsOf: missing, encoding: .utf8)
             Issue.record("reading a missing file should fail")
         } catch {
-            #expect(SystemError.summary(of: error) == "No such file or directory")
+            #expect(SystemError.summary(of: error) == "\(missing.path): No such file or directory")
+        }
+        do {
+            _ = try FileManager.default.contentsOfDirectory(atPath: missing.path)
+            Issue.record("listing a missing directory should fail")
+        } catch {
+            #expect(SystemError.summary(of: error) == "\(missing.path): No such file or directory")
         }
         do {
             _ = try JSONDecoder().decode([String: Int].self, from: Data("{\"a\": \"x\"}".utf8))
