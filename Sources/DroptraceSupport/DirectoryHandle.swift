@@ -50,7 +50,7 @@ public final class DirectoryHandle {
             throw DroptraceError("cannot create directory: \(SystemError.describe())", path: path(of: name))
         }
         let child = openat(descriptor, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard child >= 0 else { throw refusal(of: name, errno: errno, expecting: "a directory") }
+        guard child >= 0 else { throw refusal(of: name, errno: errno) }
         return DirectoryHandle(descriptor: child, path: path(of: name))
     }
 
@@ -60,7 +60,7 @@ public final class DirectoryHandle {
     /// The caller closes the returned descriptor.
     public func openRegularFile(_ name: String) throws -> Int32 {
         let file = openat(descriptor, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0o644)
-        guard file >= 0 else { throw refusal(of: name, errno: errno, expecting: "a regular file") }
+        guard file >= 0 else { throw refusal(of: name, errno: errno) }
         var status = stat()
         guard fstat(file, &status) == 0, status.st_mode & S_IFMT == S_IFREG, status.st_nlink == 1 else {
             close(file)
@@ -152,13 +152,13 @@ public final class DirectoryHandle {
         kill(pid, 0) == 0 || errno == EPERM
     }
 
-    private func refusal(of name: String, errno code: Int32, expecting kind: String) -> DroptraceError {
+    private func refusal(of name: String, errno code: Int32) -> DroptraceError {
         // O_NOFOLLOW reports a link as ELOOP, or as ENOTDIR with O_DIRECTORY.
         var status = stat()
         let isLink = fstatat(descriptor, name, &status, AT_SYMLINK_NOFOLLOW) == 0 && status.st_mode & S_IFMT == S_IFLNK
         if isLink || code == ELOOP {
             return DroptraceError(
-                "refusing to follow a symbolic link: droptrace writes only into \(kind) of its own here; remove the link",
+                "is a symbolic link, which droptrace does not follow in an output directory; remove it",
                 path: path(of: name))
         }
         if code == ENOTDIR { return DroptraceError("is not a directory", path: path(of: name)) }
