@@ -47,8 +47,11 @@ public enum CheckpointDiscovery {
     ///   single checkpoint, or holds checkpoints of which none is named by a rule.
     public static func scan(_ seriesDirectory: URL, settleTime: TimeInterval = defaultSettleTime) throws -> Result {
         let path = seriesDirectory.path
+        let expected = "expected subdirectories named \(CheckpointName.acceptedForms)"
         guard isDirectory(seriesDirectory) else {
-            throw DroptraceError("series directory not found", path: path)
+            guard FileManager.default.fileExists(atPath: path) else { throw DroptraceError("series directory not found", path: path) }
+            throw DroptraceError(
+                "is a file, not a series directory (\(expected)); score one checkpoint with `droptrace score`", path: path)
         }
         let names: [String]
         do {
@@ -67,7 +70,6 @@ public enum CheckpointDiscovery {
                 unmatched.append(name)
             }
         }
-        let expected = "expected subdirectories named \(CheckpointName.acceptedForms)"
         if checkpoints.isEmpty, looksLikeCheckpoint(seriesDirectory) {
             throw DroptraceError(
                 "is a single checkpoint, not a series of them (\(expected)); score one checkpoint with `droptrace score`",

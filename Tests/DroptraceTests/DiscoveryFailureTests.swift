@@ -57,6 +57,10 @@ import Testing
         var errors = lines(run.stderr, "error")
         #expect(errors.count == 1 && errors[0].contains("\(single.path): is a single checkpoint, not a series"), "\(run.stderr)")
         #expect(run.stderr.contains("checkpoint-<N>") && run.stderr.contains("droptrace score"))
+        let file = single.appendingPathComponent("model.safetensors")
+        run = try trace(file, scratch.path("out1"))
+        errors = lines(run.stderr, "error")
+        #expect(run.status == 1 && errors.count == 1 && errors[0].contains("\(file.path): is a file, not a series directory"))
 
         let series = try SeriesBuilder(in: scratch, name: "unnamed")
         try series.add(step: 0, name: "best")
