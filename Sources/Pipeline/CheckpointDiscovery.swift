@@ -43,7 +43,7 @@ public enum CheckpointDiscovery {
 
     /// Subdirectories of `seriesDirectory` named like checkpoints
     /// (`CheckpointName`), ordered by `CheckpointName.Position`.
-    /// - Throws: `DroptraceError` when the directory is missing, is itself a
+    /// - Throws: `DroptraceError` when the directory is missing, is a file, is itself a
     ///   single checkpoint, or holds checkpoints of which none is named by a rule.
     public static func scan(_ seriesDirectory: URL, settleTime: TimeInterval = defaultSettleTime) throws -> Result {
         let path = seriesDirectory.path
