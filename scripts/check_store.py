@@ -52,6 +52,14 @@ def check(path):
                 problems.append(f"/{name} missing")
             elif ds.dtype != np.dtype(dtype) or ds.shape != shape:
                 problems.append(f"/{name} is {ds.dtype} {ds.shape}, expected {dtype} {shape}")
+        # Optional: files written before fingerprints were recorded lack it.
+        fingerprints = f.get("checkpoints/fingerprint")
+        if fingerprints is not None and (
+            not isinstance(fingerprints, h5py.Dataset)
+            or h5py.check_string_dtype(fingerprints.dtype) is None
+            or fingerprints.shape != (count,)
+        ):
+            problems.append(f"/checkpoints/fingerprint is not {count} strings")
         if problems:
             return problems, None
 

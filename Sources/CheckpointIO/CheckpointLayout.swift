@@ -63,6 +63,9 @@ public struct CheckpointLayout: Sendable {
                 "the directory holds \(ggufFiles.count) .gguf files (\(ggufFiles.joined(separator: ", "))); pass the one to read",
                 path: path)
         }
+        if let unreadable = UnreadableCheckpointFormat.diagnose(location) {
+            throw DroptraceError(unreadable, path: path)
+        }
         throw DroptraceError(
             "no weights in the checkpoint directory (looked for \(safetensorsFile), \(safetensorsIndex), \(pytorchFile), \(pytorchIndex), *.gguf)",
             path: path)

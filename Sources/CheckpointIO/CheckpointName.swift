@@ -1,32 +1,118 @@
 import Foundation
 
-/// Training steps and token counts encoded in checkpoint directory names:
-/// `checkpoint-<step>` (Trainer), `step<N>`, `step-<N>`, `step_<N>`,
-/// `global_step<N>` (DeepSpeed) and `step<N>-tokens<M>[K|M|B|T]`, optionally
-/// behind a `stage<K>-` prefix (OLMo; `tokens4B` is four billion tokens).
+/// Training steps, token counts and stages encoded in checkpoint directory
+/// names, as the training frameworks and the published checkpoint series
+/// write them:
+///
+/// | name | written by |
+/// | --- | --- |
+/// | `checkpoint-<N>` | transformers' Trainer |
+/// | `step<N>`, `step-<N>`, `step_<N>` | Pythia, SmolLM, most hand-written loops |
+/// | `global_step<N>` | DeepSpeed |
+/// | `step<N>-tokens<M>[K\|M\|B\|T]` | OLMo (`tokens4B` is four billion tokens) |
+/// | `stage<S>-step<N>-tokens<M>B`, `stage<S>-ingredient<K>-step<N>-tokens<M>B` | OLMo 2 |
+/// | `step-<N>k-token-<M>B` | TinyLlama (`step-480k` is step 480 000) |
+/// | `step-<N>-<M>BT` | FineWeb ablations (`2BT`: two billion tokens) |
+/// | `ckpt_<N>` | LLM360 Amber: a checkpoint index, not a step |
+///
+/// A number too large for Int64 (or that overflows once scaled) leaves the
+/// step or token count unknown; it never traps.
 public enum CheckpointName {
+    /// The accepted forms, for messages that say what was expected.
+    public static let acceptedForms =
+        "checkpoint-<N>, step<N>, step-<N>, step_<N>, global_step<N>, step<N>-tokens<M>B, "
+        + "stage<S>-[ingredient<K>-]step<N>-tokens<M>B, step-<N>k-token-<M>B, step-<N>-<M>BT, ckpt_<N>"
+
+    /// What a name says about its checkpoint.
+    public struct Parts: Sendable, Equatable {
+        /// Training stage (OLMo 2 `stage<S>-`), nil when the name has none.
+        public var stage: Int64?
+        /// Mid-training ingredient (OLMo 2 `ingredient<K>-`), nil when the name has none.
+        public var ingredient: Int64?
+        /// Training step; nil when the name carries an index instead, or the number overflows.
+        public var step: Int64?
+        /// Checkpoint index (Amber's `ckpt_<N>`), which orders but is not a step.
+        public var index: Int64?
+        /// Tokens seen, when the name carries them.
+        public var tokens: Int64?
+
+        public init(stage: Int64? = nil, ingredient: Int64? = nil, step: Int64? = nil, index: Int64? = nil, tokens: Int64? = nil) {
+            (self.stage, self.ingredient, self.step, self.index, self.tokens) = (stage, ingredient, step, index, tokens)
+        }
+    }
+
     nonisolated(unsafe) private static let stepPattern = try! NSRegularExpression(
-        pattern: #"^(?:stage\d+-)?(?:checkpoint-|global_step|step[-_]?)(\d+)(?:-tokens(\d+)([KMBT]?))?$"#)
+        pattern: #"^(?:stage(\d+)-)?(?:ingredient(\d+)-)?(?:checkpoint-|global_step|step[-_]?)(\d+)(k)?"#
+            + #"(?:-tokens?-?(\d+)([KMBT]?)|-(\d+)([KMBT])T)?$"#)
+    nonisolated(unsafe) private static let indexPattern = try! NSRegularExpression(pattern: #"^ckpt_(\d+)$"#)
 
-    /// The step in `name`, or nil when the name follows none of the patterns.
-    public static func step(_ name: String) -> Int64? {
-        match(name)?.step
-    }
-
-    /// The tokens seen, when the name carries them (OLMo's `-tokens<M>`).
-    public static func tokens(_ name: String) -> Int64? {
-        match(name)?.tokens
-    }
-
-    private static func match(_ name: String) -> (step: Int64, tokens: Int64?)? {
+    /// The parts of `name`, or nil when the name follows none of the forms.
+    public static func parse(_ name: String) -> Parts? {
         let range = NSRange(name.startIndex..., in: name)
-        guard let result = stepPattern.firstMatch(in: name, range: range),
-              let stepRange = Range(result.range(at: 1), in: name),
-              let step = Int64(name[stepRange])
-        else { return nil }
-        let count = Range(result.range(at: 2), in: name).flatMap { Int64(name[$0]) }
-        let unit = Range(result.range(at: 3), in: name).map { String(name[$0]) } ?? ""
-        let scale: Int64 = ["K": 1_000, "M": 1_000_000, "B": 1_000_000_000, "T": 1_000_000_000_000][unit] ?? 1
-        return (step, count.map { $0 * scale })
+        if let result = indexPattern.firstMatch(in: name, range: range) {
+            return Parts(index: number(result, 1, in: name))
+        }
+        guard let result = stepPattern.firstMatch(in: name, range: range) else { return nil }
+        var parts = Parts(stage: number(result, 1, in: name), ingredient: number(result, 2, in: name))
+        parts.step = scaled(number(result, 3, in: name), unit: text(result, 4, in: name))
+        if let count = number(result, 5, in: name) {
+            parts.tokens = scaled(count, unit: text(result, 6, in: name))
+        } else if let count = number(result, 7, in: name) {
+            parts.tokens = scaled(count, unit: text(result, 8, in: name))
+        }
+        return parts
+    }
+
+    /// The step in `name`, or nil when the name follows none of the forms or carries no step.
+    public static func step(_ name: String) -> Int64? {
+        parse(name)?.step
+    }
+
+    /// The tokens seen, when the name carries them.
+    public static func tokens(_ name: String) -> Int64? {
+        parse(name)?.tokens
+    }
+
+    /// Where a checkpoint falls in its series: by stage, then ingredient, then
+    /// step (or index, for names that carry one instead). OLMo 2's stage-2
+    /// ingredients are separate mid-training runs that each restart their
+    /// steps from the end of stage 1, so each ingredient is kept together
+    /// after stage 1 rather than interleaved with the others. A name without
+    /// a stage or ingredient counts as stage 0, ingredient 0; an unknown step
+    /// sorts after every known one. Callers break ties by name.
+    public struct Position: Comparable, Sendable {
+        public var stage: Int64
+        public var ingredient: Int64
+        public var step: Int64
+
+        public static func < (a: Position, b: Position) -> Bool {
+            (a.stage, a.ingredient, a.step) < (b.stage, b.ingredient, b.step)
+        }
+    }
+
+    /// The position of checkpoint `name` whose step is `step` (−1 when
+    /// unknown; it may come from trainer_state.json rather than the name).
+    public static func position(name: String, step: Int64) -> Position {
+        let parts = parse(name)
+        return Position(
+            stage: parts?.stage ?? 0, ingredient: parts?.ingredient ?? 0,
+            step: step >= 0 ? step : parts?.index ?? Int64.max)
+    }
+
+    /// `count` times K, M, B or T (`k` for thousands of steps); nil on overflow.
+    private static func scaled(_ count: Int64?, unit: String) -> Int64? {
+        let scale: Int64 = ["k": 1_000, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000, "T": 1_000_000_000_000][unit] ?? 1
+        guard let count else { return nil }
+        let (product, overflow) = count.multipliedReportingOverflow(by: scale)
+        return overflow ? nil : product
+    }
+
+    private static func text(_ result: NSTextCheckingResult, _ group: Int, in name: String) -> String {
+        Range(result.range(at: group), in: name).map { String(name[$0]) } ?? ""
+    }
+
+    /// The decimal number in `group`, nil when absent or beyond Int64.
+    private static func number(_ result: NSTextCheckingResult, _ group: Int, in name: String) -> Int64? {
+        Range(result.range(at: group), in: name).flatMap { Int64(name[$0]) }
     }
 }

@@ -10,72 +10,148 @@ public struct DiscoveredCheckpoint: Sendable, Equatable {
     public var step: Int64
     /// Tokens seen in training, −1 when unknown.
     public var tokens: Int64
+    /// What identifies its files (`CheckpointFingerprint`), kept with its row.
+    public var fingerprint: String
 }
 
 /// Finds the checkpoints of a training run and tells finished ones from
-/// ones still being written.
+/// ones still being written and ones that will never be readable.
+///
+/// Being written or corrupt: a checkpoint that is not complete (no
+/// config.json, a weight file shorter than its header says, a header cut
+/// short, an index naming a missing shard) counts as being written while
+/// anything in it changed within the settle time (default 30 minutes);
+/// once nothing has changed for longer, it is a failure. A weight file whose
+/// first bytes are already wrong (a bad magic, a safetensors header that is
+/// all there but does not parse) is a failure at once, as is a checkpoint in
+/// a sharded training format droptrace cannot read (`UnreadableCheckpointFormat`).
 public enum CheckpointDiscovery {
+    /// How long an incomplete checkpoint may rest unchanged and still count as being written.
+    public static let defaultSettleTime: TimeInterval = 30 * 60
+
     public struct Result: Sendable {
-        public var ready: [DiscoveredCheckpoint]
+        public var ready: [DiscoveredCheckpoint] = []
         /// Checkpoints skipped for now, with the reason; a later run picks them up.
-        public var incomplete: [(name: String, reason: String)]
+        public var incomplete: [(name: String, reason: String)] = []
+        /// Checkpoints that waiting will not make readable, each with one
+        /// line `path: problem`; the run fails on them.
+        public var failed: [(name: String, error: String)] = []
+        /// One line each, `path: problem`: directories that look like
+        /// checkpoints but follow no naming rule, or a series with none yet.
+        public var warnings: [String] = []
     }
 
     /// Subdirectories of `seriesDirectory` named like checkpoints
-    /// (`checkpoint-<step>`, `step<N>`, `global_step<N>`, …), ordered by step.
-    public static func scan(_ seriesDirectory: URL) throws -> Result {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: seriesDirectory.path, isDirectory: &isDirectory),
-              isDirectory.boolValue
-        else {
-            throw DroptraceError("series directory not found", path: seriesDirectory.path)
+    /// (`CheckpointName`), ordered by `CheckpointName.Position`.
+    /// - Throws: `DroptraceError` when the directory is missing, is a file, is itself a
+    ///   single checkpoint, or holds checkpoints of which none is named by a rule.
+    public static func scan(_ seriesDirectory: URL, settleTime: TimeInterval = defaultSettleTime) throws -> Result {
+        let path = seriesDirectory.path
+        let expected = "expected subdirectories named \(CheckpointName.acceptedForms)"
+        guard isDirectory(seriesDirectory) else {
+            guard FileManager.default.fileExists(atPath: path) else { throw DroptraceError("series directory not found", path: path) }
+            throw DroptraceError(
+                "is a file, not a series directory (\(expected)); score one checkpoint with `droptrace score`", path: path)
         }
-        let names = try FileManager.default.contentsOfDirectory(atPath: seriesDirectory.path)
-            .filter { CheckpointName.step($0) != nil }
-        return inspect(names.map { seriesDirectory.appendingPathComponent($0) })
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: path).sorted()
+        } catch {
+            throw DroptraceError("cannot list the series directory", path: path)
+        }
+        var checkpoints: [URL] = []
+        var unmatched: [String] = []
+        for name in names {
+            let entry = seriesDirectory.appendingPathComponent(name)
+            guard isDirectory(entry) else { continue }
+            if CheckpointName.parse(name) != nil {
+                checkpoints.append(entry)
+            } else if looksLikeCheckpoint(entry) {
+                unmatched.append(name)
+            }
+        }
+        if checkpoints.isEmpty, looksLikeCheckpoint(seriesDirectory) {
+            throw DroptraceError(
+                "is a single checkpoint, not a series of them (\(expected)); score one checkpoint with `droptrace score`",
+                path: path)
+        }
+        if checkpoints.isEmpty, !unmatched.isEmpty {
+            let shown = unmatched.prefix(3).joined(separator: ", ") + (unmatched.count > 3 ? ", …" : "")
+            throw DroptraceError("holds checkpoints (\(shown)) but none named by a checkpoint naming rule; \(expected)", path: path)
+        }
+        var result = try inspect(checkpoints, settleTime: settleTime)
+        result.warnings += unmatched.map {
+            DroptraceError(
+                "looks like a checkpoint but its name follows no checkpoint naming rule (\(CheckpointName.acceptedForms)); not traced",
+                path: seriesDirectory.appendingPathComponent($0).path
+            ).description
+        }
+        if checkpoints.isEmpty {
+            result.warnings.append(DroptraceError("no checkpoints yet (\(expected))", path: path).description)
+        }
+        return result
     }
 
-    /// An explicit list of checkpoint directories, in step order where steps
-    /// are known (unknown steps keep their given order, after the known ones).
-    public static func inspect(_ directories: [URL]) -> Result {
-        var ready: [DiscoveredCheckpoint] = []
-        var incomplete: [(String, String)] = []
+    /// An explicit list of checkpoint directories, ordered by
+    /// `CheckpointName.Position` (ties keep their given order).
+    /// - Throws: `DroptraceError` naming the first directory that does not exist.
+    public static func inspect(_ directories: [URL], settleTime: TimeInterval = defaultSettleTime) throws -> Result {
+        var result = Result()
         for directory in directories {
-            let name = directory.standardizedFileURL.lastPathComponent
-            if let reason = incompleteness(of: directory) {
-                incomplete.append((name, reason))
-                continue
+            guard FileManager.default.fileExists(atPath: directory.path) else {
+                throw DroptraceError("checkpoint not found", path: directory.path)
             }
-            let state = TrainerState(directory: directory)
-            ready.append(DiscoveredCheckpoint(
-                name: name, directory: directory,
-                step: state?.globalStep ?? CheckpointName.step(name) ?? -1,
-                tokens: state?.tokensSeen ?? CheckpointName.tokens(name) ?? -1))
+            let name = directory.standardizedFileURL.lastPathComponent
+            switch state(of: directory, settleTime: settleTime) {
+            case .writing(let reason):
+                result.incomplete.append((name, reason))
+            case .failed(let problem):
+                result.failed.append((name, DroptraceError(problem, path: directory.path).description))
+            case .ready(let fingerprint):
+                let state = TrainerState(directory: directory)
+                result.ready.append(DiscoveredCheckpoint(
+                    name: name, directory: directory,
+                    step: state?.globalStep ?? CheckpointName.step(name) ?? -1,
+                    tokens: state?.tokensSeen ?? CheckpointName.tokens(name) ?? -1,
+                    fingerprint: fingerprint.stored))
+            }
         }
-        let ordered = ready.enumerated().sorted { a, b in
-            let (x, y) = (a.element.step < 0 ? Int64.max : a.element.step, b.element.step < 0 ? Int64.max : b.element.step)
+        result.ready = result.ready.enumerated().sorted { a, b in
+            let (x, y) = (position(a.element), position(b.element))
             return x != y ? x < y : a.offset < b.offset
         }.map(\.element)
-        return Result(ready: ordered, incomplete: incomplete.sorted { $0.0 < $1.0 })
+        result.incomplete.sort { $0.name < $1.name }
+        result.failed.sort { $0.name < $1.name }
+        return result
     }
 
-    /// Why `directory` is not a finished checkpoint yet, or nil when it is.
-    /// The weight files are the ones `CheckpointLayout` would open; each must
-    /// be as long as its own header (or zip directory) says.
-    static func incompleteness(of directory: URL) -> String? {
+    static func position(_ checkpoint: DiscoveredCheckpoint) -> CheckpointName.Position {
+        CheckpointName.position(name: checkpoint.name, step: checkpoint.step)
+    }
+
+    enum State {
+        case ready(CheckpointFingerprint)
+        case writing(String)
+        case failed(String)
+    }
+
+    /// Whether `directory` is a finished checkpoint, one still being written,
+    /// or one that waiting will not make readable.
+    static func state(of directory: URL, settleTime: TimeInterval) -> State {
         let layout: CheckpointLayout
         do {
             layout = try CheckpointLayout.resolve(directory)
-        } catch let error as DroptraceError {
-            return error.message
         } catch {
-            return "\(error)"
+            if let unreadable = UnreadableCheckpointFormat.diagnose(directory) { return .failed(unreadable) }
+            return settled((error as? DroptraceError)?.message ?? "\(error)", directory, settleTime)
         }
         // A GGUF file carries its own configuration: no config.json to wait for.
         if layout.format != .gguf,
            !FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) {
-            return "no config.json yet"
+            return settled("no config.json yet", directory, settleTime)
         }
+        // The weight files are the ones CheckpointLayout opens; each must be
+        // as long as its own header (or zip directory) says.
         for file in layout.weightFiles {
             let name = file.lastPathComponent
             let expected: Int?
@@ -85,14 +161,61 @@ public enum CheckpointDiscovery {
             case .gguf: expected = GGUFCheckpoint.expectedLength(path: file.path)
             }
             guard let expected else {
-                return layout.format == .pytorch
-                    ? "\(name) is not complete yet (it ends before its zip directory or last storage)"
-                    : "\(name) has an incomplete header"
+                if let corruption = WeightFileStart.corruption(of: file, format: layout.format) {
+                    return .failed("\(name) \(corruption)")
+                }
+                return settled(
+                    layout.format == .pytorch
+                        ? "\(name) is not complete yet (it ends before its zip directory or last storage)"
+                        : "\(name) has an incomplete header",
+                    directory, settleTime)
             }
             let size = ((try? FileManager.default.attributesOfItem(atPath: file.path))?[.size] as? NSNumber)?.intValue ?? 0
-            if size < expected { return "\(name) has \(size) of \(expected) bytes" }
+            if size < expected { return settled("\(name) has \(size) of \(expected) bytes", directory, settleTime) }
         }
-        return nil
+        do {
+            return .ready(try CheckpointFingerprint(layout: layout))
+        } catch {
+            return settled("\(error)", directory, settleTime)
+        }
+    }
+
+    /// `.writing(reason)` while anything in `directory` changed within
+    /// `settleTime`; after that the checkpoint is taken as corrupt.
+    private static func settled(_ reason: String, _ directory: URL, _ settleTime: TimeInterval) -> State {
+        let rest = Date().timeIntervalSince(lastChange(in: directory))
+        guard rest > settleTime else { return .writing(reason) }
+        return .failed(
+            "\(reason), and nothing in it changed for \(minutes(rest)) (a checkpoint still being written changes "
+                + "within \(minutes(settleTime))): taken as corrupt")
+    }
+
+    /// The latest modification of `directory` or anything directly in it.
+    private static func lastChange(in directory: URL) -> Date {
+        let files = FileManager.default
+        let entries = ((try? files.contentsOfDirectory(atPath: directory.path)) ?? []).map { directory.appendingPathComponent($0).path }
+        return ([directory.path] + entries).compactMap {
+            (try? files.attributesOfItem(atPath: $0))?[.modificationDate] as? Date
+        }.max() ?? .distantPast
+    }
+
+    private static func minutes(_ interval: TimeInterval) -> String {
+        interval >= 120 ? "\(Int(interval / 60)) min" : "\(Int(interval)) s"
+    }
+
+    /// Whether `directory` holds what a checkpoint holds: a config.json, a
+    /// weight file, or a sharded training state.
+    static func looksLikeCheckpoint(_ directory: URL) -> Bool {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        return names.contains { name in
+            name == "config.json" || name.hasSuffix(".index.json")
+                || CheckpointLayout.format(ofFile: URL(fileURLWithPath: name)) != nil
+        } || UnreadableCheckpointFormat.diagnose(directory) != nil
+    }
+
+    private static func isDirectory(_ url: URL) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) && isDirectory.boolValue
     }
 }
 

@@ -3,12 +3,14 @@ import Scoring
 import ScoreStore
 
 extension CheckpointRow {
-    /// A store row from a checkpoint's scores (stored as float32).
-    public init(scores: ModuleScores, name: String, step: Int64, tokens: Int64) {
+    /// A store row from a checkpoint's scores (stored as float32), with the
+    /// fingerprint of the files they came from ("" when not known).
+    public init(scores: ModuleScores, name: String, step: Int64, tokens: Int64, fingerprint: String = "") {
         self.init(
             name: name, step: step, tokens: tokens,
             attention: scores.attention.map(Float.init), mlp: scores.mlp.map(Float.init),
-            block: scores.block.map(Float.init), blockGap: scores.blockGap.map { $0.map(Float.init) })
+            block: scores.block.map(Float.init), blockGap: scores.blockGap.map { $0.map(Float.init) },
+            fingerprint: fingerprint)
     }
 }
 

@@ -23,6 +23,9 @@ public struct TraceOptions: Sendable {
     /// Evaluation data: when given, each checkpoint's perplexity in full and
     /// without its own / the final checkpoint's drop-k attention layers.
     public var evaluation: CalibrationSource?
+    /// Seconds an incomplete checkpoint may rest unchanged and still count as
+    /// being written; after that it is a failure (see `CheckpointDiscovery`).
+    public var settleTime: TimeInterval = CheckpointDiscovery.defaultSettleTime
 
     public init(
         checkpoints: Checkpoints, calibration: CalibrationSource, output: URL, dropK: [Int]? = nil,

@@ -47,13 +47,16 @@ public final class TraceRun {
         // Discover.
         let discovered: CheckpointDiscovery.Result
         switch options.checkpoints {
-        case .series(let directory): discovered = try CheckpointDiscovery.scan(directory)
-        case .list(let directories): discovered = CheckpointDiscovery.inspect(directories)
+        case .series(let directory): discovered = try CheckpointDiscovery.scan(directory, settleTime: options.settleTime)
+        case .list(let directories): discovered = try CheckpointDiscovery.inspect(directories, settleTime: options.settleTime)
         }
+        for warning in discovered.warnings { log.warning("\(warning)") }
         summary.incomplete = discovered.incomplete
         for (name, reason) in discovered.incomplete {
             log.warning("skipping \(name) for now: \(reason); a later run will pick it up")
         }
+        summary.failed = discovered.failed
+        for (_, error) in discovered.failed { log.error("\(error)") }
         log.info("found \(discovered.ready.count) finished checkpoints")
 
         // Score what the store does not have yet.
@@ -70,9 +73,9 @@ public final class TraceRun {
         if let existing = store, !options.force {
             try checkCompatible(existing, with: calibration)
         }
-        let known = Set(options.force ? [] : (store?.rows.map(\.name) ?? []))
-        let todo = discovered.ready.filter { !known.contains($0.name) }
-        summary.reused = discovered.ready.map(\.name).filter(known.contains)
+        let todo = discovered.ready.filter { needsScoring($0, store: options.force ? nil : store) }
+        let rescored = Set(todo.map(\.name))
+        summary.reused = discovered.ready.map(\.name).filter { !rescored.contains($0) }
         if !summary.reused.isEmpty { log.info("\(summary.reused.count) checkpoints already scored") }
         if options.force, let existing = store {
             let onDisk = Set(discovered.ready.map(\.name))
@@ -89,13 +92,20 @@ public final class TraceRun {
                     checkpoint: checkpoint.directory, calibration: options.calibration,
                     warn: { _ in }, progress: { progress?.layerFinished($0, of: $1) })
                 try calibration.check(scored, checkpoint: checkpoint)
-                let row = CheckpointRow(scores: scored.scores, name: checkpoint.name, step: checkpoint.step, tokens: checkpoint.tokens)
+                let row = CheckpointRow(
+                    scores: scored.scores, name: checkpoint.name, step: checkpoint.step, tokens: checkpoint.tokens,
+                    fingerprint: checkpoint.fingerprint)
                 var next = store ?? ScoreFile(metadata: ScoreFileMetadata(scored), rows: [])
                 if let existingStore = store { try checkSameModel(existingStore, scored, checkpoint: checkpoint) }
                 next.rows.removeAll { $0.name == row.name }
                 next.rows.append(row)
                 next.rows = Self.ordered(next.rows)
-                try write(next)
+                // Perplexities of the files this row replaces are stale too.
+                let stale = evaluation.byCheckpoint.removeValue(forKey: row.name)
+                do { try write(next) } catch {
+                    evaluation.byCheckpoint[row.name] = stale
+                    throw error
+                }
                 store = next
                 summary.scored.append(checkpoint.name)
             } catch let error as DroptraceError {
@@ -233,10 +243,22 @@ public final class TraceRun {
         }
     }
 
-    /// Rows by step; unknown steps last, by name.
+    /// Whether `checkpoint` has no row in `store`, or a row scored from other
+    /// files (a checkpoint replaced under the same name; said in the log).
+    private func needsScoring(_ checkpoint: DiscoveredCheckpoint, store: ScoreFile?) -> Bool {
+        guard let row = store?.rows.first(where: { $0.name == checkpoint.name }) else { return true }
+        guard let reason = CheckpointFingerprint.reasonToRescore(stored: row.fingerprint, current: checkpoint.fingerprint) else {
+            return false
+        }
+        log.info("rescoring \(checkpoint.name): \(reason)")
+        return true
+    }
+
+    /// Rows in series order (`CheckpointName.Position`: stage, ingredient,
+    /// step; unknown steps last), ties by name.
     static func ordered(_ rows: [CheckpointRow]) -> [CheckpointRow] {
         rows.sorted { a, b in
-            let (x, y) = (a.step < 0 ? Int64.max : a.step, b.step < 0 ? Int64.max : b.step)
+            let (x, y) = (CheckpointName.position(name: a.name, step: a.step), CheckpointName.position(name: b.name, step: b.step))
             return x != y ? x < y : a.name < b.name
         }
     }

@@ -14,14 +14,18 @@ public struct CheckpointRow: Sendable, Equatable {
     public var block: [Float]
     /// L×L block similarity gaps, NaN where undefined.
     public var blockGap: [[Float]]
+    /// What identifies the checkpoint files these scores came from (see
+    /// `ScoreFileLayout.checkpointFingerprints`); empty when not recorded.
+    public var fingerprint: String
 
     public init(
         name: String, step: Int64 = -1, tokens: Int64 = -1,
-        attention: [Float], mlp: [Float], block: [Float], blockGap: [[Float]]
+        attention: [Float], mlp: [Float], block: [Float], blockGap: [[Float]], fingerprint: String = ""
     ) {
         self.name = name
         self.step = step
         self.tokens = tokens
+        self.fingerprint = fingerprint
         self.attention = attention
         self.mlp = mlp
         self.block = block
@@ -32,7 +36,7 @@ public struct CheckpointRow: Sendable, Equatable {
     // itself, nor its own round trip through a file; here NaNs in the same
     // places count as equal.
     public static func == (lhs: CheckpointRow, rhs: CheckpointRow) -> Bool {
-        lhs.name == rhs.name && lhs.step == rhs.step && lhs.tokens == rhs.tokens
+        lhs.name == rhs.name && lhs.step == rhs.step && lhs.tokens == rhs.tokens && lhs.fingerprint == rhs.fingerprint
             && sameFloats(lhs.attention, rhs.attention) && sameFloats(lhs.mlp, rhs.mlp)
             && sameFloats(lhs.block, rhs.block)
             && lhs.blockGap.count == rhs.blockGap.count

@@ -10,6 +10,10 @@ public enum ScoreFileLayout {
     public static let checkpointSteps = "checkpoints/step"
     /// int64 [C], -1 when unknown.
     public static let checkpointTokens = "checkpoints/tokens"
+    /// Variable-length UTF-8 strings, [C]: what identifies the files each row
+    /// was scored from (JSON, see the README), "" when not recorded. Optional:
+    /// files written before it existed lack it, and read as all "".
+    public static let checkpointFingerprints = "checkpoints/fingerprint"
     /// float32 [C, L] importance scores.
     public static let attentionScores = "scores/attention"
     public static let mlpScores = "scores/mlp"

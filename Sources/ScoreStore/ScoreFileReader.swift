@@ -23,6 +23,10 @@ enum ScoreFileReader {
             .read(as: Int64.self)
         let tokens = try dataset(ScoreFileLayout.checkpointTokens, in: file, holding: .integers, shape: [count])
             .read(as: Int64.self)
+        // Absent from files written before fingerprints were recorded.
+        let fingerprints = try file.kind(of: ScoreFileLayout.checkpointFingerprints) == nil
+            ? Array(repeating: "", count: count)
+            : try dataset(ScoreFileLayout.checkpointFingerprints, in: file, holding: .strings, shape: [count]).readStrings()
         func perLayer(_ datasetPath: String) throws -> [Float] {
             try dataset(datasetPath, in: file, holding: .floats, shape: [count, layers]).read(as: Float.self)
         }
@@ -40,7 +44,8 @@ enum ScoreFileReader {
                 attention: Array(attention[layerRange]), mlp: Array(mlp[layerRange]), block: Array(block[layerRange]),
                 blockGap: (0..<layers).map { row in
                     Array(gaps[(gapStart + row * layers)..<(gapStart + (row + 1) * layers)])
-                })
+                },
+                fingerprint: fingerprints[index])
         }
         return ScoreFile(metadata: metadata, rows: rows)
     }

@@ -36,6 +36,7 @@ enum ScoreFileWriter {
         try file.createDataset(ScoreFileLayout.checkpointNames, strings: rows.map(\.name), storage: storage)
         try file.createDataset(ScoreFileLayout.checkpointSteps, values: rows.map(\.step), storage: storage)
         try file.createDataset(ScoreFileLayout.checkpointTokens, values: rows.map(\.tokens), storage: storage)
+        try file.createDataset(ScoreFileLayout.checkpointFingerprints, strings: rows.map(\.fingerprint), storage: storage)
 
         let perLayer: [(String, KeyPath<CheckpointRow, [Float]>)] = [
             (ScoreFileLayout.attentionScores, \.attention),

@@ -14,8 +14,10 @@ struct TraceCommand: ParsableCommand {
         commandName: "trace",
         abstract: "Score every checkpoint of a training run, analyse the series and write a report.",
         discussion: """
-            Finds checkpoints in SERIES_DIR (checkpoint-<step>, step<N>, step-<N>, step_<N>, global_step<N>, \
-            step<N>-tokens<M>), skips ones still being written, scores those not yet in OUT_DIR/scores.h5, \
+            Finds checkpoints in SERIES_DIR (checkpoint-<N>, step<N>, step-<N>, step_<N>, global_step<N>, \
+            step<N>-tokens<M>B, stage<S>-[ingredient<K>-]step<N>-tokens<M>B, step-<N>k-token-<M>B, step-<N>-<M>BT, \
+            ckpt_<N>), skips ones still being written (a checkpoint left incomplete longer than --settle-minutes \
+            fails), scores those not yet in OUT_DIR/scores.h5 or replaced since, \
             analyses the series (rankings, drop-k sets, rank correlation with the final checkpoint, \
             stabilisation step, verdict on whether attention redundancy is inherent) and writes \
             OUT_DIR/report.md with figures in OUT_DIR/figures/.
@@ -52,19 +54,26 @@ struct TraceCommand: ParsableCommand {
         valueName: "file"))
     var eval: String?
 
+    @Option(name: .customLong("settle-minutes"), help: ArgumentHelp(
+        "Minutes an incomplete checkpoint may rest unchanged and still count as being written; after that it fails.",
+        valueName: "minutes"))
+    var settleMinutes: Double = CheckpointDiscovery.defaultSettleTime / 60
+
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {
         if dropK.contains(where: { $0 < 1 }) { throw ValidationError("--drop-k values must be at least 1") }
+        if !(settleMinutes >= 0 && settleMinutes <= 1e6) { throw ValidationError("--settle-minutes must be between 0 and 1000000") }
     }
 
     func run() throws {
-        let options = TraceOptions(
+        var options = TraceOptions(
             checkpoints: .series(URL(fileURLWithPath: seriesDir)), calibration: calibration.source,
             output: URL(fileURLWithPath: output), dropK: dropK.isEmpty ? nil : dropK, force: force, title: title,
             evaluation: eval.map {
                 CalibrationSource(url: URL(fileURLWithPath: $0), seqLen: calibration.seqLen, samples: calibration.samples)
             })
+        options.settleTime = settleMinutes * 60
         try runTrace(options, engine: engine)
     }
 }

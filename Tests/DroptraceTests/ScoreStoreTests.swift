@@ -122,13 +122,15 @@ extension ScoreStoreTests {
                 let file = try HDF5File.open(at: url)
 
                 #expect(try file.childNames() == ["checkpoints", "scores", "similarity"])
-                #expect(try file.group("checkpoints").childNames() == ["name", "step", "tokens"])
+                #expect(try file.group("checkpoints").childNames() == ["fingerprint", "name", "step", "tokens"])
                 #expect(try file.group("scores").childNames() == ["attention", "block", "mlp"])
                 #expect(try file.group("similarity").childNames() == ["block_gap"])
 
-                let names = try file.dataset("checkpoints/name")
-                #expect(names.elementType == .string(variableLength: true))
-                #expect(names.shape == [3])
+                for path in ["checkpoints/name", "checkpoints/fingerprint"] {
+                    let strings = try file.dataset(path)
+                    #expect(strings.elementType == .string(variableLength: true))
+                    #expect(strings.shape == [3])
+                }
                 for path in ["checkpoints/step", "checkpoints/tokens"] {
                     let column = try file.dataset(path)
                     #expect(column.elementType == .integer(bits: 64, signed: true))

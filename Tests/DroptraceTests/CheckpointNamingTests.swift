@@ -1,0 +1,92 @@
+import CheckpointIO
+import Foundation
+import Pipeline
+import Testing
+
+/// Checkpoint names of the published series and of the training frameworks:
+/// what each says, and the one order a series is traced in.
+@Suite struct CheckpointNamingTests {
+    typealias Parts = CheckpointName.Parts
+
+    @Test func everySchemeGivesItsStepAndTokens() {
+        let cases: [(String, Parts)] = [
+            ("checkpoint-1500", Parts(step: 1500)),                                          // Trainer
+            ("step143000", Parts(step: 143_000)),                                            // Pythia
+            ("step-125000", Parts(step: 125_000)),                                           // SmolLM
+            ("step_300", Parts(step: 300)),
+            ("global_step42", Parts(step: 42)),                                              // DeepSpeed
+            ("step1000-tokens4B", Parts(step: 1000, tokens: 4_000_000_000)),                 // OLMo
+            ("stage1-step476848-tokens2000B", Parts(stage: 1, step: 476_848, tokens: 2_000_000_000_000)),  // OLMo 2
+            ("stage2-ingredient3-step11931-tokens50B",
+             Parts(stage: 2, ingredient: 3, step: 11931, tokens: 50_000_000_000)),
+            ("step-480k-token-1007B", Parts(step: 480_000, tokens: 1_007_000_000_000)),     // TinyLlama
+            ("step-001000-2BT", Parts(step: 1000, tokens: 2_000_000_000)),                   // FineWeb ablations
+            ("ckpt_042", Parts(index: 42)),                                                  // Amber
+            ("stage1-step1000-tokens2097", Parts(stage: 1, step: 1000, tokens: 2097)),
+        ]
+        for (name, parts) in cases {
+            #expect(CheckpointName.parse(name) == parts, "\(name)")
+        }
+        for name in ["runs", "checkpoint-", "best-checkpoint-3", "final", "ckpt_", "step-10-2XT", "stage1-tokens5B"] {
+            #expect(CheckpointName.parse(name) == nil, "\(name)")
+        }
+    }
+
+    @Test func hugeNumbersLeaveStepOrTokensUnknownWithoutTrapping() {
+        // Each fits in Int64 only before scaling, or not at all.
+        #expect(CheckpointName.parse("step-9223372036854776k") == Parts())
+        #expect(CheckpointName.parse("step99999999999999999999") == Parts())
+        #expect(CheckpointName.parse("step5-tokens9223372036854775807T") == Parts(step: 5))
+        #expect(CheckpointName.parse("step5-9999999999BT") == Parts(step: 5))
+        #expect(CheckpointName.parse("ckpt_99999999999999999999") == Parts())
+        #expect(CheckpointName.parse("stage99999999999999999999-step1") == Parts(step: 1))
+    }
+
+    /// OLMo 2's published revisions: stage 2 restarts its steps, and each
+    /// ingredient is its own mid-training run from the end of stage 1.
+    @Test func olmo2OrdersByStageThenIngredientThenStep() {
+        let names = [
+            "stage2-ingredient2-step1000-tokens5B", "stage1-step2000-tokens9B", "stage2-ingredient1-step11931-tokens50B",
+            "stage1-step476848-tokens2000B", "stage2-ingredient1-step1000-tokens5B", "stage1-step1000-tokens5B",
+        ]
+        #expect(sortedBySeriesPosition(names) == [
+            "stage1-step1000-tokens5B", "stage1-step2000-tokens9B", "stage1-step476848-tokens2000B",
+            "stage2-ingredient1-step1000-tokens5B", "stage2-ingredient1-step11931-tokens50B",
+            "stage2-ingredient2-step1000-tokens5B",
+        ])
+    }
+
+    @Test func indexesAndStepsOrderNumericallyNotAsText() {
+        #expect(sortedBySeriesPosition(["ckpt_100", "ckpt_99", "ckpt_000"]) == ["ckpt_000", "ckpt_99", "ckpt_100"])
+        #expect(sortedBySeriesPosition(["step-1431k-token-3000B", "step-480k-token-1007B", "step-50k-token-105B"])
+            == ["step-50k-token-105B", "step-480k-token-1007B", "step-1431k-token-3000B"])
+        #expect(sortedBySeriesPosition(["step-010000-21BT", "step-002000-4BT", "step-167000-350BT"])
+            == ["step-002000-4BT", "step-010000-21BT", "step-167000-350BT"])
+    }
+
+    /// The wild case: a series in OLMo 2's layout is found whole, in order,
+    /// with the tokens each name carries.
+    @Test func olmo2SeriesIsDiscoveredWhole() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let names = [
+            "stage1-step1000-tokens5B", "stage1-step2000-tokens9B", "stage1-step476848-tokens2000B",
+            "stage2-ingredient1-step1000-tokens5B", "stage2-ingredient1-step11931-tokens50B",
+        ]
+        for name in names.reversed() { try series.add(step: 0, name: name) }
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.map(\.name) == names)
+        #expect(result.ready.map(\.step) == [1000, 2000, 476_848, 1000, 11931])
+        #expect(result.ready.map(\.tokens) == [5, 9, 2000, 5, 50].map { $0 * 1_000_000_000 })
+        #expect(result.warnings.isEmpty && result.failed.isEmpty && result.incomplete.isEmpty)
+    }
+
+    private func sortedBySeriesPosition(_ names: [String]) -> [String] {
+        names.sorted { a, b in
+            let (x, y) = (
+                CheckpointName.position(name: a, step: CheckpointName.step(a) ?? -1),
+                CheckpointName.position(name: b, step: CheckpointName.step(b) ?? -1))
+            return x != y ? x < y : a < b
+        }
+    }
+}

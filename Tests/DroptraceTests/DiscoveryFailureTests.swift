@@ -1,0 +1,197 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Pipeline
+import ScoreStore
+import Testing
+
+/// What series discovery says about directories it cannot trace: never
+/// silence, never "a later run will pick it up" for what waiting cannot fix.
+@Suite struct DiscoveryFailureTests {
+    func trace(_ series: URL, _ output: URL, _ extra: [String] = []) throws -> DroptraceCommand.Result {
+        try DroptraceCommand.run([
+            "trace", series.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
+            "--threads", "1",
+        ] + extra)
+    }
+
+    /// The lines of `stderr` logged at `level`.
+    func lines(_ stderr: String, _ level: String) -> [Substring] {
+        stderr.split(separator: "\n").filter { $0.contains(" \(level): ") }
+    }
+
+    /// Sets the modification time of `directory` and everything in it `age` seconds back.
+    func age(_ directory: URL, by age: TimeInterval) throws {
+        let past = [FileAttributeKey.modificationDate: Date(timeIntervalSinceNow: -age)]
+        for name in try FileManager.default.contentsOfDirectory(atPath: directory.path) {
+            try FileManager.default.setAttributes(past, ofItemAtPath: directory.appendingPathComponent(name).path)
+        }
+        try FileManager.default.setAttributes(past, ofItemAtPath: directory.path)
+    }
+
+    @Test func checkpointNamedByNoRuleIsNamedInAWarning() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        try series.add(step: 0, name: "final")
+        let logs = series.directory.appendingPathComponent("runs")
+        try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
+        try Data("x".utf8).write(to: logs.appendingPathComponent("events.out.tfevents.1"))
+
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.map(\.name) == ["checkpoint-10"])
+        #expect(result.warnings.count == 1)
+        #expect(result.warnings.first?.hasPrefix(series.directory.appendingPathComponent("final").path + ": ") == true)
+        #expect(result.warnings.first?.contains("checkpoint-<N>") == true)
+
+        let run = try trace(series.directory, scratch.path("out"))
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(lines(run.stderr, "warning").contains { $0.contains("/final: looks like a checkpoint") })
+    }
+
+    @Test func singleCheckpointOrUnnamedCheckpointsSayWhatWasExpected() throws {
+        let scratch = try ScratchDirectory()
+        let single = try scratch.copyOfModel("llama-f32")
+        var run = try trace(single, scratch.path("out1"))
+        #expect(run.status == 1)
+        var errors = lines(run.stderr, "error")
+        #expect(errors.count == 1 && errors[0].contains("\(single.path): is a single checkpoint, not a series"), "\(run.stderr)")
+        #expect(run.stderr.contains("checkpoint-<N>") && run.stderr.contains("droptrace score"))
+        let file = single.appendingPathComponent("model.safetensors")
+        run = try trace(file, scratch.path("out1"))
+        errors = lines(run.stderr, "error")
+        #expect(run.status == 1 && errors.count == 1 && errors[0].contains("\(file.path): is a file, not a series directory"))
+
+        let series = try SeriesBuilder(in: scratch, name: "unnamed")
+        try series.add(step: 0, name: "best")
+        try series.add(step: 0, name: "last")
+        run = try trace(series.directory, scratch.path("out2"))
+        #expect(run.status == 1)
+        errors = lines(run.stderr, "error")
+        #expect(errors.count == 1 && errors[0].contains("\(series.directory.path): holds checkpoints (best, last)"), "\(run.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("out2/scores.h5").path))
+
+        // An empty run directory (training has not saved yet) is not an error, but says what it waits for.
+        let empty = try SeriesBuilder(in: scratch, name: "empty")
+        run = try trace(empty.directory, scratch.path("out3"))
+        #expect(run.status == 0)
+        #expect(lines(run.stderr, "warning").contains { $0.contains("\(empty.directory.path): no checkpoints yet") && $0.contains("step<N>") })
+    }
+
+    @Test func shardedTrainingFormatsAreReportedWithTheirConversion() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        func file(_ relative: String, in directory: URL) throws {
+            let url = directory.appendingPathComponent(relative)
+            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try Data(repeating: 7, count: 64).write(to: url)
+        }
+        let config = try Data(contentsOf: FixtureFiles.model("llama-f32").appendingPathComponent("config.json"))
+        func checkpoint(_ name: String, _ files: [String]) throws -> URL {
+            let directory = series.directory.appendingPathComponent(name)
+            for relative in files { try file(relative, in: directory) }
+            try config.write(to: directory.appendingPathComponent("config.json"))
+            return directory
+        }
+        let fsdp = try checkpoint("checkpoint-100", ["pytorch_model_fsdp_0/__0_0.distcp", "pytorch_model_fsdp_0/.metadata", "optimizer.bin"])
+        let zero = try checkpoint("checkpoint-200", [
+            "global_step200/zero_pp_rank_0_mp_rank_00_model_states.pt",
+            "global_step200/bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt", "latest", "zero_to_fp32.py",
+        ])
+        let bare = try checkpoint("global_step300", ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"])
+        // ZeRO-2 under the Trainer: the model is saved whole beside the shards, and is readable.
+        let readable = try series.add(step: 400)
+        try file("global_step400/zero_pp_rank_0_mp_rank_00_optim_states.pt", in: readable)
+
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.map(\.name) == ["checkpoint-400"])
+        #expect(result.incomplete.isEmpty, "never 'still being written'")
+        #expect(result.failed.map(\.name) == ["checkpoint-100", "checkpoint-200", "global_step300"])
+        let errors = result.failed.map(\.error)
+        #expect(errors[0].hasPrefix("\(fsdp.path): holds an FSDP sharded state dict (pytorch_model_fsdp_0/__0_0.distcp)"))
+        #expect(errors[0].contains("accelerate merge-weights \(fsdp.path)/pytorch_model_fsdp_0 \(fsdp.path)"))
+        #expect(errors[1].hasPrefix("\(zero.path): holds DeepSpeed ZeRO shards"))
+        #expect(errors[1].contains("python \(zero.path)/zero_to_fp32.py \(zero.path) \(zero.path) --safe_serialization"))
+        #expect(errors[2].hasPrefix("\(bare.path): holds DeepSpeed ZeRO shards (mp_rank_00_model_states.pt)"))
+        #expect(errors[2].contains("zero_to_fp32.py \(series.directory.path) OUT_DIR -t global_step300"))
+        #expect(errors.allSatisfy { !$0.contains("\n") })
+
+        // The run scores what it can, names each failure once, and exits 1.
+        let run = try trace(series.directory, scratch.path("out"))
+        #expect(run.status == 1)
+        #expect(lines(run.stderr, "error").count == 3, "\(run.stderr)")
+        #expect(try ScoreFile.read(from: scratch.path("out/scores.h5")).rows.map(\.name) == ["checkpoint-400"])
+
+        // `score` on such a checkpoint gives the same diagnosis.
+        let score = try DroptraceCommand.run([
+            "score", fsdp.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("one.h5").path,
+        ])
+        #expect(score.status == 1 && score.stderr.contains("accelerate merge-weights"))
+    }
+
+    @Test func corruptIsAFailureAtOnceOrAfterTheSettleTime() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        // A safetensors header that is all there but is not JSON: corrupt at once.
+        let badHeader = try series.add(step: 2)
+        var bytes = try Data(contentsOf: badHeader.appendingPathComponent("model.safetensors"))
+        bytes[8] = UInt8(ascii: "[")
+        try bytes.write(to: badHeader.appendingPathComponent("model.safetensors"))
+        // A .bin that is neither zip nor legacy torch: corrupt at once.
+        let badBin = try series.add(step: 3)
+        try FileManager.default.removeItem(at: badBin.appendingPathComponent("model.safetensors"))
+        try Data("not a pickle at all".utf8).write(to: badBin.appendingPathComponent("pytorch_model.bin"))
+        // Truncated and untouched for an hour: no longer "being written".
+        let stale = try series.add(step: 4)
+        let weights = stale.appendingPathComponent("model.safetensors")
+        let half = try Data(contentsOf: weights).count / 2
+        try Data(try Data(contentsOf: weights).prefix(half)).write(to: weights)
+        try age(stale, by: 3600)
+        // Truncated just now: still being written.
+        let fresh = try series.add(step: 5)
+        try Data(try Data(contentsOf: fresh.appendingPathComponent("model.safetensors")).prefix(half))
+            .write(to: fresh.appendingPathComponent("model.safetensors"))
+
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.map(\.name) == ["checkpoint-1"])
+        #expect(result.incomplete.map(\.name) == ["checkpoint-5"])
+        #expect(result.failed.map(\.name) == ["checkpoint-2", "checkpoint-3", "checkpoint-4"])
+        #expect(result.failed[0].error.hasPrefix("\(badHeader.path): model.safetensors has a header that is not a JSON object"))
+        #expect(result.failed[1].error.hasPrefix("\(badBin.path): pytorch_model.bin is neither a zip archive"))
+        #expect(result.failed[2].error.hasPrefix("\(stale.path): model.safetensors has \(half) of "))
+        #expect(result.failed[2].error.contains("taken as corrupt"))
+
+        // Through the command: failures are errors and exit 1; the settle time is an option.
+        var run = try trace(series.directory, scratch.path("out"))
+        #expect(run.status == 1)
+        #expect(lines(run.stderr, "error").count == 3, "\(run.stderr)")
+        #expect(lines(run.stderr, "warning").contains { $0.contains("checkpoint-5") && $0.contains("later run") })
+        run = try trace(series.directory, scratch.path("out"), ["--settle-minutes", "0"])
+        #expect(run.status == 1)
+        #expect(lines(run.stderr, "error").contains { $0.contains("\(fresh.path): model.safetensors has \(half) of ") })
+    }
+
+    @Test func listEntryThatDoesNotExistIsAnError() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let pipeline = try scratch.write("""
+            checkpoints: [series/checkpoint-1, series/checkpoint-2]
+            calibration: \(FixtureFiles.calibrationJSONL.path)
+            output: out
+            """, to: "pipeline.yaml")
+        let run = try DroptraceCommand.run(["run", pipeline.path, "--threads", "1"])
+        #expect(run.status == 1)
+        let errors = lines(run.stderr, "error")
+        #expect(errors.count == 1 && errors[0].hasSuffix("\(series.directory.path)/checkpoint-2: checkpoint not found"), "\(run.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("out/scores.h5").path))
+        let missing = series.directory.appendingPathComponent("checkpoint-9")
+        do {
+            _ = try CheckpointDiscovery.inspect([missing])
+            Issue.record("a missing checkpoint must be an error")
+        } catch let error as DroptraceError {
+            #expect(error == DroptraceError("checkpoint not found", path: missing.path))
+        }
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import Pipeline
+import ScoreStore
+import Testing
+
+/// A stored row is reused only for the files it was scored from.
+@Suite struct FingerprintTests {
+    func trace(_ series: URL, _ output: URL) throws -> DroptraceCommand.Result {
+        try DroptraceCommand.run([
+            "trace", series.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
+            "--threads", "1",
+        ])
+    }
+
+    func rows(_ output: URL) throws -> [CheckpointRow] {
+        try ScoreFile.read(from: output.appendingPathComponent("scores.h5")).rows
+    }
+
+    @Test func storedFingerprintNamesEachFileWithSizeAndTime() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let checkpoint = try series.add(step: 1)
+        let fingerprint = try #require(try CheckpointDiscovery.scan(series.directory).ready.first?.fingerprint)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(fingerprint.utf8)) as? [String: [String: Any]])
+        #expect(Set(object.keys) == ["config.json", "model.safetensors"])
+        let weights = checkpoint.appendingPathComponent("model.safetensors").path
+        let size = try FileManager.default.attributesOfItem(atPath: weights)[.size] as? NSNumber
+        #expect((object["model.safetensors"]?["size"] as? NSNumber) == size)
+        let mtime = try #require(object["model.safetensors"]?["mtime"] as? String)
+        let modified = try #require(try FileManager.default.attributesOfItem(atPath: weights)[.modificationDate] as? Date)
+        #expect(abs((Double(mtime) ?? 0) - modified.timeIntervalSince1970) < 1e-3)
+        #expect(mtime.split(separator: ".").last?.count == 9, "nanoseconds, zero-padded")
+    }
+
+    @Test func checkpointReplacedUnderTheSameNameIsRescored() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let early = try series.add(step: 10)
+        try series.add(step: 20, model: "llama-bf16")
+        let output = scratch.path("out")
+        var run = try trace(series.directory, output)
+        try #require(run.status == 0, "\(run.stderr)")
+        let first = try rows(output)
+
+        // Same name, other weights (the same model in bfloat16).
+        try series.swapWeights(of: early, withThoseOf: "llama-bf16")
+        run = try trace(series.directory, output)
+        try #require(run.status == 0, "\(run.stderr)")
+        #expect(run.stderr.contains("info: rescoring checkpoint-10: its files changed since it was scored (model.safetensors now"))
+        #expect(!run.stderr.contains("rescoring checkpoint-20"))
+        let second = try rows(output)
+        #expect(second[1] == first[1], "the untouched checkpoint keeps its row")
+        #expect(second[0].attention != first[0].attention && second[0].fingerprint != first[0].fingerprint)
+
+        // The right value: what a fresh store says about the series as it now is.
+        let fresh = scratch.path("fresh")
+        try #require(try trace(series.directory, fresh).status == 0)
+        #expect(try rows(fresh).map { $0.attention } == second.map { $0.attention })
+        #expect(try rows(fresh).map { $0.blockGap.count } == second.map { $0.blockGap.count })
+    }
+
+    @Test func movedSeriesKeepsItsRows() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output).status == 0)
+        let moved = scratch.path("moved")
+        try FileManager.default.moveItem(at: series.directory, to: moved)
+        let run = try trace(moved, output)
+        try #require(run.status == 0, "\(run.stderr)")
+        #expect(!run.stderr.contains("rescoring") && !run.stderr.contains("info: scoring"), "\(run.stderr)")
+    }
+
+    /// A store written before fingerprints existed has no /checkpoints/fingerprint:
+    /// it still reads, and its rows, which cannot be told from a replaced
+    /// checkpoint's, are rescored once and then carry a fingerprint.
+    @Test func storeWithoutFingerprintsReadsAndIsRescoredOnce() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        try series.add(step: 20, model: "llama-bf16")
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output).status == 0)
+        let written = try rows(output)
+        #expect(written.allSatisfy { !$0.fingerprint.isEmpty })
+
+        let store = output.appendingPathComponent("scores.h5")
+        do {
+            let file = try HDF5File.open(at: store, writable: true)
+            try file.remove(ScoreFileLayout.checkpointFingerprints)
+            try file.close()
+        }
+        let old = try rows(output)
+        #expect(old.map(\.fingerprint) == ["", ""])
+        #expect(old.map(\.attention) == written.map(\.attention) && old.map(\.name) == written.map(\.name))
+
+        var run = try trace(series.directory, output)
+        try #require(run.status == 0, "\(run.stderr)")
+        #expect(run.stderr.contains("rescoring checkpoint-10: its stored row has no fingerprint"))
+        #expect(try rows(output) == written)
+        run = try trace(series.directory, output)
+        #expect(!run.stderr.contains("rescoring"))
+    }
+
+    @Test func fingerprintsRoundTripThroughTheStore() throws {
+        let scratch = try ScratchDirectory()
+        let row = CheckpointRow(
+            name: "step1", step: 1, attention: [0.5], mlp: [0.25], block: [0.75], blockGap: [[.nan]],
+            fingerprint: #"{"model.safetensors":{"mtime":"1.000000001","size":3}}"#)
+        let file = ScoreFile(
+            metadata: ScoreFileMetadata(modelType: "llama", numLayers: 1, calibrationSHA256: "x", calibrationTokens: 1, droptraceVersion: "t"),
+            rows: [row, CheckpointRow(name: "step2", attention: [0], mlp: [0], block: [0], blockGap: [[0]])])
+        let url = scratch.path("s.h5")
+        try file.write(to: url)
+        #expect(try ScoreFile.read(from: url) == file)
+    }
+}
