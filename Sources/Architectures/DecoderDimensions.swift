@@ -8,7 +8,8 @@ import DroptraceSupport
 /// Decoding refuses sizes that cannot describe a model (`ConfigRules`):
 /// counts below 1, key/value heads not dividing the query heads, a head
 /// width of 0, weights whose element count overflows, a non-positive
-/// `rms_norm_eps`, a `sliding_window` below 1. `confirm(by:)` then checks the sizes against the tensors.
+/// `rms_norm_eps`, a `sliding_window` below 1, a `layer_types` list whose
+/// length is not the layer count. `confirm(by:)` then checks the sizes against the tensors.
 struct DecoderDimensions: Decodable {
     var hiddenSize: Int
     var numHiddenLayers: Int
@@ -32,6 +33,7 @@ struct DecoderDimensions: Decodable {
         case tieWordEmbeddings = "tie_word_embeddings"
         case rmsNormEps = "rms_norm_eps"
         case slidingWindow = "sliding_window"
+        case layerTypes = "layer_types"
     }
 
     init(from decoder: Decoder) throws {
@@ -49,6 +51,7 @@ struct DecoderDimensions: Decodable {
         // it has them); the checks are shared.
         let eps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps)
         let window = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
+        let layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
         try ConfigRules.decodingChecks {
             try ConfigRules.count(hiddenSize, "hidden_size")
             try ConfigRules.count(numHiddenLayers, "num_hidden_layers")
@@ -70,6 +73,11 @@ struct DecoderDimensions: Decodable {
             try ConfigRules.product([(intermediateSize, "intermediate_size"), (hiddenSize, "hidden_size"), (2, "gate and up")])
             try ConfigRules.positiveIfPresent(eps, "rms_norm_eps")
             try ConfigRules.countIfPresent(window, "sliding_window")
+            // One attention type per layer, as transformers validates it.
+            if let layerTypes, layerTypes.count != numHiddenLayers {
+                throw InvalidConfigValue(
+                    key: "layer_types", problem: "lists \(layerTypes.count) layers, but num_hidden_layers is \(numHiddenLayers)")
+            }
         }
     }
 

@@ -59,11 +59,8 @@ public struct Gemma2Model: LanguageModel {
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
         try dimensions.confirm(by: weights, naming: Self.naming(weights.prefix), drops: configuredDrops, configPath: configPath)
         rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: dimensions.resolvedHeadDim, configPath: configPath)
+        // DecoderDimensions checked that layer_types, when given, has one entry per layer.
         layerTypes = config.resolvedLayerTypes(layers: dimensions.numHiddenLayers)
-        guard layerTypes.count == dimensions.numHiddenLayers else {
-            throw DroptraceError(
-                "layer_types lists \(layerTypes.count) layers, but num_hidden_layers is \(dimensions.numHiddenLayers)", path: configPath)
-        }
         if let unknown = layerTypes.first(where: { $0 != "sliding_attention" && $0 != "full_attention" }) {
             throw DroptraceError("unsupported layer type \"\(unknown)\" in layer_types", path: configPath)
         }

@@ -94,7 +94,8 @@ import Testing
         // Mistral, Qwen2: windows, heads wider than the model, sizes against the embedding.
         Mutant("mistral-f32", "sliding_window", "0"), Mutant("mistral-f32", "num_key_value_heads", "-1"),
         Mutant("mistral-f32", "hidden_size", "47"), Mutant("qwen2-f32", "num_attention_heads", "96"),
-        Mutant("qwen2-f32", "num_key_value_heads", "0"), Mutant("qwen2-f32", "num_hidden_layers", "9223372036854775807"),
+        Mutant("qwen2-f32", "num_key_value_heads", "0"), Mutant("qwen2-f32", "layer_types", #"["full_attention"]"#),
+        Mutant("llama-f32", "drop_attn_list", "[1e300]"), Mutant("llama-f32", "drop_mlp_list", "[5]"), Mutant("qwen2-f32", "num_hidden_layers", "9223372036854775807"),
         // Gemma, Gemma-2: head_dim against q_proj, soft caps and scalars, windows, layers.
         Mutant("gemma-f32", "head_dim", "1099511627776"), Mutant("gemma-f32", "rms_norm_eps", "0"),
         Mutant("gemma2-f32", "attn_logit_softcapping", "0"), Mutant("gemma2-f32", "final_logit_softcapping", "-30.0"),
