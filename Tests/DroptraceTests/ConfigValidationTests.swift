@@ -93,7 +93,8 @@ import Testing
         Mutant("llama-f32", "partial_rotary_factor", "1.5"), Mutant("llama-f32", "rotary_pct", "0"),
         // Mistral, Qwen2: windows, heads wider than the model, sizes against the embedding.
         Mutant("mistral-f32", "sliding_window", "0"), Mutant("mistral-f32", "num_key_value_heads", "-1"),
-        Mutant("mistral-f32", "hidden_size", "47"), Mutant("qwen2-f32", "num_attention_heads", "96"),
+        Mutant("mistral-f32", "hidden_size", "47"), Mutant("mistral-f32", "intermediate_size", "65"),
+        Mutant("olmo-f32", "intermediate_size", "4096"), Mutant("qwen2-f32", "num_attention_heads", "96"),
         Mutant("qwen2-f32", "num_key_value_heads", "0"), Mutant("qwen2-f32", "layer_types", #"["full_attention"]"#),
         Mutant("llama-f32", "drop_attn_list", "[1e300]"), Mutant("llama-f32", "drop_mlp_list", "[5]"), Mutant("qwen2-f32", "num_hidden_layers", "9223372036854775807"),
         // Gemma, Gemma-2: head_dim against q_proj, soft caps and scalars, windows, layers.
@@ -136,11 +137,11 @@ import Testing
 
     // MARK: - GGUF metadata
 
-    /// One metadata integer changed in a fixture GGUF, and the key the error must name.
+    /// One metadata number changed in a fixture GGUF, and the key the error must name.
     struct GGUFMutant: Sendable, CustomTestStringConvertible {
         var file: String
         var key: String
-        var value: Int
+        var value: Double
         var testDescription: String { "\(file) \(key)=\(value)" }
     }
 
@@ -163,6 +164,10 @@ import Testing
         GGUFMutant(file: "gpt_neox-bf16.gguf", key: "gptneox.attention.head_count", value: 0),
         GGUFMutant(file: "gpt2-f16.gguf", key: "gpt2.attention.head_count", value: 7),
         GGUFMutant(file: "qwen2-f16.gguf", key: "qwen2.attention.head_count_kv", value: 0),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.attention.layer_norm_rms_epsilon", value: 0),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.attention.layer_norm_rms_epsilon", value: -.infinity),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.rope.freq_base", value: -10000),
+        GGUFMutant(file: "gpt_neox-bf16.gguf", key: "gptneox.attention.layer_norm_epsilon", value: .nan),
     ]
 
     @Test(arguments: ggufMutants)
@@ -170,7 +175,7 @@ import Testing
         let scratch = try ScratchDirectory()
         let file = scratch.path(mutant.file)
         var bytes = [UInt8](try Data(contentsOf: FixtureFiles.root.appendingPathComponent("gguf/\(mutant.file)")))
-        try Self.setMetadataInteger(&bytes, key: mutant.key, to: mutant.value)
+        try Self.setMetadataNumber(&bytes, key: mutant.key, to: mutant.value)
         try Data(bytes).write(to: file)
         do {
             let loaded = try ModelRegistry.load(try Checkpoint(location: file))
@@ -181,17 +186,22 @@ import Testing
         }
     }
 
-    /// Overwrites the integer value of GGUF metadata `key` (stored as
+    /// Overwrites the numeric value of GGUF metadata `key` (stored as
     /// length-prefixed key, UInt32 type, value) in place.
-    static func setMetadataInteger(_ bytes: inout [UInt8], key: String, to value: Int) throws {
+    static func setMetadataNumber(_ bytes: inout [UInt8], key: String, to value: Double) throws {
         let pattern = [UInt8](key.utf8)
         guard let start = (8...(bytes.count - pattern.count)).first(where: { bytes[$0..<($0 + pattern.count)].elementsEqual(pattern) && bytes[$0 - 8] == UInt8(pattern.count) }) else {
             throw DroptraceError("no metadata key \(key)")
         }
         let typeOffset = start + pattern.count
         let type = bytes[typeOffset]
-        let width = [4: 4, 5: 4, 10: 8, 11: 8][Int(type)]!
-        for i in 0..<width { bytes[typeOffset + 4 + i] = UInt8(truncatingIfNeeded: value >> (8 * i)) }
+        let bits: UInt64 = switch type {
+        case 6: UInt64(Float(value).bitPattern)
+        case 12: value.bitPattern
+        default: UInt64(truncatingIfNeeded: Int64(value))
+        }
+        let width = [4: 4, 5: 4, 6: 4, 10: 8, 11: 8, 12: 8][Int(type)]!
+        for i in 0..<width { bytes[typeOffset + 4 + i] = UInt8(truncatingIfNeeded: bits >> UInt64(8 * i)) }
     }
 
     // MARK: - Required tensors

@@ -68,7 +68,7 @@ struct GGUFConfiguration {
         }
         let vocabulary = embedding[1]
         let tied = tensorDimensions["output.weight"] == nil
-        let theta = try metadata.optionalDouble(a + "rope.freq_base") ?? 10_000
+        let theta = try metadata.optionalPositiveDouble(a + "rope.freq_base") ?? 10_000
         var headDim = 0
         try ConfigRules.checks(path: path) {
             try ConfigRules.count(hidden, a + "embedding_length")
@@ -82,7 +82,6 @@ struct GGUFConfiguration {
             try ConfigRules.count(feedForward, a + "feed_forward_length")
             try ConfigRules.count(context, a + "context_length")
             try ConfigRules.count(vocabulary, "token_embd.weight")
-            try ConfigRules.positive(theta, a + "rope.freq_base")
             for factor in ropeFactors ?? [] { try ConfigRules.positive(Double(factor), "rope_freqs.weight") }
             try Self.confirm(
                 family: family, prefix: a, hidden: hidden, layers: layers, heads: heads, kvHeads: kvHeads, headDim: headDim, keyLength: keyLength,
@@ -96,6 +95,13 @@ struct GGUFConfiguration {
         switch family {
         case .llama, .qwen2:
             let slidingWindow = try metadata.optionalInt(a + "attention.sliding_window")
+            try ConfigRules.checks(path: path) {
+                try ConfigRules.countIfPresent(slidingWindow, a + "attention.sliding_window")
+                // llama.cpp interleaves the two halves of each rotary head; an odd width has no halves.
+                if family == .llama, headDim % 2 != 0 {
+                    throw InvalidConfigValue(key: a + "attention.key_length", problem: "must be even for rotary heads, got \(headDim)")
+                }
+            }
             if let rotary = try metadata.optionalInt(a + "rope.dimension_count"), rotary != headDim {
                 // The row permutation undone below assumes the whole head rotates.
                 throw InvalidConfigValue(
@@ -107,7 +113,7 @@ struct GGUFConfiguration {
                 "model_type": family == .qwen2 ? "qwen2" : (slidingWindow == nil ? "llama" : "mistral"),
                 "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
                 "num_key_value_heads": kvHeads, "head_dim": headDim, "intermediate_size": feedForward,
-                "rms_norm_eps": try metadata.double(a + "attention.layer_norm_rms_epsilon"),
+                "rms_norm_eps": try metadata.positiveDouble(a + "attention.layer_norm_rms_epsilon"),
                 "vocab_size": vocabulary, "max_position_embeddings": context, "hidden_act": "silu",
                 "tie_word_embeddings": tied,
                 "rope_parameters": try Self.rope(metadata, prefix: a, theta: theta, factors: ropeFactors),
@@ -131,7 +137,7 @@ struct GGUFConfiguration {
                 "model_type": "gpt_neox",
                 "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
                 "intermediate_size": feedForward,
-                "layer_norm_eps": try metadata.double(a + "attention.layer_norm_epsilon"),
+                "layer_norm_eps": try metadata.positiveDouble(a + "attention.layer_norm_epsilon"),
                 "vocab_size": vocabulary, "max_position_embeddings": context, "hidden_act": "gelu",
                 "use_parallel_residual": try metadata.optionalBool(a + "use_parallel_residual") ?? true,
                 "attention_bias": tensorDimensions["blk.0.attn_qkv.bias"] != nil,
@@ -146,7 +152,7 @@ struct GGUFConfiguration {
                 "model_type": "gpt2",
                 "n_embd": hidden, "n_layer": layers, "n_head": heads, "n_inner": feedForward,
                 "n_positions": context, "vocab_size": vocabulary,
-                "layer_norm_epsilon": try metadata.double(a + "attention.layer_norm_epsilon"),
+                "layer_norm_epsilon": try metadata.positiveDouble(a + "attention.layer_norm_epsilon"),
                 "activation_function": "gelu_new", "tie_word_embeddings": tied,
             ]
         }
@@ -212,7 +218,8 @@ struct GGUFConfiguration {
     private static func rope(_ metadata: GGUFMetadata, prefix a: String, theta: Double, factors: [Float]?) throws -> [String: Any] {
         var rope: [String: Any] = ["rope_type": "default", "rope_theta": theta]
         let type = try metadata.optionalString(a + "rope.scaling.type")
-        let factor = try metadata.optionalDouble(a + "rope.scaling.factor") ?? metadata.optionalDouble(a + "rope.scale_linear")
+        let factor = try metadata.optionalPositiveDouble(a + "rope.scaling.factor")
+            ?? metadata.optionalPositiveDouble(a + "rope.scale_linear")
         switch type {
         case nil where factor != nil && factor != 1, "linear":
             rope["rope_type"] = "linear"
@@ -251,5 +258,19 @@ struct GGUFConfiguration {
         var factor = Double(part) / Double(whole)
         while Int(Double(whole) * factor) < part { factor = factor.nextUp }
         return factor
+    }
+}
+
+extension GGUFMetadata {
+    /// A real parameter that is divided by or scales with (epsilons, rope
+    /// base and factors): finite and above 0, else an error naming the key.
+    func positiveDouble(_ key: String) throws -> Double {
+        try ConfigRules.checks(path: path) { try ConfigRules.positive(try double(key), key) }
+        return try double(key)
+    }
+
+    func optionalPositiveDouble(_ key: String) throws -> Double? {
+        guard try optionalDouble(key) != nil else { return nil }
+        return try positiveDouble(key)
     }
 }
