@@ -64,6 +64,14 @@ public struct MixtralModel: LanguageModel {
                 (dimensions.intermediateSize, "intermediate_size"), (dimensions.hiddenSize, "hidden_size"),
             ])
         }
+        // The expert list is built num_local_experts long: the first kept
+        // router [experts, hidden] confirms the count first.
+        if let layer = (0..<dimensions.numHiddenLayers).lazy.first(where: { !configuredDrops.dropsMLP($0) }) {
+            let routers = ["layers.\(layer).mlp.gate.weight", "layers.\(layer).block_sparse_moe.gate.weight"]
+            try weights.confirmShape(
+                routers.first(where: { weights.has($0) }) ?? routers[1], [config.numLocalExperts, dimensions.hiddenSize],
+                keys: "num_local_experts, hidden_size", configPath: configPath)
+        }
     }
 
     public var modelType: String { "mixtral" }

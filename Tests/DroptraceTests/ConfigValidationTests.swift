@@ -107,6 +107,7 @@ import Testing
         Mutant("olmo2-f32", "num_key_value_heads", "3"), Mutant("olmo2-f32", "rms_norm_eps", "0"),
         Mutant("mixtral-f32", "num_local_experts", "0"), Mutant("mixtral-f32", "num_experts_per_tok", "0"),
         Mutant("mixtral-f32", "num_experts_per_tok", "5"), Mutant("mixtral-f32", "num_local_experts", "1152921504606846976"),
+        Mutant("mixtral-f32", "num_local_experts", "2147483648"), Mutant("mixtral-f32", "num_local_experts", "5"),
     ]
 
     @Test(arguments: mutants)
