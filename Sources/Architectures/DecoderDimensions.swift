@@ -94,19 +94,13 @@ struct DecoderDimensions: Decodable {
     /// (`Weights.confirmLayers`), the token embedding [vocab_size,
     /// hidden_size] and, in the first layer whose attention the config
     /// keeps, q_proj [heads · head_dim, hidden_size] and k_proj
-    /// [kv_heads · head_dim, hidden_size]; the first kept MLP's up_proj
-    /// [intermediate_size, hidden_size] where it has one (not Mixtral's
-    /// experts). Errors name the config and the keys the weights contradict.
+    /// [kv_heads · head_dim, hidden_size]. Errors name the config and the
+    /// keys the weights contradict. (intermediate_size sizes no table: each
+    /// block's projections are shape-checked as they load.)
     func confirm(by weights: Weights, naming: LayerNaming, drops: DropPlan, configPath: String) throws {
         try weights.confirmLayers(naming, count: numHiddenLayers, drops: drops, configPath: configPath)
         try weights.confirmShape(
             "embed_tokens.weight", [vocabSize, hiddenSize], keys: "vocab_size, hidden_size", configPath: configPath)
-        if let layer = (0..<numHiddenLayers).lazy.first(where: { !drops.dropsMLP($0) }),
-           weights.has("layers.\(layer).mlp.up_proj.weight") {
-            try weights.confirmShape(
-                "layers.\(layer).mlp.up_proj.weight", [intermediateSize, hiddenSize], keys: "intermediate_size, hidden_size",
-                configPath: configPath)
-        }
         guard let layer = (0..<numHiddenLayers).lazy.first(where: { !drops.dropsAttention($0) }) else { return }
         let headKey = headDim == nil ? "num_attention_heads" : "head_dim"
         try weights.confirmShape(

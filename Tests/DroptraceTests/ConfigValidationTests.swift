@@ -93,8 +93,7 @@ import Testing
         Mutant("llama-f32", "partial_rotary_factor", "1.5"), Mutant("llama-f32", "rotary_pct", "0"),
         // Mistral, Qwen2: windows, heads wider than the model, sizes against the embedding.
         Mutant("mistral-f32", "sliding_window", "0"), Mutant("mistral-f32", "num_key_value_heads", "-1"),
-        Mutant("mistral-f32", "hidden_size", "47"), Mutant("mistral-f32", "intermediate_size", "65"),
-        Mutant("olmo-f32", "intermediate_size", "4096"), Mutant("qwen2-f32", "num_attention_heads", "96"),
+        Mutant("mistral-f32", "hidden_size", "47"), Mutant("qwen2-f32", "num_attention_heads", "96"),
         Mutant("qwen2-f32", "num_key_value_heads", "0"), Mutant("qwen2-f32", "layer_types", #"["full_attention"]"#),
         Mutant("llama-f32", "drop_attn_list", "[1e300]"), Mutant("llama-f32", "drop_mlp_list", "[5]"), Mutant("qwen2-f32", "num_hidden_layers", "9223372036854775807"),
         // Gemma, Gemma-2: head_dim against q_proj, soft caps and scalars, windows, layers.
