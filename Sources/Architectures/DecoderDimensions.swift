@@ -97,11 +97,15 @@ struct DecoderDimensions: Decodable {
     /// [kv_heads · head_dim, hidden_size]. Errors name the config and the
     /// keys the weights contradict. (intermediate_size sizes no table: each
     /// block's projections are shape-checked as they load.)
-    func confirm(by weights: Weights, naming: LayerNaming, drops: DropPlan, configPath: String) throws {
+    ///
+    /// Returns the head width confirmed for the rotary table: head_dim, or 0
+    /// (no table) when the config drops every attention layer, so that no
+    /// q_proj can confirm it and no attention will use it.
+    func confirm(by weights: Weights, naming: LayerNaming, drops: DropPlan, configPath: String) throws -> Int {
         try weights.confirmLayers(naming, count: numHiddenLayers, drops: drops, configPath: configPath)
         try weights.confirmShape(
             "embed_tokens.weight", [vocabSize, hiddenSize], keys: "vocab_size, hidden_size", configPath: configPath)
-        guard let layer = (0..<numHiddenLayers).lazy.first(where: { !drops.dropsAttention($0) }) else { return }
+        guard let layer = (0..<numHiddenLayers).lazy.first(where: { !drops.dropsAttention($0) }) else { return 0 }
         let headKey = headDim == nil ? "num_attention_heads" : "head_dim"
         try weights.confirmShape(
             "layers.\(layer).self_attn.q_proj.weight", [numAttentionHeads * resolvedHeadDim, hiddenSize],
@@ -109,5 +113,6 @@ struct DecoderDimensions: Decodable {
         try weights.confirmShape(
             "layers.\(layer).self_attn.k_proj.weight", [kvHeads * resolvedHeadDim, hiddenSize],
             keys: "num_key_value_heads × \(headKey)", configPath: configPath)
+        return resolvedHeadDim
     }
 }

@@ -57,8 +57,8 @@ public struct Gemma2Model: LanguageModel {
         config = try checkpoint.decodeConfig(Gemma2Configuration.self)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
-        try dimensions.confirm(by: weights, naming: Self.naming(weights.prefix), drops: configuredDrops, configPath: configPath)
-        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: dimensions.resolvedHeadDim, configPath: configPath)
+        let rotaryHeadDim = try dimensions.confirm(by: weights, naming: Self.naming(weights.prefix), drops: configuredDrops, configPath: configPath)
+        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: rotaryHeadDim, configPath: configPath)
         // DecoderDimensions checked that layer_types, when given, has one entry per layer.
         layerTypes = config.resolvedLayerTypes(layers: dimensions.numHiddenLayers)
         if let unknown = layerTypes.first(where: { $0 != "sliding_attention" && $0 != "full_attention" }) {

@@ -47,10 +47,10 @@ public struct MixtralModel: LanguageModel {
         config = try checkpoint.decodeConfig(MixtralConfiguration.self)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
-        try dimensions.confirm(by: weights, naming: Self.naming(weights.prefix), drops: configuredDrops, configPath: configPath)
+        let rotaryHeadDim = try dimensions.confirm(by: weights, naming: Self.naming(weights.prefix), drops: configuredDrops, configPath: configPath)
         // Mixtral's rotary base defaults to 1e6, not the usual 1e4.
         rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
-            headDim: dimensions.resolvedHeadDim, defaultTheta: 1_000_000, configPath: configPath)
+            headDim: rotaryHeadDim, defaultTheta: 1_000_000, configPath: configPath)
         try ConfigRules.checks(path: configPath) {
             try ConfigRules.count(config.numLocalExperts, "num_local_experts")
             guard (1...config.numLocalExperts).contains(config.numExpertsPerTok) else {

@@ -135,6 +135,20 @@ import Testing
         }
     }
 
+    /// With every attention layer dropped by the config, no q_proj confirms
+    /// head_dim and no rotary table is built from it: an absurd head_dim
+    /// cannot hang the load.
+    @Test func noRotaryTableWithoutAttention() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32", as: "model")
+        try BadInputTests().rewriteConfig(model) {
+            $0["drop_attn_list"] = [0, 1, 2, 3, 4]
+            $0["head_dim"] = 1 << 40
+        }
+        let loaded = try ModelRegistry.load(try Checkpoint(directory: model))
+        #expect(try loaded.block(0).attention == nil)
+    }
+
     // MARK: - GGUF metadata
 
     /// One metadata number changed in a fixture GGUF, and the key the error must name.
