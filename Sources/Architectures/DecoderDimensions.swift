@@ -1,6 +1,15 @@
+import CheckpointIO
+import DroptraceSupport
+
 /// The config.json sizes every rotary decoder family (Llama, Mistral, Qwen2,
 /// OLMo, OLMo-2, Mixtral, Gemma, Gemma-2) names alike; each family decodes
 /// only its own extra keys besides these.
+///
+/// Decoding refuses sizes that cannot describe a model (`ConfigRules`):
+/// counts below 1, key/value heads not dividing the query heads, a head
+/// width of 0, weights whose element count overflows, a non-positive
+/// `rms_norm_eps`, a `sliding_window` below 1, a `layer_types` list whose
+/// length is not the layer count. `confirm(by:)` then checks the sizes against the tensors.
 struct DecoderDimensions: Decodable {
     var hiddenSize: Int
     var numHiddenLayers: Int
@@ -10,6 +19,7 @@ struct DecoderDimensions: Decodable {
     var intermediateSize: Int
     var vocabSize: Int
     var maxPositionEmbeddings: Int
+    var tieWordEmbeddings: Bool?
 
     enum CodingKeys: String, CodingKey {
         case hiddenSize = "hidden_size"
@@ -20,8 +30,89 @@ struct DecoderDimensions: Decodable {
         case intermediateSize = "intermediate_size"
         case vocabSize = "vocab_size"
         case maxPositionEmbeddings = "max_position_embeddings"
+        case tieWordEmbeddings = "tie_word_embeddings"
+        case rmsNormEps = "rms_norm_eps"
+        case slidingWindow = "sliding_window"
+        case layerTypes = "layer_types"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
+        numHiddenLayers = try c.decode(Int.self, forKey: .numHiddenLayers)
+        numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
+        numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads)
+        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
+        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
+        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+        maxPositionEmbeddings = try c.decode(Int.self, forKey: .maxPositionEmbeddings)
+        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings)
+        // Each family decodes rms_norm_eps and sliding_window itself (where
+        // it has them); the checks are shared.
+        let eps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps)
+        let window = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
+        let layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
+        try ConfigRules.decodingChecks {
+            try ConfigRules.count(hiddenSize, "hidden_size")
+            try ConfigRules.count(numHiddenLayers, "num_hidden_layers")
+            try ConfigRules.count(numAttentionHeads, "num_attention_heads")
+            try ConfigRules.countIfPresent(numKeyValueHeads, "num_key_value_heads")
+            try ConfigRules.countIfPresent(headDim, "head_dim")
+            try ConfigRules.count(intermediateSize, "intermediate_size")
+            try ConfigRules.count(vocabSize, "vocab_size")
+            try ConfigRules.count(maxPositionEmbeddings, "max_position_embeddings")
+            try ConfigRules.divides(kvHeads, "num_key_value_heads", numAttentionHeads, "num_attention_heads")
+            if headDim == nil, hiddenSize < numAttentionHeads {
+                throw InvalidConfigValue(
+                    key: "num_attention_heads",
+                    problem: "leaves heads of width 0: \(numAttentionHeads) heads in hidden_size \(hiddenSize)")
+            }
+            let headKey = headDim == nil ? "hidden_size" : "head_dim"
+            try ConfigRules.product([(resolvedHeadDim, headKey), (numAttentionHeads, "num_attention_heads"), (hiddenSize, "hidden_size")])
+            try ConfigRules.product([(vocabSize, "vocab_size"), (hiddenSize, "hidden_size")])
+            try ConfigRules.product([(intermediateSize, "intermediate_size"), (hiddenSize, "hidden_size"), (2, "gate and up")])
+            try ConfigRules.positiveIfPresent(eps, "rms_norm_eps")
+            try ConfigRules.countIfPresent(window, "sliding_window")
+            // One attention type per layer, as transformers validates it.
+            if let layerTypes, layerTypes.count != numHiddenLayers {
+                throw InvalidConfigValue(
+                    key: "layer_types", problem: "lists \(layerTypes.count) layers, but num_hidden_layers is \(numHiddenLayers)")
+            }
+        }
     }
 
     var kvHeads: Int { numKeyValueHeads ?? numAttentionHeads }
     var resolvedHeadDim: Int { headDim ?? hiddenSize / numAttentionHeads }
+
+    /// Whether the LM head is the token embedding, with the family's default
+    /// when config.json is silent (transformers: true for Gemma and Gemma-2,
+    /// false for Llama, Mistral, Qwen2, Mixtral, OLMo and OLMo-2).
+    func tiedEmbeddings(default familyDefault: Bool) -> Bool { tieWordEmbeddings ?? familyDefault }
+
+    /// Checks the sizes against the tensors that carry them, before any
+    /// table (the rotary frequencies) is sized from them: the layers
+    /// (`Weights.confirmLayers`), the token embedding [vocab_size,
+    /// hidden_size] and, in the first layer whose attention the config
+    /// keeps, q_proj [heads · head_dim, hidden_size] and k_proj
+    /// [kv_heads · head_dim, hidden_size]. Errors name the config and the
+    /// keys the weights contradict. (intermediate_size sizes no table: each
+    /// block's projections are shape-checked as they load.)
+    ///
+    /// Returns the head width confirmed for the rotary table: head_dim, or 0
+    /// (no table) when the config drops every attention layer, so that no
+    /// q_proj can confirm it and no attention will use it.
+    func confirm(by weights: Weights, naming: LayerNaming, drops: DropPlan, configPath: String) throws -> Int {
+        try weights.confirmLayers(naming, count: numHiddenLayers, drops: drops, configPath: configPath)
+        try weights.confirmShape(
+            "embed_tokens.weight", [vocabSize, hiddenSize], keys: "vocab_size, hidden_size", configPath: configPath)
+        guard let layer = (0..<numHiddenLayers).lazy.first(where: { !drops.dropsAttention($0) }) else { return 0 }
+        let headKey = headDim == nil ? "num_attention_heads" : "head_dim"
+        try weights.confirmShape(
+            "layers.\(layer).self_attn.q_proj.weight", [numAttentionHeads * resolvedHeadDim, hiddenSize],
+            keys: "num_attention_heads × \(headKey)", configPath: configPath)
+        try weights.confirmShape(
+            "layers.\(layer).self_attn.k_proj.weight", [kvHeads * resolvedHeadDim, hiddenSize],
+            keys: "num_key_value_heads × \(headKey)", configPath: configPath)
+        return resolvedHeadDim
+    }
 }

@@ -37,10 +37,11 @@ public struct DropPlan: Sendable, Equatable, Hashable {
         let object = (try? JSONSerialization.jsonObject(with: checkpoint.configData) as? [String: Any]) ?? [:]
         func layers(_ key: String) throws -> Set<Int> {
             guard let value = object[key], !(value is NSNull) else { return [] }
-            guard let list = value as? [NSNumber] else {
+            // Indices such as 1e300 or 2.5 are refused, not saturated or truncated.
+            guard let list = value as? [NSNumber], case let indices = list.compactMap({ Int(exactly: $0.doubleValue) }),
+                  indices.count == list.count else {
                 throw DroptraceError("\"\(key)\" must be a list of layer indices", path: checkpoint.configURL.path)
             }
-            let indices = list.map(\.intValue)
             if let bad = indices.first(where: { $0 < 0 || $0 >= layerCount }) {
                 throw DroptraceError("\"\(key)\" names layer \(bad), but the model has \(layerCount)", path: checkpoint.configURL.path)
             }

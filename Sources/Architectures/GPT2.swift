@@ -3,7 +3,10 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// config.json of `gpt2`.
+/// config.json of `gpt2`. Decoding refuses sizes that cannot describe a
+/// model (`ConfigRules`): counts below 1, `n_head` not dividing `n_embd`
+/// (as transformers requires), element counts that overflow, a
+/// non-positive `layer_norm_epsilon`.
 struct GPT2Configuration: Decodable {
     var nEmbd: Int
     var nLayer: Int
@@ -15,6 +18,7 @@ struct GPT2Configuration: Decodable {
     var activationFunction: String?
     var scaleAttnWeights: Bool?
     var scaleAttnByInverseLayerIdx: Bool?
+    var tieWordEmbeddings: Bool?
 
     enum CodingKeys: String, CodingKey {
         case nEmbd = "n_embd"
@@ -27,7 +31,43 @@ struct GPT2Configuration: Decodable {
         case activationFunction = "activation_function"
         case scaleAttnWeights = "scale_attn_weights"
         case scaleAttnByInverseLayerIdx = "scale_attn_by_inverse_layer_idx"
+        case tieWordEmbeddings = "tie_word_embeddings"
     }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        nEmbd = try c.decode(Int.self, forKey: .nEmbd)
+        nLayer = try c.decode(Int.self, forKey: .nLayer)
+        nHead = try c.decode(Int.self, forKey: .nHead)
+        nInner = try c.decodeIfPresent(Int.self, forKey: .nInner)
+        nPositions = try c.decode(Int.self, forKey: .nPositions)
+        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+        layerNormEpsilon = try c.decodeIfPresent(Double.self, forKey: .layerNormEpsilon)
+        activationFunction = try c.decodeIfPresent(String.self, forKey: .activationFunction)
+        scaleAttnWeights = try c.decodeIfPresent(Bool.self, forKey: .scaleAttnWeights)
+        scaleAttnByInverseLayerIdx = try c.decodeIfPresent(Bool.self, forKey: .scaleAttnByInverseLayerIdx)
+        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings)
+        try ConfigRules.decodingChecks {
+            try ConfigRules.count(nEmbd, "n_embd")
+            try ConfigRules.count(nLayer, "n_layer")
+            try ConfigRules.divides(nHead, "n_head", nEmbd, "n_embd")
+            try ConfigRules.countIfPresent(nInner, "n_inner")
+            try ConfigRules.count(nPositions, "n_positions")
+            try ConfigRules.count(vocabSize, "vocab_size")
+            try ConfigRules.product([(nEmbd, "n_embd"), (nEmbd, "n_embd"), (3, "q, k and v")])
+            if let nInner {
+                try ConfigRules.product([(nInner, "n_inner"), (nEmbd, "n_embd")])
+            } else {
+                try ConfigRules.product([(nEmbd, "n_embd"), (nEmbd, "n_embd"), (4, "4 (the default n_inner)")])
+            }
+            try ConfigRules.product([(nPositions, "n_positions"), (nEmbd, "n_embd")])
+            try ConfigRules.product([(vocabSize, "vocab_size"), (nEmbd, "n_embd")])
+            try ConfigRules.positiveIfPresent(layerNormEpsilon, "layer_norm_epsilon")
+        }
+    }
+
+    /// The MLP width: `n_inner`, by default 4 · `n_embd`.
+    var inner: Int { nInner ?? 4 * nEmbd }
 }
 
 /// GPT-2: learned positions, pre-LayerNorm blocks, Conv1D projections
@@ -41,9 +81,13 @@ public struct GPT2Model: LanguageModel {
 
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
+        let configPath = checkpoint.configURL.path
         config = try checkpoint.decodeConfig(GPT2Configuration.self)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: config.nLayer)
         weights = try Weights(checkpoint, probe: "wte.weight", candidates: ["transformer.", ""])
+        try weights.confirmLayers(Self.naming(weights.prefix), count: config.nLayer, drops: configuredDrops, configPath: configPath)
+        try weights.confirmShape("wte.weight", [config.vocabSize, config.nEmbd], keys: "vocab_size, n_embd", configPath: configPath)
+        try weights.confirmShape("wpe.weight", [config.nPositions, config.nEmbd], keys: "n_positions, n_embd", configPath: configPath)
     }
 
     public var modelType: String { "gpt2" }
@@ -60,23 +104,24 @@ public struct GPT2Model: LanguageModel {
         return tokens
     }
 
-    public var layerNaming: LayerNaming {
-        LayerNaming(prefix: weights.prefix + "h.", attention: ["attn.", "ln_1."], mlp: ["mlp.", "ln_2."], layerCountKeys: ["n_layer", "num_hidden_layers"])
+    public var layerNaming: LayerNaming { Self.naming(weights.prefix) }
+
+    static func naming(_ prefix: String) -> LayerNaming {
+        LayerNaming(prefix: prefix + "h.", attention: ["attn.", "ln_1."], mlp: ["mlp.", "ln_2."], layerCountKeys: ["n_layer", "num_hidden_layers"])
     }
 
     public func head() throws -> OutputHead {
         let d = config.nEmbd
-        // GPT2LMHeadModel ties lm_head to wte and saves only wte.
-        let projection = weights.has("lm_head.weight", absolute: true) ? "lm_head" : weights.prefix + "wte"
+        // GPT2LMHeadModel ties lm_head to wte (transformers' default) and saves only wte.
         return OutputHead(
             norm: try weights.layerNorm("ln_f", size: d, eps: config.layerNormEpsilon ?? 1e-5),
-            projection: try weights.absoluteLinear(projection, in: d, out: config.vocabSize))
+            projection: try weights.head(tiedTo: "wte", tied: config.tieWordEmbeddings ?? true, hidden: d, vocabulary: config.vocabSize))
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops)
         let d = config.nEmbd, heads = config.nHead, headDim = d / heads
-        let inner = config.nInner ?? 4 * d
+        let inner = config.inner
         let eps = config.layerNormEpsilon ?? 1e-5
         let p = "h.\(index)."
         var scale: Float = config.scaleAttnWeights ?? true ? 1 / Float(headDim).squareRoot() : 1

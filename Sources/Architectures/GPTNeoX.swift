@@ -3,7 +3,10 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// config.json of `gpt_neox` (Pythia, GPT-NeoX-20B).
+/// config.json of `gpt_neox` (Pythia, GPT-NeoX-20B). Decoding refuses sizes
+/// that cannot describe a model (`ConfigRules`): counts below 1, heads not
+/// dividing `hidden_size` (as transformers requires), element counts that
+/// overflow, a non-positive `layer_norm_eps`.
 struct GPTNeoXConfiguration: Decodable {
     var hiddenSize: Int
     var numHiddenLayers: Int
@@ -15,6 +18,7 @@ struct GPTNeoXConfiguration: Decodable {
     var hiddenAct: String?
     var useParallelResidual: Bool?
     var attentionBias: Bool?
+    var tieWordEmbeddings: Bool?
 
     enum CodingKeys: String, CodingKey {
         case hiddenSize = "hidden_size"
@@ -27,6 +31,34 @@ struct GPTNeoXConfiguration: Decodable {
         case hiddenAct = "hidden_act"
         case useParallelResidual = "use_parallel_residual"
         case attentionBias = "attention_bias"
+        case tieWordEmbeddings = "tie_word_embeddings"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
+        numHiddenLayers = try c.decode(Int.self, forKey: .numHiddenLayers)
+        numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
+        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
+        layerNormEps = try c.decode(Double.self, forKey: .layerNormEps)
+        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+        maxPositionEmbeddings = try c.decode(Int.self, forKey: .maxPositionEmbeddings)
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct)
+        useParallelResidual = try c.decodeIfPresent(Bool.self, forKey: .useParallelResidual)
+        attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias)
+        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings)
+        try ConfigRules.decodingChecks {
+            try ConfigRules.count(hiddenSize, "hidden_size")
+            try ConfigRules.count(numHiddenLayers, "num_hidden_layers")
+            try ConfigRules.divides(numAttentionHeads, "num_attention_heads", hiddenSize, "hidden_size")
+            try ConfigRules.count(intermediateSize, "intermediate_size")
+            try ConfigRules.count(vocabSize, "vocab_size")
+            try ConfigRules.count(maxPositionEmbeddings, "max_position_embeddings")
+            try ConfigRules.product([(hiddenSize, "hidden_size"), (hiddenSize, "hidden_size"), (3, "q, k and v")])
+            try ConfigRules.product([(intermediateSize, "intermediate_size"), (hiddenSize, "hidden_size")])
+            try ConfigRules.product([(vocabSize, "vocab_size"), (hiddenSize, "hidden_size")])
+            try ConfigRules.positive(layerNormEps, "layer_norm_eps")
+        }
     }
 }
 
@@ -42,12 +74,15 @@ public struct GPTNeoXModel: LanguageModel {
 
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
+        let configPath = checkpoint.configURL.path
         config = try checkpoint.decodeConfig(GPTNeoXConfiguration.self)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_in.weight", candidates: ["gpt_neox.", ""])
+        try weights.confirmLayers(Self.naming(weights.prefix), count: config.numHiddenLayers, drops: configuredDrops, configPath: configPath)
+        try weights.confirmShape(
+            "embed_in.weight", [config.vocabSize, config.hiddenSize], keys: "vocab_size, hidden_size", configPath: configPath)
         rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
-            headDim: config.hiddenSize / config.numAttentionHeads, defaultPartialRotaryFactor: 0.25,
-            configPath: checkpoint.configURL.path)
+            headDim: config.hiddenSize / config.numAttentionHeads, defaultPartialRotaryFactor: 0.25, configPath: configPath)
     }
 
     public var modelType: String { "gpt_neox" }
@@ -61,17 +96,21 @@ public struct GPTNeoXModel: LanguageModel {
         return gatherRows(table, ids: batch.tokenIDs, width: config.hiddenSize)
     }
 
-    public var layerNaming: LayerNaming {
-        LayerNaming(prefix: weights.prefix + "layers.", attention: ["attention.", "input_layernorm."], mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
+    public var layerNaming: LayerNaming { Self.naming(weights.prefix) }
+
+    static func naming(_ prefix: String) -> LayerNaming {
+        LayerNaming(prefix: prefix + "layers.", attention: ["attention.", "input_layernorm."], mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
     }
 
     public func head() throws -> OutputHead {
         let d = config.hiddenSize
-        // transformers names the head embed_out (4.x and Pythia) or lm_head.
-        let projection = weights.has("lm_head.weight", absolute: true) ? "lm_head" : "embed_out"
+        // transformers names the head embed_out (4.x and Pythia) or lm_head;
+        // GPT-NeoX leaves it untied unless the config says otherwise.
         return OutputHead(
             norm: try weights.layerNorm("final_layer_norm", size: d, eps: config.layerNormEps),
-            projection: try weights.absoluteLinear(projection, in: d, out: config.vocabSize))
+            projection: try weights.head(
+                tiedTo: "embed_in", tied: config.tieWordEmbeddings ?? false, hidden: d, vocabulary: config.vocabSize,
+                untiedName: "embed_out"))
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

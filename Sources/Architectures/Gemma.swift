@@ -43,13 +43,13 @@ public struct GemmaModel: LanguageModel {
 
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
+        let configPath = checkpoint.configURL.path
         dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
         config = try checkpoint.decodeConfig(GemmaConfiguration.self)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
-        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
-            headDim: dimensions.resolvedHeadDim, configPath: checkpoint.configURL.path)
-        try checkHeads(heads: dimensions.numAttentionHeads, kvHeads: dimensions.kvHeads, configPath: checkpoint.configURL.path)
+        let rotaryHeadDim = try dimensions.confirm(by: weights, naming: Self.naming(weights.prefix), drops: configuredDrops, configPath: configPath)
+        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: rotaryHeadDim, configPath: configPath)
     }
 
     public var modelType: String { "gemma" }
@@ -63,15 +63,18 @@ public struct GemmaModel: LanguageModel {
         return scaledEmbedding(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
     }
 
-    public var layerNaming: LayerNaming {
-        LayerNaming(prefix: weights.prefix + "layers.", attention: ["self_attn.", "input_layernorm."], mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
+    public var layerNaming: LayerNaming { Self.naming(weights.prefix) }
+
+    static func naming(_ prefix: String) -> LayerNaming {
+        LayerNaming(prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."], mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
     }
 
     public func head() throws -> OutputHead {
         let d = dimensions.hiddenSize
         return OutputHead(
             norm: try weights.offsetRMSNorm("norm", size: d, eps: config.rmsNormEps),
-            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: dimensions.vocabSize))
+            projection: try weights.head(
+                tiedTo: "embed_tokens", tied: dimensions.tiedEmbeddings(default: true), hidden: d, vocabulary: dimensions.vocabSize))
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

@@ -57,13 +57,10 @@ public struct Gemma2Model: LanguageModel {
         config = try checkpoint.decodeConfig(Gemma2Configuration.self)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
-        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: dimensions.resolvedHeadDim, configPath: configPath)
-        try checkHeads(heads: dimensions.numAttentionHeads, kvHeads: dimensions.kvHeads, configPath: configPath)
+        let rotaryHeadDim = try dimensions.confirm(by: weights, naming: Self.naming(weights.prefix), drops: configuredDrops, configPath: configPath)
+        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: rotaryHeadDim, configPath: configPath)
+        // DecoderDimensions checked that layer_types, when given, has one entry per layer.
         layerTypes = config.resolvedLayerTypes(layers: dimensions.numHiddenLayers)
-        guard layerTypes.count == dimensions.numHiddenLayers else {
-            throw DroptraceError(
-                "layer_types lists \(layerTypes.count) layers, but num_hidden_layers is \(dimensions.numHiddenLayers)", path: configPath)
-        }
         if let unknown = layerTypes.first(where: { $0 != "sliding_attention" && $0 != "full_attention" }) {
             throw DroptraceError("unsupported layer type \"\(unknown)\" in layer_types", path: configPath)
         }
@@ -71,7 +68,7 @@ public struct Gemma2Model: LanguageModel {
             throw DroptraceError("layer_types has sliding_attention layers but sliding_window is not set", path: configPath)
         }
         for (key, value) in [("attn_logit_softcapping", config.attnLogitSoftcapping), ("final_logit_softcapping", config.finalLogitSoftcapping), ("query_pre_attn_scalar", config.queryPreAttnScalar)] {
-            if let value, !(value > 0) { throw DroptraceError("\(key) must be positive, got \(value)", path: configPath) }
+            try ConfigRules.checks(path: configPath) { try ConfigRules.positiveIfPresent(value, key) }
         }
     }
 
@@ -88,9 +85,11 @@ public struct Gemma2Model: LanguageModel {
 
     /// An export without some blocks spells out the remaining layers' types,
     /// so renumbering cannot move a window to another layer.
-    public var layerNaming: LayerNaming {
+    public var layerNaming: LayerNaming { Self.naming(weights.prefix, layerTypes: layerTypes) }
+
+    static func naming(_ prefix: String, layerTypes: [String]? = nil) -> LayerNaming {
         LayerNaming(
-            prefix: weights.prefix + "layers.", attention: ["self_attn.", "input_layernorm.", "post_attention_layernorm."],
+            prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm.", "post_attention_layernorm."],
             mlp: ["mlp.", "pre_feedforward_layernorm.", "post_feedforward_layernorm."], layerCountKeys: ["num_hidden_layers"],
             layerTypes: layerTypes)
     }
@@ -99,7 +98,8 @@ public struct Gemma2Model: LanguageModel {
         let d = dimensions.hiddenSize
         return OutputHead(
             norm: try weights.offsetRMSNorm("norm", size: d, eps: config.rmsNormEps),
-            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: dimensions.vocabSize),
+            projection: try weights.head(
+                tiedTo: "embed_tokens", tied: dimensions.tiedEmbeddings(default: true), hidden: d, vocabulary: dimensions.vocabSize),
             logitSoftcap: config.finalLogitSoftcapping.map { Float($0) })
     }
 

@@ -58,16 +58,13 @@ public struct LlamaModel: LanguageModel {
 
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
+        let configPath = checkpoint.configURL.path
         dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
         config = try checkpoint.decodeConfig(LlamaConfiguration.self)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
-        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: dimensions.resolvedHeadDim, configPath: checkpoint.configURL.path)
-        guard dimensions.numAttentionHeads % dimensions.kvHeads == 0 else {
-            throw DroptraceError(
-                "num_attention_heads \(dimensions.numAttentionHeads) is not a multiple of num_key_value_heads \(dimensions.kvHeads)",
-                path: checkpoint.configURL.path)
-        }
+        let rotaryHeadDim = try dimensions.confirm(by: weights, naming: Self.naming(weights.prefix), drops: configuredDrops, configPath: configPath)
+        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: rotaryHeadDim, configPath: configPath)
     }
 
     public var modelType: String { config.modelType }
@@ -81,17 +78,19 @@ public struct LlamaModel: LanguageModel {
         return gatherRows(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
     }
 
-    public var layerNaming: LayerNaming {
-        LayerNaming(prefix: weights.prefix + "layers.", attention: ["self_attn.", "input_layernorm."], mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
+    public var layerNaming: LayerNaming { Self.naming(weights.prefix) }
+
+    static func naming(_ prefix: String) -> LayerNaming {
+        LayerNaming(prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."], mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
     }
 
     public func head() throws -> OutputHead {
         let d = dimensions.hiddenSize
         // Tied models (Qwen2-0.5B, SmolLM) save no lm_head.
-        let projection = weights.has("lm_head.weight", absolute: true) ? "lm_head" : weights.prefix + "embed_tokens"
         return OutputHead(
             norm: try weights.rmsNorm("norm", size: d, eps: config.rmsNormEps),
-            projection: try weights.absoluteLinear(projection, in: d, out: dimensions.vocabSize))
+            projection: try weights.head(
+                tiedTo: "embed_tokens", tied: dimensions.tiedEmbeddings(default: false), hidden: d, vocabulary: dimensions.vocabSize))
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

@@ -47,14 +47,30 @@ public struct MixtralModel: LanguageModel {
         config = try checkpoint.decodeConfig(MixtralConfiguration.self)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
+        let rotaryHeadDim = try dimensions.confirm(by: weights, naming: Self.naming(weights.prefix), drops: configuredDrops, configPath: configPath)
         // Mixtral's rotary base defaults to 1e6, not the usual 1e4.
         rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
-            headDim: dimensions.resolvedHeadDim, defaultTheta: 1_000_000, configPath: configPath)
-        try checkHeads(heads: dimensions.numAttentionHeads, kvHeads: dimensions.kvHeads, configPath: configPath)
-        guard config.numLocalExperts > 0, (1...config.numLocalExperts).contains(config.numExpertsPerTok) else {
-            throw DroptraceError(
-                "num_experts_per_tok \(config.numExpertsPerTok) must be between 1 and num_local_experts \(config.numLocalExperts)",
-                path: configPath)
+            headDim: rotaryHeadDim, defaultTheta: 1_000_000, configPath: configPath)
+        try ConfigRules.checks(path: configPath) {
+            try ConfigRules.count(config.numLocalExperts, "num_local_experts")
+            guard (1...config.numLocalExperts).contains(config.numExpertsPerTok) else {
+                throw InvalidConfigValue(
+                    key: "num_experts_per_tok",
+                    problem: "must be between 1 and num_local_experts \(config.numLocalExperts), got \(config.numExpertsPerTok)")
+            }
+            // The fused expert tensors hold experts × 2 · inner × hidden values.
+            try ConfigRules.product([
+                (config.numLocalExperts, "num_local_experts"), (2, "gate and up"),
+                (dimensions.intermediateSize, "intermediate_size"), (dimensions.hiddenSize, "hidden_size"),
+            ])
+        }
+        // The expert list is built num_local_experts long: the first kept
+        // router [experts, hidden] confirms the count first.
+        if let layer = (0..<dimensions.numHiddenLayers).lazy.first(where: { !configuredDrops.dropsMLP($0) }) {
+            let routers = ["layers.\(layer).mlp.gate.weight", "layers.\(layer).block_sparse_moe.gate.weight"]
+            try weights.confirmShape(
+                routers.first(where: { weights.has($0) }) ?? routers[1], [config.numLocalExperts, dimensions.hiddenSize],
+                keys: "num_local_experts, hidden_size", configPath: configPath)
         }
     }
 
@@ -69,9 +85,11 @@ public struct MixtralModel: LanguageModel {
         return gatherRows(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
     }
 
-    public var layerNaming: LayerNaming {
+    public var layerNaming: LayerNaming { Self.naming(weights.prefix) }
+
+    static func naming(_ prefix: String) -> LayerNaming {
         LayerNaming(
-            prefix: weights.prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
+            prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
             mlp: ["block_sparse_moe.", "mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
     }
 
@@ -79,7 +97,8 @@ public struct MixtralModel: LanguageModel {
         let d = dimensions.hiddenSize
         return OutputHead(
             norm: try weights.rmsNorm("norm", size: d, eps: config.rmsNormEps),
-            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: dimensions.vocabSize))
+            projection: try weights.head(
+                tiedTo: "embed_tokens", tied: dimensions.tiedEmbeddings(default: false), hidden: d, vocabulary: dimensions.vocabSize))
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

@@ -33,15 +33,15 @@ public struct OlmoModel: LanguageModel {
 
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
+        let configPath = checkpoint.configURL.path
         dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
         config = try checkpoint.decodeConfig(OlmoConfiguration.self)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
-        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
-            headDim: dimensions.resolvedHeadDim, configPath: checkpoint.configURL.path)
-        try checkHeads(heads: dimensions.numAttentionHeads, kvHeads: dimensions.kvHeads, configPath: checkpoint.configURL.path)
-        if let clip = config.clipQKV, !(clip > 0) {
-            throw DroptraceError("clip_qkv must be positive, got \(clip)", path: checkpoint.configURL.path)
+        let rotaryHeadDim = try dimensions.confirm(by: weights, naming: Self.naming(weights.prefix), drops: configuredDrops, configPath: configPath)
+        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: rotaryHeadDim, configPath: configPath)
+        if let clip = config.clipQKV {
+            try ConfigRules.checks(path: configPath) { try ConfigRules.positive(clip, "clip_qkv") }
         }
     }
 
@@ -57,15 +57,19 @@ public struct OlmoModel: LanguageModel {
     }
 
     /// The norms have no tensors, so a branch is just its module.
-    public var layerNaming: LayerNaming {
-        LayerNaming(prefix: weights.prefix + "layers.", attention: ["self_attn."], mlp: ["mlp."], layerCountKeys: ["num_hidden_layers"])
+    public var layerNaming: LayerNaming { Self.naming(weights.prefix) }
+
+    static func naming(_ prefix: String) -> LayerNaming {
+        LayerNaming(prefix: prefix + "layers.", attention: ["self_attn."], mlp: ["mlp."], layerCountKeys: ["num_hidden_layers"])
     }
 
     var norm: Normalization { .parameterFreeLayer(size: dimensions.hiddenSize, eps: Self.layerNormEpsilon) }
 
     public func head() throws -> OutputHead {
         // OLMo-1B ties its head to the embedding (saved without lm_head).
-        OutputHead(norm: norm, projection: try weights.head(tiedTo: "embed_tokens", hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize))
+        OutputHead(norm: norm, projection: try weights.head(
+            tiedTo: "embed_tokens", tied: dimensions.tiedEmbeddings(default: false), hidden: dimensions.hiddenSize,
+            vocabulary: dimensions.vocabSize))
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
@@ -89,13 +93,5 @@ public struct OlmoModel: LanguageModel {
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(inputNorm: norm, attention: try attention()),
             mlp: drops.dropsMLP(index) ? nil : MLPBranch(inputNorm: norm, feedForward: try feedForward()),
             residual: .sequential)
-    }
-}
-
-/// Query heads must share key/value heads evenly.
-func checkHeads(heads: Int, kvHeads: Int, configPath: String) throws {
-    guard kvHeads > 0, heads % kvHeads == 0 else {
-        throw DroptraceError(
-            "num_attention_heads \(heads) is not a multiple of num_key_value_heads \(kvHeads)", path: configPath)
     }
 }

@@ -36,13 +36,13 @@ public struct Olmo2Model: LanguageModel {
 
     public init(_ checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
+        let configPath = checkpoint.configURL.path
         dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
         config = try checkpoint.decodeConfig(Olmo2Configuration.self)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
-        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
-            headDim: dimensions.resolvedHeadDim, configPath: checkpoint.configURL.path)
-        try checkHeads(heads: dimensions.numAttentionHeads, kvHeads: dimensions.kvHeads, configPath: checkpoint.configURL.path)
+        let rotaryHeadDim = try dimensions.confirm(by: weights, naming: Self.naming(weights.prefix), drops: configuredDrops, configPath: configPath)
+        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: rotaryHeadDim, configPath: configPath)
     }
 
     public var modelType: String { "olmo2" }
@@ -56,9 +56,11 @@ public struct Olmo2Model: LanguageModel {
         return gatherRows(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
     }
 
-    public var layerNaming: LayerNaming {
+    public var layerNaming: LayerNaming { Self.naming(weights.prefix) }
+
+    static func naming(_ prefix: String) -> LayerNaming {
         LayerNaming(
-            prefix: weights.prefix + "layers.", attention: ["self_attn.", "post_attention_layernorm."],
+            prefix: prefix + "layers.", attention: ["self_attn.", "post_attention_layernorm."],
             mlp: ["mlp.", "post_feedforward_layernorm."], layerCountKeys: ["num_hidden_layers"])
     }
 
@@ -66,7 +68,8 @@ public struct Olmo2Model: LanguageModel {
         let d = dimensions.hiddenSize
         return OutputHead(
             norm: try weights.rmsNorm("norm", size: d, eps: config.rmsNormEps),
-            projection: try weights.head(tiedTo: "embed_tokens", hidden: d, vocabulary: dimensions.vocabSize))
+            projection: try weights.head(
+                tiedTo: "embed_tokens", tied: dimensions.tiedEmbeddings(default: false), hidden: d, vocabulary: dimensions.vocabSize))
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

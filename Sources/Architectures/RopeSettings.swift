@@ -1,3 +1,4 @@
+import CheckpointIO
 import DroptraceSupport
 import Foundation
 import TensorEngine
@@ -5,6 +6,11 @@ import TensorEngine
 /// Rotary embedding settings as config.json spells them in transformers 4.x
 /// (top-level `rope_theta` / `rotary_emb_base`, `rope_scaling`, `rotary_pct`,
 /// `partial_rotary_factor`) and 5.x (everything inside `rope_parameters`).
+///
+/// Decoding refuses values that would divide by zero or give NaN angles: a
+/// base, factor or frequency factor that is not finite and above 0, a
+/// rotary fraction outside (0, 1], `high_freq_factor` not above
+/// `low_freq_factor`, an `original_max_position_embeddings` below 1.
 public struct RopeSettings: Decodable, Sendable, Equatable {
     public var type: String
     public var theta: Double
@@ -36,10 +42,15 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
                 return try top.nestedContainer(keyedBy: Key.self, forKey: Key(name))
             }.first
 
+        // The key each value came from, for the error that refuses it.
+        var keys: [String: String] = [:]
         func number(_ names: [String], in container: KeyedDecodingContainer<Key>?) throws -> Double? {
             guard let container else { return nil }
             for name in names where container.contains(Key(name)) {
-                if let value = try container.decodeIfPresent(Double.self, forKey: Key(name)) { return value }
+                if let value = try container.decodeIfPresent(Double.self, forKey: Key(name)) {
+                    keys[names[0]] = name
+                    return value
+                }
             }
             return nil
         }
@@ -55,8 +66,24 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         factor = try number(["factor"], in: nested)
         lowFrequencyFactor = try number(["low_freq_factor"], in: nested)
         highFrequencyFactor = try number(["high_freq_factor"], in: nested)
-        originalMaxPositions = try number(["original_max_position_embeddings"], in: nested).map { Int($0) }
+        let originalMax = try number(["original_max_position_embeddings"], in: nested)
         frequencyFactors = try nested?.decodeIfPresent([Double].self, forKey: Key("frequency_factors"))
+        try ConfigRules.decodingChecks {
+            func key(_ name: String) -> String { keys[name] ?? name }
+            try ConfigRules.positive(theta, key("rope_theta"))
+            if let partialRotaryFactor { try ConfigRules.fraction(partialRotaryFactor, key("partial_rotary_factor")) }
+            try ConfigRules.positiveIfPresent(factor, "factor")
+            try ConfigRules.positiveIfPresent(lowFrequencyFactor, "low_freq_factor")
+            try ConfigRules.positiveIfPresent(highFrequencyFactor, "high_freq_factor")
+            if let low = lowFrequencyFactor, let high = highFrequencyFactor, !(high > low) {
+                throw InvalidConfigValue(key: "high_freq_factor", problem: "must be above low_freq_factor \(low), got \(high)")
+            }
+            if let originalMax {
+                self.originalMaxPositions = try ConfigRules.count(
+                    ConfigRules.integer(originalMax, "original_max_position_embeddings"), "original_max_position_embeddings")
+            }
+            for value in frequencyFactors ?? [] { try ConfigRules.positive(value, "frequency_factors") }
+        }
     }
 
     /// The rotary embedding for heads of `headDim`, or an error naming the
@@ -66,8 +93,16 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         headDim: Int, defaultPartialRotaryFactor: Double = 1, defaultTheta: Double = 10_000, configPath: String
     ) throws -> RotaryEmbedding {
         // transformers truncates the rotated width but does not round it to
-        // even: an odd width w yields ceil(w/2) frequencies over exponent 2i/w.
+        // even: an odd width w yields ceil(w/2) frequencies over exponent 2i/w
+        // and rotates 2·ceil(w/2) dimensions, which must fit in the head.
+        // (The fraction is in (0, 1] and head_dim confirmed by the weights, so
+        // neither the product nor the table can blow up.)
         let rotaryDim = Int(Double(headDim) * (partialRotaryFactor ?? defaultPartialRotaryFactor))
+        guard rotaryDim + rotaryDim % 2 <= headDim else {
+            throw DroptraceError(
+                "\"partial_rotary_factor\" gives a rotary width of \(rotaryDim), which rotates \(rotaryDim + 1) dimensions of a head of \(headDim)",
+                path: configPath)
+        }
         var frequencies = RotaryEmbedding.defaultInverseFrequencies(
             base: thetaIsExplicit ? theta : defaultTheta, rotaryDim: rotaryDim)
         switch type {
@@ -91,7 +126,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             }
             frequencies = zip(frequencies, frequencyFactors).map { $0 / Float($1) }
         }
-        return RotaryEmbedding(inverseFrequencies: frequencies)
+        return RotaryEmbedding(inverseFrequencies: frequencies, headDim: headDim)
     }
 
     /// Llama 3.1's frequency-dependent interpolation, step for step as

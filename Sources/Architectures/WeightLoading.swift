@@ -68,11 +68,62 @@ struct Weights {
             activation: activation)
     }
 
-    /// The LM head: `lm_head` when the checkpoint has one, else the token
-    /// embedding it is tied to.
-    func head(tiedTo embedding: String, hidden: Int, vocabulary: Int) throws -> Linear {
-        let name = has("lm_head.weight", absolute: true) ? "lm_head" : prefix + embedding
+    /// The LM head: `lm_head` (or `untiedName`) when the checkpoint has one,
+    /// else, when the config ties them (`tied`), the token embedding. An
+    /// untied model without its head is an error naming the tensor: its
+    /// embedding would give another model's logits.
+    func head(tiedTo embedding: String, tied: Bool, hidden: Int, vocabulary: Int, untiedName: String = "lm_head") throws -> Linear {
+        let name: String
+        if has("lm_head.weight", absolute: true) {
+            name = "lm_head"
+        } else if has(untiedName + ".weight", absolute: true) {
+            name = untiedName
+        } else if tied {
+            name = prefix + embedding
+        } else {
+            let names = untiedName == "lm_head" ? "'lm_head.weight'" : "'lm_head.weight' (or '\(untiedName).weight')"
+            throw DroptraceError(
+                "missing tensor \(names): tie_word_embeddings is false, so the head is not the embedding",
+                path: checkpoint.directory.path)
+        }
         return try absoluteLinear(name, in: hidden, out: vocabulary)
+    }
+
+    /// Confirms config sizes by the shape of tensor `name` (under the
+    /// prefix), before anything is sized from them; `keys` names the config
+    /// keys that `expected` is computed from.
+    func confirmShape(_ name: String, _ expected: [Int], keys: String, configPath: String) throws {
+        let shape = try checkpoint.tensor(prefix + name).shape
+        guard shape == expected else {
+            throw DroptraceError(
+                "\(keys) imply tensor '\(prefix + name)' of shape \(expected), but it has shape \(shape)", path: configPath)
+        }
+    }
+
+    /// Refuses weights whose layers disagree with the configured layer count
+    /// (`naming.layerCountKeys[0]` = `count`): a tensor of a layer at or
+    /// beyond it, or a layer without any tensor although the config keeps
+    /// one of its modules (`drops` are the config's own drop lists). Runs
+    /// before anything is allocated per layer, so an absurd count fails here.
+    func confirmLayers(_ naming: LayerNaming, count: Int, drops: DropPlan, configPath: String) throws {
+        let key = naming.layerCountKeys[0]
+        var present: [Int: String] = [:]
+        for name in checkpoint.tensorNames {
+            guard let (layer, _) = naming.split(name) else { continue }
+            if layer >= count {
+                throw DroptraceError(
+                    "\"\(key)\" is \(count), but the weights hold tensor '\(name)' of layer \(layer)", path: configPath)
+            }
+            if present[layer] == nil { present[layer] = name }
+        }
+        // Layers the config drops entirely may have no tensors.
+        let absent = (0..<count).lazy.first { present[$0] == nil && !(drops.dropsAttention($0) && drops.dropsMLP($0)) }
+        guard let missing = absent else { return }
+        let example = present.min { $0.key < $1.key }.flatMap { naming.split($0.value) }.map { "\(naming.prefix)\(missing).\($0.rest)" }
+        throw DroptraceError(
+            "\"\(key)\" is \(count), but the weights have no tensors of layer \(missing)"
+                + (example.map { " (missing tensor '\($0)')" } ?? ""),
+            path: configPath)
     }
 
     /// GPT-2's Conv1D: weight [in, out], bias [out].

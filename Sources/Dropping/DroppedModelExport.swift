@@ -54,7 +54,10 @@ public enum DroppedModelExport {
     /// Layer indices after removing blocks.
     struct Renumbering {
         let mapping: [Int: Int]
+        /// The layer count before removing blocks.
+        let layers: Int
         init(removing blocks: Set<Int>, layers: Int) {
+            self.layers = layers
             var mapping: [Int: Int] = [:]
             for layer in 0..<layers where !blocks.contains(layer) { mapping[layer] = mapping.count }
             self.mapping = mapping
@@ -71,25 +74,62 @@ public enum DroppedModelExport {
         return "\(naming.prefix)\(newLayer).\(rest)"
     }
 
+    /// config.json per-layer keys holding one entry per layer (Qwen2/Gemma's
+    /// `layer_types`, SmolLM3/Llama 4's `no_rope_layers` flags): the kept
+    /// layers' entries stay.
+    static let perLayerListKeys = ["layer_types", "no_rope_layers"]
+    /// Keys listing layer indices (Qwen-MoE's `mlp_only_layers`): renumbered,
+    /// removed layers left out.
+    static let layerIndexListKeys = ["mlp_only_layers"]
+    /// Keys giving a layer index below which the layers differ (Qwen2's
+    /// `max_window_layers`, DeepSeek's `first_k_dense_replace`): the number
+    /// of kept layers below it.
+    static let layerThresholdKeys = ["max_window_layers", "first_k_dense_replace"]
+
+    /// The source config.json with the layer count, every per-layer key and
+    /// the drop lists rewritten for the kept layers, edited in its own text:
+    /// key order, layout and float spellings (`10000.0`) stay as written.
     static func exportedConfig(
         _ checkpoint: Checkpoint, plan: DropPlan, naming: LayerNaming, renumber: Renumbering
     ) throws -> Data {
-        guard var config = try JSONSerialization.jsonObject(with: checkpoint.configData) as? [String: Any] else {
-            throw DroptraceError("not a JSON object", path: checkpoint.configURL.path)
-        }
+        var config = try ConfigJSONText(checkpoint.configData, path: checkpoint.configURL.path)
         if !plan.blocks.isEmpty {
-            for key in naming.layerCountKeys where config[key] != nil { config[key] = renumber.remaining }
-            // Configs that leave layer_types to a rule (even layers slide in
-            // Gemma-2) get it spelled out, or renumbering would move windows.
-            if let types = (config["layer_types"] as? [Any]) ?? naming.layerTypes?.map({ $0 as Any }) {
-                config["layer_types"] = types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element)
+            let layers = renumber.layers
+            for key in naming.layerCountKeys {
+                if try config.value(key) != nil { try config.set(key, value: renumber.remaining) }
+            }
+            for key in perLayerListKeys {
+                guard let entries = try config.elementTexts(key) else { continue }
+                let kept = entries.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element)
+                try config.set(key, text: "[" + kept.joined(separator: ", ") + "]")
+            }
+            // Configs that leave layer_types to a rule get it spelled out, or
+            // renumbering would move windows: Gemma-2 (even layers slide),
+            // Gemma-3 / Cohere-2 (`sliding_window_pattern`: every n-th is global).
+            if try config.value("layer_types") == nil {
+                var types = naming.layerTypes
+                if types == nil, let pattern = try config.value("sliding_window_pattern") as? NSNumber, pattern.intValue > 0 {
+                    types = (0..<layers).map { ($0 + 1) % pattern.intValue == 0 ? "full_attention" : "sliding_attention" }
+                }
+                if let types {
+                    try config.set("layer_types", value: types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
+                }
+            }
+            for key in layerIndexListKeys {
+                guard let indices = try config.value(key) as? [NSNumber] else { continue }
+                try config.set(key, value: indices.compactMap { renumber.mapping[$0.intValue] }.sorted())
+            }
+            for key in layerThresholdKeys {
+                guard let threshold = try config.value(key) as? NSNumber, threshold.intValue < layers else { continue }
+                try config.set(key, value: renumber.mapping.keys.filter { $0 < threshold.intValue }.count)
             }
         }
         let attention = plan.attention.compactMap { renumber.mapping[$0] }.sorted()
         let mlp = plan.mlp.compactMap { renumber.mapping[$0] }.sorted()
-        config[DropPlan.attentionKey] = attention.isEmpty ? nil : attention
-        config[DropPlan.mlpKey] = mlp.isEmpty ? nil : mlp
-        return try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
+        for (key, layers) in [(DropPlan.attentionKey, attention), (DropPlan.mlpKey, mlp)] {
+            if layers.isEmpty { try config.remove(key) } else { try config.set(key, value: layers) }
+        }
+        return config.data
     }
 
     /// Tokenizer and generation files travel with the weights.

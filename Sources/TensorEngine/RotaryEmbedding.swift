@@ -3,16 +3,24 @@ import Foundation
 /// Rotary position embedding in the "rotate half" convention of Hugging Face
 /// (dimension j pairs with j + d/2), applied to the first `rotaryDim`
 /// dimensions of each head; the rest pass through (partial rotary).
+///
+/// The rotated width never exceeds the head, whatever the frequencies: the
+/// kernel cannot write outside a head (configs that ask for more are refused
+/// before this is built, by `RopeSettings`).
 public struct RotaryEmbedding: Sendable {
+    /// The rotated dimensions per head: two per frequency, at most `headDim`.
     public let rotaryDim: Int
+    /// The width of one head.
+    public let headDim: Int
     /// One inverse frequency per rotated pair, already scaled (linear, llama3).
     public let inverseFrequencies: [Float]
     /// Multiplies cos and sin (1 except for YaRN-style scalings).
     public let attentionScaling: Float
 
-    public init(inverseFrequencies: [Float], attentionScaling: Float = 1) {
+    public init(inverseFrequencies: [Float], headDim: Int, attentionScaling: Float = 1) {
         self.inverseFrequencies = inverseFrequencies
-        self.rotaryDim = 2 * inverseFrequencies.count
+        self.headDim = max(0, headDim)
+        self.rotaryDim = min(2 * inverseFrequencies.count, self.headDim / 2 * 2)
         self.attentionScaling = attentionScaling
     }
 
@@ -24,12 +32,15 @@ public struct RotaryEmbedding: Sendable {
         }
     }
 
-    /// Rotates the heads starting at `headOffsets` in every row of `buffer`;
-    /// `positions[r]` is row r's position within its own sequence.
+    /// Rotates the heads starting at `headOffsets` in every row of `buffer`
+    /// (rows of `rowStride` values, one per position); `positions[r]` is row
+    /// r's position within its own sequence. Heads that would not fit in a
+    /// row are left alone.
     public func apply(
         to buffer: UnsafeMutablePointer<Float>, rowStride: Int, headOffsets: [Int], positions: [Int]
     ) {
         let half = rotaryDim / 2
+        let headOffsets = headOffsets.filter { $0 >= 0 && $0 <= rowStride - headDim }
         let frequencies = inverseFrequencies
         let scaling = attentionScaling
         parallelFor(chunks: positions.count, minimumChunk: 32) { rows in

@@ -39,7 +39,7 @@ public final class GGUFCheckpoint: @unchecked Sendable {
         let config = try GGUFConfiguration(
             metadata: GGUFMetadata(values: file.metadata, path: path),
             tensorDimensions: infos.mapValues(\.dimensions), ropeFactors: ropeFactors)
-        configData = try JSONSerialization.data(withJSONObject: config.json, options: [.sortedKeys])
+        configData = config.jsonData
 
         let names = GGUFTensorNames(family: config.family, heads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim)
         var tensors: [String: TensorSlice] = [:]

@@ -1,0 +1,130 @@
+import DroptraceSupport
+
+/// A configuration value that cannot describe a model: its key (a
+/// config.json key such as `num_attention_heads`, or the GGUF metadata key
+/// it was read from) and what is wrong with it.
+public struct InvalidConfigValue: Error, Sendable, Equatable {
+    public var key: String
+    public var problem: String
+
+    public init(key: String, problem: String) {
+        self.key = key
+        self.problem = problem
+    }
+
+    /// `"key" problem`, e.g. `"num_attention_heads" must be at least 1, got 0`.
+    public var message: String { "\"\(key)\" \(problem)" }
+
+    /// The one-line error naming the config (or GGUF) file.
+    public func error(path: String) -> DroptraceError { DroptraceError(message, path: path) }
+}
+
+/// The checks every model size read from config.json or GGUF metadata goes
+/// through before anything is allocated, multiplied or divided by it. The
+/// config types run them while decoding (see `decodingChecks`), so no
+/// architecture can forget them.
+public enum ConfigRules {
+    /// A count (layers, heads, widths, vocabulary, positions): at least 1.
+    @discardableResult
+    public static func count(_ value: Int, _ key: String) throws -> Int {
+        guard value >= 1 else { throw InvalidConfigValue(key: key, problem: "must be at least 1, got \(value)") }
+        return value
+    }
+
+    /// An optional count: absent, or at least 1.
+    @discardableResult
+    public static func countIfPresent(_ value: Int?, _ key: String) throws -> Int? {
+        guard let value else { return nil }
+        return try count(value, key)
+    }
+
+    /// The product of sizes (a weight's element count), refused when it does
+    /// not fit in an Int. The error names the keys, the first of which is
+    /// the one to blame.
+    @discardableResult
+    public static func product(_ factors: [(value: Int, key: String)]) throws -> Int {
+        var result = 1
+        for factor in factors {
+            let (product, overflow) = result.multipliedReportingOverflow(by: factor.value)
+            guard !overflow else {
+                let spelled = factors.map { "\($0.key) \($0.value)" }.joined(separator: " × ")
+                throw InvalidConfigValue(key: factors[0].key, problem: "is too large: \(spelled) does not fit in 64 bits")
+            }
+            result = product
+        }
+        return result
+    }
+
+    /// `divisor` (named by `key`) must divide `value` (named by `valueKey`):
+    /// head counts dividing widths, key/value heads dividing query heads.
+    public static func divides(_ divisor: Int, _ key: String, _ value: Int, _ valueKey: String) throws {
+        try count(divisor, key)
+        guard value % divisor == 0 else {
+            throw InvalidConfigValue(key: key, problem: "must divide \(valueKey) \(value), got \(divisor)")
+        }
+    }
+
+    /// A real parameter that is divided by or scales with (epsilons, rope
+    /// bases and factors, soft caps): finite and above 0.
+    @discardableResult
+    public static func positive(_ value: Double, _ key: String) throws -> Double {
+        guard value.isFinite, value > 0 else {
+            throw InvalidConfigValue(key: key, problem: "must be a finite number above 0, got \(value)")
+        }
+        return value
+    }
+
+    /// An optional real parameter: absent, or finite and above 0.
+    @discardableResult
+    public static func positiveIfPresent(_ value: Double?, _ key: String) throws -> Double? {
+        guard let value else { return nil }
+        return try positive(value, key)
+    }
+
+    /// A share of a width (`partial_rotary_factor`, `rotary_pct`): in (0, 1].
+    @discardableResult
+    public static func fraction(_ value: Double, _ key: String) throws -> Double {
+        guard value > 0, value <= 1 else {
+            throw InvalidConfigValue(key: key, problem: "must be above 0 and at most 1, got \(value)")
+        }
+        return value
+    }
+
+    /// A JSON number used as a count, converted without trapping on values
+    /// an Int cannot hold (1e300, 2.5).
+    public static func integer(_ value: Double, _ key: String) throws -> Int {
+        guard let integer = Int(exactly: value) else {
+            throw InvalidConfigValue(key: key, problem: "must be a whole number, got \(value)")
+        }
+        return integer
+    }
+
+    /// Runs `checks`, turning a refused value into the one-line error naming `path`.
+    public static func checks(path: String, _ checks: () throws -> Void) throws {
+        do {
+            try checks()
+        } catch let invalid as InvalidConfigValue {
+            throw invalid.error(path: path)
+        }
+    }
+
+    /// Runs `checks` inside a `Decodable` initialiser, turning a refused
+    /// value into the decoding error `Checkpoint.decodeConfig` reports as
+    /// `<config>: invalid value at "<key>": <problem>`.
+    public static func decodingChecks(_ checks: () throws -> Void) throws {
+        do {
+            try checks()
+        } catch let invalid as InvalidConfigValue {
+            throw DecodingError.dataCorrupted(
+                DecodingError.Context(codingPath: [PathKey(stringValue: invalid.key)], debugDescription: invalid.problem))
+        }
+    }
+
+    /// A coding key holding a whole dotted path (`rope_parameters.factor`).
+    private struct PathKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+}

@@ -1,0 +1,286 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+import Testing
+
+/// Model sizes from config.json and GGUF metadata are checked once, while
+/// the shared config types decode and against the tensors' shapes, before
+/// anything is allocated or divided: every bad value is one error naming the
+/// file and the key, never a trap, hang or heap overwrite.
+@Suite struct ConfigValidationTests {
+    /// The configs that crashed, hung or overwrote the heap, named
+    /// `<family>-<key>-<what>.config.json` (Fixtures/config-cases).
+    static let crasherConfigs: [String] = {
+        let folder = FixtureFiles.root.appendingPathComponent("config-cases")
+        return ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).filter { $0.hasSuffix(".config.json") }.sorted()
+    }()
+
+    @Test func crasherConfigsArePresent() {
+        #expect(Self.crasherConfigs.count >= 12)
+    }
+
+    /// `droptrace score` on the `<family>-f32` fixture with the crasher as its
+    /// config.json: exit 1, one error line naming config.json and the key.
+    @Test(arguments: crasherConfigs)
+    func crasherConfigIsRefusedNamingTheKey(_ file: String) throws {
+        let scratch = try ScratchDirectory()
+        let parts = file.components(separatedBy: "-")
+        let model = try scratch.copyOfModel(parts[0] + "-f32", as: "model")
+        let config = model.appendingPathComponent("config.json")
+        try FileManager.default.removeItem(at: config)
+        try FileManager.default.copyItem(at: FixtureFiles.root.appendingPathComponent("config-cases/\(file)"), to: config)
+        let result = try DroptraceCommand.run([
+            "score", model.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("s.h5").path,
+        ])
+        #expect(result.status == 1)
+        let errors = result.stderr.split(separator: "\n").filter { $0.contains("error") }
+        #expect(errors.count == 1, "\(file): \(result.stderr)")
+        let line = String(errors.first ?? "")
+        #expect(line.contains(config.path + ":"), "\(file): \(line)")
+        #expect(line.contains(parts[1]), "\(file) does not name \(parts[1]): \(line)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("s.h5").path))
+    }
+
+    /// One value changed in a fixture's config.json, and the key the error must name.
+    struct Mutant: Sendable, CustomTestStringConvertible {
+        var model: String
+        /// Dotted path of the changed value (`rope_parameters.factor`).
+        var path: String
+        /// The new value as JSON text.
+        var value: String
+        var key: String
+        var testDescription: String { "\(model) \(path)=\(value)" }
+        init(_ model: String, _ path: String, _ value: String, key: String? = nil) {
+            self.model = model
+            self.path = path
+            self.value = value
+            self.key = key ?? String(path.split(separator: ".").last!)
+        }
+    }
+
+    /// Mutants of the crashers' kinds in other keys and other families.
+    static let mutants: [Mutant] = [
+        // GPT-2: counts, heads dividing the width, products, eps, layers against the weights.
+        Mutant("gpt2-f32", "n_embd", "0"), Mutant("gpt2-f32", "n_layer", "-1"), Mutant("gpt2-f32", "n_positions", "0"),
+        Mutant("gpt2-f32", "n_inner", "0"), Mutant("gpt2-f32", "vocab_size", "-512"), Mutant("gpt2-f32", "n_head", "7"),
+        Mutant("gpt2-f32", "layer_norm_epsilon", "0"), Mutant("gpt2-f32", "layer_norm_epsilon", "-1e-5"),
+        Mutant("gpt2-f32", "n_layer", "6"), Mutant("gpt2-f32", "n_layer", "3"),
+        Mutant("gpt2-f32", "n_embd", "4611686018427387904"), Mutant("gpt2-f32", "vocab_size", "513"),
+        Mutant("gpt2-f32", "n_positions", "129"),
+        // GPT-NeoX: rotary fraction, base, eps, heads, sizes, layers.
+        Mutant("gpt_neox-f32", "rope_parameters.partial_rotary_factor", "0"),
+        Mutant("gpt_neox-f32", "rope_parameters.partial_rotary_factor", "-0.25"),
+        Mutant("gpt_neox-f32", "rope_parameters.partial_rotary_factor", "1.0000001"),
+        Mutant("gpt_neox-f32", "rope_parameters.rope_theta", "0"), Mutant("gpt_neox-f32", "rope_parameters.rope_theta", "-10000"),
+        Mutant("gpt_neox-f32", "layer_norm_eps", "0"), Mutant("gpt_neox-f32", "num_attention_heads", "5"),
+        Mutant("gpt_neox-f32", "hidden_size", "0"), Mutant("gpt_neox-f32", "intermediate_size", "-96"),
+        Mutant("gpt_neox-f32", "max_position_embeddings", "0"), Mutant("gpt_neox-f32", "num_hidden_layers", "4"),
+        Mutant("gpt_neox-f32", "vocab_size", "3074457345618258603"),
+        // Llama: kv heads, eps, sizes against the tensors, rope scaling, layers, head_dim.
+        Mutant("llama-f32", "num_key_value_heads", "3"), Mutant("llama-f32", "rms_norm_eps", "0"),
+        Mutant("llama-f32", "rms_norm_eps", "-1"), Mutant("llama-f32", "max_position_embeddings", "0"),
+        Mutant("llama-f32", "intermediate_size", "0"), Mutant("llama-f32", "vocab_size", "0"),
+        Mutant("llama-f32", "vocab_size", "511"), Mutant("llama-f32", "rope_parameters.factor", "0"),
+        Mutant("llama-f32", "rope_parameters.factor", "-8"), Mutant("llama-f32", "rope_parameters.high_freq_factor", "1.0"),
+        Mutant("llama-f32", "rope_parameters.low_freq_factor", "0"),
+        Mutant("llama-f32", "rope_parameters.original_max_position_embeddings", "1e300"),
+        Mutant("llama-f32", "rope_parameters.original_max_position_embeddings", "0"),
+        Mutant("llama-f32", "rope_parameters.rope_theta", "0"), Mutant("llama-f32", "num_hidden_layers", "6"),
+        Mutant("llama-f32", "num_hidden_layers", "4"), Mutant("llama-f32", "head_dim", "0"), Mutant("llama-f32", "head_dim", "13"),
+        Mutant("llama-f32", "head_dim", "4611686018427387904"), Mutant("llama-f32", "num_attention_heads", "-4"),
+        Mutant("llama-f32", "partial_rotary_factor", "1.5"), Mutant("llama-f32", "rotary_pct", "0"),
+        // Mistral, Qwen2: windows, heads wider than the model, sizes against the embedding.
+        Mutant("mistral-f32", "sliding_window", "0"), Mutant("mistral-f32", "num_key_value_heads", "-1"),
+        Mutant("mistral-f32", "hidden_size", "47"), Mutant("qwen2-f32", "num_attention_heads", "96"),
+        Mutant("qwen2-f32", "num_key_value_heads", "0"), Mutant("qwen2-f32", "layer_types", #"["full_attention"]"#),
+        Mutant("llama-f32", "drop_attn_list", "[1e300]"), Mutant("llama-f32", "drop_mlp_list", "[5]"), Mutant("qwen2-f32", "num_hidden_layers", "9223372036854775807"),
+        // Gemma, Gemma-2: head_dim against q_proj, soft caps and scalars, windows, layers.
+        Mutant("gemma-f32", "head_dim", "1099511627776"), Mutant("gemma-f32", "rms_norm_eps", "0"),
+        Mutant("gemma2-f32", "attn_logit_softcapping", "0"), Mutant("gemma2-f32", "final_logit_softcapping", "-30.0"),
+        Mutant("gemma2-f32", "query_pre_attn_scalar", "0"), Mutant("gemma2-f32", "sliding_window", "-1"),
+        Mutant("gemma2-f32", "num_hidden_layers", "5"),
+        // OLMo, OLMo-2, Mixtral.
+        Mutant("olmo-f32", "clip_qkv", "0"), Mutant("olmo-f32", "clip_qkv", "-0.5"),
+        Mutant("olmo2-f32", "num_key_value_heads", "3"), Mutant("olmo2-f32", "rms_norm_eps", "0"),
+        Mutant("mixtral-f32", "num_local_experts", "0"), Mutant("mixtral-f32", "num_experts_per_tok", "0"),
+        Mutant("mixtral-f32", "num_experts_per_tok", "5"), Mutant("mixtral-f32", "num_local_experts", "1152921504606846976"),
+        Mutant("mixtral-f32", "num_local_experts", "2147483648"), Mutant("mixtral-f32", "num_local_experts", "5"),
+    ]
+
+    @Test(arguments: mutants)
+    func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel(mutant.model, as: "model")
+        let configURL = model.appendingPathComponent("config.json")
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
+        let value = try JSONSerialization.jsonObject(with: Data(mutant.value.utf8), options: .fragmentsAllowed)
+        let keys = mutant.path.split(separator: ".").map(String.init)
+        if keys.count == 2 {
+            var nested = config[keys[0]] as! [String: Any]
+            nested[keys[1]] = value
+            config[keys[0]] = nested
+        } else {
+            config[keys[0]] = value
+        }
+        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        do {
+            let loaded = try ModelRegistry.load(try Checkpoint(directory: model))
+            Issue.record("\(mutant.testDescription) loaded as a \(loaded.layerCount)-layer model")
+        } catch let error as DroptraceError {
+            #expect(error.path == configURL.path, "\(error)")
+            #expect(error.message.contains(mutant.key), "does not name \(mutant.key): \(error)")
+            #expect(!error.message.contains("\n"))
+        }
+    }
+
+    /// With every attention layer dropped by the config, no q_proj confirms
+    /// head_dim and no rotary table is built from it: an absurd head_dim
+    /// cannot hang the load.
+    @Test func noRotaryTableWithoutAttention() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32", as: "model")
+        try BadInputTests().rewriteConfig(model) {
+            $0["drop_attn_list"] = [0, 1, 2, 3, 4]
+            $0["head_dim"] = 1 << 40
+        }
+        let loaded = try ModelRegistry.load(try Checkpoint(directory: model))
+        #expect(try loaded.block(0).attention == nil)
+    }
+
+    // MARK: - GGUF metadata
+
+    /// One metadata number changed in a fixture GGUF, and the key the error must name.
+    struct GGUFMutant: Sendable, CustomTestStringConvertible {
+        var file: String
+        var key: String
+        var value: Double
+        var testDescription: String { "\(file) \(key)=\(value)" }
+    }
+
+    static let ggufMutants: [GGUFMutant] = [
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.attention.head_count_kv", value: 0),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.attention.head_count_kv", value: 3),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.attention.head_count", value: 0),
+        GGUFMutant(file: "llama-w64-q.gguf", key: "llama.attention.head_count", value: 256),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.attention.key_length", value: 4_294_967_295),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.embedding_length", value: 0),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.embedding_length", value: 64),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.block_count", value: 6),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.block_count", value: 4),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.context_length", value: 0),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.feed_forward_length", value: 0),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.rope.dimension_count", value: 127),
+        GGUFMutant(file: "gpt_neox-bf16.gguf", key: "gptneox.rope.dimension_count", value: 127),
+        GGUFMutant(file: "gpt_neox-bf16.gguf", key: "gptneox.rope.dimension_count", value: 0),
+        GGUFMutant(file: "gpt_neox-bf16.gguf", key: "gptneox.attention.head_count", value: 5),
+        GGUFMutant(file: "gpt_neox-bf16.gguf", key: "gptneox.attention.head_count", value: 0),
+        GGUFMutant(file: "gpt2-f16.gguf", key: "gpt2.attention.head_count", value: 7),
+        GGUFMutant(file: "qwen2-f16.gguf", key: "qwen2.attention.head_count_kv", value: 0),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.attention.layer_norm_rms_epsilon", value: 0),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.attention.layer_norm_rms_epsilon", value: -.infinity),
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.rope.freq_base", value: -10000),
+        GGUFMutant(file: "gpt_neox-bf16.gguf", key: "gptneox.attention.layer_norm_epsilon", value: .nan),
+    ]
+
+    @Test(arguments: ggufMutants)
+    func ggufMutantIsRefusedNamingTheKey(_ mutant: GGUFMutant) throws {
+        let scratch = try ScratchDirectory()
+        let file = scratch.path(mutant.file)
+        var bytes = [UInt8](try Data(contentsOf: FixtureFiles.root.appendingPathComponent("gguf/\(mutant.file)")))
+        try Self.setMetadataNumber(&bytes, key: mutant.key, to: mutant.value)
+        try Data(bytes).write(to: file)
+        do {
+            let loaded = try ModelRegistry.load(try Checkpoint(location: file))
+            Issue.record("\(mutant.testDescription) loaded as a \(loaded.layerCount)-layer model")
+        } catch let error as DroptraceError {
+            #expect(error.path == file.path, "\(error)")
+            #expect(error.message.contains(mutant.key), "does not name \(mutant.key): \(error)")
+        }
+    }
+
+    /// Overwrites the numeric value of GGUF metadata `key` (stored as
+    /// length-prefixed key, UInt32 type, value) in place.
+    static func setMetadataNumber(_ bytes: inout [UInt8], key: String, to value: Double) throws {
+        let pattern = [UInt8](key.utf8)
+        guard let start = (8...(bytes.count - pattern.count)).first(where: { bytes[$0..<($0 + pattern.count)].elementsEqual(pattern) && bytes[$0 - 8] == UInt8(pattern.count) }) else {
+            throw DroptraceError("no metadata key \(key)")
+        }
+        let typeOffset = start + pattern.count
+        let type = bytes[typeOffset]
+        let bits: UInt64 = switch type {
+        case 6: UInt64(Float(value).bitPattern)
+        case 12: value.bitPattern
+        default: UInt64(truncatingIfNeeded: Int64(value))
+        }
+        let width = [4: 4, 5: 4, 6: 4, 10: 8, 11: 8, 12: 8][Int(type)]!
+        for i in 0..<width { bytes[typeOffset + 4 + i] = UInt8(truncatingIfNeeded: bits >> UInt64(8 * i)) }
+    }
+
+    // MARK: - Required tensors
+
+    /// A copy of `fixture` without lm_head.weight, its config changed by `change`.
+    func modelWithoutHead(_ fixture: String, in scratch: ScratchDirectory, _ change: (inout [String: Any]) -> Void) throws -> URL {
+        let model = try scratch.copyOfModel(fixture, as: "model")
+        try BadInputTests().rewriteConfig(model, change)
+        try BadInputTests().rewriteWeights(model) { $0.removeAll { $0.name == "lm_head.weight" } }
+        return model
+    }
+
+    /// An untied model (tie_word_embeddings false, or absent where the
+    /// family's default is false) without lm_head.weight is an error naming
+    /// it, not a head borrowed from the embedding.
+    @Test(arguments: [false, nil] as [Bool?])
+    func untiedModelWithoutHeadIsRefused(tie: Bool?) throws {
+        let scratch = try ScratchDirectory()
+        let model = try modelWithoutHead("llama-f32", in: scratch) { $0["tie_word_embeddings"] = tie }
+        let loaded = try ModelRegistry.load(try Checkpoint(directory: model))
+        #expect {
+            try loaded.head()
+        } throws: { error in
+            "\(error)".contains("lm_head.weight") && "\(error)".contains(model.path)
+        }
+    }
+
+    /// Tied models keep using the embedding: by the config, or by the family's
+    /// default (Gemma ties when the key is absent).
+    @Test(arguments: [("llama-f32", true), ("gemma-f32", nil)] as [(String, Bool?)])
+    func tiedModelWithoutHeadUsesTheEmbedding(fixture: String, tie: Bool?) throws {
+        let scratch = try ScratchDirectory()
+        let model = try modelWithoutHead(fixture, in: scratch) { $0["tie_word_embeddings"] = tie }
+        let checkpoint = try Checkpoint(directory: model)
+        let head = try ModelRegistry.load(checkpoint).head()
+        #expect(head.projection.weight == (try checkpoint.tensor("model.embed_tokens.weight").floats()))
+    }
+
+    // MARK: - The rotary kernel
+
+    /// Frequencies for more dimensions than the head has rotate only the
+    /// head, and heads that do not fit in a row are left alone: nothing
+    /// outside them is written.
+    @Test func rotaryKernelNeverWritesOutsideAHead() {
+        let rotary = RotaryEmbedding(inverseFrequencies: [Float](repeating: 0.5, count: 64), headDim: 6)
+        #expect(rotary.rotaryDim == 6)
+        let stride = 16, rows = 3
+        var buffer = [Float](repeating: 7, count: rows * stride + 32)
+        buffer.withUnsafeMutableBufferPointer { values in
+            rotary.apply(to: values.baseAddress!, rowStride: stride, headOffsets: [2, 12, -4], positions: [1, 2, 3])
+        }
+        for r in 0..<rows {
+            for j in 0..<stride where !(2..<8).contains(j) {
+                #expect(buffer[r * stride + j] == 7, "row \(r) column \(j) was written")
+            }
+            #expect(buffer[r * stride + 2] != 7)
+        }
+        #expect(buffer[(rows * stride)...].allSatisfy { $0 == 7 })
+    }
+
+    /// A rotary fraction whose width rounds up past an odd head is refused
+    /// rather than rotating a dimension of the next head.
+    @Test func rotaryWidthBeyondTheHeadIsRefused() throws {
+        let rope = try JSONDecoder().decode(RopeSettings.self, from: Data(#"{"partial_rotary_factor": 1.0}"#.utf8))
+        #expect(throws: DroptraceError.self) { try rope.embedding(headDim: 7, configPath: "config.json") }
+        #expect(try rope.embedding(headDim: 8, configPath: "config.json").rotaryDim == 8)
+    }
+}

@@ -1,0 +1,113 @@
+import Architectures
+import CheckpointIO
+@testable import Dropping
+import Foundation
+import Testing
+
+/// `drop --export` writes a config.json transformers loads: the source's own
+/// text with only the layer count, the per-layer keys and the drop lists
+/// rewritten — float fields stay floats, keys stay in their order.
+@Suite struct ModelExportTests {
+    /// A copy of fixture `name` whose config.json text is changed by `edit`.
+    func model(_ name: String, in scratch: ScratchDirectory, edit: (String) -> String) throws -> URL {
+        let model = try scratch.copyOfModel(name, as: "model")
+        let url = model.appendingPathComponent("config.json")
+        try Data(edit(try String(contentsOf: url, encoding: .utf8)).utf8).write(to: url)
+        return model
+    }
+
+    func exportedConfig(_ model: URL, plan: DropPlan, in scratch: ScratchDirectory) throws -> (text: String, object: [String: Any]) {
+        let export = scratch.path("export")
+        try DroppedModelExport.write(model: try ModelRegistry.load(try Checkpoint(directory: model)), plan: plan, to: export)
+        let data = try Data(contentsOf: export.appendingPathComponent("config.json"))
+        // The export loads again.
+        _ = try ModelRegistry.load(try Checkpoint(directory: export))
+        return (String(decoding: data, as: UTF8.self), try JSONSerialization.jsonObject(with: data) as! [String: Any])
+    }
+
+    /// The top-level keys of pretty-printed JSON, in order.
+    func keys(_ text: String) -> [String] {
+        text.split(separator: "\n").compactMap { line in
+            guard line.hasPrefix("  \""), !line.hasPrefix("   ") else { return nil }
+            return String(line.dropFirst(3).prefix { $0 != "\"" })
+        }
+    }
+
+    func ints(_ value: Any?) -> [Int]? { (value as? [NSNumber])?.map(\.intValue) }
+
+    /// Blocks 1 and 3 of 5 removed: every per-layer key keeps the entries of
+    /// layers 0, 2 and 4, renumbered 0, 1, 2.
+    @Test func blockDropRewritesEveryPerLayerKey() throws {
+        let scratch = try ScratchDirectory()
+        let model = try model("llama-f32", in: scratch) { text in
+            text.replacingOccurrences(of: "\"vocab_size\": 512", with: """
+                "vocab_size": 512,
+                  "layer_types": ["full_attention", "sliding_attention", "sliding_attention", "full_attention", "full_attention"],
+                  "no_rope_layers": [1, 0, 0, 1, 1],
+                  "mlp_only_layers": [0, 3, 4],
+                  "max_window_layers": 3,
+                  "first_k_dense_replace": 2,
+                  "drop_attn_list": [2]
+                """)
+        }
+        let original = try String(contentsOf: model.appendingPathComponent("config.json"), encoding: .utf8)
+        let (text, config) = try exportedConfig(model, plan: DropPlan(blocks: [1, 3]), in: scratch)
+        #expect((config["num_hidden_layers"] as! NSNumber).intValue == 3)
+        #expect(config["layer_types"] as? [String] == ["full_attention", "sliding_attention", "full_attention"])
+        #expect(ints(config["no_rope_layers"]) == [1, 0, 1])
+        #expect(ints(config["mlp_only_layers"]) == [0, 2])
+        #expect((config["max_window_layers"] as! NSNumber).intValue == 2)
+        #expect((config["first_k_dense_replace"] as! NSNumber).intValue == 1)
+        #expect(ints(config["drop_attn_list"]) == [1])
+        for spelled in ["\"rope_theta\": 10000.0", "\"factor\": 8.0", "\"high_freq_factor\": 4.0", "\"attention_dropout\": 0.0", "\"rms_norm_eps\": 1e-05"] {
+            #expect(text.contains(spelled), "export lost \(spelled)")
+        }
+        #expect(keys(text) == keys(original))
+    }
+
+    /// A sliding pattern (`sliding_window_pattern`: every n-th layer global)
+    /// is spelled out as `layer_types` for the kept layers, so removing
+    /// blocks cannot move the global layers.
+    @Test func blockDropSpellsOutASlidingPattern() throws {
+        let scratch = try ScratchDirectory()
+        let model = try model("llama-f32", in: scratch) {
+            $0.replacingOccurrences(of: "\"vocab_size\": 512", with: "\"vocab_size\": 512,\n  \"sliding_window_pattern\": 3")
+        }
+        let (_, config) = try exportedConfig(model, plan: DropPlan(blocks: [1, 3]), in: scratch)
+        #expect(config["layer_types"] as? [String] == ["sliding_attention", "full_attention", "sliding_attention"])
+    }
+
+    /// Attention and MLP drops leave the text as it was, plus the drop lists.
+    @Test func moduleDropOnlyAddsTheDropLists() throws {
+        let scratch = try ScratchDirectory()
+        let model = FixtureFiles.model("gemma2-f32")
+        let original = try String(contentsOf: model.appendingPathComponent("config.json"), encoding: .utf8)
+        let (text, _) = try exportedConfig(model, plan: DropPlan(attention: [1, 3], mlp: [2]), in: scratch)
+        let added = ",\n  \"drop_attn_list\": [1,3],\n  \"drop_mlp_list\": [2]"
+        #expect(text.replacingOccurrences(of: added, with: "") == original, "\(text)")
+    }
+
+    /// Gemma-2 and Mixtral block drops (the wild case: transformers refused
+    /// `final_logit_softcapping: 30` and `router_jitter_noise: 0`).
+    @Test(arguments: [
+        ("gemma2-f32", ["\"final_logit_softcapping\": 8.0", "\"attn_logit_softcapping\": 2.0", "\"rope_theta\": 10000.0"]),
+        ("mixtral-f32", ["\"router_jitter_noise\": 0.0", "\"rope_theta\": 1000000.0", "\"router_aux_loss_coef\": 0.001"]),
+    ])
+    func blockDropKeepsFloatFieldsFloats(fixture: String, spellings: [String]) throws {
+        let scratch = try ScratchDirectory()
+        let (text, config) = try exportedConfig(FixtureFiles.model(fixture), plan: DropPlan(blocks: [0]), in: scratch)
+        for spelled in spellings { #expect(text.contains(spelled), "\(fixture) export lost \(spelled)") }
+        #expect((config["num_hidden_layers"] as! NSNumber).intValue == 3)
+    }
+
+    /// A GGUF's synthesised config spells its floats as floats too.
+    @Test func ggufExportKeepsFloatFieldsFloats() throws {
+        let scratch = try ScratchDirectory()
+        let model = try ModelRegistry.load(try Checkpoint(location: FixtureFiles.root.appendingPathComponent("gguf/llama-f32.gguf")))
+        let export = scratch.path("export")
+        try DroppedModelExport.write(model: model, plan: DropPlan(blocks: [2]), to: export)
+        let text = try String(contentsOf: export.appendingPathComponent("config.json"), encoding: .utf8)
+        #expect(text.contains("\"rope_theta\": 10000.0"), "\(text)")
+        #expect(text.contains("\"num_hidden_layers\": 4"), "\(text)")
+    }
+}
