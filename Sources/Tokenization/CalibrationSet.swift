@@ -103,7 +103,7 @@ public struct CalibrationSet: Sendable {
         if let offset = UTF8Validation.firstInvalidByte(in: bytes) {
             throw DroptraceError("is not valid UTF-8 text (bad byte at offset \(offset))", path: path)
         }
-        let ids = tokenizer.encode(String(decoding: bytes, as: UTF8.self))
+        let ids = try tokenizer.encode(String(decoding: bytes, as: UTF8.self))
         let fullWindows = ids.count / seqLen
         guard fullWindows > 0 else {
             throw DroptraceError(

@@ -80,7 +80,7 @@ extension Tokenizer {
         var decoders: [TokenDecoder] = [ReplaceDecoder(pattern: space, content: " "), ByteFallbackDecoder(), FuseDecoder()]
         if spec.addSpacePrefix { decoders.append(StripDecoder(content: " ", start: 1, stop: 0)) }
 
-        self.init(
+        try self.init(
             model: model, normalizer: SequenceNormalizer(steps: steps), preTokenizer: nil,
             postProcessor: try reader.postProcessor(), addedTokens: reader.addedTokens(types: types),
             decodesByteLevel: false, tokenDecoder: SequenceDecoder(steps: decoders))
@@ -111,7 +111,7 @@ extension Tokenizer {
             PatternPreTokenizer(pattern: WordSplitScanner(shape: flavour.shape), behavior: .isolated, invert: false),
             ByteLevelPreTokenizer(addPrefixSpace: false, useRegex: false),
         ])
-        self.init(
+        try self.init(
             model: model, normalizer: flavour.normalizesToNFC ? UnicodeFormNormalizer(form: .nfc) : nil,
             preTokenizer: preTokenizer, postProcessor: try reader.postProcessor(),
             addedTokens: reader.addedTokens(types: types), decodesByteLevel: true, tokenDecoder: nil)
