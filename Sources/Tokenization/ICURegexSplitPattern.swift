@@ -1,5 +1,3 @@
-import Foundation
-
 import CICURegex
 import DroptraceSupport
 import Foundation
@@ -20,14 +18,15 @@ struct ICURegexSplitPattern: SplitPattern {
     private let regex: CompiledICURegex
 
     /// Step budgets in ICU's time-limit units ("ticks" of 10,000 engine
-    /// steps, about a millisecond). One match attempt gets a fixed budget
-    /// (about a second) plus 4 steps per UTF-16 unit left in the text, so a
-    /// linear pattern may match across a long text while exponential
-    /// backtracking stops within a second or two on ordinary inputs; the
-    /// whole search gets 100 steps per unit (the tokenizer regexes take
-    /// about 3), a backstop for patterns that are merely polynomial.
+    /// steps, about a millisecond). A search (one piece of text) gets 50
+    /// ticks plus 100 steps per UTF-16 unit (the tokenizer regexes take
+    /// about 3), so backtracking on a short piece stops within a tenth of a
+    /// second and a pattern that is merely polynomial cannot run away on a
+    /// long one; within it, one match attempt gets 500 ticks plus 4 steps per
+    /// unit left in the text, so a linear pattern may still match across a
+    /// long text while exponential backtracking stops within seconds.
     static let budget = droptrace_regex_budget(
-        attempt_base: 500, attempt_per_mega_unit: 400, total_base: 500, total_per_mega_unit: 10_000)
+        attempt_base: 500, attempt_per_mega_unit: 400, total_base: 50, total_per_mega_unit: 10_000)
 
     /// - Throws: `DroptraceError` naming `source` when ICU cannot compile
     ///   the (translated) pattern.
