@@ -17,6 +17,9 @@ struct LlamaCppPreTokenizer: Sendable {
     let preTokenizerJSON: String
     var normalizesToNFC = false
     var ignoresMerges = false
+    /// llama.cpp adds BOS by default (no `tokenizer.ggml.add_bos_token`)
+    /// for these, as their tokenizer.json post-processors do.
+    var addsBOSByDefault = false
 
     /// llama.cpp's choice when `tokenizer.ggml.pre` is missing or "default":
     /// LLAMA_VOCAB_PRE_TYPE_DEFAULT.
@@ -77,7 +80,7 @@ struct LlamaCppPreTokenizer: Sendable {
          LlamaCppPreTokenizer(preTokenizerJSON: byteLevelWithRegex)),
         // Llama-3 (tiktoken cl100k-style), with ignore_merges as transformers converts it.
         (["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "dbrx", "smaug-bpe"],
-         LlamaCppPreTokenizer(preTokenizerJSON: splits([llama3Words]), ignoresMerges: true)),
+         LlamaCppPreTokenizer(preTokenizerJSON: splits([llama3Words]), ignoresMerges: true, addsBOSByDefault: true)),
         (["glm4", "chatglm-bpe"], LlamaCppPreTokenizer(preTokenizerJSON: splits([llama3Words]))),
         // Qwen2's files normalise to NFC (llama.cpp skips that step).
         (["qwen2", "deepseek-r1-qwen", "kormo"],
@@ -106,7 +109,8 @@ struct LlamaCppPreTokenizer: Sendable {
              "[0-9][0-9][0-9]"]))),
         (["bloom", "gpt3-finnish", "poro-chat"], LlamaCppPreTokenizer(preTokenizerJSON: splits([bloomWords]))),
         (["viking"], LlamaCppPreTokenizer(preTokenizerJSON: splits([bloomWords, #"\p{N}"#]))),
-        (["tekken"], LlamaCppPreTokenizer(preTokenizerJSON: splits([tekkenWords]), ignoresMerges: true)),
+        (["tekken"],
+         LlamaCppPreTokenizer(preTokenizerJSON: splits([tekkenWords]), ignoresMerges: true, addsBOSByDefault: true)),
         (["gpt-4o", "llama4", "minimax-m2"], LlamaCppPreTokenizer(preTokenizerJSON: splits([gpt4oWords]))),
         (["seed-coder"],
          LlamaCppPreTokenizer(preTokenizerJSON: splits([

@@ -70,6 +70,16 @@ struct GGUFPreTokenizerTests {
         #expect(covered == Set(LlamaCppPreTokenizer.knownNames))
     }
 
+    @Test("BOS is added by default as llama.cpp adds it")
+    func bosDefaults() {
+        #expect(VocabularySpec.addsBOSByDefault(model: .sentencePiece, preTokenizer: nil))
+        #expect(VocabularySpec.addsBOSByDefault(model: .byteLevelBPE, preTokenizer: "llama-bpe"))
+        #expect(VocabularySpec.addsBOSByDefault(model: .byteLevelBPE, preTokenizer: "tekken"))
+        #expect(!VocabularySpec.addsBOSByDefault(model: .byteLevelBPE, preTokenizer: "smollm"))
+        #expect(!VocabularySpec.addsBOSByDefault(model: .byteLevelBPE, preTokenizer: nil))
+        #expect(!VocabularySpec.addsBOSByDefault(model: .byteLevelBPE, preTokenizer: "no-such-name"))
+    }
+
     @Test("a vocabulary without tokenizer.ggml.pre gets llama.cpp's default")
     func missingNameIsDefault() throws {
         let fixture = try Self.fixture("default")
