@@ -14,9 +14,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
-        // C libraries from Debian: libopenblas-dev, libhdf5-dev.
+        // C libraries from Debian: libopenblas-dev, libhdf5-dev, libicu-dev.
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5"),
+        // ICU's regex engine with a step budget (libicu-dev), for tokenizer.json regexes.
+        .target(name: "CICURegex", linkerSettings: [.linkedLibrary("icui18n"), .linkedLibrary("icuuc")]),
 
         // Errors and small shared helpers.
         .target(name: "DroptraceSupport"),
@@ -25,7 +27,7 @@ let package = Package(
         // tokenizer.json (byte-level BPE) and calibration sets.
         .target(
             name: "Tokenization",
-            dependencies: ["DroptraceSupport", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["CICURegex", "DroptraceSupport", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // Float32 tensor kernels on top of BLAS.
         .target(name: "TensorEngine", dependencies: ["CBLAS", "DroptraceSupport"]),

@@ -54,9 +54,9 @@ public struct TaskScores: Sendable, Equatable {
         var wholes: [[Int]] = []
         var continuations: [Range<Int>] = []
         for (number, item) in items.enumerated() {
-            let context = tokenizer.encode(item.context)
+            let context = try tokenizer.encode(item.context)
             for choice in item.choices {
-                let whole = tokenizer.encode(item.context + choice)
+                let whole = try tokenizer.encode(item.context + choice)
                 guard whole.count > context.count, Array(whole.prefix(context.count)) == context else {
                     throw DroptraceError(
                         "item \(number + 1): the choice \(choice.debugDescription) does not extend the context's tokens",

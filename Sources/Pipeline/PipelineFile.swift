@@ -34,18 +34,24 @@ public struct PipelineFile: Decodable {
     }
 
     /// Reads and checks a pipeline file; every problem names the file.
+    ///
+    /// A pipeline file is a small flat mapping, so anything that could make
+    /// the YAML library crash, recurse without bound or expand aliases
+    /// without bound is refused before values are decoded: files over 1 MiB,
+    /// nesting deeper than 64, complex (non-scalar) keys, more than 10,000
+    /// values counting every alias expansion, and tags outside YAML's core
+    /// schema.
     public static func load(_ url: URL) throws -> PipelineFile {
-        guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw DroptraceError("pipeline file not found", path: url.path)
-        }
-        let text = String(decoding: data, as: UTF8.self)
-        let top: Any?
-        do { top = try Yams.load(yaml: text) } catch {
+        let text = try PipelineYAML.read(url)
+        let top: Node?
+        do { top = try Yams.compose(yaml: text) } catch {
             throw DroptraceError("not valid YAML: \(String(describing: error).split(separator: "\n").first ?? "")", path: url.path)
         }
-        guard let keys = (top as? [String: Any])?.keys else {
+        guard let mapping = top?.mapping else {
             throw DroptraceError("expected a mapping of pipeline settings", path: url.path)
         }
+        try PipelineYAML.checkShape(mapping, path: url.path)
+        let keys = mapping.keys.compactMap(\.string)
         let known = Set(CodingKeys.allCases.map(\.rawValue))
         if let unknown = keys.sorted().first(where: { !known.contains($0) }) {
             throw DroptraceError(
@@ -81,5 +87,130 @@ public struct PipelineFile: Decodable {
             calibration: CalibrationSource(url: resolve(calibration), seqLen: seqLen, samples: samples),
             output: resolve(output), dropK: dropK, force: force, title: title,
             evaluation: eval.map { CalibrationSource(url: resolve($0), seqLen: seqLen, samples: samples) })
+    }
+}
+
+/// The guards `PipelineFile.load` puts around the YAML library.
+enum PipelineYAML {
+    static let maxBytes = 1 << 20
+    static let maxDepth = 64
+    static let maxValues = 10_000
+
+    /// The file's text, refusing what is not a regular file of at most
+    /// `maxBytes` bytes of UTF-8, and nesting deeper than `maxDepth`
+    /// (Yams composes recursively, so deep nesting would overflow the stack).
+    static func read(_ url: URL) throws -> String {
+        let path = url.path
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else {
+            throw DroptraceError("pipeline file not found", path: path)
+        }
+        guard attributes[.type] as? FileAttributeType == .typeRegular else {
+            throw DroptraceError("is not a regular file", path: path)
+        }
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw DroptraceError("pipeline file cannot be read", path: path)
+        }
+        defer { try? handle.close() }
+        // Read at most one byte past the cap: the size on disk may change.
+        let data = (try? handle.read(upToCount: maxBytes + 1)) ?? Data()
+        guard data.count <= maxBytes else {
+            throw DroptraceError("is larger than 1 MiB; a pipeline file is a short list of settings", path: path)
+        }
+        let bytes = [UInt8](data)
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw DroptraceError("is not UTF-8 text", path: path)
+        }
+        if nestingBound(bytes) > maxDepth {
+            throw DroptraceError(
+                "nests lists or mappings more than \(maxDepth) deep; a pipeline file is a flat mapping of settings",
+                path: path)
+        }
+        return text
+    }
+
+    /// An upper bound on how deeply the document nests collections, from
+    /// the text alone: the deepest `[`/`{` nesting plus, for the worst line,
+    /// its indentation and its block indicators (`- `, `? `, `: `). Each
+    /// level of block nesting needs one of those, so the bound holds; it
+    /// overcounts brackets and indicators inside strings, which only makes
+    /// it safer.
+    static func nestingBound(_ bytes: [UInt8]) -> Int {
+        var flow = 0, deepestFlow = 0, worstLine = 0
+        var indent = 0, indicators = 0, atLineStart = true
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            let next = index + 1 < bytes.count ? bytes[index + 1] : 0x0A
+            switch byte {
+            case 0x0A:
+                worstLine = max(worstLine, indent + indicators)
+                indent = 0
+                indicators = 0
+                atLineStart = true
+            case 0x20 where atLineStart:
+                indent += 1
+            case UInt8(ascii: "#") where atLineStart || bytes[index - 1] == 0x20:
+                // A comment runs to the end of the line.
+                while index + 1 < bytes.count && bytes[index + 1] != 0x0A { index += 1 }
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                flow += 1
+                deepestFlow = max(deepestFlow, flow)
+                atLineStart = false
+            case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                flow = max(0, flow - 1)
+                atLineStart = false
+            case UInt8(ascii: "-"), UInt8(ascii: "?"), UInt8(ascii: ":"):
+                if next == 0x20 || next == 0x0A || next == 0x0D || next == 0x09 { indicators += 1 }
+                atLineStart = false
+            default:
+                atLineStart = false
+            }
+            index += 1
+        }
+        return deepestFlow + max(worstLine, indent + indicators)
+    }
+
+    /// Refuses complex keys, tags outside the core schema and documents
+    /// whose aliases expand to more than `maxValues` values, walking the
+    /// composed nodes (aliases are shared there, so nothing has been
+    /// expanded yet) and stopping at the first excess.
+    static func checkShape(_ mapping: Node.Mapping, path: String) throws {
+        let coreTags = Set([Tag.Name.str, .seq, .map, .bool, .float, .null, .int, .implicit, .nonSpecific].map(\.rawValue))
+        var seen = 0
+        var keys = Set<String>()
+        for (key, _) in mapping {
+            guard case .scalar(let scalar) = key else {
+                throw DroptraceError("has a setting whose name is a list or mapping (a YAML complex key)", path: path)
+            }
+            if !keys.insert(scalar.string).inserted {
+                throw DroptraceError("gives setting \"\(scalar.string)\" twice", path: path)
+            }
+        }
+        func visit(_ node: Node) throws {
+            seen += 1
+            if seen > maxValues {
+                throw DroptraceError(
+                    "holds more than \(maxValues) values once its aliases are expanded; a pipeline file is a short list of settings",
+                    path: path)
+            }
+            if !coreTags.contains(node.tag.description) {
+                throw DroptraceError("uses the YAML tag \"\(node.tag)\"; pipeline settings are plain values", path: path)
+            }
+            switch node {
+            case .scalar:
+                break
+            case .sequence(let sequence):
+                for item in sequence { try visit(item) }
+            case .mapping(let inner):
+                for (key, value) in inner {
+                    guard case .scalar = key else {
+                        throw DroptraceError("has a mapping key that is a list or mapping (a YAML complex key)", path: path)
+                    }
+                    try visit(key)
+                    try visit(value)
+                }
+            }
+        }
+        try visit(.mapping(mapping))
     }
 }

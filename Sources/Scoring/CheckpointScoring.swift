@@ -57,7 +57,8 @@ public enum CheckpointScoring {
         if source.isJSONL {
             return try CalibrationSet.load(from: source.url, tokenizer: nil, seqLen: source.seqLen, samples: source.samples)
         }
-        let tokenizer = try CheckpointTokenizer.load(for: model.checkpoint, purpose: "text calibration", requestedBy: source.url.path)
+        let tokenizer = try CheckpointTokenizer.load(
+            for: model.checkpoint, purpose: "text calibration", requestedBy: source.url.path, warn: warn)
         let seqLen = source.seqLen ?? min(CalibrationSource.defaultTextSeqLen, model.maxPositions)
         let samples = source.samples ?? CalibrationSource.defaultTextSamples
         let set = try CalibrationSet.load(from: source.url, tokenizer: tokenizer, seqLen: seqLen, samples: samples)

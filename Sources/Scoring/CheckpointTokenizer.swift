@@ -7,9 +7,18 @@ import Tokenization
 /// (it belongs to those weights, whatever else lies in the folder), else
 /// tokenizer.json beside the weights.
 public enum CheckpointTokenizer {
-    public static func load(for checkpoint: Checkpoint, purpose: String, requestedBy path: String) throws -> Tokenizer {
+    /// `warn` hears of a byte-level GGUF vocabulary without
+    /// `tokenizer.ggml.pre`, which gets llama.cpp's default pre-tokenizer.
+    public static func load(
+        for checkpoint: Checkpoint, purpose: String, requestedBy path: String, warn: (String) -> Void = { _ in }
+    ) throws -> Tokenizer {
         if let gguf = checkpoint.gguf {
-            return try Tokenizer(vocabulary: VocabularySpec(gguf: gguf), source: gguf.path)
+            let spec = try VocabularySpec(gguf: gguf)
+            if spec.model == .byteLevelBPE && spec.preTokenizer == nil {
+                warn("\(gguf.path): no tokenizer.ggml.pre; splitting text with llama.cpp's default pre-tokenizer, "
+                    + "as llama.cpp does (re-convert the model to record the right one)")
+            }
+            return try Tokenizer(vocabulary: spec, source: gguf.path)
         }
         let file = checkpoint.directory.appendingPathComponent("tokenizer.json")
         if FileManager.default.fileExists(atPath: file.path) {

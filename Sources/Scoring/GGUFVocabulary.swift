@@ -56,6 +56,7 @@ extension VocabularySpec {
             }
             tokenTypes = items
         }
+        let preTokenizer = metadata[key("pre")]?.string
         let ids = (bos: try id("bos_token_id"), eos: try id("eos_token_id"), unknown: try id("unknown_token_id"))
         for (name, value) in [("bos_token_id", ids.bos), ("eos_token_id", ids.eos), ("unknown_token_id", ids.unknown)] {
             if let value, !(0..<tokens.count).contains(value) {
@@ -65,10 +66,10 @@ extension VocabularySpec {
         self.init(
             model: model, tokens: tokens, scores: scores, tokenTypes: tokenTypes, merges: try strings("merges"),
             bosID: ids.bos, eosID: ids.eos, unknownID: ids.unknown,
-            // llama.cpp's defaults when the keys are absent: SentencePiece adds BOS, byte-level BPE does not.
-            addBOS: try flag("add_bos_token") ?? (model == .sentencePiece),
+            // llama.cpp's defaults when the keys are absent.
+            addBOS: try flag("add_bos_token") ?? Self.addsBOSByDefault(model: model, preTokenizer: preTokenizer),
             addEOS: try flag("add_eos_token") ?? false,
-            preTokenizer: metadata[key("pre")]?.string,
+            preTokenizer: preTokenizer,
             addSpacePrefix: try flag("add_space_prefix") ?? true)
     }
 }

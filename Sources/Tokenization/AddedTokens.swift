@@ -59,9 +59,9 @@ struct AddedTokenMatcher: Sendable {
         }
     }
 
-    func split(_ text: ArraySlice<UInt8>, _ emit: (AddedTokenSegment) -> Void) {
+    func split(_ text: ArraySlice<UInt8>, _ emit: (AddedTokenSegment) throws -> Void) rethrows {
         guard !entries.isEmpty else {
-            if !text.isEmpty { emit(.text(text)) }
+            if !text.isEmpty { try emit(.text(text)) }
             return
         }
         let base = text.startIndex
@@ -90,9 +90,9 @@ struct AddedTokenMatcher: Sendable {
         }
         for segment in segments where segment.start < segment.end {
             if let id = segment.id {
-                emit(.token(id))
+                try emit(.token(id))
             } else {
-                emit(.text(text[(base + segment.start)..<(base + segment.end)]))
+                try emit(.text(text[(base + segment.start)..<(base + segment.end)]))
             }
         }
     }

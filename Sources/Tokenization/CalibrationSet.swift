@@ -52,6 +52,12 @@ public struct CalibrationSet: Sendable {
     ///   non-overlapping windows of exactly `seqLen` tokens, the first
     ///   `samples` of them; a partial last window is dropped.
     ///
+    /// The extension must agree with the content, judged by the first
+    /// non-blank line: a `.jsonl`/`.json` file whose first line starts with
+    /// neither `{` nor `[` is text, and any other file whose first line is a
+    /// JSON object with `input_ids` is JSONL; either mismatch is refused
+    /// rather than read as the other kind.
+    ///
     /// Ids are not checked against a vocabulary here; the caller knows the model.
     public static func load(from url: URL, tokenizer: Tokenizer?, seqLen: Int?, samples: Int?) throws -> CalibrationSet {
         let path = url.path
@@ -63,10 +69,23 @@ public struct CalibrationSet: Sendable {
         }
         let data = try readFile(at: url)
         let sequences: [[Int]]
+        let firstLine = TokenIdLines.firstNonBlankLine(data)
+        let named = url.pathExtension.isEmpty ? "no extension" : "the extension .\(url.pathExtension)"
         switch url.pathExtension.lowercased() {
         case "jsonl", "json":
+            // An array or a broken object is a JSONL mistake, reported by line.
+            if let first = firstLine.first, first != UInt8(ascii: "{") && first != UInt8(ascii: "[") {
+                throw DroptraceError(
+                    "looks like text (its first line is not a JSON object), but \(named) says JSONL token ids; "
+                        + "give calibration text a .txt extension", path: path)
+            }
             sequences = try TokenIdLines.parse(data, path: path, seqLen: seqLen, samples: samples)
         default:
+            if TokenIdLines.holdsTokenIds(firstLine) {
+                throw DroptraceError(
+                    "looks like JSONL token ids (its first line is a JSON object with \"input_ids\"), but \(named) "
+                        + "says text; give it a .jsonl extension", path: path)
+            }
             sequences = try textWindows(data, path: path, tokenizer: tokenizer, seqLen: seqLen, samples: samples)
         }
         return CalibrationSet(sequences: sequences, sourcePath: path, requestedSamples: samples)
@@ -103,7 +122,7 @@ public struct CalibrationSet: Sendable {
         if let offset = UTF8Validation.firstInvalidByte(in: bytes) {
             throw DroptraceError("is not valid UTF-8 text (bad byte at offset \(offset))", path: path)
         }
-        let ids = tokenizer.encode(String(decoding: bytes, as: UTF8.self))
+        let ids = try tokenizer.encode(String(decoding: bytes, as: UTF8.self))
         let fullWindows = ids.count / seqLen
         guard fullWindows > 0 else {
             throw DroptraceError(
@@ -131,6 +150,29 @@ enum TokenIdLines {
             throw DroptraceError("no sequences: every line is blank", path: path)
         }
         return sequences
+    }
+
+    /// The first line holding more than whitespace, trimmed (a leading
+    /// UTF-8 byte order mark counts as whitespace); empty when there is none.
+    static func firstNonBlankLine(_ data: Data) -> ArraySlice<UInt8> {
+        var start = data.startIndex
+        if data.starts(with: [0xEF, 0xBB, 0xBF]) { start += 3 }
+        while start < data.endIndex {
+            let end = data[start...].firstIndex(of: 0x0A) ?? data.endIndex
+            let line = data[start..<end].drop(while: isJSONWhitespace)
+            if let last = line.lastIndex(where: { !isJSONWhitespace($0) }) {
+                return ArraySlice(line[...last])
+            }
+            start = end + 1
+        }
+        return []
+    }
+
+    /// Whether `line` is a JSON object with an `input_ids` key.
+    static func holdsTokenIds(_ line: ArraySlice<UInt8>) -> Bool {
+        guard line.first == UInt8(ascii: "{"),
+              let object = try? JSONParser.parse(Array(line)) as? JSONObject else { return false }
+        return object["input_ids"] != nil
     }
 
     private static func isJSONWhitespace(_ byte: UInt8) -> Bool {

@@ -24,7 +24,7 @@ struct MetaspacePreTokenizer: PreTokenizer {
         replacementPattern = LiteralSplitPattern(needle: self.replacement)
     }
 
-    func split(_ piece: TextPiece, _ emit: (TextPiece) -> Void) {
+    func split(_ piece: TextPiece, _ emit: (TextPiece) throws -> Void) throws {
         let text = piece.logicalText()
         var output: [UInt8] = []
         output.reserveCapacity(text.bytes.count + replacement.count * 4)
@@ -41,9 +41,9 @@ struct MetaspacePreTokenizer: PreTokenizer {
         }
         let result = TextPiece(output[...], startsInput: piece.startsInput)
         if splitsOnReplacement {
-            result.split(by: replacementPattern, behavior: .mergedWithNext, invert: false, markByteMapped: false, emit)
+            try result.split(by: replacementPattern, behavior: .mergedWithNext, invert: false, markByteMapped: false, emit)
         } else {
-            emit(result)
+            try emit(result)
         }
     }
 }

@@ -2,15 +2,16 @@ import Foundation
 
 /// One step of the `normalizer` section: rewrites text before it is split.
 protocol TextNormalizer: Sendable {
-    func normalize(_ text: String) -> String
+    /// - Throws: a regex's `DroptraceError` (step budget; `Replace` only).
+    func normalize(_ text: String) throws -> String
     /// The same on UTF-8, which a normaliser can override to skip text it
     /// would leave unchanged.
-    func normalize(utf8: ArraySlice<UInt8>) -> [UInt8]
+    func normalize(utf8: ArraySlice<UInt8>) throws -> [UInt8]
 }
 
 extension TextNormalizer {
-    func normalize(utf8: ArraySlice<UInt8>) -> [UInt8] {
-        Array(normalize(String(decoding: utf8, as: UTF8.self)).utf8)
+    func normalize(utf8: ArraySlice<UInt8>) throws -> [UInt8] {
+        Array(try normalize(String(decoding: utf8, as: UTF8.self)).utf8)
     }
 }
 
@@ -108,12 +109,12 @@ struct LowercaseNormalizer: TextNormalizer {
 struct SequenceNormalizer: TextNormalizer {
     let steps: [TextNormalizer]
 
-    func normalize(_ text: String) -> String {
-        steps.reduce(text) { partial, step in step.normalize(partial) }
+    func normalize(_ text: String) throws -> String {
+        try steps.reduce(text) { partial, step in try step.normalize(partial) }
     }
 
-    func normalize(utf8 text: ArraySlice<UInt8>) -> [UInt8] {
-        steps.reduce(Array(text)) { partial, step in step.normalize(utf8: partial[...]) }
+    func normalize(utf8 text: ArraySlice<UInt8>) throws -> [UInt8] {
+        try steps.reduce(Array(text)) { partial, step in try step.normalize(utf8: partial[...]) }
     }
 }
 
@@ -131,14 +132,14 @@ struct ReplaceNormalizer: TextNormalizer {
     let pattern: SplitPattern
     let content: String
 
-    func normalize(_ text: String) -> String {
+    func normalize(_ text: String) throws -> String {
         var bytes = Array(text.utf8)
         let replacement = Array(content.utf8)
         var output: [UInt8] = []
         output.reserveCapacity(bytes.count)
-        bytes.withUnsafeMutableBufferPointer { mutableBuffer in
+        try bytes.withUnsafeMutableBufferPointer { mutableBuffer in
             let buffer = UnsafeBufferPointer(mutableBuffer)
-            pattern.forEachSegment(in: buffer) { start, end, isMatch in
+            try pattern.forEachSegment(in: buffer) { start, end, isMatch in
                 if isMatch {
                     output.append(contentsOf: replacement)
                 } else {

@@ -1,17 +1,18 @@
 /// One step of the `pre_tokenizer` section: cuts a piece of text into
 /// smaller pieces, each of which the model encodes on its own.
 protocol PreTokenizer: Sendable {
-    func split(_ piece: TextPiece, _ emit: (TextPiece) -> Void)
+    /// - Throws: a regex's `DroptraceError` (step budget), or what `emit` throws.
+    func split(_ piece: TextPiece, _ emit: (TextPiece) throws -> Void) throws
 }
 
 extension TextPiece {
     /// Sub-slices of this piece at the ranges a pattern finds.
     func split(by pattern: SplitPattern, behavior: SplitDelimiterBehavior, invert: Bool,
-               markByteMapped: Bool, _ emit: (TextPiece) -> Void) {
+               markByteMapped: Bool, _ emit: (TextPiece) throws -> Void) throws {
         let base = bytes.startIndex
-        bytes.withUnsafeBufferPointer { buffer in
-            pattern.split(buffer, behavior: behavior, invert: invert) { range in
-                emit(TextPiece(bytes[(base + range.lowerBound)..<(base + range.upperBound)],
+        try bytes.withUnsafeBufferPointer { buffer in
+            try pattern.split(buffer, behavior: behavior, invert: invert) { range in
+                try emit(TextPiece(bytes[(base + range.lowerBound)..<(base + range.upperBound)],
                                isByteMapped: markByteMapped, startsInput: startsInput && range.lowerBound == 0))
             }
         }
@@ -25,15 +26,15 @@ struct ByteLevelPreTokenizer: PreTokenizer {
     let useRegex: Bool
     private let wordPattern = WordSplitScanner(shape: WordSplitScanner.gpt2)
 
-    func split(_ piece: TextPiece, _ emit: (TextPiece) -> Void) {
+    func split(_ piece: TextPiece, _ emit: (TextPiece) throws -> Void) throws {
         var text = piece.logicalText()
         if addPrefixSpace && text.bytes.first != 0x20 {
             text = TextPiece([0x20] + text.bytes, startsInput: text.startsInput)
         }
         if useRegex {
-            text.split(by: wordPattern, behavior: .isolated, invert: false, markByteMapped: true, emit)
+            try text.split(by: wordPattern, behavior: .isolated, invert: false, markByteMapped: true, emit)
         } else {
-            emit(TextPiece(text.bytes, isByteMapped: true, startsInput: text.startsInput))
+            try emit(TextPiece(text.bytes, isByteMapped: true, startsInput: text.startsInput))
         }
     }
 }
@@ -44,8 +45,8 @@ struct PatternPreTokenizer: PreTokenizer {
     let behavior: SplitDelimiterBehavior
     let invert: Bool
 
-    func split(_ piece: TextPiece, _ emit: (TextPiece) -> Void) {
-        piece.logicalText().split(by: pattern, behavior: behavior, invert: invert, markByteMapped: false, emit)
+    func split(_ piece: TextPiece, _ emit: (TextPiece) throws -> Void) throws {
+        try piece.logicalText().split(by: pattern, behavior: behavior, invert: invert, markByteMapped: false, emit)
     }
 
     static func digits(individually: Bool) -> PatternPreTokenizer {
@@ -60,12 +61,12 @@ struct PatternPreTokenizer: PreTokenizer {
 struct SequencePreTokenizer: PreTokenizer {
     let steps: [PreTokenizer]
 
-    func split(_ piece: TextPiece, _ emit: (TextPiece) -> Void) {
-        split(piece, fromStep: 0, emit)
+    func split(_ piece: TextPiece, _ emit: (TextPiece) throws -> Void) throws {
+        try split(piece, fromStep: 0, emit)
     }
 
-    private func split(_ piece: TextPiece, fromStep step: Int, _ emit: (TextPiece) -> Void) {
-        guard step < steps.count else { return emit(piece) }
-        steps[step].split(piece) { smaller in split(smaller, fromStep: step + 1, emit) }
+    private func split(_ piece: TextPiece, fromStep step: Int, _ emit: (TextPiece) throws -> Void) throws {
+        guard step < steps.count else { return try emit(piece) }
+        try steps[step].split(piece) { smaller in try split(smaller, fromStep: step + 1, emit) }
     }
 }

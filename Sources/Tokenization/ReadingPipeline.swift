@@ -74,7 +74,7 @@ extension JSONFields {
         if let regex = try pattern.string("Regex") {
             if let shape = WordSplitScanner.knownPatterns[regex] { return WordSplitScanner(shape: shape) }
             do {
-                return try ICURegexSplitPattern(pattern: regex)
+                return try ICURegexSplitPattern(pattern: regex, source: file)
             } catch {
                 throw pattern.failure("invalid regex \(quoted(regex))")
             }

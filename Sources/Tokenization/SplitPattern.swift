@@ -3,7 +3,10 @@
 /// each either a match or the gap before one — the shape the Rust library's
 /// `Pattern::find_matches` produces.
 protocol SplitPattern: Sendable {
-    func forEachSegment(in text: UnsafeBufferPointer<UInt8>, _ body: (_ start: Int, _ end: Int, _ isMatch: Bool) -> Void)
+    /// - Throws: what `body` throws, or a regex's `DroptraceError` (step budget).
+    func forEachSegment(
+        in text: UnsafeBufferPointer<UInt8>, _ body: (_ start: Int, _ end: Int, _ isMatch: Bool) throws -> Void
+    ) throws
 }
 
 /// What to do with the delimiters found by a pattern (tokenizer.json spelling).
@@ -21,26 +24,26 @@ extension SplitPattern {
     /// may be one piece). Empty ranges are dropped, as the library drops them.
     func split(
         _ text: UnsafeBufferPointer<UInt8>, behavior: SplitDelimiterBehavior, invert: Bool,
-        _ emit: (Range<Int>) -> Void
-    ) {
+        _ emit: (Range<Int>) throws -> Void
+    ) throws {
         var pending: (start: Int, end: Int, isMatch: Bool)?
-        func flush() {
-            if let piece = pending, piece.start < piece.end { emit(piece.start..<piece.end) }
+        func flush() throws {
+            if let piece = pending, piece.start < piece.end { try emit(piece.start..<piece.end) }
             pending = nil
         }
-        forEachSegment(in: text) { start, end, found in
+        try forEachSegment(in: text) { start, end, found in
             let isMatch = found != invert
             switch behavior {
             case .isolated:
-                if start < end { emit(start..<end) }
+                if start < end { try emit(start..<end) }
             case .removed:
-                if !isMatch && start < end { emit(start..<end) }
+                if !isMatch && start < end { try emit(start..<end) }
             case .contiguous:
                 // Runs of segments with the same flag become one piece.
                 if let previous = pending, previous.isMatch == isMatch {
                     pending = (previous.start, end, isMatch)
                 } else {
-                    flush()
+                    try flush()
                     pending = (start, end, isMatch)
                 }
             case .mergedWithPrevious:
@@ -49,7 +52,7 @@ extension SplitPattern {
                 if isMatch, let previous = pending, !previous.isMatch {
                     pending = (previous.start, end, true)
                 } else {
-                    flush()
+                    try flush()
                     pending = (start, end, isMatch)
                 }
             case .mergedWithNext:
@@ -57,14 +60,14 @@ extension SplitPattern {
                 // itself a delimiter.
                 if let previous = pending, previous.isMatch, !isMatch {
                     pending = (previous.start, end, false)
-                    flush()
+                    try flush()
                 } else {
-                    flush()
+                    try flush()
                     pending = (start, end, isMatch)
                 }
             }
         }
-        flush()
+        try flush()
     }
 }
 
@@ -73,15 +76,15 @@ extension SplitPattern {
 struct LiteralSplitPattern: SplitPattern {
     let needle: [UInt8]
 
-    func forEachSegment(in text: UnsafeBufferPointer<UInt8>, _ body: (Int, Int, Bool) -> Void) {
+    func forEachSegment(in text: UnsafeBufferPointer<UInt8>, _ body: (Int, Int, Bool) throws -> Void) rethrows {
         let count = text.count
         var gapStart = 0
         var index = 0
         if !needle.isEmpty {
             while index + needle.count <= count {
                 if text[index] == needle[0] && matches(at: index, in: text) {
-                    if gapStart < index { body(gapStart, index, false) }
-                    body(index, index + needle.count, true)
+                    if gapStart < index { try body(gapStart, index, false) }
+                    try body(index, index + needle.count, true)
                     index += needle.count
                     gapStart = index
                 } else {
@@ -89,7 +92,7 @@ struct LiteralSplitPattern: SplitPattern {
                 }
             }
         }
-        if gapStart < count { body(gapStart, count, false) }
+        if gapStart < count { try body(gapStart, count, false) }
     }
 
     private func matches(at index: Int, in text: UnsafeBufferPointer<UInt8>) -> Bool {
@@ -103,18 +106,18 @@ struct LiteralSplitPattern: SplitPattern {
 struct CharacterTestSplitPattern: SplitPattern {
     let test: @Sendable (UInt32) -> Bool
 
-    func forEachSegment(in text: UnsafeBufferPointer<UInt8>, _ body: (Int, Int, Bool) -> Void) {
+    func forEachSegment(in text: UnsafeBufferPointer<UInt8>, _ body: (Int, Int, Bool) throws -> Void) rethrows {
         var gapStart = 0
         var index = 0
         while index < text.count {
             let (value, length) = UTF8Scalars.decode(text, at: index)
             if test(value) {
-                if gapStart < index { body(gapStart, index, false) }
-                body(index, index + length, true)
+                if gapStart < index { try body(gapStart, index, false) }
+                try body(index, index + length, true)
                 gapStart = index + length
             }
             index += length
         }
-        if gapStart < text.count { body(gapStart, text.count, false) }
+        if gapStart < text.count { try body(gapStart, text.count, false) }
     }
 }

@@ -45,7 +45,7 @@ public final class Tokenizer: Sendable {
         let decoderFields = try top.object("decoder")
         let decodesByteLevel = [decoderFields, try top.object("pre_tokenizer"), try top.object("normalizer")]
             .contains { $0?.mentionsByteLevel() ?? false }
-        self.init(
+        try self.init(
             model: model,
             normalizer: try top.object("normalizer")?.readNormalizer(),
             preTokenizer: try top.object("pre_tokenizer")?.readPreTokenizer(),
@@ -59,7 +59,7 @@ public final class Tokenizer: Sendable {
     init(
         model: BPEModel, normalizer: TextNormalizer?, preTokenizer: PreTokenizer?, postProcessor: PostProcessor?,
         addedTokens: [AddedToken], decodesByteLevel: Bool, tokenDecoder: TokenDecoder?
-    ) {
+    ) throws {
         self.model = model
         self.normalizer = normalizer
         self.preTokenizer = preTokenizer
@@ -69,7 +69,7 @@ public final class Tokenizer: Sendable {
         // Tokens marked `normalized` are searched for in normalised text, so
         // their content is normalised the same way first.
         normalizedTextAddedTokens = AddedTokenMatcher(
-            addedTokens.filter { $0.normalized }.map { (normalizer?.normalize($0.content) ?? $0.content, $0) })
+            try addedTokens.filter { $0.normalized }.map { (try normalizer?.normalize($0.content) ?? $0.content, $0) })
         addedTokenContents = Dictionary(addedTokens.map { ($0.id, $0.content) }, uniquingKeysWith: { first, _ in first })
         self.decodesByteLevel = decodesByteLevel
         self.tokenDecoder = tokenDecoder
@@ -89,15 +89,19 @@ public final class Tokenizer: Sendable {
 
     /// Token ids for `text`; with `addSpecialTokens` the post-processor's
     /// special tokens (e.g. Llama-3's <|begin_of_text|>) are included.
-    public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
+    ///
+    /// - Throws: `DroptraceError` naming the tokenizer file and the pattern
+    ///   when one of its regexes goes over its step budget on `text`
+    ///   (catastrophic backtracking).
+    public func encode(_ text: String, addSpecialTokens: Bool = true) throws -> [Int] {
         var ids: [Int] = []
         ids.reserveCapacity(text.utf8.count / 3 + 8)
         var workspace = BPEWorkspace()
         let bytes = Array(text.utf8)
-        rawTextAddedTokens.split(bytes[...]) { segment in
+        try rawTextAddedTokens.split(bytes[...]) { segment in
             switch segment {
             case .token(let id): ids.append(id)
-            case .text(let raw): encodeUnmatched(raw, workspace: &workspace, into: &ids)
+            case .text(let raw): try encodeUnmatched(raw, workspace: &workspace, into: &ids)
             }
         }
         return postProcessor?.process(ids, addSpecialTokens: addSpecialTokens) ?? ids
@@ -105,21 +109,23 @@ public final class Tokenizer: Sendable {
 
     /// Text between raw-text added tokens: normalise, cut out normalised
     /// added tokens, split into words, encode each word.
-    private func encodeUnmatched(_ raw: ArraySlice<UInt8>, workspace: inout BPEWorkspace, into ids: inout [Int]) {
+    private func encodeUnmatched(
+        _ raw: ArraySlice<UInt8>, workspace: inout BPEWorkspace, into ids: inout [Int]
+    ) throws {
         var text = raw
         if let normalizer {
-            text = normalizer.normalize(utf8: raw)[...]
+            text = try normalizer.normalize(utf8: raw)[...]
         }
         let rawStartsInput = raw.startIndex == 0
         let textStart = text.startIndex
-        normalizedTextAddedTokens.split(text) { segment in
+        try normalizedTextAddedTokens.split(text) { segment in
             switch segment {
             case .token(let id):
                 ids.append(id)
             case .text(let piece):
                 let textPiece = TextPiece(piece, startsInput: rawStartsInput && piece.startIndex == textStart)
                 if let preTokenizer {
-                    preTokenizer.split(textPiece) { word in
+                    try preTokenizer.split(textPiece) { word in
                         model.encode(word, workspace: &workspace, into: &ids)
                     }
                 } else {

@@ -80,14 +80,15 @@ extension Tokenizer {
         var decoders: [TokenDecoder] = [ReplaceDecoder(pattern: space, content: " "), ByteFallbackDecoder(), FuseDecoder()]
         if spec.addSpacePrefix { decoders.append(StripDecoder(content: " ", start: 1, stop: 0)) }
 
-        self.init(
+        try self.init(
             model: model, normalizer: SequenceNormalizer(steps: steps), preTokenizer: nil,
             postProcessor: try reader.postProcessor(), addedTokens: reader.addedTokens(types: types),
             decodesByteLevel: false, tokenDecoder: SequenceDecoder(steps: decoders))
     }
 
     /// llama.cpp's "gpt2" vocabulary: byte-level BPE with ranked merges and
-    /// the word-splitting regex `tokenizer.ggml.pre` names.
+    /// the pre-tokenizer `tokenizer.ggml.pre` names (llama.cpp's default
+    /// when the key is absent; see `LlamaCppPreTokenizer`).
     private convenience init(byteLevel reader: VocabularyReader) throws {
         let spec = reader.spec
         let types = try reader.types()
@@ -99,50 +100,18 @@ extension Tokenizer {
             }
             return (String(decoding: parts[0], as: UTF8.self), String(decoding: parts[1], as: UTF8.self))
         }
-        let name = spec.preTokenizer ?? "gpt-2"
-        guard let flavour = ByteLevelFlavour(llamaCppName: name) else {
+        let name = spec.preTokenizer ?? LlamaCppPreTokenizer.defaultName
+        guard let flavour = LlamaCppPreTokenizer.named(name) else {
             throw reader.failure(
                 "pre-tokenizer \(quoted(name)) (tokenizer.ggml.pre) is not supported; droptrace knows "
-                    + ByteLevelFlavour.knownNames.joined(separator: ", "))
+                    + LlamaCppPreTokenizer.knownNames.joined(separator: ", "))
         }
         let model = try reader.model(merges: merges, unknownToken: nil, byteFallback: false,
                                      ignoreMerges: flavour.ignoresMerges)
-        let preTokenizer = SequencePreTokenizer(steps: [
-            PatternPreTokenizer(pattern: WordSplitScanner(shape: flavour.shape), behavior: .isolated, invert: false),
-            ByteLevelPreTokenizer(addPrefixSpace: false, useRegex: false),
-        ])
-        self.init(
+        try self.init(
             model: model, normalizer: flavour.normalizesToNFC ? UnicodeFormNormalizer(form: .nfc) : nil,
-            preTokenizer: preTokenizer, postProcessor: try reader.postProcessor(),
+            preTokenizer: try flavour.read(source: reader.source), postProcessor: try reader.postProcessor(),
             addedTokens: reader.addedTokens(types: types), decodesByteLevel: true, tokenDecoder: nil)
-    }
-}
-
-/// The word-splitting rules behind llama.cpp's pre-tokenizer names, as the
-/// matching tokenizer.json files write them.
-private struct ByteLevelFlavour {
-    var shape: WordSplitScanner.Shape
-    /// Llama-3 sets `ignore_merges`; llama.cpp does the same for "llama-bpe".
-    var ignoresMerges = false
-    /// Qwen2's tokenizer.json normalises to NFC (llama.cpp skips that step;
-    /// droptrace follows the tokenizer.json).
-    var normalizesToNFC = false
-
-    static let knownNames = ["gpt-2", "mpt", "olmo", "llama-bpe", "llama3", "dbrx", "smaug-bpe", "qwen2", "stablelm2"]
-
-    init?(llamaCppName name: String) {
-        switch name {
-        case "gpt-2", "mpt", "olmo":
-            shape = WordSplitScanner.gpt2
-        case "llama-bpe", "llama3", "dbrx", "smaug-bpe":
-            shape = WordSplitScanner.llama3
-            ignoresMerges = true
-        case "qwen2", "stablelm2":
-            shape = WordSplitScanner.qwen2
-            normalizesToNFC = name == "qwen2"
-        default:
-            return nil
-        }
     }
 }
 

@@ -29,6 +29,17 @@ public struct VocabularySpec: Sendable {
     /// `tokenizer.ggml.add_space_prefix` (SentencePiece models; default true).
     public var addSpacePrefix: Bool
 
+    /// llama.cpp's `add_bos` when `tokenizer.ggml.add_bos_token` is absent:
+    /// SentencePiece vocabularies and the Llama-3 and Tekken byte-level
+    /// pre-tokenizers add BOS, other byte-level vocabularies do not.
+    public static func addsBOSByDefault(model: Model, preTokenizer: String?) -> Bool {
+        switch model {
+        case .sentencePiece: return true
+        case .byteLevelBPE:
+            return LlamaCppPreTokenizer.named(preTokenizer ?? LlamaCppPreTokenizer.defaultName)?.addsBOSByDefault ?? false
+        }
+    }
+
     public init(
         model: Model, tokens: [String], scores: [Float]? = nil, tokenTypes: [TokenType]? = nil, merges: [String]? = nil,
         bosID: Int? = nil, eosID: Int? = nil, unknownID: Int? = nil, addBOS: Bool = false, addEOS: Bool = false,

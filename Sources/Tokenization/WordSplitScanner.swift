@@ -48,13 +48,13 @@ struct WordSplitScanner: SplitPattern {
         self.shape = shape
     }
 
-    func forEachSegment(in text: UnsafeBufferPointer<UInt8>, _ body: (Int, Int, Bool) -> Void) {
+    func forEachSegment(in text: UnsafeBufferPointer<UInt8>, _ body: (Int, Int, Bool) throws -> Void) rethrows {
         // The alternatives between them match every character, so the
         // matches tile the text and there are never gaps.
         var start = 0
         while start < text.count {
             let end = matchEnd(in: text, from: start)
-            body(start, end, true)
+            try body(start, end, true)
             start = end
         }
     }

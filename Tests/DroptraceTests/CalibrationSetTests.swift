@@ -119,7 +119,7 @@ struct CalibrationSetTests {
     @Test func textWindowsAreConsecutiveAndFull() throws {
         let tokenizer = try gpt2Tokenizer()
         let text = try TokenizerFixtures.text("calib.txt")
-        let ids = tokenizer.encode(text)
+        let ids = try tokenizer.encode(text)
         let set = try CalibrationSet.load(from: textFixture, tokenizer: tokenizer, seqLen: 50, samples: nil)
         #expect(set.sequences.count == ids.count / 50)
         #expect(set.sequences.flatMap { $0 } == Array(ids.prefix(set.sequences.count * 50)))
@@ -128,7 +128,7 @@ struct CalibrationSetTests {
 
     @Test func textWithFewerWindowsThanSamplesUsesThoseAvailable() throws {
         let tokenizer = try gpt2Tokenizer()
-        let available = tokenizer.encode(try TokenizerFixtures.text("calib.txt")).count / 32
+        let available = try tokenizer.encode(try TokenizerFixtures.text("calib.txt")).count / 32
         let set = try CalibrationSet.load(from: textFixture, tokenizer: tokenizer, seqLen: 32, samples: available + 5)
         #expect(set.sequences.count == available)
         #expect(set.requestedSamples == available + 5)
@@ -137,7 +137,7 @@ struct CalibrationSetTests {
 
     @Test func textTooShortForOneWindow() throws {
         let tokenizer = try gpt2Tokenizer()
-        let count = tokenizer.encode(try TokenizerFixtures.text("calib.txt")).count
+        let count = try tokenizer.encode(try TokenizerFixtures.text("calib.txt")).count
         let error = loadError(textFixture, tokenizer: tokenizer, seqLen: count + 1, samples: 4)
         #expect(error?.message.contains("\(count) tokens") == true)
         #expect(error?.message.contains("\(count + 1)") == true)

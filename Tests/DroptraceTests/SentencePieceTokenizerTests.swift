@@ -104,8 +104,8 @@ struct SentencePieceTokenizerTests {
         let tokenizer = try Tokenizer(contentsOf: SentencePieceFixtures.tokenizerFile(name))
         for (file, expected) in SentencePieceFixtures.reference[name]! {
             let text = try TokenizerFixtures.text(file)
-            let with = tokenizer.encode(text)
-            let without = tokenizer.encode(text, addSpecialTokens: false)
+            let with = try tokenizer.encode(text)
+            let without = try tokenizer.encode(text, addSpecialTokens: false)
             #expect(with == expected.with, "\(name) \(file) with special tokens: \(TokenizerFixtures.firstDifference(with, expected.with))")
             #expect(without == expected.without, "\(name) \(file) without: \(TokenizerFixtures.firstDifference(without, expected.without))")
         }
@@ -122,8 +122,8 @@ struct SentencePieceTokenizerTests {
     @Test("short probing texts", arguments: SentencePieceFixtures.probes)
     func probe(_ probe: SentencePieceFixtures.Probe) throws {
         let tokenizer = try Tokenizer(contentsOf: SentencePieceFixtures.tokenizerFile(probe.tokenizer))
-        #expect(tokenizer.encode(probe.text) == probe.with)
-        #expect(tokenizer.encode(probe.text, addSpecialTokens: false) == probe.without)
+        #expect(try tokenizer.encode(probe.text) == probe.with)
+        #expect(try tokenizer.encode(probe.text, addSpecialTokens: false) == probe.without)
         #expect(tokenizer.decode(probe.without) == probe.decoded)
     }
 
@@ -132,7 +132,7 @@ struct SentencePieceTokenizerTests {
         let tokenizer = try Tokenizer(contentsOf: SentencePieceFixtures.tokenizerFile(name))
         for file in TokenizerFixtures.textFileNames {
             let text = try TokenizerFixtures.text(file)
-            #expect(tokenizer.decode(tokenizer.encode(text, addSpecialTokens: false)) == text, "\(name) \(file)")
+            #expect(try tokenizer.decode(tokenizer.encode(text, addSpecialTokens: false)) == text, "\(name) \(file)")
         }
     }
 
@@ -141,10 +141,10 @@ struct SentencePieceTokenizerTests {
         let first = try Tokenizer(contentsOf: SentencePieceFixtures.tokenizerFile("spm-first"))
         let always = try Tokenizer(contentsOf: SentencePieceFixtures.tokenizerFile("spm-always-split"))
         // After a special token "the" starts without ▁ under `first` only.
-        let afterSpecial = first.encode("</s>the", addSpecialTokens: false)
+        let afterSpecial = try first.encode("</s>the", addSpecialTokens: false)
         #expect(afterSpecial.first == 2)
-        #expect(afterSpecial != always.encode("</s>the", addSpecialTokens: false))
-        #expect(first.encode("the", addSpecialTokens: false) == always.encode("the", addSpecialTokens: false))
+        #expect(try afterSpecial != always.encode("</s>the", addSpecialTokens: false))
+        #expect(try first.encode("the", addSpecialTokens: false) == always.encode("the", addSpecialTokens: false))
     }
 }
 
@@ -158,8 +158,8 @@ struct VocabularyTokenizerTests {
         #expect(expected.count == 3)
         for (file, ids) in expected {
             let text = try TokenizerFixtures.text(file)
-            let with = tokenizer.encode(text)
-            let without = tokenizer.encode(text, addSpecialTokens: false)
+            let with = try tokenizer.encode(text)
+            let without = try tokenizer.encode(text, addSpecialTokens: false)
             #expect(with == ids.with, "\(name) \(file) with special tokens: \(TokenizerFixtures.firstDifference(with, ids.with))")
             #expect(without == ids.without, "\(name) \(file) without: \(TokenizerFixtures.firstDifference(without, ids.without))")
         }
@@ -177,7 +177,7 @@ struct VocabularyTokenizerTests {
     func byteLevelRoundTrip() throws {
         let tokenizer = try Tokenizer(vocabulary: SentencePieceFixtures.vocabulary("gpt2").spec)
         let text = try TokenizerFixtures.text("tokenizer_test.txt")
-        #expect(tokenizer.decode(tokenizer.encode(text)) == text)
+        #expect(try tokenizer.decode(tokenizer.encode(text)) == text)
     }
 }
 
@@ -220,9 +220,10 @@ struct SentencePieceErrorTests {
 
     @Test func unknownPreTokenizerName() throws {
         var spec = try SentencePieceFixtures.vocabulary("gpt2").spec
-        spec.preTokenizer = "default"
+        // llama.cpp splits kimi-k2 with custom code that no tokenizer.json expresses.
+        spec.preTokenizer = "kimi-k2"
         let error = vocabularyError(spec)
-        #expect(error?.message.contains("\"default\"") == true)
+        #expect(error?.message.contains("\"kimi-k2\"") == true)
         #expect(error?.message.contains("llama-bpe") == true)
     }
 

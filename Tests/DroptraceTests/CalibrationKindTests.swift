@@ -1,0 +1,50 @@
+import DroptraceSupport
+import Foundation
+import Testing
+import Tokenization
+
+/// Calibration whose content contradicts its extension is refused with one
+/// line naming the file, what it looks like and what the extension says,
+/// instead of being tokenised as the other kind.
+@Suite("Calibration extension and content must agree")
+struct CalibrationKindTests {
+    private func loadError(_ url: URL) throws -> DroptraceError? {
+        let tokenizer = try Tokenizer(contentsOf: TokenizerFixtures.tokenizerFile("gpt2"))
+        let error = #expect(throws: DroptraceError.self) {
+            try CalibrationSet.load(from: url, tokenizer: tokenizer, seqLen: 2, samples: nil)
+        }
+        #expect(error?.path == url.path)
+        #expect(error?.description.contains("\n") == false)
+        return error
+    }
+
+    @Test("token-id JSONL in a text file is refused",
+          arguments: ["calib.txt", "calib", "calib.md"], ["{\"input_ids\": [1, 2, 3]}\n", "\u{FEFF}\n  {\"input_ids\":[4],\"text\":\"a\"}  \n{\"input_ids\": [5]}\n"])
+    func jsonlInTextFile(name: String, contents: String) throws {
+        let scratch = try TokenizerScratch()
+        let error = try loadError(scratch.write(contents, to: name))
+        #expect(error?.message.contains("looks like JSONL token ids") == true, "\(error?.message ?? "")")
+        let ext = (name as NSString).pathExtension
+        #expect(error?.message.contains(ext.isEmpty ? "no extension" : "the extension .\(ext) says text") == true)
+    }
+
+    @Test("text in a .jsonl or .json file is refused", arguments: ["calib.jsonl", "calib.json", "calib.JSONL"])
+    func textInJSONLFile(name: String) throws {
+        let scratch = try TokenizerScratch()
+        let text = try TokenizerFixtures.text("calib.txt")
+        let error = try loadError(scratch.write("\n\n" + text, to: name))
+        #expect(error?.message.contains("looks like text") == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains("the extension .\((name as NSString).pathExtension) says JSONL") == true)
+    }
+
+    @Test("text that merely mentions JSON is still text")
+    func textWithBracesIsText() throws {
+        let scratch = try TokenizerScratch()
+        let tokenizer = try Tokenizer(contentsOf: TokenizerFixtures.tokenizerFile("gpt2"))
+        for contents in ["{\"text\": \"a b c d e f\"}\n", "{ not json at all } and more words here\n", "input_ids: 1 2 3 4\n"] {
+            let file = try scratch.write(contents, to: "calib.txt")
+            let set = try CalibrationSet.load(from: file, tokenizer: tokenizer, seqLen: 2, samples: nil)
+            #expect(set.sequences.flatMap { $0 }.count >= 2)
+        }
+    }
+}

@@ -1,0 +1,72 @@
+import DroptraceSupport
+import Foundation
+import Testing
+@testable import Tokenization
+
+/// Regexes from tokenizer.json run with a step budget: catastrophic
+/// backtracking is an error naming the file and the pattern, within a second
+/// or two, while long legitimate texts still tokenise.
+@Suite("Tokenizer regexes have a time limit")
+struct TokenizerLimitsTests {
+    /// The llama3 fixture with its word-splitting regex replaced by `regex`
+    /// (the shape of the crashers in shared/cases/crashers/tokenizer).
+    private func tokenizer(splittingOn regex: String, in scratch: TokenizerScratch) throws -> (Tokenizer, URL) {
+        let original = TokenizerFixtures.tokenizerFile("llama3")
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: original)) as! [String: Any]
+        json["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [
+            ["type": "Split", "pattern": ["Regex": regex], "behavior": "Isolated", "invert": false],
+            ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
+        ]]
+        let file = try scratch.write(json: json, to: "tokenizer.json")
+        return (try Tokenizer(contentsOf: file), file)
+    }
+
+    @Test("catastrophic backtracking is an error naming the file and the pattern",
+          arguments: [#"(.*){1,32000}[bc]"#, #"(\w+\s?)*$"#, #"(a|aa)+b"#, #"((a+)+)+b"#])
+    func catastrophicPatternFails(regex: String) throws {
+        let scratch = try TokenizerScratch()
+        let (tokenizer, file) = try tokenizer(splittingOn: regex, in: scratch)
+        let text = try TokenizerFixtures.text("calib.txt") + String(repeating: "a", count: 60) + "\n"
+        let start = Date()
+        let error = #expect(throws: DroptraceError.self) { try tokenizer.encode(text) }
+        #expect(Date().timeIntervalSince(start) < 20)
+        #expect(error?.path == file.path)
+        #expect(error?.message.contains(quoted(regex)) == true)
+        #expect(error?.description.contains("\n") == false)
+    }
+
+    @Test("a regex in a Replace normalizer has the same limit")
+    func catastrophicNormalizerFails() throws {
+        let scratch = try TokenizerScratch()
+        let original = TokenizerFixtures.tokenizerFile("llama3")
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: original)) as! [String: Any]
+        json["normalizer"] = ["type": "Replace", "pattern": ["Regex": #"(x+x+)+y"#], "content": "z"]
+        let file = try scratch.write(json: json, to: "tokenizer.json")
+        let tokenizer = try Tokenizer(contentsOf: file)
+        let error = #expect(throws: DroptraceError.self) {
+            try tokenizer.encode(String(repeating: "x", count: 40))
+        }
+        #expect(error?.path == file.path)
+    }
+
+    /// A long text through the regex engine: the per-attempt budget grows
+    /// with the text, and the whole search's with its length, so a 2 MB text
+    /// (and one match spanning 1 MB) is no error, and the ids are those of
+    /// the hand-written scanner for the same regex.
+    @Test("long legitimate texts still tokenise")
+    func longTextsWork() throws {
+        let scratch = try TokenizerScratch()
+        let regex = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+        let (viaRegexEngine, _) = try tokenizer(splittingOn: "(?:\(regex))", in: scratch)
+        let viaScanner = try Tokenizer(contentsOf: TokenizerFixtures.tokenizerFile("llama3"))
+        let calibration = try TokenizerFixtures.text("train.txt")
+        let text = String(repeating: calibration, count: 2_000_000 / calibration.utf8.count + 1)
+        #expect(try viaRegexEngine.encode(text) == viaScanner.encode(text))
+
+        // One match of a megabyte: letters and single spaces, no newline.
+        let scratch2 = try TokenizerScratch()
+        let (wholeLine, _) = try tokenizer(splittingOn: #"(?:\p{L}+\s?)+"#, in: scratch2)
+        let line = String(repeating: "lorem ipsum dolor ", count: 1_000_000 / 18)
+        #expect(try !wholeLine.encode(line, addSpecialTokens: false).isEmpty)
+    }
+}
