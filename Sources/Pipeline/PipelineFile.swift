@@ -14,6 +14,7 @@ import Yams
 ///     samples: 16
 ///     drop_k: [2, 4]
 ///     eval: ../data/eval.txt               # optional: perplexity full vs dropped
+///     settle_minutes: 30                   # optional: see `trace --settle-minutes`
 ///     output: ../reports/demo
 public struct PipelineFile: Decodable {
     public var title: String?
@@ -26,11 +27,15 @@ public struct PipelineFile: Decodable {
     public var output: String
     /// Evaluation text or JSONL: perplexity per checkpoint, full and dropped.
     public var eval: String?
+    /// Minutes an incomplete checkpoint may rest unchanged before it counts
+    /// as corrupt rather than still being written (`trace --settle-minutes`).
+    public var settleMinutes: Double?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case title, series, checkpoints, calibration, samples, output, eval
         case seqLen = "seq_len"
         case dropK = "drop_k"
+        case settleMinutes = "settle_minutes"
     }
 
     /// Reads and checks a pipeline file; every problem names the file.
@@ -74,6 +79,9 @@ public struct PipelineFile: Decodable {
         if let dropK = file.dropK, dropK.contains(where: { $0 < 1 }) {
             throw DroptraceError("drop_k values must be at least 1", path: url.path)
         }
+        if let minutes = file.settleMinutes, !(minutes >= 0 && minutes <= 1e6) {
+            throw DroptraceError("settle_minutes must be between 0 and 1000000", path: url.path)
+        }
         return file
     }
 
@@ -82,11 +90,13 @@ public struct PipelineFile: Decodable {
         func resolve(_ path: String) -> URL {
             path.hasPrefix("/") ? URL(fileURLWithPath: path) : base.appendingPathComponent(path).standardizedFileURL
         }
-        return TraceOptions(
+        var options = TraceOptions(
             checkpoints: series.map { .series(resolve($0)) } ?? .list((checkpoints ?? []).map(resolve)),
             calibration: CalibrationSource(url: resolve(calibration), seqLen: seqLen, samples: samples),
             output: resolve(output), dropK: dropK, force: force, title: title,
             evaluation: eval.map { CalibrationSource(url: resolve($0), seqLen: seqLen, samples: samples) })
+        if let settleMinutes { options.settleTime = settleMinutes * 60 }
+        return options
     }
 }
 

@@ -59,6 +59,19 @@ struct PipelineFileSafetyTests {
         #expect(file.seqLen == 32)
     }
 
+    @Test("settle_minutes sets the settle time; a negative one is refused")
+    func settleMinutes() throws {
+        let scratch = try ScratchDirectory()
+        let settings = "series: s\ncalibration: c.txt\noutput: out\n"
+        let file = try PipelineFile.load(scratch.write(settings + "settle_minutes: 2.5\n", to: "ok.yaml"))
+        #expect(file.options(relativeTo: scratch.url, force: false).settleTime == 150)
+        let defaulted = try PipelineFile.load(scratch.write(settings, to: "default.yaml"))
+        #expect(defaulted.options(relativeTo: scratch.url, force: false).settleTime == CheckpointDiscovery.defaultSettleTime)
+        let bad = try scratch.write(settings + "settle_minutes: -1\n", to: "bad.yaml")
+        let error = #expect(throws: DroptraceError.self) { try PipelineFile.load(bad) }
+        #expect(error?.message.contains("settle_minutes") == true)
+    }
+
     @Test("the nesting bound counts brackets, indentation and block indicators")
     func nestingBound() {
         #expect(PipelineYAML.nestingBound(Array("a: [[1], {b: 2}]\n".utf8)) <= 4)
