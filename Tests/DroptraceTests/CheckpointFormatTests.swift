@@ -210,6 +210,29 @@ import Glibc
         }
     }
 
+    /// Series discovery must not block on a FIFO either, and the run names it.
+    @Test(arguments: ["model.safetensors", "trainer_state.json"])
+    func aFIFOInASeriesIsRefusedWithoutBlocking(file: String) throws {
+        let scratch = try ScratchDirectory()
+        let series = scratch.path("series")
+        try FileManager.default.createDirectory(at: series, withIntermediateDirectories: true)
+        let model = series.appendingPathComponent("checkpoint-1")
+        try FileManager.default.copyItem(at: FixtureFiles.model("llama-f32"), to: model)
+        let fifo = model.appendingPathComponent(file)
+        try? FileManager.default.removeItem(at: fifo)
+        #expect(mkfifo(fifo.path, 0o644) == 0)
+        let started = Date()
+        let result = try DroptraceCommand.run(
+            ["trace", series.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("out").path])
+        #expect(Date().timeIntervalSince(started) < 60)
+        if file == "model.safetensors" {
+            #expect(result.status != 0)
+            #expect(result.stderr.contains("not a regular file (a FIFO)"), "\(result.stderr)")
+        } else {
+            #expect(result.status == 0, "\(result.stderr)")
+        }
+    }
+
     // MARK: - Shard names
 
     @Test(arguments: ["../outside.safetensors", "/etc/passwd", "sub/model.safetensors", "..", ""])
