@@ -194,6 +194,7 @@ func exercise(format: String, file: String, directory: String) throws {
 
 // MARK: - Main
 
+setvbuf(stdout, nil, _IOLBF, 0) // progress lines appear as they come, even into a file
 let options = parseOptions()
 var limit = rlimit(rlim_cur: rlim_t(options.memoryGiB) << 30, rlim_max: rlim_t(options.memoryGiB) << 30)
 setrlimit(Int32(RLIMIT_AS.rawValue), &limit)
