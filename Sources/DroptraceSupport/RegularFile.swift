@@ -10,10 +10,12 @@ import Glibc
 /// by cron jobs that must never hang: opening never blocks (a FIFO, device or
 /// socket is refused before anything is read), every read is bounds-checked
 /// against the size seen at open, and `checkUnchanged()` compares the file's
-/// identity (device, inode, size, modification and change times) with the one
-/// at open, so bytes of two versions of a file are never combined. A file
-/// replaced by a rename counts as changed too (unlinking it moves its change
-/// time): what was read belongs to a file no longer under that name.
+/// identity (device, inode, size, modification time) with the one at open, so
+/// bytes of two versions of a file are never combined: every write moves the
+/// modification time. A file replaced by a rename is not a change: the open
+/// descriptor keeps reading the complete file that was opened. (The change
+/// time is not compared: a hard link, chmod or that rename move it without
+/// touching the bytes.)
 public final class RegularFile: @unchecked Sendable {
     public let path: String
     /// Bytes, as seen at open.
@@ -23,20 +25,18 @@ public final class RegularFile: @unchecked Sendable {
 
     private struct Identity: Equatable {
         var device: UInt64, inode: UInt64, size: Int64
-        var modified: timespec, changed: timespec
+        var modified: timespec
 
         init(_ info: stat) {
             device = UInt64(info.st_dev)
             inode = UInt64(info.st_ino)
             size = Int64(info.st_size)
             modified = info.st_mtim
-            changed = info.st_ctim
         }
 
         static func == (a: Identity, b: Identity) -> Bool {
             a.device == b.device && a.inode == b.inode && a.size == b.size
                 && a.modified.tv_sec == b.modified.tv_sec && a.modified.tv_nsec == b.modified.tv_nsec
-                && a.changed.tv_sec == b.changed.tv_sec && a.changed.tv_nsec == b.changed.tv_nsec
         }
     }
 
@@ -99,8 +99,8 @@ public final class RegularFile: @unchecked Sendable {
         }
     }
 
-    /// Throws "file changed while being read" when the file's size, times or
-    /// inode differ from those at open: bytes read before this call may mix
+    /// Throws "file changed while being read" when the file's size,
+    /// modification time or inode differ from those at open: bytes read before this call may mix
     /// two versions of the file.
     public func checkUnchanged() throws {
         var info = stat()
