@@ -79,3 +79,11 @@ let package = Package(
     // keeps that readable without wrapping every pointer in a Sendable box.
     swiftLanguageModes: [.v5],
 )
+
+// The format fuzzer (fuzz/README.md), built only when asked:
+// DROPTRACE_FUZZ=1 swift build -c release --product droptrace-fuzz --scratch-path .build-fuzz
+if Context.environment["DROPTRACE_FUZZ"] != nil {
+    package.products.append(.executable(name: "droptrace-fuzz", targets: ["droptrace-fuzz"]))
+    package.targets.append(.executableTarget(
+        name: "droptrace-fuzz", dependencies: ["CheckpointIO", "DroptraceSupport"], path: "fuzz/Sources/droptrace-fuzz"))
+}

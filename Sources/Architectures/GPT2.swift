@@ -98,8 +98,8 @@ public struct GPT2Model: LanguageModel {
 
     public func embed(_ batch: TokenBatch) throws -> Matrix {
         let d = config.nEmbd
-        var tokens = gatherRows(try weights.tensor("wte.weight", [config.vocabSize, d]), ids: batch.tokenIDs, width: d)
-        let positions = gatherRows(try weights.tensor("wpe.weight", [config.nPositions, d]), ids: batch.positions, width: d)
+        var tokens = try gatherRows(try weights.tensor("wte.weight", [config.vocabSize, d]), ids: batch.tokenIDs, width: d)
+        let positions = try gatherRows(try weights.tensor("wpe.weight", [config.nPositions, d]), ids: batch.positions, width: d)
         tokens.add(positions)
         return tokens
     }

@@ -93,7 +93,7 @@ public struct GPTNeoXModel: LanguageModel {
 
     public func embed(_ batch: TokenBatch) throws -> Matrix {
         let table = try weights.tensor("embed_in.weight", [config.vocabSize, config.hiddenSize])
-        return gatherRows(table, ids: batch.tokenIDs, width: config.hiddenSize)
+        return try gatherRows(table, ids: batch.tokenIDs, width: config.hiddenSize)
     }
 
     public var layerNaming: LayerNaming { Self.naming(weights.prefix) }

@@ -60,7 +60,7 @@ public struct GemmaModel: LanguageModel {
 
     public func embed(_ batch: TokenBatch) throws -> Matrix {
         let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize])
-        return scaledEmbedding(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
+        return try scaledEmbedding(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
     }
 
     public var layerNaming: LayerNaming { Self.naming(weights.prefix) }
@@ -106,8 +106,8 @@ public struct GemmaModel: LanguageModel {
 /// Gemma's embedding lookup: rows multiplied by √hidden. transformers casts
 /// the factor to the weights' dtype first; droptrace computes in Float32,
 /// so it is the Float32 value.
-func scaledEmbedding(_ table: TensorSlice, ids: [Int], width: Int) -> Matrix {
-    var rows = gatherRows(table, ids: ids, width: width)
+func scaledEmbedding(_ table: TensorSlice, ids: [Int], width: Int) throws -> Matrix {
+    var rows = try gatherRows(table, ids: ids, width: width)
     let normalizer = Float(Double(width).squareRoot())
     rows.data.withUnsafeMutableBufferPointer { values in
         for i in values.indices { values[i] *= normalizer }

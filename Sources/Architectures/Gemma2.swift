@@ -80,7 +80,7 @@ public struct Gemma2Model: LanguageModel {
 
     public func embed(_ batch: TokenBatch) throws -> Matrix {
         let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize])
-        return scaledEmbedding(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
+        return try scaledEmbedding(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
     }
 
     /// An export without some blocks spells out the remaining layers' types,

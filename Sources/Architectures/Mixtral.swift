@@ -82,7 +82,7 @@ public struct MixtralModel: LanguageModel {
 
     public func embed(_ batch: TokenBatch) throws -> Matrix {
         let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize])
-        return gatherRows(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
+        return try gatherRows(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
     }
 
     public var layerNaming: LayerNaming { Self.naming(weights.prefix) }

@@ -53,7 +53,7 @@ public struct OlmoModel: LanguageModel {
 
     public func embed(_ batch: TokenBatch) throws -> Matrix {
         let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize])
-        return gatherRows(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
+        return try gatherRows(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
     }
 
     /// The norms have no tensors, so a branch is just its module.

@@ -150,8 +150,15 @@ struct Weights {
 }
 
 /// Token embedding lookup: expands only the rows the batch uses.
-func gatherRows(_ table: TensorSlice, ids: [Int], width: Int) -> Matrix {
-    Matrix(uninitialized: ids.count, width) { out in
-        for (r, id) in ids.enumerated() { table.expandRow(id, into: out + r * width) }
+func gatherRows(_ table: TensorSlice, ids: [Int], width: Int) throws -> Matrix {
+    var failure: Error?
+    let rows = Matrix(uninitialized: ids.count, width) { out in
+        do {
+            for (r, id) in ids.enumerated() { try table.expandRow(id, into: out + r * width) }
+        } catch {
+            failure = error
+        }
     }
+    if let failure { throw failure }
+    return rows
 }

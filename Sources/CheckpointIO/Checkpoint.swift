@@ -5,8 +5,9 @@ import Foundation
 /// resolves (safetensors or PyTorch .bin, single or sharded; one GGUF file,
 /// which carries its configuration inside).
 ///
-/// All weight files are opened (mapped and their headers validated) up front,
-/// so a truncated or corrupt checkpoint fails before any work is done.
+/// All weight files are opened (their headers read and validated) up front,
+/// so a truncated or corrupt checkpoint fails before any work is done; tensor
+/// data is read when a layer expands it.
 public final class Checkpoint: @unchecked Sendable {
     /// The folder holding the companions (tokenizer.json, ...): the checkpoint
     /// directory, or the folder of a single weight file.
@@ -20,6 +21,8 @@ public final class Checkpoint: @unchecked Sendable {
     /// The GGUF file itself, when the checkpoint is one (its tokenizer lives there).
     public let gguf: GGUFCheckpoint?
     private let tensors: [String: TensorSlice]
+    /// Tensors of dtypes droptrace does not expand (masks, `position_ids`): their dtype and file.
+    private let otherTensors: [String: (dtype: String, path: String)]
 
     public static let singleFileName = CheckpointLayout.safetensorsFile
     public static let indexFileName = CheckpointLayout.safetensorsIndex
@@ -34,12 +37,19 @@ public final class Checkpoint: @unchecked Sendable {
         directory = layout.directory
 
         var tensors: [String: TensorSlice] = [:]
+        var otherTensors: [String: (dtype: String, path: String)] = [:]
         var gguf: GGUFCheckpoint?
         for file in layout.weightFiles {
             let found: [String: TensorSlice]
             switch layout.format {
-            case .safetensors: found = try SafetensorsFile(path: file.path).tensors
-            case .pytorch: found = try TorchCheckpointFile(path: file.path).tensors
+            case .safetensors:
+                let opened = try SafetensorsFile(path: file.path)
+                found = opened.tensors
+                otherTensors.merge(opened.otherTensors.mapValues { ($0, file.path) }) { first, _ in first }
+            case .pytorch:
+                let opened = try TorchCheckpointFile(path: file.path)
+                found = opened.tensors
+                otherTensors.merge(opened.otherTensors.mapValues { ($0, file.path) }) { first, _ in first }
             case .gguf:
                 let opened = try GGUFCheckpoint(path: file.path)
                 gguf = opened
@@ -48,6 +58,7 @@ public final class Checkpoint: @unchecked Sendable {
             tensors.merge(found) { first, _ in first }
         }
         self.tensors = tensors
+        self.otherTensors = otherTensors.filter { tensors[$0.key] == nil }
         self.gguf = gguf
 
         if let gguf {
@@ -55,10 +66,10 @@ public final class Checkpoint: @unchecked Sendable {
             configData = gguf.configData
         } else {
             configURL = directory.appendingPathComponent("config.json")
-            guard let data = FileManager.default.contents(atPath: configURL.path) else {
+            guard FileManager.default.fileExists(atPath: configURL.path) else {
                 throw DroptraceError("missing config.json beside the weights", path: configURL.path)
             }
-            configData = data
+            configData = try RegularFile.contents(path: configURL.path, limit: Self.configSizeLimit)
         }
         guard let object = try? JSONSerialization.jsonObject(with: configData) as? [String: Any] else {
             throw DroptraceError("not valid JSON", path: configURL.path)
@@ -69,12 +80,26 @@ public final class Checkpoint: @unchecked Sendable {
         modelType = type
     }
 
+    /// config.json files are a few kilobytes; this bounds a hostile one.
+    static let configSizeLimit = 1 << 26
+
+    /// The tensors droptrace can expand (floating-point ones), sorted.
     public var tensorNames: [String] { tensors.keys.sorted() }
 
-    public func hasTensor(_ name: String) -> Bool { tensors[name] != nil }
+    /// Whether the checkpoint stores `name`, in any dtype (so that a buffer of
+    /// another dtype under a weight's name is an error, never a fallback).
+    public func hasTensor(_ name: String) -> Bool { tensors[name] != nil || otherTensors[name] != nil }
 
+    /// Throws when the tensor is missing or of a dtype droptrace does not read
+    /// as weights (BOOL, integers, F64 in safetensors): such buffers are
+    /// ignored unless a model needs them.
     public func tensor(_ name: String) throws -> TensorSlice {
         guard let slice = tensors[name] else {
+            if let (dtype, path) = otherTensors[name] {
+                throw DroptraceError(
+                    "tensor '\(name.forErrorMessage)' has unsupported dtype \(dtype) for weights (droptrace reads F32, F16 and BF16; buffers of other dtypes are ignored unless the model needs them)",
+                    path: path)
+            }
             throw DroptraceError("missing tensor '\(name)'", path: directory.path)
         }
         return slice

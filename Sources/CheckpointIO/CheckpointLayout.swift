@@ -81,19 +81,41 @@ public struct CheckpointLayout: Sendable {
         }
     }
 
-    /// The shard files a Hugging Face index names, each checked to exist.
+    /// The shard files a Hugging Face index names, each checked to be a plain
+    /// file name in the index's folder (no `/`, `..` or absolute path, so an
+    /// index cannot point outside the checkpoint) and to exist. Names appear in
+    /// errors only escaped. A shard may be a symlink: the Hugging Face hub cache
+    /// stores every snapshot file as one, pointing into its `blobs/` folder.
     public static func shards(index: URL) throws -> [URL] {
-        guard let data = FileManager.default.contents(atPath: index.path),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+        let data = try RegularFile.contents(path: index.path, limit: indexSizeLimit)
+        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let weightMap = object["weight_map"] as? [String: String]
         else {
-            throw DroptraceError("not a valid shard index (needs a \"weight_map\" object)", path: index.path)
+            throw DroptraceError("not a valid shard index (needs a \"weight_map\" object of file names)", path: index.path)
         }
         let folder = index.deletingLastPathComponent()
         let names = Set(weightMap.values).sorted()
-        for name in names where !FileManager.default.fileExists(atPath: folder.appendingPathComponent(name).path) {
-            throw DroptraceError("shard \(name) named in the index is missing", path: index.path)
+        guard !names.isEmpty else {
+            throw DroptraceError("shard index names no shard files", path: index.path)
+        }
+        for name in names {
+            guard isPlainFileName(name) else {
+                throw DroptraceError(
+                    "shard name \"\(name.forErrorMessage)\" in the index is not a file name in the checkpoint directory",
+                    path: index.path)
+            }
+            guard FileManager.default.fileExists(atPath: folder.appendingPathComponent(name).path) else {
+                throw DroptraceError("shard \"\(name.forErrorMessage)\" named in the index is missing", path: index.path)
+            }
         }
         return names.map { folder.appendingPathComponent($0) }
+    }
+
+    /// Indexes of the largest models are a few hundred kilobytes.
+    static let indexSizeLimit = 1 << 26
+
+    /// A single path component: not empty, `.` or `..`, without `/` or NUL.
+    static func isPlainFileName(_ name: String) -> Bool {
+        !name.isEmpty && name != "." && name != ".." && !name.contains("/") && !name.unicodeScalars.contains("\0")
     }
 }

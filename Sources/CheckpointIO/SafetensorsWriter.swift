@@ -7,39 +7,54 @@ public enum SafetensorsWriter {
         public var name: String
         public var dtype: TensorDType
         public var shape: [Int]
-        public var bytes: Data
-        /// The mapping (or buffer) `bytes` points into, kept alive as long as the entry lives.
-        private var mapping: AnyObject?
+        private var content: Content
+
+        private enum Content {
+            case bytes(Data)
+            /// Read from the checkpoint when written, one tensor at a time.
+            case stored(TensorSlice)
+            /// Expanded to float32 when written.
+            case expanded(TensorSlice)
+        }
 
         public init(name: String, dtype: TensorDType, shape: [Int], bytes: Data) {
             precondition(bytes.count == dtype.byteCount(elements: shape.reduce(1, *)), "tensor \(name): byte count does not match shape")
             self.name = name
             self.dtype = dtype
             self.shape = shape
-            self.bytes = bytes
+            content = .bytes(bytes)
         }
 
-        /// An entry holding a slice's bytes as they are on disk (not copied:
-        /// valid while the slice's checkpoint is open). Tensors safetensors
-        /// cannot hold as stored (GGUF's quantised or reordered ones) are
-        /// written expanded to float32.
+        /// An entry holding a slice's bytes as they are on disk, read when the
+        /// entry is written (valid while the slice's checkpoint is unchanged).
+        /// Tensors safetensors cannot hold as stored (GGUF's quantised or
+        /// reordered ones) are written expanded to float32.
         public init(_ slice: TensorSlice, renamedTo name: String? = nil) {
+            self.name = name ?? slice.name
+            shape = slice.shape
             if slice.dtype.isBlockQuantized || slice.storedOrder != .asShaped {
-                self.init(
-                    name: name ?? slice.name, dtype: .float32, shape: slice.shape,
-                    bytes: slice.floats().withUnsafeBytes { Data($0) })
-                return
+                dtype = .float32
+                content = .expanded(slice)
+            } else {
+                dtype = slice.dtype
+                content = .stored(slice)
             }
-            self.init(
-                name: name ?? slice.name, dtype: slice.dtype, shape: slice.shape,
-                bytes: Data(
-                    bytesNoCopy: UnsafeMutableRawPointer(mutating: slice.data),
-                    count: slice.byteCount, deallocator: .none))
-            mapping = slice.owner
+        }
+
+        /// Bytes the tensor takes in the file.
+        public var byteCount: Int { dtype.byteCount(elements: shape.reduce(1, *)) }
+
+        /// The tensor's bytes as written; throws when its checkpoint cannot be read.
+        public func bytes() throws -> Data {
+            switch content {
+            case .bytes(let data): data
+            case .stored(let slice): try slice.storedBytes()
+            case .expanded(let slice): try slice.floats().withUnsafeBytes { Data($0) }
+            }
         }
     }
 
-    /// Writes a file, streaming the tensor bytes rather than assembling them in memory.
+    /// Writes a file, one tensor's bytes in memory at a time.
     public static func write(_ entries: [Entry], to url: URL, metadata: [String: String] = ["format": "pt"]) throws {
         let sorted = entries.sorted { $0.name < $1.name }
         guard FileManager.default.createFile(atPath: url.path, contents: try header(sorted, metadata: metadata)),
@@ -50,8 +65,10 @@ public enum SafetensorsWriter {
         defer { try? handle.close() }
         do {
             try handle.seekToEnd()
-            for entry in sorted { try handle.write(contentsOf: entry.bytes) }
+            for entry in sorted { try handle.write(contentsOf: try entry.bytes()) }
             try handle.synchronize()
+        } catch let error as DroptraceError {
+            throw error
         } catch {
             throw DroptraceError("cannot write: \(error.localizedDescription)", path: url.path)
         }
@@ -61,7 +78,7 @@ public enum SafetensorsWriter {
     public static func encode(_ entries: [Entry], metadata: [String: String] = ["format": "pt"]) throws -> Data {
         let sorted = entries.sorted { $0.name < $1.name }
         var file = try header(sorted, metadata: metadata)
-        for entry in sorted { file.append(entry.bytes) }
+        for entry in sorted { file.append(try entry.bytes()) }
         return file
     }
 
@@ -71,9 +88,9 @@ public enum SafetensorsWriter {
         var offset = 0
         for entry in sorted {
             header[entry.name] = [
-                "dtype": entry.dtype.rawValue, "shape": entry.shape, "data_offsets": [offset, offset + entry.bytes.count],
+                "dtype": entry.dtype.rawValue, "shape": entry.shape, "data_offsets": [offset, offset + entry.byteCount],
             ] as [String: Any]
-            offset += entry.bytes.count
+            offset += entry.byteCount
         }
         var headerBytes = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         // The format recommends padding the header with spaces to 8-byte alignment.

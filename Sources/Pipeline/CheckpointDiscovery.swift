@@ -225,7 +225,7 @@ struct TrainerState {
     var tokensSeen: Int64?
 
     init?(directory: URL) {
-        guard let data = FileManager.default.contents(atPath: directory.appendingPathComponent("trainer_state.json").path),
+        guard let data = try? RegularFile.contents(path: directory.appendingPathComponent("trainer_state.json").path, limit: 1 << 26),
               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
         else { return nil }
         globalStep = (object["global_step"] as? NSNumber)?.int64Value

@@ -79,7 +79,7 @@ public final class Tokenizer: Sendable {
     private static func parseJSON(at url: URL) throws -> Any {
         let data: Data
         do {
-            data = try Data(contentsOf: url, options: .mappedIfSafe)
+            data = try RegularFile.contents(path: url.path)
         } catch {
             let exists = FileManager.default.fileExists(atPath: url.path)
             throw DroptraceError(exists ? "cannot be read" : "no such file", path: url.path)

@@ -64,7 +64,7 @@ import Testing
         }
         for layer in 0..<layers {
             let old = "model.layers.\(layer).block_sparse_moe."
-            func bytes(_ part: String) throws -> Data { SafetensorsWriter.Entry(try original.tensor(old + part)).bytes }
+            func bytes(_ part: String) throws -> Data { try SafetensorsWriter.Entry(original.tensor(old + part)).bytes() }
             var gateUp = Data(), down = Data()
             for e in 0..<experts {
                 gateUp += try bytes("experts.\(e).w1.weight") + bytes("experts.\(e).w3.weight")

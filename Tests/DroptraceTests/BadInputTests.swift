@@ -156,9 +156,11 @@ import Testing
         let model = try scratch.copyOfModel("llama-f32")
         try rewriteWeights(model) { entries in
             let index = entries.firstIndex { $0.name == "model.layers.2.mlp.down_proj.weight" }!
-            var values = [Float](repeating: 0, count: entries[index].bytes.count / 4)
+            let entry = entries[index]
+            var values = [Float](repeating: 0, count: entry.byteCount / 4)
             values[7] = .infinity
-            entries[index].bytes = values.withUnsafeBytes { Data($0) }
+            entries[index] = SafetensorsWriter.Entry(
+                name: entry.name, dtype: entry.dtype, shape: entry.shape, bytes: values.withUnsafeBytes { Data($0) })
         }
         try expectRefused(checkpoint: model, naming: model.lastPathComponent, mentioning: ["NaN or Inf", "layer 2"], in: scratch)
     }

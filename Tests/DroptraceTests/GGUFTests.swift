@@ -39,7 +39,7 @@ enum GGUFFixtures {
             #expect(slice.dtype.rawValue == type, "\(file) \(name)")
             let shape = (expected["shape"] as! [NSNumber]).map(\.intValue)
             #expect(slice.shape == shape, "\(file) \(name): shape \(slice.shape), expected \(shape)")
-            let values = slice.floats()
+            let values = try slice.floats()
             let rowWidth = shape.count == 2 ? shape[1] : values.count
             let first = (expected["first_row"] as! [NSNumber]).map(\.floatValue)
             let last = (expected["last_row"] as! [NSNumber]).map(\.floatValue)
@@ -55,7 +55,7 @@ enum GGUFFixtures {
             // Embedding lookups expand single rows; they must agree with the whole tensor.
             if shape.count == 2, slice.storedOrder != .transposed {
                 var row = [Float](repeating: 0, count: rowWidth)
-                row.withUnsafeMutableBufferPointer { slice.expandRow(shape[0] - 1, into: $0.baseAddress!) }
+                try row.withUnsafeMutableBufferPointer { try slice.expandRow(shape[0] - 1, into: $0.baseAddress!) }
                 #expect(row == Array(values[lastStart...]), "\(file) \(name): expandRow differs from floats()")
             }
         }
@@ -144,7 +144,7 @@ enum GGUFFixtures {
         let slice = try checkpoint.tensor("model.layers.0.self_attn.q_proj.weight")
         let entry = SafetensorsWriter.Entry(slice)
         #expect(entry.dtype == .float32)
-        #expect(entry.bytes == slice.floats().withUnsafeBytes { Data($0) })
+        #expect(try entry.bytes() == slice.floats().withUnsafeBytes { Data($0) })
     }
 
     /// A dropped model from a quantised GGUF exports as plain safetensors with

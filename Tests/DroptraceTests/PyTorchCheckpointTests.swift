@@ -45,7 +45,7 @@ import Testing
             let expected = try reference.tensor(name)
             let actual = try loaded.tensor(name)
             #expect(actual.shape == expected.shape, "\(bin) \(name)")
-            let (a, e) = (actual.floats(), expected.floats())
+            let (a, e) = (try actual.floats(), try expected.floats())
             let differing = zip(a, e).filter { $0.bitPattern != $1.bitPattern }.count
             #expect(a.count == e.count && differing == 0, "\(bin) \(name): \(differing) of \(e.count) values differ")
         }
@@ -73,7 +73,7 @@ import Testing
         let file = try TorchCheckpointFile(path: FixtureFiles.model("gpt2-f32-bin").appendingPathComponent("pytorch_model.bin").path)
         let embedding = try #require(file.tensors["transformer.wte.weight"])
         let head = try #require(file.tensors["lm_head.weight"])
-        #expect(embedding.data == head.data)
+        #expect(embedding.fileOffset != nil && embedding.fileOffset == head.fileOffset)
         #expect(file.tensors["transformer.h.0.attn.bias"] == nil && file.tensors["transformer.h.0.attn.masked_bias"] == nil)
     }
 
@@ -83,7 +83,7 @@ import Testing
         #expect(tensors.keys.sorted() == ["weight"])
         let weight = try #require(tensors["weight"])
         #expect(weight.shape == [2, 3] && weight.dtype == .float32)
-        #expect(weight.floats() == [0, 1, 2, 3, 4, 5])
+        #expect(try weight.floats() == [0, 1, 2, 3, 4, 5])
     }
 
     @Test func instOpcodeIsRefused() {

@@ -11,9 +11,6 @@ struct GGMLType {
     /// The element type droptrace expands, or nil when it does not read this one.
     var dtype: TensorDType? { TensorDType(rawValue: name) }
 
-    /// Bytes of a tensor of `elements` elements (whole blocks).
-    func byteCount(elements: Int) -> Int { elements / blockSize * blockBytes }
-
     static func named(_ id: UInt32) -> GGMLType? {
         table[id].map { GGMLType(id: id, name: $0.name, blockSize: $0.block, blockBytes: $0.bytes) }
     }

@@ -3,7 +3,7 @@ import Foundation
 
 /// A GGUF file seen as a Hugging Face checkpoint: tensors under Hugging Face
 /// names and in Hugging Face layouts, a config.json synthesised from the GGUF
-/// metadata. The tensors point into the file's mapping (quantised ones stay
+/// metadata. The tensors are read from the file when expanded (quantised ones stay
 /// quantised until a layer expands them).
 public final class GGUFCheckpoint: @unchecked Sendable {
     public let path: String
@@ -33,8 +33,8 @@ public final class GGUFCheckpoint: @unchecked Sendable {
             dtypes[info.name] = dtype
         }
 
-        let ropeFactors = infos["rope_freqs.weight"].map { info in
-            file.slice(info, dtype: dtypes[info.name]!, name: info.name, shape: [info.elementCount], order: .asShaped).floats()
+        let ropeFactors = try infos["rope_freqs.weight"].map { info in
+            try file.slice(info, dtype: dtypes[info.name]!, name: info.name, shape: [info.elementCount], order: .asShaped).floats()
         }
         let config = try GGUFConfiguration(
             metadata: GGUFMetadata(values: file.metadata, path: path),

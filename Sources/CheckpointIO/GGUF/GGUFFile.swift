@@ -7,7 +7,7 @@ import Foundation
 /// `general.alignment` (default 32). Spec: ggml's docs/gguf.md.
 ///
 /// Tensors are not read here: `tensors` lists where each one lives and
-/// `slice(_:)` points into the mapping.
+/// `slice(_:)` makes a `TensorSlice` that reads one when it is expanded.
 public final class GGUFFile: @unchecked Sendable {
     /// One entry of the tensor info table, dimensions as ggml orders them
     /// (`dimensions[0]` varies fastest).
@@ -17,10 +17,12 @@ public final class GGUFFile: @unchecked Sendable {
         let type: GGMLType
         /// Offset from the start of the data section.
         let offset: Int
+        /// The product of the dimensions, checked not to overflow.
+        public let elementCount: Int
+        /// Stored bytes, checked not to overflow.
+        let byteCount: Int
 
         public var typeName: String { type.name }
-        public var elementCount: Int { dimensions.reduce(1, *) }
-        var byteCount: Int { type.byteCount(elements: elementCount) }
     }
 
     public let path: String
@@ -29,13 +31,16 @@ public final class GGUFFile: @unchecked Sendable {
     public let tensors: [TensorInfo]
     /// Where the data section starts in the file.
     let dataStart: Int
-    let file: MappedFile
+    let file: RegularFile
 
+    /// Reads and validates the header (metadata and tensor infos), not the
+    /// tensor data. Throws `DroptraceError` naming the file and the problem.
     public init(path: String) throws {
         self.path = path
-        file = try MappedFile(path: path)
-        var reader = GGUFByteReader(bytes: file.bytes, path: path)
+        file = try RegularFile(path: path)
+        var reader = GGUFByteReader(file: file)
         let header = try Self.readHeader(&reader)
+        try file.checkUnchanged()
         version = header.version
         metadata = header.metadata
         tensors = header.tensors
@@ -45,27 +50,34 @@ public final class GGUFFile: @unchecked Sendable {
             let end = dataStart + info.offset + info.byteCount
             guard end <= file.size else {
                 throw DroptraceError(
-                    "file is truncated: tensor '\(info.name)' ends at byte \(end) but the file has \(file.size) bytes",
+                    "file is truncated: tensor '\(info.name.forErrorMessage)' ends at byte \(end) but the file has \(file.size) bytes",
                     path: path)
             }
         }
     }
 
-    /// The length a complete file must have according to its own header, or
-    /// nil when even the header is incomplete or not GGUF. Reads only the
-    /// header, so it is cheap for checking whether a file is still being written.
+    /// The length a complete file must have according to its header, or nil
+    /// when the header itself ends early (the file is still being written).
+    /// Reads only the header, so it is cheap for checking whether a file is
+    /// still being written. A file that can never be complete (not a regular
+    /// file, or a header that is damaged rather than short) gives 0, so that
+    /// opening it reports the problem.
     public static func expectedLength(path: String) -> Int? {
-        guard let file = try? MappedFile(path: path) else { return nil }
-        var reader = GGUFByteReader(bytes: file.bytes, path: path)
-        guard let header = try? readHeader(&reader) else { return nil }
-        return header.tensors.map { header.dataStart + $0.offset + $0.byteCount }.max() ?? header.dataStart
+        guard let file = try? RegularFile(path: path) else { return 0 }
+        var reader = GGUFByteReader(file: file)
+        do {
+            let header = try readHeader(&reader)
+            return header.tensors.map { header.dataStart + $0.offset + $0.byteCount }.max() ?? header.dataStart
+        } catch {
+            return reader.ranPastEnd ? nil : 0
+        }
     }
 
     /// The tensor `info` describes, under `name` with `shape` and `order`.
     func slice(_ info: TensorInfo, dtype: TensorDType, name: String, shape: [Int], order: TensorSlice.StoredOrder) -> TensorSlice {
         TensorSlice(
-            name: name, dtype: dtype, shape: shape, data: file.bytes.baseAddress! + dataStart + info.offset,
-            path: path, owner: file, storedOrder: order)
+            name: name, dtype: dtype, shape: shape, path: path, storage: .file(file, offset: dataStart + info.offset),
+            storedOrder: order)
     }
 
     private struct Header {
@@ -75,10 +87,15 @@ public final class GGUFFile: @unchecked Sendable {
         var dataStart: Int
     }
 
+    /// Every size is checked before it is used: counts against the bytes left,
+    /// dimension products and byte counts for overflow, and the tensors' data
+    /// ranges (which may lie past the end of a file still being written, but
+    /// never overlap) so that `dataStart + offset + byteCount` cannot overflow.
     private static func readHeader(_ reader: inout GGUFByteReader) throws -> Header {
         let path = reader.path
-        guard reader.bytes.count >= 4 else {
-            throw DroptraceError("not a GGUF file: only \(reader.bytes.count) bytes", path: path)
+        guard reader.size >= 4 else {
+            reader.ranPastEnd = true
+            throw DroptraceError("not a GGUF file: only \(reader.size) bytes", path: path)
         }
         let magic = try reader.bytes(4)
         guard magic.elementsEqual("GGUF".utf8) else {
@@ -97,8 +114,9 @@ public final class GGUFFile: @unchecked Sendable {
         default:
             throw DroptraceError("unknown GGUF version \(version) (supported: 2 and 3)", path: path)
         }
-        let tensorCount = try reader.count("tensor count")
-        let metadataCount = try reader.count("metadata count")
+        // A tensor info takes at least 8 + 4 + 8 + 4 + 8 bytes, a key/value pair 8 + 4 + 1.
+        let tensorCount = try reader.count("tensor count", each: 32)
+        let metadataCount = try reader.count("metadata count", each: 13)
 
         var metadata: [String: GGUFValue] = [:]
         for _ in 0..<metadataCount {
@@ -111,92 +129,137 @@ public final class GGUFFile: @unchecked Sendable {
         tensors.reserveCapacity(tensorCount)
         for _ in 0..<tensorCount {
             let name = try reader.string()
+            let shown = name.forErrorMessage
             let dimensionCount = Int(try reader.u32())
             guard (1...4).contains(dimensionCount) else {
-                throw DroptraceError("tensor '\(name)' has \(dimensionCount) dimensions (GGUF allows 1 to 4)", path: path)
+                throw DroptraceError("tensor '\(shown)' has \(dimensionCount) dimensions (GGUF allows 1 to 4)", path: path)
             }
             var dimensions: [Int] = []
             for _ in 0..<dimensionCount {
                 let value = try reader.u64()
                 guard value <= UInt64(Int32.max) else {
-                    throw DroptraceError("tensor '\(name)' has an implausible dimension \(value)", path: path)
+                    throw DroptraceError("tensor '\(shown)' has an implausible dimension \(value)", path: path)
                 }
                 dimensions.append(Int(value))
             }
             let typeID = try reader.u32()
             let offset = try reader.u64()
             guard let type = GGMLType.named(typeID) else {
-                throw DroptraceError("tensor '\(name)' has unknown ggml type id \(typeID)", path: path)
+                throw DroptraceError("tensor '\(shown)' has unknown ggml type id \(typeID)", path: path)
             }
             guard dimensions[0] % type.blockSize == 0 else {
                 throw DroptraceError(
-                    "tensor '\(name)' of type \(type.name) has rows of \(dimensions[0]) elements, not a multiple of its block size \(type.blockSize)",
+                    "tensor '\(shown)' of type \(type.name) has rows of \(dimensions[0]) elements, not a multiple of its block size \(type.blockSize)",
                     path: path)
             }
-            guard offset <= UInt64(Int.max / 2) else {
-                throw DroptraceError("tensor '\(name)' has an implausible data offset \(offset)", path: path)
+            var elements = 1
+            var overflow = false
+            for size in dimensions where !overflow { (elements, overflow) = elements.multipliedReportingOverflow(by: size) }
+            let (bytes, bytesOverflow) = (elements / type.blockSize).multipliedReportingOverflow(by: type.blockBytes)
+            // Bounding offset and size by Int.max / 4 each keeps every later sum in range.
+            guard !overflow, !bytesOverflow, bytes <= Int.max / 4 else {
+                throw DroptraceError("tensor '\(shown)' has dimensions \(dimensions) whose size overflows", path: path)
             }
-            tensors.append(TensorInfo(name: name, dimensions: dimensions, type: type, offset: Int(offset)))
+            guard offset <= UInt64(Int.max / 4) else {
+                throw DroptraceError("tensor '\(shown)' has an implausible data offset \(offset)", path: path)
+            }
+            tensors.append(TensorInfo(
+                name: name, dimensions: dimensions, type: type, offset: Int(offset), elementCount: elements, byteCount: bytes))
         }
 
         var alignment = 32
         if let value = metadata["general.alignment"] {
-            guard let a = value.int, a > 0, a & (a - 1) == 0 else {
+            guard let a = value.int, a > 0, a <= 1 << 30, a & (a - 1) == 0 else {
                 throw DroptraceError("general.alignment must be a power of two, not \(value)", path: path)
             }
             alignment = a
         }
         for info in tensors where info.offset % alignment != 0 {
             throw DroptraceError(
-                "tensor '\(info.name)' starts at data offset \(info.offset), not a multiple of the alignment \(alignment)",
+                "tensor '\(info.name.forErrorMessage)' starts at data offset \(info.offset), not a multiple of the alignment \(alignment)",
                 path: path)
         }
+        try checkDisjoint(tensors, path: path)
         let dataStart = (reader.offset + alignment - 1) / alignment * alignment
         return Header(version: Int(version), metadata: metadata, tensors: tensors, dataStart: dataStart)
     }
+
+    /// Two tensors must not share bytes (llama.cpp pads between them, so gaps are fine).
+    private static func checkDisjoint(_ tensors: [TensorInfo], path: String) throws {
+        var previous: TensorInfo?
+        for info in tensors.filter({ $0.byteCount > 0 }).sorted(by: { ($0.offset, $0.name) < ($1.offset, $1.name) }) {
+            if let previous, info.offset < previous.offset + previous.byteCount {
+                throw DroptraceError(
+                    "tensors '\(previous.name.forErrorMessage)' and '\(info.name.forErrorMessage)' overlap (data bytes \(previous.offset)..<\(previous.offset + previous.byteCount) and \(info.offset)..<\(info.offset + info.byteCount))",
+                    path: path)
+            }
+            if previous == nil || info.offset + info.byteCount > previous!.offset + previous!.byteCount { previous = info }
+        }
+    }
 }
 
-/// Bounds-checked little-endian reads from the start of a GGUF file; running
-/// off the end means the file is truncated.
+/// Bounds-checked little-endian reads from the start of a GGUF file, loaded
+/// as far as the header goes (never the tensor data); running off the end
+/// means the file is truncated.
 struct GGUFByteReader {
-    let bytes: UnsafeRawBufferPointer
-    let path: String
+    let file: RegularFile
+    var path: String { file.path }
+    var size: Int { file.size }
     var offset = 0
+    /// Set when a read needed bytes past the end of the file (truncated, or still being written).
+    var ranPastEnd = false
+    /// Bytes `0..<loaded.count` of the file.
+    private var loaded: [UInt8] = []
+    /// Array elements read so far, across all metadata values.
+    private var arrayElements = 0
+    /// Far more than any vocabulary needs (three arrays of its size), and
+    /// small enough that the values' memory stays bounded whatever the file says.
+    static let arrayElementLimit = 1 << 26
 
-    init(bytes: UnsafeRawBufferPointer, path: String) {
-        self.bytes = bytes
-        self.path = path
+    init(file: RegularFile) {
+        self.file = file
     }
 
     private mutating func take(_ count: Int) throws -> Int {
-        guard count >= 0, count <= bytes.count - offset else {
+        guard count >= 0, count <= size - offset else {
+            ranPastEnd = true
             throw DroptraceError(
-                "file is truncated: the GGUF header continues past byte \(offset) but the file has \(bytes.count) bytes",
+                "file is truncated: the GGUF header continues past byte \(offset) but the file has \(size) bytes",
                 path: path)
+        }
+        let end = offset + count
+        if end > loaded.count {
+            // Grow geometrically, so a header of n bytes costs O(n) reads and copies.
+            let target = min(size, max(end, 2 * loaded.count, 1 << 16))
+            loaded.append(contentsOf: try file.bytes(target - loaded.count, at: loaded.count))
         }
         defer { offset += count }
         return offset
     }
 
-    mutating func bytes(_ count: Int) throws -> UnsafeRawBufferPointer {
+    mutating func bytes(_ count: Int) throws -> ArraySlice<UInt8> {
         let start = try take(count)
-        return UnsafeRawBufferPointer(rebasing: bytes[start..<(start + count)])
+        return loaded[start..<(start + count)]
     }
 
     mutating func load<T: FixedWidthInteger>(_: T.Type) throws -> T {
         let start = try take(MemoryLayout<T>.size)
-        return T(littleEndian: bytes.loadUnaligned(fromByteOffset: start, as: T.self))
+        return loaded.withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: start, as: T.self)) }
     }
 
     mutating func u32() throws -> UInt32 { try load(UInt32.self) }
     mutating func u64() throws -> UInt64 { try load(UInt64.self) }
 
-    /// A count of items that each take at least one byte, so it cannot exceed what is left.
-    mutating func count(_ what: String) throws -> Int {
+    /// A count of items that each take at least `each` bytes, so it cannot
+    /// exceed what is left of the file; checked before anything is allocated.
+    mutating func count(_ what: String, each: Int = 1) throws -> Int {
         let value = try u64()
-        guard value <= UInt64(bytes.count - offset) else {
+        let left = size - offset
+        guard value <= UInt64(left / each) else {
+            // The rest of the header may simply not be written yet.
+            ranPastEnd = true
             throw DroptraceError(
-                "file is truncated or corrupt: \(what) \(value) exceeds the \(bytes.count - offset) bytes left", path: path)
+                "file is truncated or corrupt: \(what) \(value) needs more than the \(left) bytes left", path: path)
         }
         return Int(value)
     }
@@ -206,8 +269,21 @@ struct GGUFByteReader {
         return String(decoding: try bytes(length), as: UTF8.self)
     }
 
+    /// The fewest bytes a value of GGUF type `type` takes (for bounding array lengths).
+    private static func minimumSize(_ type: UInt32) -> Int {
+        switch type {
+        case 0, 1, 7: 1
+        case 2, 3: 2
+        case 4, 5, 6: 4
+        case 8, 10, 11, 12: 8
+        case 9: 12
+        default: 1
+        }
+    }
+
     /// A metadata value of GGUF value type `type` (gguf.md's `gguf_metadata_value_type`).
-    mutating func value(type: UInt32, key: String) throws -> GGUFValue {
+    /// Arrays nest at most `depth` levels (llama.cpp writes none nested).
+    mutating func value(type: UInt32, key: String, depth: Int = 0) throws -> GGUFValue {
         switch type {
         case 0: return .unsigned(UInt64(try load(UInt8.self)))
         case 1: return .signed(Int64(try load(Int8.self)))
@@ -220,16 +296,25 @@ struct GGUFByteReader {
         case 8: return .string(try string())
         case 9:
             let elementType = try u32()
-            let count = try count("array length of '\(key)'")
+            guard depth < 4 else {
+                throw DroptraceError("metadata key '\(key.forErrorMessage)' nests arrays more than 4 deep", path: path)
+            }
+            let count = try count("array length of '\(key.forErrorMessage)'", each: Self.minimumSize(elementType))
+            arrayElements += count
+            guard arrayElements <= Self.arrayElementLimit else {
+                throw DroptraceError(
+                    "metadata arrays hold more than \(Self.arrayElementLimit) values (at key '\(key.forErrorMessage)'); the file is corrupt",
+                    path: path)
+            }
             var items: [GGUFValue] = []
             items.reserveCapacity(count)
-            for _ in 0..<count { items.append(try value(type: elementType, key: key)) }
+            for _ in 0..<count { items.append(try value(type: elementType, key: key, depth: depth + 1)) }
             return .array(items)
         case 10: return .unsigned(try load(UInt64.self))
         case 11: return .signed(try load(Int64.self))
         case 12: return .float(Double(bitPattern: try load(UInt64.self)))
         default:
-            throw DroptraceError("metadata key '\(key)' has unknown value type \(type)", path: path)
+            throw DroptraceError("metadata key '\(key.forErrorMessage)' has unknown value type \(type)", path: path)
         }
     }
 }

@@ -1,13 +1,14 @@
 extension String {
-    /// The string as it may appear inside a one-line error: control characters
-    /// escaped and long values cut, since names in a damaged or hostile file can
-    /// hold anything.
+    /// The string as it may appear inside a one-line error: control, format
+    /// (bidirectional overrides) and line-separator characters escaped and long
+    /// values cut, since names in a damaged or hostile file can hold anything.
     var forErrorMessage: String {
         var result = ""
         for scalar in unicodeScalars.prefix(120) {
-            if scalar.value < 0x20 || scalar.value == 0x7F {
+            switch scalar.properties.generalCategory {
+            case .control, .format, .lineSeparator, .paragraphSeparator, .privateUse, .unassigned, .surrogate:
                 result += "\\u{\(String(scalar.value, radix: 16))}"
-            } else {
+            default:
                 result.unicodeScalars.append(scalar)
             }
         }

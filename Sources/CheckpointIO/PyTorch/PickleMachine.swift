@@ -11,7 +11,7 @@ struct PickleMachine {
     /// Turns a persistent id (BINPERSID) into a value; torch uses it for storages.
     typealias PersistentLoad = (PickleValue) throws -> PickleValue
 
-    let bytes: UnsafeRawBufferPointer
+    let bytes: [UInt8]
     let path: String
     /// Names the pickle in errors ("data.pkl", "the state-dict pickle").
     let pickleName: String

@@ -6,21 +6,28 @@ import Foundation
 /// plus one stored entry per storage, `<archive>/data/<key>`), or the older
 /// stream of pickles followed by raw storages.
 ///
-/// The file is mapped, and contiguous float tensors point into the mapping
-/// like safetensors ones, so a large checkpoint is never read as a whole.
+/// Only the pickles and zip records are read when opening; contiguous float
+/// tensors are read from the file when expanded, like safetensors ones, so a
+/// large checkpoint is never read as a whole.
 public final class TorchCheckpointFile: @unchecked Sendable {
     public let path: String
     public let tensors: [String: TensorSlice]
+    /// Tensors of element types droptrace does not read (int64 `position_ids`,
+    /// bool masks), name → torch dtype; an error only when read as weights.
+    public let otherTensors: [String: String]
+
+    /// A storage: where its bytes are in the file.
+    typealias StorageRange = (offset: Int, count: Int)
 
     public init(path: String) throws {
         self.path = path
-        let file = try MappedFile(path: path)
-        let bytes = file.bytes
-        let loaded: (root: PickleValue, storage: (TorchStorageReference) throws -> UnsafeRawBufferPointer)
-        if ZipArchive.looksLikeZip(bytes) {
-            loaded = try Self.readZip(bytes, path: path)
-        } else if LegacyTorchFile.looksLegacy(bytes) {
-            let legacy = try LegacyTorchFile(bytes: bytes, path: path)
+        let file = try RegularFile(path: path)
+        let prefix = try file.bytes(min(file.size, 16), at: 0)
+        let loaded: (root: PickleValue, storage: (TorchStorageReference) throws -> StorageRange)
+        if ZipArchive.looksLikeZip(prefix) {
+            loaded = try Self.readZip(file)
+        } else if LegacyTorchFile.looksLegacy(prefix) {
+            let legacy = try LegacyTorchFile(file: file)
             loaded = (legacy.root, legacy.storage)
         } else {
             throw DroptraceError(
@@ -31,22 +38,26 @@ public final class TorchCheckpointFile: @unchecked Sendable {
         }
 
         var tensors: [String: TensorSlice] = [:]
+        var otherTensors: [String: String] = [:]
         for (name, record) in try TorchStateDict.tensors(in: loaded.root, path: path) {
-            let storageBytes = try loaded.storage(record.storage)
-            if let slice = try TorchStateDict.slice(
-                name: name, tensor: record, storageBytes: storageBytes, owner: file, path: path)
-            {
+            let storage = try loaded.storage(record.storage)
+            if let slice = try TorchStateDict.slice(name: name, tensor: record, storage: storage, file: file) {
                 tensors[name] = slice
+            } else {
+                otherTensors[name] = record.element.name
             }
         }
+        try file.checkUnchanged()
         self.tensors = tensors
+        self.otherTensors = otherTensors
     }
 
     /// Reads `<archive>/data.pkl`; storages come from `<archive>/data/<key>`.
-    private static func readZip(_ bytes: UnsafeRawBufferPointer, path: String)
-        throws -> (root: PickleValue, storage: (TorchStorageReference) throws -> UnsafeRawBufferPointer)
+    private static func readZip(_ file: RegularFile)
+        throws -> (root: PickleValue, storage: (TorchStorageReference) throws -> StorageRange)
     {
-        let archive = try ZipArchive(bytes: bytes, path: path)
+        let path = file.path
+        let archive = try ZipArchive(file: file)
         // torch names the top folder after the file it saved to; find it by its data.pkl.
         guard let pickleName = archive.names.first(where: { $0.hasSuffix("/data.pkl") && $0.split(separator: "/").count == 2 })
         else {
@@ -54,7 +65,8 @@ public final class TorchCheckpointFile: @unchecked Sendable {
         }
         let prefix = String(pickleName.dropLast("data.pkl".count))
         if archive.entries[prefix + "byteorder"] != nil {
-            let order = String(decoding: try archive.data(prefix + "byteorder"), as: UTF8.self)
+            let (_, length) = try archive.range(prefix + "byteorder")
+            let order = length <= 16 ? String(decoding: try archive.contents(prefix + "byteorder"), as: UTF8.self) : "?"
             guard order == "little" else {
                 throw DroptraceError(
                     order == "big" ? "checkpoint was saved with big-endian byte order; only little-endian is supported"
@@ -63,37 +75,39 @@ public final class TorchCheckpointFile: @unchecked Sendable {
             }
         }
         let shownName = pickleName.forErrorMessage
-        let machine = PickleMachine(bytes: try archive.data(pickleName), path: path, pickleName: shownName)
+        let machine = PickleMachine(bytes: try archive.contents(pickleName), path: path, pickleName: shownName)
         let root = try machine.run { id in try TorchRebuild.storage(id, path: path, pickleName: shownName) }.value
-        let storage = { (reference: TorchStorageReference) throws -> UnsafeRawBufferPointer in
+        let storage = { (reference: TorchStorageReference) throws -> StorageRange in
             let name = prefix + "data/" + reference.key
             guard archive.entries[name] != nil else {
                 throw DroptraceError("zip archive lacks entry \(name.forErrorMessage) for storage \(reference.key.forErrorMessage) named in \(shownName)", path: path)
             }
-            return try checked(try archive.data(name), reference, path: path)
+            return try checked(try archive.range(name), reference, path: path)
         }
         return (root, storage)
     }
 
     /// The storage's bytes, checked to hold as many elements as the pickle declares.
-    static func checked(_ bytes: UnsafeRawBufferPointer, _ reference: TorchStorageReference, path: String) throws -> UnsafeRawBufferPointer {
+    static func checked(_ range: StorageRange, _ reference: TorchStorageReference, path: String) throws -> StorageRange {
         let (needed, overflow) = reference.count.multipliedReportingOverflow(by: reference.element.byteSize)
-        guard !overflow, needed <= bytes.count else {
+        guard !overflow, needed <= range.count else {
             throw DroptraceError(
-                "storage \(reference.key.forErrorMessage) holds \(bytes.count) bytes but the pickle declares \(reference.count) \(reference.element.name) elements",
+                "storage \(reference.key.forErrorMessage) holds \(range.count) bytes but the pickle declares \(reference.count) \(reference.element.name) elements",
                 path: path)
         }
-        return UnsafeRawBufferPointer(rebasing: bytes[0..<needed])
+        return (range.offset, needed)
     }
 
     /// The length a complete file must have, or nil when it is visibly
     /// unfinished (no zip end-of-central-directory record yet, or a legacy
     /// file that ends inside its storages). Used to tell a checkpoint still
-    /// being written from a finished one.
+    /// being written from a finished one. A file that is not a regular file
+    /// gives 0, so that opening it reports the problem.
     public static func expectedLength(path: String) -> Int? {
-        guard let file = try? MappedFile(path: path) else { return nil }
-        if ZipArchive.looksLikeZip(file.bytes) { return ZipArchive.expectedLength(file.bytes) }
-        if LegacyTorchFile.looksLegacy(file.bytes), (try? LegacyTorchFile(bytes: file.bytes, path: path)) != nil { return file.size }
+        guard let file = try? RegularFile(path: path) else { return 0 }
+        guard let prefix = try? file.bytes(min(file.size, 16), at: 0) else { return nil }
+        if ZipArchive.looksLikeZip(prefix) { return ZipArchive.expectedLength(file) }
+        if LegacyTorchFile.looksLegacy(prefix), (try? LegacyTorchFile(file: file)) != nil { return file.size }
         return nil
     }
 }

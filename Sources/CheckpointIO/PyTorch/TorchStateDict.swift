@@ -32,16 +32,18 @@ enum TorchStateDict {
         }
     }
 
-    /// A TensorSlice for `tensor` over its storage's bytes, or nil for element
-    /// types droptrace does not read. Contiguous float tensors point into
-    /// `storageBytes` (owned by `owner`); strided views and float64 tensors are
-    /// copied into a buffer of their own.
+    /// A TensorSlice for `tensor` over its storage (bytes `storage` of `file`),
+    /// or nil for element types droptrace does not read. Contiguous float
+    /// tensors are read from the file when expanded; strided views and float64
+    /// tensors are copied now into a buffer of their own (only the storage
+    /// bytes they reach are read).
     static func slice(
-        name: String, tensor: TorchTensorRecord, storageBytes: UnsafeRawBufferPointer, owner: AnyObject, path: String
+        name: String, tensor: TorchTensorRecord, storage: TorchCheckpointFile.StorageRange, file: RegularFile
     ) throws -> TensorSlice? {
+        let path = file.path
         let element = tensor.element
         let needed = try reach(tensor, name: name, path: path)
-        let storageCount = storageBytes.count / element.byteSize
+        let storageCount = storage.count / element.byteSize
         guard needed <= storageCount else {
             throw DroptraceError(
                 "tensor '\(name.forErrorMessage)' (shape \(tensor.shape), offset \(tensor.offset)) reaches element \(needed) of a storage holding \(storageCount) \(element.name) elements",
@@ -56,27 +58,28 @@ enum TorchStateDict {
                 "tensor '\(name.forErrorMessage)' (shape \(tensor.shape), strides \(tensor.strides)) repeats elements of its storage; only ordinary tensors and views are supported",
                 path: path)
         }
-        let base = storageBytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!
-        if let dtype = element.tensorDType {
-            if isContiguous(tensor) {
-                return TensorSlice(
-                    name: name, dtype: dtype, shape: tensor.shape, data: base + tensor.offset * element.byteSize,
-                    path: path, owner: owner)
-            }
-            let buffer = TensorBuffer(byteCount: count * element.byteSize)
-            gather(tensor, from: base, elementSize: element.byteSize, into: buffer.bytes)
-            return TensorSlice(name: name, dtype: dtype, shape: tensor.shape, data: UnsafeRawPointer(buffer.bytes), path: path, owner: buffer)
+        if let dtype = element.tensorDType, isContiguous(tensor) {
+            return TensorSlice(
+                name: name, dtype: dtype, shape: tensor.shape, path: path,
+                storage: .file(file, offset: storage.offset + tensor.offset * element.byteSize))
         }
-        guard element == .float64 else { return nil }
+        guard element.tensorDType != nil || element == .float64 else { return nil }
+        // The storage elements the view reaches, read once.
+        let reached = try file.bytes(needed * element.byteSize, at: storage.offset)
+        let gathered = TensorBuffer(byteCount: count * element.byteSize)
+        reached.withUnsafeBytes { bytes in
+            if let base = bytes.baseAddress { gather(tensor, from: base, elementSize: element.byteSize, into: gathered.bytes) }
+        }
+        if let dtype = element.tensorDType {
+            return TensorSlice(name: name, dtype: dtype, shape: tensor.shape, path: path, storage: .memory(gathered))
+        }
         // float64 (rare: a buffer saved in double) becomes an owned float32 copy.
-        let doubles = TensorBuffer(byteCount: count * 8)
-        gather(tensor, from: base, elementSize: 8, into: doubles.bytes)
         let floats = TensorBuffer(byteCount: count * 4)
         for i in 0..<count {
-            let value = doubles.bytes.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)
+            let value = gathered.bytes.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)
             floats.bytes.storeBytes(of: Float(value), toByteOffset: 4 * i, as: Float.self)
         }
-        return TensorSlice(name: name, dtype: .float32, shape: tensor.shape, data: UnsafeRawPointer(floats.bytes), path: path, owner: floats)
+        return TensorSlice(name: name, dtype: .float32, shape: tensor.shape, path: path, storage: .memory(floats))
     }
 
     /// The product of the sizes, refused when it overflows (even next to a zero size,
@@ -102,6 +105,9 @@ enum TorchStateDict {
                 throw DroptraceError("tensor '\(name.forErrorMessage)' has a size and stride that overflow", path: path)
             }
             last = sum
+        }
+        guard last < Int.max else {
+            throw DroptraceError("tensor '\(name.forErrorMessage)' has a size and stride that overflow", path: path)
         }
         return last + 1
     }

@@ -1,11 +1,14 @@
 import DroptraceSupport
 
 /// The entries of a zip archive as torch.save writes it: every entry STORED
-/// (uncompressed), so an entry's bytes can be used in place inside the mapping.
+/// (uncompressed), so an entry's bytes can be read in place from the file.
 ///
 /// Only the central directory is trusted for sizes (local headers may leave
 /// them zero); the local header is read for the length of its name and of the
-/// padding torch puts there to align the data to 64 bytes.
+/// padding torch puts there to align the data to 64 bytes. Only the records
+/// are read into memory (the directory, local headers, small entries such as
+/// data.pkl), never the storages; every offset and size is checked against the
+/// file before it is used.
 struct ZipArchive {
     struct Entry {
         var name: String
@@ -17,8 +20,8 @@ struct ZipArchive {
         var localHeaderOffset: Int
     }
 
-    let path: String
-    let bytes: UnsafeRawBufferPointer
+    let file: RegularFile
+    var path: String { file.path }
     let entries: [String: Entry]
     /// Entry names in central-directory order.
     let names: [String]
@@ -28,22 +31,24 @@ struct ZipArchive {
     static let zip64EndSignature: UInt32 = 0x0606_4b50
     static let centralHeaderSignature: UInt32 = 0x0201_4b50
     static let localHeaderSignature: UInt32 = 0x0403_4b50
+    /// The fixed part of a central-directory record.
+    static let centralHeaderLength = 46
 
-    /// Whether `bytes` start like a zip archive (a local file header).
-    static func looksLikeZip(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        bytes.count >= 4 && bytes.loadUnaligned(as: UInt32.self).littleEndian == localHeaderSignature
+    /// Whether `prefix` (the file's first bytes) starts like a zip archive (a local file header).
+    static func looksLikeZip(_ prefix: [UInt8]) -> Bool {
+        prefix.count >= 4 && prefix.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }.littleEndian == localHeaderSignature
     }
 
     /// Reads the central directory. Fails when the end-of-central-directory
     /// record is missing (a truncated file, or one still being written) or any
     /// record points past the end of the file.
-    init(bytes: UnsafeRawBufferPointer, path: String) throws {
-        self.path = path
-        self.bytes = bytes
-        let directory = try Self.centralDirectory(bytes, path: path)
+    init(file: RegularFile) throws {
+        self.file = file
+        let path = file.path
+        let (directory, records) = try Self.centralDirectory(file)
         var entries: [String: Entry] = [:]
         var names: [String] = []
-        var reader = ByteReader(bytes, at: directory.offset, end: directory.offset + directory.size, path: path, what: "zip central directory")
+        var reader = ByteReader(records, at: 0, end: records.count, path: path, what: "zip central directory")
         for _ in 0..<directory.count {
             let entry = try Self.centralEntry(&reader, path: path)
             if entries[entry.name] == nil { names.append(entry.name) }
@@ -53,8 +58,9 @@ struct ZipArchive {
         self.names = names
     }
 
-    /// The bytes of entry `name`, checked to be stored, unencrypted and inside the file.
-    func data(_ name: String) throws -> UnsafeRawBufferPointer {
+    /// Where the bytes of entry `name` are in the file, checked to be stored,
+    /// unencrypted and inside the file.
+    func range(_ name: String) throws -> (offset: Int, count: Int) {
         guard let entry = entries[name] else {
             throw DroptraceError("zip archive has no entry \(name.forErrorMessage)", path: path)
         }
@@ -66,25 +72,32 @@ struct ZipArchive {
         guard entry.flags & 1 == 0 else {
             throw DroptraceError("zip entry \(name.forErrorMessage) is encrypted", path: path)
         }
-        let start = try Self.dataStart(of: entry, in: bytes, path: path)
-        guard start <= bytes.count, entry.size <= bytes.count - start else {
+        let start = try Self.dataStart(of: entry, in: file)
+        guard start <= file.size, entry.size <= file.size - start else {
             throw DroptraceError(
-                "file is truncated: zip entry \(name.forErrorMessage) ends at byte \(start + entry.size) but the file has \(bytes.count) bytes",
+                "file is truncated: zip entry \(name.forErrorMessage) of \(entry.size) bytes starts at byte \(start) but the file has \(file.size) bytes",
                 path: path)
         }
-        return UnsafeRawBufferPointer(rebasing: bytes[start..<(start + entry.size)])
+        return (start, entry.size)
+    }
+
+    /// The bytes of a small entry (data.pkl, byteorder), read into memory.
+    func contents(_ name: String) throws -> [UInt8] {
+        let (offset, count) = try range(name)
+        return try file.bytes(count, at: offset)
     }
 
     /// The length a complete archive needs according to its central
     /// directory, or nil when there is no readable end-of-central-directory
     /// record yet. Local headers that are not readable are assumed minimal.
-    static func expectedLength(_ bytes: UnsafeRawBufferPointer) -> Int? {
-        guard let directory = try? centralDirectory(bytes, path: "") else { return nil }
-        var length = bytes.count
-        var reader = ByteReader(bytes, at: directory.offset, end: directory.offset + directory.size, path: "", what: "")
+    static func expectedLength(_ file: RegularFile) -> Int? {
+        guard let (directory, records) = try? centralDirectory(file) else { return nil }
+        var length = file.size
+        var reader = ByteReader(records, at: 0, end: records.count, path: "", what: "")
         for _ in 0..<directory.count {
             guard let entry = try? centralEntry(&reader, path: "") else { return nil }
-            let start = (try? dataStart(of: entry, in: bytes, path: "")) ?? (entry.localHeaderOffset + 30 + entry.name.utf8.count)
+            // Each term is below Int.max / 4 (sizes from 8-byte fields are checked), so sums cannot overflow.
+            let start = (try? dataStart(of: entry, in: file)) ?? (entry.localHeaderOffset + 30 + entry.name.utf8.count)
             length = max(length, start + entry.compressedSize)
         }
         return length
@@ -99,59 +112,68 @@ struct ZipArchive {
     }
 
     /// Finds the end-of-central-directory record (searching back over a
-    /// possible archive comment) and, for ZIP64 archives, its ZIP64 twin.
-    private static func centralDirectory(_ bytes: UnsafeRawBufferPointer, path: String) throws -> CentralDirectory {
+    /// possible archive comment) and, for ZIP64 archives, its ZIP64 twin;
+    /// returns it with the directory's records, read into memory.
+    private static func centralDirectory(_ file: RegularFile) throws -> (CentralDirectory, [UInt8]) {
+        let path = file.path
         let recordLength = 22
-        guard bytes.count >= recordLength else {
-            throw DroptraceError("not a complete zip archive: \(bytes.count) bytes, too short for an end-of-central-directory record", path: path)
+        guard file.size >= recordLength else {
+            throw DroptraceError("not a complete zip archive: \(file.size) bytes, too short for an end-of-central-directory record", path: path)
         }
-        var position = bytes.count - recordLength
-        let lowest = max(0, bytes.count - recordLength - 0xFFFF)
-        var found: Int?
-        while position >= lowest {
-            if bytes.loadUnaligned(fromByteOffset: position, as: UInt32.self).littleEndian == endOfCentralDirectorySignature {
-                let commentLength = Int(bytes.loadUnaligned(fromByteOffset: position + 20, as: UInt16.self).littleEndian)
-                if position + recordLength + commentLength == bytes.count { found = position; break }
+        // The record, its comment (up to 0xFFFF bytes) and a ZIP64 locator before it.
+        let tailStart = max(0, file.size - recordLength - 0xFFFF - 20)
+        let tail = try file.bytes(file.size - tailStart, at: tailStart)
+        var end: Int?
+        tail.withUnsafeBytes { bytes in
+            var position = bytes.count - recordLength
+            while position >= 0 {
+                if bytes.loadUnaligned(fromByteOffset: position, as: UInt32.self).littleEndian == endOfCentralDirectorySignature {
+                    let commentLength = Int(bytes.loadUnaligned(fromByteOffset: position + 20, as: UInt16.self).littleEndian)
+                    if position + recordLength + commentLength == bytes.count { end = position; break }
+                }
+                position -= 1
             }
-            position -= 1
         }
-        guard let end = found else {
+        guard let end else {
             throw DroptraceError(
                 "zip archive has no end-of-central-directory record: the file is truncated (or still being written)", path: path)
         }
-        var reader = ByteReader(bytes, at: end + 10, end: end + recordLength, path: path, what: "end-of-central-directory record")
+        var reader = ByteReader(tail, at: end + 10, end: end + recordLength, path: path, what: "end-of-central-directory record")
         var count = Int(try reader.u16())
         var size = Int(try reader.u32())
         var offset = Int(try reader.u32())
+        let recordOffset = tailStart + end
 
         // ZIP64: a locator right before the record points at a record with 64-bit fields.
-        let locator = end - 20
-        if locator >= 0, bytes.loadUnaligned(fromByteOffset: locator, as: UInt32.self).littleEndian == zip64LocatorSignature {
-            var locatorReader = ByteReader(bytes, at: locator + 8, end: locator + 16, path: path, what: "ZIP64 locator")
-            let zip64End = try locatorReader.int64()
-            guard zip64End >= 0, zip64End <= bytes.count - 56,
-                  bytes.loadUnaligned(fromByteOffset: zip64End, as: UInt32.self).littleEndian == zip64EndSignature
-            else {
+        var locator = ByteReader(tail, at: end - 20, end: end, path: path, what: "ZIP64 locator")
+        if end >= 20, try locator.u32() == zip64LocatorSignature {
+            try locator.skip(4)
+            let zip64End = try locator.int64()
+            let record = zip64End >= 0 && zip64End <= recordOffset - 56 ? try file.bytes(56, at: zip64End) : []
+            var fields = ByteReader(record, at: 0, end: record.count, path: path, what: "ZIP64 end-of-central-directory record")
+            guard record.count == 56, try fields.u32() == zip64EndSignature else {
                 throw DroptraceError("ZIP64 locator points at byte \(zip64End), where there is no ZIP64 end-of-central-directory record", path: path)
             }
-            var record = ByteReader(bytes, at: zip64End + 32, end: zip64End + 56, path: path, what: "ZIP64 end-of-central-directory record")
-            count = try record.int64()
-            size = try record.int64()
-            offset = try record.int64()
+            try fields.skip(28)
+            count = try fields.int64()
+            size = try fields.int64()
+            offset = try fields.int64()
         } else if count == 0xFFFF || size == 0xFFFF_FFFF || offset == 0xFFFF_FFFF {
             throw DroptraceError("zip archive needs ZIP64 records but has none; the file is damaged", path: path)
         }
-        guard offset >= 0, size >= 0, count >= 0, offset <= end, size <= end - offset else {
+        guard offset >= 0, size >= 0, count >= 0, offset <= recordOffset, size <= recordOffset - offset,
+              count <= size / centralHeaderLength
+        else {
             throw DroptraceError(
-                "zip central directory (\(size) bytes at byte \(offset)) lies outside the file of \(bytes.count) bytes; the file is truncated or damaged",
+                "zip central directory (\(count) entries, \(size) bytes at byte \(offset)) does not fit in the file of \(file.size) bytes; the file is truncated or damaged",
                 path: path)
         }
-        return CentralDirectory(offset: offset, size: size, count: count)
+        return (CentralDirectory(offset: offset, size: size, count: count), try file.bytes(size, at: offset))
     }
 
     private static func centralEntry(_ reader: inout ByteReader, path: String) throws -> Entry {
         guard try reader.u32() == centralHeaderSignature else {
-            throw DroptraceError("zip central directory is damaged (bad record signature at byte \(reader.position - 4))", path: path)
+            throw DroptraceError("zip central directory is damaged (bad record signature at byte \(reader.position - 4) of the directory)", path: path)
         }
         try reader.skip(4)
         let flags = Int(try reader.u16())
@@ -181,7 +203,9 @@ struct ZipArchive {
         }
         reader.position = extraEnd
         try reader.skip(commentLength)
-        guard size >= 0, compressedSize >= 0, localHeaderOffset >= 0 else {
+        // No file is that large; the bound keeps every sum of these in range.
+        let limit = Int.max / 4
+        guard (0...limit).contains(size), (0...limit).contains(compressedSize), (0...limit).contains(localHeaderOffset) else {
             throw DroptraceError("zip entry \(name.forErrorMessage) has sizes or offsets out of range", path: path)
         }
         return Entry(
@@ -189,16 +213,17 @@ struct ZipArchive {
             localHeaderOffset: localHeaderOffset)
     }
 
-    private static func dataStart(of entry: Entry, in bytes: UnsafeRawBufferPointer, path: String) throws -> Int {
+    private static func dataStart(of entry: Entry, in file: RegularFile) throws -> Int {
         let offset = entry.localHeaderOffset
-        guard offset <= bytes.count - 30 else {
+        guard offset <= file.size - 30 else {
             throw DroptraceError(
-                "file is truncated: zip entry \(entry.name.forErrorMessage) starts at byte \(offset) but the file has \(bytes.count) bytes",
-                path: path)
+                "file is truncated: zip entry \(entry.name.forErrorMessage) starts at byte \(offset) but the file has \(file.size) bytes",
+                path: file.path)
         }
-        var reader = ByteReader(bytes, at: offset, end: offset + 30, path: path, what: "zip local header")
+        let header = try file.bytes(30, at: offset)
+        var reader = ByteReader(header, at: 0, end: 30, path: file.path, what: "zip local header")
         guard try reader.u32() == localHeaderSignature else {
-            throw DroptraceError("zip local header of entry \(entry.name.forErrorMessage) at byte \(offset) is damaged", path: path)
+            throw DroptraceError("zip local header of entry \(entry.name.forErrorMessage) at byte \(offset) is damaged", path: file.path)
         }
         try reader.skip(22)
         let nameLength = Int(try reader.u16())
@@ -207,16 +232,16 @@ struct ZipArchive {
     }
 }
 
-/// Little-endian reads from a byte range, each checked against its end.
+/// Little-endian reads from bytes in memory, each checked against its end.
 struct ByteReader {
-    let bytes: UnsafeRawBufferPointer
+    let bytes: [UInt8]
     var position: Int
     let end: Int
     let path: String
     /// What is being read, for the truncation error.
     let what: String
 
-    init(_ bytes: UnsafeRawBufferPointer, at position: Int, end: Int, path: String, what: String) {
+    init(_ bytes: [UInt8], at position: Int, end: Int, path: String, what: String) {
         self.bytes = bytes
         self.position = position
         self.end = min(end, bytes.count)
@@ -225,7 +250,7 @@ struct ByteReader {
     }
 
     mutating func need(_ count: Int) throws {
-        guard count >= 0, position >= 0, count <= end - position else {
+        guard count >= 0, position >= 0, position <= end, count <= end - position else {
             throw DroptraceError("\(what) ends early: needs \(count) more bytes at byte \(position)", path: path)
         }
     }
@@ -235,29 +260,17 @@ struct ByteReader {
         position += count
     }
 
-    mutating func u8() throws -> UInt8 {
-        try need(1)
-        defer { position += 1 }
-        return bytes[position]
+    private mutating func load<T: FixedWidthInteger>(_: T.Type) throws -> T {
+        try need(MemoryLayout<T>.size)
+        defer { position += MemoryLayout<T>.size }
+        let at = position
+        return bytes.withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: T.self)) }
     }
 
-    mutating func u16() throws -> UInt16 {
-        try need(2)
-        defer { position += 2 }
-        return bytes.loadUnaligned(fromByteOffset: position, as: UInt16.self).littleEndian
-    }
-
-    mutating func u32() throws -> UInt32 {
-        try need(4)
-        defer { position += 4 }
-        return bytes.loadUnaligned(fromByteOffset: position, as: UInt32.self).littleEndian
-    }
-
-    mutating func u64() throws -> UInt64 {
-        try need(8)
-        defer { position += 8 }
-        return bytes.loadUnaligned(fromByteOffset: position, as: UInt64.self).littleEndian
-    }
+    mutating func u8() throws -> UInt8 { try load(UInt8.self) }
+    mutating func u16() throws -> UInt16 { try load(UInt16.self) }
+    mutating func u32() throws -> UInt32 { try load(UInt32.self) }
+    mutating func u64() throws -> UInt64 { try load(UInt64.self) }
 
     /// A 64-bit length or offset; values beyond Int's range read as -1 so the caller rejects them.
     mutating func int64() throws -> Int {
@@ -265,10 +278,10 @@ struct ByteReader {
         return value > UInt64(Int.max) ? -1 : Int(value)
     }
 
-    mutating func raw(_ count: Int) throws -> UnsafeRawBufferPointer {
+    mutating func raw(_ count: Int) throws -> ArraySlice<UInt8> {
         try need(count)
         defer { position += count }
-        return UnsafeRawBufferPointer(rebasing: bytes[position..<(position + count)])
+        return bytes[position..<(position + count)]
     }
 
     mutating func string(_ count: Int) throws -> String {

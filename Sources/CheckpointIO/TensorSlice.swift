@@ -1,0 +1,160 @@
+import DroptraceSupport
+import Foundation
+
+/// Where one tensor lives inside a weight file (or, for the few tensors a
+/// reader had to rearrange, in memory).
+///
+/// Nothing is read until a tensor is expanded: `floats()` and `expandRow` read
+/// the stored bytes with `pread` (a layer at a time, never the whole file) and
+/// then check that the file is still the one that was opened, so a checkpoint
+/// truncated or rewritten while it is scored gives an error instead of SIGBUS
+/// or a mix of old and new weights.
+public struct TensorSlice: @unchecked Sendable {
+    /// How the stored bytes map onto the shape the slice presents. GGUF keeps
+    /// some weights in another order than Hugging Face's; undoing that while
+    /// expanding keeps the file mapped instead of copied.
+    public enum StoredOrder: Sendable, Equatable {
+        /// Stored row-major in `shape`.
+        case asShaped
+        /// Row `r` of the presented tensor is stored row `order[r]` (same widths).
+        case rowsPermuted([Int])
+        /// A 2-D tensor stored as its transpose, [shape[1], shape[0]] row-major.
+        case transposed
+    }
+
+    /// Where the stored bytes are.
+    enum Storage {
+        /// At byte `offset` of an open weight file.
+        case file(RegularFile, offset: Int)
+        /// In a buffer the reader filled (strided PyTorch views, float64 copies).
+        case memory(TensorBuffer)
+    }
+
+    public let name: String
+    public let dtype: TensorDType
+    /// Sizes, outermost first. Readers check that their product and the
+    /// stored byte count fit in the file before making a slice.
+    public let shape: [Int]
+    /// The file the tensor came from, for error messages.
+    public let path: String
+    let storage: Storage
+    public internal(set) var storedOrder: StoredOrder = .asShaped
+
+    public var elementCount: Int { shape.reduce(1, *) }
+
+    /// Where the stored bytes start in `path`; nil for a tensor held in memory.
+    public var fileOffset: Int? {
+        if case .file(_, let offset) = storage { return offset }
+        return nil
+    }
+
+    /// Bytes the tensor occupies where it is stored.
+    public var byteCount: Int { dtype.byteCount(elements: elementCount) }
+
+    /// The tensor expanded to Float32, row-major; large tensors in parallel
+    /// chunks, since expanding a layer's weights is on every layer's path.
+    /// Throws when the file was truncated or changed since it was opened.
+    public func floats() throws -> [Float] {
+        let count = elementCount
+        guard count > 0 else { return [] }
+        let expanded = try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            let destination = buffer.baseAddress!
+            switch storedOrder {
+            case .asShaped:
+                try Self.forEachChunk(of: count, size: 1 << 20) { range in
+                    try expandStored(range.lowerBound, count: range.count, into: destination + range.lowerBound)
+                }
+            case .rowsPermuted(let order):
+                let width = count / max(order.count, 1)
+                try Self.forEachChunk(of: order.count, size: max(1, (1 << 20) / max(width, 1))) { rows in
+                    for r in rows { try expandStored(order[r] * width, count: width, into: destination + r * width) }
+                }
+            case .transposed:
+                let (rows, cols) = (shape[0], shape[1])
+                var stored = [Float](repeating: 0, count: count)
+                try stored.withUnsafeMutableBufferPointer { try expandStored(0, count: count, into: $0.baseAddress!) }
+                for c in 0..<cols {
+                    for r in 0..<rows { destination[r * cols + c] = stored[c * rows + r] }
+                }
+            }
+            initialized = count
+        }
+        try checkUnchanged()
+        return expanded
+    }
+
+    /// Row `row` of a 2-D tensor (a 1-D tensor: all of it) expanded to Float32
+    /// into `destination`. Embedding lookups use this; they are never stored transposed.
+    /// Throws when `row` is outside the tensor or the file changed since it was opened.
+    public func expandRow(_ row: Int, into destination: UnsafeMutablePointer<Float>) throws {
+        let rows = shape.count == 2 ? shape[0] : 1
+        let width = shape.count == 2 ? shape[1] : elementCount
+        guard row >= 0, row < rows else {
+            throw DroptraceError("row \(row) requested from tensor '\(name)' of \(rows) rows", path: path)
+        }
+        switch storedOrder {
+        case .asShaped: try expandStored(row * width, count: width, into: destination)
+        case .rowsPermuted(let order): try expandStored(order[row] * width, count: width, into: destination)
+        case .transposed: throw DroptraceError("single rows of tensor '\(name)' (stored transposed) are not expanded", path: path)
+        }
+        try checkUnchanged()
+    }
+
+    /// The bytes as stored (a copy), for writing the tensor elsewhere unchanged.
+    public func storedBytes() throws -> Data {
+        var data = Data(count: byteCount)
+        try data.withUnsafeMutableBytes { buffer in
+            guard let base = buffer.baseAddress else { return }
+            switch storage {
+            case .file(let file, let offset): try file.read(byteCount, at: offset, into: base)
+            case .memory(let memory): base.copyMemory(from: memory.bytes, byteCount: byteCount)
+            }
+        }
+        try checkUnchanged()
+        return data
+    }
+
+    /// Expands `count` stored elements from element `start` (whole blocks).
+    /// Float32 in a file is read straight into `destination`; other types go
+    /// through a buffer of the chunk's stored bytes.
+    private func expandStored(_ start: Int, count: Int, into destination: UnsafeMutablePointer<Float>) throws {
+        let offset = dtype.byteCount(elements: start), length = dtype.byteCount(elements: count)
+        switch storage {
+        case .memory(let memory):
+            expandToFloat32(memory.bytes + offset, dtype: dtype, count: count, into: destination)
+        case .file(let file, let base) where dtype == .float32:
+            try file.read(length, at: base + offset, into: destination)
+        case .file(let file, let base):
+            let stored = UnsafeMutableRawPointer.allocate(byteCount: max(length, 1), alignment: 16)
+            defer { stored.deallocate() }
+            try file.read(length, at: base + offset, into: stored)
+            expandToFloat32(stored, dtype: dtype, count: count, into: destination)
+        }
+    }
+
+    private func checkUnchanged() throws {
+        if case .file(let file, _) = storage { try file.checkUnchanged() }
+    }
+
+    /// Runs `body` over `0..<count` cut into pieces of `size`, concurrently when
+    /// there are several; rethrows the first error once all pieces are done.
+    private static func forEachChunk(of count: Int, size: Int, _ body: (Range<Int>) throws -> Void) throws {
+        let chunks = (count + size - 1) / size
+        if chunks <= 1 {
+            if count > 0 { try body(0..<count) }
+            return
+        }
+        let lock = NSLock()
+        var failure: Error?
+        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            do {
+                try body((c * size)..<min(count, (c + 1) * size))
+            } catch {
+                lock.lock()
+                if failure == nil { failure = error }
+                lock.unlock()
+            }
+        }
+        if let failure { throw failure }
+    }
+}

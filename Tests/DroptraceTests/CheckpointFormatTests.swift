@@ -1,0 +1,317 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Scoring
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Malformed, hostile and changing weight files: every size is checked before
+/// it is used, overlapping tensors and non-regular files are refused, buffers
+/// of other dtypes are ignored, and a file changed while it is read gives an
+/// error instead of SIGBUS or mixed weights.
+@Suite struct CheckpointFormatTests {
+    static let formats = FixtureFiles.root.appendingPathComponent("formats")
+
+    /// The error `body` throws, which must be a DroptraceError.
+    func failure(_ body: () throws -> Void) -> DroptraceError? {
+        do {
+            try body()
+        } catch let error as DroptraceError {
+            return error
+        } catch {
+            Issue.record("not a DroptraceError: \(error)")
+            return nil
+        }
+        Issue.record("expected an error")
+        return nil
+    }
+
+    /// A safetensors file with `header` (JSON) and `dataLength` zero bytes of data.
+    func safetensors(_ header: String, dataLength: Int, in scratch: ScratchDirectory, name: String = "model.safetensors") throws -> URL {
+        var bytes = Data()
+        withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
+        bytes.append(Data(header.utf8))
+        bytes.append(Data(count: dataLength))
+        let url = scratch.path(name)
+        try bytes.write(to: url)
+        return url
+    }
+
+    // MARK: - Sizes from the file
+
+    @Test(arguments: ["shape-2p62.safetensors", "shape-product-overflow.safetensors"])
+    func overflowingSafetensorsShapesAreRefused(file: String) throws {
+        let url = Self.formats.appendingPathComponent("crashers/\(file)")
+        let error = failure { _ = try SafetensorsFile(path: url.path) }
+        #expect(error?.message.contains("do not fit its shape") == true, "\(String(describing: error))")
+        // Series discovery reads the same header: it must not trap either.
+        #expect(SafetensorsFile.expectedLength(path: url.path) != nil)
+    }
+
+    @Test func hostileSafetensorsHeadersGiveOneLineErrors() throws {
+        let scratch = try ScratchDirectory()
+        let cases: [(header: String, data: Int, words: [String])] = [
+            (#"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 9223372036854775807]}}"#, 8, ["do not fit"]),
+            (#"{"w": {"dtype": "F32", "shape": [2, "x"], "data_offsets": [0, 8]}}"#, 8, ["malformed"]),
+            (#"{"w": {"dtype": "F32", "shape": [2.5], "data_offsets": [0, 8]}}"#, 8, ["malformed"]),
+            (#"{"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}"#, 8, ["malformed"]),
+            (#"{"w": {"dtype": "F32", "shape": [1e30], "data_offsets": [0, 8]}}"#, 8, ["malformed"]),
+            (#"{"w": {"dtype": "X9", "shape": [2], "data_offsets": [0, 8]}}"#, 8, ["unsupported dtype X9"]),
+            (#"{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}"#, 8, ["truncated"]),
+            (#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}"#,
+             12, ["'a' and 'b' overlap"]),
+            (#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#,
+             8, ["'a' and 'b' overlap"]),
+            (#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}"#, 16, ["0..<8", "no holes"]),
+            (#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, 12, ["4 bytes after the last tensor"]),
+            (#"[1, 2]"#, 0, ["not a JSON object"]),
+        ]
+        for (header, data, words) in cases {
+            let url = try safetensors(header, dataLength: data, in: scratch)
+            let error = failure { _ = try SafetensorsFile(path: url.path) }
+            for word in words {
+                #expect(error?.message.contains(word) == true, "\(header): \(String(describing: error))")
+            }
+            #expect(error?.description.contains("\n") == false)
+            _ = SafetensorsFile.expectedLength(path: url.path)
+        }
+    }
+
+    @Test func absurdSafetensorsHeaderLengthIsRefusedWithoutAllocating() throws {
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("model.safetensors")
+        var bytes = Data()
+        withUnsafeBytes(of: UInt64.max.littleEndian) { bytes.append(contentsOf: $0) }
+        bytes.append(Data("{}".utf8))
+        try bytes.write(to: url)
+        let error = failure { _ = try SafetensorsFile(path: url.path) }
+        #expect(error?.message.contains("points past the end of the file") == true)
+        #expect(SafetensorsFile.expectedLength(path: url.path) == 8, "a header that can never fit is not 'still being written'")
+    }
+
+    @Test func ggufDimensionsWhoseProductOverflowsAreRefused() throws {
+        let url = Self.formats.appendingPathComponent("crashers/dims-product-overflow-min.gguf")
+        let error = failure { _ = try GGUFFile(path: url.path) }
+        #expect(error?.message.contains("overflows") == true, "\(String(describing: error))")
+        #expect(GGUFFile.expectedLength(path: url.path) == 0)
+    }
+
+    /// A GGUF v3 file: `metadata` raw key/value bytes, then `tensors` F32 1-D infos (name, length, offset).
+    func gguf(metadata: [UInt8] = [], metadataCount: UInt64 = 0, tensors: [(String, UInt64, UInt64)], dataLength: Int) -> Data {
+        var bytes: [UInt8] = Array("GGUF".utf8)
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+        u32(3)
+        u64(UInt64(tensors.count))
+        u64(metadataCount)
+        bytes += metadata
+        for (name, length, offset) in tensors {
+            u64(UInt64(name.utf8.count))
+            bytes += Array(name.utf8)
+            u32(1)
+            u64(length)
+            u32(0)
+            u64(offset)
+        }
+        while bytes.count % 32 != 0 { bytes.append(0) }
+        return Data(bytes + [UInt8](repeating: 0, count: dataLength))
+    }
+
+    @Test func overlappingGGUFTensorsAreRefused() throws {
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("model.gguf")
+        try gguf(tensors: [("a", 16, 0), ("b", 16, 64)], dataLength: 128).write(to: url)
+        _ = try GGUFFile(path: url.path)
+        try gguf(tensors: [("a", 16, 0), ("b", 16, 64), ("c", 8, 128), ("d", 16, 96)], dataLength: 160).write(to: url)
+        let error = failure { _ = try GGUFFile(path: url.path) }
+        #expect(error?.message.contains("'b' and 'd' overlap") == true, "\(String(describing: error))")
+    }
+
+    @Test func hostileGGUFCountsAreRefusedBeforeAllocating() throws {
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("model.gguf")
+        func key(_ name: String) -> [UInt8] {
+            withUnsafeBytes(of: UInt64(name.utf8.count).littleEndian) { Array($0) } + Array(name.utf8)
+        }
+        func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+        let cases: [(metadata: [UInt8], count: UInt64, words: String)] = [
+            // A key of 4294967295 bytes.
+            (le(UInt64(UInt32.max)) + Array("k".utf8), 1, "string length 4294967295"),
+            // An array of 2^62 uint8 values, and one of 2^40 strings.
+            (key("a") + le(UInt32(9)) + le(UInt32(0)) + le(UInt64(1) << 62), 1, "array length of 'a'"),
+            (key("a") + le(UInt32(9)) + le(UInt32(8)) + le(UInt64(1) << 40), 1, "array length of 'a'"),
+            // Arrays nested deeper than any writer makes.
+            (key("a") + le(UInt32(9)) + (0..<8).flatMap { _ in le(UInt32(9)) + le(UInt64(1)) }, 1, "nests arrays"),
+            // More metadata pairs than the file could hold.
+            ([], UInt64.max, "metadata count"),
+        ]
+        for (metadata, count, words) in cases {
+            try gguf(metadata: metadata, metadataCount: count, tensors: [], dataLength: 64).write(to: url)
+            let error = failure { _ = try GGUFFile(path: url.path) }
+            #expect(error?.message.contains(words) == true, "\(String(describing: error))")
+        }
+    }
+
+    // MARK: - Buffers of other dtypes
+
+    /// transformers ignores BOOL masks, I64 position_ids and the like; scores
+    /// are those of the model without them.
+    @Test(arguments: ["neox-buffers", "llama-position-ids"])
+    func nonFloatBuffersAreIgnored(model: String) throws {
+        let expected = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: Self.formats.appendingPathComponent("expected.json"))) as! [String: [String: [Double]]]
+        let sequences = try String(contentsOf: Self.formats.appendingPathComponent("calibration.jsonl"), encoding: .utf8)
+            .split(separator: "\n").map { line in
+                (try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: [Int]])["input_ids"]!
+            }
+        let checkpoint = try Checkpoint(location: Self.formats.appendingPathComponent(model))
+        let scores = try ImportanceScorer(model: try ModelRegistry.load(checkpoint)).score(sequences, calibrationPath: "fixture")
+        let reference = try #require(expected[model])
+        for (kind, actual) in [("attention", scores.attention), ("mlp", scores.mlp), ("block", scores.block)] {
+            let wanted = try #require(reference[kind])
+            #expect(actual.count == wanted.count)
+            let worst = zip(actual, wanted).map { abs($0 - $1) }.max() ?? .infinity
+            #expect(worst <= 1e-4, "\(model) \(kind): \(actual) vs \(wanted)")
+        }
+    }
+
+    @Test func readingABufferAsWeightsNamesItAndItsDtype() throws {
+        let checkpoint = try Checkpoint(location: Self.formats.appendingPathComponent("neox-buffers"))
+        #expect(checkpoint.hasTensor("gpt_neox.layers.0.attention.bias"))
+        #expect(!checkpoint.tensorNames.contains("gpt_neox.layers.0.attention.bias"))
+        let error = failure { _ = try checkpoint.tensor("gpt_neox.layers.0.attention.bias") }
+        #expect(error?.message.contains("'gpt_neox.layers.0.attention.bias' has unsupported dtype BOOL") == true, "\(String(describing: error))")
+        let position = failure { _ = try Checkpoint(location: Self.formats.appendingPathComponent("llama-position-ids")).tensor("model.position_ids") }
+        #expect(position?.message.contains("dtype I64") == true)
+        #expect(position?.path?.hasSuffix("model.safetensors") == true)
+    }
+
+    // MARK: - Files that are not regular files
+
+    @Test(arguments: ["model.safetensors", "config.json", "tokenizer.json"])
+    func aFIFOInTheCheckpointIsRefusedWithoutBlocking(file: String) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        let fifo = model.appendingPathComponent(file)
+        try FileManager.default.removeItem(at: fifo)
+        #expect(mkfifo(fifo.path, 0o644) == 0)
+        let started = Date()
+        let result = try DroptraceCommand.run(
+            ["score", model.path, "--calibration", FixtureFiles.calibrationText.path, "--output", scratch.path("s.h5").path])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains(file), "\(result.stderr)")
+        #expect(Date().timeIntervalSince(started) < 30)
+        if file == "model.safetensors" {
+            #expect(result.stderr.contains("not a regular file (a FIFO)"), "\(result.stderr)")
+            #expect(SafetensorsFile.expectedLength(path: fifo.path) == 0)
+        }
+    }
+
+    /// Series discovery must not block on a FIFO either, and the run names it.
+    @Test(arguments: ["model.safetensors", "trainer_state.json"])
+    func aFIFOInASeriesIsRefusedWithoutBlocking(file: String) throws {
+        let scratch = try ScratchDirectory()
+        let series = scratch.path("series")
+        try FileManager.default.createDirectory(at: series, withIntermediateDirectories: true)
+        let model = series.appendingPathComponent("checkpoint-1")
+        try FileManager.default.copyItem(at: FixtureFiles.model("llama-f32"), to: model)
+        let fifo = model.appendingPathComponent(file)
+        try? FileManager.default.removeItem(at: fifo)
+        #expect(mkfifo(fifo.path, 0o644) == 0)
+        let started = Date()
+        let result = try DroptraceCommand.run(
+            ["trace", series.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("out").path])
+        #expect(Date().timeIntervalSince(started) < 60)
+        if file == "model.safetensors" {
+            #expect(result.status != 0)
+            #expect(result.stderr.contains("not a regular file (a FIFO)"), "\(result.stderr)")
+        } else {
+            #expect(result.status == 0, "\(result.stderr)")
+        }
+    }
+
+    // MARK: - Shard names
+
+    @Test(arguments: ["../outside.safetensors", "/etc/passwd", "sub/model.safetensors", "..", ""])
+    func shardNamesStayInTheCheckpointDirectory(name: String) throws {
+        let scratch = try ScratchDirectory()
+        let directory = scratch.path("checkpoint")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("sub"), withIntermediateDirectories: true)
+        _ = try safetensors("{}", dataLength: 0, in: scratch, name: "outside.safetensors")
+        let index = directory.appendingPathComponent("model.safetensors.index.json")
+        let object = ["weight_map": ["w": name]]
+        try JSONSerialization.data(withJSONObject: object).write(to: index)
+        let error = failure { _ = try CheckpointLayout.resolve(directory) }
+        #expect(error?.message.contains("is not a file name in the checkpoint directory") == true, "\(String(describing: error))")
+    }
+
+    @Test func shardNamesAppearEscapedInMessages() throws {
+        let scratch = try ScratchDirectory()
+        let index = scratch.path("model.safetensors.index.json")
+        let name = "\u{1B}[2J\u{202E}evil\nline.safetensors"
+        try JSONSerialization.data(withJSONObject: ["weight_map": ["w": name]]).write(to: index)
+        let error = failure { _ = try CheckpointLayout.shards(index: index) }
+        let text = error?.description ?? ""
+        #expect(text.contains("missing"))
+        #expect(!text.contains("\u{1B}") && !text.contains("\n") && !text.contains("\u{202E}"), "\(text)")
+        #expect(text.contains("\\u{1b}[2J\\u{202e}evil\\u{a}line.safetensors"), "\(text)")
+    }
+
+    // MARK: - Files changed while being read
+
+    func openedCopy() throws -> (ScratchDirectory, Checkpoint, URL) {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        let checkpoint = try Checkpoint(location: model)
+        return (scratch, checkpoint, model.appendingPathComponent("model.safetensors"))
+    }
+
+    @Test func aWeightFileTruncatedAfterOpeningGivesAnError() throws {
+        let (scratch, checkpoint, weights) = try openedCopy()
+        let model = try ModelRegistry.load(checkpoint)
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: weights.path)[.size] as? Int)
+        #expect(truncate(weights.path, off_t(size / 2)) == 0)
+        let error = failure { _ = try ImportanceScorer(model: model).score(FixtureFiles.jsonlSequences(), calibrationPath: "fixture") }
+        #expect(error?.message.contains("changed while being read") == true, "\(String(describing: error))")
+        #expect(error?.path == weights.path)
+        _ = scratch
+    }
+
+    @Test func aWeightFileRewrittenInPlaceGivesAnError() throws {
+        let (scratch, checkpoint, weights) = try openedCopy()
+        let slice = try checkpoint.tensor("model.layers.1.mlp.down_proj.weight")
+        let before = try slice.floats()
+        // Same size, other bytes, a later modification time.
+        let handle = try FileHandle(forWritingTo: weights)
+        try handle.seek(toOffset: try handle.seekToEnd() - 512)
+        try handle.write(contentsOf: Data(repeating: 0x7F, count: 256))
+        try handle.close()
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(10)], ofItemAtPath: weights.path)
+        let error = failure { _ = try slice.floats() }
+        #expect(error?.message.contains("changed while being read") == true, "\(String(describing: error))")
+        let row = failure {
+            let table = try checkpoint.tensor("model.embed_tokens.weight")
+            var values = [Float](repeating: 0, count: table.shape[1])
+            try values.withUnsafeMutableBufferPointer { try table.expandRow(0, into: $0.baseAddress!) }
+        }
+        #expect(row?.message.contains("changed while being read") == true)
+        // Opened again, the new file reads fine.
+        #expect(try Checkpoint(location: weights.deletingLastPathComponent()).tensor("model.layers.1.mlp.down_proj.weight").floats().count == before.count)
+        _ = scratch
+    }
+
+    /// The open descriptor still reads the complete file that was opened.
+    @Test func aWeightFileReplacedByRenameKeepsReadingTheOpenedFile() throws {
+        let (scratch, checkpoint, weights) = try openedCopy()
+        let slice = try checkpoint.tensor("model.layers.0.self_attn.q_proj.weight")
+        let before = try slice.floats()
+        let replacement = scratch.path("replacement")
+        try Data(count: 16).write(to: replacement)
+        #expect(rename(replacement.path, weights.path) == 0)
+        #expect(try slice.floats() == before)
+    }
+}
