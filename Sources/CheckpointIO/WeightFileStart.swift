@@ -1,3 +1,4 @@
+import DroptraceSupport
 import Foundation
 
 /// Tells a weight file that is corrupt from one that is only unfinished,
@@ -9,10 +10,9 @@ public enum WeightFileStart {
     /// whose `expectedLength` came back nil: a safetensors file that holds its
     /// whole header then has one that does not parse.
     public static func corruption(of url: URL, format: WeightFormat) -> String? {
-        guard let handle = FileHandle(forReadingAtPath: url.path) else { return nil }
-        defer { try? handle.close() }
-        guard let start = try? handle.read(upToCount: 9) else { return nil }
-        let bytes = [UInt8](start)
+        guard let file = try? RegularFile(path: url.path),
+              let bytes = try? file.bytes(min(9, file.size), at: 0)
+        else { return nil }
         switch format {
         case .safetensors:
             guard bytes.count >= 8 else { return nil }
@@ -22,15 +22,13 @@ public enum WeightFileStart {
                 return "declares a header of \(headerLength) bytes, which no safetensors writer produces"
             }
             if bytes.count == 9, bytes[8] != UInt8(ascii: "{") { return "has a header that is not a JSON object" }
-            let size = ((try? FileManager.default.attributesOfItem(atPath: url.path))?[.size] as? NSNumber)?.uint64Value ?? 0
-            return size >= 8 + headerLength ? "has a complete header (\(headerLength) bytes) that is not valid" : nil
+            return UInt64(file.size) >= 8 + headerLength ? "has a complete header (\(headerLength) bytes) that is not valid" : nil
         case .gguf:
             guard bytes.count >= 4 else { return nil }
             return bytes[0..<4].elementsEqual("GGUF".utf8) ? nil : "does not start with the GGUF magic"
         case .pytorch:
             guard bytes.count >= 4 else { return nil }
-            let looksRight = bytes.withUnsafeBytes { ZipArchive.looksLikeZip($0) || LegacyTorchFile.looksLegacy($0) }
-            return looksRight ? nil : "is neither a zip archive nor a legacy torch.save file"
+            return ZipArchive.looksLikeZip(bytes) || LegacyTorchFile.looksLegacy(bytes) ? nil : "is neither a zip archive nor a legacy torch.save file"
         }
     }
 }
