@@ -154,6 +154,10 @@ public enum CheckpointDiscovery {
         // as long as its own header (or zip directory) says.
         for file in layout.weightFiles {
             let name = file.lastPathComponent
+            // Bytes already there and wrong will not become right by waiting.
+            if let corruption = WeightFileStart.corruption(of: file, format: layout.format) {
+                return .failed("\(name) \(corruption)")
+            }
             let expected: Int?
             switch layout.format {
             case .safetensors: expected = SafetensorsFile.expectedLength(path: file.path)
@@ -161,9 +165,6 @@ public enum CheckpointDiscovery {
             case .gguf: expected = GGUFCheckpoint.expectedLength(path: file.path)
             }
             guard let expected else {
-                if let corruption = WeightFileStart.corruption(of: file, format: layout.format) {
-                    return .failed("\(name) \(corruption)")
-                }
                 return settled(
                     layout.format == .pytorch
                         ? "\(name) is not complete yet (it ends before its zip directory or last storage)"

@@ -11,11 +11,12 @@ public struct CalibrationSource: Sendable {
     /// text default (512, capped at the model's positions) / JSONL as given.
     public var seqLen: Int?
     /// How many windows (text) or lines (JSONL) to use; nil: all of a JSONL
-    /// file, `defaultTextSamples` windows of text.
+    /// file; every full window of text, at most `defaultTextSamples`.
     public var samples: Int?
 
     public static let defaultTextSeqLen = 512
-    public static let defaultTextSamples = 16
+    /// LLM-Drop's `n_calibration_samples` (its dropping scripts use 256).
+    public static let defaultTextSamples = 256
 
     public init(url: URL, seqLen: Int? = nil, samples: Int? = nil) {
         self.url = url
@@ -62,7 +63,7 @@ public enum CheckpointScoring {
         let seqLen = source.seqLen ?? min(CalibrationSource.defaultTextSeqLen, model.maxPositions)
         let samples = source.samples ?? CalibrationSource.defaultTextSamples
         let set = try CalibrationSet.load(from: source.url, tokenizer: tokenizer, seqLen: seqLen, samples: samples)
-        if set.sequences.count < samples {
+        if source.samples != nil, set.sequences.count < samples {
             warn("\(source.url.path): only \(set.sequences.count) windows of \(seqLen) tokens available, fewer than the \(samples) requested")
         }
         return set

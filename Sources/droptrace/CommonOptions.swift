@@ -16,7 +16,7 @@ struct CalibrationOptions: ParsableArguments {
     var seqLen: Int?
 
     @Option(help: ArgumentHelp(
-        "Number of windows (text, default \(CalibrationSource.defaultTextSamples)) or lines (JSONL, default all) to use.",
+        "Number of windows (text, default every full window up to \(CalibrationSource.defaultTextSamples)) or lines (JSONL, default all) to use.",
         valueName: "n"))
     var samples: Int?
 
