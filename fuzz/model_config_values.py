@@ -6,12 +6,12 @@ that used to crash (0, negative, huge, overflowing, fractions, NaN/inf, wrong ty
 with exactly one error line, within 20 s and under a 4 GiB address-space cap.
 
 Run on demand (not in CI; about 6000 runs, ~30 min on two cores):
-    python3 scripts/fuzz/model_config_values.py .build/debug/droptrace "$(mktemp -d)" [--gguf-only]
+    python3 fuzz/model_config_values.py .build/debug/droptrace "$(mktemp -d)" [--gguf-only]
 Prints each run that breaks the rule and a summary line; exits 1 if any did."""
 import json, os, shutil, struct, subprocess, sys, resource
 
 droptrace, work = os.path.abspath(sys.argv[1]), sys.argv[2]
-fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), '../../Tests/DroptraceTests/Fixtures')
+fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), '../Tests/DroptraceTests/Fixtures')
 calibration = os.path.join(fixtures, 'calibration/calib.jsonl')
 runs = bad = 0
 
