@@ -108,7 +108,9 @@ struct Weights {
     func confirmLayers(_ naming: LayerNaming, count: Int, drops: DropPlan, configPath: String) throws {
         let key = naming.layerCountKeys[0]
         var present: [Int: String] = [:]
-        for name in checkpoint.tensorNames {
+        // Buffers of any dtype count: a layer is there even if only a buffer
+        // says so, and reading its weights then names the dtype.
+        for name in checkpoint.storedTensorNames {
             guard let (layer, _) = naming.split(name) else { continue }
             if layer >= count {
                 throw DroptraceError(

@@ -86,6 +86,9 @@ public final class Checkpoint: @unchecked Sendable {
     /// The tensors droptrace can expand (floating-point ones), sorted.
     public var tensorNames: [String] { tensors.keys.sorted() }
 
+    /// Every tensor the weight files store, whatever its dtype, sorted.
+    public var storedTensorNames: [String] { (Array(tensors.keys) + otherTensors.keys).sorted() }
+
     /// Whether the checkpoint stores `name`, in any dtype (so that a buffer of
     /// another dtype under a weight's name is an error, never a fallback).
     public func hasTensor(_ name: String) -> Bool { tensors[name] != nil || otherTensors[name] != nil }
