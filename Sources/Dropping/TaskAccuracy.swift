@@ -12,9 +12,10 @@ public struct MultipleChoiceItem: Sendable, Equatable {
 
     /// Reads a JSONL task file; errors name the file and line.
     public static func load(_ url: URL) throws -> [MultipleChoiceItem] {
-        guard let data = FileManager.default.contents(atPath: url.path) else {
+        guard FileManager.default.fileExists(atPath: url.path) else {
             throw DroptraceError("task file not found", path: url.path)
         }
+        let data = try RegularFile.contents(path: url.path)
         var items: [MultipleChoiceItem] = []
         for (number, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let text = line.trimmingCharacters(in: .whitespaces)

@@ -99,12 +99,8 @@ public struct CalibrationSet: Sendable {
         if isDirectory.boolValue {
             throw DroptraceError("is a directory, not a calibration file", path: url.path)
         }
-        let data: Data
-        do {
-            data = try Data(contentsOf: url)
-        } catch {
-            throw DroptraceError("calibration file cannot be read", path: url.path)
-        }
+        // A FIFO or device is refused rather than read forever.
+        let data = try RegularFile.contents(path: url.path)
         if data.isEmpty { throw DroptraceError("calibration file is empty", path: url.path) }
         return data
     }

@@ -1,4 +1,5 @@
 import DroptraceSupport
+import Dropping
 import Foundation
 import Testing
 import Tokenization
@@ -45,6 +46,26 @@ struct CalibrationKindTests {
             let file = try scratch.write(contents, to: "calib.txt")
             let set = try CalibrationSet.load(from: file, tokenizer: tokenizer, seqLen: 2, samples: nil)
             #expect(set.sequences.flatMap { $0 }.count >= 2)
+        }
+    }
+
+    @Test("a FIFO as calibration or task file is refused, not read forever")
+    func fifoInputsAreRefused() throws {
+        let scratch = try ScratchDirectory()
+        for name in ["calibration.txt", "tasks.jsonl"] {
+            let fifo = scratch.path(name)
+            #expect(mkfifo(fifo.path, 0o644) == 0)
+            let started = Date()
+            let error = #expect(throws: DroptraceError.self) {
+                if name == "tasks.jsonl" {
+                    _ = try MultipleChoiceItem.load(fifo)
+                } else {
+                    _ = try CalibrationSet.load(from: fifo, tokenizer: nil, seqLen: nil, samples: nil)
+                }
+            }
+            #expect(error?.path == fifo.path)
+            #expect(error?.message.contains("not a regular file") == true, "\(String(describing: error))")
+            #expect(Date().timeIntervalSince(started) < 10)
         }
     }
 }
