@@ -111,6 +111,7 @@ public final class TraceRun {
             } catch let error as DroptraceError {
                 log.error("\(error.description)")
                 summary.failed.append((checkpoint.name, error.description))
+                store = try withoutStaleRow(checkpoint.name, in: store)
             }
         }
         progress?.finished()
@@ -241,6 +242,28 @@ public final class TraceRun {
                 "is a \(scored.modelType) model with \(scored.layerCount) layers, but the store holds \(store.metadata.modelType) with \(store.metadata.numLayers)",
                 path: checkpoint.directory.path)
         }
+    }
+
+    /// `store` without the row of `name`, written, when it has one: the
+    /// checkpoint was replaced under that name and its new files could not
+    /// be scored, so the row describes a model no longer on disk.
+    private func withoutStaleRow(_ name: String, in store: ScoreFile?) throws -> ScoreFile? {
+        guard var next = store, next.rows.contains(where: { $0.name == name }) else { return store }
+        next.rows.removeAll { $0.name == name }
+        if next.rows.isEmpty {
+            // No row left to describe: the whole store belongs to the old files.
+            let aside = try DamagedStore.setAside(options.storeURL, as: "replaced")
+            evaluation.byCheckpoint.removeValue(forKey: name)
+            log.warning("\(name): its stored scores belong to the files it replaced; the store is set aside as \(aside.lastPathComponent)")
+            return nil
+        }
+        let stale = evaluation.byCheckpoint.removeValue(forKey: name)
+        do { try write(next) } catch {
+            evaluation.byCheckpoint[name] = stale
+            throw error
+        }
+        log.warning("\(name): removed its stored scores, which belong to the files it replaced")
+        return next
     }
 
     /// Whether `checkpoint` has no row in `store`, or a row scored from other

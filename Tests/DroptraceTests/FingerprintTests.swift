@@ -59,6 +59,46 @@ import Testing
         #expect(try rows(fresh).map { $0.blockGap.count } == second.map { $0.blockGap.count })
     }
 
+    /// A checkpoint replaced by files that cannot join the store (here another
+    /// architecture) loses its old row: those numbers belong to a model no
+    /// longer on disk. The other rows stay.
+    @Test func replacedCheckpointThatFailsLosesItsOldRow() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let early = try series.add(step: 10)
+        try series.add(step: 20)
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output).status == 0)
+        let first = try rows(output)
+
+        try FileManager.default.removeItem(at: early)
+        try series.add(step: 10, model: "gpt2-f32")
+        let run = try trace(series.directory, output)
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("warning: checkpoint-10: removed its stored scores"), "\(run.stderr)")
+        let second = try rows(output)
+        #expect(second.map(\.name) == ["checkpoint-20"])
+        #expect(second[0] == first[1])
+    }
+
+    /// When that checkpoint held the store's only row, the store is set aside
+    /// (renamed, not deleted) and the run fails with one error line.
+    @Test func replacedOnlyCheckpointSetsTheStoreAside() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let only = try series.add(step: 10)
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output).status == 0)
+        try FileManager.default.removeItem(at: only)
+        try series.add(step: 10, model: "gpt2-f32")
+        let run = try trace(series.directory, output)
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("the store is set aside as scores.h5.replaced-"), "\(run.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("scores.h5").path))
+        let kept = try FileManager.default.contentsOfDirectory(atPath: output.path).filter { $0.hasPrefix("scores.h5.replaced-") }
+        #expect(kept.count == 1)
+    }
+
     @Test func movedSeriesKeepsItsRows() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
