@@ -85,5 +85,6 @@ let package = Package(
 if Context.environment["DROPTRACE_FUZZ"] != nil {
     package.products.append(.executable(name: "droptrace-fuzz", targets: ["droptrace-fuzz"]))
     package.targets.append(.executableTarget(
-        name: "droptrace-fuzz", dependencies: ["CheckpointIO", "DroptraceSupport"], path: "fuzz/Sources/droptrace-fuzz"))
+        name: "droptrace-fuzz", dependencies: ["CheckpointIO", "Tokenization", "TensorEngine", "Architectures", "Scoring", "Pipeline", "DroptraceSupport"],
+        path: "fuzz/Sources/droptrace-fuzz"))
 }
