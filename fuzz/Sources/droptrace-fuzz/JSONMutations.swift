@@ -70,7 +70,11 @@ func mutateJSON(_ bytes: inout [UInt8], modelTypes: [String], _ random: inout Ra
     var all: [[Step]] = []
     paths(document, [], &all)
     let op = random.below(10)
-    var path = all[random.below(all.count)]
+    // Mostly the structure (normalizer, pre_tokenizer, decoder, added tokens,
+    // model settings) rather than the thousands of vocab and merges entries.
+    let structural = all.filter { !$0.dropLast().contains { if case .key(let key) = $0 { return key == "vocab" || key == "merges" }; return false } }
+    let pool = random.below(4) == 0 || structural.isEmpty ? all : structural
+    var path = pool[random.below(pool.count)]
     // Aim ops 2 and 3 mostly at regexes and model_type when the document has any.
     let aimed = all.filter { if case .key(let key)? = $0.last { return key == "Regex" || key == "model_type" }; return false }
     if (2...3).contains(op), !aimed.isEmpty, random.below(3) > 0 { path = aimed[random.below(aimed.count)] }

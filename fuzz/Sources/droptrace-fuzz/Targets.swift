@@ -93,7 +93,7 @@ func mutate(_ bytes: inout [UInt8], seed: Seed, _ random: inout Random) {
     for _ in 0..<(1 + random.below(3)) {
         switch seed.target {
         case "config", "tokenizer":
-            if random.below(4) == 0 || !mutateJSON(&bytes, modelTypes: ModelRegistry.supportedModelTypes, &random) {
+            if random.below(10) == 0 || !mutateJSON(&bytes, modelTypes: ModelRegistry.supportedModelTypes, &random) {
                 mutateBytes(&bytes, header: bytes.count, &random)
             }
         case "calibration", "pipeline":

@@ -93,7 +93,7 @@ var counts: [String: (runs: Int, accepted: Int, refused: Int)] = [:]
 var findingCount = 0
 let scratch = (work as NSString).appendingPathComponent("checkpoint")
 let targets = Array(Set(seeds.map(\.target))).sorted()
-calibrationTokenizer = seeds.lazy.filter { $0.target == "tokenizer" }
+calibrationTokenizer = loadSeeds(options.seedDirectories, targets: ["tokenizer"]).lazy
     .compactMap { try? Tokenizer(contentsOf: URL(fileURLWithPath: $0.path)) }.first
 let started = Date()
 for execution in 0..<(options.executions * targets.count) {
