@@ -69,7 +69,7 @@ let package = Package(
         .testTarget(
             name: "DroptraceTests",
             dependencies: [
-                "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "TensorEngine", "Architectures", "Analysis",
+                "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "Architectures", "Analysis",
                 "Reporting", "Pipeline", "Dropping", "DroptraceSupport",
             ],
             resources: [.copy("Fixtures")]
@@ -85,5 +85,6 @@ let package = Package(
 if Context.environment["DROPTRACE_FUZZ"] != nil {
     package.products.append(.executable(name: "droptrace-fuzz", targets: ["droptrace-fuzz"]))
     package.targets.append(.executableTarget(
-        name: "droptrace-fuzz", dependencies: ["CheckpointIO", "DroptraceSupport"], path: "fuzz/Sources/droptrace-fuzz"))
+        name: "droptrace-fuzz", dependencies: ["CheckpointIO", "Tokenization", "Architectures", "Scoring", "Pipeline", "DroptraceSupport"],
+        path: "fuzz/Sources/droptrace-fuzz"))
 }

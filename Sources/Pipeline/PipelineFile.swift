@@ -59,8 +59,10 @@ public struct PipelineFile: Decodable {
         let keys = mapping.keys.compactMap(\.string)
         let known = Set(CodingKeys.allCases.map(\.rawValue))
         if let unknown = keys.sorted().first(where: { !known.contains($0) }) {
+            // A quoted or multi-line key may hold line breaks; the error stays one line.
             throw DroptraceError(
-                "unknown setting \"\(unknown)\" (known: \(known.sorted().joined(separator: ", ")))", path: url.path)
+                "unknown setting \"\(SystemError.oneLine(unknown))\" (known: \(known.sorted().joined(separator: ", ")))",
+                path: url.path)
         }
         let file: PipelineFile
         do { file = try YAMLDecoder().decode(PipelineFile.self, from: text) } catch let DecodingError.keyNotFound(key, _) {
@@ -69,7 +71,7 @@ public struct PipelineFile: Decodable {
             throw DroptraceError(
                 "setting \"\(context.codingPath.map(\.stringValue).joined(separator: "."))\" has the wrong type", path: url.path)
         } catch {
-            throw DroptraceError("cannot read: \(error)", path: url.path)
+            throw DroptraceError("cannot read: \(SystemError.oneLine("\(error)"))", path: url.path)
         }
         guard (file.series == nil) != (file.checkpoints == nil) else {
             throw DroptraceError("give exactly one of \"series\" (a directory) or \"checkpoints\" (a list)", path: url.path)
@@ -193,7 +195,7 @@ enum PipelineYAML {
                 throw DroptraceError("has a setting whose name is a list or mapping (a YAML complex key)", path: path)
             }
             if !keys.insert(scalar.string).inserted {
-                throw DroptraceError("gives setting \"\(scalar.string)\" twice", path: path)
+                throw DroptraceError("gives setting \"\(SystemError.oneLine(scalar.string))\" twice", path: path)
             }
         }
         func visit(_ node: Node) throws {
