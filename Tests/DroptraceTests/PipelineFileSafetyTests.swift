@@ -25,6 +25,11 @@ struct PipelineFileSafetyTests {
         ("deep-block", settings + "drop_k: " + String(repeating: "- ", count: 100_000) + "1\n", "deep"),
         ("duplicate", settings + "series: t\n", "twice"),
         ("too-large", settings + "title: " + String(repeating: "a", count: 1 << 20) + "\n", "1 MiB"),
+        // Found by droptrace-fuzz: a setting name may be a folded or quoted
+        // scalar holding line breaks; an error quoting it stays one line.
+        ("unknown-multi-line-key", "? a:1[1, 2, 3]\n\n 1\n", "unknown setting \"a:1[1, 2, 3] 1\""),
+        ("unknown-quoted-key", "\"a\\nb\": 1\n" + settings, "unknown setting \"a b\""),
+        ("duplicate-quoted-key", "\"a\\nb\": 1\n\"a\\nb\": 2\n", "gives setting \"a b\" twice"),
     ]
 
     @Test("hostile pipeline files are refused with one line", arguments: cases.map(\.name))
