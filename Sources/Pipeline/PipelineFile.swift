@@ -113,22 +113,14 @@ enum PipelineYAML {
     /// (Yams composes recursively, so deep nesting would overflow the stack).
     static func read(_ url: URL) throws -> String {
         let path = url.path
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else {
+        guard FileManager.default.fileExists(atPath: path) else {
             throw DroptraceError("pipeline file not found", path: path)
         }
-        guard attributes[.type] as? FileAttributeType == .typeRegular else {
-            throw DroptraceError("is not a regular file", path: path)
-        }
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw DroptraceError("pipeline file cannot be read", path: path)
-        }
-        defer { try? handle.close() }
-        // Read at most one byte past the cap: the size on disk may change.
-        let data = (try? handle.read(upToCount: maxBytes + 1)) ?? Data()
-        guard data.count <= maxBytes else {
+        let file = try RegularFile(path: path)
+        guard file.size <= maxBytes else {
             throw DroptraceError("is larger than 1 MiB; a pipeline file is a short list of settings", path: path)
         }
-        let bytes = [UInt8](data)
+        let bytes = try file.bytes(file.size, at: 0)
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw DroptraceError("is not UTF-8 text", path: path)
         }
