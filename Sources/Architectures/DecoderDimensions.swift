@@ -9,7 +9,7 @@ import DroptraceSupport
 /// counts below 1, key/value heads not dividing the query heads, a head
 /// width of 0, weights whose element count overflows, a non-positive
 /// `rms_norm_eps`, a `sliding_window` below 1, a `layer_types` list whose
-/// length is not the layer count. `confirm(by:)` then checks the sizes against the tensors.
+/// length is not the layer count. `DecoderParts` then checks the sizes against the tensors.
 struct DecoderDimensions: Decodable {
     var hiddenSize: Int
     var numHiddenLayers: Int
@@ -88,31 +88,4 @@ struct DecoderDimensions: Decodable {
     /// when config.json is silent (transformers: true for Gemma and Gemma-2,
     /// false for Llama, Mistral, Qwen2, Mixtral, OLMo and OLMo-2).
     func tiedEmbeddings(default familyDefault: Bool) -> Bool { tieWordEmbeddings ?? familyDefault }
-
-    /// Checks the sizes against the tensors that carry them, before any
-    /// table (the rotary frequencies) is sized from them: the layers
-    /// (`Weights.confirmLayers`), the token embedding [vocab_size,
-    /// hidden_size] and, in the first layer whose attention the config
-    /// keeps, q_proj [heads · head_dim, hidden_size] and k_proj
-    /// [kv_heads · head_dim, hidden_size]. Errors name the config and the
-    /// keys the weights contradict. (intermediate_size sizes no table: each
-    /// block's projections are shape-checked as they load.)
-    ///
-    /// Returns the head width confirmed for the rotary table: head_dim, or 0
-    /// (no table) when the config drops every attention layer, so that no
-    /// q_proj can confirm it and no attention will use it.
-    func confirm(by weights: Weights, naming: LayerNaming, drops: DropPlan, configPath: String) throws -> Int {
-        try weights.confirmLayers(naming, count: numHiddenLayers, drops: drops, configPath: configPath)
-        try weights.confirmShape(
-            "embed_tokens.weight", [vocabSize, hiddenSize], keys: "vocab_size, hidden_size", configPath: configPath)
-        guard let layer = (0..<numHiddenLayers).lazy.first(where: { !drops.dropsAttention($0) }) else { return 0 }
-        let headKey = headDim == nil ? "num_attention_heads" : "head_dim"
-        try weights.confirmShape(
-            "layers.\(layer).self_attn.q_proj.weight", [numAttentionHeads * resolvedHeadDim, hiddenSize],
-            keys: "num_attention_heads × \(headKey)", configPath: configPath)
-        try weights.confirmShape(
-            "layers.\(layer).self_attn.k_proj.weight", [kvHeads * resolvedHeadDim, hiddenSize],
-            keys: "num_key_value_heads × \(headKey)", configPath: configPath)
-        return resolvedHeadDim
-    }
 }

@@ -58,27 +58,3 @@ extension LanguageModel {
         try block(index, skipping: .none)
     }
 }
-
-/// The architectures droptrace reads, by config.json `model_type`.
-public enum ModelRegistry {
-    public static let supportedModelTypes = [
-        "gemma", "gemma2", "gpt2", "gpt_neox", "llama", "mistral", "mixtral", "olmo", "olmo2", "qwen2",
-    ]
-
-    public static func load(_ checkpoint: Checkpoint) throws -> any LanguageModel {
-        switch checkpoint.modelType {
-        case "llama", "mistral", "qwen2": return try LlamaModel(checkpoint)
-        case "gpt_neox": return try GPTNeoXModel(checkpoint)
-        case "gpt2": return try GPT2Model(checkpoint)
-        case "olmo": return try OlmoModel(checkpoint)
-        case "olmo2": return try Olmo2Model(checkpoint)
-        case "mixtral": return try MixtralModel(checkpoint)
-        case "gemma": return try GemmaModel(checkpoint)
-        case "gemma2": return try Gemma2Model(checkpoint)
-        default:
-            throw DroptraceError(
-                "unsupported model_type \"\(checkpoint.modelType)\" (supported: \(supportedModelTypes.joined(separator: ", ")))",
-                path: checkpoint.configURL.path)
-        }
-    }
-}

@@ -1,9 +1,19 @@
 import TensorEngine
 
+/// Norms of queries and keys after the projection, before rotary.
+public enum QueryKeyNorm: Sendable {
+    /// One norm over all query columns at once and one over all key columns
+    /// (weights [heads · head_dim] and [kv_heads · head_dim]; OLMo-2, OLMoE).
+    case acrossHeads(query: Normalization, key: Normalization)
+    /// The same norm applied to each head's columns separately (weights
+    /// [head_dim]; Qwen3, Gemma-3).
+    case perHead(query: Normalization, key: Normalization)
+}
+
 /// Multi-head (grouped-query) causal self-attention with one fused QKV
 /// projection, optional rotary embedding and optional sliding window, plus
-/// the per-family adjustments some checkpoints need (OLMo's q/k/v clipping,
-/// OLMo-2's q/k norms, Gemma-2's attention logit soft cap).
+/// the adjustments some checkpoints need, each named by what it does:
+/// clipping q/k/v, normalising queries and keys, soft-capping the scores.
 public struct SelfAttention: Sendable {
     public let qkv: Linear
     public let layout: QKVLayout
@@ -13,19 +23,17 @@ public struct SelfAttention: Sendable {
     public let slidingWindow: Int?
     /// q, k and v are clamped to [−clip, clip] right after the projection (OLMo's `clip_qkv`).
     public let clip: Float?
-    /// Norms over all query / all key columns at once, before rotary (OLMo-2).
-    public let queryNorm: Normalization?
-    public let keyNorm: Normalization?
+    public let queryKeyNorm: QueryKeyNorm?
     /// Scaled scores s become tanh(s / cap) · cap before the softmax (Gemma-2).
     public let logitSoftcap: Float?
 
     public init(
         qkv: Linear, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
-        slidingWindow: Int? = nil, clip: Float? = nil, queryNorm: Normalization? = nil, keyNorm: Normalization? = nil,
+        slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
         logitSoftcap: Float? = nil
     ) {
         precondition(qkv.outFeatures == layout.width)
-        precondition((queryNorm == nil && keyNorm == nil) || layout.arrangement == .grouped)
+        precondition(queryKeyNorm == nil || layout.arrangement == .grouped)
         self.qkv = qkv
         self.layout = layout
         self.rotary = rotary
@@ -33,8 +41,7 @@ public struct SelfAttention: Sendable {
         self.scale = scale
         self.slidingWindow = slidingWindow
         self.clip = clip
-        self.queryNorm = queryNorm
-        self.keyNorm = keyNorm
+        self.queryKeyNorm = queryKeyNorm
         self.logitSoftcap = logitSoftcap
     }
 
@@ -48,10 +55,17 @@ public struct SelfAttention: Sendable {
             }
         }
         // Grouped layout: all query columns, then all key columns.
-        let queryWidth = layout.numHeads * layout.headDim
-        let keyWidth = layout.numKVHeads * layout.headDim
-        queryNorm?.apply(inPlace: &projected, columns: 0..<queryWidth)
-        keyNorm?.apply(inPlace: &projected, columns: queryWidth..<(queryWidth + keyWidth))
+        let queries = 0..<layout.queryWidth, keys = layout.queryWidth..<(layout.queryWidth + layout.keyWidth)
+        switch queryKeyNorm {
+        case .acrossHeads(let query, let key)?:
+            query.apply(inPlace: &projected, columns: queries)
+            key.apply(inPlace: &projected, columns: keys)
+        case .perHead(let query, let key)?:
+            query.apply(inPlace: &projected, columns: queries, pieceWidth: layout.headDim)
+            key.apply(inPlace: &projected, columns: keys, pieceWidth: layout.headDim)
+        case nil:
+            break
+        }
         if let rotary {
             let heads = (0..<layout.numHeads).map(layout.queryOffset(head:))
                 + (0..<layout.numKVHeads).map(layout.keyOffset(kvHead:))

@@ -1,6 +1,10 @@
 import TensorEngine
 
-/// How a block combines its two branches with the residual stream.
+/// How a block combines its two branches with the residual stream. Where a
+/// branch normalises is the branch's own business (`AttentionBranch`,
+/// `MLPBranch`): pre-norm (Llama), post-norm (OLMo-2: no input norm, an
+/// output norm inside the residual) and sandwich (Gemma-2/3: both) are all
+/// sequential blocks.
 public enum ResidualStyle: Sendable {
     /// h = x + attn(x); y = h + mlp(h)   (Llama, GPT-2, most models).
     case sequential
@@ -23,8 +27,11 @@ public struct AttentionBranch: Sendable {
         self.outputNorm = outputNorm
     }
 
-    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
-        let out = attention(inputNorm.map { $0(x) } ?? x, batch)
+    /// The branch output for residual stream `x`; `attend` computes the
+    /// attention itself from the normalised input (over the whole batch, or
+    /// over a key/value cache when decoding).
+    public func callAsFunction(_ x: Matrix, attend: (SelfAttention, Matrix) -> Matrix) -> Matrix {
+        let out = attend(attention, inputNorm.map { $0(x) } ?? x)
         return outputNorm.map { $0(out) } ?? out
     }
 }
@@ -57,5 +64,51 @@ public struct TransformerBlock: Sendable {
         self.attention = attention
         self.mlp = mlp
         self.residual = residual
+    }
+}
+
+/// The residual stream around one block, as the forward pass saw it.
+public struct BlockActivations {
+    public let index: Int
+    /// X, entering the block.
+    public let input: Matrix
+    /// X + Attn(Norm1 X), or nil when attention is dropped.
+    public let attentionResidual: Matrix?
+    /// What the MLP branch reads: H in a sequential block, X in a parallel one.
+    public let mlpInput: Matrix
+    /// mlpInput + MLP(Norm2 mlpInput), or nil when the MLP is dropped.
+    public let mlpResidual: Matrix?
+    /// Y, leaving the block.
+    public let output: Matrix
+    /// The block is dropped: output is input.
+    public let isDropped: Bool
+
+    /// A dropped block: every state is `x`.
+    static func dropped(_ index: Int, _ x: Matrix) -> BlockActivations {
+        BlockActivations(index: index, input: x, attentionResidual: nil, mlpInput: x, mlpResidual: nil, output: x, isDropped: true)
+    }
+}
+
+extension TransformerBlock {
+    /// Block `index` applied to residual stream `x`: the one place the
+    /// residual recipe is written, for scoring, the drop-aware forward and
+    /// the key/value-cache decoder alike (`attend` is how each computes the
+    /// attention of a normalised input).
+    public func callAsFunction(_ x: Matrix, index: Int, attend: (SelfAttention, Matrix) -> Matrix) -> BlockActivations {
+        let attended = attention.map { x.adding($0(x, attend: attend)) }
+        switch residual {
+        case .sequential:
+            let h = attended ?? x
+            let y = mlp.map { h.adding($0(h)) }
+            return BlockActivations(
+                index: index, input: x, attentionResidual: attended, mlpInput: h, mlpResidual: y, output: y ?? h,
+                isDropped: false)
+        case .parallel:
+            let mlpOut = mlp.map { $0(x) }
+            let base = attended ?? x
+            return BlockActivations(
+                index: index, input: x, attentionResidual: attended, mlpInput: x, mlpResidual: mlpOut.map { x.adding($0) },
+                output: mlpOut.map { base.adding($0) } ?? base, isDropped: false)
+        }
     }
 }

@@ -29,20 +29,9 @@ final class IncrementalDecoder {
         var x = try model.embed(batch)
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
-            let attended = block.attention.map { branch -> Matrix in
-                let input = branch.inputNorm.map { $0(x) } ?? x
-                var out = caches[index]!.attend(input, with: branch.attention, position: position)
-                if let norm = branch.outputNorm { out = norm(out) }
-                return x.adding(out)
-            }
-            switch block.residual {
-            case .sequential:
-                let h = attended ?? x
-                x = block.mlp.map { h.adding($0(h)) } ?? h
-            case .parallel:
-                let base = attended ?? x
-                x = block.mlp.map { base.adding($0(x)) } ?? base
-            }
+            x = block(x, index: index) { attention, input in
+                caches[index]!.attend(input, with: attention, position: position)
+            }.output
         }
         return x
     }

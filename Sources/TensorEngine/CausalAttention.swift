@@ -25,6 +25,10 @@ public struct QKVLayout: Sendable {
     }
 
     public var width: Int { (numHeads + 2 * numKVHeads) * headDim }
+    /// Columns of all query heads (= of the attention output).
+    public var queryWidth: Int { numHeads * headDim }
+    /// Columns of all key heads (= of all value heads).
+    public var keyWidth: Int { numKVHeads * headDim }
 
     public func queryOffset(head: Int) -> Int {
         switch arrangement {

@@ -13,18 +13,23 @@ public enum Normalization: Sendable {
         .layer(weight: [Float](repeating: 1, count: size), bias: [Float](repeating: 0, count: size), eps: eps)
     }
 
-    /// Normalises columns `columns` of every row of `x` in place, as one
-    /// vector per row (OLMo-2's q/k norms over all heads of the fused QKV rows).
-    public func apply(inPlace x: inout Matrix, columns: Range<Int>) {
-        precondition(columns.upperBound <= x.cols)
+    /// Normalises columns `columns` of every row of `x` in place: as one
+    /// vector per row (q/k norms over all heads of the fused QKV rows), or,
+    /// with `pieceWidth`, as consecutive vectors of that width (per-head q/k
+    /// norms; `columns.count` must be a multiple of it).
+    public func apply(inPlace x: inout Matrix, columns: Range<Int>, pieceWidth: Int? = nil) {
+        let piece = pieceWidth ?? columns.count
+        precondition(columns.upperBound <= x.cols && piece > 0 && columns.count % piece == 0)
         let width = x.cols, rows = x.rows
         x.data.withUnsafeMutableBufferPointer { buffer in
             let base = buffer.baseAddress!
             parallelFor(chunks: rows, minimumChunk: 16) { range in
                 // Each value is read before it is overwritten, so the row can be its own output.
                 for r in range {
-                    let row = base + r * width + columns.lowerBound
-                    normalizeRow(UnsafePointer(row), row, columns.count)
+                    for start in stride(from: columns.lowerBound, to: columns.upperBound, by: piece) {
+                        let row = base + r * width + start
+                        normalizeRow(UnsafePointer(row), row, piece)
+                    }
                 }
             }
         }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Architectures
 import CheckpointIO
 import DroptraceSupport
 import Foundation
@@ -10,8 +11,8 @@ struct ScoreCommand: ParsableCommand {
         commandName: "score",
         abstract: "Score one checkpoint: attention, MLP and block importance plus block-gap similarities.",
         discussion: """
-            Reads a checkpoint of model_type llama, mistral, qwen2, gpt_neox, gpt2, olmo, olmo2, mixtral, \
-            gemma or gemma2: a Hugging Face directory (config.json with model.safetensors, pytorch_model.bin \
+            Reads a checkpoint of model_type \(ModelRegistry.supportedModelTypes.joined(separator: ", ")): \
+            a Hugging Face directory (config.json with model.safetensors, pytorch_model.bin \
             or their sharded index files), a single .safetensors/.bin file with config.json beside it, or a \
             llama.cpp .gguf file (configuration and tokenizer inside; F32/F16/BF16, Q8_0, Q4_0, Q4_1, Q5_0, \
             Q5_1, Q4_K, Q6_K). PyTorch pickles are parsed, never executed. droptrace runs the calibration \

@@ -60,10 +60,7 @@ import Tokenization
         }
     }
 
-    @Test(arguments: [
-        "llama-f32", "qwen2-f32", "gpt_neox-f32", "gpt2-f32", "mistral-f32",
-        "olmo-f32", "olmo2-f32", "mixtral-f32", "gemma-f32", "gemma2-f32",
-    ])
+    @Test(arguments: FixtureFiles.familyFixtures)
     func taskLogLikelihoodsMatchTransformers(model name: String) throws {
         let tasks = Self.section("tasks")
         let entry = (tasks["models"] as! [String: Any])[name] as! [String: Any]
@@ -155,10 +152,7 @@ import Tokenization
         #expect(throws: (any Error).self) { try DroppedModelExport.write(model: model, plan: plan, to: export) }
     }
 
-    @Test(arguments: [
-        "llama-f32", "mistral-f32", "gpt_neox-f32", "gpt2-f32",
-        "olmo-f32", "olmo2-f32", "mixtral-f32", "gemma-f32", "gemma2-f32",
-    ])
+    @Test(arguments: FixtureFiles.familyFixtures)
     func incrementalDecodingMatchesTheFullForward(model name: String) throws {
         let model = try load(name)
         let tokens = Array(FixtureFiles.jsonlSequences()[0].prefix(24))

@@ -1,3 +1,4 @@
+import Architectures
 import Foundation
 
 /// Paths and reference values of the committed fixtures (see Fixtures/README.md;
@@ -14,6 +15,11 @@ enum FixtureFiles {
         let data = try! Data(contentsOf: root.appendingPathComponent("reference.json"))
         return try! JSONSerialization.jsonObject(with: data) as! [String: Any]
     }()
+
+    /// One float32 fixture per registered `model_type` ("<model_type>-f32"):
+    /// the list every per-family test runs over, so a family added to the
+    /// registry is tested (or its missing fixture fails `RegistryTests`).
+    static var familyFixtures: [String] { ModelRegistry.supportedModelTypes.map { "\($0)-f32" } }
 
     static var modelNames: [String] {
         ((reference["models"] as! [String: Any]).keys).sorted()

@@ -64,7 +64,7 @@ struct GPTNeoXConfiguration: Decodable {
 
 /// GPT-NeoX: LayerNorm blocks, by default with attention and MLP in
 /// parallel off the same input; partial rotary on a quarter of each head.
-public struct GPTNeoXModel: LanguageModel {
+struct GPTNeoXModel: RegisteredModel {
     public let checkpoint: Checkpoint
     let config: GPTNeoXConfiguration
     let weights: Weights

@@ -31,26 +31,21 @@ struct MixtralConfiguration: Decodable {
 /// - fused, `mlp.experts.gate_up_proj` [experts, 2·inner, hidden] (gate rows
 ///   first) and `mlp.experts.down_proj` [experts, hidden, inner] with the
 ///   router at `mlp.gate` — the layout of transformers' modules in memory.
-public struct MixtralModel: LanguageModel {
-    public let checkpoint: Checkpoint
-    let dimensions: DecoderDimensions
+struct MixtralModel: DecoderFamily {
+    let parts: DecoderParts
     let config: MixtralConfiguration
-    let weights: Weights
     let rotary: RotaryEmbedding
 
-    public let configuredDrops: DropPlan
-
-    public init(_ checkpoint: Checkpoint) throws {
-        self.checkpoint = checkpoint
-        let configPath = checkpoint.configURL.path
-        dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
-        config = try checkpoint.decodeConfig(MixtralConfiguration.self)
-        configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
-        weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
-        let rotaryHeadDim = try dimensions.confirm(by: weights, naming: Self.naming(weights.prefix), drops: configuredDrops, configPath: configPath)
+    init(_ checkpoint: Checkpoint) throws {
+        parts = try DecoderParts(checkpoint) { prefix in
+            LayerNaming(
+                prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
+                mlp: ["block_sparse_moe.", "mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
+        }
+        config = try parts.config(MixtralConfiguration.self)
         // Mixtral's rotary base defaults to 1e6, not the usual 1e4.
-        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
-            headDim: rotaryHeadDim, defaultTheta: 1_000_000, configPath: configPath)
+        rotary = try parts.rotary(defaultTheta: 1_000_000)
+        let dimensions = parts.dimensions, configPath = parts.configPath
         try ConfigRules.checks(path: configPath) {
             try ConfigRules.count(config.numLocalExperts, "num_local_experts")
             guard (1...config.numLocalExperts).contains(config.numExpertsPerTok) else {
@@ -66,52 +61,28 @@ public struct MixtralModel: LanguageModel {
         }
         // The expert list is built num_local_experts long: the first kept
         // router [experts, hidden] confirms the count first.
-        if let layer = (0..<dimensions.numHiddenLayers).lazy.first(where: { !configuredDrops.dropsMLP($0) }) {
+        if let layer = (0..<dimensions.numHiddenLayers).lazy.first(where: { !parts.configuredDrops.dropsMLP($0) }) {
             let routers = ["layers.\(layer).mlp.gate.weight", "layers.\(layer).block_sparse_moe.gate.weight"]
-            try weights.confirmShape(
-                routers.first(where: { weights.has($0) }) ?? routers[1], [config.numLocalExperts, dimensions.hiddenSize],
+            try parts.weights.confirmShape(
+                routers.first(where: { parts.weights.has($0) }) ?? routers[1], [config.numLocalExperts, dimensions.hiddenSize],
                 keys: "num_local_experts, hidden_size", configPath: configPath)
         }
     }
 
-    public var modelType: String { "mixtral" }
-    public var layerCount: Int { dimensions.numHiddenLayers }
-    public var hiddenSize: Int { dimensions.hiddenSize }
-    public var vocabularySize: Int { dimensions.vocabSize }
-    public var maxPositions: Int { dimensions.maxPositionEmbeddings }
-
-    public func embed(_ batch: TokenBatch) throws -> Matrix {
-        let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize])
-        return try gatherRows(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
+    func head() throws -> OutputHead {
+        try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps), tiedByDefault: false)
     }
 
-    public var layerNaming: LayerNaming { Self.naming(weights.prefix) }
-
-    static func naming(_ prefix: String) -> LayerNaming {
-        LayerNaming(
-            prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
-            mlp: ["block_sparse_moe.", "mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
-    }
-
-    public func head() throws -> OutputHead {
-        let d = dimensions.hiddenSize
-        return OutputHead(
-            norm: try weights.rmsNorm("norm", size: d, eps: config.rmsNormEps),
-            projection: try weights.head(
-                tiedTo: "embed_tokens", tied: dimensions.tiedEmbeddings(default: false), hidden: d, vocabulary: dimensions.vocabSize))
-    }
-
-    public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let drops = plan.union(configuredDrops)
-        let d = dimensions.hiddenSize, headDim = dimensions.resolvedHeadDim, eps = config.rmsNormEps
-        let layout = QKVLayout(numHeads: dimensions.numAttentionHeads, numKVHeads: dimensions.kvHeads, headDim: headDim)
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops), weights = parts.weights
+        let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
         let p = "layers.\(index)."
         func attention() throws -> SelfAttention { SelfAttention(
             qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: false),
             layout: layout,
             rotary: rotary,
-            output: try weights.linear(p + "self_attn.o_proj", in: layout.numHeads * headDim, out: d, bias: false),
-            scale: 1 / Float(headDim).squareRoot(),
+            output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: false),
+            scale: 1 / Float(layout.headDim).squareRoot(),
             slidingWindow: config.slidingWindow) }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(
@@ -124,8 +95,9 @@ public struct MixtralModel: LanguageModel {
 
     /// Layer `index`'s router and experts, from whichever naming the checkpoint uses.
     func experts(layer index: Int) throws -> MixtureOfExperts {
-        let d = dimensions.hiddenSize, inner = dimensions.intermediateSize, count = config.numLocalExperts
-        let activation = try Activation(huggingFaceName: config.hiddenAct ?? "silu", configPath: checkpoint.configURL.path)
+        let d = hiddenSize, inner = parts.dimensions.intermediateSize, count = config.numLocalExperts
+        let activation = try parts.activation(config.hiddenAct ?? "silu")
+        let weights = parts.weights
         let p = "layers.\(index)."
         let experts: [FeedForward]
         let routerName: String

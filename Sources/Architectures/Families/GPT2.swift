@@ -72,7 +72,7 @@ struct GPT2Configuration: Decodable {
 
 /// GPT-2: learned positions, pre-LayerNorm blocks, Conv1D projections
 /// (weights stored [in, out]), fused c_attn split into q | k | v.
-public struct GPT2Model: LanguageModel {
+struct GPT2Model: RegisteredModel {
     public let checkpoint: Checkpoint
     let config: GPT2Configuration
     let weights: Weights

@@ -32,7 +32,7 @@ struct Gemma2Configuration: Decodable {
     }
 }
 
-/// Gemma-2: Gemma with a norm at both ends of each branch,
+/// Gemma-2: Gemma with a norm at both ends of each branch (sandwich),
 ///
 ///     H = X + RMSNorm(Attn(RMSNorm X)),   Y = H + RMSNorm(MLP(RMSNorm H))
 ///
@@ -40,27 +40,19 @@ struct Gemma2Configuration: Decodable {
 /// / `post_feedforward_layernorm`, all scaling by 1 + weight), attention
 /// scaled by 1/√query_pre_attn_scalar with soft-capped scores, sliding-window
 /// and global layers alternating, and soft-capped final logits.
-public struct Gemma2Model: LanguageModel {
-    public let checkpoint: Checkpoint
-    let dimensions: DecoderDimensions
+struct Gemma2Model: DecoderFamily {
+    let parts: DecoderParts
     let config: Gemma2Configuration
-    let weights: Weights
     let rotary: RotaryEmbedding
     let layerTypes: [String]
 
-    public let configuredDrops: DropPlan
-
-    public init(_ checkpoint: Checkpoint) throws {
-        self.checkpoint = checkpoint
-        let configPath = checkpoint.configURL.path
-        dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
-        config = try checkpoint.decodeConfig(Gemma2Configuration.self)
-        configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
-        weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: ["model.", ""])
-        let rotaryHeadDim = try dimensions.confirm(by: weights, naming: Self.naming(weights.prefix), drops: configuredDrops, configPath: configPath)
-        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(headDim: rotaryHeadDim, configPath: configPath)
+    init(_ checkpoint: Checkpoint) throws {
+        parts = try DecoderParts(checkpoint) { Self.naming($0) }
+        config = try parts.config(Gemma2Configuration.self)
+        rotary = try parts.rotary()
+        let configPath = parts.configPath
         // DecoderDimensions checked that layer_types, when given, has one entry per layer.
-        layerTypes = config.resolvedLayerTypes(layers: dimensions.numHiddenLayers)
+        layerTypes = config.resolvedLayerTypes(layers: parts.dimensions.numHiddenLayers)
         if let unknown = layerTypes.first(where: { $0 != "sliding_attention" && $0 != "full_attention" }) {
             throw DroptraceError("unsupported layer type \"\(unknown)\" in layer_types", path: configPath)
         }
@@ -72,20 +64,11 @@ public struct Gemma2Model: LanguageModel {
         }
     }
 
-    public var modelType: String { "gemma2" }
-    public var layerCount: Int { dimensions.numHiddenLayers }
-    public var hiddenSize: Int { dimensions.hiddenSize }
-    public var vocabularySize: Int { dimensions.vocabSize }
-    public var maxPositions: Int { dimensions.maxPositionEmbeddings }
-
-    public func embed(_ batch: TokenBatch) throws -> Matrix {
-        let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize])
-        return try scaledEmbedding(table, ids: batch.tokenIDs, width: dimensions.hiddenSize)
-    }
+    func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch, scaled: true) }
 
     /// An export without some blocks spells out the remaining layers' types,
     /// so renumbering cannot move a window to another layer.
-    public var layerNaming: LayerNaming { Self.naming(weights.prefix, layerTypes: layerTypes) }
+    var layerNaming: LayerNaming { Self.naming(parts.weights.prefix, layerTypes: layerTypes) }
 
     static func naming(_ prefix: String, layerTypes: [String]? = nil) -> LayerNaming {
         LayerNaming(
@@ -94,34 +77,31 @@ public struct Gemma2Model: LanguageModel {
             layerTypes: layerTypes)
     }
 
-    public func head() throws -> OutputHead {
-        let d = dimensions.hiddenSize
-        return OutputHead(
-            norm: try weights.offsetRMSNorm("norm", size: d, eps: config.rmsNormEps),
-            projection: try weights.head(
-                tiedTo: "embed_tokens", tied: dimensions.tiedEmbeddings(default: true), hidden: d, vocabulary: dimensions.vocabSize),
+    func head() throws -> OutputHead {
+        try parts.head(
+            norm: parts.weights.offsetRMSNorm("norm", size: hiddenSize, eps: config.rmsNormEps), tiedByDefault: true,
             logitSoftcap: config.finalLogitSoftcapping.map { Float($0) })
     }
 
-    public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let drops = plan.union(configuredDrops)
-        let d = dimensions.hiddenSize, headDim = dimensions.resolvedHeadDim, eps = config.rmsNormEps
-        let layout = QKVLayout(numHeads: dimensions.numAttentionHeads, numKVHeads: dimensions.kvHeads, headDim: headDim)
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops), weights = parts.weights
+        let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
         let bias = config.attentionBias == true
         let p = "layers.\(index)."
         // Gemma-2 scales scores by query_pre_attn_scalar^-1/2, which need not be head_dim.
-        let scalar = config.queryPreAttnScalar ?? Double(headDim)
+        let scalar = config.queryPreAttnScalar ?? Double(layout.headDim)
         func attention() throws -> SelfAttention { SelfAttention(
             qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: bias),
             layout: layout,
             rotary: rotary,
-            output: try weights.linear(p + "self_attn.o_proj", in: layout.numHeads * headDim, out: d, bias: bias),
+            output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: bias),
             scale: Float(1 / scalar.squareRoot()),
             slidingWindow: layerTypes[index] == "sliding_attention" ? config.slidingWindow : nil,
             logitSoftcap: config.attnLogitSoftcapping.map { Float($0) }) }
         func feedForward() throws -> FeedForward {
-            try weights.gatedMLP(p + "mlp.", hidden: d, inner: dimensions.intermediateSize, activation: try Activation(
-                huggingFaceName: config.hiddenActivation ?? "gelu_pytorch_tanh", configPath: checkpoint.configURL.path))
+            try weights.gatedMLP(
+                p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize,
+                activation: try parts.activation(config.hiddenActivation ?? "gelu_pytorch_tanh"))
         }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(

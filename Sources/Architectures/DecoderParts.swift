@@ -1,0 +1,134 @@
+import CheckpointIO
+import DroptraceSupport
+import TensorEngine
+
+/// What every decoder family built on `DecoderDimensions` reads the same
+/// way, written once: the config's sizes, the weights' name prefix, the
+/// drops the config itself declares, the layer naming, the size checks
+/// against the tensors, the token embedding and the tied-head rule.
+///
+/// A family file adds only its own config keys and its block.
+struct DecoderParts: Sendable {
+    let checkpoint: Checkpoint
+    let dimensions: DecoderDimensions
+    let weights: Weights
+    /// LLM-Drop's `drop_attn_list` / `drop_mlp_list` of the checkpoint.
+    let configuredDrops: DropPlan
+    let naming: LayerNaming
+
+    /// Decodes the sizes, finds the prefix under which `embed_tokens.weight`
+    /// lives ("model." or none), and confirms the layer count and the
+    /// embedding [vocab_size, hidden_size] against the tensors.
+    ///
+    /// - Parameters:
+    ///   - naming: the family's layer naming for a weights prefix.
+    ///   - prefixes: candidate prefixes of the decoder's weights, first match wins.
+    /// - Throws: `DroptraceError` naming config.json for sizes that cannot
+    ///   describe a model or that the tensors contradict.
+    init(_ checkpoint: Checkpoint, naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""]) throws {
+        self.checkpoint = checkpoint
+        dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
+        configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
+        weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: prefixes)
+        self.naming = naming(weights.prefix)
+        try weights.confirmLayers(self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath)
+        try weights.confirmShape(
+            "embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize], keys: "vocab_size, hidden_size",
+            configPath: configPath)
+    }
+
+    var configPath: String { checkpoint.configURL.path }
+
+    /// Decodes the family's own keys of config.json.
+    func config<Config: Decodable>(_ type: Config.Type) throws -> Config { try checkpoint.decodeConfig(type) }
+
+    /// The attention heads as configured, grouped q | k | v.
+    var attentionLayout: QKVLayout {
+        QKVLayout(numHeads: dimensions.numAttentionHeads, numKVHeads: dimensions.kvHeads, headDim: dimensions.resolvedHeadDim)
+    }
+
+    /// The first layer whose attention the config keeps, if any.
+    var firstKeptAttention: Int? { (0..<dimensions.numHiddenLayers).first { !configuredDrops.dropsAttention($0) } }
+
+    /// The rotary embedding of config.json's rope settings, for heads whose
+    /// width q_proj and k_proj of the first kept attention confirm
+    /// (`confirmAttentionProjections`); no table when the config drops every
+    /// attention layer.
+    func rotary(
+        defaultTheta: Double = 10_000, defaultPartialRotaryFactor: Double = 1, confirmProjections: Bool = true
+    ) throws -> RotaryEmbedding {
+        if confirmProjections { try confirmAttentionProjections() }
+        let headDim = firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
+        return try checkpoint.decodeConfig(RopeSettings.self).embedding(
+            headDim: headDim, defaultPartialRotaryFactor: defaultPartialRotaryFactor, defaultTheta: defaultTheta,
+            configPath: configPath)
+    }
+
+    /// Checks q_proj [heads · head_dim, hidden] and k_proj
+    /// [kv_heads · head_dim, hidden] of the first kept attention, before any
+    /// table is sized from head_dim.
+    func confirmAttentionProjections(attention: String = "self_attn.") throws {
+        guard let layer = firstKeptAttention else { return }
+        let d = dimensions
+        let headKey = d.headDim == nil ? "num_attention_heads" : "head_dim"
+        try weights.confirmShape(
+            "layers.\(layer).\(attention)q_proj.weight", [d.numAttentionHeads * d.resolvedHeadDim, d.hiddenSize],
+            keys: "num_attention_heads × \(headKey)", configPath: configPath)
+        try weights.confirmShape(
+            "layers.\(layer).\(attention)k_proj.weight", [d.kvHeads * d.resolvedHeadDim, d.hiddenSize],
+            keys: "num_key_value_heads × \(headKey)", configPath: configPath)
+    }
+
+    /// The residual stream entering block 0: the batch's rows of
+    /// `embed_tokens` [vocab, hidden], times √hidden when `scaled` (Gemma's
+    /// families; transformers casts the factor to the weights' dtype, here it
+    /// is the Float32 value).
+    func embed(_ batch: TokenBatch, scaled: Bool = false) throws -> Matrix {
+        let width = dimensions.hiddenSize
+        let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, width])
+        var rows = try gatherRows(table, ids: batch.tokenIDs, width: width)
+        if scaled {
+            let normalizer = Float(Double(width).squareRoot())
+            rows.data.withUnsafeMutableBufferPointer { values in
+                for i in values.indices { values[i] *= normalizer }
+            }
+        }
+        return rows
+    }
+
+    /// The final norm and the LM head: `lm_head` when saved, else the
+    /// embedding when the config ties them (`tie_word_embeddings`, or the
+    /// family's transformers default `tiedByDefault` when it is silent).
+    func head(norm: Normalization, tiedByDefault: Bool, logitSoftcap: Float? = nil) throws -> OutputHead {
+        OutputHead(
+            norm: norm,
+            projection: try weights.head(
+                tiedTo: "embed_tokens", tied: dimensions.tiedEmbeddings(default: tiedByDefault),
+                hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize),
+            logitSoftcap: logitSoftcap)
+    }
+
+    /// The activation config.json names (`hidden_act` or the family's key).
+    func activation(_ name: String) throws -> Activation {
+        try Activation(huggingFaceName: name, configPath: configPath)
+    }
+}
+
+/// A family built on `DecoderParts`: the sizes, the embedding and the
+/// config's drops come from the parts, so its file holds only its config
+/// keys, its block and its head.
+protocol DecoderFamily: RegisteredModel {
+    var parts: DecoderParts { get }
+}
+
+extension DecoderFamily {
+    var checkpoint: Checkpoint { parts.checkpoint }
+    var modelType: String { parts.checkpoint.modelType }
+    var layerCount: Int { parts.dimensions.numHiddenLayers }
+    var hiddenSize: Int { parts.dimensions.hiddenSize }
+    var vocabularySize: Int { parts.dimensions.vocabSize }
+    var maxPositions: Int { parts.dimensions.maxPositionEmbeddings }
+    var configuredDrops: DropPlan { parts.configuredDrops }
+    var layerNaming: LayerNaming { parts.naming }
+    func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch) }
+}

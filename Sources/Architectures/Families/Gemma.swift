@@ -1,0 +1,75 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `gemma`.
+struct GemmaConfiguration: Decodable {
+    var rmsNormEps: Double
+    var hiddenAct: String?
+    var hiddenActivation: String?
+    var attentionBias: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case rmsNormEps = "rms_norm_eps"
+        case hiddenAct = "hidden_act"
+        case hiddenActivation = "hidden_activation"
+        case attentionBias = "attention_bias"
+    }
+
+    /// The GeGLU nonlinearity. The first Gemma configs say `hidden_act:
+    /// "gelu"` but were trained with the tanh approximation, which
+    /// `hidden_activation` (when set) names; transformers reads "gelu" as
+    /// the approximation too.
+    var activationName: String {
+        if let hiddenActivation { return hiddenActivation }
+        guard let hiddenAct, hiddenAct != "gelu" else { return "gelu_pytorch_tanh" }
+        return hiddenAct
+    }
+}
+
+/// Gemma: Llama's block with GeGLU MLPs, RMSNorms that scale by
+/// (1 + weight), token embeddings multiplied by √hidden, a head tied to the
+/// embedding, and a head_dim of its own (256 while hidden/heads is 128 in
+/// Gemma-7B).
+struct GemmaModel: DecoderFamily {
+    let parts: DecoderParts
+    let config: GemmaConfiguration
+    let rotary: RotaryEmbedding
+
+    init(_ checkpoint: Checkpoint) throws {
+        parts = try DecoderParts(checkpoint, naming: LlamaModel.naming)
+        config = try parts.config(GemmaConfiguration.self)
+        rotary = try parts.rotary()
+    }
+
+    func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch, scaled: true) }
+
+    func head() throws -> OutputHead {
+        try parts.head(norm: parts.weights.offsetRMSNorm("norm", size: hiddenSize, eps: config.rmsNormEps), tiedByDefault: true)
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops), weights = parts.weights
+        let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
+        let bias = config.attentionBias == true
+        let p = "layers.\(index)."
+        func attention() throws -> SelfAttention { SelfAttention(
+            qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: bias),
+            layout: layout,
+            rotary: rotary,
+            output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: bias),
+            scale: 1 / Float(layout.headDim).squareRoot()) }
+        func feedForward() throws -> FeedForward {
+            try weights.gatedMLP(
+                p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize, activation: try parts.activation(config.activationName))
+        }
+        return TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
+                inputNorm: try weights.offsetRMSNorm(p + "input_layernorm", size: d, eps: eps), attention: try attention()),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
+                inputNorm: try weights.offsetRMSNorm(p + "post_attention_layernorm", size: d, eps: eps),
+                feedForward: try feedForward()),
+            residual: .sequential)
+    }
+}

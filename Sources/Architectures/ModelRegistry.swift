@@ -1,0 +1,43 @@
+import CheckpointIO
+import DroptraceSupport
+
+/// A family the registry can build from a checkpoint (its file's one entry point).
+protocol RegisteredModel: LanguageModel {
+    /// Reads config.json's sizes and confirms them against the tensors.
+    /// - Throws: `DroptraceError` naming config.json or the weights.
+    init(_ checkpoint: Checkpoint) throws
+}
+
+/// The architectures droptrace reads, by config.json `model_type`: the one
+/// list of them. `score --help`, the README's model list and the tests'
+/// fixture list are checked against it; adding a family is its file plus
+/// one line here.
+public enum ModelRegistry {
+    static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
+        "gemma": GemmaModel.self,
+        "gemma2": Gemma2Model.self,
+        "gpt2": GPT2Model.self,
+        "gpt_neox": GPTNeoXModel.self,
+        "llama": LlamaModel.self,
+        "mistral": LlamaModel.self,
+        "mixtral": MixtralModel.self,
+        "olmo": OlmoModel.self,
+        "olmo2": Olmo2Model.self,
+        "qwen2": LlamaModel.self,
+    ]
+
+    /// Every `model_type` droptrace reads, in the registry's order.
+    public static var supportedModelTypes: [String] { families.map(\.key) }
+
+    /// The model of `checkpoint`, by its config's `model_type`.
+    /// - Throws: `DroptraceError` naming config.json for an unsupported
+    ///   `model_type`, or whatever the family's checks refuse.
+    public static func load(_ checkpoint: Checkpoint) throws -> any LanguageModel {
+        guard let family = families.first(where: { $0.key == checkpoint.modelType })?.value else {
+            throw DroptraceError(
+                "unsupported model_type \"\(checkpoint.modelType)\" (supported: \(supportedModelTypes.joined(separator: ", ")))",
+                path: checkpoint.configURL.path)
+        }
+        return try family.init(checkpoint)
+    }
+}
