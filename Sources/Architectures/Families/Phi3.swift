@@ -55,15 +55,20 @@ struct Phi3Model: DecoderFamily {
                 configPath: configPath)
         }
         var rope = try parts.ropeSettings()
-        // Phi3Config reads "su" and "yarn" as LongRoPE and refuses other types.
-        if rope.type == "su" || rope.type == "yarn" { rope.type = "longrope" }
-        guard rope.type == "default" || rope.type == "longrope" else {
-            throw DroptraceError("unsupported rope type \"\(rope.type)\" for phi3 (supported: default, longrope)", path: configPath)
-        }
-        if rope.type == "longrope" {
+        switch rope.type {
+        case "default":
+            break
+        case "longrope":
             // transformers takes the pre-training length from the top-level
             // key (Phi3Config default 4096), over any in the rope parameters.
             rope.originalMaxPositions = config.originalMaxPositionEmbeddings ?? 4096
+        case "su", "yarn":
+            // Phi3Config reads these as LongRoPE only after the step that
+            // copies the top-level length in: theirs must be in the rope
+            // parameters (LongRoPE requires it).
+            rope.type = "longrope"
+        default:
+            throw DroptraceError("unsupported rope type \"\(rope.type)\" for phi3 (supported: default, longrope, su)", path: configPath)
         }
         rotary = try parts.rotary(confirmProjections: false, settings: rope)
     }
