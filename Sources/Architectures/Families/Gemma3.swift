@@ -46,9 +46,9 @@ struct Gemma3Configuration: Decodable {
 
 /// Gemma-3, text only (`gemma3_text`, `Gemma3ForCausalLM`) or the language
 /// model of a multimodal checkpoint (`gemma3`, `Gemma3ForConditionalGeneration`:
-/// sizes under `text_config`, weights under `model.language_model.` — or
-/// `language_model.model.` as transformers 4.x saved them —, the vision
-/// tower ignored; scored on text).
+/// sizes under `text_config`, weights under `language_model.model.` as
+/// `save_pretrained` writes them, or `model.language_model.` as transformers
+/// 5.x names its modules; the vision tower ignored; scored on text).
 ///
 /// Gemma-2's sandwich block (`SandwichBlock`) with per-head (1 + weight)
 /// RMSNorms of queries and keys (`q_norm`, `k_norm` over head_dim) before
@@ -78,7 +78,7 @@ struct Gemma3Model: DecoderFamily {
         parts = try DecoderParts(
             checkpoint, section: ConfigSection(sectionName, defaults: Gemma3Configuration.defaults),
             naming: { SandwichBlock.naming($0) },
-            prefixes: multimodal ? ["model.language_model.", "language_model.model."] : ["model.", ""])
+            prefixes: multimodal ? ["language_model.model.", "model.language_model."] : ["model.", ""])
         let config = try parts.config(Gemma3Configuration.self)
         self.config = config
         let dimensions = parts.dimensions, configPath = parts.configPath
