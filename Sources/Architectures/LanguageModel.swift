@@ -43,6 +43,9 @@ public struct LayerNaming: Sendable, Equatable {
     /// Each layer's attention type where the architecture has several
     /// (Gemma-2), for configs that leave `layer_types` to a default rule.
     public var layerTypes: [String]? = nil
+    /// The config.json member holding the layer count and the per-layer keys
+    /// (`text_config` of a multimodal checkpoint); nil for the top level.
+    public var configSection: String? = nil
 
     /// The layer index and the rest of the name, when `name` belongs to a layer.
     public func split(_ name: String) -> (layer: Int, rest: String)? {

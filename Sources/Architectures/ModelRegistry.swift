@@ -16,6 +16,8 @@ public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,
+        "gemma3": Gemma3Model.self,
+        "gemma3_text": Gemma3Model.self,
         "gpt2": GPT2Model.self,
         "gpt_neox": GPTNeoXModel.self,
         "llama": LlamaModel.self,
@@ -23,6 +25,7 @@ public enum ModelRegistry {
         "mixtral": MixtralModel.self,
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
+        "phi3": Phi3Model.self,
         "qwen2": LlamaModel.self,
     ]
 
