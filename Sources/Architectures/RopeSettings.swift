@@ -24,6 +24,20 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// Per-frequency divisors, GGUF's `rope_freqs.weight` (how llama.cpp stores
     /// Llama 3 scaling); the GGUF reader passes them on under this key.
     public var frequencyFactors: [Double]?
+    /// YaRN: rotations bounding the ramp between extrapolated and
+    /// interpolated frequencies (`beta_fast`, `beta_slow`; 32 and 1 when absent).
+    public var betaFast: Double?
+    public var betaSlow: Double?
+    /// YaRN: round the ramp's bounds outward to whole dimensions (`truncate`, true when absent).
+    public var truncate: Bool?
+    /// YaRN: the factor on cos and sin (`attention_factor`), else derived
+    /// from `factor` and, when both are set and non-zero, `mscale` / `mscale_all_dim`.
+    public var attentionFactor: Double?
+    public var mscale: Double?
+    public var mscaleAllDim: Double?
+    /// config.json's top-level `max_position_embeddings`, YaRN's default for
+    /// `original_max_position_embeddings` (and with it for `factor`).
+    public var maxPositions: Int?
 
     struct Key: CodingKey {
         var stringValue: String
@@ -66,7 +80,16 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         factor = try number(["factor"], in: nested)
         lowFrequencyFactor = try number(["low_freq_factor"], in: nested)
         highFrequencyFactor = try number(["high_freq_factor"], in: nested)
-        let originalMax = try number(["original_max_position_embeddings"], in: nested)
+        // A top-level original_max_position_embeddings (Phi-3's) wins, as transformers standardises it.
+        let originalMax = try number(["original_max_position_embeddings"], in: top)
+            ?? number(["original_max_position_embeddings"], in: nested)
+        let maxPositions = try number(["max_position_embeddings"], in: top)
+        betaFast = try number(["beta_fast"], in: nested)
+        betaSlow = try number(["beta_slow"], in: nested)
+        truncate = try nested?.decodeIfPresent(Bool.self, forKey: Key("truncate"))
+        attentionFactor = try number(["attention_factor"], in: nested)
+        mscale = try number(["mscale"], in: nested)
+        mscaleAllDim = try number(["mscale_all_dim"], in: nested)
         frequencyFactors = try nested?.decodeIfPresent([Double].self, forKey: Key("frequency_factors"))
         try ConfigRules.decodingChecks {
             func key(_ name: String) -> String { keys[name] ?? name }
@@ -83,6 +106,18 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
                     ConfigRules.integer(originalMax, "original_max_position_embeddings"), "original_max_position_embeddings")
             }
             for value in frequencyFactors ?? [] { try ConfigRules.positive(value, "frequency_factors") }
+            try ConfigRules.positiveIfPresent(betaFast, "beta_fast")
+            try ConfigRules.positiveIfPresent(betaSlow, "beta_slow")
+            try ConfigRules.positiveIfPresent(attentionFactor, "attention_factor")
+            for (value, name) in [(mscale, "mscale"), (mscaleAllDim, "mscale_all_dim")] {
+                if let value, !value.isFinite {
+                    throw InvalidConfigValue(key: name, problem: "must be a finite number, got \(value)")
+                }
+            }
+            if let maxPositions {
+                self.maxPositions = try ConfigRules.count(
+                    ConfigRules.integer(maxPositions, "max_position_embeddings"), "max_position_embeddings")
+            }
         }
     }
 
@@ -103,6 +138,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
                 "\"partial_rotary_factor\" gives a rotary width of \(rotaryDim), which rotates \(rotaryDim + 1) dimensions of a head of \(headDim)",
                 path: configPath)
         }
+        var attentionScaling: Float = 1
         var frequencies = RotaryEmbedding.defaultInverseFrequencies(
             base: thetaIsExplicit ? theta : defaultTheta, rotaryDim: rotaryDim)
         switch type {
@@ -115,9 +151,12 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             frequencies = frequencies.map { $0 / Float(factor) }
         case "llama3":
             frequencies = try llama3Scaled(frequencies, configPath: configPath)
+        case "yarn":
+            (frequencies, attentionScaling) = try yarnScaled(
+                base: thetaIsExplicit ? theta : defaultTheta, rotaryDim: rotaryDim, configPath: configPath)
         default:
             throw DroptraceError(
-                "unsupported rope type \"\(type)\" (supported: default, linear, dynamic, llama3)", path: configPath)
+                "unsupported rope type \"\(type)\" (supported: default, linear, dynamic, llama3, yarn)", path: configPath)
         }
         if let frequencyFactors {
             guard frequencyFactors.count == frequencies.count else {
@@ -126,7 +165,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             }
             frequencies = zip(frequencies, frequencyFactors).map { $0 / Float($1) }
         }
-        return RotaryEmbedding(inverseFrequencies: frequencies, headDim: headDim)
+        return RotaryEmbedding(inverseFrequencies: frequencies, headDim: headDim, attentionScaling: attentionScaling)
     }
 
     /// Llama 3.1's frequency-dependent interpolation, step for step as
@@ -145,6 +184,48 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             let smooth = (context / wavelength - low) / (high - low)
             return (1 - smooth) * frequency / factor + smooth * frequency
         }
+    }
+
+    /// YaRN (transformers' `_compute_yarn_parameters`): each frequency blends
+    /// its interpolated (÷ factor) and original value by a linear ramp over
+    /// the dimensions between the corrections for `beta_fast` and `beta_slow`
+    /// rotations within `original_max_position_embeddings`; cos and sin are
+    /// multiplied by the attention factor (0.1 · ln factor + 1 unless given).
+    /// The bounds are computed in Float64 and the ramp in Float32, as there.
+    private func yarnScaled(base: Double, rotaryDim dim: Int, configPath: String) throws -> ([Float], Float) {
+        let originalMax = try require(
+            (originalMaxPositions ?? maxPositions).map(Double.init), "original_max_position_embeddings", configPath)
+        // transformers infers a missing factor from the context extension.
+        let factor = try factor ?? maxPositions.map { Double($0) / originalMax } ?? require(nil, "factor", configPath)
+        func mscaled(_ scale: Double, _ m: Double = 1) -> Double { scale <= 1 ? 1 : 0.1 * m * log(scale) + 1 }
+        let attention: Double
+        if let attentionFactor {
+            attention = attentionFactor
+        } else if let mscale, let mscaleAllDim, mscale != 0, mscaleAllDim != 0 {
+            attention = mscaled(factor, mscale) / mscaled(factor, mscaleAllDim)
+        } else {
+            attention = mscaled(factor)
+        }
+        func correctionDim(_ rotations: Double) -> Double {
+            Double(dim) * log(originalMax / (rotations * 2 * Double.pi)) / (2 * log(base))
+        }
+        var low = correctionDim(betaFast ?? 32), high = correctionDim(betaSlow ?? 1)
+        if truncate ?? true { (low, high) = (low.rounded(.down), high.rounded(.up)) }
+        (low, high) = (max(low, 0), min(high, Double(dim - 1)))
+        // A base of 1 divides by log 1 = 0; transformers fails there too.
+        guard low.isFinite, high.isFinite, attention.isFinite else {
+            throw DroptraceError(
+                "rope type \"yarn\" with rope_theta \(base) and original_max_position_embeddings \(originalMax) has no finite correction range",
+                path: configPath)
+        }
+        if low == high { high += 0.001 }
+        let lowF = Float(low), span = Float(high - low), factorF = Float(factor), baseF = Float(base)
+        let frequencies = stride(from: 0, to: dim, by: 2).map { i -> Float in
+            let power = powf(baseF, Float(i) / Float(dim))
+            let extrapolation = 1 - min(max((Float(i / 2) - lowF) / span, 0), 1)
+            return 1 / (factorF * power) * (1 - extrapolation) + 1 / power * extrapolation
+        }
+        return (frequencies, Float(attention))
     }
 
     private func require(_ value: Double?, _ key: String, _ configPath: String) throws -> Double {
