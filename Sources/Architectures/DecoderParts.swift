@@ -1,5 +1,6 @@
 import CheckpointIO
 import DroptraceSupport
+import Foundation
 import TensorEngine
 
 /// What every decoder family built on `DecoderDimensions` reads the same
@@ -23,11 +24,28 @@ struct DecoderParts: Sendable {
     /// - Parameters:
     ///   - naming: the family's layer naming for a weights prefix.
     ///   - prefixes: candidate prefixes of the decoder's weights, first match wins.
+    ///   - defaultHeadDim: the family's `head_dim` when config.json omits it
+    ///     (transformers' class default; nil: hidden_size / num_attention_heads).
     /// - Throws: `DroptraceError` naming config.json for sizes that cannot
     ///   describe a model or that the tensors contradict.
-    init(_ checkpoint: Checkpoint, naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""]) throws {
+    init(
+        _ checkpoint: Checkpoint, naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""],
+        defaultHeadDim: Int? = nil
+    ) throws {
         self.checkpoint = checkpoint
-        dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
+        var dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
+        // An explicit null means hidden_size / num_attention_heads, as in transformers.
+        let configKeys = (try? JSONSerialization.jsonObject(with: checkpoint.configData)) as? [String: Any]
+        if dimensions.headDim == nil, let defaultHeadDim, configKeys?["head_dim"] == nil {
+            dimensions.headDim = defaultHeadDim
+            try ConfigRules.checks(path: checkpoint.configURL.path) {
+                try ConfigRules.product([
+                    (defaultHeadDim, "head_dim"), (dimensions.numAttentionHeads, "num_attention_heads"),
+                    (dimensions.hiddenSize, "hidden_size"),
+                ])
+            }
+        }
+        self.dimensions = dimensions
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: prefixes)
         self.naming = naming(weights.prefix)

@@ -17,6 +17,7 @@ public enum ModelRegistry {
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,
         "gpt2": GPT2Model.self,
+        "gpt_oss": GptOssModel.self,
         "gpt_neox": GPTNeoXModel.self,
         "llama": LlamaModel.self,
         "mistral": LlamaModel.self,
