@@ -79,6 +79,10 @@ struct GptOssConfiguration: Decodable {
 /// The experts are fused: `mlp.experts.gate_up_proj` [experts, hidden, 2·inner]
 /// (gate and up interleaved by column), `gate_up_proj_bias` [experts, 2·inner],
 /// `down_proj` [experts, inner, hidden], `down_proj_bias` [experts, hidden].
+/// Released checkpoints store `gate_up_proj` and `down_proj` as MXFP4
+/// (`_blocks` [experts, out, in / 32, 16] and `_scales` [experts, out, in / 32],
+/// U8): they are dequantised on load, as transformers'
+/// `convert_moe_packed_tensors` does, to [experts, out, in] before its transpose.
 struct GptOssModel: DecoderFamily {
     let parts: DecoderParts
     let config: GptOssConfiguration
@@ -161,25 +165,46 @@ struct GptOssModel: DecoderFamily {
         let weights = parts.weights
         let p = "layers.\(index).mlp."
         let activation = ClampedSwiGLU(alpha: Float(config.swigluAlpha), limit: Float(config.swigluLimit))
-        let gateUp = try weights.floats(p + "experts.gate_up_proj", [count, d, 2 * inner])
+        let gateUp = try expertWeights(p + "experts.gate_up_proj", in: d, out: 2 * inner)
         let gateUpBias = try weights.floats(p + "experts.gate_up_proj_bias", [count, 2 * inner])
-        let down = try weights.floats(p + "experts.down_proj", [count, inner, d])
+        let down = try expertWeights(p + "experts.down_proj", in: inner, out: d)
         let downBias = try weights.floats(p + "experts.down_proj_bias", [count, d])
-        // Expert e's slices, [in, out] as the fused tensors store them.
         let experts: [FeedForward] = (0..<count).map { e in
             .clampedGated(
                 gateUp: Linear(
-                    weight: Array(gateUp[(e * d * 2 * inner)..<((e + 1) * d * 2 * inner)]),
+                    weight: Array(gateUp.values[(e * d * 2 * inner)..<((e + 1) * d * 2 * inner)]),
                     bias: Array(gateUpBias[(e * 2 * inner)..<((e + 1) * 2 * inner)]),
-                    inFeatures: d, outFeatures: 2 * inner, layout: .inByOut),
+                    inFeatures: d, outFeatures: 2 * inner, layout: gateUp.layout),
                 down: Linear(
-                    weight: Array(down[(e * inner * d)..<((e + 1) * inner * d)]),
+                    weight: Array(down.values[(e * inner * d)..<((e + 1) * inner * d)]),
                     bias: Array(downBias[(e * d)..<((e + 1) * d)]),
-                    inFeatures: inner, outFeatures: d, layout: .inByOut),
+                    inFeatures: inner, outFeatures: d, layout: down.layout),
                 activation: activation)
         }
         return MixtureOfExperts(
             router: try weights.linear(p + "router", in: d, out: count, bias: true),
             experts: experts, expertsPerToken: config.numExpertsPerTok, weighting: .topKThenSoftmax)
+    }
+
+    /// All experts' weights of fused tensor `name`: the float tensor
+    /// [experts, in, out] as stored, or its MXFP4 `_blocks` / `_scales`
+    /// dequantised to [experts, out, in] (no transpose needed: each expert's
+    /// slice is then a torch.nn.Linear weight).
+    func expertWeights(_ name: String, in inFeatures: Int, out outFeatures: Int) throws -> (values: [Float], layout: Linear.Layout) {
+        let weights = parts.weights, count = config.numLocalExperts
+        guard weights.has(name + "_blocks"), !weights.has(name) else {
+            return (try weights.floats(name, [count, inFeatures, outFeatures]), .inByOut)
+        }
+        let blocks = try parts.checkpoint.storedTensor(weights.prefix + name + "_blocks")
+        let scales = try parts.checkpoint.storedTensor(weights.prefix + name + "_scales")
+        // Each group of B bytes holds 2B values along the input features.
+        let shape = blocks.shape
+        let values = shape.count == 4 ? shape[2].multipliedReportingOverflow(by: 2 * shape[3]) : (partialValue: 0, overflow: true)
+        guard shape.count == 4, shape[0] == count, shape[1] == outFeatures, !values.overflow, values.partialValue == inFeatures else {
+            throw DroptraceError(
+                "num_local_experts, hidden_size and intermediate_size imply MXFP4 blocks '\(blocks.name)' of shape [\(count), \(outFeatures), groups, bytes] with 2 · groups · bytes = \(inFeatures), but they have shape \(shape)",
+                path: parts.configPath)
+        }
+        return (try MXFP4.dequantize(blocks: blocks, scales: scales), .outByIn)
     }
 }
