@@ -210,14 +210,14 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             Double(dim) * log(originalMax / (rotations * 2 * Double.pi)) / (2 * log(base))
         }
         var low = correctionDim(betaFast ?? 32), high = correctionDim(betaSlow ?? 1)
-        if truncate ?? true { (low, high) = (low.rounded(.down), high.rounded(.up)) }
-        (low, high) = (max(low, 0), min(high, Double(dim - 1)))
-        // A base of 1 divides by log 1 = 0; transformers fails there too.
+        // A base of 1 divides by log 1 = 0 (transformers raises ZeroDivisionError there).
         guard low.isFinite, high.isFinite, attention.isFinite else {
             throw DroptraceError(
                 "rope type \"yarn\" with rope_theta \(base) and original_max_position_embeddings \(originalMax) has no finite correction range",
                 path: configPath)
         }
+        if truncate ?? true { (low, high) = (low.rounded(.down), high.rounded(.up)) }
+        (low, high) = (max(low, 0), min(high, Double(dim - 1)))
         if low == high { high += 0.001 }
         let lowF = Float(low), span = Float(high - low), factorF = Float(factor), baseF = Float(base)
         let frequencies = stride(from: 0, to: dim, by: 2).map { i -> Float in
