@@ -13,7 +13,7 @@ public struct MixtureOfExperts: Sendable {
     /// Each a gated MLP (SwiGLU for Mixtral).
     public let experts: [FeedForward]
     public let expertsPerToken: Int
-    /// How router logits become weights; `route` below by default.
+    /// How `route` turns router logits into expert weights.
     public let weighting: RouterWeighting
 
     /// How a token's router logits become its experts' weights.
@@ -81,9 +81,9 @@ public struct MixtureOfExperts: Sendable {
             for r in 0..<logits.rows {
                 let row = scores.baseAddress! + r * count
                 let top = (0..<count).sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(k)
-                // The largest logit is the first: exp(0) = 1 keeps the sum finite.
-                let maximum = row[top.first!]
-                let exps = top.map { exp(row[$0] - maximum) }
+                // Shifted by the largest logit (the first): exp(0) = 1 keeps the sum finite.
+                guard let best = top.first else { continue }
+                let exps = top.map { exp(row[$0] - row[best]) }
                 let total = exps.reduce(0, +)
                 for (slot, e) in top.enumerated() {
                     chosen[r * k + slot] = e

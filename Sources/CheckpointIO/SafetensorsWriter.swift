@@ -62,12 +62,15 @@ public enum SafetensorsWriter {
             case .bytes(let data): data
             case .stored(let slice): try slice.storedBytes()
             case .expanded(let slice): try slice.floats().withUnsafeBytes { Data($0) }
-            case .produced(let values):
-                try values().withUnsafeBytes { bytes in
-                    precondition(bytes.count == byteCount, "tensor \(name): produced values do not match its shape")
-                    return Data(bytes)
-                }
+            case .produced(let values): try producedBytes(values())
             }
+        }
+
+        private func producedBytes(_ values: [Float]) throws -> Data {
+            guard values.count * MemoryLayout<Float>.size == byteCount else {
+                throw DroptraceError("tensor '\(name)' of shape \(shape) was given \(values.count) values", path: name)
+            }
+            return values.withUnsafeBytes { Data($0) }
         }
     }
 
