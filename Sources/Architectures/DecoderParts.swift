@@ -1,5 +1,6 @@
 import CheckpointIO
 import DroptraceSupport
+import Foundation
 import TensorEngine
 
 /// What every decoder family built on `DecoderDimensions` reads the same

@@ -19,6 +19,7 @@ public enum ModelRegistry {
         "gemma3": Gemma3Model.self,
         "gemma3_text": Gemma3Model.self,
         "gpt2": GPT2Model.self,
+        "gpt_oss": GptOssModel.self,
         "gpt_neox": GPTNeoXModel.self,
         "llama": LlamaModel.self,
         "mistral": LlamaModel.self,

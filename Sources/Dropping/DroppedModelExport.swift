@@ -35,6 +35,7 @@ public enum DroppedModelExport {
                 guard let newName = exportedName(name, plan: plan, naming: naming, renumber: renumber) else { continue }
                 entries.append(SafetensorsWriter.Entry(try model.checkpoint.tensor(name), renamedTo: newName))
             }
+            entries += try dequantizedEntries(model.checkpoint) { exportedName($0, plan: plan, naming: naming, renumber: renumber) }
             try SafetensorsWriter.write(entries, to: staging.appendingPathComponent(Checkpoint.singleFileName))
             try exportedConfig(model.checkpoint, plan: plan, naming: naming, renumber: renumber)
                 .write(to: staging.appendingPathComponent("config.json"))
@@ -109,6 +110,8 @@ public enum DroppedModelExport {
         for (key, layers) in [(DropPlan.attentionKey, attention), (DropPlan.mlpKey, mlp)] {
             if layers.isEmpty { try file.remove(key) } else { try file.set(key, value: layers) }
         }
+        // Dequantised MXFP4 weights (`dequantizedEntries`) are plain floats now.
+        if !mxfp4Pairs(checkpoint).isEmpty { try file.remove("quantization_config") }
         return file.data
     }
 
