@@ -53,13 +53,15 @@ struct DecoderParts: Sendable {
     /// The rotary embedding of config.json's rope settings, for heads whose
     /// width q_proj and k_proj of the first kept attention confirm
     /// (`confirmAttentionProjections`); no table when the config drops every
-    /// attention layer.
+    /// attention layer. `settings` replaces config.json's where a family
+    /// defaults to other settings than those a silent config decodes to.
     func rotary(
-        defaultTheta: Double = 10_000, defaultPartialRotaryFactor: Double = 1, confirmProjections: Bool = true
+        defaultTheta: Double = 10_000, defaultPartialRotaryFactor: Double = 1, confirmProjections: Bool = true,
+        settings: RopeSettings? = nil
     ) throws -> RotaryEmbedding {
         if confirmProjections { try confirmAttentionProjections() }
         let headDim = firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
-        return try checkpoint.decodeConfig(RopeSettings.self).embedding(
+        return try (settings ?? checkpoint.decodeConfig(RopeSettings.self)).embedding(
             headDim: headDim, defaultPartialRotaryFactor: defaultPartialRotaryFactor, defaultTheta: defaultTheta,
             configPath: configPath)
     }
