@@ -14,6 +14,7 @@ protocol RegisteredModel: LanguageModel {
 /// one line here.
 public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
+        "apertus": ApertusModel.self,
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,
         "gpt2": GPT2Model.self,
@@ -23,7 +24,9 @@ public enum ModelRegistry {
         "mixtral": MixtralModel.self,
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
+        "olmo3": Olmo3Model.self,
         "qwen2": LlamaModel.self,
+        "smollm3": SmolLM3Model.self,
     ]
 
     /// Every `model_type` droptrace reads, in the registry's order.
