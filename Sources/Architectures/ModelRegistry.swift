@@ -14,6 +14,7 @@ protocol RegisteredModel: LanguageModel {
 /// one line here.
 public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
+        "apertus": ApertusModel.self,
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,
         "gemma3": Gemma3Model.self,
@@ -26,8 +27,10 @@ public enum ModelRegistry {
         "mixtral": MixtralModel.self,
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
+        "olmo3": Olmo3Model.self,
         "phi3": Phi3Model.self,
         "qwen2": LlamaModel.self,
+        "smollm3": SmolLM3Model.self,
     ]
 
     /// Every `model_type` droptrace reads, in the registry's order.

@@ -62,7 +62,13 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
                 guard top.contains(Key(name)), try !top.decodeNil(forKey: Key(name)) else { return nil }
                 return try top.nestedContainer(keyedBy: Key.self, forKey: Key(name))
             }.first
+        try self.init(top: top, nested: nested)
+    }
 
+    /// The settings of `nested` (a `rope_parameters` / `rope_scaling`
+    /// object), with the 4.x top-level keys of `top` where `nested` lacks
+    /// them (nil: none).
+    init(top: KeyedDecodingContainer<Key>?, nested: KeyedDecodingContainer<Key>?) throws {
         // The key each value came from, for the error that refuses it.
         var keys: [String: String] = [:]
         func number(_ names: [String], in container: KeyedDecodingContainer<Key>?) throws -> Double? {

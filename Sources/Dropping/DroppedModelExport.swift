@@ -144,6 +144,10 @@ public enum DroppedModelExport {
                 try config.set("layer_types", value: types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
             }
         }
+        // Likewise rotary flags left to no_rope_layer_interval (SmolLM3).
+        if try config.value("no_rope_layers") == nil, let flags = naming.noRopeLayers {
+            try config.set("no_rope_layers", value: flags.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
+        }
         for key in layerIndexListKeys {
             guard let indices = try config.value(key) as? [NSNumber] else { continue }
             try config.set(key, value: indices.compactMap { renumber.mapping[$0.intValue] }.sorted())

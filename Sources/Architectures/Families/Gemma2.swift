@@ -25,10 +25,11 @@ struct Gemma2Configuration: Decodable {
         case finalLogitSoftcapping = "final_logit_softcapping"
     }
 
-    /// Each layer's attention type: `layer_types` (transformers 5.x writes
-    /// it), else the rule of the original configs: even layers slide.
-    func resolvedLayerTypes(layers: Int) -> [String] {
-        layerTypes ?? (0..<layers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
+    /// The attention type of a layer when config.json has no `layer_types`
+    /// (transformers 5.x writes it): the rule of the original configs, even
+    /// layers slide.
+    static func defaultLayerType(_ layer: Int) -> String {
+        layer % 2 == 0 ? AttentionLayerType.sliding : AttentionLayerType.full
     }
 }
 
@@ -46,9 +47,8 @@ struct Gemma2Model: DecoderFamily {
         config = try parts.config(Gemma2Configuration.self)
         rotary = try parts.rotary()
         let configPath = parts.configPath
-        // DecoderDimensions checked that layer_types, when given, has one entry per layer.
-        layerTypes = config.resolvedLayerTypes(layers: parts.dimensions.numHiddenLayers)
-        try SandwichBlock.checkLayerTypes(layerTypes, slidingWindow: config.slidingWindow, configPath: configPath)
+        layerTypes = try parts.layerTypes(
+            config.layerTypes, slidingWindow: config.slidingWindow, default: Gemma2Configuration.defaultLayerType)
         for (key, value) in [("attn_logit_softcapping", config.attnLogitSoftcapping), ("final_logit_softcapping", config.finalLogitSoftcapping), ("query_pre_attn_scalar", config.queryPreAttnScalar)] {
             try ConfigRules.checks(path: configPath) { try ConfigRules.positiveIfPresent(value, key) }
         }
