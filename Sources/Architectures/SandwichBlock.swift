@@ -20,18 +20,6 @@ enum SandwichBlock {
             layerTypes: layerTypes)
     }
 
-    /// Refuses layer types other than `sliding_attention` / `full_attention`,
-    /// and sliding layers without a `sliding_window`.
-    /// - Throws: `DroptraceError` naming config.json.
-    static func checkLayerTypes(_ layerTypes: [String], slidingWindow: Int?, configPath: String) throws {
-        if let unknown = layerTypes.first(where: { $0 != "sliding_attention" && $0 != "full_attention" }) {
-            throw DroptraceError("unsupported layer type \"\(unknown)\" in layer_types", path: configPath)
-        }
-        if layerTypes.contains("sliding_attention"), slidingWindow == nil {
-            throw DroptraceError("layer_types has sliding_attention layers but sliding_window is not set", path: configPath)
-        }
-    }
-
     /// Block `index` of `parts`' weights with the branches `drops` names left
     /// out (their weights unread); `attention` builds the attention module.
     static func block(

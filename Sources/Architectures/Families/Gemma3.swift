@@ -36,11 +36,10 @@ struct Gemma3Configuration: Decodable {
         "query_pre_attn_scalar": 256, "sliding_window": 4096,
     ]
 
-    /// Each layer's attention type: `layer_types`, else every
+    /// transformers' rule when `layer_types` is absent: every
     /// `sliding_window_pattern`-th layer (default 6) global, the others sliding.
-    func resolvedLayerTypes(layers: Int) -> [String] {
-        let pattern = slidingWindowPattern ?? 6
-        return layerTypes ?? (0..<layers).map { ($0 + 1) % pattern == 0 ? "full_attention" : "sliding_attention" }
+    func defaultLayerType(_ layer: Int) -> String {
+        (layer + 1) % (slidingWindowPattern ?? 6) == 0 ? AttentionLayerType.full : AttentionLayerType.sliding
     }
 }
 
@@ -95,8 +94,7 @@ struct Gemma3Model: DecoderFamily {
                 "\"\(key)use_bidirectional_attention\" is true: droptrace scores causal language models only", path: configPath)
         }
         // DecoderDimensions checked that layer_types, when given, has one entry per layer.
-        layerTypes = config.resolvedLayerTypes(layers: dimensions.numHiddenLayers)
-        try SandwichBlock.checkLayerTypes(layerTypes, slidingWindow: config.slidingWindow, configPath: configPath)
+        layerTypes = try parts.layerTypes(config.layerTypes, slidingWindow: config.slidingWindow, default: config.defaultLayerType)
         activation = try parts.activation(config.hiddenActivation)
 
         try parts.confirmAttentionProjections()

@@ -61,10 +61,9 @@ struct GptOssConfiguration: Decodable {
         }
     }
 
-    /// Each layer's attention type: `layer_types`, else transformers' rule
-    /// for gpt-oss: even layers slide.
-    func resolvedLayerTypes(layers: Int) -> [String] {
-        layerTypes ?? (0..<layers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
+    /// transformers' rule when `layer_types` is absent: even layers slide.
+    static func defaultLayerType(_ layer: Int) -> String {
+        layer % 2 == 0 ? AttentionLayerType.sliding : AttentionLayerType.full
     }
 }
 
@@ -104,11 +103,8 @@ struct GptOssModel: DecoderFamily {
         rotary = try rope.embedding(
             headDim: parts.firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim, defaultTheta: 150_000,
             configPath: configPath)
-        // DecoderDimensions checked that layer_types, when given, has one entry per layer.
-        layerTypes = config.resolvedLayerTypes(layers: dimensions.numHiddenLayers)
-        if layerTypes.contains("sliding_attention"), config.slidingWindow == nil {
-            throw DroptraceError("layer_types has sliding_attention layers but sliding_window is not set", path: configPath)
-        }
+        layerTypes = try parts.layerTypes(
+            config.layerTypes, slidingWindow: config.slidingWindow, default: GptOssConfiguration.defaultLayerType)
         try ConfigRules.checks(path: configPath) {
             // The fused expert tensors hold experts × hidden × 2 · inner values.
             try ConfigRules.product([
