@@ -56,28 +56,7 @@ import Testing
     @Test func mixtralFusedExpertTensorsLoadLikePerExpertOnes() throws {
         let scratch = try ScratchDirectory()
         let directory = try scratch.copyOfModel("mixtral-f32")
-        let original = try Checkpoint(directory: directory)
-        let layers = 4, experts = 4
-        var entries: [SafetensorsWriter.Entry] = []
-        for name in original.tensorNames where !name.contains("block_sparse_moe.") {
-            entries.append(SafetensorsWriter.Entry(try original.tensor(name)))
-        }
-        for layer in 0..<layers {
-            let old = "model.layers.\(layer).block_sparse_moe."
-            func bytes(_ part: String) throws -> Data { try SafetensorsWriter.Entry(original.tensor(old + part)).bytes() }
-            var gateUp = Data(), down = Data()
-            for e in 0..<experts {
-                gateUp += try bytes("experts.\(e).w1.weight") + bytes("experts.\(e).w3.weight")
-                down += try bytes("experts.\(e).w2.weight")
-            }
-            let new = "model.layers.\(layer).mlp."
-            entries.append(SafetensorsWriter.Entry(name: new + "experts.gate_up_proj", dtype: .float32, shape: [experts, 32, 32], bytes: gateUp))
-            entries.append(SafetensorsWriter.Entry(name: new + "experts.down_proj", dtype: .float32, shape: [experts, 32, 16], bytes: down))
-            entries.append(SafetensorsWriter.Entry(try original.tensor(old + "gate.weight"), renamedTo: new + "gate.weight"))
-        }
-        let file = directory.appendingPathComponent(Checkpoint.singleFileName)
-        try FileManager.default.removeItem(at: file)
-        try SafetensorsWriter.write(entries, to: file)
+        try fuseExperts(in: directory, from: "block_sparse_moe.experts.", router: "block_sparse_moe.gate", names: ("w1", "w3", "w2"))
 
         let fused = try load(directory)
         #expect(!(try Checkpoint(directory: directory).tensorNames.contains { $0.contains("block_sparse_moe") }))
