@@ -24,6 +24,7 @@ public enum ModelRegistry {
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
         "qwen2": LlamaModel.self,
+        "qwen3": Qwen3Model.self,
     ]
 
     /// Every `model_type` droptrace reads, in the registry's order.
