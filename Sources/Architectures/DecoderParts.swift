@@ -123,6 +123,16 @@ struct DecoderParts: Sendable {
         return layerTypes.map { $0 == "sliding_attention" ? window : nil }
     }
 
+    /// Checks the router `layers.<l>.<router>.weight` [experts, hidden] of
+    /// the first of `layers` whose MLP the config keeps, before expert lists
+    /// are sized from `experts` (named by `expertsKey`).
+    func confirmRouter(_ router: String, experts: Int, expertsKey: String, layers: [Int]) throws {
+        guard let layer = layers.first(where: { !configuredDrops.dropsMLP($0) }) else { return }
+        try weights.confirmShape(
+            "layers.\(layer).\(router).weight", [experts, dimensions.hiddenSize], keys: "\(expertsKey), hidden_size",
+            configPath: configPath)
+    }
+
     /// The activation config.json names (`hidden_act` or the family's key).
     func activation(_ name: String) throws -> Activation {
         try Activation(huggingFaceName: name, configPath: configPath)

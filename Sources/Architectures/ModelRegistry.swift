@@ -25,6 +25,7 @@ public enum ModelRegistry {
         "olmo2": Olmo2Model.self,
         "qwen2": LlamaModel.self,
         "qwen3": Qwen3Model.self,
+        "qwen3_moe": Qwen3MoeModel.self,
     ]
 
     /// Every `model_type` droptrace reads, in the registry's order.

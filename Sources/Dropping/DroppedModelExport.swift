@@ -115,6 +115,14 @@ public enum DroppedModelExport {
                     try config.set("layer_types", value: types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
                 }
             }
+            // Qwen-MoE's sparse beat (every n-th layer sparse) would shift
+            // with renumbering: the dense layers it implies are listed instead.
+            if let step = try config.value("decoder_sparse_step") as? NSNumber, step.intValue > 1 {
+                let listed = (try config.value("mlp_only_layers") as? [NSNumber])?.map(\.intValue) ?? []
+                let dense = (0..<layers).filter { listed.contains($0) || ($0 + 1) % step.intValue != 0 }
+                try config.set("mlp_only_layers", value: dense)
+                try config.set("decoder_sparse_step", value: 1)
+            }
             for key in layerIndexListKeys {
                 guard let indices = try config.value(key) as? [NSNumber] else { continue }
                 try config.set(key, value: indices.compactMap { renumber.mapping[$0.intValue] }.sorted())
