@@ -23,6 +23,7 @@ public enum ModelRegistry {
         "mixtral": MixtralModel.self,
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
+        "olmoe": OlmoeModel.self,
         "qwen2": LlamaModel.self,
         "qwen3": Qwen3Model.self,
         "qwen3_moe": Qwen3MoeModel.self,
