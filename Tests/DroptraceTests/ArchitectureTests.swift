@@ -23,32 +23,7 @@ import Testing
     /// Router and experts of one layer against transformers' own MoE block,
     /// on transformers' own input to it (reference.json `routing_check`).
     @Test func mixtralRoutingMatchesTransformers() throws {
-        let check = FixtureFiles.entry("mixtral-f32")["routing_check"] as! [String: Any]
-        let layer = (check["layer"] as! NSNumber).intValue
-        let input = Self.floats(check["input"])
-        let expectedExperts = (check["top_k_experts"] as! [[Any]]).map { $0.map { ($0 as! NSNumber).intValue } }
-        let expectedWeights = Self.floats(check["top_k_weights"])
-        let expectedOutput = Self.floats(check["output"])
-
-        let model = try load(FixtureFiles.model("mixtral-f32"))
-        guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else {
-            Issue.record("mixtral's MLP is not a mixture of experts")
-            return
-        }
-        let x = Matrix(rows: input.count, cols: input[0].count, data: input.flatMap { $0 })
-        let routing = moe.route(x)
-        let k = routing.expertsPerToken
-        #expect(k == 2 && moe.experts.count == 4)
-        var worstWeight: Float = 0
-        for token in 0..<x.rows {
-            let experts = Array(routing.experts[(token * k)..<((token + 1) * k)])
-            #expect(experts == expectedExperts[token], "token \(token): experts \(experts) vs \(expectedExperts[token])")
-            for slot in 0..<k { worstWeight = max(worstWeight, abs(routing.weights[token * k + slot] - expectedWeights[token][slot])) }
-        }
-        #expect(worstWeight < 1e-6, "router weights differ by \(worstWeight)")
-        let output = moe(x)
-        let worst = zip(output.data, expectedOutput.joined()).map { abs($0 - $1) }.max() ?? .infinity
-        #expect(worst < 1e-5, "MoE output differs by \(worst)")
+        try expectRoutingMatchesTransformers("mixtral-f32")
     }
 
     /// Experts stored fused (`mlp.experts.gate_up_proj` / `down_proj`,

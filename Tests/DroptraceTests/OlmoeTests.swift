@@ -74,6 +74,11 @@ import Testing
         #expect(projected.data[0] == clip)
     }
 
+    /// Router and experts against transformers' MoE block (`routing_check`).
+    @Test func routingMatchesTransformers() throws {
+        try expectRoutingMatchesTransformers("olmoe-f32")
+    }
+
     @Test func fusedExpertTensorsLoadLikePerExpertOnes() throws {
         try expectFusedExpertsScoreAlike("olmoe-f32")
     }

@@ -109,6 +109,11 @@ import Testing
         #expect(try isSparse(ModelRegistry.load(try Checkpoint(directory: export))) == [false, false, true])
     }
 
+    /// Router and experts against transformers' MoE block (`routing_check`).
+    @Test func routingMatchesTransformers() throws {
+        try expectRoutingMatchesTransformers("qwen3_moe-f32")
+    }
+
     /// Fused 3-D experts (`mlp.experts.gate_up_proj` / `down_proj`) score
     /// exactly as the per-expert tensors `save_pretrained` writes.
     @Test func fusedExpertTensorsLoadLikePerExpertOnes() throws {
