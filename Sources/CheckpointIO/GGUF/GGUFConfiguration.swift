@@ -6,13 +6,15 @@ enum GGUFFamily: String, CaseIterable {
     /// Llama, Mistral, TinyLlama, SmolLM and other Llama-shaped models.
     case llama
     case qwen2
+    /// Qwen3 (dense): qwen2's layout with per-head q/k norms and no q/k/v biases.
+    case qwen3
     case gptneox
     case gpt2
 
     /// The Hugging Face name prefix of the base model and its layer list.
     var prefix: String {
         switch self {
-        case .llama, .qwen2: "model."
+        case .llama, .qwen2, .qwen3: "model."
         case .gptneox: "gpt_neox."
         case .gpt2: "transformer."
         }
@@ -93,7 +95,7 @@ struct GGUFConfiguration {
 
         var config: [String: Any]
         switch family {
-        case .llama, .qwen2:
+        case .llama, .qwen2, .qwen3:
             let slidingWindow = try metadata.optionalInt(a + "attention.sliding_window")
             try ConfigRules.checks(path: path) {
                 try ConfigRules.countIfPresent(slidingWindow, a + "attention.sliding_window")
@@ -110,7 +112,7 @@ struct GGUFConfiguration {
             }
             config = [
                 // llama.cpp converts Mistral to `llama`; a window is what sets it apart.
-                "model_type": family == .qwen2 ? "qwen2" : (slidingWindow == nil ? "llama" : "mistral"),
+                "model_type": family == .llama ? (slidingWindow == nil ? "llama" : "mistral") : family.rawValue,
                 "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
                 "num_key_value_heads": kvHeads, "head_dim": headDim, "intermediate_size": feedForward,
                 "rms_norm_eps": try metadata.positiveDouble(a + "attention.layer_norm_rms_epsilon"),
@@ -175,7 +177,7 @@ struct GGUFConfiguration {
         let widthKey = keyLength == nil ? a + "embedding_length" : a + "attention.key_length"
         let rules: [(suffix: String, heads: Int, key: String)]
         switch family {
-        case .llama, .qwen2:
+        case .llama, .qwen2, .qwen3:
             rules = [(".attn_q.weight", heads, a + "attention.head_count"), (".attn_k.weight", kvHeads, a + "attention.head_count_kv")]
         case .gptneox, .gpt2:
             // The fused q | k | v rows are regrouped per head of this width.

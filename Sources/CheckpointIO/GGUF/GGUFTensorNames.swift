@@ -36,7 +36,7 @@ struct GGUFTensorNames {
     private var topLevel: [String: String] {
         let p = family.prefix
         switch family {
-        case .llama, .qwen2:
+        case .llama, .qwen2, .qwen3:
             return ["token_embd.weight": p + "embed_tokens.weight", "output_norm.weight": p + "norm.weight",
                     "output.weight": "lm_head.weight"]
         case .gptneox:
@@ -50,13 +50,17 @@ struct GGUFTensorNames {
     }
 
     private func blockModule(_ base: String) -> String? {
-        let table: [String: String]
+        var table: [String: String]
         switch family {
-        case .llama, .qwen2:
+        case .llama, .qwen2, .qwen3:
             table = ["attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
                      "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
                      "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
                      "ffn_down": "mlp.down_proj"]
+            if family == .qwen3 {
+                table["attn_q_norm"] = "self_attn.q_norm"
+                table["attn_k_norm"] = "self_attn.k_norm"
+            }
         case .gptneox:
             table = ["attn_norm": "input_layernorm", "attn_qkv": "attention.query_key_value",
                      "attn_output": "attention.dense", "ffn_norm": "post_attention_layernorm",
