@@ -74,6 +74,13 @@ import Testing
         #expect(projected.data[0] == clip)
     }
 
+    /// llama.cpp's `olmoe` GGUF (experts stacked in 3-D `ffn_*_exps`, router
+    /// `ffn_gate_inp`; scripts/fixtures/make_gguf_qwen3_olmoe_fixtures.py)
+    /// scores as the safetensors fixture does.
+    @Test func ggufScoresLikeTheSafetensorsCheckpoint() throws {
+        try expectGGUFScoresLike("olmoe-f32.gguf", safetensors: FixtureFiles.model("olmoe-f32"), modelType: "olmoe")
+    }
+
     /// Router and experts against transformers' MoE block (`routing_check`).
     @Test func routingMatchesTransformers() throws {
         try expectRoutingMatchesTransformers("olmoe-f32")

@@ -109,6 +109,14 @@ import Testing
         #expect(try isSparse(ModelRegistry.load(try Checkpoint(directory: export))) == [false, false, true])
     }
 
+    /// llama.cpp's `qwen3moe` GGUF (experts stacked in 3-D `ffn_*_exps`, router
+    /// `ffn_gate_inp`; scripts/fixtures/make_gguf_qwen3_olmoe_fixtures.py)
+    /// scores as the safetensors fixture does.
+    /// Layer 1 has no `ffn_gate_inp`: it reads as a dense MLP (`mlp_only_layers`).
+    @Test func ggufScoresLikeTheSafetensorsCheckpoint() throws {
+        try expectGGUFScoresLike("qwen3_moe-f32.gguf", safetensors: FixtureFiles.model("qwen3_moe-f32"), modelType: "qwen3_moe")
+    }
+
     /// Router and experts against transformers' MoE block (`routing_check`).
     @Test func routingMatchesTransformers() throws {
         try expectRoutingMatchesTransformers("qwen3_moe-f32")

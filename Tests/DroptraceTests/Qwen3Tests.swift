@@ -3,7 +3,6 @@ import CheckpointIO
 @testable import Dropping
 import DroptraceSupport
 import Foundation
-import Scoring
 import Testing
 
 /// Qwen3's own config keys and attention: per-head q/k norms, windows
@@ -82,7 +81,7 @@ import Testing
         #expect(try windows(model) == [8, nil, 8, nil])
     }
 
-    /// llama.cpp's `qwen3` GGUF (scripts/fixtures/make_gguf_qwen3_fixture.py,
+    /// llama.cpp's `qwen3` GGUF (scripts/fixtures/make_gguf_qwen3_olmoe_fixtures.py,
     /// the fixture's float32 weights) scores as the safetensors fixture does.
     /// The GGUF carries no sliding window, so the comparison is with the
     /// fixture's windows switched off.
@@ -92,15 +91,6 @@ import Testing
             config["use_sliding_window"] = false
             config["layer_types"] = nil
         }
-        let sequences = FixtureFiles.jsonlSequences()
-        let expected = try ImportanceScorer(model: ModelRegistry.load(try Checkpoint(directory: windowless)))
-            .score(sequences, calibrationPath: "calib")
-        let gguf = try ModelRegistry.load(try Checkpoint(location: FixtureFiles.root.appendingPathComponent("gguf/qwen3-f32.gguf")))
-        #expect(gguf.modelType == "qwen3")
-        let scores = try ImportanceScorer(model: gguf).score(sequences, calibrationPath: "calib")
-        let difference = ReferenceScores(
-            attention: expected.attention, mlp: expected.mlp, block: expected.block, blockGap: expected.blockGap
-        ).maxDifference(attention: scores.attention, mlp: scores.mlp, block: scores.block, blockGap: scores.blockGap)
-        #expect(difference < 1e-6, "max |gguf − safetensors| = \(difference)")
+        try expectGGUFScoresLike("qwen3-f32.gguf", safetensors: windowless, modelType: "qwen3")
     }
 }
