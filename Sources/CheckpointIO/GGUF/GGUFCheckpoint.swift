@@ -47,9 +47,13 @@ public final class GGUFCheckpoint: @unchecked Sendable {
             // ggml lists the fastest-varying dimension first; Hugging Face last.
             let storedShape = Array(info.dimensions.reversed())
             if let expertName = names.expertName(info.name) {
-                // One [out, in] slice per expert, each a contiguous run of whole rows.
-                guard storedShape.count == 3 else {
-                    throw DroptraceError("tensor '\(info.name)' should be 3-D (experts × out × in) but has shape \(storedShape)", path: path)
+                // One [out, in] slice per expert, each a contiguous run of whole
+                // rows; the file holds their bytes, so their count is bounded by its size.
+                let experts = config.json["num_experts"] as? Int
+                guard storedShape.count == 3, storedShape[0] == experts, storedShape[1] > 0, storedShape[2] > 0 else {
+                    throw DroptraceError(
+                        "tensor '\(info.name)' should have shape [\(experts.map(String.init) ?? "?") experts, out, in] (\(config.family.rawValue).expert_count), but has \(storedShape)",
+                        path: path)
                 }
                 let dtype = dtypes[info.name]!, matrix = [storedShape[1], storedShape[2]]
                 let stride = dtype.byteCount(elements: matrix[0] * matrix[1])
