@@ -131,6 +131,31 @@ struct DecoderParts: Sendable {
             logitSoftcap: logitSoftcap)
     }
 
+    /// Each layer's attention window from its `layer_types` entry:
+    /// `sliding_attention` → `window`, `full_attention` → nil.
+    /// - Throws: `DroptraceError` naming config.json for another type, or
+    ///   for sliding layers without a window (transformers cannot build
+    ///   their mask either); `windowKeys` names the keys that set it.
+    func slidingWindows(layerTypes: [String], window: Int?, windowKeys: String = "sliding_window") throws -> [Int?] {
+        if let unknown = layerTypes.first(where: { $0 != "sliding_attention" && $0 != "full_attention" }) {
+            throw DroptraceError("unsupported layer type \"\(unknown)\" in layer_types", path: configPath)
+        }
+        if layerTypes.contains("sliding_attention"), window == nil {
+            throw DroptraceError("layer_types has sliding_attention layers but \(windowKeys) set no window", path: configPath)
+        }
+        return layerTypes.map { $0 == "sliding_attention" ? window : nil }
+    }
+
+    /// Checks the router `layers.<l>.<router>.weight` [experts, hidden] of
+    /// the first of `layers` whose MLP the config keeps, before expert lists
+    /// are sized from `experts` (named by `expertsKey`).
+    func confirmRouter(_ router: String, experts: Int, expertsKey: String, layers: [Int]) throws {
+        guard let layer = layers.first(where: { !configuredDrops.dropsMLP($0) }) else { return }
+        try weights.confirmShape(
+            "layers.\(layer).\(router).weight", [experts, dimensions.hiddenSize], keys: "\(expertsKey), hidden_size",
+            configPath: configPath)
+    }
+
     /// The activation config.json names (`hidden_act` or the family's key).
     func activation(_ name: String) throws -> Activation {
         try Activation(huggingFaceName: name, configPath: configPath)

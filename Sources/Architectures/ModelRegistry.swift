@@ -28,8 +28,11 @@ public enum ModelRegistry {
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
         "olmo3": Olmo3Model.self,
+        "olmoe": OlmoeModel.self,
         "phi3": Phi3Model.self,
         "qwen2": LlamaModel.self,
+        "qwen3": Qwen3Model.self,
+        "qwen3_moe": Qwen3MoeModel.self,
         "smollm3": SmolLM3Model.self,
     ]
 

@@ -21,7 +21,8 @@ public struct SelfAttention: Sendable {
     public let output: Linear
     public let scale: Float
     public let slidingWindow: Int?
-    /// q, k and v are clamped to [−clip, clip] right after the projection (OLMo's `clip_qkv`).
+    /// q, k and v are clamped to [−clip, clip] after the projection and the
+    /// q/k norms, before rotary (OLMo's and OLMoE's `clip_qkv`).
     public let clip: Float?
     public let queryKeyNorm: QueryKeyNorm?
     /// Scaled scores s become tanh(s / cap) · cap before the softmax (Gemma-2).
@@ -50,15 +51,10 @@ public struct SelfAttention: Sendable {
         self.sinkLogits = sinkLogits
     }
 
-    /// Queries, keys and values of `x`, ready to attend: projected, clipped,
-    /// normalised and rotated to the rows' `positions`.
+    /// Queries, keys and values of `x`, ready to attend: projected,
+    /// normalised, clipped and rotated to the rows' `positions`.
     public func projectedQKV(_ x: Matrix, positions: [Int]) -> Matrix {
         var projected = qkv(x)
-        if let clip {
-            projected.data.withUnsafeMutableBufferPointer { values in
-                for i in values.indices { values[i] = min(max(values[i], -clip), clip) }
-            }
-        }
         // Grouped layout: all query columns, then all key columns.
         let queries = 0..<layout.queryWidth, keys = layout.queryWidth..<(layout.queryWidth + layout.keyWidth)
         switch queryKeyNorm {
@@ -70,6 +66,12 @@ public struct SelfAttention: Sendable {
             key.apply(inPlace: &projected, columns: keys, pieceWidth: layout.headDim)
         case nil:
             break
+        }
+        // After the q/k norms, as OLMoE clips (OLMo, which clips too, has no norms).
+        if let clip {
+            projected.data.withUnsafeMutableBufferPointer { values in
+                for i in values.indices { values[i] = min(max(values[i], -clip), clip) }
+            }
         }
         if let rotary {
             let heads = (0..<layout.numHeads).map(layout.queryOffset(head:))

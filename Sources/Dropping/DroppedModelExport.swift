@@ -144,6 +144,14 @@ public enum DroppedModelExport {
                 try config.set("layer_types", value: types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
             }
         }
+        // Qwen-MoE's sparse beat (every n-th layer sparse) would shift
+        // with renumbering: the dense layers it implies are listed instead.
+        if let step = try config.value("decoder_sparse_step") as? NSNumber, step.intValue > 1 {
+            let listed = (try config.value("mlp_only_layers") as? [NSNumber])?.map(\.intValue) ?? []
+            let dense = (0..<layers).filter { listed.contains($0) || ($0 + 1) % step.intValue != 0 }
+            try config.set("mlp_only_layers", value: dense)
+            try config.set("decoder_sparse_step", value: 1)
+        }
         // Likewise rotary flags left to no_rope_layer_interval (SmolLM3).
         if try config.value("no_rope_layers") == nil, let flags = naming.noRopeLayers {
             try config.set("no_rope_layers", value: flags.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))

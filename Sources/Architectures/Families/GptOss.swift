@@ -180,7 +180,7 @@ struct GptOssModel: DecoderFamily {
         }
         return MixtureOfExperts(
             router: try weights.linear(p + "router", in: d, out: count, bias: true),
-            experts: experts, expertsPerToken: config.numExpertsPerTok, weighting: .topKThenSoftmax)
+            experts: experts, expertsPerToken: config.numExpertsPerTok, rule: .topKThenSoftmax)
     }
 
     /// All experts' weights of fused tensor `name`: the float tensor

@@ -46,6 +46,23 @@ public final class GGUFCheckpoint: @unchecked Sendable {
         for info in file.tensors {
             // ggml lists the fastest-varying dimension first; Hugging Face last.
             let storedShape = Array(info.dimensions.reversed())
+            if let expertName = names.expertName(info.name) {
+                // One [out, in] slice per expert, each a contiguous run of whole
+                // rows; the file holds their bytes, so their count is bounded by its size.
+                let experts = config.json["num_experts"] as? Int
+                guard storedShape.count == 3, storedShape[0] == experts, storedShape[1] > 0, storedShape[2] > 0 else {
+                    throw DroptraceError(
+                        "tensor '\(info.name)' should have shape [\(experts.map(String.init) ?? "?") experts, out, in] (\(config.family.rawValue).expert_count), but has \(storedShape)",
+                        path: path)
+                }
+                let dtype = dtypes[info.name]!, matrix = [storedShape[1], storedShape[2]]
+                let stride = dtype.byteCount(elements: matrix[0] * matrix[1])
+                for e in 0..<storedShape[0] {
+                    tensors[expertName(e)] = file.slice(
+                        info, dtype: dtype, name: expertName(e), shape: matrix, order: .asShaped, byteOffset: e * stride)
+                }
+                continue
+            }
             guard let (name, order) = names.huggingFace(info.name, rows: storedShape[0]) else { continue }
             let transposed = names.isTransposedConv1D(info.name)
             let shape = transposed ? info.dimensions : storedShape

@@ -6,19 +6,27 @@ enum GGUFFamily: String, CaseIterable {
     /// Llama, Mistral, TinyLlama, SmolLM and other Llama-shaped models.
     case llama
     case qwen2
+    /// Qwen3 (dense): qwen2's layout with per-head q/k norms and no q/k/v biases.
+    case qwen3
+    /// Qwen3-MoE and OLMoE: experts stored as 3-D `ffn_*_exps` tensors.
+    case qwen3moe
+    case olmoe
     case gptneox
     case gpt2
 
     /// The Hugging Face name prefix of the base model and its layer list.
     var prefix: String {
         switch self {
-        case .llama, .qwen2: "model."
+        case .llama, .qwen2, .qwen3, .qwen3moe, .olmoe: "model."
         case .gptneox: "gpt_neox."
         case .gpt2: "transformer."
         }
     }
 
     var layers: String { self == .gpt2 ? "h" : "layers" }
+
+    /// Whether its blocks may route to experts (`<arch>.expert_count`).
+    var hasExperts: Bool { self == .qwen3moe || self == .olmoe }
 }
 
 /// A config.json equivalent built from a GGUF file's metadata: the keys
@@ -49,7 +57,7 @@ struct GGUFConfiguration {
         }
         self.family = family
         let a = architecture + "."
-        if let experts = try metadata.optionalInt(a + "expert_count"), experts > 0 {
+        if !family.hasExperts, let experts = try metadata.optionalInt(a + "expert_count"), experts > 0 {
             throw DroptraceError(
                 "mixture-of-experts GGUF models (\(a)expert_count = \(experts), e.g. Mixtral) are not supported", path: path)
         }
@@ -93,7 +101,7 @@ struct GGUFConfiguration {
 
         var config: [String: Any]
         switch family {
-        case .llama, .qwen2:
+        case .llama, .qwen2, .qwen3, .qwen3moe, .olmoe:
             let slidingWindow = try metadata.optionalInt(a + "attention.sliding_window")
             try ConfigRules.checks(path: path) {
                 try ConfigRules.countIfPresent(slidingWindow, a + "attention.sliding_window")
@@ -110,7 +118,7 @@ struct GGUFConfiguration {
             }
             config = [
                 // llama.cpp converts Mistral to `llama`; a window is what sets it apart.
-                "model_type": family == .qwen2 ? "qwen2" : (slidingWindow == nil ? "llama" : "mistral"),
+                "model_type": family == .llama ? (slidingWindow == nil ? "llama" : "mistral") : family == .qwen3moe ? "qwen3_moe" : family.rawValue,
                 "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
                 "num_key_value_heads": kvHeads, "head_dim": headDim, "intermediate_size": feedForward,
                 "rms_norm_eps": try metadata.positiveDouble(a + "attention.layer_norm_rms_epsilon"),
@@ -124,6 +132,9 @@ struct GGUFConfiguration {
                 if let slidingWindow { config["sliding_window"] = slidingWindow }
             } else {
                 config["use_sliding_window"] = false
+            }
+            if family.hasExperts {
+                try Self.addExperts(to: &config, metadata, prefix: a, family: family, layers: layers, tensorDimensions: tensorDimensions)
             }
         case .gptneox:
             let rotary = try metadata.optionalInt(a + "rope.dimension_count") ?? headDim
@@ -175,7 +186,7 @@ struct GGUFConfiguration {
         let widthKey = keyLength == nil ? a + "embedding_length" : a + "attention.key_length"
         let rules: [(suffix: String, heads: Int, key: String)]
         switch family {
-        case .llama, .qwen2:
+        case .llama, .qwen2, .qwen3, .qwen3moe, .olmoe:
             rules = [(".attn_q.weight", heads, a + "attention.head_count"), (".attn_k.weight", kvHeads, a + "attention.head_count_kv")]
         case .gptneox, .gpt2:
             // The fused q | k | v rows are regrouped per head of this width.
@@ -211,6 +222,26 @@ struct GGUFConfiguration {
                 }
             }
         }
+    }
+
+    /// The mixture-of-experts keys of config.json from llama.cpp's
+    /// (`expert_count`, `expert_used_count`, `expert_feed_forward_length`,
+    /// `expert_weights_norm`, `attention.clamp_kqv`). llama.cpp renormalises
+    /// the top-k weights of qwen3moe and not those of olmoe unless
+    /// `expert_weights_norm` says otherwise; blocks without a router
+    /// (`ffn_gate_inp`) keep a dense MLP (Qwen3-MoE's `mlp_only_layers`).
+    private static func addExperts(
+        to config: inout [String: Any], _ metadata: GGUFMetadata, prefix a: String, family: GGUFFamily, layers: Int,
+        tensorDimensions: [String: [Int]]
+    ) throws {
+        config["num_experts"] = try metadata.int(a + "expert_count")
+        config["num_experts_per_tok"] = try metadata.int(a + "expert_used_count")
+        config["norm_topk_prob"] = try metadata.optionalBool(a + "expert_weights_norm") ?? (family == .qwen3moe)
+        if family == .qwen3moe {
+            config["moe_intermediate_size"] = try metadata.int(a + "expert_feed_forward_length")
+            config["mlp_only_layers"] = (0..<layers).filter { tensorDimensions["blk.\($0).ffn_gate_inp.weight"] == nil }
+        }
+        if let clip = try metadata.optionalPositiveDouble(a + "attention.clamp_kqv") { config["clip_qkv"] = clip }
     }
 
     /// `rope_parameters` from llama.cpp's rope keys. Llama 3's frequency-dependent

@@ -74,9 +74,12 @@ public final class GGUFFile: @unchecked Sendable {
     }
 
     /// The tensor `info` describes, under `name` with `shape` and `order`.
-    func slice(_ info: TensorInfo, dtype: TensorDType, name: String, shape: [Int], order: TensorSlice.StoredOrder) -> TensorSlice {
+    /// `byteOffset` (within the tensor's data) selects a part of it, e.g. one expert of a 3-D tensor.
+    func slice(
+        _ info: TensorInfo, dtype: TensorDType, name: String, shape: [Int], order: TensorSlice.StoredOrder, byteOffset: Int = 0
+    ) -> TensorSlice {
         TensorSlice(
-            name: name, dtype: dtype, shape: shape, path: path, storage: .file(file, offset: dataStart + info.offset),
+            name: name, dtype: dtype, shape: shape, path: path, storage: .file(file, offset: dataStart + info.offset + byteOffset),
             storedOrder: order)
     }
 

@@ -36,7 +36,7 @@ struct GGUFTensorNames {
     private var topLevel: [String: String] {
         let p = family.prefix
         switch family {
-        case .llama, .qwen2:
+        case .llama, .qwen2, .qwen3, .qwen3moe, .olmoe:
             return ["token_embd.weight": p + "embed_tokens.weight", "output_norm.weight": p + "norm.weight",
                     "output.weight": "lm_head.weight"]
         case .gptneox:
@@ -50,13 +50,18 @@ struct GGUFTensorNames {
     }
 
     private func blockModule(_ base: String) -> String? {
-        let table: [String: String]
+        var table: [String: String]
         switch family {
-        case .llama, .qwen2:
+        case .llama, .qwen2, .qwen3, .qwen3moe, .olmoe:
             table = ["attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
                      "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
                      "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
                      "ffn_down": "mlp.down_proj"]
+            if family != .llama && family != .qwen2 {
+                table["attn_q_norm"] = "self_attn.q_norm"
+                table["attn_k_norm"] = "self_attn.k_norm"
+            }
+            if family.hasExperts { table["ffn_gate_inp"] = "mlp.gate" }
         case .gptneox:
             table = ["attn_norm": "input_layernorm", "attn_qkv": "attention.query_key_value",
                      "attn_output": "attention.dense", "ffn_norm": "post_attention_layernorm",
@@ -97,6 +102,19 @@ struct GGUFTensorNames {
             let (part, i) = within.quotientAndRemainder(dividingBy: headDim)
             return part * width + head * headDim + i
         }
+    }
+
+    /// For `blk.<l>.ffn_<gate|up|down>_exps.weight` (experts × out × in, one
+    /// [out, in] matrix per expert), the Hugging Face name of expert e's
+    /// projection, as `save_pretrained` writes them
+    /// (`model.layers.<l>.mlp.experts.<e>.gate_proj.weight`).
+    func expertName(_ name: String) -> ((Int) -> String)? {
+        guard family.hasExperts else { return nil }
+        let parts = name.split(separator: ".").map(String.init)
+        let projections = ["ffn_gate_exps": "gate_proj", "ffn_up_exps": "up_proj", "ffn_down_exps": "down_proj"]
+        guard parts.count == 4, parts[0] == "blk", let layer = Int(parts[1]), let projection = projections[parts[2]],
+              parts[3] == "weight" else { return nil }
+        return { "\(family.prefix)\(family.layers).\(layer).mlp.experts.\($0).\(projection).weight" }
     }
 
     /// GPT-2's Conv1D weights are stored as torch.nn.Linear would hold them.
