@@ -13,12 +13,22 @@ public struct MixtureOfExperts: Sendable {
     /// Each a gated MLP (SwiGLU for Mixtral).
     public let experts: [FeedForward]
     public let expertsPerToken: Int
+    /// When set, routes instead of the softmax top-k of `route` (DeepSeek).
+    public let groupLimitedRouting: GroupLimitedTopK?
+    /// Experts every token goes through, added after the routed ones
+    /// (DeepSeek's `shared_experts`, stored as one wider MLP).
+    public let sharedExperts: [FeedForward]
 
-    public init(router: Linear, experts: [FeedForward], expertsPerToken: Int) {
+    public init(
+        router: Linear, experts: [FeedForward], expertsPerToken: Int, groupLimitedRouting: GroupLimitedTopK? = nil,
+        sharedExperts: [FeedForward] = []
+    ) {
         precondition(router.outFeatures == experts.count && (1...experts.count).contains(expertsPerToken))
         self.router = router
         self.experts = experts
         self.expertsPerToken = expertsPerToken
+        self.groupLimitedRouting = groupLimitedRouting
+        self.sharedExperts = sharedExperts
     }
 
     /// Each token's chosen experts, best first, and their weights.
@@ -33,6 +43,7 @@ public struct MixtureOfExperts: Sendable {
     /// probabilities divided by their sum (as transformers routes Mixtral).
     public func route(_ x: Matrix) -> Routing {
         let logits = router(x)
+        if let groupLimitedRouting { return groupLimitedRouting.route(logits, expertsPerToken: expertsPerToken) }
         let count = experts.count, k = expertsPerToken
         var chosen = [Int](repeating: 0, count: x.rows * k)
         var weights = [Float](repeating: 0, count: x.rows * k)
@@ -91,6 +102,7 @@ public struct MixtureOfExperts: Sendable {
                 }
             }
         }
+        for shared in sharedExperts { output.add(shared(x)) }
         return output
     }
 }

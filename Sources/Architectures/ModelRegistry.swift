@@ -14,6 +14,8 @@ protocol RegisteredModel: LanguageModel {
 /// one line here.
 public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
+        "deepseek_v2": DeepSeekModel.self,
+        "deepseek_v3": DeepSeekModel.self,
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,
         "gpt2": GPT2Model.self,

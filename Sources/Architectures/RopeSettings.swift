@@ -24,6 +24,8 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// Per-frequency divisors, GGUF's `rope_freqs.weight` (how llama.cpp stores
     /// Llama 3 scaling); the GGUF reader passes them on under this key.
     public var frequencyFactors: [Double]?
+    /// YaRN's settings (`rope_type` "yarn"); see `yarnScaled`.
+    public var yarn = YarnParameters()
 
     struct Key: CodingKey {
         var stringValue: String
@@ -68,6 +70,11 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         highFrequencyFactor = try number(["high_freq_factor"], in: nested)
         let originalMax = try number(["original_max_position_embeddings"], in: nested)
         frequencyFactors = try nested?.decodeIfPresent([Double].self, forKey: Key("frequency_factors"))
+        yarn = try YarnParameters(
+            attentionFactor: number(["attention_factor"], in: nested), betaFast: number(["beta_fast"], in: nested),
+            betaSlow: number(["beta_slow"], in: nested), mscale: number(["mscale"], in: nested),
+            mscaleAllDim: number(["mscale_all_dim"], in: nested),
+            truncate: nested?.decodeIfPresent(Bool.self, forKey: Key("truncate")) ?? true)
         try ConfigRules.decodingChecks {
             func key(_ name: String) -> String { keys[name] ?? name }
             try ConfigRules.positive(theta, key("rope_theta"))
@@ -83,6 +90,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
                     ConfigRules.integer(originalMax, "original_max_position_embeddings"), "original_max_position_embeddings")
             }
             for value in frequencyFactors ?? [] { try ConfigRules.positive(value, "frequency_factors") }
+            try yarn.check()
         }
     }
 
@@ -105,6 +113,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         }
         var frequencies = RotaryEmbedding.defaultInverseFrequencies(
             base: thetaIsExplicit ? theta : defaultTheta, rotaryDim: rotaryDim)
+        var attentionScaling: Float = 1
         switch type {
         case "default", "dynamic":
             // Dynamic NTK only rescales beyond max_position_embeddings, which
@@ -115,9 +124,12 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             frequencies = frequencies.map { $0 / Float(factor) }
         case "llama3":
             frequencies = try llama3Scaled(frequencies, configPath: configPath)
+        case "yarn":
+            (frequencies, attentionScaling) = try yarnScaled(
+                base: thetaIsExplicit ? theta : defaultTheta, rotaryDim: rotaryDim, configPath: configPath)
         default:
             throw DroptraceError(
-                "unsupported rope type \"\(type)\" (supported: default, linear, dynamic, llama3)", path: configPath)
+                "unsupported rope type \"\(type)\" (supported: default, linear, dynamic, llama3, yarn)", path: configPath)
         }
         if let frequencyFactors {
             guard frequencyFactors.count == frequencies.count else {
@@ -126,7 +138,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             }
             frequencies = zip(frequencies, frequencyFactors).map { $0 / Float($1) }
         }
-        return RotaryEmbedding(inverseFrequencies: frequencies, headDim: headDim)
+        return RotaryEmbedding(inverseFrequencies: frequencies, headDim: headDim, attentionScaling: attentionScaling)
     }
 
     /// Llama 3.1's frequency-dependent interpolation, step for step as
@@ -147,7 +159,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         }
     }
 
-    private func require(_ value: Double?, _ key: String, _ configPath: String) throws -> Double {
+    func require(_ value: Double?, _ key: String, _ configPath: String) throws -> Double {
         guard let value else {
             throw DroptraceError("rope type \"\(type)\" needs \"\(key)\"", path: configPath)
         }

@@ -68,6 +68,27 @@ struct Weights {
             activation: activation)
     }
 
+    /// Gated experts stored fused under `experts` (e.g. "layers.3.mlp.experts."):
+    /// `gate_up_proj` [count, 2 · inner, hidden] (gate rows first) and
+    /// `down_proj` [count, hidden, inner], the layout of transformers' expert
+    /// modules in memory.
+    func fusedGatedExperts(
+        _ experts: String, count: Int, hidden: Int, inner: Int, activation: Activation
+    ) throws -> [FeedForward] {
+        let gateUp = try floats(experts + "gate_up_proj", [count, 2 * inner, hidden])
+        let down = try floats(experts + "down_proj", [count, hidden, inner])
+        return (0..<count).map { e in
+            .gated(
+                gateUp: Linear(
+                    weight: Array(gateUp[(e * 2 * inner * hidden)..<((e + 1) * 2 * inner * hidden)]), bias: nil,
+                    inFeatures: hidden, outFeatures: 2 * inner),
+                down: Linear(
+                    weight: Array(down[(e * hidden * inner)..<((e + 1) * hidden * inner)]), bias: nil,
+                    inFeatures: inner, outFeatures: hidden),
+                activation: activation)
+        }
+    }
+
     /// The LM head: `lm_head` (or `untiedName`) when the checkpoint has one,
     /// else, when the config ties them (`tied`), the token embedding. An
     /// untied model without its head is an error naming the tensor: its

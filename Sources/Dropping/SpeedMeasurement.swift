@@ -68,14 +68,15 @@ public enum SpeedMeasurement {
             if let attention = block.attention?.attention {
                 let layout = attention.layout
                 let window = attention.slidingWindow.map { min($0, context) } ?? context
-                total += linear(attention.qkv) + linear(attention.output)
+                total += attention.projection.linears.reduce(linear(attention.output)) { $0 + linear($1) }
                 total += 4 * Double(window) * Double(layout.numHeads * layout.headDim)
             }
             switch block.mlp?.feedForward {
             case .gated(let gateUp, let down, _)?: total += linear(gateUp) + linear(down)
             case .plain(let up, let down, _)?: total += linear(up) + linear(down)
             case .mixture(let moe)?:
-                // The router and the k experts a token is sent to.
+                // The router, the k experts a token is sent to and the shared experts.
+                for case .gated(let gateUp, let down, _) in moe.sharedExperts { total += linear(gateUp) + linear(down) }
                 guard case .gated(let gateUp, let down, _) = moe.experts[0] else { break }
                 total += linear(moe.router) + Double(moe.expertsPerToken) * (linear(gateUp) + linear(down))
             case nil: break

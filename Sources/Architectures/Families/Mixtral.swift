@@ -103,18 +103,7 @@ struct MixtralModel: DecoderFamily {
         let routerName: String
         if weights.has(p + "mlp.experts.gate_up_proj") {
             routerName = p + "mlp.gate"
-            let gateUp = try weights.floats(p + "mlp.experts.gate_up_proj", [count, 2 * inner, d])
-            let down = try weights.floats(p + "mlp.experts.down_proj", [count, d, inner])
-            experts = (0..<count).map { e in
-                .gated(
-                    gateUp: Linear(
-                        weight: Array(gateUp[(e * 2 * inner * d)..<((e + 1) * 2 * inner * d)]), bias: nil,
-                        inFeatures: d, outFeatures: 2 * inner),
-                    down: Linear(
-                        weight: Array(down[(e * d * inner)..<((e + 1) * d * inner)]), bias: nil,
-                        inFeatures: inner, outFeatures: d),
-                    activation: activation)
-            }
+            experts = try weights.fusedGatedExperts(p + "mlp.experts.", count: count, hidden: d, inner: inner, activation: activation)
         } else {
             routerName = p + "block_sparse_moe.gate"
             experts = try (0..<count).map { e in
