@@ -23,6 +23,8 @@ public final class Checkpoint: @unchecked Sendable {
     private let tensors: [String: TensorSlice]
     /// Tensors of dtypes droptrace does not expand (masks, `position_ids`): their dtype and file.
     private let otherTensors: [String: (dtype: String, path: String)]
+    /// Those of `otherTensors` a dequantiser reads (U8, F8_E4M3, F8_E5M2).
+    private let scaledTensors: [String: TensorSlice]
 
     public static let singleFileName = CheckpointLayout.safetensorsFile
     public static let indexFileName = CheckpointLayout.safetensorsIndex
@@ -38,6 +40,7 @@ public final class Checkpoint: @unchecked Sendable {
 
         var tensors: [String: TensorSlice] = [:]
         var otherTensors: [String: (dtype: String, path: String)] = [:]
+        var scaledTensors: [String: TensorSlice] = [:]
         var gguf: GGUFCheckpoint?
         for file in layout.weightFiles {
             let found: [String: TensorSlice]
@@ -46,6 +49,7 @@ public final class Checkpoint: @unchecked Sendable {
                 let opened = try SafetensorsFile(path: file.path)
                 found = opened.tensors
                 otherTensors.merge(opened.otherTensors.mapValues { ($0, file.path) }) { first, _ in first }
+                scaledTensors.merge(opened.scaledTensors) { first, _ in first }
             case .pytorch:
                 let opened = try TorchCheckpointFile(path: file.path)
                 found = opened.tensors
@@ -58,7 +62,9 @@ public final class Checkpoint: @unchecked Sendable {
             tensors.merge(found) { first, _ in first }
         }
         self.tensors = tensors
-        self.otherTensors = otherTensors.filter { tensors[$0.key] == nil }
+        let others = otherTensors.filter { tensors[$0.key] == nil }
+        self.otherTensors = others
+        self.scaledTensors = scaledTensors.filter { others[$0.key]?.path == $0.value.path }
         self.gguf = gguf
 
         if let gguf {
@@ -106,6 +112,19 @@ public final class Checkpoint: @unchecked Sendable {
             throw DroptraceError("missing tensor '\(name)'", path: directory.path)
         }
         return slice
+    }
+
+    /// A tensor as stored, also of the dtypes that are not weights by
+    /// themselves (U8 MXFP4 blocks and scales, F8_E4M3 / F8_E5M2 weights):
+    /// for the dequantisers (`MXFP4.dequantize`, `FP8.dequantize`) and
+    /// nothing else. Throws when the tensor is missing or of a dtype droptrace
+    /// cannot read at all (BOOL, integers other than U8, F64, ...).
+    public func storedTensor(_ name: String) throws -> TensorSlice {
+        if let slice = tensors[name] ?? scaledTensors[name] { return slice }
+        if let (dtype, path) = otherTensors[name] {
+            throw DroptraceError("tensor '\(name.forErrorMessage)' has dtype \(dtype), which droptrace cannot read", path: path)
+        }
+        throw DroptraceError("missing tensor '\(name)'", path: directory.path)
     }
 
     /// A tensor whose shape must be `shape`, as the config implies.

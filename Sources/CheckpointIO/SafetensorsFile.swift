@@ -15,9 +15,13 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// The tensors droptrace expands (F32, F16, BF16), by name.
     public let tensors: [String: TensorSlice]
     /// The other tensors (BOOL attention masks, I64 `position_ids`, F64 `inv_freq`
-    /// buffers, ...), name → safetensors dtype. transformers ignores such buffers
-    /// when loading a model, so they are only an error when read as weights.
+    /// buffers, U8 and FP8 tensors of scaled checkpoints, ...), name → safetensors
+    /// dtype. transformers ignores such buffers when loading a model, so they
+    /// are only an error when read as weights.
     public let otherTensors: [String: String]
+    /// Those of `otherTensors` that a dequantiser reads (U8 MXFP4 blocks and
+    /// scales, F8_E4M3 / F8_E5M2 weights), by name.
+    public let scaledTensors: [String: TensorSlice]
     public let metadata: [String: String]
 
     /// The safetensors library refuses headers longer than this (100 MB).
@@ -31,17 +35,23 @@ public final class SafetensorsFile: @unchecked Sendable {
         let header = try Header(file)
         var tensors: [String: TensorSlice] = [:]
         var otherTensors: [String: String] = [:]
+        var scaledTensors: [String: TensorSlice] = [:]
         for entry in header.entries {
-            if let dtype = entry.dtype {
-                tensors[entry.name] = TensorSlice(
-                    name: entry.name, dtype: dtype, shape: entry.shape, path: path,
+            let slice = entry.dtype.map {
+                TensorSlice(
+                    name: entry.name, dtype: $0, shape: entry.shape, path: path,
                     storage: .file(file, offset: header.dataStart + entry.begin))
+            }
+            if let slice, slice.dtype.readsAsWeights {
+                tensors[entry.name] = slice
             } else {
                 otherTensors[entry.name] = entry.dtypeName
+                scaledTensors[entry.name] = slice
             }
         }
         self.tensors = tensors
         self.otherTensors = otherTensors
+        self.scaledTensors = scaledTensors
         metadata = header.metadata
     }
 

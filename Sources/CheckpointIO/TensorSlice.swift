@@ -105,13 +105,25 @@ public struct TensorSlice: @unchecked Sendable {
         var data = Data(count: byteCount)
         try data.withUnsafeMutableBytes { buffer in
             guard let base = buffer.baseAddress else { return }
-            switch storage {
-            case .file(let file, let offset): try file.read(byteCount, at: offset, into: base)
-            case .memory(let memory): base.copyMemory(from: memory.bytes, byteCount: byteCount)
-            }
+            try readStoredBytes(0, count: byteCount, into: base)
         }
         try checkUnchanged()
         return data
+    }
+
+    /// Copies `count` stored bytes from byte `start` of the tensor into
+    /// `destination`, so that dequantisers can read a large tensor a chunk at
+    /// a time. Throws when the range is outside the tensor or the read fails
+    /// (callers check `checkUnchanged()` once they are done).
+    func readStoredBytes(_ start: Int, count: Int, into destination: UnsafeMutableRawPointer) throws {
+        guard start >= 0, count >= 0, count <= byteCount - start else {
+            throw DroptraceError("\(count) bytes from byte \(start) requested from tensor '\(name)' of \(byteCount) bytes", path: path)
+        }
+        guard count > 0 else { return }
+        switch storage {
+        case .file(let file, let offset): try file.read(count, at: offset + start, into: destination)
+        case .memory(let memory): destination.copyMemory(from: memory.bytes + start, byteCount: count)
+        }
     }
 
     /// Expands `count` stored elements from element `start` (whole blocks).
@@ -132,13 +144,13 @@ public struct TensorSlice: @unchecked Sendable {
         }
     }
 
-    private func checkUnchanged() throws {
+    func checkUnchanged() throws {
         if case .file(let file, _) = storage { try file.checkUnchanged() }
     }
 
     /// Runs `body` over `0..<count` cut into pieces of `size`, concurrently when
     /// there are several; rethrows the first error once all pieces are done.
-    private static func forEachChunk(of count: Int, size: Int, _ body: (Range<Int>) throws -> Void) throws {
+    static func forEachChunk(of count: Int, size: Int, _ body: (Range<Int>) throws -> Void) throws {
         let chunks = (count + size - 1) / size
         if chunks <= 1 {
             if count > 0 { try body(0..<count) }

@@ -230,7 +230,7 @@ enum GGUFFixtures {
     }
 
     @Test func unsupportedQuantisationType() throws {
-        expectError(GGUFFixtures.file("unsupported-q2_k.gguf"), mentioning: ["token_embd.weight", "Q2_K", "cannot read"])
+        expectError(GGUFFixtures.file("unsupported-iq2_xxs.gguf"), mentioning: ["token_embd.weight", "IQ2_XXS", "cannot read"])
     }
 
     @Test func unsupportedArchitecture() throws {

@@ -9,7 +9,7 @@ struct GGMLType {
     let blockBytes: Int
 
     /// The element type droptrace expands, or nil when it does not read this one.
-    var dtype: TensorDType? { TensorDType(rawValue: name) }
+    var dtype: TensorDType? { TensorDType(rawValue: name).flatMap { $0.readsAsWeights ? $0 : nil } }
 
     static func named(_ id: UInt32) -> GGMLType? {
         table[id].map { GGMLType(id: id, name: $0.name, blockSize: $0.block, blockBytes: $0.bytes) }
@@ -27,5 +27,5 @@ struct GGMLType {
         30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66), 39: ("MXFP4", 32, 17),
     ]
 
-    static let supportedNames = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K"
+    static let supportedNames = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4"
 }
