@@ -2,6 +2,7 @@
 import CheckpointIO
 import DroptraceSupport
 import Foundation
+import Scoring
 import TensorEngine
 import Testing
 
@@ -163,5 +164,56 @@ import Testing
         let sum = [2.0, 1.0, 0.0, -1.0].map { exp(Float($0) - 2) }.reduce(0, +)
         #expect(greedy.experts == [0, 1])
         #expect(abs(greedy.weights[0] - 1 / sum) < 1e-6 && abs(greedy.weights[1] - exp(-1) / sum) < 1e-6)
+    }
+
+    static var fp8Fixture: URL { FixtureFiles.root.appendingPathComponent("fp8/deepseek_v3-fp8") }
+
+    /// Block-scaled FP8 weights (F8_E4M3 with `weight_scale_inv` per 16 × 16
+    /// block, partial blocks at the edges) are dequantised on load: the
+    /// scores are transformers' for the dequantised weights
+    /// (scripts/fixtures/make_fp8_fixture.py).
+    @Test func blockScaledFP8WeightsScoreAsTransformersDequantised() throws {
+        let model = try ModelRegistry.load(try Checkpoint(directory: Self.fp8Fixture))
+        let scores = try ImportanceScorer(model: model).score(FixtureFiles.jsonlSequences(), calibrationPath: "fixture")
+        let reference = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: Self.fp8Fixture.appendingPathComponent("reference.json"))) as! [String: Any]
+        let expected = reference["float32_compute"] as! [String: [Double]]
+        for (kind, values) in [("attention", scores.attention), ("mlp", scores.mlp), ("block", scores.block)] {
+            let difference = zip(values, expected[kind]!).map { abs($0 - $1) }.max() ?? .infinity
+            #expect(values.count == 4 && difference < 1e-4, "\(kind): \(difference)")
+        }
+    }
+
+    /// A block size that cannot describe the scales is refused naming the
+    /// key; scales whose grid does not fit the weight, naming the tensor.
+    @Test func badFP8ScalesAreRefused() throws {
+        let scratch = try ScratchDirectory()
+        let model = scratch.path("model")
+        try FileManager.default.copyItem(at: Self.fp8Fixture, to: model)
+        let configURL = model.appendingPathComponent("config.json")
+        try Self.rewrite(configURL) { config in
+            var quantization = config["quantization_config"] as! [String: Any]
+            quantization["weight_block_size"] = [0, 16]
+            config["quantization_config"] = quantization
+        }
+        do {
+            _ = try ModelRegistry.load(try Checkpoint(directory: model))
+            Issue.record("weight_block_size [0, 16] was accepted")
+        } catch let error as DroptraceError {
+            #expect(error.path == configURL.path && error.message.contains("weight_block_size"), "\(error)")
+        }
+        // 32 × 32 blocks: the stored 16 × 16 grids no longer fit.
+        try Self.rewrite(configURL) { config in
+            var quantization = config["quantization_config"] as! [String: Any]
+            quantization["weight_block_size"] = [32, 32]
+            config["quantization_config"] = quantization
+        }
+        do {
+            let loaded = try ModelRegistry.load(try Checkpoint(directory: model))
+            _ = try loaded.block(0)
+            Issue.record("16 × 16 scales were read as 32 × 32 blocks")
+        } catch let error as DroptraceError {
+            #expect(error.message.contains("_scale_inv") && !error.message.contains("\n"), "\(error)")
+        }
     }
 }
