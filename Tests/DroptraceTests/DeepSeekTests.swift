@@ -1,5 +1,6 @@
 @testable import Architectures
 import CheckpointIO
+@testable import Dropping
 import DroptraceSupport
 import Foundation
 import Scoring
@@ -214,6 +215,29 @@ import Testing
             Issue.record("16 × 16 scales were read as 32 × 32 blocks")
         } catch let error as DroptraceError {
             #expect(error.message.contains("_scale_inv") && !error.message.contains("\n"), "\(error)")
+        }
+    }
+
+    /// A dropped FP8 model exports its FP8 weights and scales as stored (not
+    /// lost, not expanded) and reloads with the dropped model's perplexity.
+    @Test func fp8ExportKeepsTheQuantisedWeights() throws {
+        let model = try ModelRegistry.load(try Checkpoint(directory: Self.fp8Fixture))
+        let windows = FixtureFiles.jsonlSequences()
+        for plan in [DropPlan(blocks: [0, 2]), DropPlan(attention: [1], mlp: [3])] {
+            let scratch = try ScratchDirectory()
+            let export = scratch.path("export")
+            try DroppedModelExport.write(model: model, plan: plan, to: export)
+            let expected = try LanguageModelLoss.evaluate(model: model, plan: plan, windows: windows, sourcePath: "eval")
+            let exported = try Checkpoint(directory: export)
+            let loss = try LanguageModelLoss.evaluate(
+                model: try ModelRegistry.load(exported), plan: .none, windows: windows, sourcePath: "eval")
+            #expect(abs(loss.perplexity / expected.perplexity - 1) < 1e-6, "\(plan)")
+            let scales = exported.storedTensorNames.filter { $0.hasSuffix("_scale_inv") }
+            #expect(!scales.isEmpty)
+            for name in scales {
+                let weight = String(name.dropLast("_scale_inv".count))
+                #expect(try exported.storedTensor(weight).dtype == .float8_e4m3, "\(weight)")
+            }
         }
     }
 }
