@@ -23,15 +23,20 @@ struct DecoderParts: Sendable {
     /// - Parameters:
     ///   - naming: the family's layer naming for a weights prefix.
     ///   - prefixes: candidate prefixes of the decoder's weights, first match wins.
+    ///   - extraLayers: layers stored after the decoder's that the model does
+    ///     not run (DeepSeek-V3's multi-token-prediction layers), ignored.
     /// - Throws: `DroptraceError` naming config.json for sizes that cannot
     ///   describe a model or that the tensors contradict.
-    init(_ checkpoint: Checkpoint, naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""]) throws {
+    init(
+        _ checkpoint: Checkpoint, naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""], extraLayers: Int = 0
+    ) throws {
         self.checkpoint = checkpoint
         dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: prefixes)
         self.naming = naming(weights.prefix)
-        try weights.confirmLayers(self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath)
+        try weights.confirmLayers(
+            self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath, extraLayers: extraLayers)
         try weights.confirmShape(
             "embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize], keys: "vocab_size, hidden_size",
             configPath: configPath)

@@ -144,13 +144,15 @@ struct Weights {
     /// beyond it, or a layer without any tensor although the config keeps
     /// one of its modules (`drops` are the config's own drop lists). Runs
     /// before anything is allocated per layer, so an absurd count fails here.
-    func confirmLayers(_ naming: LayerNaming, count: Int, drops: DropPlan, configPath: String) throws {
+    /// `extraLayers` layers after the last may be stored and are ignored.
+    func confirmLayers(_ naming: LayerNaming, count: Int, drops: DropPlan, configPath: String, extraLayers: Int = 0) throws {
         let key = naming.layerCountKeys[0]
         var present: [Int: String] = [:]
         // Buffers of any dtype count: a layer is there even if only a buffer
         // says so, and reading its weights then names the dtype.
         for name in checkpoint.storedTensorNames {
             guard let (layer, _) = naming.split(name) else { continue }
+            if layer >= count, layer - count < extraLayers { continue }
             if layer >= count {
                 throw DroptraceError(
                     "\"\(key)\" is \(count), but the weights hold tensor '\(name)' of layer \(layer)", path: configPath)

@@ -240,4 +240,29 @@ import Testing
             }
         }
     }
+
+    /// DeepSeek-V3's multi-token-prediction layer, stored after the last
+    /// decoder layer, is ignored as transformers ignores it; without
+    /// `num_nextn_predict_layers` it is a layer the config does not have.
+    @Test func multiTokenPredictionLayersAreIgnored() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("deepseek_v3-f32", as: "model")
+        let weights = model.appendingPathComponent("model.safetensors")
+        let source = try Checkpoint(directory: FixtureFiles.model("deepseek_v3-f32"))
+        var entries = try source.tensorNames.map { SafetensorsWriter.Entry(try source.tensor($0)) }
+        entries.append(SafetensorsWriter.Entry(try source.tensor("model.layers.3.input_layernorm.weight"), renamedTo: "model.layers.4.enorm.weight"))
+        try FileManager.default.removeItem(at: weights)
+        try SafetensorsWriter.write(entries, to: weights)
+        let configURL = model.appendingPathComponent("config.json")
+        try Self.rewrite(configURL) { $0["num_nextn_predict_layers"] = 1 }
+        let loaded = try ModelRegistry.load(try Checkpoint(directory: model))
+        #expect(loaded.layerCount == 4)
+        try Self.rewrite(configURL) { $0["num_nextn_predict_layers"] = 0 }
+        do {
+            _ = try ModelRegistry.load(try Checkpoint(directory: model))
+            Issue.record("a fifth layer was accepted")
+        } catch let error as DroptraceError {
+            #expect(error.path == configURL.path && error.message.contains("num_hidden_layers"), "\(error)")
+        }
+    }
 }

@@ -161,6 +161,24 @@ struct DeepSeekConfiguration: Decodable {
     }
 }
 
+/// DeepSeek-V3's `num_nextn_predict_layers`: multi-token-prediction layers
+/// stored after the decoder's (layer 61 of the released model), which the
+/// causal LM does not run and transformers does not load.
+struct MultiTokenPredictionLayers: Decodable {
+    var count = 0
+
+    enum CodingKeys: String, CodingKey { case count = "num_nextn_predict_layers" }
+
+    init(from decoder: Decoder) throws {
+        count = try decoder.container(keyedBy: CodingKeys.self).decodeIfPresent(Int.self, forKey: .count) ?? 0
+        try ConfigRules.decodingChecks {
+            guard count >= 0 else {
+                throw InvalidConfigValue(key: "num_nextn_predict_layers", problem: "must be at least 0, got \(count)")
+            }
+        }
+    }
+}
+
 /// DeepSeek-V2 and V3 (`deepseek_v2`, `deepseek_v3`): pre-RMSNorm blocks with
 /// multi-head latent attention (`LatentQKVProjection`; YaRN rope with its
 /// softmax-scale correction) and, from layer `first_k_dense_replace` on, a
@@ -180,11 +198,12 @@ struct DeepSeekModel: DecoderFamily {
     let scale: Float
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint) { prefix in
+        let predictionLayers = try checkpoint.decodeConfig(MultiTokenPredictionLayers.self).count
+        parts = try DecoderParts(checkpoint, naming: { prefix in
             LayerNaming(
                 prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
                 mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
-        }
+        }, extraLayers: predictionLayers)
         config = try parts.config(DeepSeekConfiguration.self)
         let d = parts.dimensions, configPath = parts.configPath, config = config
         try ConfigRules.checks(path: configPath) { try config.check(d) }
