@@ -131,8 +131,9 @@ struct Weights {
     /// prefix), before anything is sized from them; `keys` names the config
     /// keys that `expected` is computed from.
     func confirmShape(_ name: String, _ expected: [Int], keys: String, configPath: String) throws {
-        // Stored, not weight, dtypes: an FP8 weight is confirmed before it is dequantised.
-        let shape = try checkpoint.storedTensor(prefix + name).shape
+        // A block-scaled FP8 weight is confirmed as stored, before it is dequantised.
+        let full = prefix + name
+        let shape = try (checkpoint.hasTensor(full + "_scale_inv") ? checkpoint.storedTensor(full) : checkpoint.tensor(full)).shape
         guard shape == expected else {
             throw DroptraceError(
                 "\(keys) imply tensor '\(prefix + name)' of shape \(expected), but it has shape \(shape)", path: configPath)
