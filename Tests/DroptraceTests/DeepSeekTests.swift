@@ -265,4 +265,17 @@ import Testing
             #expect(error.path == configURL.path && error.message.contains("num_hidden_layers"), "\(error)")
         }
     }
+
+    /// With every attention layer dropped by the config, no tensor confirms
+    /// qk_rope_head_dim and no rotary table is sized from it.
+    @Test func noRotaryTableWithoutAttention() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("deepseek_v3-f32", as: "model")
+        try Self.rewrite(model.appendingPathComponent("config.json")) {
+            $0["drop_attn_list"] = [0, 1, 2, 3]
+            $0["qk_rope_head_dim"] = 1 << 40
+        }
+        let loaded = try ModelRegistry.load(try Checkpoint(directory: model))
+        #expect(loaded.layerCount == 4)
+    }
 }

@@ -209,7 +209,8 @@ struct DeepSeekModel: DecoderFamily {
         try ConfigRules.checks(path: configPath) { try config.check(d) }
         try Self.confirmShapes(parts, config)
         let rope = try checkpoint.decodeConfig(RopeSettings.self)
-        rotary = try rope.embedding(headDim: config.qkRopeHeadDim, configPath: configPath)
+        // No table when the config drops every attention layer: no tensor confirmed its width.
+        rotary = try rope.embedding(headDim: parts.firstKeptAttention == nil ? 0 : config.qkRopeHeadDim, configPath: configPath)
         let magnitude = rope.softmaxScaleMagnitude
         scale = Float(pow(Double(config.qkNopeHeadDim + config.qkRopeHeadDim), -0.5) * magnitude * magnitude)
     }
