@@ -31,11 +31,13 @@ struct DecoderParts: Sendable {
     ///     `configSection` is set to its name, so exports edit that section.
     ///   - naming: the family's layer naming for a weights prefix.
     ///   - prefixes: candidate prefixes of the decoder's weights, first match wins.
+    ///   - extraLayers: layers stored after the decoder's that the model does
+    ///     not run (DeepSeek-V3's multi-token-prediction layers), ignored.
     /// - Throws: `DroptraceError` naming config.json for sizes that cannot
     ///   describe a model or that the tensors contradict.
     init(
         _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, naming: (String) -> LayerNaming,
-        prefixes: [String] = ["model.", ""]
+        prefixes: [String] = ["model.", ""], extraLayers: Int = 0
     ) throws {
         self.checkpoint = checkpoint
         self.section = section
@@ -45,7 +47,8 @@ struct DecoderParts: Sendable {
         var layerNaming = naming(weights.prefix)
         layerNaming.configSection = section.name
         self.naming = layerNaming
-        try weights.confirmLayers(self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath)
+        try weights.confirmLayers(
+            self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath, extraLayers: extraLayers)
         try weights.confirmShape(
             "embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize], keys: "vocab_size, hidden_size",
             configPath: configPath)

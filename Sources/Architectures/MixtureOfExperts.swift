@@ -30,14 +30,24 @@ public struct MixtureOfExperts: Sendable {
         /// `GptOssTopKRouter`): the same weights as renormalised `softmaxTopK`
         /// up to rounding, computed as transformers does.
         case topKThenSoftmax
+        /// Experts chosen within the best groups, weighted by their
+        /// unbiased scores (DeepSeek-V2/V3; see `GroupLimitedTopK`).
+        case groupLimited(GroupLimitedTopK)
     }
+    /// Experts every token goes through, added after the routed ones
+    /// (DeepSeek's `shared_experts`, stored as one wider MLP).
+    public let sharedExperts: [FeedForward]
 
-    public init(router: Linear, experts: [FeedForward], expertsPerToken: Int, rule: RoutingRule = .softmaxTopK(renormalize: true)) {
+    public init(
+        router: Linear, experts: [FeedForward], expertsPerToken: Int, rule: RoutingRule = .softmaxTopK(renormalize: true),
+        sharedExperts: [FeedForward] = []
+    ) {
         precondition(router.outFeatures == experts.count && (1...experts.count).contains(expertsPerToken))
         self.router = router
         self.experts = experts
         self.expertsPerToken = expertsPerToken
         self.rule = rule
+        self.sharedExperts = sharedExperts
     }
 
     /// Each token's chosen experts, best first, and their weights.
@@ -53,6 +63,7 @@ public struct MixtureOfExperts: Sendable {
         switch rule {
         case .softmaxTopK(let renormalize): softmaxTopK(x, renormalize: renormalize)
         case .topKThenSoftmax: softmaxOverTopLogits(router(x))
+        case .groupLimited(let rule): rule.route(router(x), expertsPerToken: expertsPerToken)
         }
     }
 
@@ -141,6 +152,7 @@ public struct MixtureOfExperts: Sendable {
                 }
             }
         }
+        for shared in sharedExperts { output.add(shared(x)) }
         return output
     }
 }

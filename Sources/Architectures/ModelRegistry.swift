@@ -15,6 +15,8 @@ protocol RegisteredModel: LanguageModel {
 public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
         "apertus": ApertusModel.self,
+        "deepseek_v2": DeepSeekModel.self,
+        "deepseek_v3": DeepSeekModel.self,
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,
         "gemma3": Gemma3Model.self,

@@ -10,12 +10,13 @@ public enum QueryKeyNorm: Sendable {
     case perHead(query: Normalization, key: Normalization)
 }
 
-/// Multi-head (grouped-query) causal self-attention with one fused QKV
-/// projection, optional rotary embedding and optional sliding window, plus
+/// Multi-head (grouped-query) causal self-attention with a QKV projection
+/// (one fused linear, or multi-head latent attention's low-rank paths),
+/// optional rotary embedding and optional sliding window, plus
 /// the adjustments some checkpoints need, each named by what it does:
 /// clipping q/k/v, normalising queries and keys, soft-capping the scores.
 public struct SelfAttention: Sendable {
-    public let qkv: Linear
+    public let projection: QKVProjection
     public let layout: QKVLayout
     public let rotary: RotaryEmbedding?
     public let output: Linear
@@ -36,10 +37,24 @@ public struct SelfAttention: Sendable {
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
         logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil
     ) {
-        precondition(qkv.outFeatures == layout.width)
+        self.init(
+            projection: .fused(qkv), layout: layout, rotary: rotary, output: output, scale: scale,
+            slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, logitSoftcap: logitSoftcap,
+            sinkLogits: sinkLogits)
+    }
+
+    /// Attention over the rows `projection` gives; `rotary` rotates whole
+    /// heads of them (a latent projection rotates its own rope parts and
+    /// comes with none).
+    public init(
+        projection: QKVProjection, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
+        slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
+        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil
+    ) {
+        precondition(projection.outFeatures == layout.width)
         precondition(queryKeyNorm == nil || layout.arrangement == .grouped)
         precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
-        self.qkv = qkv
+        self.projection = projection
         self.layout = layout
         self.rotary = rotary
         self.output = output
@@ -54,7 +69,7 @@ public struct SelfAttention: Sendable {
     /// Queries, keys and values of `x`, ready to attend: projected,
     /// normalised, clipped and rotated to the rows' `positions`.
     public func projectedQKV(_ x: Matrix, positions: [Int]) -> Matrix {
-        var projected = qkv(x)
+        var projected = projection(x, positions: positions)
         // Grouped layout: all query columns, then all key columns.
         let queries = 0..<layout.queryWidth, keys = layout.queryWidth..<(layout.queryWidth + layout.keyWidth)
         switch queryKeyNorm {

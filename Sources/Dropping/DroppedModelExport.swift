@@ -31,9 +31,13 @@ public enum DroppedModelExport {
             try files.createDirectory(at: staging, withIntermediateDirectories: true)
             let renumber = Renumbering(removing: plan.blocks, layers: model.layerCount)
             var entries: [SafetensorsWriter.Entry] = []
-            for name in model.checkpoint.tensorNames {
-                guard let newName = exportedName(name, plan: plan, naming: naming, renumber: renumber) else { continue }
-                entries.append(SafetensorsWriter.Entry(try model.checkpoint.tensor(name), renamedTo: newName))
+            // Weights dequantised on load (FP8 with their scales, MXFP4 blocks)
+            // travel as stored; buffers droptrace cannot read at all stay behind.
+            for name in model.checkpoint.storedTensorNames {
+                guard let newName = exportedName(name, plan: plan, naming: naming, renumber: renumber),
+                    let slice = try? model.checkpoint.storedTensor(name)
+                else { continue }
+                entries.append(SafetensorsWriter.Entry(slice, renamedTo: newName))
             }
             entries += try dequantizedEntries(model.checkpoint) { exportedName($0, plan: plan, naming: naming, renumber: renumber) }
             try SafetensorsWriter.write(entries, to: staging.appendingPathComponent(Checkpoint.singleFileName))
