@@ -31,9 +31,11 @@ public enum DroppedModelExport {
             try files.createDirectory(at: staging, withIntermediateDirectories: true)
             let renumber = Renumbering(removing: plan.blocks, layers: model.layerCount)
             var entries: [SafetensorsWriter.Entry] = []
-            // Weights dequantised on load (FP8 with their scales, MXFP4 blocks)
-            // travel as stored; buffers droptrace cannot read at all stay behind.
-            for name in model.checkpoint.storedTensorNames {
+            // FP8 weights travel as stored, with their scales; MXFP4 pairs are
+            // written as the float tensors transformers expects
+            // (`dequantizedEntries`); buffers droptrace cannot read stay behind.
+            let mxfp4 = Set(mxfp4Pairs(model.checkpoint).flatMap { [$0 + "_blocks", $0 + "_scales"] })
+            for name in model.checkpoint.storedTensorNames where !mxfp4.contains(name) {
                 guard let newName = exportedName(name, plan: plan, naming: naming, renumber: renumber),
                     let slice = try? model.checkpoint.storedTensor(name)
                 else { continue }

@@ -14,8 +14,7 @@ struct ScoreCommand: ParsableCommand {
             Reads a checkpoint of model_type \(ModelRegistry.supportedModelTypes.joined(separator: ", ")): \
             a Hugging Face directory (config.json with model.safetensors, pytorch_model.bin \
             or their sharded index files), a single .safetensors/.bin file with config.json beside it, or a \
-            llama.cpp .gguf file (configuration and tokenizer inside; F32/F16/BF16, Q8_0, Q4_0, Q4_1, Q5_0, \
-            Q5_1, Q4_K, Q6_K). PyTorch pickles are parsed, never executed. droptrace runs the calibration \
+            llama.cpp .gguf file (configuration and tokenizer inside; \(GGMLType.supportedNames)). PyTorch pickles are parsed, never executed. droptrace runs the calibration \
             tokens through the model layer by layer and writes an HDF5 file:
 
               /checkpoints/name, /checkpoints/step, /checkpoints/tokens    [C]

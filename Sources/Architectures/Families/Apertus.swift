@@ -82,12 +82,8 @@ struct ApertusModel: DecoderFamily {
         let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
         let bias = config.attentionBias == true
         let p = "layers.\(index)."
-        func attention() throws -> SelfAttention { SelfAttention(
-            qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: bias),
-            layout: layout,
-            rotary: rotary,
-            output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: bias),
-            scale: 1 / Float(layout.headDim).squareRoot(),
+        func attention() throws -> SelfAttention { try parts.attention(
+            p + "self_attn.", bias: bias, rotary: rotary,
             queryKeyNorm: .perHead(
                 query: try weights.rmsNorm(p + "self_attn.q_norm", size: layout.headDim, eps: eps),
                 key: try weights.rmsNorm(p + "self_attn.k_norm", size: layout.headDim, eps: eps))) }

@@ -51,15 +51,11 @@ struct GemmaModel: DecoderFamily {
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops), weights = parts.weights
-        let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
+        let d = hiddenSize, eps = config.rmsNormEps
         let bias = config.attentionBias == true
         let p = "layers.\(index)."
-        func attention() throws -> SelfAttention { SelfAttention(
-            qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: bias),
-            layout: layout,
-            rotary: rotary,
-            output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: bias),
-            scale: 1 / Float(layout.headDim).squareRoot()) }
+        func attention() throws -> SelfAttention { try parts.attention(
+            p + "self_attn.", bias: bias, rotary: rotary) }
         func feedForward() throws -> FeedForward {
             try weights.gatedMLP(
                 p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize, activation: try parts.activation(config.activationName))

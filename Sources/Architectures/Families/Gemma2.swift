@@ -71,18 +71,14 @@ struct Gemma2Model: DecoderFamily {
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let drops = plan.union(configuredDrops), weights = parts.weights
-        let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
+        let drops = plan.union(configuredDrops)
+        let layout = parts.attentionLayout, eps = config.rmsNormEps
         let bias = config.attentionBias == true
         let p = "layers.\(index)."
         // Gemma-2 scales scores by query_pre_attn_scalar^-1/2, which need not be head_dim.
         let scalar = config.queryPreAttnScalar ?? Double(layout.headDim)
-        func attention() throws -> SelfAttention { SelfAttention(
-            qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: bias),
-            layout: layout,
-            rotary: rotary,
-            output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: bias),
-            scale: Float(1 / scalar.squareRoot()),
+        func attention() throws -> SelfAttention { try parts.attention(
+            p + "self_attn.", bias: bias, rotary: rotary, scale: Float(1 / scalar.squareRoot()),
             slidingWindow: layerTypes[index] == "sliding_attention" ? config.slidingWindow : nil,
             logitSoftcap: config.attnLogitSoftcapping.map { Float($0) }) }
         return try SandwichBlock.block(

@@ -131,16 +131,12 @@ struct Gemma3Model: DecoderFamily {
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops), weights = parts.weights
-        let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
+        let layout = parts.attentionLayout, eps = config.rmsNormEps
         let bias = config.attentionBias == true
         let p = "layers.\(index).self_attn."
         let layerType = layerTypes[index]
-        func attention() throws -> SelfAttention { SelfAttention(
-            qkv: try weights.stackedQKV(p, hidden: d, layout: layout, bias: bias),
-            layout: layout,
-            rotary: rotary[layerType],
-            output: try weights.linear(p + "o_proj", in: layout.queryWidth, out: d, bias: bias),
-            scale: Float(1 / config.queryPreAttnScalar.squareRoot()),
+        func attention() throws -> SelfAttention { try parts.attention(
+            p, bias: bias, rotary: rotary[layerType], scale: Float(1 / config.queryPreAttnScalar.squareRoot()),
             slidingWindow: layerType == "sliding_attention" ? config.slidingWindow : nil,
             queryKeyNorm: .perHead(
                 query: try weights.offsetRMSNorm(p + "q_norm", size: layout.headDim, eps: eps),

@@ -139,12 +139,8 @@ struct GptOssModel: DecoderFamily {
         let drops = plan.union(configuredDrops), weights = parts.weights
         let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps, bias = config.attentionBias
         let p = "layers.\(index)."
-        func attention() throws -> SelfAttention { SelfAttention(
-            qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: bias),
-            layout: layout,
-            rotary: rotary,
-            output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: bias),
-            scale: 1 / Float(layout.headDim).squareRoot(),
+        func attention() throws -> SelfAttention { try parts.attention(
+            p + "self_attn.", bias: bias, rotary: rotary,
             slidingWindow: layerTypes[index] == "sliding_attention" ? config.slidingWindow : nil,
             sinkLogits: try weights.floats(p + "self_attn.sinks", [layout.numHeads])) }
         return TransformerBlock(

@@ -81,17 +81,13 @@ struct LlamaModel: DecoderFamily {
     /// attending within `slidingWindow` tokens when given.
     func block(_ index: Int, skipping plan: DropPlan, rotary: RotaryEmbedding?, slidingWindow: Int?) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops), weights = parts.weights
-        let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
+        let d = hiddenSize, eps = config.rmsNormEps
         let p = "layers.\(index)."
         // Qwen2 always has q/k/v biases and none on o_proj; Llama's attention_bias covers all four.
         let qkvBias = config.modelType == "qwen2" || config.attentionBias == true
         let outputBias = config.modelType != "qwen2" && config.attentionBias == true
-        func attention() throws -> SelfAttention { SelfAttention(
-            qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: qkvBias),
-            layout: layout,
-            rotary: rotary,
-            output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: outputBias),
-            scale: 1 / Float(layout.headDim).squareRoot(),
+        func attention() throws -> SelfAttention { try parts.attention(
+            p + "self_attn.", bias: qkvBias, outputBias: outputBias, rotary: rotary,
             slidingWindow: slidingWindow) }
         func feedForward() throws -> FeedForward {
             try weights.gatedMLP(

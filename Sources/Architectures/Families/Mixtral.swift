@@ -75,14 +75,10 @@ struct MixtralModel: DecoderFamily {
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops), weights = parts.weights
-        let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
+        let d = hiddenSize, eps = config.rmsNormEps
         let p = "layers.\(index)."
-        func attention() throws -> SelfAttention { SelfAttention(
-            qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: false),
-            layout: layout,
-            rotary: rotary,
-            output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: false),
-            scale: 1 / Float(layout.headDim).squareRoot(),
+        func attention() throws -> SelfAttention { try parts.attention(
+            p + "self_attn.", bias: false, rotary: rotary,
             slidingWindow: config.slidingWindow) }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(

@@ -67,12 +67,8 @@ struct Olmo2Model: DecoderFamily {
         let d = parts.dimensions.hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
         let bias = config.attentionBias == true
         let p = "layers.\(index)."
-        func attention() throws -> SelfAttention { SelfAttention(
-            qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: bias),
-            layout: layout,
-            rotary: rotary,
-            output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: bias),
-            scale: 1 / Float(layout.headDim).squareRoot(),
+        func attention() throws -> SelfAttention { try parts.attention(
+            p + "self_attn.", bias: bias, rotary: rotary,
             slidingWindow: slidingWindow,
             queryKeyNorm: .acrossHeads(
                 query: try weights.rmsNorm(p + "self_attn.q_norm", size: layout.queryWidth, eps: eps),

@@ -111,15 +111,11 @@ struct Qwen3Model: DecoderFamily {
     static func attention(
         _ parts: DecoderParts, layer index: Int, config: Qwen3Configuration, rotary: RotaryEmbedding, window: Int?
     ) throws -> SelfAttention {
-        let weights = parts.weights, layout = parts.attentionLayout, d = parts.dimensions.hiddenSize
+        let weights = parts.weights, layout = parts.attentionLayout
         let bias = config.attentionBias == true, eps = config.rmsNormEps
         let p = "layers.\(index).self_attn."
-        return SelfAttention(
-            qkv: try weights.stackedQKV(p, hidden: d, layout: layout, bias: bias),
-            layout: layout,
-            rotary: rotary,
-            output: try weights.linear(p + "o_proj", in: layout.queryWidth, out: d, bias: bias),
-            scale: 1 / Float(layout.headDim).squareRoot(),
+        return try parts.attention(
+            p, bias: bias, rotary: rotary,
             slidingWindow: window,
             queryKeyNorm: .perHead(
                 query: try weights.rmsNorm(p + "q_norm", size: layout.headDim, eps: eps),

@@ -1,7 +1,7 @@
 /// ggml's tensor type ids as a GGUF file records them, with their block
 /// geometry, so that even types droptrace cannot expand are named in errors
 /// and sized when checking a file for completeness.
-struct GGMLType {
+public struct GGMLType {
     let id: UInt32
     let name: String
     /// Elements per block and bytes per block.
@@ -27,5 +27,6 @@ struct GGMLType {
         30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66), 39: ("MXFP4", 32, 17),
     ]
 
-    static let supportedNames = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4"
+    /// The ggml tensor types droptrace dequantises, as ggml names them.
+    public static let supportedNames = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4"
 }
