@@ -1,7 +1,7 @@
 /// ggml's tensor type ids as a GGUF file records them, with their block
 /// geometry, so that even types droptrace cannot expand are named in errors
 /// and sized when checking a file for completeness.
-public struct GGMLType {
+public struct GGMLType: Sendable {
     let id: UInt32
     let name: String
     /// Elements per block and bytes per block.
