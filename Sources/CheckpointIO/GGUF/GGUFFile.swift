@@ -73,10 +73,14 @@ public final class GGUFFile: @unchecked Sendable {
         }
     }
 
-    /// The tensor `info` describes, under `name` with `shape` and `order`.
-    func slice(_ info: TensorInfo, dtype: TensorDType, name: String, shape: [Int], order: TensorSlice.StoredOrder) -> TensorSlice {
+    /// The tensor `info` describes, under `name` with `shape` and `order`;
+    /// with `byteOffset`, the part of it starting that many bytes in (an
+    /// expert of a stack: whole blocks, within the tensor's checked range).
+    func slice(
+        _ info: TensorInfo, dtype: TensorDType, name: String, shape: [Int], order: TensorSlice.StoredOrder, byteOffset: Int = 0
+    ) -> TensorSlice {
         TensorSlice(
-            name: name, dtype: dtype, shape: shape, path: path, storage: .file(file, offset: dataStart + info.offset),
+            name: name, dtype: dtype, shape: shape, path: path, storage: .file(file, offset: dataStart + info.offset + byteOffset),
             storedOrder: order)
     }
 
