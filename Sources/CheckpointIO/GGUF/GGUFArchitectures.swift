@@ -1,4 +1,5 @@
 import DroptraceSupport
+import Foundation
 
 /// The architectures droptrace reads, one table each. What llama.cpp's
 /// converter does is stated per table; `GGUFArchitecture` says what the fields mean.
@@ -211,10 +212,17 @@ extension GGUFArchitecture {
                     path: input.path)
             }
             rope["rope_type"] = "longrope"
+            rope["original_max_position_embeddings"] = original
             rope["long_factor"] = long.map(Double.init)
             rope["short_factor"] = short.map(Double.init)
             rope.removeValue(forKey: "factor")
-            if let attention = try m.optionalPositiveDouble(input.key("rope.scaling.attn_factor")) { rope["attention_factor"] = attention }
+            // The converter stores transformers' default sqrt(1 + ln s / ln original) as a float32;
+            // only another value is passed on.
+            let scale = Double(input.sizes.context) / Double(original)
+            let derived = scale > 1 ? (1 + log(scale) / log(Double(original))).squareRoot() : 1
+            if let attention = try m.optionalPositiveDouble(input.key("rope.scaling.attn_factor")), Float(attention) != Float(derived) {
+                rope["attention_factor"] = attention
+            }
         }
         config["rope_parameters"] = rope
         return config
