@@ -1,5 +1,6 @@
 import CheckpointIO
 import DroptraceSupport
+import Foundation
 import TensorEngine
 
 /// What every decoder family built on `DecoderDimensions` reads the same
@@ -15,22 +16,35 @@ struct DecoderParts: Sendable {
     /// LLM-Drop's `drop_attn_list` / `drop_mlp_list` of the checkpoint.
     let configuredDrops: DropPlan
     let naming: LayerNaming
+    /// Where config.json holds the sizes, the rope settings and the family's
+    /// keys (LLM-Drop's drop lists stay at the top level, where droptrace writes them).
+    let section: ConfigSection
 
     /// Decodes the sizes, finds the prefix under which `embed_tokens.weight`
     /// lives ("model." or none), and confirms the layer count and the
     /// embedding [vocab_size, hidden_size] against the tensors.
     ///
     /// - Parameters:
+    ///   - section: where config.json holds the family's configuration: the
+    ///     top level, or a multimodal checkpoint's `text_config` with the
+    ///     defaults of the family's config class. The layer naming's
+    ///     `configSection` is set to its name, so exports edit that section.
     ///   - naming: the family's layer naming for a weights prefix.
     ///   - prefixes: candidate prefixes of the decoder's weights, first match wins.
     /// - Throws: `DroptraceError` naming config.json for sizes that cannot
     ///   describe a model or that the tensors contradict.
-    init(_ checkpoint: Checkpoint, naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""]) throws {
+    init(
+        _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, naming: (String) -> LayerNaming,
+        prefixes: [String] = ["model.", ""]
+    ) throws {
         self.checkpoint = checkpoint
-        dimensions = try checkpoint.decodeConfig(DecoderDimensions.self)
+        self.section = section
+        dimensions = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: prefixes)
-        self.naming = naming(weights.prefix)
+        var layerNaming = naming(weights.prefix)
+        layerNaming.configSection = section.name
+        self.naming = layerNaming
         try weights.confirmLayers(self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath)
         try weights.confirmShape(
             "embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize], keys: "vocab_size, hidden_size",
@@ -39,8 +53,8 @@ struct DecoderParts: Sendable {
 
     var configPath: String { checkpoint.configURL.path }
 
-    /// Decodes the family's own keys of config.json.
-    func config<Config: Decodable>(_ type: Config.Type) throws -> Config { try checkpoint.decodeConfig(type) }
+    /// Decodes the family's own keys of config.json (from its section).
+    func config<Config: Decodable>(_ type: Config.Type) throws -> Config { try checkpoint.decodeConfig(type, section: section) }
 
     /// The attention heads as configured, grouped q | k | v.
     var attentionLayout: QKVLayout {
@@ -54,15 +68,22 @@ struct DecoderParts: Sendable {
     /// width q_proj and k_proj of the first kept attention confirm
     /// (`confirmAttentionProjections`); no table when the config drops every
     /// attention layer.
+    ///
+    /// `settings` replaces the config's rope settings where a family reads
+    /// them its own way (from `ropeSettings()`, adjusted).
     func rotary(
-        defaultTheta: Double = 10_000, defaultPartialRotaryFactor: Double = 1, confirmProjections: Bool = true
+        defaultTheta: Double = 10_000, defaultPartialRotaryFactor: Double = 1, confirmProjections: Bool = true,
+        settings: RopeSettings? = nil
     ) throws -> RotaryEmbedding {
         if confirmProjections { try confirmAttentionProjections() }
         let headDim = firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
-        return try checkpoint.decodeConfig(RopeSettings.self).embedding(
+        return try (settings ?? ropeSettings()).embedding(
             headDim: headDim, defaultPartialRotaryFactor: defaultPartialRotaryFactor, defaultTheta: defaultTheta,
-            configPath: configPath)
+            maxPositions: dimensions.maxPositionEmbeddings, configPath: configPath)
     }
+
+    /// The rope settings of the family's config section.
+    func ropeSettings() throws -> RopeSettings { try config(RopeSettings.self) }
 
     /// Checks q_proj [heads · head_dim, hidden] and k_proj
     /// [kv_heads · head_dim, hidden] of the first kept attention, before any
@@ -99,12 +120,14 @@ struct DecoderParts: Sendable {
     /// The final norm and the LM head: `lm_head` when saved, else the
     /// embedding when the config ties them (`tie_word_embeddings`, or the
     /// family's transformers default `tiedByDefault` when it is silent).
-    func head(norm: Normalization, tiedByDefault: Bool, logitSoftcap: Float? = nil) throws -> OutputHead {
+    /// `untiedName` is another name the head may be saved under (a
+    /// multimodal checkpoint's `language_model.lm_head`).
+    func head(norm: Normalization, tiedByDefault: Bool, logitSoftcap: Float? = nil, untiedName: String = "lm_head") throws -> OutputHead {
         OutputHead(
             norm: norm,
             projection: try weights.head(
                 tiedTo: "embed_tokens", tied: dimensions.tiedEmbeddings(default: tiedByDefault),
-                hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize),
+                hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: untiedName),
             logitSoftcap: logitSoftcap)
     }
 

@@ -10,6 +10,9 @@ public enum FeedForward: Sendable {
     /// Top-k routed experts (Mixtral); the router belongs to the MLP, so
     /// dropping the MLP drops it too.
     case mixture(MixtureOfExperts)
+    /// down(act(gateUp(x))) with gate and up interleaved in gateUp's output
+    /// (columns 2i, 2i + 1) and the clamped SwiGLU (gpt-oss's experts).
+    case clampedGated(gateUp: Linear, down: Linear, activation: ClampedSwiGLU)
 
     public func callAsFunction(_ x: Matrix) -> Matrix {
         switch self {
@@ -35,6 +38,19 @@ public enum FeedForward: Sendable {
             return down(hidden)
         case .mixture(let experts):
             return experts(x)
+        case .clampedGated(let gateUp, let down, let activation):
+            let both = gateUp(x)
+            let width = both.cols / 2
+            let hidden = Matrix(uninitialized: x.rows, width) { out in
+                both.data.withUnsafeBufferPointer { source in
+                    parallelFor(chunks: x.rows, minimumChunk: 16) { rows in
+                        for r in rows {
+                            activation.applyInterleaved(source.baseAddress! + r * 2 * width, into: out + r * width, count: width)
+                        }
+                    }
+                }
+            }
+            return down(hidden)
         }
     }
 }

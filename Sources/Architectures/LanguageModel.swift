@@ -43,6 +43,12 @@ public struct LayerNaming: Sendable, Equatable {
     /// Each layer's attention type where the architecture has several
     /// (Gemma-2), for configs that leave `layer_types` to a default rule.
     public var layerTypes: [String]? = nil
+    /// The config.json member holding the layer count and the per-layer keys
+    /// (`text_config` of a multimodal checkpoint); nil for the top level.
+    public var configSection: String? = nil
+    /// Each layer's `no_rope_layers` flag (1: rotary, 0: none) where the
+    /// config leaves them to `no_rope_layer_interval` (SmolLM3).
+    public var noRopeLayers: [Int]? = nil
 
     /// The layer index and the rest of the name, when `name` belongs to a layer.
     public func split(_ name: String) -> (layer: Int, rest: String)? {

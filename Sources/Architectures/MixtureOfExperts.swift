@@ -13,12 +13,25 @@ public struct MixtureOfExperts: Sendable {
     /// Each a gated MLP (SwiGLU for Mixtral).
     public let experts: [FeedForward]
     public let expertsPerToken: Int
+    /// How `route` turns router logits into expert weights.
+    public let weighting: RouterWeighting
 
-    public init(router: Linear, experts: [FeedForward], expertsPerToken: Int) {
+    /// How a token's router logits become its experts' weights.
+    public enum RouterWeighting: Sendable {
+        /// Softmax over all experts, the top k, renormalised to sum to 1 (Mixtral).
+        case softmaxThenTopK
+        /// The k largest logits, then a softmax over those k only (gpt-oss's
+        /// `GptOssTopKRouter`): the same weights as `softmaxThenTopK` up to
+        /// rounding, computed as transformers does.
+        case topKThenSoftmax
+    }
+
+    public init(router: Linear, experts: [FeedForward], expertsPerToken: Int, weighting: RouterWeighting = .softmaxThenTopK) {
         precondition(router.outFeatures == experts.count && (1...experts.count).contains(expertsPerToken))
         self.router = router
         self.experts = experts
         self.expertsPerToken = expertsPerToken
+        self.weighting = weighting
     }
 
     /// Each token's chosen experts, best first, and their weights.
@@ -33,6 +46,7 @@ public struct MixtureOfExperts: Sendable {
     /// probabilities divided by their sum (as transformers routes Mixtral).
     public func route(_ x: Matrix) -> Routing {
         let logits = router(x)
+        if weighting == .topKThenSoftmax { return softmaxOverTopLogits(logits) }
         let count = experts.count, k = expertsPerToken
         var chosen = [Int](repeating: 0, count: x.rows * k)
         var weights = [Float](repeating: 0, count: x.rows * k)
@@ -51,6 +65,29 @@ public struct MixtureOfExperts: Sendable {
                 for (slot, e) in top.enumerated() {
                     chosen[r * k + slot] = e
                     weights[r * k + slot] = probabilities[e] / total
+                }
+            }
+        }
+        return Routing(experts: chosen, weights: weights, expertsPerToken: k)
+    }
+
+    /// Each row's k largest logits (highest first; equal ones keep the lower
+    /// index, as torch.topk on CPU) and the softmax over just those k.
+    func softmaxOverTopLogits(_ logits: Matrix) -> Routing {
+        let count = experts.count, k = expertsPerToken
+        var chosen = [Int](repeating: 0, count: logits.rows * k)
+        var weights = [Float](repeating: 0, count: logits.rows * k)
+        logits.data.withUnsafeBufferPointer { scores in
+            for r in 0..<logits.rows {
+                let row = scores.baseAddress! + r * count
+                let top = (0..<count).sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(k)
+                // Shifted by the largest logit (the first): exp(0) = 1 keeps the sum finite.
+                guard let best = top.first else { continue }
+                let exps = top.map { exp(row[$0] - row[best]) }
+                let total = exps.reduce(0, +)
+                for (slot, e) in top.enumerated() {
+                    chosen[r * k + slot] = e
+                    weights[r * k + slot] = exps[slot] / total
                 }
             }
         }

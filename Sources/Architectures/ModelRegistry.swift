@@ -14,16 +14,23 @@ protocol RegisteredModel: LanguageModel {
 /// one line here.
 public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
+        "apertus": ApertusModel.self,
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,
+        "gemma3": Gemma3Model.self,
+        "gemma3_text": Gemma3Model.self,
         "gpt2": GPT2Model.self,
+        "gpt_oss": GptOssModel.self,
         "gpt_neox": GPTNeoXModel.self,
         "llama": LlamaModel.self,
         "mistral": LlamaModel.self,
         "mixtral": MixtralModel.self,
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
+        "olmo3": Olmo3Model.self,
+        "phi3": Phi3Model.self,
         "qwen2": LlamaModel.self,
+        "smollm3": SmolLM3Model.self,
     ]
 
     /// Every `model_type` droptrace reads, in the registry's order.

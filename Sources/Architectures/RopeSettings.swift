@@ -24,6 +24,27 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// Per-frequency divisors, GGUF's `rope_freqs.weight` (how llama.cpp stores
     /// Llama 3 scaling); the GGUF reader passes them on under this key.
     public var frequencyFactors: [Double]?
+    /// LongRoPE's per-frequency divisors within `original_max_position_embeddings`
+    /// (`short_factor`) and beyond it (`long_factor`), one per rotated pair.
+    public var shortFactor: [Double]?
+    public var longFactor: [Double]?
+    /// Multiplies cos and sin (LongRoPE, YaRN: `attention_factor`); derived from the factor when absent.
+    public var attentionFactor: Double?
+    /// YaRN: rotations bounding the ramp between extrapolated and
+    /// interpolated frequencies (`beta_fast`, `beta_slow`; 32 and 1 when absent).
+    public var betaFast: Double?
+    public var betaSlow: Double?
+    /// YaRN: round the ramp's bounds outward to whole dimensions (`truncate`, true when absent).
+    public var truncate: Bool?
+    /// YaRN: with `factor`, when both are set and non-zero, what derives a missing `attention_factor`.
+    public var mscale: Double?
+    public var mscaleAllDim: Double?
+    /// config.json's top-level `max_position_embeddings`, YaRN's default for
+    /// `original_max_position_embeddings` (and with it for `factor`).
+    public var maxPositions: Int?
+    /// A top-level `original_max_position_embeddings`, which YaRN takes over
+    /// the one in the rope parameters, as transformers standardises it.
+    public var topLevelOriginalMaxPositions: Int?
 
     struct Key: CodingKey {
         var stringValue: String
@@ -41,7 +62,13 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
                 guard top.contains(Key(name)), try !top.decodeNil(forKey: Key(name)) else { return nil }
                 return try top.nestedContainer(keyedBy: Key.self, forKey: Key(name))
             }.first
+        try self.init(top: top, nested: nested)
+    }
 
+    /// The settings of `nested` (a `rope_parameters` / `rope_scaling`
+    /// object), with the 4.x top-level keys of `top` where `nested` lacks
+    /// them (nil: none).
+    init(top: KeyedDecodingContainer<Key>?, nested: KeyedDecodingContainer<Key>?) throws {
         // The key each value came from, for the error that refuses it.
         var keys: [String: String] = [:]
         func number(_ names: [String], in container: KeyedDecodingContainer<Key>?) throws -> Double? {
@@ -67,7 +94,17 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         lowFrequencyFactor = try number(["low_freq_factor"], in: nested)
         highFrequencyFactor = try number(["high_freq_factor"], in: nested)
         let originalMax = try number(["original_max_position_embeddings"], in: nested)
+        let topLevelOriginalMax = try number(["original_max_position_embeddings"], in: top)
+        let maxPositions = try number(["max_position_embeddings"], in: top)
+        betaFast = try number(["beta_fast"], in: nested)
+        betaSlow = try number(["beta_slow"], in: nested)
+        truncate = try nested?.decodeIfPresent(Bool.self, forKey: Key("truncate"))
+        attentionFactor = try number(["attention_factor"], in: nested)
+        mscale = try number(["mscale"], in: nested)
+        mscaleAllDim = try number(["mscale_all_dim"], in: nested)
         frequencyFactors = try nested?.decodeIfPresent([Double].self, forKey: Key("frequency_factors"))
+        shortFactor = try nested?.decodeIfPresent([Double].self, forKey: Key("short_factor"))
+        longFactor = try nested?.decodeIfPresent([Double].self, forKey: Key("long_factor"))
         try ConfigRules.decodingChecks {
             func key(_ name: String) -> String { keys[name] ?? name }
             try ConfigRules.positive(theta, key("rope_theta"))
@@ -83,14 +120,35 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
                     ConfigRules.integer(originalMax, "original_max_position_embeddings"), "original_max_position_embeddings")
             }
             for value in frequencyFactors ?? [] { try ConfigRules.positive(value, "frequency_factors") }
+            for value in shortFactor ?? [] { try ConfigRules.positive(value, "short_factor") }
+            for value in longFactor ?? [] { try ConfigRules.positive(value, "long_factor") }
+            try ConfigRules.positiveIfPresent(betaFast, "beta_fast")
+            try ConfigRules.positiveIfPresent(betaSlow, "beta_slow")
+            try ConfigRules.positiveIfPresent(attentionFactor, "attention_factor")
+            for (value, name) in [(mscale, "mscale"), (mscaleAllDim, "mscale_all_dim")] {
+                if let value, !value.isFinite {
+                    throw InvalidConfigValue(key: name, problem: "must be a finite number, got \(value)")
+                }
+            }
+            if let maxPositions {
+                self.maxPositions = try ConfigRules.count(
+                    ConfigRules.integer(maxPositions, "max_position_embeddings"), "max_position_embeddings")
+            }
+            if let topLevelOriginalMax {
+                self.topLevelOriginalMaxPositions = try ConfigRules.count(
+                    ConfigRules.integer(topLevelOriginalMax, "original_max_position_embeddings"), "original_max_position_embeddings")
+            }
         }
     }
 
     /// The rotary embedding for heads of `headDim`, or an error naming the
     /// config for scaling types droptrace does not implement. Families differ
     /// in the share of each head they rotate when the config is silent.
+    /// `maxPositions` (max_position_embeddings) gives LongRoPE its factor
+    /// when the config names none.
     public func embedding(
-        headDim: Int, defaultPartialRotaryFactor: Double = 1, defaultTheta: Double = 10_000, configPath: String
+        headDim: Int, defaultPartialRotaryFactor: Double = 1, defaultTheta: Double = 10_000, maxPositions: Int? = nil,
+        configPath: String
     ) throws -> RotaryEmbedding {
         // transformers truncates the rotated width but does not round it to
         // even: an odd width w yields ceil(w/2) frequencies over exponent 2i/w
@@ -103,8 +161,9 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
                 "\"partial_rotary_factor\" gives a rotary width of \(rotaryDim), which rotates \(rotaryDim + 1) dimensions of a head of \(headDim)",
                 path: configPath)
         }
-        var frequencies = RotaryEmbedding.defaultInverseFrequencies(
-            base: thetaIsExplicit ? theta : defaultTheta, rotaryDim: rotaryDim)
+        let base = thetaIsExplicit ? theta : defaultTheta
+        var attentionScaling: Float = 1
+        var frequencies = RotaryEmbedding.defaultInverseFrequencies(base: base, rotaryDim: rotaryDim)
         switch type {
         case "default", "dynamic":
             // Dynamic NTK only rescales beyond max_position_embeddings, which
@@ -115,9 +174,17 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             frequencies = frequencies.map { $0 / Float(factor) }
         case "llama3":
             frequencies = try llama3Scaled(frequencies, configPath: configPath)
+        case "longrope", "su":
+            // "su" is the first Phi-3 configs' name for LongRoPE.
+            guard frequencyFactors == nil else {
+                throw DroptraceError("rope type \"\(type)\" cannot take frequency_factors", path: configPath)
+            }
+            return try longRoPE(base: base, rotaryDim: rotaryDim, headDim: headDim, maxPositions: maxPositions, configPath: configPath)
+        case "yarn":
+            (frequencies, attentionScaling) = try yarnScaled(base: base, rotaryDim: rotaryDim, configPath: configPath)
         default:
             throw DroptraceError(
-                "unsupported rope type \"\(type)\" (supported: default, linear, dynamic, llama3)", path: configPath)
+                "unsupported rope type \"\(type)\" (supported: default, linear, dynamic, llama3, longrope, yarn)", path: configPath)
         }
         if let frequencyFactors {
             guard frequencyFactors.count == frequencies.count else {
@@ -126,7 +193,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             }
             frequencies = zip(frequencies, frequencyFactors).map { $0 / Float($1) }
         }
-        return RotaryEmbedding(inverseFrequencies: frequencies, headDim: headDim)
+        return RotaryEmbedding(inverseFrequencies: frequencies, headDim: headDim, attentionScaling: attentionScaling)
     }
 
     /// Llama 3.1's frequency-dependent interpolation, step for step as
@@ -147,10 +214,133 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         }
     }
 
+    /// LongRoPE (Phi-3 128k, Phi-3.5, Phi-4-mini), as transformers'
+    /// `_compute_longrope_parameters` and `longrope_frequency_update` define
+    /// it: frequency i is 1 / (f_i · base^(2i/d)) with f the `short_factor`,
+    /// or the `long_factor` for a sequence longer than
+    /// `original_max_position_embeddings` (transformers picks the set per
+    /// forward call from its largest position + 1: the sequence's length, or
+    /// for one cached decoding step the position reached); cos and sin are
+    /// multiplied by `attention_factor`, by default √(1 + ln s / ln original)
+    /// for s = `factor`, or max_position_embeddings / original when the
+    /// config names none (1 when s ≤ 1).
+    private func longRoPE(base: Double, rotaryDim: Int, headDim: Int, maxPositions: Int?, configPath: String) throws -> RotaryEmbedding {
+        let original = try require(originalMaxPositions.map(Double.init), "original_max_position_embeddings", configPath)
+        let count = (rotaryDim + 1) / 2
+        func frequencies(_ key: String, _ factors: [Double]?) throws -> [Float] {
+            guard let factors else { throw DroptraceError("rope type \"\(type)\" needs \"\(key)\"", path: configPath) }
+            guard factors.count == count else {
+                throw DroptraceError(
+                    "rope \(key) has \(factors.count) entries, expected \(count) (one per rotated pair)", path: configPath)
+            }
+            return zip(factors, stride(from: 0, to: rotaryDim, by: 2)).map { factor, i in
+                1 / (Float(factor) * powf(Float(base), Float(i) / Float(rotaryDim)))
+            }
+        }
+        let short = try frequencies("short_factor", shortFactor)
+        let long = try frequencies("long_factor", longFactor)
+        var scaling = attentionFactor ?? 1
+        if attentionFactor == nil {
+            let factor = try require(factor ?? maxPositions.map { Double($0) / original }, "factor", configPath)
+            if factor > 1 {
+                // ln(original) divides: an original length of 1 leaves no scale.
+                guard original > 1 else {
+                    throw DroptraceError(
+                        "rope type \"\(type)\" needs original_max_position_embeddings above 1 to scale attention, got \(Int(original))",
+                        path: configPath)
+                }
+                scaling = (1 + log(factor) / log(original)).squareRoot()
+            }
+        }
+        return RotaryEmbedding(
+            inverseFrequencies: short, headDim: headDim, attentionScaling: Float(scaling),
+            longContext: RotaryEmbedding.LongContext(beyondLength: Int(original), inverseFrequencies: long))
+    }
+
+    /// YaRN (transformers' `_compute_yarn_parameters`): each frequency blends
+    /// its interpolated (÷ factor) and original value by a linear ramp over
+    /// the dimensions between the corrections for `beta_fast` and `beta_slow`
+    /// rotations within `original_max_position_embeddings`; cos and sin are
+    /// multiplied by the attention factor (0.1 · ln factor + 1 unless given).
+    /// The bounds are computed in Float64 and the ramp in Float32, as there.
+    private func yarnScaled(base: Double, rotaryDim dim: Int, configPath: String) throws -> ([Float], Float) {
+        let originalMax = try require(
+            (topLevelOriginalMaxPositions ?? originalMaxPositions ?? maxPositions).map(Double.init), "original_max_position_embeddings", configPath)
+        // transformers infers a missing factor from the context extension.
+        let factor = try factor ?? maxPositions.map { Double($0) / originalMax } ?? require(nil, "factor", configPath)
+        func mscaled(_ scale: Double, _ m: Double = 1) -> Double { scale <= 1 ? 1 : 0.1 * m * log(scale) + 1 }
+        let attention: Double
+        if let attentionFactor {
+            attention = attentionFactor
+        } else if let mscale, let mscaleAllDim, mscale != 0, mscaleAllDim != 0 {
+            attention = mscaled(factor, mscale) / mscaled(factor, mscaleAllDim)
+        } else {
+            attention = mscaled(factor)
+        }
+        func correctionDim(_ rotations: Double) -> Double {
+            Double(dim) * log(originalMax / (rotations * 2 * Double.pi)) / (2 * log(base))
+        }
+        var low = correctionDim(betaFast ?? 32), high = correctionDim(betaSlow ?? 1)
+        // A base of 1 divides by log 1 = 0 (transformers raises ZeroDivisionError there).
+        guard low.isFinite, high.isFinite, attention.isFinite else {
+            throw DroptraceError(
+                "rope type \"yarn\" with rope_theta \(base) and original_max_position_embeddings \(originalMax) has no finite correction range",
+                path: configPath)
+        }
+        if truncate ?? true { (low, high) = (low.rounded(.down), high.rounded(.up)) }
+        (low, high) = (max(low, 0), min(high, Double(dim - 1)))
+        if low == high { high += 0.001 }
+        let lowF = Float(low), span = Float(high - low), factorF = Float(factor), baseF = Float(base)
+        let frequencies = stride(from: 0, to: dim, by: 2).map { i -> Float in
+            let power = powf(baseF, Float(i) / Float(dim))
+            let extrapolation = 1 - min(max((Float(i / 2) - lowF) / span, 0), 1)
+            return 1 / (factorF * power) * (1 - extrapolation) + 1 / power * extrapolation
+        }
+        return (frequencies, Float(attention))
+    }
+
     private func require(_ value: Double?, _ key: String, _ configPath: String) throws -> Double {
         guard let value else {
             throw DroptraceError("rope type \"\(type)\" needs \"\(key)\"", path: configPath)
         }
         return value
+    }
+}
+
+extension RopeSettings {
+    /// The rope parameters of the layers of `layerType`, as one flat
+    /// `rope_parameters` object, from a config section whose layer types
+    /// rotate differently (Gemma-3's local and global layers):
+    /// - transformers 5.x nests them by layer type,
+    ///   `rope_parameters: {"full_attention": {...}, "sliding_attention": {...}}`;
+    /// - 4.x configs give the base under `legacyThetaKey` and, when
+    ///   `legacyScaling`, the scaling under `rope_scaling`, which then
+    ///   overrides the nested values as transformers merges it.
+    /// A base named nowhere is `defaultTheta`; a type named nowhere is "default".
+    ///
+    /// Decode the result with `Checkpoint.decodeConfig(_:object:under:)` as
+    /// `["rope_parameters": parameters]`.
+    /// - Throws: `DroptraceError` naming `configPath` when `rope_parameters`,
+    ///   its member for the layer type, or `rope_scaling` is not an object.
+    public static func parameters(
+        forLayerType layerType: String, in section: [String: Any], legacyThetaKey: String, legacyScaling: Bool,
+        defaultTheta: Double, configPath: String
+    ) throws -> [String: Any] {
+        func object(_ value: Any?, _ key: String) throws -> [String: Any]? {
+            switch value {
+            case nil, is NSNull: return nil
+            case let object as [String: Any]: return object
+            default: throw DroptraceError("key \"\(key)\" has the wrong type (expected an object)", path: configPath)
+            }
+        }
+        let nested = try object(section["rope_parameters"], "rope_parameters")
+        var parameters = try object(nested?[layerType], "rope_parameters.\(layerType)") ?? ["rope_type": "default"]
+        if legacyScaling, let scaling = try object(section["rope_scaling"], "rope_scaling") {
+            parameters.merge(scaling) { _, legacy in legacy }
+        }
+        if parameters["rope_theta"] == nil {
+            parameters["rope_theta"] = section[legacyThetaKey].flatMap { $0 is NSNull ? nil : $0 } ?? defaultTheta
+        }
+        return parameters
     }
 }

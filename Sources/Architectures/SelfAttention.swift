@@ -26,14 +26,18 @@ public struct SelfAttention: Sendable {
     public let queryKeyNorm: QueryKeyNorm?
     /// Scaled scores s become tanh(s / cap) · cap before the softmax (Gemma-2).
     public let logitSoftcap: Float?
+    /// [numHeads]: one learned logit per head that joins the softmax over
+    /// the keys without a value, taking probability mass (gpt-oss's `sinks`).
+    public let sinkLogits: [Float]?
 
     public init(
         qkv: Linear, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
-        logitSoftcap: Float? = nil
+        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil
     ) {
         precondition(qkv.outFeatures == layout.width)
         precondition(queryKeyNorm == nil || layout.arrangement == .grouped)
+        precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
         self.qkv = qkv
         self.layout = layout
         self.rotary = rotary
@@ -43,6 +47,7 @@ public struct SelfAttention: Sendable {
         self.clip = clip
         self.queryKeyNorm = queryKeyNorm
         self.logitSoftcap = logitSoftcap
+        self.sinkLogits = sinkLogits
     }
 
     /// Queries, keys and values of `x`, ready to attend: projected, clipped,
@@ -79,7 +84,7 @@ public struct SelfAttention: Sendable {
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
         let attended = causalAttention(
             qkv: projectedQKV(x, positions: batch.positions), layout: layout, sequences: batch.sequences, scale: scale,
-            slidingWindow: slidingWindow, logitSoftcap: logitSoftcap)
+            slidingWindow: slidingWindow, logitSoftcap: logitSoftcap, sinkLogits: sinkLogits)
         return output(attended)
     }
 }

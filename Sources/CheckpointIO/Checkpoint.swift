@@ -139,10 +139,17 @@ public final class Checkpoint: @unchecked Sendable {
 
     /// Decodes config.json into an architecture's configuration type.
     public func decodeConfig<Config: Decodable>(_ type: Config.Type) throws -> Config {
+        try decodeConfig(type, from: configData)
+    }
+
+    /// Decodes `data` (config.json, or JSON derived from it: see
+    /// `ConfigSection`) with errors naming config.json and the key's path.
+    func decodeConfig<Config: Decodable>(_ type: Config.Type, from data: Data) throws -> Config {
         do {
-            return try JSONDecoder().decode(type, from: configData)
-        } catch let DecodingError.keyNotFound(key, _) {
-            throw DroptraceError("missing key \"\(key.stringValue)\" for model_type \(modelType)", path: configURL.path)
+            return try JSONDecoder().decode(type, from: data)
+        } catch let DecodingError.keyNotFound(key, context) {
+            let path = (context.codingPath + [key]).map(\.stringValue).joined(separator: ".")
+            throw DroptraceError("missing key \"\(path)\" for model_type \(modelType)", path: configURL.path)
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
             let key = context.codingPath.map(\.stringValue).joined(separator: ".")
             throw DroptraceError("key \"\(key)\" has the wrong type", path: configURL.path)

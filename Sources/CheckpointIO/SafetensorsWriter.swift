@@ -15,6 +15,8 @@ public enum SafetensorsWriter {
             case stored(TensorSlice)
             /// Expanded to float32 when written.
             case expanded(TensorSlice)
+            /// Computed when written (dequantised weights), one tensor at a time.
+            case produced(() throws -> [Float])
         }
 
         public init(name: String, dtype: TensorDType, shape: [Int], bytes: Data) {
@@ -41,6 +43,16 @@ public enum SafetensorsWriter {
             }
         }
 
+        /// A float32 tensor of `shape` computed only when the entry is written,
+        /// so an export holds one such tensor in memory at a time; `values`
+        /// must return shape's element count of values.
+        public init(name: String, shape: [Int], producing values: @escaping () throws -> [Float]) {
+            self.name = name
+            self.dtype = .float32
+            self.shape = shape
+            content = .produced(values)
+        }
+
         /// Bytes the tensor takes in the file.
         public var byteCount: Int { dtype.byteCount(elements: shape.reduce(1, *)) }
 
@@ -50,7 +62,15 @@ public enum SafetensorsWriter {
             case .bytes(let data): data
             case .stored(let slice): try slice.storedBytes()
             case .expanded(let slice): try slice.floats().withUnsafeBytes { Data($0) }
+            case .produced(let values): try producedBytes(values())
             }
+        }
+
+        private func producedBytes(_ values: [Float]) throws -> Data {
+            guard values.count * MemoryLayout<Float>.size == byteCount else {
+                throw DroptraceError("tensor '\(name)' of shape \(shape) was given \(values.count) values", path: name)
+            }
+            return values.withUnsafeBytes { Data($0) }
         }
     }
 

@@ -41,6 +41,18 @@ struct ConfigJSONText {
         return try elements(member.value).map { String(decoding: bytes[$0], as: UTF8.self) }
     }
 
+    /// The object member `key` as text of its own, to edit and put back with
+    /// `set(key, text:)`; nil when it is absent or not an object.
+    func section(_ key: String) throws -> ConfigJSONText? {
+        guard let member = try members().first(where: { $0.key == key }), bytes[member.value.lowerBound] == UInt8(ascii: "{") else {
+            return nil
+        }
+        return try ConfigJSONText(Data(bytes[member.value]), path: path)
+    }
+
+    /// The JSON text.
+    var text: String { String(decoding: bytes, as: UTF8.self) }
+
     /// Replaces member `key`'s value by `text` (JSON), or appends the member
     /// after the last one, indented like the first.
     mutating func set(_ key: String, text: String) throws {

@@ -35,6 +35,7 @@ public enum DroppedModelExport {
                 guard let newName = exportedName(name, plan: plan, naming: naming, renumber: renumber) else { continue }
                 entries.append(SafetensorsWriter.Entry(try model.checkpoint.tensor(name), renamedTo: newName))
             }
+            entries += try dequantizedEntries(model.checkpoint) { exportedName($0, plan: plan, naming: naming, renumber: renumber) }
             try SafetensorsWriter.write(entries, to: staging.appendingPathComponent(Checkpoint.singleFileName))
             try exportedConfig(model.checkpoint, plan: plan, naming: naming, renumber: renumber)
                 .write(to: staging.appendingPathComponent("config.json"))
@@ -89,47 +90,72 @@ public enum DroppedModelExport {
     /// The source config.json with the layer count, every per-layer key and
     /// the drop lists rewritten for the kept layers, edited in its own text:
     /// key order, layout and float spellings (`10000.0`) stay as written.
+    /// The layer count and per-layer keys are those of the naming's config
+    /// section (a multimodal checkpoint's `text_config`); the drop lists stay
+    /// at the top level.
     static func exportedConfig(
         _ checkpoint: Checkpoint, plan: DropPlan, naming: LayerNaming, renumber: Renumbering
     ) throws -> Data {
-        var config = try ConfigJSONText(checkpoint.configData, path: checkpoint.configURL.path)
-        if !plan.blocks.isEmpty {
-            let layers = renumber.layers
-            for key in naming.layerCountKeys {
-                if try config.value(key) != nil { try config.set(key, value: renumber.remaining) }
-            }
-            for key in perLayerListKeys {
-                guard let entries = try config.elementTexts(key) else { continue }
-                let kept = entries.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element)
-                try config.set(key, text: "[" + kept.joined(separator: ", ") + "]")
-            }
-            // Configs that leave layer_types to a rule get it spelled out, or
-            // renumbering would move windows: Gemma-2 (even layers slide),
-            // Gemma-3 / Cohere-2 (`sliding_window_pattern`: every n-th is global).
-            if try config.value("layer_types") == nil {
-                var types = naming.layerTypes
-                if types == nil, let pattern = try config.value("sliding_window_pattern") as? NSNumber, pattern.intValue > 0 {
-                    types = (0..<layers).map { ($0 + 1) % pattern.intValue == 0 ? "full_attention" : "sliding_attention" }
-                }
-                if let types {
-                    try config.set("layer_types", value: types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
-                }
-            }
-            for key in layerIndexListKeys {
-                guard let indices = try config.value(key) as? [NSNumber] else { continue }
-                try config.set(key, value: indices.compactMap { renumber.mapping[$0.intValue] }.sorted())
-            }
-            for key in layerThresholdKeys {
-                guard let threshold = try config.value(key) as? NSNumber, threshold.intValue < layers else { continue }
-                try config.set(key, value: renumber.mapping.keys.filter { $0 < threshold.intValue }.count)
-            }
+        var file = try ConfigJSONText(checkpoint.configData, path: checkpoint.configURL.path)
+        if !plan.blocks.isEmpty, let section = naming.configSection {
+            // A section left to its defaults is spelled out from nothing.
+            var config = try file.section(section) ?? ConfigJSONText(Data("{}".utf8), path: checkpoint.configURL.path)
+            try renumberLayers(in: &config, naming: naming, renumber: renumber)
+            try file.set(section, text: config.text)
+        } else if !plan.blocks.isEmpty {
+            try renumberLayers(in: &file, naming: naming, renumber: renumber)
         }
         let attention = plan.attention.compactMap { renumber.mapping[$0] }.sorted()
         let mlp = plan.mlp.compactMap { renumber.mapping[$0] }.sorted()
         for (key, layers) in [(DropPlan.attentionKey, attention), (DropPlan.mlpKey, mlp)] {
-            if layers.isEmpty { try config.remove(key) } else { try config.set(key, value: layers) }
+            if layers.isEmpty { try file.remove(key) } else { try file.set(key, value: layers) }
         }
-        return config.data
+        // Dequantised MXFP4 weights (`dequantizedEntries`) are plain floats now.
+        if !mxfp4Pairs(checkpoint).isEmpty { try file.remove("quantization_config") }
+        return file.data
+    }
+
+    /// Rewrites the layer count and the per-layer keys of `config` for the kept layers.
+    static func renumberLayers(in config: inout ConfigJSONText, naming: LayerNaming, renumber: Renumbering) throws {
+        let layers = renumber.layers
+        // A count the section leaves to its default is written out.
+        var counted = false
+        for key in naming.layerCountKeys {
+            if try config.value(key) != nil {
+                try config.set(key, value: renumber.remaining)
+                counted = true
+            }
+        }
+        if !counted { try config.set(naming.layerCountKeys[0], value: renumber.remaining) }
+        for key in perLayerListKeys {
+            guard let entries = try config.elementTexts(key) else { continue }
+            let kept = entries.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element)
+            try config.set(key, text: "[" + kept.joined(separator: ", ") + "]")
+        }
+        // Configs that leave layer_types to a rule get it spelled out, or
+        // renumbering would move windows: Gemma-2 (even layers slide),
+        // Gemma-3 / Cohere-2 (`sliding_window_pattern`: every n-th is global).
+        if try config.value("layer_types") == nil {
+            var types = naming.layerTypes
+            if types == nil, let pattern = try config.value("sliding_window_pattern") as? NSNumber, pattern.intValue > 0 {
+                types = (0..<layers).map { ($0 + 1) % pattern.intValue == 0 ? "full_attention" : "sliding_attention" }
+            }
+            if let types {
+                try config.set("layer_types", value: types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
+            }
+        }
+        // Likewise rotary flags left to no_rope_layer_interval (SmolLM3).
+        if try config.value("no_rope_layers") == nil, let flags = naming.noRopeLayers {
+            try config.set("no_rope_layers", value: flags.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
+        }
+        for key in layerIndexListKeys {
+            guard let indices = try config.value(key) as? [NSNumber] else { continue }
+            try config.set(key, value: indices.compactMap { renumber.mapping[$0.intValue] }.sorted())
+        }
+        for key in layerThresholdKeys {
+            guard let threshold = try config.value(key) as? NSNumber, threshold.intValue < layers else { continue }
+            try config.set(key, value: renumber.mapping.keys.filter { $0 < threshold.intValue }.count)
+        }
     }
 
     /// Tokenizer and generation files travel with the weights.

@@ -81,9 +81,15 @@ struct KeyValueCache {
                             for j in 0..<visible { scores[j] = tanh(scores[j] / cap) * cap }
                         }
                         let maximum = scores.max() ?? 0
-                        var sum: Float = 0
-                        for j in 0..<visible { scores[j] = exp(scores[j] - maximum); sum += scores[j] }
-                        for j in 0..<visible { scores[j] /= sum }
+                        if let sink = attention.sinkLogits?[head] {
+                            scores.withUnsafeMutableBufferPointer {
+                                softmaxWithSink($0.baseAddress!, count: visible, maximum: maximum, sinkLogit: sink)
+                            }
+                        } else {
+                            var sum: Float = 0
+                            for j in 0..<visible { scores[j] = exp(scores[j] - maximum); sum += scores[j] }
+                            for j in 0..<visible { scores[j] /= sum }
+                        }
                         output.withUnsafeMutableBufferPointer { out in
                             BLAS.gemv(m: visible, n: headDim, v.baseAddress! + first * width + g * headDim, lda: width,
                                       transpose: true, scores, out.baseAddress! + head * headDim)

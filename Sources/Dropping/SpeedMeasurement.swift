@@ -72,12 +72,15 @@ public enum SpeedMeasurement {
                 total += 4 * Double(window) * Double(layout.numHeads * layout.headDim)
             }
             switch block.mlp?.feedForward {
-            case .gated(let gateUp, let down, _)?: total += linear(gateUp) + linear(down)
+            case .gated(let gateUp, let down, _)?, .clampedGated(let gateUp, let down, _)?: total += linear(gateUp) + linear(down)
             case .plain(let up, let down, _)?: total += linear(up) + linear(down)
             case .mixture(let moe)?:
                 // The router and the k experts a token is sent to.
-                guard case .gated(let gateUp, let down, _) = moe.experts[0] else { break }
-                total += linear(moe.router) + Double(moe.expertsPerToken) * (linear(gateUp) + linear(down))
+                switch moe.experts[0] {
+                case .gated(let gateUp, let down, _), .clampedGated(let gateUp, let down, _):
+                    total += linear(moe.router) + Double(moe.expertsPerToken) * (linear(gateUp) + linear(down))
+                default: break
+                }
             case nil: break
             }
         }

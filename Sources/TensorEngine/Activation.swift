@@ -2,12 +2,15 @@ import DroptraceSupport
 import Foundation
 
 /// The MLP nonlinearities of the supported families, by their Hugging Face names.
-public enum Activation: String, Sendable {
+public enum Activation: Sendable, Equatable {
     case silu
     case gelu
     /// The tanh approximation, as GPT-2 ("gelu_new") and Gemma use it.
     case geluTanh
     case relu
+    /// xIELU with one layer's learned parameters (Apertus; not built from a
+    /// name, as its parameters are tensors).
+    case xIELU(XIELU)
 
     public init(huggingFaceName name: String, configPath: String) throws {
         switch name {
@@ -30,6 +33,7 @@ public enum Activation: String, Sendable {
         case .geluTanh:
             return 0.5 * x * (1 + tanh(0.79788456080286536 * (x + 0.044715 * x * x * x)))
         case .relu: return max(0, x)
+        case .xIELU(let xielu): return xielu(x)
         }
     }
 
@@ -45,7 +49,7 @@ public enum Activation: String, Sendable {
             let y = Lanes(repeating: 0.79788456080286536) * (x + Lanes(repeating: 0.044715) * x * x * x)
             let tanh = Lanes(repeating: 1) - Lanes(repeating: 2) / (VectorMath.exp(y + y) + Lanes(repeating: 1))
             return Lanes(repeating: 0.5) * x * (Lanes(repeating: 1) + tanh)
-        case .gelu, .relu:
+        case .gelu, .relu, .xIELU:
             var out = x
             for lane in 0..<Lanes.scalarCount { out[lane] = apply(x[lane]) }
             return out
@@ -85,5 +89,37 @@ public enum Activation: String, Sendable {
                 }
             }
         }
+    }
+}
+
+/// The xIELU activation (Huang et al. 2024, arXiv:2411.13010) as
+/// transformers' `XIELUActivation` computes it (its Python path):
+///
+///     x > 0:  αp · x² + β · x
+///     x ≤ 0:  (expm1(min(x, ε)) − x) · αn + β · x
+///
+/// with αp = softplus(alpha_p) and αn = β + softplus(alpha_n) from the
+/// layer's stored parameters `alpha_p`, `alpha_n` (shape [1]) and buffers
+/// `beta`, `eps` (shape []; ε is negative, −1e-6 by default).
+public struct XIELU: Sendable, Equatable {
+    public let alphaP: Float
+    public let alphaN: Float
+    public let beta: Float
+    public let eps: Float
+
+    /// The activation of the stored (pre-softplus) parameters.
+    public init(alphaP rawAlphaP: Float, alphaN rawAlphaN: Float, beta: Float, eps: Float) {
+        alphaP = Self.softplus(rawAlphaP)
+        alphaN = beta + Self.softplus(rawAlphaN)
+        self.beta = beta
+        self.eps = eps
+    }
+
+    /// torch's softplus: log(1 + eˣ), and x itself above 20.
+    static func softplus(_ x: Float) -> Float { x > 20 ? x : log1p(exp(x)) }
+
+    @inline(__always)
+    public func callAsFunction(_ x: Float) -> Float {
+        x > 0 ? alphaP * x * x + beta * x : (expm1(min(x, eps)) - x) * alphaN + beta * x
     }
 }

@@ -60,11 +60,16 @@ public struct QKVLayout: Sendable {
 /// triangle (about half the work) is never computed. The GEMMs read strided
 /// views of the fused QKV matrix, so nothing is copied; pairs run in
 /// parallel with OpenBLAS single-threaded inside them.
+///
+/// `sinkLogits` ([numHeads], optional) gives each head one extra logit that
+/// joins its softmax but has no value: it takes probability mass away from
+/// the keys (gpt-oss's learned attention sinks).
 public func causalAttention(
     qkv: Matrix, layout: QKVLayout, sequences: [Range<Int>], scale: Float,
-    slidingWindow: Int? = nil, logitSoftcap: Float? = nil
+    slidingWindow: Int? = nil, logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil
 ) -> Matrix {
     precondition(qkv.cols == layout.width)
+    precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
     let headDim = layout.headDim
     let outWidth = layout.numHeads * headDim
     let groupSize = layout.numHeads / layout.numKVHeads
@@ -106,7 +111,7 @@ public func causalAttention(
                                 let visibleStart = (slidingWindow.map { max(0, query - $0 + 1) } ?? 0) - keyStart
                                 maskedSoftmax(
                                     s + r * keyCount, count: keyCount, visible: visibleStart..<(query - keyStart + 1),
-                                    softcap: logitSoftcap)
+                                    softcap: logitSoftcap, sinkLogit: sinkLogits?[head])
                             }
                             BLAS.gemm(
                                 m: rows, n: headDim, k: keyCount,
@@ -125,14 +130,31 @@ public func causalAttention(
 /// Softmax over the `visible` entries of one score row, zeroing the rest so
 /// the following GEMM ignores them.
 @inline(__always)
-private func maskedSoftmax(_ row: UnsafeMutablePointer<Float>, count: Int, visible: Range<Int>, softcap: Float?) {
+private func maskedSoftmax(
+    _ row: UnsafeMutablePointer<Float>, count: Int, visible: Range<Int>, softcap: Float?, sinkLogit: Float? = nil
+) {
     if let softcap {
         for j in visible { row[j] = tanh(row[j] / softcap) * softcap }
     }
     let first = row + visible.lowerBound
     let maximum = VectorMath.maximum(first, count: visible.count)
-    let sum = VectorMath.expInPlace(first, count: visible.count, shift: maximum)
-    VectorMath.scale(first, count: visible.count, by: 1 / sum)
+    if let sinkLogit {
+        softmaxWithSink(first, count: visible.count, maximum: maximum, sinkLogit: sinkLogit)
+    } else {
+        let sum = VectorMath.expInPlace(first, count: visible.count, shift: maximum)
+        VectorMath.scale(first, count: visible.count, by: 1 / sum)
+    }
     row.update(repeating: 0, count: visible.lowerBound)
     (row + visible.upperBound).update(repeating: 0, count: count - visible.upperBound)
+}
+
+/// In place, p_j = exp(s_j − m) / (Σ_i exp(s_i − m) + exp(sink − m)) with m
+/// the maximum over the scores and the sink: the softmax over the scores
+/// with the sink logit appended, its own probability dropped (the sink
+/// contributes no value). `maximum` is the scores' maximum.
+@inline(__always)
+public func softmaxWithSink(_ scores: UnsafeMutablePointer<Float>, count: Int, maximum: Float, sinkLogit: Float) {
+    let shift = max(maximum, sinkLogit)
+    let sum = VectorMath.expInPlace(scores, count: count, shift: shift) + exp(sinkLogit - shift)
+    VectorMath.scale(scores, count: count, by: 1 / sum)
 }

@@ -16,12 +16,46 @@ public struct RotaryEmbedding: Sendable {
     public let inverseFrequencies: [Float]
     /// Multiplies cos and sin (1 except for YaRN-style scalings).
     public let attentionScaling: Float
+    /// Other frequencies for sequences longer than a length (LongRoPE).
+    public let longContext: LongContext?
 
-    public init(inverseFrequencies: [Float], headDim: Int, attentionScaling: Float = 1) {
+    /// The frequencies a sequence uses when it is longer than `beyondLength`
+    /// tokens, one per rotated pair like `inverseFrequencies`.
+    public struct LongContext: Sendable {
+        public let beyondLength: Int
+        public let inverseFrequencies: [Float]
+
+        public init(beyondLength: Int, inverseFrequencies: [Float]) {
+            self.beyondLength = beyondLength
+            self.inverseFrequencies = inverseFrequencies
+        }
+    }
+
+    public init(inverseFrequencies: [Float], headDim: Int, attentionScaling: Float = 1, longContext: LongContext? = nil) {
+        precondition(longContext == nil || longContext!.inverseFrequencies.count == inverseFrequencies.count)
         self.inverseFrequencies = inverseFrequencies
         self.headDim = max(0, headDim)
         self.rotaryDim = min(2 * inverseFrequencies.count, self.headDim / 2 * 2)
         self.attentionScaling = attentionScaling
+        self.longContext = longContext
+    }
+
+    /// Whether each row rotates with the long-context frequencies: rows whose
+    /// positions count up by one form a sequence (a batch's sequences each
+    /// start at 0; a decoding step is its own row), and a sequence is as long
+    /// as its last position + 1.
+    func usesLongContext(_ positions: [Int]) -> [Bool] {
+        guard let longContext else { return [] }
+        var result = [Bool](repeating: false, count: positions.count)
+        var end = positions.count
+        while end > 0 {
+            var start = end - 1
+            while start > 0, positions[start - 1] == positions[start] - 1 { start -= 1 }
+            let long = positions[end - 1] >= longContext.beyondLength
+            for r in start..<end { result[r] = long }
+            end = start
+        }
+        return result
     }
 
     /// The unscaled frequencies base^(−2i/dim), computed in Float32 the way
@@ -41,12 +75,15 @@ public struct RotaryEmbedding: Sendable {
     ) {
         let half = rotaryDim / 2
         let headOffsets = headOffsets.filter { $0 >= 0 && $0 <= rowStride - headDim }
-        let frequencies = inverseFrequencies
+        let shortFrequencies = inverseFrequencies
+        let longFrequencies = longContext?.inverseFrequencies ?? []
+        let long = usesLongContext(positions)
         let scaling = attentionScaling
         parallelFor(chunks: positions.count, minimumChunk: 32) { rows in
             var cosines = [Float](repeating: 0, count: half)
             var sines = [Float](repeating: 0, count: half)
             for r in rows {
+                let frequencies = long.isEmpty || !long[r] ? shortFrequencies : longFrequencies
                 let position = Float(positions[r])
                 for j in 0..<half {
                     let angle = position * frequencies[j]

@@ -5,7 +5,10 @@ import TensorEngine
 /// The blocked causal attention against a direct evaluation of the formula,
 /// on sequences longer than one block of query rows.
 @Suite struct CausalAttentionTests {
-    func naive(_ qkv: Matrix, _ layout: QKVLayout, _ sequences: [Range<Int>], scale: Float, window: Int?) -> Matrix {
+    /// `sinks`: per-head logits appended to each softmax, their probability dropped.
+    func naive(
+        _ qkv: Matrix, _ layout: QKVLayout, _ sequences: [Range<Int>], scale: Float, window: Int?, sinks: [Float]? = nil
+    ) -> Matrix {
         var out = Matrix(zeros: qkv.rows, layout.numHeads * layout.headDim)
         let group = layout.numHeads / layout.numKVHeads
         for sequence in sequences {
@@ -21,9 +24,10 @@ import TensorEngine
                         }
                         weights.append(dot * Double(scale))
                     }
-                    let maximum = weights.max()!
+                    let sink = sinks.map { Double($0[head]) }
+                    let maximum = max(weights.max()!, sink ?? -.infinity)
                     let exps = weights.map { exp($0 - maximum) }
-                    let total = exps.reduce(0, +)
+                    let total = exps.reduce(0, +) + (sink.map { exp($0 - maximum) } ?? 0)
                     for d in 0..<layout.headDim {
                         var value = 0.0
                         for (offset, j) in (first...i).enumerated() {

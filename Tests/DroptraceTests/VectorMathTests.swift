@@ -37,7 +37,7 @@ import TensorEngine
         }
     }
 
-    @Test(arguments: [Activation.silu, .geluTanh, .gelu, .relu])
+    @Test(arguments: [Activation.silu, .geluTanh, .gelu, .relu, .xIELU(XIELU(alphaP: 0.3, alphaN: -0.7, beta: 0.5, eps: -1e-6))])
     func activationsMatchTheirDefinition(_ activation: Activation) {
         func exact(_ x: Double) -> Double {
             switch activation {
@@ -45,6 +45,10 @@ import TensorEngine
             case .geluTanh: 0.5 * x * (1 + tanh(0.79788456080286536 * (x + 0.044715 * x * x * x)))
             case .gelu: 0.5 * x * (1 + erf(x / 2.0.squareRoot()))
             case .relu: max(0, x)
+            case .xIELU(let p):
+                x > 0
+                    ? Double(p.alphaP) * x * x + Double(p.beta) * x
+                    : (expm1(min(x, Double(p.eps))) - x) * Double(p.alphaN) + Double(p.beta) * x
             }
         }
         let xs = stride(from: -30.0, through: 30.0, by: 0.0371).map { Float($0) } + [-100, 100, 0]

@@ -25,21 +25,17 @@ struct Gemma2Configuration: Decodable {
         case finalLogitSoftcapping = "final_logit_softcapping"
     }
 
-    /// Each layer's attention type: `layer_types` (transformers 5.x writes
-    /// it), else the rule of the original configs: even layers slide.
-    func resolvedLayerTypes(layers: Int) -> [String] {
-        layerTypes ?? (0..<layers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
+    /// The attention type of a layer when config.json has no `layer_types`
+    /// (transformers 5.x writes it): the rule of the original configs, even
+    /// layers slide.
+    static func defaultLayerType(_ layer: Int) -> String {
+        layer % 2 == 0 ? AttentionLayerType.sliding : AttentionLayerType.full
     }
 }
 
-/// Gemma-2: Gemma with a norm at both ends of each branch (sandwich),
-///
-///     H = X + RMSNorm(Attn(RMSNorm X)),   Y = H + RMSNorm(MLP(RMSNorm H))
-///
-/// (`input_layernorm` / `post_attention_layernorm`, `pre_feedforward_layernorm`
-/// / `post_feedforward_layernorm`, all scaling by 1 + weight), attention
-/// scaled by 1/√query_pre_attn_scalar with soft-capped scores, sliding-window
-/// and global layers alternating, and soft-capped final logits.
+/// Gemma-2: Gemma with a norm at both ends of each branch (`SandwichBlock`),
+/// attention scaled by 1/√query_pre_attn_scalar with soft-capped scores,
+/// sliding-window and global layers alternating, and soft-capped final logits.
 struct Gemma2Model: DecoderFamily {
     let parts: DecoderParts
     let config: Gemma2Configuration
@@ -47,18 +43,12 @@ struct Gemma2Model: DecoderFamily {
     let layerTypes: [String]
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint) { Self.naming($0) }
+        parts = try DecoderParts(checkpoint) { SandwichBlock.naming($0) }
         config = try parts.config(Gemma2Configuration.self)
         rotary = try parts.rotary()
         let configPath = parts.configPath
-        // DecoderDimensions checked that layer_types, when given, has one entry per layer.
-        layerTypes = config.resolvedLayerTypes(layers: parts.dimensions.numHiddenLayers)
-        if let unknown = layerTypes.first(where: { $0 != "sliding_attention" && $0 != "full_attention" }) {
-            throw DroptraceError("unsupported layer type \"\(unknown)\" in layer_types", path: configPath)
-        }
-        if layerTypes.contains("sliding_attention"), config.slidingWindow == nil {
-            throw DroptraceError("layer_types has sliding_attention layers but sliding_window is not set", path: configPath)
-        }
+        layerTypes = try parts.layerTypes(
+            config.layerTypes, slidingWindow: config.slidingWindow, default: Gemma2Configuration.defaultLayerType)
         for (key, value) in [("attn_logit_softcapping", config.attnLogitSoftcapping), ("final_logit_softcapping", config.finalLogitSoftcapping), ("query_pre_attn_scalar", config.queryPreAttnScalar)] {
             try ConfigRules.checks(path: configPath) { try ConfigRules.positiveIfPresent(value, key) }
         }
@@ -68,13 +58,10 @@ struct Gemma2Model: DecoderFamily {
 
     /// An export without some blocks spells out the remaining layers' types,
     /// so renumbering cannot move a window to another layer.
-    var layerNaming: LayerNaming { Self.naming(parts.weights.prefix, layerTypes: layerTypes) }
-
-    static func naming(_ prefix: String, layerTypes: [String]? = nil) -> LayerNaming {
-        LayerNaming(
-            prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm.", "post_attention_layernorm."],
-            mlp: ["mlp.", "pre_feedforward_layernorm.", "post_feedforward_layernorm."], layerCountKeys: ["num_hidden_layers"],
-            layerTypes: layerTypes)
+    var layerNaming: LayerNaming {
+        var naming = parts.naming
+        naming.layerTypes = layerTypes
+        return naming
     }
 
     func head() throws -> OutputHead {
@@ -98,20 +85,8 @@ struct Gemma2Model: DecoderFamily {
             scale: Float(1 / scalar.squareRoot()),
             slidingWindow: layerTypes[index] == "sliding_attention" ? config.slidingWindow : nil,
             logitSoftcap: config.attnLogitSoftcapping.map { Float($0) }) }
-        func feedForward() throws -> FeedForward {
-            try weights.gatedMLP(
-                p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize,
-                activation: try parts.activation(config.hiddenActivation ?? "gelu_pytorch_tanh"))
-        }
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.offsetRMSNorm(p + "input_layernorm", size: d, eps: eps),
-                attention: try attention(),
-                outputNorm: try weights.offsetRMSNorm(p + "post_attention_layernorm", size: d, eps: eps)),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.offsetRMSNorm(p + "pre_feedforward_layernorm", size: d, eps: eps),
-                feedForward: try feedForward(),
-                outputNorm: try weights.offsetRMSNorm(p + "post_feedforward_layernorm", size: d, eps: eps)),
-            residual: .sequential)
+        return try SandwichBlock.block(
+            index, parts: parts, drops: drops, eps: eps,
+            activation: try parts.activation(config.hiddenActivation ?? "gelu_pytorch_tanh"), attention: attention)
     }
 }

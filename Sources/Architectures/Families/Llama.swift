@@ -53,9 +53,15 @@ struct LlamaModel: DecoderFamily {
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
+        try self.init(checkpoint, defaultTheta: 10_000)
+    }
+
+    /// A Llama-shaped model whose family rotates with base `defaultTheta`
+    /// when config.json names none (SmolLM3).
+    init(_ checkpoint: Checkpoint, defaultTheta: Double) throws {
         parts = try DecoderParts(checkpoint, naming: Self.naming)
         config = try parts.config(LlamaConfiguration.self)
-        rotary = try parts.rotary()
+        rotary = try parts.rotary(defaultTheta: defaultTheta)
     }
 
     static func naming(_ prefix: String) -> LayerNaming {
@@ -68,6 +74,12 @@ struct LlamaModel: DecoderFamily {
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        try block(index, skipping: plan, rotary: rotary, slidingWindow: config.slidingWindow(layer: index))
+    }
+
+    /// Block `index` rotating with `rotary` (nil: a NoPE layer, SmolLM3) and
+    /// attending within `slidingWindow` tokens when given.
+    func block(_ index: Int, skipping plan: DropPlan, rotary: RotaryEmbedding?, slidingWindow: Int?) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops), weights = parts.weights
         let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
         let p = "layers.\(index)."
@@ -80,7 +92,7 @@ struct LlamaModel: DecoderFamily {
             rotary: rotary,
             output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: outputBias),
             scale: 1 / Float(layout.headDim).squareRoot(),
-            slidingWindow: config.slidingWindow(layer: index)) }
+            slidingWindow: slidingWindow) }
         func feedForward() throws -> FeedForward {
             try weights.gatedMLP(
                 p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize,

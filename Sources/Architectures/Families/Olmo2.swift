@@ -32,22 +32,39 @@ struct Olmo2Model: DecoderFamily {
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint) { prefix in
-            LayerNaming(
-                prefix: prefix + "layers.", attention: ["self_attn.", "post_attention_layernorm."],
-                mlp: ["mlp.", "post_feedforward_layernorm."], layerCountKeys: ["num_hidden_layers"])
-        }
+        parts = try DecoderParts(checkpoint) { Self.naming($0) }
         config = try parts.config(Olmo2Configuration.self)
         rotary = try parts.rotary()
     }
 
-    func head() throws -> OutputHead {
-        try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps), tiedByDefault: false)
+    /// The post-norm layer naming, shared with OLMo-3 (whose exports spell
+    /// out `layerTypes`).
+    static func naming(_ prefix: String, layerTypes: [String]? = nil) -> LayerNaming {
+        LayerNaming(
+            prefix: prefix + "layers.", attention: ["self_attn.", "post_attention_layernorm."],
+            mlp: ["mlp.", "post_feedforward_layernorm."], layerCountKeys: ["num_hidden_layers"], layerTypes: layerTypes)
+    }
+
+    func head() throws -> OutputHead { try Self.head(parts, config) }
+
+    static func head(_ parts: DecoderParts, _ config: Olmo2Configuration) throws -> OutputHead {
+        try parts.head(
+            norm: parts.weights.rmsNorm("norm", size: parts.dimensions.hiddenSize, eps: config.rmsNormEps), tiedByDefault: false)
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let drops = plan.union(configuredDrops), weights = parts.weights
-        let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
+        try Self.block(index, skipping: plan, parts: parts, config: config, rotary: rotary)
+    }
+
+    /// Block `index` of the post-norm layout, rotating with `rotary` and
+    /// attending within `slidingWindow` tokens when given (OLMo-3 decides
+    /// both per layer; OLMo-2 has one rotary and no windows).
+    static func block(
+        _ index: Int, skipping plan: DropPlan, parts: DecoderParts, config: Olmo2Configuration, rotary: RotaryEmbedding,
+        slidingWindow: Int? = nil
+    ) throws -> TransformerBlock {
+        let drops = plan.union(parts.configuredDrops), weights = parts.weights
+        let d = parts.dimensions.hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
         let bias = config.attentionBias == true
         let p = "layers.\(index)."
         func attention() throws -> SelfAttention { SelfAttention(
@@ -56,6 +73,7 @@ struct Olmo2Model: DecoderFamily {
             rotary: rotary,
             output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: bias),
             scale: 1 / Float(layout.headDim).squareRoot(),
+            slidingWindow: slidingWindow,
             queryKeyNorm: .acrossHeads(
                 query: try weights.rmsNorm(p + "self_attn.q_norm", size: layout.queryWidth, eps: eps),
                 key: try weights.rmsNorm(p + "self_attn.k_norm", size: layout.keyWidth, eps: eps))) }

@@ -1,0 +1,97 @@
+import CheckpointIO
+import DroptraceSupport
+import TensorEngine
+
+/// The attention types config.json's `layer_types` names.
+enum AttentionLayerType {
+    static let full = "full_attention"
+    static let sliding = "sliding_attention"
+}
+
+extension DecoderParts {
+    /// Each layer's attention type: config.json's `layer_types` when given
+    /// (`DecoderDimensions` checked it has one entry per layer), else
+    /// `rule(layer)`, the family's transformers default.
+    ///
+    /// - Throws: `DroptraceError` naming config.json for a type other than
+    ///   full_attention / sliding_attention, or sliding layers without a
+    ///   `sliding_window` (transformers would give them no window at all).
+    func layerTypes(_ configured: [String]?, slidingWindow: Int?, default rule: (Int) -> String) throws -> [String] {
+        let types = configured ?? (0..<dimensions.numHiddenLayers).map(rule)
+        if let unknown = types.first(where: { $0 != AttentionLayerType.sliding && $0 != AttentionLayerType.full }) {
+            throw DroptraceError("unsupported layer type \"\(unknown)\" in layer_types", path: configPath)
+        }
+        if types.contains(AttentionLayerType.sliding), slidingWindow == nil {
+            throw DroptraceError("layer_types has sliding_attention layers but sliding_window is not set", path: configPath)
+        }
+        return types
+    }
+}
+
+/// Rotary settings per attention type, for families whose full-attention
+/// and sliding-window layers rotate differently (OLMo-3), as transformers
+/// 5.x resolves their config.json (`convert_rope_params_to_dict`):
+///
+/// - full_attention: `rope_parameters.full_attention`, or 4.x `rope_scaling`;
+///   base `rope_theta` inside it, else the top-level `rope_theta`, else the
+///   family's default;
+/// - sliding_attention: `rope_parameters.sliding_attention`; base inside it,
+///   else the family's default (transformers hands the top-level
+///   `rope_theta` to the full layers only).
+///
+/// A missing or null entry is the default rotation. Keys of a flat
+/// `rope_parameters` object beside the per-type ones are not read, as
+/// transformers does not read them.
+struct LayerTypeRopeSettings: Decodable {
+    private var byType: [String: RopeSettings] = [:]
+    private var topLevelTheta: Double?
+
+    init(from decoder: Decoder) throws {
+        typealias Key = RopeSettings.Key
+        let top = try decoder.container(keyedBy: Key.self)
+        func object(_ container: KeyedDecodingContainer<Key>, _ name: String) throws -> KeyedDecodingContainer<Key>? {
+            guard container.contains(Key(name)), try !container.decodeNil(forKey: Key(name)) else { return nil }
+            return try container.nestedContainer(keyedBy: Key.self, forKey: Key(name))
+        }
+        topLevelTheta = try top.decodeIfPresent(Double.self, forKey: Key("rope_theta"))
+        try ConfigRules.decodingChecks { try ConfigRules.positiveIfPresent(topLevelTheta, "rope_theta") }
+        if let parameters = try object(top, "rope_parameters") {
+            for type in [AttentionLayerType.full, AttentionLayerType.sliding] {
+                if let settings = try object(parameters, type) { byType[type] = try RopeSettings(top: nil, nested: settings) }
+            }
+        }
+        if let scaling = try object(top, "rope_scaling") {
+            // transformers merges the two; a config holding both is not one it wrote.
+            guard byType[AttentionLayerType.full] == nil else {
+                throw DecodingError.dataCorrupted(DecodingError.Context(
+                    codingPath: [Key("rope_scaling")],
+                    debugDescription: "given besides rope_parameters.full_attention; keep one of them"))
+            }
+            byType[AttentionLayerType.full] = try RopeSettings(top: nil, nested: scaling)
+        }
+    }
+
+    /// The rotary embedding of `layerType`'s layers for heads of `headDim`.
+    /// - Throws: `DroptraceError` naming config.json for a scaling type
+    ///   droptrace does not implement or a rotary width that does not fit.
+    func embedding(for layerType: String, headDim: Int, defaultTheta: Double, configPath: String) throws -> RotaryEmbedding {
+        let settings = try byType[layerType] ?? RopeSettings(top: nil, nested: nil)
+        let theta = layerType == AttentionLayerType.full ? topLevelTheta ?? defaultTheta : defaultTheta
+        return try settings.embedding(headDim: headDim, defaultTheta: theta, configPath: configPath)
+    }
+}
+
+extension DecoderParts {
+    /// The rotary embedding of each attention type (`LayerTypeRopeSettings`),
+    /// for heads whose width q_proj and k_proj of the first kept attention
+    /// confirm; tables of width 0 when the config drops every attention layer.
+    func rotaryByLayerType(defaultTheta: Double) throws -> (full: RotaryEmbedding, sliding: RotaryEmbedding) {
+        try confirmAttentionProjections()
+        let headDim = firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
+        let settings = try config(LayerTypeRopeSettings.self)
+        func table(_ type: String) throws -> RotaryEmbedding {
+            try settings.embedding(for: type, headDim: headDim, defaultTheta: defaultTheta, configPath: configPath)
+        }
+        return (try table(AttentionLayerType.full), try table(AttentionLayerType.sliding))
+    }
+}

@@ -1,0 +1,150 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `gemma3_text`, or the `text_config` of `gemma3`.
+struct Gemma3Configuration: Decodable {
+    var rmsNormEps: Double
+    var hiddenActivation: String
+    var attentionBias: Bool?
+    var queryPreAttnScalar: Double
+    var slidingWindow: Int?
+    var slidingWindowPattern: Int?
+    var layerTypes: [String]?
+    var finalLogitSoftcapping: Double?
+    var useBidirectionalAttention: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case rmsNormEps = "rms_norm_eps"
+        case hiddenActivation = "hidden_activation"
+        case attentionBias = "attention_bias"
+        case queryPreAttnScalar = "query_pre_attn_scalar"
+        case slidingWindow = "sliding_window"
+        case slidingWindowPattern = "sliding_window_pattern"
+        case layerTypes = "layer_types"
+        case finalLogitSoftcapping = "final_logit_softcapping"
+        case useBidirectionalAttention = "use_bidirectional_attention"
+    }
+
+    /// transformers' `Gemma3TextConfig` defaults, for the keys a config
+    /// omits (released `gemma3` configs list only a few in `text_config`).
+    static let defaults: [String: ConfigDefault] = [
+        "vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+        "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+        "max_position_embeddings": 131_072, "rms_norm_eps": 1e-6, "tie_word_embeddings": true, "attention_bias": false,
+        "query_pre_attn_scalar": 256, "sliding_window": 4096,
+    ]
+
+    /// transformers' rule when `layer_types` is absent: every
+    /// `sliding_window_pattern`-th layer (default 6) global, the others sliding.
+    func defaultLayerType(_ layer: Int) -> String {
+        (layer + 1) % (slidingWindowPattern ?? 6) == 0 ? AttentionLayerType.full : AttentionLayerType.sliding
+    }
+}
+
+/// Gemma-3, text only (`gemma3_text`, `Gemma3ForCausalLM`) or the language
+/// model of a multimodal checkpoint (`gemma3`, `Gemma3ForConditionalGeneration`:
+/// sizes under `text_config`, weights under `language_model.model.` as
+/// `save_pretrained` writes them, or `model.language_model.` as transformers
+/// 5.x names its modules; the vision tower ignored; scored on text).
+///
+/// Gemma-2's sandwich block (`SandwichBlock`) with per-head (1 + weight)
+/// RMSNorms of queries and keys (`q_norm`, `k_norm` over head_dim) before
+/// rotary, scores scaled by 1/√query_pre_attn_scalar, local (sliding-window)
+/// and global layers by `layer_types` or `sliding_window_pattern`, each
+/// layer type with its own rotary base and scaling (local
+/// `rope_local_base_freq`, 1e4; global `rope_theta`, 1e6, with e.g. linear
+/// scaling 8 in Gemma-3 4B and up), embeddings × √hidden, a tied head.
+///
+/// As in transformers: the attention never soft-caps its scores
+/// (`attn_logit_softcapping` is unused), and only the text-only model
+/// soft-caps its logits (`final_logit_softcapping`;
+/// `Gemma3ForConditionalGeneration` does not).
+struct Gemma3Model: DecoderFamily {
+    let parts: DecoderParts
+    let config: Gemma3Configuration
+    let layerTypes: [String]
+    /// The rotary embedding of each layer type present.
+    let rotary: [String: RotaryEmbedding]
+    let activation: Activation
+    /// A `gemma3` checkpoint: the language model of `Gemma3ForConditionalGeneration`.
+    let multimodal: Bool
+
+    init(_ checkpoint: Checkpoint) throws {
+        multimodal = checkpoint.modelType == "gemma3"
+        let sectionName = multimodal ? "text_config" : nil
+        parts = try DecoderParts(
+            checkpoint, section: ConfigSection(sectionName, defaults: Gemma3Configuration.defaults),
+            naming: { SandwichBlock.naming($0) },
+            prefixes: multimodal ? ["language_model.model.", "model.language_model."] : ["model.", ""])
+        let config = try parts.config(Gemma3Configuration.self)
+        self.config = config
+        let dimensions = parts.dimensions, configPath = parts.configPath
+        let key = sectionName.map { $0 + "." } ?? ""
+        try ConfigRules.checks(path: configPath) {
+            try ConfigRules.positive(config.queryPreAttnScalar, key + "query_pre_attn_scalar")
+            try ConfigRules.positiveIfPresent(config.finalLogitSoftcapping, key + "final_logit_softcapping")
+            try ConfigRules.countIfPresent(config.slidingWindowPattern, key + "sliding_window_pattern")
+            // Gemma3TextConfig refuses these, explicit head_dim or not.
+            try ConfigRules.divides(dimensions.numAttentionHeads, key + "num_attention_heads", dimensions.hiddenSize, "hidden_size")
+        }
+        if config.useBidirectionalAttention == true {
+            throw DroptraceError(
+                "\"\(key)use_bidirectional_attention\" is true: droptrace scores causal language models only", path: configPath)
+        }
+        // DecoderDimensions checked that layer_types, when given, has one entry per layer.
+        layerTypes = try parts.layerTypes(config.layerTypes, slidingWindow: config.slidingWindow, default: config.defaultLayerType)
+        activation = try parts.activation(config.hiddenActivation)
+
+        try parts.confirmAttentionProjections()
+        let headDim = parts.firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
+        let section = try checkpoint.configObject(ConfigSection(sectionName))
+        var rotary: [String: RotaryEmbedding] = [:]
+        for layerType in Set(layerTypes).sorted() {
+            let global = layerType == "full_attention"
+            let parameters = try RopeSettings.parameters(
+                forLayerType: layerType, in: section, legacyThetaKey: global ? "rope_theta" : "rope_local_base_freq",
+                legacyScaling: global, defaultTheta: global ? 1_000_000 : 10_000, configPath: configPath)
+            rotary[layerType] = try checkpoint.decodeConfig(RopeSettings.self, object: ["rope_parameters": parameters], under: sectionName)
+                .embedding(headDim: headDim, maxPositions: dimensions.maxPositionEmbeddings, configPath: configPath)
+        }
+        self.rotary = rotary
+    }
+
+    func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch, scaled: true) }
+
+    /// An export without some blocks spells out the remaining layers' types
+    /// (in `text_config` for `gemma3`), so renumbering cannot move a window.
+    var layerNaming: LayerNaming {
+        var naming = parts.naming
+        naming.layerTypes = layerTypes
+        return naming
+    }
+
+    func head() throws -> OutputHead {
+        try parts.head(
+            norm: parts.weights.offsetRMSNorm("norm", size: hiddenSize, eps: config.rmsNormEps), tiedByDefault: true,
+            logitSoftcap: multimodal ? nil : config.finalLogitSoftcapping.map { Float($0) },
+            untiedName: multimodal ? "language_model.lm_head" : "lm_head")
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops), weights = parts.weights
+        let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
+        let bias = config.attentionBias == true
+        let p = "layers.\(index).self_attn."
+        let layerType = layerTypes[index]
+        func attention() throws -> SelfAttention { SelfAttention(
+            qkv: try weights.stackedQKV(p, hidden: d, layout: layout, bias: bias),
+            layout: layout,
+            rotary: rotary[layerType],
+            output: try weights.linear(p + "o_proj", in: layout.queryWidth, out: d, bias: bias),
+            scale: Float(1 / config.queryPreAttnScalar.squareRoot()),
+            slidingWindow: layerType == "sliding_attention" ? config.slidingWindow : nil,
+            queryKeyNorm: .perHead(
+                query: try weights.offsetRMSNorm(p + "q_norm", size: layout.headDim, eps: eps),
+                key: try weights.offsetRMSNorm(p + "k_norm", size: layout.headDim, eps: eps))) }
+        return try SandwichBlock.block(index, parts: parts, drops: drops, eps: eps, activation: activation, attention: attention)
+    }
+}

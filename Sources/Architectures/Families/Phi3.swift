@@ -1,0 +1,104 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `phi3`.
+struct Phi3Configuration: Decodable {
+    var rmsNormEps: Double
+    var hiddenAct: String?
+    var slidingWindow: Int?
+    var originalMaxPositionEmbeddings: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case rmsNormEps = "rms_norm_eps"
+        case hiddenAct = "hidden_act"
+        case slidingWindow = "sliding_window"
+        case originalMaxPositionEmbeddings = "original_max_position_embeddings"
+    }
+}
+
+/// Phi-3 (Phi-3, Phi-3.5-mini, Phi-4, Phi-4-mini): Llama's pre-RMSNorm
+/// block with fused projections — `self_attn.qkv_proj` holds the q, k and v
+/// rows in that order, `mlp.gate_up_proj` the gate rows then the up rows —,
+/// rotary on the first `partial_rotary_factor` of each head, LongRoPE
+/// scaling (`longrope`, or `su` / `yarn` in the first configs, which
+/// transformers reads as LongRoPE) in the long-context variants, and a
+/// sliding window on every layer when `sliding_window` is set.
+///
+/// Dropping a module drops its fused tensors whole.
+struct Phi3Model: DecoderFamily {
+    let parts: DecoderParts
+    let config: Phi3Configuration
+    let rotary: RotaryEmbedding
+
+    init(_ checkpoint: Checkpoint) throws {
+        parts = try DecoderParts(checkpoint, naming: LlamaModel.naming)
+        let config = try parts.config(Phi3Configuration.self)
+        self.config = config
+        let dimensions = parts.dimensions, configPath = parts.configPath
+        try ConfigRules.checks(path: configPath) {
+            try ConfigRules.countIfPresent(config.originalMaxPositionEmbeddings, "original_max_position_embeddings")
+            // qkv_proj holds (heads + 2 · kv_heads) · head_dim rows of hidden values, at most 3 · heads of them.
+            try ConfigRules.product([
+                (dimensions.numAttentionHeads, "num_attention_heads"), (3, "q, k and v"),
+                (dimensions.resolvedHeadDim, dimensions.headDim == nil ? "hidden_size" : "head_dim"),
+                (dimensions.hiddenSize, "hidden_size"),
+            ])
+        }
+        // The fused qkv_proj of the first kept attention confirms the head
+        // sizes before the rotary table is sized from them.
+        if let layer = parts.firstKeptAttention {
+            try parts.weights.confirmShape(
+                "layers.\(layer).self_attn.qkv_proj.weight", [parts.attentionLayout.width, dimensions.hiddenSize],
+                keys: "(num_attention_heads + 2 × num_key_value_heads) × \(dimensions.headDim == nil ? "hidden_size / num_attention_heads" : "head_dim")",
+                configPath: configPath)
+        }
+        var rope = try parts.ropeSettings()
+        switch rope.type {
+        case "default":
+            break
+        case "longrope":
+            // transformers takes the pre-training length from the top-level
+            // key (Phi3Config default 4096), over any in the rope parameters.
+            rope.originalMaxPositions = config.originalMaxPositionEmbeddings ?? 4096
+        case "su", "yarn":
+            // Phi3Config reads these as LongRoPE only after the step that
+            // copies the top-level length in: theirs must be in the rope
+            // parameters (LongRoPE requires it).
+            rope.type = "longrope"
+        default:
+            throw DroptraceError("unsupported rope type \"\(rope.type)\" for phi3 (supported: default, longrope, su)", path: configPath)
+        }
+        rotary = try parts.rotary(confirmProjections: false, settings: rope)
+    }
+
+    func head() throws -> OutputHead {
+        try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps), tiedByDefault: false)
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops), weights = parts.weights
+        let d = hiddenSize, inner = parts.dimensions.intermediateSize, layout = parts.attentionLayout, eps = config.rmsNormEps
+        let p = "layers.\(index)."
+        func attention() throws -> SelfAttention { SelfAttention(
+            qkv: try weights.linear(p + "self_attn.qkv_proj", in: d, out: layout.width, bias: false),
+            layout: layout,
+            rotary: rotary,
+            output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: false),
+            scale: 1 / Float(layout.headDim).squareRoot(),
+            slidingWindow: config.slidingWindow) }
+        func feedForward() throws -> FeedForward {
+            .gated(
+                gateUp: try weights.linear(p + "mlp.gate_up_proj", in: d, out: 2 * inner, bias: false),
+                down: try weights.linear(p + "mlp.down_proj", in: inner, out: d, bias: false),
+                activation: try parts.activation(config.hiddenAct ?? "silu"))
+        }
+        return TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
+                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), attention: try attention()),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
+                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps), feedForward: try feedForward()),
+            residual: .sequential)
+    }
+}

@@ -1,0 +1,43 @@
+import CheckpointIO
+import DroptraceSupport
+import TensorEngine
+
+/// The block of Gemma-2 and Gemma-3: a (1 + weight) RMSNorm at both ends of
+/// each branch (sandwich),
+///
+///     H = X + RMSNorm(Attn(RMSNorm X)),   Y = H + RMSNorm(MLP(RMSNorm H))
+///
+/// (`input_layernorm` / `post_attention_layernorm` around the attention,
+/// `pre_feedforward_layernorm` / `post_feedforward_layernorm` around the
+/// gated MLP), with sliding-window and global attention layers by
+/// `layer_types`. The families differ only in their attention.
+enum SandwichBlock {
+    /// The layer naming: each branch owns its two norms.
+    static func naming(_ prefix: String, layerTypes: [String]? = nil) -> LayerNaming {
+        LayerNaming(
+            prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm.", "post_attention_layernorm."],
+            mlp: ["mlp.", "pre_feedforward_layernorm.", "post_feedforward_layernorm."], layerCountKeys: ["num_hidden_layers"],
+            layerTypes: layerTypes)
+    }
+
+    /// Block `index` of `parts`' weights with the branches `drops` names left
+    /// out (their weights unread); `attention` builds the attention module.
+    static func block(
+        _ index: Int, parts: DecoderParts, drops: DropPlan, eps: Double, activation: Activation,
+        attention: () throws -> SelfAttention
+    ) throws -> TransformerBlock {
+        let weights = parts.weights, d = parts.dimensions.hiddenSize
+        let p = "layers.\(index)."
+        return TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
+                inputNorm: try weights.offsetRMSNorm(p + "input_layernorm", size: d, eps: eps),
+                attention: try attention(),
+                outputNorm: try weights.offsetRMSNorm(p + "post_attention_layernorm", size: d, eps: eps)),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
+                inputNorm: try weights.offsetRMSNorm(p + "pre_feedforward_layernorm", size: d, eps: eps),
+                feedForward: try weights.gatedMLP(
+                    p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize, activation: activation),
+                outputNorm: try weights.offsetRMSNorm(p + "post_feedforward_layernorm", size: d, eps: eps)),
+            residual: .sequential)
+    }
+}

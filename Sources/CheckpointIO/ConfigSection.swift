@@ -1,0 +1,115 @@
+import DroptraceSupport
+import Foundation
+
+/// A JSON scalar that stands in for a key config.json omits (the default a
+/// transformers config class gives it).
+public enum ConfigDefault: Sendable, Equatable, ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral,
+    ExpressibleByStringLiteral, ExpressibleByBooleanLiteral
+{
+    case integer(Int)
+    case number(Double)
+    case string(String)
+    case boolean(Bool)
+
+    public init(integerLiteral value: Int) { self = .integer(value) }
+    public init(floatLiteral value: Double) { self = .number(value) }
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(booleanLiteral value: Bool) { self = .boolean(value) }
+
+    /// The value as JSONSerialization represents it.
+    var json: Any {
+        switch self {
+        case .integer(let value): return value
+        case .number(let value): return value
+        case .string(let value): return value
+        case .boolean(let value): return value
+        }
+    }
+}
+
+/// Where a model family reads its configuration in config.json: the top
+/// level, or one object member of it — the `text_config` of a multimodal
+/// checkpoint (Gemma-3's `Gemma3ForConditionalGeneration`), whose language
+/// model sizes live there — completed with the defaults the family's
+/// transformers config class gives the keys the file omits (released
+/// multimodal configs spell out only what differs from them).
+public struct ConfigSection: Sendable, Equatable {
+    /// The member holding the family's keys; nil for the top level.
+    public var name: String?
+    /// Values of keys the section omits (a key present with `null` stays null).
+    public var defaults: [String: ConfigDefault]
+
+    public init(_ name: String? = nil, defaults: [String: ConfigDefault] = [:]) {
+        self.name = name
+        self.defaults = defaults
+    }
+
+    /// config.json's top level as written.
+    public static let topLevel = ConfigSection()
+}
+
+extension Checkpoint {
+    /// The section's JSON object with its defaults filled in. An absent or
+    /// null member reads as an empty object, as transformers builds the
+    /// sub-config from its defaults then.
+    /// - Throws: `DroptraceError` naming config.json when the member is not an object.
+    public func configObject(_ section: ConfigSection) throws -> [String: Any] {
+        guard let top = try? JSONSerialization.jsonObject(with: configData) as? [String: Any] else {
+            throw DroptraceError("not valid JSON", path: configURL.path)
+        }
+        var object = top
+        if let name = section.name {
+            switch top[name] {
+            case nil, is NSNull:
+                object = [:]
+            case let member as [String: Any]:
+                object = member
+            default:
+                throw DroptraceError("key \"\(name)\" has the wrong type (expected an object)", path: configURL.path)
+            }
+        }
+        for (key, value) in section.defaults where object[key] == nil { object[key] = value.json }
+        return object
+    }
+
+    /// Decodes an architecture's configuration type from `section`; errors
+    /// name config.json and the key's path (`text_config.hidden_size`).
+    public func decodeConfig<Config: Decodable>(_ type: Config.Type, section: ConfigSection) throws -> Config {
+        if section == .topLevel { return try decodeConfig(type) }
+        return try decodeConfig(type, object: try configObject(section), under: section.name)
+    }
+
+    /// Decodes `type` from a JSON object derived from config.json (a section
+    /// with its defaults, or settings a family assembles from several keys);
+    /// `name` is the member the object stands for, which errors put in front
+    /// of the key path.
+    public func decodeConfig<Config: Decodable>(_ type: Config.Type, object: [String: Any], under name: String? = nil) throws -> Config {
+        let wrapped: [String: Any] = name.map { [$0: object] } ?? object
+        guard JSONSerialization.isValidJSONObject(wrapped), let data = try? JSONSerialization.data(withJSONObject: wrapped) else {
+            throw DroptraceError("not valid JSON", path: configURL.path)
+        }
+        guard name != nil else { return try decodeConfig(type, from: data) }
+        return try decodeConfig(OnlyMember<Config>.self, from: data).value
+    }
+}
+
+/// The value of a JSON object's only member, decoded under that member's key
+/// so decoding errors carry it in their coding path.
+private struct OnlyMember<Value: Decodable>: Decodable {
+    let value: Value
+
+    private struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: Key.self)
+        guard let key = container.allKeys.first else {
+            throw DecodingError.dataCorrupted(DecodingError.Context(codingPath: [], debugDescription: "empty object"))
+        }
+        value = try container.decode(Value.self, forKey: key)
+    }
+}

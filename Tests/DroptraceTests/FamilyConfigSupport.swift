@@ -1,0 +1,43 @@
+import Architectures
+import CheckpointIO
+import Dropping
+import DroptraceSupport
+import Foundation
+import Testing
+
+/// A fixture model whose config.json a test changes, loaded through the registry.
+struct EditedFixture {
+    let scratch: ScratchDirectory
+    let model: URL
+    var configPath: String { model.appendingPathComponent("config.json").path }
+
+    init(_ name: String, _ change: (inout [String: Any]) -> Void = { _ in }) throws {
+        scratch = try ScratchDirectory()
+        model = try scratch.copyOfModel(name, as: "model")
+        try BadInputTests().rewriteConfig(model, change)
+    }
+
+    func load() throws -> any LanguageModel { try ModelRegistry.load(try Checkpoint(directory: model)) }
+
+    /// The load fails with one error naming config.json and `key`.
+    func expectRefused(naming key: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        do {
+            let loaded = try load()
+            Issue.record("loaded as a \(loaded.layerCount)-layer model", sourceLocation: sourceLocation)
+        } catch let error as DroptraceError {
+            #expect(error.path == configPath, "\(error)", sourceLocation: sourceLocation)
+            #expect(error.message.contains(key), "does not name \(key): \(error)", sourceLocation: sourceLocation)
+            #expect(!error.message.contains("\n"), sourceLocation: sourceLocation)
+        } catch {
+            Issue.record("unexpected error \(error)", sourceLocation: sourceLocation)
+        }
+    }
+
+    /// config.json of a block-dropped export of the model.
+    func exportedConfig(droppingBlocks blocks: Set<Int>) throws -> [String: Any] {
+        let export = scratch.path("export")
+        try DroppedModelExport.write(model: try load(), plan: DropPlan(blocks: blocks), to: export)
+        let data = try Data(contentsOf: export.appendingPathComponent("config.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+}
