@@ -1,6 +1,8 @@
+import Architectures
 import CheckpointIO
 import DroptraceSupport
 import Foundation
+import Scoring
 import Testing
 import Tokenization
 
@@ -187,5 +189,52 @@ enum GGUFArchitectureFixtures {
             #expect(error.path == file.path, "\(error)")
             #expect(error.message.contains(mutant.names ?? mutant.key), "does not name \(mutant.names ?? mutant.key): \(error)")
         }
+    }
+}
+
+/// End to end: each GGUF scores like a safetensors model holding the same
+/// weights under the Hugging Face fixture's config with the keys llama.cpp
+/// drops set as the GGUF reader sets them; the float32 phi3 GGUF like
+/// transformers on the original. Runs for the families the registry has.
+@Suite struct GGUFArchitectureScoringTests {
+    static func maxDifference(_ a: ModuleScores, _ b: ModuleScores) -> Double {
+        let pairs = Array(zip(a.attention, b.attention)) + Array(zip(a.mlp, b.mlp)) + Array(zip(a.block, b.block))
+        #expect(a.layerCount == b.layerCount)
+        return pairs.map { $0.isNaN && $1.isNaN ? 0 : abs($0 - $1) }.max() ?? 0
+    }
+
+    @Test(arguments: GGUFArchitectureFixtures.cases)
+    func scoresLikeTheSafetensorsModel(fixture: GGUFArchitectureFixtures.Case) throws {
+        let gguf = try Checkpoint(location: GGUFArchitectureFixtures.file(fixture.file))
+        guard ModelRegistry.supportedModelTypes.contains(gguf.modelType) else { return }
+        let translated = try JSONSerialization.jsonObject(with: gguf.configData) as! [String: Any]
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel(fixture.model, as: "model")
+        try BadInputTests().rewriteConfig(model) { config in
+            for key in fixture.lost { config[key] = translated[key] }
+        }
+        var weights: [String: Data] = [:]
+        for name in try Checkpoint(directory: model).tensorNames {
+            weights[name] = try gguf.tensor(name).floats().withUnsafeBytes { Data($0) }
+        }
+        try BadInputTests().rewriteWeights(model) { entries in
+            entries = entries.map { .init(name: $0.name, dtype: .float32, shape: $0.shape, bytes: weights[$0.name] ?? Data()) }
+        }
+        let sequences = FixtureFiles.jsonlSequences()
+        let fromGGUF = try ImportanceScorer(model: try ModelRegistry.load(gguf)).score(sequences, calibrationPath: "fixture")
+        let fromSafetensors = try ImportanceScorer(model: try EditedModel.load(model)).score(sequences, calibrationPath: "fixture")
+        let difference = Self.maxDifference(fromGGUF, fromSafetensors)
+        #expect(difference <= 1e-5, "\(fixture.file): max |gguf − safetensors| = \(difference)")
+    }
+
+    @Test func float32Phi3ScoresLikeTransformers() throws {
+        let checkpoint = try Checkpoint(location: GGUFArchitectureFixtures.file("phi3-f32.gguf"))
+        guard ModelRegistry.supportedModelTypes.contains("phi3") else { return }
+        let scores = try ImportanceScorer(model: try ModelRegistry.load(checkpoint))
+            .score(FixtureFiles.jsonlSequences(), calibrationPath: "fixture")
+        let reference = try #require(FixtureFiles.scores("phi3-f32", "jsonl", "float32_compute"))
+        let difference = reference.maxDifference(
+            attention: scores.attention, mlp: scores.mlp, block: scores.block, blockGap: scores.blockGap)
+        #expect(difference <= 1e-5, "max |gguf − transformers| = \(difference)")
     }
 }
