@@ -31,11 +31,13 @@ struct DecoderParts: Sendable {
     ///     `configSection` is set to its name, so exports edit that section.
     ///   - naming: the family's layer naming for a weights prefix.
     ///   - prefixes: candidate prefixes of the decoder's weights, first match wins.
+    ///   - extraLayers: layers stored after the decoder's that the model does
+    ///     not run (DeepSeek-V3's multi-token-prediction layers), ignored.
     /// - Throws: `DroptraceError` naming config.json for sizes that cannot
     ///   describe a model or that the tensors contradict.
     init(
         _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, naming: (String) -> LayerNaming,
-        prefixes: [String] = ["model.", ""]
+        prefixes: [String] = ["model.", ""], extraLayers: Int = 0
     ) throws {
         self.checkpoint = checkpoint
         self.section = section
@@ -45,7 +47,8 @@ struct DecoderParts: Sendable {
         var layerNaming = naming(weights.prefix)
         layerNaming.configSection = section.name
         self.naming = layerNaming
-        try weights.confirmLayers(self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath)
+        try weights.confirmLayers(
+            self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath, extraLayers: extraLayers)
         try weights.confirmShape(
             "embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize], keys: "vocab_size, hidden_size",
             configPath: configPath)
@@ -129,6 +132,31 @@ struct DecoderParts: Sendable {
                 tiedTo: "embed_tokens", tied: dimensions.tiedEmbeddings(default: tiedByDefault),
                 hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: untiedName),
             logitSoftcap: logitSoftcap)
+    }
+
+    /// Each layer's attention window from its `layer_types` entry:
+    /// `sliding_attention` → `window`, `full_attention` → nil.
+    /// - Throws: `DroptraceError` naming config.json for another type, or
+    ///   for sliding layers without a window (transformers cannot build
+    ///   their mask either); `windowKeys` names the keys that set it.
+    func slidingWindows(layerTypes: [String], window: Int?, windowKeys: String = "sliding_window") throws -> [Int?] {
+        if let unknown = layerTypes.first(where: { $0 != "sliding_attention" && $0 != "full_attention" }) {
+            throw DroptraceError("unsupported layer type \"\(unknown)\" in layer_types", path: configPath)
+        }
+        if layerTypes.contains("sliding_attention"), window == nil {
+            throw DroptraceError("layer_types has sliding_attention layers but \(windowKeys) set no window", path: configPath)
+        }
+        return layerTypes.map { $0 == "sliding_attention" ? window : nil }
+    }
+
+    /// Checks the router `layers.<l>.<router>.weight` [experts, hidden] of
+    /// the first of `layers` whose MLP the config keeps, before expert lists
+    /// are sized from `experts` (named by `expertsKey`).
+    func confirmRouter(_ router: String, experts: Int, expertsKey: String, layers: [Int]) throws {
+        guard let layer = layers.first(where: { !configuredDrops.dropsMLP($0) }) else { return }
+        try weights.confirmShape(
+            "layers.\(layer).\(router).weight", [experts, dimensions.hiddenSize], keys: "\(expertsKey), hidden_size",
+            configPath: configPath)
     }
 
     /// The activation config.json names (`hidden_act` or the family's key).

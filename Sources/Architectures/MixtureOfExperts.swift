@@ -1,9 +1,10 @@
+import CheckpointIO
 import Foundation
 import TensorEngine
 
-/// A sparse mixture-of-experts MLP (Mixtral): a linear router scores every
-/// expert per token, the token goes to its top-k experts, and their outputs
-/// are summed with the router's renormalised probabilities as weights.
+/// A sparse mixture-of-experts MLP (Mixtral, Qwen3-MoE, OLMoE): a linear
+/// router scores every expert per token, the token goes to its top-k experts,
+/// and their outputs are summed, weighted as the routing rule says.
 ///
 /// Tokens are grouped by expert, so each expert runs one GEMM over exactly
 /// the rows routed to it.
@@ -13,25 +14,40 @@ public struct MixtureOfExperts: Sendable {
     /// Each a gated MLP (SwiGLU for Mixtral).
     public let experts: [FeedForward]
     public let expertsPerToken: Int
-    /// How `route` turns router logits into expert weights.
-    public let weighting: RouterWeighting
+    /// How router logits become each token's experts and weights.
+    public let rule: RoutingRule
 
-    /// How a token's router logits become its experts' weights.
-    public enum RouterWeighting: Sendable {
-        /// Softmax over all experts, the top k, renormalised to sum to 1 (Mixtral).
-        case softmaxThenTopK
+    /// How a router's logits [tokens, experts] choose each token's experts
+    /// and their weights. All rules run in Float32, as transformers computes
+    /// the router softmax in float32 whatever the weights' dtype.
+    public enum RoutingRule: Sendable {
+        /// Softmax over all experts, the k most probable, and as weights
+        /// their probabilities, divided by their sum when `renormalize`
+        /// (transformers: Mixtral always; Qwen3-MoE and OLMoE when
+        /// `norm_topk_prob`, whose top-k weights otherwise sum to less than 1).
+        case softmaxTopK(renormalize: Bool)
         /// The k largest logits, then a softmax over those k only (gpt-oss's
-        /// `GptOssTopKRouter`): the same weights as `softmaxThenTopK` up to
-        /// rounding, computed as transformers does.
+        /// `GptOssTopKRouter`): the same weights as renormalised `softmaxTopK`
+        /// up to rounding, computed as transformers does.
         case topKThenSoftmax
+        /// Experts chosen within the best groups, weighted by their
+        /// unbiased scores (DeepSeek-V2/V3; see `GroupLimitedTopK`).
+        case groupLimited(GroupLimitedTopK)
     }
+    /// Experts every token goes through, added after the routed ones
+    /// (DeepSeek's `shared_experts`, stored as one wider MLP).
+    public let sharedExperts: [FeedForward]
 
-    public init(router: Linear, experts: [FeedForward], expertsPerToken: Int, weighting: RouterWeighting = .softmaxThenTopK) {
+    public init(
+        router: Linear, experts: [FeedForward], expertsPerToken: Int, rule: RoutingRule = .softmaxTopK(renormalize: true),
+        sharedExperts: [FeedForward] = []
+    ) {
         precondition(router.outFeatures == experts.count && (1...experts.count).contains(expertsPerToken))
         self.router = router
         self.experts = experts
         self.expertsPerToken = expertsPerToken
-        self.weighting = weighting
+        self.rule = rule
+        self.sharedExperts = sharedExperts
     }
 
     /// Each token's chosen experts, best first, and their weights.
@@ -42,11 +58,19 @@ public struct MixtureOfExperts: Sendable {
         public let expertsPerToken: Int
     }
 
-    /// Softmax over the router logits, the k most probable experts, and their
-    /// probabilities divided by their sum (as transformers routes Mixtral).
+    /// Each row of `x` [tokens, hidden] routed by `rule`.
     public func route(_ x: Matrix) -> Routing {
+        switch rule {
+        case .softmaxTopK(let renormalize): softmaxTopK(x, renormalize: renormalize)
+        case .topKThenSoftmax: softmaxOverTopLogits(router(x))
+        case .groupLimited(let rule): rule.route(router(x), expertsPerToken: expertsPerToken)
+        }
+    }
+
+    /// Softmax over the router logits, the k most probable experts, and their
+    /// probabilities, divided by their sum when `renormalize`.
+    func softmaxTopK(_ x: Matrix, renormalize: Bool) -> Routing {
         let logits = router(x)
-        if weighting == .topKThenSoftmax { return softmaxOverTopLogits(logits) }
         let count = experts.count, k = expertsPerToken
         var chosen = [Int](repeating: 0, count: x.rows * k)
         var weights = [Float](repeating: 0, count: x.rows * k)
@@ -61,7 +85,7 @@ public struct MixtureOfExperts: Sendable {
                 // Highest probability first; equal ones keep the lower index.
                 let top = (0..<count).sorted { probabilities[$0] > probabilities[$1] || (probabilities[$0] == probabilities[$1] && $0 < $1) }
                     .prefix(k)
-                let total = top.reduce(Float(0)) { $0 + probabilities[$1] }
+                let total = renormalize ? top.reduce(Float(0)) { $0 + probabilities[$1] } : 1
                 for (slot, e) in top.enumerated() {
                     chosen[r * k + slot] = e
                     weights[r * k + slot] = probabilities[e] / total
@@ -128,6 +152,72 @@ public struct MixtureOfExperts: Sendable {
                 }
             }
         }
+        for shared in sharedExperts { output.add(shared(x)) }
         return output
+    }
+}
+
+extension Weights {
+    /// The `count` gated experts of one sparse MLP, in whichever form the
+    /// checkpoint stores them:
+    /// - fused, `<fused>gate_up_proj` [count, 2·inner, hidden] (each
+    ///   expert's gate rows, then its up rows) and `<fused>down_proj`
+    ///   [count, hidden, inner] — transformers' 3-D expert parameters;
+    /// - else per expert, `<perExpert><e>.<gate|up|down>.weight`
+    ///   ([inner, hidden], [inner, hidden], [hidden, inner]) — what
+    ///   `save_pretrained` writes.
+    /// - Throws: `DroptraceError` for a missing tensor or a shape the sizes contradict.
+    func gatedExperts(
+        fused: String, perExpert: String, names: (gate: String, up: String, down: String),
+        count: Int, hidden d: Int, inner: Int, activation: Activation
+    ) throws -> [FeedForward] {
+        guard hasFusedExperts(fused) else {
+            return try (0..<count).map { e in
+                try gatedMLP(perExpert + "\(e).", hidden: d, inner: inner, activation: activation, names: names)
+            }
+        }
+        let gateUp = try floats(fused + "gate_up_proj", [count, 2 * inner, d])
+        let down = try floats(fused + "down_proj", [count, d, inner])
+        return (0..<count).map { e in
+            .gated(
+                gateUp: Linear(
+                    weight: Array(gateUp[(e * 2 * inner * d)..<((e + 1) * 2 * inner * d)]), bias: nil,
+                    inFeatures: d, outFeatures: 2 * inner),
+                down: Linear(
+                    weight: Array(down[(e * d * inner)..<((e + 1) * d * inner)]), bias: nil,
+                    inFeatures: inner, outFeatures: d),
+                activation: activation)
+        }
+    }
+
+    /// Whether the experts under `fused` are stored as 3-D tensors.
+    func hasFusedExperts(_ fused: String) -> Bool { has(fused + "gate_up_proj") }
+}
+
+extension Weights {
+    /// The sparse MLP under `mlp` (e.g. "layers.3.mlp.") as Qwen-MoE and
+    /// OLMoE name it: router `<mlp>gate.weight` [count, hidden] and gated
+    /// experts under `<mlp>experts.` (`gate_proj` / `up_proj` / `down_proj`
+    /// per expert, or fused; see `gatedExperts`).
+    func softmaxRoutedExperts(
+        _ mlp: String, count: Int, expertsPerToken: Int, hidden d: Int, inner: Int, activation: Activation,
+        renormalize: Bool
+    ) throws -> MixtureOfExperts {
+        MixtureOfExperts(
+            router: try linear(mlp + "gate", in: d, out: count, bias: false),
+            experts: try gatedExperts(
+                fused: mlp + "experts.", perExpert: mlp + "experts.", names: ("gate_proj", "up_proj", "down_proj"),
+                count: count, hidden: d, inner: inner, activation: activation),
+            expertsPerToken: expertsPerToken, rule: .softmaxTopK(renormalize: renormalize))
+    }
+}
+
+extension MixtureOfExperts {
+    /// Refuses a `num_experts_per_tok` outside 1...experts (`expertsKey`
+    /// names the expert count's key).
+    static func checkExpertsPerToken(_ k: Int, of experts: Int, expertsKey: String) throws {
+        guard experts >= 1, (1...experts).contains(k) else {
+            throw InvalidConfigValue(key: "num_experts_per_tok", problem: "must be between 1 and \(expertsKey) \(experts), got \(k)")
+        }
     }
 }

@@ -15,6 +15,8 @@ protocol RegisteredModel: LanguageModel {
 public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
         "apertus": ApertusModel.self,
+        "deepseek_v2": DeepSeekModel.self,
+        "deepseek_v3": DeepSeekModel.self,
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,
         "gemma3": Gemma3Model.self,
@@ -28,8 +30,11 @@ public enum ModelRegistry {
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
         "olmo3": Olmo3Model.self,
+        "olmoe": OlmoeModel.self,
         "phi3": Phi3Model.self,
         "qwen2": LlamaModel.self,
+        "qwen3": Qwen3Model.self,
+        "qwen3_moe": Qwen3MoeModel.self,
         "smollm3": SmolLM3Model.self,
     ]
 

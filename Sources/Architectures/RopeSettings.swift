@@ -28,17 +28,10 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// (`short_factor`) and beyond it (`long_factor`), one per rotated pair.
     public var shortFactor: [Double]?
     public var longFactor: [Double]?
-    /// Multiplies cos and sin (LongRoPE, YaRN: `attention_factor`); derived from the factor when absent.
+    /// LongRoPE's factor on cos and sin (`attention_factor`); derived from the factor when absent.
     public var attentionFactor: Double?
-    /// YaRN: rotations bounding the ramp between extrapolated and
-    /// interpolated frequencies (`beta_fast`, `beta_slow`; 32 and 1 when absent).
-    public var betaFast: Double?
-    public var betaSlow: Double?
-    /// YaRN: round the ramp's bounds outward to whole dimensions (`truncate`, true when absent).
-    public var truncate: Bool?
-    /// YaRN: with `factor`, when both are set and non-zero, what derives a missing `attention_factor`.
-    public var mscale: Double?
-    public var mscaleAllDim: Double?
+    /// YaRN's settings (`rope_type` "yarn"); see `yarnScaled`.
+    public var yarn = YarnParameters()
     /// config.json's top-level `max_position_embeddings`, YaRN's default for
     /// `original_max_position_embeddings` (and with it for `factor`).
     public var maxPositions: Int?
@@ -96,15 +89,15 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         let originalMax = try number(["original_max_position_embeddings"], in: nested)
         let topLevelOriginalMax = try number(["original_max_position_embeddings"], in: top)
         let maxPositions = try number(["max_position_embeddings"], in: top)
-        betaFast = try number(["beta_fast"], in: nested)
-        betaSlow = try number(["beta_slow"], in: nested)
-        truncate = try nested?.decodeIfPresent(Bool.self, forKey: Key("truncate"))
-        attentionFactor = try number(["attention_factor"], in: nested)
-        mscale = try number(["mscale"], in: nested)
-        mscaleAllDim = try number(["mscale_all_dim"], in: nested)
         frequencyFactors = try nested?.decodeIfPresent([Double].self, forKey: Key("frequency_factors"))
         shortFactor = try nested?.decodeIfPresent([Double].self, forKey: Key("short_factor"))
         longFactor = try nested?.decodeIfPresent([Double].self, forKey: Key("long_factor"))
+        attentionFactor = try number(["attention_factor"], in: nested)
+        yarn = try YarnParameters(
+            attentionFactor: attentionFactor, betaFast: number(["beta_fast"], in: nested),
+            betaSlow: number(["beta_slow"], in: nested), mscale: number(["mscale"], in: nested),
+            mscaleAllDim: number(["mscale_all_dim"], in: nested),
+            truncate: nested?.decodeIfPresent(Bool.self, forKey: Key("truncate")) ?? true)
         try ConfigRules.decodingChecks {
             func key(_ name: String) -> String { keys[name] ?? name }
             try ConfigRules.positive(theta, key("rope_theta"))
@@ -122,14 +115,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             for value in frequencyFactors ?? [] { try ConfigRules.positive(value, "frequency_factors") }
             for value in shortFactor ?? [] { try ConfigRules.positive(value, "short_factor") }
             for value in longFactor ?? [] { try ConfigRules.positive(value, "long_factor") }
-            try ConfigRules.positiveIfPresent(betaFast, "beta_fast")
-            try ConfigRules.positiveIfPresent(betaSlow, "beta_slow")
-            try ConfigRules.positiveIfPresent(attentionFactor, "attention_factor")
-            for (value, name) in [(mscale, "mscale"), (mscaleAllDim, "mscale_all_dim")] {
-                if let value, !value.isFinite {
-                    throw InvalidConfigValue(key: name, problem: "must be a finite number, got \(value)")
-                }
-            }
+            try yarn.check()
             if let maxPositions {
                 self.maxPositions = try ConfigRules.count(
                     ConfigRules.integer(maxPositions, "max_position_embeddings"), "max_position_embeddings")
@@ -257,49 +243,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             longContext: RotaryEmbedding.LongContext(beyondLength: Int(original), inverseFrequencies: long))
     }
 
-    /// YaRN (transformers' `_compute_yarn_parameters`): each frequency blends
-    /// its interpolated (÷ factor) and original value by a linear ramp over
-    /// the dimensions between the corrections for `beta_fast` and `beta_slow`
-    /// rotations within `original_max_position_embeddings`; cos and sin are
-    /// multiplied by the attention factor (0.1 · ln factor + 1 unless given).
-    /// The bounds are computed in Float64 and the ramp in Float32, as there.
-    private func yarnScaled(base: Double, rotaryDim dim: Int, configPath: String) throws -> ([Float], Float) {
-        let originalMax = try require(
-            (topLevelOriginalMaxPositions ?? originalMaxPositions ?? maxPositions).map(Double.init), "original_max_position_embeddings", configPath)
-        // transformers infers a missing factor from the context extension.
-        let factor = try factor ?? maxPositions.map { Double($0) / originalMax } ?? require(nil, "factor", configPath)
-        func mscaled(_ scale: Double, _ m: Double = 1) -> Double { scale <= 1 ? 1 : 0.1 * m * log(scale) + 1 }
-        let attention: Double
-        if let attentionFactor {
-            attention = attentionFactor
-        } else if let mscale, let mscaleAllDim, mscale != 0, mscaleAllDim != 0 {
-            attention = mscaled(factor, mscale) / mscaled(factor, mscaleAllDim)
-        } else {
-            attention = mscaled(factor)
-        }
-        func correctionDim(_ rotations: Double) -> Double {
-            Double(dim) * log(originalMax / (rotations * 2 * Double.pi)) / (2 * log(base))
-        }
-        var low = correctionDim(betaFast ?? 32), high = correctionDim(betaSlow ?? 1)
-        // A base of 1 divides by log 1 = 0 (transformers raises ZeroDivisionError there).
-        guard low.isFinite, high.isFinite, attention.isFinite else {
-            throw DroptraceError(
-                "rope type \"yarn\" with rope_theta \(base) and original_max_position_embeddings \(originalMax) has no finite correction range",
-                path: configPath)
-        }
-        if truncate ?? true { (low, high) = (low.rounded(.down), high.rounded(.up)) }
-        (low, high) = (max(low, 0), min(high, Double(dim - 1)))
-        if low == high { high += 0.001 }
-        let lowF = Float(low), span = Float(high - low), factorF = Float(factor), baseF = Float(base)
-        let frequencies = stride(from: 0, to: dim, by: 2).map { i -> Float in
-            let power = powf(baseF, Float(i) / Float(dim))
-            let extrapolation = 1 - min(max((Float(i / 2) - lowF) / span, 0), 1)
-            return 1 / (factorF * power) * (1 - extrapolation) + 1 / power * extrapolation
-        }
-        return (frequencies, Float(attention))
-    }
-
-    private func require(_ value: Double?, _ key: String, _ configPath: String) throws -> Double {
+    func require(_ value: Double?, _ key: String, _ configPath: String) throws -> Double {
         guard let value else {
             throw DroptraceError("rope type \"\(type)\" needs \"\(key)\"", path: configPath)
         }

@@ -10,18 +10,20 @@ public enum QueryKeyNorm: Sendable {
     case perHead(query: Normalization, key: Normalization)
 }
 
-/// Multi-head (grouped-query) causal self-attention with one fused QKV
-/// projection, optional rotary embedding and optional sliding window, plus
+/// Multi-head (grouped-query) causal self-attention with a QKV projection
+/// (one fused linear, or multi-head latent attention's low-rank paths),
+/// optional rotary embedding and optional sliding window, plus
 /// the adjustments some checkpoints need, each named by what it does:
 /// clipping q/k/v, normalising queries and keys, soft-capping the scores.
 public struct SelfAttention: Sendable {
-    public let qkv: Linear
+    public let projection: QKVProjection
     public let layout: QKVLayout
     public let rotary: RotaryEmbedding?
     public let output: Linear
     public let scale: Float
     public let slidingWindow: Int?
-    /// q, k and v are clamped to [−clip, clip] right after the projection (OLMo's `clip_qkv`).
+    /// q, k and v are clamped to [−clip, clip] after the projection and the
+    /// q/k norms, before rotary (OLMo's and OLMoE's `clip_qkv`).
     public let clip: Float?
     public let queryKeyNorm: QueryKeyNorm?
     /// Scaled scores s become tanh(s / cap) · cap before the softmax (Gemma-2).
@@ -35,10 +37,24 @@ public struct SelfAttention: Sendable {
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
         logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil
     ) {
-        precondition(qkv.outFeatures == layout.width)
+        self.init(
+            projection: .fused(qkv), layout: layout, rotary: rotary, output: output, scale: scale,
+            slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, logitSoftcap: logitSoftcap,
+            sinkLogits: sinkLogits)
+    }
+
+    /// Attention over the rows `projection` gives; `rotary` rotates whole
+    /// heads of them (a latent projection rotates its own rope parts and
+    /// comes with none).
+    public init(
+        projection: QKVProjection, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
+        slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
+        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil
+    ) {
+        precondition(projection.outFeatures == layout.width)
         precondition(queryKeyNorm == nil || layout.arrangement == .grouped)
         precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
-        self.qkv = qkv
+        self.projection = projection
         self.layout = layout
         self.rotary = rotary
         self.output = output
@@ -50,15 +66,10 @@ public struct SelfAttention: Sendable {
         self.sinkLogits = sinkLogits
     }
 
-    /// Queries, keys and values of `x`, ready to attend: projected, clipped,
-    /// normalised and rotated to the rows' `positions`.
+    /// Queries, keys and values of `x`, ready to attend: projected,
+    /// normalised, clipped and rotated to the rows' `positions`.
     public func projectedQKV(_ x: Matrix, positions: [Int]) -> Matrix {
-        var projected = qkv(x)
-        if let clip {
-            projected.data.withUnsafeMutableBufferPointer { values in
-                for i in values.indices { values[i] = min(max(values[i], -clip), clip) }
-            }
-        }
+        var projected = projection(x, positions: positions)
         // Grouped layout: all query columns, then all key columns.
         let queries = 0..<layout.queryWidth, keys = layout.queryWidth..<(layout.queryWidth + layout.keyWidth)
         switch queryKeyNorm {
@@ -70,6 +81,12 @@ public struct SelfAttention: Sendable {
             key.apply(inPlace: &projected, columns: keys, pieceWidth: layout.headDim)
         case nil:
             break
+        }
+        // After the q/k norms, as OLMoE clips (OLMo, which clips too, has no norms).
+        if let clip {
+            projected.data.withUnsafeMutableBufferPointer { values in
+                for i in values.indices { values[i] = min(max(values[i], -clip), clip) }
+            }
         }
         if let rotary {
             let heads = (0..<layout.numHeads).map(layout.queryOffset(head:))

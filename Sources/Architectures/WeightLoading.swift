@@ -6,6 +6,10 @@ import TensorEngine
 struct Weights {
     let checkpoint: Checkpoint
     let prefix: String
+    /// The block of one scale of block-scaled FP8 weights: config.json's
+    /// `quantization_config.weight_block_size` [rows, columns], 128 × 128
+    /// (DeepSeek-V3's) when absent.
+    let fp8Block: FP8BlockSize
 
     /// Finds the prefix under which `probe` exists (e.g. "model." when saved
     /// from a ...ForCausalLM, "" when saved from the base model).
@@ -15,14 +19,27 @@ struct Weights {
             throw DroptraceError("missing tensor '\(candidates[0] + probe)'", path: checkpoint.directory.path)
         }
         prefix = found
+        fp8Block = try checkpoint.decodeConfig(FP8BlockSize.self)
     }
 
     func tensor(_ name: String, _ shape: [Int]) throws -> TensorSlice {
         try checkpoint.tensor(prefix + name, shape: shape)
     }
 
+    /// The values of tensor `name` of shape `shape`; an FP8 weight with a
+    /// `<name>_scale_inv` companion (DeepSeek-V3's block-scaled weights) is
+    /// dequantised to Float32 (`FP8.dequantize`).
     func floats(_ name: String, _ shape: [Int]) throws -> [Float] {
-        try tensor(name, shape).floats()
+        let scales = prefix + name + "_scale_inv"
+        guard checkpoint.hasTensor(scales) else { return try tensor(name, shape).floats() }
+        let weight = try checkpoint.storedTensor(prefix + name)
+        guard weight.shape == shape else {
+            throw DroptraceError(
+                "tensor '\(prefix + name)' has shape \(weight.shape) but config.json implies \(shape)", path: weight.path)
+        }
+        return try FP8.dequantize(
+            weight: weight, scaleInv: try checkpoint.storedTensor(scales), blockRows: fp8Block.rows,
+            blockColumns: fp8Block.columns)
     }
 
     func has(_ name: String, absolute: Bool = false) -> Bool { checkpoint.hasTensor(absolute ? name : prefix + name) }
@@ -93,7 +110,9 @@ struct Weights {
     /// prefix), before anything is sized from them; `keys` names the config
     /// keys that `expected` is computed from.
     func confirmShape(_ name: String, _ expected: [Int], keys: String, configPath: String) throws {
-        let shape = try checkpoint.tensor(prefix + name).shape
+        // A block-scaled FP8 weight is confirmed as stored, before it is dequantised.
+        let full = prefix + name
+        let shape = try (checkpoint.hasTensor(full + "_scale_inv") ? checkpoint.storedTensor(full) : checkpoint.tensor(full)).shape
         guard shape == expected else {
             throw DroptraceError(
                 "\(keys) imply tensor '\(prefix + name)' of shape \(expected), but it has shape \(shape)", path: configPath)
@@ -105,13 +124,15 @@ struct Weights {
     /// beyond it, or a layer without any tensor although the config keeps
     /// one of its modules (`drops` are the config's own drop lists). Runs
     /// before anything is allocated per layer, so an absurd count fails here.
-    func confirmLayers(_ naming: LayerNaming, count: Int, drops: DropPlan, configPath: String) throws {
+    /// `extraLayers` layers after the last may be stored and are ignored.
+    func confirmLayers(_ naming: LayerNaming, count: Int, drops: DropPlan, configPath: String, extraLayers: Int = 0) throws {
         let key = naming.layerCountKeys[0]
         var present: [Int: String] = [:]
         // Buffers of any dtype count: a layer is there even if only a buffer
         // says so, and reading its weights then names the dtype.
         for name in checkpoint.storedTensorNames {
             guard let (layer, _) = naming.split(name) else { continue }
+            if layer >= count, layer - count < extraLayers { continue }
             if layer >= count {
                 throw DroptraceError(
                     "\"\(key)\" is \(count), but the weights hold tensor '\(name)' of layer \(layer)", path: configPath)
@@ -152,6 +173,29 @@ struct Weights {
 }
 
 /// Token embedding lookup: expands only the rows the batch uses.
+/// `quantization_config.weight_block_size` of config.json: [rows, columns]
+/// of the weight block each FP8 scale covers, both at least 1.
+struct FP8BlockSize: Decodable {
+    var rows = 128
+    var columns = 128
+
+    enum Keys: String, CodingKey { case quantizationConfig = "quantization_config", weightBlockSize = "weight_block_size" }
+
+    init(from decoder: Decoder) throws {
+        let top = try decoder.container(keyedBy: Keys.self)
+        guard top.contains(.quantizationConfig), try !top.decodeNil(forKey: .quantizationConfig) else { return }
+        let quantization = try top.nestedContainer(keyedBy: Keys.self, forKey: .quantizationConfig)
+        guard let size = try quantization.decodeIfPresent([Int].self, forKey: .weightBlockSize) else { return }
+        try ConfigRules.decodingChecks {
+            guard size.count == 2 else {
+                throw InvalidConfigValue(key: "weight_block_size", problem: "must be [rows, columns], got \(size)")
+            }
+            rows = try ConfigRules.count(size[0], "weight_block_size")
+            columns = try ConfigRules.count(size[1], "weight_block_size")
+        }
+    }
+}
+
 func gatherRows(_ table: TensorSlice, ids: [Int], width: Int) throws -> Matrix {
     var failure: Error?
     let rows = Matrix(uninitialized: ids.count, width) { out in

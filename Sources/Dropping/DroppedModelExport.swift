@@ -31,9 +31,13 @@ public enum DroppedModelExport {
             try files.createDirectory(at: staging, withIntermediateDirectories: true)
             let renumber = Renumbering(removing: plan.blocks, layers: model.layerCount)
             var entries: [SafetensorsWriter.Entry] = []
-            for name in model.checkpoint.tensorNames {
-                guard let newName = exportedName(name, plan: plan, naming: naming, renumber: renumber) else { continue }
-                entries.append(SafetensorsWriter.Entry(try model.checkpoint.tensor(name), renamedTo: newName))
+            // Weights dequantised on load (FP8 with their scales, MXFP4 blocks)
+            // travel as stored; buffers droptrace cannot read at all stay behind.
+            for name in model.checkpoint.storedTensorNames {
+                guard let newName = exportedName(name, plan: plan, naming: naming, renumber: renumber),
+                    let slice = try? model.checkpoint.storedTensor(name)
+                else { continue }
+                entries.append(SafetensorsWriter.Entry(slice, renamedTo: newName))
             }
             entries += try dequantizedEntries(model.checkpoint) { exportedName($0, plan: plan, naming: naming, renumber: renumber) }
             try SafetensorsWriter.write(entries, to: staging.appendingPathComponent(Checkpoint.singleFileName))
@@ -143,6 +147,14 @@ public enum DroppedModelExport {
             if let types {
                 try config.set("layer_types", value: types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
             }
+        }
+        // Qwen-MoE's sparse beat (every n-th layer sparse) would shift
+        // with renumbering: the dense layers it implies are listed instead.
+        if let step = try config.value("decoder_sparse_step") as? NSNumber, step.intValue > 1 {
+            let listed = (try config.value("mlp_only_layers") as? [NSNumber])?.map(\.intValue) ?? []
+            let dense = (0..<layers).filter { listed.contains($0) || ($0 + 1) % step.intValue != 0 }
+            try config.set("mlp_only_layers", value: dense)
+            try config.set("decoder_sparse_step", value: 1)
         }
         // Likewise rotary flags left to no_rope_layer_interval (SmolLM3).
         if try config.value("no_rope_layers") == nil, let flags = naming.noRopeLayers {

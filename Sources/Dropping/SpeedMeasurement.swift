@@ -68,19 +68,22 @@ public enum SpeedMeasurement {
             if let attention = block.attention?.attention {
                 let layout = attention.layout
                 let window = attention.slidingWindow.map { min($0, context) } ?? context
-                total += linear(attention.qkv) + linear(attention.output)
+                total += attention.projection.linears.reduce(linear(attention.output)) { $0 + linear($1) }
                 total += 4 * Double(window) * Double(layout.numHeads * layout.headDim)
             }
             switch block.mlp?.feedForward {
             case .gated(let gateUp, let down, _)?, .clampedGated(let gateUp, let down, _)?: total += linear(gateUp) + linear(down)
             case .plain(let up, let down, _)?: total += linear(up) + linear(down)
             case .mixture(let moe)?:
-                // The router and the k experts a token is sent to.
-                switch moe.experts[0] {
-                case .gated(let gateUp, let down, _), .clampedGated(let gateUp, let down, _):
-                    total += linear(moe.router) + Double(moe.expertsPerToken) * (linear(gateUp) + linear(down))
-                default: break
+                // The router, the k experts a token is sent to and the shared experts.
+                func cost(_ expert: FeedForward) -> Double {
+                    switch expert {
+                    case .gated(let gateUp, let down, _), .clampedGated(let gateUp, let down, _): linear(gateUp) + linear(down)
+                    default: 0
+                    }
                 }
+                total += linear(moe.router) + Double(moe.expertsPerToken) * cost(moe.experts[0])
+                    + moe.sharedExperts.reduce(0) { $0 + cost($1) }
             case nil: break
             }
         }

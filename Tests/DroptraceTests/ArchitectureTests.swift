@@ -23,32 +23,7 @@ import Testing
     /// Router and experts of one layer against transformers' own MoE block,
     /// on transformers' own input to it (reference.json `routing_check`).
     @Test func mixtralRoutingMatchesTransformers() throws {
-        let check = FixtureFiles.entry("mixtral-f32")["routing_check"] as! [String: Any]
-        let layer = (check["layer"] as! NSNumber).intValue
-        let input = Self.floats(check["input"])
-        let expectedExperts = (check["top_k_experts"] as! [[Any]]).map { $0.map { ($0 as! NSNumber).intValue } }
-        let expectedWeights = Self.floats(check["top_k_weights"])
-        let expectedOutput = Self.floats(check["output"])
-
-        let model = try load(FixtureFiles.model("mixtral-f32"))
-        guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else {
-            Issue.record("mixtral's MLP is not a mixture of experts")
-            return
-        }
-        let x = Matrix(rows: input.count, cols: input[0].count, data: input.flatMap { $0 })
-        let routing = moe.route(x)
-        let k = routing.expertsPerToken
-        #expect(k == 2 && moe.experts.count == 4)
-        var worstWeight: Float = 0
-        for token in 0..<x.rows {
-            let experts = Array(routing.experts[(token * k)..<((token + 1) * k)])
-            #expect(experts == expectedExperts[token], "token \(token): experts \(experts) vs \(expectedExperts[token])")
-            for slot in 0..<k { worstWeight = max(worstWeight, abs(routing.weights[token * k + slot] - expectedWeights[token][slot])) }
-        }
-        #expect(worstWeight < 1e-6, "router weights differ by \(worstWeight)")
-        let output = moe(x)
-        let worst = zip(output.data, expectedOutput.joined()).map { abs($0 - $1) }.max() ?? .infinity
-        #expect(worst < 1e-5, "MoE output differs by \(worst)")
+        try expectRoutingMatchesTransformers("mixtral-f32")
     }
 
     /// Experts stored fused (`mlp.experts.gate_up_proj` / `down_proj`,
@@ -56,28 +31,7 @@ import Testing
     @Test func mixtralFusedExpertTensorsLoadLikePerExpertOnes() throws {
         let scratch = try ScratchDirectory()
         let directory = try scratch.copyOfModel("mixtral-f32")
-        let original = try Checkpoint(directory: directory)
-        let layers = 4, experts = 4
-        var entries: [SafetensorsWriter.Entry] = []
-        for name in original.tensorNames where !name.contains("block_sparse_moe.") {
-            entries.append(SafetensorsWriter.Entry(try original.tensor(name)))
-        }
-        for layer in 0..<layers {
-            let old = "model.layers.\(layer).block_sparse_moe."
-            func bytes(_ part: String) throws -> Data { try SafetensorsWriter.Entry(original.tensor(old + part)).bytes() }
-            var gateUp = Data(), down = Data()
-            for e in 0..<experts {
-                gateUp += try bytes("experts.\(e).w1.weight") + bytes("experts.\(e).w3.weight")
-                down += try bytes("experts.\(e).w2.weight")
-            }
-            let new = "model.layers.\(layer).mlp."
-            entries.append(SafetensorsWriter.Entry(name: new + "experts.gate_up_proj", dtype: .float32, shape: [experts, 32, 32], bytes: gateUp))
-            entries.append(SafetensorsWriter.Entry(name: new + "experts.down_proj", dtype: .float32, shape: [experts, 32, 16], bytes: down))
-            entries.append(SafetensorsWriter.Entry(try original.tensor(old + "gate.weight"), renamedTo: new + "gate.weight"))
-        }
-        let file = directory.appendingPathComponent(Checkpoint.singleFileName)
-        try FileManager.default.removeItem(at: file)
-        try SafetensorsWriter.write(entries, to: file)
+        try fuseExperts(in: directory, from: "block_sparse_moe.experts.", router: "block_sparse_moe.gate", names: ("w1", "w3", "w2"))
 
         let fused = try load(directory)
         #expect(!(try Checkpoint(directory: directory).tensorNames.contains { $0.contains("block_sparse_moe") }))

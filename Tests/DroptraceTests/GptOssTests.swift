@@ -92,7 +92,7 @@ import Testing
             up: Linear(weight: [1], bias: nil, inFeatures: 1, outFeatures: 1),
             down: Linear(weight: [1], bias: nil, inFeatures: 1, outFeatures: 1), activation: .relu)
         let moe = MixtureOfExperts(
-            router: router, experts: Array(repeating: identity, count: experts), expertsPerToken: k, weighting: .topKThenSoftmax)
+            router: router, experts: Array(repeating: identity, count: experts), expertsPerToken: k, rule: .topKThenSoftmax)
         let x = Matrix(rows: 7, cols: hidden, data: (0..<(7 * hidden)).map { _ in Float.random(in: -1...1, using: &generator) })
         let logits = router(x), routing = moe.route(x)
         for r in 0..<x.rows {

@@ -96,8 +96,8 @@ struct GptOssModel: DecoderFamily {
         let dimensions = parts.dimensions, configPath = parts.configPath
         var rope = try checkpoint.decodeConfig(RopeSettings.self)
         if !config.namesRope {
-            (rope.type, rope.factor, rope.betaFast, rope.betaSlow) = ("yarn", 32, 32, 1)
-            (rope.truncate, rope.originalMaxPositions) = (false, 4096)
+            (rope.type, rope.factor, rope.yarn.betaFast, rope.yarn.betaSlow) = ("yarn", 32, 32, 1)
+            (rope.yarn.truncate, rope.originalMaxPositions) = (false, 4096)
         }
         try parts.confirmAttentionProjections()
         rotary = try rope.embedding(
@@ -180,7 +180,7 @@ struct GptOssModel: DecoderFamily {
         }
         return MixtureOfExperts(
             router: try weights.linear(p + "router", in: d, out: count, bias: true),
-            experts: experts, expertsPerToken: config.numExpertsPerTok, weighting: .topKThenSoftmax)
+            experts: experts, expertsPerToken: config.numExpertsPerTok, rule: .topKThenSoftmax)
     }
 
     /// All experts' weights of fused tensor `name`: the float tensor

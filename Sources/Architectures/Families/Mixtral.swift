@@ -99,30 +99,12 @@ struct MixtralModel: DecoderFamily {
         let activation = try parts.activation(config.hiddenAct ?? "silu")
         let weights = parts.weights
         let p = "layers.\(index)."
-        let experts: [FeedForward]
-        let routerName: String
-        if weights.has(p + "mlp.experts.gate_up_proj") {
-            routerName = p + "mlp.gate"
-            let gateUp = try weights.floats(p + "mlp.experts.gate_up_proj", [count, 2 * inner, d])
-            let down = try weights.floats(p + "mlp.experts.down_proj", [count, d, inner])
-            experts = (0..<count).map { e in
-                .gated(
-                    gateUp: Linear(
-                        weight: Array(gateUp[(e * 2 * inner * d)..<((e + 1) * 2 * inner * d)]), bias: nil,
-                        inFeatures: d, outFeatures: 2 * inner),
-                    down: Linear(
-                        weight: Array(down[(e * d * inner)..<((e + 1) * d * inner)]), bias: nil,
-                        inFeatures: inner, outFeatures: d),
-                    activation: activation)
-            }
-        } else {
-            routerName = p + "block_sparse_moe.gate"
-            experts = try (0..<count).map { e in
-                try weights.gatedMLP(
-                    p + "block_sparse_moe.experts.\(e).", hidden: d, inner: inner, activation: activation,
-                    names: (gate: "w1", up: "w3", down: "w2"))
-            }
-        }
+        // The router sits beside the experts: `mlp.gate` with fused ones.
+        let fused = weights.hasFusedExperts(p + "mlp.experts.")
+        let routerName = p + (fused ? "mlp.gate" : "block_sparse_moe.gate")
+        let experts = try weights.gatedExperts(
+            fused: p + "mlp.experts.", perExpert: p + "block_sparse_moe.experts.", names: (gate: "w1", up: "w3", down: "w2"),
+            count: count, hidden: d, inner: inner, activation: activation)
         return MixtureOfExperts(
             router: try weights.linear(routerName, in: d, out: count, bias: false),
             experts: experts, expertsPerToken: config.numExpertsPerTok)

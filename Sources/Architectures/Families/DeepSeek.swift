@@ -1,0 +1,342 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `deepseek_v2` and `deepseek_v3`; absent keys take
+/// transformers' defaults of the model type.
+struct DeepSeekConfiguration: Decodable {
+    var isV3: Bool
+    var rmsNormEps: Double
+    var hiddenAct: String
+    var attentionBias: Bool
+    var mlpBias: Bool
+    var qLoraRank: Int?
+    var kvLoraRank: Int
+    var qkNopeHeadDim: Int
+    var qkRopeHeadDim: Int
+    var vHeadDim: Int
+    var ropeInterleave: Bool
+    var firstKDenseReplace: Int
+    var nRoutedExperts: Int
+    var numExpertsPerTok: Int?
+    var nSharedExperts: Int
+    var moeIntermediateSize: Int
+    var routedScalingFactor: Double
+    var nGroup: Int?
+    var topkGroup: Int?
+    var topkMethod: String
+    var normTopkProb: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case modelType = "model_type"
+        case rmsNormEps = "rms_norm_eps"
+        case hiddenAct = "hidden_act"
+        case attentionBias = "attention_bias"
+        case mlpBias = "mlp_bias"
+        case qLoraRank = "q_lora_rank"
+        case kvLoraRank = "kv_lora_rank"
+        case qkNopeHeadDim = "qk_nope_head_dim"
+        case qkRopeHeadDim = "qk_rope_head_dim"
+        case vHeadDim = "v_head_dim"
+        case ropeInterleave = "rope_interleave"
+        case firstKDenseReplace = "first_k_dense_replace"
+        case nRoutedExperts = "n_routed_experts"
+        case numExpertsPerTok = "num_experts_per_tok"
+        case nSharedExperts = "n_shared_experts"
+        case moeIntermediateSize = "moe_intermediate_size"
+        case routedScalingFactor = "routed_scaling_factor"
+        case nGroup = "n_group"
+        case topkGroup = "topk_group"
+        case topkMethod = "topk_method"
+        case normTopkProb = "norm_topk_prob"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        isV3 = try c.decode(String.self, forKey: .modelType) == "deepseek_v3"
+        let v3 = isV3
+        func value<T: Decodable>(_ key: CodingKeys, v2: T, v3 value3: T) throws -> T {
+            try c.decodeIfPresent(T.self, forKey: key) ?? (v3 ? value3 : v2)
+        }
+        rmsNormEps = try value(.rmsNormEps, v2: 1e-6, v3: 1e-6)
+        hiddenAct = try value(.hiddenAct, v2: "silu", v3: "silu")
+        attentionBias = try value(.attentionBias, v2: false, v3: false)
+        // transformers' DeepseekV3MLP has no biases whatever the config says.
+        mlpBias = v3 ? false : try value(.mlpBias, v2: false, v3: false)
+        // q_lora_rank: null means the direct q_proj.
+        qLoraRank = c.contains(.qLoraRank) ? try c.decodeIfPresent(Int.self, forKey: .qLoraRank) : 1536
+        kvLoraRank = try value(.kvLoraRank, v2: 512, v3: 512)
+        qkNopeHeadDim = try value(.qkNopeHeadDim, v2: 128, v3: 128)
+        qkRopeHeadDim = try value(.qkRopeHeadDim, v2: 64, v3: 64)
+        vHeadDim = try value(.vHeadDim, v2: 128, v3: 128)
+        // V2 rotates interleaved pairs as complex numbers; V3 by rope_interleave.
+        ropeInterleave = v3 ? try value(.ropeInterleave, v2: true, v3: true) : true
+        firstKDenseReplace = try value(.firstKDenseReplace, v2: 0, v3: 3)
+        nRoutedExperts = try value(.nRoutedExperts, v2: 64, v3: 256)
+        numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? (v3 ? 8 : nil)
+        nSharedExperts = try value(.nSharedExperts, v2: 2, v3: 1)
+        moeIntermediateSize = try value(.moeIntermediateSize, v2: 1407, v3: 2048)
+        routedScalingFactor = try value(.routedScalingFactor, v2: 1.0, v3: 2.5)
+        nGroup = try c.decodeIfPresent(Int.self, forKey: .nGroup) ?? (v3 ? 8 : nil)
+        topkGroup = try c.decodeIfPresent(Int.self, forKey: .topkGroup) ?? (v3 ? 4 : nil)
+        // V3's router is always the grouped sigmoid one (its configs' topk_method is not read).
+        topkMethod = v3 ? "noaux_tc" : try value(.topkMethod, v2: "greedy", v3: "noaux_tc")
+        // V2's router never renormalises (transformers does not read the key for it).
+        normTopkProb = v3 ? try value(.normTopkProb, v2: false, v3: true) : false
+    }
+
+    /// Whether experts are chosen within the best groups only.
+    var groupLimited: Bool { isV3 || topkMethod == "group_limited_greedy" }
+
+    /// Refuses sizes and routing settings transformers could not run, before
+    /// anything is sized from them.
+    func check(_ d: DecoderDimensions) throws {
+        try ConfigRules.positive(rmsNormEps, "rms_norm_eps")
+        try ConfigRules.countIfPresent(qLoraRank, "q_lora_rank")
+        try ConfigRules.count(kvLoraRank, "kv_lora_rank")
+        try ConfigRules.count(qkRopeHeadDim, "qk_rope_head_dim")
+        guard qkRopeHeadDim % 2 == 0 else {
+            throw InvalidConfigValue(key: "qk_rope_head_dim", problem: "must be even (rotated in pairs), got \(qkRopeHeadDim)")
+        }
+        guard qkNopeHeadDim >= 0 else {
+            throw InvalidConfigValue(key: "qk_nope_head_dim", problem: "must be at least 0, got \(qkNopeHeadDim)")
+        }
+        try ConfigRules.count(vHeadDim, "v_head_dim")
+        // Latent attention expands keys and values for every query head.
+        if let kv = d.numKeyValueHeads, kv != d.numAttentionHeads {
+            throw InvalidConfigValue(
+                key: "num_key_value_heads",
+                problem: "must equal num_attention_heads \(d.numAttentionHeads) (latent attention gives every head its own keys and values), got \(kv)")
+        }
+        // Head widths are sums of sizes: each is refused when it does not fit in 64 bits.
+        func sum(_ a: (Int, String), _ b: (Int, String)) throws -> (Int, String) {
+            let (total, overflow) = a.0.addingReportingOverflow(b.0)
+            guard !overflow else { throw InvalidConfigValue(key: a.1, problem: "is too large: \(a.1) \(a.0) + \(b.1) \(b.0) does not fit in 64 bits") }
+            return (total, "\(a.1) + \(b.1)")
+        }
+        let nope = (qkNopeHeadDim, "qk_nope_head_dim"), rope = (qkRopeHeadDim, "qk_rope_head_dim")
+        let queryKey = try sum(nope, rope), keyValue = try sum(nope, (vHeadDim, "v_head_dim"))
+        let latent = try sum((kvLoraRank, "kv_lora_rank"), rope)
+        let heads = (d.numAttentionHeads, "num_attention_heads"), hidden = (d.hiddenSize, "hidden_size")
+        try ConfigRules.product([queryKey, heads, (qLoraRank ?? d.hiddenSize, qLoraRank == nil ? "hidden_size" : "q_lora_rank")])
+        try ConfigRules.product([keyValue, heads, (kvLoraRank, "kv_lora_rank")])
+        try ConfigRules.product([(max(queryKey.0, vHeadDim), "v_head_dim"), heads, (3, "q, k and v"), hidden])
+        try ConfigRules.product([latent, hidden])
+        try ConfigRules.product([(qLoraRank ?? 1, "q_lora_rank"), hidden])
+        guard firstKDenseReplace >= 0 else {
+            throw InvalidConfigValue(key: "first_k_dense_replace", problem: "must be at least 0, got \(firstKDenseReplace)")
+        }
+        // Routed layers exist only past the dense ones.
+        guard firstKDenseReplace < d.numHiddenLayers else { return }
+        try ConfigRules.count(nRoutedExperts, "n_routed_experts")
+        guard let k = numExpertsPerTok else {
+            throw InvalidConfigValue(key: "num_experts_per_tok", problem: "must be set for the routed layers")
+        }
+        guard (1...nRoutedExperts).contains(k) else {
+            throw InvalidConfigValue(key: "num_experts_per_tok", problem: "must be between 1 and n_routed_experts \(nRoutedExperts), got \(k)")
+        }
+        try ConfigRules.count(nSharedExperts, "n_shared_experts")
+        try ConfigRules.count(moeIntermediateSize, "moe_intermediate_size")
+        try ConfigRules.product([(nRoutedExperts, "n_routed_experts"), (2, "gate and up"), (moeIntermediateSize, "moe_intermediate_size"), hidden])
+        try ConfigRules.product([(nSharedExperts, "n_shared_experts"), (moeIntermediateSize, "moe_intermediate_size"), (2, "gate and up"), hidden])
+        try ConfigRules.positive(routedScalingFactor, "routed_scaling_factor")
+        guard isV3 || ["greedy", "group_limited_greedy"].contains(topkMethod) else {
+            throw InvalidConfigValue(key: "topk_method", problem: "must be \"greedy\" or \"group_limited_greedy\", got \"\(topkMethod)\"")
+        }
+        guard groupLimited else { return }
+        guard let groups = nGroup else { throw InvalidConfigValue(key: "n_group", problem: "must be set for group-limited routing") }
+        try ConfigRules.divides(groups, "n_group", nRoutedExperts, "n_routed_experts")
+        guard let kept = topkGroup, (1...groups).contains(kept) else {
+            throw InvalidConfigValue(key: "topk_group", problem: "must be between 1 and n_group \(groups), got \(topkGroup.map(String.init) ?? "null")")
+        }
+        let perGroup = nRoutedExperts / groups
+        if isV3, perGroup < 2 {
+            throw InvalidConfigValue(key: "n_group", problem: "leaves \(perGroup) expert per group; groups are scored by their best two")
+        }
+        guard kept * perGroup >= k else {
+            throw InvalidConfigValue(
+                key: "topk_group", problem: "keeps \(kept) groups of \(perGroup) experts, fewer than num_experts_per_tok \(k)")
+        }
+    }
+}
+
+/// DeepSeek-V3's `num_nextn_predict_layers`: multi-token-prediction layers
+/// stored after the decoder's (layer 61 of the released model), which the
+/// causal LM does not run and transformers does not load.
+struct MultiTokenPredictionLayers: Decodable {
+    var count = 0
+
+    enum CodingKeys: String, CodingKey { case count = "num_nextn_predict_layers" }
+
+    init(from decoder: Decoder) throws {
+        count = try decoder.container(keyedBy: CodingKeys.self).decodeIfPresent(Int.self, forKey: .count) ?? 0
+        try ConfigRules.decodingChecks {
+            guard count >= 0 else {
+                throw InvalidConfigValue(key: "num_nextn_predict_layers", problem: "must be at least 0, got \(count)")
+            }
+        }
+    }
+}
+
+/// DeepSeek-V2 and V3 (`deepseek_v2`, `deepseek_v3`): pre-RMSNorm blocks with
+/// multi-head latent attention (`LatentQKVProjection`; YaRN rope with its
+/// softmax-scale correction) and, from layer `first_k_dense_replace` on, a
+/// mixture of experts with always-on shared experts (`GroupLimitedTopK`:
+/// V2's softmax greedy or group-limited greedy routing, V3's sigmoid routing
+/// with `e_score_correction_bias` and groups scored by their best two). The
+/// MLP module is router, routed and shared experts together: dropping the
+/// MLP drops all of it.
+///
+/// Routed experts are read per expert (`mlp.experts.<e>.gate_proj|up_proj|
+/// down_proj`, DeepSeek's names, which transformers' `save_pretrained`
+/// writes) or fused (`mlp.experts.gate_up_proj` / `down_proj`).
+struct DeepSeekModel: DecoderFamily {
+    let parts: DecoderParts
+    let config: DeepSeekConfiguration
+    let rotary: RotaryEmbedding
+    let scale: Float
+
+    init(_ checkpoint: Checkpoint) throws {
+        let predictionLayers = try checkpoint.decodeConfig(MultiTokenPredictionLayers.self).count
+        parts = try DecoderParts(checkpoint, naming: { prefix in
+            LayerNaming(
+                prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
+                mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
+        }, extraLayers: predictionLayers)
+        config = try parts.config(DeepSeekConfiguration.self)
+        let d = parts.dimensions, configPath = parts.configPath, config = config
+        try ConfigRules.checks(path: configPath) { try config.check(d) }
+        try Self.confirmShapes(parts, config)
+        let rope = try checkpoint.decodeConfig(RopeSettings.self)
+        // No table when the config drops every attention layer: no tensor confirmed its width.
+        rotary = try rope.embedding(headDim: parts.firstKeptAttention == nil ? 0 : config.qkRopeHeadDim, configPath: configPath)
+        let magnitude = rope.softmaxScaleMagnitude
+        scale = Float(pow(Double(config.qkNopeHeadDim + config.qkRopeHeadDim), -0.5) * magnitude * magnitude)
+    }
+
+    /// The first kept attention's projections and the first kept router
+    /// against the config, before anything is sized from them.
+    private static func confirmShapes(_ parts: DecoderParts, _ c: DeepSeekConfiguration) throws {
+        let d = parts.dimensions, weights = parts.weights, configPath = parts.configPath
+        if let layer = parts.firstKeptAttention {
+            let p = "layers.\(layer).self_attn."
+            let queryRows = d.numAttentionHeads * (c.qkNopeHeadDim + c.qkRopeHeadDim)
+            // Which query path the weights have must be the one the config names.
+            let lowRank = weights.has(p + "q_a_proj.weight")
+            if lowRank != (c.qLoraRank != nil) {
+                throw DroptraceError(
+                    "\"q_lora_rank\" is \(c.qLoraRank.map(String.init) ?? "null"), but layer \(layer) has \(lowRank ? "q_a_proj" : "no q_a_proj")",
+                    path: configPath)
+            }
+            if let rank = c.qLoraRank {
+                try weights.confirmShape(p + "q_a_proj.weight", [rank, d.hiddenSize], keys: "q_lora_rank, hidden_size", configPath: configPath)
+                try weights.confirmShape(
+                    p + "q_b_proj.weight", [queryRows, rank],
+                    keys: "num_attention_heads × (qk_nope_head_dim + qk_rope_head_dim), q_lora_rank", configPath: configPath)
+            } else {
+                try weights.confirmShape(
+                    p + "q_proj.weight", [queryRows, d.hiddenSize],
+                    keys: "num_attention_heads × (qk_nope_head_dim + qk_rope_head_dim), hidden_size", configPath: configPath)
+            }
+            try weights.confirmShape(
+                p + "kv_a_proj_with_mqa.weight", [c.kvLoraRank + c.qkRopeHeadDim, d.hiddenSize],
+                keys: "kv_lora_rank + qk_rope_head_dim, hidden_size", configPath: configPath)
+            try weights.confirmShape(
+                p + "kv_b_proj.weight", [d.numAttentionHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank],
+                keys: "num_attention_heads × (qk_nope_head_dim + v_head_dim), kv_lora_rank", configPath: configPath)
+        }
+        let routed = (0..<d.numHiddenLayers).lazy.first { $0 >= c.firstKDenseReplace && !parts.configuredDrops.dropsMLP($0) }
+        if let layer = routed {
+            try weights.confirmShape(
+                "layers.\(layer).mlp.gate.weight", [c.nRoutedExperts, d.hiddenSize], keys: "n_routed_experts, hidden_size",
+                configPath: configPath)
+        }
+    }
+
+    func head() throws -> OutputHead {
+        try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps), tiedByDefault: false)
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops), weights = parts.weights
+        let d = hiddenSize, eps = config.rmsNormEps
+        let p = "layers.\(index)."
+        return TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
+                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), attention: try attention(layer: index)),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
+                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps),
+                feedForward: try feedForward(layer: index)),
+            residual: .sequential)
+    }
+
+    /// Layer `index`'s latent attention.
+    func attention(layer index: Int) throws -> SelfAttention {
+        let c = config, weights = parts.weights, d = hiddenSize, heads = parts.dimensions.numAttentionHeads
+        let p = "layers.\(index).self_attn."
+        let qk = c.qkNopeHeadDim + c.qkRopeHeadDim, rope = c.qkRopeHeadDim
+        // Interleaved rope pairs are de-interleaved in the weights (see LatentQKVProjection).
+        func deinterleaved(_ linear: Linear, ropeStarts: [Int]) -> Linear {
+            guard c.ropeInterleave else { return linear }
+            return Linear(
+                weight: LatentQKVProjection.deinterleavingRope(
+                    linear.weight, rowWidth: linear.inFeatures, ropeStarts: ropeStarts, ropeDim: rope),
+                bias: linear.bias.map { LatentQKVProjection.deinterleavingRope($0, rowWidth: 1, ropeStarts: ropeStarts, ropeDim: rope) },
+                inFeatures: linear.inFeatures, outFeatures: linear.outFeatures)
+        }
+        let queryRopeStarts = (0..<heads).map { $0 * qk + c.qkNopeHeadDim }
+        let query: LatentQKVProjection.QueryPath
+        if let rank = c.qLoraRank {
+            query = .lowRank(
+                down: try weights.linear(p + "q_a_proj", in: d, out: rank, bias: c.attentionBias),
+                norm: try weights.rmsNorm(p + "q_a_layernorm", size: rank, eps: 1e-6),
+                up: deinterleaved(try weights.linear(p + "q_b_proj", in: rank, out: heads * qk, bias: false), ropeStarts: queryRopeStarts))
+        } else {
+            query = .direct(deinterleaved(try weights.linear(p + "q_proj", in: d, out: heads * qk, bias: false), ropeStarts: queryRopeStarts))
+        }
+        // transformers builds both latent norms with its default eps, not rms_norm_eps.
+        let latent = LatentQKVProjection(
+            query: query,
+            keyValueDown: deinterleaved(
+                try weights.linear(p + "kv_a_proj_with_mqa", in: d, out: c.kvLoraRank + rope, bias: c.attentionBias),
+                ropeStarts: [c.kvLoraRank]),
+            keyValueNorm: try weights.rmsNorm(p + "kv_a_layernorm", size: c.kvLoraRank, eps: 1e-6),
+            keyValueUp: try weights.linear(p + "kv_b_proj", in: c.kvLoraRank, out: heads * (c.qkNopeHeadDim + c.vHeadDim), bias: false),
+            numHeads: heads, nopeDim: c.qkNopeHeadDim, ropeDim: rope, valueDim: c.vHeadDim, rotary: rotary)
+        let layout = latent.layout
+        return SelfAttention(
+            projection: .latent(latent), layout: layout, rotary: nil,
+            output: LatentQKVProjection.paddedOutput(
+                try weights.linear(p + "o_proj", in: heads * c.vHeadDim, out: d, bias: c.attentionBias),
+                numHeads: heads, valueDim: c.vHeadDim, headDim: layout.headDim),
+            scale: scale)
+    }
+
+    /// Layer `index`'s MLP: dense before `first_k_dense_replace`, else router,
+    /// routed experts and shared experts.
+    func feedForward(layer index: Int) throws -> FeedForward {
+        let c = config, weights = parts.weights, d = hiddenSize
+        let p = "layers.\(index).mlp."
+        let activation = try parts.activation(c.hiddenAct)
+        guard index >= c.firstKDenseReplace else {
+            return try weights.gatedMLP(p, hidden: d, inner: parts.dimensions.intermediateSize, activation: activation, bias: c.mlpBias)
+        }
+        let count = c.nRoutedExperts, inner = c.moeIntermediateSize
+        let experts = try weights.gatedExperts(
+            fused: p + "experts.", perExpert: p + "experts.", names: ("gate_proj", "up_proj", "down_proj"),
+            count: count, hidden: d, inner: inner, activation: activation)
+        let biasName = p + "gate.e_score_correction_bias"
+        let routing = GroupLimitedTopK(
+            scoring: c.isV3 ? .sigmoid : .softmax, groupScore: c.isV3 ? .sumOfBestTwo : .best,
+            groups: c.groupLimited ? c.nGroup ?? 1 : 1, groupsPerToken: c.groupLimited ? c.topkGroup ?? 1 : 1,
+            // A V3 checkpoint without the bias gets transformers' zeros: no correction.
+            selectionBias: c.isV3 && weights.has(biasName) ? try weights.floats(biasName, [count]) : nil,
+            normalizesWeights: c.normTopkProb, scalingFactor: Float(c.routedScalingFactor))
+        return .mixture(MixtureOfExperts(
+            router: try weights.linear(p + "gate", in: d, out: count, bias: false),
+            experts: experts, expertsPerToken: c.numExpertsPerTok ?? 1, rule: .groupLimited(routing),
+            sharedExperts: [try weights.gatedMLP(
+                p + "shared_experts.", hidden: d, inner: inner * c.nSharedExperts, activation: activation, bias: c.mlpBias)]))
+    }
+}

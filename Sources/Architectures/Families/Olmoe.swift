@@ -1,0 +1,119 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `olmoe`, with OlmoeConfig's defaults.
+struct OlmoeConfiguration: Decodable {
+    var rmsNormEps: Double
+    var hiddenAct: String?
+    var attentionBias: Bool?
+    var clipQKV: Double?
+    /// `num_experts` (`num_local_experts` is its alias).
+    var numExperts: Int
+    /// The key config.json gives the expert count under, for errors.
+    var numExpertsKey: String
+    var numExpertsPerTok: Int
+    var normTopkProb: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case rmsNormEps = "rms_norm_eps"
+        case hiddenAct = "hidden_act"
+        case attentionBias = "attention_bias"
+        case clipQKV = "clip_qkv"
+        case numExperts = "num_experts"
+        case numLocalExperts = "num_local_experts"
+        case numExpertsPerTok = "num_experts_per_tok"
+        case normTopkProb = "norm_topk_prob"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-5
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct)
+        attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias)
+        clipQKV = try c.decodeIfPresent(Double.self, forKey: .clipQKV)
+        let experts = try c.decodeIfPresent(Int.self, forKey: .numExperts)
+        let localExperts = try c.decodeIfPresent(Int.self, forKey: .numLocalExperts)
+        numExperts = experts ?? localExperts ?? 64
+        numExpertsKey = experts == nil && localExperts != nil ? "num_local_experts" : "num_experts"
+        numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? 8
+        normTopkProb = try c.decodeIfPresent(Bool.self, forKey: .normTopkProb) ?? false
+        try ConfigRules.decodingChecks {
+            // Both spellings name one attribute: two values would leave it to key order.
+            if let experts, let localExperts, experts != localExperts {
+                throw InvalidConfigValue(
+                    key: "num_experts", problem: "is \(experts), but num_local_experts (the same setting) is \(localExperts)")
+            }
+            let key = numExpertsKey
+            try ConfigRules.count(numExperts, key)
+            try MixtureOfExperts.checkExpertsPerToken(numExpertsPerTok, of: numExperts, expertsKey: key)
+            try ConfigRules.positiveIfPresent(clipQKV, "clip_qkv")
+        }
+    }
+}
+
+/// OLMoE: Llama's pre-RMSNorm layout with OLMo-2's q/k RMSNorm over the
+/// whole query and key projections (`q_norm` [hidden], `k_norm`
+/// [kv_heads · head_dim]), then q, k and v clamped to ±`clip_qkv` when set,
+/// and as every MLP a router `mlp.gate` over `num_experts` SwiGLU experts
+/// (softmax top-`num_experts_per_tok`, renormalised only when
+/// `norm_topk_prob`). Experts are read per expert
+/// (`mlp.experts.<e>.gate_proj`, as saved) or fused.
+struct OlmoeModel: DecoderFamily {
+    let parts: DecoderParts
+    let config: OlmoeConfiguration
+    let rotary: RotaryEmbedding
+
+    init(_ checkpoint: Checkpoint) throws {
+        parts = try DecoderParts(checkpoint, naming: LlamaModel.naming)
+        config = try parts.config(OlmoeConfiguration.self)
+        let dimensions = parts.dimensions, config = config
+        try ConfigRules.checks(path: parts.configPath) {
+            // q_norm is sized hidden_size and applied to all heads' queries.
+            if let headDim = dimensions.headDim, headDim * dimensions.numAttentionHeads != dimensions.hiddenSize {
+                throw InvalidConfigValue(
+                    key: "head_dim",
+                    problem: "must be hidden_size / num_attention_heads (\(dimensions.hiddenSize) / \(dimensions.numAttentionHeads)) for OLMoE's q_norm, got \(headDim)")
+            }
+            try ConfigRules.product([
+                (config.numExperts, config.numExpertsKey), (2, "gate and up"), (dimensions.intermediateSize, "intermediate_size"),
+                (dimensions.hiddenSize, "hidden_size"),
+            ])
+        }
+        rotary = try parts.rotary()
+        try parts.confirmRouter(
+            "mlp.gate", experts: config.numExperts, expertsKey: config.numExpertsKey, layers: Array(0..<dimensions.numHiddenLayers))
+    }
+
+    func head() throws -> OutputHead {
+        try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps), tiedByDefault: false)
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops), weights = parts.weights
+        let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
+        let bias = config.attentionBias == true
+        let p = "layers.\(index)."
+        func attention() throws -> SelfAttention { SelfAttention(
+            qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: bias),
+            layout: layout,
+            rotary: rotary,
+            output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: bias),
+            scale: 1 / Float(layout.headDim).squareRoot(),
+            clip: config.clipQKV.map { Float($0) },
+            queryKeyNorm: .acrossHeads(
+                query: try weights.rmsNorm(p + "self_attn.q_norm", size: layout.queryWidth, eps: eps),
+                key: try weights.rmsNorm(p + "self_attn.k_norm", size: layout.keyWidth, eps: eps))) }
+        return TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
+                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), attention: try attention()),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
+                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps),
+                feedForward: .mixture(try weights.softmaxRoutedExperts(
+                    p + "mlp.", count: config.numExperts, expertsPerToken: config.numExpertsPerTok, hidden: d,
+                    inner: parts.dimensions.intermediateSize, activation: try parts.activation(config.hiddenAct ?? "silu"),
+                    renormalize: config.normTopkProb))),
+            residual: .sequential)
+    }
+}

@@ -1,0 +1,213 @@
+import TensorEngine
+
+/// How an attention layer turns its normalised input into the grouped
+/// q | k | v rows `causalAttention` reads.
+public enum QKVProjection: Sendable {
+    /// One projection [width, hidden] whose output is the q | k | v rows
+    /// (q_proj, k_proj and v_proj stacked, or a checkpoint's fused one).
+    case fused(Linear)
+    /// Multi-head latent attention (DeepSeek-V2/V3): low-rank query and
+    /// key/value paths; see `LatentQKVProjection`.
+    case latent(LatentQKVProjection)
+
+    /// The rows for `x` [rows, hidden]: [rows, layout.width]. `positions` are
+    /// the rows' positions, for a projection that rotates its own parts.
+    public func callAsFunction(_ x: Matrix, positions: [Int]) -> Matrix {
+        switch self {
+        case .fused(let linear): linear(x)
+        case .latent(let latent): latent(x, positions: positions)
+        }
+    }
+
+    /// Columns of the projected rows.
+    public var outFeatures: Int {
+        switch self {
+        case .fused(let linear): linear.outFeatures
+        case .latent(let latent): latent.layout.width
+        }
+    }
+
+    /// The projections applied to every token (for FLOP counts).
+    public var linears: [Linear] {
+        switch self {
+        case .fused(let linear): [linear]
+        case .latent(let latent): latent.linears
+        }
+    }
+}
+
+/// Multi-head latent attention's projection, as transformers' DeepseekV3Attention
+/// and DeepseekV2Attention compute it:
+///
+/// - queries: q_proj [heads · (nope + rope), hidden], or the low-rank path
+///   q_b_proj(RMSNorm(q_a_proj(x))) with q_a_proj [q_lora_rank, hidden] and
+///   q_b_proj [heads · (nope + rope), q_lora_rank];
+/// - keys and values: kv_a_proj_with_mqa [kv_lora_rank + rope, hidden] gives a
+///   latent (normalised by kv_a_layernorm) and one rope part shared by every
+///   head; kv_b_proj [heads · (nope + v), kv_lora_rank] expands the latent to
+///   each head's key nope part and value;
+/// - each head's query and key are [nope | rope], only the rope parts rotated.
+///
+/// The output is a grouped q | k | v matrix of `layout` (every head its own
+/// key and value, head width max(nope + rope, v)): values narrower than the
+/// head are zero-padded, so the attention output's padding columns are zero
+/// and `paddedOutput` gives o_proj zero weights for them. The attention
+/// kernel, the key/value-cache decoder and the output projection thus stay
+/// those of every other model.
+///
+/// Rope parts whose pairs are interleaved (x0, x1), (x2, x3), … (DeepSeek's
+/// checkpoints: `rope_interleave`, V2's complex rotation) are de-interleaved
+/// when the weights are loaded (`deinterleavingRope`): a query-key dot
+/// product is the same in either order, and the rotation is then the usual
+/// rotate-half one.
+public struct LatentQKVProjection: Sendable {
+    /// How queries are projected.
+    public enum QueryPath: Sendable {
+        /// q_proj (q_lora_rank null).
+        case direct(Linear)
+        /// q_b_proj(norm(q_a_proj(x))).
+        case lowRank(down: Linear, norm: Normalization, up: Linear)
+    }
+
+    public let query: QueryPath
+    /// kv_a_proj_with_mqa: [kv_lora_rank + rope, hidden].
+    public let keyValueDown: Linear
+    /// kv_a_layernorm over the kv_lora_rank latent.
+    public let keyValueNorm: Normalization
+    /// kv_b_proj: [heads · (nope + v), kv_lora_rank].
+    public let keyValueUp: Linear
+    public let numHeads: Int
+    /// qk_nope_head_dim, qk_rope_head_dim, v_head_dim.
+    public let nopeDim: Int, ropeDim: Int, valueDim: Int
+    /// Rotates the rope parts (its head width is `ropeDim`).
+    public let rotary: RotaryEmbedding
+
+    public init(
+        query: QueryPath, keyValueDown: Linear, keyValueNorm: Normalization, keyValueUp: Linear, numHeads: Int,
+        nopeDim: Int, ropeDim: Int, valueDim: Int, rotary: RotaryEmbedding
+    ) {
+        let queryOut: Int
+        switch query {
+        case .direct(let q): queryOut = q.outFeatures
+        case .lowRank(let down, _, let up): queryOut = up.outFeatures; precondition(up.inFeatures == down.outFeatures)
+        }
+        precondition(queryOut == numHeads * (nopeDim + ropeDim) && keyValueDown.outFeatures > ropeDim)
+        precondition(keyValueUp.inFeatures == keyValueDown.outFeatures - ropeDim)
+        precondition(keyValueUp.outFeatures == numHeads * (nopeDim + valueDim) && rotary.headDim == ropeDim)
+        self.query = query
+        self.keyValueDown = keyValueDown
+        self.keyValueNorm = keyValueNorm
+        self.keyValueUp = keyValueUp
+        self.numHeads = numHeads
+        self.nopeDim = nopeDim
+        self.ropeDim = ropeDim
+        self.valueDim = valueDim
+        self.rotary = rotary
+    }
+
+    /// Query/key width nope + rope.
+    public var queryKeyDim: Int { nopeDim + ropeDim }
+
+    /// Every head its own key and value, `max(nope + rope, v)` wide.
+    public var layout: QKVLayout {
+        QKVLayout(numHeads: numHeads, numKVHeads: numHeads, headDim: max(queryKeyDim, valueDim))
+    }
+
+    var linears: [Linear] {
+        switch query {
+        case .direct(let q): [q, keyValueDown, keyValueUp]
+        case .lowRank(let down, _, let up): [down, up, keyValueDown, keyValueUp]
+        }
+    }
+
+    /// The q | k | v rows [rows, layout.width] of `x` [rows, hidden], rotated
+    /// to `positions`.
+    public func callAsFunction(_ x: Matrix, positions: [Int]) -> Matrix {
+        var queries: Matrix
+        switch query {
+        case .direct(let q): queries = q(x)
+        case .lowRank(let down, let norm, let up): queries = up(norm(down(x)))
+        }
+        var compressed = keyValueDown(x)
+        let rank = compressed.cols - ropeDim
+        keyValueNorm.apply(inPlace: &compressed, columns: 0..<rank)
+        let keyValues = keyValueUp(Matrix(uninitialized: x.rows, rank) { out in
+            compressed.data.withUnsafeBufferPointer { source in
+                for r in 0..<x.rows { (out + r * rank).update(from: source.baseAddress! + r * compressed.cols, count: rank) }
+            }
+        })
+        let qk = queryKeyDim, nope = nopeDim, rope = ropeDim, v = valueDim, heads = numHeads
+        // The shared key rope part is rotated once per row, before every head copies it.
+        queries.data.withUnsafeMutableBufferPointer { buffer in
+            rotary.apply(
+                to: buffer.baseAddress!, rowStride: queries.cols, headOffsets: (0..<heads).map { $0 * qk + nope },
+                positions: positions)
+        }
+        compressed.data.withUnsafeMutableBufferPointer { buffer in
+            rotary.apply(to: buffer.baseAddress!, rowStride: compressed.cols, headOffsets: [rank], positions: positions)
+        }
+        let layout = self.layout, width = layout.width, kvWidth = nope + v
+        var projected = Matrix(zeros: x.rows, width)
+        projected.data.withUnsafeMutableBufferPointer { target in
+            queries.data.withUnsafeBufferPointer { q in
+                compressed.data.withUnsafeBufferPointer { c in
+                    keyValues.data.withUnsafeBufferPointer { kv in
+                        parallelFor(chunks: x.rows, minimumChunk: 16) { rows in
+                            for r in rows {
+                                let row = target.baseAddress! + r * width
+                                let sharedRope = c.baseAddress! + r * compressed.cols + rank
+                                for h in 0..<heads {
+                                    let source = kv.baseAddress! + r * heads * kvWidth + h * kvWidth
+                                    (row + layout.queryOffset(head: h)).update(from: q.baseAddress! + r * heads * qk + h * qk, count: qk)
+                                    let key = row + layout.keyOffset(kvHead: h)
+                                    key.update(from: source, count: nope)
+                                    (key + nope).update(from: sharedRope, count: rope)
+                                    (row + layout.valueOffset(kvHead: h)).update(from: source + nope, count: v)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return projected
+    }
+
+    /// o_proj [hidden, heads · v] widened to read the attention output of
+    /// `layout` [.., heads · headDim]: zero weights for each head's padding
+    /// columns (which the zero-padded values leave at zero anyway).
+    public static func paddedOutput(_ output: Linear, numHeads: Int, valueDim: Int, headDim: Int) -> Linear {
+        precondition(output.layout == .outByIn && output.inFeatures == numHeads * valueDim && headDim >= valueDim)
+        guard headDim > valueDim else { return output }
+        let out = output.outFeatures, inWidth = numHeads * headDim
+        var weight = [Float](repeating: 0, count: out * inWidth)
+        output.weight.withUnsafeBufferPointer { source in
+            weight.withUnsafeMutableBufferPointer { target in
+                for o in 0..<out {
+                    for h in 0..<numHeads {
+                        (target.baseAddress! + o * inWidth + h * headDim)
+                            .update(from: source.baseAddress! + o * output.inFeatures + h * valueDim, count: valueDim)
+                    }
+                }
+            }
+        }
+        return Linear(weight: weight, bias: output.bias, inFeatures: inWidth, outFeatures: out)
+    }
+
+    /// The rows of a projection's weight [out, in] (or bias [out]) with the
+    /// interleaved pairs of each rope part, `ropeDim` rows starting at every
+    /// offset in `ropeStarts`, reordered evens first then odds: how
+    /// transformers' interleaved rotation reads them (x0, x2, …, x1, x3, …).
+    public static func deinterleavingRope(_ values: [Float], rowWidth: Int, ropeStarts: [Int], ropeDim: Int) -> [Float] {
+        var result = values
+        let half = ropeDim / 2
+        for start in ropeStarts {
+            for i in 0..<ropeDim {
+                let from = i < half ? start + 2 * i : start + 2 * (i - half) + 1
+                let to = start + i
+                for j in 0..<rowWidth { result[to * rowWidth + j] = values[from * rowWidth + j] }
+            }
+        }
+        return result
+    }
+}

@@ -1,0 +1,39 @@
+import Architectures
+import CheckpointIO
+import Foundation
+import TensorEngine
+import Testing
+
+/// Router and experts of fixture `name`'s mixture-of-experts layer against
+/// transformers' own MoE block, on transformers' own input to it
+/// (reference.json `routing_check`): the same experts per token, their
+/// weights within 1e-6, the block's output within 1e-5.
+func expectRoutingMatchesTransformers(_ name: String) throws {
+    func floats(_ value: Any?) -> [[Float]] { (value as! [[Any]]).map { $0.map { ($0 as! NSNumber).floatValue } } }
+    let check = FixtureFiles.entry(name)["routing_check"] as! [String: Any]
+    let layer = (check["layer"] as! NSNumber).intValue
+    let input = floats(check["input"])
+    let expectedExperts = (check["top_k_experts"] as! [[Any]]).map { $0.map { ($0 as! NSNumber).intValue } }
+    let expectedWeights = floats(check["top_k_weights"])
+    let expectedOutput = floats(check["output"])
+
+    let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(name)))
+    guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else {
+        Issue.record("\(name)'s MLP \(layer) is not a mixture of experts")
+        return
+    }
+    let x = Matrix(rows: input.count, cols: input[0].count, data: input.flatMap { $0 })
+    let routing = moe.route(x)
+    let k = routing.expertsPerToken
+    #expect(k == expectedExperts[0].count)
+    var worstWeight: Float = 0
+    for token in 0..<x.rows {
+        let experts = Array(routing.experts[(token * k)..<((token + 1) * k)])
+        #expect(experts == expectedExperts[token], "token \(token): experts \(experts) vs \(expectedExperts[token])")
+        for slot in 0..<k { worstWeight = max(worstWeight, abs(routing.weights[token * k + slot] - expectedWeights[token][slot])) }
+    }
+    #expect(worstWeight < 1e-6, "router weights differ by \(worstWeight)")
+    let output = moe(x)
+    let worst = zip(output.data, expectedOutput.joined()).map { abs($0 - $1) }.max() ?? .infinity
+    #expect(worst < 1e-5, "MoE output differs by \(worst)")
+}
