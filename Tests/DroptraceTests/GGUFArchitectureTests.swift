@@ -7,9 +7,10 @@ import Testing
 import Tokenization
 
 /// The GGUF architecture fixtures (Fixtures/gguf-arch, written by
-/// scripts/fixtures/make_gguf_arch_fixtures.py the way llama.cpp's converter
-/// writes them from the Hugging Face fixtures): the translation back must give
-/// the Hugging Face fixture's config values and tensors.
+/// scripts/fixtures/make_gguf_arch_fixtures.py, and the qwen3, qwen3moe and
+/// olmoe files of Fixtures/gguf, by make_gguf_qwen3_olmoe_fixtures.py, the way
+/// llama.cpp's converter writes them from the Hugging Face fixtures): the
+/// translation back must give the Hugging Face fixture's config values and tensors.
 enum GGUFArchitectureFixtures {
     struct Case: CustomTestStringConvertible, Sendable {
         let file: String
@@ -20,13 +21,13 @@ enum GGUFArchitectureFixtures {
     }
 
     static let cases: [Case] = [
-        Case(file: "qwen3-f32.gguf", model: "qwen3-f32", lost: ["layer_types", "use_sliding_window", "sliding_window"]),
-        Case(file: "qwen3_moe-f16.gguf", model: "qwen3_moe-f32", lost: []),
+        Case(file: "../gguf/qwen3-f32.gguf", model: "qwen3-f32", lost: ["layer_types", "use_sliding_window", "sliding_window"]),
+        Case(file: "../gguf/qwen3_moe-f32.gguf", model: "qwen3_moe-f32", lost: []),
         Case(file: "gemma3_text-f16.gguf", model: "gemma3_text-f32", lost: ["query_pre_attn_scalar", "final_logit_softcapping"]),
         Case(file: "phi3-f32.gguf", model: "phi3-f32", lost: []),
         Case(file: "phi3_longrope-f16.gguf", model: "phi3_longrope-f32", lost: []),
         Case(file: "olmo2-q8_0.gguf", model: "olmo2-f32", lost: []),
-        Case(file: "olmoe-f16.gguf", model: "olmoe-f32", lost: []),
+        Case(file: "../gguf/olmoe-f32.gguf", model: "olmoe-f32", lost: []),
         Case(file: "deepseek_v2-f16.gguf", model: "deepseek_v2-f32", lost: []),
         Case(file: "deepseek_v3-f16.gguf", model: "deepseek_v3-f32", lost: []),
         Case(file: "gpt_oss-f16.gguf", model: "gpt_oss-f32", lost: ["swiglu_limit"]),
@@ -111,7 +112,7 @@ enum GGUFArchitectureFixtures {
     }
 
     @Test func vocabularyComesFromTheConvertersTokenizerKeys() throws {
-        for (file, model, pre) in [("qwen3-f32.gguf", "qwen3-f32", "qwen2"), ("gemma3_text-f16.gguf", "gemma3_text-f32", "gpt-2")] {
+        for (file, model, pre) in [("../gguf/qwen3-f32.gguf", "qwen3-f32", "qwen2"), ("gemma3_text-f16.gguf", "gemma3_text-f32", "gpt-2")] {
             let checkpoint = try Checkpoint(location: GGUFArchitectureFixtures.file(file))
             let spec = try VocabularySpec(gguf: try #require(checkpoint.gguf))
             #expect(spec.model == .byteLevelBPE)
@@ -150,13 +151,13 @@ enum GGUFArchitectureFixtures {
     }
 
     static let mutants: [Mutant] = [
-        Mutant(file: "qwen3_moe-f16.gguf", key: "qwen3moe.expert_count", value: 5),
-        Mutant(file: "qwen3_moe-f16.gguf", key: "qwen3moe.expert_count", value: 0),
-        Mutant(file: "qwen3_moe-f16.gguf", key: "qwen3moe.expert_used_count", value: 0),
-        Mutant(file: "qwen3_moe-f16.gguf", key: "qwen3moe.expert_used_count", value: 9),
-        Mutant(file: "qwen3_moe-f16.gguf", key: "qwen3moe.expert_feed_forward_length", value: 17),
-        Mutant(file: "qwen3-f32.gguf", key: "qwen3.attention.key_length", value: 8),
-        Mutant(file: "olmoe-f16.gguf", key: "olmoe.attention.clamp_kqv", value: -1),
+        Mutant(file: "../gguf/qwen3_moe-f32.gguf", key: "qwen3moe.expert_count", value: 5),
+        Mutant(file: "../gguf/qwen3_moe-f32.gguf", key: "qwen3moe.expert_count", value: 0),
+        Mutant(file: "../gguf/qwen3_moe-f32.gguf", key: "qwen3moe.expert_used_count", value: 0),
+        Mutant(file: "../gguf/qwen3_moe-f32.gguf", key: "qwen3moe.expert_used_count", value: 9),
+        Mutant(file: "../gguf/qwen3_moe-f32.gguf", key: "qwen3moe.expert_feed_forward_length", value: 17),
+        Mutant(file: "../gguf/qwen3-f32.gguf", key: "qwen3.attention.key_length", value: 8),
+        Mutant(file: "../gguf/olmoe-f32.gguf", key: "olmoe.attention.clamp_kqv", value: -1),
         Mutant(file: "gemma3_text-f16.gguf", key: "gemma3.attention.sliding_window", value: 0),
         Mutant(file: "gemma3_text-f16.gguf", key: "gemma3.attention.key_length", value: 32),
         Mutant(file: "phi3-f32.gguf", key: "phi3.rope.dimension_count", value: 13),
@@ -176,7 +177,7 @@ enum GGUFArchitectureFixtures {
     @Test(arguments: mutants)
     func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
         let scratch = try ScratchDirectory()
-        let file = scratch.path(mutant.file)
+        let file = scratch.path((mutant.file as NSString).lastPathComponent)
         var bytes = [UInt8](try Data(contentsOf: GGUFArchitectureFixtures.file(mutant.file)))
         try ConfigValidationTests.setMetadataNumber(&bytes, key: mutant.key, to: mutant.value)
         try Data(bytes).write(to: file)
