@@ -28,6 +28,17 @@ public struct TensorSlice: @unchecked Sendable {
         case file(RegularFile, offset: Int)
         /// In a buffer the reader filled (strided PyTorch views, float64 copies).
         case memory(TensorBuffer)
+        /// Float32 values computed from other slices each time the tensor is
+        /// expanded (GGUF tensors llama.cpp split, merged or shifted), so that
+        /// nothing is held in memory between expansions.
+        case computed(@Sendable () throws -> [Float])
+    }
+
+    /// A float32 tensor whose row-major values `compute` returns when it is
+    /// expanded (`compute` must return `shape`'s element count, and checks
+    /// the files it reads).
+    static func computed(name: String, shape: [Int], path: String, _ compute: @escaping @Sendable () throws -> [Float]) -> TensorSlice {
+        TensorSlice(name: name, dtype: .float32, shape: shape, path: path, storage: .computed(compute))
     }
 
     public let name: String
@@ -57,6 +68,7 @@ public struct TensorSlice: @unchecked Sendable {
     public func floats() throws -> [Float] {
         let count = elementCount
         guard count > 0 else { return [] }
+        if case .computed(let compute) = storage { return try compute() }
         let expanded = try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
             let destination = buffer.baseAddress!
             switch storedOrder {
@@ -123,6 +135,8 @@ public struct TensorSlice: @unchecked Sendable {
         switch storage {
         case .file(let file, let offset): try file.read(count, at: offset + start, into: destination)
         case .memory(let memory): destination.copyMemory(from: memory.bytes + start, byteCount: count)
+        case .computed(let compute):
+            try compute().withUnsafeBytes { destination.copyMemory(from: $0.baseAddress! + start, byteCount: count) }
         }
     }
 
@@ -134,6 +148,8 @@ public struct TensorSlice: @unchecked Sendable {
         switch storage {
         case .memory(let memory):
             expandToFloat32(memory.bytes + offset, dtype: dtype, count: count, into: destination)
+        case .computed(let compute):
+            try compute().withUnsafeBufferPointer { destination.update(from: $0.baseAddress! + start, count: count) }
         case .file(let file, let base) where dtype == .float32:
             try file.read(length, at: base + offset, into: destination)
         case .file(let file, let base):

@@ -33,51 +33,72 @@ public final class GGUFCheckpoint: @unchecked Sendable {
             dtypes[info.name] = dtype
         }
 
-        let ropeFactors = try infos["rope_freqs.weight"].map { info in
-            try file.slice(info, dtype: dtypes[info.name]!, name: info.name, shape: [info.elementCount], order: .asShaped).floats()
+        // Small float tensors llama.cpp keeps rope factors in, read for the config.
+        var ropeTensors: [String: [Float]] = [:]
+        for name in ["rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"] {
+            guard let info = infos[name] else { continue }
+            ropeTensors[name] = try file.slice(info, dtype: dtypes[name]!, name: name, shape: [info.elementCount], order: .asShaped).floats()
         }
         let config = try GGUFConfiguration(
             metadata: GGUFMetadata(values: file.metadata, path: path),
-            tensorDimensions: infos.mapValues(\.dimensions), ropeFactors: ropeFactors)
+            tensorDimensions: infos.mapValues(\.dimensions), ropeTensors: ropeTensors)
         configData = config.jsonData
+        let architecture = config.architecture
 
-        let names = GGUFTensorNames(family: config.family, heads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim)
+        let names = GGUFTensorNames(architecture: architecture, heads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim)
         var tensors: [String: TensorSlice] = [:]
+        // Block tensors with no place of their own, as stored: the parts of composites.
+        var parts: [String: TensorSlice] = [:]
         for info in file.tensors {
             // ggml lists the fastest-varying dimension first; Hugging Face last.
             let storedShape = Array(info.dimensions.reversed())
-            if let expertName = names.expertName(info.name) {
-                // One [out, in] slice per expert, each a contiguous run of whole
-                // rows; the file holds their bytes, so their count is bounded by its size.
-                let experts = config.json["num_experts"] as? Int
-                guard storedShape.count == 3, storedShape[0] == experts, storedShape[1] > 0, storedShape[2] > 0 else {
+            let dtype = dtypes[info.name]!
+            switch names.huggingFace(info.name) {
+            case .tensor(let name, let layout)?:
+                let order = names.order(layout, rows: storedShape[0])
+                if case .rowsPermuted(let rows) = order, rows.count != storedShape[0] {
                     throw DroptraceError(
-                        "tensor '\(info.name)' should have shape [\(experts.map(String.init) ?? "?") experts, out, in] (\(config.family.rawValue).expert_count), but has \(storedShape)",
+                        "tensor '\(info.name)' has \(storedShape[0]) rows, which does not fit the \(config.heads) heads the metadata gives",
                         path: path)
                 }
-                let dtype = dtypes[info.name]!, matrix = [storedShape[1], storedShape[2]]
-                let stride = dtype.byteCount(elements: matrix[0] * matrix[1])
-                for e in 0..<storedShape[0] {
-                    tensors[expertName(e)] = file.slice(
-                        info, dtype: dtype, name: expertName(e), shape: matrix, order: .asShaped, byteOffset: e * stride)
+                let transposed = layout == .transposedConv1D
+                guard !transposed || storedShape.count == 2 else {
+                    throw DroptraceError("tensor '\(info.name)' should be 2-D but has shape \(storedShape)", path: path)
                 }
-                continue
+                let stored = file.slice(info, dtype: dtype, name: name, shape: transposed ? info.dimensions : storedShape, order: order)
+                // Gemma's norms: the converter stored 1 + w; the family adds the 1 itself.
+                if layout == .normPlusOne {
+                    tensors[name] = TensorSlice.computed(name: name, shape: storedShape, path: path) { try stored.floats().map { $0 - 1 } }
+                } else {
+                    tensors[name] = stored
+                }
+            case .perExpert(let nameOf)?:
+                // Dimensions confirmed as [experts, out, in] by GGUFConfiguration; an
+                // expert's rows are whole blocks, so its bytes start at a block.
+                let matrix = Array(storedShape.dropFirst())
+                let bytes = dtype.byteCount(elements: matrix.reduce(1, *))
+                for expert in 0..<storedShape[0] {
+                    let name = nameOf(expert)
+                    tensors[name] = file.slice(info, dtype: dtype, name: name, shape: matrix, order: .asShaped, byteOffset: expert * bytes)
+                }
+            case nil:
+                if info.name.hasPrefix("blk.") {
+                    parts[info.name] = file.slice(info, dtype: dtype, name: info.name, shape: storedShape, order: .asShaped)
+                }
             }
-            guard let (name, order) = names.huggingFace(info.name, rows: storedShape[0]) else { continue }
-            let transposed = names.isTransposedConv1D(info.name)
-            let shape = transposed ? info.dimensions : storedShape
-            if case .rowsPermuted(let rows) = order, rows.count != storedShape[0] {
-                throw DroptraceError(
-                    "tensor '\(info.name)' has \(storedShape[0]) rows, which does not fit the \(config.heads) heads the metadata gives",
-                    path: path)
+        }
+        let layers = Set(parts.keys.compactMap { $0.split(separator: ".")[1...].first.flatMap { Int($0) } })
+        for layer in layers.sorted() {
+            for composite in architecture.composites {
+                let name = "\(architecture.prefix)\(architecture.layerList).\(layer).\(composite.name)"
+                let sources = composite.sources.compactMap { parts["blk.\(layer).\($0)"] }
+                // Older converters also keep the whole tensor (DeepSeek's attn_kv_b).
+                guard sources.count == composite.sources.count, tensors[name] == nil else { continue }
+                tensors[name] = try composite.build(name, sources, config)
             }
-            guard !transposed || storedShape.count == 2 else {
-                throw DroptraceError("tensor '\(info.name)' should be 2-D but has shape \(storedShape)", path: path)
-            }
-            tensors[name] = file.slice(info, dtype: dtypes[info.name]!, name: name, shape: shape, order: transposed ? .transposed : order)
         }
         // Tied GPT-NeoX models (rare) keep no output matrix, and GPTNeoXModel does not tie.
-        if config.family == .gptneox, tensors["lm_head.weight"] == nil, let embedding = tensors["gpt_neox.embed_in.weight"] {
+        if architecture.name == "gptneox", tensors["lm_head.weight"] == nil, let embedding = tensors["gpt_neox.embed_in.weight"] {
             tensors["lm_head.weight"] = embedding
         }
         self.tensors = tensors

@@ -1,63 +1,41 @@
 import DroptraceSupport
 import Foundation
 
-/// The GGUF architectures (`general.architecture`) droptrace reads.
-enum GGUFFamily: String, CaseIterable {
-    /// Llama, Mistral, TinyLlama, SmolLM and other Llama-shaped models.
-    case llama
-    case qwen2
-    /// Qwen3 (dense): qwen2's layout with per-head q/k norms and no q/k/v biases.
-    case qwen3
-    /// Qwen3-MoE and OLMoE: experts stored as 3-D `ffn_*_exps` tensors.
-    case qwen3moe
-    case olmoe
-    case gptneox
-    case gpt2
-
-    /// The Hugging Face name prefix of the base model and its layer list.
-    var prefix: String {
-        switch self {
-        case .llama, .qwen2, .qwen3, .qwen3moe, .olmoe: "model."
-        case .gptneox: "gpt_neox."
-        case .gpt2: "transformer."
-        }
-    }
-
-    var layers: String { self == .gpt2 ? "h" : "layers" }
-
-    /// Whether its blocks may route to experts (`<arch>.expert_count`).
-    var hasExperts: Bool { self == .qwen3moe || self == .olmoe }
-}
-
 /// A config.json equivalent built from a GGUF file's metadata: the keys
 /// llama.cpp's converter writes (`<arch>.embedding_length`, ...) translated to
 /// the ones droptrace's architectures decode, plus what only the tensors tell
-/// (vocabulary size, tied embeddings, biases).
+/// (vocabulary size, tied embeddings, biases, dense layers of MoE models).
+/// What is read per architecture is its table (`GGUFArchitecture`).
 ///
 /// Every size is checked (`ConfigRules`, errors naming the GGUF key) and
 /// confirmed by the tensors' dimensions (the block count by the blocks
-/// present) before the tensor names and row
-/// permutations are built from it.
+/// present, expert stacks by the expert count and width) before the tensor
+/// names and row permutations are built from it.
 struct GGUFConfiguration {
-    let family: GGUFFamily
+    let architecture: GGUFArchitecture
     let heads: Int
     let kvHeads: Int
     let headDim: Int
     let json: [String: Any]
+    /// The GGUF file, for errors.
+    let path: String
 
     /// `tensorDimensions` are the GGUF tensors' dimensions by GGUF name;
-    /// `ropeFactors` the contents of `rope_freqs.weight`, when present.
-    init(metadata: GGUFMetadata, tensorDimensions: [String: [Int]], ropeFactors: [Float]?) throws {
+    /// `ropeTensors` the contents of `rope_freqs.weight`, `rope_factors_long.weight`
+    /// and `rope_factors_short.weight`, when present.
+    init(metadata: GGUFMetadata, tensorDimensions: [String: [Int]], ropeTensors: [String: [Float]]) throws {
         let path = metadata.path
-        let architecture = try metadata.string("general.architecture")
-        guard let family = GGUFFamily(rawValue: architecture) else {
+        self.path = path
+        let name = try metadata.string("general.architecture")
+        guard let architecture = GGUFArchitecture.named(name) else {
             throw DroptraceError(
-                "GGUF architecture '\(architecture)' is not supported (supported: \(GGUFFamily.allCases.map(\.rawValue).joined(separator: ", ")))",
+                "GGUF architecture '\(name)' is not supported (supported: \(GGUFArchitecture.all.map(\.name).joined(separator: ", ")))",
                 path: path)
         }
-        self.family = family
-        let a = architecture + "."
-        if !family.hasExperts, let experts = try metadata.optionalInt(a + "expert_count"), experts > 0 {
+        self.architecture = architecture
+        let a = name + "."
+        let experts = try metadata.optionalInt(a + "expert_count") ?? 0
+        if experts > 0, !architecture.mixtureOfExperts {
             throw DroptraceError(
                 "mixture-of-experts GGUF models (\(a)expert_count = \(experts), e.g. Mixtral) are not supported", path: path)
         }
@@ -66,7 +44,9 @@ struct GGUFConfiguration {
         let layers = try metadata.int(a + "block_count")
         let heads = try metadata.uniformInt(a + "attention.head_count") ?? 0
         let kvHeads = try metadata.uniformInt(a + "attention.head_count_kv") ?? heads
-        let keyLength = try metadata.optionalInt(a + "attention.key_length")
+        // Older DeepSeek files have no `key_length_mla`; their `key_length` is the per-head width.
+        let widthKey = try metadata.optionalInt(a + architecture.headWidthKey) == nil ? a + "attention.key_length" : a + architecture.headWidthKey
+        let keyLength = try metadata.optionalInt(widthKey)
         guard let feedForward = try metadata.uniformInt(a + "feed_forward_length") else {
             throw DroptraceError("missing GGUF metadata key '\(a)feed_forward_length'", path: path)
         }
@@ -82,92 +62,43 @@ struct GGUFConfiguration {
             try ConfigRules.count(hidden, a + "embedding_length")
             try ConfigRules.count(layers, a + "block_count")
             try ConfigRules.count(heads, a + "attention.head_count")
-            if family == .gptneox || family == .gpt2 {
+            if case .fusedPerHead = architecture.attentionRows {
                 try ConfigRules.divides(heads, a + "attention.head_count", hidden, a + "embedding_length")
             }
             try ConfigRules.divides(kvHeads, a + "attention.head_count_kv", heads, a + "attention.head_count")
-            headDim = try ConfigRules.count(keyLength ?? hidden / heads, keyLength == nil ? a + "attention.head_count" : a + "attention.key_length")
+            headDim = try ConfigRules.count(keyLength ?? hidden / heads, keyLength == nil ? a + "attention.head_count" : widthKey)
             try ConfigRules.count(feedForward, a + "feed_forward_length")
             try ConfigRules.count(context, a + "context_length")
             try ConfigRules.count(vocabulary, "token_embd.weight")
-            for factor in ropeFactors ?? [] { try ConfigRules.positive(Double(factor), "rope_freqs.weight") }
+            if architecture.mixtureOfExperts { try ConfigRules.count(experts, a + "expert_count") }
+            for (tensor, factors) in ropeTensors {
+                for factor in factors { try ConfigRules.positive(Double(factor), tensor) }
+            }
             try Self.confirm(
-                family: family, prefix: a, hidden: hidden, layers: layers, heads: heads, kvHeads: kvHeads, headDim: headDim, keyLength: keyLength,
-                embedding: embedding, tensorDimensions: tensorDimensions)
+                architecture, hidden: hidden, layers: layers, heads: heads, kvHeads: kvHeads, headDim: headDim,
+                keyLength: keyLength.map { ($0, widthKey) }, embedding: embedding, tensorDimensions: tensorDimensions)
+            if experts > 0 {
+                let width = try ConfigRules.count(
+                    try metadata.optionalInt(a + "expert_feed_forward_length") ?? feedForward, a + "expert_feed_forward_length")
+                try Self.confirmExperts(prefix: a, experts: experts, width: width, hidden: hidden, tensorDimensions: tensorDimensions)
+            }
         }
         self.heads = heads
         self.kvHeads = kvHeads
         self.headDim = headDim
+        let sizes = GGUFArchitecture.Sizes(
+            hidden: hidden, layers: layers, heads: heads, kvHeads: kvHeads, headDim: headDim, feedForward: feedForward,
+            context: context, vocabulary: vocabulary, tied: tied, theta: theta, experts: experts)
+        json = try architecture.config(.init(
+            metadata: metadata, sizes: sizes, tensorDimensions: tensorDimensions, ropeTensors: ropeTensors, architecture: architecture))
+    }
 
-        var config: [String: Any]
-        switch family {
-        case .llama, .qwen2, .qwen3, .qwen3moe, .olmoe:
-            let slidingWindow = try metadata.optionalInt(a + "attention.sliding_window")
-            try ConfigRules.checks(path: path) {
-                try ConfigRules.countIfPresent(slidingWindow, a + "attention.sliding_window")
-                // llama.cpp interleaves the two halves of each rotary head; an odd width has no halves.
-                if family == .llama, headDim % 2 != 0 {
-                    throw InvalidConfigValue(key: a + "attention.key_length", problem: "must be even for rotary heads, got \(headDim)")
-                }
-            }
-            if let rotary = try metadata.optionalInt(a + "rope.dimension_count"), rotary != headDim {
-                // The row permutation undone below assumes the whole head rotates.
-                throw InvalidConfigValue(
-                    key: a + "rope.dimension_count", problem: "must equal the head width \(headDim) (partial rotary is not supported here), got \(rotary)"
-                ).error(path: path)
-            }
-            config = [
-                // llama.cpp converts Mistral to `llama`; a window is what sets it apart.
-                "model_type": family == .llama ? (slidingWindow == nil ? "llama" : "mistral") : family == .qwen3moe ? "qwen3_moe" : family.rawValue,
-                "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
-                "num_key_value_heads": kvHeads, "head_dim": headDim, "intermediate_size": feedForward,
-                "rms_norm_eps": try metadata.positiveDouble(a + "attention.layer_norm_rms_epsilon"),
-                "vocab_size": vocabulary, "max_position_embeddings": context, "hidden_act": "silu",
-                "tie_word_embeddings": tied,
-                "rope_parameters": try Self.rope(metadata, prefix: a, theta: theta, factors: ropeFactors),
-            ]
-            if family == .llama {
-                config["attention_bias"] = tensorDimensions["blk.0.attn_q.bias"] != nil
-                config["mlp_bias"] = tensorDimensions["blk.0.ffn_up.bias"] != nil
-                if let slidingWindow { config["sliding_window"] = slidingWindow }
-            } else {
-                config["use_sliding_window"] = false
-            }
-            if family.hasExperts {
-                try Self.addExperts(to: &config, metadata, prefix: a, family: family, layers: layers, tensorDimensions: tensorDimensions)
-            }
-        case .gptneox:
-            let rotary = try metadata.optionalInt(a + "rope.dimension_count") ?? headDim
-            // transformers rotates 2·ceil(rotary/2) dimensions, which must fit in the head.
-            guard rotary >= 1, rotary + rotary % 2 <= headDim else {
-                throw InvalidConfigValue(
-                    key: a + "rope.dimension_count", problem: "must be between 1 and the head width \(headDim), got \(rotary)"
-                ).error(path: path)
-            }
-            config = [
-                "model_type": "gpt_neox",
-                "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
-                "intermediate_size": feedForward,
-                "layer_norm_eps": try metadata.positiveDouble(a + "attention.layer_norm_epsilon"),
-                "vocab_size": vocabulary, "max_position_embeddings": context, "hidden_act": "gelu",
-                "use_parallel_residual": try metadata.optionalBool(a + "use_parallel_residual") ?? true,
-                "attention_bias": tensorDimensions["blk.0.attn_qkv.bias"] != nil,
-                "tie_word_embeddings": tied,
-                "rope_parameters": [
-                    "rope_type": "default", "rope_theta": theta,
-                    "partial_rotary_factor": Self.fraction(rotary, of: headDim),
-                ] as [String: Any],
-            ]
-        case .gpt2:
-            config = [
-                "model_type": "gpt2",
-                "n_embd": hidden, "n_layer": layers, "n_head": heads, "n_inner": feedForward,
-                "n_positions": context, "vocab_size": vocabulary,
-                "layer_norm_epsilon": try metadata.positiveDouble(a + "attention.layer_norm_epsilon"),
-                "activation_function": "gelu_new", "tie_word_embeddings": tied,
-            ]
+    /// An integer of the synthesised config (for the tensors built from several GGUF tensors).
+    func int(_ key: String) throws -> Int {
+        guard let value = json[key] as? Int else {
+            throw DroptraceError("the GGUF configuration has no integer '\(key)'", path: path)
         }
-        json = config
+        return value
     }
 
     /// Confirms the sizes by the tensors' dimensions (ggml order: [in, out]),
@@ -176,25 +107,37 @@ struct GGUFConfiguration {
     /// (all query projections before the key projections, so a wrong head
     /// width is blamed on the key that sets it).
     private static func confirm(
-        family: GGUFFamily, prefix a: String, hidden: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int, keyLength: Int?,
-        embedding: [Int], tensorDimensions: [String: [Int]]
+        _ architecture: GGUFArchitecture, hidden: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int,
+        keyLength: (value: Int, key: String)?, embedding: [Int], tensorDimensions: [String: [Int]]
     ) throws {
+        let a = architecture.name + "."
         guard embedding[0] == hidden else {
             throw InvalidConfigValue(
                 key: a + "embedding_length", problem: "is \(hidden), but token_embd.weight has rows of \(embedding[0])")
         }
-        let widthKey = keyLength == nil ? a + "embedding_length" : a + "attention.key_length"
+        let widthKey = keyLength?.key ?? a + "embedding_length"
         let rules: [(suffix: String, heads: Int, key: String)]
-        switch family {
-        case .llama, .qwen2, .qwen3, .qwen3moe, .olmoe:
-            rules = [(".attn_q.weight", heads, a + "attention.head_count"), (".attn_k.weight", kvHeads, a + "attention.head_count_kv")]
-        case .gptneox, .gpt2:
+        switch architecture.attentionRows {
+        case .projections(let projections):
+            rules = projections.map { projection -> (suffix: String, heads: Int, key: String) in
+                projection.group == .query
+                    ? ("." + projection.suffix, heads, a + "attention.head_count")
+                    : ("." + projection.suffix, kvHeads, a + "attention.head_count_kv")
+            }
+        case .fusedPerHead(let suffix):
             // The fused q | k | v rows are regrouped per head of this width.
             guard heads.multipliedReportingOverflow(by: headDim) == (hidden, false) else {
                 throw InvalidConfigValue(
                     key: widthKey, problem: "gives heads of \(headDim), but embedding_length \(hidden) / head_count \(heads) = \(hidden / heads)")
             }
-            rules = [(".attn_qkv.weight", try ConfigRules.product([(heads, a + "attention.head_count"), (3, "q, k and v")]), a + "attention.head_count")]
+            rules = [("." + suffix, try ConfigRules.product([(heads, a + "attention.head_count"), (3, "q, k and v")]), a + "attention.head_count")]
+        case .fused(let suffix):
+            let keyValue = try ConfigRules.product([(kvHeads, a + "attention.head_count_kv"), (2, "k and v")])
+            let (total, overflow) = heads.addingReportingOverflow(keyValue)
+            guard !overflow else {
+                throw InvalidConfigValue(key: a + "attention.head_count", problem: "is too large, got \(heads)")
+            }
+            rules = [("." + suffix, total, a + "attention.head_count_kv")]
         }
         let names = tensorDimensions.keys.filter { $0.hasPrefix("blk.") }.sorted()
         // Every block the count promises, and no other.
@@ -209,7 +152,8 @@ struct GGUFConfiguration {
             let rows = try ConfigRules.product([(rule.heads, rule.key), (headDim, widthKey)])
             for name in names where name.hasSuffix(rule.suffix) {
                 let dimensions = tensorDimensions[name]!
-                guard dimensions.count == 2, dimensions[0] == hidden else {
+                // Projections from a low-rank input (DeepSeek's q_b) take that rank, not the embedding.
+                guard dimensions.count == 2, dimensions[0] == hidden || rule.suffix == ".attn_q_b.weight" else {
                     throw InvalidConfigValue(
                         key: a + "embedding_length", problem: "is \(hidden), but \(name) has dimensions \(dimensions)")
                 }
@@ -224,46 +168,103 @@ struct GGUFConfiguration {
         }
     }
 
-    /// The mixture-of-experts keys of config.json from llama.cpp's
-    /// (`expert_count`, `expert_used_count`, `expert_feed_forward_length`,
-    /// `expert_weights_norm`, `attention.clamp_kqv`). llama.cpp renormalises
-    /// the top-k weights of qwen3moe and not those of olmoe unless
-    /// `expert_weights_norm` says otherwise; blocks without a router
-    /// (`ffn_gate_inp`) keep a dense MLP (Qwen3-MoE's `mlp_only_layers`).
-    private static func addExperts(
-        to config: inout [String: Any], _ metadata: GGUFMetadata, prefix a: String, family: GGUFFamily, layers: Int,
-        tensorDimensions: [String: [Int]]
-    ) throws {
-        config["num_experts"] = try metadata.int(a + "expert_count")
-        config["num_experts_per_tok"] = try metadata.int(a + "expert_used_count")
-        config["norm_topk_prob"] = try metadata.optionalBool(a + "expert_weights_norm") ?? (family == .qwen3moe)
-        if family == .qwen3moe {
-            config["moe_intermediate_size"] = try metadata.int(a + "expert_feed_forward_length")
-            config["mlp_only_layers"] = (0..<layers).filter { tensorDimensions["blk.\($0).ffn_gate_inp.weight"] == nil }
+    /// Confirms every stacked expert tensor (ggml order: [in, out, experts])
+    /// by the expert count and width before it is cut into per-expert tensors.
+    private static func confirmExperts(prefix a: String, experts: Int, width: Int, hidden: Int, tensorDimensions: [String: [Int]]) throws {
+        for (name, dimensions) in tensorDimensions where name.hasPrefix("blk.") && name.contains("_exps.") {
+            let down = name.contains(".ffn_down_exps.")
+            let expected = name.hasSuffix(".bias") ? [down ? hidden : width, experts] : (down ? [width, hidden, experts] : [hidden, width, experts])
+            guard dimensions.count == expected.count, dimensions.last == experts else {
+                throw InvalidConfigValue(key: a + "expert_count", problem: "is \(experts), but \(name) has dimensions \(dimensions)")
+            }
+            guard dimensions == expected else {
+                throw InvalidConfigValue(
+                    key: a + "expert_feed_forward_length", problem: "is \(width), but \(name) has dimensions \(dimensions) (expected \(expected))")
+            }
         }
-        if let clip = try metadata.optionalPositiveDouble(a + "attention.clamp_kqv") { config["clip_qkv"] = clip }
     }
 
     /// `rope_parameters` from llama.cpp's rope keys. Llama 3's frequency-dependent
-    /// scaling is stored as the per-frequency divisors of `rope_freqs.weight`.
-    private static func rope(_ metadata: GGUFMetadata, prefix a: String, theta: Double, factors: [Float]?) throws -> [String: Any] {
-        var rope: [String: Any] = ["rope_type": "default", "rope_theta": theta]
-        let type = try metadata.optionalString(a + "rope.scaling.type")
-        let factor = try metadata.optionalPositiveDouble(a + "rope.scaling.factor")
-            ?? metadata.optionalPositiveDouble(a + "rope.scale_linear")
+    /// scaling is stored as the per-frequency divisors of `rope_freqs.weight`;
+    /// YaRN's attention scaling as `yarn_log_multiplier` = 0.1 · mscale_all_dim.
+    static func rope(_ input: GGUFArchitecture.Input) throws -> [String: Any] {
+        let m = input.metadata
+        var rope: [String: Any] = ["rope_type": "default", "rope_theta": input.sizes.theta]
+        let type = try m.optionalString(input.key("rope.scaling.type"))
+        let factor = try m.optionalPositiveDouble(input.key("rope.scaling.factor"))
+            ?? m.optionalPositiveDouble(input.key("rope.scale_linear"))
         switch type {
         case nil where factor != nil && factor != 1, "linear":
             rope["rope_type"] = "linear"
             rope["factor"] = factor ?? 1
         case nil, "none":
             break
+        case "yarn":
+            rope["rope_type"] = "yarn"
+            rope["factor"] = factor ?? 1
+            let original = try m.optionalInt(input.key("rope.scaling.original_context_length"))
+            try ConfigRules.checks(path: input.path) {
+                try ConfigRules.countIfPresent(original, input.key("rope.scaling.original_context_length"))
+            }
+            if let original { rope["original_max_position_embeddings"] = original }
+            rope["beta_fast"] = try m.optionalPositiveDouble(input.key("rope.scaling.yarn_beta_fast")) ?? 32
+            rope["beta_slow"] = try m.optionalPositiveDouble(input.key("rope.scaling.yarn_beta_slow")) ?? 1
+            if let multiplier = try m.optionalPositiveDouble(input.key("rope.scaling.yarn_log_multiplier")) {
+                // The file holds 0.1 · mscale_all_dim as a float32; divide in float32 to get it back.
+                let scale = Double(Float(multiplier) / Float(0.1))
+                rope["mscale_all_dim"] = scale
+                rope["mscale"] = scale
+            }
         case let other?:
             // Left to RopeSettings, which names the types it implements.
             rope["rope_type"] = other
             if let factor { rope["factor"] = factor }
         }
-        if let factors { rope["frequency_factors"] = factors.map(Double.init) }
+        if let factors = input.ropeTensors["rope_freqs.weight"] { rope["frequency_factors"] = factors.map(Double.init) }
         return rope
+    }
+
+    /// The row permutations and q/k norms assume the whole head rotates.
+    static func requireWholeHeadRotary(_ input: GGUFArchitecture.Input) throws {
+        if let rotary = try input.metadata.optionalInt(input.key("rope.dimension_count")), rotary != input.sizes.headDim {
+            throw InvalidConfigValue(
+                key: input.key("rope.dimension_count"),
+                problem: "must equal the head width \(input.sizes.headDim) (partial rotary is not supported here), got \(rotary)"
+            ).error(path: input.path)
+        }
+    }
+
+    /// `expert_used_count`: between 1 and the expert count.
+    static func expertsUsed(_ input: GGUFArchitecture.Input) throws -> Int {
+        let used = try input.metadata.int(input.key("expert_used_count"))
+        guard (1...input.sizes.experts).contains(used) else {
+            throw InvalidConfigValue(
+                key: input.key("expert_used_count"), problem: "must be between 1 and the expert count \(input.sizes.experts), got \(used)"
+            ).error(path: input.path)
+        }
+        return used
+    }
+
+    /// An expert's inner width (confirmed by the expert stacks).
+    static func expertWidth(_ input: GGUFArchitecture.Input) throws -> Int {
+        try input.metadata.optionalInt(input.key("expert_feed_forward_length")) ?? input.sizes.feedForward
+    }
+
+    /// `layer_types` from `attention.sliding_window_pattern`: one flag per layer
+    /// (sliding when true), or n (every n-th layer global, as llama.cpp's
+    /// `set_swa_pattern`); `default` when the file has none.
+    static func slidingPattern(_ input: GGUFArchitecture.Input, default fallback: Int) throws -> [String] {
+        let key = input.key("attention.sliding_window_pattern")
+        guard let value = input.metadata.values[key] else { return input.layerTypes { ($0 + 1) % fallback != 0 } }
+        if let flags = value.array?.compactMap(\.bool), flags.count == input.sizes.layers, value.array?.count == flags.count {
+            return input.layerTypes { flags[$0] }
+        }
+        guard let period = value.int, period >= 1 else {
+            throw InvalidConfigValue(
+                key: key, problem: "must be a period of at least 1 or one bool per layer (\(input.sizes.layers))"
+            ).error(path: input.path)
+        }
+        return input.layerTypes { ($0 + 1) % period != 0 }
     }
 
     /// `json` as config.json text with sorted keys and floats spelled as
@@ -276,6 +277,7 @@ struct GGUFConfiguration {
         case let integer as Int: return String(integer)
         case let real as Double: return real.isFinite ? "\(real)" : "null"
         case let list as [Any]: return "[" + list.map(jsonText).joined(separator: ", ") + "]"
+        case is NSNull: return "null"
         case let object as [String: Any]:
             return "{" + object.keys.sorted().map { jsonText($0) + ": " + jsonText(object[$0]!) }.joined(separator: ", ") + "}"
         default:

@@ -73,8 +73,9 @@ public final class GGUFFile: @unchecked Sendable {
         }
     }
 
-    /// The tensor `info` describes, under `name` with `shape` and `order`.
-    /// `byteOffset` (within the tensor's data) selects a part of it, e.g. one expert of a 3-D tensor.
+    /// The tensor `info` describes, under `name` with `shape` and `order`;
+    /// with `byteOffset`, the part of it starting that many bytes in (an
+    /// expert of a stack: whole blocks, within the tensor's checked range).
     func slice(
         _ info: TensorInfo, dtype: TensorDType, name: String, shape: [Int], order: TensorSlice.StoredOrder, byteOffset: Int = 0
     ) -> TensorSlice {

@@ -1,84 +1,67 @@
 import DroptraceSupport
 
 /// llama.cpp's tensor names mapped back to the Hugging Face names and layouts
-/// droptrace's architectures read, per GGUF architecture.
+/// droptrace's architectures read, by the architecture's table.
 ///
-/// llama.cpp's converter changes three things besides names, each undone
-/// here without copying the weights (see `TensorSlice.StoredOrder`):
-/// - `llama`: rows of Q and K are permuted per head from Hugging Face's
-///   rotate-half layout to interleaved pairs (row h·d + s·d/2 + i is stored
-///   at h·d + 2i + s);
-/// - `gptneox`: the fused QKV rows, per head [q_h, k_h, v_h] in Hugging Face,
-///   are stored as all q, then all k, then all v;
-/// - `gpt2`: Conv1D weights ([in, out]) are stored transposed.
+/// Besides names, the converter rearranges some tensors; the row orders are
+/// undone here without copying the weights (see `TensorSlice.StoredOrder`):
+/// - `.rotaryInterleaved`: rows of Q and K are permuted per head from Hugging
+///   Face's rotate-half layout to interleaved pairs (row h·d + s·d/2 + i is
+///   stored at h·d + 2i + s);
+/// - `.groupedQKV`: the fused QKV rows, per head [q_h, k_h, v_h] in Hugging
+///   Face, are stored as all q, then all k, then all v;
+/// - `.transposedConv1D`: Conv1D weights ([in, out]) are stored transposed.
+/// Norms stored as 1 + w, per-expert slices of expert stacks and the tensors
+/// made of several GGUF tensors are built by `GGUFCheckpoint`.
 struct GGUFTensorNames {
-    let family: GGUFFamily
+    let architecture: GGUFArchitecture
     /// Query heads, key/value heads and head width, for the row permutations.
     let heads: Int
     let kvHeads: Int
     let headDim: Int
 
-    /// The Hugging Face name and stored order of a GGUF tensor, or nil for
-    /// tensors with no Hugging Face counterpart (e.g. `rope_freqs.weight`).
-    func huggingFace(_ name: String, rows: Int) -> (name: String, order: TensorSlice.StoredOrder)? {
+    /// Where a GGUF tensor goes in Hugging Face's state dict.
+    enum Target {
+        /// One tensor: its name, the layout it is stored in.
+        case tensor(String, GGUFArchitecture.Layout?)
+        /// A stack [experts, out, in] cut into `experts` tensors named by the expert.
+        case perExpert((Int) -> String)
+    }
+
+    /// The Hugging Face place of a GGUF tensor, or nil for tensors with no
+    /// Hugging Face counterpart of their own (e.g. `rope_freqs.weight`, or
+    /// the parts of a `GGUFArchitecture.Composite`).
+    func huggingFace(_ name: String) -> Target? {
         let parts = name.split(separator: ".", maxSplits: 2).map(String.init)
         if parts.count == 3, parts[0] == "blk", let layer = Int(parts[1]) {
+            let layerPrefix = "\(architecture.prefix)\(architecture.layerList).\(layer)."
             let rest = parts[2]
+            if let module = architecture.blockTensors[rest] { return .tensor(layerPrefix + module, nil) }
             guard let dot = rest.lastIndex(of: ".") else { return nil }
             let (base, kind) = (String(rest[..<dot]), String(rest[rest.index(after: dot)...]))
-            guard let module = blockModule(base) else { return nil }
-            return ("\(family.prefix)\(family.layers).\(layer).\(module).\(kind)", order(base: base, rows: rows))
-        }
-        guard let mapped = topLevel[name] else { return nil }
-        return (mapped, .asShaped)
-    }
-
-    private var topLevel: [String: String] {
-        let p = family.prefix
-        switch family {
-        case .llama, .qwen2, .qwen3, .qwen3moe, .olmoe:
-            return ["token_embd.weight": p + "embed_tokens.weight", "output_norm.weight": p + "norm.weight",
-                    "output.weight": "lm_head.weight"]
-        case .gptneox:
-            return ["token_embd.weight": p + "embed_in.weight", "output_norm.weight": p + "final_layer_norm.weight",
-                    "output_norm.bias": p + "final_layer_norm.bias", "output.weight": "lm_head.weight"]
-        case .gpt2:
-            return ["token_embd.weight": p + "wte.weight", "position_embd.weight": p + "wpe.weight",
-                    "output_norm.weight": p + "ln_f.weight", "output_norm.bias": p + "ln_f.bias",
-                    "output.weight": "lm_head.weight"]
-        }
-    }
-
-    private func blockModule(_ base: String) -> String? {
-        var table: [String: String]
-        switch family {
-        case .llama, .qwen2, .qwen3, .qwen3moe, .olmoe:
-            table = ["attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-                     "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
-                     "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-                     "ffn_down": "mlp.down_proj"]
-            if family != .llama && family != .qwen2 {
-                table["attn_q_norm"] = "self_attn.q_norm"
-                table["attn_k_norm"] = "self_attn.k_norm"
+            switch architecture.blocks[base] {
+            case .module(let module, let layout)?:
+                // Conv1D biases are vectors either way.
+                return .tensor("\(layerPrefix)\(module).\(kind)", layout == .transposedConv1D && kind != "weight" ? nil : layout)
+            case .perExpert(let pattern)?:
+                return .perExpert { layerPrefix + pattern.replacingOccurrences(of: "{e}", with: String($0)) + "." + kind }
+            case nil:
+                return nil
             }
-            if family.hasExperts { table["ffn_gate_inp"] = "mlp.gate" }
-        case .gptneox:
-            table = ["attn_norm": "input_layernorm", "attn_qkv": "attention.query_key_value",
-                     "attn_output": "attention.dense", "ffn_norm": "post_attention_layernorm",
-                     "ffn_up": "mlp.dense_h_to_4h", "ffn_down": "mlp.dense_4h_to_h"]
-        case .gpt2:
-            table = ["attn_norm": "ln_1", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj", "ffn_norm": "ln_2",
-                     "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"]
         }
-        return table[base]
+        guard let mapped = architecture.topLevel[name] else { return nil }
+        let layout = name.hasPrefix("output_norm.") ? architecture.topLevelLayout : nil
+        return .tensor(mapped == "lm_head.weight" ? mapped : architecture.prefix + mapped, layout)
     }
 
-    private func order(base: String, rows: Int) -> TensorSlice.StoredOrder {
-        switch (family, base) {
-        case (.llama, "attn_q"): return .rowsPermuted(Self.unpermuteRotaryRows(rows: rows, heads: heads))
-        case (.llama, "attn_k"): return .rowsPermuted(Self.unpermuteRotaryRows(rows: rows, heads: kvHeads))
-        case (.gptneox, "attn_qkv"): return .rowsPermuted(Self.interleaveQKVRows(heads: heads, headDim: headDim))
-        default: return .asShaped
+    /// The stored order of a tensor of `rows` rows in `layout`.
+    func order(_ layout: GGUFArchitecture.Layout?, rows: Int) -> TensorSlice.StoredOrder {
+        switch layout {
+        case .rotaryInterleaved(.query)?: .rowsPermuted(Self.unpermuteRotaryRows(rows: rows, heads: heads))
+        case .rotaryInterleaved(.keyValue)?: .rowsPermuted(Self.unpermuteRotaryRows(rows: rows, heads: kvHeads))
+        case .groupedQKV?: .rowsPermuted(Self.interleaveQKVRows(heads: heads, headDim: headDim))
+        case .transposedConv1D?: .transposed
+        case .normPlusOne?, nil: .asShaped
         }
     }
 
@@ -102,24 +85,5 @@ struct GGUFTensorNames {
             let (part, i) = within.quotientAndRemainder(dividingBy: headDim)
             return part * width + head * headDim + i
         }
-    }
-
-    /// For `blk.<l>.ffn_<gate|up|down>_exps.weight` (experts × out × in, one
-    /// [out, in] matrix per expert), the Hugging Face name of expert e's
-    /// projection, as `save_pretrained` writes them
-    /// (`model.layers.<l>.mlp.experts.<e>.gate_proj.weight`).
-    func expertName(_ name: String) -> ((Int) -> String)? {
-        guard family.hasExperts else { return nil }
-        let parts = name.split(separator: ".").map(String.init)
-        let projections = ["ffn_gate_exps": "gate_proj", "ffn_up_exps": "up_proj", "ffn_down_exps": "down_proj"]
-        guard parts.count == 4, parts[0] == "blk", let layer = Int(parts[1]), let projection = projections[parts[2]],
-              parts[3] == "weight" else { return nil }
-        return { "\(family.prefix)\(family.layers).\(layer).mlp.experts.\($0).\(projection).weight" }
-    }
-
-    /// GPT-2's Conv1D weights are stored as torch.nn.Linear would hold them.
-    func isTransposedConv1D(_ name: String) -> Bool {
-        guard family == .gpt2, name.hasPrefix("blk."), name.hasSuffix(".weight") else { return false }
-        return ["attn_qkv", "attn_output", "ffn_up", "ffn_down"].contains { name.hasSuffix(".\($0).weight") }
     }
 }

@@ -1,0 +1,158 @@
+import DroptraceSupport
+
+/// What droptrace knows of one llama.cpp architecture (`general.architecture`,
+/// names from gguf-py's `MODEL_ARCH_NAMES`): how llama.cpp's converter
+/// (convert_hf_to_gguf.py) renamed and rearranged the Hugging Face tensors, and
+/// how its metadata keys become the config.json keys of the Hugging Face model
+/// type. Each architecture is one table (GGUFArchitectures.swift); the
+/// readers (`GGUFConfiguration`, `GGUFTensorNames`, `GGUFCheckpoint`) only
+/// interpret tables.
+struct GGUFArchitecture: Sendable {
+    /// How a stored tensor differs from its Hugging Face counterpart besides the name.
+    enum Layout: Sendable, Equatable {
+        /// Q or K rows permuted per head from rotate-half to interleaved pairs (`llama`).
+        case rotaryInterleaved(HeadGroup)
+        /// GPT-NeoX's fused QKV as all q, all k, all v rows instead of per head.
+        case groupedQKV
+        /// GPT-2's Conv1D weights ([in, out]) stored as [out, in].
+        case transposedConv1D
+        /// Gemma's (1 + w) RMSNorm weights stored as 1 + w.
+        case normPlusOne
+    }
+
+    /// Which heads a Q/K projection's rows hold.
+    enum HeadGroup: Sendable, Equatable {
+        case query, keyValue
+    }
+
+    /// A block tensor's Hugging Face place.
+    enum Place: Sendable, Equatable {
+        /// The module within the layer (`self_attn.q_proj`); weight and bias keep their suffix.
+        case module(String, Layout?)
+        /// A 3-D `[experts, out, in]` stack cut into per-expert tensors:
+        /// the module with `{e}` standing for the expert (`mlp.experts.{e}.gate_proj`).
+        case perExpert(String)
+    }
+
+    /// One Hugging Face tensor a block's GGUF tensors make together (or
+    /// rearranged beyond rows): `sources` are GGUF names within the block
+    /// (`attn_k_b.weight`); `build` gets their slices (all present) and the
+    /// configuration, and returns the Hugging Face tensor or throws when their
+    /// shapes disagree with the configuration.
+    struct Composite: Sendable {
+        let name: String
+        let sources: [String]
+        let build: @Sendable (_ name: String, _ sources: [TensorSlice], _ config: GGUFConfiguration) throws -> TensorSlice
+    }
+
+    /// Sizes read from the metadata common to all architectures, checked and
+    /// confirmed by the tensors before a table's `config` sees them.
+    struct Sizes {
+        let hidden, layers, heads, kvHeads, headDim, feedForward, context, vocabulary: Int
+        let tied: Bool
+        let theta: Double
+        /// Expert count (0 for dense models).
+        let experts: Int
+    }
+
+    /// What a table's `config` reads: the metadata (`key` prefixes the
+    /// architecture), the sizes, the tensors' dimensions and the small float
+    /// tensors llama.cpp keeps rope factors in.
+    struct Input {
+        let metadata: GGUFMetadata
+        let sizes: Sizes
+        let tensorDimensions: [String: [Int]]
+        let ropeTensors: [String: [Float]]
+        let architecture: GGUFArchitecture
+
+        func key(_ suffix: String) -> String { architecture.name + "." + suffix }
+        var path: String { metadata.path }
+
+        /// Whether block `layer` has GGUF tensor `name` (e.g. `ffn_gate_inp.weight`).
+        func block(_ layer: Int, has name: String) -> Bool { tensorDimensions["blk.\(layer).\(name)"] != nil }
+
+        /// The keys shared by the Llama-shaped models: sizes, RMSNorm epsilon,
+        /// SiLU, tied head and `rope_parameters` from the rope keys.
+        func llamaShaped(_ modelType: String) throws -> [String: Any] {
+            [
+                "model_type": modelType,
+                "hidden_size": sizes.hidden, "num_hidden_layers": sizes.layers, "num_attention_heads": sizes.heads,
+                "num_key_value_heads": sizes.kvHeads, "head_dim": sizes.headDim, "intermediate_size": sizes.feedForward,
+                "rms_norm_eps": try metadata.positiveDouble(key("attention.layer_norm_rms_epsilon")),
+                "vocab_size": sizes.vocabulary, "max_position_embeddings": sizes.context, "hidden_act": "silu",
+                "tie_word_embeddings": sizes.tied, "attention_bias": false,
+                "rope_parameters": try GGUFConfiguration.rope(self),
+            ]
+        }
+
+        /// `layer_types` with the layers for which `sliding` holds as sliding-window layers.
+        func layerTypes(_ sliding: (Int) -> Bool) -> [String] {
+            (0..<sizes.layers).map { sliding($0) ? "sliding_attention" : "full_attention" }
+        }
+    }
+
+    /// Which projection's rows confirm the head counts and width: GGUF name
+    /// suffix within a block and the heads whose rows it holds.
+    enum AttentionRows: Sendable {
+        /// Separate projections: rows = heads · head width.
+        case projections([(suffix: String, group: HeadGroup)])
+        /// One fused projection of per-head q, k, v with the heads filling the
+        /// embedding (GPT-NeoX, GPT-2): rows = 3 · heads · head width.
+        case fusedPerHead(String)
+        /// One fused projection of all q, then all k, then all v (Phi-3):
+        /// rows = (heads + 2 · kv heads) · head width.
+        case fused(String)
+    }
+
+    /// `general.architecture`.
+    let name: String
+    /// The Hugging Face prefix of the base model and its layer list.
+    let prefix: String
+    var layerList = "layers"
+    /// Top-level GGUF tensor → Hugging Face name (without `prefix` for `lm_head.weight`).
+    let topLevel: [String: String]
+    /// Block tensor base name (`attn_q`) → place.
+    let blocks: [String: Place]
+    /// Whole block tensor names (`exp_probs_b.bias`) → module and suffix within the layer, for
+    /// tensors whose Hugging Face suffix is not `.weight` / `.bias`.
+    var blockTensors: [String: String] = [:]
+    var composites: [Composite] = []
+    /// Layout of the top-level norms.
+    var topLevelLayout: Layout? = nil
+    let attentionRows: AttentionRows
+    /// The metadata key giving the head width of Q and K, when not `attention.key_length`.
+    var headWidthKey = "attention.key_length"
+    /// Whether `expert_count` may be above 0 (elsewhere it marks a model the
+    /// table does not describe, e.g. Mixtral as `llama`).
+    var mixtureOfExperts = false
+    /// The config.json equivalent.
+    let config: @Sendable (Input) throws -> [String: Any]
+}
+
+extension GGUFArchitecture.Place {
+    /// The Llama-shaped block tensors, shared by most tables.
+    static let llamaBlocks: [String: GGUFArchitecture.Place] = [
+        "attn_norm": .module("input_layernorm", nil), "attn_q": .module("self_attn.q_proj", nil),
+        "attn_k": .module("self_attn.k_proj", nil), "attn_v": .module("self_attn.v_proj", nil),
+        "attn_output": .module("self_attn.o_proj", nil), "ffn_norm": .module("post_attention_layernorm", nil),
+        "ffn_gate": .module("mlp.gate_proj", nil), "ffn_up": .module("mlp.up_proj", nil),
+        "ffn_down": .module("mlp.down_proj", nil),
+    ]
+
+    /// Per-head (or whole-projection) q/k RMSNorms.
+    static let qkNorms: [String: GGUFArchitecture.Place] = [
+        "attn_q_norm": .module("self_attn.q_norm", nil), "attn_k_norm": .module("self_attn.k_norm", nil),
+    ]
+
+    /// Routed experts stacked by llama.cpp, per expert in Hugging Face.
+    static let stackedExperts: [String: GGUFArchitecture.Place] = [
+        "ffn_gate_inp": .module("mlp.gate", nil),
+        "ffn_gate_exps": .perExpert("mlp.experts.{e}.gate_proj"), "ffn_up_exps": .perExpert("mlp.experts.{e}.up_proj"),
+        "ffn_down_exps": .perExpert("mlp.experts.{e}.down_proj"),
+    ]
+}
+
+extension Dictionary where Key == String, Value == GGUFArchitecture.Place {
+    /// These places with `other`'s added (`other` wins).
+    func adding(_ other: [String: GGUFArchitecture.Place]) -> Self { merging(other) { $1 } }
+}

@@ -1,0 +1,319 @@
+import DroptraceSupport
+import Foundation
+
+/// The architectures droptrace reads, one table each. What llama.cpp's
+/// converter does is stated per table; `GGUFArchitecture` says what the fields mean.
+extension GGUFArchitecture {
+    static let all: [GGUFArchitecture] = [llama, qwen2, gptneox, gpt2, qwen3, qwen3moe, gemma3, phi3, olmo2, olmoe, deepseek2, gptOss]
+
+    static func named(_ name: String) -> GGUFArchitecture? { all.first { $0.name == name } }
+
+    private static let llamaTop = ["token_embd.weight": "embed_tokens.weight", "output_norm.weight": "norm.weight", "output.weight": "lm_head.weight"]
+
+    /// Llama, Mistral, TinyLlama, SmolLM and other Llama-shaped models. The
+    /// converter permutes Q and K rows to interleaved rotary pairs and writes
+    /// Mistral as `llama` (a sliding window sets it apart).
+    static let llama = GGUFArchitecture(
+        name: "llama", prefix: "model.", topLevel: llamaTop,
+        blocks: Place.llamaBlocks.adding([
+            "attn_q": .module("self_attn.q_proj", .rotaryInterleaved(.query)),
+            "attn_k": .module("self_attn.k_proj", .rotaryInterleaved(.keyValue)),
+        ]),
+        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)])
+    ) { input in
+        let slidingWindow = try input.metadata.optionalInt(input.key("attention.sliding_window"))
+        try ConfigRules.checks(path: input.path) {
+            try ConfigRules.countIfPresent(slidingWindow, input.key("attention.sliding_window"))
+            // llama.cpp interleaves the two halves of each rotary head; an odd width has no halves.
+            if input.sizes.headDim % 2 != 0 {
+                throw InvalidConfigValue(key: input.key("attention.key_length"), problem: "must be even for rotary heads, got \(input.sizes.headDim)")
+            }
+        }
+        try GGUFConfiguration.requireWholeHeadRotary(input)
+        var config = try input.llamaShaped(slidingWindow == nil ? "llama" : "mistral")
+        config["attention_bias"] = input.tensorDimensions["blk.0.attn_q.bias"] != nil
+        config["mlp_bias"] = input.tensorDimensions["blk.0.ffn_up.bias"] != nil
+        if let slidingWindow { config["sliding_window"] = slidingWindow }
+        return config
+    }
+
+    /// Qwen2 / Qwen2.5: rotate-half rotary kept as in Hugging Face (no permutation).
+    static let qwen2 = GGUFArchitecture(
+        name: "qwen2", prefix: "model.", topLevel: llamaTop, blocks: Place.llamaBlocks,
+        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)])
+    ) { input in
+        try GGUFConfiguration.requireWholeHeadRotary(input)
+        var config = try input.llamaShaped("qwen2")
+        config["use_sliding_window"] = false
+        config.removeValue(forKey: "attention_bias")
+        return config
+    }
+
+    /// GPT-NeoX / Pythia: fused QKV regrouped (all q, all k, all v); partial rotary.
+    static let gptneox = GGUFArchitecture(
+        name: "gptneox", prefix: "gpt_neox.",
+        topLevel: ["token_embd.weight": "embed_in.weight", "output_norm.weight": "final_layer_norm.weight",
+                   "output_norm.bias": "final_layer_norm.bias", "output.weight": "lm_head.weight"],
+        blocks: ["attn_norm": .module("input_layernorm", nil), "attn_qkv": .module("attention.query_key_value", .groupedQKV),
+                 "attn_output": .module("attention.dense", nil), "ffn_norm": .module("post_attention_layernorm", nil),
+                 "ffn_up": .module("mlp.dense_h_to_4h", nil), "ffn_down": .module("mlp.dense_4h_to_h", nil)],
+        attentionRows: .fusedPerHead("attn_qkv.weight")
+    ) { input in
+        let a = input.architecture.name + ".", headDim = input.sizes.headDim, sizes = input.sizes
+        let rotary = try input.metadata.optionalInt(a + "rope.dimension_count") ?? headDim
+        // transformers rotates 2·ceil(rotary/2) dimensions, which must fit in the head.
+        guard rotary >= 1, rotary + rotary % 2 <= headDim else {
+            throw InvalidConfigValue(
+                key: a + "rope.dimension_count", problem: "must be between 1 and the head width \(headDim), got \(rotary)"
+            ).error(path: input.path)
+        }
+        return [
+            "model_type": "gpt_neox",
+            "hidden_size": sizes.hidden, "num_hidden_layers": sizes.layers, "num_attention_heads": sizes.heads,
+            "intermediate_size": sizes.feedForward,
+            "layer_norm_eps": try input.metadata.positiveDouble(a + "attention.layer_norm_epsilon"),
+            "vocab_size": sizes.vocabulary, "max_position_embeddings": sizes.context, "hidden_act": "gelu",
+            "use_parallel_residual": try input.metadata.optionalBool(a + "use_parallel_residual") ?? true,
+            "attention_bias": input.tensorDimensions["blk.0.attn_qkv.bias"] != nil,
+            "tie_word_embeddings": sizes.tied,
+            "rope_parameters": [
+                "rope_type": "default", "rope_theta": sizes.theta,
+                "partial_rotary_factor": GGUFConfiguration.fraction(rotary, of: headDim),
+            ] as [String: Any],
+        ]
+    }
+
+    /// GPT-2: Conv1D weights stored transposed; learned positions.
+    static let gpt2 = GGUFArchitecture(
+        name: "gpt2", prefix: "transformer.", layerList: "h",
+        topLevel: ["token_embd.weight": "wte.weight", "position_embd.weight": "wpe.weight", "output_norm.weight": "ln_f.weight",
+                   "output_norm.bias": "ln_f.bias", "output.weight": "lm_head.weight"],
+        blocks: ["attn_norm": .module("ln_1", nil), "attn_qkv": .module("attn.c_attn", .transposedConv1D),
+                 "attn_output": .module("attn.c_proj", .transposedConv1D), "ffn_norm": .module("ln_2", nil),
+                 "ffn_up": .module("mlp.c_fc", .transposedConv1D), "ffn_down": .module("mlp.c_proj", .transposedConv1D)],
+        attentionRows: .fusedPerHead("attn_qkv.weight")
+    ) { input in
+        let sizes = input.sizes
+        return [
+            "model_type": "gpt2",
+            "n_embd": sizes.hidden, "n_layer": sizes.layers, "n_head": sizes.heads, "n_inner": sizes.feedForward,
+            "n_positions": sizes.context, "vocab_size": sizes.vocabulary,
+            "layer_norm_epsilon": try input.metadata.positiveDouble(input.key("attention.layer_norm_epsilon")),
+            "activation_function": "gelu_new", "tie_word_embeddings": sizes.tied,
+        ]
+    }
+
+    /// Qwen3: per-head q/k RMSNorms, explicit head width. llama.cpp has no
+    /// sliding windows for it, so the converter drops `layer_types`.
+    static let qwen3 = GGUFArchitecture(
+        name: "qwen3", prefix: "model.", topLevel: llamaTop, blocks: Place.llamaBlocks.adding(Place.qkNorms),
+        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)])
+    ) { input in
+        try GGUFConfiguration.requireWholeHeadRotary(input)
+        var config = try input.llamaShaped("qwen3")
+        config["use_sliding_window"] = false
+        config["layer_types"] = input.layerTypes { _ in false }
+        return config
+    }
+
+    /// Qwen3-MoE: experts stacked per layer; layers without a router are
+    /// `mlp_only_layers`. llama.cpp always renormalises the top-k weights.
+    static let qwen3moe = GGUFArchitecture(
+        name: "qwen3moe", prefix: "model.", topLevel: llamaTop,
+        blocks: Place.llamaBlocks.adding(Place.qkNorms).adding(Place.stackedExperts),
+        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)]), mixtureOfExperts: true
+    ) { input in
+        try GGUFConfiguration.requireWholeHeadRotary(input)
+        var config = try input.llamaShaped("qwen3_moe")
+        config["use_sliding_window"] = false
+        config["num_local_experts"] = input.sizes.experts
+        config["num_experts_per_tok"] = try GGUFConfiguration.expertsUsed(input)
+        config["moe_intermediate_size"] = try GGUFConfiguration.expertWidth(input)
+        config["norm_topk_prob"] = try input.metadata.optionalBool(input.key("expert_weights_norm")) ?? true
+        config["decoder_sparse_step"] = 1
+        config["mlp_only_layers"] = (0..<input.sizes.layers).filter { !input.block($0, has: "ffn_gate_inp.weight") }
+        return config
+    }
+
+    /// Gemma 3 (text): sandwich norms, norms stored as 1 + w by the converter,
+    /// local/global layers (llama.cpp's default pattern: every sixth global,
+    /// local base 10000 unless the file says otherwise), per-head q/k norms.
+    static let gemma3 = GGUFArchitecture(
+        name: "gemma3", prefix: "model.", topLevel: llamaTop,
+        blocks: Place.llamaBlocks.adding([
+            "attn_norm": .module("input_layernorm", .normPlusOne),
+            "attn_q_norm": .module("self_attn.q_norm", .normPlusOne), "attn_k_norm": .module("self_attn.k_norm", .normPlusOne),
+            "post_attention_norm": .module("post_attention_layernorm", .normPlusOne),
+            "ffn_norm": .module("pre_feedforward_layernorm", .normPlusOne),
+            "post_ffw_norm": .module("post_feedforward_layernorm", .normPlusOne),
+        ]),
+        topLevelLayout: .normPlusOne,
+        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)])
+    ) { input in
+        try GGUFConfiguration.requireWholeHeadRotary(input)
+        var config = try input.llamaShaped("gemma3_text")
+        let m = input.metadata
+        config["hidden_act"] = "gelu_pytorch_tanh"
+        config["hidden_activation"] = "gelu_pytorch_tanh"
+        let window = try m.optionalInt(input.key("attention.sliding_window"))
+        try ConfigRules.checks(path: input.path) { try ConfigRules.countIfPresent(window, input.key("attention.sliding_window")) }
+        config["sliding_window"] = window ?? 4096
+        config["layer_types"] = try GGUFConfiguration.slidingPattern(input, default: 6)
+        // llama.cpp scales queries by 1/sqrt(head width) unless the file gives a scale.
+        if let scale = try m.optionalPositiveDouble(input.key("attention.scale")) {
+            config["query_pre_attn_scalar"] = 1 / (scale * scale)
+        } else {
+            config["query_pre_attn_scalar"] = input.sizes.headDim
+        }
+        // llama.cpp's gemma3 soft-caps nothing unless the file says so (transformers' default: None).
+        for key in ["final_logit_softcapping", "attn_logit_softcapping"] {
+            if let cap = try m.optionalPositiveDouble(input.key(key)) { config[key] = cap }
+        }
+        config["rope_parameters"] = [
+            "full_attention": try GGUFConfiguration.rope(input),
+            "sliding_attention": [
+                "rope_type": "default", "rope_theta": try m.optionalPositiveDouble(input.key("rope.freq_base_swa")) ?? 10_000,
+            ] as [String: Any],
+        ] as [String: Any]
+        return config
+    }
+
+    /// Phi-3 / Phi-4: fused `qkv_proj` and `gate_up_proj` kept as they are;
+    /// partial rotary; LongRoPE factors as `rope_factors_long` / `_short`.
+    static let phi3 = GGUFArchitecture(
+        name: "phi3", prefix: "model.", topLevel: llamaTop,
+        blocks: ["attn_norm": .module("input_layernorm", nil), "attn_qkv": .module("self_attn.qkv_proj", nil),
+                 "attn_output": .module("self_attn.o_proj", nil), "ffn_norm": .module("post_attention_layernorm", nil),
+                 "ffn_up": .module("mlp.gate_up_proj", nil), "ffn_down": .module("mlp.down_proj", nil)],
+        attentionRows: .fused("attn_qkv.weight")
+    ) { input in
+        var config = try input.llamaShaped("phi3")
+        config.removeValue(forKey: "attention_bias")
+        let m = input.metadata, headDim = input.sizes.headDim
+        let rotary = try m.optionalInt(input.key("rope.dimension_count")) ?? headDim
+        guard rotary >= 2, rotary % 2 == 0, rotary <= headDim else {
+            throw InvalidConfigValue(
+                key: input.key("rope.dimension_count"), problem: "must be even and between 2 and the head width \(headDim), got \(rotary)"
+            ).error(path: input.path)
+        }
+        let original = try m.optionalInt(input.key("rope.scaling.original_context_length")) ?? input.sizes.context
+        try ConfigRules.checks(path: input.path) { try ConfigRules.count(original, input.key("rope.scaling.original_context_length")) }
+        config["original_max_position_embeddings"] = original
+        if let window = try m.optionalInt(input.key("attention.sliding_window")) {
+            try ConfigRules.checks(path: input.path) { try ConfigRules.count(window, input.key("attention.sliding_window")) }
+            config["sliding_window"] = window
+        }
+        var rope = config["rope_parameters"] as! [String: Any]
+        rope["partial_rotary_factor"] = GGUFConfiguration.fraction(rotary, of: headDim)
+        if let long = input.ropeTensors["rope_factors_long.weight"], let short = input.ropeTensors["rope_factors_short.weight"] {
+            guard long.count == rotary / 2, short.count == rotary / 2 else {
+                throw DroptraceError(
+                    "rope_factors_long.weight and rope_factors_short.weight must hold \(rotary / 2) factors (half the rotary width), got \(long.count) and \(short.count)",
+                    path: input.path)
+            }
+            rope["rope_type"] = "longrope"
+            rope["original_max_position_embeddings"] = original
+            rope["long_factor"] = long.map(Double.init)
+            rope["short_factor"] = short.map(Double.init)
+            rope.removeValue(forKey: "factor")
+            // The converter stores transformers' default sqrt(1 + ln s / ln original) as a float32;
+            // only another value is passed on.
+            let scale = Double(input.sizes.context) / Double(original)
+            let derived = scale > 1 ? (1 + log(scale) / log(Double(original))).squareRoot() : 1
+            if let attention = try m.optionalPositiveDouble(input.key("rope.scaling.attn_factor")), Float(attention) != Float(derived) {
+                rope["attention_factor"] = attention
+            }
+        }
+        config["rope_parameters"] = rope
+        return config
+    }
+
+    /// OLMo 2: post-norm layout (norms after attention and MLP, none before),
+    /// q/k RMSNorms over the whole projection.
+    static let olmo2 = GGUFArchitecture(
+        name: "olmo2", prefix: "model.", topLevel: llamaTop,
+        blocks: Place.llamaBlocks.filter { $0.key != "attn_norm" && $0.key != "ffn_norm" }.adding(Place.qkNorms).adding([
+            "post_attention_norm": .module("post_attention_layernorm", nil),
+            "post_ffw_norm": .module("post_feedforward_layernorm", nil),
+        ]),
+        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)])
+    ) { input in
+        try GGUFConfiguration.requireWholeHeadRotary(input)
+        var config = try input.llamaShaped("olmo2")
+        config.removeValue(forKey: "head_dim")
+        return config
+    }
+
+    /// OLMoE: experts stacked per layer, whole-projection q/k norms, optional q/k/v clamp.
+    static let olmoe = GGUFArchitecture(
+        name: "olmoe", prefix: "model.", topLevel: llamaTop,
+        blocks: Place.llamaBlocks.adding(Place.qkNorms).adding(Place.stackedExperts),
+        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)]), mixtureOfExperts: true
+    ) { input in
+        try GGUFConfiguration.requireWholeHeadRotary(input)
+        var config = try input.llamaShaped("olmoe")
+        config.removeValue(forKey: "head_dim")
+        config["intermediate_size"] = try GGUFConfiguration.expertWidth(input)
+        config["num_experts"] = input.sizes.experts
+        config["num_experts_per_tok"] = try GGUFConfiguration.expertsUsed(input)
+        config["norm_topk_prob"] = try input.metadata.optionalBool(input.key("expert_weights_norm")) ?? false
+        if let clip = try input.metadata.optionalPositiveDouble(input.key("attention.clamp_kqv")) { config["clip_qkv"] = clip }
+        return config
+    }
+
+    /// DeepSeek-V2 and V3 (multi-head latent attention, shared experts). The
+    /// converter writes MLA as MQA (one kv head, key width kv_lora_rank + rope),
+    /// the per-head widths under `*_mla`, and splits `kv_b_proj` into
+    /// `attn_k_b` (transposed per head) and `attn_v_b` (older files keep
+    /// `attn_kv_b`). Sigmoid gating is V3's; rotary pairs are interleaved as
+    /// in llama.cpp, so no rows move.
+    static let deepseek2 = GGUFArchitecture(
+        name: "deepseek2", prefix: "model.", topLevel: llamaTop,
+        blocks: Place.llamaBlocks.filter { !["attn_k", "attn_v"].contains($0.key) }.adding(Place.stackedExperts).adding([
+            "attn_q_a": .module("self_attn.q_a_proj", nil), "attn_q_a_norm": .module("self_attn.q_a_layernorm", nil),
+            "attn_q_b": .module("self_attn.q_b_proj", nil), "attn_kv_a_mqa": .module("self_attn.kv_a_proj_with_mqa", nil),
+            "attn_kv_a_norm": .module("self_attn.kv_a_layernorm", nil), "attn_kv_b": .module("self_attn.kv_b_proj", nil),
+            "ffn_gate_shexp": .module("mlp.shared_experts.gate_proj", nil), "ffn_up_shexp": .module("mlp.shared_experts.up_proj", nil),
+            "ffn_down_shexp": .module("mlp.shared_experts.down_proj", nil),
+        ]),
+        blockTensors: ["exp_probs_b.bias": "mlp.gate.e_score_correction_bias"],
+        composites: [GGUFLayouts.latentKVB],
+        attentionRows: .projections([("attn_q.weight", .query), ("attn_q_b.weight", .query)]),
+        headWidthKey: "attention.key_length_mla", mixtureOfExperts: true
+    ) { input in
+        try GGUFLayouts.deepseekConfig(input)
+    }
+
+    /// gpt-oss: attention sinks, alternating sliding/full layers (sliding
+    /// first), experts with biases; the converter splits the interleaved
+    /// `gate_up_proj` into gate and up stacks and transposes the expert
+    /// matrices to [experts, out, in].
+    static let gptOss = GGUFArchitecture(
+        name: "gpt-oss", prefix: "model.", topLevel: llamaTop,
+        blocks: Place.llamaBlocks.filter { !["ffn_norm", "ffn_gate", "ffn_up", "ffn_down"].contains($0.key) }.adding([
+            "post_attention_norm": .module("post_attention_layernorm", nil), "ffn_gate_inp": .module("mlp.router", nil),
+        ]),
+        blockTensors: ["attn_sinks.weight": "self_attn.sinks", "ffn_down_exps.bias": "mlp.experts.down_proj_bias"],
+        composites: GGUFLayouts.gptOssExperts,
+        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)]), mixtureOfExperts: true
+    ) { input in
+        try GGUFConfiguration.requireWholeHeadRotary(input)
+        var config = try input.llamaShaped("gpt_oss")
+        let window = try input.metadata.int(input.key("attention.sliding_window"))
+        try ConfigRules.checks(path: input.path) { try ConfigRules.count(window, input.key("attention.sliding_window")) }
+        config["attention_bias"] = true
+        config["sliding_window"] = window
+        config["layer_types"] = input.layerTypes { $0 % 2 == 0 }
+        config["intermediate_size"] = try GGUFConfiguration.expertWidth(input)
+        config["num_local_experts"] = input.sizes.experts
+        config["num_experts_per_tok"] = try GGUFConfiguration.expertsUsed(input)
+        // The clamped gated activation's constants, fixed in llama.cpp.
+        config["swiglu_alpha"] = 1.702
+        config["swiglu_limit"] = 7.0
+        var rope = config["rope_parameters"] as! [String: Any]
+        // gpt-oss's YaRN does not truncate the correction range (its config.json says so).
+        if rope["rope_type"] as? String == "yarn" { rope["truncate"] = false }
+        config["rope_parameters"] = rope
+        return config
+    }
+}

@@ -1,0 +1,241 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Scoring
+import Testing
+import Tokenization
+
+/// The GGUF architecture fixtures (Fixtures/gguf-arch, written by
+/// scripts/fixtures/make_gguf_arch_fixtures.py, and the qwen3, qwen3moe and
+/// olmoe files of Fixtures/gguf, by make_gguf_qwen3_olmoe_fixtures.py, the way
+/// llama.cpp's converter writes them from the Hugging Face fixtures): the
+/// translation back must give the Hugging Face fixture's config values and tensors.
+enum GGUFArchitectureFixtures {
+    struct Case: CustomTestStringConvertible, Sendable {
+        let file: String
+        let model: String
+        /// config.json keys llama.cpp's converter drops (llama.cpp does not implement them).
+        let lost: Set<String>
+        var testDescription: String { file }
+    }
+
+    static let cases: [Case] = [
+        Case(file: "../gguf/qwen3-f32.gguf", model: "qwen3-f32", lost: ["layer_types", "use_sliding_window", "sliding_window"]),
+        Case(file: "../gguf/qwen3_moe-f32.gguf", model: "qwen3_moe-f32", lost: []),
+        Case(file: "gemma3_text-f16.gguf", model: "gemma3_text-f32", lost: ["query_pre_attn_scalar", "final_logit_softcapping"]),
+        Case(file: "phi3-f32.gguf", model: "phi3-f32", lost: []),
+        Case(file: "phi3_longrope-f16.gguf", model: "phi3_longrope-f32", lost: []),
+        Case(file: "olmo2-q8_0.gguf", model: "olmo2-f32", lost: []),
+        Case(file: "../gguf/olmoe-f32.gguf", model: "olmoe-f32", lost: []),
+        Case(file: "deepseek_v2-f16.gguf", model: "deepseek_v2-f32", lost: []),
+        Case(file: "deepseek_v3-f16.gguf", model: "deepseek_v3-f32", lost: []),
+        Case(file: "gpt_oss-f16.gguf", model: "gpt_oss-f32", lost: ["swiglu_limit"]),
+    ]
+
+    static func file(_ name: String) -> URL { FixtureFiles.root.appendingPathComponent("gguf-arch/\(name)") }
+
+    /// config.json keys no architecture reads (bookkeeping, training-only and token ids,
+    /// which GGUF keeps with the tokenizer).
+    static let notModelKeys: Set<String> = [
+        "architectures", "dtype", "transformers_version", "use_cache", "initializer_range", "bos_token_id", "eos_token_id",
+        "pad_token_id", "attention_dropout", "output_router_logits", "router_aux_loss_coef", "pretraining_tp",
+        "max_window_layers", "embd_pdrop", "resid_pdrop", "_sliding_window_pattern", "use_bidirectional_attention",
+        "num_nextn_predict_layers", "mlp_bias",
+    ]
+}
+
+@Suite struct GGUFArchitectureTranslationTests {
+    static func json(_ data: Data) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    /// Whether a translated config value equals the Hugging Face one (numbers
+    /// to float32 precision: GGUF stores float keys as float32).
+    static func same(_ translated: Any?, _ expected: Any) -> Bool {
+        switch expected {
+        case is NSNull: return translated == nil || translated is NSNull
+        case let object as [String: Any]:
+            guard let other = translated as? [String: Any] else { return false }
+            return object.allSatisfy { same(other[$0.key], $0.value) }
+        case let list as [Any]:
+            guard let other = translated as? [Any], other.count == list.count else { return false }
+            return zip(other, list).allSatisfy { same($0, $1) }
+        case let text as String: return translated as? String == text
+        case let number as NSNumber:
+            guard let other = translated as? NSNumber else { return false }
+            return abs(other.doubleValue - number.doubleValue) <= 1e-6 * max(abs(number.doubleValue), 1e-30)
+        default: return false
+        }
+    }
+
+    @Test(arguments: GGUFArchitectureFixtures.cases)
+    func configHasTheHuggingFaceValues(fixture: GGUFArchitectureFixtures.Case) throws {
+        let gguf = try Checkpoint(location: GGUFArchitectureFixtures.file(fixture.file))
+        let original = try Checkpoint(location: FixtureFiles.model(fixture.model))
+        let translated = try Self.json(gguf.configData), expected = try Self.json(original.configData)
+        #expect(gguf.modelType == original.modelType)
+        for (key, value) in expected where !GGUFArchitectureFixtures.notModelKeys.contains(key) {
+            if fixture.lost.contains(key) {
+                #expect(!Self.same(translated[key], value), "\(fixture.file): \(key) is listed as lost but survives")
+                continue
+            }
+            #expect(Self.same(translated[key], value), "\(fixture.file): \(key) is \(translated[key] ?? "missing"), expected \(value)")
+        }
+    }
+
+    /// Every Hugging Face tensor, under its name and shape, with its values:
+    /// bit-exact where stored as F32, rounded to half where stored as F16, and
+    /// Gemma's norms as (w + 1) − 1 in float32; the Q8_0 file within its step.
+    @Test(arguments: GGUFArchitectureFixtures.cases)
+    func tensorsAreTheHuggingFaceTensors(fixture: GGUFArchitectureFixtures.Case) throws {
+        let gguf = try Checkpoint(location: GGUFArchitectureFixtures.file(fixture.file))
+        let original = try Checkpoint(location: FixtureFiles.model(fixture.model))
+        #expect(gguf.tensorNames == original.tensorNames, "\(fixture.file): names differ")
+        for name in original.tensorNames {
+            let expected = try original.tensor(name), slice = try gguf.tensor(name)
+            #expect(slice.shape == expected.shape, "\(fixture.file) \(name): shape \(slice.shape), expected \(expected.shape)")
+            guard slice.shape == expected.shape else { continue }
+            let values = try slice.floats(), reference = try expected.floats()
+            if fixture.file.contains("q8_0") {
+                let scale = reference.map(abs).max() ?? 0
+                let error = zip(values, reference).map { abs($0 - $1) }.max() ?? 0
+                #expect(error <= scale / 100 + 1e-7, "\(fixture.file) \(name): off by \(error)")
+                continue
+            }
+            let candidates: [(Float) -> Float] = [{ $0 }, { Float(Float16($0)) }, { ($0 + 1) - 1 }]
+            let matches = candidates.contains { round in
+                zip(values, reference).allSatisfy { $0.bitPattern == round($1).bitPattern }
+            }
+            #expect(matches, "\(fixture.file) \(name): values differ from the Hugging Face tensor")
+        }
+    }
+
+    @Test func vocabularyComesFromTheConvertersTokenizerKeys() throws {
+        for (file, model, pre) in [("../gguf/qwen3-f32.gguf", "qwen3-f32", "qwen2"), ("gemma3_text-f16.gguf", "gemma3_text-f32", "gpt-2")] {
+            let checkpoint = try Checkpoint(location: GGUFArchitectureFixtures.file(file))
+            let spec = try VocabularySpec(gguf: try #require(checkpoint.gguf))
+            #expect(spec.model == .byteLevelBPE)
+            #expect(spec.tokens.count == 512)
+            #expect(spec.preTokenizer == pre)
+            let json = try JSONSerialization.jsonObject(
+                with: Data(contentsOf: FixtureFiles.model(model).appendingPathComponent("tokenizer.json"))) as! [String: Any]
+            let merges = ((json["model"] as! [String: Any])["merges"] as! [Any]).map { $0 as? String ?? ($0 as! [String]).joined(separator: " ") }
+            #expect(spec.merges == merges, "\(file): merges differ from tokenizer.json")
+        }
+    }
+
+    /// Tensors built from several GGUF tensors export as float32 like any other.
+    @Test func computedTensorsExpandByRowAndAsBytes() throws {
+        let gguf = try Checkpoint(location: GGUFArchitectureFixtures.file("deepseek_v2-f16.gguf"))
+        let slice = try gguf.tensor("model.layers.0.self_attn.kv_b_proj.weight")
+        let values = try slice.floats()
+        var row = [Float](repeating: 0, count: slice.shape[1])
+        try row.withUnsafeMutableBufferPointer { try slice.expandRow(3, into: $0.baseAddress!) }
+        #expect(row == Array(values[(3 * slice.shape[1])..<(4 * slice.shape[1])]))
+        let bytes = try slice.storedBytes()
+        #expect(bytes == values.withUnsafeBytes { Data($0) })
+    }
+}
+
+/// Metadata the tensors contradict, or out of range, in the new architectures:
+/// one error naming the file and the key, before any tensor table is built.
+@Suite struct GGUFArchitectureBadMetadataTests {
+    struct Mutant: Sendable, CustomTestStringConvertible {
+        var file: String
+        var key: String
+        var value: Double
+        /// What the message must name (the key unless the error is a tensor's).
+        var names: String? = nil
+        var testDescription: String { "\(file) \(key)=\(value)" }
+    }
+
+    static let mutants: [Mutant] = [
+        Mutant(file: "../gguf/qwen3_moe-f32.gguf", key: "qwen3moe.expert_count", value: 5),
+        Mutant(file: "../gguf/qwen3_moe-f32.gguf", key: "qwen3moe.expert_count", value: 0),
+        Mutant(file: "../gguf/qwen3_moe-f32.gguf", key: "qwen3moe.expert_used_count", value: 0),
+        Mutant(file: "../gguf/qwen3_moe-f32.gguf", key: "qwen3moe.expert_used_count", value: 9),
+        Mutant(file: "../gguf/qwen3_moe-f32.gguf", key: "qwen3moe.expert_feed_forward_length", value: 17),
+        Mutant(file: "../gguf/qwen3-f32.gguf", key: "qwen3.attention.key_length", value: 8),
+        Mutant(file: "../gguf/olmoe-f32.gguf", key: "olmoe.attention.clamp_kqv", value: -1),
+        Mutant(file: "gemma3_text-f16.gguf", key: "gemma3.attention.sliding_window", value: 0),
+        Mutant(file: "gemma3_text-f16.gguf", key: "gemma3.attention.key_length", value: 32),
+        Mutant(file: "phi3-f32.gguf", key: "phi3.rope.dimension_count", value: 13),
+        Mutant(file: "phi3-f32.gguf", key: "phi3.attention.head_count_kv", value: 4),
+        Mutant(file: "deepseek_v2-f16.gguf", key: "deepseek2.rope.dimension_count", value: 7),
+        Mutant(file: "deepseek_v2-f16.gguf", key: "deepseek2.rope.dimension_count", value: 16),
+        Mutant(file: "deepseek_v2-f16.gguf", key: "deepseek2.expert_gating_func", value: 3),
+        Mutant(file: "deepseek_v2-f16.gguf", key: "deepseek2.leading_dense_block_count", value: 9),
+        Mutant(file: "deepseek_v2-f16.gguf", key: "deepseek2.attention.kv_lora_rank", value: 17, names: "kv_lora_rank"),
+        Mutant(file: "deepseek_v2-f16.gguf", key: "deepseek2.attention.value_length_mla", value: 11, names: "v_head_dim"),
+        Mutant(file: "deepseek_v3-f16.gguf", key: "deepseek2.expert_group_count", value: 3),
+        Mutant(file: "deepseek_v3-f16.gguf", key: "deepseek2.expert_group_used_count", value: 5),
+        Mutant(file: "gpt_oss-f16.gguf", key: "gpt-oss.expert_feed_forward_length", value: 31),
+        Mutant(file: "gpt_oss-f16.gguf", key: "gpt-oss.attention.sliding_window", value: 0),
+    ]
+
+    @Test(arguments: mutants)
+    func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
+        let scratch = try ScratchDirectory()
+        let file = scratch.path((mutant.file as NSString).lastPathComponent)
+        var bytes = [UInt8](try Data(contentsOf: GGUFArchitectureFixtures.file(mutant.file)))
+        try ConfigValidationTests.setMetadataNumber(&bytes, key: mutant.key, to: mutant.value)
+        try Data(bytes).write(to: file)
+        do {
+            let checkpoint = try Checkpoint(location: file)
+            // Tensors built from several GGUF tensors check their parts when built; expand all.
+            for name in checkpoint.tensorNames { _ = try checkpoint.tensor(name).floats() }
+            Issue.record("\(mutant.testDescription) opened with \(checkpoint.tensorNames.count) tensors")
+        } catch let error as DroptraceError {
+            #expect(error.path == file.path, "\(error)")
+            #expect(error.message.contains(mutant.names ?? mutant.key), "does not name \(mutant.names ?? mutant.key): \(error)")
+        }
+    }
+}
+
+/// End to end: each GGUF scores like a safetensors model holding the same
+/// weights under the Hugging Face fixture's config with the keys llama.cpp
+/// drops set as the GGUF reader sets them; the float32 phi3 GGUF like
+/// transformers on the original. Runs for the families the registry has.
+@Suite struct GGUFArchitectureScoringTests {
+    static func maxDifference(_ a: ModuleScores, _ b: ModuleScores) -> Double {
+        let pairs = Array(zip(a.attention, b.attention)) + Array(zip(a.mlp, b.mlp)) + Array(zip(a.block, b.block))
+        #expect(a.layerCount == b.layerCount)
+        return pairs.map { $0.isNaN && $1.isNaN ? 0 : abs($0 - $1) }.max() ?? 0
+    }
+
+    @Test(arguments: GGUFArchitectureFixtures.cases)
+    func scoresLikeTheSafetensorsModel(fixture: GGUFArchitectureFixtures.Case) throws {
+        let gguf = try Checkpoint(location: GGUFArchitectureFixtures.file(fixture.file))
+        guard ModelRegistry.supportedModelTypes.contains(gguf.modelType) else { return }
+        let translated = try JSONSerialization.jsonObject(with: gguf.configData) as! [String: Any]
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel(fixture.model, as: "model")
+        try BadInputTests().rewriteConfig(model) { config in
+            for key in fixture.lost { config[key] = translated[key] }
+        }
+        var weights: [String: Data] = [:]
+        for name in try Checkpoint(directory: model).tensorNames {
+            weights[name] = try gguf.tensor(name).floats().withUnsafeBytes { Data($0) }
+        }
+        try BadInputTests().rewriteWeights(model) { entries in
+            entries = entries.map { .init(name: $0.name, dtype: .float32, shape: $0.shape, bytes: weights[$0.name] ?? Data()) }
+        }
+        let sequences = FixtureFiles.jsonlSequences()
+        let fromGGUF = try ImportanceScorer(model: try ModelRegistry.load(gguf)).score(sequences, calibrationPath: "fixture")
+        let fromSafetensors = try ImportanceScorer(model: try EditedModel.load(model)).score(sequences, calibrationPath: "fixture")
+        let difference = Self.maxDifference(fromGGUF, fromSafetensors)
+        #expect(difference <= 1e-5, "\(fixture.file): max |gguf − safetensors| = \(difference)")
+    }
+
+    @Test func float32Phi3ScoresLikeTransformers() throws {
+        let checkpoint = try Checkpoint(location: GGUFArchitectureFixtures.file("phi3-f32.gguf"))
+        guard ModelRegistry.supportedModelTypes.contains("phi3") else { return }
+        let scores = try ImportanceScorer(model: try ModelRegistry.load(checkpoint))
+            .score(FixtureFiles.jsonlSequences(), calibrationPath: "fixture")
+        let reference = try #require(FixtureFiles.scores("phi3-f32", "jsonl", "float32_compute"))
+        let difference = reference.maxDifference(
+            attention: scores.attention, mlp: scores.mlp, block: scores.block, blockGap: scores.blockGap)
+        #expect(difference <= 1e-5, "max |gguf − transformers| = \(difference)")
+    }
+}
