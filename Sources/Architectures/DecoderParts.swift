@@ -183,3 +183,24 @@ extension DecoderFamily {
     var layerNaming: LayerNaming { parts.naming }
     func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch) }
 }
+
+extension DecoderParts {
+    /// Llama's pre-norm block: RMSNorm `norms.attention` before the attention,
+    /// RMSNorm `norms.mlp` before the MLP, sequential residual. A branch
+    /// `drops` removes is never built, so its weights (norm included) are
+    /// never read.
+    /// - Throws: `DroptraceError` for a missing tensor or a shape the sizes contradict.
+    func preNormBlock(
+        _ index: Int, drops: DropPlan, eps: Double,
+        norms: (attention: String, mlp: String) = ("input_layernorm", "post_attention_layernorm"),
+        attention: () throws -> SelfAttention, feedForward: () throws -> FeedForward
+    ) throws -> TransformerBlock {
+        let p = "layers.\(index).", d = dimensions.hiddenSize
+        return TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
+                inputNorm: try weights.rmsNorm(p + norms.attention, size: d, eps: eps), attention: try attention()),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
+                inputNorm: try weights.rmsNorm(p + norms.mlp, size: d, eps: eps), feedForward: try feedForward()),
+            residual: .sequential)
+    }
+}

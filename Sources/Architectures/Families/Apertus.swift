@@ -94,11 +94,8 @@ struct ApertusModel: DecoderFamily {
                 down: try weights.linear(p + "mlp.down_proj", in: inner, out: d, bias: false),
                 activation: try namedActivation ?? xIELU(p))
         }
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + "attention_layernorm", size: d, eps: eps), attention: try attention()),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + "feedforward_layernorm", size: d, eps: eps), feedForward: try feedForward()),
-            residual: .sequential)
+        return try parts.preNormBlock(
+            index, drops: drops, eps: eps, norms: ("attention_layernorm", "feedforward_layernorm"), attention: attention,
+            feedForward: feedForward)
     }
 }

@@ -259,16 +259,9 @@ struct DeepSeekModel: DecoderFamily {
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let drops = plan.union(configuredDrops), weights = parts.weights
-        let d = hiddenSize, eps = config.rmsNormEps
-        let p = "layers.\(index)."
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), attention: try attention(layer: index)),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps),
-                feedForward: try feedForward(layer: index)),
-            residual: .sequential)
+        try parts.preNormBlock(
+            index, drops: plan.union(configuredDrops), eps: config.rmsNormEps,
+            attention: { try attention(layer: index) }, feedForward: { try feedForward(layer: index) })
     }
 
     /// Layer `index`'s latent attention.

@@ -137,19 +137,13 @@ struct GptOssModel: DecoderFamily {
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops), weights = parts.weights
-        let d = hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps, bias = config.attentionBias
+        let layout = parts.attentionLayout, eps = config.rmsNormEps, bias = config.attentionBias
         let p = "layers.\(index)."
         func attention() throws -> SelfAttention { try parts.attention(
             p + "self_attn.", bias: bias, rotary: rotary,
             slidingWindow: layerTypes[index] == "sliding_attention" ? config.slidingWindow : nil,
             sinkLogits: try weights.floats(p + "self_attn.sinks", [layout.numHeads])) }
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), attention: try attention()),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps),
-                feedForward: .mixture(try experts(layer: index))),
-            residual: .sequential)
+        return try parts.preNormBlock(index, drops: drops, eps: eps, attention: attention) { .mixture(try experts(layer: index)) }
     }
 
     /// Layer `index`'s router and experts.

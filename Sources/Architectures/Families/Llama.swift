@@ -94,11 +94,6 @@ struct LlamaModel: DecoderFamily {
                 p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize,
                 activation: try parts.activation(config.hiddenAct ?? "silu"), bias: config.mlpBias == true)
         }
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), attention: try attention()),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps), feedForward: try feedForward()),
-            residual: .sequential)
+        return try parts.preNormBlock(index, drops: drops, eps: eps, attention: attention, feedForward: feedForward)
     }
 }

@@ -74,19 +74,11 @@ struct MixtralModel: DecoderFamily {
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let drops = plan.union(configuredDrops), weights = parts.weights
-        let d = hiddenSize, eps = config.rmsNormEps
-        let p = "layers.\(index)."
+        let drops = plan.union(configuredDrops), eps = config.rmsNormEps
         func attention() throws -> SelfAttention { try parts.attention(
-            p + "self_attn.", bias: false, rotary: rotary,
+            "layers.\(index).self_attn.", bias: false, rotary: rotary,
             slidingWindow: config.slidingWindow) }
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), attention: try attention()),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps),
-                feedForward: .mixture(try experts(layer: index))),
-            residual: .sequential)
+        return try parts.preNormBlock(index, drops: drops, eps: eps, attention: attention) { .mixture(try experts(layer: index)) }
     }
 
     /// Layer `index`'s router and experts, from whichever naming the checkpoint uses.

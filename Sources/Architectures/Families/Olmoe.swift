@@ -101,15 +101,11 @@ struct OlmoeModel: DecoderFamily {
             queryKeyNorm: .acrossHeads(
                 query: try weights.rmsNorm(p + "self_attn.q_norm", size: layout.queryWidth, eps: eps),
                 key: try weights.rmsNorm(p + "self_attn.k_norm", size: layout.keyWidth, eps: eps))) }
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), attention: try attention()),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps),
-                feedForward: .mixture(try weights.softmaxRoutedExperts(
-                    p + "mlp.", count: config.numExperts, expertsPerToken: config.numExpertsPerTok, hidden: d,
-                    inner: parts.dimensions.intermediateSize, activation: try parts.activation(config.hiddenAct ?? "silu"),
-                    renormalize: config.normTopkProb))),
-            residual: .sequential)
+        return try parts.preNormBlock(index, drops: drops, eps: eps, attention: attention) {
+            .mixture(try weights.softmaxRoutedExperts(
+                p + "mlp.", count: config.numExperts, expertsPerToken: config.numExpertsPerTok, hidden: d,
+                inner: parts.dimensions.intermediateSize, activation: try parts.activation(config.hiddenAct ?? "silu"),
+                renormalize: config.normTopkProb))
+        }
     }
 }

@@ -94,11 +94,6 @@ struct Phi3Model: DecoderFamily {
                 down: try weights.linear(p + "mlp.down_proj", in: inner, out: d, bias: false),
                 activation: try parts.activation(config.hiddenAct ?? "silu"))
         }
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), attention: try attention()),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps), feedForward: try feedForward()),
-            residual: .sequential)
+        return try parts.preNormBlock(index, drops: drops, eps: eps, attention: attention, feedForward: feedForward)
     }
 }

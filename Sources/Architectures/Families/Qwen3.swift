@@ -93,16 +93,13 @@ struct Qwen3Model: DecoderFamily {
         let drops = plan.union(configuredDrops), weights = parts.weights
         let d = hiddenSize, eps = config.rmsNormEps
         let p = "layers.\(index)."
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps),
-                attention: try Self.attention(parts, layer: index, config: config, rotary: rotary, window: windows[index])),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps),
-                feedForward: try weights.gatedMLP(
-                    p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize,
-                    activation: try parts.activation(config.hiddenAct ?? "silu"))),
-            residual: .sequential)
+        return try parts.preNormBlock(
+            index, drops: drops, eps: eps,
+            attention: { try Self.attention(parts, layer: index, config: config, rotary: rotary, window: windows[index]) }
+        ) {
+            try weights.gatedMLP(
+                p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize, activation: try parts.activation(config.hiddenAct ?? "silu"))
+        }
     }
 
     /// Layer `index`'s attention as Qwen3 and Qwen3-MoE build it: q/k/v/o

@@ -117,13 +117,9 @@ struct Qwen3MoeModel: DecoderFamily {
                 p + "mlp.", count: config.numExperts, expertsPerToken: config.numExpertsPerTok, hidden: d,
                 inner: config.moeIntermediateSize, activation: activation, renormalize: config.normTopkProb))
         }
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps),
-                attention: try Qwen3Model.attention(
-                    parts, layer: index, config: attentionConfig, rotary: rotary, window: attentionConfig.window)),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps), feedForward: try feedForward()),
-            residual: .sequential)
+        return try parts.preNormBlock(
+            index, drops: drops, eps: eps,
+            attention: { try Qwen3Model.attention(parts, layer: index, config: attentionConfig, rotary: rotary, window: attentionConfig.window) },
+            feedForward: feedForward)
     }
 }
