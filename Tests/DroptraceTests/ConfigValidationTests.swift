@@ -58,6 +58,21 @@ import Testing
             self.value = value
             self.key = key ?? String(path.split(separator: ".").last!)
         }
+
+        /// Writes the changed value into the config.json at `configURL`.
+        func apply(to configURL: URL) throws {
+            var config = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
+            let value = try JSONSerialization.jsonObject(with: Data(self.value.utf8), options: .fragmentsAllowed)
+            let keys = path.split(separator: ".").map(String.init)
+            if keys.count == 2 {
+                var nested = config[keys[0]] as! [String: Any]
+                nested[keys[1]] = value
+                config[keys[0]] = nested
+            } else {
+                config[keys[0]] = value
+            }
+            try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        }
     }
 
     /// Mutants of the crashers' kinds in other keys and other families.
@@ -114,17 +129,7 @@ import Testing
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel(mutant.model, as: "model")
         let configURL = model.appendingPathComponent("config.json")
-        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
-        let value = try JSONSerialization.jsonObject(with: Data(mutant.value.utf8), options: .fragmentsAllowed)
-        let keys = mutant.path.split(separator: ".").map(String.init)
-        if keys.count == 2 {
-            var nested = config[keys[0]] as! [String: Any]
-            nested[keys[1]] = value
-            config[keys[0]] = nested
-        } else {
-            config[keys[0]] = value
-        }
-        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        try mutant.apply(to: configURL)
         do {
             let loaded = try ModelRegistry.load(try Checkpoint(directory: model))
             Issue.record("\(mutant.testDescription) loaded as a \(loaded.layerCount)-layer model")

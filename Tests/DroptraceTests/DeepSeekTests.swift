@@ -11,20 +11,7 @@ import Testing
 /// them, and the pieces they add (latent attention's interleaved rope, YaRN,
 /// group-limited routing) checked against transformers' definitions.
 @Suite struct DeepSeekTests {
-    /// One value changed in a fixture's config.json and the key the error must name.
-    struct Mutant: Sendable, CustomTestStringConvertible {
-        var model: String
-        var path: String
-        var value: String
-        var key: String
-        var testDescription: String { "\(model) \(path)=\(value)" }
-        init(_ model: String, _ path: String, _ value: String, key: String? = nil) {
-            self.model = model
-            self.path = path
-            self.value = value
-            self.key = key ?? String(path.split(separator: ".").last!)
-        }
-    }
+    typealias Mutant = ConfigValidationTests.Mutant
 
     static let mutants: [Mutant] = [
         Mutant("deepseek_v3-f32", "qk_rope_head_dim", "7"), Mutant("deepseek_v3-f32", "qk_rope_head_dim", "0"),
@@ -53,17 +40,7 @@ import Testing
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel(mutant.model, as: "model")
         let configURL = model.appendingPathComponent("config.json")
-        try Self.rewrite(configURL) { config in
-            let value = try JSONSerialization.jsonObject(with: Data(mutant.value.utf8), options: .fragmentsAllowed)
-            let keys = mutant.path.split(separator: ".").map(String.init)
-            if keys.count == 2 {
-                var nested = config[keys[0]] as! [String: Any]
-                nested[keys[1]] = value
-                config[keys[0]] = nested
-            } else {
-                config[keys[0]] = value
-            }
-        }
+        try mutant.apply(to: configURL)
         do {
             let loaded = try ModelRegistry.load(try Checkpoint(directory: model))
             _ = try (0..<loaded.layerCount).map { try loaded.block($0) }
