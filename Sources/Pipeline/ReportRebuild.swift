@@ -1,4 +1,3 @@
-import Analysis
 import DroptraceSupport
 import Foundation
 import Reporting
@@ -6,6 +5,12 @@ import ScoreStore
 
 /// `droptrace report`: the report from the store alone.
 public enum ReportRebuild {
+    /// Takes OUT_DIR's lock and rewrites report.md and figures/ from
+    /// OUT_DIR/scores.h5: byte for byte what `trace` wrote from the same
+    /// store (with `title` nil).
+    /// - Parameter title: overrides the stored title for this report only.
+    /// - Returns: the URL of report.md.
+    /// - Throws: `RunLock.Held`; `DroptraceError` naming the file.
     public static func run(outDir: URL, title: String?) throws -> URL {
         let lock = try RunLock(directory: outDir)
         defer { withExtendedLifetime(lock) {} }
@@ -13,13 +18,13 @@ public enum ReportRebuild {
         guard FileManager.default.fileExists(atPath: storeURL.path) else {
             throw DroptraceError("no scores.h5 here; run `droptrace trace` first", path: outDir.path)
         }
-        let store = try ScoreFile.read(from: storeURL)
-        let file = try HDF5File.open(at: storeURL)
-        let analysis = try SeriesAnalysis.isStored(in: file)
-            ? try SeriesAnalysis.read(from: file) : try SeriesAnalysis(rows: store.rows)
-        let storedTitle = try file.hasAttribute(TraceRun.titleAttribute)
-            ? try file.stringAttribute(TraceRun.titleAttribute) : nil
-        try file.close()
-        return try ReportWriter(title: title ?? storedTitle, scoreFile: store, analysis: analysis).write(to: outDir)
+        ReportWriter.removeStaleTemporaryFiles(in: outDir)
+        return try write(outDir: outDir, storeURL: storeURL, title: title)
+    }
+
+    /// The report of the store at `storeURL`, written into `outDir`; the
+    /// caller holds the lock.
+    static func write(outDir: URL, storeURL: URL, title: String?) throws -> URL {
+        try ReportWriter.load(store: storeURL, title: title).write(to: outDir)
     }
 }

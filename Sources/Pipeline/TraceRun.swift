@@ -130,14 +130,8 @@ public final class TraceRun {
         }
         // A cron run that found nothing new leaves the store's bytes alone.
         if try !storeHolds(store, analysis: analysis) { try write(store) }
-        var sections: [ReportSection] = []
-        if !evaluation.byCheckpoint.isEmpty {
-            sections.append(ReportSection(
-                title: "Does dropping work at every stage?",
-                body: evaluation.reportSection(rows: store.rows, dropK: analysis.dropK)))
-        }
-        summary.report = try ReportWriter(title: options.title, scoreFile: store, analysis: analysis, extraSections: sections)
-            .write(to: options.output)
+        // The report is drawn from the store as written, exactly as `droptrace report` draws it.
+        summary.report = try ReportRebuild.write(outDir: options.output, storeURL: options.storeURL, title: nil)
         log.info("report: \(summary.report!.path)")
         return summary
     }
@@ -167,7 +161,7 @@ public final class TraceRun {
     }
 
     /// Root attribute holding the report title, when one was given.
-    public static let titleAttribute = "report_title"
+    public static let titleAttribute = ReportWriter.titleAttribute
 
     /// Temporary files of runs killed while writing the store or the report
     /// (the lock is ours, so no other run writes them); nothing else.

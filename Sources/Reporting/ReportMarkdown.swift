@@ -18,6 +18,9 @@ struct ReportMarkdown {
     func render() -> String {
         var parts = ["# \(Markdown.escape(writer.title))\n", summary(), criteriaTable(), run(), figureSection(),
                      dropSetTable()]
+        if let evaluation = writer.evaluation {
+            parts.append(EvaluationSection(evaluation: evaluation, rows: rows, dropK: analysis.dropK).render())
+        }
         parts += extra(.afterDropSets)
         parts += [finalScores(), stabilisation(), agreement()]
         parts += extra(.end)
@@ -120,6 +123,16 @@ struct ReportMarkdown {
     // MARK: - Figures
 
     private func figureSection() -> String {
+        var text = Self.figureList(figures)
+        if count == 1 {
+            text += "\nWith a single checkpoint there are no rank correlations or drop-set overlaps to plot.\n"
+        }
+        return text
+    }
+
+    /// "## Figures" with each heading once and each caption after the last
+    /// figure under its heading.
+    static func figureList(_ figures: [ReportFigure]) -> String {
         var text = "## Figures\n"
         for (index, figure) in figures.enumerated() {
             if index == 0 || figures[index - 1].heading != figure.heading {
@@ -129,9 +142,6 @@ struct ReportMarkdown {
             if index == figures.count - 1 || figures[index + 1].heading != figure.heading {
                 text += "\n\(figure.caption)\n"
             }
-        }
-        if count == 1 {
-            text += "\nWith a single checkpoint there are no rank correlations or drop-set overlaps to plot.\n"
         }
         return text
     }

@@ -35,13 +35,15 @@ public struct ReportWriter: Sendable {
     public var title: String
     public var scoreFile: ScoreFile
     public var analysis: SeriesAnalysis
+    /// Perplexities of `trace --eval`, shown after the drop-set table; nil: none.
+    public var evaluation: DropEvaluation?
     public var extraSections: [ReportSection]
 
     /// - Parameter title: defaults to "droptrace report: <model_type>, <L> layers".
     /// - Throws: `DroptraceError` when the analysis is not of these scores
     ///   (different checkpoint or layer count).
     public init(title: String? = nil, scoreFile: ScoreFile, analysis: SeriesAnalysis,
-                extraSections: [ReportSection] = []) throws {
+                evaluation: DropEvaluation? = nil, extraSections: [ReportSection] = []) throws {
         guard analysis.checkpointCount == scoreFile.rows.count, analysis.layers == scoreFile.metadata.numLayers,
               analysis.steps == scoreFile.rows.map(\.step) else {
             throw DroptraceError(
@@ -54,6 +56,7 @@ public struct ReportWriter: Sendable {
             ?? "droptrace report: \(scoreFile.metadata.modelType), \(layers) layer\(layers == 1 ? "" : "s")"
         self.scoreFile = scoreFile
         self.analysis = analysis
+        self.evaluation = evaluation
         self.extraSections = extraSections
     }
 
@@ -78,18 +81,27 @@ public struct ReportWriter: Sendable {
     ///   not be written.
     @discardableResult
     public func write(to outDir: URL) throws -> URL {
+        let figures = self.figures()
+        return try Self.write(markdown: markdown(figures: figures), figures: figures,
+                              knownFigureNames: ReportFigures.knownFileNames, to: outDir)
+    }
+
+    /// Writes `figures` into `outDir/figures/`, then `outDir/report.md`, as
+    /// `write(to:)` describes; removes figures named in `knownFigureNames`
+    /// that are not in `figures`.
+    static func write(markdown: String, figures: [ReportFigure], knownFigureNames: [String], to outDir: URL) throws
+        -> URL {
         let directory = try DirectoryHandle.create(at: outDir.path)
         let figuresDirectory = try directory.subdirectory(Self.figuresDirectory)
-        let figures = self.figures()
         for figure in figures {
             try figuresDirectory.replaceFile(figure.fileName, with: Array(figure.svg.utf8))
         }
         try figuresDirectory.sync()
-        try directory.replaceFile(Self.reportFileName, with: Array(markdown(figures: figures).utf8))
+        try directory.replaceFile(Self.reportFileName, with: Array(markdown.utf8))
         try directory.sync()
 
         let current = Set(figures.map(\.fileName))
-        for name in ReportFigures.knownFileNames where !current.contains(name) {
+        for name in knownFigureNames where !current.contains(name) {
             figuresDirectory.removeRegularFile(name)
         }
         return outDir.appendingPathComponent(Self.reportFileName)
@@ -97,13 +109,15 @@ public struct ReportWriter: Sendable {
 
     /// Removes temporary files that runs killed while writing a report into
     /// `outDir` left behind (see `DirectoryHandle.removeStaleTemporaryFiles`);
-    /// `otherTargets` names further files of `outDir` written the same way.
-    public static func removeStaleTemporaryFiles(in outDir: URL, otherTargets: Set<String> = []) {
+    /// `otherTargets` names further files of `outDir` written the same way,
+    /// `figureNames` the figures (default: those of a run's report).
+    public static func removeStaleTemporaryFiles(in outDir: URL, otherTargets: Set<String> = [],
+                                                 figureNames: [String]? = nil) {
         guard let directory = try? DirectoryHandle.create(at: outDir.path) else { return }
         directory.removeStaleTemporaryFiles(targets: otherTargets.union([reportFileName]))
         // A missing or symlinked figures/ holds nothing of ours.
         if let figuresDirectory = try? directory.subdirectory(figuresDirectory, create: false) {
-            figuresDirectory.removeStaleTemporaryFiles(targets: Set(ReportFigures.knownFileNames))
+            figuresDirectory.removeStaleTemporaryFiles(targets: Set(figureNames ?? ReportFigures.knownFileNames))
         }
     }
 }

@@ -1,0 +1,83 @@
+import DroptraceSupport
+import ScoreStore
+
+/// Perplexity of each checkpoint in full, without its own drop-k attention
+/// set, and without the final checkpoint's — whether dropping works at every
+/// stage of training and whether the final set transfers back in time.
+/// `trace --eval` computes it (Pipeline); the report shows it from the store.
+///
+/// Stored in the score file as
+///
+///     /evaluation                      group
+///       perplexity_full        float64 [C]
+///       perplexity_own_k<k>    float64 [C]   own drop-k attention set removed
+///       perplexity_final_k<k>  float64 [C]   the final checkpoint's set removed
+///       @final_checkpoint      string        the checkpoint the final sets come from
+///       @evaluation_sha256     string        hash of the evaluation tokens
+///
+/// NaN where a checkpoint was no longer on disk when a value was needed.
+public struct DropEvaluation: Equatable, Sendable {
+    public struct Perplexities: Equatable, Sendable {
+        public var full = Double.nan
+        /// k → perplexity without the checkpoint's own drop-k attention set.
+        public var own: [Int: Double] = [:]
+        /// k → perplexity without the final checkpoint's drop-k attention set.
+        public var final: [Int: Double] = [:]
+
+        public init(full: Double = .nan, own: [Int: Double] = [:], final: [Int: Double] = [:]) {
+            self.full = full
+            self.own = own
+            self.final = final
+        }
+    }
+
+    /// Checkpoint name → its perplexities.
+    public var byCheckpoint: [String: Perplexities] = [:]
+    public var finalCheckpoint = ""
+    public var evaluationSHA256 = ""
+
+    public static let group = "evaluation"
+
+    public init() {}
+
+    /// Writes `/evaluation` (nothing when no checkpoint has a value), one
+    /// entry per row in row order.
+    public func write(into file: HDF5File, rows: [CheckpointRow], dropK: [Int]) throws {
+        guard !byCheckpoint.isEmpty else { return }
+        let group = try file.createGroup(Self.group)
+        let values = rows.map { byCheckpoint[$0.name] ?? Perplexities() }
+        try group.createDataset("perplexity_full", values: values.map(\.full), shape: [rows.count], storage: .contiguous)
+        for k in dropK {
+            try group.createDataset("perplexity_own_k\(k)", values: values.map { $0.own[k] ?? .nan }, shape: [rows.count], storage: .contiguous)
+            try group.createDataset("perplexity_final_k\(k)", values: values.map { $0.final[k] ?? .nan }, shape: [rows.count], storage: .contiguous)
+        }
+        try group.setAttribute("final_checkpoint", finalCheckpoint)
+        try group.setAttribute("evaluation_sha256", evaluationSHA256)
+    }
+
+    /// What `write` stored, for `rows` of the same file; nil without an
+    /// `/evaluation` group.
+    /// - Throws: `DroptraceError` naming the file when a dataset is missing
+    ///   or not numeric.
+    public static func read(from file: HDF5File, rows: [CheckpointRow]) throws -> DropEvaluation? {
+        guard try file.exists(group) else { return nil }
+        let group = try file.group(Self.group)
+        var evaluation = DropEvaluation()
+        evaluation.finalCheckpoint = try group.stringAttribute("final_checkpoint")
+        evaluation.evaluationSHA256 = try group.stringAttribute("evaluation_sha256")
+        let full = try group.dataset("perplexity_full").read(as: Double.self)
+        for (index, row) in rows.enumerated() where index < full.count {
+            evaluation.byCheckpoint[row.name] = Perplexities(full: full[index])
+        }
+        for name in try group.childNames() {
+            for (prefix, isOwn) in [("perplexity_own_k", true), ("perplexity_final_k", false)] where name.hasPrefix(prefix) {
+                guard let k = Int(name.dropFirst(prefix.count)) else { continue }
+                let values = try group.dataset(name).read(as: Double.self)
+                for (index, row) in rows.enumerated() where index < values.count && !values[index].isNaN {
+                    if isOwn { evaluation.byCheckpoint[row.name]?.own[k] = values[index] } else { evaluation.byCheckpoint[row.name]?.final[k] = values[index] }
+                }
+            }
+        }
+        return evaluation
+    }
+}

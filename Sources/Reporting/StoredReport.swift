@@ -1,0 +1,34 @@
+import Analysis
+import DroptraceSupport
+import Foundation
+import ScoreStore
+
+/// The report as one function of the store: everything report.md and its
+/// figures show is read from `scores.h5` (rows, calibration, analysis,
+/// perplexities, title), so `trace` and `droptrace report` write the same
+/// bytes from the same store.
+extension ReportWriter {
+    /// Root attribute of the store holding the report title, when one was given.
+    public static let titleAttribute = "report_title"
+
+    /// The report of the store at `url`.
+    /// - Parameter title: overrides the stored title for this report only
+    ///   (the store is not changed).
+    /// - Throws: `DroptraceError` naming the store when it cannot be read or
+    ///   its analysis does not belong to its rows.
+    public static func load(store url: URL, title: String? = nil) throws -> ReportWriter {
+        let scoreFile = try ScoreFile.read(from: url)
+        let file = try HDF5File.open(at: url)
+        defer { try? file.close() }
+        let analysis = try SeriesAnalysis.isStored(in: file)
+            ? try SeriesAnalysis.read(from: file) : try SeriesAnalysis(rows: scoreFile.rows)
+        let storedTitle = try file.hasAttribute(titleAttribute) ? try file.stringAttribute(titleAttribute) : nil
+        let evaluation = try DropEvaluation.read(from: file, rows: scoreFile.rows)
+        do {
+            return try ReportWriter(title: title ?? storedTitle, scoreFile: scoreFile, analysis: analysis,
+                                    evaluation: evaluation)
+        } catch let error as DroptraceError where error.path == nil {
+            throw DroptraceError(error.message, path: url.path)
+        }
+    }
+}
