@@ -59,14 +59,12 @@ enum ReportFigures {
 
     static func make(scoreFile: ScoreFile, analysis: SeriesAnalysis) -> [ReportFigure] {
         let rows = scoreFile.rows
-        let steps = analysis.steps
+        let progress = TrainingProgress(steps: analysis.steps, tokens: rows.map(\.tokens))
         let single = rows.count == 1
         var figures: [ReportFigure] = []
 
-        let columnLabels = steps.enumerated().map { index, step in
-            step >= 0 ? Ticks.compact(Double(step)) : "#\(index)"
-        }
-        let xTitle = steps.allSatisfy { $0 >= 0 } ? "Checkpoint (training step)" : "Checkpoint (index; steps unknown)"
+        let columnLabels = progress.columnLabels
+        let xTitle = progress.columnTitle
         for module in ModuleKind.allCases {
             let layers = analysis.layers
             let values = (0..<layers).map { layer in rows.map { Double(module.importance(in: $0)[layer]) } }
@@ -92,13 +90,14 @@ enum ReportFigures {
                     module.line(analysis[module][keyPath: keyPath])
                 })
             }
+            let chart = LineChart(title: "Rank correlation with the final checkpoint", progress: progress, panels: panels)
             figures.append(ReportFigure(
                 fileName: "rank_correlation_final.svg", heading: "Rank agreement with the final checkpoint",
                 altText: "Spearman and Kendall rank correlation of each checkpoint's importance with the final one",
                 caption: "How closely each checkpoint orders the layers like the final checkpoint (1 = same order). "
-                    + "Gaps are undefined correlations (a constant importance vector).",
-                svg: LineChart(title: "Rank correlation with the final checkpoint", steps: steps, panels: panels)
-                    .render()))
+                    + "Gaps are undefined correlations (a constant importance vector)."
+                    + (chart.axis.zeroNote.map { " " + $0 } ?? ""),
+                svg: chart.render()))
         }
 
         let meanPanel = LinePanel(
@@ -106,12 +105,13 @@ enum ReportFigures {
             series: ModuleKind.allCases.map { module in
                 module.line(analysis[module].meanImportance)
             })
+        let meanChart = LineChart(title: "Mean importance by module type", progress: progress, panels: [meanPanel])
         figures.append(ReportFigure(
             fileName: "mean_importance.svg", heading: "Mean importance by module type",
             altText: "Mean importance of attention, MLP and block over training",
             caption: "Lower means more redundant. Attention below MLP throughout is the first criterion of the "
-                + "verdict.",
-            svg: LineChart(title: "Mean importance by module type", steps: steps, panels: [meanPanel]).render()))
+                + "verdict." + (meanChart.axis.zeroNote.map { " " + $0 } ?? ""),
+            svg: meanChart.render()))
 
         if !single {
             let panels = analysis.dropK.map { k in
@@ -120,12 +120,14 @@ enum ReportFigures {
                               module.line(analysis[module].jaccardFinal[k] ?? [])
                           })
             }
+            let chart = LineChart(title: "Drop-set overlap (Jaccard) with the final checkpoint", progress: progress,
+                                  panels: panels)
             figures.append(ReportFigure(
                 fileName: "jaccard_final.svg", heading: "Drop-set overlap with the final checkpoint",
                 altText: "Jaccard overlap of each checkpoint's drop-k sets with the final checkpoint's",
-                caption: "1 means the checkpoint would drop exactly the layers the final checkpoint drops.",
-                svg: LineChart(title: "Drop-set overlap (Jaccard) with the final checkpoint", steps: steps,
-                               panels: panels).render()))
+                caption: "1 means the checkpoint would drop exactly the layers the final checkpoint drops."
+                    + (chart.axis.zeroNote.map { " " + $0 } ?? ""),
+                svg: chart.render()))
         }
         return figures
     }

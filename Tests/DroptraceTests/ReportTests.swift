@@ -154,20 +154,20 @@ extension ReportTests {
             let heatmap = SVGProbe.parse(try Data(contentsOf: folder.appendingPathComponent(
                 "importance_attention.svg")))
             #expect(heatmap.texts.contains("Layer"))
-            #expect(heatmap.texts.contains("Checkpoint (training step)"))
+            #expect(heatmap.texts.contains("Checkpoint (tokens seen)"))
             #expect(heatmap.texts.contains("Importance (1 − cos)"))
-            #expect(heatmap.texts.contains("10k"))  // the final checkpoint's step as a tick label
+            #expect(heatmap.texts.contains("20.5M"))  // the final checkpoint's tokens seen as a tick label
             #expect(Set(["0", "1", "2", "3", "4"]).isSubset(of: Set(heatmap.texts)))  // every layer labelled
             let correlation = SVGProbe.parse(try Data(contentsOf: folder.appendingPathComponent(
                 "rank_correlation_final.svg")))
             #expect(Set(["Attention", "MLP", "Block"]).isSubset(of: Set(correlation.texts)))
-            #expect(correlation.texts.contains("Training step"))
+            #expect(correlation.texts.contains("Tokens seen"))
             #expect(correlation.texts.contains("Spearman ρ") && correlation.texts.contains("Kendall τ-b"))
         }
 
         @Test func stepsOverMoreThanTwoDecadesUseALogAxis() throws {
             var rows = AnalysisFixtures.knownRows
-            for (index, step) in [Int64(0), 10, 1000, 100_000].enumerated() { rows[index].step = step }
+            for (index, step) in [Int64(0), 10, 1000, 100_000].enumerated() { (rows[index].step, rows[index].tokens) = (step, -1) }
             let report = try WrittenReport(rows: rows)
             let mean = SVGProbe.parse(try Data(contentsOf: report.directory.appendingPathComponent(
                 "figures/mean_importance.svg")))

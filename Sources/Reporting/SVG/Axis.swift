@@ -101,12 +101,21 @@ enum StepAxis: Equatable {
         return .linear(lo: lo, hi: hi)
     }
 
-    var title: String {
+    /// The axis title for values counted in `unit`.
+    func title(_ unit: TrainingProgress.Unit) -> String {
+        let name = unit == .tokens ? "Tokens seen" : "Training step"
         switch self {
-        case .linear: "Training step"
-        case .log: "Training step (log scale)"
-        case .index: "Checkpoint index (steps unknown)"
+        case .linear: return name
+        case .log: return "\(name) (log scale)"
+        case .index: return "Checkpoint index (steps unknown)"
         }
+    }
+
+    /// How a log axis places 0, for a figure's caption; nil on other axes.
+    var zeroNote: String? {
+        guard case .log(_, _, let hasZero) = self else { return nil }
+        return "The x axis is logarithmic (the checkpoints span more than two decades)"
+            + (hasZero ? "; 0, which a log scale cannot place, sits at the left edge, before the axis break." : ".")
     }
 
     /// Fraction of the axis reserved for step 0 on a log axis.
@@ -169,5 +178,39 @@ enum StepAxis: Equatable {
             return values.filter { $0 == $0.rounded() }
                 .map { Tick(position: scale.position($0), label: String(Int($0))) }
         }
+    }
+}
+
+/// What charts over training count on their x axis: tokens seen when every
+/// checkpoint records them and they increase from checkpoint to checkpoint,
+/// else training steps (which `StepAxis` replaces by checkpoint indices when
+/// they are unknown too).
+struct TrainingProgress: Equatable {
+    enum Unit: Equatable { case tokens, steps }
+
+    /// [C] tokens seen or steps (-1 when unknown), in checkpoint order.
+    var values: [Int64]
+    var unit: Unit
+
+    init(values: [Int64], unit: Unit) {
+        self.values = values
+        self.unit = unit
+    }
+
+    init(steps: [Int64], tokens: [Int64]) {
+        let tokensKnown = tokens.count == steps.count && !tokens.isEmpty && tokens.allSatisfy { $0 >= 0 }
+            && zip(tokens, tokens.dropFirst()).allSatisfy { $0 < $1 }
+        (values, unit) = tokensKnown ? (tokens, Unit.tokens) : (steps, Unit.steps)
+    }
+
+    /// Title of a heatmap's checkpoint axis.
+    var columnTitle: String {
+        if unit == .tokens { return "Checkpoint (tokens seen)" }
+        return values.allSatisfy { $0 >= 0 } ? "Checkpoint (training step)" : "Checkpoint (index; steps unknown)"
+    }
+
+    /// One label per checkpoint: its tokens or step, compact, or "#<index>" when unknown.
+    var columnLabels: [String] {
+        values.enumerated().map { index, value in value >= 0 ? Ticks.compact(Double(value)) : "#\(index)" }
     }
 }

@@ -8,6 +8,9 @@ struct LineSeries {
     var width = 2.0
     var markerRadius = 3.0
     var values: [Double]
+    /// A shaded range around the line (e.g. min–max across runs), one
+    /// (lower, upper) pair per checkpoint; NaN leaves a gap.
+    var band: (lower: [Double], upper: [Double])? = nil
 }
 
 /// One panel: its own y axis, sharing the chart's x axis (training steps).
@@ -23,8 +26,20 @@ struct LinePanel {
 /// legend on the right of the first panel.
 struct LineChart {
     var title: String
+    /// [C] x values: tokens seen or steps, as `unit` says (-1 when unknown).
     var steps: [Int64]
+    var unit: TrainingProgress.Unit = .steps
     var panels: [LinePanel]
+
+    init(title: String, progress: TrainingProgress, panels: [LinePanel]) {
+        self.title = title
+        self.steps = progress.values
+        self.unit = progress.unit
+        self.panels = panels
+    }
+
+    /// The x axis these values get (linear, log or indices).
+    var axis: StepAxis { StepAxis.choose(steps: steps) }
 
     static let width = 820.0
     static let plotHeight = 220.0
@@ -36,7 +51,7 @@ struct LineChart {
         let plotWidth = Self.width - left - right
         let panelHeight = panelTitleHeight + Self.plotHeight + belowPlot
         let height = top + Double(panels.count) * panelHeight + 8
-        let axis = StepAxis.choose(steps: steps)
+        let axis = self.axis
 
         var svg = SVGDocument(width: Self.width, height: height, title: title)
         svg.add(SVG.text(title, x: left, y: 26, size: 15, weight: "bold"))
@@ -57,7 +72,8 @@ struct LineChart {
         let bottom = top + height, right = left + width
         // A little inset so points at the ends are not cut by the frame.
         let inset = 8.0
-        let (lo, hi) = panel.yDomain ?? Self.fittedDomain(panel.series.flatMap(\.values))
+        let (lo, hi) = panel.yDomain
+            ?? Self.fittedDomain(panel.series.flatMap { $0.values + ($0.band.map { $0.lower + $0.upper } ?? []) })
         let yScale = LinearScale(domain: (lo, hi), range: (bottom - inset, top + inset))
 
         // Grid and y ticks.
@@ -87,10 +103,16 @@ struct LineChart {
         }
         svg.add(SVG.rect(x: left, y: top, width: width, height: height, fill: "none",
                          extra: ##"stroke="#444444" stroke-width="1""##))
-        svg.add(SVG.text(axis.title, x: left + width / 2, y: bottom + 38, size: 12, anchor: .middle))
+        svg.add(SVG.text(axis.title(unit), x: left + width / 2, y: bottom + 38, size: 12, anchor: .middle))
         svg.add(SVG.text(panel.yTitle, x: left - 48, y: top + height / 2, size: 12, anchor: .middle, middle: true,
                          rotate: -90))
 
+        func x(_ index: Int) -> Double {
+            axis.position(step: steps[index], index: index, from: left + inset, to: right - inset)
+        }
+        for series in panel.series {
+            if let band = series.band { drawBand(band, colour: series.colour, x: x, y: yScale, into: &svg) }
+        }
         for series in panel.series {
             let points: [(Double, Double)?] = series.values.enumerated().map { index, value in
                 guard value.isFinite, index < steps.count else { return nil }
@@ -106,6 +128,32 @@ struct LineChart {
                             + #"r="\#(SVG.number(series.markerRadius))" fill="\#(series.colour)"/>"#)
                 }
             }
+        }
+    }
+
+    /// The band as one filled polygon per run of checkpoints where both ends
+    /// are defined; a lone checkpoint gets a short vertical bar.
+    private func drawBand(_ band: (lower: [Double], upper: [Double]), colour: String, x: (Int) -> Double,
+                          y: LinearScale, into svg: inout SVGDocument) {
+        let count = min(band.lower.count, band.upper.count, steps.count)
+        var start = 0
+        while start < count {
+            guard band.lower[start].isFinite, band.upper[start].isFinite else { start += 1; continue }
+            var end = start
+            while end + 1 < count && band.lower[end + 1].isFinite && band.upper[end + 1].isFinite { end += 1 }
+            if end == start {
+                svg.add(SVG.line(x1: x(start), y1: y.position(band.lower[start]), x2: x(start),
+                                 y2: y.position(band.upper[start]), stroke: colour, width: 5,
+                                 extra: #"stroke-opacity="0.25""#))
+            } else {
+                let upper = (start...end).map { "\(SVG.number(x($0))) \(SVG.number(y.position(band.upper[$0])))" }
+                let lower = (start...end).reversed().map {
+                    "\(SVG.number(x($0))) \(SVG.number(y.position(band.lower[$0])))"
+                }
+                svg.add(#"<path d="M\#((upper + lower).joined(separator: " L"))Z" fill="\#(colour)" "#
+                        + #"fill-opacity="0.18" stroke="none"/>"#)
+            }
+            start = end + 1
         }
     }
 

@@ -1,0 +1,95 @@
+import Foundation
+import Testing
+import Analysis
+import ScoreStore
+@testable import Reporting
+
+/// The x axis of charts over training: tokens seen when known, a log scale
+/// past two decades, and where step 0 goes on it. Pythia's schedule is the
+/// case in point: 0, 1, 2, 4, ..., 512, 1000, 2000, ..., 143000, with
+/// 2,097,152 tokens per step.
+@Suite struct TrainingAxisTests {
+    static let pythiaSteps: [Int64] = [0] + (0...9).map { Int64(1) << $0 } + (1...143).map { Int64($0) * 1000 }
+    static let tokensPerStep: Int64 = 2_097_152
+
+    /// Labelled ticks of `axis` on 0...1000 px, left to right.
+    private func labelled(_ axis: StepAxis) -> [(position: Double, label: String)] {
+        axis.ticks(from: 0, to: 1000).compactMap { tick in tick.label.map { (tick.position, $0) } }
+    }
+
+    @Test func pythiaStepsGetALogAxisWithZeroBeforeTheBreak() throws {
+        let axis = StepAxis.choose(steps: Self.pythiaSteps)
+        #expect(axis == .log(lo: 1, hi: 143_000, hasZero: true))
+        #expect(axis.title(.steps) == "Training step (log scale)")
+        let ticks = labelled(axis)
+        #expect(ticks.map(\.label) == ["0", "1", "10", "100", "1k", "10k", "100k"])
+        // 0 at the left edge; the log scale starts after the gap kept for it.
+        #expect(ticks[0].position == 0)
+        let start = 1000 * StepAxis.zeroGap
+        #expect(abs(ticks[1].position - start) < 1e-9)
+        // Decades equally spaced from step 1 to the last step at the right edge.
+        let decade = (1000 - start) / log10(143_000)
+        for (index, tick) in ticks.dropFirst().enumerated() {
+            #expect(abs(tick.position - (start + Double(index) * decade)) < 1e-6, "\(tick.label)")
+        }
+        #expect(abs(axis.position(step: 143_000, index: 0, from: 0, to: 1000) - 1000) < 1e-9)
+        // Minor ticks (2..9 × each decade) are unlabelled and inside the axis.
+        let minor = axis.ticks(from: 0, to: 1000).filter { $0.label == nil }
+        #expect(minor.count == 8 * 5)  // 2–9 × 1, 10, 100, 1k and 10k; 200k is past the end
+        #expect(minor.allSatisfy { $0.position > start && $0.position < 1000 })
+        // Every checkpoint lands at a distinct place, in order.
+        let positions = Self.pythiaSteps.enumerated().map { axis.position(step: $1, index: $0, from: 0, to: 1000) }
+        #expect(zip(positions, positions.dropFirst()).allSatisfy { $0 < $1 })
+        #expect(axis.zeroNote?.contains("0, which a log scale cannot place, sits at the left edge") == true)
+    }
+
+    @Test func pythiaTokensAreOnTheAxisWhenEveryCheckpointRecordsThem() throws {
+        let tokens = Self.pythiaSteps.map { $0 * Self.tokensPerStep }
+        let progress = TrainingProgress(steps: Self.pythiaSteps, tokens: tokens)
+        #expect(progress.unit == .tokens && progress.values == tokens)
+        let axis = StepAxis.choose(steps: progress.values)
+        #expect(axis == .log(lo: 2_097_152, hi: 143_000 * 2_097_152, hasZero: true))
+        #expect(axis.title(.tokens) == "Tokens seen (log scale)")
+        #expect(labelled(axis).map(\.label) == ["0", "10M", "100M", "1B", "10B", "100B"])
+        #expect(progress.columnTitle == "Checkpoint (tokens seen)")
+        #expect(progress.columnLabels.last == "300B")
+    }
+
+    @Test func stepsWhenTokensAreNotKnownEverywhere() {
+        var tokens = Self.pythiaSteps.map { $0 * Self.tokensPerStep }
+        tokens[3] = -1
+        #expect(TrainingProgress(steps: Self.pythiaSteps, tokens: tokens).unit == .steps)
+        // Tokens that do not increase (a restart counting from zero) are not an axis either.
+        let flat = TrainingProgress(steps: [1, 2, 3], tokens: [100, 100, 200])
+        #expect(flat.unit == .steps && flat.values == [1, 2, 3])
+        #expect(TrainingProgress(steps: [-1, -1], tokens: [-1, -1]).columnTitle == "Checkpoint (index; steps unknown)")
+    }
+
+    @Test func twoDecadesOrLessStayLinear() {
+        #expect(StepAxis.choose(steps: [0, 1000, 50_000, 100_000]) == .linear(lo: 0, hi: 100_000))
+        #expect(StepAxis.choose(steps: [10, 1000, 1001]) == .log(lo: 10, hi: 1001, hasZero: false))
+        #expect(StepAxis.choose(steps: [10, 1000, 1001]).zeroNote?.hasSuffix("two decades).") == true)
+        #expect(StepAxis.linear(lo: 0, hi: 1).zeroNote == nil)
+    }
+
+    @Test func reportOfAPythiaScheduleUsesTokensOnALogAxis() throws {
+        let rows = Self.pythiaSteps.enumerated().map { index, step in
+            CheckpointRow(name: "step\(step)", step: step, tokens: step * Self.tokensPerStep,
+                          attention: [0.1, 0.2 + Float(index) * 1e-4], mlp: [0.5, 0.6], block: [0.7, 0.8],
+                          blockGap: [[.nan, 0.1], [0.1, .nan]])
+        }
+        let scratch = try ScratchDirectory()
+        let scores = AnalysisFixtures.scoreFile(rows)
+        let url = try ReportWriter(scoreFile: scores, analysis: try SeriesAnalysis(rows: rows))
+            .write(to: scratch.path("out"))
+        let markdown = try String(contentsOf: url, encoding: .utf8)
+        #expect(markdown.contains("The x axis is logarithmic (the checkpoints span more than two decades); 0, which a "
+                                    + "log scale cannot place, sits at the left edge, before the axis break."))
+        let figure = try String(contentsOf: scratch.path("out/figures/mean_importance.svg"), encoding: .utf8)
+        for text in ["Tokens seen (log scale)", ">0<", ">10M<", ">100B<"] {
+            #expect(figure.contains(text), "\(text)")
+        }
+        let heatmap = try String(contentsOf: scratch.path("out/figures/importance_attention.svg"), encoding: .utf8)
+        #expect(heatmap.contains("Checkpoint (tokens seen)") && heatmap.contains(">0<") && heatmap.contains(">294B<"))
+    }
+}
