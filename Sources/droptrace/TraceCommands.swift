@@ -85,7 +85,8 @@ struct RunCommand: ParsableCommand {
         discussion: """
             Settings: title, series (a directory) or checkpoints (a list of directories), calibration, \
             seq_len, samples, drop_k (a list), eval (optional evaluation data), output. Relative paths are relative to the pipeline file. \
-            See pipelines/ for documented examples.
+            A file with `compare` (a list of trace output directories), `output` and optionally `title` runs \
+            `droptrace compare` instead. See pipelines/ for documented examples.
 
             Exit codes: 0 done; 1 error, one line naming the file; 64 invalid usage; 75 another run holds the lock.
             """
@@ -100,12 +101,21 @@ struct RunCommand: ParsableCommand {
     @OptionGroup var engine: EngineOptions
 
     func run() throws {
-        var options: TraceOptions?
-        try runReportingErrors { _ in
-            let url = URL(fileURLWithPath: pipeline)
-            options = try PipelineFile.load(url).options(relativeTo: url.deletingLastPathComponent(), force: force)
+        let url = URL(fileURLWithPath: pipeline)
+        var document: PipelineDocument?
+        try runReportingErrors { _ in document = try PipelineDocument.load(url) }
+        switch document {
+        case .trace(let file)?:
+            try runTrace(file.options(relativeTo: url.deletingLastPathComponent(), force: force), engine: engine)
+        case .compare(let file)?:
+            let (stores, output) = file.paths(relativeTo: url.deletingLastPathComponent())
+            try runLocked { log in
+                let report = try CompareRuns.run(stores: stores, output: output, title: file.title)
+                log.info("report: \(report.path)")
+            }
+        case nil:
+            throw ExitCode.failure
         }
-        try runTrace(options!, engine: engine)
     }
 }
 
@@ -113,13 +123,19 @@ struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report",
         abstract: "Rebuild OUT_DIR/report.md and its figures from OUT_DIR/scores.h5 alone.",
-        discussion: "Exit codes: 0 done; 1 error, one line naming the file; 64 invalid usage; 75 another run holds the lock."
+        discussion: """
+            Everything the report shows (rows, calibration, analysis, verdict, perplexities of --eval, title) is \
+            read from the store, so the rebuilt report.md and figures are byte for byte what `trace` wrote \
+            (the same droptrace version).
+
+            Exit codes: 0 done; 1 error, one line naming the file; 64 invalid usage; 75 another run holds the lock.
+            """
     )
 
     @Argument(help: "Output directory of an earlier trace or run.")
     var outDir: String
 
-    @Option(help: "Report title.")
+    @Option(help: "Report title for this rebuild only (default: the title stored by trace); the store is not changed.")
     var title: String?
 
     func run() throws {

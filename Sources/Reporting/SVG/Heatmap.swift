@@ -12,6 +12,8 @@ struct Heatmap {
     var xTitle: String
     var yTitle = "Layer"
     var colorbarTitle: String
+    /// Legend of the grey cells.
+    var undefinedLabel = "undefined"
 
     static let undefinedColour = "#c8c8c8"
 
@@ -140,7 +142,7 @@ struct Heatmap {
         if hasUndefined {
             let swatchY = y + height + 14
             svg.add(SVG.rect(x: x, y: swatchY, width: width, height: 10, fill: Self.undefinedColour))
-            svg.add(SVG.text("undefined", x: x + width + 5, y: swatchY + 5, size: 11, middle: true))
+            svg.add(SVG.text(undefinedLabel, x: x + width + 5, y: swatchY + 5, size: 11, middle: true))
         }
     }
 }

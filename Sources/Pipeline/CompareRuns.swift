@@ -1,0 +1,102 @@
+import Analysis
+import DroptraceSupport
+import Foundation
+import Reporting
+import ScoreStore
+
+/// `droptrace compare`: several runs' stores side by side in one report.
+public enum CompareRuns {
+    /// Reads the stores, compares them and writes `output/report.md` with
+    /// `output/figures/`, holding `output`'s lock.
+    /// - Parameters:
+    ///   - stores: output directories of `trace` (holding scores.h5) or
+    ///     score files; at least two, each once.
+    ///   - title: the report title; nil: "droptrace compare: <model>, <L> layers, <R> runs".
+    /// - Returns: the URL of report.md.
+    /// - Throws: `RunLock.Held`; `DroptraceError` naming the store or
+    ///   directory at fault. Nothing is written unless every store was read
+    ///   and the comparison made.
+    public static func run(stores: [URL], output: URL, title: String?) throws -> URL {
+        let paths = try stores.map(storePath)
+        var seen: [String: String] = [:]
+        for (path, store) in zip(paths, stores) {
+            let canonical = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+            if let earlier = seen[canonical] {
+                throw DroptraceError("is given twice (also as \(earlier))", path: store.path)
+            }
+            seen[canonical] = store.path
+        }
+        try checkOutput(output, stores: paths)
+        let labels = labels(for: stores)
+        let runs = try zip(paths, labels).map { path, label in try read(path, label: label) }
+        let comparison = try RunComparison(runs: runs)
+
+        let lock = try RunLock(directory: output)
+        defer { withExtendedLifetime(lock) {} }
+        ReportWriter.removeStaleTemporaryFiles(in: output, figureNames: ComparisonReportWriter.figureFileNames)
+        return try ComparisonReportWriter(title: title, comparison: comparison).write(to: output)
+    }
+
+    /// The score file of a trace's output directory, or the file itself.
+    static func storePath(_ url: URL) throws -> String {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            throw DroptraceError("does not exist", path: url.path)
+        }
+        guard isDirectory.boolValue else { return url.path }
+        let store = url.appendingPathComponent("scores.h5")
+        guard FileManager.default.fileExists(atPath: store.path) else {
+            throw DroptraceError("no scores.h5 here; run `droptrace trace` first", path: url.path)
+        }
+        return store.path
+    }
+
+    /// The output may not be one of the compared directories, nor any
+    /// trace's output: its report.md would replace that run's.
+    static func checkOutput(_ output: URL, stores: [String]) throws {
+        let directory = output.resolvingSymlinksInPath().standardizedFileURL.path
+        for store in stores {
+            let storeDirectory = URL(fileURLWithPath: store).deletingLastPathComponent().resolvingSymlinksInPath()
+                .standardizedFileURL.path
+            if storeDirectory == directory {
+                throw DroptraceError(
+                    "holds \(URL(fileURLWithPath: store).lastPathComponent), one of the compared stores; its report "
+                        + "would be replaced: choose another --output directory", path: output.path)
+            }
+        }
+        if FileManager.default.fileExists(atPath: output.appendingPathComponent("scores.h5").path) {
+            throw DroptraceError(
+                "holds a trace's scores.h5; its report would be replaced: choose another --output directory",
+                path: output.path)
+        }
+    }
+
+    /// Each run's name in the report: its directory's name (the score file's
+    /// directory for a file), or the path as given where names repeat.
+    static func labels(for stores: [URL]) -> [String] {
+        let names = stores.map { url -> String in
+            let standard = url.standardizedFileURL
+            let base = standard.pathExtension == "h5" ? standard.deletingLastPathComponent() : standard
+            return base.lastPathComponent.isEmpty ? url.path : base.lastPathComponent
+        }
+        let repeated = Set(names.filter { name in names.filter { $0 == name }.count > 1 })
+        return zip(names, stores).map { repeated.contains($0) ? $1.path : $0 }
+    }
+
+    /// One run as its store holds it: rows, and the stored analysis (or the
+    /// analysis of its rows when none was stored).
+    public static func read(_ path: String, label: String) throws -> ComparedRun {
+        let scoreFile = try ScoreFile.read(from: URL(fileURLWithPath: path))
+        guard !scoreFile.rows.isEmpty else { throw DroptraceError("holds no checkpoints", path: path) }
+        let file = try HDF5File.open(at: path)
+        defer { try? file.close() }
+        let analysis: SeriesAnalysis
+        do {
+            analysis = try SeriesAnalysis.isStored(in: file)
+                ? try SeriesAnalysis.read(from: file) : try SeriesAnalysis(rows: scoreFile.rows)
+        } catch let error as DroptraceError where error.path == nil {
+            throw DroptraceError(error.message, path: path)
+        }
+        return ComparedRun(label: label, path: path, scoreFile: scoreFile, analysis: analysis)
+    }
+}

@@ -1,0 +1,215 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import Testing
+import Analysis
+import DroptraceSupport
+import Pipeline
+import Reporting
+import ScoreStore
+
+/// `droptrace compare`: several runs' stores in one report.
+@Suite struct CompareTests {
+    /// A run's output directory holding a store of `rows` with its analysis.
+    @discardableResult
+    static func writeRun(_ rows: [CheckpointRow], at directory: URL, modelType: String = "llama",
+                         calibration: String = String(repeating: "0123456789abcdef", count: 4)) throws -> URL {
+        var scores = AnalysisFixtures.scoreFile(rows)
+        scores.metadata.modelType = modelType
+        scores.metadata.calibrationSHA256 = calibration
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let analysis = try SeriesAnalysis(rows: rows)
+        try scores.write(to: directory.appendingPathComponent("scores.h5")) { try analysis.write(into: $0) }
+        return directory
+    }
+
+    /// Three "seeds" of a clearly inherent run: the same schedule (6
+    /// checkpoints, steps 0...5000) with seed-dependent noise; seed3 lacks
+    /// step 2000 and was scored on other calibration tokens.
+    static func threeSeeds(in scratch: ScratchDirectory) throws -> [URL] {
+        try (1...3).map { seed in
+            var rows = AnalysisFixtures.clearlyInherentRows(checkpoints: 6)
+            for index in rows.indices {
+                rows[index].attention = rows[index].attention.enumerated().map { layer, value in
+                    value + 0.001 * Float(seed) * Float(layer % 2)
+                }
+            }
+            if seed == 3 { rows.remove(at: 2) }
+            return try writeRun(rows, at: scratch.path("seed\(seed)"),
+                                calibration: seed == 3 ? String(repeating: "f", count: 64) : String(repeating: "0123456789abcdef", count: 4))
+        }
+    }
+
+    @Test func threeSeedsGiveSpreadAgreementGapsAndEveryVerdict() throws {
+        let scratch = try ScratchDirectory()
+        let stores = try Self.threeSeeds(in: scratch)
+        let output = scratch.path("compare")
+        let report = try CompareRuns.run(stores: stores, output: output, title: nil)
+        let markdown = try String(contentsOf: report, encoding: .utf8)
+
+        #expect(markdown.hasPrefix("# droptrace compare: llama, 5 layers, 3 runs\n"))
+        #expect(markdown.contains("**The verdict holds in every run: inherent** (3 of 3 runs"))
+        #expect(markdown.contains("Checkpoints are matched across runs by tokens seen"))
+        #expect(markdown.contains("6 checkpoints, 5 of them in every run"))
+        #expect(markdown.contains("different calibration tokens (2 different sets"))
+        // The gap: step 2000 (4,096,000 tokens) is missing from seed3.
+        #expect(markdown.contains("| 4,096,000 | step2000 | seed1, seed2 | seed3 |"), "\(markdown)")
+        #expect(markdown.contains("| 4,096,000 | step2000 | 2/3 |"))
+        for seed in 1...3 {
+            #expect(markdown.contains("| seed\(seed) | \(stores[seed - 1].path)/scores.h5 | \(seed == 3 ? 5 : 6) | 0–5000 |"))
+        }
+        #expect(markdown.contains("## Layers at 10,240,000 tokens (step5000)"))
+
+        let files = try FileManager.default.contentsOfDirectory(atPath: output.appendingPathComponent("figures").path)
+        #expect(Set(files) == Set(ComparisonReportWriter.figureFileNames))
+        for file in files {
+            let data = try Data(contentsOf: output.appendingPathComponent("figures/\(file)"))
+            let parser = XMLParser(data: data)
+            #expect(parser.parse(), "\(file) is not well-formed XML")
+        }
+        #expect(try FileManager.default.subpathsOfDirectory(atPath: output.path).allSatisfy { !$0.contains(".tmp-") })
+    }
+
+    @Test func spreadAndAgreementNumbers() throws {
+        let scratch = try ScratchDirectory()
+        let stores = try Self.threeSeeds(in: scratch)
+        let runs = try stores.enumerated().map { index, url in
+            try CompareRuns.read(url.appendingPathComponent("scores.h5").path, label: "seed\(index + 1)")
+        }
+        let comparison = try RunComparison(runs: runs)
+        #expect(comparison.alignment == .tokens)
+        #expect(comparison.positions.map(\.value) == [0, 2_048_000, 4_096_000, 6_144_000, 8_192_000, 10_240_000])
+        #expect(comparison.positions[2].rows == [2, 2, nil])
+        #expect(comparison.positions[3].rows == [3, 3, 2])
+        #expect(comparison.lastCommonPosition == 5)
+        // Layer 1 of the first checkpoint: 0.2 + 0.001 × seed.
+        let spread = try #require(comparison.importance[.attention]?[0][1])
+        #expect(spread.count == 3)
+        #expect(abs(spread.mean - 0.202) < 1e-6 && abs(spread.min - 0.201) < 1e-6 && abs(spread.max - 0.203) < 1e-6)
+        #expect(abs(spread.standardDeviation - 0.001) < 1e-6)
+        // Layer 0 has no seed noise: no spread.
+        #expect(comparison.importance[.attention]?[0][0].range == 0)
+        // Layers 3 and 4 are every seed's drop-2 set; drop-3 adds 2 everywhere.
+        #expect(comparison.dropK == [1, 3])
+        #expect(comparison.agreement[.attention]?[3] == Array(repeating: 1, count: 6))
+        #expect(comparison.dropCounts[.attention]?[3]?[5] == [0, 0, 3, 3, 3])
+        #expect(comparison.dropCounts[.attention]?[3]?[2] == [0, 0, 2, 2, 2])
+    }
+
+    @Test func meanPairwiseJaccard() {
+        #expect(RunComparison.meanPairwiseJaccard([[1, 2], [1, 2], [2, 3]]) == (1 + 1.0 / 3 + 1.0 / 3) / 3)
+        #expect(RunComparison.meanPairwiseJaccard([[1]]).isNaN)
+        #expect(Spread([]).mean.isNaN && Spread([1]).standardDeviation.isNaN && Spread([.nan, 2]).count == 1)
+    }
+
+    @Test func aVerdictThatDiffersIsSaidWithTheRunsBehindIt() throws {
+        let scratch = try ScratchDirectory()
+        let inherent = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("a"))
+        let not = try Self.writeRun(AnalysisFixtures.clearlyNotInherentRows(), at: scratch.path("b"))
+        let report = try CompareRuns.run(stores: [inherent, not], output: scratch.path("out"), title: "Two recipes")
+        let markdown = try String(contentsOf: report, encoding: .utf8)
+        #expect(markdown.hasPrefix("# Two recipes\n"))
+        #expect(markdown.contains("**The verdict differs across runs:** inherent in 1 (a); not inherent in 1 (b)."))
+        #expect(markdown.contains("Every run was scored on the same calibration tokens"))
+        #expect(markdown.contains("Every checkpoint is present in every run."))
+    }
+
+    @Test func checkpointsMatchByStepThenByName() throws {
+        let scratch = try ScratchDirectory()
+        var rows = AnalysisFixtures.clearlyInherentRows(checkpoints: 4)
+        let a = try Self.writeRun(rows, at: scratch.path("a"))
+        rows[1].tokens = -1
+        let b = try Self.writeRun(rows, at: scratch.path("b"))
+        let read = { (urls: [URL]) in
+            try RunComparison(runs: urls.map { try CompareRuns.read($0.appendingPathComponent("scores.h5").path, label: $0.lastPathComponent) })
+        }
+        #expect(try read([a, b]).alignment == .step)
+        rows[2].step = -1
+        let c = try Self.writeRun(rows, at: scratch.path("c"))
+        let byName = try read([a, c])
+        #expect(byName.alignment == .name)
+        #expect(byName.positions.map(\.name) == ["step0", "step1000", "step2000", "step3000"])
+        let report = try CompareRuns.run(stores: [a, c], output: scratch.path("out"), title: nil)
+        #expect(try String(contentsOf: report, encoding: .utf8).contains("by checkpoint name"))
+    }
+
+    @Test func mismatchedArchitecturesAreRefusedNamingTheStore() throws {
+        let scratch = try ScratchDirectory()
+        let a = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("a"))
+        let fewerLayers = AnalysisFixtures.clearlyInherentRows().map { row in
+            CheckpointRow(name: row.name, step: row.step, tokens: row.tokens, attention: Array(row.attention.prefix(4)),
+                          mlp: Array(row.mlp.prefix(4)), block: Array(row.block.prefix(4)),
+                          blockGap: (0..<4).map { _ in [Float](repeating: .nan, count: 4) })
+        }
+        let b = try Self.writeRun(fewerLayers, at: scratch.path("b"))
+        let c = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("c"), modelType: "qwen2")
+        let output = scratch.path("out")
+        for (other, words) in [(b, "4 layers"), (c, "qwen2")] {
+            let result = try DroptraceCommand.run(["compare", a.path, other.path, "--output", output.path])
+            #expect(result.status == 1)
+            let lines = result.stderr.split(separator: "\n")
+            #expect(lines.count == 1, "\(result.stderr)")
+            #expect(result.stderr.contains("\(other.path)/scores.h5: is a") && result.stderr.contains(words)
+                    && result.stderr.contains("model_type and num_layers"), "\(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("report.md").path))
+        }
+    }
+
+    @Test func badInvocationsChangeNothing() throws {
+        let scratch = try ScratchDirectory()
+        let a = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("a"))
+        let b = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("b"))
+        let traceReport = Data("a run's report".utf8)
+        try traceReport.write(to: a.appendingPathComponent("report.md"))
+        let cases: [([String], String)] = [
+            (["compare", a.path, b.path, "--output", a.path], "one of the compared stores"),
+            (["compare", a.path, a.path, "--output", scratch.path("o").path], "given twice"),
+            (["compare", a.path, scratch.path("missing").path, "--output", scratch.path("o").path], "does not exist"),
+            (["compare", a.path, scratch.url.path, "--output", scratch.path("o").path], "no scores.h5 here"),
+            (["compare", a.path, b.path, "--output", scratch.path("c").path], ""),  // fine, then reused:
+            (["compare", a.path, b.path, "--output", b.path], "one of the compared stores"),
+        ]
+        for (arguments, words) in cases {
+            let result = try DroptraceCommand.run(arguments)
+            if words.isEmpty {
+                #expect(result.status == 0, "\(result.stderr)")
+                continue
+            }
+            #expect(result.status == 1, "\(arguments): \(result.stderr)")
+            #expect(result.stderr.split(separator: "\n").count == 1 && result.stderr.contains(words), "\(result.stderr)")
+        }
+        #expect(try Data(contentsOf: a.appendingPathComponent("report.md")) == traceReport)
+        #expect(!FileManager.default.fileExists(atPath: b.appendingPathComponent("report.md").path))
+        // One store is a usage error.
+        #expect(try DroptraceCommand.run(["compare", a.path, "--output", scratch.path("o").path]).status == 64)
+    }
+
+    @Test func pipelineFormWritesTheSameReport() throws {
+        let scratch = try ScratchDirectory()
+        let stores = try Self.threeSeeds(in: scratch)
+        let pipeline = try scratch.write("""
+            title: Three seeds
+            compare: [seed1, seed2, seed3]
+            output: reports/seeds
+            """, to: "compare.yaml")
+        let result = try DroptraceCommand.run(["run", pipeline.path])
+        try #require(result.status == 0, "\(result.stderr)")
+        let fromPipeline = try Data(contentsOf: scratch.path("reports/seeds/report.md"))
+        let direct = try DroptraceCommand.run(
+            ["compare"] + stores.map(\.path) + ["--output", scratch.path("direct").path, "--title", "Three seeds"])
+        try #require(direct.status == 0, "\(direct.stderr)")
+        #expect(try Data(contentsOf: scratch.path("direct/report.md")) == fromPipeline)
+
+        for (text, words) in [
+            ("compare: [seed1, seed2]\noutput: o\nseries: s\n", "unknown setting \"series\""),
+            ("compare: [seed1]\noutput: o\n", "at least two"),
+            ("compare: seed1\noutput: o\n", "compare"),
+            ("compare: [seed1, seed2]\n", "missing setting \"output\""),
+        ] {
+            let file = try scratch.write(text, to: "bad.yaml")
+            let bad = try DroptraceCommand.run(["run", file.path])
+            #expect(bad.status == 1 && bad.stderr.contains("bad.yaml") && bad.stderr.contains(words), "\(bad.stderr)")
+        }
+    }
+}
