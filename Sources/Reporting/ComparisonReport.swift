@@ -88,6 +88,10 @@ enum ComparisonFigures {
         ModuleKind.allCases.flatMap { [meanHeatmap($0), rangeHeatmap($0)] }
         + ["mean_importance_runs.svg", "drop_set_agreement.svg"]
 
+    /// Okabe–Ito colours for runs (colour-vision-deficiency safe); past
+    /// eight runs they repeat dashed.
+    static let runColours = ["#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2", "#D55E00", "#F0E442", "#000000"]
+
     static func meanHeatmap(_ module: ModuleKind) -> String { "importance_mean_\(module.rawValue).svg" }
     static func rangeHeatmap(_ module: ModuleKind) -> String { "importance_range_\(module.rawValue).svg" }
 
@@ -135,13 +139,25 @@ enum ComparisonFigures {
                 line.band = (spreads.map(\.min), spreads.map(\.max))
                 return line
             })
+        // Each run's own line, broken where the run lacks the checkpoint.
+        let runPanel = LinePanel(
+            title: "Attention mean importance in each run (breaks: the run lacks the checkpoint)",
+            yTitle: "Mean importance",
+            series: comparison.runs.indices.map { run in
+                let values = comparison.positions.map { position in
+                    position.rows[run].map { comparison.runs[run].analysis.attention.meanImportance[$0] } ?? .nan
+                }
+                return LineSeries(label: comparison.runs[run].label, colour: runColours[run % runColours.count],
+                                  dash: run < runColours.count ? nil : "6 4", width: 1.5, markerRadius: 2.5,
+                                  values: values)
+            })
         let meanChart = LineChart(title: "Mean importance by module type across runs", progress: progress,
-                                  panels: [meanPanel])
+                                  panels: [meanPanel, runPanel])
         figures.append(ReportFigure(
             fileName: "mean_importance_runs.svg", heading: "Mean importance by module type across runs",
             altText: "Mean importance of attention, MLP and block over training, mean and range across runs",
-            caption: "Lines: the mean over runs; shaded: from the lowest to the highest run. "
-                + "Gaps are checkpoints no run has a defined score for." + (meanChart.axis.zeroNote.map { " " + $0 } ?? ""),
+            caption: "Top: the mean over runs, shaded from the lowest to the highest run. Bottom: each run's attention "
+                + "mean importance; a break is a checkpoint that run lacks (see Gaps) or an undefined score." + (meanChart.axis.zeroNote.map { " " + $0 } ?? ""),
             svg: meanChart.render()))
 
         let panels = comparison.dropK.map { k in

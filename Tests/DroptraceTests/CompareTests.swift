@@ -69,6 +69,15 @@ import ScoreStore
             #expect(parser.parse(), "\(file) is not well-formed XML")
         }
         #expect(try FileManager.default.subpathsOfDirectory(atPath: output.path).allSatisfy { !$0.contains(".tmp-") })
+
+        // seed3's own line breaks at the checkpoint it lacks: two pieces, where the others have one.
+        let chart = try String(contentsOf: output.appendingPathComponent("figures/mean_importance_runs.svg"),
+                               encoding: .utf8)
+        let runLines = chart.components(separatedBy: "<path d=\"").dropFirst()
+            .filter { $0.contains(#"stroke-width="1.5""#) }
+            .map { $0.prefix { $0 != "\"" }.filter { $0 == "M" }.count }
+        #expect(runLines == [1, 1, 2])
+        #expect(["seed1", "seed2", "seed3"].allSatisfy { chart.contains(">\($0)<") })
     }
 
     @Test func spreadAndAgreementNumbers() throws {

@@ -59,7 +59,8 @@ struct LineChart {
             let panelTop = top + Double(index) * panelHeight + panelTitleHeight
             svg.add(SVG.text(panel.title, x: left, y: panelTop - 8, size: 13, weight: "bold"))
             draw(panel, axis: axis, into: &svg, x: left, y: panelTop, width: plotWidth)
-            if index == 0 {
+            // A panel with other lines than the one above gets its own legend.
+            if index == 0 || panel.series.map(\.label) != panels[index - 1].series.map(\.label) {
                 addLegend(panel.series, to: &svg, x: left + plotWidth + 20, y: panelTop + 6)
             }
         }
@@ -157,8 +158,15 @@ struct LineChart {
         }
     }
 
+    /// Entries beyond what fits beside one plot are summed up in a last line.
+    static let maxLegendEntries = 10
+
     private func addLegend(_ series: [LineSeries], to svg: inout SVGDocument, x: Double, y: Double) {
-        for (index, entry) in series.enumerated() {
+        if series.count > Self.maxLegendEntries {
+            let rowY = y + Double(Self.maxLegendEntries) * 20
+            svg.add(SVG.text("… and \(series.count - Self.maxLegendEntries) more", x: x, y: rowY, size: 12, middle: true))
+        }
+        for (index, entry) in series.prefix(Self.maxLegendEntries).enumerated() {
             let rowY = y + Double(index) * 20
             svg.add(SVG.line(x1: x, y1: rowY, x2: x + 26, y2: rowY, stroke: entry.colour, width: entry.width,
                              extra: entry.dash.map { #"stroke-dasharray="\#($0)""# } ?? ""))
