@@ -138,7 +138,7 @@ func exercise(target: String, file: String, directory: String, _ random: inout R
         let samples = [nil, 1, 3][random.below(3)]
         _ = try CalibrationSet.load(from: url, tokenizer: calibrationTokenizer, seqLen: seqLen, samples: samples)
     default:
-        _ = try PipelineFile.load(url)
+        _ = try PipelineDocument.load(url)
     }
 }
 
