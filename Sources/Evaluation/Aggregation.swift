@@ -38,8 +38,8 @@ enum Aggregation {
             n: correct.count)
     }
 
-    /// A size-weighted group of tasks (MMLU's categories and MMLU itself);
-    /// only acc is aggregated, as the groups' `aggregate_metric_list` says.
+    /// A size-weighted group of tasks (`Group.aggregate` over its leaf tasks:
+    /// MMLU's subjects); only acc, as the groups' `aggregate_metric_list` says.
     static func group(_ members: [TaskMetrics]) -> TaskMetrics {
         let sizes = members.map(\.n)
         return TaskMetrics(

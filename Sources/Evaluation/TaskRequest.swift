@@ -28,7 +28,7 @@ public struct TaskRequest: Sendable, Equatable {
     public static var datasets: [(name: String, dataset: String)] { TaskRegistry.tasks.map { ($0.name, $0.dataset) } }
 
     /// Parses `NAME[:SHOTS]=EVAL_FILE[,FEWSHOT_FILE]`; relative paths are
-    /// taken relative to `base` (a pipeline file's directory) when given.
+    /// taken relative to the directory `base` (a pipeline file's) when given.
     /// - Throws: `DroptraceError` quoting the argument when it has no `=`,
     ///   an unknown task name, a bad shot count or an empty path.
     public init(argument: String, relativeTo base: URL? = nil) throws {
@@ -56,7 +56,7 @@ public struct TaskRequest: Sendable, Equatable {
         }
         func url(_ path: Substring) -> URL {
             if path.hasPrefix("/") || base == nil { return URL(fileURLWithPath: String(path)) }
-            return URL(fileURLWithPath: String(path), relativeTo: base).standardizedFileURL
+            return (base?.appendingPathComponent(String(path)) ?? URL(fileURLWithPath: String(path))).standardizedFileURL
         }
         self.init(name: name, evaluationFile: url(files[0]), fewshotFile: files.count == 2 ? url(files[1]) : nil, numFewshot: shots)
     }

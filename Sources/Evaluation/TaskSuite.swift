@@ -210,16 +210,17 @@ public struct TaskSuite: Sendable {
                 name: task.kind.name, metrics: Aggregation.metrics(correct: correct, correctNormalized: normalized),
                 logLikelihoods: logLikelihoods, subjects: [:])
         }
-        // MMLU: subjects → categories → mmlu, each weighted by size.
+        // MMLU: the group aggregates its leaf tasks, the subjects (in the
+        // harness's category order), weighting by size and pooling stderrs;
+        // the categories in between do not enter the numbers.
         var bySubject: [String: [Double]] = [:]
         for (example, score) in zip(task.examples, correct) { bySubject[example.subject ?? "", default: []].append(score) }
         let subjects = bySubject.mapValues { Aggregation.metrics(correct: $0, correctNormalized: nil) }
-        let categories = MMLU.Category.allCases.compactMap { category -> TaskMetrics? in
-            let members = subjects.keys.filter { MMLU.categories[$0] == category }.sorted().compactMap { subjects[$0] }
-            return members.isEmpty ? nil : Aggregation.group(members)
+        let leaves = MMLU.Category.allCases.flatMap { category in
+            subjects.keys.filter { MMLU.categories[$0] == category }.sorted().compactMap { subjects[$0] }
         }
         return TaskOutcome(
-            name: task.kind.name, metrics: Aggregation.group(categories), logLikelihoods: logLikelihoods, subjects: subjects)
+            name: task.kind.name, metrics: Aggregation.group(leaves), logLikelihoods: logLikelihoods, subjects: subjects)
     }
 
     /// numpy's argmax: the first maximum (the first NaN if there is one).

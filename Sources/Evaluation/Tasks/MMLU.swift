@@ -3,7 +3,8 @@ import Foundation
 /// `mmlu` (cais/mmlu, the "all" configuration's rows with their `subject`):
 /// `lm_eval/tasks/mmlu/default/_default_template_yaml`, one task per subject
 /// (`mmlu_<subject>.yaml`: its description), grouped into four categories
-/// and those into `mmlu`, each level weighted by size (`_mmlu*.yaml`).
+/// and those into `mmlu` (`_mmlu*.yaml`); a group's acc is the size-weighted
+/// mean of its leaf tasks, the subjects, and its stderr their pooled one.
 /// Few-shot examples are the first n of the subject's dev split. acc only.
 enum MMLU: HarnessTask {
     static let name = "mmlu"
