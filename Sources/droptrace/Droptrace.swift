@@ -15,6 +15,9 @@ struct Droptrace: ParsableCommand {
             75 another run holds the output directory (trace, run, report, compare).
             """,
         version: DroptraceVersion.string,
-        subcommands: [ScoreCommand.self, TraceCommand.self, RunCommand.self, ReportCommand.self, CompareCommand.self, DropCommand.self]
+        subcommands: [
+            ScoreCommand.self, TraceCommand.self, RunCommand.self, ReportCommand.self, CompareCommand.self, DropCommand.self,
+            EvalCommand.self,
+        ]
     )
 }
