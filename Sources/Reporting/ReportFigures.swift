@@ -70,15 +70,25 @@ enum ReportFigures {
         for module in ModuleKind.allCases {
             let layers = analysis.layers
             let values = (0..<layers).map { layer in rows.map { Double(module.importance(in: $0)[layer]) } }
-            let heatmap = Heatmap(
+            var heatmap = Heatmap(
                 title: "\(module.displayName) importance per layer", values: values, columnLabels: columnLabels,
                 xTitle: xTitle, colorbarTitle: "Importance (1 − cos)")
+            if let uncertainty = analysis.uncertainty {
+                let k = markedK(analysis)
+                heatmap.marked = (0..<layers).map { layer in
+                    rows.indices.map { uncertainty[module].isUnstable(checkpoint: $0, layer: layer, k: k) }
+                }
+                heatmap.markLabel = "unstable drop-\(k)"
+            }
             figures.append(ReportFigure(
                 fileName: heatmapFileName(module), heading: "Importance per layer over training",
                 altText: "Heatmap of \(module.displayName) importance, layers by checkpoints",
                 caption: "Rows are layers (0 at the top), columns checkpoints in training order; darker is more "
                     + "redundant. Each module type has its own colour scale; where a few layers dwarf the rest the "
-                    + "scale ends at the 95th percentile (marked ≥ on the colour bar).",
+                    + "scale ends at the 95th percentile (marked ≥ on the colour bar)."
+                    + (analysis.uncertainty == nil ? "" : " A white dot marks a layer whose membership in that "
+                        + "checkpoint's drop-\(markedK(analysis)) set is unstable under resampling of the calibration "
+                        + "sequences: it is in the set in more than 5% but fewer than 95% of the bootstrap replicates."),
                 svg: heatmap.render()))
         }
 
@@ -128,6 +138,12 @@ enum ReportFigures {
                                panels: panels).render()))
         }
         return figures
+    }
+
+    /// The drop-k whose unstable members the heatmaps mark: the verdict's k
+    /// when analysed, else the largest analysed k.
+    static func markedK(_ analysis: SeriesAnalysis) -> Int {
+        analysis.dropK.contains(analysis.verdict.k) ? analysis.verdict.k : analysis.dropK.last ?? analysis.verdict.k
     }
 
     /// Up to 1, down to the next multiple of 0.5 below the data, but at
