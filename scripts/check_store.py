@@ -62,6 +62,9 @@ def check(path):
             problems.append(f"/checkpoints/fingerprint is not {count} strings")
         if problems:
             return problems, None
+        problems += check_bootstrap(f, count, layers)
+        if problems:
+            return problems, None
 
         summary = [
             f"{path}: {f.attrs['model_type']} model, {layers} layers, {count} checkpoints, "
@@ -72,7 +75,52 @@ def check(path):
         block = f["scores/block"][:]
         for i in range(count):
             summary.append(f"  {names[i]!r:30} step {steps[i]:>8}  block importance mean {np.nanmean(block[i]):.4g}")
+        analysis = f.get("analysis")
+        if isinstance(analysis, h5py.Group) and "bootstrap_replicates" in analysis.attrs:
+            summary.append(
+                f"  bootstrap: {int(analysis.attrs['bootstrap_replicates'])} replicates of "
+                f"{int(analysis.attrs['bootstrap_sequences'])} sequences, seed {int(analysis.attrs['bootstrap_seed'])}, "
+                f"{float(analysis.attrs['bootstrap_confidence']):.0%} intervals")
         return problems, summary
+
+
+def check_bootstrap(f, count, layers):
+    """The optional bootstrap part of /analysis (present with per-sequence sums)."""
+    analysis = f.get("analysis")
+    if not isinstance(analysis, h5py.Group) or "bootstrap_replicates" not in analysis.attrs:
+        return []
+    problems = []
+    for name in ["bootstrap_replicates", "bootstrap_seed", "bootstrap_sequences"]:
+        if not isinstance(analysis.attrs.get(name), np.integer):
+            problems.append(f"/analysis attribute {name} missing or not an integer")
+    confidence = analysis.attrs.get("bootstrap_confidence")
+    if not isinstance(confidence, np.floating) or not 0 < confidence < 1:
+        problems.append("/analysis attribute bootstrap_confidence missing or not in (0, 1)")
+    ks = [int(k) for k in analysis.attrs.get("drop_k", [])]
+    for module in ["attention", "mlp", "block"]:
+        expected = {"importance_ci_low": ("float32", (count, layers)),
+                    "importance_ci_high": ("float32", (count, layers))}
+        expected.update({f"drop_k{k}_probability": ("float32", (count, layers)) for k in ks})
+        for statistic in ["mean_importance", "spearman_final", "kendall_final"]:
+            for end in ["low", "high"]:
+                expected[f"{statistic}_ci_{end}"] = ("float64", (count,))
+        for name, (dtype, shape) in expected.items():
+            ds = f.get(f"analysis/{module}/{name}")
+            if not isinstance(ds, h5py.Dataset):
+                problems.append(f"/analysis/{module}/{name} missing")
+            elif ds.dtype != np.dtype(dtype) or ds.shape != shape:
+                problems.append(f"/analysis/{module}/{name} is {ds.dtype} {ds.shape}, expected {dtype} {shape}")
+        if problems:
+            continue
+        low = f[f"analysis/{module}/importance_ci_low"][:]
+        high = f[f"analysis/{module}/importance_ci_high"][:]
+        if np.any(low > high):
+            problems.append(f"/analysis/{module}/importance_ci_low exceeds importance_ci_high")
+        for k in ks:
+            probability = f[f"analysis/{module}/drop_k{k}_probability"][:]
+            if np.any(~((probability >= 0) & (probability <= 1))):
+                problems.append(f"/analysis/{module}/drop_k{k}_probability holds values outside [0, 1]")
+    return problems
 
 
 def main():
