@@ -24,15 +24,16 @@ public enum ImportanceBootstrap {
     }
 
     /// - Parameters:
-    ///   - sums: [C] per-sequence sums, all with the same S ≥ 2 sequences,
-    ///     every module's array S × L.
+    ///   - sums: [C] per-sequence sums (`/per_sequence`), all of the same
+    ///     S ≥ 2 sequences of at least one token each and L layers.
     ///   - layers: L ≥ 1.
     ///   - steps: [C] training steps (-1 when unknown), for the verdict's criterion 3.
     ///   - dropK: the analysed k values, each in 1...L.
-    /// - Throws: `DroptraceError` naming the checkpoint (by row index) whose
-    ///   sums do not fit, or when `settings` are out of range.
+    ///   - names: [C] checkpoint names for error messages (row indices when nil).
+    /// - Throws: `DroptraceError` naming the checkpoint whose sums do not
+    ///   fit, or when `settings` are out of range.
     public static func run(sums: [SequenceSums], layers: Int, steps: [Int64], dropK: [Int],
-                           settings: BootstrapSettings = .standard) throws -> Result {
+                           settings: BootstrapSettings = .standard, names: [String]? = nil) throws -> Result {
         let settings = try settings.validated()
         guard !sums.isEmpty, sums.count == steps.count else {
             throw DroptraceError("the bootstrap needs per-sequence sums for each of the \(steps.count) checkpoints, "
@@ -42,22 +43,27 @@ public enum ImportanceBootstrap {
         if let bad = dropK.first(where: { !(1...layers).contains($0) }) {
             throw DroptraceError("drop-k \(bad) is out of range: a \(layers)-layer model allows 1...\(layers)")
         }
-        let sequences = sums[0].sequences
+        func checkpoint(_ index: Int) -> String {
+            names.flatMap { index < $0.count ? "checkpoint '\($0[index])'" : nil } ?? "checkpoint \(index)"
+        }
+        let sequences = sums[0].sequenceCount
         guard sequences >= 2 else {
-            throw DroptraceError("the bootstrap needs at least 2 calibration sequences, the store has \(sequences)")
+            throw DroptraceError("the bootstrap needs at least 2 calibration sequences, \(checkpoint(0)) has "
+                                    + "\(sequences)")
         }
         for (index, row) in sums.enumerated() {
-            guard row.sequences == sequences else {
-                throw DroptraceError("checkpoint \(index) has per-sequence sums of \(row.sequences) sequences, "
-                                        + "checkpoint 0 of \(sequences)")
+            do {
+                try row.validate()
+            } catch let error as DroptraceError {
+                throw DroptraceError("\(checkpoint(index)): \(error.message)")
+            }
+            guard row.sequenceCount == sequences, row.layerCount == layers else {
+                throw DroptraceError("\(checkpoint(index)) has per-sequence sums of \(row.sequenceCount) sequences × "
+                                        + "\(row.layerCount) layers, expected \(sequences) × \(layers)")
             }
             if let empty = row.tokens.first(where: { $0 < 1 }) {
-                throw DroptraceError("checkpoint \(index) has a token count of \(empty) in its per-sequence sums; "
+                throw DroptraceError("\(checkpoint(index)) has a token count of \(empty) in its per-sequence sums; "
                                         + "every calibration sequence has at least one token")
-            }
-            for module in ModuleKind.allCases where row.cosineSum[module]?.count != sequences * layers {
-                throw DroptraceError("checkpoint \(index) has \(row.cosineSum[module]?.count ?? 0) \(module.rawValue) "
-                                        + "cosine sums, expected \(sequences) sequences × \(layers) layers")
             }
         }
         let resampler = Resampler(settings: settings, layers: layers, sequences: sequences, dropK: dropK,
@@ -83,13 +89,10 @@ private struct Resampler: Sendable {
     var replicates: Int { settings.replicates }
 
     static func matrix(_ sums: SequenceSums) -> [Double] {
-        let layers = sums.cosineSum[.attention]!.count / sums.sequences
         var matrix: [Double] = []
-        matrix.reserveCapacity(sums.sequences * (3 * layers + 1))
-        for sequence in 0..<sums.sequences {
-            for module in modules {
-                matrix += sums.cosineSum[module]![(sequence * layers)..<((sequence + 1) * layers)]
-            }
+        matrix.reserveCapacity(sums.sequenceCount * (3 * sums.layerCount + 1))
+        for sequence in 0..<sums.sequenceCount {
+            for module in modules { matrix += module.sums(in: sums).cosineSum[sequence] }
             matrix.append(Double(sums.tokens[sequence]))
         }
         return matrix

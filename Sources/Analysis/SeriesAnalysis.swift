@@ -38,13 +38,13 @@ public struct SeriesAnalysis: Sendable, Equatable {
 
     /// Analyses `rows` (ordered by step, as a score file keeps them).
     /// `dropK` defaults to `defaultDropK(layers:)`; values are deduplicated
-    /// and sorted, and each must be in 1...L. With `sums` ([C], one per row)
-    /// the analysis also gets bootstrap intervals (`ImportanceBootstrap`,
-    /// drawn as `bootstrap` says) and the verdict weighs them.
+    /// and sorted, and each must be in 1...L. When every row carries its
+    /// per-sequence sums, the analysis also gets bootstrap intervals
+    /// (`ImportanceBootstrap`, drawn as `bootstrap` says) and the verdict
+    /// weighs them; rows stored without sums give the point analysis alone.
     /// - Throws: `DroptraceError` for rows of different layer counts, a bad
     ///   k, or sums that do not fit the rows.
-    public init(rows: [CheckpointRow], dropK: [Int]? = nil, sums: [SequenceSums]? = nil,
-                bootstrap: BootstrapSettings = .standard) throws {
+    public init(rows: [CheckpointRow], dropK: [Int]? = nil, bootstrap: BootstrapSettings = .standard) throws {
         guard let first = rows.first else {
             throw DroptraceError("cannot analyse a run without checkpoints")
         }
@@ -71,9 +71,12 @@ public struct SeriesAnalysis: Sendable, Equatable {
             return ModuleSeries(module: module, importance: importance, steps: steps, dropK: ks)
         }
         let attention = series(.attention), mlp = series(.mlp)
-        let bootstrapped = try sums.map { sums in
-            try ImportanceBootstrap.run(sums: sums, layers: layers, steps: steps, dropK: ks, settings: bootstrap)
-        }
+        // One sequence has no spread to resample: the point analysis alone.
+        let sums = rows.compactMap(\.sums)
+        let bootstrapped = sums.count == rows.count && sums.allSatisfy({ $0.sequenceCount >= 2 })
+            ? try ImportanceBootstrap.run(sums: sums, layers: layers, steps: steps, dropK: ks, settings: bootstrap,
+                                          names: rows.map(\.name))
+            : nil
         self.init(
             steps: steps, layers: layers, dropK: ks, attention: attention, mlp: mlp, block: series(.block),
             verdict: Verdict.evaluate(

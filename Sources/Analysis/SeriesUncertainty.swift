@@ -1,23 +1,5 @@
 import DroptraceSupport
 
-/// One checkpoint's per-sequence statistics, as the scorer accumulates them
-/// (S = calibration sequences, L = layers): what the bootstrap resamples.
-public struct SequenceSums: Sendable, Equatable {
-    /// [S] tokens scored in each calibration sequence.
-    public var tokens: [Int64]
-    /// Per module, [S × L] row-major: Σ over the sequence's tokens of
-    /// cos(input, output) at each layer (float64, as stored).
-    public var cosineSum: [ModuleKind: [Double]]
-
-    public init(tokens: [Int64], cosineSum: [ModuleKind: [Double]]) {
-        self.tokens = tokens
-        self.cosineSum = cosineSum
-    }
-
-    /// S.
-    public var sequences: Int { tokens.count }
-}
-
 /// Bootstrap results for one module type (C checkpoints, L layers).
 public struct ModuleUncertainty: Sendable, Equatable {
     /// [C][L] ends of the importance intervals (float32, as stored).

@@ -19,7 +19,7 @@ import ScoreStore
                                  sequences: 20, noise: 0.04, tokenRange: 100...140, mirror: (2, 3))
         }
         let rows = sums.enumerated().map { $1.row(step: Int64($0) * 1000) }
-        let analysis = try SeriesAnalysis(rows: rows, sums: sums, bootstrap: BootstrapSettings(replicates: 200))
+        let analysis = try SeriesAnalysis(rows: rows, bootstrap: BootstrapSettings(replicates: 200))
         return (AnalysisFixtures.scoreFile(rows), analysis)
     }
 

@@ -37,10 +37,10 @@ struct SyntheticSums {
                              tokenRange: ClosedRange<Int> = 128...128, mirror: (Int, Int)? = nil) -> SequenceSums {
         let layers = truth[.attention]!.count
         let tokens = (0..<sequences).map { _ in
-            Int64(tokenRange.lowerBound + Int(uniform() * Double(tokenRange.count)) % tokenRange.count)
+            tokenRange.lowerBound + Int(uniform() * Double(tokenRange.count)) % tokenRange.count
         }
         let effect = (0..<sequences).map { _ in shared * normal() }
-        var sums: [ModuleKind: [Double]] = [:]
+        var sums = SequenceSums(tokens: tokens, layers: layers)
         for module in ModuleKind.allCases {
             var values = [Double](repeating: 0, count: sequences * layers)
             for sequence in 0..<sequences {
@@ -56,9 +56,9 @@ struct SyntheticSums {
                     values[sequence * layers + b] = 2 * mean * Double(tokens[sequence]) - values[sequence * layers + a]
                 }
             }
-            sums[module] = values
+            sums.set(module, cosineSum: values)
         }
-        return SequenceSums(tokens: tokens, cosineSum: sums)
+        return sums
     }
 
     /// The same truth for all modules.
@@ -70,33 +70,41 @@ struct SyntheticSums {
 }
 
 extension SequenceSums {
+    /// Sets a module's cosine sums from a flat [S × L] array.
+    mutating func set(_ module: ModuleKind, cosineSum flat: [Double]) {
+        let layers = layerCount
+        let rows = (0..<sequenceCount).map { Array(flat[($0 * layers)..<(($0 + 1) * layers)]) }
+        switch module {
+        case .attention: attention.cosineSum = rows
+        case .mlp: mlp.cosineSum = rows
+        case .block: block.cosineSum = rows
+        }
+    }
+
     /// Importance = 1 − Σcos / Σtokens over `sequences` (all when nil), [L].
     func importance(_ module: ModuleKind, sequences chosen: [Int]? = nil) -> [Double] {
-        let layers = cosineSum[module]!.count / sequences
-        let chosen = chosen ?? Array(0..<sequences)
+        let sums = module.sums(in: self).cosineSum
+        let chosen = chosen ?? Array(0..<sequenceCount)
         let tokens = chosen.reduce(0.0) { $0 + Double(self.tokens[$1]) }
-        return (0..<layers).map { layer in
-            1 - chosen.reduce(0.0) { $0 + cosineSum[module]![$1 * layers + layer] } / tokens
-        }
+        return (0..<layerCount).map { layer in 1 - chosen.reduce(0.0) { $0 + sums[$1][layer] } / tokens }
     }
 
     /// Only the given sequences, in that order.
     func subset(_ chosen: [Int]) -> SequenceSums {
-        let layers = cosineSum[.attention]!.count / sequences
-        var sums: [ModuleKind: [Double]] = [:]
-        for (module, values) in cosineSum {
-            sums[module] = chosen.flatMap { values[($0 * layers)..<(($0 + 1) * layers)] }
+        var part = SequenceSums(tokens: chosen.map { tokens[$0] }, layers: layerCount)
+        for module in ModuleKind.allCases {
+            part.set(module, cosineSum: chosen.flatMap { module.sums(in: self).cosineSum[$0] })
         }
-        return SequenceSums(tokens: chosen.map { tokens[$0] }, cosineSum: sums)
+        return part
     }
 
-    /// A score-file row whose importance is that of all sequences.
+    /// A score-file row whose importance is that of all sequences, carrying these sums.
     func row(step: Int64) -> CheckpointRow {
-        let layers = cosineSum[.attention]!.count / sequences
         func floats(_ module: ModuleKind) -> [Float] { importance(module).map(Float.init) }
         return CheckpointRow(name: "step\(step)", step: step, tokens: step * 1000, attention: floats(.attention),
                              mlp: floats(.mlp), block: floats(.block),
-                             blockGap: (0..<layers).map { _ in [Float](repeating: .nan, count: layers) })
+                             blockGap: (0..<layerCount).map { _ in [Float](repeating: .nan, count: layerCount) },
+                             sums: self)
     }
 }
 
@@ -265,7 +273,7 @@ extension UncertaintyTests {
             sums[1] = sums[1].subset(Array(0..<9))
             #expect(throws: DroptraceError.self) { try Self.run(sums) }
             var short = Self.series(sequences: 10, checkpoints: 1)
-            short[0].cosineSum[.mlp]!.removeLast()
+            short[0].mlp.cosineSum[4].removeLast()
             #expect(throws: DroptraceError.self) { try Self.run(short) }
             #expect(throws: DroptraceError.self) { try Self.run(Self.series(sequences: 1, checkpoints: 1)) }
             var negative = Self.series(sequences: 10, checkpoints: 1)
@@ -371,7 +379,7 @@ extension UncertaintyTests {
                                             noise: 0.05)
             }
             let rows = sums.enumerated().map { $1.row(step: Int64($0) * 100) }
-            let analysis = try SeriesAnalysis(rows: rows, sums: sums, bootstrap: BootstrapSettings(replicates: 500))
+            let analysis = try SeriesAnalysis(rows: rows, bootstrap: BootstrapSettings(replicates: 500))
             let below = try #require(analysis.verdict.criteria.first { $0.id == Verdict.CriterionID.attentionBelowMLP })
             let interval = try #require(below.interval)
             #expect(interval.low < Verdict.attentionBelowMLPFraction && interval.high >= Verdict.attentionBelowMLPFraction,
