@@ -99,14 +99,18 @@ enum ReportFigures {
             ].map { title, yTitle, keyPath in
                 LinePanel(title: title, yTitle: yTitle, yDomain: correlationDomain(analysis, keyPath),
                           series: ModuleKind.allCases.map { module in
-                    module.line(analysis[module][keyPath: keyPath])
+                    var line = module.line(analysis[module][keyPath: keyPath])
+                    if let spread = analysis.uncertainty?[module] {
+                        line.band = keyPath == \ModuleSeries.spearmanFinal ? spread.spearmanFinal : spread.kendallFinal
+                    }
+                    return line
                 })
             }
             figures.append(ReportFigure(
                 fileName: "rank_correlation_final.svg", heading: "Rank agreement with the final checkpoint",
                 altText: "Spearman and Kendall rank correlation of each checkpoint's importance with the final one",
                 caption: "How closely each checkpoint orders the layers like the final checkpoint (1 = same order). "
-                    + "Gaps are undefined correlations (a constant importance vector).",
+                    + "Gaps are undefined correlations (a constant importance vector)." + bandNote(analysis),
                 svg: LineChart(title: "Rank correlation with the final checkpoint", steps: steps, panels: panels)
                     .render()))
         }
@@ -114,13 +118,15 @@ enum ReportFigures {
         let meanPanel = LinePanel(
             title: "Mean importance over layers", yTitle: "Mean importance",
             series: ModuleKind.allCases.map { module in
-                module.line(analysis[module].meanImportance)
+                var line = module.line(analysis[module].meanImportance)
+                line.band = analysis.uncertainty?[module].meanImportance ?? []
+                return line
             })
         figures.append(ReportFigure(
             fileName: "mean_importance.svg", heading: "Mean importance by module type",
             altText: "Mean importance of attention, MLP and block over training",
             caption: "Lower means more redundant. Attention below MLP throughout is the first criterion of the "
-                + "verdict.",
+                + "verdict." + bandNote(analysis),
             svg: LineChart(title: "Mean importance by module type", steps: steps, panels: [meanPanel]).render()))
 
         if !single {
@@ -138,6 +144,14 @@ enum ReportFigures {
                                panels: panels).render()))
         }
         return figures
+    }
+
+    /// The caption's word on the shaded bands, when there are any.
+    static func bandNote(_ analysis: SeriesAnalysis) -> String {
+        analysis.uncertainty.map { uncertainty in
+            " Shaded bands are \(NumberFormatting.fixed(uncertainty.settings.confidence * 100, 0))% bootstrap "
+                + "intervals (calibration sequences resampled)."
+        } ?? ""
     }
 
     /// The drop-k whose unstable members the heatmaps mark: the verdict's k

@@ -73,6 +73,10 @@ import ScoreStore
         let heatmap = try #require(writer.figures().first { $0.fileName == "importance_attention.svg" })
         #expect(heatmap.svg.contains("unstable drop-3"))
         #expect(heatmap.caption.contains("white dot"))
+        for name in ["mean_importance.svg", "rank_correlation_final.svg"] {
+            let chart = try #require(writer.figures().first { $0.fileName == name })
+            #expect(chart.svg.contains("<polygon") && chart.caption.contains("Shaded bands"), "\(name)")
+        }
         let spread = analysis.uncertainty!.attention
         #expect((0..<6).allSatisfy { spread.isStable([4, 5], checkpoint: $0, k: 2) })
         #expect((0..<6).allSatisfy { spread.isUnstable(checkpoint: $0, layer: 2, k: 3) })

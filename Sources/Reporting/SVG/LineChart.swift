@@ -1,3 +1,4 @@
+import Analysis
 import Foundation
 
 /// One line of a chart: a value per checkpoint (NaN leaves a gap).
@@ -8,6 +9,9 @@ struct LineSeries {
     var width = 2.0
     var markerRadius = 3.0
     var values: [Double]
+    /// An interval per checkpoint drawn as a translucent band behind the
+    /// line (undefined intervals leave a gap); empty for none.
+    var band: [ConfidenceInterval] = []
 }
 
 /// One panel: its own y axis, sharing the chart's x axis (training steps).
@@ -57,7 +61,8 @@ struct LineChart {
         let bottom = top + height, right = left + width
         // A little inset so points at the ends are not cut by the frame.
         let inset = 8.0
-        let (lo, hi) = panel.yDomain ?? Self.fittedDomain(panel.series.flatMap(\.values))
+        let (lo, hi) = panel.yDomain
+            ?? Self.fittedDomain(panel.series.flatMap { $0.values + $0.band.flatMap { [$0.low, $0.high] } })
         let yScale = LinearScale(domain: (lo, hi), range: (bottom - inset, top + inset))
 
         // Grid and y ticks.
@@ -92,6 +97,10 @@ struct LineChart {
                          rotate: -90))
 
         for series in panel.series {
+            let x = { (index: Int) in axis.position(step: steps[index], index: index, from: left + inset, to: right - inset) }
+            addBand(series, into: &svg, x: x, y: { yScale.position(min(hi, max(lo, $0))) })
+        }
+        for series in panel.series {
             let points: [(Double, Double)?] = series.values.enumerated().map { index, value in
                 guard value.isFinite, index < steps.count else { return nil }
                 return (axis.position(step: steps[index], index: index, from: left + inset, to: right - inset),
@@ -106,6 +115,29 @@ struct LineChart {
                             + #"r="\#(SVG.number(series.markerRadius))" fill="\#(series.colour)"/>"#)
                 }
             }
+        }
+    }
+
+    /// One polygon per run of defined intervals: along the upper ends, back
+    /// along the lower ones.
+    private func addBand(_ series: LineSeries, into svg: inout SVGDocument, x: (Int) -> Double,
+                         y: (Double) -> Double) {
+        let defined = series.band.indices.map { index in
+            index < steps.count && series.band[index].low.isFinite && series.band[index].high.isFinite
+        }
+        var start = 0
+        while start < defined.count {
+            guard defined[start] else {
+                start += 1
+                continue
+            }
+            var end = start
+            while end + 1 < defined.count && defined[end + 1] { end += 1 }
+            let upper = (start...end).map { "\(SVG.number(x($0))),\(SVG.number(y(series.band[$0].high)))" }
+            let lower = (start...end).reversed().map { "\(SVG.number(x($0))),\(SVG.number(y(series.band[$0].low)))" }
+            svg.add(#"<polygon points="\#((upper + lower).joined(separator: " "))" fill="\#(series.colour)" "#
+                    + #"fill-opacity="0.18" stroke="none"/>"#)
+            start = end + 1
         }
     }
 
