@@ -60,6 +60,32 @@ def check(path):
             or fingerprints.shape != (count,)
         ):
             problems.append(f"/checkpoints/fingerprint is not {count} strings")
+        # Optional: files written before per-sequence sums existed lack them.
+        tokens = f.get("per_sequence/tokens")
+        if tokens is not None:
+            if not isinstance(tokens, h5py.Dataset) or tokens.dtype != np.dtype("int64") or tokens.ndim != 2 \
+                    or tokens.shape[0] != count or tokens.shape[1] < 1:
+                problems.append(f"/per_sequence/tokens is not int64 ({count}, sequences)")
+            else:
+                sequences = tokens.shape[1]
+                sums = {
+                    f"per_sequence/{metric}/{module}": (count, sequences, layers)
+                    for metric in ("cosine_sum", "angular_distance_sum", "last_token_cosine")
+                    for module in ("attention", "mlp", "block")
+                }
+                sums.update({
+                    f"similarity/block_gap_sums/{metric}": (count, layers, layers)
+                    for metric in ("cosine_sum", "angular_distance_sum", "last_token_angular_distance_sum")
+                })
+                for name, shape in sums.items():
+                    ds = f.get(name)
+                    if not isinstance(ds, h5py.Dataset):
+                        problems.append(f"/{name} missing")
+                    elif ds.dtype != np.dtype("float64") or ds.shape != shape:
+                        problems.append(f"/{name} is {ds.dtype} {ds.shape}, expected float64 {shape}")
+        if problems:
+            return problems, None
+        problems += check_bootstrap(f, count, layers)
         if problems:
             return problems, None
 
@@ -72,7 +98,52 @@ def check(path):
         block = f["scores/block"][:]
         for i in range(count):
             summary.append(f"  {names[i]!r:30} step {steps[i]:>8}  block importance mean {np.nanmean(block[i]):.4g}")
+        analysis = f.get("analysis")
+        if isinstance(analysis, h5py.Group) and "bootstrap_replicates" in analysis.attrs:
+            summary.append(
+                f"  bootstrap: {int(analysis.attrs['bootstrap_replicates'])} replicates of "
+                f"{int(analysis.attrs['bootstrap_sequences'])} sequences, seed {int(analysis.attrs['bootstrap_seed'])}, "
+                f"{float(analysis.attrs['bootstrap_confidence']):.0%} intervals")
         return problems, summary
+
+
+def check_bootstrap(f, count, layers):
+    """The optional bootstrap part of /analysis (present with per-sequence sums)."""
+    analysis = f.get("analysis")
+    if not isinstance(analysis, h5py.Group) or "bootstrap_replicates" not in analysis.attrs:
+        return []
+    problems = []
+    for name in ["bootstrap_replicates", "bootstrap_seed", "bootstrap_sequences"]:
+        if not isinstance(analysis.attrs.get(name), np.integer):
+            problems.append(f"/analysis attribute {name} missing or not an integer")
+    confidence = analysis.attrs.get("bootstrap_confidence")
+    if not isinstance(confidence, np.floating) or not 0 < confidence < 1:
+        problems.append("/analysis attribute bootstrap_confidence missing or not in (0, 1)")
+    ks = [int(k) for k in analysis.attrs.get("drop_k", [])]
+    for module in ["attention", "mlp", "block"]:
+        expected = {"importance_ci_low": ("float32", (count, layers)),
+                    "importance_ci_high": ("float32", (count, layers))}
+        expected.update({f"drop_k{k}_probability": ("float32", (count, layers)) for k in ks})
+        for statistic in ["mean_importance", "spearman_final", "kendall_final"]:
+            for end in ["low", "high"]:
+                expected[f"{statistic}_ci_{end}"] = ("float64", (count,))
+        for name, (dtype, shape) in expected.items():
+            ds = f.get(f"analysis/{module}/{name}")
+            if not isinstance(ds, h5py.Dataset):
+                problems.append(f"/analysis/{module}/{name} missing")
+            elif ds.dtype != np.dtype(dtype) or ds.shape != shape:
+                problems.append(f"/analysis/{module}/{name} is {ds.dtype} {ds.shape}, expected {dtype} {shape}")
+        if problems:
+            continue
+        low = f[f"analysis/{module}/importance_ci_low"][:]
+        high = f[f"analysis/{module}/importance_ci_high"][:]
+        if np.any(low > high):
+            problems.append(f"/analysis/{module}/importance_ci_low exceeds importance_ci_high")
+        for k in ks:
+            probability = f[f"analysis/{module}/drop_k{k}_probability"][:]
+            if np.any(~((probability >= 0) & (probability <= 1))):
+                problems.append(f"/analysis/{module}/drop_k{k}_probability holds values outside [0, 1]")
+    return problems
 
 
 def main():

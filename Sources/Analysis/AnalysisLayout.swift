@@ -13,7 +13,15 @@
 ///       @verdict_rule           string     the rule, in words
 ///       @verdict_criteria       string     JSON list of {id, description, value (null if
 ///                                          unmeasurable), comparison (">=" | "<="), threshold,
-///                                          passed, detail}
+///                                          passed, status ("pass" | "fail" | "inconclusive" |
+///                                          "n/a"), detail, and with the bootstrap
+///                                          interval_low, interval_high (null if undefined)}
+///       @bootstrap_replicates   int64      B; this and the three below, and every *_ci_* and
+///                                          *_probability dataset, only when the scores carry
+///                                          per-sequence sums
+///       @bootstrap_seed         int64      seed of SplitMix64 (see BootstrapSettings)
+///       @bootstrap_confidence   float64    level of the percentile intervals, e.g. 0.95
+///       @bootstrap_sequences    int64      S, the calibration sequences resampled
 ///     /analysis/<module>                group
 ///       rankings                int32 [C, L]  layers by ascending importance (ties: lower index)
 ///       drop_k<k>               int32 [C, k]  the k least important layers, ascending by index
@@ -23,6 +31,12 @@
 ///       kendall_previous        float64 [C]
 ///       jaccard_final_k<k>      float64 [C]   Jaccard(drop-k set, final's drop-k set)
 ///       mean_importance         float64 [C]   mean importance over layers
+///       importance_ci_low       float32 [C, L] bootstrap interval of /scores/<module>
+///       importance_ci_high      float32 [C, L]
+///       drop_k<k>_probability   float32 [C, L] share of replicates with the layer in the drop-k set
+///       mean_importance_ci_low, mean_importance_ci_high     float64 [C]
+///       spearman_final_ci_low, spearman_final_ci_high       float64 [C]
+///       kendall_final_ci_low, kendall_final_ci_high         float64 [C]
 ///       @stabilisation_step_k<k>   int64   step of the first checkpoint after which the
 ///                                          drop-k set no longer changes (-1 if unknown)
 ///       @stabilisation_index_k<k>  int64   its row index
@@ -39,6 +53,13 @@ public enum AnalysisLayout {
     public static let kendallPrevious = "kendall_previous"
     public static func jaccardFinal(k: Int) -> String { "jaccard_final_k\(k)" }
     public static let meanImportance = "mean_importance"
+    public static let importanceLow = "importance_ci_low"
+    public static let importanceHigh = "importance_ci_high"
+    public static func dropProbability(k: Int) -> String { "drop_k\(k)_probability" }
+    /// The interval ends of a per-checkpoint statistic: `<name>_ci_low`, `<name>_ci_high`.
+    public static func intervalEnds(_ name: String) -> (low: String, high: String) {
+        ("\(name)_ci_low", "\(name)_ci_high")
+    }
 
     public enum Attribute {
         public static let dropK = "drop_k"
@@ -47,6 +68,10 @@ public enum AnalysisLayout {
         public static let verdictReason = "verdict_reason"
         public static let verdictRule = "verdict_rule"
         public static let verdictCriteria = "verdict_criteria"
+        public static let bootstrapReplicates = "bootstrap_replicates"
+        public static let bootstrapSeed = "bootstrap_seed"
+        public static let bootstrapConfidence = "bootstrap_confidence"
+        public static let bootstrapSequences = "bootstrap_sequences"
         public static func stabilisationStep(k: Int) -> String { "stabilisation_step_k\(k)" }
         public static func stabilisationIndex(k: Int) -> String { "stabilisation_index_k\(k)" }
     }

@@ -49,6 +49,9 @@ extension SeriesAnalysis {
                 try group.setAttribute(Names.stabilisationIndex(k: k), Int64(settled.index))
             }
         }
+        if let uncertainty {
+            try uncertainty.write(into: file, checkpoints: count, layers: layers, dropK: dropK)
+        }
     }
 
     /// Whether `file` holds an `/analysis` group.
@@ -99,7 +102,8 @@ extension SeriesAnalysis {
         let reader = StoredModuleReader(file: file, count: count, layers: layers, steps: steps, dropK: dropK)
         return SeriesAnalysis(
             steps: steps, layers: layers, dropK: dropK, attention: try reader.read(.attention),
-            mlp: try reader.read(.mlp), block: try reader.read(.block), verdict: verdict)
+            mlp: try reader.read(.mlp), block: try reader.read(.block), verdict: verdict,
+            uncertainty: try SeriesUncertainty.read(with: reader))
     }
 
     static func criteriaJSON(_ criteria: [VerdictCriterion]) throws -> String {
@@ -110,7 +114,7 @@ extension SeriesAnalysis {
 }
 
 /// Reads one `/analysis/<module>` group, checking every shape.
-private struct StoredModuleReader {
+struct StoredModuleReader {
     let file: HDF5File
     let count: Int
     let layers: Int
@@ -153,7 +157,7 @@ private struct StoredModuleReader {
             meanImportance: try floats(AnalysisLayout.meanImportance))
     }
 
-    private func dataset(_ path: String, shape: [Int]) throws -> HDF5Dataset {
+    func dataset(_ path: String, shape: [Int]) throws -> HDF5Dataset {
         guard try file.kind(of: path) == .dataset else {
             throw DroptraceError("missing dataset /\(path) (analysis written by another version?)", path: file.filePath)
         }

@@ -34,8 +34,16 @@ public enum DropSets {
     /// series; 0 for a single checkpoint.
     public static func stabilisationIndex(_ sets: [[Int]]) -> Int? {
         guard let last = sets.last else { return nil }
-        var index = sets.count - 1
-        while index > 0 && Set(sets[index - 1]) == Set(last) { index -= 1 }
+        return stabilisationIndex(matchingFinal: sets.map { Set($0) == Set(last) })
+    }
+
+    /// The same from whether each checkpoint's set equals the final one
+    /// ([C], the last entry true): what a bootstrap replicate records
+    /// instead of the sets. nil for an empty series.
+    public static func stabilisationIndex(matchingFinal: [Bool]) -> Int? {
+        guard !matchingFinal.isEmpty else { return nil }
+        var index = matchingFinal.count - 1
+        while index > 0 && matchingFinal[index - 1] { index -= 1 }
         return index
     }
 }

@@ -1,3 +1,4 @@
+import DroptraceSupport
 import ScoreStore
 
 /// The three module types LLM-Drop scores: an attention layer, an MLP layer,
@@ -14,6 +15,15 @@ public enum ModuleKind: String, CaseIterable, Sendable, Codable {
         case .attention: "Attention"
         case .mlp: "MLP"
         case .block: "Block"
+        }
+    }
+
+    /// This module's per-sequence sums.
+    public func sums(in sums: SequenceSums) -> ModuleSequenceSums {
+        switch self {
+        case .attention: sums.attention
+        case .mlp: sums.mlp
+        case .block: sums.block
         }
     }
 

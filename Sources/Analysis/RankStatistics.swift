@@ -22,7 +22,12 @@ public enum RankStatistics {
     /// (the "fractional" ranking Spearman's ρ needs to stay exact with ties).
     /// NaN values get NaN ranks.
     public static func averageRanks(_ values: [Double]) -> [Double] {
-        let order = ranking(values)
+        averageRanks(values, order: ranking(values))
+    }
+
+    /// The same with `order` = `ranking(values)` already at hand (the
+    /// bootstrap needs both for every replicate).
+    static func averageRanks(_ values: [Double], order: [Int]) -> [Double] {
         var ranks = [Double](repeating: .nan, count: values.count)
         var start = 0
         while start < order.count {
@@ -56,24 +61,28 @@ public enum RankStatistics {
     public static func kendallTauB(_ x: [Double], _ y: [Double]) -> Double {
         guard isComparable(x, y) else { return .nan }
         let n = x.count
-        var concordant = 0, discordant = 0, tiedX = 0, tiedY = 0
-        for i in 0..<n {
-            for j in (i + 1)..<n {
-                let dx = x[i] - x[j], dy = y[i] - y[j]
-                if dx == 0 || dy == 0 {
-                    if dx == 0 { tiedX += 1 }
-                    if dy == 0 { tiedY += 1 }
-                } else if (dx > 0) == (dy > 0) {
-                    concordant += 1
-                } else {
-                    discordant += 1
+        // Branch-free: sign(dx)·sign(dy) is +1 for a concordant pair, −1 for
+        // a discordant one and 0 for a tie; the bootstrap calls this for
+        // every replicate, so the loop should vectorise.
+        var score = 0, tiedX = 0, tiedY = 0
+        x.withUnsafeBufferPointer { x in
+            y.withUnsafeBufferPointer { y in
+                for i in 0..<n {
+                    let xi = x[i], yi = y[i]
+                    for j in (i + 1)..<n {
+                        let dx = xi - x[j], dy = yi - y[j]
+                        let signX = (dx > 0 ? 1 : 0) - (dx < 0 ? 1 : 0), signY = (dy > 0 ? 1 : 0) - (dy < 0 ? 1 : 0)
+                        score += signX * signY
+                        tiedX += dx == 0 ? 1 : 0
+                        tiedY += dy == 0 ? 1 : 0
+                    }
                 }
             }
         }
         let pairs = n * (n - 1) / 2
         let denominator = (Double(pairs - tiedX) * Double(pairs - tiedY)).squareRoot()
         guard denominator > 0 else { return .nan }
-        return Double(concordant - discordant) / denominator
+        return Double(score) / denominator
     }
 
     /// Pearson correlation; NaN when either side has zero variance.

@@ -18,10 +18,13 @@ public struct SeriesAnalysis: Sendable, Equatable {
     public var mlp: ModuleSeries
     public var block: ModuleSeries
     public var verdict: Verdict
+    /// Bootstrap intervals and drop-k stability; nil when the rows carry no
+    /// per-sequence sums (stores written before they were recorded).
+    public var uncertainty: SeriesUncertainty?
 
     public init(
         steps: [Int64], layers: Int, dropK: [Int], attention: ModuleSeries, mlp: ModuleSeries, block: ModuleSeries,
-        verdict: Verdict
+        verdict: Verdict, uncertainty: SeriesUncertainty? = nil
     ) {
         self.steps = steps
         self.layers = layers
@@ -30,12 +33,18 @@ public struct SeriesAnalysis: Sendable, Equatable {
         self.mlp = mlp
         self.block = block
         self.verdict = verdict
+        self.uncertainty = uncertainty
     }
 
     /// Analyses `rows` (ordered by step, as a score file keeps them).
     /// `dropK` defaults to `defaultDropK(layers:)`; values are deduplicated
-    /// and sorted, and each must be in 1...L.
-    public init(rows: [CheckpointRow], dropK: [Int]? = nil) throws {
+    /// and sorted, and each must be in 1...L. When every row carries its
+    /// per-sequence sums, the analysis also gets bootstrap intervals
+    /// (`ImportanceBootstrap`, drawn as `bootstrap` says) and the verdict
+    /// weighs them; rows stored without sums give the point analysis alone.
+    /// - Throws: `DroptraceError` for rows of different layer counts, a bad
+    ///   k, or sums that do not fit the rows.
+    public init(rows: [CheckpointRow], dropK: [Int]? = nil, bootstrap: BootstrapSettings = .standard) throws {
         guard let first = rows.first else {
             throw DroptraceError("cannot analyse a run without checkpoints")
         }
@@ -62,11 +71,19 @@ public struct SeriesAnalysis: Sendable, Equatable {
             return ModuleSeries(module: module, importance: importance, steps: steps, dropK: ks)
         }
         let attention = series(.attention), mlp = series(.mlp)
+        // One sequence has no spread to resample: the point analysis alone.
+        let sums = rows.compactMap(\.sums)
+        let bootstrapped = sums.count == rows.count && sums.allSatisfy({ $0.sequenceCount >= 2 })
+            ? try ImportanceBootstrap.run(sums: sums, layers: layers, steps: steps, dropK: ks, settings: bootstrap,
+                                          names: rows.map(\.name))
+            : nil
         self.init(
             steps: steps, layers: layers, dropK: ks, attention: attention, mlp: mlp, block: series(.block),
             verdict: Verdict.evaluate(
                 attentionMean: attention.meanImportance, mlpMean: mlp.meanImportance,
-                attentionRankings: attention.rankings, steps: steps))
+                attentionRankings: attention.rankings, steps: steps, intervals: bootstrapped?.criterionIntervals,
+                confidence: bootstrap.confidence),
+            uncertainty: bootstrapped?.uncertainty)
     }
 
     /// The default k values: 25% and 50% of L (see `DropSets.defaultDropK`).

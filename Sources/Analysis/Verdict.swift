@@ -24,6 +24,11 @@ import Foundation
 /// "inherent" when all three pass, "not inherent" when any fails, and
 /// "inconclusive" with fewer than 3 checkpoints (no trend to speak of) or
 /// when a criterion cannot be measured (undefined scores).
+///
+/// With bootstrap intervals (`ImportanceBootstrap`), a criterion passes or
+/// fails only when its value and its whole interval lie on one side of the
+/// threshold; one whose interval straddles the threshold is within noise,
+/// and the verdict is then "inconclusive" unless another criterion fails.
 public struct Verdict: Sendable, Equatable {
     public enum Outcome: String, Sendable, CaseIterable {
         case inherent
@@ -62,71 +67,132 @@ public struct Verdict: Sendable, Equatable {
         ((stabilisation step − first step) / (last step − first step) ≤ 0.5, or checkpoint index / (C − 1) \
         when steps are unknown). k is the larger default drop-k, round(L/2). \
         Not inherent when any criterion fails; inconclusive with fewer than 3 checkpoints \
-        or when a criterion cannot be measured.
+        or when a criterion cannot be measured. With per-sequence statistics stored, each criterion \
+        carries a 95% bootstrap interval (calibration sequences resampled) and passes or fails only when \
+        its value and whole interval are on the same side of the threshold; otherwise it is within noise, \
+        and the verdict is inconclusive unless another criterion fails.
         """
 
-    /// Applies the rule.
+    /// Criterion identifiers, as stored in the criteria JSON.
+    public enum CriterionID {
+        public static let attentionBelowMLP = "attention_below_mlp"
+        public static let dropSetAgreement = "drop_set_agreement"
+        public static let earlyStabilisation = "early_stabilisation"
+    }
+
+    /// What the three criteria measure, from the per-checkpoint inputs. One
+    /// function for the point verdict and for every bootstrap replicate, so
+    /// the intervals are intervals of exactly the verdict's numbers.
+    public struct Measurements: Sendable {
+        /// Checkpoints where attention's mean is below MLP's, of `comparable`
+        /// (both means defined).
+        public var below: Int
+        public var comparable: Int
+        /// Criterion 1: below / comparable (NaN when none is comparable).
+        public var belowFraction: Double
+        /// Criterion 2: the median Jaccard over all checkpoints but the final.
+        public var medianJaccard: Double
+        public var earlierCount: Int
+        /// Where the attention drop-k set stops changing.
+        public var stabilisationIndex: Int
+        /// Criterion 3: share of the run elapsed at `stabilisationIndex`.
+        public var stabilisationFraction: Double
+        public var usesSteps: Bool
+
+        /// The three criterion values, in the order of `Verdict.criteria`.
+        public var values: [Double] { [belowFraction, medianJaccard, stabilisationFraction] }
+    }
+
     /// - Parameters:
     ///   - attentionMean, mlpMean: [C] mean importance per checkpoint.
-    ///   - attentionRankings: [C][L] attention rankings (most redundant first).
+    ///   - jaccardWithFinal: [C] Jaccard overlap of each checkpoint's
+    ///     attention drop-k set with the final checkpoint's (1 = the same set).
     ///   - steps: [C] training steps, -1 when unknown.
-    public static func evaluate(
-        attentionMean: [Double], mlpMean: [Double], attentionRankings: [[Int]], steps: [Int64]
-    ) -> Verdict {
+    public static func measure(attentionMean: [Double], mlpMean: [Double], jaccardWithFinal: [Double],
+                               steps: [Int64]) -> Measurements {
         let count = steps.count
-        let layers = attentionRankings.first?.count ?? 0
-        let k = DropSets.defaultDropK(layers: layers).last ?? 1
-        let sets = attentionRankings.map { DropSets.dropSet(ranking: $0, k: k) }
-
-        // 1. Attention below MLP. A checkpoint with an undefined mean (a NaN
-        // score) says nothing either way, so it is left out rather than
-        // counted as a failure.
-        let comparable = zip(attentionMean, mlpMean).filter { !$0.isNaN && !$1.isNaN }
-        let below = comparable.filter { $0 < $1 }.count
-        let belowFraction = comparable.isEmpty ? Double.nan : Double(below) / Double(comparable.count)
-        let leftOut = count - comparable.count
-        let criterion1 = VerdictCriterion(
-            id: "attention_below_mlp",
-            description: "Fraction of checkpoints where attention's mean importance is below MLP's",
-            value: belowFraction, comparison: .atLeast, threshold: attentionBelowMLPFraction,
-            detail: "attention below MLP at \(below) of \(comparable.count) "
-                + "checkpoint\(comparable.count == 1 ? "" : "s")"
-                + (leftOut > 0 ? " (\(leftOut) with undefined scores left out)" : ""))
-
+        // 1. A checkpoint with an undefined mean (a NaN score) says nothing
+        // either way, so it is left out rather than counted as a failure.
+        var below = 0, comparable = 0
+        for (attention, mlp) in zip(attentionMean, mlpMean) where !attention.isNaN && !mlp.isNaN {
+            comparable += 1
+            if attention < mlp { below += 1 }
+        }
         // 2. Agreement with the final drop set.
-        let earlier = sets.dropLast().map { DropSets.jaccard($0, sets[count - 1]) }
-        let medianJaccard = median(earlier)
-        let criterion2 = VerdictCriterion(
-            id: "drop_set_agreement",
-            description: "Median Jaccard overlap of the attention drop-\(k) set with the final checkpoint's "
-                + "(all checkpoints but the final)",
-            value: medianJaccard, comparison: .atLeast, threshold: medianJaccardThreshold,
-            detail: earlier.isEmpty ? "no earlier checkpoint to compare"
-                : "median over \(earlier.count) checkpoint\(earlier.count == 1 ? "" : "s")")
-
-        // 3. Early stabilisation.
-        let index = DropSets.stabilisationIndex(sets) ?? 0
+        let earlier = Array(jaccardWithFinal.dropLast())
+        // 3. Early stabilisation; sets of equal size are equal exactly when their Jaccard is 1.
+        let index = DropSets.stabilisationIndex(matchingFinal: jaccardWithFinal.map { $0 == 1 }) ?? 0
         let usesSteps = stepsAreUsable(steps)
         let fraction: Double
-        if count < 2 {
+        if count < 2 || index >= count {
             fraction = .nan
         } else if usesSteps {
             fraction = Double(steps[index] - steps[0]) / Double(steps[count - 1] - steps[0])
         } else {
             fraction = Double(index) / Double(count - 1)
         }
-        let location = usesSteps ? "step \(steps[index]) (checkpoint \(index) of \(count))"
+        return Measurements(
+            below: below, comparable: comparable,
+            belowFraction: comparable == 0 ? .nan : Double(below) / Double(comparable),
+            medianJaccard: median(earlier), earlierCount: earlier.count, stabilisationIndex: index,
+            stabilisationFraction: fraction, usesSteps: usesSteps)
+    }
+
+    /// Applies the rule.
+    /// - Parameters:
+    ///   - attentionMean, mlpMean: [C] mean importance per checkpoint.
+    ///   - attentionRankings: [C][L] attention rankings (most redundant first).
+    ///   - steps: [C] training steps, -1 when unknown.
+    ///   - intervals: bootstrap intervals of the criterion values by
+    ///     criterion id (`ImportanceBootstrap`); nil without per-sequence
+    ///     statistics, and the verdict then rests on the point values alone.
+    ///   - confidence: the intervals' level, for the reason sentence.
+    public static func evaluate(
+        attentionMean: [Double], mlpMean: [Double], attentionRankings: [[Int]], steps: [Int64],
+        intervals: [String: ConfidenceInterval]? = nil, confidence: Double = BootstrapSettings.defaultConfidence
+    ) -> Verdict {
+        let count = steps.count
+        let k = verdictK(layers: attentionRankings.first?.count ?? 0)
+        let sets = attentionRankings.map { DropSets.dropSet(ranking: $0, k: k) }
+        let jaccard = sets.map { DropSets.jaccard($0, sets[count - 1]) }
+        let measured = measure(attentionMean: attentionMean, mlpMean: mlpMean, jaccardWithFinal: jaccard,
+                               steps: steps)
+
+        let leftOut = count - measured.comparable
+        let criterion1 = VerdictCriterion(
+            id: CriterionID.attentionBelowMLP,
+            description: "Fraction of checkpoints where attention's mean importance is below MLP's",
+            value: measured.belowFraction, comparison: .atLeast, threshold: attentionBelowMLPFraction,
+            detail: "attention below MLP at \(measured.below) of \(measured.comparable) "
+                + "checkpoint\(measured.comparable == 1 ? "" : "s")"
+                + (leftOut > 0 ? " (\(leftOut) with undefined scores left out)" : ""),
+            interval: intervals?[CriterionID.attentionBelowMLP])
+
+        let criterion2 = VerdictCriterion(
+            id: CriterionID.dropSetAgreement,
+            description: "Median Jaccard overlap of the attention drop-\(k) set with the final checkpoint's "
+                + "(all checkpoints but the final)",
+            value: measured.medianJaccard, comparison: .atLeast, threshold: medianJaccardThreshold,
+            detail: measured.earlierCount == 0 ? "no earlier checkpoint to compare"
+                : "median over \(measured.earlierCount) checkpoint\(measured.earlierCount == 1 ? "" : "s")",
+            interval: intervals?[CriterionID.dropSetAgreement])
+
+        let index = measured.stabilisationIndex
+        let location = measured.usesSteps ? "step \(steps[index]) (checkpoint \(index) of \(count))"
             : "checkpoint \(index) of \(count)"
         let criterion3 = VerdictCriterion(
-            id: "early_stabilisation",
-            description: "Fraction of the run (\(usesSteps ? "in steps" : "in checkpoints")) elapsed when the "
-                + "attention drop-\(k) set stops changing",
-            value: fraction, comparison: .atMost, threshold: stabilisationFraction,
-            detail: "settles at \(location)")
+            id: CriterionID.earlyStabilisation,
+            description: "Fraction of the run (\(measured.usesSteps ? "in steps" : "in checkpoints")) elapsed when "
+                + "the attention drop-\(k) set stops changing",
+            value: measured.stabilisationFraction, comparison: .atMost, threshold: stabilisationFraction,
+            detail: "settles at \(location)", interval: intervals?[CriterionID.earlyStabilisation])
 
         let criteria = [criterion1, criterion2, criterion3]
         let outcome: Outcome
         let reason: String
+        let failed = criteria.filter { $0.status == .fail }.map(\.id)
+        let straddling = criteria.filter { $0.status == .inconclusive }
+        let percent = "\(Int((confidence * 100).rounded()))%"
         if count < minimumCheckpoints {
             outcome = .inconclusive
             reason = "Only \(count) checkpoint\(count == 1 ? "" : "s"); the rule needs at least "
@@ -134,16 +200,33 @@ public struct Verdict: Sendable, Equatable {
         } else if let unmeasured = criteria.first(where: { $0.value.isNaN }) {
             outcome = .inconclusive
             reason = "Criterion \(unmeasured.id) cannot be measured (undefined importance scores)."
-        } else if criteria.allSatisfy(\.passed) {
-            outcome = .inherent
-            reason = "All three criteria pass."
-        } else {
+        } else if !failed.isEmpty {
             outcome = .notInherent
-            let failed = criteria.filter { !$0.passed }.map(\.id)
             reason = "Failed: \(failed.joined(separator: ", "))."
+                + (straddling.isEmpty ? "" : " Within noise: \(straddling.map(\.id).joined(separator: ", ")).")
+        } else if !straddling.isEmpty {
+            outcome = .inconclusive
+            reason = straddling.map { criterion in
+                "Criterion \(criterion.id) is within noise: measured \(format(criterion.value)), but its "
+                    + "\(percent) bootstrap interval \(format(criterion.interval!.low))–"
+                    + "\(format(criterion.interval!.high)) straddles the threshold "
+                    + "\(criterion.comparison.symbol) \(format(criterion.threshold))."
+            }.joined(separator: " ")
+        } else {
+            outcome = .inherent
+            reason = criteria.contains { $0.interval?.isDefined == true }
+                ? "All three criteria pass, with their whole \(percent) bootstrap intervals on the passing side."
+                : "All three criteria pass."
         }
         return Verdict(outcome: outcome, k: k, criteria: criteria, reason: reason)
     }
+
+    /// The drop-k the verdict uses: the larger default, round(L/2).
+    public static func verdictK(layers: Int) -> Int {
+        DropSets.defaultDropK(layers: layers).last ?? 1
+    }
+
+    private static func format(_ value: Double) -> String { String(format: "%.3f", value) }
 
     /// Steps are usable as a time axis when all are known and strictly increasing.
     public static func stepsAreUsable(_ steps: [Int64]) -> Bool {
@@ -176,22 +259,48 @@ public struct VerdictCriterion: Sendable, Equatable, Codable {
     public var threshold: Double
     /// Human-readable numbers behind `value`.
     public var detail: String
+    /// The bootstrap interval of `value` (nil when the store holds no
+    /// per-sequence statistics; undefined ends when a resample left the
+    /// value undefined).
+    public var interval: ConfidenceInterval?
 
     public init(id: String, description: String, value: Double, comparison: Comparison, threshold: Double,
-                detail: String) {
+                detail: String, interval: ConfidenceInterval? = nil) {
         self.id = id
         self.description = description
         self.value = value
         self.comparison = comparison
         self.threshold = threshold
         self.detail = detail
+        self.interval = interval
     }
 
     /// Whether `value` meets the threshold; false when it is NaN.
-    public var passed: Bool {
+    public var passed: Bool { meets(value) }
+
+    /// pass / fail / inconclusive / n/a, as the report shows it.
+    public enum Status: String, Sendable, Codable {
+        case pass, fail, inconclusive
+        case unmeasured = "n/a"
+    }
+
+    /// `pass` or `fail` when the measured value and its whole interval lie on
+    /// the same side of the threshold; `inconclusive` when the interval
+    /// straddles it (or lies on the other side from the value); `n/a` when
+    /// the value is undefined. Without a defined interval, the value alone.
+    public var status: Status {
+        if value.isNaN { return .unmeasured }
+        guard let interval, interval.isDefined else { return passed ? .pass : .fail }
+        let sides = [meets(value), meets(interval.low), meets(interval.high)]
+        if sides.allSatisfy({ $0 }) { return .pass }
+        if sides.allSatisfy({ !$0 }) { return .fail }
+        return .inconclusive
+    }
+
+    private func meets(_ x: Double) -> Bool {
         switch comparison {
-        case .atLeast: value >= threshold
-        case .atMost: value <= threshold
+        case .atLeast: x >= threshold
+        case .atMost: x <= threshold
         }
     }
 
@@ -199,12 +308,16 @@ public struct VerdictCriterion: Sendable, Equatable, Codable {
         lhs.id == rhs.id && lhs.description == rhs.description
             && (lhs.value == rhs.value || (lhs.value.isNaN && rhs.value.isNaN))
             && lhs.comparison == rhs.comparison && lhs.threshold == rhs.threshold && lhs.detail == rhs.detail
+            && lhs.interval == rhs.interval
     }
 
     // JSON has no NaN: an unmeasurable value is written as null (h5py users
-    // get None from json.loads), and `passed` is written for convenience.
+    // get None from json.loads), and `passed` and `status` are written for
+    // convenience. The interval's keys are present only when there is one.
     private enum CodingKeys: String, CodingKey {
-        case id, description, value, comparison, threshold, passed, detail
+        case id, description, value, comparison, threshold, passed, status, detail
+        case intervalLow = "interval_low"
+        case intervalHigh = "interval_high"
     }
 
     public init(from decoder: Decoder) throws {
@@ -215,6 +328,11 @@ public struct VerdictCriterion: Sendable, Equatable, Codable {
         comparison = try container.decode(Comparison.self, forKey: .comparison)
         threshold = try container.decode(Double.self, forKey: .threshold)
         detail = try container.decode(String.self, forKey: .detail)
+        if container.contains(.intervalLow) || container.contains(.intervalHigh) {
+            interval = ConfidenceInterval(
+                low: try container.decodeIfPresent(Double.self, forKey: .intervalLow) ?? .nan,
+                high: try container.decodeIfPresent(Double.self, forKey: .intervalHigh) ?? .nan)
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -225,6 +343,12 @@ public struct VerdictCriterion: Sendable, Equatable, Codable {
         try container.encode(comparison, forKey: .comparison)
         try container.encode(threshold, forKey: .threshold)
         try container.encode(passed, forKey: .passed)
+        try container.encode(status, forKey: .status)
         try container.encode(detail, forKey: .detail)
+        if let interval {
+            for (end, key) in [(interval.low, CodingKeys.intervalLow), (interval.high, .intervalHigh)] {
+                if end.isNaN { try container.encodeNil(forKey: key) } else { try container.encode(end, forKey: key) }
+            }
+        }
     }
 }

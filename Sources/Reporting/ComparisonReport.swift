@@ -136,7 +136,7 @@ enum ComparisonFigures {
             series: ModuleKind.allCases.map { module in
                 let spreads = comparison.meanImportance[module] ?? []
                 var line = module.line(spreads.map(\.mean))
-                line.band = (spreads.map(\.min), spreads.map(\.max))
+                line.band = spreads.map { ConfidenceInterval(low: $0.min, high: $0.max) }
                 return line
             })
         // Each run's own line, broken where the run lacks the checkpoint.

@@ -1,3 +1,4 @@
+import Analysis
 import Foundation
 
 /// How numbers appear in the report. Undefined values (NaN: no previous
@@ -34,6 +35,11 @@ enum NumberFormatting {
     /// A layer list: "1, 3, 4".
     static func layers(_ layers: [Int]) -> String {
         layers.isEmpty ? undefined : layers.map(String.init).joined(separator: ", ")
+    }
+
+    /// An interval as "[low, high]" with `decimals` decimals, "—" when undefined.
+    static func interval(_ interval: ConfidenceInterval, _ decimals: Int) -> String {
+        interval.isDefined ? "[\(fixed(interval.low, decimals)), \(fixed(interval.high, decimals))]" : undefined
     }
 
     static func percent(_ fraction: Double) -> String {

@@ -68,15 +68,25 @@ enum ReportFigures {
         for module in ModuleKind.allCases {
             let layers = analysis.layers
             let values = (0..<layers).map { layer in rows.map { Double(module.importance(in: $0)[layer]) } }
-            let heatmap = Heatmap(
+            var heatmap = Heatmap(
                 title: "\(module.displayName) importance per layer", values: values, columnLabels: columnLabels,
                 xTitle: xTitle, colorbarTitle: "Importance (1 − cos)")
+            if let uncertainty = analysis.uncertainty {
+                let k = markedK(analysis)
+                heatmap.marked = (0..<layers).map { layer in
+                    rows.indices.map { uncertainty[module].isUnstable(checkpoint: $0, layer: layer, k: k) }
+                }
+                heatmap.markLabel = "unstable drop-\(k)"
+            }
             figures.append(ReportFigure(
                 fileName: heatmapFileName(module), heading: "Importance per layer over training",
                 altText: "Heatmap of \(module.displayName) importance, layers by checkpoints",
                 caption: "Rows are layers (0 at the top), columns checkpoints in training order; darker is more "
                     + "redundant. Each module type has its own colour scale; where a few layers dwarf the rest the "
-                    + "scale ends at the 95th percentile (marked ≥ on the colour bar).",
+                    + "scale ends at the 95th percentile (marked ≥ on the colour bar)."
+                    + (analysis.uncertainty == nil ? "" : " A white dot marks a layer whose membership in that "
+                        + "checkpoint's drop-\(markedK(analysis)) set is unstable under resampling of the calibration "
+                        + "sequences: it is in the set in more than 5% but fewer than 95% of the bootstrap replicates."),
                 svg: heatmap.render()))
         }
 
@@ -87,7 +97,11 @@ enum ReportFigures {
             ].map { title, yTitle, keyPath in
                 LinePanel(title: title, yTitle: yTitle, yDomain: correlationDomain(analysis, keyPath),
                           series: ModuleKind.allCases.map { module in
-                    module.line(analysis[module][keyPath: keyPath])
+                    var line = module.line(analysis[module][keyPath: keyPath])
+                    if let spread = analysis.uncertainty?[module] {
+                        line.band = keyPath == \ModuleSeries.spearmanFinal ? spread.spearmanFinal : spread.kendallFinal
+                    }
+                    return line
                 })
             }
             let chart = LineChart(title: "Rank correlation with the final checkpoint", progress: progress, panels: panels)
@@ -95,7 +109,7 @@ enum ReportFigures {
                 fileName: "rank_correlation_final.svg", heading: "Rank agreement with the final checkpoint",
                 altText: "Spearman and Kendall rank correlation of each checkpoint's importance with the final one",
                 caption: "How closely each checkpoint orders the layers like the final checkpoint (1 = same order). "
-                    + "Gaps are undefined correlations (a constant importance vector)."
+                    + "Gaps are undefined correlations (a constant importance vector)." + bandNote(analysis)
                     + (chart.axis.zeroNote.map { " " + $0 } ?? ""),
                 svg: chart.render()))
         }
@@ -103,14 +117,16 @@ enum ReportFigures {
         let meanPanel = LinePanel(
             title: "Mean importance over layers", yTitle: "Mean importance",
             series: ModuleKind.allCases.map { module in
-                module.line(analysis[module].meanImportance)
+                var line = module.line(analysis[module].meanImportance)
+                line.band = analysis.uncertainty?[module].meanImportance ?? []
+                return line
             })
         let meanChart = LineChart(title: "Mean importance by module type", progress: progress, panels: [meanPanel])
         figures.append(ReportFigure(
             fileName: "mean_importance.svg", heading: "Mean importance by module type",
             altText: "Mean importance of attention, MLP and block over training",
             caption: "Lower means more redundant. Attention below MLP throughout is the first criterion of the "
-                + "verdict." + (meanChart.axis.zeroNote.map { " " + $0 } ?? ""),
+                + "verdict." + bandNote(analysis) + (meanChart.axis.zeroNote.map { " " + $0 } ?? ""),
             svg: meanChart.render()))
 
         if !single {
@@ -130,6 +146,20 @@ enum ReportFigures {
                 svg: chart.render()))
         }
         return figures
+    }
+
+    /// The caption's word on the shaded bands, when there are any.
+    static func bandNote(_ analysis: SeriesAnalysis) -> String {
+        analysis.uncertainty.map { uncertainty in
+            " Shaded bands are \(NumberFormatting.fixed(uncertainty.settings.confidence * 100, 0))% bootstrap "
+                + "intervals (calibration sequences resampled)."
+        } ?? ""
+    }
+
+    /// The drop-k whose unstable members the heatmaps mark: the verdict's k
+    /// when analysed, else the largest analysed k.
+    static func markedK(_ analysis: SeriesAnalysis) -> Int {
+        analysis.dropK.contains(analysis.verdict.k) ? analysis.verdict.k : analysis.dropK.last ?? analysis.verdict.k
     }
 
     /// Up to 1, down to the next multiple of 0.5 below the data, but at

@@ -22,7 +22,9 @@ struct ReportMarkdown {
             parts.append(EvaluationSection(evaluation: evaluation, rows: rows, dropK: analysis.dropK).render())
         }
         parts += extra(.afterDropSets)
-        parts += [finalScores(), stabilisation(), agreement()]
+        parts += [finalScores(), stabilisation()]
+        if let uncertainty = analysis.uncertainty { parts.append(uncertaintySection(uncertainty)) }
+        parts.append(agreement())
         parts += extra(.end)
         parts += [rule(), method()]
         return parts.joined(separator: "\n")
@@ -43,6 +45,11 @@ struct ReportMarkdown {
                 + "in this run. \(verdict.reason)"
         case .inconclusive:
             text = "**Verdict: inconclusive.** \(verdict.reason)"
+        }
+        if let uncertainty = analysis.uncertainty {
+            text += " Intervals in this report are \(confidence(uncertainty)) bootstrap intervals from "
+                + "\(uncertainty.settings.replicates) resamples of the \(uncertainty.sequences) calibration sequences "
+                + "(see [Uncertainty](#uncertainty))."
         }
         let attention = analysis.attention, mlp = analysis.mlp
         let finalSet = NumberFormatting.layers(attention.dropSet(checkpoint: final, k: k))
@@ -77,15 +84,21 @@ struct ReportMarkdown {
     }
 
     private func criteriaTable() -> String {
-        var table = MarkdownTable(["Criterion", "Measured", "Threshold", "Result", "Numbers behind it"],
-                                  alignments: [.left, .right, .right, .center, .left])
+        let withIntervals = analysis.verdict.criteria.contains { $0.interval != nil }
+        let intervalHeader = analysis.uncertainty.map { "\(confidence($0)) interval" } ?? "Interval"
+        var table = MarkdownTable(["Criterion", "Measured"] + (withIntervals ? [intervalHeader] : [])
+                                    + ["Threshold", "Result", "Numbers behind it"],
+                                  alignments: [.left, .right] + (withIntervals ? [.right] : [])
+                                    + [.right, .center, .left])
         for criterion in analysis.verdict.criteria {
-            let result = criterion.value.isNaN ? "n/a" : criterion.passed ? "pass" : "fail"
             table.add([
                 Self.criterionName(criterion.id, k: analysis.verdict.k) ?? criterion.description,
                 NumberFormatting.correlation(criterion.value),
+            ] + (withIntervals ? [NumberFormatting.interval(criterion.interval ?? .undefined, 3)] : []) + [
                 "\(criterion.comparison.symbol) \(NumberFormatting.correlation(criterion.threshold))",
-                result, criterion.detail,
+                criterion.status == .inconclusive ? "inconclusive (interval straddles the threshold)"
+                    : criterion.status.rawValue,
+                criterion.detail,
             ])
         }
         return table.render() + "\nThe rule and why it tests the paper's claim: see "
@@ -178,12 +191,17 @@ struct ReportMarkdown {
             for module in ModuleKind.allCases {
                 let value = NumberFormatting.score(Double(module.importance(in: row)[layer]))
                 let ks = analysis.dropK.filter { analysis[module].dropSet(checkpoint: final, k: $0).contains(layer) }
-                cells.append(ks.isEmpty ? value : "**\(value)** (k=\(ks.map(String.init).joined(separator: ", ")))")
+                let interval = analysis.uncertainty.map {
+                    " " + NumberFormatting.interval($0[module].importance(checkpoint: final, layer: layer), 4)
+                } ?? ""
+                cells.append((ks.isEmpty ? value : "**\(value)** (k=\(ks.map(String.init).joined(separator: ", ")))")
+                                + interval)
             }
             table.add(cells)
         }
+        let intervals = analysis.uncertainty.map { " [low, high] is the \(confidence($0)) interval." } ?? ""
         return "## Final checkpoint scores\n\nImportance per layer at \(checkpointLabel(final)). **Bold** values are "
-            + "in the final drop-k set; (k=…) lists the k values whose drop set contains the layer.\n\n"
+            + "in the final drop-k set; (k=…) lists the k values whose drop set contains the layer.\(intervals)\n\n"
             + table.render()
     }
 
@@ -203,6 +221,43 @@ struct ReportMarkdown {
             + "checkpoint (a set that changes and changes back counts from its last change).\n\n" + table.render()
     }
 
+    private func uncertaintySection(_ uncertainty: SeriesUncertainty) -> String {
+        let settings = uncertainty.settings
+        let tail = NumberFormatting.fixed((1 - settings.confidence) / 2 * 100, 1)
+        let head = NumberFormatting.fixed((1 + settings.confidence) / 2 * 100, 1)
+        var text = """
+            ## Uncertainty
+
+            How much these numbers move with the calibration sample. Each of \(settings.replicates) bootstrap \
+            replicates draws \(uncertainty.sequences) of the \(uncertainty.sequences) calibration sequences with \
+            replacement (the same draw for every checkpoint and module, SplitMix64 seeded with \(settings.seed)) and \
+            recomputes importance = 1 − Σcos / Σtokens over the drawn sequences, then everything derived from it. \
+            An interval is the \(tail)th to \(head)th percentile over the replicates. A layer's drop-k probability \
+            is the share of replicates in which it is in that checkpoint's drop-k set; a drop set is **stable** when \
+            every member's probability is ≥ \(NumberFormatting.fixed(SeriesUncertainty.stableProbability, 2)).
+
+
+            """
+        var table = MarkdownTable(["Module", "k", "Final drop set", "Member probabilities", "Stable",
+                                   "Checkpoints with a stable set"],
+                                  alignments: [.left, .right, .left, .left, .center, .right])
+        for module in ModuleKind.allCases {
+            for k in analysis.dropK {
+                let series = analysis[module], spread = uncertainty[module]
+                let set = series.dropSet(checkpoint: final, k: k)
+                let probabilities = set.map { layer in
+                    "\(layer): " + NumberFormatting.fixed(spread.dropProbability(checkpoint: final, layer: layer, k: k), 2)
+                }.joined(separator: ", ")
+                let stableCount = rows.indices.filter { spread.isStable(series.dropSet(checkpoint: $0, k: k),
+                                                                         checkpoint: $0, k: k) }.count
+                table.add([module.displayName, String(k), NumberFormatting.layers(set), probabilities,
+                           spread.isStable(set, checkpoint: final, k: k) ? "yes" : "no", "\(stableCount) of \(count)"])
+            }
+        }
+        text += "Drop sets of the final checkpoint under resampling:\n\n" + table.render()
+        return text
+    }
+
     private func agreement() -> String {
         var text = "## Rank agreement per checkpoint\n\n"
         guard count > 1 else {
@@ -210,7 +265,10 @@ struct ReportMarkdown {
                 + "overlaps are reported.\n"
         }
         text += "Spearman ρ (average ranks for ties) and Kendall τ-b of each checkpoint's importance vector; "
-            + "— marks an undefined value (no previous checkpoint, or a constant vector).\n\n"
+            + "— marks an undefined value (no previous checkpoint, or a constant vector)."
+            + (analysis.uncertainty.map { " [low, high] is the \(confidence($0)) interval of a correlation with the "
+                + "final checkpoint (each replicate correlated with the same replicate of the final one)." } ?? "")
+            + "\n\n"
         for (heading, spearman, kendall) in [
             ("With the final checkpoint", \ModuleSeries.spearmanFinal, \ModuleSeries.kendallFinal),
             ("With the previous checkpoint", \ModuleSeries.spearmanPrevious, \ModuleSeries.kendallPrevious),
@@ -221,8 +279,13 @@ struct ReportMarkdown {
             for index in rows.indices {
                 var cells = [NumberFormatting.step(rows[index].step), Markdown.escape(rows[index].name)]
                 for module in ModuleKind.allCases {
-                    cells += [NumberFormatting.correlation(analysis[module][keyPath: spearman][index]),
-                              NumberFormatting.correlation(analysis[module][keyPath: kendall][index])]
+                    var rho = NumberFormatting.correlation(analysis[module][keyPath: spearman][index])
+                    var tau = NumberFormatting.correlation(analysis[module][keyPath: kendall][index])
+                    if spearman == \ModuleSeries.spearmanFinal, let uncertainty = analysis.uncertainty?[module] {
+                        rho += " " + NumberFormatting.interval(uncertainty.spearmanFinal[index], 3)
+                        tau += " " + NumberFormatting.interval(uncertainty.kendallFinal[index], 3)
+                    }
+                    cells += [rho, tau]
                 }
                 table.add(cells)
             }
@@ -278,7 +341,14 @@ struct ReportMarkdown {
             **Inherent** when all three pass, **not inherent** when any fails, **inconclusive** with fewer than \
             \(Verdict.minimumCheckpoints) checkpoints or when a criterion cannot be measured (undefined scores).
 
-            """
+            """ + (analysis.uncertainty == nil ? "" : """
+
+            The calibration sample is noise too: each criterion is also measured in every bootstrap replicate \
+            (see [Uncertainty](#uncertainty)). A criterion passes or fails only when its value and its whole \
+            interval lie on the same side of the threshold; when the interval straddles the threshold the \
+            criterion is **inconclusive**, and so is the verdict unless another criterion fails.
+
+            """)
     }
 
     private func method() -> String {
@@ -297,7 +367,13 @@ struct ReportMarkdown {
         `stabilisation_step_k<k>` attributes; the verdict and its criteria (JSON) are attributes of `/analysis`. \
         `droptrace report` rebuilds this report from the file alone.
 
-        """
+        """ + (analysis.uncertainty == nil ? "" : """
+        - The bootstrap is stored there too: per module `importance_ci_low`, `importance_ci_high`, \
+        `drop_k<k>_probability`, and `<statistic>_ci_low`, `<statistic>_ci_high` for `mean_importance`, \
+        `spearman_final` and `kendall_final`; attributes `bootstrap_replicates`, `bootstrap_seed`, \
+        `bootstrap_confidence` and `bootstrap_sequences` on `/analysis`.
+
+        """)
     }
 
     // MARK: - Helpers
@@ -340,7 +416,17 @@ struct ReportMarkdown {
 
     private func meanMove(_ module: ModuleKind) -> String {
         let means = analysis[module].meanImportance
-        return "\(NumberFormatting.score(means[0])) to \(NumberFormatting.score(means[final]))"
+        func mean(_ index: Int) -> String {
+            NumberFormatting.score(means[index]) + (analysis.uncertainty.map {
+                " " + NumberFormatting.interval($0[module].meanImportance[index], 4)
+            } ?? "")
+        }
+        return "\(mean(0)) to \(mean(final))"
+    }
+
+    /// "95%".
+    private func confidence(_ uncertainty: SeriesUncertainty) -> String {
+        NumberFormatting.fixed(uncertainty.settings.confidence * 100, 0) + "%"
     }
 }
 

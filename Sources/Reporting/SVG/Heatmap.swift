@@ -14,6 +14,11 @@ struct Heatmap {
     var colorbarTitle: String
     /// Legend of the grey cells.
     var undefinedLabel = "undefined"
+    /// marked[layer][checkpoint]: cells drawn with a dot (unstable drop-k
+    /// membership); empty for none.
+    var marked: [[Bool]] = []
+    /// The dot's legend entry under the colour bar.
+    var markLabel = ""
 
     static let undefinedColour = "#c8c8c8"
 
@@ -75,6 +80,7 @@ struct Heatmap {
             svg.add(#"<path fill="\#(colour)" d="\#(runsByColour[colour]!.joined())"/>"#)
         }
         svg.add("</g>")
+        let hasMarks = addMarks(to: &svg, left: left, top: top, cellWidth: cellWidth, cellHeight: cellHeight)
         svg.add(SVG.rect(x: left, y: top, width: plotWidth, height: plotHeight, fill: "none",
                          extra: ##"stroke="#444444" stroke-width="1""##))
 
@@ -107,8 +113,35 @@ struct Heatmap {
         svg.add(SVG.text(xTitle, x: xTitleCentre, y: plotBottom + 40, size: 13, anchor: .middle))
 
         addColourBar(to: &svg, x: plotRight + colorbarGap, y: top, width: colorbarWidth, height: colorbarHeight,
-                     lo: lo, hi: hi, clipped: clipped, hasUndefined: hasUndefined)
+                     lo: lo, hi: hi, clipped: clipped, hasUndefined: hasUndefined, hasMarks: hasMarks)
         return svg.render()
+    }
+
+    /// A white dot with a dark rim, centred in each marked cell, readable on
+    /// every viridis colour; all dots are one path. Returns whether any was drawn.
+    private func addMarks(to svg: inout SVGDocument, left: Double, top: Double, cellWidth: Double,
+                          cellHeight: Double) -> Bool {
+        let radius = Self.markRadius(cellWidth: cellWidth, cellHeight: cellHeight)
+        var dots = ""
+        for (layer, row) in marked.enumerated() {
+            for (column, isMarked) in row.enumerated() where isMarked {
+                let x = left + (Double(column) + 0.5) * cellWidth, y = top + (Double(layer) + 0.5) * cellHeight
+                dots += Self.dot(x: x, y: y, radius: radius)
+            }
+        }
+        guard !dots.isEmpty else { return false }
+        svg.add(##"<path fill="#ffffff" stroke="#222222" stroke-width="0.6" d="\##(dots)"/>"##)
+        return true
+    }
+
+    static func markRadius(cellWidth: Double, cellHeight: Double) -> Double {
+        max(1, min(4, min(cellWidth, cellHeight) * 0.3))
+    }
+
+    /// A circle as two arcs, so many of them fit in one path.
+    static func dot(x: Double, y: Double, radius: Double) -> String {
+        let r = SVG.number(radius), diameter = SVG.number(2 * radius)
+        return "M\(SVG.number(x - radius)) \(SVG.number(y))a\(r) \(r) 0 1 0 \(diameter) 0a\(r) \(r) 0 1 0 -\(diameter) 0z"
     }
 
     private func cellColour(_ value: Double, lo: Double, hi: Double) -> String {
@@ -117,7 +150,7 @@ struct Heatmap {
     }
 
     private func addColourBar(to svg: inout SVGDocument, x: Double, y: Double, width: Double, height: Double,
-                              lo: Double, hi: Double, clipped: Bool, hasUndefined: Bool) {
+                              lo: Double, hi: Double, clipped: Bool, hasUndefined: Bool, hasMarks: Bool) {
         // A vertical gradient through the same samples the cells use; bottom = low.
         let stops = Viridis.samples.indices.map { index -> String in
             let t = Double(index) / Double(Viridis.samples.count - 1)
@@ -139,10 +172,16 @@ struct Heatmap {
         }
         svg.add(SVG.text(colorbarTitle, x: x + width + 62, y: y + height / 2, size: 12, anchor: .middle,
                          middle: true, rotate: 90))
+        var swatchY = y + height + 14
         if hasUndefined {
-            let swatchY = y + height + 14
             svg.add(SVG.rect(x: x, y: swatchY, width: width, height: 10, fill: Self.undefinedColour))
             svg.add(SVG.text(undefinedLabel, x: x + width + 5, y: swatchY + 5, size: 11, middle: true))
+            swatchY += 16
+        }
+        if hasMarks {
+            let legendDot = Self.dot(x: x + width / 2, y: swatchY + 5, radius: 4)
+            svg.add(##"<path fill="#ffffff" stroke="#222222" stroke-width="0.6" d="\##(legendDot)"/>"##)
+            svg.add(SVG.text(markLabel, x: x + width + 5, y: swatchY + 5, size: 11, middle: true))
         }
     }
 }

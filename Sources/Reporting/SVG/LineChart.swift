@@ -1,3 +1,4 @@
+import Analysis
 import Foundation
 
 /// One line of a chart: a value per checkpoint (NaN leaves a gap).
@@ -8,9 +9,10 @@ struct LineSeries {
     var width = 2.0
     var markerRadius = 3.0
     var values: [Double]
-    /// A shaded range around the line (e.g. min–max across runs), one
-    /// (lower, upper) pair per checkpoint; NaN leaves a gap.
-    var band: (lower: [Double], upper: [Double])? = nil
+    /// An interval per checkpoint drawn as a translucent band behind the
+    /// line (a confidence interval, or min–max across runs); undefined
+    /// intervals leave a gap; empty for none.
+    var band: [ConfidenceInterval] = []
 }
 
 /// One panel: its own y axis, sharing the chart's x axis (training steps).
@@ -74,7 +76,7 @@ struct LineChart {
         // A little inset so points at the ends are not cut by the frame.
         let inset = 8.0
         let (lo, hi) = panel.yDomain
-            ?? Self.fittedDomain(panel.series.flatMap { $0.values + ($0.band.map { $0.lower + $0.upper } ?? []) })
+            ?? Self.fittedDomain(panel.series.flatMap { $0.values + $0.band.flatMap { [$0.low, $0.high] } })
         let yScale = LinearScale(domain: (lo, hi), range: (bottom - inset, top + inset))
 
         // Grid and y ticks.
@@ -111,8 +113,10 @@ struct LineChart {
         func x(_ index: Int) -> Double {
             axis.position(step: steps[index], index: index, from: left + inset, to: right - inset)
         }
-        for series in panel.series {
-            if let band = series.band { drawBand(band, colour: series.colour, x: x, y: yScale, into: &svg) }
+        // Bands may reach past a fixed y domain (a correlation's interval near ±1): clamp them to it.
+        let clampedY = { (value: Double) in yScale.position(min(hi, max(lo, value))) }
+        for series in panel.series where !series.band.isEmpty {
+            drawBand(series.band, colour: series.colour, x: x, y: clampedY, into: &svg)
         }
         for series in panel.series {
             let points: [(Double, Double)?] = series.values.enumerated().map { index, value in
@@ -132,24 +136,26 @@ struct LineChart {
         }
     }
 
-    /// The band as one filled polygon per run of checkpoints where both ends
-    /// are defined; a lone checkpoint gets a short vertical bar.
-    private func drawBand(_ band: (lower: [Double], upper: [Double]), colour: String, x: (Int) -> Double,
-                          y: LinearScale, into svg: inout SVGDocument) {
-        let count = min(band.lower.count, band.upper.count, steps.count)
+    /// The band as one filled polygon per run of checkpoints whose interval
+    /// is defined (along the upper ends, back along the lower ones); a lone
+    /// checkpoint gets a short vertical bar.
+    private func drawBand(_ band: [ConfidenceInterval], colour: String, x: (Int) -> Double,
+                          y: (Double) -> Double, into svg: inout SVGDocument) {
+        let count = min(band.count, steps.count)
+        func defined(_ index: Int) -> Bool { band[index].low.isFinite && band[index].high.isFinite }
         var start = 0
         while start < count {
-            guard band.lower[start].isFinite, band.upper[start].isFinite else { start += 1; continue }
+            guard defined(start) else { start += 1; continue }
             var end = start
-            while end + 1 < count && band.lower[end + 1].isFinite && band.upper[end + 1].isFinite { end += 1 }
+            while end + 1 < count && defined(end + 1) { end += 1 }
             if end == start {
-                svg.add(SVG.line(x1: x(start), y1: y.position(band.lower[start]), x2: x(start),
-                                 y2: y.position(band.upper[start]), stroke: colour, width: 5,
+                svg.add(SVG.line(x1: x(start), y1: y(band[start].low), x2: x(start),
+                                 y2: y(band[start].high), stroke: colour, width: 5,
                                  extra: #"stroke-opacity="0.25""#))
             } else {
-                let upper = (start...end).map { "\(SVG.number(x($0))) \(SVG.number(y.position(band.upper[$0])))" }
+                let upper = (start...end).map { "\(SVG.number(x($0))) \(SVG.number(y(band[$0].high)))" }
                 let lower = (start...end).reversed().map {
-                    "\(SVG.number(x($0))) \(SVG.number(y.position(band.lower[$0])))"
+                    "\(SVG.number(x($0))) \(SVG.number(y(band[$0].low)))"
                 }
                 svg.add(#"<path d="M\#((upper + lower).joined(separator: " L"))Z" fill="\#(colour)" "#
                         + #"fill-opacity="0.18" stroke="none"/>"#)

@@ -1,0 +1,104 @@
+import DroptraceSupport
+
+/// Bootstrap results for one module type (C checkpoints, L layers).
+public struct ModuleUncertainty: Sendable, Equatable {
+    /// [C][L] ends of the importance intervals (float32, as stored).
+    public var importanceLow: [[Float]]
+    public var importanceHigh: [[Float]]
+    /// k → [C][L]: the share of replicates in which the layer is in the
+    /// checkpoint's drop-k set.
+    public var dropProbability: [Int: [[Float]]]
+    /// [C] intervals of the mean importance over layers.
+    public var meanImportance: [ConfidenceInterval]
+    /// [C] intervals of Spearman ρ and Kendall τ-b with the final checkpoint
+    /// (each replicate correlates with the same replicate of the final one).
+    public var spearmanFinal: [ConfidenceInterval]
+    public var kendallFinal: [ConfidenceInterval]
+
+    public init(importanceLow: [[Float]], importanceHigh: [[Float]], dropProbability: [Int: [[Float]]],
+                meanImportance: [ConfidenceInterval], spearmanFinal: [ConfidenceInterval],
+                kendallFinal: [ConfidenceInterval]) {
+        self.importanceLow = importanceLow
+        self.importanceHigh = importanceHigh
+        self.dropProbability = dropProbability
+        self.meanImportance = meanImportance
+        self.spearmanFinal = spearmanFinal
+        self.kendallFinal = kendallFinal
+    }
+
+    /// The importance interval of one layer at one checkpoint.
+    public func importance(checkpoint: Int, layer: Int) -> ConfidenceInterval {
+        ConfidenceInterval(low: Double(importanceLow[checkpoint][layer]),
+                           high: Double(importanceHigh[checkpoint][layer]))
+    }
+
+    /// The drop-k membership probability of a layer (NaN if k was not analysed).
+    public func dropProbability(checkpoint: Int, layer: Int, k: Int) -> Double {
+        dropProbability[k].map { Double($0[checkpoint][layer]) } ?? .nan
+    }
+
+    /// Whether `dropSet` (the point estimate's drop-k set of `checkpoint`) is
+    /// stable: every member is in the drop-k set in at least
+    /// `SeriesUncertainty.stableProbability` of the replicates. False when k
+    /// was not analysed.
+    public func isStable(_ dropSet: [Int], checkpoint: Int, k: Int) -> Bool {
+        guard let rows = dropProbability[k] else { return false }
+        return dropSet.allSatisfy { Double(rows[checkpoint][$0]) >= SeriesUncertainty.stableProbability }
+    }
+
+    /// Whether the layer's drop-k membership is unsettled under resampling:
+    /// neither clearly in (probability ≥ 0.95) nor clearly out (≤ 0.05).
+    public func isUnstable(checkpoint: Int, layer: Int, k: Int) -> Bool {
+        let probability = dropProbability(checkpoint: checkpoint, layer: layer, k: k)
+        return probability > 1 - SeriesUncertainty.stableProbability
+            && probability < SeriesUncertainty.stableProbability
+    }
+}
+
+/// How much the analysis moves with the calibration sample: percentile
+/// bootstrap intervals from resampling calibration sequences (see
+/// `ImportanceBootstrap`).
+public struct SeriesUncertainty: Sendable, Equatable {
+    public var settings: BootstrapSettings
+    /// S, the calibration sequences resampled.
+    public var sequences: Int
+    public var attention: ModuleUncertainty
+    public var mlp: ModuleUncertainty
+    public var block: ModuleUncertainty
+
+    /// A drop set is stable when each member's probability is at least this.
+    public static let stableProbability = 0.95
+
+    public init(settings: BootstrapSettings, sequences: Int, attention: ModuleUncertainty, mlp: ModuleUncertainty,
+                block: ModuleUncertainty) {
+        self.settings = settings
+        self.sequences = sequences
+        self.attention = attention
+        self.mlp = mlp
+        self.block = block
+    }
+
+    public subscript(module: ModuleKind) -> ModuleUncertainty {
+        switch module {
+        case .attention: attention
+        case .mlp: mlp
+        case .block: block
+        }
+    }
+}
+
+extension ModuleUncertainty {
+    // NaN ends (undefined scores) must match their own round trip.
+    public static func == (lhs: ModuleUncertainty, rhs: ModuleUncertainty) -> Bool {
+        func same(_ a: [[Float]], _ b: [[Float]]) -> Bool {
+            a.count == b.count && zip(a, b).allSatisfy { x, y in
+                x.count == y.count && zip(x, y).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) }
+            }
+        }
+        return same(lhs.importanceLow, rhs.importanceLow) && same(lhs.importanceHigh, rhs.importanceHigh)
+            && Set(lhs.dropProbability.keys) == Set(rhs.dropProbability.keys)
+            && lhs.dropProbability.allSatisfy { k, rows in same(rows, rhs.dropProbability[k]!) }
+            && lhs.meanImportance == rhs.meanImportance && lhs.spearmanFinal == rhs.spearmanFinal
+            && lhs.kendallFinal == rhs.kendallFinal
+    }
+}

@@ -1,0 +1,102 @@
+import DroptraceSupport
+import ScoreStore
+
+/// The bootstrap's part of `/analysis` (see `AnalysisLayout`): the settings
+/// as attributes of `/analysis`, intervals and drop-k probabilities next to
+/// each module's other datasets.
+extension SeriesUncertainty {
+    func write(into file: HDF5File, checkpoints count: Int, layers: Int, dropK: [Int]) throws {
+        typealias Names = AnalysisLayout.Attribute
+        let root = try file.group(AnalysisLayout.group)
+        try root.setAttribute(Names.bootstrapReplicates, Int64(settings.replicates))
+        try root.setAttribute(Names.bootstrapSeed, Int64(settings.seed))
+        try root.setAttribute(Names.bootstrapConfidence, settings.confidence)
+        try root.setAttribute(Names.bootstrapSequences, Int64(sequences))
+        let storage = ScoreFileLayout.storage
+        for module in ModuleKind.allCases {
+            let series = self[module]
+            let group = try file.group(AnalysisLayout.moduleGroup(module))
+            let matrices = [(AnalysisLayout.importanceLow, series.importanceLow),
+                            (AnalysisLayout.importanceHigh, series.importanceHigh)]
+                + dropK.map { (AnalysisLayout.dropProbability(k: $0), series.dropProbability[$0]!) }
+            for (name, rows) in matrices {
+                try group.createDataset(name, values: rows.flatMap { $0 }, shape: [count, layers], storage: storage)
+            }
+            for (name, intervals) in Self.perCheckpoint(series) {
+                let (low, high) = AnalysisLayout.intervalEnds(name)
+                try group.createDataset(low, values: intervals.map(\.low), storage: storage)
+                try group.createDataset(high, values: intervals.map(\.high), storage: storage)
+            }
+        }
+    }
+
+    /// The per-checkpoint statistics that have intervals, by dataset name.
+    static func perCheckpoint(_ series: ModuleUncertainty) -> [(String, [ConfidenceInterval])] {
+        [(AnalysisLayout.meanImportance, series.meanImportance),
+         (AnalysisLayout.spearmanFinal, series.spearmanFinal),
+         (AnalysisLayout.kendallFinal, series.kendallFinal)]
+    }
+
+    /// What `write` stored, or nil when the analysis has no bootstrap (no
+    /// `bootstrap_replicates` attribute). Every shape and range is checked.
+    static func read(with reader: StoredModuleReader) throws -> SeriesUncertainty? {
+        typealias Names = AnalysisLayout.Attribute
+        let file = reader.file
+        let root = try file.group(AnalysisLayout.group)
+        guard try root.hasAttribute(Names.bootstrapReplicates) else { return nil }
+        func bad(_ what: String) -> DroptraceError {
+            DroptraceError("/\(AnalysisLayout.group) attribute \(what)", path: file.filePath)
+        }
+        let replicates = try root.scalarAttribute(Names.bootstrapReplicates, as: Int64.self)
+        let seed = try root.scalarAttribute(Names.bootstrapSeed, as: Int64.self)
+        let confidence = try root.scalarAttribute(Names.bootstrapConfidence, as: Double.self)
+        let sequences = try root.scalarAttribute(Names.bootstrapSequences, as: Int64.self)
+        guard seed >= 0 else { throw bad("\(Names.bootstrapSeed) is \(seed), expected ≥ 0") }
+        guard sequences >= 2, sequences <= Int64(Int32.max) else {
+            throw bad("\(Names.bootstrapSequences) is \(sequences), expected ≥ 2")
+        }
+        let range = BootstrapSettings.replicateRange
+        guard replicates >= Int64(range.lowerBound), replicates <= Int64(range.upperBound) else {
+            throw bad("\(Names.bootstrapReplicates) is \(replicates), expected \(range.lowerBound)...\(range.upperBound)")
+        }
+        let settings = BootstrapSettings(replicates: Int(replicates), seed: UInt64(seed), confidence: confidence)
+        guard (try? settings.validated()) != nil else {
+            throw bad("\(Names.bootstrapConfidence) is \(confidence), expected strictly between 0 and 1")
+        }
+        return SeriesUncertainty(
+            settings: settings, sequences: Int(sequences), attention: try reader.readUncertainty(.attention),
+            mlp: try reader.readUncertainty(.mlp), block: try reader.readUncertainty(.block))
+    }
+}
+
+extension StoredModuleReader {
+    func readUncertainty(_ module: ModuleKind) throws -> ModuleUncertainty {
+        let base = AnalysisLayout.moduleGroup(module)
+        func matrix(_ name: String) throws -> [[Float]] {
+            let flat = try dataset("\(base)/\(name)", shape: [count, layers]).read(as: Float.self)
+            return (0..<count).map { Array(flat[($0 * layers)..<(($0 + 1) * layers)]) }
+        }
+        func intervals(_ name: String) throws -> [ConfidenceInterval] {
+            let (lowName, highName) = AnalysisLayout.intervalEnds(name)
+            let low = try dataset("\(base)/\(lowName)", shape: [count]).read(as: Double.self)
+            let high = try dataset("\(base)/\(highName)", shape: [count]).read(as: Double.self)
+            return zip(low, high).map { ConfidenceInterval(low: $0, high: $1) }
+        }
+        var probability: [Int: [[Float]]] = [:]
+        for k in dropK {
+            let name = AnalysisLayout.dropProbability(k: k)
+            let rows = try matrix(name)
+            if let outside = rows.joined().first(where: { !($0 >= 0 && $0 <= 1) }) {
+                throw DroptraceError("/\(base)/\(name) holds \(outside), not a probability in [0, 1]",
+                                     path: file.filePath)
+            }
+            probability[k] = rows
+        }
+        return ModuleUncertainty(
+            importanceLow: try matrix(AnalysisLayout.importanceLow),
+            importanceHigh: try matrix(AnalysisLayout.importanceHigh), dropProbability: probability,
+            meanImportance: try intervals(AnalysisLayout.meanImportance),
+            spearmanFinal: try intervals(AnalysisLayout.spearmanFinal),
+            kendallFinal: try intervals(AnalysisLayout.kendallFinal))
+    }
+}

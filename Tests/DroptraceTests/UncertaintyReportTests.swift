@@ -1,0 +1,93 @@
+import Foundation
+import Testing
+import Analysis
+import DroptraceSupport
+import Reporting
+import ScoreStore
+
+/// The bootstrap in the store and in the report.
+@Suite struct UncertaintyReportTests {
+    /// 6 checkpoints × 6 layers, 20 sequences. Importance is 0.4, 0.35,
+    /// 0.25, 0.25, 0.1, 0.12 (attention; MLP and block shifted): drop-2 is
+    /// {4, 5} for sure, drop-3 adds layer 2 or 3 (mirrored), a coin toss.
+    static func analysed() throws -> (ScoreFile, SeriesAnalysis) {
+        var synthetic = SyntheticSums(seed: 31)
+        let attention = [0.6, 0.65, 0.75, 0.75, 0.9, 0.88]
+        let sums = (0..<6).map { _ in
+            synthetic.checkpoint(truth: [.attention: attention, .mlp: attention.map { $0 - 0.3 },
+                                         .block: attention.map { $0 - 0.35 }],
+                                 sequences: 20, noise: 0.04, tokenRange: 100...140, mirror: (2, 3))
+        }
+        let rows = sums.enumerated().map { $1.row(step: Int64($0) * 1000) }
+        let analysis = try SeriesAnalysis(rows: rows, bootstrap: BootstrapSettings(replicates: 200))
+        return (AnalysisFixtures.scoreFile(rows), analysis)
+    }
+
+    @Test func theBootstrapSurvivesTheStore() throws {
+        let (scores, analysis) = try Self.analysed()
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("scores.h5")
+        try scores.write(to: url) { file in try analysis.write(into: file) }
+        let file = try HDF5File.open(at: url)
+        let stored = try SeriesAnalysis.read(from: file)
+        let root = try file.group(AnalysisLayout.group)
+        #expect(try root.scalarAttribute(AnalysisLayout.Attribute.bootstrapReplicates, as: Int64.self) == 200)
+        #expect(try root.scalarAttribute(AnalysisLayout.Attribute.bootstrapSeed, as: Int64.self)
+                    == Int64(BootstrapSettings.defaultSeed))
+        #expect(try file.dataset("analysis/mlp/drop_k3_probability").shape == [6, 6])
+        try file.close()
+        #expect(stored == analysis)
+        #expect(stored.verdict.criteria.allSatisfy { $0.interval != nil })
+
+        let fresh = try ReportWriter(scoreFile: scores, analysis: analysis).markdown()
+        #expect(try ReportWriter(scoreFile: ScoreFile.read(from: url), analysis: stored).markdown() == fresh)
+    }
+
+    @Test func damagedProbabilitiesAreRefused() throws {
+        let (scores, analysis) = try Self.analysed()
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("scores.h5")
+        try scores.write(to: url) { file in
+            try analysis.write(into: file)
+            let path = "analysis/block/drop_k3_probability"
+            try file.remove(path)
+            try file.createDataset(path, values: [Float](repeating: 2, count: 36), shape: [6, 6])
+        }
+        let file = try HDF5File.open(at: url)
+        defer { try? file.close() }
+        #expect(throws: DroptraceError.self) { try SeriesAnalysis.read(from: file) }
+    }
+
+    @Test func theReportShowsIntervalsAndUnstableLayers() throws {
+        let (scores, analysis) = try Self.analysed()
+        let writer = try ReportWriter(scoreFile: scores, analysis: analysis)
+        let markdown = writer.markdown()
+        #expect(markdown.contains("## Uncertainty"))
+        #expect(markdown.contains("| 95% interval |"))
+        #expect(markdown.contains("200 resamples of the 20 calibration sequences"))
+        // The final scores carry their intervals.
+        let finalScores = try #require(markdown.components(separatedBy: "## Final checkpoint scores").last)
+        let low = analysis.uncertainty!.attention.importance(checkpoint: 5, layer: 0)
+        #expect(finalScores.contains("[\(String(format: "%.4f", low.low)), \(String(format: "%.4f", low.high))]"))
+
+        let heatmap = try #require(writer.figures().first { $0.fileName == "importance_attention.svg" })
+        #expect(heatmap.svg.contains("unstable drop-3"))
+        #expect(heatmap.caption.contains("white dot"))
+        for name in ["mean_importance.svg", "rank_correlation_final.svg"] {
+            let chart = try #require(writer.figures().first { $0.fileName == name })
+            #expect(chart.svg.contains("<polygon") && chart.caption.contains("Shaded bands"), "\(name)")
+        }
+        let spread = analysis.uncertainty!.attention
+        #expect((0..<6).allSatisfy { spread.isStable([4, 5], checkpoint: $0, k: 2) })
+        #expect((0..<6).allSatisfy { spread.isUnstable(checkpoint: $0, layer: 2, k: 3) })
+        #expect(!spread.isStable(analysis.attention.dropSet(checkpoint: 5, k: 3), checkpoint: 5, k: 3))
+        #expect(markdown.contains("| Attention | 3 |"))
+    }
+
+    @Test func aReportWithoutPerSequenceSumsIsUnchanged() throws {
+        let rows = AnalysisFixtures.knownRows
+        let markdown = try ReportWriter(scoreFile: AnalysisFixtures.scoreFile(rows),
+                                        analysis: SeriesAnalysis(rows: rows)).markdown()
+        #expect(!markdown.contains("## Uncertainty") && !markdown.contains("interval"))
+    }
+}
