@@ -75,7 +75,7 @@ import ScoreStore
         #expect(heatmap.caption.contains("white dot"))
         for name in ["mean_importance.svg", "rank_correlation_final.svg"] {
             let chart = try #require(writer.figures().first { $0.fileName == name })
-            #expect(chart.svg.contains("<polygon") && chart.caption.contains("Shaded bands"), "\(name)")
+            #expect(chart.svg.contains(#"fill-opacity="0.18" stroke="none""#) && chart.caption.contains("Shaded bands"), "\(name)")
         }
         let spread = analysis.uncertainty!.attention
         #expect((0..<6).allSatisfy { spread.isStable([4, 5], checkpoint: $0, k: 2) })
