@@ -60,6 +60,7 @@ def check(path):
             or fingerprints.shape != (count,)
         ):
             problems.append(f"/checkpoints/fingerprint is not {count} strings")
+        problems += check_tasks(f, count)
         if problems:
             return problems, None
 
@@ -73,6 +74,36 @@ def check(path):
         for i in range(count):
             summary.append(f"  {names[i]!r:30} step {steps[i]:>8}  block importance mean {np.nanmean(block[i]):.4g}")
         return problems, summary
+
+
+def check_tasks(f, count):
+    """/evaluation/tasks/<task> (optional, written by `trace --task`): float64 [C]
+    acc_full, acc_own_k<k> (and acc_norm_* for tasks with acc_norm), and the
+    attributes evaluation_sha256, fewshot_sha256 (strings) and num_fewshot (int)."""
+    problems = []
+    tasks = f.get("evaluation/tasks")
+    if tasks is None:
+        return problems
+    if not isinstance(tasks, h5py.Group):
+        return ["/evaluation/tasks is not a group"]
+    for task, group in tasks.items():
+        where = f"/evaluation/tasks/{task}"
+        if not isinstance(group, h5py.Group):
+            problems.append(f"{where} is not a group")
+            continue
+        for name in ["evaluation_sha256", "fewshot_sha256"]:
+            if not isinstance(group.attrs.get(name), str):
+                problems.append(f"{where} attribute {name} missing or not a string")
+        if not isinstance(group.attrs.get("num_fewshot"), np.integer):
+            problems.append(f"{where} attribute num_fewshot missing or not an integer")
+        if "acc_full" not in group:
+            problems.append(f"{where}/acc_full missing")
+        for name, ds in group.items():
+            if not (name.startswith("acc_") or name.startswith("acc_norm_")):
+                problems.append(f"{where}/{name} is not a task accuracy dataset")
+            elif not isinstance(ds, h5py.Dataset) or ds.dtype != np.dtype("float64") or ds.shape != (count,):
+                problems.append(f"{where}/{name} is not float64 ({count},)")
+    return problems
 
 
 def main():

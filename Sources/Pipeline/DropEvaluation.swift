@@ -78,7 +78,7 @@ struct DropEvaluation: Equatable {
 
     func write(into file: HDF5File, rows: [CheckpointRow], dropK: [Int]) throws {
         guard !byCheckpoint.isEmpty else { return }
-        let group = try file.createGroup(Self.group)
+        let group = try file.requireGroup(Self.group)
         let values = rows.map { byCheckpoint[$0.name] ?? Perplexities() }
         try group.createDataset("perplexity_full", values: values.map(\.full), shape: [rows.count], storage: .contiguous)
         for k in dropK {
@@ -90,7 +90,8 @@ struct DropEvaluation: Equatable {
     }
 
     static func read(from file: HDF5File, rows: [CheckpointRow]) throws -> DropEvaluation? {
-        guard try file.exists(group) else { return nil }
+        // `/evaluation` may hold only task accuracy (`TaskAccuracyRecord`).
+        guard try file.exists("\(group)/perplexity_full") else { return nil }
         let group = try file.group(Self.group)
         var evaluation = DropEvaluation()
         evaluation.finalCheckpoint = try group.stringAttribute("final_checkpoint")

@@ -19,7 +19,9 @@ public enum ReportRebuild {
             ? try SeriesAnalysis.read(from: file) : try SeriesAnalysis(rows: store.rows)
         let storedTitle = try file.hasAttribute(TraceRun.titleAttribute)
             ? try file.stringAttribute(TraceRun.titleAttribute) : nil
+        let taskAccuracy = try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name))
         try file.close()
-        return try ReportWriter(title: title ?? storedTitle, scoreFile: store, analysis: analysis).write(to: outDir)
+        return try ReportWriter(title: title ?? storedTitle, scoreFile: store, analysis: analysis, taskAccuracy: taskAccuracy)
+            .write(to: outDir)
     }
 }

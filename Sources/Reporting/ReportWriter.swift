@@ -36,12 +36,15 @@ public struct ReportWriter: Sendable {
     public var scoreFile: ScoreFile
     public var analysis: SeriesAnalysis
     public var extraSections: [ReportSection]
+    /// Task accuracy per checkpoint (`trace --task`): a figure and a section
+    /// after the drop sets when it holds any task.
+    public var taskAccuracy: TaskAccuracyRecord
 
     /// - Parameter title: defaults to "droptrace report: <model_type>, <L> layers".
     /// - Throws: `DroptraceError` when the analysis is not of these scores
     ///   (different checkpoint or layer count).
     public init(title: String? = nil, scoreFile: ScoreFile, analysis: SeriesAnalysis,
-                extraSections: [ReportSection] = []) throws {
+                extraSections: [ReportSection] = [], taskAccuracy: TaskAccuracyRecord = TaskAccuracyRecord()) throws {
         guard analysis.checkpointCount == scoreFile.rows.count, analysis.layers == scoreFile.metadata.numLayers,
               analysis.steps == scoreFile.rows.map(\.step) else {
             throw DroptraceError(
@@ -55,11 +58,18 @@ public struct ReportWriter: Sendable {
         self.scoreFile = scoreFile
         self.analysis = analysis
         self.extraSections = extraSections
+        self.taskAccuracy = taskAccuracy
+    }
+
+    /// The caller's sections, then those made from the stored task accuracy.
+    var sections: [ReportSection] {
+        extraSections + [TaskAccuracyReport.section(taskAccuracy, rows: scoreFile.rows)].compactMap { $0 }
     }
 
     /// The figures, rendered.
     public func figures() -> [ReportFigure] {
         ReportFigures.make(scoreFile: scoreFile, analysis: analysis)
+            + TaskAccuracyReport.figures(taskAccuracy, rows: scoreFile.rows, steps: analysis.steps)
     }
 
     /// The report text; links point at `figures` (rendered if not given).
