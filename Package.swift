@@ -40,6 +40,11 @@ let package = Package(
             name: "Dropping",
             dependencies: ["Scoring", "Architectures", "CheckpointIO", "TensorEngine", "Tokenization", "DroptraceSupport"]
         ),
+        // lm-evaluation-harness tasks (HellaSwag, ARC, PIQA, WinoGrande, BoolQ, OpenBookQA, MMLU) from local files.
+        .target(
+            name: "Evaluation",
+            dependencies: ["Architectures", "CheckpointIO", "Scoring", "TensorEngine", "Tokenization", "DroptraceSupport"]
+        ),
         // The HDF5 score store (public file layout).
         .target(name: "ScoreStore", dependencies: ["CHDF5", "DroptraceSupport"]),
         // Series analysis: rankings, drop-k sets, rank correlations, verdict.
@@ -61,7 +66,7 @@ let package = Package(
             name: "droptrace",
             dependencies: [
                 "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "Analysis", "Reporting", "Pipeline",
-                "Dropping", "DroptraceSupport",
+                "Dropping", "Evaluation", "DroptraceSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -70,7 +75,7 @@ let package = Package(
             name: "DroptraceTests",
             dependencies: [
                 "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "Architectures", "Analysis",
-                "Reporting", "Pipeline", "Dropping", "DroptraceSupport",
+                "Reporting", "Pipeline", "Dropping", "Evaluation", "DroptraceSupport",
             ],
             resources: [.copy("Fixtures")]
         ),

@@ -1,0 +1,103 @@
+import Architectures
+import DroptraceSupport
+import TensorEngine
+import Tokenization
+
+/// A log-likelihood request as the harness's `_encode_pair` tokenises it.
+struct TokenRequest: Sendable, Equatable {
+    var context: [Int]
+    var continuation: [Int]
+
+    /// `_encode_pair`: trailing whitespace of the context moves to the
+    /// continuation; the continuation is what encoding the whole string
+    /// adds past the context's own encoding. Special tokens as the
+    /// tokenizer adds them by default (`add_special_tokens=True`; the
+    /// harness leaves `add_bos_token` unset): a BOS where tokenizer.json's
+    /// post-processor prepends one (Llama, Gemma), none otherwise (GPT-2, Qwen).
+    init(context: String, continuation: String, tokenizer: Tokenizer) throws {
+        let trimmed = PythonText.rstrip(context)
+        let moved = String(String.UnicodeScalarView(context.unicodeScalars.dropFirst(trimmed.unicodeScalars.count)))
+        let whole = try tokenizer.encode(trimmed + moved + continuation)
+        self.context = try tokenizer.encode(trimmed)
+        self.continuation = Array(whole.dropFirst(self.context.count))
+    }
+
+    init(context: [Int], continuation: [Int]) {
+        self.context = context
+        self.continuation = continuation
+    }
+}
+
+/// Summed continuation log-likelihoods as lm-evaluation-harness's HFLM
+/// computes them (`_loglikelihood_tokens`): the input is
+/// (context + continuation)[-(max_length + 1):][:-1], left-truncated to the
+/// model's positions, and the last len(continuation) rows predict the
+/// continuation. Requests with the same input run once (the harness's
+/// one-token-continuation cache: MMLU's four answers share one pass).
+struct LoglikelihoodScorer {
+    let model: any LanguageModel
+    let plan: DropPlan
+    let head: OutputHead
+    /// The harness's `max_length`: the model's positions.
+    let maxLength: Int
+    /// Tokens per forward pass (at least one sequence per pass).
+    let tokensPerPass: Int
+
+    /// One log-likelihood (natural log, summed over the continuation) per request.
+    /// - Precondition: every request has a non-empty context and a
+    ///   continuation of 1...maxLength tokens (checked where requests are made).
+    func score(_ requests: [TokenRequest]) throws -> [Double] {
+        var inputIndex: [[Int]: Int] = [:]
+        var inputs: [[Int]] = []
+        var requestsOfInput: [[Int]] = []
+        for (number, request) in requests.enumerated() {
+            let input = Array((request.context + request.continuation).suffix(maxLength + 1).dropLast())
+            if let index = inputIndex[input] {
+                requestsOfInput[index].append(number)
+            } else {
+                inputIndex[input] = inputs.count
+                inputs.append(input)
+                requestsOfInput.append([number])
+            }
+        }
+        var results = [Double](repeating: 0, count: requests.count)
+        let forward = LayerwiseForward(model: model, plan: plan)
+        var start = 0
+        while start < inputs.count {
+            var end = start, tokens = 0
+            while end < inputs.count && (end == start || tokens + inputs[end].count <= tokensPerPass) {
+                tokens += inputs[end].count
+                end += 1
+            }
+            let batch = TokenBatch(sequences: Array(inputs[start..<end]))
+            let hidden = try forward.run(batch)
+            // Only the continuation rows go through the LM head.
+            var rows: [Int] = [], targets: [Int] = []
+            var spans: [(request: Int, rows: Range<Int>)] = []
+            for input in start..<end {
+                let sequence = batch.sequences[input - start]
+                for number in requestsOfInput[input] {
+                    let continuation = requests[number].continuation
+                    let first = rows.count
+                    for (offset, token) in continuation.enumerated() {
+                        rows.append(sequence.upperBound - continuation.count + offset)
+                        targets.append(token)
+                    }
+                    spans.append((number, first..<rows.count))
+                }
+            }
+            var gathered = [Float](repeating: 0, count: rows.count * hidden.cols)
+            for (index, row) in rows.enumerated() {
+                gathered[(index * hidden.cols)..<((index + 1) * hidden.cols)] =
+                    hidden.data[(row * hidden.cols)..<((row + 1) * hidden.cols)]
+            }
+            let logProbabilities = head.logProbabilities(
+                Matrix(rows: rows.count, cols: hidden.cols, data: gathered), targets: targets)
+            for span in spans {
+                results[span.request] = span.rows.reduce(0.0) { $0 + logProbabilities[$1] }
+            }
+            start = end
+        }
+        return results
+    }
+}

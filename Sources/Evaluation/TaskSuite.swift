@@ -1,0 +1,243 @@
+import Architectures
+import DroptraceSupport
+import Foundation
+import Tokenization
+
+/// lm-evaluation-harness tasks read from local files, evaluated as the
+/// harness evaluates them (`simple_evaluate` with model "hf", no chat
+/// template): the same prompts, few-shot examples, tokens, log-likelihoods,
+/// acc, acc_norm and standard errors.
+///
+/// Files are read and checked once, when the suite is made; `evaluate` can
+/// then run on a full model and on its dropped versions.
+public struct TaskSuite: Sendable {
+    struct LoadedTask: Sendable {
+        let kind: any HarnessTask.Type
+        let examples: [TaskExample]
+        let fewshotExamples: [TaskExample]
+        let shots: Int
+    }
+
+    let tasks: [LoadedTask]
+
+    /// Tokens per forward pass: larger passes expand each block's weights
+    /// fewer times, smaller ones hold less activation memory (about
+    /// tokens × intermediate size × 4 bytes at the widest point).
+    public var tokensPerPass = 8192
+    /// Evaluation documents whose requests are encoded and scored together,
+    /// so a large task file never has all its token sequences in memory.
+    public var documentsPerChunk = 256
+
+    /// The harness's `fewshot_random_seed` default (`DEFAULT_OTHER_SEED`).
+    public static let fewshotSeed: UInt64 = 1234
+
+    /// Task names, in the order given.
+    public var names: [String] { tasks.map { $0.kind.name } }
+
+    /// Reads every task file of `requests`; `numFewshot` (default 0) applies
+    /// to tasks whose request does not set its own count.
+    /// - Throws: `DroptraceError` naming the file and line of the first bad
+    ///   document (missing field, wrong type, label outside the choices,
+    ///   empty file), a task given twice, or a few-shot count the few-shot
+    ///   file cannot supply (or no few-shot file).
+    public init(_ requests: [TaskRequest], numFewshot: Int?) throws {
+        var loaded: [LoadedTask] = []
+        for request in requests {
+            guard let kind = TaskRegistry.task(named: request.name) else {
+                throw DroptraceError(
+                    "unknown task \(request.name.debugDescription) (supported: \(TaskRequest.supportedNames.joined(separator: ", ")))")
+            }
+            guard !loaded.contains(where: { $0.kind.name == kind.name }) else {
+                throw DroptraceError("task \(kind.name) is given twice", path: request.evaluationFile.path)
+            }
+            let shots = request.numFewshot ?? numFewshot ?? 0
+            guard shots >= 0 else { throw DroptraceError("the few-shot count \(shots) is negative") }
+            let examples = try Self.read(request.evaluationFile, kind)
+            var fewshot: [TaskExample] = []
+            if shots > 0 {
+                guard let file = request.fewshotFile else {
+                    throw DroptraceError(
+                        "\(kind.name) with \(shots) few-shot examples needs a few-shot file: \(kind.name)=EVAL_FILE,FEWSHOT_FILE "
+                            + "(the \(kind.fewshotRule.splitName) split)",
+                        path: request.evaluationFile.path)
+                }
+                fewshot = try Self.read(file, kind)
+                try Self.checkFewshotSupply(kind, shots: shots, examples: examples, fewshot: fewshot, file: file.path)
+            }
+            loaded.append(LoadedTask(
+                kind: kind, examples: examples, fewshotExamples: fewshot, shots: shots))
+        }
+        tasks = loaded
+    }
+
+    private static func read(_ url: URL, _ kind: any HarnessTask.Type) throws -> [TaskExample] {
+        var examples: [TaskExample] = []
+        let keepsIdentity: Bool
+        if case .random(excludingEvaluationDocument: true) = kind.fewshotRule { keepsIdentity = true } else { keepsIdentity = false }
+        try TaskDocument.forEach(in: url) { document in
+            var example = try kind.example(document)
+            if keepsIdentity { example.identity = document.identity }
+            example.path = document.path
+            example.line = document.line
+            examples.append(example)
+        }
+        return examples
+    }
+
+    private static func checkFewshotSupply(
+        _ kind: any HarnessTask.Type, shots: Int, examples: [TaskExample], fewshot: [TaskExample], file: String
+    ) throws {
+        switch kind.fewshotRule {
+        case .random(let excluding):
+            // The sampler draws n + 1 when it is given the evaluation document.
+            let needed = excluding ? shots + 1 : shots
+            guard fewshot.count >= needed else {
+                throw DroptraceError(
+                    "\(fewshot.count) documents are too few for \(shots)-shot \(kind.name) (the harness draws \(needed))",
+                    path: file)
+            }
+        case .firstOfSubject:
+            var available: [String: Int] = [:]
+            for example in fewshot { available[example.subject ?? "", default: 0] += 1 }
+            for subject in Set(examples.compactMap(\.subject)).sorted() where available[subject, default: 0] < shots {
+                throw DroptraceError(
+                    "\(available[subject, default: 0]) dev documents of subject \(subject) are too few for \(shots)-shot \(kind.name)",
+                    path: file)
+            }
+        }
+    }
+
+    /// Every task's scores on `model` with the modules of `plan` dropped.
+    ///
+    /// `progress(done, total)` counts evaluation documents over all tasks.
+    /// - Throws: `DroptraceError` naming the task file and line when a
+    ///   document's prompt is empty or a choice adds no tokens or is longer
+    ///   than the model's positions; a token id outside the model's
+    ///   vocabulary; or what the forward pass throws.
+    public func evaluate(
+        model: any LanguageModel, plan: DropPlan, tokenizer: Tokenizer,
+        progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
+    ) throws -> EvaluationResult {
+        try EvaluationResult(tasks: Dictionary(uniqueKeysWithValues: evaluateInDetail(
+            model: model, plan: plan, tokenizer: tokenizer, progress: progress).map { ($0.name, $0.metrics) }))
+    }
+
+    /// One task's outcome with what led to it (tests compare the log-likelihoods with the harness's).
+    struct TaskOutcome {
+        let name: String
+        let metrics: TaskMetrics
+        /// Per evaluation document, per choice.
+        let logLikelihoods: [[Double]]
+        /// MMLU: per subject.
+        let subjects: [String: TaskMetrics]
+    }
+
+    func evaluateInDetail(
+        model: any LanguageModel, plan: DropPlan, tokenizer: Tokenizer,
+        progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
+    ) throws -> [TaskOutcome] {
+        let scorer = LoglikelihoodScorer(
+            model: model, plan: plan, head: try model.head(), maxLength: model.maxPositions,
+            tokensPerPass: max(1, tokensPerPass))
+        let total = tasks.reduce(0) { $0 + $1.examples.count }
+        var done = 0
+        progress(0, total)
+        return try tasks.map { task in
+            var sampler = FewshotSampler(rule: task.kind.fewshotRule, pool: task.fewshotExamples, seed: Self.fewshotSeed)
+            var logLikelihoods: [[Double]] = []
+            logLikelihoods.reserveCapacity(task.examples.count)
+            var chunkStart = 0
+            while chunkStart < task.examples.count {
+                let chunk = task.examples[chunkStart..<min(task.examples.count, chunkStart + max(1, documentsPerChunk))]
+                var requests: [TokenRequest] = []
+                for example in chunk {
+                    let prefix = try sampler.prefix(for: example, shots: task.shots)
+                    for (choice, pair) in PromptFormat.requests(example, prefix: prefix).enumerated() {
+                        let request = try TokenRequest(context: pair.context, continuation: pair.continuation, tokenizer: tokenizer)
+                        try check(request, choice: choice, of: example, model: model)
+                        requests.append(request)
+                    }
+                }
+                let scores = try scorer.score(requests)
+                var offset = 0
+                for example in chunk {
+                    logLikelihoods.append(Array(scores[offset..<(offset + example.choices.count)]))
+                    offset += example.choices.count
+                }
+                done += chunk.count
+                progress(done, total)
+                chunkStart = chunk.endIndex
+            }
+            return outcome(task, logLikelihoods)
+        }
+    }
+
+    /// Every document's (context, continuation) strings per choice, by task,
+    /// as `evaluate` builds them (the harness logs them as `arguments`).
+    func requestTexts() throws -> [[[(context: String, continuation: String)]]] {
+        try tasks.map { task in
+            var sampler = FewshotSampler(rule: task.kind.fewshotRule, pool: task.fewshotExamples, seed: Self.fewshotSeed)
+            return try task.examples.map { PromptFormat.requests($0, prefix: try sampler.prefix(for: $0, shots: task.shots)) }
+        }
+    }
+
+    /// The harness's asserts and the embedding's bounds, as errors naming the document.
+    private func check(_ request: TokenRequest, choice: Int, of example: TaskExample, model: any LanguageModel) throws {
+        func failure(_ problem: String) -> DroptraceError {
+            DroptraceError("line \(example.line), choice \(choice + 1): \(problem)", path: example.path)
+        }
+        guard !request.context.isEmpty else { throw failure("the prompt encodes to no tokens") }
+        guard !request.continuation.isEmpty else { throw failure("the answer adds no tokens to the prompt") }
+        guard request.continuation.count <= model.maxPositions else {
+            throw failure("the answer is \(request.continuation.count) tokens, more than the model's \(model.maxPositions) positions")
+        }
+        if let bad = (request.context + request.continuation).first(where: { $0 < 0 || $0 >= model.vocabularySize }) {
+            throw failure("token id \(bad) is outside the model's vocabulary (vocab_size \(model.vocabularySize))")
+        }
+    }
+
+    /// `process_results` per document, then the task's (or MMLU's groups') aggregation.
+    private func outcome(_ task: LoadedTask, _ logLikelihoods: [[Double]]) -> TaskOutcome {
+        var correct: [Double] = [], correctNormalized: [Double] = []
+        for (example, scores) in zip(task.examples, logLikelihoods) {
+            correct.append(Self.argmax(scores) == example.gold ? 1 : 0)
+            let normalized = zip(scores, example.choices).map { $0 / Double(PythonText.length($1)) }
+            correctNormalized.append(Self.argmax(normalized) == example.gold ? 1 : 0)
+        }
+        let normalized = task.kind.reportsNormalizedAccuracy ? correctNormalized : nil
+        guard case .firstOfSubject = task.kind.fewshotRule else {
+            return TaskOutcome(
+                name: task.kind.name, metrics: Aggregation.metrics(correct: correct, correctNormalized: normalized),
+                logLikelihoods: logLikelihoods, subjects: [:])
+        }
+        // MMLU: the group aggregates its leaf tasks, the subjects (in the
+        // harness's category order), weighting by size and pooling stderrs;
+        // the categories in between do not enter the numbers.
+        var bySubject: [String: [Double]] = [:]
+        for (example, score) in zip(task.examples, correct) { bySubject[example.subject ?? "", default: []].append(score) }
+        let subjects = bySubject.mapValues { Aggregation.metrics(correct: $0, correctNormalized: nil) }
+        let leaves = MMLU.Category.allCases.flatMap { category in
+            subjects.keys.filter { MMLU.categories[$0] == category }.sorted().compactMap { subjects[$0] }
+        }
+        return TaskOutcome(
+            name: task.kind.name, metrics: Aggregation.group(leaves), logLikelihoods: logLikelihoods, subjects: subjects)
+    }
+
+    /// numpy's argmax: the first maximum (the first NaN if there is one).
+    static func argmax(_ values: [Double]) -> Int {
+        if let nan = values.firstIndex(where: \.isNaN) { return nan }
+        var best = 0
+        for index in values.indices where values[index] > values[best] { best = index }
+        return best
+    }
+}
+
+extension FewshotRule {
+    /// The split the harness takes few-shot examples from.
+    var splitName: String {
+        switch self {
+        case .random: return "train"
+        case .firstOfSubject: return "dev"
+        }
+    }
+}

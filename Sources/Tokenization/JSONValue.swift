@@ -1,0 +1,56 @@
+/// A parsed JSON value, typed, for readers outside this module (task files):
+/// the same parser as tokenizer.json and calibration JSONL (depth limit,
+/// integers told apart from 1.0 and true, object members in file order).
+public indirect enum JSONValue: Sendable {
+    case null
+    case bool(Bool)
+    /// An integer literal that fits in `Int`.
+    case integer(Int)
+    /// Any other number.
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    /// Members in file order; a repeated key is kept as written (`member(_:)` takes the last).
+    case object([(key: String, value: JSONValue)])
+
+    /// Parses one JSON document.
+    /// - Throws: `JSONValue.Malformed` with the byte offset and the reason.
+    public static func parse(_ bytes: [UInt8]) throws(Malformed) -> JSONValue {
+        do {
+            return JSONValue(parsed: try JSONParser.parse(bytes))
+        } catch {
+            throw Malformed(offset: error.offset, reason: error.reason)
+        }
+    }
+
+    /// Why a document is not JSON.
+    public struct Malformed: Error, Sendable {
+        public var offset: Int
+        public var reason: String
+    }
+
+    init(parsed value: Any) {
+        if let object = value as? JSONObject {
+            self = .object(object.members.map { ($0.key, JSONValue(parsed: $0.value)) })
+        } else if let items = value as? [Any] {
+            self = .array(items.map { JSONValue(parsed: $0) })
+        } else if let text = value as? String {
+            self = .string(text)
+        } else if let flag = JSONFields.boolean(value) {
+            self = .bool(flag)
+        } else if let integer = JSONFields.integer(value) {
+            self = .integer(integer)
+        } else if let real = value as? Double {
+            self = .number(real)
+        } else {
+            self = .null
+        }
+    }
+
+    /// The value of `key` in an object (the last one when repeated); nil
+    /// for other values or a missing key. Keys compare by Unicode scalars.
+    public func member(_ key: String) -> JSONValue? {
+        guard case .object(let members) = self else { return nil }
+        return members.last { $0.key.unicodeScalars.elementsEqual(key.unicodeScalars) }?.value
+    }
+}

@@ -1,0 +1,90 @@
+import ArgumentParser
+import Architectures
+import Evaluation
+import Foundation
+
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Score a checkpoint on HellaSwag, ARC, PIQA, WinoGrande, BoolQ, OpenBookQA and MMLU as lm-evaluation-harness does.",
+        discussion: """
+            Each --task names a task and its local files: NAME=EVAL_FILE[,FEWSHOT_FILE], JSONL with one row of \
+            the Hugging Face dataset per line in the dataset's own fields (datasets.Dataset.to_json). Tasks:
+            \(TaskRequest.datasets.map { "  \($0.name.padding(toLength: 14, withPad: " ", startingAt: 0)) \($0.dataset)" }.joined(separator: "\n"))
+
+            Prompts, few-shot examples, tokenisation and metrics follow the harness's task definitions: acc \
+            (highest summed log-likelihood), acc_norm (per character of the answer, where the task has it), their \
+            standard errors and n. Few-shot examples come from FEWSHOT_FILE (train; dev for MMLU) drawn with \
+            Python's random.Random(1234) exactly as the harness draws them (MMLU: the subject's first n). \
+            --num-fewshot sets the count for every task; NAME:N=... sets one task's.
+
+            Example (the paper's settings):
+              droptrace eval model/ --task boolq=boolq_val.jsonl --task mmlu:5=mmlu_test.jsonl,mmlu_dev.jsonl \\
+                --task hellaswag:10=hs_val.jsonl,hs_train.jsonl --task arc_challenge:25=arcc_test.jsonl,arcc_train.jsonl
+
+            The average is the mean over tasks of acc_norm where the task has it, acc otherwise.
+
+            Exit codes: 0 success; 1 bad input or failure, one line naming the file; 64 invalid usage.
+            """
+    )
+
+    @Argument(help: "Checkpoint directory, or one .safetensors, .bin or .gguf file.")
+    var checkpoint: String
+
+    @Option(name: .customLong("task"), help: ArgumentHelp(
+        "A task and its files (repeatable): NAME=EVAL_FILE[,FEWSHOT_FILE]; NAME:N=... for N few-shot examples.",
+        valueName: "name=file"))
+    var tasks: [String] = []
+
+    @Option(help: ArgumentHelp("Few-shot examples per task (default 0).", valueName: "n"))
+    var numFewshot: Int?
+
+    @Option(help: ArgumentHelp("Attention layers to drop, e.g. 20,24 (0-based).", valueName: "i,j"))
+    var dropAttention: LayerList = LayerList()
+
+    @Option(help: ArgumentHelp("MLP layers to drop (0-based).", valueName: "i,j"))
+    var dropMlp: LayerList = LayerList()
+
+    @Option(help: ArgumentHelp("Whole blocks to drop (0-based).", valueName: "i,j"))
+    var dropBlocks: LayerList = LayerList()
+
+    @OptionGroup var engine: EngineOptions
+
+    @Flag(help: "Print {\"tasks\": {NAME: {acc, acc_norm, acc_stderr, acc_norm_stderr, n}}, \"average\"} as JSON.")
+    var json = false
+
+    func validate() throws {
+        if tasks.isEmpty { throw ValidationError("give at least one --task NAME=EVAL_FILE[,FEWSHOT_FILE]") }
+        if let numFewshot, numFewshot < 0 { throw ValidationError("--num-fewshot must be 0 or more") }
+    }
+
+    func run() throws {
+        try runReportingErrors { log in
+            engine.apply()
+            let suite = try TaskSuite(try tasks.map { try TaskRequest(argument: $0) }, numFewshot: numFewshot)
+            let plan = DropPlan(attention: dropAttention.layers, mlp: dropMlp.layers, blocks: dropBlocks.layers)
+            let progress = ProgressBar(label: "eval")
+            let result = try EvaluationRun.run(
+                checkpoint: URL(fileURLWithPath: checkpoint), suite: suite, plan: plan,
+                warn: { log.warning("\($0)") }, progress: progress.update)
+            progress.finished()
+            print(json ? try encodeJSON(result) : EvaluationTable(result, order: suite.names).text)
+        }
+    }
+}
+
+/// Comma-separated 0-based layer indices.
+struct LayerList: ExpressibleByArgument {
+    var layers: Set<Int> = []
+
+    init() {}
+
+    init?(argument: String) {
+        var layers: Set<Int> = []
+        for part in argument.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let layer = Int(part.trimmingCharacters(in: .whitespaces)), layer >= 0 else { return nil }
+            layers.insert(layer)
+        }
+        self.layers = layers
+    }
+}

@@ -1,0 +1,268 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+@testable import Evaluation
+import Foundation
+import Testing
+import Tokenization
+
+/// `droptrace eval` against lm-evaluation-harness run on the same files
+/// (Fixtures/eval/reference.json, scripts/fixtures/make_eval_references.py).
+@Suite struct EvaluationTests {
+    static let reference: [String: Any] = {
+        let data = try! Data(contentsOf: FixtureFiles.root.appendingPathComponent("eval/reference.json"))
+        return try! JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }()
+
+    static func section(_ name: String) -> [String: Any] { reference[name] as! [String: Any] }
+
+    /// Evaluation split and few-shot split of each task's fixture files.
+    static let files: [String: (evaluation: String, fewshot: String)] = [
+        "hellaswag": ("hellaswag_validation", "hellaswag_train"),
+        "arc_easy": ("arc_easy_test", "arc_easy_train"),
+        "arc_challenge": ("arc_challenge_test", "arc_challenge_train"),
+        "piqa": ("piqa_validation", "piqa_train"),
+        "winogrande": ("winogrande_validation", "winogrande_train"),
+        "boolq": ("boolq_validation", "boolq_train"),
+        "openbookqa": ("openbookqa_test", "openbookqa_train"),
+        "mmlu": ("mmlu_test", "mmlu_dev"),
+    ]
+
+    static func file(_ name: String) -> URL { FixtureFiles.root.appendingPathComponent("eval/\(name).jsonl") }
+
+    static func request(_ task: String, shots: Int) -> TaskRequest {
+        let pair = files[task]!
+        return TaskRequest(name: task, evaluationFile: file(pair.evaluation), fewshotFile: file(pair.fewshot), numFewshot: shots)
+    }
+
+    /// "<model>/<task>/<shots>" keys of the reference results.
+    static var resultKeys: [String] { section("results").keys.sorted() }
+
+    static func number(_ value: Any?) -> Double? { (value as? NSNumber)?.doubleValue }
+
+    @Test func everyTaskIsInTheReference() {
+        let tasks = Set(Self.resultKeys.map { $0.split(separator: "/")[1] }.map(String.init))
+        #expect(tasks == Set(TaskRequest.supportedNames))
+    }
+
+    @Test(arguments: EvaluationTests.section("prompts").keys.sorted())
+    func promptsAreTheHarnesss(key: String) throws {
+        let parts = key.split(separator: "/")
+        let suite = try TaskSuite([Self.request(String(parts[0]), shots: Int(parts[1])!)], numFewshot: nil)
+        let mine = try suite.requestTexts()[0]
+        let theirs = Self.section("prompts")[key] as! [[[String]]]
+        #expect(mine.count == theirs.count)
+        for (document, (ours, expected)) in zip(mine, theirs).enumerated() {
+            #expect(ours.map { [$0.context, $0.continuation] } == expected, "document \(document)")
+        }
+    }
+
+    @Test(arguments: EvaluationTests.resultKeys)
+    func scoresAreTheHarnesss(key: String) throws {
+        let parts = key.split(separator: "/").map(String.init)
+        let expected = Self.section("results")[key] as! [String: Any]
+        let directory = FixtureFiles.model(parts[0])
+        let model = try ModelRegistry.load(try Checkpoint(directory: directory))
+        let tokenizer = try Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
+        var suite = try TaskSuite([Self.request(parts[1], shots: Int(parts[2])!)], numFewshot: nil)
+        suite.tokensPerPass = 300  // several passes, and inputs shared between requests
+        suite.documentsPerChunk = 2
+        let outcome = try suite.evaluateInDetail(model: model, plan: .none, tokenizer: tokenizer)[0]
+
+        let lls = (expected["loglikelihoods"] as! [[NSNumber]]).map { $0.map(\.doubleValue) }
+        #expect(outcome.logLikelihoods.count == lls.count)
+        for (ours, theirs) in zip(outcome.logLikelihoods, lls) {
+            #expect(ours.count == theirs.count)
+            for (a, b) in zip(ours, theirs) { #expect(abs(a - b) <= 1e-4, "\(ours) vs \(theirs)") }
+        }
+        let metrics = outcome.metrics
+        #expect(metrics.n == (expected["n"] as! NSNumber).intValue)
+        #expect(metrics.acc == Self.number(expected["acc"]))
+        #expect(metrics.acc_norm == Self.number(expected["acc_norm"]))
+        Self.expectStandardError(metrics.acc_stderr, expected["acc_stderr"])
+        if metrics.acc_norm != nil { Self.expectStandardError(metrics.acc_norm_stderr ?? 0, expected["acc_norm_stderr"]) }
+        if let subjects = expected["subjects"] as? [String: [String: Any]] {
+            #expect(Set(outcome.subjects.keys) == Set(subjects.keys))
+            for (subject, values) in subjects {
+                #expect(outcome.subjects[subject]?.acc == Self.number(values["acc"]))
+                Self.expectStandardError(outcome.subjects[subject]?.acc_stderr ?? 0, values["acc_stderr"])
+            }
+        }
+    }
+
+    /// Within 1e-9 relative; the harness's "N/A" (stored as null) is NaN here.
+    static func expectStandardError(_ ours: Double, _ theirs: Any?) {
+        guard let expected = number(theirs) else {
+            #expect(ours.isNaN, "expected N/A, got \(ours)")
+            return
+        }
+        #expect(abs(ours - expected) <= 1e-9 * max(abs(expected), 1e-300), "\(ours) vs \(expected)")
+    }
+
+    // MARK: Python's random
+
+    static var random: [String: Any] { section("random") }
+
+    static func uints(_ value: Any?) -> [UInt64] { (value as! [NSNumber]).map(\.uint64Value) }
+
+    @Test func mersenneTwisterMatchesCPython() {
+        var generator = PythonRandom(seed: 1234)
+        #expect((0..<8).map { _ in UInt64(generator.nextUInt32()) } == Self.uints(Self.random["seed1234_uint32"]))
+        generator = PythonRandom(seed: 1234)
+        #expect(Array((0..<700).map { _ in UInt64(generator.nextUInt32()) }.suffix(4)) == Self.uints(Self.random["seed1234_after_700_uint32"]))
+        generator = PythonRandom(seed: (1 << 40) + 7)
+        #expect((0..<4).map { _ in UInt64(generator.nextUInt32()) } == Self.uints(Self.random["seed_2pow40_plus_7_uint32"]))
+        generator = PythonRandom(seed: 0)
+        #expect((0..<4).map { _ in UInt64(generator.nextUInt32()) } == Self.uints(Self.random["seed0_uint32"]))
+    }
+
+    @Test func getrandbitsAndRandbelowMatchCPython() {
+        var generator = PythonRandom(seed: 1234)
+        let bits = Self.random["seed1234_getrandbits"] as! [String: NSNumber]
+        for k in [1, 5, 31, 33, 48, 64] {
+            #expect(generator.randomBits(k) == bits[String(k)]!.uint64Value, "getrandbits(\(k))")
+        }
+        generator = PythonRandom(seed: 1234)
+        let bounds = [1, 2, 3, 10, 1000, (1 << 33) + 1]
+        #expect(bounds.map { generator.below($0) } == Self.uints(Self.random["seed1234_randbelow"]).map { Int($0) })
+    }
+
+    /// Both of `random.sample`'s methods: the pool (small populations) and the set.
+    @Test func sampleMatchesCPython() {
+        for case let entry as [String: Any] in Self.random["seed1234_sample"] as! [Any] {
+            let population = (entry["population"] as! NSNumber).intValue, k = (entry["k"] as! NSNumber).intValue
+            var generator = PythonRandom(seed: 1234)
+            #expect(generator.sample(count: population, k: k) == Self.uints(entry["first"]).map { Int($0) }, "\(population), \(k)")
+            #expect(generator.sample(count: population, k: k) == Self.uints(entry["second"]).map { Int($0) }, "\(population), \(k)")
+        }
+    }
+
+    // MARK: Python's str
+
+    @Test func pythonStringOperations() {
+        #expect(PythonText.strip("\u{1C}\u{85} a b\u{3000}\t") == "a b")
+        #expect(PythonText.rstrip("x \u{200B}") == "x \u{200B}")  // zero-width space is not whitespace
+        #expect(PythonText.capitalize("sHE pedals") == "She pedals")
+        #expect(PythonText.capitalize("ǆemal") == "ǅemal")  // title case, not upper case
+        #expect(PythonText.capitalize("ßig") == "Ssig")
+        #expect(PythonText.capitalize("aΣ ΟΔΟΣ") == "Aς οδος")
+        #expect(PythonText.length("e\u{301}👍🏽") == 4)
+        #expect(PythonText.replace("a    b   c", "  ", with: " ") == "a  b  c")
+        #expect(HellaSwag.preprocess(" A [title] B [x] C  [open\n] D [ ") == "A. B C [open\n] D [")
+    }
+
+    // MARK: Bad input
+
+    static func suiteError(_ task: String, _ lines: [String], fewshot: [String]? = nil, shots: Int = 0) throws -> DroptraceError? {
+        let scratch = try ScratchDirectory()
+        let evaluation = try scratch.write(lines.joined(separator: "\n"), to: "eval.jsonl")
+        let fewshotFile = try fewshot.map { try scratch.write($0.joined(separator: "\n"), to: "train.jsonl") }
+        do {
+            _ = try TaskSuite([TaskRequest(name: task, evaluationFile: evaluation, fewshotFile: fewshotFile, numFewshot: shots)], numFewshot: nil)
+            return nil
+        } catch let error as DroptraceError {
+            return error
+        }
+    }
+
+    static let piqaLine = #"{"goal": "g", "sol1": "a", "sol2": "b", "label": 1}"#
+
+    @Test(arguments: [
+        ("piqa", [#"{"goal": "g", "sol1": "a", "label": 0}"#], "line 1: missing field \"sol2\""),
+        ("piqa", [piqaLine, #"{"goal": "g", "sol1": "a", "sol2": "b", "label": "1"}"#], "line 2: \"label\" should be an integer"),
+        ("piqa", [piqaLine, "", #"{"goal": "g", "sol1": "a", "sol2": "b", "label": 2}"#], "line 3: \"label\" is 2, not among the 2 choices (0...1)"),
+        ("piqa", [piqaLine, "[1, 2]"], "line 2: not a JSON object"),
+        ("piqa", [piqaLine, "{\"goal\": "], "line 2: invalid JSON"),
+        ("piqa", ["", "  "], "no documents (an empty task file)"),
+        ("hellaswag", [#"{"activity_label": "a", "ctx_a": "b", "ctx_b": "c", "endings": ["x", "y"], "label": ""}"#], "line 1: \"label\" is \"\""),
+        ("hellaswag", [#"{"activity_label": "a", "ctx_a": "b", "ctx_b": "c", "endings": ["x", 3], "label": "0"}"#], "line 1: \"endings\"[1] should be a string"),
+        ("arc_easy", [#"{"question": "q", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "C"}"#], "line 1: answerKey \"C\" is not among choices.label"),
+        ("arc_easy", [#"{"question": "q", "choices": {"text": ["a", "b"], "label": ["A"]}, "answerKey": "A"}"#], "line 1: \"choices.text\" and \"choices.label\""),
+        ("winogrande", [#"{"sentence": "no blank", "option1": "a", "option2": "b", "answer": "1"}"#], "line 1: \"sentence\" has no \"_\" blank"),
+        ("winogrande", [#"{"sentence": "a _ b", "option1": "a", "option2": "b", "answer": 1}"#], "line 1: \"answer\" should be a string"),
+        ("boolq", [#"{"passage": "p", "question": "q", "label": -1}"#], "line 1: \"label\" is -1"),
+        ("mmlu", [#"{"question": "q", "subject": "cooking", "choices": ["a", "b", "c", "d"], "answer": 0}"#], "line 1: \"subject\" \"cooking\" is not one of MMLU's 57 subjects"),
+        ("mmlu", [#"{"question": "q", "subject": "anatomy", "choices": ["a", "b", "c"], "answer": 0}"#], "line 1: \"choices\" should hold 4 answers, not 3"),
+    ])
+    func badTaskFilesNameFileAndLine(task: String, lines: [String], message: String) throws {
+        let error = try #require(try Self.suiteError(task, lines))
+        #expect(error.path?.hasSuffix("eval.jsonl") == true)
+        #expect(error.message.hasPrefix(message), "\(error.message)")
+    }
+
+    @Test func fewshotNeedsAFileAndEnoughDocuments() throws {
+        let missing = try #require(try Self.suiteError("piqa", [Self.piqaLine], shots: 1))
+        #expect(missing.message.contains("needs a few-shot file"))
+        // The sampler draws n + 1 for tasks that exclude the evaluation document.
+        let few = try #require(try Self.suiteError("piqa", [Self.piqaLine], fewshot: [Self.piqaLine, Self.piqaLine], shots: 2))
+        #expect(few.path?.hasSuffix("train.jsonl") == true)
+        #expect(few.message.contains("too few for 2-shot piqa"))
+        let mmlu = #"{"question": "q", "subject": "anatomy", "choices": ["a", "b", "c", "d"], "answer": 0}"#
+        let dev = try #require(try Self.suiteError("mmlu", [mmlu], fewshot: [mmlu], shots: 2))
+        #expect(dev.message.contains("subject anatomy are too few for 2-shot mmlu"))
+    }
+
+    @Test(arguments: [
+        ("piqa", "expected NAME=EVAL_FILE"),
+        ("cooking=a.jsonl", "unknown task \"cooking\""),
+        ("piqa=a.jsonl,b.jsonl,c.jsonl", "one or two non-empty paths"),
+        ("piqa=", "one or two non-empty paths"),
+        ("piqa:x=a.jsonl", "few-shot count"),
+    ])
+    func badTaskArguments(argument: String, message: String) {
+        #expect(throws: DroptraceError.self) { try TaskRequest(argument: argument) }
+        do {
+            _ = try TaskRequest(argument: argument)
+        } catch let error as DroptraceError {
+            #expect(error.message.contains(message), "\(error.message)")
+        } catch {}
+    }
+
+    @Test func taskArgumentsParse() throws {
+        let base = URL(fileURLWithPath: "/data/pipeline")
+        let request = try TaskRequest(argument: "hellaswag:10=val.jsonl,/abs/train.jsonl", relativeTo: base)
+        #expect(request.name == "hellaswag")
+        #expect(request.numFewshot == 10)
+        #expect(request.evaluationFile.path == "/data/pipeline/val.jsonl")
+        #expect(request.fewshotFile?.path == "/abs/train.jsonl")
+        #expect(try TaskRequest(argument: "boolq=v.jsonl").fewshotFile == nil)
+    }
+
+    @Test func resultJSONUsesTheHarnesssKeys() throws {
+        let result = EvaluationResult(tasks: [
+            "boolq": TaskMetrics(acc: 0.5, acc_norm: nil, acc_stderr: .nan, acc_norm_stderr: nil, n: 1),
+            "piqa": TaskMetrics(acc: 0.25, acc_norm: 0.75, acc_stderr: 0.1, acc_norm_stderr: 0.2, n: 4),
+        ])
+        #expect(result.average == (0.5 + 0.75) / 2)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let text = String(decoding: try encoder.encode(result), as: UTF8.self)
+        #expect(text.contains(#""boolq":{"acc":0.5,"acc_stderr":null,"n":1}"#))
+        #expect(text.contains(#""piqa":{"acc":0.25,"acc_norm":0.75,"acc_norm_stderr":0.2,"acc_stderr":0.1,"n":4}"#))
+        #expect(try JSONDecoder().decode(EvaluationResult.self, from: Data(text.utf8)) == result)
+    }
+
+    @Test func evalCommandPrintsJSONAndRejectsBadFiles() throws {
+        let model = FixtureFiles.model("llama-f32").path
+        let ok = try DroptraceCommand.run([
+            "eval", model, "--task", "arc_easy=\(Self.file("arc_easy_test").path)", "--json"])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(ok.stdout.utf8)) as! [String: Any]
+        let arc = (json["tasks"] as! [String: Any])["arc_easy"] as! [String: Any]
+        let expected = Self.section("results")["llama-f32/arc_easy/0"] as! [String: Any]
+        #expect(Self.number(arc["acc"]) == Self.number(expected["acc"]))
+        #expect(Self.number(json["average"]) == Self.number(expected["acc_norm"]))
+
+        let scratch = try ScratchDirectory()
+        let bad = try scratch.write("{\"goal\": 1}\n", to: "bad.jsonl")
+        let failed = try DroptraceCommand.run(["eval", model, "--task", "piqa=\(bad.path)"])
+        #expect(failed.status == 1)
+        let lines = failed.stderr.split(separator: "\n")
+        #expect(lines.count == 1)
+        #expect(failed.stderr.contains("\(bad.path): line 1: \"goal\" should be a string"))
+        let outside = try DroptraceCommand.run([
+            "eval", model, "--task", "arc_easy=\(Self.file("arc_easy_test").path)", "--drop-mlp", "99"])
+        #expect(outside.status == 1)
+        #expect(outside.stderr.contains("--drop-mlp: layer 99 is not among the model's 5 layers"))
+    }
+}
