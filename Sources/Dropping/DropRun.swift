@@ -17,7 +17,7 @@ public struct DropRequest: Sendable {
     public var evaluation: CalibrationSource?
     /// lm-evaluation-harness tasks, scored on the full and the dropped model.
     public var tasks: [TaskRequest] = []
-    /// Few-shot examples per prompt for every task; nil: 0.
+    /// Few-shot examples per prompt for tasks without their own count; nil: 0.
     public var numFewshot: Int?
     public var export: URL?
 

@@ -41,7 +41,7 @@ public struct PipelineFile: Decodable {
     /// (`trace --task`), in the order written. Read from the YAML nodes by
     /// `PipelineYAML.tasks`, not by the decoder.
     public var tasks: [PipelineTask] = []
-    /// Few-shot examples per prompt for every task (`trace --num-fewshot`).
+    /// Few-shot examples per prompt for tasks without their own count (`trace --num-fewshot`).
     public var numFewshot: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {

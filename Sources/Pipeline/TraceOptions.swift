@@ -27,7 +27,7 @@ public struct TraceOptions: Sendable {
     /// lm-evaluation-harness tasks: when given, each checkpoint's accuracy in
     /// full and without its own drop-k attention layers.
     public var tasks: [TaskRequest] = []
-    /// Few-shot examples per prompt for every task; nil: 0.
+    /// Few-shot examples per prompt for tasks without their own count; nil: 0.
     public var numFewshot: Int?
     /// Seconds an incomplete checkpoint may rest unchanged and still count as
     /// being written; after that it is a failure (see `CheckpointDiscovery`).

@@ -54,12 +54,12 @@ struct DropCommand: ParsableCommand {
     var eval: String?
 
     @Option(name: .customLong("task"), help: ArgumentHelp(
-        "An lm-evaluation-harness task and its local files (the dataset's own JSONL export): NAME=EVAL_FILE[,FEWSHOT_FILE]; repeatable.",
+        "An lm-evaluation-harness task and its local files (the dataset's own JSONL export): NAME[:N]=EVAL_FILE[,FEWSHOT_FILE], N its own few-shot count; repeatable.",
         valueName: "name=file[,file]"))
     var tasks: [String] = []
 
     @Option(name: .customLong("num-fewshot"), help: ArgumentHelp(
-        "Few-shot examples per prompt for every task (default 0).", valueName: "n"))
+        "Few-shot examples per prompt for tasks without their own count (default 0).", valueName: "n"))
     var numFewshot: Int?
 
     @Option(help: ArgumentHelp("Write the dropped model to this new directory.", valueName: "dir"))

@@ -56,12 +56,12 @@ struct TraceCommand: ParsableCommand {
     var eval: String?
 
     @Option(name: .customLong("task"), help: ArgumentHelp(
-        "An lm-evaluation-harness task and its local files: NAME=EVAL_FILE[,FEWSHOT_FILE]; repeatable. The store and the report add each checkpoint's accuracy in full and without its own drop-k attention layers.",
+        "An lm-evaluation-harness task and its local files: NAME[:N]=EVAL_FILE[,FEWSHOT_FILE], N its own few-shot count; repeatable. The store and the report add each checkpoint's accuracy in full and without its own drop-k attention layers.",
         valueName: "name=file[,file]"))
     var tasks: [String] = []
 
     @Option(name: .customLong("num-fewshot"), help: ArgumentHelp(
-        "Few-shot examples per prompt for every task (default 0).", valueName: "n"))
+        "Few-shot examples per prompt for tasks without their own count (default 0).", valueName: "n"))
     var numFewshot: Int?
 
     @Option(name: .customLong("settle-minutes"), help: ArgumentHelp(
@@ -100,7 +100,7 @@ struct RunCommand: ParsableCommand {
         discussion: """
             Settings: title, series (a directory) or checkpoints (a list of directories), calibration, \
             seq_len, samples, drop_k (a list), eval (optional evaluation data), tasks (optional: a mapping from \
-            task name to {eval: FILE, fewshot: FILE}), num_fewshot, output. Relative paths are relative to the pipeline file. \
+            task name to {eval: FILE, fewshot: FILE, num_fewshot: N}), num_fewshot, output. Relative paths are relative to the pipeline file. \
             See pipelines/ for documented examples.
 
             Exit codes: 0 done; 1 error, one line naming the file; 64 invalid usage; 75 another run holds the lock.
