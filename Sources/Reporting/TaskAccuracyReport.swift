@@ -35,7 +35,7 @@ enum TaskAccuracyReport {
             }
         }
         return [ReportFigure(
-            fileName: figureFileName, heading: sectionTitle,
+            fileName: figureFileName, heading: "Task accuracy, full and dropped",
             altText: "Accuracy on each task over training, full and without each checkpoint's own drop-k attention layers",
             caption: "Per task, the accuracy of each checkpoint in full (black) and without its own k least important "
                 + "attention layers, scored as lm-evaluation-harness scores multiple choice. Gaps are values that "
