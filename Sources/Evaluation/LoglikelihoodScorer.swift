@@ -3,28 +3,38 @@ import DroptraceSupport
 import TensorEngine
 import Tokenization
 
-/// A log-likelihood request as the harness's `_encode_pair` tokenises it.
+/// A log-likelihood request as token ids: context and continuation.
 struct TokenRequest: Sendable, Equatable {
     var context: [Int]
     var continuation: [Int]
+}
 
-    /// `_encode_pair`: trailing whitespace of the context moves to the
-    /// continuation; the continuation is what encoding the whole string
-    /// adds past the context's own encoding. Special tokens as the
-    /// tokenizer adds them by default (`add_special_tokens=True`; the
-    /// harness leaves `add_bos_token` unset): a BOS where tokenizer.json's
-    /// post-processor prepends one (Llama, Gemma), none otherwise (GPT-2, Qwen).
-    init(context: String, continuation: String, tokenizer: Tokenizer) throws {
-        let trimmed = PythonText.rstrip(context)
-        let moved = String(String.UnicodeScalarView(context.unicodeScalars.dropFirst(trimmed.unicodeScalars.count)))
-        let whole = try tokenizer.encode(trimmed + moved + continuation)
-        self.context = try tokenizer.encode(trimmed)
-        self.continuation = Array(whole.dropFirst(self.context.count))
+/// The harness's `_encode_pair`: trailing whitespace of the context moves
+/// to the continuation; the continuation is what encoding the whole string
+/// adds past the context's own encoding. Special tokens as the tokenizer
+/// adds them by default (`add_special_tokens=True`; the harness leaves
+/// `add_bos_token` unset): a BOS where tokenizer.json's post-processor
+/// prepends one (Llama, Gemma), none otherwise (GPT-2, Qwen).
+struct PairEncoder {
+    let tokenizer: Tokenizer
+    /// The choices of a document share its context: encode it once.
+    private var lastContext: (text: String, tokens: [Int])?
+
+    init(tokenizer: Tokenizer) {
+        self.tokenizer = tokenizer
     }
 
-    init(context: [Int], continuation: [Int]) {
-        self.context = context
-        self.continuation = continuation
+    mutating func encode(context: String, continuation: String) throws -> TokenRequest {
+        let trimmed = PythonText.rstrip(context)
+        let contextTokens: [Int]
+        if let last = lastContext, PythonText.equal(last.text, trimmed) {
+            contextTokens = last.tokens
+        } else {
+            contextTokens = try tokenizer.encode(trimmed)
+            lastContext = (trimmed, contextTokens)
+        }
+        let whole = try tokenizer.encode(context + continuation)
+        return TokenRequest(context: contextTokens, continuation: Array(whole.dropFirst(contextTokens.count)))
     }
 }
 

@@ -41,8 +41,8 @@ public struct TaskRequest: Sendable, Equatable {
         var name = String(argument[..<equals])
         var shots: Int? = nil
         if let colon = name.firstIndex(of: ":") {
-            guard let count = Int(name[name.index(after: colon)...]), (0...1000).contains(count) else {
-                throw failure("the few-shot count after \":\" should be a whole number from 0 to 1000")
+            guard let count = Int(name[name.index(after: colon)...]), (0...TaskSuite.maxFewshot).contains(count) else {
+                throw failure("the few-shot count after \":\" should be a whole number from 0 to \(TaskSuite.maxFewshot)")
             }
             shots = count
             name = String(name[..<colon])

@@ -28,6 +28,9 @@ public struct TaskSuite: Sendable {
     /// so a large task file never has all its token sequences in memory.
     public var documentsPerChunk = 256
 
+    /// Most few-shot examples per document (far more than any context holds).
+    public static let maxFewshot = 10_000
+
     /// The harness's `fewshot_random_seed` default (`DEFAULT_OTHER_SEED`).
     public static let fewshotSeed: UInt64 = 1234
 
@@ -41,6 +44,7 @@ public struct TaskSuite: Sendable {
     ///   empty file), a task given twice, or a few-shot count the few-shot
     ///   file cannot supply (or no few-shot file).
     public init(_ requests: [TaskRequest], numFewshot: Int?) throws {
+        guard !requests.isEmpty else { throw DroptraceError("no tasks to evaluate") }
         var loaded: [LoadedTask] = []
         for request in requests {
             guard let kind = TaskRegistry.task(named: request.name) else {
@@ -51,7 +55,9 @@ public struct TaskSuite: Sendable {
                 throw DroptraceError("task \(kind.name) is given twice", path: request.evaluationFile.path)
             }
             let shots = request.numFewshot ?? numFewshot ?? 0
-            guard shots >= 0 else { throw DroptraceError("the few-shot count \(shots) is negative") }
+            guard (0...Self.maxFewshot).contains(shots) else {
+                throw DroptraceError("\(kind.name): the few-shot count \(shots) is not between 0 and \(Self.maxFewshot)")
+            }
             let examples = try Self.read(request.evaluationFile, kind)
             var fewshot: [TaskExample] = []
             if shots > 0 {
@@ -144,6 +150,7 @@ public struct TaskSuite: Sendable {
         progress(0, total)
         return try tasks.map { task in
             var sampler = FewshotSampler(rule: task.kind.fewshotRule, pool: task.fewshotExamples, seed: Self.fewshotSeed)
+            var encoder = PairEncoder(tokenizer: tokenizer)
             var logLikelihoods: [[Double]] = []
             logLikelihoods.reserveCapacity(task.examples.count)
             var chunkStart = 0
@@ -153,7 +160,7 @@ public struct TaskSuite: Sendable {
                 for example in chunk {
                     let prefix = try sampler.prefix(for: example, shots: task.shots)
                     for (choice, pair) in PromptFormat.requests(example, prefix: prefix).enumerated() {
-                        let request = try TokenRequest(context: pair.context, continuation: pair.continuation, tokenizer: tokenizer)
+                        let request = try encoder.encode(context: pair.context, continuation: pair.continuation)
                         try check(request, choice: choice, of: example, model: model)
                         requests.append(request)
                     }

@@ -18,9 +18,10 @@ struct EvalCommand: ParsableCommand {
             Python's random.Random(1234) exactly as the harness draws them (MMLU: the subject's first n). \
             --num-fewshot sets the count for every task; NAME:N=... sets one task's.
 
-            Example (the paper's settings):
-              droptrace eval model/ --task boolq=boolq_val.jsonl --task mmlu:5=mmlu_test.jsonl,mmlu_dev.jsonl \\
-                --task hellaswag:10=hs_val.jsonl,hs_train.jsonl --task arc_challenge:25=arcc_test.jsonl,arcc_train.jsonl
+            Example (BoolQ 0-shot, MMLU 5-shot, HellaSwag 10-shot as in the paper):
+              droptrace eval model/ --task boolq=boolq_val.jsonl \\
+                --task mmlu:5=mmlu_test.jsonl,mmlu_dev.jsonl \\
+                --task hellaswag:10=hs_val.jsonl,hs_train.jsonl
 
             The average is the mean over tasks of acc_norm where the task has it, acc otherwise.
 
@@ -55,7 +56,9 @@ struct EvalCommand: ParsableCommand {
 
     func validate() throws {
         if tasks.isEmpty { throw ValidationError("give at least one --task NAME=EVAL_FILE[,FEWSHOT_FILE]") }
-        if let numFewshot, numFewshot < 0 { throw ValidationError("--num-fewshot must be 0 or more") }
+        if let numFewshot, !(0...TaskSuite.maxFewshot).contains(numFewshot) {
+            throw ValidationError("--num-fewshot must be between 0 and \(TaskSuite.maxFewshot)")
+        }
     }
 
     func run() throws {

@@ -137,6 +137,29 @@ import Tokenization
         }
     }
 
+    /// The harness's `ContextSampler` given the evaluation document: n + 1
+    /// drawn and copies dropped, or a second draw from the pool without them.
+    @Test func samplerExcludesTheEvaluatedDocumentAsTheHarnessDoes() throws {
+        let reference = Self.section("sampler")
+        func example(_ text: String) -> TaskExample {
+            TaskExample(prompt: .question(text), choices: ["a"], gold: 0, identity: text)
+        }
+        let pool = (reference["pool"] as! [String]).map(example)
+        let shots = (reference["shots"] as! NSNumber).intValue
+        var sampler = FewshotSampler(rule: .random(excludingEvaluationDocument: true), pool: pool, seed: TaskSuite.fewshotSeed)
+        for case let draw as [String: Any] in reference["draws"] as! [Any] {
+            let drawn = (draw["drawn"] as! [String]).map { "\($0) a\n\n" }.joined()
+            #expect(try sampler.prefix(for: example(draw["document"] as! String), shots: shots) == drawn)
+        }
+    }
+
+    /// numpy's argmax: ties go to the first choice, a NaN wins.
+    @Test func argmaxTakesTheFirstMaximum() {
+        #expect(TaskSuite.argmax([-2, -1, -1, -3]) == 1)
+        #expect(TaskSuite.argmax([-2, .nan, -1, .nan]) == 1)
+        #expect(TaskSuite.argmax([-.infinity, -.infinity]) == 0)
+    }
+
     // MARK: Python's str
 
     @Test func pythonStringOperations() {
@@ -188,6 +211,23 @@ import Tokenization
         let error = try #require(try Self.suiteError(task, lines))
         #expect(error.path?.hasSuffix("eval.jsonl") == true)
         #expect(error.message.hasPrefix(message), "\(error.message)")
+    }
+
+    @Test func nonUTF8AndDeeplyNestedLinesAreRefused() throws {
+        let scratch = try ScratchDirectory()
+        let file = scratch.path("eval.jsonl")
+        try Data(Array(Self.piqaLine.utf8) + [0x0A, 0x7B, 0x22, 0xFF, 0x22, 0x7D, 0x0A]).write(to: file)
+        #expect(throws: DroptraceError("line 2: not UTF-8 text", path: file.path)) {
+            try TaskSuite([TaskRequest(name: "piqa", evaluationFile: file)], numFewshot: nil)
+        }
+        let deep = try scratch.write(String(repeating: "[", count: 100_000), to: "deep.jsonl")
+        do {
+            _ = try TaskSuite([TaskRequest(name: "piqa", evaluationFile: deep)], numFewshot: nil)
+            Issue.record("a 100000-deep line was accepted")
+        } catch let error as DroptraceError {
+            #expect(error.message.hasPrefix("line 1: invalid JSON (nested too deeply"))
+        }
+        #expect(throws: DroptraceError.self) { try TaskSuite([], numFewshot: nil) }
     }
 
     @Test func fewshotNeedsAFileAndEnoughDocuments() throws {
