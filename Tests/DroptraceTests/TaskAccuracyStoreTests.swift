@@ -1,6 +1,9 @@
 import Analysis
 import DroptraceSupport
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 @testable import Pipeline
 import Reporting
 import ScoreStore
@@ -113,6 +116,7 @@ import Testing
         let figure = out.appendingPathComponent("figures/task_accuracy.svg")
         let svg = try String(contentsOf: figure, encoding: .utf8)
         #expect(svg.contains("hellaswag: acc_norm") && svg.contains("piqa: acc") && svg.contains("own drop-3"))
+        #expect(XMLParser(data: Data(svg.utf8)).parse(), "the figure is well-formed XML")
 
         let figureBytes = try Data(contentsOf: figure)
         try FileManager.default.removeItem(at: figure)
