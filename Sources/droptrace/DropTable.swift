@@ -46,7 +46,7 @@ struct DropTable {
 
     private func list(_ values: [Int]) -> String { values.isEmpty ? "none" : values.map(String.init).joined(separator: ", ") }
     private func row(_ a: String, _ b: String, _ c: String) -> String {
-        a.padding(toLength: 22, withPad: " ", startingAt: 0) + b.padding(toLength: 14, withPad: " ", startingAt: 0) + c
+        a.padding(toLength: 26, withPad: " ", startingAt: 0) + b.padding(toLength: 14, withPad: " ", startingAt: 0) + c
     }
     private func format(_ value: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", value) }
 }
