@@ -38,7 +38,9 @@ let package = Package(
         // LLM-Drop's dropping: selection, perplexity, task accuracy, speed, export.
         .target(
             name: "Dropping",
-            dependencies: ["Scoring", "Architectures", "CheckpointIO", "TensorEngine", "Tokenization", "DroptraceSupport"]
+            dependencies: [
+                "Scoring", "Architectures", "CheckpointIO", "TensorEngine", "Tokenization", "Evaluation", "DroptraceSupport",
+            ]
         ),
         // lm-evaluation-harness tasks (HellaSwag, ARC, PIQA, WinoGrande, BoolQ, OpenBookQA, MMLU) from local files.
         .target(
@@ -56,7 +58,8 @@ let package = Package(
             name: "Pipeline",
             dependencies: [
                 "Scoring", "ScoreStore", "CheckpointIO", "Architectures", "Analysis", "Reporting", "Dropping",
-                "DroptraceSupport",
+                "Evaluation", "Tokenization", "DroptraceSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ]

@@ -86,6 +86,7 @@ def check(path):
         if problems:
             return problems, None
         problems += check_bootstrap(f, count, layers)
+        problems += check_tasks(f, count)
         if problems:
             return problems, None
 
@@ -143,6 +144,36 @@ def check_bootstrap(f, count, layers):
             probability = f[f"analysis/{module}/drop_k{k}_probability"][:]
             if np.any(~((probability >= 0) & (probability <= 1))):
                 problems.append(f"/analysis/{module}/drop_k{k}_probability holds values outside [0, 1]")
+    return problems
+
+
+def check_tasks(f, count):
+    """/evaluation/tasks/<task> (optional, written by `trace --task`): float64 [C]
+    acc_full, acc_own_k<k> (and acc_norm_* for tasks with acc_norm), and the
+    attributes evaluation_sha256, fewshot_sha256 (strings) and num_fewshot (int)."""
+    problems = []
+    tasks = f.get("evaluation/tasks")
+    if tasks is None:
+        return problems
+    if not isinstance(tasks, h5py.Group):
+        return ["/evaluation/tasks is not a group"]
+    for task, group in tasks.items():
+        where = f"/evaluation/tasks/{task}"
+        if not isinstance(group, h5py.Group):
+            problems.append(f"{where} is not a group")
+            continue
+        for name in ["evaluation_sha256", "fewshot_sha256"]:
+            if not isinstance(group.attrs.get(name), str):
+                problems.append(f"{where} attribute {name} missing or not a string")
+        if not isinstance(group.attrs.get("num_fewshot"), np.integer):
+            problems.append(f"{where} attribute num_fewshot missing or not an integer")
+        if "acc_full" not in group:
+            problems.append(f"{where}/acc_full missing")
+        for name, ds in group.items():
+            if not (name.startswith("acc_") or name.startswith("acc_norm_")):
+                problems.append(f"{where}/{name} is not a task accuracy dataset")
+            elif not isinstance(ds, h5py.Dataset) or ds.dtype != np.dtype("float64") or ds.shape != (count,):
+                problems.append(f"{where}/{name} is not float64 ({count},)")
     return problems
 
 

@@ -44,7 +44,7 @@ public struct DropEvaluation: Equatable, Sendable {
     /// entry per row in row order.
     public func write(into file: HDF5File, rows: [CheckpointRow], dropK: [Int]) throws {
         guard !byCheckpoint.isEmpty else { return }
-        let group = try file.createGroup(Self.group)
+        let group = try file.requireGroup(Self.group)
         let values = rows.map { byCheckpoint[$0.name] ?? Perplexities() }
         try group.createDataset("perplexity_full", values: values.map(\.full), shape: [rows.count], storage: .contiguous)
         for k in dropK {
@@ -60,7 +60,8 @@ public struct DropEvaluation: Equatable, Sendable {
     /// - Throws: `DroptraceError` naming the file when a dataset is missing
     ///   or not numeric.
     public static func read(from file: HDF5File, rows: [CheckpointRow]) throws -> DropEvaluation? {
-        guard try file.exists(group) else { return nil }
+        // `/evaluation` may hold only task accuracy (`TaskAccuracyRecord`).
+        guard try file.exists("\(group)/perplexity_full") else { return nil }
         let group = try file.group(Self.group)
         var evaluation = DropEvaluation()
         evaluation.finalCheckpoint = try group.stringAttribute("final_checkpoint")

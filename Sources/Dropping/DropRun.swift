@@ -1,6 +1,7 @@
 import Architectures
 import CheckpointIO
 import DroptraceSupport
+import Evaluation
 import Foundation
 import Scoring
 import Tokenization
@@ -14,7 +15,10 @@ public struct DropRequest: Sendable {
     public var consecutive = false
     public var calibration: CalibrationSource
     public var evaluation: CalibrationSource?
-    public var tasks: URL?
+    /// lm-evaluation-harness tasks, scored on the full and the dropped model.
+    public var tasks: [TaskRequest] = []
+    /// Few-shot examples per prompt for tasks without their own count; nil: 0.
+    public var numFewshot: Int?
     public var export: URL?
 
     public init(checkpoint: URL, target: DropTarget, count: Int, calibration: CalibrationSource) {
@@ -31,12 +35,6 @@ public struct Comparison<Value: Codable & Sendable & Equatable>: Codable, Sendab
     public var dropped: Value
 }
 
-public struct Accuracy: Codable, Sendable, Equatable {
-    public var acc: Double
-    public var accNorm: Double
-    enum CodingKeys: String, CodingKey { case acc, accNorm = "acc_norm" }
-}
-
 /// What `droptrace drop` found and measured; its --json output.
 public struct DropResult: Encodable, Sendable {
     public var target: String
@@ -48,7 +46,11 @@ public struct DropResult: Encodable, Sendable {
     /// 1 − importance of every module of the full model (NaN as null).
     public var similarities: [String: [Double?]]
     public var perplexity: Comparison<Double>?
-    public var tasks: Comparison<Accuracy>?
+    /// Per task, lm-evaluation-harness's metrics (`acc`, `acc_norm`, their
+    /// stderr, `n`) of the full and the dropped model.
+    public var tasks: [String: Comparison<TaskMetrics>]?
+    /// The paper's average over the tasks (`EvaluationResult.average`), full and dropped.
+    public var average: Comparison<Double>?
     public var speed: Comparison<SpeedReport>
     /// Speed-up in percent (dropped vs full): prefill throughput and decode latency.
     public var prefillSpeedupPercent: Double
@@ -56,12 +58,12 @@ public struct DropResult: Encodable, Sendable {
     public var flopsSavedPercent: Double
     public var kvCacheSavedPercent: Double
     /// The paper's speedup-degradation ratio: performance lost (%) per speed-up (%),
-    /// on task accuracy when tasks were given, else on perplexity.
+    /// on the average over tasks when tasks were given, else on perplexity.
     public var sdr: Double?
     public var export: String?
 
     enum CodingKeys: String, CodingKey {
-        case target, count, iterative, similarities, perplexity, tasks, speed, sdr, export
+        case target, count, iterative, similarities, perplexity, tasks, average, speed, sdr, export
         case droppedAttention = "dropped_attention"
         case droppedMLP = "dropped_mlp"
         case droppedBlocks = "dropped_blocks"
@@ -80,6 +82,8 @@ public enum DropRun {
         if request.consecutive && request.iterative {
             throw DroptraceError("--consecutive and --iterative cannot be combined")
         }
+        // Task files are read and checked before the model is.
+        let suite = request.tasks.isEmpty ? nil : try TaskSuite(request.tasks, numFewshot: request.numFewshot)
         let model = try ModelRegistry.load(try Checkpoint(location: request.checkpoint))
         try DropSelection.check(request.target, count: request.count, layers: model.layerCount)
         let calibration = try CheckpointScoring.loadCalibration(request.calibration, for: model, warn: log)
@@ -112,16 +116,14 @@ public enum DropRun {
             }
             perplexity = Comparison(full: try loss(.none), dropped: try loss(plan))
         }
-        var accuracy: Comparison<Accuracy>?
-        if let tasks = request.tasks {
-            let items = try MultipleChoiceItem.load(tasks)
-            let tokenizer = try CheckpointTokenizer.load(for: model.checkpoint, purpose: "task accuracy", requestedBy: tasks.path)
-            log("\(items.count) task items")
-            func measure(_ plan: DropPlan) throws -> Accuracy {
-                let scores = try TaskScores.evaluate(model: model, plan: plan, tokenizer: tokenizer, items: items, sourcePath: tasks.path)
-                return Accuracy(acc: scores.accuracy, accNorm: scores.normalizedAccuracy)
-            }
-            accuracy = Comparison(full: try measure(.none), dropped: try measure(plan))
+        var accuracy: Comparison<EvaluationResult>?
+        if let suite {
+            let tokenizer = try CheckpointTokenizer.load(
+                for: model.checkpoint, purpose: "task accuracy", requestedBy: request.tasks[0].evaluationFile.path)
+            log("scoring \(request.tasks.map(\.name).joined(separator: ", ")) on the full and the dropped model")
+            accuracy = Comparison(
+                full: try suite.evaluate(model: model, plan: .none, tokenizer: tokenizer),
+                dropped: try suite.evaluate(model: model, plan: plan, tokenizer: tokenizer))
         }
         log("timing prefill and decoding")
         let speed = Comparison(
@@ -137,14 +139,14 @@ public enum DropRun {
 
     static func result(
         _ request: DropRequest, model: any LanguageModel, plan: DropPlan, scores: ModuleScores,
-        perplexity: Comparison<Double>?, accuracy: Comparison<Accuracy>?, speed: Comparison<SpeedReport>
+        perplexity: Comparison<Double>?, accuracy: Comparison<EvaluationResult>?, speed: Comparison<SpeedReport>
     ) -> DropResult {
         let layers = 0..<model.layerCount
         func similarity(_ values: [Double]) -> [Double?] { values.map { $0.isNaN ? nil : 1 - $0 } }
         let decodeSpeedup = 100 * (speed.full.decodeMillisecondsPerToken / speed.dropped.decodeMillisecondsPerToken - 1)
         var degradation: Double?
         if let accuracy {
-            degradation = 100 * (accuracy.full.acc - accuracy.dropped.acc) / max(accuracy.full.acc, 1e-12)
+            degradation = 100 * (accuracy.full.average - accuracy.dropped.average) / max(accuracy.full.average, 1e-12)
         } else if let perplexity {
             degradation = 100 * (perplexity.dropped / perplexity.full - 1)
         }
@@ -154,7 +156,13 @@ public enum DropRun {
             droppedAttention: layers.filter(plan.dropsAttention), droppedMLP: layers.filter(plan.dropsMLP),
             droppedBlocks: plan.blocks.sorted(),
             similarities: ["attention": similarity(scores.attention), "mlp": similarity(scores.mlp), "block": similarity(scores.block)],
-            perplexity: perplexity, tasks: accuracy, speed: speed,
+            perplexity: perplexity,
+            tasks: accuracy.map { accuracy in
+                accuracy.full.tasks.reduce(into: [:]) { tasks, entry in
+                    if let dropped = accuracy.dropped.tasks[entry.key] { tasks[entry.key] = Comparison(full: entry.value, dropped: dropped) }
+                }
+            },
+            average: accuracy.map { Comparison(full: $0.full.average, dropped: $0.dropped.average) }, speed: speed,
             prefillSpeedupPercent: 100 * (speed.dropped.prefillTokensPerSecond / speed.full.prefillTokensPerSecond - 1),
             decodeSpeedupPercent: decodeSpeedup,
             flopsSavedPercent: 100 * (1 - speed.dropped.flopsPerToken / speed.full.flopsPerToken),

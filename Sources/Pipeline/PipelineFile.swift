@@ -1,4 +1,5 @@
 import DroptraceSupport
+import Evaluation
 import Foundation
 import Scoring
 import Yams
@@ -14,6 +15,12 @@ import Yams
 ///     samples: 16
 ///     drop_k: [2, 4]
 ///     eval: ../data/eval.txt               # optional: perplexity full vs dropped
+///     tasks:                               # optional: task accuracy full vs dropped
+///       hellaswag: {eval: ../data/tasks/hellaswag.jsonl}
+///       arc_easy:
+///         eval: ../data/arc/ARC-Easy-Test.jsonl
+///         fewshot: ../data/arc/ARC-Easy-Train.jsonl
+///     num_fewshot: 0                       # optional: few-shot examples per prompt
 ///     settle_minutes: 30                   # optional: see `trace --settle-minutes`
 ///     output: ../reports/demo
 public struct PipelineFile: Decodable {
@@ -30,13 +37,23 @@ public struct PipelineFile: Decodable {
     /// Minutes an incomplete checkpoint may rest unchanged before it counts
     /// as corrupt rather than still being written (`trace --settle-minutes`).
     public var settleMinutes: Double?
+    /// lm-evaluation-harness tasks: accuracy per checkpoint, full and dropped
+    /// (`trace --task`), in the order written. Read from the YAML nodes by
+    /// `PipelineYAML.tasks`, not by the decoder.
+    public var tasks: [PipelineTask] = []
+    /// Few-shot examples per prompt for tasks without their own count (`trace --num-fewshot`).
+    public var numFewshot: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case title, series, checkpoints, calibration, samples, output, eval
         case seqLen = "seq_len"
         case dropK = "drop_k"
         case settleMinutes = "settle_minutes"
+        case numFewshot = "num_fewshot"
     }
+
+    /// Settings read outside the decoder.
+    static let tasksKey = "tasks"
 
     /// Reads and checks a pipeline file; every problem names the file.
     ///
@@ -57,14 +74,14 @@ public struct PipelineFile: Decodable {
         }
         try PipelineYAML.checkShape(mapping, path: url.path)
         let keys = mapping.keys.compactMap(\.string)
-        let known = Set(CodingKeys.allCases.map(\.rawValue))
+        let known = Set(CodingKeys.allCases.map(\.rawValue) + [tasksKey])
         if let unknown = keys.sorted().first(where: { !known.contains($0) }) {
             // A quoted or multi-line key may hold line breaks; the error stays one line.
             throw DroptraceError(
                 "unknown setting \"\(SystemError.oneLine(unknown))\" (known: \(known.sorted().joined(separator: ", ")))",
                 path: url.path)
         }
-        let file: PipelineFile
+        var file: PipelineFile
         do { file = try YAMLDecoder().decode(PipelineFile.self, from: text) } catch let DecodingError.keyNotFound(key, _) {
             throw DroptraceError("missing setting \"\(key.stringValue)\"", path: url.path)
         } catch let DecodingError.typeMismatch(_, context) {
@@ -84,6 +101,14 @@ public struct PipelineFile: Decodable {
         if let minutes = file.settleMinutes, !(minutes >= 0 && minutes <= 1e6) {
             throw DroptraceError("settle_minutes must be between 0 and 1000000", path: url.path)
         }
+        if let numFewshot = file.numFewshot, !(0...1000).contains(numFewshot) {
+            throw DroptraceError("num_fewshot must be a whole number from 0 to 1000", path: url.path)
+        }
+        if let node = mapping.first(where: { $0.key.scalar?.string == tasksKey })?.value {
+            file.tasks = try PipelineYAML.tasks(node, path: url.path)
+            // Unknown task names are refused now, naming this file, not at run time.
+            for task in file.tasks { _ = try task.request(relativeTo: url.deletingLastPathComponent(), path: url.path) }
+        }
         return file
     }
 
@@ -98,6 +123,9 @@ public struct PipelineFile: Decodable {
             output: resolve(output), dropK: dropK, force: force, title: title,
             evaluation: eval.map { CalibrationSource(url: resolve($0), seqLen: seqLen, samples: samples) })
         if let settleMinutes { options.settleTime = settleMinutes * 60 }
+        // `load` checked every task name, so none is left out here.
+        options.tasks = tasks.compactMap { try? $0.request(relativeTo: base, path: "") }
+        options.numFewshot = numFewshot
         return options
     }
 }
@@ -126,7 +154,7 @@ enum PipelineYAML {
         }
         if nestingBound(bytes) > maxDepth {
             throw DroptraceError(
-                "nests lists or mappings more than \(maxDepth) deep; a pipeline file is a flat mapping of settings",
+                "nests lists or mappings more than \(maxDepth) deep; a pipeline file is a short mapping of settings",
                 path: path)
         }
         return text
@@ -174,6 +202,63 @@ enum PipelineYAML {
         return deepestFlow + max(worstLine, indent + indicators)
     }
 
+    /// The `tasks:` setting: a mapping from task name to a mapping with
+    /// `eval` (the evaluation file) and optionally `fewshot` (the file
+    /// few-shot examples are drawn from) and `num_fewshot` (this task's
+    /// count, over the file's `num_fewshot`), e.g.
+    ///
+    ///     tasks:
+    ///       piqa: {eval: piqa/valid.jsonl, fewshot: piqa/train.jsonl, num_fewshot: 5}
+    ///
+    /// Task names are checked against the supported tasks later, by
+    /// `PipelineTask.request`; here only the shape: no other keys, nothing
+    /// twice, every file a non-empty string, counts whole numbers 0...1000.
+    static func tasks(_ node: Node, path: String) throws -> [PipelineTask] {
+        let shape = "tasks must map each task name to {eval: FILE, fewshot: FILE, num_fewshot: N} (fewshot and num_fewshot optional)"
+        guard let mapping = node.mapping, !mapping.isEmpty else { throw DroptraceError(shape, path: path) }
+        var tasks: [PipelineTask] = []
+        for (key, value) in mapping {
+            guard let name = key.scalar?.string, !name.isEmpty, key.null == nil else {
+                throw DroptraceError(shape, path: path)
+            }
+            let quoted = "\"\(SystemError.oneLine(name))\""
+            if tasks.contains(where: { $0.name == name }) {
+                throw DroptraceError("gives task \(quoted) twice", path: path)
+            }
+            guard let files = value.mapping else {
+                throw DroptraceError("task \(quoted): \(shape)", path: path)
+            }
+            var found: [String: String] = [:]
+            var shots: Int?
+            for (fileKey, fileValue) in files {
+                let label = fileKey.scalar?.string ?? ""
+                guard ["eval", "fewshot", "num_fewshot"].contains(label) else {
+                    throw DroptraceError(
+                        "task \(quoted): unknown key \"\(SystemError.oneLine(label))\" (known: eval, fewshot, num_fewshot)",
+                        path: path)
+                }
+                guard found[label] == nil else { throw DroptraceError("task \(quoted) gives \(label) twice", path: path) }
+                if label == "num_fewshot" {
+                    guard let count = fileValue.int, (0...1000).contains(count) else {
+                        throw DroptraceError("task \(quoted): num_fewshot must be a whole number from 0 to 1000", path: path)
+                    }
+                    shots = count
+                    found[label] = String(count)
+                    continue
+                }
+                guard fileValue.null == nil, let file = fileValue.scalar?.string, !file.isEmpty else {
+                    throw DroptraceError("task \(quoted): \(label) must be a file path", path: path)
+                }
+                found[label] = file
+            }
+            guard let evaluation = found["eval"] else {
+                throw DroptraceError("task \(quoted) has no eval file", path: path)
+            }
+            tasks.append(PipelineTask(name: name, evaluation: evaluation, fewshot: found["fewshot"], numFewshot: shots))
+        }
+        return tasks
+    }
+
     /// Refuses complex keys, tags outside the core schema and documents
     /// whose aliases expand to more than `maxValues` values, walking the
     /// composed nodes (aliases are shared there, so nothing has been
@@ -216,5 +301,35 @@ enum PipelineYAML {
             }
         }
         try visit(.mapping(mapping))
+    }
+}
+
+/// One entry of a pipeline file's `tasks:`, paths as written.
+public struct PipelineTask: Sendable, Equatable {
+    public var name: String
+    public var evaluation: String
+    public var fewshot: String?
+    /// This task's few-shot count; nil: the file's `num_fewshot`.
+    public var numFewshot: Int?
+
+    public init(name: String, evaluation: String, fewshot: String? = nil, numFewshot: Int? = nil) {
+        self.name = name
+        self.evaluation = evaluation
+        self.fewshot = fewshot
+        self.numFewshot = numFewshot
+    }
+
+    /// The task with its files resolved against `base` (absolute paths stay).
+    /// - Throws: `DroptraceError` naming `path` when the task is not supported.
+    func request(relativeTo base: URL, path: String) throws -> TaskRequest {
+        func resolve(_ file: String) -> URL {
+            file.hasPrefix("/") ? URL(fileURLWithPath: file) : base.appendingPathComponent(file).standardizedFileURL
+        }
+        guard TaskRequest.supportedNames.contains(name) else {
+            throw DroptraceError(
+                "tasks: unknown task \"\(SystemError.oneLine(name))\" (supported: \(TaskRequest.supportedNames.joined(separator: ", ")))",
+                path: path)
+        }
+        return TaskRequest(name: name, evaluationFile: resolve(evaluation), fewshotFile: fewshot.map(resolve), numFewshot: numFewshot)
     }
 }

@@ -1,3 +1,4 @@
+import Evaluation
 import Foundation
 import Scoring
 
@@ -23,6 +24,11 @@ public struct TraceOptions: Sendable {
     /// Evaluation data: when given, each checkpoint's perplexity in full and
     /// without its own / the final checkpoint's drop-k attention layers.
     public var evaluation: CalibrationSource?
+    /// lm-evaluation-harness tasks: when given, each checkpoint's accuracy in
+    /// full and without its own drop-k attention layers.
+    public var tasks: [TaskRequest] = []
+    /// Few-shot examples per prompt for tasks without their own count; nil: 0.
+    public var numFewshot: Int?
     /// Seconds an incomplete checkpoint may rest unchanged and still count as
     /// being written; after that it is a failure (see `CheckpointDiscovery`).
     public var settleTime: TimeInterval = CheckpointDiscovery.defaultSettleTime

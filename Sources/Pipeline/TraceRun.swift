@@ -32,6 +32,8 @@ public final class TraceRun {
     let log: Logger
     /// Perplexities carried from run to run (and through every rewrite of the store).
     private var evaluation = DropEvaluation()
+    /// Task accuracy, carried the same way.
+    private var taskAccuracy = TaskAccuracyRecord()
 
     public init(options: TraceOptions, log: Logger) {
         self.options = options
@@ -59,15 +61,18 @@ public final class TraceRun {
         for (_, error) in discovered.failed { log.error("\(error)") }
         log.info("found \(discovered.ready.count) finished checkpoints")
 
+        // Task files are checked before anything is scored.
+        let tasks = options.tasks.isEmpty ? nil : try TaskEvaluation(requests: options.tasks, numFewshot: options.numFewshot)
+
         // Score what the store does not have yet.
         var store: ScoreFile?
-        (store, evaluation) = try existingStore()
+        (store, evaluation, taskAccuracy) = try existingStore()
         guard !discovered.ready.isEmpty else {
             if store == nil {
                 log.warning("no finished checkpoints yet; nothing to do")
                 return summary
             }
-            return try finish(store!, onDisk: [], summary: summary)
+            return try finish(store!, onDisk: [], tasks: tasks, summary: summary)
         }
         let calibration = try CalibrationPlan(source: options.calibration, checkpoints: discovered.ready, log: log)
         if let existing = store, !options.force {
@@ -100,10 +105,11 @@ public final class TraceRun {
                 next.rows.removeAll { $0.name == row.name }
                 next.rows.append(row)
                 next.rows = Self.ordered(next.rows)
-                // Perplexities of the files this row replaces are stale too.
-                let stale = evaluation.byCheckpoint.removeValue(forKey: row.name)
+                // Perplexities and accuracies of the files this row replaces are stale too.
+                let stale = (evaluation, taskAccuracy)
+                forgetEvaluations(of: row.name)
                 do { try write(next) } catch {
-                    evaluation.byCheckpoint[row.name] = stale
+                    (evaluation, taskAccuracy) = stale
                     throw error
                 }
                 store = next
@@ -118,16 +124,19 @@ public final class TraceRun {
         guard let final = store else {
             throw DroptraceError("no checkpoint could be scored", path: options.output.path)
         }
-        return try finish(final, onDisk: discovered.ready, summary: summary)
+        return try finish(final, onDisk: discovered.ready, tasks: tasks, summary: summary)
     }
 
     /// Analyze, evaluate and report on the store as it now stands.
-    private func finish(_ store: ScoreFile, onDisk: [DiscoveredCheckpoint], summary: TraceSummary) throws -> TraceSummary {
+    private func finish(
+        _ store: ScoreFile, onDisk: [DiscoveredCheckpoint], tasks: TaskEvaluation?, summary: TraceSummary
+    ) throws -> TraceSummary {
         var summary = summary
         let analysis = try SeriesAnalysis(rows: store.rows, dropK: options.dropK)
         if let source = options.evaluation {
             try evaluation.update(store: store, analysis: analysis, onDisk: onDisk, source: source) { log.info("\($0)") }
         }
+        try tasks?.update(&taskAccuracy, store: store, analysis: analysis, onDisk: onDisk) { log.info("\($0)") }
         // A cron run that found nothing new leaves the store's bytes alone.
         if try !storeHolds(store, analysis: analysis) { try write(store) }
         // The report is drawn from the store as written, exactly as `droptrace report` draws it.
@@ -140,11 +149,12 @@ public final class TraceRun {
     /// `droptrace report` can rebuild the same report), atomically.
     private func write(_ store: ScoreFile) throws {
         let analysis = try SeriesAnalysis(rows: store.rows, dropK: options.dropK)
-        let (evaluation, title) = (self.evaluation, options.title)
+        let (evaluation, taskAccuracy, title) = (self.evaluation, self.taskAccuracy, options.title)
         do {
             try store.write(to: options.storeURL) { file in
                 try analysis.write(into: file)
                 try evaluation.write(into: file, rows: store.rows, dropK: analysis.dropK)
+                try taskAccuracy.write(into: file, rows: store.rows.map(\.name), dropK: analysis.dropK)
                 if let title { try file.setAttribute(Self.titleAttribute, title) }
             }
         } catch let error as DroptraceError {
@@ -179,30 +189,40 @@ public final class TraceRun {
         defer { try? file.close() }
         let storedTitle = try file.hasAttribute(Self.titleAttribute) ? try file.stringAttribute(Self.titleAttribute) : nil
         let storedEvaluation = try DropEvaluation.read(from: file, rows: store.rows) ?? DropEvaluation()
+        let storedTasks = try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name))
         return try SeriesAnalysis.isStored(in: file) && SeriesAnalysis.read(from: file) == analysis
-            && storedEvaluation == evaluation && storedTitle == options.title
+            && storedEvaluation == evaluation && storedTasks == taskAccuracy.stored(rows: store.rows.map(\.name), dropK: analysis.dropK)
+            && storedTitle == options.title
     }
 
-    private func existingEvaluation(_ store: ScoreFile) throws -> DropEvaluation? {
+    private func existingEvaluations(_ store: ScoreFile) throws -> (DropEvaluation, TaskAccuracyRecord) {
         let file = try HDF5File.open(at: options.storeURL)
         defer { try? file.close() }
-        return try DropEvaluation.read(from: file, rows: store.rows)
+        return (try DropEvaluation.read(from: file, rows: store.rows) ?? DropEvaluation(),
+                try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name)))
     }
 
-    /// The store on disk and its perplexities; nil and none when there is
-    /// no store yet. A store that cannot be read (not HDF5, truncated,
+    /// Forgets the perplexities and task accuracies of checkpoint `name`.
+    private func forgetEvaluations(of name: String) {
+        evaluation.byCheckpoint.removeValue(forKey: name)
+        for task in taskAccuracy.tasks.keys { taskAccuracy.tasks[task]?.byCheckpoint.removeValue(forKey: name) }
+    }
+
+    /// The store on disk, its perplexities and task accuracies; nil and none
+    /// when there is no store yet. A store that cannot be read (not HDF5, truncated,
     /// another layout) stops the run, unless --force: then it is set aside
     /// under a new name, never deleted, and the run starts over.
-    private func existingStore() throws -> (ScoreFile?, DropEvaluation) {
+    private func existingStore() throws -> (ScoreFile?, DropEvaluation, TaskAccuracyRecord) {
         let path = options.storeURL.path
-        guard FileManager.default.fileExists(atPath: path) else { return (nil, DropEvaluation()) }
+        guard FileManager.default.fileExists(atPath: path) else { return (nil, DropEvaluation(), TaskAccuracyRecord()) }
         // A store we may not read is not damaged: say why, and touch nothing.
         let probe = open(path, O_RDONLY | O_CLOEXEC)
         guard probe >= 0 else { throw DroptraceError("cannot read: \(SystemError.describe())", path: path) }
         close(probe)
         do {
             let store = try ScoreFile.read(from: options.storeURL)
-            return (store, try existingEvaluation(store) ?? DropEvaluation())
+            let (evaluation, taskAccuracy) = try existingEvaluations(store)
+            return (store, evaluation, taskAccuracy)
         } catch let error as DroptraceError {
             let problem = error.path == path ? error.message : error.description
             guard options.force else {
@@ -212,7 +232,7 @@ public final class TraceRun {
             }
             let aside = try DamagedStore.setAside(options.storeURL)
             log.warning("\(path): cannot be read as a droptrace store (\(problem)); --force: renamed it to \(aside.lastPathComponent) and starting over")
-            return (nil, DropEvaluation())
+            return (nil, DropEvaluation(), TaskAccuracyRecord())
         }
     }
 
@@ -247,13 +267,14 @@ public final class TraceRun {
         if next.rows.isEmpty {
             // No row left to describe: the whole store belongs to the old files.
             let aside = try DamagedStore.setAside(options.storeURL, as: "replaced")
-            evaluation.byCheckpoint.removeValue(forKey: name)
+            forgetEvaluations(of: name)
             log.warning("\(name): its stored scores belong to the files it replaced; the store is set aside as \(aside.lastPathComponent)")
             return nil
         }
-        let stale = evaluation.byCheckpoint.removeValue(forKey: name)
+        let stale = (evaluation, taskAccuracy)
+        forgetEvaluations(of: name)
         do { try write(next) } catch {
-            evaluation.byCheckpoint[name] = stale
+            (evaluation, taskAccuracy) = stale
             throw error
         }
         log.warning("\(name): removed its stored scores, which belong to the files it replaced")

@@ -53,7 +53,7 @@ enum ReportFigures {
     /// an earlier run wrote and this one does not (e.g. after C drops to 1).
     static let knownFileNames: [String] =
         ModuleKind.allCases.map(heatmapFileName) + ["rank_correlation_final.svg", "mean_importance.svg",
-                                                    "jaccard_final.svg"]
+                                                    "jaccard_final.svg", TaskAccuracyReport.figureFileName]
 
     static func heatmapFileName(_ module: ModuleKind) -> String { "importance_\(module.rawValue).svg" }
 

@@ -310,7 +310,7 @@ struct ReportMarkdown {
     }
 
     private func extra(_ placement: ReportSection.Placement) -> [String] {
-        writer.extraSections.filter { $0.placement == placement }.map { section in
+        writer.sections.filter { $0.placement == placement }.map { section in
             "## \(section.title)\n\n\(section.body)" + (section.body.hasSuffix("\n") ? "" : "\n")
         }
     }

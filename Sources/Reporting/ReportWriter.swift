@@ -38,12 +38,16 @@ public struct ReportWriter: Sendable {
     /// Perplexities of `trace --eval`, shown after the drop-set table; nil: none.
     public var evaluation: DropEvaluation?
     public var extraSections: [ReportSection]
+    /// Task accuracy per checkpoint (`trace --task`): a figure and a section
+    /// after the drop sets when it holds any task.
+    public var taskAccuracy: TaskAccuracyRecord
 
     /// - Parameter title: defaults to "droptrace report: <model_type>, <L> layers".
     /// - Throws: `DroptraceError` when the analysis is not of these scores
     ///   (different checkpoint or layer count).
     public init(title: String? = nil, scoreFile: ScoreFile, analysis: SeriesAnalysis,
-                evaluation: DropEvaluation? = nil, extraSections: [ReportSection] = []) throws {
+                evaluation: DropEvaluation? = nil, extraSections: [ReportSection] = [],
+                taskAccuracy: TaskAccuracyRecord = TaskAccuracyRecord()) throws {
         guard analysis.checkpointCount == scoreFile.rows.count, analysis.layers == scoreFile.metadata.numLayers,
               analysis.steps == scoreFile.rows.map(\.step) else {
             throw DroptraceError(
@@ -58,11 +62,18 @@ public struct ReportWriter: Sendable {
         self.analysis = analysis
         self.evaluation = evaluation
         self.extraSections = extraSections
+        self.taskAccuracy = taskAccuracy
+    }
+
+    /// The caller's sections, then those made from the stored task accuracy.
+    var sections: [ReportSection] {
+        extraSections + [TaskAccuracyReport.section(taskAccuracy, rows: scoreFile.rows)].compactMap { $0 }
     }
 
     /// The figures, rendered.
     public func figures() -> [ReportFigure] {
         ReportFigures.make(scoreFile: scoreFile, analysis: analysis)
+            + TaskAccuracyReport.figures(taskAccuracy, rows: scoreFile.rows, steps: analysis.steps)
     }
 
     /// The report text; links point at `figures` (rendered if not given).

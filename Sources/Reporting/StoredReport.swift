@@ -5,7 +5,7 @@ import ScoreStore
 
 /// The report as one function of the store: everything report.md and its
 /// figures show is read from `scores.h5` (rows, calibration, analysis,
-/// perplexities, title), so `trace` and `droptrace report` write the same
+/// perplexities, task accuracy, title), so `trace` and `droptrace report` write the same
 /// bytes from the same store.
 extension ReportWriter {
     /// Root attribute of the store holding the report title, when one was given.
@@ -24,9 +24,10 @@ extension ReportWriter {
             ? try SeriesAnalysis.read(from: file) : try SeriesAnalysis(rows: scoreFile.rows)
         let storedTitle = try file.hasAttribute(titleAttribute) ? try file.stringAttribute(titleAttribute) : nil
         let evaluation = try DropEvaluation.read(from: file, rows: scoreFile.rows)
+        let taskAccuracy = try TaskAccuracyRecord.read(from: file, rows: scoreFile.rows.map(\.name))
         do {
             return try ReportWriter(title: title ?? storedTitle, scoreFile: scoreFile, analysis: analysis,
-                                    evaluation: evaluation)
+                                    evaluation: evaluation, taskAccuracy: taskAccuracy)
         } catch let error as DroptraceError where error.path == nil {
             throw DroptraceError(error.message, path: url.path)
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dropping
+import Evaluation
 import Foundation
 import Scoring
 
@@ -17,10 +18,12 @@ struct DropCommand: ParsableCommand {
             states are most similar. A dropped attention layer or MLP passes its residual through unchanged; \
             a dropped block is the identity.
 
-            Measures perplexity (--eval), zero-shot multiple-choice accuracy (--tasks: JSONL of \
-            {"context", "choices", "label"}; acc and byte-normalised acc_norm as lm-evaluation-harness), and \
+            Measures perplexity (--eval), accuracy on lm-evaluation-harness tasks (--task, as `droptrace eval` \
+            scores them: acc, acc_norm, their standard errors and the paper's average over the tasks), and \
             speed (prefill tokens/s and per-token decode latency with a KV cache, analytic FLOPs and \
-            KV-cache size) of the full and the dropped model, and the speedup-degradation ratio (SDR).
+            KV-cache size) of the full and the dropped model, and the speedup-degradation ratio (SDR: \
+            performance lost in % per decode speed-up in %, on the task average when tasks are given, else on \
+            perplexity).
 
             --export DIR writes the dropped model: for block drops a standard Hugging Face checkpoint with \
             the blocks removed; otherwise the weights without the dropped modules and LLM-Drop's \
@@ -50,8 +53,14 @@ struct DropCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Evaluation text or JSONL for perplexity (cut like the calibration data).", valueName: "file"))
     var eval: String?
 
-    @Option(help: ArgumentHelp("Multiple-choice task file (JSONL).", valueName: "file"))
-    var tasks: String?
+    @Option(name: .customLong("task"), help: ArgumentHelp(
+        "An lm-evaluation-harness task and its local files (the dataset's own JSONL export): NAME[:N]=EVAL_FILE[,FEWSHOT_FILE], N its own few-shot count; repeatable.",
+        valueName: "name=file[,file]"))
+    var tasks: [String] = []
+
+    @Option(name: .customLong("num-fewshot"), help: ArgumentHelp(
+        "Few-shot examples per prompt for tasks without their own count (default 0).", valueName: "n"))
+    var numFewshot: Int?
 
     @Option(help: ArgumentHelp("Write the dropped model to this new directory.", valueName: "dir"))
     var export: String?
@@ -60,6 +69,10 @@ struct DropCommand: ParsableCommand {
 
     @Flag(help: "Print the result as JSON on standard output.")
     var json = false
+
+    func validate() throws {
+        try validateTaskOptions(tasks: tasks, numFewshot: numFewshot)
+    }
 
     func run() throws {
         try runReportingErrors { log in
@@ -71,7 +84,8 @@ struct DropCommand: ParsableCommand {
             request.evaluation = eval.map {
                 CalibrationSource(url: URL(fileURLWithPath: $0), seqLen: calibration.seqLen, samples: calibration.samples)
             }
-            request.tasks = tasks.map { URL(fileURLWithPath: $0) }
+            request.tasks = try tasks.map { try TaskRequest(argument: $0) }
+            request.numFewshot = numFewshot
             request.export = export.map { URL(fileURLWithPath: $0) }
             let result = try DropRun.run(request) { log.info("\($0)") }
             print(json ? try encodeJSON(result) : DropTable(result).text)
@@ -85,4 +99,11 @@ func encodeJSON<T: Encodable>(_ value: T) throws -> String {
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
     return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+/// The checks `--task` and `--num-fewshot` share in `drop` and `trace`.
+func validateTaskOptions(tasks: [String], numFewshot: Int?) throws {
+    guard let numFewshot else { return }
+    if !(0...1000).contains(numFewshot) { throw ValidationError("--num-fewshot must be a whole number from 0 to 1000") }
+    if tasks.isEmpty { throw ValidationError("--num-fewshot applies to --task; give at least one --task") }
 }

@@ -19,9 +19,14 @@ struct DropTable {
         if let perplexity = result.perplexity {
             lines.append(row("perplexity", format(perplexity.full, 3), format(perplexity.dropped, 3)))
         }
-        if let tasks = result.tasks {
-            lines.append(row("acc", format(tasks.full.acc, 4), format(tasks.dropped.acc, 4)))
-            lines.append(row("acc_norm", format(tasks.full.accNorm, 4), format(tasks.dropped.accNorm, 4)))
+        for (name, metrics) in (result.tasks ?? [:]).sorted(by: { $0.key < $1.key }) {
+            lines.append(row("\(name) acc", format(metrics.full.acc, 4), format(metrics.dropped.acc, 4)))
+            if let full = metrics.full.acc_norm, let dropped = metrics.dropped.acc_norm {
+                lines.append(row("\(name) acc_norm", format(full, 4), format(dropped, 4)))
+            }
+        }
+        if let average = result.average {
+            lines.append(row("average (paper)", format(average.full, 4), format(average.dropped, 4)))
         }
         let speed = result.speed
         lines.append(row("prefill tokens/s", format(speed.full.prefillTokensPerSecond, 0), format(speed.dropped.prefillTokensPerSecond, 0)))
@@ -31,14 +36,17 @@ struct DropTable {
         lines.append("")
         lines.append("speed-up: prefill \(format(result.prefillSpeedupPercent, 1))%, decode \(format(result.decodeSpeedupPercent, 1))%; "
             + "FLOPs saved \(format(result.flopsSavedPercent, 1))%, KV cache saved \(format(result.kvCacheSavedPercent, 1))%")
-        if let sdr = result.sdr { lines.append("SDR (performance lost % per speed-up %): \(format(sdr, 3))") }
+        if let sdr = result.sdr {
+            let basis = result.average == nil ? "perplexity" : "the task average"
+            lines.append("SDR (performance lost % per decode speed-up %, on \(basis)): \(format(sdr, 3))")
+        }
         if let export = result.export { lines.append("exported to \(export)") }
         return lines.joined(separator: "\n")
     }
 
     private func list(_ values: [Int]) -> String { values.isEmpty ? "none" : values.map(String.init).joined(separator: ", ") }
     private func row(_ a: String, _ b: String, _ c: String) -> String {
-        a.padding(toLength: 22, withPad: " ", startingAt: 0) + b.padding(toLength: 14, withPad: " ", startingAt: 0) + c
+        a.padding(toLength: 26, withPad: " ", startingAt: 0) + b.padding(toLength: 14, withPad: " ", startingAt: 0) + c
     }
     private func format(_ value: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", value) }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DroptraceSupport
+import Evaluation
 import Foundation
 import Logging
 import Pipeline
@@ -54,6 +55,15 @@ struct TraceCommand: ParsableCommand {
         valueName: "file"))
     var eval: String?
 
+    @Option(name: .customLong("task"), help: ArgumentHelp(
+        "An lm-evaluation-harness task and its local files: NAME[:N]=EVAL_FILE[,FEWSHOT_FILE], N its own few-shot count; repeatable. The store and the report add each checkpoint's accuracy in full and without its own drop-k attention layers.",
+        valueName: "name=file[,file]"))
+    var tasks: [String] = []
+
+    @Option(name: .customLong("num-fewshot"), help: ArgumentHelp(
+        "Few-shot examples per prompt for tasks without their own count (default 0).", valueName: "n"))
+    var numFewshot: Int?
+
     @Option(name: .customLong("settle-minutes"), help: ArgumentHelp(
         "Minutes an incomplete checkpoint may rest unchanged and still count as being written; after that it fails.",
         valueName: "minutes"))
@@ -64,6 +74,7 @@ struct TraceCommand: ParsableCommand {
     func validate() throws {
         if dropK.contains(where: { $0 < 1 }) { throw ValidationError("--drop-k values must be at least 1") }
         if !(settleMinutes >= 0 && settleMinutes <= 1e6) { throw ValidationError("--settle-minutes must be between 0 and 1000000") }
+        try validateTaskOptions(tasks: tasks, numFewshot: numFewshot)
     }
 
     func run() throws {
@@ -74,6 +85,10 @@ struct TraceCommand: ParsableCommand {
                 CalibrationSource(url: URL(fileURLWithPath: $0), seqLen: calibration.seqLen, samples: calibration.samples)
             })
         options.settleTime = settleMinutes * 60
+        options.numFewshot = numFewshot
+        var parsed: [TaskRequest]?
+        try runReportingErrors { _ in parsed = try tasks.map { try TaskRequest(argument: $0) } }
+        options.tasks = parsed!
         try runTrace(options, engine: engine)
     }
 }
@@ -84,9 +99,10 @@ struct RunCommand: ParsableCommand {
         abstract: "Run a pipeline file (YAML): the declarative form of `trace`.",
         discussion: """
             Settings: title, series (a directory) or checkpoints (a list of directories), calibration, \
-            seq_len, samples, drop_k (a list), eval (optional evaluation data), output. Relative paths are relative to the pipeline file. \
-            A file with `compare` (a list of trace output directories), `output` and optionally `title` runs \
-            `droptrace compare` instead. See pipelines/ for documented examples.
+            seq_len, samples, drop_k (a list), eval (optional evaluation data), tasks (optional: a mapping from \
+            task name to {eval: FILE, fewshot: FILE, num_fewshot: N}), num_fewshot, output. Relative paths are \
+            relative to the pipeline file. A file with `compare` (a list of trace output directories), `output` and \
+            optionally `title` runs `droptrace compare` instead. See pipelines/ for documented examples.
 
             Exit codes: 0 done; 1 error, one line naming the file; 64 invalid usage; 75 another run holds the lock.
             """

@@ -1,5 +1,5 @@
 import DroptraceSupport
-import Dropping
+import Evaluation
 import Foundation
 import Testing
 import Tokenization
@@ -58,7 +58,7 @@ struct CalibrationKindTests {
             let started = Date()
             let error = #expect(throws: DroptraceError.self) {
                 if name == "tasks.jsonl" {
-                    _ = try MultipleChoiceItem.load(fifo)
+                    _ = try TaskSuite([TaskRequest(argument: "piqa=\(fifo.path)")], numFewshot: nil)
                 } else {
                     _ = try CalibrationSet.load(from: fifo, tokenizer: nil, seqLen: nil, samples: nil)
                 }

@@ -1,0 +1,137 @@
+import Analysis
+import DroptraceSupport
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+@testable import Pipeline
+import Reporting
+import ScoreStore
+import Testing
+
+/// `/evaluation/tasks/...` in the store and the report's task section and
+/// figure, made from what the store holds alone.
+@Suite struct TaskAccuracyStoreTests {
+    typealias Accuracy = TaskAccuracyRecord.Accuracy
+
+    /// Two tasks over the 4 fixture checkpoints: hellaswag with acc_norm,
+    /// piqa without; one value missing (a checkpoint rotated away).
+    static func record() -> TaskAccuracyRecord {
+        let names = AnalysisFixtures.knownRows.map(\.name)
+        var hellaswag = TaskAccuracyRecord.Task(
+            settings: .init(evaluationSHA256: String(repeating: "ab", count: 32), fewshotSHA256: String(repeating: "cd", count: 32),
+                            numFewshot: 10),
+            hasNormalized: true)
+        var piqa = TaskAccuracyRecord.Task(
+            settings: .init(evaluationSHA256: String(repeating: "ef", count: 32), fewshotSHA256: "", numFewshot: 0),
+            hasNormalized: false)
+        for (index, name) in names.enumerated() {
+            let base = 0.25 + 0.1 * Double(index)
+            hellaswag.byCheckpoint[name] = .init(
+                full: Accuracy(acc: base, accNorm: base + 0.05),
+                own: [1: Accuracy(acc: base - 0.05, accNorm: base), 3: Accuracy(acc: base - 0.1, accNorm: base - 0.02)])
+            if index != 0 {
+                piqa.byCheckpoint[name] = .init(full: Accuracy(acc: 0.5 + base / 10, accNorm: nil),
+                                                own: [1: Accuracy(acc: 0.5, accNorm: nil)])
+            }
+        }
+        return TaskAccuracyRecord(tasks: ["hellaswag": hellaswag, "piqa": piqa])
+    }
+
+    /// A store of the fixture rows with the analysis and `record`, as `trace` writes it.
+    static func writeStore(_ record: TaskAccuracyRecord, to url: URL) throws -> (ScoreFile, SeriesAnalysis) {
+        let store = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+        let analysis = try SeriesAnalysis(rows: store.rows, dropK: [1, 3])
+        try store.write(to: url) { file in
+            try analysis.write(into: file)
+            try record.write(into: file, rows: store.rows.map(\.name), dropK: analysis.dropK)
+        }
+        return (store, analysis)
+    }
+
+    @Test func recordSurvivesTheStore() throws {
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("scores.h5")
+        let record = Self.record()
+        let (store, _) = try Self.writeStore(record, to: url)
+        let file = try HDF5File.open(at: url)
+        defer { try? file.close() }
+        let names = store.rows.map(\.name)
+        #expect(try TaskAccuracyRecord.read(from: file, rows: names) == record)
+        #expect(record.stored(rows: names, dropK: [1, 3]) == record)
+
+        let full = try file.dataset("evaluation/tasks/hellaswag/acc_full").read(as: Double.self)
+        #expect(full == [0.25, 0.35, 0.45, 0.55].map { $0 })
+        #expect(try file.dataset("evaluation/tasks/hellaswag/acc_norm_own_k3").shape == [4])
+        #expect(try file.dataset("evaluation/tasks/piqa/acc_full").read(as: Double.self)[0].isNaN)
+        #expect(try !file.exists("evaluation/tasks/piqa/acc_norm_full"))
+        let group = try file.group("evaluation/tasks/hellaswag")
+        #expect(try group.scalarAttribute("num_fewshot", as: Int64.self) == 10)
+        #expect(try group.stringAttribute("fewshot_sha256") == String(repeating: "cd", count: 32))
+        #expect(try file.group("evaluation/tasks/piqa").stringAttribute("fewshot_sha256") == "")
+    }
+
+    @Test func storedKeepsOnlyWhatIsWritten() {
+        let record = Self.record()
+        let kept = record.stored(rows: ["step0", "step100"], dropK: [3])
+        #expect(kept.tasks["hellaswag"]?.byCheckpoint.keys.sorted() == ["step0", "step100"])
+        #expect(kept.tasks["hellaswag"]?.dropK == [3])
+        #expect(kept.tasks["piqa"]?.byCheckpoint["step0"] == nil)
+    }
+
+    @Test func damagedTaskDatasetsAreOneError() throws {
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("scores.h5")
+        let store = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+        try store.write(to: url) { file in
+            let group = try file.createGroup("evaluation/tasks/piqa")
+            try group.createDataset("acc_full", values: [0.5, 0.5], storage: .contiguous)
+            try group.setAttribute("evaluation_sha256", "x")
+            try group.setAttribute("fewshot_sha256", "")
+            try group.setAttribute("num_fewshot", Int64(0))
+        }
+        let file = try HDF5File.open(at: url)
+        defer { try? file.close() }
+        let error = #expect(throws: DroptraceError.self) {
+            try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name))
+        }
+        #expect(error?.path == url.path)
+        #expect(error?.message.contains("acc_full") == true, "\(String(describing: error))")
+    }
+
+    @Test func reportHasTheTaskSectionAndFigureAndRebuildsByteForByte() throws {
+        let scratch = try ScratchDirectory()
+        let out = scratch.path("out")
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        let record = Self.record()
+        let (store, analysis) = try Self.writeStore(record, to: out.appendingPathComponent("scores.h5"))
+        let report = try ReportWriter(scoreFile: store, analysis: analysis, taskAccuracy: record).write(to: out)
+        let markdown = try String(contentsOf: report, encoding: .utf8)
+        #expect(markdown.contains("## Task accuracy over training"))
+        #expect(markdown.contains("### hellaswag") && markdown.contains("### piqa"))
+        #expect(markdown.contains("| acc full | acc own drop-1 | acc own drop-3 | acc_norm full |"))
+        #expect(markdown.contains("| 0 | step0 | 0.2500 | 0.2000 | 0.1500 | 0.3000 |"), "\(markdown)")
+        #expect(markdown.contains("10-shot") && markdown.contains("no few-shot file"))
+        #expect(markdown.contains("figures/task_accuracy.svg"))
+        let figure = out.appendingPathComponent("figures/task_accuracy.svg")
+        let svg = try String(contentsOf: figure, encoding: .utf8)
+        #expect(svg.contains("hellaswag: acc_norm") && svg.contains("piqa: acc") && svg.contains("own drop-3"))
+        #expect(XMLParser(data: Data(svg.utf8)).parse(), "the figure is well-formed XML")
+
+        let figureBytes = try Data(contentsOf: figure)
+        try FileManager.default.removeItem(at: figure)
+        _ = try ReportRebuild.run(outDir: out, title: nil)
+        #expect(try String(contentsOf: report, encoding: .utf8) == markdown)
+        #expect(try Data(contentsOf: figure) == figureBytes)
+    }
+
+    @Test func withoutTasksTheReportHasNoTaskPart() throws {
+        let scratch = try ScratchDirectory()
+        let out = scratch.path("out")
+        let store = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+        let analysis = try SeriesAnalysis(rows: store.rows)
+        let report = try ReportWriter(scoreFile: store, analysis: analysis).write(to: out)
+        #expect(try !String(contentsOf: report, encoding: .utf8).contains("Task accuracy"))
+        #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent("figures/task_accuracy.svg").path))
+    }
+}
