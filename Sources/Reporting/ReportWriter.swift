@@ -73,7 +73,9 @@ public struct ReportWriter: Sendable {
     /// The figures, rendered.
     public func figures() -> [ReportFigure] {
         ReportFigures.make(scoreFile: scoreFile, analysis: analysis)
-            + TaskAccuracyReport.figures(taskAccuracy, rows: scoreFile.rows, steps: analysis.steps)
+            + TaskAccuracyReport.figures(
+                taskAccuracy, rows: scoreFile.rows,
+                progress: TrainingProgress(steps: analysis.steps, tokens: scoreFile.rows.map(\.tokens)))
     }
 
     /// The report text; links point at `figures` (rendered if not given).

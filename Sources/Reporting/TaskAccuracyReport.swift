@@ -14,9 +14,9 @@ enum TaskAccuracyReport {
     private static let dropDashes = ["8 5", "2 4", "12 4 2 4"]
 
     /// One panel per task and metric (acc, then acc_norm where the task has
-    /// it): accuracy against training step, full and without the
+    /// it): accuracy over training (tokens seen or step), full and without the
     /// checkpoint's own drop-k attention layers. None without tasks.
-    static func figures(_ record: TaskAccuracyRecord, rows: [CheckpointRow], steps: [Int64]) -> [ReportFigure] {
+    static func figures(_ record: TaskAccuracyRecord, rows: [CheckpointRow], progress: TrainingProgress) -> [ReportFigure] {
         guard !record.isEmpty else { return [] }
         var panels: [LinePanel] = []
         for (name, task) in record.tasks.sorted(by: { $0.key < $1.key }) {
@@ -34,13 +34,14 @@ enum TaskAccuracyReport {
                 panels.append(LinePanel(title: "\(name): \(metric)", yTitle: metric, series: series))
             }
         }
+        let chart = LineChart(title: "Task accuracy over training", progress: progress, panels: panels)
         return [ReportFigure(
             fileName: figureFileName, heading: "Task accuracy, full and dropped",
             altText: "Accuracy on each task over training, full and without each checkpoint's own drop-k attention layers",
             caption: "Per task, the accuracy of each checkpoint in full (black) and without its own k least important "
                 + "attention layers, scored as lm-evaluation-harness scores multiple choice. Gaps are values that "
-                + "were not measured.",
-            svg: LineChart(title: "Task accuracy over training", steps: steps, panels: panels).render())]
+                + "were not measured." + (chart.axis.zeroNote.map { " " + $0 } ?? ""),
+            svg: chart.render())]
     }
 
     /// The section: per task, what it was measured on and a table of every
