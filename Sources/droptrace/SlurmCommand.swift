@@ -17,7 +17,7 @@ struct SlurmTaskCommand: ParsableCommand {
         abstract: "Score one calibration shard of one checkpoint (the step of one array task).",
         discussion: """
             Scores shard I (0-based) of N of the pipeline's calibration windows — windows [I·S/N, (I+1)·S/N) \
-            of S — on CHECKPOINT_DIR and writes the partial result OUT_DIR/partials/<checkpoint>/shard-<I>-of-<N>.h5 \
+            of S — on the checkpoint directory DIR and writes the partial result OUT_DIR/partials/<checkpoint>/shard-<I>-of-<N>.h5 \
             atomically (a one-row score file with the shard's per-sequence sums). `droptrace slurm finalize` merges \
             the partials; the result equals `droptrace run` up to the order of float64 additions.
 
