@@ -30,9 +30,11 @@ public struct PipelineFile: Decodable {
     /// Minutes an incomplete checkpoint may rest unchanged before it counts
     /// as corrupt rather than still being written (`trace --settle-minutes`).
     public var settleMinutes: Double?
+    /// Defaults for `droptrace slurm submit` (`PipelineSlurmSection`); `run` ignores them.
+    public var slurm: PipelineSlurmSection?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case title, series, checkpoints, calibration, samples, output, eval
+        case title, series, checkpoints, calibration, samples, output, eval, slurm
         case seqLen = "seq_len"
         case dropK = "drop_k"
         case settleMinutes = "settle_minutes"
@@ -64,6 +66,17 @@ public struct PipelineFile: Decodable {
                 "unknown setting \"\(SystemError.oneLine(unknown))\" (known: \(known.sorted().joined(separator: ", ")))",
                 path: url.path)
         }
+        if let section = mapping["slurm"] {
+            guard let inner = section.mapping else {
+                throw DroptraceError("setting \"slurm\" must be a mapping of sbatch settings", path: url.path)
+            }
+            let names = PipelineSlurmSection.settingNames
+            if let unknown = inner.keys.compactMap(\.string).sorted().first(where: { !names.contains($0) }) {
+                throw DroptraceError(
+                    "unknown setting \"slurm.\(SystemError.oneLine(unknown))\" (known: \(names.sorted().joined(separator: ", ")))",
+                    path: url.path)
+            }
+        }
         let file: PipelineFile
         do { file = try YAMLDecoder().decode(PipelineFile.self, from: text) } catch let DecodingError.keyNotFound(key, _) {
             throw DroptraceError("missing setting \"\(key.stringValue)\"", path: url.path)
@@ -84,6 +97,7 @@ public struct PipelineFile: Decodable {
         if let minutes = file.settleMinutes, !(minutes >= 0 && minutes <= 1e6) {
             throw DroptraceError("settle_minutes must be between 0 and 1000000", path: url.path)
         }
+        try file.slurm?.validate(path: url.path)
         return file
     }
 

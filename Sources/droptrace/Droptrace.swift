@@ -15,6 +15,6 @@ struct Droptrace: ParsableCommand {
             75 another run holds the output directory (trace, run, report).
             """,
         version: DroptraceVersion.string,
-        subcommands: [ScoreCommand.self, TraceCommand.self, RunCommand.self, ReportCommand.self, DropCommand.self]
+        subcommands: [ScoreCommand.self, TraceCommand.self, RunCommand.self, ReportCommand.self, DropCommand.self, SlurmCommand.self]
     )
 }
