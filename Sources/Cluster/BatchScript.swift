@@ -34,7 +34,9 @@ enum BatchScript {
             exit 0
         }
         trap requeue USR1
-        "$droptrace" slurm task "$pipeline" --checkpoint "$checkpoint" --shard "$shard" --shards "$shards" &
+        # As many threads as Slurm gave the task (--cpus-per-task), else droptrace's default.
+        "$droptrace" slurm task "$pipeline" --checkpoint "$checkpoint" --shard "$shard" --shards "$shards" \\
+            ${SLURM_CPUS_PER_TASK:+--threads "$SLURM_CPUS_PER_TASK"} &
         pid=$!
         wait "$pid"
         status=$?

@@ -34,6 +34,8 @@ public struct SlurmSubmit {
         public var stored = 0
         public var queued = 0
         public var partial = 0
+        /// Checkpoints that waiting will not make readable, one line `path: problem` each.
+        public var failed: [String] = []
     }
 
     /// Loads the pipeline file and checks the settings.
@@ -41,7 +43,7 @@ public struct SlurmSubmit {
     ///   (`overrides` are the command line's options, named as such).
     public init(pipeline: URL, overrides: PipelineSlurmSection, executable: URL) throws {
         self.pipeline = pipeline.standardizedFileURL
-        try overrides.validate(path: self.pipeline.path, prefix: "option --")
+        try overrides.validate(path: self.pipeline.path, asOptions: true)
         file = try PipelineFile.load(self.pipeline)
         settings = (file.slurm ?? PipelineSlurmSection()).overridden(by: overrides)
         options = file.options(relativeTo: self.pipeline.deletingLastPathComponent(), force: false)
@@ -58,6 +60,8 @@ public struct SlurmSubmit {
         // nothing and fails with RunLock.Held, so it never double-submits.
         let lock = try RunLock(directory: layout.slurmDirectory)
         defer { withExtendedLifetime(lock) {} }
+        // A record replacement killed half-way leaves its temporary file; the lock is ours.
+        try DirectoryHandle.create(at: layout.slurmDirectory.path).removeStaleTemporaryFiles(targets: [layout.recordName])
 
         let discovered: CheckpointDiscovery.Result
         switch options.checkpoints {
@@ -81,15 +85,17 @@ public struct SlurmSubmit {
         var result = Result()
         let shards = settings.shards ?? 1
         var units: [WorkUnit] = []
+        // (checkpoint, shard, shard count) of every queued unit, whatever files it was submitted for.
+        func key(_ name: String, _ shard: Int, _ count: Int = shards) -> String { "\(name)\u{0}\(shard)\u{0}\(count)" }
+        let queued = Set(queue.units.keys.map { key($0.checkpoint, $0.shard, $0.shards) })
+        result.failed = discovered.failed.map(\.error)
         for checkpoint in discovered.ready {
             if let fingerprint = stored[checkpoint.name], checkpoint.isScored(asFingerprint: fingerprint) {
                 result.stored += 1
                 continue
             }
             try WorkUnit.checkRepresentable(checkpoint.directory.path)
-            if queue.hasQueuedShard(of: checkpoint.name), !queue.units.keys.contains(where: {
-                $0.checkpoint == checkpoint.name && $0.shards == shards
-            }) {
+            if queue.hasQueuedShard(of: checkpoint.name), !(0..<shards).contains(where: { queued.contains(key(checkpoint.name, $0)) }) {
                 log.warning("\(checkpoint.name): shards of another shard count are queued; it is left to them")
                 result.queued += 1
                 continue
@@ -98,7 +104,7 @@ public struct SlurmSubmit {
                 let unit = WorkUnit(
                     checkpoint: checkpoint.name, directory: checkpoint.directory.path, shard: shard, shards: shards,
                     fingerprint: checkpoint.fingerprint)
-                if queue.units.keys.contains(where: { $0.checkpoint == unit.checkpoint && $0.shard == shard && $0.shards == shards }) {
+                if queued.contains(key(checkpoint.name, shard)) {
                     result.queued += 1
                 } else if FileManager.default.fileExists(atPath: layout.partial(checkpoint: checkpoint.name, shard: shard, shards: shards).path) {
                     result.partial += 1

@@ -48,34 +48,39 @@ public struct PipelineSlurmSection: Decodable, Sendable, Equatable {
     /// The section's own setting names, for the unknown-key check.
     static let settingNames = Set(CodingKeys.allCases.map(\.rawValue))
 
-    /// Checks every value; `where` names the source in messages (the
-    /// pipeline file's `slurm.` prefix, or a command-line option).
+    /// Checks every value. Messages name a setting as the pipeline file
+    /// spells it (`slurm.shards`), or with `asOptions` as the command-line
+    /// option that gave it (`option --shards`).
     /// - Throws: `DroptraceError("<setting> …", path:)` for the first bad value.
-    public func validate(path: String, prefix: String = "slurm.") throws {
+    public func validate(path: String, asOptions: Bool = false) throws {
+        func name(_ setting: String) -> String {
+            guard asOptions else { return "slurm." + setting }
+            return "option --" + (setting == "sbatch_args" ? "sbatch-arg" : setting.replacingOccurrences(of: "_", with: "-"))
+        }
         if let shards, !(1...Self.maxShards).contains(shards) {
-            throw DroptraceError("\(prefix)shards must be between 1 and \(Self.maxShards)", path: path)
+            throw DroptraceError("\(name("shards")) must be between 1 and \(Self.maxShards)", path: path)
         }
         if let arrayParallelism, !(1...1_000_000).contains(arrayParallelism) {
-            throw DroptraceError("\(prefix)array_parallelism must be between 1 and 1000000", path: path)
+            throw DroptraceError("\(name("array_parallelism")) must be between 1 and 1000000", path: path)
         }
         if let cpusPerTask, !(1...1_000_000).contains(cpusPerTask) {
-            throw DroptraceError("\(prefix)cpus_per_task must be between 1 and 1000000", path: path)
+            throw DroptraceError("\(name("cpus_per_task")) must be between 1 and 1000000", path: path)
         }
         // Values go to sbatch as single arguments: printable, one line, no spaces.
-        for (name, value) in [("partition", partition), ("time", time), ("mem", mem)] {
+        for (setting, value) in [("partition", partition), ("time", time), ("mem", mem)] {
             if let value, !Self.isPlainWord(value) {
-                throw DroptraceError("\(prefix)\(name) must be one word of printable characters", path: path)
+                throw DroptraceError("\(name(setting)) must be one word of printable characters", path: path)
             }
         }
         for argument in sbatchArgs ?? [] {
             guard argument.hasPrefix("-"), argument.count <= 4096, !argument.contains(where: { $0.isNewline || $0 == "\0" }) else {
                 throw DroptraceError(
-                    "\(prefix)sbatch_args entries must be sbatch options starting with \"-\" (one line each), e.g. --account=proj42",
+                    "\(name("sbatch_args")) entries must be sbatch options starting with \"-\" (one line each), e.g. --account=proj42",
                     path: path)
             }
         }
         if (sbatchArgs?.count ?? 0) > 256 {
-            throw DroptraceError("\(prefix)sbatch_args holds more than 256 options", path: path)
+            throw DroptraceError("\(name("sbatch_args")) holds more than 256 options", path: path)
         }
     }
 

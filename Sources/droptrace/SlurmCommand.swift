@@ -34,7 +34,8 @@ struct SlurmSubmitCommand: ParsableCommand {
             partition, time, cpus_per_task, mem, sbatch_args); the command line wins.
 
             Exit codes: 0 submitted (or nothing new); with --wait, the finalize job's exit code; 1 error, one line \
-            naming the file; 64 invalid usage; 75 another submit for OUT_DIR is running.
+            naming the file (also when some checkpoint cannot be read, after the others were submitted); 64 invalid \
+            usage; 75 another submit for OUT_DIR is running.
             """
     )
 
@@ -89,11 +90,17 @@ struct SlurmSubmitCommand: ParsableCommand {
             } else {
                 print("nothing new to submit" + (result.queuedFinalize.map { " (finalize job \($0) is queued)" } ?? ""))
             }
-            guard wait, !dryRun, let job = result.finalize?.jobID ?? result.queuedFinalize else { return }
+            // Like `run`: unreadable checkpoints make the exit code 1, after the rest was submitted.
+            let failure: ExitCode? = result.failed.isEmpty ? nil : .failure
+            guard wait, !dryRun, let job = result.finalize?.jobID ?? result.queuedFinalize else {
+                if let failure { throw failure }
+                return
+            }
             let directory = result.finalize?.jobID != nil ? result.directory : submit.directory(ofFinalize: job)
             let code = try submit.waitForFinalize(job, directory: directory)
             log.info("finalize job \(job) ended with exit code \(code)")
             if code != 0 { throw ExitCode(code) }
+            if let failure { throw failure }
         }
     }
 

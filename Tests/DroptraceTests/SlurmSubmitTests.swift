@@ -53,7 +53,7 @@ import Testing
         for expected in [
             "--array=0-\(maxArraySize - 1)%2", "--requeue", "--signal=B:USR1@60", "--open-mode=append", "--time=00:10:00",
             "--comment=dt", "--job-name=\(ClusterLayout(outDir: out).jobName)", "%A_%a.out",
-            "slurm task \"$pipeline\" --checkpoint \"$checkpoint\" --shard \"$shard\" --shards \"$shards\"",
+            "slurm task \"$pipeline\" --checkpoint \"$checkpoint\" --shard \"$shard\" --shards \"$shards\"", "--threads \"$SLURM_CPUS_PER_TASK\"",
             "pipeline=\(pipeline.path)", "SLURM_ARRAY_TASK_ID + 1", "scontrol requeue",
         ] {
             #expect(array.contains(expected), "array script lacks \(expected)")
