@@ -148,6 +148,25 @@ import Testing
         #expect(try SlurmCluster.queue(out).isEmpty)
     }
 
+    @Test func damagedSubmissionRecordStopsSubmitAndStatus() throws {
+        let scratch = try ScratchDirectory()
+        let (pipeline, _, out) = try pipeline(in: scratch, steps: [10])
+        let slurm = out.appendingPathComponent("slurm")
+        try FileManager.default.createDirectory(at: slurm, withIntermediateDirectories: true)
+        let record = slurm.appendingPathComponent("submissions.json")
+        for damaged in ["{\"version\": 1, \"submissions\": [{\"id\": 3}]}", "\u{0}\u{1}not json", "{\"version\": 2, \"submissions\": []}"] {
+            try Data(damaged.utf8).write(to: record)
+            for arguments in [["slurm", "submit", pipeline.path, "--dry-run"], ["slurm", "status", out.path]] {
+                let result = try DroptraceCommand.run(arguments)
+                #expect(result.status == 1, "\(arguments)")
+                #expect(result.stderr.contains("\(record.path): "), "\(result.stderr)")
+                #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+            }
+            #expect(try Data(contentsOf: record) == Data(damaged.utf8), "the record is left as it was")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: slurm.path).filter { !$0.hasPrefix(".") } == ["submissions.json"])
+        }
+    }
+
     @Test func badSlurmSettingsAreOneLineErrors() throws {
         let scratch = try ScratchDirectory()
         for (section, problem) in [
