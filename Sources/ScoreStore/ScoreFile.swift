@@ -17,11 +17,16 @@ public struct CheckpointRow: Sendable, Equatable {
     /// What identifies the checkpoint files these scores came from (see
     /// `ScoreFileLayout.checkpointFingerprints`); empty when not recorded.
     public var fingerprint: String
+    /// The float64 sums the scores were derived from (`ScoreFileLayout.PerSequence`);
+    /// nil for rows stored without them.
+    public var sums: SequenceSums?
 
     public init(
         name: String, step: Int64 = -1, tokens: Int64 = -1,
-        attention: [Float], mlp: [Float], block: [Float], blockGap: [[Float]], fingerprint: String = ""
+        attention: [Float], mlp: [Float], block: [Float], blockGap: [[Float]], fingerprint: String = "",
+        sums: SequenceSums? = nil
     ) {
+        self.sums = sums
         self.name = name
         self.step = step
         self.tokens = tokens
@@ -41,6 +46,7 @@ public struct CheckpointRow: Sendable, Equatable {
             && sameFloats(lhs.block, rhs.block)
             && lhs.blockGap.count == rhs.blockGap.count
             && zip(lhs.blockGap, rhs.blockGap).allSatisfy { sameFloats($0, $1) }
+            && lhs.sums == rhs.sums
     }
 
     private static func sameFloats(_ lhs: [Float], _ rhs: [Float]) -> Bool {

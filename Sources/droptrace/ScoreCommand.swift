@@ -20,6 +20,7 @@ struct ScoreCommand: ParsableCommand {
               /checkpoints/name, /checkpoints/step, /checkpoints/tokens    [C]
               /scores/attention, /scores/mlp, /scores/block                 float32 [C, L]
               /similarity/block_gap                                         float32 [C, L, L]
+              /per_sequence/..., /similarity/block_gap_sums/...             float64 sums (README)
 
             with C = 1. An existing output file is replaced only once the new one is complete.
 
