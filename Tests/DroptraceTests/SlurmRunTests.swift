@@ -62,8 +62,10 @@ import Testing
         })
         _ = try SlurmCluster.client.check("scontrol", ["requeue", "\(array.jobID)_1"])
         // A requeued job waits a while before it may start again; the test has no time for that.
+        // (Set before the task is back to PENDING, the requeue would override it.)
         #expect(try SlurmCluster.waitUntil(seconds: 20) {
-            (try? SlurmCluster.client.check("scontrol", ["update", "JobId=\(array.jobID)_1", "StartTime=now"])) != nil
+            try SlurmCluster.queue(out).contains { $0.jobID == array.jobID && $0.arrayTaskID == 1 && $0.state == "PENDING" }
+                && (try? SlurmCluster.client.check("scontrol", ["update", "JobId=\(array.jobID)_1", "StartTime=now"])) != nil
         })
         _ = try SlurmCluster.client.check("scontrol", ["release", String(finalize)])
 
