@@ -64,12 +64,21 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // Slurm: job arrays over checkpoints and calibration shards, their status.
+        .target(
+            name: "Cluster",
+            dependencies: [
+                "Pipeline", "ScoreStore", "DroptraceSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         // The command-line tool, thin on top.
         .executableTarget(
             name: "droptrace",
             dependencies: [
                 "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "Analysis", "Reporting", "Pipeline",
-                "Dropping", "Evaluation", "DroptraceSupport",
+                "Dropping", "Evaluation", "Cluster", "DroptraceSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -78,7 +87,7 @@ let package = Package(
             name: "DroptraceTests",
             dependencies: [
                 "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "Architectures", "Analysis",
-                "Reporting", "Pipeline", "Dropping", "Evaluation", "DroptraceSupport",
+                "Reporting", "Pipeline", "Dropping", "Evaluation", "Cluster", "DroptraceSupport",
             ],
             resources: [.copy("Fixtures")]
         ),

@@ -43,9 +43,11 @@ public struct PipelineFile: Decodable {
     public var tasks: [PipelineTask] = []
     /// Few-shot examples per prompt for tasks without their own count (`trace --num-fewshot`).
     public var numFewshot: Int?
+    /// Defaults for `droptrace slurm submit` (`PipelineSlurmSection`); `run` ignores them.
+    public var slurm: PipelineSlurmSection?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case title, series, checkpoints, calibration, samples, output, eval
+        case title, series, checkpoints, calibration, samples, output, eval, slurm
         case seqLen = "seq_len"
         case dropK = "drop_k"
         case settleMinutes = "settle_minutes"
@@ -81,6 +83,17 @@ public struct PipelineFile: Decodable {
                 "unknown setting \"\(SystemError.oneLine(unknown))\" (known: \(known.sorted().joined(separator: ", ")))",
                 path: url.path)
         }
+        if let section = mapping["slurm"] {
+            guard let inner = section.mapping else {
+                throw DroptraceError("setting \"slurm\" must be a mapping of sbatch settings", path: url.path)
+            }
+            let names = PipelineSlurmSection.settingNames
+            if let unknown = inner.keys.compactMap(\.string).sorted().first(where: { !names.contains($0) }) {
+                throw DroptraceError(
+                    "unknown setting \"slurm.\(SystemError.oneLine(unknown))\" (known: \(names.sorted().joined(separator: ", ")))",
+                    path: url.path)
+            }
+        }
         var file: PipelineFile
         do { file = try YAMLDecoder().decode(PipelineFile.self, from: text) } catch let DecodingError.keyNotFound(key, _) {
             throw DroptraceError("missing setting \"\(key.stringValue)\"", path: url.path)
@@ -109,6 +122,7 @@ public struct PipelineFile: Decodable {
             // Unknown task names are refused now, naming this file, not at run time.
             for task in file.tasks { _ = try task.request(relativeTo: url.deletingLastPathComponent(), path: url.path) }
         }
+        try file.slurm?.validate(path: url.path)
         return file
     }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Cluster
 import DroptraceSupport
 import Foundation
 import Pipeline
@@ -6,9 +7,138 @@ import Pipeline
 struct SlurmCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "slurm",
-        abstract: "Run a pipeline file on a Slurm cluster: one array task per checkpoint and calibration shard, then a finalize job.",
-        subcommands: [SlurmTaskCommand.self, SlurmFinalizeCommand.self]
+        abstract: "Score a series on a Slurm cluster: job arrays over checkpoints and calibration shards.",
+        discussion: """
+            `submit` sends one array task per (checkpoint, calibration shard) and a finalize job that merges \
+            the shards into OUT_DIR/scores.h5, analyses and reports; `status` shows where each shard stands. \
+            `task` and `finalize` are those two steps, usable in your own sbatch files. \
+            OUT_DIR must be on a file system every node sees.
+            """,
+        subcommands: [SlurmSubmitCommand.self, SlurmStatusCommand.self, SlurmTaskCommand.self, SlurmFinalizeCommand.self]
     )
+}
+
+struct SlurmSubmitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "submit",
+        abstract: "Submit the checkpoints of a pipeline's series that are neither stored nor queued.",
+        discussion: """
+            Discovers the series like `run`, and for every finished checkpoint that is neither in \
+            OUT_DIR/scores.h5 (with the same files), nor queued by an earlier submit, nor already scored shard by \
+            shard, writes a units file and an sbatch script under OUT_DIR/slurm/<time>/ and submits a job array \
+            (one task per checkpoint and shard, `droptrace slurm task`; split into several arrays above the \
+            cluster's MaxArraySize), then a finalize job (`droptrace slurm finalize`) that runs after every array \
+            of OUT_DIR (--dependency=afterany). Prints the job ids. Safe to run from cron: a second submit submits \
+            only new work, never the same shard twice.
+
+            Options may also stand in a `slurm:` section of the pipeline file (shards, array_parallelism, \
+            partition, time, cpus_per_task, mem, sbatch_args); the command line wins.
+
+            Exit codes: 0 submitted (or nothing new); with --wait, the finalize job's exit code; 1 error, one line \
+            naming the file (also when some checkpoint cannot be read, after the others were submitted); 64 invalid \
+            usage; 75 another submit for OUT_DIR is running.
+            """
+    )
+
+    @Argument(help: "Pipeline file, e.g. pipelines/demo.yaml.")
+    var pipeline: String
+
+    @Option(help: ArgumentHelp("Calibration shards per checkpoint: array tasks that each score 1/N of the windows (default 1).", valueName: "N"))
+    var shards: Int?
+
+    @Option(name: .customLong("array-parallelism"), help: ArgumentHelp("At most W array tasks at once (sbatch --array=…%W).", valueName: "W"))
+    var arrayParallelism: Int?
+
+    @Option(help: ArgumentHelp("Slurm partition (sbatch --partition).", valueName: "P"))
+    var partition: String?
+
+    @Option(help: ArgumentHelp("Time limit of each task and of finalize (sbatch --time), e.g. 02:00:00.", valueName: "T"))
+    var time: String?
+
+    @Option(name: .customLong("cpus-per-task"), help: ArgumentHelp("CPUs per task (sbatch --cpus-per-task).", valueName: "C"))
+    var cpusPerTask: Int?
+
+    @Option(help: ArgumentHelp("Memory per node (sbatch --mem), e.g. 64G.", valueName: "M"))
+    var mem: String?
+
+    @Option(name: .customLong("sbatch-arg"), help: ArgumentHelp("An extra sbatch option for every job, e.g. --sbatch-arg=--account=proj42 (repeatable).", valueName: "ARG"))
+    var sbatchArgs: [String] = []
+
+    @Flag(help: "Block until the finalize job ends and exit with its exit code.")
+    var wait = false
+
+    @Flag(name: .customLong("dry-run"), help: "Write the units files and sbatch scripts, submit nothing.")
+    var dryRun = false
+
+    func run() throws {
+        try runReportingErrors { log in
+            let overrides = PipelineSlurmSection(
+                shards: shards, arrayParallelism: arrayParallelism, partition: partition, time: time,
+                cpusPerTask: cpusPerTask, mem: mem, sbatchArgs: sbatchArgs.isEmpty ? nil : sbatchArgs)
+            var submit = try SlurmSubmit(
+                pipeline: URL(fileURLWithPath: pipeline), overrides: overrides, executable: Self.executable)
+            submit.dryRun = dryRun
+            let result: SlurmSubmit.Result
+            do { result = try submit.run(log: log) } catch let held as RunLock.Held {
+                log.error("\(held.description)")
+                throw ExitCode(lockHeldExitCode)
+            }
+            for array in result.arrays {
+                print(array.jobID.map { "array job \($0): \(array.tasks) tasks" } ?? "dry run: \(array.script.path) (\(array.tasks) tasks)")
+            }
+            if let finalize = result.finalize {
+                print(finalize.jobID.map { "finalize job \($0)" } ?? "dry run: \(finalize.script.path)")
+            } else {
+                print("nothing new to submit" + (result.queuedFinalize.map { " (finalize job \($0) is queued)" } ?? ""))
+            }
+            // Like `run`: unreadable checkpoints make the exit code 1, after the rest was submitted.
+            let failure: ExitCode? = result.failed.isEmpty ? nil : .failure
+            guard wait, !dryRun, let job = result.finalize?.jobID ?? result.queuedFinalize else {
+                if let failure { throw failure }
+                return
+            }
+            let directory = result.finalize?.jobID != nil ? result.directory : submit.directory(ofFinalize: job)
+            let code = try submit.waitForFinalize(job, directory: directory)
+            log.info("finalize job \(job) ended with exit code \(code)")
+            if code != 0 { throw ExitCode(code) }
+            if let failure { throw failure }
+        }
+    }
+
+    /// The running executable's absolute path, which the scripts call.
+    static var executable: URL {
+        if let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            return URL(fileURLWithPath: path)
+        }
+        return Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
+    }
+}
+
+struct SlurmStatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show what is stored, done, running, pending and failed, per checkpoint and shard.",
+        discussion: """
+            States: stored (in scores.h5), partial done (shard finished, waiting for finalize), running, pending, \
+            failed (ended without a result: cancelled, failed, timed out; a new submit resubmits it). Then the \
+            finalize jobs and their logs.
+
+            Exit codes: 0 shown; 1 error, one line naming the file; 64 invalid usage.
+            """
+    )
+
+    @Argument(help: "Output directory of a pipeline submitted with `slurm submit`.")
+    var outDir: String
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() throws {
+        try runReportingErrors { _ in
+            let status = try SlurmStatus(outDir: URL(fileURLWithPath: outDir))
+            print(json ? status.json : status.table, terminator: "")
+        }
+    }
 }
 
 struct SlurmTaskCommand: ParsableCommand {

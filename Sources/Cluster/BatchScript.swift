@@ -1,0 +1,74 @@
+import Foundation
+
+/// The sbatch scripts `droptrace slurm submit` writes. All sbatch options
+/// go on sbatch's command line (so no path is ever parsed out of a
+/// `#SBATCH` comment); each script records that command in its header.
+enum BatchScript {
+    /// The array script: array task i reads line i+1 of `units`
+    /// (`<shard>\t<shards>\t<checkpoint dir>`) and runs `droptrace slurm task`.
+    /// On USR1 (sent by `--signal=B:USR1@60` before the time limit) it
+    /// passes the signal on, waits for droptrace to stop without writing a
+    /// partial, and requeues its own array task, which then starts over.
+    static func array(droptrace: String, pipeline: String, units: String, command: [String]) -> String {
+        """
+        #!/bin/bash
+        # Written by `droptrace slurm submit`: one array task per (checkpoint, calibration shard).
+        # Submitted with:
+        #   \(command.map(quoted).joined(separator: " "))
+        set -u
+        droptrace=\(quoted(droptrace))
+        pipeline=\(quoted(pipeline))
+        units=\(quoted(units))
+        line="$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" "$units")"
+        IFS=$'\\t' read -r shard shards checkpoint <<<"$line"
+        if [ -z "${checkpoint:-}" ]; then
+            echo "$units: no unit for array task $SLURM_ARRAY_TASK_ID" >&2
+            exit 1
+        fi
+        echo "array task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} (restart ${SLURM_RESTART_COUNT:-0}): $checkpoint shard $shard of $shards"
+        requeue() {
+            echo "time limit near or preempted: stopping and requeueing ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+            kill -USR1 "$pid" 2>/dev/null
+            wait "$pid"
+            scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+            exit 0
+        }
+        trap requeue USR1
+        # As many threads as Slurm gave the task (--cpus-per-task), else droptrace's default.
+        "$droptrace" slurm task "$pipeline" --checkpoint "$checkpoint" --shard "$shard" --shards "$shards" \\
+            ${SLURM_CPUS_PER_TASK:+--threads "$SLURM_CPUS_PER_TASK"} &
+        pid=$!
+        wait "$pid"
+        status=$?
+        # A USR1 arriving while waiting runs `requeue` and never returns here.
+        exit "$status"
+
+        """
+    }
+
+    /// The finalize script: merges, analyses and reports, then leaves its
+    /// exit code in `exitFile` (for `submit --wait` once Slurm has
+    /// forgotten the job).
+    static func finalize(droptrace: String, pipeline: String, exitFile: String, command: [String]) -> String {
+        """
+        #!/bin/bash
+        # Written by `droptrace slurm submit`: merges the finished shards into the store, analyses, reports.
+        # Submitted with:
+        #   \(command.map(quoted).joined(separator: " "))
+        set -u
+        \(quoted(droptrace)) slurm finalize \(quoted(pipeline))
+        status=$?
+        echo "$status" > \(quoted(exitFile + ".tmp")) && mv -f \(quoted(exitFile + ".tmp")) \(quoted(exitFile))
+        exit "$status"
+
+        """
+    }
+
+    /// `text` as one bash word.
+    static func quoted(_ text: String) -> String {
+        if !text.isEmpty, text.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) && $0.isASCII || "-_./:=%@,+".unicodeScalars.contains($0) }) {
+            return text
+        }
+        return "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+}

@@ -1,0 +1,130 @@
+import DroptraceSupport
+import Foundation
+import ScoreStore
+
+/// `droptrace slurm status`: the state of every submitted (checkpoint,
+/// shard) of an output directory, from the store, the partials, the queue
+/// (squeue) and, where the cluster keeps it, accounting (sacct).
+public struct SlurmStatus: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable {
+        /// The checkpoint's row is in scores.h5 (shards merged).
+        case stored
+        /// This shard's partial is written; the finalize job will merge it.
+        case partialDone = "partial done"
+        case running
+        case pending
+        /// Submitted, no longer queued, and no result: cancelled, failed,
+        /// timed out or lost (`detail` says which when sacct knows).
+        case failed
+    }
+
+    public struct Unit: Codable, Sendable, Equatable {
+        public var checkpoint: String
+        public var shard: Int
+        public var shards: Int
+        public var state: State
+        /// "<array job>_<task>" of its latest submission.
+        public var job: String
+        /// Slurm's own state name, or why it counts as failed.
+        public var detail: String
+    }
+
+    public struct Finalize: Codable, Sendable, Equatable {
+        public var job: Int
+        /// PENDING, RUNNING, …, or ENDED once Slurm has forgotten it; with
+        /// its exit code when it left one.
+        public var state: String
+        public var log: String
+    }
+
+    public var outDir: String
+    public var units: [Unit] = []
+    public var finalize: [Finalize] = []
+    /// Store rows no submission produced (scored by a local run).
+    public var storedLocally: [String] = []
+
+    /// Reads the state of `outDir`.
+    /// - Throws: `DroptraceError` when the directory has no submission
+    ///   record and no store, or when squeue fails.
+    public init(outDir: URL, client: SlurmClient = SlurmClient()) throws {
+        let layout = ClusterLayout(outDir: outDir)
+        self.outDir = layout.outDir.path
+        let record = try SubmissionRecord.read(layout)
+        let rows = FileManager.default.fileExists(atPath: layout.store.path) ? try ScoreFile.read(from: layout.store).rows : []
+        if record.submissions.isEmpty && rows.isEmpty {
+            throw DroptraceError("nothing submitted here yet (no slurm/submissions.json) and no scores.h5", path: layout.outDir.path)
+        }
+        let queue = try ClusterQueue(layout: layout, record: record, client: client)
+        let stored = Dictionary(rows.map { ($0.name, $0.fingerprint) }, uniquingKeysWith: { _, last in last })
+
+        // The latest submission of each (checkpoint, shard, shards), in submission order.
+        var latest: [String: (unit: WorkUnit, job: String, order: Int)] = [:]
+        var count = 0
+        for submission in record.submissions {
+            for array in submission.arrays {
+                for (index, unit) in array.units.enumerated() {
+                    latest["\(unit.checkpoint)\u{0}\(unit.shard)\u{0}\(unit.shards)"] = (unit, "\(array.jobID)_\(index)", count)
+                    count += 1
+                }
+            }
+        }
+        let order = latest.values.sorted { $0.order < $1.order }
+        let ended = order.filter { queue.units[$0.unit] == nil }.map(\.job)
+        let accounting = ended.isEmpty ? [:] : client.accounting(jobs: Set(ended.compactMap { $0.split(separator: "_").first.flatMap { Int($0) } }).sorted())
+        for (unit, job, _) in order {
+            var state: State, detail = ""
+            if let fingerprint = stored[unit.checkpoint], fingerprint == unit.fingerprint || unit.fingerprint.isEmpty {
+                state = .stored
+            } else if let queued = queue.units[unit] {
+                state = ["RUNNING", "COMPLETING", "CONFIGURING"].contains(queued.state) ? .running : .pending
+                detail = queued.state
+            } else if FileManager.default.fileExists(atPath: layout.partial(checkpoint: unit.checkpoint, shard: unit.shard, shards: unit.shards).path) {
+                state = .partialDone
+            } else {
+                state = .failed
+                detail = accounting[job] ?? "ended without a result (see its log)"
+            }
+            units.append(Unit(checkpoint: unit.checkpoint, shard: unit.shard, shards: unit.shards, state: state, job: job, detail: detail))
+        }
+        let submitted = Set(order.map(\.unit.checkpoint))
+        storedLocally = rows.map(\.name).filter { !submitted.contains($0) }
+
+        for submission in record.submissions {
+            guard let job = submission.finalizeJob else { continue }
+            let directory = layout.slurmDirectory.appendingPathComponent(submission.id)
+            var state = queue.finalizeJobs[job] ?? "ENDED"
+            if state == "ENDED", let data = try? RegularFile.contents(path: directory.appendingPathComponent("finalize.exit").path, limit: 64) {
+                state += " (exit code \(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))"
+            }
+            finalize.append(Finalize(job: job, state: state, log: directory.appendingPathComponent("logs/finalize-\(job).out").path))
+        }
+    }
+
+    /// A readable table: one line per (checkpoint, shard), then the finalize jobs and a count per state.
+    public var table: String {
+        var rows = units.map { [$0.checkpoint, "\($0.shard + 1)/\($0.shards)", $0.state.rawValue, $0.job, $0.detail] }
+        rows += storedLocally.map { [$0, "-", "stored", "-", "scored by a local run"] }
+        let widths = (0..<5).map { column in rows.map { $0[column].count }.max().map { max($0, ["checkpoint", "shard", "state", "job", "detail"][column].count) } ?? 0 }
+        func line(_ cells: [String]) -> String {
+            zip(cells, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")
+                .trimmingCharacters(in: .whitespaces)
+        }
+        var lines = [line(["checkpoint", "shard", "state", "job", "detail"])] + rows.map(line)
+        for job in finalize { lines.append("finalize job \(job.job): \(job.state)  log: \(job.log)") }
+        var counts: [String] = []
+        for state in [State.stored, .partialDone, .running, .pending, .failed] {
+            let count = units.filter { $0.state == state }.count
+            if count > 0 { counts.append("\(count) \(state.rawValue)") }
+        }
+        if !storedLocally.isEmpty { counts.append("\(storedLocally.count) checkpoints stored by local runs") }
+        lines.append("shard tasks: " + (counts.isEmpty ? "none" : counts.joined(separator: ", ")))
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The same as JSON (sorted keys, for scripts).
+    public var json: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self) + "\n"
+    }
+}

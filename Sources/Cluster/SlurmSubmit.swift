@@ -1,0 +1,258 @@
+import DroptraceSupport
+import Foundation
+import Logging
+import Pipeline
+import ScoreStore
+
+/// `droptrace slurm submit`: finds the checkpoints of a pipeline's series
+/// that are neither stored, nor queued, nor already scored shard by shard,
+/// and submits one Slurm array task per (checkpoint, calibration shard)
+/// plus a finalize job that runs after them all (`--dependency=afterany`).
+public struct SlurmSubmit {
+    /// The pipeline file, absolute.
+    public var pipeline: URL
+    /// The pipeline's `slurm:` section with the command line's options over it.
+    public var settings: PipelineSlurmSection
+    /// The droptrace executable the scripts run, absolute.
+    public var executable: URL
+    /// Write the scripts, submit nothing.
+    public var dryRun = false
+    public var client = SlurmClient()
+    let file: PipelineFile
+    let options: TraceOptions
+
+    /// What a submit did.
+    public struct Result: Sendable {
+        /// The directory holding this submission's scripts and logs; nil when nothing was new.
+        public var directory: URL?
+        /// Each array job: its id (nil in a dry run), task count and script.
+        public var arrays: [(jobID: Int?, tasks: Int, script: URL)] = []
+        /// The finalize job, when one was submitted (or written, in a dry run).
+        public var finalize: (jobID: Int?, script: URL)?
+        /// A finalize job already queued for this directory that covers what is queued.
+        public var queuedFinalize: Int?
+        public var stored = 0
+        public var queued = 0
+        public var partial = 0
+        /// Checkpoints that waiting will not make readable, one line `path: problem` each.
+        public var failed: [String] = []
+    }
+
+    /// Loads the pipeline file and checks the settings.
+    /// - Throws: `DroptraceError` naming the pipeline file for any bad value
+    ///   (`overrides` are the command line's options, named as such).
+    public init(pipeline: URL, overrides: PipelineSlurmSection, executable: URL) throws {
+        self.pipeline = pipeline.standardizedFileURL
+        try overrides.validate(path: self.pipeline.path, asOptions: true)
+        file = try PipelineFile.load(self.pipeline)
+        settings = (file.slurm ?? PipelineSlurmSection()).overridden(by: overrides)
+        options = file.options(relativeTo: self.pipeline.deletingLastPathComponent(), force: false)
+        self.executable = executable
+    }
+
+    public var layout: ClusterLayout { ClusterLayout(outDir: options.output) }
+
+    /// Discovers, decides and submits (or only writes, in a dry run).
+    public func run(log: Logger) throws -> Result {
+        let layout = self.layout
+        for path in [pipeline.path, executable.path, layout.outDir.path] { try WorkUnit.checkRepresentable(path) }
+        // One submit at a time per output directory: the second waits for
+        // nothing and fails with RunLock.Held, so it never double-submits.
+        let lock = try RunLock(directory: layout.slurmDirectory)
+        defer { withExtendedLifetime(lock) {} }
+        // A record replacement killed half-way leaves its temporary file; the lock is ours.
+        try DirectoryHandle.create(at: layout.slurmDirectory.path).removeStaleTemporaryFiles(targets: [layout.recordName])
+
+        let discovered: CheckpointDiscovery.Result
+        switch options.checkpoints {
+        case .series(let directory): discovered = try CheckpointDiscovery.scan(directory, settleTime: options.settleTime)
+        case .list(let directories): discovered = try CheckpointDiscovery.inspect(directories, settleTime: options.settleTime)
+        }
+        for warning in discovered.warnings { log.warning("\(warning)") }
+        for (name, reason) in discovered.incomplete { log.warning("skipping \(name) for now: \(reason); a later submit will pick it up") }
+        for (_, error) in discovered.failed { log.error("\(error)") }
+
+        let stored = try storedFingerprints()
+        var record = try SubmissionRecord.read(layout)
+        let queue: ClusterQueue
+        if dryRun && !SlurmClient.isInstalled("squeue") {
+            log.warning("squeue not found: the dry run assumes nothing of this directory is queued")
+            queue = ClusterQueue()
+        } else {
+            queue = try ClusterQueue(layout: layout, record: record, client: client)
+        }
+
+        var result = Result()
+        let shards = settings.shards ?? 1
+        var units: [WorkUnit] = []
+        // (checkpoint, shard, shard count) of every queued unit, whatever files it was submitted for.
+        func key(_ name: String, _ shard: Int, _ count: Int = shards) -> String { "\(name)\u{0}\(shard)\u{0}\(count)" }
+        let queued = Set(queue.units.keys.map { key($0.checkpoint, $0.shard, $0.shards) })
+        result.failed = discovered.failed.map(\.error)
+        for checkpoint in discovered.ready {
+            if let fingerprint = stored[checkpoint.name], checkpoint.isScored(asFingerprint: fingerprint) {
+                result.stored += 1
+                continue
+            }
+            try WorkUnit.checkRepresentable(checkpoint.directory.path)
+            if queue.hasQueuedShard(of: checkpoint.name), !(0..<shards).contains(where: { queued.contains(key(checkpoint.name, $0)) }) {
+                log.warning("\(checkpoint.name): shards of another shard count are queued; it is left to them")
+                result.queued += 1
+                continue
+            }
+            for shard in 0..<shards {
+                let unit = WorkUnit(
+                    checkpoint: checkpoint.name, directory: checkpoint.directory.path, shard: shard, shards: shards,
+                    fingerprint: checkpoint.fingerprint)
+                if queued.contains(key(checkpoint.name, shard)) {
+                    result.queued += 1
+                } else if FileManager.default.fileExists(atPath: layout.partial(checkpoint: checkpoint.name, shard: shard, shards: shards).path) {
+                    result.partial += 1
+                } else {
+                    units.append(unit)
+                }
+            }
+        }
+        result.queuedFinalize = queue.finalizeJobs.keys.max()
+        // A finalize is needed for new work, or for finished shards no queued finalize will merge.
+        let needsFinalize = !units.isEmpty || (queue.finalizeJobs.isEmpty && layout.hasUnmergedPartials)
+        log.info("\(discovered.ready.count) finished checkpoints: \(result.stored) stored; shard tasks: \(result.queued) queued, \(result.partial) done awaiting finalize, \(units.count) to submit")
+        guard needsFinalize else { return result }
+
+        let maxArraySize: Int
+        if dryRun && !SlurmClient.isInstalled("scontrol") {
+            maxArraySize = 1001  // Slurm's default
+        } else {
+            maxArraySize = try client.maxArraySize()
+        }
+        var submission = SubmissionRecord.Submission(
+            id: try newSubmissionDirectory(layout), submitted: ISO8601DateFormatter().string(from: Date()),
+            pipeline: pipeline.path)
+        let directory = layout.slurmDirectory.appendingPathComponent(submission.id)
+        let logs = directory.appendingPathComponent("logs")
+        try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
+        result.directory = directory
+
+        // Arrays of at most MaxArraySize tasks (ids 0…MaxArraySize−1). With a
+        // throttle, each split array waits for the one before, so at most
+        // W tasks run in all.
+        var arrayJobs: [Int] = []
+        for (index, start) in stride(from: 0, to: units.count, by: maxArraySize).enumerated() {
+            let chunk = Array(units[start..<min(start + maxArraySize, units.count)])
+            let unitsFile = directory.appendingPathComponent("array-\(index).units")
+            let script = directory.appendingPathComponent("array-\(index).sbatch")
+            try Data(chunk.map { $0.line + "\n" }.joined().utf8).write(to: unitsFile, options: .withoutOverwriting)
+            var sbatch = common(name: layout.jobName)
+            let range = chunk.count == 1 ? "0" : "0-\(chunk.count - 1)"
+            sbatch += ["--array=\(range)" + (settings.arrayParallelism.map { "%\($0)" } ?? "")]
+            sbatch += ["--output=\(logs.path)/array-\(index)-%A_%a.out", "--open-mode=append", "--requeue", "--signal=B:USR1@60"]
+            if settings.arrayParallelism != nil, let previous = arrayJobs.last { sbatch.append("--dependency=afterany:\(previous)") }
+            sbatch += settings.sbatchArgs ?? []
+            let text = BatchScript.array(
+                droptrace: executable.path, pipeline: pipeline.path, units: unitsFile.path,
+                command: ["sbatch", "--parsable"] + sbatch + [script.path])
+            try Data(text.utf8).write(to: script, options: .withoutOverwriting)
+            var job: Int?
+            if !dryRun {
+                job = try client.submit(script: script.path, options: sbatch)
+                arrayJobs.append(job!)
+                submission.arrays.append(SubmissionRecord.ArrayJob(jobID: job!, units: chunk))
+                try save(submission, into: &record)
+            }
+            result.arrays.append((job, chunk.count, script))
+        }
+
+        // The finalize job: after every array of this directory still queued
+        // and every finalize before it (finalize jobs take the store's lock
+        // one after another).
+        let script = directory.appendingPathComponent("finalize.sbatch")
+        let after = Set(queue.jobIDs + arrayJobs).sorted()
+        var sbatch = common(name: layout.jobName) + ["--output=\(logs.path)/finalize-%j.out", "--open-mode=append"]
+        if !after.isEmpty { sbatch.append("--dependency=afterany:" + after.map(String.init).joined(separator: ":")) }
+        sbatch += settings.sbatchArgs ?? []
+        let text = BatchScript.finalize(
+            droptrace: executable.path, pipeline: pipeline.path,
+            exitFile: directory.appendingPathComponent("finalize.exit").path,
+            command: ["sbatch", "--parsable"] + sbatch + [script.path])
+        try Data(text.utf8).write(to: script, options: .withoutOverwriting)
+        var job: Int?
+        if !dryRun {
+            job = try client.submit(script: script.path, options: sbatch)
+            submission.finalizeJob = job
+            try save(submission, into: &record)
+        }
+        result.finalize = (job, script)
+        return result
+    }
+
+    /// sbatch options every job of this submit gets.
+    private func common(name: String) -> [String] {
+        var options = ["--job-name=\(name)"]
+        if let partition = settings.partition { options.append("--partition=\(partition)") }
+        if let time = settings.time { options.append("--time=\(time)") }
+        if let cpus = settings.cpusPerTask { options.append("--cpus-per-task=\(cpus)") }
+        if let mem = settings.mem { options.append("--mem=\(mem)") }
+        return options
+    }
+
+    /// Records `submission` (replacing its earlier state) atomically.
+    private func save(_ submission: SubmissionRecord.Submission, into record: inout SubmissionRecord) throws {
+        record.submissions.removeAll { $0.id == submission.id }
+        record.submissions.append(submission)
+        try record.write(layout)
+    }
+
+    /// Row name → fingerprint of the store's rows (none without a store).
+    private func storedFingerprints() throws -> [String: String] {
+        let url = layout.store
+        guard FileManager.default.fileExists(atPath: url.path) else { return [:] }
+        let rows = try ScoreFile.read(from: url).rows
+        return Dictionary(rows.map { ($0.name, $0.fingerprint) }, uniquingKeysWith: { _, last in last })
+    }
+
+    /// A new directory name under OUT_DIR/slurm: the UTC time, made unique.
+    private func newSubmissionDirectory(_ layout: ClusterLayout) throws -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        let base = formatter.string(from: Date())
+        for attempt in 0..<1000 {
+            let name = attempt == 0 ? base : "\(base)-\(attempt)"
+            let path = layout.slurmDirectory.appendingPathComponent(name).path
+            if mkdir(path, 0o777) == 0 { return name }
+            guard errno == EEXIST else { throw DroptraceError("cannot create directory: \(SystemError.describe())", path: path) }
+        }
+        throw DroptraceError("cannot find a free submission directory name", path: layout.slurmDirectory.path)
+    }
+
+    /// The submission directory of finalize job `job`, from the record.
+    public func directory(ofFinalize job: Int) -> URL? {
+        guard let record = try? SubmissionRecord.read(layout),
+              let submission = record.submissions.first(where: { $0.finalizeJob == job })
+        else { return nil }
+        return layout.slurmDirectory.appendingPathComponent(submission.id)
+    }
+
+    /// Blocks until finalize job `job` ends; returns its exit code (0 when
+    /// it completed). Polls the controller, then the exit file the finalize
+    /// script leaves, for when Slurm has already forgotten the job.
+    public func waitForFinalize(_ job: Int, directory: URL?, poll: TimeInterval = 2) throws -> Int32 {
+        let exitFile = directory?.appendingPathComponent("finalize.exit")
+        while true {
+            if let (state, code) = try client.jobState(job) {
+                let base = state.split(separator: "+").first.map(String.init) ?? state
+                if SlurmClient.endedStates.contains(base) {
+                    if base == "COMPLETED" { return 0 }
+                    return code != 0 ? code : 1
+                }
+            } else if let exitFile, let data = try? RegularFile.contents(path: exitFile.path, limit: 64),
+                      let code = Int32(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) {
+                return code
+            } else {
+                throw DroptraceError("Slurm no longer knows finalize job \(job) and it left no exit code; see its log", path: (directory ?? layout.slurmDirectory).path)
+            }
+            Thread.sleep(forTimeInterval: poll)
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import DroptraceSupport
+import Foundation
+
+/// What `droptrace slurm submit` submitted for an output directory
+/// (OUT_DIR/slurm/submissions.json), rewritten atomically after every
+/// sbatch, so a submit killed half-way still knows the jobs it made.
+/// With the queue (`squeue`) it tells which units are queued; with the
+/// partials and the store, which are done (`SlurmStatus`).
+public struct SubmissionRecord: Codable, Sendable, Equatable {
+    public var version = 1
+    public var submissions: [Submission] = []
+
+    public struct Submission: Codable, Sendable, Equatable {
+        /// The directory under OUT_DIR/slurm holding its scripts and logs.
+        public var id: String
+        /// UTC, ISO 8601.
+        public var submitted: String
+        public var pipeline: String
+        public var arrays: [ArrayJob] = []
+        public var finalizeJob: Int?
+    }
+
+    /// One array job: array task i runs `units[i]`.
+    public struct ArrayJob: Codable, Sendable, Equatable {
+        public var jobID: Int
+        public var units: [WorkUnit]
+    }
+
+    /// The largest record read (a hundred thousand units is a few tens of MiB).
+    static let maxBytes = 256 << 20
+
+    public init() {}
+
+    /// The record in `layout`, empty when there is none yet.
+    /// - Throws: `DroptraceError` naming the file when it is not a record
+    ///   (then nothing is submitted: droptrace would not know what is queued).
+    public static func read(_ layout: ClusterLayout) throws -> SubmissionRecord {
+        let path = layout.record.path
+        guard FileManager.default.fileExists(atPath: path) else { return SubmissionRecord() }
+        let data = try RegularFile.contents(path: path, limit: maxBytes)
+        do {
+            let record = try JSONDecoder().decode(SubmissionRecord.self, from: data)
+            guard record.version == 1 else {
+                throw DroptraceError("is a record of version \(record.version); this droptrace reads version 1", path: path)
+            }
+            return record
+        } catch let error as DroptraceError {
+            throw error
+        } catch {
+            throw DroptraceError(
+                "is not a droptrace submission record (\(SystemError.oneLine("\(error)"))); move it away once no droptrace job of this directory is queued",
+                path: path)
+        }
+    }
+
+    /// Replaces the record file atomically.
+    func write(_ layout: ClusterLayout) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(self)
+        let directory = try DirectoryHandle.create(at: layout.slurmDirectory.path)
+        try directory.replaceFile(layout.recordName, with: [UInt8](data))
+        try directory.sync()
+    }
+
+    /// Every array task ever submitted: (array job, task id) → unit.
+    public var tasks: [TaskKey: WorkUnit] {
+        var tasks: [TaskKey: WorkUnit] = [:]
+        for submission in submissions {
+            for array in submission.arrays {
+                for (index, unit) in array.units.enumerated() { tasks[TaskKey(job: array.jobID, task: index)] = unit }
+            }
+        }
+        return tasks
+    }
+
+    /// The finalize jobs, oldest first.
+    public var finalizeJobs: [Int] { submissions.compactMap(\.finalizeJob) }
+
+    public struct TaskKey: Hashable, Sendable {
+        public var job: Int
+        public var task: Int
+    }
+}

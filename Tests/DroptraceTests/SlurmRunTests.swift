@@ -1,0 +1,137 @@
+import Cluster
+import Foundation
+import ScoreStore
+import Testing
+
+/// Whole Slurm runs on the one-node cluster of scripts/slurm-cluster.sh:
+/// array tasks score calibration shards, the finalize job merges them, and
+/// the store equals a local `droptrace run` of the same pipeline.
+@Suite(.serialized) struct SlurmRunTests {
+    func write(_ scratch: ScratchDirectory, output: String) throws -> URL {
+        try scratch.write("""
+            title: Slurm run
+            series: series
+            calibration: \(FixtureFiles.calibrationJSONL.path)
+            output: \(output)
+            slurm:
+              shards: 2
+            """, to: "\(output).yaml")
+    }
+
+    /// Rows of two stores agree: same names, steps and fingerprints, scores within 1e-6.
+    func expectSameStore(_ slurm: URL, _ local: URL, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let a = try ScoreFile.read(from: slurm.appendingPathComponent("scores.h5"))
+        let b = try ScoreFile.read(from: local.appendingPathComponent("scores.h5"))
+        #expect(a.rows.map(\.name) == b.rows.map(\.name), sourceLocation: sourceLocation)
+        #expect(a.rows.map(\.fingerprint) == b.rows.map(\.fingerprint), sourceLocation: sourceLocation)
+        #expect(a.metadata == b.metadata, sourceLocation: sourceLocation)
+        for (x, y) in zip(a.rows, b.rows) {
+            for (u, v) in [(x.attention, y.attention), (x.mlp, y.mlp), (x.block, y.block), (x.blockGap.flatMap { $0 }, y.blockGap.flatMap { $0 })] {
+                #expect(u.count == v.count && zip(u, v).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) || abs($0 - $1) <= 1e-6 }, "\(x.name)", sourceLocation: sourceLocation)
+            }
+        }
+        let verdict = { (url: URL) in
+            try String(contentsOf: url.appendingPathComponent("report.md"), encoding: .utf8)
+                .split(separator: "\n").first { $0.lowercased().contains("verdict") }
+        }
+        #expect(try verdict(slurm) == verdict(local), sourceLocation: sourceLocation)
+    }
+
+    @Test func shardedRunWithARequeuedTaskEqualsALocalRunAndANewCheckpointIsTheOnlyNewWork() throws {
+        guard SlurmCluster.required() else { return }
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        try series.add(step: 20, model: "llama-bf16")
+        let pipeline = try write(scratch, output: "cluster")
+        let localPipeline = try write(scratch, output: "local")
+        let out = scratch.path("cluster")
+        defer { SlurmCluster.cancelAll(out) }
+
+        // Submitted held, so a task can be requeued before the finalize job may start.
+        var result = try DroptraceCommand.run(["slurm", "submit", pipeline.path, "--sbatch-arg=--hold"])
+        try #require(result.status == 0, "\(result.stderr)")
+        let submission = try #require(try SubmissionRecord.read(ClusterLayout(outDir: out)).submissions.last)
+        let array = try #require(submission.arrays.first)
+        let finalize = try #require(submission.finalizeJob)
+        #expect(array.units.count == 4)
+        _ = try SlurmCluster.client.check("scontrol", ["release", String(array.jobID)])
+        // Task 1 runs (or has even finished): requeue it; it starts over and must end the same.
+        #expect(try SlurmCluster.waitUntil(seconds: 60) {
+            try !SlurmCluster.queue(out).contains { $0.jobID == array.jobID && $0.arrayTaskID == 1 && $0.state == "PENDING" }
+        })
+        _ = try SlurmCluster.client.check("scontrol", ["requeue", "\(array.jobID)_1"])
+        // A requeued job waits a while before it may start again; the test has no time for that.
+        // (Set before the task is back to PENDING, the requeue would override it.)
+        #expect(try SlurmCluster.waitUntil(seconds: 20) {
+            try SlurmCluster.queue(out).contains { $0.jobID == array.jobID && $0.arrayTaskID == 1 && $0.state == "PENDING" }
+                && (try? SlurmCluster.client.check("scontrol", ["update", "JobId=\(array.jobID)_1", "StartTime=now"])) != nil
+        })
+        _ = try SlurmCluster.client.check("scontrol", ["release", String(finalize)])
+
+        // A second submit while the first runs submits nothing and waits for its finalize job.
+        result = try DroptraceCommand.run(["slurm", "submit", pipeline.path, "--wait"])
+        try #require(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("nothing new to submit (finalize job \(finalize) is queued)"), "\(result.stdout)")
+        #expect(try SubmissionRecord.read(ClusterLayout(outDir: out)).submissions.count == 1)
+        let log = try String(contentsOf: out.appendingPathComponent("slurm/\(submission.id)/logs/array-0-\(array.jobID)_1.out"), encoding: .utf8)
+        #expect(log.contains("restart 1"), "the requeued task ran again: \(log)")
+
+        result = try DroptraceCommand.run(["run", localPipeline.path, "--threads", "1"])
+        try #require(result.status == 0, "\(result.stderr)")
+        try expectSameStore(out, scratch.path("local"))
+        #expect(!ClusterLayout(outDir: out).hasUnmergedPartials, "finalize removes the partials it merged")
+
+        var status = try DroptraceCommand.run(["slurm", "status", out.path])
+        #expect(status.status == 0 && status.stdout.contains("shard tasks: 4 stored"), "\(status.stdout)")
+
+        // A checkpoint written since: the only new work, and again the same as a local run.
+        try series.add(step: 30)
+        result = try DroptraceCommand.run(["slurm", "submit", pipeline.path, "--wait"])
+        try #require(result.status == 0, "\(result.stderr)")
+        let second = try #require(try SubmissionRecord.read(ClusterLayout(outDir: out)).submissions.last)
+        #expect(second.arrays.flatMap(\.units).map(\.checkpoint) == ["checkpoint-30", "checkpoint-30"])
+        result = try DroptraceCommand.run(["run", localPipeline.path, "--threads", "1"])
+        try #require(result.status == 0, "\(result.stderr)")
+        try expectSameStore(out, scratch.path("local"))
+        status = try DroptraceCommand.run(["slurm", "status", out.path])
+        #expect(status.stdout.contains("shard tasks: 6 stored"), "\(status.stdout)")
+    }
+
+    @Test func cancelledTaskFailsFinalizeKeepsTheRestAndAResubmitCompletesIt() throws {
+        guard SlurmCluster.required() else { return }
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        try series.add(step: 20, model: "llama-bf16")
+        let pipeline = try write(scratch, output: "cluster")
+        let out = scratch.path("cluster")
+        defer { SlurmCluster.cancelAll(out) }
+
+        var result = try DroptraceCommand.run(["slurm", "submit", pipeline.path, "--sbatch-arg=--hold"])
+        try #require(result.status == 0, "\(result.stderr)")
+        let submission = try #require(try SubmissionRecord.read(ClusterLayout(outDir: out)).submissions.last)
+        let array = try #require(submission.arrays.first)
+        // checkpoint-20's second shard is cancelled before it runs.
+        _ = try SlurmCluster.client.check("scancel", ["\(array.jobID)_3"])
+        _ = try SlurmCluster.client.check("scontrol", ["release", String(array.jobID)])
+        _ = try SlurmCluster.client.check("scontrol", ["release", String(try #require(submission.finalizeJob))])
+        // The finalize job runs after the three others and fails, naming the checkpoint whose shard is missing.
+        #expect(try SlurmCluster.waitUntil(seconds: 120) { try SlurmCluster.queue(out).isEmpty })
+        let exit = try String(contentsOf: out.appendingPathComponent("slurm/\(submission.id)/finalize.exit"), encoding: .utf8)
+        #expect(exit.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
+        let finalizeLog = try String(
+            contentsOf: out.appendingPathComponent("slurm/\(submission.id)/logs/finalize-\(submission.finalizeJob!).out"), encoding: .utf8)
+        #expect(finalizeLog.contains("checkpoint-20"), "\(finalizeLog)")
+        #expect(try ScoreFile.read(from: out.appendingPathComponent("scores.h5")).rows.map(\.name) == ["checkpoint-10"])
+        let status = try DroptraceCommand.run(["slurm", "status", out.path])
+        #expect(status.stdout.contains("1 partial done, 1 failed"), "\(status.stdout)")
+
+        // The resubmit sends only the cancelled shard.
+        result = try DroptraceCommand.run(["slurm", "submit", pipeline.path, "--wait"])
+        try #require(result.status == 0, "\(result.stderr)")
+        let resubmitted = try #require(try SubmissionRecord.read(ClusterLayout(outDir: out)).submissions.last)
+        #expect(resubmitted.arrays.flatMap(\.units) == [array.units[3]])
+        #expect(try ScoreFile.read(from: out.appendingPathComponent("scores.h5")).rows.map(\.name) == ["checkpoint-10", "checkpoint-20"])
+    }
+}

@@ -1,0 +1,193 @@
+import Cluster
+import Foundation
+import Pipeline
+import ScoreStore
+import Testing
+
+/// `droptrace slurm submit` and `status` against the real one-node Slurm of
+/// scripts/slurm-cluster.sh. Serialized: the tests share its two CPUs.
+@Suite(.serialized) struct SlurmSubmitTests {
+    /// A series of `steps` fixture checkpoints and a pipeline file over it.
+    func pipeline(in scratch: ScratchDirectory, steps: [Int], slurm: String = "") throws -> (pipeline: URL, series: SeriesBuilder, out: URL) {
+        let series = try SeriesBuilder(in: scratch)
+        for step in steps { try series.add(step: step) }
+        let text = """
+            title: Slurm test
+            series: series
+            calibration: \(FixtureFiles.calibrationJSONL.path)
+            output: out
+            \(slurm)
+            """
+        return (try scratch.write(text, to: "pipeline.yaml"), series, scratch.path("out"))
+    }
+
+    func submit(_ pipeline: URL, _ extra: [String] = []) throws -> DroptraceCommand.Result {
+        try DroptraceCommand.run(["slurm", "submit", pipeline.path] + extra)
+    }
+
+    func record(_ out: URL) throws -> SubmissionRecord { try SubmissionRecord.read(ClusterLayout(outDir: out)) }
+
+    @Test func dryRunWritesUnitsAndScriptsSplitAtMaxArraySize() throws {
+        guard SlurmCluster.required() else { return }
+        let scratch = try ScratchDirectory()
+        let maxArraySize = try SlurmCluster.client.maxArraySize()
+        try #require(maxArraySize <= 2000, "the test writes 2 × MaxArraySize units")
+        let (pipeline, _, out) = try pipeline(
+            in: scratch, steps: [10, 20], slurm: "slurm:\n  array_parallelism: 2\n  time: \"00:10:00\"\n  sbatch_args: [--comment=dt]")
+        let result = try submit(pipeline, ["--shards", "\(maxArraySize)", "--dry-run"])
+        try #require(result.status == 0, "\(result.stderr)")
+        #expect(try SlurmCluster.queue(out).isEmpty, "a dry run submits nothing")
+        #expect(try record(out).submissions.isEmpty)
+
+        // 2 checkpoints × MaxArraySize shards: two arrays of MaxArraySize tasks, the second after the first.
+        let directory = try #require(try FileManager.default.contentsOfDirectory(at: out.appendingPathComponent("slurm"), includingPropertiesForKeys: nil)
+            .first { $0.lastPathComponent.hasSuffix("Z") })
+        let units = try String(contentsOf: directory.appendingPathComponent("array-0.units"), encoding: .utf8).split(separator: "\n")
+        #expect(units.count == maxArraySize)
+        #expect(units.first == "0\t\(maxArraySize)\t\(scratch.path("series/checkpoint-10").path)")
+        #expect(try String(contentsOf: directory.appendingPathComponent("array-1.units"), encoding: .utf8).split(separator: "\n").first
+            == "0\t\(maxArraySize)\t\(scratch.path("series/checkpoint-20").path)")
+        #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("array-2.units").path))
+
+        let array = try String(contentsOf: directory.appendingPathComponent("array-0.sbatch"), encoding: .utf8)
+        for expected in [
+            "--array=0-\(maxArraySize - 1)%2", "--requeue", "--signal=B:USR1@60", "--open-mode=append", "--time=00:10:00",
+            "--comment=dt", "--job-name=\(ClusterLayout(outDir: out).jobName)", "%A_%a.out",
+            "slurm task \"$pipeline\" --checkpoint \"$checkpoint\" --shard \"$shard\" --shards \"$shards\"", "--threads \"$SLURM_CPUS_PER_TASK\"",
+            "pipeline=\(pipeline.path)", "SLURM_ARRAY_TASK_ID + 1", "scontrol requeue",
+        ] {
+            #expect(array.contains(expected), "array script lacks \(expected)")
+        }
+        #expect(array.contains("droptrace=\(DroptraceCommand.executable.path)"), "the scripts call this droptrace by its absolute path")
+        let finalize = try String(contentsOf: directory.appendingPathComponent("finalize.sbatch"), encoding: .utf8)
+        #expect(finalize.contains("slurm finalize \(pipeline.path)") && finalize.contains("finalize.exit"))
+    }
+
+    @Test func queuedWorkIsNeverSubmittedTwice() throws {
+        guard SlurmCluster.required() else { return }
+        let scratch = try ScratchDirectory()
+        // Held jobs stay pending, so the queue is stable while the test looks at it.
+        let (pipeline, series, out) = try pipeline(in: scratch, steps: [10, 20], slurm: "slurm:\n  shards: 2\n  sbatch_args: [--hold]")
+        defer { SlurmCluster.cancelAll(out) }
+
+        var result = try submit(pipeline)
+        try #require(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("finalize job"))
+        var queued = try SlurmCluster.queue(out)
+        #expect(queued.filter { $0.arrayTaskID != nil }.count == 4)
+        #expect(queued.filter { $0.arrayTaskID == nil }.count == 1, "one finalize job")
+
+        // A second submit (cron) while the first is queued: nothing new.
+        result = try submit(pipeline)
+        try #require(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("nothing new to submit"), "\(result.stdout)")
+        #expect(try SlurmCluster.queue(out).count == queued.count)
+
+        // A checkpoint added between submits is the only new work; its
+        // finalize runs after everything of this directory still queued.
+        try series.add(step: 30)
+        result = try submit(pipeline)
+        try #require(result.status == 0, "\(result.stderr)")
+        var latest = try #require(try record(out).submissions.last)
+        #expect(latest.arrays.flatMap(\.units).map(\.checkpoint) == ["checkpoint-30", "checkpoint-30"])
+        #expect(latest.arrays.flatMap(\.units).map(\.shard) == [0, 1])
+        let finalizeScript = try String(contentsOf: out.appendingPathComponent("slurm/\(latest.id)/finalize.sbatch"), encoding: .utf8)
+        for job in Set(queued.map(\.jobID)) { #expect(finalizeScript.contains(String(job)), "finalize waits for job \(job)") }
+
+        // A cancelled task is submitted again, and only it.
+        let first = try #require(try record(out).submissions.first?.arrays.first)
+        _ = try SlurmCluster.client.check("scancel", ["\(first.jobID)_1"])
+        #expect(try SlurmCluster.waitUntil(seconds: 20) {
+            try !SlurmCluster.queue(out).contains { $0.jobID == first.jobID && $0.arrayTaskID == 1 }
+        })
+        var status = try DroptraceCommand.run(["slurm", "status", out.path, "--json"])
+        try #require(status.status == 0, "\(status.stderr)")
+        let parsed = try JSONDecoder().decode(SlurmStatus.self, from: Data(status.stdout.utf8))
+        #expect(parsed.units.count == 6)
+        #expect(parsed.units.filter { $0.state == .failed }.map(\.job) == ["\(first.jobID)_1"])
+        #expect(parsed.units.filter { $0.state == .pending }.count == 5)
+
+        result = try submit(pipeline)
+        try #require(result.status == 0, "\(result.stderr)")
+        latest = try #require(try record(out).submissions.last)
+        #expect(latest.arrays.flatMap(\.units) == [first.units[1]])
+        queued = try SlurmCluster.queue(out)
+        #expect(queued.filter { $0.arrayTaskID != nil }.count == 6)
+
+        status = try DroptraceCommand.run(["slurm", "status", out.path])
+        try #require(status.status == 0, "\(status.stderr)")
+        #expect(status.stdout.contains("checkpoint-10") && status.stdout.contains("shard tasks: 6 pending"), "\(status.stdout)")
+    }
+
+    @Test func arraysAboveMaxArraySizeAreSplitAndThrottledInAll() throws {
+        guard SlurmCluster.required() else { return }
+        let scratch = try ScratchDirectory()
+        let maxArraySize = try SlurmCluster.client.maxArraySize()
+        try #require(maxArraySize <= 100, "the test submits 2 × MaxArraySize held tasks")
+        let (pipeline, _, out) = try pipeline(in: scratch, steps: [10, 20], slurm: "slurm:\n  sbatch_args: [--hold]")
+        defer { SlurmCluster.cancelAll(out) }
+        let result = try submit(pipeline, ["--shards", "\(maxArraySize)", "--array-parallelism", "1"])
+        try #require(result.status == 0, "\(result.stderr)")
+        let submission = try #require(try record(out).submissions.last)
+        #expect(submission.arrays.map(\.units.count) == [maxArraySize, maxArraySize])
+        #expect(try SlurmCluster.queue(out).filter { $0.arrayTaskID != nil }.count == 2 * maxArraySize)
+        // The second array waits for the first, so the throttle holds over both.
+        let second = try String(contentsOf: out.appendingPathComponent("slurm/\(submission.id)/array-1.sbatch"), encoding: .utf8)
+        #expect(second.contains("--dependency=afterany:\(submission.arrays[0].jobID)") && second.contains("%1"))
+        #expect(result.stdout.contains("array job \(submission.arrays[1].jobID): \(maxArraySize) tasks"))
+    }
+
+    @Test func secondSubmitWhileTheFirstHoldsTheLockExits75() throws {
+        guard SlurmCluster.required() else { return }
+        let scratch = try ScratchDirectory()
+        let (pipeline, _, out) = try pipeline(in: scratch, steps: [10])
+        let lock = try RunLock(directory: out.appendingPathComponent("slurm"))
+        defer { withExtendedLifetime(lock) {} }
+        let result = try submit(pipeline)
+        #expect(result.status == 75, "\(result.stderr)")
+        #expect(try SlurmCluster.queue(out).isEmpty)
+    }
+
+    @Test func damagedSubmissionRecordStopsSubmitAndStatus() throws {
+        let scratch = try ScratchDirectory()
+        let (pipeline, _, out) = try pipeline(in: scratch, steps: [10])
+        let slurm = out.appendingPathComponent("slurm")
+        try FileManager.default.createDirectory(at: slurm, withIntermediateDirectories: true)
+        let record = slurm.appendingPathComponent("submissions.json")
+        for damaged in ["{\"version\": 1, \"submissions\": [{\"id\": 3}]}", "\u{0}\u{1}not json", "{\"version\": 2, \"submissions\": []}"] {
+            try Data(damaged.utf8).write(to: record)
+            for arguments in [["slurm", "submit", pipeline.path, "--dry-run"], ["slurm", "status", out.path]] {
+                let result = try DroptraceCommand.run(arguments)
+                #expect(result.status == 1, "\(arguments)")
+                #expect(result.stderr.contains("\(record.path): "), "\(result.stderr)")
+                #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+            }
+            #expect(try Data(contentsOf: record) == Data(damaged.utf8), "the record is left as it was")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: slurm.path).filter { !$0.hasPrefix(".") } == ["submissions.json"])
+        }
+    }
+
+    @Test func badSlurmSettingsAreOneLineErrors() throws {
+        let scratch = try ScratchDirectory()
+        for (section, problem) in [
+            ("slurm:\n  shards: 0", "slurm.shards must be between 1"),
+            ("slurm:\n  partitoin: x", "unknown setting \"slurm.partitoin\""),
+            ("slurm: 3", "setting \"slurm\" must be a mapping"),
+            ("slurm:\n  time: \"1 day\"", "slurm.time must be one word"),
+            ("slurm:\n  sbatch_args: [account=x]", "slurm.sbatch_args entries must be sbatch options"),
+        ] {
+            let scratch = try ScratchDirectory()
+            let (pipeline, _, out) = try pipeline(in: scratch, steps: [], slurm: section)
+            let result = try submit(pipeline, ["--dry-run"])
+            #expect(result.status == 1)
+            #expect(result.stderr.contains("\(pipeline.path): \(problem)"), "\(result.stderr)")
+            #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: out.path))
+        }
+        let (pipeline, _, _) = try pipeline(in: scratch, steps: [10])
+        let result = try submit(pipeline, ["--shards", "0", "--dry-run"])
+        #expect(result.status == 1 && result.stderr.contains("option --shards must be between 1"), "\(result.stderr)")
+        let status = try DroptraceCommand.run(["slurm", "status", scratch.path("nowhere").path])
+        #expect(status.status == 1 && status.stderr.contains("nothing submitted here yet"), "\(status.stderr)")
+    }
+}
