@@ -17,10 +17,14 @@ public struct CheckpointRow: Sendable, Equatable {
     /// What identifies the checkpoint files these scores came from (see
     /// `ScoreFileLayout.checkpointFingerprints`); empty when not recorded.
     public var fingerprint: String
+    /// The same pairs' angular distances; nil when not recorded (files
+    /// written before droptrace stored them).
+    public var angularDistance: AngularDistanceScores?
 
     public init(
         name: String, step: Int64 = -1, tokens: Int64 = -1,
-        attention: [Float], mlp: [Float], block: [Float], blockGap: [[Float]], fingerprint: String = ""
+        attention: [Float], mlp: [Float], block: [Float], blockGap: [[Float]], fingerprint: String = "",
+        angularDistance: AngularDistanceScores? = nil
     ) {
         self.name = name
         self.step = step
@@ -30,6 +34,7 @@ public struct CheckpointRow: Sendable, Equatable {
         self.mlp = mlp
         self.block = block
         self.blockGap = blockGap
+        self.angularDistance = angularDistance
     }
 
     // With plain `==` a row with an undefined (NaN) gap would not equal
@@ -41,6 +46,7 @@ public struct CheckpointRow: Sendable, Equatable {
             && sameFloats(lhs.block, rhs.block)
             && lhs.blockGap.count == rhs.blockGap.count
             && zip(lhs.blockGap, rhs.blockGap).allSatisfy { sameFloats($0, $1) }
+            && lhs.angularDistance == rhs.angularDistance
     }
 
     private static func sameFloats(_ lhs: [Float], _ rhs: [Float]) -> Bool {

@@ -36,6 +36,8 @@ enum ScoreFileReader {
         let gaps = try dataset(ScoreFileLayout.blockGap, in: file, holding: .floats, shape: [count, layers, layers])
             .read(as: Float.self)
 
+        let angularDistances = try AngularDistanceColumns.read(from: file, count: count, layers: layers)
+
         let rows = (0..<count).map { index in
             let layerRange = (index * layers)..<((index + 1) * layers)
             let gapStart = index * layers * layers
@@ -45,7 +47,7 @@ enum ScoreFileReader {
                 blockGap: (0..<layers).map { row in
                     Array(gaps[(gapStart + row * layers)..<(gapStart + (row + 1) * layers)])
                 },
-                fingerprint: fingerprints[index])
+                fingerprint: fingerprints[index], angularDistance: angularDistances[index])
         }
         return ScoreFile(metadata: metadata, rows: rows)
     }
@@ -66,7 +68,7 @@ enum ScoreFileReader {
             droptraceVersion: try file.stringAttribute(Names.droptraceVersion))
     }
 
-    private enum Contents: String {
+    enum Contents: String {
         case strings, integers, floats = "floating-point numbers"
 
         func matches(_ type: HDF5ElementType) -> Bool {
@@ -78,7 +80,7 @@ enum ScoreFileReader {
     }
 
     /// Opens a required dataset and checks what it holds and, if given, its shape.
-    private static func dataset(
+    static func dataset(
         _ datasetPath: String, in file: HDF5File, holding contents: Contents, shape: [Int]? = nil
     ) throws -> HDF5Dataset {
         let path = file.filePath

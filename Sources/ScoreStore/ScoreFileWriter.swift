@@ -24,6 +24,9 @@ enum ScoreFileWriter {
                 let entries = row.blockGap[bad].count
                 throw fail("blockGap row \(bad) has \(entries) entries, expected \(layers) (num_layers)")
             }
+            if let angular = row.angularDistance, let problem = AngularDistanceColumns.problem(in: angular, layers: layers) {
+                throw fail(problem)
+            }
         }
     }
 
@@ -49,6 +52,7 @@ enum ScoreFileWriter {
         }
         try file.createDataset(ScoreFileLayout.blockGap, values: rows.flatMap { $0.blockGap.flatMap { $0 } },
                                shape: [rows.count, layers, layers], storage: storage)
+        try AngularDistanceColumns.write(rows, layers: layers, into: file)
 
         let metadata = scores.metadata
         typealias Names = ScoreFileLayout.Attribute
