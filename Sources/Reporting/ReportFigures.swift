@@ -54,6 +54,7 @@ enum ReportFigures {
     static let knownFileNames: [String] =
         ModuleKind.allCases.map(heatmapFileName) + ["rank_correlation_final.svg", "mean_importance.svg",
                                                     "jaccard_final.svg"]
+        + BlockGapMetric.allCases.map(blockGapFileName)
 
     static func heatmapFileName(_ module: ModuleKind) -> String { "importance_\(module.rawValue).svg" }
 
@@ -127,7 +128,7 @@ enum ReportFigures {
                 svg: LineChart(title: "Drop-set overlap (Jaccard) with the final checkpoint", steps: steps,
                                panels: panels).render()))
         }
-        return figures
+        return figures + blockGapFigures(scoreFile)
     }
 
     /// Up to 1, down to the next multiple of 0.5 below the data, but at

@@ -19,7 +19,7 @@ struct ReportMarkdown {
         var parts = ["# \(Markdown.escape(writer.title))\n", summary(), criteriaTable(), run(), figureSection(),
                      dropSetTable()]
         parts += extra(.afterDropSets)
-        parts += [finalScores(), stabilisation(), agreement()]
+        parts += [finalScores(), peerMetrics(), stabilisation(), agreement()]
         parts += extra(.end)
         parts += [rule(), method()]
         return parts.joined(separator: "\n")
