@@ -16,6 +16,8 @@ public struct DropRequest: Sendable {
     public var evaluation: CalibrationSource?
     public var tasks: URL?
     public var export: URL?
+    /// Where to write the block drop as a mergekit passthrough YAML (`MergekitSlices`).
+    public var exportMergekit: URL?
 
     public init(checkpoint: URL, target: DropTarget, count: Int, calibration: CalibrationSource) {
         self.checkpoint = checkpoint
@@ -59,9 +61,11 @@ public struct DropResult: Encodable, Sendable {
     /// on task accuracy when tasks were given, else on perplexity.
     public var sdr: Double?
     public var export: String?
+    public var exportMergekit: String?
 
     enum CodingKeys: String, CodingKey {
         case target, count, iterative, similarities, perplexity, tasks, speed, sdr, export
+        case exportMergekit = "export_mergekit"
         case droppedAttention = "dropped_attention"
         case droppedMLP = "dropped_mlp"
         case droppedBlocks = "dropped_blocks"
@@ -80,7 +84,16 @@ public enum DropRun {
         if request.consecutive && request.iterative {
             throw DroptraceError("--consecutive and --iterative cannot be combined")
         }
+        if let yaml = request.exportMergekit {
+            guard request.target == .block else {
+                throw DroptraceError(
+                    "--export-mergekit applies to --target block only: mergekit's passthrough keeps or removes whole layers",
+                    path: yaml.path)
+            }
+            _ = try MergekitSlices.outputDirectory(for: yaml)
+        }
         let model = try ModelRegistry.load(try Checkpoint(location: request.checkpoint))
+        if request.exportMergekit != nil { try MergekitSlices.checkSource(model) }
         try DropSelection.check(request.target, count: request.count, layers: model.layerCount)
         let calibration = try CheckpointScoring.loadCalibration(request.calibration, for: model, warn: log)
         let scorer = ImportanceScorer(model: model)
@@ -132,6 +145,10 @@ public enum DropRun {
             try DroppedModelExport.write(model: model, plan: plan, to: export)
             log("exported the dropped model to \(export.path)")
         }
+        if let yaml = request.exportMergekit {
+            try MergekitSlices.write(model: model, plan: plan, to: yaml)
+            log("wrote the mergekit passthrough configuration \(yaml.path)")
+        }
         return result(request, model: model, plan: plan, scores: full, perplexity: perplexity, accuracy: accuracy, speed: speed)
     }
 
@@ -160,6 +177,6 @@ public enum DropRun {
             flopsSavedPercent: 100 * (1 - speed.dropped.flopsPerToken / speed.full.flopsPerToken),
             kvCacheSavedPercent: fullKV > 0 ? 100 * (1 - Double(speed.dropped.kvCacheBytesPerToken) / fullKV) : 0,
             sdr: degradation.flatMap { decodeSpeedup != 0 ? $0 / decodeSpeedup : nil },
-            export: request.export?.path)
+            export: request.export?.path, exportMergekit: request.exportMergekit?.path)
     }
 }

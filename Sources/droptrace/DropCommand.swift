@@ -24,7 +24,10 @@ struct DropCommand: ParsableCommand {
 
             --export DIR writes the dropped model: for block drops a standard Hugging Face checkpoint with \
             the blocks removed; otherwise the weights without the dropped modules and LLM-Drop's \
-            drop_attn_list / drop_mlp_list in config.json. droptrace reads both back.
+            drop_attn_list / drop_mlp_list in config.json. droptrace reads both back. \
+            --export-mergekit FILE (block drops) writes the kept layers as a mergekit passthrough \
+            configuration instead, for `mergekit-yaml FILE OUT_DIR`; its layer_range is 0-based and \
+            end-exclusive: dropping layers 3-5 of 8 keeps [0, 3] and [6, 8].
 
             Exit codes: 0 success; 1 bad input or failure; 64 invalid usage.
             """
@@ -56,6 +59,11 @@ struct DropCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Write the dropped model to this new directory.", valueName: "dir"))
     var export: String?
 
+    @Option(help: ArgumentHelp(
+        "With --target block: also write the drop as a mergekit passthrough configuration (slices with 0-based, end-exclusive layer_range) to this YAML file.",
+        valueName: "file"))
+    var exportMergekit: String?
+
     @OptionGroup var engine: EngineOptions
 
     @Flag(help: "Print the result as JSON on standard output.")
@@ -73,6 +81,7 @@ struct DropCommand: ParsableCommand {
             }
             request.tasks = tasks.map { URL(fileURLWithPath: $0) }
             request.export = export.map { URL(fileURLWithPath: $0) }
+            request.exportMergekit = exportMergekit.map { URL(fileURLWithPath: $0) }
             let result = try DropRun.run(request) { log.info("\($0)") }
             print(json ? try encodeJSON(result) : DropTable(result).text)
         }

@@ -33,6 +33,7 @@ struct DropTable {
             + "FLOPs saved \(format(result.flopsSavedPercent, 1))%, KV cache saved \(format(result.kvCacheSavedPercent, 1))%")
         if let sdr = result.sdr { lines.append("SDR (performance lost % per speed-up %): \(format(sdr, 3))") }
         if let export = result.export { lines.append("exported to \(export)") }
+        if let yaml = result.exportMergekit { lines.append("mergekit passthrough configuration: \(yaml)") }
         return lines.joined(separator: "\n")
     }
 
