@@ -1,30 +1,7 @@
+import DroptraceSupport
 import ScoreStore
 
-/// How similar the block-boundary states h_i and h_{i+n} are, i.e. how
-/// little the n contiguous blocks i..i+n−1 (0-based) change the residual
-/// stream: the metrics of the n-gap matrix.
-public enum BlockGapMetric: String, CaseIterable, Sendable, Codable {
-    /// Mean over tokens of cos(h_i, h_{i+n}) (LLM-Drop's consecutive block
-    /// drop, `droptrace drop --target block --consecutive`); higher is more
-    /// redundant.
-    case cosine
-    /// arccos(cos)/π mean over tokens (Gromov et al.); lower is more redundant.
-    case angularDistance = "angular_distance"
-    /// The same at each sequence's last token, mean over sequences (PruneMe,
-    /// short-transformers' default); lower is more redundant.
-    case angularDistanceLastToken = "angular_distance_last_token"
-
-    public var displayName: String {
-        switch self {
-        case .cosine: "Cosine (LLM-Drop)"
-        case .angularDistance: "Angular distance"
-        case .angularDistanceLastToken: "Angular distance, last token (PruneMe)"
-        }
-    }
-
-    /// Whether a lower value marks a more droppable block.
-    public var lowerIsMoreRedundant: Bool { self != .cosine }
-
+extension BlockGapMetric {
     /// The row's [L][L] matrix, `[i][n − 1]` for h_i vs h_{i+n}, NaN where
     /// i + n > L; nil when the row does not record it.
     public func matrix(in row: CheckpointRow) -> [[Float]]? {
@@ -95,22 +72,10 @@ public struct BlockGapTable: Sendable, Equatable {
         }
     }
 
-    /// The start i in 0...L−n whose value `matrix[i][size − 1]` is the most
-    /// redundant by `metric` (ties: the lower start, as DropSelection and
-    /// numpy's argmin choose); nil when every candidate is NaN or `size` is
-    /// out of 1...L.
+    /// The most redundant block of `size` layers in `matrix` by `metric`
+    /// (`BlockGapMetric.best`), nil when there is none.
     public static func best(_ matrix: [[Float]], size: Int, metric: BlockGapMetric) -> (block: BlockRange, value: Double)? {
-        let layers = matrix.count
-        guard size >= 1, size <= layers else { return nil }
-        var best: (start: Int, value: Double)?
-        for start in 0...(layers - size) {
-            guard matrix[start].count >= size else { continue }
-            let value = Double(matrix[start][size - 1])
-            guard !value.isNaN else { continue }
-            if let current = best?.value,
-               metric.lowerIsMoreRedundant ? value >= current : value <= current { continue }
-            best = (start, value)
-        }
-        return best.map { (BlockRange(start: $0.start, size: size), $0.value) }
+        metric.best(in: matrix.map { $0.map(Double.init) }, size: size)
+            .map { (BlockRange(start: $0.start, size: size), $0.value) }
     }
 }

@@ -69,15 +69,13 @@ public enum DropSelection {
     }
 
     /// The K contiguous blocks i..i+K−1 whose boundary states h_i and h_{i+K}
-    /// are most similar (LLM-Drop's consecutive block drop).
+    /// are most similar (LLM-Drop's consecutive block drop; ties to the lower i).
     public static func consecutiveBlocks(count: Int, scores: ModuleScores) throws -> DropPlan {
         try check(.block, count: count, layers: scores.layerCount)
-        let starts = 0...(scores.layerCount - count)
-        let best = starts.max { a, b in
-            let (x, y) = (scores.blockGap[a][count - 1], scores.blockGap[b][count - 1])
-            return x != y ? x < y : a > b
-        }!
-        return DropPlan(blocks: Set(best..<(best + count)))
+        guard let best = BlockGapMetric.cosine.best(in: scores.blockGap, size: count) else {
+            throw DroptraceError("no block of \(count) layers has a defined similarity")
+        }
+        return DropPlan(blocks: Set(best.start..<(best.start + count)))
     }
 
     static func plan(_ modules: [Module]) -> DropPlan {

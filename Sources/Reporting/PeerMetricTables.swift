@@ -1,4 +1,5 @@
 import Analysis
+import DroptraceSupport
 import ScoreStore
 
 /// The tables that set droptrace's cosine importance beside the peers'

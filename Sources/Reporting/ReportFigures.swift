@@ -1,4 +1,5 @@
 import Analysis
+import DroptraceSupport
 import ScoreStore
 
 /// One SVG figure of the report.

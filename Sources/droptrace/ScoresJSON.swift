@@ -1,7 +1,8 @@
 import Analysis
+import DroptraceSupport
 import Foundation
-import Scoring
 import ScoreStore
+import Scoring
 
 /// The `--json` output of `score`: NaN (undefined block gaps) as null.
 struct ScoresJSON: Encodable {
