@@ -60,6 +60,29 @@ def check(path):
             or fingerprints.shape != (count,)
         ):
             problems.append(f"/checkpoints/fingerprint is not {count} strings")
+        # Optional: files written before per-sequence sums existed lack them.
+        tokens = f.get("per_sequence/tokens")
+        if tokens is not None:
+            if not isinstance(tokens, h5py.Dataset) or tokens.dtype != np.dtype("int64") or tokens.ndim != 2 \
+                    or tokens.shape[0] != count or tokens.shape[1] < 1:
+                problems.append(f"/per_sequence/tokens is not int64 ({count}, sequences)")
+            else:
+                sequences = tokens.shape[1]
+                sums = {
+                    f"per_sequence/{metric}/{module}": (count, sequences, layers)
+                    for metric in ("cosine_sum", "angular_distance_sum", "last_token_cosine")
+                    for module in ("attention", "mlp", "block")
+                }
+                sums.update({
+                    f"similarity/block_gap_sums/{metric}": (count, layers, layers)
+                    for metric in ("cosine_sum", "angular_distance_sum", "last_token_angular_distance_sum")
+                })
+                for name, shape in sums.items():
+                    ds = f.get(name)
+                    if not isinstance(ds, h5py.Dataset):
+                        problems.append(f"/{name} missing")
+                    elif ds.dtype != np.dtype("float64") or ds.shape != shape:
+                        problems.append(f"/{name} is {ds.dtype} {ds.shape}, expected float64 {shape}")
         # Optional as a whole: files written before angular distances were stored have none.
         angular = {f"scores/{module}_angular_distance{suffix}": (count, layers)
                    for module in ("attention", "mlp", "block") for suffix in ("", "_last_token")}

@@ -10,7 +10,7 @@ extension CheckpointRow {
             name: name, step: step, tokens: tokens,
             attention: scores.attention.map(Float.init), mlp: scores.mlp.map(Float.init),
             block: scores.block.map(Float.init), blockGap: scores.blockGap.map { $0.map(Float.init) },
-            fingerprint: fingerprint)
+            fingerprint: fingerprint, sums: scores.sums)
     }
 }
 

@@ -266,11 +266,14 @@ public final class TraceRun {
         return next
     }
 
-    /// Whether `checkpoint` has no row in `store`, or a row scored from other
-    /// files (a checkpoint replaced under the same name; said in the log).
+    /// Whether `checkpoint` has no row in `store`, a row scored from other
+    /// files (a checkpoint replaced under the same name) or one stored
+    /// without per-sequence sums (said in the log).
     private func needsScoring(_ checkpoint: DiscoveredCheckpoint, store: ScoreFile?) -> Bool {
         guard let row = store?.rows.first(where: { $0.name == checkpoint.name }) else { return true }
-        guard let reason = CheckpointFingerprint.reasonToRescore(stored: row.fingerprint, current: checkpoint.fingerprint) else {
+        guard let reason = CheckpointFingerprint.reasonToRescore(stored: row.fingerprint, current: checkpoint.fingerprint)
+            ?? (row.sums == nil ? "its stored row has no per-sequence sums" : nil)
+        else {
             return false
         }
         log.info("rescoring \(checkpoint.name): \(reason)")

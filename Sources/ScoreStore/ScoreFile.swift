@@ -17,6 +17,9 @@ public struct CheckpointRow: Sendable, Equatable {
     /// What identifies the checkpoint files these scores came from (see
     /// `ScoreFileLayout.checkpointFingerprints`); empty when not recorded.
     public var fingerprint: String
+    /// The float64 sums the scores were derived from (`ScoreFileLayout.PerSequence`);
+    /// nil for rows stored without them.
+    public var sums: SequenceSums?
     /// The same pairs' angular distances; nil when not recorded (files
     /// written before droptrace stored them).
     public var angularDistance: AngularDistanceScores?
@@ -24,8 +27,9 @@ public struct CheckpointRow: Sendable, Equatable {
     public init(
         name: String, step: Int64 = -1, tokens: Int64 = -1,
         attention: [Float], mlp: [Float], block: [Float], blockGap: [[Float]], fingerprint: String = "",
-        angularDistance: AngularDistanceScores? = nil
+        sums: SequenceSums? = nil, angularDistance: AngularDistanceScores? = nil
     ) {
+        self.sums = sums
         self.name = name
         self.step = step
         self.tokens = tokens
@@ -46,6 +50,7 @@ public struct CheckpointRow: Sendable, Equatable {
             && sameFloats(lhs.block, rhs.block)
             && lhs.blockGap.count == rhs.blockGap.count
             && zip(lhs.blockGap, rhs.blockGap).allSatisfy { sameFloats($0, $1) }
+            && lhs.sums == rhs.sums
             && lhs.angularDistance == rhs.angularDistance
     }
 

@@ -21,6 +21,34 @@ public enum ScoreFileLayout {
     /// float32 [C, L, L], NaN where undefined.
     public static let blockGap = "similarity/block_gap"
 
+    /// The float64 sums every score is derived from, S = number of
+    /// calibration sequences (the same for every row: one calibration set).
+    /// Present when any row has them; a row stored without them has tokens
+    /// −1 and NaN sums. Optional: files written before they existed lack
+    /// the group.
+    public enum PerSequence {
+        /// int64 [C, S]: tokens of each calibration sequence.
+        public static let tokens = "per_sequence/tokens"
+        /// float64 [C, S, L]: Σ over the sequence's tokens of cos(input, output) of `module`
+        /// ("attention", "mlp", "block"), NaN where the module is dropped.
+        public static func cosineSum(_ module: String) -> String { "per_sequence/cosine_sum/\(module)" }
+        /// float64 [C, S, L]: Σ of the angular distance arccos(clamp(cos, −1, 1)) / π.
+        public static func angularDistanceSum(_ module: String) -> String { "per_sequence/angular_distance_sum/\(module)" }
+        /// float64 [C, S, L]: cos at the sequence's last token.
+        public static func lastTokenCosine(_ module: String) -> String { "per_sequence/last_token_cosine/\(module)" }
+        /// float64 [C, L, L]: totals over every token of every sequence of
+        /// cos(h_i, h_{i+n}) at [c, i, n−1], NaN where i + n > L.
+        public static let blockGapCosineSum = "similarity/block_gap_sums/cosine_sum"
+        /// float64 [C, L, L]: the same for the angular distance.
+        public static let blockGapAngularDistanceSum = "similarity/block_gap_sums/angular_distance_sum"
+        /// float64 [C, L, L]: Σ over sequences of the angular distance at the last token.
+        public static let blockGapLastTokenAngularDistanceSum = "similarity/block_gap_sums/last_token_angular_distance_sum"
+        /// Files declaring more values than this per dataset are refused
+        /// rather than read into memory (a hostile shape in a few bytes);
+        /// 1,000 checkpoints × 1,000 sequences × 134 layers fit.
+        public static let maximumValues = 1 << 27
+    }
+
     /// Root attributes.
     public enum Attribute {
         public static let modelType = "model_type"              // string

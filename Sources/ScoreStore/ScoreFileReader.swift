@@ -36,6 +36,7 @@ enum ScoreFileReader {
         let gaps = try dataset(ScoreFileLayout.blockGap, in: file, holding: .floats, shape: [count, layers, layers])
             .read(as: Float.self)
 
+        let sums = try readPerSequence(file, names: names, layers: layers)
         let angularDistances = try AngularDistanceColumns.read(from: file, count: count, layers: layers)
 
         let rows = (0..<count).map { index in
@@ -47,9 +48,73 @@ enum ScoreFileReader {
                 blockGap: (0..<layers).map { row in
                     Array(gaps[(gapStart + row * layers)..<(gapStart + (row + 1) * layers)])
                 },
-                fingerprint: fingerprints[index], angularDistance: angularDistances[index])
+                fingerprint: fingerprints[index], sums: sums[index], angularDistance: angularDistances[index])
         }
         return ScoreFile(metadata: metadata, rows: rows)
+    }
+
+    /// Each row's `ScoreFileLayout.PerSequence` sums; all nil when the file
+    /// has none, nil for a row stored without them (tokens all −1).
+    private static func readPerSequence(_ file: HDF5File, names: [String], layers: Int) throws -> [SequenceSums?] {
+        typealias Names = ScoreFileLayout.PerSequence
+        let (path, count) = (file.filePath, names.count)
+        guard try file.kind(of: Names.tokens) != nil else { return Array(repeating: nil, count: count) }
+        let tokensDataset = try dataset(Names.tokens, in: file, holding: .integers)
+        let shape = tokensDataset.shape
+        guard shape.count == 2, shape[0] == count, shape[1] >= 1 else {
+            throw DroptraceError(
+                "/\(Names.tokens) has shape \(shape), expected [\(count), sequences] (checkpoints, sequences ≥ 1)",
+                path: path)
+        }
+        let sequences = shape[1]
+        // The largest dataset: [C, S, L] or the gaps' [C, L, L].
+        let values = [max(sequences, layers), layers].reduce(Optional(count)) { product, factor in
+            product.flatMap { product in
+                let (result, overflow) = product.multipliedReportingOverflow(by: factor)
+                return overflow ? nil : result
+            }
+        }
+        guard let values, values <= Names.maximumValues else {
+            throw DroptraceError(
+                "/\(Names.tokens): \(count) checkpoints × \(sequences) sequences × \(layers) layers is more per-sequence values than droptrace reads (\(Names.maximumValues))",
+                path: path)
+        }
+        let tokens = try tokensDataset.read(as: Int64.self)
+
+        func cubes(_ datasetPath: String, rows: Int) throws -> [[[Double]]] {
+            let flat = try dataset(datasetPath, in: file, holding: .floats, shape: [count, rows, layers])
+                .read(as: Double.self)
+            return (0..<count).map { c in
+                (0..<rows).map { r in Array(flat[((c * rows + r) * layers)..<((c * rows + r + 1) * layers)]) }
+            }
+        }
+        func module(_ name: String) throws -> [ModuleSequenceSums] {
+            let (cosine, angular, last) = (
+                try cubes(Names.cosineSum(name), rows: sequences), try cubes(Names.angularDistanceSum(name), rows: sequences),
+                try cubes(Names.lastTokenCosine(name), rows: sequences))
+            return (0..<count).map {
+                ModuleSequenceSums(cosineSum: cosine[$0], angularDistanceSum: angular[$0], lastTokenCosine: last[$0])
+            }
+        }
+        let (attention, mlp, block) = (try module("attention"), try module("mlp"), try module("block"))
+        let gap = (
+            cosine: try cubes(Names.blockGapCosineSum, rows: layers),
+            angular: try cubes(Names.blockGapAngularDistanceSum, rows: layers),
+            last: try cubes(Names.blockGapLastTokenAngularDistanceSum, rows: layers))
+
+        return try (0..<count).map { index in
+            let counts = tokens[(index * sequences)..<((index + 1) * sequences)]
+            if counts.allSatisfy({ $0 == -1 }) { return nil }
+            let sums = SequenceSums(
+                tokens: counts.map { Int($0) }, attention: attention[index], mlp: mlp[index], block: block[index],
+                blockGap: BlockGapSums(
+                    cosineSum: gap.cosine[index], angularDistanceSum: gap.angular[index],
+                    lastTokenAngularDistanceSum: gap.last[index]))
+            do { try sums.validate() } catch let error as DroptraceError {
+                throw DroptraceError("/\(Names.tokens): checkpoint '\(names[index])' (row \(index)): \(error.message)", path: path)
+            }
+            return sums
+        }
     }
 
     private static func readMetadata(_ file: HDF5File) throws -> ScoreFileMetadata {

@@ -24,6 +24,16 @@ enum ScoreFileWriter {
                 let entries = row.blockGap[bad].count
                 throw fail("blockGap row \(bad) has \(entries) entries, expected \(layers) (num_layers)")
             }
+            if let sums = row.sums {
+                do { try sums.validate() } catch let error as DroptraceError { throw fail(error.message) }
+                if sums.layerCount != layers {
+                    throw fail("per-sequence sums have \(sums.layerCount) layers, expected \(layers) (num_layers)")
+                }
+                let sequences = scores.rows.lazy.compactMap(\.sums).first!.sequenceCount
+                if sums.sequenceCount != sequences || sequences < 1 {
+                    throw fail("per-sequence sums hold \(sums.sequenceCount) sequences, expected \(sequences) as in every row, at least 1")
+                }
+            }
             if let angular = row.angularDistance, let problem = AngularDistanceColumns.problem(in: angular, layers: layers) {
                 throw fail(problem)
             }
@@ -54,6 +64,8 @@ enum ScoreFileWriter {
                                shape: [rows.count, layers, layers], storage: storage)
         try AngularDistanceColumns.write(rows, layers: layers, into: file)
 
+        try writePerSequence(of: rows, layers: layers, into: file)
+
         let metadata = scores.metadata
         typealias Names = ScoreFileLayout.Attribute
         try file.setAttribute(Names.modelType, metadata.modelType)
@@ -62,5 +74,32 @@ enum ScoreFileWriter {
         try file.setAttribute(Names.calibrationSHA256, metadata.calibrationSHA256)
         try file.setAttribute(Names.calibrationTokens, metadata.calibrationTokens)
         try file.setAttribute(Names.droptraceVersion, metadata.droptraceVersion)
+    }
+
+    /// The `ScoreFileLayout.PerSequence` datasets, when any row has sums:
+    /// rows without them get tokens −1 and NaN sums.
+    private static func writePerSequence(of rows: [CheckpointRow], layers: Int, into file: HDF5File) throws {
+        guard let sequences = rows.lazy.compactMap(\.sums).first?.sequenceCount else { return }
+        typealias Names = ScoreFileLayout.PerSequence
+        let storage = ScoreFileLayout.storage
+        try file.createDataset(
+            Names.tokens,
+            values: rows.flatMap { $0.sums?.tokens.map(Int64.init) ?? Array(repeating: -1, count: sequences) },
+            shape: [rows.count, sequences], storage: storage)
+
+        func write(_ path: String, rows perRow: Int, _ values: (SequenceSums) -> [[Double]]) throws {
+            let missing = [Double](repeating: .nan, count: perRow * layers)
+            try file.createDataset(
+                path, values: rows.flatMap { row in row.sums.map { values($0).flatMap { $0 } } ?? missing },
+                shape: [rows.count, perRow, layers], storage: storage)
+        }
+        for (index, name) in SequenceSums.moduleNames.enumerated() {
+            try write(Names.cosineSum(name), rows: sequences) { $0.modules[index].sums.cosineSum }
+            try write(Names.angularDistanceSum(name), rows: sequences) { $0.modules[index].sums.angularDistanceSum }
+            try write(Names.lastTokenCosine(name), rows: sequences) { $0.modules[index].sums.lastTokenCosine }
+        }
+        try write(Names.blockGapCosineSum, rows: layers) { $0.blockGap.cosineSum }
+        try write(Names.blockGapAngularDistanceSum, rows: layers) { $0.blockGap.angularDistanceSum }
+        try write(Names.blockGapLastTokenAngularDistanceSum, rows: layers) { $0.blockGap.lastTokenAngularDistanceSum }
     }
 }

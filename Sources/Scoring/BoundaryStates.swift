@@ -53,14 +53,17 @@ final class BoundaryStates {
         count += 1
     }
 
-    /// mean over rows of cos(state_i, y) for every stored state i, in order;
-    /// nil if any value is not finite.
-    func meanCosines(with y: Matrix) -> [Double]? {
+    /// Totals over rows of cos(state_i, y_r), of its angular distance, and
+    /// of the angular distance at `lastRows` (each sequence's last token),
+    /// for every stored state i, in order; nil if any value is not finite.
+    func cosineSums(with y: Matrix, lastRows: [Int]) -> [GapTotals]? {
         let yNorms = rowNorms(y.data)
+        var isLast = [Bool](repeating: false, count: rows)
+        for row in lastRows { isLast[row] = true }
         let chunk = 256
-        var means: [Double] = []
+        var totals: [GapTotals] = []
         for index in 0..<count {
-            var sums = [Double](repeating: 0, count: (rows + chunk - 1) / chunk)
+            var sums = [GapTotals](repeating: GapTotals(), count: (rows + chunk - 1) / chunk)
             y.data.withUnsafeBufferPointer { ys in
                 sums.withUnsafeMutableBufferPointer { partial in
                     parallelFor(chunks: partial.count) { chunks in
@@ -68,10 +71,14 @@ final class BoundaryStates {
                         for c in chunks {
                             let start = c * chunk, end = min(rows, start + chunk)
                             withStateRows(index, start..<end, buffer: &buffer) { state in
-                                var sum = 0.0
+                                var sum = GapTotals()
                                 for r in start..<end {
                                     let a = state + (r - start) * cols, b = ys.baseAddress! + r * cols
-                                    sum += Reductions.dot(a, b, cols) / max(norms[index][r] * yNorms[r], 1e-8)
+                                    let cosine = Reductions.dot(a, b, cols) / max(norms[index][r] * yNorms[r], 1e-8)
+                                    let angular = SequenceSums.angularDistance(cosine)
+                                    sum.cosine += cosine
+                                    sum.angularDistance += angular
+                                    if isLast[r] { sum.lastTokenAngularDistance += angular }
                                 }
                                 partial[c] = sum
                             }
@@ -79,11 +86,24 @@ final class BoundaryStates {
                     }
                 }
             }
-            let mean = sums.reduce(0, +) / Double(rows)
-            guard mean.isFinite else { return nil }
-            means.append(mean)
+            let total = sums.reduce(into: GapTotals()) { total, part in
+                total.cosine += part.cosine
+                total.angularDistance += part.angularDistance
+                total.lastTokenAngularDistance += part.lastTokenAngularDistance
+            }
+            guard total.cosine.isFinite, total.angularDistance.isFinite, total.lastTokenAngularDistance.isFinite else {
+                return nil
+            }
+            totals.append(total)
         }
-        return means
+        return totals
+    }
+
+    /// Float64 totals over rows for one pair of states.
+    struct GapTotals {
+        var cosine = 0.0
+        var angularDistance = 0.0
+        var lastTokenAngularDistance = 0.0
     }
 
     private func withStateRows(

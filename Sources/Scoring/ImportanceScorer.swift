@@ -36,7 +36,8 @@ public struct ImportanceScorer {
     }
 
     /// Importance of every module with the modules of `plan` dropped (their
-    /// scores are NaN), from one pass.
+    /// scores are NaN), from one pass, with the float64 sums the means are
+    /// derived from (`ModuleScores.sums`: per sequence, in the order given).
     /// - Parameter progress: called after each layer with (done, total).
     public func score(
         _ sequences: [[Int]], calibrationPath: String, dropping plan: DropPlan = .none,
@@ -44,37 +45,53 @@ public struct ImportanceScorer {
     ) throws -> ModuleScores {
         try validate(sequences, calibrationPath: calibrationPath)
         let layers = model.layerCount
-        var attention = [Double](repeating: .nan, count: layers)
-        var mlp = attention, block = attention
-        var gap = [[Double]](repeating: [Double](repeating: .nan, count: layers), count: layers)
         let batch = TokenBatch(sequences: sequences)
+        var sums = SequenceSums(tokens: batch.sequences.map(\.count), layers: layers)
         let boundaries = try BoundaryStates(
             rows: batch.tokenCount, cols: model.hiddenSize, expectedStates: layers, memoryBudget: stateMemoryBudget)
+        let lastRows = batch.sequences.compactMap { $0.isEmpty ? nil : $0.upperBound - 1 }
 
         try LayerwiseForward(model: model, plan: plan).run(batch) { step in
             let index = step.index
             if let attended = step.attentionResidual {
-                attention[index] = 1 - (try meanCosine(step.input, attended, layer: index, what: "attention output"))
+                try accumulate(step.input, attended, batch, layer: index, into: &sums.attention, what: "attention output")
             }
             if let mlpResidual = step.mlpResidual {
-                mlp[index] = 1 - (try meanCosine(step.mlpInput, mlpResidual, layer: index, what: "MLP output"))
+                try accumulate(step.mlpInput, mlpResidual, batch, layer: index, into: &sums.mlp, what: "MLP output")
             }
             if !step.isDropped {
-                block[index] = 1 - (try meanCosine(step.input, step.output, layer: index, what: "block output"))
+                try accumulate(step.input, step.output, batch, layer: index, into: &sums.block, what: "block output")
             }
             try boundaries.append(step.input)
-            guard let similarities = boundaries.meanCosines(with: step.output) else {
+            guard let similarities = boundaries.cosineSums(with: step.output, lastRows: lastRows) else {
                 throw nonFinite(layer: index, what: "block output")
             }
-            for (start, similarity) in similarities.enumerated() { gap[start][index - start] = similarity }
+            for (start, totals) in similarities.enumerated() {
+                sums.blockGap.cosineSum[start][index - start] = totals.cosine
+                sums.blockGap.angularDistanceSum[start][index - start] = totals.angularDistance
+                sums.blockGap.lastTokenAngularDistanceSum[start][index - start] = totals.lastTokenAngularDistance
+            }
             progress?(index + 1, layers)
         }
-        return ModuleScores(attention: attention, mlp: mlp, block: block, blockGap: gap)
+        return ModuleScores(sums: sums)
     }
 
-    private func meanCosine(_ a: Matrix, _ b: Matrix, layer: Int, what: String) throws -> Double {
-        guard let value = Cosine.mean(a, b) else { throw nonFinite(layer: layer, what: what) }
-        return value
+    /// One pass over the rows' cosines: per sequence of `batch`, their sum,
+    /// the sum of their angular distances and the last token's, at `layer`.
+    private func accumulate(
+        _ a: Matrix, _ b: Matrix, _ batch: TokenBatch, layer: Int, into sums: inout ModuleSequenceSums, what: String
+    ) throws {
+        guard let cosines = Cosine.rows(a, b) else { throw nonFinite(layer: layer, what: what) }
+        for (sequence, rows) in batch.sequences.enumerated() {
+            var cosine = 0.0, angular = 0.0
+            for row in rows {
+                cosine += cosines[row]
+                angular += SequenceSums.angularDistance(cosines[row])
+            }
+            sums.cosineSum[sequence][layer] = cosine
+            sums.angularDistanceSum[sequence][layer] = angular
+            sums.lastTokenCosine[sequence][layer] = rows.isEmpty ? .nan : cosines[rows.upperBound - 1]
+        }
     }
 
     private func nonFinite(layer: Int, what: String) -> DroptraceError {

@@ -21,6 +21,7 @@ struct ScoreCommand: ParsableCommand {
               /checkpoints/name, /checkpoints/step, /checkpoints/tokens    [C]
               /scores/attention, /scores/mlp, /scores/block                 float32 [C, L]
               /similarity/block_gap                                         float32 [C, L, L]
+              /per_sequence/..., /similarity/block_gap_sums/...             float64 sums (README)
 
               /scores/<module>_angular_distance[_last_token]                float32 [C, L]
               /similarity/block_gap_angular_distance[_last_token]           float32 [C, L, L]
