@@ -12,6 +12,8 @@ public struct DropRequest: Sendable {
     public var count: Int
     public var iterative = false
     public var consecutive = false
+    /// What `consecutive` ranks contiguous blocks by.
+    public var blockMetric = BlockGapMetric.cosine
     public var calibration: CalibrationSource
     public var evaluation: CalibrationSource?
     public var tasks: URL?
@@ -44,6 +46,8 @@ public struct DropResult: Encodable, Sendable {
     public var target: String
     public var count: Int
     public var iterative: Bool
+    /// The n-gap metric contiguous blocks were chosen by (consecutive block drops only).
+    public var blockMetric: String?
     public var droppedAttention: [Int]
     public var droppedMLP: [Int]
     public var droppedBlocks: [Int]
@@ -66,6 +70,7 @@ public struct DropResult: Encodable, Sendable {
     enum CodingKeys: String, CodingKey {
         case target, count, iterative, similarities, perplexity, tasks, speed, sdr, export
         case exportMergekit = "export_mergekit"
+        case blockMetric = "block_metric"
         case droppedAttention = "dropped_attention"
         case droppedMLP = "dropped_mlp"
         case droppedBlocks = "dropped_blocks"
@@ -83,6 +88,9 @@ public enum DropRun {
         }
         if request.consecutive && request.iterative {
             throw DroptraceError("--consecutive and --iterative cannot be combined")
+        }
+        if request.blockMetric != .cosine && !request.consecutive {
+            throw DroptraceError("--block-metric applies to --target block --consecutive only")
         }
         if let yaml = request.exportMergekit {
             guard request.target == .block else {
@@ -109,7 +117,7 @@ public enum DropRun {
                 current.isEmpty ? full : try score(current)
             }.plan
         } else if request.consecutive {
-            plan = try DropSelection.consecutiveBlocks(count: request.count, scores: full)
+            plan = try DropSelection.consecutiveBlocks(count: request.count, scores: full, metric: request.blockMetric)
         } else {
             plan = try DropSelection.oneShot(request.target, count: request.count, scores: full)
         }
@@ -168,6 +176,7 @@ public enum DropRun {
         let fullKV = Double(speed.full.kvCacheBytesPerToken)
         return DropResult(
             target: request.target.rawValue, count: request.count, iterative: request.iterative,
+            blockMetric: request.consecutive ? request.blockMetric.rawValue : nil,
             droppedAttention: layers.filter(plan.dropsAttention), droppedMLP: layers.filter(plan.dropsMLP),
             droppedBlocks: plan.blocks.sorted(),
             similarities: ["attention": similarity(scores.attention), "mlp": similarity(scores.mlp), "block": similarity(scores.block)],

@@ -1,9 +1,11 @@
 import ArgumentParser
 import Dropping
+import DroptraceSupport
 import Foundation
 import Scoring
 
 extension DropTarget: ExpressibleByArgument {}
+extension BlockGapMetric: ExpressibleByArgument {}
 
 struct DropCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -14,7 +16,8 @@ struct DropCommand: ParsableCommand {
             data and the K most similar are dropped, all at once (default) or one at a time with the dropped \
             model rescored in between (--iterative). --target joint ranks attention and MLP layers together \
             (Joint Layer Drop); --target block --consecutive drops the K contiguous blocks whose boundary \
-            states are most similar. A dropped attention layer or MLP passes its residual through unchanged; \
+            states are most similar (--block-metric: by mean cosine as LLM-Drop, or by the angular distance \
+            over all tokens or at the last token as Gromov et al. and PruneMe). A dropped attention layer or MLP passes its residual through unchanged; \
             a dropped block is the identity.
 
             Measures perplexity (--eval), zero-shot multiple-choice accuracy (--tasks: JSONL of \
@@ -50,6 +53,11 @@ struct DropCommand: ParsableCommand {
     @Flag(help: "With --target block: drop K contiguous blocks.")
     var consecutive = false
 
+    @Option(help: ArgumentHelp(
+        "With --consecutive: rank contiguous blocks by cosine (LLM-Drop, default), angular_distance (Gromov et al.) or angular_distance_last_token (PruneMe).",
+        valueName: "metric"))
+    var blockMetric: BlockGapMetric = .cosine
+
     @Option(help: ArgumentHelp("Evaluation text or JSONL for perplexity (cut like the calibration data).", valueName: "file"))
     var eval: String?
 
@@ -76,6 +84,7 @@ struct DropCommand: ParsableCommand {
                 checkpoint: URL(fileURLWithPath: checkpoint), target: target, count: count, calibration: calibration.source)
             request.iterative = iterative
             request.consecutive = consecutive
+            request.blockMetric = blockMetric
             request.evaluation = eval.map {
                 CalibrationSource(url: URL(fileURLWithPath: $0), seqLen: calibration.seqLen, samples: calibration.samples)
             }

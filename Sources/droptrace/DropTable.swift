@@ -9,7 +9,7 @@ struct DropTable {
 
     var text: String {
         var lines: [String] = []
-        let mode = result.iterative ? "iterative" : "one-shot"
+        let mode = result.iterative ? "iterative" : result.blockMetric.map { "contiguous, by \($0)" } ?? "one-shot"
         lines.append("Dropped (\(result.target), \(result.count), \(mode)):")
         if !result.droppedBlocks.isEmpty { lines.append("  blocks     \(list(result.droppedBlocks))") }
         lines.append("  attention  \(list(result.droppedAttention))")
