@@ -21,11 +21,11 @@ extension ReportFigures {
             let heatmap = Heatmap(
                 title: "\(name) between h_i and h_i+n, final checkpoint", values: values,
                 columnLabels: (1...max(1, layers)).map(String.init),
-                xTitle: "Block size n (layers i … i+n−1 dropped)", yTitle: "First dropped layer i (0-based)",
+                xTitle: "Block size n (layers i … i+n−1 dropped)", yTitle: "First layer i (0-based)",
                 colorbarTitle: metric == .cosine ? "1 − mean cos" : "Angular distance")
             return ReportFigure(
                 fileName: blockGapFileName(metric), heading: "Contiguous block drops (n-gap matrix, final checkpoint)",
-                altText: "Heatmap of the \(metric.displayName.lowercased()) n-gap matrix of the final checkpoint, "
+                altText: "Heatmap of the n-gap matrix by \(metric.displayName) at the final checkpoint, "
                     + "first dropped layer by block size",
                 caption: "Cell (i, n) measures how far apart the hidden states before layer i and after layer "
                     + "i+n−1 (0-based) are: dropping those n layers costs little where it is dark. Grey cells run "
