@@ -11,17 +11,26 @@ import Scoring
 struct CalibrationPlan {
     let sha256: String
     let source: CalibrationSource
+    /// Tokens of each window, in order: what a calibration shard's partial
+    /// result must hold for its windows.
+    let sequenceLengths: [Int]
+
+    /// The plan of a calibration set already loaded.
+    init(sha256: String, sequences: [[Int]], source: CalibrationSource) {
+        self.source = source
+        self.sha256 = sha256
+        sequenceLengths = sequences.map(\.count)
+    }
 
     /// Tokenises with the first checkpoint that loads (text calibration uses
     /// the checkpoint's tokenizer.json).
     init(source: CalibrationSource, checkpoints: [DiscoveredCheckpoint], log: Logger) throws {
-        self.source = source
         var firstError: Error?
         for candidate in checkpoints {
             do {
                 let model = try ModelRegistry.load(try Checkpoint(directory: candidate.directory))
                 let set = try CheckpointScoring.loadCalibration(source, for: model) { log.warning("\($0)") }
-                sha256 = set.sha256
+                self.init(sha256: set.sha256, sequences: set.sequences, source: source)
                 log.info("calibration: \(set.sequences.count) sequences, \(set.tokenCount) tokens, sha256 \(set.sha256.prefix(12))…")
                 return
             } catch let error as DroptraceError where error.path == source.url.path {

@@ -31,7 +31,7 @@ public final class TraceRun {
     public let options: TraceOptions
     let log: Logger
     /// Perplexities carried from run to run (and through every rewrite of the store).
-    private var evaluation = DropEvaluation()
+    var evaluation = DropEvaluation()
 
     public init(options: TraceOptions, log: Logger) {
         self.options = options
@@ -39,12 +39,95 @@ public final class TraceRun {
     }
 
     public func run(progress: TraceProgress? = nil) throws -> TraceSummary {
+        try update(force: options.force) { checkpoint, position, calibration, _ in
+            progress?.checkpointStarted(position.index + 1, of: position.count, name: checkpoint.name)
+            log.info("scoring \(checkpoint.name) (step \(checkpoint.step)) [\(position.index + 1)/\(position.count)]")
+            let scored = try CheckpointScoring.run(
+                checkpoint: checkpoint.directory, calibration: options.calibration,
+                warn: { _ in }, progress: { progress?.layerFinished($0, of: $1) })
+            try calibration.check(scored, checkpoint: checkpoint)
+            let row = CheckpointRow(
+                scores: scored.scores, name: checkpoint.name, step: checkpoint.step, tokens: checkpoint.tokens,
+                fingerprint: checkpoint.fingerprint)
+            return (row, ScoreFileMetadata(scored))
+        } afterAll: {
+            progress?.finished()
+        }
+    }
+
+    /// The skeleton of `run` and `slurm finalize`: lock the output directory,
+    /// discover, open the store and fix the calibration tokens; then
+    /// `produce` the row of every checkpoint the store lacks (or that was
+    /// replaced since), storing each at once (a `DroptraceError` fails that
+    /// checkpoint only); then analyze, evaluate and report.
+    /// - Parameters:
+    ///   - force: rescore every checkpoint on disk; the store's other rows are dropped.
+    ///   - whenStored: called for every checkpoint whose current row the
+    ///     store holds at the end (reused or produced now).
+    func update(
+        force: Bool,
+        produce: (
+            _ checkpoint: DiscoveredCheckpoint, _ position: (index: Int, count: Int), _ calibration: CalibrationPlan,
+            _ store: ScoreFile?
+        ) throws -> (row: CheckpointRow, metadata: ScoreFileMetadata),
+        whenStored: (DiscoveredCheckpoint) -> Void = { _ in },
+        afterAll: () -> Void = {}
+    ) throws -> TraceSummary {
         let lock = try RunLock(directory: options.output)
         defer { withExtendedLifetime(lock) {} }
         var summary = TraceSummary()
         removeStaleTemporaryFiles()
+        let discovered = try discover(into: &summary)
 
-        // Discover.
+        // Score what the store does not have yet.
+        var store: ScoreFile?
+        (store, evaluation) = try existingStore()
+        guard !discovered.ready.isEmpty else {
+            if store == nil {
+                log.warning("no finished checkpoints yet; nothing to do")
+                return summary
+            }
+            return try finish(store!, onDisk: [], summary: summary)
+        }
+        let calibration = try CalibrationPlan(source: options.calibration, checkpoints: discovered.ready, log: log)
+        if let existing = store, !force {
+            try checkCompatible(existing, with: calibration)
+        }
+        let todo = discovered.ready.filter { needsScoring($0, store: force ? nil : store) }
+        let rescored = Set(todo.map(\.name))
+        summary.reused = discovered.ready.map(\.name).filter { !rescored.contains($0) }
+        if !summary.reused.isEmpty { log.info("\(summary.reused.count) checkpoints already scored") }
+        if force, let existing = store {
+            let onDisk = Set(discovered.ready.map(\.name))
+            let lost = existing.rows.map(\.name).filter { !onDisk.contains($0) }
+            if !lost.isEmpty { log.warning("--force: dropping rows of checkpoints no longer on disk: \(lost.joined(separator: ", "))") }
+            store = nil
+        }
+
+        var stored = discovered.ready.filter { !rescored.contains($0.name) }
+        for (index, checkpoint) in todo.enumerated() {
+            do {
+                let (row, metadata) = try produce(checkpoint, (index, todo.count), calibration, store)
+                store = try storing(row, in: store, metadata: metadata, checkpoint: checkpoint)
+                summary.scored.append(checkpoint.name)
+                stored.append(checkpoint)
+            } catch let error as DroptraceError {
+                log.error("\(error.description)")
+                summary.failed.append((checkpoint.name, error.description))
+                store = try withoutStaleRow(checkpoint.name, in: store)
+            }
+        }
+        afterAll()
+        stored.forEach(whenStored)
+        guard let final = store else {
+            throw DroptraceError("no checkpoint could be scored", path: options.output.path)
+        }
+        return try finish(final, onDisk: discovered.ready, summary: summary)
+    }
+
+    /// Discovers the checkpoints, saying what it found in the log and in
+    /// `summary` (incomplete and failed ones).
+    func discover(into summary: inout TraceSummary) throws -> CheckpointDiscovery.Result {
         let discovered: CheckpointDiscovery.Result
         switch options.checkpoints {
         case .series(let directory): discovered = try CheckpointDiscovery.scan(directory, settleTime: options.settleTime)
@@ -58,71 +141,34 @@ public final class TraceRun {
         summary.failed = discovered.failed
         for (_, error) in discovered.failed { log.error("\(error)") }
         log.info("found \(discovered.ready.count) finished checkpoints")
+        return discovered
+    }
 
-        // Score what the store does not have yet.
-        var store: ScoreFile?
-        (store, evaluation) = try existingStore()
-        guard !discovered.ready.isEmpty else {
-            if store == nil {
-                log.warning("no finished checkpoints yet; nothing to do")
-                return summary
-            }
-            return try finish(store!, onDisk: [], summary: summary)
+    /// `store` (a new one with `metadata` when nil) with `row` in place of
+    /// any row of that name, in series order, written.
+    /// - Throws: `DroptraceError` naming the checkpoint when it is another
+    ///   model than the store holds; `StoreWriteFailure`.
+    func storing(
+        _ row: CheckpointRow, in store: ScoreFile?, metadata: ScoreFileMetadata, checkpoint: DiscoveredCheckpoint
+    ) throws -> ScoreFile {
+        var next = store ?? ScoreFile(metadata: metadata, rows: [])
+        if let existingStore = store {
+            try checkSameModel(existingStore, modelType: metadata.modelType, layers: metadata.numLayers, checkpoint: checkpoint)
         }
-        let calibration = try CalibrationPlan(source: options.calibration, checkpoints: discovered.ready, log: log)
-        if let existing = store, !options.force {
-            try checkCompatible(existing, with: calibration)
+        next.rows.removeAll { $0.name == row.name }
+        next.rows.append(row)
+        next.rows = Self.ordered(next.rows)
+        // Perplexities of the files this row replaces are stale too.
+        let stale = evaluation.byCheckpoint.removeValue(forKey: row.name)
+        do { try write(next) } catch {
+            evaluation.byCheckpoint[row.name] = stale
+            throw error
         }
-        let todo = discovered.ready.filter { needsScoring($0, store: options.force ? nil : store) }
-        let rescored = Set(todo.map(\.name))
-        summary.reused = discovered.ready.map(\.name).filter { !rescored.contains($0) }
-        if !summary.reused.isEmpty { log.info("\(summary.reused.count) checkpoints already scored") }
-        if options.force, let existing = store {
-            let onDisk = Set(discovered.ready.map(\.name))
-            let lost = existing.rows.map(\.name).filter { !onDisk.contains($0) }
-            if !lost.isEmpty { log.warning("--force: dropping rows of checkpoints no longer on disk: \(lost.joined(separator: ", "))") }
-            store = nil
-        }
-
-        for (index, checkpoint) in todo.enumerated() {
-            progress?.checkpointStarted(index + 1, of: todo.count, name: checkpoint.name)
-            log.info("scoring \(checkpoint.name) (step \(checkpoint.step)) [\(index + 1)/\(todo.count)]")
-            do {
-                let scored = try CheckpointScoring.run(
-                    checkpoint: checkpoint.directory, calibration: options.calibration,
-                    warn: { _ in }, progress: { progress?.layerFinished($0, of: $1) })
-                try calibration.check(scored, checkpoint: checkpoint)
-                let row = CheckpointRow(
-                    scores: scored.scores, name: checkpoint.name, step: checkpoint.step, tokens: checkpoint.tokens,
-                    fingerprint: checkpoint.fingerprint)
-                var next = store ?? ScoreFile(metadata: ScoreFileMetadata(scored), rows: [])
-                if let existingStore = store { try checkSameModel(existingStore, scored, checkpoint: checkpoint) }
-                next.rows.removeAll { $0.name == row.name }
-                next.rows.append(row)
-                next.rows = Self.ordered(next.rows)
-                // Perplexities of the files this row replaces are stale too.
-                let stale = evaluation.byCheckpoint.removeValue(forKey: row.name)
-                do { try write(next) } catch {
-                    evaluation.byCheckpoint[row.name] = stale
-                    throw error
-                }
-                store = next
-                summary.scored.append(checkpoint.name)
-            } catch let error as DroptraceError {
-                log.error("\(error.description)")
-                summary.failed.append((checkpoint.name, error.description))
-                store = try withoutStaleRow(checkpoint.name, in: store)
-            }
-        }
-        progress?.finished()
-        guard let final = store else {
-            throw DroptraceError("no checkpoint could be scored", path: options.output.path)
-        }
-        return try finish(final, onDisk: discovered.ready, summary: summary)
+        return next
     }
 
     /// Analyze, evaluate and report on the store as it now stands.
-    private func finish(_ store: ScoreFile, onDisk: [DiscoveredCheckpoint], summary: TraceSummary) throws -> TraceSummary {
+    func finish(_ store: ScoreFile, onDisk: [DiscoveredCheckpoint], summary: TraceSummary) throws -> TraceSummary {
         var summary = summary
         let analysis = try SeriesAnalysis(rows: store.rows, dropK: options.dropK)
         if let source = options.evaluation {
@@ -171,7 +217,7 @@ public final class TraceRun {
 
     /// Temporary files of runs killed while writing the store or the report
     /// (the lock is ours, so no other run writes them); nothing else.
-    private func removeStaleTemporaryFiles() {
+    func removeStaleTemporaryFiles() {
         ReportWriter.removeStaleTemporaryFiles(in: options.output, otherTargets: [options.storeURL.lastPathComponent])
     }
 
@@ -199,7 +245,7 @@ public final class TraceRun {
     /// no store yet. A store that cannot be read (not HDF5, truncated,
     /// another layout) stops the run, unless --force: then it is set aside
     /// under a new name, never deleted, and the run starts over.
-    private func existingStore() throws -> (ScoreFile?, DropEvaluation) {
+    func existingStore() throws -> (ScoreFile?, DropEvaluation) {
         let path = options.storeURL.path
         guard FileManager.default.fileExists(atPath: path) else { return (nil, DropEvaluation()) }
         // A store we may not read is not damaged: say why, and touch nothing.
@@ -222,7 +268,7 @@ public final class TraceRun {
         }
     }
 
-    private func checkCompatible(_ store: ScoreFile, with calibration: CalibrationPlan) throws {
+    func checkCompatible(_ store: ScoreFile, with calibration: CalibrationPlan) throws {
         let advice = "pass --force to rescore every checkpoint (rows of checkpoints no longer on disk are dropped), or use another output directory"
         if store.metadata.calibrationSHA256 != calibration.sha256 {
             throw DroptraceError(
@@ -236,10 +282,10 @@ public final class TraceRun {
         }
     }
 
-    private func checkSameModel(_ store: ScoreFile, _ scored: ScoredCheckpoint, checkpoint: DiscoveredCheckpoint) throws {
-        guard store.metadata.modelType == scored.modelType, store.metadata.numLayers == scored.layerCount else {
+    func checkSameModel(_ store: ScoreFile, modelType: String, layers: Int, checkpoint: DiscoveredCheckpoint) throws {
+        guard store.metadata.modelType == modelType, store.metadata.numLayers == layers else {
             throw DroptraceError(
-                "is a \(scored.modelType) model with \(scored.layerCount) layers, but the store holds \(store.metadata.modelType) with \(store.metadata.numLayers)",
+                "is a \(modelType) model with \(layers) layers, but the store holds \(store.metadata.modelType) with \(store.metadata.numLayers)",
                 path: checkpoint.directory.path)
         }
     }
@@ -247,7 +293,7 @@ public final class TraceRun {
     /// `store` without the row of `name`, written, when it has one: the
     /// checkpoint was replaced under that name and its new files could not
     /// be scored, so the row describes a model no longer on disk.
-    private func withoutStaleRow(_ name: String, in store: ScoreFile?) throws -> ScoreFile? {
+    func withoutStaleRow(_ name: String, in store: ScoreFile?) throws -> ScoreFile? {
         guard var next = store, next.rows.contains(where: { $0.name == name }) else { return store }
         next.rows.removeAll { $0.name == name }
         if next.rows.isEmpty {
@@ -269,15 +315,17 @@ public final class TraceRun {
     /// Whether `checkpoint` has no row in `store`, a row scored from other
     /// files (a checkpoint replaced under the same name) or one stored
     /// without per-sequence sums (said in the log).
-    private func needsScoring(_ checkpoint: DiscoveredCheckpoint, store: ScoreFile?) -> Bool {
+    func needsScoring(_ checkpoint: DiscoveredCheckpoint, store: ScoreFile?) -> Bool {
         guard let row = store?.rows.first(where: { $0.name == checkpoint.name }) else { return true }
-        guard let reason = CheckpointFingerprint.reasonToRescore(stored: row.fingerprint, current: checkpoint.fingerprint)
-            ?? (row.sums == nil ? "its stored row has no per-sequence sums" : nil)
-        else {
-            return false
-        }
+        guard let reason = Self.reasonToRescore(row, checkpoint) else { return false }
         log.info("rescoring \(checkpoint.name): \(reason)")
         return true
+    }
+
+    /// Why `row` does not hold `checkpoint`'s current scores, nil when it does.
+    static func reasonToRescore(_ row: CheckpointRow, _ checkpoint: DiscoveredCheckpoint) -> String? {
+        CheckpointFingerprint.reasonToRescore(stored: row.fingerprint, current: checkpoint.fingerprint)
+            ?? (row.sums == nil ? "its stored row has no per-sequence sums" : nil)
     }
 
     /// Rows in series order (`CheckpointName.Position`: stage, ingredient,

@@ -68,11 +68,16 @@ public struct ScoreFileMetadata: Sendable, Equatable {
     public var calibrationSHA256: String
     public var calibrationTokens: Int64
     public var droptraceVersion: String
+    /// Set in the partial result of one calibration shard (its rows hold
+    /// that shard's sequences only); nil in a store. `calibrationSHA256` and
+    /// `calibrationTokens` describe the whole calibration set either way.
+    public var shard: CalibrationShard?
 
     public init(
         modelType: String, numLayers: Int, metric: String = "cosine",
-        calibrationSHA256: String, calibrationTokens: Int64, droptraceVersion: String
+        calibrationSHA256: String, calibrationTokens: Int64, droptraceVersion: String, shard: CalibrationShard? = nil
     ) {
+        self.shard = shard
         self.modelType = modelType
         self.numLayers = numLayers
         self.metric = metric
@@ -97,6 +102,13 @@ public struct ScoreFile: Sendable, Equatable {
     /// present with the right kind of values and shapes that agree.
     public static func read(from url: URL) throws -> ScoreFile {
         try ScoreFileReader.read(path: url.path)
+    }
+
+    /// The temporary file `write(to: url)` fills before renaming it over
+    /// `url` (`.<name>.tmp-<pid>` beside it), for a process that must remove
+    /// it when interrupted mid-write.
+    public static func temporaryPath(for url: URL) -> String {
+        AtomicFileReplacement.temporaryPath(for: url.path)
     }
 
     /// Writes the file atomically: everything goes to `<dir>/.<name>.tmp-<pid>`

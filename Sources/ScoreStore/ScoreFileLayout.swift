@@ -57,6 +57,10 @@ public enum ScoreFileLayout {
         public static let calibrationSHA256 = "calibration_sha256"  // string
         public static let calibrationTokens = "calibration_tokens"  // int64
         public static let droptraceVersion = "droptrace_version"    // string
+        /// int64, only in a calibration shard's partial result
+        /// (`droptrace slurm task`): which shard of how many it holds.
+        public static let shardIndex = "shard_index"
+        public static let shardCount = "shard_count"
     }
 
     /// Every dataset is chunked and compressed: score series over many

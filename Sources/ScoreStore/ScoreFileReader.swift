@@ -124,13 +124,23 @@ enum ScoreFileReader {
             throw DroptraceError("root attribute \(Names.numLayers) is \(layers), must be positive",
                                  path: file.filePath)
         }
+        var shard: CalibrationShard?
+        if try file.hasAttribute(Names.shardIndex) || file.hasAttribute(Names.shardCount) {
+            let (index, count) = (try file.scalarAttribute(Names.shardIndex, as: Int64.self),
+                                  try file.scalarAttribute(Names.shardCount, as: Int64.self))
+            do {
+                shard = try CalibrationShard(index: Int(clamping: index), count: Int(clamping: count))
+            } catch let error as DroptraceError {
+                throw DroptraceError("root attributes \(Names.shardIndex), \(Names.shardCount): \(error.message)", path: file.filePath)
+            }
+        }
         return ScoreFileMetadata(
             modelType: try file.stringAttribute(Names.modelType),
             numLayers: Int(layers),
             metric: try file.stringAttribute(Names.metric),
             calibrationSHA256: try file.stringAttribute(Names.calibrationSHA256),
             calibrationTokens: try file.scalarAttribute(Names.calibrationTokens, as: Int64.self),
-            droptraceVersion: try file.stringAttribute(Names.droptraceVersion))
+            droptraceVersion: try file.stringAttribute(Names.droptraceVersion), shard: shard)
     }
 
     enum Contents: String {

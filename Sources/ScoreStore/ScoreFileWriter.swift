@@ -74,6 +74,10 @@ enum ScoreFileWriter {
         try file.setAttribute(Names.calibrationSHA256, metadata.calibrationSHA256)
         try file.setAttribute(Names.calibrationTokens, metadata.calibrationTokens)
         try file.setAttribute(Names.droptraceVersion, metadata.droptraceVersion)
+        if let shard = metadata.shard {
+            try file.setAttribute(Names.shardIndex, Int64(shard.index))
+            try file.setAttribute(Names.shardCount, Int64(shard.count))
+        }
     }
 
     /// The `ScoreFileLayout.PerSequence` datasets, when any row has sums:

@@ -12,9 +12,12 @@ struct Droptrace: ParsableCommand {
             Needed", He et al., 2024). Low importance means the module barely changes its input and can be dropped.
 
             Exit codes: 0 success; 1 bad input or failure (the message names the file); 64 invalid usage; \
-            75 another run holds the output directory (trace, run, report).
+            75 another run holds the output directory (trace, run, report, slurm finalize), or a slurm task \
+            was interrupted and should run again.
             """,
         version: DroptraceVersion.string,
-        subcommands: [ScoreCommand.self, TraceCommand.self, RunCommand.self, ReportCommand.self, DropCommand.self]
+        subcommands: [
+            ScoreCommand.self, TraceCommand.self, RunCommand.self, ReportCommand.self, DropCommand.self, SlurmCommand.self,
+        ]
     )
 }

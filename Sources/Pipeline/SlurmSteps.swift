@@ -1,0 +1,144 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Scoring
+import ScoreStore
+
+/// What `droptrace slurm task` did.
+public enum ShardTaskOutcome: Sendable, Equatable {
+    /// Scored the shard and wrote its partial result here.
+    case scored(URL)
+    /// The partial result was there already, for these files and tokens.
+    case partialExists(URL)
+    /// The store already holds the checkpoint's row, for these files and tokens.
+    case alreadyStored
+}
+
+/// The two steps of a Slurm run: one array task per (checkpoint,
+/// calibration shard) and a finalize job after them. Both read the same
+/// pipeline settings as `run`, and their store is the one `run` writes, so a
+/// store started one way can be continued the other.
+extension TraceRun {
+    /// Exit status of a task ended by SIGTERM or SIGUSR1 (Slurm's preemption
+    /// and time-limit signals): EX_TEMPFAIL, nothing was left behind, run it
+    /// again (`RequeueExit=75` in slurm.conf, or `scontrol requeue`).
+    public static let interruptedExitCode: Int32 = 75
+
+    /// `droptrace slurm task`: scores `shard` of the calibration windows on
+    /// the checkpoint at `directory` and writes the partial result
+    /// `OUT_DIR/partials/<checkpoint>/shard-<I>-of-<N>.h5` atomically.
+    /// Does nothing when that partial exists and belongs to these files and
+    /// tokens, or when the store holds the checkpoint already. Takes no lock:
+    /// the tasks of an array run side by side. While scoring, SIGTERM and
+    /// SIGUSR1 end the process with `interruptedExitCode`, leaving no partial.
+    /// - Throws: `DroptraceError` naming the file: a checkpoint not finished
+    ///   or unreadable, calibration that the model cannot run, fewer windows
+    ///   than shards, a partial that cannot be written.
+    public func scoreShard(
+        checkpoint directory: URL, shard: CalibrationShard, progress: ((Int, Int) -> Void)? = nil
+    ) throws -> ShardTaskOutcome {
+        let found = try CheckpointDiscovery.inspect([directory], settleTime: options.settleTime)
+        if let failed = found.failed.first { throw DroptraceError(failed.error) }
+        guard let checkpoint = found.ready.first else {
+            let reason = found.incomplete.first?.reason ?? "not a finished checkpoint"
+            throw DroptraceError("is not finished yet (\(reason)); run the task again once it is", path: directory.path)
+        }
+        let partials = try ShardPartials(output: options.output, checkpoint: checkpoint)
+        let target = partials.url(shard)
+
+        let model = try ModelRegistry.load(try Checkpoint(location: directory))
+        let set = try CheckpointScoring.loadCalibration(options.calibration, for: model) { log.warning("\($0)") }
+        let calibration = CalibrationPlan(sha256: set.sha256, sequences: set.sequences, source: options.calibration)
+        let windows = shard.windows(of: set.sequences.count)
+        guard !windows.isEmpty else {
+            throw DroptraceError(
+                "has \(set.sequences.count) calibration windows, fewer than the \(shard.count) shards; use at most \(set.sequences.count)",
+                path: options.calibration.url.path)
+        }
+        if let store = try? ScoreFile.read(from: options.storeURL),
+           store.metadata.calibrationSHA256 == calibration.sha256, store.metadata.droptraceVersion == DroptraceVersion.string,
+           let row = store.rows.first(where: { $0.name == checkpoint.name }), Self.reasonToRescore(row, checkpoint) == nil {
+            log.info("\(checkpoint.name) is in the store already; nothing to do")
+            return .alreadyStored
+        }
+        if FileManager.default.fileExists(atPath: target.path) {
+            do {
+                _ = try partials.read(shard, calibration: calibration)
+                log.info("\(target.path): done already; nothing to do")
+                return .partialExists(target)
+            } catch let error as DroptraceError {
+                log.warning("\(error.description); scoring it again")
+            }
+        }
+
+        try partials.createDirectory()
+        let interruption = ShardInterruption(removing: ScoreFile.temporaryPath(for: target))
+        defer { withExtendedLifetime(interruption) {} }
+        log.info("scoring \(checkpoint.name), \(shard): calibration windows \(windows.lowerBound)..<\(windows.upperBound) of \(set.sequences.count)")
+        let scores = try ImportanceScorer(model: model)
+            .score(Array(set.sequences[windows]), calibrationPath: options.calibration.url.path, progress: progress)
+        let row = CheckpointRow(
+            scores: scores, name: checkpoint.name, step: checkpoint.step, tokens: checkpoint.tokens,
+            fingerprint: checkpoint.fingerprint)
+        let metadata = ScoreFileMetadata(
+            modelType: model.modelType, numLayers: model.layerCount, calibrationSHA256: set.sha256,
+            calibrationTokens: Int64(set.tokenCount), droptraceVersion: DroptraceVersion.string, shard: shard)
+        try ScoreFile(metadata: metadata, rows: [row]).write(to: target)
+        log.info("wrote \(target.path)")
+        return .scored(target)
+    }
+
+    /// `droptrace slurm finalize`: under the store's lock, merges, for every
+    /// finished checkpoint the store lacks, the partial results of one
+    /// complete set of its shards into its row (in series order, equal to a
+    /// one-machine `run` up to the order of float64 additions), removes the
+    /// merged partials, then analyzes, evaluates and reports as `run` does.
+    /// A checkpoint with shards missing or refused is in `failed`, named by
+    /// one line each; the others are stored.
+    public func finalize() throws -> TraceSummary {
+        try update(force: false) { checkpoint, _, calibration, store in
+            let partials = try ShardPartials(output: options.output, checkpoint: checkpoint)
+            let merged = try partials.merged(calibration: calibration, store: store?.metadata)
+            log.info("merged \(checkpoint.name) from \(ShardPartials.directoryName)/\(checkpoint.name)")
+            return merged
+        } whenStored: { checkpoint in
+            guard let partials = try? ShardPartials(output: options.output, checkpoint: checkpoint), partials.exists else { return }
+            partials.removeAll()
+        }
+    }
+}
+
+/// While alive, SIGTERM and SIGUSR1 end the process at once with
+/// `TraceRun.interruptedExitCode`, first removing the temporary file a
+/// partial result is written to: a task Slurm preempts or warns of its time
+/// limit leaves nothing behind, and starts over when requeued. (A partial
+/// already renamed into place is complete and stays.)
+final class ShardInterruption {
+    /// The temporary file's path for the handler, which may only make
+    /// async-signal-safe calls (unlink, _exit): set before it is installed.
+    nonisolated(unsafe) private static var temporaryPath: UnsafeMutablePointer<CChar>?
+    private static let signals = [SIGTERM, SIGUSR1]
+
+    init(removing temporaryPath: String) {
+        Self.temporaryPath = strdup(temporaryPath)
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        for number in Self.signals {
+            signal(number) { _ in
+                if let path = ShardInterruption.temporaryPath { unlink(path) }
+                _exit(75)  // TraceRun.interruptedExitCode, as a literal: nothing lazy in a signal handler
+            }
+            sigaddset(&unblock, number)
+        }
+        // A blocked mask is inherited from whoever started us (some
+        // launchers block SIGTERM): the signal would wait until the end.
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+    }
+
+    deinit {
+        for number in Self.signals { signal(number, SIG_DFL) }
+        free(Self.temporaryPath)
+        Self.temporaryPath = nil
+    }
+}
