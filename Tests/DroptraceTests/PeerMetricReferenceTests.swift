@@ -128,3 +128,24 @@ extension PeerMetricReferenceTests {
         #expect(result.status == 1 && result.stderr.contains("--block-metric applies to --target block --consecutive only"))
     }
 }
+
+extension PeerMetricReferenceTests {
+    @Test func calibrationShardsScoredApartGiveTheSameAngularDistances() throws {
+        let checkpoint = try Checkpoint(directory: FixtureFiles.model("gpt_neox-f32"))
+        let scorer = ImportanceScorer(model: try ModelRegistry.load(checkpoint))
+        let sequences = FixtureFiles.jsonlSequences()
+        let whole = try stored("gpt_neox-f32")
+        let shards = try [sequences[..<1], sequences[1...]].map {
+            try scorer.score(Array($0), calibrationPath: "fixture")
+        }
+        let merged = try #require(
+            CheckpointRow(scores: try ModuleScores.merged(shards), name: "m", step: -1, tokens: -1).angularDistance)
+        let pairs: [([Float], [Float])] = [
+            (whole.attention, merged.attention), (whole.mlpLastToken, merged.mlpLastToken),
+            (whole.block, merged.block), (whole.attentionLastToken, merged.attentionLastToken),
+        ] + zip(whole.blockGap + whole.blockGapLastToken, merged.blockGap + merged.blockGapLastToken).map { ($0, $1) }
+        for (a, b) in pairs {
+            #expect(Self.difference(a.map(Double.init), b) <= 1e-7)
+        }
+    }
+}
