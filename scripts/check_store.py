@@ -83,6 +83,18 @@ def check(path):
                         problems.append(f"/{name} missing")
                     elif ds.dtype != np.dtype("float64") or ds.shape != shape:
                         problems.append(f"/{name} is {ds.dtype} {ds.shape}, expected float64 {shape}")
+        # Optional as a whole: files written before angular distances were stored have none.
+        angular = {f"scores/{module}_angular_distance{suffix}": (count, layers)
+                   for module in ("attention", "mlp", "block") for suffix in ("", "_last_token")}
+        angular.update({f"similarity/block_gap_angular_distance{suffix}": (count, layers, layers)
+                        for suffix in ("", "_last_token")})
+        if any(name in f for name in angular):
+            for name, shape in angular.items():
+                ds = f.get(name)
+                if not isinstance(ds, h5py.Dataset):
+                    problems.append(f"/{name} missing (the angular distances are stored together)")
+                elif ds.dtype != np.dtype("float32") or ds.shape != shape:
+                    problems.append(f"/{name} is {ds.dtype} {ds.shape}, expected float32 {shape}")
         if problems:
             return problems, None
         problems += check_bootstrap(f, count, layers)

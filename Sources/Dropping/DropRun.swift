@@ -13,6 +13,8 @@ public struct DropRequest: Sendable {
     public var count: Int
     public var iterative = false
     public var consecutive = false
+    /// What `consecutive` ranks contiguous blocks by.
+    public var blockMetric = BlockGapMetric.cosine
     public var calibration: CalibrationSource
     public var evaluation: CalibrationSource?
     /// lm-evaluation-harness tasks, scored on the full and the dropped model.
@@ -20,6 +22,8 @@ public struct DropRequest: Sendable {
     /// Few-shot examples per prompt for tasks without their own count; nil: 0.
     public var numFewshot: Int?
     public var export: URL?
+    /// Where to write the block drop as a mergekit passthrough YAML (`MergekitSlices`).
+    public var exportMergekit: URL?
 
     public init(checkpoint: URL, target: DropTarget, count: Int, calibration: CalibrationSource) {
         self.checkpoint = checkpoint
@@ -40,6 +44,8 @@ public struct DropResult: Encodable, Sendable {
     public var target: String
     public var count: Int
     public var iterative: Bool
+    /// The n-gap metric contiguous blocks were chosen by (consecutive block drops only).
+    public var blockMetric: String?
     public var droppedAttention: [Int]
     public var droppedMLP: [Int]
     public var droppedBlocks: [Int]
@@ -61,9 +67,12 @@ public struct DropResult: Encodable, Sendable {
     /// on the average over tasks when tasks were given, else on perplexity.
     public var sdr: Double?
     public var export: String?
+    public var exportMergekit: String?
 
     enum CodingKeys: String, CodingKey {
         case target, count, iterative, similarities, perplexity, tasks, average, speed, sdr, export
+        case exportMergekit = "export_mergekit"
+        case blockMetric = "block_metric"
         case droppedAttention = "dropped_attention"
         case droppedMLP = "dropped_mlp"
         case droppedBlocks = "dropped_blocks"
@@ -84,7 +93,19 @@ public enum DropRun {
         }
         // Task files are read and checked before the model is.
         let suite = request.tasks.isEmpty ? nil : try TaskSuite(request.tasks, numFewshot: request.numFewshot)
+        if request.blockMetric != .cosine && !request.consecutive {
+            throw DroptraceError("--block-metric applies to --target block --consecutive only")
+        }
+        if let yaml = request.exportMergekit {
+            guard request.target == .block else {
+                throw DroptraceError(
+                    "--export-mergekit applies to --target block only: mergekit's passthrough keeps or removes whole layers",
+                    path: yaml.path)
+            }
+            _ = try MergekitSlices.outputDirectory(for: yaml)
+        }
         let model = try ModelRegistry.load(try Checkpoint(location: request.checkpoint))
+        if request.exportMergekit != nil { try MergekitSlices.checkSource(model) }
         try DropSelection.check(request.target, count: request.count, layers: model.layerCount)
         let calibration = try CheckpointScoring.loadCalibration(request.calibration, for: model, warn: log)
         let scorer = ImportanceScorer(model: model)
@@ -100,7 +121,7 @@ public enum DropRun {
                 current.isEmpty ? full : try score(current)
             }.plan
         } else if request.consecutive {
-            plan = try DropSelection.consecutiveBlocks(count: request.count, scores: full)
+            plan = try DropSelection.consecutiveBlocks(count: request.count, scores: full, metric: request.blockMetric)
         } else {
             plan = try DropSelection.oneShot(request.target, count: request.count, scores: full)
         }
@@ -134,6 +155,10 @@ public enum DropRun {
             try DroppedModelExport.write(model: model, plan: plan, to: export)
             log("exported the dropped model to \(export.path)")
         }
+        if let yaml = request.exportMergekit {
+            try MergekitSlices.write(model: model, plan: plan, to: yaml)
+            log("wrote the mergekit passthrough configuration \(yaml.path)")
+        }
         return result(request, model: model, plan: plan, scores: full, perplexity: perplexity, accuracy: accuracy, speed: speed)
     }
 
@@ -153,6 +178,7 @@ public enum DropRun {
         let fullKV = Double(speed.full.kvCacheBytesPerToken)
         return DropResult(
             target: request.target.rawValue, count: request.count, iterative: request.iterative,
+            blockMetric: request.consecutive ? request.blockMetric.rawValue : nil,
             droppedAttention: layers.filter(plan.dropsAttention), droppedMLP: layers.filter(plan.dropsMLP),
             droppedBlocks: plan.blocks.sorted(),
             similarities: ["attention": similarity(scores.attention), "mlp": similarity(scores.mlp), "block": similarity(scores.block)],
@@ -168,6 +194,6 @@ public enum DropRun {
             flopsSavedPercent: 100 * (1 - speed.dropped.flopsPerToken / speed.full.flopsPerToken),
             kvCacheSavedPercent: fullKV > 0 ? 100 * (1 - Double(speed.dropped.kvCacheBytesPerToken) / fullKV) : 0,
             sdr: degradation.flatMap { decodeSpeedup != 0 ? $0 / decodeSpeedup : nil },
-            export: request.export?.path)
+            export: request.export?.path, exportMergekit: request.exportMergekit?.path)
     }
 }

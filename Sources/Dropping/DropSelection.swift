@@ -69,15 +69,22 @@ public enum DropSelection {
     }
 
     /// The K contiguous blocks i..i+K−1 whose boundary states h_i and h_{i+K}
-    /// are most similar (LLM-Drop's consecutive block drop).
-    public static func consecutiveBlocks(count: Int, scores: ModuleScores) throws -> DropPlan {
+    /// are most similar by `metric` (LLM-Drop's consecutive block drop with
+    /// the cosine, Gromov et al.'s / PruneMe's with the angular distances;
+    /// ties to the lower i).
+    /// - Throws: `DroptraceError` for a bad count, or when `scores` carry no
+    ///   sums for an angular metric.
+    public static func consecutiveBlocks(
+        count: Int, scores: ModuleScores, metric: BlockGapMetric = .cosine
+    ) throws -> DropPlan {
         try check(.block, count: count, layers: scores.layerCount)
-        let starts = 0...(scores.layerCount - count)
-        let best = starts.max { a, b in
-            let (x, y) = (scores.blockGap[a][count - 1], scores.blockGap[b][count - 1])
-            return x != y ? x < y : a > b
-        }!
-        return DropPlan(blocks: Set(best..<(best + count)))
+        guard let matrix = scores.blockGap(metric) else {
+            throw DroptraceError("the scores carry no \(metric.displayName.lowercased()) of the block gaps")
+        }
+        guard let best = metric.best(in: matrix, size: count) else {
+            throw DroptraceError("no block of \(count) layers has a defined \(metric.displayName.lowercased())")
+        }
+        return DropPlan(blocks: Set(best.start..<(best.start + count)))
     }
 
     static func plan(_ modules: [Module]) -> DropPlan {

@@ -4,13 +4,14 @@ import ScoreStore
 
 extension CheckpointRow {
     /// A store row from a checkpoint's scores (stored as float32), with the
-    /// fingerprint of the files they came from ("" when not known).
+    /// fingerprint of the files they came from ("" when not known) and the
+    /// angular distances their sums give (none without sums).
     public init(scores: ModuleScores, name: String, step: Int64, tokens: Int64, fingerprint: String = "") {
         self.init(
             name: name, step: step, tokens: tokens,
             attention: scores.attention.map(Float.init), mlp: scores.mlp.map(Float.init),
             block: scores.block.map(Float.init), blockGap: scores.blockGap.map { $0.map(Float.init) },
-            fingerprint: fingerprint, sums: scores.sums)
+            fingerprint: fingerprint, sums: scores.sums, angularDistance: scores.sums.map(AngularDistanceScores.init(sums:)))
     }
 }
 

@@ -1,4 +1,5 @@
 import Analysis
+import DroptraceSupport
 import ScoreStore
 
 /// One SVG figure of the report.
@@ -54,6 +55,7 @@ enum ReportFigures {
     static let knownFileNames: [String] =
         ModuleKind.allCases.map(heatmapFileName) + ["rank_correlation_final.svg", "mean_importance.svg",
                                                     "jaccard_final.svg", TaskAccuracyReport.figureFileName]
+        + BlockGapMetric.allCases.map(blockGapFileName)
 
     static func heatmapFileName(_ module: ModuleKind) -> String { "importance_\(module.rawValue).svg" }
 
@@ -145,7 +147,7 @@ enum ReportFigures {
                     + (chart.axis.zeroNote.map { " " + $0 } ?? ""),
                 svg: chart.render()))
         }
-        return figures
+        return figures + blockGapFigures(scoreFile)
     }
 
     /// The caption's word on the shaded bands, when there are any.

@@ -22,7 +22,7 @@ struct ReportMarkdown {
             parts.append(EvaluationSection(evaluation: evaluation, rows: rows, dropK: analysis.dropK).render())
         }
         parts += extra(.afterDropSets)
-        parts += [finalScores(), stabilisation()]
+        parts += [finalScores(), peerMetrics(), stabilisation()]
         if let uncertainty = analysis.uncertainty { parts.append(uncertaintySection(uncertainty)) }
         parts.append(agreement())
         parts += extra(.end)

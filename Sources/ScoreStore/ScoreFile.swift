@@ -20,11 +20,14 @@ public struct CheckpointRow: Sendable, Equatable {
     /// The float64 sums the scores were derived from (`ScoreFileLayout.PerSequence`);
     /// nil for rows stored without them.
     public var sums: SequenceSums?
+    /// The same pairs' angular distances; nil when not recorded (files
+    /// written before droptrace stored them).
+    public var angularDistance: AngularDistanceScores?
 
     public init(
         name: String, step: Int64 = -1, tokens: Int64 = -1,
         attention: [Float], mlp: [Float], block: [Float], blockGap: [[Float]], fingerprint: String = "",
-        sums: SequenceSums? = nil
+        sums: SequenceSums? = nil, angularDistance: AngularDistanceScores? = nil
     ) {
         self.sums = sums
         self.name = name
@@ -35,6 +38,7 @@ public struct CheckpointRow: Sendable, Equatable {
         self.mlp = mlp
         self.block = block
         self.blockGap = blockGap
+        self.angularDistance = angularDistance
     }
 
     // With plain `==` a row with an undefined (NaN) gap would not equal
@@ -47,6 +51,7 @@ public struct CheckpointRow: Sendable, Equatable {
             && lhs.blockGap.count == rhs.blockGap.count
             && zip(lhs.blockGap, rhs.blockGap).allSatisfy { sameFloats($0, $1) }
             && lhs.sums == rhs.sums
+            && lhs.angularDistance == rhs.angularDistance
     }
 
     private static func sameFloats(_ lhs: [Float], _ rhs: [Float]) -> Bool {

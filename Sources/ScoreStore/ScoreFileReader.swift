@@ -37,6 +37,7 @@ enum ScoreFileReader {
             .read(as: Float.self)
 
         let sums = try readPerSequence(file, names: names, layers: layers)
+        let angularDistances = try AngularDistanceColumns.read(from: file, count: count, layers: layers)
 
         let rows = (0..<count).map { index in
             let layerRange = (index * layers)..<((index + 1) * layers)
@@ -47,7 +48,7 @@ enum ScoreFileReader {
                 blockGap: (0..<layers).map { row in
                     Array(gaps[(gapStart + row * layers)..<(gapStart + (row + 1) * layers)])
                 },
-                fingerprint: fingerprints[index], sums: sums[index])
+                fingerprint: fingerprints[index], sums: sums[index], angularDistance: angularDistances[index])
         }
         return ScoreFile(metadata: metadata, rows: rows)
     }
@@ -142,7 +143,7 @@ enum ScoreFileReader {
             droptraceVersion: try file.stringAttribute(Names.droptraceVersion), shard: shard)
     }
 
-    private enum Contents: String {
+    enum Contents: String {
         case strings, integers, floats = "floating-point numbers"
 
         func matches(_ type: HDF5ElementType) -> Bool {
@@ -154,7 +155,7 @@ enum ScoreFileReader {
     }
 
     /// Opens a required dataset and checks what it holds and, if given, its shape.
-    private static func dataset(
+    static func dataset(
         _ datasetPath: String, in file: HDF5File, holding contents: Contents, shape: [Int]? = nil
     ) throws -> HDF5Dataset {
         let path = file.filePath

@@ -34,6 +34,9 @@ enum ScoreFileWriter {
                     throw fail("per-sequence sums hold \(sums.sequenceCount) sequences, expected \(sequences) as in every row, at least 1")
                 }
             }
+            if let angular = row.angularDistance, let problem = AngularDistanceColumns.problem(in: angular, layers: layers) {
+                throw fail(problem)
+            }
         }
     }
 
@@ -59,6 +62,7 @@ enum ScoreFileWriter {
         }
         try file.createDataset(ScoreFileLayout.blockGap, values: rows.flatMap { $0.blockGap.flatMap { $0 } },
                                shape: [rows.count, layers, layers], storage: storage)
+        try AngularDistanceColumns.write(rows, layers: layers, into: file)
 
         try writePerSequence(of: rows, layers: layers, into: file)
 

@@ -1,10 +1,12 @@
 import ArgumentParser
 import Dropping
+import DroptraceSupport
 import Evaluation
 import Foundation
 import Scoring
 
 extension DropTarget: ExpressibleByArgument {}
+extension BlockGapMetric: ExpressibleByArgument {}
 
 struct DropCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,7 +17,8 @@ struct DropCommand: ParsableCommand {
             data and the K most similar are dropped, all at once (default) or one at a time with the dropped \
             model rescored in between (--iterative). --target joint ranks attention and MLP layers together \
             (Joint Layer Drop); --target block --consecutive drops the K contiguous blocks whose boundary \
-            states are most similar. A dropped attention layer or MLP passes its residual through unchanged; \
+            states are most similar (--block-metric: by mean cosine as LLM-Drop, or by the angular distance \
+            over all tokens or at the last token as Gromov et al. and PruneMe). A dropped attention layer or MLP passes its residual through unchanged; \
             a dropped block is the identity.
 
             Measures perplexity (--eval), accuracy on lm-evaluation-harness tasks (--task, as `droptrace eval` \
@@ -27,7 +30,10 @@ struct DropCommand: ParsableCommand {
 
             --export DIR writes the dropped model: for block drops a standard Hugging Face checkpoint with \
             the blocks removed; otherwise the weights without the dropped modules and LLM-Drop's \
-            drop_attn_list / drop_mlp_list in config.json. droptrace reads both back.
+            drop_attn_list / drop_mlp_list in config.json. droptrace reads both back. \
+            --export-mergekit FILE (block drops) writes the kept layers as a mergekit passthrough \
+            configuration instead, for `mergekit-yaml FILE OUT_DIR`; its layer_range is 0-based and \
+            end-exclusive: dropping layers 3-5 of 8 keeps [0, 3] and [6, 8].
 
             Exit codes: 0 success; 1 bad input or failure; 64 invalid usage.
             """
@@ -50,6 +56,11 @@ struct DropCommand: ParsableCommand {
     @Flag(help: "With --target block: drop K contiguous blocks.")
     var consecutive = false
 
+    @Option(help: ArgumentHelp(
+        "With --consecutive: rank contiguous blocks by cosine (LLM-Drop, default), angular_distance (Gromov et al.) or angular_distance_last_token (PruneMe).",
+        valueName: "metric"))
+    var blockMetric: BlockGapMetric = .cosine
+
     @Option(help: ArgumentHelp("Evaluation text or JSONL for perplexity (cut like the calibration data).", valueName: "file"))
     var eval: String?
 
@@ -64,6 +75,11 @@ struct DropCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Write the dropped model to this new directory.", valueName: "dir"))
     var export: String?
+
+    @Option(help: ArgumentHelp(
+        "With --target block: also write the drop as a mergekit passthrough configuration (slices with 0-based, end-exclusive layer_range) to this YAML file.",
+        valueName: "file"))
+    var exportMergekit: String?
 
     @OptionGroup var engine: EngineOptions
 
@@ -81,12 +97,14 @@ struct DropCommand: ParsableCommand {
                 checkpoint: URL(fileURLWithPath: checkpoint), target: target, count: count, calibration: calibration.source)
             request.iterative = iterative
             request.consecutive = consecutive
+            request.blockMetric = blockMetric
             request.evaluation = eval.map {
                 CalibrationSource(url: URL(fileURLWithPath: $0), seqLen: calibration.seqLen, samples: calibration.samples)
             }
             request.tasks = try tasks.map { try TaskRequest(argument: $0) }
             request.numFewshot = numFewshot
             request.export = export.map { URL(fileURLWithPath: $0) }
+            request.exportMergekit = exportMergekit.map { URL(fileURLWithPath: $0) }
             let result = try DropRun.run(request) { log.info("\($0)") }
             print(json ? try encodeJSON(result) : DropTable(result).text)
         }

@@ -9,7 +9,7 @@ struct DropTable {
 
     var text: String {
         var lines: [String] = []
-        let mode = result.iterative ? "iterative" : "one-shot"
+        let mode = result.iterative ? "iterative" : result.blockMetric.map { "contiguous, by \($0)" } ?? "one-shot"
         lines.append("Dropped (\(result.target), \(result.count), \(mode)):")
         if !result.droppedBlocks.isEmpty { lines.append("  blocks     \(list(result.droppedBlocks))") }
         lines.append("  attention  \(list(result.droppedAttention))")
@@ -41,6 +41,7 @@ struct DropTable {
             lines.append("SDR (performance lost % per decode speed-up %, on \(basis)): \(format(sdr, 3))")
         }
         if let export = result.export { lines.append("exported to \(export)") }
+        if let yaml = result.exportMergekit { lines.append("mergekit passthrough configuration: \(yaml)") }
         return lines.joined(separator: "\n")
     }
 

@@ -4,6 +4,7 @@ import CheckpointIO
 import DroptraceSupport
 import Foundation
 import Scoring
+import Reporting
 import ScoreStore
 
 struct ScoreCommand: ParsableCommand {
@@ -22,7 +23,15 @@ struct ScoreCommand: ParsableCommand {
               /similarity/block_gap                                         float32 [C, L, L]
               /per_sequence/..., /similarity/block_gap_sums/...             float64 sums (README)
 
+              /scores/<module>_angular_distance[_last_token]                float32 [C, L]
+              /similarity/block_gap_angular_distance[_last_token]           float32 [C, L, L]
+
             with C = 1. An existing output file is replaced only once the new one is complete.
+
+            On standard output (--json: the same as JSON) it prints which layers each method would drop \
+            (LLM-Drop's 1 - cos, identical to ShortGPT's Block Influence for blocks; Gromov et al.'s angular \
+            distance arccos(cos)/pi over all tokens and at the last token, as PruneMe) and, for every block \
+            size n, the best contiguous block to drop by each metric, with 0-based layer indices.
 
             Example:
               droptrace score runs/checkpoint-1000 --calibration calib.txt --seq-len 256 --samples 32 --output scores.h5
@@ -41,7 +50,7 @@ struct ScoreCommand: ParsableCommand {
 
     @OptionGroup var engine: EngineOptions
 
-    @Flag(help: "Also print the scores as JSON on standard output.")
+    @Flag(help: "Print the scores and the comparison of methods as JSON on standard output instead of tables.")
     var json = false
 
     func run() throws {
@@ -64,7 +73,9 @@ struct ScoreCommand: ParsableCommand {
             try file.write(to: URL(fileURLWithPath: output))
             log.info("wrote \(output)")
             if json {
-                print(try ScoresJSON(checkpoint: name, scored: scored).encoded())
+                print(try ScoresJSON(checkpoint: name, scored: scored, row: row).encoded())
+            } else {
+                print(PeerMetricTables.summary(of: row))
             }
         }
     }

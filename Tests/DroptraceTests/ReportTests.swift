@@ -143,7 +143,7 @@ extension ReportTests {
         @Test func everyFigureIsStandaloneSVG() throws {
             let report = try WrittenReport()
             let names = report.figureFiles.map(\.lastPathComponent)
-            #expect(names == ["importance_attention.svg", "importance_block.svg", "importance_mlp.svg",
+            #expect(names == ["block_gap_cosine.svg", "importance_attention.svg", "importance_block.svg", "importance_mlp.svg",
                               "jaccard_final.svg", "mean_importance.svg", "rank_correlation_final.svg"])
             for file in report.figureFiles { try expectStandaloneSVG(file) }
         }
@@ -302,7 +302,7 @@ extension ReportTests {
         @Test func everyLinkPointsAtAFileOrAHeading() throws {
             let report = try WrittenReport()
             let targets = linkTargets(in: report.markdown)
-            #expect(targets.filter { $0.hasSuffix(".svg") }.count == 6)
+            #expect(targets.filter { $0.hasSuffix(".svg") }.count == 7)
             for target in targets {
                 if target.hasPrefix("#") {
                     // GitHub's anchor for "## How the verdict is decided".
@@ -344,7 +344,8 @@ extension ReportTests {
             #expect(report.markdown.contains("Only one checkpoint: there is nothing to correlate"))
             #expect(!report.markdown.contains("### With the final checkpoint"))
             #expect(report.figureFiles.map(\.lastPathComponent)
-                == ["importance_attention.svg", "importance_block.svg", "importance_mlp.svg", "mean_importance.svg"])
+                == ["block_gap_cosine.svg", "importance_attention.svg", "importance_block.svg", "importance_mlp.svg",
+                    "mean_importance.svg"])
             for target in linkTargets(in: report.markdown) where !target.hasPrefix("#") {
                 #expect(FileManager.default.fileExists(atPath: report.directory.appendingPathComponent(target).path))
             }

@@ -1,0 +1,109 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+
+/// A block drop written as a mergekit `passthrough` configuration: the kept
+/// layers as `slices`, each a `layer_range: [start, end]` of the source
+/// model, 0-based and end-exclusive as mergekit reads it (`[0, 24]` is
+/// layers 0–23). `mergekit-yaml FILE OUT_DIR` then writes the pruned model.
+public enum MergekitSlices {
+    /// The YAML text.
+    /// - Parameters:
+    ///   - model: the source checkpoint as mergekit names it (a path).
+    ///   - layers: L, the source's layer count.
+    ///   - dropped: the dropped blocks, each in 0..<L, fewer than L of them.
+    ///   - dtype: mergekit's `dtype` (`float32`, `float16`, `bfloat16`).
+    public static func yaml(model: String, layers: Int, dropped: Set<Int>, dtype: String) -> String {
+        var text = "# Written by droptrace \(DroptraceVersion.string): layers \(list(dropped.sorted())) "
+            + "(0-based) of \(layers) dropped.\n"
+            + "# layer_range is 0-based and end-exclusive, as mergekit reads it.\n"
+            + "slices:\n"
+        for range in keptRanges(layers: layers, dropped: dropped) {
+            text += "  - sources:\n"
+                + "      - model: \(quoted(model))\n"
+                + "        layer_range: [\(range.lowerBound), \(range.upperBound)]\n"
+        }
+        return text + "merge_method: passthrough\ndtype: \(dtype)\n"
+    }
+
+    /// The maximal runs of kept layers, ascending.
+    static func keptRanges(layers: Int, dropped: Set<Int>) -> [Range<Int>] {
+        var ranges: [Range<Int>] = []
+        var start: Int?
+        for layer in 0...layers {
+            let kept = layer < layers && !dropped.contains(layer)
+            if kept, start == nil { start = layer }
+            if !kept, let first = start {
+                ranges.append(first..<layer)
+                start = nil
+            }
+        }
+        return ranges
+    }
+
+    /// Refuses what a passthrough merge cannot express, before any work is
+    /// done: a GGUF source (mergekit reads Hugging Face checkpoints) and a
+    /// checkpoint that already drops attention or MLP modules inside its layers.
+    public static func checkSource(_ model: any LanguageModel) throws {
+        let checkpoint = model.checkpoint
+        if checkpoint.gguf != nil {
+            throw DroptraceError(
+                "--export-mergekit needs a Hugging Face checkpoint; mergekit cannot read GGUF files",
+                path: checkpoint.directory.path)
+        }
+        if !model.configuredDrops.attention.isEmpty || !model.configuredDrops.mlp.isEmpty {
+            throw DroptraceError(
+                "--export-mergekit: the checkpoint's config.json already drops attention or MLP modules "
+                    + "(\(DropPlan.attentionKey) / \(DropPlan.mlpKey)), which a mergekit passthrough cannot express",
+                path: checkpoint.configURL.path)
+        }
+    }
+
+    /// mergekit's name of the checkpoint's weight type: that of its
+    /// floating-point tensors (float32 for quantised or FP8 weights, which
+    /// mergekit would widen anyway).
+    public static func dtype(of checkpoint: Checkpoint) -> String {
+        let dtypes = checkpoint.tensorNames.lazy.compactMap { try? checkpoint.tensor($0).dtype }
+        switch dtypes.first(where: { [.float32, .float16, .bfloat16].contains($0) }) {
+        case .float16: return "float16"
+        case .bfloat16: return "bfloat16"
+        default: return "float32"
+        }
+    }
+
+    /// Writes the YAML for `plan`'s blocks of `model` to `url`, replacing
+    /// it atomically (never through a symbolic link).
+    public static func write(model: any LanguageModel, plan: DropPlan, to url: URL) throws {
+        let blocks = plan.blocks.union(model.configuredDrops.blocks)
+        let text = yaml(
+            model: model.checkpoint.directory.standardizedFileURL.path, layers: model.layerCount, dropped: blocks,
+            dtype: dtype(of: model.checkpoint))
+        let directory = try outputDirectory(for: url)
+        try directory.replaceFile(url.lastPathComponent, with: Array(text.utf8))
+        try directory.sync()
+    }
+
+    /// The existing directory `url` goes in.
+    /// - Throws: `DroptraceError` naming `url` when it does not exist or `url` names a directory.
+    public static func outputDirectory(for url: URL) throws -> DirectoryHandle {
+        let parent = url.deletingLastPathComponent().path
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw DroptraceError("cannot write: directory \(parent) does not exist", path: url.path)
+        }
+        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw DroptraceError("is a directory; --export-mergekit takes a file name", path: url.path)
+        }
+        return try DirectoryHandle.create(at: parent)
+    }
+
+    private static func list(_ layers: [Int]) -> String { layers.map(String.init).joined(separator: ", ") }
+
+    /// A YAML double-quoted scalar (JSON's string escapes are valid YAML).
+    private static func quoted(_ text: String) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: [text], options: [.withoutEscapingSlashes])) ?? Data("[\"\"]".utf8)
+        let array = String(decoding: data, as: UTF8.self)
+        return String(array.dropFirst().dropLast())
+    }
+}

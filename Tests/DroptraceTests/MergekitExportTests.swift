@@ -1,0 +1,91 @@
+import Dropping
+import Foundation
+import Testing
+
+/// `drop --export-mergekit`: a block drop as a mergekit passthrough YAML
+/// with 0-based, end-exclusive layer ranges.
+@Suite struct MergekitExportTests {
+    @Test func keptLayersBecomeEndExclusiveSlices() {
+        let yaml = MergekitSlices.yaml(model: "/m/ckpt", layers: 8, dropped: [3, 4, 5], dtype: "bfloat16")
+        #expect(yaml.hasSuffix("""
+            slices:
+              - sources:
+                  - model: "/m/ckpt"
+                    layer_range: [0, 3]
+              - sources:
+                  - model: "/m/ckpt"
+                    layer_range: [6, 8]
+            merge_method: passthrough
+            dtype: bfloat16
+
+            """))
+        #expect(yaml.contains("layers 3, 4, 5 (0-based) of 8 dropped"))
+    }
+
+    @Test func dropsAtEitherEndAndScatteredDropsLeaveNoEmptySlice() {
+        func ranges(_ dropped: Set<Int>, of layers: Int) -> [String] {
+            MergekitSlices.yaml(model: "m", layers: layers, dropped: dropped, dtype: "float32")
+                .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+                .filter { $0.hasPrefix("layer_range") }
+        }
+        #expect(ranges([0, 1], of: 4) == ["layer_range: [2, 4]"])
+        #expect(ranges([3], of: 4) == ["layer_range: [0, 3]"])
+        #expect(ranges([0, 2], of: 4) == ["layer_range: [1, 2]", "layer_range: [3, 4]"])
+    }
+
+    @Test func pathsAreQuotedAsYAMLStrings() {
+        let yaml = MergekitSlices.yaml(model: "/a \"b\"\\c: d#e", layers: 2, dropped: [1], dtype: "float16")
+        #expect(yaml.contains(#"- model: "/a \"b\"\\c: d#e""#))
+    }
+
+    @Test func dropWritesTheSlicesOfTheBlocksItDrops() throws {
+        let scratch = try ScratchDirectory()
+        let yaml = scratch.path("slice.yaml")
+        let result = try DroptraceCommand.run([
+            "drop", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--target", "block", "--consecutive", "--count", "2", "--export-mergekit", yaml.path, "--json",
+        ])
+        try #require(result.status == 0, "\(result.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        let dropped = try #require(json["dropped_blocks"] as? [Int])
+        #expect(json["export_mergekit"] as? String == yaml.path)
+        let text = try String(contentsOf: yaml, encoding: .utf8)
+        let kept = (0..<5).filter { !dropped.contains($0) }
+        let slices = text.split(separator: "\n").filter { $0.trimmingCharacters(in: .whitespaces).hasPrefix("layer_range") }
+        // Every kept layer is in exactly one slice, every dropped one in none.
+        var covered: [Int] = []
+        for slice in slices {
+            let numbers = slice.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+            covered += Array(numbers[0]..<numbers[1])
+        }
+        #expect(covered == kept)
+        #expect(text.contains("merge_method: passthrough") && text.contains("dtype: float32"))
+        #expect(text.contains("- model: \"\(FixtureFiles.model("llama-f32").standardizedFileURL.path)\""))
+    }
+
+    @Test func badRequestsFailAtOnceWithOneLine() throws {
+        let scratch = try ScratchDirectory()
+        let model = FixtureFiles.model("llama-f32").path
+        let cases: [([String], String)] = [
+            (["--target", "attention", "--count", "1", "--export-mergekit", scratch.path("a.yaml").path],
+             "\(scratch.path("a.yaml").path): --export-mergekit applies to --target block only"),
+            (["--target", "block", "--count", "1", "--export-mergekit", scratch.path("missing/a.yaml").path],
+             "directory \(scratch.path("missing").path) does not exist"),
+            (["--target", "block", "--count", "1", "--export-mergekit", scratch.url.path], "is a directory"),
+        ]
+        for (arguments, phrase) in cases {
+            let result = try DroptraceCommand.run(
+                ["drop", model, "--calibration", FixtureFiles.calibrationJSONL.path] + arguments)
+            let errors = result.stderr.split(separator: "\n").filter { $0.contains("error") }
+            #expect(result.status == 1 && errors.count == 1, "\(arguments): \(result.stderr)")
+            #expect(result.stderr.contains(phrase), "\(arguments): \(result.stderr)")
+        }
+        let gguf = FixtureFiles.root.appendingPathComponent("gguf/llama-f32.gguf").path
+        let result = try DroptraceCommand.run([
+            "drop", gguf, "--calibration", FixtureFiles.calibrationJSONL.path, "--target", "block", "--count", "1",
+            "--export-mergekit", scratch.path("g.yaml").path,
+        ])
+        #expect(result.status == 1 && result.stderr.contains("mergekit cannot read GGUF"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("g.yaml").path))
+    }
+}
