@@ -50,15 +50,7 @@ public enum PipelineDocument {
                     + "\(known.sorted().joined(separator: ", ")); a pipeline file either traces or compares",
                 path: url.path)
         }
-        let file: ComparePipelineFile
-        do { file = try YAMLDecoder().decode(ComparePipelineFile.self, from: text) } catch let DecodingError.keyNotFound(key, _) {
-            throw DroptraceError("missing setting \"\(key.stringValue)\"", path: url.path)
-        } catch let DecodingError.typeMismatch(_, context) {
-            throw DroptraceError(
-                "setting \"\(context.codingPath.map(\.stringValue).joined(separator: "."))\" has the wrong type", path: url.path)
-        } catch {
-            throw DroptraceError("cannot read: \(SystemError.oneLine("\(error)"))", path: url.path)
-        }
+        let file = try PipelineYAML.decode(ComparePipelineFile.self, from: text, path: url.path)
         guard file.compare.count >= 2 else {
             throw DroptraceError("\"compare\" lists \(file.compare.count) store(s); give at least two", path: url.path)
         }

@@ -94,15 +94,7 @@ public struct PipelineFile: Decodable {
                     path: url.path)
             }
         }
-        var file: PipelineFile
-        do { file = try YAMLDecoder().decode(PipelineFile.self, from: text) } catch let DecodingError.keyNotFound(key, _) {
-            throw DroptraceError("missing setting \"\(key.stringValue)\"", path: url.path)
-        } catch let DecodingError.typeMismatch(_, context) {
-            throw DroptraceError(
-                "setting \"\(context.codingPath.map(\.stringValue).joined(separator: "."))\" has the wrong type", path: url.path)
-        } catch {
-            throw DroptraceError("cannot read: \(SystemError.oneLine("\(error)"))", path: url.path)
-        }
+        var file = try PipelineYAML.decode(PipelineFile.self, from: text, path: url.path)
         guard (file.series == nil) != (file.checkpoints == nil) else {
             throw DroptraceError("give exactly one of \"series\" (a directory) or \"checkpoints\" (a list)", path: url.path)
         }
@@ -146,6 +138,18 @@ public struct PipelineFile: Decodable {
 
 /// The guards `PipelineFile.load` puts around the YAML library.
 enum PipelineYAML {
+    /// `text` decoded as `type`, decoding errors as one line naming the setting.
+    static func decode<T: Decodable>(_ type: T.Type, from text: String, path: String) throws -> T {
+        do { return try YAMLDecoder().decode(type, from: text) } catch let DecodingError.keyNotFound(key, _) {
+            throw DroptraceError("missing setting \"\(key.stringValue)\"", path: path)
+        } catch let DecodingError.typeMismatch(_, context) {
+            throw DroptraceError(
+                "setting \"\(context.codingPath.map(\.stringValue).joined(separator: "."))\" has the wrong type", path: path)
+        } catch {
+            throw DroptraceError("cannot read: \(SystemError.oneLine("\(error)"))", path: path)
+        }
+    }
+
     static let maxBytes = 1 << 20
     static let maxDepth = 64
     static let maxValues = 10_000
