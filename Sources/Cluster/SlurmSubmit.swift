@@ -47,6 +47,12 @@ public struct SlurmSubmit {
         file = try PipelineFile.load(self.pipeline)
         settings = (file.slurm ?? PipelineSlurmSection()).overridden(by: overrides)
         options = file.options(relativeTo: self.pipeline.deletingLastPathComponent(), force: false)
+        // Every shard needs a window: refuse here what every array task would refuse after queueing.
+        if let samples = options.calibration.samples, let shards = settings.shards, shards > samples {
+            throw DroptraceError(
+                "\(shards) shards but samples is \(samples): each shard needs a calibration window; use at most \(samples) shards",
+                path: self.pipeline.path)
+        }
         self.executable = executable
     }
 
