@@ -1,4 +1,7 @@
+import Analysis
 import Foundation
+import Pipeline
+import Reporting
 import Testing
 
 /// Bugs found by using the new commands as a new user would, each kept from
@@ -28,5 +31,36 @@ struct TryoutRegressionTests {
                 #expect(result.status == 0, "as many shards as samples is fine: \(result.stderr)")
             }
         }
+    }
+
+    /// compare's table of runs gives each criterion the status the run's
+    /// own report gives it: one whose interval straddles its threshold is
+    /// inconclusive there, not "pass" by its measured value alone.
+    @Test func compareShowsACriterionWithinNoiseAsInconclusive() throws {
+        let scratch = try ScratchDirectory()
+        let rows = AnalysisFixtures.clearlyInherentRows()
+        var stores: [URL] = []
+        for name in ["a", "b"] {
+            let directory = scratch.path(name)
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            var analysis = try SeriesAnalysis(rows: rows)
+            if name == "b" {
+                let index = try #require(analysis.verdict.criteria.firstIndex { $0.id == "drop_set_agreement" })
+                let criterion = analysis.verdict.criteria[index]
+                #expect(criterion.passed)
+                analysis.verdict.criteria[index].interval = ConfidenceInterval(
+                    low: criterion.threshold - 0.1, high: max(criterion.value, criterion.threshold + 0.1))
+                analysis.verdict.outcome = .inconclusive
+            }
+            try AnalysisFixtures.scoreFile(rows).write(to: directory.appendingPathComponent("scores.h5")) { try analysis.write(into: $0) }
+            stores.append(directory)
+        }
+        let report = try CompareRuns.run(stores: stores, output: scratch.path("compare"), title: nil)
+        let markdown = try String(contentsOf: report, encoding: .utf8)
+        let line = try #require(markdown.split(separator: "\n").first { $0.hasPrefix("| b |") }, "\(markdown)")
+        #expect(line.contains("(inconclusive)"), "\(line)")
+        #expect(line.filter { $0 == "(" }.count == 3)
+        let other = try #require(markdown.split(separator: "\n").first { $0.hasPrefix("| a |") })
+        #expect(!other.contains("inconclusive"), "\(other)")
     }
 }
