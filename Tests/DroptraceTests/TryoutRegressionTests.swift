@@ -63,4 +63,16 @@ struct TryoutRegressionTests {
         let other = try #require(markdown.split(separator: "\n").first { $0.hasPrefix("| a |") })
         #expect(!other.contains("inconclusive"), "\(other)")
     }
+
+    /// A comparison pipeline, which `run` accepts, is refused by slurm
+    /// submit for what it is, not as a file with an unknown setting.
+    @Test func submitOfAComparisonPipelineSaysWhy() throws {
+        let scratch = try ScratchDirectory()
+        let pipeline = try scratch.write("compare: [a, b]\noutput: out\n", to: "pipeline.yaml")
+        let result = try DroptraceCommand.run(["slurm", "submit", pipeline.path, "--dry-run"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("\(pipeline.path): compares stored runs"), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("out").path))
+    }
 }
