@@ -44,9 +44,20 @@ public struct SlurmSubmit {
     public init(pipeline: URL, overrides: PipelineSlurmSection, executable: URL) throws {
         self.pipeline = pipeline.standardizedFileURL
         try overrides.validate(path: self.pipeline.path, asOptions: true)
-        file = try PipelineFile.load(self.pipeline)
+        guard case .trace(let file) = try PipelineDocument.load(self.pipeline) else {
+            throw DroptraceError(
+                "compares stored runs, which scores nothing: there is nothing to submit to Slurm; use droptrace run",
+                path: self.pipeline.path)
+        }
+        self.file = file
         settings = (file.slurm ?? PipelineSlurmSection()).overridden(by: overrides)
         options = file.options(relativeTo: self.pipeline.deletingLastPathComponent(), force: false)
+        // Every shard needs a window: refuse here what every array task would refuse after queueing.
+        if let samples = options.calibration.samples, let shards = settings.shards, shards > samples {
+            throw DroptraceError(
+                "\(shards) shards but samples is \(samples): each shard needs a calibration window; use at most \(samples) shards",
+                path: self.pipeline.path)
+        }
         self.executable = executable
     }
 

@@ -100,8 +100,8 @@ struct ComparisonMarkdown {
                 guard let criterion = run.analysis.verdict.criteria.first(where: { $0.id == id }) else {
                     return NumberFormatting.undefined
                 }
-                let result = criterion.value.isNaN ? "n/a" : criterion.passed ? "pass" : "fail"
-                return "\(NumberFormatting.correlation(criterion.value)) (\(result))"
+                // The status the run's own report gives: within noise is inconclusive, not pass.
+                return "\(NumberFormatting.correlation(criterion.value)) (\(criterion.status.rawValue))"
             }
             table.add([
                 Markdown.escape(run.label), Markdown.escape(run.path), String(rows.count),
