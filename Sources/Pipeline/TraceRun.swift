@@ -184,7 +184,7 @@ public final class TraceRun {
         }
         try tasks?.update(&taskAccuracy, store: store, analysis: analysis, onDisk: onDisk) { log.info("\($0)") }
         // A cron run that found nothing new leaves the store's bytes alone.
-        if try !storeHolds(store, analysis: analysis) { try write(store) }
+        if try !storeHolds(store, analysis: analysis) { try write(store, analysis: analysis) }
         // The report is drawn from the store as written, exactly as `droptrace report` draws it.
         summary.report = try ReportRebuild.write(outDir: options.output, storeURL: options.storeURL, title: nil)
         log.info("report: \(summary.report!.path)")
@@ -193,15 +193,17 @@ public final class TraceRun {
 
     /// Writes the store with its analysis (and the report title, so
     /// `droptrace report` can rebuild the same report), atomically.
-    private func write(_ store: ScoreFile) throws {
-        let analysis = try SeriesAnalysis(rows: store.rows, dropK: options.dropK)
+    /// - Parameter analysis: of `store`'s rows, when the caller has it
+    ///   (the bootstrap makes it worth not computing twice).
+    private func write(_ store: ScoreFile, analysis: SeriesAnalysis? = nil) throws {
+        let analysis = try analysis ?? SeriesAnalysis(rows: store.rows, dropK: options.dropK)
         let (evaluation, taskAccuracy, title) = (self.evaluation, self.taskAccuracy, options.title)
         do {
             try store.write(to: options.storeURL) { file in
                 try analysis.write(into: file)
                 try evaluation.write(into: file, rows: store.rows, dropK: analysis.dropK)
                 try taskAccuracy.write(into: file, rows: store.rows.map(\.name), dropK: analysis.dropK)
-                if let title { try file.setAttribute(Self.titleAttribute, title) }
+                if let title { try file.setAttribute(ReportWriter.titleAttribute, title) }
             }
         } catch let error as DroptraceError {
             throw StoreWriteFailure(error: error)
@@ -215,9 +217,6 @@ public final class TraceRun {
         public let error: DroptraceError
         public var description: String { error.description }
     }
-
-    /// Root attribute holding the report title, when one was given.
-    public static let titleAttribute = ReportWriter.titleAttribute
 
     /// Temporary files of runs killed while writing the store or the report
     /// (the lock is ours, so no other run writes them); nothing else.
@@ -233,7 +232,7 @@ public final class TraceRun {
         else { return false }
         let file = try HDF5File.open(at: options.storeURL)
         defer { try? file.close() }
-        let storedTitle = try file.hasAttribute(Self.titleAttribute) ? try file.stringAttribute(Self.titleAttribute) : nil
+        let storedTitle = try ReportWriter.storedTitle(in: file)
         let storedEvaluation = try DropEvaluation.read(from: file, rows: store.rows) ?? DropEvaluation()
         let storedTasks = try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name))
         return try SeriesAnalysis.isStored(in: file) && SeriesAnalysis.read(from: file) == analysis

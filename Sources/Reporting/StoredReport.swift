@@ -11,6 +11,11 @@ extension ReportWriter {
     /// Root attribute of the store holding the report title, when one was given.
     public static let titleAttribute = "report_title"
 
+    /// The title stored in `file`, nil when none was given.
+    public static func storedTitle(in file: HDF5File) throws -> String? {
+        try file.hasAttribute(titleAttribute) ? try file.stringAttribute(titleAttribute) : nil
+    }
+
     /// The report of the store at `url`.
     /// - Parameter title: overrides the stored title for this report only
     ///   (the store is not changed).
@@ -22,7 +27,7 @@ extension ReportWriter {
         defer { try? file.close() }
         let analysis = try SeriesAnalysis.isStored(in: file)
             ? try SeriesAnalysis.read(from: file) : try SeriesAnalysis(rows: scoreFile.rows)
-        let storedTitle = try file.hasAttribute(titleAttribute) ? try file.stringAttribute(titleAttribute) : nil
+        let storedTitle = try storedTitle(in: file)
         let evaluation = try DropEvaluation.read(from: file, rows: scoreFile.rows)
         let taskAccuracy = try TaskAccuracyRecord.read(from: file, rows: scoreFile.rows.map(\.name))
         do {
