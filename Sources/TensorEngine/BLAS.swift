@@ -36,3 +36,12 @@ public enum BLAS {
     }
 
 }
+
+/// The matrix kernels the engine runs on this CPU.
+public enum MatrixKernels {
+    /// One line naming the library, kernel and instruction set used for
+    /// matrix products in `precision` (recorded in stores as `matrix_kernel`).
+    public static func description(for precision: Precision) -> String {
+        "OpenBLAS \(String(cString: openblas_get_corename())) sgemm"
+    }
+}
