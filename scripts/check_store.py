@@ -30,6 +30,11 @@ def check(path):
         for name in INT_ATTRS:
             if not isinstance(f.attrs.get(name), np.integer):
                 problems.append(f"root attribute {name} missing or not an integer")
+        # Optional: stores written before they were recorded lack them (precision f32).
+        if "precision" in f.attrs and f.attrs["precision"] not in ("f32", "bf16"):
+            problems.append("root attribute precision is not f32 or bf16")
+        if "matrix_kernel" in f.attrs and not isinstance(f.attrs["matrix_kernel"], str):
+            problems.append("root attribute matrix_kernel is not a string")
         if problems:
             return problems, None
         layers = int(f.attrs["num_layers"])

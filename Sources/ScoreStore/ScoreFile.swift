@@ -72,18 +72,44 @@ public struct ScoreFileMetadata: Sendable, Equatable {
     /// that shard's sequences only); nil in a store. `calibrationSHA256` and
     /// `calibrationTokens` describe the whole calibration set either way.
     public var shard: CalibrationShard?
+    /// The arithmetic of the matrix products the rows were scored with, one
+    /// of `ScoreFileLayout.precisions` (TensorEngine's `Precision`): "f32"
+    /// in stores written before it was recorded.
+    public var precision: String
+    /// The matrix kernels that scored the rows (TensorEngine's
+    /// `MatrixKernels.description`), several "; "-separated when a store was
+    /// continued on other machines; nil in stores written before it was recorded.
+    public var matrixKernel: String?
 
     public init(
         modelType: String, numLayers: Int, metric: String = "cosine",
-        calibrationSHA256: String, calibrationTokens: Int64, droptraceVersion: String, shard: CalibrationShard? = nil
+        calibrationSHA256: String, calibrationTokens: Int64, droptraceVersion: String, shard: CalibrationShard? = nil,
+        precision: String = "f32", matrixKernel: String? = nil
     ) {
         self.shard = shard
+        self.precision = precision
+        self.matrixKernel = matrixKernel
         self.modelType = modelType
         self.numLayers = numLayers
         self.metric = metric
         self.calibrationSHA256 = calibrationSHA256
         self.calibrationTokens = calibrationTokens
         self.droptraceVersion = droptraceVersion
+    }
+}
+
+extension ScoreFileMetadata {
+    static let kernelSeparator = "; "
+
+    /// Adds the kernels of `other` (rows scored elsewhere, stored here) to
+    /// `matrixKernel`, each kernel named once, in the order first used.
+    public mutating func recordKernels(of other: ScoreFileMetadata) {
+        guard let added = other.matrixKernel else { return }
+        var kernels = matrixKernel?.components(separatedBy: Self.kernelSeparator) ?? []
+        for kernel in added.components(separatedBy: Self.kernelSeparator) where !kernels.contains(kernel) {
+            kernels.append(kernel)
+        }
+        matrixKernel = kernels.joined(separator: Self.kernelSeparator)
     }
 }
 

@@ -61,7 +61,17 @@ public enum ScoreFileLayout {
         /// (`droptrace slurm task`): which shard of how many it holds.
         public static let shardIndex = "shard_index"
         public static let shardCount = "shard_count"
+        /// string, one of `precisions`; absent in stores written before it
+        /// was recorded, which were scored in "f32".
+        public static let precision = "precision"
+        /// string, one line: the matrix kernels that scored the rows; optional.
+        public static let matrixKernel = "matrix_kernel"
     }
+
+    /// The values of the `precision` attribute: TensorEngine's `Precision`
+    /// names (f32: float32 matrix products; bf16: bfloat16 inputs, float32
+    /// accumulation).
+    public static let precisions = ["f32", "bf16"]
 
     /// Every dataset is chunked and compressed: score series over many
     /// checkpoints are mostly similar floats and shrink well.

@@ -134,13 +134,35 @@ enum ScoreFileReader {
                 throw DroptraceError("root attributes \(Names.shardIndex), \(Names.shardCount): \(error.message)", path: file.filePath)
             }
         }
+        // Both absent from stores written before they were recorded, which were scored in float32.
+        let precision = try file.hasAttribute(Names.precision) ? try file.stringAttribute(Names.precision) : "f32"
+        let kernel = try file.hasAttribute(Names.matrixKernel) ? try file.stringAttribute(Names.matrixKernel) : nil
+        if let problem = problem(precision: precision, matrixKernel: kernel) {
+            throw DroptraceError(problem, path: file.filePath)
+        }
         return ScoreFileMetadata(
             modelType: try file.stringAttribute(Names.modelType),
             numLayers: Int(layers),
             metric: try file.stringAttribute(Names.metric),
             calibrationSHA256: try file.stringAttribute(Names.calibrationSHA256),
             calibrationTokens: try file.scalarAttribute(Names.calibrationTokens, as: Int64.self),
-            droptraceVersion: try file.stringAttribute(Names.droptraceVersion), shard: shard)
+            droptraceVersion: try file.stringAttribute(Names.droptraceVersion), shard: shard,
+            precision: precision, matrixKernel: kernel)
+    }
+
+    /// What is wrong with these attribute values, nil when nothing: a
+    /// precision droptrace does not know, a kernel name that is not one line
+    /// of text (it is printed in reports and messages).
+    static func problem(precision: String, matrixKernel: String?) -> String? {
+        typealias Names = ScoreFileLayout.Attribute
+        if !ScoreFileLayout.precisions.contains(precision) {
+            return "root attribute \(Names.precision) is \"\(SystemError.oneLine(String(precision.prefix(40))))\", expected \(ScoreFileLayout.precisions.joined(separator: " or "))"
+        }
+        if let matrixKernel, matrixKernel.isEmpty || matrixKernel.count > 1000
+            || matrixKernel.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0 == "\u{2028}" || $0 == "\u{2029}" }) {
+            return "root attribute \(Names.matrixKernel) is not one line of text (at most 1000 characters)"
+        }
+        return nil
     }
 
     enum Contents: String {

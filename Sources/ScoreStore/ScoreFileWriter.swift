@@ -8,6 +8,9 @@ enum ScoreFileWriter {
         guard layers > 0 else {
             throw DroptraceError("cannot write score file: num_layers is \(layers), must be positive", path: path)
         }
+        if let problem = ScoreFileReader.problem(precision: scores.metadata.precision, matrixKernel: scores.metadata.matrixKernel) {
+            throw DroptraceError("cannot write score file: \(problem)", path: path)
+        }
         for (index, row) in scores.rows.enumerated() {
             func fail(_ problem: String) -> DroptraceError {
                 DroptraceError("cannot write score file: checkpoint '\(row.name)' (row \(index)): \(problem)",
@@ -74,6 +77,8 @@ enum ScoreFileWriter {
         try file.setAttribute(Names.calibrationSHA256, metadata.calibrationSHA256)
         try file.setAttribute(Names.calibrationTokens, metadata.calibrationTokens)
         try file.setAttribute(Names.droptraceVersion, metadata.droptraceVersion)
+        try file.setAttribute(Names.precision, metadata.precision)
+        if let kernel = metadata.matrixKernel { try file.setAttribute(Names.matrixKernel, kernel) }
         if let shard = metadata.shard {
             try file.setAttribute(Names.shardIndex, Int64(shard.index))
             try file.setAttribute(Names.shardCount, Int64(shard.count))

@@ -150,8 +150,9 @@ extension ScoreStoreTests {
 
                 #expect(try file.attributeNames().sorted() == [
                     "calibration_sha256", "calibration_tokens", "droptrace_version", "metric", "model_type", "num_layers",
+                    "precision",
                 ])
-                for name in ["model_type", "metric", "calibration_sha256", "droptrace_version"] {
+                for name in ["model_type", "metric", "calibration_sha256", "droptrace_version", "precision"] {
                     #expect(try file.attributeType(name) == .string(variableLength: true))
                     #expect(try file.attributeShape(name) == [])
                 }
