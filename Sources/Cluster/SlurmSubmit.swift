@@ -214,11 +214,15 @@ public struct SlurmSubmit {
     }
 
     /// Row name → fingerprint of the store's rows (none without a store).
+    /// - Throws: `DroptraceError` naming the store when it was scored in
+    ///   another precision than the pipeline's: finalize would refuse to
+    ///   continue it, so nothing is submitted.
     private func storedFingerprints() throws -> [String: String] {
         let url = layout.store
         guard FileManager.default.fileExists(atPath: url.path) else { return [:] }
-        let rows = try ScoreFile.read(from: url).rows
-        return Dictionary(rows.map { ($0.name, $0.fingerprint) }, uniquingKeysWith: { _, last in last })
+        let store = try ScoreFile.read(from: url)
+        try store.metadata.checkContinued(in: options.precision, store: url.path)
+        return Dictionary(store.rows.map { ($0.name, $0.fingerprint) }, uniquingKeysWith: { _, last in last })
     }
 
     /// A new directory name under OUT_DIR/slurm: the UTC time, made unique.

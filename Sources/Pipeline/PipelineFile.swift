@@ -2,6 +2,7 @@ import DroptraceSupport
 import Evaluation
 import Foundation
 import Scoring
+import TensorEngine
 import Yams
 
 /// A pipeline file (YAML), the declarative form of `droptrace trace`.
@@ -22,6 +23,7 @@ import Yams
 ///         fewshot: ../data/arc/ARC-Easy-Train.jsonl
 ///     num_fewshot: 0                       # optional: few-shot examples per prompt
 ///     settle_minutes: 30                   # optional: see `trace --settle-minutes`
+///     precision: bf16                      # optional: f32 (default) or bf16, see `trace --precision`
 ///     output: ../reports/demo
 public struct PipelineFile: Decodable {
     public var title: String?
@@ -45,9 +47,11 @@ public struct PipelineFile: Decodable {
     public var numFewshot: Int?
     /// Defaults for `droptrace slurm submit` (`PipelineSlurmSection`); `run` ignores them.
     public var slurm: PipelineSlurmSection?
+    /// The arithmetic of the matrix products (`trace --precision`); nil: f32.
+    public var precision: Precision?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case title, series, checkpoints, calibration, samples, output, eval, slurm
+        case title, series, checkpoints, calibration, samples, output, eval, slurm, precision
         case seqLen = "seq_len"
         case dropK = "drop_k"
         case settleMinutes = "settle_minutes"
@@ -94,6 +98,12 @@ public struct PipelineFile: Decodable {
                     path: url.path)
             }
         }
+        // Checked before decoding, which would only say that the value cannot be read.
+        if let node = mapping[CodingKeys.precision.rawValue],
+           node.null != nil || node.scalar.flatMap({ Precision(rawValue: $0.string) }) == nil {
+            throw DroptraceError(
+                "precision must be \(Precision.allCases.map(\.rawValue).joined(separator: " or "))", path: url.path)
+        }
         var file = try PipelineYAML.decode(PipelineFile.self, from: text, path: url.path)
         guard (file.series == nil) != (file.checkpoints == nil) else {
             throw DroptraceError("give exactly one of \"series\" (a directory) or \"checkpoints\" (a list)", path: url.path)
@@ -132,6 +142,7 @@ public struct PipelineFile: Decodable {
         // `load` checked every task name, so none is left out here.
         options.tasks = tasks.compactMap { try? $0.request(relativeTo: base, path: "") }
         options.numFewshot = numFewshot
+        options.precision = precision ?? .f32
         return options
     }
 }

@@ -2,6 +2,7 @@ import DroptraceSupport
 import Foundation
 import Scoring
 import ScoreStore
+import TensorEngine
 
 /// The partial results of one checkpoint's calibration shards, scored apart
 /// (`droptrace slurm task`) and merged into the store (`slurm finalize`):
@@ -9,7 +10,8 @@ import ScoreStore
 /// file holding the shard's per-sequence sums (means of the shard alone),
 /// with the root attributes `shard_index` and `shard_count`;
 /// `calibration_sha256` and `calibration_tokens` are those of the whole
-/// calibration set, the row's fingerprint that of the checkpoint's files.
+/// calibration set, the row's fingerprint that of the checkpoint's files,
+/// `precision` and `matrix_kernel` those the shard was scored with.
 struct ShardPartials {
     static let directoryName = "partials"
 
@@ -55,9 +57,10 @@ struct ShardPartials {
     }
 
     /// The partial of `shard`, read and checked to belong to this checkpoint's
-    /// files, this calibration set and this droptrace.
+    /// files, this calibration set, this droptrace and `precision` (so the
+    /// shards of one row are never scored in two precisions).
     /// - Throws: `DroptraceError` naming the partial's file.
-    func read(_ shard: CalibrationShard, calibration: CalibrationPlan) throws -> ScoreFile {
+    func read(_ shard: CalibrationShard, calibration: CalibrationPlan, precision: Precision) throws -> ScoreFile {
         let url = url(shard)
         let file = try ScoreFile.read(from: url)
         func refuse(_ problem: String) -> DroptraceError {
@@ -72,6 +75,9 @@ struct ShardPartials {
         }
         guard metadata.droptraceVersion == DroptraceVersion.string else {
             throw refuse("was written by droptrace \(metadata.droptraceVersion), this is \(DroptraceVersion.string)")
+        }
+        guard metadata.storedPrecision == precision else {
+            throw refuse("was scored in \(metadata.precision) precision, the pipeline's is \(precision.rawValue)")
         }
         guard file.rows.count == 1, let row = file.rows.first, row.name == checkpoint.name else {
             throw refuse("holds \(file.rows.count == 1 ? "checkpoint '\(file.rows[0].name)'" : "\(file.rows.count) rows"), not the one row of '\(checkpoint.name)'")
@@ -116,12 +122,16 @@ struct ShardPartials {
     /// The store row of the complete set merged (means from the merged
     /// sums, equal to scoring every window in one pass up to the order of
     /// float64 additions), and the store metadata it belongs under.
-    /// - Parameter store: the store's metadata, when there is a store: every
-    ///   partial must be of its model.
+    /// - Parameters:
+    ///   - store: the store's metadata, when there is a store: every
+    ///     partial must be of its model.
+    ///   - precision: the pipeline's: every partial must be scored in it.
     /// - Throws: `DroptraceError` naming a missing shard or a partial that does not belong.
-    func merged(calibration: CalibrationPlan, store: ScoreFileMetadata?) throws -> (row: CheckpointRow, metadata: ScoreFileMetadata) {
+    func merged(
+        calibration: CalibrationPlan, store: ScoreFileMetadata?, precision: Precision
+    ) throws -> (row: CheckpointRow, metadata: ScoreFileMetadata) {
         let shards = try completeSet()
-        let files = try shards.map { try read($0, calibration: calibration) }
+        let files = try shards.map { try read($0, calibration: calibration, precision: precision) }
         let reference = store ?? files[0].metadata
         for (shard, file) in zip(shards, files)
         where file.metadata.modelType != reference.modelType || file.metadata.numLayers != reference.numLayers {
@@ -140,6 +150,7 @@ struct ShardPartials {
             fingerprint: checkpoint.fingerprint)
         var metadata = files[0].metadata
         metadata.shard = nil
+        for file in files.dropFirst() { metadata.recordKernels(of: file.metadata) }
         return (row, metadata)
     }
 

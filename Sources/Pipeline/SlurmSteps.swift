@@ -58,13 +58,14 @@ extension TraceRun {
         }
         if let store = try? ScoreFile.read(from: options.storeURL),
            store.metadata.calibrationSHA256 == calibration.sha256, store.metadata.droptraceVersion == DroptraceVersion.string,
+           store.metadata.storedPrecision == options.precision,
            let row = store.rows.first(where: { $0.name == checkpoint.name }), Self.reasonToRescore(row, checkpoint) == nil {
             log.info("\(checkpoint.name) is in the store already; nothing to do")
             return .alreadyStored
         }
         if FileManager.default.fileExists(atPath: target.path) {
             do {
-                _ = try partials.read(shard, calibration: calibration)
+                _ = try partials.read(shard, calibration: calibration, precision: options.precision)
                 log.info("\(target.path): done already; nothing to do")
                 return .partialExists(target)
             } catch let error as DroptraceError {
@@ -81,9 +82,10 @@ extension TraceRun {
         let row = CheckpointRow(
             scores: scores, name: checkpoint.name, step: checkpoint.step, tokens: checkpoint.tokens,
             fingerprint: checkpoint.fingerprint)
-        let metadata = ScoreFileMetadata(
+        var metadata = ScoreFileMetadata(
             modelType: model.modelType, numLayers: model.layerCount, calibrationSHA256: set.sha256,
             calibrationTokens: Int64(set.tokenCount), droptraceVersion: DroptraceVersion.string, shard: shard)
+        metadata.record(options.precision)
         try ScoreFile(metadata: metadata, rows: [row]).write(to: target)
         log.info("wrote \(target.path)")
         return .scored(target)
@@ -99,7 +101,7 @@ extension TraceRun {
     public func finalize() throws -> TraceSummary {
         try update(force: false) { checkpoint, _, calibration, store in
             let partials = try ShardPartials(output: options.output, checkpoint: checkpoint)
-            let merged = try partials.merged(calibration: calibration, store: store?.metadata)
+            let merged = try partials.merged(calibration: calibration, store: store?.metadata, precision: options.precision)
             log.info("merged \(checkpoint.name) from \(ShardPartials.directoryName)/\(checkpoint.name)")
             return merged
         } whenStored: { checkpoint in

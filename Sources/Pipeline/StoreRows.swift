@@ -1,6 +1,7 @@
 import DroptraceSupport
 import Scoring
 import ScoreStore
+import TensorEngine
 
 extension CheckpointRow {
     /// A store row from a checkpoint's scores (stored as float32), with the
@@ -16,10 +17,13 @@ extension CheckpointRow {
 }
 
 extension ScoreFileMetadata {
-    public init(_ scored: ScoredCheckpoint) {
+    /// The metadata of a checkpoint scored in `precision`, with the engine's
+    /// matrix kernel for it.
+    public init(_ scored: ScoredCheckpoint, precision: Precision) {
         self.init(
             modelType: scored.modelType, numLayers: scored.layerCount, metric: "cosine",
             calibrationSHA256: scored.calibration.sha256, calibrationTokens: Int64(scored.calibration.tokenCount),
             droptraceVersion: DroptraceVersion.string)
+        record(precision)
     }
 }

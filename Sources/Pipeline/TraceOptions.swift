@@ -1,6 +1,7 @@
 import Evaluation
 import Foundation
 import Scoring
+import TensorEngine
 
 /// Everything one `trace` (or `run`) invocation needs.
 public struct TraceOptions: Sendable {
@@ -32,6 +33,10 @@ public struct TraceOptions: Sendable {
     /// Seconds an incomplete checkpoint may rest unchanged and still count as
     /// being written; after that it is a failure (see `CheckpointDiscovery`).
     public var settleTime: TimeInterval = CheckpointDiscovery.defaultSettleTime
+    /// The arithmetic checkpoints are scored in, recorded in the store; a
+    /// store is never continued in the other one (without `force`). The
+    /// caller sets `EnginePrecision` to it before anything is scored.
+    public var precision: Precision = .f32
 
     public init(
         checkpoints: Checkpoints, calibration: CalibrationSource, output: URL, dropK: [Int]? = nil,

@@ -51,7 +51,7 @@ public final class TraceRun {
             let row = CheckpointRow(
                 scores: scored.scores, name: checkpoint.name, step: checkpoint.step, tokens: checkpoint.tokens,
                 fingerprint: checkpoint.fingerprint)
-            return (row, ScoreFileMetadata(scored))
+            return (row, ScoreFileMetadata(scored, precision: options.precision))
         } afterAll: {
             progress?.finished()
         }
@@ -87,6 +87,8 @@ public final class TraceRun {
         // Score what the store does not have yet.
         var store: ScoreFile?
         (store, evaluation, taskAccuracy) = try existingStore()
+        // Before anything is computed: even perplexities would come out in the other precision.
+        if let existing = store, !force { try existing.metadata.checkContinued(in: options.precision, store: options.storeURL.path) }
         guard !discovered.ready.isEmpty else {
             if store == nil {
                 log.warning("no finished checkpoints yet; nothing to do")
@@ -159,6 +161,7 @@ public final class TraceRun {
         var next = store ?? ScoreFile(metadata: metadata, rows: [])
         if let existingStore = store {
             try checkSameModel(existingStore, modelType: metadata.modelType, layers: metadata.numLayers, checkpoint: checkpoint)
+            next.metadata.recordKernels(of: metadata)
         }
         next.rows.removeAll { $0.name == row.name }
         next.rows.append(row)

@@ -44,3 +44,36 @@ struct EngineOptions: ParsableArguments {
         EngineMemory.reuseFreedBuffers()
     }
 }
+
+extension Precision: ExpressibleByArgument {}
+
+/// The arithmetic of the engine's matrix products, shared by the commands
+/// that compute (`run` and `slurm` take it from the pipeline file).
+struct PrecisionOptions: ParsableArguments {
+    static let help = """
+        Arithmetic of the matrix products: f32 (float32 throughout) or bf16 (weights rounded once to bfloat16, \
+        activations rounded to bfloat16 at matrix-product inputs, float32 accumulation and residual stream; on the \
+        CPU's AMX or AVX512-BF16 units where it has them, elsewhere emulated with the same rounding). See README, Precision.
+        """
+
+    @Option(help: ArgumentHelp(help, valueName: "f32|bf16"))
+    var precision: Precision = .f32
+
+    /// Sets the engine's precision; before any model is loaded.
+    func apply() { EnginePrecision.set(precision) }
+}
+
+/// A command's JSON result with the precision it was computed in added to
+/// its top-level keys.
+struct WithPrecision<Result: Encodable>: Encodable {
+    var result: Result
+    var precision: Precision
+
+    private enum CodingKeys: String, CodingKey { case precision }
+
+    func encode(to encoder: Encoder) throws {
+        try result.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(precision, forKey: .precision)
+    }
+}

@@ -83,6 +83,8 @@ struct DropCommand: ParsableCommand {
 
     @OptionGroup var engine: EngineOptions
 
+    @OptionGroup var precision: PrecisionOptions
+
     @Flag(help: "Print the result as JSON on standard output.")
     var json = false
 
@@ -93,6 +95,7 @@ struct DropCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors { log in
             engine.apply()
+            precision.apply()
             var request = DropRequest(
                 checkpoint: URL(fileURLWithPath: checkpoint), target: target, count: count, calibration: calibration.source)
             request.iterative = iterative
@@ -106,7 +109,7 @@ struct DropCommand: ParsableCommand {
             request.export = export.map { URL(fileURLWithPath: $0) }
             request.exportMergekit = exportMergekit.map { URL(fileURLWithPath: $0) }
             let result = try DropRun.run(request) { log.info("\($0)") }
-            print(json ? try encodeJSON(result) : DropTable(result).text)
+            print(json ? try encodeJSON(WithPrecision(result: result, precision: precision.precision)) : DropTable(result).text)
         }
     }
 }

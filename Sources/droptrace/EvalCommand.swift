@@ -51,6 +51,8 @@ struct EvalCommand: ParsableCommand {
 
     @OptionGroup var engine: EngineOptions
 
+    @OptionGroup var precision: PrecisionOptions
+
     @Flag(help: "Print {\"tasks\": {NAME: {acc, acc_norm, acc_stderr, acc_norm_stderr, n}}, \"average\"} as JSON.")
     var json = false
 
@@ -64,6 +66,7 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors { log in
             engine.apply()
+            precision.apply()
             let suite = try TaskSuite(try tasks.map { try TaskRequest(argument: $0) }, numFewshot: numFewshot)
             let plan = DropPlan(attention: dropAttention.layers, mlp: dropMlp.layers, blocks: dropBlocks.layers)
             let progress = ProgressBar(label: "eval")
@@ -71,7 +74,7 @@ struct EvalCommand: ParsableCommand {
                 checkpoint: URL(fileURLWithPath: checkpoint), suite: suite, plan: plan,
                 warn: { log.warning("\($0)") }, progress: progress.update)
             progress.finished()
-            print(json ? try encodeJSON(result) : EvaluationTable(result, order: suite.names).text)
+            print(json ? try encodeJSON(WithPrecision(result: result, precision: precision.precision)) : EvaluationTable(result, order: suite.names).text)
         }
     }
 }

@@ -3,6 +3,7 @@ import Architectures
 import CheckpointIO
 import DroptraceSupport
 import Foundation
+import Pipeline
 import Scoring
 import Reporting
 import ScoreStore
@@ -50,12 +51,15 @@ struct ScoreCommand: ParsableCommand {
 
     @OptionGroup var engine: EngineOptions
 
+    @OptionGroup var precision: PrecisionOptions
+
     @Flag(help: "Print the scores and the comparison of methods as JSON on standard output instead of tables.")
     var json = false
 
     func run() throws {
         try runReportingErrors { log in
             engine.apply()
+            precision.apply()
             let directory = URL(fileURLWithPath: checkpoint)
             let name = directory.standardizedFileURL.lastPathComponent
             log.info("scoring \(checkpoint)")
@@ -69,11 +73,11 @@ struct ScoreCommand: ParsableCommand {
             let row = CheckpointRow(
                 scores: scored.scores, name: name, step: CheckpointName.step(name) ?? -1,
                 tokens: CheckpointName.tokens(name) ?? -1)
-            let file = ScoreFile(metadata: .init(scored), rows: [row])
+            let file = ScoreFile(metadata: .init(scored, precision: precision.precision), rows: [row])
             try file.write(to: URL(fileURLWithPath: output))
             log.info("wrote \(output)")
             if json {
-                print(try ScoresJSON(checkpoint: name, scored: scored, row: row).encoded())
+                print(try ScoresJSON(checkpoint: name, scored: scored, row: row, metadata: file.metadata).encoded())
             } else {
                 print(PeerMetricTables.summary(of: row))
             }

@@ -17,6 +17,9 @@ struct ScoresJSON: Encodable {
     var numLayers: Int
     var calibrationTokens: Int
     var calibrationSHA256: String
+    /// The arithmetic of the matrix products ("f32", "bf16") and the kernel that ran them.
+    var precision: String
+    var matrixKernel: String?
     var scores: Scores
     var blockGap: [[Double?]]
     /// arccos(cos)/π of the same pairs, mean over tokens and at the last token.
@@ -32,6 +35,8 @@ struct ScoresJSON: Encodable {
         case numLayers = "num_layers"
         case calibrationTokens = "calibration_tokens"
         case calibrationSHA256 = "calibration_sha256"
+        case matrixKernel = "matrix_kernel"
+        case precision
         case blockGap = "block_gap"
         case angularDistance = "angular_distance"
         case dropSetsByMethod = "drop_sets_by_method"
@@ -40,12 +45,15 @@ struct ScoresJSON: Encodable {
 
     /// - Parameter row: the stored row of these scores, which the method
     ///   comparisons are read from (as the report reads them).
-    init(checkpoint: String, scored: ScoredCheckpoint, row: CheckpointRow) {
+    ///   `metadata`: the stored file's, whose precision and kernel are shown.
+    init(checkpoint: String, scored: ScoredCheckpoint, row: CheckpointRow, metadata: ScoreFileMetadata) {
         self.checkpoint = checkpoint
         modelType = scored.modelType
         numLayers = scored.layerCount
         calibrationTokens = scored.calibration.tokenCount
         calibrationSHA256 = scored.calibration.sha256
+        precision = metadata.precision
+        matrixKernel = metadata.matrixKernel
         scores = Scores(attention: scored.scores.attention, mlp: scored.scores.mlp, block: scored.scores.block)
         blockGap = scored.scores.blockGap.map { $0.map { $0.isNaN ? nil : $0 } }
         angularDistance = row.angularDistance.map(AngularDistances.init)

@@ -3,6 +3,7 @@ import Cluster
 import DroptraceSupport
 import Foundation
 import Pipeline
+import TensorEngine
 
 struct SlurmCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -190,6 +191,7 @@ struct SlurmTaskCommand: ParsableCommand {
             engine.apply()
             let url = URL(fileURLWithPath: pipeline)
             let options = try PipelineFile.load(url).options(relativeTo: url.deletingLastPathComponent(), force: false)
+            EnginePrecision.set(options.precision)
             let progress = ProgressBar(label: "shard \(shard)/\(shards)")
             _ = try TraceRun(options: options, log: log).scoreShard(
                 checkpoint: URL(fileURLWithPath: checkpoint), shard: try CalibrationShard(index: shard, count: shards),
@@ -231,6 +233,7 @@ struct SlurmFinalizeCommand: ParsableCommand {
         }
         try runLocked { log in
             engine.apply()
+            EnginePrecision.set(options!.precision)
             let summary = try TraceRun(options: options!, log: log).finalize()
             log.info("done: \(summary.scored.count) merged, \(summary.reused.count) already in the store, \(summary.incomplete.count) still being written, \(summary.failed.count) not merged")
             if !summary.failed.isEmpty { throw ExitCode.failure }

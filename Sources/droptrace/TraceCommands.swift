@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import Pipeline
 import Scoring
+import TensorEngine
 
 /// Exit status when another run holds the output directory's lock
 /// (EX_TEMPFAIL: try again later).
@@ -44,7 +45,7 @@ struct TraceCommand: ParsableCommand {
             help: ArgumentHelp("Drop-set sizes to analyse (default: 25% and 50% of the layers).", valueName: "k"))
     var dropK: [Int] = []
 
-    @Flag(help: "Rescore every checkpoint, even those already in the store; a store that cannot be read is renamed to scores.h5.damaged-<UTC time> (never deleted) and the run starts over.")
+    @Flag(help: "Rescore every checkpoint, even those already in the store (a store scored with other calibration tokens or in the other precision, otherwise refused, is rescored in this run's); a store that cannot be read is renamed to scores.h5.damaged-<UTC time> (never deleted) and the run starts over.")
     var force = false
 
     @Option(help: "Report title.")
@@ -71,6 +72,8 @@ struct TraceCommand: ParsableCommand {
 
     @OptionGroup var engine: EngineOptions
 
+    @OptionGroup var precision: PrecisionOptions
+
     func validate() throws {
         if dropK.contains(where: { $0 < 1 }) { throw ValidationError("--drop-k values must be at least 1") }
         if !(settleMinutes >= 0 && settleMinutes <= 1e6) { throw ValidationError("--settle-minutes must be between 0 and 1000000") }
@@ -86,6 +89,7 @@ struct TraceCommand: ParsableCommand {
             })
         options.settleTime = settleMinutes * 60
         options.numFewshot = numFewshot
+        options.precision = precision.precision
         var parsed: [TaskRequest]?
         try runReportingErrors { _ in parsed = try tasks.map { try TaskRequest(argument: $0) } }
         options.tasks = parsed!
@@ -100,7 +104,8 @@ struct RunCommand: ParsableCommand {
         discussion: """
             Settings: title, series (a directory) or checkpoints (a list of directories), calibration, \
             seq_len, samples, drop_k (a list), eval (optional evaluation data), tasks (optional: a mapping from \
-            task name to {eval: FILE, fewshot: FILE, num_fewshot: N}), num_fewshot, output. Relative paths are \
+            task name to {eval: FILE, fewshot: FILE, num_fewshot: N}), num_fewshot, precision (f32 or bf16, as \
+            `trace --precision`; a store is never continued in the other one), output. Relative paths are \
             relative to the pipeline file. A file with `compare` (a list of trace output directories), `output` and \
             optionally `title` runs `droptrace compare` instead. See pipelines/ for documented examples.
 
@@ -111,7 +116,7 @@ struct RunCommand: ParsableCommand {
     @Argument(help: "Pipeline file, e.g. pipelines/demo.yaml.")
     var pipeline: String
 
-    @Flag(help: "Rescore every checkpoint, even those already in the store; a store that cannot be read is renamed to scores.h5.damaged-<UTC time> (never deleted) and the run starts over.")
+    @Flag(help: "Rescore every checkpoint, even those already in the store (a store scored with other calibration tokens or in the other precision, otherwise refused, is rescored in this run's); a store that cannot be read is renamed to scores.h5.damaged-<UTC time> (never deleted) and the run starts over.")
     var force = false
 
     @OptionGroup var engine: EngineOptions
@@ -166,6 +171,7 @@ struct ReportCommand: ParsableCommand {
 func runTrace(_ options: TraceOptions, engine: EngineOptions) throws {
     try runLocked { log in
         engine.apply()
+        EnginePrecision.set(options.precision)
         let summary = try TraceRun(options: options, log: log).run(progress: ProgressBar())
         log.info("done: \(summary.scored.count) scored, \(summary.reused.count) already in the store, \(summary.incomplete.count) still being written, \(summary.failed.count) failed")
         if !summary.failed.isEmpty { throw ExitCode.failure }
