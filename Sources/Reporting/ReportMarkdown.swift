@@ -126,6 +126,8 @@ struct ReportMarkdown {
         table.add(["Calibration", "\(NumberFormatting.grouped(metadata.calibrationTokens)) tokens, sha256 "
                     + "`\(metadata.calibrationSHA256.prefix(16))…`"])
         table.add(["Similarity metric", metadata.metric])
+        table.add(["Precision", "\(metadata.precision), matrix products on "
+                    + (metadata.matrixKernel.map(Markdown.escape) ?? "kernels not recorded")])
         table.add(["Drop-k analysed", analysis.dropK.map(String.init).joined(separator: ", ")
                     + " (verdict uses k = \(analysis.verdict.k))"])
         table.add(["Scores written by", "droptrace \(metadata.droptraceVersion)"])
