@@ -109,7 +109,8 @@ def check(path):
 
         summary = [
             f"{path}: {f.attrs['model_type']} model, {layers} layers, {count} checkpoints, "
-            f"metric {f.attrs['metric']}, droptrace {f.attrs['droptrace_version']}",
+            f"metric {f.attrs['metric']}, droptrace {f.attrs['droptrace_version']}, "
+            f"precision {f.attrs.get('precision', 'f32')}",
         ]
         names = names_ds.asstr()[:]
         steps = f["checkpoints/step"][:]
