@@ -35,7 +35,7 @@ struct ComparisonMarkdown {
             text += "No checkpoint is present in every run, so the runs' final states are not compared directly; "
                 + "see the gaps below.\n\n"
         }
-        text += calibration() + "\n\n" + alignment() + "\n"
+        text += calibration() + precision() + "\n\n" + alignment() + "\n"
         return text
     }
 
@@ -65,6 +65,17 @@ struct ComparisonMarkdown {
         }
         return "The runs were scored on different calibration tokens (\(Set(hashes).count) different sets, see the "
             + "table): the spread below mixes the differences between runs with the calibration sample's own variation."
+    }
+
+    /// Said only when the runs differ: scores of two precisions differ by the rounding too.
+    private func precision() -> String {
+        let byPrecision = Dictionary(grouping: runs, by: \.scoreFile.metadata.precision)
+        guard byPrecision.count > 1 else { return "" }
+        let groups = byPrecision.sorted { $0.key < $1.key }.map { precision, runs in
+            "\(precision): \(runs.map { Markdown.escape($0.label) }.joined(separator: ", "))"
+        }
+        return " The runs were scored in different precisions (\(groups.joined(separator: "; "))): the spread also "
+            + "holds the difference between bfloat16 and float32 matrix products."
     }
 
     private func alignment() -> String {

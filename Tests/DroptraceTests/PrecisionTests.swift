@@ -1,3 +1,4 @@
+import Analysis
 import DroptraceSupport
 import Foundation
 import Pipeline
@@ -307,6 +308,25 @@ import Testing
         #expect(try Data(contentsOf: series.store) == before)
         let scripts = (try? FileManager.default.subpathsOfDirectory(atPath: series.output.appendingPathComponent("slurm").path)) ?? []
         #expect(!scripts.contains { $0.hasSuffix(".sbatch") || $0.hasSuffix(".sh") }, "nothing submitted: \(scripts)")
+    }
+
+    // MARK: - compare
+
+    @Test func comparisonSaysWhenRunsDifferInPrecision() throws {
+        let scratch = try ScratchDirectory()
+        let rows = AnalysisFixtures.clearlyInherentRows(checkpoints: 4)
+        let a = try CompareTests.writeRun(rows, at: scratch.path("a"))
+        let b = try CompareTests.writeRun(rows, at: scratch.path("b"))
+        func report() throws -> String {
+            try String(contentsOf: try CompareRuns.run(stores: [a, b], output: scratch.path("out"), title: nil), encoding: .utf8)
+        }
+        #expect(!(try report()).contains("different precisions"))
+        let store = b.appendingPathComponent("scores.h5")
+        let file = try HDF5File.open(at: store, writable: true)
+        try file.removeAttribute("precision")
+        try file.setAttribute("precision", "bf16")
+        try file.close()
+        #expect(try report().contains("The runs were scored in different precisions (bf16: b; f32: a)"))
     }
 
     // MARK: - drop and eval JSON
