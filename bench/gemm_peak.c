@@ -184,6 +184,10 @@ int main(int argc, char **argv) {
         shapes[nshapes++] = (shape_t){8192, 2048, 5632};
     }
 
+    /* oneDNN 2.x keeps AMX below its default ISA ceiling; droptrace raises the ceiling on CPUs with
+     * AMX (MatrixKernels), and so does this, before oneDNN's first use fixes the ISA. A ceiling only:
+     * on a CPU without AMX the effective ISA stays what the CPU has. */
+    dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx512_core_amx);
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success ||

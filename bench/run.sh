@@ -171,9 +171,10 @@ mkdir -p "$OUT"
 # The first processor's block of /proc/cpuinfo (model, family, flags), recorded with the results.
 awk '/^$/ { exit } { print }' /proc/cpuinfo > "$OUT/cpuinfo.txt"
 
-# Tuning variables the benchmark must not inherit: droptrace runs as installed (it picks its own
-# kernels and threads), the others get their thread counts from here.
-TUNING="OPENBLAS_CORETYPE OPENBLAS_VERBOSE GOTO_NUM_THREADS DNNL_MAX_CPU_ISA ONEDNN_MAX_CPU_ISA DNNL_CPU_ISA_HINTS ONEDNN_CPU_ISA_HINTS DNNL_VERBOSE ONEDNN_VERBOSE DNNL_DEFAULT_FPMATH_MODE ONEDNN_DEFAULT_FPMATH_MODE MKL_ENABLE_INSTRUCTIONS GOMP_CPU_AFFINITY OMP_PROC_BIND OMP_PLACES KMP_AFFINITY"
+# Tuning variables the benchmark must not inherit (droptrace's own kernel overrides included):
+# droptrace runs as installed (it picks its own kernels and threads), the others get their thread
+# counts from here.
+TUNING="DROPTRACE_MATRIX_KERNEL DROPTRACE_BF16_KERNEL OPENBLAS_CORETYPE OPENBLAS_VERBOSE GOTO_NUM_THREADS DNNL_MAX_CPU_ISA ONEDNN_MAX_CPU_ISA DNNL_CPU_ISA_HINTS ONEDNN_CPU_ISA_HINTS DNNL_VERBOSE ONEDNN_VERBOSE DNNL_DEFAULT_FPMATH_MODE ONEDNN_DEFAULT_FPMATH_MODE MKL_ENABLE_INSTRUCTIONS GOMP_CPU_AFFINITY OMP_PROC_BIND OMP_PLACES KMP_AFFINITY"
 for v in $TUNING OMP_NUM_THREADS OPENBLAS_NUM_THREADS MKL_NUM_THREADS; do
     if [ -n "${!v:-}" ]; then log "ignoring $v=${!v} from the environment"; fi
     unset "$v"
