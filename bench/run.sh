@@ -16,6 +16,11 @@
 # repetitions of each peak measurement). Writes raw
 # results to $BENCH_WORK/results/ and the summary to bench/RESULTS.md.
 set -euo pipefail
+# paths given relative to the caller's directory stay valid after the cd below
+# (PYTHON without a slash is a command looked up in PATH)
+for v in DROPTRACE PYTHON BENCH_WORK; do
+    if [[ -n ${!v:-} && ${!v} != /* && ($v != PYTHON || ${!v} == */*) ]]; then printf -v "$v" '%s' "$PWD/${!v}"; fi
+done
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
