@@ -2,11 +2,13 @@
 """LLM-Drop's similarity procedure, one module type per run, as its scripts run it.
 
     python bench/llmdrop_procedure.py CHECKPOINT --calibration calib.jsonl --target attn|mlp|block --threads N
+                                      [--dtype bfloat16|float32] [--attn sdpa|eager]
 
-Follows LLM-Drop (github.com/Shwai-He/LLM-Drop, src/llmtuner/compression/prune/): each of
-scripts/dropping/layer_drop.sh (target_layer=attn), the same with target_layer=mlp, and
-block_drop.sh is a separate `src/train_bash.py --stage prune` process that loads the causal LM,
-then, in layer_drop.py get_layer_similarities / block_drop.py get_block_similarities_consecutive:
+Follows LLM-Drop (github.com/CASE-Lab-UMD/LLM-Drop, formerly Shwai-He/LLM-Drop;
+src/llmtuner/compression/prune/): each of scripts/dropping/layer_drop.sh (target_layer=attn), the
+same with target_layer=mlp, and block_drop.sh is a separate `src/compress.py --stage prune`
+process (`train_bash.py` in older versions) that loads the causal LM, then, in layer_drop.py
+get_layer_similarities / block_drop.py get_block_similarities_consecutive:
 
   1. prepare_calibration_input: a Catcher replaces layer 0 and records, per calibration sample
      (DataLoader batch_size=1, "batch size must be 1"), layer 0's input and keyword arguments;
@@ -16,14 +18,22 @@ then, in layer_drop.py get_layer_similarities / block_drop.py get_block_similari
        mlp   (layer_drop_norm True): input of post_attention_layernorm H, output of mlp M -> cos(H, H + M)
        block (consecutive): every layer's input h_0..h_{L-1} and the last output h_L, kept to the end,
              then cos(h_i, h_j) for every pair (block importance is the gap-1 column)
-  3. concatenates the recorded states over samples, casts to float32, takes the mean cosine over
-     all tokens (F.cosine_similarity, as LLM-Drop).
+  3. concatenates the recorded states over samples, casts them to float32, takes the mean cosine
+     over all tokens (F.cosine_similarity, as LLM-Drop).
 
-Differences from LLM-Drop, all for a like-for-like CPU comparison: float32 weights instead of
---bf16, attn_implementation="sdpa", torch.set_num_threads(N), no accelerate (one process, no
-GPU); the Catcher keeps every keyword argument layer 0 receives (transformers >= 4.48 passes
-position_embeddings from the model, which LLM-Drop's Catcher, written for older versions,
-did not need). The similarity cache file and the dropping/saving steps are left out.
+Precision, as LLM-Drop runs: its scripts pass `--bf16`; hparams/parser.py turns that into
+`model_args.compute_dtype = torch.bfloat16`, and model/loader.py loads the model with
+`torch_dtype=model_args.compute_dtype` (then `model.to(compute_dtype)` for inference). So the
+whole forward pass, residual stream included, runs in bfloat16 and only the recorded states are
+cast to float32 for the cosines. --dtype bfloat16 (the default) does the same; --dtype float32
+is the like-for-like variant of droptrace's default precision.
+
+Differences from LLM-Drop, all for a CPU comparison that does not handicap it: attention is
+"sdpa" by default (LLM-Drop's loader asks for "eager"; --attn eager reproduces that),
+torch.set_num_threads(N), no accelerate (one process, no GPU); the Catcher keeps
+every keyword argument layer 0 receives (transformers >= 4.48 passes position_embeddings from the
+model, which LLM-Drop's Catcher, written for older versions, did not need). The similarity cache
+file and the dropping/saving steps are left out.
 
 Prints one JSON object with the timings and this target's importance scores (1 - similarity).
 """
@@ -150,6 +160,10 @@ def main():
     ap.add_argument("--calibration", required=True)
     ap.add_argument("--target", choices=["attn", "mlp", "block"], required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
+                    help="the model's dtype (default bfloat16, as LLM-Drop's scripts run it)")
+    ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa",
+                    help="attention implementation (default sdpa; LLM-Drop's loader asks for eager)")
     ap.add_argument("--seq-len", type=int)
     ap.add_argument("--samples", type=int)
     ap.add_argument("--output", help="write the JSON here instead of stdout")
@@ -157,14 +171,15 @@ def main():
 
     torch.set_num_threads(args.threads)
     t_imported = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(args.checkpoint, dtype=torch.float32, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(args.checkpoint, dtype=getattr(torch, args.dtype),
+                                                 attn_implementation=args.attn)
     model.eval()
     rows = read_calibration(args.calibration, args.seq_len, args.samples)
     batches = [{"input_ids": torch.tensor([r]), "attention_mask": torch.ones(1, len(r), dtype=torch.long)} for r in rows]
     t_loaded = time.perf_counter()
 
     result = {"tool": "llmdrop_procedure", "target": args.target, "checkpoint": args.checkpoint,
-              "threads": args.threads, "tokens": sum(len(r) for r in rows), "torch": torch.__version__}
+              "threads": args.threads, "dtype": args.dtype, "attn_implementation": args.attn, "tokens": sum(len(r) for r in rows), "torch": torch.__version__}
     if args.target == "block":
         sims = block_similarities_consecutive(model, batches)
         result["block"] = [1 - row[0] for row in sims]

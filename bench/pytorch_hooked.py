@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """LLM-Drop module importance from ONE batched PyTorch forward pass with hooks.
 
-    python bench/pytorch_hooked.py CHECKPOINT --calibration calib.jsonl --threads N [--output scores.json]
+    python bench/pytorch_hooked.py CHECKPOINT --calibration calib.jsonl --threads N [--dtype float32|bfloat16]
+                                   [--output scores.json]
 
-PyTorch + transformers at their best on the CPU: float32 weights, torch.inference_mode(),
+PyTorch + transformers at their best on the CPU: the model in --dtype (float32, the default, or
+bfloat16 as LLM-Drop loads it: weights and the whole forward pass in bfloat16, the residual
+stream included; oneDNN runs its matrix products on AMX / AVX512-BF16 where the CPU has them),
+torch.inference_mode(),
 attn_implementation="sdpa", the base model (AutoModel, no LM head), use_cache=False,
 torch.set_num_threads(N), every calibration sequence in one batch (they all have the same
 length, so no padding). Forward hooks on each decoder layer (input X, output Y), its self_attn
@@ -15,7 +19,8 @@ length, so no padding). Forward hooks on each decoder layer (input X, output Y),
     block_gap[i][n-1]    = mean cos(h_i, h_{i+n})       (h_0..h_L block-boundary states; null where i+n > L)
 
 Prints one JSON object: the timings (import, load, compute; load excluded and included) and the
-scores. Cosines are computed in float32 per token and averaged in float64.
+scores. Cosines are computed in float32 per token (bfloat16 states are cast to float32 first, and
+X + A is added in float32, as LLM-Drop does) and averaged in float64.
 """
 import time
 
@@ -46,7 +51,7 @@ def read_calibration(path, seq_len=None, samples=None):
 
 def mean_cos(a, b):
     d = a.shape[-1]
-    return F.cosine_similarity(a.reshape(-1, d), b.reshape(-1, d), dim=-1).double().mean().item()
+    return F.cosine_similarity(a.reshape(-1, d).float(), b.reshape(-1, d).float(), dim=-1).double().mean().item()
 
 
 def main():
@@ -54,6 +59,8 @@ def main():
     ap.add_argument("checkpoint")
     ap.add_argument("--calibration", required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="the model's dtype (default float32)")
     ap.add_argument("--seq-len", type=int)
     ap.add_argument("--samples", type=int)
     ap.add_argument("--output", help="write the JSON here instead of stdout")
@@ -62,7 +69,7 @@ def main():
     torch.set_num_threads(args.threads)
     t_imported = time.perf_counter()
 
-    model = AutoModel.from_pretrained(args.checkpoint, dtype=torch.float32, attn_implementation="sdpa")
+    model = AutoModel.from_pretrained(args.checkpoint, dtype=getattr(torch, args.dtype), attn_implementation="sdpa")
     model.eval()
     input_ids = read_calibration(args.calibration, args.seq_len, args.samples)
     t_loaded = time.perf_counter()
@@ -75,7 +82,7 @@ def main():
     state = {}
 
     def add_boundary(h):
-        u = F.normalize(h.reshape(-1, h.shape[-1]), dim=-1, eps=1e-8)
+        u = F.normalize(h.reshape(-1, h.shape[-1]).float(), dim=-1, eps=1e-8)
         j = len(boundary)
         for i, prev in enumerate(boundary):
             gap[i][j - i - 1] = (prev * u).sum(-1).double().mean().item()
@@ -92,7 +99,7 @@ def main():
     def attn_post(i):
         def hook(module, args, output):
             a = output[0] if isinstance(output, tuple) else output
-            attn_sim[i] = mean_cos(state["x"], state["x"] + a)
+            attn_sim[i] = mean_cos(state["x"], state["x"].float() + a.float())
         return hook
 
     def norm2_pre(i):
@@ -125,6 +132,7 @@ def main():
         "tool": "pytorch_hooked",
         "checkpoint": args.checkpoint,
         "threads": args.threads,
+        "dtype": args.dtype,
         "tokens": int(input_ids.numel()),
         "sequences": int(input_ids.shape[0]),
         "seq_len": int(input_ids.shape[1]),

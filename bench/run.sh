@@ -1,30 +1,76 @@
 #!/usr/bin/env bash
-# droptrace's on-demand benchmark (never run in CI): droptrace score vs a hooked PyTorch pass vs
-# LLM-Drop's three-pass procedure, on two random-weight Llama checkpoints. See bench/README.md.
+# droptrace's on-demand benchmark (never run in CI): droptrace score (f32, bf16) vs PyTorch's hooked
+# pass (float32, bfloat16) vs LLM-Drop's three-pass procedure (bfloat16 as it runs; float32 on
+# request), with the peaks of the matrix units measured in the same run. See bench/README.md.
 #
-#   bench/run.sh [-r REPS] [-t THREADS] [-m "mid tiny"]
+#   bench/run.sh [-r REPS] [-t THREADS] [-m "mid tiny"] [-c "CONTENDERS"]
 #
+#   -r  repetitions: one number for every model, or per model ("mid=3 tiny=1", the default)
+#   -c  contenders (default "droptrace-f32 droptrace-bf16 pytorch-f32 pytorch-bf16 llmdrop-bf16";
+#       also llmdrop-f32)
 # Environment: QUIET_WAIT (300: seconds to wait before each run for the machine to go idle),
 # RETRIES (2: repeats of a run disturbed by other processes), PYTHON (default /tmp/bench-venv/bin/python; needs bench/requirements.txt),
-# REPS (3), THREADS (2), MODELS ("mid tiny"), BENCH_WORK (bench/work: checkpoints, results). Writes raw results to bench/work/results/ and the
-# summary to bench/RESULTS.md.
+# REPS, THREADS (2), MODELS ("mid tiny"), CONTENDERS, BENCH_WORK (bench/work: checkpoints, results),
+# SAMPLES (only the first N calibration sequences: a quick smoke run, not a benchmark),
+# DROPTRACE (an already built droptrace binary to time instead of building one), PEAK_REPS (3:
+# repetitions of each peak measurement). Writes raw
+# results to $BENCH_WORK/results/ and the summary to bench/RESULTS.md.
 set -euo pipefail
+# paths given relative to the caller's directory stay valid after the cd below
+# (PYTHON without a slash is a command looked up in PATH)
+for v in DROPTRACE PYTHON BENCH_WORK; do
+    if [[ -n ${!v:-} && ${!v} != /* && ($v != PYTHON || ${!v} == */*) ]]; then printf -v "$v" '%s' "$PWD/${!v}"; fi
+done
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-REPS=${REPS:-3}
+ALL_CONTENDERS="droptrace-f32 droptrace-bf16 pytorch-f32 pytorch-bf16 llmdrop-bf16 llmdrop-f32"
+REPS=${REPS:-"mid=3 tiny=1"}
 THREADS=${THREADS:-2}
 MODELS=${MODELS:-"mid tiny"}
+CONTENDERS=${CONTENDERS:-"droptrace-f32 droptrace-bf16 pytorch-f32 pytorch-bf16 llmdrop-bf16"}
 PYTHON=${PYTHON:-/tmp/bench-venv/bin/python}
-while getopts "r:t:m:h" opt; do
+SAMPLES=${SAMPLES:-}
+PEAK_REPS=${PEAK_REPS:-3}
+QUIET_WAIT=${QUIET_WAIT:-300}
+RETRIES=${RETRIES:-2}
+while getopts "r:t:m:c:h" opt; do
     case $opt in
         r) REPS=$OPTARG ;;
         t) THREADS=$OPTARG ;;
         m) MODELS=$OPTARG ;;
-        *) sed -n '2,10p' "$0"; exit 64 ;;
+        c) CONTENDERS=$OPTARG ;;
+        *) sed -n '2,18p' "$0"; exit 64 ;;
     esac
 done
-COMMAND="PYTHON=$PYTHON bench/run.sh -r $REPS -t $THREADS -m '$MODELS'"
+die() { echo "bench/run.sh: $*" >&2; exit 1; }
+for c in $CONTENDERS; do
+    [[ " $ALL_CONTENDERS " == *" $c "* ]] || die "unknown contender '$c' (known: $ALL_CONTENDERS)"
+done
+for m in $MODELS; do
+    [[ $m == mid || $m == tiny ]] || die "unknown model '$m' (mid, tiny)"
+done
+[[ $QUIET_WAIT =~ ^[0-9]+$ ]] || die "QUIET_WAIT must be a number of seconds, not '$QUIET_WAIT'"
+[[ $RETRIES =~ ^[0-9]+$ ]] || die "RETRIES must be a number, not '$RETRIES'"
+[[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "THREADS must be a positive integer, not '$THREADS'"
+[[ $PEAK_REPS =~ ^[1-9][0-9]?$ ]] || die "PEAK_REPS must be 1...99, not '$PEAK_REPS'"
+[[ -z $SAMPLES || $SAMPLES =~ ^[1-9][0-9]*$ ]] || die "SAMPLES must be a positive integer, not '$SAMPLES'"
+# reps_of MODEL: REPS is one number for all models or "model=N ..." (models not named: 1)
+reps_of() {
+    local item
+    if [[ $REPS =~ ^[1-9][0-9]*$ ]]; then echo "$REPS"; return; fi
+    for item in $REPS; do
+        [[ ${item%%=*} == "$1" ]] && { echo "${item#*=}"; return; }
+    done
+    echo 1
+}
+if ! [[ $REPS =~ ^[1-9][0-9]*$ ]]; then
+    for item in $REPS; do
+        [[ $item =~ ^(mid|tiny)=[1-9][0-9]*$ ]] || die "REPS must be N or \"mid=N tiny=N\", not '$REPS'"
+    done
+fi
+has() { [[ " $CONTENDERS " == *" $1 "* ]]; }
+COMMAND="PYTHON=$PYTHON${SAMPLES:+ SAMPLES=$SAMPLES}${DROPTRACE:+ DROPTRACE=$DROPTRACE} bench/run.sh -r '$REPS' -t $THREADS -m '$MODELS' -c '$CONTENDERS'"
 
 WORK=${BENCH_WORK:-$ROOT/bench/work}
 OUT=$WORK/results
@@ -35,9 +81,9 @@ busy() { awk '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / 100 }' /p
 
 # wait_quiet: the machine is shared (builds, tests); wait until everything else together uses less
 # than a quarter of a core over 5 s, at most QUIET_WAIT seconds (default 300; 0 = don't wait).
-QUIET_WAIT=${QUIET_WAIT:-300}
 wait_quiet() {
     local waited=0 b0 b1
+    [ "$QUIET_WAIT" -eq 0 ] && return 0
     while [ "$waited" -lt "$QUIET_WAIT" ]; do
         b0=$(busy); sleep 5; b1=$(busy)
         if awk -v a="$b0" -v b="$b1" 'BEGIN { exit !((b - a) / 5 < 0.25) }'; then return 0; fi
@@ -52,7 +98,6 @@ wait_quiet() {
 # machine's busy CPU seconds during it (minus the process's own user+sys = other processes' share).
 # A run during which other processes used more than max(2 s, 10% of its wall time) of CPU is
 # repeated, up to RETRIES (2) more times; the report uses only clean runs when there are any.
-RETRIES=${RETRIES:-2}
 run() {
     local name=$1; shift
     local load t0 t1 b0 b1 attempt=0 own
@@ -84,11 +129,11 @@ run() {
 
 # -- dependencies -----------------------------------------------------------------------------
 scripts/ensure-deps.sh
-if [ ! -x /usr/bin/time ] || ! command -v gcc >/dev/null; then
+if [ ! -x /usr/bin/time ] || ! command -v gcc >/dev/null || [ ! -f /usr/include/oneapi/dnnl/dnnl.h ]; then
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo -n"
-    log "installing time gcc"
+    log "installing time gcc libdnnl-dev"
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time gcc libc6-dev >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time gcc libc6-dev libdnnl-dev >/dev/null
 fi
 if ! "$PYTHON" -c "import torch, transformers, safetensors, h5py, numpy" 2>/dev/null; then
     echo "PYTHON=$PYTHON lacks torch/transformers/safetensors/h5py; create it with:" >&2
@@ -97,43 +142,79 @@ if ! "$PYTHON" -c "import torch, transformers, safetensors, h5py, numpy" 2>/dev/
 fi
 
 # -- build ------------------------------------------------------------------------------------
-log "building droptrace (release, .build-bench)"
-swift build -c release --scratch-path .build-bench >&2
-DROPTRACE=$(swift build -c release --scratch-path .build-bench --show-bin-path)/droptrace
-# what was built, recorded now: the work tree may change while the benchmark runs
-BUILT="commit $(git rev-parse --short HEAD)"
-[ -n "$(git status --porcelain -- Sources Package.swift)" ] && BUILT="$BUILT + uncommitted changes in Sources/Package.swift"
-BUILT="$BUILT, built $(date -u '+%Y-%m-%d %H:%M UTC')"
+if [ -n "${DROPTRACE:-}" ]; then
+    [ -x "$DROPTRACE" ] || die "DROPTRACE=$DROPTRACE is not an executable"
+    BUILT="prebuilt binary $DROPTRACE (DROPTRACE=), modified $(date -u -r "$DROPTRACE" '+%Y-%m-%d %H:%M UTC')"
+else
+    log "building droptrace (release, .build-bench)"
+    swift build -c release --scratch-path .build-bench >&2
+    DROPTRACE=$(swift build -c release --scratch-path .build-bench --show-bin-path)/droptrace
+    # what was built, recorded now: the work tree may change while the benchmark runs
+    BUILT="commit $(git rev-parse --short HEAD)"
+    [ -n "$(git status --porcelain -- Sources Package.swift)" ] && BUILT="$BUILT + uncommitted changes in Sources/Package.swift"
+    BUILT="$BUILT, built $(date -u '+%Y-%m-%d %H:%M UTC'), \`swift build -c release\`"
+fi
+if has droptrace-f32 || has droptrace-bf16; then
+    "$DROPTRACE" score --help 2>&1 | grep -q -- '--precision' \
+        || die "$DROPTRACE: 'score' has no --precision option (a build from before it); the benchmark needs a droptrace with --precision f32|bf16"
+fi
 mkdir -p "$WORK"
-gcc -O2 bench/sgemm_peak.c -o "$WORK/sgemm_peak" -lopenblas
+gcc -O2 bench/gemm_peak.c -o "$WORK/gemm_peak" -lopenblas -ldnnl -fopenmp
 
 # -- inputs -----------------------------------------------------------------------------------
 log "checkpoints and calibration (created once)"
 "$PYTHON" bench/make_checkpoints.py --out "$WORK" --models $MODELS
 CALIB=$WORK/calib.jsonl
+if [ -n "$SAMPLES" ]; then
+    head -n "$SAMPLES" "$WORK/calib.jsonl" > "$WORK/calib.$SAMPLES.jsonl"
+    CALIB=$WORK/calib.$SAMPLES.jsonl
+    log "SAMPLES=$SAMPLES: only the first $SAMPLES calibration sequences (a smoke run, not a benchmark)"
+fi
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
-export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+# The first processor's block of /proc/cpuinfo (model, family, flags), recorded with the results.
+awk '/^$/ { exit } { print }' /proc/cpuinfo > "$OUT/cpuinfo.txt"
+
+# Tuning variables the benchmark must not inherit (droptrace's own kernel overrides included):
+# droptrace runs as installed (it picks its own kernels and threads), the others get their thread
+# counts from here.
+TUNING="DROPTRACE_MATRIX_KERNEL DROPTRACE_BF16_KERNEL OPENBLAS_CORETYPE OPENBLAS_VERBOSE GOTO_NUM_THREADS DNNL_MAX_CPU_ISA ONEDNN_MAX_CPU_ISA DNNL_CPU_ISA_HINTS ONEDNN_CPU_ISA_HINTS DNNL_VERBOSE ONEDNN_VERBOSE DNNL_DEFAULT_FPMATH_MODE ONEDNN_DEFAULT_FPMATH_MODE MKL_ENABLE_INSTRUCTIONS GOMP_CPU_AFFINITY OMP_PROC_BIND OMP_PLACES KMP_AFFINITY"
+for v in $TUNING OMP_NUM_THREADS OPENBLAS_NUM_THREADS MKL_NUM_THREADS; do
+    if [ -n "${!v:-}" ]; then log "ignoring $v=${!v} from the environment"; fi
+    unset "$v"
+done
+THREAD_ENV=(env OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS")
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 
-log "SGEMM peak with $THREADS threads"
+log "peaks of the matrix units with $THREADS threads"
 wait_quiet
-"$WORK/sgemm_peak" 5 > "$OUT/sgemm.json"
-cat "$OUT/sgemm.json" >&2
+"${THREAD_ENV[@]}" "$WORK/gemm_peak" "$PEAK_REPS" $MODELS > "$OUT/peaks.json"
+cat "$OUT/peaks.json" >&2
 
 for model in $MODELS; do
     ckpt=$WORK/$model
-    for rep in $(seq 1 "$REPS"); do
-        run "$model.droptrace.$rep" "$DROPTRACE" score "$ckpt" --calibration "$CALIB" \
-            --output "$OUT/$model.droptrace.$rep.h5" --threads "$THREADS"
-        run "$model.pytorch.$rep" "$PYTHON" bench/pytorch_hooked.py "$ckpt" --calibration "$CALIB" --threads "$THREADS"
-        for target in attn mlp block; do
-            run "$model.llmdrop-$target.$rep" "$PYTHON" bench/llmdrop_procedure.py "$ckpt" \
-                --calibration "$CALIB" --target "$target" --threads "$THREADS"
+    for rep in $(seq 1 "$(reps_of "$model")"); do
+        for c in $CONTENDERS; do
+            case $c in
+                droptrace-*)
+                    run "$model.$c.$rep" "$DROPTRACE" score "$ckpt" --calibration "$CALIB" \
+                        --output "$OUT/$model.$c.$rep.h5" --threads "$THREADS" --precision "${c#droptrace-}" ;;
+                pytorch-*)
+                    dtype=float32; [ "$c" = pytorch-bf16 ] && dtype=bfloat16
+                    run "$model.$c.$rep" "${THREAD_ENV[@]}" "$PYTHON" bench/pytorch_hooked.py "$ckpt" \
+                        --calibration "$CALIB" --threads "$THREADS" --dtype "$dtype" ;;
+                llmdrop-*)
+                    dtype=float32; [ "$c" = llmdrop-bf16 ] && dtype=bfloat16
+                    for target in attn mlp block; do
+                        run "$model.$c-$target.$rep" "${THREAD_ENV[@]}" "$PYTHON" bench/llmdrop_procedure.py "$ckpt" \
+                            --calibration "$CALIB" --target "$target" --threads "$THREADS" --dtype "$dtype"
+                    done ;;
+            esac
         done
     done
 done
 
-"$PYTHON" bench/report.py --results "$OUT" --work "$WORK" --threads "$THREADS" --reps "$REPS" \
-    --models "$MODELS" --droptrace "$DROPTRACE" --built "$BUILT" --command "$COMMAND" --python "$PYTHON" --output bench/RESULTS.md
+"$PYTHON" bench/report.py --results "$OUT" --work "$WORK" --calibration "$CALIB" --threads "$THREADS" \
+    --models "$MODELS" --contenders "$CONTENDERS" --droptrace "$DROPTRACE" --built "$BUILT" \
+    --command "$COMMAND" --python "$PYTHON" --output bench/RESULTS.md
