@@ -1,0 +1,129 @@
+/// Rounding float32 to bfloat16 (the upper 16 bits of a float32), round to
+/// nearest with ties to even as the bf16 matrix units and torch's `.to(torch.bfloat16)`
+/// do; NaN stays NaN (made quiet), ±inf stays ±inf, finite values beyond
+/// bf16's largest round to ±inf.
+public enum BFloat16 {
+    typealias Bits = SIMD8<UInt32>
+
+    /// The bfloat16 bits of `x`.
+    @inline(__always)
+    public static func bits(_ x: Float) -> UInt16 {
+        UInt16(truncatingIfNeeded: roundedBits(Bits(repeating: x.bitPattern))[0] >> 16)
+    }
+
+    /// `x` rounded to the nearest bfloat16, as a float32.
+    @inline(__always)
+    public static func round(_ x: Float) -> Float {
+        Float(bitPattern: roundedBits(Bits(repeating: x.bitPattern))[0])
+    }
+
+    /// The float32 value of bfloat16 `bits` (exact).
+    @inline(__always)
+    public static func float(_ bits: UInt16) -> Float {
+        Float(bitPattern: UInt32(bits) << 16)
+    }
+
+    /// Rounded float32 bits (low half zero), eight lanes at a time.
+    @inline(__always)
+    static func roundedBits(_ u: Bits) -> Bits {
+        // Adding 0x7FFF plus the kept part's lowest bit carries into the kept
+        // part exactly when the dropped half is above the midpoint, or at it
+        // with an odd kept part. NaN payloads could carry into ±inf, so NaNs
+        // take their quiet bit instead.
+        let lowestKept = (u &>> 16) & 1
+        var rounded = (u &+ 0x7FFF &+ lowestKept) & 0xFFFF_0000
+        rounded.replace(with: (u | 0x0040_0000) & 0xFFFF_0000, where: u & 0x7FFF_FFFF .> 0x7F80_0000)
+        return rounded
+    }
+
+    /// dst[i] = round(src[i]) for i < count; `dst` may be `src` (in place).
+    public static func round(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i + 8 <= count {
+            let u = UnsafeRawPointer(src + i).loadUnaligned(as: Bits.self)
+            UnsafeMutableRawPointer(dst + i).storeBytes(of: roundedBits(u), as: Bits.self)
+            i += 8
+        }
+        while i < count {
+            dst[i] = round(src[i])
+            i += 1
+        }
+    }
+
+    /// dst[i] = bits(src[i]) for i < count.
+    public static func convert(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<UInt16>, count: Int) {
+        var i = 0
+        while i + 8 <= count {
+            let u = UnsafeRawPointer(src + i).loadUnaligned(as: Bits.self)
+            let half = SIMD8<UInt16>(truncatingIfNeeded: roundedBits(u) &>> 16)
+            UnsafeMutableRawPointer(dst + i).storeBytes(of: half, as: SIMD8<UInt16>.self)
+            i += 8
+        }
+        while i < count {
+            dst[i] = bits(src[i])
+            i += 1
+        }
+    }
+
+    /// dst[i] = float(src[i]) for i < count.
+    public static func widen(_ src: UnsafePointer<UInt16>, into dst: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i + 8 <= count {
+            let half = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD8<UInt16>.self)
+            let u = SIMD8<UInt32>(truncatingIfNeeded: half) &<< 16
+            UnsafeMutableRawPointer(dst + i).storeBytes(of: u, as: Bits.self)
+            i += 8
+        }
+        while i < count {
+            dst[i] = float(src[i])
+            i += 1
+        }
+    }
+
+    /// `values` rounded to bfloat16 (as float32).
+    public static func rounded(_ values: [Float]) -> [Float] {
+        values.withUnsafeBufferPointer { src in
+            [Float](unsafeUninitializedCapacity: src.count) { dst, count in
+                if let from = src.baseAddress, let to = dst.baseAddress { round(from, into: to, count: src.count) }
+                count = src.count
+            }
+        }
+    }
+
+    /// The bfloat16 bits of `values`.
+    public static func bits(_ values: [Float]) -> [UInt16] {
+        values.withUnsafeBufferPointer { src in
+            [UInt16](unsafeUninitializedCapacity: src.count) { dst, count in
+                if let from = src.baseAddress, let to = dst.baseAddress { convert(from, into: to, count: src.count) }
+                count = src.count
+            }
+        }
+    }
+
+    /// The float32 values of bfloat16 `bits`.
+    public static func floats(_ bits: [UInt16]) -> [Float] {
+        bits.withUnsafeBufferPointer { src in
+            [Float](unsafeUninitializedCapacity: src.count) { dst, count in
+                if let from = src.baseAddress, let to = dst.baseAddress { widen(from, into: to, count: src.count) }
+                count = src.count
+            }
+        }
+    }
+
+    /// Rounds rows `rows` (each `width` wide, `stride` apart) of `src` into a
+    /// dense rows.count×width block at `dst`.
+    @inline(__always)
+    static func roundRows(
+        _ src: UnsafePointer<Float>, stride: Int, rows: Int, width: Int, into dst: UnsafeMutablePointer<Float>
+    ) {
+        for r in 0..<rows { round(src + r * stride, into: dst + r * width, count: width) }
+    }
+
+    /// The same into bfloat16 bits.
+    @inline(__always)
+    static func convertRows(
+        _ src: UnsafePointer<Float>, stride: Int, rows: Int, width: Int, into dst: UnsafeMutablePointer<UInt16>
+    ) {
+        for r in 0..<rows { convert(src + r * stride, into: dst + r * width, count: width) }
+    }
+}
