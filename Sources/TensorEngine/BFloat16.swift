@@ -3,18 +3,16 @@
 /// do; NaN stays NaN (made quiet), ±inf stays ±inf, finite values beyond
 /// bf16's largest round to ±inf.
 public enum BFloat16 {
-    typealias Bits = SIMD8<UInt32>
-
     /// The bfloat16 bits of `x`.
     @inline(__always)
     public static func bits(_ x: Float) -> UInt16 {
-        UInt16(truncatingIfNeeded: roundedBits(Bits(repeating: x.bitPattern))[0] >> 16)
+        UInt16(truncatingIfNeeded: roundedBits(x.bitPattern) &>> 16)
     }
 
     /// `x` rounded to the nearest bfloat16, as a float32.
     @inline(__always)
     public static func round(_ x: Float) -> Float {
-        Float(bitPattern: roundedBits(Bits(repeating: x.bitPattern))[0])
+        Float(bitPattern: roundedBits(x.bitPattern))
     }
 
     /// The float32 value of bfloat16 `bits` (exact).
@@ -23,61 +21,35 @@ public enum BFloat16 {
         Float(bitPattern: UInt32(bits) << 16)
     }
 
-    /// Rounded float32 bits (low half zero), eight lanes at a time.
+    /// The rounded float32 bits of `u` (low half zero); plain integer
+    /// arithmetic and a select, which the compiler vectorises in the loops
+    /// below (SIMD-type lane operations did not).
     @inline(__always)
-    static func roundedBits(_ u: Bits) -> Bits {
-        // Adding 0x7FFF plus the kept part's lowest bit carries into the kept
-        // part exactly when the dropped half is above the midpoint, or at it
-        // with an odd kept part. NaN payloads could carry into ±inf, so NaNs
-        // take their quiet bit instead.
-        let lowestKept = (u &>> 16) & 1
-        var rounded = (u &+ 0x7FFF &+ lowestKept) & 0xFFFF_0000
-        rounded.replace(with: (u | 0x0040_0000) & 0xFFFF_0000, where: u & 0x7FFF_FFFF .> 0x7F80_0000)
-        return rounded
+    static func roundedBits(_ u: UInt32) -> UInt32 {
+        let rounded = (u &+ 0x7FFF &+ ((u &>> 16) & 1)) & 0xFFFF_0000
+        return u & 0x7FFF_FFFF > 0x7F80_0000 ? (u | 0x0040_0000) & 0xFFFF_0000 : rounded
     }
 
     /// dst[i] = round(src[i]) for i < count; `dst` may be `src` (in place).
     public static func round(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count: Int) {
-        var i = 0
-        while i + 8 <= count {
-            let u = UnsafeRawPointer(src + i).loadUnaligned(as: Bits.self)
-            UnsafeMutableRawPointer(dst + i).storeBytes(of: roundedBits(u), as: Bits.self)
-            i += 8
-        }
-        while i < count {
-            dst[i] = round(src[i])
-            i += 1
+        let from = UnsafeRawPointer(src), to = UnsafeMutableRawPointer(dst)
+        for i in 0..<max(0, count) {
+            to.storeBytes(of: roundedBits(from.load(fromByteOffset: 4 * i, as: UInt32.self)), toByteOffset: 4 * i, as: UInt32.self)
         }
     }
 
     /// dst[i] = bits(src[i]) for i < count.
     public static func convert(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<UInt16>, count: Int) {
-        var i = 0
-        while i + 8 <= count {
-            let u = UnsafeRawPointer(src + i).loadUnaligned(as: Bits.self)
-            let half = SIMD8<UInt16>(truncatingIfNeeded: roundedBits(u) &>> 16)
-            UnsafeMutableRawPointer(dst + i).storeBytes(of: half, as: SIMD8<UInt16>.self)
-            i += 8
-        }
-        while i < count {
-            dst[i] = bits(src[i])
-            i += 1
+        let from = UnsafeRawPointer(src)
+        for i in 0..<max(0, count) {
+            dst[i] = UInt16(truncatingIfNeeded: roundedBits(from.load(fromByteOffset: 4 * i, as: UInt32.self)) &>> 16)
         }
     }
 
     /// dst[i] = float(src[i]) for i < count.
     public static func widen(_ src: UnsafePointer<UInt16>, into dst: UnsafeMutablePointer<Float>, count: Int) {
-        var i = 0
-        while i + 8 <= count {
-            let half = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD8<UInt16>.self)
-            let u = SIMD8<UInt32>(truncatingIfNeeded: half) &<< 16
-            UnsafeMutableRawPointer(dst + i).storeBytes(of: u, as: Bits.self)
-            i += 8
-        }
-        while i < count {
-            dst[i] = float(src[i])
-            i += 1
-        }
+        let to = UnsafeMutableRawPointer(dst)
+        for i in 0..<max(0, count) { to.storeBytes(of: UInt32(src[i]) &<< 16, toByteOffset: 4 * i, as: UInt32.self) }
     }
 
     /// `values` rounded to bfloat16 (as float32).

@@ -61,6 +61,7 @@ public enum BLAS {
     ) {
         precondition(beta == 0 || beta == 1, "bf16 products accumulate onto C or overwrite it")
         guard m > 0, n > 0 else { return }
+        _ = MatrixKernels.active // oneDNN's ISA ceiling raised before its first primitive
         if k > 0, droptrace_dnnl_bf16_matmul(
             m, n, k, a, lda, b, ldb, transposeB ? 1 : 0, c, ldc, alpha, beta == 1 ? 1 : 0) == 0 {
             return

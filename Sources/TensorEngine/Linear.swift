@@ -96,9 +96,10 @@ public struct Linear: Sendable {
 
     /// Fewer rows than this per thread are not worth splitting.
     static let rowsPerTask = 64
-    /// Rows rounded to bfloat16 at a time, into a small buffer per worker
-    /// (a rounded copy of all of x would cost as much memory as x).
-    static let roundedRows = 256
+    /// Bytes of rounded rows per worker at a time (a rounded copy of all of
+    /// x would cost as much memory as x). Large enough that each GEMM's
+    /// packing of the weights is amortised over many rows.
+    static let roundedBytes = 16 << 20
 
     public func callAsFunction(_ x: Matrix) -> Matrix {
         precondition(x.cols == inFeatures, "linear layer expects \(inFeatures) inputs, got \(x.cols)")
@@ -154,16 +155,16 @@ public struct Linear: Sendable {
         return y
     }
 
-    /// Calls `body(first, count, rounded)` for blocks of up to `roundedRows`
+    /// Calls `body(first, count, rounded)` for blocks (`budget` bytes each)
     /// of the `rows` rows at `x` (`width` wide), each rounded to bfloat16
     /// into a buffer (float32 values or bfloat16 bits per `Element`).
     @inline(__always)
     static func inRoundedBlocks<Element>(
-        _ rows: Int, width: Int, of x: UnsafePointer<Float>, as: Element.Type,
+        _ rows: Int, width: Int, of x: UnsafePointer<Float>, as: Element.Type, budget: Int = roundedBytes,
         _ body: (Int, Int, UnsafeMutablePointer<Element>) -> Void
     ) {
         guard rows > 0 else { return }
-        let blockRows = min(rows, roundedRows)
+        let blockRows = min(rows, max(1, budget / (MemoryLayout<Element>.size * max(1, width))))
         let buffer = UnsafeMutablePointer<Element>.allocate(capacity: blockRows * width)
         defer { buffer.deallocate() }
         for first in stride(from: 0, to: rows, by: blockRows) {

@@ -3,7 +3,7 @@ import CheckpointIO
 import Foundation
 import Scoring
 import Testing
-import TensorEngine
+@testable import TensorEngine
 
 /// bfloat16 rounding, the float32 kernels against each other, and the bf16
 /// arithmetic (emulated and on oneDNN's bf16 matmul) against exact references.
@@ -163,7 +163,6 @@ import TensorEngine
 
     @Test(arguments: [MatrixArithmetic.bf16Emulated, .bf16Native])
     func bf16LinearEqualsTheExactProductOfRoundedInputs(arithmetic: MatrixArithmetic) {
-        // 600 rows: several rounded blocks per worker, and a ragged last one.
         let (rows, inFeatures, outFeatures) = (600, 96, 70)
         let x = Matrix(rows: rows, cols: inFeatures, data: Self.values(rows * inFeatures, seed: 11))
         let weight = Self.values(inFeatures * outFeatures, seed: 12), bias = Self.values(outFeatures, seed: 13)
@@ -182,6 +181,29 @@ import TensorEngine
         // Rounding matters: the float32 layer differs by far more than summation error.
         let plain = Linear(weight: weight, bias: bias, inFeatures: inFeatures, outFeatures: outFeatures, arithmetic: .f32)(x)
         #expect(zip(plain.data, y.data).map { abs($0 - $1) }.max()! > 1e-4)
+    }
+
+    /// Rows are rounded block by block into a bounded buffer, ragged last block included.
+    @Test func inputRowsAreRoundedInBoundedBlocks() {
+        let x = Self.values(10 * 3, seed: 5)
+        for element in [Float.self, UInt16.self] as [Any.Type] {
+            var seen: [Float] = [], blocks: [Range<Int>] = []
+            x.withUnsafeBufferPointer { xs in
+                if element == Float.self {
+                    Linear.inRoundedBlocks(10, width: 3, of: xs.baseAddress!, as: Float.self, budget: 4 * 3 * 4) { first, count, block in
+                        blocks.append(first..<(first + count))
+                        seen += UnsafeBufferPointer(start: block, count: count * 3)
+                    }
+                } else {
+                    Linear.inRoundedBlocks(10, width: 3, of: xs.baseAddress!, as: UInt16.self, budget: 4 * 3 * 2) { first, count, block in
+                        blocks.append(first..<(first + count))
+                        seen += UnsafeBufferPointer(start: block, count: count * 3).map(BFloat16.float)
+                    }
+                }
+            }
+            #expect(blocks == [0..<4, 4..<8, 8..<10])
+            #expect(seen == BFloat16.rounded(x))
+        }
     }
 
     @Test func stackedBF16LayersEqualTheirParts() {
