@@ -14,8 +14,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
-        // C libraries from Debian: libopenblas-dev, libhdf5-dev, libicu-dev.
+        // C libraries from Debian: libopenblas-dev, libdnnl-dev (oneDNN), libhdf5-dev, libicu-dev.
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
+        // oneDNN's sgemm and bf16 matmul, single-threaded per calling thread.
+        .target(name: "CDNNLMatmul", dependencies: ["CDNNL"], linkerSettings: [.linkedLibrary("dnnl")]),
+        // CPUID, XCR0 and Linux's AMX permission, for choosing matrix kernels.
+        .target(name: "CCPUFeatures"),
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5"),
         // ICU's regex engine with a step budget (libicu-dev), for tokenizer.json regexes.
         .target(name: "CICURegex", linkerSettings: [.linkedLibrary("icui18n"), .linkedLibrary("icuuc")]),
@@ -29,8 +34,8 @@ let package = Package(
             name: "Tokenization",
             dependencies: ["CICURegex", "DroptraceSupport", .product(name: "Crypto", package: "swift-crypto")]
         ),
-        // Float32 tensor kernels on top of BLAS.
-        .target(name: "TensorEngine", dependencies: ["CBLAS", "DroptraceSupport"]),
+        // Float32 (and bfloat16) tensor kernels on top of oneDNN and OpenBLAS, chosen by CPU features.
+        .target(name: "TensorEngine", dependencies: ["CBLAS", "CDNNL", "CDNNLMatmul", "CCPUFeatures", "DroptraceSupport"]),
         // One file per transformer family, layer-by-layer forward passes.
         .target(name: "Architectures", dependencies: ["CheckpointIO", "TensorEngine", "DroptraceSupport"]),
         // LLM-Drop module importance from one pass.
@@ -87,7 +92,7 @@ let package = Package(
             name: "DroptraceTests",
             dependencies: [
                 "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "Architectures", "Analysis",
-                "Reporting", "Pipeline", "Dropping", "Evaluation", "Cluster", "DroptraceSupport",
+                "Reporting", "Pipeline", "Dropping", "Evaluation", "Cluster", "DroptraceSupport", "TensorEngine",
             ],
             resources: [.copy("Fixtures")]
         ),

@@ -38,11 +38,16 @@ final class IncrementalDecoder {
 }
 
 /// Keys and values of one attention layer for every position so far.
+///
+/// In bfloat16 arithmetic the products' inputs are rounded as in
+/// `causalAttention`: keys and values when they enter the cache, the query
+/// and the probabilities before each product.
 struct KeyValueCache {
     let layout: QKVLayout
     private var keys: [Float]
     private var values: [Float]
     private(set) var length = 0
+    private let roundsToBF16 = MatrixArithmetic.current.roundsToBF16
 
     init(layout: QKVLayout, capacity: Int) {
         self.layout = layout
@@ -55,7 +60,9 @@ struct KeyValueCache {
     /// Attention of the new token over the cache (itself included), after
     /// appending its key and value; returns the output projection.
     mutating func attend(_ x: Matrix, with attention: SelfAttention, position: Int) -> Matrix {
-        let qkv = attention.projectedQKV(x, positions: [position])
+        var qkv = attention.projectedQKV(x, positions: [position])
+        // One row: rounding it whole rounds the query, key and value alike.
+        if roundsToBF16 { qkv.data = BFloat16.rounded(qkv.data) }
         let layout = self.layout, headDim = layout.headDim, width = self.width
         for g in 0..<layout.numKVHeads {
             for j in 0..<headDim {
@@ -90,6 +97,7 @@ struct KeyValueCache {
                             for j in 0..<visible { scores[j] = exp(scores[j] - maximum); sum += scores[j] }
                             for j in 0..<visible { scores[j] /= sum }
                         }
+                        if roundsToBF16 { scores = BFloat16.rounded(scores) }
                         output.withUnsafeMutableBufferPointer { out in
                             BLAS.gemv(m: visible, n: headDim, v.baseAddress! + first * width + g * headDim, lda: width,
                                       transpose: true, scores, out.baseAddress! + head * headDim)
