@@ -42,6 +42,9 @@ struct EngineOptions: ParsableArguments {
     func apply() {
         EngineThreads.set(threads ?? ProcessInfo.processInfo.activeProcessorCount)
         EngineMemory.reuseFreedBuffers()
+        // Which library, kernel and instruction set the matrix products run on
+        // (chosen from CPUID); DROPTRACE_LOG_LEVEL=debug shows it.
+        DroptraceLogging.logger().debug("matrix kernels: \(MatrixKernels.selectionSummary)")
     }
 }
 
