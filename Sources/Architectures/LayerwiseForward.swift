@@ -1,27 +1,49 @@
 import DroptraceSupport
 import TensorEngine
 
-/// Runs a model block by block over all tokens of a batch, expanding one
-/// block's weights at a time, with the modules of `plan` dropped.
+/// Runs a model block by block over all tokens of a batch, with the modules
+/// of `plan` dropped. At most two blocks' weights are expanded at a time:
+/// the one computing and the next one, expanded on a background thread
+/// meanwhile (`BlockPrefetch`) so the matrix products do not wait for the
+/// checkpoint.
 public struct LayerwiseForward {
     public let model: any LanguageModel
     public let plan: DropPlan
+    /// Whether the next block is expanded while the current one computes.
+    /// Results are identical either way.
+    public var prefetch: Bool
 
-    public init(model: any LanguageModel, plan: DropPlan = .none) {
+    public init(model: any LanguageModel, plan: DropPlan = .none, prefetch: Bool = true) {
         self.model = model
         self.plan = plan
+        self.prefetch = prefetch
     }
 
-    /// The final hidden state (before the final norm); `observe` sees every block.
+    /// The final hidden state (before the final norm); `observe` sees every
+    /// block. An error expanding a block is thrown when the pass reaches that
+    /// block, as without prefetching; when `observe` (or anything else)
+    /// throws, the expansion under way is waited for before the error
+    /// propagates, so no work outlives the call.
     @discardableResult
     public func run(_ batch: TokenBatch, observe: (BlockActivations) throws -> Void = { _ in }) throws -> Matrix {
+        var pending: BlockPrefetch?
+        defer { pending?.wait() }
         var x = try model.embed(batch)
         for index in 0..<model.layerCount {
             if plan.blocks.contains(index) {
                 try observe(.dropped(index, x))
                 continue
             }
-            let block = try model.block(index, skipping: plan)
+            let block: TransformerBlock
+            if let expanding = pending, expanding.index == index {
+                pending = nil
+                block = try expanding.block()
+            } else {
+                block = try model.block(index, skipping: plan)
+            }
+            if prefetch, let following = (index + 1..<model.layerCount).first(where: { !plan.blocks.contains($0) }) {
+                pending = BlockPrefetch(model, index: following, skipping: plan)
+            }
             let activations = block(x, index: index) { attention, input in attention(input, batch) }
             try observe(activations)
             x = activations.output
