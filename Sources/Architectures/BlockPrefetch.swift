@@ -1,4 +1,5 @@
 import Dispatch
+import TensorEngine
 
 /// One block's weights being expanded on a background thread
 /// (`LanguageModel.block(_:skipping:)`: reading the checkpoint, converting
@@ -18,9 +19,12 @@ final class BlockPrefetch: @unchecked Sendable {
     /// Starts expanding block `index` of `model` with `plan`'s modules left out.
     init(_ model: any LanguageModel, index: Int, skipping plan: DropPlan) {
         self.index = index
+        // The arithmetic the layers are created in, as on the calling thread
+        // (tests force it per thread with MatrixKernels.withArithmetic).
+        let arithmetic = MatrixArithmetic.current
         finished.enter()
         DispatchQueue.global().async { [self] in
-            result = Result { try model.block(index, skipping: plan) }
+            result = Result { try MatrixKernels.withArithmetic(arithmetic) { try model.block(index, skipping: plan) } }
             finished.leave()
         }
     }

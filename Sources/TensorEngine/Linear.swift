@@ -80,18 +80,26 @@ public struct Linear: Sendable {
         let bias = hasBias ? parts.flatMap { $0.bias ?? [Float](repeating: 0, count: $0.outFeatures) } : nil
         let outFeatures = parts.reduce(0) { $0 + $1.outFeatures }
         let arithmetic = parts[0].arithmetic
-        // Stored bits are concatenated as they are: no second conversion.
-        let bits = parts.compactMap { part -> [UInt16]? in
-            if case .bfloat16(let bits) = part.storage, part.arithmetic == arithmetic { bits } else { nil }
-        }
-        if bits.count == parts.count {
+        guard parts.allSatisfy({ $0.arithmetic == arithmetic }) else {
             return Linear(
-                storage: .bfloat16(bits.flatMap { $0 }), bias: bias, inFeatures: parts[0].inFeatures,
-                outFeatures: outFeatures, layout: .outByIn, arithmetic: arithmetic)
+                weight: concatenated(parts.map(\.weight)), bias: bias, inFeatures: parts[0].inFeatures,
+                outFeatures: outFeatures, arithmetic: arithmetic)
         }
+        // The parts' storage is already in this arithmetic: concatenated as it
+        // is, into one buffer of the final size (a growing copy would keep
+        // about twice the stacked weights alive at once, the peak of a block's
+        // expansion).
+        let storage: Storage =
+            if case .bfloat16 = parts[0].storage {
+                .bfloat16(concatenated(parts.map { part in
+                    if case .bfloat16(let bits) = part.storage { bits } else { [] }
+                }))
+            } else {
+                .float(concatenated(parts.map(\.weight)))
+            }
         return Linear(
-            weight: parts.flatMap(\.weight), bias: bias, inFeatures: parts[0].inFeatures, outFeatures: outFeatures,
-            arithmetic: arithmetic)
+            storage: storage, bias: bias, inFeatures: parts[0].inFeatures, outFeatures: outFeatures,
+            layout: .outByIn, arithmetic: arithmetic)
     }
 
     /// Fewer rows than this per thread are not worth splitting.
@@ -180,4 +188,12 @@ public struct Linear: Sendable {
             body(first, count, buffer)
         }
     }
+}
+
+/// The arrays one after another, in a buffer allocated once at its final size.
+private func concatenated<Element>(_ arrays: [[Element]]) -> [Element] {
+    var result: [Element] = []
+    result.reserveCapacity(arrays.reduce(0) { $0 + $1.count })
+    for array in arrays { result.append(contentsOf: array) }
+    return result
 }
