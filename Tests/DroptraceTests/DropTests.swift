@@ -150,8 +150,11 @@ import Tokenization
     @Test func droppingAttentionSavesFLOPsAndCache() throws {
         let model = try load("llama-f32")
         let windows = FixtureFiles.jsonlSequences()
-        let full = try SpeedMeasurement.measure(model: model, plan: .none, windows: windows, decodeSteps: 8, repeats: 1)
-        let dropped = try SpeedMeasurement.measure(model: model, plan: DropPlan(attention: [1, 3]), windows: windows, decodeSteps: 8, repeats: 1)
+        var options = SpeedOptions()
+        options.lengths = [8]
+        options.policy.maxRounds = 1
+        let speed = try SpeedMeasurement.compare(model: model, plan: DropPlan(attention: [1, 3]), tokens: windows[0], options: options)
+        let (full, dropped) = (speed.full, speed.dropped)
         #expect(dropped.kvCacheBytesPerToken * 5 == full.kvCacheBytesPerToken * 3)
         #expect(dropped.flopsPerToken < full.flopsPerToken)
         #expect(full.kvCacheBytesPerToken == 5 * 2 * 2 * 12 * 4)

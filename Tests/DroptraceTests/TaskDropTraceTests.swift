@@ -60,7 +60,7 @@ import Tokenization
         if let sdr = Self.number(json["sdr"]) {
             #expect(abs(sdr - degradation / speedup) < 1e-9 * max(1, abs(sdr)))
         } else {
-            #expect(speedup == 0)
+            #expect(json["decode_verdict"] as? String == "within noise")
         }
     }
 
