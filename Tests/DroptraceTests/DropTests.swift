@@ -184,7 +184,7 @@ import Tokenization
             "drop", FixtureFiles.model("gpt2-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
             "--target", "attention", "--count", "2", "--eval", FixtureFiles.calibrationText.path, "--seq-len", "32",
             "--task", "piqa=" + FixtureFiles.root.appendingPathComponent("tasks/piqa.jsonl").path, "--json",
-            "--export", scratch.path("out").path,
+            "--export", scratch.path("out").path, "--speed-max-rounds", "1",
         ])
         try #require(result.status == 0, "\(result.stderr)")
         let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
