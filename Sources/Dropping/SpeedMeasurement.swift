@@ -122,11 +122,12 @@ public enum SpeedMeasurement {
     ) throws -> SpeedComparison {
         let start = DispatchTime.now()
         let positions = model.maxPositions
-        guard positions >= 4, !tokens.isEmpty else {
+        guard positions >= 4 else {
             throw DroptraceError(
                 "timing decoding needs a context of at least 2 tokens and 2 generated ones; the model has \(positions) positions",
                 path: model.checkpoint.directory.path)
         }
+        guard !tokens.isEmpty else { throw DroptraceError("no tokens to time the models with", path: model.checkpoint.directory.path) }
         var lengths = options.lengths.filter { $0 >= 2 && 2 * $0 <= positions }
         if lengths.isEmpty { lengths = [positions / 2] }
         let capacity = 2 * lengths.max()! - 1

@@ -73,7 +73,7 @@ struct DropTable {
         let percent = paired.speedupPercent
         func signed(_ value: Double) -> String { (value >= 0 ? "+" : "−") + format(abs(value), 1) + "%" }
         let numbers = "\(signed(percent.median)) [\(signed(percent.q1)), \(signed(percent.q3))]"
-        let test = String(format: "sign test p = %.3f", paired.pValue)
+        let test = paired.pValue < 0.001 ? "sign test p < 0.001" : String(format: "sign test p = %.3f", paired.pValue)
         switch paired.verdict {
         case .faster:
             return "\(numbers), faster in \(paired.droppedFasterRounds) of \(paired.rounds) rounds (\(test))"
