@@ -44,16 +44,24 @@ final class IncrementalDecoder {
         for index in caches.indices { caches[index]?.clear() }
     }
 
-    /// Runs `tokens` (positions 0..<count, at most the capacity, the caches
-    /// empty) through every block at once, filling the caches as generation's
-    /// prefill does; returns the final hidden state of the last token [1, hidden].
-    func prefill(_ tokens: [Int]) throws -> Matrix {
-        let batch = TokenBatch(sequences: [tokens])
-        var x = try model.embed(batch)
+    /// The embeddings of `tokens` at positions 0..<count [count, hidden], to
+    /// look them up before timing: the model reads its embedding table from
+    /// the checkpoint at every lookup, which a generation engine does once.
+    func embedded(_ tokens: [Int]) throws -> Matrix {
+        try model.embed(TokenBatch(sequences: [tokens]))
+    }
+
+    /// Runs embedded rows `x` (positions 0..<rows, at most the capacity, the
+    /// caches empty) through every block at once, filling the caches as
+    /// generation's prefill does; returns the final hidden state of the last
+    /// row [1, hidden].
+    func prefill(embedded x: Matrix) -> Matrix {
+        let positions = Array(0..<x.rows)
+        var x = x
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
             x = block(x, index: index) { attention, input in
-                caches[index]!.prefill(input, with: attention, positions: batch.positions)
+                caches[index]!.prefill(input, with: attention, positions: positions)
             }.output
         }
         return Matrix(rows: 1, cols: x.cols, data: Array(x.data.suffix(x.cols)))
@@ -67,8 +75,12 @@ final class IncrementalDecoder {
     /// Runs one token through every block; returns the final hidden state.
     /// (Single-row products stay on one thread: `Linear` splits only by rows.)
     func step(token: Int, position: Int) throws -> Matrix {
-        let batch = TokenBatch(token: token, position: position)
-        var x = try model.embed(batch)
+        step(embedded: try model.embed(TokenBatch(token: token, position: position)), position: position)
+    }
+
+    /// `step(token:position:)` from the token's embedding [1, hidden].
+    func step(embedded row: Matrix, position: Int) -> Matrix {
+        var x = row
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
             x = block(x, index: index) { attention, input in

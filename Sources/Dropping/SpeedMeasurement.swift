@@ -134,30 +134,42 @@ public enum SpeedMeasurement {
         let full = try IncrementalDecoder(model: model, plan: .none, capacity: capacity)
         let dropped = full.dropping(plan, capacity: capacity)
         let head = try model.head()
-        let context = (0..<lengths.max()!).map { tokens[$0 % tokens.count] }
+        let context = (0..<capacity).map { tokens[$0 % tokens.count] }
+        // Row i: the embedding of token i at position i (the same for both models).
+        let embeddings = try lengths.map { try full.embedded(Array(context.prefix(2 * $0 - 1))) }
 
-        /// One generation: seconds of the prefill and of the median decoding step.
-        func generate(_ decoder: IncrementalDecoder, length: Int) throws -> (prefill: Double, decode: Double) {
+        /// One generation: seconds of the prefill and of the median decoding
+        /// step. Each step computes the logits and their greedy choice, as
+        /// LLM-Drop's does, but is fed the text's next token, whose embedding
+        /// was looked up before the clock started (`IncrementalDecoder.embedded`).
+        func generate(_ decoder: IncrementalDecoder, lengthIndex: Int) -> (prefill: Double, decode: Double) {
             decoder.reset()
-            var clock = DispatchTime.now()
-            var next = greedy(head.logits(try decoder.prefill(Array(context.prefix(length)))), vocabulary: model.vocabularySize)
-            let prefill = seconds(since: clock)
-            var steps: [Double] = []
-            for position in length..<(2 * length - 1) {
-                clock = DispatchTime.now()
-                next = greedy(head.logits(try decoder.step(token: next, position: position)), vocabulary: model.vocabularySize)
-                steps.append(seconds(since: clock))
+            let length = lengths[lengthIndex], rows = embeddings[lengthIndex]
+            func row(_ position: Int) -> Matrix {
+                Matrix(rows: 1, cols: rows.cols, data: Array(rows.data[(position * rows.cols)..<((position + 1) * rows.cols)]))
             }
-            return (prefill, Spread(steps).median)
+            let prompt = Matrix(rows: length, cols: rows.cols, data: Array(rows.data.prefix(length * rows.cols)))
+            let steps = (length..<(2 * length - 1)).map(row)
+            var clock = DispatchTime.now()
+            var chosen = greedy(head.logits(decoder.prefill(embedded: prompt)))
+            let prefill = seconds(since: clock)
+            var durations: [Double] = []
+            for (offset, input) in steps.enumerated() {
+                clock = DispatchTime.now()
+                chosen &+= greedy(head.logits(decoder.step(embedded: input, position: length + offset)))
+                durations.append(seconds(since: clock))
+            }
+            _ = chosen
+            return (prefill, Spread(durations).median)
         }
 
         // Warm-up (LLM-Drop warms up before each round): pages the weights in,
         // and its cost decides which lengths fit the budget.
         let policy = options.policy
         var timed: [Int] = []
-        for length in lengths {
-            _ = try generate(full, length: length)
-            _ = try generate(dropped, length: length)
+        for (index, length) in lengths.enumerated() {
+            _ = generate(full, lengthIndex: index)
+            _ = generate(dropped, lengthIndex: index)
             if !timed.isEmpty && seconds(since: start) * Double(policy.minRounds) > policy.budgetSeconds { break }
             timed.append(length)
         }
@@ -168,10 +180,10 @@ public enum SpeedMeasurement {
         var round = 0
         while stop == nil {
             let roundStart = DispatchTime.now()
-            for (index, length) in timed.enumerated() {
+            for index in timed.indices {
                 let fullFirst = (round + index) % 2 == 0
-                let first = try generate(fullFirst ? full : dropped, length: length)
-                let second = try generate(fullFirst ? dropped : full, length: length)
+                let first = generate(fullFirst ? full : dropped, lengthIndex: index)
+                let second = generate(fullFirst ? dropped : full, lengthIndex: index)
                 let (f, d) = fullFirst ? (first, second) : (second, first)
                 for (metric, value) in [f.prefill, d.prefill, f.decode, d.decode].enumerated() { samples[index][metric].append(value) }
             }
@@ -200,12 +212,12 @@ public enum SpeedMeasurement {
             matrixKernel: MatrixKernels.description(for: EnginePrecision.current))
     }
 
-    /// The most likely next token of a [1, vocabulary] logits row (LLM-Drop
-    /// feeds its greedy choice back), kept inside the embedding table.
-    static func greedy(_ logits: Matrix, vocabulary: Int) -> Int {
+    /// The most likely next token of a [1, vocabulary] logits row (the greedy
+    /// choice LLM-Drop's generation makes each step).
+    static func greedy(_ logits: Matrix) -> Int {
         var best = 0
         for (index, value) in logits.data.enumerated() where value > logits.data[best] { best = index }
-        return min(best, vocabulary - 1)
+        return best
     }
 
     /// Analytic FLOPs of one decoding step at `context` tokens of context:

@@ -105,7 +105,7 @@ import Testing
             // Prefill the first 12, then decode the rest; twice, to check reset.
             for _ in 0..<2 {
                 decoder.reset()
-                let prefilled = try decoder.prefill(Array(tokens.prefix(12)))
+                let prefilled = decoder.prefill(embedded: try decoder.embedded(Array(tokens.prefix(12))))
                 let row11 = expected.data[(11 * expected.cols)..<(12 * expected.cols)]
                 #expect(zip(prefilled.data, row11).map { abs($0 - $1) }.max()! < 1e-4, "\(plan) prefill")
                 var last = prefilled
