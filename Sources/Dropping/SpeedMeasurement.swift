@@ -176,9 +176,9 @@ public enum SpeedMeasurement {
 
         // samples[length][metric]: prefill full, prefill dropped, decode full, decode dropped; one value per round.
         var samples = [[[Double]]](repeating: [[], [], [], []], count: timed.count)
-        var stop: SpeedStop?
+        let stop: SpeedStop
         var round = 0
-        while stop == nil {
+        while true {
             let roundStart = DispatchTime.now()
             for index in timed.indices {
                 let fullFirst = (round + index) % 2 == 0
@@ -188,7 +188,10 @@ public enum SpeedMeasurement {
                 for (metric, value) in [f.prefill, d.prefill, f.decode, d.decode].enumerated() { samples[index][metric].append(value) }
             }
             round += 1
-            stop = policy.stop(series: samples[timed.count - 1], elapsed: seconds(since: start), lastRound: seconds(since: roundStart))
+            if let reason = policy.stop(series: samples[timed.count - 1], elapsed: seconds(since: start), lastRound: seconds(since: roundStart)) {
+                stop = reason
+                break
+            }
         }
 
         let measured = zip(timed, samples).map { length, series in
@@ -207,7 +210,7 @@ public enum SpeedMeasurement {
         return SpeedComparison(
             full: try report(DropPlan.none, full, headline.prefill.full, headline.decode.full),
             dropped: try report(plan, dropped, headline.prefill.dropped, headline.decode.dropped),
-            lengths: measured, rounds: round, stopped: stop!, seconds: seconds(since: start),
+            lengths: measured, rounds: round, stopped: stop, seconds: seconds(since: start),
             threads: EngineThreads.count, precision: EnginePrecision.current,
             matrixKernel: MatrixKernels.description(for: EnginePrecision.current))
     }
