@@ -24,6 +24,8 @@ public struct DropRequest: Sendable {
     public var export: URL?
     /// Where to write the block drop as a mergekit passthrough YAML (`MergekitSlices`).
     public var exportMergekit: URL?
+    /// Lengths timed and when the timing rounds stop.
+    public var speed = SpeedOptions()
 
     public init(checkpoint: URL, target: DropTarget, count: Int, calibration: CalibrationSource) {
         self.checkpoint = checkpoint
@@ -37,6 +39,11 @@ public struct DropRequest: Sendable {
 public struct Comparison<Value: Codable & Sendable & Equatable>: Codable, Sendable, Equatable {
     public var full: Value
     public var dropped: Value
+
+    public init(full: Value, dropped: Value) {
+        self.full = full
+        self.dropped = dropped
+    }
 }
 
 /// What `droptrace drop` found and measured; its --json output.
@@ -57,14 +64,19 @@ public struct DropResult: Encodable, Sendable {
     public var tasks: [String: Comparison<TaskMetrics>]?
     /// The paper's average over the tasks (`EvaluationResult.average`), full and dropped.
     public var average: Comparison<Double>?
-    public var speed: Comparison<SpeedReport>
-    /// Speed-up in percent (dropped vs full): prefill throughput and decode latency.
+    public var speed: SpeedComparison
+    /// Speed-up in percent (dropped vs full) at the headline length: the
+    /// median over paired rounds of prefill throughput and decode latency.
     public var prefillSpeedupPercent: Double
     public var decodeSpeedupPercent: Double
+    /// Whether each speed-up is more than noise (`PairedSpeed.verdict`).
+    public var prefillVerdict: SpeedVerdict
+    public var decodeVerdict: SpeedVerdict
     public var flopsSavedPercent: Double
     public var kvCacheSavedPercent: Double
     /// The paper's speedup-degradation ratio: performance lost (%) per speed-up (%),
-    /// on the average over tasks when tasks were given, else on perplexity.
+    /// on the average over tasks when tasks were given, else on perplexity;
+    /// nil when the decode speed-up is within noise.
     public var sdr: Double?
     public var export: String?
     public var exportMergekit: String?
@@ -78,6 +90,8 @@ public struct DropResult: Encodable, Sendable {
         case droppedBlocks = "dropped_blocks"
         case prefillSpeedupPercent = "prefill_speedup_percent"
         case decodeSpeedupPercent = "decode_speedup_percent"
+        case prefillVerdict = "prefill_verdict"
+        case decodeVerdict = "decode_verdict"
         case flopsSavedPercent = "flops_saved_percent"
         case kvCacheSavedPercent = "kv_cache_saved_percent"
     }
@@ -146,10 +160,9 @@ public enum DropRun {
                 full: try suite.evaluate(model: model, plan: .none, tokenizer: tokenizer),
                 dropped: try suite.evaluate(model: model, plan: plan, tokenizer: tokenizer))
         }
-        log("timing prefill and decoding")
-        let speed = Comparison(
-            full: try SpeedMeasurement.measure(model: model, plan: .none, windows: windows),
-            dropped: try SpeedMeasurement.measure(model: model, plan: plan, windows: windows))
+        log("timing prefill and decoding, full and dropped alternately (budget \(Int(request.speed.policy.budgetSeconds)) s)")
+        let speed = try SpeedMeasurement.compare(model: model, plan: plan, tokens: windows.flatMap { $0 }, options: request.speed)
+        log("timed \(speed.rounds) rounds in \(Int(speed.seconds.rounded())) s (\(speed.stopped.rawValue))")
 
         if let export = request.export {
             try DroppedModelExport.write(model: model, plan: plan, to: export)
@@ -164,11 +177,12 @@ public enum DropRun {
 
     static func result(
         _ request: DropRequest, model: any LanguageModel, plan: DropPlan, scores: ModuleScores,
-        perplexity: Comparison<Double>?, accuracy: Comparison<EvaluationResult>?, speed: Comparison<SpeedReport>
+        perplexity: Comparison<Double>?, accuracy: Comparison<EvaluationResult>?, speed: SpeedComparison
     ) -> DropResult {
         let layers = 0..<model.layerCount
         func similarity(_ values: [Double]) -> [Double?] { values.map { $0.isNaN ? nil : 1 - $0 } }
-        let decodeSpeedup = 100 * (speed.full.decodeMillisecondsPerToken / speed.dropped.decodeMillisecondsPerToken - 1)
+        let decode = speed.headline.decode
+        let decodeSpeedup = decode.speedupPercent.median
         var degradation: Double?
         if let accuracy {
             degradation = 100 * (accuracy.full.average - accuracy.dropped.average) / max(accuracy.full.average, 1e-12)
@@ -189,11 +203,13 @@ public enum DropRun {
                 }
             },
             average: accuracy.map { Comparison(full: $0.full.average, dropped: $0.dropped.average) }, speed: speed,
-            prefillSpeedupPercent: 100 * (speed.dropped.prefillTokensPerSecond / speed.full.prefillTokensPerSecond - 1),
+            prefillSpeedupPercent: speed.headline.prefill.speedupPercent.median,
             decodeSpeedupPercent: decodeSpeedup,
+            prefillVerdict: speed.headline.prefill.verdict, decodeVerdict: decode.verdict,
             flopsSavedPercent: 100 * (1 - speed.dropped.flopsPerToken / speed.full.flopsPerToken),
             kvCacheSavedPercent: fullKV > 0 ? 100 * (1 - Double(speed.dropped.kvCacheBytesPerToken) / fullKV) : 0,
-            sdr: degradation.flatMap { decodeSpeedup != 0 ? $0 / decodeSpeedup : nil },
+            // Never from noise: a speed-up the rounds cannot tell from zero has no ratio.
+            sdr: degradation.flatMap { decode.verdict != .withinNoise && decodeSpeedup != 0 ? $0 / decodeSpeedup : nil },
             export: request.export?.path, exportMergekit: request.exportMergekit?.path)
     }
 }

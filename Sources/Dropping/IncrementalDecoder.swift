@@ -9,12 +9,62 @@ final class IncrementalDecoder {
     private let blocks: [TransformerBlock?]
     private var caches: [KeyValueCache?]
 
-    init(model: any LanguageModel, plan: DropPlan, capacity: Int) throws {
+    convenience init(model: any LanguageModel, plan: DropPlan, capacity: Int) throws {
+        self.init(
+            model: model, blocks: try (0..<model.layerCount).map { plan.blocks.contains($0) ? nil : try model.block($0, skipping: plan) },
+            capacity: capacity)
+    }
+
+    private init(model: any LanguageModel, blocks: [TransformerBlock?], capacity: Int) {
         self.model = model
-        blocks = try (0..<model.layerCount).map { plan.blocks.contains($0) ? nil : try model.block($0, skipping: plan) }
+        self.blocks = blocks
         caches = blocks.map { block in
             block?.attention.map { KeyValueCache(layout: $0.attention.layout, capacity: capacity) }
         }
+    }
+
+    /// This decoder's model with `plan`'s modules dropped, sharing its
+    /// expanded weights (a dropped branch is nil, as `block(_:skipping:)`
+    /// gives it), so timing both models holds one copy of the weights.
+    /// `self` must be the full model's decoder.
+    func dropping(_ plan: DropPlan, capacity: Int) -> IncrementalDecoder {
+        IncrementalDecoder(
+            model: model,
+            blocks: blocks.enumerated().map { index, block in
+                guard let block, !plan.blocks.contains(index) else { return nil }
+                return TransformerBlock(
+                    attention: plan.dropsAttention(index) ? nil : block.attention,
+                    mlp: plan.dropsMLP(index) ? nil : block.mlp, residual: block.residual)
+            },
+            capacity: capacity)
+    }
+
+    /// Empties every cache, to decode a new sequence from position 0.
+    func reset() {
+        for index in caches.indices { caches[index]?.clear() }
+    }
+
+    /// The embeddings of `tokens` at positions 0..<count [count, hidden], to
+    /// look them up before timing: the model reads its embedding table from
+    /// the checkpoint at every lookup, which a generation engine does once.
+    func embedded(_ tokens: [Int]) throws -> Matrix {
+        try model.embed(TokenBatch(sequences: [tokens]))
+    }
+
+    /// Runs embedded rows `x` (positions 0..<rows, at most the capacity, the
+    /// caches empty) through every block at once, filling the caches as
+    /// generation's prefill does; returns the final hidden state of the last
+    /// row [1, hidden].
+    func prefill(embedded x: Matrix) -> Matrix {
+        let positions = Array(0..<x.rows)
+        var x = x
+        for (index, block) in blocks.enumerated() {
+            guard let block else { continue }
+            x = block(x, index: index) { attention, input in
+                caches[index]!.prefill(input, with: attention, positions: positions)
+            }.output
+        }
+        return Matrix(rows: 1, cols: x.cols, data: Array(x.data.suffix(x.cols)))
     }
 
     /// Bytes the caches hold per token (Float32, as this engine stores them).
@@ -25,8 +75,12 @@ final class IncrementalDecoder {
     /// Runs one token through every block; returns the final hidden state.
     /// (Single-row products stay on one thread: `Linear` splits only by rows.)
     func step(token: Int, position: Int) throws -> Matrix {
-        let batch = TokenBatch(token: token, position: position)
-        var x = try model.embed(batch)
+        step(embedded: try model.embed(TokenBatch(token: token, position: position)), position: position)
+    }
+
+    /// `step(token:position:)` from the token's embedding [1, hidden].
+    func step(embedded row: Matrix, position: Int) -> Matrix {
+        var x = row
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
             x = block(x, index: index) { attention, input in
@@ -56,6 +110,28 @@ struct KeyValueCache {
     }
 
     var width: Int { layout.numKVHeads * layout.headDim }
+
+    mutating func clear() { length = 0 }
+
+    /// Causal attention of the rows of `x` (the first tokens of a sequence,
+    /// at `positions`) over each other, appending their keys and values;
+    /// returns the output projection.
+    mutating func prefill(_ x: Matrix, with attention: SelfAttention, positions: [Int]) -> Matrix {
+        let qkv = attention.projectedQKV(x, positions: positions)
+        let headDim = layout.headDim, width = self.width
+        for row in 0..<qkv.rows {
+            for g in 0..<layout.numKVHeads {
+                for j in 0..<headDim {
+                    keys[(length + row) * width + g * headDim + j] = qkv.data[row * layout.width + layout.keyOffset(kvHead: g) + j]
+                    values[(length + row) * width + g * headDim + j] = qkv.data[row * layout.width + layout.valueOffset(kvHead: g) + j]
+                }
+            }
+        }
+        length += qkv.rows
+        return attention.output(causalAttention(
+            qkv: qkv, layout: layout, sequences: [0..<qkv.rows], scale: attention.scale,
+            slidingWindow: attention.slidingWindow, logitSoftcap: attention.logitSoftcap, sinkLogits: attention.sinkLogits))
+    }
 
     /// Attention of the new token over the cache (itself included), after
     /// appending its key and value; returns the output projection.

@@ -1,15 +1,16 @@
 import Architectures
 import Dispatch
+import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// What a model costs to run on droptrace's engine.
+/// What one model costs at the headline length: the medians over the rounds.
 public struct SpeedReport: Sendable, Codable, Equatable {
-    /// Tokens per second through the whole model, all windows in one batch.
+    /// Prefill throughput, batch 1: context tokens per second.
     public var prefillTokensPerSecond: Double
-    /// Median wall time of one incremental decoding step with a KV cache.
+    /// Wall time of one incremental decoding step with a KV cache, LM head included.
     public var decodeMillisecondsPerToken: Double
-    /// Multiply-adds × 2 of one decoding step at the measured context length.
+    /// Multiply-adds × 2 of one decoding step at the headline's mean decoding context.
     public var flopsPerToken: Double
     /// Float32 key/value cache per token of context.
     public var kvCacheBytesPerToken: Int
@@ -22,39 +23,204 @@ public struct SpeedReport: Sendable, Codable, Equatable {
     }
 }
 
+/// Both speed metrics at one context/generate length, full vs dropped.
+public struct LengthSpeed: Sendable, Codable, Equatable {
+    public var context: Int
+    public var generate: Int
+    /// Tokens per second of the prefill.
+    public var prefill: PairedSpeed
+    /// Milliseconds per decoded token (each run's median step).
+    public var decode: PairedSpeed
+
+    /// The reported numbers from per-round wall times in seconds, [rounds]
+    /// each: one prefill of `context` tokens and each run's median decoding step.
+    public init(context: Int, generate: Int, prefillSeconds: Comparison<[Double]>, decodeSeconds: Comparison<[Double]>) {
+        self.context = context
+        self.generate = generate
+        prefill = PairedSpeed(
+            full: prefillSeconds.full.map { Double(context) / $0 }, dropped: prefillSeconds.dropped.map { Double(context) / $0 },
+            higherIsBetter: true)
+        decode = PairedSpeed(
+            full: decodeSeconds.full.map { 1000 * $0 }, dropped: decodeSeconds.dropped.map { 1000 * $0 }, higherIsBetter: false)
+    }
+}
+
+/// How `drop` times the two models.
+public struct SpeedOptions: Sendable, Equatable {
+    /// LLM-Drop's rounds in `src/benchmark_speed.py`: as many tokens generated as in the context.
+    public static let llmDropLengths = [32, 64, 128, 256, 512]
+    public var lengths = llmDropLengths
+    public var policy = RoundPolicy()
+
+    public init() {}
+}
+
+/// The full and the dropped model timed against each other, as `drop` reports it.
+public struct SpeedComparison: Sendable, Encodable {
+    /// Headline medians of each model (the longest length timed).
+    public var full: SpeedReport
+    public var dropped: SpeedReport
+    /// Every length timed, shortest first; the last is the headline.
+    public var lengths: [LengthSpeed]
+    public var rounds: Int
+    public var stopped: SpeedStop
+    /// Wall time of the whole measurement, warm-up included.
+    public var seconds: Double
+    public var threads: Int
+    public var precision: Precision
+    public var matrixKernel: String
+
+    public var headline: LengthSpeed { lengths[lengths.count - 1] }
+    /// Analytic FLOPs per decoded token, dropped / full.
+    public var flopsRatio: Double { dropped.flopsPerToken / full.flopsPerToken }
+    /// Measured decoding time per token, dropped / full (from the median paired speed-up).
+    public var decodeTimeRatio: Double { 100 / (100 + headline.decode.speedupPercent.median) }
+
+    enum CodingKeys: String, CodingKey {
+        case full, dropped, lengths, rounds, stopped, seconds, threads, precision, batch, context, generate, prefill, decode
+        case matrixKernel = "matrix_kernel"
+        case flopsRatio = "flops_ratio"
+        case decodeTimeRatio = "decode_time_ratio"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(full, forKey: .full)
+        try container.encode(dropped, forKey: .dropped)
+        try container.encode(1, forKey: .batch)
+        try container.encode(headline.context, forKey: .context)
+        try container.encode(headline.generate, forKey: .generate)
+        try container.encode(headline.prefill, forKey: .prefill)
+        try container.encode(headline.decode, forKey: .decode)
+        try container.encode(lengths, forKey: .lengths)
+        try container.encode(rounds, forKey: .rounds)
+        try container.encode(stopped, forKey: .stopped)
+        try container.encode(seconds, forKey: .seconds)
+        try container.encode(threads, forKey: .threads)
+        try container.encode(precision, forKey: .precision)
+        try container.encode(matrixKernel, forKey: .matrixKernel)
+        try container.encode(flopsRatio, forKey: .flopsRatio)
+        try container.encode(decodeTimeRatio, forKey: .decodeTimeRatio)
+    }
+}
+
 public enum SpeedMeasurement {
-    /// Times prefill over `windows` and `decodeSteps` decoding steps, each
-    /// `repeats` times, and reports medians.
-    public static func measure(
-        model: any LanguageModel, plan: DropPlan, windows: [[Int]], decodeSteps: Int = 32, repeats: Int = 3
-    ) throws -> SpeedReport {
-        let batch = TokenBatch(sequences: windows)
-        let forward = LayerwiseForward(model: model, plan: plan)
-        var prefill: [Double] = []
-        for _ in 0..<repeats {
-            let start = DispatchTime.now()
-            _ = try forward.run(batch)
-            prefill.append(seconds(since: start))
+    /// Times the full model and the model without `plan`'s modules as
+    /// LLM-Drop's speed benchmark does (batch 1; per length L, a prefill of L
+    /// context tokens and L − 1 greedy decoding steps with a KV cache), on
+    /// the engine's threads and precision. Each round times both models at
+    /// every length, in counterbalanced order; rounds repeat until
+    /// `options.policy` stops them. `tokens` (non-empty, valid IDs) are
+    /// repeated to fill the context.
+    ///
+    /// Lengths need 2L ≤ the model's positions (a model with fewer than 64
+    /// gets one length of half its positions), and are kept while their
+    /// warm-up run, times the minimum rounds, fits the budget.
+    /// Throws if the model has fewer than 4 positions.
+    public static func compare(
+        model: any LanguageModel, plan: DropPlan, tokens: [Int], options: SpeedOptions = SpeedOptions()
+    ) throws -> SpeedComparison {
+        let start = DispatchTime.now()
+        let positions = model.maxPositions
+        guard positions >= 4 else {
+            throw DroptraceError(
+                "timing decoding needs a context of at least 2 tokens and 2 generated ones; the model has \(positions) positions",
+                path: model.checkpoint.directory.path)
+        }
+        guard !tokens.isEmpty else { throw DroptraceError("no tokens to time the models with", path: model.checkpoint.directory.path) }
+        var lengths = options.lengths.filter { $0 >= 2 && 2 * $0 <= positions }
+        if lengths.isEmpty { lengths = [positions / 2] }
+        let capacity = 2 * lengths.max()! - 1
+        let full = try IncrementalDecoder(model: model, plan: .none, capacity: capacity)
+        let dropped = full.dropping(plan, capacity: capacity)
+        let head = try model.head()
+        let context = (0..<capacity).map { tokens[$0 % tokens.count] }
+        // Row i: the embedding of token i at position i (the same for both models).
+        let embeddings = try lengths.map { try full.embedded(Array(context.prefix(2 * $0 - 1))) }
+
+        /// One generation: seconds of the prefill and of the median decoding
+        /// step. Each step computes the logits and their greedy choice, as
+        /// LLM-Drop's does, but is fed the text's next token, whose embedding
+        /// was looked up before the clock started (`IncrementalDecoder.embedded`).
+        func generate(_ decoder: IncrementalDecoder, lengthIndex: Int) -> (prefill: Double, decode: Double) {
+            decoder.reset()
+            let length = lengths[lengthIndex], rows = embeddings[lengthIndex]
+            func row(_ position: Int) -> Matrix {
+                Matrix(rows: 1, cols: rows.cols, data: Array(rows.data[(position * rows.cols)..<((position + 1) * rows.cols)]))
+            }
+            let prompt = Matrix(rows: length, cols: rows.cols, data: Array(rows.data.prefix(length * rows.cols)))
+            let steps = (length..<(2 * length - 1)).map(row)
+            var clock = DispatchTime.now()
+            var chosen = greedy(head.logits(decoder.prefill(embedded: prompt)))
+            let prefill = seconds(since: clock)
+            var durations: [Double] = []
+            for (offset, input) in steps.enumerated() {
+                clock = DispatchTime.now()
+                chosen &+= greedy(head.logits(decoder.step(embedded: input, position: length + offset)))
+                durations.append(seconds(since: clock))
+            }
+            _ = chosen
+            return (prefill, Spread(durations).median)
         }
 
-        let steps = min(decodeSteps, model.maxPositions)
-        let tokens = (0..<steps).map { windows[0][$0 % windows[0].count] }
-        var perToken: [Double] = []
-        var cacheBytes = 0
-        for _ in 0..<repeats {
-            let decoder = try IncrementalDecoder(model: model, plan: plan, capacity: steps)
-            cacheBytes = decoder.cacheBytesPerToken
-            for (position, token) in tokens.enumerated() {
-                let start = DispatchTime.now()
-                _ = try decoder.step(token: token, position: position)
-                perToken.append(seconds(since: start))
+        // Warm-up (LLM-Drop warms up before each round): pages the weights in,
+        // and its cost decides which lengths fit the budget.
+        let policy = options.policy
+        var timed: [Int] = []
+        for (index, length) in lengths.enumerated() {
+            _ = generate(full, lengthIndex: index)
+            _ = generate(dropped, lengthIndex: index)
+            if !timed.isEmpty && seconds(since: start) * Double(policy.minRounds) > policy.budgetSeconds { break }
+            timed.append(length)
+        }
+
+        // samples[length][metric]: prefill full, prefill dropped, decode full, decode dropped; one value per round.
+        var samples = [[[Double]]](repeating: [[], [], [], []], count: timed.count)
+        let stop: SpeedStop
+        var round = 0
+        while true {
+            let roundStart = DispatchTime.now()
+            for index in timed.indices {
+                let fullFirst = (round + index) % 2 == 0
+                let first = generate(fullFirst ? full : dropped, lengthIndex: index)
+                let second = generate(fullFirst ? dropped : full, lengthIndex: index)
+                let (f, d) = fullFirst ? (first, second) : (second, first)
+                for (metric, value) in [f.prefill, d.prefill, f.decode, d.decode].enumerated() { samples[index][metric].append(value) }
+            }
+            round += 1
+            if let reason = policy.stop(series: samples[timed.count - 1], elapsed: seconds(since: start), lastRound: seconds(since: roundStart)) {
+                stop = reason
+                break
             }
         }
-        return SpeedReport(
-            prefillTokensPerSecond: Double(batch.tokenCount) / median(prefill),
-            decodeMillisecondsPerToken: 1000 * median(perToken),
-            flopsPerToken: try decodeFLOPs(model: model, plan: plan, context: steps),
-            kvCacheBytesPerToken: cacheBytes)
+
+        let measured = zip(timed, samples).map { length, series in
+            LengthSpeed(
+                context: length, generate: length, prefillSeconds: Comparison(full: series[0], dropped: series[1]),
+                decodeSeconds: Comparison(full: series[2], dropped: series[3]))
+        }
+        let headline = measured[measured.count - 1]
+        let flopsContext = headline.context + headline.generate / 2
+        func report(_ plan: DropPlan, _ decoder: IncrementalDecoder, _ prefill: Spread, _ decode: Spread) throws -> SpeedReport {
+            SpeedReport(
+                prefillTokensPerSecond: prefill.median, decodeMillisecondsPerToken: decode.median,
+                flopsPerToken: try decodeFLOPs(model: model, plan: plan, context: flopsContext),
+                kvCacheBytesPerToken: decoder.cacheBytesPerToken)
+        }
+        return SpeedComparison(
+            full: try report(DropPlan.none, full, headline.prefill.full, headline.decode.full),
+            dropped: try report(plan, dropped, headline.prefill.dropped, headline.decode.dropped),
+            lengths: measured, rounds: round, stopped: stop, seconds: seconds(since: start),
+            threads: EngineThreads.count, precision: EnginePrecision.current,
+            matrixKernel: MatrixKernels.description(for: EnginePrecision.current))
+    }
+
+    /// The most likely next token of a [1, vocabulary] logits row (the greedy
+    /// choice LLM-Drop's generation makes each step).
+    static func greedy(_ logits: Matrix) -> Int {
+        var best = 0
+        for (index, value) in logits.data.enumerated() where value > logits.data[best] { best = index }
+        return best
     }
 
     /// Analytic FLOPs of one decoding step at `context` tokens of context:
@@ -92,11 +258,5 @@ public enum SpeedMeasurement {
 
     static func seconds(since start: DispatchTime) -> Double {
         Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
-    }
-
-    static func median(_ values: [Double]) -> Double {
-        let sorted = values.sorted()
-        let middle = sorted.count / 2
-        return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
     }
 }

@@ -26,7 +26,11 @@ struct DropCommand: ParsableCommand {
             speed (prefill tokens/s and per-token decode latency with a KV cache, analytic FLOPs and \
             KV-cache size) of the full and the dropped model, and the speedup-degradation ratio (SDR: \
             performance lost in % per decode speed-up in %, on the task average when tasks are given, else on \
-            perplexity).
+            perplexity). Speed is timed as LLM-Drop's benchmark does (batch 1, context/generate lengths \
+            32/32 up to 512/512 as the model's positions and the budget allow), both models in alternation, \
+            round after round until the medians settle (at least 8 rounds, at most --speed-max-rounds, within \
+            --speed-budget); medians are shown with their interquartile range, and a speed-up the paired \
+            rounds cannot tell from zero (sign test, p > 0.01) is reported as within noise, with no SDR.
 
             --export DIR writes the dropped model: for block drops a standard Hugging Face checkpoint with \
             the blocks removed; otherwise the weights without the dropped modules and LLM-Drop's \
@@ -81,6 +85,14 @@ struct DropCommand: ParsableCommand {
         valueName: "file"))
     var exportMergekit: String?
 
+    @Option(help: ArgumentHelp(
+        "Wall-time budget for timing both models, warm-up included (default 120); no round starts that would overrun it.",
+        valueName: "seconds"))
+    var speedBudget: Double = 120
+
+    @Option(help: ArgumentHelp("At most this many timing rounds (default 20; at least 8 unless the budget ends them).", valueName: "n"))
+    var speedMaxRounds: Int = 20
+
     @OptionGroup var engine: EngineOptions
 
     @OptionGroup var precision: PrecisionOptions
@@ -90,6 +102,10 @@ struct DropCommand: ParsableCommand {
 
     func validate() throws {
         try validateTaskOptions(tasks: tasks, numFewshot: numFewshot)
+        if !(speedBudget.isFinite && speedBudget > 0 && speedBudget <= 604_800) {
+            throw ValidationError("--speed-budget must be a number of seconds above 0, at most 604800 (a week)")
+        }
+        if !(1...1000).contains(speedMaxRounds) { throw ValidationError("--speed-max-rounds must be a whole number from 1 to 1000") }
     }
 
     func run() throws {
@@ -108,6 +124,8 @@ struct DropCommand: ParsableCommand {
             request.numFewshot = numFewshot
             request.export = export.map { URL(fileURLWithPath: $0) }
             request.exportMergekit = exportMergekit.map { URL(fileURLWithPath: $0) }
+            request.speed.policy.budgetSeconds = speedBudget
+            request.speed.policy.maxRounds = speedMaxRounds
             let result = try DropRun.run(request) { log.info("\($0)") }
             print(json ? try encodeJSON(WithPrecision(result: result, precision: precision.precision)) : DropTable(result).text)
         }

@@ -1,5 +1,6 @@
 import Dropping
 import Foundation
+import TensorEngine
 
 /// The readable form of a drop result.
 struct DropTable {
@@ -30,15 +31,29 @@ struct DropTable {
         }
         let speed = result.speed
         lines.append(row("prefill tokens/s", format(speed.full.prefillTokensPerSecond, 0), format(speed.dropped.prefillTokensPerSecond, 0)))
+        lines.append(row("  (IQR)", range(speed.headline.prefill.full, 0), range(speed.headline.prefill.dropped, 0)))
         lines.append(row("decode ms/token", format(speed.full.decodeMillisecondsPerToken, 3), format(speed.dropped.decodeMillisecondsPerToken, 3)))
+        lines.append(row("  (IQR)", range(speed.headline.decode.full, 3), range(speed.headline.decode.dropped, 3)))
         lines.append(row("GFLOPs/token", format(speed.full.flopsPerToken / 1e9, 4), format(speed.dropped.flopsPerToken / 1e9, 4)))
         lines.append(row("KV cache bytes/token", "\(speed.full.kvCacheBytesPerToken)", "\(speed.dropped.kvCacheBytesPerToken)"))
         lines.append("")
-        lines.append("speed-up: prefill \(format(result.prefillSpeedupPercent, 1))%, decode \(format(result.decodeSpeedupPercent, 1))%; "
-            + "FLOPs saved \(format(result.flopsSavedPercent, 1))%, KV cache saved \(format(result.kvCacheSavedPercent, 1))%")
+        let headline = speed.headline
+        lines.append("speed: batch 1, context/generate \(headline.context)/\(headline.generate), medians of \(speed.rounds) rounds "
+            + "alternating full and dropped (\(speed.stopped.rawValue), \(format(speed.seconds, 0)) s); "
+            + "\(speed.threads) threads, \(speed.precision.rawValue), \(speed.matrixKernel)")
+        lines.append("speed-up, dropped vs full (median of the paired rounds [IQR]):")
+        lines.append("  prefill \(speedup(headline.prefill))")
+        lines.append("  decode  \(speedup(headline.decode))")
+        for other in speed.lengths.dropLast() {
+            lines.append("  decode at \(other.context)/\(other.generate): \(speedup(other.decode))")
+        }
+        lines.append("FLOPs saved \(format(result.flopsSavedPercent, 1))% (analytic: dropped/full \(format(speed.flopsRatio, 3)) FLOPs per token, "
+            + "measured \(format(speed.decodeTimeRatio, 3)) decode time), KV cache saved \(format(result.kvCacheSavedPercent, 1))%")
+        let basis = result.average == nil ? "perplexity" : "the task average"
         if let sdr = result.sdr {
-            let basis = result.average == nil ? "perplexity" : "the task average"
             lines.append("SDR (performance lost % per decode speed-up %, on \(basis)): \(format(sdr, 3))")
+        } else if result.decodeVerdict == .withinNoise && (result.average != nil || result.perplexity != nil) {
+            lines.append("SDR (performance lost % per decode speed-up %, on \(basis)): n/a (decode speed-up within noise)")
         }
         if let export = result.export { lines.append("exported to \(export)") }
         if let yaml = result.exportMergekit { lines.append("mergekit passthrough configuration: \(yaml)") }
@@ -50,4 +65,22 @@ struct DropTable {
         a.padding(toLength: 26, withPad: " ", startingAt: 0) + b.padding(toLength: 14, withPad: " ", startingAt: 0) + c
     }
     private func format(_ value: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", value) }
+    private func range(_ spread: Spread, _ digits: Int) -> String { "\(format(spread.q1, digits))–\(format(spread.q3, digits))" }
+
+    /// A speed-up as its verdict: a signed percentage only when it is more
+    /// than noise, and a measured slow-down said plainly.
+    private func speedup(_ paired: PairedSpeed) -> String {
+        let percent = paired.speedupPercent
+        func signed(_ value: Double) -> String { (value >= 0 ? "+" : "−") + format(abs(value), 1) + "%" }
+        let numbers = "\(signed(percent.median)) [\(signed(percent.q1)), \(signed(percent.q3))]"
+        let test = paired.pValue < 0.001 ? "sign test p < 0.001" : String(format: "sign test p = %.3f", paired.pValue)
+        switch paired.verdict {
+        case .faster:
+            return "\(numbers), faster in \(paired.droppedFasterRounds) of \(paired.rounds) rounds (\(test))"
+        case .slower:
+            return "dropped model measured SLOWER: \(numbers), slower in \(paired.droppedSlowerRounds) of \(paired.rounds) rounds (\(test))"
+        case .withinNoise:
+            return "within noise (\(numbers), faster in \(paired.droppedFasterRounds) of \(paired.rounds) rounds, \(test))"
+        }
+    }
 }

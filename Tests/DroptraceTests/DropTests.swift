@@ -150,8 +150,11 @@ import Tokenization
     @Test func droppingAttentionSavesFLOPsAndCache() throws {
         let model = try load("llama-f32")
         let windows = FixtureFiles.jsonlSequences()
-        let full = try SpeedMeasurement.measure(model: model, plan: .none, windows: windows, decodeSteps: 8, repeats: 1)
-        let dropped = try SpeedMeasurement.measure(model: model, plan: DropPlan(attention: [1, 3]), windows: windows, decodeSteps: 8, repeats: 1)
+        var options = SpeedOptions()
+        options.lengths = [8]
+        options.policy.maxRounds = 1
+        let speed = try SpeedMeasurement.compare(model: model, plan: DropPlan(attention: [1, 3]), tokens: windows[0], options: options)
+        let (full, dropped) = (speed.full, speed.dropped)
         #expect(dropped.kvCacheBytesPerToken * 5 == full.kvCacheBytesPerToken * 3)
         #expect(dropped.flopsPerToken < full.flopsPerToken)
         #expect(full.kvCacheBytesPerToken == 5 * 2 * 2 * 12 * 4)
@@ -181,7 +184,7 @@ import Tokenization
             "drop", FixtureFiles.model("gpt2-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
             "--target", "attention", "--count", "2", "--eval", FixtureFiles.calibrationText.path, "--seq-len", "32",
             "--task", "piqa=" + FixtureFiles.root.appendingPathComponent("tasks/piqa.jsonl").path, "--json",
-            "--export", scratch.path("out").path,
+            "--export", scratch.path("out").path, "--speed-max-rounds", "1",
         ])
         try #require(result.status == 0, "\(result.stderr)")
         let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]

@@ -44,6 +44,7 @@ import Testing
         let result = try DroptraceCommand.run([
             "drop", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
             "--target", "block", "--consecutive", "--count", "2", "--export-mergekit", yaml.path, "--json",
+            "--speed-max-rounds", "1",
         ])
         try #require(result.status == 0, "\(result.stderr)")
         let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]

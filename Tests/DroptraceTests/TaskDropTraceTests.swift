@@ -33,7 +33,7 @@ import Tokenization
         let result = try DroptraceCommand.run([
             "drop", FixtureFiles.model("gpt2-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
             "--target", "attention", "--count", "2", "--json",
-        ] + Self.taskArguments)
+        ] + Self.taskArguments + ["--speed-max-rounds", "1"])
         try #require(result.status == 0, "\(result.stderr)")
         let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
         let dropped = DropPlan(attention: Set((json["dropped_attention"] as! [Any]).map { ($0 as! NSNumber).intValue }))
@@ -60,7 +60,7 @@ import Tokenization
         if let sdr = Self.number(json["sdr"]) {
             #expect(abs(sdr - degradation / speedup) < 1e-9 * max(1, abs(sdr)))
         } else {
-            #expect(speedup == 0)
+            #expect(json["decode_verdict"] as? String == "within noise")
         }
     }
 
@@ -68,7 +68,7 @@ import Tokenization
         let result = try DroptraceCommand.run([
             "drop", FixtureFiles.model("gpt2-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
             "--target", "attention", "--count", "1",
-        ] + Self.taskArguments)
+        ] + Self.taskArguments + ["--speed-max-rounds", "1"])
         try #require(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("piqa acc") && result.stdout.contains("hellaswag acc_norm"))
         #expect(result.stdout.contains("average (paper)") && result.stdout.contains("on the task average"))
