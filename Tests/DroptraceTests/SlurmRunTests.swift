@@ -18,6 +18,32 @@ import Testing
             """, to: "\(output).yaml")
     }
 
+    /// Checkpoints 10 (llama-f32) and 20 (llama-bf16) in `scratch`'s series,
+    /// submitted with two shards each but held, so a test can act on the
+    /// array tasks before they may run, into `scratch.path("cluster")`, whose
+    /// jobs the caller cancels when done.
+    struct HeldSubmission {
+        let series: SeriesBuilder
+        let pipeline: URL
+        let submission: SubmissionRecord.Submission
+        let array: SubmissionRecord.ArrayJob
+        let finalizeJob: Int
+    }
+
+    func submitHeld(_ scratch: ScratchDirectory) throws -> HeldSubmission {
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        try series.add(step: 20, model: "llama-bf16")
+        let pipeline = try write(scratch, output: "cluster")
+        let result = try DroptraceCommand.run(["slurm", "submit", pipeline.path, "--sbatch-arg=--hold"])
+        try #require(result.status == 0, "\(result.stderr)")
+        let layout = ClusterLayout(outDir: scratch.path("cluster"))
+        let submission = try #require(try SubmissionRecord.read(layout).submissions.last)
+        return HeldSubmission(
+            series: series, pipeline: pipeline, submission: submission,
+            array: try #require(submission.arrays.first), finalizeJob: try #require(submission.finalizeJob))
+    }
+
     /// Rows of two stores agree: same names, steps and fingerprints, scores within 1e-6.
     func expectSameStore(_ slurm: URL, _ local: URL, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let a = try ScoreFile.read(from: slurm.appendingPathComponent("scores.h5"))
@@ -40,20 +66,14 @@ import Testing
     @Test func shardedRunWithARequeuedTaskEqualsALocalRunAndANewCheckpointIsTheOnlyNewWork() throws {
         guard SlurmCluster.required() else { return }
         let scratch = try ScratchDirectory()
-        let series = try SeriesBuilder(in: scratch)
-        try series.add(step: 10)
-        try series.add(step: 20, model: "llama-bf16")
-        let pipeline = try write(scratch, output: "cluster")
-        let localPipeline = try write(scratch, output: "local")
+        // Submitted held, so a task can be requeued before the finalize job may start.
         let out = scratch.path("cluster")
         defer { SlurmCluster.cancelAll(out) }
-
-        // Submitted held, so a task can be requeued before the finalize job may start.
-        var result = try DroptraceCommand.run(["slurm", "submit", pipeline.path, "--sbatch-arg=--hold"])
-        try #require(result.status == 0, "\(result.stderr)")
-        let submission = try #require(try SubmissionRecord.read(ClusterLayout(outDir: out)).submissions.last)
-        let array = try #require(submission.arrays.first)
-        let finalize = try #require(submission.finalizeJob)
+        let held = try submitHeld(scratch)
+        let (series, pipeline, submission, array, finalize) =
+            (held.series, held.pipeline, held.submission, held.array, held.finalizeJob)
+        let localPipeline = try write(scratch, output: "local")
+        var result: DroptraceCommand.Result
         #expect(array.units.count == 4)
         _ = try SlurmCluster.client.check("scontrol", ["release", String(array.jobID)])
         // Task 1 runs (or has even finished): requeue it; it starts over and must end the same.
@@ -101,21 +121,14 @@ import Testing
     @Test func cancelledTaskFailsFinalizeKeepsTheRestAndAResubmitCompletesIt() throws {
         guard SlurmCluster.required() else { return }
         let scratch = try ScratchDirectory()
-        let series = try SeriesBuilder(in: scratch)
-        try series.add(step: 10)
-        try series.add(step: 20, model: "llama-bf16")
-        let pipeline = try write(scratch, output: "cluster")
         let out = scratch.path("cluster")
         defer { SlurmCluster.cancelAll(out) }
-
-        var result = try DroptraceCommand.run(["slurm", "submit", pipeline.path, "--sbatch-arg=--hold"])
-        try #require(result.status == 0, "\(result.stderr)")
-        let submission = try #require(try SubmissionRecord.read(ClusterLayout(outDir: out)).submissions.last)
-        let array = try #require(submission.arrays.first)
+        let held = try submitHeld(scratch)
+        let (pipeline, submission, array) = (held.pipeline, held.submission, held.array)
         // checkpoint-20's second shard is cancelled before it runs.
         _ = try SlurmCluster.client.check("scancel", ["\(array.jobID)_3"])
         _ = try SlurmCluster.client.check("scontrol", ["release", String(array.jobID)])
-        _ = try SlurmCluster.client.check("scontrol", ["release", String(try #require(submission.finalizeJob))])
+        _ = try SlurmCluster.client.check("scontrol", ["release", String(held.finalizeJob)])
         // The finalize job runs after the three others and fails, naming the checkpoint whose shard is missing.
         #expect(try SlurmCluster.waitUntil(seconds: 120) { try SlurmCluster.queue(out).isEmpty })
         let exit = try String(contentsOf: out.appendingPathComponent("slurm/\(submission.id)/finalize.exit"), encoding: .utf8)
@@ -128,7 +141,7 @@ import Testing
         #expect(status.stdout.contains("1 partial done, 1 failed"), "\(status.stdout)")
 
         // The resubmit sends only the cancelled shard.
-        result = try DroptraceCommand.run(["slurm", "submit", pipeline.path, "--wait"])
+        let result = try DroptraceCommand.run(["slurm", "submit", pipeline.path, "--wait"])
         try #require(result.status == 0, "\(result.stderr)")
         let resubmitted = try #require(try SubmissionRecord.read(ClusterLayout(outDir: out)).submissions.last)
         #expect(resubmitted.arrays.flatMap(\.units) == [array.units[3]])
