@@ -21,6 +21,19 @@ STRING_ATTRS = ["model_type", "metric", "calibration_sha256", "droptrace_version
 INT_ATTRS = ["num_layers", "calibration_tokens"]
 
 
+def dataset_problems(f, expected, missing_note=""):
+    """One line per dataset of `expected` ({path: (dtype, shape)}) that is
+    missing from `f` or has another dtype or shape."""
+    problems = []
+    for name, (dtype, shape) in expected.items():
+        ds = f.get(name)
+        if not isinstance(ds, h5py.Dataset):
+            problems.append(f"/{name} missing{missing_note}")
+        elif ds.dtype != np.dtype(dtype) or ds.shape != shape:
+            problems.append(f"/{name} is {ds.dtype} {ds.shape}, expected {dtype} {shape}")
+    return problems
+
+
 def check(path):
     problems = []
     with h5py.File(path, "r") as f:
@@ -51,12 +64,7 @@ def check(path):
             "scores/block": ("float32", (count, layers)),
             "similarity/block_gap": ("float32", (count, layers, layers)),
         }
-        for name, (dtype, shape) in expected.items():
-            ds = f.get(name)
-            if not isinstance(ds, h5py.Dataset):
-                problems.append(f"/{name} missing")
-            elif ds.dtype != np.dtype(dtype) or ds.shape != shape:
-                problems.append(f"/{name} is {ds.dtype} {ds.shape}, expected {dtype} {shape}")
+        problems += dataset_problems(f, expected)
         # Optional: files written before fingerprints were recorded lack it.
         fingerprints = f.get("checkpoints/fingerprint")
         if fingerprints is not None and (
@@ -74,32 +82,22 @@ def check(path):
             else:
                 sequences = tokens.shape[1]
                 sums = {
-                    f"per_sequence/{metric}/{module}": (count, sequences, layers)
+                    f"per_sequence/{metric}/{module}": ("float64", (count, sequences, layers))
                     for metric in ("cosine_sum", "angular_distance_sum", "last_token_cosine")
                     for module in ("attention", "mlp", "block")
                 }
                 sums.update({
-                    f"similarity/block_gap_sums/{metric}": (count, layers, layers)
+                    f"similarity/block_gap_sums/{metric}": ("float64", (count, layers, layers))
                     for metric in ("cosine_sum", "angular_distance_sum", "last_token_angular_distance_sum")
                 })
-                for name, shape in sums.items():
-                    ds = f.get(name)
-                    if not isinstance(ds, h5py.Dataset):
-                        problems.append(f"/{name} missing")
-                    elif ds.dtype != np.dtype("float64") or ds.shape != shape:
-                        problems.append(f"/{name} is {ds.dtype} {ds.shape}, expected float64 {shape}")
+                problems += dataset_problems(f, sums)
         # Optional as a whole: files written before angular distances were stored have none.
-        angular = {f"scores/{module}_angular_distance{suffix}": (count, layers)
+        angular = {f"scores/{module}_angular_distance{suffix}": ("float32", (count, layers))
                    for module in ("attention", "mlp", "block") for suffix in ("", "_last_token")}
-        angular.update({f"similarity/block_gap_angular_distance{suffix}": (count, layers, layers)
+        angular.update({f"similarity/block_gap_angular_distance{suffix}": ("float32", (count, layers, layers))
                         for suffix in ("", "_last_token")})
         if any(name in f for name in angular):
-            for name, shape in angular.items():
-                ds = f.get(name)
-                if not isinstance(ds, h5py.Dataset):
-                    problems.append(f"/{name} missing (the angular distances are stored together)")
-                elif ds.dtype != np.dtype("float32") or ds.shape != shape:
-                    problems.append(f"/{name} is {ds.dtype} {ds.shape}, expected float32 {shape}")
+            problems += dataset_problems(f, angular, " (the angular distances are stored together)")
         if problems:
             return problems, None
         problems += check_bootstrap(f, count, layers)
@@ -146,12 +144,7 @@ def check_bootstrap(f, count, layers):
         for statistic in ["mean_importance", "spearman_final", "kendall_final"]:
             for end in ["low", "high"]:
                 expected[f"{statistic}_ci_{end}"] = ("float64", (count,))
-        for name, (dtype, shape) in expected.items():
-            ds = f.get(f"analysis/{module}/{name}")
-            if not isinstance(ds, h5py.Dataset):
-                problems.append(f"/analysis/{module}/{name} missing")
-            elif ds.dtype != np.dtype(dtype) or ds.shape != shape:
-                problems.append(f"/analysis/{module}/{name} is {ds.dtype} {ds.shape}, expected {dtype} {shape}")
+        problems += dataset_problems(f, {f"analysis/{module}/{name}": spec for name, spec in expected.items()})
         if problems:
             continue
         low = f[f"analysis/{module}/importance_ci_low"][:]
