@@ -81,11 +81,14 @@ import Testing
             try !SlurmCluster.queue(out).contains { $0.jobID == array.jobID && $0.arrayTaskID == 1 && $0.state == "PENDING" }
         })
         _ = try SlurmCluster.client.check("scontrol", ["requeue", "\(array.jobID)_1"])
-        // A requeued job waits a while before it may start again; the test has no time for that.
-        // (Set before the task is back to PENDING, the requeue would override it.)
+        // A requeued job waits a while before it may start again (Slurm's credential lifetime);
+        // the test has no time for that. But not less than 2 s: slurmd refuses to launch a job
+        // whose credential is not newer, in whole seconds, than its kill ("already killed, do
+        // not launch"), and the task would fail without running. Back to PENDING, the task is
+        // killed already. (Set before that, the requeue would override the start time.)
         #expect(try SlurmCluster.waitUntil(seconds: 20) {
             try SlurmCluster.queue(out).contains { $0.jobID == array.jobID && $0.arrayTaskID == 1 && $0.state == "PENDING" }
-                && (try? SlurmCluster.client.check("scontrol", ["update", "JobId=\(array.jobID)_1", "StartTime=now"])) != nil
+                && (try? SlurmCluster.client.check("scontrol", ["update", "JobId=\(array.jobID)_1", "StartTime=now+2"])) != nil
         })
         _ = try SlurmCluster.client.check("scontrol", ["release", String(finalize)])
 
