@@ -48,7 +48,9 @@ enum BatchScript {
 
     /// The finalize script: merges, analyses and reports, then leaves its
     /// exit code in `exitFile` (for `submit --wait` once Slurm has
-    /// forgotten the job).
+    /// forgotten the job) — unless it deferred to a new finalize job
+    /// (`FinalizeDeferral`), which runs this script again and leaves the
+    /// exit code then.
     static func finalize(droptrace: String, pipeline: String, exitFile: String, command: [String]) -> String {
         """
         #!/bin/bash
@@ -58,6 +60,8 @@ enum BatchScript {
         set -u
         \(quoted(droptrace)) slurm finalize \(quoted(pipeline))
         status=$?
+        # Shard tasks were still queued: a new finalize job runs this script after them.
+        if [ "$status" -eq \(FinalizeDeferral.exitCode) ]; then exit 0; fi
         echo "$status" > \(quoted(exitFile + ".tmp")) && mv -f \(quoted(exitFile + ".tmp")) \(quoted(exitFile))
         exit "$status"
 

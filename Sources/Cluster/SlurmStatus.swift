@@ -32,7 +32,8 @@ public struct SlurmStatus: Codable, Sendable, Equatable {
     public struct Finalize: Codable, Sendable, Equatable {
         public var job: Int
         /// PENDING, RUNNING, …, or ENDED once Slurm has forgotten it; with
-        /// its exit code when it left one.
+        /// its exit code when it left one; "DEFERRED to finalize job N" when
+        /// it found shard tasks still queued and job N took over.
         public var state: String
         public var log: String
     }
@@ -92,6 +93,13 @@ public struct SlurmStatus: Codable, Sendable, Equatable {
         for submission in record.submissions {
             guard let job = submission.finalizeJob else { continue }
             let directory = layout.slurmDirectory.appendingPathComponent(submission.id)
+            // Deferred jobs, each followed by the one it deferred to (FinalizeDeferral).
+            let chain = (submission.deferredFinalizeJobs ?? []) + [job]
+            for (deferred, next) in zip(chain, chain.dropFirst()) {
+                finalize.append(Finalize(
+                    job: deferred, state: "DEFERRED to finalize job \(next)",
+                    log: directory.appendingPathComponent("logs/finalize-\(deferred).out").path))
+            }
             var state = queue.finalizeJobs[job] ?? "ENDED"
             if state == "ENDED", let data = try? RegularFile.contents(path: directory.appendingPathComponent("finalize.exit").path, limit: 64) {
                 state += " (exit code \(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))"

@@ -178,9 +178,11 @@ public struct SlurmSubmit {
         // one after another).
         let script = directory.appendingPathComponent("finalize.sbatch")
         let after = Set(queue.jobIDs + arrayJobs).sorted()
-        var sbatch = common(name: layout.jobName) + ["--output=\(logs.path)/finalize-%j.out", "--open-mode=append"]
-        if !after.isEmpty { sbatch.append("--dependency=afterany:" + after.map(String.init).joined(separator: ":")) }
+        let base = common(name: layout.jobName) + ["--output=\(logs.path)/finalize-%j.out", "--open-mode=append"]
+        var sbatch = base
+        if !after.isEmpty { sbatch.append(FinalizeDeferral.dependency(on: after)) }
         sbatch += settings.sbatchArgs ?? []
+        submission.finalizeOptions = base + (settings.sbatchArgs ?? [])
         let text = BatchScript.finalize(
             droptrace: executable.path, pipeline: pipeline.path,
             exitFile: directory.appendingPathComponent("finalize.exit").path,
@@ -241,29 +243,34 @@ public struct SlurmSubmit {
         throw DroptraceError("cannot find a free submission directory name", path: layout.slurmDirectory.path)
     }
 
-    /// The submission directory of finalize job `job`, from the record.
-    public func directory(ofFinalize job: Int) -> URL? {
-        guard let record = try? SubmissionRecord.read(layout),
-              let submission = record.submissions.first(where: { $0.finalizeJob == job })
-        else { return nil }
-        return layout.slurmDirectory.appendingPathComponent(submission.id)
-    }
-
-    /// Blocks until finalize job `job` ends; returns its exit code (0 when
-    /// it completed). Polls the controller, then the exit file the finalize
-    /// script leaves, for when Slurm has already forgotten the job.
-    public func waitForFinalize(_ job: Int, directory: URL?, poll: TimeInterval = 2) throws -> Int32 {
-        let exitFile = directory?.appendingPathComponent("finalize.exit")
+    /// Blocks until finalize job `job` ends — or, when it deferred
+    /// (`FinalizeDeferral`), the finalize job that took over from it — and
+    /// returns that job and its exit code (0 when it completed). Polls the
+    /// controller, then the exit file the finalize script leaves, for when
+    /// Slurm has already forgotten the job.
+    /// - Throws: `DroptraceError` when Slurm has forgotten the job and it left no exit code.
+    public func waitForFinalize(_ job: Int, poll: TimeInterval = 2) throws -> (job: Int, exitCode: Int32) {
+        var job = job
+        var followed = 0
         while true {
-            if let (state, code) = try client.jobState(job) {
-                let base = state.split(separator: "+").first.map(String.init) ?? state
-                if SlurmClient.endedStates.contains(base) {
-                    if base == "COMPLETED" { return 0 }
-                    return code != 0 ? code : 1
-                }
-            } else if let exitFile, let data = try? RegularFile.contents(path: exitFile.path, limit: 64),
+            // Slurm's state first, then the record: a deferring job records its successor before it ends.
+            let state = try client.jobState(job)
+            let base = state.map { $0.state.split(separator: "+").first.map(String.init) ?? $0.state }
+            let ended = base.map(SlurmClient.endedStates.contains) ?? true
+            let submission = ended ? try? SubmissionRecord.read(layout).submission(ofFinalize: job) : nil
+            // Bounded, against a record whose jobs hand over in a circle.
+            if let next = submission?.finalizeJob, next != job, followed <= FinalizeDeferral.maxDeferrals {
+                job = next
+                followed += 1
+                continue
+            }
+            let directory = submission.map { layout.slurmDirectory.appendingPathComponent($0.id) }
+            if let (_, code) = state {
+                if ended { return (job, base == "COMPLETED" ? 0 : code != 0 ? code : 1) }
+            } else if let exitFile = directory?.appendingPathComponent("finalize.exit"),
+                      let data = try? RegularFile.contents(path: exitFile.path, limit: 64),
                       let code = Int32(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) {
-                return code
+                return (job, code)
             } else {
                 throw DroptraceError("Slurm no longer knows finalize job \(job) and it left no exit code; see its log", path: (directory ?? layout.slurmDirectory).path)
             }

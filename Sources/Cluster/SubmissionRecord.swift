@@ -17,7 +17,15 @@ public struct SubmissionRecord: Codable, Sendable, Equatable {
         public var submitted: String
         public var pipeline: String
         public var arrays: [ArrayJob] = []
+        /// Its finalize job: the latest, when earlier ones deferred.
         public var finalizeJob: Int?
+        /// The sbatch options of its finalize job, without the dependency, so
+        /// a finalize job that defers can submit the next one alike (nil in
+        /// records of earlier droptrace versions: such a job does not defer).
+        public var finalizeOptions: [String]?
+        /// Its finalize jobs that found shard tasks still queued and handed
+        /// over to a later one (`FinalizeDeferral`), oldest first; nil when none.
+        public var deferredFinalizeJobs: [Int]?
     }
 
     /// One array job: array task i runs `units[i]`.
@@ -74,8 +82,15 @@ public struct SubmissionRecord: Codable, Sendable, Equatable {
         return tasks
     }
 
-    /// The finalize jobs, oldest first.
-    public var finalizeJobs: [Int] { submissions.compactMap(\.finalizeJob) }
+    /// The finalize jobs, deferred ones included, oldest first.
+    public var finalizeJobs: [Int] {
+        submissions.flatMap { ($0.deferredFinalizeJobs ?? []) + ($0.finalizeJob.map { [$0] } ?? []) }
+    }
+
+    /// The submission whose finalize job `job` is or was (before it deferred).
+    public func submission(ofFinalize job: Int) -> Submission? {
+        submissions.first { $0.finalizeJob == job || ($0.deferredFinalizeJobs ?? []).contains(job) }
+    }
 
     public struct TaskKey: Hashable, Sendable {
         public var job: Int

@@ -98,9 +98,8 @@ struct SlurmSubmitCommand: ParsableCommand {
                 if let failure { throw failure }
                 return
             }
-            let directory = result.finalize?.jobID != nil ? result.directory : submit.directory(ofFinalize: job)
-            let code = try submit.waitForFinalize(job, directory: directory)
-            log.info("finalize job \(job) ended with exit code \(code)")
+            let (last, code) = try submit.waitForFinalize(job)
+            log.info("finalize job \(last)\(last == job ? "" : " (which took over from finalize job \(job))") ended with exit code \(code)")
             if code != 0 { throw ExitCode(code) }
             if let failure { throw failure }
         }
@@ -215,8 +214,14 @@ struct SlurmFinalizeCommand: ParsableCommand {
             calibration tokens, other files or another model) is named in one line each, after the others are \
             stored; rerun those tasks and finalize again.
 
+            As the finalize job of a `slurm submit` (SLURM_JOB_ID is the one recorded), it first reads the queue: \
+            when shard tasks of its submission or an earlier one, or an earlier finalize job, are still queued \
+            (a task requeued after Slurm released this job), it merges nothing, submits a new finalize job that \
+            runs after them, records it for `status` and `submit --wait`, and exits with 3 (the script ends the \
+            job successfully). After \(FinalizeDeferral.maxDeferrals) such deferrals it fails instead.
+
             Exit codes: 0 done; 1 some checkpoint could not be merged, or an error, one line naming the file; \
-            64 invalid usage; 75 another run holds the lock.
+            3 deferred to a new finalize job; 64 invalid usage; 75 another run holds the lock.
             """
     )
 
@@ -227,10 +232,18 @@ struct SlurmFinalizeCommand: ParsableCommand {
 
     func run() throws {
         var options: TraceOptions?
-        try runReportingErrors { _ in
+        var deferred = false
+        try runReportingErrors { log in
             let url = URL(fileURLWithPath: pipeline)
             options = try PipelineFile.load(url).options(relativeTo: url.deletingLastPathComponent(), force: false)
+            guard let job = ProcessInfo.processInfo.environment["SLURM_JOB_ID"].flatMap({ Int($0) }) else { return }
+            let deferral = FinalizeDeferral(layout: ClusterLayout(outDir: options!.output))
+            if case .deferred(let successor, let after) = try deferral.decide(job: job, log: log) {
+                log.info("job(s) \(after.map(String.init).joined(separator: ", ")) still queued (a shard task requeued?): merging nothing; finalize job \(successor) runs after them")
+                deferred = true
+            }
         }
+        if deferred { throw ExitCode(FinalizeDeferral.exitCode) }
         try runLocked { log in
             engine.apply()
             EnginePrecision.set(options!.precision)
