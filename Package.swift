@@ -21,6 +21,8 @@ let package = Package(
         .target(name: "CDNNLMatmul", dependencies: ["CDNNL"], linkerSettings: [.linkedLibrary("dnnl")]),
         // CPUID, XCR0 and Linux's AMX permission, for choosing matrix kernels.
         .target(name: "CCPUFeatures"),
+        // The engine's elementwise and reduction loops, compiled per instruction-set level.
+        .target(name: "CVectorKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5"),
         // ICU's regex engine with a step budget (libicu-dev), for tokenizer.json regexes.
         .target(name: "CICURegex", linkerSettings: [.linkedLibrary("icui18n"), .linkedLibrary("icuuc")]),
@@ -35,7 +37,7 @@ let package = Package(
             dependencies: ["CICURegex", "DroptraceSupport", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // Float32 (and bfloat16) tensor kernels on top of oneDNN and OpenBLAS, chosen by CPU features.
-        .target(name: "TensorEngine", dependencies: ["CBLAS", "CDNNL", "CDNNLMatmul", "CCPUFeatures", "DroptraceSupport"]),
+        .target(name: "TensorEngine", dependencies: ["CBLAS", "CDNNL", "CDNNLMatmul", "CCPUFeatures", "CVectorKernels", "DroptraceSupport"]),
         // One file per transformer family, layer-by-layer forward passes.
         .target(name: "Architectures", dependencies: ["CheckpointIO", "TensorEngine", "DroptraceSupport"]),
         // LLM-Drop module importance from one pass.

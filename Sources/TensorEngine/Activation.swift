@@ -37,22 +37,12 @@ public enum Activation: Sendable, Equatable {
         }
     }
 
-    /// The activation over eight lanes; SiLU and the tanh GELU through the
-    /// vector exp (tanh y = 1 − 2 / (e^{2y} + 1)), the others lane by lane.
-    @inline(__always)
-    func apply(_ x: VectorMath.Lanes) -> VectorMath.Lanes {
-        typealias Lanes = VectorMath.Lanes
+    /// The vector kernel computing this activation, if there is one.
+    private var vectorKernel: VectorKernels.VectorActivation? {
         switch self {
-        case .silu:
-            return x / (Lanes(repeating: 1) + VectorMath.exp(-x))
-        case .geluTanh:
-            let y = Lanes(repeating: 0.79788456080286536) * (x + Lanes(repeating: 0.044715) * x * x * x)
-            let tanh = Lanes(repeating: 1) - Lanes(repeating: 2) / (VectorMath.exp(y + y) + Lanes(repeating: 1))
-            return Lanes(repeating: 0.5) * x * (Lanes(repeating: 1) + tanh)
-        case .gelu, .relu, .xIELU:
-            var out = x
-            for lane in 0..<Lanes.scalarCount { out[lane] = apply(x[lane]) }
-            return out
+        case .silu: .silu
+        case .geluTanh: .geluTanh
+        case .gelu, .relu, .xIELU: nil
         }
     }
 
@@ -61,15 +51,10 @@ public enum Activation: Sendable, Equatable {
     public func applyGated(
         gate: UnsafePointer<Float>, up: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int
     ) {
-        let width = VectorMath.width
-        var i = 0
-        while i + width <= count {
-            VectorMath.store(apply(VectorMath.load(gate + i)) * VectorMath.load(up + i), out + i)
-            i += width
-        }
-        while i < count {
-            out[i] = apply(VectorMath.Lanes(repeating: gate[i]))[0] * up[i]
-            i += 1
+        if let kernel = vectorKernel {
+            VectorKernels.active.gated(kernel, gate: gate, up: up, into: out, count: count)
+        } else {
+            for i in 0..<count { out[i] = apply(gate[i]) * up[i] }
         }
     }
 
@@ -78,14 +63,11 @@ public enum Activation: Sendable, Equatable {
         m.data.withUnsafeMutableBufferPointer { v in
             let base = v.baseAddress!
             parallelFor(chunks: count, minimumChunk: 1 << 14) { range in
-                var i = range.lowerBound
-                while i + VectorMath.width <= range.upperBound {
-                    VectorMath.store(apply(VectorMath.load(base + i)), base + i)
-                    i += VectorMath.width
-                }
-                while i < range.upperBound {
-                    base[i] = apply(VectorMath.Lanes(repeating: base[i]))[0]
-                    i += 1
+                let start = base + range.lowerBound
+                if let kernel = vectorKernel {
+                    VectorKernels.active.activate(kernel, start, count: range.count)
+                } else {
+                    for i in 0..<range.count { start[i] = apply(start[i]) }
                 }
             }
         }

@@ -21,9 +21,8 @@ public enum BFloat16 {
         Float(bitPattern: UInt32(bits) << 16)
     }
 
-    /// The rounded float32 bits of `u` (low half zero); plain integer
-    /// arithmetic and a select, which the compiler vectorises in the loops
-    /// below (SIMD-type lane operations did not).
+    /// The rounded float32 bits of `u` (low half zero). The array functions
+    /// below use `VectorKernels`' `bf16_bits`, the same rule lane-wise.
     @inline(__always)
     static func roundedBits(_ u: UInt32) -> UInt32 {
         let rounded = (u &+ 0x7FFF &+ ((u &>> 16) & 1)) & 0xFFFF_0000
@@ -32,18 +31,12 @@ public enum BFloat16 {
 
     /// dst[i] = round(src[i]) for i < count; `dst` may be `src` (in place).
     public static func round(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count: Int) {
-        let from = UnsafeRawPointer(src), to = UnsafeMutableRawPointer(dst)
-        for i in 0..<max(0, count) {
-            to.storeBytes(of: roundedBits(from.load(fromByteOffset: 4 * i, as: UInt32.self)), toByteOffset: 4 * i, as: UInt32.self)
-        }
+        VectorKernels.active.bf16Round(src, into: dst, count: max(0, count))
     }
 
     /// dst[i] = bits(src[i]) for i < count.
     public static func convert(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<UInt16>, count: Int) {
-        let from = UnsafeRawPointer(src)
-        for i in 0..<max(0, count) {
-            dst[i] = UInt16(truncatingIfNeeded: roundedBits(from.load(fromByteOffset: 4 * i, as: UInt32.self)) &>> 16)
-        }
+        VectorKernels.active.bf16Convert(src, into: dst, count: max(0, count))
     }
 
     /// dst[i] = float(src[i]) for i < count.

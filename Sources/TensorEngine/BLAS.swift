@@ -80,4 +80,27 @@ public enum BLAS {
         gemm(m: m, n: n, k: k, widenedA, lda: lda, widenedB, ldb: ldb, transposeB: transposeB,
              c, ldc: ldc, alpha: alpha, beta: beta)
     }
+
+    /// A GEMM operand: float32 values or bfloat16 bits.
+    enum Operand {
+        case float(UnsafePointer<Float>)
+        case bits(UnsafePointer<UInt16>)
+    }
+
+    /// C[m×n] = alpha · A · op(B) + beta · C on the kernel of the operands'
+    /// type: `gemm` for two float32 operands, `gemmBF16` for two bf16 ones.
+    @inline(__always)
+    static func gemm(
+        m: Int, n: Int, k: Int, _ a: Operand, lda: Int, _ b: Operand, ldb: Int, transposeB: Bool,
+        _ c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float = 1, beta: Float = 0
+    ) {
+        switch (a, b) {
+        case (.float(let a), .float(let b)):
+            gemm(m: m, n: n, k: k, a, lda: lda, b, ldb: ldb, transposeB: transposeB, c, ldc: ldc, alpha: alpha, beta: beta)
+        case (.bits(let a), .bits(let b)):
+            gemmBF16(m: m, n: n, k: k, a, lda: lda, b, ldb: ldb, transposeB: transposeB, c, ldc: ldc, alpha: alpha, beta: beta)
+        default:
+            preconditionFailure("both operands of a product in one arithmetic")
+        }
+    }
 }

@@ -55,13 +55,17 @@ public struct QKVLayout: Sendable {
 /// Scaled dot-product attention with a causal (optionally sliding-window)
 /// mask, run independently for every sequence and head.
 ///
-/// Each (sequence, head) pair is processed in blocks of query rows; a block
-/// only multiplies against the keys it can see, so the masked upper
-/// triangle (about half the work) is never computed. In float32 the GEMMs
-/// read strided views of the fused QKV matrix, so nothing is copied; in
-/// bfloat16 (`arithmetic`) each pair's Q, K, V and the probabilities are
-/// rounded into the worker's buffers first. Pairs run in parallel with the
-/// GEMMs single-threaded inside them.
+/// Work is cut into tasks of one block of query rows of one sequence for
+/// one key/value head: the block's rows of all query heads sharing that
+/// key/value head (grouped-query attention) are gathered into one matrix,
+/// so QKᵀ and P·V are each one GEMM of `group × 64` rows against the same
+/// keys and values instead of `group` GEMMs of 64 rows. A block only
+/// multiplies against the keys it can see, so the masked upper triangle
+/// (about half the work) is never computed. In float32 the keys and values
+/// are read in place from the fused QKV matrix; in bfloat16 (`arithmetic`)
+/// queries, keys, values and the probabilities are rounded into the
+/// worker's buffers first. Tasks run in parallel with the GEMMs
+/// single-threaded inside them.
 ///
 /// `sinkLogits` ([numHeads], optional) gives each head one extra logit that
 /// joins its softmax but has no value: it takes probability mass away from
@@ -74,12 +78,22 @@ public func causalAttention(
     precondition(qkv.cols == layout.width)
     precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
     let headDim = layout.headDim
-    let outWidth = layout.numHeads * headDim
-    let groupSize = layout.numHeads / layout.numKVHeads
+    let outWidth = layout.queryWidth
+    let group = layout.numHeads / layout.numKVHeads
     let longest = sequences.map(\.count).max() ?? 0
     let blockRows = 64
-    let workers = min(EngineThreads.count, max(1, sequences.count * layout.numHeads))
-    var scratch = (0..<workers).map { _ in AttentionScratch(arithmetic, longest: longest, blockRows: blockRows, headDim: headDim) }
+    // (sequence, first row of the block, key/value head); the costlier later
+    // blocks are spread over the workers by the round-robin deal.
+    var tasks: [(sequence: Range<Int>, first: Int, kvHead: Int)] = []
+    for sequence in sequences {
+        for first in Swift.stride(from: 0, to: sequence.count, by: blockRows) {
+            for kvHead in 0..<layout.numKVHeads { tasks.append((sequence, first, kvHead)) }
+        }
+    }
+    let workers = min(EngineThreads.count, max(1, tasks.count))
+    var scratch = (0..<workers).map { _ in
+        AttentionScratch(arithmetic, queryRows: group * blockRows, longest: longest, headDim: headDim)
+    }
     var output = Matrix(zeros: qkv.rows, outWidth)
 
     qkv.data.withUnsafeBufferPointer { qkvBuffer in
@@ -88,41 +102,46 @@ public func causalAttention(
             let out = outBuffer.baseAddress!
             let stride = layout.width
             scratch.withUnsafeMutableBufferPointer { scratchBuffers in
-                parallelTasks(sequences.count * layout.numHeads) { task, worker in
-                    let sequence = sequences[task / layout.numHeads]
-                    let head = task % layout.numHeads
-                    let kvHead = head / groupSize
+                parallelTasks(tasks.count) { index, worker in
+                    let (sequence, first, kvHead) = tasks[index]
+                    let rows = min(blockRows, sequence.count - first)
+                    let heads = (kvHead * group)..<((kvHead + 1) * group)
                     let rowStart = base + sequence.lowerBound * stride
-                    let outRows = out + sequence.lowerBound * outWidth + head * headDim
                     let buffers = scratchBuffers[worker]
-                    // In bf16, this head's Q, K and V rounded into the worker's
-                    // buffers (never in place: other heads read the same rows).
-                    let (queries, keys, values, inputStride) = buffers.operands(
-                        rowStart, stride: stride, rows: sequence.count, headDim: headDim,
-                        offsets: (layout.queryOffset(head: head), layout.keyOffset(kvHead: kvHead),
-                                  layout.valueOffset(kvHead: kvHead)))
+                    // Keys visible to this block: [keyStart, first + rows).
+                    let keyStart = slidingWindow.map { max(0, first - $0 + 1) } ?? 0
+                    let keyCount = first + rows - keyStart
+                    let m = group * rows
+                    // Query rows of the group's heads one head after another: row g·rows + r
+                    // is head heads[g]'s query at position first + r.
+                    let queries = buffers.queries(
+                        rowStart + first * stride, stride: stride, rows: rows, headDim: headDim,
+                        offsets: heads.map(layout.queryOffset(head:)))
+                    let (keys, values, kvStride) = buffers.keysAndValues(
+                        rowStart + keyStart * stride, stride: stride, rows: keyCount, headDim: headDim,
+                        offsets: (layout.keyOffset(kvHead: kvHead), layout.valueOffset(kvHead: kvHead)))
                     let s = buffers.scores
-                    for first in Swift.stride(from: 0, to: sequence.count, by: blockRows) {
-                        let rows = min(blockRows, sequence.count - first)
-                        // Keys visible to this block: [keyStart, first + rows).
-                        let keyStart = slidingWindow.map { max(0, first - $0 + 1) } ?? 0
-                        let keyCount = first + rows - keyStart
-                        buffers.product(
-                            m: rows, n: keyCount, k: headDim, queries, offset: first * inputStride, lda: inputStride,
-                            keys, offset: keyStart * inputStride, ldb: inputStride, transposeB: true,
-                            s, ldc: keyCount, alpha: scale)
+                    BLAS.gemm(
+                        m: m, n: keyCount, k: headDim, queries, lda: headDim, keys, ldb: kvStride, transposeB: true,
+                        s, ldc: keyCount, alpha: scale)
+                    for (g, head) in heads.enumerated() {
                         for r in 0..<rows {
                             let query = first + r
                             let visibleStart = (slidingWindow.map { max(0, query - $0 + 1) } ?? 0) - keyStart
                             maskedSoftmax(
-                                s + r * keyCount, count: keyCount, visible: visibleStart..<(query - keyStart + 1),
+                                s + (g * rows + r) * keyCount, count: keyCount, visible: visibleStart..<(query - keyStart + 1),
                                 softcap: logitSoftcap, sinkLogit: sinkLogits?[head])
                         }
-                        let probabilities = buffers.probabilities(rows * keyCount)
-                        buffers.product(
-                            m: rows, n: headDim, k: keyCount, probabilities, offset: 0, lda: keyCount,
-                            values, offset: keyStart * inputStride, ldb: inputStride, transposeB: false,
-                            outRows + first * outWidth, ldc: outWidth, alpha: 1)
+                    }
+                    BLAS.gemm(
+                        m: m, n: headDim, k: keyCount, buffers.probabilities(m * keyCount), lda: keyCount,
+                        values, ldb: kvStride, transposeB: false, buffers.output, ldc: headDim, alpha: 1)
+                    // Each head's rows back to its columns of the output.
+                    for (g, head) in heads.enumerated() {
+                        for r in 0..<rows {
+                            (out + (sequence.lowerBound + first + r) * outWidth + head * headDim)
+                                .update(from: buffers.output + (g * rows + r) * headDim, count: headDim)
+                        }
                     }
                 }
             }
@@ -132,64 +151,87 @@ public func causalAttention(
     return output
 }
 
-/// One attention worker's buffers, and its products in the worker's
-/// arithmetic: float32 reads Q, K, V in place; bf16 first rounds them (to
-/// float32 values when emulated, to bf16 bits for oneDNN when native), and
-/// rounds the probabilities before P·V.
+/// One attention worker's buffers, and the products' operands in the
+/// worker's arithmetic: float32 gathers the queries and reads keys and values in
+/// place; bf16 rounds all three (to float32 values when emulated, to bf16
+/// bits for oneDNN when native) and the probabilities before P·V.
 private struct AttentionScratch {
     let arithmetic: MatrixArithmetic
+    /// One block's query rows of a head group: Float, or UInt16 bits (native).
+    let queryBuffer: UnsafeMutableRawPointer
+    /// Keys then values of one key/value head, rounded (bf16 only).
+    let keyValueBuffer: UnsafeMutableRawPointer?
     let scores: UnsafeMutablePointer<Float>
-    /// Q, K, V of one head, rounded, dense (sequence × headDim each).
-    let rounded: UnsafeMutablePointer<Float>?
-    let bits: UnsafeMutablePointer<UInt16>?
     /// The probabilities as bf16 bits (native path).
     let probabilityBits: UnsafeMutablePointer<UInt16>?
+    /// P·V of one block, [queryRows × headDim].
+    let output: UnsafeMutablePointer<Float>
     let longest: Int
 
-    init(_ arithmetic: MatrixArithmetic, longest: Int, blockRows: Int, headDim: Int) {
+    init(_ arithmetic: MatrixArithmetic, queryRows: Int, longest: Int, headDim: Int) {
         self.arithmetic = arithmetic
         self.longest = longest
-        scores = .allocate(capacity: max(1, blockRows * longest))
-        rounded = arithmetic == .bf16Emulated ? .allocate(capacity: max(1, 3 * longest * headDim)) : nil
-        bits = arithmetic == .bf16Native ? .allocate(capacity: max(1, 3 * longest * headDim)) : nil
-        probabilityBits = arithmetic == .bf16Native ? .allocate(capacity: max(1, blockRows * longest)) : nil
+        let element = arithmetic == .bf16Native ? MemoryLayout<UInt16>.size : MemoryLayout<Float>.size
+        queryBuffer = .allocate(byteCount: max(1, queryRows * headDim) * element, alignment: 64)
+        keyValueBuffer = arithmetic == .f32 ? nil : .allocate(byteCount: max(1, 2 * longest * headDim) * element, alignment: 64)
+        scores = .allocate(capacity: max(1, queryRows * longest))
+        probabilityBits = arithmetic == .bf16Native ? .allocate(capacity: max(1, queryRows * longest)) : nil
+        output = .allocate(capacity: max(1, queryRows * headDim))
     }
 
     func release() {
+        queryBuffer.deallocate()
+        keyValueBuffer?.deallocate()
         scores.deallocate()
-        rounded?.deallocate()
-        bits?.deallocate()
         probabilityBits?.deallocate()
+        output.deallocate()
     }
 
-    /// An operand: float32 (in place or rounded) or bf16 bits.
-    enum Operand {
-        case float(UnsafePointer<Float>)
-        case bits(UnsafePointer<UInt16>)
-    }
+    typealias Operand = BLAS.Operand
 
-    /// Q, K and V of one head (`offsets` into each row at `rowStart`) and the
-    /// stride between their rows.
-    func operands(
-        _ rowStart: UnsafePointer<Float>, stride: Int, rows: Int, headDim: Int, offsets: (Int, Int, Int)
-    ) -> (Operand, Operand, Operand, Int) {
-        let sources = [offsets.0, offsets.1, offsets.2].map { rowStart + $0 }
+    /// `rows` rows of `headDim` columns at `source` (rows `stride` apart)
+    /// into `target`, dense, in this arithmetic.
+    private func dense(_ source: UnsafePointer<Float>, stride: Int, rows: Int, headDim: Int, into target: UnsafeMutableRawPointer) {
         switch arithmetic {
         case .f32:
-            return (.float(sources[0]), .float(sources[1]), .float(sources[2]), stride)
+            let to = target.assumingMemoryBound(to: Float.self)
+            for r in 0..<rows { (to + r * headDim).update(from: source + r * stride, count: headDim) }
         case .bf16Emulated:
-            let dense = (0..<3).map { rounded! + $0 * longest * headDim }
-            for (source, target) in zip(sources, dense) {
-                BFloat16.roundRows(source, stride: stride, rows: rows, width: headDim, into: target)
-            }
-            return (.float(dense[0]), .float(dense[1]), .float(dense[2]), headDim)
+            BFloat16.roundRows(source, stride: stride, rows: rows, width: headDim, into: target.assumingMemoryBound(to: Float.self))
         case .bf16Native:
-            let dense = (0..<3).map { bits! + $0 * longest * headDim }
-            for (source, target) in zip(sources, dense) {
-                BFloat16.convertRows(source, stride: stride, rows: rows, width: headDim, into: target)
-            }
-            return (.bits(dense[0]), .bits(dense[1]), .bits(dense[2]), headDim)
+            BFloat16.convertRows(source, stride: stride, rows: rows, width: headDim, into: target.assumingMemoryBound(to: UInt16.self))
         }
+    }
+
+    private func operand(_ pointer: UnsafeMutableRawPointer) -> Operand {
+        arithmetic == .bf16Native
+            ? .bits(UnsafePointer(pointer.assumingMemoryBound(to: UInt16.self)))
+            : .float(UnsafePointer(pointer.assumingMemoryBound(to: Float.self)))
+    }
+
+    /// The query rows at `rowStart` of the heads at column `offsets`, one
+    /// head after another, dense ([offsets.count · rows × headDim]).
+    func queries(_ rowStart: UnsafePointer<Float>, stride: Int, rows: Int, headDim: Int, offsets: [Int]) -> Operand {
+        let element = arithmetic == .bf16Native ? MemoryLayout<UInt16>.size : MemoryLayout<Float>.size
+        for (g, offset) in offsets.enumerated() {
+            dense(rowStart + offset, stride: stride, rows: rows, headDim: headDim, into: queryBuffer + g * rows * headDim * element)
+        }
+        return operand(queryBuffer)
+    }
+
+    /// The key and value rows at `rowStart` (columns `offsets`) and the
+    /// stride between their rows: in place in float32, rounded in bf16.
+    func keysAndValues(
+        _ rowStart: UnsafePointer<Float>, stride: Int, rows: Int, headDim: Int, offsets: (Int, Int)
+    ) -> (Operand, Operand, Int) {
+        guard let keyValueBuffer else {
+            return (.float(rowStart + offsets.0), .float(rowStart + offsets.1), stride)
+        }
+        let element = arithmetic == .bf16Native ? MemoryLayout<UInt16>.size : MemoryLayout<Float>.size
+        let valueBuffer = keyValueBuffer + longest * headDim * element
+        dense(rowStart + offsets.0, stride: stride, rows: rows, headDim: headDim, into: keyValueBuffer)
+        dense(rowStart + offsets.1, stride: stride, rows: rows, headDim: headDim, into: valueBuffer)
+        return (operand(keyValueBuffer), operand(valueBuffer), headDim)
     }
 
     /// The softmax output of the current block (`count` scores) as P·V's
@@ -205,27 +247,8 @@ private struct AttentionScratch {
             return .bits(probabilityBits!)
         }
     }
-
-    /// C = alpha · A · op(B) (A, B at their offsets), one GEMM on the
-    /// worker's thread.
-    @inline(__always)
-    func product(
-        m: Int, n: Int, k: Int, _ a: Operand, offset aOffset: Int, lda: Int,
-        _ b: Operand, offset bOffset: Int, ldb: Int, transposeB: Bool,
-        _ c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float
-    ) {
-        switch (a, b) {
-        case (.bits(let a), .bits(let b)):
-            BLAS.gemmBF16(m: m, n: n, k: k, a + aOffset, lda: lda, b + bOffset, ldb: ldb, transposeB: transposeB,
-                          c, ldc: ldc, alpha: alpha)
-        case (.float(let a), .float(let b)):
-            BLAS.gemm(m: m, n: n, k: k, a + aOffset, lda: lda, b + bOffset, ldb: ldb, transposeB: transposeB,
-                      c, ldc: ldc, alpha: alpha)
-        default:
-            preconditionFailure("attention operands in one arithmetic")
-        }
-    }
 }
+
 
 /// Softmax over the `visible` entries of one score row, zeroing the rest so
 /// the following GEMM ignores them.
@@ -237,12 +260,13 @@ private func maskedSoftmax(
         for j in visible { row[j] = tanh(row[j] / softcap) * softcap }
     }
     let first = row + visible.lowerBound
-    let maximum = VectorMath.maximum(first, count: visible.count)
+    let kernels = VectorKernels.active
+    let maximum = kernels.maximum(first, count: visible.count)
     if let sinkLogit {
         softmaxWithSink(first, count: visible.count, maximum: maximum, sinkLogit: sinkLogit)
     } else {
-        let sum = VectorMath.expInPlace(first, count: visible.count, shift: maximum)
-        VectorMath.scale(first, count: visible.count, by: 1 / sum)
+        let sum = kernels.expShifted(first, count: visible.count, shift: maximum)
+        kernels.scale(first, count: visible.count, by: 1 / sum)
     }
     row.update(repeating: 0, count: visible.lowerBound)
     (row + visible.upperBound).update(repeating: 0, count: count - visible.upperBound)
@@ -255,6 +279,7 @@ private func maskedSoftmax(
 @inline(__always)
 public func softmaxWithSink(_ scores: UnsafeMutablePointer<Float>, count: Int, maximum: Float, sinkLogit: Float) {
     let shift = max(maximum, sinkLogit)
-    let sum = VectorMath.expInPlace(scores, count: count, shift: shift) + exp(sinkLogit - shift)
-    VectorMath.scale(scores, count: count, by: 1 / sum)
+    let kernels = VectorKernels.active
+    let sum = kernels.expShifted(scores, count: count, shift: shift) + exp(sinkLogit - shift)
+    kernels.scale(scores, count: count, by: 1 / sum)
 }

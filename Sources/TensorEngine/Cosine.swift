@@ -30,7 +30,7 @@ public enum Cosine {
 
     @inline(__always)
     static func cosine(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) -> Double {
-        let (dot, xx, yy) = Reductions.dotAndNorms(x, y, n)
+        let (dot, xx, yy) = VectorKernels.active.dotAndNorms(x, y, n)
         // torch.nn.functional.cosine_similarity clamps the norm product at eps = 1e-8.
         let norms = (xx * yy).squareRoot()
         if !norms.isFinite || !dot.isFinite { return .nan }

@@ -41,7 +41,8 @@ public struct Matrix: Sendable {
         data.withUnsafeMutableBufferPointer { dst in
             other.data.withUnsafeBufferPointer { src in
                 parallelFor(chunks: count, minimumChunk: 1 << 16) { range in
-                    for i in range { dst[i] += src[i] }
+                    let at = range.lowerBound
+                    VectorKernels.active.add(dst.baseAddress! + at, src.baseAddress! + at, into: dst.baseAddress! + at, count: range.count)
                 }
             }
         }
@@ -56,7 +57,8 @@ public struct Matrix: Sendable {
             other.data.withUnsafeBufferPointer { b in
                 Matrix(uninitialized: rows, cols) { out in
                     parallelFor(chunks: count, minimumChunk: 1 << 16) { range in
-                        for i in range { out[i] = a[i] + b[i] }
+                        let at = range.lowerBound
+                        VectorKernels.active.add(a.baseAddress! + at, b.baseAddress! + at, into: out + at, count: range.count)
                     }
                 }
             }

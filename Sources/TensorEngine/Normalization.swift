@@ -51,10 +51,7 @@ public enum Normalization: Sendable {
     private func normalizeRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
         switch self {
         case .rms(let weight, let eps):
-            var sumSquares: Float = 0
-            for i in 0..<n { sumSquares += x[i] * x[i] }
-            let scale = 1 / (sumSquares / Float(n) + eps).squareRoot()
-            for i in 0..<n { y[i] = weight[i] * (x[i] * scale) }
+            weight.withUnsafeBufferPointer { VectorKernels.active.rmsNorm(x, weight: $0.baseAddress!, into: y, n, eps: eps) }
         case .layer(let weight, let bias, let eps):
             var sum: Float = 0
             for i in 0..<n { sum += x[i] }

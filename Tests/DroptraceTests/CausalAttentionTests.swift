@@ -44,17 +44,20 @@ import TensorEngine
     @Test(arguments: [nil, 37] as [Int?])
     func blockedMatchesDirect(window: Int?) {
         var generator = SystemRandomNumberGenerator()
-        for arrangement in [QKVLayout.Arrangement.grouped, .interleavedPerHead] {
-            let layout = arrangement == .grouped
-                ? QKVLayout(numHeads: 4, numKVHeads: 2, headDim: 8)
-                : QKVLayout(numHeads: 3, numKVHeads: 3, headDim: 8, arrangement: .interleavedPerHead)
+        // Groups of 2 and 4 query heads per key/value head (one GEMM per group
+        // and block) and one head per key/value head, interleaved.
+        for layout in [
+            QKVLayout(numHeads: 4, numKVHeads: 2, headDim: 8), QKVLayout(numHeads: 8, numKVHeads: 2, headDim: 8),
+            QKVLayout(numHeads: 3, numKVHeads: 3, headDim: 8, arrangement: .interleavedPerHead),
+        ] {
+            let arrangement = layout.arrangement
             let sequences = [0..<150, 150..<213, 213..<214]
             let data = (0..<(214 * layout.width)).map { _ in Float.random(in: -1...1, using: &generator) }
             let qkv = Matrix(rows: 214, cols: layout.width, data: data)
             let fast = causalAttention(qkv: qkv, layout: layout, sequences: sequences, scale: 0.4, slidingWindow: window)
             let slow = naive(qkv, layout, sequences, scale: 0.4, window: window)
             let worst = zip(fast.data, slow.data).map { abs($0 - $1) }.max()!
-            #expect(worst < 1e-5, "\(arrangement), window \(String(describing: window)): \(worst)")
+            #expect(worst < 1e-5, "\(arrangement) \(layout.numHeads)/\(layout.numKVHeads), window \(String(describing: window)): \(worst)")
         }
     }
 }
