@@ -72,38 +72,10 @@ public struct Linear: Sendable {
         self.arithmetic = arithmetic
     }
 
-    /// Stacks [out, in] projections that read the same input into one, so
-    /// q, k and v (or gate and up) cost one GEMM instead of several.
-    public static func stacking(_ parts: [Linear]) -> Linear {
-        precondition(parts.allSatisfy { $0.layout == .outByIn && $0.inFeatures == parts[0].inFeatures })
-        let hasBias = parts.contains { $0.bias != nil }
-        let bias = hasBias ? parts.flatMap { $0.bias ?? [Float](repeating: 0, count: $0.outFeatures) } : nil
-        let outFeatures = parts.reduce(0) { $0 + $1.outFeatures }
-        let arithmetic = parts[0].arithmetic
-        guard parts.allSatisfy({ $0.arithmetic == arithmetic }) else {
-            return Linear(
-                weight: concatenated(parts.map(\.weight)), bias: bias, inFeatures: parts[0].inFeatures,
-                outFeatures: outFeatures, arithmetic: arithmetic)
-        }
-        // The parts' storage is already in this arithmetic: concatenated as it
-        // is, into one buffer of the final size (a growing copy would keep
-        // about twice the stacked weights alive at once, the peak of a block's
-        // expansion).
-        let storage: Storage =
-            if case .bfloat16 = parts[0].storage {
-                .bfloat16(concatenated(parts.map { part in
-                    if case .bfloat16(let bits) = part.storage { bits } else { [] }
-                }))
-            } else {
-                .float(concatenated(parts.map(\.weight)))
-            }
-        return Linear(
-            storage: storage, bias: bias, inFeatures: parts[0].inFeatures, outFeatures: outFeatures,
-            layout: .outByIn, arithmetic: arithmetic)
-    }
-
     /// Fewer rows than this per thread are not worth splitting.
     static let rowsPerTask = 64
+    /// Output columns are split across threads in multiples of this.
+    static let columnsPerBlock = 64
     /// Bytes of rounded rows per worker at a time (a rounded copy of all of
     /// x would cost as much memory as x). Large enough that each GEMM's
     /// packing of the weights is amortised over many rows.
@@ -118,43 +90,28 @@ public struct Linear: Sendable {
             }
         }
         let beta: Float = bias == nil ? 0 : 1
-        let ldb = layout == .outByIn ? inFeatures : outFeatures
         x.data.withUnsafeBufferPointer { xs in
             y.data.withUnsafeMutableBufferPointer { ys in
-                // Rows split across the engine's threads, each a single-threaded
-                // GEMM over its own block of tokens (the weights are shared).
-                switch storage {
-                case .float(let weight):
-                    weight.withUnsafeBufferPointer { ws in
-                        parallelFor(chunks: x.rows, minimumChunk: Self.rowsPerTask) { rows in
-                            let a = xs.baseAddress! + rows.lowerBound * inFeatures
-                            let c = ys.baseAddress! + rows.lowerBound * outFeatures
-                            guard arithmetic == .bf16Emulated else {
-                                BLAS.gemm(
-                                    m: rows.count, n: outFeatures, k: inFeatures, a, lda: inFeatures,
-                                    ws.baseAddress!, ldb: ldb, transposeB: layout == .outByIn,
-                                    c, ldc: outFeatures, beta: beta)
-                                return
-                            }
-                            Self.inRoundedBlocks(rows.count, width: inFeatures, of: a, as: Float.self) { first, count, rounded in
-                                BLAS.gemm(
-                                    m: count, n: outFeatures, k: inFeatures, rounded, lda: inFeatures,
-                                    ws.baseAddress!, ldb: ldb, transposeB: layout == .outByIn,
-                                    c + first * outFeatures, ldc: outFeatures, beta: beta)
-                            }
+                let (a, c) = (xs.baseAddress!, ys.baseAddress!)
+                if splitsColumns(rows: x.rows) {
+                    // More outputs than rows (an MLP chunk, a decode step): each
+                    // thread computes all rows for a slice of the outputs, so
+                    // each packs only its slice of the weights, the larger
+                    // operand, and one row still uses every thread.
+                    inputRounded(x.rows, of: a, budget: .max) { _, rows, input in
+                        let blocks = (outFeatures + Self.columnsPerBlock - 1) / Self.columnsPerBlock
+                        parallelFor(chunks: blocks) { range in
+                            let columns = (range.lowerBound * Self.columnsPerBlock)..<min(outFeatures, range.upperBound * Self.columnsPerBlock)
+                            product(input, rows: rows, columns: columns, c + columns.lowerBound, beta: beta)
                         }
                     }
-                case .bfloat16(let weight):
-                    weight.withUnsafeBufferPointer { ws in
-                        parallelFor(chunks: x.rows, minimumChunk: Self.rowsPerTask) { rows in
-                            let a = xs.baseAddress! + rows.lowerBound * inFeatures
-                            let c = ys.baseAddress! + rows.lowerBound * outFeatures
-                            Self.inRoundedBlocks(rows.count, width: inFeatures, of: a, as: UInt16.self) { first, count, rounded in
-                                BLAS.gemmBF16(
-                                    m: count, n: outFeatures, k: inFeatures, rounded, lda: inFeatures,
-                                    ws.baseAddress!, ldb: ldb, transposeB: layout == .outByIn,
-                                    c + first * outFeatures, ldc: outFeatures, beta: beta)
-                            }
+                } else {
+                    // Rows split across the engine's threads, each a single-threaded
+                    // GEMM over its own block of tokens (the weights are shared).
+                    parallelFor(chunks: x.rows, minimumChunk: Self.rowsPerTask) { rows in
+                        let start = c + rows.lowerBound * outFeatures
+                        inputRounded(rows.count, of: a + rows.lowerBound * inFeatures, budget: Self.roundedBytes) { first, count, input in
+                            product(input, rows: count, columns: 0..<outFeatures, start + first * outFeatures, beta: beta)
                         }
                     }
                 }
@@ -163,7 +120,47 @@ public struct Linear: Sendable {
         return y
     }
 
-    /// Calls `body(first, count, rounded)` for blocks (`budget` bytes each)
+    /// Whether a product over `rows` rows splits the output columns across
+    /// threads (rather than the rows): when there are more outputs than rows
+    /// and enough of them for every thread.
+    func splitsColumns(rows: Int) -> Bool {
+        let threads = EngineThreads.count
+        return threads > 1 && outFeatures > rows && outFeatures >= 2 * threads * Self.columnsPerBlock
+    }
+
+    /// Calls `body(first, count, input)` with the `rows` rows at `x` as this
+    /// layer's products read them: as they are in float32, rounded to
+    /// bfloat16 in blocks of `budget` bytes otherwise.
+    private func inputRounded(
+        _ rows: Int, of x: UnsafePointer<Float>, budget: Int, _ body: (Int, Int, BLAS.Operand) -> Void
+    ) {
+        switch arithmetic {
+        case .f32:
+            body(0, rows, .float(x))
+        case .bf16Emulated:
+            Self.inRoundedBlocks(rows, width: inFeatures, of: x, as: Float.self, budget: budget) { body($0, $1, .float($2)) }
+        case .bf16Native:
+            Self.inRoundedBlocks(rows, width: inFeatures, of: x, as: UInt16.self, budget: budget) { body($0, $1, .bits($2)) }
+        }
+    }
+
+    /// C[rows × columns] = input · W[columns]ᵀ (+ C when `beta` is 1), one
+    /// single-threaded GEMM; C's rows are `outFeatures` apart.
+    private func product(_ input: BLAS.Operand, rows: Int, columns: Range<Int>, _ c: UnsafeMutablePointer<Float>, beta: Float) {
+        // The weights of outputs `columns`: rows of [out, in], columns of [in, out].
+        let (offset, ldb) = layout == .outByIn ? (columns.lowerBound * inFeatures, inFeatures) : (columns.lowerBound, outFeatures)
+        let multiply = { (weights: BLAS.Operand) in
+            BLAS.gemm(
+                m: rows, n: columns.count, k: inFeatures, input, lda: inFeatures, weights, ldb: ldb,
+                transposeB: layout == .outByIn, c, ldc: outFeatures, beta: beta)
+        }
+        switch storage {
+        case .float(let weight): weight.withUnsafeBufferPointer { multiply(.float($0.baseAddress! + offset)) }
+        case .bfloat16(let weight): weight.withUnsafeBufferPointer { multiply(.bits($0.baseAddress! + offset)) }
+        }
+    }
+
+    /// Calls `body(first, count, rounded)` for blocks (`budget` bytes each, at least one row)
     /// of the `rows` rows at `x` (`width` wide), each rounded to bfloat16
     /// into a buffer (float32 values or bfloat16 bits per `Element`).
     @inline(__always)
@@ -188,12 +185,4 @@ public struct Linear: Sendable {
             body(first, count, buffer)
         }
     }
-}
-
-/// The arrays one after another, in a buffer allocated once at its final size.
-private func concatenated<Element>(_ arrays: [[Element]]) -> [Element] {
-    var result: [Element] = []
-    result.reserveCapacity(arrays.reduce(0) { $0 + $1.count })
-    for array in arrays { result.append(contentsOf: array) }
-    return result
 }
