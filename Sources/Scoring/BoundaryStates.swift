@@ -2,8 +2,13 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// The hidden states h_0, h_1, … at block boundaries, kept for the
-/// block-gap similarities mean cos(h_i, h_j).
+/// The hidden states h_0, h_1, …, h_L at block boundaries, kept for the
+/// block-gap similarities mean cos(h_i, h_j) over all pairs i < j.
+///
+/// The pairs are computed once, after the forward pass, a chunk of rows at
+/// a time: each state is read once, and a row's L + 1 vectors stay in cache
+/// while all its pairs are taken (computing them layer by layer would read
+/// the earlier states again at every layer, L²/2 passes over memory).
 ///
 /// For large models all L + 1 states do not fit comfortably in memory
 /// (TinyLlama-1.1B on 8k tokens: 1.5 GB), so past `memoryBudget` they go to
@@ -14,9 +19,8 @@ final class BoundaryStates {
     private let rows: Int
     private let cols: Int
     private var inMemory: [Matrix] = []
-    private var file: FileHandle?
     private var descriptor: Int32 = -1
-    private var count = 0
+    private(set) var count = 0
     /// Row norms of each stored state, in Float64.
     private var norms: [[Double]] = []
 
@@ -39,64 +43,28 @@ final class BoundaryStates {
 
     private var rowBytes: Int { cols * MemoryLayout<Float>.size }
 
+    /// Keeps `state`: its row norms, and its values in memory or in the file.
     func append(_ state: Matrix) throws {
         norms.append(rowNorms(state.data))
         if descriptor < 0 {
             inMemory.append(state)
         } else {
             let offset = off_t(count) * off_t(rows * rowBytes)
-            let written = state.data.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, offset) }
-            guard written == rows * rowBytes else {
+            let complete = state.data.withUnsafeBytes { bytes in
+                var done = 0
+                while done < bytes.count {
+                    let n = pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, offset + off_t(done))
+                    if n < 0 && errno == EINTR { continue }
+                    if n <= 0 { return false }
+                    done += n
+                }
+                return true
+            }
+            guard complete else {
                 throw DroptraceError("cannot write hidden states to the temporary directory: \(String(cString: strerror(errno)))")
             }
         }
         count += 1
-    }
-
-    /// Totals over rows of cos(state_i, y_r), of its angular distance, and
-    /// of the angular distance at `lastRows` (each sequence's last token),
-    /// for every stored state i, in order; nil if any value is not finite.
-    func cosineSums(with y: Matrix, lastRows: [Int]) -> [GapTotals]? {
-        let yNorms = rowNorms(y.data)
-        var isLast = [Bool](repeating: false, count: rows)
-        for row in lastRows { isLast[row] = true }
-        let chunk = 256
-        var totals: [GapTotals] = []
-        for index in 0..<count {
-            var sums = [GapTotals](repeating: GapTotals(), count: (rows + chunk - 1) / chunk)
-            y.data.withUnsafeBufferPointer { ys in
-                sums.withUnsafeMutableBufferPointer { partial in
-                    parallelFor(chunks: partial.count) { chunks in
-                        var buffer = [Float](repeating: 0, count: descriptor >= 0 ? chunk * cols : 0)
-                        for c in chunks {
-                            let start = c * chunk, end = min(rows, start + chunk)
-                            withStateRows(index, start..<end, buffer: &buffer) { state in
-                                var sum = GapTotals()
-                                for r in start..<end {
-                                    let a = state + (r - start) * cols, b = ys.baseAddress! + r * cols
-                                    let cosine = Reductions.dot(a, b, cols) / max(norms[index][r] * yNorms[r], 1e-8)
-                                    let angular = SequenceSums.angularDistance(cosine)
-                                    sum.cosine += cosine
-                                    sum.angularDistance += angular
-                                    if isLast[r] { sum.lastTokenAngularDistance += angular }
-                                }
-                                partial[c] = sum
-                            }
-                        }
-                    }
-                }
-            }
-            let total = sums.reduce(into: GapTotals()) { total, part in
-                total.cosine += part.cosine
-                total.angularDistance += part.angularDistance
-                total.lastTokenAngularDistance += part.lastTokenAngularDistance
-            }
-            guard total.cosine.isFinite, total.angularDistance.isFinite, total.lastTokenAngularDistance.isFinite else {
-                return nil
-            }
-            totals.append(total)
-        }
-        return totals
     }
 
     /// Float64 totals over rows for one pair of states.
@@ -104,34 +72,131 @@ final class BoundaryStates {
         var cosine = 0.0
         var angularDistance = 0.0
         var lastTokenAngularDistance = 0.0
+
+        mutating func add(_ other: GapTotals) {
+            cosine += other.cosine
+            angularDistance += other.angularDistance
+            lastTokenAngularDistance += other.lastTokenAngularDistance
+        }
+
+        var isFinite: Bool { cosine.isFinite && angularDistance.isFinite && lastTokenAngularDistance.isFinite }
     }
 
-    private func withStateRows(
-        _ index: Int, _ range: Range<Int>, buffer: inout [Float], _ body: (UnsafePointer<Float>) -> Void
-    ) {
-        if descriptor < 0 {
-            inMemory[index].data.withUnsafeBufferPointer { body($0.baseAddress! + range.lowerBound * cols) }
-            return
-        }
-        let offset = off_t(index) * off_t(rows * rowBytes) + off_t(range.lowerBound * rowBytes)
-        buffer.withUnsafeMutableBytes { raw in
-            var done = 0
-            let wanted = range.count * rowBytes
-            while done < wanted {
-                let n = pread(descriptor, raw.baseAddress! + done, wanted - done, offset + off_t(done))
-                if n <= 0 { break }
-                done += n
+    /// For every pair of stored states i < j, the totals over rows of
+    /// cos(h_i, h_j), of its angular distance, and of the angular distance
+    /// at `lastRows` (each sequence's last token): `result[j - 1][i]`.
+    /// Chunks of rows run in parallel; their partial totals are added in
+    /// row order, so the result does not depend on the thread count.
+    /// Throws when the temporary file cannot be read back.
+    func pairTotals(lastRows: [Int]) throws -> [[GapTotals]] {
+        let states = count
+        let pairs = states * (states - 1) / 2
+        guard pairs > 0, rows > 0 else { return (1..<max(states, 1)).map { [GapTotals](repeating: GapTotals(), count: $0) } }
+        var isLast = [Bool](repeating: false, count: rows)
+        for row in lastRows { isLast[row] = true }
+        let chunk = 64
+        let chunks = (rows + chunk - 1) / chunk
+        let workers = min(EngineThreads.count, chunks)
+        var partial = [GapTotals](repeating: GapTotals(), count: chunks * pairs)
+        // Per worker: one chunk of rows of every state, read from the file,
+        // and whether a read failed.
+        var buffers = (0..<workers).map { _ in [Float](repeating: 0, count: descriptor >= 0 ? states * chunk * cols : 0) }
+        var unreadable = [Bool](repeating: false, count: workers)
+        let kernels = VectorKernels.active
+        partial.withUnsafeMutableBufferPointer { partial in
+            buffers.withUnsafeMutableBufferPointer { buffers in
+                unreadable.withUnsafeMutableBufferPointer { unreadable in
+                    parallelTasks(chunks) { c, worker in
+                        let start = c * chunk, end = min(rows, start + chunk)
+                        let totals = partial.baseAddress! + c * pairs
+                        let read = withChunk(start..<end, buffer: &buffers[worker]) { state in
+                            for r in start..<end {
+                                let offset = (r - start) * cols
+                                for j in 1..<states {
+                                    let y = state(j) + offset
+                                    for i in 0..<j {
+                                        let cosine = kernels.dot(state(i) + offset, y, cols) / max(norms[i][r] * norms[j][r], 1e-8)
+                                        let angular = SequenceSums.angularDistance(cosine)
+                                        let p = j * (j - 1) / 2 + i
+                                        totals[p].cosine += cosine
+                                        totals[p].angularDistance += angular
+                                        if isLast[r] { totals[p].lastTokenAngularDistance += angular }
+                                    }
+                                }
+                            }
+                        }
+                        if !read { unreadable[worker] = true }
+                    }
+                }
             }
         }
-        buffer.withUnsafeBufferPointer { body($0.baseAddress!) }
+        if unreadable.contains(true) {
+            throw DroptraceError("cannot read hidden states back from the temporary file: \(String(cString: strerror(errno)))")
+        }
+        var result = (1..<states).map { [GapTotals](repeating: GapTotals(), count: $0) }
+        for c in 0..<chunks {
+            for j in 1..<states {
+                for i in 0..<j { result[j - 1][i].add(partial[c * pairs + j * (j - 1) / 2 + i]) }
+            }
+        }
+        return result
+    }
+
+    /// Calls `body` with a function giving, for each state, a pointer to the
+    /// first of rows `range`: in place in memory, else read into `buffer`.
+    /// Returns false when the file could not be read back.
+    private func withChunk(
+        _ range: Range<Int>, buffer: inout [Float], _ body: ((Int) -> UnsafePointer<Float>) -> Void
+    ) -> Bool {
+        guard descriptor >= 0 else {
+            withStatePointers(from: 0, [], range.lowerBound * cols) { pointers in body { pointers[$0] } }
+            return true
+        }
+        let wanted = range.count * rowBytes
+        let complete = buffer.withUnsafeMutableBytes { raw in
+            (0..<count).allSatisfy { index in
+                let offset = off_t(index) * off_t(rows * rowBytes) + off_t(range.lowerBound * rowBytes)
+                var done = 0
+                while done < wanted {
+                    let n = pread(descriptor, raw.baseAddress! + index * wanted + done, wanted - done, offset + off_t(done))
+                    if n < 0 && errno == EINTR { continue }
+                    if n <= 0 { return false }
+                    done += n
+                }
+                return true
+            }
+        }
+        guard complete else { return false }
+        buffer.withUnsafeBufferPointer { values in
+            let base = values.baseAddress!
+            body { base + $0 * range.count * cols }
+        }
+        return true
+    }
+
+    /// Pointers at element `offset` of every in-memory state, valid inside `body`.
+    private func withStatePointers(
+        from index: Int, _ pointers: [UnsafePointer<Float>], _ offset: Int, _ body: ([UnsafePointer<Float>]) -> Void
+    ) {
+        guard index < inMemory.count else { return body(pointers) }
+        inMemory[index].data.withUnsafeBufferPointer { state in
+            withStatePointers(from: index + 1, pointers + [state.baseAddress! + offset], offset, body)
+        }
     }
 
     private func rowNorms(_ data: [Float]) -> [Double] {
+        var norms = [Double](repeating: 0, count: rows)
         data.withUnsafeBufferPointer { values in
-            (0..<rows).map { r in
-                let row = values.baseAddress! + r * cols
-                return Reductions.dot(row, row, cols).squareRoot()
+            norms.withUnsafeMutableBufferPointer { norms in
+                parallelFor(chunks: rows, minimumChunk: 256) { range in
+                    for r in range {
+                        let row = values.baseAddress! + r * cols
+                        norms[r] = VectorKernels.active.dot(row, row, cols).squareRoot()
+                    }
+                }
             }
         }
+        return norms
     }
 }
+

@@ -48,10 +48,10 @@ public struct ImportanceScorer {
         let batch = TokenBatch(sequences: sequences)
         var sums = SequenceSums(tokens: batch.sequences.map(\.count), layers: layers)
         let boundaries = try BoundaryStates(
-            rows: batch.tokenCount, cols: model.hiddenSize, expectedStates: layers, memoryBudget: stateMemoryBudget)
+            rows: batch.tokenCount, cols: model.hiddenSize, expectedStates: layers + 1, memoryBudget: stateMemoryBudget)
         let lastRows = batch.sequences.compactMap { $0.isEmpty ? nil : $0.upperBound - 1 }
 
-        try LayerwiseForward(model: model, plan: plan).run(batch) { step in
+        let final = try LayerwiseForward(model: model, plan: plan).run(batch) { step in
             let index = step.index
             if let attended = step.attentionResidual {
                 try accumulate(step.input, attended, batch, layer: index, into: &sums.attention, what: "attention output")
@@ -63,15 +63,17 @@ public struct ImportanceScorer {
                 try accumulate(step.input, step.output, batch, layer: index, into: &sums.block, what: "block output")
             }
             try boundaries.append(step.input)
-            guard let similarities = boundaries.cosineSums(with: step.output, lastRows: lastRows) else {
-                throw nonFinite(layer: index, what: "block output")
-            }
-            for (start, totals) in similarities.enumerated() {
-                sums.blockGap.cosineSum[start][index - start] = totals.cosine
-                sums.blockGap.angularDistanceSum[start][index - start] = totals.angularDistance
-                sums.blockGap.lastTokenAngularDistanceSum[start][index - start] = totals.lastTokenAngularDistance
-            }
             progress?(index + 1, layers)
+        }
+        // Block gaps: cos(h_start, h_j) for every pair, h_j leaving layer j − 1.
+        try boundaries.append(final)
+        for (layer, pairs) in try boundaries.pairTotals(lastRows: lastRows).enumerated() {
+            for (start, totals) in pairs.enumerated() {
+                guard totals.isFinite else { throw nonFinite(layer: layer, what: "block output") }
+                sums.blockGap.cosineSum[start][layer - start] = totals.cosine
+                sums.blockGap.angularDistanceSum[start][layer - start] = totals.angularDistance
+                sums.blockGap.lastTokenAngularDistanceSum[start][layer - start] = totals.lastTokenAngularDistance
+            }
         }
         return ModuleScores(sums: sums)
     }

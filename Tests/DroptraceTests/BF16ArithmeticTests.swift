@@ -206,18 +206,6 @@ import Testing
         }
     }
 
-    @Test func stackedBF16LayersEqualTheirParts() {
-        for arithmetic in [MatrixArithmetic.bf16Emulated, .bf16Native] {
-            let parts = (0..<3).map { index in
-                Linear(weight: Self.values(32 * (8 + index), seed: UInt64(20 + index)), bias: nil, inFeatures: 32,
-                       outFeatures: 8 + index, arithmetic: arithmetic)
-            }
-            let stacked = Linear.stacking(parts)
-            #expect(stacked.arithmetic == arithmetic)
-            #expect(stacked.weight == parts.flatMap(\.weight))
-        }
-    }
-
     /// A fused QKV matrix with grouped-query heads, two sequences longer than
     /// one block of query rows.
     static func attentionInput() -> (Matrix, QKVLayout, [Range<Int>]) {
