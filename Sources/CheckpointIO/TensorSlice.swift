@@ -69,30 +69,46 @@ public struct TensorSlice: @unchecked Sendable {
         let count = elementCount
         guard count > 0 else { return [] }
         if case .computed(let compute) = storage { return try compute() }
-        let expanded = try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-            let destination = buffer.baseAddress!
-            switch storedOrder {
-            case .asShaped:
-                try Self.forEachChunk(of: count, size: 1 << 20) { range in
-                    try expandStored(range.lowerBound, count: range.count, into: destination + range.lowerBound)
-                }
-            case .rowsPermuted(let order):
-                let width = count / max(order.count, 1)
-                try Self.forEachChunk(of: order.count, size: max(1, (1 << 20) / max(width, 1))) { rows in
-                    for r in rows { try expandStored(order[r] * width, count: width, into: destination + r * width) }
-                }
-            case .transposed:
-                let (rows, cols) = (shape[0], shape[1])
-                var stored = [Float](repeating: 0, count: count)
-                try stored.withUnsafeMutableBufferPointer { try expandStored(0, count: count, into: $0.baseAddress!) }
-                for c in 0..<cols {
-                    for r in 0..<rows { destination[r * cols + c] = stored[c * rows + r] }
-                }
-            }
+        return try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            try expand(into: buffer.baseAddress!)
             initialized = count
         }
+    }
+
+    /// The tensor expanded to Float32, row-major, into `destination`
+    /// (`elementCount` values), as `floats()` gives it: so that several
+    /// tensors can be expanded into one buffer (stacked projections).
+    /// Throws when the file was truncated or changed since it was opened.
+    public func expand(into destination: UnsafeMutablePointer<Float>) throws {
+        let count = elementCount
+        guard count > 0 else { return }
+        if case .computed(let compute) = storage {
+            let values = try compute()
+            guard values.count == count else {
+                throw DroptraceError("tensor '\(name)' decoded to \(values.count) values, not \(count)", path: path)
+            }
+            values.withUnsafeBufferPointer { destination.update(from: $0.baseAddress!, count: count) }
+            return
+        }
+        switch storedOrder {
+        case .asShaped:
+            try Self.forEachChunk(of: count, size: 1 << 20) { range in
+                try expandStored(range.lowerBound, count: range.count, into: destination + range.lowerBound)
+            }
+        case .rowsPermuted(let order):
+            let width = count / max(order.count, 1)
+            try Self.forEachChunk(of: order.count, size: max(1, (1 << 20) / max(width, 1))) { rows in
+                for r in rows { try expandStored(order[r] * width, count: width, into: destination + r * width) }
+            }
+        case .transposed:
+            let (rows, cols) = (shape[0], shape[1])
+            var stored = [Float](repeating: 0, count: count)
+            try stored.withUnsafeMutableBufferPointer { try expandStored(0, count: count, into: $0.baseAddress!) }
+            for c in 0..<cols {
+                for r in 0..<rows { destination[r * cols + c] = stored[c * rows + r] }
+            }
+        }
         try checkUnchanged()
-        return expanded
     }
 
     /// Row `row` of a 2-D tensor (a 1-D tensor: all of it) expanded to Float32
