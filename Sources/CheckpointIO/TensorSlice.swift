@@ -128,6 +128,27 @@ public struct TensorSlice: @unchecked Sendable {
         try checkUnchanged()
     }
 
+    /// Whether the tensor is stored in a file as F32, F16 or BF16, so that
+    /// expanding it costs little more than reading its bytes.
+    public var isPlainFloatInFile: Bool {
+        guard case .file = storage else { return false }
+        return dtype == .float32 || dtype == .float16 || dtype == .bfloat16
+    }
+
+    /// Reads the stored bytes and discards them, so that the operating
+    /// system's page cache holds them when the tensor is expanded; `scratch`
+    /// (at least one byte) receives each piece in turn. Errors are ignored:
+    /// the expansion reports them.
+    public func warm(scratch: UnsafeMutableRawBufferPointer) {
+        guard case .file(let file, let offset) = storage, let base = scratch.baseAddress, scratch.count > 0 else { return }
+        var start = 0
+        while start < byteCount {
+            let count = min(scratch.count, byteCount - start)
+            guard (try? file.read(count, at: offset + start, into: base)) != nil else { return }
+            start += count
+        }
+    }
+
     /// The bytes as stored (a copy), for writing the tensor elsewhere unchanged.
     public func storedBytes() throws -> Data {
         var data = Data(count: byteCount)

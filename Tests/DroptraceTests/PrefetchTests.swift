@@ -1,4 +1,4 @@
-import Architectures
+@testable import Architectures
 import CheckpointIO
 import DroptraceSupport
 import Foundation
@@ -29,6 +29,19 @@ import Testing
             let sequential = try Self.states(model, plan: plan, prefetch: false, ids: ids)
             let prefetched = try Self.states(model, plan: plan, prefetch: true, ids: ids)
             #expect(prefetched == sequential, "\(fixture), plan \(plan)")
+        }
+    }
+
+    /// F32/F16/BF16 blocks are only read ahead (two blocks are never expanded
+    /// at once); quantised ones, costly to expand, are expanded ahead.
+    @Test func plainFloatBlocksAreReadAheadAndQuantisedOnesExpanded() throws {
+        let plain = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model("llama-f32")))
+        let quantised = try ModelRegistry.load(try Checkpoint(location: GGUFArchitectureFixtures.file("olmo2-q8_0.gguf")))
+        for (model, expands) in [(plain, false), (quantised, true)] {
+            let prefetch = BlockPrefetch(model, index: 1, skipping: .none)
+            #expect(prefetch.expandsInBackground == expands, "\(model.modelType)")
+            let block = try prefetch.block()
+            #expect(block.attention != nil && block.mlp != nil)
         }
     }
 
