@@ -34,8 +34,10 @@ public struct FinalizeDeferral {
     public static let exitCode: Int32 = 3
 
     public enum Decision: Sendable, Equatable {
-        /// Nothing it should wait for is queued: merge.
-        case proceed
+        /// Nothing it should wait for is queued: merge, leaving alone the
+        /// checkpoints in `leaving`, whose shard tasks are queued under later
+        /// submissions (their finalize jobs merge them).
+        case proceed(leaving: Set<String> = [])
         /// Finalize job `successor` runs after the queued `jobs` instead.
         case deferred(successor: Int, after: [Int])
     }
@@ -66,8 +68,8 @@ public struct FinalizeDeferral {
         // Read once without the lock: a job the record does not name leaves OUT_DIR/slurm alone.
         guard FileManager.default.fileExists(atPath: layout.record.path),
               (try? SubmissionRecord.read(layout))?.submissions.contains(where: { $0.finalizeJob == job }) == true
-        else { return .proceed }
-        guard let lock = takeLock(log: log) else { return .proceed }
+        else { return .proceed() }
+        guard let lock = takeLock(log: log) else { return .proceed() }
         defer { withExtendedLifetime(lock) {} }
 
         let record: SubmissionRecord
@@ -77,11 +79,11 @@ public struct FinalizeDeferral {
             queue = try ClusterQueue(layout: layout, record: record, client: client)
         } catch let error as DroptraceError {
             log.warning("\(error.description); merging what is finished without knowing what is still queued")
-            return .proceed
+            return .proceed()
         }
-        guard let index = record.submissions.firstIndex(where: { $0.finalizeJob == job }) else { return .proceed }
+        guard let index = record.submissions.firstIndex(where: { $0.finalizeJob == job }) else { return .proceed() }
         let after = Self.queuedPredecessors(of: index, in: record, queue: queue)
-        guard !after.isEmpty else { return .proceed }
+        guard !after.isEmpty else { return .proceed(leaving: Set(queue.units.keys.map(\.checkpoint))) }
 
         var submission = record.submissions[index]
         let deferred = submission.deferredFinalizeJobs ?? []
@@ -93,7 +95,7 @@ public struct FinalizeDeferral {
         }
         guard let options = submission.finalizeOptions else {
             log.warning("job(s) \(jobs) are still queued, but submission \(submission.id) was recorded by an earlier droptrace, which kept no finalize options to defer with; merging what is finished")
-            return .proceed
+            return .proceed()
         }
         let script = layout.slurmDirectory.appendingPathComponent(submission.id).appendingPathComponent("finalize.sbatch")
         // Before the user's own options, as `submit` orders them.

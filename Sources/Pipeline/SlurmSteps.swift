@@ -97,9 +97,11 @@ extension TraceRun {
     /// one-machine `run` up to the order of float64 additions), removes the
     /// merged partials, then analyzes, evaluates and reports as `run` does.
     /// A checkpoint with shards missing or refused is in `failed`, named by
-    /// one line each; the others are stored.
-    public func finalize() throws -> TraceSummary {
-        try update(force: false) { checkpoint, _, calibration, store in
+    /// one line each; the others are stored. Checkpoints in `queued` (shard
+    /// tasks of theirs are still in Slurm's queue, under a later submission
+    /// with a finalize job of its own) are left alone, in `summary.queued`.
+    public func finalize(leaving queued: Set<String> = []) throws -> TraceSummary {
+        try update(force: false, leaving: queued) { checkpoint, _, calibration, store in
             let partials = try ShardPartials(output: options.output, checkpoint: checkpoint)
             let merged = try partials.merged(calibration: calibration, store: store?.metadata, precision: options.precision)
             log.info("merged \(checkpoint.name) from \(ShardPartials.directoryName)/\(checkpoint.name)")

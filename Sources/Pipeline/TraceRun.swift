@@ -19,6 +19,9 @@ public struct TraceSummary: Sendable {
     public var scored: [String] = []
     public var reused: [String] = []
     public var incomplete: [(name: String, reason: String)] = []
+    /// Checkpoints left to the shard tasks still queued for them (`slurm
+    /// finalize` of an earlier submission: a later one merges them).
+    public var queued: [String] = []
     public var failed: [(name: String, error: String)] = []
     public var report: URL?
 }
@@ -64,10 +67,14 @@ public final class TraceRun {
     /// checkpoint only); then analyze, evaluate and report.
     /// - Parameters:
     ///   - force: rescore every checkpoint on disk; the store's other rows are dropped.
+    ///   - queued: checkpoints whose rows are left for later (shard tasks of
+    ///     theirs are still queued): neither produced nor counted as failed;
+    ///     a row of theirs that belongs to replaced files is removed.
     ///   - whenStored: called for every checkpoint whose current row the
     ///     store holds at the end (reused or produced now).
     func update(
         force: Bool,
+        leaving queued: Set<String> = [],
         produce: (
             _ checkpoint: DiscoveredCheckpoint, _ position: (index: Int, count: Int), _ calibration: CalibrationPlan,
             _ store: ScoreFile?
@@ -100,8 +107,10 @@ public final class TraceRun {
         if let existing = store, !force {
             try checkCompatible(existing, with: calibration)
         }
-        let todo = discovered.ready.filter { needsScoring($0, store: force ? nil : store) }
-        let rescored = Set(todo.map(\.name))
+        let lacking = discovered.ready.filter { needsScoring($0, store: force ? nil : store) }
+        let todo = lacking.filter { !queued.contains($0.name) }
+        summary.queued = lacking.map(\.name).filter(queued.contains)
+        let rescored = Set(lacking.map(\.name))
         summary.reused = discovered.ready.map(\.name).filter { !rescored.contains($0) }
         if !summary.reused.isEmpty { log.info("\(summary.reused.count) checkpoints already scored") }
         if force, let existing = store {
@@ -111,6 +120,10 @@ public final class TraceRun {
             store = nil
         }
 
+        if !summary.queued.isEmpty {
+            log.info("leaving \(summary.queued.joined(separator: ", ")) to the shard tasks still queued for them")
+            for name in summary.queued { store = try withoutStaleRow(name, in: store) }
+        }
         var stored = discovered.ready.filter { !rescored.contains($0.name) }
         for (index, checkpoint) in todo.enumerated() {
             do {
@@ -126,10 +139,15 @@ public final class TraceRun {
         }
         afterAll()
         stored.forEach(whenStored)
+        let onDisk = discovered.ready.filter { !summary.queued.contains($0.name) }
         guard let final = store else {
-            throw DroptraceError("no checkpoint could be scored", path: options.output.path)
+            guard todo.isEmpty, !summary.queued.isEmpty else {
+                throw DroptraceError("no checkpoint could be scored", path: options.output.path)
+            }
+            log.warning("nothing to merge yet: every checkpoint waits for its queued shard tasks")
+            return summary
         }
-        return try finish(final, onDisk: discovered.ready, tasks: tasks, summary: summary)
+        return try finish(final, onDisk: onDisk, tasks: tasks, summary: summary)
     }
 
     /// Discovers the checkpoints, saying what it found in the log and in

@@ -218,7 +218,9 @@ struct SlurmFinalizeCommand: ParsableCommand {
             when shard tasks of its submission or an earlier one, or an earlier finalize job, are still queued \
             (a task requeued after Slurm released this job), it merges nothing, submits a new finalize job that \
             runs after them, records it for `status` and `submit --wait`, and exits with 3 (the script ends the \
-            job successfully). After \(FinalizeDeferral.maxDeferrals) such deferrals it fails instead.
+            job successfully). After \(FinalizeDeferral.maxDeferrals) such deferrals it fails instead. Checkpoints \
+            whose shard tasks are queued under a later submission (a cron job submitted new checkpoints meanwhile) \
+            are left to that submission's finalize job, not counted as failed.
 
             Exit codes: 0 done; 1 some checkpoint could not be merged, or an error, one line naming the file; \
             3 deferred to a new finalize job; 64 invalid usage; 75 another run holds the lock.
@@ -232,23 +234,22 @@ struct SlurmFinalizeCommand: ParsableCommand {
 
     func run() throws {
         var options: TraceOptions?
-        var deferred = false
+        var decision = FinalizeDeferral.Decision.proceed()
         try runReportingErrors { log in
             let url = URL(fileURLWithPath: pipeline)
             options = try PipelineFile.load(url).options(relativeTo: url.deletingLastPathComponent(), force: false)
             guard let job = ProcessInfo.processInfo.environment["SLURM_JOB_ID"].flatMap({ Int($0) }) else { return }
-            let deferral = FinalizeDeferral(layout: ClusterLayout(outDir: options!.output))
-            if case .deferred(let successor, let after) = try deferral.decide(job: job, log: log) {
+            decision = try FinalizeDeferral(layout: ClusterLayout(outDir: options!.output)).decide(job: job, log: log)
+            if case .deferred(let successor, let after) = decision {
                 log.info("job(s) \(after.map(String.init).joined(separator: ", ")) still queued (a shard task requeued?): merging nothing; finalize job \(successor) runs after them")
-                deferred = true
             }
         }
-        if deferred { throw ExitCode(FinalizeDeferral.exitCode) }
+        guard case .proceed(let queued) = decision else { throw ExitCode(FinalizeDeferral.exitCode) }
         try runLocked { log in
             engine.apply()
             EnginePrecision.set(options!.precision)
-            let summary = try TraceRun(options: options!, log: log).finalize()
-            log.info("done: \(summary.scored.count) merged, \(summary.reused.count) already in the store, \(summary.incomplete.count) still being written, \(summary.failed.count) not merged")
+            let summary = try TraceRun(options: options!, log: log).finalize(leaving: queued)
+            log.info("done: \(summary.scored.count) merged, \(summary.reused.count) already in the store, \(summary.incomplete.count) still being written, \(summary.queued.count) left to their queued shard tasks, \(summary.failed.count) not merged")
             if !summary.failed.isEmpty { throw ExitCode.failure }
         }
     }

@@ -1,6 +1,7 @@
 import Cluster
 import Foundation
 import Pipeline
+import ScoreStore
 import Testing
 
 /// A finalize job that starts while shard tasks it should follow are still
@@ -115,6 +116,61 @@ import Testing
             && errors[0].contains("after deferring \(FinalizeDeferral.maxDeferrals) times"), "\(result.stderr)")
         #expect(try queue() == queued, "nothing submitted")
         #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent("scores.h5").path))
+    }
+
+    /// Runs the shard tasks of `array` by hand, then cancels the array, as if Slurm had run them.
+    func runByHand(_ array: SubmissionRecord.ArrayJob, _ pipeline: URL, out: URL) throws {
+        for unit in array.units {
+            let result = try DroptraceCommand.run([
+                "slurm", "task", pipeline.path, "--checkpoint", unit.directory, "--shard", "\(unit.shard)",
+                "--shards", "\(unit.shards)", "--threads", "1",
+            ])
+            try #require(result.status == 0, "\(result.stderr)")
+        }
+        _ = try SlurmCluster.client.check("scancel", [String(array.jobID)])
+        try #require(try SlurmCluster.waitUntil(seconds: 30) { try !SlurmCluster.queue(out).contains { $0.jobID == array.jobID } })
+    }
+
+    /// A cron job submits checkpoints while an earlier submission's finalize
+    /// job has yet to run: that job merges its own and leaves the later
+    /// submission's (still queued) to their finalize job, failing none.
+    @Test func earlierFinalizeLeavesCheckpointsQueuedUnderALaterSubmission() throws {
+        guard SlurmCluster.required() else { return }
+        let scratch = try ScratchDirectory()
+        let out = scratch.path("cluster")
+        defer { SlurmCluster.cancelAll(out) }
+        let held = try slurmRun.submitHeld(scratch)
+        let submit = ["slurm", "submit", held.pipeline.path, "--sbatch-arg=--hold"]
+        // The first array is cancelled before it runs; the next submit queues its checkpoints again.
+        _ = try SlurmCluster.client.check("scancel", [String(held.array.jobID)])
+        try #require(try SlurmCluster.waitUntil(seconds: 30) { try !SlurmCluster.queue(out).contains { $0.jobID == held.array.jobID } })
+        var result = try DroptraceCommand.run(submit)
+        try #require(result.status == 0, "\(result.stderr)")
+        let second = try #require(try record(out).submissions.last)
+        #expect(Set(second.arrays.flatMap(\.units).map(\.checkpoint)) == ["checkpoint-10", "checkpoint-20"])
+
+        // The first finalize job: every checkpoint waits for the second submission; nothing fails.
+        result = try finalizeAsJob(held.finalizeJob, held.pipeline)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("leaving checkpoint-10, checkpoint-20 to the shard tasks still queued for them"), "\(result.stderr)")
+        #expect(!result.stderr.contains("error"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent("scores.h5").path))
+        _ = try SlurmCluster.client.check("scancel", [String(held.finalizeJob)])
+
+        // The second submission's tasks run; a checkpoint written meanwhile is submitted a third time.
+        try runByHand(try #require(second.arrays.first), held.pipeline, out: out)
+        try held.series.add(step: 30)
+        result = try DroptraceCommand.run(submit)
+        try #require(result.status == 0, "\(result.stderr)")
+        #expect(try record(out).submissions.last?.arrays.flatMap(\.units).map(\.checkpoint) == ["checkpoint-30", "checkpoint-30"])
+
+        // The second finalize job merges its checkpoints and leaves checkpoint-30 to the third.
+        result = try finalizeAsJob(try #require(second.finalizeJob), held.pipeline)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("leaving checkpoint-30 to the shard tasks still queued for them"), "\(result.stderr)")
+        #expect(result.stderr.contains("2 merged") && result.stderr.contains("1 left to their queued shard tasks"), "\(result.stderr)")
+        #expect(!result.stderr.contains("error"), "\(result.stderr)")
+        #expect(try ScoreFile.read(from: out.appendingPathComponent("scores.h5")).rows.map(\.name) == ["checkpoint-10", "checkpoint-20"])
     }
 
     @Test func recordsOfEarlierVersionsStillRead() throws {
