@@ -441,8 +441,11 @@ def main():
                     continue
                 x = dt[p]
                 share = x["gflops"] / x["unit_peak"]
+                # the target is judged on the median run; single runs show how much the machine moved it
+                fastest, slowest = (share * x["time"][0] / t for t in x["time"][1:])
                 measured = (f"{fmt(100*share, 0)}% ({fmt(x['gflops'], 1)} of {fmt(x['unit_peak'], 1)} GFLOP/s, "
-                            f"{UNIT_NAMES.get(x['unit'], 'unit unknown')})")
+                            f"{UNIT_NAMES.get(x['unit'], 'unit unknown')}; single runs "
+                            f"{fmt(100*slowest, 0)}–{fmt(100*fastest, 0)}%)")
                 if x["wrong"]:
                     targets.append((model, name, measured, x["wrong"]))
                 elif not x["unit"] or bad(share):
