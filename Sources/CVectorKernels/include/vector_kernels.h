@@ -3,6 +3,9 @@
 
 #include <stdint.h>
 
+// Every pointer here is non-null.
+#pragma clang assume_nonnull begin
+
 /// The engine's elementwise and reduction loops (everything outside the
 /// matrix products that touches every activation), compiled three times:
 /// for AVX-512, for AVX2 with FMA, and for baseline x86-64 (SSE2) or any
@@ -45,5 +48,7 @@ typedef struct {
 /// and OS support; a level this build cannot provide (another architecture)
 /// gives the baseline.
 const droptrace_vector_kernels *droptrace_vector_kernels_for(int level);
+
+#pragma clang assume_nonnull end
 
 #endif
