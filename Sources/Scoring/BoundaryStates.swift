@@ -20,7 +20,9 @@ final class BoundaryStates {
     private let cols: Int
     private var inMemory: [Matrix] = []
     private var descriptor: Int32 = -1
-    private(set) var count = 0
+    /// The temporary file's name, for errors (it is unlinked at once).
+    private var path = ""
+    private var count = 0
     /// Row norms of each stored state, in Float64.
     private var norms: [[Double]] = []
 
@@ -28,7 +30,7 @@ final class BoundaryStates {
         self.rows = rows
         self.cols = cols
         if expectedStates * rows * cols * MemoryLayout<Float>.size > memoryBudget {
-            let path = FileManager.default.temporaryDirectory.appendingPathComponent("droptrace-states-\(getpid())-\(UUID().uuidString)").path
+            path = FileManager.default.temporaryDirectory.appendingPathComponent("droptrace-states-\(getpid())-\(UUID().uuidString)").path
             descriptor = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
             guard descriptor >= 0 else {
                 throw DroptraceError("cannot create a temporary file for hidden states: \(String(cString: strerror(errno)))", path: path)
@@ -49,20 +51,8 @@ final class BoundaryStates {
         if descriptor < 0 {
             inMemory.append(state)
         } else {
-            let offset = off_t(count) * off_t(rows * rowBytes)
-            let complete = state.data.withUnsafeBytes { bytes in
-                var done = 0
-                while done < bytes.count {
-                    let n = pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, offset + off_t(done))
-                    if n < 0 && errno == EINTR { continue }
-                    if n <= 0 { return false }
-                    done += n
-                }
-                return true
-            }
-            guard complete else {
-                throw DroptraceError("cannot write hidden states to the temporary directory: \(String(cString: strerror(errno)))")
-            }
+            // States are written one after another (reads use explicit offsets and leave the position alone).
+            try state.data.withUnsafeBytes { try FileOutput.writeAll($0, to: descriptor, path: path) }
         }
         count += 1
     }

@@ -167,11 +167,13 @@ private struct AttentionScratch {
     /// P·V of one block, [queryRows × headDim].
     let output: UnsafeMutablePointer<Float>
     let longest: Int
+    /// Bytes of one operand element: bf16 bits on the native path, else float32.
+    let element: Int
 
     init(_ arithmetic: MatrixArithmetic, queryRows: Int, longest: Int, headDim: Int) {
         self.arithmetic = arithmetic
         self.longest = longest
-        let element = arithmetic == .bf16Native ? MemoryLayout<UInt16>.size : MemoryLayout<Float>.size
+        element = arithmetic == .bf16Native ? MemoryLayout<UInt16>.size : MemoryLayout<Float>.size
         queryBuffer = .allocate(byteCount: max(1, queryRows * headDim) * element, alignment: 64)
         keyValueBuffer = arithmetic == .f32 ? nil : .allocate(byteCount: max(1, 2 * longest * headDim) * element, alignment: 64)
         scores = .allocate(capacity: max(1, queryRows * longest))
@@ -212,7 +214,6 @@ private struct AttentionScratch {
     /// The query rows at `rowStart` of the heads at column `offsets`, one
     /// head after another, dense ([offsets.count · rows × headDim]).
     func queries(_ rowStart: UnsafePointer<Float>, stride: Int, rows: Int, headDim: Int, offsets: [Int]) -> Operand {
-        let element = arithmetic == .bf16Native ? MemoryLayout<UInt16>.size : MemoryLayout<Float>.size
         for (g, offset) in offsets.enumerated() {
             dense(rowStart + offset, stride: stride, rows: rows, headDim: headDim, into: queryBuffer + g * rows * headDim * element)
         }
@@ -227,7 +228,6 @@ private struct AttentionScratch {
         guard let keyValueBuffer else {
             return (.float(rowStart + offsets.0), .float(rowStart + offsets.1), stride)
         }
-        let element = arithmetic == .bf16Native ? MemoryLayout<UInt16>.size : MemoryLayout<Float>.size
         let valueBuffer = keyValueBuffer + longest * headDim * element
         dense(rowStart + offsets.0, stride: stride, rows: rows, headDim: headDim, into: keyValueBuffer)
         dense(rowStart + offsets.1, stride: stride, rows: rows, headDim: headDim, into: valueBuffer)
