@@ -127,8 +127,13 @@ import Testing
             ])
             try #require(result.status == 0, "\(result.stderr)")
         }
-        _ = try SlurmCluster.client.check("scancel", [String(array.jobID)])
-        try #require(try SlurmCluster.waitUntil(seconds: 30) { try !SlurmCluster.queue(out).contains { $0.jobID == array.jobID } })
+        try cancel(array.jobID, out: out)
+    }
+
+    /// Cancels job `job` and waits until it has left the queue.
+    func cancel(_ job: Int, out: URL) throws {
+        _ = try SlurmCluster.client.check("scancel", [String(job)])
+        try #require(try SlurmCluster.waitUntil(seconds: 30) { try !SlurmCluster.queue(out).contains { $0.jobID == job } })
     }
 
     /// A cron job submits checkpoints while an earlier submission's finalize
@@ -142,8 +147,7 @@ import Testing
         let held = try slurmRun.submitHeld(scratch)
         let submit = ["slurm", "submit", held.pipeline.path, "--sbatch-arg=--hold"]
         // The first array is cancelled before it runs; the next submit queues its checkpoints again.
-        _ = try SlurmCluster.client.check("scancel", [String(held.array.jobID)])
-        try #require(try SlurmCluster.waitUntil(seconds: 30) { try !SlurmCluster.queue(out).contains { $0.jobID == held.array.jobID } })
+        try cancel(held.array.jobID, out: out)
         var result = try DroptraceCommand.run(submit)
         try #require(result.status == 0, "\(result.stderr)")
         let second = try #require(try record(out).submissions.last)
@@ -155,7 +159,7 @@ import Testing
         #expect(result.stderr.contains("leaving checkpoint-10, checkpoint-20 to the shard tasks still queued for them"), "\(result.stderr)")
         #expect(!result.stderr.contains("error"), "\(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent("scores.h5").path))
-        _ = try SlurmCluster.client.check("scancel", [String(held.finalizeJob)])
+        try cancel(held.finalizeJob, out: out)
 
         // The second submission's tasks run; a checkpoint written meanwhile is submitted a third time.
         try runByHand(try #require(second.arrays.first), held.pipeline, out: out)
