@@ -221,11 +221,7 @@ struct FP8BlockSize: Decodable {
 func gatherRows(_ table: TensorSlice, ids: [Int], width: Int) throws -> Matrix {
     var failure: Error?
     let rows = Matrix(uninitialized: ids.count, width) { out in
-        do {
-            for (r, id) in ids.enumerated() { try table.expandRow(id, into: out + r * width) }
-        } catch {
-            failure = error
-        }
+        do { try table.expandRows(ids, into: out) } catch { failure = error }
     }
     if let failure { throw failure }
     return rows

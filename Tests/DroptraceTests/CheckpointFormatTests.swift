@@ -296,7 +296,7 @@ import Glibc
         let row = failure {
             let table = try checkpoint.tensor("model.embed_tokens.weight")
             var values = [Float](repeating: 0, count: table.shape[1])
-            try values.withUnsafeMutableBufferPointer { try table.expandRow(0, into: $0.baseAddress!) }
+            try values.withUnsafeMutableBufferPointer { try table.expandRows([0], into: $0.baseAddress!) }
         }
         #expect(row?.message.contains("changed while being read") == true)
         // Opened again, the new file reads fine.

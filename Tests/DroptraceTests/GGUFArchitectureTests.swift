@@ -131,7 +131,7 @@ enum GGUFArchitectureFixtures {
         let slice = try gguf.tensor("model.layers.0.self_attn.kv_b_proj.weight")
         let values = try slice.floats()
         var row = [Float](repeating: 0, count: slice.shape[1])
-        try row.withUnsafeMutableBufferPointer { try slice.expandRow(3, into: $0.baseAddress!) }
+        try row.withUnsafeMutableBufferPointer { try slice.expandRows([3], into: $0.baseAddress!) }
         #expect(row == Array(values[(3 * slice.shape[1])..<(4 * slice.shape[1])]))
         let bytes = try slice.storedBytes()
         #expect(bytes == values.withUnsafeBytes { Data($0) })

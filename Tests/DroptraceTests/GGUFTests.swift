@@ -55,8 +55,8 @@ enum GGUFFixtures {
             // Embedding lookups expand single rows; they must agree with the whole tensor.
             if shape.count == 2, slice.storedOrder != .transposed {
                 var row = [Float](repeating: 0, count: rowWidth)
-                try row.withUnsafeMutableBufferPointer { try slice.expandRow(shape[0] - 1, into: $0.baseAddress!) }
-                #expect(row == Array(values[lastStart...]), "\(file) \(name): expandRow differs from floats()")
+                try row.withUnsafeMutableBufferPointer { try slice.expandRows([shape[0] - 1], into: $0.baseAddress!) }
+                #expect(row == Array(values[lastStart...]), "\(file) \(name): expandRows differs from floats()")
             }
         }
     }

@@ -65,12 +65,16 @@ private func expectFailure(mentioning words: [String], _ body: () throws -> Void
         let slice = file.slice(info, dtype: dtype, name: name, shape: shape, order: .asShaped)
         let values = try slice.floats()
         #expect(firstDifference(values, bits) == nil, "\(type): \(firstDifference(values, bits) ?? "")")
-        // Row by row (embedding lookups) gives the same bits.
-        var row = [Float](repeating: 0, count: shape[1])
-        for r in 0..<shape[0] {
-            try row.withUnsafeMutableBufferPointer { try slice.expandRow(r, into: $0.baseAddress!) }
-            let expectedRow = Array(bits[(r * shape[1])..<((r + 1) * shape[1])])
-            #expect(firstDifference(row, expectedRow) == nil, "\(type) row \(r)")
+        // Rows gathered as embedding lookups gather them (last first, one
+        // repeated, in one-row spans and in one span) give the same bits.
+        let ids = Array((0..<shape[0]).reversed()) + [0]
+        let expectedRows = ids.flatMap { r in bits[(r * shape[1])..<((r + 1) * shape[1])] }
+        for limit in [1, 1 << 20] {
+            var rows = [Float](repeating: 0, count: ids.count * shape[1])
+            try rows.withUnsafeMutableBufferPointer {
+                try slice.expandRows(ids, into: $0.baseAddress!, spanGap: limit, spanBytes: limit)
+            }
+            #expect(firstDifference(rows, expectedRows) == nil, "\(type), spans of \(limit) bytes")
         }
     }
 
