@@ -29,20 +29,20 @@ public enum FeedForward: Sendable {
         callAsFunction(x, rowsPerChunk: rowsPerChunk(x.rows))
     }
 
-    /// The same, computed `rowsPerChunk` rows at a time. Every output row
+    /// The same, computed `rowsPerChunk` rows at a time, each chunk read in
+    /// place from `x` and written in place to the output. Every output row
     /// depends on its input row alone; only the GEMM library's choice of
     /// kernel for the chunk's row count can change the last bit (as the
     /// engine's split of rows across threads already does).
     func callAsFunction(_ x: Matrix, rowsPerChunk: Int) -> Matrix {
-        guard rowsPerChunk > 0, x.rows > rowsPerChunk, let width = outputWidth else { return unchunked(x) }
-        return Matrix(uninitialized: x.rows, width) { out in
-            var start = 0
-            while start < x.rows {
-                let end = min(x.rows, start + rowsPerChunk)
-                let rows = Matrix(rows: end - start, cols: x.cols, data: Array(x.data[(start * x.cols)..<(end * x.cols)]))
-                let part = unchunked(rows)
-                part.data.withUnsafeBufferPointer { (out + start * width).update(from: $0.baseAddress!, count: $0.count) }
-                start = end
+        if case .mixture(let experts) = self { return experts(x) }
+        let chunk = rowsPerChunk > 0 ? rowsPerChunk : x.rows
+        return x.data.withUnsafeBufferPointer { xs in
+            Matrix(uninitialized: x.rows, outputWidth) { out in
+                for start in stride(from: 0, to: x.rows, by: max(chunk, 1)) {
+                    let rows = min(chunk, x.rows - start)
+                    unchunked(rows: rows, xs.baseAddress! + start * x.cols, into: out + start * outputWidth)
+                }
             }
         }
     }
@@ -67,51 +67,51 @@ public enum FeedForward: Sendable {
         }
     }
 
-    /// Columns of the output; nil for a mixture.
-    private var outputWidth: Int? {
+    /// Columns of the output (a mixture never runs in chunks).
+    private var outputWidth: Int {
         switch self {
         case .gated(_, let down, _), .clampedGated(_, let down, _), .plain(_, let down, _): down.outFeatures
-        case .mixture: nil
+        case .mixture(let experts): experts.router.inFeatures
         }
     }
 
-    private func unchunked(_ x: Matrix) -> Matrix {
+    /// The MLP of `rows` rows at `x` (hidden wide) into `out` (rows
+    /// `outputWidth` apart), its intermediate held for these rows only.
+    private func unchunked(rows: Int, _ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
         switch self {
         case .gated(let gateUp, let down, let activation):
-            let both = gateUp(x)
-            let width = both.cols / 2
-            let hidden = Matrix(uninitialized: x.rows, width) { out in
-                both.data.withUnsafeBufferPointer { source in
-                    parallelFor(chunks: x.rows, minimumChunk: 16) { rows in
-                        for r in rows {
-                            let gate = source.baseAddress! + r * 2 * width
-                            let up = gate + width
-                            let row = out + r * width
-                            activation.applyGated(gate: gate, up: up, into: row, count: width)
-                        }
-                    }
-                }
+            let hidden = gatedHidden(rows: rows, x, gateUp: gateUp) { gate, width, row in
+                activation.applyGated(gate: gate, up: gate + width, into: row, count: width)
             }
-            return down(hidden)
-        case .plain(let up, let down, let activation):
-            var hidden = up(x)
-            activation.apply(inPlace: &hidden)
-            return down(hidden)
-        case .mixture(let experts):
-            return experts(x)
+            down.apply(rows: rows, hidden.data, into: out)
         case .clampedGated(let gateUp, let down, let activation):
-            let both = gateUp(x)
-            let width = both.cols / 2
-            let hidden = Matrix(uninitialized: x.rows, width) { out in
-                both.data.withUnsafeBufferPointer { source in
-                    parallelFor(chunks: x.rows, minimumChunk: 16) { rows in
-                        for r in rows {
-                            activation.applyInterleaved(source.baseAddress! + r * 2 * width, into: out + r * width, count: width)
-                        }
-                    }
+            let hidden = gatedHidden(rows: rows, x, gateUp: gateUp) { both, width, row in
+                activation.applyInterleaved(both, into: row, count: width)
+            }
+            down.apply(rows: rows, hidden.data, into: out)
+        case .plain(let up, let down, let activation):
+            var hidden = Matrix(uninitialized: rows, up.outFeatures) { up.apply(rows: rows, x, into: $0) }
+            activation.apply(inPlace: &hidden)
+            down.apply(rows: rows, hidden.data, into: out)
+        case .mixture:
+            preconditionFailure("a mixture of experts runs all rows at once")
+        }
+    }
+
+    /// gateUp(x) for `rows` rows, reduced row by row to half its width by
+    /// `combine(gateUpRow, halfWidth, hiddenRow)`, in parallel over rows.
+    private func gatedHidden(
+        rows: Int, _ x: UnsafePointer<Float>, gateUp: Linear,
+        _ combine: (UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>) -> Void
+    ) -> Matrix {
+        let both = Matrix(uninitialized: rows, gateUp.outFeatures) { gateUp.apply(rows: rows, x, into: $0) }
+        let width = both.cols / 2
+        return both.data.withUnsafeBufferPointer { source in
+            Matrix(uninitialized: rows, width) { out in
+                parallelFor(chunks: rows, minimumChunk: 16) { range in
+                    for r in range { combine(source.baseAddress! + r * 2 * width, width, out + r * width) }
                 }
             }
-            return down(hidden)
         }
     }
 }

@@ -94,7 +94,11 @@ public func causalAttention(
     var scratch = (0..<workers).map { _ in
         AttentionScratch(arithmetic, queryRows: group * blockRows, longest: longest, headDim: headDim)
     }
-    var output = Matrix(zeros: qkv.rows, outWidth)
+    // Every row of a sequence is written by its blocks; zeros only for rows
+    // outside all sequences (a zeroed 8k-row output is a serial 32 MB memset).
+    let covered = sequences.first?.lowerBound == 0 && sequences.last?.upperBound == qkv.rows
+        && zip(sequences, sequences.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound }
+    var output = covered ? Matrix(uninitialized: qkv.rows, outWidth) { _ in } : Matrix(zeros: qkv.rows, outWidth)
 
     qkv.data.withUnsafeBufferPointer { qkvBuffer in
         output.data.withUnsafeMutableBufferPointer { outBuffer in

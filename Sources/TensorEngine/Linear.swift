@@ -81,43 +81,45 @@ public struct Linear: Sendable {
     /// packing of the weights is amortised over many rows.
     static let roundedBytes = 16 << 20
 
+    /// y = x·Wᵀ + b: [rows, inFeatures] → [rows, outFeatures].
     public func callAsFunction(_ x: Matrix) -> Matrix {
         precondition(x.cols == inFeatures, "linear layer expects \(inFeatures) inputs, got \(x.cols)")
-        var y = Matrix(uninitialized: x.rows, outFeatures) { out in
-            if let bias {
-                // Seed every row with the bias and let GEMM accumulate onto it.
-                for r in 0..<x.rows { (out + r * outFeatures).update(from: bias, count: outFeatures) }
-            }
+        return x.data.withUnsafeBufferPointer { xs in
+            Matrix(uninitialized: x.rows, outFeatures) { apply(rows: x.rows, xs.baseAddress!, into: $0) }
+        }
+    }
+
+    /// The same for `rows` rows at `x` (`inFeatures` apart), written to `y`
+    /// (`outFeatures` apart): so that a caller can run a block of a larger
+    /// matrix's rows without copying them out and back.
+    public func apply(rows: Int, _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
+        if let bias {
+            // Seed every row with the bias and let GEMM accumulate onto it.
+            for r in 0..<rows { (y + r * outFeatures).update(from: bias, count: outFeatures) }
         }
         let beta: Float = bias == nil ? 0 : 1
-        x.data.withUnsafeBufferPointer { xs in
-            y.data.withUnsafeMutableBufferPointer { ys in
-                let (a, c) = (xs.baseAddress!, ys.baseAddress!)
-                if splitsColumns(rows: x.rows) {
-                    // More outputs than rows (an MLP chunk, a decode step): each
-                    // thread computes all rows for a slice of the outputs, so
-                    // each packs only its slice of the weights, the larger
-                    // operand, and one row still uses every thread.
-                    inputRounded(x.rows, of: a, budget: .max) { _, rows, input in
-                        let blocks = (outFeatures + Self.columnsPerBlock - 1) / Self.columnsPerBlock
-                        parallelFor(chunks: blocks) { range in
-                            let columns = (range.lowerBound * Self.columnsPerBlock)..<min(outFeatures, range.upperBound * Self.columnsPerBlock)
-                            product(input, rows: rows, columns: columns, c + columns.lowerBound, beta: beta)
-                        }
-                    }
-                } else {
-                    // Rows split across the engine's threads, each a single-threaded
-                    // GEMM over its own block of tokens (the weights are shared).
-                    parallelFor(chunks: x.rows, minimumChunk: Self.rowsPerTask) { rows in
-                        let start = c + rows.lowerBound * outFeatures
-                        inputRounded(rows.count, of: a + rows.lowerBound * inFeatures, budget: Self.roundedBytes) { first, count, input in
-                            product(input, rows: count, columns: 0..<outFeatures, start + first * outFeatures, beta: beta)
-                        }
-                    }
+        if splitsColumns(rows: rows) {
+            // More outputs than rows (an MLP chunk, a decode step): each
+            // thread computes all rows for a slice of the outputs, so
+            // each packs only its slice of the weights, the larger
+            // operand, and one row still uses every thread.
+            inputRounded(rows, of: x, budget: .max) { _, rows, input in
+                let blocks = (outFeatures + Self.columnsPerBlock - 1) / Self.columnsPerBlock
+                parallelFor(chunks: blocks) { range in
+                    let columns = (range.lowerBound * Self.columnsPerBlock)..<min(outFeatures, range.upperBound * Self.columnsPerBlock)
+                    product(input, rows: rows, columns: columns, y + columns.lowerBound, beta: beta)
+                }
+            }
+        } else {
+            // Rows split across the engine's threads, each a single-threaded
+            // GEMM over its own block of tokens (the weights are shared).
+            parallelFor(chunks: rows, minimumChunk: Self.rowsPerTask) { part in
+                let start = y + part.lowerBound * outFeatures
+                inputRounded(part.count, of: x + part.lowerBound * inFeatures, budget: Self.roundedBytes) { first, count, input in
+                    product(input, rows: count, columns: 0..<outFeatures, start + first * outFeatures, beta: beta)
                 }
             }
         }
-        return y
     }
 
     /// Whether a product over `rows` rows splits the output columns across
