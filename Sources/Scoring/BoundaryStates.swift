@@ -14,7 +14,8 @@ import TensorEngine
 /// (TinyLlama-1.1B on 8k tokens: 1.5 GB), so past `memoryBudget` they go to
 /// an unlinked temporary file and are read back in chunks: the page cache
 /// holds them, not the process. Values stay Float32 either way, so the
-/// similarities are exact.
+/// similarities are exact. Each file write overlaps the next layer's
+/// forward pass.
 final class BoundaryStates {
     private let rows: Int
     private let cols: Int
@@ -25,6 +26,13 @@ final class BoundaryStates {
     private var count = 0
     /// Row norms of each stored state, in Float64.
     private var norms: [[Double]] = []
+    /// The file's writes run here, one at a time, while the next layer
+    /// computes; `pending` is the one in flight (at most one state's
+    /// memory is held for it).
+    private let writer = DispatchQueue(label: "droptrace.boundary-states")
+    private var pending: DispatchWorkItem?
+    /// The first failed write's error, set on `writer`, read after `pending` is waited for.
+    private var writeFailure: Error?
 
     init(rows: Int, cols: Int, expectedStates: Int, memoryBudget: Int = 768 << 20) throws {
         self.rows = rows
@@ -39,22 +47,48 @@ final class BoundaryStates {
         }
     }
 
+    /// States written to `descriptor` (which it closes), named `path` in
+    /// errors: tests give it a file whose writes fail.
+    init(rows: Int, cols: Int, descriptor: Int32, path: String) {
+        (self.rows, self.cols, self.descriptor, self.path) = (rows, cols, descriptor, path)
+    }
+
     deinit {
+        pending?.wait()
         if descriptor >= 0 { close(descriptor) }
     }
 
     private var rowBytes: Int { cols * MemoryLayout<Float>.size }
 
-    /// Keeps `state`: its row norms, and its values in memory or in the file.
+    /// Keeps `state`: its row norms, and its values in memory or in the
+    /// file. A file write runs in the background, after the previous one;
+    /// a failed write is thrown by the next `append` or by `pairTotals`.
     func append(_ state: Matrix) throws {
         norms.append(rowNorms(state.data))
         if descriptor < 0 {
             inMemory.append(state)
         } else {
+            try finishWriting()
             // States are written one after another (reads use explicit offsets and leave the position alone).
-            try state.data.withUnsafeBytes { try FileOutput.writeAll($0, to: descriptor, path: path) }
+            let (descriptor, path) = (self.descriptor, self.path)
+            let write = DispatchWorkItem { [self] in
+                do {
+                    try state.data.withUnsafeBytes { try FileOutput.writeAll($0, to: descriptor, path: path) }
+                } catch {
+                    writeFailure = error
+                }
+            }
+            pending = write
+            writer.async(execute: write)
         }
         count += 1
+    }
+
+    /// Waits for the write in flight; throws its error.
+    private func finishWriting() throws {
+        pending?.wait()
+        pending = nil
+        if let writeFailure { throw writeFailure }
     }
 
     /// Float64 totals over rows for one pair of states.
@@ -79,6 +113,7 @@ final class BoundaryStates {
     /// row order, so the result does not depend on the thread count.
     /// Throws when the temporary file cannot be read back.
     func pairTotals(lastRows: [Int]) throws -> [[GapTotals]] {
+        try finishWriting()
         let states = count
         let pairs = states * (states - 1) / 2
         guard pairs > 0, rows > 0 else { return (1..<max(states, 1)).map { [GapTotals](repeating: GapTotals(), count: $0) } }
