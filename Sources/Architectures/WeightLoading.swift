@@ -84,7 +84,7 @@ struct Weights {
             initialized = total * inFeatures
         }
         let biases = bias ? try zip(names, outs).flatMap { try floats($0 + ".bias", [$1]) } : nil
-        return Linear(weight: weight, bias: biases, inFeatures: inFeatures, outFeatures: total)
+        return Linear(weight: consume weight, bias: biases, inFeatures: inFeatures, outFeatures: total)
     }
 
     /// q_proj, k_proj and v_proj under `attention` (e.g. "layers.3.self_attn."),
