@@ -70,7 +70,10 @@ if ! [[ $REPS =~ ^[1-9][0-9]*$ ]]; then
     done
 fi
 has() { [[ " $CONTENDERS " == *" $1 "* ]]; }
-COMMAND="PYTHON=$PYTHON${SAMPLES:+ SAMPLES=$SAMPLES}${DROPTRACE:+ DROPTRACE=$DROPTRACE} bench/run.sh -r '$REPS' -t $THREADS -m '$MODELS' -c '$CONTENDERS'"
+# The command as RESULTS.md shows it: a machine's own paths (an interpreter
+# outside the default venv, a prebuilt binary) are shown as placeholders.
+SHOWN_PYTHON=$PYTHON; [[ $PYTHON == /tmp/bench-venv/bin/python ]] || SHOWN_PYTHON=/path/to/venv/bin/python
+COMMAND="PYTHON=$SHOWN_PYTHON${SAMPLES:+ SAMPLES=$SAMPLES}${DROPTRACE:+ DROPTRACE=/path/to/droptrace} bench/run.sh -r '$REPS' -t $THREADS -m '$MODELS' -c '$CONTENDERS'"
 
 WORK=${BENCH_WORK:-$ROOT/bench/work}
 OUT=$WORK/results
