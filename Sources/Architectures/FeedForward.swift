@@ -36,12 +36,11 @@ public enum FeedForward: Sendable {
     /// engine's split of rows across threads already does).
     func callAsFunction(_ x: Matrix, rowsPerChunk: Int) -> Matrix {
         if case .mixture(let experts) = self { return experts(x) }
-        let chunk = rowsPerChunk > 0 ? rowsPerChunk : x.rows
+        let chunk = max(1, rowsPerChunk > 0 ? rowsPerChunk : x.rows), width = outputWidth
         return x.data.withUnsafeBufferPointer { xs in
-            Matrix(uninitialized: x.rows, outputWidth) { out in
-                for start in stride(from: 0, to: x.rows, by: max(chunk, 1)) {
-                    let rows = min(chunk, x.rows - start)
-                    unchunked(rows: rows, xs.baseAddress! + start * x.cols, into: out + start * outputWidth)
+            Matrix(uninitialized: x.rows, width) { out in
+                for start in stride(from: 0, to: x.rows, by: chunk) {
+                    unchunked(rows: min(chunk, x.rows - start), xs.baseAddress! + start * x.cols, into: out + start * width)
                 }
             }
         }

@@ -68,7 +68,7 @@ public struct TensorSlice: @unchecked Sendable {
     public func floats() throws -> [Float] {
         let count = elementCount
         guard count > 0 else { return [] }
-        if case .computed(let compute) = storage { return try compute() }
+        if case .computed(let compute) = storage { return try computedValues(compute) }
         return try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
             try expand(into: buffer.baseAddress!)
             initialized = count
@@ -83,11 +83,7 @@ public struct TensorSlice: @unchecked Sendable {
         let count = elementCount
         guard count > 0 else { return }
         if case .computed(let compute) = storage {
-            let values = try compute()
-            guard values.count == count else {
-                throw DroptraceError("tensor '\(name)' decoded to \(values.count) values, not \(count)", path: path)
-            }
-            values.withUnsafeBufferPointer { destination.update(from: $0.baseAddress!, count: count) }
+            try computedValues(compute).withUnsafeBufferPointer { destination.update(from: $0.baseAddress!, count: count) }
             return
         }
         switch storedOrder {
@@ -109,6 +105,15 @@ public struct TensorSlice: @unchecked Sendable {
             }
         }
         try checkUnchanged()
+    }
+
+    /// A computed tensor's values, checked to be `elementCount` of them.
+    private func computedValues(_ compute: () throws -> [Float]) throws -> [Float] {
+        let values = try compute()
+        guard values.count == elementCount else {
+            throw DroptraceError("tensor '\(name)' decoded to \(values.count) values, not \(elementCount)", path: path)
+        }
+        return values
     }
 
     /// Rows `rows` of a 2-D tensor (a 1-D tensor: all of it) expanded to
@@ -144,11 +149,7 @@ public struct TensorSlice: @unchecked Sendable {
         case .memory:
             for (i, row) in stored.enumerated() { try expandStored(row * width, count: width, into: destination + i * width) }
         case .computed(let compute):
-            let values = try compute()
-            guard values.count == elementCount else {
-                throw DroptraceError("tensor '\(name)' decoded to \(values.count) values, not \(elementCount)", path: path)
-            }
-            values.withUnsafeBufferPointer { all in
+            try computedValues(compute).withUnsafeBufferPointer { all in
                 for (i, row) in stored.enumerated() { (destination + i * width).update(from: all.baseAddress! + row * width, count: width) }
             }
         case .file(let file, let offset):

@@ -70,7 +70,6 @@ final class BoundaryStates {
         } else {
             try finishWriting()
             // States are written one after another (reads use explicit offsets and leave the position alone).
-            let (descriptor, path) = (self.descriptor, self.path)
             let write = DispatchWorkItem { [self] in
                 do {
                     try state.data.withUnsafeBytes { try FileOutput.writeAll($0, to: descriptor, path: path) }
