@@ -3,7 +3,7 @@
  * AMX or AVX512-BF16 where the CPU has them; oneDNN emulates them on f32 units elsewhere).
  *
  *   gcc -O2 bench/gemm_peak.c -o gemm_peak -lopenblas -ldnnl -fopenmp
- *   OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 ./gemm_peak [reps] [model ...]
+ *   OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 [PEAK_SUSTAIN_SECONDS=20] ./gemm_peak [reps] [model ...]
  *
  * Each unit computes C = A·Bᵀ (row-major A [m, k] of activations, B [n, k] like a weight matrix
  * [out, in], C [m, n] in float32) for a square 2048³ product and the projection shapes of the
@@ -12,11 +12,20 @@
  * row-major, "plain") and with B reordered once, outside the timing, to the layout oneDNN prefers
  * ("packed") — the better of the two is the unit's peak, as a caller may prepare weights either way.
  * The thread count is OpenBLAS's own (OPENBLAS_NUM_THREADS) and oneDNN's OpenMP team
- * (OMP_NUM_THREADS). Prints one JSON object:
+ * (OMP_NUM_THREADS).
+ *
+ * A best of a few products of a fraction of a second measures the unit in a burst. A score run
+ * keeps it busy for seconds to minutes, at the clock a sustained load gets (and, on a virtual
+ * machine, with whatever the host takes meanwhile), so each unit's best shape and variant is also
+ * run back to back for PEAK_SUSTAIN_SECONDS (default 20; 0 skips it): its "sustained" entry is
+ * the FLOPs of all those products over their total time.
+ *
+ * Prints one JSON object:
  *   {"reps": R, "threads": {"openblas": N, "omp": N},
  *    "openblas": {"config", "corename"}, "onednn": {"version", "isa", "bf16_impl"},
  *    "units": {"openblas_sgemm" | "onednn_sgemm" | "onednn_bf16":
- *              {"shapes": [{"m", "n", "k", "variant", "seconds", "gflops"}...], "peak_gflops"}}}
+ *              {"shapes": [{"m", "n", "k", "variant", "seconds", "gflops"}...], "peak_gflops",
+ *               "sustained": {"m", "n", "k", "variant", "seconds", "runs", "gflops"}}}}
  * A unit that cannot run (oneDNN refusing a shape) gets "error" instead of a peak; exit code 0.
  */
 #include <cblas.h>
@@ -107,14 +116,43 @@ static void run_matmul(void *p) {
     dnnl_stream_wait(x->stream);
 }
 
-static void peak_of(double *peak, double gflops) { if (gflops > *peak) *peak = gflops; }
+/* back-to-back runs of fn for at least `seconds` after one warm-up: the mean seconds of one run */
+static double time_sustained(double seconds, int *runs, void (*fn)(void *), void *ctx) {
+    fn(ctx);
+    double t0 = now(), elapsed = 0;
+    *runs = 0;
+    do {
+        fn(ctx);
+        ++*runs;
+        elapsed = now() - t0;
+    } while (elapsed < seconds);
+    return elapsed / *runs;
+}
+
+static double sustain_seconds;
+
+/* the best shape and variant of a unit so far */
+typedef struct { double gflops; shape_t shape; int packed; } peak_t;
+
+static void peak_of(peak_t *peak, const shape_t *s, int packed, double seconds) {
+    double gflops = 2.0 * s->m * s->n * s->k / seconds / 1e9;
+    if (gflops > peak->gflops) *peak = (peak_t){gflops, *s, packed};
+}
+
+static void sustained_entry(const peak_t *peak, const char *variant, double seconds, int runs) {
+    const shape_t *s = &peak->shape;
+    printf(", \"sustained\": {\"m\": %d, \"n\": %d, \"k\": %d, \"variant\": \"%s\", \"seconds\": %.2f, \"runs\": %d, "
+           "\"gflops\": %.1f}", s->m, s->n, s->k, variant, seconds * runs, runs, 2.0 * s->m * s->n * s->k / seconds / 1e9);
+}
 
 #define TRY(call) do { if ((call) != dnnl_success) { *err = #call; goto fail; } } while (0)
 
 /* one bf16 matmul shape, B plain (tag ba: [n, k] row-major) or packed (format any, reordered once);
- * returns the best seconds, or a negative number with *err set */
+ * returns the best seconds of `reps` (or, when *sustained_runs is not NULL, the mean seconds of the
+ * runs of a sustained measurement, their count stored there), or a negative number with *err set */
 static double bf16_matmul(dnnl_engine_t engine, dnnl_stream_t stream, const shape_t *s, int packed, int reps,
-                          const uint16_t *a16, const uint16_t *b16, float *c, char impl[64], const char **err) {
+                          int *sustained_runs, const uint16_t *a16, const uint16_t *b16, float *c, char impl[64],
+                          const char **err) {
     dnnl_memory_desc_t a_md, b_plain_md, b_md, c_md;
     dnnl_dims_t a_dims = {s->m, s->k}, b_dims = {s->k, s->n}, c_dims = {s->m, s->n};
     dnnl_matmul_desc_t desc;
@@ -148,7 +186,7 @@ static double bf16_matmul(dnnl_engine_t engine, dnnl_stream_t stream, const shap
         TRY(dnnl_stream_wait(stream));
     }
     matmul_ctx x = {prim, stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}}};
-    best = time_best(reps, run_matmul, &x);
+    best = sustained_runs ? time_sustained(sustain_seconds, sustained_runs, run_matmul, &x) : time_best(reps, run_matmul, &x);
 fail:
     if (reorder) dnnl_primitive_destroy(reorder);
     if (rpd) dnnl_primitive_desc_destroy(rpd);
@@ -164,6 +202,13 @@ fail:
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 3;
     if (reps < 1 || reps > 100) { fprintf(stderr, "reps must be 1...100\n"); return 64; }
+    const char *sustain = getenv("PEAK_SUSTAIN_SECONDS");
+    char *rest = NULL;
+    sustain_seconds = sustain && *sustain ? strtod(sustain, &rest) : 20;
+    if ((rest && *rest) || !(sustain_seconds >= 0 && sustain_seconds <= 600)) {
+        fprintf(stderr, "PEAK_SUSTAIN_SECONDS must be 0...600, not '%s'\n", sustain);
+        return 64;
+    }
     int want_mid = argc <= 2, want_tiny = argc <= 2;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "mid")) want_mid = 1;
@@ -205,48 +250,68 @@ int main(int argc, char **argv) {
 
     /* f32 units */
     for (int lib = 0; lib < 2; lib++) {
-        double peak = 0;
+        peak_t peak = {0};
+        void (*run)(void *) = lib ? run_dnnl_sgemm : run_openblas;
         printf("%s\"%s\": {\"shapes\": [", lib ? ", " : "", lib ? "onednn_sgemm" : "openblas_sgemm");
         first_entry = 1;
-        for (int i = 0; i < nshapes; i++) {
-            const shape_t *s = &shapes[i];
+        for (int i = 0; i <= nshapes; i++) {
+            if (i == nshapes && !(sustain_seconds > 0 && peak.gflops > 0)) break;
+            const shape_t *s = i < nshapes ? &shapes[i] : &peak.shape; /* i == nshapes: the sustained run */
             f32_ctx x = {s, filled((size_t)s->m * s->k, 2654435761u), filled((size_t)s->n * s->k, 40503u),
                          filled((size_t)s->m * s->n, 1u)};
-            double best = time_best(reps, lib ? run_dnnl_sgemm : run_openblas, &x);
-            entry(s, "plain", best);
-            peak_of(&peak, 2.0 * s->m * s->n * s->k / best / 1e9);
+            if (i < nshapes) {
+                double best = time_best(reps, run, &x);
+                entry(s, "plain", best);
+                peak_of(&peak, s, 0, best);
+            } else {
+                int runs;
+                double mean = time_sustained(sustain_seconds, &runs, run, &x);
+                printf("], \"peak_gflops\": %.1f", peak.gflops);
+                sustained_entry(&peak, "plain", mean, runs);
+            }
             free(x.a); free(x.b); free(x.c);
         }
-        printf("], \"peak_gflops\": %.1f}", peak);
+        if (!(sustain_seconds > 0 && peak.gflops > 0)) printf("], \"peak_gflops\": %.1f", peak.gflops);
+        printf("}");
         fflush(stdout);
     }
 
     /* bf16 unit */
-    double peak = 0;
+    peak_t peak = {0};
     const char *err = NULL;
     char impls[2][64] = {"", ""};
+    int sustained_runs = 0;
+    double sustained_mean = -1;
     printf(", \"onednn_bf16\": {\"shapes\": [");
     first_entry = 1;
-    for (int i = 0; i < nshapes && !err; i++) {
-        const shape_t *s = &shapes[i];
+    for (int i = 0; i <= nshapes && !err; i++) {
+        if (i == nshapes && !(sustain_seconds > 0 && peak.gflops > 0)) break;
+        const shape_t *s = i < nshapes ? &shapes[i] : &peak.shape; /* i == nshapes: the sustained run */
         float *a = filled((size_t)s->m * s->k, 2654435761u), *b = filled((size_t)s->n * s->k, 40503u);
         float *c = filled((size_t)s->m * s->n, 1u);
         uint16_t *a16 = malloc(2 * (size_t)s->m * s->k), *b16 = malloc(2 * (size_t)s->n * s->k);
         if (!a16 || !b16) { fprintf(stderr, "out of memory\n"); return 1; }
         for (size_t j = 0; j < (size_t)s->m * s->k; j++) a16[j] = to_bf16(a[j]);
         for (size_t j = 0; j < (size_t)s->n * s->k; j++) b16[j] = to_bf16(b[j]);
-        for (int packed = 0; packed < 2 && !err; packed++) {
-            double best = bf16_matmul(engine, stream, s, packed, reps, a16, b16, c, impls[packed], &err);
-            if (best > 0) {
-                entry(s, packed ? "packed" : "plain", best);
-                peak_of(&peak, 2.0 * s->m * s->n * s->k / best / 1e9);
+        if (i < nshapes) {
+            for (int packed = 0; packed < 2 && !err; packed++) {
+                double best = bf16_matmul(engine, stream, s, packed, reps, NULL, a16, b16, c, impls[packed], &err);
+                if (best > 0) {
+                    entry(s, packed ? "packed" : "plain", best);
+                    peak_of(&peak, s, packed, best);
+                }
             }
+        } else {
+            char impl[64];
+            sustained_mean = bf16_matmul(engine, stream, s, peak.packed, reps, &sustained_runs, a16, b16, c, impl, &err);
         }
         free(a); free(b); free(c); free(a16); free(b16);
     }
     printf("], ");
     if (err) printf("\"error\": \"%s\", ", err);
-    printf("\"impl_plain\": \"%s\", \"impl_packed\": \"%s\", \"peak_gflops\": %.1f}}}\n", impls[0], impls[1], peak);
+    printf("\"impl_plain\": \"%s\", \"impl_packed\": \"%s\", \"peak_gflops\": %.1f", impls[0], impls[1], peak.gflops);
+    if (sustained_mean > 0) sustained_entry(&peak, peak.packed ? "packed" : "plain", sustained_mean, sustained_runs);
+    printf("}}}\n");
     dnnl_stream_destroy(stream);
     dnnl_engine_destroy(engine);
     return 0;

@@ -13,7 +13,8 @@
 # REPS, THREADS (2), MODELS ("mid tiny"), CONTENDERS, BENCH_WORK (bench/work: checkpoints, results),
 # SAMPLES (only the first N calibration sequences: a quick smoke run, not a benchmark),
 # DROPTRACE (an already built droptrace binary to time instead of building one), PEAK_REPS (3:
-# repetitions of each peak measurement). Writes raw
+# repetitions of each peak measurement), PEAK_SUSTAIN_SECONDS (20: each unit's best shape run back
+# to back this long, the rate it sustains; 0 skips it). Writes raw
 # results to $BENCH_WORK/results/ and the summary to bench/RESULTS.md.
 set -euo pipefail
 # paths given relative to the caller's directory stay valid after the cd below
@@ -32,6 +33,7 @@ CONTENDERS=${CONTENDERS:-"droptrace-f32 droptrace-bf16 pytorch-f32 pytorch-bf16 
 PYTHON=${PYTHON:-/tmp/bench-venv/bin/python}
 SAMPLES=${SAMPLES:-}
 PEAK_REPS=${PEAK_REPS:-3}
+PEAK_SUSTAIN_SECONDS=${PEAK_SUSTAIN_SECONDS:-20}
 QUIET_WAIT=${QUIET_WAIT:-300}
 RETRIES=${RETRIES:-2}
 while getopts "r:t:m:c:h" opt; do
@@ -54,6 +56,8 @@ done
 [[ $RETRIES =~ ^[0-9]+$ ]] || die "RETRIES must be a number, not '$RETRIES'"
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "THREADS must be a positive integer, not '$THREADS'"
 [[ $PEAK_REPS =~ ^[1-9][0-9]?$ ]] || die "PEAK_REPS must be 1...99, not '$PEAK_REPS'"
+[[ $PEAK_SUSTAIN_SECONDS =~ ^[0-9]+$ && $PEAK_SUSTAIN_SECONDS -le 600 ]] \
+    || die "PEAK_SUSTAIN_SECONDS must be 0...600, not '$PEAK_SUSTAIN_SECONDS'"
 [[ -z $SAMPLES || $SAMPLES =~ ^[1-9][0-9]*$ ]] || die "SAMPLES must be a positive integer, not '$SAMPLES'"
 # reps_of MODEL: REPS is one number for all models or "model=N ..." (models not named: 1)
 reps_of() {
@@ -192,7 +196,7 @@ export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=erro
 
 log "peaks of the matrix units with $THREADS threads"
 wait_quiet
-"${THREAD_ENV[@]}" "$WORK/gemm_peak" "$PEAK_REPS" $MODELS > "$OUT/peaks.json"
+"${THREAD_ENV[@]}" PEAK_SUSTAIN_SECONDS="$PEAK_SUSTAIN_SECONDS" "$WORK/gemm_peak" "$PEAK_REPS" $MODELS > "$OUT/peaks.json"
 cat "$OUT/peaks.json" >&2
 
 for model in $MODELS; do
