@@ -76,6 +76,24 @@ static float *filled(size_t count, unsigned mult) {
     return p;
 }
 
+/* one product's operands: A [m, k], B [n, k] and C [m, n] in float32, and A and B as bf16 bits when asked */
+typedef struct { float *a, *b, *c; uint16_t *a16, *b16; } operands_t;
+
+static operands_t operands(const shape_t *s, int bf16) {
+    operands_t o = {filled((size_t)s->m * s->k, 2654435761u), filled((size_t)s->n * s->k, 40503u),
+                    filled((size_t)s->m * s->n, 1u), NULL, NULL};
+    if (bf16) {
+        o.a16 = malloc(2 * (size_t)s->m * s->k);
+        o.b16 = malloc(2 * (size_t)s->n * s->k);
+        if (!o.a16 || !o.b16) { fprintf(stderr, "out of memory\n"); exit(1); }
+        for (size_t j = 0; j < (size_t)s->m * s->k; j++) o.a16[j] = to_bf16(o.a[j]);
+        for (size_t j = 0; j < (size_t)s->n * s->k; j++) o.b16[j] = to_bf16(o.b[j]);
+    }
+    return o;
+}
+
+static void release(operands_t *o) { free(o->a); free(o->b); free(o->c); free(o->a16); free(o->b16); }
+
 static int first_entry;
 static void entry(const shape_t *s, const char *variant, double best) {
     printf("%s{\"m\": %d, \"n\": %d, \"k\": %d, \"variant\": \"%s\", \"seconds\": %.4f, \"gflops\": %.1f}",
@@ -254,24 +272,23 @@ int main(int argc, char **argv) {
         void (*run)(void *) = lib ? run_dnnl_sgemm : run_openblas;
         printf("%s\"%s\": {\"shapes\": [", lib ? ", " : "", lib ? "onednn_sgemm" : "openblas_sgemm");
         first_entry = 1;
-        for (int i = 0; i <= nshapes; i++) {
-            if (i == nshapes && !(sustain_seconds > 0 && peak.gflops > 0)) break;
-            const shape_t *s = i < nshapes ? &shapes[i] : &peak.shape; /* i == nshapes: the sustained run */
-            f32_ctx x = {s, filled((size_t)s->m * s->k, 2654435761u), filled((size_t)s->n * s->k, 40503u),
-                         filled((size_t)s->m * s->n, 1u)};
-            if (i < nshapes) {
-                double best = time_best(reps, run, &x);
-                entry(s, "plain", best);
-                peak_of(&peak, s, 0, best);
-            } else {
-                int runs;
-                double mean = time_sustained(sustain_seconds, &runs, run, &x);
-                printf("], \"peak_gflops\": %.1f", peak.gflops);
-                sustained_entry(&peak, "plain", mean, runs);
-            }
-            free(x.a); free(x.b); free(x.c);
+        for (int i = 0; i < nshapes; i++) {
+            operands_t o = operands(&shapes[i], 0);
+            f32_ctx x = {&shapes[i], o.a, o.b, o.c};
+            double best = time_best(reps, run, &x);
+            entry(&shapes[i], "plain", best);
+            peak_of(&peak, &shapes[i], 0, best);
+            release(&o);
         }
-        if (!(sustain_seconds > 0 && peak.gflops > 0)) printf("], \"peak_gflops\": %.1f", peak.gflops);
+        printf("], \"peak_gflops\": %.1f", peak.gflops);
+        if (sustain_seconds > 0 && peak.gflops > 0) {
+            operands_t o = operands(&peak.shape, 0);
+            f32_ctx x = {&peak.shape, o.a, o.b, o.c};
+            int runs;
+            double mean = time_sustained(sustain_seconds, &runs, run, &x);
+            sustained_entry(&peak, "plain", mean, runs);
+            release(&o);
+        }
         printf("}");
         fflush(stdout);
     }
@@ -280,37 +297,30 @@ int main(int argc, char **argv) {
     peak_t peak = {0};
     const char *err = NULL;
     char impls[2][64] = {"", ""};
-    int sustained_runs = 0;
-    double sustained_mean = -1;
     printf(", \"onednn_bf16\": {\"shapes\": [");
     first_entry = 1;
-    for (int i = 0; i <= nshapes && !err; i++) {
-        if (i == nshapes && !(sustain_seconds > 0 && peak.gflops > 0)) break;
-        const shape_t *s = i < nshapes ? &shapes[i] : &peak.shape; /* i == nshapes: the sustained run */
-        float *a = filled((size_t)s->m * s->k, 2654435761u), *b = filled((size_t)s->n * s->k, 40503u);
-        float *c = filled((size_t)s->m * s->n, 1u);
-        uint16_t *a16 = malloc(2 * (size_t)s->m * s->k), *b16 = malloc(2 * (size_t)s->n * s->k);
-        if (!a16 || !b16) { fprintf(stderr, "out of memory\n"); return 1; }
-        for (size_t j = 0; j < (size_t)s->m * s->k; j++) a16[j] = to_bf16(a[j]);
-        for (size_t j = 0; j < (size_t)s->n * s->k; j++) b16[j] = to_bf16(b[j]);
-        if (i < nshapes) {
-            for (int packed = 0; packed < 2 && !err; packed++) {
-                double best = bf16_matmul(engine, stream, s, packed, reps, NULL, a16, b16, c, impls[packed], &err);
-                if (best > 0) {
-                    entry(s, packed ? "packed" : "plain", best);
-                    peak_of(&peak, s, packed, best);
-                }
+    for (int i = 0; i < nshapes && !err; i++) {
+        operands_t o = operands(&shapes[i], 1);
+        for (int packed = 0; packed < 2 && !err; packed++) {
+            double best = bf16_matmul(engine, stream, &shapes[i], packed, reps, NULL, o.a16, o.b16, o.c, impls[packed], &err);
+            if (best > 0) {
+                entry(&shapes[i], packed ? "packed" : "plain", best);
+                peak_of(&peak, &shapes[i], packed, best);
             }
-        } else {
-            char impl[64];
-            sustained_mean = bf16_matmul(engine, stream, s, peak.packed, reps, &sustained_runs, a16, b16, c, impl, &err);
         }
-        free(a); free(b); free(c); free(a16); free(b16);
+        release(&o);
     }
     printf("], ");
     if (err) printf("\"error\": \"%s\", ", err);
     printf("\"impl_plain\": \"%s\", \"impl_packed\": \"%s\", \"peak_gflops\": %.1f", impls[0], impls[1], peak.gflops);
-    if (sustained_mean > 0) sustained_entry(&peak, peak.packed ? "packed" : "plain", sustained_mean, sustained_runs);
+    if (sustain_seconds > 0 && peak.gflops > 0 && !err) {
+        operands_t o = operands(&peak.shape, 1);
+        char impl[64];
+        int runs;
+        double mean = bf16_matmul(engine, stream, &peak.shape, peak.packed, reps, &runs, o.a16, o.b16, o.c, impl, &err);
+        if (mean > 0) sustained_entry(&peak, peak.packed ? "packed" : "plain", mean, runs);
+        release(&o);
+    }
     printf("}}}\n");
     dnnl_stream_destroy(stream);
     dnnl_engine_destroy(engine);
