@@ -32,14 +32,27 @@ struct Weights {
     func floats(_ name: String, _ shape: [Int]) throws -> [Float] {
         let scales = prefix + name + "_scale_inv"
         guard checkpoint.hasTensor(scales) else { return try tensor(name, shape).floats() }
+        return try FP8.dequantize(
+            weight: try storedFP8(name, shape), scaleInv: try checkpoint.storedTensor(scales), blockRows: fp8Block.rows,
+            blockColumns: fp8Block.columns)
+    }
+
+    /// The stored FP8 weight `name`, checked to have shape `shape`.
+    private func storedFP8(_ name: String, _ shape: [Int]) throws -> TensorSlice {
         let weight = try checkpoint.storedTensor(prefix + name)
         guard weight.shape == shape else {
             throw DroptraceError(
                 "tensor '\(prefix + name)' has shape \(weight.shape) but config.json implies \(shape)", path: weight.path)
         }
-        return try FP8.dequantize(
-            weight: weight, scaleInv: try checkpoint.storedTensor(scales), blockRows: fp8Block.rows,
-            blockColumns: fp8Block.columns)
+        return weight
+    }
+
+    /// Throws unless tensor `name` exists with shape `shape`; reads no values.
+    /// A size from config.json is trusted for an allocation only once the
+    /// tensors confirm it (an absurd intermediate_size must fail as a shape
+    /// mismatch, not as a terabyte allocation).
+    func checkShape(_ name: String, _ shape: [Int]) throws {
+        if checkpoint.hasTensor(prefix + name + "_scale_inv") { _ = try storedFP8(name, shape) } else { _ = try tensor(name, shape) }
     }
 
     /// `floats(name, shape)` written to `destination` (as many values as `shape` holds).
@@ -74,6 +87,7 @@ struct Weights {
     /// each part twice while it is copied (for TinyLlama's gate | up, 92 MB
     /// more at the peak of a block's expansion).
     func stackedLinear(_ names: [String], in inFeatures: Int, outs: [Int], bias: Bool) throws -> Linear {
+        for (name, out) in zip(names, outs) { try checkShape(name + ".weight", [out, inFeatures]) }
         let total = outs.reduce(0, +)
         let weight = try [Float](unsafeUninitializedCapacity: total * inFeatures) { buffer, initialized in
             var start = buffer.baseAddress!

@@ -65,11 +65,14 @@ public enum ConfigRules {
     }
 
     /// A real parameter that is divided by or scales with (epsilons, rope
-    /// bases and factors, soft caps): finite and above 0.
+    /// bases and factors, soft caps): finite and above 0, also once rounded
+    /// to Float32, the engine's arithmetic (1e39 would be infinite there and
+    /// 1e-50 zero, each turning every score into a constant).
     @discardableResult
     public static func positive(_ value: Double, _ key: String) throws -> Double {
-        guard value.isFinite, value > 0 else {
-            throw InvalidConfigValue(key: key, problem: "must be a finite number above 0, got \(value)")
+        guard value.isFinite, value > 0, Float(value).isFinite, Float(value) > 0 else {
+            throw InvalidConfigValue(
+                key: key, problem: "must be a finite number above 0 that float32 holds (1.4e-45 to 3.4e38), got \(value)")
         }
         return value
     }

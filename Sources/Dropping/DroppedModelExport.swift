@@ -19,8 +19,14 @@ public enum DroppedModelExport {
 
     public static func write(model: any LanguageModel, plan requested: DropPlan, to directory: URL) throws {
         let files = FileManager.default
-        if let existing = try? files.contentsOfDirectory(atPath: directory.path), !existing.isEmpty {
-            throw DroptraceError("export directory exists and is not empty; choose a new one", path: directory.path)
+        var isDirectory: ObjCBool = false
+        if files.fileExists(atPath: directory.path, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else {
+                throw DroptraceError("export path exists and is not a directory; choose a new one", path: directory.path)
+            }
+            guard (try? files.contentsOfDirectory(atPath: directory.path))?.isEmpty == true else {
+                throw DroptraceError("export directory exists and is not empty; choose a new one", path: directory.path)
+            }
         }
         let plan = requested.union(model.configuredDrops)
         let naming = model.layerNaming

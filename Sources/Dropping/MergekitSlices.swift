@@ -15,7 +15,7 @@ public enum MergekitSlices {
     ///   - dropped: the dropped blocks, each in 0..<L, fewer than L of them.
     ///   - dtype: mergekit's `dtype` (`float32`, `float16`, `bfloat16`).
     public static func yaml(model: String, layers: Int, dropped: Set<Int>, dtype: String) -> String {
-        var text = "# Written by droptrace \(DroptraceVersion.string): layers \(list(dropped.sorted())) "
+        var text = "\(header)\(DroptraceVersion.string): layers \(list(dropped.sorted())) "
             + "(0-based) of \(layers) dropped.\n"
             + "# layer_range is 0-based and end-exclusive, as mergekit reads it.\n"
             + "slices:\n"
@@ -84,8 +84,12 @@ public enum MergekitSlices {
         try directory.sync()
     }
 
+    /// How every file this writes begins: only such a file is replaced.
+    static let header = "# Written by droptrace "
+
     /// The existing directory `url` goes in.
-    /// - Throws: `DroptraceError` naming `url` when it does not exist or `url` names a directory.
+    /// - Throws: `DroptraceError` naming `url` when it does not exist, `url` names a directory, or
+    ///   `url` holds a file that is not an earlier output of this writer (`ReplaceableOutput`).
     public static func outputDirectory(for url: URL) throws -> DirectoryHandle {
         let parent = url.deletingLastPathComponent().path
         var isDirectory: ObjCBool = false
@@ -95,6 +99,7 @@ public enum MergekitSlices {
         if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
             throw DroptraceError("is a directory; --export-mergekit takes a file name", path: url.path)
         }
+        try ReplaceableOutput.check(url.path, signature: Array(header.utf8))
         return try DirectoryHandle.create(at: parent)
     }
 

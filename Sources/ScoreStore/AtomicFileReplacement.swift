@@ -18,12 +18,11 @@ enum AtomicFileReplacement {
     /// `HDF5File.create` does), so a link planted under the temporary name
     /// is refused rather than followed. Errors that name the temporary file
     /// are reported against `path`, which is the file the user asked for.
-    static func replace(_ path: String, write: (_ temporaryPath: String) throws -> Void) throws {
+    /// `signature` (the leading bytes of the format written) guards what is
+    /// replaced: see `ReplaceableOutput`.
+    static func replace(_ path: String, signature: [UInt8], write: (_ temporaryPath: String) throws -> Void) throws {
+        try ReplaceableOutput.check(path, signature: signature)
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw DroptraceError("cannot write: directory \(directory) does not exist", path: path)
-        }
         let temporary = temporaryPath(for: path)
         // A leftover from an earlier run killed with the same pid (unlink
         // removes a link itself, never what it points to).

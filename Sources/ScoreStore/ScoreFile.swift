@@ -137,6 +137,17 @@ public struct ScoreFile: Sendable, Equatable {
         AtomicFileReplacement.temporaryPath(for: url.path)
     }
 
+    /// HDF5's format signature, the first bytes of every score file.
+    static let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]
+
+    /// Throws unless `url` can take a score file: it is free, empty or an
+    /// HDF5 file, in an existing directory (`write` checks the same before
+    /// it replaces anything). Commands call it before their work, so a
+    /// mistaken output path fails at once.
+    public static func checkOutput(_ url: URL) throws {
+        try ReplaceableOutput.check(url.path, signature: signature)
+    }
+
     /// Writes the file atomically: everything goes to `<dir>/.<name>.tmp-<pid>`
     /// in the same directory, which is fsynced, renamed over `url`, and then
     /// the directory is fsynced. A failure or a kill at any moment leaves any
@@ -148,7 +159,7 @@ public struct ScoreFile: Sendable, Equatable {
     public func write(to url: URL, extra: ((HDF5File) throws -> Void)? = nil) throws {
         let path = url.path
         try ScoreFileWriter.validate(self, path: path)
-        try AtomicFileReplacement.replace(path) { temporaryPath in
+        try AtomicFileReplacement.replace(path, signature: Self.signature) { temporaryPath in
             let file = try HDF5File.create(at: temporaryPath)
             try ScoreFileWriter.writeLayout(of: self, into: file)
             try extra?(file)

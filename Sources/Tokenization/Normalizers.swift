@@ -1,4 +1,5 @@
 import Foundation
+import DroptraceSupport
 
 /// One step of the `normalizer` section: rewrites text before it is split.
 protocol TextNormalizer: Sendable {
@@ -108,13 +109,43 @@ struct LowercaseNormalizer: TextNormalizer {
 
 struct SequenceNormalizer: TextNormalizer {
     let steps: [TextNormalizer]
+    /// tokenizer.json, for errors.
+    let source: String
 
     func normalize(_ text: String) throws -> String {
-        try steps.reduce(text) { partial, step in try step.normalize(partial) }
+        let limit = NormalizationGrowth.limit(text.utf8.count)
+        return try steps.reduce(text) { partial, step in
+            let next = try step.normalize(partial)
+            try NormalizationGrowth.check(next.utf8.count, limit: limit, source: source)
+            return next
+        }
     }
 
     func normalize(utf8 text: ArraySlice<UInt8>) throws -> [UInt8] {
-        try steps.reduce(Array(text)) { partial, step in try step.normalize(utf8: partial[...]) }
+        let limit = NormalizationGrowth.limit(text.count)
+        return try steps.reduce(Array(text)) { partial, step in
+            let next = try step.normalize(utf8: partial[...])
+            try NormalizationGrowth.check(next.count, limit: limit, source: source)
+            return next
+        }
+    }
+}
+
+/// How far normalisation may grow a text: 16 times its UTF-8 bytes plus
+/// 4 KiB. Real normalizers stay far below (NFKD's widest expansion is 11
+/// times in bytes; "▁" for a space is 3); a Replace that multiplies the
+/// text, once or step after step, would otherwise take all memory.
+enum NormalizationGrowth {
+    static func limit(_ inputBytes: Int) -> Int {
+        inputBytes > (Int.max - 4096) / 16 ? Int.max : inputBytes * 16 + 4096
+    }
+
+    static func check(_ bytes: Int, limit: Int, source: String) throws {
+        guard bytes <= limit else {
+            throw DroptraceError(
+                "the normalizer grows text beyond 16 times its length (a Replace multiplying it?); droptrace stops there",
+                path: source)
+        }
     }
 }
 
@@ -131,10 +162,13 @@ struct PrependNormalizer: TextNormalizer {
 struct ReplaceNormalizer: TextNormalizer {
     let pattern: SplitPattern
     let content: String
+    /// tokenizer.json, for errors.
+    let source: String
 
     func normalize(_ text: String) throws -> String {
         var bytes = Array(text.utf8)
         let replacement = Array(content.utf8)
+        let limit = NormalizationGrowth.limit(bytes.count)
         var output: [UInt8] = []
         output.reserveCapacity(bytes.count)
         try bytes.withUnsafeMutableBufferPointer { mutableBuffer in
@@ -145,6 +179,7 @@ struct ReplaceNormalizer: TextNormalizer {
                 } else {
                     output.append(contentsOf: buffer[start..<end])
                 }
+                try NormalizationGrowth.check(output.count, limit: limit, source: source)
             }
         }
         return String(decoding: output, as: UTF8.self)

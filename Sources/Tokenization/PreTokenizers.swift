@@ -61,6 +61,10 @@ struct PatternPreTokenizer: PreTokenizer {
 struct SequencePreTokenizer: PreTokenizer {
     let steps: [PreTokenizer]
 
+    /// Steps accepted (nested sequences counted as their steps): real
+    /// tokenizers have a handful, and each is a level of recursion here.
+    static let maximumSteps = 64
+
     func split(_ piece: TextPiece, _ emit: (TextPiece) throws -> Void) throws {
         try split(piece, fromStep: 0, emit)
     }

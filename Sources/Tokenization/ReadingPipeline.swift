@@ -22,11 +22,11 @@ extension JSONFields {
             return LowercaseNormalizer()
         case "Sequence":
             let steps = try objects("normalizers").map { try $0.readNormalizer() }
-            return SequenceNormalizer(steps: steps)
+            return SequenceNormalizer(steps: steps, source: file)
         case "Prepend":
             return PrependNormalizer(prefix: try requiredString("prepend"))
         case "Replace":
-            return ReplaceNormalizer(pattern: try readSplitPattern(), content: try requiredString("content"))
+            return ReplaceNormalizer(pattern: try readSplitPattern(), content: try requiredString("content"), source: file)
         case "Strip":
             return StripNormalizer(left: try bool("strip_left", default: false),
                                    right: try bool("strip_right", default: false))
@@ -55,7 +55,14 @@ extension JSONFields {
         case "Digits":
             return PatternPreTokenizer.digits(individually: try bool("individual_digits", default: false))
         case "Sequence":
-            let steps = try objects("pretokenizers").map { try $0.readPreTokenizer() }
+            // Nested sequences run as one: each step is a level of recursion per piece.
+            let steps = try objects("pretokenizers").flatMap { object -> [PreTokenizer] in
+                let step = try object.readPreTokenizer()
+                return (step as? SequencePreTokenizer)?.steps ?? [step]
+            }
+            guard steps.count <= SequencePreTokenizer.maximumSteps else {
+                throw failure("has \(steps.count) pre-tokenizer steps; droptrace runs at most \(SequencePreTokenizer.maximumSteps)")
+            }
             return SequencePreTokenizer(steps: steps)
         case "Metaspace":
             let (replacement, scheme, split) = try readMetaspaceOptions()

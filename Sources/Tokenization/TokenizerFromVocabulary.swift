@@ -76,12 +76,12 @@ extension Tokenizer {
         let space = "\u{2581}"
         var steps: [TextNormalizer] = []
         if spec.addSpacePrefix { steps.append(PrependNormalizer(prefix: space)) }
-        steps.append(ReplaceNormalizer(pattern: LiteralSplitPattern(needle: [0x20]), content: space))
+        steps.append(ReplaceNormalizer(pattern: LiteralSplitPattern(needle: [0x20]), content: space, source: reader.source))
         var decoders: [TokenDecoder] = [ReplaceDecoder(pattern: space, content: " "), ByteFallbackDecoder(), FuseDecoder()]
         if spec.addSpacePrefix { decoders.append(StripDecoder(content: " ", start: 1, stop: 0)) }
 
         try self.init(
-            model: model, normalizer: SequenceNormalizer(steps: steps), preTokenizer: nil,
+            model: model, normalizer: SequenceNormalizer(steps: steps, source: reader.source), preTokenizer: nil,
             postProcessor: try reader.postProcessor(), addedTokens: reader.addedTokens(types: types),
             decodesByteLevel: false, tokenDecoder: SequenceDecoder(steps: decoders))
     }

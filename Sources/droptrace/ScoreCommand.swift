@@ -27,7 +27,7 @@ struct ScoreCommand: ParsableCommand {
               /scores/<module>_angular_distance[_last_token]                float32 [C, L]
               /similarity/block_gap_angular_distance[_last_token]           float32 [C, L, L]
 
-            with C = 1. An existing output file is replaced only once the new one is complete.
+            with C = 1. An existing output file is replaced only once the new one is complete, and only if it is an HDF5 file (an earlier output): any other file at that path, such as one of the run's inputs, is refused before any work.
 
             On standard output (--json: the same as JSON) it prints which layers each method would drop \
             (LLM-Drop's 1 - cos, identical to ShortGPT's Block Influence for blocks; Gromov et al.'s angular \
@@ -60,6 +60,7 @@ struct ScoreCommand: ParsableCommand {
         try runReportingErrors { log in
             engine.apply()
             precision.apply()
+            try ScoreFile.checkOutput(URL(fileURLWithPath: output))
             let directory = URL(fileURLWithPath: checkpoint)
             let name = directory.standardizedFileURL.lastPathComponent
             log.info("scoring \(checkpoint)")

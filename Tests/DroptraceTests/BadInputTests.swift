@@ -1,6 +1,7 @@
 import CheckpointIO
 import DroptraceSupport
 import Foundation
+import ScoreStore
 import Scoring
 import Testing
 
@@ -15,7 +16,7 @@ import Testing
         naming expectedPath: String, mentioning words: [String], in scratch: ScratchDirectory
     ) throws -> String {
         let output = scratch.path("scores.h5")
-        let previous = Data("previous results".utf8)
+        let previous = Self.hdf5Signature + Data("previous results".utf8)
         try previous.write(to: output)
         let result = try DroptraceCommand.run(
             ["score", checkpoint.path, "--calibration", calibration.path, "--output", output.path] + extra)
@@ -170,15 +171,64 @@ import Testing
         try expectRefused(checkpoint: scratch.path("nowhere"), naming: "nowhere", mentioning: ["not found"], in: scratch)
     }
 
-    @Test func successfulRunReplacesOutput() throws {
+    static let hdf5Signature = Data([0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A])
+
+    @Test func successfulRunReplacesAnEarlierOutput() throws {
         let scratch = try ScratchDirectory()
         let output = scratch.path("scores.h5")
-        try Data("old".utf8).write(to: output)
+        try (Self.hdf5Signature + Data("old".utf8)).write(to: output)
         let result = try DroptraceCommand.run(
             ["score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
              "--output", output.path])
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(try Data(contentsOf: output).prefix(8) == Data([0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]))
+        #expect(try ScoreFile.read(from: output).rows.count == 1)
+    }
+
+    /// An output path naming one of the run's inputs (the weights, config.json,
+    /// the calibration file), any other file that is not HDF5, or a directory
+    /// is refused before any work, and the file is left as it was.
+    @Test func outputThatIsNotAnEarlierOutputIsRefusedUntouched() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        let calibration = scratch.path("calib.jsonl")
+        try Data(contentsOf: FixtureFiles.calibrationJSONL).write(to: calibration)
+        let notes = scratch.path("notes.txt")
+        try Data("my notes".utf8).write(to: notes)
+        for target in [model.appendingPathComponent("model.safetensors"), model.appendingPathComponent("config.json"),
+                       calibration, notes] {
+            let before = try Data(contentsOf: target)
+            let result = try DroptraceCommand.run(
+                ["score", model.path, "--calibration", calibration.path, "--output", target.path])
+            #expect(result.status == 1)
+            let errors = result.stderr.split(separator: "\n").filter { $0.contains("error") }
+            #expect(errors.count == 1 && errors[0].contains(target.path) && errors[0].contains("refusing to replace"),
+                    "\(result.stderr)")
+            #expect(!result.stderr.contains("scoring"), "refused before any work: \(result.stderr)")
+            #expect(try Data(contentsOf: target) == before, "\(target.lastPathComponent) was changed")
+        }
+        let directory = try DroptraceCommand.run(
+            ["score", model.path, "--calibration", calibration.path, "--output", scratch.url.path])
+        #expect(directory.status == 1 && directory.stderr.contains("it is a directory"), "\(directory.stderr)")
+    }
+
+    /// A config size only sizes an allocation once the tensors confirm it: an
+    /// absurd intermediate_size is a shape mismatch, not a terabyte request.
+    @Test func absurdIntermediateSizeIsAShapeMismatch() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try rewriteConfig(model) { $0["intermediate_size"] = 4_294_967_295 }
+        try expectRefused(
+            checkpoint: model, naming: "model.safetensors", mentioning: ["gate_proj", "shape", "4294967295"], in: scratch)
+    }
+
+    /// Finite as a double but infinite (or zero) in float32, the engine's
+    /// arithmetic: every score would come out 0.
+    @Test(arguments: [1e39, 1e308, 1e-50])
+    func epsilonFloat32CannotHoldIsRefused(eps: Double) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try rewriteConfig(model) { $0["rms_norm_eps"] = eps }
+        try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["rms_norm_eps", "float32"], in: scratch)
     }
 
     // MARK: - Damaging fixture copies

@@ -1,5 +1,6 @@
 import Architectures
 import CheckpointIO
+import DroptraceSupport
 @testable import Dropping
 import Foundation
 import Scoring
@@ -98,6 +99,25 @@ import Tokenization
                 #expect((plan != oneShotPlan) == differs[target.rawValue]!, "\(name) k=\(k) \(target): iterative vs one-shot")
             }
         }
+    }
+
+    /// An export path naming an existing file (the source's own weights, say)
+    /// or a non-empty directory is refused, and what is there is kept.
+    @Test func exportNeverReplacesWhatIsThere() throws {
+        let scratch = try ScratchDirectory()
+        let model = try load("llama-f32")
+        let file = scratch.path("model.safetensors"), directory = scratch.path("full")
+        try Data("weights".utf8).write(to: file)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try Data("kept".utf8).write(to: directory.appendingPathComponent("notes.txt"))
+        for (target, words) in [(file, "not a directory"), (directory, "not empty")] {
+            let error = #expect(throws: DroptraceError.self) {
+                try DroppedModelExport.write(model: model, plan: DropPlan(attention: [1]), to: target)
+            }
+            #expect(error?.message.contains(words) == true, "\(String(describing: error))")
+        }
+        #expect(try Data(contentsOf: file) == Data("weights".utf8))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["notes.txt"])
     }
 
     @Test(arguments: [DropTarget.attention, .joint, .block])

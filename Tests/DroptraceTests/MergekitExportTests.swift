@@ -1,4 +1,5 @@
 import Dropping
+import DroptraceSupport
 import Foundation
 import Testing
 
@@ -20,6 +21,19 @@ import Testing
 
             """))
         #expect(yaml.contains("layers 3, 4, 5 (0-based) of 8 dropped"))
+    }
+
+    /// Only an earlier YAML of this writer is replaced: `--export-mergekit`
+    /// naming the source's config.json (or any other file) is refused up front.
+    @Test func onlyAnEarlierYAMLIsReplaced() throws {
+        let scratch = try ScratchDirectory()
+        let config = scratch.path("config.json"), earlier = scratch.path("drop.yaml")
+        try Data("{\"model_type\": \"llama\"}".utf8).write(to: config)
+        try Data(MergekitSlices.yaml(model: "m", layers: 4, dropped: [1], dtype: "float32").utf8).write(to: earlier)
+        let error = #expect(throws: DroptraceError.self) { _ = try MergekitSlices.outputDirectory(for: config) }
+        #expect(error?.path == config.path && error?.message.contains("refusing to replace") == true)
+        _ = try MergekitSlices.outputDirectory(for: earlier)
+        _ = try MergekitSlices.outputDirectory(for: scratch.path("new.yaml"))
     }
 
     @Test func dropsAtEitherEndAndScatteredDropsLeaveNoEmptySlice() {

@@ -49,6 +49,50 @@ struct TokenizerLimitsTests {
         #expect(error?.path == file.path)
     }
 
+    /// Replace steps that multiply the text (each space into a thousand)
+    /// stop at 16 times its length instead of taking all memory; a real
+    /// Replace ("▁" for each space: 3 bytes for 1) is untouched.
+    @Test("a normalizer that multiplies the text is an error naming the file", arguments: [1, 2, 6])
+    func growingNormalizerFails(steps: Int) throws {
+        let scratch = try TokenizerScratch()
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: TokenizerFixtures.tokenizerFile("llama3"))) as! [String: Any]
+        let grow: [String: Any] = ["type": "Replace", "pattern": ["String": " "], "content": String(repeating: " ", count: 1000)]
+        json["normalizer"] = steps == 1 ? grow : ["type": "Sequence", "normalizers": Array(repeating: grow, count: steps)]
+        let file = try scratch.write(json: json, to: "tokenizer.json")
+        let tokenizer = try Tokenizer(contentsOf: file)
+        let text = try TokenizerFixtures.text("calib.txt")
+        let start = Date()
+        let error = #expect(throws: DroptraceError.self) { try tokenizer.encode(text) }
+        #expect(Date().timeIntervalSince(start) < 10)
+        #expect(error?.path == file.path)
+        #expect(error?.message.contains("16 times") == true)
+
+        json["normalizer"] = ["type": "Replace", "pattern": ["String": " "], "content": "\u{2581}"]
+        let real = try Tokenizer(contentsOf: try scratch.write(json: json, to: "tokenizer.json"))
+        #expect(try !real.encode(text).isEmpty)
+    }
+
+    /// Each pre-tokenizer step is a level of recursion per piece: thousands
+    /// would overflow the stack, so more than 64 (nested sequences counted by
+    /// their steps) are refused when the file is read.
+    @Test("too many pre-tokenizer steps are refused when tokenizer.json is read")
+    func tooManyPreTokenizerSteps() throws {
+        let scratch = try TokenizerScratch()
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: TokenizerFixtures.tokenizerFile("llama3"))) as! [String: Any]
+        let split: [String: Any] = ["type": "Split", "pattern": ["String": "x"], "behavior": "Isolated", "invert": false]
+        let nested: [String: Any] = ["type": "Sequence", "pretokenizers": Array(repeating: split, count: 40)]
+        for steps in [[Any](repeating: split, count: 3000), [nested, nested]] {
+            json["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": steps]
+            let file = try scratch.write(json: json, to: "tokenizer.json")
+            let error = #expect(throws: DroptraceError.self) { try Tokenizer(contentsOf: file) }
+            #expect(error?.path == file.path)
+            #expect(error?.message.contains("at most 64") == true, "\(String(describing: error))")
+        }
+        json["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [nested]]
+        let file = try scratch.write(json: json, to: "tokenizer.json")
+        #expect(try !Tokenizer(contentsOf: file).encode("a text without the letter").isEmpty)
+    }
+
     /// A long text through the regex engine: the per-attempt budget grows
     /// with the text, and the whole search's with its length, so a 2 MB text
     /// (and one match spanning 1 MB) is no error, and the ids are those of

@@ -16,6 +16,11 @@ struct PickleMachine {
     /// Names the pickle in errors ("data.pkl", "the state-dict pickle").
     let pickleName: String
 
+    /// Deepest nesting of lists, dicts and tuples accepted. A state dict
+    /// nests a few levels; a pickle nesting thousands would overflow the
+    /// stack when its values are released (each level frees the next).
+    static let maximumDepth = 100
+
     /// Runs the pickle starting at byte `start` up to its STOP; returns the
     /// value and the position just after STOP.
     func run(from start: Int = 0, persistentLoad: PersistentLoad? = nil) throws -> (value: PickleValue, end: Int) {
@@ -61,13 +66,43 @@ struct PickleMachine {
             }
             return .global(allowed)
         }
+        /// The nesting of a container holding `items` that was `nesting`
+        /// before; marks the items' own lists and dicts as nested. Refuses a
+        /// container that already sits in another one (a cycle, or a change
+        /// after nesting: torch.save fills each container before using it)
+        /// and nesting deeper than `maximumDepth`.
+        func nest(_ items: [PickleValue], into nesting: () -> PickleNesting) throws -> PickleNesting {
+            for item in items {
+                switch item {
+                case .list(let inner): inner.nesting.isNested = true
+                case .dict(let inner): inner.nesting.isNested = true
+                default: break
+                }
+            }
+            // Read after marking: a container put into itself is nested now.
+            var result = nesting()
+            for item in items { result.depth = max(result.depth, Self.depth(of: item) + 1) }
+            guard !result.isNested else {
+                throw fail("pickle changes a list or dict after putting it inside another one (at byte \(reader.position - 1)), which a state dict never does")
+            }
+            guard result.depth <= Self.maximumDepth else {
+                throw fail("pickle nests lists, dicts or tuples more than \(Self.maximumDepth) deep (at byte \(reader.position - 1)), which a state dict never does")
+            }
+            return result
+        }
+        func tuple(_ items: [PickleValue]) throws -> PickleValue {
+            _ = try nest(items) { PickleNesting() }
+            return .tuple(items)
+        }
         func setItems(_ items: [PickleValue], into target: PickleValue) throws {
             guard case .dict(let dict) = target else { throw fail("pickle sets items on \(target.kind), not a dict") }
             guard items.count % 2 == 0 else { throw fail("pickle SETITEMS has an odd number of values") }
+            dict.nesting = try nest(items) { dict.nesting }
             for i in stride(from: 0, to: items.count, by: 2) { dict.entries.append((items[i], items[i + 1])) }
         }
         func append(_ items: [PickleValue], to target: PickleValue) throws {
             guard case .list(let list) = target else { throw fail("pickle appends to \(target.kind), not a list") }
+            list.nesting = try nest(items) { list.nesting }
             list.items.append(contentsOf: items)
         }
 
@@ -112,16 +147,19 @@ struct PickleMachine {
             case 0x8E: stack.append(.bytes(Array(try reader.raw(try reader.int64())))) // BINBYTES8
 
             case 0x29: stack.append(.tuple([])) // EMPTY_TUPLE
-            case 0x74: stack.append(.tuple(try popToMark())) // TUPLE
-            case 0x85: stack.append(.tuple([try pop()])) // TUPLE1
+            case 0x74: stack.append(try tuple(try popToMark())) // TUPLE
+            case 0x85: stack.append(try tuple([try pop()])) // TUPLE1
             case 0x86: // TUPLE2
                 let b = try pop(), a = try pop()
-                stack.append(.tuple([a, b]))
+                stack.append(try tuple([a, b]))
             case 0x87: // TUPLE3
                 let c = try pop(), b = try pop(), a = try pop()
-                stack.append(.tuple([a, b, c]))
+                stack.append(try tuple([a, b, c]))
             case 0x5D: stack.append(.list(PickleList())) // EMPTY_LIST
-            case 0x6C: stack.append(.list(PickleList(try popToMark()))) // LIST
+            case 0x6C: // LIST
+                let list = PickleValue.list(PickleList())
+                try append(try popToMark(), to: list)
+                stack.append(list)
             case 0x7D: stack.append(.dict(PickleDict())) // EMPTY_DICT
             case 0x64: // DICT
                 let dict = PickleValue.dict(PickleDict())
@@ -188,6 +226,17 @@ struct PickleMachine {
                 throw fail(
                     "unsupported pickle opcode 0x\(String(opcode, radix: 16)) at byte \(opcodePosition); this is not a torch.save state dict")
             }
+        }
+    }
+
+    /// 0 for a scalar; a container's depth (a tuple's from its items, at
+    /// most `maximumDepth` levels down, as every tuple was checked when built).
+    static func depth(of value: PickleValue) -> Int {
+        switch value {
+        case .tuple(let items): 1 + (items.lazy.map(depth(of:)).max() ?? 0)
+        case .list(let list): list.nesting.depth
+        case .dict(let dict): dict.nesting.depth
+        default: 0
         }
     }
 

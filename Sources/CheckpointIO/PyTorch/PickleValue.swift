@@ -38,14 +38,23 @@ indirect enum PickleValue {
     }
 }
 
+/// How deep a container nests (`PickleMachine` bounds it) and whether it
+/// already sits inside another one (then it may no longer change).
+struct PickleNesting {
+    /// 1 for an empty container; 1 + the deepest item's depth otherwise.
+    var depth = 1
+    var isNested = false
+}
+
 final class PickleList {
     var items: [PickleValue] = []
-    init(_ items: [PickleValue] = []) { self.items = items }
+    var nesting = PickleNesting()
 }
 
 final class PickleDict {
     /// Insertion order is kept (a state dict is an OrderedDict).
     var entries: [(key: PickleValue, value: PickleValue)] = []
+    var nesting = PickleNesting()
 
     func value(forKey key: String) -> PickleValue? {
         for entry in entries {

@@ -9,12 +9,13 @@ public final class HDF5Dataset: HDF5Object {
     /// The element type as stored in the file.
     public let elementType: HDF5ElementType
 
-    /// Takes ownership of `id` (closing it if describing it fails).
-    init(id: hid_t, openFile: HDF5OpenFile, objectPath: String) throws {
+    /// Takes ownership of `id` (closing it if describing it fails). `created`:
+    /// just created in a file being written (see `shapeOfDataspace`).
+    init(id: hid_t, openFile: HDF5OpenFile, objectPath: String, created: Bool = false) throws {
         do {
             shape = try withHDF5ID(H5Dget_space(id), closedBy: H5Sclose,
                                    failure: "cannot read shape of \(objectPath)", path: openFile.path) { space in
-                try shapeOfDataspace(space, path: openFile.path, what: objectPath)
+                try shapeOfDataspace(space, path: openFile.path, what: objectPath, bounded: !created)
             }
             elementType = try withHDF5ID(H5Dget_type(id), closedBy: H5Tclose,
                                          failure: "cannot read type of \(objectPath)", path: openFile.path) { type in

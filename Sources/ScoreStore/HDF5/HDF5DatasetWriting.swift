@@ -74,6 +74,6 @@ extension HDF5Group {
                 }
             }
         }
-        return try HDF5Dataset(id: datasetID, openFile: openFile, objectPath: fullPath)
+        return try HDF5Dataset(id: datasetID, openFile: openFile, objectPath: fullPath, created: true)
     }
 }

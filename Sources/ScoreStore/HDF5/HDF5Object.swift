@@ -1,4 +1,5 @@
 internal import CHDF5
+import Foundation
 import DroptraceSupport
 
 /// Owns an open HDF5 file id. Every object opened from the file keeps a strong
@@ -128,11 +129,37 @@ func withDataspace<Result>(shape: [Int], path: String, _ body: (hid_t) throws ->
 }
 
 /// The shape of a dataspace: [] for a scalar, [0] for a null dataspace.
-func shapeOfDataspace(_ space: hid_t, path: String, what: String) throws -> [Int] {
+/// `bounded` (reading a complete file) also refuses
+/// shapes the file's size cannot hold (`plausibleElementLimit`); a dataset
+/// just created in a file still being written is not bounded by its size.
+func shapeOfDataspace(_ space: hid_t, path: String, what: String, bounded: Bool = true) throws -> [Int] {
     let rank = try HDF5Failure.checkedValue(H5Sget_simple_extent_ndims(space), "cannot read shape of \(what)",
                                             path: path)
     if H5Sget_simple_extent_type(space) == H5S_NULL { return [0] }
     var dims = [hsize_t](repeating: 0, count: Int(rank))
     try HDF5Failure.check(H5Sget_simple_extent_dims(space, &dims, nil), "cannot read shape of \(what)", path: path)
+    // A damaged dataspace must fail here, before anything is allocated for it.
+    let limit = bounded ? plausibleElementLimit(path) : Int.max
+    var total = 1
+    for dim in dims {
+        let (product, overflow) = total.multipliedReportingOverflow(by: Int(clamping: dim))
+        guard dim <= UInt64(Int.max), !overflow, product <= limit else {
+            throw DroptraceError(
+                "\(what) claims shape \(dims), more values than a file of this size can hold: the file is damaged", path: path)
+        }
+        total = product
+    }
     return dims.map { Int($0) }
+}
+
+/// The most elements a dataset or attribute of the file at `path` can
+/// hold: deflate, the strongest filter HDF5 files use, shrinks data at most
+/// about 1032:1, so even a compressed store holds no more than about 1100
+/// bytes per byte of file (plus 1 MiB of slack for tiny files). Counting one
+/// byte per element keeps it a bound for every element type.
+func plausibleElementLimit(_ path: String) -> Int {
+    var info = stat()
+    guard stat(path, &info) == 0 else { return Int.max }
+    let bytes = Int(info.st_size)
+    return bytes > (Int.max - (1 << 20)) / 1100 ? Int.max : bytes * 1100 + (1 << 20)
 }

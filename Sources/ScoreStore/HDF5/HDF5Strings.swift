@@ -73,7 +73,11 @@ enum HDF5Strings {
         _ read: (hid_t, UnsafeMutableRawPointer) -> herr_t
     ) throws -> [String] {
         let width = H5Tget_size(memoryType)
-        var bytes = [UInt8](repeating: 0, count: count * width)
+        let (total, overflow) = count.multipliedReportingOverflow(by: width)
+        guard !overflow, total <= plausibleElementLimit(path) else {
+            throw DroptraceError("\(what) claims \(count) strings of \(width) bytes, more than the file can hold: the file is damaged", path: path)
+        }
+        var bytes = [UInt8](repeating: 0, count: total)
         try bytes.withUnsafeMutableBytes { buffer in
             try HDF5Failure.check(read(memoryType, buffer.baseAddress!), "cannot read \(what)", path: path)
         }
