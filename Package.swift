@@ -55,7 +55,7 @@ let package = Package(
             dependencies: ["Architectures", "CheckpointIO", "Scoring", "TensorEngine", "Tokenization", "DroptraceSupport"]
         ),
         // The HDF5 score store (public file layout).
-        .target(name: "ScoreStore", dependencies: ["CHDF5", "DroptraceSupport"]),
+        .target(name: "ScoreStore", dependencies: ["CHDF5", "DroptraceSupport", .product(name: "Crypto", package: "swift-crypto")]),
         // Series analysis: rankings, drop-k sets, rank correlations, verdict.
         .target(name: "Analysis", dependencies: ["ScoreStore", "DroptraceSupport"]),
         // Markdown reports with SVG figures.

@@ -99,7 +99,7 @@ public enum MergekitSlices {
         if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
             throw DroptraceError("is a directory; --export-mergekit takes a file name", path: url.path)
         }
-        try ReplaceableOutput.check(url.path, signature: Array(header.utf8))
+        try ReplaceableOutput.check(url.path, signatures: [Array(header.utf8)])
         return try DirectoryHandle.create(at: parent)
     }
 

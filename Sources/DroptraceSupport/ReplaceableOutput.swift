@@ -4,13 +4,13 @@ import Foundation
 public enum ReplaceableOutput {
     /// Throws unless `path` can take a new output: its directory exists, and
     /// `path` is either free, an empty file, or a regular file (or a link to
-    /// one) that starts with `signature`, i.e. an earlier output of the same
-    /// format. Anything else (a checkpoint's weights or a calibration file
+    /// one) that starts with one of `signatures`, i.e. an earlier output of
+    /// the same format. Anything else (a checkpoint's weights or a calibration file
     /// given as the output by mistake, a directory) is refused, never
     /// replaced. Cheap: commands check their outputs before any work, and the
     /// writers again just before they replace.
     /// - Throws: `DroptraceError` naming `path`.
-    public static func check(_ path: String, signature: [UInt8]) throws {
+    public static func check(_ path: String, signatures: [[UInt8]]) throws {
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -29,9 +29,10 @@ public enum ReplaceableOutput {
         let descriptor = open(path, O_RDONLY | O_NONBLOCK)
         guard descriptor >= 0 else { throw DroptraceError("cannot read it: \(SystemError.describe())", path: path) }
         defer { close(descriptor) }
-        var leading = [UInt8](repeating: 0, count: signature.count)
-        let count = read(descriptor, &leading, signature.count)
-        guard count == signature.count, leading == signature else {
+        let longest = signatures.map(\.count).max() ?? 0
+        var leading = [UInt8](repeating: 0, count: longest)
+        let count = read(descriptor, &leading, longest)
+        guard count >= 0, signatures.contains(where: { leading.prefix(count).starts(with: $0) }) else {
             throw DroptraceError(
                 "refusing to replace this file with the output: it is not an earlier output (an input given as the output?); choose another path",
                 path: path)

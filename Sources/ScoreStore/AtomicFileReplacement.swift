@@ -18,10 +18,10 @@ enum AtomicFileReplacement {
     /// `HDF5File.create` does), so a link planted under the temporary name
     /// is refused rather than followed. Errors that name the temporary file
     /// are reported against `path`, which is the file the user asked for.
-    /// `signature` (the leading bytes of the format written) guards what is
+    /// `signatures` (how files of the format written begin) guard what is
     /// replaced: see `ReplaceableOutput`.
-    static func replace(_ path: String, signature: [UInt8], write: (_ temporaryPath: String) throws -> Void) throws {
-        try ReplaceableOutput.check(path, signature: signature)
+    static func replace(_ path: String, signatures: [[UInt8]], write: (_ temporaryPath: String) throws -> Void) throws {
+        try ReplaceableOutput.check(path, signatures: signatures)
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         let temporary = temporaryPath(for: path)
         // A leftover from an earlier run killed with the same pid (unlink

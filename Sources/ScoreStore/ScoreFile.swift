@@ -137,15 +137,16 @@ public struct ScoreFile: Sendable, Equatable {
         AtomicFileReplacement.temporaryPath(for: url.path)
     }
 
-    /// HDF5's format signature, the first bytes of every score file.
-    static let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]
+    /// How a score file begins: its checksum block (`HDF5Checksum`), or
+    /// HDF5's signature (stores from before the checksum).
+    static let signatures: [[UInt8]] = [HDF5Checksum.magic, HDF5Checksum.hdf5Signature]
 
     /// Throws unless `url` can take a score file: it is free, empty or an
-    /// HDF5 file, in an existing directory (`write` checks the same before
+    /// earlier score file, in an existing directory (`write` checks the same before
     /// it replaces anything). Commands call it before their work, so a
     /// mistaken output path fails at once.
     public static func checkOutput(_ url: URL) throws {
-        try ReplaceableOutput.check(url.path, signature: signature)
+        try ReplaceableOutput.check(url.path, signatures: signatures)
     }
 
     /// Writes the file atomically: everything goes to `<dir>/.<name>.tmp-<pid>`
@@ -159,7 +160,7 @@ public struct ScoreFile: Sendable, Equatable {
     public func write(to url: URL, extra: ((HDF5File) throws -> Void)? = nil) throws {
         let path = url.path
         try ScoreFileWriter.validate(self, path: path)
-        try AtomicFileReplacement.replace(path, signature: Self.signature) { temporaryPath in
+        try AtomicFileReplacement.replace(path, signatures: Self.signatures) { temporaryPath in
             let file = try HDF5File.create(at: temporaryPath)
             try ScoreFileWriter.writeLayout(of: self, into: file)
             try extra?(file)

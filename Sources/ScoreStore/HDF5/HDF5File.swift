@@ -14,17 +14,26 @@ public final class HDF5File: HDF5Group {
     /// `ScoreFile.write` does. HDF5 itself never writes to disk, so a full
     /// disk is one clean error from `close()` and cannot leave the library
     /// with a half-flushed file; a file never closed is never written.
+    ///
+    /// The file starts with a user block holding the SHA-256 of the rest
+    /// (`HDF5Checksum`), which `open` verifies before libhdf5 reads a byte.
     public static func create(at path: String) throws -> HDF5File {
         HDF5Library.prepareThread()
-        let id = try withFileAccessList(path: path, inMemory: true) { fapl in
-            try HDF5Failure.check(
-                H5Fcreate(path, HDF5Library.accessTruncate, HDF5Library.propertyListDefault, fapl),
-                "cannot create HDF5 file", path: path)
+        let id = try withHDF5ID(H5Pcreate(HDF5Library.ids.fileCreate), closedBy: H5Pclose,
+                                failure: "cannot create file-creation property list", path: path) { fcpl in
+            try HDF5Failure.check(H5Pset_userblock(fcpl, hsize_t(HDF5Checksum.userBlockSize)),
+                                  "cannot reserve the HDF5 user block", path: path)
+            return try withFileAccessList(path: path, inMemory: true) { fapl in
+                try HDF5Failure.check(
+                    H5Fcreate(path, HDF5Library.accessTruncate, fcpl, fapl), "cannot create HDF5 file", path: path)
+            }
         }
         return HDF5File(openFile: HDF5OpenFile(id: id, path: path, inMemory: true))
     }
 
-    /// Opens an existing file, read-only unless `writable`.
+    /// Opens an existing file, read-only unless `writable` (then `close()`
+    /// renews its checksum; a file changed in place and never closed keeps
+    /// the old one, and is refused as damaged).
     public static func open(at path: String, writable: Bool = false) throws -> HDF5File {
         HDF5Library.prepareThread()
         guard FileManager.default.fileExists(atPath: path) else {
@@ -37,11 +46,12 @@ public final class HDF5File: HDF5Group {
             throw DroptraceError("not an HDF5 file (no HDF5 signature found)", path: path)
         }
         _ = try HDF5Failure.checkedValue(signature, "cannot read file", path: path)
+        try HDF5Checksum.verify(path)
         let mode = writable ? HDF5Library.accessReadWrite : HDF5Library.accessReadOnly
         let id = try withFileAccessList(path: path) { fapl in
             try HDF5Failure.check(H5Fopen(path, mode, fapl), "cannot open HDF5 file", path: path)
         }
-        return HDF5File(openFile: HDF5OpenFile(id: id, path: path, inMemory: false))
+        return HDF5File(openFile: HDF5OpenFile(id: id, path: path, inMemory: false, writable: writable))
     }
 
     public static func create(at url: URL) throws -> HDF5File { try create(at: url.path) }

@@ -25,6 +25,7 @@ enum HDF5Library {
         let linkCreate: hid_t
         let attributeCreate: hid_t
         let fileAccess: hid_t
+        let fileCreate: hid_t
     }
 
     /// `static let` is initialised exactly once, thread-safely, on first use.
@@ -43,7 +44,8 @@ enum HDF5Library {
             datasetCreate: H5P_CLS_DATASET_CREATE_ID_g,
             linkCreate: H5P_CLS_LINK_CREATE_ID_g,
             attributeCreate: H5P_CLS_ATTRIBUTE_CREATE_ID_g,
-            fileAccess: H5P_CLS_FILE_ACCESS_ID_g
+            fileAccess: H5P_CLS_FILE_ACCESS_ID_g,
+            fileCreate: H5P_CLS_FILE_CREATE_ID_g
         )
     }()
 

@@ -11,12 +11,15 @@ final class HDF5OpenFile {
     let path: String
     /// Built in memory (`HDF5File.create`): close() writes it to `path`.
     let inMemory: Bool
+    /// Opened for changes in place: close() renews its checksum.
+    let writable: Bool
     private(set) var isOpen = true
 
-    init(id: hid_t, path: String, inMemory: Bool) {
+    init(id: hid_t, path: String, inMemory: Bool, writable: Bool = false) {
         self.id = id
         self.path = path
         self.inMemory = inMemory
+        self.writable = writable
     }
 
     func close() throws {
@@ -27,6 +30,7 @@ final class HDF5OpenFile {
         // every object still open in the file and flushes everything.
         guard inMemory else {
             try HDF5Failure.check(H5Fclose(id), "cannot close HDF5 file", path: path)
+            if writable { try HDF5Checksum.renew(path) }
             return
         }
         let image: [UInt8]
@@ -40,7 +44,7 @@ final class HDF5OpenFile {
             guard copied == size else { throw DroptraceError("cannot finish HDF5 file (short image)", path: path) }
             image = bytes
         }
-        try image.withUnsafeBytes { try FileOutput.writeNewFile($0, at: path) }
+        try HDF5Checksum.sealed(image).withUnsafeBytes { try FileOutput.writeNewFile($0, at: path) }
     }
 
     deinit {
