@@ -91,16 +91,13 @@ public enum MergekitSlices {
     /// - Throws: `DroptraceError` naming `url` when it does not exist, `url` names a directory, or
     ///   `url` holds a file that is not an earlier output of this writer (`ReplaceableOutput`).
     public static func outputDirectory(for url: URL) throws -> DirectoryHandle {
-        let parent = url.deletingLastPathComponent().path
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw DroptraceError("cannot write: directory \(parent) does not exist", path: url.path)
-        }
         if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
             throw DroptraceError("is a directory; --export-mergekit takes a file name", path: url.path)
         }
+        // Also refuses a missing parent directory.
         try ReplaceableOutput.check(url.path, signatures: [Array(header.utf8)])
-        return try DirectoryHandle.create(at: parent)
+        return try DirectoryHandle.create(at: url.deletingLastPathComponent().path)
     }
 
     private static func list(_ layers: [Int]) -> String { layers.map(String.init).joined(separator: ", ") }

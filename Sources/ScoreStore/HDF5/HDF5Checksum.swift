@@ -22,12 +22,20 @@ enum HDF5Checksum {
     /// `userBlockSize` bytes reserved (`H5Fget_file_image` leaves the user
     /// block out): the filled user block, then the image.
     static func sealed(_ image: [UInt8]) -> [UInt8] {
-        let digest = SHA256.hash(data: image).map { String(format: "%02x", $0) }.joined()
-        var file = magic + Array("sha256 \(digest)\nbytes \(image.count)\n".utf8)
-        file += [UInt8](repeating: 0, count: userBlockSize - file.count)
+        var file = userBlock(for: image)
         file.reserveCapacity(userBlockSize + image.count)
         file += image
         return file
+    }
+
+    /// The filled user block for the bytes that follow it.
+    private static func userBlock(for body: some DataProtocol) -> [UInt8] {
+        let block = magic + Array("sha256 \(hex(SHA256.hash(data: body)))\nbytes \(body.count)\n".utf8)
+        return block + [UInt8](repeating: 0, count: userBlockSize - block.count)
+    }
+
+    private static func hex(_ digest: SHA256.Digest) -> String {
+        digest.map { String(format: "%02x", $0) }.joined()
     }
 
     /// Rewrites the checksum of the file at `path` after a change in place
@@ -36,10 +44,9 @@ enum HDF5Checksum {
         guard let file = FileHandle(forUpdatingAtPath: path),
               let bytes = try? file.readToEnd(), bytes.starts(with: magic), bytes.count >= userBlockSize else { return }
         defer { try? file.close() }
-        let header = Array(sealed(Array(bytes.dropFirst(userBlockSize))).prefix(userBlockSize))
         do {
             try file.seek(toOffset: 0)
-            try file.write(contentsOf: header)
+            try file.write(contentsOf: userBlock(for: bytes.dropFirst(userBlockSize)))
             try file.synchronize()
         } catch {
             throw DroptraceError("cannot renew the checksum: \(SystemError.summary(of: error))", path: path)
@@ -83,7 +90,6 @@ enum HDF5Checksum {
             read += chunk.count
         }
         guard read == length else { throw damaged("it holds \(read) bytes after its header, not \(length)") }
-        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        guard digest == expected else { throw damaged("its SHA-256 does not match the one written with it") }
+        guard hex(hasher.finalize()) == expected else { throw damaged("its SHA-256 does not match the one written with it") }
     }
 }
