@@ -44,6 +44,15 @@ public struct SeriesAnalysis: Sendable, Equatable {
     /// weighs them; rows stored without sums give the point analysis alone.
     /// - Throws: `DroptraceError` for rows of different layer counts, a bad
     ///   k, or sums that do not fit the rows.
+    /// Throws unless `dropK` is non-empty and each value is in 1...`layers`;
+    /// the error names `path` (the checkpoint that says how many layers) when given.
+    public static func checkDropK(_ dropK: [Int], layers: Int, path: String? = nil) throws {
+        if let bad = dropK.first(where: { !(1...max(layers, 1)).contains($0) }) {
+            throw DroptraceError("drop-k \(bad) is out of range: a \(layers)-layer model allows 1...\(layers)", path: path)
+        }
+        guard !dropK.isEmpty else { throw DroptraceError("no drop-k values to analyse", path: path) }
+    }
+
     public init(rows: [CheckpointRow], dropK: [Int]? = nil, bootstrap: BootstrapSettings = .standard) throws {
         guard let first = rows.first else {
             throw DroptraceError("cannot analyse a run without checkpoints")
@@ -60,10 +69,7 @@ public struct SeriesAnalysis: Sendable, Equatable {
             }
         }
         let ks = Array(Set(dropK ?? Self.defaultDropK(layers: layers))).sorted()
-        if let bad = ks.first(where: { !(1...layers).contains($0) }) {
-            throw DroptraceError("drop-k \(bad) is out of range: a \(layers)-layer model allows 1...\(layers)")
-        }
-        guard !ks.isEmpty else { throw DroptraceError("no drop-k values to analyse") }
+        try Self.checkDropK(ks, layers: layers)
 
         let steps = rows.map(\.step)
         func series(_ module: ModuleKind) -> ModuleSeries {

@@ -78,6 +78,12 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         type = try nested.flatMap { c in
             try c.decodeIfPresent(String.self, forKey: Key("rope_type")) ?? c.decodeIfPresent(String.self, forKey: Key("type"))
         } ?? "default"
+        // transformers refuses YaRN parameters without a "factor" key; an
+        // explicit null asks it to infer the factor (`yarnScaled`).
+        if type == "yarn", let nested, !nested.contains(Key("factor")) {
+            throw DecodingError.keyNotFound(
+                Key("factor"), .init(codingPath: nested.codingPath, debugDescription: "rope type \"yarn\" needs it"))
+        }
         let configuredTheta = try number(["rope_theta"], in: nested) ?? number(["rope_theta", "rotary_emb_base"], in: top)
         theta = configuredTheta ?? 10_000
         thetaIsExplicit = configuredTheta != nil

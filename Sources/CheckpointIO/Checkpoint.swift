@@ -78,7 +78,8 @@ public final class Checkpoint: @unchecked Sendable {
             configData = try RegularFile.contents(path: configURL.path, limit: Self.configSizeLimit)
         }
         guard let object = try? JSONSerialization.jsonObject(with: configData) as? [String: Any] else {
-            throw DroptraceError("not valid JSON", path: configURL.path)
+            throw DroptraceError(
+                "not valid JSON" + (ConfigNumbers.nonFiniteMember(in: configData).map { ": \($0)" } ?? ""), path: configURL.path)
         }
         guard let type = object["model_type"] as? String else {
             throw DroptraceError("no \"model_type\" key", path: configURL.path)
@@ -149,11 +150,17 @@ public final class Checkpoint: @unchecked Sendable {
             return try JSONDecoder().decode(type, from: data)
         } catch let DecodingError.keyNotFound(key, context) {
             let path = (context.codingPath + [key]).map(\.stringValue).joined(separator: ".")
-            throw DroptraceError("missing key \"\(path)\" for model_type \(modelType)", path: configURL.path)
+            // A reason a configuration type gives (Foundation's own starts "No value associated").
+            let reason = context.debugDescription.hasPrefix("No value") ? "" : " (\(context.debugDescription))"
+            throw DroptraceError("missing key \"\(path)\" for model_type \(modelType)\(reason)", path: configURL.path)
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
             let key = context.codingPath.map(\.stringValue).joined(separator: ".")
             throw DroptraceError("key \"\(key)\" has the wrong type", path: configURL.path)
         } catch let DecodingError.dataCorrupted(context) {
+            if context.codingPath.isEmpty,
+               let problem = ConfigNumbers.unfitMember(in: data, decode: { _ = try JSONDecoder().decode(type, from: $0) }) {
+                throw DroptraceError(problem, path: configURL.path)
+            }
             let key = context.codingPath.map(\.stringValue).joined(separator: ".")
             throw DroptraceError("invalid value at \"\(key)\": \(context.debugDescription)", path: configURL.path)
         } catch {

@@ -16,7 +16,7 @@ import Foundation
 /// | `ckpt_<N>` | LLM360 Amber: a checkpoint index, not a step |
 ///
 /// A number too large for Int64 (or that overflows once scaled) leaves the
-/// step or token count unknown; it never traps.
+/// step or token count unknown and sets `Parts.overflowed`; it never traps.
 public enum CheckpointName {
     /// The accepted forms, for messages that say what was expected.
     public static let acceptedForms =
@@ -35,6 +35,9 @@ public enum CheckpointName {
         public var index: Int64?
         /// Tokens seen, when the name carries them.
         public var tokens: Int64?
+        /// Whether a number in the name is beyond Int64 (once scaled), so the
+        /// part it stands for is unknown although the name carries it.
+        public var overflowed = false
 
         public init(stage: Int64? = nil, ingredient: Int64? = nil, step: Int64? = nil, index: Int64? = nil, tokens: Int64? = nil) {
             (self.stage, self.ingredient, self.step, self.index, self.tokens) = (stage, ingredient, step, index, tokens)
@@ -50,16 +53,21 @@ public enum CheckpointName {
     public static func parse(_ name: String) -> Parts? {
         let range = NSRange(name.startIndex..., in: name)
         if let result = indexPattern.firstMatch(in: name, range: range) {
-            return Parts(index: number(result, 1, in: name))
+            var parts = Parts(index: number(result, 1, in: name))
+            parts.overflowed = parts.index == nil
+            return parts
         }
         guard let result = stepPattern.firstMatch(in: name, range: range) else { return nil }
         var parts = Parts(stage: number(result, 1, in: name), ingredient: number(result, 2, in: name))
         parts.step = scaled(number(result, 3, in: name), unit: text(result, 4, in: name))
-        if let count = number(result, 5, in: name) {
-            parts.tokens = scaled(count, unit: text(result, 6, in: name))
-        } else if let count = number(result, 7, in: name) {
-            parts.tokens = scaled(count, unit: text(result, 8, in: name))
+        let tokenGroups = result.range(at: 5).location != NSNotFound ? (5, 6) : (7, 8)
+        let hasTokens = result.range(at: tokenGroups.0).location != NSNotFound
+        if hasTokens {
+            parts.tokens = scaled(number(result, tokenGroups.0, in: name), unit: text(result, tokenGroups.1, in: name))
         }
+        let present = [1, 2].filter { result.range(at: $0).location != NSNotFound }
+        parts.overflowed = parts.step == nil || (hasTokens && parts.tokens == nil)
+            || present.contains { number(result, $0, in: name) == nil }
         return parts
     }
 

@@ -14,12 +14,16 @@ struct CalibrationPlan {
     /// Tokens of each window, in order: what a calibration shard's partial
     /// result must hold for its windows.
     let sequenceLengths: [Int]
+    /// The layer count of the checkpoint that tokenised, with its directory:
+    /// settings bounded by it (drop-k) are checked before anything is scored.
+    let model: (layers: Int, directory: URL)?
 
     /// The plan of a calibration set already loaded.
-    init(sha256: String, sequences: [[Int]], source: CalibrationSource) {
+    init(sha256: String, sequences: [[Int]], source: CalibrationSource, model: (layers: Int, directory: URL)? = nil) {
         self.source = source
         self.sha256 = sha256
         sequenceLengths = sequences.map(\.count)
+        self.model = model
     }
 
     /// Tokenises with the first checkpoint that loads (text calibration uses
@@ -30,7 +34,9 @@ struct CalibrationPlan {
             do {
                 let model = try ModelRegistry.load(try Checkpoint(directory: candidate.directory))
                 let set = try CheckpointScoring.loadCalibration(source, for: model) { log.warning("\($0)") }
-                self.init(sha256: set.sha256, sequences: set.sequences, source: source)
+                self.init(
+                    sha256: set.sha256, sequences: set.sequences, source: source,
+                    model: (model.layerCount, candidate.directory))
                 log.info("calibration: \(set.sequences.count) sequences, \(set.tokenCount) tokens, sha256 \(set.sha256.prefix(12))…")
                 return
             } catch let error as DroptraceError where error.path == source.url.path {

@@ -108,6 +108,12 @@ public enum CheckpointDiscovery {
             case .failed(let problem):
                 result.failed.append((name, DroptraceError(problem, path: directory.path).description))
             case .ready(let fingerprint):
+                if CheckpointName.parse(name)?.overflowed == true {
+                    result.warnings.append(DroptraceError(
+                        "a number in the checkpoint's name is beyond \(Int64.max), so the name gives no step, token count or stage",
+                        path: directory.path
+                    ).description)
+                }
                 let state = TrainerState(directory: directory)
                 result.ready.append(DiscoveredCheckpoint(
                     name: name, directory: directory,

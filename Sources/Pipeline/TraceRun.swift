@@ -104,6 +104,9 @@ public final class TraceRun {
             return try finish(store!, onDisk: [], tasks: tasks, summary: summary)
         }
         let calibration = try CalibrationPlan(source: options.calibration, checkpoints: discovered.ready, log: log)
+        if let dropK = options.dropK, let model = calibration.model {
+            try SeriesAnalysis.checkDropK(dropK, layers: model.layers, path: model.directory.path)
+        }
         if let existing = store, !force {
             try checkCompatible(existing, with: calibration)
         }

@@ -231,6 +231,23 @@ import Testing
         try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["rms_norm_eps", "float32"], in: scratch)
     }
 
+    /// Foundation names no key for a number that does not fit its setting,
+    /// nor for one JSON cannot hold (Python's json.dumps writes `NaN` and
+    /// `Infinity`); the error does.
+    @Test(arguments: [
+        ("1.5", "not a whole number"), ("1e20", "not a whole number"), ("1e400", "not a finite number"),
+        ("NaN", "not a finite number"), ("-Infinity", "not a finite number"),
+    ])
+    func unfitNumberNamesItsKey(literal: String, problem: String) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try rewriteConfig(model) { $0["num_attention_heads"] = "@@" }
+        let url = model.appendingPathComponent("config.json")
+        let text = try String(contentsOf: url, encoding: .utf8).replacingOccurrences(of: #""@@""#, with: literal)
+        try Data(text.utf8).write(to: url)
+        try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["\"num_attention_heads\"", problem], in: scratch)
+    }
+
     // MARK: - Damaging fixture copies
 
     func rewriteConfig(_ model: URL, _ change: (inout [String: Any]) -> Void) throws {

@@ -31,6 +31,19 @@ import Testing
         #expect(result.ready.map(\.step) == [20, 300, 1000])
     }
 
+    @Test func aStepBeyondInt64IsTracedAsUnknownWithAWarningNamingTheDirectory() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 5)
+        let huge = try series.add(step: 1, name: "checkpoint-99999999999999999999999")
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.map(\.name) == ["checkpoint-5", "checkpoint-99999999999999999999999"])
+        #expect(result.ready.map(\.step) == [5, -1])
+        #expect(result.warnings.count == 1)
+        #expect(result.warnings.first?.hasPrefix(huge.path + ": ") == true)
+        #expect(result.warnings.first?.contains("beyond 9223372036854775807") == true)
+    }
+
     @Test func incompleteCheckpointsAreReportedNotReady() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)

@@ -81,6 +81,22 @@ import Testing
         }
     }
 
+    /// transformers refuses YaRN parameters without a "factor" key (a null
+    /// one it infers, as `factor_null` above checks), in 5.x's and 4.x's spelling.
+    @Test func yarnWithoutFactorIsRefusedNamingTheKey() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        for (key, typeKey) in [("rope_parameters", "rope_type"), ("rope_scaling", "type")] {
+            try ArchitectureTests().rewriteConfig(model) {
+                $0.removeValue(forKey: "rope_parameters")
+                $0[key] = [typeKey: "yarn", "rope_theta": 10000.0, "original_max_position_embeddings": 16]
+            }
+            let error = #expect(throws: DroptraceError.self) { try ModelRegistry.load(try Checkpoint(directory: model)) }
+            #expect(error?.description.contains("missing key \"\(key).factor\"") == true, "\(String(describing: error))")
+            #expect(error?.path == model.appendingPathComponent("config.json").path)
+        }
+    }
+
     /// Softmax over each token's k largest router logits, against Float64.
     @Test func routingSoftmaxesTheTopLogits() {
         var generator = SystemRandomNumberGenerator()

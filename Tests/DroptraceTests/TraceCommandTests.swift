@@ -182,6 +182,21 @@ import Glibc
         #expect(try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8) == report)
     }
 
+    /// A drop-k the model cannot have fails before any checkpoint is scored,
+    /// not after all of them.
+    @Test func dropKBeyondTheLayersFailsBeforeScoring() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let checkpoint = try series.add(step: 1)
+        let output = scratch.path("out")
+        let result = try trace(series.directory, output, ["--drop-k", "2", "40"])
+        #expect(result.status == 1)
+        let errors = result.stderr.split(separator: "\n").filter { $0.contains("error:") }
+        #expect(errors.count == 1 && errors[0].contains(checkpoint.path) && errors[0].contains("drop-k 40"), "\(result.stderr)")
+        #expect(!result.stderr.contains("scored "), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("scores.h5").path))
+    }
+
     @Test func badPipelineFilesAreRefused() throws {
         let scratch = try ScratchDirectory()
         let cases: [(String, String)] = [
