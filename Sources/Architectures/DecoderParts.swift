@@ -19,6 +19,11 @@ struct DecoderParts: Sendable {
     /// Where config.json holds the sizes, the rope settings and the family's
     /// keys (LLM-Drop's drop lists stay at the top level, where droptrace writes them).
     let section: ConfigSection
+    /// Whether the LM head is the embedding (`tie_word_embeddings`, or the
+    /// family's transformers default when config.json is silent).
+    let tiedEmbeddings: Bool
+    /// The head's name when stored (without `.weight`).
+    let headName: String
 
     /// Decodes the sizes, finds the prefix under which `embed_tokens.weight`
     /// lives ("model." or none), and confirms the layer count and the
@@ -33,17 +38,25 @@ struct DecoderParts: Sendable {
     ///   - prefixes: candidate prefixes of the decoder's weights, first match wins.
     ///   - extraLayers: layers stored after the decoder's that the model does
     ///     not run (DeepSeek-V3's multi-token-prediction layers), ignored.
+    ///   - tiedByDefault: whether the family's transformers config ties the
+    ///     head to the embedding when config.json does not say.
+    ///   - headName: where the head is stored when it is (a multimodal
+    ///     checkpoint's `language_model.lm_head`).
     /// - Throws: `DroptraceError` naming config.json for sizes that cannot
     ///   describe a model or that the tensors contradict.
     init(
-        _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, naming: (String) -> LayerNaming,
-        prefixes: [String] = ["model.", ""], extraLayers: Int = 0
+        _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, tiedByDefault: Bool = false, headName: String = "lm_head",
+        naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""], extraLayers: Int = 0
     ) throws {
         self.checkpoint = checkpoint
         self.section = section
+        self.headName = headName
         dimensions = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)
+        tiedEmbeddings = dimensions.tiedEmbeddings(default: tiedByDefault)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
-        weights = try Weights(checkpoint, probe: "embed_tokens.weight", candidates: prefixes)
+        weights = try Weights(
+            checkpoint, probe: "embed_tokens.weight", candidates: prefixes,
+            tiedHead: tiedEmbeddings ? ["lm_head.weight", headName + ".weight"] : [])
         var layerNaming = naming(weights.prefix)
         layerNaming.configSection = section.name
         self.naming = layerNaming
@@ -120,17 +133,14 @@ struct DecoderParts: Sendable {
         return rows
     }
 
-    /// The final norm and the LM head: `lm_head` when saved, else the
-    /// embedding when the config ties them (`tie_word_embeddings`, or the
-    /// family's transformers default `tiedByDefault` when it is silent).
-    /// `untiedName` is another name the head may be saved under (a
-    /// multimodal checkpoint's `language_model.lm_head`).
-    func head(norm: Normalization, tiedByDefault: Bool, logitSoftcap: Float? = nil, untiedName: String = "lm_head") throws -> OutputHead {
+    /// The final norm and the LM head: `lm_head` (or `headName`) when saved,
+    /// else the embedding when the config ties them (`tiedEmbeddings`).
+    func head(norm: Normalization, logitSoftcap: Float? = nil) throws -> OutputHead {
         OutputHead(
             norm: norm,
             projection: try weights.head(
-                tiedTo: "embed_tokens", tied: dimensions.tiedEmbeddings(default: tiedByDefault),
-                hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: untiedName),
+                tiedTo: "embed_tokens", tied: tiedEmbeddings,
+                hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: headName),
             logitSoftcap: logitSoftcap)
     }
 

@@ -11,19 +11,46 @@ struct Weights {
     /// (DeepSeek-V3's) when absent.
     let fp8Block: FP8BlockSize
 
-    /// Finds the prefix under which `probe` exists (e.g. "model." when saved
-    /// from a ...ForCausalLM, "" when saved from the base model).
-    init(_ checkpoint: Checkpoint, probe: String, candidates: [String]) throws {
+    /// Stored names that stand in for missing ones (full name → stored name).
+    private let standIns: [String: String]
+
+    /// Finds the prefix under which `probe` (the token embedding) exists
+    /// (e.g. "model." when saved from a ...ForCausalLM, "" when saved from
+    /// the base model).
+    ///
+    /// `tiedHead` names where the LM head is stored when the config ties it to
+    /// the embedding (empty when it does not). Such a checkpoint may hold the
+    /// shared matrix under the head's name alone: safetensors' `save_model`
+    /// keeps one name per shared tensor, the alphabetically first
+    /// (`lm_head.weight` before `model.embed_tokens.weight`). transformers
+    /// ties the embedding to it on loading; so does this, taking the prefix
+    /// from the other tensors.
+    /// - Throws: `DroptraceError` naming the checkpoint when neither is stored.
+    init(_ checkpoint: Checkpoint, probe: String, candidates: [String], tiedHead: [String] = []) throws {
         self.checkpoint = checkpoint
-        guard let found = candidates.first(where: { checkpoint.hasTensor($0 + probe) }) else {
+        fp8Block = try checkpoint.decodeConfig(FP8BlockSize.self)
+        if let found = candidates.first(where: { checkpoint.hasTensor($0 + probe) }) {
+            prefix = found
+            standIns = [:]
+            return
+        }
+        let names = checkpoint.storedTensorNames
+        guard let head = tiedHead.first(where: checkpoint.hasTensor),
+              let found = candidates.first(where: { candidate in names.contains { $0.hasPrefix(candidate) && $0 != head } })
+        else {
             throw DroptraceError("missing tensor '\(candidates[0] + probe)'", path: checkpoint.directory.path)
         }
         prefix = found
-        fp8Block = try checkpoint.decodeConfig(FP8BlockSize.self)
+        standIns = [found + probe: head]
+    }
+
+    /// The stored name of tensor `name` under the prefix.
+    private func stored(_ name: String) -> String {
+        standIns[prefix + name] ?? prefix + name
     }
 
     func tensor(_ name: String, _ shape: [Int]) throws -> TensorSlice {
-        try checkpoint.tensor(prefix + name, shape: shape)
+        try checkpoint.tensor(stored(name), shape: shape)
     }
 
     /// The values of tensor `name` of shape `shape`; an FP8 weight with a
@@ -39,10 +66,10 @@ struct Weights {
 
     /// The stored FP8 weight `name`, checked to have shape `shape`.
     private func storedFP8(_ name: String, _ shape: [Int]) throws -> TensorSlice {
-        let weight = try checkpoint.storedTensor(prefix + name)
+        let weight = try checkpoint.storedTensor(stored(name))
         guard weight.shape == shape else {
             throw DroptraceError(
-                "tensor '\(prefix + name)' has shape \(weight.shape) but config.json implies \(shape)", path: weight.path)
+                "tensor '\(stored(name))' has shape \(weight.shape) but config.json implies \(shape)", path: weight.path)
         }
         return weight
     }
@@ -63,7 +90,7 @@ struct Weights {
         try floats(name, shape).withUnsafeBufferPointer { destination.update(from: $0.baseAddress!, count: $0.count) }
     }
 
-    func has(_ name: String, absolute: Bool = false) -> Bool { checkpoint.hasTensor(absolute ? name : prefix + name) }
+    func has(_ name: String, absolute: Bool = false) -> Bool { checkpoint.hasTensor(absolute ? name : stored(name)) }
 
     /// A bias-free [out, in] projection named without the model prefix (LM heads sit outside it).
     func absoluteLinear(_ name: String, in inFeatures: Int, out outFeatures: Int) throws -> Linear {
@@ -147,11 +174,11 @@ struct Weights {
     /// keys that `expected` is computed from.
     func confirmShape(_ name: String, _ expected: [Int], keys: String, configPath: String) throws {
         // A block-scaled FP8 weight is confirmed as stored, before it is dequantised.
-        let full = prefix + name
+        let full = stored(name)
         let shape = try (checkpoint.hasTensor(full + "_scale_inv") ? checkpoint.storedTensor(full) : checkpoint.tensor(full)).shape
         guard shape == expected else {
             throw DroptraceError(
-                "\(keys) imply tensor '\(prefix + name)' of shape \(expected), but it has shape \(shape)", path: configPath)
+                "\(keys) imply tensor '\(full)' of shape \(expected), but it has shape \(shape)", path: configPath)
         }
     }
 

@@ -41,17 +41,20 @@ public struct CheckpointLayout: Sendable {
         }
         func file(_ name: String) -> URL { location.appendingPathComponent(name) }
         func exists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: file(name).path) }
-        if exists(safetensorsIndex) {
-            return CheckpointLayout(format: .safetensors, weightFiles: try shards(index: file(safetensorsIndex)), directory: folder)
-        }
+        // transformers' order (`_get_resolved_checkpoint_files`): a single
+        // file before an index, so the index a sharded save leaves behind
+        // when the model is saved again unsharded is ignored, as it ignores it.
         if exists(safetensorsFile) {
             return CheckpointLayout(format: .safetensors, weightFiles: [file(safetensorsFile)], directory: folder)
         }
-        if exists(pytorchIndex) {
-            return CheckpointLayout(format: .pytorch, weightFiles: try shards(index: file(pytorchIndex)), directory: folder)
+        if exists(safetensorsIndex) {
+            return CheckpointLayout(format: .safetensors, weightFiles: try shards(index: file(safetensorsIndex)), directory: folder)
         }
         if exists(pytorchFile) {
             return CheckpointLayout(format: .pytorch, weightFiles: [file(pytorchFile)], directory: folder)
+        }
+        if exists(pytorchIndex) {
+            return CheckpointLayout(format: .pytorch, weightFiles: try shards(index: file(pytorchIndex)), directory: folder)
         }
         let ggufFiles = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [])
             .filter { $0.lowercased().hasSuffix(".gguf") }.sorted()

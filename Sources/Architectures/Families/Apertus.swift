@@ -64,7 +64,7 @@ struct ApertusModel: DecoderFamily {
     }
 
     func head() throws -> OutputHead {
-        try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps), tiedByDefault: false)
+        try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps))
     }
 
     /// Layer `p`'s xIELU from its stored parameters.

@@ -84,7 +84,9 @@ struct GPT2Model: RegisteredModel {
         let configPath = checkpoint.configURL.path
         config = try checkpoint.decodeConfig(GPT2Configuration.self)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: config.nLayer)
-        weights = try Weights(checkpoint, probe: "wte.weight", candidates: ["transformer.", ""])
+        weights = try Weights(
+            checkpoint, probe: "wte.weight", candidates: ["transformer.", ""],
+            tiedHead: config.tieWordEmbeddings ?? true ? ["lm_head.weight"] : [])
         try weights.confirmLayers(Self.naming(weights.prefix), count: config.nLayer, drops: configuredDrops, configPath: configPath)
         try weights.confirmShape("wte.weight", [config.vocabSize, config.nEmbd], keys: "vocab_size, n_embd", configPath: configPath)
         try weights.confirmShape("wpe.weight", [config.nPositions, config.nEmbd], keys: "n_positions, n_embd", configPath: configPath)

@@ -77,7 +77,9 @@ struct GPTNeoXModel: RegisteredModel {
         let configPath = checkpoint.configURL.path
         config = try checkpoint.decodeConfig(GPTNeoXConfiguration.self)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
-        weights = try Weights(checkpoint, probe: "embed_in.weight", candidates: ["gpt_neox.", ""])
+        weights = try Weights(
+            checkpoint, probe: "embed_in.weight", candidates: ["gpt_neox.", ""],
+            tiedHead: config.tieWordEmbeddings ?? false ? ["lm_head.weight", "embed_out.weight"] : [])
         try weights.confirmLayers(Self.naming(weights.prefix), count: config.numHiddenLayers, drops: configuredDrops, configPath: configPath)
         try weights.confirmShape(
             "embed_in.weight", [config.vocabSize, config.hiddenSize], keys: "vocab_size, hidden_size", configPath: configPath)

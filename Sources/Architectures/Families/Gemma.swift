@@ -38,7 +38,7 @@ struct GemmaModel: DecoderFamily {
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, naming: LlamaModel.naming)
+        parts = try DecoderParts(checkpoint, tiedByDefault: true, naming: LlamaModel.naming)
         config = try parts.config(GemmaConfiguration.self)
         rotary = try parts.rotary()
     }
@@ -46,7 +46,7 @@ struct GemmaModel: DecoderFamily {
     func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch, scaled: true) }
 
     func head() throws -> OutputHead {
-        try parts.head(norm: parts.weights.offsetRMSNorm("norm", size: hiddenSize, eps: config.rmsNormEps), tiedByDefault: true)
+        try parts.head(norm: parts.weights.offsetRMSNorm("norm", size: hiddenSize, eps: config.rmsNormEps))
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

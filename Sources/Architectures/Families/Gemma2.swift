@@ -43,7 +43,7 @@ struct Gemma2Model: DecoderFamily {
     let layerTypes: [String]
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint) { SandwichBlock.naming($0) }
+        parts = try DecoderParts(checkpoint, tiedByDefault: true) { SandwichBlock.naming($0) }
         config = try parts.config(Gemma2Configuration.self)
         rotary = try parts.rotary()
         let configPath = parts.configPath
@@ -66,7 +66,7 @@ struct Gemma2Model: DecoderFamily {
 
     func head() throws -> OutputHead {
         try parts.head(
-            norm: parts.weights.offsetRMSNorm("norm", size: hiddenSize, eps: config.rmsNormEps), tiedByDefault: true,
+            norm: parts.weights.offsetRMSNorm("norm", size: hiddenSize, eps: config.rmsNormEps),
             logitSoftcap: config.finalLogitSoftcapping.map { Float($0) })
     }
 

@@ -75,8 +75,8 @@ struct Gemma3Model: DecoderFamily {
         multimodal = checkpoint.modelType == "gemma3"
         let sectionName = multimodal ? "text_config" : nil
         parts = try DecoderParts(
-            checkpoint, section: ConfigSection(sectionName, defaults: Gemma3Configuration.defaults),
-            naming: { SandwichBlock.naming($0) },
+            checkpoint, section: ConfigSection(sectionName, defaults: Gemma3Configuration.defaults), tiedByDefault: true,
+            headName: multimodal ? "language_model.lm_head" : "lm_head", naming: { SandwichBlock.naming($0) },
             prefixes: multimodal ? ["language_model.model.", "model.language_model."] : ["model.", ""])
         let config = try parts.config(Gemma3Configuration.self)
         self.config = config
@@ -124,9 +124,8 @@ struct Gemma3Model: DecoderFamily {
 
     func head() throws -> OutputHead {
         try parts.head(
-            norm: parts.weights.offsetRMSNorm("norm", size: hiddenSize, eps: config.rmsNormEps), tiedByDefault: true,
-            logitSoftcap: multimodal ? nil : config.finalLogitSoftcapping.map { Float($0) },
-            untiedName: multimodal ? "language_model.lm_head" : "lm_head")
+            norm: parts.weights.offsetRMSNorm("norm", size: hiddenSize, eps: config.rmsNormEps),
+            logitSoftcap: multimodal ? nil : config.finalLogitSoftcapping.map { Float($0) })
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

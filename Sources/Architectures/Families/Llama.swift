@@ -57,9 +57,10 @@ struct LlamaModel: DecoderFamily {
     }
 
     /// A Llama-shaped model whose family rotates with base `defaultTheta`
-    /// when config.json names none (SmolLM3).
-    init(_ checkpoint: Checkpoint, defaultTheta: Double) throws {
-        parts = try DecoderParts(checkpoint, naming: Self.naming)
+    /// when config.json names none, and ties its head as `tiedByDefault`
+    /// says when config.json does not (SmolLM3).
+    init(_ checkpoint: Checkpoint, defaultTheta: Double, tiedByDefault: Bool = false) throws {
+        parts = try DecoderParts(checkpoint, tiedByDefault: tiedByDefault, naming: Self.naming)
         config = try parts.config(LlamaConfiguration.self)
         rotary = try parts.rotary(defaultTheta: defaultTheta)
     }
@@ -70,7 +71,7 @@ struct LlamaModel: DecoderFamily {
 
     func head() throws -> OutputHead {
         // Tied models (Qwen2-0.5B, SmolLM) save no lm_head.
-        try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps), tiedByDefault: false)
+        try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps))
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

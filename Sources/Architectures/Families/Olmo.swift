@@ -43,7 +43,7 @@ struct OlmoModel: DecoderFamily {
 
     func head() throws -> OutputHead {
         // OLMo-1B ties its head to the embedding (saved without lm_head).
-        try parts.head(norm: norm, tiedByDefault: false)
+        try parts.head(norm: norm)
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

@@ -49,7 +49,7 @@ struct Olmo2Model: DecoderFamily {
 
     static func head(_ parts: DecoderParts, _ config: Olmo2Configuration) throws -> OutputHead {
         try parts.head(
-            norm: parts.weights.rmsNorm("norm", size: parts.dimensions.hiddenSize, eps: config.rmsNormEps), tiedByDefault: false)
+            norm: parts.weights.rmsNorm("norm", size: parts.dimensions.hiddenSize, eps: config.rmsNormEps))
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

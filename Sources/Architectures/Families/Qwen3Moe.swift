@@ -101,7 +101,7 @@ struct Qwen3MoeModel: DecoderFamily {
 
     func head() throws -> OutputHead {
         try parts.head(
-            norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: attentionConfig.rmsNormEps), tiedByDefault: false)
+            norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: attentionConfig.rmsNormEps))
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

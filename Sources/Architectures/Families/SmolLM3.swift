@@ -59,7 +59,7 @@ struct SmolLM3Model: DecoderFamily {
     var parts: DecoderParts { llama.parts }
 
     init(_ checkpoint: Checkpoint) throws {
-        llama = try LlamaModel(checkpoint, defaultTheta: SmolLM3Configuration.defaultTheta)
+        llama = try LlamaModel(checkpoint, defaultTheta: SmolLM3Configuration.defaultTheta, tiedByDefault: true)
         let parts = llama.parts, configPath = parts.configPath
         let config = try parts.config(SmolLM3Configuration.self)
         let layers = parts.dimensions.numHiddenLayers
@@ -88,7 +88,7 @@ struct SmolLM3Model: DecoderFamily {
 
     func head() throws -> OutputHead {
         try parts.head(
-            norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: llama.config.rmsNormEps), tiedByDefault: true)
+            norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: llama.config.rmsNormEps))
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

@@ -1,0 +1,90 @@
+@testable import Architectures
+import CheckpointIO
+import Dropping
+import DroptraceSupport
+import Foundation
+import Scoring
+import Testing
+
+/// Checkpoints as the saving tools leave them, read as transformers reads them.
+@Suite struct SavedLayoutTests {
+    /// safetensors' `save_model` keeps one name per shared tensor, the
+    /// alphabetically first: a tied model's embedding is stored only as
+    /// `lm_head.weight` (GPT-2, Qwen2, Gemma, Gemma 3 with its
+    /// `language_model.` prefix...). transformers ties the embedding to it;
+    /// the scores and the perplexity are those of the model as first saved.
+    @Test(arguments: [
+        ("gemma-f32", "model.embed_tokens.weight", "lm_head.weight"),
+        ("gpt2-f32", "transformer.wte.weight", "lm_head.weight"),
+        ("qwen2-f32", "model.embed_tokens.weight", "lm_head.weight"),
+        ("smollm3-f32", "model.embed_tokens.weight", "lm_head.weight"),
+        ("gemma3-f32", "language_model.model.embed_tokens.weight", "language_model.lm_head.weight"),
+    ])
+    func tiedEmbeddingStoredOnlyAsTheHead(fixture: String, embedding: String, head: String) throws {
+        let scratch = try ScratchDirectory()
+        let directory = try scratch.copyOfModel(fixture)
+        try renameTensor(embedding, to: head, in: directory)
+        #expect(!(try Checkpoint(directory: directory).hasTensor(embedding)))
+
+        let windows = FixtureFiles.jsonlSequences()
+        let original = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(fixture)))
+        let saved = try ModelRegistry.load(try Checkpoint(directory: directory))
+        let expected = try ImportanceScorer(model: original).score(windows, calibrationPath: "calib")
+        let scores = try ImportanceScorer(model: saved).score(windows, calibrationPath: "calib")
+        #expect(scores.attention == expected.attention && scores.mlp == expected.mlp && scores.block == expected.block)
+        let loss = try LanguageModelLoss.evaluate(model: saved, plan: .none, windows: windows, sourcePath: "eval")
+        let reference = try LanguageModelLoss.evaluate(model: original, plan: .none, windows: windows, sourcePath: "eval")
+        #expect(loss.perplexity == reference.perplexity)
+    }
+
+    /// Untied, the head is not the embedding: a checkpoint without its
+    /// embedding is refused, naming it, even when it stores a head.
+    @Test func untiedModelWithoutItsEmbeddingIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let directory = try scratch.copyOfModel("llama-f32")
+        try rewriteWeights(in: directory) { $0.removeAll { $0.name == "model.embed_tokens.weight" } }
+        let error = #expect(throws: DroptraceError.self) { try ModelRegistry.load(try Checkpoint(directory: directory)) }
+        #expect(error?.message.contains("model.embed_tokens.weight") == true, "\(String(describing: error))")
+    }
+
+    /// A model saved sharded and then again unsharded into the same folder
+    /// keeps the old index (and maybe its shards): transformers reads
+    /// model.safetensors before an index, and so does droptrace.
+    @Test func singleFileIsReadBeforeAStaleIndex() throws {
+        let scratch = try ScratchDirectory()
+        let stale = try scratch.copyOfModel("llama-sharded", as: "stale")
+        try FileManager.default.copyItem(
+            at: FixtureFiles.model("llama-bf16").appendingPathComponent("model.safetensors"),
+            to: stale.appendingPathComponent("model.safetensors"))
+        let resaved = try scratch.copyOfModel("llama-sharded", as: "resaved")
+        for shard in try FileManager.default.contentsOfDirectory(atPath: resaved.path) where shard.hasPrefix("model-0") {
+            try FileManager.default.removeItem(at: resaved.appendingPathComponent(shard))
+        }
+        try FileManager.default.copyItem(
+            at: FixtureFiles.model("llama-bf16").appendingPathComponent("model.safetensors"),
+            to: resaved.appendingPathComponent("model.safetensors"))
+
+        let windows = FixtureFiles.jsonlSequences()
+        func scores(_ directory: URL) throws -> [Double] {
+            let model = try ModelRegistry.load(try Checkpoint(directory: directory))
+            return try ImportanceScorer(model: model).score(windows, calibrationPath: "calib").attention
+        }
+        let expected = try scores(FixtureFiles.model("llama-bf16"))
+        #expect(try scores(stale) == expected)
+        #expect(try scores(resaved) == expected)
+        #expect(try scores(FixtureFiles.model("llama-sharded")) != expected, "the fixtures must differ for this test to tell")
+    }
+
+    func renameTensor(_ name: String, to newName: String, in directory: URL) throws {
+        try rewriteWeights(in: directory) { entries in
+            for index in entries.indices where entries[index].name == name { entries[index].name = newName }
+        }
+    }
+
+    func rewriteWeights(in directory: URL, _ change: (inout [SafetensorsWriter.Entry]) -> Void) throws {
+        let url = directory.appendingPathComponent("model.safetensors")
+        var entries = try SafetensorsFile(path: url.path).tensors.values.map { SafetensorsWriter.Entry($0) }
+        change(&entries)
+        try SafetensorsWriter.encode(entries).write(to: url)
+    }
+}
