@@ -4,12 +4,13 @@ import Foundation
 import ScoreStore
 import Scoring
 
-/// The `--json` output of `score`: NaN (undefined block gaps) as null.
+/// The `--json` output of `score`: NaN as null (undefined block gaps, and
+/// the modules a checkpoint's own drop lists removed, which have no score).
 struct ScoresJSON: Encodable {
     struct Scores: Encodable {
-        var attention: [Double]
-        var mlp: [Double]
-        var block: [Double]
+        var attention: [Double?]
+        var mlp: [Double?]
+        var block: [Double?]
     }
 
     var checkpoint: String
@@ -54,8 +55,10 @@ struct ScoresJSON: Encodable {
         calibrationSHA256 = scored.calibration.sha256
         precision = metadata.precision
         matrixKernel = metadata.matrixKernel
-        scores = Scores(attention: scored.scores.attention, mlp: scored.scores.mlp, block: scored.scores.block)
-        blockGap = scored.scores.blockGap.map { $0.map { $0.isNaN ? nil : $0 } }
+        func defined(_ values: [Double]) -> [Double?] { values.map { $0.isNaN ? nil : $0 } }
+        scores = Scores(
+            attention: defined(scored.scores.attention), mlp: defined(scored.scores.mlp), block: defined(scored.scores.block))
+        blockGap = scored.scores.blockGap.map(defined)
         angularDistance = row.angularDistance.map(AngularDistances.init)
         dropSetsByMethod = MethodDropSets(row: row, dropK: DropSets.defaultDropK(layers: row.attention.count))
             .entries.map(MethodDropSetsJSON.init)

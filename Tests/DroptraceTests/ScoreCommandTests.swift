@@ -38,6 +38,25 @@ import Testing
         #expect(stored <= ScoringReferenceTests.float32Tolerance, "\(model) stored: \(stored)")
     }
 
+    /// A checkpoint whose config drops modules itself (LLM-Drop's
+    /// `drop_attn_list`, as `drop --export` writes) has no score for them:
+    /// null in --json, NaN in the store, the others as scored.
+    @Test func modulesTheConfigDropsAreNullInJSON() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try BadInputTests().rewriteConfig(model) { $0["drop_attn_list"] = [1] }
+        let output = scratch.path("scores.h5")
+        let result = try DroptraceCommand.run([
+            "score", model.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path, "--json",
+        ])
+        try #require(result.status == 0, "\(result.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        let attention = (json["scores"] as! [String: [Any]])["attention"]!
+        #expect(attention[1] is NSNull && attention.enumerated().allSatisfy { $0.offset == 1 || $0.element is NSNumber })
+        let row = try #require(try ScoreFile.read(from: output).rows.first)
+        #expect(row.attention[1].isNaN && row.attention.enumerated().allSatisfy { $0.offset == 1 || $0.element.isFinite })
+    }
+
     @Test func textCalibrationNeedsTokenizer() throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("gpt2-f32")
