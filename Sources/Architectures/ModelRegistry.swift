@@ -25,6 +25,7 @@ public enum ModelRegistry {
         "gpt_oss": GptOssModel.self,
         "gpt_neox": GPTNeoXModel.self,
         "llama": LlamaModel.self,
+        "ministral": LlamaModel.self,
         "mistral": LlamaModel.self,
         "mixtral": MixtralModel.self,
         "olmo": OlmoModel.self,

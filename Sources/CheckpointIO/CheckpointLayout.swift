@@ -41,6 +41,11 @@ public struct CheckpointLayout: Sendable {
         }
         func file(_ name: String) -> URL { location.appendingPathComponent(name) }
         func exists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: file(name).path) }
+        if let named = try namedWeights(in: location) {
+            let url = location.appendingPathComponent(named)
+            let weightFiles = named.hasSuffix(".index.json") ? try shards(index: url) : [url]
+            return CheckpointLayout(format: .safetensors, weightFiles: weightFiles, directory: folder)
+        }
         // transformers' order (`_get_resolved_checkpoint_files`): a single
         // file before an index, so the index a sharded save leaves behind
         // when the model is saved again unsharded is ignored, as it ignores it.
@@ -73,6 +78,38 @@ public struct CheckpointLayout: Sendable {
             "no weights in the checkpoint directory (looked for \(safetensorsFile), \(safetensorsIndex), \(pytorchFile), \(pytorchIndex), *.gguf)",
             path: path)
     }
+
+    /// config.json's `transformers_weights`: the weight file (or safetensors
+    /// index) transformers loads instead of looking for the usual names,
+    /// which conversions keeping several weight files in one folder set.
+    /// Nil when config.json is absent, unreadable (reported where it is
+    /// decoded) or does not set it.
+    /// - Throws: `DroptraceError` naming config.json when the name is not a
+    ///   `.safetensors` / `.safetensors.index.json` path inside the folder
+    ///   (transformers refuses those too) or the file is missing.
+    static func namedWeights(in directory: URL) throws -> String? {
+        let config = directory.appendingPathComponent("config.json")
+        guard let data = try? RegularFile.contents(path: config.path, limit: 1 << 26),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let value = object[weightsKey], !(value is NSNull)
+        else { return nil }
+        guard let name = value as? String, name.hasSuffix(".safetensors") || name.hasSuffix(".safetensors.index.json") else {
+            throw DroptraceError(
+                "\(weightsKey) must name a .safetensors file or a .safetensors.index.json index, got \(String(describing: value).forErrorMessage)",
+                path: config.path)
+        }
+        let components = name.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard !name.hasPrefix("/"), components.allSatisfy(isPlainFileName) else {
+            throw DroptraceError(
+                "\(weightsKey) \"\(name.forErrorMessage)\" is not a file inside the checkpoint directory", path: config.path)
+        }
+        guard FileManager.default.fileExists(atPath: directory.appendingPathComponent(name).path) else {
+            throw DroptraceError("\(weightsKey) names \"\(name.forErrorMessage)\", which is missing", path: config.path)
+        }
+        return name
+    }
+
+    public static let weightsKey = "transformers_weights"
 
     /// A single file's format, by its extension.
     public static func format(ofFile url: URL) -> WeightFormat? {

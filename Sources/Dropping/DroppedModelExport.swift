@@ -124,6 +124,8 @@ public enum DroppedModelExport {
         }
         // Dequantised MXFP4 weights (`dequantizedEntries`) are plain floats now.
         if !mxfp4Pairs(checkpoint).isEmpty { try file.remove("quantization_config") }
+        // The export's weights have the usual name, whatever file the source's config named.
+        try file.remove(CheckpointLayout.weightsKey)
         return file.data
     }
 

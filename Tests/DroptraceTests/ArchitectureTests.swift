@@ -91,6 +91,22 @@ import Testing
 
     /// Gemma-2 configs from before `layer_types` (even layers slide) keep each
     /// layer's window when blocks are removed and the rest renumbered.
+    /// A `mistral` config with `layer_types` (Ministral-8B as published) is
+    /// what transformers' AutoModel loads as `ministral`: windows only on the
+    /// sliding layers, not on every layer as MistralModel would.
+    @Test func mistralWithLayerTypesIsReadAsMinistral() throws {
+        let scratch = try ScratchDirectory()
+        let directory = try scratch.copyOfModel("ministral-f32")
+        try rewriteConfig(directory) { $0["model_type"] = "mistral" }
+        let sequences = FixtureFiles.jsonlSequences()
+        let expected = try ImportanceScorer(model: try load(FixtureFiles.model("ministral-f32"))).score(sequences, calibrationPath: "calib")
+        let scores = try ImportanceScorer(model: try load(directory)).score(sequences, calibrationPath: "calib")
+        #expect(scores.attention == expected.attention && scores.mlp == expected.mlp)
+        try rewriteConfig(directory) { $0.removeValue(forKey: "layer_types") }
+        let allSliding = try ImportanceScorer(model: try load(directory)).score(sequences, calibrationPath: "calib")
+        #expect(allSliding.attention != expected.attention, "the fixture's window must change the scores for this test to tell")
+    }
+
     @Test func gemma2ExportSpellsOutLayerTypes() throws {
         let scratch = try ScratchDirectory()
         let directory = try scratch.copyOfModel("gemma2-f32")

@@ -110,6 +110,10 @@ import Testing
         Mutant("mistral-f32", "sliding_window", "0"), Mutant("mistral-f32", "num_key_value_heads", "-1"),
         Mutant("mistral-f32", "hidden_size", "47"), Mutant("qwen2-f32", "num_attention_heads", "96"),
         Mutant("qwen2-f32", "num_key_value_heads", "0"), Mutant("qwen2-f32", "layer_types", #"["full_attention"]"#),
+        // Sliding layers without a window: Qwen2Config drops the window unless use_sliding_window.
+        Mutant("qwen2-f32", "layer_types", #"["sliding_attention", "full_attention", "sliding_attention", "full_attention"]"#,
+               key: "sliding_window"),
+        Mutant("ministral-f32", "sliding_window", "null", key: "sliding_window"),
         Mutant("llama-f32", "drop_attn_list", "[1e300]"), Mutant("llama-f32", "drop_mlp_list", "[5]"), Mutant("qwen2-f32", "num_hidden_layers", "9223372036854775807"),
         // Gemma, Gemma-2: head_dim against q_proj, soft caps and scalars, windows, layers.
         Mutant("gemma-f32", "head_dim", "1099511627776"), Mutant("gemma-f32", "rms_norm_eps", "0"),

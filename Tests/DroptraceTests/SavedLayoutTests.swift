@@ -75,6 +75,45 @@ import Testing
         #expect(try scores(FixtureFiles.model("llama-sharded")) != expected, "the fixtures must differ for this test to tell")
     }
 
+    /// config.json's `transformers_weights` names the file transformers
+    /// loads (conversions keeping several weight files in one folder); the
+    /// export's own weights have the usual name, so it drops the key.
+    @Test func configNamedWeightFileIsTheOneRead() throws {
+        let scratch = try ScratchDirectory()
+        let directory = try scratch.copyOfModel("llama-bf16")
+        try FileManager.default.copyItem(
+            at: FixtureFiles.model("llama-f32").appendingPathComponent("model.safetensors"),
+            to: directory.appendingPathComponent("model-fp32.safetensors"))
+        try ArchitectureTests().rewriteConfig(directory) { $0["transformers_weights"] = "model-fp32.safetensors" }
+        let windows = FixtureFiles.jsonlSequences()
+        func scores(_ directory: URL) throws -> [Double] {
+            try ImportanceScorer(model: try ModelRegistry.load(try Checkpoint(directory: directory))).score(windows, calibrationPath: "calib").attention
+        }
+        #expect(try scores(directory) == scores(FixtureFiles.model("llama-f32")))
+
+        let export = scratch.path("export")
+        try DroppedModelExport.write(model: try ModelRegistry.load(try Checkpoint(directory: directory)), plan: DropPlan(attention: [1]), to: export)
+        let config = try String(contentsOf: export.appendingPathComponent("config.json"), encoding: .utf8)
+        #expect(!config.contains("transformers_weights"))
+        _ = try ModelRegistry.load(try Checkpoint(directory: export))
+    }
+
+    /// Names transformers refuses too, and a named file that is not there.
+    @Test(arguments: [
+        (#""../model.safetensors""#, "inside the checkpoint directory"), (#""pytorch_model.bin""#, ".safetensors"),
+        (#""other.safetensors""#, "missing"), ("7", ".safetensors"),
+    ])
+    func badNamedWeightFileIsRefused(value: String, problem: String) throws {
+        let scratch = try ScratchDirectory()
+        let directory = try scratch.copyOfModel("llama-f32")
+        let url = directory.appendingPathComponent("config.json")
+        var text = try String(contentsOf: url, encoding: .utf8)
+        text = text.replacingOccurrences(of: "{", with: "{\"transformers_weights\": \(value), ", options: [], range: text.range(of: "{"))
+        try Data(text.utf8).write(to: url)
+        let error = #expect(throws: DroptraceError.self) { try Checkpoint(directory: directory) }
+        #expect(error?.path == url.path && error?.message.contains(problem) == true, "\(String(describing: error))")
+    }
+
     func renameTensor(_ name: String, to newName: String, in directory: URL) throws {
         try rewriteWeights(in: directory) { entries in
             for index in entries.indices where entries[index].name == name { entries[index].name = newName }

@@ -3,14 +3,15 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// config.json of the Llama family: `llama`, `mistral` and `qwen2`, which
-/// differ only in biases and sliding-window rules.
+/// config.json of the Llama family: `llama`, `mistral`, `ministral` and
+/// `qwen2`, which differ only in biases and sliding-window rules.
 struct LlamaConfiguration: Decodable {
     var modelType: String
     var rmsNormEps: Double
     var hiddenAct: String?
     var attentionBias: Bool?
     var mlpBias: Bool?
+    /// As written: absent is the config classes' default 4096, `null` is none.
     var slidingWindow: Int?
     var useSlidingWindow: Bool?
     var maxWindowLayers: Int?
@@ -28,29 +29,53 @@ struct LlamaConfiguration: Decodable {
         case layerTypes = "layer_types"
     }
 
-    /// The attention window of layer `index`, as each family decides it.
-    func slidingWindow(layer index: Int) -> Int? {
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        modelType = try c.decode(String.self, forKey: .modelType)
+        rmsNormEps = try c.decode(Double.self, forKey: .rmsNormEps)
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct)
+        attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias)
+        mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias)
+        slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : 4096
+        useSlidingWindow = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)
+        maxWindowLayers = try c.decodeIfPresent(Int.self, forKey: .maxWindowLayers)
+        layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
+    }
+
+    /// Each layer's attention type, the window of the sliding ones, and the
+    /// keys that set it (for errors), as transformers resolves them:
+    /// - llama: full attention everywhere (LlamaConfig has no window);
+    /// - mistral: the window on every layer (MistralModel's one mask), unless
+    ///   `layer_types` is given: AutoModel then loads the checkpoint as
+    ///   ministral (interleaved attention, Ministral-8B);
+    /// - ministral: `layer_types`, else every layer slides when a window is set;
+    /// - qwen2: a window only when `use_sliding_window` (Qwen2Config sets it
+    ///   to None otherwise); `layer_types`, else the layers from
+    ///   `max_window_layers` (default 28) on slide.
+    func attentionLayout(layers: Int) -> (types: [String], window: Int?, windowKeys: String) {
+        let sliding = AttentionLayerType.sliding, full = AttentionLayerType.full
         switch modelType {
-        case "mistral":
-            return slidingWindow
+        case "mistral", "ministral":
+            let types = layerTypes ?? Array(repeating: slidingWindow == nil ? full : sliding, count: layers)
+            return (types, slidingWindow, "sliding_window")
         case "qwen2":
-            if let layerTypes, index < layerTypes.count {
-                return layerTypes[index] == "sliding_attention" ? slidingWindow : nil
-            }
-            guard useSlidingWindow == true, let slidingWindow else { return nil }
-            return index >= (maxWindowLayers ?? 0) ? slidingWindow : nil
+            let window = useSlidingWindow == true ? slidingWindow : nil
+            let types = layerTypes ?? (0..<layers).map { window != nil && $0 >= (maxWindowLayers ?? 28) ? sliding : full }
+            return (types, window, "sliding_window and use_sliding_window")
         default:
-            return nil
+            return (Array(repeating: full, count: layers), nil, "sliding_window")
         }
     }
 }
 
-/// Llama, Mistral and Qwen2: pre-RMSNorm blocks, rotary attention with
-/// grouped-query heads, SwiGLU MLP.
+/// Llama, Mistral, Ministral and Qwen2: pre-RMSNorm blocks, rotary
+/// attention with grouped-query heads, SwiGLU MLP.
 struct LlamaModel: DecoderFamily {
     let parts: DecoderParts
     let config: LlamaConfiguration
     let rotary: RotaryEmbedding
+    /// Each layer's attention window, nil for full attention.
+    let windows: [Int?]
 
     init(_ checkpoint: Checkpoint) throws {
         try self.init(checkpoint, defaultTheta: 10_000)
@@ -63,6 +88,8 @@ struct LlamaModel: DecoderFamily {
         parts = try DecoderParts(checkpoint, tiedByDefault: tiedByDefault, naming: Self.naming)
         config = try parts.config(LlamaConfiguration.self)
         rotary = try parts.rotary(defaultTheta: defaultTheta)
+        let layout = config.attentionLayout(layers: parts.dimensions.numHiddenLayers)
+        windows = try parts.slidingWindows(layerTypes: layout.types, window: layout.window, windowKeys: layout.windowKeys)
     }
 
     static func naming(_ prefix: String) -> LayerNaming {
@@ -75,7 +102,7 @@ struct LlamaModel: DecoderFamily {
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        try block(index, skipping: plan, rotary: rotary, slidingWindow: config.slidingWindow(layer: index))
+        try block(index, skipping: plan, rotary: rotary, slidingWindow: windows[index])
     }
 
     /// Block `index` rotating with `rotary` (nil: a NoPE layer, SmolLM3) and
