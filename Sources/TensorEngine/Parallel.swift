@@ -17,10 +17,14 @@ public enum EngineThreads {
         return configured
     }
 
-    /// Sets the engine's thread count (a process-wide setting).
+    /// More threads than any machine has cores; a bound that keeps the
+    /// engine's work splits (threads × rows) far from overflow.
+    public static let maximum = 4096
+
+    /// Sets the engine's thread count (a process-wide setting), within 1...`maximum`.
     public static func set(_ count: Int) {
         _ = blasPinned
-        configured = max(1, count)
+        configured = min(max(1, count), maximum)
     }
 }
 

@@ -32,11 +32,13 @@ struct CalibrationOptions: ParsableArguments {
 
 /// Compute options.
 struct EngineOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Threads for BLAS and the engine's loops (default: all cores).", valueName: "n"))
+    @Option(help: ArgumentHelp("Threads for BLAS and the engine's loops, 1 to \(EngineThreads.maximum) (default: all cores).", valueName: "n"))
     var threads: Int?
 
     func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let threads, !(1...EngineThreads.maximum).contains(threads) {
+            throw ValidationError("--threads must be between 1 and \(EngineThreads.maximum)")
+        }
     }
 
     func apply() {

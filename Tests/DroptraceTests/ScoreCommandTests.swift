@@ -57,6 +57,19 @@ import Testing
         #expect(row.attention[1].isNaN && row.attention.enumerated().allSatisfy { $0.offset == 1 || $0.element.isFinite })
     }
 
+    /// A thread count no machine has is a usage error, never a count the
+    /// engine's work splits overflow on.
+    @Test(arguments: ["0", "4097", "288230376151711744"])
+    func threadsOutOfRangeIsAUsageError(threads: String) throws {
+        let scratch = try ScratchDirectory()
+        let result = try DroptraceCommand.run([
+            "score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--output", scratch.path("scores.h5").path, "--threads", threads,
+        ])
+        #expect(result.status == 64 && result.stderr.contains("--threads must be between 1 and 4096"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("scores.h5").path))
+    }
+
     @Test func textCalibrationNeedsTokenizer() throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("gpt2-f32")
