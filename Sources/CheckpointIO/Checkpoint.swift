@@ -81,6 +81,11 @@ public final class Checkpoint: @unchecked Sendable {
             throw DroptraceError(
                 "not valid JSON" + (ConfigNumbers.nonFiniteMember(in: configData).map { ": \($0)" } ?? ""), path: configURL.path)
         }
+        // Python's json (so transformers) keeps a repeated key's last value,
+        // Foundation its first: which model was meant is not for droptrace to guess.
+        if gguf == nil, let repeated = (try? JSONValue.parse([UInt8](configData)))?.repeatedKey() {
+            throw DroptraceError("key \"\(repeated)\" is given twice", path: configURL.path)
+        }
         guard let type = object["model_type"] as? String else {
             throw DroptraceError("no \"model_type\" key", path: configURL.path)
         }

@@ -248,6 +248,19 @@ import Testing
         try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["\"num_attention_heads\"", problem], in: scratch)
     }
 
+    /// transformers (Python's json) keeps a repeated key's last value,
+    /// Foundation the first: refused, naming the key, at any depth.
+    @Test(arguments: [("num_hidden_layers", "num_hidden_layers"), ("factor", "rope_parameters.factor")])
+    func repeatedConfigKeyIsRefused(key: String, path: String) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        let url = model.appendingPathComponent("config.json")
+        let text = try String(contentsOf: url, encoding: .utf8)
+        let repeated = try #require(text.range(of: "\"\(key)\": "))
+        try Data(text.replacingCharacters(in: repeated, with: "\"\(key)\": 4, \"\(key)\": ").utf8).write(to: url)
+        try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["\"\(path)\"", "given twice"], in: scratch)
+    }
+
     // MARK: - Damaging fixture copies
 
     func rewriteConfig(_ model: URL, _ change: (inout [String: Any]) -> Void) throws {

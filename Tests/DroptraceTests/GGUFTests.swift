@@ -244,6 +244,17 @@ enum GGUFFixtures {
         expectError(url, mentioning: ["gpt9", "not supported"])
     }
 
+    /// llama.cpp refuses a metadata key given twice (gguf-py keeps the first):
+    /// no value is taken silently.
+    @Test func repeatedMetadataKeyIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let url = try damagedCopy("qwen2-f16.gguf", in: scratch) { bytes in
+            let key = Data("qwen2.rope.dimension_count".utf8)
+            bytes.replaceSubrange(bytes.range(of: key)!, with: Data("qwen2.attention.head_count".utf8))
+        }
+        expectError(url, mentioning: ["qwen2.attention.head_count", "given twice"])
+    }
+
     @Test func commandLineErrorIsOneLine() throws {
         let scratch = try ScratchDirectory()
         let url = try damagedCopy("llama-w64-q.gguf", in: scratch) { $0 = $0.prefix($0.count / 2) }

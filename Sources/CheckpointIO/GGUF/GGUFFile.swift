@@ -126,14 +126,22 @@ public final class GGUFFile: @unchecked Sendable {
         for _ in 0..<metadataCount {
             let key = try reader.string()
             let type = try reader.u32()
+            // llama.cpp refuses a key given twice; gguf-py keeps the first. Neither is a choice to make silently.
+            guard metadata[key] == nil else {
+                throw DroptraceError("metadata key '\(key.forErrorMessage)' is given twice", path: path)
+            }
             metadata[key] = try reader.value(type: type, key: key)
         }
 
         var tensors: [TensorInfo] = []
+        var names: Set<String> = []
         tensors.reserveCapacity(tensorCount)
         for _ in 0..<tensorCount {
             let name = try reader.string()
             let shown = name.forErrorMessage
+            guard names.insert(name).inserted else {
+                throw DroptraceError("tensor '\(shown)' is listed twice", path: path)
+            }
             let dimensionCount = Int(try reader.u32())
             guard (1...4).contains(dimensionCount) else {
                 throw DroptraceError("tensor '\(shown)' has \(dimensionCount) dimensions (GGUF allows 1 to 4)", path: path)

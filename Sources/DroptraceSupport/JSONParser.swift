@@ -9,17 +9,17 @@
 /// Objects keep their members in order instead of hashing String keys:
 /// Swift compares strings by canonical equivalence, which would merge
 /// vocabulary entries such as "é" and "e\u{301}" that are distinct tokens.
-struct JSONParser {
-    struct Failure: Error {
-        var offset: Int
-        var reason: String
+public struct JSONParser {
+    public struct Failure: Error {
+        public var offset: Int
+        public var reason: String
     }
 
     private let bytes: UnsafeBufferPointer<UInt8>
     private var position = 0
     private var depth = 0
 
-    static func parse(_ data: [UInt8]) throws(Failure) -> Any {
+    public static func parse(_ data: [UInt8]) throws(Failure) -> Any {
         try data.withUnsafeBufferPointer { (buffer) throws(Failure) -> Any in
             var parser = JSONParser(bytes: buffer)
             parser.skipWhitespace()
@@ -246,15 +246,21 @@ struct JSONParser {
 }
 
 /// JSON's null.
-struct JSONNull: Sendable {}
+public struct JSONNull: Sendable {
+    public init() {}
+}
 
 /// A JSON object, members in file order.
-struct JSONObject {
-    var members: [(key: String, value: Any)] = []
+public struct JSONObject {
+    public var members: [(key: String, value: Any)] = []
+
+    public init(members: [(key: String, value: Any)] = []) {
+        self.members = members
+    }
 
     /// A repeated key keeps its last value, as serde does. Linear: every
     /// object looked up by key in a tokenizer.json is small.
-    subscript(key: String) -> Any? {
+    public subscript(key: String) -> Any? {
         members.last { $0.key.utf8.elementsEqual(key.utf8) }?.value
     }
 }

@@ -1,5 +1,5 @@
-/// A parsed JSON value, typed, for readers outside this module (task files):
-/// the same parser as tokenizer.json and calibration JSONL (depth limit,
+/// A parsed JSON value, typed (task files, config.json checks): the same
+/// parser as tokenizer.json and calibration JSONL (depth limit,
 /// integers told apart from 1.0 and true, object members in file order).
 public indirect enum JSONValue: Sendable {
     case null
@@ -36,9 +36,9 @@ public indirect enum JSONValue: Sendable {
             self = .array(items.map { JSONValue(parsed: $0) })
         } else if let text = value as? String {
             self = .string(text)
-        } else if let flag = JSONFields.boolean(value) {
+        } else if type(of: value) == Bool.self, let flag = value as? Bool {
             self = .bool(flag)
-        } else if let integer = JSONFields.integer(value) {
+        } else if type(of: value) == Int.self, let integer = value as? Int {
             self = .integer(integer)
         } else if let real = value as? Double {
             self = .number(real)
@@ -52,5 +52,28 @@ public indirect enum JSONValue: Sendable {
     public func member(_ key: String) -> JSONValue? {
         guard case .object(let members) = self else { return nil }
         return members.last { $0.key.unicodeScalars.elementsEqual(key.unicodeScalars) }?.value
+    }
+
+    /// The dotted path (`rope_parameters.factor`, `layers[2].name`) of the
+    /// first key an object within this value gives twice, compared by
+    /// Unicode scalars; nil when none is.
+    public func repeatedKey(under path: String = "") -> String? {
+        switch self {
+        case .object(let members):
+            var seen: Set<[Unicode.Scalar]> = []
+            for (key, value) in members {
+                let name = path.isEmpty ? key : "\(path).\(key)"
+                if !seen.insert(Array(key.unicodeScalars)).inserted { return name }
+                if let repeated = value.repeatedKey(under: name) { return repeated }
+            }
+            return nil
+        case .array(let items):
+            for (index, item) in items.enumerated() {
+                if let repeated = item.repeatedKey(under: "\(path)[\(index)]") { return repeated }
+            }
+            return nil
+        default:
+            return nil
+        }
     }
 }
