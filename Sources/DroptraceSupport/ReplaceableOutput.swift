@@ -9,8 +9,12 @@ public enum ReplaceableOutput {
     /// given as the output by mistake, a directory) is refused, never
     /// replaced. Cheap: commands check their outputs before any work, and the
     /// writers again just before they replace.
+    /// - Parameter refusal: why a file that begins otherwise is refused.
     /// - Throws: `DroptraceError` naming `path`.
-    public static func check(_ path: String, signatures: [[UInt8]]) throws {
+    public static func check(
+        _ path: String, signatures: [[UInt8]],
+        refusal: String = "it is not an earlier output (an input given as the output?); choose another path"
+    ) throws {
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -33,9 +37,7 @@ public enum ReplaceableOutput {
         var leading = [UInt8](repeating: 0, count: longest)
         let count = read(descriptor, &leading, longest)
         guard count >= 0, signatures.contains(where: { leading.prefix(count).starts(with: $0) }) else {
-            throw DroptraceError(
-                "refusing to replace this file with the output: it is not an earlier output (an input given as the output?); choose another path",
-                path: path)
+            throw DroptraceError("refusing to replace this file with the output: \(refusal)", path: path)
         }
     }
 }

@@ -14,7 +14,7 @@ public enum ReportRebuild {
     public static func run(outDir: URL, title: String?) throws -> URL {
         let lock = try RunLock(directory: outDir)
         defer { withExtendedLifetime(lock) {} }
-        let storeURL = outDir.appendingPathComponent("scores.h5")
+        let storeURL = outDir.appendingPathComponent(ScoreFile.outputFileName)
         guard FileManager.default.fileExists(atPath: storeURL.path) else {
             throw DroptraceError("no scores.h5 here; run `droptrace trace` first", path: outDir.path)
         }

@@ -1,5 +1,6 @@
 import Evaluation
 import Foundation
+import ScoreStore
 import Scoring
 import TensorEngine
 
@@ -51,5 +52,5 @@ public struct TraceOptions: Sendable {
         self.title = title
     }
 
-    public var storeURL: URL { output.appendingPathComponent("scores.h5") }
+    public var storeURL: URL { output.appendingPathComponent(ScoreFile.outputFileName) }
 }

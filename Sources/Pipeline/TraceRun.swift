@@ -86,6 +86,7 @@ public final class TraceRun {
         defer { withExtendedLifetime(lock) {} }
         var summary = TraceSummary()
         removeStaleTemporaryFiles()
+        try ReportWriter.checkReplaceable(in: options.output)
         let discovered = try discover(into: &summary)
 
         // Task files are checked before anything is scored.

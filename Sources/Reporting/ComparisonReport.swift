@@ -24,7 +24,7 @@ public struct ComparisonReportWriter: Sendable {
 
     /// The report text; links point at `figures` (rendered if not given).
     public func markdown(figures: [ReportFigure]? = nil) -> String {
-        ComparisonMarkdown(title: title, comparison: comparison, figures: figures ?? self.figures()).render()
+        ReportOwnership.marked(ComparisonMarkdown(title: title, comparison: comparison, figures: figures ?? self.figures()).render())
     }
 
     /// Figures first, report.md last, each through a temporary file and a

@@ -80,11 +80,11 @@ public struct ReportWriter: Sendable {
 
     /// The report text; links point at `figures` (rendered if not given).
     public func markdown(figures: [ReportFigure]? = nil) -> String {
-        ReportMarkdown(writer: self, figures: figures ?? self.figures()).render()
+        ReportOwnership.marked(ReportMarkdown(writer: self, figures: figures ?? self.figures()).render())
     }
 
     /// Writes figures first and report.md last, each through a temporary
-    /// file and a rename, so a crash never leaves a half-written file or a
+    /// file and a rename, replacing only files droptrace wrote (`ReportOwnership`), so a crash never leaves a half-written file or a
     /// report that links to figures not yet written. Figures an earlier run
     /// wrote that this report no longer has are removed afterwards.
     /// Nothing is written through a symbolic link: a `figures` link (or a
@@ -99,11 +99,19 @@ public struct ReportWriter: Sendable {
                               knownFigureNames: ReportFigures.knownFileNames, to: outDir)
     }
 
+    /// Throws unless a run's report may be written into `outDir`: its
+    /// report.md and figures are absent or droptrace's (`ReportOwnership`).
+    /// Cheap; `trace` checks before any work, the writer again before it writes.
+    public static func checkReplaceable(in outDir: URL) throws {
+        try ReportOwnership.checkReplaceable(in: outDir, figureNames: ReportFigures.knownFileNames)
+    }
+
     /// Writes `figures` into `outDir/figures/`, then `outDir/report.md`, as
     /// `write(to:)` describes; removes figures named in `knownFigureNames`
     /// that are not in `figures`.
     static func write(markdown: String, figures: [ReportFigure], knownFigureNames: [String], to outDir: URL) throws
         -> URL {
+        try ReportOwnership.checkReplaceable(in: outDir, figureNames: knownFigureNames + figures.map(\.fileName))
         let directory = try DirectoryHandle.create(at: outDir.path)
         let figuresDirectory = try directory.subdirectory(Self.figuresDirectory)
         for figure in figures {

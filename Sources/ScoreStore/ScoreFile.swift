@@ -137,9 +137,12 @@ public struct ScoreFile: Sendable, Equatable {
         AtomicFileReplacement.temporaryPath(for: url.path)
     }
 
+    /// The store's name in an output directory of `trace`, `run` and `slurm`.
+    public static let outputFileName = "scores.h5"
+
     /// How a score file begins: its checksum block (`HDF5Checksum`), or
     /// HDF5's signature (stores from before the checksum).
-    static let signatures: [[UInt8]] = [HDF5Checksum.magic, HDF5Checksum.hdf5Signature]
+    public static let signatures: [[UInt8]] = [HDF5Checksum.magic, HDF5Checksum.hdf5Signature]
 
     /// Throws unless `url` can take a score file: it is free, empty or an
     /// earlier score file, in an existing directory (`write` checks the same before

@@ -48,7 +48,7 @@ import ScoreStore
         let report = try CompareRuns.run(stores: stores, output: output, title: nil)
         let markdown = try String(contentsOf: report, encoding: .utf8)
 
-        #expect(markdown.hasPrefix("# droptrace compare: llama, 5 layers, 3 runs\n"))
+        #expect(markdown.hasPrefix(ReportOwnership.marker + "\n# droptrace compare: llama, 5 layers, 3 runs\n"))
         #expect(markdown.contains("**The verdict holds in every run: inherent** (3 of 3 runs"))
         #expect(markdown.contains("Checkpoints are matched across runs by tokens seen"))
         #expect(markdown.contains("6 checkpoints, 5 of them in every run"))
@@ -118,7 +118,7 @@ import ScoreStore
         let not = try Self.writeRun(AnalysisFixtures.clearlyNotInherentRows(), at: scratch.path("b"))
         let report = try CompareRuns.run(stores: [inherent, not], output: scratch.path("out"), title: "Two recipes")
         let markdown = try String(contentsOf: report, encoding: .utf8)
-        #expect(markdown.hasPrefix("# Two recipes\n"))
+        #expect(markdown.hasPrefix(ReportOwnership.marker + "\n# Two recipes\n"))
         #expect(markdown.contains("**The verdict differs across runs:** inherent in 1 (a); not inherent in 1 (b)."))
         #expect(markdown.contains("Every run was scored on the same calibration tokens"))
         #expect(markdown.contains("Every checkpoint is present in every run."))

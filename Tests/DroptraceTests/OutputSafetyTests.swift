@@ -52,6 +52,43 @@ import Glibc
          "--threads", "1"]
     }
 
+    // MARK: - Files droptrace did not write
+
+    /// A report.md or figure of one's own in the output directory (a project
+    /// folder given as the output) is refused before anything is scored, untouched.
+    @Test(arguments: ["report.md", "figures/importance_mlp.svg"])
+    func foreignReportFilesAreRefusedBeforeScoring(name: String) throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let output = scratch.path("out")
+        let theirs = output.appendingPathComponent(name)
+        try files.createDirectory(at: theirs.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let text = name.hasSuffix(".svg") ? #"<?xml version="1.0" encoding="UTF-8"?>"# + "\n<svg/>\n" : "# My notes\n"
+        try text.write(to: theirs, atomically: false, encoding: .utf8)
+        let result = try trace(series.directory, output)
+        expectOneLineFailure(result, naming: theirs.path, mentioning: ["droptrace did not write it"])
+        #expect(try String(contentsOf: theirs, encoding: .utf8) == text)
+        #expect(!files.fileExists(atPath: output.appendingPathComponent("scores.h5").path))
+    }
+
+    /// Reports and figures of versions before the marker, beside their
+    /// store, are droptrace's: the next run replaces them.
+    @Test func unmarkedReportBesideItsStoreIsReplaced() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output).status == 0)
+        let report = output.appendingPathComponent("report.md")
+        let marked = try String(contentsOf: report, encoding: .utf8)
+        try String(marked.dropFirst(ReportOwnership.marker.count + 1)).write(to: report, atomically: false, encoding: .utf8)
+        try series.add(step: 2)
+        let result = try trace(series.directory, output)
+        try #require(result.status == 0, "\(result.stderr)")
+        #expect(try String(contentsOf: report, encoding: .utf8).hasPrefix(ReportOwnership.marker + "\n"))
+    }
+
     // MARK: - Symbolic links
 
     @Test func symlinkedLockFileIsRefusedAndItsTargetUntouched() throws {
@@ -125,7 +162,7 @@ import Glibc
             .write(to: output)
         #expect(try String(contentsOf: victim, encoding: .utf8) == "precious")
         #expect(try files.attributesOfItem(atPath: report.path)[.type] as? FileAttributeType == .typeRegular)
-        #expect(try String(contentsOf: report, encoding: .utf8).hasPrefix("# "))
+        #expect(try String(contentsOf: report, encoding: .utf8).hasPrefix(ReportOwnership.marker + "\n# "))
     }
 
     @Test func storeIsNeverWrittenThroughAPlantedTemporaryLink() throws {

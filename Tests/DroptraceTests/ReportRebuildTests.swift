@@ -1,4 +1,5 @@
 import Foundation
+import Reporting
 import Testing
 
 /// `droptrace report` rebuilds, from the store alone, exactly what `trace`
@@ -44,7 +45,7 @@ import Testing
         }
         try trace()
         let markdown = try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8)
-        #expect(markdown.hasPrefix("# Rebuild | check\n"))
+        #expect(markdown.hasPrefix(ReportOwnership.marker + "\n# Rebuild | check\n"))
         #expect(markdown.contains("## Does dropping work at every stage?"))
         try expectRebuildIsIdentical(output)
 
@@ -61,7 +62,7 @@ import Testing
         let retitled = try DroptraceCommand.run(["report", output.path, "--title", "Another"])
         try #require(retitled.status == 0, "\(retitled.stderr)")
         #expect(try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8)
-            .hasPrefix("# Another\n"))
+            .hasPrefix(ReportOwnership.marker + "\n# Another\n"))
         #expect(try Data(contentsOf: output.appendingPathComponent("scores.h5")) == store)
         let back = try DroptraceCommand.run(["report", output.path])
         try #require(back.status == 0, "\(back.stderr)")

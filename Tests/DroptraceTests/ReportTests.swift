@@ -270,8 +270,9 @@ extension ReportTests {
         @Test func summaryLeadsWithTheVerdictAndItsCriteria() throws {
             let report = try WrittenReport()
             let lines = report.markdown.split(separator: "\n")
-            #expect(lines[0] == "# droptrace report: llama, 5 layers")
-            #expect(lines[1].hasPrefix("**Verdict: inherent.**"))
+            #expect(lines[0] == ReportOwnership.marker[...])
+            #expect(lines[1] == "# droptrace report: llama, 5 layers")
+            #expect(lines[2].hasPrefix("**Verdict: inherent.**"))
             let criteria = table(after: lines[2...].first { $0.hasPrefix("Across") }.map(String.init) ?? "",
                                  in: report.markdown)
             #expect(criteria.count == 4)
@@ -389,7 +390,7 @@ extension ReportTests {
             #expect(!report.markdown.lowercased().contains("nan"))
             #expect(report.markdown.contains(
                 "attention below MLP at 2 of 2 checkpoints (1 with undefined scores left out)"))
-            #expect(report.markdown.hasPrefix("# droptrace report: llama, 1 layer\n"))
+            #expect(report.markdown.hasPrefix(ReportOwnership.marker + "\n# droptrace report: llama, 1 layer\n"))
             let heatmap = SVGProbe.parse(try Data(contentsOf: report.directory.appendingPathComponent(
                 "figures/importance_attention.svg")))
             #expect(heatmap.parseError == nil)

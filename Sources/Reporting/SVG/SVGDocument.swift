@@ -13,6 +13,9 @@ struct SVGDocument {
     private(set) var elements: [String] = []
 
     static let fontFamily = "DejaVu Sans, Helvetica, Arial, sans-serif"
+    /// The XML declaration, then the line that marks a figure as droptrace's
+    /// (`ReportOwnership`): the declaration must come first in an XML file.
+    static let prolog = #"<?xml version="1.0" encoding="UTF-8"?>"# + "\n" + ReportOwnership.marker
 
     init(width: Double, height: Double, title: String) {
         self.width = width
@@ -27,7 +30,7 @@ struct SVGDocument {
     func render() -> String {
         let w = SVG.number(width), h = SVG.number(height)
         var lines = [
-            #"<?xml version="1.0" encoding="UTF-8"?>"#,
+            Self.prolog,
             #"<svg xmlns="http://www.w3.org/2000/svg" width="\#(w)" height="\#(h)" viewBox="0 0 \#(w) \#(h)" "#
                 + #"font-family="\#(Self.fontFamily)" font-size="12">"#,
             "<title>\(SVG.escape(title))</title>",
