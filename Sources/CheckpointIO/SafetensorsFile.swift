@@ -116,21 +116,34 @@ public final class SafetensorsFile: @unchecked Sendable {
             }
             let headerLength = Int(length)
             dataStart = 8 + headerLength
-            let object: Any
+            // The safetensors library's reading (serde): strict JSON from the
+            // first byte (no BOM), integers as integers, a string map for
+            // __metadata__, each name once.
+            let header: [(key: String, value: JSONValue)]
             do {
-                object = try JSONSerialization.jsonObject(with: Data(try file.bytes(headerLength, at: 8)))
-            } catch let error as DroptraceError {
-                throw error
-            } catch {
-                throw DroptraceError("safetensors header is not valid JSON", path: path)
+                guard case .object(let members) = try JSONValue.parse(try file.bytes(headerLength, at: 8)) else {
+                    throw DroptraceError("safetensors header is not a JSON object", path: path)
+                }
+                header = members
+            } catch let malformed as JSONValue.Malformed {
+                throw DroptraceError(
+                    "safetensors header is not valid JSON (byte \(malformed.offset) of the header: \(malformed.reason))", path: path)
             }
-            guard let header = object as? [String: Any] else {
-                throw DroptraceError("safetensors header is not a JSON object", path: path)
+            if let repeated = JSONValue.object(header).repeatedKey() {
+                throw DroptraceError("safetensors header gives \"\(repeated.forErrorMessage)\" twice", path: path)
             }
             let dataLength = file.size - dataStart
             for (name, value) in header {
                 if name == "__metadata__" {
-                    for (key, entry) in value as? [String: Any] ?? [:] { metadata[key] = entry as? String }
+                    guard case .object(let members) = value else {
+                        throw DroptraceError("safetensors header's __metadata__ must map names to strings", path: path)
+                    }
+                    for (key, entry) in members {
+                        guard case .string(let text) = entry else {
+                            throw DroptraceError("safetensors header's __metadata__ must map names to strings", path: path)
+                        }
+                        metadata[key] = text
+                    }
                     continue
                 }
                 entries.append(try Self.entry(name, value, dataLength: dataLength, path: path))
@@ -138,14 +151,14 @@ public final class SafetensorsFile: @unchecked Sendable {
             try Self.checkTiling(entries, dataLength: dataLength, path: path)
         }
 
-        private static func entry(_ name: String, _ value: Any, dataLength: Int, path: String) throws -> Entry {
+        private static func entry(_ name: String, _ value: JSONValue, dataLength: Int, path: String) throws -> Entry {
             let shown = name.forErrorMessage
             func integers(_ key: String) -> [Int]? {
-                guard let items = (value as? [String: Any])?[key] as? [Any] else { return nil }
-                let numbers = items.compactMap { $0 as? Int }
-                return numbers.count == items.count && numbers.allSatisfy({ $0 >= 0 }) ? numbers : nil
+                guard case .array(let items) = value.member(key) else { return nil }
+                let numbers = items.compactMap { item -> Int? in if case .integer(let n) = item, n >= 0 { n } else { nil } }
+                return numbers.count == items.count ? numbers : nil
             }
-            guard let dtypeName = (value as? [String: Any])?["dtype"] as? String,
+            guard case .string(let dtypeName) = value.member("dtype"),
                   let shape = integers("shape"), let offsets = integers("data_offsets"), offsets.count == 2
             else {
                 throw DroptraceError(

@@ -68,6 +68,15 @@ import Glibc
             (#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}"#, 16, ["0..<8", "no holes"]),
             (#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, 12, ["4 bytes after the last tensor"]),
             (#"[1, 2]"#, 0, ["not a JSON object"]),
+            // Refused by the safetensors library (serde): integers written as floats, a
+            // __metadata__ that is not a string map, a byte-order mark, a name given twice.
+            (#"{"w": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}}"#, 8, ["malformed"]),
+            (#"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0.0, 8]}}"#, 8, ["malformed"]),
+            (#"{"__metadata__": [1, 2], "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, 8, ["__metadata__"]),
+            (#"{"__metadata__": {"format": 1}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, 8, ["__metadata__"]),
+            ("\u{FEFF}" + #"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, 8, ["not valid JSON", "byte 0"]),
+            (#"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#,
+             8, ["\"w\" twice"]),
         ]
         for (header, data, words) in cases {
             let url = try safetensors(header, dataLength: data, in: scratch)
