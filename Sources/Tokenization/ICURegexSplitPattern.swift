@@ -8,8 +8,9 @@ import Foundation
 ///
 /// The Rust library uses Oniguruma. For \p{..} classes, \s, \d, (?i:..),
 /// look-ahead and alternation the two agree (checked character by character
-/// against the Python package); the shorthands that differ are rewritten
-/// by `translatedToICU`. `^` and `$` match at line breaks in Oniguruma's
+/// against the Python package); the constructs that differ are rewritten
+/// or refused by `translatedToICU`, and empty matches are reported as
+/// Oniguruma reports them. `^` and `$` match at line breaks in Oniguruma's
 /// default (Ruby) syntax, hence ICU's multiline mode.
 struct ICURegexSplitPattern: SplitPattern {
     let pattern: String
@@ -28,54 +29,128 @@ struct ICURegexSplitPattern: SplitPattern {
     static let budget = droptrace_regex_budget(
         attempt_base: 500, attempt_per_mega_unit: 400, total_base: 50, total_per_mega_unit: 10_000)
 
-    /// - Throws: `DroptraceError` naming `source` when ICU cannot compile
-    ///   the (translated) pattern.
-    init(pattern: String, source: String) throws {
+    /// - Throws: `DroptraceError` naming `source` when the pattern uses a
+    ///   construct `translatedToICU` refuses or ICU cannot compile it.
+    init(pattern: String, source: String) throws(DroptraceError) {
         self.pattern = pattern
         self.source = source
-        regex = try CompiledICURegex(Self.translatedToICU(pattern), failure: { reason in
+        let translated: String
+        do throws(DroptraceError) {
+            translated = try Self.translatedToICU(pattern)
+        } catch {
+            throw DroptraceError(error.message, path: source)
+        }
+        regex = try CompiledICURegex(translated, failure: { reason in
             DroptraceError("invalid regex \(quoted(pattern)) (\(reason))", path: source)
         })
     }
 
-    /// Rewrites Oniguruma shorthands whose ICU meaning differs:
-    /// Oniguruma's \w is ICU's without the zero-width joiners and with the
-    /// superscript digits and vulgar fractions of Latin-1 (its Latin-1 table
-    /// counts them as word characters), \h is a hex
-    /// digit (ICU: horizontal space), and `.` excludes only \n (ICU also
-    /// excludes \r, \v, \f, U+0085, U+2028, U+2029). Inside brackets the
-    /// positive sets are spliced in and the negated ones nested, which ICU
-    /// reads as a union.
-    static func translatedToICU(_ pattern: String) -> String {
-        let word = #"\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\u00B2\u00B3\u00B9\u00BC-\u00BE"#
+    /// Rewrites the Oniguruma constructs whose ICU meaning differs, and
+    /// refuses those ICU has no simple spelling for. Each was found by
+    /// running it through both engines on every character below U+0300 and
+    /// the Unicode spaces and line breaks:
+    /// - \w outside brackets is ICU's without the zero-width joiners and with
+    ///   the superscript digits and vulgar fractions of Latin-1 (Oniguruma's
+    ///   Latin-1 table counts them as word characters); inside brackets it
+    ///   is ICU's without the joiners. \h is a hex digit (ICU: horizontal
+    ///   space), \v only U+000B (ICU: any vertical space), \V the letter V
+    ///   and [\b] a backspace (ICU: the letter b). `.` excludes only \n (ICU
+    ///   also excludes \r, \v, \f, U+0085, U+2028, U+2029). Inside brackets
+    ///   the positive sets are spliced in and the negated ones nested, which
+    ///   ICU reads as a union.
+    /// - An empty pattern matches empty text at every position; ICU refuses
+    ///   to compile one, so it becomes an empty group.
+    /// - Refused: \y and \Y (text-segment boundaries), \N, \O, \K, \o{..},
+    ///   \g<..>, \Q, \C-x, \M-x and \ followed by a digit (octal in
+    ///   Oniguruma where ICU reads a backreference or other octal digits);
+    ///   \p{Word}, \p{XDigit} and POSIX [:punct:], [:word:], [:xdigit:]
+    ///   (other sets in ICU); option letters other than i ((?m) is dot-all in
+    ///   Oniguruma but multi-line in ICU, (?x) differs inside brackets); a
+    ///   bracket expression that is a POSIX name alone (`[:alpha:]`, a set in
+    ///   ICU, the characters : a l p h in Oniguruma) and `--` inside brackets
+    ///   (set difference in ICU).
+    ///
+    /// - Throws: `DroptraceError` (without a path) naming the construct refused.
+    static func translatedToICU(_ pattern: String) throws(DroptraceError) -> String {
+        guard !pattern.isEmpty else { return "(?:)" }
+        let wordInBrackets = #"\p{Alphabetic}\p{M}\p{Nd}\p{Pc}"#
+        let word = wordInBrackets + #"\u00B2\u00B3\u00B9\u00BC-\u00BE"#
+        let scalars = Array(pattern.unicodeScalars)
         var output = ""
         var classDepth = 0
-        var scalars = pattern.unicodeScalars.makeIterator()
-        while let scalar = scalars.next() {
+        var index = 0
+        func refuse(_ construct: String) -> DroptraceError {
+            DroptraceError("regex \(quoted(pattern)) uses \(construct), which the tokenizers library (Oniguruma) reads differently from ICU; droptrace cannot run it")
+        }
+        /// The text from `index` up to and including the first `end`, if any.
+        func upTo(_ end: Unicode.Scalar, from start: Int) -> String? {
+            guard let stop = scalars[start...].firstIndex(of: end) else { return nil }
+            return String(String.UnicodeScalarView(scalars[start...stop]))
+        }
+        /// The name of a POSIX bracket `[:name:]` or `[:^name:]` starting at `start`.
+        func posixName(at start: Int) -> String? {
+            guard start + 1 < scalars.count, scalars[start + 1] == ":",
+                  let bracket = upTo("]", from: start), bracket.hasSuffix(":]"), bracket.count > 4 else { return nil }
+            let name = bracket.dropFirst(2).dropLast(2)
+            return name.allSatisfy { $0.isLetter || $0 == "^" } ? String(name) : nil
+        }
+        while index < scalars.count {
+            let scalar = scalars[index]
+            index += 1
+            let inClass = classDepth > 0
             switch scalar {
             case "\\":
-                guard let escaped = scalars.next() else {
+                guard index < scalars.count else {
                     output.unicodeScalars.append(scalar)
                     break
                 }
-                let inClass = classDepth > 0
+                let escaped = scalars[index]
+                index += 1
                 switch escaped {
-                case "w": output += inClass ? word : "[\(word)]"
-                case "W": output += "[^\(word)]"
+                case "w": output += inClass ? wordInBrackets : "[\(word)]"
+                case "W": output += inClass ? "[^\(wordInBrackets)]" : "[^\(word)]"
                 case "h": output += inClass ? "0-9a-fA-F" : "[0-9a-fA-F]"
                 case "H": output += "[^0-9a-fA-F]"
+                case "v": output += #"\x{0B}"#
+                case "V": output += "V"
+                case "b" where inClass: output += #"\x{08}"#
+                case "y", "Y", "N", "O", "K", "o", "g", "Q", "C", "M", "0"..."9":
+                    throw refuse("\\\(escaped)")
+                case "p", "P":
+                    if index < scalars.count, scalars[index] == "{", let braces = upTo("}", from: index) {
+                        let name = braces.lowercased().filter { $0.isLetter }
+                        if name == "word" || name == "xdigit" { throw refuse("\\\(escaped)\(braces)") }
+                    }
+                    output += "\\\(escaped)"
                 default:
-                    output.unicodeScalars.append(scalar)
-                    output.unicodeScalars.append(escaped)
+                    output += "\\\(escaped)"
                 }
             case "[":
+                if let name = posixName(at: index - 1) {
+                    let bare = name.filter { $0 != "^" }
+                    if !inClass || ["punct", "word", "xdigit"].contains(bare) { throw refuse("[:\(name):]") }
+                }
                 classDepth += 1
-                output.unicodeScalars.append(scalar)
+                output += "["
+                // A "]" first in brackets (after any "^") is a literal in both engines.
+                if index < scalars.count, scalars[index] == "^" { output += "^"; index += 1 }
+                if index < scalars.count, scalars[index] == "]" { output += "]"; index += 1 }
             case "]":
                 classDepth = max(0, classDepth - 1)
-                output.unicodeScalars.append(scalar)
-            case "." where classDepth == 0:
+                output += "]"
+            case "-" where inClass && index < scalars.count && scalars[index] == "-":
+                throw refuse("\"--\" inside brackets")
+            case "." where !inClass:
                 output += #"[^\n]"#
+            case "(" where !inClass && index < scalars.count && scalars[index] == "?":
+                // Inline options: (?i), (?-i), (?i:...).
+                let options = scalars[(index + 1)...].prefix { $0.properties.isAlphabetic || $0 == "-" }
+                let after = index + 1 + options.count
+                if after < scalars.count, scalars[after] == ":" || scalars[after] == ")",
+                   let other = options.first(where: { $0 != "i" && $0 != "-" }) {
+                    throw refuse("the option (?\(other))")
+                }
+                output += "("
             default:
                 output.unicodeScalars.append(scalar)
             }
@@ -83,11 +158,18 @@ struct ICURegexSplitPattern: SplitPattern {
         return output
     }
 
+    /// Reports matches as Oniguruma's `find_iter` does: an empty match right
+    /// where the previous match ended is skipped (ICU reports it, so `a*` on
+    /// "aab" would give "aa", "" and "b" instead of "aa" and "b").
+    ///
     /// - Throws: `DroptraceError` naming `source` and the pattern when the
     ///   search goes over its step budget or ICU's backtracking stack.
     func forEachSegment(in text: UnsafeBufferPointer<UInt8>, _ body: (Int, Int, Bool) throws -> Void) throws {
         var gapStart = 0
+        var previousEnd: Int?
         let status = try regex.forEachMatch(in: text, budget: Self.budget) { start, end in
+            if start == end && previousEnd == start { return }
+            previousEnd = end
             if gapStart < start { try body(gapStart, start, false) }
             try body(start, end, true)
             gapStart = end
@@ -120,7 +202,7 @@ final class CompiledICURegex: @unchecked Sendable {
 
     /// `failure` turns ICU's reason (an error name such as
     /// U_REGEX_RULE_SYNTAX) into the error thrown.
-    init(_ pattern: String, failure: (String) -> Error) throws {
+    init(_ pattern: String, failure: (String) -> DroptraceError) throws(DroptraceError) {
         var reason = [CChar](repeating: 0, count: 64)
         let bytes = Array(pattern.utf8)
         guard bytes.count < Int(Int32.max),

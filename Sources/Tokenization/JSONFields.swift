@@ -61,6 +61,12 @@ struct JSONFields {
         return flag
     }
 
+    /// A flag the library requires (it has no default for it).
+    func requiredBool(_ key: String) throws -> Bool {
+        guard isGiven(key) else { throw DroptraceError("\(fieldName(key)) is missing", path: file) }
+        return try bool(key, default: false)
+    }
+
     func int(_ key: String) throws -> Int? {
         guard isGiven(key) else { return nil }
         guard let number = JSONFields.integer(values[key]!) else {
@@ -80,6 +86,13 @@ struct JSONFields {
             throw DroptraceError("\(fieldName(key)) should be a list", path: file)
         }
         return items
+    }
+
+    /// Like `objects`, for a list the library requires: absent or null is
+    /// refused, as the library refuses to load such a file.
+    func requiredObjects(_ key: String) throws -> [JSONFields] {
+        guard isGiven(key) else { throw DroptraceError("\(fieldName(key)) should be a list", path: file) }
+        return try objects(key)
     }
 
     /// Each element of a list of objects, located as "key[i]".

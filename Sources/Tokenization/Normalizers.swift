@@ -158,7 +158,10 @@ struct PrependNormalizer: TextNormalizer {
     }
 }
 
-/// Replaces every match of a literal or regex with fixed content.
+/// Replaces every match of a literal or regex with fixed content. A regex
+/// that matches empty text (`x*`) is an error when it does: the library
+/// panics on such a match whenever a ByteLevel step follows, so droptrace
+/// refuses rather than guess.
 struct ReplaceNormalizer: TextNormalizer {
     let pattern: SplitPattern
     let content: String
@@ -175,6 +178,11 @@ struct ReplaceNormalizer: TextNormalizer {
             let buffer = UnsafeBufferPointer(mutableBuffer)
             try pattern.forEachSegment(in: buffer) { start, end, isMatch in
                 if isMatch {
+                    guard start < end else {
+                        throw DroptraceError(
+                            "a Replace normalizer's pattern matches empty text (the tokenizers library fails on it)",
+                            path: source)
+                    }
                     output.append(contentsOf: replacement)
                 } else {
                     output.append(contentsOf: buffer[start..<end])

@@ -3,6 +3,7 @@ import DroptraceSupport
 /// Reading the `model` and `added_tokens` sections.
 extension JSONFields {
     func readModel() throws -> BPEModel {
+        if values["type"] is JSONNull { throw DroptraceError("\(fieldName("type")) is null", path: file) }
         let type = try string("type") ?? (isGiven("merges") ? "BPE" : "unknown")
         guard type == "BPE" else {
             throw failure("model type \(quoted(type)) is not supported; droptrace reads BPE tokenizers only")
@@ -23,6 +24,7 @@ extension JSONFields {
         let prefix = try string("continuing_subword_prefix")
         let suffix = try string("end_of_word_suffix")
         let ignoreMerges = try bool("ignore_merges", default: false)
+        try checkNoDropout()
         do {
             return try BPEModel(
                 vocabulary: vocabulary, merges: merges, unknownToken: unknownToken,
@@ -30,6 +32,19 @@ extension JSONFields {
                 continuingSubwordPrefix: prefix, endOfWordSuffix: suffix, ignoreMerges: ignoreMerges)
         } catch {
             throw DroptraceError(error.message, path: file)
+        }
+    }
+
+    /// BPE dropout skips merges at random while encoding (all of them at
+    /// 1.0): droptrace encodes deterministically, so only null or 0 is
+    /// accepted (the library itself refuses values outside 0...1).
+    private func checkNoDropout() throws {
+        guard isGiven("dropout") else { return }
+        let value = values["dropout"]!
+        let isZero = JSONFields.integer(value) == 0 || (type(of: value) == Double.self && value as? Double == 0)
+        guard isZero else {
+            throw DroptraceError(
+                "\(fieldName("dropout")) should be null or 0: droptrace encodes without BPE dropout", path: file)
         }
     }
 
@@ -71,14 +86,19 @@ extension [JSONFields] {
         var nextId = model.vocabularyEntryCount
         for fields in self {
             let content = try fields.requiredString("content")
-            let special = try fields.bool("special", default: false)
+            // The library reads ids as u32 and gives each token its own id
+            // (below), as droptrace does, but refuses a file with another.
+            guard let fileId = try fields.int("id"), (0...Int(UInt32.max)).contains(fileId) else {
+                throw DroptraceError("\(fields.fieldName("id")) should be an integer from 0 to \(UInt32.max)", path: fields.file)
+            }
+            // The library requires every flag (a missing one is a load error).
             var token = AddedToken(
                 content: content, id: -1,
-                singleWord: try fields.bool("single_word", default: false),
-                leftStrip: try fields.bool("lstrip", default: false),
-                rightStrip: try fields.bool("rstrip", default: false),
-                normalized: try fields.bool("normalized", default: !special),
-                special: special)
+                singleWord: try fields.requiredBool("single_word"),
+                leftStrip: try fields.requiredBool("lstrip"),
+                rightStrip: try fields.requiredBool("rstrip"),
+                normalized: try fields.requiredBool("normalized"),
+                special: try fields.requiredBool("special"))
             guard !content.isEmpty else { continue }
             let key = TokenBytes(content)
             if let existing = idByContent[key] {

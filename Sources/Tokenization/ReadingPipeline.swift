@@ -21,11 +21,20 @@ extension JSONFields {
         case "Lowercase":
             return LowercaseNormalizer()
         case "Sequence":
-            let steps = try objects("normalizers").map { try $0.readNormalizer() }
+            let steps = try requiredObjects("normalizers").map { try $0.readNormalizer() }
             return SequenceNormalizer(steps: steps, source: file)
         case "Prepend":
-            return PrependNormalizer(prefix: try requiredString("prepend"))
+            // The library's Prepend of "" corrupts its alignments, and a
+            // ByteLevel step after it panics.
+            let prefix = try requiredString("prepend")
+            guard !prefix.isEmpty else { throw failure("Prepend of an empty string (the tokenizers library fails on it)") }
+            return PrependNormalizer(prefix: prefix)
         case "Replace":
+            // The library panics on an empty match in pipelines with a
+            // ByteLevel step; an empty pattern always matches empty text.
+            if let pattern = try object("pattern"), try pattern.string("String") ?? pattern.string("Regex") == "" {
+                throw DroptraceError("\(pattern.location) is empty (the tokenizers library fails on a Replace of empty matches)", path: file)
+            }
             return ReplaceNormalizer(pattern: try readSplitPattern(), content: try requiredString("content"), source: file)
         case "Strip":
             return StripNormalizer(left: try bool("strip_left", default: false),
@@ -56,7 +65,7 @@ extension JSONFields {
             return PatternPreTokenizer.digits(individually: try bool("individual_digits", default: false))
         case "Sequence":
             // Nested sequences run as one: each step is a level of recursion per piece.
-            let steps = try objects("pretokenizers").flatMap { object -> [PreTokenizer] in
+            let steps = try requiredObjects("pretokenizers").flatMap { object -> [PreTokenizer] in
                 let step = try object.readPreTokenizer()
                 return (step as? SequencePreTokenizer)?.steps ?? [step]
             }
@@ -72,18 +81,20 @@ extension JSONFields {
         }
     }
 
-    /// `"pattern": {"Regex": "..."}` or `{"String": "..."}`.
+    /// `"pattern": {"Regex": "..."}` or `{"String": "..."}`. The library
+    /// runs a literal as an escaped regex, so an empty one is the empty
+    /// regex: an empty match at every character boundary.
     func readSplitPattern() throws -> SplitPattern {
         guard let pattern = try object("pattern") else { throw failure("has no \"pattern\"") }
-        if let literal = try pattern.string("String") {
+        if let literal = try pattern.string("String"), !literal.isEmpty {
             return LiteralSplitPattern(needle: Array(literal.utf8))
         }
-        if let regex = try pattern.string("Regex") {
+        if let regex = try pattern.string("Regex") ?? pattern.string("String") {
             if let shape = WordSplitScanner.knownPatterns[regex] { return WordSplitScanner(shape: shape) }
-            do {
+            do throws(DroptraceError) {
                 return try ICURegexSplitPattern(pattern: regex, source: file)
             } catch {
-                throw pattern.failure("invalid regex \(quoted(regex))")
+                throw pattern.failure(error.message)
             }
         }
         throw pattern.failure("should hold \"String\" or \"Regex\"")
@@ -99,7 +110,7 @@ extension JSONFields {
         case "RobertaProcessing", "BertProcessing":
             return SurroundingPostProcessor(first: try readNamedToken("cls"), last: try readNamedToken("sep"))
         case "Sequence":
-            let steps = try objects("processors").map { try $0.readPostProcessor() }
+            let steps = try requiredObjects("processors").map { try $0.readPostProcessor() }
             return SequencePostProcessor(steps: steps)
         default:
             throw unsupported("post-processor", type, known: "TemplateProcessing, ByteLevel, RobertaProcessing, BertProcessing and Sequence")

@@ -12,8 +12,8 @@ import Foundation
 /// the rest is normalised, added tokens marked `normalized` are cut out of
 /// that, pre-tokenizers split it into words, BPE encodes each word, and the
 /// post-processor adds special tokens. `truncation` and `padding` settings
-/// in the file are ignored (calibration needs the whole text), and so is
-/// BPE `dropout` (encoding stays deterministic).
+/// in the file are ignored (calibration needs the whole text); BPE
+/// `dropout` other than 0 is refused (encoding stays deterministic).
 public final class Tokenizer: Sendable {
     let normalizer: TextNormalizer?
     let preTokenizer: PreTokenizer?
@@ -37,6 +37,9 @@ public final class Tokenizer: Sendable {
         }
         // Top-level fields are named bare in messages ("model.vocab").
         let top = JSONFields(document, location: "", file: file)
+        if let version = document["version"], version as? String != "1.0" {
+            throw DroptraceError("version should be \"1.0\", the only one the tokenizers library reads", path: file)
+        }
 
         guard let modelFields = try top.object("model") else {
             throw DroptraceError("has no \"model\" section; is this a tokenizer.json?", path: file)
@@ -50,7 +53,8 @@ public final class Tokenizer: Sendable {
             normalizer: try top.object("normalizer")?.readNormalizer(),
             preTokenizer: try top.object("pre_tokenizer")?.readPreTokenizer(),
             postProcessor: try top.object("post_processor")?.readPostProcessor(),
-            addedTokens: try top.objects("added_tokens").readAddedTokens(model: model),
+            addedTokens: try (document["added_tokens"] == nil ? [] : top.requiredObjects("added_tokens"))
+                .readAddedTokens(model: model),
             decodesByteLevel: decodesByteLevel,
             tokenDecoder: decodesByteLevel ? nil : try decoderFields?.readTokenDecoder())
     }

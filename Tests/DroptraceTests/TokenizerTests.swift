@@ -280,6 +280,62 @@ struct TokenizerErrorTests {
         #expect(error?.message.contains(expectedPhrase) == true, "\(error?.message ?? "no error")")
     }
 
+    /// `json` with `value` (JSON text) set at a top-level key or "model.key".
+    private func setting(_ path: String, to value: String, in json: [String: Any]) throws -> [String: Any] {
+        var json = json
+        let parsed = try JSONSerialization.jsonObject(with: Data(value.utf8), options: .fragmentsAllowed)
+        let keys = path.split(separator: ".").map(String.init)
+        if keys.count == 2 {
+            var inner = json[keys[0]] as! [String: Any]
+            inner[keys[1]] = parsed
+            json[keys[0]] = inner
+        } else {
+            json[path] = parsed
+        }
+        return json
+    }
+
+    /// Files the library refuses to load (checked with tokenizers 0.23.3:
+    /// "expected u32", "Unknown tokenizer version", "missing field", ...),
+    /// and BPE dropout, which the library applies at random while encoding.
+    @Test("files the library refuses, and BPE dropout, are refused naming the field", arguments: [
+        ("model.dropout", "1.0", "model.dropout"), ("model.dropout", "0.1", "model.dropout"),
+        ("model.dropout", "-1", "model.dropout"), ("model.dropout", "\"0\"", "model.dropout"),
+        ("model.type", "null", "model.type"),
+        ("version", "\"2.0\"", "version"), ("version", "null", "version"),
+        ("added_tokens", "null", "added_tokens"),
+        ("added_tokens", #"[{"id": -1, "content": "x"}]"#, "added_tokens[0].id"),
+        ("added_tokens", #"[{"id": 1099511627776, "content": "x"}]"#, "added_tokens[0].id"),
+        ("added_tokens", #"[{"id": "x", "content": "x"}]"#, "added_tokens[0].id"),
+        ("added_tokens", #"[{"id": true, "content": "x"}]"#, "added_tokens[0].id"),
+        ("added_tokens", #"[{"content": "x"}]"#, "added_tokens[0].id"),
+        ("added_tokens", #"[{"id": 5, "content": "x", "lstrip": false, "rstrip": false, "normalized": false, "special": true}]"#,
+         "added_tokens[0].single_word"),
+        ("normalizer", #"{"type": "Sequence"}"#, "normalizer.normalizers"),
+        ("pre_tokenizer", #"{"type": "Sequence", "pretokenizers": null}"#, "pre_tokenizer.pretokenizers"),
+        ("post_processor", #"{"type": "Sequence"}"#, "post_processor.processors"),
+    ])
+    func refusedByTheLibrary(path: String, value: String, field: String) throws {
+        let scratch = try TokenizerScratch()
+        let json = try setting(path, to: value, in: minimalTokenizer())
+        let error = loadError(try scratch.write(json: json, to: "tokenizer.json"))
+        #expect(error?.message.hasPrefix(field) == true, "\(error?.message ?? "no error")")
+    }
+
+    /// What the library loads and encodes as if the key were absent
+    /// (checked with tokenizers 0.23.3: the same ids, [2, 1, 0] for "abba").
+    @Test("dropout 0, absent keys, empty sequences and large added-token ids load", arguments: [
+        ("model.dropout", "0"), ("model.dropout", "0.0"), ("model.dropout", "null"),
+        ("added_tokens", #"[{"id": 4294967295, "content": "zz", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}]"#),
+        ("normalizer", #"{"type": "Sequence", "normalizers": []}"#), ("version", "\"1.0\""),
+    ])
+    func acceptedLikeTheLibrary(path: String, value: String) throws {
+        let scratch = try TokenizerScratch()
+        let json = try setting(path, to: value, in: minimalTokenizer())
+        let tokenizer = try Tokenizer(contentsOf: scratch.write(json: json, to: "tokenizer.json"))
+        #expect(try tokenizer.encode("abba") == [2, 1, 0])
+    }
+
     @Test func templateWithUnknownSpecialToken() throws {
         let scratch = try TokenizerScratch()
         var json = minimalTokenizer()

@@ -20,6 +20,8 @@ TEXTS = {
     "added-tokens.json": ["HELLO there <mask> cat", "a <mask>   b", "concat cat, cat_x xcat CAT",
                           "Héllo hello <MASK>", "[CLS] x [SEP]", "zzz q", "  <mask>", "cat"],
     "subword-affixes.json": ["ab ab a b aab é aé ba x€ abab", "é", "aaa"],
+    "split-empty-matches.json": ["abbc", "abbcbb c", "cab", "bbbb", "", "aébbc"],
+    "split-empty-pattern.json": ["abbc", "ab ab", "aébbc", ""],
 }
 
 expected = {}

@@ -1,0 +1,117 @@
+import DroptraceSupport
+import Foundation
+import Testing
+@testable import Tokenization
+
+/// tokenizer.json regexes are Oniguruma's (the `tokenizers` library's
+/// engine) but run by ICU: constructs whose meaning differs are rewritten,
+/// or refused by name when ICU has no simple spelling for them.
+@Suite("Tokenizer regexes mean what they mean in Oniguruma")
+struct TokenizerDialectTests {
+    /// Where the constructs differ: U+000B, the other line breaks, the
+    /// Latin-1 superscripts and fractions, a zero-width joiner, hex digits,
+    /// a backspace and a "]".
+    static let text = "a\u{0B}b\nc\rd\u{0C}e\u{85}f\u{2028}g Vv 3\u{B2}\u{BD} a\u{200D}b 09AFaf x\u{08}b ]"
+
+    /// The matches the library finds for each pattern in `text`, from
+    ///     pre_tokenizers.Split(Regex(pattern), "removed", invert=True).pre_tokenize_str(text)
+    /// with tokenizers 0.23.3 (empty matches leave no piece there).
+    static let librarySplits: [(pattern: String, matches: [String])] = [
+        (#"\v"#, ["\u{0B}"]),
+        (#"\V"#, ["V"]),
+        (#"[\v]"#, ["\u{0B}"]),
+        (#"[^\v\s]+"#, ["a", "b", "c", "d", "e", "f", "g", "Vv", "3\u{B2}\u{BD}", "a\u{200D}b", "09AFaf", "x\u{08}b", "]"]),
+        (#"\h+"#, ["a", "b", "c", "d", "e", "f", "3", "a", "b", "09AFaf", "b"]),
+        (#"\H+"#, ["\u{0B}", "\n", "\r", "\u{0C}", "\u{85}", "\u{2028}g Vv ", "\u{B2}\u{BD} ", "\u{200D}", " ", " x\u{08}", " ]"]),
+        (#"[\h]+"#, ["a", "b", "c", "d", "e", "f", "3", "a", "b", "09AFaf", "b"]),
+        (#"[^\h\s]+"#, ["g", "Vv", "\u{B2}\u{BD}", "\u{200D}", "x\u{08}", "]"]),
+        (#"\w+"#, ["a", "b", "c", "d", "e", "f", "g", "Vv", "3\u{B2}\u{BD}", "a", "b", "09AFaf", "x", "b"]),
+        (#"\W+"#, ["\u{0B}", "\n", "\r", "\u{0C}", "\u{85}", "\u{2028}", " ", " ", " ", "\u{200D}", " ", " ", "\u{08}", " ]"]),
+        (#"[\w]+"#, ["a", "b", "c", "d", "e", "f", "g", "Vv", "3", "a", "b", "09AFaf", "x", "b"]),
+        (#"[\W]+"#, ["\u{0B}", "\n", "\r", "\u{0C}", "\u{85}", "\u{2028}", " ", " ", "\u{B2}\u{BD} ", "\u{200D}", " ", " ", "\u{08}", " ]"]),
+        (#"[\b]"#, ["\u{08}"]),
+        (#".+"#, ["a\u{0B}b", "c\rd\u{0C}e\u{85}f\u{2028}g Vv 3\u{B2}\u{BD} a\u{200D}b 09AFaf x\u{08}b ]"]),
+        (#"[]\h]+"#, ["a", "b", "c", "d", "e", "f", "3", "a", "b", "09AFaf", "b", "]"]),
+        (#"a*"#, ["a", "a", "a"]),
+    ]
+
+    @Test("translated constructs match as in the library", arguments: librarySplits)
+    func translatedConstruct(pattern: String, matches: [String]) throws {
+        let split = try ICURegexSplitPattern(pattern: pattern, source: "tokenizer.json")
+        var found: [String] = []
+        let bytes = Array(Self.text.utf8)
+        try bytes.withUnsafeBufferPointer { buffer in
+            try split.forEachSegment(in: buffer) { start, end, isMatch in
+                if isMatch && start < end { found.append(String(decoding: buffer[start..<end], as: UTF8.self)) }
+            }
+        }
+        #expect(found == matches)
+    }
+
+    /// Each of these loads in the library with another meaning than ICU
+    /// gives it (checked with tokenizers 0.23.3; (?s) the library refuses).
+    @Test("constructs without an ICU spelling are refused by name", arguments: [
+        (#"\y"#, #"\y"#), (#"\Y"#, #"\Y"#), (#"\N{LATIN SMALL LETTER A}"#, #"\N"#), (#"\O"#, #"\O"#),
+        (#"a\Kb"#, #"\K"#), (#"\o{101}"#, #"\o"#), (#"(a)\g<1>"#, #"\g"#), (#"\Qa.\E"#, #"\Q"#),
+        (#"\C-a"#, #"\C"#), (#"\M-a"#, #"\M"#), (#"\0101"#, #"\0"#), (#"\101"#, #"\1"#), (#"[\1]"#, #"\1"#),
+        (#"\p{Word}+"#, #"\p{Word}"#), (#"[\P{X_Digit}]"#, #"\P{X_Digit}"#),
+        ("[[:punct:]]", "[:punct:]"), ("[a[:^word:]]", "[:^word:]"), ("[[:xdigit:]]", "[:xdigit:]"),
+        ("[:alpha:]", "[:alpha:]"), ("[a-z--[aeiou]]", "\"--\""),
+        ("(?m).", "the option (?m)"), ("(?x)[ a]", "the option (?x)"), ("(?s:.)", "the option (?s)"),
+        ("(?i-m)a", "the option (?m)"),
+    ])
+    func refusedConstruct(pattern: String, construct: String) throws {
+        let error = #expect(throws: DroptraceError.self) { try ICURegexSplitPattern.translatedToICU(pattern) }
+        #expect(error?.message.contains("uses \(construct)") == true, "\(error?.message ?? "no error")")
+    }
+
+    /// The constructs both engines read alike pass through unchanged.
+    @Test("shared constructs are left alone", arguments: [
+        #"(?i:'s|'t)|\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#,
+        #"\R\X\d\D\s\S\b\B\A\z\Z\x41\x{1F600}\u00E9\cA\e\t"#, "a++(?>b+)(?<=c)(?<!d)(?=e)(?!f)", "[[:alpha:]\\p{Han}]+",
+        "[:;]", "(?i)k", "(?-i:a)",
+    ])
+    func sharedConstruct(pattern: String) throws {
+        #expect(try ICURegexSplitPattern.translatedToICU(pattern) == pattern)
+    }
+
+    /// A Split on `{"Regex": ""}` is the library's Split on `{"String": ""}`
+    /// (both an empty match at every boundary); the fixture's ids for the
+    /// String spelling come from the library (tokenizer-cases/expected.json).
+    @Test("an empty Split pattern splits between every two characters, in either spelling")
+    func emptySplitPattern() throws {
+        let file = TokenizerFixtures.caseFile("split-empty-pattern.json")
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as! [String: Any]
+        var split = json["pre_tokenizer"] as! [String: Any]
+        split["pattern"] = ["Regex": ""]
+        json["pre_tokenizer"] = split
+        let scratch = try TokenizerScratch()
+        let regexSpelling = try Tokenizer(contentsOf: scratch.write(json: json, to: "tokenizer.json"))
+        let expectations = TokenizerFixtures.caseExpectations.filter { $0.file == "split-empty-pattern.json" }
+        #expect(!expectations.isEmpty)
+        for expectation in expectations {
+            #expect(try regexSpelling.encode(expectation.text) == expectation.with)
+        }
+    }
+
+    /// The library's Prepend of "" and Replace of empty matches panic once a
+    /// ByteLevel pre-tokenizer follows (the llama3 fixture), so droptrace
+    /// refuses them: empty patterns when the file is read, a regex that
+    /// matches empty text when it does.
+    @Test("Prepend of nothing and Replace of empty matches are refused", arguments: [
+        (#"{"type": "Prepend", "prepend": ""}"#, "normalizer: Prepend of an empty string"),
+        (#"{"type": "Replace", "pattern": {"String": ""}, "content": "x"}"#, "normalizer.pattern is empty"),
+        (#"{"type": "Sequence", "normalizers": [{"type": "Replace", "pattern": {"Regex": ""}, "content": ""}]}"#,
+         "normalizer.normalizers[0].pattern is empty"),
+        (#"{"type": "Replace", "pattern": {"Regex": "x*"}, "content": "y"}"#, "matches empty text"),
+    ])
+    func emptyNormalizerSteps(normalizer: String, phrase: String) throws {
+        let scratch = try TokenizerScratch()
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: TokenizerFixtures.tokenizerFile("llama3"))) as! [String: Any]
+        json["normalizer"] = try JSONSerialization.jsonObject(with: Data(normalizer.utf8))
+        let file = try scratch.write(json: json, to: "tokenizer.json")
+        let error = #expect(throws: DroptraceError.self) { try Tokenizer(contentsOf: file).encode("ab") }
+        #expect(error?.path == file.path)
+        #expect(error?.message.contains(phrase) == true, "\(error?.message ?? "no error")")
+    }
+}
