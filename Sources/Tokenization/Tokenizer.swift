@@ -80,14 +80,13 @@ public final class Tokenizer: Sendable {
         vocabularySize = max(model.largestId, addedTokens.map(\.id).max() ?? -1) + 1
     }
 
+    /// The largest tokenizer.json read: real ones are at most tens of
+    /// megabytes (Gemma 3's 262k-token vocabulary: 33 MB); this bounds a hostile one.
+    static let sizeLimit = 1 << 28
+
     private static func parseJSON(at url: URL) throws -> Any {
-        let data: Data
-        do {
-            data = try RegularFile.contents(path: url.path)
-        } catch {
-            let exists = FileManager.default.fileExists(atPath: url.path)
-            throw DroptraceError(exists ? "cannot be read" : "no such file", path: url.path)
-        }
+        guard FileManager.default.fileExists(atPath: url.path) else { throw DroptraceError("no such file", path: url.path) }
+        let data = try RegularFile.contents(path: url.path, limit: sizeLimit)
         return try JSONFields.parseDocument([UInt8](data), file: url.path, what: "tokenizer file")
     }
 

@@ -75,6 +75,18 @@ struct TokenizerLimitsTests {
     /// Each pre-tokenizer step is a level of recursion per piece: thousands
     /// would overflow the stack, so more than 64 (nested sequences counted by
     /// their steps) are refused when the file is read.
+    @Test("a tokenizer.json larger than any real one is refused before it is read")
+    func oversizedFileIsRefusedUnread() throws {
+        let scratch = try TokenizerScratch()
+        let file = try scratch.write(json: [:], to: "tokenizer.json")
+        // Sparse: a gigabyte that costs no disk, and must cost no memory either.
+        let handle = try FileHandle(forWritingTo: file)
+        try handle.truncate(atOffset: 1 << 30)
+        try handle.close()
+        let error = #expect(throws: DroptraceError.self) { try Tokenizer(contentsOf: file) }
+        #expect(error?.path == file.path && error?.message.contains("larger than") == true, "\(String(describing: error))")
+    }
+
     @Test("too many pre-tokenizer steps are refused when tokenizer.json is read")
     func tooManyPreTokenizerSteps() throws {
         let scratch = try TokenizerScratch()
