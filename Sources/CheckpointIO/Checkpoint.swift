@@ -77,19 +77,36 @@ public final class Checkpoint: @unchecked Sendable {
             }
             configData = try RegularFile.contents(path: configURL.path, limit: Self.configSizeLimit)
         }
-        guard let object = try? JSONSerialization.jsonObject(with: configData) as? [String: Any] else {
-            throw DroptraceError(
-                "not valid JSON" + (ConfigNumbers.nonFiniteMember(in: configData).map { ": \($0)" } ?? ""), path: configURL.path)
-        }
-        // Python's json (so transformers) keeps a repeated key's last value,
-        // Foundation its first: which model was meant is not for droptrace to guess.
-        if gguf == nil, let repeated = (try? JSONValue.parse([UInt8](configData)))?.repeatedKey() {
-            throw DroptraceError("key \"\(repeated)\" is given twice", path: configURL.path)
-        }
+        let object = try Self.configObject(configData, path: configURL.path, keysOnce: gguf == nil)
         guard let type = object["model_type"] as? String else {
             throw DroptraceError("no \"model_type\" key", path: configURL.path)
         }
         modelType = type
+    }
+
+    /// config.json's top-level object, read as strictly as Python's json
+    /// reads it (no byte-order mark, no UTF-16), with each key once when
+    /// `keysOnce` (a GGUF file's derived config has no text of its own):
+    /// Python keeps a repeated key's last value, Foundation its first, and
+    /// which was meant is not for droptrace to guess. NaN, Infinity and
+    /// 1e400, which Python takes, fit no setting; the error names their key.
+    /// - Throws: `DroptraceError` naming `path`.
+    static func configObject(_ data: Data, path: String, keysOnce: Bool) throws -> [String: Any] {
+        func invalid(_ detail: String?) -> DroptraceError {
+            let detail = ConfigNumbers.nonFiniteMember(in: data) ?? detail
+            return DroptraceError("not valid JSON" + (detail.map { " (\($0))" } ?? ""), path: path)
+        }
+        let document: JSONValue
+        do {
+            document = try JSONValue.parse([UInt8](data))
+        } catch {
+            throw invalid("byte \(error.offset): \(error.reason)")
+        }
+        if keysOnce, let repeated = document.repeatedKey() {
+            throw DroptraceError("key \"\(repeated)\" is given twice", path: path)
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw invalid(nil) }
+        return object
     }
 
     /// config.json files are a few kilobytes; this bounds a hostile one.

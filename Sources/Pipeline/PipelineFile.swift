@@ -108,6 +108,7 @@ public struct PipelineFile: Decodable {
         guard (file.series == nil) != (file.checkpoints == nil) else {
             throw DroptraceError("give exactly one of \"series\" (a directory) or \"checkpoints\" (a list)", path: url.path)
         }
+        if let problem = file.title.flatMap(TraceOptions.titleProblem) { throw DroptraceError(problem, path: url.path) }
         if let seqLen = file.seqLen, seqLen < 1 { throw DroptraceError("seq_len must be at least 1", path: url.path) }
         if let samples = file.samples, samples < 1 { throw DroptraceError("samples must be at least 1", path: url.path) }
         if let dropK = file.dropK, dropK.contains(where: { $0 < 1 }) {

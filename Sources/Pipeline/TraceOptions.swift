@@ -23,6 +23,13 @@ public struct TraceOptions: Sendable {
     public var force: Bool
     /// The report's title; nil: derived from the series.
     public var title: String?
+
+    /// Why `title` cannot title a report, nil when it can: it is one line of
+    /// a Markdown heading and an HDF5 string attribute (C strings end at NUL).
+    public static func titleProblem(_ title: String) -> String? {
+        title.unicodeScalars.contains { $0.properties.generalCategory == .control }
+            ? "title must be one line without control characters (NUL, tab, line breaks)" : nil
+    }
     /// Evaluation data: when given, each checkpoint's perplexity in full and
     /// without its own / the final checkpoint's drop-k attention layers.
     public var evaluation: CalibrationSource?

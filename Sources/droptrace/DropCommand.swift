@@ -101,6 +101,9 @@ struct DropCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
+        if exportMergekit?.hasSuffix("/") == true {
+            throw ValidationError("--export-mergekit names a directory (it ends in /); give the YAML file's path")
+        }
         try validateTaskOptions(tasks: tasks, numFewshot: numFewshot)
         if !(speedBudget.isFinite && speedBudget > 0 && speedBudget <= 604_800) {
             throw ValidationError("--speed-budget must be a number of seconds above 0, at most 604800 (a week)")

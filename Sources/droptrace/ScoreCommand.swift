@@ -56,6 +56,13 @@ struct ScoreCommand: ParsableCommand {
     @Flag(help: "Print the scores and the comparison of methods as JSON on standard output instead of tables.")
     var json = false
 
+    func validate() throws {
+        // "out/" names a directory; the file would be written as "out".
+        if output.hasSuffix("/") {
+            throw ValidationError("--output names a directory (it ends in /); give the score file's path, e.g. \(output)scores.h5")
+        }
+    }
+
     func run() throws {
         try runReportingErrors { log in
             engine.apply()

@@ -261,6 +261,18 @@ import Testing
         try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["\"\(path)\"", "given twice"], in: scratch)
     }
 
+    /// Python's json (so transformers) refuses a byte-order mark before
+    /// config.json's text, and UTF-16; Foundation would take both.
+    @Test(arguments: [true, false])
+    func configThatPythonCannotReadIsRefused(byteOrderMark: Bool) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        let url = model.appendingPathComponent("config.json")
+        let text = try String(contentsOf: url, encoding: .utf8)
+        try (byteOrderMark ? Data(("\u{FEFF}" + text).utf8) : text.data(using: .utf16)!).write(to: url)
+        try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["not valid JSON", "byte 0"], in: scratch)
+    }
+
     // MARK: - Damaging fixture copies
 
     func rewriteConfig(_ model: URL, _ change: (inout [String: Any]) -> Void) throws {

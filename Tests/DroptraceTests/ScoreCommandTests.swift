@@ -70,6 +70,17 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: scratch.path("scores.h5").path))
     }
 
+    /// `--output out/` names a directory: never a file written as `out`.
+    @Test func outputEndingInASlashIsAUsageError() throws {
+        let scratch = try ScratchDirectory()
+        let result = try DroptraceCommand.run([
+            "score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--output", scratch.path("new").path + "/",
+        ])
+        #expect(result.status == 64 && result.stderr.contains("names a directory"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("new").path))
+    }
+
     @Test func textCalibrationNeedsTokenizer() throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("gpt2-f32")

@@ -205,6 +205,7 @@ import Glibc
             ("series: a\ncheckpoints: [b]\ncalibration: c\noutput: o\n", "exactly one"),
             ("series: [\n", "YAML"),
             ("series: a\ncalibration: c\noutput: o\nsamples: many\n", "samples"),
+            ("series: a\ncalibration: c\noutput: o\ntitle: \"a\\0b\"\n", "title"),
         ]
         for (index, (text, word)) in cases.enumerated() {
             let file = try scratch.write(text, to: "p\(index).yaml")
