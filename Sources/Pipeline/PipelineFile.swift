@@ -187,7 +187,8 @@ enum PipelineYAML {
                 "nests lists or mappings more than \(maxDepth) deep; a pipeline file is a short mapping of settings",
                 path: path)
         }
-        return text
+        // YAML allows a byte-order mark, which editors on Windows write.
+        return text.hasPrefix("\u{FEFF}") ? String(text.dropFirst()) : text
     }
 
     /// An upper bound on how deeply the document nests collections, from

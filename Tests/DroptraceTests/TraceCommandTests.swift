@@ -158,8 +158,9 @@ import Glibc
         }
         let calibration = try scratch.write(try String(contentsOf: FixtureFiles.calibrationJSONL, encoding: .utf8), to: "calib.jsonl")
         _ = calibration
+        // A byte-order mark first, as Windows editors write it: YAML allows it.
         let pipeline = try scratch.write("""
-            title: Test series
+            \u{FEFF}title: Test series
             series: series
             calibration: calib.jsonl
             drop_k: [1, 2]
