@@ -69,6 +69,25 @@ import Testing
         ScoringReferenceTests().check("llama-f32-bin file", scores, against: reference, tolerance: ScoringReferenceTests.float32Tolerance)
     }
 
+    /// Bytes appended after the zip's end record (a copy tool's padding):
+    /// Python's zipfile and torch.load read such a file, and so does droptrace,
+    /// to the same tensors; in a series it is finished, not "still being written".
+    @Test func bytesAfterTheArchiveAreIgnoredAsTorchLoadIgnoresThem() throws {
+        let scratch = try ScratchDirectory()
+        let directory = try scratch.copyOfModel("llama-f32-bin")
+        let file = directory.appendingPathComponent("pytorch_model.bin")
+        let handle = try FileHandle(forWritingTo: file)
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(repeating: 0x55, count: 1000))
+        try handle.close()
+        let appended = try Checkpoint(location: directory), original = try Checkpoint(location: FixtureFiles.model("llama-f32-bin"))
+        for name in original.tensorNames {
+            #expect(try appended.tensor(name).floats() == original.tensor(name).floats(), "\(name)")
+        }
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int)
+        #expect(TorchCheckpointFile.expectedLength(path: file.path) == size)
+    }
+
     @Test func tiedWeightsShareOneStorageInPlace() throws {
         let file = try TorchCheckpointFile(path: FixtureFiles.model("gpt2-f32-bin").appendingPathComponent("pytorch_model.bin").path)
         let embedding = try #require(file.tensors["transformer.wte.weight"])

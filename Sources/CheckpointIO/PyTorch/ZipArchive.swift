@@ -123,17 +123,22 @@ struct ZipArchive {
         // The record, its comment (up to 0xFFFF bytes) and a ZIP64 locator before it.
         let tailStart = max(0, file.size - recordLength - 0xFFFF - 20)
         let tail = try file.bytes(file.size - tailStart, at: tailStart)
+        // The record whose comment ends the file; failing that, as Python's
+        // zipfile (and torch.load) read an archive with bytes appended, the last one.
         var end: Int?
+        var last: Int?
         tail.withUnsafeBytes { bytes in
             var position = bytes.count - recordLength
             while position >= 0 {
                 if bytes.loadUnaligned(fromByteOffset: position, as: UInt32.self).littleEndian == endOfCentralDirectorySignature {
                     let commentLength = Int(bytes.loadUnaligned(fromByteOffset: position + 20, as: UInt16.self).littleEndian)
                     if position + recordLength + commentLength == bytes.count { end = position; break }
+                    last = last ?? position
                 }
                 position -= 1
             }
         }
+        end = end ?? last
         guard let end else {
             throw DroptraceError(
                 "zip archive has no end-of-central-directory record: the file is truncated (or still being written)", path: path)
