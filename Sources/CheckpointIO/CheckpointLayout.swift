@@ -89,7 +89,7 @@ public struct CheckpointLayout: Sendable {
     ///   (transformers refuses those too) or the file is missing.
     static func namedWeights(in directory: URL) throws -> String? {
         let config = directory.appendingPathComponent("config.json")
-        guard let data = try? RegularFile.contents(path: config.path, limit: 1 << 26),
+        guard let data = try? RegularFile.contents(path: config.path, limit: Checkpoint.configSizeLimit),
               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let value = object[weightsKey], !(value is NSNull)
         else { return nil }
