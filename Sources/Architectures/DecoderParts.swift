@@ -107,7 +107,8 @@ struct DecoderParts: Sendable {
     func confirmAttentionProjections(attention: String = "self_attn.") throws {
         guard let layer = firstKeptAttention else { return }
         let d = dimensions
-        let headKey = d.headDim == nil ? "num_attention_heads" : "head_dim"
+        // Without head_dim, a head is hidden_size / num_attention_heads wide.
+        let headKey = d.headDim == nil ? "(hidden_size / num_attention_heads)" : "head_dim"
         try weights.confirmShape(
             "layers.\(layer).\(attention)q_proj.weight", [d.numAttentionHeads * d.resolvedHeadDim, d.hiddenSize],
             keys: "num_attention_heads × \(headKey)", configPath: configPath)

@@ -43,7 +43,8 @@ public struct CheckpointLayout: Sendable {
         func exists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: file(name).path) }
         if let named = try namedWeights(in: location) {
             let url = location.appendingPathComponent(named)
-            let weightFiles = named.hasSuffix(".index.json") ? try shards(index: url) : [url]
+            // transformers joins an index's shard names to the checkpoint directory, wherever the index is.
+            let weightFiles = named.hasSuffix(".index.json") ? try shards(index: url, folder: location) : [url]
             return CheckpointLayout(format: .safetensors, weightFiles: weightFiles, directory: folder)
         }
         // transformers' order (`_get_resolved_checkpoint_files`): a single
@@ -126,14 +127,15 @@ public struct CheckpointLayout: Sendable {
     /// index cannot point outside the checkpoint) and to exist. Names appear in
     /// errors only escaped. A shard may be a symlink: the Hugging Face hub cache
     /// stores every snapshot file as one, pointing into its `blobs/` folder.
-    public static func shards(index: URL) throws -> [URL] {
+    /// - Parameter folder: where the shards are, by default the index's folder.
+    public static func shards(index: URL, folder: URL? = nil) throws -> [URL] {
         let data = try RegularFile.contents(path: index.path, limit: indexSizeLimit)
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let weightMap = object["weight_map"] as? [String: String]
         else {
             throw DroptraceError("not a valid shard index (needs a \"weight_map\" object of file names)", path: index.path)
         }
-        let folder = index.deletingLastPathComponent()
+        let folder = folder ?? index.deletingLastPathComponent()
         let names = Set(weightMap.values).sorted()
         guard !names.isEmpty else {
             throw DroptraceError("shard index names no shard files", path: index.path)

@@ -134,7 +134,10 @@ public struct JSONParser {
         while position < bytes.count {
             let byte = bytes[position]
             if byte == UInt8(ascii: "\"") {
-                let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
+                // JSON text is UTF-8; the reference readers refuse other bytes rather than replace them.
+                guard let text = String(validating: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self) else {
+                    throw failure("invalid UTF-8 in a string")
+                }
                 position += 1
                 return text
             }
@@ -148,7 +151,8 @@ public struct JSONParser {
             switch byte {
             case UInt8(ascii: "\""):
                 position += 1
-                return String(decoding: decoded, as: UTF8.self)
+                guard let text = String(validating: decoded, as: UTF8.self) else { throw failure("invalid UTF-8 in a string") }
+                return text
             case UInt8(ascii: "\\"):
                 position += 1
                 guard position < bytes.count else { throw failure("unexpected end of input") }
@@ -214,6 +218,10 @@ public struct JSONParser {
         let integerStart = position
         skipDigits()
         guard position > integerStart else { throw failure("invalid number") }
+        if bytes[integerStart] == UInt8(ascii: "0"), position - integerStart > 1 {
+            position = integerStart
+            throw failure("number with a leading zero")
+        }
         var isInteger = true
         if position < bytes.count && bytes[position] == UInt8(ascii: ".") {
             isInteger = false

@@ -107,6 +107,33 @@ import Testing
         #expect(allSliding.attention != expected.attention, "the fixture's window must change the scores for this test to tell")
     }
 
+    /// A key config.json omits takes its config class's default (checked
+    /// against transformers 5.24): the model is the one with the default
+    /// written out, down to the same scores, perplexity or refusal.
+    @Test(arguments: [
+        ("gemma2-f32", "query_pre_attn_scalar", "256"), ("gemma2-f32", "attn_logit_softcapping", "50.0"),
+        ("gemma2-f32", "final_logit_softcapping", "30.0"), ("gemma2-f32", "sliding_window", "4096"),
+        ("gemma2-f32", "head_dim", "256"), ("gemma-f32", "head_dim", "256"), ("qwen3-f32", "head_dim", "128"),
+    ])
+    func omittedKeyIsTheConfigClassDefault(fixture: String, key: String, value: String) throws {
+        let scratch = try ScratchDirectory()
+        let written = try scratch.copyOfModel(fixture, as: "written"), omitted = try scratch.copyOfModel(fixture, as: "omitted")
+        try rewriteConfig(written) { $0[key] = try! JSONSerialization.jsonObject(with: Data(value.utf8), options: .fragmentsAllowed) }
+        try rewriteConfig(omitted) { $0.removeValue(forKey: key) }
+        func outcome(_ directory: URL) -> String {
+            do {
+                let model = try load(directory)
+                let windows = FixtureFiles.jsonlSequences()
+                let scores = try ImportanceScorer(model: model).score(windows, calibrationPath: "calib")
+                let loss = try LanguageModelLoss.evaluate(model: model, plan: .none, windows: windows, sourcePath: "eval")
+                return "\(scores.attention) \(scores.mlp) \(loss.perplexity)"
+            } catch {
+                return "\(error)".replacingOccurrences(of: directory.path, with: "")
+            }
+        }
+        #expect(outcome(omitted) == outcome(written), "\(fixture) without \(key)")
+    }
+
     @Test func gemma2ExportSpellsOutLayerTypes() throws {
         let scratch = try ScratchDirectory()
         let directory = try scratch.copyOfModel("gemma2-f32")

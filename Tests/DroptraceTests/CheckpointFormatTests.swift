@@ -72,6 +72,7 @@ import Glibc
             // __metadata__ that is not a string map, a byte-order mark, a name given twice.
             (#"{"w": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}}"#, 8, ["malformed"]),
             (#"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0.0, 8]}}"#, 8, ["malformed"]),
+            (#"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [00, 8]}}"#, 8, ["not valid JSON", "leading zero"]),
             (#"{"__metadata__": [1, 2], "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, 8, ["__metadata__"]),
             (#"{"__metadata__": {"format": 1}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, 8, ["__metadata__"]),
             ("\u{FEFF}" + #"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, 8, ["not valid JSON", "byte 0"]),

@@ -98,6 +98,22 @@ import Testing
         _ = try ModelRegistry.load(try Checkpoint(directory: export))
     }
 
+    /// An index `transformers_weights` names in a subfolder lists shards of
+    /// the checkpoint directory: transformers joins their names to it.
+    @Test func namedIndexInASubfolderReadsTheTopLevelShards() throws {
+        let scratch = try ScratchDirectory()
+        let directory = try scratch.copyOfModel("llama-sharded")
+        let sub = directory.appendingPathComponent("sub")
+        try FileManager.default.createDirectory(at: sub, withIntermediateDirectories: true)
+        try FileManager.default.moveItem(
+            at: directory.appendingPathComponent("model.safetensors.index.json"),
+            to: sub.appendingPathComponent("model.safetensors.index.json"))
+        try ArchitectureTests().rewriteConfig(directory) { $0["transformers_weights"] = "sub/model.safetensors.index.json" }
+        let layout = try CheckpointLayout.resolve(directory)
+        #expect(!layout.weightFiles.isEmpty && layout.weightFiles.allSatisfy { $0.deletingLastPathComponent().path == directory.path })
+        _ = try ModelRegistry.load(try Checkpoint(directory: directory))
+    }
+
     /// Names transformers refuses too, and a named file that is not there.
     @Test(arguments: [
         (#""../model.safetensors""#, "inside the checkpoint directory"), (#""pytorch_model.bin""#, ".safetensors"),

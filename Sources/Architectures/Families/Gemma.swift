@@ -38,7 +38,9 @@ struct GemmaModel: DecoderFamily {
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, tiedByDefault: true, naming: LlamaModel.naming)
+        // GemmaConfig's head_dim is 256 when config.json omits it (gemma-2b: 2048 wide, 8 heads).
+        parts = try DecoderParts(
+            checkpoint, section: ConfigSection(defaults: ["head_dim": 256]), tiedByDefault: true, naming: LlamaModel.naming)
         config = try parts.config(GemmaConfiguration.self)
         rotary = try parts.rotary()
     }

@@ -25,6 +25,13 @@ struct Gemma2Configuration: Decodable {
         case finalLogitSoftcapping = "final_logit_softcapping"
     }
 
+    /// Gemma2Config's defaults for the keys a config.json may omit (absent
+    /// is the default, `null` is none).
+    static let section = ConfigSection(defaults: [
+        "head_dim": 256, "query_pre_attn_scalar": 256, "sliding_window": 4096,
+        "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+    ])
+
     /// The attention type of a layer when config.json has no `layer_types`
     /// (transformers 5.x writes it): the rule of the original configs, even
     /// layers slide.
@@ -43,7 +50,9 @@ struct Gemma2Model: DecoderFamily {
     let layerTypes: [String]
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, tiedByDefault: true) { SandwichBlock.naming($0) }
+        parts = try DecoderParts(checkpoint, section: Gemma2Configuration.section, tiedByDefault: true) {
+            SandwichBlock.naming($0)
+        }
         config = try parts.config(Gemma2Configuration.self)
         rotary = try parts.rotary()
         let configPath = parts.configPath
@@ -75,7 +84,7 @@ struct Gemma2Model: DecoderFamily {
         let layout = parts.attentionLayout, eps = config.rmsNormEps
         let bias = config.attentionBias == true
         let p = "layers.\(index)."
-        // Gemma-2 scales scores by query_pre_attn_scalar^-1/2, which need not be head_dim.
+        // Gemma-2 scales scores by query_pre_attn_scalar^-1/2, which need not be head_dim (null: head_dim).
         let scalar = config.queryPreAttnScalar ?? Double(layout.headDim)
         func attention() throws -> SelfAttention { try parts.attention(
             p + "self_attn.", bias: bias, rotary: rotary, scale: Float(1 / scalar.squareRoot()),

@@ -67,7 +67,8 @@ struct Qwen3Model: DecoderFamily {
     let windows: [Int?]
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint) { Self.naming($0) }
+        // Qwen3Config's head_dim is 128 when config.json omits it (Qwen3-0.6B: 1024 wide, 16 heads).
+        parts = try DecoderParts(checkpoint, section: ConfigSection(defaults: ["head_dim": 128])) { Self.naming($0) }
         config = try parts.config(Qwen3Configuration.self)
         rotary = try parts.rotary()
         layerTypes = config.resolvedLayerTypes(layers: parts.dimensions.numHiddenLayers)

@@ -1,0 +1,32 @@
+import DroptraceSupport
+import Foundation
+import Testing
+
+/// The one JSON reader of safetensors headers, tokenizer.json, calibration
+/// JSONL and config.json checks: strict JSON, as serde_json and Python's
+/// json read it, each refusal with its byte offset.
+@Suite struct JSONParserTests {
+    @Test(arguments: [
+        ("[05]", 1, "leading zero"), ("[00]", 1, "leading zero"), ("{\"a\": -012}", 7, "leading zero"),
+        ("\u{FEFF}{}", 0, "unexpected character"),
+    ])
+    func notJSONIsRefusedAtItsByte(text: String, offset: Int, reason: String) {
+        let error = #expect(throws: JSONValue.Malformed.self) { try JSONValue.parse(Array(text.utf8)) }
+        #expect(error?.reason.contains(reason) == true && error?.offset == offset, "\(text): \(String(describing: error))")
+    }
+
+    @Test func invalidUTF8InAStringIsRefused() {
+        for bytes in [[0x22, 0xFF, 0x22], [0x22, 0x61, 0x5C, 0x6E, 0xC3, 0x22]] as [[UInt8]] {
+            let error = #expect(throws: JSONValue.Malformed.self) { try JSONValue.parse(bytes) }
+            #expect(error?.reason.contains("invalid UTF-8") == true, "\(bytes): \(String(describing: error))")
+        }
+    }
+
+    @Test func validNumbersAndStringsStillParse() throws {
+        let value = try JSONValue.parse(Array(#"{"a": [0, -0, 10, 0.5, 1e2, "é\n"]}"#.utf8))
+        guard case .array(let items) = value.member("a") else { Issue.record("not an array"); return }
+        #expect(items.count == 6)
+        if case .integer(let ten) = items[2] { #expect(ten == 10) } else { Issue.record("10 is not an integer") }
+        if case .string(let text) = items[5] { #expect(text == "é\n") } else { Issue.record("not a string") }
+    }
+}
