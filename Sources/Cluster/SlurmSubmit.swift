@@ -142,6 +142,8 @@ public struct SlurmSubmit {
         let directory = layout.slurmDirectory.appendingPathComponent(submission.id)
         let logs = directory.appendingPathComponent("logs")
         try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
+        // sbatch expands %-patterns (%j, %A, ...) in --output; "%%" is a literal % in the directory's path.
+        let logPattern = logs.path.replacingOccurrences(of: "%", with: "%%")
         result.directory = directory
 
         // Arrays of at most MaxArraySize tasks (ids 0…MaxArraySize−1). With a
@@ -156,7 +158,7 @@ public struct SlurmSubmit {
             var sbatch = common(name: layout.jobName)
             let range = chunk.count == 1 ? "0" : "0-\(chunk.count - 1)"
             sbatch += ["--array=\(range)" + (settings.arrayParallelism.map { "%\($0)" } ?? "")]
-            sbatch += ["--output=\(logs.path)/array-\(index)-%A_%a.out", "--open-mode=append", "--requeue", "--signal=B:USR1@60"]
+            sbatch += ["--output=\(logPattern)/array-\(index)-%A_%a.out", "--open-mode=append", "--requeue", "--signal=B:USR1@60"]
             if settings.arrayParallelism != nil, let previous = arrayJobs.last { sbatch.append("--dependency=afterany:\(previous)") }
             sbatch += settings.sbatchArgs ?? []
             let text = BatchScript.array(
@@ -178,7 +180,7 @@ public struct SlurmSubmit {
         // one after another).
         let script = directory.appendingPathComponent("finalize.sbatch")
         let after = Set(queue.jobIDs + arrayJobs).sorted()
-        let base = common(name: layout.jobName) + ["--output=\(logs.path)/finalize-%j.out", "--open-mode=append"]
+        let base = common(name: layout.jobName) + ["--output=\(logPattern)/finalize-%j.out", "--open-mode=append"]
         var sbatch = base
         if !after.isEmpty { sbatch.append(FinalizeDeferral.dependency(on: after)) }
         sbatch += settings.sbatchArgs ?? []

@@ -63,6 +63,27 @@ import Testing
         #expect(finalize.contains("slurm finalize \(pipeline.path)") && finalize.contains("finalize.exit"))
     }
 
+    /// sbatch expands %j, %A and the like in --output: a % of the output
+    /// directory's own path is written %%, so the logs land where status looks.
+    @Test func percentInTheOutputPathIsLiteralInLogPaths() throws {
+        guard SlurmCluster.required() else { return }
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        let pipeline = try scratch.write(
+            "series: series\ncalibration: \(FixtureFiles.calibrationJSONL.path)\noutput: run%jdir\n", to: "pipeline.yaml")
+        let result = try submit(pipeline, ["--dry-run"])
+        try #require(result.status == 0, "\(result.stderr)")
+        let slurm = scratch.path("run%jdir/slurm")
+        let directory = try #require(try FileManager.default.contentsOfDirectory(at: slurm, includingPropertiesForKeys: nil)
+            .first { $0.lastPathComponent.hasSuffix("Z") })
+        let logs = directory.appendingPathComponent("logs").path.replacingOccurrences(of: "%", with: "%%")
+        let array = try String(contentsOf: directory.appendingPathComponent("array-0.sbatch"), encoding: .utf8)
+        #expect(array.contains("--output=\(logs)/array-0-%A_%a.out"), "\(array)")
+        let finalize = try String(contentsOf: directory.appendingPathComponent("finalize.sbatch"), encoding: .utf8)
+        #expect(finalize.contains("--output=\(logs)/finalize-%j.out"), "\(finalize)")
+    }
+
     @Test func queuedWorkIsNeverSubmittedTwice() throws {
         guard SlurmCluster.required() else { return }
         let scratch = try ScratchDirectory()
