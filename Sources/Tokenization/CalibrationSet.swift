@@ -44,7 +44,8 @@ public struct CalibrationSet: Sendable {
     /// Loads calibration data.
     ///
     /// - JSONL (`.jsonl`, and `.json` read the same way): one
-    ///   `{"input_ids": [...]}` per non-blank line, other keys ignored; each
+    ///   `{"input_ids": [...]}` per non-blank line, other keys ignored (an
+    ///   `attention_mask` with zeros, a padded export, is refused); each
     ///   line is one sequence, cut to its first `seqLen` tokens when given;
     ///   only the first `samples` sequences when given. No tokenizer needed.
     /// - Anything else is UTF-8 text: the whole file is encoded with
@@ -189,6 +190,11 @@ enum TokenIdLines {
             throw failure("\"input_ids\" should be a list of token ids")
         }
         guard !items.isEmpty else { throw failure("empty sequence") }
+        // A padded export (tokenizer(..., padding=...) then to_json) masks its pads; scoring them as
+        // text would count tokens the model never attends to. Sequences here are unpadded.
+        if let mask = fields["attention_mask"] as? [Any], mask.contains(where: { JSONFields.integer($0) == 0 }) {
+            throw failure("\"attention_mask\" has zeros (padding); give each sequence unpadded, without its pad tokens")
+        }
         return try items.enumerated().map { index, item in
             guard let id = JSONFields.integer(item), id >= 0 else {
                 throw failure("input_ids[\(index)] is \(describe(item)), not a non-negative integer")

@@ -86,6 +86,8 @@ struct CalibrationSetTests {
         ("{\"input_ids\": [4, -1]}\n", "line 1: input_ids[1] is -1, not a non-negative integer"),
         ("{\"input_ids\": [99999999999]}\n", "line 1: input_ids[0] = 99999999999 is too large"),
         ("{\"input_ids\": [1]}\n{\"input_ids\": []}\n", "line 2: empty sequence"),
+        // A padded export: its pads would be scored as text.
+        ("{\"input_ids\": [5, 6, 0], \"attention_mask\": [1, 1, 0]}\n", "line 1: \"attention_mask\" has zeros (padding)"),
         ("\n  \n\n", "no sequences"),
     ])
     func jsonlErrors(contents: String, expectedPhrase: String) throws {
