@@ -88,13 +88,13 @@ struct DecoderParts: Sendable {
     /// `settings` replaces the config's rope settings where a family reads
     /// them its own way (from `ropeSettings()`, adjusted).
     func rotary(
-        defaultTheta: Double = 10_000, defaultPartialRotaryFactor: Double = 1, confirmProjections: Bool = true,
+        defaultTheta: Double = 10_000, partialRotary: RopeSettings.PartialRotary = .ignored, confirmProjections: Bool = true,
         settings: RopeSettings? = nil
     ) throws -> RotaryEmbedding {
         if confirmProjections { try confirmAttentionProjections() }
         let headDim = firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
         return try (settings ?? ropeSettings()).embedding(
-            headDim: headDim, defaultPartialRotaryFactor: defaultPartialRotaryFactor, defaultTheta: defaultTheta,
+            headDim: headDim, partialRotary: partialRotary, defaultTheta: defaultTheta,
             maxPositions: dimensions.maxPositionEmbeddings, configPath: configPath)
     }
 

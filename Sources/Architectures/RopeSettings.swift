@@ -133,21 +133,45 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         }
     }
 
+    /// How a family's transformers model reads `partial_rotary_factor`.
+    public enum PartialRotary: Sendable {
+        /// It rotates that share of each head, `default` when the config is
+        /// silent (phi3, gpt_neox: their rotary embedding reads the key).
+        case honoured(default: Double)
+        /// Its rotary embedding ignores the key and rotates the whole head
+        /// (llama, qwen3, gemma, ...). With a scaled rope type transformers'
+        /// shared initialisers apply the factor and the forward then fails on
+        /// mismatched shapes: such a config is refused.
+        case ignored
+    }
+
     /// The rotary embedding for heads of `headDim`, or an error naming the
-    /// config for scaling types droptrace does not implement. Families differ
-    /// in the share of each head they rotate when the config is silent.
+    /// config for scaling types droptrace does not implement, or a partial
+    /// rotary factor the family cannot run (`PartialRotary`).
     /// `maxPositions` (max_position_embeddings) gives LongRoPE its factor
     /// when the config names none.
     public func embedding(
-        headDim: Int, defaultPartialRotaryFactor: Double = 1, defaultTheta: Double = 10_000, maxPositions: Int? = nil,
+        headDim: Int, partialRotary: PartialRotary = .ignored, defaultTheta: Double = 10_000, maxPositions: Int? = nil,
         configPath: String
     ) throws -> RotaryEmbedding {
+        let share: Double
+        switch partialRotary {
+        case .honoured(let fallback):
+            share = partialRotaryFactor ?? fallback
+        case .ignored:
+            if let partialRotaryFactor, partialRotaryFactor < 1, type != "default" {
+                throw DroptraceError(
+                    "partial_rotary_factor \(partialRotaryFactor) with rope type \"\(type)\": this family's transformers model cannot run it (its rotary tables would not fit the heads)",
+                    path: configPath)
+            }
+            share = 1
+        }
         // transformers truncates the rotated width but does not round it to
         // even: an odd width w yields ceil(w/2) frequencies over exponent 2i/w
         // and rotates 2·ceil(w/2) dimensions, which must fit in the head.
         // (The fraction is in (0, 1] and head_dim confirmed by the weights, so
         // neither the product nor the table can blow up.)
-        let rotaryDim = Int(Double(headDim) * (partialRotaryFactor ?? defaultPartialRotaryFactor))
+        let rotaryDim = Int(Double(headDim) * share)
         guard rotaryDim + rotaryDim % 2 <= headDim else {
             throw DroptraceError(
                 "\"partial_rotary_factor\" gives a rotary width of \(rotaryDim), which rotates \(rotaryDim + 1) dimensions of a head of \(headDim)",

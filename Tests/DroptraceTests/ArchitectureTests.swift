@@ -134,6 +134,35 @@ import Testing
         #expect(outcome(omitted) == outcome(written), "\(fixture) without \(key)")
     }
 
+    /// Only phi3's and gpt_neox's transformers models read
+    /// `partial_rotary_factor`; the others rotate the whole head with the
+    /// default rope (checked against transformers 5.24), and cannot run a
+    /// scaled rope type with it (their forward fails on the table's width).
+    @Test func partialRotaryFactorIsReadOnlyByTheFamiliesThatReadIt() throws {
+        let scratch = try ScratchDirectory()
+        let windows = FixtureFiles.jsonlSequences()
+        for (fixture, key) in [("mistral-f32", "partial_rotary_factor"), ("qwen3-f32", "rope_parameters.partial_rotary_factor")] {
+            let directory = try scratch.copyOfModel(fixture)
+            try rewriteConfig(directory) { config in
+                if key.hasPrefix("rope_parameters.") {
+                    var rope = config["rope_parameters"] as? [String: Any] ?? ["rope_type": "default"]
+                    rope["partial_rotary_factor"] = 0.5
+                    config["rope_parameters"] = rope
+                } else {
+                    config[key] = 0.5
+                }
+            }
+            let expected = try ImportanceScorer(model: try load(FixtureFiles.model(fixture))).score(windows, calibrationPath: "calib")
+            let scores = try ImportanceScorer(model: try load(directory)).score(windows, calibrationPath: "calib")
+            #expect(scores.attention == expected.attention, "\(fixture) \(key)")
+        }
+        // llama-f32 rotates with rope_type llama3.
+        let scaled = try scratch.copyOfModel("llama-f32")
+        try rewriteConfig(scaled) { $0["partial_rotary_factor"] = 0.5 }
+        let error = #expect(throws: DroptraceError.self) { try load(scaled) }
+        #expect(error?.message.contains("partial_rotary_factor") == true && error?.message.contains("llama3") == true)
+    }
+
     @Test func gemma2ExportSpellsOutLayerTypes() throws {
         let scratch = try ScratchDirectory()
         let directory = try scratch.copyOfModel("gemma2-f32")

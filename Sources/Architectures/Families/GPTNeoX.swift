@@ -84,7 +84,7 @@ struct GPTNeoXModel: RegisteredModel {
         try weights.confirmShape(
             "embed_in.weight", [config.vocabSize, config.hiddenSize], keys: "vocab_size, hidden_size", configPath: configPath)
         rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
-            headDim: config.hiddenSize / config.numAttentionHeads, defaultPartialRotaryFactor: 0.25, configPath: configPath)
+            headDim: config.hiddenSize / config.numAttentionHeads, partialRotary: .honoured(default: 0.25), configPath: configPath)
     }
 
     public var modelType: String { "gpt_neox" }

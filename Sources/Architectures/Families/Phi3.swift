@@ -70,7 +70,7 @@ struct Phi3Model: DecoderFamily {
         default:
             throw DroptraceError("unsupported rope type \"\(rope.type)\" for phi3 (supported: default, longrope, su)", path: configPath)
         }
-        rotary = try parts.rotary(confirmProjections: false, settings: rope)
+        rotary = try parts.rotary(partialRotary: .honoured(default: 1), confirmProjections: false, settings: rope)
     }
 
     func head() throws -> OutputHead {
