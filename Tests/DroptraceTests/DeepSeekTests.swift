@@ -64,6 +64,27 @@ import Testing
         }
     }
 
+    /// A written null is None to transformers: false for the flags its
+    /// `if`s test (checked against transformers 5.24), no value for a count.
+    @Test func nullFlagsAreFalseAndANullGroupCountIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let windows = FixtureFiles.jsonlSequences()
+        func scores(_ change: (inout [String: Any]) -> Void) throws -> [Double] {
+            let model = try scratch.copyOfModel("deepseek_v3-f32", as: UUID().uuidString)
+            try Self.rewrite(model.appendingPathComponent("config.json")) { change(&$0) }
+            let scored = try ImportanceScorer(model: try ModelRegistry.load(try Checkpoint(directory: model))).score(windows, calibrationPath: "c")
+            return scored.attention + scored.mlp
+        }
+        for key in ["norm_topk_prob", "rope_interleave"] {
+            #expect(try scores { $0[key] = NSNull() } == scores { $0[key] = false }, "\(key)")
+            #expect(try scores { $0[key] = NSNull() } != scores { $0[key] = true }, "\(key): the fixture must tell them apart")
+        }
+        let model = try scratch.copyOfModel("deepseek_v3-f32", as: "null-group")
+        try Self.rewrite(model.appendingPathComponent("config.json")) { $0["topk_group"] = NSNull() }
+        let error = #expect(throws: DroptraceError.self) { try ModelRegistry.load(try Checkpoint(directory: model)) }
+        #expect(error?.message.contains("topk_group") == true)
+    }
+
     static func rewrite(_ url: URL, _ change: (inout [String: Any]) throws -> Void) throws {
         var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
         try change(&config)

@@ -59,6 +59,11 @@ struct DeepSeekConfiguration: Decodable {
         func value<T: Decodable>(_ key: CodingKeys, v2: T, v3 value3: T) throws -> T {
             try c.decodeIfPresent(T.self, forKey: key) ?? (v3 ? value3 : v2)
         }
+        /// A key only its absence defaults: transformers reads a written null
+        /// as None (false for a flag, which its `if` tests; no value for a count).
+        func written<T: Decodable>(_ key: CodingKeys, absent: T?) throws -> T? {
+            c.contains(key) ? try c.decodeIfPresent(T.self, forKey: key) : absent
+        }
         rmsNormEps = try value(.rmsNormEps, v2: 1e-6, v3: 1e-6)
         hiddenAct = try value(.hiddenAct, v2: "silu", v3: "silu")
         attentionBias = try value(.attentionBias, v2: false, v3: false)
@@ -71,19 +76,19 @@ struct DeepSeekConfiguration: Decodable {
         qkRopeHeadDim = try value(.qkRopeHeadDim, v2: 64, v3: 64)
         vHeadDim = try value(.vHeadDim, v2: 128, v3: 128)
         // V2 rotates interleaved pairs as complex numbers; V3 by rope_interleave.
-        ropeInterleave = v3 ? try value(.ropeInterleave, v2: true, v3: true) : true
+        ropeInterleave = v3 ? try written(.ropeInterleave, absent: true) ?? false : true
         firstKDenseReplace = try value(.firstKDenseReplace, v2: 0, v3: 3)
         nRoutedExperts = try value(.nRoutedExperts, v2: 64, v3: 256)
         numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? (v3 ? 8 : nil)
         nSharedExperts = try value(.nSharedExperts, v2: 2, v3: 1)
         moeIntermediateSize = try value(.moeIntermediateSize, v2: 1407, v3: 2048)
         routedScalingFactor = try value(.routedScalingFactor, v2: 1.0, v3: 2.5)
-        nGroup = try c.decodeIfPresent(Int.self, forKey: .nGroup) ?? (v3 ? 8 : nil)
-        topkGroup = try c.decodeIfPresent(Int.self, forKey: .topkGroup) ?? (v3 ? 4 : nil)
+        nGroup = try written(.nGroup, absent: v3 ? 8 : nil)
+        topkGroup = try written(.topkGroup, absent: v3 ? 4 : nil)
         // V3's router is always the grouped sigmoid one (its configs' topk_method is not read).
         topkMethod = v3 ? "noaux_tc" : try value(.topkMethod, v2: "greedy", v3: "noaux_tc")
         // V2's router never renormalises (transformers does not read the key for it).
-        normTopkProb = v3 ? try value(.normTopkProb, v2: false, v3: true) : false
+        normTopkProb = v3 ? try written(.normTopkProb, absent: true) ?? false : false
     }
 
     /// Whether experts are chosen within the best groups only.
