@@ -68,11 +68,18 @@ struct ICURegexSplitPattern: SplitPattern {
     ///   Oniguruma but multi-line in ICU, (?x) differs inside brackets); a
     ///   bracket expression that is a POSIX name alone (`[:alpha:]`, a set in
     ///   ICU, the characters : a l p h in Oniguruma) and `--` inside brackets
-    ///   (set difference in ICU).
+    ///   (set difference in ICU); a repeat count above 100000 (Oniguruma
+    ///   refuses the pattern; the tokenizers library then refuses the file).
     ///
     /// - Throws: `DroptraceError` (without a path) naming the construct refused.
     static func translatedToICU(_ pattern: String) throws(DroptraceError) -> String {
         guard !pattern.isEmpty else { return "(?:)" }
+        // An escape is matched whole first, so `\{` is never read as a count.
+        for count in pattern.matches(of: #/\\.|\{(\d*),?(\d*)\}/#)
+        where [count.1, count.2].contains(where: { ($0.flatMap { Int($0) } ?? 0) > 100_000 || ($0?.count ?? 0) > 9 }) {
+            throw DroptraceError(
+                "regex \(quoted(pattern)) repeats \(count.0) times, beyond Oniguruma's 100000; the tokenizers library refuses it")
+        }
         let wordInBrackets = #"\p{Alphabetic}\p{M}\p{Nd}\p{Pc}"#
         let word = wordInBrackets + #"\u00B2\u00B3\u00B9\u00BC-\u00BE"#
         let scalars = Array(pattern.unicodeScalars)

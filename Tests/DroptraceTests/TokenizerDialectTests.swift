@@ -65,6 +65,19 @@ struct TokenizerDialectTests {
         #expect(error?.message.contains("uses \(construct)") == true, "\(error?.message ?? "no error")")
     }
 
+    /// Oniguruma refuses a repeat count above 100000, and the library with
+    /// it the whole file; `\{` is a brace, not a count.
+    @Test("repeat counts beyond Oniguruma's limit are refused")
+    func repeatCountLimit() throws {
+        for pattern in ["a{1,100001}", "a{100001}", "a{,200000}", "b{2}a{99999999999999999999}"] {
+            let error = #expect(throws: DroptraceError.self) { try ICURegexSplitPattern.translatedToICU(pattern) }
+            #expect(error?.message.contains("beyond Oniguruma's 100000") == true, "\(pattern): \(error?.message ?? "no error")")
+        }
+        for pattern in ["a{1,100000}", #"\{100001}"#, "\\p{N}{1,3}"] {
+            #expect(throws: Never.self, "\(pattern)") { _ = try ICURegexSplitPattern.translatedToICU(pattern) }
+        }
+    }
+
     /// The constructs both engines read alike pass through unchanged.
     @Test("shared constructs are left alone", arguments: [
         #"(?i:'s|'t)|\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#,
