@@ -179,6 +179,10 @@ public final class Checkpoint: @unchecked Sendable {
             let key = context.codingPath.map(\.stringValue).joined(separator: ".")
             throw DroptraceError("key \"\(key)\" has the wrong type", path: configURL.path)
         } catch let DecodingError.dataCorrupted(context) {
+            if context.codingPath.isEmpty, let respelled = ConfigNumbers.respelled(data), respelled != data {
+                // Numbers Python reads that Foundation's decoder does not (0e5, 1e-400), written as JSONSerialization reads them.
+                return try decodeConfig(type, from: respelled)
+            }
             if context.codingPath.isEmpty,
                let problem = ConfigNumbers.unfitMember(in: data, decode: { _ = try JSONDecoder().decode(type, from: $0) }) {
                 throw DroptraceError(problem, path: configURL.path)

@@ -48,6 +48,15 @@ enum ConfigNumbers {
         return nil
     }
 
+    /// `data` written again by JSONSerialization, which reads the number
+    /// spellings Python reads and Foundation's JSONDecoder refuses (an
+    /// exponent on a zero, `0e5`; an underflow, `1e-400`); nil when it is
+    /// not a JSON object.
+    static func respelled(_ data: Data) -> Data? {
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return nil }
+        return try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    }
+
     nonisolated(unsafe) private static let memberPattern = try! NSRegularExpression(
         pattern: #""((?:[^"\\]|\\.){1,200})"\s*:\s*(-?(?:NaN|Infinity|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?))"#)
 

@@ -261,6 +261,19 @@ import Testing
         try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["\"\(path)\"", "given twice"], in: scratch)
     }
 
+    /// Spellings Python reads and Foundation's decoder does not: the error
+    /// is about the value, under its own key, never another one's.
+    @Test(arguments: ["0e5", "1e-400"])
+    func zeroSpelledWithAnExponentNamesItsKey(literal: String) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try rewriteConfig(model) { $0["rms_norm_eps"] = "@@"; $0["initializer_range"] = 0.02 }
+        let url = model.appendingPathComponent("config.json")
+        let text = try String(contentsOf: url, encoding: .utf8).replacingOccurrences(of: #""@@""#, with: literal)
+        try Data(text.utf8).write(to: url)
+        try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["\"rms_norm_eps\"", "above 0"], in: scratch)
+    }
+
     /// Python's json (so transformers) refuses a byte-order mark before
     /// config.json's text, and UTF-16; Foundation would take both.
     @Test(arguments: [true, false])
