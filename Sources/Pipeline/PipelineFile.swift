@@ -109,6 +109,7 @@ public struct PipelineFile: Decodable {
             throw DroptraceError("give exactly one of \"series\" (a directory) or \"checkpoints\" (a list)", path: url.path)
         }
         if let problem = file.title.flatMap(TraceOptions.titleProblem) { throw DroptraceError(problem, path: url.path) }
+        if file.output.isEmpty { throw DroptraceError("output must name a directory", path: url.path) }
         if let seqLen = file.seqLen, seqLen < 1 { throw DroptraceError("seq_len must be at least 1", path: url.path) }
         if let samples = file.samples, samples < 1 { throw DroptraceError("samples must be at least 1", path: url.path) }
         if let dropK = file.dropK, dropK.contains(where: { $0 < 1 }) {

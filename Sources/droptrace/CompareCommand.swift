@@ -30,6 +30,7 @@ struct CompareCommand: ParsableCommand {
 
     func validate() throws {
         if stores.count < 2 { throw ValidationError("give at least two output directories to compare") }
+        if output.isEmpty { throw ValidationError("--output must name a directory") }
     }
 
     func run() throws {

@@ -207,6 +207,7 @@ import Glibc
             ("series: [\n", "YAML"),
             ("series: a\ncalibration: c\noutput: o\nsamples: many\n", "samples"),
             ("series: a\ncalibration: c\noutput: o\ntitle: \"a\\0b\"\n", "title"),
+            ("series: a\ncalibration: c\noutput: \"\"\n", "output must name a directory"),
         ]
         for (index, (text, word)) in cases.enumerated() {
             let file = try scratch.write(text, to: "p\(index).yaml")
