@@ -6,6 +6,12 @@ import TensorEngine
 enum AttentionLayerType {
     static let full = "full_attention"
     static let sliding = "sliding_attention"
+
+    /// Qwen2Config's and Qwen3Config's rule when `layer_types` is absent:
+    /// with a window, the layers from `max_window_layers` (default 28) on slide.
+    static func qwenDefault(layers: Int, window: Int?, maxWindowLayers: Int?) -> [String] {
+        (0..<layers).map { window != nil && $0 >= (maxWindowLayers ?? 28) ? sliding : full }
+    }
 }
 
 extension DecoderParts {

@@ -117,9 +117,8 @@ import Testing
     ])
     func omittedKeyIsTheConfigClassDefault(fixture: String, key: String, value: String) throws {
         let scratch = try ScratchDirectory()
-        let written = try scratch.copyOfModel(fixture, as: "written"), omitted = try scratch.copyOfModel(fixture, as: "omitted")
-        try rewriteConfig(written) { $0[key] = try! JSONSerialization.jsonObject(with: Data(value.utf8), options: .fragmentsAllowed) }
-        try rewriteConfig(omitted) { $0.removeValue(forKey: key) }
+        let written = try EditedModel.copy(fixture, in: scratch, as: "written", [(key, value)])
+        let omitted = try EditedModel.copy(fixture, in: scratch, as: "omitted", [(key, nil)])
         func outcome(_ directory: URL) -> String {
             do {
                 let model = try load(directory)
@@ -142,16 +141,7 @@ import Testing
         let scratch = try ScratchDirectory()
         let windows = FixtureFiles.jsonlSequences()
         for (fixture, key) in [("mistral-f32", "partial_rotary_factor"), ("qwen3-f32", "rope_parameters.partial_rotary_factor")] {
-            let directory = try scratch.copyOfModel(fixture)
-            try rewriteConfig(directory) { config in
-                if key.hasPrefix("rope_parameters.") {
-                    var rope = config["rope_parameters"] as? [String: Any] ?? ["rope_type": "default"]
-                    rope["partial_rotary_factor"] = 0.5
-                    config["rope_parameters"] = rope
-                } else {
-                    config[key] = 0.5
-                }
-            }
+            let directory = try EditedModel.copy(fixture, in: scratch, as: fixture, [(key, "0.5")])
             let expected = try ImportanceScorer(model: try load(FixtureFiles.model(fixture))).score(windows, calibrationPath: "calib")
             let scores = try ImportanceScorer(model: try load(directory)).score(windows, calibrationPath: "calib")
             #expect(scores.attention == expected.attention, "\(fixture) \(key)")

@@ -241,10 +241,7 @@ import Testing
     func unfitNumberNamesItsKey(literal: String, problem: String) throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("llama-f32")
-        try rewriteConfig(model) { $0["num_attention_heads"] = "@@" }
-        let url = model.appendingPathComponent("config.json")
-        let text = try String(contentsOf: url, encoding: .utf8).replacingOccurrences(of: #""@@""#, with: literal)
-        try Data(text.utf8).write(to: url)
+        try writeConfig(model, key: "num_attention_heads", literal: literal)
         try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["\"num_attention_heads\"", problem], in: scratch)
     }
 
@@ -267,10 +264,8 @@ import Testing
     func zeroSpelledWithAnExponentNamesItsKey(literal: String) throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("llama-f32")
-        try rewriteConfig(model) { $0["rms_norm_eps"] = "@@"; $0["initializer_range"] = 0.02 }
-        let url = model.appendingPathComponent("config.json")
-        let text = try String(contentsOf: url, encoding: .utf8).replacingOccurrences(of: #""@@""#, with: literal)
-        try Data(text.utf8).write(to: url)
+        try rewriteConfig(model) { $0["initializer_range"] = 0.02 }
+        try writeConfig(model, key: "rms_norm_eps", literal: literal)
         try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["\"rms_norm_eps\"", "above 0"], in: scratch)
     }
 
@@ -293,6 +288,15 @@ import Testing
         var object = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
         change(&object)
         try JSONSerialization.data(withJSONObject: object).write(to: url)
+    }
+
+    /// Sets config.json's `key` to `literal` as written, JSON or not (`NaN`,
+    /// `0e5`, `1e400`: spellings JSONSerialization does not write).
+    func writeConfig(_ model: URL, key: String, literal: String) throws {
+        try rewriteConfig(model) { $0[key] = "@@" }
+        let url = model.appendingPathComponent("config.json")
+        let text = try String(contentsOf: url, encoding: .utf8).replacingOccurrences(of: #""@@""#, with: literal)
+        try Data(text.utf8).write(to: url)
     }
 
     func rewriteWeights(_ model: URL, _ change: (inout [SafetensorsWriter.Entry]) -> Void) throws {

@@ -62,15 +62,8 @@ import Testing
         /// Writes the changed value into the config.json at `configURL`.
         func apply(to configURL: URL) throws {
             var config = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
-            let value = try JSONSerialization.jsonObject(with: Data(self.value.utf8), options: .fragmentsAllowed)
-            let keys = path.split(separator: ".").map(String.init)
-            if keys.count == 2 {
-                var nested = config[keys[0]] as! [String: Any]
-                nested[keys[1]] = value
-                config[keys[0]] = nested
-            } else {
-                config[keys[0]] = value
-            }
+            EditedModel.set(
+                try JSONSerialization.jsonObject(with: Data(value.utf8), options: .fragmentsAllowed), at: path, in: &config)
             try JSONSerialization.data(withJSONObject: config).write(to: configURL)
         }
     }

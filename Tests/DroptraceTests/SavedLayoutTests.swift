@@ -42,7 +42,7 @@ import Testing
     @Test func untiedModelWithoutItsEmbeddingIsRefused() throws {
         let scratch = try ScratchDirectory()
         let directory = try scratch.copyOfModel("llama-f32")
-        try rewriteWeights(in: directory) { $0.removeAll { $0.name == "model.embed_tokens.weight" } }
+        try BadInputTests().rewriteWeights(directory) { $0.removeAll { $0.name == "model.embed_tokens.weight" } }
         let error = #expect(throws: DroptraceError.self) { try ModelRegistry.load(try Checkpoint(directory: directory)) }
         #expect(error?.message.contains("model.embed_tokens.weight") == true, "\(String(describing: error))")
     }
@@ -123,23 +123,14 @@ import Testing
         let scratch = try ScratchDirectory()
         let directory = try scratch.copyOfModel("llama-f32")
         let url = directory.appendingPathComponent("config.json")
-        var text = try String(contentsOf: url, encoding: .utf8)
-        text = text.replacingOccurrences(of: "{", with: "{\"transformers_weights\": \(value), ", options: [], range: text.range(of: "{"))
-        try Data(text.utf8).write(to: url)
+        try BadInputTests().writeConfig(directory, key: "transformers_weights", literal: value)
         let error = #expect(throws: DroptraceError.self) { try Checkpoint(directory: directory) }
         #expect(error?.path == url.path && error?.message.contains(problem) == true, "\(String(describing: error))")
     }
 
     func renameTensor(_ name: String, to newName: String, in directory: URL) throws {
-        try rewriteWeights(in: directory) { entries in
+        try BadInputTests().rewriteWeights(directory) { entries in
             for index in entries.indices where entries[index].name == name { entries[index].name = newName }
         }
-    }
-
-    func rewriteWeights(in directory: URL, _ change: (inout [SafetensorsWriter.Entry]) -> Void) throws {
-        let url = directory.appendingPathComponent("model.safetensors")
-        var entries = try SafetensorsFile(path: url.path).tensors.values.map { SafetensorsWriter.Entry($0) }
-        change(&entries)
-        try SafetensorsWriter.encode(entries).write(to: url)
     }
 }

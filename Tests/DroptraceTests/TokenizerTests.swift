@@ -283,15 +283,7 @@ struct TokenizerErrorTests {
     /// `json` with `value` (JSON text) set at a top-level key or "model.key".
     private func setting(_ path: String, to value: String, in json: [String: Any]) throws -> [String: Any] {
         var json = json
-        let parsed = try JSONSerialization.jsonObject(with: Data(value.utf8), options: .fragmentsAllowed)
-        let keys = path.split(separator: ".").map(String.init)
-        if keys.count == 2 {
-            var inner = json[keys[0]] as! [String: Any]
-            inner[keys[1]] = parsed
-            json[keys[0]] = inner
-        } else {
-            json[path] = parsed
-        }
+        EditedModel.set(try JSONSerialization.jsonObject(with: Data(value.utf8), options: .fragmentsAllowed), at: path, in: &json)
         return json
     }
 

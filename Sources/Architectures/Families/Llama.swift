@@ -60,7 +60,7 @@ struct LlamaConfiguration: Decodable {
             return (types, slidingWindow, "sliding_window")
         case "qwen2":
             let window = useSlidingWindow == true ? slidingWindow : nil
-            let types = layerTypes ?? (0..<layers).map { window != nil && $0 >= (maxWindowLayers ?? 28) ? sliding : full }
+            let types = layerTypes ?? AttentionLayerType.qwenDefault(layers: layers, window: window, maxWindowLayers: maxWindowLayers)
             return (types, window, "sliding_window and use_sliding_window")
         default:
             return (Array(repeating: full, count: layers), nil, "sliding_window")

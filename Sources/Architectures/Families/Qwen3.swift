@@ -49,7 +49,7 @@ struct Qwen3Configuration: Decodable {
     /// from `max_window_layers` (default 28) on slide when a window is set
     /// (Qwen3Config's rule).
     func resolvedLayerTypes(layers: Int) -> [String] {
-        layerTypes ?? (0..<layers).map { window != nil && $0 >= (maxWindowLayers ?? 28) ? "sliding_attention" : "full_attention" }
+        layerTypes ?? AttentionLayerType.qwenDefault(layers: layers, window: window, maxWindowLayers: maxWindowLayers)
     }
 }
 
