@@ -24,6 +24,8 @@ let package = Package(
         // The engine's elementwise and reduction loops, compiled per instruction-set level.
         .target(name: "CVectorKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5"),
+        // Reads an HDF5 file in a forked child, so libhdf5's crashes on crafted metadata stay there.
+        .target(name: "CHDF5Probe", dependencies: ["CHDF5"]),
         // ICU's regex engine with a step budget (libicu-dev), for tokenizer.json regexes.
         .target(name: "CICURegex", linkerSettings: [.linkedLibrary("icui18n"), .linkedLibrary("icuuc")]),
 
@@ -55,7 +57,7 @@ let package = Package(
             dependencies: ["Architectures", "CheckpointIO", "Scoring", "TensorEngine", "Tokenization", "DroptraceSupport"]
         ),
         // The HDF5 score store (public file layout).
-        .target(name: "ScoreStore", dependencies: ["CHDF5", "DroptraceSupport", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "ScoreStore", dependencies: ["CHDF5", "CHDF5Probe", "DroptraceSupport", .product(name: "Crypto", package: "swift-crypto")]),
         // Series analysis: rankings, drop-k sets, rank correlations, verdict.
         .target(name: "Analysis", dependencies: ["ScoreStore", "DroptraceSupport"]),
         // Markdown reports with SVG figures.

@@ -33,7 +33,9 @@ public final class HDF5File: HDF5Group {
 
     /// Opens an existing file, read-only unless `writable` (then `close()`
     /// renews its checksum; a file changed in place and never closed keeps
-    /// the old one, and is refused as damaged).
+    /// the old one, and is refused as damaged). The file is first read once
+    /// in a child process (`HDF5Probe`), so crafted metadata that crashes
+    /// libhdf5 is refused instead of crashing this process.
     public static func open(at path: String, writable: Bool = false) throws -> HDF5File {
         HDF5Library.prepareThread()
         guard FileManager.default.fileExists(atPath: path) else {
@@ -47,6 +49,7 @@ public final class HDF5File: HDF5Group {
         }
         _ = try HDF5Failure.checkedValue(signature, "cannot read file", path: path)
         try HDF5Checksum.verify(path)
+        try HDF5Probe.check(path)
         let mode = writable ? HDF5Library.accessReadWrite : HDF5Library.accessReadOnly
         let id = try withFileAccessList(path: path) { fapl in
             try HDF5Failure.check(H5Fopen(path, mode, fapl), "cannot open HDF5 file", path: path)

@@ -1,0 +1,150 @@
+// A child process reads the whole HDF5 file, so that what libhdf5 does with
+// crafted metadata (wild reads, endless loops) happens there and not here.
+#define _GNU_SOURCE
+#include "hdf5_probe.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hdf5/serial/hdf5.h>
+
+typedef struct { size_t element_limit; } probe_context;
+
+// Reads `space`'s values of `file_type` from a dataset or an attribute, as
+// the project's reader would: strings in their own type, numbers in the
+// native one. Errors are ignored: only surviving the read matters here.
+static void read_values(hid_t object, int is_attribute, hid_t file_type, hid_t space, size_t element_limit) {
+    hssize_t count = H5Sget_simple_extent_npoints(space);
+    if (count <= 0) return;
+    hid_t memory_type = H5Tget_class(file_type) == H5T_STRING
+        ? H5Tcopy(file_type) : H5Tget_native_type(file_type, H5T_DIR_DEFAULT);
+    if (memory_type < 0) return;
+    size_t size = H5Tget_size(memory_type);
+    if (size > 0 && (size_t)count <= element_limit) {
+        void *buffer = calloc((size_t)count, size);
+        if (buffer) {
+            if (is_attribute) {
+                (void)H5Aread(object, memory_type, buffer);
+            } else {
+                (void)H5Dread(object, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buffer);
+            }
+            if (H5Tis_variable_str(memory_type) > 0 || H5Tdetect_class(memory_type, H5T_VLEN) > 0) {
+                (void)H5Dvlen_reclaim(memory_type, space, H5P_DEFAULT, buffer);
+            }
+            free(buffer);
+        }
+    }
+    H5Tclose(memory_type);
+}
+
+static herr_t read_attribute(hid_t location, const char *name, const H5A_info_t *info, void *data) {
+    (void)info;
+    const probe_context *context = data;
+    hid_t attribute = H5Aopen(location, name, H5P_DEFAULT);
+    if (attribute < 0) return 0;
+    hid_t type = H5Aget_type(attribute), space = H5Aget_space(attribute);
+    if (type >= 0 && space >= 0) read_values(attribute, 1, type, space, context->element_limit);
+    if (space >= 0) H5Sclose(space);
+    if (type >= 0) H5Tclose(type);
+    H5Aclose(attribute);
+    return 0;
+}
+
+static herr_t read_object(hid_t root, const char *name, const H5O_info_t *info, void *data) {
+    const probe_context *context = data;
+    hid_t object = H5Oopen(root, name, H5P_DEFAULT);
+    if (object < 0) return 0;
+    hsize_t index = 0;
+    (void)H5Aiterate2(object, H5_INDEX_NAME, H5_ITER_NATIVE, &index, read_attribute, data);
+    if (info->type == H5O_TYPE_DATASET) {
+        hid_t type = H5Dget_type(object), space = H5Dget_space(object);
+        if (type >= 0 && space >= 0) read_values(object, 0, type, space, context->element_limit);
+        if (space >= 0) H5Sclose(space);
+        if (type >= 0) H5Tclose(type);
+    }
+    H5Oclose(object);
+    return 0;
+}
+
+// The child's address space: what it has (the parent's, inherited) plus room
+// for two of the largest reads (8-byte elements) and libhdf5's own caches.
+static void cap_address_space(size_t element_limit) {
+    unsigned long pages = 0;
+    FILE *statm = fopen("/proc/self/statm", "r");
+    if (statm) {
+        if (fscanf(statm, "%lu", &pages) != 1) pages = 0;
+        fclose(statm);
+    }
+    if (pages == 0) return;
+    rlim_t current = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE);
+    if ((rlim_t)element_limit > ((rlim_t)1 << 40)) return;  // no meaningful cap
+    rlim_t room = (rlim_t)element_limit * 16 + ((rlim_t)512 << 20);
+    struct rlimit limit = { current + room, current + room };
+    (void)setrlimit(RLIMIT_AS, &limit);
+}
+
+static void _Noreturn probe_in_child(const char *path, size_t element_limit) {
+    // Die of the signal itself, without the parent's crash reporter.
+    const int fatal[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS };
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) signal(fatal[i], SIG_DFL);
+    int null_device = open("/dev/null", O_WRONLY);
+    if (null_device >= 0) { dup2(null_device, STDOUT_FILENO); dup2(null_device, STDERR_FILENO); }
+    cap_address_space(element_limit);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file >= 0) {
+        probe_context context = { element_limit };
+        (void)H5Ovisit2(file, H5_INDEX_NAME, H5_ITER_NATIVE, read_object, &context, H5O_INFO_BASIC);
+    }
+    // _exit: no atexit handlers, so nothing of the parent's (open files,
+    // libhdf5's shutdown) runs twice.
+    _exit(0);
+}
+
+hdf5_probe_result hdf5_probe_file(const char *path, double seconds, size_t element_limit) {
+    hdf5_probe_result result = { HDF5_PROBE_READ, 0, 0 };
+    pid_t child = fork();
+    if (child < 0) {
+        result.outcome = HDF5_PROBE_UNAVAILABLE;
+        result.error_number = errno;
+        return result;
+    }
+    if (child == 0) probe_in_child(path, element_limit);
+
+    struct timespec start, now, pause = { 0, 1000000 };
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    int status = 0;
+    for (;;) {
+        pid_t done = waitpid(child, &status, WNOHANG);
+        if (done == child) break;
+        if (done < 0 && errno != EINTR) {
+            result.outcome = HDF5_PROBE_UNAVAILABLE;
+            result.error_number = errno;
+            return result;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double elapsed = (double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) / 1e9;
+        if (elapsed > seconds) {
+            kill(child, SIGKILL);
+            while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
+            result.outcome = HDF5_PROBE_TIMED_OUT;
+            return result;
+        }
+        nanosleep(&pause, NULL);
+        if (pause.tv_nsec < 20000000) pause.tv_nsec *= 2;
+    }
+    if (WIFSIGNALED(status)) {
+        result.outcome = HDF5_PROBE_CRASHED;
+        result.signal_number = WTERMSIG(status);
+    } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        result.outcome = HDF5_PROBE_CRASHED;
+    }
+    return result;
+}

@@ -1,0 +1,34 @@
+#ifndef DROPTRACE_HDF5_PROBE_H
+#define DROPTRACE_HDF5_PROBE_H
+
+#include <stddef.h>
+
+/// How a probe of an HDF5 file ended.
+typedef enum {
+    HDF5_PROBE_READ = 0,       ///< every object and attribute was read (errors libhdf5 reports cleanly included)
+    HDF5_PROBE_CRASHED = 1,    ///< libhdf5 died on the file: `signal_number` says how
+    HDF5_PROBE_TIMED_OUT = 2,  ///< libhdf5 was still reading after the time limit (a loop in its metadata)
+    HDF5_PROBE_UNAVAILABLE = 3 ///< no child process could be started: `error_number` says why
+} hdf5_probe_outcome;
+
+typedef struct {
+    hdf5_probe_outcome outcome;
+    int signal_number;
+    int error_number;
+} hdf5_probe_result;
+
+/// Reads every object, dataset and attribute of the HDF5 file at `path` in a
+/// forked child process, and reports whether libhdf5 survived it.
+///
+/// libhdf5 trusts its file's metadata: a crafted file can make it read wild
+/// pointers or loop forever (global heap collections, chunk indexes), which
+/// no check of its return codes can catch. The child does only what the real
+/// reader would do, so a file that passes is safe to read in this process.
+///
+/// - `seconds`: the time the child gets before it is killed.
+/// - `element_limit`: no dataset or attribute of more elements is read (the
+///   caller's reader refuses those itself), and the child's extra address
+///   space is capped from it, so a crafted size cannot exhaust memory.
+hdf5_probe_result hdf5_probe_file(const char *path, double seconds, size_t element_limit);
+
+#endif

@@ -1,0 +1,42 @@
+import CHDF5Probe
+import DroptraceSupport
+import Foundation
+
+/// Reads an HDF5 file once in a child process before this process opens it.
+///
+/// libhdf5 validates little of its own metadata: a store crafted with a
+/// valid checksum (or an old store without one) can point a global heap
+/// object or a chunk index anywhere, and libhdf5 then segfaults or loops
+/// forever inside `H5Aread`/`H5Dread`, where no return code can help. The
+/// child reads every object and attribute the way `HDF5File`'s readers do;
+/// only a file it survives is opened here.
+enum HDF5Probe {
+    /// The child's time: five seconds plus one per 4 MiB, far beyond what
+    /// reading a real store takes (milliseconds) even on a loaded machine.
+    static func timeLimit(fileBytes: Int) -> Double {
+        5 + Double(fileBytes) / Double(4 << 20)
+    }
+
+    /// - Throws: `DroptraceError` naming `path` when libhdf5 crashed or
+    ///   hung on it (the file is damaged), or when no child could be started.
+    static func check(_ path: String) throws {
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let limit = plausibleElementLimit(path)
+        let seconds = timeLimit(fileBytes: bytes)
+        let result = hdf5_probe_file(path, seconds, limit)
+        switch result.outcome {
+        case HDF5_PROBE_READ:
+            return
+        case HDF5_PROBE_CRASHED:
+            let how = result.signal_number != 0 ? " (\(String(cString: strsignal(result.signal_number))))" : ""
+            throw DroptraceError("the HDF5 file is damaged: libhdf5 crashes reading its metadata\(how)", path: path)
+        case HDF5_PROBE_TIMED_OUT:
+            throw DroptraceError(
+                "the HDF5 file is damaged: libhdf5 was still reading its metadata after \(Int(seconds)) s", path: path)
+        default:
+            throw DroptraceError(
+                "cannot check the HDF5 file before reading it: \(String(cString: strerror(result.error_number)))",
+                path: path)
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import DroptraceSupport
+import Foundation
+import ScoreStore
+import Testing
+
+/// A store whose HDF5 metadata was crafted, not damaged: its checksum was
+/// recomputed (or it has none, as stores from before the checksum). libhdf5
+/// trusts such metadata and segfaults or loops inside `H5Aread`; every
+/// store is therefore read once in a child process first (`HDF5Probe`), and
+/// such a store is refused in one line instead.
+@Suite struct CraftedStoreTests {
+    /// A scored store without its checksum block (as earlier versions wrote
+    /// it), so that its HDF5 bytes can be edited and still be read.
+    private func storeWithoutChecksum(in scratch: ScratchDirectory) throws -> URL {
+        let directory = scratch.path("run")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let store = directory.appendingPathComponent("scores.h5")
+        let result = try DroptraceCommand.run(
+            ["score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+             "--output", store.path])
+        try #require(result.status == 0, "\(result.stderr)")
+        try Data(try Data(contentsOf: store).dropFirst(512)).write(to: store)
+        return store
+    }
+
+    /// Offsets of the objects of the file's global heap collection (HDF5
+    /// format spec, "Global Heap"): each an index (2 bytes), a reference
+    /// count (2), 4 reserved, its size (8), then its data padded to 8.
+    private func globalHeapObjects(_ bytes: [UInt8]) throws -> [(index: Int, offset: Int)] {
+        let signature = Array("GCOL".utf8)
+        let start = try #require((0..<(bytes.count - 16)).first { Array(bytes[$0..<($0 + 4)]) == signature })
+        func number(_ at: Int, _ width: Int) -> Int {
+            (0..<width).reduce(0) { $0 | Int(bytes[at + $1]) << (8 * $1) }
+        }
+        let end = start + number(start + 8, 8)
+        var objects: [(index: Int, offset: Int)] = []
+        var offset = start + 16
+        while offset + 16 <= end {
+            let index = number(offset, 2)
+            objects.append((index, offset))
+            if index == 0 { break }  // the free space runs to the end
+            offset += 16 + (number(offset + 8, 8) + 7) / 8 * 8
+        }
+        return objects
+    }
+
+    private func expectRefused(_ store: URL, saying words: String) throws {
+        let error = #expect(throws: DroptraceError.self) { try ScoreFile.read(from: store) }
+        #expect(error?.path == store.path && error?.message.contains(words) == true, "\(String(describing: error))")
+        let report = try DroptraceCommand.run(["report", store.deletingLastPathComponent().path])
+        let errors = report.stderr.split(separator: "\n").filter { $0.contains("error") }
+        #expect(report.status == 1 && errors.count == 1, "\(report.stderr)")
+    }
+
+    private func setSize(of object: Int, to size: UInt64, in store: URL) throws {
+        var bytes = Array(try Data(contentsOf: store))
+        let offset = try #require(try globalHeapObjects(bytes).first { $0.index == object }?.offset)
+        for byte in 0..<8 { bytes[offset + 8 + byte] = UInt8(truncatingIfNeeded: size >> (8 * UInt64(byte))) }
+        try Data(bytes).write(to: store)
+    }
+
+    @Test func anUneditedStoreWithoutChecksumReads() throws {
+        let scratch = try ScratchDirectory()
+        let store = try storeWithoutChecksum(in: scratch)
+        #expect(try globalHeapObjects(Array(try Data(contentsOf: store))).count > 2)
+        #expect(try ScoreFile.read(from: store).rows.count == 1)
+    }
+
+    /// A string's heap object claiming 2^62 bytes: libhdf5 copies that many.
+    @Test func aHeapObjectClaimingMoreThanTheFileIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let store = try storeWithoutChecksum(in: scratch)
+        try setSize(of: 1, to: 1 << 62, in: store)
+        try expectRefused(store, saying: "libhdf5 crashes")
+    }
+
+    /// A free-space object of size 0: libhdf5's walk over the collection
+    /// never advances. Refused after the probe's time limit (5 s).
+    @Test func aHeapThatNeverEndsIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let store = try storeWithoutChecksum(in: scratch)
+        try setSize(of: 0, to: 0, in: store)
+        try expectRefused(store, saying: "still reading")
+    }
+}
