@@ -15,6 +15,51 @@
 
 #include <hdf5/serial/hdf5.h>
 
+// libhdf5 is built thread-safe on Debian: every API call holds one global
+// recursive lock. A fork while another thread holds it would leave the child
+// waiting for a thread it does not have, so the forking thread takes that
+// lock first (other threads then wait at libhdf5's door, outside it) and the
+// child starts with a lock it owns. 1.10 exports only the internal
+// `H5TS_mutex_lock` and the `H5_g` whose first member is the lock;
+// 1.14 has the public `H5TSmutex_acquire`.
+#if defined(H5_HAVE_THREADSAFE) && H5_VERS_MAJOR == 1 && (H5_VERS_MINOR == 10 || H5_VERS_MINOR == 12)
+#include <pthread.h>
+typedef struct {  // H5TS_mutex_t of 1.10 and 1.12 (H5TSprivate.h)
+    pthread_t owner_thread;
+    pthread_mutex_t atomic_lock;
+    pthread_cond_t cond_var;
+    unsigned int lock_count;
+} library_lock;
+extern library_lock H5_g;  // H5_api_t; its first member is the API lock
+extern herr_t H5TS_mutex_lock(library_lock *mutex);
+extern herr_t H5TS_mutex_unlock(library_lock *mutex);
+static void hold_library(void) { (void)H5TS_mutex_lock(&H5_g); }
+static void release_library(void) { (void)H5TS_mutex_unlock(&H5_g); }
+// In the child: another thread may have been inside the lock's own short
+// critical section at the fork; start its parts afresh, owned by this thread.
+static void own_library_in_child(void) {
+    pthread_mutex_init(&H5_g.atomic_lock, NULL);
+    pthread_cond_init(&H5_g.cond_var, NULL);
+    H5_g.owner_thread = pthread_self();
+    H5_g.lock_count = 1;
+}
+#elif defined(H5_HAVE_THREADSAFE) && H5_VERS_MAJOR == 1 && H5_VERS_MINOR >= 14
+extern herr_t H5TSmutex_acquire(unsigned int lock_count, hbool_t *acquired);  // H5TSdevelop.h
+extern herr_t H5TSmutex_release(unsigned int *lock_count);
+static unsigned int held_count = 0;
+static void hold_library(void) {
+    hbool_t acquired = 0;
+    while (!acquired && H5TSmutex_acquire(1, &acquired) >= 0) {}
+}
+static void release_library(void) { (void)H5TSmutex_release(&held_count); }
+static void own_library_in_child(void) {}
+#else
+// Not thread-safe: libhdf5 is never called from two threads at once.
+static void hold_library(void) {}
+static void release_library(void) {}
+static void own_library_in_child(void) {}
+#endif
+
 typedef struct { size_t element_limit; } probe_context;
 
 // Reads `space`'s values of `file_type` from a dataset or an attribute, as
@@ -110,13 +155,20 @@ static void _Noreturn probe_in_child(const char *path, size_t element_limit) {
 
 hdf5_probe_result hdf5_probe_file(const char *path, double seconds, size_t element_limit) {
     hdf5_probe_result result = { HDF5_PROBE_READ, 0, 0 };
+    // libhdf5's initialisation (and its lock) must exist before it is taken.
+    (void)H5open();
+    hold_library();
     pid_t child = fork();
+    if (child == 0) {
+        own_library_in_child();
+        probe_in_child(path, element_limit);
+    }
+    release_library();
     if (child < 0) {
         result.outcome = HDF5_PROBE_UNAVAILABLE;
         result.error_number = errno;
         return result;
     }
-    if (child == 0) probe_in_child(path, element_limit);
 
     struct timespec start, now, pause = { 0, 1000000 };
     clock_gettime(CLOCK_MONOTONIC, &start);

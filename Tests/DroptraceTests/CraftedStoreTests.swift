@@ -1,5 +1,6 @@
 import DroptraceSupport
 import Foundation
+import Synchronization
 import ScoreStore
 import Testing
 
@@ -64,6 +65,24 @@ import Testing
         let store = try storeWithoutChecksum(in: scratch)
         #expect(try globalHeapObjects(Array(try Data(contentsOf: store))).count > 2)
         #expect(try ScoreFile.read(from: store).rows.count == 1)
+    }
+
+    /// The probe forks while other threads may be inside libhdf5 (its
+    /// global lock held): the child must never inherit a lock it cannot
+    /// take, or a good store would be refused as "still reading".
+    @Test func storesProbedFromManyThreadsAtOnceAllRead() throws {
+        let scratch = try ScratchDirectory()
+        let store = try storeWithoutChecksum(in: scratch)
+        let expected = try ScoreFile.read(from: store)
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 24) { _ in
+            do {
+                if try ScoreFile.read(from: store) != expected { failures.withLock { $0.append("different scores") } }
+            } catch {
+                failures.withLock { $0.append("\(error)") }
+            }
+        }
+        #expect(failures.withLock { $0 }.isEmpty)
     }
 
     /// A string's heap object claiming 2^62 bytes: libhdf5 copies that many.
