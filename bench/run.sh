@@ -3,25 +3,27 @@
 # pass (float32, bfloat16) vs LLM-Drop's three-pass procedure (bfloat16 as it runs; float32 on
 # request), with the peaks of the matrix units measured in the same run. See bench/README.md.
 #
-#   bench/run.sh [-r REPS] [-t THREADS] [-m "mid tiny"] [-c "CONTENDERS"]
+#   bench/run.sh [-r REPS] [-t THREADS] [-m "mid tiny"] [-c "CONTENDERS"] [-o RESULTS_FILE]
 #
 #   -r  repetitions: one number for every model, or per model ("mid=3 tiny=1", the default)
 #   -c  contenders (default "droptrace-f32 droptrace-bf16 pytorch-f32 pytorch-bf16 llmdrop-bf16";
 #       also llmdrop-f32)
+#   -o  where the summary goes (default bench/RESULTS.md; another CPU's run: bench/results/<cpu>.md)
 # Environment: QUIET_WAIT (300: seconds to wait before each run for the machine to go idle),
 # RETRIES (2: repeats of a run disturbed by other processes), PYTHON (default /tmp/bench-venv/bin/python; needs bench/requirements.txt),
 # REPS, THREADS (2), MODELS ("mid tiny"), CONTENDERS, BENCH_WORK (bench/work: checkpoints, results),
 # SAMPLES (only the first N calibration sequences: a quick smoke run, not a benchmark),
 # DROPTRACE (an already built droptrace binary to time instead of building one), PEAK_REPS (3:
 # repetitions of each peak measurement), PEAK_SUSTAIN_SECONDS (20: each unit's best shape run back
-# to back this long, the rate it sustains; 0 skips it). Writes raw
+# to back this long, the rate it sustains; 0 skips it), RESULTS_FILE (as -o). Writes raw
 # results to $BENCH_WORK/results/ and the summary to bench/RESULTS.md.
 set -euo pipefail
 # paths given relative to the caller's directory stay valid after the cd below
 # (PYTHON without a slash is a command looked up in PATH)
-for v in DROPTRACE PYTHON BENCH_WORK; do
+for v in DROPTRACE PYTHON BENCH_WORK RESULTS_FILE; do
     if [[ -n ${!v:-} && ${!v} != /* && ($v != PYTHON || ${!v} == */*) ]]; then printf -v "$v" '%s' "$PWD/${!v}"; fi
 done
+CALLER=$PWD
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
@@ -36,13 +38,15 @@ PEAK_REPS=${PEAK_REPS:-3}
 PEAK_SUSTAIN_SECONDS=${PEAK_SUSTAIN_SECONDS:-20}
 QUIET_WAIT=${QUIET_WAIT:-300}
 RETRIES=${RETRIES:-2}
-while getopts "r:t:m:c:h" opt; do
+RESULTS_FILE=${RESULTS_FILE:-bench/RESULTS.md}
+while getopts "r:t:m:c:o:h" opt; do
     case $opt in
         r) REPS=$OPTARG ;;
         t) THREADS=$OPTARG ;;
         m) MODELS=$OPTARG ;;
         c) CONTENDERS=$OPTARG ;;
-        *) sed -n '2,18p' "$0"; exit 64 ;;
+        o) RESULTS_FILE=$OPTARG; [[ $RESULTS_FILE == /* ]] || RESULTS_FILE=$CALLER/$RESULTS_FILE ;;
+        *) sed -n '2,19p' "$0"; exit 64 ;;
     esac
 done
 die() { echo "bench/run.sh: $*" >&2; exit 1; }
@@ -78,6 +82,8 @@ has() { [[ " $CONTENDERS " == *" $1 "* ]]; }
 # outside the default venv, a prebuilt binary) are shown as placeholders.
 SHOWN_PYTHON=$PYTHON; [[ $PYTHON == /tmp/bench-venv/bin/python ]] || SHOWN_PYTHON=/path/to/venv/bin/python
 COMMAND="PYTHON=$SHOWN_PYTHON${SAMPLES:+ SAMPLES=$SAMPLES}${DROPTRACE:+ DROPTRACE=/path/to/droptrace} bench/run.sh -r '$REPS' -t $THREADS -m '$MODELS' -c '$CONTENDERS'"
+SHOWN_RESULTS=${RESULTS_FILE#"$ROOT"/}
+[[ $SHOWN_RESULTS == bench/RESULTS.md ]] || COMMAND+=" -o $SHOWN_RESULTS"
 
 WORK=${BENCH_WORK:-$ROOT/bench/work}
 OUT=$WORK/results
@@ -222,6 +228,7 @@ for model in $MODELS; do
     done
 done
 
+mkdir -p "$(dirname "$RESULTS_FILE")"
 "$PYTHON" bench/report.py --results "$OUT" --work "$WORK" --calibration "$CALIB" --threads "$THREADS" \
     --models "$MODELS" --contenders "$CONTENDERS" --droptrace "$DROPTRACE" --built "$BUILT" \
-    --command "$COMMAND" --python "$PYTHON" --output bench/RESULTS.md
+    --command "$COMMAND" --python "$PYTHON" --output "$RESULTS_FILE"
