@@ -44,12 +44,18 @@ public enum ModelRegistry {
 
     /// The model of `checkpoint`, by its config's `model_type`.
     /// - Throws: `DroptraceError` naming config.json for an unsupported
-    ///   `model_type`, or whatever the family's checks refuse.
+    ///   `model_type`, a value of a kind the family's transformers config
+    ///   class refuses (`ConfigValueKinds`), or whatever the family's checks refuse.
     public static func load(_ checkpoint: Checkpoint) throws -> any LanguageModel {
         guard let family = families.first(where: { $0.key == checkpoint.modelType })?.value else {
             throw DroptraceError(
                 "unsupported model_type \"\(checkpoint.modelType)\" (supported: \(supportedModelTypes.joined(separator: ", ")))",
                 path: checkpoint.configURL.path)
+        }
+        if checkpoint.gguf == nil {
+            // Values of a kind transformers' config class refuses (null for
+            // an int, 48.0 for a count, 0 for a flag) are refused as it refuses them.
+            try ConfigValueKinds.check(try checkpoint.configDocument(), modelType: checkpoint.modelType, path: checkpoint.configURL.path)
         }
         return try family.init(checkpoint)
     }

@@ -109,6 +109,17 @@ public final class Checkpoint: @unchecked Sendable {
         return object
     }
 
+    /// config.json as parsed, integers told apart from floats (`48` from
+    /// `48.0`) and members in file order.
+    /// - Throws: `DroptraceError` naming config.json when it is not JSON.
+    public func configDocument() throws -> JSONValue {
+        do {
+            return try JSONValue.parse([UInt8](configData))
+        } catch {
+            throw DroptraceError("not valid JSON (byte \(error.offset): \(error.reason))", path: configURL.path)
+        }
+    }
+
     /// config.json files are a few kilobytes; this bounds a hostile one.
     static let configSizeLimit = 1 << 26
 

@@ -245,6 +245,6 @@ import Testing
         let url = model.appendingPathComponent("config.json")
         var object = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
         change(&object)
-        try JSONSerialization.data(withJSONObject: object).write(to: url)
+        try KindPreservingJSON.data(object).write(to: url)
     }
 }

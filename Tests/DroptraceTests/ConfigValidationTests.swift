@@ -64,7 +64,7 @@ import Testing
             var config = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
             EditedModel.set(
                 try JSONSerialization.jsonObject(with: Data(value.utf8), options: .fragmentsAllowed), at: path, in: &config)
-            try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+            try KindPreservingJSON.data(config).write(to: configURL)
         }
     }
 

@@ -88,7 +88,7 @@ import Testing
     static func rewrite(_ url: URL, _ change: (inout [String: Any]) throws -> Void) throws {
         var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
         try change(&config)
-        try JSONSerialization.data(withJSONObject: config).write(to: url)
+        try KindPreservingJSON.data(config).write(to: url)
     }
 
     /// YaRN as transformers' `_compute_yarn_parameters` computes it for

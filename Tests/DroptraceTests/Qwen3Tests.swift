@@ -32,7 +32,7 @@ import Testing
         let url = model.appendingPathComponent("config.json")
         var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
         edit(&config)
-        try JSONSerialization.data(withJSONObject: config).write(to: url)
+        try KindPreservingJSON.data(config).write(to: url)
         return model
     }
 

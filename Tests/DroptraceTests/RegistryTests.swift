@@ -47,7 +47,7 @@ import Testing
         let configURL = model.appendingPathComponent("config.json")
         var config = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
         config["model_type"] = "not_a_family"
-        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        try KindPreservingJSON.data(config).write(to: configURL)
         let error = try #require(throws: (any Error).self) { try ModelRegistry.load(Checkpoint(directory: model)) }
         #expect("\(error)".contains("not_a_family") && "\(error)".contains(ModelRegistry.supportedModelTypes.joined(separator: ", ")))
     }

@@ -31,7 +31,7 @@ enum EditedModel {
             let value = try text.map { try JSONSerialization.jsonObject(with: Data($0.utf8), options: .fragmentsAllowed) }
             set(value, at: path, in: &config)
         }
-        try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys]).write(to: configURL)
+        try KindPreservingJSON.data(config).write(to: configURL)
         return model
     }
 

@@ -1,0 +1,146 @@
+import DroptraceSupport
+
+/// The JSON kinds config.json's keys may hold, as transformers' config
+/// classes type-check them.
+///
+/// transformers 5 builds every config class as a strict dataclass: each
+/// field's value is type-checked when the config is made, and a value of
+/// another kind — `"head_dim": null` where Qwen3Config declares `head_dim:
+/// int`, `"num_hidden_layers": 48.0` (a float for an int), `"attention_bias":
+/// 0` (an int for a bool), `"rms_norm_eps": 1` (an int for a float) — makes
+/// `from_pretrained` fail. droptrace refuses the same configs, naming the key,
+/// rather than read such a value as absent or convert it and score a model
+/// transformers cannot load. The table (`transformers`) is generated from the
+/// installed transformers' own validators by
+/// `scripts/config_schema/generate.py`; keys it does not list (and keys
+/// outside the config class, such as `rope_theta` or `rope_scaling`) take
+/// any value here and are checked where they are read.
+public enum ConfigValueKinds {
+    /// Checks the values of config.json (`document`) against the config
+    /// class of `modelType`, and its `text_config` against the text config
+    /// class where the class has one.
+    /// - Throws: `DroptraceError` naming `path` and the first key whose value
+    ///   is of a kind its class refuses.
+    public static func check(_ document: JSONValue, modelType: String, path: String) throws {
+        guard case .object(let members) = document else { return }
+        if let problem = problem(in: members, of: modelType, under: "") {
+            throw DroptraceError(problem, path: path)
+        }
+        if transformers[modelType + ".text_config"] != nil, case .object(let text)? = document.member("text_config"),
+           let problem = problem(in: text, of: modelType + ".text_config", under: "text_config.") {
+            throw DroptraceError(problem, path: path)
+        }
+    }
+
+    /// The first member of `members` (in file order) whose value the class
+    /// refuses, as one sentence; nil when every value is accepted.
+    static func problem(in members: [(key: String, value: JSONValue)], of classKey: String, under prefix: String) -> String? {
+        guard let (className, keys, aliases) = transformers[classKey] else { return nil }
+        for (key, value) in members {
+            if let spec = keys[key], !accepts(spec, value) {
+                return "key \"\(prefix)\(key)\" holds \(spelled(value)), which transformers' \(className) refuses (it takes \(described(spec)))"
+            }
+            // An alias (gpt2's hidden_size for n_embd) is set after the
+            // fields, over the key it stands for, and never type-checked:
+            // it must say what that key says, or be of its kinds and read
+            // by the family itself (`aliasesRead`).
+            guard let target = aliases[key] else { continue }
+            let stated = "key \"\(prefix)\(key)\" (which transformers' \(className) reads as \(target), over it)"
+            if let written = members.last(where: { $0.key == target })?.value {
+                if !same(written, value) {
+                    return "\(stated) holds \(spelled(value)), but \"\(prefix)\(target)\" holds \(spelled(written)); keep one of them"
+                }
+            } else if !aliasesRead.contains(classKey + "." + key) {
+                return "\(stated) is given without \"\(prefix)\(target)\"; droptrace reads \(target): rename the key"
+            } else if let spec = keys[target], !accepts(spec, value) {
+                return "\(stated) holds \(spelled(value)), which transformers would not type-check and cannot run (\(target) takes \(described(spec)))"
+            }
+        }
+        return nil
+    }
+
+    /// Aliases a family reads in place of the key they stand for (OLMoE's
+    /// `num_local_experts`, gpt-oss's `num_experts`).
+    static let aliasesRead: Set<String> = ["olmoe.num_local_experts", "gpt_oss.num_experts"]
+
+    /// The same JSON value, of the same kind (48 and 48.0 differ, as Python
+    /// builds an int from one and a float from the other).
+    private static func same(_ a: JSONValue, _ b: JSONValue) -> Bool {
+        switch (a, b) {
+        case (.null, .null): return true
+        case (.bool(let x), .bool(let y)): return x == y
+        case (.integer(let x), .integer(let y)): return x == y
+        case (.number(let x), .number(let y)): return x == y
+        case (.string(let x), .string(let y)): return x == y
+        case (.array(let x), .array(let y)): return x.count == y.count && zip(x, y).allSatisfy { same($0, $1) }
+        case (.object(let x), .object(let y)):
+            return x.count == y.count && x.allSatisfy { member in y.contains { $0.key == member.key && same($0.value, member.value) } }
+        default: return false
+        }
+    }
+
+    /// Whether a value of `value`'s kind is one of `spec`'s: letters `n`
+    /// null, `b` boolean, `i` integer, `f` float, `s` string, `o` object, and
+    /// `[…]` a list whose items are of the bracketed kinds.
+    static func accepts(_ spec: String, _ value: JSONValue) -> Bool {
+        let scalars = spec.prefix { $0 != "[" }.filter { $0 != "o" } + (spec.hasSuffix("o") ? "o" : "")
+        let items = spec.firstIndex(of: "[").map { start in spec[spec.index(after: start)...].prefix { $0 != "]" } }
+        switch value {
+        case .array(let elements):
+            guard let items else { return false }
+            return elements.allSatisfy { element in
+                if case .array = element { return false }
+                if case .object = element { return false }
+                return kind(of: element).map { items.contains($0) } ?? true
+            }
+        default:
+            return kind(of: value).map { scalars.contains($0) } ?? true
+        }
+    }
+
+    /// The letter of a scalar's or object's kind; nil for a number Python
+    /// reads as an integer but JSONValue could not hold as one (an integer
+    /// literal beyond 64 bits), which the range checks refuse where it is read.
+    private static func kind(of value: JSONValue) -> Character? {
+        switch value {
+        case .null: return "n"
+        case .bool: return "b"
+        case .integer: return "i"
+        case .number(let number): return number.rounded() == number && abs(number) >= 9.2e18 ? nil : "f"
+        case .string: return "s"
+        case .object: return "o"
+        case .array: return "["
+        }
+    }
+
+    private static func spelled(_ value: JSONValue) -> String {
+        switch value {
+        case .null: return "null"
+        case .bool(let flag): return "\(flag) (a boolean)"
+        case .integer(let integer): return "\(integer) (an integer)"
+        case .number(let number): return "\(number) (a float)"
+        case .string(let text): return "\"\(text.count > 40 ? text.prefix(40) + "…" : text)\" (a string)"
+        case .array: return "a list"
+        case .object: return "an object"
+        }
+    }
+
+    private static func described(_ spec: String) -> String {
+        let names: [Character: String] = [
+            "n": "null", "b": "a boolean", "i": "an integer", "f": "a float (written with a decimal point or exponent)",
+            "s": "a string", "o": "an object",
+        ]
+        let itemNames: [Character: String] = ["n": "nulls", "b": "booleans", "i": "integers", "f": "floats", "s": "strings"]
+        var parts = spec.prefix { $0 != "[" }.compactMap { names[$0] }
+        if let start = spec.firstIndex(of: "[") {
+            let items = spec[spec.index(after: start)...].prefix { $0 != "]" }.compactMap { itemNames[$0] }
+            parts.append(items.isEmpty ? "an empty list" : "a list of " + items.joined(separator: " or "))
+            if spec.hasSuffix("o") { parts.append("an object") }
+        }
+        switch parts.count {
+        case 0: return "no value"
+        case 1: return parts[0]
+        default: return parts.dropLast().joined(separator: ", ") + " or " + parts.last!
+        }
+    }
+}

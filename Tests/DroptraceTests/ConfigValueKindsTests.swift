@@ -1,0 +1,117 @@
+@testable import Architectures
+@testable import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Testing
+
+/// config.json values of a kind transformers' strict config classes refuse
+/// (null for an int, a float for a count, an int for a flag or a float) are
+/// refused naming the key; the kinds a class accepts keep loading.
+@Suite struct ConfigValueKindsTests {
+    /// One value written into a fixture's config.json (`key` dotted for a
+    /// member of an object), as JSON text.
+    struct Written: Sendable, CustomTestStringConvertible {
+        var model: String
+        var key: String
+        var value: String
+        var testDescription: String { "\(model) \(key)=\(value)" }
+        init(_ model: String, _ key: String, _ value: String) {
+            (self.model, self.key, self.value) = (model, key, value)
+        }
+
+        func fixture() throws -> EditedFixture {
+            let parsed = try JSONSerialization.jsonObject(with: Data(value.utf8), options: .fragmentsAllowed)
+            let fixture = try EditedFixture(model) { EditedModel.set(parsed, at: key, in: &$0) }
+            // JSONSerialization writes 4.0 as 4: put the literal in as written.
+            if value.contains(".") || value == "null" {
+                let url = fixture.model.appendingPathComponent("config.json")
+                var object = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+                EditedModel.set("@@", at: key, in: &object)
+                let text = KindPreservingJSON.text(object)
+                try Data(text.replacingOccurrences(of: #""@@""#, with: value).utf8).write(to: url)
+            }
+            return fixture
+        }
+    }
+
+    /// Values each family's transformers config class refuses
+    /// (StrictDataclassFieldValidationError in transformers 5.24).
+    static let refused: [Written] = [
+        Written("qwen3-f32", "head_dim", "null"), Written("qwen3-f32", "max_window_layers", "null"),
+        Written("qwen3-f32", "use_sliding_window", "null"), Written("qwen3-f32", "rms_norm_eps", "null"),
+        Written("gemma2-f32", "query_pre_attn_scalar", "null"), Written("gemma2-f32", "head_dim", "null"),
+        Written("gemma-f32", "head_dim", "null"), Written("gemma3_text-f32", "query_pre_attn_scalar", "null"),
+        Written("gemma3-f32", "text_config.head_dim", "null"), Written("gemma3-f32", "text_config.num_hidden_layers", "4.0"),
+        Written("gpt_oss-f32", "swiglu_limit", "null"), Written("gpt_oss-f32", "swiglu_alpha", "null"),
+        Written("gpt_oss-f32", "head_dim", "null"), Written("gpt_oss-f32", "attention_bias", "null"),
+        Written("smollm3-f32", "no_rope_layer_interval", "null"), Written("mixtral-f32", "num_local_experts", "null"),
+        Written("olmoe-f32", "num_experts", "null"), Written("olmoe-f32", "norm_topk_prob", "null"),
+        Written("qwen3_moe-f32", "decoder_sparse_step", "null"), Written("deepseek_v3-f32", "first_k_dense_replace", "3.0"),
+        Written("deepseek_v2-f32", "kv_lora_rank", "null"), Written("phi3-f32", "original_max_position_embeddings", "null"),
+        Written("gpt_neox-f32", "use_parallel_residual", "null"), Written("gpt2-f32", "n_inner", "64.0"),
+        // Integers written as floats, flags as 0 / 1, floats as integers, numbers as strings.
+        Written("llama-f32", "num_hidden_layers", "4.0"), Written("mistral-f32", "hidden_size", "64.0"),
+        Written("qwen2-f32", "sliding_window", "8.0"), Written("llama-f32", "tie_word_embeddings", "0"),
+        Written("qwen2-f32", "use_sliding_window", "1"), Written("llama-f32", "rms_norm_eps", "1"),
+        Written("olmo-f32", "clip_qkv", "8"), Written("gemma2-f32", "final_logit_softcapping", "30"),
+        Written("gpt2-f32", "layer_norm_epsilon", "0"), Written("llama-f32", "vocab_size", "\"512\""),
+        Written("qwen3_moe-f32", "mlp_only_layers", "[1.0]"), Written("ministral-f32", "layer_types", "[1]"),
+        Written("smollm3-f32", "no_rope_layers", "[1, 1, 1, true]"),
+        // Aliases (attribute_map keys) are set over the key they stand for, unchecked.
+        Written("gpt2-f32", "hidden_size", "64"), Written("gpt2-f32", "num_hidden_layers", "4.0"),
+        Written("deepseek_v2-f32", "num_experts", "2"), Written("gpt_oss-f32", "num_experts", "8"),
+        Written("olmoe-f32", "num_local_experts", "2"),
+    ]
+
+    @Test(arguments: refused)
+    func refusedKindIsRefusedNamingTheKey(_ written: Written) throws {
+        let fixture = try written.fixture()
+        fixture.expectRefused(naming: "\"\(written.key)\"")
+        do {
+            _ = try fixture.load()
+        } catch {
+            #expect("\(error)".contains("transformers'"), "\(error)")
+        }
+    }
+
+    /// Nulls the classes accept (`int | None` fields) load as before.
+    static let acceptedNulls: [Written] = [
+        Written("llama-f32", "head_dim", "null"), Written("mistral-f32", "sliding_window", "null"),
+        Written("qwen3-f32", "pad_token_id", "null"), Written("olmo-f32", "clip_qkv", "null"),
+        Written("gemma2-f32", "attn_logit_softcapping", "null"), Written("llama-f32", "rope_parameters", "null"),
+        Written("qwen2-f32", "layer_types", "null"), Written("gpt2-f32", "n_inner", "null"),
+        Written("llama-f32", "eos_token_id", "[1, 2]"), Written("llama-f32", "attention_dropout", "0"),
+        Written("gpt2-f32", "num_hidden_layers", "4"), Written("olmoe-f32", "num_local_experts", "4"),
+    ]
+
+    @Test(arguments: acceptedNulls)
+    func acceptedValueLoads(_ written: Written) throws {
+        let fixture = try written.fixture()
+        #expect(try fixture.load().layerCount >= 1)
+    }
+
+    /// Every family has its config class's table, so a new family cannot
+    /// skip the check.
+    @Test func everyFamilyHasItsTable() {
+        for modelType in ModelRegistry.supportedModelTypes {
+            #expect(ConfigValueKinds.transformers[modelType] != nil, "\(modelType)")
+        }
+        #expect(ConfigValueKinds.transformers["gemma3.text_config"]?.className == "Gemma3TextConfig")
+    }
+
+    @Test func kindsFollowTheSpec() {
+        #expect(ConfigValueKinds.accepts("ni", .null))
+        #expect(!ConfigValueKinds.accepts("i", .null))
+        #expect(!ConfigValueKinds.accepts("i", .number(4)))
+        #expect(!ConfigValueKinds.accepts("f", .integer(1)))
+        #expect(ConfigValueKinds.accepts("if", .integer(1)))
+        #expect(!ConfigValueKinds.accepts("b", .integer(0)))
+        #expect(ConfigValueKinds.accepts("ni[i]", .array([.integer(1), .integer(2)])))
+        #expect(!ConfigValueKinds.accepts("ni[i]", .array([.number(1)])))
+        #expect(ConfigValueKinds.accepts("n[s]", .array([])))
+        #expect(ConfigValueKinds.accepts("no", .object([])))
+        #expect(!ConfigValueKinds.accepts("no", .array([])))
+        // An integer literal beyond 64 bits is Python's int: left to the range checks.
+        #expect(ConfigValueKinds.accepts("i", .number(1e20)))
+    }
+}
