@@ -25,7 +25,8 @@ struct DeepSeekConfiguration: Decodable {
     var routedScalingFactor: Double
     var nGroup: Int?
     var topkGroup: Int?
-    var topkMethod: String
+    /// nil when config.json writes null (V2 then routes to no expert: refused).
+    var topkMethod: String?
     var normTopkProb: Bool
 
     enum CodingKeys: String, CodingKey {
@@ -86,7 +87,7 @@ struct DeepSeekConfiguration: Decodable {
         nGroup = try written(.nGroup, absent: v3 ? 8 : nil)
         topkGroup = try written(.topkGroup, absent: v3 ? 4 : nil)
         // V3's router is always the grouped sigmoid one (its configs' topk_method is not read).
-        topkMethod = v3 ? "noaux_tc" : try value(.topkMethod, v2: "greedy", v3: "noaux_tc")
+        topkMethod = v3 ? "noaux_tc" : try written(.topkMethod, absent: "greedy")
         // V2's router never renormalises (transformers does not read the key for it).
         normTopkProb = v3 ? try written(.normTopkProb, absent: true) ?? false : false
     }
@@ -146,8 +147,10 @@ struct DeepSeekConfiguration: Decodable {
         try ConfigRules.product([(nRoutedExperts, "n_routed_experts"), (2, "gate and up"), (moeIntermediateSize, "moe_intermediate_size"), hidden])
         try ConfigRules.product([(nSharedExperts, "n_shared_experts"), (moeIntermediateSize, "moe_intermediate_size"), (2, "gate and up"), hidden])
         try ConfigRules.positive(routedScalingFactor, "routed_scaling_factor")
+        // A null method leaves transformers' DeepSeek-V2 router without weights (it fails in its forward).
         guard isV3 || ["greedy", "group_limited_greedy"].contains(topkMethod) else {
-            throw InvalidConfigValue(key: "topk_method", problem: "must be \"greedy\" or \"group_limited_greedy\", got \"\(topkMethod)\"")
+            throw InvalidConfigValue(
+                key: "topk_method", problem: "must be \"greedy\" or \"group_limited_greedy\", got \(topkMethod.map { "\"\($0)\"" } ?? "null")")
         }
         guard groupLimited else { return }
         guard let groups = nGroup else { throw InvalidConfigValue(key: "n_group", problem: "must be set for group-limited routing") }
