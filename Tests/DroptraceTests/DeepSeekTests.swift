@@ -37,6 +37,18 @@ import Testing
         Mutant("deepseek_v2-f32", "qk_rope_head_dim", "4"),
     ]
 
+    /// DeepseekV3Config's num_key_value_heads is 128 when config.json omits
+    /// it, which the 4-head fixture's latent attention cannot take
+    /// (transformers fails in the forward); null means num_attention_heads.
+    @Test func omittedKeyValueHeadsAreTheClassDefault() throws {
+        do {
+            let fixture = try EditedFixture("deepseek_v3-f32") { $0["num_key_value_heads"] = nil }
+            fixture.expectRefused(naming: "num_key_value_heads")
+        }
+        let null = try EditedFixture("deepseek_v3-f32") { $0["num_key_value_heads"] = NSNull() }
+        #expect(try null.load().layerCount == 4)
+    }
+
     @Test(arguments: mutants)
     func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
         let scratch = try ScratchDirectory()
