@@ -50,12 +50,17 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     public init(from decoder: Decoder) throws {
         let top = try decoder.container(keyedBy: Key.self)
         // 5.x: rope_parameters; 4.x: rope_scaling (may be null).
-        let nested = try ["rope_parameters", "rope_scaling"].lazy
-            .compactMap { name -> KeyedDecodingContainer<Key>? in
-                guard top.contains(Key(name)), try !top.decodeNil(forKey: Key(name)) else { return nil }
-                return try top.nestedContainer(keyedBy: Key.self, forKey: Key(name))
-            }.first
-        try self.init(top: top, nested: nested)
+        let given = try ["rope_parameters", "rope_scaling"].compactMap { name -> KeyedDecodingContainer<Key>? in
+            guard top.contains(Key(name)), try !top.decodeNil(forKey: Key(name)) else { return nil }
+            return try top.nestedContainer(keyedBy: Key.self, forKey: Key(name))
+        }
+        // transformers merges rope_scaling into rope_parameters, its values
+        // over the others: a config holding both is not one it wrote.
+        guard given.count < 2 else {
+            throw DecodingError.dataCorrupted(DecodingError.Context(
+                codingPath: [Key("rope_scaling")], debugDescription: "given besides rope_parameters; keep one of them"))
+        }
+        try self.init(top: top, nested: given.first)
     }
 
     /// The settings of `nested` (a `rope_parameters` / `rope_scaling`
@@ -64,6 +69,16 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     init(top: KeyedDecodingContainer<Key>?, nested: KeyedDecodingContainer<Key>?) throws {
         // The key each value came from, for the error that refuses it.
         var keys: [String: String] = [:]
+        // A null base, type or rotary fraction in the rope parameters is
+        // kept as None by transformers, whose rotary initialisers then fail.
+        if let nested {
+            for name in ["rope_theta", "rope_type", "type", "partial_rotary_factor"] where nested.contains(Key(name)) {
+                guard try nested.decodeNil(forKey: Key(name)) else { continue }
+                throw DecodingError.dataCorrupted(DecodingError.Context(
+                    codingPath: nested.codingPath + [Key(name)],
+                    debugDescription: "is null, which transformers' rotary embedding cannot run"))
+            }
+        }
         func number(_ names: [String], in container: KeyedDecodingContainer<Key>?) throws -> Double? {
             guard let container else { return nil }
             for name in names where container.contains(Key(name)) {

@@ -90,6 +90,21 @@ import Testing
         #expect(try fixture.load().layerCount >= 1)
     }
 
+    /// Nulls transformers keeps inside the rope parameters, where its rotary
+    /// initialisers then fail, and rope_scaling beside rope_parameters
+    /// (which transformers merges, rope_scaling's values over the others).
+    static let refusedRope: [Written] = [
+        Written("llama-f32", "rope_parameters.rope_theta", "null"), Written("llama-f32", "rope_parameters.rope_type", "null"),
+        Written("gpt_neox-f32", "rope_parameters.partial_rotary_factor", "null"),
+        Written("phi3-f32", "rope_parameters.partial_rotary_factor", "null"),
+        Written("llama-f32", "rope_scaling", #"{"rope_type": "linear", "factor": 2.0}"#),
+    ]
+
+    @Test(arguments: refusedRope)
+    func refusedRopeValueIsRefusedNamingTheKey(_ written: Written) throws {
+        try written.fixture().expectRefused(naming: String(written.key.split(separator: ".").last!))
+    }
+
     /// Every family has its config class's table, so a new family cannot
     /// skip the check.
     @Test func everyFamilyHasItsTable() {
