@@ -79,6 +79,17 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
                     debugDescription: "is null, which transformers' rotary embedding cannot run"))
             }
         }
+        // So does a null 4.x top-level key the rope parameters do not override.
+        if let top {
+            let legacy = ["rope_theta": "rope_theta", "rotary_emb_base": "rope_theta", "rotary_pct": "partial_rotary_factor",
+                          "partial_rotary_factor": "partial_rotary_factor"]
+            for (name, nestedName) in legacy.sorted(by: { $0.key < $1.key }) where top.contains(Key(name)) {
+                guard try top.decodeNil(forKey: Key(name)), !(nested?.contains(Key(nestedName)) ?? false) else { continue }
+                throw DecodingError.dataCorrupted(DecodingError.Context(
+                    codingPath: top.codingPath + [Key(name)],
+                    debugDescription: "is null, which transformers' rotary embedding cannot run"))
+            }
+        }
         func number(_ names: [String], in container: KeyedDecodingContainer<Key>?) throws -> Double? {
             guard let container else { return nil }
             for name in names where container.contains(Key(name)) {

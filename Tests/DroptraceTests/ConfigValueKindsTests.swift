@@ -98,6 +98,7 @@ import Testing
         Written("gpt_neox-f32", "rope_parameters.partial_rotary_factor", "null"),
         Written("phi3-f32", "rope_parameters.partial_rotary_factor", "null"),
         Written("llama-f32", "rope_scaling", #"{"rope_type": "linear", "factor": 2.0}"#),
+        Written("llama-v4", "rope_theta", "null"), Written("gpt_neox-v4", "rotary_pct", "null"),
     ]
 
     @Test(arguments: refusedRope)
