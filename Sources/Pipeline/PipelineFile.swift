@@ -98,6 +98,7 @@ public struct PipelineFile: Decodable {
                     path: url.path)
             }
         }
+        try PipelineYAML.checkDecimalNumbers(mapping, path: url.path)
         // Checked before decoding, which would only say that the value cannot be read.
         if let node = mapping[CodingKeys.precision.rawValue],
            node.null != nil || node.scalar.flatMap({ Precision(rawValue: $0.string) }) == nil {
@@ -289,6 +290,57 @@ enum PipelineYAML {
             tasks.append(PipelineTask(name: name, evaluation: evaluation, fewshot: found["fewshot"], numFewshot: shots))
         }
         return tasks
+    }
+
+    /// The settings that are numbers (`slurm.` ones in the section, `tasks`
+    /// counts under each task): whole numbers, and `settle_minutes`, which
+    /// may have a fraction.
+    static let wholeNumberSettings = ["seq_len", "samples", "drop_k", "num_fewshot",
+                                      "slurm.shards", "slurm.array_parallelism", "slurm.cpus_per_task"]
+    static let fractionalSettings = ["settle_minutes"]
+
+    /// Refuses numbers not written in decimal. Yams reads YAML 1.1, where
+    /// 0x10, 0o20, 0b10000, 020 (octal: 16), 1_6 and 0:16 (base 60) are all
+    /// numbers, and a hexadecimal fraction (0x1p4) is read too; YAML 1.2
+    /// and most readers take 020 for 20 and the others for text, so the
+    /// value droptrace would use is not the one the file seems to say.
+    /// Leading zeros are refused for the same reason. Values that are not
+    /// plain scalars are left to the decoder, which names their type.
+    static func checkDecimalNumbers(_ mapping: Node.Mapping, path: String) throws {
+        let whole = #/[-+]?(0|[1-9][0-9]*)/#
+        let fractional = #/[-+]?(0|[1-9][0-9]*)(\.[0-9]*)?([eE][-+]?[0-9]+)?|[-+]?\.[0-9]+([eE][-+]?[0-9]+)?/#
+        func check(_ node: Node, setting: String, fraction: Bool) throws {
+            let items = node.sequence.map(Array.init) ?? [node]
+            for item in items {
+                guard let scalar = item.scalar, scalar.style == .plain, item.null == nil else { continue }
+                let text = scalar.string
+                let decimal = fraction ? text.wholeMatch(of: fractional) != nil : text.wholeMatch(of: whole) != nil
+                if !decimal {
+                    throw DroptraceError(
+                        "setting \"\(setting)\" is \"\(SystemError.oneLine(String(text.prefix(40))))\"; write it as a "
+                            + (fraction ? "decimal number" : "whole number in decimal")
+                            + " (YAML reads hexadecimal, octal, binary, base-60 and leading-zero numbers in other bases)",
+                        path: path)
+                }
+            }
+        }
+        for (key, value) in mapping {
+            guard let name = key.scalar?.string else { continue }
+            if let inner = value.mapping, name == "slurm" || name == PipelineFile.tasksKey {
+                for (innerKey, innerValue) in inner {
+                    if name == PipelineFile.tasksKey, let task = innerValue.mapping {
+                        for (field, count) in task where field.scalar?.string == "num_fewshot" {
+                            try check(count, setting: "tasks.\(SystemError.oneLine(innerKey.scalar?.string ?? "")).num_fewshot",
+                                      fraction: false)
+                        }
+                    } else if let field = innerKey.scalar?.string, wholeNumberSettings.contains("\(name).\(field)") {
+                        try check(innerValue, setting: "\(name).\(field)", fraction: false)
+                    }
+                }
+            } else if wholeNumberSettings.contains(name) || fractionalSettings.contains(name) {
+                try check(value, setting: name, fraction: fractionalSettings.contains(name))
+            }
+        }
     }
 
     /// Refuses complex keys, tags outside the core schema and documents

@@ -52,6 +52,18 @@ struct EngineOptions: ParsableArguments {
 
 extension Precision: ExpressibleByArgument {}
 
+/// Reads a fractional option (seconds, minutes) written in decimal. Swift's
+/// Double(String) also reads hexadecimal (0x10 is 16, 0x1p4 too), which the
+/// whole-number options already refuse; a value in another base is a typo
+/// or a different number than the one meant, so it is refused as a usage error.
+func decimalNumber(_ argument: String) throws -> Double {
+    let decimal = #/[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?/#
+    guard argument.wholeMatch(of: decimal) != nil, let value = Double(argument) else {
+        throw ValidationError("not a decimal number")
+    }
+    return value
+}
+
 /// The arithmetic of the engine's matrix products, shared by the commands
 /// that compute (`run` and `slurm` take it from the pipeline file).
 struct PrecisionOptions: ParsableArguments {

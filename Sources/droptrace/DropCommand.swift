@@ -87,7 +87,7 @@ struct DropCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp(
         "Wall-time budget for timing both models, warm-up included (default 120); no round starts that would overrun it.",
-        valueName: "seconds"))
+        valueName: "seconds"), transform: decimalNumber)
     var speedBudget: Double = 120
 
     @Option(help: ArgumentHelp("At most this many timing rounds (default 20; at least 8 unless the budget ends them).", valueName: "n"))

@@ -67,7 +67,7 @@ struct TraceCommand: ParsableCommand {
 
     @Option(name: .customLong("settle-minutes"), help: ArgumentHelp(
         "Minutes an incomplete checkpoint may rest unchanged and still count as being written; after that it fails.",
-        valueName: "minutes"))
+        valueName: "minutes"), transform: decimalNumber)
     var settleMinutes: Double = CheckpointDiscovery.defaultSettleTime / 60
 
     @OptionGroup var engine: EngineOptions

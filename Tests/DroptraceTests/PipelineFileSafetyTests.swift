@@ -77,6 +77,38 @@ struct PipelineFileSafetyTests {
         #expect(error?.message.contains("settle_minutes") == true)
     }
 
+    /// YAML 1.1 (Yams) reads 0x10, 0o20, 020, 0b10000, 1_6 and 0:16 as
+    /// numbers in other bases; a number setting must be written in decimal.
+    @Test("number settings in another base are refused, naming the setting", arguments: [
+        ("seq_len: 0x10", "seq_len"), ("seq_len: 0o20", "seq_len"), ("seq_len: 020", "seq_len"),
+        ("seq_len: 0b10000", "seq_len"), ("samples: 1_6", "samples"), ("samples: 0:16", "samples"),
+        ("drop_k: [1, 0x2]", "drop_k"), ("num_fewshot: 0x1", "num_fewshot"), ("settle_minutes: 0x10", "settle_minutes"),
+        ("settle_minutes: 1:30", "settle_minutes"), ("settle_minutes: 0x1p4", "settle_minutes"),
+        ("settle_minutes: 1_0.5", "settle_minutes"), ("slurm: {shards: 0x2}", "slurm.shards"),
+        ("tasks: {piqa: {eval: p.jsonl, num_fewshot: 0x5}}", "tasks.piqa.num_fewshot"),
+    ])
+    func nonDecimalNumberIsRefused(line: String, setting: String) throws {
+        let scratch = try ScratchDirectory()
+        let file = try scratch.write("series: s\ncalibration: c.txt\noutput: out\n" + line + "\n", to: "p.yaml")
+        let error = #expect(throws: DroptraceError.self) { try PipelineFile.load(file) }
+        #expect(error?.path == file.path)
+        #expect(error?.message.contains("setting \"\(setting)\"") == true, "\(error?.message ?? "no error")")
+        #expect(error?.message.contains("decimal") == true, "\(error?.message ?? "no error")")
+    }
+
+    @Test("decimal numbers in every spelling YAML shares with other readers still load")
+    func decimalNumbersLoad() throws {
+        let scratch = try ScratchDirectory()
+        let text = "series: s\ncalibration: c.txt\noutput: out\nseq_len: +32\nsamples: 0\ndrop_k: [1, 20]\n"
+            + "settle_minutes: 1.5e1\nslurm: {shards: 2}\n"
+        let error = #expect(throws: DroptraceError.self) { try PipelineFile.load(scratch.write(text, to: "zero.yaml")) }
+        #expect(error?.message.contains("samples must be at least 1") == true, "\(error?.message ?? "no error")")
+        let file = try PipelineFile.load(scratch.write(text.replacingOccurrences(of: "samples: 0", with: "samples: 4"), to: "ok.yaml"))
+        #expect(file.seqLen == 32 && file.samples == 4 && file.dropK == [1, 20] && file.settleMinutes == 15 && file.slurm?.shards == 2)
+        let fractions = try PipelineFile.load(scratch.write("series: s\ncalibration: c.txt\noutput: out\nsettle_minutes: .5\n", to: "f.yaml"))
+        #expect(fractions.settleMinutes == 0.5)
+    }
+
     @Test("the nesting bound counts brackets, indentation and block indicators")
     func nestingBound() {
         #expect(PipelineYAML.nestingBound(Array("a: [[1], {b: 2}]\n".utf8)) <= 4)

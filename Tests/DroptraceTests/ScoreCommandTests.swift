@@ -70,6 +70,24 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: scratch.path("scores.h5").path))
     }
 
+    /// Fractional options are read in decimal only: Swift's Double(String)
+    /// also reads hexadecimal, which whole-number options already refuse.
+    @Test(arguments: [
+        (["drop", "--speed-budget"], "0x10"), (["drop", "--speed-budget"], "0x1p4"),
+        (["trace", "--settle-minutes"], "0x10"), (["trace", "--settle-minutes"], "0X1P-2"),
+        (["score", "--seq-len"], "0x10"),
+    ])
+    func hexadecimalNumberIsAUsageError(command: [String], value: String) throws {
+        let scratch = try ScratchDirectory()
+        let target = command[0] == "trace" ? scratch.url.path : FixtureFiles.model("llama-f32").path
+        var arguments = [command[0], target, "--calibration", FixtureFiles.calibrationJSONL.path, command[1], value]
+        if command[0] == "drop" { arguments += ["--target", "attention", "--count", "1"] }
+        if command[0] != "drop" { arguments += ["--output", scratch.path("out").path] }
+        let result = try DroptraceCommand.run(arguments)
+        #expect(result.status == 64 && result.stderr.contains(command[1]), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("out").path))
+    }
+
     /// `--output out/` names a directory: never a file written as `out`.
     @Test func outputEndingInASlashIsAUsageError() throws {
         let scratch = try ScratchDirectory()
