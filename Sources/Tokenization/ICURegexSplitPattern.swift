@@ -70,6 +70,14 @@ struct ICURegexSplitPattern: SplitPattern {
     ///   ICU, the characters : a l p h in Oniguruma) and `--` inside brackets
     ///   (set difference in ICU); a repeat count above 100000 (Oniguruma
     ///   refuses the pattern; the tokenizers library then refuses the file).
+    /// - Brackets are read with Oniguruma's rules for "-": a range between
+    ///   two characters, otherwise a literal (written escaped for ICU), and
+    ///   refused, as the library refuses it, next to a class (`[\d-z]`,
+    ///   `[a-\w]`); "&", "$", "{" and "}" in brackets are literals.
+    /// - `\pL` without braces is the letters "pL"; `\p{..}` names must be
+    ///   Oniguruma's (`OnigurumaPropertyNames`; `\p{^..}` negates, `In_..`
+    ///   is a block); `\cX` is Oniguruma's control character (`\c?` DEL), a
+    ///   trailing `\c` or backslash is refused as the library refuses it.
     ///
     /// - Throws: `DroptraceError` (without a path) naming the construct refused.
     static func translatedToICU(_ pattern: String) throws(DroptraceError) -> String {
@@ -84,10 +92,14 @@ struct ICURegexSplitPattern: SplitPattern {
         let word = wordInBrackets + #"\u00B2\u00B3\u00B9\u00BC-\u00BE"#
         let scalars = Array(pattern.unicodeScalars)
         var output = ""
-        var classDepth = 0
+        // One state per open bracket, innermost last (see `ClassState`).
+        var classes: [ClassState] = []
         var index = 0
         func refuse(_ construct: String) -> DroptraceError {
             DroptraceError("regex \(quoted(pattern)) uses \(construct), which the tokenizers library (Oniguruma) reads differently from ICU; droptrace cannot run it")
+        }
+        func libraryRefuses(_ construct: String) -> DroptraceError {
+            DroptraceError("regex \(quoted(pattern)) has \(construct), which Oniguruma rejects; the tokenizers library refuses it")
         }
         /// The text from `index` up to and including the first `end`, if any.
         func upTo(_ end: Unicode.Scalar, from start: Int) -> String? {
@@ -101,15 +113,45 @@ struct ICURegexSplitPattern: SplitPattern {
             let name = bracket.dropFirst(2).dropLast(2)
             return name.allSatisfy { $0.isLetter || $0 == "^" } ? String(name) : nil
         }
+        /// Records a value in the innermost brackets, as Oniguruma's
+        /// `cc_char_next` / `cc_cprop_next` do: a class (\d, \p{..},
+        /// [:alpha:]) cannot end a range.
+        func classValue(isSet: Bool) throws(DroptraceError) {
+            guard let state = classes.last else { return }
+            if state == .range {
+                if isSet { throw libraryRefuses("a range ending in a character class") }
+                classes[classes.count - 1] = .complete
+            } else {
+                classes[classes.count - 1] = isSet ? .set : .character
+            }
+        }
+        /// The escape after a backslash: \xHH, \x{..}, \uHHHH and \p{..}
+        /// are taken whole, so their digits and braces are not read as
+        /// characters of a bracket expression.
+        func escapeTail(from start: Int) -> String {
+            var end = start
+            switch scalars[start - 1] {
+            case "x" where start < scalars.count && scalars[start] == "{", "p" where start < scalars.count && scalars[start] == "{",
+                 "P" where start < scalars.count && scalars[start] == "{":
+                end = scalars[start...].firstIndex(of: "}").map { $0 + 1 } ?? scalars.count
+            case "x":
+                while end < scalars.count, end - start < 2, scalars[end].properties.isASCIIHexDigit { end += 1 }
+            case "u":
+                while end < scalars.count, end - start < 4, scalars[end].properties.isASCIIHexDigit { end += 1 }
+            default:
+                break
+            }
+            index = end
+            return String(String.UnicodeScalarView(scalars[start..<end]))
+        }
         while index < scalars.count {
             let scalar = scalars[index]
             index += 1
-            let inClass = classDepth > 0
+            let inClass = !classes.isEmpty
             switch scalar {
             case "\\":
                 guard index < scalars.count else {
-                    output.unicodeScalars.append(scalar)
-                    break
+                    throw libraryRefuses("a lone backslash at its end")
                 }
                 let escaped = scalars[index]
                 index += 1
@@ -123,30 +165,88 @@ struct ICURegexSplitPattern: SplitPattern {
                 case "b" where inClass: output += #"\x{08}"#
                 case "y", "Y", "N", "O", "K", "o", "g", "Q", "C", "M", "0"..."9":
                     throw refuse("\\\(escaped)")
+                case "c":
+                    // Oniguruma's control character: \c? is DEL, any other
+                    // character c is c & 0x9F (ICU: c & 0x1F, and \c\\ differs).
+                    guard index < scalars.count else { throw libraryRefuses("\"\\c\" at its end") }
+                    let target = scalars[index]
+                    index += 1
+                    if target == "\\" { throw refuse("\\c\\") }
+                    let code = target == "?" ? 0x7F : target.value & 0x9F
+                    output += target.properties.isAlphabetic && target.isASCII
+                        ? "\\c\(target)" : "\\x{\(String(code, radix: 16, uppercase: true))}"
                 case "p", "P":
-                    if index < scalars.count, scalars[index] == "{", let braces = upTo("}", from: index) {
-                        let name = braces.lowercased().filter { $0.isLetter }
-                        if name == "word" || name == "xdigit" { throw refuse("\\\(escaped)\(braces)") }
+                    // Without braces, \pL is the letters "pL" in Oniguruma (ICU: \p{L}).
+                    guard index < scalars.count, scalars[index] == "{" else {
+                        output.unicodeScalars.append(escaped)
+                        try classValue(isSet: false)
+                        continue
                     }
-                    output += "\\\(escaped)"
+                    let braces = escapeTail(from: index)
+                    guard braces.hasSuffix("}") else { throw libraryRefuses("an unclosed \\\(escaped){") }
+                    output += try PropertyNames.translated(escaped, braces, refuse: refuse, libraryRefuses: libraryRefuses)
+                    try classValue(isSet: true)
+                    continue
+                case "x", "u":
+                    output += "\\\(escaped)" + escapeTail(from: index)
                 default:
                     output += "\\\(escaped)"
                 }
+                try classValue(isSet: ["w", "W", "h", "H", "d", "D", "s", "S"].contains(escaped))
+            case "[" where inClass && index < scalars.count && scalars[index] == ":":
+                guard let name = posixName(at: index - 1) else { throw refuse("\"[:\" that is not a POSIX bracket") }
+                let bare = name.filter { $0 != "^" }
+                guard PropertyNames.posix.contains(bare) else { throw libraryRefuses("the POSIX bracket [:\(name):]") }
+                if ["punct", "word", "xdigit"].contains(bare) { throw refuse("[:\(name):]") }
+                output += "[:\(name):]"
+                index += name.unicodeScalars.count + 3
+                try classValue(isSet: true)
             case "[":
-                if let name = posixName(at: index - 1) {
-                    let bare = name.filter { $0 != "^" }
-                    if !inClass || ["punct", "word", "xdigit"].contains(bare) { throw refuse("[:\(name):]") }
-                }
-                classDepth += 1
+                if posixName(at: index - 1) != nil, !inClass { throw refuse("[:\(posixName(at: index - 1)!):]") }
+                // Oniguruma drops the "a-" of "[a-[b]]"; ICU keeps it.
+                if classes.last == .range { throw refuse("a range ending in brackets") }
+                classes.append(.start)
                 output += "["
                 // A "]" first in brackets (after any "^") is a literal in both engines.
                 if index < scalars.count, scalars[index] == "^" { output += "^"; index += 1 }
-                if index < scalars.count, scalars[index] == "]" { output += "]"; index += 1 }
-            case "]":
-                classDepth = max(0, classDepth - 1)
+                if index < scalars.count, scalars[index] == "]" {
+                    output += "]"
+                    index += 1
+                    try classValue(isSet: false)
+                }
+            case "]" where inClass:
+                classes.removeLast()
+                if !classes.isEmpty { classes[classes.count - 1] = .complete }
                 output += "]"
-            case "-" where inClass && index < scalars.count && scalars[index] == "-":
-                throw refuse("\"--\" inside brackets")
+            case "-" where inClass:
+                // Oniguruma's reading of "-" (prs_cc): a range between two
+                // characters; a literal at the start, after a range, and
+                // before "]" or "&&"; an error after a class such as \d.
+                // A literal is written escaped, as ICU has other rules.
+                let next = index < scalars.count ? scalars[index] : "]"
+                let endsOperand = next == "]" || (next == "&" && index + 1 < scalars.count && scalars[index + 1] == "&")
+                switch classes.last! {
+                case .character where !endsOperand:
+                    output += "-"
+                    classes[classes.count - 1] = .range
+                case .set where !endsOperand:
+                    throw libraryRefuses("a range starting at a character class")
+                case .range:
+                    output += "\\-"
+                    classes[classes.count - 1] = .complete
+                default:
+                    output += "\\-"
+                    classes[classes.count - 1] = .character
+                }
+            case "&" where inClass && index < scalars.count && scalars[index] == "&":
+                index += 1
+                output += "&&"
+                classes[classes.count - 1] = .start
+            case "&", "$", "{", "}":
+                // Literals in Oniguruma's brackets (and outside them, where
+                // & and $ reach the default below); ICU gives them meaning in a set.
+                output += inClass ? "\\\(scalar)" : String(scalar)
+                try classValue(isSet: false)
             case "." where !inClass:
                 output += #"[^\n]"#
             case "(" where !inClass && index < scalars.count && scalars[index] == "?":
@@ -160,6 +260,7 @@ struct ICURegexSplitPattern: SplitPattern {
                 output += "("
             default:
                 output.unicodeScalars.append(scalar)
+                try classValue(isSet: false)
             }
         }
         return output
@@ -276,5 +377,59 @@ final class CompiledICURegex: @unchecked Sendable {
         lock.lock()
         idle.append(matcher)
         lock.unlock()
+    }
+}
+
+/// Where a bracket expression is in Oniguruma's reading (`prs_cc`): after
+/// `[` or `&&`, after a character, after a class (\d, \p{..}, [:alpha:]),
+/// after "a-", or after a whole range or nested brackets.
+enum ClassState {
+    case start, character, set, range, complete
+}
+
+/// `\p{..}` and `\P{..}` as Oniguruma reads them, spelled for ICU.
+enum PropertyNames {
+    /// The POSIX bracket names Oniguruma knows (`[:name:]`).
+    static let posix: Set<String> = [
+        "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct", "space", "upper",
+        "word", "xdigit",
+    ]
+
+    /// Names Oniguruma reads as other sets than ICU: its POSIX-compatible
+    /// ones (Punct adds the ASCII symbols $+<=>^`|~, Word and XDigit differ).
+    static let differing: Set<String> = ["punct", "word", "xdigit"]
+
+    /// `braces` is "{name}" or "{^name}" after `\p` or `\P` (`escaped`).
+    /// Oniguruma compares names without case, spaces, hyphens and
+    /// underscores, and refuses any other character and unknown names; "in"
+    /// and a block name is that block.
+    static func translated(
+        _ escaped: Unicode.Scalar, _ braces: String, refuse: (String) -> DroptraceError,
+        libraryRefuses: (String) -> DroptraceError
+    ) throws(DroptraceError) -> String {
+        var inner = Substring(braces.dropFirst().dropLast())
+        var negated = escaped == "P"
+        if inner.first == "^" {
+            negated.toggle()
+            inner = inner.dropFirst()
+        }
+        let construct = "\\\(escaped)\(braces)"
+        guard inner.unicodeScalars.allSatisfy({ $0.properties.isASCIIHexDigit || ($0.isASCII && ($0.properties.isAlphabetic || $0.properties.numericType != nil || " -_".unicodeScalars.contains($0))) }) else {
+            throw libraryRefuses("the property \(construct), a name Oniguruma does not know")
+        }
+        let name = String(inner.lowercased().filter { $0 != " " && $0 != "-" && $0 != "_" })
+        guard OnigurumaPropertyNames.all.contains(name) else {
+            throw libraryRefuses("the property \(construct), a name Oniguruma does not know")
+        }
+        if differing.contains(name) { throw refuse(construct) }
+        // ICU reads the other names loosely as Oniguruma does, so they keep their spelling.
+        let icuName = name.hasPrefix("in") && blockOnly(name) ? "Block=\(name.dropFirst(2))" : String(inner)
+        return "\\\(negated ? "P" : "p"){\(icuName)}"
+    }
+
+    /// Whether an "in…" name is a block rather than a property that
+    /// happens to start with "in" (inherited, inscriptionalpahlavi, …).
+    static func blockOnly(_ name: String) -> Bool {
+        !["incb", "inherited", "initialpunctuation", "inscriptionalpahlavi", "inscriptionalparthian"].contains(name)
     }
 }

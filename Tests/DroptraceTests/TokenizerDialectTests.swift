@@ -48,6 +48,53 @@ struct TokenizerDialectTests {
         #expect(found == matches)
     }
 
+    /// Brackets, control escapes and properties where ICU's reading
+    /// differs: "-" between a range and a class, "\\pL" without braces (the
+    /// letters pL in Oniguruma), "\\c?" (DEL), "&", "$" and "{" in brackets,
+    /// "\\p{^..}" and "In_" blocks. Matches from the library (tokenizers
+    /// 0.23.3) on `text` plus the characters below.
+    static let bracketText = text + " pL \u{7F}\u{1C}\u{01} &$-{} \u{391}\u{3B1}"
+    static let bracketSplits: [(pattern: String, matches: [String])] = [
+        (#"[a-z-\d]+"#, ["a", "b", "c", "d", "e", "f", "g", "v", "3", "a", "b", "09", "af", "x", "b", "p", "-"]),
+        (#"\pL+"#, ["pL"]),
+        (#"[\pL-z]+"#, ["a", "b", "c", "d", "e", "f", "g", "Vv", "a", "b", "af", "x", "b", "]", "pL"]),
+        (#"\c?"#, ["\u{7F}"]),
+        (#"[\cA-\cZ]+"#, ["\u{0B}", "\n", "\r", "\u{0C}", "\u{08}", "\u{01}"]),
+        (#"[&$-{}]+"#, ["a", "b", "c", "d", "e", "f", "g", "Vv", "3", "a", "b", "09AFaf", "x", "b", "]", "pL", "&$-{}"]),
+        (#"[-\d]+"#, ["3", "09", "-"]),
+        (#"[\d-]+"#, ["3", "09", "-"]),
+        (#"[!--]+"#, ["&$-"]),
+        (#"\p{In_Greek_and_Coptic}+"#, ["\u{391}\u{3B1}"]),
+        (#"[\p{^Lu}&&\p{Greek}]+"#, ["\u{3B1}"]),
+        (#"[a-&&b]+"#, []),
+    ]
+
+    @Test("brackets, control escapes and property names match as in the library", arguments: bracketSplits)
+    func bracketConstruct(pattern: String, matches: [String]) throws {
+        let split = try ICURegexSplitPattern(pattern: pattern, source: "tokenizer.json")
+        var found: [String] = []
+        let bytes = Array(Self.bracketText.utf8)
+        try bytes.withUnsafeBufferPointer { buffer in
+            try split.split(buffer, behavior: .removed, invert: true) { range in
+                found.append(String(decoding: buffer[range], as: UTF8.self))
+            }
+        }
+        #expect(found == matches)
+    }
+
+    /// Patterns Oniguruma rejects, so the library refuses the file: a class
+    /// as a range's end or start, a lone trailing \\c or backslash, unknown
+    /// property names (ICU knows gc=L, Bidi_M, In_Greek and more).
+    @Test("patterns the library refuses are refused", arguments: [
+        #"[\d-z]"#, #"[a-\d]"#, #"[\w-z]"#, #"[\p{L}-z]"#, #"[a-\p{L}]"#, "[[:alpha:]-z]", "[a-[:alpha:]]", #"[\d-\w]"#,
+        #"[\h-z]"#, #"\c"#, #"a\c"#, #"a\"#, #"\p{gc=L}"#, #"\p{Script=Latin}"#, #"\p{Bidi_M}"#, #"\p{L&}"#,
+        #"\p{In_Greek}"#, #"\p{Age=6.0}"#, #"[\p{Lé}]"#, "[[:foo:]]",
+    ])
+    func libraryRefusal(pattern: String) throws {
+        let error = #expect(throws: DroptraceError.self) { try ICURegexSplitPattern.translatedToICU(pattern) }
+        #expect(error?.message.contains("the tokenizers library refuses it") == true, "\(error?.message ?? "no error")")
+    }
+
     /// Each of these loads in the library with another meaning than ICU
     /// gives it (checked with tokenizers 0.23.3; (?s) the library refuses).
     @Test("constructs without an ICU spelling are refused by name", arguments: [
@@ -56,7 +103,7 @@ struct TokenizerDialectTests {
         (#"\C-a"#, #"\C"#), (#"\M-a"#, #"\M"#), (#"\0101"#, #"\0"#), (#"\101"#, #"\1"#), (#"[\1]"#, #"\1"#),
         (#"\p{Word}+"#, #"\p{Word}"#), (#"[\P{X_Digit}]"#, #"\P{X_Digit}"#),
         ("[[:punct:]]", "[:punct:]"), ("[a[:^word:]]", "[:^word:]"), ("[[:xdigit:]]", "[:xdigit:]"),
-        ("[:alpha:]", "[:alpha:]"), ("[a-z--[aeiou]]", "\"--\""),
+        ("[:alpha:]", "[:alpha:]"), ("[a-z--[aeiou]]", "a range ending in brackets"),
         ("(?m).", "the option (?m)"), ("(?x)[ a]", "the option (?x)"), ("(?s:.)", "the option (?s)"),
         ("(?i-m)a", "the option (?m)"),
     ])
