@@ -94,6 +94,11 @@ struct ICURegexSplitPattern: SplitPattern {
         var output = ""
         // One state per open bracket, innermost last (see `ClassState`).
         var classes: [ClassState] = []
+        // Under (?i), Oniguruma lets a bracket holding ß, ﬅ or another
+        // character whose case folding is several characters match those
+        // ("ss", "st"); ICU does not. Any i option counts, wherever it is.
+        let caseless = pattern.contains(#/\(\?[a-zA-Z]*i/#)
+        var lastValue: UInt32?
         var index = 0
         func refuse(_ construct: String) -> DroptraceError {
             DroptraceError("regex \(quoted(pattern)) uses \(construct), which the tokenizers library (Oniguruma) reads differently from ICU; droptrace cannot run it")
@@ -116,8 +121,15 @@ struct ICURegexSplitPattern: SplitPattern {
         /// Records a value in the innermost brackets, as Oniguruma's
         /// `cc_char_next` / `cc_cprop_next` do: a class (\d, \p{..},
         /// [:alpha:]) cannot end a range.
-        func classValue(isSet: Bool) throws(DroptraceError) {
+        func classValue(isSet: Bool, value: UInt32? = nil) throws(DroptraceError) {
             guard let state = classes.last else { return }
+            if caseless, let value {
+                let covered = state == .range ? (lastValue ?? value)...max(lastValue ?? value, value) : value...value
+                if MultipleCaseFolding.ranges.contains(where: { $0.overlaps(covered) }) {
+                    throw refuse("a character whose case folding is several characters in brackets under (?i)")
+                }
+            }
+            lastValue = value
             if state == .range {
                 if isSet { throw libraryRefuses("a range ending in a character class") }
                 classes[classes.count - 1] = .complete
@@ -175,6 +187,8 @@ struct ICURegexSplitPattern: SplitPattern {
                     let code = target == "?" ? 0x7F : target.value & 0x9F
                     output += target.properties.isAlphabetic && target.isASCII
                         ? "\\c\(target)" : "\\x{\(String(code, radix: 16, uppercase: true))}"
+                    try classValue(isSet: false, value: code)
+                    continue
                 case "p", "P":
                     // Without braces, \pL is the letters "pL" in Oniguruma (ICU: \p{L}).
                     guard index < scalars.count, scalars[index] == "{" else {
@@ -188,7 +202,10 @@ struct ICURegexSplitPattern: SplitPattern {
                     try classValue(isSet: true)
                     continue
                 case "x", "u":
-                    output += "\\\(escaped)" + escapeTail(from: index)
+                    let digits = escapeTail(from: index)
+                    output += "\\\(escaped)" + digits
+                    try classValue(isSet: false, value: UInt32(digits.filter(\.isHexDigit), radix: 16))
+                    continue
                 default:
                     output += "\\\(escaped)"
                 }
@@ -242,11 +259,10 @@ struct ICURegexSplitPattern: SplitPattern {
                 index += 1
                 output += "&&"
                 classes[classes.count - 1] = .start
-            case "&", "$", "{", "}":
-                // Literals in Oniguruma's brackets (and outside them, where
-                // & and $ reach the default below); ICU gives them meaning in a set.
-                output += inClass ? "\\\(scalar)" : String(scalar)
-                try classValue(isSet: false)
+            case "&" where inClass, "$" where inClass, "{" where inClass, "}" where inClass:
+                // Literals in Oniguruma's brackets; ICU gives them meaning in a set.
+                output += "\\\(scalar)"
+                try classValue(isSet: false, value: scalar.value)
             case "." where !inClass:
                 output += #"[^\n]"#
             case "(" where !inClass && index < scalars.count && scalars[index] == "?":
@@ -258,9 +274,23 @@ struct ICURegexSplitPattern: SplitPattern {
                     throw refuse("the option (?\(other))")
                 }
                 output += "("
+            case "{" where !inClass:
+                // In Oniguruma's Ruby syntax a "+" after a count repeats the
+                // counted group again ("a{2}+" is (?:a{2})+) and a "?" after
+                // an exact count makes it optional; ICU reads both as
+                // possessive or lazy forms of the count.
+                output += "{"
+                if let close = scalars[index...].firstIndex(of: "}"),
+                   scalars[index..<close].allSatisfy({ $0 == "," || ("0"..."9").contains($0) }),
+                   scalars[index..<close].contains(where: { ("0"..."9").contains($0) }), close + 1 < scalars.count {
+                    let exact = !scalars[index..<close].contains(",")
+                    if scalars[close + 1] == "+" || (exact && scalars[close + 1] == "?") {
+                        throw refuse("a repeat count followed by \"\(scalars[close + 1])\" (a second repeat in Oniguruma)")
+                    }
+                }
             default:
                 output.unicodeScalars.append(scalar)
-                try classValue(isSet: false)
+                try classValue(isSet: false, value: scalar.value)
             }
         }
         return output
@@ -432,4 +462,16 @@ enum PropertyNames {
     static func blockOnly(_ name: String) -> Bool {
         !["incb", "inherited", "initialpunctuation", "inscriptionalpahlavi", "inscriptionalparthian"].contains(name)
     }
+}
+
+/// The characters whose full case folding is several characters (ß to
+/// "ss", ﬅ to "st", ...), from Unicode's CaseFolding.txt.
+enum MultipleCaseFolding {
+    static let ranges: [ClosedRange<UInt32>] = [
+        0xDF...0xDF, 0x130...0x130, 0x149...0x149, 0x1F0...0x1F0, 0x390...0x390, 0x3B0...0x3B0, 0x587...0x587,
+        0x1E96...0x1E9A, 0x1E9E...0x1E9E, 0x1F50...0x1F50, 0x1F52...0x1F52, 0x1F54...0x1F54, 0x1F56...0x1F56,
+        0x1F80...0x1FAF, 0x1FB2...0x1FB4, 0x1FB6...0x1FB7, 0x1FBC...0x1FBC, 0x1FC2...0x1FC4, 0x1FC6...0x1FC7,
+        0x1FCC...0x1FCC, 0x1FD2...0x1FD3, 0x1FD6...0x1FD7, 0x1FE2...0x1FE4, 0x1FE6...0x1FE7, 0x1FF2...0x1FF4,
+        0x1FF6...0x1FF7, 0x1FFC...0x1FFC, 0xFB00...0xFB06, 0xFB13...0xFB17,
+    ]
 }

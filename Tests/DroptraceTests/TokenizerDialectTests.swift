@@ -106,6 +106,12 @@ struct TokenizerDialectTests {
         ("[:alpha:]", "[:alpha:]"), ("[a-z--[aeiou]]", "a range ending in brackets"),
         ("(?m).", "the option (?m)"), ("(?x)[ a]", "the option (?x)"), ("(?s:.)", "the option (?s)"),
         ("(?i-m)a", "the option (?m)"),
+        // (?:a{2})+ and (?:a{2})? in Oniguruma, a possessive and a lazy count in ICU.
+        ("a{2}+", "a repeat count followed by \"+\""), ("a{1,3}+", "a repeat count followed by \"+\""),
+        ("x{2}?", "a repeat count followed by \"?\""),
+        // Under (?i) Oniguruma's [ß] also matches "ss", [\x{FB00}-\x{FB06}] "ff" and "st"; ICU's do not.
+        ("(?i)[ß]", "a character whose case folding is several characters"), (#"(?i:x)[\x{C0}-\x{FF}]"#, "a character whose case folding is several characters"),
+        (#"(?i)[a-z\u00DF]"#, "a character whose case folding is several characters"), (#"(?i)[\x{FB00}-\x{FB06}]"#, "a character whose case folding is several characters"),
     ])
     func refusedConstruct(pattern: String, construct: String) throws {
         let error = #expect(throws: DroptraceError.self) { try ICURegexSplitPattern.translatedToICU(pattern) }
@@ -129,7 +135,7 @@ struct TokenizerDialectTests {
     @Test("shared constructs are left alone", arguments: [
         #"(?i:'s|'t)|\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#,
         #"\R\X\d\D\s\S\b\B\A\z\Z\x41\x{1F600}\u00E9\cA\e\t"#, "a++(?>b+)(?<=c)(?<!d)(?=e)(?!f)", "[[:alpha:]\\p{Han}]+",
-        "[:;]", "(?i)k", "(?-i:a)",
+        "[:;]", "(?i)k", "(?-i:a)", "a{1,2}?b{2,}", "[ß]", #"(?i)[\p{Ll}a-z]"#,
     ])
     func sharedConstruct(pattern: String) throws {
         #expect(try ICURegexSplitPattern.translatedToICU(pattern) == pattern)
