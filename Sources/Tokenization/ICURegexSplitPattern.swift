@@ -156,10 +156,26 @@ struct ICURegexSplitPattern: SplitPattern {
             index = end
             return String(String.UnicodeScalarView(scalars[start..<end]))
         }
+        /// Whether a repeat (*, +, ?, or a count) starts at `position`.
+        func repeatStarts(at position: Int) -> Bool {
+            guard position < scalars.count else { return false }
+            if ["*", "+", "?"].contains(scalars[position]) { return true }
+            guard scalars[position] == "{", let close = scalars[position...].firstIndex(of: "}") else { return false }
+            let inside = scalars[(position + 1)..<close]
+            return inside.contains(where: { ("0"..."9").contains($0) })
+                && inside.allSatisfy({ $0 == "," || ("0"..."9").contains($0) }) && inside.filter({ $0 == "," }).count <= 1
+        }
         while index < scalars.count {
             let scalar = scalars[index]
             index += 1
             let inClass = !classes.isEmpty
+            // Oniguruma refuses to repeat an anchor ("$*", "\\b+"); ICU repeats it.
+            if !inClass, scalar == "^" || scalar == "$" || (scalar == "\\" && index < scalars.count
+                && ["b", "B", "A", "z", "Z", "G"].contains(scalars[index])) {
+                if repeatStarts(at: scalar == "\\" ? index + 1 : index) {
+                    throw libraryRefuses("a repeated anchor (\(scalar == "\\" ? "\\\(scalars[index])" : String(scalar)))")
+                }
+            }
             switch scalar {
             case "\\":
                 guard index < scalars.count else {
