@@ -59,7 +59,14 @@ struct BPEModel: Sendable {
             guard let rightId = tokenIds[TokenBytes(rightBytes)] else { throw .mergeTokenMissing(rank, right) }
             // The prefix marks a token as word-internal; the merged token
             // carries it only once, at the front of the left part.
-            let rightStem = rightBytes.dropFirst(min(prefix?.count ?? 0, rightBytes.count))
+            // The library cuts the prefix's length off the right part
+            // whatever it holds, and panics when that part is shorter or the
+            // cut falls inside a character: such a file cannot be loaded.
+            let cut = prefix?.count ?? 0
+            if cut > rightBytes.count || (cut < rightBytes.count && rightBytes[cut] & 0xC0 == 0x80) {
+                throw .prefixCutsMergePart(rank, right)
+            }
+            let rightStem = rightBytes.dropFirst(cut)
             let merged = leftBytes + rightStem
             guard let mergedId = tokenIds[TokenBytes(merged)] else {
                 throw .mergeTokenMissing(rank, String(decoding: merged, as: UTF8.self))
@@ -99,9 +106,13 @@ struct BPEModel: Sendable {
         case badId(String, Int)
         case mergeTokenMissing(Int, String)
         case unknownTokenMissing(String)
+        case prefixCutsMergePart(Int, String)
 
         var message: String {
             switch self {
+            case .prefixCutsMergePart(let rank, let token):
+                return "model.merges[\(rank)]: token \(quoted(token)) is shorter than model.continuing_subword_prefix, "
+                    + "or the prefix's length cuts one of its characters; the tokenizers library cannot load it"
             case .badId(let token, let id): return "model.vocab: token \(quoted(token)) has invalid id \(id)"
             case .mergeTokenMissing(let rank, let token):
                 return "model.merges[\(rank)]: token \(quoted(token)) is not in the vocabulary"

@@ -180,4 +180,28 @@ struct TokenizerDialectTests {
         #expect(error?.path == file.path)
         #expect(error?.message.contains(phrase) == true, "\(error?.message ?? "no error")")
     }
+
+    /// The library removes continuing_subword_prefix's length in bytes from
+    /// the right part of every merge and panics when that part is shorter
+    /// (or the cut splits a character), so such a file is refused by name.
+    @Test("a continuing_subword_prefix longer than a merge's right part is refused", arguments: ["Unigram", "ab"])
+    func prefixLongerThanMergePart(prefix: String) throws {
+        let scratch = try TokenizerScratch()
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: TokenizerFixtures.tokenizerFile("qwen2"))) as! [String: Any]
+        var model = json["model"] as! [String: Any]
+        model["continuing_subword_prefix"] = prefix
+        if prefix == "ab" {
+            // Two bytes off "x\u{E9}" end inside the "\u{E9}".
+            var vocab = model["vocab"] as! [String: Any]
+            vocab["x\u{E9}"] = 600
+            vocab["xx\u{E9}"] = 601
+            model["vocab"] = vocab
+            model["merges"] = [["x", "x\u{E9}"]]
+        }
+        json["model"] = model
+        let file = try scratch.write(json: json, to: "tokenizer.json")
+        let error = #expect(throws: DroptraceError.self) { try Tokenizer(contentsOf: file) }
+        #expect(error?.path == file.path)
+        #expect(error?.message.contains("continuing_subword_prefix") == true, "\(error?.message ?? "no error")")
+    }
 }
