@@ -39,6 +39,16 @@ import Testing
         expectRefused(opcodes + [UInt8](repeating: 0x73, count: depth), mentioning: "more than 100 deep")
     }
 
+    @Test func tuplesSharingSubTuplesAreMeasuredOnce() throws {
+        // t = None; N × (DUP, TUPLE2): t = (t, t). A tree of 2^N leaves in N
+        // tuples; walking it to measure each new tuple never ends.
+        let none: [UInt8] = [0x4E]
+        let pair: [UInt8] = [0x32, 0x86]
+        let value = try run(none + Array([[UInt8]](repeating: pair, count: 90).joined()))
+        #expect(PickleMachine.depth(of: value) == 90)
+        expectRefused(none + Array([[UInt8]](repeating: pair, count: 1000).joined()), mentioning: "more than 100 deep")
+    }
+
     @Test func aListPutIntoItselfIsRefused() {
         expectRefused([0x5D, 0x32, 0x61], mentioning: "inside another one") // EMPTY_LIST, DUP, APPEND
     }

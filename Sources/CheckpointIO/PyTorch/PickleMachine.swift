@@ -91,8 +91,7 @@ struct PickleMachine {
             return result
         }
         func tuple(_ items: [PickleValue]) throws -> PickleValue {
-            _ = try nest(items) { PickleNesting() }
-            return .tuple(items)
+            .tuple(items, depth: try nest(items) { PickleNesting() }.depth)
         }
         func setItems(_ items: [PickleValue], into target: PickleValue) throws {
             guard case .dict(let dict) = target else { throw fail("pickle sets items on \(target.kind), not a dict") }
@@ -146,7 +145,7 @@ struct PickleMachine {
             case 0x43: stack.append(.bytes(Array(try reader.raw(Int(try reader.u8()))))) // SHORT_BINBYTES
             case 0x8E: stack.append(.bytes(Array(try reader.raw(try reader.int64())))) // BINBYTES8
 
-            case 0x29: stack.append(.tuple([])) // EMPTY_TUPLE
+            case 0x29: stack.append(.tuple([], depth: 1)) // EMPTY_TUPLE
             case 0x74: stack.append(try tuple(try popToMark())) // TUPLE
             case 0x85: stack.append(try tuple([try pop()])) // TUPLE1
             case 0x86: // TUPLE2
@@ -195,7 +194,7 @@ struct PickleMachine {
                 stack.append(try global(module: moduleName, name: globalName))
             case 0x52: // REDUCE
                 let arguments = try pop(), callable = try pop()
-                guard case .tuple(let values) = arguments else { throw fail("pickle REDUCE arguments are \(arguments.kind), not a tuple") }
+                guard case .tuple(let values, _) = arguments else { throw fail("pickle REDUCE arguments are \(arguments.kind), not a tuple") }
                 guard case .global(let function) = callable else {
                     throw fail("pickle calls \(callable.kind), which is not part of a PyTorch state dict")
                 }
@@ -229,11 +228,11 @@ struct PickleMachine {
         }
     }
 
-    /// 0 for a scalar; a container's depth (a tuple's from its items, at
-    /// most `maximumDepth` levels down, as every tuple was checked when built).
+    /// 0 for a scalar; a container's depth (1 + its deepest item's), as
+    /// recorded when it was built or last changed.
     static func depth(of value: PickleValue) -> Int {
         switch value {
-        case .tuple(let items): 1 + (items.lazy.map(depth(of:)).max() ?? 0)
+        case .tuple(_, let depth): depth
         case .list(let list): list.nesting.depth
         case .dict(let dict): dict.nesting.depth
         default: 0

@@ -10,7 +10,11 @@ indirect enum PickleValue {
     case float(Double)
     case string(String)
     case bytes([UInt8])
-    case tuple([PickleValue])
+    /// With its depth (`PickleMachine.depth(of:)`), computed once when the
+    /// tuple is built: tuples may share sub-tuples through the memo (DUP,
+    /// BINGET), so walking the items again would take time exponential in
+    /// the nesting.
+    case tuple([PickleValue], depth: Int)
     /// Lists and dicts are mutated after creation (APPENDS, SETITEMS) while
     /// also sitting in the memo, so they are shared references.
     case list(PickleList)

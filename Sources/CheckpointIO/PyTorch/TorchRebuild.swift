@@ -14,7 +14,7 @@ enum TorchRebuild {
             if let first = arguments.first {
                 guard arguments.count == 1, case .list(let pairs) = first else { throw fail("called with unexpected arguments") }
                 for pair in pairs.items {
-                    guard case .tuple(let kv) = pair, kv.count == 2 else { throw fail("called with something other than pairs") }
+                    guard case .tuple(let kv, _) = pair, kv.count == 2 else { throw fail("called with something other than pairs") }
                     dict.entries.append((kv[0], kv[1]))
                 }
             }
@@ -50,7 +50,7 @@ enum TorchRebuild {
     /// `("storage", storage_type, key, location, numel[, view_metadata])`.
     static func storage(_ id: PickleValue, path: String, pickleName: String) throws -> PickleValue {
         func fail(_ message: String) -> DroptraceError { DroptraceError("\(pickleName): \(message)", path: path) }
-        guard case .tuple(let fields) = id, fields.count >= 5, case .string("storage") = fields[0] else {
+        guard case .tuple(let fields, _) = id, fields.count >= 5, case .string("storage") = fields[0] else {
             throw fail("persistent id is \(id.kind), not a ('storage', type, key, location, numel) tuple")
         }
         guard case .global(.storageClass(let element, _)) = fields[1] else {
@@ -66,7 +66,7 @@ enum TorchRebuild {
     }
 
     private static func integers(_ value: PickleValue) -> [Int]? {
-        guard case .tuple(let items) = value else { return nil }
+        guard case .tuple(let items, _) = value else { return nil }
         var result: [Int] = []
         for item in items {
             guard case .int(let number) = item else { return nil }
