@@ -1,5 +1,5 @@
 import Architectures
-import CheckpointIO
+@testable import CheckpointIO
 import DroptraceSupport
 import Foundation
 import Pipeline
@@ -162,6 +162,19 @@ import Testing
             }
         }
         #expect(failures > original.count / 3)
+    }
+
+    /// torch bounds only a tensor with elements by its storage: an empty one
+    /// may give any storage offset, and must not be placed in the file by it.
+    @Test func anEmptyTensorFarPastItsStorageReadsNothing() throws {
+        let file = try RegularFile(path: Self.pickle("small.bin").path)
+        let storage = TorchStorageReference(element: .float32, key: "0", count: 6)
+        for offset in [7, Int.max / 3, Int.max] {
+            let tensor = TorchTensorRecord(storage: storage, element: .float32, offset: offset, shape: [0, 3], strides: [3, 1])
+            let slice = try #require(try TorchStateDict.slice(name: "weight", tensor: tensor, storage: (offset: 64, count: 24), file: file))
+            #expect(slice.shape == [0, 3])
+            #expect(try slice.floats().isEmpty)
+        }
     }
 
     @Test func unfinishedFilesHaveNoExpectedLength() throws {

@@ -59,9 +59,11 @@ enum TorchStateDict {
                 path: path)
         }
         if let dtype = element.tensorDType, isContiguous(tensor) {
+            // Only a tensor with elements is bounded by its storage: torch
+            // accepts any storage offset for an empty one, which reads nothing.
+            let start = count == 0 ? storage.offset : storage.offset + tensor.offset * element.byteSize
             return TensorSlice(
-                name: name, dtype: dtype, shape: tensor.shape, path: path,
-                storage: .file(file, offset: storage.offset + tensor.offset * element.byteSize))
+                name: name, dtype: dtype, shape: tensor.shape, path: path, storage: .file(file, offset: start))
         }
         guard element.tensorDType != nil || element == .float64 else { return nil }
         // The storage elements the view reaches, read once.
