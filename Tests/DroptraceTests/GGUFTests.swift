@@ -255,6 +255,23 @@ enum GGUFFixtures {
         expectError(url, mentioning: ["qwen2.attention.head_count", "given twice"])
     }
 
+    /// Llama's Q and K rows are un-permuted per head; a bias (or any tensor
+    /// of those projections) whose rows are not whole heads of an even width
+    /// is refused instead of dividing by a zero half-width.
+    @Test func rotaryRowsThatAreNotWholeHeadsAreRefused() throws {
+        let scratch = try ScratchDirectory()
+        for rows in [2, 6, 1] {
+            let url = try damagedCopy("llama-f32.gguf", in: scratch) { bytes in
+                // blk.0.attn_norm.weight (48 values) → blk.000000.attn_q.bias (same name length) of `rows` values.
+                let name = bytes.range(of: Data("blk.0.attn_norm.weight".utf8))!
+                bytes.replaceSubrange(name, with: Data("blk.000000.attn_q.bias".utf8))
+                let dimension = name.upperBound + 4
+                bytes.replaceSubrange(dimension..<(dimension + 8), with: withUnsafeBytes(of: UInt64(rows).littleEndian) { Data($0) })
+            }
+            expectError(url, mentioning: ["blk.000000.attn_q.bias", "\(rows) rows", "not whole heads"])
+        }
+    }
+
     @Test func commandLineErrorIsOneLine() throws {
         let scratch = try ScratchDirectory()
         let url = try damagedCopy("llama-w64-q.gguf", in: scratch) { $0 = $0.prefix($0.count / 2) }

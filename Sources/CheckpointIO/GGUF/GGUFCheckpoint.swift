@@ -55,10 +55,9 @@ public final class GGUFCheckpoint: @unchecked Sendable {
             let dtype = dtypes[info.name]!
             switch names.huggingFace(info.name) {
             case .tensor(let name, let layout)?:
-                let order = names.order(layout, rows: storedShape[0])
-                if case .rowsPermuted(let rows) = order, rows.count != storedShape[0] {
+                guard let order = names.order(layout, rows: storedShape[0]) else {
                     throw DroptraceError(
-                        "tensor '\(info.name)' has \(storedShape[0]) rows, which does not fit the \(config.heads) heads the metadata gives",
+                        "tensor '\(info.name.forErrorMessage)' has \(storedShape[0]) rows, which are not whole heads of the \(config.heads) heads (\(config.kvHeads) key/value heads) of \(config.headDim) the metadata gives",
                         path: path)
                 }
                 let transposed = layout == .transposedConv1D

@@ -54,12 +54,15 @@ struct GGUFTensorNames {
         return .tensor(mapped == "lm_head.weight" ? mapped : architecture.prefix + mapped, layout)
     }
 
-    /// The stored order of a tensor of `rows` rows in `layout`.
-    func order(_ layout: GGUFArchitecture.Layout?, rows: Int) -> TensorSlice.StoredOrder {
+    /// The stored order of a tensor of `rows` rows in `layout`, or nil when
+    /// the rows are not the whole heads the layout permutes (a bias or a
+    /// projection the metadata does not describe, which the weights' own
+    /// shape check would refuse once a permutation had been built for it).
+    func order(_ layout: GGUFArchitecture.Layout?, rows: Int) -> TensorSlice.StoredOrder? {
         switch layout {
-        case .rotaryInterleaved(.query)?: .rowsPermuted(Self.unpermuteRotaryRows(rows: rows, heads: heads))
-        case .rotaryInterleaved(.keyValue)?: .rowsPermuted(Self.unpermuteRotaryRows(rows: rows, heads: kvHeads))
-        case .groupedQKV?: .rowsPermuted(Self.interleaveQKVRows(heads: heads, headDim: headDim))
+        case .rotaryInterleaved(.query)?: Self.unpermuteRotaryRows(rows: rows, heads: heads).map { .rowsPermuted($0) }
+        case .rotaryInterleaved(.keyValue)?: Self.unpermuteRotaryRows(rows: rows, heads: kvHeads).map { .rowsPermuted($0) }
+        case .groupedQKV?: rows == 3 * heads * headDim ? .rowsPermuted(Self.interleaveQKVRows(heads: heads, headDim: headDim)) : nil
         case .transposedConv1D?: .transposed
         case .normPlusOne?, nil: .asShaped
         }
@@ -67,7 +70,9 @@ struct GGUFTensorNames {
 
     /// Where Hugging Face's row r of a Q or K projection sits in llama.cpp's
     /// layout: within each head, rows s·half + i (s = 0, 1) were moved to 2i + s.
-    static func unpermuteRotaryRows(rows: Int, heads: Int) -> [Int] {
+    /// Nil unless `rows` are `heads` heads of an even width.
+    static func unpermuteRotaryRows(rows: Int, heads: Int) -> [Int]? {
+        guard heads > 0, rows > 0, rows % heads == 0, (rows / heads) % 2 == 0 else { return nil }
         let width = rows / heads, half = width / 2
         return (0..<rows).map { r in
             let (head, within) = r.quotientAndRemainder(dividingBy: width)
