@@ -1,5 +1,5 @@
 import Architectures
-import CheckpointIO
+@testable import CheckpointIO
 import Dropping
 import Foundation
 import Scoring
@@ -255,21 +255,37 @@ enum GGUFFixtures {
         expectError(url, mentioning: ["qwen2.attention.head_count", "given twice"])
     }
 
-    /// Llama's Q and K rows are un-permuted per head; a bias (or any tensor
-    /// of those projections) whose rows are not whole heads of an even width
-    /// is refused instead of dividing by a zero half-width.
+    /// Llama's Q and K rows are un-permuted per head; a bias (or any other
+    /// tensor of those projections) whose rows are not whole heads of an even
+    /// width is refused instead of dividing by a zero half-width.
     @Test func rotaryRowsThatAreNotWholeHeadsAreRefused() throws {
         let scratch = try ScratchDirectory()
         for rows in [2, 6, 1] {
             let url = try damagedCopy("llama-f32.gguf", in: scratch) { bytes in
-                // blk.0.attn_norm.weight (48 values) → blk.000000.attn_q.bias (same name length) of `rows` values.
+                // blk.0.attn_norm.weight (48 values) → blk.0.attn_q.bias_mask (same name length) of `rows` values.
                 let name = bytes.range(of: Data("blk.0.attn_norm.weight".utf8))!
-                bytes.replaceSubrange(name, with: Data("blk.000000.attn_q.bias".utf8))
+                bytes.replaceSubrange(name, with: Data("blk.0.attn_q.bias_mask".utf8))
                 let dimension = name.upperBound + 4
                 bytes.replaceSubrange(dimension..<(dimension + 8), with: withUnsafeBytes(of: UInt64(rows).littleEndian) { Data($0) })
             }
-            expectError(url, mentioning: ["blk.000000.attn_q.bias", "\(rows) rows", "not whole heads"])
+            expectError(url, mentioning: ["blk.0.attn_q.bias_mask", "\(rows) rows", "not whole heads"])
         }
+    }
+
+    /// "blk.000000.attn_q.weight" reads as block 0 to `Int`: a second tensor
+    /// for blk.0.attn_q.weight's place, replacing it or not by file order.
+    @Test func blockNumbersLlamaCppDoesNotWriteAreRefused() throws {
+        #expect(GGUFTensorNames.blockNumber("blk.12.attn_q.weight") == 12)
+        for name in ["blk.012.attn_q.weight", "blk.+2.attn_q.weight", "blk.-0.attn_q.weight", "blk.-1.attn_q.weight"] {
+            #expect(GGUFTensorNames.blockNumber(name) == nil && GGUFTensorNames.hasMisspelledBlockNumber(name), "\(name)")
+        }
+        #expect(!GGUFTensorNames.hasMisspelledBlockNumber("blk.x.attn_q.weight"))
+        let scratch = try ScratchDirectory()
+        let url = try damagedCopy("llama-f32.gguf", in: scratch) { bytes in
+            // Same length, same shape [48, 48].
+            bytes.replaceSubrange(bytes.range(of: Data("blk.0.attn_output.weight".utf8))!, with: Data("blk.000000.attn_q.weight".utf8))
+        }
+        expectError(url, mentioning: ["blk.000000.attn_q.weight", "block number"])
     }
 
     @Test func commandLineErrorIsOneLine() throws {

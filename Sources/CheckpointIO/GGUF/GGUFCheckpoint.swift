@@ -25,6 +25,13 @@ public final class GGUFCheckpoint: @unchecked Sendable {
         // than when the layer holding it is reached.
         var dtypes: [String: TensorDType] = [:]
         for info in file.tensors {
+            // "blk.02.attn_q.weight" would stand for block 2's tensor too, and
+            // which of the two is read would depend on their order in the file.
+            guard !GGUFTensorNames.hasMisspelledBlockNumber(info.name) else {
+                throw DroptraceError(
+                    "tensor '\(info.name.forErrorMessage)' has a block number llama.cpp does not write (blocks are numbered blk.0, blk.1, …)",
+                    path: path)
+            }
             guard let dtype = info.type.dtype else {
                 throw DroptraceError(
                     "tensor '\(info.name)' has ggml type \(info.type.name), which droptrace cannot read (supported: \(GGMLType.supportedNames))",
@@ -86,7 +93,7 @@ public final class GGUFCheckpoint: @unchecked Sendable {
                 }
             }
         }
-        let layers = Set(parts.keys.compactMap { $0.split(separator: ".")[1...].first.flatMap { Int($0) } })
+        let layers = Set(parts.keys.compactMap(GGUFTensorNames.blockNumber))
         for layer in layers.sorted() {
             for composite in architecture.composites {
                 let name = "\(architecture.prefix)\(architecture.layerList).\(layer).\(composite.name)"

@@ -141,7 +141,7 @@ struct GGUFConfiguration {
         }
         let names = tensorDimensions.keys.filter { $0.hasPrefix("blk.") }.sorted()
         // Every block the count promises, and no other.
-        let blocks = Set(names.compactMap { $0.split(separator: ".", maxSplits: 2).dropFirst().first.flatMap { Int($0) } })
+        let blocks = Set(names.compactMap(GGUFTensorNames.blockNumber))
         if let beyond = blocks.first(where: { $0 >= layers }) {
             throw InvalidConfigValue(key: a + "block_count", problem: "is \(layers), but the file has tensors of block \(beyond)")
         }

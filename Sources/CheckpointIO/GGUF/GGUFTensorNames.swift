@@ -33,7 +33,7 @@ struct GGUFTensorNames {
     /// the parts of a `GGUFArchitecture.Composite`).
     func huggingFace(_ name: String) -> Target? {
         let parts = name.split(separator: ".", maxSplits: 2).map(String.init)
-        if parts.count == 3, parts[0] == "blk", let layer = Int(parts[1]) {
+        if parts.count == 3, let layer = Self.blockNumber(name) {
             let layerPrefix = "\(architecture.prefix)\(architecture.layerList).\(layer)."
             let rest = parts[2]
             if let module = architecture.blockTensors[rest] { return .tensor(layerPrefix + module, nil) }
@@ -52,6 +52,22 @@ struct GGUFTensorNames {
         guard let mapped = architecture.topLevel[name] else { return nil }
         let layout = name.hasPrefix("output_norm.") ? architecture.topLevelLayout : nil
         return .tensor(mapped == "lm_head.weight" ? mapped : architecture.prefix + mapped, layout)
+    }
+
+    /// The block of a `blk.<n>.…` tensor: n as llama.cpp writes it, in plain
+    /// decimal. Nil for other names, and for spellings `Int` would also read
+    /// ("02", "+2", "-0"), which would name a second tensor for the same place.
+    static func blockNumber(_ name: String) -> Int? {
+        let parts = name.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count >= 2, parts[0] == "blk", let block = Int(parts[1]), block >= 0, String(block) == parts[1] else { return nil }
+        return block
+    }
+
+    /// Whether `name` is a block tensor whose block number `Int` reads but
+    /// llama.cpp would not have written (see `blockNumber`).
+    static func hasMisspelledBlockNumber(_ name: String) -> Bool {
+        let parts = name.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
+        return parts.count >= 2 && parts[0] == "blk" && Int(parts[1]) != nil && blockNumber(name) == nil
     }
 
     /// The stored order of a tensor of `rows` rows in `layout`, or nil when
