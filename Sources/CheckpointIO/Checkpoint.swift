@@ -42,23 +42,38 @@ public final class Checkpoint: @unchecked Sendable {
         var otherTensors: [String: (dtype: String, path: String)] = [:]
         var scaledTensors: [String: TensorSlice] = [:]
         var gguf: GGUFCheckpoint?
+        // The shard each tensor name was found in: a name stored in two shards
+        // is refused, since which copy is read would depend on the shards'
+        // order (transformers keeps whichever shard it loads last).
+        var shardOf: [String: String] = [:]
         for file in layout.weightFiles {
             let found: [String: TensorSlice]
+            var others: [String: String] = [:]
             switch layout.format {
             case .safetensors:
                 let opened = try SafetensorsFile(path: file.path)
                 found = opened.tensors
-                otherTensors.merge(opened.otherTensors.mapValues { ($0, file.path) }) { first, _ in first }
+                others = opened.otherTensors
                 scaledTensors.merge(opened.scaledTensors) { first, _ in first }
             case .pytorch:
                 let opened = try TorchCheckpointFile(path: file.path)
                 found = opened.tensors
-                otherTensors.merge(opened.otherTensors.mapValues { ($0, file.path) }) { first, _ in first }
+                others = opened.otherTensors
             case .gguf:
                 let opened = try GGUFCheckpoint(path: file.path)
                 gguf = opened
                 found = opened.tensors
             }
+            if layout.weightFiles.count > 1 {
+                for name in Array(found.keys) + Array(others.keys) {
+                    if let first = shardOf.updateValue(file.path, forKey: name) {
+                        throw DroptraceError(
+                            "tensor '\(name.forErrorMessage)' is stored both here and in \((first as NSString).lastPathComponent.forErrorMessage); each tensor of a sharded checkpoint belongs in one shard",
+                            path: file.path)
+                    }
+                }
+            }
+            otherTensors.merge(others.mapValues { ($0, file.path) }) { first, _ in first }
             tensors.merge(found) { first, _ in first }
         }
         self.tensors = tensors

@@ -90,6 +90,20 @@ import Testing
         try expectRefused(checkpoint: model, naming: "model.safetensors.index.json", mentioning: [shard, "missing"], in: scratch)
     }
 
+    /// A tensor stored in two shards: which copy would be read depends on
+    /// the shards' order, so neither is chosen silently.
+    @Test func tensorInTwoShards() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-sharded")
+        let (first, second) = ("model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors")
+        let copied = try #require(try SafetensorsFile(path: model.appendingPathComponent(first).path).tensors["model.layers.0.input_layernorm.weight"])
+        let url = model.appendingPathComponent(second)
+        let entries = try SafetensorsFile(path: url.path).tensors.values.map { SafetensorsWriter.Entry($0) }
+        try SafetensorsWriter.encode(entries + [SafetensorsWriter.Entry(copied)]).write(to: url)
+        try expectRefused(
+            checkpoint: model, naming: second, mentioning: ["model.layers.0.input_layernorm.weight", "both", first], in: scratch)
+    }
+
     @Test func missingTensor() throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("llama-f32")
