@@ -135,6 +135,8 @@ public final class SafetensorsFile: @unchecked Sendable {
             let dataLength = file.size - dataStart
             for (name, value) in header {
                 if name == "__metadata__" {
+                    // The library reads it as an optional map: null is no metadata.
+                    if case .null = value { continue }
                     guard case .object(let members) = value else {
                         throw DroptraceError("safetensors header's __metadata__ must map names to strings", path: path)
                     }

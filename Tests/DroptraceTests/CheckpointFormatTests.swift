@@ -90,6 +90,15 @@ import Glibc
         }
     }
 
+    /// The safetensors library reads `__metadata__` as an optional map, so
+    /// null is a file without metadata, not a damaged one.
+    @Test func nullSafetensorsMetadataIsNoMetadata() throws {
+        let scratch = try ScratchDirectory()
+        let url = try safetensors(#"{"__metadata__": null, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, dataLength: 8, in: scratch)
+        let file = try SafetensorsFile(path: url.path)
+        #expect(file.metadata.isEmpty && file.tensors["w"]?.shape == [2])
+    }
+
     @Test func absurdSafetensorsHeaderLengthIsRefusedWithoutAllocating() throws {
         let scratch = try ScratchDirectory()
         let url = scratch.path("model.safetensors")
