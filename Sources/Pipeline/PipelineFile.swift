@@ -315,7 +315,8 @@ enum PipelineYAML {
                 guard let scalar = item.scalar, scalar.style == .plain, item.null == nil else { continue }
                 let text = scalar.string
                 let decimal = fraction ? text.wholeMatch(of: fractional) != nil : text.wholeMatch(of: whole) != nil
-                if !decimal {
+                // Text that is no number at all ("five") is the decoder's to name.
+                if !decimal, item.int != nil || item.float != nil {
                     throw DroptraceError(
                         "setting \"\(setting)\" is \"\(SystemError.oneLine(String(text.prefix(40))))\"; write it as a "
                             + (fraction ? "decimal number" : "whole number in decimal")
