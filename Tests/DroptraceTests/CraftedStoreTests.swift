@@ -13,13 +13,7 @@ import Testing
     /// A scored store without its checksum block (as earlier versions wrote
     /// it), so that its HDF5 bytes can be edited and still be read.
     private func storeWithoutChecksum(in scratch: ScratchDirectory) throws -> URL {
-        let directory = scratch.path("run")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let store = directory.appendingPathComponent("scores.h5")
-        let result = try DroptraceCommand.run(
-            ["score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
-             "--output", store.path])
-        try #require(result.status == 0, "\(result.stderr)")
+        let store = try StoreChecksumTests.scoredStore(in: scratch)
         try Data(try Data(contentsOf: store).dropFirst(512)).write(to: store)
         return store
     }

@@ -9,7 +9,8 @@ import Testing
 /// (fuzzing found libhdf5 segfaulting on damaged metadata, or returning
 /// garbled names with exit 0). Stores from before the checksum still read.
 @Suite struct StoreChecksumTests {
-    private func scoredStore(in scratch: ScratchDirectory) throws -> URL {
+    /// A store scored from the llama-f32 fixture, at `run/scores.h5`.
+    static func scoredStore(in scratch: ScratchDirectory) throws -> URL {
         let directory = scratch.path("run")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let store = directory.appendingPathComponent("scores.h5")
@@ -22,7 +23,7 @@ import Testing
 
     @Test func aStoreBeginsWithItsChecksumAndReadsBack() throws {
         let scratch = try ScratchDirectory()
-        let store = try scoredStore(in: scratch)
+        let store = try Self.scoredStore(in: scratch)
         let bytes = try Data(contentsOf: store)
         #expect(bytes.starts(with: Data("droptrace store\nsha256 ".utf8)))
         #expect(bytes[512..<520] == Data([0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]), "HDF5 superblock after the user block")
@@ -31,7 +32,7 @@ import Testing
 
     @Test func anyChangedByteIsRefusedInOneLine() throws {
         let scratch = try ScratchDirectory()
-        let store = try scoredStore(in: scratch)
+        let store = try Self.scoredStore(in: scratch)
         let original = try Data(contentsOf: store)
         // The magic, a digest digit, the length, the padding, the superblock, and deep in the data.
         for offset in [3, 30, 95, 300, 520, original.count / 2, original.count - 1] {
@@ -51,7 +52,7 @@ import Testing
 
     @Test func aStoreFromBeforeTheChecksumStillReads() throws {
         let scratch = try ScratchDirectory()
-        let store = try scoredStore(in: scratch)
+        let store = try Self.scoredStore(in: scratch)
         let expected = try ScoreFile.read(from: store)
         // Without the user block the file is what earlier versions wrote: HDF5's signature at byte 0.
         try Data(try Data(contentsOf: store).dropFirst(512)).write(to: store)
