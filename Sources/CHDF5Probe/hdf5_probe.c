@@ -62,16 +62,19 @@ static void own_library_in_child(void) {}
 
 typedef struct { size_t element_limit; } probe_context;
 
-// Reads `space`'s values of `file_type` from a dataset or an attribute, as
-// the project's reader would: strings in their own type, numbers in the
-// native one. Errors are ignored: only surviving the read matters here.
-static void read_values(hid_t object, int is_attribute, hid_t file_type, hid_t space, size_t element_limit) {
-    hssize_t count = H5Sget_simple_extent_npoints(space);
-    if (count <= 0) return;
-    hid_t memory_type = H5Tget_class(file_type) == H5T_STRING
-        ? H5Tcopy(file_type) : H5Tget_native_type(file_type, H5T_DIR_DEFAULT);
-    if (memory_type < 0) return;
-    size_t size = H5Tget_size(memory_type);
+// Reads every value of a dataset or an attribute, as the project's reader
+// would: strings in their own type, numbers in the native one. Errors are
+// ignored: only surviving the read matters here.
+static void read_values(hid_t object, int is_attribute, size_t element_limit) {
+    hid_t file_type = is_attribute ? H5Aget_type(object) : H5Dget_type(object);
+    hid_t space = is_attribute ? H5Aget_space(object) : H5Dget_space(object);
+    hssize_t count = space >= 0 ? H5Sget_simple_extent_npoints(space) : 0;
+    hid_t memory_type = -1;
+    if (file_type >= 0 && count > 0) {
+        memory_type = H5Tget_class(file_type) == H5T_STRING
+            ? H5Tcopy(file_type) : H5Tget_native_type(file_type, H5T_DIR_DEFAULT);
+    }
+    size_t size = memory_type >= 0 ? H5Tget_size(memory_type) : 0;
     if (size > 0 && (size_t)count <= element_limit) {
         void *buffer = calloc((size_t)count, size);
         if (buffer) {
@@ -86,7 +89,9 @@ static void read_values(hid_t object, int is_attribute, hid_t file_type, hid_t s
             free(buffer);
         }
     }
-    H5Tclose(memory_type);
+    if (memory_type >= 0) H5Tclose(memory_type);
+    if (space >= 0) H5Sclose(space);
+    if (file_type >= 0) H5Tclose(file_type);
 }
 
 static herr_t read_attribute(hid_t location, const char *name, const H5A_info_t *info, void *data) {
@@ -94,10 +99,7 @@ static herr_t read_attribute(hid_t location, const char *name, const H5A_info_t 
     const probe_context *context = data;
     hid_t attribute = H5Aopen(location, name, H5P_DEFAULT);
     if (attribute < 0) return 0;
-    hid_t type = H5Aget_type(attribute), space = H5Aget_space(attribute);
-    if (type >= 0 && space >= 0) read_values(attribute, 1, type, space, context->element_limit);
-    if (space >= 0) H5Sclose(space);
-    if (type >= 0) H5Tclose(type);
+    read_values(attribute, 1, context->element_limit);
     H5Aclose(attribute);
     return 0;
 }
@@ -108,12 +110,7 @@ static herr_t read_object(hid_t root, const char *name, const H5O_info_t *info, 
     if (object < 0) return 0;
     hsize_t index = 0;
     (void)H5Aiterate2(object, H5_INDEX_NAME, H5_ITER_NATIVE, &index, read_attribute, data);
-    if (info->type == H5O_TYPE_DATASET) {
-        hid_t type = H5Dget_type(object), space = H5Dget_space(object);
-        if (type >= 0 && space >= 0) read_values(object, 0, type, space, context->element_limit);
-        if (space >= 0) H5Sclose(space);
-        if (type >= 0) H5Tclose(type);
-    }
+    if (info->type == H5O_TYPE_DATASET) read_values(object, 0, context->element_limit);
     H5Oclose(object);
     return 0;
 }
