@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unicode/uchar.h>
 #include <unicode/uregex.h>
 #include <unicode/ustring.h>
 
@@ -161,4 +162,10 @@ droptrace_regex_status droptrace_regex_find_all(
     case U_REGEX_STACK_OVERFLOW: return DROPTRACE_REGEX_STACK_FULL;
     default: return DROPTRACE_REGEX_FAILED;
     }
+}
+
+int32_t droptrace_icu_unicode_version(void) {
+    UVersionInfo version;
+    u_getUnicodeVersion(version);
+    return version[0] * 100 + version[1];
 }

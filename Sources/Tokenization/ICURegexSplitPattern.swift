@@ -17,6 +17,9 @@ struct ICURegexSplitPattern: SplitPattern {
     /// The file the pattern came from, named in errors.
     let source: String
     private let regex: CompiledICURegex
+    /// Whether text is checked for characters the library folds with other
+    /// partners under (?i) than ICU (`ICUCharacterClasses`).
+    private let checksCaseMapping: Bool
 
     /// Step budgets in ICU's time-limit units ("ticks" of 10,000 engine
     /// steps, about a millisecond). A search (one piece of text) gets 50
@@ -34,13 +37,14 @@ struct ICURegexSplitPattern: SplitPattern {
     init(pattern: String, source: String) throws(DroptraceError) {
         self.pattern = pattern
         self.source = source
-        let translated: String
+        let translated: ICUTranslation
         do throws(DroptraceError) {
             translated = try Self.translatedToICU(pattern)
         } catch {
             throw DroptraceError(error.message, path: source)
         }
-        regex = try CompiledICURegex(translated, failure: { reason in
+        checksCaseMapping = translated.checksCaseMapping
+        regex = try CompiledICURegex(translated.pattern, failure: { reason in
             DroptraceError("invalid regex \(quoted(pattern)) (\(reason))", path: source)
         })
     }
@@ -58,9 +62,19 @@ struct ICURegexSplitPattern: SplitPattern {
     ///   also excludes \r, \v, \f, U+0085, U+2028, U+2029). Inside brackets
     ///   the positive sets are spliced in and the negated ones nested, which
     ///   ICU reads as a union.
+    /// - Every class (\w, \d, \s, \p{..}, POSIX brackets) holds the
+    ///   library's characters for its Unicode version (`ICUCharacterClasses`).
+    /// - \b and \B are look-arounds on \w: ICU's ignore combining marks
+    ///   (" \u{301}a" has a boundary before the mark in Oniguruma, before
+    ///   the "a" in ICU).
+    /// - Under (?i), Oniguruma folds the case of brackets and characters but
+    ///   not of a \p{..} outside brackets (`(?i)\p{Lu}` does not match "a";
+    ///   ICU's does), which is therefore spelled inside (?-i:..).
     /// - An empty pattern matches empty text at every position; ICU refuses
     ///   to compile one, so it becomes an empty group.
-    /// - Refused: \y and \Y (text-segment boundaries), \N, \O, \K, \o{..},
+    /// - Refused: \X (grapheme clusters: ICU 72 keeps an Indic conjunct such
+    ///   as "\u{915}\u{94D}\u{937}" together, the library splits it), \y
+    ///   and \Y (text-segment boundaries), \N, \O, \K, \o{..},
     ///   \g<..>, \Q, \C-x, \M-x and \ followed by a digit (octal in
     ///   Oniguruma where ICU reads a backreference or other octal digits);
     ///   \p{Word}, \p{XDigit} and POSIX [:punct:], [:word:], [:xdigit:]
@@ -80,8 +94,10 @@ struct ICURegexSplitPattern: SplitPattern {
     ///   trailing `\c` or backslash is refused as the library refuses it.
     ///
     /// - Throws: `DroptraceError` (without a path) naming the construct refused.
-    static func translatedToICU(_ pattern: String) throws(DroptraceError) -> String {
-        guard !pattern.isEmpty else { return "(?:)" }
+    static func translatedToICU(
+        _ pattern: String, classes unicode: ICUCharacterClasses = .linked
+    ) throws(DroptraceError) -> ICUTranslation {
+        guard !pattern.isEmpty else { return ICUTranslation(pattern: "(?:)", checksCaseMapping: false) }
         // An escape is matched whole first, so `\{` is never read as a count.
         for count in pattern.matches(of: #/\\.|\{(\d*),?(\d*)\}/#)
         where [count.1, count.2].contains(where: { ($0.flatMap { Int($0) } ?? 0) > 100_000 || ($0?.count ?? 0) > 9 }) {
@@ -94,10 +110,12 @@ struct ICURegexSplitPattern: SplitPattern {
         var output = ""
         // One state per open bracket, innermost last (see `ClassState`).
         var classes: [ClassState] = []
-        // Under (?i), Oniguruma lets a bracket holding ß, ﬅ or another
-        // character whose case folding is several characters match those
-        // ("ss", "st"); ICU does not. Any i option counts, wherever it is.
-        let caseless = pattern.contains(#/\(\?[a-zA-Z]*i/#)
+        // Whether (?i) is on here, how many "(?i)" groups opened here wait
+        // for the end of the enclosing group, and both outside each open group.
+        var caseless = false
+        var optionGroups = 0
+        var enclosing: [(caseless: Bool, optionGroups: Int)] = []
+        var checksCaseMapping = false
         var lastValue: UInt32?
         var index = 0
         func refuse(_ construct: String) -> DroptraceError {
@@ -120,15 +138,26 @@ struct ICURegexSplitPattern: SplitPattern {
         }
         /// Records a value in the innermost brackets, as Oniguruma's
         /// `cc_char_next` / `cc_cprop_next` do: a class (\d, \p{..},
-        /// [:alpha:]) cannot end a range.
-        func classValue(isSet: Bool, value: UInt32? = nil) throws(DroptraceError) {
-            guard let state = classes.last else { return }
+        /// [:alpha:]) cannot end a range. Under (?i), notes characters and
+        /// classes whose case folding differs between the engines: Oniguruma
+        /// lets a bracket holding ß, ﬅ or another character whose folding is
+        /// several characters match those ("ss", "st"), ICU does not; and
+        /// some characters have other partners (`ICUCharacterClasses`).
+        func classValue(isSet: Bool, value: UInt32? = nil, readsUnicode: Bool = true) throws(DroptraceError) {
+            let state = classes.last
             if caseless, let value {
                 let covered = state == .range ? (lastValue ?? value)...max(lastValue ?? value, value) : value...value
-                if MultipleCaseFolding.ranges.contains(where: { $0.overlaps(covered) }) {
+                if state != nil, MultipleCaseFolding.ranges.contains(where: { $0.overlaps(covered) }) {
                     throw refuse("a character whose case folding is several characters in brackets under (?i)")
                 }
+                if try unicode.caseMappingDiffers(in: covered, construct: "regex \(quoted(pattern)) under (?i)") {
+                    checksCaseMapping = true
+                }
+            } else if caseless, isSet, readsUnicode, state != nil,
+                      try unicode.caseMappingDiffers(in: 0x80...0x10FFFF, construct: "regex \(quoted(pattern)) under (?i)") {
+                checksCaseMapping = true
             }
+            guard let state else { return }
             lastValue = value
             if state == .range {
                 if isSet { throw libraryRefuses("a range ending in a character class") }
@@ -155,6 +184,16 @@ struct ICURegexSplitPattern: SplitPattern {
             }
             index = end
             return String(String.UnicodeScalarView(scalars[start..<end]))
+        }
+        /// A class as ICU spells it (`plain`) or, where ICU's Unicode data
+        /// differs, as the set of `members` adjusted to the library's.
+        func spelledClass(
+            _ members: String, key: String, negated: Bool, construct: String, plain: String
+        ) throws(DroptraceError) -> String {
+            guard let set = try unicode.adjusted(members, key: key, construct: "regex \(quoted(pattern)) uses \(construct), which") else {
+                return plain
+            }
+            return negated ? "[^\(set)]" : set
         }
         /// Whether a repeat (*, +, ?, or a count) starts at `position`.
         func repeatStarts(at position: Int) -> Bool {
@@ -184,14 +223,28 @@ struct ICURegexSplitPattern: SplitPattern {
                 let escaped = scalars[index]
                 index += 1
                 switch escaped {
-                case "w": output += inClass ? wordInBrackets : "[\(word)]"
-                case "W": output += inClass ? "[^\(wordInBrackets)]" : "[^\(word)]"
+                case "w", "W":
+                    let members = inClass ? wordInBrackets : word
+                    output += try spelledClass(
+                        members, key: #"\w"#, negated: escaped == "W", construct: "\\\(escaped)",
+                        plain: escaped == "W" ? "[^\(members)]" : inClass ? members : "[\(members)]")
+                case "d", "D", "s", "S":
+                    let lower = escaped.properties.lowercaseMapping
+                    output += try spelledClass(
+                        "\\\(lower)", key: "\\\(lower)", negated: escaped.properties.isUppercase,
+                        construct: "\\\(escaped)", plain: "\\\(escaped)")
+                case "b" where !inClass, "B" where !inClass:
+                    // Oniguruma's word boundary: \w on one side and not on the other.
+                    let word = try spelledClass(word, key: #"\w"#, negated: false, construct: "\\\(escaped)", plain: "[\(word)]")
+                    output += escaped == "b"
+                        ? "(?:(?<=\(word))(?!\(word))|(?<!\(word))(?=\(word)))"
+                        : "(?:(?<=\(word))(?=\(word))|(?<!\(word))(?!\(word)))"
                 case "h": output += inClass ? "0-9a-fA-F" : "[0-9a-fA-F]"
                 case "H": output += "[^0-9a-fA-F]"
                 case "v": output += #"\x{0B}"#
                 case "V": output += "V"
                 case "b" where inClass: output += #"\x{08}"#
-                case "y", "Y", "N", "O", "K", "o", "g", "Q", "C", "M", "0"..."9":
+                case "X", "y", "Y", "N", "O", "K", "o", "g", "Q", "C", "M", "0"..."9":
                     throw refuse("\\\(escaped)")
                 case "c":
                     // Oniguruma's control character: \c? is DEL, any other
@@ -214,7 +267,13 @@ struct ICURegexSplitPattern: SplitPattern {
                     }
                     let braces = escapeTail(from: index)
                     guard braces.hasSuffix("}") else { throw libraryRefuses("an unclosed \\\(escaped){") }
-                    output += try PropertyNames.translated(escaped, braces, refuse: refuse, libraryRefuses: libraryRefuses)
+                    let property = try PropertyNames.translated(escaped, braces, refuse: refuse, libraryRefuses: libraryRefuses)
+                    let plain = "\\\(property.negated ? "P" : "p"){\(property.name)}"
+                    let set = try spelledClass(
+                        "\\p{\(property.name)}", key: property.key, negated: property.negated,
+                        construct: "\\\(escaped)\(braces)", plain: plain)
+                    // Oniguruma does not fold the case of a property outside brackets.
+                    output += caseless && !inClass ? "(?-i:\(set))" : set
                     try classValue(isSet: true)
                     continue
                 case "x", "u":
@@ -225,13 +284,16 @@ struct ICURegexSplitPattern: SplitPattern {
                 default:
                     output += "\\\(escaped)"
                 }
-                try classValue(isSet: ["w", "W", "h", "H", "d", "D", "s", "S"].contains(escaped))
+                try classValue(
+                    isSet: ["w", "W", "h", "H", "d", "D", "s", "S"].contains(escaped), readsUnicode: !["h", "H"].contains(escaped))
             case "[" where inClass && index < scalars.count && scalars[index] == ":":
                 guard let name = posixName(at: index - 1) else { throw refuse("\"[:\" that is not a POSIX bracket") }
                 let bare = name.filter { $0 != "^" }
                 guard PropertyNames.posix.contains(bare) else { throw libraryRefuses("the POSIX bracket [:\(name):]") }
                 if ["punct", "word", "xdigit"].contains(bare) { throw refuse("[:\(name):]") }
-                output += "[:\(name):]"
+                output += try spelledClass(
+                    "[:\(bare):]", key: "[:\(bare):]", negated: name.hasPrefix("^"), construct: "[:\(name):]",
+                    plain: "[:\(name):]")
                 index += name.unicodeScalars.count + 3
                 try classValue(isSet: true)
             case "[":
@@ -281,15 +343,36 @@ struct ICURegexSplitPattern: SplitPattern {
                 try classValue(isSet: false, value: scalar.value)
             case "." where !inClass:
                 output += #"[^\n]"#
-            case "(" where !inClass && index < scalars.count && scalars[index] == "?":
-                // Inline options: (?i), (?-i), (?i:...).
-                let options = scalars[(index + 1)...].prefix { $0.properties.isAlphabetic || $0 == "-" }
+            case "(" where !inClass:
+                // Inline options: (?i:...) within its group; "-" turns off.
+                // In Oniguruma's Ruby syntax "(?i)" opens a group to the end
+                // of the enclosing one, alternatives included ("a(?i)b|c" is
+                // "a(?i:b|c)"; in ICU it is "a(?i)b" or "c"), and is spelled so.
+                let options = index < scalars.count && scalars[index] == "?"
+                    ? scalars[(index + 1)...].prefix { $0.properties.isAlphabetic || $0 == "-" } : []
                 let after = index + 1 + options.count
-                if after < scalars.count, scalars[after] == ":" || scalars[after] == ")",
-                   let other = options.first(where: { $0 != "i" && $0 != "-" }) {
+                guard index < scalars.count, scalars[index] == "?", after < scalars.count,
+                      scalars[after] == ":" || scalars[after] == ")" else {
+                    enclosing.append((caseless, optionGroups))
+                    optionGroups = 0
+                    output += "("
+                    break
+                }
+                if let other = options.first(where: { $0 != "i" && $0 != "-" }) {
                     throw refuse("the option (?\(other))")
                 }
-                output += "("
+                if scalars[after] == ":" {
+                    enclosing.append((caseless, optionGroups))
+                    optionGroups = 0
+                } else {
+                    optionGroups += 1
+                }
+                if let i = options.lastIndex(of: "i") { caseless = !options[..<i].contains("-") }
+                output += "(?" + String(String.UnicodeScalarView(options)) + ":"
+                index = after + 1
+            case ")" where !inClass:
+                output += String(repeating: ")", count: optionGroups + 1)
+                (caseless, optionGroups) = enclosing.popLast() ?? (caseless, 0)
             case "{" where !inClass:
                 // In Oniguruma's Ruby syntax a "+" after a count repeats the
                 // counted group again ("a{2}+" is (?:a{2})+) and a "?" after
@@ -309,7 +392,8 @@ struct ICURegexSplitPattern: SplitPattern {
                 try classValue(isSet: false, value: scalar.value)
             }
         }
-        return output
+        output += String(repeating: ")", count: optionGroups)
+        return ICUTranslation(pattern: output, checksCaseMapping: checksCaseMapping)
     }
 
     /// Reports matches as Oniguruma's `find_iter` does: an empty match right
@@ -319,6 +403,13 @@ struct ICURegexSplitPattern: SplitPattern {
     /// - Throws: `DroptraceError` naming `source` and the pattern when the
     ///   search goes over its step budget or ICU's backtracking stack.
     func forEachSegment(in text: UnsafeBufferPointer<UInt8>, _ body: (Int, Int, Bool) throws -> Void) throws {
+        if checksCaseMapping, let value = ICUCharacterClasses.firstCaseMappingChange(in: text) {
+            throw DroptraceError(
+                "tokenizer regex \(quoted(pattern)) folds case under (?i) and the text holds U+\(String(value, radix: 16, uppercase: true)), "
+                    + "a character whose case partners differ between the tokenizers library's Unicode "
+                    + "\(RegexUnicodeTables.libraryUnicodeVersion) and ICU's; droptrace cannot give the library's ids for it",
+                path: source)
+        }
         var gapStart = 0
         var previousEnd: Int?
         let status = try regex.forEachMatch(in: text, budget: Self.budget) { start, end in
@@ -426,6 +517,15 @@ final class CompiledICURegex: @unchecked Sendable {
     }
 }
 
+/// A tokenizer regex spelled for ICU.
+struct ICUTranslation: Equatable {
+    let pattern: String
+    /// Whether the pattern folds case where characters whose case mappings
+    /// differ between the engines could match (`ICUCharacterClasses`), so
+    /// that text holding one must be refused.
+    let checksCaseMapping: Bool
+}
+
 /// Where a bracket expression is in Oniguruma's reading (`prs_cc`): after
 /// `[` or `&&`, after a character, after a class (\d, \p{..}, [:alpha:]),
 /// after "a-", or after a whole range or nested brackets.
@@ -445,6 +545,14 @@ enum PropertyNames {
     /// ones (Punct adds the ASCII symbols $+<=>^`|~, Word and XDigit differ).
     static let differing: Set<String> = ["punct", "word", "xdigit"]
 
+    /// A property as ICU names it (`name`, for `\p{name}`), its
+    /// `RegexUnicodeTables` key and whether the construct negates it.
+    struct Translation {
+        let name: String
+        let key: String
+        let negated: Bool
+    }
+
     /// `braces` is "{name}" or "{^name}" after `\p` or `\P` (`escaped`).
     /// Oniguruma compares names without case, spaces, hyphens and
     /// underscores, and refuses any other character and unknown names; "in"
@@ -452,7 +560,7 @@ enum PropertyNames {
     static func translated(
         _ escaped: Unicode.Scalar, _ braces: String, refuse: (String) -> DroptraceError,
         libraryRefuses: (String) -> DroptraceError
-    ) throws(DroptraceError) -> String {
+    ) throws(DroptraceError) -> Translation {
         var inner = Substring(braces.dropFirst().dropLast())
         var negated = escaped == "P"
         if inner.first == "^" {
@@ -470,7 +578,7 @@ enum PropertyNames {
         if differing.contains(name) { throw refuse(construct) }
         // ICU reads the other names loosely as Oniguruma does, so they keep their spelling.
         let icuName = name.hasPrefix("in") && blockOnly(name) ? "Block=\(name.dropFirst(2))" : String(inner)
-        return "\\\(negated ? "P" : "p"){\(icuName)}"
+        return Translation(name: icuName, key: name, negated: negated)
     }
 
     /// Whether an "in…" name is a block rather than a property that

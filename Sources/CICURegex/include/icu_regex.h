@@ -60,6 +60,10 @@ droptrace_regex_status droptrace_regex_find_all(
     droptrace_regex *regex, const char *text, int64_t length, droptrace_regex_budget budget,
     int32_t (*on_match)(void *context, int64_t start, int64_t end), void *context);
 
+/// The Unicode version of ICU's character data (u_getUnicodeVersion), as
+/// major * 100 + minor: 1500 for Unicode 15.0.
+int32_t droptrace_icu_unicode_version(void);
+
 #ifdef __cplusplus
 }
 #endif
