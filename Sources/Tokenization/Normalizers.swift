@@ -77,7 +77,40 @@ struct UnicodeFormNormalizer: TextNormalizer {
         }
     }
 
+    /// The library's result (`LibraryNormalizationTable`): Foundation's
+    /// normalization of the text between the scalars the library's older
+    /// tables do not know, which are kept as they are, with the scalars
+    /// whose decomposition Foundation would not reorder handed to it
+    /// decomposed.
     func normalize(_ text: String) -> String {
+        let canonical = form == .nfc || form == .nfd
+        let slips = canonical
+            ? LibraryNormalizationTable.canonicalReorderingSlips
+            : LibraryNormalizationTable.compatibilityReorderingSlips
+        let unknown = LibraryNormalizationTable.unknownToLibrary
+        guard text.unicodeScalars.contains(where: { unknown.containsScalar($0.value) || slips.containsScalar($0.value) })
+        else { return foundationForm(text) }
+        var result = String.UnicodeScalarView()
+        var piece = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            if unknown.containsScalar(scalar.value) {
+                result.append(contentsOf: foundationForm(String(piece)).unicodeScalars)
+                result.append(scalar)
+                piece.removeAll()
+            } else if slips.containsScalar(scalar.value) {
+                let single = String(scalar)
+                piece.append(contentsOf: (canonical
+                    ? single.decomposedStringWithCanonicalMapping
+                    : single.decomposedStringWithCompatibilityMapping).unicodeScalars)
+            } else {
+                piece.append(scalar)
+            }
+        }
+        result.append(contentsOf: foundationForm(String(piece)).unicodeScalars)
+        return String(result)
+    }
+
+    private func foundationForm(_ text: String) -> String {
         switch form {
         case .nfc: return text.precomposedStringWithCanonicalMapping
         case .nfd: return text.decomposedStringWithCanonicalMapping

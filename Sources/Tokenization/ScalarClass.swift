@@ -87,3 +87,18 @@ enum UTF8Scalars {
         return start
     }
 }
+
+extension Array where Element == ClosedRange<UInt32> {
+    /// Whether sorted, disjoint ranges of scalars (a generated table) hold
+    /// `value`: a binary search, after one comparison for values below them all.
+    func containsScalar(_ value: UInt32) -> Bool {
+        guard let first, value >= first.lowerBound else { return false }
+        var low = 0
+        var high = count
+        while low < high {
+            let middle = (low + high) / 2
+            if self[middle].upperBound < value { low = middle + 1 } else { high = middle }
+        }
+        return low < count && self[low].lowerBound <= value
+    }
+}
