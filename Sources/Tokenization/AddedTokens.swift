@@ -122,15 +122,11 @@ struct AddedTokenMatcher: Sendable {
     }
 
     // The Rust code tests these with the regexes \w$, ^\w, \s*$ and ^\s*.
+    // The regex crate's \w is of another Unicode version than Swift's (a
+    // generated table); its \s, White_Space, is the same in both.
 
     private static func isWordCharacter(_ value: UInt32) -> Bool {
-        guard let scalar = Unicode.Scalar(value) else { return false }
-        let properties = scalar.properties
-        if properties.isAlphabetic || properties.isJoinControl { return true }
-        switch properties.generalCategory {
-        case .nonspacingMark, .spacingMark, .enclosingMark, .decimalNumber, .connectorPunctuation: return true
-        default: return false
-        }
+        LibraryCharacterTables.wordCharacters.containsScalar(value)
     }
 
     private static func endsWithWordCharacter(_ buffer: UnsafeBufferPointer<UInt8>, before end: Int) -> Bool {

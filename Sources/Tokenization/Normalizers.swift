@@ -240,15 +240,13 @@ struct StripNormalizer: TextNormalizer {
     }
 }
 
-/// Drops combining marks (usually after NFD).
+/// Drops combining marks (usually after NFD): the library's, which are
+/// not Swift's (`LibraryCharacterTables.combiningMarks`).
 struct StripAccentsNormalizer: TextNormalizer {
     func normalize(_ text: String) -> String {
         var scalars = String.UnicodeScalarView()
-        for scalar in text.unicodeScalars {
-            switch scalar.properties.generalCategory {
-            case .nonspacingMark, .spacingMark, .enclosingMark: continue
-            default: scalars.append(scalar)
-            }
+        for scalar in text.unicodeScalars where !LibraryCharacterTables.combiningMarks.containsScalar(scalar.value) {
+            scalars.append(scalar)
         }
         return String(scalars)
     }

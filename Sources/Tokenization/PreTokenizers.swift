@@ -39,7 +39,8 @@ struct ByteLevelPreTokenizer: PreTokenizer {
     }
 }
 
-/// The `Split` pre-tokenizer (and `Digits`, which is a split on \p{N}).
+/// The `Split` pre-tokenizer (and `Digits`, which is a split on Rust's
+/// `char::is_numeric`).
 struct PatternPreTokenizer: PreTokenizer {
     let pattern: SplitPattern
     let behavior: SplitDelimiterBehavior
@@ -51,7 +52,9 @@ struct PatternPreTokenizer: PreTokenizer {
 
     static func digits(individually: Bool) -> PatternPreTokenizer {
         PatternPreTokenizer(
-            pattern: CharacterTestSplitPattern { ScalarClass.of($0) == .number },
+            pattern: CharacterTestSplitPattern { value in
+                value < 0x80 ? (0x30...0x39).contains(value) : LibraryCharacterTables.numeric.containsScalar(value)
+            },
             behavior: individually ? .isolated : .contiguous,
             invert: false)
     }

@@ -3,10 +3,6 @@
 enum ScalarClass: UInt8 {
     case letter, number, whitespace, other
 
-    static func of(_ value: UInt32) -> ScalarClass {
-        ScalarClassifier.shared.classify(value)
-    }
-
     /// Unicode version of the character tables in the Oniguruma that the
     /// `tokenizers` library links; Swift's own tables are newer, and a
     /// character the regex engine has never heard of is neither \p{L} nor \p{N}.

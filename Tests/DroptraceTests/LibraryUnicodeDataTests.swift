@@ -45,4 +45,58 @@ struct LibraryUnicodeDataTests {
         // String == compares canonical equivalence; the scalars must be the library's.
         #expect(Array(normalized.unicodeScalars) == Array(library.unicodeScalars))
     }
+
+    /// `normalizers.StripAccents().normalize_str(text)` with tokenizers
+    /// 0.23.3: the marks of its older tables, so U+0C3C, U+11F00 and U+1ABF
+    /// (marks since Unicode 14, 15 and 14) stay and U+1CF2, U+1CF3 (marks
+    /// until Unicode 10) go.
+    @Test("StripAccents removes the library's combining marks")
+    func stripAccents() {
+        let text = "a\u{301}b\u{C3C}c\u{11F00}d\u{1CF2}e\u{1CF3}f\u{1ABF}g"
+        let library = "ab\u{C3C}c\u{11F00}def\u{1ABF}g"
+        #expect(Array(StripAccentsNormalizer().normalize(text).unicodeScalars) == Array(library.unicodeScalars))
+    }
+
+    /// `pre_tokenizers.Digits(individual_digits=...).pre_tokenize_str(text)`
+    /// with tokenizers 0.23.3: Rust's `char::is_numeric` counts the Unicode 17
+    /// digits U+11DE0-11DE9 and U+16FF4-16FF6.
+    static let digitSplits: [(individually: Bool, text: String, pieces: [String])] = [
+        (true, "a\u{11DE3}b\u{663}c\u{16FF4}d12", ["a", "\u{11DE3}", "b", "\u{663}", "c", "\u{16FF4}", "d", "1", "2"]),
+        (false, "a\u{11DE3}\u{11DE4}b", ["a", "\u{11DE3}\u{11DE4}", "b"]),
+    ]
+
+    @Test("Digits splits off the library's numbers", arguments: digitSplits)
+    func digits(individually: Bool, text: String, pieces: [String]) throws {
+        var found: [String] = []
+        try PatternPreTokenizer.digits(individually: individually).split(TextPiece(Array(text.utf8)[...])) { piece in
+            found.append(String(decoding: piece.bytes, as: UTF8.self))
+        }
+        #expect(found == pieces)
+    }
+
+    /// Whether a single_word added token "X" matches in `text`, from
+    /// `tokenizer.encode(text, add_special_tokens=False).ids` (the token's id
+    /// among them) with tokenizers 0.23.3, for a WordLevel tokenizer with
+    /// `AddedToken("X", single_word=True, normalized=False)` added. The
+    /// regex crate's \w does not have the Unicode 17 letters U+A7CE, U+10940
+    /// and U+088F.
+    static let singleWordMatches: [(text: String, matches: Bool)] = [
+        ("X\u{A7CE}", true),
+        ("\u{10940}X", true),
+        ("X\u{88F}", true),
+        ("Xa", false),
+        ("\u{301}X", false),
+        ("X\u{1AB0}", false),
+    ]
+
+    @Test("a single_word added token sees the library's word characters", arguments: singleWordMatches)
+    func singleWord(text: String, matches: Bool) {
+        let token = AddedToken(content: "X", id: 1, singleWord: true, leftStrip: false, rightStrip: false,
+                               normalized: false, special: false)
+        var matched = false
+        AddedTokenMatcher([("X", token)]).split(Array(text.utf8)[...]) { segment in
+            if case .token = segment { matched = true }
+        }
+        #expect(matched == matches)
+    }
 }
