@@ -21,6 +21,8 @@ import tokenizers
 from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 
+from swift_ranges import swift_ranges
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUTPUT = os.path.join(ROOT, "Sources/Tokenization/LibraryCharacterTables.swift")
 
@@ -51,23 +53,6 @@ def word_characters():
     words = {c for c, encoding in zip(SCALARS, after) if encoding.ids[0] != 1}
     assert words == {c for c, encoding in zip(SCALARS, before) if encoding.ids[-1] != 1}
     return words
-
-
-def swift_ranges(values, indent="        "):
-    ranges = []
-    for value in sorted(values):
-        if ranges and ranges[-1][1] == value - 1:
-            ranges[-1][1] = value
-        else:
-            ranges.append([value, value])
-    lines, line = [], indent
-    for item in (f"0x{a:X}...0x{b:X}" for a, b in ranges):
-        if len(line) + len(item) + 2 > 110:
-            lines.append(line.rstrip())
-            line = indent
-        line += item + ", "
-    lines.append(line.rstrip())
-    return "\n".join(lines)
 
 
 def main():

@@ -42,6 +42,8 @@ import sys
 import tokenizers
 from tokenizers import normalizers
 
+from swift_ranges import swift_ranges
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUTPUT = os.path.join(ROOT, "Sources/Tokenization/LibraryNormalizationTable.swift")
 COMPANION = os.path.join(ROOT, "scripts/unicode/foundation_normalization.swift")
@@ -104,28 +106,6 @@ def components(answers):
 
 def fail(message):
     sys.exit(f"generate_normalization_table.py: {message}")
-
-
-def ranges(values):
-    result = []
-    for value in sorted(values):
-        if result and result[-1][1] == value - 1:
-            result[-1][1] = value
-        else:
-            result.append([value, value])
-    return result
-
-
-def swift_ranges(values, indent="        "):
-    items = [f"0x{a:X}...0x{b:X}" for a, b in ranges(values)]
-    lines, line = [], indent
-    for item in items:
-        if len(line) + len(item) + 2 > 110:
-            lines.append(line.rstrip())
-            line = indent
-        line += item + ", "
-    lines.append(line.rstrip())
-    return "\n".join(lines)
 
 
 def trivial(c):
