@@ -73,7 +73,7 @@ struct ICUCharacterClasses: Sendable {
                 continue
             }
             let (value, length) = UTF8Scalars.decode(text, at: index)
-            if RegexUnicodeTables.caseMappingChanged.contains(where: { $0.contains(value) }) { return value }
+            if RegexUnicodeTables.caseMappingChanged.containsScalar(value) { return value }
             index += length
         }
         return nil
