@@ -4,9 +4,12 @@ enum ScalarClass: UInt8 {
     case letter, number, whitespace, other
 
     /// Unicode version of the character tables in the Oniguruma that the
-    /// `tokenizers` library links; Swift's own tables are newer, and a
+    /// `tokenizers` library links (`RegexUnicodeTables.libraryUnicodeVersion`); Swift's own tables are newer, and a
     /// character the regex engine has never heard of is neither \p{L} nor \p{N}.
-    private static let regexUnicodeVersion = (major: 16, minor: 0)
+    private static let regexUnicodeVersion: (major: Int, minor: Int) = {
+        let parts = RegexUnicodeTables.libraryUnicodeVersion.split(separator: ".").map { Int($0)! }
+        return (parts[0], parts[1])
+    }()
 
     static func fromProperties(_ value: UInt32) -> ScalarClass {
         if value < 0x80 { return ascii(UInt8(value)) }

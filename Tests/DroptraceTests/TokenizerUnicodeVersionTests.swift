@@ -40,21 +40,9 @@ struct TokenizerUnicodeVersionTests {
         (#"(?i:'s|'t)|\p{L}+"#, "'S \u{19B}\u{A7DC} abc", ["'S", "\u{19B}\u{A7DC}", "abc"]),
     ]
 
-    static func matches(of pattern: String, in text: String) throws -> [String] {
-        let split = try ICURegexSplitPattern(pattern: pattern, source: "tokenizer.json")
-        var found: [String] = []
-        let bytes = Array(text.utf8)
-        try bytes.withUnsafeBufferPointer { buffer in
-            try split.forEachSegment(in: buffer) { start, end, isMatch in
-                if isMatch && start < end { found.append(String(decoding: buffer[start..<end], as: UTF8.self)) }
-            }
-        }
-        return found
-    }
-
     @Test("classes, boundaries and case folding match as in the library", arguments: librarySplits)
     func librarySplit(pattern: String, text: String, matches: [String]) throws {
-        #expect(try Self.matches(of: pattern, in: text) == matches)
+        #expect(try TokenizerDialectTests.matches(of: pattern, in: text) == matches)
     }
 
     /// The library folds U+019B with U+A7DC (new in 16.0); ICU 72 knows
@@ -70,10 +58,10 @@ struct TokenizerUnicodeVersionTests {
         }
         let outside = #"[\p{Lu}]+|(?i:'s)"#
         #expect(try !ICURegexSplitPattern.translatedToICU(outside, classes: ICUCharacterClasses(icuVersion: 1500)).checksCaseMapping)
-        #expect(try Self.matches(of: outside, in: "x\u{A7DC}'S") == ["\u{A7DC}", "'S"])
+        #expect(try TokenizerDialectTests.matches(of: outside, in: "x\u{A7DC}'S") == ["\u{A7DC}", "'S"])
         // With the ICU linked here, a checked pattern refuses such text by name.
         for pattern in caseless where try ICURegexSplitPattern.translatedToICU(pattern).checksCaseMapping {
-            let error = #expect(throws: DroptraceError.self) { try Self.matches(of: pattern, in: "x\u{A7DC}") }
+            let error = #expect(throws: DroptraceError.self) { try TokenizerDialectTests.matches(of: pattern, in: "x\u{A7DC}") }
             #expect(error?.message.contains("U+A7DC") == true, "\(pattern): \(error?.message ?? "no error")")
             #expect(error?.path == "tokenizer.json")
         }
