@@ -205,11 +205,7 @@ import Testing
     /// Overwrites the numeric value of GGUF metadata `key` (stored as
     /// length-prefixed key, UInt32 type, value) in place.
     static func setMetadataNumber(_ bytes: inout [UInt8], key: String, to value: Double) throws {
-        let pattern = [UInt8](key.utf8)
-        guard let start = (8...(bytes.count - pattern.count)).first(where: { bytes[$0..<($0 + pattern.count)].elementsEqual(pattern) && bytes[$0 - 8] == UInt8(pattern.count) }) else {
-            throw DroptraceError("no metadata key \(key)")
-        }
-        let typeOffset = start + pattern.count
+        let typeOffset = try metadataValueOffset(bytes, key: key)
         let type = bytes[typeOffset]
         let bits: UInt64 = switch type {
         case 6: UInt64(Float(value).bitPattern)
@@ -218,6 +214,59 @@ import Testing
         }
         let width = [4: 4, 5: 4, 6: 4, 10: 8, 11: 8, 12: 8][Int(type)]!
         for i in 0..<width { bytes[typeOffset + 4 + i] = UInt8(truncatingIfNeeded: bits >> UInt64(8 * i)) }
+    }
+
+    /// Where the type of GGUF metadata `key`'s value starts (after the length-prefixed key).
+    static func metadataValueOffset(_ bytes: [UInt8], key: String) throws -> Int {
+        let pattern = [UInt8](key.utf8)
+        guard let start = (8...(bytes.count - pattern.count)).first(where: { bytes[$0..<($0 + pattern.count)].elementsEqual(pattern) && bytes[$0 - 8] == UInt8(pattern.count) }) else {
+            throw DroptraceError("no metadata key \(key)")
+        }
+        return start + pattern.count
+    }
+
+    static func littleEndian(_ value: UInt64) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
+
+    /// Replaces the `length` bytes at `offset` of a GGUF file aligned to 32
+    /// (no `general.alignment`) by `replacement`, lengthening `general.name`
+    /// so that the tensor data that follows the header keeps its alignment.
+    static func spliceMetadata(_ bytes: inout [UInt8], at offset: Int, length: Int, with replacement: [UInt8]) throws {
+        bytes.replaceSubrange(offset..<(offset + length), with: replacement)
+        let padding = (32 - (replacement.count - length) % 32 + 32) % 32
+        let name = try metadataValueOffset(bytes, key: "general.name") + 4
+        let nameLength = bytes[name..<(name + 8)].reversed().reduce(0) { $0 << 8 | Int($1) }
+        bytes.replaceSubrange(name..<(name + 8), with: littleEndian(UInt64(nameLength + padding)))
+        bytes.insert(contentsOf: [UInt8](repeating: UInt8(ascii: "x"), count: padding), at: name + 8 + nameLength)
+    }
+
+    /// llama.cpp reads a per-layer metadata value (head counts, feed-forward
+    /// width) given as an array only when it holds one value per block ("key
+    /// ... has wrong array length"); an array of equal values but another
+    /// length was taken for every block.
+    @Test(arguments: ["llama.attention.head_count", "llama.attention.head_count_kv", "llama.feed_forward_length"])
+    func perLayerMetadataOfAnotherLengthThanTheBlocksIsRefused(key: String) throws {
+        let scratch = try ScratchDirectory()
+        let original = [UInt8](try Data(contentsOf: FixtureFiles.root.appendingPathComponent("gguf/llama-f32.gguf")))
+        let typeOffset = try Self.metadataValueOffset(original, key: key)
+        #expect(original[typeOffset] == 4, "\(key) is not a UInt32")
+        let value = original[(typeOffset + 4)..<(typeOffset + 8)]
+        // The file has 5 blocks: 5 values load as the scalar does, 4 or 6 are refused.
+        for count in [5, 4, 6, 0] {
+            var bytes = original
+            let array: [UInt8] = [9, 0, 0, 0, 4, 0, 0, 0] + Self.littleEndian(UInt64(count))
+                + Array([[UInt8]](repeating: Array(value), count: count).joined())
+            try Self.spliceMetadata(&bytes, at: typeOffset, length: 8, with: array)
+            let file = scratch.path("per-layer-\(count).gguf")
+            try Data(bytes).write(to: file)
+            do {
+                let loaded = try ModelRegistry.load(try Checkpoint(location: file))
+                #expect(count == 5, "\(count) values of \(key) loaded as a \(loaded.layerCount)-layer model")
+            } catch let error as DroptraceError {
+                #expect(count != 5, "\(error)")
+                #expect(error.path == file.path, "\(error)")
+                #expect(error.message.contains("'\(key)' holds \(count) per-layer values, but the model has 5 blocks"), "\(error)")
+            }
+        }
     }
 
     // MARK: - Required tensors

@@ -42,12 +42,12 @@ struct GGUFConfiguration {
 
         let hidden = try metadata.int(a + "embedding_length")
         let layers = try metadata.int(a + "block_count")
-        let heads = try metadata.uniformInt(a + "attention.head_count") ?? 0
-        let kvHeads = try metadata.uniformInt(a + "attention.head_count_kv") ?? heads
+        let heads = try metadata.uniformInt(a + "attention.head_count", layers: layers) ?? 0
+        let kvHeads = try metadata.uniformInt(a + "attention.head_count_kv", layers: layers) ?? heads
         // Older DeepSeek files have no `key_length_mla`; their `key_length` is the per-head width.
         let widthKey = try metadata.optionalInt(a + architecture.headWidthKey) == nil ? a + "attention.key_length" : a + architecture.headWidthKey
         let keyLength = try metadata.optionalInt(widthKey)
-        guard let feedForward = try metadata.uniformInt(a + "feed_forward_length") else {
+        guard let feedForward = try metadata.uniformInt(a + "feed_forward_length", layers: layers) else {
             throw DroptraceError("missing GGUF metadata key '\(a)feed_forward_length'", path: path)
         }
         let context = try metadata.int(a + "context_length")

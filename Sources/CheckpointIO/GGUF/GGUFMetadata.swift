@@ -45,10 +45,18 @@ struct GGUFMetadata {
     }
 
     /// An integer that some files store per layer (e.g. `head_count_kv`):
-    /// droptrace's architectures need it equal across layers.
-    func uniformInt(_ key: String) throws -> Int? {
+    /// droptrace's architectures need it equal across layers. A per-layer
+    /// array must hold one value for each of the `layers` blocks, as llama.cpp
+    /// requires ("wrong array length"): a shorter one leaves blocks without a
+    /// value, a longer one describes another model.
+    func uniformInt(_ key: String, layers: Int) throws -> Int? {
         guard let value = values[key] else { return nil }
         if let number = value.int { return number }
+        if let items = value.array, items.count != layers {
+            throw DroptraceError(
+                "metadata key '\(key)' holds \(items.count) per-layer values, but the model has \(layers) blocks (block_count)",
+                path: path)
+        }
         guard let items = value.array?.map(\.int), let first = items.first ?? nil,
               items.allSatisfy({ $0 == first })
         else {
