@@ -49,12 +49,14 @@ extension VocabularySpec {
         }
         var tokenTypes: [TokenType]?
         if let value = metadata[key("token_type")] {
-            guard let items = value.array?.compactMap({ $0.int.flatMap(TokenType.init(rawValue:)) }),
-                  items.count == tokens.count
+            // Every entry is checked before the count: dropping the types out of
+            // range would pair the rest with the wrong tokens.
+            guard let items = value.array?.map({ $0.int.flatMap(TokenType.init(rawValue:)) }),
+                  items.count == tokens.count, !items.contains(nil)
             else {
                 throw DroptraceError("'\(key("token_type"))' must hold one token type (1...6) per token", path: path)
             }
-            tokenTypes = items
+            tokenTypes = items.map { $0! }
         }
         let preTokenizer = metadata[key("pre")]?.string
         let ids = (bos: try id("bos_token_id"), eos: try id("eos_token_id"), unknown: try id("unknown_token_id"))

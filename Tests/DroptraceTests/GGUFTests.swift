@@ -332,6 +332,36 @@ enum GGUFFixtures {
     }
 }
 
+extension GGUFVocabularyTests {
+    /// A token_type array one entry longer than the tokens, that entry out of
+    /// range (llama.cpp's types are 1...6): dropped before the count was
+    /// compared, it lined the array up with the tokens, and every type after
+    /// it went to the token before its own. Every entry is checked, then the count.
+    @Test(arguments: [0, 7, -1] as [Int32])
+    func tokenTypeOutOfRangeIsNotDroppedToFitTheTokens(extra: Int32) throws {
+        let scratch = try ScratchDirectory()
+        var bytes = [UInt8](try Data(contentsOf: GGUFFixtures.file("llama-f32.gguf")))
+        // Array type, element type int32, count, values.
+        let typeOffset = try ConfigValidationTests.metadataValueOffset(bytes, key: "tokenizer.ggml.token_type")
+        #expect(bytes[typeOffset] == 9 && bytes[typeOffset + 4] == 5)
+        let countOffset = typeOffset + 8
+        let count = bytes[countOffset..<(countOffset + 8)].reversed().reduce(0) { $0 << 8 | Int($1) }
+        #expect(count == 512)
+        let values = Array(bytes[(countOffset + 8)..<(countOffset + 8 + 4 * count)])
+        let inserted = withUnsafeBytes(of: extra.littleEndian) { Array($0) }
+        let replacement = ConfigValidationTests.littleEndian(UInt64(count + 1)) + values[..<40] + inserted + values[40...]
+        try ConfigValidationTests.spliceMetadata(&bytes, at: countOffset, length: 8 + 4 * count, with: replacement)
+        let url = scratch.path("token-types.gguf")
+        try Data(bytes).write(to: url)
+        let gguf = try #require(try Checkpoint(location: url).gguf)
+        #expect {
+            try VocabularySpec(gguf: gguf)
+        } throws: { error in
+            "\(error)" == "\(url.path): 'tokenizer.ggml.token_type' must hold one token type (1...6) per token"
+        }
+    }
+}
+
 /// Tokenizers built from GGUF vocabularies against the Python `tokenizers`
 /// library on the original tokenizer.json. Enabled together with
 /// `Tokenizer(vocabulary:)`, which this branch only declares.
