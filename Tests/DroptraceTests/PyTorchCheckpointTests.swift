@@ -177,6 +177,23 @@ import Testing
         }
     }
 
+    /// torch.load refuses a storage record whose size is not the declared
+    /// element count times the element size ("record size ... does not match
+    /// expected size"); a longer record was read as if the declared storage
+    /// were all of it, a file torch never loads.
+    @Test func storageRecordOfAnotherSizeThanDeclaredIsRefused() throws {
+        let storage = TorchStorageReference(element: .float32, key: "0", count: 6)
+        let exact = try TorchCheckpointFile.checked((offset: 64, count: 24), storage, path: "m.bin")
+        #expect(exact.offset == 64 && exact.count == 24)
+        for bytes in [28, 20, 0] {
+            #expect {
+                try TorchCheckpointFile.checked((offset: 64, count: bytes), storage, path: "m.bin")
+            } throws: { error in
+                "\(error)" == "m.bin: storage 0 holds \(bytes) bytes but the pickle declares 6 float32 elements (24 bytes)"
+            }
+        }
+    }
+
     @Test func unfinishedFilesHaveNoExpectedLength() throws {
         let small = Self.pickle("small.bin")
         let size = try FileManager.default.attributesOfItem(atPath: small.path)[.size] as! Int

@@ -87,15 +87,17 @@ public final class TorchCheckpointFile: @unchecked Sendable {
         return (root, storage)
     }
 
-    /// The storage's bytes, checked to hold as many elements as the pickle declares.
+    /// The storage's bytes, checked to hold exactly as many elements as the
+    /// pickle declares: torch.load refuses a record of any other size (the
+    /// bytes past the declared ones belong to no tensor torch would load).
     static func checked(_ range: StorageRange, _ reference: TorchStorageReference, path: String) throws -> StorageRange {
         let (needed, overflow) = reference.count.multipliedReportingOverflow(by: reference.element.byteSize)
-        guard !overflow, needed <= range.count else {
+        guard !overflow, needed == range.count else {
             throw DroptraceError(
-                "storage \(reference.key.forErrorMessage) holds \(range.count) bytes but the pickle declares \(reference.count) \(reference.element.name) elements",
+                "storage \(reference.key.forErrorMessage) holds \(range.count) bytes but the pickle declares \(reference.count) \(reference.element.name) elements (\(overflow ? "more than 2^63" : String(needed)) bytes)",
                 path: path)
         }
-        return (range.offset, needed)
+        return range
     }
 
     /// The length a complete file must have, or nil when it is visibly
