@@ -194,6 +194,35 @@ import Testing
         }
     }
 
+    /// A state dict giving a name twice is refused, as a key given twice in
+    /// config.json or GGUF metadata is: torch.save cannot write one, and
+    /// unpickling keeps the last value (here an int64 tensor, or None) where
+    /// the first was read.
+    @Test func aNameGivenTwiceInTheStateDictIsRefused() throws {
+        func tensor(_ element: TorchElementType) -> PickleValue {
+            let storage = TorchStorageReference(element: element, key: "0", count: 6)
+            return .tensor(TorchTensorRecord(storage: storage, element: element, offset: 0, shape: [2], strides: [1]))
+        }
+        for later in [tensor(.other(name: "int64", byteSize: 8)), .none, tensor(.float32)] {
+            let dict = PickleDict()
+            dict.entries = [(.string("w"), tensor(.float32)), (.string("v"), tensor(.float32)), (.string("w"), later)]
+            #expect {
+                try TorchStateDict.tensors(in: .dict(dict), path: "m.bin")
+            } throws: { error in
+                "\(error)" == #"m.bin: the state dict gives "w" twice"#
+            }
+        }
+        // Also where the state dict sits under "state_dict".
+        let nested = PickleDict(), root = PickleDict()
+        nested.entries = [(.string("x"), tensor(.float32))]
+        root.entries = [(.string("state_dict"), .dict(nested)), (.string("state_dict"), .dict(nested))]
+        #expect(throws: DroptraceError.self) { try TorchStateDict.tensors(in: .dict(root), path: "m.bin") }
+        // Distinct names, and keys that are no strings, are read as before.
+        let plain = PickleDict()
+        plain.entries = [(.string("w"), tensor(.float32)), (.int(1), .none), (.int(1), .none), (.string("v"), tensor(.float32))]
+        #expect(try TorchStateDict.tensors(in: .dict(plain), path: "m.bin").map { $0.name } == ["w", "v"])
+    }
+
     @Test func unfinishedFilesHaveNoExpectedLength() throws {
         let small = Self.pickle("small.bin")
         let size = try FileManager.default.attributesOfItem(atPath: small.path)[.size] as! Int

@@ -10,11 +10,11 @@ enum TorchStateDict {
         guard case .dict(let dict) = root else {
             throw DroptraceError("holds \(root.kind), not a state dict (a dict of tensors)", path: path)
         }
-        var found = named(dict)
+        var found = try named(dict, path: path)
         if found.isEmpty {
             for key in ["state_dict", "model"] {
                 if case .dict(let nested) = dict.value(forKey: key) {
-                    found = named(nested)
+                    found = try named(nested, path: path)
                     if !found.isEmpty { break }
                 }
             }
@@ -25,8 +25,19 @@ enum TorchStateDict {
         return found
     }
 
-    private static func named(_ dict: PickleDict) -> [(name: String, tensor: TorchTensorRecord)] {
-        dict.entries.compactMap { entry in
+    /// The tensors of `dict` by name. A name given twice is refused, as a key
+    /// given twice in config.json or GGUF metadata is: torch.save cannot
+    /// write one (a Python dict holds each key once), and unpickling keeps
+    /// the last value where droptrace read the first.
+    private static func named(_ dict: PickleDict, path: String) throws -> [(name: String, tensor: TorchTensorRecord)] {
+        var seen = Set<String>()
+        for entry in dict.entries {
+            guard case .string(let name) = entry.key else { continue }
+            guard seen.insert(name).inserted else {
+                throw DroptraceError("the state dict gives \"\(name.forErrorMessage)\" twice", path: path)
+            }
+        }
+        return dict.entries.compactMap { entry in
             guard case .string(let name) = entry.key, case .tensor(let tensor) = entry.value else { return nil }
             return (name, tensor)
         }
