@@ -115,12 +115,15 @@ public struct SequenceSums: Sendable, Codable {
     }
 
     /// Checks that every array has the shape of `tokens` and `layerCount`,
-    /// counts are not negative and their total fits in an Int.
+    /// counts are at least 1 (no calibration sequence is empty) and their
+    /// total fits in an Int.
     /// - Throws: `DroptraceError` (without a path) saying what is wrong.
     public func validate() throws {
         let (sequences, layers) = (sequenceCount, layerCount)
         if layers < 1 { throw DroptraceError("per-sequence sums have no layers") }
-        if tokens.contains(where: { $0 < 0 }) { throw DroptraceError("per-sequence token counts are negative") }
+        if let count = tokens.first(where: { $0 < 1 }) {
+            throw DroptraceError("per-sequence token count \(count) is negative or zero; every calibration sequence has at least one token")
+        }
         var total = 0
         for count in tokens {
             let (sum, overflow) = total.addingReportingOverflow(count)

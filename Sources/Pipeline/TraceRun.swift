@@ -170,7 +170,22 @@ public final class TraceRun {
         summary.failed = discovered.failed
         for (_, error) in discovered.failed { log.error("\(error)") }
         log.info("found \(discovered.ready.count) finished checkpoints")
+        try checkOutputOutside(discovered.ready)
         return discovered
+    }
+
+    /// Throws when the output directory is one of the checkpoints or lies
+    /// inside one: training deletes and replaces checkpoint directories
+    /// (`save_total_limit`), and the store with them.
+    func checkOutputOutside(_ checkpoints: [DiscoveredCheckpoint]) throws {
+        let output = options.output.resolvingSymlinksInPath().standardizedFileURL.path
+        for checkpoint in checkpoints {
+            let directory = checkpoint.directory.resolvingSymlinksInPath().standardizedFileURL.path
+            guard output == directory || output.hasPrefix(directory + "/") else { continue }
+            throw DroptraceError(
+                "lies inside checkpoint \(checkpoint.name), which training may replace or delete with the store in it; "
+                    + "choose an output directory outside the checkpoints", path: options.output.path)
+        }
     }
 
     /// `store` (a new one with `metadata` when nil) with `row` in place of
@@ -286,7 +301,8 @@ public final class TraceRun {
         let path = options.storeURL.path
         guard FileManager.default.fileExists(atPath: path) else { return (nil, DropEvaluation(), TaskAccuracyRecord()) }
         // A store we may not read is not damaged: say why, and touch nothing.
-        let probe = open(path, O_RDONLY | O_CLOEXEC)
+        // Without O_NONBLOCK, a FIFO in the store's place would block here, holding the lock.
+        let probe = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard probe >= 0 else { throw DroptraceError("cannot read: \(SystemError.describe())", path: path) }
         close(probe)
         do {

@@ -19,26 +19,37 @@ public enum ReportOwnership {
     static func marked(_ markdown: String) -> String { marker + "\n" + markdown }
 
     /// Throws unless `outDir/report.md` and each of `outDir/figures/<figureNames>`
-    /// is absent or droptrace's; cheap, so `trace` calls it before any work.
-    /// - Throws: `DroptraceError` naming the first file that is not droptrace's.
+    /// is absent or droptrace's, and `outDir/figures` absent or a directory;
+    /// cheap, so `trace` calls it before any work.
+    /// - Throws: `DroptraceError` naming the first file that is not droptrace's,
+    ///   or that the writer could not replace (a directory where a file goes,
+    ///   anything but a directory, a symbolic link included, where `figures` goes).
     public static func checkReplaceable(in outDir: URL, figureNames: [String]) throws {
         let store = outDir.appendingPathComponent(ScoreFile.outputFileName).path
         let besideStore = FileManager.default.fileExists(atPath: store)
             && (try? ReplaceableOutput.check(store, signatures: ScoreFile.signatures)) != nil
+        let refusal = "move it or choose another output directory"
         func check(_ url: URL, beginning: String) throws {
-            // Links (never followed: the writer renames over them), directories
-            // and the like are the writer's to refuse; this is about file contents.
+            // Links, FIFOs and the like are never followed: the writer renames over them.
             var info = stat()
-            guard lstat(url.path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return }
+            guard lstat(url.path, &info) == 0 else { return }
+            if info.st_mode & S_IFMT == S_IFDIR {
+                throw DroptraceError("is a directory, where the report writes a file; \(refusal)", path: url.path)
+            }
+            guard info.st_mode & S_IFMT == S_IFREG else { return }
             // Beside a store, earlier versions' files without the marker are droptrace's too.
             try ReplaceableOutput.check(
                 url.path, signatures: besideStore ? [[]] : [Array(beginning.utf8)],
-                refusal: "droptrace did not write it (its reports and figures carry the line \(marker)); move it or choose another output directory")
+                refusal: "droptrace did not write it (its reports and figures carry the line \(marker)); \(refusal)")
         }
         try check(outDir.appendingPathComponent(ReportWriter.reportFileName), beginning: marker)
         let figures = outDir.appendingPathComponent(ReportWriter.figuresDirectory)
         var info = stat()
-        guard lstat(figures.path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else { return }
+        guard lstat(figures.path, &info) == 0 else { return }
+        guard info.st_mode & S_IFMT == S_IFDIR else {
+            let kind = info.st_mode & S_IFMT == S_IFLNK ? "a symbolic link" : "not a directory"
+            throw DroptraceError("is \(kind), where the report writes its figures' directory; \(refusal)", path: figures.path)
+        }
         for name in Set(figureNames).sorted() {
             try check(figures.appendingPathComponent(name), beginning: SVGDocument.prolog)
         }

@@ -80,6 +80,22 @@ import Testing
     }
 
     /// A string's heap object claiming 2^62 bytes: libhdf5 copies that many.
+    /// A per-sequence token count of 0 (no calibration sequence is empty)
+    /// was read, then failed the analysis in a message naming no file.
+    @Test func aZeroPerSequenceTokenCountIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let store = try StoreChecksumTests.scoredStore(in: scratch)
+        let file = try HDF5File.open(at: store, writable: true)
+        let path = "per_sequence/tokens"
+        let shape = try file.dataset(path).shape
+        var tokens = try file.dataset(path).read(as: Int64.self)
+        tokens[0] = 0
+        try file.remove(path)
+        try file.createDataset(path, values: tokens, shape: shape)
+        try file.close()
+        try expectRefused(store, saying: "per-sequence token count 0 is negative or zero")
+    }
+
     @Test func aHeapObjectClaimingMoreThanTheFileIsRefused() throws {
         let scratch = try ScratchDirectory()
         let store = try storeWithoutChecksum(in: scratch)

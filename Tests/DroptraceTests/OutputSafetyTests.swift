@@ -89,6 +89,43 @@ import Glibc
         #expect(try String(contentsOf: report, encoding: .utf8).hasPrefix(ReportOwnership.marker + "\n"))
     }
 
+    /// What the report writer could not replace (a directory where report.md
+    /// or a figure goes, a file where figures/ goes) is refused before
+    /// anything is scored, as droptrace's refusal of others' files is; it was
+    /// found only after every checkpoint had been scored.
+    @Test(arguments: ["report.md", "figures/importance_mlp.svg", "figures"])
+    func outputsOfTheWrongKindAreRefusedBeforeScoring(name: String) throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let output = scratch.path("out")
+        let theirs = output.appendingPathComponent(name)
+        if name == "figures" {
+            try files.createDirectory(at: output, withIntermediateDirectories: true)
+            try "not a directory\n".write(to: theirs, atomically: false, encoding: .utf8)
+        } else {
+            try files.createDirectory(at: theirs, withIntermediateDirectories: true)
+        }
+        let result = try trace(series.directory, output)
+        expectOneLineFailure(result, naming: theirs.path, mentioning: [name == "figures" ? "not a directory" : "is a directory"])
+        #expect(!files.fileExists(atPath: output.appendingPathComponent("scores.h5").path))
+        #expect(!result.stderr.contains("scoring "), "\(result.stderr)")
+    }
+
+    /// An output directory inside a checkpoint, which the Trainer deletes
+    /// with the store in it (save_total_limit), is refused before anything is scored.
+    @Test func outputInsideACheckpointIsRefusedBeforeScoring() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let checkpoint = try series.add(step: 2)
+        let output = checkpoint.appendingPathComponent("droptrace")
+        let result = try trace(series.directory, output)
+        expectOneLineFailure(result, naming: output.path, mentioning: ["inside checkpoint checkpoint-2"])
+        #expect(!files.fileExists(atPath: output.appendingPathComponent("scores.h5").path))
+        #expect(!result.stderr.contains("scoring "), "\(result.stderr)")
+    }
+
     // MARK: - Symbolic links
 
     @Test func symlinkedLockFileIsRefusedAndItsTargetUntouched() throws {
@@ -334,6 +371,34 @@ import Glibc
         }
     }
 
+    /// A directory where the store goes made libhdf5 dump its error stack
+    /// into the message; a FIFO blocked every command that reads the store
+    /// forever (`trace` holding the lock). Each is refused in one line, untouched.
+    @Test(arguments: ["directory", "FIFO"])
+    func storeThatIsNoRegularFileIsRefusedInOneLine(kind: String) throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let other = try StoreChecksumTests.scoredStore(in: scratch).deletingLastPathComponent()
+        let output = scratch.path("out")
+        try files.createDirectory(at: output, withIntermediateDirectories: true)
+        let store = output.appendingPathComponent(ScoreFile.outputFileName)
+        if kind == "directory" {
+            try files.createDirectory(at: store, withIntermediateDirectories: false)
+        } else {
+            try #require(mkfifo(store.path, 0o644) == 0)
+        }
+        let release = FIFOReleaser(store.path, after: 60)
+        defer { release.stop() }
+        for arguments in [traceArguments(series.directory, output), ["report", output.path],
+                          ["compare", output.path, other.path, "--output", scratch.path("compared").path]] {
+            let result = try DroptraceCommand.run(arguments)
+            expectOneLineFailure(result, naming: store.path, mentioning: ["not a regular file"])
+        }
+        var info = stat()
+        #expect(lstat(store.path, &info) == 0 && info.st_mode & S_IFMT == (kind == "directory" ? S_IFDIR : S_IFIFO))
+    }
+
     @Test func settingAsideNeverReplacesAnEarlierDamagedStore() throws {
         let scratch = try ScratchDirectory()
         let store = scratch.path("scores.h5")
@@ -384,4 +449,27 @@ import Glibc
         }
         #expect(SystemError.oneLine("unable to write\n, filename = 'x'\r\n\u{1B}[2Kend ") == "unable to write , filename = 'x' [2Kend")
     }
+}
+
+/// Opens a FIFO for writing, again and again from `seconds` on, until
+/// stopped: a reader blocked opening it is released, so a test of code that
+/// would block fails instead of hanging.
+final class FIFOReleaser: @unchecked Sendable {
+    private let stopped = NSLock()
+    private var isStopped = false
+
+    init(_ path: String, after seconds: TimeInterval) {
+        let deadline = Date(timeIntervalSinceNow: seconds)
+        Thread.detachNewThread { [self] in
+            while !stopped.withLock({ isStopped }) {
+                if Date() > deadline {
+                    let descriptor = open(path, O_WRONLY | O_NONBLOCK)
+                    if descriptor >= 0 { close(descriptor) }
+                }
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+        }
+    }
+
+    func stop() { stopped.withLock { isStopped = true } }
 }

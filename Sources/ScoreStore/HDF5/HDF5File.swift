@@ -35,12 +35,15 @@ public final class HDF5File: HDF5Group {
     /// renews its checksum; a file changed in place and never closed keeps
     /// the old one, and is refused as damaged). The file is first read once
     /// in a child process (`HDF5Probe`), so crafted metadata that crashes
-    /// libhdf5 is refused instead of crashing this process.
+    /// libhdf5 is refused instead of crashing this process. Anything but a
+    /// regular file (a directory, a FIFO, a device) is refused unread.
     public static func open(at path: String, writable: Bool = false) throws -> HDF5File {
         HDF5Library.prepareThread()
         guard FileManager.default.fileExists(atPath: path) else {
             throw DroptraceError("no such file", path: path)
         }
+        // libhdf5 would wait forever on a FIFO and dump its error stack on a directory.
+        _ = try RegularFile(path: path)
         // H5Fis_hdf5 looks only for the signature, so it separates "not HDF5
         // at all" from "HDF5 but damaged" (which H5Fopen then explains).
         let signature = H5Fis_hdf5(path)
