@@ -16,12 +16,17 @@ public struct JSONParser {
     }
 
     private let bytes: UnsafeBufferPointer<UInt8>
+    private let allowsNonFinite: Bool
     private var position = 0
     private var depth = 0
 
-    public static func parse(_ data: [UInt8]) throws(Failure) -> Any {
+    /// Parses one JSON document. With `allowingNonFinite`, also the
+    /// `NaN`, `Infinity` and `-Infinity` Python's json module writes and
+    /// reads (as Doubles): files Python tools write for Python tools, such
+    /// as the Trainer's trainer_state.json after a loss turned NaN.
+    public static func parse(_ data: [UInt8], allowingNonFinite: Bool = false) throws(Failure) -> Any {
         try data.withUnsafeBufferPointer { (buffer) throws(Failure) -> Any in
-            var parser = JSONParser(bytes: buffer)
+            var parser = JSONParser(bytes: buffer, allowsNonFinite: allowingNonFinite)
             parser.skipWhitespace()
             let value = try parser.parseValue()
             parser.skipWhitespace()
@@ -30,8 +35,9 @@ public struct JSONParser {
         }
     }
 
-    private init(bytes: UnsafeBufferPointer<UInt8>) {
+    private init(bytes: UnsafeBufferPointer<UInt8>, allowsNonFinite: Bool) {
         self.bytes = bytes
+        self.allowsNonFinite = allowsNonFinite
     }
 
     private func failure(_ reason: String) -> Failure {
@@ -56,6 +62,12 @@ public struct JSONParser {
         case UInt8(ascii: "t"): try expectLiteral("true"); return true
         case UInt8(ascii: "f"): try expectLiteral("false"); return false
         case UInt8(ascii: "n"): try expectLiteral("null"); return JSONNull()
+        case UInt8(ascii: "N") where allowsNonFinite: try expectLiteral("NaN"); return Double.nan
+        case UInt8(ascii: "I") where allowsNonFinite: try expectLiteral("Infinity"); return Double.infinity
+        case UInt8(ascii: "-") where allowsNonFinite && position + 1 < bytes.count && bytes[position + 1] == UInt8(ascii: "I"):
+            position += 1
+            try expectLiteral("Infinity")
+            return -Double.infinity
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
         default: throw failure("unexpected character")
         }

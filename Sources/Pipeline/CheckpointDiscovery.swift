@@ -108,13 +108,17 @@ public enum CheckpointDiscovery {
             case .failed(let problem):
                 result.failed.append((name, DroptraceError(problem, path: directory.path).description))
             case .ready(let fingerprint):
+                let state: TrainerState?
+                do { state = try TrainerState.read(in: directory) } catch let error as DroptraceError {
+                    result.failed.append((name, error.description))
+                    continue
+                }
                 if CheckpointName.parse(name)?.overflowed == true {
                     result.warnings.append(DroptraceError(
                         "a number in the checkpoint's name is beyond \(Int64.max), so the name gives no step, token count or stage",
                         path: directory.path
                     ).description)
                 }
-                let state = TrainerState(directory: directory)
                 result.ready.append(DiscoveredCheckpoint(
                     name: name, directory: directory,
                     step: state?.globalStep ?? CheckpointName.step(name) ?? -1,
@@ -126,9 +130,61 @@ public enum CheckpointDiscovery {
             let (x, y) = (position(a.element), position(b.element))
             return x != y ? x < y : a.offset < b.offset
         }.map(\.element)
+        refuseDuplicates(&result)
         result.incomplete.sort { $0.name < $1.name }
         result.failed.sort { $0.name < $1.name }
         return result
+    }
+
+    /// Moves to `failed` the ready checkpoints a series cannot hold twice.
+    /// A directory found again (through a symbolic link, or a list entry
+    /// spelled twice) is traced once, at its first place. Two directories with
+    /// the same name (the store keeps rows by name) or at the same place in
+    /// training (stage, ingredient and step) are both failed, each naming
+    /// the other: which of them belongs to the run is not droptrace's guess.
+    static func refuseDuplicates(_ result: inout Result) {
+        var firstOf: [DirectoryIdentity: DiscoveredCheckpoint] = [:]
+        var distinct: [DiscoveredCheckpoint] = []
+        for checkpoint in result.ready {
+            guard let identity = DirectoryIdentity(checkpoint.directory) else { distinct.append(checkpoint); continue }
+            if let first = firstOf[identity] {
+                let again = first.directory.standardizedFileURL.path == checkpoint.directory.standardizedFileURL.path
+                    ? "is given twice" : "is the same directory as \(first.directory.path) (a symbolic link or a second spelling)"
+                result.failed.append((checkpoint.name, DroptraceError(
+                    "\(again); it is traced once, as \(first.name)", path: checkpoint.directory.path).description))
+            } else {
+                firstOf[identity] = checkpoint
+                distinct.append(checkpoint)
+            }
+        }
+        // Each clash names the first checkpoint of that name or place.
+        var refused: [Int: String] = [:]
+        var firstByName: [String: Int] = [:]
+        var firstByPlace: [String: Int] = [:]
+        for (index, checkpoint) in distinct.enumerated() {
+            let place = position(checkpoint)
+            let placeKey = place.step == Int64.max ? nil : "\(place.stage) \(place.ingredient) \(place.step)"
+            let problem: (Int) -> String
+            let first: Int
+            if let named = firstByName[checkpoint.name] {
+                first = named
+                problem = { "has the same name as \(distinct[$0].directory.path), and the store keeps one row per name: rename one or list only one" }
+            } else if let placeKey, let placed = firstByPlace[placeKey] {
+                first = placed
+                problem = { "is at the same point of training (step \(place.step)) as \(distinct[$0].directory.path): keep one of them in the series" }
+            } else {
+                firstByName[checkpoint.name] = index
+                if let placeKey { firstByPlace[placeKey] = index }
+                continue
+            }
+            refused[index] = problem(first)
+            if refused[first] == nil { refused[first] = problem(index) }
+        }
+        for (index, problem) in refused.sorted(by: { $0.key < $1.key }) {
+            let checkpoint = distinct[index]
+            result.failed.append((checkpoint.name, DroptraceError(problem, path: checkpoint.directory.path).description))
+        }
+        result.ready = distinct.enumerated().filter { refused[$0.offset] == nil }.map(\.element)
     }
 
     static func position(_ checkpoint: DiscoveredCheckpoint) -> CheckpointName.Position {
@@ -226,20 +282,58 @@ public enum CheckpointDiscovery {
     }
 }
 
+/// A directory's device and inode, symbolic links followed: the same
+/// directory under two paths has one identity.
+struct DirectoryIdentity: Hashable {
+    var device: UInt64
+    var inode: UInt64
+
+    init?(_ directory: URL) {
+        var info = stat()
+        guard stat(directory.path, &info) == 0 else { return nil }
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+    }
+}
+
 /// The parts of the Trainer's trainer_state.json droptrace uses.
 struct TrainerState {
     var globalStep: Int64?
     var tokensSeen: Int64?
 
-    init?(directory: URL) {
-        guard let data = try? RegularFile.contents(path: directory.appendingPathComponent("trainer_state.json").path, limit: 1 << 26),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+    static let fileName = "trainer_state.json"
+
+    /// The state saved in `directory`; nil when there is none or it is not
+    /// JSON as Python's json module reads it (NaN losses included; the file is
+    /// optional, and may still be being written).
+    /// - Throws: `DroptraceError` naming the file when `global_step` or
+    ///   `num_input_tokens_seen` holds what no count can be (a fraction, a
+    ///   negative or boolean value, a number beyond Int64): read as a count,
+    ///   it would put the checkpoint at another point of training.
+    static func read(in directory: URL) throws -> TrainerState? {
+        let path = directory.appendingPathComponent(fileName).path
+        guard let data = try? RegularFile.contents(path: path, limit: 1 << 26),
+              let object = try? JSONParser.parse([UInt8](data), allowingNonFinite: true) as? JSONObject
         else { return nil }
-        globalStep = (object["global_step"] as? NSNumber)?.int64Value
+        func count(_ value: Any?, key: String) throws -> Int64? {
+            guard let value, !(value is JSONNull) else { return nil }
+            guard type(of: value) == Int.self, let number = value as? Int, number >= 0 else {
+                let shown = switch value {
+                case let text as String: "\"\(SystemError.oneLine(text))\""
+                case is JSONObject, is [Any]: "a list or object"
+                default: "\(value)"
+                }
+                throw DroptraceError("\(key) is \(shown), not a count from 0 to \(Int64.max)", path: path)
+            }
+            return Int64(number)
+        }
+        var state = TrainerState()
+        state.globalStep = try count(object["global_step"], key: "global_step")
         // Recent transformers keep the count at the top level; older ones only in log_history.
-        let history = (object["log_history"] as? [[String: Any]]) ?? []
-        let seen = (object["num_input_tokens_seen"] as? NSNumber)?.int64Value
-            ?? history.compactMap { ($0["num_input_tokens_seen"] as? NSNumber)?.int64Value }.last
-        tokensSeen = seen.flatMap { $0 > 0 ? $0 : nil }
+        let history = (object["log_history"] as? [Any])?.compactMap { ($0 as? JSONObject)?["num_input_tokens_seen"] } ?? []
+        let key = "num_input_tokens_seen"
+        let seen = try count(object[key], key: key) ?? count(history.last, key: "log_history's last \(key)")
+        state.tokensSeen = seen.flatMap { $0 > 0 ? $0 : nil }
+        return state
     }
 }

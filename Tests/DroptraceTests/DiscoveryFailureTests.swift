@@ -194,4 +194,80 @@ import Testing
             #expect(error == DroptraceError("checkpoint not found", path: missing.path))
         }
     }
+
+    // MARK: - One checkpoint, one row
+
+    /// A directory found twice (a symbolic link) is traced once; two
+    /// directories at one step (checkpoint-7 and checkpoint-007) are both
+    /// refused, each naming the other, and the others are stored.
+    @Test func checkpointFoundTwiceOrTwoAtOneStepAreRefused() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let ten = try series.add(step: 10)
+        try series.add(step: 20)
+        let seven = try series.add(step: 7, name: "checkpoint-7")
+        let padded = try series.add(step: 7, name: "checkpoint-007")
+        let link = series.directory.appendingPathComponent("step10")
+        try FileManager.default.createSymbolicLink(at: link, withDestinationURL: ten)
+
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.map(\.name) == ["checkpoint-10", "checkpoint-20"])
+        #expect(result.failed.map(\.name) == ["checkpoint-007", "checkpoint-7", "step10"])
+        let messages = Dictionary(uniqueKeysWithValues: result.failed.map { ($0.name, $0.error) })
+        #expect(messages["step10"] == "\(link.path): is the same directory as \(ten.path) (a symbolic link or a second spelling); it is traced once, as checkpoint-10")
+        #expect(messages["checkpoint-7"]?.hasPrefix("\(seven.path): is at the same point of training (step 7) as \(padded.path)") == true)
+        #expect(messages["checkpoint-007"]?.hasPrefix("\(padded.path): is at the same point of training (step 7) as \(seven.path)") == true)
+
+        let run = try trace(series.directory, scratch.path("out"))
+        #expect(run.status == 1, "\(run.stderr)")
+        #expect(lines(run.stderr, "error").count == 3, "\(run.stderr)")
+        let store = try ScoreFile.read(from: scratch.path("out/scores.h5"))
+        #expect(store.rows.map(\.name) == ["checkpoint-10", "checkpoint-20"])
+    }
+
+    /// Rows are kept by name: two listed checkpoints of one name (from two
+    /// runs' directories) would replace each other's row at every run. The
+    /// same directory listed twice is scored once.
+    @Test func listedCheckpointsOfOneNameAreRefused() throws {
+        let scratch = try ScratchDirectory()
+        let first = try SeriesBuilder(in: scratch)
+        let mine = try first.add(step: 10)
+        try first.add(step: 20)
+        let theirs = scratch.path("other/checkpoint-10")
+        try FileManager.default.createDirectory(at: theirs.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: FixtureFiles.model("llama-f32"), to: theirs)
+        let twenty = first.directory.appendingPathComponent("checkpoint-20")
+
+        let result = try CheckpointDiscovery.inspect([mine, twenty, theirs, twenty])
+        #expect(result.ready.map(\.name) == ["checkpoint-20"])
+        #expect(result.failed.map(\.error).sorted() == [
+            "\(theirs.path): has the same name as \(mine.path), and the store keeps one row per name: rename one or list only one",
+            "\(twenty.path): is given twice; it is traced once, as checkpoint-20",
+            "\(mine.path): has the same name as \(theirs.path), and the store keeps one row per name: rename one or list only one",
+        ].sorted())
+    }
+
+    /// A trainer_state.json count that no count can be would place the
+    /// checkpoint elsewhere in training (1e30 read as Int64.min, true as
+    /// step 1, 2.5 as step 2): the checkpoint fails, naming the file.
+    @Test(arguments: [
+        ("global_step", "1e30"), ("global_step", "-5"), ("global_step", "true"), ("global_step", "2.5"),
+        ("global_step", "18446744073709551615"), ("num_input_tokens_seen", "-4096"), ("num_input_tokens_seen", "1.5e3"),
+    ])
+    func trainerStateCountThatIsNoCountFailsTheCheckpoint(key: String, literal: String) throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10, tokensSeen: 640)
+        let bad = try series.add(step: 20, tokensSeen: 1280)
+        let stateFile = bad.appendingPathComponent("trainer_state.json")
+        let fields = ["global_step": "20", "num_input_tokens_seen": "1280"].merging([key: literal]) { $1 }
+        _ = try Data("{\"global_step\": \(fields["global_step"]!), \"num_input_tokens_seen\": \(fields["num_input_tokens_seen"]!), \"log_history\": []}".utf8)
+            .write(to: stateFile)
+
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.map(\.name) == ["checkpoint-10"])
+        #expect(result.failed.map(\.name) == ["checkpoint-20"])
+        #expect(result.failed.first?.error.hasPrefix("\(stateFile.path): \(key) is ") == true, "\(result.failed)")
+        #expect(result.failed.first?.error.contains("not a count from 0 to 9223372036854775807") == true, "\(result.failed)")
+    }
 }

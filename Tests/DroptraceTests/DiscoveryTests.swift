@@ -31,6 +31,19 @@ import Testing
         #expect(result.ready.map(\.step) == [20, 300, 1000])
     }
 
+    /// Python's json writes a diverged loss as NaN, and the Trainer reads it
+    /// back: the state's step and token count still count.
+    @Test func trainerStateWithNaNLossesIsRead() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let checkpoint = try series.add(step: 20)
+        try Data(#"{"global_step": 25, "num_input_tokens_seen": 4096, "log_history": [{"loss": NaN, "grad_norm": Infinity, "step": 25}]}"#.utf8)
+            .write(to: checkpoint.appendingPathComponent("trainer_state.json"))
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.map(\.step) == [25])
+        #expect(result.ready.map(\.tokens) == [4096])
+    }
+
     @Test func aStepBeyondInt64IsTracedAsUnknownWithAWarningNamingTheDirectory() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)

@@ -15,6 +15,18 @@ import Testing
         #expect(error?.reason.contains(reason) == true && error?.offset == offset, "\(text): \(String(describing: error))")
     }
 
+    /// Python's json writes and reads NaN, Infinity and -Infinity; only
+    /// readers of Python tools' own files (trainer_state.json) accept them.
+    @Test func pythonsNonFiniteNumbersOnlyWhenAsked() throws {
+        let bytes = Array(#"[NaN, Infinity, -Infinity, -1]"#.utf8)
+        #expect(throws: JSONParser.Failure.self) { try JSONParser.parse(bytes) }
+        let values = try #require(try JSONParser.parse(bytes, allowingNonFinite: true) as? [Any])
+        let numbers = values.compactMap { $0 as? Double }
+        #expect(numbers.count == 3 && numbers[0].isNaN && numbers[1] == .infinity && numbers[2] == -.infinity)
+        #expect(values[3] as? Int == -1)
+        #expect(throws: JSONParser.Failure.self) { try JSONParser.parse(Array("[Nan]".utf8), allowingNonFinite: true) }
+    }
+
     @Test func invalidUTF8InAStringIsRefused() {
         for bytes in [[0x22, 0xFF, 0x22], [0x22, 0x61, 0x5C, 0x6E, 0xC3, 0x22]] as [[UInt8]] {
             let error = #expect(throws: JSONValue.Malformed.self) { try JSONValue.parse(bytes) }
