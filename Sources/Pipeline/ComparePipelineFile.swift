@@ -43,6 +43,7 @@ public enum PipelineDocument {
               mapping.keys.contains(where: { $0.string == ComparePipelineFile.CodingKeys.compare.rawValue })
         else { return .trace(try PipelineFile.load(url)) }
         try PipelineYAML.checkShape(mapping, path: url.path)
+        try PipelineYAML.checkPaths(mapping, path: url.path)
         let known = ComparePipelineFile.CodingKeys.allCases.map(\.rawValue)
         if let unknown = mapping.keys.compactMap(\.string).sorted().first(where: { !known.contains($0) }) {
             throw DroptraceError(
@@ -54,6 +55,7 @@ public enum PipelineDocument {
         guard file.compare.count >= 2 else {
             throw DroptraceError("\"compare\" lists \(file.compare.count) store(s); give at least two", path: url.path)
         }
+        if let problem = file.title.flatMap(TraceOptions.titleProblem) { throw DroptraceError(problem, path: url.path) }
         return .compare(file)
     }
 }

@@ -99,6 +99,7 @@ public struct PipelineFile: Decodable {
             }
         }
         try PipelineYAML.checkDecimalNumbers(mapping, path: url.path)
+        try PipelineYAML.checkPaths(mapping, path: url.path)
         // Checked before decoding, which would only say that the value cannot be read.
         if let node = mapping[CodingKeys.precision.rawValue],
            node.null != nil || node.scalar.flatMap({ Precision(rawValue: $0.string) }) == nil {
@@ -110,9 +111,10 @@ public struct PipelineFile: Decodable {
             throw DroptraceError("give exactly one of \"series\" (a directory) or \"checkpoints\" (a list)", path: url.path)
         }
         if let problem = file.title.flatMap(TraceOptions.titleProblem) { throw DroptraceError(problem, path: url.path) }
-        if file.output.isEmpty { throw DroptraceError("output must name a directory", path: url.path) }
         if let seqLen = file.seqLen, seqLen < 1 { throw DroptraceError("seq_len must be at least 1", path: url.path) }
         if let samples = file.samples, samples < 1 { throw DroptraceError("samples must be at least 1", path: url.path) }
+        if file.checkpoints?.isEmpty == true { throw DroptraceError("checkpoints lists no checkpoint", path: url.path) }
+        if file.dropK?.isEmpty == true { throw DroptraceError("drop_k lists no value", path: url.path) }
         if let dropK = file.dropK, dropK.contains(where: { $0 < 1 }) {
             throw DroptraceError("drop_k values must be at least 1", path: url.path)
         }
@@ -282,6 +284,7 @@ enum PipelineYAML {
                 guard fileValue.null == nil, let file = fileValue.scalar?.string, !file.isEmpty else {
                     throw DroptraceError("task \(quoted): \(label) must be a file path", path: path)
                 }
+                if let problem = pathProblem(file) { throw DroptraceError("task \(quoted): \(label) \(problem)", path: path) }
                 found[label] = file
             }
             guard let evaluation = found["eval"] else {
@@ -342,6 +345,51 @@ enum PipelineYAML {
                 try check(value, setting: name, fraction: fractionalSettings.contains(name))
             }
         }
+    }
+
+    /// Settings naming one file or directory, and lists of them.
+    static let pathSettings = ["series", "calibration", "output", "eval"]
+    static let pathListSettings = ["checkpoints", "compare"]
+
+    /// Refuses path settings that would name another place than written:
+    /// YAML's null (`~`, `null`), which the decoder turns into the text
+    /// "~" or "null" for a setting that must be given (an optional one given
+    /// as null is absent), an empty path (the pipeline file's own
+    /// directory), and the paths `pathProblem` names. Values of other kinds
+    /// are left to the decoder, which names their type.
+    static func checkPaths(_ mapping: Node.Mapping, path: String) throws {
+        for (key, value) in mapping {
+            guard let name = key.scalar?.string else { continue }
+            let isList = pathListSettings.contains(name)
+            guard isList || pathSettings.contains(name) else { continue }
+            let items = isList ? value.sequence.map(Array.init) ?? [] : [value]
+            for item in items {
+                let setting = isList ? "an entry of \"\(name)\"" : "setting \"\(name)\""
+                // Yams reads a quoted '' or 'null' as null too; only a plain one is YAML's null.
+                if item.null != nil, item.scalar?.style == .plain {
+                    // An optional setting given as null is absent, as the decoder reads it.
+                    if isList || !["series", "eval"].contains(name) {
+                        throw DroptraceError("\(setting) is null (YAML reads ~, null and nothing as no value); give a path", path: path)
+                    }
+                    continue
+                }
+                guard let text = item.scalar?.string else { continue }
+                if text.isEmpty { throw DroptraceError("\(setting) is empty; give a path", path: path) }
+                if let problem = pathProblem(text) { throw DroptraceError("\(setting) \(problem)", path: path) }
+            }
+        }
+    }
+
+    /// Why `text` cannot be a path of a pipeline file, nil when it can: a
+    /// NUL character (no file name holds one; Foundation would write
+    /// `%00` instead), or a leading `~`, which only a shell expands to a
+    /// home directory (here it would be a directory named `~`).
+    static func pathProblem(_ text: String) -> String? {
+        if text.contains("\u{0}") { return "holds a NUL character, which no path can hold" }
+        if text.hasPrefix("~") {
+            return "begins with ~, which only a shell expands to a home directory; write the path in full"
+        }
+        return nil
     }
 
     /// Refuses complex keys, tags outside the core schema and documents

@@ -31,6 +31,7 @@ struct CompareCommand: ParsableCommand {
     func validate() throws {
         if stores.count < 2 { throw ValidationError("give at least two output directories to compare") }
         if output.isEmpty { throw ValidationError("--output must name a directory") }
+        if let problem = title.flatMap(TraceOptions.titleProblem) { throw ValidationError("--\(problem)") }
     }
 
     func run() throws {

@@ -161,6 +161,10 @@ struct ReportCommand: ParsableCommand {
     @Option(help: "Report title for this rebuild only (default: the title stored by trace); the store is not changed.")
     var title: String?
 
+    func validate() throws {
+        if let problem = title.flatMap(TraceOptions.titleProblem) { throw ValidationError("--\(problem)") }
+    }
+
     func run() throws {
         try runLocked { log in
             let report = try ReportRebuild.run(outDir: URL(fileURLWithPath: outDir), title: title)

@@ -109,6 +109,44 @@ struct PipelineFileSafetyTests {
         #expect(fractions.settleMinutes == 0.5)
     }
 
+    /// YAML's null (~, null, nothing) was decoded as the text "~" or "null"
+    /// (`output: ~` wrote the run into a directory named ~), an empty path
+    /// meant the pipeline file's own directory (`checkpoints: [a, '']` traced
+    /// it as a checkpoint), a NUL was written as %00, and a leading ~ is no
+    /// home directory outside a shell.
+    @Test("path settings that would name another place are refused", arguments: [
+        ("series: s\ncalibration: c.txt\noutput: ~\n", "setting \"output\" is null"),
+        ("series: s\ncalibration: c.txt\noutput: null\n", "setting \"output\" is null"),
+        ("series: s\ncalibration: c.txt\noutput:\n", "setting \"output\" is null"),
+        ("series: s\ncalibration: ~\noutput: out\n", "setting \"calibration\" is null"),
+        ("series: s\ncalibration: ''\noutput: out\n", "setting \"calibration\" is empty"),
+        ("series: s\ncalibration: c.txt\neval: ''\noutput: out\n", "setting \"eval\" is empty"),
+        ("checkpoints: [a, ~]\ncalibration: c.txt\noutput: out\n", "an entry of \"checkpoints\" is null"),
+        ("checkpoints: [a, '']\ncalibration: c.txt\noutput: out\n", "an entry of \"checkpoints\" is empty"),
+        ("series: s\ncalibration: c.txt\noutput: \"out\\0x\"\n", "setting \"output\" holds a NUL character"),
+        ("series: ~/runs/a\ncalibration: c.txt\noutput: out\n", "setting \"series\" begins with ~"),
+        ("series: s\ncalibration: c.txt\noutput: out\ntasks: {piqa: {eval: ~/piqa.jsonl}}\n", "task \"piqa\": eval begins with ~"),
+        ("checkpoints: []\ncalibration: c.txt\noutput: out\n", "checkpoints lists no checkpoint"),
+        ("series: s\ncalibration: c.txt\noutput: out\ndrop_k: []\n", "drop_k lists no value"),
+        ("compare: [a, ~]\noutput: out\n", "an entry of \"compare\" is null"),
+        ("compare: [a, b]\noutput: ''\n", "setting \"output\" is empty"),
+        ("title: \"a\\nb\"\ncompare: [a, b]\noutput: out\n", "title must be one line"),
+    ])
+    func pathThatWouldNameAnotherPlaceIsRefused(text: String, words: String) throws {
+        let scratch = try ScratchDirectory()
+        let file = try scratch.write(text, to: "p.yaml")
+        let error = #expect(throws: DroptraceError.self) { try PipelineDocument.load(file) }
+        #expect(error?.path == file.path)
+        #expect(error?.message.contains(words) == true, "\(error?.message ?? "no error")")
+    }
+
+    @Test("an optional path setting given as null is absent")
+    func nullOptionalPathIsAbsent() throws {
+        let scratch = try ScratchDirectory()
+        let file = try PipelineFile.load(scratch.write("series: ~\ncheckpoints: [a]\ncalibration: c.txt\neval: null\noutput: out\n", to: "p.yaml"))
+        #expect(file.series == nil && file.eval == nil && file.checkpoints == ["a"])
+    }
+
     @Test("the nesting bound counts brackets, indentation and block indicators")
     func nestingBound() {
         #expect(PipelineYAML.nestingBound(Array("a: [[1], {b: 2}]\n".utf8)) <= 4)

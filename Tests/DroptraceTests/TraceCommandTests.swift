@@ -198,6 +198,18 @@ import Glibc
         #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("scores.h5").path))
     }
 
+    /// `report --title` and `compare --title` took a tab or line break into
+    /// the report's heading; `trace --title` refused them.
+    @Test(arguments: ["report", "compare"])
+    func titleWithControlCharactersIsAUsageError(command: String) throws {
+        let scratch = try ScratchDirectory()
+        let arguments = command == "report"
+            ? ["report", scratch.path("out").path] : ["compare", scratch.path("a").path, scratch.path("b").path, "--output", scratch.path("c").path]
+        let result = try DroptraceCommand.run(arguments + ["--title", "a\tb"])
+        #expect(result.status == 64, "\(result.stderr)")
+        #expect(result.stderr.contains("title must be one line"), "\(result.stderr)")
+    }
+
     @Test func badPipelineFilesAreRefused() throws {
         let scratch = try ScratchDirectory()
         let cases: [(String, String)] = [
@@ -207,7 +219,7 @@ import Glibc
             ("series: [\n", "YAML"),
             ("series: a\ncalibration: c\noutput: o\nsamples: many\n", "samples"),
             ("series: a\ncalibration: c\noutput: o\ntitle: \"a\\0b\"\n", "title"),
-            ("series: a\ncalibration: c\noutput: \"\"\n", "output must name a directory"),
+            ("series: a\ncalibration: c\noutput: \"\"\n", "setting \"output\" is empty"),
         ]
         for (index, (text, word)) in cases.enumerated() {
             let file = try scratch.write(text, to: "p\(index).yaml")
