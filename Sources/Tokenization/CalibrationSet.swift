@@ -45,7 +45,8 @@ public struct CalibrationSet: Sendable {
     ///
     /// - JSONL (`.jsonl`, and `.json` read the same way): one
     ///   `{"input_ids": [...]}` per non-blank line, other keys ignored (an
-    ///   `attention_mask` with zeros, a padded export, is refused); each
+    ///   `attention_mask` must be a 1 per token: zeros, a padded export, are
+    ///   refused); a leading byte order mark is skipped; each
     ///   line is one sequence, cut to its first `seqLen` tokens when given;
     ///   only the first `samples` sequences when given. No tokenizer needed.
     /// - Anything else is UTF-8 text: the whole file is encoded with
@@ -135,7 +136,9 @@ enum TokenIdLines {
     static func parse(_ data: Data, path: String, seqLen: Int?, samples: Int?) throws -> [[Int]] {
         var sequences: [[Int]] = []
         var lineNumber = 0
-        for line in data.split(separator: 0x0A, omittingEmptySubsequences: false) {
+        // A leading byte order mark, which editors on Windows write, is no part of the first line's JSON.
+        let body = data.starts(with: byteOrderMark) ? data.dropFirst(byteOrderMark.count) : data[...]
+        for line in body.split(separator: 0x0A, omittingEmptySubsequences: false) {
             lineNumber += 1
             if let samples, sequences.count >= samples { break }
             guard line.contains(where: { !isJSONWhitespace($0) }) else { continue }
@@ -149,11 +152,13 @@ enum TokenIdLines {
         return sequences
     }
 
+    static let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
+
     /// The first line holding more than whitespace, trimmed (a leading
     /// UTF-8 byte order mark counts as whitespace); empty when there is none.
     static func firstNonBlankLine(_ data: Data) -> ArraySlice<UInt8> {
         var start = data.startIndex
-        if data.starts(with: [0xEF, 0xBB, 0xBF]) { start += 3 }
+        if data.starts(with: byteOrderMark) { start += byteOrderMark.count }
         while start < data.endIndex {
             let end = data[start...].firstIndex(of: 0x0A) ?? data.endIndex
             let line = data[start..<end].drop(while: isJSONWhitespace)
@@ -190,10 +195,8 @@ enum TokenIdLines {
             throw failure("\"input_ids\" should be a list of token ids")
         }
         guard !items.isEmpty else { throw failure("empty sequence") }
-        // A padded export (tokenizer(..., padding=...) then to_json) masks its pads; scoring them as
-        // text would count tokens the model never attends to. Sequences here are unpadded.
-        if let mask = fields["attention_mask"] as? [Any], mask.contains(where: { JSONFields.integer($0) == 0 }) {
-            throw failure("\"attention_mask\" has zeros (padding); give each sequence unpadded, without its pad tokens")
+        if let mask = fields["attention_mask"], let problem = maskProblem(mask, tokens: items.count) {
+            throw failure(problem)
         }
         return try items.enumerated().map { index, item in
             guard let id = JSONFields.integer(item), id >= 0 else {
@@ -204,6 +207,25 @@ enum TokenIdLines {
             }
             return id
         }
+    }
+
+    /// What is wrong with a line's `attention_mask`, nil when it is all
+    /// ones, one per token. A padded export (tokenizer(..., padding=...)
+    /// then to_json) masks its pads with zeros; scoring them as text would
+    /// count tokens the model never attends to. A mask of another length, or
+    /// of values other than 0 and 1 (false, 0.0), belongs to other ids or
+    /// hides pads the same way: sequences here are unpadded.
+    private static func maskProblem(_ mask: Any, tokens: Int) -> String? {
+        guard let values = mask as? [Any], values.allSatisfy({ JSONFields.integer($0).map { $0 == 0 || $0 == 1 } == true }) else {
+            return "\"attention_mask\" should be a list of 0s and 1s, one per token"
+        }
+        if values.contains(where: { JSONFields.integer($0) == 0 }) {
+            return "\"attention_mask\" has zeros (padding); give each sequence unpadded, without its pad tokens"
+        }
+        guard values.count == tokens else {
+            return "\"attention_mask\" has \(values.count) values for \(tokens) input_ids"
+        }
+        return nil
     }
 
     private static func describe(_ value: Any) -> String {

@@ -67,6 +67,14 @@ struct CalibrationSetTests {
         #expect(set.sequences == [[3, 1, 2], [0]])
     }
 
+    /// A byte order mark before the first line is skipped, as the kind check skips it.
+    @Test func jsonlAfterAByteOrderMarkIsRead() throws {
+        let scratch = try TokenizerScratch()
+        let file = try scratch.write("\u{FEFF}{\"input_ids\": [3, 1, 2], \"attention_mask\": [1, 1, 1]}\n{\"input_ids\": [0]}\n", to: "c.jsonl")
+        let set = try CalibrationSet.load(from: file, tokenizer: nil, seqLen: nil, samples: nil)
+        #expect(set.sequences == [[3, 1, 2], [0]])
+    }
+
     @Test func sha256EncodesLengthsAndIds() {
         // Python: hashlib.sha256(b"".join(struct.pack("<I", n) for n in [3, 1, 2, 3, 1, 4])).hexdigest()
         let set = CalibrationSet(sequences: [[1, 2, 3], [4]], sourcePath: "x")
@@ -88,6 +96,12 @@ struct CalibrationSetTests {
         ("{\"input_ids\": [1]}\n{\"input_ids\": []}\n", "line 2: empty sequence"),
         // A padded export: its pads would be scored as text.
         ("{\"input_ids\": [5, 6, 0], \"attention_mask\": [1, 1, 0]}\n", "line 1: \"attention_mask\" has zeros (padding)"),
+        // Masks that hide pads otherwise, or belong to other ids.
+        ("{\"input_ids\": [5, 6, 0], \"attention_mask\": [1, 1, 0.0]}\n", "line 1: \"attention_mask\" should be a list of 0s and 1s"),
+        ("{\"input_ids\": [5, 6, 0], \"attention_mask\": [true, true, false]}\n", "line 1: \"attention_mask\" should be a list of 0s and 1s"),
+        ("{\"input_ids\": [5, 6, 0], \"attention_mask\": \"1 1 0\"}\n", "line 1: \"attention_mask\" should be a list of 0s and 1s"),
+        ("{\"input_ids\": [5, 6, 0], \"attention_mask\": [1, 1, 2]}\n", "line 1: \"attention_mask\" should be a list of 0s and 1s"),
+        ("{\"input_ids\": [5, 6, 0], \"attention_mask\": [1]}\n", "line 1: \"attention_mask\" has 1 values for 3 input_ids"),
         ("\n  \n\n", "no sequences"),
     ])
     func jsonlErrors(contents: String, expectedPhrase: String) throws {
