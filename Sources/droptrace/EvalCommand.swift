@@ -40,14 +40,15 @@ struct EvalCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Few-shot examples per task (default 0).", valueName: "n"))
     var numFewshot: Int?
 
-    @Option(help: ArgumentHelp("Attention layers to drop, e.g. 20,24 (0-based).", valueName: "i,j"))
-    var dropAttention: LayerList = LayerList()
+    // Repeatable: each list adds its layers (a repeated single-value option would keep only the last).
+    @Option(help: ArgumentHelp("Attention layers to drop, e.g. 20,24 (0-based; repeatable, the lists add up).", valueName: "i,j"))
+    var dropAttention: [LayerList] = []
 
-    @Option(help: ArgumentHelp("MLP layers to drop (0-based).", valueName: "i,j"))
-    var dropMlp: LayerList = LayerList()
+    @Option(help: ArgumentHelp("MLP layers to drop (0-based; repeatable).", valueName: "i,j"))
+    var dropMlp: [LayerList] = []
 
-    @Option(help: ArgumentHelp("Whole blocks to drop (0-based).", valueName: "i,j"))
-    var dropBlocks: LayerList = LayerList()
+    @Option(help: ArgumentHelp("Whole blocks to drop (0-based; repeatable).", valueName: "i,j"))
+    var dropBlocks: [LayerList] = []
 
     @OptionGroup var engine: EngineOptions
 
@@ -68,7 +69,8 @@ struct EvalCommand: ParsableCommand {
             engine.apply()
             precision.apply()
             let suite = try TaskSuite(try tasks.map { try TaskRequest(argument: $0) }, numFewshot: numFewshot)
-            let plan = DropPlan(attention: dropAttention.layers, mlp: dropMlp.layers, blocks: dropBlocks.layers)
+            let plan = DropPlan(
+                attention: LayerList.union(dropAttention), mlp: LayerList.union(dropMlp), blocks: LayerList.union(dropBlocks))
             let progress = ProgressBar(label: "eval")
             let result = try EvaluationRun.run(
                 checkpoint: URL(fileURLWithPath: checkpoint), suite: suite, plan: plan,
@@ -92,5 +94,10 @@ struct LayerList: ExpressibleByArgument {
             layers.insert(layer)
         }
         self.layers = layers
+    }
+
+    /// Every layer of `lists`.
+    static func union(_ lists: [LayerList]) -> Set<Int> {
+        lists.reduce(into: []) { $0.formUnion($1.layers) }
     }
 }

@@ -305,4 +305,18 @@ import Tokenization
         #expect(outside.status == 1)
         #expect(outside.stderr.contains("--drop-mlp: layer 99 is not among the model's 5 layers"))
     }
+
+    /// A repeated --drop-* option adds its layers; it kept only the last
+    /// list, so `--drop-mlp 99 --drop-mlp 1` evaluated without MLP 1 alone.
+    @Test func repeatedDropListsAddUp() throws {
+        let model = FixtureFiles.model("llama-f32").path
+        let task = "arc_easy=\(Self.file("arc_easy_test").path)"
+        let repeated = try DroptraceCommand.run(["eval", model, "--task", task, "--drop-mlp", "99", "--drop-mlp", "1"])
+        #expect(repeated.status == 1)
+        #expect(repeated.stderr.contains("--drop-mlp: layer 99 is not among the model's 5 layers"), "\(repeated.stderr)")
+        let split = try DroptraceCommand.run(["eval", model, "--task", task, "--drop-attention", "1", "--drop-attention", "3", "--json"])
+        let joined = try DroptraceCommand.run(["eval", model, "--task", task, "--drop-attention", "1,3", "--json"])
+        #expect(split.status == 0 && joined.status == 0, "\(split.stderr)\(joined.stderr)")
+        #expect(split.stdout == joined.stdout)
+    }
 }
