@@ -111,7 +111,15 @@ public final class TraceRun {
         if let existing = store, !force {
             try checkCompatible(existing, with: calibration)
         }
-        let lacking = discovered.ready.filter { needsScoring($0, store: force ? nil : store) }
+        var lacking = discovered.ready.filter { needsScoring($0, store: force ? nil : store) }
+        if let existing = store, !force {
+            let clashes = Self.placeClashes(lacking, with: existing.rows)
+            for (checkpoint, error) in clashes {
+                log.error("\(error.description)")
+                summary.failed.append((checkpoint.name, error.description))
+            }
+            lacking.removeAll { checkpoint in clashes.contains { $0.checkpoint.name == checkpoint.name } }
+        }
         let todo = lacking.filter { !queued.contains($0.name) }
         summary.queued = lacking.map(\.name).filter(queued.contains)
         let rescored = Set(lacking.map(\.name))
@@ -381,6 +389,30 @@ public final class TraceRun {
     static func reasonToRescore(_ row: CheckpointRow, _ checkpoint: DiscoveredCheckpoint) -> String? {
         CheckpointFingerprint.reasonToRescore(stored: row.fingerprint, current: checkpoint.fingerprint)
             ?? (row.sums == nil ? "its stored row has no per-sequence sums" : nil)
+    }
+
+    /// The checkpoints of `lacking` at the point of training (stage,
+    /// ingredient and known step) of a stored row of another name, each with
+    /// the error that fails it: a checkpoint renamed (checkpoint-7 as
+    /// checkpoint-007) or saved again under another name would be a second
+    /// row at that point, counted twice by the analysis. (Two such
+    /// directories on disk are refused by discovery.)
+    static func placeClashes(
+        _ lacking: [DiscoveredCheckpoint], with rows: [CheckpointRow]
+    ) -> [(checkpoint: DiscoveredCheckpoint, error: DroptraceError)] {
+        lacking.compactMap { checkpoint in
+            let place = CheckpointDiscovery.position(checkpoint)
+            guard place.step != Int64.max,
+                  let row = rows.first(where: {
+                      $0.name != checkpoint.name && CheckpointName.position(name: $0.name, step: $0.step) == place
+                  })
+            else { return nil }
+            return (checkpoint, DroptraceError(
+                "is at the same point of training (step \(place.step)) as \(row.name), whose row the store holds; "
+                    + "pass --force to rescore every checkpoint (rows of checkpoints no longer on disk are dropped), "
+                    + "or use another output directory",
+                path: checkpoint.directory.path))
+        }
     }
 
     /// Rows in series order (`CheckpointName.Position`: stage, ingredient,

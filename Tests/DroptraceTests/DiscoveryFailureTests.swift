@@ -225,6 +225,32 @@ import Testing
         #expect(store.rows.map(\.name) == ["checkpoint-10", "checkpoint-20"])
     }
 
+    /// A checkpoint renamed after it was traced (checkpoint-7 as
+    /// checkpoint-007) would be a second row at its step beside the stored
+    /// one: it fails, naming that row, and the store keeps its rows; --force
+    /// rescores what is on disk, dropping the old name's row.
+    @Test func checkpointRenamedAfterItWasTracedIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        let seven = try series.add(step: 7, name: "checkpoint-7")
+        #expect(try trace(series.directory, scratch.path("out")).status == 0)
+        let padded = series.directory.appendingPathComponent("checkpoint-007")
+        try FileManager.default.moveItem(at: seven, to: padded)
+
+        let run = try trace(series.directory, scratch.path("out"))
+        #expect(run.status == 1, "\(run.stderr)")
+        let errors = lines(run.stderr, "error")
+        #expect(errors.count == 1 && errors[0].hasSuffix(
+            "error: \(padded.path): is at the same point of training (step 7) as checkpoint-7, whose row the store holds; "
+                + "pass --force to rescore every checkpoint (rows of checkpoints no longer on disk are dropped), or use another output directory"),
+            "\(run.stderr)")
+        #expect(try ScoreFile.read(from: scratch.path("out/scores.h5")).rows.map(\.name) == ["checkpoint-7", "checkpoint-10"])
+
+        #expect(try trace(series.directory, scratch.path("out"), ["--force"]).status == 0)
+        #expect(try ScoreFile.read(from: scratch.path("out/scores.h5")).rows.map(\.name) == ["checkpoint-007", "checkpoint-10"])
+    }
+
     /// Rows are kept by name: two listed checkpoints of one name (from two
     /// runs' directories) would replace each other's row at every run. The
     /// same directory listed twice is scored once.
