@@ -88,10 +88,14 @@ public enum CheckpointName {
     /// after stage 1 rather than interleaved with the others. A name without
     /// a stage or ingredient counts as stage 0, ingredient 0; an unknown step
     /// sorts after every known one. Callers break ties by name.
-    public struct Position: Comparable, Sendable {
+    public struct Position: Comparable, Hashable, Sendable {
         public var stage: Int64
         public var ingredient: Int64
         public var step: Int64
+
+        /// Whether the step is known (from trainer_state.json or the name):
+        /// only then do two positions name one point of training.
+        public var isKnown: Bool { step != Int64.max }
 
         public static func < (a: Position, b: Position) -> Bool {
             (a.stage, a.ingredient, a.step) < (b.stage, b.ingredient, b.step)

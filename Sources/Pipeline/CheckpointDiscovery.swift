@@ -160,10 +160,10 @@ public enum CheckpointDiscovery {
         // Each clash names the first checkpoint of that name or place.
         var refused: [Int: String] = [:]
         var firstByName: [String: Int] = [:]
-        var firstByPlace: [String: Int] = [:]
+        var firstByPlace: [CheckpointName.Position: Int] = [:]
         for (index, checkpoint) in distinct.enumerated() {
             let place = position(checkpoint)
-            let placeKey = place.step == Int64.max ? nil : "\(place.stage) \(place.ingredient) \(place.step)"
+            let placeKey = place.isKnown ? place : nil
             let problem: (Int) -> String
             let first: Int
             if let named = firstByName[checkpoint.name] {

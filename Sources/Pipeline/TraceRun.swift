@@ -402,7 +402,7 @@ public final class TraceRun {
     ) -> [(checkpoint: DiscoveredCheckpoint, error: DroptraceError)] {
         lacking.compactMap { checkpoint in
             let place = CheckpointDiscovery.position(checkpoint)
-            guard place.step != Int64.max,
+            guard place.isKnown,
                   let row = rows.first(where: {
                       $0.name != checkpoint.name && CheckpointName.position(name: $0.name, step: $0.step) == place
                   })
