@@ -83,7 +83,7 @@ public struct SlurmSubmit {
         for (name, reason) in discovered.incomplete { log.warning("skipping \(name) for now: \(reason); a later submit will pick it up") }
         for (_, error) in discovered.failed { log.error("\(error)") }
 
-        let stored = try storedFingerprints()
+        let stored = try storedFingerprints(found: discovered.ready)
         var record = try SubmissionRecord.read(layout)
         let queue: ClusterQueue
         if dryRun && !SlurmClient.isInstalled("squeue") {
@@ -219,13 +219,14 @@ public struct SlurmSubmit {
 
     /// Row name → fingerprint of the store's rows (none without a store).
     /// - Throws: `DroptraceError` naming the store when it was scored in
-    ///   another precision than the pipeline's: finalize would refuse to
-    ///   continue it, so nothing is submitted.
-    private func storedFingerprints() throws -> [String: String] {
+    ///   another precision than the pipeline's or holds another series than
+    ///   the one `found` in: finalize would refuse to continue it, so nothing is submitted.
+    private func storedFingerprints(found: [DiscoveredCheckpoint]) throws -> [String: String] {
         let url = layout.store
         guard FileManager.default.fileExists(atPath: url.path) else { return [:] }
         let store = try ScoreFile.read(from: url)
         try store.metadata.checkContinued(in: options.precision, store: url.path)
+        _ = try store.checkContinued(bySeriesIn: options.checkpoints.seriesDirectory, found: found, store: url.path)
         return Dictionary(store.rows.map { ($0.name, $0.fingerprint) }, uniquingKeysWith: { _, last in last })
     }
 

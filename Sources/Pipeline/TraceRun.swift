@@ -96,7 +96,15 @@ public final class TraceRun {
         var store: ScoreFile?
         (store, evaluation, taskAccuracy) = try existingStore()
         // Before anything is computed: even perplexities would come out in the other precision.
-        if let existing = store, !force { try existing.metadata.checkContinued(in: options.precision, store: options.storeURL.path) }
+        let series = options.checkpoints.seriesDirectory
+        if let existing = store, !force {
+            try existing.metadata.checkContinued(in: options.precision, store: options.storeURL.path)
+            if try existing.checkContinued(bySeriesIn: series, found: discovered.ready, store: options.storeURL.path) {
+                log.info("the series was in \(existing.metadata.seriesDirectory ?? ""); the store now records \(series)")
+            }
+            // Recorded even when nothing new is scored (a moved series, a store from before it was recorded).
+            store?.metadata.seriesDirectory = series
+        }
         guard !discovered.ready.isEmpty else {
             if store == nil {
                 log.warning("no finished checkpoints yet; nothing to do")
@@ -204,6 +212,7 @@ public final class TraceRun {
         _ row: CheckpointRow, in store: ScoreFile?, metadata: ScoreFileMetadata, checkpoint: DiscoveredCheckpoint
     ) throws -> ScoreFile {
         var next = store ?? ScoreFile(metadata: metadata, rows: [])
+        next.metadata.seriesDirectory = options.checkpoints.seriesDirectory
         if let existingStore = store {
             try checkSameModel(existingStore, modelType: metadata.modelType, layers: metadata.numLayers, checkpoint: checkpoint)
             next.metadata.recordKernels(of: metadata)

@@ -80,12 +80,17 @@ public struct ScoreFileMetadata: Sendable, Equatable {
     /// `MatrixKernels.description`), several "; "-separated when a store was
     /// continued on other machines; nil in stores written before it was recorded.
     public var matrixKernel: String?
+    /// The series the rows were traced from (`trace`, `run`): an absolute
+    /// path, so a store is never continued with another run's checkpoints;
+    /// nil in `score` files and in stores written before it was recorded.
+    public var seriesDirectory: String?
 
     public init(
         modelType: String, numLayers: Int, metric: String = "cosine",
         calibrationSHA256: String, calibrationTokens: Int64, droptraceVersion: String, shard: CalibrationShard? = nil,
-        precision: String = "f32", matrixKernel: String? = nil
+        precision: String = "f32", matrixKernel: String? = nil, seriesDirectory: String? = nil
     ) {
+        self.seriesDirectory = seriesDirectory
         self.shard = shard
         self.precision = precision
         self.matrixKernel = matrixKernel

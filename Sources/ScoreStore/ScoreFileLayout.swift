@@ -66,6 +66,11 @@ public enum ScoreFileLayout {
         public static let precision = "precision"
         /// string, one line: the matrix kernels that scored the rows; optional.
         public static let matrixKernel = "matrix_kernel"
+        /// string, an absolute path: the series directory the rows were
+        /// traced from (for a list of checkpoints, the directory that holds
+        /// them all); absent in `score` files and in stores written before
+        /// it was recorded.
+        public static let seriesDirectory = "series_directory"
     }
 
     /// The values of the `precision` attribute: TensorEngine's `Precision`

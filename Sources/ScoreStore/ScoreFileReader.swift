@@ -137,30 +137,38 @@ enum ScoreFileReader {
         // Both absent from stores written before they were recorded, which were scored in float32.
         let precision = try file.hasAttribute(Names.precision) ? try file.stringAttribute(Names.precision) : "f32"
         let kernel = try file.hasAttribute(Names.matrixKernel) ? try file.stringAttribute(Names.matrixKernel) : nil
-        if let problem = problem(precision: precision, matrixKernel: kernel) {
-            throw DroptraceError(problem, path: file.filePath)
-        }
-        return ScoreFileMetadata(
+        let series = try file.hasAttribute(Names.seriesDirectory) ? try file.stringAttribute(Names.seriesDirectory) : nil
+        let metadata = ScoreFileMetadata(
             modelType: try file.stringAttribute(Names.modelType),
             numLayers: Int(layers),
             metric: try file.stringAttribute(Names.metric),
             calibrationSHA256: try file.stringAttribute(Names.calibrationSHA256),
             calibrationTokens: try file.scalarAttribute(Names.calibrationTokens, as: Int64.self),
             droptraceVersion: try file.stringAttribute(Names.droptraceVersion), shard: shard,
-            precision: precision, matrixKernel: kernel)
+            precision: precision, matrixKernel: kernel, seriesDirectory: series)
+        if let problem = problem(of: metadata) { throw DroptraceError(problem, path: file.filePath) }
+        return metadata
     }
 
     /// What is wrong with these attribute values, nil when nothing: a
     /// precision droptrace does not know, a kernel name that is not one line
-    /// of text (it is printed in reports and messages).
-    static func problem(precision: String, matrixKernel: String?) -> String? {
+    /// of text (it is printed in reports and messages), a series directory
+    /// that is not an absolute path on one line (it is printed in messages).
+    static func problem(of metadata: ScoreFileMetadata) -> String? {
         typealias Names = ScoreFileLayout.Attribute
+        func oneLine(_ text: String, atMost limit: Int) -> Bool {
+            !text.isEmpty && text.utf8.count <= limit
+                && !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0 == "\u{2028}" || $0 == "\u{2029}" })
+        }
+        let precision = metadata.precision
         if !ScoreFileLayout.precisions.contains(precision) {
             return "root attribute \(Names.precision) is \"\(SystemError.oneLine(String(precision.prefix(40))))\", expected \(ScoreFileLayout.precisions.joined(separator: " or "))"
         }
-        if let matrixKernel, matrixKernel.isEmpty || matrixKernel.count > 1000
-            || matrixKernel.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0 == "\u{2028}" || $0 == "\u{2029}" }) {
-            return "root attribute \(Names.matrixKernel) is not one line of text (at most 1000 characters)"
+        if let kernel = metadata.matrixKernel, !oneLine(kernel, atMost: 1000) {
+            return "root attribute \(Names.matrixKernel) is not one line of text (at most 1000 bytes)"
+        }
+        if let series = metadata.seriesDirectory, !(oneLine(series, atMost: 4096) && series.hasPrefix("/")) {
+            return "root attribute \(Names.seriesDirectory) is not an absolute path on one line"
         }
         return nil
     }

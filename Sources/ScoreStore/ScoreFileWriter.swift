@@ -8,7 +8,7 @@ enum ScoreFileWriter {
         guard layers > 0 else {
             throw DroptraceError("cannot write score file: num_layers is \(layers), must be positive", path: path)
         }
-        if let problem = ScoreFileReader.problem(precision: scores.metadata.precision, matrixKernel: scores.metadata.matrixKernel) {
+        if let problem = ScoreFileReader.problem(of: scores.metadata) {
             throw DroptraceError("cannot write score file: \(problem)", path: path)
         }
         for (index, row) in scores.rows.enumerated() {
@@ -79,6 +79,7 @@ enum ScoreFileWriter {
         try file.setAttribute(Names.droptraceVersion, metadata.droptraceVersion)
         try file.setAttribute(Names.precision, metadata.precision)
         if let kernel = metadata.matrixKernel { try file.setAttribute(Names.matrixKernel, kernel) }
+        if let series = metadata.seriesDirectory { try file.setAttribute(Names.seriesDirectory, series) }
         if let shard = metadata.shard {
             try file.setAttribute(Names.shardIndex, Int64(shard.index))
             try file.setAttribute(Names.shardCount, Int64(shard.count))

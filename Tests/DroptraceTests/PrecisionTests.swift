@@ -134,10 +134,12 @@ import Testing
             ("precision", "fp8\nx", "root attribute precision is \"fp8 x\", expected f32 or bf16"),
             ("matrix_kernel", "a\nb", "root attribute matrix_kernel is not one line"),
             ("matrix_kernel", "", "root attribute matrix_kernel is not one line"),
+            ("series_directory", "runs/seed-1", "root attribute series_directory is not an absolute path on one line"),
+            ("series_directory", "/runs/seed-1\n/runs/seed-2", "root attribute series_directory is not an absolute path on one line"),
         ] {
             try Self.writeStore(url)
             let file = try HDF5File.open(at: url, writable: true)
-            try file.removeAttribute(name)
+            if try file.hasAttribute(name) { try file.removeAttribute(name) }
             try file.setAttribute(name, value)
             try file.close()
             let error = #expect(throws: DroptraceError.self) { try ScoreFile.read(from: url) }
