@@ -74,11 +74,7 @@ public struct SlurmSubmit {
         // A record replacement killed half-way leaves its temporary file; the lock is ours.
         try DirectoryHandle.create(at: layout.slurmDirectory.path).removeStaleTemporaryFiles(targets: [layout.recordName])
 
-        let discovered: CheckpointDiscovery.Result
-        switch options.checkpoints {
-        case .series(let directory): discovered = try CheckpointDiscovery.scan(directory, settleTime: options.settleTime)
-        case .list(let directories): discovered = try CheckpointDiscovery.inspect(directories, settleTime: options.settleTime)
-        }
+        let discovered = try CheckpointDiscovery.find(options.checkpoints, settleTime: options.settleTime)
         for warning in discovered.warnings { log.warning("\(warning)") }
         for (name, reason) in discovered.incomplete { log.warning("skipping \(name) for now: \(reason); a later submit will pick it up") }
         for (_, error) in discovered.failed { log.error("\(error)") }

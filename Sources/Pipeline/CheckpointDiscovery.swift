@@ -41,6 +41,15 @@ public enum CheckpointDiscovery {
         public var warnings: [String] = []
     }
 
+    /// The checkpoints of a run as `trace` is given them: a series
+    /// directory (`scan`) or a list (`inspect`).
+    public static func find(_ checkpoints: TraceOptions.Checkpoints, settleTime: TimeInterval) throws -> Result {
+        switch checkpoints {
+        case .series(let directory): try scan(directory, settleTime: settleTime)
+        case .list(let directories): try inspect(directories, settleTime: settleTime)
+        }
+    }
+
     /// Subdirectories of `seriesDirectory` named like checkpoints
     /// (`CheckpointName`), ordered by `CheckpointName.Position`.
     /// - Throws: `DroptraceError` when the directory is missing, is a file, is itself a

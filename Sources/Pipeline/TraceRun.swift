@@ -173,11 +173,7 @@ public final class TraceRun {
     /// Discovers the checkpoints, saying what it found in the log and in
     /// `summary` (incomplete and failed ones).
     func discover(into summary: inout TraceSummary) throws -> CheckpointDiscovery.Result {
-        let discovered: CheckpointDiscovery.Result
-        switch options.checkpoints {
-        case .series(let directory): discovered = try CheckpointDiscovery.scan(directory, settleTime: options.settleTime)
-        case .list(let directories): discovered = try CheckpointDiscovery.inspect(directories, settleTime: options.settleTime)
-        }
+        let discovered = try CheckpointDiscovery.find(options.checkpoints, settleTime: options.settleTime)
         for warning in discovered.warnings { log.warning("\(warning)") }
         summary.incomplete = discovered.incomplete
         for (name, reason) in discovered.incomplete {
