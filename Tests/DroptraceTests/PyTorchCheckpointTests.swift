@@ -223,6 +223,80 @@ import Testing
         #expect(try TorchStateDict.tensors(in: .dict(plain), path: "m.bin").map { $0.name } == ["w", "v"])
     }
 
+    /// Python decodes a pickle's strings, and torch an archive's record
+    /// names, as UTF-8 and refuses anything else; replacing the bad bytes
+    /// read a tensor name (or a record) torch.load never reads.
+    @Test func stringsThatAreNotUTF8AreRefused() throws {
+        var reader = ByteReader([0x61, 0xFF, 0x62], at: 0, end: 3, path: "m.bin", what: "m/data.pkl")
+        #expect { try reader.string(3) } throws: { "\($0)" == "m.bin: m/data.pkl holds a string that is not UTF-8 at byte 0" }
+        var valid = ByteReader(Array("lé".utf8), at: 0, end: 3, path: "m.bin", what: "m/data.pkl")
+        #expect(try valid.string(3) == "lé")
+
+        let scratch = try ScratchDirectory()
+        let file = scratch.path("m.bin")
+        try Self.renaming("small/.format_version", to: Data([0xFF]) + Data("mall/.format_version".utf8)).write(to: file)
+        #expect(Self.loadError(file) == "\(file.path): zip central directory holds a string that is not UTF-8 at byte 106")
+    }
+
+    /// torch.load refuses an archive with a record outside the folder of its data.pkl.
+    @Test func recordOutsideTheArchiveFolderIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let file = scratch.path("m.bin")
+        try Self.renaming("small/version", to: Data("other/version".utf8)).write(to: file)
+        #expect(Self.loadError(file) == "\(file.path): zip entry other/version lies outside the archive's folder small/")
+    }
+
+    /// small.bin with every occurrence of record name `name` (local header
+    /// and central directory) replaced by `replacement` of the same length.
+    static func renaming(_ name: String, to replacement: Data) throws -> Data {
+        var bytes = try Data(contentsOf: pickle("small.bin"))
+        let old = Data(name.utf8)
+        var start = bytes.startIndex
+        while let range = bytes.range(of: old, in: start..<bytes.endIndex) {
+            bytes.replaceSubrange(range, with: replacement)
+            start = range.upperBound
+        }
+        return bytes
+    }
+
+    /// torch.load calls torch._utils' rebuild functions with the arguments
+    /// the pickle gives, and they take a fixed number; one more or fewer
+    /// fails there (a pickle torch.load refuses was read).
+    @Test func rebuildCallsTakeTorchsArgumentCounts() throws {
+        let storage = PickleValue.storage(TorchStorageReference(element: .float32, key: "0", count: 6))
+        let head: [PickleValue] = [storage, .int(0), .tuple([.int(2), .int(3)], depth: 1), .tuple([.int(3), .int(1)], depth: 1)]
+        let rest: [PickleValue] = [.bool(false), .dict(PickleDict()), .global(.dtype(.float32, name: "float32")), .none]
+        func call(_ function: TorchGlobal, _ count: Int) -> Bool {
+            (try? TorchRebuild.call(function, Array((head + rest).prefix(count)), path: "m.bin", pickleName: "m/data.pkl")) != nil
+        }
+        #expect((3...8).filter { call(.rebuildTensor, $0) } == [4])
+        #expect((3...8).filter { call(.rebuildTensorV2, $0) } == [6, 7])
+        let v3: [PickleValue] = head + [.bool(false), .dict(PickleDict()), .global(.dtype(.float32, name: "float32")), .none, .none]
+        #expect((3...9).filter { (try? TorchRebuild.call(.rebuildTensorV3, Array(v3.prefix($0)), path: "m", pickleName: "p")) != nil } == [7, 8])
+        #expect {
+            try TorchRebuild.call(.rebuildTensorV2, Array(head.prefix(4)) + [.bool(false)], path: "m.bin", pickleName: "m/data.pkl")
+        } throws: { "\($0)" == "m.bin: m/data.pkl: torch._utils._rebuild_tensor_v2 called with 5 arguments, expected 6 or 7" }
+        let tensor = try TorchRebuild.call(.rebuildTensor, head, path: "m", pickleName: "p")
+        let parameter: [PickleValue] = [tensor, .bool(false), .dict(PickleDict()), .none, .none]
+        #expect((1...5).filter { (try? TorchRebuild.call(.rebuildParameter, Array(parameter.prefix($0)), path: "m", pickleName: "p")) != nil } == [3, 4])
+    }
+
+    /// torch.load unpacks a storage's persistent id into exactly its fields:
+    /// five in the zip format, six (with view_metadata) in the legacy one.
+    @Test func persistentIdsHaveTorchsFieldCount() throws {
+        let fields: [PickleValue] = [.string("storage"), .global(.storageClass(.float32, name: "FloatStorage")), .string("0"), .string("cpu"), .int(6), .none, .none]
+        func read(_ count: Int, legacy: Bool) -> Bool {
+            (try? TorchRebuild.storage(.tuple(Array(fields.prefix(count)), depth: 1), legacy: legacy, path: "m.bin", pickleName: "p")) != nil
+        }
+        #expect((4...7).filter { read($0, legacy: false) } == [5])
+        #expect((4...7).filter { read($0, legacy: true) } == [6])
+        #expect {
+            try TorchRebuild.storage(.tuple(Array(fields.prefix(6)), depth: 1), path: "m.bin", pickleName: "m/data.pkl")
+        } throws: {
+            "\($0)" == "m.bin: m/data.pkl: persistent id is a tuple of 6 fields, not a ('storage', type, key, location, numel) tuple"
+        }
+    }
+
     @Test func unfinishedFilesHaveNoExpectedLength() throws {
         let small = Self.pickle("small.bin")
         let size = try FileManager.default.attributesOfItem(atPath: small.path)[.size] as! Int

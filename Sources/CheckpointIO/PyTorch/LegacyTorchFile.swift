@@ -57,7 +57,7 @@ struct LegacyTorchFile {
         let objectPickle = PickleMachine(bytes: bytes, path: path, pickleName: "legacy torch.save state-dict pickle")
         var declared: [String: TorchStorageReference] = [:]
         let (root, afterObject) = try objectPickle.run(from: afterSysInfo) { id in
-            let storage = try TorchRebuild.storage(id, path: path, pickleName: objectPickle.pickleName)
+            let storage = try TorchRebuild.storage(id, legacy: true, path: path, pickleName: objectPickle.pickleName)
             if case .storage(let reference) = storage { declared[reference.key] = reference }
             return storage
         }

@@ -64,6 +64,10 @@ public final class TorchCheckpointFile: @unchecked Sendable {
             throw DroptraceError("zip archive has no <archive>/data.pkl entry; not a torch.save checkpoint", path: path)
         }
         let prefix = String(pickleName.dropLast("data.pkl".count))
+        // torch.load refuses an archive with a record outside its top folder.
+        if let stray = archive.names.first(where: { !$0.hasPrefix(prefix) }) {
+            throw DroptraceError("zip entry \(stray.forErrorMessage) lies outside the archive's folder \(prefix.forErrorMessage)", path: path)
+        }
         if archive.entries[prefix + "byteorder"] != nil {
             let (_, length) = try archive.range(prefix + "byteorder")
             let order = length <= 16 ? String(decoding: try archive.contents(prefix + "byteorder"), as: UTF8.self) : "?"

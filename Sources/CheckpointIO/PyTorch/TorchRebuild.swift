@@ -21,8 +21,16 @@ enum TorchRebuild {
             return .dict(dict)
 
         case .rebuildTensor, .rebuildTensorV2, .rebuildTensorV3:
-            let needed = function == .rebuildTensorV3 ? 7 : 4
-            guard arguments.count >= needed else { throw fail("called with \(arguments.count) arguments, expected at least \(needed)") }
+            // The parameters of torch._utils' functions, the optional metadata last:
+            // (storage, offset, size, stride[, requires_grad, backward_hooks[, dtype], metadata=None]).
+            let accepted = switch function {
+            case .rebuildTensor: 4...4
+            case .rebuildTensorV2: 6...7
+            default: 7...8
+            }
+            guard accepted.contains(arguments.count) else {
+                throw fail("called with \(arguments.count) arguments, expected \(accepted.count == 1 ? "\(accepted.lowerBound)" : "\(accepted.lowerBound) or \(accepted.upperBound)")")
+            }
             guard case .storage(let storage) = arguments[0] else { throw fail("called on \(arguments[0].kind), not a storage") }
             guard case .int(let offset) = arguments[1], offset >= 0,
                   let shape = integers(arguments[2]), let strides = integers(arguments[3]),
@@ -36,6 +44,8 @@ enum TorchRebuild {
             return .tensor(TorchTensorRecord(storage: storage, element: element, offset: offset, shape: shape, strides: strides))
 
         case .rebuildParameter:
+            // (data, requires_grad, backward_hooks[, state]), the last in _rebuild_parameter_with_state.
+            guard (3...4).contains(arguments.count) else { throw fail("called with \(arguments.count) arguments, expected 3 or 4") }
             guard case .tensor(let tensor) = arguments.first else { throw fail("called on something other than a tensor") }
             return .tensor(tensor)
 
@@ -47,11 +57,15 @@ enum TorchRebuild {
     }
 
     /// The persistent id torch.save writes for a storage:
-    /// `("storage", storage_type, key, location, numel[, view_metadata])`.
-    static func storage(_ id: PickleValue, path: String, pickleName: String) throws -> PickleValue {
+    /// `("storage", storage_type, key, location, numel)` in the zip format,
+    /// with a sixth field, `view_metadata`, in the legacy one; torch.load
+    /// unpacks exactly these fields and fails on any other count.
+    static func storage(_ id: PickleValue, legacy: Bool = false, path: String, pickleName: String) throws -> PickleValue {
         func fail(_ message: String) -> DroptraceError { DroptraceError("\(pickleName): \(message)", path: path) }
-        guard case .tuple(let fields, _) = id, fields.count >= 5, case .string("storage") = fields[0] else {
-            throw fail("persistent id is \(id.kind), not a ('storage', type, key, location, numel) tuple")
+        let shape = legacy ? "('storage', type, key, location, numel, view_metadata)" : "('storage', type, key, location, numel)"
+        guard case .tuple(let fields, _) = id, fields.count == (legacy ? 6 : 5), case .string("storage") = fields[0] else {
+            let found = if case .tuple(let fields, _) = id { "a tuple of \(fields.count) fields" } else { id.kind }
+            throw fail("persistent id is \(found), not a \(shape) tuple")
         }
         guard case .global(.storageClass(let element, _)) = fields[1] else {
             throw fail("persistent id names \(fields[1].kind) where a torch storage class belongs")

@@ -289,7 +289,15 @@ struct ByteReader {
         return bytes[position..<(position + count)]
     }
 
+    /// `count` bytes of UTF-8 text, refused when they are not UTF-8: Python
+    /// decodes a pickle's strings and torch an archive's names as UTF-8 and
+    /// fails on anything else, so replacing bad bytes would read a name that
+    /// torch never reads.
     mutating func string(_ count: Int) throws -> String {
-        String(decoding: try raw(count), as: UTF8.self)
+        let start = position
+        guard let text = String(validating: try raw(count), as: UTF8.self) else {
+            throw DroptraceError("\(what) holds a string that is not UTF-8 at byte \(start)", path: path)
+        }
+        return text
     }
 }
