@@ -5,32 +5,19 @@ import Tokenization
 extension VocabularySpec {
     /// The tokenizer a GGUF file carries in its `tokenizer.ggml.*` metadata.
     public init(gguf: GGUFCheckpoint) throws {
-        let metadata = gguf.metadata
+        // Each key as llama.cpp's vocabulary loader reads it: token and merge
+        // lists as STRING arrays, scores and token types as the raw float32 and
+        // int32 data of their arrays, ids as UINT32, flags as BOOL.
+        let metadata = GGUFMetadata(values: gguf.metadata, path: gguf.path)
         let path = gguf.path
         func key(_ name: String) -> String { "tokenizer.ggml." + name }
         func strings(_ name: String) throws -> [String]? {
-            guard let value = metadata[key(name)] else { return nil }
-            guard let items = value.array?.map(\.string), !items.contains(where: { $0 == nil }) else {
-                throw DroptraceError("GGUF metadata key '\(key(name))' is not an array of strings", path: path)
-            }
-            return items.map { $0! }
+            try metadata.optionalArray(key(name), of: [.string])?.map { $0.string! }
         }
-        func id(_ name: String) throws -> Int? {
-            guard let value = metadata[key(name)] else { return nil }
-            guard let number = value.int else {
-                throw DroptraceError("GGUF metadata key '\(key(name))' is not an integer", path: path)
-            }
-            return number
-        }
-        func flag(_ name: String) throws -> Bool? {
-            guard let value = metadata[key(name)] else { return nil }
-            guard let flag = value.bool else {
-                throw DroptraceError("GGUF metadata key '\(key(name))' is not a bool", path: path)
-            }
-            return flag
-        }
+        func id(_ name: String) throws -> Int? { try metadata.optionalUInt32(key(name)) }
+        func flag(_ name: String) throws -> Bool? { try metadata.optionalBool(key(name)) }
 
-        guard let modelName = metadata[key("model")]?.string else {
+        guard let modelName = try metadata.optionalString(key("model")) else {
             throw DroptraceError("the GGUF file carries no tokenizer (no '\(key("model"))' key)", path: path)
         }
         guard let model = Model(rawValue: modelName) else {
@@ -41,24 +28,22 @@ extension VocabularySpec {
             throw DroptraceError("the GGUF tokenizer has no '\(key("tokens"))'", path: path)
         }
         var scores: [Float]?
-        if let value = metadata[key("scores")] {
-            guard let items = value.array?.compactMap(\.double), items.count == tokens.count else {
+        if let items = try metadata.optionalArray(key("scores"), of: [.float32]) {
+            guard items.count == tokens.count else {
                 throw DroptraceError("'\(key("scores"))' must hold one number per token", path: path)
             }
-            scores = items.map(Float.init)
+            scores = items.map { Float($0.double!) }
         }
         var tokenTypes: [TokenType]?
-        if let value = metadata[key("token_type")] {
+        if let items = try metadata.optionalArray(key("token_type"), of: [.int32, .uint32])?.map({ $0.int.flatMap(TokenType.init(rawValue:)) }) {
             // Every entry is checked before the count: dropping the types out of
             // range would pair the rest with the wrong tokens.
-            guard let items = value.array?.map({ $0.int.flatMap(TokenType.init(rawValue:)) }),
-                  items.count == tokens.count, !items.contains(nil)
-            else {
+            guard items.count == tokens.count, !items.contains(nil) else {
                 throw DroptraceError("'\(key("token_type"))' must hold one token type (1...6) per token", path: path)
             }
             tokenTypes = items.map { $0! }
         }
-        let preTokenizer = metadata[key("pre")]?.string
+        let preTokenizer = try metadata.optionalString(key("pre"))
         let ids = (bos: try id("bos_token_id"), eos: try id("eos_token_id"), unknown: try id("unknown_token_id"))
         for (name, value) in [("bos_token_id", ids.bos), ("eos_token_id", ids.eos), ("unknown_token_id", ids.unknown)] {
             if let value, !(0..<tokens.count).contains(value) {

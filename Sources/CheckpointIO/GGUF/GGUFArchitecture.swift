@@ -78,7 +78,7 @@ struct GGUFArchitecture: Sendable {
                 "model_type": modelType,
                 "hidden_size": sizes.hidden, "num_hidden_layers": sizes.layers, "num_attention_heads": sizes.heads,
                 "num_key_value_heads": sizes.kvHeads, "head_dim": sizes.headDim, "intermediate_size": sizes.feedForward,
-                "rms_norm_eps": try metadata.positiveDouble(key("attention.layer_norm_rms_epsilon")),
+                "rms_norm_eps": try metadata.positiveFloat32(key("attention.layer_norm_rms_epsilon")),
                 "vocab_size": sizes.vocabulary, "max_position_embeddings": sizes.context, "hidden_act": "silu",
                 "tie_word_embeddings": sizes.tied, "attention_bias": false,
                 "rope_parameters": try GGUFConfiguration.rope(self),

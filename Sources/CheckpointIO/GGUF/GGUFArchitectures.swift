@@ -21,7 +21,7 @@ extension GGUFArchitecture {
         ]),
         attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)])
     ) { input in
-        let slidingWindow = try input.metadata.optionalInt(input.key("attention.sliding_window"))
+        let slidingWindow = try input.metadata.optionalUInt32(input.key("attention.sliding_window"))
         try ConfigRules.checks(path: input.path) {
             try ConfigRules.countIfPresent(slidingWindow, input.key("attention.sliding_window"))
             // llama.cpp interleaves the two halves of each rotary head; an odd width has no halves.
@@ -60,7 +60,7 @@ extension GGUFArchitecture {
         attentionRows: .fusedPerHead("attn_qkv.weight")
     ) { input in
         let a = input.architecture.name + ".", headDim = input.sizes.headDim, sizes = input.sizes
-        let rotary = try input.metadata.optionalInt(a + "rope.dimension_count") ?? headDim
+        let rotary = try input.metadata.optionalUInt32(a + "rope.dimension_count") ?? headDim
         // transformers rotates 2·ceil(rotary/2) dimensions, which must fit in the head.
         guard rotary >= 1, rotary + rotary % 2 <= headDim else {
             throw InvalidConfigValue(
@@ -71,7 +71,7 @@ extension GGUFArchitecture {
             "model_type": "gpt_neox",
             "hidden_size": sizes.hidden, "num_hidden_layers": sizes.layers, "num_attention_heads": sizes.heads,
             "intermediate_size": sizes.feedForward,
-            "layer_norm_eps": try input.metadata.positiveDouble(a + "attention.layer_norm_epsilon"),
+            "layer_norm_eps": try input.metadata.positiveFloat32(a + "attention.layer_norm_epsilon"),
             "vocab_size": sizes.vocabulary, "max_position_embeddings": sizes.context, "hidden_act": "gelu",
             "use_parallel_residual": try input.metadata.optionalBool(a + "use_parallel_residual") ?? true,
             "attention_bias": input.tensorDimensions["blk.0.attn_qkv.bias"] != nil,
@@ -98,7 +98,7 @@ extension GGUFArchitecture {
             "model_type": "gpt2",
             "n_embd": sizes.hidden, "n_layer": sizes.layers, "n_head": sizes.heads, "n_inner": sizes.feedForward,
             "n_positions": sizes.context, "vocab_size": sizes.vocabulary,
-            "layer_norm_epsilon": try input.metadata.positiveDouble(input.key("attention.layer_norm_epsilon")),
+            "layer_norm_epsilon": try input.metadata.positiveFloat32(input.key("attention.layer_norm_epsilon")),
             "activation_function": "gelu_new", "tie_word_embeddings": sizes.tied,
         ]
     }
@@ -155,24 +155,24 @@ extension GGUFArchitecture {
         let m = input.metadata
         config["hidden_act"] = "gelu_pytorch_tanh"
         config["hidden_activation"] = "gelu_pytorch_tanh"
-        let window = try m.optionalInt(input.key("attention.sliding_window"))
+        let window = try m.optionalUInt32(input.key("attention.sliding_window"))
         try ConfigRules.checks(path: input.path) { try ConfigRules.countIfPresent(window, input.key("attention.sliding_window")) }
         config["sliding_window"] = window ?? 4096
         config["layer_types"] = try GGUFConfiguration.slidingPattern(input, default: 6)
         // llama.cpp scales queries by 1/sqrt(head width) unless the file gives a scale.
-        if let scale = try m.optionalPositiveDouble(input.key("attention.scale")) {
+        if let scale = try m.optionalPositiveFloat32(input.key("attention.scale")) {
             config["query_pre_attn_scalar"] = 1 / (scale * scale)
         } else {
             config["query_pre_attn_scalar"] = input.sizes.headDim
         }
         // llama.cpp's gemma3 soft-caps nothing unless the file says so (transformers' default: None).
         for key in ["final_logit_softcapping", "attn_logit_softcapping"] {
-            if let cap = try m.optionalPositiveDouble(input.key(key)) { config[key] = cap }
+            if let cap = try m.optionalPositiveFloat32(input.key(key)) { config[key] = cap }
         }
         config["rope_parameters"] = [
             "full_attention": try GGUFConfiguration.rope(input),
             "sliding_attention": [
-                "rope_type": "default", "rope_theta": try m.optionalPositiveDouble(input.key("rope.freq_base_swa")) ?? 10_000,
+                "rope_type": "default", "rope_theta": try m.optionalPositiveFloat32(input.key("rope.freq_base_swa")) ?? 10_000,
             ] as [String: Any],
         ] as [String: Any]
         return config
@@ -190,16 +190,16 @@ extension GGUFArchitecture {
         var config = try input.llamaShaped("phi3")
         config.removeValue(forKey: "attention_bias")
         let m = input.metadata, headDim = input.sizes.headDim
-        let rotary = try m.optionalInt(input.key("rope.dimension_count")) ?? headDim
+        let rotary = try m.optionalUInt32(input.key("rope.dimension_count")) ?? headDim
         guard rotary >= 2, rotary % 2 == 0, rotary <= headDim else {
             throw InvalidConfigValue(
                 key: input.key("rope.dimension_count"), problem: "must be even and between 2 and the head width \(headDim), got \(rotary)"
             ).error(path: input.path)
         }
-        let original = try m.optionalInt(input.key("rope.scaling.original_context_length")) ?? input.sizes.context
+        let original = try m.optionalUInt32(input.key("rope.scaling.original_context_length")) ?? input.sizes.context
         try ConfigRules.checks(path: input.path) { try ConfigRules.count(original, input.key("rope.scaling.original_context_length")) }
         config["original_max_position_embeddings"] = original
-        if let window = try m.optionalInt(input.key("attention.sliding_window")) {
+        if let window = try m.optionalUInt32(input.key("attention.sliding_window")) {
             try ConfigRules.checks(path: input.path) { try ConfigRules.count(window, input.key("attention.sliding_window")) }
             config["sliding_window"] = window
         }
@@ -220,7 +220,7 @@ extension GGUFArchitecture {
             // only another value is passed on.
             let scale = Double(input.sizes.context) / Double(original)
             let derived = scale > 1 ? (1 + log(scale) / log(Double(original))).squareRoot() : 1
-            if let attention = try m.optionalPositiveDouble(input.key("rope.scaling.attn_factor")), Float(attention) != Float(derived) {
+            if let attention = try m.optionalPositiveFloat32(input.key("rope.scaling.attn_factor")), Float(attention) != Float(derived) {
                 rope["attention_factor"] = attention
             }
         }
@@ -257,7 +257,7 @@ extension GGUFArchitecture {
         config["num_experts"] = input.sizes.experts
         config["num_experts_per_tok"] = try GGUFConfiguration.expertsUsed(input)
         config["norm_topk_prob"] = try input.metadata.optionalBool(input.key("expert_weights_norm")) ?? false
-        if let clip = try input.metadata.optionalPositiveDouble(input.key("attention.clamp_kqv")) { config["clip_qkv"] = clip }
+        if let clip = try input.metadata.optionalPositiveFloat32(input.key("attention.clamp_kqv")) { config["clip_qkv"] = clip }
         return config
     }
 
@@ -299,7 +299,7 @@ extension GGUFArchitecture {
     ) { input in
         try GGUFConfiguration.requireWholeHeadRotary(input)
         var config = try input.llamaShaped("gpt_oss")
-        let window = try input.metadata.int(input.key("attention.sliding_window"))
+        let window = try input.metadata.uint32(input.key("attention.sliding_window"))
         try ConfigRules.checks(path: input.path) { try ConfigRules.count(window, input.key("attention.sliding_window")) }
         config["attention_bias"] = true
         config["sliding_window"] = window

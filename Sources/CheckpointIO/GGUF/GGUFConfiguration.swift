@@ -34,29 +34,29 @@ struct GGUFConfiguration {
         }
         self.architecture = architecture
         let a = name + "."
-        let experts = try metadata.optionalInt(a + "expert_count") ?? 0
+        let experts = try metadata.optionalUInt32(a + "expert_count") ?? 0
         if experts > 0, !architecture.mixtureOfExperts {
             throw DroptraceError(
                 "mixture-of-experts GGUF models (\(a)expert_count = \(experts), e.g. Mixtral) are not supported", path: path)
         }
 
-        let hidden = try metadata.int(a + "embedding_length")
-        let layers = try metadata.int(a + "block_count")
+        let hidden = try metadata.uint32(a + "embedding_length")
+        let layers = try metadata.uint32(a + "block_count")
         let heads = try metadata.uniformInt(a + "attention.head_count", layers: layers) ?? 0
         let kvHeads = try metadata.uniformInt(a + "attention.head_count_kv", layers: layers) ?? heads
         // Older DeepSeek files have no `key_length_mla`; their `key_length` is the per-head width.
-        let widthKey = try metadata.optionalInt(a + architecture.headWidthKey) == nil ? a + "attention.key_length" : a + architecture.headWidthKey
-        let keyLength = try metadata.optionalInt(widthKey)
+        let widthKey = try metadata.optionalUInt32(a + architecture.headWidthKey) == nil ? a + "attention.key_length" : a + architecture.headWidthKey
+        let keyLength = try metadata.optionalUInt32(widthKey)
         guard let feedForward = try metadata.uniformInt(a + "feed_forward_length", layers: layers) else {
             throw DroptraceError("missing GGUF metadata key '\(a)feed_forward_length'", path: path)
         }
-        let context = try metadata.int(a + "context_length")
+        let context = try metadata.uint32(a + "context_length")
         guard let embedding = tensorDimensions["token_embd.weight"], embedding.count == 2 else {
             throw DroptraceError("missing tensor 'token_embd.weight' (the token embedding)", path: path)
         }
         let vocabulary = embedding[1]
         let tied = tensorDimensions["output.weight"] == nil
-        let theta = try metadata.optionalPositiveDouble(a + "rope.freq_base") ?? 10_000
+        let theta = try metadata.optionalPositiveFloat32(a + "rope.freq_base") ?? 10_000
         var headDim = 0
         try ConfigRules.checks(path: path) {
             try ConfigRules.count(hidden, a + "embedding_length")
@@ -79,7 +79,7 @@ struct GGUFConfiguration {
                 keyLength: keyLength.map { ($0, widthKey) }, embedding: embedding, tensorDimensions: tensorDimensions)
             if experts > 0 {
                 let width = try ConfigRules.count(
-                    try metadata.optionalInt(a + "expert_feed_forward_length") ?? feedForward, a + "expert_feed_forward_length")
+                    try metadata.optionalUInt32(a + "expert_feed_forward_length") ?? feedForward, a + "expert_feed_forward_length")
                 try Self.confirmExperts(prefix: a, experts: experts, width: width, hidden: hidden, tensorDimensions: tensorDimensions)
             }
         }
@@ -191,8 +191,8 @@ struct GGUFConfiguration {
         let m = input.metadata
         var rope: [String: Any] = ["rope_type": "default", "rope_theta": input.sizes.theta]
         let type = try m.optionalString(input.key("rope.scaling.type"))
-        let factor = try m.optionalPositiveDouble(input.key("rope.scaling.factor"))
-            ?? m.optionalPositiveDouble(input.key("rope.scale_linear"))
+        let factor = try m.optionalPositiveFloat32(input.key("rope.scaling.factor"))
+            ?? m.optionalPositiveFloat32(input.key("rope.scale_linear"))
         switch type {
         case nil where factor != nil && factor != 1, "linear":
             rope["rope_type"] = "linear"
@@ -202,14 +202,14 @@ struct GGUFConfiguration {
         case "yarn":
             rope["rope_type"] = "yarn"
             rope["factor"] = factor ?? 1
-            let original = try m.optionalInt(input.key("rope.scaling.original_context_length"))
+            let original = try m.optionalUInt32(input.key("rope.scaling.original_context_length"))
             try ConfigRules.checks(path: input.path) {
                 try ConfigRules.countIfPresent(original, input.key("rope.scaling.original_context_length"))
             }
             if let original { rope["original_max_position_embeddings"] = original }
-            rope["beta_fast"] = try m.optionalPositiveDouble(input.key("rope.scaling.yarn_beta_fast")) ?? 32
-            rope["beta_slow"] = try m.optionalPositiveDouble(input.key("rope.scaling.yarn_beta_slow")) ?? 1
-            if let multiplier = try m.optionalPositiveDouble(input.key("rope.scaling.yarn_log_multiplier")) {
+            rope["beta_fast"] = try m.optionalPositiveFloat32(input.key("rope.scaling.yarn_beta_fast")) ?? 32
+            rope["beta_slow"] = try m.optionalPositiveFloat32(input.key("rope.scaling.yarn_beta_slow")) ?? 1
+            if let multiplier = try m.optionalPositiveFloat32(input.key("rope.scaling.yarn_log_multiplier")) {
                 // The file holds 0.1 · mscale_all_dim as a float32; divide in float32 to get it back.
                 let scale = Double(Float(multiplier) / Float(0.1))
                 rope["mscale_all_dim"] = scale
@@ -226,7 +226,7 @@ struct GGUFConfiguration {
 
     /// The row permutations and q/k norms assume the whole head rotates.
     static func requireWholeHeadRotary(_ input: GGUFArchitecture.Input) throws {
-        if let rotary = try input.metadata.optionalInt(input.key("rope.dimension_count")), rotary != input.sizes.headDim {
+        if let rotary = try input.metadata.optionalUInt32(input.key("rope.dimension_count")), rotary != input.sizes.headDim {
             throw InvalidConfigValue(
                 key: input.key("rope.dimension_count"),
                 problem: "must equal the head width \(input.sizes.headDim) (partial rotary is not supported here), got \(rotary)"
@@ -236,7 +236,7 @@ struct GGUFConfiguration {
 
     /// `expert_used_count`: between 1 and the expert count.
     static func expertsUsed(_ input: GGUFArchitecture.Input) throws -> Int {
-        let used = try input.metadata.int(input.key("expert_used_count"))
+        let used = try input.metadata.uint32(input.key("expert_used_count"))
         guard (1...input.sizes.experts).contains(used) else {
             throw InvalidConfigValue(
                 key: input.key("expert_used_count"), problem: "must be between 1 and the expert count \(input.sizes.experts), got \(used)"
@@ -247,7 +247,7 @@ struct GGUFConfiguration {
 
     /// An expert's inner width (confirmed by the expert stacks).
     static func expertWidth(_ input: GGUFArchitecture.Input) throws -> Int {
-        try input.metadata.optionalInt(input.key("expert_feed_forward_length")) ?? input.sizes.feedForward
+        try input.metadata.optionalUInt32(input.key("expert_feed_forward_length")) ?? input.sizes.feedForward
     }
 
     /// `layer_types` from `attention.sliding_window_pattern`: one flag per layer
@@ -256,15 +256,21 @@ struct GGUFConfiguration {
     static func slidingPattern(_ input: GGUFArchitecture.Input, default fallback: Int) throws -> [String] {
         let key = input.key("attention.sliding_window_pattern")
         guard let value = input.metadata.values[key] else { return input.layerTypes { ($0 + 1) % fallback != 0 } }
-        if let flags = value.array?.compactMap(\.bool), flags.count == input.sizes.layers, value.array?.count == flags.count {
-            return input.layerTypes { flags[$0] }
-        }
-        guard let period = value.int, period >= 1 else {
+        // As gguf-py writes it and llama.cpp reads it: a UINT32 period or one BOOL per layer.
+        let period: UInt64
+        switch value {
+        case .array(let items, .bool) where items.count == input.sizes.layers:
+            return input.layerTypes { items[$0].bool! }
+        case .unsigned(let number, .uint32) where number >= 1:
+            period = number
+        case .unsigned(_, .uint32), .array(_, .bool):
             throw InvalidConfigValue(
                 key: key, problem: "must be a period of at least 1 or one bool per layer (\(input.sizes.layers))"
             ).error(path: input.path)
+        default:
+            throw GGUFMetadata.wrongType(key, value, expected: "UINT32, or an ARRAY of BOOL with one value per block", path: input.path)
         }
-        return input.layerTypes { ($0 + 1) % period != 0 }
+        return input.layerTypes { UInt64($0 + 1) % period != 0 }
     }
 
     /// `json` as config.json text with sorted keys and floats spelled as
@@ -297,13 +303,13 @@ struct GGUFConfiguration {
 extension GGUFMetadata {
     /// A real parameter that is divided by or scales with (epsilons, rope
     /// base and factors): finite and above 0, else an error naming the key.
-    func positiveDouble(_ key: String) throws -> Double {
-        try ConfigRules.checks(path: path) { try ConfigRules.positive(try double(key), key) }
-        return try double(key)
+    func positiveFloat32(_ key: String) throws -> Double {
+        try ConfigRules.checks(path: path) { try ConfigRules.positive(try float32(key), key) }
+        return try float32(key)
     }
 
-    func optionalPositiveDouble(_ key: String) throws -> Double? {
-        guard try optionalDouble(key) != nil else { return nil }
-        return try positiveDouble(key)
+    func optionalPositiveFloat32(_ key: String) throws -> Double? {
+        guard try optionalFloat32(key) != nil else { return nil }
+        return try positiveFloat32(key)
     }
 }

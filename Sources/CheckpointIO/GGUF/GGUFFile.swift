@@ -181,10 +181,14 @@ public final class GGUFFile: @unchecked Sendable {
 
         var alignment = 32
         if let value = metadata["general.alignment"] {
-            guard let a = value.int, a > 0, a <= 1 << 30, a & (a - 1) == 0 else {
-                throw DroptraceError("general.alignment must be a power of two, not \(value)", path: path)
+            // llama.cpp and gguf-py refuse any other type than UINT32.
+            guard case .unsigned(let a, .uint32) = value else {
+                throw GGUFMetadata.wrongType("general.alignment", value, expected: "UINT32", path: path)
             }
-            alignment = a
+            guard a > 0, a <= 1 << 30, a & (a - 1) == 0 else {
+                throw DroptraceError("general.alignment must be a power of two, not \(a)", path: path)
+            }
+            alignment = Int(a)
         }
         for info in tensors where info.offset % alignment != 0 {
             throw DroptraceError(
@@ -296,20 +300,24 @@ struct GGUFByteReader {
     /// A metadata value of GGUF value type `type` (gguf.md's `gguf_metadata_value_type`).
     /// Arrays nest at most `depth` levels (llama.cpp writes none nested).
     mutating func value(type: UInt32, key: String, depth: Int = 0) throws -> GGUFValue {
-        switch type {
-        case 0: return .unsigned(UInt64(try load(UInt8.self)))
-        case 1: return .signed(Int64(try load(Int8.self)))
-        case 2: return .unsigned(UInt64(try load(UInt16.self)))
-        case 3: return .signed(Int64(try load(Int16.self)))
-        case 4: return .unsigned(UInt64(try load(UInt32.self)))
-        case 5: return .signed(Int64(try load(Int32.self)))
-        case 6: return .float(Double(Float(bitPattern: try load(UInt32.self))))
-        case 7: return .bool(try load(UInt8.self) != 0)
-        case 8: return .string(try string())
-        case 9:
+        switch GGUFType(rawValue: type) {
+        case .uint8?: return .unsigned(UInt64(try load(UInt8.self)), .uint8)
+        case .int8?: return .signed(Int64(try load(Int8.self)), .int8)
+        case .uint16?: return .unsigned(UInt64(try load(UInt16.self)), .uint16)
+        case .int16?: return .signed(Int64(try load(Int16.self)), .int16)
+        case .uint32?: return .unsigned(UInt64(try load(UInt32.self)), .uint32)
+        case .int32?: return .signed(Int64(try load(Int32.self)), .int32)
+        case .float32?: return .float(Double(Float(bitPattern: try load(UInt32.self))), .float32)
+        case .bool?: return .bool(try load(UInt8.self) != 0)
+        case .string?: return .string(try string())
+        case .array?:
             let elementType = try u32()
             guard depth < 4 else {
                 throw DroptraceError("metadata key '\(key.forErrorMessage)' nests arrays more than 4 deep", path: path)
+            }
+            // Checked before the elements, so that an empty array of no known type is refused too.
+            guard let element = GGUFType(rawValue: elementType) else {
+                throw DroptraceError("metadata key '\(key.forErrorMessage)' is an array of unknown value type \(elementType)", path: path)
             }
             let count = try count("array length of '\(key.forErrorMessage)'", each: Self.minimumSize(elementType))
             arrayElements += count
@@ -321,11 +329,11 @@ struct GGUFByteReader {
             var items: [GGUFValue] = []
             items.reserveCapacity(count)
             for _ in 0..<count { items.append(try value(type: elementType, key: key, depth: depth + 1)) }
-            return .array(items)
-        case 10: return .unsigned(try load(UInt64.self))
-        case 11: return .signed(try load(Int64.self))
-        case 12: return .float(Double(bitPattern: try load(UInt64.self)))
-        default:
+            return .array(items, of: element)
+        case .uint64?: return .unsigned(try load(UInt64.self), .uint64)
+        case .int64?: return .signed(try load(Int64.self), .int64)
+        case .float64?: return .float(Double(bitPattern: try load(UInt64.self)), .float64)
+        case nil:
             throw DroptraceError("metadata key '\(key.forErrorMessage)' has unknown value type \(type)", path: path)
         }
     }

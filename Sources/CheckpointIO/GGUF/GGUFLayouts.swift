@@ -102,15 +102,15 @@ enum GGUFLayouts {
     static func deepseekConfig(_ input: GGUFArchitecture.Input) throws -> [String: Any] {
         let m = input.metadata, sizes = input.sizes
         let keyWidth = sizes.headDim
-        let rotary = try m.int(input.key("rope.dimension_count"))
-        let valueWidth = try m.optionalInt(input.key("attention.value_length_mla")) ?? m.int(input.key("attention.value_length"))
-        let kvRank = try m.int(input.key("attention.kv_lora_rank"))
-        let qRank = try m.optionalInt(input.key("attention.q_lora_rank"))
-        let firstDense = try m.optionalInt(input.key("leading_dense_block_count")) ?? 0
-        let shared = try m.optionalInt(input.key("expert_shared_count")) ?? 0
-        let gating = try m.optionalInt(input.key("expert_gating_func")) ?? 1
-        let groups = try m.optionalInt(input.key("expert_group_count"))
-        let groupsUsed = try m.optionalInt(input.key("expert_group_used_count"))
+        let rotary = try m.uint32(input.key("rope.dimension_count"))
+        let valueWidth = try m.optionalUInt32(input.key("attention.value_length_mla")) ?? m.uint32(input.key("attention.value_length"))
+        let kvRank = try m.uint32(input.key("attention.kv_lora_rank"))
+        let qRank = try m.optionalUInt32(input.key("attention.q_lora_rank"))
+        let firstDense = try m.optionalUInt32(input.key("leading_dense_block_count")) ?? 0
+        let shared = try m.optionalUInt32(input.key("expert_shared_count")) ?? 0
+        let gating = try m.optionalUInt32(input.key("expert_gating_func")) ?? 1
+        let groups = try m.optionalUInt32(input.key("expert_group_count"))
+        let groupsUsed = try m.optionalUInt32(input.key("expert_group_used_count"))
         try ConfigRules.checks(path: input.path) {
             // Interleaved rotary pairs need an even width that leaves a non-rotary part.
             guard rotary >= 2, rotary % 2 == 0, rotary < keyWidth else {
@@ -151,7 +151,7 @@ enum GGUFLayouts {
         config["q_lora_rank"] = qRank.map { $0 as Any } ?? NSNull()
         config["first_k_dense_replace"] = firstDense
         config["n_shared_experts"] = shared
-        config["routed_scaling_factor"] = try m.optionalPositiveDouble(input.key("expert_weights_scale")) ?? 1
+        config["routed_scaling_factor"] = try m.optionalPositiveFloat32(input.key("expert_weights_scale")) ?? 1
         config["norm_topk_prob"] = try m.optionalBool(input.key("expert_weights_norm")) ?? false
         if sizes.experts > 0 {
             config["n_routed_experts"] = sizes.experts

@@ -1,65 +1,93 @@
 import DroptraceSupport
 
 /// Typed access to a GGUF file's metadata, with errors naming the file and key.
-struct GGUFMetadata {
-    let values: [String: GGUFValue]
-    let path: String
+///
+/// Each key is read as the type llama.cpp reads it: its loader's `get_key`
+/// refuses a key of any other type ("key ... has wrong type"), so a count
+/// stored as FLOAT32 or an epsilon stored as UINT32 describes no model
+/// llama.cpp would run, and is refused here too rather than converted.
+public struct GGUFMetadata: Sendable {
+    public let values: [String: GGUFValue]
+    public let path: String
 
-    func int(_ key: String) throws -> Int {
+    public init(values: [String: GGUFValue], path: String) {
+        self.values = values
+        self.path = path
+    }
+
+    /// A count or size: llama.cpp's hyperparameters are `uint32_t`, read from UINT32 keys only.
+    public func uint32(_ key: String) throws -> Int {
         guard let value = values[key] else { throw missing(key) }
-        guard let number = value.int else { throw wrongType(key, "an integer") }
+        guard case .unsigned(let number, .uint32) = value else { throw wrongType(key, value, expected: "UINT32") }
+        return Int(number)
+    }
+
+    public func optionalUInt32(_ key: String) throws -> Int? {
+        guard values[key] != nil else { return nil }
+        return try uint32(key)
+    }
+
+    /// An epsilon, rope base or factor: llama.cpp's `float` hyperparameters, read from FLOAT32 keys only.
+    func float32(_ key: String) throws -> Double {
+        guard let value = values[key] else { throw missing(key) }
+        guard case .float(let number, .float32) = value else { throw wrongType(key, value, expected: "FLOAT32") }
         return number
     }
 
-    func optionalInt(_ key: String) throws -> Int? {
+    func optionalFloat32(_ key: String) throws -> Double? {
         guard values[key] != nil else { return nil }
-        return try int(key)
+        return try float32(key)
     }
 
-    func double(_ key: String) throws -> Double {
-        guard let value = values[key] else { throw missing(key) }
-        guard let number = value.double else { throw wrongType(key, "a number") }
-        return number
-    }
-
-    func optionalDouble(_ key: String) throws -> Double? {
-        guard values[key] != nil else { return nil }
-        return try double(key)
-    }
-
-    func optionalBool(_ key: String) throws -> Bool? {
+    public func optionalBool(_ key: String) throws -> Bool? {
         guard let value = values[key] else { return nil }
-        guard let flag = value.bool else { throw wrongType(key, "a bool") }
+        guard let flag = value.bool else { throw wrongType(key, value, expected: "BOOL") }
         return flag
     }
 
-    func string(_ key: String) throws -> String {
+    public func string(_ key: String) throws -> String {
         guard let value = values[key] else { throw missing(key) }
-        guard let text = value.string else { throw wrongType(key, "a string") }
+        guard let text = value.string else { throw wrongType(key, value, expected: "STRING") }
         return text
     }
 
-    func optionalString(_ key: String) throws -> String? {
+    public func optionalString(_ key: String) throws -> String? {
         guard values[key] != nil else { return nil }
         return try string(key)
     }
 
+    /// An array of one of the `accepted` element types. llama.cpp reads a
+    /// vocabulary's arrays as one type: lists as strings, scores and token
+    /// types as the raw 4-byte floats and ints they hold (so a UINT32 token
+    /// type reads as its INT32, and a FLOAT32 score in no other type).
+    public func optionalArray(_ key: String, of accepted: [GGUFType]) throws -> [GGUFValue]? {
+        guard let value = values[key] else { return nil }
+        guard case .array(let items, let element) = value, accepted.contains(element) else {
+            throw wrongType(key, value, expected: "ARRAY of " + accepted.map(\.name).joined(separator: " or "))
+        }
+        return items
+    }
+
     /// An integer that some files store per layer (e.g. `head_count_kv`):
-    /// droptrace's architectures need it equal across layers. A per-layer
-    /// array must hold one value for each of the `layers` blocks, as llama.cpp
-    /// requires ("wrong array length"): a shorter one leaves blocks without a
-    /// value, a longer one describes another model.
+    /// droptrace's architectures need it equal across layers. llama.cpp reads
+    /// it as a UINT32, or as an array of UINT32 or INT32 holding one value for
+    /// each of the `layers` blocks ("wrong array length"): a shorter one leaves
+    /// blocks without a value, a longer one describes another model.
     func uniformInt(_ key: String, layers: Int) throws -> Int? {
         guard let value = values[key] else { return nil }
-        if let number = value.int { return number }
-        if let items = value.array, items.count != layers {
+        let expected = "UINT32, or an ARRAY of UINT32 or INT32 with one value per block"
+        let items: [GGUFValue]
+        switch value {
+        case .unsigned(let number, .uint32): return Int(number)
+        case .array(let array, .uint32), .array(let array, .int32): items = array
+        default: throw wrongType(key, value, expected: expected)
+        }
+        if items.count != layers {
             throw DroptraceError(
                 "metadata key '\(key)' holds \(items.count) per-layer values, but the model has \(layers) blocks (block_count)",
                 path: path)
         }
-        guard let items = value.array?.map(\.int), let first = items.first ?? nil,
-              items.allSatisfy({ $0 == first })
-        else {
+        guard let first = items.first?.int, items.allSatisfy({ $0.int == first }) else {
             throw DroptraceError("metadata key '\(key)' differs between layers, which droptrace does not support", path: path)
         }
         return first
@@ -69,7 +97,12 @@ struct GGUFMetadata {
         DroptraceError("missing GGUF metadata key '\(key)'", path: path)
     }
 
-    private func wrongType(_ key: String, _ expected: String) -> DroptraceError {
-        DroptraceError("GGUF metadata key '\(key)' is not \(expected)", path: path)
+    private func wrongType(_ key: String, _ value: GGUFValue, expected: String) -> DroptraceError {
+        Self.wrongType(key, value, expected: expected, path: path)
+    }
+
+    /// The error for a key stored as another type than llama.cpp reads it as.
+    static func wrongType(_ key: String, _ value: GGUFValue, expected: String, path: String) -> DroptraceError {
+        DroptraceError("GGUF metadata key '\(key)' has type \(value.typeName), but llama.cpp reads it as \(expected)", path: path)
     }
 }
