@@ -201,3 +201,55 @@ enum GGUFBytes {
         }
     }
 }
+
+/// Strings in a GGUF file must be UTF-8: keys, values, tensor names and
+/// vocabulary tokens with other bytes were read with U+FFFD in their place
+/// (another key or name, or a token that no longer matches its merges) and
+/// are refused naming what holds them, as gguf-py and transformers refuse them.
+@Suite struct GGUFStringEncodingTests {
+    /// `bytes` with the byte at `offset` within the first occurrence of `text` set to 0xFF.
+    static func damaging(_ bytes: [UInt8], _ text: String, at offset: Int) throws -> [UInt8] {
+        let pattern = Array(text.utf8)
+        let start = try #require((0...(bytes.count - pattern.count)).first { bytes[$0..<($0 + pattern.count)].elementsEqual(pattern) })
+        var copy = bytes
+        copy[start + offset] = 0xFF
+        return copy
+    }
+
+    static let cases: [(text: String, offset: Int, message: String)] = [
+        ("llama.context_length", 0, "metadata key 2 ('\u{FFFD}lama.context_length') is not valid UTF-8"),
+        ("\u{5}\0\0\0\0\0\0\0llama", 12, "the value of metadata key 'general.architecture' is not valid UTF-8"),
+        ("token_embd.weight", 5, "the name of tensor 1 ('token\u{FFFD}embd.weight') is not valid UTF-8"),
+    ]
+
+    @Test func stringsThatAreNotUTF8AreRefused() throws {
+        let scratch = try ScratchDirectory()
+        let original = try GGUFBytes.fixture("gguf/llama-f32.gguf")
+        for (index, test) in Self.cases.enumerated() {
+            let file = scratch.path("bad-\(index).gguf")
+            try Data(try Self.damaging(original, test.text, at: test.offset)).write(to: file)
+            #expect {
+                _ = try Checkpoint(location: file)
+            } throws: { error in
+                "\(error)" == "\(file.path): \(test.message)"
+            }
+        }
+    }
+
+    /// A byte-level token is made of characters standing for bytes, never of raw bytes.
+    @Test func vocabularyTokenThatIsNotUTF8IsRefused() throws {
+        let scratch = try ScratchDirectory()
+        var bytes = try GGUFBytes.fixture("gguf/llama-f32.gguf")
+        // Type, element type, count, then length-prefixed tokens: damage token 300's first byte.
+        var at = try ConfigValidationTests.metadataValueOffset(bytes, key: "tokenizer.ggml.tokens") + 16
+        for _ in 0..<300 { at += 8 + bytes[at..<(at + 8)].reversed().reduce(0) { $0 << 8 | Int($1) } }
+        bytes[at + 8] = 0xC3
+        let file = scratch.path("token.gguf")
+        try Data(bytes).write(to: file)
+        #expect {
+            _ = try Checkpoint(location: file)
+        } throws: { error in
+            "\(error)" == "\(file.path): element 300 of metadata key 'tokenizer.ggml.tokens' is not valid UTF-8"
+        }
+    }
+}

@@ -123,8 +123,8 @@ public final class GGUFFile: @unchecked Sendable {
         let metadataCount = try reader.count("metadata count", each: 13)
 
         var metadata: [String: GGUFValue] = [:]
-        for _ in 0..<metadataCount {
-            let key = try reader.string()
+        for index in 0..<metadataCount {
+            let key = try reader.string { "metadata key \(index) ('\($0)')" }
             let type = try reader.u32()
             // llama.cpp refuses a key given twice; gguf-py keeps the first. Neither is a choice to make silently.
             guard metadata[key] == nil else {
@@ -136,8 +136,8 @@ public final class GGUFFile: @unchecked Sendable {
         var tensors: [TensorInfo] = []
         var names: Set<String> = []
         tensors.reserveCapacity(tensorCount)
-        for _ in 0..<tensorCount {
-            let name = try reader.string()
+        for index in 0..<tensorCount {
+            let name = try reader.string { "the name of tensor \(index) ('\($0)')" }
             let shown = name.forErrorMessage
             guard names.insert(name).inserted else {
                 throw DroptraceError("tensor '\(shown)' is listed twice", path: path)
@@ -280,9 +280,19 @@ struct GGUFByteReader {
         return Int(value)
     }
 
-    mutating func string() throws -> String {
+    /// A string, which must be UTF-8: gguf-py decodes keys and tensor names
+    /// strictly and transformers every string, and a replacement character
+    /// would silently make another key, name or token (two tokens alike, a
+    /// merge of neither). llama.cpp's own vocabularies are UTF-8 too (byte-level
+    /// BPE maps bytes to characters, SentencePiece writes them as <0xNN>).
+    /// `what` names the string in the error, given its text with the bad bytes replaced.
+    mutating func string(_ what: (String) -> String) throws -> String {
         let length = try count("string length")
-        return String(decoding: try bytes(length), as: UTF8.self)
+        let bytes = try bytes(length)
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw DroptraceError("\(what(String(decoding: bytes, as: UTF8.self).forErrorMessage)) is not valid UTF-8", path: path)
+        }
+        return text
     }
 
     /// The fewest bytes a value of GGUF type `type` takes (for bounding array lengths).
@@ -299,7 +309,8 @@ struct GGUFByteReader {
 
     /// A metadata value of GGUF value type `type` (gguf.md's `gguf_metadata_value_type`).
     /// Arrays nest at most `depth` levels (llama.cpp writes none nested).
-    mutating func value(type: UInt32, key: String, depth: Int = 0) throws -> GGUFValue {
+    /// `element` is the value's place in the array holding it, for errors.
+    mutating func value(type: UInt32, key: String, depth: Int = 0, element: Int? = nil) throws -> GGUFValue {
         switch GGUFType(rawValue: type) {
         case .uint8?: return .unsigned(UInt64(try load(UInt8.self)), .uint8)
         case .int8?: return .signed(Int64(try load(Int8.self)), .int8)
@@ -309,7 +320,10 @@ struct GGUFByteReader {
         case .int32?: return .signed(Int64(try load(Int32.self)), .int32)
         case .float32?: return .float(Double(Float(bitPattern: try load(UInt32.self))), .float32)
         case .bool?: return .bool(try load(UInt8.self) != 0)
-        case .string?: return .string(try string())
+        case .string?:
+            return .string(try string { _ in
+                (element.map { "element \($0) of " } ?? "the value of ") + "metadata key '\(key.forErrorMessage)'"
+            })
         case .array?:
             let elementType = try u32()
             guard depth < 4 else {
@@ -328,7 +342,7 @@ struct GGUFByteReader {
             }
             var items: [GGUFValue] = []
             items.reserveCapacity(count)
-            for _ in 0..<count { items.append(try value(type: elementType, key: key, depth: depth + 1)) }
+            for index in 0..<count { items.append(try value(type: elementType, key: key, depth: depth + 1, element: index)) }
             return .array(items, of: element)
         case .uint64?: return .unsigned(try load(UInt64.self), .uint64)
         case .int64?: return .signed(try load(Int64.self), .int64)
