@@ -146,7 +146,26 @@ import Glibc
         _ = try GGUFFile(path: url.path)
         try gguf(tensors: [("a", 16, 0), ("b", 16, 64), ("c", 8, 128), ("d", 16, 96)], dataLength: 160).write(to: url)
         let error = failure { _ = try GGUFFile(path: url.path) }
-        #expect(error?.message.contains("'b' and 'd' overlap") == true, "\(String(describing: error))")
+        #expect(
+            error?.message == "tensor 'd' starts at data offset 96, but llama.cpp places it at 160 (right after the tensor before it, padded to the alignment 32)",
+            "\(String(describing: error))")
+    }
+
+    /// llama.cpp lays the tensors out one after another in the order of the
+    /// table and refuses other offsets: a gap, or offsets swapped between two
+    /// tensors of one size (read as each other's weights), is refused too.
+    @Test func ggufTensorsOutOfLlamaCppsLayoutAreRefused() throws {
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("model.gguf")
+        for (tensors, words) in [
+            ([("a", 16, 0), ("b", 16, 128)] as [(String, UInt64, UInt64)], "tensor 'b' starts at data offset 128, but llama.cpp places it at 64"),
+            ([("a", 16, 64), ("b", 16, 0)], "tensor 'a' starts at data offset 64, but llama.cpp places it at 0"),
+            ([("a", 8, 0), ("b", 8, 16)], "tensor 'b' starts at data offset 16, but llama.cpp places it at 32"),
+        ] {
+            try gguf(tensors: tensors, dataLength: 256).write(to: url)
+            let error = failure { _ = try GGUFFile(path: url.path) }
+            #expect(error?.message.hasPrefix(words) == true, "\(String(describing: error))")
+        }
     }
 
     @Test func hostileGGUFCountsAreRefusedBeforeAllocating() throws {

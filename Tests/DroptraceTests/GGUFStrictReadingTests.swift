@@ -61,6 +61,30 @@ enum GGUFBytes {
         try ConfigValidationTests.spliceMetadata(&bytes, at: 24, length: 0, with: pair)
     }
 
+    /// Rewrites the tensor infos' offsets of a float file (F32, F16, BF16) as
+    /// llama.cpp lays the tensors out, one after another padded to 32, after
+    /// an edit changed a tensor's size; the data is left where it is.
+    static func layOutTensors(_ bytes: inout [UInt8]) {
+        func u64(_ at: Int) -> Int { bytes[at..<(at + 8)].reversed().reduce(0) { $0 << 8 | Int($1) } }
+        func u32(_ at: Int) -> UInt32 { bytes[at..<(at + 4)].reversed().reduce(0) { $0 << 8 | UInt32($1) } }
+        var at = 24
+        for _ in 0..<u64(16) {
+            at += 8 + u64(at)
+            let type = u32(at)
+            at += 4 + payloadLength(bytes, type: type, at: at + 4)
+        }
+        var next = 0
+        for _ in 0..<u64(8) {
+            at += 8 + u64(at)
+            let dimensions = (0..<Int(u32(at))).map { u64(at + 4 + 8 * $0) }
+            at += 4 + 8 * dimensions.count
+            let size = dimensions.reduce(1, *) * [0: 4, 1: 2, 30: 2][u32(at)]!
+            bytes.replaceSubrange((at + 4)..<(at + 12), with: le(UInt64(next)))
+            next += (size + 31) / 32 * 32
+            at += 12
+        }
+    }
+
     /// The UInt32 value of metadata `key`.
     static func uint32(_ bytes: [UInt8], key: String) throws -> UInt32 {
         let at = try ConfigValidationTests.metadataValueOffset(bytes, key: key) + 4

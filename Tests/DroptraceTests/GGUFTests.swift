@@ -267,6 +267,10 @@ enum GGUFFixtures {
                 bytes.replaceSubrange(name, with: Data("blk.0.attn_q.bias_mask".utf8))
                 let dimension = name.upperBound + 4
                 bytes.replaceSubrange(dimension..<(dimension + 8), with: withUnsafeBytes(of: UInt64(rows).littleEndian) { Data($0) })
+                // The later tensors move up, as llama.cpp lays them out.
+                var edited = [UInt8](bytes)
+                GGUFBytes.layOutTensors(&edited)
+                bytes = Data(edited)
             }
             expectError(url, mentioning: ["blk.0.attn_q.bias_mask", "\(rows) rows", "not whole heads"])
         }

@@ -94,7 +94,8 @@ public final class GGUFFile: @unchecked Sendable {
     /// Every size is checked before it is used: counts against the bytes left,
     /// dimension products and byte counts for overflow, and the tensors' data
     /// ranges (which may lie past the end of a file still being written, but
-    /// never overlap) so that `dataStart + offset + byteCount` cannot overflow.
+    /// follow each other as llama.cpp lays them out) so that
+    /// `dataStart + offset + byteCount` cannot overflow.
     private static func readHeader(_ reader: inout GGUFByteReader) throws -> Header {
         let path = reader.path
         guard reader.size >= 4 else {
@@ -190,26 +191,27 @@ public final class GGUFFile: @unchecked Sendable {
             }
             alignment = Int(a)
         }
-        for info in tensors where info.offset % alignment != 0 {
-            throw DroptraceError(
-                "tensor '\(info.name.forErrorMessage)' starts at data offset \(info.offset), not a multiple of the alignment \(alignment)",
-                path: path)
-        }
-        try checkDisjoint(tensors, path: path)
+        try checkLayout(tensors, alignment: alignment, path: path)
         let dataStart = (reader.offset + alignment - 1) / alignment * alignment
         return Header(version: Int(version), metadata: metadata, tensors: tensors, dataStart: dataStart)
     }
 
-    /// Two tensors must not share bytes (llama.cpp pads between them, so gaps are fine).
-    private static func checkDisjoint(_ tensors: [TensorInfo], path: String) throws {
-        var previous: TensorInfo?
-        for info in tensors.filter({ $0.byteCount > 0 }).sorted(by: { ($0.offset, $0.name) < ($1.offset, $1.name) }) {
-            if let previous, info.offset < previous.offset + previous.byteCount {
+    /// llama.cpp places each tensor right after the one before it in the
+    /// tensor info table, padded to the alignment, and refuses any other
+    /// offset ("tensor ... has offset ..., expected ..."): two tensors sharing
+    /// bytes, swapped offsets, gaps, or a size that does not match the bytes
+    /// laid out for it (a changed type or dimension) would each make droptrace
+    /// read other bytes than llama.cpp does. Offsets and sizes are at most
+    /// Int.max / 4 each, so the running end cannot overflow before it is compared.
+    private static func checkLayout(_ tensors: [TensorInfo], alignment: Int, path: String) throws {
+        var expected = 0
+        for info in tensors {
+            guard info.offset == expected else {
                 throw DroptraceError(
-                    "tensors '\(previous.name.forErrorMessage)' and '\(info.name.forErrorMessage)' overlap (data bytes \(previous.offset)..<\(previous.offset + previous.byteCount) and \(info.offset)..<\(info.offset + info.byteCount))",
+                    "tensor '\(info.name.forErrorMessage)' starts at data offset \(info.offset), but llama.cpp places it at \(expected) (right after the tensor before it, padded to the alignment \(alignment))",
                     path: path)
             }
-            if previous == nil || info.offset + info.byteCount > previous!.offset + previous!.byteCount { previous = info }
+            expected += (info.byteCount + alignment - 1) / alignment * alignment
         }
     }
 }
