@@ -38,7 +38,7 @@ struct Weights {
         guard let head = tiedHead.first(where: checkpoint.hasTensor),
               let found = candidates.first(where: { candidate in names.contains { $0.hasPrefix(candidate) && $0 != head } })
         else {
-            throw DroptraceError("missing tensor '\(candidates[0] + probe)'", path: checkpoint.directory.path)
+            throw DroptraceError("missing tensor '\(candidates[0] + probe)'", path: checkpoint.weightsPath)
         }
         prefix = found
         standIns = [found + probe: head]
@@ -164,7 +164,7 @@ struct Weights {
             let names = untiedName == "lm_head" ? "'lm_head.weight'" : "'lm_head.weight' (or '\(untiedName).weight')"
             throw DroptraceError(
                 "missing tensor \(names): tie_word_embeddings is false, so the head is not the embedding",
-                path: checkpoint.directory.path)
+                path: checkpoint.weightsPath)
         }
         return try absoluteLinear(name, in: hidden, out: vocabulary)
     }

@@ -138,6 +138,11 @@ public final class Checkpoint: @unchecked Sendable {
     /// config.json files are a few kilobytes; this bounds a hostile one.
     static let configSizeLimit = 1 << 26
 
+    /// What errors about the weights name: the GGUF file when the checkpoint
+    /// is one (weights, configuration and tokenizer all come from it, and the
+    /// folder holding it may hold anything else), else the checkpoint directory.
+    public var weightsPath: String { gguf?.path ?? directory.path }
+
     /// The tensors droptrace can expand (floating-point ones), sorted.
     public var tensorNames: [String] { tensors.keys.sorted() }
 
@@ -158,7 +163,7 @@ public final class Checkpoint: @unchecked Sendable {
                     "tensor '\(name.forErrorMessage)' has unsupported dtype \(dtype) for weights (droptrace reads F32, F16 and BF16; buffers of other dtypes are ignored unless the model needs them)",
                     path: path)
             }
-            throw DroptraceError("missing tensor '\(name)'", path: directory.path)
+            throw DroptraceError("missing tensor '\(name)'", path: weightsPath)
         }
         return slice
     }
@@ -173,7 +178,7 @@ public final class Checkpoint: @unchecked Sendable {
         if let (dtype, path) = otherTensors[name] {
             throw DroptraceError("tensor '\(name.forErrorMessage)' has dtype \(dtype), which droptrace cannot read", path: path)
         }
-        throw DroptraceError("missing tensor '\(name)'", path: directory.path)
+        throw DroptraceError("missing tensor '\(name)'", path: weightsPath)
     }
 
     /// A tensor whose shape must be `shape`, as the config implies.

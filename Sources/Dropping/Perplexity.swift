@@ -32,7 +32,7 @@ public struct LanguageModelLoss: Sendable, Equatable {
             count += 1
         }
         guard total.isFinite else {
-            throw DroptraceError("NaN or Inf in the evaluation loss", path: model.checkpoint.directory.path)
+            throw DroptraceError("NaN or Inf in the evaluation loss", path: model.checkpoint.weightsPath)
         }
         return LanguageModelLoss(totalNLL: total, predictedTokens: count)
     }

@@ -99,6 +99,6 @@ public struct ImportanceScorer {
     private func nonFinite(layer: Int, what: String) -> DroptraceError {
         DroptraceError(
             "NaN or Inf in the activations of layer \(layer) (\(what)); the weights may be corrupt or overflow in this precision",
-            path: model.checkpoint.directory.path)
+            path: model.checkpoint.weightsPath)
     }
 }

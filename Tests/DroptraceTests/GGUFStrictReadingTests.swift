@@ -277,3 +277,26 @@ enum GGUFBytes {
         }
     }
 }
+
+/// Errors about a GGUF checkpoint's weights (a tensor its architecture needs
+/// is missing) name the GGUF file, not the folder holding it.
+@Suite struct GGUFWeightErrorTests {
+    @Test func missingTensorNamesTheFile() throws {
+        let scratch = try ScratchDirectory()
+        var bytes = try GGUFBytes.fixture("gguf/llama-f32.gguf")
+        let name = Array("blk.1.attn_v.weight".utf8)
+        let at = try #require((0...(bytes.count - name.count)).first { bytes[$0..<($0 + name.count)].elementsEqual(name) })
+        // Same length and shape: a block tensor llama has not.
+        bytes.replaceSubrange(at..<(at + name.count), with: Array("blk.1.attn_w.weight".utf8))
+        let url = scratch.path("renamed.gguf")
+        try Data(bytes).write(to: url)
+        let result = try DroptraceCommand.run([
+            "score", url.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("s.h5").path,
+        ])
+        #expect(result.status == 1)
+        let errors = result.stderr.split(separator: "\n").filter { $0.contains("error") }
+        #expect(
+            errors.count == 1 && errors[0].hasSuffix("error: \(url.path): missing tensor 'model.layers.1.self_attn.v_proj.weight'"),
+            "\(result.stderr)")
+    }
+}
