@@ -168,6 +168,22 @@ import Glibc
         }
     }
 
+    /// ggml holds tensor names in 64 bytes ending in a NUL: a longer name is
+    /// refused by llama.cpp, and one holding a NUL is cut there ("output.weight\0x"
+    /// is llama.cpp's output matrix), so droptrace refuses both.
+    @Test func ggufTensorNamesLlamaCppCannotHoldAreRefused() throws {
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("model.gguf")
+        let long = String(repeating: "a", count: 64)
+        for (name, words) in [(long, "the name of tensor 0 ('\(long)') is 64 bytes long"), ("output.weight\0x", "the name of tensor 0 ('output.weight\\u{0}x') holds a NUL byte")] {
+            try gguf(tensors: [(name, 16, 0)], dataLength: 64).write(to: url)
+            let error = failure { _ = try GGUFFile(path: url.path) }
+            #expect(error?.message.hasPrefix(words) == true, "\(String(describing: error))")
+        }
+        try gguf(tensors: [(String(repeating: "a", count: 63), 16, 0)], dataLength: 64).write(to: url)
+        _ = try GGUFFile(path: url.path)
+    }
+
     @Test func hostileGGUFCountsAreRefusedBeforeAllocating() throws {
         let scratch = try ScratchDirectory()
         let url = scratch.path("model.gguf")

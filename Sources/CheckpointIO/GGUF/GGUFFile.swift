@@ -140,6 +140,17 @@ public final class GGUFFile: @unchecked Sendable {
         for index in 0..<tensorCount {
             let name = try reader.string { "the name of tensor \(index) ('\($0)')" }
             let shown = name.forErrorMessage
+            // ggml keeps a tensor's name in 64 bytes ending in a NUL: llama.cpp refuses
+            // longer names and ends a name at its first NUL, so that "output.weight\0x"
+            // is its output matrix where droptrace would see an unknown tensor.
+            guard name.utf8.count < 64 else {
+                throw DroptraceError(
+                    "the name of tensor \(index) ('\(shown)') is \(name.utf8.count) bytes long; llama.cpp holds names of at most 63",
+                    path: path)
+            }
+            guard !name.utf8.contains(0) else {
+                throw DroptraceError("the name of tensor \(index) ('\(shown)') holds a NUL byte, where llama.cpp ends it", path: path)
+            }
             guard names.insert(name).inserted else {
                 throw DroptraceError("tensor '\(shown)' is listed twice", path: path)
             }
