@@ -197,8 +197,11 @@ import Glibc
             // An array of 2^62 uint8 values, and one of 2^40 strings.
             (key("a") + le(UInt32(9)) + le(UInt32(0)) + le(UInt64(1) << 62), 1, "array length of 'a'"),
             (key("a") + le(UInt32(9)) + le(UInt32(8)) + le(UInt64(1) << 40), 1, "array length of 'a'"),
-            // Arrays nested deeper than any writer makes.
-            (key("a") + le(UInt32(9)) + (0..<8).flatMap { _ in le(UInt32(9)) + le(UInt64(1)) }, 1, "nests arrays"),
+            // Arrays of arrays, which llama.cpp refuses (nested as deep as the bytes allow).
+            (key("a") + le(UInt32(9)) + (0..<8).flatMap { _ in le(UInt32(9)) + le(UInt64(1)) }, 1, "'a' holds an array of arrays"),
+            (key("a") + le(UInt32(9)) + le(UInt32(9)) + le(UInt64(0)), 1, "'a' holds an array of arrays"),
+            // An empty key.
+            (key("") + le(UInt32(4)) + le(UInt32(1)), 1, "metadata key 0 is empty"),
             // More metadata pairs than the file could hold.
             ([], UInt64.max, "metadata count"),
         ]

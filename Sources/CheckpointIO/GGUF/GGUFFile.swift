@@ -126,6 +126,8 @@ public final class GGUFFile: @unchecked Sendable {
         var metadata: [String: GGUFValue] = [:]
         for index in 0..<metadataCount {
             let key = try reader.string { "metadata key \(index) ('\($0)')" }
+            // llama.cpp refuses an empty key, as it refuses an array of arrays (`value`).
+            guard !key.isEmpty else { throw DroptraceError("metadata key \(index) is empty", path: path) }
             let type = try reader.u32()
             // llama.cpp refuses a key given twice; gguf-py keeps the first. Neither is a choice to make silently.
             guard metadata[key] == nil else {
@@ -321,9 +323,8 @@ struct GGUFByteReader {
     }
 
     /// A metadata value of GGUF value type `type` (gguf.md's `gguf_metadata_value_type`).
-    /// Arrays nest at most `depth` levels (llama.cpp writes none nested).
     /// `element` is the value's place in the array holding it, for errors.
-    mutating func value(type: UInt32, key: String, depth: Int = 0, element: Int? = nil) throws -> GGUFValue {
+    mutating func value(type: UInt32, key: String, element: Int? = nil) throws -> GGUFValue {
         switch GGUFType(rawValue: type) {
         case .uint8?: return .unsigned(UInt64(try load(UInt8.self)), .uint8)
         case .int8?: return .signed(Int64(try load(Int8.self)), .int8)
@@ -339,8 +340,9 @@ struct GGUFByteReader {
             })
         case .array?:
             let elementType = try u32()
-            guard depth < 4 else {
-                throw DroptraceError("metadata key '\(key.forErrorMessage)' nests arrays more than 4 deep", path: path)
+            // llama.cpp reads arrays of scalars and strings only, and refuses the file otherwise.
+            guard elementType != GGUFType.array.rawValue else {
+                throw DroptraceError("metadata key '\(key.forErrorMessage)' holds an array of arrays, which llama.cpp does not read", path: path)
             }
             // Checked before the elements, so that an empty array of no known type is refused too.
             guard let element = GGUFType(rawValue: elementType) else {
@@ -355,7 +357,7 @@ struct GGUFByteReader {
             }
             var items: [GGUFValue] = []
             items.reserveCapacity(count)
-            for index in 0..<count { items.append(try value(type: elementType, key: key, depth: depth + 1, element: index)) }
+            for index in 0..<count { items.append(try value(type: elementType, key: key, element: index)) }
             return .array(items, of: element)
         case .uint64?: return .unsigned(try load(UInt64.self), .uint64)
         case .int64?: return .signed(try load(Int64.self), .int64)
