@@ -48,11 +48,15 @@ public struct CalibrationSet: Sendable {
     ///   `attention_mask` must be a 1 per token: zeros, a padded export, are
     ///   refused); a leading byte order mark is skipped; each
     ///   line is one sequence, cut to its first `seqLen` tokens when given;
-    ///   only the first `samples` sequences when given. No tokenizer needed.
-    /// - Anything else is UTF-8 text: the whole file is encoded with
-    ///   `tokenizer` (special tokens added) and cut into consecutive,
-    ///   non-overlapping windows of exactly `seqLen` tokens, the first
-    ///   `samples` of them; a partial last window is dropped.
+    ///   only the first `samples` sequences when given, and only the lines
+    ///   before them are read. No tokenizer needed.
+    /// - Anything else is UTF-8 text: the file is encoded with `tokenizer`
+    ///   (special tokens added) and cut into consecutive, non-overlapping
+    ///   windows of exactly `seqLen` tokens, the first `samples` of them; a
+    ///   partial last window is dropped. The file is read only as far as
+    ///   those windows need (see `textWindows`).
+    ///
+    /// No line may be longer than `CalibrationLines.maximumLineLength` bytes.
     ///
     /// The extension must agree with the content, judged by the first
     /// non-blank line: a `.jsonl`/`.json` file whose first line starts with
@@ -69,31 +73,32 @@ public struct CalibrationSet: Sendable {
         if let samples, samples <= 0 {
             throw DroptraceError("number of samples must be positive, got \(samples)", path: path)
         }
-        let data = try readFile(at: url)
+        var lines = CalibrationLines(try openFile(at: url))
         let sequences: [[Int]]
-        let firstLine = TokenIdLines.firstNonBlankLine(data)
         let named = url.pathExtension.isEmpty ? "no extension" : "the extension .\(url.pathExtension)"
         switch url.pathExtension.lowercased() {
         case "jsonl", "json":
-            // An array or a broken object is a JSONL mistake, reported by line.
-            if let first = firstLine.first, first != UInt8(ascii: "{") && first != UInt8(ascii: "[") {
-                throw DroptraceError(
-                    "looks like text (its first line is not a JSON object), but \(named) says JSONL token ids; "
-                        + "give calibration text a .txt extension", path: path)
+            sequences = try TokenIdLines.parse(&lines, path: path, seqLen: seqLen, samples: samples) { firstLine in
+                // An array or a broken object is a JSONL mistake, reported by line.
+                if let first = firstLine.first, first != UInt8(ascii: "{") && first != UInt8(ascii: "[") {
+                    throw DroptraceError(
+                        "looks like text (its first line is not a JSON object), but \(named) says JSONL token ids; "
+                            + "give calibration text a .txt extension", path: path)
+                }
             }
-            sequences = try TokenIdLines.parse(data, path: path, seqLen: seqLen, samples: samples)
         default:
-            if TokenIdLines.holdsTokenIds(firstLine) {
-                throw DroptraceError(
-                    "looks like JSONL token ids (its first line is a JSON object with \"input_ids\"), but \(named) "
-                        + "says text; give it a .jsonl extension", path: path)
+            sequences = try textWindows(&lines, path: path, tokenizer: tokenizer, seqLen: seqLen, samples: samples) { firstLine in
+                if TokenIdLines.holdsTokenIds(firstLine) {
+                    throw DroptraceError(
+                        "looks like JSONL token ids (its first line is a JSON object with \"input_ids\"), but \(named) "
+                            + "says text; give it a .jsonl extension", path: path)
+                }
             }
-            sequences = try textWindows(data, path: path, tokenizer: tokenizer, seqLen: seqLen, samples: samples)
         }
         return CalibrationSet(sequences: sequences, sourcePath: path, requestedSamples: samples)
     }
 
-    private static func readFile(at url: URL) throws -> Data {
+    private static func openFile(at url: URL) throws -> RegularFile {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
             throw DroptraceError("calibration file not found", path: url.path)
@@ -102,47 +107,98 @@ public struct CalibrationSet: Sendable {
             throw DroptraceError("is a directory, not a calibration file", path: url.path)
         }
         // A FIFO or device is refused rather than read forever.
-        let data = try RegularFile.contents(path: url.path)
-        if data.isEmpty { throw DroptraceError("calibration file is empty", path: url.path) }
-        return data
+        let file = try RegularFile(path: url.path)
+        if file.size == 0 { throw DroptraceError("calibration file is empty", path: url.path) }
+        return file
     }
 
+    /// Text is encoded from its start, read a line at a time, only as far
+    /// as the windows asked for need: the first `samples` windows are the
+    /// first `samples × seqLen` ids of the whole file's encoding, and a
+    /// prefix ending at a line end encodes to the same ids up to its last
+    /// words. A prefix is taken once it gives more ids than needed and a
+    /// prefix at least twice as long agrees with it on all of them (an
+    /// end-of-text token a post-processor appends, or words the cut joins
+    /// or splits, lie past them or make the two disagree, and reading goes
+    /// on). Without `samples`, or when the file ends first, the whole file
+    /// is encoded, as before.
     private static func textWindows(
-        _ data: Data, path: String, tokenizer: Tokenizer?, seqLen: Int?, samples: Int?
+        _ lines: inout CalibrationLines, path: String, tokenizer: Tokenizer?, seqLen: Int?, samples: Int?,
+        checkFirstLine: (ArraySlice<UInt8>) throws -> Void
     ) throws -> [[Int]] {
+        // Blank lines up to the first that is not, so that the kind check comes before the other complaints.
+        var text: [UInt8] = []
+        var pending: [(line: ArraySlice<UInt8>, start: Int)] = []
+        while let line = try lines.next() {
+            pending.append((line, lines.lineStart))
+            let content = TokenIdLines.trimmed(line, isFirst: lines.lineNumber == 1)
+            if !content.isEmpty {
+                try checkFirstLine(content)
+                break
+            }
+        }
         guard let tokenizer else {
             throw DroptraceError("text calibration needs tokenizer.json beside the checkpoint", path: path)
         }
         guard let seqLen else {
             throw DroptraceError("text calibration needs a sequence length to cut the text into windows", path: path)
         }
-        let bytes = [UInt8](data)
-        if let offset = UTF8Validation.firstInvalidByte(in: bytes) {
-            throw DroptraceError("is not valid UTF-8 text (bad byte at offset \(offset))", path: path)
+        // A multi-byte sequence never holds a 0x0A byte, so checking line by line checks the text.
+        func append(_ line: ArraySlice<UInt8>, start: Int) throws {
+            if let offset = UTF8Validation.firstInvalidByte(in: [UInt8](line)) {
+                throw DroptraceError("is not valid UTF-8 text (bad byte at offset \(start + offset))", path: path)
+            }
+            text += line
         }
-        let ids = try tokenizer.encode(String(decoding: bytes, as: UTF8.self))
-        let fullWindows = ids.count / seqLen
-        guard fullWindows > 0 else {
-            throw DroptraceError(
-                "text gives \(ids.count) tokens, not enough for one window of \(seqLen) tokens", path: path)
+        for (line, start) in pending { try append(line, start: start) }
+        func windows(_ ids: [Int]) throws -> [[Int]] {
+            let fullWindows = ids.count / seqLen
+            guard fullWindows > 0 else {
+                throw DroptraceError(
+                    "text gives \(ids.count) tokens, not enough for one window of \(seqLen) tokens", path: path)
+            }
+            let count = min(fullWindows, samples ?? fullWindows)
+            return (0..<count).map { window in Array(ids[(window * seqLen)..<((window + 1) * seqLen)]) }
         }
-        let count = min(fullWindows, samples ?? fullWindows)
-        return (0..<count).map { window in Array(ids[(window * seqLen)..<((window + 1) * seqLen)]) }
+        let needed = samples.flatMap { samples -> Int? in
+            let (product, overflow) = samples.multipliedReportingOverflow(by: seqLen)
+            return overflow ? nil : product
+        }
+        // Real text is a few bytes a token; start well past that and double.
+        var encodeAt = needed.map { max(1 << 16, min($0, Int.max >> 8) * 16) } ?? Int.max
+        var candidate: [Int]?
+        while let line = try lines.next() {
+            try append(line, start: lines.lineStart)
+            guard let needed, text.count >= encodeAt else { continue }
+            let ids = try tokenizer.encode(String(decoding: text, as: UTF8.self))
+            if ids.count > needed {
+                if let candidate, candidate.prefix(needed) == ids.prefix(needed) { return try windows(candidate) }
+                candidate = ids
+            }
+            encodeAt = text.count * 2
+        }
+        return try windows(try tokenizer.encode(String(decoding: text, as: UTF8.self)))
     }
 }
 
 /// The JSONL calibration format: `{"input_ids": [...]}` per line.
 enum TokenIdLines {
-    static func parse(_ data: Data, path: String, seqLen: Int?, samples: Int?) throws -> [[Int]] {
+    /// Sequences from the lines, read only as far as the first `samples`
+    /// of them; `checkFirstLine` is given the first non-blank line, trimmed.
+    static func parse(
+        _ lines: inout CalibrationLines, path: String, seqLen: Int?, samples: Int?,
+        checkFirstLine: (ArraySlice<UInt8>) throws -> Void
+    ) throws -> [[Int]] {
         var sequences: [[Int]] = []
-        var lineNumber = 0
-        // A leading byte order mark, which editors on Windows write, is no part of the first line's JSON.
-        let body = data.starts(with: byteOrderMark) ? data.dropFirst(byteOrderMark.count) : data[...]
-        for line in body.split(separator: 0x0A, omittingEmptySubsequences: false) {
-            lineNumber += 1
-            if let samples, sequences.count >= samples { break }
-            guard line.contains(where: { !isJSONWhitespace($0) }) else { continue }
-            var ids = try parseLine(line, number: lineNumber, path: path)
+        var sawContent = false
+        while samples.map({ sequences.count < $0 }) ?? true, let line = try lines.next() {
+            let content = trimmed(line, isFirst: lines.lineNumber == 1)
+            guard !content.isEmpty else { continue }
+            if !sawContent {
+                try checkFirstLine(content)
+                sawContent = true
+            }
+            var ids = try parseLine(content, number: lines.lineNumber, path: path)
             if let seqLen, ids.count > seqLen { ids.removeLast(ids.count - seqLen) }
             sequences.append(ids)
         }
@@ -154,20 +210,15 @@ enum TokenIdLines {
 
     static let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
 
-    /// The first line holding more than whitespace, trimmed (a leading
-    /// UTF-8 byte order mark counts as whitespace); empty when there is none.
-    static func firstNonBlankLine(_ data: Data) -> ArraySlice<UInt8> {
-        var start = data.startIndex
-        if data.starts(with: byteOrderMark) { start += byteOrderMark.count }
-        while start < data.endIndex {
-            let end = data[start...].firstIndex(of: 0x0A) ?? data.endIndex
-            let line = data[start..<end].drop(while: isJSONWhitespace)
-            if let last = line.lastIndex(where: { !isJSONWhitespace($0) }) {
-                return ArraySlice(line[...last])
-            }
-            start = end + 1
-        }
-        return []
+    /// `line` without surrounding JSON whitespace (its `\n` included); on
+    /// the first line a leading UTF-8 byte order mark, which editors on
+    /// Windows write, counts as whitespace too. Empty for a blank line.
+    static func trimmed(_ line: ArraySlice<UInt8>, isFirst: Bool) -> ArraySlice<UInt8> {
+        var line = line
+        if isFirst, line.starts(with: byteOrderMark) { line = line.dropFirst(byteOrderMark.count) }
+        line = line.drop(while: isJSONWhitespace)
+        guard let last = line.lastIndex(where: { !isJSONWhitespace($0) }) else { return [] }
+        return line[...last]
     }
 
     /// Whether `line` is a JSON object with an `input_ids` key.
@@ -181,7 +232,7 @@ enum TokenIdLines {
         byte == 0x20 || byte == 0x09 || byte == 0x0D || byte == 0x0A
     }
 
-    private static func parseLine(_ line: Data.SubSequence, number: Int, path: String) throws -> [Int] {
+    private static func parseLine(_ line: ArraySlice<UInt8>, number: Int, path: String) throws -> [Int] {
         func failure(_ message: String) -> DroptraceError {
             DroptraceError("line \(number): \(message)", path: path)
         }

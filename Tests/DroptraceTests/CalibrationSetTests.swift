@@ -178,6 +178,70 @@ struct CalibrationSetTests {
         #expect(error?.message.contains("offset 3") == true)
     }
 
+    // MARK: Streaming
+
+    /// `prefix` followed by zeros up to 2 GiB without writing them (a sparse
+    /// file): more than droptrace would ever read whole, and one "line" of
+    /// gigabytes after the prefix.
+    private func hugeFile(_ prefix: Data, name: String, in scratch: TokenizerScratch) throws -> URL {
+        let file = scratch.url.appendingPathComponent(name)
+        try prefix.write(to: file)
+        let handle = try FileHandle(forWritingTo: file)
+        try handle.truncate(atOffset: 1 << 31)
+        try handle.close()
+        return file
+    }
+
+    @Test func jsonlIsReadOnlyAsFarAsTheSamplesUsed() throws {
+        let scratch = try TokenizerScratch()
+        let lines = String(repeating: "{\"input_ids\": [5, 6, 7]}\n", count: 3)
+        let file = try hugeFile(Data(lines.utf8), name: "huge.jsonl", in: scratch)
+        let set = try CalibrationSet.load(from: file, tokenizer: nil, seqLen: 2, samples: 3)
+        #expect(set.sequences == [[5, 6], [5, 6], [5, 6]])
+        // Asked for more, it reaches the gigabytes line and refuses it by number.
+        let error = loadError(file, samples: 4)
+        #expect(error?.message.contains("line 4 is longer than \(1 << 24) bytes") == true, "\(error?.message ?? "no error")")
+    }
+
+    @Test func textIsReadOnlyAsFarAsTheWindowsUsed() throws {
+        let scratch = try TokenizerScratch()
+        let tokenizer = try gpt2Tokenizer()
+        // Well past the first encoding (64 KiB) and the twice as long one that confirms it.
+        var text = try TokenizerFixtures.text("calib.txt")
+        while text.utf8.count < 300_000 { text += text }
+        let whole = try tokenizer.encode(text)
+        let file = try hugeFile(Data(text.utf8), name: "huge.txt", in: scratch)
+        let set = try CalibrationSet.load(from: file, tokenizer: tokenizer, seqLen: 32, samples: 4)
+        #expect(set.sequences == (0..<4).map { Array(whole[($0 * 32)..<(($0 + 1) * 32)]) })
+    }
+
+    /// Windows of a text read in part equal those of the whole text, with a
+    /// post-processor that appends a token at the end of the text.
+    @Test func textWindowsReadInPartEqualTheWholeText() throws {
+        let scratch = try TokenizerScratch()
+        let tokenizer = try gpt2Tokenizer()
+        var text = try TokenizerFixtures.text("calib.txt")
+        while text.utf8.count < 400_000 { text += "\n" + text }
+        let whole = try tokenizer.encode(text)
+        let file = try scratch.write(text, to: "long.txt")
+        for (seqLen, samples) in [(32, 4), (7, 1), (512, 60), (1, 20_000)] {
+            let set = try CalibrationSet.load(from: file, tokenizer: tokenizer, seqLen: seqLen, samples: samples)
+            #expect(set.sequences.flatMap { $0 } == Array(whole.prefix(seqLen * samples)), "\(seqLen) × \(samples)")
+        }
+    }
+
+    @Test(arguments: ["long.jsonl", "long.txt"])
+    func overlongLineIsRefusedByNumber(name: String) throws {
+        let scratch = try TokenizerScratch()
+        let first = name.hasSuffix(".jsonl") ? "{\"input_ids\": [1, 2]}\n" : "Some text.\n"
+        let long = name.hasSuffix(".jsonl")
+            ? "{\"input_ids\": [" + String(repeating: "1, ", count: 6_000_000) + "1]}"
+            : String(repeating: "word ", count: 3_500_000)
+        let file = try scratch.write(first + long + "\n", to: name)
+        let error = loadError(file, tokenizer: try gpt2Tokenizer(), seqLen: 4, samples: nil)
+        #expect(error?.message.contains("line 2 is longer than") == true, "\(error?.message ?? "no error")")
+    }
+
     // MARK: Files
 
     @Test func missingFile() throws {
