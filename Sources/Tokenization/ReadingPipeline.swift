@@ -127,7 +127,9 @@ extension JSONFields {
                     throw specials.failure("entry \(quoted(name)) has no \"ids\"")
                 }
                 specialIds[name] = try ids.map { value in
-                    guard let id = JSONFields.integer(value), id >= 0 else {
+                    // Ids are u32 to the library and below 2^31 everywhere in droptrace, as vocabulary ids are
+                    // (a larger one was refused later as the calibration's fault, naming the calibration file).
+                    guard let id = JSONFields.integer(value), id >= 0, id <= Int(Int32.max) else {
                         throw specials.failure("entry \(quoted(name)) has an invalid id")
                     }
                     return id
@@ -157,7 +159,8 @@ extension JSONFields {
 
     /// `"cls": ["<s>", 0]`
     private func readNamedToken(_ key: String) throws -> Int {
-        guard let pair = try array(key), pair.count == 2, let id = JSONFields.integer(pair[1]), id >= 0 else {
+        guard let pair = try array(key), pair.count == 2, let id = JSONFields.integer(pair[1]), id >= 0,
+              id <= Int(Int32.max) else {
             throw failure("\"\(key)\" should be [token, id]")
         }
         return id

@@ -212,4 +212,22 @@ struct TokenizerDialectTests {
         #expect(error?.path == file.path)
         #expect(error?.message.contains("continuing_subword_prefix") == true, "\(error?.message ?? "no error")")
     }
+
+    /// A post-processor's special-token id past 2^31 − 1 is refused naming
+    /// tokenizer.json, as a vocabulary id is; it was taken and then blamed on
+    /// the calibration file as outside the model's vocabulary.
+    @Test("post-processor special-token ids past the id range are refused", arguments: [
+        #"{"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [4294967808], "tokens": ["<s>"]}}}"#,
+        #"{"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [2147483648], "tokens": ["<s>"]}}}"#,
+        #"{"type": "BertProcessing", "cls": ["<s>", 4294967296], "sep": ["</s>", 1]}"#,
+    ])
+    func oversizedSpecialTokenIds(postProcessor: String) throws {
+        let scratch = try TokenizerScratch()
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: TokenizerFixtures.tokenizerFile("llama3"))) as! [String: Any]
+        json["post_processor"] = try JSONSerialization.jsonObject(with: Data(postProcessor.utf8))
+        let file = try scratch.write(json: json, to: "tokenizer.json")
+        let error = #expect(throws: DroptraceError.self) { try Tokenizer(contentsOf: file).encode("ab") }
+        #expect(error?.path == file.path)
+        #expect(error?.message.contains("post_processor") == true, "\(error?.message ?? "no error")")
+    }
 }
