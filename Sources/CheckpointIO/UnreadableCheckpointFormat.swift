@@ -1,3 +1,4 @@
+import DroptraceSupport
 import Foundation
 
 /// Sharded training-state layouts that distributed trainers write and
@@ -12,6 +13,9 @@ import Foundation
 /// - DeepSpeed ZeRO shards (`global_step<N>/` holding
 ///   `zero_pp_rank_<r>_mp_rank_<m>_model_states.pt`, `*_optim_states.pt`,
 ///   `mp_rank_<m>_model_states.pt`).
+/// - A PEFT adapter (`adapter_config.json`, `adapter_model.safetensors` or
+///   `.bin`) without the base model's weights: what the Trainer and TRL save
+///   in `checkpoint-<N>/` when training LoRA, with no config.json.
 public enum UnreadableCheckpointFormat {
     /// What `directory` (a checkpoint directory) holds and how to make it
     /// readable, one line; nil when it holds none of these layouts. Looks at
@@ -31,6 +35,9 @@ public enum UnreadableCheckpointFormat {
         }
         let all = top + nested
         let path = directory.path
+        // Checked first: under DeepSpeed a LoRA run's checkpoint also holds
+        // ZeRO shards, but the adapter is all of the model it saved.
+        if let adapter = peftAdapter(directory, names: top) { return adapter }
         if let shard = all.first(where: { isDistributedCheckpointShard($0) }) {
             if let folder = top.first(where: { $0.hasPrefix("pytorch_model_fsdp_") && shard.hasPrefix("\($0)/") }) {
                 return "holds an FSDP sharded state dict (\(shard)), which droptrace cannot read; merge it into "
@@ -54,6 +61,31 @@ public enum UnreadableCheckpointFormat {
                 + "model.safetensors with DeepSpeed's zero_to_fp32.py: `\(command)` (config.json must be beside the result)"
         }
         return nil
+    }
+
+    /// What a directory holding a PEFT adapter instead of model weights
+    /// holds, and how to merge it, one line; nil when it holds none. Such a
+    /// directory is finished (it never gets a config.json or full weights),
+    /// so it must not be taken for a checkpoint still being written.
+    public static func peftAdapter(_ directory: URL) -> String? {
+        peftAdapter(directory, names: (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [])
+    }
+
+    private static func peftAdapter(_ directory: URL, names: [String]) -> String? {
+        let weights = names.filter { $0.hasPrefix("adapter_model") }.sorted()
+        guard names.contains("adapter_config.json") || !weights.isEmpty else { return nil }
+        let found = weights.first ?? "adapter_config.json"
+        // transformers loads such a directory only by fetching the base model
+        // adapter_config.json names; droptrace scores the weights it is given.
+        var base = ""
+        if let data = try? RegularFile.contents(path: directory.appendingPathComponent("adapter_config.json").path, limit: 1 << 20),
+           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+           let name = object["base_model_name_or_path"] as? String, !name.isEmpty {
+            base = " (\"\(name.forErrorMessage)\" in adapter_config.json)"
+        }
+        return "holds a PEFT adapter (\(found)) without the model's weights, which droptrace cannot score; merge it into "
+            + "its base model\(base) with peft's `PeftModel.from_pretrained(base, \(directory.path)).merge_and_unload()` "
+            + "and save the result with `save_pretrained` (model.safetensors and config.json)"
     }
 
     private static func isDistributedCheckpointShard(_ relativePath: String) -> Bool {

@@ -219,6 +219,8 @@ public enum CheckpointDiscovery {
         // A GGUF file carries its own configuration: no config.json to wait for.
         if layout.format != .gguf,
            !FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) {
+            // An adapter saved beside a whole-model state dict (pytorch_model.bin holding the PEFT model) never gets one.
+            if let adapter = UnreadableCheckpointFormat.peftAdapter(directory) { return .failed(adapter) }
             return settled("no config.json yet", directory, settleTime)
         }
         // The weight files are the ones CheckpointLayout opens; each must be

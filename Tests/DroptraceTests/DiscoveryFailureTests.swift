@@ -129,6 +129,50 @@ import Testing
         #expect(score.status == 1 && score.stderr.contains("accelerate merge-weights"))
     }
 
+    /// A LoRA run's checkpoint-<N> holds the adapter alone (the Trainer and
+    /// TRL save `model.save_pretrained` of the PEFT model: adapter_config.json
+    /// and adapter_model.safetensors, no config.json), as in huggingface/peft#298
+    /// and microsoft/dp-transformers#53. transformers loads it only by fetching
+    /// the base model the adapter names. It was taken for a checkpoint still
+    /// being written, every run for the settle time, then for a corrupt one.
+    @Test func peftAdapterCheckpointIsRefusedAtOnceWithTheMerge() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let adapterConfig = Data(#"{"base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M", "peft_type": "LORA", "r": 8}"#.utf8)
+        func checkpoint(_ name: String, _ files: [String]) throws -> URL {
+            let directory = series.directory.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            for file in files { try Data(repeating: 7, count: 64).write(to: directory.appendingPathComponent(file)) }
+            try adapterConfig.write(to: directory.appendingPathComponent("adapter_config.json"))
+            return directory
+        }
+        let lora = try checkpoint("checkpoint-100", [
+            "adapter_model.safetensors", "optimizer.pt", "rng_state.pth", "scheduler.pt", "training_args.bin",
+        ])
+        // Older PEFT under the Trainer: the PEFT model's whole state dict as pytorch_model.bin, no config.json.
+        let wrapped = try checkpoint("checkpoint-200", ["pytorch_model.bin", "training_args.bin"])
+        try series.add(step: 300)
+
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.map(\.name) == ["checkpoint-300"])
+        #expect(result.incomplete.isEmpty, "never 'still being written'")
+        try #require(result.failed.map(\.name) == ["checkpoint-100", "checkpoint-200"])
+        let errors = result.failed.map(\.error)
+        #expect(errors[0].hasPrefix("\(lora.path): holds a PEFT adapter (adapter_model.safetensors) without the model's weights"))
+        #expect(errors[1].hasPrefix("\(wrapped.path): holds a PEFT adapter (adapter_config.json)"))
+        #expect(errors.allSatisfy { $0.contains("\"HuggingFaceTB/SmolLM2-135M\" in adapter_config.json") && $0.contains("merge_and_unload()") })
+        #expect(errors.allSatisfy { !$0.contains("\n") })
+
+        // `score` gives the same diagnosis, also where an export copied config.json beside the adapter.
+        try Data(contentsOf: FixtureFiles.model("llama-f32").appendingPathComponent("config.json"))
+            .write(to: lora.appendingPathComponent("config.json"))
+        let score = try DroptraceCommand.run([
+            "score", lora.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("one.h5").path,
+        ])
+        #expect(score.status == 1)
+        #expect(score.stderr.contains("\(lora.path): holds a PEFT adapter (adapter_model.safetensors)"), "\(score.stderr)")
+    }
+
     @Test func corruptIsAFailureAtOnceOrAfterTheSettleTime() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
