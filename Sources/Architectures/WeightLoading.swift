@@ -38,10 +38,28 @@ struct Weights {
         guard let head = tiedHead.first(where: checkpoint.hasTensor),
               let found = candidates.first(where: { candidate in names.contains { $0.hasPrefix(candidate) && $0 != head } })
         else {
-            throw DroptraceError("missing tensor '\(candidates[0] + probe)'", path: checkpoint.weightsPath)
+            throw DroptraceError("missing tensor '\(candidates[0] + probe)'" + Self.wrapperPrefix(of: probe, candidates, in: names), path: checkpoint.weightsPath)
         }
         prefix = found
         standIns = [found + probe: head]
+    }
+
+    /// Why the embedding was not found when it is stored under a prefix a
+    /// wrapper adds to every name (torch.compile's `_orig_mod.`, DDP's
+    /// `module.`, a PEFT model's `base_model.model.`): the file holds the
+    /// wrapper's state dict. transformers does not strip these prefixes
+    /// either (it initialises the model randomly and warns), so droptrace
+    /// refuses them rather than guess; the message says what the file holds
+    /// instead of leaving "missing tensor" alone. Empty when no such name is stored.
+    static func wrapperPrefix(of probe: String, _ candidates: [String], in names: [String]) -> String {
+        for candidate in candidates where !candidate.isEmpty {
+            guard let name = names.first(where: { $0.hasSuffix("." + candidate + probe) }) else { continue }
+            let wrapper = String(name.dropLast(candidate.count + probe.count))
+            return ": the weights are stored under the prefix '\(wrapper.forErrorMessage)' ('\(name.forErrorMessage)'), "
+                + "as a wrapper's state dict names them (torch.compile's '_orig_mod.', DDP's 'module.', a PEFT model's "
+                + "'base_model.model.'); save the unwrapped model with save_pretrained (after PEFT's merge_and_unload())"
+        }
+        return ""
     }
 
     /// The stored name of tensor `name` under the prefix.

@@ -163,9 +163,22 @@ public final class Checkpoint: @unchecked Sendable {
                     "tensor '\(name.forErrorMessage)' has unsupported dtype \(dtype) for weights (droptrace reads F32, F16 and BF16; buffers of other dtypes are ignored unless the model needs them)",
                     path: path)
             }
-            throw DroptraceError("missing tensor '\(name)'", path: weightsPath)
+            throw DroptraceError("missing tensor '\(name)'" + unmergedAdapter(name), path: weightsPath)
         }
         return slice
+    }
+
+    /// Why weight `name` is missing when a PEFT model was saved without
+    /// merging its adapters: the layer's weight is stored as
+    /// `<layer>.base_layer.weight` beside `lora_A` / `lora_B` matrices.
+    /// transformers leaves such a layer randomly initialised; scoring the
+    /// base weight alone would drop the adapter. Empty otherwise.
+    func unmergedAdapter(_ name: String) -> String {
+        guard name.hasSuffix(".weight") else { return "" }
+        let base = String(name.dropLast(".weight".count)) + ".base_layer.weight"
+        guard hasTensor(base) else { return "" }
+        return ": it is stored as '\(base.forErrorMessage)', a PEFT model saved without merging its adapters; "
+            + "save the model from PEFT's merge_and_unload() instead"
     }
 
     /// A tensor as stored, also of the dtypes that are not weights by

@@ -298,6 +298,42 @@ import Testing
 
     // MARK: - Damaging fixture copies
 
+    /// State dicts of wrapped models keep the wrapper's prefix on every name:
+    /// torch.compile's `_orig_mod.`, DDP's `module.`, a PEFT model's
+    /// `base_model.model.`. transformers loads none of these (it initialises
+    /// the model randomly and warns of every key); droptrace refuses them, and
+    /// says what the file holds instead of "missing tensor" alone.
+    @Test(arguments: ["_orig_mod.", "module.", "base_model.model."])
+    func wrapperPrefixIsNamed(_ wrapper: String) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try rewriteWeights(model) { entries in
+            for index in entries.indices { entries[index].name = wrapper + entries[index].name }
+        }
+        try expectRefused(
+            checkpoint: model, naming: model.path,
+            mentioning: ["missing tensor 'model.embed_tokens.weight'", "stored under the prefix '\(wrapper)'", "save_pretrained"],
+            in: scratch)
+    }
+
+    /// A PEFT model saved without merging keeps each adapted layer's weight as
+    /// `<layer>.base_layer.weight` beside `lora_A` / `lora_B`. transformers
+    /// leaves such layers randomly initialised; droptrace refuses them naming
+    /// the stored weight (scoring it would drop the adapter).
+    @Test func unmergedPeftLayerIsNamed() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try rewriteWeights(model) { entries in
+            for index in entries.indices where entries[index].name.hasSuffix("self_attn.q_proj.weight") {
+                entries[index].name = entries[index].name.replacingOccurrences(of: "q_proj.weight", with: "q_proj.base_layer.weight")
+            }
+        }
+        try expectRefused(
+            checkpoint: model, naming: model.path,
+            mentioning: ["missing tensor 'model.layers.0.self_attn.q_proj.weight'", "'model.layers.0.self_attn.q_proj.base_layer.weight'", "merge_and_unload()"],
+            in: scratch)
+    }
+
     func rewriteConfig(_ model: URL, _ change: (inout [String: Any]) -> Void) throws {
         let url = model.appendingPathComponent("config.json")
         var object = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]

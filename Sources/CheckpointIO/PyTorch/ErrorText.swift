@@ -2,7 +2,7 @@ extension String {
     /// The string as it may appear inside a one-line error: control, format
     /// (bidirectional overrides) and line-separator characters escaped and long
     /// values cut, since names in a damaged or hostile file can hold anything.
-    var forErrorMessage: String {
+    public var forErrorMessage: String {
         var result = ""
         for scalar in unicodeScalars.prefix(120) {
             switch scalar.properties.generalCategory {
