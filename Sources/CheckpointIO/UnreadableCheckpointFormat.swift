@@ -79,8 +79,7 @@ public enum UnreadableCheckpointFormat {
         // adapter_config.json names; droptrace scores the weights it is given.
         var base = ""
         if let data = try? RegularFile.contents(path: directory.appendingPathComponent("adapter_config.json").path, limit: 1 << 20),
-           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-           let name = object["base_model_name_or_path"] as? String, !name.isEmpty {
+           case .string(let name)? = (try? JSONValue.parse([UInt8](data)))?.member("base_model_name_or_path"), !name.isEmpty {
             base = " (\"\(name.forErrorMessage)\" in adapter_config.json)"
         }
         return "holds a PEFT adapter (\(found)) without the model's weights, which droptrace cannot score; merge it into "
