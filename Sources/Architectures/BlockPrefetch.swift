@@ -61,9 +61,7 @@ final class BlockPrefetch: @unchecked Sendable {
     /// naming), as stored; empty when one of them cannot be read as stored.
     private static func tensors(of index: Int, in model: any LanguageModel) -> [TensorSlice] {
         let naming = model.layerNaming
-        let names = model.checkpoint.storedTensorNames.filter { naming.split($0)?.layer == index }
-        let slices = names.compactMap { try? model.checkpoint.storedTensor($0) }
-        return slices.count == names.count ? slices : []
+        return model.checkpoint.storedSlices { naming.split($0)?.layer == index } ?? []
     }
 
     /// Blocks until the background work has finished.

@@ -41,6 +41,10 @@ public struct LayerwiseForward {
             } else {
                 block = try model.block(index, skipping: plan)
             }
+            let drops = plan.union(model.configuredDrops)
+            if !drops.dropsAttention(index), !drops.dropsMLP(index) {
+                try model.checkpoint.requireLayerRead(model.layerNaming.prefix + "\(index).")
+            }
             if prefetch, let following = (index + 1..<model.layerCount).first(where: { !plan.blocks.contains($0) }) {
                 pending = BlockPrefetch(model, index: following, skipping: plan)
             }

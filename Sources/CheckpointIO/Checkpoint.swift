@@ -25,6 +25,9 @@ public final class Checkpoint: @unchecked Sendable {
     private let otherTensors: [String: (dtype: String, path: String)]
     /// Those of `otherTensors` a dequantiser reads (U8, F8_E4M3, F8_E5M2).
     private let scaledTensors: [String: TensorSlice]
+    /// Names asked of `tensor(_:)` and `storedTensor(_:)` so far (see `requireLayerRead(_:)`).
+    private var readNames: Set<String> = []
+    private let readLock = NSLock()
 
     public static let singleFileName = CheckpointLayout.safetensorsFile
     public static let indexFileName = CheckpointLayout.safetensorsIndex
@@ -157,28 +160,42 @@ public final class Checkpoint: @unchecked Sendable {
     /// as weights (BOOL, integers, F64 in safetensors): such buffers are
     /// ignored unless a model needs them.
     public func tensor(_ name: String) throws -> TensorSlice {
+        noteRead(name)
         guard let slice = tensors[name] else {
             if let (dtype, path) = otherTensors[name] {
                 throw DroptraceError(
                     "tensor '\(name.forErrorMessage)' has unsupported dtype \(dtype) for weights (droptrace reads F32, F16 and BF16; buffers of other dtypes are ignored unless the model needs them)",
                     path: path)
             }
-            throw DroptraceError("missing tensor '\(name)'" + unmergedAdapter(name), path: weightsPath)
+            throw DroptraceError("missing tensor '\(name)'" + whyMissing(name), path: weightsPath)
         }
         return slice
     }
 
-    /// Why weight `name` is missing when a PEFT model was saved without
-    /// merging its adapters: the layer's weight is stored as
-    /// `<layer>.base_layer.weight` beside `lora_A` / `lora_B` matrices.
-    /// transformers leaves such a layer randomly initialised; scoring the
-    /// base weight alone would drop the adapter. Empty otherwise.
-    func unmergedAdapter(_ name: String) -> String {
+    /// Why weight `name` is missing when the file stores the layer in another
+    /// form: a PEFT model saved without merging its adapters keeps
+    /// `<layer>.base_layer.weight` beside `lora_A` / `lora_B` matrices
+    /// (transformers leaves such a layer randomly initialised; the base weight
+    /// alone would drop the adapter); GPTQ and AWQ keep packed integers
+    /// `<layer>.qweight` with `qzeros` and `scales` (read by their own kernels,
+    /// which droptrace does not implement). Empty otherwise.
+    func whyMissing(_ name: String) -> String {
         guard name.hasSuffix(".weight") else { return "" }
-        let base = String(name.dropLast(".weight".count)) + ".base_layer.weight"
-        guard hasTensor(base) else { return "" }
-        return ": it is stored as '\(base.forErrorMessage)', a PEFT model saved without merging its adapters; "
-            + "save the model from PEFT's merge_and_unload() instead"
+        let layer = String(name.dropLast(".weight".count))
+        if hasTensor(layer + ".base_layer.weight") {
+            return ": it is stored as '\((layer + ".base_layer.weight").forErrorMessage)', a PEFT model saved without merging its adapters; "
+                + "save the model from PEFT's merge_and_unload() instead"
+        }
+        if hasTensor(layer + ".qweight") {
+            var method: String?
+            if case .string(let name)? = (try? JSONValue.parse([UInt8](configData)))?.member("quantization_config")?.member("quant_method") {
+                method = name
+            }
+            return ": the layer is stored quantised as '\((layer + ".qweight").forErrorMessage)' with qzeros and scales"
+                + (method.map { " (quant_method \"\($0.forErrorMessage)\")" } ?? "")
+                + ", which droptrace does not read (it reads F32, F16 and BF16 weights, FP8 and MXFP4); score the unquantised model"
+        }
+        return ""
     }
 
     /// A tensor as stored, also of the dtypes that are not weights by
@@ -187,11 +204,46 @@ public final class Checkpoint: @unchecked Sendable {
     /// nothing else. Throws when the tensor is missing or of a dtype droptrace
     /// cannot read at all (BOOL, integers other than U8, F64, ...).
     public func storedTensor(_ name: String) throws -> TensorSlice {
+        noteRead(name)
         if let slice = tensors[name] ?? scaledTensors[name] { return slice }
         if let (dtype, path) = otherTensors[name] {
             throw DroptraceError("tensor '\(name.forErrorMessage)' has dtype \(dtype), which droptrace cannot read", path: path)
         }
         throw DroptraceError("missing tensor '\(name)'", path: weightsPath)
+    }
+
+    /// The tensors whose names satisfy `included`, as stored, for reading
+    /// their bytes ahead (not counted as read by `requireLayerRead(_:)`); nil
+    /// when one of them cannot be read as stored.
+    public func storedSlices(where included: (String) -> Bool) -> [TensorSlice]? {
+        let names = storedTensorNames.filter(included)
+        let slices = names.compactMap { tensors[$0] ?? scaledTensors[$0] }
+        return slices.count == names.count ? slices : nil
+    }
+
+    private func noteRead(_ name: String) {
+        readLock.withLock { _ = readNames.insert(name) }
+    }
+
+    /// Throws when a GGUF file holds a tensor named `<layerPrefix>…` (a layer's,
+    /// `model.layers.3.`) that building the layer did not read: llama.cpp creates each tensor its architecture
+    /// uses and refuses a file with any other ("wrong number of tensors"),
+    /// where droptrace would compute another model than the file describes (a
+    /// bias in block 3 of a file whose block 0 has none, an MLP bias Qwen2
+    /// has no place for). Call once the layer was built with nothing dropped.
+    /// Other formats follow transformers, which ignores unused tensors.
+    /// - Throws: `DroptraceError` naming the GGUF file and the tensor as stored.
+    public func requireLayerRead(_ layerPrefix: String) throws {
+        guard let gguf else { return }
+        let unread = readLock.withLock {
+            tensors.keys.filter { $0.hasPrefix(layerPrefix) && !readNames.contains($0) }.map { gguf.storedNames[$0] ?? $0 }
+        }
+        guard let name = Set(unread).min() else { return }
+        let more = Set(unread).count - 1
+        throw DroptraceError(
+            "tensor '\(name.forErrorMessage)'\(more > 0 ? " (and \(more) more of its block)" : "") is not used by the \(modelType) model the metadata describes; "
+                + "llama.cpp refuses a file holding tensors its architecture does not create",
+            path: gguf.path)
     }
 
     /// A tensor whose shape must be `shape`, as the config implies.

@@ -334,6 +334,24 @@ import Testing
             in: scratch)
     }
 
+    /// GPTQ and AWQ checkpoints keep each quantised layer as packed integers
+    /// `<layer>.qweight` with `qzeros` and `scales`; the refusal says so and
+    /// names the quant_method instead of a bare missing weight.
+    @Test func gptqLayerIsNamed() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try rewriteWeights(model) { entries in
+            for index in entries.indices where entries[index].name.hasSuffix("self_attn.q_proj.weight") {
+                entries[index].name = entries[index].name.replacingOccurrences(of: "q_proj.weight", with: "q_proj.qweight")
+            }
+        }
+        try rewriteConfig(model) { $0["quantization_config"] = ["quant_method": "gptq", "bits": 4, "group_size": 128] }
+        try expectRefused(
+            checkpoint: model, naming: model.path,
+            mentioning: ["missing tensor 'model.layers.0.self_attn.q_proj.weight'", "'model.layers.0.self_attn.q_proj.qweight'", #"(quant_method "gptq")"#],
+            in: scratch)
+    }
+
     func rewriteConfig(_ model: URL, _ change: (inout [String: Any]) -> Void) throws {
         let url = model.appendingPathComponent("config.json")
         var object = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]

@@ -61,10 +61,19 @@ enum GGUFBytes {
         try ConfigValidationTests.spliceMetadata(&bytes, at: 24, length: 0, with: pair)
     }
 
-    /// Rewrites the tensor infos' offsets of a float file (F32, F16, BF16) as
-    /// llama.cpp lays the tensors out, one after another padded to 32, after
-    /// an edit changed a tensor's size; the data is left where it is.
-    static func layOutTensors(_ bytes: inout [UInt8]) {
+    /// A tensor info as stored: its ggml dimensions (fastest first), type
+    /// id and where its offset field sits.
+    struct TensorInfo {
+        let dimensions: [Int]
+        let type: UInt32
+        let offsetField: Int
+
+        /// Bytes of a float tensor (F32, F16, BF16).
+        var size: Int { dimensions.reduce(1, *) * [0: 4, 1: 2, 30: 2][type]! }
+    }
+
+    /// The tensor infos of a file and the offset just past them.
+    static func tensorInfos(_ bytes: [UInt8]) -> (infos: [TensorInfo], end: Int) {
         func u64(_ at: Int) -> Int { bytes[at..<(at + 8)].reversed().reduce(0) { $0 << 8 | Int($1) } }
         func u32(_ at: Int) -> UInt32 { bytes[at..<(at + 4)].reversed().reduce(0) { $0 << 8 | UInt32($1) } }
         var at = 24
@@ -73,16 +82,43 @@ enum GGUFBytes {
             let type = u32(at)
             at += 4 + payloadLength(bytes, type: type, at: at + 4)
         }
-        var next = 0
+        var infos: [TensorInfo] = []
         for _ in 0..<u64(8) {
             at += 8 + u64(at)
             let dimensions = (0..<Int(u32(at))).map { u64(at + 4 + 8 * $0) }
             at += 4 + 8 * dimensions.count
-            let size = dimensions.reduce(1, *) * [0: 4, 1: 2, 30: 2][u32(at)]!
-            bytes.replaceSubrange((at + 4)..<(at + 12), with: le(UInt64(next)))
-            next += (size + 31) / 32 * 32
+            infos.append(TensorInfo(dimensions: dimensions, type: u32(at), offsetField: at + 4))
             at += 12
         }
+        return (infos, at)
+    }
+
+    static func padded(_ count: Int) -> Int { (count + 31) / 32 * 32 }
+
+    /// Rewrites the tensor infos' offsets of a float file (F32, F16, BF16) as
+    /// llama.cpp lays the tensors out, one after another padded to 32, after
+    /// an edit changed a tensor's size; the data is left where it is.
+    static func layOutTensors(_ bytes: inout [UInt8]) {
+        var next = 0
+        for info in tensorInfos(bytes).infos {
+            bytes.replaceSubrange(info.offsetField..<(info.offsetField + 8), with: le(UInt64(next)))
+            next += padded(info.size)
+        }
+    }
+
+    /// A float file (aligned to 32) with an F32 tensor `name` of ggml
+    /// dimensions `dimensions` holding `values` added after the others, laid
+    /// out as llama.cpp's writer would.
+    static func addingTensor(_ bytes: [UInt8], name: String, dimensions: [Int], values: [Float]) -> [UInt8] {
+        let (infos, end) = tensorInfos(bytes)
+        let dataLength = infos.map(\.size).map(padded).reduce(0, +)
+        var result = Array(bytes[..<end])
+        result.replaceSubrange(8..<16, with: le(UInt64(infos.count + 1)))
+        result += string(name) + le(UInt32(dimensions.count)) + dimensions.flatMap { le(UInt64($0)) } + le(UInt32(0)) + le(UInt64(dataLength))
+        result += [UInt8](repeating: 0, count: padded(result.count) - result.count)
+        let data = Array(bytes[padded(end)...].prefix(dataLength))
+        result += data + [UInt8](repeating: 0, count: dataLength - data.count)
+        return result + values.flatMap { le($0.bitPattern) }
     }
 
     /// The UInt32 value of metadata `key`.
@@ -278,25 +314,117 @@ enum GGUFBytes {
     }
 }
 
-/// Errors about a GGUF checkpoint's weights (a tensor its architecture needs
-/// is missing) name the GGUF file, not the folder holding it.
-@Suite struct GGUFWeightErrorTests {
-    @Test func missingTensorNamesTheFile() throws {
-        let scratch = try ScratchDirectory()
-        var bytes = try GGUFBytes.fixture("gguf/llama-f32.gguf")
-        let name = Array("blk.1.attn_v.weight".utf8)
-        let at = try #require((0...(bytes.count - name.count)).first { bytes[$0..<($0 + name.count)].elementsEqual(name) })
-        // Same length and shape: a block tensor llama has not.
-        bytes.replaceSubrange(at..<(at + name.count), with: Array("blk.1.attn_w.weight".utf8))
-        let url = scratch.path("renamed.gguf")
+/// A GGUF file holds the tensors its architecture creates in llama.cpp and no
+/// other: llama.cpp refuses a file with more ("wrong number of tensors"), and
+/// droptrace, which would ignore them, computed another model than the file
+/// describes. Each error is one line naming the GGUF file (not the folder).
+@Suite struct GGUFUnusedTensorTests {
+    static let llama = "gguf/llama-f32.gguf"
+
+    /// `bytes` with the first tensor name `name` renamed to `renamed` (same length).
+    static func renaming(_ bytes: [UInt8], _ name: String, to renamed: String) throws -> [UInt8] {
+        let (old, new) = (Array(name.utf8), Array(renamed.utf8))
+        precondition(old.count == new.count)
+        let at = try #require((0...(bytes.count - old.count)).first { bytes[$0..<($0 + old.count)].elementsEqual(old) })
+        var copy = bytes
+        copy.replaceSubrange(at..<(at + old.count), with: new)
+        return copy
+    }
+
+    /// The errors of `droptrace score` on the file `bytes` (written as `name`), and the file's path.
+    static func scoreErrors(_ bytes: [UInt8], in scratch: ScratchDirectory) throws -> (errors: [Substring], path: String) {
+        let url = scratch.path("edited.gguf")
         try Data(bytes).write(to: url)
         let result = try DroptraceCommand.run([
             "score", url.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("s.h5").path,
         ])
         #expect(result.status == 1)
-        let errors = result.stderr.split(separator: "\n").filter { $0.contains("error") }
-        #expect(
-            errors.count == 1 && errors[0].hasSuffix("error: \(url.path): missing tensor 'model.layers.1.self_attn.v_proj.weight'"),
-            "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("s.h5").path))
+        return (result.stderr.split(separator: "\n").filter { $0.contains("error") }, url.path)
+    }
+
+    static func expectOneError(_ bytes: [UInt8], _ message: String) throws {
+        let scratch = try ScratchDirectory()
+        let (errors, path) = try scoreErrors(bytes, in: scratch)
+        #expect(errors.count == 1 && errors[0].hasSuffix("error: \(path): \(message)"), "\(errors)")
+    }
+
+    static func scores(_ bytes: [UInt8]) throws -> ModuleScores {
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("model.gguf")
+        try Data(bytes).write(to: url)
+        return try ImportanceScorer(model: try ModelRegistry.load(try Checkpoint(location: url)))
+            .score(FixtureFiles.jsonlSequences(), calibrationPath: "fixture")
+    }
+
+    /// A block tensor llama has no place for (same shape as the one it replaces).
+    @Test func blockTensorWithNoPlaceIsRefused() throws {
+        let bytes = try Self.renaming(try GGUFBytes.fixture(Self.llama), "blk.1.attn_v.weight", to: "blk.1.attn_w.weight")
+        try Self.expectOneError(
+            bytes, "tensor 'blk.1.attn_w.weight' has no place in a llama model; llama.cpp refuses a file holding tensors its architecture does not create")
+    }
+
+    /// Llama 3's rope factors under another name were ignored: exit 0, scores
+    /// of a model without the factors.
+    @Test func renamedRopeFactorsAreRefused() throws {
+        let bytes = try Self.renaming(try GGUFBytes.fixture(Self.llama), "rope_freqs.weight", to: "rope_freqx.weight")
+        try Self.expectOneError(
+            bytes, "tensor 'rope_freqx.weight' has no place in a llama model; llama.cpp refuses a file holding tensors its architecture does not create")
+    }
+
+    /// `bytes` (the llama fixture: 5 blocks, q/o rows 48, k/v rows 24) with
+    /// attention biases of `value` added to the blocks `blocks`.
+    static func addingAttentionBiases(_ bytes: [UInt8], blocks: [Int], value: Float) -> [UInt8] {
+        var edited = bytes
+        for block in blocks {
+            for (projection, rows) in [("attn_q", 48), ("attn_k", 24), ("attn_v", 24), ("attn_output", 48)] {
+                edited = GGUFBytes.addingTensor(
+                    edited, name: "blk.\(block).\(projection).bias", dimensions: [rows], values: Array(repeating: value, count: rows))
+            }
+        }
+        return edited
+    }
+
+    /// Zero biases in every block make a file llama reads (attention_bias)
+    /// and score as the file without them: the test's writer makes valid files.
+    @Test func biasesInEveryBlockAreRead() throws {
+        let original = try GGUFBytes.fixture(Self.llama)
+        let zero = try Self.scores(Self.addingAttentionBiases(original, blocks: Array(0..<5), value: 0))
+        let nonzero = try Self.scores(Self.addingAttentionBiases(original, blocks: Array(0..<5), value: 0.5))
+        let reference = try Self.scores(original)
+        #expect(zero.attention == reference.attention && zero.mlp == reference.mlp)
+        #expect(nonzero.attention != reference.attention)
+    }
+
+    /// attention_bias comes from block 0; biases of a later block alone were
+    /// ignored (exit 0, the scores of the model without them).
+    @Test func biasesOfOneLaterBlockAreRefused() throws {
+        let bytes = Self.addingAttentionBiases(try GGUFBytes.fixture(Self.llama), blocks: [3], value: 0.5)
+        try Self.expectOneError(
+            bytes, "tensor 'blk.3.attn_k.bias' (and 3 more of its block) is not used by the llama model the metadata describes; llama.cpp refuses a file holding tensors its architecture does not create")
+    }
+
+    /// A tensor of a known place that the family has no use for (Qwen3's MLP has no biases).
+    @Test func tensorTheFamilyDoesNotReadIsRefused() throws {
+        let bytes = GGUFBytes.addingTensor(try GGUFBytes.fixture("gguf/qwen3-f32.gguf"), name: "blk.0.ffn_up.bias", dimensions: [96], values: Array(repeating: 1, count: 96))
+        let scratch = try ScratchDirectory()
+        let (errors, path) = try Self.scoreErrors(bytes, in: scratch)
+        #expect(errors.count == 1 && errors[0].hasSuffix("error: \(path): tensor 'blk.0.ffn_up.bias' is not used by the qwen3 model the metadata describes; llama.cpp refuses a file holding tensors its architecture does not create"), "\(errors)")
+    }
+
+    /// Rope factors only where llama.cpp creates them (Llama's rope_freqs,
+    /// Phi-3's long and short factors, both), and as a vector.
+    @Test func ropeFactorsOnlyWhereTheArchitectureReadsThem() throws {
+        let qwen3 = try GGUFBytes.fixture("gguf/qwen3-f32.gguf")
+        try Self.expectOneError(
+            GGUFBytes.addingTensor(qwen3, name: "rope_freqs.weight", dimensions: [6], values: Array(repeating: 2, count: 6)),
+            "tensor 'rope_freqs.weight' has no place in a qwen3 model; llama.cpp refuses a file holding tensors its architecture does not create")
+        try Self.expectOneError(
+            GGUFBytes.addingTensor(qwen3, name: "rope_freqs.weight", dimensions: [3, 2], values: Array(repeating: 2, count: 6)),
+            "tensor 'rope_freqs.weight' should be a vector of rope factors but has dimensions [3, 2]")
+        let phi3 = try GGUFBytes.fixture("gguf-arch/phi3_longrope-f16.gguf")
+        try Self.expectOneError(
+            try Self.renaming(phi3, "rope_factors_short.weight", to: "rope_factors_shor_.weight"),
+            "rope_factors_long.weight and rope_factors_short.weight come together (LongRoPE), but only rope_factors_long.weight is stored")
     }
 }

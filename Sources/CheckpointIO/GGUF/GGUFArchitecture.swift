@@ -122,11 +122,20 @@ struct GGUFArchitecture: Sendable {
     let attentionRows: AttentionRows
     /// The metadata key giving the head width of Q and K, when not `attention.key_length`.
     var headWidthKey = "attention.key_length"
+    /// The rope factor tensors (of `ropeFactorTensors`) llama.cpp creates for
+    /// this architecture; another is a tensor the file should not hold.
+    var ropeFactors: Set<String> = []
     /// Whether `expert_count` may be above 0 (elsewhere it marks a model the
     /// table does not describe, e.g. Mixtral as `llama`).
     var mixtureOfExperts = false
     /// The config.json equivalent.
     let config: @Sendable (Input) throws -> [String: Any]
+}
+
+extension GGUFArchitecture {
+    /// Top-level vectors of per-frequency rope factors: Llama 3's divisors,
+    /// LongRoPE's long- and short-context factors.
+    static let ropeFactorTensors = ["rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"]
 }
 
 extension GGUFArchitecture.Place {

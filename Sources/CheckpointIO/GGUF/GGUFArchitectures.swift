@@ -19,7 +19,8 @@ extension GGUFArchitecture {
             "attn_q": .module("self_attn.q_proj", .rotaryInterleaved(.query)),
             "attn_k": .module("self_attn.k_proj", .rotaryInterleaved(.keyValue)),
         ]),
-        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)])
+        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)]),
+        ropeFactors: ["rope_freqs.weight"]
     ) { input in
         let slidingWindow = try input.metadata.optionalUInt32(input.key("attention.sliding_window"))
         try ConfigRules.checks(path: input.path) {
@@ -185,7 +186,7 @@ extension GGUFArchitecture {
         blocks: ["attn_norm": .module("input_layernorm", nil), "attn_qkv": .module("self_attn.qkv_proj", nil),
                  "attn_output": .module("self_attn.o_proj", nil), "ffn_norm": .module("post_attention_layernorm", nil),
                  "ffn_up": .module("mlp.gate_up_proj", nil), "ffn_down": .module("mlp.down_proj", nil)],
-        attentionRows: .fused("attn_qkv.weight")
+        attentionRows: .fused("attn_qkv.weight"), ropeFactors: ["rope_factors_long.weight", "rope_factors_short.weight"]
     ) { input in
         var config = try input.llamaShaped("phi3")
         config.removeValue(forKey: "attention_bias")
@@ -205,7 +206,14 @@ extension GGUFArchitecture {
         }
         var rope = config["rope_parameters"] as! [String: Any]
         rope["partial_rotary_factor"] = GGUFConfiguration.fraction(rotary, of: headDim)
-        if let long = input.ropeTensors["rope_factors_long.weight"], let short = input.ropeTensors["rope_factors_short.weight"] {
+        let long = input.ropeTensors["rope_factors_long.weight"], short = input.ropeTensors["rope_factors_short.weight"]
+        // LongRoPE needs both; one alone would be dropped unseen.
+        guard (long == nil) == (short == nil) else {
+            throw DroptraceError(
+                "rope_factors_long.weight and rope_factors_short.weight come together (LongRoPE), but only \(long == nil ? "rope_factors_short" : "rope_factors_long").weight is stored",
+                path: input.path)
+        }
+        if let long, let short {
             guard long.count == rotary / 2, short.count == rotary / 2 else {
                 throw DroptraceError(
                     "rope_factors_long.weight and rope_factors_short.weight must hold \(rotary / 2) factors (half the rotary width), got \(long.count) and \(short.count)",

@@ -9,6 +9,9 @@ public final class GGUFCheckpoint: @unchecked Sendable {
     public let path: String
     public let file: GGUFFile
     public let tensors: [String: TensorSlice]
+    /// The GGUF tensor each of `tensors` comes from (a stack for an expert's
+    /// slice, the first part for a tensor made of several), for messages.
+    public let storedNames: [String: String]
     /// config.json equivalent of the metadata (JSON object bytes).
     public let configData: Data
 
@@ -40,20 +43,37 @@ public final class GGUFCheckpoint: @unchecked Sendable {
             dtypes[info.name] = dtype
         }
 
-        // Small float tensors llama.cpp keeps rope factors in, read for the config.
+        // Small float tensors llama.cpp keeps rope factors in, read for the config:
+        // vectors of half the rotary width ({n_rot/2}, as llama.cpp creates them).
         var ropeTensors: [String: [Float]] = [:]
-        for name in ["rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"] {
+        for name in GGUFArchitecture.ropeFactorTensors {
             guard let info = infos[name] else { continue }
-            ropeTensors[name] = try file.slice(info, dtype: dtypes[name]!, name: name, shape: [info.elementCount], order: .asShaped).floats()
+            guard info.dimensions.count == 1 else {
+                throw DroptraceError("tensor '\(name)' should be a vector of rope factors but has dimensions \(info.dimensions)", path: path)
+            }
+            ropeTensors[name] = try file.slice(info, dtype: dtypes[name]!, name: name, shape: info.dimensions, order: .asShaped).floats()
         }
         let config = try GGUFConfiguration(
             metadata: GGUFMetadata(values: file.metadata, path: path),
             tensorDimensions: infos.mapValues(\.dimensions), ropeTensors: ropeTensors)
         configData = config.jsonData
         let architecture = config.architecture
+        /// llama.cpp refuses a file holding a tensor its architecture does not
+        /// create ("wrong number of tensors"); droptrace would ignore it and
+        /// compute another model than the file's (a renamed `rope_freqs.weight`
+        /// loses Llama 3's rope scaling). Block tensors of a known place are
+        /// checked as each block is built (`Checkpoint.requireLayerRead(_:)`).
+        func unused(_ name: String) -> DroptraceError {
+            DroptraceError(
+                "tensor '\(name.forErrorMessage)' has no place in a \(architecture.name) model; "
+                    + "llama.cpp refuses a file holding tensors its architecture does not create",
+                path: path)
+        }
+        if let stray = ropeTensors.keys.sorted().first(where: { !architecture.ropeFactors.contains($0) }) { throw unused(stray) }
 
         let names = GGUFTensorNames(architecture: architecture, heads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim)
         var tensors: [String: TensorSlice] = [:]
+        var storedNames: [String: String] = [:]
         // Block tensors with no place of their own, as stored: the parts of composites.
         var parts: [String: TensorSlice] = [:]
         for info in file.tensors {
@@ -78,6 +98,7 @@ public final class GGUFCheckpoint: @unchecked Sendable {
                 } else {
                     tensors[name] = stored
                 }
+                storedNames[name] = info.name
             case .perExpert(let nameOf)?:
                 // Dimensions confirmed as [experts, out, in] by GGUFConfiguration; an
                 // expert's rows are whole blocks, so its bytes start at a block.
@@ -86,11 +107,15 @@ public final class GGUFCheckpoint: @unchecked Sendable {
                 for expert in 0..<storedShape[0] {
                     let name = nameOf(expert)
                     tensors[name] = file.slice(info, dtype: dtype, name: name, shape: matrix, order: .asShaped, byteOffset: expert * bytes)
+                    storedNames[name] = info.name
                 }
+            case nil where ropeTensors[info.name] != nil:
+                break
             case nil:
-                if info.name.hasPrefix("blk.") {
-                    parts[info.name] = file.slice(info, dtype: dtype, name: info.name, shape: storedShape, order: .asShaped)
-                }
+                let part = info.name.split(separator: ".", maxSplits: 2).dropFirst(2).first.map(String.init)
+                guard GGUFTensorNames.blockNumber(info.name) != nil, let part,
+                      architecture.composites.contains(where: { $0.sources.contains(part) }) else { throw unused(info.name) }
+                parts[info.name] = file.slice(info, dtype: dtype, name: info.name, shape: storedShape, order: .asShaped)
             }
         }
         let layers = Set(parts.keys.compactMap(GGUFTensorNames.blockNumber))
@@ -101,13 +126,16 @@ public final class GGUFCheckpoint: @unchecked Sendable {
                 // Older converters also keep the whole tensor (DeepSeek's attn_kv_b).
                 guard sources.count == composite.sources.count, tensors[name] == nil else { continue }
                 tensors[name] = try composite.build(name, sources, config)
+                storedNames[name] = "blk.\(layer).\(composite.sources[0])"
             }
         }
         // Tied GPT-NeoX models (rare) keep no output matrix, and GPTNeoXModel does not tie.
         if architecture.name == "gptneox", tensors["lm_head.weight"] == nil, let embedding = tensors["gpt_neox.embed_in.weight"] {
             tensors["lm_head.weight"] = embedding
+            storedNames["lm_head.weight"] = "token_embd.weight"
         }
         self.tensors = tensors
+        self.storedNames = storedNames
     }
 
     /// The length a complete file must have according to its header (nil when
