@@ -158,7 +158,6 @@ enum GGUFArchitectureFixtures {
         Mutant(file: "../gguf/qwen3_moe-f32.gguf", key: "qwen3moe.expert_feed_forward_length", value: 17),
         Mutant(file: "../gguf/qwen3-f32.gguf", key: "qwen3.attention.key_length", value: 8),
         Mutant(file: "../gguf/olmoe-f32.gguf", key: "olmoe.attention.clamp_kqv", value: -1),
-        Mutant(file: "gemma3_text-f16.gguf", key: "gemma3.attention.sliding_window", value: 0),
         Mutant(file: "gemma3_text-f16.gguf", key: "gemma3.attention.key_length", value: 32),
         Mutant(file: "phi3-f32.gguf", key: "phi3.rope.dimension_count", value: 13),
         Mutant(file: "phi3-f32.gguf", key: "phi3.attention.head_count_kv", value: 4),

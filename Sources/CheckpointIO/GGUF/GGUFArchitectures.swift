@@ -137,8 +137,12 @@ extension GGUFArchitecture {
     }
 
     /// Gemma 3 (text): sandwich norms, norms stored as 1 + w by the converter,
-    /// local/global layers (llama.cpp's default pattern: every sixth global,
-    /// local base 10000 unless the file says otherwise), per-head q/k norms.
+    /// local/global layers when the file gives a window (llama.cpp's default
+    /// pattern: every sixth global, local base 10000 unless the file says
+    /// otherwise; no window or 0: every layer global), per-head q/k norms.
+    /// Without `attention.scale`, queries are scaled as llama.cpp scales them:
+    /// by 1/sqrt(head width), but by 1/sqrt(hidden / heads) for the 62-layer
+    /// 27B (Gemma 3 27B's query_pre_attn_scalar, 168, is not its head width).
     static let gemma3 = GGUFArchitecture(
         name: "gemma3", prefix: "model.", topLevel: llamaTop,
         blocks: Place.llamaBlocks.adding([
@@ -156,15 +160,13 @@ extension GGUFArchitecture {
         let m = input.metadata
         config["hidden_act"] = "gelu_pytorch_tanh"
         config["hidden_activation"] = "gelu_pytorch_tanh"
-        let window = try m.optionalUInt32(input.key("attention.sliding_window"))
-        try ConfigRules.checks(path: input.path) { try ConfigRules.countIfPresent(window, input.key("attention.sliding_window")) }
-        config["sliding_window"] = window ?? 4096
-        config["layer_types"] = try GGUFConfiguration.slidingPattern(input, default: 6)
-        // llama.cpp scales queries by 1/sqrt(head width) unless the file gives a scale.
+        let window = try m.optionalUInt32(input.key("attention.sliding_window")) ?? 0
+        config["sliding_window"] = window > 0 ? window : 4096
+        config["layer_types"] = window > 0 ? try GGUFConfiguration.slidingPattern(input, default: 6) : input.layerTypes { _ in false }
         if let scale = try m.optionalPositiveFloat32(input.key("attention.scale")) {
             config["query_pre_attn_scalar"] = 1 / (scale * scale)
         } else {
-            config["query_pre_attn_scalar"] = input.sizes.headDim
+            config["query_pre_attn_scalar"] = input.sizes.layers == 62 ? input.sizes.hidden / input.sizes.heads : input.sizes.headDim
         }
         // llama.cpp's gemma3 soft-caps nothing unless the file says so (transformers' default: None).
         for key in ["final_logit_softcapping", "attn_logit_softcapping"] {
@@ -237,7 +239,10 @@ extension GGUFArchitecture {
     }
 
     /// OLMo 2: post-norm layout (norms after attention and MLP, none before),
-    /// q/k RMSNorms over the whole projection.
+    /// q/k RMSNorms over the whole projection. The converter writes OLMo 3 as
+    /// `olmo2` with a sliding window; llama.cpp then slides on all but every
+    /// `sliding_window_pattern`-th layer (4 unless given), where the rotary
+    /// embedding is the plain one at the model's base (no YaRN): `olmo3`.
     static let olmo2 = GGUFArchitecture(
         name: "olmo2", prefix: "model.", topLevel: llamaTop,
         blocks: Place.llamaBlocks.filter { $0.key != "attn_norm" && $0.key != "ffn_norm" }.adding(Place.qkNorms).adding([
@@ -247,8 +252,17 @@ extension GGUFArchitecture {
         attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)])
     ) { input in
         try GGUFConfiguration.requireWholeHeadRotary(input)
-        var config = try input.llamaShaped("olmo2")
+        let window = try input.metadata.optionalUInt32(input.key("attention.sliding_window")) ?? 0
+        var config = try input.llamaShaped(window > 0 ? "olmo3" : "olmo2")
         config.removeValue(forKey: "head_dim")
+        if window > 0 {
+            config["sliding_window"] = window
+            config["layer_types"] = try GGUFConfiguration.slidingPattern(input, default: 4)
+            config["rope_parameters"] = [
+                "full_attention": config["rope_parameters"]!,
+                "sliding_attention": ["rope_type": "default", "rope_theta": input.sizes.theta] as [String: Any],
+            ] as [String: Any]
+        }
         return config
     }
 

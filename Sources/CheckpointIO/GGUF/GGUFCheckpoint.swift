@@ -58,11 +58,11 @@ public final class GGUFCheckpoint: @unchecked Sendable {
             tensorDimensions: infos.mapValues(\.dimensions), ropeTensors: ropeTensors)
         configData = config.jsonData
         let architecture = config.architecture
-        /// llama.cpp refuses a file holding a tensor its architecture does not
-        /// create ("wrong number of tensors"); droptrace would ignore it and
-        /// compute another model than the file's (a renamed `rope_freqs.weight`
-        /// loses Llama 3's rope scaling). Block tensors of a known place are
-        /// checked as each block is built (`Checkpoint.requireLayerRead(_:)`).
+        // llama.cpp refuses a file holding a tensor its architecture does not
+        // create ("wrong number of tensors"); ignoring it would compute another
+        // model than the file's (a renamed `rope_freqs.weight` loses Llama 3's
+        // rope scaling). Block tensors of a known place are checked as each
+        // block is built (`Checkpoint.requireLayerRead(_:)`).
         func unused(_ name: String) -> DroptraceError {
             DroptraceError(
                 "tensor '\(name.forErrorMessage)' has no place in a \(architecture.name) model; "
