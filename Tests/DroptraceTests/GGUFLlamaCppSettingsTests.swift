@@ -65,4 +65,16 @@ import Testing
             .score(sequences, calibrationPath: "fixture")
         #expect(olmo3.attention != olmo2.attention, "a window of 4 changes every sliding layer's attention")
     }
+
+    /// gpt-oss slides on even layers unless the file gives a pattern, which
+    /// llama.cpp reads (it was ignored).
+    @Test func gptOssSlidingPatternIsRead() throws {
+        let scratch = try ScratchDirectory()
+        var bytes = [UInt8](try Data(contentsOf: GGUFArchitectureFixtures.file("gpt_oss-f16.gguf")))
+        let layers = try #require(try Self.translated(bytes, in: scratch).config["layer_types"] as? [String])
+        #expect(layers == (0..<layers.count).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" })
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("gpt-oss.attention.sliding_window_pattern") + GGUFBytes.value(.uint32, GGUFBytes.le(UInt32(3))))
+        let patterned = try Self.translated(bytes, in: scratch).config["layer_types"] as? [String]
+        #expect(patterned == (0..<layers.count).map { ($0 + 1) % 3 != 0 ? "sliding_attention" : "full_attention" })
+    }
 }

@@ -307,7 +307,7 @@ extension GGUFArchitecture {
     }
 
     /// gpt-oss: attention sinks, alternating sliding/full layers (sliding
-    /// first), experts with biases; the converter splits the interleaved
+    /// first, or the file's `sliding_window_pattern`), experts with biases; the converter splits the interleaved
     /// `gate_up_proj` into gate and up stacks and transposes the expert
     /// matrices to [experts, out, in].
     static let gptOss = GGUFArchitecture(
@@ -325,7 +325,8 @@ extension GGUFArchitecture {
         try ConfigRules.checks(path: input.path) { try ConfigRules.count(window, input.key("attention.sliding_window")) }
         config["attention_bias"] = true
         config["sliding_window"] = window
-        config["layer_types"] = input.layerTypes { $0 % 2 == 0 }
+        // Even layers slide unless the file gives a pattern (llama.cpp's default period 2).
+        config["layer_types"] = try GGUFConfiguration.slidingPattern(input, default: 2)
         config["intermediate_size"] = try GGUFConfiguration.expertWidth(input)
         config["num_local_experts"] = input.sizes.experts
         config["num_experts_per_tok"] = try GGUFConfiguration.expertsUsed(input)
