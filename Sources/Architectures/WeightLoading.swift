@@ -13,6 +13,13 @@ struct Weights {
 
     /// Stored names that stand in for missing ones (full name → stored name).
     private let standIns: [String: String]
+    /// The base model's prefix once more before every name (`model.` of
+    /// `model.model.layers.0…`, `model.lm_head.weight`), as a module holding
+    /// the ...ForCausalLM as its `model` saves its state dict (a Lightning
+    /// module, say); empty otherwise. transformers 5 strips one base-model
+    /// prefix from a key whose rest is a key of the model (`rename_source_key`
+    /// in core_model_loading.py), so it loads such files; so does this.
+    let wrapper: String
 
     /// Finds the prefix under which `probe` (the token embedding) exists
     /// (e.g. "model." when saved from a ...ForCausalLM, "" when saved from
@@ -30,18 +37,27 @@ struct Weights {
         self.checkpoint = checkpoint
         fp8Block = try checkpoint.decodeConfig(FP8BlockSize.self)
         if let found = candidates.first(where: { checkpoint.hasTensor($0 + probe) }) {
-            prefix = found
-            standIns = [:]
+            (prefix, wrapper, standIns) = (found, "", [:])
             return
         }
         let names = checkpoint.storedTensorNames
+        if let base = candidates.first, !base.isEmpty, checkpoint.hasTensor(base + base + probe) {
+            // transformers maps 'model.model.x' and 'model.x' to one key; which
+            // it keeps would depend on the order it reads them.
+            if let twice = names.first(where: { $0.hasPrefix(base) && checkpoint.hasTensor(String($0.dropFirst(base.count))) }) {
+                throw DroptraceError(
+                    "tensor '\(twice.dropFirst(base.count))' is stored twice, also as '\(twice)' (transformers reads both as one)",
+                    path: checkpoint.weightsPath)
+            }
+            (prefix, wrapper, standIns) = (base + base, base, [:])
+            return
+        }
         guard let head = tiedHead.first(where: checkpoint.hasTensor),
               let found = candidates.first(where: { candidate in names.contains { $0.hasPrefix(candidate) && $0 != head } })
         else {
             throw DroptraceError("missing tensor '\(candidates[0] + probe)'" + Self.wrapperPrefix(of: probe, candidates, in: names), path: checkpoint.weightsPath)
         }
-        prefix = found
-        standIns = [found + probe: head]
+        (prefix, wrapper, standIns) = (found, "", [found + probe: head])
     }
 
     /// Why the embedding was not found when it is stored under a prefix a
@@ -108,9 +124,15 @@ struct Weights {
         try floats(name, shape).withUnsafeBufferPointer { destination.update(from: $0.baseAddress!, count: $0.count) }
     }
 
-    func has(_ name: String, absolute: Bool = false) -> Bool { checkpoint.hasTensor(absolute ? name : stored(name)) }
+    func has(_ name: String, absolute: Bool = false) -> Bool { checkpoint.hasTensor(absolute ? self.absolute(name) : stored(name)) }
 
-    /// A bias-free [out, in] projection named without the model prefix (LM heads sit outside it).
+    /// The stored name of tensor `name` outside the base model (`lm_head.weight`):
+    /// under the wrapper when it is stored there.
+    func absolute(_ name: String) -> String {
+        !wrapper.isEmpty && checkpoint.hasTensor(wrapper + name) ? wrapper + name : name
+    }
+
+    /// A bias-free [out, in] projection under its stored name `name` (LM heads sit outside the model prefix).
     func absoluteLinear(_ name: String, in inFeatures: Int, out outFeatures: Int) throws -> Linear {
         Linear(
             weight: try checkpoint.tensor(name + ".weight", shape: [outFeatures, inFeatures]).floats(),
@@ -173,9 +195,9 @@ struct Weights {
     func head(tiedTo embedding: String, tied: Bool, hidden: Int, vocabulary: Int, untiedName: String = "lm_head") throws -> Linear {
         let name: String
         if has("lm_head.weight", absolute: true) {
-            name = "lm_head"
+            name = String(absolute("lm_head.weight").dropLast(".weight".count))
         } else if has(untiedName + ".weight", absolute: true) {
-            name = untiedName
+            name = String(absolute(untiedName + ".weight").dropLast(".weight".count))
         } else if tied {
             name = prefix + embedding
         } else {

@@ -1,3 +1,4 @@
+import Architectures
 import CheckpointIO
 import DroptraceSupport
 import Foundation
@@ -314,6 +315,36 @@ import Testing
             checkpoint: model, naming: model.path,
             mentioning: ["missing tensor 'model.embed_tokens.weight'", "stored under the prefix '\(wrapper)'", "save_pretrained"],
             in: scratch)
+    }
+
+    /// A module holding the ...ForCausalLM as `model` saves every name with
+    /// one more `model.` (`model.model.layers.0…`, `model.lm_head.weight`,
+    /// e.g. a Lightning module's state dict). transformers 5 strips one
+    /// base-model prefix from such keys and loads the model (checked with
+    /// 5.23: same logits); droptrace reads it as the model, head included.
+    @Test func doubledBaseModelPrefixReadsAsTheModel() throws {
+        let scratch = try ScratchDirectory()
+        let original = try scratch.copyOfModel("llama-f32")
+        let wrapped = try scratch.copyOfModel("llama-f32", as: "wrapped")
+        try rewriteWeights(wrapped) { entries in
+            for index in entries.indices { entries[index].name = "model." + entries[index].name }
+        }
+        let sequences = FixtureFiles.jsonlSequences()
+        func loaded(_ url: URL) throws -> any LanguageModel { try ModelRegistry.load(try Checkpoint(directory: url)) }
+        let expected = try ImportanceScorer(model: try loaded(original)).score(sequences, calibrationPath: "fixture")
+        let scores = try ImportanceScorer(model: try loaded(wrapped)).score(sequences, calibrationPath: "fixture")
+        #expect(scores.attention == expected.attention && scores.mlp == expected.mlp && scores.block == expected.block)
+        #expect(try loaded(wrapped).head().projection.weight == (try loaded(original).head().projection.weight))
+
+        // 'model.model.x' and 'model.x' are one key to transformers: both stored is refused.
+        try rewriteWeights(wrapped) { entries in
+            entries += entries.filter { $0.name.hasPrefix("model.model.layers.1.") }.map {
+                var copy = $0
+                copy.name = String($0.name.dropFirst("model.".count))
+                return copy
+            }
+        }
+        try expectRefused(checkpoint: wrapped, naming: wrapped.path, mentioning: ["is stored twice", "model.model.layers.1."], in: scratch)
     }
 
     /// A PEFT model saved without merging keeps each adapted layer's weight as
