@@ -5,8 +5,9 @@ import Testing
 /// Pickles nesting lists, dicts or tuples deeper than a state dict ever
 /// does (or putting a container inside itself) are refused with one line
 /// naming the file, instead of overflowing the stack when the values are
-/// released (the shapes found by fuzzing: `(`×N `l`×N, TUPLE1 chains,
-/// EMPTY_DICT/SETITEM chains).
+/// released (the shapes found by fuzzing: EMPTY_LIST/APPEND chains, TUPLE1
+/// chains, EMPTY_DICT/SETITEM chains), spelled with the opcodes torch.load's
+/// weights-only unpickler runs.
 @Suite struct PickleNestingTests {
     private func run(_ opcodes: [UInt8]) throws -> PickleValue {
         try PickleMachine(bytes: [0x80, 0x02] + opcodes + [0x2E], path: "model/pytorch_model.bin", pickleName: "data.pkl")
@@ -21,7 +22,8 @@ import Testing
 
     @Test func deepListsAreRefused() {
         let depth = 30_000
-        expectRefused([UInt8](repeating: 0x28, count: depth) + [UInt8](repeating: 0x6C, count: depth), mentioning: "more than 100 deep")
+        // N + 1 empty lists, then N APPENDs fold each into the one below.
+        expectRefused([UInt8](repeating: 0x5D, count: depth + 1) + [UInt8](repeating: 0x61, count: depth), mentioning: "more than 100 deep")
     }
 
     @Test func deepTuplesAreRefusedAtTheLimit() throws {
@@ -40,27 +42,27 @@ import Testing
     }
 
     @Test func tuplesSharingSubTuplesAreMeasuredOnce() throws {
-        // t = None; N × (DUP, TUPLE2): t = (t, t). A tree of 2^N leaves in N
-        // tuples; walking it to measure each new tuple never ends.
+        // t = None; N × (BINPUT 0, BINGET 0, TUPLE2): t = (t, t). A tree of 2^N
+        // leaves in N tuples; walking it to measure each new tuple never ends.
         let none: [UInt8] = [0x4E]
-        let pair: [UInt8] = [0x32, 0x86]
+        let pair: [UInt8] = [0x71, 0x00, 0x68, 0x00, 0x86]
         let value = try run(none + Array([[UInt8]](repeating: pair, count: 90).joined()))
         #expect(PickleMachine.depth(of: value) == 90)
         expectRefused(none + Array([[UInt8]](repeating: pair, count: 1000).joined()), mentioning: "more than 100 deep")
     }
 
     @Test func aListPutIntoItselfIsRefused() {
-        expectRefused([0x5D, 0x32, 0x61], mentioning: "inside another one") // EMPTY_LIST, DUP, APPEND
+        expectRefused([0x5D, 0x71, 0x00, 0x68, 0x00, 0x61], mentioning: "inside another one") // EMPTY_LIST, BINPUT, BINGET, APPEND
     }
 
     @Test func aListChangedAfterNestingIsRefused() {
-        // l1 = [] memo 0; l2 = [l1]; then l1 fetched again and appended to: its depth in l2 would go stale.
-        expectRefused([0x5D, 0x71, 0x00, 0x28, 0x68, 0x00, 0x6C, 0x68, 0x00, 0x4E, 0x61], mentioning: "inside another one")
+        // l1 = [] memo 0; l2 = []; l2 += [l1]; then l1 fetched again and appended to: its depth in l2 would go stale.
+        expectRefused([0x5D, 0x71, 0x00, 0x5D, 0x28, 0x68, 0x00, 0x65, 0x68, 0x00, 0x4E, 0x61], mentioning: "inside another one")
     }
 
     @Test func stateDictShapesStillLoad() throws {
         // {'a': [1, (2, 3)]}
-        let value = try run([0x7D, 0x8C, 0x01, 0x61, 0x5D, 0x28, 0x4B, 0x01, 0x4B, 0x02, 0x4B, 0x03, 0x86, 0x65, 0x73])
+        let value = try run([0x7D, 0x58, 0x01, 0x00, 0x00, 0x00, 0x61, 0x5D, 0x28, 0x4B, 0x01, 0x4B, 0x02, 0x4B, 0x03, 0x86, 0x65, 0x73])
         guard case .dict(let dict) = value, case .list(let list)? = dict.value(forKey: "a") else {
             Issue.record("expected {'a': [...]}, got \(value.kind)")
             return

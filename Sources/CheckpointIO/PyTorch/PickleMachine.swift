@@ -2,8 +2,9 @@ import DroptraceSupport
 
 /// Reads the pickles torch.save writes for a state dict, and nothing more.
 ///
-/// This is not a Python unpickler: it knows the opcodes of protocols 2–5 that
-/// build plain data, and treats GLOBAL/REDUCE as data too — a global must be
+/// This is not a Python unpickler: it runs the opcodes torch.load's
+/// weights-only unpickler runs (protocol 2, as torch.save writes) that build
+/// plain data, and treats GLOBAL/REDUCE as data too — a global must be
 /// on the `TorchGlobal` allow-list, and "calling" one only records what torch
 /// would rebuild (a tensor view, an empty OrderedDict). Opcodes that build
 /// arbitrary objects (INST, OBJ, NEWOBJ, EXT) are refused outright.
@@ -112,16 +113,11 @@ struct PickleMachine {
             case 0x80: // PROTO
                 let version = try reader.u8()
                 guard version <= 5 else { throw fail("pickle protocol \(version) is newer than any Python writes") }
-            case 0x95: // FRAME: a length prefix only, the opcodes follow inline
-                try reader.skip(8)
             case 0x2E: // STOP
                 guard stack.count == 1 else { throw fail("pickle ends with \(stack.count) values on the stack instead of one") }
                 return (stack[0], reader.position)
 
             case 0x28: marks.append(stack.count) // MARK
-            case 0x30: _ = try pop() // POP
-            case 0x31: _ = try popToMark() // POP_MARK
-            case 0x32: stack.append(try top()) // DUP
 
             case 0x4E: stack.append(.none) // NONE
             case 0x88: stack.append(.bool(true)) // NEWTRUE
@@ -130,20 +126,11 @@ struct PickleMachine {
             case 0x4B: stack.append(.int(Int(try reader.u8()))) // BININT1
             case 0x4D: stack.append(.int(Int(try reader.u16()))) // BININT2
             case 0x8A: stack.append(try Self.long(Array(try reader.raw(Int(try reader.u8()))))) // LONG1
-            case 0x8B: // LONG4
-                let count = Int(Int32(bitPattern: try reader.u32()))
-                stack.append(try Self.long(Array(try reader.raw(count))))
             case 0x47: // BINFLOAT (big-endian)
                 stack.append(.float(Double(bitPattern: try reader.u64().byteSwapped)))
 
             case 0x58: stack.append(.string(try reader.string(Int(try reader.u32())))) // BINUNICODE
-            case 0x8C: stack.append(.string(try reader.string(Int(try reader.u8())))) // SHORT_BINUNICODE
-            case 0x8D: stack.append(.string(try reader.string(try reader.int64()))) // BINUNICODE8
-            case 0x54: stack.append(.string(try reader.string(Int(Int32(bitPattern: try reader.u32()))))) // BINSTRING
             case 0x55: stack.append(.string(try reader.string(Int(try reader.u8())))) // SHORT_BINSTRING
-            case 0x42: stack.append(.bytes(Array(try reader.raw(Int(try reader.u32()))))) // BINBYTES
-            case 0x43: stack.append(.bytes(Array(try reader.raw(Int(try reader.u8()))))) // SHORT_BINBYTES
-            case 0x8E: stack.append(.bytes(Array(try reader.raw(try reader.int64())))) // BINBYTES8
 
             case 0x29: stack.append(.tuple([], depth: 1)) // EMPTY_TUPLE
             case 0x74: stack.append(try tuple(try popToMark())) // TUPLE
@@ -155,15 +142,7 @@ struct PickleMachine {
                 let c = try pop(), b = try pop(), a = try pop()
                 stack.append(try tuple([a, b, c]))
             case 0x5D: stack.append(.list(PickleList())) // EMPTY_LIST
-            case 0x6C: // LIST
-                let list = PickleValue.list(PickleList())
-                try append(try popToMark(), to: list)
-                stack.append(list)
             case 0x7D: stack.append(.dict(PickleDict())) // EMPTY_DICT
-            case 0x64: // DICT
-                let dict = PickleValue.dict(PickleDict())
-                try setItems(try popToMark(), into: dict)
-                stack.append(dict)
             case 0x73: // SETITEM
                 let value = try pop(), key = try pop()
                 try setItems([key, value], into: try top())
@@ -179,19 +158,12 @@ struct PickleMachine {
 
             case 0x71: memo[Int(try reader.u8())] = try top() // BINPUT
             case 0x72: memo[Int(try reader.u32())] = try top() // LONG_BINPUT
-            case 0x94: memo[memo.count] = try top() // MEMOIZE
             case 0x68: stack.append(try memoGet(Int(try reader.u8()))) // BINGET
             case 0x6A: stack.append(try memoGet(Int(try reader.u32()))) // LONG_BINGET
 
             case 0x63: // GLOBAL "module\nname\n"
                 let module = try line()
                 stack.append(try global(module: module, name: try line()))
-            case 0x93: // STACK_GLOBAL
-                let name = try pop(), module = try pop()
-                guard case .string(let moduleName) = module, case .string(let globalName) = name else {
-                    throw fail("pickle STACK_GLOBAL needs two strings")
-                }
-                stack.append(try global(module: moduleName, name: globalName))
             case 0x52: // REDUCE
                 let arguments = try pop(), callable = try pop()
                 guard case .tuple(let values, _) = arguments else { throw fail("pickle REDUCE arguments are \(arguments.kind), not a tuple") }
@@ -222,11 +194,24 @@ struct PickleMachine {
                     "refusing to load: the pickle builds an object with \(names[opcode]!)\(what) at byte \(opcodePosition), which is not part of a PyTorch state dict (nothing was executed)",
                     path: path)
             default:
+                // Protocol 4 and 5 opcodes, among others, which torch.load's weights-only
+                // unpickler (torch/_weights_only_unpickler.py, how transformers reads .bin
+                // files) does not run: it refuses such a file ("Unsupported operand").
+                let name = Self.otherOpcodes[opcode].map { " (\($0))" } ?? ""
                 throw fail(
-                    "unsupported pickle opcode 0x\(String(opcode, radix: 16)) at byte \(opcodePosition); this is not a torch.save state dict")
+                    "pickle opcode 0x\(String(opcode, radix: 16))\(name) at byte \(opcodePosition), which torch.load with weights_only "
+                        + "(as transformers loads .bin files) refuses; torch.save writes state dicts with pickle protocol 2")
             }
         }
     }
+
+    /// Names of opcodes outside what torch's weights-only unpickler runs, for errors.
+    static let otherOpcodes: [UInt8: String] = [
+        0x95: "FRAME", 0x94: "MEMOIZE", 0x93: "STACK_GLOBAL", 0x8C: "SHORT_BINUNICODE", 0x8D: "BINUNICODE8",
+        0x8E: "BINBYTES8", 0x42: "BINBYTES", 0x43: "SHORT_BINBYTES", 0x54: "BINSTRING", 0x8B: "LONG4",
+        0x30: "POP", 0x31: "POP_MARK", 0x32: "DUP", 0x6C: "LIST", 0x64: "DICT", 0x96: "BYTEARRAY8",
+        0x97: "NEXT_BUFFER", 0x98: "READONLY_BUFFER", 0x8F: "EMPTY_SET", 0x90: "ADDITEMS", 0x91: "FROZENSET",
+    ]
 
     /// 0 for a scalar; a container's depth (1 + its deepest item's), as
     /// recorded when it was built or last changed.

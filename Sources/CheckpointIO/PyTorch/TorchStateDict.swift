@@ -3,26 +3,26 @@ import Foundation
 
 /// Turns an unpickled torch.save object into droptrace's tensor map.
 enum TorchStateDict {
-    /// The (name, tensor) pairs of a state dict: the pickled dict itself, or
-    /// one level down under "state_dict" or "model" (training-script checkpoints).
-    /// Entries that are not tensors (an epoch counter, say) are skipped.
+    /// The (name, tensor) pairs of a state dict: the pickled dict itself.
+    /// Entries that are not tensors (an epoch counter, say) are skipped. A
+    /// training script's checkpoint with the state dict one level down (under
+    /// "state_dict" or "model") is refused naming that key: transformers reads
+    /// the top level only and would initialise every weight randomly.
     static func tensors(in root: PickleValue, path: String) throws -> [(name: String, tensor: TorchTensorRecord)] {
         guard case .dict(let dict) = root else {
             throw DroptraceError("holds \(root.kind), not a state dict (a dict of tensors)", path: path)
         }
-        var found = try named(dict, path: path)
-        if found.isEmpty {
-            for key in ["state_dict", "model"] {
-                if case .dict(let nested) = dict.value(forKey: key) {
-                    found = try named(nested, path: path)
-                    if !found.isEmpty { break }
-                }
+        let found = try named(dict, path: path)
+        guard found.isEmpty else { return found }
+        for key in ["state_dict", "model"] {
+            if case .dict(let nested) = dict.value(forKey: key), !(try named(nested, path: path)).isEmpty {
+                throw DroptraceError(
+                    "holds a training checkpoint with the state dict under \"\(key)\", where transformers finds no weights "
+                        + "(it would initialise them all randomly); save that state dict itself (torch.save(checkpoint[\"\(key)\"], ...))",
+                    path: path)
             }
         }
-        guard !found.isEmpty else {
-            throw DroptraceError("holds a dict without tensors, not a state dict (nor one under \"state_dict\" or \"model\")", path: path)
-        }
-        return found
+        throw DroptraceError("holds a dict without tensors, not a state dict", path: path)
     }
 
     /// The tensors of `dict` by name. A name given twice is refused, as a key
