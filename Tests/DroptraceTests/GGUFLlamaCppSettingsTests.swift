@@ -77,4 +77,22 @@ import Testing
         let patterned = try Self.translated(bytes, in: scratch).config["layer_types"] as? [String]
         #expect(patterned == (0..<layers.count).map { ($0 + 1) % 3 != 0 ? "sliding_attention" : "full_attention" })
     }
+
+    /// llama.cpp reads the rope scaling types none, linear, yarn and longrope
+    /// and refuses a file naming another; "dynamic" with a factor was read as
+    /// no scaling at all (exit 0).
+    @Test(arguments: ["dynamic", "default", "llama3"])
+    func ropeScalingTypesLlamaCppDoesNotKnowAreRefused(_ type: String) throws {
+        let scratch = try ScratchDirectory()
+        var bytes = try GGUFBytes.fixture("gguf/llama-f32.gguf")
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("llama.rope.scaling.type") + GGUFBytes.value(.string, GGUFBytes.string(type)))
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("llama.rope.scaling.factor") + GGUFBytes.value(.float32, GGUFBytes.le(Float(2).bitPattern)))
+        let file = scratch.path("scaled.gguf")
+        try Data(bytes).write(to: file)
+        #expect {
+            _ = try Checkpoint(location: file)
+        } throws: { error in
+            "\(error)" == "\(file.path): \"llama.rope.scaling.type\" must be none, linear, yarn or longrope (the types llama.cpp reads), got \"\(type)\""
+        }
+    }
 }

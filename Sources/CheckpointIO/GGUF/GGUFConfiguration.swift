@@ -215,10 +215,15 @@ struct GGUFConfiguration {
                 rope["mscale_all_dim"] = scale
                 rope["mscale"] = scale
             }
-        case let other?:
-            // Left to RopeSettings, which names the types it implements.
-            rope["rope_type"] = other
+        case "longrope":
+            // Its factors are tensors (Phi-3's table reads them); without them RopeSettings refuses it.
+            rope["rope_type"] = "longrope"
             if let factor { rope["factor"] = factor }
+        case let other?:
+            // llama.cpp knows no other name (llama_rope_scaling_type_from_string) and refuses the file.
+            throw InvalidConfigValue(
+                key: input.key("rope.scaling.type"), problem: "must be none, linear, yarn or longrope (the types llama.cpp reads), got \"\(other.forErrorMessage)\""
+            ).error(path: input.path)
         }
         if let factors = input.ropeTensors["rope_freqs.weight"] { rope["frequency_factors"] = factors.map(Double.init) }
         return rope
