@@ -121,7 +121,7 @@ public final class SafetensorsFile: @unchecked Sendable {
             // __metadata__, each name once.
             let header: [(key: String, value: JSONValue)]
             do {
-                guard case .object(let members) = try JSONValue.parse(try file.bytes(headerLength, at: 8)) else {
+                guard case .object(let members) = try JSONValue.parse(try file.bytes(headerLength, at: 8), serde: true) else {
                     throw DroptraceError("safetensors header is not a JSON object", path: path)
                 }
                 header = members

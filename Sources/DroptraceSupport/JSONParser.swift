@@ -17,16 +17,20 @@ public struct JSONParser {
 
     private let bytes: UnsafeBufferPointer<UInt8>
     private let allowsNonFinite: Bool
+    private let serde: Bool
     private var position = 0
     private var depth = 0
 
     /// Parses one JSON document. With `allowingNonFinite`, also the
     /// `NaN`, `Infinity` and `-Infinity` Python's json module writes and
     /// reads (as Doubles): files Python tools write for Python tools, such
-    /// as the Trainer's trainer_state.json after a loss turned NaN.
-    public static func parse(_ data: [UInt8], allowingNonFinite: Bool = false) throws(Failure) -> Any {
+    /// as the Trainer's trainer_state.json after a loss turned NaN. With
+    /// `serde`, as Rust's serde_json reads files (the safetensors and
+    /// tokenizers libraries): a lone surrogate escape (`"\ud800"`) is an
+    /// error, not U+FFFD, and `-0` is a float (-0.0), not the integer 0.
+    public static func parse(_ data: [UInt8], allowingNonFinite: Bool = false, serde: Bool = false) throws(Failure) -> Any {
         try data.withUnsafeBufferPointer { (buffer) throws(Failure) -> Any in
-            var parser = JSONParser(bytes: buffer, allowsNonFinite: allowingNonFinite)
+            var parser = JSONParser(bytes: buffer, allowsNonFinite: allowingNonFinite, serde: serde)
             parser.skipWhitespace()
             let value = try parser.parseValue()
             parser.skipWhitespace()
@@ -35,9 +39,10 @@ public struct JSONParser {
         }
     }
 
-    private init(bytes: UnsafeBufferPointer<UInt8>, allowsNonFinite: Bool) {
+    private init(bytes: UnsafeBufferPointer<UInt8>, allowsNonFinite: Bool, serde: Bool) {
         self.bytes = bytes
         self.allowsNonFinite = allowsNonFinite
+        self.serde = serde
     }
 
     private func failure(_ reason: String) -> Failure {
@@ -190,7 +195,8 @@ public struct JSONParser {
     }
 
     /// After "\u": four hex digits, joined with a following low surrogate
-    /// escape when they are a high surrogate. A lone surrogate becomes U+FFFD.
+    /// escape when they are a high surrogate. A lone surrogate becomes U+FFFD
+    /// (serde: an error).
     private mutating func parseUnicodeEscape() throws(Failure) -> Unicode.Scalar {
         let first = try parseHex4()
         if (0xD800..<0xDC00).contains(first), position + 6 <= bytes.count,
@@ -203,6 +209,7 @@ public struct JSONParser {
             }
             position = saved
         }
+        if serde && (0xD800..<0xE000).contains(first) { throw failure("lone surrogate in a \\u escape") }
         return Unicode.Scalar(first) ?? "\u{FFFD}"
     }
 
@@ -253,7 +260,7 @@ public struct JSONParser {
             guard position > exponentStart else { throw failure("invalid number") }
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
-        if isInteger, let integer = Int(text) { return integer }
+        if isInteger, let integer = Int(text), !(serde && integer == 0 && bytes[start] == UInt8(ascii: "-")) { return integer }
         guard let real = Double(text) else { throw failure("invalid number") }
         return real
     }

@@ -13,11 +13,11 @@ public indirect enum JSONValue: Sendable {
     /// Members in file order; a repeated key is kept as written (`member(_:)` takes the last).
     case object([(key: String, value: JSONValue)])
 
-    /// Parses one JSON document.
+    /// Parses one JSON document (`serde`: as Rust's serde_json reads it, see `JSONParser.parse`).
     /// - Throws: `JSONValue.Malformed` with the byte offset and the reason.
-    public static func parse(_ bytes: [UInt8]) throws(Malformed) -> JSONValue {
+    public static func parse(_ bytes: [UInt8], serde: Bool = false) throws(Malformed) -> JSONValue {
         do {
-            return JSONValue(parsed: try JSONParser.parse(bytes))
+            return JSONValue(parsed: try JSONParser.parse(bytes, serde: serde))
         } catch {
             throw Malformed(offset: error.offset, reason: error.reason)
         }

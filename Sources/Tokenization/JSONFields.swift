@@ -115,7 +115,7 @@ struct JSONFields {
     /// Parses a whole JSON document, or explains where it is broken.
     static func parseDocument(_ bytes: [UInt8], file: String, what: String) throws -> Any {
         do {
-            return try JSONParser.parse(bytes)
+            return try JSONParser.parse(bytes, serde: true)
         } catch {
             let before = bytes[..<min(error.offset, bytes.count)]
             let line = before.reduce(1) { $1 == 0x0A ? $0 + 1 : $0 }

@@ -78,6 +78,11 @@ import Glibc
             ("\u{FEFF}" + #"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, 8, ["not valid JSON", "byte 0"]),
             (#"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#,
              8, ["\"w\" twice"]),
+            // serde reads -0 as the float -0.0 and refuses a lone surrogate escape.
+            (#"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [-0, 8]}}"#, 8, ["malformed"]),
+            (#"{"w\ud800": {"dtype": "F32", "shape": [0], "data_offsets": [8, 8]}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#,
+             8, ["not valid JSON", "lone surrogate"]),
+            (#"{"__metadata__": {"x": "\udc00"}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, 8, ["lone surrogate"]),
         ]
         for (header, data, words) in cases {
             let url = try safetensors(header, dataLength: data, in: scratch)

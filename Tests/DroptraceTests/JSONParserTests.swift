@@ -41,4 +41,20 @@ import Testing
         if case .integer(let ten) = items[2] { #expect(ten == 10) } else { Issue.record("10 is not an integer") }
         if case .string(let text) = items[5] { #expect(text == "é\n") } else { Issue.record("not a string") }
     }
+
+    /// Files Rust's serde_json reads (safetensors headers, tokenizer.json):
+    /// a lone surrogate escape is an error, and -0 is the float -0.0, where
+    /// Python's json (config.json) keeps the first and reads 0 for the second.
+    @Test func serdeRefusesLoneSurrogatesAndReadsMinusZeroAsAFloat() throws {
+        for text in [#""\ud800""#, #""\udc00""#, #""a\ud800b""#, #""\ud800\u0041""#] {
+            let error = #expect(throws: JSONParser.Failure.self) { try JSONParser.parse(Array(text.utf8), serde: true) }
+            #expect(error?.reason.contains("lone surrogate") == true, "\(text): \(String(describing: error))")
+            #expect(try JSONParser.parse(Array(text.utf8)) as? String != nil)
+        }
+        #expect(try JSONParser.parse(Array(#""\ud83d\ude00""#.utf8), serde: true) as? String == "\u{1F600}")
+        let minusZero = try JSONParser.parse(Array("-0".utf8), serde: true)
+        #expect(type(of: minusZero) == Double.self && (minusZero as? Double)?.sign == .minus)
+        #expect(try JSONParser.parse(Array("-0".utf8)) as? Int == 0)
+        #expect(try JSONParser.parse(Array("0".utf8), serde: true) as? Int == 0)
+    }
 }
