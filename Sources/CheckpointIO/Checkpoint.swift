@@ -267,12 +267,12 @@ public final class Checkpoint: @unchecked Sendable {
         do {
             return try JSONDecoder().decode(type, from: data)
         } catch let DecodingError.keyNotFound(key, context) {
-            let path = (context.codingPath + [key]).map(\.stringValue).joined(separator: ".")
+            let path = codingPathText(context.codingPath + [key])
             // A reason a configuration type gives (Foundation's own starts "No value associated").
             let reason = context.debugDescription.hasPrefix("No value") ? "" : " (\(context.debugDescription))"
             throw DroptraceError("missing key \"\(path)\" for model_type \(modelType)\(reason)", path: configURL.path)
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
+            let key = codingPathText(context.codingPath)
             throw DroptraceError("key \"\(key)\" has the wrong type", path: configURL.path)
         } catch let DecodingError.dataCorrupted(context) {
             if context.codingPath.isEmpty, let respelled = ConfigNumbers.respelled(data), respelled != data {
@@ -283,7 +283,7 @@ public final class Checkpoint: @unchecked Sendable {
                let problem = ConfigNumbers.unfitMember(in: data, decode: { _ = try JSONDecoder().decode(type, from: $0) }) {
                 throw DroptraceError(problem, path: configURL.path)
             }
-            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
+            let key = codingPathText(context.codingPath)
             throw DroptraceError("invalid value at \"\(key)\": \(context.debugDescription)", path: configURL.path)
         } catch {
             throw DroptraceError("cannot read: \(error)", path: configURL.path)

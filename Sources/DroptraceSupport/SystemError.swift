@@ -61,7 +61,7 @@ public enum SystemError {
         @unknown default:
             return oneLine(String(describing: error))
         }
-        let location = context.codingPath.map(\.stringValue).joined(separator: ".")
+        let location = codingPathText(context.codingPath)
         return oneLine((location.isEmpty ? "" : "at \(location): ") + context.debugDescription)
     }
 

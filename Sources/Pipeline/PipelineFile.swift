@@ -160,10 +160,16 @@ enum PipelineYAML {
             throw DroptraceError("missing setting \"\(key.stringValue)\"", path: path)
         } catch let DecodingError.typeMismatch(_, context) {
             throw DroptraceError(
-                "setting \"\(context.codingPath.map(\.stringValue).joined(separator: "."))\" has the wrong type", path: path)
+                "setting \"\(codingPathText(context.codingPath))\" has the wrong type", path: path)
         } catch {
             throw DroptraceError("cannot read: \(SystemError.oneLine("\(error)"))", path: path)
         }
+    }
+
+    /// A core tag as written (`!!str` for tag:yaml.org,2002:str); others as they are.
+    static func shortTag(_ tag: Tag) -> String {
+        let core = "tag:yaml.org,2002:"
+        return tag.description.hasPrefix(core) ? "!!" + tag.description.dropFirst(core.count) : tag.description
     }
 
     static let maxBytes = 1 << 20
@@ -392,7 +398,8 @@ enum PipelineYAML {
         return nil
     }
 
-    /// Refuses complex keys, tags outside the core schema and documents
+    /// Refuses complex keys, tags outside the core schema (or core tags that
+    /// change a value's type) and documents
     /// whose aliases expand to more than `maxValues` values, walking the
     /// composed nodes (aliases are shared there, so nothing has been
     /// expanded yet) and stopping at the first excess.
@@ -416,11 +423,18 @@ enum PipelineYAML {
                     path: path)
             }
             if !coreTags.contains(node.tag.description) {
-                throw DroptraceError("uses the YAML tag \"\(node.tag)\"; pipeline settings are plain values", path: path)
+                throw DroptraceError("uses the YAML tag \"\(shortTag(node.tag))\"; pipeline settings are plain values", path: path)
             }
             switch node {
-            case .scalar:
-                break
+            case .scalar(let scalar):
+                // A core tag that gives a value another type than it is written as
+                // (`!!str 32`, `!!float 32`): the decoder would read what is written.
+                let written = scalar.style == .plain ? Resolver.default.resolveTag(of: Node(scalar.string)) : Tag.Name.str
+                if node.tag.description != written.rawValue {
+                    throw DroptraceError(
+                        "uses the YAML tag \"\(shortTag(node.tag))\" on \"\(SystemError.oneLine(scalar.string))\"; pipeline settings are plain values",
+                        path: path)
+                }
             case .sequence(let sequence):
                 for item in sequence { try visit(item) }
             case .mapping(let inner):

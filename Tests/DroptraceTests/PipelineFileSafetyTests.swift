@@ -30,6 +30,13 @@ struct PipelineFileSafetyTests {
         ("unknown-multi-line-key", "? a:1[1, 2, 3]\n\n 1\n", "unknown setting \"a:1[1, 2, 3] 1\""),
         ("unknown-quoted-key", "\"a\\nb\": 1\n" + settings, "unknown setting \"a b\""),
         ("duplicate-quoted-key", "\"a\\nb\": 1\n\"a\\nb\": 2\n", "gives setting \"a b\" twice"),
+        // A core tag giving a value another type than written: the decoder
+        // read the 32 and ran, where "32" (a string) is refused.
+        ("str-tag", settings + "seq_len: !!str 32\n", #"uses the YAML tag "!!str" on "32""#),
+        ("float-tag", settings + "seq_len: !!float 32\n", #"uses the YAML tag "!!float" on "32""#),
+        ("bool-tag", settings + "samples: !!bool 32\n", #"uses the YAML tag "!!bool" on "32""#),
+        // A list position is named as written, not as the decoder spells it ("Index 0").
+        ("nested-list", settings + "drop_k: [[1, 2]]\n", #"setting "drop_k[0]" has the wrong type"#),
     ]
 
     @Test("hostile pipeline files are refused with one line", arguments: cases.map(\.name))
