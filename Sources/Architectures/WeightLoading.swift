@@ -103,7 +103,7 @@ struct Weights {
         let weight = try checkpoint.storedTensor(stored(name))
         guard weight.shape == shape else {
             throw DroptraceError(
-                "tensor '\(stored(name))' has shape \(weight.shape) but config.json implies \(shape)", path: weight.path)
+                "tensor '\(stored(name))' has shape \(weight.shape) but \(checkpoint.configName) implies \(shape)", path: weight.path)
         }
         return weight
     }

@@ -141,6 +141,18 @@ public final class Checkpoint: @unchecked Sendable {
     /// config.json files are a few kilobytes; this bounds a hostile one.
     static let configSizeLimit = 1 << 26
 
+    /// What a configuration error calls the configuration: config.json, or
+    /// the GGUF metadata that stands in for it.
+    public var configName: String { gguf == nil ? "config.json" : "the GGUF metadata" }
+
+    /// A tensor as errors name it: a GGUF file's tensor by its own name (which
+    /// the user can look up in the file) and the Hugging Face name it is read
+    /// as, whose order its shapes are given in; others as stored.
+    func quotedName(_ name: String) -> String {
+        guard let stored = gguf?.storedNames[name], stored != name else { return "'\(name)'" }
+        return "'\(stored)' (read as '\(name)', shapes in Hugging Face order)"
+    }
+
     /// What errors about the weights name: the GGUF file when the checkpoint
     /// is one (weights, configuration and tokenizer all come from it, and the
     /// folder holding it may hold anything else), else the checkpoint directory.
@@ -251,7 +263,7 @@ public final class Checkpoint: @unchecked Sendable {
         let slice = try tensor(name)
         guard slice.shape == shape else {
             throw DroptraceError(
-                "tensor '\(name)' has shape \(slice.shape) but config.json implies \(shape)", path: slice.path)
+                "tensor \(quotedName(name)) has shape \(slice.shape) but \(configName) implies \(shape)", path: slice.path)
         }
         return slice
     }

@@ -96,3 +96,18 @@ import Testing
         }
     }
 }
+
+/// Shape errors of a GGUF file's tensor name the tensor as the file stores it
+/// and the configuration as the GGUF metadata (there is no config.json).
+@Suite struct GGUFShapeErrorTests {
+    @Test func shapeErrorNamesTheGGUFTensorAndMetadata() throws {
+        let url = FixtureFiles.root.appendingPathComponent("gguf/llama-f32.gguf")
+        let checkpoint = try Checkpoint(location: url)
+        #expect {
+            _ = try checkpoint.tensor("model.layers.0.post_attention_layernorm.weight", shape: [96])
+        } throws: { error in
+            "\(error)" == "\(url.path): tensor 'blk.0.ffn_norm.weight' (read as 'model.layers.0.post_attention_layernorm.weight', "
+                + "shapes in Hugging Face order) has shape [48] but the GGUF metadata implies [96]"
+        }
+    }
+}
