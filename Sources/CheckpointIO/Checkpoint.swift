@@ -237,13 +237,14 @@ public final class Checkpoint: @unchecked Sendable {
         readLock.withLock { _ = readNames.insert(name) }
     }
 
-    /// Throws when a GGUF file holds a tensor named `<layerPrefix>…` (a layer's,
-    /// `model.layers.3.`) that building the layer did not read: llama.cpp creates each tensor its architecture
-    /// uses and refuses a file with any other ("wrong number of tensors"),
-    /// where droptrace would compute another model than the file describes (a
-    /// bias in block 3 of a file whose block 0 has none, an MLP bias Qwen2
-    /// has no place for). Call once the layer was built with nothing dropped.
-    /// Other formats follow transformers, which ignores unused tensors.
+    /// Throws when a GGUF file holds a tensor named `<layerPrefix>…` (a
+    /// layer's, `model.layers.3.`) that building the layer did not read:
+    /// llama.cpp creates each tensor its architecture uses and refuses a file
+    /// with any other ("wrong number of tensors"), where droptrace would
+    /// compute another model than the file describes (a bias in block 3 of a
+    /// file whose block 0 has none, an MLP bias Qwen3 has no place for). Call
+    /// once the layer was built with nothing dropped. Other formats follow
+    /// transformers, which ignores unused tensors.
     /// - Throws: `DroptraceError` naming the GGUF file and the tensor as stored.
     public func requireLayerRead(_ layerPrefix: String) throws {
         guard let gguf else { return }
