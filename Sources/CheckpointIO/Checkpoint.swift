@@ -179,7 +179,7 @@ public final class Checkpoint: @unchecked Sendable {
                     "tensor '\(name.forErrorMessage)' has unsupported dtype \(dtype) for weights (droptrace reads F32, F16 and BF16; buffers of other dtypes are ignored unless the model needs them)",
                     path: path)
             }
-            throw DroptraceError("missing tensor '\(name)'" + whyMissing(name), path: weightsPath)
+            throw DroptraceError("missing tensor \(gguf?.missingName(name) ?? "'\(name)'")" + whyMissing(name), path: weightsPath)
         }
         return slice
     }

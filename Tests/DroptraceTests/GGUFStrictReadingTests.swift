@@ -404,6 +404,13 @@ enum GGUFBytes {
             bytes, "tensor 'blk.3.attn_k.bias' (and 3 more of its block) is not used by the llama model the metadata describes; llama.cpp refuses a file holding tensors its architecture does not create")
     }
 
+    /// Block 0 sets attention_bias; a later block without the biases lacks
+    /// tensors, named as the file would name them.
+    @Test func biasesOfBlockZeroAloneNameTheMissingGGUFTensor() throws {
+        let bytes = Self.addingAttentionBiases(try GGUFBytes.fixture(Self.llama), blocks: [0], value: 0.5)
+        try Self.expectOneError(bytes, "missing tensor 'blk.1.attn_q.bias' (read as 'model.layers.1.self_attn.q_proj.bias')")
+    }
+
     /// A tensor of a known place that the family has no use for (Qwen3's MLP has no biases).
     @Test func tensorTheFamilyDoesNotReadIsRefused() throws {
         let bytes = GGUFBytes.addingTensor(try GGUFBytes.fixture("gguf/qwen3-f32.gguf"), name: "blk.0.ffn_up.bias", dimensions: [96], values: Array(repeating: 1, count: 96))

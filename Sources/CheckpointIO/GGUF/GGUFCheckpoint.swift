@@ -12,6 +12,7 @@ public final class GGUFCheckpoint: @unchecked Sendable {
     /// The GGUF tensor each of `tensors` comes from (a stack for an expert's
     /// slice, the first part for a tensor made of several), for messages.
     public let storedNames: [String: String]
+    let architecture: GGUFArchitecture
     /// config.json equivalent of the metadata (JSON object bytes).
     public let configData: Data
 
@@ -58,6 +59,7 @@ public final class GGUFCheckpoint: @unchecked Sendable {
             tensorDimensions: infos.mapValues(\.dimensions), ropeTensors: ropeTensors)
         configData = config.jsonData
         let architecture = config.architecture
+        self.architecture = architecture
         // llama.cpp refuses a file holding a tensor its architecture does not
         // create ("wrong number of tensors"); ignoring it would compute another
         // model than the file's (a renamed `rope_freqs.weight` loses Llama 3's
@@ -136,6 +138,13 @@ public final class GGUFCheckpoint: @unchecked Sendable {
         }
         self.tensors = tensors
         self.storedNames = storedNames
+    }
+
+    /// How a missing Hugging Face tensor is named in errors: by the GGUF
+    /// name the converter writes for it, when there is one.
+    public func missingName(_ name: String) -> String {
+        guard let stored = GGUFTensorNames.gguf(forHuggingFace: name, in: architecture) else { return "'\(name)'" }
+        return "'\(stored)' (read as '\(name)')"
     }
 
     /// The length a complete file must have according to its header (nil when

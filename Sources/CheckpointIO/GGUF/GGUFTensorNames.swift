@@ -54,6 +54,28 @@ struct GGUFTensorNames {
         return .tensor(mapped == "lm_head.weight" ? mapped : architecture.prefix + mapped, layout)
     }
 
+    /// The GGUF name llama.cpp's converter gives Hugging Face tensor
+    /// `name` (`model.layers.0.self_attn.k_proj.bias` → `blk.0.attn_k.bias`),
+    /// for naming a tensor the file lacks; nil for names the table does not
+    /// map one to one (experts' slices, composites).
+    static func gguf(forHuggingFace name: String, in architecture: GGUFArchitecture) -> String? {
+        if let top = architecture.topLevel.first(where: { (name == "lm_head.weight" ? "" : architecture.prefix) + $0.value == name }) {
+            return top.key
+        }
+        let layers = architecture.prefix + architecture.layerList + "."
+        guard name.hasPrefix(layers) else { return nil }
+        let rest = name.dropFirst(layers.count)
+        guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]) else { return nil }
+        let within = String(rest[rest.index(after: dot)...])
+        if let whole = architecture.blockTensors.first(where: { $0.value == within }) { return "blk.\(layer).\(whole.key)" }
+        for (base, place) in architecture.blocks {
+            guard case .module(let module, _) = place, within.hasPrefix(module + "."),
+                  case let kind = within.dropFirst(module.count + 1), !kind.contains(".") else { continue }
+            return "blk.\(layer).\(base).\(kind)"
+        }
+        return nil
+    }
+
     /// The block of a `blk.<n>.…` tensor: n as llama.cpp writes it, in plain
     /// decimal. Nil for other names, and for spellings `Int` would also read
     /// ("02", "+2", "-0"), which would name a second tensor for the same place.
