@@ -143,9 +143,15 @@ struct StoredModuleReader {
             dropSets[k] = try layerRows(AnalysisLayout.dropSets(k: k), width: k)
             jaccard[k] = try floats(AnalysisLayout.jaccardFinal(k: k))
             let index = try group.scalarAttribute(AnalysisLayout.Attribute.stabilisationIndex(k: k), as: Int64.self)
-            stabilisation[k] = Stabilisation(
-                index: Int(index),
-                step: try group.scalarAttribute(AnalysisLayout.Attribute.stabilisationStep(k: k), as: Int64.self))
+            let step = try group.scalarAttribute(AnalysisLayout.Attribute.stabilisationStep(k: k), as: Int64.self)
+            // A checkpoint of the series, and its step as stored.
+            guard (0..<Int64(count)).contains(index), step == steps[Int(index)] else {
+                throw DroptraceError(
+                    "/\(base) attributes \(AnalysisLayout.Attribute.stabilisationIndex(k: k)) = \(index) and "
+                        + "\(AnalysisLayout.Attribute.stabilisationStep(k: k)) = \(step) name no checkpoint of the \(count) stored",
+                    path: file.filePath)
+            }
+            stabilisation[k] = Stabilisation(index: Int(index), step: step)
         }
         return ModuleSeries(
             module: module, rankings: try layerRows(AnalysisLayout.rankings, width: layers), dropSets: dropSets,

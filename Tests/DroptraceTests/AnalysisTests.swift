@@ -372,6 +372,26 @@ extension AnalysisTests {
             try file.close()
         }
 
+        /// The checkpoint a drop set settled at must be one of the store's
+        /// (index and step as stored): an index past the rows crashed `report`.
+        @Test(arguments: [(Int64(50), Int64(1000)), (-3, 1000), (2, 7)])
+        func stabilisationOutsideTheSeriesIsRefused(index: Int64, step: Int64) throws {
+            let scratch = try ScratchDirectory()
+            let url = scratch.path("scores.h5")
+            let scores = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+            try scores.write(to: url) { file in try SeriesAnalysis(rows: scores.rows).write(into: file) }
+            let file = try HDF5File.open(at: url, writable: true)
+            defer { try? file.close() }
+            let group = try file.group("analysis/attention")
+            try group.setAttribute("stabilisation_index_k1", index)
+            try group.setAttribute("stabilisation_step_k1", step)
+            #expect {
+                _ = try SeriesAnalysis.read(from: file)
+            } throws: { error in
+                "\(error)" == "\(url.path): /analysis/attention attributes stabilisation_index_k1 = \(index) and stabilisation_step_k1 = \(step) name no checkpoint of the 4 stored"
+            }
+        }
+
         @Test func missingAnalysisNamesTheFile() throws {
             let scratch = try ScratchDirectory()
             let url = scratch.path("plain.h5")
