@@ -99,6 +99,12 @@ extension SeriesAnalysis {
                                     + "\(rankingsShape), expected [\(count), layers]", path: path)
         }
         let layers = rankingsShape[1]
+        try SeriesAnalysis.checkDropK(dropK, layers: layers, path: path)
+        // The verdict judges the drop set of half the layers (Verdict.verdictK).
+        guard verdict.k == Verdict.verdictK(layers: layers) else {
+            throw DroptraceError("/\(AnalysisLayout.group) attribute \(Names.verdictK) is \(verdict.k), but the verdict of "
+                                    + "\(layers) layers judges drop-\(Verdict.verdictK(layers: layers))", path: path)
+        }
         let reader = StoredModuleReader(file: file, count: count, layers: layers, steps: steps, dropK: dropK)
         return SeriesAnalysis(
             steps: steps, layers: layers, dropK: dropK, attention: try reader.read(.attention),

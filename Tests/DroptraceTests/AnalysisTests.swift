@@ -392,6 +392,23 @@ extension AnalysisTests {
             }
         }
 
+        /// The verdict's k follows from the layer count; another one printed
+        /// "drop-4611686018427387904 set is layers —".
+        @Test func verdictKOtherThanHalfTheLayersIsRefused() throws {
+            let scratch = try ScratchDirectory()
+            let url = scratch.path("scores.h5")
+            let scores = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+            try scores.write(to: url) { file in try SeriesAnalysis(rows: scores.rows).write(into: file) }
+            let file = try HDF5File.open(at: url, writable: true)
+            defer { try? file.close() }
+            try file.group("analysis").setAttribute("verdict_k", Int64(1) << 62)
+            #expect {
+                _ = try SeriesAnalysis.read(from: file)
+            } throws: { error in
+                "\(error)" == "\(url.path): /analysis attribute verdict_k is 4611686018427387904, but the verdict of 5 layers judges drop-3"
+            }
+        }
+
         @Test func missingAnalysisNamesTheFile() throws {
             let scratch = try ScratchDirectory()
             let url = scratch.path("plain.h5")
