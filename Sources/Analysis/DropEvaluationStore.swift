@@ -57,8 +57,8 @@ public struct DropEvaluation: Equatable, Sendable {
 
     /// What `write` stored, for `rows` of the same file; nil without an
     /// `/evaluation` group.
-    /// - Throws: `DroptraceError` naming the file when a dataset is missing
-    ///   or not numeric.
+    /// - Throws: `DroptraceError` naming the file when a dataset is missing,
+    ///   not one float per checkpoint, or holds no perplexity.
     public static func read(from file: HDF5File, rows: [CheckpointRow]) throws -> DropEvaluation? {
         // `/evaluation` may hold only task accuracy (`TaskAccuracyRecord`).
         guard try file.exists("\(group)/perplexity_full") else { return nil }
@@ -66,15 +66,19 @@ public struct DropEvaluation: Equatable, Sendable {
         var evaluation = DropEvaluation()
         evaluation.finalCheckpoint = try group.stringAttribute("final_checkpoint")
         evaluation.evaluationSHA256 = try group.stringAttribute("evaluation_sha256")
-        let full = try group.dataset("perplexity_full").read(as: Double.self)
-        for (index, row) in rows.enumerated() where index < full.count {
+        // exp(mean negative log-likelihood): at least 1 up to rounding.
+        func column(_ name: String) throws -> [Double] {
+            try group.measurements(name, count: rows.count, groupPath: Self.group, expected: "a perplexity ≥ 1") { $0.isFinite && $0 > 0.999 }
+        }
+        let full = try column("perplexity_full")
+        for (index, row) in rows.enumerated() {
             evaluation.byCheckpoint[row.name] = Perplexities(full: full[index])
         }
         for name in try group.childNames() {
             for (prefix, isOwn) in [("perplexity_own_k", true), ("perplexity_final_k", false)] where name.hasPrefix(prefix) {
                 guard let k = Int(name.dropFirst(prefix.count)) else { continue }
-                let values = try group.dataset(name).read(as: Double.self)
-                for (index, row) in rows.enumerated() where index < values.count && !values[index].isNaN {
+                let values = try column(name)
+                for (index, row) in rows.enumerated() where !values[index].isNaN {
                     if isOwn { evaluation.byCheckpoint[row.name]?.own[k] = values[index] } else { evaluation.byCheckpoint[row.name]?.final[k] = values[index] }
                 }
             }

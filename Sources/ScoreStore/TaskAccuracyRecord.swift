@@ -146,12 +146,7 @@ public struct TaskAccuracyRecord: Sendable, Equatable {
                 evaluationSHA256: try group.stringAttribute(Names.evaluationSHA256),
                 fewshotSHA256: try group.stringAttribute(Names.fewshotSHA256), numFewshot: Int(numFewshot))
             func column(_ dataset: String) throws -> [Double] {
-                let data = try group.dataset(dataset)
-                guard data.shape == [rows.count], data.elementType.isNumeric else {
-                    throw DroptraceError(
-                        "/\(path)/\(dataset) has shape \(data.shape), expected [\(rows.count)] numbers", path: file.filePath)
-                }
-                return try data.read(as: Double.self)
+                try group.measurements(dataset, count: rows.count, groupPath: path, expected: "an accuracy in 0...1") { (0...1).contains($0) }
             }
             let children = try group.childNames()
             let hasNormalized = children.contains(Names.full(Names.accNorm))

@@ -99,6 +99,54 @@ import Testing
         #expect(error?.message.contains("acc_full") == true, "\(String(describing: error))")
     }
 
+    /// Each stored measurement is one float per checkpoint, NaN or a value
+    /// of its kind: a perplexity of [3, 3] values read the first row as every
+    /// checkpoint's, one value blanked the others, -2 or an accuracy of 1.5
+    /// reached the report (exit 0).
+    @Test(arguments: [
+        ("perplexity", "vector7", "has shape [7] of float64, expected [4] floats"),
+        ("perplexity", "matrix", "has shape [2, 2] of float64, expected [4] floats"),
+        ("perplexity", "integers", "has shape [4] of int64, expected [4] floats"),
+        ("perplexity", "negative", "holds -2.0 at checkpoint 1, expected a perplexity ≥ 1"),
+        ("acc", "above one", "holds 1.5 at checkpoint 1, expected an accuracy in 0...1"),
+        ("acc", "negative", "holds -0.2 at checkpoint 1, expected an accuracy in 0...1"),
+    ])
+    func storedMeasurementsMustBeOnePerCheckpoint(kind: String, variant: String, message: String) throws {
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("scores.h5")
+        let store = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+        let (path, name) = kind == "perplexity" ? ("evaluation", "perplexity_full") : ("evaluation/tasks/piqa", "acc_full")
+        try store.write(to: url) { file in
+            let group = try file.createGroup(path)
+            switch variant {
+            case "vector7": try group.createDataset(name, values: [Double](repeating: 2, count: 7), storage: .contiguous)
+            case "matrix": try group.createDataset(name, values: [2.0, 2, 2, 2], shape: [2, 2], storage: .contiguous)
+            case "integers": try group.createDataset(name, values: [Int64](repeating: 2, count: 4), storage: .contiguous)
+            case "negative": try group.createDataset(name, values: kind == "acc" ? [0.5, -0.2, 0.5, 0.5] : [2, -2, 2, 2], storage: .contiguous)
+            default: try group.createDataset(name, values: [0.5, 1.5, 0.5, 0.5], storage: .contiguous)
+            }
+            if kind == "perplexity" {
+                try group.setAttribute("final_checkpoint", "step1000")
+                try group.setAttribute("evaluation_sha256", "x")
+            } else {
+                try group.setAttribute("evaluation_sha256", "x")
+                try group.setAttribute("fewshot_sha256", "")
+                try group.setAttribute("num_fewshot", Int64(0))
+            }
+        }
+        let file = try HDF5File.open(at: url)
+        defer { try? file.close() }
+        let error = #expect(throws: DroptraceError.self) {
+            if kind == "perplexity" {
+                _ = try DropEvaluation.read(from: file, rows: store.rows)
+            } else {
+                _ = try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name))
+            }
+        }
+        #expect(error?.path == url.path)
+        #expect(error?.message == "/\(path)/\(name) \(message)", "\(String(describing: error))")
+    }
+
     @Test func reportHasTheTaskSectionAndFigureAndRebuildsByteForByte() throws {
         let scratch = try ScratchDirectory()
         let out = scratch.path("out")
