@@ -23,6 +23,16 @@ enum ScoreFileReader {
             .read(as: Int64.self)
         let tokens = try dataset(ScoreFileLayout.checkpointTokens, in: file, holding: .integers, shape: [count])
             .read(as: Int64.self)
+        // One row per checkpoint; steps and tokens are counts, -1 when unknown.
+        var seen = Set<String>()
+        if let twice = names.first(where: { !seen.insert($0).inserted }) {
+            throw DroptraceError("/\(ScoreFileLayout.checkpointNames) holds checkpoint '\(SystemError.oneLine(twice))' twice", path: path)
+        }
+        for (dataset, values) in [(ScoreFileLayout.checkpointSteps, steps), (ScoreFileLayout.checkpointTokens, tokens)] {
+            if let bad = values.firstIndex(where: { $0 < -1 }) {
+                throw DroptraceError("/\(dataset) holds \(values[bad]) for checkpoint '\(SystemError.oneLine(names[bad]))', expected a count or -1 (unknown)", path: path)
+            }
+        }
         // Absent from files written before fingerprints were recorded.
         let fingerprints = try file.kind(of: ScoreFileLayout.checkpointFingerprints) == nil
             ? Array(repeating: "", count: count)

@@ -82,6 +82,27 @@ extension ScoreStoreTests {
             }
         }
 
+        /// One row per checkpoint, steps and tokens counts or -1: a store
+        /// holding a name twice was continued by `trace` and refused only by
+        /// `compare`.
+        @Test func rowsGivenTwiceOrNegativeCountsAreRefused() throws {
+            try withScratchDirectory { directory in
+                let url = directory.appendingPathComponent("scores.h5")
+                var twice = sampleScores()
+                twice.rows[2].name = twice.rows[0].name
+                try twice.write(to: url)
+                #expect { _ = try ScoreFile.read(from: url) } throws: { error in
+                    "\(error)" == "\(url.path): /checkpoints/name holds checkpoint 'step-0' twice"
+                }
+                var negative = sampleScores()
+                negative.rows[1].tokens = -5
+                try negative.write(to: url)
+                #expect { _ = try ScoreFile.read(from: url) } throws: { error in
+                    "\(error)" == "\(url.path): /checkpoints/tokens holds -5 for checkpoint 'ckpt-β/步骤 🚀', expected a count or -1 (unknown)"
+                }
+            }
+        }
+
         @Test func fileWithoutCheckpointsRoundTrips() throws {
             try withScratchDirectory { directory in
                 let url = directory.appendingPathComponent("empty.h5")
