@@ -90,8 +90,13 @@ struct TaskDocument: Sendable {
     /// Hands every document of a JSONL task file to `body`, in order (blank
     /// lines skipped), one at a time so only what `body` keeps stays in memory.
     /// - Throws: `DroptraceError` naming the file (and line): missing or
-    ///   unreadable, not UTF-8, a line that is not a JSON object, no documents;
+    ///   unreadable, not UTF-8, a line over `maximumLineLength` or not a JSON
+    ///   object, no documents;
     ///   and whatever `body` throws.
+    /// The longest line read as one document: a HellaSwag or MMLU document is
+    /// a few kilobytes, a BoolQ passage a few more.
+    static let maximumLineLength = 1 << 20
+
     static func forEach(in url: URL, _ body: (TaskDocument) throws -> Void) throws {
         let path = url.path
         let data = try RegularFile.contents(path: path)
@@ -99,6 +104,10 @@ struct TaskDocument: Sendable {
         var lineNumber = 0
         for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
+            // Parsing holds a line many times over; no benchmark's document comes near this.
+            guard line.count <= maximumLineLength else {
+                throw DroptraceError("line \(lineNumber) is longer than \(maximumLineLength >> 20) MiB, more than any task document", path: path)
+            }
             let bytes = [UInt8](line)
             if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
             guard String(validating: bytes, as: UTF8.self) != nil else {

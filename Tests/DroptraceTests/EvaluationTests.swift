@@ -196,6 +196,9 @@ import Tokenization
         ("piqa", [piqaLine, "", #"{"goal": "g", "sol1": "a", "sol2": "b", "label": 2}"#], "line 3: \"label\" is 2, not among the 2 choices (0...1)"),
         ("piqa", [piqaLine, "[1, 2]"], "line 2: not a JSON object"),
         ("piqa", [piqaLine, "{\"goal\": "], "line 2: invalid JSON"),
+        // A 100 MB line took more than 2 GB to parse; no document is that long.
+        ("piqa", [piqaLine, #"{"goal": ""# + String(repeating: "word ", count: 220_000) + #"", "sol1": "a", "sol2": "b", "label": 0}"#],
+         "line 2 is longer than 1 MiB, more than any task document"),
         ("piqa", ["", "  "], "no documents (an empty task file)"),
         ("hellaswag", [#"{"activity_label": "a", "ctx_a": "b", "ctx_b": "c", "endings": ["x", "y"], "label": ""}"#], "line 1: \"label\" is \"\""),
         ("hellaswag", [#"{"activity_label": "a", "ctx_a": "b", "ctx_b": "c", "endings": ["x", 3], "label": "0"}"#], "line 1: \"endings\"[1] should be a string"),
