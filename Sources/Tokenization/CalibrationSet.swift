@@ -101,10 +101,11 @@ public struct CalibrationSet: Sendable {
     private static func openFile(at url: URL) throws -> RegularFile {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
-            throw DroptraceError("calibration file not found", path: url.path)
+            // The same reader serves --calibration and --eval: the message names neither.
+            throw DroptraceError("no such file", path: url.path)
         }
         if isDirectory.boolValue {
-            throw DroptraceError("is a directory, not a calibration file", path: url.path)
+            throw DroptraceError("is a directory, not a file of text or token ids", path: url.path)
         }
         // A FIFO or device is refused rather than read forever.
         let file = try RegularFile(path: url.path)

@@ -33,6 +33,19 @@ struct CalibrationSetTests {
 
     // MARK: JSONL
 
+    /// One reader serves --calibration and drop's --eval: its errors name the
+    /// path and not a role ("calibration file not found" for --eval).
+    @Test func missingFileOrDirectoryIsNamedWithoutARole() throws {
+        let scratch = try ScratchDirectory()
+        let missing = scratch.path("eval.txt")
+        #expect(throws: DroptraceError("no such file", path: missing.path)) {
+            try CalibrationSet.load(from: missing, tokenizer: nil, seqLen: 8, samples: 1)
+        }
+        #expect(throws: DroptraceError("is a directory, not a file of text or token ids", path: scratch.url.path)) {
+            try CalibrationSet.load(from: scratch.url, tokenizer: nil, seqLen: 8, samples: 1)
+        }
+    }
+
     @Test func jsonlLinesBecomeSequences() throws {
         let set = try CalibrationSet.load(from: jsonlFixture, tokenizer: nil, seqLen: nil, samples: nil)
         #expect(set.sequences.count == 4)
@@ -243,12 +256,6 @@ struct CalibrationSetTests {
     }
 
     // MARK: Files
-
-    @Test func missingFile() throws {
-        let scratch = try TokenizerScratch()
-        let error = loadError(scratch.url.appendingPathComponent("nothing.jsonl"))
-        #expect(error?.message.contains("not found") == true)
-    }
 
     @Test(arguments: ["empty.jsonl", "empty.txt"])
     func emptyFile(name: String) throws {
