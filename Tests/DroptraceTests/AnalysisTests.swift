@@ -372,41 +372,38 @@ extension AnalysisTests {
             try file.close()
         }
 
-        /// The checkpoint a drop set settled at must be one of the store's
-        /// (index and step as stored): an index past the rows crashed `report`.
-        @Test(arguments: [(Int64(50), Int64(1000)), (-3, 1000), (2, 7)])
-        func stabilisationOutsideTheSeriesIsRefused(index: Int64, step: Int64) throws {
+        /// The error reading the analysis of the fixture store after `edit`
+        /// changed its attributes in place.
+        func readError(after edit: (HDF5File) throws -> Void) throws -> String {
             let scratch = try ScratchDirectory()
             let url = scratch.path("scores.h5")
             let scores = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
             try scores.write(to: url) { file in try SeriesAnalysis(rows: scores.rows).write(into: file) }
             let file = try HDF5File.open(at: url, writable: true)
             defer { try? file.close() }
-            let group = try file.group("analysis/attention")
-            try group.setAttribute("stabilisation_index_k1", index)
-            try group.setAttribute("stabilisation_step_k1", step)
-            #expect {
-                _ = try SeriesAnalysis.read(from: file)
-            } throws: { error in
-                "\(error)" == "\(url.path): /analysis/attention attributes stabilisation_index_k1 = \(index) and stabilisation_step_k1 = \(step) name no checkpoint of the 4 stored"
+            try edit(file)
+            let error = #expect(throws: DroptraceError.self) { try SeriesAnalysis.read(from: file) }
+            #expect(error?.path == url.path)
+            return error?.message ?? ""
+        }
+
+        /// The checkpoint a drop set settled at must be one of the store's
+        /// (index and step as stored): an index past the rows crashed `report`.
+        @Test(arguments: [(Int64(50), Int64(1000)), (-3, 1000), (2, 7)])
+        func stabilisationOutsideTheSeriesIsRefused(index: Int64, step: Int64) throws {
+            let message = try readError { file in
+                let group = try file.group("analysis/attention")
+                try group.setAttribute("stabilisation_index_k1", index)
+                try group.setAttribute("stabilisation_step_k1", step)
             }
+            #expect(message == "/analysis/attention attributes stabilisation_index_k1 = \(index) and stabilisation_step_k1 = \(step) name no checkpoint of the 4 stored")
         }
 
         /// The verdict's k follows from the layer count; another one printed
         /// "drop-4611686018427387904 set is layers —".
         @Test func verdictKOtherThanHalfTheLayersIsRefused() throws {
-            let scratch = try ScratchDirectory()
-            let url = scratch.path("scores.h5")
-            let scores = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
-            try scores.write(to: url) { file in try SeriesAnalysis(rows: scores.rows).write(into: file) }
-            let file = try HDF5File.open(at: url, writable: true)
-            defer { try? file.close() }
-            try file.group("analysis").setAttribute("verdict_k", Int64(1) << 62)
-            #expect {
-                _ = try SeriesAnalysis.read(from: file)
-            } throws: { error in
-                "\(error)" == "\(url.path): /analysis attribute verdict_k is 4611686018427387904, but the verdict of 5 layers judges drop-3"
-            }
+            let message = try readError { try $0.group("analysis").setAttribute("verdict_k", Int64(1) << 62) }
+            #expect(message == "/analysis attribute verdict_k is 4611686018427387904, but the verdict of 5 layers judges drop-3")
         }
 
         @Test func missingAnalysisNamesTheFile() throws {
