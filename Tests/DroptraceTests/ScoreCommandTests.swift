@@ -112,6 +112,19 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: scratch.path("scores.h5").path))
     }
 
+    /// A log line quoting something huge (here a 100,000-character setting
+    /// name) keeps its start and end, not every character.
+    @Test func hugeErrorLinesAreBounded() throws {
+        let scratch = try ScratchDirectory()
+        let name = String(repeating: "k", count: 100_000)
+        let pipeline = try scratch.write("? \(name)\n: 1\nseries: s\ncalibration: c.jsonl\noutput: out\n", to: "p.yaml")
+        let result = try DroptraceCommand.run(["run", pipeline.path])
+        #expect(result.status == 1)
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].count < 4200, "\(lines.map(\.count))")
+        #expect(lines.first?.contains("characters left out") == true)
+    }
+
     @Test func helpExplainsTheCommand() throws {
         let result = try DroptraceCommand.run(["score", "--help"])
         #expect(result.status == 0)
