@@ -5,14 +5,13 @@ indirect enum PickleValue {
     case none
     case bool(Bool)
     case int(Int)
-    /// An integer too wide for Int (LONG1/LONG4), as its little-endian two's-complement bytes.
+    /// An integer too wide for Int (LONG1), as its little-endian two's-complement bytes.
     case wideInt([UInt8])
     case float(Double)
     case string(String)
-    case bytes([UInt8])
     /// With its depth (`PickleMachine.depth(of:)`), computed once when the
-    /// tuple is built: tuples may share sub-tuples through the memo (DUP,
-    /// BINGET), so walking the items again would take time exponential in
+    /// tuple is built: tuples may share sub-tuples through the memo
+    /// (BINGET), so walking the items again would take time exponential in
     /// the nesting.
     case tuple([PickleValue], depth: Int)
     /// Lists and dicts are mutated after creation (APPENDS, SETITEMS) while
@@ -31,7 +30,6 @@ indirect enum PickleValue {
         case .int, .wideInt: "an int"
         case .float: "a float"
         case .string: "a string"
-        case .bytes: "bytes"
         case .tuple: "a tuple"
         case .list: "a list"
         case .dict: "a dict"
