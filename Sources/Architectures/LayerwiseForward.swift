@@ -29,6 +29,7 @@ public struct LayerwiseForward {
         var pending: BlockPrefetch?
         defer { pending?.wait() }
         var x = try model.embed(batch)
+        let drops = plan.union(model.configuredDrops)
         for index in 0..<model.layerCount {
             if plan.blocks.contains(index) {
                 try observe(.dropped(index, x))
@@ -41,7 +42,6 @@ public struct LayerwiseForward {
             } else {
                 block = try model.block(index, skipping: plan)
             }
-            let drops = plan.union(model.configuredDrops)
             if !drops.dropsAttention(index), !drops.dropsMLP(index) {
                 try model.checkpoint.requireLayerRead(model.layerNaming.prefix + "\(index).")
             }

@@ -25,8 +25,10 @@ public final class Checkpoint: @unchecked Sendable {
     private let otherTensors: [String: (dtype: String, path: String)]
     /// Those of `otherTensors` a dequantiser reads (U8, F8_E4M3, F8_E5M2).
     private let scaledTensors: [String: TensorSlice]
-    /// Names asked of `tensor(_:)` and `storedTensor(_:)` so far (see `requireLayerRead(_:)`).
+    /// Names asked of `tensor(_:)` and `storedTensor(_:)` so far, and the
+    /// layer prefixes found fully read (see `requireLayerRead(_:)`).
     private var readNames: Set<String> = []
+    private var layersRead: Set<String> = []
     private let readLock = NSLock()
 
     public static let singleFileName = CheckpointLayout.safetensorsFile
@@ -244,15 +246,20 @@ public final class Checkpoint: @unchecked Sendable {
     /// compute another model than the file describes (a bias in block 3 of a
     /// file whose block 0 has none, an MLP bias Qwen3 has no place for). Call
     /// once the layer was built with nothing dropped. Other formats follow
-    /// transformers, which ignores unused tensors.
+    /// transformers, which ignores unused tensors. A layer found fully read is
+    /// not looked at again (reads only accumulate), so evaluation's many
+    /// passes scan the tensors once.
     /// - Throws: `DroptraceError` naming the GGUF file and the tensor as stored.
     public func requireLayerRead(_ layerPrefix: String) throws {
         guard let gguf else { return }
-        let unread = readLock.withLock {
-            tensors.keys.filter { $0.hasPrefix(layerPrefix) && !readNames.contains($0) }.map { gguf.storedNames[$0] ?? $0 }
+        let unread: Set<String> = readLock.withLock {
+            guard !layersRead.contains(layerPrefix) else { return [] }
+            let unread = Set(tensors.keys.filter { $0.hasPrefix(layerPrefix) && !readNames.contains($0) }.map { gguf.storedNames[$0] ?? $0 })
+            if unread.isEmpty { layersRead.insert(layerPrefix) }
+            return unread
         }
-        guard let name = Set(unread).min() else { return }
-        let more = Set(unread).count - 1
+        guard let name = unread.min() else { return }
+        let more = unread.count - 1
         throw DroptraceError(
             "tensor '\(name.forErrorMessage)'\(more > 0 ? " (and \(more) more of its block)" : "") is not used by the \(modelType) model the metadata describes; "
                 + "llama.cpp refuses a file holding tensors its architecture does not create",
