@@ -149,10 +149,10 @@ public final class Checkpoint: @unchecked Sendable {
 
     /// A tensor as errors name it: a GGUF file's tensor by its own name (which
     /// the user can look up in the file) and the Hugging Face name it is read
-    /// as, whose order its shapes are given in; others as stored.
-    func quotedName(_ name: String) -> String {
-        guard let stored = gguf?.storedNames[name], stored != name else { return "'\(name)'" }
-        return "'\(stored)' (read as '\(name)', shapes in Hugging Face order)"
+    /// as (`aside` adds to that); others as stored.
+    func quotedName(_ name: String, aside: String = "") -> String {
+        guard let stored = gguf?.ggufName(of: name) else { return "'\(name)'" }
+        return "'\(stored)' (read as '\(name)'\(aside))"
     }
 
     /// What errors about the weights name: the GGUF file when the checkpoint
@@ -181,7 +181,7 @@ public final class Checkpoint: @unchecked Sendable {
                     "tensor '\(name.forErrorMessage)' has unsupported dtype \(dtype) for weights (droptrace reads F32, F16 and BF16; buffers of other dtypes are ignored unless the model needs them)",
                     path: path)
             }
-            throw DroptraceError("missing tensor \(gguf?.missingName(name) ?? "'\(name)'")" + whyMissing(name), path: weightsPath)
+            throw DroptraceError("missing tensor \(quotedName(name))" + whyMissing(name), path: weightsPath)
         }
         return slice
     }
@@ -271,7 +271,7 @@ public final class Checkpoint: @unchecked Sendable {
         let slice = try tensor(name)
         guard slice.shape == shape else {
             throw DroptraceError(
-                "tensor \(quotedName(name)) has shape \(slice.shape) but \(configName) implies \(shape)", path: slice.path)
+                "tensor \(quotedName(name, aside: ", shapes in Hugging Face order")) has shape \(slice.shape) but \(configName) implies \(shape)", path: slice.path)
         }
         return slice
     }

@@ -140,11 +140,12 @@ public final class GGUFCheckpoint: @unchecked Sendable {
         self.storedNames = storedNames
     }
 
-    /// How a missing Hugging Face tensor is named in errors: by the GGUF
-    /// name the converter writes for it, when there is one.
-    public func missingName(_ name: String) -> String {
-        guard let stored = GGUFTensorNames.gguf(forHuggingFace: name, in: architecture) else { return "'\(name)'" }
-        return "'\(stored)' (read as '\(name)')"
+    /// The GGUF name of Hugging Face tensor `name`, for errors: the tensor it
+    /// comes from, or for one the file lacks the name the converter writes
+    /// for it; nil when it has none of its own.
+    public func ggufName(of name: String) -> String? {
+        let stored = storedNames[name] ?? GGUFTensorNames.gguf(forHuggingFace: name, in: architecture)
+        return stored == name ? nil : stored
     }
 
     /// The length a complete file must have according to its header (nil when
