@@ -132,13 +132,6 @@ struct Weights {
         !wrapper.isEmpty && checkpoint.hasTensor(wrapper + name) ? wrapper + name : name
     }
 
-    /// A bias-free [out, in] projection under its stored name `name` (LM heads sit outside the model prefix).
-    func absoluteLinear(_ name: String, in inFeatures: Int, out outFeatures: Int) throws -> Linear {
-        Linear(
-            weight: try checkpoint.tensor(name + ".weight", shape: [outFeatures, inFeatures]).floats(),
-            bias: nil, inFeatures: inFeatures, outFeatures: outFeatures)
-    }
-
     /// A torch.nn.Linear: weight [out, in], bias [out] when `bias`.
     func linear(_ name: String, in inFeatures: Int, out outFeatures: Int, bias: Bool) throws -> Linear {
         Linear(
@@ -191,22 +184,25 @@ struct Weights {
     /// The LM head: `lm_head` (or `untiedName`) when the checkpoint has one,
     /// else, when the config ties them (`tied`), the token embedding. An
     /// untied model without its head is an error naming the tensor: its
-    /// embedding would give another model's logits.
+    /// embedding would give another model's logits. A bias-free [vocabulary,
+    /// hidden] projection; the head sits outside the model prefix.
     func head(tiedTo embedding: String, tied: Bool, hidden: Int, vocabulary: Int, untiedName: String = "lm_head") throws -> Linear {
-        let name: String
+        let weight: String
         if has("lm_head.weight", absolute: true) {
-            name = String(absolute("lm_head.weight").dropLast(".weight".count))
+            weight = absolute("lm_head.weight")
         } else if has(untiedName + ".weight", absolute: true) {
-            name = String(absolute(untiedName + ".weight").dropLast(".weight".count))
+            weight = absolute(untiedName + ".weight")
         } else if tied {
-            name = prefix + embedding
+            weight = prefix + embedding + ".weight"
         } else {
             let names = untiedName == "lm_head" ? "'lm_head.weight'" : "'lm_head.weight' (or '\(untiedName).weight')"
             throw DroptraceError(
                 "missing tensor \(names): tie_word_embeddings is false, so the head is not the embedding",
                 path: checkpoint.weightsPath)
         }
-        return try absoluteLinear(name, in: hidden, out: vocabulary)
+        return Linear(
+            weight: try checkpoint.tensor(weight, shape: [vocabulary, hidden]).floats(),
+            bias: nil, inFeatures: hidden, outFeatures: vocabulary)
     }
 
     /// Confirms config sizes by the shape of tensor `name` (under the
