@@ -347,40 +347,31 @@ import Testing
         try expectRefused(checkpoint: wrapped, naming: wrapped.path, mentioning: ["is stored twice", "model.model.layers.1."], in: scratch)
     }
 
-    /// A PEFT model saved without merging keeps each adapted layer's weight as
-    /// `<layer>.base_layer.weight` beside `lora_A` / `lora_B`. transformers
-    /// leaves such layers randomly initialised; droptrace refuses them naming
-    /// the stored weight (scoring it would drop the adapter).
-    @Test func unmergedPeftLayerIsNamed() throws {
+    /// Layers stored in a form the model is not read from, each refused
+    /// naming what is stored instead of a bare missing weight: a PEFT model
+    /// saved without merging keeps `<layer>.base_layer.weight` beside
+    /// `lora_A` / `lora_B` (transformers leaves such layers randomly
+    /// initialised; scoring the base weight would drop the adapter); GPTQ and
+    /// AWQ keep packed integers `<layer>.qweight` with `qzeros` and `scales`,
+    /// and the refusal names the quant_method.
+    @Test(arguments: [
+        ("q_proj.base_layer.weight", nil, ["'model.layers.0.self_attn.q_proj.base_layer.weight'", "merge_and_unload()"]),
+        ("q_proj.qweight", "gptq", ["'model.layers.0.self_attn.q_proj.qweight'", #"(quant_method "gptq")"#]),
+    ] as [(String, String?, [String])])
+    func layerStoredInAnotherFormIsNamed(storedAs: String, quantMethod: String?, mentioning: [String]) throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("llama-f32")
         try rewriteWeights(model) { entries in
             for index in entries.indices where entries[index].name.hasSuffix("self_attn.q_proj.weight") {
-                entries[index].name = entries[index].name.replacingOccurrences(of: "q_proj.weight", with: "q_proj.base_layer.weight")
+                entries[index].name = entries[index].name.replacingOccurrences(of: "q_proj.weight", with: storedAs)
             }
+        }
+        if let quantMethod {
+            try rewriteConfig(model) { $0["quantization_config"] = ["quant_method": quantMethod, "bits": 4, "group_size": 128] }
         }
         try expectRefused(
             checkpoint: model, naming: model.path,
-            mentioning: ["missing tensor 'model.layers.0.self_attn.q_proj.weight'", "'model.layers.0.self_attn.q_proj.base_layer.weight'", "merge_and_unload()"],
-            in: scratch)
-    }
-
-    /// GPTQ and AWQ checkpoints keep each quantised layer as packed integers
-    /// `<layer>.qweight` with `qzeros` and `scales`; the refusal says so and
-    /// names the quant_method instead of a bare missing weight.
-    @Test func gptqLayerIsNamed() throws {
-        let scratch = try ScratchDirectory()
-        let model = try scratch.copyOfModel("llama-f32")
-        try rewriteWeights(model) { entries in
-            for index in entries.indices where entries[index].name.hasSuffix("self_attn.q_proj.weight") {
-                entries[index].name = entries[index].name.replacingOccurrences(of: "q_proj.weight", with: "q_proj.qweight")
-            }
-        }
-        try rewriteConfig(model) { $0["quantization_config"] = ["quant_method": "gptq", "bits": 4, "group_size": 128] }
-        try expectRefused(
-            checkpoint: model, naming: model.path,
-            mentioning: ["missing tensor 'model.layers.0.self_attn.q_proj.weight'", "'model.layers.0.self_attn.q_proj.qweight'", #"(quant_method "gptq")"#],
-            in: scratch)
+            mentioning: ["missing tensor 'model.layers.0.self_attn.q_proj.weight'"] + mentioning, in: scratch)
     }
 
     func rewriteConfig(_ model: URL, _ change: (inout [String: Any]) -> Void) throws {
