@@ -79,24 +79,11 @@ import Testing
         #expect(kept.tasks["piqa"]?.byCheckpoint["step0"] == nil)
     }
 
-    @Test func damagedTaskDatasetsAreOneError() throws {
-        let scratch = try ScratchDirectory()
-        let url = scratch.path("scores.h5")
-        let store = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
-        try store.write(to: url) { file in
-            let group = try file.createGroup("evaluation/tasks/piqa")
-            try group.createDataset("acc_full", values: [0.5, 0.5], storage: .contiguous)
-            try group.setAttribute("evaluation_sha256", "x")
-            try group.setAttribute("fewshot_sha256", "")
-            try group.setAttribute("num_fewshot", Int64(0))
-        }
-        let file = try HDF5File.open(at: url)
-        defer { try? file.close() }
-        let error = #expect(throws: DroptraceError.self) {
-            try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name))
-        }
-        #expect(error?.path == url.path)
-        #expect(error?.message.contains("acc_full") == true, "\(String(describing: error))")
+    /// A stored column: `values` of `shape`, written as float64 or int64.
+    struct Column: Sendable {
+        var values: [Double]
+        var shape: [Int]
+        var integers = false
     }
 
     /// Each stored measurement is one float per checkpoint, NaN or a value
@@ -104,32 +91,30 @@ import Testing
     /// checkpoint's, one value blanked the others, -2 or an accuracy of 1.5
     /// reached the report (exit 0).
     @Test(arguments: [
-        ("perplexity", "vector7", "has shape [7] of float64, expected [4] floats"),
-        ("perplexity", "matrix", "has shape [2, 2] of float64, expected [4] floats"),
-        ("perplexity", "integers", "has shape [4] of int64, expected [4] floats"),
-        ("perplexity", "negative", "holds -2.0 at checkpoint 1, expected a perplexity ≥ 1"),
-        ("acc", "above one", "holds 1.5 at checkpoint 1, expected an accuracy in 0...1"),
-        ("acc", "negative", "holds -0.2 at checkpoint 1, expected an accuracy in 0...1"),
+        ("perplexity", Column(values: Array(repeating: 2, count: 7), shape: [7]), "has shape [7] of float64, expected [4] floats"),
+        ("perplexity", Column(values: [2, 2, 2, 2], shape: [2, 2]), "has shape [2, 2] of float64, expected [4] floats"),
+        ("perplexity", Column(values: [2, 2, 2, 2], shape: [4], integers: true), "has shape [4] of int64, expected [4] floats"),
+        ("perplexity", Column(values: [2, -2, 2, 2], shape: [4]), "holds -2.0 at checkpoint 1, expected a perplexity ≥ 1"),
+        ("acc", Column(values: [0.5, 0.5], shape: [2]), "has shape [2] of float64, expected [4] floats"),
+        ("acc", Column(values: [0.5, 1.5, 0.5, 0.5], shape: [4]), "holds 1.5 at checkpoint 1, expected an accuracy in 0...1"),
+        ("acc", Column(values: [0.5, -0.2, 0.5, 0.5], shape: [4]), "holds -0.2 at checkpoint 1, expected an accuracy in 0...1"),
     ])
-    func storedMeasurementsMustBeOnePerCheckpoint(kind: String, variant: String, message: String) throws {
+    func storedMeasurementsMustBeOnePerCheckpoint(kind: String, column: Column, message: String) throws {
         let scratch = try ScratchDirectory()
         let url = scratch.path("scores.h5")
         let store = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
         let (path, name) = kind == "perplexity" ? ("evaluation", "perplexity_full") : ("evaluation/tasks/piqa", "acc_full")
         try store.write(to: url) { file in
             let group = try file.createGroup(path)
-            switch variant {
-            case "vector7": try group.createDataset(name, values: [Double](repeating: 2, count: 7), storage: .contiguous)
-            case "matrix": try group.createDataset(name, values: [2.0, 2, 2, 2], shape: [2, 2], storage: .contiguous)
-            case "integers": try group.createDataset(name, values: [Int64](repeating: 2, count: 4), storage: .contiguous)
-            case "negative": try group.createDataset(name, values: kind == "acc" ? [0.5, -0.2, 0.5, 0.5] : [2, -2, 2, 2], storage: .contiguous)
-            default: try group.createDataset(name, values: [0.5, 1.5, 0.5, 0.5], storage: .contiguous)
+            if column.integers {
+                try group.createDataset(name, values: column.values.map { Int64($0) }, shape: column.shape, storage: .contiguous)
+            } else {
+                try group.createDataset(name, values: column.values, shape: column.shape, storage: .contiguous)
             }
+            try group.setAttribute("evaluation_sha256", "x")
             if kind == "perplexity" {
                 try group.setAttribute("final_checkpoint", "step1000")
-                try group.setAttribute("evaluation_sha256", "x")
             } else {
-                try group.setAttribute("evaluation_sha256", "x")
                 try group.setAttribute("fewshot_sha256", "")
                 try group.setAttribute("num_fewshot", Int64(0))
             }
