@@ -153,7 +153,7 @@ public enum DropRun {
         }
         var accuracy: Comparison<EvaluationResult>?
         if let suite {
-            let tokenizer = try CheckpointTokenizer.load(
+            let tokenizer = try EvaluationTokenizer.load(
                 for: model.checkpoint, purpose: "task accuracy", requestedBy: request.tasks[0].evaluationFile.path)
             log("scoring \(request.tasks.map(\.name).joined(separator: ", ")) on the full and the dropped model")
             accuracy = Comparison(

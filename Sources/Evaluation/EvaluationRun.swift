@@ -22,7 +22,7 @@ public enum EvaluationRun {
                     "\(option): layer \(bad) is not among the model's \(model.layerCount) layers (numbered from 0)", path: location.path)
             }
         }
-        let tokenizer = try CheckpointTokenizer.load(
+        let tokenizer = try EvaluationTokenizer.load(
             for: checkpoint, purpose: "evaluation", requestedBy: location.path, warn: warn)
         return try suite.evaluate(model: model, plan: plan, tokenizer: tokenizer, progress: progress)
     }

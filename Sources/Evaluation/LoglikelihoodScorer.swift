@@ -9,32 +9,81 @@ struct TokenRequest: Sendable, Equatable {
     var continuation: [Int]
 }
 
-/// The harness's `_encode_pair`: trailing whitespace of the context moves
-/// to the continuation; the continuation is what encoding the whole string
-/// adds past the context's own encoding. Special tokens as the tokenizer
-/// adds them by default (`add_special_tokens=True`; the harness leaves
-/// `add_bos_token` unset): a BOS where tokenizer.json's post-processor
-/// prepends one (Llama, Gemma), none otherwise (GPT-2, Qwen).
+/// The harness's `loglikelihood` tokenisation (`TemplateLM.loglikelihood`,
+/// `_encode_pair`, `HFLM.tok_encode`): trailing whitespace of the context
+/// moves to the continuation; the continuation is what encoding the whole
+/// string adds past the context's own encoding. Special tokens as the
+/// tokenizer adds them by default (`add_special_tokens=True`; the harness
+/// leaves `add_bos_token` unset): a BOS where tokenizer.json's
+/// post-processor prepends one (Llama, Gemma), none otherwise (GPT-2, Qwen),
+/// and none for text that already starts with the prefix token's text.
+/// An empty context is the prefix token alone, unless the continuation
+/// (encoded without special tokens) starts with it.
 struct PairEncoder {
     let tokenizer: Tokenizer
+    let prefix: PrefixToken
     /// The choices of a document share its context: encode it once.
     private var lastContext: (text: String, tokens: [Int])?
 
-    init(tokenizer: Tokenizer) {
+    init(tokenizer: Tokenizer, prefix: PrefixToken) {
         self.tokenizer = tokenizer
+        self.prefix = prefix
     }
 
+    /// - Throws: `PrefixToken.Unusable` when the request depends on a prefix
+    ///   token that cannot be placed; what the tokenizer throws.
     mutating func encode(context: String, continuation: String) throws -> TokenRequest {
+        if context.isEmpty {
+            let continuationTokens = try tokenizer.encode(continuation, addSpecialTokens: false)
+            guard case .token(let id, _) = prefix else { throw PrefixToken.Unusable(prefix: prefix) }
+            guard continuationTokens.first != id else {
+                return TokenRequest(context: [id], continuation: Array(continuationTokens.dropFirst()))
+            }
+            return TokenRequest(context: [id], continuation: continuationTokens)
+        }
         let trimmed = PythonText.rstrip(context)
         let contextTokens: [Int]
         if let last = lastContext, PythonText.equal(last.text, trimmed) {
             contextTokens = last.tokens
         } else {
-            contextTokens = try tokenizer.encode(trimmed)
+            contextTokens = try encode(trimmed)
             lastContext = (trimmed, contextTokens)
         }
-        let whole = try tokenizer.encode(context + continuation)
+        let whole = try encode(context + continuation)
         return TokenRequest(context: contextTokens, continuation: Array(whole.dropFirst(contextTokens.count)))
+    }
+
+    /// `tok_encode`: without special tokens when `text` starts with the prefix token's text.
+    private func encode(_ text: String) throws -> [Int] {
+        let startsWithPrefix: Bool
+        switch prefix {
+        case .token(_, let prefixText):
+            startsWithPrefix = text.unicodeScalars.starts(with: prefixText.unicodeScalars)
+        case .none:
+            startsWithPrefix = false
+        case .unknown(let prefixText, _):
+            guard let prefixText, !text.unicodeScalars.starts(with: prefixText.unicodeScalars) else {
+                throw PrefixToken.Unusable(prefix: prefix)
+            }
+            startsWithPrefix = false
+        }
+        return try tokenizer.encode(text, addSpecialTokens: !startsWithPrefix)
+    }
+}
+
+extension PrefixToken {
+    /// A request that depends on a prefix token droptrace cannot place.
+    struct Unusable: Error {
+        let prefix: PrefixToken
+
+        var problem: String {
+            switch prefix {
+            case .token: return ""
+            case .none(let reason), .unknown(_, let reason):
+                return "lm-evaluation-harness conditions an empty prompt on the tokenizer's BOS (else EOS) token, "
+                    + "and encodes a prompt starting with that token's text without special tokens; \(reason)"
+            }
+        }
     }
 }
 

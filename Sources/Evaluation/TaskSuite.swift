@@ -117,11 +117,12 @@ public struct TaskSuite: Sendable {
     ///
     /// `progress(done, total)` counts evaluation documents over all tasks.
     /// - Throws: `DroptraceError` naming the task file and line when a
-    ///   document's prompt is empty or a choice adds no tokens or is longer
-    ///   than the model's positions; a token id outside the model's
-    ///   vocabulary; or what the forward pass throws.
+    ///   document's prompt encodes to no tokens, or is empty or starts with
+    ///   the prefix token's text while that token cannot be placed; a choice
+    ///   adds no tokens or is longer than the model's positions; a token id
+    ///   outside the model's vocabulary; or what the forward pass throws.
     public func evaluate(
-        model: any LanguageModel, plan: DropPlan, tokenizer: Tokenizer,
+        model: any LanguageModel, plan: DropPlan, tokenizer: EvaluationTokenizer,
         progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
     ) throws -> EvaluationResult {
         try EvaluationResult(tasks: Dictionary(uniqueKeysWithValues: evaluateInDetail(
@@ -139,7 +140,7 @@ public struct TaskSuite: Sendable {
     }
 
     func evaluateInDetail(
-        model: any LanguageModel, plan: DropPlan, tokenizer: Tokenizer,
+        model: any LanguageModel, plan: DropPlan, tokenizer: EvaluationTokenizer,
         progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
     ) throws -> [TaskOutcome] {
         let scorer = LoglikelihoodScorer(
@@ -150,7 +151,7 @@ public struct TaskSuite: Sendable {
         progress(0, total)
         return try tasks.map { task in
             var sampler = FewshotSampler(rule: task.kind.fewshotRule, pool: task.fewshotExamples, seed: Self.fewshotSeed)
-            var encoder = PairEncoder(tokenizer: tokenizer)
+            var encoder = PairEncoder(tokenizer: tokenizer.tokenizer, prefix: tokenizer.prefix)
             var logLikelihoods: [[Double]] = []
             logLikelihoods.reserveCapacity(task.examples.count)
             var chunkStart = 0
@@ -160,7 +161,12 @@ public struct TaskSuite: Sendable {
                 for example in chunk {
                     let prefix = try sampler.prefix(for: example, shots: task.shots)
                     for (choice, pair) in PromptFormat.requests(example, prefix: prefix).enumerated() {
-                        let request = try encoder.encode(context: pair.context, continuation: pair.continuation)
+                        let request: TokenRequest
+                        do {
+                            request = try encoder.encode(context: pair.context, continuation: pair.continuation)
+                        } catch let unusable as PrefixToken.Unusable {
+                            throw Self.failure(unusable.problem, choice: choice, of: example)
+                        }
                         try check(request, choice: choice, of: example, model: model)
                         requests.append(request)
                     }
@@ -190,9 +196,7 @@ public struct TaskSuite: Sendable {
 
     /// The harness's asserts and the embedding's bounds, as errors naming the document.
     private func check(_ request: TokenRequest, choice: Int, of example: TaskExample, model: any LanguageModel) throws {
-        func failure(_ problem: String) -> DroptraceError {
-            DroptraceError("line \(example.line), choice \(choice + 1): \(problem)", path: example.path)
-        }
+        func failure(_ problem: String) -> DroptraceError { Self.failure(problem, choice: choice, of: example) }
         guard !request.context.isEmpty else { throw failure("the prompt encodes to no tokens") }
         guard !request.continuation.isEmpty else { throw failure("the answer adds no tokens to the prompt") }
         guard request.continuation.count <= model.maxPositions else {
@@ -201,6 +205,10 @@ public struct TaskSuite: Sendable {
         if let bad = (request.context + request.continuation).first(where: { $0 < 0 || $0 >= model.vocabularySize }) {
             throw failure("token id \(bad) is outside the model's vocabulary (vocab_size \(model.vocabularySize))")
         }
+    }
+
+    private static func failure(_ problem: String, choice: Int, of example: TaskExample) -> DroptraceError {
+        DroptraceError("line \(example.line), choice \(choice + 1): \(problem)", path: example.path)
     }
 
     /// `process_results` per document, then the task's (or MMLU's groups') aggregation.

@@ -66,7 +66,7 @@ struct TaskEvaluation {
             }
             guard !missing.isEmpty else { continue }
             let model = try ModelRegistry.load(try Checkpoint(directory: directory))
-            let tokenizer = try CheckpointTokenizer.load(
+            let tokenizer = try EvaluationTokenizer.load(
                 for: model.checkpoint, purpose: "task accuracy", requestedBy: requests[0].evaluationFile.path)
             for (k, names) in missing {
                 let suite = try suites[names] ?? TaskSuite(requests.filter { names.contains($0.name) }, numFewshot: numFewshot)

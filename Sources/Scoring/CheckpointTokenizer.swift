@@ -28,4 +28,22 @@ public enum CheckpointTokenizer {
             "\(purpose) needs the checkpoint's tokenizer.json (missing: \(file.path)); or pass pre-tokenised JSONL",
             path: path)
     }
+
+    /// lm-evaluation-harness's prefix token for `tokenizer` (loaded by `load`):
+    /// a GGUF file's `tokenizer.ggml.bos_token_id`, else its eos id; beside
+    /// tokenizer.json, what transformers reads (`SpecialTokenSettings`).
+    /// - Throws: `DroptraceError` naming the file for malformed settings
+    ///   (ids outside a GGUF vocabulary among them).
+    public static func prefixToken(for checkpoint: Checkpoint, tokenizer: Tokenizer) throws -> PrefixToken {
+        if let gguf = checkpoint.gguf {
+            let spec = try VocabularySpec(gguf: gguf)
+            guard let id = spec.bosID ?? spec.eosID else {
+                return .none(reason: "\(gguf.path) names no tokenizer.ggml.bos_token_id or eos_token_id")
+            }
+            return .token(id: id, text: tokenizer.decode([id]))
+        }
+        return try SpecialTokenSettings(
+            directory: checkpoint.directory, modelType: checkpoint.modelType, tokenizer: tokenizer)
+            .prefixToken(in: tokenizer)
+    }
 }

@@ -138,6 +138,14 @@ public final class Tokenizer: Sendable {
         }
     }
 
+    /// The library's `token_to_id`: an added token's id (the lowest when
+    /// several share the content), else the vocabulary's; nil for neither.
+    public func tokenID(of content: String) -> Int? {
+        let added = addedTokenContents.filter { $0.value.unicodeScalars.elementsEqual(content.unicodeScalars) }
+        if let id = added.keys.min() { return id }
+        return model.tokenIds[TokenBytes(content)].map(Int.init)
+    }
+
     /// Best-effort text for ids, for reports and debugging: special tokens
     /// are kept, unknown ids show as U+FFFD.
     public func decode(_ ids: [Int]) -> String {

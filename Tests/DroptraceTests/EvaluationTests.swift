@@ -63,7 +63,7 @@ import Tokenization
         let expected = Self.section("results")[key] as! [String: Any]
         let directory = FixtureFiles.model(parts[0])
         let model = try ModelRegistry.load(try Checkpoint(directory: directory))
-        let tokenizer = try Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
+        let tokenizer = try EvaluationTokenizer.load(for: model.checkpoint, purpose: "evaluation", requestedBy: key)
         var suite = try TaskSuite([Self.request(parts[1], shots: Int(parts[2])!)], numFewshot: nil)
         suite.tokensPerPass = 300  // several passes, and inputs shared between requests
         suite.documentsPerChunk = 2

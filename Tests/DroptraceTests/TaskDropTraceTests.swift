@@ -23,7 +23,7 @@ import Tokenization
     ) throws -> EvaluationResult {
         let requests = try stride(from: 1, to: arguments.count, by: 2).map { try TaskRequest(argument: arguments[$0]) }
         let loaded = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(model)))
-        let tokenizer = try Tokenizer(contentsOf: FixtureFiles.model(model).appendingPathComponent("tokenizer.json"))
+        let tokenizer = try EvaluationTokenizer.load(for: loaded.checkpoint, purpose: "evaluation", requestedBy: model)
         return try TaskSuite(requests, numFewshot: numFewshot).evaluate(model: loaded, plan: plan, tokenizer: tokenizer)
     }
 

@@ -1,0 +1,25 @@
+import CheckpointIO
+import Scoring
+import Tokenization
+
+/// A checkpoint's tokenizer as lm-evaluation-harness uses it: the ids, and
+/// the prefix token (`prefix_token_id`) of empty contexts and BOS-led prompts.
+public struct EvaluationTokenizer: Sendable {
+    public let tokenizer: Tokenizer
+    public let prefix: PrefixToken
+
+    public init(tokenizer: Tokenizer, prefix: PrefixToken) {
+        self.tokenizer = tokenizer
+        self.prefix = prefix
+    }
+
+    /// `CheckpointTokenizer.load` and `.prefixToken`.
+    /// - Throws: what they throw, naming the file.
+    public static func load(
+        for checkpoint: Checkpoint, purpose: String, requestedBy path: String, warn: (String) -> Void = { _ in }
+    ) throws -> EvaluationTokenizer {
+        let tokenizer = try CheckpointTokenizer.load(for: checkpoint, purpose: purpose, requestedBy: path, warn: warn)
+        return EvaluationTokenizer(
+            tokenizer: tokenizer, prefix: try CheckpointTokenizer.prefixToken(for: checkpoint, tokenizer: tokenizer))
+    }
+}
