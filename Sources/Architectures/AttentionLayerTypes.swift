@@ -77,11 +77,14 @@ struct LayerTypeRopeSettings: Decodable {
         }
     }
 
-    /// The rotary embedding of `layerType`'s layers for heads of `headDim`.
+    /// The rotary embedding of `layerType`'s layers for heads of `headDim`
+    /// (`maxPositions`: max_position_embeddings, see `RopeSettings.forLayerType`).
     /// - Throws: `DroptraceError` naming config.json for a scaling type
     ///   droptrace does not implement or a rotary width that does not fit.
-    func embedding(for layerType: String, headDim: Int, defaultTheta: Double, configPath: String) throws -> RotaryEmbedding {
-        let settings = try byType[layerType] ?? RopeSettings(top: nil, nested: nil)
+    func embedding(
+        for layerType: String, headDim: Int, defaultTheta: Double, maxPositions: Int, configPath: String
+    ) throws -> RotaryEmbedding {
+        let settings = try (byType[layerType] ?? RopeSettings(top: nil, nested: nil)).forLayerType(maxPositions: maxPositions)
         let theta = layerType == AttentionLayerType.full ? topLevelTheta ?? defaultTheta : defaultTheta
         return try settings.embedding(headDim: headDim, defaultTheta: theta, configPath: configPath)
     }
@@ -96,7 +99,9 @@ extension DecoderParts {
         let headDim = firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
         let settings = try config(LayerTypeRopeSettings.self)
         func table(_ type: String) throws -> RotaryEmbedding {
-            try settings.embedding(for: type, headDim: headDim, defaultTheta: defaultTheta, configPath: configPath)
+            try settings.embedding(
+                for: type, headDim: headDim, defaultTheta: defaultTheta, maxPositions: dimensions.maxPositionEmbeddings,
+                configPath: configPath)
         }
         return (try table(AttentionLayerType.full), try table(AttentionLayerType.sliding))
     }

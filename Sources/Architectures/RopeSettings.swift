@@ -33,11 +33,8 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// YaRN's settings (`rope_type` "yarn"); see `yarnScaled`.
     public var yarn = YarnParameters()
     /// config.json's top-level `max_position_embeddings`, YaRN's default for
-    /// `original_max_position_embeddings` (and with it for `factor`).
+    /// `factor`.
     public var maxPositions: Int?
-    /// A top-level `original_max_position_embeddings`, which YaRN takes over
-    /// the one in the rope parameters, as transformers standardises it.
-    public var topLevelOriginalMaxPositions: Int?
 
     struct Key: CodingKey {
         var stringValue: String
@@ -152,11 +149,35 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
                 self.maxPositions = try ConfigRules.count(
                     ConfigRules.integer(maxPositions, "max_position_embeddings"), "max_position_embeddings")
             }
-            if let topLevelOriginalMax {
-                self.topLevelOriginalMaxPositions = try ConfigRules.count(
-                    ConfigRules.integer(topLevelOriginalMax, "original_max_position_embeddings"), "original_max_position_embeddings")
+            // transformers' `standardize_rope_params` for one set of rope
+            // parameters: the scaled types take a top-level original length
+            // over theirs, and max_position_embeddings when neither is given.
+            if Self.typesWithOriginalLength.contains(type) {
+                if let topLevelOriginalMax {
+                    self.originalMaxPositions = try ConfigRules.count(
+                        ConfigRules.integer(topLevelOriginalMax, "original_max_position_embeddings"), "original_max_position_embeddings")
+                }
+                self.originalMaxPositions = self.originalMaxPositions ?? self.maxPositions
             }
         }
+    }
+
+    /// The rope types `standardize_rope_params` gives an `original_max_position_embeddings`.
+    static let typesWithOriginalLength: Set<String> = ["llama3", "yarn", "longrope"]
+
+    /// These settings as one layer type's entry of rope parameters nested
+    /// by layer type (`rope_parameters.full_attention`), which transformers
+    /// standardises differently from a flat set: a scaled type without
+    /// `original_max_position_embeddings` takes `maxPositions`, the top-level
+    /// keys are not read, and YaRN always truncates its correction range (it
+    /// reads `truncate` from the outer, per-type object, where it never is).
+    public func forLayerType(maxPositions: Int?) -> RopeSettings {
+        var settings = self
+        settings.yarn.truncate = true
+        if Self.typesWithOriginalLength.contains(type) {
+            settings.originalMaxPositions = originalMaxPositions ?? maxPositions
+        }
+        return settings
     }
 
     /// How a family's transformers model reads `partial_rotary_factor`.

@@ -23,8 +23,9 @@ public struct YarnParameters: Sendable, Equatable {
     /// mscale that is negative or not finite.
     func check() throws {
         try ConfigRules.positiveIfPresent(attentionFactor, "attention_factor")
-        try ConfigRules.positiveIfPresent(betaFast, "beta_fast")
-        try ConfigRules.positiveIfPresent(betaSlow, "beta_slow")
+        // transformers reads `beta_fast or 32`: 0 is the default.
+        try ConfigRules.positiveIfPresent(betaFast == 0 ? nil : betaFast, "beta_fast")
+        try ConfigRules.positiveIfPresent(betaSlow == 0 ? nil : betaSlow, "beta_slow")
         for (value, key) in [(mscale, "mscale"), (mscaleAllDim, "mscale_all_dim")] {
             if let value, !(value.isFinite && value >= 0) {
                 throw InvalidConfigValue(key: key, problem: "must be a finite number of at least 0, got \(value)")
@@ -45,12 +46,9 @@ extension RopeSettings {
     ///   inferred from `max_position_embeddings`, or when the base and length
     ///   give no finite correction range.
     func yarnScaled(base: Double, rotaryDim dim: Int, configPath: String) throws -> ([Float], Float) {
-        // transformers takes a top-level original length over the nested one,
-        // falls back on max_position_embeddings, and infers a missing factor
-        // from the context extension.
-        let context = try require(
-            (topLevelOriginalMaxPositions ?? originalMaxPositions ?? maxPositions).map(Double.init),
-            "original_max_position_embeddings", configPath)
+        // The original length as standardised (see `init`); a missing factor
+        // is inferred from the context extension.
+        let context = try require(originalMaxPositions.map(Double.init), "original_max_position_embeddings", configPath)
         let factor = try factor ?? maxPositions.map { Double($0) / context } ?? require(nil, "factor", configPath)
         let attentionFactor: Double
         if let configured = yarn.attentionFactor {
@@ -60,7 +58,8 @@ extension RopeSettings {
         } else {
             attentionFactor = YarnParameters.magnitude(factor)
         }
-        let betaFast = yarn.betaFast ?? 32, betaSlow = yarn.betaSlow ?? 1
+        let betaFast = yarn.betaFast.flatMap { $0 == 0 ? nil : $0 } ?? 32
+        let betaSlow = yarn.betaSlow.flatMap { $0 == 0 ? nil : $0 } ?? 1
         func correctionDimension(_ rotations: Double) -> Double {
             Double(dim) * log(context / (rotations * 2 * Double.pi)) / (2 * log(base))
         }

@@ -8,6 +8,8 @@ public enum Activation: Sendable, Equatable {
     /// The tanh approximation, as GPT-2 ("gelu_new") and Gemma use it.
     case geluTanh
     case relu
+    /// The rest of transformers' `ACT2FN` that take no parameters, per element.
+    case quickGELU, clippedGELU, reluSquared, relu6, leakyReLU, sigmoid, hyperbolicTangent, identity, mish, laplace, hardswish, sqrtSoftplus
     /// xIELU with one layer's learned parameters (Apertus; not built from a
     /// name, as its parameters are tensors).
     case xIELU(XIELU)
@@ -15,15 +17,39 @@ public enum Activation: Sendable, Equatable {
     public init(huggingFaceName name: String, configPath: String) throws {
         switch name {
         case "silu", "swish": self = .silu
-        case "gelu": self = .gelu
-        case "gelu_new", "gelu_pytorch_tanh", "gelu_fast": self = .geluTanh
+        case "gelu", "gelu_python": self = .gelu
+        case "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_accurate", "gelu_python_tanh": self = .geluTanh
         case "relu": self = .relu
+        case "quick_gelu": self = .quickGELU
+        case "gelu_10": self = .clippedGELU
+        case "relu2": self = .reluSquared
+        case "relu6": self = .relu6
+        case "leaky_relu": self = .leakyReLU
+        case "sigmoid": self = .sigmoid
+        case "tanh": self = .hyperbolicTangent
+        case "linear": self = .identity
+        case "mish": self = .mish
+        case "laplace": self = .laplace
+        case "hardswish": self = .hardswish
+        case "sqrtsoftplus": self = .sqrtSoftplus
         default:
             throw DroptraceError(
-                "unsupported activation \"\(name)\" (supported: silu, gelu, gelu_new, gelu_pytorch_tanh, relu)",
+                "unsupported activation \"\(name)\" (supported: \(Self.huggingFaceNames.joined(separator: ", ")))",
                 path: configPath)
         }
     }
+
+    /// The `hidden_act` names droptrace reads (transformers' `ACT2FN` but
+    /// `prelu`, whose slope is a parameter, and `xielu`, Apertus's own).
+    public static let huggingFaceNames = [
+        "silu", "swish", "gelu", "gelu_python", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_accurate",
+        "gelu_python_tanh", "gelu_10", "quick_gelu", "relu", "relu2", "relu6", "leaky_relu", "sigmoid", "tanh",
+        "linear", "mish", "laplace", "hardswish", "sqrtsoftplus",
+    ]
+
+    /// torch's softplus (beta 1, threshold 20).
+    @inline(__always)
+    private static func softplus(_ x: Float) -> Float { x > 20 ? x : log1p(exp(x)) }
 
     @inline(__always)
     public func apply(_ x: Float) -> Float {
@@ -33,6 +59,18 @@ public enum Activation: Sendable, Equatable {
         case .geluTanh:
             return 0.5 * x * (1 + tanh(0.79788456080286536 * (x + 0.044715 * x * x * x)))
         case .relu: return max(0, x)
+        case .quickGELU: return x / (1 + exp(-1.702 * x))
+        case .clippedGELU: return min(max(Activation.gelu.apply(x), -10), 10)
+        case .reluSquared: return max(0, x) * max(0, x)
+        case .relu6: return min(max(0, x), 6)
+        case .leakyReLU: return x >= 0 ? x : 0.01 * x
+        case .sigmoid: return 1 / (1 + exp(-x))
+        case .hyperbolicTangent: return Foundation.tanh(x)
+        case .identity: return x
+        case .mish: return x * Foundation.tanh(Self.softplus(x))
+        case .laplace: return 0.5 * (1 + erf((x - 0.707107) / (0.282095 * 1.4142135623730951)))
+        case .hardswish: return x * min(max(x + 3, 0), 6) / 6
+        case .sqrtSoftplus: return Self.softplus(x).squareRoot()
         case .xIELU(let xielu): return xielu(x)
         }
     }
@@ -42,7 +80,7 @@ public enum Activation: Sendable, Equatable {
         switch self {
         case .silu: .silu
         case .geluTanh: .geluTanh
-        case .gelu, .relu, .xIELU: nil
+        default: nil
         }
     }
 

@@ -24,7 +24,7 @@ import Testing
         Mutant("deepseek_v3-f32", "n_shared_experts", "0"), Mutant("deepseek_v3-f32", "moe_intermediate_size", "0"),
         Mutant("deepseek_v3-f32", "n_routed_experts", "4611686018427387904"),
         Mutant("deepseek_v3-f32", "kv_lora_rank", "4611686018427387904"),
-        Mutant("deepseek_v3-f32", "rope_parameters.beta_fast", "0"), Mutant("deepseek_v3-f32", "rope_parameters.mscale", "-1"),
+        Mutant("deepseek_v3-f32", "rope_parameters.beta_fast", "-1"), Mutant("deepseek_v3-f32", "rope_parameters.mscale", "-1"),
         Mutant("deepseek_v3-f32", "rope_parameters.attention_factor", "0"),
         // Sizes the tensors contradict.
         Mutant("deepseek_v3-f32", "kv_lora_rank", "12"), Mutant("deepseek_v3-f32", "q_lora_rank", "20"),

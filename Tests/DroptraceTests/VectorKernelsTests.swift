@@ -1,3 +1,4 @@
+import DroptraceSupport
 import Foundation
 import Testing
 import TensorEngine
@@ -69,6 +70,8 @@ import TensorEngine
                 x > 0
                     ? Double(p.alphaP) * x * x + Double(p.beta) * x
                     : (expm1(min(x, Double(p.eps))) - x) * Double(p.alphaN) + Double(p.beta) * x
+            default:
+                Double.nan  // compared with torch in `activationsAreTransformers`
             }
         }
         let xs = stride(from: -30.0, through: 30.0, by: 0.0371).map { Float($0) } + [-100, 100, 0]
@@ -83,6 +86,25 @@ import TensorEngine
             #expect(abs(Double(matrix.data[index]) - reference) <= tolerance, "\(activation)(\(x))")
             #expect(abs(Double(gated[index]) - 2 * reference) <= 2 * tolerance, "gated \(activation)(\(x))")
         }
+    }
+
+    /// Every `hidden_act` name against transformers' `ACT2FN` in float32
+    /// (Fixtures/activations.json, scripts/fixtures/make_activation_references.py).
+    @Test func activationsAreTransformers() throws {
+        let url = FixtureFiles.root.appendingPathComponent("activations.json")
+        let reference = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        let xs = (reference["x"] as! [NSNumber]).map(\.floatValue)
+        let ys = reference["y"] as! [String: [NSNumber]]
+        #expect(Set(ys.keys) == Set(Activation.huggingFaceNames))
+        for (name, expected) in ys {
+            let activation = try Activation(huggingFaceName: name, configPath: "config.json")
+            var matrix = Matrix(rows: 1, cols: xs.count, data: xs)
+            activation.apply(inPlace: &matrix)
+            for (index, y) in expected.map(\.doubleValue).enumerated() {
+                #expect(abs(Double(matrix.data[index]) - y) <= 3e-6 * max(1, abs(y)), "\(name)(\(xs[index]))")
+            }
+        }
+        #expect(throws: DroptraceError.self) { try Activation(huggingFaceName: "prelu", configPath: "config.json") }
     }
 
     /// Every level's activations, tails included, within a few ulp of the active level's.

@@ -7,22 +7,19 @@ import TensorEngine
 struct GemmaConfiguration: Decodable {
     var rmsNormEps: Double
     var hiddenAct: String?
-    var hiddenActivation: String?
     var attentionBias: Bool?
 
     enum CodingKeys: String, CodingKey {
         case rmsNormEps = "rms_norm_eps"
         case hiddenAct = "hidden_act"
-        case hiddenActivation = "hidden_activation"
         case attentionBias = "attention_bias"
     }
 
-    /// The GeGLU nonlinearity. The first Gemma configs say `hidden_act:
-    /// "gelu"` but were trained with the tanh approximation, which
-    /// `hidden_activation` (when set) names; transformers reads "gelu" as
-    /// the approximation too.
+    /// The GeGLU nonlinearity, as transformers' GemmaMLP reads it: from
+    /// `hidden_act` alone (`hidden_activation`, which the first configs also
+    /// give, is Gemma 2's key). Those configs say "gelu" but were trained
+    /// with the tanh approximation, and GemmaConfig reads "gelu" as it.
     var activationName: String {
-        if let hiddenActivation { return hiddenActivation }
         guard let hiddenAct, hiddenAct != "gelu" else { return "gelu_pytorch_tanh" }
         return hiddenAct
     }

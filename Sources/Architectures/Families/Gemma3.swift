@@ -107,6 +107,7 @@ struct Gemma3Model: DecoderFamily {
                 forLayerType: layerType, in: section, legacyThetaKey: global ? "rope_theta" : "rope_local_base_freq",
                 legacyScaling: global, defaultTheta: global ? 1_000_000 : 10_000, configPath: configPath)
             rotary[layerType] = try checkpoint.decodeConfig(RopeSettings.self, object: ["rope_parameters": parameters], under: sectionName)
+                .forLayerType(maxPositions: dimensions.maxPositionEmbeddings)
                 .embedding(headDim: headDim, maxPositions: dimensions.maxPositionEmbeddings, configPath: configPath)
         }
         self.rotary = rotary

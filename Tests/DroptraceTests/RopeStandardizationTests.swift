@@ -1,0 +1,56 @@
+import Architectures
+import Scoring
+import Foundation
+import Testing
+
+/// Rotary tables of edited fixture configs against the ones transformers
+/// builds from the same config.json (Fixtures/rope_reference.json,
+/// scripts/fixtures/make_rope_references.py): where `original_max_position_embeddings`
+/// comes from (top level over the rope parameters; max_position_embeddings
+/// when absent; nested parameters never read the top level), YaRN's
+/// `truncate` in nested parameters, and `beta_fast` 0.
+@Suite struct RopeStandardizationTests {
+    static let reference: [String: Any] = {
+        let url = FixtureFiles.root.appendingPathComponent("rope_reference.json")
+        return try! JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+    }()
+    static var cases: [String: [String: Any]] { reference["cases"] as! [String: [String: Any]] }
+
+    @Test(arguments: cases.keys.sorted())
+    func rotaryTablesAreTransformers(_ name: String) throws {
+        let entry = Self.cases[name]!
+        let fixture = try EditedFixture(entry["fixture"] as! String) { config in
+            for (key, value) in entry["set"] as! [String: Any] { config[key] = value is NSNull ? nil : value }
+        }
+        let model = try fixture.load()
+        let layers = entry["layers"] as! [[String: Any]]
+        #expect(layers.count == model.layerCount)
+        for (index, expected) in layers.enumerated() {
+            let rotary = try #require(try model.block(index).attention?.attention.rotary)
+            let frequencies = (expected["inv_freq"] as! [NSNumber]).map(\.floatValue)
+            #expect(rotary.inverseFrequencies.count == frequencies.count)
+            for (ours, theirs) in zip(rotary.inverseFrequencies, frequencies) {
+                #expect(abs(ours - theirs) <= 2e-6 * abs(theirs), "layer \(index): \(rotary.inverseFrequencies) vs \(frequencies)")
+            }
+            let scaling = (expected["attention_scaling"] as! NSNumber).floatValue
+            #expect(abs(rotary.attentionScaling - scaling) <= 1e-6, "layer \(index)")
+        }
+    }
+}
+
+/// Keys a family's transformers model does not read change nothing.
+@Suite struct UnreadConfigKeyTests {
+    /// GemmaMLP takes `hidden_act` alone (transformers 5.23): a
+    /// `hidden_activation` beside it, Gemma 2's key, is not read.
+    @Test func gemmaReadsHiddenActNotHiddenActivation() throws {
+        let windows = FixtureFiles.jsonlSequences()
+        func scores(_ change: @escaping (inout [String: Any]) -> Void) throws -> [Double] {
+            let scored = try ImportanceScorer(model: try EditedFixture("gemma-f32", change).load())
+                .score(windows, calibrationPath: "c")
+            return scored.attention + scored.mlp
+        }
+        let plain = try scores { _ in }
+        #expect(try scores { $0["hidden_activation"] = "silu" } == plain)
+        #expect(try scores { $0["hidden_act"] = "silu" } != plain, "the fixture must tell the activations apart")
+    }
+}
