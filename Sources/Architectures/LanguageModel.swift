@@ -49,6 +49,25 @@ public struct LayerNaming: Sendable, Equatable {
     /// Each layer's `no_rope_layers` flag (1: rotary, 0: none) where the
     /// config leaves them to `no_rope_layer_interval` (SmolLM3).
     public var noRopeLayers: [Int]? = nil
+    /// Where attention divides its scores by the layer's index + 1 (GPT-2's
+    /// `scale_attn_by_inverse_layer_idx`), the fused projection whose first
+    /// `queryWidth` outputs are the query: an export that moves a layer
+    /// rescales them so the layer keeps its scale.
+    public var inverseLayerIndexQuery: InverseLayerIndexQuery? = nil
+
+    /// A Conv1D-stored fused q/k/v projection (weight [in, out], bias [out]).
+    public struct InverseLayerIndexQuery: Sendable, Equatable {
+        /// Name parts after "<prefix><index>.".
+        public var weight: String
+        public var bias: String
+        public var queryWidth: Int
+
+        public init(weight: String, bias: String, queryWidth: Int) {
+            self.weight = weight
+            self.bias = bias
+            self.queryWidth = queryWidth
+        }
+    }
 
     /// The layer index and the rest of the name, when `name` belongs to a layer.
     public func split(_ name: String) -> (layer: Int, rest: String)? {

@@ -45,7 +45,8 @@ public enum DroppedModelExport {
                 guard let newName = exportedName(name, plan: plan, naming: naming, renumber: renumber),
                     let slice = try? model.checkpoint.storedTensor(name)
                 else { continue }
-                entries.append(SafetensorsWriter.Entry(slice, renamedTo: newName))
+                entries.append(rescaledQuery(slice, renamedTo: newName, naming: naming, renumber: renumber)
+                    ?? SafetensorsWriter.Entry(slice, renamedTo: newName))
             }
             entries += try dequantizedEntries(model.checkpoint) { exportedName($0, plan: plan, naming: naming, renumber: renumber) }
             try SafetensorsWriter.write(entries, to: staging.appendingPathComponent(Checkpoint.singleFileName))
@@ -61,6 +62,27 @@ public enum DroppedModelExport {
             try? files.removeItem(at: staging)
             if let error = error as? DroptraceError { throw error }
             throw DroptraceError("cannot write the export: \(SystemError.summary(of: error))", path: directory.path)
+        }
+    }
+
+    /// A moved layer's query projection rescaled by (old index + 1) / (new
+    /// index + 1), in float32, where attention divides its scores by the
+    /// layer's index + 1 (`LayerNaming.inverseLayerIndexQuery`): the exported
+    /// layer computes the scores the original layer did. Nil for other tensors.
+    static func rescaledQuery(
+        _ slice: TensorSlice, renamedTo newName: String, naming: LayerNaming, renumber: Renumbering
+    ) -> SafetensorsWriter.Entry? {
+        guard let query = naming.inverseLayerIndexQuery, let (layer, rest) = naming.split(slice.name),
+            let newLayer = renumber.mapping[layer], newLayer != layer, rest == query.weight || rest == query.bias,
+            let columns = slice.shape.last, columns >= query.queryWidth
+        else { return nil }
+        let factor = Float(newLayer + 1) / Float(layer + 1)
+        return SafetensorsWriter.Entry(name: newName, shape: slice.shape) {
+            var values = try slice.floats()
+            for row in 0..<(values.count / columns) {
+                for column in 0..<query.queryWidth { values[row * columns + column] *= factor }
+            }
+            return values
         }
     }
 

@@ -43,14 +43,23 @@ public enum MergekitSlices {
     }
 
     /// Refuses what a passthrough merge cannot express, before any work is
-    /// done: a GGUF source (mergekit reads Hugging Face checkpoints) and a
-    /// checkpoint that already drops attention or MLP modules inside its layers.
+    /// done: a GGUF source (mergekit reads Hugging Face checkpoints), a
+    /// checkpoint that already drops attention or MLP modules inside its
+    /// layers, and one whose attention scales by the layer's index (GPT-2's
+    /// `scale_attn_by_inverse_layer_idx`: layers a passthrough moves would
+    /// change their scale; `--export` rescales them).
     public static func checkSource(_ model: any LanguageModel) throws {
         let checkpoint = model.checkpoint
         if checkpoint.gguf != nil {
             throw DroptraceError(
                 "--export-mergekit needs a Hugging Face checkpoint; mergekit cannot read GGUF files",
                 path: checkpoint.directory.path)
+        }
+        if model.layerNaming.inverseLayerIndexQuery != nil {
+            throw DroptraceError(
+                "--export-mergekit: attention scales by 1/(layer index + 1) (scale_attn_by_inverse_layer_idx), "
+                    + "so a passthrough merge changes every layer it moves; use --export, which rescales them",
+                path: checkpoint.configURL.path)
         }
         if !model.configuredDrops.attention.isEmpty || !model.configuredDrops.mlp.isEmpty {
             throw DroptraceError(

@@ -120,6 +120,26 @@ import Tokenization
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["notes.txt"])
     }
 
+    /// GPT-2 with `scale_attn_by_inverse_layer_idx` divides layer i's scores
+    /// by i + 1: a block-dropped export moves layers, so their query
+    /// projections are rescaled to keep each layer's scale (otherwise the
+    /// export is another model than the one whose perplexity drop reports).
+    @Test func exportKeepsGPT2sInverseLayerIndexScale() throws {
+        let fixture = try EditedFixture("gpt2-f32") { $0["scale_attn_by_inverse_layer_idx"] = true }
+        let model = try fixture.load()
+        let plan = DropPlan(blocks: [1])
+        let windows = FixtureFiles.jsonlSequences()
+        let expected = try LanguageModelLoss.evaluate(model: model, plan: plan, windows: windows, sourcePath: "eval")
+        let export = fixture.scratch.path("export")
+        try DroppedModelExport.write(model: model, plan: plan, to: export)
+        let exported = try ModelRegistry.load(try Checkpoint(directory: export))
+        let loss = try LanguageModelLoss.evaluate(model: exported, plan: .none, windows: windows, sourcePath: "eval")
+        #expect(abs(loss.perplexity / expected.perplexity - 1) < 1e-6, "\(loss.perplexity) vs \(expected.perplexity)")
+        let unscaled = try LanguageModelLoss.evaluate(
+            model: try EditedFixture("gpt2-f32").load(), plan: plan, windows: windows, sourcePath: "eval")
+        #expect(abs(unscaled.perplexity / expected.perplexity - 1) > 1e-4, "the fixture must tell the scales apart")
+    }
+
     @Test(arguments: [DropTarget.attention, .joint, .block])
     func exportRoundTripsWithTheSamePerplexity(target: DropTarget) throws {
         let scratch = try ScratchDirectory()

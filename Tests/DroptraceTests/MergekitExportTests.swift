@@ -102,5 +102,13 @@ import Testing
         ])
         #expect(result.status == 1 && result.stderr.contains("mergekit cannot read GGUF"), "\(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: scratch.path("g.yaml").path))
+
+        let scaled = try EditedFixture("gpt2-f32") { $0["scale_attn_by_inverse_layer_idx"] = true }
+        let refused = try DroptraceCommand.run([
+            "drop", scaled.model.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--target", "block",
+            "--count", "1", "--export-mergekit", scratch.path("s.yaml").path,
+        ])
+        #expect(refused.status == 1 && refused.stderr.contains("\(scaled.configPath): --export-mergekit: attention scales by"))
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("s.yaml").path))
     }
 }

@@ -106,7 +106,13 @@ struct GPT2Model: RegisteredModel {
         return tokens
     }
 
-    public var layerNaming: LayerNaming { Self.naming(weights.prefix) }
+    public var layerNaming: LayerNaming {
+        var naming = Self.naming(weights.prefix)
+        if config.scaleAttnByInverseLayerIdx == true {
+            naming.inverseLayerIndexQuery = .init(weight: "attn.c_attn.weight", bias: "attn.c_attn.bias", queryWidth: config.nEmbd)
+        }
+        return naming
+    }
 
     static func naming(_ prefix: String) -> LayerNaming {
         LayerNaming(prefix: prefix + "h.", attention: ["attn.", "ln_1."], mlp: ["mlp.", "ln_2."], layerCountKeys: ["n_layer", "num_hidden_layers"])
