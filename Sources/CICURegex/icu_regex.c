@@ -54,7 +54,7 @@ droptrace_regex *droptrace_regex_open(const char *pattern, int32_t length, char 
     URegularExpression *icu = NULL;
     if (U_SUCCESS(status)) {
         UParseError where;
-        icu = uregex_open(utf16, units, UREGEX_MULTILINE, &where, &status);
+        icu = uregex_open(utf16, units, UREGEX_MULTILINE | UREGEX_UNIX_LINES, &where, &status);
     }
     free(utf16);
     droptrace_regex *regex = U_SUCCESS(status) ? malloc(sizeof(droptrace_regex)) : NULL;

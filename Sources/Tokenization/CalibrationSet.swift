@@ -121,8 +121,9 @@ public struct CalibrationSet: Sendable {
     /// prefix at least twice as long agrees with it on all of them (an
     /// end-of-text token a post-processor appends, or words the cut joins
     /// or splits, lie past them or make the two disagree, and reading goes
-    /// on). Without `samples`, or when the file ends first, the whole file
-    /// is encoded, as before.
+    /// on). Without `samples`, when the file ends first, or when a regex of
+    /// the tokenizer may reach arbitrarily far ahead (`encodesPrefixesAlike`),
+    /// the whole file is encoded.
     private static func textWindows(
         _ lines: inout CalibrationLines, path: String, tokenizer: Tokenizer?, seqLen: Int?, samples: Int?,
         checkFirstLine: (ArraySlice<UInt8>) throws -> Void
@@ -162,6 +163,7 @@ public struct CalibrationSet: Sendable {
             return (0..<count).map { window in Array(ids[(window * seqLen)..<((window + 1) * seqLen)]) }
         }
         let needed = samples.flatMap { samples -> Int? in
+            guard tokenizer.encodesPrefixesAlike else { return nil }
             let (product, overflow) = samples.multipliedReportingOverflow(by: seqLen)
             return overflow ? nil : product
         }

@@ -156,16 +156,19 @@ extension JSONFields {
     /// Metaspace's options, shared by the pre-tokenizer and the decoder.
     /// Files written before `prepend_scheme` existed say `add_prefix_space`.
     func readMetaspaceOptions() throws -> (replacement: String, scheme: MetaspacePrependScheme, split: Bool) {
-        let replacement = try string("replacement") ?? "\u{2581}"
-        guard replacement.count == 1 else { throw failure("\"replacement\" should be one character") }
-        let scheme: MetaspacePrependScheme
-        if let name = try string("prepend_scheme") {
+        let replacement = try requiredString("replacement")
+        guard replacement.unicodeScalars.count == 1 else { throw failure("\"replacement\" should be one character") }
+        var scheme = MetaspacePrependScheme.always
+        if values["prepend_scheme"] != nil {
+            let name = try requiredString("prepend_scheme")
             guard let known = MetaspacePrependScheme(rawValue: name) else {
                 throw failure("unknown prepend_scheme \(quoted(name)) (expected always, first or never)")
             }
             scheme = known
-        } else {
-            scheme = try bool("add_prefix_space", default: true) ? .always : .never
+        }
+        // The legacy flag must agree with the scheme when it turns the prefix off.
+        if try bool("add_prefix_space", default: true) == false, scheme != .never {
+            throw failure("add_prefix_space false does not match prepend_scheme \(quoted(scheme.rawValue))")
         }
         return (replacement, scheme, try bool("split", default: true))
     }

@@ -11,12 +11,14 @@ import Foundation
 /// against the Python package); the constructs that differ are rewritten
 /// or refused by `translatedToICU`, and empty matches are reported as
 /// Oniguruma reports them. `^` and `$` match at line breaks in Oniguruma's
-/// default (Ruby) syntax, hence ICU's multiline mode.
+/// default (Ruby) syntax, hence ICU's multiline mode, and only at "\n"
+/// there (not at "\r", U+0085, U+2028 or U+2029), hence ICU's Unix lines.
 struct ICURegexSplitPattern: SplitPattern {
     let pattern: String
     /// The file the pattern came from, named in errors.
     let source: String
     private let regex: CompiledICURegex
+    var looksArbitrarilyFarAhead: Bool { true }
     /// Whether text is checked for characters the library folds with other
     /// partners under (?i) than ICU (`ICUCharacterClasses`).
     private let checksCaseMapping: Bool

@@ -61,10 +61,15 @@ struct JSONFields {
         return flag
     }
 
-    /// A flag the library requires (it has no default for it).
+    /// A flag the library requires (it has no default for it): absent or null is refused.
     func requiredBool(_ key: String) throws -> Bool {
         guard isGiven(key) else { throw DroptraceError("\(fieldName(key)) is missing", path: file) }
         return try bool(key, default: false)
+    }
+
+    /// A flag the library defaults when absent but cannot read as null.
+    func nonNullBool(_ key: String, default fallback: Bool) throws -> Bool {
+        values[key] == nil ? fallback : try requiredBool(key)
     }
 
     func int(_ key: String) throws -> Int? {

@@ -8,11 +8,37 @@ protocol TextNormalizer: Sendable {
     /// The same on UTF-8, which a normaliser can override to skip text it
     /// would leave unchanged.
     func normalize(utf8: ArraySlice<UInt8>) throws -> [UInt8]
+    /// Whether normalising `text` deletes its first character, so that the
+    /// normalised text starts later in the input (the library's
+    /// `offsets_original().0 > 0`, which Metaspace's prepend_scheme "first"
+    /// reads). A replacement or a prefix takes the place of what it
+    /// replaces or precedes and deletes nothing.
+    func deletesStart(of text: ArraySlice<UInt8>) throws -> Bool
+    /// `normalize(utf8:)` and `deletesStart(of:)` of the input, in one pass where a step can.
+    func normalizeTrackingStart(utf8 text: ArraySlice<UInt8>) throws -> (text: [UInt8], deletedStart: Bool)
+    /// Whether a rewrite may depend on text arbitrarily far ahead (`SplitPattern`).
+    var looksArbitrarilyFarAhead: Bool { get }
 }
 
 extension TextNormalizer {
     func normalize(utf8: ArraySlice<UInt8>) throws -> [UInt8] {
         Array(try normalize(String(decoding: utf8, as: UTF8.self)).utf8)
+    }
+
+    func deletesStart(of text: ArraySlice<UInt8>) throws -> Bool { false }
+
+    var looksArbitrarilyFarAhead: Bool { false }
+
+    func normalizeTrackingStart(utf8 text: ArraySlice<UInt8>) throws -> (text: [UInt8], deletedStart: Bool) {
+        (try normalize(utf8: text), try deletesStart(of: text))
+    }
+
+    /// The first Unicode scalar of UTF-8 text.
+    static func firstScalar(_ text: ArraySlice<UInt8>) -> Unicode.Scalar? {
+        var iterator = text.makeIterator()
+        var decoder = UTF8()
+        if case .scalarValue(let scalar) = decoder.decode(&iterator) { return scalar }
+        return nil
     }
 }
 
@@ -142,6 +168,7 @@ struct LowercaseNormalizer: TextNormalizer {
 
 struct SequenceNormalizer: TextNormalizer {
     let steps: [TextNormalizer]
+    var looksArbitrarilyFarAhead: Bool { steps.contains { $0.looksArbitrarilyFarAhead } }
     /// tokenizer.json, for errors.
     let source: String
 
@@ -155,12 +182,24 @@ struct SequenceNormalizer: TextNormalizer {
     }
 
     func normalize(utf8 text: ArraySlice<UInt8>) throws -> [UInt8] {
+        try normalizeTrackingStart(utf8: text).text
+    }
+
+    /// A deleted start stays deleted: later steps align to what is left.
+    func normalizeTrackingStart(utf8 text: ArraySlice<UInt8>) throws -> (text: [UInt8], deletedStart: Bool) {
         let limit = NormalizationGrowth.limit(text.count)
-        return try steps.reduce(Array(text)) { partial, step in
-            let next = try step.normalize(utf8: partial[...])
-            try NormalizationGrowth.check(next.count, limit: limit, source: source)
-            return next
+        var partial = Array(text), deleted = false
+        for step in steps {
+            let next = try step.normalizeTrackingStart(utf8: partial[...])
+            try NormalizationGrowth.check(next.text.count, limit: limit, source: source)
+            partial = next.text
+            deleted = deleted || next.deletedStart
         }
+        return (partial, deleted)
+    }
+
+    func deletesStart(of text: ArraySlice<UInt8>) throws -> Bool {
+        try normalizeTrackingStart(utf8: text).deletedStart
     }
 }
 
@@ -197,12 +236,28 @@ struct PrependNormalizer: TextNormalizer {
 /// refuses rather than guess.
 struct ReplaceNormalizer: TextNormalizer {
     let pattern: SplitPattern
+    var looksArbitrarilyFarAhead: Bool { pattern.looksArbitrarilyFarAhead }
     let content: String
     /// tokenizer.json, for errors.
     let source: String
 
     func normalize(_ text: String) throws -> String {
-        var bytes = Array(text.utf8)
+        try replace(Array(text.utf8)[...]).text
+    }
+
+    func normalize(utf8 text: ArraySlice<UInt8>) throws -> [UInt8] { Array(try replace(text).text.utf8) }
+
+    func normalizeTrackingStart(utf8 text: ArraySlice<UInt8>) throws -> (text: [UInt8], deletedStart: Bool) {
+        let (output, deletedStart) = try replace(text)
+        return (Array(output.utf8), deletedStart)
+    }
+
+    func deletesStart(of text: ArraySlice<UInt8>) throws -> Bool { try replace(text).deletedStart }
+
+    /// The replaced text, and whether a match at its start was replaced by nothing.
+    private func replace(_ text: ArraySlice<UInt8>) throws -> (text: String, deletedStart: Bool) {
+        var bytes = Array(text)
+        var deletedStart = false
         let replacement = Array(content.utf8)
         let limit = NormalizationGrowth.limit(bytes.count)
         var output: [UInt8] = []
@@ -216,6 +271,7 @@ struct ReplaceNormalizer: TextNormalizer {
                             "a Replace normalizer's pattern matches empty text (the tokenizers library fails on it)",
                             path: source)
                     }
+                    if start == 0 && replacement.isEmpty { deletedStart = true }
                     output.append(contentsOf: replacement)
                 } else {
                     output.append(contentsOf: buffer[start..<end])
@@ -223,7 +279,7 @@ struct ReplaceNormalizer: TextNormalizer {
                 try NormalizationGrowth.check(output.count, limit: limit, source: source)
             }
         }
-        return String(decoding: output, as: UTF8.self)
+        return (String(decoding: output, as: UTF8.self), deletedStart)
     }
 }
 
@@ -238,6 +294,10 @@ struct StripNormalizer: TextNormalizer {
         if right { while let last = scalars.last, last.properties.isWhitespace { scalars.removeLast() } }
         return String(String.UnicodeScalarView(scalars))
     }
+
+    func deletesStart(of text: ArraySlice<UInt8>) -> Bool {
+        left && Self.firstScalar(text)?.properties.isWhitespace == true
+    }
 }
 
 /// Drops combining marks (usually after NFD): the library's, which are
@@ -249,6 +309,10 @@ struct StripAccentsNormalizer: TextNormalizer {
             scalars.append(scalar)
         }
         return String(scalars)
+    }
+
+    func deletesStart(of text: ArraySlice<UInt8>) -> Bool {
+        Self.firstScalar(text).map { LibraryCharacterTables.combiningMarks.containsScalar($0.value) } == true
     }
 }
 

@@ -3,6 +3,12 @@
 protocol PreTokenizer: Sendable {
     /// - Throws: a regex's `DroptraceError` (step budget), or what `emit` throws.
     func split(_ piece: TextPiece, _ emit: (TextPiece) throws -> Void) throws
+    /// Whether a split may depend on text arbitrarily far ahead (`SplitPattern`).
+    var looksArbitrarilyFarAhead: Bool { get }
+}
+
+extension PreTokenizer {
+    var looksArbitrarilyFarAhead: Bool { false }
 }
 
 extension TextPiece {
@@ -45,6 +51,7 @@ struct PatternPreTokenizer: PreTokenizer {
     let pattern: SplitPattern
     let behavior: SplitDelimiterBehavior
     let invert: Bool
+    var looksArbitrarilyFarAhead: Bool { pattern.looksArbitrarilyFarAhead }
 
     func split(_ piece: TextPiece, _ emit: (TextPiece) throws -> Void) throws {
         try piece.logicalText().split(by: pattern, behavior: behavior, invert: invert, markByteMapped: false, emit)
@@ -63,6 +70,7 @@ struct PatternPreTokenizer: PreTokenizer {
 /// Steps applied one after another, each to every piece the previous made.
 struct SequencePreTokenizer: PreTokenizer {
     let steps: [PreTokenizer]
+    var looksArbitrarilyFarAhead: Bool { steps.contains { $0.looksArbitrarilyFarAhead } }
 
     /// Steps accepted (nested sequences counted as their steps): real
     /// tokenizers have a handful, and each is a level of recursion here.

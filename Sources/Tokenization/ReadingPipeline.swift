@@ -37,8 +37,7 @@ extension JSONFields {
             }
             return ReplaceNormalizer(pattern: try readSplitPattern(), content: try requiredString("content"), source: file)
         case "Strip":
-            return StripNormalizer(left: try bool("strip_left", default: false),
-                                   right: try bool("strip_right", default: false))
+            return StripNormalizer(left: try requiredBool("strip_left"), right: try requiredBool("strip_right"))
         case "StripAccents":
             return StripAccentsNormalizer()
         case "ByteLevel":
@@ -52,17 +51,18 @@ extension JSONFields {
         let type = try typeName()
         switch type {
         case "ByteLevel":
-            return ByteLevelPreTokenizer(addPrefixSpace: try bool("add_prefix_space", default: true),
-                                         useRegex: try bool("use_regex", default: true))
+            _ = try requiredBool("trim_offsets")  // offsets only; the library requires it
+            return ByteLevelPreTokenizer(addPrefixSpace: try requiredBool("add_prefix_space"),
+                                         useRegex: try nonNullBool("use_regex", default: true))
         case "Split":
             let behaviorName = try requiredString("behavior")
             guard let behavior = SplitDelimiterBehavior(rawValue: behaviorName) else {
                 throw failure("unknown split behavior \(quoted(behaviorName))")
             }
             return PatternPreTokenizer(pattern: try readSplitPattern(), behavior: behavior,
-                                       invert: try bool("invert", default: false))
+                                       invert: try requiredBool("invert"))
         case "Digits":
-            return PatternPreTokenizer.digits(individually: try bool("individual_digits", default: false))
+            return PatternPreTokenizer.digits(individually: try requiredBool("individual_digits"))
         case "Sequence":
             // Nested sequences run as one: each step is a level of recursion per piece.
             let steps = try requiredObjects("pretokenizers").flatMap { object -> [PreTokenizer] in
@@ -86,6 +86,7 @@ extension JSONFields {
     /// regex: an empty match at every character boundary.
     func readSplitPattern() throws -> SplitPattern {
         guard let pattern = try object("pattern") else { throw failure("has no \"pattern\"") }
+        guard pattern.values.members.count == 1 else { throw pattern.failure("should hold one of \"String\" or \"Regex\"") }
         if let literal = try pattern.string("String"), !literal.isEmpty {
             return LiteralSplitPattern(needle: Array(literal.utf8))
         }
@@ -104,6 +105,7 @@ extension JSONFields {
         let type = try typeName()
         switch type {
         case "ByteLevel":
+            _ = (try requiredBool("add_prefix_space"), try requiredBool("trim_offsets"), try nonNullBool("use_regex", default: true))
             return IdentityPostProcessor()
         case "TemplateProcessing":
             return try readTemplate()
@@ -111,6 +113,13 @@ extension JSONFields {
             return SurroundingPostProcessor(first: try readNamedToken("cls"), last: try readNamedToken("sep"))
         case "Sequence":
             let steps = try requiredObjects("processors").map { try $0.readPostProcessor() }
+            // The library hands the step after a TemplateProcessing the
+            // template's pieces as separate sequences (a pair, or more), which
+            // droptrace does not reproduce; no published tokenizer does this.
+            if let template = steps.firstIndex(where: { $0 is TemplatePostProcessor }),
+               steps[(template + 1)...].contains(where: { $0 is TemplatePostProcessor || $0 is SurroundingPostProcessor }) {
+                throw failure("a TemplateProcessing followed by another step that adds tokens is not supported")
+            }
             return SequencePostProcessor(steps: steps)
         default:
             throw unsupported("post-processor", type, known: "TemplateProcessing, ByteLevel, RobertaProcessing, BertProcessing and Sequence")
@@ -118,27 +127,43 @@ extension JSONFields {
     }
 
     /// TemplateProcessing's `single` template, its special-token names
-    /// resolved through `special_tokens` (name → ids).
+    /// resolved through `special_tokens` (name → ids). The `pair` template
+    /// is not used, but the library requires it, and each piece's `type_id`
+    /// and each special token's `id` and `tokens`.
     private func readTemplate() throws -> PostProcessor {
         var specialIds: [String: [Int]] = [:]
-        if let specials = try object("special_tokens") {
-            for name in specials.values.members.map(\.key) {
-                guard let entry = try specials.object(name), let ids = try entry.array("ids") else {
-                    throw specials.failure("entry \(quoted(name)) has no \"ids\"")
+        guard let specials = try object("special_tokens") else { throw failure("has no \"special_tokens\"") }
+        for name in specials.values.members.map(\.key) {
+            guard let entry = try specials.object(name), let ids = try entry.array("ids") else {
+                throw specials.failure("entry \(quoted(name)) has no \"ids\"")
+            }
+            guard try entry.string("id") != nil, try entry.array("tokens") != nil else {
+                throw specials.failure("entry \(quoted(name)) needs \"id\" and \"tokens\"")
+            }
+            specialIds[name] = try ids.map { value in
+                // Ids are u32 to the library and below 2^31 everywhere in droptrace, as vocabulary ids are
+                // (a larger one was refused later as the calibration's fault, naming the calibration file).
+                guard let id = JSONFields.integer(value), id >= 0, id <= Int(Int32.max) else {
+                    throw specials.failure("entry \(quoted(name)) has an invalid id")
                 }
-                specialIds[name] = try ids.map { value in
-                    // Ids are u32 to the library and below 2^31 everywhere in droptrace, as vocabulary ids are
-                    // (a larger one was refused later as the calibration's fault, naming the calibration file).
-                    guard let id = JSONFields.integer(value), id >= 0, id <= Int(Int32.max) else {
-                        throw specials.failure("entry \(quoted(name)) has an invalid id")
-                    }
-                    return id
-                }
+                return id
             }
         }
         guard let single = try array("single") else { throw failure("has no \"single\" template") }
+        guard let pair = try array("pair") else { throw failure("has no \"pair\" template") }
+        for (index, item) in pair.enumerated() {
+            let piece = try JSONFields(item, location: fieldName("pair") + "[\(index)]", file: file)
+            guard let inner = try piece.object("SpecialToken") ?? piece.object("Sequence"), try inner.int("type_id") != nil else {
+                throw piece.failure("should be a SpecialToken or a Sequence with an \"id\" and a \"type_id\"")
+            }
+        }
         let pieces = try single.enumerated().map { index, item -> TemplatePostProcessor.Piece in
             let piece = try JSONFields(item, location: fieldName("single") + "[\(index)]", file: file)
+            for kind in ["SpecialToken", "Sequence"] {
+                if let inner = try piece.object(kind), try inner.int("type_id") == nil {
+                    throw inner.failure("has no \"type_id\"")
+                }
+            }
             if let special = try piece.object("SpecialToken") {
                 let name = try special.requiredString("id")
                 guard let ids = specialIds[name] else {

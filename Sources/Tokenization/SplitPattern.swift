@@ -7,6 +7,15 @@ protocol SplitPattern: Sendable {
     func forEachSegment(
         in text: UnsafeBufferPointer<UInt8>, _ body: (_ start: Int, _ end: Int, _ isMatch: Bool) throws -> Void
     ) throws
+    /// Whether a match may depend on text arbitrarily far ahead (any
+    /// regex of a tokenizer.json: `"[^"]*"` spans to the next quote);
+    /// literals and the library's word patterns end within a run of one
+    /// kind of character.
+    var looksArbitrarilyFarAhead: Bool { get }
+}
+
+extension SplitPattern {
+    var looksArbitrarilyFarAhead: Bool { false }
 }
 
 /// What to do with the delimiters found by a pattern (tokenizer.json spelling).

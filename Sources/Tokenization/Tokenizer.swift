@@ -37,6 +37,11 @@ public final class Tokenizer: Sendable {
         }
         // Top-level fields are named bare in messages ("model.vocab").
         let top = JSONFields(document, location: "", file: file)
+        // The library's deserializer refuses keys it does not know.
+        let known: Set = ["version", "truncation", "padding", "added_tokens", "normalizer", "pre_tokenizer", "post_processor", "decoder", "model"]
+        if let unknown = document.members.map(\.key).first(where: { !known.contains($0) }) {
+            throw DroptraceError("has an unknown top-level key \(unknown.debugDescription) (the tokenizers library refuses it)", path: file)
+        }
         if let version = document["version"], version as? String != "1.0" {
             throw DroptraceError("version should be \"1.0\", the only one the tokenizers library reads", path: file)
         }
@@ -116,10 +121,14 @@ public final class Tokenizer: Sendable {
         _ raw: ArraySlice<UInt8>, workspace: inout BPEWorkspace, into ids: inout [Int]
     ) throws {
         var text = raw
+        // Metaspace's "first" scheme marks the input's start, unless
+        // normalising deleted it.
+        var rawStartsInput = raw.startIndex == 0
         if let normalizer {
-            text = try normalizer.normalize(utf8: raw)[...]
+            let normalized = try normalizer.normalizeTrackingStart(utf8: raw)
+            text = normalized.text[...]
+            rawStartsInput = rawStartsInput && !normalized.deletedStart
         }
-        let rawStartsInput = raw.startIndex == 0
         let textStart = text.startIndex
         try normalizedTextAddedTokens.split(text) { segment in
             switch segment {
@@ -136,6 +145,13 @@ public final class Tokenizer: Sendable {
                 }
             }
         }
+    }
+
+    /// Whether the ids of a text's start can be read from a prefix of it:
+    /// false when a regex of the normalizer or pre-tokenizer may reach
+    /// arbitrarily far ahead, so only the whole text gives them.
+    public var encodesPrefixesAlike: Bool {
+        !(normalizer?.looksArbitrarilyFarAhead ?? false) && !(preTokenizer?.looksArbitrarilyFarAhead ?? false)
     }
 
     /// The library's `token_to_id`: an added token's id (the lowest when

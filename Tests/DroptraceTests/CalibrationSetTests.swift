@@ -243,6 +243,28 @@ struct CalibrationSetTests {
         }
     }
 
+    /// A regex that may reach arbitrarily far ahead (a quoted span closed
+    /// only at the end of the file) makes every prefix agree with the next
+    /// and all be wrong: such a tokenizer's text is encoded whole.
+    @Test func farReachingRegexEncodesTheWholeText() throws {
+        let scratch = try TokenizerScratch()
+        var json = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: TokenizerFixtures.tokenizerFile("gpt2"))) as! [String: Any]
+        json["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [
+            ["type": "Split", "pattern": ["Regex": #""[^"]*"|\s+"#], "behavior": "Isolated", "invert": false],
+            ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
+        ]] as [String: Any]
+        let tokenizer = try Tokenizer(contentsOf: try scratch.write(json: json, to: "tokenizer.json"))
+        #expect(!tokenizer.encodesPrefixesAlike)
+        var text = "The \"quote starts here and"
+        while text.utf8.count < 300_000 { text += " runs on, line after line\n" }
+        text += "and ends\" here.\n"
+        let whole = try tokenizer.encode(text)
+        let set = try CalibrationSet.load(from: try scratch.write(text, to: "quoted.txt"), tokenizer: tokenizer, seqLen: 8, samples: 2)
+        #expect(set.sequences.flatMap { $0 } == Array(whole.prefix(16)))
+        #expect(try tokenizer.encode(String(text.prefix(100_000))).prefix(16) != whole.prefix(16), "a prefix must encode otherwise")
+    }
+
     @Test(arguments: ["long.jsonl", "long.txt"])
     func overlongLineIsRefusedByNumber(name: String) throws {
         let scratch = try TokenizerScratch()

@@ -270,6 +270,9 @@ struct TokenizerErrorTests {
         ("post_processor", #"{"type": "Whatever"}"#, "\"Whatever\""),
         ("pre_tokenizer", #"{"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated", "invert": false}"#, "invalid regex"),
         ("pre_tokenizer", #"{"type": "Split", "pattern": {"String": " "}, "behavior": "Sideways", "invert": false}"#, "\"Sideways\""),
+        // The library hands the second step the template's pieces as a pair.
+        ("post_processor", #"{"type": "Sequence", "processors": [{"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]}}}, {"type": "BertProcessing", "sep": ["a", 0], "cls": ["b", 1]}]}"#,
+         "followed by another step that adds tokens"),
     ])
     func unsupportedStep(section: String, step: String, expectedPhrase: String) throws {
         let scratch = try TokenizerScratch()
@@ -306,6 +309,28 @@ struct TokenizerErrorTests {
         ("normalizer", #"{"type": "Sequence"}"#, "normalizer.normalizers"),
         ("pre_tokenizer", #"{"type": "Sequence", "pretokenizers": null}"#, "pre_tokenizer.pretokenizers"),
         ("post_processor", #"{"type": "Sequence"}"#, "post_processor.processors"),
+        // Fields the library's deserializer requires ("missing field"), a
+        // null where it has no default, and keys it does not know.
+        ("normalizer", #"{"type": "Strip", "strip_left": true}"#, "normalizer.strip_right"),
+        ("pre_tokenizer", #"{"type": "ByteLevel", "add_prefix_space": false}"#, "pre_tokenizer.trim_offsets"),
+        ("pre_tokenizer", #"{"type": "ByteLevel", "trim_offsets": true}"#, "pre_tokenizer.add_prefix_space"),
+        ("pre_tokenizer", #"{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": null}"#,
+         "pre_tokenizer.use_regex"),
+        ("pre_tokenizer", #"{"type": "Split", "pattern": {"String": " "}, "behavior": "Isolated"}"#, "pre_tokenizer.invert"),
+        ("pre_tokenizer", #"{"type": "Split", "pattern": {"String": " ", "Regex": "a"}, "behavior": "Isolated", "invert": false}"#,
+         "pre_tokenizer.pattern"),
+        ("pre_tokenizer", #"{"type": "Digits"}"#, "pre_tokenizer.individual_digits"),
+        ("pre_tokenizer", #"{"type": "Metaspace", "prepend_scheme": "always"}"#, "pre_tokenizer.replacement"),
+        ("pre_tokenizer", #"{"type": "Metaspace", "replacement": "▁", "add_prefix_space": false}"#, "pre_tokenizer"),
+        ("pre_tokenizer", #"{"type": "Metaspace", "replacement": "▁", "prepend_scheme": null}"#, "pre_tokenizer.prepend_scheme"),
+        ("post_processor", #"{"type": "ByteLevel"}"#, "post_processor.add_prefix_space"),
+        ("post_processor", #"{"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A", "type_id": 0}}], "special_tokens": {}}"#,
+         "post_processor"),
+        ("post_processor", #"{"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A"}}], "pair": [], "special_tokens": {}}"#,
+         "post_processor.single[0].Sequence"),
+        ("post_processor", #"{"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}], "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [0]}}}"#,
+         "post_processor.special_tokens"),
+        ("truncate", "1", "has an unknown top-level key \"truncate\""),
     ])
     func refusedByTheLibrary(path: String, value: String, field: String) throws {
         let scratch = try TokenizerScratch()
@@ -333,6 +358,7 @@ struct TokenizerErrorTests {
         var json = minimalTokenizer()
         json["post_processor"] = ["type": "TemplateProcessing",
                                   "single": [["SpecialToken": ["id": "<s>", "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]],
+                                  "pair": [["Sequence": ["id": "A", "type_id": 0]]],
                                   "special_tokens": [String: Any]()] as [String: Any]
         let error = loadError(try scratch.write(json: json, to: "tokenizer.json"))
         #expect(error?.message.contains("\"<s>\"") == true)

@@ -22,6 +22,8 @@ TEXTS = {
     "subword-affixes.json": ["ab ab a b aab é aé ba x€ abab", "é", "aaa"],
     "split-empty-matches.json": ["abbc", "abbcbb c", "cab", "bbbb", "", "aébbc"],
     "split-empty-pattern.json": ["abbc", "ab ab", "aébbc", ""],
+    "metaspace-first-normalized.json": [" ab", "xab", "\u0301ab", "ab", "x ab", "  b ab", "\u0301"],
+    "line-anchors.json": ["a\u2028x", "a\rx", "a\nx", "a\u0085x", "a\u2029x", "ab\rab\nab", "x\rx\u2028x"],
 }
 
 expected = {}
