@@ -67,27 +67,48 @@ enum PythonText {
     static func capitalize(_ text: String) -> String {
         let scalars = Array(text.unicodeScalars)
         guard let first = scalars.first else { return text }
-        var out = String.UnicodeScalarView(first.properties.titlecaseMapping.unicodeScalars)
+        var out = mapped(first, first.properties.titlecaseMapping)
         for i in scalars.indices.dropFirst() {
             let scalar = scalars[i]
             if scalar == "\u{03A3}" {
                 out.append(isFinalSigma(scalars, at: i) ? "\u{03C2}" : "\u{03C3}")
             } else {
-                out.append(contentsOf: scalar.properties.lowercaseMapping.unicodeScalars)
+                out.append(contentsOf: mapped(scalar, scalar.properties.lowercaseMapping))
             }
         }
         return String(out)
+    }
+
+    /// Whether CPython 3.11–3.13 know the code point: their case data is
+    /// Unicode 14.0–15.1 (no case mapping changed between them), Swift's is
+    /// newer. Later code points are unassigned there: uncased, unmapped.
+    private static func knownToPython(_ scalar: Unicode.Scalar) -> Bool {
+        guard let age = scalar.properties.age else { return false }
+        return (age.major, age.minor) <= (15, 1)
+    }
+
+    /// `mapping` of `scalar`, unless it involves a code point Python does not
+    /// know (ɤ → Ɤ, U+A7CB, came with Unicode 16): then the scalar itself.
+    private static func mapped(_ scalar: Unicode.Scalar, _ mapping: String) -> String.UnicodeScalarView {
+        guard knownToPython(scalar), mapping.unicodeScalars.allSatisfy(knownToPython) else { return String(scalar).unicodeScalars }
+        return mapping.unicodeScalars
+    }
+
+    private static func isCased(_ scalar: Unicode.Scalar) -> Bool { knownToPython(scalar) && scalar.properties.isCased }
+
+    private static func isCaseIgnorable(_ scalar: Unicode.Scalar) -> Bool {
+        knownToPython(scalar) && scalar.properties.isCaseIgnorable
     }
 
     /// CPython's `handle_capital_sigma`: preceded by a cased letter and not
     /// followed by one (case-ignorable code points skipped both ways).
     private static func isFinalSigma(_ scalars: [Unicode.Scalar], at index: Int) -> Bool {
         var before = index - 1
-        while before >= 0 && scalars[before].properties.isCaseIgnorable { before -= 1 }
-        guard before >= 0 && scalars[before].properties.isCased else { return false }
+        while before >= 0 && isCaseIgnorable(scalars[before]) { before -= 1 }
+        guard before >= 0 && isCased(scalars[before]) else { return false }
         var after = index + 1
-        while after < scalars.count && scalars[after].properties.isCaseIgnorable { after += 1 }
-        return after == scalars.count || !scalars[after].properties.isCased
+        while after < scalars.count && isCaseIgnorable(scalars[after]) { after += 1 }
+        return after == scalars.count || !isCased(scalars[after])
     }
 
     /// `text.index(character)` in code points, or nil (Python raises ValueError).

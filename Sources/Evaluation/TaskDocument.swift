@@ -42,8 +42,14 @@ struct TaskDocument: Sendable {
         }
     }
 
-    /// A label that indexes `count` choices.
+    /// A label that indexes `count` choices. The harness scores a row of
+    /// another label (-1 marks the unlabelled rows of a test split) as
+    /// answered wrongly, an accuracy that measures nothing: refused.
     func label(_ value: Int, field: String, choices count: Int) throws -> Int {
+        guard value != -1 else {
+            throw failure("\"\(field)\" is -1: the row is unlabelled (a test split?), and cannot be scored; "
+                + "use the split with labels (lm-evaluation-harness would count it as answered wrongly)")
+        }
         guard (0..<count).contains(value) else {
             throw failure("\"\(field)\" is \(value), not among the \(count) choices (0...\(count - 1))")
         }
