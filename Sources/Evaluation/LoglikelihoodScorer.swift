@@ -35,7 +35,11 @@ struct PairEncoder {
     mutating func encode(context: String, continuation: String) throws -> TokenRequest {
         if context.isEmpty {
             let continuationTokens = try tokenizer.encode(continuation, addSpecialTokens: false)
-            guard case .token(let id, _) = prefix else { throw PrefixToken.Unusable(prefix: prefix) }
+            let id: Int
+            switch prefix {
+            case .token(let prefixID, _): id = prefixID
+            case .none(let reason), .unknown(_, let reason): throw PrefixToken.Unusable(reason: reason)
+            }
             guard continuationTokens.first != id else {
                 return TokenRequest(context: [id], continuation: Array(continuationTokens.dropFirst()))
             }
@@ -61,9 +65,9 @@ struct PairEncoder {
             startsWithPrefix = text.unicodeScalars.starts(with: prefixText.unicodeScalars)
         case .none:
             startsWithPrefix = false
-        case .unknown(let prefixText, _):
+        case .unknown(let prefixText, let reason):
             guard let prefixText, !text.unicodeScalars.starts(with: prefixText.unicodeScalars) else {
-                throw PrefixToken.Unusable(prefix: prefix)
+                throw PrefixToken.Unusable(reason: reason)
             }
             startsWithPrefix = false
         }
@@ -74,15 +78,12 @@ struct PairEncoder {
 extension PrefixToken {
     /// A request that depends on a prefix token droptrace cannot place.
     struct Unusable: Error {
-        let prefix: PrefixToken
+        /// Why the token cannot be placed.
+        let reason: String
 
         var problem: String {
-            switch prefix {
-            case .token: return ""
-            case .none(let reason), .unknown(_, let reason):
-                return "lm-evaluation-harness conditions an empty prompt on the tokenizer's BOS (else EOS) token, "
-                    + "and encodes a prompt starting with that token's text without special tokens; \(reason)"
-            }
+            "lm-evaluation-harness conditions an empty prompt on the tokenizer's BOS (else EOS) token, "
+                + "and encodes a prompt starting with that token's text without special tokens; \(reason)"
         }
     }
 }

@@ -60,10 +60,10 @@ public struct SpecialTokenSettings: Sendable, Equatable {
         let tokenizerClass = Self.tokenizerClass(
             declared: declared, modelType: modelType, byteLevel: tokenizer.decodesByteLevel)
         let defaults = Self.classDefaults[tokenizerClass]
-        func token(_ key: String, defaultIndex: Int) throws -> Token {
+        func token(_ key: String, classDefault: String??) throws -> Token {
             guard let (value, path) = given[key] else {
-                guard let defaults else { return .defaultOf(tokenizerClass: tokenizerClass) }
-                return defaults[defaultIndex].map(Token.content) ?? .absent
+                guard let classDefault else { return .defaultOf(tokenizerClass: tokenizerClass) }
+                return classDefault.map(Token.content) ?? .absent
             }
             switch value {
             case .null: return .absent
@@ -77,7 +77,8 @@ public struct SpecialTokenSettings: Sendable, Equatable {
         }
         let sources = [configPath, mapPath].filter { FileManager.default.fileExists(atPath: $0) }
         self.init(
-            bos: try token("bos_token", defaultIndex: 0), eos: try token("eos_token", defaultIndex: 1),
+            bos: try token("bos_token", classDefault: defaults.map(\.bos)),
+            eos: try token("eos_token", classDefault: defaults.map(\.eos)),
             source: sources.isEmpty ? directory.path : sources.joined(separator: ", "))
     }
 
@@ -137,11 +138,11 @@ public struct SpecialTokenSettings: Sendable, Equatable {
     ]
 
     /// The `bos_token` and `eos_token` defaults of tokenizer classes' `__init__` (transformers 5).
-    private static let classDefaults: [String: [String?]] = [
-        "TokenizersBackend": [nil, nil], "PreTrainedTokenizer": [nil, nil], "BloomTokenizer": [nil, nil],
-        "LlamaTokenizer": ["<s>", "</s>"], "CodeLlamaTokenizer": ["<s>", "</s>"],
-        "GPT2Tokenizer": ["<|endoftext|>", "<|endoftext|>"], "GPTNeoXTokenizer": ["<|endoftext|>", "<|endoftext|>"],
-        "Qwen2Tokenizer": [nil, "<|endoftext|>"], "GemmaTokenizer": ["<bos>", "<eos>"],
+    private static let classDefaults: [String: (bos: String?, eos: String?)] = [
+        "TokenizersBackend": (nil, nil), "PreTrainedTokenizer": (nil, nil), "BloomTokenizer": (nil, nil),
+        "LlamaTokenizer": ("<s>", "</s>"), "CodeLlamaTokenizer": ("<s>", "</s>"),
+        "GPT2Tokenizer": ("<|endoftext|>", "<|endoftext|>"), "GPTNeoXTokenizer": ("<|endoftext|>", "<|endoftext|>"),
+        "Qwen2Tokenizer": (nil, "<|endoftext|>"), "GemmaTokenizer": ("<bos>", "<eos>"),
     ]
 }
 
