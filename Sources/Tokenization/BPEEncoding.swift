@@ -184,6 +184,6 @@ extension BPEModel {
                 workspace.queue.push(merge & 0xFFFF_FFFF_0000_0000 | UInt64(position))
             }
         }
-        workspace.symbols.removeAll { $0 < 0 }
+        workspace.symbols.removeAll { $0 == -1 }  // absorbed
     }
 }

@@ -13,7 +13,14 @@ struct BPEModel: Sendable {
     let tokenTexts: [Int: String]
     let merges: MergeTable
 
+    /// `placeholderForMissingUnknown` when `unk_token` names a token the
+    /// vocabulary lacks: the library loads such a file and fails only on
+    /// text that needs the token (`missingUnknownToken`).
     let unknownTokenId: Int32?
+    /// No merge involves it and no id equals it (ids are below 2^31).
+    static let placeholderForMissingUnknown = Int32.min
+    /// An `unk_token` that is not in the vocabulary.
+    let missingUnknownToken: String?
     let fuseUnknown: Bool
     let byteFallback: Bool
     let continuingSubwordPrefix: [UInt8]?
@@ -75,12 +82,8 @@ struct BPEModel: Sendable {
         }
         self.merges = table
 
-        if let unknownToken {
-            guard let id = tokenIds[TokenBytes(unknownToken)] else { throw .unknownTokenMissing(unknownToken) }
-            unknownTokenId = id
-        } else {
-            unknownTokenId = nil
-        }
+        unknownTokenId = unknownToken.map { tokenIds[TokenBytes($0)] ?? Self.placeholderForMissingUnknown }
+        missingUnknownToken = unknownToken.flatMap { tokenIds[TokenBytes($0)] == nil ? $0 : nil }
         self.fuseUnknown = fuseUnknown
         self.byteFallback = byteFallback
         self.continuingSubwordPrefix = prefix
@@ -105,7 +108,6 @@ struct BPEModel: Sendable {
     enum ModelError: Error {
         case badId(String, Int)
         case mergeTokenMissing(Int, String)
-        case unknownTokenMissing(String)
         case prefixCutsMergePart(Int, String)
 
         var message: String {
@@ -116,8 +118,6 @@ struct BPEModel: Sendable {
             case .badId(let token, let id): return "model.vocab: token \(quoted(token)) has invalid id \(id)"
             case .mergeTokenMissing(let rank, let token):
                 return "model.merges[\(rank)]: token \(quoted(token)) is not in the vocabulary"
-            case .unknownTokenMissing(let token):
-                return "model.unk_token \(quoted(token)) is not in the vocabulary"
             }
         }
     }

@@ -29,6 +29,8 @@ public final class Tokenizer: Sendable {
 
     /// Largest id in the vocabulary or the added tokens, plus one.
     public let vocabularySize: Int
+    /// The tokenizer.json or GGUF file, for errors.
+    let source: String
 
     public convenience init(contentsOf url: URL) throws {
         let file = url.path
@@ -61,15 +63,16 @@ public final class Tokenizer: Sendable {
             addedTokens: try (document["added_tokens"] == nil ? [] : top.requiredObjects("added_tokens"))
                 .readAddedTokens(model: model),
             decodesByteLevel: decodesByteLevel,
-            tokenDecoder: decodesByteLevel ? nil : try decoderFields?.readTokenDecoder())
+            tokenDecoder: decodesByteLevel ? nil : try decoderFields?.readTokenDecoder(), source: file)
     }
 
     /// The pipeline from its parts, however they were described.
     init(
         model: BPEModel, normalizer: TextNormalizer?, preTokenizer: PreTokenizer?, postProcessor: PostProcessor?,
-        addedTokens: [AddedToken], decodesByteLevel: Bool, tokenDecoder: TokenDecoder?
+        addedTokens: [AddedToken], decodesByteLevel: Bool, tokenDecoder: TokenDecoder?, source: String
     ) throws {
         self.model = model
+        self.source = source
         self.normalizer = normalizer
         self.preTokenizer = preTokenizer
         self.postProcessor = postProcessor
@@ -100,7 +103,8 @@ public final class Tokenizer: Sendable {
     ///
     /// - Throws: `DroptraceError` naming the tokenizer file and the pattern
     ///   when one of its regexes goes over its step budget on `text`
-    ///   (catastrophic backtracking).
+    ///   (catastrophic backtracking), or when `text` needs an `unk_token`
+    ///   the vocabulary lacks (as the library fails).
     public func encode(_ text: String, addSpecialTokens: Bool = true) throws -> [Int] {
         var ids: [Int] = []
         ids.reserveCapacity(text.utf8.count / 3 + 8)
@@ -111,6 +115,11 @@ public final class Tokenizer: Sendable {
             case .token(let id): ids.append(id)
             case .text(let raw): try encodeUnmatched(raw, workspace: &workspace, into: &ids)
             }
+        }
+        if let missing = model.missingUnknownToken, ids.contains(Int(BPEModel.placeholderForMissingUnknown)) {
+            throw DroptraceError(
+                "text holds a character outside the vocabulary, and model.unk_token \(quoted(missing)) is not in it "
+                    + "(the tokenizers library fails on such text too)", path: source)
         }
         return postProcessor?.process(ids, addSpecialTokens: addSpecialTokens) ?? ids
     }

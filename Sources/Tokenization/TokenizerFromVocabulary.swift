@@ -83,7 +83,7 @@ extension Tokenizer {
         try self.init(
             model: model, normalizer: SequenceNormalizer(steps: steps, source: reader.source), preTokenizer: nil,
             postProcessor: try reader.postProcessor(), addedTokens: reader.addedTokens(types: types),
-            decodesByteLevel: false, tokenDecoder: SequenceDecoder(steps: decoders))
+            decodesByteLevel: false, tokenDecoder: SequenceDecoder(steps: decoders), source: reader.source)
     }
 
     /// llama.cpp's "gpt2" vocabulary: byte-level BPE with ranked merges and
@@ -111,7 +111,7 @@ extension Tokenizer {
         try self.init(
             model: model, normalizer: flavour.normalizesToNFC ? UnicodeFormNormalizer(form: .nfc) : nil,
             preTokenizer: try flavour.read(source: reader.source), postProcessor: try reader.postProcessor(),
-            addedTokens: reader.addedTokens(types: types), decodesByteLevel: true, tokenDecoder: nil)
+            addedTokens: reader.addedTokens(types: types), decodesByteLevel: true, tokenDecoder: nil, source: reader.source)
     }
 }
 

@@ -353,6 +353,20 @@ struct TokenizerErrorTests {
         #expect(try tokenizer.encode("abba") == [2, 1, 0])
     }
 
+    /// An unk_token the vocabulary lacks: the library loads the file and
+    /// fails only on text that needs the token (tokenizers 0.23.3: "abba" is
+    /// [2, 1, 0]; "abc" raises "Unk token `<unk>` not found in the vocabulary").
+    @Test func unknownTokenMissingFromTheVocabularyFailsOnlyWhereNeeded() throws {
+        let scratch = try TokenizerScratch()
+        let file = try scratch.write(
+            json: try setting("model.unk_token", to: #""<unk>""#, in: minimalTokenizer()), to: "tokenizer.json")
+        let tokenizer = try Tokenizer(contentsOf: file)
+        #expect(try tokenizer.encode("abba") == [2, 1, 0])
+        let error = #expect(throws: DroptraceError.self) { try tokenizer.encode("abc") }
+        #expect(error?.path == file.path)
+        #expect(error?.message.contains(#"model.unk_token "<unk>" is not in it"#) == true, "\(String(describing: error))")
+    }
+
     @Test func templateWithUnknownSpecialToken() throws {
         let scratch = try TokenizerScratch()
         var json = minimalTokenizer()
