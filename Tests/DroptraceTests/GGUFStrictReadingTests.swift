@@ -411,6 +411,18 @@ enum GGUFBytes {
         try Self.expectOneError(bytes, "missing tensor 'blk.1.attn_q.bias' (read as 'model.layers.1.self_attn.q_proj.bias')")
     }
 
+    /// An expert stack the file lacks is named as the file would name it,
+    /// not by the expert's slice droptrace reads from it.
+    @Test func aMissingExpertStackIsNamedByItsGGUFName() throws {
+        let bytes = try Self.renaming(
+            try GGUFBytes.fixture("gguf/qwen3_moe-f32.gguf"), "blk.0.ffn_up_exps.weight", to: "blk.0.ffn_up_exps.wexght")
+        let scratch = try ScratchDirectory()
+        let (errors, path) = try Self.scoreErrors(bytes, in: scratch)
+        #expect(errors.count == 1 && errors[0].hasSuffix(
+            "error: \(path): missing tensor 'blk.0.ffn_up_exps.weight' (read as 'model.layers.0.mlp.experts.0.up_proj.weight')"),
+            "\(errors)")
+    }
+
     /// A tensor of a known place that the family has no use for (Qwen3's MLP has no biases).
     @Test func tensorTheFamilyDoesNotReadIsRefused() throws {
         let bytes = GGUFBytes.addingTensor(try GGUFBytes.fixture("gguf/qwen3-f32.gguf"), name: "blk.0.ffn_up.bias", dimensions: [96], values: Array(repeating: 1, count: 96))

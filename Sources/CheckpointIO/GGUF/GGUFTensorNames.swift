@@ -56,8 +56,9 @@ struct GGUFTensorNames {
 
     /// The GGUF name llama.cpp's converter gives Hugging Face tensor
     /// `name` (`model.layers.0.self_attn.k_proj.bias` → `blk.0.attn_k.bias`),
-    /// for naming a tensor the file lacks; nil for names the table does not
-    /// map one to one (experts' slices, composites).
+    /// for naming a tensor the file lacks (an expert's slice: the stack it
+    /// comes from, `blk.0.ffn_up_exps.weight`); nil for names the table does
+    /// not map (composites).
     static func gguf(forHuggingFace name: String, in architecture: GGUFArchitecture) -> String? {
         if let top = architecture.topLevel.first(where: { (name == "lm_head.weight" ? "" : architecture.prefix) + $0.value == name }) {
             return top.key
@@ -69,9 +70,21 @@ struct GGUFTensorNames {
         let within = String(rest[rest.index(after: dot)...])
         if let whole = architecture.blockTensors.first(where: { $0.value == within }) { return "blk.\(layer).\(whole.key)" }
         for (base, place) in architecture.blocks {
-            guard case .module(let module, _) = place, within.hasPrefix(module + "."),
-                  case let kind = within.dropFirst(module.count + 1), !kind.contains(".") else { continue }
-            return "blk.\(layer).\(base).\(kind)"
+            switch place {
+            case .module(let module, _):
+                guard within.hasPrefix(module + "."), case let kind = within.dropFirst(module.count + 1),
+                      !kind.contains(".") else { continue }
+                return "blk.\(layer).\(base).\(kind)"
+            case .perExpert(let pattern):
+                let halves = pattern.components(separatedBy: "{e}")
+                guard halves.count == 2, within.hasPrefix(halves[0]) else { continue }
+                let afterPrefix = within.dropFirst(halves[0].count)
+                let digits = afterPrefix.prefix { $0.isASCII && $0.isNumber }
+                let tail = afterPrefix.dropFirst(digits.count)
+                guard !digits.isEmpty, tail.hasPrefix(halves[1] + "."),
+                      case let kind = tail.dropFirst(halves[1].count + 1), !kind.contains(".") else { continue }
+                return "blk.\(layer).\(base).\(kind)"
+            }
         }
         return nil
     }
