@@ -65,6 +65,7 @@ struct DecoderParts: Sendable {
         try weights.confirmShape(
             "embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize], keys: "vocab_size, hidden_size",
             configPath: configPath)
+        try weights.confirmStoredHeadShape(hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: headName)
     }
 
     var configPath: String { checkpoint.configURL.path }

@@ -205,6 +205,14 @@ struct Weights {
             bias: nil, inFeatures: hidden, outFeatures: vocabulary)
     }
 
+    /// Confirms the shape of a stored head (`head`'s first choice) without
+    /// reading it, for runs that never use it: a head of another shape makes
+    /// the checkpoint another model's, and transformers refuses to load it.
+    func confirmStoredHeadShape(hidden: Int, vocabulary: Int, untiedName: String = "lm_head") throws {
+        guard let stored = ["lm_head.weight", untiedName + ".weight"].first(where: { has($0, absolute: true) }) else { return }
+        _ = try checkpoint.tensor(absolute(stored), shape: [vocabulary, hidden])
+    }
+
     /// Confirms config sizes by the shape of tensor `name` (under the
     /// prefix), before anything is sized from them; `keys` names the config
     /// keys that `expected` is computed from.
