@@ -66,6 +66,11 @@ public struct CalibrationSet: Sendable {
     ///
     /// Ids are not checked against a vocabulary here; the caller knows the model.
     public static func load(from url: URL, tokenizer: Tokenizer?, seqLen: Int?, samples: Int?) throws -> CalibrationSet {
+        try load(from: url, tokenizer: tokenizer, seqLen: seqLen, samples: samples, textLimit: textLimit)
+    }
+
+    /// `load` holding at most `textLimit` bytes of text.
+    static func load(from url: URL, tokenizer: Tokenizer?, seqLen: Int?, samples: Int?, textLimit: Int) throws -> CalibrationSet {
         let path = url.path
         if let seqLen, seqLen <= 0 {
             throw DroptraceError("sequence length must be positive, got \(seqLen)", path: path)
@@ -87,7 +92,9 @@ public struct CalibrationSet: Sendable {
                 }
             }
         default:
-            sequences = try textWindows(&lines, path: path, tokenizer: tokenizer, seqLen: seqLen, samples: samples) { firstLine in
+            sequences = try textWindows(
+                &lines, path: path, tokenizer: tokenizer, seqLen: seqLen, samples: samples, textLimit: textLimit
+            ) { firstLine in
                 if TokenIdLines.holdsTokenIds(firstLine) {
                     throw DroptraceError(
                         "looks like JSONL token ids (its first line is a JSON object with \"input_ids\"), but \(named) "
@@ -123,9 +130,13 @@ public struct CalibrationSet: Sendable {
     /// or splits, lie past them or make the two disagree, and reading goes
     /// on). Without `samples`, when the file ends first, or when a regex of
     /// the tokenizer may reach arbitrarily far ahead (`encodesPrefixesAlike`),
-    /// the whole file is encoded.
+    /// the whole file is encoded. No more than `textLimit` bytes are held.
+    /// The most text held for encoding: calibration takes well under a
+    /// million tokens (LLM-Drop: 256 × 2048), a few megabytes of text.
+    static let textLimit = 1 << 28
+
     private static func textWindows(
-        _ lines: inout CalibrationLines, path: String, tokenizer: Tokenizer?, seqLen: Int?, samples: Int?,
+        _ lines: inout CalibrationLines, path: String, tokenizer: Tokenizer?, seqLen: Int?, samples: Int?, textLimit: Int,
         checkFirstLine: (ArraySlice<UInt8>) throws -> Void
     ) throws -> [[Int]] {
         // Blank lines up to the first that is not, so that the kind check comes before the other complaints.
@@ -172,6 +183,12 @@ public struct CalibrationSet: Sendable {
         var candidate: [Int]?
         while let line = try lines.next() {
             try append(line, start: lines.lineStart)
+            guard text.count <= textLimit else {
+                throw DroptraceError(
+                    "text calibration: more than \(textLimit) bytes read before the windows were settled "
+                        + (needed == nil ? "(this tokenizer's regexes need the whole text)" : "(prefixes kept encoding otherwise)")
+                        + "; droptrace encodes at most that much: pass a shorter file or pre-tokenised JSONL", path: path)
+            }
             guard let needed, text.count >= encodeAt else { continue }
             let ids = try tokenizer.encode(String(decoding: text, as: UTF8.self))
             if ids.count > needed {

@@ -1,7 +1,7 @@
 import DroptraceSupport
 import Foundation
 import Testing
-import Tokenization
+@testable import Tokenization
 
 @Suite("Calibration sets")
 struct CalibrationSetTests {
@@ -260,9 +260,16 @@ struct CalibrationSetTests {
         while text.utf8.count < 300_000 { text += " runs on, line after line\n" }
         text += "and ends\" here.\n"
         let whole = try tokenizer.encode(text)
-        let set = try CalibrationSet.load(from: try scratch.write(text, to: "quoted.txt"), tokenizer: tokenizer, seqLen: 8, samples: 2)
+        let file = try scratch.write(text, to: "quoted.txt")
+        let set = try CalibrationSet.load(from: file, tokenizer: tokenizer, seqLen: 8, samples: 2)
         #expect(set.sequences.flatMap { $0 } == Array(whole.prefix(16)))
         #expect(try tokenizer.encode(String(text.prefix(100_000))).prefix(16) != whole.prefix(16), "a prefix must encode otherwise")
+        // The text held is bounded: past the limit, a refusal naming the file.
+        let error = #expect(throws: DroptraceError.self) {
+            try CalibrationSet.load(from: file, tokenizer: tokenizer, seqLen: 8, samples: 2, textLimit: 100_000)
+        }
+        #expect(error?.path == file.path)
+        #expect(error?.message.contains("more than 100000 bytes read before the windows were settled") == true)
     }
 
     @Test(arguments: ["long.jsonl", "long.txt"])
