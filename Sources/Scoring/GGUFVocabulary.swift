@@ -44,12 +44,20 @@ extension VocabularySpec {
             tokenTypes = items.map { $0! }
         }
         let preTokenizer = try metadata.optionalString(key("pre"))
-        let ids = (bos: try id("bos_token_id"), eos: try id("eos_token_id"), unknown: try id("unknown_token_id"))
-        for (name, value) in [("bos_token_id", ids.bos), ("eos_token_id", ids.eos), ("unknown_token_id", ids.unknown)] {
+        let given = (bos: try id("bos_token_id"), eos: try id("eos_token_id"), unknown: try id("unknown_token_id"))
+        for (name, value) in [("bos_token_id", given.bos), ("eos_token_id", given.eos), ("unknown_token_id", given.unknown)] {
             if let value, !(0..<tokens.count).contains(value) {
                 throw DroptraceError("'\(key(name))' \(value) is outside the \(tokens.count) tokens", path: path)
             }
         }
+        // llama.cpp's ids where the file names none (`llama_vocab::impl::load`),
+        // where the vocabulary has them: SentencePiece BOS 1, EOS 2, UNK 0;
+        // byte-level BOS and EOS 11 (GLM-4's pre-tokenizers: no BOS).
+        func fallback(_ value: Int) -> Int? { value < tokens.count ? value : nil }
+        let noBOS = ["glm4", "chatglm-bpe"].contains(preTokenizer ?? "")
+        let ids = model == .sentencePiece
+            ? (bos: given.bos ?? fallback(1), eos: given.eos ?? fallback(2), unknown: given.unknown ?? fallback(0))
+            : (bos: given.bos ?? (noBOS ? nil : fallback(11)), eos: given.eos ?? fallback(11), unknown: given.unknown)
         self.init(
             model: model, tokens: tokens, scores: scores, tokenTypes: tokenTypes, merges: try strings("merges"),
             bosID: ids.bos, eosID: ids.eos, unknownID: ids.unknown,

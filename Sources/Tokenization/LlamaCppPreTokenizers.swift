@@ -79,9 +79,10 @@ struct LlamaCppPreTokenizer: Sendable {
           "granite-docling"],
          LlamaCppPreTokenizer(preTokenizerJSON: byteLevelWithRegex)),
         // Llama-3 (tiktoken cl100k-style), with ignore_merges as transformers converts it.
-        (["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "dbrx", "smaug-bpe"],
+        (["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"],
          LlamaCppPreTokenizer(preTokenizerJSON: splits([llama3Words]), ignoresMerges: true, addsBOSByDefault: true)),
-        (["glm4", "chatglm-bpe"], LlamaCppPreTokenizer(preTokenizerJSON: splits([llama3Words]))),
+        // The same regex as pre-types of their own: llama.cpp neither ignores merges nor adds BOS by default.
+        (["dbrx", "smaug-bpe", "glm4", "chatglm-bpe"], LlamaCppPreTokenizer(preTokenizerJSON: splits([llama3Words]))),
         // Qwen2's files normalise to NFC (llama.cpp skips that step).
         (["qwen2", "deepseek-r1-qwen", "kormo"],
          LlamaCppPreTokenizer(preTokenizerJSON: splits([qwen2Words]), normalizesToNFC: true)),

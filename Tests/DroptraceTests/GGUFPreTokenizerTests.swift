@@ -70,6 +70,21 @@ struct GGUFPreTokenizerTests {
         #expect(covered == Set(LlamaCppPreTokenizer.knownNames))
     }
 
+    /// llama.cpp ignores merges for the Llama-3 pre-type only: a word the
+    /// vocabulary holds whole but no merge builds is one token there, and
+    /// split into its characters for DBRX and Smaug (llama.cpp: " world"
+    /// under "dbrx" is [Ġ, w, o, r, l, d]).
+    @Test func mergesAreIgnoredForLlama3Only() throws {
+        let tokens = ["Ġ", "w", "o", "r", "l", "d", "Ġworld"]
+        func ids(_ pre: String) throws -> [Int] {
+            let spec = VocabularySpec(model: .byteLevelBPE, tokens: tokens, merges: [], preTokenizer: pre)
+            return try Tokenizer(vocabulary: spec, source: "test.gguf").encode(" world", addSpecialTokens: false)
+        }
+        #expect(try ids("llama-bpe") == [6])
+        #expect(try ids("dbrx") == [0, 1, 2, 3, 4, 5])
+        #expect(try ids("smaug-bpe") == [0, 1, 2, 3, 4, 5])
+    }
+
     @Test("BOS is added by default as llama.cpp adds it")
     func bosDefaults() {
         #expect(VocabularySpec.addsBOSByDefault(model: .sentencePiece, preTokenizer: nil))
@@ -78,6 +93,9 @@ struct GGUFPreTokenizerTests {
         #expect(!VocabularySpec.addsBOSByDefault(model: .byteLevelBPE, preTokenizer: "smollm"))
         #expect(!VocabularySpec.addsBOSByDefault(model: .byteLevelBPE, preTokenizer: nil))
         #expect(!VocabularySpec.addsBOSByDefault(model: .byteLevelBPE, preTokenizer: "no-such-name"))
+        // Llama-3's regex under pre-types of their own (checked with llama.cpp through llama-cpp-python 0.3.16).
+        #expect(!VocabularySpec.addsBOSByDefault(model: .byteLevelBPE, preTokenizer: "dbrx"))
+        #expect(!VocabularySpec.addsBOSByDefault(model: .byteLevelBPE, preTokenizer: "smaug-bpe"))
     }
 
     @Test("a vocabulary without tokenizer.ggml.pre gets llama.cpp's default")

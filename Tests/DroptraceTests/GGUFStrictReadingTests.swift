@@ -411,6 +411,21 @@ enum GGUFBytes {
         try Self.expectOneError(bytes, "missing tensor 'blk.1.attn_q.bias' (read as 'model.layers.1.self_attn.q_proj.bias')")
     }
 
+    /// A vocabulary without `tokenizer.ggml.bos_token_id` that adds BOS takes
+    /// llama.cpp's default id, 11 for byte-level BPE (llama.cpp through
+    /// llama-cpp-python 0.3.16 gives [11, ...] on such a file); it was refused.
+    @Test func aMissingBOSIdTakesLlamaCppsDefault() throws {
+        let bytes = try Self.renaming(
+            try GGUFBytes.fixture(Self.llama), "tokenizer.ggml.bos_token_id", to: "tokenizer.ggml.bos_token_ix")
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("model.gguf")
+        try Data(bytes).write(to: url)
+        let checkpoint = try Checkpoint(location: url)
+        let tokenizer = try CheckpointTokenizer.load(for: checkpoint, purpose: "test", requestedBy: url.path)
+        #expect(try tokenizer.encode("Hello").first == 11)
+        #expect(try CheckpointTokenizer.prefixToken(for: checkpoint, tokenizer: tokenizer) == .token(id: 11, text: tokenizer.decode([11])))
+    }
+
     /// An expert stack the file lacks is named as the file would name it,
     /// not by the expert's slice droptrace reads from it.
     @Test func aMissingExpertStackIsNamedByItsGGUFName() throws {
