@@ -61,12 +61,6 @@ public struct LayerNaming: Sendable, Equatable {
         public var weight: String
         public var bias: String
         public var queryWidth: Int
-
-        public init(weight: String, bias: String, queryWidth: Int) {
-            self.weight = weight
-            self.bias = bias
-            self.queryWidth = queryWidth
-        }
     }
 
     /// The layer index and the rest of the name, when `name` belongs to a layer.

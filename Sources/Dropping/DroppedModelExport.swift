@@ -65,7 +65,7 @@ public enum DroppedModelExport {
         }
     }
 
-    /// A moved layer's query projection rescaled by (old index + 1) / (new
+    /// A moved layer's query projection multiplied by (new index + 1) / (old
     /// index + 1), in float32, where attention divides its scores by the
     /// layer's index + 1 (`LayerNaming.inverseLayerIndexQuery`): the exported
     /// layer computes the scores the original layer did. Nil for other tensors.

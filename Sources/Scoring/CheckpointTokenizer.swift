@@ -30,7 +30,8 @@ public enum CheckpointTokenizer {
     }
 
     /// lm-evaluation-harness's prefix token for `tokenizer` (loaded by `load`):
-    /// a GGUF file's `tokenizer.ggml.bos_token_id`, else its eos id; beside
+    /// a GGUF vocabulary's BOS, else its EOS (the file's ids, else llama.cpp's
+    /// defaults: `VocabularySpec(gguf:)`); beside
     /// tokenizer.json, what transformers reads (`SpecialTokenSettings`).
     /// - Throws: `DroptraceError` naming the file for malformed settings
     ///   (ids outside a GGUF vocabulary among them).
@@ -38,7 +39,8 @@ public enum CheckpointTokenizer {
         if let gguf = checkpoint.gguf {
             let spec = try VocabularySpec(gguf: gguf)
             guard let id = spec.bosID ?? spec.eosID else {
-                return .none(reason: "\(gguf.path) names no tokenizer.ggml.bos_token_id or eos_token_id")
+                return .none(reason: "\(gguf.path) has no BOS or EOS token (no tokenizer.ggml.bos_token_id or "
+                    + "eos_token_id, and llama.cpp's default ids are outside its vocabulary)")
             }
             return .token(id: id, text: tokenizer.decode([id]))
         }

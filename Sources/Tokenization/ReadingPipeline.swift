@@ -105,7 +105,10 @@ extension JSONFields {
         let type = try typeName()
         switch type {
         case "ByteLevel":
-            _ = (try requiredBool("add_prefix_space"), try requiredBool("trim_offsets"), try nonNullBool("use_regex", default: true))
+            // It only trims offsets, but the library requires its fields.
+            _ = try requiredBool("add_prefix_space")
+            _ = try requiredBool("trim_offsets")
+            _ = try nonNullBool("use_regex", default: true)
             return IdentityPostProcessor()
         case "TemplateProcessing":
             return try readTemplate()

@@ -26,12 +26,6 @@ public struct SpecialTokenSettings: Sendable, Equatable {
     /// Where the values come from, for messages.
     public var source: String
 
-    public init(bos: Token, eos: Token, source: String) {
-        self.bos = bos
-        self.eos = eos
-        self.source = source
-    }
-
     /// The harness's `prefix_token_id`: BOS when the tokenizer has one, else EOS.
     public var prefix: Token {
         if case .absent = bos { return eos }
@@ -76,10 +70,9 @@ public struct SpecialTokenSettings: Sendable, Equatable {
             }
         }
         let sources = [configPath, mapPath].filter { FileManager.default.fileExists(atPath: $0) }
-        self.init(
-            bos: try token("bos_token", classDefault: defaults.map(\.bos)),
-            eos: try token("eos_token", classDefault: defaults.map(\.eos)),
-            source: sources.isEmpty ? directory.path : sources.joined(separator: ", "))
+        bos = try token("bos_token", classDefault: defaults.map(\.bos))
+        eos = try token("eos_token", classDefault: defaults.map(\.eos))
+        source = sources.isEmpty ? directory.path : sources.joined(separator: ", ")
     }
 
     /// The harness's prefix token in `tokenizer`'s ids.
