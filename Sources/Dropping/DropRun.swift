@@ -97,30 +97,37 @@ public struct DropResult: Encodable, Sendable {
     }
 }
 
+extension DropRequest {
+    /// What the options alone make impossible (the command line refuses it
+    /// as invalid usage), or nil.
+    public static func optionProblem(
+        target: DropTarget, count: Int, iterative: Bool, consecutive: Bool, blockMetric: BlockGapMetric, exportsMergekit: Bool
+    ) -> String? {
+        if count < 1 { return "--count must be at least 1" }
+        if consecutive && target != .block { return "--consecutive applies to --target block only" }
+        if consecutive && iterative { return "--consecutive and --iterative cannot be combined" }
+        if blockMetric != .cosine && !consecutive { return "--block-metric applies to --target block --consecutive only" }
+        if exportsMergekit && target != .block {
+            return "--export-mergekit applies to --target block only: mergekit's passthrough keeps or removes whole layers"
+        }
+        return nil
+    }
+}
+
 public enum DropRun {
     public static func run(_ request: DropRequest, log: (String) -> Void = { _ in }) throws -> DropResult {
-        if request.consecutive && request.target != .block {
-            throw DroptraceError("--consecutive applies to --target block only")
+        if let problem = DropRequest.optionProblem(
+            target: request.target, count: request.count, iterative: request.iterative, consecutive: request.consecutive,
+            blockMetric: request.blockMetric, exportsMergekit: request.exportMergekit != nil) {
+            throw DroptraceError(problem)
         }
-        if request.consecutive && request.iterative {
-            throw DroptraceError("--consecutive and --iterative cannot be combined")
-        }
-        // Task files are read and checked before the model is.
+        // Task files are read and checked before the model is, and where results go before any work.
         let suite = request.tasks.isEmpty ? nil : try TaskSuite(request.tasks, numFewshot: request.numFewshot)
-        if request.blockMetric != .cosine && !request.consecutive {
-            throw DroptraceError("--block-metric applies to --target block --consecutive only")
-        }
-        if let yaml = request.exportMergekit {
-            guard request.target == .block else {
-                throw DroptraceError(
-                    "--export-mergekit applies to --target block only: mergekit's passthrough keeps or removes whole layers",
-                    path: yaml.path)
-            }
-            _ = try MergekitSlices.outputDirectory(for: yaml)
-        }
+        if let yaml = request.exportMergekit { _ = try MergekitSlices.outputDirectory(for: yaml) }
+        if let export = request.export { try DroppedModelExport.checkDestination(export) }
         let model = try ModelRegistry.load(try Checkpoint(location: request.checkpoint))
         if request.exportMergekit != nil { try MergekitSlices.checkSource(model) }
-        try DropSelection.check(request.target, count: request.count, layers: model.layerCount)
+        try DropSelection.check(request.target, count: request.count, layers: model.layerCount, checkpoint: request.checkpoint.path)
         let calibration = try CheckpointScoring.loadCalibration(request.calibration, for: model, warn: log)
         let scorer = ImportanceScorer(model: model)
         func score(_ plan: DropPlan) throws -> ModuleScores {

@@ -99,15 +99,17 @@ public enum DropSelection {
         return plan
     }
 
-    /// Refuses counts that would leave nothing to drop or drop everything.
-    static func check(_ target: DropTarget, count: Int, layers: Int) throws {
+    /// Refuses counts that would leave nothing to drop or drop everything,
+    /// naming `checkpoint`.
+    static func check(_ target: DropTarget, count: Int, layers: Int, checkpoint: String? = nil) throws {
         let available = target == .joint ? 2 * layers : layers
-        guard count >= 1 else { throw DroptraceError("--count must be at least 1") }
+        guard count >= 1 else { throw DroptraceError("--count must be at least 1", path: checkpoint) }
         guard count < available else {
             throw DroptraceError(
                 count == available
                     ? "--count \(count) would drop every \(target == .joint ? "attention and MLP" : target.rawValue) layer of the model; choose fewer"
-                    : "--count \(count) is larger than the model's \(available) \(target == .joint ? "attention and MLP modules" : "layers")")
+                    : "--count \(count) is larger than the model's \(available) \(target == .joint ? "attention and MLP modules" : "layers")",
+                path: checkpoint)
         }
     }
 }

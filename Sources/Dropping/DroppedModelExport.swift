@@ -17,17 +17,22 @@ public enum DroppedModelExport {
         "optimizer.pt", "scheduler.pt", "training_args.bin", "trainer_state.json", "rng_state.pth",
     ]
 
+    /// Refuses an export path that is a file or a non-empty directory
+    /// (checked before any work, and again when writing).
+    public static func checkDestination(_ directory: URL) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory) else { return }
+        guard isDirectory.boolValue else {
+            throw DroptraceError("export path exists and is not a directory; choose a new one", path: directory.path)
+        }
+        guard (try? FileManager.default.contentsOfDirectory(atPath: directory.path))?.isEmpty == true else {
+            throw DroptraceError("export directory exists and is not empty; choose a new one", path: directory.path)
+        }
+    }
+
     public static func write(model: any LanguageModel, plan requested: DropPlan, to directory: URL) throws {
         let files = FileManager.default
-        var isDirectory: ObjCBool = false
-        if files.fileExists(atPath: directory.path, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else {
-                throw DroptraceError("export path exists and is not a directory; choose a new one", path: directory.path)
-            }
-            guard (try? files.contentsOfDirectory(atPath: directory.path))?.isEmpty == true else {
-                throw DroptraceError("export directory exists and is not empty; choose a new one", path: directory.path)
-            }
-        }
+        try checkDestination(directory)
         let plan = requested.union(model.configuredDrops)
         let naming = model.layerNaming
         let staging = directory.deletingLastPathComponent()

@@ -18,7 +18,8 @@ public struct EvaluationTokenizer: Sendable {
     public static func load(
         for checkpoint: Checkpoint, purpose: String, requestedBy path: String, warn: (String) -> Void = { _ in }
     ) throws -> EvaluationTokenizer {
-        let tokenizer = try CheckpointTokenizer.load(for: checkpoint, purpose: purpose, requestedBy: path, warn: warn)
+        let tokenizer = try CheckpointTokenizer.load(
+            for: checkpoint, purpose: purpose, requestedBy: path, acceptsTokenIDs: false, warn: warn)
         return EvaluationTokenizer(
             tokenizer: tokenizer, prefix: try CheckpointTokenizer.prefixToken(for: checkpoint, tokenizer: tokenizer))
     }

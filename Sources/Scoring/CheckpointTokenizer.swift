@@ -9,8 +9,11 @@ import Tokenization
 public enum CheckpointTokenizer {
     /// `warn` hears of a byte-level GGUF vocabulary without
     /// `tokenizer.ggml.pre`, which gets llama.cpp's default pre-tokenizer.
+    /// `acceptsTokenIDs`: the purpose could take pre-tokenised JSONL instead
+    /// (calibration), which the missing-tokenizer error then suggests.
     public static func load(
-        for checkpoint: Checkpoint, purpose: String, requestedBy path: String, warn: (String) -> Void = { _ in }
+        for checkpoint: Checkpoint, purpose: String, requestedBy path: String, acceptsTokenIDs: Bool = true,
+        warn: (String) -> Void = { _ in }
     ) throws -> Tokenizer {
         if let gguf = checkpoint.gguf {
             let spec = try VocabularySpec(gguf: gguf)
@@ -25,7 +28,8 @@ public enum CheckpointTokenizer {
             return try Tokenizer(contentsOf: file)
         }
         throw DroptraceError(
-            "\(purpose) needs the checkpoint's tokenizer.json (missing: \(file.path)); or pass pre-tokenised JSONL",
+            "\(purpose) needs the checkpoint's tokenizer.json (missing: \(file.path))"
+                + (acceptsTokenIDs ? "; or pass pre-tokenised JSONL" : ""),
             path: path)
     }
 

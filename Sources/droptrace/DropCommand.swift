@@ -35,8 +35,8 @@ struct DropCommand: ParsableCommand {
             --export DIR writes the dropped model: for block drops a standard Hugging Face checkpoint with \
             the blocks removed; otherwise the weights without the dropped modules and LLM-Drop's \
             drop_attn_list / drop_mlp_list in config.json. droptrace reads both back. \
-            --export-mergekit FILE (block drops) writes the kept layers as a mergekit passthrough \
-            configuration instead, for `mergekit-yaml FILE OUT_DIR`; its layer_range is 0-based and \
+            --export-mergekit FILE (block drops) also writes the kept layers as a mergekit passthrough \
+            configuration, for `mergekit-yaml FILE OUT_DIR`; its layer_range is 0-based and \
             end-exclusive: dropping layers 3-5 of 8 keeps [0, 3] and [6, 8].
 
             Exit codes: 0 success; 1 bad input or failure; 64 invalid usage.
@@ -103,6 +103,11 @@ struct DropCommand: ParsableCommand {
     func validate() throws {
         if exportMergekit?.hasSuffix("/") == true {
             throw ValidationError("--export-mergekit names a directory (it ends in /); give the YAML file's path")
+        }
+        if let problem = DropRequest.optionProblem(
+            target: target, count: count, iterative: iterative, consecutive: consecutive, blockMetric: blockMetric,
+            exportsMergekit: exportMergekit != nil) {
+            throw ValidationError(problem)
         }
         try validateTaskOptions(tasks: tasks, numFewshot: numFewshot)
         if !(speedBudget.isFinite && speedBudget > 0 && speedBudget <= 604_800) {

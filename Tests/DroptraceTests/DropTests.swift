@@ -200,22 +200,34 @@ import Tokenization
         #expect(full.kvCacheBytesPerToken == 5 * 2 * 2 * 12 * 4)
     }
 
+    /// Options that cannot go together are invalid usage (64); counts the
+    /// model cannot take and export paths already taken are bad input (1),
+    /// named, and refused before any scoring.
     @Test func badArgumentsAreRefused() throws {
+        let scratch = try ScratchDirectory()
         let calibration = FixtureFiles.calibrationJSONL.path
         let model = FixtureFiles.model("llama-f32").path
+        let taken = scratch.path("taken")
+        try FileManager.default.createDirectory(at: taken, withIntermediateDirectories: true)
+        _ = try scratch.write("kept", to: "taken/notes.txt")
         let cases: [([String], Int32, String)] = [
-            (["--target", "attention", "--count", "6"], 1, "larger than"),
+            (["--target", "attention", "--count", "6"], 1, "\(model): --count 6 is larger than"),
             (["--target", "block", "--count", "5"], 1, "every"),
             (["--target", "joint", "--count", "10"], 1, "every"),
             (["--target", "heads", "--count", "1"], 64, "heads"),
-            (["--target", "attention", "--count", "2", "--consecutive"], 1, "--consecutive"),
-            (["--target", "mlp", "--count", "0"], 1, "at least 1"),
+            (["--target", "attention", "--count", "2", "--consecutive"], 64, "--consecutive applies to --target block only"),
+            (["--target", "block", "--count", "2", "--consecutive", "--iterative"], 64, "cannot be combined"),
+            (["--target", "block", "--count", "2", "--block-metric", "angular_distance"], 64, "--block-metric applies"),
+            (["--target", "mlp", "--count", "0"], 64, "at least 1"),
+            (["--target", "attention", "--count", "1", "--export", taken.path], 1, "\(taken.path): export directory exists and is not empty"),
         ]
         for (arguments, status, phrase) in cases {
             let result = try DroptraceCommand.run(["drop", model, "--calibration", calibration] + arguments)
             #expect(result.status == status, "\(arguments): \(result.stderr)")
             #expect(result.stderr.contains(phrase), "\(arguments): \(result.stderr)")
+            #expect(!result.stderr.contains("scoring"), "\(arguments): refused only after scoring")
         }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: taken.path) == ["notes.txt"])
     }
 
     @Test func dropCommandPrintsJSON() throws {
