@@ -13,14 +13,13 @@ public struct EvaluationTokenizer: Sendable {
         self.prefix = prefix
     }
 
-    /// `CheckpointTokenizer.load` and `.prefixToken`.
-    /// - Throws: what they throw, naming the file.
+    /// `CheckpointTokenizer.loadWithPrefixToken`.
+    /// - Throws: what it throws, naming the file.
     public static func load(
         for checkpoint: Checkpoint, purpose: String, requestedBy path: String, warn: (String) -> Void = { _ in }
     ) throws -> EvaluationTokenizer {
-        let tokenizer = try CheckpointTokenizer.load(
-            for: checkpoint, purpose: purpose, requestedBy: path, acceptsTokenIDs: false, warn: warn)
-        return EvaluationTokenizer(
-            tokenizer: tokenizer, prefix: try CheckpointTokenizer.prefixToken(for: checkpoint, tokenizer: tokenizer))
+        let (tokenizer, prefix) = try CheckpointTokenizer.loadWithPrefixToken(
+            for: checkpoint, purpose: purpose, requestedBy: path, warn: warn)
+        return EvaluationTokenizer(tokenizer: tokenizer, prefix: prefix)
     }
 }

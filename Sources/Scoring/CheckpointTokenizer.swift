@@ -15,41 +15,56 @@ public enum CheckpointTokenizer {
         for checkpoint: Checkpoint, purpose: String, requestedBy path: String, acceptsTokenIDs: Bool = true,
         warn: (String) -> Void = { _ in }
     ) throws -> Tokenizer {
-        if let gguf = checkpoint.gguf {
-            let spec = try VocabularySpec(gguf: gguf)
-            if spec.model == .byteLevelBPE && spec.preTokenizer == nil {
-                warn("\(gguf.path): no tokenizer.ggml.pre; splitting text with llama.cpp's default pre-tokenizer, "
-                    + "as llama.cpp does (re-convert the model to record the right one)")
-            }
-            return try Tokenizer(vocabulary: spec, source: gguf.path)
-        }
-        let file = checkpoint.directory.appendingPathComponent("tokenizer.json")
-        if FileManager.default.fileExists(atPath: file.path) {
-            return try Tokenizer(contentsOf: file)
-        }
-        throw DroptraceError(
-            "\(purpose) needs the checkpoint's tokenizer.json (missing: \(file.path))"
-                + (acceptsTokenIDs ? "; or pass pre-tokenised JSONL" : ""),
-            path: path)
+        if let gguf = checkpoint.gguf { return try vocabularyTokenizer(gguf, warn: warn).tokenizer }
+        return try Tokenizer(contentsOf: tokenizerFile(
+            of: checkpoint, purpose: purpose, requestedBy: path, acceptsTokenIDs: acceptsTokenIDs))
     }
 
-    /// lm-evaluation-harness's prefix token for `tokenizer` (loaded by `load`):
+    /// `load`, with lm-evaluation-harness's prefix token for the tokenizer:
     /// a GGUF vocabulary's BOS, else its EOS (the file's ids, else llama.cpp's
-    /// defaults: `VocabularySpec(gguf:)`); beside
-    /// tokenizer.json, what transformers reads (`SpecialTokenSettings`).
-    /// - Throws: `DroptraceError` naming the file for malformed settings
-    ///   (ids outside a GGUF vocabulary among them).
-    public static func prefixToken(for checkpoint: Checkpoint, tokenizer: Tokenizer) throws -> PrefixToken {
+    /// defaults: `VocabularySpec(gguf:)`); beside tokenizer.json, what
+    /// transformers reads (`SpecialTokenSettings`).
+    /// - Throws: what `load` throws, and `DroptraceError` naming the file for
+    ///   malformed special-token settings.
+    public static func loadWithPrefixToken(
+        for checkpoint: Checkpoint, purpose: String, requestedBy path: String, warn: (String) -> Void = { _ in }
+    ) throws -> (tokenizer: Tokenizer, prefix: PrefixToken) {
         if let gguf = checkpoint.gguf {
-            let spec = try VocabularySpec(gguf: gguf)
+            let (tokenizer, spec) = try vocabularyTokenizer(gguf, warn: warn)
             guard let id = spec.bosID ?? spec.eosID else {
-                return .none(reason: "\(gguf.path) has no BOS or EOS token (no tokenizer.ggml.bos_token_id or "
-                    + "eos_token_id, and llama.cpp's default ids are outside its vocabulary)")
+                return (tokenizer, .none(reason: "\(gguf.path) has no BOS or EOS token (no tokenizer.ggml.bos_token_id or "
+                    + "eos_token_id, and llama.cpp's default ids are outside its vocabulary)"))
             }
-            return .token(id: id, text: tokenizer.decode([id]))
+            return (tokenizer, .token(id: id, text: tokenizer.decode([id])))
         }
-        return try SpecialTokenSettings(
+        let tokenizer = try Tokenizer(contentsOf: tokenizerFile(
+            of: checkpoint, purpose: purpose, requestedBy: path, acceptsTokenIDs: false))
+        let settings = try SpecialTokenSettings(
             directory: checkpoint.directory, modelType: checkpoint.modelType, tokenizer: tokenizer)
-            .prefixToken(in: tokenizer)
+        return (tokenizer, settings.prefixToken(in: tokenizer))
+    }
+
+    private static func vocabularyTokenizer(
+        _ gguf: GGUFCheckpoint, warn: (String) -> Void
+    ) throws -> (tokenizer: Tokenizer, spec: VocabularySpec) {
+        let spec = try VocabularySpec(gguf: gguf)
+        if spec.model == .byteLevelBPE && spec.preTokenizer == nil {
+            warn("\(gguf.path): no tokenizer.ggml.pre; splitting text with llama.cpp's default pre-tokenizer, "
+                + "as llama.cpp does (re-convert the model to record the right one)")
+        }
+        return (try Tokenizer(vocabulary: spec, source: gguf.path), spec)
+    }
+
+    private static func tokenizerFile(
+        of checkpoint: Checkpoint, purpose: String, requestedBy path: String, acceptsTokenIDs: Bool
+    ) throws -> URL {
+        let file = checkpoint.directory.appendingPathComponent("tokenizer.json")
+        guard FileManager.default.fileExists(atPath: file.path) else {
+            throw DroptraceError(
+                "\(purpose) needs the checkpoint's tokenizer.json (missing: \(file.path))"
+                    + (acceptsTokenIDs ? "; or pass pre-tokenised JSONL" : ""),
+                path: path)
+        }
+        return file
     }
 }

@@ -421,9 +421,9 @@ enum GGUFBytes {
         let url = scratch.path("model.gguf")
         try Data(bytes).write(to: url)
         let checkpoint = try Checkpoint(location: url)
-        let tokenizer = try CheckpointTokenizer.load(for: checkpoint, purpose: "test", requestedBy: url.path)
+        let (tokenizer, prefix) = try CheckpointTokenizer.loadWithPrefixToken(for: checkpoint, purpose: "test", requestedBy: url.path)
         #expect(try tokenizer.encode("Hello").first == 11)
-        #expect(try CheckpointTokenizer.prefixToken(for: checkpoint, tokenizer: tokenizer) == .token(id: 11, text: tokenizer.decode([11])))
+        #expect(prefix == .token(id: 11, text: tokenizer.decode([11])))
     }
 
     /// An expert stack the file lacks is named as the file would name it,
