@@ -15,37 +15,26 @@ public enum Activation: Sendable, Equatable {
     case xIELU(XIELU)
 
     public init(huggingFaceName name: String, configPath: String) throws {
-        switch name {
-        case "silu", "swish": self = .silu
-        case "gelu", "gelu_python": self = .gelu
-        case "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_accurate", "gelu_python_tanh": self = .geluTanh
-        case "relu": self = .relu
-        case "quick_gelu": self = .quickGELU
-        case "gelu_10": self = .clippedGELU
-        case "relu2": self = .reluSquared
-        case "relu6": self = .relu6
-        case "leaky_relu": self = .leakyReLU
-        case "sigmoid": self = .sigmoid
-        case "tanh": self = .hyperbolicTangent
-        case "linear": self = .identity
-        case "mish": self = .mish
-        case "laplace": self = .laplace
-        case "hardswish": self = .hardswish
-        case "sqrtsoftplus": self = .sqrtSoftplus
-        default:
+        guard let activation = Self.byHuggingFaceName[name] else {
             throw DroptraceError(
                 "unsupported activation \"\(name)\" (supported: \(Self.huggingFaceNames.joined(separator: ", ")))",
                 path: configPath)
         }
+        self = activation
     }
 
-    /// The `hidden_act` names droptrace reads (transformers' `ACT2FN` but
-    /// `prelu`, whose slope is a parameter, and `xielu`, Apertus's own).
-    public static let huggingFaceNames = [
-        "silu", "swish", "gelu", "gelu_python", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_accurate",
-        "gelu_python_tanh", "gelu_10", "quick_gelu", "relu", "relu2", "relu6", "leaky_relu", "sigmoid", "tanh",
-        "linear", "mish", "laplace", "hardswish", "sqrtsoftplus",
+    /// The `hidden_act` names droptrace reads: transformers' `ACT2FN` but
+    /// `prelu`, whose slope is a parameter, and `xielu`, Apertus's own.
+    private static let byHuggingFaceName: [String: Activation] = [
+        "silu": .silu, "swish": .silu, "gelu": .gelu, "gelu_python": .gelu,
+        "gelu_new": .geluTanh, "gelu_pytorch_tanh": .geluTanh, "gelu_fast": .geluTanh, "gelu_accurate": .geluTanh,
+        "gelu_python_tanh": .geluTanh, "gelu_10": .clippedGELU, "quick_gelu": .quickGELU, "relu": .relu,
+        "relu2": .reluSquared, "relu6": .relu6, "leaky_relu": .leakyReLU, "sigmoid": .sigmoid, "tanh": .hyperbolicTangent,
+        "linear": .identity, "mish": .mish, "laplace": .laplace, "hardswish": .hardswish, "sqrtsoftplus": .sqrtSoftplus,
     ]
+
+    /// `byHuggingFaceName`'s names, sorted.
+    public static let huggingFaceNames = byHuggingFaceName.keys.sorted()
 
     /// torch's softplus (beta 1, threshold 20).
     @inline(__always)

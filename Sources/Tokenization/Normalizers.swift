@@ -8,13 +8,11 @@ protocol TextNormalizer: Sendable {
     /// The same on UTF-8, which a normaliser can override to skip text it
     /// would leave unchanged.
     func normalize(utf8: ArraySlice<UInt8>) throws -> [UInt8]
-    /// Whether normalising `text` deletes its first character, so that the
-    /// normalised text starts later in the input (the library's
-    /// `offsets_original().0 > 0`, which Metaspace's prepend_scheme "first"
-    /// reads). A replacement or a prefix takes the place of what it
+    /// `normalize(utf8:)`, and whether it deleted the text's first
+    /// character, so that the normalised text starts later in the input (the
+    /// library's `offsets_original().0 > 0`, which Metaspace's prepend_scheme
+    /// "first" reads). A replacement or a prefix takes the place of what it
     /// replaces or precedes and deletes nothing.
-    func deletesStart(of text: ArraySlice<UInt8>) throws -> Bool
-    /// `normalize(utf8:)` and `deletesStart(of:)` of the input, in one pass where a step can.
     func normalizeTrackingStart(utf8 text: ArraySlice<UInt8>) throws -> (text: [UInt8], deletedStart: Bool)
     /// Whether a rewrite may depend on text arbitrarily far ahead (`SplitPattern`).
     var looksArbitrarilyFarAhead: Bool { get }
@@ -25,12 +23,11 @@ extension TextNormalizer {
         Array(try normalize(String(decoding: utf8, as: UTF8.self)).utf8)
     }
 
-    func deletesStart(of text: ArraySlice<UInt8>) throws -> Bool { false }
-
     var looksArbitrarilyFarAhead: Bool { false }
 
+    /// Steps that delete nothing at the start.
     func normalizeTrackingStart(utf8 text: ArraySlice<UInt8>) throws -> (text: [UInt8], deletedStart: Bool) {
-        (try normalize(utf8: text), try deletesStart(of: text))
+        (try normalize(utf8: text), false)
     }
 
     /// The first Unicode scalar of UTF-8 text.
@@ -197,10 +194,6 @@ struct SequenceNormalizer: TextNormalizer {
         }
         return (partial, deleted)
     }
-
-    func deletesStart(of text: ArraySlice<UInt8>) throws -> Bool {
-        try normalizeTrackingStart(utf8: text).deletedStart
-    }
 }
 
 /// How far normalisation may grow a text: 16 times its UTF-8 bytes plus
@@ -252,8 +245,6 @@ struct ReplaceNormalizer: TextNormalizer {
         return (Array(output.utf8), deletedStart)
     }
 
-    func deletesStart(of text: ArraySlice<UInt8>) throws -> Bool { try replace(text).deletedStart }
-
     /// The replaced text, and whether a match at its start was replaced by nothing.
     private func replace(_ text: ArraySlice<UInt8>) throws -> (text: String, deletedStart: Bool) {
         var bytes = Array(text)
@@ -295,8 +286,8 @@ struct StripNormalizer: TextNormalizer {
         return String(String.UnicodeScalarView(scalars))
     }
 
-    func deletesStart(of text: ArraySlice<UInt8>) -> Bool {
-        left && Self.firstScalar(text)?.properties.isWhitespace == true
+    func normalizeTrackingStart(utf8 text: ArraySlice<UInt8>) throws -> (text: [UInt8], deletedStart: Bool) {
+        (try normalize(utf8: text), left && Self.firstScalar(text)?.properties.isWhitespace == true)
     }
 }
 
@@ -311,8 +302,8 @@ struct StripAccentsNormalizer: TextNormalizer {
         return String(scalars)
     }
 
-    func deletesStart(of text: ArraySlice<UInt8>) -> Bool {
-        Self.firstScalar(text).map { LibraryCharacterTables.combiningMarks.containsScalar($0.value) } == true
+    func normalizeTrackingStart(utf8 text: ArraySlice<UInt8>) throws -> (text: [UInt8], deletedStart: Bool) {
+        (try normalize(utf8: text), Self.firstScalar(text).map { LibraryCharacterTables.combiningMarks.containsScalar($0.value) } == true)
     }
 }
 

@@ -51,9 +51,8 @@ extension JSONFields {
         let type = try typeName()
         switch type {
         case "ByteLevel":
-            _ = try requiredBool("trim_offsets")  // offsets only; the library requires it
-            return ByteLevelPreTokenizer(addPrefixSpace: try requiredBool("add_prefix_space"),
-                                         useRegex: try nonNullBool("use_regex", default: true))
+            let options = try readByteLevelOptions()
+            return ByteLevelPreTokenizer(addPrefixSpace: options.addPrefixSpace, useRegex: options.useRegex)
         case "Split":
             let behaviorName = try requiredString("behavior")
             guard let behavior = SplitDelimiterBehavior(rawValue: behaviorName) else {
@@ -105,10 +104,7 @@ extension JSONFields {
         let type = try typeName()
         switch type {
         case "ByteLevel":
-            // It only trims offsets, but the library requires its fields.
-            _ = try requiredBool("add_prefix_space")
-            _ = try requiredBool("trim_offsets")
-            _ = try nonNullBool("use_regex", default: true)
+            _ = try readByteLevelOptions()  // it only trims offsets, but the library requires its fields
             return IdentityPostProcessor()
         case "TemplateProcessing":
             return try readTemplate()
@@ -127,6 +123,14 @@ extension JSONFields {
         default:
             throw unsupported("post-processor", type, known: "TemplateProcessing, ByteLevel, RobertaProcessing, BertProcessing and Sequence")
         }
+    }
+
+    /// ByteLevel's options, as the pre-tokenizer and the post-processor share
+    /// them; `trim_offsets` concerns offsets only but is required too.
+    private func readByteLevelOptions() throws -> (addPrefixSpace: Bool, useRegex: Bool) {
+        let addPrefixSpace = try requiredBool("add_prefix_space")
+        _ = try requiredBool("trim_offsets")
+        return (addPrefixSpace, try nonNullBool("use_regex", default: true))
     }
 
     /// TemplateProcessing's `single` template, its special-token names
