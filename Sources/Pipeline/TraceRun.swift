@@ -381,8 +381,10 @@ public final class TraceRun {
     }
 
     /// Whether `checkpoint` has no row in `store`, a row scored from other
-    /// files (a checkpoint replaced under the same name) or one stored
-    /// without per-sequence sums (said in the log).
+    /// files (a checkpoint replaced under the same name), a row placed at
+    /// another step or token count than the checkpoint now says (its
+    /// trainer_state.json written or changed after it was scored) or one
+    /// stored without per-sequence sums (said in the log).
     func needsScoring(_ checkpoint: DiscoveredCheckpoint, store: ScoreFile?) -> Bool {
         guard let row = store?.rows.first(where: { $0.name == checkpoint.name }) else { return true }
         guard let reason = Self.reasonToRescore(row, checkpoint) else { return false }
@@ -393,6 +395,9 @@ public final class TraceRun {
     /// Why `row` does not hold `checkpoint`'s current scores, nil when it does.
     static func reasonToRescore(_ row: CheckpointRow, _ checkpoint: DiscoveredCheckpoint) -> String? {
         CheckpointFingerprint.reasonToRescore(stored: row.fingerprint, current: checkpoint.fingerprint)
+            ?? (row.step != checkpoint.step || row.tokens != checkpoint.tokens
+                ? "its stored row is at step \(row.step), tokens \(row.tokens); the checkpoint now says step \(checkpoint.step), tokens \(checkpoint.tokens)"
+                : nil)
             ?? (row.sums == nil ? "its stored row has no per-sequence sums" : nil)
     }
 

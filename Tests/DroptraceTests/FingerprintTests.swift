@@ -59,6 +59,34 @@ import Testing
         #expect(try rows(fresh).map { $0.blockGap.count } == second.map { $0.blockGap.count })
     }
 
+    /// A row whose step or token count is no longer the checkpoint's (its
+    /// trainer_state.json written after it was scored, or the store edited)
+    /// is rescored and placed where the checkpoint now says, never kept at
+    /// the old point of training.
+    @Test func rowAtAnotherStepThanTheCheckpointSaysIsRescored() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let late = try series.add(step: 20)
+        try series.add(step: 30)
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output).status == 0)
+        let first = try rows(output)
+        #expect(first.map(\.step) == [20, 30] && first.map(\.tokens) == [-1, -1])
+
+        try Data(#"{"global_step": 40, "num_input_tokens_seen": 4096}"#.utf8)
+            .write(to: late.appendingPathComponent("trainer_state.json"))
+        let run = try trace(series.directory, output)
+        try #require(run.status == 0, "\(run.stderr)")
+        #expect(run.stderr.contains(
+            "info: rescoring checkpoint-20: its stored row is at step 20, tokens -1; the checkpoint now says step 40, tokens 4096"),
+            "\(run.stderr)")
+        #expect(!run.stderr.contains("rescoring checkpoint-30"))
+        let second = try rows(output)
+        #expect(second.map(\.name) == ["checkpoint-30", "checkpoint-20"])
+        #expect(second.map(\.step) == [30, 40] && second.map(\.tokens) == [-1, 4096])
+        #expect(second[1].attention == first[0].attention, "same files, same scores")
+    }
+
     /// A checkpoint replaced by files that cannot join the store (here another
     /// architecture) loses its old row: those numbers belong to a model no
     /// longer on disk. The other rows stay.
