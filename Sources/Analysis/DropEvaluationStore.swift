@@ -40,6 +40,17 @@ public struct DropEvaluation: Equatable, Sendable {
 
     public init() {}
 
+    /// Forgets the values of checkpoint `name`, whose row is replaced (its
+    /// files changed). When it is the final checkpoint, every checkpoint's
+    /// values without the final's sets are forgotten too: those sets come
+    /// from the row being replaced.
+    public mutating func forget(_ name: String) {
+        byCheckpoint.removeValue(forKey: name)
+        guard name == finalCheckpoint else { return }
+        for other in byCheckpoint.keys { byCheckpoint[other]?.final = [:] }
+        finalCheckpoint = ""
+    }
+
     /// Writes `/evaluation` (nothing when no checkpoint has a value), one
     /// entry per row in row order.
     public func write(into file: HDF5File, rows: [CheckpointRow], dropK: [Int]) throws {

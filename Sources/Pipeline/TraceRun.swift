@@ -302,7 +302,7 @@ public final class TraceRun {
 
     /// Forgets the perplexities and task accuracies of checkpoint `name`.
     private func forgetEvaluations(of name: String) {
-        evaluation.byCheckpoint.removeValue(forKey: name)
+        evaluation.forget(name)
         for task in taskAccuracy.tasks.keys { taskAccuracy.tasks[task]?.byCheckpoint.removeValue(forKey: name) }
     }
 

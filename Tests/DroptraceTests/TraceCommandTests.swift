@@ -270,4 +270,66 @@ import Glibc
         #expect(try column("perplexity_final_k2")[0].isNaN, "rotated away before the final set changed")
         #expect(try !column("perplexity_final_k2")[1].isNaN)
     }
+
+    func trace(_ series: URL, _ output: URL, eval: URL) throws -> DroptraceCommand.Result {
+        try DroptraceCommand.run([
+            "trace", series.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
+            "--eval", eval.path, "--seq-len", "32", "--samples", "4", "--drop-k", "1", "--drop-k", "2", "--threads", "1",
+        ])
+    }
+
+    /// Every /evaluation column of the store in `output`.
+    func perplexities(_ output: URL) throws -> [String: [Double]] {
+        let file = try HDF5File.open(at: output.appendingPathComponent("scores.h5"))
+        defer { try? file.close() }
+        return try Dictionary(uniqueKeysWithValues: file.group("evaluation").childNames().filter { $0.hasPrefix("perplexity") }.map {
+            ($0, try file.dataset("evaluation/\($0)").read(as: Double.self))
+        })
+    }
+
+    /// Perplexities of other evaluation tokens are never kept beside the new
+    /// ones: a run on another --eval file computes every value again, as a
+    /// fresh store would.
+    @Test func anotherEvaluationFileComputesEveryPerplexityAgain() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 100, model: "llama-bf16")
+        try series.add(step: 200)
+        let text = try String(contentsOf: FixtureFiles.calibrationText, encoding: .utf8)
+        let other = try scratch.write(String(text.split(separator: "\n").reversed().joined(separator: "\n")), to: "other.txt")
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output, eval: FixtureFiles.calibrationText).status == 0)
+        let first = try perplexities(output)
+        try series.add(step: 300, model: "llama-bf16")
+        let run = try trace(series.directory, output, eval: other)
+        try #require(run.status == 0, "\(run.stderr)")
+        #expect(run.stderr.contains("the evaluation tokens changed"), "\(run.stderr)")
+
+        let fresh = scratch.path("fresh")
+        try #require(try trace(series.directory, fresh, eval: other).status == 0)
+        let (now, right) = (try perplexities(output), try perplexities(fresh))
+        #expect(now == right && now.keys.count == 5)
+        #expect(now["perplexity_full"]?.prefix(2) != first["perplexity_full"]?[...])
+    }
+
+    /// The final checkpoint replaced under the same name changes the final
+    /// drop sets: every checkpoint's values without them are computed again.
+    @Test func finalCheckpointReplacedUnderItsNameRenewsEveryFinalSetPerplexity() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 100, model: "llama-bf16")
+        let final = try series.add(step: 200)
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output, eval: FixtureFiles.calibrationText).status == 0)
+        let first = try perplexities(output)
+        try series.rotateLayers(of: final, layers: 5)
+        let run = try trace(series.directory, output, eval: FixtureFiles.calibrationText)
+        try #require(run.status == 0, "\(run.stderr)")
+
+        let fresh = scratch.path("fresh")
+        try #require(try trace(series.directory, fresh, eval: FixtureFiles.calibrationText).status == 0)
+        let (now, right) = (try perplexities(output), try perplexities(fresh))
+        #expect(now == right)
+        #expect(now["perplexity_full"]?[0] == first["perplexity_full"]?[0], "checkpoint-100's own values are kept")
+    }
 }

@@ -1,3 +1,4 @@
+import CheckpointIO
 import Foundation
 
 /// Builds checkpoint series on disk from the fixture models.
@@ -24,6 +25,23 @@ struct SeriesBuilder {
 
     /// Replaces a checkpoint's weights with another fixture's, so a rescore
     /// would change its row.
+    /// Rewrites a checkpoint's weights with layer i holding what layer
+    /// (i + 1) mod `layers` held: another model of the same shape, whose
+    /// importances (and drop sets) are those of the old layers moved.
+    func rotateLayers(of checkpoint: URL, layers: Int) throws {
+        let url = checkpoint.appendingPathComponent("model.safetensors")
+        let entries = try SafetensorsFile(path: url.path).tensors.map { name, slice in
+            let parts = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+            guard let at = parts.firstIndex(of: "layers"), at + 1 < parts.count, let layer = Int(parts[at + 1]) else {
+                return SafetensorsWriter.Entry(slice)
+            }
+            var moved = parts
+            moved[at + 1] = String((layer + layers - 1) % layers)
+            return SafetensorsWriter.Entry(slice, renamedTo: moved.joined(separator: "."))
+        }
+        try SafetensorsWriter.encode(entries).write(to: url, options: .atomic)
+    }
+
     func swapWeights(of checkpoint: URL, withThoseOf model: String) throws {
         let target = checkpoint.appendingPathComponent("model.safetensors")
         try FileManager.default.removeItem(at: target)
