@@ -105,6 +105,8 @@ public final class TraceRun {
             // Recorded even when nothing new is scored (a moved series, a store from before it was recorded).
             store?.metadata.seriesDirectory = series
         }
+        // A checkpoint that now fails (its files replaced by unreadable ones) keeps no row of the old files.
+        for (name, _) in discovered.failed { store = try withoutStaleRow(name, in: store) }
         guard !discovered.ready.isEmpty else {
             if store == nil {
                 log.warning("no finished checkpoints yet; nothing to do")

@@ -109,6 +109,28 @@ import Testing
         #expect(second[0] == first[1])
     }
 
+    /// Files replaced by ones discovery refuses (a header that does not
+    /// parse) fail the checkpoint there: its row of the old files goes too.
+    @Test func checkpointReplacedByUnreadableFilesLosesItsOldRow() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let early = try series.add(step: 10)
+        try series.add(step: 20)
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output).status == 0)
+        let first = try rows(output)
+
+        var bytes = Data([4, 0, 0, 0, 0, 0, 0, 0])
+        bytes.append(contentsOf: Array("{no}".utf8) + [UInt8](repeating: 0, count: 64))
+        try bytes.write(to: early.appendingPathComponent("model.safetensors"))
+        let run = try trace(series.directory, output)
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("warning: checkpoint-10: removed its stored scores"), "\(run.stderr)")
+        #expect(try rows(output) == [first[1]])
+        let report = try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8)
+        #expect(!report.contains("| checkpoint-10 |"))
+    }
+
     /// When that checkpoint held the store's only row, the store is set aside
     /// (renamed, not deleted) and the run fails with one error line.
     @Test func replacedOnlyCheckpointSetsTheStoreAside() throws {
