@@ -254,10 +254,24 @@ public enum CheckpointDiscovery {
         }
     }
 
+    /// A time in the future by more than this is the clock's doing (another
+    /// machine's, or restored files'), not a write in progress.
+    static let clockTolerance: TimeInterval = 5 * 60
+
     /// `.writing(reason)` while anything in `directory` changed within
-    /// `settleTime`; after that the checkpoint is taken as corrupt.
+    /// `settleTime`; after that the checkpoint is taken as corrupt. Files
+    /// dated ahead of this machine's clock say nothing about when they were
+    /// last written: the checkpoint is taken as corrupt at once, naming the
+    /// clock (a later run scores it once it is complete).
     private static func settled(_ reason: String, _ directory: URL, _ settleTime: TimeInterval) -> State {
-        let rest = Date().timeIntervalSince(lastChange(in: directory))
+        let last = lastChange(in: directory)
+        let rest = Date().timeIntervalSince(last)
+        if -rest > clockTolerance {
+            return .failed(
+                "\(reason), and its files are dated \(minutes(-rest)) ahead of this machine's clock "
+                    + "(\(ISO8601DateFormatter().string(from: last))), so whether it is still being written cannot be told: "
+                    + "taken as corrupt until it is complete (check the clocks, or reset the files' times)")
+        }
         guard rest > settleTime else { return .writing(reason) }
         return .failed(
             "\(reason), and nothing in it changed for \(minutes(rest)) (a checkpoint still being written changes "

@@ -71,6 +71,29 @@ import Testing
         #expect(result.incomplete[0].reason.contains(shard))
     }
 
+    /// An incomplete checkpoint dated ahead of the clock (another machine's
+    /// clock, restored files) fails at once, naming the clock: it was "being
+    /// written" until the clock caught up, skipped by every run meanwhile.
+    /// A few seconds ahead is a write in progress still.
+    @Test func incompleteCheckpointDatedInTheFutureFailsNamingTheClock() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let ahead = try series.add(step: 1)
+        let slightly = try series.add(step: 2)
+        for (checkpoint, seconds) in [(ahead, 365.0 * 86_400), (slightly, 30)] {
+            try Data([1, 2, 3]).write(to: checkpoint.appendingPathComponent("model.safetensors"))
+            for path in try FileManager.default.contentsOfDirectory(atPath: checkpoint.path).map({ checkpoint.appendingPathComponent($0).path }) + [checkpoint.path] {
+                try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: seconds)], ofItemAtPath: path)
+            }
+        }
+        let result = try CheckpointDiscovery.scan(series.directory, settleTime: 60)
+        #expect(result.failed.map(\.name) == ["checkpoint-1"])
+        #expect(result.failed.first?.error.contains("model.safetensors has an incomplete header, and its files are dated 525") == true,
+                "\(result.failed)")
+        #expect(result.failed.first?.error.contains("ahead of this machine's clock") == true)
+        #expect(result.incomplete.map(\.name) == ["checkpoint-2"])
+    }
+
     @Test func ggufCheckpointsNeedNoConfigAndAreReadyOnlyWhenComplete() throws {
         let scratch = try ScratchDirectory()
         let series = scratch.path("series")
