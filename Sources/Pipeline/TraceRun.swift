@@ -82,6 +82,7 @@ public final class TraceRun {
         whenStored: (DiscoveredCheckpoint) -> Void = { _ in },
         afterAll: () -> Void = {}
     ) throws -> TraceSummary {
+        try checkOutputOutsideCheckpoints()
         let lock = try RunLock(directory: options.output)
         defer { withExtendedLifetime(lock) {} }
         var summary = TraceSummary()
@@ -89,8 +90,9 @@ public final class TraceRun {
         try ReportWriter.checkReplaceable(in: options.output)
         let discovered = try discover(into: &summary)
 
-        // Task files are checked before anything is scored.
+        // Task and evaluation files are checked before anything is scored.
         let tasks = options.tasks.isEmpty ? nil : try TaskEvaluation(requests: options.tasks, numFewshot: options.numFewshot)
+        if let source = options.evaluation { _ = try RegularFile(path: source.url.path) }
 
         // Score what the store does not have yet.
         var store: ScoreFile?
@@ -184,22 +186,45 @@ public final class TraceRun {
         summary.failed = discovered.failed
         for (_, error) in discovered.failed { log.error("\(error)") }
         log.info("found \(discovered.ready.count) finished checkpoints")
-        try checkOutputOutside(discovered.ready)
         return discovered
     }
 
     /// Throws when the output directory is one of the checkpoints or lies
-    /// inside one: training deletes and replaces checkpoint directories
-    /// (`save_total_limit`), and the store with them.
-    func checkOutputOutside(_ checkpoints: [DiscoveredCheckpoint]) throws {
-        let output = options.output.resolvingSymlinksInPath().standardizedFileURL.path
-        for checkpoint in checkpoints {
-            let directory = checkpoint.directory.resolvingSymlinksInPath().standardizedFileURL.path
+    /// inside one, finished or not: training deletes and replaces checkpoint
+    /// directories (`save_total_limit`), and the store with them. Checked
+    /// from the paths alone, before the output directory is created.
+    func checkOutputOutsideCheckpoints() throws {
+        let output = Self.resolved(options.output)
+        let candidates: [URL]
+        switch options.checkpoints {
+        case .list(let directories):
+            candidates = directories
+        case .series(let directory):
+            let series = Self.resolved(directory)
+            guard output.hasPrefix(series + "/"), let first = output.dropFirst(series.count + 1).split(separator: "/").first else { return }
+            let entry = directory.appendingPathComponent(String(first))
+            candidates = CheckpointName.parse(String(first)) != nil || CheckpointDiscovery.looksLikeCheckpoint(entry) ? [entry] : []
+        }
+        for checkpoint in candidates {
+            let directory = Self.resolved(checkpoint)
             guard output == directory || output.hasPrefix(directory + "/") else { continue }
             throw DroptraceError(
-                "lies inside checkpoint \(checkpoint.name), which training may replace or delete with the store in it; "
-                    + "choose an output directory outside the checkpoints", path: options.output.path)
+                "lies inside checkpoint \(checkpoint.standardizedFileURL.lastPathComponent), which training may replace "
+                    + "or delete with the store in it; choose an output directory outside the checkpoints",
+                path: options.output.path)
         }
+    }
+
+    /// `url`'s absolute path with the symbolic links of its longest existing
+    /// ancestor resolved (the output directory need not exist yet).
+    static func resolved(_ url: URL) -> String {
+        var existing = url.standardizedFileURL
+        var rest: [String] = []
+        while !FileManager.default.fileExists(atPath: existing.path), existing.path != "/" {
+            rest.insert(existing.lastPathComponent, at: 0)
+            existing.deleteLastPathComponent()
+        }
+        return rest.reduce(existing.resolvingSymlinksInPath()) { $0.appendingPathComponent($1) }.standardizedFileURL.path
     }
 
     /// `store` (a new one with `metadata` when nil) with `row` in place of

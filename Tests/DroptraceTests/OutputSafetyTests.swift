@@ -114,14 +114,35 @@ import Glibc
 
     /// An output directory inside a checkpoint, which the Trainer deletes
     /// with the store in it (save_total_limit), is refused before anything is scored.
-    @Test func outputInsideACheckpointIsRefusedBeforeScoring() throws {
+    /// A checkpoint still being written counts too (the store would be
+    /// written there, and every run fail once it is finished); nothing is
+    /// created inside it, not even the output directory.
+    @Test(arguments: [false, true])
+    func outputInsideACheckpointIsRefusedBeforeScoring(stillBeingWritten: Bool) throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
         try series.add(step: 1)
         let checkpoint = try series.add(step: 2)
-        let output = checkpoint.appendingPathComponent("droptrace")
+        if stillBeingWritten { try Data([1, 2, 3]).write(to: checkpoint.appendingPathComponent("model.safetensors")) }
+        let output = checkpoint.appendingPathComponent("droptrace/run")
         let result = try trace(series.directory, output)
         expectOneLineFailure(result, naming: output.path, mentioning: ["inside checkpoint checkpoint-2"])
+        #expect(!files.fileExists(atPath: checkpoint.appendingPathComponent("droptrace").path))
+        #expect(!result.stderr.contains("scoring "), "\(result.stderr)")
+    }
+
+    /// A missing --eval file is found before the checkpoints are scored, not after.
+    @Test func missingEvaluationFileIsRefusedBeforeScoring() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let missing = scratch.path("missing-eval.txt")
+        let output = scratch.path("out")
+        let result = try DroptraceCommand.run([
+            "trace", series.directory.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
+            "--eval", missing.path,
+        ])
+        expectOneLineFailure(result, naming: missing.path, mentioning: ["No such file or directory"])
         #expect(!files.fileExists(atPath: output.appendingPathComponent("scores.h5").path))
         #expect(!result.stderr.contains("scoring "), "\(result.stderr)")
     }
