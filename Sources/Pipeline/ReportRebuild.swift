@@ -12,6 +12,12 @@ public enum ReportRebuild {
     /// - Returns: the URL of report.md.
     /// - Throws: `RunLock.Held`; `DroptraceError` naming the file.
     public static func run(outDir: URL, title: String?) throws -> URL {
+        // A mistyped directory is not created (with a lock file in it) only to be found empty.
+        var isDirectory: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: outDir.path, isDirectory: &isDirectory)
+        guard exists, isDirectory.boolValue else {
+            throw DroptraceError(exists ? "not a directory" : "no such directory; run `droptrace trace` first", path: outDir.path)
+        }
         let lock = try RunLock(directory: outDir)
         defer { withExtendedLifetime(lock) {} }
         let storeURL = outDir.appendingPathComponent(ScoreFile.outputFileName)

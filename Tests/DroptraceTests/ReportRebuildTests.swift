@@ -29,6 +29,18 @@ import Testing
         }
     }
 
+    /// A mistyped output directory is named, not created (with a lock file in it).
+    @Test func missingOutputDirectoryIsNamedAndNotCreated() throws {
+        let scratch = try ScratchDirectory()
+        let typo = scratch.path("typo/deep/out")
+        let result = try DroptraceCommand.run(["report", typo.path])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("\(typo.path): no such directory; run `droptrace trace` first"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("typo").path))
+        let file = try scratch.write("x", to: "file")
+        #expect(try DroptraceCommand.run(["report", file.path]).stderr.contains("\(file.path): not a directory"))
+    }
+
     @Test func reportRebuildsTraceWithEvaluationByteForByteAlsoAfterAnIncrementalRun() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
