@@ -90,7 +90,7 @@ public enum SafetensorsWriter {
         } catch let error as DroptraceError {
             throw error
         } catch {
-            throw DroptraceError("cannot write: \(error.localizedDescription)", path: url.path)
+            throw DroptraceError("cannot write: \(SystemError.summary(of: error))", path: url.path)
         }
     }
 

@@ -35,11 +35,16 @@ public enum DroppedModelExport {
         try checkDestination(directory)
         let plan = requested.union(model.configuredDrops)
         let naming = model.layerNaming
-        let staging = directory.deletingLastPathComponent()
-            .appendingPathComponent(".\(directory.lastPathComponent).tmp-\(getpid())")
-        try? files.removeItem(at: staging)
+        let parent = directory.deletingLastPathComponent()
+        let staging = parent.appendingPathComponent(TemporaryFileName.forTarget(directory.lastPathComponent))
+        removeStaleStaging(of: directory)
+        // Interrupted (Ctrl-C, kill, a closed terminal), the export leaves no partial directory behind.
+        let interruption = InterruptCleanup(signals: [SIGINT, SIGTERM, SIGHUP])
+        defer { withExtendedLifetime(interruption) {} }
+        interruption.add(staging.path)
         do {
             try files.createDirectory(at: staging, withIntermediateDirectories: true)
+            for name in [Checkpoint.singleFileName, "config.json"] { interruption.add(staging.appendingPathComponent(name).path) }
             let renumber = Renumbering(removing: plan.blocks, layers: model.layerCount)
             var entries: [SafetensorsWriter.Entry] = []
             // FP8 weights travel as stored, with their scales; MXFP4 pairs are
@@ -59,14 +64,29 @@ public enum DroppedModelExport {
                 .write(to: staging.appendingPathComponent("config.json"))
             // A GGUF file's companions are inside it; the files beside it belong to something else.
             if model.checkpoint.gguf == nil {
-                try copyCompanionFiles(from: model.checkpoint.directory, to: staging)
+                try copyCompanionFiles(from: model.checkpoint.directory, to: staging) { interruption.add($0.path) }
             }
             if files.fileExists(atPath: directory.path) { try files.removeItem(at: directory) }
             try files.moveItem(at: staging, to: directory)
         } catch {
             try? files.removeItem(at: staging)
-            if let error = error as? DroptraceError { throw error }
-            throw DroptraceError("cannot write the export: \(SystemError.summary(of: error))", path: directory.path)
+            // An error about an input names it; one about what was being written names the export.
+            if let error = error as? DroptraceError, error.path.map({ !$0.hasPrefix(staging.path) }) ?? false { throw error }
+            let reason = (error as? DroptraceError)?.message ?? SystemError.summary(of: error)
+            throw DroptraceError("cannot write the export: \(reason)", path: directory.path)
+        }
+    }
+
+    /// Removes staging directories an export to `directory` left when its
+    /// process was killed outright (SIGKILL, a crash): named by
+    /// `TemporaryFileName` for this target, their process gone.
+    static func removeStaleStaging(of directory: URL) {
+        let parent = directory.deletingLastPathComponent()
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? [] {
+            guard let (target, pid) = TemporaryFileName.parse(name), target == directory.lastPathComponent,
+                  pid == getpid() || (kill(pid, 0) != 0 && errno == ESRCH)
+            else { continue }
+            try? FileManager.default.removeItem(at: parent.appendingPathComponent(name))
         }
     }
 
@@ -207,16 +227,23 @@ public enum DroppedModelExport {
         }
     }
 
-    /// Tokenizer and generation files travel with the weights.
-    static func copyCompanionFiles(from source: URL, to destination: URL) throws {
-        for name in try FileManager.default.contentsOfDirectory(atPath: source.path) {
+    /// Tokenizer and generation files travel with the weights: their bytes,
+    /// also where they are symbolic links (a Hugging Face cache snapshot
+    /// links each file to a blob). Subdirectories stay behind.
+    /// - Parameter willCreate: called with each copy's path before it is created.
+    /// - Throws: `DroptraceError` naming a file that is no regular file (a
+    ///   FIFO would block the copy forever) or cannot be read or written.
+    static func copyCompanionFiles(from source: URL, to destination: URL, willCreate: (URL) -> Void = { _ in }) throws {
+        for name in try FileManager.default.contentsOfDirectory(atPath: source.path).sorted() {
             let isWeights = CheckpointLayout.format(ofFile: URL(fileURLWithPath: name)) != nil
                 || [CheckpointLayout.safetensorsIndex, CheckpointLayout.pytorchIndex].contains(name)
             if isWeights || name == "config.json" || trainingState.contains(name) || name.hasPrefix("rng_state") { continue }
             var isDirectory: ObjCBool = false
             let path = source.appendingPathComponent(name)
             guard FileManager.default.fileExists(atPath: path.path, isDirectory: &isDirectory), !isDirectory.boolValue else { continue }
-            try FileManager.default.copyItem(at: path, to: destination.appendingPathComponent(name))
+            let copy = destination.appendingPathComponent(name)
+            willCreate(copy)
+            try RegularFile(path: path.path).copy(to: copy.path)
         }
     }
 }

@@ -113,6 +113,34 @@ public final class RegularFile: @unchecked Sendable {
         }
     }
 
+    /// Copies the file's bytes to a new file at `destination` (mode 0644,
+    /// fsynced; nothing may exist there, a link included), a mebibyte at a
+    /// time. Reading follows what `init(path:)` opened: the file a symbolic
+    /// link points to, never a FIFO or device.
+    /// - Throws: `DroptraceError` naming this file when it cannot be read or
+    ///   changed meanwhile, `destination` when it cannot be written (the
+    ///   partial copy is removed).
+    public func copy(to destination: String) throws {
+        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard output >= 0 else { throw DroptraceError("cannot create: \(SystemError.describe())", path: destination) }
+        do {
+            defer { close(output) }
+            let chunk = 1 << 20
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
+            defer { buffer.deallocate() }
+            for offset in stride(from: 0, to: size, by: chunk) {
+                let count = min(chunk, size - offset)
+                try read(count, at: offset, into: buffer)
+                try FileOutput.writeAll(UnsafeRawBufferPointer(start: buffer, count: count), to: output, path: destination)
+            }
+            try checkUnchanged()
+            try FileOutput.sync(output, path: destination)
+        } catch {
+            unlink(destination)
+            throw error
+        }
+    }
+
     /// The whole file, refused when larger than `limit` bytes or not a regular
     /// file — for JSON companions (config.json, tokenizer.json, shard indexes),
     /// which `FileManager.contents(atPath:)` would read from a FIFO forever.

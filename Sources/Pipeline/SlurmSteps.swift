@@ -74,7 +74,10 @@ extension TraceRun {
         }
 
         try partials.createDirectory()
-        let interruption = ShardInterruption(removing: ScoreFile.temporaryPath(for: target))
+        // SIGTERM and SIGUSR1 (preemption, the time limit's warning) end the task at once, leaving no partial
+        // behind (one already renamed into place is complete and stays): requeued, it starts over.
+        let interruption = InterruptCleanup(signals: [SIGTERM, SIGUSR1], exitCode: TraceRun.interruptedExitCode)
+        interruption.add(ScoreFile.temporaryPath(for: target))
         defer { withExtendedLifetime(interruption) {} }
         log.info("scoring \(checkpoint.name), \(shard): calibration windows \(windows.lowerBound)..<\(windows.upperBound) of \(set.sequences.count)")
         let scores = try ImportanceScorer(model: model)
@@ -113,36 +116,3 @@ extension TraceRun {
     }
 }
 
-/// While alive, SIGTERM and SIGUSR1 end the process at once with
-/// `TraceRun.interruptedExitCode`, first removing the temporary file a
-/// partial result is written to: a task Slurm preempts or warns of its time
-/// limit leaves nothing behind, and starts over when requeued. (A partial
-/// already renamed into place is complete and stays.)
-final class ShardInterruption {
-    /// The temporary file's path for the handler, which may only make
-    /// async-signal-safe calls (unlink, _exit): set before it is installed.
-    nonisolated(unsafe) private static var temporaryPath: UnsafeMutablePointer<CChar>?
-    private static let signals = [SIGTERM, SIGUSR1]
-
-    init(removing temporaryPath: String) {
-        Self.temporaryPath = strdup(temporaryPath)
-        var unblock = sigset_t()
-        sigemptyset(&unblock)
-        for number in Self.signals {
-            signal(number) { _ in
-                if let path = ShardInterruption.temporaryPath { unlink(path) }
-                _exit(75)  // TraceRun.interruptedExitCode, as a literal: nothing lazy in a signal handler
-            }
-            sigaddset(&unblock, number)
-        }
-        // A blocked mask is inherited from whoever started us (some
-        // launchers block SIGTERM): the signal would wait until the end.
-        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
-    }
-
-    deinit {
-        for number in Self.signals { signal(number, SIG_DFL) }
-        free(Self.temporaryPath)
-        Self.temporaryPath = nil
-    }
-}

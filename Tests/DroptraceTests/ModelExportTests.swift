@@ -1,6 +1,7 @@
 import Architectures
 import CheckpointIO
 @testable import Dropping
+import DroptraceSupport
 import Foundation
 import Testing
 
@@ -109,5 +110,71 @@ import Testing
         let text = try String(contentsOf: export.appendingPathComponent("config.json"), encoding: .utf8)
         #expect(text.contains("\"rope_theta\": 10000.0"), "\(text)")
         #expect(text.contains("\"num_hidden_layers\": 4"), "\(text)")
+    }
+
+    func export(_ model: URL, to export: URL) throws {
+        try DroppedModelExport.write(model: try ModelRegistry.load(try Checkpoint(directory: model)), plan: DropPlan(blocks: [1]), to: export)
+    }
+
+    /// A Hugging Face cache snapshot links each file to a blob: the export
+    /// holds the files' bytes, not links that dangle once moved.
+    @Test func symlinkedCompanionFilesAreCopiedAsFiles() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32", as: "snapshot")
+        let blob = scratch.path("blob-tokenizer")
+        let tokenizer = model.appendingPathComponent("tokenizer.json")
+        try FileManager.default.moveItem(at: tokenizer, to: blob)
+        try FileManager.default.createSymbolicLink(atPath: tokenizer.path, withDestinationPath: "../blob-tokenizer")
+        let exported = scratch.path("export")
+        try export(model, to: exported)
+        let copy = exported.appendingPathComponent("tokenizer.json")
+        #expect(try FileManager.default.attributesOfItem(atPath: copy.path)[.type] as? FileAttributeType == .typeRegular)
+        #expect(try Data(contentsOf: copy) == Data(contentsOf: blob))
+    }
+
+    /// A FIFO beside the weights blocked the export forever: it is refused by
+    /// name, and neither the export nor its staging directory is left.
+    @Test func companionThatIsNoRegularFileIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32", as: "model")
+        let fifo = model.appendingPathComponent("notes.txt")
+        try #require(mkfifo(fifo.path, 0o644) == 0)
+        let exported = scratch.path("export")
+        let error = #expect(throws: DroptraceError.self) { try export(model, to: exported) }
+        #expect(error?.description == "\(fifo.path): not a regular file (a FIFO); refusing to read it")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).sorted() == ["model"])
+    }
+
+    /// Staging directories of exports to the same path killed outright
+    /// (their process gone) are removed; another path's, or a live one's, stay.
+    @Test func staleStagingDirectoriesOfTheSameExportAreRemoved() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32", as: "model")
+        let dead = scratch.path(TemporaryFileName.forTarget("export", pid: Int32.max))
+        let live = scratch.path(TemporaryFileName.forTarget("export", pid: 1))
+        let other = scratch.path(TemporaryFileName.forTarget("other", pid: Int32.max))
+        for directory in [dead, live, other] {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            try Data("partial".utf8).write(to: directory.appendingPathComponent("model.safetensors"))
+        }
+        try export(model, to: scratch.path("export"))
+        let names = try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).sorted()
+        #expect(names == [live.lastPathComponent, other.lastPathComponent, "export", "model"].sorted())
+    }
+
+    /// A full disk names the export directory (it named a staging file
+    /// already removed, or the source file being copied).
+    @Test func fullDiskNamesTheExport() throws {
+        let scratch = try ScratchDirectory()
+        let exported = scratch.path("export")
+        let result = try ChildProcess.droptraceInShell(setup: "ulimit -f 64", [
+            "drop", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--target", "block", "--count", "1", "--export", exported.path, "--speed-max-rounds", "1", "--threads", "1",
+        ])
+        #expect(result.status == 1)
+        let errors = result.stderr.split(separator: "\n").filter { $0.contains("error:") }
+        #expect(errors.count == 1 && errors[0].hasSuffix("error: \(exported.path): cannot write the export: cannot write: File too large"),
+                "\(result.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).isEmpty)
     }
 }
