@@ -12,6 +12,11 @@ func runReportingErrors(_ body: (Logger) throws -> Void) throws {
     let log = DroptraceLogging.logger()
     do {
         try body(log)
+        // Results printed to standard output (--json, tables) must all have reached
+        // it: a full disk (or /dev/full) is a failure, not success with half a file.
+        if fflush(stdout) != 0 || ferror(stdout) != 0 {
+            throw DroptraceError("cannot write: \(SystemError.describe())", path: "standard output")
+        }
     } catch let error as DroptraceError {
         log.error("\(error.description)")
         throw ExitCode.failure

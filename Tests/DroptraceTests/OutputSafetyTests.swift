@@ -308,6 +308,17 @@ import Glibc
         #expect(try files.contentsOfDirectory(atPath: scratch.url.path) == ["scores.h5"], "no temporary file left")
     }
 
+    /// Results on standard output that cannot all be written (a full disk
+    /// under a redirect) fail the run: exit 0 left half a JSON file.
+    @Test func standardOutputThatCannotBeWrittenFailsTheRun() throws {
+        let scratch = try ScratchDirectory()
+        let result = try ChildProcess.droptraceInShell(setup: "exec >/dev/full", [
+            "score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--output", scratch.path("scores.h5").path, "--json", "--threads", "1",
+        ])
+        expectOneLineFailure(result, naming: "standard output", mentioning: ["cannot write: No space left on device"])
+    }
+
     @Test func fullDiskDuringTraceKeepsThePreviousStoreAndStopsAtOnce() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
