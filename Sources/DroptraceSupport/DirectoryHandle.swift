@@ -73,10 +73,19 @@ public final class DirectoryHandle {
 
     /// Replaces the file `name` with `bytes` so that readers, and a crash,
     /// see either the old file or the complete new one: the bytes go to a
-    /// new temporary file (`TemporaryFileName`, created with O_EXCL and
-    /// never through a link), which is fsynced and renamed over `name`.
+    /// new temporary file (`writeTemporary`), which is renamed over `name`.
     /// Call `sync()` after the last replacement to make the renames durable.
     public func replaceFile(_ name: String, with bytes: [UInt8]) throws {
+        try writeTemporary(for: name, bytes)
+        try moveTemporaryIntoPlace(name)
+    }
+
+    /// Writes `bytes` to `name`'s temporary file (`TemporaryFileName`,
+    /// created with O_EXCL and never through a link) and fsyncs it, leaving
+    /// `name` as it is until `moveTemporaryIntoPlace(name)`; so several files
+    /// can be written first and then all moved into place. A failed write
+    /// removes the temporary file.
+    public func writeTemporary(for name: String, _ bytes: [UInt8]) throws {
         let temporary = TemporaryFileName.forTarget(name)
         unlinkat(descriptor, temporary, 0)  // a leftover of a killed run that had our pid
         let file = openat(descriptor, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
@@ -92,11 +101,21 @@ public final class DirectoryHandle {
             unlinkat(descriptor, temporary, 0)
             throw error
         }
+    }
+
+    /// Renames `name`'s temporary file over `name`.
+    public func moveTemporaryIntoPlace(_ name: String) throws {
+        let temporary = TemporaryFileName.forTarget(name)
         if renameat(descriptor, temporary, descriptor, name) != 0 {
             let reason = SystemError.describe()
             unlinkat(descriptor, temporary, 0)
             throw DroptraceError("cannot move the new file into place: \(reason)", path: path(of: name))
         }
+    }
+
+    /// Removes `name`'s temporary file, if any.
+    public func discardTemporary(of name: String) {
+        unlinkat(descriptor, TemporaryFileName.forTarget(name), 0)
     }
 
     /// Flushes the directory itself, making earlier renames durable.

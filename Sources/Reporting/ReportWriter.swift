@@ -106,19 +106,30 @@ public struct ReportWriter: Sendable {
         try ReportOwnership.checkReplaceable(in: outDir, figureNames: ReportFigures.knownFileNames)
     }
 
-    /// Writes `figures` into `outDir/figures/`, then `outDir/report.md`, as
-    /// `write(to:)` describes; removes figures named in `knownFigureNames`
-    /// that are not in `figures`.
+    /// Writes `figures` into `outDir/figures/` and `outDir/report.md`, as
+    /// `write(to:)` describes, all or none; removes figures named in
+    /// `knownFigureNames` that are not in `figures`.
     static func write(markdown: String, figures: [ReportFigure], knownFigureNames: [String], to outDir: URL) throws
         -> URL {
         try ReportOwnership.checkReplaceable(in: outDir, figureNames: knownFigureNames + figures.map(\.fileName))
         let directory = try DirectoryHandle.create(at: outDir.path)
         let figuresDirectory = try directory.subdirectory(Self.figuresDirectory)
-        for figure in figures {
-            try figuresDirectory.replaceFile(figure.fileName, with: Array(figure.svg.utf8))
+        // Every file is written before any is moved into place: a full disk
+        // midway leaves the previous report whole, never new figures beside it.
+        let files = figures.map { (figuresDirectory, $0.fileName, Array($0.svg.utf8)) }
+            + [(directory, Self.reportFileName, Array(markdown.utf8))]
+        var written = 0
+        do {
+            for (folder, name, bytes) in files {
+                try folder.writeTemporary(for: name, bytes)
+                written += 1
+            }
+        } catch {
+            for (folder, name, _) in files.prefix(written) { folder.discardTemporary(of: name) }
+            throw error
         }
+        for (folder, name, _) in files { try folder.moveTemporaryIntoPlace(name) }
         try figuresDirectory.sync()
-        try directory.replaceFile(Self.reportFileName, with: Array(markdown.utf8))
         try directory.sync()
 
         let current = Set(figures.map(\.fileName))

@@ -361,6 +361,42 @@ import Glibc
         #expect(try bytes(output.appendingPathComponent(ReportWriter.reportFileName)) == report)
     }
 
+    /// A disk that fills after some of a new report's files are written
+    /// (here: a file-size limit between the new files' sizes) leaves the
+    /// previous report and figures whole, never new figures beside the old report.
+    @Test func diskFullMidwayThroughAReportLeavesThePreviousOneWhole() throws {
+        let scratch = try ScratchDirectory()
+        let output = scratch.path("out"), fresh = scratch.path("fresh")
+        for directory in [output, fresh] { try files.createDirectory(at: directory, withIntermediateDirectories: true) }
+        let store = output.appendingPathComponent("scores.h5")
+        try AnalysisFixtures.scoreFile(AnalysisFixtures.clearlyInherentRows()).write(to: store, extra: nil)
+        try #require(try DroptraceCommand.run(["report", output.path]).status == 0)
+        let figures = output.appendingPathComponent(ReportWriter.figuresDirectory)
+        func reportBytes(_ directory: URL) throws -> [String: Data] {
+            let names = try files.contentsOfDirectory(atPath: directory.appendingPathComponent(ReportWriter.figuresDirectory).path)
+            return try Dictionary(uniqueKeysWithValues: (names.map { "\(ReportWriter.figuresDirectory)/\($0)" } + [ReportWriter.reportFileName])
+                .map { ($0, try bytes(directory.appendingPathComponent($0))) })
+        }
+        let before = try reportBytes(output)
+
+        // The new store's report, written without a limit elsewhere: its files' sizes.
+        try AnalysisFixtures.scoreFile(AnalysisFixtures.clearlyNotInherentRows()).write(to: store, extra: nil)
+        try files.copyItem(at: store, to: fresh.appendingPathComponent("scores.h5"))
+        try #require(try DroptraceCommand.run(["report", fresh.path]).status == 0)
+        let after = try reportBytes(fresh)
+        #expect(after != before)
+        let blocks = Set(after.values.map { ($0.count + 511) / 512 }).sorted()
+        var failures = 0
+        for limit in blocks.dropLast() {
+            let result = try ChildProcess.droptraceInShell(setup: "ulimit -f \(limit)", ["report", output.path])
+            guard result.status != 0 else { continue }
+            failures += 1
+            #expect(try reportBytes(output) == before, "limit \(limit) × 512 bytes")
+        }
+        #expect(failures > 0)
+        #expect(try files.contentsOfDirectory(atPath: figures.path).allSatisfy { TemporaryFileName.parse($0) == nil })
+    }
+
     // MARK: - Damaged store
 
     @Test func damagedStoreIsRefusedWithoutForceAndSetAsideWithIt() throws {
