@@ -17,6 +17,13 @@ public struct ClusterLayout: Sendable {
     }
 
     public var slurmDirectory: URL { outDir.appendingPathComponent("slurm") }
+
+    /// Opens OUT_DIR/slurm, creating it (and OUT_DIR); a symbolic link or
+    /// anything but a directory there is refused, so nothing droptrace
+    /// writes for Slurm (lock, scripts, work units, logs, record) lands elsewhere.
+    public func openSlurmDirectory() throws -> DirectoryHandle {
+        try DirectoryHandle.create(at: outDir.path).subdirectory(slurmDirectory.lastPathComponent)
+    }
     public var recordName: String { "submissions.json" }
     public var record: URL { slurmDirectory.appendingPathComponent(recordName) }
     public var store: URL { outDir.appendingPathComponent("scores.h5") }

@@ -125,6 +125,7 @@ public struct FinalizeDeferral {
         let deadline = Date().addingTimeInterval(lockWait)
         while true {
             do {
+                _ = try layout.openSlurmDirectory()
                 return try RunLock(directory: layout.slurmDirectory)
             } catch is RunLock.Held where Date() < deadline {
                 Thread.sleep(forTimeInterval: 1)

@@ -69,10 +69,11 @@ public struct SlurmSubmit {
         for path in [pipeline.path, executable.path, layout.outDir.path] { try WorkUnit.checkRepresentable(path) }
         // One submit at a time per output directory: the second waits for
         // nothing and fails with RunLock.Held, so it never double-submits.
+        let slurmDirectory = try layout.openSlurmDirectory()
         let lock = try RunLock(directory: layout.slurmDirectory)
         defer { withExtendedLifetime(lock) {} }
         // A record replacement killed half-way leaves its temporary file; the lock is ours.
-        try DirectoryHandle.create(at: layout.slurmDirectory.path).removeStaleTemporaryFiles(targets: [layout.recordName])
+        slurmDirectory.removeStaleTemporaryFiles(targets: [layout.recordName])
 
         let discovered = try CheckpointDiscovery.find(options.checkpoints, settleTime: options.settleTime)
         for warning in discovered.warnings { log.warning("\(warning)") }

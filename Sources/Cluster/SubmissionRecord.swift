@@ -66,7 +66,7 @@ public struct SubmissionRecord: Codable, Sendable, Equatable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try encoder.encode(self)
-        let directory = try DirectoryHandle.create(at: layout.slurmDirectory.path)
+        let directory = try layout.openSlurmDirectory()
         try directory.replaceFile(layout.recordName, with: [UInt8](data))
         try directory.sync()
     }

@@ -27,6 +27,21 @@ import Testing
 
     func record(_ out: URL) throws -> SubmissionRecord { try SubmissionRecord.read(ClusterLayout(outDir: out)) }
 
+    /// OUT_DIR/slurm as a symbolic link is refused before anything is
+    /// written through it (no cluster needed: refused before Slurm is asked).
+    @Test func symlinkedSlurmDirectoryIsRefusedAndItsTargetUntouched() throws {
+        let scratch = try ScratchDirectory()
+        let (pipeline, _, out) = try pipeline(in: scratch, steps: [10])
+        let elsewhere = scratch.path("elsewhere")
+        try FileManager.default.createDirectory(at: elsewhere, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(at: out.appendingPathComponent("slurm"), withDestinationURL: elsewhere)
+        let result = try submit(pipeline, ["--dry-run"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("error: \(out.appendingPathComponent("slurm").path): is a symbolic link"), "\(result.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere.path).isEmpty)
+    }
+
     @Test func dryRunWritesUnitsAndScriptsSplitAtMaxArraySize() throws {
         guard SlurmCluster.required() else { return }
         let scratch = try ScratchDirectory()
