@@ -209,6 +209,10 @@ public enum CheckpointDiscovery {
     /// Whether `directory` is a finished checkpoint, one still being written,
     /// or one that waiting will not make readable.
     static func state(of directory: URL, settleTime: TimeInterval) -> State {
+        // A directory we may not list would look empty, "being written" until taken as corrupt.
+        if let stream = opendir(directory.path) { closedir(stream) } else {
+            return .failed("cannot list the checkpoint directory: \(SystemError.describe())")
+        }
         let layout: CheckpointLayout
         do {
             layout = try CheckpointLayout.resolve(directory)

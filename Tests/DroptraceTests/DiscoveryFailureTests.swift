@@ -29,6 +29,34 @@ import Testing
         try FileManager.default.setAttributes(past, ofItemAtPath: directory.path)
     }
 
+    /// A checkpoint directory the user may not list (another account's)
+    /// looked empty: "being written", then "corrupt", never the permission.
+    /// Run as root, droptrace runs as nobody (root lists any directory).
+    @Test func unlistableCheckpointDirectoryFailsNamingThePermission() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let closed = try series.add(step: 2)
+        let output = scratch.path("out")
+        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: output.path)
+        try FileManager.default.setAttributes([.posixPermissions: 0], ofItemAtPath: closed.path)
+        defer { try? FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: closed.path) }
+        let arguments = [
+            "trace", series.directory.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
+            "--threads", "1",
+        ]
+        let result = getuid() == 0
+            ? try ChildProcess.run("/usr/bin/setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                                                        DroptraceCommand.executable.path] + arguments)
+            : try DroptraceCommand.run(arguments)
+        #expect(result.status == 1)
+        let errors = lines(result.stderr, "error")
+        #expect(errors.count == 1 && errors[0].hasSuffix("error: \(closed.path): cannot list the checkpoint directory: Permission denied"),
+                "\(result.stderr)")
+        #expect(!result.stderr.contains("later run"), "\(result.stderr)")
+    }
+
     @Test func checkpointNamedByNoRuleIsNamedInAWarning() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
