@@ -1,13 +1,16 @@
 import DroptraceSupport
 
 /// The element types droptrace expands to Float32: plain floats (safetensors,
-/// PyTorch, GGUF), ggml's block-quantised types (GGUF only), and the
+/// PyTorch, GGUF; float64 rounded), ggml's block-quantised types (GGUF only), and the
 /// safetensors dtypes of scaled checkpoints (U8 MXFP4 blocks and scales,
 /// FP8 weights), which only a dequantiser reads (`readsAsWeights`).
 public enum TensorDType: String, Sendable {
     case float32 = "F32"
     case float16 = "F16"
     case bfloat16 = "BF16"
+    /// Double precision (rare: a model saved in float64); rounded to nearest
+    /// float32 as torch's `.float()` rounds it.
+    case float64 = "F64"
     case q8_0 = "Q8_0"
     case q4_0 = "Q4_0"
     case q4_1 = "Q4_1"
@@ -32,7 +35,7 @@ public enum TensorDType: String, Sendable {
     /// split one.
     public var blockSize: Int {
         switch self {
-        case .float32, .float16, .bfloat16, .uint8, .float8_e4m3, .float8_e5m2: 1
+        case .float32, .float16, .bfloat16, .float64, .uint8, .float8_e4m3, .float8_e5m2: 1
         case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_NL, .mxfp4: 32
         case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_XS: 256
         }
@@ -41,6 +44,7 @@ public enum TensorDType: String, Sendable {
     /// Bytes of one block (for plain floats: of one element).
     public var byteSize: Int {
         switch self {
+        case .float64: 8
         case .float32: 4
         case .float16, .bfloat16: 2
         case .uint8, .float8_e4m3, .float8_e5m2: 1
@@ -100,6 +104,10 @@ public func expandToFloat32(
     case .float16:
         for i in 0..<count {
             destination[i] = halfToFloat(source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+        }
+    case .float64:
+        for i in 0..<count {
+            destination[i] = Float(Double(bitPattern: source.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))
         }
     case .uint8:
         for i in 0..<count { destination[i] = Float(source.load(fromByteOffset: i, as: UInt8.self)) }

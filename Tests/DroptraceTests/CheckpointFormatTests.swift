@@ -240,6 +240,34 @@ import Glibc
         }
     }
 
+    /// A model saved in float64 (transformers loads it): read as the same
+    /// values rounded to float32, here the float32 fixture's exactly, so the
+    /// scores are the fixture's to the bit.
+    @Test func float64SafetensorsReadAsTheirFloat32Rounding() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        let weights = model.appendingPathComponent("model.safetensors")
+        let entries = try SafetensorsFile(path: weights.path).tensors.values.map { slice in
+            let doubles = try slice.floats().map { Double($0) }
+            return SafetensorsWriter.Entry(
+                name: slice.name, dtype: .float64, shape: slice.shape, bytes: doubles.withUnsafeBytes { Data($0) })
+        }
+        try SafetensorsWriter.encode(entries).write(to: weights, options: .atomic)
+        let sequences = FixtureFiles.jsonlSequences()
+        func scores(_ directory: URL) throws -> ModuleScores {
+            try ImportanceScorer(model: try ModelRegistry.load(try Checkpoint(location: directory)))
+                .score(sequences, calibrationPath: "fixture")
+        }
+        let (double, single) = (try scores(model), try scores(FixtureFiles.model("llama-f32")))
+        #expect(double.attention == single.attention && double.mlp == single.mlp && double.block == single.block)
+
+        // Values float32 cannot hold round to nearest, as torch's .float() does.
+        let values: [Double] = [0.1, 1 + 0x1p-24, 1 + 0x1p-23 + 0x1p-24, -3e-39, 1e39]
+        var out = [Float](repeating: 0, count: values.count)
+        values.withUnsafeBytes { expandToFloat32($0.baseAddress!, dtype: .float64, count: values.count, into: &out) }
+        #expect(out == [Float(0.1), 1, 1 + 0x1p-22, Float(-3e-39), .infinity])
+    }
+
     @Test func readingABufferAsWeightsNamesItAndItsDtype() throws {
         let checkpoint = try Checkpoint(location: Self.formats.appendingPathComponent("neox-buffers"))
         #expect(checkpoint.hasTensor("gpt_neox.layers.0.attention.bias"))
