@@ -1,10 +1,11 @@
 import Architectures
 import Foundation
+import Scoring
 import Testing
 
 /// SmolLM3: NoPE layers from `no_rope_layers` (1: rotary) or, without the
-/// list, every `no_rope_layer_interval`-th layer; sliding windows only with
-/// `use_sliding_window`.
+/// list, every `no_rope_layer_interval`-th layer; sliding windows where
+/// `layer_types` says (derived with `use_sliding_window`).
 @Suite struct SmolLM3Tests {
     func ropeAndWindows(_ model: any LanguageModel) throws -> [(rotates: Bool, window: Int?)] {
         try (0..<model.layerCount).map { index in
@@ -67,13 +68,25 @@ import Testing
         fixture.expectRefused(naming: "no_rope_layer_interval")
     }
 
-    /// Sliding layers with use_sliding_window false: transformers' attention
-    /// would not slide but its masks would; droptrace refuses the contradiction.
-    @Test func slidingLayersWithoutUseSlidingWindowAreRefused() throws {
-        let fixture = try EditedFixture("smollm3-f32") {
-            $0["sliding_window"] = 4
-            $0["layer_types"] = ["full_attention", "sliding_attention", "full_attention", "sliding_attention"]
+    /// Sliding layers with use_sliding_window false: transformers (eager and
+    /// sdpa, as hooked) gives those layers the sliding-window mask all the
+    /// same (the flag only reaches flash attention's window argument), so
+    /// they slide, and score as they do with the flag set.
+    @Test func slidingLayersSlideWithoutUseSlidingWindow() throws {
+        func fixture(useSlidingWindow: Bool) throws -> EditedFixture {
+            try EditedFixture("smollm3-f32") {
+                $0["sliding_window"] = 4
+                $0["use_sliding_window"] = useSlidingWindow
+                $0["layer_types"] = ["full_attention", "sliding_attention", "full_attention", "sliding_attention"]
+            }
         }
-        fixture.expectRefused(naming: "use_sliding_window")
+        let (without, with) = (try fixture(useSlidingWindow: false).load(), try fixture(useSlidingWindow: true).load())
+        #expect(try ropeAndWindows(without).map(\.window) == [nil, 4, nil, 4])
+        let sequences = FixtureFiles.jsonlSequences()
+        let (a, b) = (try ImportanceScorer(model: without).score(sequences, calibrationPath: "fixture"),
+                      try ImportanceScorer(model: with).score(sequences, calibrationPath: "fixture"))
+        #expect(a.attention == b.attention && a.mlp == b.mlp && a.block == b.block)
+        let unwindowed = try ImportanceScorer(model: try EditedFixture("smollm3-f32").load()).score(sequences, calibrationPath: "fixture")
+        #expect(a.attention != unwindowed.attention, "the windows change the scores on these sequences")
     }
 }

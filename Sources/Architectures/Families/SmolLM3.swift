@@ -45,9 +45,9 @@ struct SmolLM3Configuration: Decodable {
 }
 
 /// SmolLM3: Llama's block, except that the layers `no_rope_layers` flags 0
-/// (by default every fourth) attend without rotary embedding (NoPE), and,
-/// with `use_sliding_window`, layers `layer_types` marks
-/// `sliding_attention` (by default the NoPE ones) attend within a window.
+/// (by default every fourth) attend without rotary embedding (NoPE), and
+/// layers `layer_types` marks `sliding_attention` (by default, with
+/// `use_sliding_window`, the NoPE ones) attend within a window.
 struct SmolLM3Model: DecoderFamily {
     let llama: LlamaModel
     let ropeFlags: [Int]
@@ -72,11 +72,10 @@ struct SmolLM3Model: DecoderFamily {
         let types = try parts.layerTypes(config.layerTypes, slidingWindow: window) { layer in
             sliding && window != nil && flags[layer] == 0 ? AttentionLayerType.sliding : AttentionLayerType.full
         }
-        // transformers' attention ignores sliding_attention layers without
-        // use_sliding_window, its masks do not: the config contradicts itself.
-        if !sliding, types.contains(AttentionLayerType.sliding) {
-            throw DroptraceError("layer_types has sliding_attention layers but use_sliding_window is not true", path: configPath)
-        }
+        // A sliding_attention layer gets the sliding-window mask even without
+        // use_sliding_window (which only reaches flash attention's own window
+        // argument): transformers' eager and sdpa attention, and the hooked
+        // pass droptrace matches, attend within the window.
         windows = types.map { $0 == AttentionLayerType.sliding ? window : nil }
     }
 
