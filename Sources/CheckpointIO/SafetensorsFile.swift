@@ -14,7 +14,8 @@ public final class SafetensorsFile: @unchecked Sendable {
     public let path: String
     /// The tensors droptrace expands (F32, F16, BF16, F64), by name.
     public let tensors: [String: TensorSlice]
-    /// The other tensors (BOOL attention masks, I64 `position_ids` buffers, U8 and FP8 tensors of scaled checkpoints, ...), name → safetensors
+    /// The other tensors (BOOL attention masks, I64 `position_ids` buffers,
+    /// U8 and FP8 tensors of scaled checkpoints, ...), name → safetensors
     /// dtype. transformers ignores such buffers when loading a model, so they
     /// are only an error when read as weights.
     public let otherTensors: [String: String]
