@@ -135,10 +135,12 @@ struct UnicodeFormNormalizer: TextNormalizer {
 
     private func foundationForm(_ text: String) -> String {
         switch form {
-        case .nfc: return text.precomposedStringWithCanonicalMapping
+        // NFC is the composition of NFD (and NFKC of NFKD) by definition;
+        // Foundation's direct forms on Linux leave Hangul apart that
+        // composition joins: an LV syllable and a trailing jamo (가 + ᆨ),
+        // decomposed jamo from halfwidth forms.
+        case .nfc: return text.decomposedStringWithCanonicalMapping.precomposedStringWithCanonicalMapping
         case .nfd: return text.decomposedStringWithCanonicalMapping
-        // NFKC is NFC of NFKD by definition; Foundation's direct NFKC on
-        // Linux leaves decomposed Hangul jamo (from halfwidth forms) apart.
         case .nfkc: return text.decomposedStringWithCompatibilityMapping.precomposedStringWithCanonicalMapping
         case .nfkd: return text.decomposedStringWithCompatibilityMapping
         }
