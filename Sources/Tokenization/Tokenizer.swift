@@ -22,6 +22,9 @@ public final class Tokenizer: Sendable {
     let normalizedTextAddedTokens: AddedTokenMatcher
     let postProcessor: PostProcessor?
     let addedTokenContents: [Int: String]
+    /// Whether an added token strips the whitespace before it (`lstrip`),
+    /// however long the run: the text before a cut then encodes otherwise.
+    let addedTokenReachesBack: Bool
     let decodesByteLevel: Bool
     /// The `decoder` section when it is SentencePiece-style (Replace,
     /// ByteFallback, Fuse, Strip, Metaspace).
@@ -81,8 +84,19 @@ public final class Tokenizer: Sendable {
         // Tokens marked `normalized` are searched for in normalised text, so
         // their content is normalised the same way first.
         normalizedTextAddedTokens = AddedTokenMatcher(
-            try addedTokens.filter { $0.normalized }.map { (try normalizer?.normalize($0.content) ?? $0.content, $0) })
+            try addedTokens.filter { $0.normalized }.map { token in
+                let content = try normalizer?.normalize(token.content) ?? token.content
+                // The library then matches empty text everywhere, cutting every character apart (or panics).
+                guard !content.isEmpty else {
+                    throw DroptraceError(
+                        "added token \(String(reflecting: token.content)) (id \(token.id)) is matched after normalization, "
+                            + "which leaves nothing of its content "
+                            + "(the tokenizers library then cuts the text at every character, or fails)", path: source)
+                }
+                return (content, token)
+            })
         addedTokenContents = Dictionary(addedTokens.map { ($0.id, $0.content) }, uniquingKeysWith: { first, _ in first })
+        addedTokenReachesBack = addedTokens.contains { $0.leftStrip }
         self.decodesByteLevel = decodesByteLevel
         self.tokenDecoder = tokenDecoder
         vocabularySize = max(model.largestId, addedTokens.map(\.id).max() ?? -1) + 1
@@ -158,9 +172,11 @@ public final class Tokenizer: Sendable {
 
     /// Whether the ids of a text's start can be read from a prefix of it:
     /// false when a regex of the normalizer or pre-tokenizer may reach
-    /// arbitrarily far ahead, so only the whole text gives them.
+    /// arbitrarily far ahead, or an added token back (`lstrip` over a
+    /// whitespace run the cut falls in), so only the whole text gives them.
     public var encodesPrefixesAlike: Bool {
-        !(normalizer?.looksArbitrarilyFarAhead ?? false) && !(preTokenizer?.looksArbitrarilyFarAhead ?? false)
+        !addedTokenReachesBack && !(normalizer?.looksArbitrarilyFarAhead ?? false)
+            && !(preTokenizer?.looksArbitrarilyFarAhead ?? false)
     }
 
     /// The library's `token_to_id`: an added token's id (the lowest when

@@ -272,6 +272,44 @@ struct CalibrationSetTests {
         #expect(error?.message.contains("more than 100000 bytes read before the windows were settled") == true)
     }
 
+    /// An added token with `lstrip` swallows the whitespace before it, a run
+    /// of any length: a cut inside the run encodes it as whitespace tokens,
+    /// every longer prefix alike. Such a tokenizer's text is encoded whole.
+    @Test func addedTokenStrippingLeftEncodesTheWholeText() throws {
+        let scratch = try TokenizerScratch()
+        var json = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: TokenizerFixtures.tokenizerFile("gpt2"))) as! [String: Any]
+        var added = json["added_tokens"] as! [[String: Any]]
+        added[0]["lstrip"] = true
+        json["added_tokens"] = added
+        let content = added[0]["content"] as! String
+        let tokenizer = try Tokenizer(contentsOf: try scratch.write(json: json, to: "tokenizer.json"))
+        #expect(!tokenizer.encodesPrefixesAlike)
+        let text = "Hello world\n" + String(repeating: "\n", count: 300_000) + String(repeating: "\(content) after the run\n", count: 20)
+        let whole = try tokenizer.encode(text)
+        let set = try CalibrationSet.load(from: try scratch.write(text, to: "run.txt"), tokenizer: tokenizer, seqLen: 8, samples: 1)
+        #expect(set.sequences.flatMap { $0 } == Array(whole.prefix(8)))
+        #expect(try tokenizer.encode(String(text.prefix(100_000))).prefix(8) != whole.prefix(8), "a prefix must encode otherwise")
+    }
+
+    /// An added token matched after normalization whose content the
+    /// normalizer erases would match everywhere: refused by name.
+    @Test func normalizedAddedTokenErasedByTheNormalizerIsRefused() throws {
+        let scratch = try TokenizerScratch()
+        var json = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: TokenizerFixtures.tokenizerFile("gpt2"))) as! [String: Any]
+        json["normalizer"] = ["type": "Strip", "strip_left": true, "strip_right": true]
+        var added = json["added_tokens"] as! [[String: Any]]
+        added.append(["id": 50_300, "content": "  ", "single_word": false, "lstrip": false, "rstrip": false,
+                      "normalized": true, "special": false])
+        json["added_tokens"] = added
+        let file = try scratch.write(json: json, to: "tokenizer.json")
+        let error = #expect(throws: DroptraceError.self) { _ = try Tokenizer(contentsOf: file) }
+        #expect(error?.path == file.path)
+        #expect(error?.message.contains(#"added token "  " (id 512) is matched after normalization, which leaves nothing"#) == true,
+                "\(String(describing: error))")
+    }
+
     @Test(arguments: ["long.jsonl", "long.txt"])
     func overlongLineIsRefusedByNumber(name: String) throws {
         let scratch = try TokenizerScratch()
