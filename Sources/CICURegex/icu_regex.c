@@ -10,10 +10,24 @@ struct droptrace_regex {
     URegularExpression *icu;
 };
 
+/// Ticks the searches on this thread may still take before the current
+/// ledger (`droptrace_regex_ledger_begin`) is spent; -1 without a ledger.
+static __thread int64_t ledger_ticks = -1;
+
+int32_t droptrace_regex_ledger_begin(int64_t ticks) {
+    if (ledger_ticks >= 0) return 0;
+    ledger_ticks = ticks < 0 ? 0 : ticks;
+    return 1;
+}
+
+void droptrace_regex_ledger_end(void) { ledger_ticks = -1; }
+
 /// Step accounting shared by the two ICU callbacks during one search.
 typedef struct {
     int64_t length;          // text length in UTF-16 units
-    int64_t steps;           // ticks since the search began, as last reported
+    int64_t steps;           // ticks since the search began
+    int64_t reported;        // the count ICU last reported (it restarts with each findNext)
+    int64_t carried;         // ticks of this search's earlier findNext calls
     int64_t attempt_start;   // ticks when the current attempt began
     int64_t attempt_limit;   // ticks the current attempt may take
     int64_t total_limit;     // ticks the whole search may take
@@ -33,8 +47,11 @@ static void begin_attempt(search_state *state, int64_t at) {
 /// Called by ICU every tick (10,000 steps) of a match operation.
 static UBool on_tick(const void *context, int32_t steps) {
     search_state *state = (search_state *)context;
-    state->steps = steps;
-    return state->steps - state->attempt_start < state->attempt_limit && state->steps < state->total_limit;
+    if (steps < state->reported) state->carried += state->reported;
+    state->reported = steps;
+    state->steps = state->carried + steps;
+    return state->steps - state->attempt_start < state->attempt_limit && state->steps < state->total_limit
+        && (ledger_ticks < 0 || state->steps < ledger_ticks);
 }
 
 /// Called by ICU each time a search moves on to the next starting position.
@@ -149,6 +166,7 @@ droptrace_regex_status droptrace_regex_find_all(
         if (on_match(context, start8, utf8_offset(&walker, end)) != 0) break;
         next = end;
     }
+    if (ledger_ticks >= 0) ledger_ticks = state.steps < ledger_ticks ? ledger_ticks - state.steps : 0;
     // Leave no pointer to the buffer or the stack behind in the regex.
     static const UChar nothing[1] = {0};
     UErrorCode ignored = U_ZERO_ERROR;

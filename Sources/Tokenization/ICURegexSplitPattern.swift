@@ -34,6 +34,18 @@ struct ICURegexSplitPattern: SplitPattern {
     static let budget = droptrace_regex_budget(
         attempt_base: 500, attempt_per_mega_unit: 400, total_base: 50, total_per_mega_unit: 10_000)
 
+    /// Runs `body` (the encoding of one text) with every regex search on
+    /// this thread drawing on one shared budget: 500 ticks plus 100 steps
+    /// per byte of the text. Each piece's own budget stops backtracking on
+    /// that piece; this one stops a pattern that takes most of its budget on
+    /// every one of many short pieces, whose total would grow without end
+    /// (tens of thousands of pieces at a few milliseconds each).
+    static func sharingOneBudget<T>(textBytes: Int, _ body: () throws -> T) rethrows -> T {
+        let started = droptrace_regex_ledger_begin(Int64(500 + textBytes / 100))
+        defer { if started == 1 { droptrace_regex_ledger_end() } }
+        return try body()
+    }
+
     /// - Throws: `DroptraceError` naming `source` when the pattern uses a
     ///   construct `translatedToICU` refuses or ICU cannot compile it.
     init(pattern: String, source: String) throws(DroptraceError) {

@@ -124,10 +124,12 @@ public final class Tokenizer: Sendable {
         ids.reserveCapacity(text.utf8.count / 3 + 8)
         var workspace = BPEWorkspace()
         let bytes = Array(text.utf8)
-        try rawTextAddedTokens.split(bytes[...]) { segment in
-            switch segment {
-            case .token(let id): ids.append(id)
-            case .text(let raw): try encodeUnmatched(raw, workspace: &workspace, into: &ids)
+        try ICURegexSplitPattern.sharingOneBudget(textBytes: bytes.count) {
+            try rawTextAddedTokens.split(bytes[...]) { segment in
+                switch segment {
+                case .token(let id): ids.append(id)
+                case .text(let raw): try encodeUnmatched(raw, workspace: &workspace, into: &ids)
+                }
             }
         }
         if let missing = model.missingUnknownToken, ids.contains(Int(BPEModel.placeholderForMissingUnknown)) {

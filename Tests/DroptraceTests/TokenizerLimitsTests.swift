@@ -35,6 +35,30 @@ struct TokenizerLimitsTests {
         #expect(error?.description.contains("\n") == false)
     }
 
+    /// Each piece's budget alone let a pattern take most of it on every one
+    /// of many short pieces: minutes for a megabyte. The text's pieces share
+    /// one budget, so the refusal comes after a few of them.
+    @Test("many short pieces share one budget")
+    func backtrackingOnManyShortPiecesFails() throws {
+        let scratch = try TokenizerScratch()
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: TokenizerFixtures.tokenizerFile("llama3"))) as! [String: Any]
+        json["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [
+            ["type": "Split", "pattern": ["String": " "], "behavior": "Removed", "invert": false],
+            ["type": "Split", "pattern": ["Regex": "(a|a)*b"], "behavior": "Isolated", "invert": false],
+            ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
+        ]]
+        let file = try scratch.write(json: json, to: "tokenizer.json")
+        let tokenizer = try Tokenizer(contentsOf: file)
+        let piece = String(repeating: "a", count: 14)
+        // One piece alone stays within its own budget.
+        #expect(try !tokenizer.encode(piece).isEmpty)
+        let text = String(repeating: piece + " ", count: 20_000)
+        let error = #expect(throws: DroptraceError.self) { try tokenizer.encode(text) }
+        #expect(error?.path == file.path)
+        #expect(error?.message.contains(#"tokenizer regex "(a|a)*b" backtracks without end on this text"#) == true,
+                "\(String(describing: error))")
+    }
+
     @Test("a regex in a Replace normalizer has the same limit")
     func catastrophicNormalizerFails() throws {
         let scratch = try TokenizerScratch()

@@ -60,6 +60,16 @@ droptrace_regex_status droptrace_regex_find_all(
     droptrace_regex *regex, const char *text, int64_t length, droptrace_regex_budget budget,
     int32_t (*on_match)(void *context, int64_t start, int64_t end), void *context);
 
+/// Starts a ledger of `ticks` (10,000 steps each) that every search on this
+/// thread draws on until `droptrace_regex_ledger_end`: a search stops over
+/// budget once the ledger is spent, so many short searches (one text's
+/// pieces) cannot each take their own budget in full. Returns 1 when it
+/// started one, 0 when one was already running (which stays).
+int32_t droptrace_regex_ledger_begin(int64_t ticks);
+
+/// Ends this thread's ledger.
+void droptrace_regex_ledger_end(void);
+
 /// The Unicode version of ICU's character data (u_getUnicodeVersion), as
 /// major * 100 + minor: 1500 for Unicode 15.0.
 int32_t droptrace_icu_unicode_version(void);
