@@ -248,7 +248,7 @@ public enum CheckpointDiscovery {
                         : "\(name) has an incomplete header",
                     directory, settleTime)
             }
-            let size = ((try? FileManager.default.attributesOfItem(atPath: file.path))?[.size] as? NSNumber)?.intValue ?? 0
+            let size = Int(followedStatus(file.path)?.st_size ?? 0)
             if size < expected { return settled("\(name) has \(size) of \(expected) bytes", directory, settleTime) }
         }
         do {
@@ -282,13 +282,22 @@ public enum CheckpointDiscovery {
                 + "within \(minutes(settleTime))): taken as corrupt")
     }
 
-    /// The latest modification of `directory` or anything directly in it.
+    /// The latest modification of `directory` or anything directly in it
+    /// (of the files symbolic links there point to: the ones being written).
     private static func lastChange(in directory: URL) -> Date {
-        let files = FileManager.default
-        let entries = ((try? files.contentsOfDirectory(atPath: directory.path)) ?? []).map { directory.appendingPathComponent($0).path }
-        return ([directory.path] + entries).compactMap {
-            (try? files.attributesOfItem(atPath: $0))?[.modificationDate] as? Date
+        let entries = ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [])
+            .map { directory.appendingPathComponent($0).path }
+        return ([directory.path] + entries).compactMap { path in
+            followedStatus(path).map { Date(timeIntervalSince1970: Double($0.st_mtim.tv_sec) + Double($0.st_mtim.tv_nsec) / 1e9) }
         }.max() ?? .distantPast
+    }
+
+    /// stat(2) of `path`, following symbolic links (a Hugging Face cache
+    /// snapshot or git-annex links every file; the link's own size and time
+    /// say nothing of the file); nil when it cannot be read.
+    private static func followedStatus(_ path: String) -> stat? {
+        var info = stat()
+        return stat(path, &info) == 0 ? info : nil
     }
 
     private static func minutes(_ interval: TimeInterval) -> String {

@@ -94,6 +94,24 @@ import Testing
         #expect(result.incomplete.map(\.name) == ["checkpoint-2"])
     }
 
+    /// Files that are symbolic links (a Hugging Face cache snapshot,
+    /// git-annex, a series assembled with `ln -s`) are judged by the files
+    /// they point to: the links' own sizes made complete checkpoints look
+    /// cut short.
+    @Test(arguments: ["llama-f32", "llama-sharded", "llama-f32-bin"])
+    func checkpointOfSymbolicLinksIsReady(model: String) throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let checkpoint = series.directory.appendingPathComponent("checkpoint-1")
+        try FileManager.default.createDirectory(at: checkpoint, withIntermediateDirectories: true)
+        let source = FixtureFiles.model(model)
+        for name in try FileManager.default.contentsOfDirectory(atPath: source.path) {
+            try FileManager.default.createSymbolicLink(at: checkpoint.appendingPathComponent(name), withDestinationURL: source.appendingPathComponent(name))
+        }
+        let result = try CheckpointDiscovery.scan(series.directory, settleTime: 0)
+        #expect(result.ready.map(\.name) == ["checkpoint-1"], "\(result.incomplete) \(result.failed)")
+    }
+
     @Test func ggufCheckpointsNeedNoConfigAndAreReadyOnlyWhenComplete() throws {
         let scratch = try ScratchDirectory()
         let series = scratch.path("series")
