@@ -88,7 +88,8 @@ struct ICURegexSplitPattern: SplitPattern {
     ///   to compile one, so it becomes an empty group.
     /// - Refused: \X (grapheme clusters: ICU 72 keeps an Indic conjunct such
     ///   as "\u{915}\u{94D}\u{937}" together, the library splits it), \y
-    ///   and \Y (text-segment boundaries), \N, \O, \K, \o{..},
+    ///   and \Y (text-segment boundaries), \N, \O, \K, \G (where the search
+    ///   resumes: the two engines differ after an empty match), \o{..},
     ///   \g<..>, \Q, \C-x, \M-x and \ followed by a digit (octal in
     ///   Oniguruma where ICU reads a backreference or other octal digits);
     ///   \p{Word}, \p{XDigit} and POSIX [:punct:], [:word:], [:xdigit:]
@@ -258,7 +259,7 @@ struct ICURegexSplitPattern: SplitPattern {
                 case "v": output += #"\x{0B}"#
                 case "V": output += "V"
                 case "b" where inClass: output += #"\x{08}"#
-                case "X", "y", "Y", "N", "O", "K", "o", "g", "Q", "C", "M", "0"..."9":
+                case "X", "y", "Y", "N", "O", "K", "G", "o", "g", "Q", "C", "M", "0"..."9":
                     throw refuse("\\\(escaped)")
                 case "c":
                     // Oniguruma's control character: \c? is DEL, any other
