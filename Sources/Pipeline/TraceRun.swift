@@ -82,17 +82,22 @@ public final class TraceRun {
         whenStored: (DiscoveredCheckpoint) -> Void = { _ in },
         afterAll: () -> Void = {}
     ) throws -> TraceSummary {
+        // What can be checked from the inputs alone is, before the output directory is created.
         try checkOutputOutsideCheckpoints()
+        if case .series(let directory) = options.checkpoints, !FileManager.default.fileExists(atPath: directory.path) {
+            throw DroptraceError("series directory not found", path: directory.path)
+        }
+        for file in [options.calibration.url] + (options.evaluation.map { [$0.url] } ?? []) {
+            _ = try RegularFile(path: file.path)
+        }
+        let tasks = options.tasks.isEmpty ? nil : try TaskEvaluation(requests: options.tasks, numFewshot: options.numFewshot)
+
         let lock = try RunLock(directory: options.output)
         defer { withExtendedLifetime(lock) {} }
         var summary = TraceSummary()
         removeStaleTemporaryFiles()
         try ReportWriter.checkReplaceable(in: options.output)
         let discovered = try discover(into: &summary)
-
-        // Task and evaluation files are checked before anything is scored.
-        let tasks = options.tasks.isEmpty ? nil : try TaskEvaluation(requests: options.tasks, numFewshot: options.numFewshot)
-        if let source = options.evaluation { _ = try RegularFile(path: source.url.path) }
 
         // Score what the store does not have yet.
         var store: ScoreFile?

@@ -131,20 +131,22 @@ import Glibc
         #expect(!result.stderr.contains("scoring "), "\(result.stderr)")
     }
 
-    /// A missing --eval file is found before the checkpoints are scored, not after.
-    @Test func missingEvaluationFileIsRefusedBeforeScoring() throws {
+    /// A missing input (series, calibration, --eval file) is found before
+    /// anything is scored or created: no output directory, no lock file.
+    @Test(arguments: ["series", "calibration", "eval"])
+    func missingInputIsRefusedBeforeTheOutputIsCreated(missing: String) throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
         try series.add(step: 1)
-        let missing = scratch.path("missing-eval.txt")
+        let absent = scratch.path("absent-\(missing)")
         let output = scratch.path("out")
         let result = try DroptraceCommand.run([
-            "trace", series.directory.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
-            "--eval", missing.path,
-        ])
-        expectOneLineFailure(result, naming: missing.path, mentioning: ["No such file or directory"])
-        #expect(!files.fileExists(atPath: output.appendingPathComponent("scores.h5").path))
-        #expect(!result.stderr.contains("scoring "), "\(result.stderr)")
+            "trace", missing == "series" ? absent.path : series.directory.path,
+            "--calibration", missing == "calibration" ? absent.path : FixtureFiles.calibrationJSONL.path,
+            "--output", output.path,
+        ] + (missing == "eval" ? ["--eval", absent.path] : []))
+        expectOneLineFailure(result, naming: absent.path, mentioning: [missing == "series" ? "not found" : "No such file or directory"])
+        #expect(!files.fileExists(atPath: output.path))
     }
 
     // MARK: - Symbolic links
