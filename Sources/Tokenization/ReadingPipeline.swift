@@ -158,19 +158,21 @@ extension JSONFields {
         }
         guard let single = try array("single") else { throw failure("has no \"single\" template") }
         guard let pair = try array("pair") else { throw failure("has no \"pair\" template") }
-        for (index, item) in pair.enumerated() {
-            let piece = try JSONFields(item, location: fieldName("pair") + "[\(index)]", file: file)
-            guard let inner = try piece.object("SpecialToken") ?? piece.object("Sequence"), try inner.int("type_id") != nil else {
-                throw piece.failure("should be a SpecialToken or a Sequence with an \"id\" and a \"type_id\"")
+        // Each piece of either template as the library reads it: one
+        // SpecialToken or Sequence, with a string (Sequence: A or B) id and a u32 type_id.
+        for (key, items) in [("single", single), ("pair", pair)] {
+            for (index, item) in items.enumerated() {
+                let piece = try JSONFields(item, location: fieldName(key) + "[\(index)]", file: file)
+                guard piece.values.members.count == 1, let inner = try piece.object("SpecialToken") ?? piece.object("Sequence") else {
+                    throw piece.failure("should be a SpecialToken or a Sequence")
+                }
+                let id = try inner.requiredString("id")
+                if piece.isGiven("Sequence"), !["A", "B"].contains(id) { throw inner.failure("\"id\" should be A or B") }
+                _ = try inner.requiredCount("type_id", limit: Int(UInt32.max))
             }
         }
         let pieces = try single.enumerated().map { index, item -> TemplatePostProcessor.Piece in
             let piece = try JSONFields(item, location: fieldName("single") + "[\(index)]", file: file)
-            for kind in ["SpecialToken", "Sequence"] {
-                if let inner = try piece.object(kind), try inner.int("type_id") == nil {
-                    throw inner.failure("has no \"type_id\"")
-                }
-            }
             if let special = try piece.object("SpecialToken") {
                 let name = try special.requiredString("id")
                 guard let ids = specialIds[name] else {

@@ -51,6 +51,11 @@ public final class Tokenizer: Sendable {
             throw DroptraceError("version should be \"1.0\", the only one the tokenizers library reads", path: file)
         }
 
+        for key in ["normalizer", "pre_tokenizer", "decoder", "post_processor"] { try top.checkSequenceNesting(key) }
+        try top.checkTruncation()
+        try top.checkPadding()
+        try top.object("decoder")?.checkDecoder()
+
         guard let modelFields = try top.object("model") else {
             throw DroptraceError("has no \"model\" section; is this a tokenizer.json?", path: file)
         }

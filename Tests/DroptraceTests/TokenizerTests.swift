@@ -331,6 +331,20 @@ struct TokenizerErrorTests {
         ("post_processor", #"{"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}], "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [0]}}}"#,
          "post_processor.special_tokens"),
         ("truncate", "1", "has an unknown top-level key \"truncate\""),
+        // Sections that do not change the ids, still refused by the library's deserializer.
+        ("truncation", "{}", "truncation.max_length"), ("truncation", #""x""#, "truncation should be a JSON object"),
+        ("padding", #""x""#, "padding should be a JSON object"),
+        ("padding", #"{"direction": "Right", "pad_id": 0, "pad_type_id": 0, "pad_token": "x"}"#, "padding"),
+        ("padding", #"{"strategy": "LongestFirst", "direction": "Right", "pad_id": 0, "pad_type_id": 0, "pad_token": "x"}"#, "padding"),
+        ("decoder", #"{"add_prefix_space": true}"#, "decoder.type"), ("decoder", #"{"type": "Nope"}"#, "decoder"),
+        ("decoder", #"{"type": "ByteLevel", "add_prefix_space": "yes", "trim_offsets": true}"#, "decoder.add_prefix_space"),
+        ("post_processor", #"{"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A", "type_id": 0}}], "pair": [{"Sequence": {"type_id": 0}}], "special_tokens": {}}"#,
+         "post_processor.pair[0].Sequence.id"),
+        ("post_processor", #"{"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A", "type_id": -1}}], "pair": [], "special_tokens": {}}"#,
+         "post_processor.single[0].Sequence.type_id"),
+        ("post_processor", #"{"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A", "type_id": 0}}], "pair": [{"Sequence": {"id": "C", "type_id": 0}}], "special_tokens": {}}"#,
+         "post_processor.pair[0].Sequence"),
+        ("normalizer", nestedLowercase(63), "normalizer nests 63 Sequence steps"),
     ])
     func refusedByTheLibrary(path: String, value: String, field: String) throws {
         let scratch = try TokenizerScratch()
@@ -345,6 +359,11 @@ struct TokenizerErrorTests {
         ("model.dropout", "0"), ("model.dropout", "0.0"), ("model.dropout", "null"),
         ("added_tokens", #"[{"id": 4294967295, "content": "zz", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}]"#),
         ("normalizer", #"{"type": "Sequence", "normalizers": []}"#), ("version", "\"1.0\""),
+        ("truncation", #"{"max_length": 5, "strategy": "OnlyFirst", "stride": 0}"#),
+        ("padding", #"{"strategy": {"Fixed": 8}, "direction": "Left", "pad_id": 0, "pad_type_id": 0, "pad_token": "x", "pad_to_multiple_of": null}"#),
+        ("decoder", #"{"type": "Sequence", "decoders": [{"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}"#),
+        ("post_processor", #"{"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A", "type_id": 0}}], "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}], "special_tokens": {}}"#),
+        ("normalizer", nestedLowercase(62)),
     ])
     func acceptedLikeTheLibrary(path: String, value: String) throws {
         let scratch = try TokenizerScratch()
@@ -377,4 +396,11 @@ struct TokenizerErrorTests {
         let error = loadError(try scratch.write(json: json, to: "tokenizer.json"))
         #expect(error?.message.contains("\"<s>\"") == true)
     }
+}
+
+/// `depth` Sequence normalizers nested around a Lowercase (the library
+/// loads 62, refuses 63: its JSON recursion limit).
+private func nestedLowercase(_ depth: Int) -> String {
+    String(repeating: #"{"type": "Sequence", "normalizers": ["#, count: depth) + #"{"type": "Lowercase"}"#
+        + String(repeating: "]}", count: depth)
 }
