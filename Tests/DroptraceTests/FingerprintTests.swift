@@ -16,6 +16,17 @@ import Testing
         try ScoreFile.read(from: output.appendingPathComponent("scores.h5")).rows
     }
 
+    /// checkpoint-<step> of the llama fixture for each of `steps`, traced
+    /// once into out/: the series, its checkpoints, the output and its rows.
+    func traced(_ steps: [Int], in scratch: ScratchDirectory) throws
+        -> (series: SeriesBuilder, checkpoints: [URL], output: URL, rows: [CheckpointRow]) {
+        let series = try SeriesBuilder(in: scratch)
+        let checkpoints = try steps.map { try series.add(step: $0) }
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output).status == 0)
+        return (series, checkpoints, output, try rows(output))
+    }
+
     @Test func storedFingerprintNamesEachFileWithSizeAndTime() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
@@ -65,12 +76,8 @@ import Testing
     /// the old point of training.
     @Test func rowAtAnotherStepThanTheCheckpointSaysIsRescored() throws {
         let scratch = try ScratchDirectory()
-        let series = try SeriesBuilder(in: scratch)
-        let late = try series.add(step: 20)
-        try series.add(step: 30)
-        let output = scratch.path("out")
-        try #require(try trace(series.directory, output).status == 0)
-        let first = try rows(output)
+        let (series, checkpoints, output, first) = try traced([20, 30], in: scratch)
+        let late = checkpoints[0]
         #expect(first.map(\.step) == [20, 30] && first.map(\.tokens) == [-1, -1])
 
         try Data(#"{"global_step": 40, "num_input_tokens_seen": 4096}"#.utf8)
@@ -92,14 +99,8 @@ import Testing
     /// longer on disk. The other rows stay.
     @Test func replacedCheckpointThatFailsLosesItsOldRow() throws {
         let scratch = try ScratchDirectory()
-        let series = try SeriesBuilder(in: scratch)
-        let early = try series.add(step: 10)
-        try series.add(step: 20)
-        let output = scratch.path("out")
-        try #require(try trace(series.directory, output).status == 0)
-        let first = try rows(output)
-
-        try FileManager.default.removeItem(at: early)
+        let (series, checkpoints, output, first) = try traced([10, 20], in: scratch)
+        try FileManager.default.removeItem(at: checkpoints[0])
         try series.add(step: 10, model: "gpt2-f32")
         let run = try trace(series.directory, output)
         #expect(run.status == 1)
@@ -113,16 +114,10 @@ import Testing
     /// parse) fail the checkpoint there: its row of the old files goes too.
     @Test func checkpointReplacedByUnreadableFilesLosesItsOldRow() throws {
         let scratch = try ScratchDirectory()
-        let series = try SeriesBuilder(in: scratch)
-        let early = try series.add(step: 10)
-        try series.add(step: 20)
-        let output = scratch.path("out")
-        try #require(try trace(series.directory, output).status == 0)
-        let first = try rows(output)
-
+        let (series, checkpoints, output, first) = try traced([10, 20], in: scratch)
         var bytes = Data([4, 0, 0, 0, 0, 0, 0, 0])
         bytes.append(contentsOf: Array("{no}".utf8) + [UInt8](repeating: 0, count: 64))
-        try bytes.write(to: early.appendingPathComponent("model.safetensors"))
+        try bytes.write(to: checkpoints[0].appendingPathComponent("model.safetensors"))
         let run = try trace(series.directory, output)
         #expect(run.status == 1)
         #expect(run.stderr.contains("warning: checkpoint-10: removed its stored scores"), "\(run.stderr)")
