@@ -240,7 +240,11 @@ public enum DroppedModelExport {
             if isWeights || name == "config.json" || trainingState.contains(name) || name.hasPrefix("rng_state") { continue }
             var isDirectory: ObjCBool = false
             let path = source.appendingPathComponent(name)
-            guard FileManager.default.fileExists(atPath: path.path, isDirectory: &isDirectory), !isDirectory.boolValue else { continue }
+            guard FileManager.default.fileExists(atPath: path.path, isDirectory: &isDirectory) else {
+                // A link to nothing would leave the export without that file, said nowhere.
+                throw DroptraceError("is a symbolic link to a missing file; cannot copy it into the export", path: path.path)
+            }
+            if isDirectory.boolValue { continue }
             let copy = destination.appendingPathComponent(name)
             willCreate(copy)
             try RegularFile(path: path.path).copy(to: copy.path)

@@ -14,7 +14,7 @@ import Glibc
 /// signal, raise) on paths copied before it can run. One instance at a
 /// time per process.
 public final class InterruptCleanup {
-    private static let capacity = 256
+    private static let capacity = 4096
     nonisolated(unsafe) private static var paths =
         UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: capacity)
     nonisolated(unsafe) private static var count = 0
@@ -50,7 +50,7 @@ public final class InterruptCleanup {
 
     /// Registers `path` (a file, or a directory to remove once its
     /// registered files are gone) before it is created. Paths beyond the
-    /// first 256 are not removed.
+    /// first 4096 are not removed.
     public func add(_ path: String) {
         guard Self.count < Self.capacity else { return }
         Self.paths[Self.count] = strdup(path)

@@ -205,10 +205,9 @@ public final class TraceRun {
         case .list(let directories):
             candidates = directories
         case .series(let directory):
-            let series = Self.resolved(directory)
-            guard output.hasPrefix(series + "/"), let first = output.dropFirst(series.count + 1).split(separator: "/").first else { return }
-            let entry = directory.appendingPathComponent(String(first))
-            candidates = CheckpointName.parse(String(first)) != nil || CheckpointDiscovery.looksLikeCheckpoint(entry) ? [entry] : []
+            // Every entry named like a checkpoint, each resolved: an entry may be a link to a checkpoint elsewhere.
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+            candidates = names.filter { CheckpointName.parse($0) != nil }.map { directory.appendingPathComponent($0) }
         }
         for checkpoint in candidates {
             let directory = Self.resolved(checkpoint)

@@ -132,6 +132,19 @@ import Testing
         #expect(try Data(contentsOf: copy) == Data(contentsOf: blob))
     }
 
+    /// A link to nothing among the companions is named (the export would
+    /// have been written without that file, said nowhere).
+    @Test func danglingCompanionLinkIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32", as: "model")
+        let link = model.appendingPathComponent("tokenizer_config.json")
+        try? FileManager.default.removeItem(at: link)
+        try FileManager.default.createSymbolicLink(atPath: link.path, withDestinationPath: "../missing-blob")
+        let error = #expect(throws: DroptraceError.self) { try export(model, to: scratch.path("export")) }
+        #expect(error?.description == "\(link.path): is a symbolic link to a missing file; cannot copy it into the export")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).sorted() == ["model"])
+    }
+
     /// A FIFO beside the weights blocked the export forever: it is refused by
     /// name, and neither the export nor its staging directory is left.
     @Test func companionThatIsNoRegularFileIsRefused() throws {

@@ -131,6 +131,21 @@ import Glibc
         #expect(!result.stderr.contains("scoring "), "\(result.stderr)")
     }
 
+    /// A checkpoint entry that is a link to a directory elsewhere counts as
+    /// the checkpoint: an output inside its target is refused too.
+    @Test(arguments: [false, true])
+    func outputInsideALinkedCheckpointIsRefused(throughTheLink: Bool) throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let elsewhere = try scratch.copyOfModel("llama-f32", as: "elsewhere")
+        try files.createSymbolicLink(at: series.directory.appendingPathComponent("checkpoint-2"), withDestinationURL: elsewhere)
+        let output = (throughTheLink ? series.directory.appendingPathComponent("checkpoint-2") : elsewhere).appendingPathComponent("out")
+        let result = try trace(series.directory, output)
+        expectOneLineFailure(result, naming: output.path, mentioning: ["inside checkpoint checkpoint-2"])
+        #expect(!files.fileExists(atPath: elsewhere.appendingPathComponent("out").path))
+    }
+
     /// A missing input (series, calibration, --eval file) is found before
     /// anything is scored or created: no output directory, no lock file.
     @Test(arguments: ["series", "calibration", "eval"])
