@@ -1,10 +1,11 @@
 import DroptraceSupport
 
 /// The parts of tokenizer.json that do not change the ids droptrace
-/// computes (`truncation`, `padding`, `decoder`) are still checked as the
-/// tokenizers library's deserializer checks them (tokenizers 0.23.3): a
-/// file it refuses to load, transformers' AutoTokenizer refuses too, so
-/// droptrace refuses it naming the field rather than tokenising it.
+/// computes (`truncation`, `padding`, `decoder`), and how deep `Sequence`
+/// steps nest, are still checked as the tokenizers library's deserializer
+/// checks them (tokenizers 0.23.3): a file it refuses to load,
+/// transformers' AutoTokenizer refuses too, so droptrace refuses it naming
+/// the field rather than tokenising it.
 extension JSONFields {
     /// The library's JSON recursion limit reached by this many nested
     /// `Sequence` steps (of normalizers, pre-tokenizers, decoders or
