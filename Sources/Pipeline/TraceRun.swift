@@ -91,6 +91,14 @@ public final class TraceRun {
             _ = try RegularFile(path: file.path)
         }
         let tasks = options.tasks.isEmpty ? nil : try TaskEvaluation(requests: options.tasks, numFewshot: options.numFewshot)
+        // A cron run before training's first save: nothing to write, so no output directory either.
+        if !FileManager.default.fileExists(atPath: options.output.path),
+           try CheckpointDiscovery.find(options.checkpoints, settleTime: options.settleTime).ready.isEmpty {
+            var summary = TraceSummary()
+            _ = try discover(into: &summary)
+            log.warning("no finished checkpoints yet; nothing to do")
+            return summary
+        }
 
         let lock = try RunLock(directory: options.output)
         defer { withExtendedLifetime(lock) {} }

@@ -104,6 +104,15 @@ import Testing
         run = try trace(empty.directory, scratch.path("out3"))
         #expect(run.status == 0)
         #expect(lines(run.stderr, "warning").contains { $0.contains("\(empty.directory.path): no checkpoints yet") && $0.contains("step<N>") })
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("out3").path), "nothing to write: no output directory")
+
+        // A checkpoint still being written (skipped for now) writes nothing either.
+        let writing = try SeriesBuilder(in: scratch, name: "writing")
+        try Data([1, 2, 3]).write(to: try writing.add(step: 1).appendingPathComponent("model.safetensors"))
+        run = try trace(writing.directory, scratch.path("out4"))
+        #expect(run.status == 0)
+        #expect(lines(run.stderr, "warning").contains { $0.contains("skipping checkpoint-1 for now") }, "\(run.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("out4").path))
     }
 
     @Test func shardedTrainingFormatsAreReportedWithTheirConversion() throws {
