@@ -36,6 +36,9 @@ public enum CheckpointDiscovery {
         /// Checkpoints that waiting will not make readable, each with one
         /// line `path: problem`; the run fails on them.
         public var failed: [(name: String, error: String)] = []
+        /// Those of `failed` that failed by their own files (unreadable,
+        /// corrupt, incomplete too long), not as a duplicate of another.
+        public var unreadable: Set<String> = []
         /// One line each, `path: problem`: directories that look like
         /// checkpoints but follow no naming rule, or a series with none yet.
         public var warnings: [String] = []
@@ -116,10 +119,12 @@ public enum CheckpointDiscovery {
                 result.incomplete.append((name, reason))
             case .failed(let problem):
                 result.failed.append((name, DroptraceError(problem, path: directory.path).description))
+                result.unreadable.insert(name)
             case .ready(let fingerprint):
                 let state: TrainerState?
                 do { state = try TrainerState.read(in: directory) } catch let error as DroptraceError {
                     result.failed.append((name, error.description))
+                    result.unreadable.insert(name)
                     continue
                 }
                 if CheckpointName.parse(name)?.overflowed == true {

@@ -120,8 +120,11 @@ public final class TraceRun {
             // Recorded even when nothing new is scored (a moved series, a store from before it was recorded).
             store?.metadata.seriesDirectory = series
         }
-        // A checkpoint that now fails (its files replaced by unreadable ones) keeps no row of the old files.
-        for (name, _) in discovered.failed { store = try withoutStaleRow(name, in: store) }
+        // A checkpoint that now fails by its own files (replaced by unreadable ones) keeps no row of the old
+        // files; one refused as a duplicate of another (listed twice, a second name) is not that one's row.
+        for name in discovered.unreadable.sorted() where !discovered.ready.contains(where: { $0.name == name }) {
+            store = try withoutStaleRow(name, in: store)
+        }
         guard !discovered.ready.isEmpty else {
             if store == nil {
                 log.warning("no finished checkpoints yet; nothing to do")

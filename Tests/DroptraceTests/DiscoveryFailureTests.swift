@@ -354,6 +354,30 @@ import Testing
         ].sorted())
     }
 
+    /// A checkpoint listed twice keeps its row from run to run: the second
+    /// listing is refused as a duplicate, not taken for replaced files
+    /// (its row was removed and rescored at every run, the store set aside).
+    @Test func checkpointListedTwiceKeepsItsRowAcrossRuns() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        try series.add(step: 20)
+        let pipeline = try scratch.write("""
+            calibration: \(FixtureFiles.calibrationJSONL.path)
+            checkpoints: [series/checkpoint-10, series/checkpoint-20, series/checkpoint-10]
+            output: out
+            """, to: "pipeline.yaml")
+        for run in 1...2 {
+            let result = try DroptraceCommand.run(["run", pipeline.path, "--threads", "1"])
+            #expect(result.status == 1, "the duplicate is reported: \(result.stderr)")
+            #expect(lines(result.stderr, "error").count == 1 && result.stderr.contains("is given twice; it is traced once"))
+            #expect(!result.stderr.contains("removed its stored scores") && !result.stderr.contains("set aside"), "\(result.stderr)")
+            #expect(result.stderr.contains(run == 1 ? "info: scoring checkpoint-10" : "2 checkpoints already scored"), "\(result.stderr)")
+        }
+        #expect(try ScoreFile.read(from: scratch.path("out/scores.h5")).rows.map(\.name) == ["checkpoint-10", "checkpoint-20"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path("out").path).allSatisfy { !$0.contains("replaced") })
+    }
+
     /// A trainer_state.json count that no count can be would place the
     /// checkpoint elsewhere in training (1e30 read as Int64.min, true as
     /// step 1, 2.5 as step 2): the checkpoint fails, naming the file.
