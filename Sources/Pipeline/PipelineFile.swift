@@ -158,7 +158,8 @@ enum PipelineYAML {
     static func decode<T: Decodable>(_ type: T.Type, from text: String, path: String) throws -> T {
         do { return try YAMLDecoder().decode(type, from: text) } catch let DecodingError.keyNotFound(key, _) {
             throw DroptraceError("missing setting \"\(key.stringValue)\"", path: path)
-        } catch let DecodingError.typeMismatch(_, context) {
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            // Yams reports a quoted "2" where a number goes as a missing value: the type is what is wrong.
             throw DroptraceError(
                 "setting \"\(codingPathText(context.codingPath))\" has the wrong type", path: path)
         } catch {

@@ -37,6 +37,8 @@ struct PipelineFileSafetyTests {
         ("bool-tag", settings + "samples: !!bool 32\n", #"uses the YAML tag "!!bool" on "32""#),
         // A list position is named as written, not as the decoder spells it ("Index 0").
         ("nested-list", settings + "drop_k: [[1, 2]]\n", #"setting "drop_k[0]" has the wrong type"#),
+        // A quoted number where a number goes (the YAML library calls it a missing value).
+        ("quoted-number", settings + "drop_k: [\"2\"]\n", #"setting "drop_k[0]" has the wrong type"#),
     ]
 
     @Test("hostile pipeline files are refused with one line", arguments: cases.map(\.name))
