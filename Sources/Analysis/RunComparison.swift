@@ -11,12 +11,16 @@ public struct ComparedRun: Sendable {
     /// The run's own analysis: the stored one, or computed from its rows when
     /// the store has none. Its verdict is the run's verdict.
     public var analysis: SeriesAnalysis
+    /// Whether `analysis` was read from the store (false: computed from the
+    /// rows of a file without one, such as `droptrace score`'s).
+    public var analysisStored: Bool
 
-    public init(label: String, path: String, scoreFile: ScoreFile, analysis: SeriesAnalysis) {
+    public init(label: String, path: String, scoreFile: ScoreFile, analysis: SeriesAnalysis, analysisStored: Bool = true) {
         self.label = label
         self.path = path
         self.scoreFile = scoreFile
         self.analysis = analysis
+        self.analysisStored = analysisStored
     }
 }
 

@@ -51,8 +51,8 @@ public enum CompareRuns {
         return store.path
     }
 
-    /// The output may not be one of the compared directories, nor any
-    /// trace's output: its report.md would replace that run's.
+    /// The output may not be one of the compared directories or lie inside
+    /// one, nor be any trace's output: its report.md would replace that run's.
     static func checkOutput(_ output: URL, stores: [String]) throws {
         let directory = output.resolvingSymlinksInPath().standardizedFileURL.path
         for store in stores {
@@ -62,6 +62,12 @@ public enum CompareRuns {
                 throw DroptraceError(
                     "holds \(URL(fileURLWithPath: store).lastPathComponent), one of the compared stores; its report "
                         + "would be replaced: choose another --output directory", path: output.path)
+            }
+            // A trace's output directory (not any folder a score file lies in): its figures/ and report are droptrace's.
+            if URL(fileURLWithPath: store).lastPathComponent == ScoreFile.outputFileName, directory.hasPrefix(storeDirectory + "/") {
+                throw DroptraceError(
+                    "lies inside \(storeDirectory), the output directory of a compared run (its figures/ and report are "
+                        + "droptrace's own): choose another --output directory", path: output.path)
             }
         }
         if FileManager.default.fileExists(atPath: output.appendingPathComponent("scores.h5").path) {
@@ -91,12 +97,12 @@ public enum CompareRuns {
         let file = try HDF5File.open(at: path)
         defer { try? file.close() }
         let analysis: SeriesAnalysis
+        let stored = try SeriesAnalysis.isStored(in: file)
         do {
-            analysis = try SeriesAnalysis.isStored(in: file)
-                ? try SeriesAnalysis.read(from: file) : try SeriesAnalysis(rows: scoreFile.rows)
+            analysis = stored ? try SeriesAnalysis.read(from: file) : try SeriesAnalysis(rows: scoreFile.rows)
         } catch let error as DroptraceError where error.path == nil {
             throw DroptraceError(error.message, path: path)
         }
-        return ComparedRun(label: label, path: path, scoreFile: scoreFile, analysis: analysis)
+        return ComparedRun(label: label, path: path, scoreFile: scoreFile, analysis: analysis, analysisStored: stored)
     }
 }

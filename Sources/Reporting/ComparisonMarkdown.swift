@@ -118,12 +118,13 @@ struct ComparisonMarkdown {
                 Markdown.escape(run.label), Markdown.escape(run.path), String(rows.count),
                 known ? "\(steps.first ?? 0)–\(steps.last ?? 0)" : "unknown",
                 "\(NumberFormatting.grouped(metadata.calibrationTokens)) tokens, `\(metadata.calibrationSHA256.prefix(12))…`",
-                run.analysis.verdict.outcome.rawValue,
+                run.analysis.verdict.outcome.rawValue + (run.analysisStored ? "" : " (from its rows)"),
                 criterion("attention_below_mlp"), criterion("drop_set_agreement"), criterion("early_stabilisation"),
             ])
         }
         return "## Runs and their verdicts\n\nEach run's verdict and criteria as its own store holds them (see a run's "
-            + "report for the rule; the verdict uses k = round(L/2) = \(k)).\n\n" + table.render()
+            + "report for the rule; the verdict uses k = round(L/2) = \(k)); a file without a stored analysis "
+            + "(`droptrace score`'s) is analysed from its rows, marked \"from its rows\".\n\n" + table.render()
     }
 
     private func gaps() -> String {
@@ -190,8 +191,8 @@ struct ComparisonMarkdown {
         """
         ## Method
 
-        - Each run's rows, analysis and verdict are read from its own store (`droptrace trace` wrote them); \
-        nothing is rescored.
+        - Each run's rows, analysis and verdict are read from its own store (`droptrace trace` wrote them; a file \
+        without an analysis is analysed from its rows as `trace` would); nothing is rescored.
         - Checkpoints are matched by tokens seen when every checkpoint of every run records them, else by step when \
         every step is known, else by name. A checkpoint missing from a run is a gap there: it is left out of that \
         checkpoint's means and spreads, never filled in.

@@ -165,6 +165,23 @@ import ScoreStore
         }
     }
 
+    /// A file without a stored analysis (`droptrace score`'s) is analysed
+    /// from its rows, and the report says so rather than "as its store holds".
+    @Test func verdictOfAFileWithoutAnalysisIsMarked() throws {
+        let scratch = try ScratchDirectory()
+        let traced = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("traced"))
+        let bare = scratch.path("bare.h5")
+        try AnalysisFixtures.scoreFile(AnalysisFixtures.clearlyInherentRows()).write(to: bare, extra: nil)
+        let output = scratch.path("o")
+        let result = try DroptraceCommand.run(["compare", traced.path, bare.path, "--output", output.path])
+        try #require(result.status == 0, "\(result.stderr)")
+        let report = try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8)
+        let rows = report.split(separator: "\n").filter { $0.contains("bare.h5 |") || $0.contains("traced/scores.h5 |") }
+        #expect(rows.count == 2)
+        #expect(rows.first { $0.contains("bare.h5 |") }?.contains("| inherent (from its rows) |") == true, "\(rows)")
+        #expect(rows.first { $0.contains("traced/scores.h5 |") }?.contains("(from its rows)") == false)
+    }
+
     @Test func badInvocationsChangeNothing() throws {
         let scratch = try ScratchDirectory()
         let a = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("a"))
@@ -178,6 +195,7 @@ import ScoreStore
             (["compare", a.path, scratch.url.path, "--output", scratch.path("o").path], "no scores.h5 here"),
             (["compare", a.path, b.path, "--output", scratch.path("c").path], ""),  // fine, then reused:
             (["compare", a.path, b.path, "--output", b.path], "one of the compared stores"),
+            (["compare", a.path, b.path, "--output", a.appendingPathComponent("figures").path], "the output directory of a compared run"),
         ]
         for (arguments, words) in cases {
             let result = try DroptraceCommand.run(arguments)
