@@ -82,10 +82,8 @@ public enum DroppedModelExport {
     /// `TemporaryFileName` for this target, their process gone.
     static func removeStaleStaging(of directory: URL) {
         let parent = directory.deletingLastPathComponent()
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? [] {
-            guard let (target, pid) = TemporaryFileName.parse(name), target == directory.lastPathComponent,
-                  pid == getpid() || (kill(pid, 0) != 0 && errno == ESRCH)
-            else { continue }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
+        where TemporaryFileName.leftoverTarget(name) == directory.lastPathComponent {
             try? FileManager.default.removeItem(at: parent.appendingPathComponent(name))
         }
     }

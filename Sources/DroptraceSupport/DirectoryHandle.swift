@@ -140,9 +140,7 @@ public final class DirectoryHandle {
     @discardableResult
     public func removeStaleTemporaryFiles(targets: Set<String>) -> [String] {
         entryNames().filter { name in
-            guard let (target, pid) = TemporaryFileName.parse(name), targets.contains(target),
-                  pid == getpid() || !processExists(pid)
-            else { return false }
+            guard let target = TemporaryFileName.leftoverTarget(name), targets.contains(target) else { return false }
             return removeRegularFile(name)
         }
     }
@@ -165,10 +163,6 @@ public final class DirectoryHandle {
             if name != "." && name != ".." { names.append(name) }
         }
         return names
-    }
-
-    private func processExists(_ pid: Int32) -> Bool {
-        kill(pid, 0) == 0 || errno == EPERM
     }
 
     private func refusal(of name: String, errno code: Int32) -> DroptraceError {

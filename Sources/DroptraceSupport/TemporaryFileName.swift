@@ -12,6 +12,18 @@ public enum TemporaryFileName {
         ".\(target).tmp-\(pid)"
     }
 
+    /// The target of `name` when it is a temporary name `forTarget` made for
+    /// a process that is gone (or for this one, which is not writing it
+    /// now): what a run killed while writing left behind. Nil otherwise.
+    public static func leftoverTarget(_ name: String) -> String? {
+        guard let (target, pid) = parse(name), pid == getpid() || !processExists(pid) else { return nil }
+        return target
+    }
+
+    private static func processExists(_ pid: Int32) -> Bool {
+        kill(pid, 0) == 0 || errno == EPERM
+    }
+
     /// The target and pid of a name `forTarget` made, or nil for any other
     /// name: stale-file cleanup removes only names this returns a target
     /// for, so a user's own hidden files are never touched.

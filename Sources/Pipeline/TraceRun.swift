@@ -92,12 +92,14 @@ public final class TraceRun {
         }
         let tasks = options.tasks.isEmpty ? nil : try TaskEvaluation(requests: options.tasks, numFewshot: options.numFewshot)
         // A cron run before training's first save: nothing to write, so no output directory either.
-        if !FileManager.default.fileExists(atPath: options.output.path),
-           try CheckpointDiscovery.find(options.checkpoints, settleTime: options.settleTime).ready.isEmpty {
-            var summary = TraceSummary()
-            _ = try discover(into: &summary)
-            log.warning("no finished checkpoints yet; nothing to do")
-            return summary
+        if !FileManager.default.fileExists(atPath: options.output.path) {
+            let found = try CheckpointDiscovery.find(options.checkpoints, settleTime: options.settleTime)
+            if found.ready.isEmpty {
+                var summary = TraceSummary()
+                report(found, into: &summary)
+                log.warning("no finished checkpoints yet; nothing to do")
+                return summary
+            }
         }
 
         let lock = try RunLock(directory: options.output)
@@ -105,7 +107,8 @@ public final class TraceRun {
         var summary = TraceSummary()
         removeStaleTemporaryFiles()
         try ReportWriter.checkReplaceable(in: options.output)
-        let discovered = try discover(into: &summary)
+        let discovered = try CheckpointDiscovery.find(options.checkpoints, settleTime: options.settleTime)
+        report(discovered, into: &summary)
 
         // Score what the store does not have yet.
         var store: ScoreFile?
@@ -190,10 +193,9 @@ public final class TraceRun {
         return try finish(final, onDisk: onDisk, tasks: tasks, summary: summary)
     }
 
-    /// Discovers the checkpoints, saying what it found in the log and in
-    /// `summary` (incomplete and failed ones).
-    func discover(into summary: inout TraceSummary) throws -> CheckpointDiscovery.Result {
-        let discovered = try CheckpointDiscovery.find(options.checkpoints, settleTime: options.settleTime)
+    /// Says what discovery found, in the log and in `summary` (incomplete
+    /// and failed checkpoints).
+    func report(_ discovered: CheckpointDiscovery.Result, into summary: inout TraceSummary) {
         for warning in discovered.warnings { log.warning("\(warning)") }
         summary.incomplete = discovered.incomplete
         for (name, reason) in discovered.incomplete {
@@ -202,7 +204,6 @@ public final class TraceRun {
         summary.failed = discovered.failed
         for (_, error) in discovered.failed { log.error("\(error)") }
         log.info("found \(discovered.ready.count) finished checkpoints")
-        return discovered
     }
 
     /// Throws when the output directory is one of the checkpoints or lies

@@ -80,6 +80,14 @@ struct JSONFields {
         return number
     }
 
+    /// A non-negative integer the library requires (usize, or u32 up to `limit`).
+    func requiredCount(_ key: String, limit: Int = Int.max) throws -> Int {
+        guard let count = try int(key), (0...limit).contains(count) else {
+            throw DroptraceError("\(fieldName(key)) should be an integer from 0 to \(limit)", path: file)
+        }
+        return count
+    }
+
     func object(_ key: String) throws -> JSONFields? {
         guard isGiven(key) else { return nil }
         return try JSONFields(values[key]!, location: fieldName(key), file: file)

@@ -86,14 +86,6 @@ extension JSONFields {
         }
     }
 
-    /// A non-negative integer the library requires (usize, or u32 up to `limit`).
-    func requiredCount(_ key: String, limit: Int = Int.max) throws -> Int {
-        guard let count = try int(key), (0...limit).contains(count) else {
-            throw DroptraceError("\(fieldName(key)) should be an integer from 0 to \(limit)", path: file)
-        }
-        return count
-    }
-
     /// A unit-variant field: one of `names`; absent only when not `required`.
     func checkVariant(_ key: String, _ names: [String], required: Bool) throws {
         guard isGiven(key) || required else { return }

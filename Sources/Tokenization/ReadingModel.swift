@@ -88,9 +88,7 @@ extension [JSONFields] {
             let content = try fields.requiredString("content")
             // The library reads ids as u32 and gives each token its own id
             // (below), as droptrace does, but refuses a file with another.
-            guard let fileId = try fields.int("id"), (0...Int(UInt32.max)).contains(fileId) else {
-                throw DroptraceError("\(fields.fieldName("id")) should be an integer from 0 to \(UInt32.max)", path: fields.file)
-            }
+            _ = try fields.requiredCount("id", limit: Int(UInt32.max))
             // The library requires every flag (a missing one is a load error).
             var token = AddedToken(
                 content: content, id: -1,
