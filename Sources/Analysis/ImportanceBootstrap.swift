@@ -206,6 +206,22 @@ private struct Resampler: Sendable {
     }
 
     func summarise(importance: [Double], final: Final, isFinal: Bool) -> Summary {
+        importance.withUnsafeBufferPointer { importance in
+            final.importance.withUnsafeBufferPointer { finalImportance in
+                final.ranks.withUnsafeBufferPointer { finalRanks in
+                    summarise(importance: importance, finalImportance: finalImportance, finalRanks: finalRanks,
+                              finalMembers: final.attentionMembers, isFinal: isFinal)
+                }
+            }
+        }
+    }
+
+    /// `summarise` on the replicates' storage; its inner loop runs 3·B
+    /// times per checkpoint and allocates nothing.
+    private func summarise(
+        importance: UnsafeBufferPointer<Double>, finalImportance: UnsafeBufferPointer<Double>,
+        finalRanks: UnsafeBufferPointer<Double>, finalMembers: [Bool], isFinal: Bool
+    ) -> Summary {
         let confidence = settings.confidence
         var low = [Float](repeating: 0, count: 3 * layers), high = low
         var counts = [Int](repeating: 0, count: 3 * dropK.count * layers)
@@ -215,34 +231,41 @@ private struct Resampler: Sendable {
         var meanInterval: [ConfidenceInterval] = [], spearmanInterval: [ConfidenceInterval] = []
         var kendallInterval: [ConfidenceInterval] = []
         var column = [Double](repeating: 0, count: replicates)
+        // One replicate's ranking.
+        let order = UnsafeMutableBufferPointer<Int>.allocate(capacity: layers)
+        let ranks = UnsafeMutableBufferPointer<Double>.allocate(capacity: layers)
+        defer {
+            order.deallocate()
+            ranks.deallocate()
+        }
         for module in 0..<3 {
             for replicate in 0..<replicates {
                 let base = (module * replicates + replicate) * layers
-                let values = Array(importance[base..<(base + layers)])
+                let slice = base..<(base + layers)
+                let values = UnsafeBufferPointer(rebasing: importance[slice])
                 // NaN propagates, as in the point analysis.
                 means[module * replicates + replicate] = values.reduce(0, +) / Double(layers)
-                let order = RankStatistics.ranking(values)
+                RankStatistics.ranking(values, into: order)
                 for (kIndex, k) in dropK.enumerated() {
                     let countBase = (module * dropK.count + kIndex) * layers
                     for layer in order.prefix(k) { counts[countBase + layer] += 1 }
                 }
                 if module == 0 {
                     var shared = 0
-                    for layer in order.prefix(verdictK) where final.attentionMembers[replicate * layers + layer] {
+                    for layer in order.prefix(verdictK) where finalMembers[replicate * layers + layer] {
                         shared += 1
                     }
                     // Both sets have k members: |A ∪ B| = 2k − |A ∩ B|.
                     jaccard[replicate] = Double(shared) / Double(2 * verdictK - shared)
                 }
-                let ranks = RankStatistics.averageRanks(values, order: order)
-                let rho = RankStatistics.pearson(ranks, Array(final.ranks[base..<(base + layers)]))
+                RankStatistics.averageRanks(values, order: UnsafeBufferPointer(order), into: ranks)
+                let rho = RankStatistics.pearson(UnsafeBufferPointer(ranks), UnsafeBufferPointer(rebasing: finalRanks[slice]))
                 spearman[replicate] = layers < 2 ? .nan : rho
                 if isFinal {
                     // A vector's τ-b with itself is 1 whenever ρ is defined.
                     kendall[replicate] = spearman[replicate].isNaN ? .nan : 1
                 } else {
-                    kendall[replicate] = RankStatistics.kendallTauB(
-                        values, Array(final.importance[base..<(base + layers)]))
+                    kendall[replicate] = RankStatistics.kendallTauB(values, UnsafeBufferPointer(rebasing: finalImportance[slice]))
                 }
             }
             for layer in 0..<layers {

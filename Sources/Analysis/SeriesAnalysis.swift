@@ -68,8 +68,7 @@ public struct SeriesAnalysis: Sendable, Equatable {
                         + "\(module.importance(in: row).count) layers, the first checkpoint has \(layers)")
             }
         }
-        let ks = Array(Set(dropK ?? Self.defaultDropK(layers: layers))).sorted()
-        try Self.checkDropK(ks, layers: layers)
+        let ks = try Self.analysedDropK(dropK, layers: layers)
 
         let steps = rows.map(\.step)
         func series(_ module: ModuleKind) -> ModuleSeries {
@@ -90,6 +89,15 @@ public struct SeriesAnalysis: Sendable, Equatable {
                 attentionRankings: attention.rankings, steps: steps, intervals: bootstrapped?.criterionIntervals,
                 confidence: bootstrap.confidence),
             uncertainty: bootstrapped?.uncertainty)
+    }
+
+    /// The k values an analysis of `layers` layers asked for `dropK` uses:
+    /// deduplicated and sorted, `defaultDropK` when nil.
+    /// - Throws: `DroptraceError` as `checkDropK`.
+    public static func analysedDropK(_ dropK: [Int]?, layers: Int) throws -> [Int] {
+        let ks = Array(Set(dropK ?? defaultDropK(layers: layers))).sorted()
+        try checkDropK(ks, layers: layers)
+        return ks
     }
 
     /// The default k values: 25% and 50% of L (see `DropSets.defaultDropK`).

@@ -37,6 +37,8 @@ public final class TraceRun {
     var evaluation = DropEvaluation()
     /// Task accuracy, carried the same way.
     var taskAccuracy = TaskAccuracyRecord()
+    /// Whether a rewrite after one checkpoint also analyses.
+    private var pacing = AnalysisPacing()
 
     public init(options: TraceOptions, log: Logger) {
         self.options = options
@@ -259,14 +261,23 @@ public final class TraceRun {
         next.rows.removeAll { $0.name == row.name }
         next.rows.append(row)
         next.rows = Self.ordered(next.rows)
-        // Perplexities and accuracies of the files this row replaces are stale too.
+        try rewrite(next, forgetting: row.name)
+        return next
+    }
+
+    /// Writes `store`, changed in the row of `name`, within a run: the
+    /// perplexities and accuracies of that row's old files are stale too
+    /// (kept when the write fails), and the analysis is paced.
+    private func rewrite(_ store: ScoreFile, forgetting name: String) throws {
         let stale = (evaluation, taskAccuracy)
-        forgetEvaluations(of: row.name)
-        do { try write(next) } catch {
+        forgetEvaluations(of: name)
+        do {
+            let analysis = try pacing.analysis { try SeriesAnalysis(rows: store.rows, dropK: options.dropK) }
+            try write(store, analysis: analysis)
+        } catch {
             (evaluation, taskAccuracy) = stale
             throw error
         }
-        return next
     }
 
     /// Analyze, evaluate and report on the store as it now stands.
@@ -289,16 +300,16 @@ public final class TraceRun {
 
     /// Writes the store with its analysis (and the report title, so
     /// `droptrace report` can rebuild the same report), atomically.
-    /// - Parameter analysis: of `store`'s rows, when the caller has it
-    ///   (the bootstrap makes it worth not computing twice).
-    private func write(_ store: ScoreFile, analysis: SeriesAnalysis? = nil) throws {
-        let analysis = try analysis ?? SeriesAnalysis(rows: store.rows, dropK: options.dropK)
+    /// - Parameter analysis: of `store`'s rows; nil leaves the store
+    ///   without one (`AnalysisPacing`).
+    private func write(_ store: ScoreFile, analysis: SeriesAnalysis?) throws {
+        let dropK = try analysis?.dropK ?? SeriesAnalysis.analysedDropK(options.dropK, layers: store.metadata.numLayers)
         let (evaluation, taskAccuracy, title) = (self.evaluation, self.taskAccuracy, options.title)
         do {
             try store.write(to: options.storeURL) { file in
-                try analysis.write(into: file)
-                try evaluation.write(into: file, rows: store.rows, dropK: analysis.dropK)
-                try taskAccuracy.write(into: file, rows: store.rows.map(\.name), dropK: analysis.dropK)
+                try analysis?.write(into: file)
+                try evaluation.write(into: file, rows: store.rows, dropK: dropK)
+                try taskAccuracy.write(into: file, rows: store.rows.map(\.name), dropK: dropK)
                 if let title { try file.setAttribute(ReportWriter.titleAttribute, title) }
             }
         } catch let error as DroptraceError {
@@ -413,12 +424,7 @@ public final class TraceRun {
             log.warning("\(name): its stored scores belong to the files it replaced; the store is set aside as \(aside.lastPathComponent)")
             return nil
         }
-        let stale = (evaluation, taskAccuracy)
-        forgetEvaluations(of: name)
-        do { try write(next) } catch {
-            (evaluation, taskAccuracy) = stale
-            throw error
-        }
+        try rewrite(next, forgetting: name)
         log.warning("\(name): removed its stored scores, which belong to the files it replaced")
         return next
     }

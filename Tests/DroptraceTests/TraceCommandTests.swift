@@ -115,6 +115,9 @@ import Glibc
             if FileManager.default.fileExists(atPath: store.path) {
                 let rows = try ScoreFile.read(from: store).rows
                 #expect(rows == Array(expected.prefix(rows.count)), "the store must hold a prefix of the full run")
+                // With its analysis or, when the run skipped it (`AnalysisPacing`), without: a report either way.
+                let report = try DroptraceCommand.run(["report", output.path])
+                #expect(report.status == 0, "\(report.stderr)")
             }
             if (try? ScoreFile.read(from: store).rows.count) == expected.count { try FileManager.default.removeItem(at: store) }
         }
@@ -122,6 +125,11 @@ import Glibc
         let result = try trace(series.directory, output)
         try #require(result.status == 0, "\(result.stderr)")
         #expect(try ScoreFile.read(from: store).rows == expected)
+        let referenceStore = try HDF5File.open(at: reference.appendingPathComponent("scores.h5"))
+        let finalStore = try HDF5File.open(at: store)
+        defer { try? referenceStore.close(); try? finalStore.close() }
+        #expect(try SeriesAnalysis.read(from: finalStore) == SeriesAnalysis.read(from: referenceStore),
+                "the run's last write always analyses")
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: output.path).filter { $0.contains(".tmp") }
         #expect(leftovers.isEmpty, "\(leftovers)")
     }

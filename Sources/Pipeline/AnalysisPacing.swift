@@ -1,0 +1,30 @@
+/// Whether a store rewrite within a run (one after every scored checkpoint)
+/// carries the analysis.
+///
+/// The bootstrap makes one analysis cost O(C) in the C stored checkpoints,
+/// so analysing after each of them is O(C²) over a first trace: for a
+/// series of hundreds of quickly scored checkpoints it outgrows the scoring.
+/// An intermediate rewrite analyses only while the last analysis took at
+/// most a tenth of the time since it ended; otherwise the store holds the
+/// rows (and perplexities) without `/analysis` until a later rewrite. The
+/// run's last write always analyses (`TraceRun.finish`), so the store a
+/// finished run leaves does not depend on this; one left by a killed run
+/// may lack its analysis, which readers compute from the rows (as for
+/// `droptrace score`'s files) and the next run writes.
+struct AnalysisPacing {
+    /// At most this share of the time goes to intermediate analyses.
+    static let share = 0.1
+    private var lastCost: Duration = .zero
+    private var lastEnd: ContinuousClock.Instant?
+
+    /// `analyse()` when it is due, timed; nil otherwise.
+    mutating func analysis<Analysis>(_ analyse: () throws -> Analysis) rethrows -> Analysis? {
+        let clock = ContinuousClock()
+        if let lastEnd, (clock.now - lastEnd) * Self.share < lastCost { return nil }
+        let start = clock.now
+        let analysis = try analyse()
+        let end = clock.now
+        (lastCost, lastEnd) = (end - start, end)
+        return analysis
+    }
+}
