@@ -80,6 +80,19 @@ public struct CheckpointLayout: Sendable {
             path: path)
     }
 
+    /// Whether `directory` holds no file weights are read from: no
+    /// `.safetensors` or `.gguf` file, no `pytorch_model*.bin`, no index.
+    /// A checkpoint whose weights were deleted (to free space, or by a
+    /// rotation cut short) looks like this; one with bad weight files does not.
+    public static func holdsNoWeights(_ directory: URL) -> Bool {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        return !names.contains { name in
+            let lower = name.lowercased()
+            return lower.hasSuffix(".safetensors") || lower.hasSuffix(".gguf") || lower.hasSuffix(".index.json")
+                || (name.hasPrefix("pytorch_model") && lower.hasSuffix(".bin"))
+        }
+    }
+
     /// config.json's `transformers_weights`: the weight file (or safetensors
     /// index) transformers loads instead of looking for the usual names,
     /// which conversions keeping several weight files in one folder set.

@@ -82,7 +82,7 @@ public enum CheckpointName {
     }
 
     /// Where a checkpoint falls in its series: by stage, then ingredient, then
-    /// step (or index, for names that carry one instead). OLMo 2's stage-2
+    /// step (or index, for names that carry one). OLMo 2's stage-2
     /// ingredients are separate mid-training runs that each restart their
     /// steps from the end of stage 1, so each ingredient is kept together
     /// after stage 1 rather than interleaved with the others. A name without
@@ -104,11 +104,15 @@ public enum CheckpointName {
 
     /// The position of checkpoint `name` whose step is `step` (−1 when
     /// unknown; it may come from trainer_state.json rather than the name).
+    /// A name that carries an index is placed by it even when `step` is
+    /// known: a series where trainer_state.json is missing from some
+    /// checkpoints (the newest, before the Trainer writes it) would
+    /// otherwise set indices against steps.
     public static func position(name: String, step: Int64) -> Position {
         let parts = parse(name)
         return Position(
             stage: parts?.stage ?? 0, ingredient: parts?.ingredient ?? 0,
-            step: step >= 0 ? step : parts?.index ?? Int64.max)
+            step: parts?.index ?? (step >= 0 ? step : Int64.max))
     }
 
     /// `count` times K, M, B or T (`k` for thousands of steps); nil on overflow.

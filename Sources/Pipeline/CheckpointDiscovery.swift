@@ -39,6 +39,9 @@ public enum CheckpointDiscovery {
         /// Those of `failed` that failed by their own files (unreadable,
         /// corrupt, incomplete too long), not as a duplicate of another.
         public var unreadable: Set<String> = []
+        /// Those of `failed` (not in `unreadable`) without any weight file:
+        /// deleted weights, which take nothing from a stored row.
+        public var weightless: Set<String> = []
         /// One line each, `path: problem`: directories that look like
         /// checkpoints but follow no naming rule, or a series with none yet.
         public var warnings: [String] = []
@@ -119,7 +122,11 @@ public enum CheckpointDiscovery {
                 result.incomplete.append((name, reason))
             case .failed(let problem):
                 result.failed.append((name, DroptraceError(problem, path: directory.path).description))
-                result.unreadable.insert(name)
+                if CheckpointLayout.holdsNoWeights(directory) {
+                    result.weightless.insert(name)
+                } else {
+                    result.unreadable.insert(name)
+                }
             case .ready(let fingerprint):
                 let state: TrainerState?
                 do { state = try TrainerState.read(in: directory) } catch let error as DroptraceError {

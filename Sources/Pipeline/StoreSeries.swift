@@ -1,3 +1,4 @@
+import CheckpointIO
 import DroptraceSupport
 import Foundation
 import ScoreStore
@@ -31,25 +32,42 @@ extension ScoreFile {
     /// `seriesDirectory` when it holds another run's rows: two runs in one
     /// store would be read as one training run, their steps interleaved and
     /// a checkpoint of the same name taken for a replacement. The store is
-    /// this series' when it records no directory (written before it was
-    /// recorded, or empty), the same directory, or — a series moved or
-    /// listed from elsewhere — one of `found` is a stored row's checkpoint,
-    /// same name and same files (its fingerprint).
+    /// this series' when it records the same directory, or — a series moved
+    /// or listed from elsewhere — when of the checkpoints `found` under
+    /// names it holds, at least one and more than half have the files its
+    /// rows were scored on (their fingerprints): runs started from one
+    /// initial checkpoint share that one and differ in the rest. A store
+    /// that records no directory (written before it was recorded, or
+    /// `droptrace score`'s file) is this series' unless none of its rows is
+    /// one of `found` by name and none is named by a checkpoint naming rule
+    /// (`score` names its row after any directory).
     /// - Returns: whether the series moved (the store records another
     ///   directory for it), to be said in the log.
     /// - Throws: `DroptraceError` naming the store, both series and the ways on.
     public func checkContinued(
         bySeriesIn seriesDirectory: String, found: [DiscoveredCheckpoint], store path: String
     ) throws -> Bool {
-        guard let recorded = metadata.seriesDirectory, recorded != seriesDirectory, !rows.isEmpty else { return false }
+        guard !rows.isEmpty, metadata.seriesDirectory != seriesDirectory else { return false }
         let fingerprints = Dictionary(rows.map { ($0.name, $0.fingerprint) }, uniquingKeysWith: { _, last in last })
-        if found.contains(where: { checkpoint in fingerprints[checkpoint.name].map(checkpoint.isScored(asFingerprint:)) ?? false }) {
-            return true
+        let common = found.filter { fingerprints[$0.name] != nil }
+        let ways = "use another output directory, or pass --force to rescore every checkpoint of this one in its place "
+            + "(the other run's rows are dropped)"
+        guard let recorded = metadata.seriesDirectory else {
+            // Traces from before the directory was recorded name every row by a naming rule, and go on.
+            if !common.isEmpty || rows.contains(where: { CheckpointName.parse($0.name) != nil }) { return false }
+            let names = rows.prefix(3).map(\.name).joined(separator: ", ") + (rows.count > 3 ? ", …" : "")
+            throw DroptraceError(
+                "records no series directory (not a trace's store: `droptrace score`'s file?) and holds rows (\(names)) of "
+                    + "none of the checkpoints found in \(seriesDirectory); \(ways)", path: path)
         }
+        let same = common.filter { $0.isScored(asFingerprint: fingerprints[$0.name]!) }.count
+        if same > 0 && 2 * same > common.count { return true }
+        let finding = same == 0
+            ? "none of the checkpoints found in \(seriesDirectory) is one of them"
+            : "of the \(common.count) checkpoints found in \(seriesDirectory) under names it holds, \(same) \(same == 1 ? "has" : "have") the files "
+                + "it scored (runs from one initial checkpoint share that one)"
         throw DroptraceError(
-            "holds the rows of the series in \(recorded) (\(rows.count) checkpoint\(rows.count == 1 ? "" : "s")), and none of the checkpoints found in "
-                + "\(seriesDirectory) is one of them: it is another run; use another output directory, or pass --force "
-                + "to rescore every checkpoint of this one in its place (the other run's rows are dropped)",
-            path: path)
+            "holds the rows of the series in \(recorded) (\(rows.count) checkpoint\(rows.count == 1 ? "" : "s")), and "
+                + "\(finding): it is another run; \(ways)", path: path)
     }
 }

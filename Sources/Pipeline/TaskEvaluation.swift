@@ -44,7 +44,7 @@ struct TaskEvaluation {
     func update(
         _ record: inout TaskAccuracyRecord, store: ScoreFile, analysis: SeriesAnalysis,
         onDisk: [DiscoveredCheckpoint], log: (String) -> Void
-    ) throws {
+    ) -> [(name: String, error: String)] {
         for request in requests where record.tasks[request.name]?.settings != settings[request.name] {
             if record.tasks[request.name] != nil {
                 log("\(request.name): its files or num_fewshot changed; measuring every checkpoint again")
@@ -54,6 +54,7 @@ struct TaskEvaluation {
         let directories = Dictionary(onDisk.map { ($0.name, $0.directory) }, uniquingKeysWith: { a, _ in a })
         // Suites of the tasks a checkpoint lacks, by their names (usually all of them).
         var suites: [[String]: TaskSuite] = [requests.map(\.name): suite]
+        var failures: [(name: String, error: String)] = []
         for (index, row) in store.rows.enumerated() {
             guard let directory = directories[row.name] else { continue }
             // nil: the full model; k: without the checkpoint's own drop-k attention set.
@@ -65,24 +66,40 @@ struct TaskEvaluation {
                 if !own.isEmpty { missing.append((k, own)) }
             }
             guard !missing.isEmpty else { continue }
-            let model = try ModelRegistry.load(try Checkpoint(directory: directory))
-            let tokenizer = try EvaluationTokenizer.load(
-                for: model.checkpoint, purpose: "task accuracy", requestedBy: requests[0].evaluationFile.path)
-            for (k, names) in missing {
-                let suite = try suites[names] ?? TaskSuite(requests.filter { names.contains($0.name) }, numFewshot: numFewshot)
-                suites[names] = suite
-                let plan = k.map { DropPlan(attention: Set(analysis.attention.dropSet(checkpoint: index, k: $0))) } ?? .none
-                log("task accuracy of \(row.name)" + (k.map { " without its own drop-\($0) attention layers" } ?? ""))
-                let result = try suite.evaluate(model: model, plan: plan, tokenizer: tokenizer)
-                for name in names {
-                    guard let metrics = result.tasks[name] else { continue }
-                    let accuracy = TaskAccuracyRecord.Accuracy(acc: metrics.acc, accNorm: metrics.acc_norm)
-                    record.tasks[name]?.hasNormalized = metrics.acc_norm != nil
-                    if let k {
-                        record.tasks[name]?.byCheckpoint[row.name, default: .init()].own[k] = accuracy
-                    } else {
-                        record.tasks[name]?.byCheckpoint[row.name, default: .init()].full = accuracy
-                    }
+            do {
+                try measure(missing, of: row.name, index: index, directory: directory, into: &record, suites: &suites,
+                            analysis: analysis, log: log)
+            } catch {
+                DropEvaluation.record(error, of: row.name, directory: directory, in: &failures, log: log)
+            }
+        }
+        return failures
+    }
+
+    /// The `missing` accuracies of checkpoint `row` (at `index`); those
+    /// measured before a failure are kept.
+    private func measure(
+        _ missing: [(k: Int?, tasks: [String])], of row: String, index: Int, directory: URL,
+        into record: inout TaskAccuracyRecord, suites: inout [[String]: TaskSuite], analysis: SeriesAnalysis,
+        log: (String) -> Void
+    ) throws {
+        let model = try ModelRegistry.load(try Checkpoint(directory: directory))
+        let tokenizer = try EvaluationTokenizer.load(
+            for: model.checkpoint, purpose: "task accuracy", requestedBy: directory.path)
+        for (k, names) in missing {
+            let suite = try suites[names] ?? TaskSuite(requests.filter { names.contains($0.name) }, numFewshot: numFewshot)
+            suites[names] = suite
+            let plan = k.map { DropPlan(attention: Set(analysis.attention.dropSet(checkpoint: index, k: $0))) } ?? .none
+            log("task accuracy of \(row)" + (k.map { " without its own drop-\($0) attention layers" } ?? ""))
+            let result = try suite.evaluate(model: model, plan: plan, tokenizer: tokenizer)
+            for name in names {
+                guard let metrics = result.tasks[name] else { continue }
+                let accuracy = TaskAccuracyRecord.Accuracy(acc: metrics.acc, accNorm: metrics.acc_norm)
+                record.tasks[name]?.hasNormalized = metrics.acc_norm != nil
+                if let k {
+                    record.tasks[name]?.byCheckpoint[row, default: .init()].own[k] = accuracy
+                } else {
+                    record.tasks[name]?.byCheckpoint[row, default: .init()].full = accuracy
                 }
             }
         }

@@ -89,6 +89,12 @@ public final class TraceRun {
         if case .series(let directory) = options.checkpoints, !FileManager.default.fileExists(atPath: directory.path) {
             throw DroptraceError("series directory not found", path: directory.path)
         }
+        let seriesDirectory = options.checkpoints.seriesDirectory
+        guard ScoreFileMetadata.canRecord(seriesDirectory: seriesDirectory) else {
+            throw DroptraceError(
+                "the series directory's path holds a line break or control character (or is over 4096 bytes), which "
+                    + "the store cannot record (series_directory): rename it", path: seriesDirectory)
+        }
         for file in [options.calibration.url] + (options.evaluation.map { [$0.url] } ?? []) {
             _ = try RegularFile(path: file.path)
         }
@@ -110,13 +116,13 @@ public final class TraceRun {
         removeStaleTemporaryFiles()
         try ReportWriter.checkReplaceable(in: options.output)
         let discovered = try CheckpointDiscovery.find(options.checkpoints, settleTime: options.settleTime)
-        report(discovered, into: &summary)
 
         // Score what the store does not have yet.
         var store: ScoreFile?
         (store, evaluation, taskAccuracy) = try existingStore()
+        report(discovered, into: &summary, stored: Set(store?.rows.map(\.name) ?? []))
         // Before anything is computed: even perplexities would come out in the other precision.
-        let series = options.checkpoints.seriesDirectory
+        let series = seriesDirectory
         if let existing = store, !force {
             try existing.metadata.checkContinued(in: options.precision, store: options.storeURL.path)
             if try existing.checkContinued(bySeriesIn: series, found: discovered.ready, store: options.storeURL.path) {
@@ -177,9 +183,14 @@ public final class TraceRun {
                 summary.scored.append(checkpoint.name)
                 stored.append(checkpoint)
             } catch let error as DroptraceError {
+                store = try withoutStaleRow(checkpoint.name, in: store)
+                // Deleted after discovery (`save_total_limit`): as if gone before it, no failure.
+                guard FileManager.default.fileExists(atPath: checkpoint.directory.path) else {
+                    log.warning("\(checkpoint.directory.path): deleted before it could be scored; not traced")
+                    continue
+                }
                 log.error("\(error.description)")
                 summary.failed.append((checkpoint.name, error.description))
-                store = try withoutStaleRow(checkpoint.name, in: store)
             }
         }
         afterAll()
@@ -197,14 +208,23 @@ public final class TraceRun {
 
     /// Says what discovery found, in the log and in `summary` (incomplete
     /// and failed checkpoints).
-    func report(_ discovered: CheckpointDiscovery.Result, into summary: inout TraceSummary) {
+    /// - Parameter stored: names of the store's rows. A checkpoint among
+    ///   them whose weight files are gone is no failure: its weights were
+    ///   deleted, and its row is kept as a deleted checkpoint's is.
+    func report(_ discovered: CheckpointDiscovery.Result, into summary: inout TraceSummary, stored: Set<String> = []) {
         for warning in discovered.warnings { log.warning("\(warning)") }
         summary.incomplete = discovered.incomplete
         for (name, reason) in discovered.incomplete {
             log.warning("skipping \(name) for now: \(reason); a later run will pick it up")
         }
-        summary.failed = discovered.failed
-        for (_, error) in discovered.failed { log.error("\(error)") }
+        for (name, error) in discovered.failed {
+            if discovered.weightless.contains(name) && stored.contains(name) {
+                log.warning("\(error); its stored row is kept, as a deleted checkpoint's is")
+            } else {
+                summary.failed.append((name, error))
+                log.error("\(error)")
+            }
+        }
         log.info("found \(discovered.ready.count) finished checkpoints")
     }
 
@@ -286,10 +306,15 @@ public final class TraceRun {
     ) throws -> TraceSummary {
         var summary = summary
         let analysis = try SeriesAnalysis(rows: store.rows, dropK: options.dropK)
-        if let source = options.evaluation {
-            try evaluation.update(store: store, analysis: analysis, onDisk: onDisk, source: source) { log.info("\($0)") }
+        // A checkpoint failing evaluation fails the run, after the others' values are stored and reported.
+        func failed(_ failures: [(name: String, error: String)]) {
+            for failure in failures { log.error("\(failure.error)") }
+            summary.failed += failures
         }
-        try tasks?.update(&taskAccuracy, store: store, analysis: analysis, onDisk: onDisk) { log.info("\($0)") }
+        if let source = options.evaluation {
+            failed(evaluation.update(store: store, analysis: analysis, onDisk: onDisk, source: source) { log.info("\($0)") })
+        }
+        failed(tasks?.update(&taskAccuracy, store: store, analysis: analysis, onDisk: onDisk) { log.info("\($0)") } ?? [])
         // A cron run that found nothing new leaves the store's bytes alone.
         if try !storeHolds(store, analysis: analysis) { try write(store, analysis: analysis) }
         // The report is drawn from the store as written, exactly as `droptrace report` draws it.

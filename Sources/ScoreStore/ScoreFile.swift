@@ -104,6 +104,13 @@ public struct ScoreFileMetadata: Sendable, Equatable {
 }
 
 extension ScoreFileMetadata {
+    /// Whether `path` can be recorded as `series_directory`: absolute, on
+    /// one line (no control characters or line separators), at most 4096
+    /// bytes — it is printed in messages.
+    public static func canRecord(seriesDirectory path: String) -> Bool {
+        ScoreFileReader.oneLine(path, atMost: 4096) && path.hasPrefix("/")
+    }
+
     static let kernelSeparator = "; "
 
     /// Adds the kernels of `other` (rows scored elsewhere, stored here) to
@@ -155,6 +162,23 @@ public struct ScoreFile: Sendable, Equatable {
     /// mistaken output path fails at once.
     public static func checkOutput(_ url: URL) throws {
         try ReplaceableOutput.check(url.path, signatures: signatures)
+    }
+
+    /// `checkOutput` for one checkpoint's file (`droptrace score`): also
+    /// throws when `url` holds a series store (`trace`'s: a series
+    /// directory recorded, or several checkpoints), often the only record
+    /// of checkpoints deleted since; a file that does not read as a score
+    /// file is judged by `checkOutput` alone.
+    /// - Throws: `DroptraceError` naming `url`.
+    public static func checkOneCheckpointOutput(_ url: URL) throws {
+        try checkOutput(url)
+        guard let existing = try? read(from: url),
+              existing.rows.count > 1 || existing.metadata.seriesDirectory != nil
+        else { return }
+        let series = existing.metadata.seriesDirectory.map { " of \($0)" } ?? ""
+        throw DroptraceError(
+            "refusing to replace a trace's store of \(existing.rows.count) checkpoint(s)\(series) with one checkpoint's "
+                + "scores; choose another path", path: url.path)
     }
 
     /// Writes the file atomically: everything goes to `<dir>/.<name>.tmp-<pid>`

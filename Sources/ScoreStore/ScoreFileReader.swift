@@ -166,10 +166,6 @@ enum ScoreFileReader {
     /// that is not an absolute path on one line (it is printed in messages).
     static func problem(of metadata: ScoreFileMetadata) -> String? {
         typealias Names = ScoreFileLayout.Attribute
-        func oneLine(_ text: String, atMost limit: Int) -> Bool {
-            !text.isEmpty && text.utf8.count <= limit
-                && !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0 == "\u{2028}" || $0 == "\u{2029}" })
-        }
         let precision = metadata.precision
         if !ScoreFileLayout.precisions.contains(precision) {
             return "root attribute \(Names.precision) is \"\(SystemError.oneLine(String(precision.prefix(40))))\", expected \(ScoreFileLayout.precisions.joined(separator: " or "))"
@@ -177,10 +173,15 @@ enum ScoreFileReader {
         if let kernel = metadata.matrixKernel, !oneLine(kernel, atMost: 1000) {
             return "root attribute \(Names.matrixKernel) is not one line of text (at most 1000 bytes)"
         }
-        if let series = metadata.seriesDirectory, !(oneLine(series, atMost: 4096) && series.hasPrefix("/")) {
+        if let series = metadata.seriesDirectory, !ScoreFileMetadata.canRecord(seriesDirectory: series) {
             return "root attribute \(Names.seriesDirectory) is not an absolute path on one line"
         }
         return nil
+    }
+
+    static func oneLine(_ text: String, atMost limit: Int) -> Bool {
+        !text.isEmpty && text.utf8.count <= limit
+            && !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0 == "\u{2028}" || $0 == "\u{2029}" })
     }
 
     enum Contents: String {

@@ -11,6 +11,8 @@ struct BPEModel: Sendable {
     let vocabularyEntryCount: Int
     let largestId: Int
     let tokenTexts: [Int: String]
+    /// UTF-8 length of the longest token's text.
+    let longestTokenBytes: Int
     let merges: MergeTable
 
     /// `placeholderForMissingUnknown` when `unk_token` names a token the
@@ -48,14 +50,21 @@ struct BPEModel: Sendable {
         var largestId = -1
         for (text, id) in vocabulary {
             guard id >= 0 && id <= Int(Int32.max) else { throw .badId(text, id) }
+            // A key given twice keeps its last id, as the library's map does.
             tokenIds[TokenBytes(text)] = Int32(id)
+        }
+        var longestToken = 0
+        for (text, id) in vocabulary where tokenIds[TokenBytes(text)] == Int32(id) {
             tokenTexts[id] = text
             largestId = max(largestId, id)
+            longestToken = max(longestToken, text.utf8.count)
         }
         self.tokenIds = tokenIds
         self.tokenTexts = tokenTexts
         self.largestId = largestId
-        vocabularyEntryCount = vocabulary.count
+        longestTokenBytes = longestToken
+        // Distinct keys: the library numbers added tokens from its map's size.
+        vocabularyEntryCount = tokenIds.count
 
         let prefix = continuingSubwordPrefix.map { Array($0.utf8) }
         var table = MergeTable(capacity: mergeList.count)

@@ -179,12 +179,21 @@ public final class Tokenizer: Sendable {
 
     /// Whether the ids of a text's start can be read from a prefix of it:
     /// false when a regex of the normalizer or pre-tokenizer may reach
-    /// arbitrarily far ahead, or an added token back (`lstrip` over a
-    /// whitespace run the cut falls in), so only the whole text gives them.
+    /// arbitrarily far ahead, an added token back (`lstrip` over a
+    /// whitespace run the cut falls in), or a token is longer than
+    /// `longestTokenForPrefixes` bytes, so only the whole text gives them.
     public var encodesPrefixesAlike: Bool {
         !addedTokenReachesBack && !(normalizer?.looksArbitrarilyFarAhead ?? false)
             && !(preTokenizer?.looksArbitrarilyFarAhead ?? false)
+            && model.longestTokenBytes <= Self.longestTokenForPrefixes
     }
+
+    /// Merges reach as far back as the tokens they build: without a
+    /// pre-tokenizer (SentencePiece-style files) the whole text is one word,
+    /// and a token kilobytes long completed far into the text changes its
+    /// first ids beyond what comparing two prefixes shows. Real vocabularies'
+    /// tokens are at most a few hundred bytes.
+    static let longestTokenForPrefixes = 1024
 
     /// The library's `token_to_id`: an added token's id (the lowest when
     /// several share the content), else the vocabulary's; nil for neither.

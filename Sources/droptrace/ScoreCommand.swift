@@ -27,7 +27,7 @@ struct ScoreCommand: ParsableCommand {
               /scores/<module>_angular_distance[_last_token]                float32 [C, L]
               /similarity/block_gap_angular_distance[_last_token]           float32 [C, L, L]
 
-            with C = 1. An existing output file is replaced only once the new one is complete, and only if it is an HDF5 file (an earlier output): any other file at that path, such as one of the run's inputs, is refused before any work.
+            with C = 1. An existing output file is replaced only once the new one is complete, and only if it is an earlier `score` output: any other file at that path, such as one of the run's inputs or a trace's scores.h5, is refused before any work.
 
             On standard output (--json: the same as JSON) it prints which layers each method would drop \
             (LLM-Drop's 1 - cos, identical to ShortGPT's Block Influence for blocks; Gromov et al.'s angular \
@@ -67,7 +67,7 @@ struct ScoreCommand: ParsableCommand {
         try runReportingErrors { log in
             engine.apply()
             precision.apply()
-            try ScoreFile.checkOutput(URL(fileURLWithPath: output))
+            try ScoreFile.checkOneCheckpointOutput(URL(fileURLWithPath: output))
             let directory = URL(fileURLWithPath: checkpoint)
             let name = directory.standardizedFileURL.lastPathComponent
             log.info("scoring \(checkpoint)")
@@ -82,6 +82,8 @@ struct ScoreCommand: ParsableCommand {
                 scores: scored.scores, name: name, step: CheckpointName.step(name) ?? -1,
                 tokens: CheckpointName.tokens(name) ?? -1)
             let file = ScoreFile(metadata: .init(scored, precision: precision.precision), rows: [row])
+            // Again: a trace may have written its store there while this one was scored.
+            try ScoreFile.checkOneCheckpointOutput(URL(fileURLWithPath: output))
             try file.write(to: URL(fileURLWithPath: output))
             log.info("wrote \(output)")
             if json {

@@ -66,6 +66,15 @@ import Testing
             == ["step-002000-4BT", "step-010000-21BT", "step-167000-350BT"])
     }
 
+    /// Amber's `ckpt_<N>` with trainer_state.json steps for some and not
+    /// others (the newest, before the Trainer writes it): the index places
+    /// them all, never set against a step.
+    @Test func anIndexIsNeverComparedWithAStep() {
+        let steps: [(String, Int64)] = [("ckpt_1", 10), ("ckpt_2", 25), ("ckpt_3", 50), ("ckpt_4", -1)]
+        let ordered = steps.sorted { CheckpointName.position(name: $0.0, step: $0.1) < CheckpointName.position(name: $1.0, step: $1.1) }
+        #expect(ordered.map(\.0) == ["ckpt_1", "ckpt_2", "ckpt_3", "ckpt_4"])
+    }
+
     /// The wild case: a series in OLMo 2's layout is found whole, in order,
     /// with the tokens each name carries.
     @Test func olmo2SeriesIsDiscoveredWhole() throws {

@@ -59,6 +59,43 @@ import Testing
         #expect(replaced.metadata.seriesDirectory == seed2Path)
     }
 
+    /// Runs started from one initial checkpoint share it: one checkpoint
+    /// with the stored files among others that differ is another run, and
+    /// a `score` file (no series directory) holding none of the series'
+    /// checkpoints is no store of this series.
+    @Test func oneSharedCheckpointOrAScoreFileIsNotThisSeries() throws {
+        let scratch = try ScratchDirectory()
+        let seed1 = try SeriesBuilder(in: scratch, name: "seed-1")
+        let shared = try seed1.add(step: 10)
+        try seed1.add(step: 20)
+        try seed1.add(step: 30)
+        let seed2 = try SeriesBuilder(in: scratch, name: "seed-2")
+        try FileManager.default.createSymbolicLink(
+            at: seed2.directory.appendingPathComponent("checkpoint-10"), withDestinationURL: shared)
+        try touch(try seed2.add(step: 20), Date(timeIntervalSinceNow: -60))
+        try touch(try seed2.add(step: 30), Date(timeIntervalSinceNow: -30))
+        let output = scratch.path("out")
+        #expect(try runs.trace(seed1.directory, output).status == 0)
+        let before = try Data(contentsOf: output.appendingPathComponent("scores.h5"))
+        let run = try runs.trace(seed2.directory, output)
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("and of the 3 checkpoints found in \(seed2.directory.resolvingSymlinksInPath().path) "
+                                    + "under names it holds, 1 has the files it scored"), "\(run.stderr)")
+        #expect(try Data(contentsOf: output.appendingPathComponent("scores.h5")) == before)
+
+        let scored = scratch.path("scored")
+        try FileManager.default.createDirectory(at: scored, withIntermediateDirectories: true)
+        let score = try DroptraceCommand.run([
+            "score", FixtureFiles.model("gpt2-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--output", scored.appendingPathComponent("scores.h5").path,
+        ])
+        try #require(score.status == 0, "\(score.stderr)")
+        let adopted = try runs.trace(seed1.directory, scored)
+        #expect(adopted.status == 1)
+        #expect(adopted.stderr.contains("records no series directory (not a trace's store: `droptrace score`'s file?) "
+                                        + "and holds rows (gpt2-f32) of none of the checkpoints found"), "\(adopted.stderr)")
+    }
+
     /// A series moved (or reached by another path) is recognised by its
     /// checkpoints' files: the stored rows are kept, not rescored, and the
     /// store records where it is now. A store from before the directory was

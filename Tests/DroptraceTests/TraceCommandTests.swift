@@ -56,6 +56,58 @@ import Glibc
         #expect(forced.rows.map(\.name) == ["step5", "checkpoint-20", "checkpoint-30"])
     }
 
+    /// `score --output OUT_DIR/scores.h5` would replace the run's history
+    /// (rows of checkpoints deleted since) with one checkpoint's file.
+    @Test func scoreNeverReplacesATraceStore() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let checkpoint = try series.add(step: 10)
+        try series.add(step: 20)
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output).status == 0)
+        let store = output.appendingPathComponent("scores.h5")
+        let before = try Data(contentsOf: store)
+        let result = try DroptraceCommand.run([
+            "score", checkpoint.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", store.path,
+        ])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("\(store.path): refusing to replace a trace's store of 2 checkpoint(s)"), "\(result.stderr)")
+        #expect(try Data(contentsOf: store) == before)
+        // An earlier score output is still replaced.
+        let single = scratch.path("single.h5")
+        for _ in 0..<2 {
+            let again = try DroptraceCommand.run([
+                "score", checkpoint.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", single.path,
+            ])
+            #expect(again.status == 0, "\(again.stderr)")
+        }
+    }
+
+    /// Weights deleted (to free space, a rotation cut short) leave the row
+    /// as a deleted checkpoint's; a series path the store cannot record is
+    /// refused before anything is created.
+    @Test func deletedWeightsKeepTheRowAndAnUnrecordableSeriesPathIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let early = try series.add(step: 10)
+        try series.add(step: 20)
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output).status == 0)
+        let rows = try ScoreFile.read(from: output.appendingPathComponent("scores.h5")).rows
+        try FileManager.default.removeItem(at: early.appendingPathComponent("model.safetensors"))
+        let again = try trace(series.directory, output, ["--settle-minutes", "0"])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stderr.contains("its stored row is kept, as a deleted checkpoint's is"), "\(again.stderr)")
+        #expect(try ScoreFile.read(from: output.appendingPathComponent("scores.h5")).rows == rows)
+
+        let odd = scratch.path("run\nA")
+        try FileManager.default.createDirectory(at: odd, withIntermediateDirectories: true)
+        let refused = try trace(odd, scratch.path("odd-out"))
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("the series directory's path holds a line break"), "\(refused.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("odd-out").path))
+    }
+
     @Test func incompleteCheckpointIsSkippedAndPickedUpLater() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
@@ -284,6 +336,42 @@ import Glibc
             "trace", series.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
             "--eval", eval.path, "--seq-len", "32", "--samples", "4", "--drop-k", "1", "--drop-k", "2", "--threads", "1",
         ])
+    }
+
+    /// A checkpoint that cannot be evaluated — its tokenizer gives other
+    /// evaluation tokens, or it has none for the tasks — fails the run with
+    /// one line naming it; the others' values are stored and reported.
+    @Test func aCheckpointFailingEvaluationLeavesTheOthersStored() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 100)
+        let odd = try series.add(step: 200)
+        let tokenizer = odd.appendingPathComponent("tokenizer.json")
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: tokenizer)) as! [String: Any]
+        var model = json["model"] as! [String: Any]
+        model["merges"] = Array((model["merges"] as! [Any]).prefix(10))
+        json["model"] = model
+        try FileManager.default.removeItem(at: tokenizer)
+        try JSONSerialization.data(withJSONObject: json).write(to: tokenizer)
+        let output = scratch.path("out")
+        let result = try trace(series.directory, output, eval: FixtureFiles.calibrationText)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("\(odd.path): its tokenizer turns the evaluation text into other tokens"), "\(result.stderr)")
+        let full = try #require(try perplexities(output)["perplexity_full"])
+        #expect(full.count == 2 && full[0].isFinite && full[1].isNaN, "\(full)")
+        #expect(FileManager.default.fileExists(atPath: output.appendingPathComponent("report.md").path))
+
+        try FileManager.default.removeItem(at: tokenizer)
+        let tasks = try DroptraceCommand.run([
+            "trace", series.directory.path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--output", scratch.path("tasks").path, "--threads", "1",
+        ] + TaskDropTraceTests.taskArguments)
+        #expect(tasks.status == 1)
+        #expect(tasks.stderr.contains("error: \(odd.path): task accuracy needs the checkpoint's tokenizer.json"), "\(tasks.stderr)")
+        let record = try HDF5File.open(at: scratch.path("tasks").appendingPathComponent("scores.h5"))
+        defer { try? record.close() }
+        let accuracy = try record.dataset("evaluation/tasks/piqa/acc_full").read(as: Double.self)
+        #expect(accuracy.count == 2 && accuracy[0].isFinite && accuracy[1].isNaN, "\(accuracy)")
     }
 
     /// Every /evaluation column of the store in `output`.
