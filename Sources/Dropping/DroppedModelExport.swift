@@ -17,9 +17,16 @@ public enum DroppedModelExport {
         "optimizer.pt", "scheduler.pt", "training_args.bin", "trainer_state.json", "rng_state.pth",
     ]
 
-    /// Refuses an export path that is a file or a non-empty directory
-    /// (checked before any work, and again when writing).
+    /// Refuses an export path that is a file, a symbolic link or a non-empty
+    /// directory (checked before any work, and again when writing). A link
+    /// is refused rather than followed: the export is renamed into place,
+    /// which would not go where the link points.
+    /// - Throws: `DroptraceError` naming `directory`.
     public static func checkDestination(_ directory: URL) throws {
+        var status = stat()
+        if lstat(directory.path, &status) == 0, status.st_mode & S_IFMT == S_IFLNK {
+            throw DroptraceError("export path is a symbolic link; give a new directory's own path", path: directory.path)
+        }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory) else { return }
         guard isDirectory.boolValue else {
@@ -30,6 +37,11 @@ public enum DroppedModelExport {
         }
     }
 
+    /// Writes the export into a staging directory beside `directory` and
+    /// renames it into place once complete (`moveIntoPlace`).
+    /// - Throws: `DroptraceError` naming `directory` when it is taken (also
+    ///   when it was taken while the export was written: nothing there is
+    ///   replaced) or cannot be written, or naming an input that cannot be read.
     public static func write(model: any LanguageModel, plan requested: DropPlan, to directory: URL) throws {
         let files = FileManager.default
         try checkDestination(directory)
@@ -66,14 +78,31 @@ public enum DroppedModelExport {
             if model.checkpoint.gguf == nil {
                 try copyCompanionFiles(from: model.checkpoint.directory, to: staging) { interruption.add($0.path) }
             }
-            if files.fileExists(atPath: directory.path) { try files.removeItem(at: directory) }
-            try files.moveItem(at: staging, to: directory)
+            try moveIntoPlace(staging, to: directory)
         } catch {
             try? files.removeItem(at: staging)
             // An error about an input names it; one about what was being written names the export.
             if let error = error as? DroptraceError, error.path.map({ !$0.hasPrefix(staging.path) }) ?? false { throw error }
             let reason = (error as? DroptraceError)?.message ?? SystemError.summary(of: error)
             throw DroptraceError("cannot write the export: \(reason)", path: directory.path)
+        }
+    }
+
+    /// Renames the complete `staging` directory to `directory`, which the
+    /// export takes only while it is free or an empty directory: whatever
+    /// was created there while the export was written (a user's directory,
+    /// another drop's export) stays as it is, never replaced or removed.
+    /// - Throws: `DroptraceError` naming `directory`; `staging` is left for the caller to remove.
+    static func moveIntoPlace(_ staging: URL, to directory: URL) throws {
+        do {
+            try DirectoryPlacement.move(staging.path, to: directory.path)
+        } catch .taken(let code) {
+            throw DroptraceError(
+                "was created or filled while the export was being written (\(SystemError.describe(code))); left as it is "
+                    + "and the export discarded: choose a new path",
+                path: directory.path)
+        } catch .failed(let code) {
+            throw DroptraceError("cannot move the export into place: \(SystemError.describe(code))", path: directory.path)
         }
     }
 

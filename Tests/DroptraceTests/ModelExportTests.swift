@@ -175,6 +175,82 @@ import Testing
         #expect(names == [live.lastPathComponent, other.lastPathComponent, "export", "model"].sorted())
     }
 
+    /// A directory created at the export path while the export is written
+    /// (by hand, or by another drop exporting there) is left as it is: the
+    /// export fails with one line naming the path, and its staging directory
+    /// goes. The run is stopped (SIGSTOP) once its staging directory appears,
+    /// while a large companion file is still being copied into it.
+    @Test func exportPathTakenDuringTheWriteIsLeftAsItIs() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32", as: "model")
+        try Data(count: 32 << 20).write(to: model.appendingPathComponent("notes-large.txt"))
+        let exported = scratch.path("export")
+        let process = Process()
+        process.executableURL = DroptraceCommand.executable
+        process.arguments = [
+            "drop", model.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--target", "block", "--count", "1",
+            "--export", exported.path, "--speed-max-rounds", "1", "--threads", "1",
+        ]
+        let errors = Pipe()
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = errors
+        try process.run()
+        let staging = scratch.path(TemporaryFileName.forTarget("export", pid: process.processIdentifier))
+        while access(staging.path, F_OK) != 0 && process.isRunning { usleep(100) }
+        kill(process.processIdentifier, SIGSTOP)
+        let created = mkdir(exported.path, 0o755) == 0
+        if created { try Data("precious".utf8).write(to: exported.appendingPathComponent("notes.txt")) }
+        kill(process.processIdentifier, SIGCONT)
+        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        try #require(created, "the export was in place before the run could be stopped: \(stderr)")
+
+        #expect(process.terminationStatus == 1, "\(stderr)")
+        let lines = stderr.split(separator: "\n").filter { $0.contains("error:") }
+        #expect(lines.count == 1 && lines[0].hasSuffix(
+            "error: \(exported.path): was created or filled while the export was being written (Directory not empty); "
+                + "left as it is and the export discarded: choose a new path"), "\(stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: exported.path) == ["notes.txt"])
+        #expect(try String(contentsOf: exported.appendingPathComponent("notes.txt"), encoding: .utf8) == "precious")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).sorted() == ["export", "model"])
+    }
+
+    /// The rename into place takes a free path or an empty directory, and
+    /// leaves anything else there (and the directory to move) as it was.
+    @Test func placementTakesOnlyAFreePathOrAnEmptyDirectory() throws {
+        let scratch = try ScratchDirectory()
+        let files = FileManager.default
+        func staged() throws -> URL {
+            let source = scratch.path("staging")
+            try files.createDirectory(at: source, withIntermediateDirectories: true)
+            try Data("new".utf8).write(to: source.appendingPathComponent("config.json"))
+            return source
+        }
+        let free = scratch.path("free"), empty = scratch.path("empty")
+        try DirectoryPlacement.move(try staged().path, to: free.path)
+        try files.createDirectory(at: empty, withIntermediateDirectories: true)
+        try DirectoryPlacement.move(try staged().path, to: empty.path)
+        for placed in [free, empty] { #expect(try files.contentsOfDirectory(atPath: placed.path) == ["config.json"]) }
+
+        let full = scratch.path("full"), file = scratch.path("file"), link = scratch.path("link")
+        try files.createDirectory(at: full, withIntermediateDirectories: true)
+        _ = try scratch.write("kept", to: "full/notes.txt")
+        _ = try scratch.write("kept", to: "file")
+        try files.createDirectory(at: scratch.path("elsewhere"), withIntermediateDirectories: true)
+        try files.createSymbolicLink(atPath: link.path, withDestinationPath: "elsewhere")
+        for taken in [full, file, link] {
+            let source = try staged()
+            #expect(throws: DirectoryPlacement.Failure.self, "\(taken.lastPathComponent)") {
+                try DirectoryPlacement.move(source.path, to: taken.path)
+            }
+            #expect(try files.contentsOfDirectory(atPath: source.path) == ["config.json"])
+        }
+        #expect(try files.contentsOfDirectory(atPath: full.path) == ["notes.txt"])
+        #expect(try String(contentsOf: file, encoding: .utf8) == "kept")
+        #expect(try files.destinationOfSymbolicLink(atPath: link.path) == "elsewhere")
+        #expect(try files.contentsOfDirectory(atPath: scratch.path("elsewhere").path).isEmpty)
+    }
+
     /// A full disk names the export directory (it named a staging file
     /// already removed, or the source file being copied).
     @Test func fullDiskNamesTheExport() throws {
