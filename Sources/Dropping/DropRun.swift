@@ -124,7 +124,10 @@ public enum DropRun {
         // Task files are read and checked before the model is, and where results go before any work.
         let suite = request.tasks.isEmpty ? nil : try TaskSuite(request.tasks, numFewshot: request.numFewshot)
         if let yaml = request.exportMergekit { _ = try MergekitSlices.outputDirectory(for: yaml) }
-        if let export = request.export { try DroppedModelExport.checkDestination(export) }
+        if let export = request.export {
+            try DroppedModelExport.checkOutsideSource(export, checkpoint: request.checkpoint)
+            try DroppedModelExport.checkDestination(export)
+        }
         let model = try ModelRegistry.load(try Checkpoint(location: request.checkpoint))
         if request.exportMergekit != nil { try MergekitSlices.checkSource(model) }
         try DropSelection.check(request.target, count: request.count, layers: model.layerCount, checkpoint: request.checkpoint.path)

@@ -37,6 +37,25 @@ public enum DroppedModelExport {
         }
     }
 
+    /// Refuses an export path that is the source checkpoint directory or lies
+    /// inside it (through symbolic links too), as `trace` refuses an output
+    /// inside a checkpoint: training replaces and deletes checkpoint
+    /// directories (`save_total_limit`), the export with them. A checkpoint
+    /// given as one weight file has no directory of its own: its neighbours
+    /// may hold the export. Checked from the paths alone, before any work.
+    /// - Throws: `DroptraceError` naming `directory` and the checkpoint.
+    public static func checkOutsideSource(_ directory: URL, checkpoint: URL) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: checkpoint.path, isDirectory: &isDirectory), isDirectory.boolValue,
+            ResolvedPath.isWithin(directory, checkpoint)
+        else { return }
+        let relation = ResolvedPath.of(directory) == ResolvedPath.of(checkpoint) ? "is" : "lies inside"
+        throw DroptraceError(
+            "\(relation) \(checkpoint.path), the checkpoint the modules are dropped from, which training may replace "
+                + "or delete with the export in it; choose an export directory outside the checkpoint",
+            path: directory.path)
+    }
+
     /// Writes the export into a staging directory beside `directory` and
     /// renames it into place once complete (`moveIntoPlace`).
     /// - Throws: `DroptraceError` naming `directory` when it is taken (also

@@ -233,7 +233,6 @@ public final class TraceRun {
     /// directories (`save_total_limit`), and the store with them. Checked
     /// from the paths alone, before the output directory is created.
     func checkOutputOutsideCheckpoints() throws {
-        let output = Self.resolved(options.output)
         let candidates: [URL]
         switch options.checkpoints {
         case .list(let directories):
@@ -243,26 +242,12 @@ public final class TraceRun {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
             candidates = names.filter { CheckpointName.parse($0) != nil }.map { directory.appendingPathComponent($0) }
         }
-        for checkpoint in candidates {
-            let directory = Self.resolved(checkpoint)
-            guard output == directory || output.hasPrefix(directory + "/") else { continue }
+        for checkpoint in candidates where ResolvedPath.isWithin(options.output, checkpoint) {
             throw DroptraceError(
                 "lies inside checkpoint \(checkpoint.standardizedFileURL.lastPathComponent), which training may replace "
                     + "or delete with the store in it; choose an output directory outside the checkpoints",
                 path: options.output.path)
         }
-    }
-
-    /// `url`'s absolute path with the symbolic links of its longest existing
-    /// ancestor resolved (the output directory need not exist yet).
-    static func resolved(_ url: URL) -> String {
-        var existing = url.standardizedFileURL
-        var rest: [String] = []
-        while !FileManager.default.fileExists(atPath: existing.path), existing.path != "/" {
-            rest.insert(existing.lastPathComponent, at: 0)
-            existing.deleteLastPathComponent()
-        }
-        return rest.reduce(existing.resolvingSymlinksInPath()) { $0.appendingPathComponent($1) }.standardizedFileURL.path
     }
 
     /// `store` (a new one with `metadata` when nil) with `row` in place of

@@ -230,6 +230,35 @@ import Tokenization
         #expect(try FileManager.default.contentsOfDirectory(atPath: taken.path) == ["notes.txt"])
     }
 
+    /// An export into the checkpoint dropped from (training rotates it away
+    /// with save_total_limit) is refused like trace's output inside a
+    /// checkpoint, also through a link and as the checkpoint itself, before
+    /// any scoring; an empty path (the current directory) is invalid usage.
+    @Test func exportInsideTheSourceCheckpointIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32", as: "ck")
+        let link = scratch.path("link")
+        try FileManager.default.createSymbolicLink(atPath: link.path, withDestinationPath: "ck")
+        let before = try FileManager.default.contentsOfDirectory(atPath: model.path).sorted()
+        let cases: [(String, Int32, String)] = [
+            (model.appendingPathComponent("pruned").path, 1, "lies inside \(model.path), the checkpoint the modules are dropped from"),
+            (link.appendingPathComponent("a/pruned").path, 1, "lies inside \(model.path), the checkpoint the modules are dropped from"),
+            (model.path, 1, "is \(model.path), the checkpoint the modules are dropped from"),
+            ("", 64, "--export needs a directory path; it is empty"),
+        ]
+        for (export, status, phrase) in cases {
+            let result = try DroptraceCommand.run([
+                "drop", model.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--target", "block", "--count", "1",
+                "--export", export, "--speed-max-rounds", "1",
+            ])
+            #expect(result.status == status, "\(export): \(result.stderr)")
+            #expect(result.stderr.contains(export.isEmpty ? phrase : "\(export): \(phrase)"), "\(export): \(result.stderr)")
+            #expect(!result.stderr.contains("scoring"), "\(export): refused only after scoring")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: model.path).sorted() == before)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).sorted() == ["ck", "link"])
+    }
+
     @Test func dropCommandPrintsJSON() throws {
         let scratch = try ScratchDirectory()
         let result = try DroptraceCommand.run([
