@@ -142,14 +142,6 @@ struct DropCommand: ParsableCommand {
     }
 }
 
-/// JSON with NaN and infinities as null.
-func encodeJSON<T: Encodable>(_ value: T) throws -> String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-    return String(decoding: try encoder.encode(value), as: UTF8.self)
-}
-
 /// The checks `--task` and `--num-fewshot` share in `drop` and `trace`.
 func validateTaskOptions(tasks: [String], numFewshot: Int?) throws {
     guard let numFewshot else { return }

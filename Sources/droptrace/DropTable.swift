@@ -51,7 +51,9 @@ struct DropTable {
             + "measured \(format(speed.decodeTimeRatio, 3)) decode time), KV cache saved \(format(result.kvCacheSavedPercent, 1))%")
         let basis = result.average == nil ? "perplexity" : "the task average"
         if let sdr = result.sdr {
-            lines.append("SDR (performance lost % per decode speed-up %, on \(basis)): \(format(sdr, 3))")
+            // Not finite only from a perplexity or average that is not: no ratio to speak of.
+            let value = sdr.isFinite ? format(sdr, 3) : "n/a (\(basis) not finite)"
+            lines.append("SDR (performance lost % per decode speed-up %, on \(basis)): \(value)")
         } else if result.decodeVerdict == .withinNoise && (result.average != nil || result.perplexity != nil) {
             lines.append("SDR (performance lost % per decode speed-up %, on \(basis)): n/a (decode speed-up within noise)")
         }
@@ -64,14 +66,21 @@ struct DropTable {
     private func row(_ a: String, _ b: String, _ c: String) -> String {
         a.padding(toLength: 26, withPad: " ", startingAt: 0) + b.padding(toLength: 14, withPad: " ", startingAt: 0) + c
     }
-    private func format(_ value: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", value) }
+    /// `value` with `digits` decimals; "inf" for an infinite one (a perplexity
+    /// that overflowed) and "n/a" for NaN (undefined), where printf would
+    /// write "inf", "nan" or "-nan" depending on the sign bit.
+    private func format(_ value: Double, _ digits: Int) -> String {
+        if value.isNaN { return "n/a" }
+        if value.isInfinite { return value > 0 ? "inf" : "-inf" }
+        return String(format: "%.\(digits)f", value)
+    }
     private func range(_ spread: Spread, _ digits: Int) -> String { "\(format(spread.q1, digits))–\(format(spread.q3, digits))" }
 
     /// A speed-up as its verdict: a signed percentage only when it is more
     /// than noise, and a measured slow-down said plainly.
     private func speedup(_ paired: PairedSpeed) -> String {
         let percent = paired.speedupPercent
-        func signed(_ value: Double) -> String { (value >= 0 ? "+" : "−") + format(abs(value), 1) + "%" }
+        func signed(_ value: Double) -> String { value.isNaN ? "n/a" : (value >= 0 ? "+" : "−") + format(abs(value), 1) + "%" }
         let numbers = "\(signed(percent.median)) [\(signed(percent.q1)), \(signed(percent.q3))]"
         let test = paired.pValue < 0.001 ? "sign test p < 0.001" : String(format: "sign test p = %.3f", paired.pValue)
         switch paired.verdict {

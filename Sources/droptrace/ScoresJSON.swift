@@ -65,11 +65,7 @@ struct ScoresJSON: Encodable {
         bestBlocks = BlockGapTable(row: row).rows.map(BestBlockJSON.init)
     }
 
-    func encoded() throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return String(decoding: try encoder.encode(self), as: UTF8.self)
-    }
+    func encoded() throws -> String { try encodeJSON(self) }
 }
 
 /// `angular_distance` in `score --json`: the store's arrays, NaN as null.

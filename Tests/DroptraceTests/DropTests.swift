@@ -259,6 +259,43 @@ import Tokenization
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).sorted() == ["ck", "link"])
     }
 
+    /// A final norm scaled by 1e30 overflows the logits: both perplexities
+    /// are infinite and the SDR from them undefined. JSON has null for them
+    /// (it has no infinity; strings where numbers go break readers), and
+    /// the table says inf and n/a.
+    @Test func nonFiniteNumbersAreNullInJSONAndSpelledOutInTheTable() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32", as: "model")
+        let weights = model.appendingPathComponent("model.safetensors")
+        let source = try SafetensorsFile(path: weights.path)
+        let entries = try source.tensors.values.sorted { $0.name < $1.name }.map { slice in
+            guard slice.name == "model.norm.weight" else { return SafetensorsWriter.Entry(name: slice.name, shape: slice.shape) { try slice.floats() } }
+            let scaled = try slice.floats().map { $0 * 1e30 }
+            return SafetensorsWriter.Entry(name: slice.name, shape: slice.shape) { scaled }
+        }
+        try SafetensorsWriter.encode(entries).write(to: weights)
+        // Four of five blocks dropped: decoding is faster beyond noise, so the SDR is computed (from infinities).
+        let arguments = [
+            "drop", model.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--target", "block", "--count", "4",
+            "--eval", FixtureFiles.calibrationText.path, "--seq-len", "32",
+        ]
+        let result = try DroptraceCommand.run(arguments + ["--json"])
+        try #require(result.status == 0, "\(result.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        let perplexity = try #require(json["perplexity"] as? [String: Any])
+        #expect(perplexity["full"] is NSNull && perplexity["dropped"] is NSNull, "\(perplexity)")
+        try #require(json["decode_verdict"] as? String == "faster", "no SDR to check: \(json["decode_verdict"] ?? "")")
+        #expect(json["sdr"] is NSNull, "\(json["sdr"] ?? "absent")")
+        #expect(!result.stdout.contains("\"inf\"") && !result.stdout.contains("\"nan\""), "\(result.stdout)")
+
+        let table = try DroptraceCommand.run(arguments)
+        try #require(table.status == 0, "\(table.stderr)")
+        let lines = table.stdout.split(separator: "\n")
+        #expect(lines.contains { $0.hasPrefix("perplexity") && $0.split(separator: " ") == ["perplexity", "inf", "inf"] }, "\(table.stdout)")
+        #expect(table.stdout.contains("on perplexity): n/a (perplexity not finite)"), "\(table.stdout)")
+        #expect(!table.stdout.contains("-nan") && !table.stdout.contains(": nan"), "\(table.stdout)")
+    }
+
     @Test func dropCommandPrintsJSON() throws {
         let scratch = try ScratchDirectory()
         let result = try DroptraceCommand.run([
