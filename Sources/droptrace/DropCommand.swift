@@ -28,9 +28,10 @@ struct DropCommand: ParsableCommand {
             performance lost in % per decode speed-up in %, on the task average when tasks are given, else on \
             perplexity). Speed is timed as LLM-Drop's benchmark does (batch 1, context/generate lengths \
             32/32 up to 512/512 as the model's positions and the budget allow), both models in alternation, \
-            round after round until the medians settle (at least 8 rounds, at most --speed-max-rounds, within \
-            --speed-budget); medians are shown with their interquartile range, and a speed-up the paired \
-            rounds cannot tell from zero (sign test, p > 0.01) is reported as within noise, with no SDR.
+            round after round until the medians settle (checked from the 8th round on), at most \
+            --speed-max-rounds rounds and within --speed-budget; medians are shown with their interquartile \
+            range, and a speed-up the paired rounds cannot tell from zero (sign test, p > 0.01; always with \
+            fewer than 8 rounds) is reported as within noise, with no SDR.
 
             --export DIR writes the dropped model: for block drops a standard Hugging Face checkpoint with \
             the blocks removed; otherwise the weights without the dropped modules and LLM-Drop's \
@@ -90,7 +91,11 @@ struct DropCommand: ParsableCommand {
         valueName: "seconds"), transform: decimalNumber)
     var speedBudget: Double = 120
 
-    @Option(help: ArgumentHelp("At most this many timing rounds (default 20; at least 8 unless the budget ends them).", valueName: "n"))
+    // Fewer than 8 rounds are allowed, for runs that want no timing (an export, perplexity only):
+    // the help says what they cost, every speed-up within noise.
+    @Option(help: ArgumentHelp(
+        "At most this many timing rounds (default 20); below 8 every speed-up is within noise (the sign test needs 8).",
+        valueName: "n"))
     var speedMaxRounds: Int = 20
 
     @OptionGroup var engine: EngineOptions

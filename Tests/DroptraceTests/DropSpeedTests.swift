@@ -159,6 +159,16 @@ import Testing
         #expect(table.stdout.contains("decode  within noise") && table.stdout.contains("n/a (decode speed-up within noise)"))
     }
 
+    /// A maximum below 8 rounds is allowed (a run that wants no timing), and
+    /// the help says what it costs instead of promising 8 rounds.
+    @Test func maxRoundsHelpSaysWhatFewRoundsCost() throws {
+        let help = try DroptraceCommand.run(["drop", "--help"])
+        try #require(help.status == 0, "\(help.stderr)")
+        let text = help.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(text.contains("At most this many timing rounds (default 20); below 8 every speed-up is within noise"), "\(help.stdout)")
+        #expect(!text.contains("at least 8 rounds"), "\(help.stdout)")
+    }
+
     @Test func badSpeedOptionsAreRefused() throws {
         let base = ["drop", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
                     "--target", "attention", "--count", "1"]
