@@ -18,7 +18,7 @@ struct Droptrace: ParsableCommand {
         version: DroptraceVersion.string,
         subcommands: [
             ScoreCommand.self, TraceCommand.self, RunCommand.self, ReportCommand.self, CompareCommand.self, DropCommand.self,
-            EvalCommand.self, SlurmCommand.self,
+            EvalCommand.self, SlurmCommand.self, ResealCommand.self,
         ]
     )
 }

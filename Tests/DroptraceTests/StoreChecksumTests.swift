@@ -50,6 +50,42 @@ import Testing
         #expect(throws: DroptraceError.self) { try ScoreFile.read(from: store) }
     }
 
+    /// A change droptrace did not make (h5py opening the store for
+    /// writing, an attribute added) is refused as damage until `reseal`
+    /// accepts the store as it now is; what does not read stays refused.
+    @Test func resealAcceptsAStoreChangedOutsideDroptrace() throws {
+        let scratch = try ScratchDirectory()
+        let store = try Self.scoredStore(in: scratch)
+        let directory = store.deletingLastPathComponent()
+        let original = try Data(contentsOf: store)
+        let file = try HDF5File.open(at: store, writable: true)
+        try file.setAttribute("my_note", "kept")
+        try file.close()
+        // As another tool leaves it: the body changed, the checksum block as droptrace wrote it.
+        var changed = try Data(contentsOf: store)
+        changed.replaceSubrange(0..<512, with: original[0..<512])
+        try changed.write(to: store)
+        let refused = try DroptraceCommand.run(["report", directory.path])
+        #expect(refused.status == 1 && refused.stderr.contains("`droptrace reseal` accepts it as it now is"), "\(refused.stderr)")
+
+        let resealed = try DroptraceCommand.run(["reseal", directory.path])
+        #expect(resealed.status == 0, "\(resealed.stderr)")
+        #expect(try Data(contentsOf: store).dropFirst(512) == changed.dropFirst(512), "nothing but the checksum changes")
+        #expect(try ScoreFile.read(from: store).rows.count == 1)
+        let reopened = try HDF5File.open(at: store)
+        #expect(try reopened.stringAttribute("my_note") == "kept")
+        try reopened.close()
+        #expect(try DroptraceCommand.run(["report", directory.path]).status == 0)
+
+        // A body that does not read is not resealed: the file stays as it was.
+        var broken = try Data(contentsOf: store)
+        broken.replaceSubrange(512..<520, with: Data(repeating: 0, count: 8))
+        try broken.write(to: store)
+        let notAStore = try DroptraceCommand.run(["reseal", store.path])
+        #expect(notAStore.status == 1 && notAStore.stderr.contains("is not a droptrace store"), "\(notAStore.stderr)")
+        #expect(try Data(contentsOf: store) == broken)
+    }
+
     @Test func aStoreFromBeforeTheChecksumStillReads() throws {
         let scratch = try ScratchDirectory()
         let store = try Self.scoredStore(in: scratch)

@@ -65,7 +65,9 @@ enum HDF5Checksum {
         defer { try? handle.close() }
         let block = Array((try? handle.read(upToCount: userBlockSize)) ?? Data())
         func damaged(_ why: String) -> DroptraceError {
-            DroptraceError("the store is damaged: \(why); it was changed after it was written", path: path)
+            DroptraceError(
+                "the store is damaged: \(why); it was changed after it was written (if you changed it yourself, "
+                    + "with h5py in append mode say, `droptrace reseal` accepts it as it now is)", path: path)
         }
         if block.starts(with: hdf5Signature) { return }
         guard block.starts(with: magic) else {

@@ -1,0 +1,50 @@
+import DroptraceSupport
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension ScoreFile {
+    /// Accepts a store as it now is after a change droptrace did not make
+    /// (h5py opening it for writing rewrites cached superblock fields; an
+    /// attribute a user added), which its checksum refuses as damaged: a
+    /// copy with the checksum renewed is read completely by `validate`
+    /// (every group droptrace stores, through the crash-safe probe), and
+    /// only then replaces the store, atomically. Nothing else changes.
+    /// - Parameter validate: reads the store at the URL it is given, throwing
+    ///   on anything droptrace would refuse in it.
+    /// - Returns: false when the file has no checksum to renew (a store from
+    ///   before it, or rewritten by h5repack: read as it is).
+    /// - Throws: `DroptraceError` naming `url` when it is no droptrace store
+    ///   or what `validate` throws (the store is then left as it was).
+    public static func reseal(_ url: URL, validate: (URL) throws -> Void) throws -> Bool {
+        let path = url.path
+        let file = try RegularFile(path: path)
+        let bytes = try file.bytes(file.size, at: 0)
+        if bytes.starts(with: HDF5Checksum.hdf5Signature) { return false }
+        let userBlock = HDF5Checksum.userBlockSize
+        guard bytes.starts(with: HDF5Checksum.magic), bytes.count > userBlock,
+              bytes[userBlock...].starts(with: HDF5Checksum.hdf5Signature)
+        else {
+            throw DroptraceError("is not a droptrace store (no checksum block followed by an HDF5 file)", path: path)
+        }
+        try AtomicFileReplacement.replace(path, signatures: signatures) { temporary in
+            try writeExclusively(HDF5Checksum.sealed(Array(bytes[userBlock...])), to: temporary)
+            try validate(URL(fileURLWithPath: temporary))
+        }
+        return true
+    }
+
+    /// Creates `path` (O_EXCL: a link planted there is refused) holding `bytes`.
+    private static func writeExclusively(_ bytes: [UInt8], to path: String) throws {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        guard descriptor >= 0 else { throw DroptraceError("cannot create: \(SystemError.describe())", path: path) }
+        defer { close(descriptor) }
+        var written = 0
+        while written < bytes.count {
+            let count = bytes[written...].withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+            guard count > 0 else { throw DroptraceError("cannot write: \(SystemError.describe())", path: path) }
+            written += count
+        }
+    }
+}

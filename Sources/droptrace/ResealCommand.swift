@@ -1,0 +1,35 @@
+import ArgumentParser
+import Foundation
+import Pipeline
+
+struct ResealCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reseal",
+        abstract: "Accept a store changed outside droptrace as it now is (renew its checksum).",
+        discussion: """
+            Every store droptrace writes begins with a checksum of the rest, and a store whose bytes no longer \
+            match it is refused as damaged: a flipped bit or a bad copy would otherwise give numbers no run \
+            computed. Opening the store with h5py in append mode ('a', 'r+') changes bytes too, even when nothing \
+            is written, as does adding an attribute. If you made such a change, `reseal` checks that the store \
+            still reads completely (rows, analysis, perplexities, task accuracy, through the crash-safe probe) \
+            and renews the checksum, atomically; nothing else changes. A later `trace` rewrites the store with \
+            droptrace's own contents only (groups or attributes you added are not kept).
+
+            Example:
+              droptrace reseal runs/out
+
+            Exit codes: 0 resealed (or no checksum to renew); 1 the store does not read, one line naming it; \
+            64 invalid usage; 75 another run holds the lock.
+            """
+    )
+
+    @Argument(help: "An output directory of trace or run (its scores.h5), or a store file written by score.")
+    var target: String
+
+    func run() throws {
+        try runLocked { log in
+            let (store, resealed) = try StoreReseal.run(URL(fileURLWithPath: target))
+            log.info(resealed ? "resealed \(store.path)" : "\(store.path) has no checksum to renew: it is read as it is")
+        }
+    }
+}
