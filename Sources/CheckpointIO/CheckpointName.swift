@@ -44,10 +44,12 @@ public enum CheckpointName {
         }
     }
 
+    // ASCII digits only (ICU's \d takes any script's, which Int64 does not
+    // read), and \z: `$` also matches before a final line break.
     nonisolated(unsafe) private static let stepPattern = try! NSRegularExpression(
-        pattern: #"^(?:stage(\d+)-)?(?:ingredient(\d+)-)?(?:checkpoint-|global_step|step[-_]?)(\d+)(k)?"#
-            + #"(?:-tokens?-?(\d+)([KMBT]?)|-(\d+)([KMBT])T)?$"#)
-    nonisolated(unsafe) private static let indexPattern = try! NSRegularExpression(pattern: #"^ckpt_(\d+)$"#)
+        pattern: #"^(?:stage([0-9]+)-)?(?:ingredient([0-9]+)-)?(?:checkpoint-|global_step|step[-_]?)([0-9]+)(k)?"#
+            + #"(?:-tokens?-?([0-9]+)([KMBT]?)|-([0-9]+)([KMBT])T)?\z"#)
+    nonisolated(unsafe) private static let indexPattern = try! NSRegularExpression(pattern: #"^ckpt_([0-9]+)\z"#)
 
     /// The parts of `name`, or nil when the name follows none of the forms.
     public static func parse(_ name: String) -> Parts? {

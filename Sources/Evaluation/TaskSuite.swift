@@ -29,7 +29,7 @@ public struct TaskSuite: Sendable {
     public var documentsPerChunk = 256
 
     /// Most few-shot examples per document (far more than any context holds).
-    public static let maxFewshot = 10_000
+    public static let maxFewshot = 1000
 
     /// The harness's `fewshot_random_seed` default (`DEFAULT_OTHER_SEED`).
     public static let fewshotSeed: UInt64 = 1234

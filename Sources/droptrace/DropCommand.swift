@@ -147,9 +147,19 @@ struct DropCommand: ParsableCommand {
     }
 }
 
-/// The checks `--task` and `--num-fewshot` share in `drop` and `trace`.
+/// The checks `--task` and `--num-fewshot` share in `drop`, `trace` and
+/// `eval`: usage errors (exit 64), before any work.
 func validateTaskOptions(tasks: [String], numFewshot: Int?) throws {
+    for task in tasks {
+        do {
+            _ = try TaskRequest(argument: task)
+        } catch let error as DroptraceError {
+            throw ValidationError("--task: \(error.message)")
+        }
+    }
     guard let numFewshot else { return }
-    if !(0...1000).contains(numFewshot) { throw ValidationError("--num-fewshot must be a whole number from 0 to 1000") }
+    if !(0...TaskSuite.maxFewshot).contains(numFewshot) {
+        throw ValidationError("--num-fewshot must be a whole number from 0 to \(TaskSuite.maxFewshot)")
+    }
     if tasks.isEmpty { throw ValidationError("--num-fewshot applies to --task; give at least one --task") }
 }

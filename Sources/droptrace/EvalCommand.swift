@@ -59,9 +59,7 @@ struct EvalCommand: ParsableCommand {
 
     func validate() throws {
         if tasks.isEmpty { throw ValidationError("give at least one --task NAME=EVAL_FILE[,FEWSHOT_FILE]") }
-        if let numFewshot, !(0...TaskSuite.maxFewshot).contains(numFewshot) {
-            throw ValidationError("--num-fewshot must be between 0 and \(TaskSuite.maxFewshot)")
-        }
+        try validateTaskOptions(tasks: tasks, numFewshot: numFewshot)
     }
 
     func run() throws {

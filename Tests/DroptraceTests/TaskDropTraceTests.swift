@@ -92,8 +92,18 @@ import Tokenization
             "drop", model, "--calibration", FixtureFiles.calibrationJSONL.path, "--target", "attention", "--count", "1",
             "--task", "squad=" + Self.taskFile("piqa"),
         ])
-        #expect(unknown.status == 1 && unknown.stderr.contains("squad"), "\(unknown.stderr)")
-        #expect(unknown.stderr.split(separator: "\n").filter { $0.contains("error") }.count <= 1, "\(unknown.stderr)")
+        #expect(unknown.status == 64 && unknown.stderr.contains("squad"), "\(unknown.stderr)")
+        #expect(unknown.stderr.split(separator: "\n").filter { $0.contains("rror") }.count <= 1, "\(unknown.stderr)")
+        // One few-shot limit for every command and spelling, each a usage error before any work.
+        for arguments in [
+            ["eval", model, "--task", "piqa:1001=" + Self.taskFile("piqa")],
+            ["eval", model, "--task", "piqa=" + Self.taskFile("piqa"), "--num-fewshot", "1001"],
+            ["trace", model, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", "unused",
+             "--task", "piqa:99999999999999999999=" + Self.taskFile("piqa")],
+        ] {
+            let result = try DroptraceCommand.run(arguments)
+            #expect(result.status == 64 && result.stderr.contains("from 0 to 1000"), "\(arguments): \(result.stderr)")
+        }
     }
 
     @Test func traceStoresAccuracyPerCheckpointAndTheReportRebuildsFromTheStore() throws {
