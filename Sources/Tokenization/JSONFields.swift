@@ -8,19 +8,70 @@ struct JSONFields {
     let location: String
     /// The file being read, carried into every error.
     let file: String
+    /// What a key given twice means here, as the library's reader of this object takes it.
+    let repeatedKeys: RepeatedKeys
 
-    init(_ values: JSONObject, location: String, file: String) {
+    /// A key given twice in one object, as tokenizers 0.23.3 reads it
+    /// (serde): a struct whose Deserialize is derived refuses a field it
+    /// knows given twice ("duplicate field `content`"; an untagged enum of
+    /// such structs, the post-processor, then matches no variant), while
+    /// serde_json's `Value` and maps (HashMap) keep the last value, as do
+    /// the library's hand-written readers of the top level and the model.
+    /// The normalizer, pre-tokenizer and decoder sections are read through
+    /// `Value` first, so repeats anywhere within them keep the last value.
+    enum RepeatedKeys: Sendable {
+        /// The top level: its own sections differ (`sectionsReadAsStructs`).
+        case document
+        case lastWins
+        case refused
+    }
+
+    /// The top-level sections the library reads with derived
+    /// deserializers all the way down (but for maps, `entries`).
+    static let sectionsReadAsStructs: Set = ["added_tokens", "post_processor", "truncation", "padding"]
+
+    init(_ values: JSONObject, location: String, file: String, repeatedKeys: RepeatedKeys = .lastWins) {
         self.values = values
         self.location = location
         self.file = file
+        self.repeatedKeys = repeatedKeys
     }
 
     /// Wraps `value` as an object or explains that it is not one.
-    init(_ value: Any, location: String, file: String) throws {
+    init(_ value: Any, location: String, file: String, repeatedKeys: RepeatedKeys = .lastWins) throws {
         guard let values = value as? JSONObject else {
             throw DroptraceError("\(location) should be a JSON object", path: file)
         }
-        self.init(values, location: location, file: file)
+        self.init(values, location: location, file: file, repeatedKeys: repeatedKeys)
+    }
+
+    /// The object `value` found at `key` of this one (or in its list at
+    /// `key`), located at `location`, reading repeated keys as the library
+    /// reads that part of the file.
+    func child(_ value: Any, key: String, location: String) throws -> JSONFields {
+        let mode: RepeatedKeys
+        switch repeatedKeys {
+        case .document: mode = Self.sectionsReadAsStructs.contains(key) ? .refused : .lastWins
+        case .lastWins, .refused: mode = repeatedKeys
+        }
+        return try JSONFields(value, location: location, file: file, repeatedKeys: mode)
+    }
+
+    /// The value of `key` (the last when repeated), nil when absent.
+    /// - Throws: `DroptraceError` naming the field when it is given twice
+    ///   in an object the library refuses that in.
+    func value(_ key: String) throws -> Any? {
+        if repeatedKeys == .refused { try refuseRepeated(key) }
+        return values[key]
+    }
+
+    /// Refuses `key` given more than once, as serde's derived
+    /// deserializers do ("duplicate field"); also used where one field of a
+    /// last-wins object is read by such a deserializer.
+    /// - Throws: `DroptraceError` naming the field.
+    func refuseRepeated(_ key: String) throws {
+        guard values.members.lazy.filter({ $0.key.utf8.elementsEqual(key.utf8) }).count > 1 else { return }
+        throw DroptraceError("\(fieldName(key)) is given twice (the tokenizers library refuses a repeated field)", path: file)
     }
 
     func failure(_ message: String) -> DroptraceError {
@@ -33,13 +84,13 @@ struct JSONFields {
 
     /// Absent and null are both "not given": tokenizer.json writes null for
     /// every unset option.
-    func isGiven(_ key: String) -> Bool {
-        guard let value = values[key] else { return false }
+    func isGiven(_ key: String) throws -> Bool {
+        guard let value = try value(key) else { return false }
         return !(value is JSONNull)
     }
 
     func string(_ key: String) throws -> String? {
-        guard isGiven(key) else { return nil }
+        guard try isGiven(key) else { return nil }
         guard let text = values[key] as? String else {
             throw DroptraceError("\(fieldName(key)) should be a string", path: file)
         }
@@ -54,7 +105,7 @@ struct JSONFields {
     }
 
     func bool(_ key: String, default fallback: Bool) throws -> Bool {
-        guard isGiven(key) else { return fallback }
+        guard try isGiven(key) else { return fallback }
         guard let flag = JSONFields.boolean(values[key]!) else {
             throw DroptraceError("\(fieldName(key)) should be true or false", path: file)
         }
@@ -63,17 +114,17 @@ struct JSONFields {
 
     /// A flag the library requires (it has no default for it): absent or null is refused.
     func requiredBool(_ key: String) throws -> Bool {
-        guard isGiven(key) else { throw DroptraceError("\(fieldName(key)) is missing", path: file) }
+        guard try isGiven(key) else { throw DroptraceError("\(fieldName(key)) is missing", path: file) }
         return try bool(key, default: false)
     }
 
     /// A flag the library defaults when absent but cannot read as null.
     func nonNullBool(_ key: String, default fallback: Bool) throws -> Bool {
-        values[key] == nil ? fallback : try requiredBool(key)
+        try value(key) == nil ? fallback : try requiredBool(key)
     }
 
     func int(_ key: String) throws -> Int? {
-        guard isGiven(key) else { return nil }
+        guard try isGiven(key) else { return nil }
         guard let number = JSONFields.integer(values[key]!) else {
             throw DroptraceError("\(fieldName(key)) should be an integer", path: file)
         }
@@ -89,12 +140,30 @@ struct JSONFields {
     }
 
     func object(_ key: String) throws -> JSONFields? {
-        guard isGiven(key) else { return nil }
-        return try JSONFields(values[key]!, location: fieldName(key), file: file)
+        guard try isGiven(key) else { return nil }
+        return try child(values[key]!, key: key, location: fieldName(key))
+    }
+
+    /// The object at `key` read as a map (serde's HashMap, e.g.
+    /// TemplateProcessing's `special_tokens`): a name given twice keeps its
+    /// last value, in the place of its first; each value an object read as this one is.
+    func entries(_ key: String) throws -> [(name: String, fields: JSONFields)]? {
+        guard let map = try object(key) else { return nil }
+        // Keyed by bytes: Swift's String equality would merge canonically equivalent names.
+        var order: [[UInt8]] = []
+        var last: [[UInt8]: (name: String, value: Any)] = [:]
+        for (name, value) in map.values.members {
+            let bytes = Array(name.utf8)
+            if last.updateValue((name, value), forKey: bytes) == nil { order.append(bytes) }
+        }
+        return try order.map { bytes in
+            let (name, value) = last[bytes]!
+            return (name, try child(value, key: key, location: "\(map.location).\(name)"))
+        }
     }
 
     func array(_ key: String) throws -> [Any]? {
-        guard isGiven(key) else { return nil }
+        guard try isGiven(key) else { return nil }
         guard let items = values[key] as? [Any] else {
             throw DroptraceError("\(fieldName(key)) should be a list", path: file)
         }
@@ -104,7 +173,7 @@ struct JSONFields {
     /// Like `objects`, for a list the library requires: absent or null is
     /// refused, as the library refuses to load such a file.
     func requiredObjects(_ key: String) throws -> [JSONFields] {
-        guard isGiven(key) else { throw DroptraceError("\(fieldName(key)) should be a list", path: file) }
+        guard try isGiven(key) else { throw DroptraceError("\(fieldName(key)) should be a list", path: file) }
         return try objects(key)
     }
 
@@ -112,7 +181,7 @@ struct JSONFields {
     func objects(_ key: String) throws -> [JSONFields] {
         guard let items = try array(key) else { return [] }
         return try items.enumerated().map { index, item in
-            try JSONFields(item, location: "\(fieldName(key))[\(index)]", file: file)
+            try child(item, key: key, location: "\(fieldName(key))[\(index)]")
         }
     }
 

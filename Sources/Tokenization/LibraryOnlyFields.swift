@@ -24,7 +24,7 @@ extension JSONFields {
     /// `padding`: null or {strategy, direction, pad_to_multiple_of?, pad_id, pad_type_id, pad_token}.
     func checkPadding() throws {
         guard let padding = try object("padding") else { return }
-        switch padding.values["strategy"] {
+        switch try padding.value("strategy") {
         case let name as String where name == "BatchLongest":
             break
         case let fixed as JSONObject where fixed.members.map(\.key) == ["Fixed"]:
@@ -33,7 +33,7 @@ extension JSONFields {
             throw padding.failure("\"strategy\" should be \"BatchLongest\" or {\"Fixed\": length}")
         }
         try padding.checkVariant("direction", ["Left", "Right"], required: true)
-        if padding.isGiven("pad_to_multiple_of") { _ = try padding.requiredCount("pad_to_multiple_of") }
+        if try padding.isGiven("pad_to_multiple_of") { _ = try padding.requiredCount("pad_to_multiple_of") }
         for key in ["pad_id", "pad_type_id"] { _ = try padding.requiredCount(key, limit: Int(UInt32.max)) }
         _ = try padding.requiredString("pad_token")
     }
@@ -88,7 +88,7 @@ extension JSONFields {
 
     /// A unit-variant field: one of `names`; absent only when not `required`.
     func checkVariant(_ key: String, _ names: [String], required: Bool) throws {
-        guard isGiven(key) || required else { return }
+        guard try isGiven(key) || required else { return }
         guard let name = try string(key), names.contains(name) else {
             throw DroptraceError("\(fieldName(key)) should be one of \(names.joined(separator: ", "))", path: file)
         }

@@ -225,14 +225,18 @@ struct PrependNormalizer: TextNormalizer {
     }
 }
 
-/// Replaces every match of a literal or regex with fixed content. A regex
-/// that matches empty text (`x*`) is an error when it does: the library
-/// panics on such a match whenever a ByteLevel step follows, so droptrace
-/// refuses rather than guess.
+/// Replaces every match of a literal or regex with fixed content; an empty
+/// match (`x*`, `(?=\p{Lu})`, an empty pattern) inserts the content there,
+/// as the library does. Content inserted at an empty match at the text's
+/// start leaves the library's alignments broken: a later step that rewrites each character
+/// (`rewritesCharacters`: ByteLevel, NFC, Lowercase, …) then panics or
+/// yields a stray token, so such a match is an error there.
 struct ReplaceNormalizer: TextNormalizer {
     let pattern: SplitPattern
     var looksArbitrarilyFarAhead: Bool { pattern.looksArbitrarilyFarAhead }
     let content: String
+    /// Whether a later step rewrites each character (see above).
+    var emptyMatchAtStartFails = false
     /// tokenizer.json, for errors.
     let source: String
 
@@ -248,6 +252,8 @@ struct ReplaceNormalizer: TextNormalizer {
     }
 
     /// The replaced text, and whether a match at its start was replaced by nothing.
+    /// - Throws: `DroptraceError` for an empty match at the start when
+    ///   `emptyMatchAtStartFails`, and the pattern's and `NormalizationGrowth`'s errors.
     private func replace(_ text: ArraySlice<UInt8>) throws -> (text: String, deletedStart: Bool) {
         var bytes = Array(text)
         var deletedStart = false
@@ -259,12 +265,14 @@ struct ReplaceNormalizer: TextNormalizer {
             let buffer = UnsafeBufferPointer(mutableBuffer)
             try pattern.forEachSegment(in: buffer) { start, end, isMatch in
                 if isMatch {
-                    guard start < end else {
+                    if start == 0 && end == 0 && !replacement.isEmpty && emptyMatchAtStartFails {
                         throw DroptraceError(
-                            "a Replace normalizer's pattern matches empty text (the tokenizers library fails on it)",
+                            "a Replace normalizer's pattern matches empty text at the start, and a later step "
+                                + "(ByteLevel, NFC, NFD, NFKC, NFKD, Lowercase or StripAccents) rewrites it "
+                                + "(the tokenizers library fails on that)",
                             path: source)
                     }
-                    if start == 0 && replacement.isEmpty { deletedStart = true }
+                    if start == 0 && end > 0 && replacement.isEmpty { deletedStart = true }
                     output.append(contentsOf: replacement)
                 } else {
                     output.append(contentsOf: buffer[start..<end])

@@ -3,8 +3,10 @@ import DroptraceSupport
 /// Reading the `model` and `added_tokens` sections.
 extension JSONFields {
     func readModel() throws -> BPEModel {
+        // The library's model reader takes the last of any other field given twice, but not of `type`.
+        try refuseRepeated("type")
         if values["type"] is JSONNull { throw DroptraceError("\(fieldName("type")) is null", path: file) }
-        let type = try string("type") ?? (isGiven("merges") ? "BPE" : "unknown")
+        let type = try string("type") ?? (try isGiven("merges") ? "BPE" : "unknown")
         guard type == "BPE" else {
             throw failure("model type \(quoted(type)) is not supported; droptrace reads BPE tokenizers only")
         }
@@ -39,7 +41,7 @@ extension JSONFields {
     /// 1.0): droptrace encodes deterministically, so only null or 0 is
     /// accepted (the library itself refuses values outside 0...1).
     private func checkNoDropout() throws {
-        guard isGiven("dropout") else { return }
+        guard try isGiven("dropout") else { return }
         let value = values["dropout"]!
         let isZero = JSONFields.integer(value) == 0 || (type(of: value) == Double.self && value as? Double == 0)
         guard isZero else {

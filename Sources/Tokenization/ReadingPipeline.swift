@@ -4,8 +4,13 @@ import DroptraceSupport
 /// Anything droptrace cannot reproduce exactly is refused by name, so a
 /// tokenizer is never silently run differently from the Python library.
 extension JSONFields {
+    /// The `type` tag, the last when given twice: the library dispatches
+    /// on it without refusing a repeat (TemplateProcessing, BertProcessing
+    /// and RobertaProcessing read it as serde's struct tag); the steps whose
+    /// readers do refuse one call `refuseRepeated("type")`.
     func typeName() throws -> String {
-        guard let type = try string("type") else { throw failure("has no \"type\"") }
+        let tag = JSONFields(values, location: location, file: file, repeatedKeys: .lastWins)
+        guard let type = try tag.string("type") else { throw failure("has no \"type\"") }
         return type
     }
 
@@ -13,7 +18,10 @@ extension JSONFields {
         failure("\(kind) type \(quoted(type)) is not supported (droptrace handles \(known))")
     }
 
-    func readNormalizer() throws -> TextNormalizer {
+    /// - Parameter rewrittenLater: whether a step after this one (a later
+    ///   normalizer, or the pre-tokenizer) rewrites text character by
+    ///   character (`rewritesCharacters`), which a Replace needs to know.
+    func readNormalizer(rewrittenLater: Bool = false) throws -> TextNormalizer {
         let type = try typeName()
         switch type {
         case "NFC", "NFD", "NFKC", "NFKD":
@@ -21,7 +29,11 @@ extension JSONFields {
         case "Lowercase":
             return LowercaseNormalizer()
         case "Sequence":
-            let steps = try requiredObjects("normalizers").map { try $0.readNormalizer() }
+            let items = try requiredObjects("normalizers")
+            let steps = try items.indices.map { index in
+                try items[index].readNormalizer(
+                    rewrittenLater: rewrittenLater || items[(index + 1)...].contains { $0.rewritesCharacters() })
+            }
             return SequenceNormalizer(steps: steps, source: file)
         case "Prepend":
             // The library's Prepend of "" corrupts its alignments, and a
@@ -30,12 +42,9 @@ extension JSONFields {
             guard !prefix.isEmpty else { throw failure("Prepend of an empty string (the tokenizers library fails on it)") }
             return PrependNormalizer(prefix: prefix)
         case "Replace":
-            // The library panics on an empty match in pipelines with a
-            // ByteLevel step; an empty pattern always matches empty text.
-            if let pattern = try object("pattern"), try pattern.string("String") ?? pattern.string("Regex") == "" {
-                throw DroptraceError("\(pattern.location) is empty (the tokenizers library fails on a Replace of empty matches)", path: file)
-            }
-            return ReplaceNormalizer(pattern: try readSplitPattern(), content: try requiredString("content"), source: file)
+            return ReplaceNormalizer(
+                pattern: try readSplitPattern(), content: try requiredString("content"),
+                emptyMatchAtStartFails: rewrittenLater, source: file)
         case "Strip":
             return StripNormalizer(left: try requiredBool("strip_left"), right: try requiredBool("strip_right"))
         case "StripAccents":
@@ -85,7 +94,10 @@ extension JSONFields {
     /// regex: an empty match at every character boundary.
     func readSplitPattern() throws -> SplitPattern {
         guard let pattern = try object("pattern") else { throw failure("has no \"pattern\"") }
-        guard pattern.values.members.count == 1 else { throw pattern.failure("should hold one of \"String\" or \"Regex\"") }
+        // One key, however often given: the library reads this through serde_json's Value, where the last repeat wins.
+        guard Set(pattern.values.members.map { Array($0.key.utf8) }).count == 1 else {
+            throw pattern.failure("should hold one of \"String\" or \"Regex\"")
+        }
         if let literal = try pattern.string("String"), !literal.isEmpty {
             return LiteralSplitPattern(needle: Array(literal.utf8))
         }
@@ -104,6 +116,7 @@ extension JSONFields {
         let type = try typeName()
         switch type {
         case "ByteLevel":
+            try refuseRepeated("type")  // its reader has `type` as a field
             _ = try readByteLevelOptions()  // it only trims offsets, but the library requires its fields
             return IdentityPostProcessor()
         case "TemplateProcessing":
@@ -111,6 +124,7 @@ extension JSONFields {
         case "RobertaProcessing", "BertProcessing":
             return SurroundingPostProcessor(first: try readNamedToken("cls"), last: try readNamedToken("sep"))
         case "Sequence":
+            try refuseRepeated("type")  // its reader has `type` as a field
             let steps = try requiredObjects("processors").map { try $0.readPostProcessor() }
             // The library hands the step after a TemplateProcessing the
             // template's pieces as separate sequences (a pair, or more), which
@@ -139,19 +153,19 @@ extension JSONFields {
     /// and each special token's `id` and `tokens`.
     private func readTemplate() throws -> PostProcessor {
         var specialIds: [String: [Int]] = [:]
-        guard let specials = try object("special_tokens") else { throw failure("has no \"special_tokens\"") }
-        for name in specials.values.members.map(\.key) {
-            guard let entry = try specials.object(name), let ids = try entry.array("ids") else {
-                throw specials.failure("entry \(quoted(name)) has no \"ids\"")
+        guard let specials = try entries("special_tokens") else { throw failure("has no \"special_tokens\"") }
+        for (name, entry) in specials {
+            guard let ids = try entry.array("ids") else {
+                throw entry.failure("has no \"ids\"")
             }
             guard try entry.string("id") != nil, try entry.array("tokens") != nil else {
-                throw specials.failure("entry \(quoted(name)) needs \"id\" and \"tokens\"")
+                throw entry.failure("needs \"id\" and \"tokens\"")
             }
             specialIds[name] = try ids.map { value in
                 // Ids are u32 to the library and below 2^31 everywhere in droptrace, as vocabulary ids are
                 // (a larger one was refused later as the calibration's fault, naming the calibration file).
                 guard let id = JSONFields.integer(value), id >= 0, id <= Int(Int32.max) else {
-                    throw specials.failure("entry \(quoted(name)) has an invalid id")
+                    throw entry.failure("has an invalid id")
                 }
                 return id
             }
@@ -162,17 +176,17 @@ extension JSONFields {
         // SpecialToken or Sequence, with a string (Sequence: A or B) id and a u32 type_id.
         for (key, items) in [("single", single), ("pair", pair)] {
             for (index, item) in items.enumerated() {
-                let piece = try JSONFields(item, location: fieldName(key) + "[\(index)]", file: file)
+                let piece = try child(item, key: key, location: fieldName(key) + "[\(index)]")
                 guard piece.values.members.count == 1, let inner = try piece.object("SpecialToken") ?? piece.object("Sequence") else {
                     throw piece.failure("should be a SpecialToken or a Sequence")
                 }
                 let id = try inner.requiredString("id")
-                if piece.isGiven("Sequence"), !["A", "B"].contains(id) { throw inner.failure("\"id\" should be A or B") }
+                if try piece.isGiven("Sequence"), !["A", "B"].contains(id) { throw inner.failure("\"id\" should be A or B") }
                 _ = try inner.requiredCount("type_id", limit: Int(UInt32.max))
             }
         }
         let pieces = try single.enumerated().map { index, item -> TemplatePostProcessor.Piece in
-            let piece = try JSONFields(item, location: fieldName("single") + "[\(index)]", file: file)
+            let piece = try child(item, key: "single", location: fieldName("single") + "[\(index)]")
             if let special = try piece.object("SpecialToken") {
                 let name = try special.requiredString("id")
                 guard let ids = specialIds[name] else {
@@ -198,6 +212,21 @@ extension JSONFields {
             throw failure("\"\(key)\" should be [token, id]")
         }
         return id
+    }
+
+    /// Whether this normalizer or pre-tokenizer step (or a step of this
+    /// Sequence) rewrites each character through the library's alignments
+    /// (`NormalizedString::transform`): the ByteLevel, NFC, NFD, NFKC, NFKD,
+    /// Lowercase and StripAccents normalizers and the ByteLevel
+    /// pre-tokenizer. Strip, Prepend, Replace, Metaspace, Split and Digits do not.
+    func rewritesCharacters() -> Bool {
+        let rewriting: Set = ["ByteLevel", "NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents"]
+        if let type = values["type"] as? String, rewriting.contains(type) { return true }
+        return ["normalizers", "pretokenizers"].contains { key in
+            (values[key] as? [Any] ?? []).contains { item in
+                (try? JSONFields(item, location: "", file: file))?.rewritesCharacters() ?? false
+            }
+        }
     }
 
     /// Whether the decoder (or pipeline) writes tokens in the byte alphabet.

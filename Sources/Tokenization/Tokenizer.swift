@@ -41,7 +41,7 @@ public final class Tokenizer: Sendable {
             throw DroptraceError("is not a JSON object; is this a tokenizer.json?", path: file)
         }
         // Top-level fields are named bare in messages ("model.vocab").
-        let top = JSONFields(document, location: "", file: file)
+        let top = JSONFields(document, location: "", file: file, repeatedKeys: .document)
         // The library's deserializer refuses keys it does not know.
         let known: Set = ["version", "truncation", "padding", "added_tokens", "normalizer", "pre_tokenizer", "post_processor", "decoder", "model"]
         if let unknown = document.members.map(\.key).first(where: { !known.contains($0) }) {
@@ -65,7 +65,8 @@ public final class Tokenizer: Sendable {
             .contains { $0?.mentionsByteLevel() ?? false }
         try self.init(
             model: model,
-            normalizer: try top.object("normalizer")?.readNormalizer(),
+            normalizer: try top.object("normalizer")?.readNormalizer(
+                rewrittenLater: try top.object("pre_tokenizer")?.rewritesCharacters() ?? false),
             preTokenizer: try top.object("pre_tokenizer")?.readPreTokenizer(),
             postProcessor: try top.object("post_processor")?.readPostProcessor(),
             addedTokens: try (document["added_tokens"] == nil ? [] : top.requiredObjects("added_tokens"))

@@ -372,6 +372,70 @@ struct TokenizerErrorTests {
         #expect(try tokenizer.encode("abba") == [2, 1, 0])
     }
 
+    /// The minimal tokenizer with `section` written as `text`, raw JSON that
+    /// may give a key twice (which JSONSerialization cannot write).
+    private func writeMinimal(section: String, as text: String, in scratch: TokenizerScratch) throws -> URL {
+        let json = try setting(section, to: #""@section@""#, in: minimalTokenizer())
+        let written = String(decoding: try JSONSerialization.data(withJSONObject: json), as: UTF8.self)
+        return try scratch.write(written.replacingOccurrences(of: #""@section@""#, with: text), to: "tokenizer.json")
+    }
+
+    private static let addedToken = #""id": 5, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true"#
+
+    /// A field given twice in an object the library reads with a derived
+    /// serde struct (an added token, each part of a post-processor,
+    /// truncation, padding) or the model's `type`: tokenizers 0.23.3 refuses
+    /// the file ("duplicate field `content`", or no variant of the
+    /// post-processor matching), and so does droptrace, naming the field.
+    @Test("a field given twice is refused where the library refuses it", arguments: [
+        ("added_tokens", "[{\(addedToken), \"content\": \"x\", \"content\": \"y\"}]", "added_tokens[0].content"),
+        ("added_tokens", "[{\(addedToken), \"content\": \"x\", \"lstrip\": true}]", "added_tokens[0].lstrip"),
+        ("post_processor", #"{"type": "TemplateProcessing", "single": [], "single": [{"Sequence": {"id": "A", "type_id": 0}}], "pair": [], "special_tokens": {}}"#,
+         "post_processor.single"),
+        ("post_processor", #"{"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A", "type_id": 0, "type_id": 0}}], "pair": [], "special_tokens": {}}"#,
+         "post_processor.single[0].Sequence.type_id"),
+        ("post_processor", #"{"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}], "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "ids": [1], "tokens": ["<s>"]}}}"#,
+         "post_processor.special_tokens.<s>.ids"),
+        ("post_processor", #"{"type": "BertProcessing", "sep": ["b", 1], "cls": ["a", 0], "cls": ["x", 9]}"#, "post_processor.cls"),
+        ("post_processor", #"{"type": "Sequence", "processors": [], "processors": []}"#, "post_processor.processors"),
+        ("post_processor", #"{"type": "Sequence", "type": "Sequence", "processors": []}"#, "post_processor.type"),
+        ("post_processor", #"{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "trim_offsets": true}"#,
+         "post_processor.trim_offsets"),
+        ("truncation", #"{"max_length": 5, "max_length": 6, "strategy": "OnlyFirst", "stride": 0}"#, "truncation.max_length"),
+        ("padding", #"{"strategy": "BatchLongest", "direction": "Left", "pad_id": 0, "pad_id": 1, "pad_type_id": 0, "pad_token": "x"}"#,
+         "padding.pad_id"),
+        ("model", #"{"type": "BPE", "type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["a", "b"]]}"#, "model.type"),
+    ])
+    func repeatedFieldRefused(section: String, text: String, field: String) throws {
+        let scratch = try TokenizerScratch()
+        let error = loadError(try writeMinimal(section: section, as: text, in: scratch))
+        #expect(error?.message.hasPrefix("\(field) is given twice") == true, "\(error?.message ?? "no error")")
+    }
+
+    /// Where the library keeps the last value instead (checked with
+    /// tokenizers 0.23.3, "abba" is [2, 1, 0] each time): the top level and
+    /// the model (its own readers), normalizers, pre-tokenizers and decoders
+    /// (read through serde_json's Value), maps (`special_tokens`), a field
+    /// of an added token it does not know, and the tag of a
+    /// TemplateProcessing, BertProcessing or RobertaProcessing (a RobertaProcessing
+    /// with a repeated flag loads as the BertProcessing it then matches: the
+    /// same ids for one sequence). tokenizer-cases/repeated-keys.json has
+    /// the library's ids for last values that change them.
+    @Test("a key given twice keeps its last value where the library keeps it", arguments: [
+        ("added_tokens", "[{\(addedToken), \"content\": \"x\", \"extra\": 1, \"extra\": 2}]"),
+        ("normalizer", #"{"type": "Replace", "pattern": {"String": "b", "String": "x"}, "content": "x", "content": "a", "type": "Replace"}"#),
+        ("pre_tokenizer", #"{"type": "Split", "pattern": {"String": "x"}, "behavior": "Removed", "behavior": "Isolated", "invert": false}"#),
+        ("decoder", #"{"type": "Fuse", "type": "Fuse"}"#),
+        ("post_processor", #"{"type": "TemplateProcessing", "type": "TemplateProcessing", "single": [{"Sequence": {"id": "A", "type_id": 0}}], "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]}, "<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}}"#),
+        ("post_processor", #"{"type": "RobertaProcessing", "sep": ["b", 1], "cls": ["a", 0], "trim_offsets": true, "trim_offsets": false, "add_prefix_space": true}"#),
+        ("model", #"{"type": "BPE", "unk_token": null, "unk_token": null, "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [], "merges": [["a", "b"]]}"#),
+    ])
+    func repeatedKeyKeepsTheLast(section: String, text: String) throws {
+        let scratch = try TokenizerScratch()
+        let tokenizer = try Tokenizer(contentsOf: writeMinimal(section: section, as: text, in: scratch))
+        #expect(try tokenizer.encode("abba", addSpecialTokens: false) == [2, 1, 0])
+    }
+
     /// An unk_token the vocabulary lacks: the library loads the file and
     /// fails only on text that needs the token (tokenizers 0.23.3: "abba" is
     /// [2, 1, 0]; "abc" raises "Unk token `<unk>` not found in the vocabulary").

@@ -25,6 +25,9 @@ TEXTS = {
     "metaspace-first-normalized.json": [" ab", "xab", "\u0301ab", "ab", "x ab", "  b ab", "\u0301"],
     "nfc-hangul.json": ["\uac00\u11a8 x", "\u1100\u1161\u11a8", "\u1100\u1161 \uac00", "e\u0301 \uac00\u11a8\u11a8", "\u11a8\uac00"],
     "line-anchors.json": ["a\u2028x", "a\rx", "a\nx", "a\u0085x", "a\u2029x", "ab\rab\nab", "x\rx\u2028x"],
+    "replace-empty-matches.json": ["Hello World", "axxb", "x", "", "\u00c4\u00d6\u00fc \u00c9x", "HelloWorld xx", "aBcD",
+                                   " Ab  Cd ", "\u00e9\u00c9x", "HeZed aZed", "xHxe"],
+    "repeated-keys.json": ["Hello", "aHa", "llo lo", "Hallo"],
 }
 
 expected = {}
