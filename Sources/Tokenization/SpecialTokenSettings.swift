@@ -35,7 +35,8 @@ public struct SpecialTokenSettings: Sendable, Equatable {
     /// Reads the settings beside `tokenizer` (loaded from the directory's tokenizer.json).
     /// - Parameter modelType: config.json's `model_type`, for the tokenizer class transformers picks.
     /// - Throws: `DroptraceError` naming the file when a file is not a JSON
-    ///   object or a token is neither a string, an AddedToken object nor null.
+    ///   object, a token is neither a string, an AddedToken object nor null,
+    ///   or `added_tokens_decoder` is not an object of objects.
     public init(directory: URL, modelType: String, tokenizer: Tokenizer) throws {
         let configPath = directory.appendingPathComponent("tokenizer_config.json").path
         let mapPath = directory.appendingPathComponent("special_tokens_map.json").path
@@ -44,7 +45,9 @@ public struct SpecialTokenSettings: Sendable, Equatable {
         for key in ["bos_token", "eos_token"] {
             if let value = config?.member(key) { given[key] = (value, configPath) }
         }
-        if config?.member("added_tokens_decoder") == nil, let map = try Self.object(at: mapPath) {
+        let addedTokensDecoder = config?.member("added_tokens_decoder")
+        if let addedTokensDecoder { try Self.checkAddedTokensDecoder(addedTokensDecoder, path: configPath) }
+        if addedTokensDecoder == nil, let map = try Self.object(at: mapPath) {
             for key in ["bos_token", "eos_token"] {
                 if let value = map.member(key) { given[key] = (value, mapPath) }
             }
@@ -90,6 +93,37 @@ public struct SpecialTokenSettings: Sendable, Equatable {
                     + "tokenizer.json; transformers would add it as a new token")
             }
             return .token(id: id, text: tokenizer.decode([id]))
+        }
+    }
+
+    /// transformers reads `added_tokens_decoder` with `.items()` and each
+    /// entry as a dict or AddedToken: null (taken here for present), a list
+    /// or a string stops AutoTokenizer, and lm-evaluation-harness with it.
+    /// - Throws: `DroptraceError` naming the file and the field.
+    private static func checkAddedTokensDecoder(_ decoder: JSONValue, path: String) throws {
+        guard case .object(let entries) = decoder else {
+            throw DroptraceError(
+                "added_tokens_decoder should be an object of added tokens (transformers' AutoTokenizer fails on \(kind(decoder)))",
+                path: path)
+        }
+        for (key, value) in entries {
+            guard case .object = value else {
+                throw DroptraceError(
+                    "added_tokens_decoder entry \(key.debugDescription) should be an object "
+                        + "(transformers' AutoTokenizer fails on \(kind(value)))", path: path)
+            }
+        }
+    }
+
+    /// A JSON value's kind, for messages.
+    private static func kind(_ value: JSONValue) -> String {
+        switch value {
+        case .null: return "null"
+        case .bool: return "true or false"
+        case .integer, .number: return "a number"
+        case .string: return "a string"
+        case .array: return "a list"
+        case .object: return "an object"
         }
     }
 

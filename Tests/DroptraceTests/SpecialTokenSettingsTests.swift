@@ -99,6 +99,25 @@ import Tokenization
         }
     }
 
+    /// transformers 5 reads `added_tokens_decoder` with `.items()`, each
+    /// entry a dict: null, a list or an entry that is a string stops
+    /// AutoTokenizer (AttributeError, TypeError), so lm-evaluation-harness
+    /// cannot run; an empty object loads (and hides special_tokens_map.json).
+    @Test("an added_tokens_decoder transformers cannot read is refused naming the file and field", arguments: [
+        (#"{"bos_token": "<|begin_of_text|>", "added_tokens_decoder": null}"#, "added_tokens_decoder should be an object"),
+        (#"{"added_tokens_decoder": []}"#, "added_tokens_decoder should be an object"),
+        (#"{"added_tokens_decoder": {"5": "x"}}"#, #"added_tokens_decoder entry "5" should be an object"#),
+    ])
+    func unreadableAddedTokensDecoder(config: String, problem: String) throws {
+        let scratch = try ScratchDirectory()
+        #expect {
+            _ = try settings(scratch, config: config, map: #"{"bos_token": "<|end_of_text|>"}"#, modelType: "llama", model: "llama-f32")
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("tokenizer_config.json") && text.contains(problem)
+        }
+    }
+
     /// An empty prompt (OpenBookQA with an empty question_stem) needs the
     /// prefix token; without one it is refused naming the document.
     @Test func emptyPromptWithoutBOSOrEOSIsRefusedNamingTheDocument() throws {
