@@ -253,8 +253,9 @@ enum PipelineYAML {
     ///       piqa: {eval: piqa/valid.jsonl, fewshot: piqa/train.jsonl, num_fewshot: 5}
     ///
     /// Task names are checked against the supported tasks later, by
-    /// `PipelineTask.request`; here only the shape: no other keys, nothing
-    /// twice, every file a non-empty string, counts whole numbers 0...1000.
+    /// `PipelineTask.request`; here only the shape: no other keys, every
+    /// file a non-empty string, counts whole numbers 0...1000 (a key given
+    /// twice was refused by `checkShape`).
     static func tasks(_ node: Node, path: String) throws -> [PipelineTask] {
         let shape = "tasks must map each task name to {eval: FILE, fewshot: FILE, num_fewshot: N} (fewshot and num_fewshot optional)"
         guard let mapping = node.mapping, !mapping.isEmpty else { throw DroptraceError(shape, path: path) }
@@ -264,9 +265,6 @@ enum PipelineYAML {
                 throw DroptraceError(shape, path: path)
             }
             let quoted = "\"\(SystemError.oneLine(name))\""
-            if tasks.contains(where: { $0.name == name }) {
-                throw DroptraceError("gives task \(quoted) twice", path: path)
-            }
             guard let files = value.mapping else {
                 throw DroptraceError("task \(quoted): \(shape)", path: path)
             }
@@ -279,7 +277,6 @@ enum PipelineYAML {
                         "task \(quoted): unknown key \"\(SystemError.oneLine(label))\" (known: eval, fewshot, num_fewshot)",
                         path: path)
                 }
-                guard found[label] == nil else { throw DroptraceError("task \(quoted) gives \(label) twice", path: path) }
                 if label == "num_fewshot" {
                     guard let count = fileValue.int, (0...1000).contains(count) else {
                         throw DroptraceError("task \(quoted): num_fewshot must be a whole number from 0 to 1000", path: path)
@@ -399,24 +396,22 @@ enum PipelineYAML {
         return nil
     }
 
-    /// Refuses complex keys, tags outside the core schema (or core tags that
+    /// Refuses complex keys, a key given twice in any mapping (the top
+    /// level, `slurm`, `tasks` and each task, any other; Yams would keep
+    /// the last value), tags outside the core schema (or core tags that
     /// change a value's type) and documents
     /// whose aliases expand to more than `maxValues` values, walking the
     /// composed nodes (aliases are shared there, so nothing has been
     /// expanded yet) and stopping at the first excess.
+    /// - Throws: `DroptraceError` naming `path`; a repeated key as its dotted
+    ///   setting (`gives setting "slurm.shards" twice`).
     static func checkShape(_ mapping: Node.Mapping, path: String) throws {
         let coreTags = Set([Tag.Name.str, .seq, .map, .bool, .float, .null, .int, .implicit, .nonSpecific].map(\.rawValue))
         var seen = 0
-        var keys = Set<String>()
-        for (key, _) in mapping {
-            guard case .scalar(let scalar) = key else {
-                throw DroptraceError("has a setting whose name is a list or mapping (a YAML complex key)", path: path)
-            }
-            if !keys.insert(scalar.string).inserted {
-                throw DroptraceError("gives setting \"\(SystemError.oneLine(scalar.string))\" twice", path: path)
-            }
+        if mapping.keys.contains(where: { $0.scalar == nil }) {
+            throw DroptraceError("has a setting whose name is a list or mapping (a YAML complex key)", path: path)
         }
-        func visit(_ node: Node) throws {
+        func visit(_ node: Node, setting: String) throws {
             seen += 1
             if seen > maxValues {
                 throw DroptraceError(
@@ -437,18 +432,23 @@ enum PipelineYAML {
                         path: path)
                 }
             case .sequence(let sequence):
-                for item in sequence { try visit(item) }
+                for (index, item) in sequence.enumerated() { try visit(item, setting: "\(setting)[\(index)]") }
             case .mapping(let inner):
+                var keys = Set<String>()
                 for (key, value) in inner {
-                    guard case .scalar = key else {
+                    guard case .scalar(let scalar) = key else {
                         throw DroptraceError("has a mapping key that is a list or mapping (a YAML complex key)", path: path)
                     }
-                    try visit(key)
-                    try visit(value)
+                    let name = setting.isEmpty ? scalar.string : "\(setting).\(scalar.string)"
+                    if !keys.insert(scalar.string).inserted {
+                        throw DroptraceError("gives setting \"\(SystemError.oneLine(name))\" twice", path: path)
+                    }
+                    try visit(key, setting: name)
+                    try visit(value, setting: name)
                 }
             }
         }
-        try visit(.mapping(mapping))
+        try visit(.mapping(mapping), setting: "")
     }
 }
 

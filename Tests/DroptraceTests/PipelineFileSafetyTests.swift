@@ -24,6 +24,10 @@ struct PipelineFileSafetyTests {
         ("deep-mapping", "series: " + String(repeating: "{a: ", count: 30_000) + "1" + String(repeating: "}", count: 30_000), "deep"),
         ("deep-block", settings + "drop_k: " + String(repeating: "- ", count: 100_000) + "1\n", "deep"),
         ("duplicate", settings + "series: t\n", "twice"),
+        // A key given twice in any mapping, not only the top level: Yams keeps the last value.
+        ("duplicate-slurm-key", settings + "slurm: {shards: 2, shards: 3, partition: a}\n", #"gives setting "slurm.shards" twice"#),
+        ("duplicate-block-slurm-key", settings + "slurm:\n  partition: a\n  partition: b\n", #"gives setting "slurm.partition" twice"#),
+        ("duplicate-nested-key", settings + "title: [{a: 1, a: 2}]\n", #"gives setting "title[0].a" twice"#),
         ("too-large", settings + "title: " + String(repeating: "a", count: 1 << 20) + "\n", "1 MiB"),
         // Found by droptrace-fuzz: a setting name may be a folded or quoted
         // scalar holding line breaks; an error quoting it stays one line.
@@ -50,6 +54,15 @@ struct PipelineFileSafetyTests {
         #expect(error?.path == file.path)
         #expect(error?.message.contains(entry.words) == true, "\(error?.message ?? "")")
         #expect(error?.description.contains("\n") == false)
+    }
+
+    /// A comparison pipeline file goes through the same check.
+    @Test func keyGivenTwiceInAComparisonIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let file = try scratch.write("compare: [a, b]\noutput: o\ntitle: {x: 1, x: 2}\n", to: "compare.yaml")
+        let error = #expect(throws: DroptraceError.self) { try PipelineDocument.load(file) }
+        #expect(error?.path == file.path)
+        #expect(error?.message.contains(#"gives setting "title.x" twice"#) == true, "\(error?.message ?? "")")
     }
 
     @Test("the shared crashers are refused", arguments: ["complex-key-min.yaml", "billion-laughs.yaml"])
