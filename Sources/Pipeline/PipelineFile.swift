@@ -121,8 +121,8 @@ public struct PipelineFile: Decodable {
         if let minutes = file.settleMinutes, !(minutes >= 0 && minutes <= 1e6) {
             throw DroptraceError("settle_minutes must be between 0 and 1000000", path: url.path)
         }
-        if let numFewshot = file.numFewshot, !(0...1000).contains(numFewshot) {
-            throw DroptraceError("num_fewshot must be a whole number from 0 to 1000", path: url.path)
+        if let numFewshot = file.numFewshot, !(0...TaskSuite.maxFewshot).contains(numFewshot) {
+            throw DroptraceError("num_fewshot must be a whole number from 0 to \(TaskSuite.maxFewshot)", path: url.path)
         }
         if let node = mapping.first(where: { $0.key.scalar?.string == tasksKey })?.value {
             file.tasks = try PipelineYAML.tasks(node, path: url.path)
@@ -278,8 +278,8 @@ enum PipelineYAML {
                         path: path)
                 }
                 if label == "num_fewshot" {
-                    guard let count = fileValue.int, (0...1000).contains(count) else {
-                        throw DroptraceError("task \(quoted): num_fewshot must be a whole number from 0 to 1000", path: path)
+                    guard let count = fileValue.int, (0...TaskSuite.maxFewshot).contains(count) else {
+                        throw DroptraceError("task \(quoted): num_fewshot must be a whole number from 0 to \(TaskSuite.maxFewshot)", path: path)
                     }
                     shots = count
                     found[label] = String(count)
