@@ -38,6 +38,8 @@ struct DecoderParts: Sendable {
     ///   - prefixes: candidate prefixes of the decoder's weights, first match wins.
     ///   - extraLayers: layers stored after the decoder's that the model does
     ///     not run (DeepSeek-V3's multi-token-prediction layers), ignored.
+    ///   - experts: where a mixture-of-experts family's sparse layers store
+    ///     their experts, checked with the layers (`Weights.confirmLayers`).
     ///   - tiedByDefault: whether the family's transformers config ties the
     ///     head to the embedding when config.json does not say.
     ///   - headName: where the head is stored when it is (a multimodal
@@ -46,7 +48,7 @@ struct DecoderParts: Sendable {
     ///   describe a model or that the tensors contradict.
     init(
         _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, tiedByDefault: Bool = false, headName: String = "lm_head",
-        naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""], extraLayers: Int = 0
+        naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""], extraLayers: Int = 0, experts: ExpertNaming? = nil
     ) throws {
         self.checkpoint = checkpoint
         self.section = section
@@ -61,7 +63,8 @@ struct DecoderParts: Sendable {
         layerNaming.configSection = section.name
         self.naming = layerNaming
         try weights.confirmLayers(
-            self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath, extraLayers: extraLayers)
+            self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath, extraLayers: extraLayers,
+            experts: experts)
         try weights.confirmShape(
             "embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize], keys: "vocab_size, hidden_size",
             configPath: configPath)

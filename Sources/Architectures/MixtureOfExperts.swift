@@ -1,4 +1,5 @@
 import CheckpointIO
+import DroptraceSupport
 import Foundation
 import TensorEngine
 
@@ -218,6 +219,89 @@ extension MixtureOfExperts {
     static func checkExpertsPerToken(_ k: Int, of experts: Int, expertsKey: String) throws {
         guard experts >= 1, (1...experts).contains(k) else {
             throw InvalidConfigValue(key: "num_experts_per_tok", problem: "must be between 1 and \(expertsKey) \(experts), got \(k)")
+        }
+    }
+}
+
+/// Where a family's sparse layers store their experts, so that
+/// `Weights.confirmLayers` checks the stored expert tensors against the
+/// config as it checks the stored layers. transformers 5 collects a layer's
+/// per-expert tensors `<part><e>.<projection>.weight` into its fused 3-D
+/// parameters `mlp.experts.gate_up_proj` / `down_proj` (its conversion
+/// mapping), so it refuses an expert index past the expert count (the
+/// collected tensor has the wrong shape) and a layer holding both forms;
+/// on a dense layer the same names are unexpected keys, which it ignores.
+struct ExpertNaming {
+    /// Name parts after "<layer prefix><index>." under which experts are
+    /// stored, e.g. "mlp.experts.".
+    var parts: [String]
+    /// The per-expert projections transformers collects ("gate_proj", "up_proj", "down_proj").
+    var projections: [String]
+    /// The configured expert count and the config key that gives it.
+    var count: Int
+    var countKey: String
+    /// Whether layer `index` has experts (others have a dense MLP).
+    var isSparse: (Int) -> Bool
+
+    /// transformers' fused expert parameters.
+    static let fusedNames: Set<Substring> = ["gate_up_proj", "down_proj"]
+
+    /// How a tensor stores experts.
+    enum Form: Equatable {
+        case fused
+        /// One expert's projection; nil for an index too large for `Int`.
+        case perExpert(index: Int?)
+    }
+
+    /// How the tensor named `rest` after its layer's "<prefix><index>."
+    /// stores experts; nil for any other tensor (transformers converts
+    /// only these names).
+    func form(of rest: String) -> Form? {
+        for part in parts where rest.hasPrefix(part) {
+            let tail = rest.dropFirst(part.count)
+            if Self.fusedNames.contains(tail) { return .fused }
+            let pieces = tail.split(separator: ".", omittingEmptySubsequences: false)
+            guard pieces.count == 3, !pieces[0].isEmpty, pieces[0].allSatisfy({ $0.isASCII && $0.isNumber }),
+                  projections.contains(String(pieces[1])), pieces[2] == "weight"
+            else { continue }
+            return .perExpert(index: Int(pieces[0]))
+        }
+        return nil
+    }
+}
+
+/// The expert tensors of each sparse layer, checked one stored name at a
+/// time by `Weights.confirmLayers`.
+struct StoredExperts {
+    let naming: ExpertNaming
+    /// Each layer's first fused and first per-expert tensor met so far.
+    private var fused: [Int: String] = [:]
+    private var perExpert: [Int: String] = [:]
+
+    init(_ naming: ExpertNaming) { self.naming = naming }
+
+    /// Notes tensor `name` of layer `layer` (`rest` after the layer's prefix).
+    /// - Throws: `DroptraceError` naming `configPath` and the tensor for an
+    ///   expert index at or past the configured count (as a layer past the
+    ///   layer count is refused), and naming `weightsPath` and the layer when
+    ///   the layer's experts are stored both fused and per expert (transformers
+    ///   reads both as one parameter; which copy it kept would depend on the
+    ///   order it met them, as for a tensor stored with and without `model.`).
+    mutating func note(_ name: String, layer: Int, rest: String, configPath: String, weightsPath: String) throws {
+        // A count below 1 is left to the family's check, which names the key's rule.
+        guard naming.count >= 1, naming.isSparse(layer), let form = naming.form(of: rest) else { return }
+        if case .perExpert(let index) = form, (index ?? .max) >= naming.count {
+            throw DroptraceError(
+                "\"\(naming.countKey)\" is \(naming.count), but the weights hold tensor '\(name)' of expert "
+                    + (index.map(String.init) ?? "index past \(Int.max)"),
+                path: configPath)
+        }
+        if form == .fused { fused[layer] = fused[layer] ?? name } else { perExpert[layer] = perExpert[layer] ?? name }
+        if let one = fused[layer], let other = perExpert[layer] {
+            throw DroptraceError(
+                "layer \(layer)'s experts are stored both fused ('\(one)') and per expert ('\(other)'), which transformers "
+                    + "reads as one; keep one of the two",
+                path: weightsPath)
         }
     }
 }

@@ -232,18 +232,27 @@ struct Weights {
     /// one of its modules (`drops` are the config's own drop lists). Runs
     /// before anything is allocated per layer, so an absurd count fails here.
     /// `extraLayers` layers after the last may be stored and are ignored.
-    func confirmLayers(_ naming: LayerNaming, count: Int, drops: DropPlan, configPath: String, extraLayers: Int = 0) throws {
+    /// `experts` (a mixture-of-experts family's) extends the check to the
+    /// experts of each sparse layer: an expert at or beyond the configured
+    /// count, or experts stored both fused and per expert, are refused too
+    /// (`StoredExperts.note`); drops do not exempt them, as they do not
+    /// exempt a layer, since transformers loads the whole file.
+    func confirmLayers(
+        _ naming: LayerNaming, count: Int, drops: DropPlan, configPath: String, extraLayers: Int = 0, experts: ExpertNaming? = nil
+    ) throws {
         let key = naming.layerCountKeys[0]
         var present: [Int: String] = [:]
+        var stored = experts.map(StoredExperts.init)
         // Buffers of any dtype count: a layer is there even if only a buffer
         // says so, and reading its weights then names the dtype.
         for name in checkpoint.storedTensorNames {
-            guard let (layer, _) = naming.split(name) else { continue }
+            guard let (layer, rest) = naming.split(name) else { continue }
             if layer >= count, layer - count < extraLayers { continue }
             if layer >= count {
                 throw DroptraceError(
                     "\"\(key)\" is \(count), but the weights hold tensor '\(name)' of layer \(layer)", path: configPath)
             }
+            try stored?.note(name, layer: layer, rest: rest, configPath: configPath, weightsPath: checkpoint.weightsPath)
             if present[layer] == nil { present[layer] = name }
         }
         // Layers the config drops entirely may have no tensors.

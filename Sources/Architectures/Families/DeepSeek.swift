@@ -210,13 +210,17 @@ struct DeepSeekModel: DecoderFamily {
         // DeepseekV3Config's num_key_value_heads is 128 when config.json omits
         // it (null: num_attention_heads); latent attention needs it equal to the heads.
         let section = ConfigSection(defaults: checkpoint.modelType == "deepseek_v3" ? ["num_key_value_heads": 128] : [:])
+        // Decoded first: the routed experts' tensors are checked with the layers.
+        let config = try checkpoint.decodeConfig(DeepSeekConfiguration.self, section: section)
+        self.config = config
         parts = try DecoderParts(checkpoint, section: section, naming: { prefix in
             LayerNaming(
                 prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
                 mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
-        }, extraLayers: predictionLayers)
-        config = try parts.config(DeepSeekConfiguration.self)
-        let d = parts.dimensions, configPath = parts.configPath, config = config
+        }, extraLayers: predictionLayers, experts: ExpertNaming(
+            parts: ["mlp.experts."], projections: ["gate_proj", "up_proj", "down_proj"], count: config.nRoutedExperts,
+            countKey: "n_routed_experts", isSparse: { $0 >= config.firstKDenseReplace }))
+        let d = parts.dimensions, configPath = parts.configPath
         try ConfigRules.checks(path: configPath) { try config.check(d) }
         try Self.confirmShapes(parts, config)
         let rope = try checkpoint.decodeConfig(RopeSettings.self)

@@ -37,12 +37,17 @@ struct MixtralModel: DecoderFamily {
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint) { prefix in
+        // Decoded first: the expert tensors are checked with the layers.
+        config = try checkpoint.decodeConfig(MixtralConfiguration.self)
+        // transformers renames `block_sparse_moe.` to `mlp.` before collecting experts: both spellings are one.
+        let experts = ExpertNaming(
+            parts: ["block_sparse_moe.experts.", "mlp.experts."], projections: ["w1", "w3", "w2"], count: config.numLocalExperts,
+            countKey: "num_local_experts", isSparse: { _ in true })
+        parts = try DecoderParts(checkpoint, naming: { prefix in
             LayerNaming(
                 prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
                 mlp: ["block_sparse_moe.", "mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
-        }
-        config = try parts.config(MixtralConfiguration.self)
+        }, experts: experts)
         // Mixtral's rotary base defaults to 1e6, not the usual 1e4.
         rotary = try parts.rotary(defaultTheta: 1_000_000)
         let dimensions = parts.dimensions, configPath = parts.configPath

@@ -66,8 +66,13 @@ struct OlmoeModel: DecoderFamily {
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, naming: LlamaModel.naming)
-        config = try parts.config(OlmoeConfiguration.self)
+        // Decoded first: the expert tensors are checked with the layers.
+        config = try checkpoint.decodeConfig(OlmoeConfiguration.self)
+        parts = try DecoderParts(
+            checkpoint, naming: LlamaModel.naming,
+            experts: ExpertNaming(
+                parts: ["mlp.experts."], projections: ["gate_proj", "up_proj", "down_proj"], count: config.numExperts,
+                countKey: config.numExpertsKey, isSparse: { _ in true }))
         let dimensions = parts.dimensions, config = config
         try ConfigRules.checks(path: parts.configPath) {
             // q_norm is sized hidden_size and applied to all heads' queries.

@@ -60,6 +60,13 @@ struct Qwen3MoeConfiguration: Decodable {
     func isSparse(_ index: Int) -> Bool {
         numExperts > 0 && !mlpOnlyLayers.contains(index) && (index + 1) % decoderSparseStep == 0
     }
+
+    /// The sparse layers' experts under `mlp.experts.`, as transformers' `qwen2_moe` conversion names them.
+    var experts: ExpertNaming {
+        ExpertNaming(
+            parts: ["mlp.experts."], projections: ["gate_proj", "up_proj", "down_proj"], count: numExperts, countKey: numExpertsKey,
+            isSparse: isSparse)
+    }
 }
 
 /// Qwen3-MoE: Qwen3's attention (per-head q/k RMSNorm) in pre-RMSNorm
@@ -78,9 +85,10 @@ struct Qwen3MoeModel: DecoderFamily {
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, naming: LlamaModel.naming)
+        // Decoded first: the expert tensors are checked with the layers.
+        config = try checkpoint.decodeConfig(Qwen3MoeConfiguration.self)
+        parts = try DecoderParts(checkpoint, naming: LlamaModel.naming, experts: config.experts)
         attentionConfig = try parts.config(Qwen3Configuration.self)
-        config = try parts.config(Qwen3MoeConfiguration.self)
         rotary = try parts.rotary()
         let dimensions = parts.dimensions, configPath = parts.configPath, config = config
         try ConfigRules.checks(path: configPath) {

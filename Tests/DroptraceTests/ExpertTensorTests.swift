@@ -1,0 +1,126 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Testing
+
+/// The expert tensors of mixture-of-experts checkpoints are checked with the
+/// layers, as transformers 5.23 loads them: it collects a sparse layer's
+/// per-expert tensors into its fused parameters, so it refuses an expert
+/// index at or past the configured count and a layer holding its experts
+/// both fused and per expert (checked with transformers 5.23's
+/// `from_pretrained` on the same edits: a conversion error, an AttributeError),
+/// while the same names on a dense layer are unexpected keys it ignores.
+@Suite struct ExpertTensorTests {
+    /// A fixture with the per-expert names it stores (`stored`, projections
+    /// gate, up, down) and the spelling `experts` a test adds, the configured
+    /// count and its key, and a dense layer if the fixture has one.
+    struct Family: Sendable, CustomStringConvertible {
+        let fixture: String
+        let stored: String
+        let experts: String
+        let projections: (gate: String, up: String, down: String)
+        let router: String
+        let count: Int
+        let countKey: String
+        let denseLayer: Int?
+        var description: String { fixture + " " + experts }
+    }
+
+    static let qwen = ("gate_proj", "up_proj", "down_proj"), mixtral = ("w1", "w3", "w2")
+    static let families = [
+        Family(
+            fixture: "qwen3_moe-f32", stored: "mlp.experts.", experts: "mlp.experts.", projections: qwen, router: "mlp.gate", count: 4,
+            countKey: "num_local_experts", denseLayer: 1),
+        Family(
+            fixture: "olmoe-f32", stored: "mlp.experts.", experts: "mlp.experts.", projections: qwen, router: "mlp.gate", count: 4,
+            countKey: "num_experts", denseLayer: nil),
+        Family(
+            fixture: "deepseek_v2-f32", stored: "mlp.experts.", experts: "mlp.experts.", projections: qwen, router: "mlp.gate", count: 4,
+            countKey: "n_routed_experts", denseLayer: 0),
+        Family(
+            fixture: "deepseek_v3-f32", stored: "mlp.experts.", experts: "mlp.experts.", projections: qwen, router: "mlp.gate", count: 8,
+            countKey: "n_routed_experts", denseLayer: 0),
+        Family(
+            fixture: "mixtral-f32", stored: "block_sparse_moe.experts.", experts: "block_sparse_moe.experts.", projections: mixtral,
+            router: "block_sparse_moe.gate", count: 4, countKey: "num_local_experts", denseLayer: nil),
+        // transformers renames `block_sparse_moe.` to `mlp.` before collecting: this spelling counts too.
+        Family(
+            fixture: "mixtral-f32", stored: "block_sparse_moe.experts.", experts: "mlp.experts.", projections: mixtral,
+            router: "block_sparse_moe.gate", count: 4, countKey: "num_local_experts", denseLayer: nil),
+    ]
+
+    /// A copy of `fixture` named `name` whose weights also hold `added`
+    /// (name → a stored tensor copied under it).
+    static func copy(_ fixture: String, in scratch: ScratchDirectory, as name: String, adding added: [String: TensorSlice]) throws -> URL {
+        let directory = try scratch.copyOfModel(fixture, as: name)
+        let original = try Checkpoint(directory: directory)
+        var entries = try original.tensorNames.map { SafetensorsWriter.Entry(try original.tensor($0)) }
+        entries += added.sorted { $0.key < $1.key }.map { SafetensorsWriter.Entry($0.value, renamedTo: $0.key) }
+        let file = directory.appendingPathComponent(Checkpoint.singleFileName)
+        try FileManager.default.removeItem(at: file)
+        try SafetensorsWriter.write(entries, to: file)
+        return directory
+    }
+
+    /// The error loading `directory` gives; nil when it loads.
+    static func loadError(_ directory: URL) -> String? {
+        do {
+            _ = try EditedModel.load(directory)
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    /// An expert at index `count` of sparse layer 2 is refused naming
+    /// config.json, the key and the tensor, as a layer past
+    /// num_hidden_layers is; on a dense layer, or under a name transformers
+    /// does not collect (a `_scale_inv` beside it), the same tensor is ignored.
+    @Test(arguments: families)
+    func anExpertPastTheConfiguredCountIsRefused(_ family: Family) throws {
+        let scratch = try ScratchDirectory()
+        let source = try Checkpoint(directory: FixtureFiles.model(family.fixture))
+        let up = family.projections.up
+        let last = try source.tensor("model.layers.2.\(family.stored)\(family.count - 1).\(up).weight")
+        let extra = "model.layers.2.\(family.experts)\(family.count).\(up).weight"
+        let directory = try Self.copy(family.fixture, in: scratch, as: "extra", adding: [extra: last])
+        #expect(
+            Self.loadError(directory)
+                == "\(directory.path)/config.json: \"\(family.countKey)\" is \(family.count), but the weights hold tensor '\(extra)' of expert \(family.count)")
+
+        var ignored = [extra + "_scale_inv": last]
+        if let dense = family.denseLayer { ignored["model.layers.\(dense).\(family.experts)\(family.count).\(up).weight"] = last }
+        #expect(Self.loadError(try Self.copy(family.fixture, in: scratch, as: "ignored", adding: ignored)) == nil)
+    }
+
+    /// Layer 2's experts stored both per expert (as saved) and fused (the
+    /// in-memory 3-D parameters, both or gate_up_proj alone) are refused
+    /// naming the weights and the layer, as a tensor stored with and without
+    /// `model.` is: the copies are one parameter to transformers. Fused
+    /// tensors on a dense layer are ignored.
+    @Test(arguments: families.filter { $0.stored == $0.experts })
+    func expertsStoredBothFusedAndPerExpertAreRefused(_ family: Family) throws {
+        let scratch = try ScratchDirectory()
+        let fusedCopy = try scratch.copyOfModel(family.fixture, as: "fused")
+        try fuseExperts(in: fusedCopy, from: family.stored, router: family.router, names: family.projections)
+        let fused = try Checkpoint(directory: fusedCopy)
+        // The first per-expert name in sorted order, which the error quotes.
+        let perExpert = [family.projections.gate, family.projections.up, family.projections.down].min()!
+        for kept in [["down_proj", "gate_up_proj"], ["gate_up_proj"]] {
+            let added = try Dictionary(uniqueKeysWithValues: kept.map {
+                ("model.layers.2.mlp.experts.\($0)", try fused.tensor("model.layers.2.mlp.experts.\($0)"))
+            })
+            let directory = try Self.copy(family.fixture, in: scratch, as: kept.joined(separator: "+"), adding: added)
+            #expect(
+                Self.loadError(directory)
+                    == "\(directory.path): layer 2's experts are stored both fused ('model.layers.2.mlp.experts.\(kept[0])') and per expert ('model.layers.2.\(family.stored)0.\(perExpert).weight'), which transformers reads as one; keep one of the two")
+        }
+        if let dense = family.denseLayer {
+            let onDense = try Self.copy(
+                family.fixture, in: scratch, as: "dense",
+                adding: ["model.layers.\(dense).mlp.experts.gate_up_proj": try fused.tensor("model.layers.2.mlp.experts.gate_up_proj")])
+            #expect(Self.loadError(onDense) == nil)
+        }
+    }
+}
