@@ -16,7 +16,8 @@ struct Qwen3MoeConfiguration: Decodable {
     var moeIntermediateSize: Int
     /// Every n-th layer (1-based) is sparse.
     var decoderSparseStep: Int
-    /// Layers whose MLP is dense whatever `decoder_sparse_step` says.
+    /// Layers whose MLP is dense whatever `decoder_sparse_step` says
+    /// (entries past the last layer select none).
     var mlpOnlyLayers: [Int]
 
     enum CodingKeys: String, CodingKey {
@@ -92,9 +93,11 @@ struct Qwen3MoeModel: DecoderFamily {
         rotary = try parts.rotary()
         let dimensions = parts.dimensions, configPath = parts.configPath, config = config
         try ConfigRules.checks(path: configPath) {
-            if let layer = config.mlpOnlyLayers.first(where: { !(0..<dimensions.numHiddenLayers).contains($0) }) {
-                throw InvalidConfigValue(
-                    key: "mlp_only_layers", problem: "lists layer \(layer), but num_hidden_layers is \(dimensions.numHiddenLayers)")
+            // transformers asks whether a layer's index is in the list, so an
+            // entry past the last layer (left when layers were cut and the list
+            // was not) matches no layer and is ignored; a negative one is refused.
+            if let layer = config.mlpOnlyLayers.first(where: { $0 < 0 }) {
+                throw InvalidConfigValue(key: "mlp_only_layers", problem: "lists layer \(layer), but layers are numbered from 0")
             }
             // The fused expert tensors hold experts × 2 · inner × hidden values.
             try ConfigRules.product([
