@@ -139,7 +139,6 @@ import Testing
         ("truncated.bin", "no end-of-central-directory record"),
         ("entry_past_end.bin", "file is truncated: zip entry small/data/0 starts at byte"),
         ("compressed.bin", "is compressed"),
-        ("expanded.bin", "tensor 'weight' (shape [4096, 3], strides [0, 1]) repeats elements of its storage"),
         ("plain_pickle.bin", "not a PyTorch checkpoint"),
     ])
     func brokenFilesGiveOneLineErrors(file: String, phrase: String) {
@@ -179,6 +178,48 @@ import Testing
 
     /// torch bounds only a tensor with elements by its storage: an empty one
     /// may give any storage offset, and must not be placed in the file by it.
+    /// A view repeating storage elements — stride 0 from `expand()`
+    /// (`expanded.bin`: `arange(3).expand(4096, 3)`), overlapping strides —
+    /// reads as the values torch.load(weights_only=True) gives, which
+    /// transformers copies into the parameter. The expected values are
+    /// torch's: `torch.as_strided(torch.arange(6.), size, stride, offset)`
+    /// over small.bin's storage.
+    @Test func repeatingViewsReadAsTorchLoadGivesThem() throws {
+        let weight = try #require(try TorchCheckpointFile(path: Self.pickle("expanded.bin").path).tensors["weight"])
+        #expect(weight.shape == [4096, 3])
+        #expect(try weight.floats() == Array([[Float]](repeating: [0, 1, 2], count: 4096).joined()))
+        #expect(try weight.floats().count == 4096 * 3)
+        #expect(try Self.smallStorageView(shape: [3, 2], strides: [0, 2], offset: 1).floats() == [1, 3, 1, 3, 1, 3])
+        #expect(try Self.smallStorageView(shape: [4, 3], strides: [1, 1]).floats() == [0, 1, 2, 1, 2, 3, 2, 3, 4, 3, 4, 5])
+    }
+
+    /// A repeating view is bounded by its storage, not by its sizes: its
+    /// values are gathered only when it is expanded (after a model has
+    /// checked its shape), so 2^60 elements over 6 stored ones open without
+    /// allocating them; sizes whose Float32 bytes overflow are refused, and
+    /// so is a view reaching past its storage, as for any view.
+    @Test func repeatingViewsAreBoundedByTheirStorage() throws {
+        let huge = try Self.smallStorageView(shape: [1 << 30, 1 << 30], strides: [0, 0], offset: 5)
+        #expect(huge.shape == [1 << 30, 1 << 30])
+        #expect {
+            try Self.smallStorageView(shape: [1 << 61, 2], strides: [0, 1])
+        } throws: { "\($0)".hasSuffix("small.bin: tensor 'weight' has an impossible shape [\(1 << 61), 2]") }
+        #expect {
+            try Self.smallStorageView(shape: [4, 2], strides: [0, 1], offset: 5)
+        } throws: { "\($0)".hasSuffix("small.bin: tensor 'weight' (shape [4, 2], offset 5) reaches element 7 of a storage holding 6 float32 elements") }
+    }
+
+    /// A float32 view over small.bin's storage (6 elements, 0 to 5).
+    static func smallStorageView(shape: [Int], strides: [Int], offset: Int = 0) throws -> TensorSlice {
+        let url = pickle("small.bin")
+        let values = Data([Float]([0, 1, 2, 3, 4, 5]).withUnsafeBytes { Array($0) })
+        let start = try #require(try Data(contentsOf: url).range(of: values)).lowerBound
+        let storage = TorchStorageReference(element: .float32, key: "0", count: 6)
+        let tensor = TorchTensorRecord(storage: storage, element: .float32, offset: offset, shape: shape, strides: strides)
+        let file = try RegularFile(path: url.path)
+        return try #require(try TorchStateDict.slice(name: "weight", tensor: tensor, storage: (offset: start, count: 24), file: file))
+    }
+
     @Test func anEmptyTensorFarPastItsStorageReadsNothing() throws {
         let file = try RegularFile(path: Self.pickle("small.bin").path)
         let storage = TorchStorageReference(element: .float32, key: "0", count: 6)

@@ -47,7 +47,10 @@ enum TorchStateDict {
     /// or nil for element types droptrace does not read. Contiguous float
     /// tensors are read from the file when expanded; strided views and float64
     /// tensors are copied now into a buffer of their own (only the storage
-    /// bytes they reach are read).
+    /// bytes they reach are read); views that repeat storage elements are
+    /// gathered, as Float32, each time they are expanded.
+    /// - Throws: `DroptraceError` naming the file for a view reaching past
+    ///   its storage or sizes whose product or reach overflows.
     static func slice(
         name: String, tensor: TorchTensorRecord, storage: TorchCheckpointFile.StorageRange, file: RegularFile
     ) throws -> TensorSlice? {
@@ -62,12 +65,25 @@ enum TorchStateDict {
         }
         let count = try elementCount(tensor, name: name, path: path)
         // An ordinary view (a transpose, a slice) never has more elements than
-        // its storage; one that repeats elements (stride 0, overlapping strides)
-        // would make the copy below unboundedly large.
-        guard count <= storageCount else {
-            throw DroptraceError(
-                "tensor '\(name.forErrorMessage)' (shape \(tensor.shape), strides \(tensor.strides)) repeats elements of its storage; only ordinary tensors and views are supported",
-                path: path)
+        // its storage; one that repeats elements (stride 0 from expand(),
+        // overlapping strides) may have any number, which torch.load gives
+        // (transformers then copies them into the parameter). Copying them
+        // now would let a few stored bytes make the reader allocate whatever
+        // the sizes multiply to; when expanded, the shape has been checked
+        // against the config.
+        if count > storageCount {
+            guard element.tensorDType != nil || element == .float64 else { return nil }
+            // Its Float32 values and the gathered copy must have a byte count.
+            guard !count.multipliedReportingOverflow(by: max(element.byteSize, 4)).overflow else {
+                throw DroptraceError("tensor '\(name.forErrorMessage)' has an impossible shape \(tensor.shape)", path: path)
+            }
+            return TensorSlice.computed(name: name, shape: tensor.shape, path: path) {
+                let (dtype, values) = try gathered(tensor, count: count, reaching: needed, of: storage, in: file)
+                var floats = [Float](repeating: 0, count: count)
+                floats.withUnsafeMutableBufferPointer { expandToFloat32(values.bytes, dtype: dtype, count: count, into: $0.baseAddress!) }
+                try file.checkUnchanged()
+                return floats
+            }
         }
         if let dtype = element.tensorDType, isContiguous(tensor) {
             // Only a tensor with elements is bounded by its storage: torch
@@ -77,22 +93,30 @@ enum TorchStateDict {
                 name: name, dtype: dtype, shape: tensor.shape, path: path, storage: .file(file, offset: start))
         }
         guard element.tensorDType != nil || element == .float64 else { return nil }
-        // The storage elements the view reaches, read once.
+        let (dtype, values) = try gathered(tensor, count: count, reaching: needed, of: storage, in: file)
+        return TensorSlice(name: name, dtype: dtype, shape: tensor.shape, path: path, storage: .memory(values))
+    }
+
+    /// The `count` values of view `tensor` in row-major order, gathered from
+    /// the `needed` elements of `storage` it reaches (read once), in its
+    /// dtype; float64 (rare: a buffer saved in double) becomes float32.
+    /// - Throws: `DroptraceError` when the storage bytes cannot be read.
+    private static func gathered(
+        _ tensor: TorchTensorRecord, count: Int, reaching needed: Int, of storage: TorchCheckpointFile.StorageRange, in file: RegularFile
+    ) throws -> (dtype: TensorDType, values: TensorBuffer) {
+        let element = tensor.element
         let reached = try file.bytes(needed * element.byteSize, at: storage.offset)
-        let gathered = TensorBuffer(byteCount: count * element.byteSize)
+        let values = TensorBuffer(byteCount: count * element.byteSize)
         reached.withUnsafeBytes { bytes in
-            if let base = bytes.baseAddress { gather(tensor, from: base, elementSize: element.byteSize, into: gathered.bytes) }
+            if let base = bytes.baseAddress { gather(tensor, from: base, elementSize: element.byteSize, into: values.bytes) }
         }
-        if let dtype = element.tensorDType {
-            return TensorSlice(name: name, dtype: dtype, shape: tensor.shape, path: path, storage: .memory(gathered))
-        }
-        // float64 (rare: a buffer saved in double) becomes an owned float32 copy.
+        if let dtype = element.tensorDType { return (dtype, values) }
         let floats = TensorBuffer(byteCount: count * 4)
         for i in 0..<count {
-            let value = gathered.bytes.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)
+            let value = values.bytes.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)
             floats.bytes.storeBytes(of: Float(value), toByteOffset: 4 * i, as: Float.self)
         }
-        return TensorSlice(name: name, dtype: .float32, shape: tensor.shape, path: path, storage: .memory(floats))
+        return (.float32, floats)
     }
 
     /// The product of the sizes, refused when it overflows (even next to a zero size,
