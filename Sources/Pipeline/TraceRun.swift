@@ -122,14 +122,13 @@ public final class TraceRun {
         (store, evaluation, taskAccuracy) = try existingStore()
         report(discovered, into: &summary, stored: Set(store?.rows.map(\.name) ?? []))
         // Before anything is computed: even perplexities would come out in the other precision.
-        let series = seriesDirectory
         if let existing = store, !force {
             try existing.metadata.checkContinued(in: options.precision, store: options.storeURL.path)
-            if try existing.checkContinued(bySeriesIn: series, found: discovered.ready, store: options.storeURL.path) {
-                log.info("the series was in \(existing.metadata.seriesDirectory ?? ""); the store now records \(series)")
+            if try existing.checkContinued(bySeriesIn: seriesDirectory, found: discovered.ready, store: options.storeURL.path) {
+                log.info("the series was in \(existing.metadata.seriesDirectory ?? ""); the store now records \(seriesDirectory)")
             }
             // Recorded even when nothing new is scored (a moved series, a store from before it was recorded).
-            store?.metadata.seriesDirectory = series
+            store?.metadata.seriesDirectory = seriesDirectory
         }
         // A checkpoint that now fails by its own files (replaced by unreadable ones) keeps no row of the old
         // files; one refused as a duplicate of another (listed twice, a second name) is not that one's row.
