@@ -68,7 +68,8 @@ struct DecoderParts: Sendable {
         try weights.confirmShape(
             "embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize], keys: "vocab_size, hidden_size",
             configPath: configPath)
-        try weights.confirmStoredHeadShape(hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: headName)
+        try weights.confirmStoredOutputShapes(
+            hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: headName, finalNorm: "norm")
     }
 
     var configPath: String { checkpoint.configURL.path }

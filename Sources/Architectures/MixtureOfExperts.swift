@@ -250,7 +250,8 @@ struct ExpertNaming {
     enum Form: Equatable {
         case fused
         /// One expert's projection; nil for an index too large for `Int`.
-        case perExpert(index: Int?)
+        /// `padded`: the index is written with leading zeros (`experts.01.`).
+        case perExpert(index: Int?, padded: Bool)
     }
 
     /// How the tensor named `rest` after its layer's "<prefix><index>."
@@ -264,7 +265,7 @@ struct ExpertNaming {
             guard pieces.count == 3, !pieces[0].isEmpty, pieces[0].allSatisfy({ $0.isASCII && $0.isNumber }),
                   projections.contains(String(pieces[1])), pieces[2] == "weight"
             else { continue }
-            return .perExpert(index: Int(pieces[0]))
+            return .perExpert(index: Int(pieces[0]), padded: pieces[0].count > 1 && pieces[0].first == "0")
         }
         return nil
     }
@@ -290,7 +291,15 @@ struct StoredExperts {
     mutating func note(_ name: String, layer: Int, rest: String, configPath: String, weightsPath: String) throws {
         // A count below 1 is left to the family's check, which names the key's rule.
         guard naming.count >= 1, naming.isSparse(layer), let form = naming.form(of: rest) else { return }
-        if case .perExpert(let index) = form, (index ?? .max) >= naming.count {
+        if case .perExpert(let index, padded: true) = form {
+            // transformers reads it as that expert (beside the unpadded name, as a second copy); droptrace reads
+            // experts by the names save_pretrained writes.
+            throw DroptraceError(
+                "tensor '\(name)' writes expert \(index.map(String.init) ?? "index") with leading zeros, which transformers "
+                    + "reads as that expert; droptrace reads experts named as save_pretrained writes them: rename it",
+                path: weightsPath)
+        }
+        if case .perExpert(let index, _) = form, (index ?? .max) >= naming.count {
             throw DroptraceError(
                 "\"\(naming.countKey)\" is \(naming.count), but the weights hold tensor '\(name)' of expert "
                     + (index.map(String.init) ?? "index past \(Int.max)"),

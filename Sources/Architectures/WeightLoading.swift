@@ -205,12 +205,18 @@ struct Weights {
             bias: nil, inFeatures: hidden, outFeatures: vocabulary)
     }
 
-    /// Confirms the shape of a stored head (`head`'s first choice) without
-    /// reading it, for runs that never use it: a head of another shape makes
-    /// the checkpoint another model's, and transformers refuses to load it.
-    func confirmStoredHeadShape(hidden: Int, vocabulary: Int, untiedName: String = "lm_head") throws {
-        guard let stored = ["lm_head.weight", untiedName + ".weight"].first(where: { has($0, absolute: true) }) else { return }
-        _ = try checkpoint.tensor(absolute(stored), shape: [vocabulary, hidden])
+    /// Confirms the shapes of a stored head (`head`'s first choice) and of
+    /// the final norm `finalNorm` (its weight and bias, when stored) without
+    /// reading them, for runs that never use them (`score`, `trace`): either
+    /// of another shape makes the checkpoint another model's, and
+    /// transformers refuses to load it.
+    func confirmStoredOutputShapes(hidden: Int, vocabulary: Int, untiedName: String = "lm_head", finalNorm: String) throws {
+        if let stored = ["lm_head.weight", untiedName + ".weight"].first(where: { has($0, absolute: true) }) {
+            _ = try checkpoint.tensor(absolute(stored), shape: [vocabulary, hidden])
+        }
+        for name in [finalNorm + ".weight", finalNorm + ".bias"] where has(name) {
+            _ = try checkpoint.tensor(stored(name), shape: [hidden])
+        }
     }
 
     /// Confirms config sizes by the shape of tensor `name` (under the

@@ -174,15 +174,32 @@ public enum DropRun {
         let speed = try SpeedMeasurement.compare(model: model, plan: plan, tokens: windows.flatMap { $0 }, options: request.speed)
         log("timed \(speed.rounds) rounds in \(Int(speed.seconds.rounded())) s (\(speed.stopped.rawValue))")
 
-        if let export = request.export {
-            try DroppedModelExport.write(model: model, plan: plan, to: export)
-            log("exported the dropped model to \(export.path)")
+        var measured = result(request, model: model, plan: plan, scores: full, perplexity: perplexity, accuracy: accuracy, speed: speed)
+        // The measurements stand whatever becomes of the exports (a path taken meanwhile, a full disk).
+        do {
+            if let export = request.export {
+                measured.export = nil
+                try DroppedModelExport.write(model: model, plan: plan, to: export)
+                measured.export = export.path
+                log("exported the dropped model to \(export.path)")
+            }
+            if let yaml = request.exportMergekit {
+                measured.exportMergekit = nil
+                try MergekitSlices.write(model: model, plan: plan, to: yaml)
+                measured.exportMergekit = yaml.path
+                log("wrote the mergekit passthrough configuration \(yaml.path)")
+            }
+        } catch {
+            throw ExportFailed(result: measured, error: error)
         }
-        if let yaml = request.exportMergekit {
-            try MergekitSlices.write(model: model, plan: plan, to: yaml)
-            log("wrote the mergekit passthrough configuration \(yaml.path)")
-        }
-        return result(request, model: model, plan: plan, scores: full, perplexity: perplexity, accuracy: accuracy, speed: speed)
+        return measured
+    }
+
+    /// An export failed after everything was measured: `result` holds the
+    /// measurements (with only the exports written), `error` what failed.
+    public struct ExportFailed: Error {
+        public let result: DropResult
+        public let error: Error
     }
 
     static func result(

@@ -10,7 +10,8 @@ extension ScoreFile {
     /// attribute a user added), which its checksum refuses as damaged: a
     /// copy with the checksum renewed is read completely by `validate`
     /// (every group droptrace stores, through the crash-safe probe), and
-    /// only then replaces the store, atomically. Nothing else changes.
+    /// only then replaces the store, atomically. Nothing else changes (its
+    /// permissions are kept).
     /// - Parameter validate: reads the store at the URL it is given, throwing
     ///   on anything droptrace would refuse in it.
     /// - Returns: false when the file has no checksum to renew (a store from
@@ -28,18 +29,24 @@ extension ScoreFile {
         else {
             throw DroptraceError("is not a droptrace store (no checksum block followed by an HDF5 file)", path: path)
         }
+        var status = stat()
+        let mode = stat(path, &status) == 0 ? status.st_mode & 0o7777 : 0o644
         try AtomicFileReplacement.replace(path, signatures: signatures) { temporary in
-            try writeExclusively(HDF5Checksum.sealed(Array(bytes[userBlock...])), to: temporary)
+            try writeExclusively(HDF5Checksum.sealed(Array(bytes[userBlock...])), to: temporary, mode: mode)
             try validate(URL(fileURLWithPath: temporary))
         }
         return true
     }
 
-    /// Creates `path` (O_EXCL: a link planted there is refused) holding `bytes`.
-    private static func writeExclusively(_ bytes: [UInt8], to path: String) throws {
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+    /// Creates `path` (O_EXCL: a link planted there is refused) holding
+    /// `bytes`, with permissions `mode` (the store's own, not the umask's).
+    private static func writeExclusively(_ bytes: [UInt8], to path: String, mode: mode_t) throws {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         guard descriptor >= 0 else { throw DroptraceError("cannot create: \(SystemError.describe())", path: path) }
         defer { close(descriptor) }
+        guard fchmod(descriptor, mode) == 0 else {
+            throw DroptraceError("cannot set its permissions: \(SystemError.describe())", path: path)
+        }
         var written = 0
         while written < bytes.count {
             let count = bytes[written...].withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }

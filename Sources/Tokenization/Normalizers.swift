@@ -229,8 +229,9 @@ struct PrependNormalizer: TextNormalizer {
 /// match (`x*`, `(?=\p{Lu})`, an empty pattern) inserts the content there,
 /// as the library does. Content inserted at an empty match at the text's
 /// start leaves the library's alignments broken: a later step that rewrites each character
-/// (`rewritesCharacters`: ByteLevel, NFC, Lowercase, …) then panics or
-/// yields a stray token, so such a match is an error there.
+/// (`rewritesCharacters`: ByteLevel, NFC, Lowercase, …, or a right Strip)
+/// then panics, yields a stray token or inserts the content twice, so such
+/// a match is an error there.
 struct ReplaceNormalizer: TextNormalizer {
     let pattern: SplitPattern
     var looksArbitrarilyFarAhead: Bool { pattern.looksArbitrarilyFarAhead }
@@ -268,8 +269,8 @@ struct ReplaceNormalizer: TextNormalizer {
                     if start == 0 && end == 0 && !replacement.isEmpty && emptyMatchAtStartFails {
                         throw DroptraceError(
                             "a Replace normalizer's pattern matches empty text at the start, and a later step "
-                                + "(ByteLevel, NFC, NFD, NFKC, NFKD, Lowercase or StripAccents) rewrites it "
-                                + "(the tokenizers library fails on that)",
+                                + "(ByteLevel, NFC, NFD, NFKC, NFKD, Lowercase, StripAccents, or a right Strip) rewrites it "
+                                + "(the tokenizers library fails on that, or inserts the content twice)",
                             path: source)
                     }
                     if start == 0 && end > 0 && replacement.isEmpty { deletedStart = true }

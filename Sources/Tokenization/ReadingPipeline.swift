@@ -218,10 +218,15 @@ extension JSONFields {
     /// Sequence) rewrites each character through the library's alignments
     /// (`NormalizedString::transform`): the ByteLevel, NFC, NFD, NFKC, NFKD,
     /// Lowercase and StripAccents normalizers and the ByteLevel
-    /// pre-tokenizer. Strip, Prepend, Replace, Metaspace, Split and Digits do not.
+    /// pre-tokenizer, and a right Strip (as far as a Replace's content
+    /// inserted at the start is concerned). A left Strip, Prepend, Replace,
+    /// Metaspace, Split and Digits do not.
     func rewritesCharacters() -> Bool {
         let rewriting: Set = ["ByteLevel", "NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents"]
         if let type = values["type"] as? String, rewriting.contains(type) { return true }
+        // A right Strip that removes trailing text makes the library insert the start's content twice
+        // ("ZZHello") or panic (content of two characters): its alignments go wrong the same way.
+        if values["type"] as? String == "Strip", values["strip_right"] as? Bool == true { return true }
         return ["normalizers", "pretokenizers"].contains { key in
             (values[key] as? [Any] ?? []).contains { item in
                 (try? JSONFields(item, location: "", file: file))?.rewritesCharacters() ?? false

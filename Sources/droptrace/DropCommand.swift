@@ -141,8 +141,16 @@ struct DropCommand: ParsableCommand {
             request.exportMergekit = exportMergekit.map { URL(fileURLWithPath: $0) }
             request.speed.policy.budgetSeconds = speedBudget
             request.speed.policy.maxRounds = speedMaxRounds
-            let result = try DropRun.run(request) { log.info("\($0)") }
+            let result: DropResult
+            var exportError: Error?
+            do {
+                result = try DropRun.run(request) { log.info("\($0)") }
+            } catch let failed as DropRun.ExportFailed {
+                // Hours of measurement are printed even when the export cannot be placed; the run still fails.
+                (result, exportError) = (failed.result, failed.error)
+            }
             print(json ? try encodeJSON(WithPrecision(result: result, precision: precision.precision)) : DropTable(result).text)
+            if let exportError { throw exportError }
         }
     }
 }

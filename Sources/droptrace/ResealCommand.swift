@@ -12,8 +12,8 @@ struct ResealCommand: ParsableCommand {
             computed. Opening the store with h5py in append mode ('a', 'r+') changes bytes too, even when nothing \
             is written, as does adding an attribute. If you made such a change, `reseal` checks that the store \
             still reads completely (rows, analysis, perplexities, task accuracy, through the crash-safe probe) \
-            and renews the checksum, atomically; nothing else changes. A later `trace` rewrites the store with \
-            droptrace's own contents only (groups or attributes you added are not kept).
+            and renews the checksum, atomically; nothing else changes. A later `trace` that stores a checkpoint \
+            rewrites the store with droptrace's own contents only (groups or attributes you added are not kept).
 
             Example:
               droptrace reseal runs/out
@@ -23,8 +23,12 @@ struct ResealCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: "An output directory of trace or run (its scores.h5), or a store file written by score.")
+    @Argument(help: "An output directory of trace or run (its scores.h5, under its lock), or a store file (a symbolic link is followed).")
     var target: String
+
+    func validate() throws {
+        if target.isEmpty { throw ValidationError("give an output directory or a store file, not an empty path") }
+    }
 
     func run() throws {
         try runLocked { log in

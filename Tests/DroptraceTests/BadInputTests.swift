@@ -120,10 +120,13 @@ import Testing
             checkpoint: model, naming: "model.safetensors", mentioning: ["gate_proj", "shape", "config.json"], in: scratch)
     }
 
-    /// A stored head of another shape (here [511, 48] for 512 × 48) is
-    /// another model's; transformers refuses to load it. `score` never uses
-    /// the head but refuses it too, reading only the header.
-    @Test(arguments: [("llama-f32", "lm_head.weight"), ("gpt_neox-f32", "embed_out.weight")])
+    /// A stored head or final norm of another shape (here one row or value
+    /// short) is another model's; transformers refuses to load it. `score`
+    /// never uses them but refuses them too, reading only the header.
+    @Test(arguments: [
+        ("llama-f32", "lm_head.weight"), ("gpt_neox-f32", "embed_out.weight"), ("llama-f32", "model.norm.weight"),
+        ("gpt2-f32", "ln_f.weight"), ("gpt_neox-f32", "final_layer_norm.weight"),
+    ])
     func storedHeadOfAnotherShapeIsRefused(model name: String, head: String) throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel(name)
@@ -131,7 +134,7 @@ import Testing
             let index = entries.firstIndex { $0.name.hasSuffix(head) }!
             let entry = entries[index]
             entries[index] = SafetensorsWriter.Entry(
-                name: entry.name, dtype: entry.dtype, shape: [entry.shape[0] - 1, entry.shape[1]],
+                name: entry.name, dtype: entry.dtype, shape: [entry.shape[0] - 1] + entry.shape.dropFirst(),
                 bytes: Data(count: entry.byteCount / entry.shape[0] * (entry.shape[0] - 1)))
         }
         try expectRefused(

@@ -123,4 +123,23 @@ import Testing
             #expect(Self.loadError(onDense) == nil)
         }
     }
+
+    /// An expert index with leading zeros (`experts.01.`) is expert 1 to
+    /// transformers (a second copy beside `experts.1.`, which it refuses);
+    /// droptrace reads experts by the names save_pretrained writes, so it
+    /// refuses the spelling by name rather than miss or ignore the tensor.
+    @Test(arguments: families)
+    func anExpertIndexWithLeadingZerosIsRefused(_ family: Family) throws {
+        let scratch = try ScratchDirectory()
+        let source = try Checkpoint(directory: FixtureFiles.model(family.fixture))
+        let up = family.projections.up
+        let padded = "model.layers.2.\(family.experts)01.\(up).weight"
+        let directory = try Self.copy(
+            family.fixture, in: scratch, as: "padded",
+            adding: [padded: try source.tensor("model.layers.2.\(family.stored)1.\(up).weight")])
+        #expect(
+            Self.loadError(directory)
+                == "\(directory.path): tensor '\(padded)' writes expert 1 with leading zeros, which transformers reads as that "
+                + "expert; droptrace reads experts named as save_pretrained writes them: rename it")
+    }
 }

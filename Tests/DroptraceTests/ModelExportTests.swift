@@ -189,10 +189,10 @@ import Testing
         process.executableURL = DroptraceCommand.executable
         process.arguments = [
             "drop", model.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--target", "block", "--count", "1",
-            "--export", exported.path, "--speed-max-rounds", "1", "--threads", "1",
+            "--export", exported.path, "--speed-max-rounds", "1", "--threads", "1", "--json",
         ]
-        let errors = Pipe()
-        process.standardOutput = FileHandle.nullDevice
+        let errors = Pipe(), output = Pipe()
+        process.standardOutput = output
         process.standardError = errors
         try process.run()
         let staging = scratch.path(TemporaryFileName.forTarget("export", pid: process.processIdentifier))
@@ -202,8 +202,12 @@ import Testing
         if created { try Data("precious".utf8).write(to: exported.appendingPathComponent("notes.txt")) }
         kill(process.processIdentifier, SIGCONT)
         let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let stdout = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         try #require(created, "the export was in place before the run could be stopped: \(stderr)")
+        // The measurements are printed all the same, without the export that failed.
+        let json = try JSONSerialization.jsonObject(with: stdout) as? [String: Any]
+        #expect(json?["dropped_blocks"] as? [Int] != nil && json?["export"] as? String == nil, "\(String(decoding: stdout, as: UTF8.self))")
 
         #expect(process.terminationStatus == 1, "\(stderr)")
         let lines = stderr.split(separator: "\n").filter { $0.contains("error:") }

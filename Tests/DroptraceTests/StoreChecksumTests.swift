@@ -86,6 +86,34 @@ import Testing
         #expect(try Data(contentsOf: store) == broken)
     }
 
+    /// `reseal` on a store named by its path takes the output directory's
+    /// lock, follows a link to the store, keeps its permissions, and leaves
+    /// nothing in a directory without a store.
+    @Test func resealLocksFollowsLinksAndKeepsPermissions() throws {
+        let scratch = try ScratchDirectory()
+        let store = try Self.scoredStore(in: scratch)
+        let directory = store.deletingLastPathComponent()
+        chmod(store.path, 0o600)
+        let link = scratch.path("link.h5")
+        try FileManager.default.createSymbolicLink(at: link, withDestinationURL: store)
+        #expect(try DroptraceCommand.run(["reseal", link.path]).status == 0)
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link.path) == store.path, "the link stays a link")
+        #expect((try FileManager.default.attributesOfItem(atPath: store.path)[.posixPermissions] as? Int) == 0o600)
+
+        FileManager.default.createFile(atPath: directory.appendingPathComponent(".droptrace.lock").path, contents: nil)
+        let lock = open(directory.appendingPathComponent(".droptrace.lock").path, O_RDWR)
+        defer { close(lock) }
+        try #require(flock(lock, LOCK_EX | LOCK_NB) == 0)
+        #expect(try DroptraceCommand.run(["reseal", store.path]).status == 75, "another run holds the directory's lock")
+        flock(lock, LOCK_UN)
+
+        let empty = scratch.path("checkpoint")
+        try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
+        #expect(try DroptraceCommand.run(["reseal", empty.path]).status == 1)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: empty.path).isEmpty)
+        #expect(try DroptraceCommand.run(["reseal", ""]).status == 64)
+    }
+
     @Test func aStoreFromBeforeTheChecksumStillReads() throws {
         let scratch = try ScratchDirectory()
         let store = try Self.scoredStore(in: scratch)

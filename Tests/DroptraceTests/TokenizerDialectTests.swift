@@ -191,6 +191,28 @@ struct TokenizerDialectTests {
         #expect(error?.message.contains(phrase) == true, "\(error?.message ?? "no error")")
     }
 
+    /// Content a Replace inserts at the start, then a right Strip: tokenizers
+    /// 0.23.3 inserts it twice ("Hello there.\n" → "ZZHello there.") or
+    /// panics (two characters of content); a left Strip is harmless.
+    @Test(arguments: [(true, true), (false, false)])
+    func emptyMatchAtTheStartBeforeARightStrip(stripRight: Bool, refused: Bool) throws {
+        let scratch = try TokenizerScratch()
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: TokenizerFixtures.tokenizerFile("llama3"))) as! [String: Any]
+        json["pre_tokenizer"] = NSNull()
+        json["normalizer"] = try JSONSerialization.jsonObject(with: Data("""
+            {"type": "Sequence", "normalizers": [{"type": "Replace", "pattern": {"Regex": "^"}, "content": "Z"},
+             {"type": "Strip", "strip_left": true, "strip_right": \(stripRight)}]}
+            """.utf8))
+        let file = try scratch.write(json: json, to: "tokenizer.json")
+        let tokenizer = try Tokenizer(contentsOf: file)
+        if refused {
+            let error = #expect(throws: DroptraceError.self) { try tokenizer.encode("Hello there.\n") }
+            #expect(error?.message.contains("a right Strip") == true, "\(error?.message ?? "no error")")
+        } else {
+            #expect(throws: Never.self) { try tokenizer.encode("Hello there.\n") }
+        }
+    }
+
     /// The library removes continuing_subword_prefix's length in bytes from
     /// the right part of every merge and panics when that part is shorter
     /// (or the cut splits a character), so such a file is refused by name.

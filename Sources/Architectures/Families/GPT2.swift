@@ -90,7 +90,7 @@ struct GPT2Model: RegisteredModel {
         try weights.confirmLayers(Self.naming(weights.prefix), count: config.nLayer, drops: configuredDrops, configPath: configPath)
         try weights.confirmShape("wte.weight", [config.vocabSize, config.nEmbd], keys: "vocab_size, n_embd", configPath: configPath)
         try weights.confirmShape("wpe.weight", [config.nPositions, config.nEmbd], keys: "n_positions, n_embd", configPath: configPath)
-        try weights.confirmStoredHeadShape(hidden: config.nEmbd, vocabulary: config.vocabSize)
+        try weights.confirmStoredOutputShapes(hidden: config.nEmbd, vocabulary: config.vocabSize, finalNorm: "ln_f")
     }
 
     public var modelType: String { "gpt2" }

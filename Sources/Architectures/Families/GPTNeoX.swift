@@ -83,7 +83,8 @@ struct GPTNeoXModel: RegisteredModel {
         try weights.confirmLayers(Self.naming(weights.prefix), count: config.numHiddenLayers, drops: configuredDrops, configPath: configPath)
         try weights.confirmShape(
             "embed_in.weight", [config.vocabSize, config.hiddenSize], keys: "vocab_size, hidden_size", configPath: configPath)
-        try weights.confirmStoredHeadShape(hidden: config.hiddenSize, vocabulary: config.vocabSize, untiedName: "embed_out")
+        try weights.confirmStoredOutputShapes(
+            hidden: config.hiddenSize, vocabulary: config.vocabSize, untiedName: "embed_out", finalNorm: "final_layer_norm")
         rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
             headDim: config.hiddenSize / config.numAttentionHeads, partialRotary: .honoured(default: 0.25), configPath: configPath)
     }
