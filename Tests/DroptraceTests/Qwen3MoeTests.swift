@@ -20,7 +20,6 @@ import Testing
         Mutant("qwen3_moe-f32", "num_experts_per_tok", "0"),
         Mutant("qwen3_moe-f32", "num_experts_per_tok", "5"),
         Mutant("qwen3_moe-f32", "decoder_sparse_step", "0"),
-        Mutant("qwen3_moe-f32", "mlp_only_layers", "[-1]"),
         Mutant("qwen3_moe-f32", "moe_intermediate_size", "0"),
         Mutant("qwen3_moe-f32", "moe_intermediate_size", "17"),
     ]
@@ -66,19 +65,21 @@ import Testing
     }
 
     /// An `mlp_only_layers` entry past the last layer (what cutting layers
-    /// without editing the list leaves) matches no layer, as transformers'
-    /// `layer_idx not in mlp_only_layers` test: the model is the fixture's,
-    /// and scores as transformers 5.23 does. (transformers' importances of
-    /// the fixture with `[1, 7]`, from `make_fixtures.importances`, equal
-    /// those of `[1]` recorded in reference.json exactly.)
-    @Test func mlpOnlyLayersPastTheLastLayerSelectNone() throws {
+    /// without editing the list leaves) or below 0 matches no layer, as
+    /// transformers' `layer_idx not in mlp_only_layers` test: the model is
+    /// the fixture's, and scores as transformers 5.23 does. (transformers'
+    /// importances of the fixture with `[1, 7]` and with `[1, -1]`, from
+    /// `make_fixtures.importances`, equal those of `[1]` recorded in
+    /// reference.json exactly.)
+    @Test(arguments: ["[1, 7]", "[1, -1]"])
+    func mlpOnlyLayersOutsideTheLayersSelectNone(list: String) throws {
         let scratch = try ScratchDirectory()
-        let model = try EditedModel.copy("qwen3_moe-f32", in: scratch, [("mlp_only_layers", "[1, 7]")])
+        let model = try EditedModel.copy("qwen3_moe-f32", in: scratch, [("mlp_only_layers", list)])
         let loaded = try EditedModel.load(model)
         #expect(try isSparse(loaded) == [true, false, true, true])
         let scores = try ImportanceScorer(model: loaded).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
         let reference = try #require(FixtureFiles.scores("qwen3_moe-f32", "jsonl", "float32_compute"))
-        ScoringReferenceTests().check("qwen3_moe-f32 [1, 7]", scores, against: reference, tolerance: ScoringReferenceTests.float32Tolerance)
+        ScoringReferenceTests().check("qwen3_moe-f32 \(list)", scores, against: reference, tolerance: ScoringReferenceTests.float32Tolerance)
     }
 
     /// `decoder_sparse_step` 2 makes layers 1 and 3 sparse (1-based beat);

@@ -95,10 +95,7 @@ struct Qwen3MoeModel: DecoderFamily {
         try ConfigRules.checks(path: configPath) {
             // transformers asks whether a layer's index is in the list, so an
             // entry past the last layer (left when layers were cut and the list
-            // was not) matches no layer and is ignored; a negative one is refused.
-            if let layer = config.mlpOnlyLayers.first(where: { $0 < 0 }) {
-                throw InvalidConfigValue(key: "mlp_only_layers", problem: "lists layer \(layer), but layers are numbered from 0")
-            }
+            // was not) or below 0 matches no layer and is ignored.
             // The fused expert tensors hold experts × 2 · inner × hidden values.
             try ConfigRules.product([
                 (config.numExperts, config.numExpertsKey), (2, "gate and up"), (config.moeIntermediateSize, "moe_intermediate_size"),
