@@ -246,6 +246,14 @@ struct ExpertNaming {
     /// transformers' fused expert parameters.
     static let fusedNames: Set<Substring> = ["gate_up_proj", "down_proj"]
 
+    /// `mlp.experts.<e>.{gate,up,down}_proj.weight`, as Qwen-MoE, OLMoE and
+    /// DeepSeek store their experts.
+    static func gatedMLP(count: Int, countKey: String, isSparse: @escaping (Int) -> Bool) -> ExpertNaming {
+        ExpertNaming(
+            parts: ["mlp.experts."], projections: ["gate_proj", "up_proj", "down_proj"], count: count, countKey: countKey,
+            isSparse: isSparse)
+    }
+
     /// How a tensor stores experts.
     enum Form: Equatable {
         case fused

@@ -200,17 +200,21 @@ public enum FileOutput {
         }
     }
 
-    /// Writes `bytes` to a new file at `path` (mode 0644) and fsyncs it.
-    /// Fails if anything, a symbolic link included, already exists there,
-    /// so a link planted under a temporary name is never followed. A
-    /// failed write removes the partial file.
-    public static func writeNewFile(_ bytes: UnsafeRawBufferPointer, at path: String) throws {
-        let file = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+    /// Writes `bytes` to a new file at `path` (mode 0644 less the umask, or
+    /// exactly `mode` when given) and fsyncs it. Fails if anything, a
+    /// symbolic link included, already exists there, so a link planted
+    /// under a temporary name is never followed. A failed write removes the
+    /// partial file.
+    public static func writeNewFile(_ bytes: UnsafeRawBufferPointer, at path: String, mode: mode_t? = nil) throws {
+        let file = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode == nil ? 0o644 : 0o600)
         guard file >= 0 else {
             throw DroptraceError("cannot create: \(SystemError.describe())", path: path)
         }
         do {
             defer { close(file) }
+            if let mode, fchmod(file, mode) != 0 {
+                throw DroptraceError("cannot set its permissions: \(SystemError.describe())", path: path)
+            }
             try writeAll(bytes, to: file, path: path)
             try sync(file, path: path)
         } catch {

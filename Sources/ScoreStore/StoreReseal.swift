@@ -1,8 +1,5 @@
 import DroptraceSupport
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 
 extension ScoreFile {
     /// Accepts a store as it now is after a change droptrace did not make
@@ -32,26 +29,12 @@ extension ScoreFile {
         var status = stat()
         let mode = stat(path, &status) == 0 ? status.st_mode & 0o7777 : 0o644
         try AtomicFileReplacement.replace(path, signatures: signatures) { temporary in
-            try writeExclusively(HDF5Checksum.sealed(Array(bytes[userBlock...])), to: temporary, mode: mode)
+            // The store's own permissions, not the umask's.
+            try HDF5Checksum.sealed(Array(bytes[userBlock...])).withUnsafeBytes {
+                try FileOutput.writeNewFile($0, at: temporary, mode: mode)
+            }
             try validate(URL(fileURLWithPath: temporary))
         }
         return true
-    }
-
-    /// Creates `path` (O_EXCL: a link planted there is refused) holding
-    /// `bytes`, with permissions `mode` (the store's own, not the umask's).
-    private static func writeExclusively(_ bytes: [UInt8], to path: String, mode: mode_t) throws {
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard descriptor >= 0 else { throw DroptraceError("cannot create: \(SystemError.describe())", path: path) }
-        defer { close(descriptor) }
-        guard fchmod(descriptor, mode) == 0 else {
-            throw DroptraceError("cannot set its permissions: \(SystemError.describe())", path: path)
-        }
-        var written = 0
-        while written < bytes.count {
-            let count = bytes[written...].withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
-            guard count > 0 else { throw DroptraceError("cannot write: \(SystemError.describe())", path: path) }
-            written += count
-        }
     }
 }

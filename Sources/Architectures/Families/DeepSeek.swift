@@ -217,9 +217,8 @@ struct DeepSeekModel: DecoderFamily {
             LayerNaming(
                 prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
                 mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
-        }, extraLayers: predictionLayers, experts: ExpertNaming(
-            parts: ["mlp.experts."], projections: ["gate_proj", "up_proj", "down_proj"], count: config.nRoutedExperts,
-            countKey: "n_routed_experts", isSparse: { $0 >= config.firstKDenseReplace }))
+        }, extraLayers: predictionLayers, experts: .gatedMLP(
+            count: config.nRoutedExperts, countKey: "n_routed_experts", isSparse: { $0 >= config.firstKDenseReplace }))
         let d = parts.dimensions, configPath = parts.configPath
         try ConfigRules.checks(path: configPath) { try config.check(d) }
         try Self.confirmShapes(parts, config)

@@ -70,9 +70,7 @@ struct OlmoeModel: DecoderFamily {
         config = try checkpoint.decodeConfig(OlmoeConfiguration.self)
         parts = try DecoderParts(
             checkpoint, naming: LlamaModel.naming,
-            experts: ExpertNaming(
-                parts: ["mlp.experts."], projections: ["gate_proj", "up_proj", "down_proj"], count: config.numExperts,
-                countKey: config.numExpertsKey, isSparse: { _ in true }))
+            experts: .gatedMLP(count: config.numExperts, countKey: config.numExpertsKey, isSparse: { _ in true }))
         let dimensions = parts.dimensions, config = config
         try ConfigRules.checks(path: parts.configPath) {
             // q_norm is sized hidden_size and applied to all heads' queries.

@@ -17,7 +17,7 @@ struct Qwen3MoeConfiguration: Decodable {
     /// Every n-th layer (1-based) is sparse.
     var decoderSparseStep: Int
     /// Layers whose MLP is dense whatever `decoder_sparse_step` says
-    /// (entries past the last layer select none).
+    /// (entries past the last layer or below 0 select none).
     var mlpOnlyLayers: [Int]
 
     enum CodingKeys: String, CodingKey {
@@ -63,11 +63,7 @@ struct Qwen3MoeConfiguration: Decodable {
     }
 
     /// The sparse layers' experts under `mlp.experts.`, as transformers' `qwen2_moe` conversion names them.
-    var experts: ExpertNaming {
-        ExpertNaming(
-            parts: ["mlp.experts."], projections: ["gate_proj", "up_proj", "down_proj"], count: numExperts, countKey: numExpertsKey,
-            isSparse: isSparse)
-    }
+    var experts: ExpertNaming { .gatedMLP(count: numExperts, countKey: numExpertsKey, isSparse: isSparse) }
 }
 
 /// Qwen3-MoE: Qwen3's attention (per-head q/k RMSNorm) in pre-RMSNorm
