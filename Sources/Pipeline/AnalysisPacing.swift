@@ -16,14 +16,19 @@ struct AnalysisPacing {
     static let share = 0.1
     private var lastCost: Duration = .zero
     private var lastEnd: ContinuousClock.Instant?
+    /// The time (a parameter so tests can step it instead of sleeping).
+    private let now: () -> ContinuousClock.Instant
+
+    init(now: @escaping () -> ContinuousClock.Instant = { ContinuousClock.now }) {
+        self.now = now
+    }
 
     /// `analyse()` when it is due, timed; nil otherwise.
     mutating func analysis<Analysis>(_ analyse: () throws -> Analysis) rethrows -> Analysis? {
-        let clock = ContinuousClock()
-        if let lastEnd, (clock.now - lastEnd) * Self.share < lastCost { return nil }
-        let start = clock.now
+        if let lastEnd, (now() - lastEnd) * Self.share < lastCost { return nil }
+        let start = now()
         let analysis = try analyse()
-        let end = clock.now
+        let end = now()
         (lastCost, lastEnd) = (end - start, end)
         return analysis
     }
