@@ -39,6 +39,8 @@ public final class TraceRun {
     var taskAccuracy = TaskAccuracyRecord()
     /// Whether a rewrite after one checkpoint also analyses.
     private var pacing = AnalysisPacing()
+    /// What a user added to the store, copied into every rewrite of it.
+    private var additions: StoreAdditions?
 
     public init(options: TraceOptions, log: Logger) {
         self.options = options
@@ -120,6 +122,11 @@ public final class TraceRun {
         // Score what the store does not have yet.
         var store: ScoreFile?
         (store, evaluation, taskAccuracy) = try existingStore()
+        if store != nil {
+            let found = try StoreAdditions(of: options.storeURL)
+            if !found.isEmpty { log.info("keeping what was added to the store: \(found)") }
+            additions = found
+        }
         report(discovered, into: &summary, stored: Set(store?.rows.map(\.name) ?? []))
         // Before anything is computed: even perplexities would come out in the other precision.
         if let existing = store, !force {
@@ -314,12 +321,19 @@ public final class TraceRun {
     private func write(_ store: ScoreFile, analysis: SeriesAnalysis?) throws {
         let dropK = try analysis?.dropK ?? SeriesAnalysis.analysedDropK(options.dropK, layers: store.metadata.numLayers)
         let (evaluation, taskAccuracy, title) = (self.evaluation, self.taskAccuracy, options.title)
+        let storeURL = options.storeURL
         do {
-            try store.write(to: options.storeURL) { file in
+            try store.write(to: storeURL) { file in
                 try analysis?.write(into: file)
                 try evaluation.write(into: file, rows: store.rows, dropK: dropK)
                 try taskAccuracy.write(into: file, rows: store.rows.map(\.name), dropK: dropK)
                 if let title { try file.setAttribute(ReportWriter.titleAttribute, title) }
+                guard let additions = self.additions else { return }
+                let unkept = try additions.copy(from: storeURL, into: file)
+                if !unkept.isEmpty {
+                    self.additions = additions.dropping(unkept)
+                    self.log.warning("\(storeURL.path): not kept: \(unkept)")
+                }
             }
         } catch let error as DroptraceError {
             throw StoreWriteFailure(error: error)

@@ -73,6 +73,21 @@ public enum ScoreFileLayout {
         public static let seriesDirectory = "series_directory"
     }
 
+    /// What droptrace writes at the file's root: its groups (those later
+    /// stages add, `/analysis` and `/evaluation`, included) and its root
+    /// attributes (the report's `report_title` included). Anything else at
+    /// the root was added by a user, and a trace that rewrites the store
+    /// carries it over (`StoreAdditions`); what a user adds inside these
+    /// groups is droptrace's to rewrite.
+    public static let rootGroups: Set<String> = [
+        "checkpoints", "scores", "similarity", "per_sequence", "analysis", "evaluation",
+    ]
+    public static let rootAttributes: Set<String> = [
+        Attribute.modelType, Attribute.numLayers, Attribute.metric, Attribute.calibrationSHA256,
+        Attribute.calibrationTokens, Attribute.droptraceVersion, Attribute.shardIndex, Attribute.shardCount,
+        Attribute.precision, Attribute.matrixKernel, Attribute.seriesDirectory, "report_title",
+    ]
+
     /// The values of the `precision` attribute: TensorEngine's `Precision`
     /// names (f32: float32 matrix products; bf16: bfloat16 inputs, float32
     /// accumulation).

@@ -100,7 +100,7 @@ import Testing
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link.path) == store.path, "the link stays a link")
         #expect((try FileManager.default.attributesOfItem(atPath: store.path)[.posixPermissions] as? Int) == 0o600)
 
-        FileManager.default.createFile(atPath: directory.appendingPathComponent(".droptrace.lock").path, contents: nil)
+        _ = FileManager.default.createFile(atPath: directory.appendingPathComponent(".droptrace.lock").path, contents: nil)
         let lock = open(directory.appendingPathComponent(".droptrace.lock").path, O_RDWR)
         defer { close(lock) }
         try #require(flock(lock, LOCK_EX | LOCK_NB) == 0)

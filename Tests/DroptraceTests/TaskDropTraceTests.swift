@@ -115,7 +115,8 @@ import Tokenization
         func trace(_ tasks: [String] = Self.taskArguments) throws -> DroptraceCommand.Result {
             let result = try DroptraceCommand.run([
                 "trace", series.directory.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
-                "--seq-len", "32", "--samples", "4", "--drop-k", "2",
+                "--seq-len", "32", "--samples", "4", "--drop-k", "2", "--eval", FixtureFiles.calibrationText.path,
+                "--title", "Tasks",
             ] + tasks)
             try #require(result.status == 0, "\(result.stderr)")
             return result
@@ -161,6 +162,11 @@ import Tokenization
         let reread = try HDF5File.open(at: storeURL)
         defer { try? reread.close() }
         #expect(try reread.group("evaluation/tasks/piqa").scalarAttribute("num_fewshot", as: Int64.self) == 1)
+        // Every name droptrace writes at the root is one the layout counts as its own: a later
+        // rewrite carries over only what a user added (`StoreAdditions`).
+        #expect(try Set(reread.childNames()) == ScoreFileLayout.rootGroups)
+        let attributes = try Set(reread.attributeNames())
+        #expect(attributes.isSubset(of: ScoreFileLayout.rootAttributes) && attributes.contains("report_title"), "\(attributes)")
         #expect(try reread.dataset("evaluation/tasks/piqa/acc_full").read(as: Double.self)
             == [Self.expected("llama-bf16", plan: .none, arguments: Self.fewshotArguments, numFewshot: 1).tasks["piqa"]!.acc,
                 Self.expected("llama-f32", plan: .none, arguments: Self.fewshotArguments, numFewshot: 1).tasks["piqa"]!.acc])
