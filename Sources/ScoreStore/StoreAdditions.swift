@@ -91,7 +91,7 @@ public struct StoreAdditions: Sendable, Equatable {
             if outcome == HDF5_LINK_NOT_KEPT.rawValue {
                 unkept.links[name] = String(decoding: shared.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             }
-            try HDF5Failure.check(herr_t(min(outcome, 0)), "cannot copy /\(name), which was added to the store, into its new copy",
+            try HDF5Failure.check(herr_t(min(outcome, 0)), "cannot copy /\(name), which was added to the store, into its new copy (move it to another file and run `droptrace reseal`)",
                                   path: url.path)
         }
         let limit = plausibleElementLimit(url.path)
@@ -100,7 +100,7 @@ public struct StoreAdditions: Sendable, Equatable {
                 hdf5_copy_attribute(source.id, name, target.id, attributeCreation, limit)
             }
             if status == 1 { unkept.attributes.append(name); continue }
-            try HDF5Failure.check(status, "cannot copy the root attribute '\(name)', which was added to the store, into its new copy",
+            try HDF5Failure.check(status, "cannot copy the root attribute '\(name)', which was added to the store, into its new copy (move it to another file and run `droptrace reseal`)",
                                   path: url.path)
         }
         return unkept
