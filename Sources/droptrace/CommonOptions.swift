@@ -64,6 +64,63 @@ func decimalNumber(_ argument: String) throws -> Double {
     return value
 }
 
+/// Negative numbers given to options, made values for the parser.
+///
+/// swift-argument-parser takes every argument starting with "-" for an
+/// option, so `--samples -3` or `--drop-k 2 -1` ended in "Missing value" or
+/// "Unknown option '-1'" instead of the option's own check ("--samples must
+/// be at least 1", a usage error, exit 64). No option of droptrace is named
+/// by a digit, so an argument that is `-` and a number is a value: it is
+/// attached to the long option whose values it follows.
+enum NegativeValues {
+    /// `arguments` (without the program name) with each negative number
+    /// attached to its option: `--samples -3` becomes `--samples=-3`, and
+    /// one after values that are numbers repeats the option, `--drop-k 2 -1`
+    /// becoming `--drop-k 2 --drop-k=-1` (an array option collects every
+    /// occurrence; of a single-value option the last is taken, as when it is
+    /// given twice). Everything else is left as it is: a negative number
+    /// after a short option, a positional argument or `--`, and a missing
+    /// value (`--drop-k --force`, `--samples` last), which stays a usage error.
+    static func attached(_ arguments: [String]) -> [String] {
+        var result: [String] = []
+        // The long option the arguments since it are values of: nil after a
+        // short option or a value that is no number (a positional argument).
+        var option: String?
+        for (index, argument) in arguments.enumerated() {
+            if argument == "--" {
+                // Past the terminator everything is a value already.
+                return result + arguments[index...]
+            }
+            if isNegativeNumber(argument), let name = option {
+                if result.last == name {
+                    result[result.count - 1] = "\(name)=\(argument)"
+                } else {
+                    result.append("\(name)=\(argument)")
+                }
+                continue
+            }
+            if argument.hasPrefix("--") {
+                option = String(argument.prefix { $0 != "=" })
+            } else if argument.hasPrefix("-") || !isNumber(argument) {
+                option = nil
+            }
+            result.append(argument)
+        }
+        return result
+    }
+
+    /// `-` followed by a digit, or by a point and a digit (`-1`, `-0.5`, `-.5`, `-1,2`).
+    static func isNegativeNumber(_ argument: String) -> Bool {
+        argument.hasPrefix("-") && isNumber(String(argument.dropFirst()))
+    }
+
+    /// Starts like a number: a digit, or a point and a digit.
+    private static func isNumber(_ argument: String) -> Bool {
+        let body = argument.hasPrefix(".") ? argument.dropFirst() : Substring(argument)
+        return body.first?.isASCII == true && body.first?.isNumber == true
+    }
+}
+
 /// The arithmetic of the engine's matrix products, shared by the commands
 /// that compute (`run` and `slurm` take it from the pipeline file).
 struct PrecisionOptions: ParsableArguments {

@@ -21,4 +21,11 @@ struct Droptrace: ParsableCommand {
             EvalCommand.self, SlurmCommand.self, ResealCommand.self,
         ]
     )
+
+    /// Parses the command line with negative numbers given to options
+    /// attached to them (`NegativeValues`), so that the commands' own checks
+    /// refuse them.
+    static func main() {
+        main(NegativeValues.attached(Array(CommandLine.arguments.dropFirst())))
+    }
 }

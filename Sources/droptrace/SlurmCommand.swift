@@ -71,11 +71,22 @@ struct SlurmSubmitCommand: ParsableCommand {
     @Flag(name: .customLong("dry-run"), help: "Write the units files and sbatch scripts, submit nothing.")
     var dryRun = false
 
+    /// The settings given on the command line, over the pipeline file's.
+    var overrides: PipelineSlurmSection {
+        PipelineSlurmSection(
+            shards: shards, arrayParallelism: arrayParallelism, partition: partition, time: time,
+            cpusPerTask: cpusPerTask, mem: mem, sbatchArgs: sbatchArgs.isEmpty ? nil : sbatchArgs)
+    }
+
+    /// A bad option value is a usage error, as in the other commands.
+    func validate() throws {
+        do { try overrides.validate(path: pipeline, asOptions: true) } catch let error as DroptraceError {
+            throw ValidationError(error.message)
+        }
+    }
+
     func run() throws {
         try runReportingErrors { log in
-            let overrides = PipelineSlurmSection(
-                shards: shards, arrayParallelism: arrayParallelism, partition: partition, time: time,
-                cpusPerTask: cpusPerTask, mem: mem, sbatchArgs: sbatchArgs.isEmpty ? nil : sbatchArgs)
             var submit = try SlurmSubmit(
                 pipeline: URL(fileURLWithPath: pipeline), overrides: overrides, executable: Self.executable)
             submit.dryRun = dryRun

@@ -88,6 +88,50 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: scratch.path("out").path))
     }
 
+    /// A negative number after an option is its value, refused by the
+    /// option's own check as a usage error, not taken for an unknown option
+    /// ("Missing value for '--drop-k <k>'"); a value missing before the next
+    /// option or at the end is still one.
+    @Test(arguments: [
+        (["score", "--samples", "-3"], "--samples must be at least 1"),
+        (["score", "--seq-len", "-1"], "--seq-len must be at least 1"),
+        (["score", "--threads", "-2"], "--threads must be between 1 and 4096"),
+        (["trace", "--drop-k", "-1"], "--drop-k values must be at least 1"),
+        (["trace", "--drop-k", "2", "-1", "3", "--force"], "--drop-k values must be at least 1"),
+        (["trace", "--drop-k", "2", "3", "--force", "--samples", "-1"], "--samples must be at least 1"),
+        (["trace", "--settle-minutes", "-0.5"], "--settle-minutes must be between 0 and 1000000"),
+        (["trace", "--num-fewshot", "-1"], "--num-fewshot must be a whole number from 0 to 1000"),
+        (["drop", "--count", "-1"], "--count must be at least 1"),
+        (["drop", "--speed-budget", "-5"], "--speed-budget must be a number of seconds above 0"),
+        (["drop", "--speed-max-rounds", "-1"], "--speed-max-rounds must be a whole number from 1 to 1000"),
+        (["eval", "--num-fewshot", "-1"], "--num-fewshot must be a whole number from 0 to 1000"),
+        (["eval", "--drop-attention", "-1"], "The value '-1' is invalid for '--drop-attention <i,j>'"),
+        (["run", "--threads", "-1"], "--threads must be between 1 and 4096"),
+        (["slurm submit", "--array-parallelism", "-4"], "option --array-parallelism must be between 1 and 1000000"),
+        (["slurm task", "--shard", "-1"], "shard -1 does not exist"),
+        (["score", "--samples"], "Missing value for '--samples <n>'"),
+        (["trace", "--drop-k", "--force"], "Missing value for '--drop-k <k>'"),
+    ])
+    func negativeNumberIsRefusedByTheOptionsOwnCheck(arguments: [String], message: String) throws {
+        let scratch = try ScratchDirectory()
+        let model = FixtureFiles.model("llama-f32").path, calibration = FixtureFiles.calibrationJSONL.path
+        let pipeline = scratch.path("p.yaml").path
+        let base: [String] = switch arguments[0] {
+        case "score": [model, "--calibration", calibration, "--output", scratch.path("out").path]
+        case "trace": [scratch.url.path, "--calibration", calibration, "--output", scratch.path("out").path]
+        case "drop": [model, "--calibration", calibration, "--target", "attention"]
+            + (arguments.contains("--count") ? [] : ["--count", "1"])
+        case "eval": [model, "--task", "piqa=unused.jsonl"]
+        case "slurm submit": [pipeline, "--dry-run"]
+        case "slurm task": [pipeline, "--checkpoint", model, "--shards", "2"]
+        default: [pipeline]
+        }
+        let command = arguments[0].split(separator: " ").map(String.init)
+        let result = try DroptraceCommand.run(command + base + arguments.dropFirst())
+        #expect(result.status == 64 && result.stderr.contains(message), "\(arguments): \(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("out").path))
+    }
+
     /// `--output out/` names a directory: never a file written as `out`.
     @Test func outputEndingInASlashIsAUsageError() throws {
         let scratch = try ScratchDirectory()

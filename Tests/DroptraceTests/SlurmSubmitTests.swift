@@ -221,8 +221,9 @@ import Testing
             #expect(!FileManager.default.fileExists(atPath: out.path))
         }
         let (pipeline, _, _) = try pipeline(in: scratch, steps: [10])
+        // An option's bad value is a usage error, before the pipeline file is read.
         let result = try submit(pipeline, ["--shards", "0", "--dry-run"])
-        #expect(result.status == 1 && result.stderr.contains("option --shards must be between 1"), "\(result.stderr)")
+        #expect(result.status == 64 && result.stderr.contains("option --shards must be between 1"), "\(result.stderr)")
         let status = try DroptraceCommand.run(["slurm", "status", scratch.path("nowhere").path])
         #expect(status.status == 1 && status.stderr.contains("nothing submitted here yet"), "\(status.stderr)")
     }
