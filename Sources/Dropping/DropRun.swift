@@ -151,7 +151,7 @@ public enum DropRun {
         }
 
         let windows = try request.evaluation.map { source in
-            try CheckpointScoring.loadCalibration(source, for: model, warn: log).sequences
+            try CheckpointScoring.loadCalibration(source, for: model, as: .evaluation, warn: log).sequences
         } ?? calibration.sequences
         var perplexity: Comparison<Double>?
         if let evaluation = request.evaluation {

@@ -33,7 +33,7 @@ extension DropEvaluation {
             guard !failed.contains(name), let directory = directories[name] else { return nil }
             do {
                 let model = try ModelRegistry.load(try Checkpoint(directory: directory))
-                let windows = try CheckpointScoring.loadCalibration(source, for: model, warn: log)
+                let windows = try CheckpointScoring.loadCalibration(source, for: model, as: .evaluation, warn: log)
                 loaded = (name, model, windows)
                 return (model, windows)
             } catch {

@@ -51,15 +51,26 @@ public enum CheckpointScoring {
             modelType: model.modelType, layerCount: model.layerCount, scores: scores, calibration: calibration)
     }
 
+    /// What a text file is tokenised for; the raw value is how an error
+    /// names it (a checkpoint without tokenizer.json).
+    public enum TextUse: String, Sendable {
+        /// `--calibration`: the windows modules are scored on.
+        case calibration = "text calibration"
+        /// `--eval`: the windows perplexity is measured on.
+        case evaluation = "evaluation text"
+    }
+
     /// JSONL as given; text tokenised with the checkpoint's own tokenizer.
+    /// - Parameter use: what the windows are for, as errors name it.
     public static func loadCalibration(
-        _ source: CalibrationSource, for model: any LanguageModel, warn: (String) -> Void
+        _ source: CalibrationSource, for model: any LanguageModel, as use: TextUse = .calibration,
+        warn: (String) -> Void
     ) throws -> CalibrationSet {
         if source.isJSONL {
             return try CalibrationSet.load(from: source.url, tokenizer: nil, seqLen: source.seqLen, samples: source.samples)
         }
         let tokenizer = try CheckpointTokenizer.load(
-            for: model.checkpoint, purpose: "text calibration", requestedBy: source.url.path, warn: warn)
+            for: model.checkpoint, purpose: use.rawValue, requestedBy: source.url.path, warn: warn)
         let seqLen = source.seqLen ?? min(CalibrationSource.defaultTextSeqLen, model.maxPositions)
         let samples = source.samples ?? CalibrationSource.defaultTextSamples
         let set = try CalibrationSet.load(from: source.url, tokenizer: tokenizer, seqLen: seqLen, samples: samples)

@@ -116,7 +116,7 @@ public struct CalibrationSet: Sendable {
         }
         // A FIFO or device is refused rather than read forever.
         let file = try RegularFile(path: url.path)
-        if file.size == 0 { throw DroptraceError("calibration file is empty", path: url.path) }
+        if file.size == 0 { throw DroptraceError("is empty", path: url.path) }
         return file
     }
 
@@ -151,10 +151,10 @@ public struct CalibrationSet: Sendable {
             }
         }
         guard let tokenizer else {
-            throw DroptraceError("text calibration needs tokenizer.json beside the checkpoint", path: path)
+            throw DroptraceError("is text, which needs the checkpoint's tokenizer.json to be tokenised", path: path)
         }
         guard let seqLen else {
-            throw DroptraceError("text calibration needs a sequence length to cut the text into windows", path: path)
+            throw DroptraceError("is text, which needs a sequence length to be cut into windows", path: path)
         }
         // A multi-byte sequence never holds a 0x0A byte, so checking line by line checks the text.
         func append(_ line: ArraySlice<UInt8>, start: Int) throws {

@@ -374,6 +374,35 @@ import Glibc
         #expect(accuracy.count == 2 && accuracy[0].isFinite && accuracy[1].isNaN, "\(accuracy)")
     }
 
+    /// Evaluation text is tokenised with each checkpoint's tokenizer.json:
+    /// a checkpoint without one is named in an error about evaluation text
+    /// (not text calibration), in `trace` and `drop` alike; an empty
+    /// evaluation file is named as such, not as calibration.
+    @Test func evaluationTextWithoutATokenizerIsNamedAsEvaluation() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 100)
+        let bare = try series.add(step: 200)
+        let tokenizer = bare.appendingPathComponent("tokenizer.json")
+        try FileManager.default.removeItem(at: tokenizer)
+        let eval = FixtureFiles.calibrationText.path
+        let expected = "\(eval): evaluation text needs the checkpoint's tokenizer.json (missing: \(tokenizer.path))"
+        let traced = try trace(series.directory, scratch.path("out"), eval: FixtureFiles.calibrationText)
+        #expect(traced.status == 1 && traced.stderr.contains(expected), "\(traced.stderr)")
+        func drop(_ checkpoint: URL, eval: String) throws -> DroptraceCommand.Result {
+            try DroptraceCommand.run([
+                "drop", checkpoint.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--target", "attention",
+                "--count", "1", "--eval", eval, "--seq-len", "32", "--speed-max-rounds", "1",
+            ])
+        }
+        let dropped = try drop(bare, eval: eval)
+        #expect(dropped.status == 1 && dropped.stderr.contains(expected), "\(dropped.stderr)")
+        #expect(!(traced.stderr + dropped.stderr).contains("calibration needs"))
+        let empty = try scratch.write("", to: "empty.txt")
+        let emptyEval = try drop(FixtureFiles.model("llama-f32"), eval: empty.path)
+        #expect(emptyEval.status == 1 && emptyEval.stderr.contains("error: \(empty.path): is empty\n"), "\(emptyEval.stderr)")
+    }
+
     /// Every /evaluation column of the store in `output`.
     func perplexities(_ output: URL) throws -> [String: [Double]] {
         let file = try HDF5File.open(at: output.appendingPathComponent("scores.h5"))
