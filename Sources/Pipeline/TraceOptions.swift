@@ -17,7 +17,9 @@ public struct TraceOptions: Sendable {
     public var checkpoints: Checkpoints
     public var calibration: CalibrationSource
     public var output: URL
-    /// Drop-k sizes for the analysis; nil: 25% and 50% of the layers.
+    /// Drop-k sizes for the analysis, each from 1 to the layer count of the
+    /// series' first finished checkpoint (a run refuses others before it
+    /// creates anything); nil: 25% and 50% of the layers.
     public var dropK: [Int]?
     /// Rescore every checkpoint, even those already in the store.
     public var force: Bool

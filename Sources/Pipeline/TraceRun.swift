@@ -1,4 +1,5 @@
 import Analysis
+import Architectures
 import CheckpointIO
 import DroptraceSupport
 import Foundation
@@ -110,6 +111,7 @@ public final class TraceRun {
                 log.warning("no finished checkpoints yet; nothing to do")
                 return summary
             }
+            try checkDropK(found.ready)
         }
 
         let lock = try RunLock(directory: options.output)
@@ -254,6 +256,19 @@ public final class TraceRun {
                     + "or delete with the store in it; choose an output directory outside the checkpoints",
                 path: options.output.path)
         }
+    }
+
+    /// Throws `DroptraceError` naming the first of `checkpoints` (in series
+    /// order) when a drop-k is beyond its layer count, which the store takes
+    /// (a checkpoint of another layer count fails on its own): the run's
+    /// first check of drop-k, before the output directory is created. Reads
+    /// its config and weight headers only; when it does not load, the check
+    /// waits for the calibration plan's model.
+    func checkDropK(_ checkpoints: [DiscoveredCheckpoint]) throws {
+        guard let dropK = options.dropK, let first = checkpoints.first,
+              let model = try? ModelRegistry.load(try Checkpoint(directory: first.directory))
+        else { return }
+        try SeriesAnalysis.checkDropK(dropK, layers: model.layerCount, path: first.directory.path)
     }
 
     /// `store` (a new one with `metadata` when nil) with `row` in place of

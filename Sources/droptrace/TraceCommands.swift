@@ -42,7 +42,9 @@ struct TraceCommand: ParsableCommand {
     var output: String
 
     @Option(name: .customLong("drop-k"), parsing: .upToNextOption,
-            help: ArgumentHelp("Drop-set sizes to analyse (default: 25% and 50% of the layers).", valueName: "k"))
+            help: ArgumentHelp(
+                "Drop-set sizes to analyse, each at most the layer count of the series' first checkpoint (default: 25% and 50% of the layers).",
+                valueName: "k"))
     var dropK: [Int] = []
 
     @Flag(help: "Rescore every checkpoint, even those already in the store (a store scored with other calibration tokens or in the other precision, otherwise refused, is rescored in this run's); a store that cannot be read is renamed to scores.h5.damaged-<UTC time> (never deleted) and the run starts over.")

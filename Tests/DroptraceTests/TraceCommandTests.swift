@@ -243,19 +243,38 @@ import Glibc
         #expect(try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8) == report)
     }
 
-    /// A drop-k the model cannot have fails before any checkpoint is scored,
-    /// not after all of them.
-    @Test func dropKBeyondTheLayersFailsBeforeScoring() throws {
+    /// A drop-k the model cannot have fails before anything is created, the
+    /// output directory included, not after every checkpoint is scored, in
+    /// `trace` and `run` alike. It is checked against the first checkpoint
+    /// in series order, whose layer count the store takes (a checkpoint of
+    /// another count fails against the store).
+    @Test func dropKBeyondTheLayersFailsBeforeAnythingIsCreated() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
         let checkpoint = try series.add(step: 1)
         let output = scratch.path("out")
-        let result = try trace(series.directory, output, ["--drop-k", "2", "40"])
-        #expect(result.status == 1)
-        let errors = result.stderr.split(separator: "\n").filter { $0.contains("error:") }
-        #expect(errors.count == 1 && errors[0].contains(checkpoint.path) && errors[0].contains("drop-k 40"), "\(result.stderr)")
-        #expect(!result.stderr.contains("scored "), "\(result.stderr)")
-        #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("scores.h5").path))
+        func expectRefused(_ result: DroptraceCommand.Result, naming checkpoint: URL, k: Int, layers: Int) {
+            #expect(result.status == 1)
+            let errors = result.stderr.split(separator: "\n").filter { $0.contains("error:") }
+            #expect(errors.count == 1 && errors[0].hasSuffix(
+                "\(checkpoint.path): drop-k \(k) is out of range: a \(layers)-layer model allows 1...\(layers)"), "\(result.stderr)")
+            #expect(!result.stderr.contains("scoring"), "\(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: output.path))
+        }
+        expectRefused(try trace(series.directory, output, ["--drop-k", "2", "40"]), naming: checkpoint, k: 40, layers: 5)
+        let pipeline = try scratch.write("""
+            series: series
+            calibration: \(FixtureFiles.calibrationJSONL.path)
+            drop_k: [40]
+            output: out
+            """, to: "pipeline.yaml")
+        expectRefused(try DroptraceCommand.run(["run", pipeline.path, "--threads", "1"]), naming: checkpoint, k: 40, layers: 5)
+
+        // The final checkpoint has 5 layers, the first 4: 5 is refused, naming the first.
+        let mixed = try SeriesBuilder(in: scratch, name: "mixed")
+        let first = try mixed.add(step: 1, model: "llama-v4")
+        try mixed.add(step: 2)
+        expectRefused(try trace(mixed.directory, output, ["--drop-k", "5"]), naming: first, k: 5, layers: 4)
     }
 
     /// `report --title` and `compare --title` took a tab or line break into
