@@ -13,7 +13,9 @@ import ScoreStore
 ///       perplexity_own_k<k>    float64 [C]   own drop-k attention set removed
 ///       perplexity_final_k<k>  float64 [C]   the final checkpoint's set removed
 ///       @final_checkpoint      string        the checkpoint the final sets come from
-///       @evaluation_sha256     string        hash of the evaluation tokens
+///       @evaluation_sha256     string        hash of the evaluation tokens: the final
+///                                            checkpoint's tokenisation, which every
+///                                            value is measured on
 ///
 /// NaN where a checkpoint was no longer on disk when a value was needed.
 public struct DropEvaluation: Equatable, Sendable {
@@ -33,7 +35,10 @@ public struct DropEvaluation: Equatable, Sendable {
 
     /// Checkpoint name → its perplexities.
     public var byCheckpoint: [String: Perplexities] = [:]
+    /// The checkpoint whose drop-k sets the `final` values leave out; "" before any.
     public var finalCheckpoint = ""
+    /// sha256 of the evaluation tokens every value was measured on (the final
+    /// checkpoint's tokenisation of the file, `CalibrationSet.sha256`); "" before any.
     public var evaluationSHA256 = ""
 
     public static let group = "evaluation"

@@ -11,12 +11,17 @@ import Tokenization
 /// Computing `DropEvaluation` (stored and reported by the Analysis and
 /// Reporting modules) needs the models, so it lives here.
 extension DropEvaluation {
-    /// Fills in what is missing or stale for the checkpoints on disk. Every
-    /// value computed on other evaluation tokens than the source gives now
-    /// (another file, other contents, other windows) is dropped first.
+    /// Fills in what is missing or stale for the checkpoints on disk. Each
+    /// checkpoint tokenises the source with its own tokenizer; the tokens
+    /// every perplexity is measured on are the final checkpoint's (the
+    /// newest on disk that loads, when the final does not), so an early
+    /// checkpoint saved with another tokenizer fails alone rather than every
+    /// later one. Every value computed on other evaluation tokens than those
+    /// (another file, other contents, other windows, a new final checkpoint
+    /// whose tokenizer gives others) is dropped first.
     /// - Returns: the checkpoints that failed, one line each naming its
     ///   directory (a model that does not load, a tokenizer missing or
-    ///   turning the text into other tokens than the first checkpoint's);
+    ///   turning the text into other tokens than the final checkpoint's);
     ///   their values stay as they were, the others' are computed.
     mutating func update(
         store: ScoreFile, analysis: SeriesAnalysis, onDisk: [DiscoveredCheckpoint], source: CalibrationSource,
@@ -26,10 +31,13 @@ extension DropEvaluation {
         let directories = Dictionary(onDisk.map { ($0.name, $0.directory) }, uniquingKeysWith: { a, _ in a })
         var failures: [(name: String, error: String)] = []
         var failed: Set<String> = []
-        var loaded: (name: String, model: any LanguageModel, windows: CalibrationSet)?
+        typealias Loaded = (name: String, model: any LanguageModel, windows: CalibrationSet)
+        // The last one loaded, and the one whose tokens are the reference (kept, not loaded twice).
+        var loaded: Loaded?
+        var reference: Loaded?
         /// The model and windows of `name`, nil (a failure recorded once) when they cannot be had.
         func load(_ name: String) -> (model: any LanguageModel, windows: CalibrationSet)? {
-            if let loaded, loaded.name == name { return (loaded.model, loaded.windows) }
+            for kept in [loaded, reference] { if let kept, kept.name == name { return (kept.model, kept.windows) } }
             guard !failed.contains(name), let directory = directories[name] else { return nil }
             do {
                 let model = try ModelRegistry.load(try Checkpoint(directory: directory))
@@ -42,10 +50,11 @@ extension DropEvaluation {
                 return nil
             }
         }
-        // The tokens are those of the first checkpoint on disk that loads (each is tokenised with its own tokenizer).
-        var firstSHA: String?
-        for row in store.rows where firstSHA == nil { firstSHA = load(row.name)?.windows.sha256 }
-        if let sha = firstSHA {
+        // The tokens are the final checkpoint's, else those of the newest checkpoint on disk that loads.
+        for row in store.rows.reversed() where reference == nil {
+            if let (model, windows) = load(row.name) { reference = (row.name, model, windows) }
+        }
+        if let sha = reference?.windows.sha256 {
             if !evaluationSHA256.isEmpty, evaluationSHA256 != sha, !byCheckpoint.isEmpty {
                 log("the evaluation tokens changed (sha256 \(evaluationSHA256.prefix(12))…, now \(sha.prefix(12))…): "
                     + "every perplexity is computed again")
@@ -66,8 +75,9 @@ extension DropEvaluation {
             let needed = values.full.isNaN || analysis.dropK.contains { values.own[$0] == nil || values.final[$0] == nil }
             guard needed, let (model, windows) = load(row.name) else { continue }
             guard windows.sha256 == evaluationSHA256 else {
+                let owner = reference.map { "that of \($0.name), " + ($0.name == final.name ? "the series' final checkpoint" : "the newest that loads") }
                 failures.append((row.name, DroptraceError(
-                    "its tokenizer turns the evaluation text into other tokens than the series' first checkpoint's "
+                    "its tokenizer turns the evaluation text into other tokens than \(owner ?? "the reference") "
                         + "(sha256 \(windows.sha256.prefix(12))…, not \(evaluationSHA256.prefix(12))…): no perplexity",
                     path: directory.path).description))
                 continue

@@ -54,7 +54,7 @@ struct TraceCommand: ParsableCommand {
     var title: String?
 
     @Option(help: ArgumentHelp(
-        "Evaluation text or JSONL: the report adds each checkpoint's perplexity in full, without its own drop-k attention layers and without the final checkpoint's.",
+        "Evaluation text or JSONL: the report adds each checkpoint's perplexity in full, without its own drop-k attention layers and without the final checkpoint's, all on the final checkpoint's tokens (one whose tokenizer gives others gets none).",
         valueName: "file"))
     var eval: String?
 

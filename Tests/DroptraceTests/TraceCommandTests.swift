@@ -358,26 +358,24 @@ import Glibc
     }
 
     /// A checkpoint that cannot be evaluated — its tokenizer gives other
-    /// evaluation tokens, or it has none for the tasks — fails the run with
-    /// one line naming it; the others' values are stored and reported.
+    /// evaluation tokens than the final checkpoint's, or it has none for the
+    /// tasks — fails the run with one line naming it; the others' values are
+    /// stored and reported. An early checkpoint saved with another tokenizer
+    /// fails alone: the final checkpoint's tokens are the reference.
     @Test func aCheckpointFailingEvaluationLeavesTheOthersStored() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
-        try series.add(step: 100)
-        let odd = try series.add(step: 200)
-        let tokenizer = odd.appendingPathComponent("tokenizer.json")
-        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: tokenizer)) as! [String: Any]
-        var model = json["model"] as! [String: Any]
-        model["merges"] = Array((model["merges"] as! [Any]).prefix(10))
-        json["model"] = model
-        try FileManager.default.removeItem(at: tokenizer)
-        try JSONSerialization.data(withJSONObject: json).write(to: tokenizer)
+        let odd = try series.add(step: 100)
+        try series.add(step: 200)
+        let tokenizer = try Self.giveOtherTokens(odd)
         let output = scratch.path("out")
         let result = try trace(series.directory, output, eval: FixtureFiles.calibrationText)
         #expect(result.status == 1)
-        #expect(result.stderr.contains("\(odd.path): its tokenizer turns the evaluation text into other tokens"), "\(result.stderr)")
+        #expect(result.stderr.contains(
+            "\(odd.path): its tokenizer turns the evaluation text into other tokens than that of checkpoint-200, the series' final checkpoint"),
+            "\(result.stderr)")
         let full = try #require(try perplexities(output)["perplexity_full"])
-        #expect(full.count == 2 && full[0].isFinite && full[1].isNaN, "\(full)")
+        #expect(full.count == 2 && full[0].isNaN && full[1].isFinite, "\(full)")
         #expect(FileManager.default.fileExists(atPath: output.appendingPathComponent("report.md").path))
 
         try FileManager.default.removeItem(at: tokenizer)
@@ -390,7 +388,51 @@ import Glibc
         let record = try HDF5File.open(at: scratch.path("tasks").appendingPathComponent("scores.h5"))
         defer { try? record.close() }
         let accuracy = try record.dataset("evaluation/tasks/piqa/acc_full").read(as: Double.self)
-        #expect(accuracy.count == 2 && accuracy[0].isFinite && accuracy[1].isNaN, "\(accuracy)")
+        #expect(accuracy.count == 2 && accuracy[0].isNaN && accuracy[1].isFinite, "\(accuracy)")
+    }
+
+    /// Cuts the merges of `checkpoint`'s tokenizer.json to ten, so that it
+    /// turns the evaluation text into other tokens; returns the file.
+    static func giveOtherTokens(_ checkpoint: URL) throws -> URL {
+        let tokenizer = checkpoint.appendingPathComponent("tokenizer.json")
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: tokenizer)) as! [String: Any]
+        var model = json["model"] as! [String: Any]
+        model["merges"] = Array((model["merges"] as! [Any]).prefix(10))
+        json["model"] = model
+        try FileManager.default.removeItem(at: tokenizer)
+        try JSONSerialization.data(withJSONObject: json).write(to: tokenizer)
+        return tokenizer
+    }
+
+    /// The reference tokens follow the final checkpoint from run to run: a
+    /// new final checkpoint whose tokenizer gives other tokens makes every
+    /// perplexity be computed again on its tokens (none measured on the old
+    /// ones is kept beside them), as a fresh store would hold them.
+    @Test func aNewFinalCheckpointWithOtherTokensComputesEveryPerplexityAgain() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try Self.giveOtherTokens(try series.add(step: 100))
+        let usual = try series.add(step: 200)
+        let output = scratch.path("out")
+        #expect(try trace(series.directory, output, eval: FixtureFiles.calibrationText).status == 1)
+        let first = try #require(try perplexities(output)["perplexity_full"])
+        #expect(first.count == 2 && first[0].isNaN && first[1].isFinite, "\(first)")
+
+        try Self.giveOtherTokens(try series.add(step: 300))
+        let run = try trace(series.directory, output, eval: FixtureFiles.calibrationText)
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("the evaluation tokens changed"), "\(run.stderr)")
+        #expect(run.stderr.contains("\(usual.path): its tokenizer turns the evaluation text into other tokens than that of checkpoint-300"),
+                "\(run.stderr)")
+        let now = try perplexities(output)
+        let full = try #require(now["perplexity_full"])
+        #expect(full.count == 3 && full[0].isFinite && full[1].isNaN && full[2].isFinite, "\(full)")
+
+        let fresh = scratch.path("fresh")
+        #expect(try trace(series.directory, fresh, eval: FixtureFiles.calibrationText).status == 1)
+        // NaN (no perplexity) compared as absent.
+        func values(_ columns: [String: [Double]]) -> [String: [Double?]] { columns.mapValues { $0.map { $0.isNaN ? nil : $0 } } }
+        #expect(values(try perplexities(fresh)) == values(now), "\(now)")
     }
 
     /// Evaluation text is tokenised with each checkpoint's tokenizer.json:
