@@ -152,7 +152,9 @@ extension JSONFields {
     /// is not used, but the library requires it, and each piece's `type_id`
     /// and each special token's `id` and `tokens`.
     private func readTemplate() throws -> PostProcessor {
-        var specialIds: [String: [Int]] = [:]
+        // Keyed by bytes, as the library keys them: Swift's String equality would
+        // take canonically equivalent names ("é" and "e\u{301}") for one.
+        var specialIds: [[UInt8]: [Int]] = [:]
         guard let specials = try entries("special_tokens") else { throw failure("has no \"special_tokens\"") }
         for (name, entry) in specials {
             guard let ids = try entry.array("ids") else {
@@ -161,7 +163,7 @@ extension JSONFields {
             guard try entry.string("id") != nil, try entry.array("tokens") != nil else {
                 throw entry.failure("needs \"id\" and \"tokens\"")
             }
-            specialIds[name] = try ids.map { value in
+            specialIds[Array(name.utf8)] = try ids.map { value in
                 // Ids are u32 to the library and below 2^31 everywhere in droptrace, as vocabulary ids are
                 // (a larger one was refused later as the calibration's fault, naming the calibration file).
                 guard let id = JSONFields.integer(value), id >= 0, id <= Int(Int32.max) else {
@@ -189,7 +191,7 @@ extension JSONFields {
             let piece = try child(item, key: "single", location: fieldName("single") + "[\(index)]")
             if let special = try piece.object("SpecialToken") {
                 let name = try special.requiredString("id")
-                guard let ids = specialIds[name] else {
+                guard let ids = specialIds[Array(name.utf8)] else {
                     throw piece.failure("special token \(quoted(name)) is not in special_tokens")
                 }
                 return .specialTokens(ids)

@@ -28,6 +28,7 @@ TEXTS = {
     "replace-empty-matches.json": ["Hello World", "axxb", "x", "", "\u00c4\u00d6\u00fc \u00c9x", "HelloWorld xx", "aBcD",
                                    " Ab  Cd ", "\u00e9\u00c9x", "HeZed aZed", "xHxe"],
     "repeated-keys.json": ["Hello", "aHa", "llo lo", "Hallo"],
+    "template-equivalent-names.json": ["ab", "e\u0301 \u00e9 ab", ""],
 }
 
 expected = {}
