@@ -18,7 +18,10 @@ struct ICURegexSplitPattern: SplitPattern {
     /// The file the pattern came from, named in errors.
     let source: String
     private let regex: CompiledICURegex
-    var looksArbitrarilyFarAhead: Bool { true }
+    /// True for any regex a tokenizer.json gives (`"[^"]*"` spans to the
+    /// next quote); false for the library's own fixed patterns whose matches
+    /// end within a run of one kind of character.
+    let looksArbitrarilyFarAhead: Bool
     /// Whether text is checked for characters the library folds with other
     /// partners under (?i) than ICU (`ICUCharacterClasses`).
     private let checksCaseMapping: Bool
@@ -46,11 +49,15 @@ struct ICURegexSplitPattern: SplitPattern {
         return try body()
     }
 
+    /// - Parameter boundedMatches: the pattern is one of the library's own
+    ///   (the Whitespace pre-tokenizer's), whose matches end within a run of
+    ///   one kind of character.
     /// - Throws: `DroptraceError` naming `source` when the pattern uses a
     ///   construct `translatedToICU` refuses or ICU cannot compile it.
-    init(pattern: String, source: String) throws(DroptraceError) {
+    init(pattern: String, source: String, boundedMatches: Bool = false) throws(DroptraceError) {
         self.pattern = pattern
         self.source = source
+        looksArbitrarilyFarAhead = !boundedMatches
         let translated: ICUTranslation
         do throws(DroptraceError) {
             translated = try Self.translatedToICU(pattern)

@@ -67,6 +67,30 @@ struct PatternPreTokenizer: PreTokenizer {
     }
 }
 
+/// The pre-tokenizers that split at characters of one kind: each such
+/// character is its own delimiter (the library's `split` on a `char` test).
+extension PatternPreTokenizer {
+    /// `WhitespaceSplit`: whitespace (Rust's `char::is_whitespace`) removed.
+    static let whitespaceSplit = PatternPreTokenizer(
+        pattern: CharacterTestSplitPattern { LibraryCharacterTables.whitespace.containsScalar($0) },
+        behavior: .removed, invert: false)
+
+    /// `Punctuation`: ASCII and Unicode punctuation split off as `behavior` says.
+    static func punctuation(_ behavior: SplitDelimiterBehavior) -> PatternPreTokenizer {
+        PatternPreTokenizer(
+            pattern: CharacterTestSplitPattern { LibraryCharacterTables.punctuation.containsScalar($0) },
+            behavior: behavior, invert: false)
+    }
+
+    /// `CharDelimiterSplit`: every `delimiter` removed.
+    static func delimiter(_ delimiter: Unicode.Scalar) -> PatternPreTokenizer {
+        PatternPreTokenizer(pattern: CharacterTestSplitPattern { $0 == delimiter.value }, behavior: .removed, invert: false)
+    }
+
+    /// `BertPreTokenizer`: whitespace removed, then punctuation isolated.
+    static let bert = SequencePreTokenizer(steps: [whitespaceSplit, punctuation(.isolated)])
+}
+
 /// Steps applied one after another, each to every piece the previous made.
 struct SequencePreTokenizer: PreTokenizer {
     let steps: [PreTokenizer]

@@ -71,6 +71,29 @@ extension JSONFields {
                                        invert: try requiredBool("invert"))
         case "Digits":
             return PatternPreTokenizer.digits(individually: try requiredBool("individual_digits"))
+        case "Whitespace":
+            // The library's `\w+|[^\w\s]+` in Oniguruma, the matches kept: words, and runs of other
+            // non-space characters. Its matches end within a run of one kind (`boundedMatches`).
+            return PatternPreTokenizer(
+                pattern: try ICURegexSplitPattern(pattern: #"\w+|[^\w\s]+"#, source: file, boundedMatches: true),
+                behavior: .removed, invert: true)
+        case "WhitespaceSplit":
+            return PatternPreTokenizer.whitespaceSplit
+        case "Punctuation":
+            // Isolated when absent; null is an error to the library, as for Split.
+            let behaviorName = try value("behavior") == nil ? SplitDelimiterBehavior.isolated.rawValue : try requiredString("behavior")
+            guard let behavior = SplitDelimiterBehavior(rawValue: behaviorName) else {
+                throw failure("unknown split behavior \(quoted(behaviorName))")
+            }
+            return PatternPreTokenizer.punctuation(behavior)
+        case "BertPreTokenizer":
+            return PatternPreTokenizer.bert
+        case "CharDelimiterSplit":
+            let delimiter = try requiredString("delimiter")
+            guard delimiter.unicodeScalars.count == 1, let scalar = delimiter.unicodeScalars.first else {
+                throw failure("\"delimiter\" should be one character")
+            }
+            return PatternPreTokenizer.delimiter(scalar)
         case "Sequence":
             // Nested sequences run as one: each step is a level of recursion per piece.
             let steps = try requiredObjects("pretokenizers").flatMap { object -> [PreTokenizer] in
@@ -85,7 +108,7 @@ extension JSONFields {
             let (replacement, scheme, split) = try readMetaspaceOptions()
             return MetaspacePreTokenizer(replacement: replacement, prependScheme: scheme, split: split)
         default:
-            throw unsupported("pre-tokenizer", type, known: "ByteLevel, Metaspace, Split, Digits and Sequence")
+            throw unsupported("pre-tokenizer", type, known: "ByteLevel, Metaspace, Split, Digits, Whitespace, WhitespaceSplit, Punctuation, BertPreTokenizer, CharDelimiterSplit and Sequence")
         }
     }
 

@@ -266,7 +266,7 @@ struct TokenizerErrorTests {
     @Test("unsupported pipeline steps are named", arguments: [
         ("normalizer", #"{"type": "Precompiled", "precompiled_charsmap": "AA=="}"#, "\"Precompiled\""),
         ("pre_tokenizer", #"{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "sometimes"}"#, "prepend_scheme \"sometimes\""),
-        ("pre_tokenizer", #"{"type": "WhitespaceSplit"}"#, "\"WhitespaceSplit\""),
+        ("pre_tokenizer", #"{"type": "UnicodeScripts"}"#, "\"UnicodeScripts\""),
         ("post_processor", #"{"type": "Whatever"}"#, "\"Whatever\""),
         ("pre_tokenizer", #"{"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated", "invert": false}"#, "invalid regex"),
         ("pre_tokenizer", #"{"type": "Split", "pattern": {"String": " "}, "behavior": "Sideways", "invert": false}"#, "\"Sideways\""),
@@ -345,6 +345,11 @@ struct TokenizerErrorTests {
         ("post_processor", #"{"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A", "type_id": 0}}], "pair": [{"Sequence": {"id": "C", "type_id": 0}}], "special_tokens": {}}"#,
          "post_processor.pair[0].Sequence"),
         ("normalizer", nestedLowercase(63), "normalizer nests 63 Sequence steps"),
+        ("pre_tokenizer", #"{"type": "Punctuation", "behavior": null}"#, "pre_tokenizer.behavior"),
+        ("pre_tokenizer", #"{"type": "Punctuation", "behavior": "isolated"}"#, "pre_tokenizer"),
+        ("pre_tokenizer", #"{"type": "CharDelimiterSplit", "delimiter": "e\u0301"}"#, "pre_tokenizer"),
+        ("pre_tokenizer", #"{"type": "CharDelimiterSplit", "delimiter": ""}"#, "pre_tokenizer"),
+        ("pre_tokenizer", #"{"type": "CharDelimiterSplit"}"#, "pre_tokenizer.delimiter"),
     ])
     func refusedByTheLibrary(path: String, value: String, field: String) throws {
         let scratch = try TokenizerScratch()

@@ -30,6 +30,18 @@ TEXTS = {
     "repeated-keys.json": ["Hello", "aHa", "llo lo", "Hallo"],
     "template-equivalent-names.json": ["ab", "e\u0301 \u00e9 ab", ""],
 }
+# The pre-tokenizers that split at kinds of characters: every pair of the
+# alphabet is a merge, so two characters of one piece become one token.
+SPLITTING_TEXTS = ["ab a_b a'b a,b 1.1 a-b", "a\u00a0b a\u3000b a\u0085b a\u200bb a\u180eb a\tb a\nb",
+                   "\u00a1a\u00ab \u2014a\u3001b\u00b7 $a+b^`", "ae\u0301 \u00e9a  ,, ..", "", " ", "a"]
+for name in ["pretokenizer-whitespace.json", "pretokenizer-whitespace-split.json", "pretokenizer-punctuation.json",
+             "pretokenizer-bert.json", "pretokenizer-char-delimiter.json"]:
+    TEXTS[name] = SPLITTING_TEXTS
+# The quicktour's BPE (Whitespace pre-tokenizer), trained on the README's start.
+TEXTS["pretokenizer-whitespace-trained.json"] = [
+    "droptrace measures how redundant each module of a transformer is, across a whole training run.",
+    "It's 1 − mean cos(x, y): «attention» — 48% faster; naïve café_au_lait\u00a0x\u3000y\u200bz \U0001F600!!",
+    "tab\tnew\nline\r\nend  \u0085 \u2028 done."]
 
 expected = {}
 for name, texts in TEXTS.items():
