@@ -24,8 +24,7 @@ let package = Package(
         // The engine's elementwise and reduction loops, compiled per instruction-set level.
         .target(name: "CVectorKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5"),
-        // Reads an HDF5 file in a forked child, so libhdf5's crashes on crafted metadata stay there;
-        // copies what a user added to a store (libhdf5's version-specific link API).
+        // Reads an HDF5 file in a forked child, so libhdf5's crashes on crafted metadata stay there.
         .target(name: "CHDF5Probe", dependencies: ["CHDF5"]),
         // ICU's regex engine with a step budget (libicu-dev), for tokenizer.json regexes.
         .target(name: "CICURegex", linkerSettings: [.linkedLibrary("icui18n"), .linkedLibrary("icuuc")]),
@@ -98,7 +97,6 @@ let package = Package(
             dependencies: [
                 "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "Architectures", "Analysis",
                 "Reporting", "Pipeline", "Dropping", "Evaluation", "Cluster", "DroptraceSupport", "TensorEngine",
-                "CHDF5",
             ],
             resources: [.copy("Fixtures")]
         ),

@@ -40,7 +40,8 @@ public final class TraceRun {
     var taskAccuracy = TaskAccuracyRecord()
     /// Whether a rewrite after one checkpoint also analyses.
     private var pacing = AnalysisPacing()
-    /// What a user added to the store, copied into every rewrite of it.
+    /// What a user added to the store when the run began: the first rewrite
+    /// keeps the store as it was beside it (`StoreAside.keepCopy`).
     private var additions: StoreAdditions?
 
     public init(options: TraceOptions, log: Logger) {
@@ -126,8 +127,7 @@ public final class TraceRun {
         (store, evaluation, taskAccuracy) = try existingStore()
         if store != nil {
             let found = try StoreAdditions(of: options.storeURL)
-            if !found.isEmpty { log.info("keeping what was added to the store: \(found)") }
-            additions = found
+            additions = found.isEmpty ? nil : found
         }
         report(discovered, into: &summary, stored: Set(store?.rows.map(\.name) ?? []))
         // Before anything is computed: even perplexities would come out in the other precision.
@@ -336,19 +336,17 @@ public final class TraceRun {
     private func write(_ store: ScoreFile, analysis: SeriesAnalysis?) throws {
         let dropK = try analysis?.dropK ?? SeriesAnalysis.analysedDropK(options.dropK, layers: store.metadata.numLayers)
         let (evaluation, taskAccuracy, title) = (self.evaluation, self.taskAccuracy, options.title)
-        let storeURL = options.storeURL
         do {
-            try store.write(to: storeURL) { file in
+            if let additions {
+                let kept = try StoreAside.keepCopy(options.storeURL, as: "additions")
+                log.warning("\(options.storeURL.path): holds what droptrace does not write (\(additions)); the rewritten store has droptrace's contents only, and the store as it was, with them, is kept as \(kept.lastPathComponent)")
+                self.additions = nil
+            }
+            try store.write(to: options.storeURL) { file in
                 try analysis?.write(into: file)
                 try evaluation.write(into: file, rows: store.rows, dropK: dropK)
                 try taskAccuracy.write(into: file, rows: store.rows.map(\.name), dropK: dropK)
                 if let title { try file.setAttribute(ReportWriter.titleAttribute, title) }
-                guard let additions = self.additions else { return }
-                let unkept = try additions.copy(from: storeURL, into: file)
-                if !unkept.isEmpty {
-                    self.additions = additions.dropping(unkept)
-                    self.log.warning("\(storeURL.path): not kept: \(unkept)")
-                }
             }
         } catch let error as DroptraceError {
             throw StoreWriteFailure(error: error)
@@ -421,7 +419,7 @@ public final class TraceRun {
                     "cannot be read as a droptrace store (\(problem)); pass --force to set it aside (it is renamed, not deleted) and start over",
                     path: path)
             }
-            let aside = try DamagedStore.setAside(options.storeURL)
+            let aside = try StoreAside.setAside(options.storeURL)
             log.warning("\(path): cannot be read as a droptrace store (\(problem)); --force: renamed it to \(aside.lastPathComponent) and starting over")
             return (nil, DropEvaluation(), TaskAccuracyRecord())
         }
@@ -457,7 +455,8 @@ public final class TraceRun {
         next.rows.removeAll { $0.name == name }
         if next.rows.isEmpty {
             // No row left to describe: the whole store belongs to the old files.
-            let aside = try DamagedStore.setAside(options.storeURL, as: "replaced")
+            let aside = try StoreAside.setAside(options.storeURL, as: "replaced")
+            additions = nil  // they went aside with it
             forgetEvaluations(of: name)
             log.warning("\(name): its stored scores belong to the files it replaced; the store is set aside as \(aside.lastPathComponent)")
             return nil

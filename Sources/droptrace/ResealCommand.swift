@@ -13,8 +13,9 @@ struct ResealCommand: ParsableCommand {
             is written, as does adding an attribute. If you made such a change, `reseal` checks that the store \
             still reads completely (rows, analysis, perplexities, task accuracy, through the crash-safe probe) \
             and renews the checksum, atomically; nothing else changes. A later `trace` that stores a checkpoint \
-            rewrites the store and carries over what you added at its root (groups, datasets, attributes, links); \
-            what you add inside droptrace's own groups is rewritten.
+            rewrites the store with droptrace's own contents; when you added something at its root (a group, \
+            dataset, link or attribute), it first keeps the store as it was beside it \
+            (scores.h5.additions-<UTC time>) and says so.
 
             Example:
               droptrace reseal runs/out

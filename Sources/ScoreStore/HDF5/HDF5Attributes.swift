@@ -133,22 +133,15 @@ extension HDF5Object {
             try removeAttribute(name)
         }
         try withDataspace(shape: shape, path: filePath) { space in
-            try withAttributeCreationList { acpl in
+            try withHDF5ID(H5Pcreate(HDF5Library.ids.attributeCreate), closedBy: H5Pclose,
+                           failure: "cannot create attribute-creation property list", path: filePath) { acpl in
+                try HDF5Failure.check(H5Pset_char_encoding(acpl, H5T_CSET_UTF8),
+                                      "cannot set UTF-8 attribute names", path: filePath)
                 try withHDF5ID(H5Acreate2(id, name, fileType, space, acpl, HDF5Library.propertyListDefault),
                                closedBy: H5Aclose, failure: "cannot create \(what)", path: filePath) { attribute in
                     try HDF5Failure.check(write(attribute), "cannot write \(what)", path: filePath)
                 }
             }
-        }
-    }
-
-    /// An attribute-creation list that stores attribute names as UTF-8.
-    func withAttributeCreationList<Result>(_ body: (hid_t) throws -> Result) throws -> Result {
-        try withHDF5ID(H5Pcreate(HDF5Library.ids.attributeCreate), closedBy: H5Pclose,
-                       failure: "cannot create attribute-creation property list", path: filePath) { acpl in
-            try HDF5Failure.check(H5Pset_char_encoding(acpl, H5T_CSET_UTF8),
-                                  "cannot set UTF-8 attribute names", path: filePath)
-            return try body(acpl)
         }
     }
 
