@@ -244,6 +244,23 @@ struct CalibrationSetTests {
         }
     }
 
+    /// The Whitespace pre-tokenizer's regex (the library's own) ends its
+    /// matches within a run of one kind: its text is read in part, and the
+    /// windows equal the whole text's.
+    @Test func whitespacePreTokenizerReadsInPartAlike() throws {
+        let scratch = try TokenizerScratch()
+        let tokenizer = try Tokenizer(contentsOf: TokenizerFixtures.caseFile("pretokenizer-whitespace-trained.json"))
+        #expect(tokenizer.encodesPrefixesAlike)
+        var text = try TokenizerFixtures.text("calib.txt")
+        while text.utf8.count < 400_000 { text += "\n" + text }
+        let whole = try tokenizer.encode(text)
+        let file = try scratch.write(text, to: "long.txt")
+        for (seqLen, samples) in [(32, 4), (512, 60)] {
+            let set = try CalibrationSet.load(from: file, tokenizer: tokenizer, seqLen: seqLen, samples: samples)
+            #expect(set.sequences.flatMap { $0 } == Array(whole.prefix(seqLen * samples)), "\(seqLen) × \(samples)")
+        }
+    }
+
     /// A regex that may reach arbitrarily far ahead (a quoted span closed
     /// only at the end of the file) makes every prefix agree with the next
     /// and all be wrong: such a tokenizer's text is encoded whole.
