@@ -45,7 +45,8 @@ public enum ModelRegistry {
     /// The model of `checkpoint`, by its config's `model_type`.
     /// - Throws: `DroptraceError` naming config.json for an unsupported
     ///   `model_type`, a value of a kind the family's transformers config
-    ///   class refuses (`ConfigValueKinds`), or whatever the family's checks refuse.
+    ///   class refuses or a pad_token_id outside the vocabulary where its model
+    ///   pads the embedding (`ConfigValueKinds`), or whatever the family's checks refuse.
     public static func load(_ checkpoint: Checkpoint) throws -> any LanguageModel {
         guard let family = families.first(where: { $0.key == checkpoint.modelType })?.value else {
             throw DroptraceError(
@@ -54,7 +55,8 @@ public enum ModelRegistry {
         }
         if checkpoint.gguf == nil {
             // Values of a kind transformers' config class refuses (null for
-            // an int, 48.0 for a count, 0 for a flag) are refused as it refuses them.
+            // an int, 48.0 for a count, 0 for a flag) are refused as it refuses
+            // them, and a pad_token_id its model's embedding cannot take.
             try ConfigValueKinds.check(try checkpoint.configDocument(), modelType: checkpoint.modelType, path: checkpoint.configURL.path)
         }
         return try family.init(checkpoint)

@@ -23,13 +23,50 @@ public enum ConfigValueKinds {
     ///   is of a kind its class refuses.
     public static func check(_ document: JSONValue, modelType: String, path: String) throws {
         guard case .object(let members) = document else { return }
-        if let problem = problem(in: members, of: modelType, under: "") {
+        if let problem = problem(in: members, of: modelType, under: "") ?? paddingProblem(in: members, of: modelType, under: "") {
             throw DroptraceError(problem, path: path)
         }
-        if transformers[modelType + ".text_config"] != nil, case .object(let text)? = document.member("text_config"),
-           let problem = problem(in: text, of: modelType + ".text_config", under: "text_config.") {
+        let textKey = modelType + ".text_config"
+        if transformers[textKey] != nil, case .object(let text)? = document.member("text_config"),
+           let problem = problem(in: text, of: textKey, under: "text_config.") ?? paddingProblem(in: text, of: textKey, under: "text_config.") {
             throw DroptraceError(problem, path: path)
         }
+    }
+
+    /// For a class whose model builds its token embedding as
+    /// `nn.Embedding(vocab_size, hidden_size, padding_idx=pad_token_id)`
+    /// (`paddedEmbeddings`): a pad_token_id — as written, or the class's
+    /// default when absent — outside [-vocab_size, vocab_size), where torch
+    /// asserts and the model cannot be built, as one sentence. nil when the
+    /// index is in range or null, and for the classes without one (gpt2,
+    /// gpt_neox). Run after the kinds check: a value of another kind is
+    /// refused there, a vocab_size below 1 where it is read.
+    static func paddingProblem(in members: [(key: String, value: JSONValue)], of classKey: String, under prefix: String) -> String? {
+        guard let (defaultPad, defaultVocabulary) = paddedEmbeddings[classKey] else { return nil }
+        var vocabulary = defaultVocabulary
+        if let written = members.last(where: { $0.key == "vocab_size" })?.value {
+            guard case .integer(let size) = written, size >= 1 else { return nil }
+            vocabulary = size
+        }
+        let className = transformers[classKey]?.className ?? classKey
+        let key = "key \"\(prefix)pad_token_id\""
+        let stated: String
+        switch members.last(where: { $0.key == "pad_token_id" })?.value {
+        case nil:
+            guard let defaultPad, defaultPad < -vocabulary || defaultPad >= vocabulary else { return nil }
+            stated = "\(key) is absent, so transformers' \(className) takes its default \(defaultPad),"
+        case .integer(let pad)?:
+            guard pad < -vocabulary || pad >= vocabulary else { return nil }
+            stated = "\(key) holds \(pad),"
+        case .number(let pad)? where pad.rounded() == pad:
+            // An integer literal beyond 64 bits: Python's int, out of any vocabulary.
+            stated = "\(key) holds \(pad),"
+        default:
+            return nil
+        }
+        return "\(stated) outside the vocabulary (\(prefix)vocab_size \(vocabulary)): transformers builds the token embedding "
+            + "with padding_idx=pad_token_id, which torch requires in [-\(vocabulary), \(vocabulary - 1)]; "
+            + "set it below vocab_size, or to null"
     }
 
     /// The first member of `members` (in file order) whose value the class

@@ -106,6 +106,73 @@ import Testing
         try written.fixture().expectRefused(naming: String(written.key.split(separator: ".").last!))
     }
 
+    /// pad_token_id outside [-vocab_size, vocab_size) where transformers'
+    /// model builds its embedding with padding_idx=pad_token_id: torch's
+    /// nn.Embedding asserts "Padding_idx must be within num_embeddings" and
+    /// from_pretrained fails (checked against transformers 5.23 for llama
+    /// 512, 600 and -600 with vocab_size 512). The fixtures' vocab_size is 512.
+    static let refusedPadding: [Written] = [
+        Written("llama-f32", "pad_token_id", "512"), Written("llama-f32", "pad_token_id", "600"),
+        Written("llama-f32", "pad_token_id", "-600"), Written("llama-f32", "pad_token_id", "-513"),
+        Written("qwen2-f32", "pad_token_id", "512"), Written("gemma-f32", "pad_token_id", "1000"),
+        Written("gemma3_text-f32", "pad_token_id", "512"), Written("gemma3-f32", "text_config.pad_token_id", "512"),
+        Written("mixtral-f32", "pad_token_id", "512"), Written("deepseek_v3-f32", "pad_token_id", "512"),
+        Written("gpt_oss-f32", "pad_token_id", "512"), Written("phi3-f32", "pad_token_id", "99999999999999999999"),
+    ]
+
+    @Test(arguments: refusedPadding)
+    func padTokenOutsideTheVocabularyIsRefused(_ written: Written) throws {
+        let fixture = try written.fixture()
+        fixture.expectRefused(naming: "\"\(written.key)\"")
+        do {
+            _ = try fixture.load()
+        } catch {
+            #expect("\(error)".contains("vocab_size 512"), "\(error)")
+        }
+    }
+
+    /// An absent pad_token_id is the class's default (Phi3Config 32000,
+    /// SmolLM3Config 128004, ApertusConfig 3), outside a 512-token vocabulary
+    /// for the first two: transformers cannot build those models either.
+    @Test func absentPadTokenTakesTheClassDefault() throws {
+        for model in ["phi3-f32", "smollm3-f32"] {
+            let fixture = try EditedFixture(model) { $0.removeValue(forKey: "pad_token_id") }
+            fixture.expectRefused(naming: "\"pad_token_id\" is absent")
+        }
+        for model in ["apertus-f32", "olmo-f32", "llama-f32"] {
+            let fixture = try EditedFixture(model) { $0.removeValue(forKey: "pad_token_id") }
+            #expect(try fixture.load().layerCount >= 1, "\(model)")
+        }
+    }
+
+    /// In range (negative indices count from the end, as torch reads them),
+    /// null, and gpt2 / gpt_neox, whose embeddings have no padding index.
+    static let acceptedPadding: [Written] = [
+        Written("llama-f32", "pad_token_id", "511"), Written("llama-f32", "pad_token_id", "-512"),
+        Written("llama-f32", "pad_token_id", "-1"), Written("phi3-f32", "pad_token_id", "null"),
+        Written("gemma3-f32", "text_config.pad_token_id", "511"), Written("gpt2-f32", "pad_token_id", "600"),
+        Written("gpt_neox-f32", "pad_token_id", "-600"),
+    ]
+
+    @Test(arguments: acceptedPadding)
+    func padTokenInsideTheVocabularyLoads(_ written: Written) throws {
+        #expect(try written.fixture().load().layerCount >= 1)
+    }
+
+    /// The padded-embedding table names config classes of the registry's
+    /// families, and every family but gpt2 and gpt_neox (whose embeddings
+    /// take no padding index) has its entry.
+    @Test func everyPaddedFamilyHasItsEntry() {
+        for modelType in ModelRegistry.supportedModelTypes where !["gpt2", "gpt_neox"].contains(modelType) {
+            let key = ConfigValueKinds.transformers[modelType + ".text_config"] == nil ? modelType : modelType + ".text_config"
+            #expect(ConfigValueKinds.paddedEmbeddings[key] != nil, "\(key)")
+        }
+        for key in ConfigValueKinds.paddedEmbeddings.keys {
+            #expect(ConfigValueKinds.transformers[key] != nil, "\(key)")
+        }
+        #expect(ConfigValueKinds.paddedEmbeddings["gpt2"] == nil && ConfigValueKinds.paddedEmbeddings["gpt_neox"] == nil)
+    }
+
     /// Every family has its config class's table, so a new family cannot
     /// skip the check.
     @Test func everyFamilyHasItsTable() {
