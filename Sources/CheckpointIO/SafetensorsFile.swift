@@ -118,7 +118,7 @@ public final class SafetensorsFile: @unchecked Sendable {
             dataStart = 8 + headerLength
             // The safetensors library's reading (serde): strict JSON from the
             // first byte (no BOM), integers as integers, a string map for
-            // __metadata__, each name once.
+            // __metadata__.
             let header: [(key: String, value: JSONValue)]
             do {
                 guard case .object(let members) = try JSONValue.parse(try file.bytes(headerLength, at: 8), serde: true) else {
@@ -129,12 +129,21 @@ public final class SafetensorsFile: @unchecked Sendable {
                 throw DroptraceError(
                     "safetensors header is not valid JSON (byte \(malformed.offset) of the header: \(malformed.reason))", path: path)
             }
-            if let repeated = JSONValue.object(header).repeatedKey() {
-                throw DroptraceError("safetensors header gives \"\(repeated.forErrorMessage)\" twice", path: path)
-            }
+            // serde reads the header into a map of tensors: a name given twice
+            // is one tensor, its last entry's, though every entry is
+            // deserialised and must be well-formed. A field given twice (in an
+            // entry, or __metadata__ itself) is serde's "duplicate field"
+            // error; a repeated key inside __metadata__ keeps its last value.
+            // Names compare as serde compares them, by their scalars.
             let dataLength = file.size - dataStart
+            var positions: [[Unicode.Scalar]: Int] = [:]
+            var sawMetadata = false
             for (name, value) in header {
                 if name == "__metadata__" {
+                    guard !sawMetadata else {
+                        throw DroptraceError("safetensors header gives \"__metadata__\" twice", path: path)
+                    }
+                    sawMetadata = true
                     // The library reads it as an optional map: null is no metadata.
                     if case .null = value { continue }
                     guard case .object(let members) = value else {
@@ -148,13 +157,26 @@ public final class SafetensorsFile: @unchecked Sendable {
                     }
                     continue
                 }
-                entries.append(try Self.entry(name, value, dataLength: dataLength, path: path))
+                let entry = try Self.entry(name, value, path: path)
+                if let position = positions[Array(name.unicodeScalars)] {
+                    entries[position] = entry
+                } else {
+                    positions[Array(name.unicodeScalars)] = entries.count
+                    entries.append(entry)
+                }
             }
+            // Then the library validates the tensors it kept.
+            for entry in entries { try Self.checkFit(entry, dataLength: dataLength, path: path) }
             try Self.checkTiling(entries, dataLength: dataLength, path: path)
         }
 
-        private static func entry(_ name: String, _ value: JSONValue, dataLength: Int, path: String) throws -> Entry {
+        /// One entry as serde deserialises it: its fields, each once, of their types.
+        private static func entry(_ name: String, _ value: JSONValue, path: String) throws -> Entry {
             let shown = name.forErrorMessage
+            if case .object(let fields) = value,
+               let repeated = ["dtype", "shape", "data_offsets"].first(where: { field in fields.filter { $0.key == field }.count > 1 }) {
+                throw DroptraceError("malformed header entry for tensor '\(shown)' (gives \"\(repeated)\" twice)", path: path)
+            }
             func integers(_ key: String) -> [Int]? {
                 guard case .array(let items) = value.member(key) else { return nil }
                 let numbers = items.compactMap { item -> Int? in if case .integer(let n) = item, n >= 0 { n } else { nil } }
@@ -167,12 +189,19 @@ public final class SafetensorsFile: @unchecked Sendable {
                     "malformed header entry for tensor '\(shown)' (needs \"dtype\", \"shape\" and two \"data_offsets\", all non-negative integers)",
                     path: path)
             }
-            guard let bits = elementBits[dtypeName] else {
+            guard elementBits[dtypeName] != nil else {
                 throw DroptraceError(
                     "tensor '\(shown)' has unsupported dtype \(dtypeName.forErrorMessage), which is not a safetensors dtype",
                     path: path)
             }
-            let (begin, end) = (offsets[0], offsets[1])
+            let dtype = TensorDType(rawValue: dtypeName).flatMap { $0.isBlockQuantized ? nil : $0 }
+            return Entry(name: name, dtypeName: dtypeName, dtype: dtype, shape: shape, begin: offsets[0], end: offsets[1])
+        }
+
+        /// A kept entry's byte range fits its shape and dtype and the data section.
+        private static func checkFit(_ entry: Entry, dataLength: Int, path: String) throws {
+            let (shown, shape, dtypeName, begin, end) = (entry.name.forErrorMessage, entry.shape, entry.dtypeName, entry.begin, entry.end)
+            let bits = elementBits[dtypeName]!
             var elements = 1
             var overflow = false
             for size in shape where !overflow { (elements, overflow) = elements.multipliedReportingOverflow(by: size) }
@@ -187,8 +216,6 @@ public final class SafetensorsFile: @unchecked Sendable {
                     "file is truncated: tensor '\(shown)' ends at byte \(end) of the data section, which has \(dataLength) bytes",
                     path: path)
             }
-            let dtype = TensorDType(rawValue: dtypeName).flatMap { $0.isBlockQuantized ? nil : $0 }
-            return Entry(name: name, dtypeName: dtypeName, dtype: dtype, shape: shape, begin: begin, end: end)
         }
 
         /// The byte ranges, in order, must cover the data section exactly once.

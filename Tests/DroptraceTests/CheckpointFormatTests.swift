@@ -69,15 +69,16 @@ import Glibc
             (#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, 12, ["4 bytes after the last tensor"]),
             (#"[1, 2]"#, 0, ["not a JSON object"]),
             // Refused by the safetensors library (serde): integers written as floats, a
-            // __metadata__ that is not a string map, a byte-order mark, a name given twice.
+            // __metadata__ that is not a string map, a byte-order mark, a field given twice.
             (#"{"w": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}}"#, 8, ["malformed"]),
             (#"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0.0, 8]}}"#, 8, ["malformed"]),
             (#"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [00, 8]}}"#, 8, ["not valid JSON", "leading zero"]),
             (#"{"__metadata__": [1, 2], "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, 8, ["__metadata__"]),
             (#"{"__metadata__": {"format": 1}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, 8, ["__metadata__"]),
             ("\u{FEFF}" + #"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, 8, ["not valid JSON", "byte 0"]),
-            (#"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#,
-             8, ["\"w\" twice"]),
+            (#"{"w": {"dtype": "F32", "shape": [2], "dtype": "F16", "data_offsets": [0, 8]}}"#, 8, ["malformed", "\"dtype\" twice"]),
+            (#"{"__metadata__": {}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "__metadata__": null}"#,
+             8, ["\"__metadata__\" twice"]),
             // serde reads -0 as the float -0.0 and refuses a lone surrogate escape.
             (#"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [-0, 8]}}"#, 8, ["malformed"]),
             (#"{"w\ud800": {"dtype": "F32", "shape": [0], "data_offsets": [8, 8]}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#,
@@ -102,6 +103,76 @@ import Glibc
         let url = try safetensors(#"{"__metadata__": null, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, dataLength: 8, in: scratch)
         let file = try SafetensorsFile(path: url.path)
         #expect(file.metadata.isEmpty && file.tensors["w"]?.shape == [2])
+    }
+
+    /// A tensor named twice: serde reads the header into a map, so the
+    /// last entry counts, and the library then validates the tensors it
+    /// kept; every entry must still be well-formed. Verdicts of the
+    /// safetensors library (0.8.0, `safe_open`) on these headers over 48
+    /// bytes (A, B, C = bytes 0, 16, 32 of them): the same entry twice opens,
+    /// as does an earlier entry that overlaps, misfits or runs past the data
+    /// when the last one tiles it; a last entry leaving bytes 0..<16 to no
+    /// tensor is refused ("invalid offset"), as is an earlier entry of an
+    /// unknown dtype, a negative size or a missing field ("invalid JSON"); a
+    /// key repeated inside __metadata__ keeps its last value.
+    @Test func aTensorNamedTwiceIsItsLastEntry() throws {
+        let scratch = try ScratchDirectory()
+        func entry(_ begin: Int, _ end: Int, shape: Int = 4, dtype: String = "F32") -> String {
+            #"{"dtype": "\#(dtype)", "shape": [\#(shape)], "data_offsets": [\#(begin), \#(end)]}"#
+        }
+        let (a, b, c) = (entry(0, 16), entry(16, 32), entry(32, 48))
+        let opened: [String] = [
+            #"{"A": \#(a), "B": \#(b), "C": \#(c), "A": \#(a)}"#,
+            #"{"A": \#(c), "B": \#(b), "C": \#(c), "A": \#(a)}"#,
+            #"{"A": \#(entry(0, 16, shape: 7)), "B": \#(b), "C": \#(c), "A": \#(a)}"#,
+            #"{"A": \#(entry(0, 400, shape: 100)), "B": \#(b), "C": \#(c), "A": \#(a)}"#,
+        ]
+        for header in opened {
+            let url = try safetensors(header, dataLength: 48, in: scratch)
+            let file = try SafetensorsFile(path: url.path)
+            #expect(file.tensors.count == 3, "\(header)")
+            #expect(file.tensors["A"].map { ($0.fileOffset ?? 0) - (file.tensors["B"]?.fileOffset ?? 0) } == -16, "\(header)")
+            #expect(SafetensorsFile.expectedLength(path: url.path) == 8 + header.utf8.count + 48)
+        }
+        let refused: [(header: String, words: [String])] = [
+            (#"{"A": \#(a), "B": \#(b), "A": \#(c)}"#, ["0..<16", "no holes"]),
+            (#"{"A": \#(a), "B": \#(b), "C": \#(c), "A": \#(entry(16, 32))}"#, ["0..<16", "no holes"]),
+            (#"{"A": \#(entry(0, 16, dtype: "XX")), "B": \#(b), "C": \#(c), "A": \#(a)}"#, ["unsupported dtype XX"]),
+            (#"{"A": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}, "B": \#(b), "C": \#(c), "A": \#(a)}"#, ["malformed"]),
+            (#"{"A": {"dtype": "F32", "data_offsets": [0, 16]}, "B": \#(b), "C": \#(c), "A": \#(a)}"#, ["malformed"]),
+        ]
+        for (header, words) in refused {
+            let url = try safetensors(header, dataLength: 48, in: scratch)
+            let error = failure { _ = try SafetensorsFile(path: url.path) }
+            for word in words { #expect(error?.message.contains(word) == true, "\(header): \(String(describing: error))") }
+        }
+        let metadata = try safetensors(#"{"__metadata__": {"format": "pt", "format": "np"}, "A": \#(a), "B": \#(b), "C": \#(c)}"#, dataLength: 48, in: scratch)
+        #expect(try SafetensorsFile(path: metadata.path).metadata == ["format": "np"])
+    }
+
+    /// The tester's case: the fixture's header with one entry given again
+    /// scores as the fixture does (transformers loads it; safe_open lists the tensor once).
+    @Test func aRepeatedHeaderEntryScoresAsTheFile() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32", as: "model")
+        let url = model.appendingPathComponent("model.safetensors")
+        var bytes = try Data(contentsOf: url)
+        let length = Int(bytes.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }.littleEndian)
+        let header = try #require(String(data: bytes.subdata(in: 8..<(8 + length)), encoding: .utf8))
+        let name = "model.layers.0.self_attn.q_proj.weight"
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(header.utf8)) as? [String: Any])
+        let repeated = String(decoding: try JSONSerialization.data(withJSONObject: try #require(object[name])), as: UTF8.self)
+        let trimmed = header.trimmingCharacters(in: .whitespaces)
+        let edited = Data((trimmed.dropLast() + #", "\#(name)": \#(repeated)}"#).utf8)
+        bytes.replaceSubrange(0..<(8 + length), with: withUnsafeBytes(of: UInt64(edited.count).littleEndian) { Data($0) } + edited)
+        try bytes.write(to: url)
+        let sequences = FixtureFiles.jsonlSequences()
+        func scores(_ directory: URL) throws -> ModuleScores {
+            try ImportanceScorer(model: try ModelRegistry.load(try Checkpoint(location: directory)))
+                .score(sequences, calibrationPath: "fixture")
+        }
+        let (repeatedEntry, plain) = (try scores(model), try scores(FixtureFiles.model("llama-f32")))
+        #expect(repeatedEntry.attention == plain.attention && repeatedEntry.mlp == plain.mlp && repeatedEntry.block == plain.block)
     }
 
     @Test func absurdSafetensorsHeaderLengthIsRefusedWithoutAllocating() throws {
