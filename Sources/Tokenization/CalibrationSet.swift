@@ -62,7 +62,8 @@ public struct CalibrationSet: Sendable {
     /// non-blank line: a `.jsonl`/`.json` file whose first line starts with
     /// neither `{` nor `[` is text, and any other file whose first line is a
     /// JSON object with `input_ids` is JSONL; either mismatch is refused
-    /// rather than read as the other kind.
+    /// rather than read as the other kind. A `.jsonl`/`.json` file starting
+    /// with `[` is one JSON array (`to_json(lines=False)`), refused as such.
     ///
     /// Ids are not checked against a vocabulary here; the caller knows the model.
     public static func load(from url: URL, tokenizer: Tokenizer?, seqLen: Int?, samples: Int?) throws -> CalibrationSet {
@@ -83,9 +84,18 @@ public struct CalibrationSet: Sendable {
         let named = url.pathExtension.isEmpty ? "no extension" : "the extension .\(url.pathExtension)"
         switch url.pathExtension.lowercased() {
         case "jsonl", "json":
+            // One JSON array of records (datasets' to_json(lines=False)), told
+            // from its first character alone: the array, which may be one
+            // line longer than any read, is never parsed.
+            if try TokenIdLines.firstNonBlankByte(of: lines.file) == UInt8(ascii: "[") {
+                throw DroptraceError(
+                    "is a JSON array (its first non-blank character is '['), not JSON Lines: calibration token ids "
+                        + "are one {\"input_ids\": [...]} object per line; write them with datasets' "
+                        + "to_json(path, lines=True) (its default) or as a .jsonl file", path: path)
+            }
             sequences = try TokenIdLines.parse(&lines, path: path, seqLen: seqLen, samples: samples) { firstLine in
-                // An array or a broken object is a JSONL mistake, reported by line.
-                if let first = firstLine.first, first != UInt8(ascii: "{") && first != UInt8(ascii: "[") {
+                // A broken object is a JSONL mistake, reported by line.
+                if let first = firstLine.first, first != UInt8(ascii: "{") {
                     throw DroptraceError(
                         "looks like text (its first line is not a JSON object), but \(named) says JSONL token ids; "
                             + "give calibration text a .txt extension", path: path)
@@ -230,6 +240,19 @@ enum TokenIdLines {
 
     static let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
 
+    /// The first byte of `file` that is not JSON whitespace (after a leading
+    /// byte order mark), read a chunk at a time; nil for a blank file.
+    static func firstNonBlankByte(of file: RegularFile) throws -> UInt8? {
+        var offset = 0
+        while offset < file.size {
+            var chunk = try file.bytes(min(CalibrationLines.chunkSize, file.size - offset), at: offset)[...]
+            if offset == 0, chunk.starts(with: byteOrderMark) { chunk = chunk.dropFirst(byteOrderMark.count) }
+            if let byte = chunk.first(where: { !isJSONWhitespace($0) }) { return byte }
+            offset += CalibrationLines.chunkSize
+        }
+        return nil
+    }
+
     /// `line` without surrounding JSON whitespace (its `\n` included); on
     /// the first line a leading UTF-8 byte order mark, which editors on
     /// Windows write, counts as whitespace too. Empty for a blank line.
@@ -259,7 +282,10 @@ enum TokenIdLines {
         guard let object = try? JSONParser.parse([UInt8](line)) else {
             throw failure("invalid JSON")
         }
-        guard let fields = object as? JSONObject, let value = fields["input_ids"] else {
+        guard let fields = object as? JSONObject else {
+            throw failure("is \(object is [Any] ? "a JSON list" : "a JSON value"), not an object with \"input_ids\"")
+        }
+        guard let value = fields["input_ids"] else {
             throw failure("missing \"input_ids\"")
         }
         guard let items = value as? [Any] else {

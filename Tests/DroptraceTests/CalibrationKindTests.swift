@@ -38,6 +38,37 @@ struct CalibrationKindTests {
         #expect(error?.message.contains("the extension .\((name as NSString).pathExtension) says JSONL") == true)
     }
 
+    /// datasets' `to_json(lines=False)` writes one JSON array of records
+    /// (pretty-printed with `indent`, or on one line): refused as an array,
+    /// with the fix, not as a line missing "input_ids" (which it holds).
+    @Test("a JSON array of records is refused as an array, not JSON Lines",
+          arguments: ["calib.json", "calib.jsonl"], [
+              "[{\"input_ids\": [1, 2, 3, 4]}, {\"input_ids\": [5, 6, 7, 8]}]\n",
+              "\u{FEFF}\n  [\n  {\n    \"input_ids\": [1, 2, 3, 4]\n  }\n]\n",
+              "[" + String(repeating: "{\"input_ids\": [1, 2, 3, 4]}, ", count: 2000) + "{\"input_ids\": [1]}]",
+          ])
+    func jsonArrayOfRecords(name: String, contents: String) throws {
+        let scratch = try TokenizerScratch()
+        let error = try loadError(scratch.write(contents, to: name))
+        let message = error?.message ?? ""
+        #expect(message.hasPrefix("is a JSON array") && message.contains("not JSON Lines"), "\(message)")
+        #expect(message.contains("to_json(path, lines=True)") && !message.contains("missing"), "\(message)")
+    }
+
+    /// An array on one line longer than any line droptrace reads is still
+    /// named as an array (the file is not parsed).
+    @Test func aLongJSONArrayIsRefusedAsAnArray() throws {
+        let scratch = try TokenizerScratch()
+        let record = Data(#"{"input_ids": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]}, "#.utf8)
+        var contents = Data("[".utf8)
+        while contents.count <= (1 << 24) + 1 { contents += record }
+        contents += Data(#"{"input_ids": [1]}]"#.utf8)
+        let url = try scratch.write("", to: "calib.json")
+        try contents.write(to: url)
+        let error = try loadError(url)
+        #expect(error?.message.hasPrefix("is a JSON array") == true, "\(error?.message ?? "")")
+    }
+
     @Test("text that merely mentions JSON is still text")
     func textWithBracesIsText() throws {
         let scratch = try TokenizerScratch()

@@ -97,7 +97,9 @@ struct CalibrationSetTests {
     @Test("JSONL line errors name the line", arguments: [
         ("{\"input_ids\": [1, 2]}\n{\"input_ids\": [1, 2\n", "line 2: invalid JSON"),
         ("{\"input_ids\": [1]}\n\n{\"ids\": [1, 2]}\n", "line 3: missing \"input_ids\""),
-        ("[1, 2, 3]\n", "line 1: missing \"input_ids\""),
+        ("[1, 2, 3]\n", "is a JSON array (its first non-blank character is '['), not JSON Lines"),
+        ("{\"input_ids\": [1]}\n[1, 2, 3]\n", "line 2: is a JSON list, not an object with \"input_ids\""),
+        ("{\"input_ids\": [1]}\n7\n", "line 2: is a JSON value, not an object with \"input_ids\""),
         ("{\"input_ids\": \"1 2 3\"}\n", "line 1: \"input_ids\" should be a list"),
         ("{\"input_ids\": [1, 2.5]}\n", "line 1: input_ids[1] is 2.5"),
         ("{\"input_ids\": [1, 2.0]}\n", "line 1: input_ids[1]"),
