@@ -29,6 +29,7 @@ public enum CompareRuns {
         try checkOutput(output, stores: paths)
         let labels = labels(for: stores)
         let runs = try zip(paths, labels).map { path, label in try read(path, label: label) }
+        try checkOutput(output, runs: runs)
         let comparison = try RunComparison(runs: runs)
 
         let lock = try RunLock(directory: output)
@@ -53,6 +54,9 @@ public enum CompareRuns {
 
     /// The output may not be one of the compared directories or lie inside
     /// one, nor be any trace's output: its report.md would replace that run's.
+    /// Nor may it lie inside a checkpoint directory, as `trace` refuses
+    /// (`CheckpointPlacement`; the compared runs' own checkpoints are
+    /// checked once their stores are read).
     static func checkOutput(_ output: URL, stores: [String]) throws {
         let directory = output.resolvingSymlinksInPath().standardizedFileURL.path
         for store in stores {
@@ -75,6 +79,16 @@ public enum CompareRuns {
                 "holds a trace's scores.h5; its report would be replaced: choose another --output directory",
                 path: output.path)
         }
+        try CheckpointPlacement.checkOutside(output, checkpoints: [], contents: "the report")
+    }
+
+    /// Once the stores are read: the output may not lie inside a checkpoint
+    /// of a compared run's series (as its store records the series
+    /// directory), linked elsewhere or not yet finished.
+    static func checkOutput(_ output: URL, runs: [ComparedRun]) throws {
+        let series = runs.compactMap { $0.scoreFile.metadata.seriesDirectory.map { URL(fileURLWithPath: $0) } }
+        try CheckpointPlacement.checkOutside(
+            output, checkpoints: series.flatMap(CheckpointPlacement.checkpoints(inSeries:)), contents: "the report")
     }
 
     /// Each run's name in the report: its directory's name (the score file's

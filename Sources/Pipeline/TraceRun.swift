@@ -237,7 +237,8 @@ public final class TraceRun {
     }
 
     /// Throws when the output directory is one of the checkpoints or lies
-    /// inside one, finished or not: training deletes and replaces checkpoint
+    /// inside one, finished or not, or inside any other checkpoint
+    /// (`CheckpointPlacement`): training deletes and replaces checkpoint
     /// directories (`save_total_limit`), and the store with them. Checked
     /// from the paths alone, before the output directory is created.
     func checkOutputOutsideCheckpoints() throws {
@@ -246,16 +247,9 @@ public final class TraceRun {
         case .list(let directories):
             candidates = directories
         case .series(let directory):
-            // Every entry named like a checkpoint, each resolved: an entry may be a link to a checkpoint elsewhere.
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-            candidates = names.filter { CheckpointName.parse($0) != nil }.map { directory.appendingPathComponent($0) }
+            candidates = CheckpointPlacement.checkpoints(inSeries: directory)
         }
-        for checkpoint in candidates where ResolvedPath.isWithin(options.output, checkpoint) {
-            throw DroptraceError(
-                "lies inside checkpoint \(checkpoint.standardizedFileURL.lastPathComponent), which training may replace "
-                    + "or delete with the store in it; choose an output directory outside the checkpoints",
-                path: options.output.path)
-        }
+        try CheckpointPlacement.checkOutside(options.output, checkpoints: candidates, contents: "the store")
     }
 
     /// Throws `DroptraceError` naming the first of `checkpoints` (in series

@@ -14,9 +14,10 @@ import ScoreStore
     /// A run's output directory holding a store of `rows` with its analysis.
     @discardableResult
     static func writeRun(_ rows: [CheckpointRow], at directory: URL, modelType: String = "llama",
-                         calibration: String = String(repeating: "0123456789abcdef", count: 4)) throws -> URL {
+                         calibration: String = String(repeating: "0123456789abcdef", count: 4), series: URL? = nil) throws -> URL {
         var scores = AnalysisFixtures.scoreFile(rows)
         scores.metadata.modelType = modelType
+        scores.metadata.seriesDirectory = series?.path
         scores.metadata.calibrationSHA256 = calibration
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let analysis = try SeriesAnalysis(rows: rows)
@@ -210,6 +211,46 @@ import ScoreStore
         #expect(!FileManager.default.fileExists(atPath: b.appendingPathComponent("report.md").path))
         // One store is a usage error.
         #expect(try DroptraceCommand.run(["compare", a.path, "--output", scratch.path("o").path]).status == 64)
+    }
+
+    /// `--output` inside a checkpoint is refused as `trace` refuses it
+    /// (training deletes checkpoint directories, the report with them):
+    /// one of a compared run's series checkpoints (also one still being
+    /// written, or linked elsewhere: the target counts), or any other
+    /// checkpoint directory, by its files or its name. Nothing is created.
+    @Test func outputInsideACheckpointIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let files = FileManager.default
+        let series = scratch.path("series"), elsewhere = scratch.path("kept-elsewhere")
+        try files.createDirectory(at: series.appendingPathComponent("checkpoint-1"), withIntermediateDirectories: true)
+        try files.createDirectory(at: elsewhere, withIntermediateDirectories: true)
+        try files.createSymbolicLink(at: series.appendingPathComponent("checkpoint-2"), withDestinationURL: elsewhere)
+        let a = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("a"), series: series)
+        let b = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("b"))
+        let model = try scratch.copyOfModel("llama-f32", as: "model")
+        let cases: [(output: URL, checkpoint: String)] = [
+            (series.appendingPathComponent("checkpoint-1"), "checkpoint-1"),
+            (series.appendingPathComponent("checkpoint-1/compare"), "checkpoint-1"),
+            (series.appendingPathComponent("checkpoint-2/compare"), "checkpoint-2"),
+            (elsewhere.appendingPathComponent("compare"), "checkpoint-2"),
+            (model.appendingPathComponent("compare/out"), "model"),
+            (scratch.path("step100/compare"), "step100"),
+        ]
+        for (output, checkpoint) in cases {
+            let result = try DroptraceCommand.run(["compare", a.path, b.path, "--output", output.path])
+            #expect(result.status == 1, "\(output.path): \(result.stderr)")
+            let lines = result.stderr.split(separator: "\n").filter { $0.contains("error") }
+            #expect(lines.count == 1 && result.stderr.contains(output.path), "\(result.stderr)")
+            #expect(result.stderr.contains("inside checkpoint \(checkpoint)"), "\(result.stderr)")
+        }
+        #expect(!files.fileExists(atPath: series.appendingPathComponent("checkpoint-1/report.md").path))
+        for created in ["checkpoint-1/compare", "checkpoint-2/compare"] {
+            #expect(!files.fileExists(atPath: series.appendingPathComponent(created).path))
+        }
+        #expect(!files.fileExists(atPath: model.appendingPathComponent("compare").path))
+        #expect(!files.fileExists(atPath: scratch.path("step100").path))
+        // Beside the series, in a directory of its own, is fine.
+        #expect(try DroptraceCommand.run(["compare", a.path, b.path, "--output", scratch.path("comparison").path]).status == 0)
     }
 
     @Test func pipelineFormWritesTheSameReport() throws {

@@ -146,6 +146,21 @@ import Glibc
         #expect(!files.fileExists(atPath: elsewhere.appendingPathComponent("out").path))
     }
 
+    /// An output inside a checkpoint of no series given (a model directory,
+    /// or a folder named like a checkpoint) is refused as well: it is
+    /// deleted with that checkpoint all the same.
+    @Test(arguments: ["model", "checkpoint-9"])
+    func outputInsideAnotherCheckpointIsRefused(name: String) throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let other = name == "model" ? try scratch.copyOfModel("llama-f32", as: "model") : scratch.path(name)
+        let output = other.appendingPathComponent("droptrace/run")
+        let result = try trace(series.directory, output)
+        expectOneLineFailure(result, naming: output.path, mentioning: ["inside checkpoint \(name)"])
+        #expect(!files.fileExists(atPath: other.appendingPathComponent("droptrace").path))
+    }
+
     /// A missing input (series, calibration, --eval file) is found before
     /// anything is scored or created: no output directory, no lock file.
     @Test(arguments: ["series", "calibration", "eval"])

@@ -1,0 +1,50 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+
+/// Outputs never go inside a checkpoint: training deletes and replaces
+/// checkpoint directories (the Trainer's `save_total_limit` removes
+/// `checkpoint-<N>` folders whole), and whatever droptrace wrote there with
+/// them; files beside the weights would also look like the checkpoint's own.
+/// `trace` and `run` (the store and report) and `compare` (the report) share
+/// the rule. Checked from the paths alone, before anything is created.
+enum CheckpointPlacement {
+    /// The entries of series `directory` named like checkpoints, finished or
+    /// not (each may be a link to a checkpoint elsewhere); none when it cannot be listed.
+    static func checkpoints(inSeries directory: URL) -> [URL] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        return names.filter { CheckpointName.parse($0) != nil }.map { directory.appendingPathComponent($0) }
+    }
+
+    /// Throws when `output` is one of `checkpoints` or lies inside one (both
+    /// resolved through links), or when it is or lies inside any other
+    /// checkpoint directory: one named like a checkpoint (as training finds
+    /// the folders it rotates) or holding a model's config.json or weights.
+    /// - Parameter contents: what would be lost with it ("the store", "the report").
+    /// - Throws: `DroptraceError` naming `output` and the checkpoint.
+    static func checkOutside(_ output: URL, checkpoints: [URL], contents: String) throws {
+        func refusal(_ checkpoint: URL) -> DroptraceError {
+            DroptraceError(
+                "lies inside checkpoint \(checkpoint.standardizedFileURL.lastPathComponent), which training may replace "
+                    + "or delete with \(contents) in it; choose an output directory outside the checkpoints",
+                path: output.path)
+        }
+        for checkpoint in checkpoints where ResolvedPath.isWithin(output, checkpoint) { throw refusal(checkpoint) }
+        var directory = URL(fileURLWithPath: ResolvedPath.of(output))
+        while directory.path != "/" {
+            if isCheckpoint(directory) { throw refusal(directory) }
+            directory.deleteLastPathComponent()
+        }
+    }
+
+    /// Whether `directory` is a checkpoint: named like one, or holding
+    /// config.json or weight files a checkpoint is read from.
+    static func isCheckpoint(_ directory: URL) -> Bool {
+        if CheckpointName.parse(directory.lastPathComponent) != nil { return true }
+        let files = FileManager.default
+        let names = ["config.json", CheckpointLayout.safetensorsFile, CheckpointLayout.safetensorsIndex,
+                     CheckpointLayout.pytorchFile, CheckpointLayout.pytorchIndex]
+        if names.contains(where: { files.fileExists(atPath: directory.appendingPathComponent($0).path) }) { return true }
+        return ((try? files.contentsOfDirectory(atPath: directory.path)) ?? []).contains { $0.lowercased().hasSuffix(".gguf") }
+    }
+}
