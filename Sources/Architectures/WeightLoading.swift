@@ -226,7 +226,7 @@ struct Weights {
         // A block-scaled FP8 weight is confirmed as stored, before it is dequantised.
         let full = stored(name)
         let shape = try (checkpoint.hasTensor(full + "_scale_inv") ? checkpoint.storedTensor(full) : checkpoint.tensor(full)).shape
-        guard shape == expected else {
+        guard checkpoint.shape(shape, matches: expected) else {
             throw DroptraceError(
                 "\(keys) imply tensor '\(full)' of shape \(expected), but it has shape \(shape)", path: configPath)
         }

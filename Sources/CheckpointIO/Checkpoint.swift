@@ -266,9 +266,21 @@ public final class Checkpoint: @unchecked Sendable {
             path: gguf.path)
     }
 
-    /// A tensor whose shape must be `shape`, as the config implies.
+    /// Whether a stored tensor of shape `stored` has shape `expected`: the
+    /// same sizes, or for GGUF as llama.cpp compares them, where a dimension
+    /// of 1 more or less on the outside is the same shape (`GGUFFile.sameShape`).
+    public func shape(_ stored: [Int], matches expected: [Int]) -> Bool {
+        stored == expected || (gguf != nil && GGUFFile.sameShape(stored, expected))
+    }
+
+    /// A tensor whose shape must be `shape`, as the config implies (for
+    /// GGUF, as llama.cpp compares shapes: `shape(_:matches:)`; the slice
+    /// then has `shape`).
     public func tensor(_ name: String, shape: [Int]) throws -> TensorSlice {
         let slice = try tensor(name)
+        if slice.shape != shape, slice.storedOrder == .asShaped, self.shape(slice.shape, matches: shape) {
+            return TensorSlice(name: slice.name, dtype: slice.dtype, shape: shape, path: slice.path, storage: slice.storage)
+        }
         guard slice.shape == shape else {
             throw DroptraceError(
                 "tensor \(quotedName(name, aside: ", shapes in Hugging Face order")) has shape \(slice.shape) but \(configName) implies \(shape)", path: slice.path)

@@ -462,3 +462,97 @@ enum GGUFBytes {
             "rope_factors_long.weight and rope_factors_short.weight come together (LongRoPE), but only rope_factors_long.weight is stored")
     }
 }
+
+/// Tensors written with trailing dimensions of size 1 (ggml order: a norm
+/// [48] as [48, 1] or [48, 1, 1, 1]) are the tensors llama.cpp reads:
+/// `llama_model_loader::check_tensor_dims` compares all four of ggml's
+/// dimensions, one not written being 1. They read as the plain file does,
+/// for norms, matrices (head-permuted, transposed, the embedding the sizes
+/// come from), biases and expert stacks; a leading 1 is another shape.
+@Suite struct GGUFUnitDimensionTests {
+    /// `bytes` with `extra` dimensions appended to tensor `name`'s (or set
+    /// to `replaced`), the data section moved to follow the longer header.
+    static func editing(_ bytes: [UInt8], _ name: String, appending extra: [Int] = [], replacing replaced: [Int]? = nil) throws -> [UInt8] {
+        func u64(_ at: Int) -> Int { bytes[at..<(at + 8)].reversed().reduce(0) { $0 << 8 | Int($1) } }
+        func u32(_ at: Int) -> Int { bytes[at..<(at + 4)].reversed().reduce(0) { $0 << 8 | Int($1) } }
+        var at = 24
+        for _ in 0..<u64(16) {
+            at += 8 + u64(at)
+            let type = UInt32(u32(at))
+            at += 4 + GGUFBytes.payloadLength(bytes, type: type, at: at + 4)
+        }
+        var result = Array(bytes[..<at])
+        var found = false
+        for _ in 0..<u64(8) {
+            let nameEnd = at + 8 + u64(at)
+            let tensorName = String(decoding: bytes[(at + 8)..<nameEnd], as: UTF8.self)
+            let count = u32(nameEnd)
+            var dimensions = (0..<count).map { u64(nameEnd + 4 + 8 * $0) }
+            if tensorName == name {
+                dimensions = (replaced ?? dimensions) + extra
+                found = true
+            }
+            result += bytes[at..<nameEnd] + GGUFBytes.le(UInt32(dimensions.count)) + dimensions.flatMap { GGUFBytes.le(UInt64($0)) }
+            at = nameEnd + 4 + 8 * count
+            result += bytes[at..<(at + 12)]
+            at += 12
+        }
+        #expect(found, "no tensor \(name)")
+        result += [UInt8](repeating: 0, count: GGUFBytes.padded(result.count) - result.count)
+        return result + bytes[GGUFBytes.padded(at)...]
+    }
+
+    static let cases: [(file: String, tensor: String, extra: [Int])] = [
+        ("llama-f32.gguf", "blk.0.attn_norm.weight", [1]), ("llama-f32.gguf", "blk.0.attn_norm.weight", [1, 1, 1]),
+        ("llama-f32.gguf", "output_norm.weight", [1]), ("llama-f32.gguf", "blk.1.attn_q.weight", [1, 1]),
+        ("llama-f32.gguf", "blk.0.attn_k.weight", [1]), ("llama-f32.gguf", "token_embd.weight", [1]),
+        ("llama-f32.gguf", "blk.0.ffn_down.weight", [1]), ("qwen2-f16.gguf", "blk.0.attn_q.bias", [1, 1]),
+        ("gpt2-f16.gguf", "blk.0.attn_qkv.weight", [1]), ("gpt2-f16.gguf", "blk.0.attn_qkv.bias", [1]),
+        ("qwen3_moe-f32.gguf", "blk.0.ffn_gate_exps.weight", [1]), ("olmoe-f32.gguf", "blk.1.ffn_down_exps.weight", [1]),
+    ]
+
+    @Test(arguments: cases.indices)
+    func trailingUnitDimensionsReadAsThePlainFile(_ index: Int) throws {
+        let (file, tensor, extra) = Self.cases[index]
+        let plain = try GGUFBytes.fixture("gguf/" + file)
+        let expected = try GGUFUnusedTensorTests.scores(plain)
+        let scores = try GGUFUnusedTensorTests.scores(try Self.editing(plain, tensor, appending: extra))
+        #expect(scores.attention == expected.attention && scores.mlp == expected.mlp && scores.block == expected.block, "\(file) \(tensor)")
+    }
+
+    /// A dimension of 1 first (ggml order), [1, 48] for a norm of 48, is
+    /// not the norm's shape for llama.cpp either.
+    @Test func aLeadingUnitDimensionIsAnotherShape() throws {
+        let plain = try GGUFBytes.fixture("gguf/llama-f32.gguf")
+        let edited = try Self.editing(plain, "blk.0.attn_norm.weight", replacing: [1, 48])
+        let scratch = try ScratchDirectory()
+        let (errors, _) = try GGUFUnusedTensorTests.scoreErrors(edited, in: scratch)
+        #expect(errors.count == 1 && errors[0].contains("blk.0.attn_norm.weight") && errors[0].contains("[48, 1]"), "\(errors)")
+    }
+}
+
+/// The shape rule itself: ggml order, a dimension not written is 1.
+@Suite struct GGUFShapeRuleTests {
+    @Test func dimensionsCompareAsLlamaCppComparesThem() {
+        #expect(GGUFFile.sameDimensions([48, 1], [48]) && GGUFFile.sameDimensions([48], [48, 1, 1, 1]))
+        #expect(!GGUFFile.sameDimensions([1, 48], [48]) && !GGUFFile.sameDimensions([48, 2], [48]))
+        #expect(GGUFFile.sameShape([1, 1, 48], [48]) && GGUFFile.sameShape([64], [1, 64]) && !GGUFFile.sameShape([48, 1], [48]))
+        #expect(GGUFFile.dimensions([48], rank: 2) == [48, 1] && GGUFFile.dimensions([48, 64, 1], rank: 2) == [48, 64])
+        #expect(GGUFFile.dimensions([48, 64, 2], rank: 2) == nil)
+    }
+
+    /// A shape the config implies with an outer 1 ([1, hidden]: a router of
+    /// one expert) is what a GGUF tensor written without it holds, as the
+    /// slice then says; other formats keep their exact shapes.
+    @Test func aGGUFTensorTakesTheShapeAskedWhereLlamaCppWould() throws {
+        let gguf = try Checkpoint(location: FixtureFiles.root.appendingPathComponent("gguf/llama-f32.gguf"))
+        let norm = try gguf.tensor("model.norm.weight")
+        #expect(norm.shape == [48])
+        let asked = try gguf.tensor("model.norm.weight", shape: [1, 48])
+        let (values, plain) = (try asked.floats(), try norm.floats())
+        #expect(asked.shape == [1, 48] && values == plain)
+        #expect(throws: DroptraceError.self) { try gguf.tensor("model.norm.weight", shape: [48, 1]) }
+        let safetensors = try Checkpoint(directory: FixtureFiles.model("llama-f32"))
+        #expect(throws: DroptraceError.self) { try safetensors.tensor("model.norm.weight", shape: [1, 48]) }
+    }
+}

@@ -90,10 +90,11 @@ public final class GGUFCheckpoint: @unchecked Sendable {
                         path: path)
                 }
                 let transposed = layout == .transposedConv1D
-                guard !transposed || storedShape.count == 2 else {
+                let matrix = transposed ? GGUFFile.dimensions(info.dimensions, rank: 2) : nil
+                guard !transposed || matrix != nil else {
                     throw DroptraceError("tensor '\(info.name)' should be 2-D but has shape \(storedShape)", path: path)
                 }
-                let stored = file.slice(info, dtype: dtype, name: name, shape: transposed ? info.dimensions : storedShape, order: order)
+                let stored = file.slice(info, dtype: dtype, name: name, shape: matrix ?? storedShape, order: order)
                 // Gemma's norms: the converter stored 1 + w; the family adds the 1 itself.
                 if layout == .normPlusOne {
                     tensors[name] = TensorSlice.computed(name: name, shape: storedShape, path: path) { try stored.floats().map { $0 - 1 } }
@@ -102,11 +103,14 @@ public final class GGUFCheckpoint: @unchecked Sendable {
                 }
                 storedNames[name] = info.name
             case .perExpert(let nameOf)?:
-                // Dimensions confirmed as [experts, out, in] by GGUFConfiguration; an
-                // expert's rows are whole blocks, so its bytes start at a block.
-                let matrix = Array(storedShape.dropFirst())
+                // Dimensions confirmed as [experts, out, in] by GGUFConfiguration (a
+                // single expert's last dimension may be unwritten); an expert's
+                // rows are whole blocks, so its bytes start at a block.
+                let rank = info.name.hasSuffix(".bias") ? 2 : 3
+                let stack = Array((GGUFFile.dimensions(info.dimensions, rank: rank) ?? info.dimensions).reversed())
+                let matrix = Array(stack.dropFirst())
                 let bytes = dtype.byteCount(elements: matrix.reduce(1, *))
-                for expert in 0..<storedShape[0] {
+                for expert in 0..<stack[0] {
                     let name = nameOf(expert)
                     tensors[name] = file.slice(info, dtype: dtype, name: name, shape: matrix, order: .asShaped, byteOffset: expert * bytes)
                     storedNames[name] = info.name

@@ -51,7 +51,7 @@ struct GGUFConfiguration {
             throw DroptraceError("missing GGUF metadata key '\(a)feed_forward_length'", path: path)
         }
         let context = try metadata.uint32(a + "context_length")
-        guard let embedding = tensorDimensions["token_embd.weight"], embedding.count == 2 else {
+        guard let embedding = tensorDimensions["token_embd.weight"].flatMap({ GGUFFile.dimensions($0, rank: 2) }) else {
             throw DroptraceError("missing tensor 'token_embd.weight' (the token embedding)", path: path)
         }
         let vocabulary = embedding[1]
@@ -151,11 +151,11 @@ struct GGUFConfiguration {
         for rule in rules {
             let rows = try ConfigRules.product([(rule.heads, rule.key), (headDim, widthKey)])
             for name in names where name.hasSuffix(rule.suffix) {
-                let dimensions = tensorDimensions[name]!
                 // Projections from a low-rank input (DeepSeek's q_b) take that rank, not the embedding.
-                guard dimensions.count == 2, dimensions[0] == hidden || rule.suffix == ".attn_q_b.weight" else {
+                guard let dimensions = GGUFFile.dimensions(tensorDimensions[name]!, rank: 2),
+                      dimensions[0] == hidden || rule.suffix == ".attn_q_b.weight" else {
                     throw InvalidConfigValue(
-                        key: a + "embedding_length", problem: "is \(hidden), but \(name) has dimensions \(dimensions)")
+                        key: a + "embedding_length", problem: "is \(hidden), but \(name) has dimensions \(tensorDimensions[name]!)")
                 }
                 guard dimensions[1] == rows else {
                     // Whole heads of another width: the width is wrong; otherwise the count.
@@ -171,11 +171,12 @@ struct GGUFConfiguration {
     /// Confirms every stacked expert tensor (ggml order: [in, out, experts])
     /// by the expert count and width before it is cut into per-expert tensors.
     private static func confirmExperts(prefix a: String, experts: Int, width: Int, hidden: Int, tensorDimensions: [String: [Int]]) throws {
-        for (name, dimensions) in tensorDimensions where name.hasPrefix("blk.") && name.contains("_exps.") {
+        for (name, compared) in tensorDimensions where name.hasPrefix("blk.") && name.contains("_exps.") {
             let down = name.contains(".ffn_down_exps.")
             let expected = name.hasSuffix(".bias") ? [down ? hidden : width, experts] : (down ? [width, hidden, experts] : [hidden, width, experts])
-            guard dimensions.count == expected.count, dimensions.last == experts else {
-                throw InvalidConfigValue(key: a + "expert_count", problem: "is \(experts), but \(name) has dimensions \(dimensions)")
+            // Compared as llama.cpp compares them (a dimension not written is 1).
+            guard let dimensions = GGUFFile.dimensions(compared, rank: expected.count), dimensions.last == experts else {
+                throw InvalidConfigValue(key: a + "expert_count", problem: "is \(experts), but \(name) has dimensions \(compared)")
             }
             guard dimensions == expected else {
                 throw InvalidConfigValue(

@@ -13,7 +13,13 @@ public final class GGUFFile: @unchecked Sendable {
     /// (`dimensions[0]` varies fastest).
     public struct TensorInfo: Sendable {
         public let name: String
+        /// The dimensions as llama.cpp compares them: without the trailing
+        /// dimensions of size 1 beyond the first (`[48, 1]` and `[48, 1, 1, 1]`
+        /// are `[48]`; see `sameDimensions`). A reader expecting more
+        /// dimensions pads them with 1s (`dimensions(_:rank:)`).
         public let dimensions: [Int]
+        /// The dimensions as the file writes them.
+        public let writtenDimensions: [Int]
         let type: GGMLType
         /// Offset from the start of the data section.
         let offset: Int
@@ -23,6 +29,30 @@ public final class GGUFFile: @unchecked Sendable {
         let byteCount: Int
 
         public var typeName: String { type.name }
+    }
+
+    /// Whether a tensor of `stored` dimensions is one of `expected` (both in
+    /// ggml order) as llama.cpp checks it (`llama_model_loader::check_tensor_dims`):
+    /// ggml gives every tensor four dimensions, those not written being 1,
+    /// and compares all four, so `[48, 1]` is `[48]` and `[48]` is `[48, 1]`.
+    public static func sameDimensions(_ stored: [Int], _ expected: [Int]) -> Bool {
+        (0..<max(stored.count, expected.count)).allSatisfy { i in
+            (i < stored.count ? stored[i] : 1) == (i < expected.count ? expected[i] : 1)
+        }
+    }
+
+    /// `sameDimensions` for shapes in Hugging Face order (outermost first),
+    /// where ggml's trailing dimensions are leading ones.
+    public static func sameShape(_ stored: [Int], _ expected: [Int]) -> Bool {
+        sameDimensions(stored.reversed(), expected.reversed())
+    }
+
+    /// `dimensions` (ggml order) with 1s appended up to `rank`, as llama.cpp
+    /// reads a tensor it expects of that many dimensions; nil when a
+    /// dimension beyond them is not 1.
+    public static func dimensions(_ dimensions: [Int], rank: Int) -> [Int]? {
+        guard dimensions.dropFirst(rank).allSatisfy({ $0 == 1 }) else { return nil }
+        return Array(dimensions.prefix(rank)) + Array(repeating: 1, count: max(0, rank - dimensions.count))
     }
 
     public let path: String
@@ -189,8 +219,11 @@ public final class GGUFFile: @unchecked Sendable {
             guard offset <= UInt64(Int.max / 4) else {
                 throw DroptraceError("tensor '\(shown)' has an implausible data offset \(offset)", path: path)
             }
+            var compared = dimensions
+            while compared.count > 1, compared.last == 1 { compared.removeLast() }
             tensors.append(TensorInfo(
-                name: name, dimensions: dimensions, type: type, offset: Int(offset), elementCount: elements, byteCount: bytes))
+                name: name, dimensions: compared, writtenDimensions: dimensions, type: type, offset: Int(offset),
+                elementCount: elements, byteCount: bytes))
         }
 
         var alignment = 32

@@ -91,7 +91,7 @@ enum GGUFLayouts {
 
     /// A stored tensor of Hugging Face shape `shape`, or the error naming it.
     private static func expect(_ slice: TensorSlice, _ shape: [Int], _ sizes: String) throws {
-        guard slice.shape == shape else {
+        guard GGUFFile.sameShape(slice.shape, shape) else {
             throw DroptraceError(
                 "tensor '\(slice.name)' has shape \(slice.shape), but the metadata's \(sizes) make \(shape)", path: slice.path)
         }
