@@ -146,19 +146,27 @@ import Glibc
         #expect(!files.fileExists(atPath: elsewhere.appendingPathComponent("out").path))
     }
 
-    /// An output inside a checkpoint of no series given (a model directory,
-    /// or a folder named like a checkpoint) is refused as well: it is
-    /// deleted with that checkpoint all the same.
-    @Test(arguments: ["model", "checkpoint-9"])
+    /// An output inside a checkpoint of another run (named like one,
+    /// holding a model) is refused as well: it goes with that checkpoint all
+    /// the same. Inside the series directory itself, beside the final model
+    /// the Trainer saves there, is fine.
+    @Test(arguments: ["checkpoint-9", "global_step9"])
     func outputInsideAnotherCheckpointIsRefused(name: String) throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
         try series.add(step: 1)
-        let other = name == "model" ? try scratch.copyOfModel("llama-f32", as: "model") : scratch.path(name)
+        let other = try scratch.copyOfModel("llama-f32", as: name)
         let output = other.appendingPathComponent("droptrace/run")
         let result = try trace(series.directory, output)
         expectOneLineFailure(result, naming: output.path, mentioning: ["inside checkpoint \(name)"])
         #expect(!files.fileExists(atPath: other.appendingPathComponent("droptrace").path))
+
+        for file in ["config.json", "model.safetensors"] {
+            try files.copyItem(at: FixtureFiles.model("llama-f32").appendingPathComponent(file),
+                               to: series.directory.appendingPathComponent(file))
+        }
+        let beside = try trace(series.directory, series.directory.appendingPathComponent("droptrace"))
+        #expect(beside.status == 0, "\(beside.stderr)")
     }
 
     /// A missing input (series, calibration, --eval file) is found before
