@@ -130,6 +130,7 @@ public enum DropRun {
         }
         let model = try ModelRegistry.load(try Checkpoint(location: request.checkpoint))
         if request.exportMergekit != nil { try MergekitSlices.checkSource(model) }
+        if request.export != nil { try DroppedModelExport.checkRope(model) }
         try DropSelection.check(request.target, count: request.count, layers: model.layerCount, checkpoint: request.checkpoint.path)
         let calibration = try CheckpointScoring.loadCalibration(request.calibration, for: model, warn: log)
         let scorer = ImportanceScorer(model: model)

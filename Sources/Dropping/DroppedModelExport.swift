@@ -215,11 +215,79 @@ public enum DroppedModelExport {
         for (key, layers) in [(DropPlan.attentionKey, attention), (DropPlan.mlpKey, mlp)] {
             if layers.isEmpty { try file.remove(key) } else { try file.set(key, value: layers) }
         }
+        if let section = naming.configSection, var config = try file.section(section) {
+            if try rewriteFrequencyFactors(in: &config, checkpoint: checkpoint) { try file.set(section, text: config.text) }
+        } else {
+            try rewriteFrequencyFactors(in: &file, checkpoint: checkpoint)
+        }
         // Dequantised MXFP4 weights (`dequantizedEntries`) are plain floats now.
         if !mxfp4Pairs(checkpoint).isEmpty { try file.remove("quantization_config") }
         // The export's weights have the usual name, whatever file the source's config named.
         try file.remove(CheckpointLayout.weightsKey)
         return file.data
+    }
+
+    /// Refuses, before any work, an export transformers would load with
+    /// other rotary frequencies than droptrace computes: per-frequency rope
+    /// divisors (`frequency_factors`, from a GGUF file's `rope_freqs.weight`)
+    /// that no Llama 3 `rope_parameters` reproduce (`exportedConfig` writes
+    /// those that do).
+    /// - Throws: `DroptraceError` naming the checkpoint's config.
+    public static func checkRope(_ model: any LanguageModel) throws {
+        var file = try ConfigJSONText(model.checkpoint.configData, path: model.checkpoint.configURL.path)
+        if let section = model.layerNaming.configSection, var config = try file.section(section) {
+            try rewriteFrequencyFactors(in: &config, checkpoint: model.checkpoint)
+        } else {
+            try rewriteFrequencyFactors(in: &file, checkpoint: model.checkpoint)
+        }
+    }
+
+    /// Replaces per-frequency rope divisors (`frequency_factors`, which
+    /// transformers does not read: it would rotate by the default
+    /// frequencies) in `config`'s `rope_parameters` (or 4.x `rope_scaling`)
+    /// by the Llama 3 parameters that reproduce them
+    /// (`Llama3RopeParameters.recovering`), or drops them when they are all
+    /// 1. Returns whether `config` changed.
+    /// - Throws: `DroptraceError` when no Llama 3 parameters reproduce them,
+    ///   or they come with another rope type.
+    @discardableResult
+    static func rewriteFrequencyFactors(in config: inout ConfigJSONText, checkpoint: Checkpoint) throws -> Bool {
+        let path = checkpoint.configURL.path
+        guard let key = try ["rope_parameters", "rope_scaling"].first(where: { try config.section($0) != nil }),
+            var rope = try config.section(key), let divisors = (try rope.value("frequency_factors") as? [NSNumber])?.map(\.doubleValue)
+        else { return false }
+        func refuse(_ reason: String) -> DroptraceError {
+            DroptraceError(
+                "--export: the rope frequency factors (llama.cpp's rope_freqs.weight) \(reason); transformers would load "
+                    + "the export with other rotary frequencies than droptrace computes, so it is not written",
+                path: path)
+        }
+        let type = try (rope.value("rope_type") ?? rope.value("type")) as? String ?? "default"
+        guard type == "default" else { throw refuse("come with rope type \"\(type)\", which transformers cannot combine with them") }
+        let theta = try (rope.value("rope_theta") ?? config.value("rope_theta")) as? NSNumber
+        let share = try (rope.value("partial_rotary_factor") ?? config.value("partial_rotary_factor")) as? NSNumber
+        let heads = try config.value("num_attention_heads") as? NSNumber, hidden = try config.value("hidden_size") as? NSNumber
+        guard let headDim = try (config.value("head_dim") as? NSNumber)?.intValue
+            ?? hidden.flatMap({ hidden in heads.map { hidden.intValue / max($0.intValue, 1) } })
+        else { throw refuse("come with no head width in the config") }
+        let rotaryDim = Int(Double(headDim) * (share?.doubleValue ?? 1))
+        try rope.remove("frequency_factors")
+        if divisors.allSatisfy({ abs($0 - 1) <= Llama3RopeParameters.tolerance }) {
+            try config.set(key, text: rope.text)
+            return true
+        }
+        let hint = try ((rope.value("original_max_position_embeddings") ?? config.value("original_max_position_embeddings")) as? NSNumber)?.intValue
+        guard let llama3 = Llama3RopeParameters.recovering(
+            divisors, base: theta?.doubleValue ?? 10_000, rotaryDim: rotaryDim, originalHint: hint)
+        else { throw refuse("are not Llama 3 scaling (rope_type llama3), the only kind transformers' config can express") }
+        try rope.set(try rope.value("rope_type") == nil && rope.value("type") != nil ? "type" : "rope_type", value: "llama3")
+        // Spelled as floats (8.0), as transformers' config class declares them.
+        try rope.set("factor", text: "\(llama3.factor)")
+        try rope.set("low_freq_factor", text: "\(llama3.lowFrequencyFactor)")
+        try rope.set("high_freq_factor", text: "\(llama3.highFrequencyFactor)")
+        try rope.set("original_max_position_embeddings", value: llama3.originalMaxPositions)
+        try config.set(key, text: rope.text)
+        return true
     }
 
     /// Rewrites the layer count and the per-layer keys of `config` for the kept layers.
