@@ -238,3 +238,38 @@ enum GGUFArchitectureFixtures {
         #expect(difference <= 1e-5, "max |gguf − transformers| = \(difference)")
     }
 }
+
+/// transformers' config classes of some families default `pad_token_id` to
+/// a token (Phi-3 32000, OLMo 2 / OLMoE 1, Gemma 3 0): a GGUF export without
+/// the key did not load where that id is beyond the vocabulary (Phi-3's 512
+/// tokens: "Padding_idx must be within num_embeddings"). Every synthesised
+/// config names it: the file's `tokenizer.ggml.padding_token_id` when it is
+/// a row of the embedding, else null.
+@Suite struct GGUFPaddingIdTests {
+    static let files = GGUFArchitectureFixtures.cases.map(\.file)
+        + ["../gguf/llama-f32.gguf", "../gguf/gpt2-f16.gguf", "../gguf/gpt_neox-bf16.gguf", "../gguf/qwen2-f16.gguf"]
+
+    /// The fixtures carry no padding id: null for every family.
+    @Test(arguments: files)
+    func padTokenIdIsNullWithoutOne(file: String) throws {
+        let gguf = try Checkpoint(location: GGUFArchitectureFixtures.file(file))
+        let config = try JSONSerialization.jsonObject(with: gguf.configData) as! [String: Any]
+        #expect(config["pad_token_id"] is NSNull, "\(file): \(config["pad_token_id"] ?? "absent")")
+    }
+
+    /// A padding id inside the vocabulary is written; one beyond it is null.
+    @Test(arguments: [(UInt32(7), 7 as Int?), (UInt32(511), 511), (UInt32(512), nil), (UInt32(32000), nil)])
+    func padTokenIdComesFromTheFile(id: UInt32, expected: Int?) throws {
+        var bytes = try GGUFBytes.fixture("gguf-arch/phi3-f32.gguf")
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("tokenizer.ggml.padding_token_id") + GGUFBytes.value(.uint32, GGUFBytes.le(id)))
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("phi3.gguf")
+        try Data(bytes).write(to: url)
+        let config = try JSONSerialization.jsonObject(with: try Checkpoint(location: url).configData) as! [String: Any]
+        if let expected {
+            #expect((config["pad_token_id"] as? NSNumber)?.intValue == expected)
+        } else {
+            #expect(config["pad_token_id"] is NSNull, "\(config["pad_token_id"] ?? "absent")")
+        }
+    }
+}

@@ -89,8 +89,16 @@ struct GGUFConfiguration {
         let sizes = GGUFArchitecture.Sizes(
             hidden: hidden, layers: layers, heads: heads, kvHeads: kvHeads, headDim: headDim, feedForward: feedForward,
             context: context, vocabulary: vocabulary, tied: tied, theta: theta, experts: experts)
-        json = try architecture.config(.init(
+        var json = try architecture.config(.init(
             metadata: metadata, sizes: sizes, tensorDimensions: tensorDimensions, ropeTensors: ropeTensors, architecture: architecture))
+        // Some config classes default the padding id to a token (Phi-3 32000,
+        // OLMo 2 / 3 / OLMoE 1, Gemma 3 0): outside a small vocabulary the
+        // export does not load (the embedding's padding_idx), inside it names
+        // a token the file does not. Every family gets the file's own padding
+        // id when it is a row of the embedding, else null (none).
+        let padding = try metadata.optionalUInt32("tokenizer.ggml.padding_token_id")
+        json["pad_token_id"] = padding.flatMap { $0 < vocabulary ? $0 : nil } ?? NSNull()
+        self.json = json
     }
 
     /// An integer of the synthesised config (for the tensors built from several GGUF tensors).
