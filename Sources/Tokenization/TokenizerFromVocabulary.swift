@@ -36,7 +36,7 @@ extension Tokenizer {
         let spec = reader.spec
         let scores = try reader.scores()
         let types = try reader.types()
-        let ids = reader.firstIds()
+        let ids = reader.textIds()
         let byteTokenIds = try reader.byteTokenIds(types: types)
 
         // Only normal pieces are merged or merged into; control, byte and
@@ -148,13 +148,13 @@ private struct VocabularyReader {
         return types
     }
 
-    /// Each distinct token text's first id (GGUF vocabularies may repeat
-    /// filler entries).
-    func firstIds() -> [TokenBytes: Int] {
+    /// Each distinct token text's id: its last, as llama.cpp's vocabulary
+    /// loader maps text to ids (`token_to_id[word] = i` over the list in
+    /// order; GGUF vocabularies may repeat filler entries). The earlier ids
+    /// of a repeated text are never produced.
+    func textIds() -> [TokenBytes: Int] {
         var ids: [TokenBytes: Int] = [:]
-        for (id, token) in spec.tokens.enumerated() where ids[TokenBytes(token)] == nil {
-            ids[TokenBytes(token)] = id
-        }
+        for (id, token) in spec.tokens.enumerated() { ids[TokenBytes(token)] = id }
         return ids
     }
 
@@ -162,7 +162,7 @@ private struct VocabularyReader {
     /// vocabulary with some but not all of them is refused, since byte
     /// fallback would then turn some characters into nothing.
     func byteTokenIds(types: [VocabularySpec.TokenType]) throws -> [Int]? {
-        let ids = firstIds()
+        let ids = textIds()
         let names = (0..<256).map { "<0x" + ($0 < 16 ? "0" : "") + String($0, radix: 16, uppercase: true) + ">" }
         let found = names.map { ids[TokenBytes($0)] }
         let hasByteTypes = types.contains(.byte)
@@ -174,7 +174,7 @@ private struct VocabularyReader {
     }
 
     func model(merges: [(String, String)], unknownToken: String?, byteFallback: Bool, ignoreMerges: Bool) throws -> BPEModel {
-        let ids = firstIds()
+        let ids = textIds()
         let vocabulary = spec.tokens.enumerated().compactMap { id, token in
             ids[TokenBytes(token)] == id ? (text: token, id: id) : nil
         }
@@ -192,7 +192,7 @@ private struct VocabularyReader {
     /// llama.cpp does when parsing special tokens (and as tokenizer.json
     /// lists them among added_tokens); user-defined ones are not special.
     func addedTokens(types: [VocabularySpec.TokenType]) -> [AddedToken] {
-        let ids = firstIds()
+        let ids = textIds()
         return spec.tokens.enumerated().compactMap { id, token in
             guard !token.isEmpty, ids[TokenBytes(token)] == id else { return nil }
             switch types[id] {

@@ -273,3 +273,49 @@ enum GGUFArchitectureFixtures {
         }
     }
 }
+
+/// A GGUF vocabulary holding one token text at two ids maps the text to the
+/// last of them, as llama.cpp's vocabulary loader does
+/// (`token_to_id[word] = i` over the list in order); the first was used, and
+/// every score computed on other tokens than llama.cpp feeds the model.
+@Suite struct GGUFRepeatedTokenTests {
+    /// The llama fixture's byte-level vocabulary with "Ġle" (id 509) copied
+    /// to id 3 ("$", used by no merge): " le" is 509, before and after.
+    @Test func byteLevelTextTakesTheLastId() throws {
+        let checkpoint = try Checkpoint(location: FixtureFiles.root.appendingPathComponent("gguf/llama-f32.gguf"))
+        var spec = try VocabularySpec(gguf: try #require(checkpoint.gguf))
+        try #require(spec.tokens[509] == "Ġle" && spec.tokens[3] == "$")
+        #expect(try Tokenizer(vocabulary: spec).encode(" le le") == [510, 509, 509])
+        spec.tokens[3] = "Ġle"
+        #expect(try Tokenizer(vocabulary: spec).encode(" le le") == [510, 509, 509])
+        // "$" copied after itself, over the result of a merge no other merge
+        // uses (that merge removed): the copy's id.
+        spec.tokens[3] = "$"
+        var merges = try #require(spec.merges)
+        let parts = Set(merges.flatMap { $0.split(separator: " ").map(String.init) })
+        let leaf = try #require(merges.lastIndex { !parts.contains($0.replacingOccurrences(of: " ", with: "")) })
+        let free = try #require(spec.tokens.firstIndex(of: merges[leaf].replacingOccurrences(of: " ", with: "")))
+        merges.remove(at: leaf)
+        spec.merges = merges
+        try #require(free > 3)
+        #expect(try Tokenizer(vocabulary: spec).encode("$$") == [510, 3, 3])
+        spec.tokens[free] = "$"
+        #expect(try Tokenizer(vocabulary: spec).encode("$$") == [510, free, free])
+    }
+
+    /// SentencePiece pieces and byte tokens alike (llama.cpp's byte fallback
+    /// looks `<0x41>` up by its text too).
+    @Test func sentencePieceTextTakesTheLastId() throws {
+        var tokens = ["<unk>", "<s>", "</s>", "\u{2581}", "a", "\u{2581}a", "\u{2581}a"]
+        var types: [VocabularySpec.TokenType] = [.unknown, .control, .control, .normal, .normal, .normal, .normal]
+        let bytes = (0..<256).map { "<0x" + ($0 < 16 ? "0" : "") + String($0, radix: 16, uppercase: true) + ">" }
+        tokens += bytes + ["<0x41>"]
+        types += Array(repeating: .byte, count: 257)
+        let spec = VocabularySpec(
+            model: .sentencePiece, tokens: tokens, scores: tokens.indices.map { -Float($0) }, tokenTypes: types,
+            bosID: 1, eosID: 2, unknownID: 0, addBOS: false)
+        let tokenizer = try Tokenizer(vocabulary: spec)
+        #expect(try tokenizer.encode("a a") == [6, 6])
+        #expect(try tokenizer.encode("A") == [3, tokens.count - 1])
+    }
+}
