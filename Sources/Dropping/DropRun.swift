@@ -112,6 +112,25 @@ extension DropRequest {
         }
         return nil
     }
+
+    /// Refuses `--export` and `--export-mergekit` paths that are the same
+    /// or lie one inside the other (resolved as the file system sees them,
+    /// `ResolvedPath`): one output would be written into or over the other,
+    /// and that failed only after the whole run. nil when they are apart.
+    public static func exportPathsProblem(export: URL?, exportMergekit: URL?) -> String? {
+        guard let export, let yaml = exportMergekit else { return nil }
+        let relation: String
+        if ResolvedPath.of(export) == ResolvedPath.of(yaml) {
+            relation = "are the same path"
+        } else if ResolvedPath.isWithin(yaml, export) {
+            relation = "put the mergekit file inside the export directory"
+        } else if ResolvedPath.isWithin(export, yaml) {
+            relation = "put the export directory inside the mergekit file's path"
+        } else {
+            return nil
+        }
+        return "--export \(export.path) and --export-mergekit \(yaml.path) \(relation); give each its own path"
+    }
 }
 
 public enum DropRun {
@@ -123,6 +142,9 @@ public enum DropRun {
         }
         // Task files are read and checked before the model is, and where results go before any work.
         let suite = request.tasks.isEmpty ? nil : try TaskSuite(request.tasks, numFewshot: request.numFewshot)
+        if let problem = DropRequest.exportPathsProblem(export: request.export, exportMergekit: request.exportMergekit) {
+            throw DroptraceError(problem)
+        }
         if let yaml = request.exportMergekit { _ = try MergekitSlices.outputDirectory(for: yaml) }
         if let export = request.export {
             try DroppedModelExport.checkOutsideSource(export, checkpoint: request.checkpoint)

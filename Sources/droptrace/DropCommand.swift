@@ -111,6 +111,10 @@ struct DropCommand: ParsableCommand {
         if exportMergekit?.hasSuffix("/") == true {
             throw ValidationError("--export-mergekit names a directory (it ends in /); give the YAML file's path")
         }
+        if let problem = DropRequest.exportPathsProblem(
+            export: export.map { URL(fileURLWithPath: $0) }, exportMergekit: exportMergekit.map { URL(fileURLWithPath: $0) }) {
+            throw ValidationError(problem)
+        }
         if let problem = DropRequest.optionProblem(
             target: target, count: count, iterative: iterative, consecutive: consecutive, blockMetric: blockMetric,
             exportsMergekit: exportMergekit != nil) {

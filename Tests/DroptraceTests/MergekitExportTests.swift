@@ -111,4 +111,38 @@ import Testing
         #expect(refused.status == 1 && refused.stderr.contains("\(scaled.configPath): --export-mergekit: attention scales by"))
         #expect(!FileManager.default.fileExists(atPath: scratch.path("s.yaml").path))
     }
+
+    /// `--export` and `--export-mergekit` at one path, or one inside the
+    /// other (also through a symbolic link): the whole run happened, the
+    /// export was written, then the mergekit file failed. Now refused at once
+    /// as a usage error, nothing written.
+    @Test func exportAndMergekitPathsThatMeetAreRefusedAtOnce() throws {
+        let scratch = try ScratchDirectory()
+        try FileManager.default.createDirectory(at: scratch.path("real"), withIntermediateDirectories: false)
+        try FileManager.default.createSymbolicLink(atPath: scratch.path("link").path, withDestinationPath: "real")
+        let out = scratch.path("real/out").path
+        let cases: [(String, String, String)] = [
+            (out, out, "are the same path"),
+            (out, scratch.path("link/out").path, "are the same path"),
+            (out, out + "/slices.yaml", "put the mergekit file inside the export directory"),
+            (out + "/model", out, "put the export directory inside the mergekit file's path"),
+        ]
+        for (export, yaml, phrase) in cases {
+            let result = try DroptraceCommand.run([
+                "drop", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+                "--target", "block", "--count", "1", "--speed-max-rounds", "1", "--export", export, "--export-mergekit", yaml,
+            ])
+            let errors = result.stderr.split(separator: "\n").filter { $0.lowercased().contains("error") }
+            #expect(result.status == 64 && errors.count == 1, "\(export) \(yaml): \(result.stderr)")
+            #expect(result.stderr.contains("--export \(export) and --export-mergekit \(yaml) \(phrase)"), "\(result.stderr)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path("real").path).isEmpty)
+        }
+        // Apart, both are written.
+        let apart = try DroptraceCommand.run([
+            "drop", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--target", "block", "--count", "1", "--speed-max-rounds", "1", "--export", out, "--export-mergekit", out + ".yaml",
+        ])
+        #expect(apart.status == 0, "\(apart.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path("real").path).sorted() == ["out", "out.yaml"])
+    }
 }
