@@ -95,6 +95,10 @@ struct TaskDocument: Sendable {
 
     /// Hands every document of a JSONL task file to `body`, in order (blank
     /// lines skipped), one at a time so only what `body` keeps stays in memory.
+    /// Read as the `datasets` json loader lm-eval uses for local files reads
+    /// it (datasets 5.2, pyarrow 26): a UTF-8 byte-order mark at the start
+    /// skipped (datasets strips one, pyarrow's reader one more), and lines
+    /// ending in LF, CRLF or CR alone, mixed within a file too.
     /// - Throws: `DroptraceError` naming the file (and line): missing or
     ///   unreadable, not UTF-8, a line over `maximumLineLength` or not a JSON
     ///   object, no documents;
@@ -105,10 +109,12 @@ struct TaskDocument: Sendable {
 
     static func forEach(in url: URL, _ body: (TaskDocument) throws -> Void) throws {
         let path = url.path
-        let data = try RegularFile.contents(path: path)
+        let data = [UInt8](try RegularFile.contents(path: path))
+        var start = 0
+        for _ in 0..<2 where data[start...].starts(with: byteOrderMark) { start += byteOrderMark.count }
         var count = 0
         var lineNumber = 0
-        for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+        for line in lines(data[start...]) {
             lineNumber += 1
             // Parsing holds a line many times over; no benchmark's document comes near this.
             guard line.count <= maximumLineLength else {
@@ -132,6 +138,30 @@ struct TaskDocument: Sendable {
             count += 1
         }
         guard count > 0 else { throw DroptraceError("no documents (an empty task file)", path: path) }
+    }
+
+    static let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
+
+    /// The lines of `bytes`, each ended by LF, CRLF or CR (or the end).
+    static func lines(_ bytes: ArraySlice<UInt8>) -> [ArraySlice<UInt8>] {
+        var lines: [ArraySlice<UInt8>] = []
+        var start = bytes.startIndex, i = bytes.startIndex
+        while i < bytes.endIndex {
+            switch bytes[i] {
+            case UInt8(ascii: "\n"):
+                lines.append(bytes[start..<i])
+                i += 1
+                start = i
+            case UInt8(ascii: "\r"):
+                lines.append(bytes[start..<i])
+                i += i + 1 < bytes.endIndex && bytes[i + 1] == UInt8(ascii: "\n") ? 2 : 1
+                start = i
+            default:
+                i += 1
+            }
+        }
+        lines.append(bytes[start..<bytes.endIndex])
+        return lines
     }
 }
 

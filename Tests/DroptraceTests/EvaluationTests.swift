@@ -231,6 +231,48 @@ import Tokenization
         #expect(error.message.hasPrefix(message), "\(error.message)")
     }
 
+    /// Task files as the `datasets` json loader (lm-eval's reader of local
+    /// files; datasets 5.2, pyarrow 26) reads them: a UTF-8 byte-order mark
+    /// at the start (one, or two), lines ending in CR alone, CRLF, or a mix,
+    /// give the documents of the LF file; these were refused as invalid JSON
+    /// at byte 1 (BOM) or as text after the value (CR).
+    @Test func byteOrderMarkAndEveryLineEndReadAsDatasetsReadsThem() throws {
+        let scratch = try ScratchDirectory()
+        let source = try String(contentsOf: FixtureFiles.root.appendingPathComponent("tasks/arc_easy.jsonl"), encoding: .utf8)
+        let lines = source.split(separator: "\n").map(String.init)
+        try #require(lines.count >= 3)
+        func documents(_ text: String, _ name: String) throws -> [(JSONValue, Int)] {
+            let file = try scratch.write(text, to: name)
+            var found: [(JSONValue, Int)] = []
+            try TaskDocument.forEach(in: file) { found.append(($0.fields, $0.line)) }
+            return found
+        }
+        let expected = try documents(lines.joined(separator: "\n") + "\n", "lf.jsonl")
+        let bom = "\u{FEFF}"
+        let variants = [
+            "bom": bom + lines.joined(separator: "\n") + "\n",
+            "two boms": bom + bom + lines.joined(separator: "\n"),
+            "cr": lines.joined(separator: "\r") + "\r",
+            "crlf": lines.joined(separator: "\r\n") + "\r\n",
+            "bom cr": bom + lines.joined(separator: "\r"),
+            "mixed": lines.enumerated().map { $0.element + ["\r\n", "\r", "\n"][$0.offset % 3] }.joined(),
+        ]
+        for (name, text) in variants.sorted(by: { $0.key < $1.key }) {
+            let found = try documents(text, "\(name).jsonl")
+            #expect(found.map { String(describing: $0.0) } == expected.map { String(describing: $0.0) }, "\(name)")
+            #expect(found.map(\.1) == expected.map(\.1), "\(name): line numbers")
+        }
+        // Blank lines between CRs count as lines; the line named is the editor's.
+        let cr = lines[0] + "\r\r" + lines[1] + "\r \r{\"question\": "
+        let error = try #require(try Self.suiteError("arc_easy", [cr]))
+        #expect(error.message.hasPrefix("line 5: invalid JSON"), "\(error.message)")
+        // datasets refuses a mark anywhere else, and a third one.
+        for text in [lines[0] + "\n" + bom + lines[1], bom + bom + bom + lines[0]] {
+            let refused = try #require(try Self.suiteError("arc_easy", [text]))
+            #expect(refused.message.contains("invalid JSON"), "\(refused.message)")
+        }
+    }
+
     @Test func nonUTF8AndDeeplyNestedLinesAreRefused() throws {
         let scratch = try ScratchDirectory()
         let file = scratch.path("eval.jsonl")
