@@ -12,10 +12,10 @@ enum TorchStateDict {
         guard case .dict(let dict) = root else {
             throw DroptraceError("holds \(root.kind), not a state dict (a dict of tensors)", path: path)
         }
-        let found = try named(dict, path: path)
+        let found = named(dict)
         guard found.isEmpty else { return found }
         for key in ["state_dict", "model"] {
-            if case .dict(let nested) = dict.value(forKey: key), !(try named(nested, path: path)).isEmpty {
+            if case .dict(let nested) = dict.value(forKey: key), !named(nested).isEmpty {
                 throw DroptraceError(
                     "holds a training checkpoint with the state dict under \"\(key)\", where transformers finds no weights "
                         + "(it would initialise them all randomly); save that state dict itself (torch.save(checkpoint[\"\(key)\"], ...))",
@@ -25,20 +25,21 @@ enum TorchStateDict {
         throw DroptraceError("holds a dict without tensors, not a state dict", path: path)
     }
 
-    /// The tensors of `dict` by name. A name given twice is refused, as a key
-    /// given twice in config.json or GGUF metadata is: torch.save cannot
-    /// write one (a Python dict holds each key once), and unpickling keeps
-    /// the last value where droptrace read the first.
-    private static func named(_ dict: PickleDict, path: String) throws -> [(name: String, tensor: TorchTensorRecord)] {
-        var seen = Set<String>()
+    /// The tensors of `dict` by name, as unpickling builds the dict: a name
+    /// given twice (a crafted pickle: torch.save cannot write one) holds its
+    /// last value at its first place, and names are told apart by their code
+    /// points, as Python's str is (Swift's String equality would take
+    /// canonically equivalent names for one).
+    private static func named(_ dict: PickleDict) -> [(name: String, tensor: TorchTensorRecord)] {
+        var order: [[Unicode.Scalar]] = []
+        var last: [[Unicode.Scalar]: (name: String, value: PickleValue)] = [:]
         for entry in dict.entries {
             guard case .string(let name) = entry.key else { continue }
-            guard seen.insert(name).inserted else {
-                throw DroptraceError("the state dict gives \"\(name.forErrorMessage)\" twice", path: path)
-            }
+            let key = Array(name.unicodeScalars)
+            if last.updateValue((name, entry.value), forKey: key) == nil { order.append(key) }
         }
-        return dict.entries.compactMap { entry in
-            guard case .string(let name) = entry.key, case .tensor(let tensor) = entry.value else { return nil }
+        return order.compactMap { key in
+            guard let (name, value) = last[key], case .tensor(let tensor) = value else { return nil }
             return (name, tensor)
         }
     }
