@@ -124,11 +124,7 @@ public final class TraceRun {
 
         // Score what the store does not have yet.
         var store: ScoreFile?
-        (store, evaluation, taskAccuracy) = try existingStore()
-        if store != nil {
-            let found = try StoreAdditions(of: options.storeURL)
-            additions = found.isEmpty ? nil : found
-        }
+        (store, evaluation, taskAccuracy, additions) = try existingStore()
         report(discovered, into: &summary, stored: Set(store?.rows.map(\.name) ?? []))
         // Before anything is computed: even perplexities would come out in the other precision.
         if let existing = store, !force {
@@ -377,11 +373,15 @@ public final class TraceRun {
             && storedTitle == options.title
     }
 
-    private func existingEvaluations(_ store: ScoreFile) throws -> (DropEvaluation, TaskAccuracyRecord) {
+    /// What the store holds beside its rows: perplexities, task accuracy,
+    /// and what a user added (nil when nothing), from one opening of it.
+    private func storedBesideRows(_ store: ScoreFile) throws -> (DropEvaluation, TaskAccuracyRecord, StoreAdditions?) {
         let file = try HDF5File.open(at: options.storeURL)
         defer { try? file.close() }
+        let additions = try StoreAdditions(in: file)
         return (try DropEvaluation.read(from: file, rows: store.rows) ?? DropEvaluation(),
-                try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name)))
+                try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name)),
+                additions.isEmpty ? nil : additions)
     }
 
     /// Forgets the perplexities and task accuracies of checkpoint `name`.
@@ -390,13 +390,13 @@ public final class TraceRun {
         for task in taskAccuracy.tasks.keys { taskAccuracy.tasks[task]?.byCheckpoint.removeValue(forKey: name) }
     }
 
-    /// The store on disk, its perplexities and task accuracies; nil and none
-    /// when there is no store yet. A store that cannot be read (not HDF5, truncated,
+    /// The store on disk, its perplexities, task accuracies and what a user
+    /// added to it; nil and none when there is no store yet. A store that cannot be read (not HDF5, truncated,
     /// another layout) stops the run, unless --force: then it is set aside
     /// under a new name, never deleted, and the run starts over.
-    func existingStore() throws -> (ScoreFile?, DropEvaluation, TaskAccuracyRecord) {
+    func existingStore() throws -> (ScoreFile?, DropEvaluation, TaskAccuracyRecord, StoreAdditions?) {
         let path = options.storeURL.path
-        guard FileManager.default.fileExists(atPath: path) else { return (nil, DropEvaluation(), TaskAccuracyRecord()) }
+        guard FileManager.default.fileExists(atPath: path) else { return (nil, DropEvaluation(), TaskAccuracyRecord(), nil) }
         // A store we may not read is not damaged: say why, and touch nothing.
         // Without O_NONBLOCK, a FIFO in the store's place would block here, holding the lock.
         let probe = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
@@ -404,8 +404,8 @@ public final class TraceRun {
         close(probe)
         do {
             let store = try ScoreFile.read(from: options.storeURL)
-            let (evaluation, taskAccuracy) = try existingEvaluations(store)
-            return (store, evaluation, taskAccuracy)
+            let (evaluation, taskAccuracy, additions) = try storedBesideRows(store)
+            return (store, evaluation, taskAccuracy, additions)
         } catch let error as DroptraceError {
             let problem = error.path == path ? error.message : error.description
             guard options.force else {
@@ -415,7 +415,7 @@ public final class TraceRun {
             }
             let aside = try StoreAside.setAside(options.storeURL)
             log.warning("\(path): cannot be read as a droptrace store (\(problem)); --force: renamed it to \(aside.lastPathComponent) and starting over")
-            return (nil, DropEvaluation(), TaskAccuracyRecord())
+            return (nil, DropEvaluation(), TaskAccuracyRecord(), nil)
         }
     }
 

@@ -14,12 +14,9 @@ public struct StoreAdditions: Sendable, Equatable, CustomStringConvertible {
 
     public var isEmpty: Bool { links.isEmpty && attributes.isEmpty }
 
-    /// The additions of the store at `url` (read through `HDF5File.open`'s
-    /// checksum and probe).
-    /// - Throws: `DroptraceError` naming the store when it does not read.
-    public init(of url: URL) throws {
-        let file = try HDF5File.open(at: url)
-        defer { try? file.close() }
+    /// The additions of the open store `file`.
+    /// - Throws: `DroptraceError` naming the store when its root does not list.
+    public init(in file: HDF5File) throws {
         links = try file.childNames().filter { !ScoreFileLayout.rootGroups.contains($0) }
         attributes = try file.attributeNames().filter { !ScoreFileLayout.rootAttributes.contains($0) }
     }
