@@ -18,11 +18,12 @@ enum CheckpointPlacement {
 
     /// Throws when `output` is one of `checkpoints` or lies inside one (both
     /// resolved through links), or when it is or lies inside any other
-    /// checkpoint: a directory named like one that holds a model (config.json
-    /// with weights, or a .gguf), as another run's rotated checkpoints are. A
-    /// folder merely named like a checkpoint is none, nor a model directory
-    /// of another name: the Trainer's output directory, holding the final
-    /// model beside its `checkpoint-<N>` folders, is where outputs often go.
+    /// checkpoint: a directory named like one that holds weight files
+    /// (`CheckpointLayout.holdsNoWeights`), as another run's rotated
+    /// checkpoints are. A folder merely named like a checkpoint is none, nor
+    /// a model directory of another name: the Trainer's output directory,
+    /// holding the final model beside its `checkpoint-<N>` folders, is where
+    /// outputs often go.
     /// - Parameter contents: what would be lost with it ("the store", "the report").
     /// - Throws: `DroptraceError` naming `output` and the checkpoint.
     static func checkOutside(_ output: URL, checkpoints: [URL], contents: String) throws {
@@ -35,19 +36,10 @@ enum CheckpointPlacement {
         for checkpoint in checkpoints where ResolvedPath.isWithin(output, checkpoint) { throw refusal(checkpoint) }
         var directory = URL(fileURLWithPath: ResolvedPath.of(output))
         while directory.path != "/" {
-            if CheckpointName.parse(directory.lastPathComponent) != nil && holdsModel(directory) { throw refusal(directory) }
+            if CheckpointName.parse(directory.lastPathComponent) != nil && !CheckpointLayout.holdsNoWeights(directory) {
+                throw refusal(directory)
+            }
             directory.deleteLastPathComponent()
         }
-    }
-
-    /// Whether `directory` holds a model droptrace would read: config.json
-    /// with safetensors or PyTorch weights (single or sharded), or a .gguf file.
-    static func holdsModel(_ directory: URL) -> Bool {
-        let files = FileManager.default
-        func has(_ name: String) -> Bool { files.fileExists(atPath: directory.appendingPathComponent(name).path) }
-        let weights = [CheckpointLayout.safetensorsFile, CheckpointLayout.safetensorsIndex,
-                       CheckpointLayout.pytorchFile, CheckpointLayout.pytorchIndex]
-        if has("config.json") && weights.contains(where: has) { return true }
-        return ((try? files.contentsOfDirectory(atPath: directory.path)) ?? []).contains { $0.lowercased().hasSuffix(".gguf") }
     }
 }

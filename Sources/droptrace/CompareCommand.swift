@@ -15,7 +15,7 @@ struct CompareCommand: ParsableCommand {
             is a gap there. The runs must share model_type and num_layers; different calibration data is \
             allowed and stated in the report. DIR may not be a trace's output directory, nor lie inside a \
             checkpoint (one of a compared run's series, or another run's: a directory named like a checkpoint \
-            that holds a model), as for trace: training deletes checkpoint directories.
+            that holds weight files), as for trace: training deletes checkpoint directories.
 
             Exit codes: 0 done; 1 error, one line naming the file; 64 invalid usage; 75 another run holds DIR's lock.
             """

@@ -217,7 +217,7 @@ import ScoreStore
     /// (training deletes checkpoint directories, the report with them):
     /// one of a compared run's series checkpoints (also one still being
     /// written, or linked elsewhere: the target counts), or any other
-    /// checkpoint (named like one, holding a model). Nothing is created. A
+    /// checkpoint (named like one, holding weight files). Nothing is created. A
     /// folder merely named like a checkpoint, or a model directory of
     /// another name, is no checkpoint.
     @Test func outputInsideACheckpointIsRefused() throws {

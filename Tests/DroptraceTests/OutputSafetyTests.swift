@@ -147,7 +147,7 @@ import Glibc
     }
 
     /// An output inside a checkpoint of another run (named like one,
-    /// holding a model) is refused as well: it goes with that checkpoint all
+    /// holding weight files) is refused as well: it goes with that checkpoint all
     /// the same. Inside the series directory itself, beside the final model
     /// the Trainer saves there, is fine.
     @Test(arguments: ["checkpoint-9", "global_step9"])
