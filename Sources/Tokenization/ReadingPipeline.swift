@@ -63,11 +63,7 @@ extension JSONFields {
             let options = try readByteLevelOptions()
             return ByteLevelPreTokenizer(addPrefixSpace: options.addPrefixSpace, useRegex: options.useRegex)
         case "Split":
-            let behaviorName = try requiredString("behavior")
-            guard let behavior = SplitDelimiterBehavior(rawValue: behaviorName) else {
-                throw failure("unknown split behavior \(quoted(behaviorName))")
-            }
-            return PatternPreTokenizer(pattern: try readSplitPattern(), behavior: behavior,
+            return PatternPreTokenizer(pattern: try readSplitPattern(), behavior: try readSplitBehavior(),
                                        invert: try requiredBool("invert"))
         case "Digits":
             return PatternPreTokenizer.digits(individually: try requiredBool("individual_digits"))
@@ -80,12 +76,7 @@ extension JSONFields {
         case "WhitespaceSplit":
             return PatternPreTokenizer.whitespaceSplit
         case "Punctuation":
-            // Isolated when absent; null is an error to the library, as for Split.
-            let behaviorName = try value("behavior") == nil ? SplitDelimiterBehavior.isolated.rawValue : try requiredString("behavior")
-            guard let behavior = SplitDelimiterBehavior(rawValue: behaviorName) else {
-                throw failure("unknown split behavior \(quoted(behaviorName))")
-            }
-            return PatternPreTokenizer.punctuation(behavior)
+            return PatternPreTokenizer.punctuation(try readSplitBehavior(whenAbsent: .isolated))
         case "BertPreTokenizer":
             return PatternPreTokenizer.bert
         case "CharDelimiterSplit":
@@ -110,6 +101,17 @@ extension JSONFields {
         default:
             throw unsupported("pre-tokenizer", type, known: "ByteLevel, Metaspace, Split, Digits, Whitespace, WhitespaceSplit, Punctuation, BertPreTokenizer, CharDelimiterSplit and Sequence")
         }
+    }
+
+    /// `"behavior"`: required unless `fallback` is given for when it is
+    /// absent; null is an error to the library either way.
+    func readSplitBehavior(whenAbsent fallback: SplitDelimiterBehavior? = nil) throws -> SplitDelimiterBehavior {
+        if let fallback, try value("behavior") == nil { return fallback }
+        let name = try requiredString("behavior")
+        guard let behavior = SplitDelimiterBehavior(rawValue: name) else {
+            throw failure("unknown split behavior \(quoted(name))")
+        }
+        return behavior
     }
 
     /// `"pattern": {"Regex": "..."}` or `{"String": "..."}`. The library
