@@ -215,11 +215,7 @@ public enum DroppedModelExport {
         for (key, layers) in [(DropPlan.attentionKey, attention), (DropPlan.mlpKey, mlp)] {
             if layers.isEmpty { try file.remove(key) } else { try file.set(key, value: layers) }
         }
-        if let section = naming.configSection, var config = try file.section(section) {
-            if try rewriteFrequencyFactors(in: &config, checkpoint: checkpoint) { try file.set(section, text: config.text) }
-        } else {
-            try rewriteFrequencyFactors(in: &file, checkpoint: checkpoint)
-        }
+        try rewriteFrequencyFactors(inConfig: &file, naming: naming, checkpoint: checkpoint)
         // Dequantised MXFP4 weights (`dequantizedEntries`) are plain floats now.
         if !mxfp4Pairs(checkpoint).isEmpty { try file.remove("quantization_config") }
         // The export's weights have the usual name, whatever file the source's config named.
@@ -235,11 +231,19 @@ public enum DroppedModelExport {
     /// - Throws: `DroptraceError` naming the checkpoint's config.
     public static func checkRope(_ model: any LanguageModel) throws {
         var file = try ConfigJSONText(model.checkpoint.configData, path: model.checkpoint.configURL.path)
-        if let section = model.layerNaming.configSection, var config = try file.section(section) {
-            try rewriteFrequencyFactors(in: &config, checkpoint: model.checkpoint)
-        } else {
-            try rewriteFrequencyFactors(in: &file, checkpoint: model.checkpoint)
+        try rewriteFrequencyFactors(inConfig: &file, naming: model.layerNaming, checkpoint: model.checkpoint)
+    }
+
+    /// `rewriteFrequencyFactors` where the model's settings are: the
+    /// family's config section (`text_config`) when it has one, else the top.
+    @discardableResult
+    static func rewriteFrequencyFactors(inConfig file: inout ConfigJSONText, naming: LayerNaming, checkpoint: Checkpoint) throws -> Bool {
+        guard let section = naming.configSection, var config = try file.section(section) else {
+            return try rewriteFrequencyFactors(in: &file, checkpoint: checkpoint)
         }
+        guard try rewriteFrequencyFactors(in: &config, checkpoint: checkpoint) else { return false }
+        try file.set(section, text: config.text)
+        return true
     }
 
     /// Replaces per-frequency rope divisors (`frequency_factors`, which
