@@ -165,3 +165,9 @@ public final class RegularFile: @unchecked Sendable {
         }
     }
 }
+
+extension Unicode.UTF8 {
+    /// The UTF-8 byte order mark, which editors on Windows write at a file's
+    /// start and JSON readers skip there.
+    public static let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
+}

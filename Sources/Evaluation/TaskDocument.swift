@@ -111,7 +111,7 @@ struct TaskDocument: Sendable {
         let path = url.path
         let data = [UInt8](try RegularFile.contents(path: path))
         var start = 0
-        for _ in 0..<2 where data[start...].starts(with: byteOrderMark) { start += byteOrderMark.count }
+        for _ in 0..<2 where data[start...].starts(with: UTF8.byteOrderMark) { start += UTF8.byteOrderMark.count }
         var count = 0
         var lineNumber = 0
         for line in lines(data[start...]) {
@@ -139,8 +139,6 @@ struct TaskDocument: Sendable {
         }
         guard count > 0 else { throw DroptraceError("no documents (an empty task file)", path: path) }
     }
-
-    static let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
 
     /// The lines of `bytes`, each ended by LF, CRLF or CR (or the end).
     static func lines(_ bytes: ArraySlice<UInt8>) -> [ArraySlice<UInt8>] {

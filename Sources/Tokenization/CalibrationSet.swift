@@ -238,15 +238,13 @@ enum TokenIdLines {
         return sequences
     }
 
-    static let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
-
     /// The first byte of `file` that is not JSON whitespace (after a leading
     /// byte order mark), read a chunk at a time; nil for a blank file.
     static func firstNonBlankByte(of file: RegularFile) throws -> UInt8? {
         var offset = 0
         while offset < file.size {
             var chunk = try file.bytes(min(CalibrationLines.chunkSize, file.size - offset), at: offset)[...]
-            if offset == 0, chunk.starts(with: byteOrderMark) { chunk = chunk.dropFirst(byteOrderMark.count) }
+            if offset == 0, chunk.starts(with: UTF8.byteOrderMark) { chunk = chunk.dropFirst(UTF8.byteOrderMark.count) }
             if let byte = chunk.first(where: { !isJSONWhitespace($0) }) { return byte }
             offset += CalibrationLines.chunkSize
         }
@@ -258,7 +256,7 @@ enum TokenIdLines {
     /// Windows write, counts as whitespace too. Empty for a blank line.
     static func trimmed(_ line: ArraySlice<UInt8>, isFirst: Bool) -> ArraySlice<UInt8> {
         var line = line
-        if isFirst, line.starts(with: byteOrderMark) { line = line.dropFirst(byteOrderMark.count) }
+        if isFirst, line.starts(with: UTF8.byteOrderMark) { line = line.dropFirst(UTF8.byteOrderMark.count) }
         line = line.drop(while: isJSONWhitespace)
         guard let last = line.lastIndex(where: { !isJSONWhitespace($0) }) else { return [] }
         return line[...last]
