@@ -35,16 +35,22 @@ public struct Llama3RopeParameters: Equatable, Sendable {
     /// precision than transformers: a few float32 ulps apart).
     public static let tolerance = 1e-5
 
-    /// The inverse frequencies transformers computes for these parameters,
-    /// step for step as `_compute_llama3_parameters` does: tensors in
-    /// Float32, Python scalars cast to Float32 where they meet one, the two
-    /// wavelength bounds computed in Double.
+    /// The inverse frequencies transformers computes for these parameters
+    /// from the default ones (`scaled`).
     public func inverseFrequencies(base: Double, rotaryDim: Int) -> [Float] {
+        scaled(RotaryEmbedding.defaultInverseFrequencies(base: base, rotaryDim: rotaryDim))
+    }
+
+    /// `frequencies` scaled step for step as transformers'
+    /// `_compute_llama3_parameters` scales them: tensors in Float32, Python
+    /// scalars cast to Float32 where they meet one, the two wavelength
+    /// bounds and the factors' span computed in Double.
+    public func scaled(_ frequencies: [Float]) -> [Float] {
         let factor = Float(factor), low = Float(lowFrequencyFactor), context = Float(originalMaxPositions)
         let lowWavelength = Float(Double(originalMaxPositions) / lowFrequencyFactor)
         let highWavelength = Float(Double(originalMaxPositions) / highFrequencyFactor)
         let span = Float(highFrequencyFactor - lowFrequencyFactor)
-        return RotaryEmbedding.defaultInverseFrequencies(base: base, rotaryDim: rotaryDim).map { frequency in
+        return frequencies.map { frequency in
             let wavelength = Float(2 * Double.pi) / frequency
             if wavelength > lowWavelength { return frequency / factor }
             if wavelength < highWavelength { return frequency }

@@ -259,22 +259,14 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         return RotaryEmbedding(inverseFrequencies: frequencies, headDim: headDim, attentionScaling: attentionScaling)
     }
 
-    /// Llama 3.1's frequency-dependent interpolation, step for step as
-    /// transformers computes it in Float32.
+    /// Llama 3.1's frequency-dependent interpolation (`Llama3RopeParameters.scaled`).
     private func llama3Scaled(_ frequencies: [Float], configPath: String) throws -> [Float] {
-        let factor = Float(try require(factor, "factor", configPath))
-        let low = Float(try require(lowFrequencyFactor, "low_freq_factor", configPath))
-        let high = Float(try require(highFrequencyFactor, "high_freq_factor", configPath))
-        let context = Float(try require(originalMaxPositions.map(Double.init), "original_max_position_embeddings", configPath))
-        let lowWavelength = context / low
-        let highWavelength = context / high
-        return frequencies.map { frequency in
-            let wavelength = 2 * Float.pi / frequency
-            if wavelength < highWavelength { return frequency }
-            if wavelength > lowWavelength { return frequency / factor }
-            let smooth = (context / wavelength - low) / (high - low)
-            return (1 - smooth) * frequency / factor + smooth * frequency
-        }
+        Llama3RopeParameters(
+            factor: try require(factor, "factor", configPath),
+            lowFrequencyFactor: try require(lowFrequencyFactor, "low_freq_factor", configPath),
+            highFrequencyFactor: try require(highFrequencyFactor, "high_freq_factor", configPath),
+            originalMaxPositions: Int(try require(originalMaxPositions.map(Double.init), "original_max_position_embeddings", configPath))
+        ).scaled(frequencies)
     }
 
     /// LongRoPE (Phi-3 128k, Phi-3.5, Phi-4-mini), as transformers'
