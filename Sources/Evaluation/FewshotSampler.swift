@@ -55,7 +55,7 @@ struct FewshotSampler {
             let others = pool.indices.filter { !isEvaluationDocument($0) }
             guard others.count >= shots else {
                 throw DroptraceError(
-                    "line \(example.line): only \(others.count) few-shot documents differ from this one; \(shots) are needed",
+                    "\(example.location): only \(others.count) few-shot documents differ from this one; \(shots) are needed",
                     path: example.path)
             }
             return random.sample(count: others.count, k: shots).map { others[$0] }

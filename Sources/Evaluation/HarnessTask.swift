@@ -53,7 +53,7 @@ struct TaskExample: Sendable {
     var identity: String? = nil
     /// Where the document is, for messages.
     var path = ""
-    var line = 0
+    var location = DocumentLocation(line: 0)
 }
 
 /// The harness's defaults for every task here (`TaskConfig`).

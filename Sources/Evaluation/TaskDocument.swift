@@ -2,17 +2,27 @@ import DroptraceSupport
 import Foundation
 import Tokenization
 
-/// One line of a task file: a JSON object with the dataset's own fields, as
-/// `datasets.Dataset.to_json` writes them. Accessors throw
+/// Where a document starts in its task file, for messages: "line 3", or
+/// "line 1, element 4" in a file holding one JSON array.
+struct DocumentLocation: Sendable, Equatable, CustomStringConvertible {
+    /// 1-based line of the document's first byte.
+    var line: Int
+    /// 1-based position in the file's JSON array; nil in a JSON Lines file.
+    var element: Int? = nil
+
+    var description: String { element.map { "line \(line), element \($0)" } ?? "line \(line)" }
+}
+
+/// One document of a task file: a JSON object with the dataset's own fields,
+/// as `datasets.Dataset.to_json` writes them. Accessors throw
 /// `DroptraceError("line N: …", path: file)` for a missing field or a wrong type.
 struct TaskDocument: Sendable {
     let fields: JSONValue
     let path: String
-    /// 1-based line number in the file.
-    let line: Int
+    let location: DocumentLocation
 
     func failure(_ message: String) -> DroptraceError {
-        DroptraceError("line \(line): \(message)", path: path)
+        DroptraceError("\(location): \(message)", path: path)
     }
 
     func value(_ key: String) throws -> JSONValue {
@@ -93,73 +103,176 @@ struct TaskDocument: Sendable {
         }
     }
 
-    /// Hands every document of a JSONL task file to `body`, in order (blank
-    /// lines skipped), one at a time so only what `body` keeps stays in memory.
-    /// Read as the `datasets` json loader lm-eval uses for local files reads
-    /// it (datasets 5.2, pyarrow 26): a UTF-8 byte-order mark at the start
-    /// skipped (datasets strips one, pyarrow's reader one more), and lines
-    /// ending in LF, CRLF or CR alone, mixed within a file too.
+    /// Hands every document of a task file to `body`, in order, one at a time
+    /// so only what `body` keeps stays in memory. Read as the `datasets` json
+    /// loader lm-eval uses for local files reads it (datasets 5.2, pyarrow
+    /// 26): a UTF-8 byte-order mark at the start skipped (datasets strips
+    /// one, pyarrow's reader one more); then either JSON objects separated by
+    /// whitespace (JSON Lines as `to_json` writes them, but pyarrow also
+    /// reads two objects on one line, or one spread over several, and lines
+    /// ending in LF, CRLF or CR alone), or one JSON array of objects
+    /// (`to_json(lines=False)`, which datasets converts to JSON Lines).
     /// - Throws: `DroptraceError` naming the file (and line): missing or
-    ///   unreadable, not UTF-8, a line over `maximumLineLength` or not a JSON
-    ///   object, no documents;
+    ///   unreadable, not UTF-8, a document over `maximumDocumentLength`, not a
+    ///   JSON object or not JSON, text after the array, no documents;
     ///   and whatever `body` throws.
-    /// The longest line read as one document: a HellaSwag or MMLU document is
-    /// a few kilobytes, a BoolQ passage a few more.
-    static let maximumLineLength = 1 << 20
-
     static func forEach(in url: URL, _ body: (TaskDocument) throws -> Void) throws {
         let path = url.path
-        let data = [UInt8](try RegularFile.contents(path: path))
-        var start = 0
-        for _ in 0..<2 where data[start...].starts(with: UTF8.byteOrderMark) { start += UTF8.byteOrderMark.count }
+        var scanner = TaskFileScanner([UInt8](try RegularFile.contents(path: path)), path: path)
         var count = 0
-        var lineNumber = 0
-        for line in lines(data[start...]) {
-            lineNumber += 1
-            // Parsing holds a line many times over; no benchmark's document comes near this.
-            guard line.count <= maximumLineLength else {
-                throw DroptraceError("line \(lineNumber) is longer than \(maximumLineLength >> 20) MiB, more than any task document", path: path)
-            }
-            let bytes = [UInt8](line)
-            if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
-            guard String(validating: bytes, as: UTF8.self) != nil else {
-                throw DroptraceError("line \(lineNumber): not UTF-8 text", path: path)
-            }
-            let value: JSONValue
-            do {
-                value = try JSONValue.parse(bytes)
-            } catch {
-                throw DroptraceError("line \(lineNumber): invalid JSON (\(error.reason) at byte \(error.offset + 1))", path: path)
-            }
-            guard case .object = value else {
-                throw DroptraceError("line \(lineNumber): not a JSON object", path: path)
-            }
-            try body(TaskDocument(fields: value, path: path, line: lineNumber))
+        func read(_ element: Int?) throws {
+            let location = scanner.location(element)
+            try body(TaskDocument(fields: try scanner.object(element: element), path: path, location: location))
             count += 1
+        }
+        if scanner.startsArray() {
+            // datasets loads the whole array and writes each element as a line.
+            var element = 1
+            while try !scanner.closesArray(before: element) {
+                try read(element)
+                element += 1
+            }
+            guard scanner.atEnd else { throw scanner.failure("text after the JSON array") }
+        } else {
+            while !scanner.atEnd { try read(nil) }
         }
         guard count > 0 else { throw DroptraceError("no documents (an empty task file)", path: path) }
     }
 
-    /// The lines of `bytes`, each ended by LF, CRLF or CR (or the end).
-    static func lines(_ bytes: ArraySlice<UInt8>) -> [ArraySlice<UInt8>] {
-        var lines: [ArraySlice<UInt8>] = []
-        var start = bytes.startIndex, i = bytes.startIndex
-        while i < bytes.endIndex {
-            switch bytes[i] {
-            case UInt8(ascii: "\n"):
-                lines.append(bytes[start..<i])
-                i += 1
-                start = i
-            case UInt8(ascii: "\r"):
-                lines.append(bytes[start..<i])
-                i += i + 1 < bytes.endIndex && bytes[i + 1] == UInt8(ascii: "\n") ? 2 : 1
-                start = i
-            default:
-                i += 1
+    /// The longest document read: a HellaSwag or MMLU document is a few
+    /// kilobytes, a BoolQ passage a few more. Parsing holds a document many
+    /// times over, so its extent is found before it is parsed.
+    static let maximumDocumentLength = 1 << 20
+}
+
+/// Walks a task file's JSON values without parsing more than one document
+/// at a time, counting lines as editors do (LF, CRLF, CR).
+private struct TaskFileScanner {
+    let bytes: [UInt8]
+    let path: String
+    private(set) var position = 0
+    /// Line of `position` once counted up to `counted`.
+    private var line = 1, counted = 0
+
+    init(_ bytes: [UInt8], path: String) {
+        self.bytes = bytes
+        self.path = path
+        for _ in 0..<2 where bytes[position...].starts(with: UTF8.byteOrderMark) { position += UTF8.byteOrderMark.count }
+        counted = position
+        skipWhitespace()
+    }
+
+    var atEnd: Bool { position == bytes.count }
+
+    mutating func location(_ element: Int?) -> DocumentLocation {
+        DocumentLocation(line: lineOfPosition(), element: element)
+    }
+
+    mutating func failure(_ message: String, element: Int? = nil) -> DroptraceError {
+        DroptraceError("\(location(element)): \(message)", path: path)
+    }
+
+    /// Whether the file is one JSON array; consumes its `[`.
+    mutating func startsArray() -> Bool { consume(UInt8(ascii: "[")) }
+
+    /// Before the array's `element`th element (1-based): consumes the closing
+    /// `]` (true), or the `,` after the element before.
+    mutating func closesArray(before element: Int) throws -> Bool {
+        if consume(UInt8(ascii: "]")) { return true }
+        guard !atEnd else { throw failure("the JSON array ends without its \"]\"") }
+        guard element == 1 || consume(UInt8(ascii: ",")) else {
+            throw failure("expected \",\" or \"]\" after an element of the JSON array", element: element)
+        }
+        return false
+    }
+
+    /// The JSON object starting here, parsed, and the whitespace after it.
+    mutating func object(element: Int?) throws -> JSONValue {
+        let start = position
+        guard var end = Self.valueEnd(bytes, from: start, limit: TaskDocument.maximumDocumentLength) else {
+            throw failure("a document longer than \(TaskDocument.maximumDocumentLength >> 20) MiB, more than any task document", element: element)
+        }
+        // A stray closing bracket: parsed alone, so the parser names it.
+        if end == start && start < bytes.count { end += 1 }
+        let text = Array(bytes[start..<end])
+        guard String(validating: text, as: UTF8.self) != nil else { throw failure("not UTF-8 text", element: element) }
+        let value: JSONValue
+        do {
+            value = try JSONValue.parse(text)
+        } catch {
+            throw failure("invalid JSON (\(error.reason) at byte \(error.offset + 1))", element: element)
+        }
+        guard case .object = value else { throw failure("not a JSON object", element: element) }
+        position = end
+        skipWhitespace()
+        return value
+    }
+
+    private mutating func consume(_ byte: UInt8) -> Bool {
+        guard position < bytes.count, bytes[position] == byte else { return false }
+        position += 1
+        skipWhitespace()
+        return true
+    }
+
+    private mutating func skipWhitespace() {
+        while position < bytes.count {
+            switch bytes[position] {
+            case 0x20, 0x09, 0x0A, 0x0D: position += 1
+            default: return
             }
         }
-        lines.append(bytes[start..<bytes.endIndex])
-        return lines
+    }
+
+    private mutating func lineOfPosition() -> Int {
+        var i = counted
+        while i < position {
+            if bytes[i] == UInt8(ascii: "\n") {
+                line += 1
+            } else if bytes[i] == UInt8(ascii: "\r") {
+                line += 1
+                if i + 1 < position, bytes[i + 1] == UInt8(ascii: "\n") { i += 1 }
+            }
+            i += 1
+        }
+        counted = position
+        return line
+    }
+
+    /// One past the last byte of the JSON value starting at `start`, found
+    /// by matching brackets outside strings without building the value; nil
+    /// when it runs past `limit` bytes. A malformed value ends somewhere, and
+    /// parsing that slice says why.
+    static func valueEnd(_ bytes: [UInt8], from start: Int, limit: Int) -> Int? {
+        var depth = 0, inString = false, i = start
+        while i < bytes.count {
+            guard i - start < limit else { return nil }
+            let byte = bytes[i]
+            if inString {
+                if byte == UInt8(ascii: "\\") {
+                    i += 2
+                    continue
+                }
+                if byte == UInt8(ascii: "\"") {
+                    inString = false
+                    if depth == 0 { return i + 1 }
+                }
+            } else {
+                switch byte {
+                case UInt8(ascii: "\""): inString = true
+                case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    if depth == 0 { return i }
+                    depth -= 1
+                    if depth == 0 { return i + 1 }
+                case 0x20, 0x09, 0x0A, 0x0D, UInt8(ascii: ","):
+                    if depth == 0 { return i }
+                default: break
+                }
+            }
+            i += 1
+        }
+        return min(i, bytes.count)
     }
 }
 

@@ -84,7 +84,7 @@ public struct TaskSuite: Sendable {
             var example = try kind.example(document)
             if keepsIdentity { example.identity = document.identity }
             example.path = document.path
-            example.line = document.line
+            example.location = document.location
             examples.append(example)
         }
         return examples
@@ -208,7 +208,7 @@ public struct TaskSuite: Sendable {
     }
 
     private static func failure(_ problem: String, choice: Int, of example: TaskExample) -> DroptraceError {
-        DroptraceError("line \(example.line), choice \(choice + 1): \(problem)", path: example.path)
+        DroptraceError("\(example.location), choice \(choice + 1): \(problem)", path: example.path)
     }
 
     /// `process_results` per document, then the task's (or MMLU's groups') aggregation.

@@ -213,7 +213,7 @@ import Tokenization
         ("piqa", [piqaLine, "{\"goal\": "], "line 2: invalid JSON"),
         // A 100 MB line took more than 2 GB to parse; no document is that long.
         ("piqa", [piqaLine, #"{"goal": ""# + String(repeating: "word ", count: 220_000) + #"", "sol1": "a", "sol2": "b", "label": 0}"#],
-         "line 2 is longer than 1 MiB, more than any task document"),
+         "line 2: a document longer than 1 MiB, more than any task document"),
         ("piqa", ["", "  "], "no documents (an empty task file)"),
         ("hellaswag", [#"{"activity_label": "a", "ctx_a": "b", "ctx_b": "c", "endings": ["x", "y"], "label": ""}"#], "line 1: \"label\" is \"\""),
         ("hellaswag", [#"{"activity_label": "a", "ctx_a": "b", "ctx_b": "c", "endings": ["x", 3], "label": "0"}"#], "line 1: \"endings\"[1] should be a string"),
@@ -244,7 +244,7 @@ import Tokenization
         func documents(_ text: String, _ name: String) throws -> [(JSONValue, Int)] {
             let file = try scratch.write(text, to: name)
             var found: [(JSONValue, Int)] = []
-            try TaskDocument.forEach(in: file) { found.append(($0.fields, $0.line)) }
+            try TaskDocument.forEach(in: file) { found.append(($0.fields, $0.location.line)) }
             return found
         }
         let expected = try documents(lines.joined(separator: "\n") + "\n", "lf.jsonl")
@@ -273,6 +273,57 @@ import Tokenization
         }
     }
 
+    /// The other layouts the `datasets` json loader reads (checked with
+    /// datasets 5.2 / pyarrow 26 on these texts): one JSON array of objects
+    /// (`to_json(lines=False)`, also after whitespace), two objects on one
+    /// line, one object over several lines. Each gives the JSON Lines file's
+    /// documents; these were refused as "not a JSON object" or invalid JSON.
+    @Test func jsonArraysAndObjectStreamsReadAsDatasetsReadsThem() throws {
+        let scratch = try ScratchDirectory()
+        let source = try String(contentsOf: FixtureFiles.root.appendingPathComponent("tasks/arc_easy.jsonl"), encoding: .utf8)
+        let lines = source.split(separator: "\n").map(String.init)
+        try #require(lines.count >= 3)
+        func documents(_ text: String, _ name: String) throws -> [TaskDocument] {
+            let file = try scratch.write(text, to: name)
+            var found: [TaskDocument] = []
+            try TaskDocument.forEach(in: file) { found.append($0) }
+            return found
+        }
+        let expected = try documents(lines.joined(separator: "\n") + "\n", "lines.jsonl").map { String(describing: $0.fields) }
+        let pretty = lines.map { $0.replacingOccurrences(of: ", \"", with: ",\n  \"") }
+        let variants: [(String, String, [DocumentLocation])] = [
+            ("array", "[" + lines.joined(separator: ", ") + "]",
+             lines.indices.map { DocumentLocation(line: 1, element: $0 + 1) }),
+            ("array lines", " \n[\n" + lines.joined(separator: ",\n") + "\n]\n",
+             lines.indices.map { DocumentLocation(line: $0 + 3, element: $0 + 1) }),
+            ("bom array", "\u{FEFF}[" + lines.joined(separator: ",") + "]", lines.indices.map { DocumentLocation(line: 1, element: $0 + 1) }),
+            ("one line", lines.joined(separator: " "), lines.indices.map { _ in DocumentLocation(line: 1) }),
+            ("no space", lines.joined(), lines.indices.map { _ in DocumentLocation(line: 1) }),
+            ("pretty", pretty.joined(separator: "\n"), pretty.indices.map {
+                DocumentLocation(line: 1 + pretty[..<$0].map { $0.split(separator: "\n").count }.reduce(0, +))
+            }),
+        ]
+        for (name, text, locations) in variants {
+            let found = try documents(text, "\(name).json")
+            #expect(found.map { String(describing: $0.fields) } == expected, "\(name)")
+            #expect(found.map(\.location) == locations, "\(name)")
+        }
+        // What datasets refuses, refused naming where.
+        for (text, message) in [
+            ("[" + lines[0] + " " + lines[1] + "]", "line 1, element 2: expected \",\" or \"]\""),
+            ("[" + lines[0] + ",\n" + lines[1], "line 2: the JSON array ends without its \"]\""),
+            ("[" + lines[0] + "]\n" + lines[1], "line 2: text after the JSON array"),
+            ("[" + lines[0] + ", \"text\"]", "line 1, element 2: not a JSON object"),
+            ("[" + lines[0] + ",]", "line 1, element 2: invalid JSON"),
+            ("[]", "no documents"),
+            (lines[0] + " 5", "line 1: not a JSON object"),
+            (lines[0] + "\n}", "line 2: invalid JSON (unexpected character"),
+        ] {
+            let refused = try #require(try Self.suiteError("arc_easy", [text]), "\(text.prefix(20))")
+            #expect(refused.message.hasPrefix(message), "\(refused.message)")
+        }
+    }
+
     @Test func nonUTF8AndDeeplyNestedLinesAreRefused() throws {
         let scratch = try ScratchDirectory()
         let file = scratch.path("eval.jsonl")
@@ -285,7 +336,7 @@ import Tokenization
             _ = try TaskSuite([TaskRequest(name: "piqa", evaluationFile: deep)], numFewshot: nil)
             Issue.record("a 100000-deep line was accepted")
         } catch let error as DroptraceError {
-            #expect(error.message.hasPrefix("line 1: invalid JSON (nested too deeply"))
+            #expect(error.message.hasPrefix("line 1, element 1: invalid JSON (nested too deeply"), "\(error.message)")
         }
         #expect(throws: DroptraceError.self) { try TaskSuite([], numFewshot: nil) }
     }
