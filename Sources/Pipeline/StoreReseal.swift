@@ -22,12 +22,18 @@ public enum StoreReseal {
         guard FileManager.default.fileExists(atPath: named.path) else {
             throw DroptraceError("no \(ScoreFile.outputFileName) here to reseal", path: target.path)
         }
-        // Not a lock file created in any directory holding a store (a checkpoint's, the user's own).
-        let directory = named.deletingLastPathComponent()
-        let isOutputDirectory = FileManager.default.fileExists(atPath: directory.appendingPathComponent(RunLock.fileName).path)
-        let lock = isOutputDirectory ? try RunLock(directory: directory) : nil
-        defer { withExtendedLifetime(lock) {} }
+        // The lock of the directory the store is in, found after following
+        // links (a link named elsewhere reseals the same store a run of that
+        // directory rewrites), and of the directory it was named in when that
+        // is an output directory too. No lock file is created in any other
+        // directory holding a store (a checkpoint's, the user's own).
         let store = named.resolvingSymlinksInPath()
+        var directories = [store.deletingLastPathComponent().path]
+        if named.deletingLastPathComponent().path != directories[0] { directories.append(named.deletingLastPathComponent().path) }
+        let locks = try directories
+            .filter { FileManager.default.fileExists(atPath: $0 + "/" + RunLock.fileName) }
+            .map { try RunLock(directory: URL(fileURLWithPath: $0)) }
+        defer { withExtendedLifetime(locks) {} }
         let resealed = try ScoreFile.reseal(store) { copy in _ = try ReportWriter.load(store: copy) }
         return (store, resealed)
     }

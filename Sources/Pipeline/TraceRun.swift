@@ -134,6 +134,10 @@ public final class TraceRun {
             }
             // Recorded even when nothing new is scored (a moved series, a store from before it was recorded).
             store?.metadata.seriesDirectory = seriesDirectory
+            // The store's layer count is the series' (a checkpoint of another fails on its own).
+            if let dropK = options.dropK {
+                try SeriesAnalysis.checkDropK(dropK, layers: existing.metadata.numLayers, path: options.storeURL.path)
+            }
         }
         // A checkpoint that now fails by its own files (replaced by unreadable ones) keeps no row of the old
         // files; one refused as a duplicate of another (listed twice, a second name) is not that one's row.
@@ -148,7 +152,7 @@ public final class TraceRun {
             return try finish(store!, onDisk: [], tasks: tasks, summary: summary)
         }
         let calibration = try CalibrationPlan(source: options.calibration, checkpoints: discovered.ready, log: log)
-        if let dropK = options.dropK, let model = calibration.model {
+        if let dropK = options.dropK, let model = calibration.model, store == nil || force {
             try SeriesAnalysis.checkDropK(dropK, layers: model.layers, path: model.directory.path)
         }
         if let existing = store, !force {

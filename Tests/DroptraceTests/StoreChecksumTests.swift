@@ -105,6 +105,10 @@ import Testing
         defer { close(lock) }
         try #require(flock(lock, LOCK_EX | LOCK_NB) == 0)
         #expect(try DroptraceCommand.run(["reseal", store.path]).status == 75, "another run holds the directory's lock")
+        // Named by a link from elsewhere it is the same store a run of that
+        // directory rewrites: resealed under the same lock (it was resealed
+        // meanwhile, and rows a run stored meanwhile were lost).
+        #expect(try DroptraceCommand.run(["reseal", link.path]).status == 75, "a link to the store takes its directory's lock")
         flock(lock, LOCK_UN)
 
         let empty = scratch.path("checkpoint")

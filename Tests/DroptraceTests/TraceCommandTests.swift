@@ -275,6 +275,27 @@ import Glibc
         let first = try mixed.add(step: 1, model: "llama-v4")
         try mixed.add(step: 2)
         expectRefused(try trace(mixed.directory, output, ["--drop-k", "5"]), naming: first, k: 5, layers: 4)
+
+        // With a store, its layer count is the series': a first checkpoint
+        // of another count neither refuses a drop-k the store allows (it fails
+        // on its own, the others are stored) nor lets one through that the
+        // store does not (refused naming the store, before any scoring; it
+        // was checked after scoring, in a line naming no file, twice).
+        let stored = try SeriesBuilder(in: scratch, name: "stored")
+        _ = try stored.add(step: 2)
+        let storedOutput = scratch.path("stored-out")
+        try #require(try trace(stored.directory, storedOutput).status == 0)
+        _ = try stored.add(step: 1, model: "llama-v4")
+        _ = try stored.add(step: 3)
+        let store = storedOutput.appendingPathComponent("scores.h5")
+        let beyond = try trace(stored.directory, storedOutput, ["--drop-k", "6"])
+        #expect(beyond.status == 1)
+        let errors = beyond.stderr.split(separator: "\n").filter { $0.contains("error:") }
+        #expect(errors.count == 1 && errors[0].hasSuffix("\(store.path): drop-k 6 is out of range: a 5-layer model allows 1...5"), "\(beyond.stderr)")
+        #expect(!beyond.stderr.contains("scoring"), "\(beyond.stderr)")
+        let allowed = try trace(stored.directory, storedOutput, ["--drop-k", "5"])
+        #expect(allowed.status == 1, "the 4-layer checkpoint fails")
+        #expect(try ScoreFile.read(from: store).rows.map(\.name) == ["checkpoint-2", "checkpoint-3"], "\(allowed.stderr)")
     }
 
     /// `report --title` and `compare --title` took a tab or line break into
