@@ -143,6 +143,19 @@ public final class Checkpoint: @unchecked Sendable {
     /// config.json files are a few kilobytes; this bounds a hostile one.
     static let configSizeLimit = 1 << 26
 
+    /// Whether the config.json at `url` is cut short: empty, or ending
+    /// inside its JSON, as while it is copied or saved in place (any text
+    /// before the end that is not JSON is another problem).
+    public static func configIsCutShort(_ url: URL) -> Bool {
+        guard let data = try? RegularFile.contents(path: url.path, limit: configSizeLimit) else { return false }
+        do {
+            _ = try JSONValue.parse([UInt8](data))
+            return false
+        } catch {
+            return error.offset >= data.count
+        }
+    }
+
     /// What a configuration error calls the configuration: config.json, or
     /// the GGUF metadata that stands in for it.
     public var configName: String { gguf == nil ? "config.json" : "the GGUF metadata" }

@@ -18,7 +18,7 @@ public struct DiscoveredCheckpoint: Sendable, Equatable {
 /// ones still being written and ones that will never be readable.
 ///
 /// Being written or corrupt: a checkpoint that is not complete (no
-/// config.json, a weight file shorter than its header says, a header cut
+/// config.json or one cut short, a weight file shorter than its header says, a header cut
 /// short, an index naming a missing shard) counts as being written while
 /// anything in it changed within the settle time (default 30 minutes);
 /// once nothing has changed for longer, it is a failure. A weight file whose
@@ -238,6 +238,9 @@ public enum CheckpointDiscovery {
             // An adapter saved beside a whole-model state dict (pytorch_model.bin holding the PEFT model) never gets one.
             if let adapter = UnreadableCheckpointFormat.peftAdapter(directory) { return .failed(adapter) }
             return settled("no config.json yet", directory, settleTime)
+        }
+        if layout.format != .gguf, Checkpoint.configIsCutShort(directory.appendingPathComponent("config.json")) {
+            return settled("config.json is not complete yet (it ends inside its JSON)", directory, settleTime)
         }
         // The weight files are the ones CheckpointLayout opens; each must be
         // as long as its own header (or zip directory) says.

@@ -253,6 +253,40 @@ import Testing
         #expect(lines(run.stderr, "error").contains { $0.contains("\(fresh.path): model.safetensors has \(half) of ") })
     }
 
+    /// A config.json cut short (empty, or ending inside its JSON, as `cp`,
+    /// `rsync --inplace` or a save in place leave it for a moment) is a
+    /// checkpoint being written, like a short weight file: skipped, its stored
+    /// row kept, until the settle time says it is corrupt. It failed the run
+    /// at once ("not valid JSON", exit 1, the stored row dropped).
+    @Test func configCutShortIsBeingWritten() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        _ = try series.add(step: 1)
+        let resaved = try series.add(step: 2)
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output).status == 0)
+        let config = resaved.appendingPathComponent("config.json")
+        let text = try Data(contentsOf: config)
+        try text.prefix(text.count / 2).write(to: config)
+        let copied = try series.add(step: 3)
+        try Data().write(to: copied.appendingPathComponent("config.json"))
+
+        let run = try trace(series.directory, output)
+        #expect(run.status == 0, "\(run.stderr)")
+        for name in ["checkpoint-2", "checkpoint-3"] {
+            #expect(lines(run.stderr, "warning").contains { $0.contains(name) && $0.contains("config.json is not complete yet") && $0.contains("later run") },
+                    "\(run.stderr)")
+        }
+        #expect(try ScoreFile.read(from: output.appendingPathComponent("scores.h5")).rows.map(\.name) == ["checkpoint-1", "checkpoint-2"])
+
+        try age(copied, by: 3600)
+        let settled = try trace(series.directory, output)
+        #expect(settled.status == 1)
+        #expect(lines(settled.stderr, "error").contains {
+            $0.contains("\(copied.path): config.json is not complete yet") && $0.contains("taken as corrupt")
+        }, "\(settled.stderr)")
+    }
+
     @Test func listEntryThatDoesNotExistIsAnError() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
