@@ -73,7 +73,7 @@ public struct PipelineFile: Decodable {
         let text = try PipelineYAML.read(url)
         let top: Node?
         do { top = try Yams.compose(yaml: text) } catch {
-            throw DroptraceError("not valid YAML: \(String(describing: error).split(separator: "\n").first ?? "")", path: url.path)
+            throw DroptraceError("not valid YAML: \(PipelineYAML.problem(error))", path: url.path)
         }
         guard let mapping = top?.mapping else {
             throw DroptraceError("expected a mapping of pipeline settings", path: url.path)
@@ -164,6 +164,22 @@ enum PipelineYAML {
                 "setting \"\(codingPathText(context.codingPath))\" has the wrong type", path: path)
         } catch {
             throw DroptraceError("cannot read: \(SystemError.oneLine("\(error)"))", path: path)
+        }
+    }
+
+    /// The YAML library's error in one line: where, what, and while doing
+    /// what (its description spreads these over lines with a snippet).
+    static func problem(_ error: Error) -> String {
+        func located(_ context: YamlError.Context?, _ problem: String, _ mark: Mark) -> String {
+            let during = context.map { " (\($0.text) at line \($0.mark.line), column \($0.mark.column))" } ?? ""
+            return "line \(mark.line), column \(mark.column): \(problem)\(during)"
+        }
+        switch error as? YamlError {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+             .composer(let context, let problem, let mark, _):
+            return SystemError.oneLine(located(context, problem, mark))
+        default:
+            return SystemError.oneLine(String(describing: error).split(separator: "\n").first.map(String.init) ?? "")
         }
     }
 

@@ -320,6 +320,12 @@ import Glibc
             ("series: a\ncalibration: c\noutput: o\nsamples: many\n", "samples"),
             ("series: a\ncalibration: c\noutput: o\ntitle: \"a\\0b\"\n", "title"),
             ("series: a\ncalibration: c\noutput: \"\"\n", "setting \"output\" is empty"),
+            // The parser's reason, where and while doing what, in the one line (the first line of its message lacked the reason).
+            ("series: s\ncalibration: c\noutput: o\ndrop_k:\n\t- 2\n",
+             "not valid YAML: line 5, column 1: found character that cannot start any token (while scanning for the next token at line 5, column 1)"),
+            ("series: s\ncalibration: c\noutput: o\ntitle: \"unterminated\n",
+             "not valid YAML: line 5, column 1: found unexpected end of stream (while scanning a quoted scalar at line 4, column 8)"),
+            ("series: s\ncalibration: c\noutput: o\n  seq_len: 64\n", "not valid YAML: line 4, column 10: mapping values are not allowed in this context\n"),
         ]
         for (index, (text, word)) in cases.enumerated() {
             let file = try scratch.write(text, to: "p\(index).yaml")
