@@ -16,18 +16,20 @@ enum BatchScript {
         # Submitted with:
         #   \(command.map(quoted).joined(separator: " "))
         set -u
+        # Lines as droptrace writes its own: UTC timestamp, level, message.
+        log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $1: $2"; }
         droptrace=\(quoted(droptrace))
         pipeline=\(quoted(pipeline))
         units=\(quoted(units))
         line="$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" "$units")"
         IFS=$'\\t' read -r shard shards checkpoint <<<"$line"
         if [ -z "${checkpoint:-}" ]; then
-            echo "$units: no unit for array task $SLURM_ARRAY_TASK_ID" >&2
+            log error "$units: no unit for array task $SLURM_ARRAY_TASK_ID" >&2
             exit 1
         fi
-        echo "array task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} (restart ${SLURM_RESTART_COUNT:-0}): $checkpoint shard $shard of $shards"
+        log info "array task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} (restart ${SLURM_RESTART_COUNT:-0}): $checkpoint shard $shard of $shards"
         requeue() {
-            echo "time limit near or preempted: stopping and requeueing ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+            log warning "time limit near or preempted: stopping and requeueing ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
             kill -USR1 "$pid" 2>/dev/null
             wait "$pid"
             scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"

@@ -74,6 +74,13 @@ import Testing
             #expect(array.contains(expected), "array script lacks \(expected)")
         }
         #expect(array.contains("droptrace=\(DroptraceCommand.executable.path)"), "the scripts call this droptrace by its absolute path")
+        // The script's own lines in the task logs are timestamped as droptrace's are (they were bare).
+        #expect(array.contains("log info \"array task ") && array.contains("log warning \"time limit near"), "\(array)")
+        let stray = try ChildProcess.run("/usr/bin/env", [
+            "SLURM_ARRAY_TASK_ID=\(maxArraySize)", "bash", directory.appendingPathComponent("array-0.sbatch").path])
+        #expect(stray.status == 1)
+        #expect(stray.stderr.wholeMatch(of: try Regex(#"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ error: .*array-0\.units: no unit for array task \d+\n"#)) != nil,
+                "\(stray.stderr)")
         let finalize = try String(contentsOf: directory.appendingPathComponent("finalize.sbatch"), encoding: .utf8)
         #expect(finalize.contains("slurm finalize \(pipeline.path)") && finalize.contains("finalize.exit"))
     }
