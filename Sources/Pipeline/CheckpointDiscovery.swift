@@ -90,6 +90,9 @@ public enum CheckpointDiscovery {
                 "is a single checkpoint, not a series of them (\(expected)); score one checkpoint with `droptrace score`",
                 path: path)
         }
+        if checkpoints.isEmpty, unmatched.isEmpty, let unreadable = UnreadableCheckpointFormat.diagnoseSeries(seriesDirectory) {
+            throw DroptraceError(unreadable, path: path)
+        }
         if checkpoints.isEmpty, !unmatched.isEmpty {
             let shown = unmatched.prefix(3).joined(separator: ", ") + (unmatched.count > 3 ? ", …" : "")
             throw DroptraceError("holds checkpoints (\(shown)) but none named by a checkpoint naming rule; \(expected)", path: path)

@@ -253,6 +253,41 @@ import Testing
         #expect(lines(run.stderr, "error").contains { $0.contains("\(fresh.path): model.safetensors has \(half) of ") })
     }
 
+    /// A series directory holding a trainer's own checkpoint files instead of
+    /// checkpoint directories (PyTorch Lightning's `.ckpt` files, Megatron-LM's
+    /// `iter_<N>/`) is an error naming them and the way out, exit 1, before any
+    /// output exists: it was "no checkpoints yet", exit 0, on every cron run.
+    @Test func seriesOfTrainerCheckpointFilesIsAnError() throws {
+        let scratch = try ScratchDirectory()
+        func series(_ name: String, _ files: [String]) throws -> URL {
+            let directory = scratch.path(name)
+            for relative in files {
+                let url = directory.appendingPathComponent(relative)
+                try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try Data(repeating: 7, count: 64).write(to: url)
+            }
+            return directory
+        }
+        let cases = [
+            (try series("lightning", ["epoch=0-step=100.ckpt", "last.ckpt", "hparams.yaml"]),
+             "holds PyTorch Lightning checkpoint files (epoch=0-step=100.ckpt, last.ckpt), which droptrace cannot read"),
+            (try series("megatron", ["iter_0000100/mp_rank_00/model_optim_rng.pt", "latest_checkpointed_iteration.txt"]),
+             "holds Megatron-LM checkpoints (iter_0000100), which droptrace cannot read"),
+        ]
+        for (directory, message) in cases {
+            let output = scratch.path("out-\(directory.lastPathComponent)")
+            let run = try trace(directory, output)
+            #expect(run.status == 1, "\(run.stderr)")
+            let errors = lines(run.stderr, "error")
+            #expect(errors.count == 1 && errors[0].contains("\(directory.path): \(message)") && errors[0].contains("save_pretrained"),
+                    "\(run.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: output.path))
+        }
+        // Empty, or holding other files: still waiting for the first checkpoint.
+        let empty = try series("empty", ["train.log"])
+        #expect(try trace(empty, scratch.path("out-empty")).status == 0)
+    }
+
     /// A config.json cut short (empty, or ending inside its JSON, as `cp`,
     /// `rsync --inplace` or a save in place leave it for a moment) is a
     /// checkpoint being written, like a short weight file: skipped, its stored
