@@ -48,6 +48,8 @@ def check(path):
             problems.append("root attribute precision is not f32 or bf16")
         if "matrix_kernel" in f.attrs and not isinstance(f.attrs["matrix_kernel"], str):
             problems.append("root attribute matrix_kernel is not a string")
+        if "hidden_size" in f.attrs and not (isinstance(f.attrs["hidden_size"], np.integer) and f.attrs["hidden_size"] > 0):
+            problems.append("root attribute hidden_size is not a positive integer")
         if problems:
             return problems, None
         layers = int(f.attrs["num_layers"])

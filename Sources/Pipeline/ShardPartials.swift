@@ -133,10 +133,9 @@ struct ShardPartials {
         let shards = try completeSet()
         let files = try shards.map { try read($0, calibration: calibration, precision: precision) }
         let reference = store ?? files[0].metadata
-        for (shard, file) in zip(shards, files)
-        where file.metadata.modelType != reference.modelType || file.metadata.numLayers != reference.numLayers {
+        for (shard, file) in zip(shards, files) where !file.metadata.isSameModel(as: reference) {
             throw DroptraceError(
-                "is a \(file.metadata.modelType) model with \(file.metadata.numLayers) layers, but \(store == nil ? "shard 0 holds" : "the store holds") \(reference.modelType) with \(reference.numLayers); run its `droptrace slurm task` again",
+                "is \(file.metadata.modelDescription), but \(store == nil ? "shard 0 holds" : "the store holds") \(reference.modelDescription); run its `droptrace slurm task` again",
                 path: url(shard).path)
         }
         let sums: SequenceSums

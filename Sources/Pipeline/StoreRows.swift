@@ -21,7 +21,7 @@ extension ScoreFileMetadata {
     /// matrix kernel for it.
     public init(_ scored: ScoredCheckpoint, precision: Precision) {
         self.init(
-            modelType: scored.modelType, numLayers: scored.layerCount, metric: "cosine",
+            modelType: scored.modelType, numLayers: scored.layerCount, hiddenSize: scored.hiddenSize, metric: "cosine",
             calibrationSHA256: scored.calibration.sha256, calibrationTokens: Int64(scored.calibration.tokenCount),
             droptraceVersion: DroptraceVersion.string)
         record(precision)

@@ -275,8 +275,14 @@ public final class TraceRun {
         var next = store ?? ScoreFile(metadata: metadata, rows: [])
         next.metadata.seriesDirectory = options.checkpoints.seriesDirectory
         if let existingStore = store {
-            try checkSameModel(existingStore, modelType: metadata.modelType, layers: metadata.numLayers, checkpoint: checkpoint)
+            guard existingStore.metadata.isSameModel(as: metadata) else {
+                throw DroptraceError(
+                    "is \(metadata.modelDescription), but the store holds \(existingStore.metadata.modelDescription)",
+                    path: checkpoint.directory.path)
+            }
             next.metadata.recordKernels(of: metadata)
+            // A store from before widths were recorded takes the first one scored into it.
+            next.metadata.hiddenSize = next.metadata.hiddenSize ?? metadata.hiddenSize
         }
         next.rows.removeAll { $0.name == row.name }
         next.rows.append(row)
@@ -434,14 +440,6 @@ public final class TraceRun {
             throw DroptraceError(
                 "was scored by droptrace \(store.metadata.droptraceVersion), this is \(DroptraceVersion.string); \(advice)",
                 path: options.storeURL.path)
-        }
-    }
-
-    func checkSameModel(_ store: ScoreFile, modelType: String, layers: Int, checkpoint: DiscoveredCheckpoint) throws {
-        guard store.metadata.modelType == modelType, store.metadata.numLayers == layers else {
-            throw DroptraceError(
-                "is a \(modelType) model with \(layers) layers, but the store holds \(store.metadata.modelType) with \(store.metadata.numLayers)",
-                path: checkpoint.directory.path)
         }
     }
 

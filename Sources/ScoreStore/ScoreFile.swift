@@ -63,6 +63,10 @@ public struct CheckpointRow: Sendable, Equatable {
 public struct ScoreFileMetadata: Sendable, Equatable {
     public var modelType: String
     public var numLayers: Int
+    /// `hidden_size` of the scored model (the residual stream's width), so
+    /// that rows of a model of another width are never stored beside these;
+    /// nil in stores written before it was recorded.
+    public var hiddenSize: Int?
     /// Similarity metric of `blockGap`; "cosine" is the only one so far.
     public var metric: String
     public var calibrationSHA256: String
@@ -86,7 +90,7 @@ public struct ScoreFileMetadata: Sendable, Equatable {
     public var seriesDirectory: String?
 
     public init(
-        modelType: String, numLayers: Int, metric: String = "cosine",
+        modelType: String, numLayers: Int, hiddenSize: Int? = nil, metric: String = "cosine",
         calibrationSHA256: String, calibrationTokens: Int64, droptraceVersion: String, shard: CalibrationShard? = nil,
         precision: String = "f32", matrixKernel: String? = nil, seriesDirectory: String? = nil
     ) {
@@ -96,6 +100,7 @@ public struct ScoreFileMetadata: Sendable, Equatable {
         self.matrixKernel = matrixKernel
         self.modelType = modelType
         self.numLayers = numLayers
+        self.hiddenSize = hiddenSize
         self.metric = metric
         self.calibrationSHA256 = calibrationSHA256
         self.calibrationTokens = calibrationTokens
@@ -112,6 +117,18 @@ extension ScoreFileMetadata {
     }
 
     static let kernelSeparator = "; "
+
+    /// Whether rows scored under `other` are of the model these rows are
+    /// of: the same `model_type`, layer count and width (where both record it).
+    public func isSameModel(as other: ScoreFileMetadata) -> Bool {
+        modelType == other.modelType && numLayers == other.numLayers
+            && (hiddenSize == nil || other.hiddenSize == nil || hiddenSize == other.hiddenSize)
+    }
+
+    /// The model as messages name it: "llama with 5 layers (hidden_size 64)".
+    public var modelDescription: String {
+        "\(modelType) with \(numLayers) layers" + (hiddenSize.map { " (hidden_size \($0))" } ?? "")
+    }
 
     /// Adds the kernels of `other` (rows scored elsewhere, stored here) to
     /// `matrixKernel`, each kernel named once, in the order first used.

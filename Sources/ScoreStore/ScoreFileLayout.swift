@@ -53,6 +53,8 @@ public enum ScoreFileLayout {
     public enum Attribute {
         public static let modelType = "model_type"              // string
         public static let numLayers = "num_layers"              // int64
+        /// int64, the model's `hidden_size`; absent in stores written before it was recorded.
+        public static let hiddenSize = "hidden_size"
         public static let metric = "metric"                     // string, "cosine"
         public static let calibrationSHA256 = "calibration_sha256"  // string
         public static let calibrationTokens = "calibration_tokens"  // int64
@@ -83,7 +85,7 @@ public enum ScoreFileLayout {
         "checkpoints", "scores", "similarity", "per_sequence", "analysis", "evaluation",
     ]
     public static let rootAttributes: Set<String> = [
-        Attribute.modelType, Attribute.numLayers, Attribute.metric, Attribute.calibrationSHA256,
+        Attribute.modelType, Attribute.numLayers, Attribute.hiddenSize, Attribute.metric, Attribute.calibrationSHA256,
         Attribute.calibrationTokens, Attribute.droptraceVersion, Attribute.shardIndex, Attribute.shardCount,
         Attribute.precision, Attribute.matrixKernel, Attribute.seriesDirectory, "report_title",
     ]

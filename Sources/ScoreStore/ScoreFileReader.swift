@@ -144,13 +144,21 @@ enum ScoreFileReader {
                 throw DroptraceError("root attributes \(Names.shardIndex), \(Names.shardCount): \(error.message)", path: file.filePath)
             }
         }
+        var hiddenSize: Int?
+        if try file.hasAttribute(Names.hiddenSize) {
+            let width = try file.scalarAttribute(Names.hiddenSize, as: Int64.self)
+            guard width > 0, let value = Int(exactly: width) else {
+                throw DroptraceError("root attribute \(Names.hiddenSize) is \(width), must be positive", path: file.filePath)
+            }
+            hiddenSize = value
+        }
         // Both absent from stores written before they were recorded, which were scored in float32.
         let precision = try file.hasAttribute(Names.precision) ? try file.stringAttribute(Names.precision) : "f32"
         let kernel = try file.hasAttribute(Names.matrixKernel) ? try file.stringAttribute(Names.matrixKernel) : nil
         let series = try file.hasAttribute(Names.seriesDirectory) ? try file.stringAttribute(Names.seriesDirectory) : nil
         let metadata = ScoreFileMetadata(
             modelType: try file.stringAttribute(Names.modelType),
-            numLayers: Int(layers),
+            numLayers: Int(layers), hiddenSize: hiddenSize,
             metric: try file.stringAttribute(Names.metric),
             calibrationSHA256: try file.stringAttribute(Names.calibrationSHA256),
             calibrationTokens: try file.scalarAttribute(Names.calibrationTokens, as: Int64.self),

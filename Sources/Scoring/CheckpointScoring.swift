@@ -31,6 +31,8 @@ public struct CalibrationSource: Sendable {
 public struct ScoredCheckpoint: Sendable {
     public var modelType: String
     public var layerCount: Int
+    /// `hidden_size`: the residual stream's width.
+    public var hiddenSize: Int
     public var scores: ModuleScores
     public var calibration: CalibrationSet
 }
@@ -48,7 +50,8 @@ public enum CheckpointScoring {
         let scores = try ImportanceScorer(model: model)
             .score(calibration.sequences, calibrationPath: source.url.path, progress: progress)
         return ScoredCheckpoint(
-            modelType: model.modelType, layerCount: model.layerCount, scores: scores, calibration: calibration)
+            modelType: model.modelType, layerCount: model.layerCount, hiddenSize: model.hiddenSize, scores: scores,
+            calibration: calibration)
     }
 
     /// What a text file is tokenised for; the raw value is how an error

@@ -1,4 +1,5 @@
 import Analysis
+import CheckpointIO
 import Foundation
 import Pipeline
 import ScoreStore
@@ -296,6 +297,49 @@ import Glibc
         let allowed = try trace(stored.directory, storedOutput, ["--drop-k", "5"])
         #expect(allowed.status == 1, "the 4-layer checkpoint fails")
         #expect(try ScoreFile.read(from: store).rows.map(\.name) == ["checkpoint-2", "checkpoint-3"], "\(allowed.stderr)")
+    }
+
+    /// A checkpoint of another width with the same `model_type` and layer
+    /// count (a new run saving into the same directory) fails on its own, as
+    /// one of another layer count does: it was stored beside the others and
+    /// became the final checkpoint every comparison is made against. The
+    /// store records `hidden_size`; a store from before takes the first width
+    /// scored into it.
+    @Test func checkpointOfAnotherWidthIsNotStoredBesideTheOthers() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        _ = try series.add(step: 1)
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output).status == 0)
+        let store = output.appendingPathComponent("scores.h5")
+        #expect(try ScoreFile.read(from: store).metadata.hiddenSize == 48)
+
+        // llama-f32 widened from 48 to 96 with zeros: a valid model of width 96, 5 layers, head_dim kept.
+        let wide = try series.add(step: 2)
+        let weights = wide.appendingPathComponent("model.safetensors")
+        let entries = try SafetensorsFile(path: weights.path).tensors.values.map { slice in
+            let rowsWiden = ["o_proj", "down_proj", "norm"].contains { slice.name.contains($0) }
+            var shape = slice.shape
+            if rowsWiden { shape[0] = 96 } else { shape[shape.count - 1] = 96 }
+            return SafetensorsWriter.Entry(name: slice.name, shape: shape) {
+                let values = try slice.floats()
+                if rowsWiden { return values + [Float](repeating: 0, count: values.count) }
+                return stride(from: 0, to: values.count, by: 48).flatMap { Array(values[$0..<$0 + 48]) + [Float](repeating: 0, count: 48) }
+            }
+        }
+        try SafetensorsWriter.write(entries, to: weights)
+        let config = wide.appendingPathComponent("config.json")
+        try String(contentsOf: config, encoding: .utf8).replacingOccurrences(of: "\"hidden_size\": 48", with: "\"hidden_size\": 96")
+            .write(to: config, atomically: true, encoding: .utf8)
+        let run = try trace(series.directory, output)
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("\(wide.path): is llama with 5 layers (hidden_size 96), but the store holds llama with 5 layers (hidden_size 48)"),
+                "\(run.stderr)")
+        #expect(try ScoreFile.read(from: store).rows.map(\.name) == ["checkpoint-1"])
+        // The widened model itself scores (it is refused as another model, not as a broken one).
+        let alone = try DroptraceCommand.run([
+            "score", wide.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("wide.h5").path])
+        #expect(alone.status == 0, "\(alone.stderr)")
     }
 
     /// `report --title` and `compare --title` took a tab or line break into
