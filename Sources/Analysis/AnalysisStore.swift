@@ -91,6 +91,12 @@ extension SeriesAnalysis {
         let verdict = Verdict(
             outcome: outcome, k: Int(try root.scalarAttribute(Names.verdictK, as: Int64.self)),
             criteria: criteria, reason: try root.stringAttribute(Names.verdictReason))
+        // A report never states a verdict its own criteria table contradicts.
+        let ruled = Verdict.decide(criteria, checkpoints: count).0
+        guard criteria.count == 3, outcome == ruled else {
+            throw DroptraceError("/\(AnalysisLayout.group) attribute \(Names.verdict) is '\(outcomeName)', but its criteria "
+                                    + "(\(Names.verdictCriteria)) give '\(ruled.rawValue)'", path: path)
+        }
 
         let rankingsShape = try file.dataset(AnalysisLayout.moduleGroup(.attention) + "/" + AnalysisLayout.rankings)
             .shape

@@ -188,6 +188,16 @@ public struct Verdict: Sendable, Equatable {
             detail: "settles at \(location)", interval: intervals?[CriterionID.earlyStabilisation])
 
         let criteria = [criterion1, criterion2, criterion3]
+        let (outcome, reason) = decide(criteria, checkpoints: count, confidence: confidence)
+        return Verdict(outcome: outcome, k: k, criteria: criteria, reason: reason)
+    }
+
+    /// The rule's outcome for `criteria` measured over `count` checkpoints,
+    /// and the sentence that says why (intervals at `confidence`). A stored
+    /// verdict is checked against it.
+    public static func decide(
+        _ criteria: [VerdictCriterion], checkpoints count: Int, confidence: Double = BootstrapSettings.defaultConfidence
+    ) -> (Outcome, String) {
         let outcome: Outcome
         let reason: String
         let failed = criteria.filter { $0.status == .fail }.map(\.id)
@@ -218,7 +228,7 @@ public struct Verdict: Sendable, Equatable {
                 ? "All three criteria pass, with their whole \(percent) bootstrap intervals on the passing side."
                 : "All three criteria pass."
         }
-        return Verdict(outcome: outcome, k: k, criteria: criteria, reason: reason)
+        return (outcome, reason)
     }
 
     /// The drop-k the verdict uses: the larger default, round(L/2).

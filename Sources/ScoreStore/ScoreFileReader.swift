@@ -60,7 +60,35 @@ enum ScoreFileReader {
                 },
                 fingerprint: fingerprints[index], sums: sums[index], angularDistance: angularDistances[index])
         }
+        if let problem = rows.lazy.compactMap(disagreement).first { throw DroptraceError(problem, path: path) }
         return ScoreFile(metadata: metadata, rows: rows)
+    }
+
+    /// Where a row's scores are not the means its per-sequence sums give
+    /// (importance = 1 − Σ cos / Σ tokens, block gap = Σ cos / Σ tokens, as
+    /// droptrace derives both), beyond float32 rounding: a store changed by
+    /// hand, whose intervals and report would contradict its scores.
+    private static func disagreement(_ row: CheckpointRow) -> String? {
+        guard let sums = row.sums else { return nil }
+        func differs(_ stored: Float, _ derived: Double) -> Bool {
+            if stored.isNaN || derived.isNaN { return stored.isNaN != derived.isNaN }
+            return abs(Double(stored) - derived) > 1e-5 * max(1, abs(derived))
+        }
+        let modules = [
+            (ScoreFileLayout.attentionScores, sums.attention, row.attention), (ScoreFileLayout.mlpScores, sums.mlp, row.mlp),
+            (ScoreFileLayout.blockScores, sums.block, row.block),
+        ]
+        let checked = modules.map { path, module, stored in (path, stored, sums.meanCosine(module).map { 1 - $0 }) }
+            + zip(row.blockGap, sums.blockGapMeanCosine).enumerated().map { start, pair in
+                ("\(ScoreFileLayout.blockGap)[\(start)]", pair.0, pair.1)
+            }
+        for (path, stored, derived) in checked {
+            if let layer = stored.indices.first(where: { differs(stored[$0], derived[$0]) }) {
+                return "/\(path) of checkpoint '\(SystemError.oneLine(row.name))', layer \(layer), is \(stored[layer]), "
+                    + "but its per-sequence sums (/per_sequence) give \(derived[layer])"
+            }
+        }
+        return nil
     }
 
     /// Each row's `ScoreFileLayout.PerSequence` sums; all nil when the file

@@ -86,6 +86,49 @@ import Testing
         #expect(try Data(contentsOf: store) == broken)
     }
 
+    /// `reseal` accepts a changed store only as a store droptrace could have
+    /// written: a verdict its own criteria contradict, or scores that are not
+    /// the means their per-sequence sums give, are refused naming what
+    /// disagrees (the report stated "inherent" above a table of failing
+    /// criteria; a trace then put intervals around the sums, far from the
+    /// scores). The store stays as it was.
+    @Test func resealRefusesAStoreThatContradictsItself() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        _ = try series.add(step: 1)
+        _ = try series.add(step: 2)
+        let output = scratch.path("out")
+        try #require(try DroptraceCommand.run([
+            "trace", series.directory.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
+        ]).status == 0)
+        let store = output.appendingPathComponent("scores.h5")
+        func resealed(after change: (HDF5File) throws -> Void) throws -> DroptraceCommand.Result {
+            let original = try Data(contentsOf: store)
+            defer { try? original.write(to: store) }
+            let file = try HDF5File.open(at: store, writable: true)
+            try change(file)
+            try file.close()
+            let changed = try Data(contentsOf: store)
+            let result = try DroptraceCommand.run(["reseal", output.path])
+            #expect(try Data(contentsOf: store) == changed, "a refused reseal leaves the store as it was")
+            return result
+        }
+        let verdict = try resealed { try $0.group("analysis").setAttribute("verdict", "inherent") }
+        #expect(verdict.status == 1)
+        #expect(verdict.stderr.contains("/analysis attribute verdict is 'inherent', but its criteria (verdict_criteria) give 'inconclusive'"),
+                "\(verdict.stderr)")
+        let scores = try resealed { file in
+            var values = try file.dataset("scores/attention").read(as: Float.self)
+            values[6] += 0.25
+            try file.remove("scores/attention")
+            try file.createDataset("scores/attention", values: values, shape: [2, 5])
+        }
+        #expect(scores.status == 1)
+        #expect(scores.stderr.contains("/scores/attention of checkpoint 'checkpoint-2', layer 1, is "), "\(scores.stderr)")
+        #expect(scores.stderr.contains("but its per-sequence sums (/per_sequence) give"), "\(scores.stderr)")
+        #expect(try DroptraceCommand.run(["reseal", output.path]).status == 0, "the store as droptrace wrote it reseals")
+    }
+
     /// `reseal` on a store named by its path takes the output directory's
     /// lock, follows a link to the store, keeps its permissions, and leaves
     /// nothing in a directory without a store.
