@@ -83,7 +83,7 @@ struct ComparisonMarkdown {
         switch comparison.alignment {
         case .tokens: how = "by tokens seen (every checkpoint of every run records them)"
         case .step: how = "by training step (not every checkpoint records its tokens seen)"
-        case .name: how = "by checkpoint name (steps are not known for every checkpoint)"
+        case .name: how = "by checkpoint name (not every checkpoint has a known step, or the steps of a run do not increase)"
         }
         let total = comparison.positions.count
         let everywhere = comparison.positions.filter { $0.present == runs.count }.count

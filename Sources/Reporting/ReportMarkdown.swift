@@ -412,8 +412,13 @@ struct ReportMarkdown {
         return "\(place) (\(share) into the run)"
     }
 
+    /// A checkpoint by its step when steps place checkpoints (known and
+    /// increasing), else by its index and name (two branches of a run may
+    /// share a step).
     private func stepOrIndex(_ settled: Stabilisation) -> String {
-        settled.step >= 0 ? "step \(settled.step)" : "checkpoint \(settled.index)"
+        let steps = rows.map(\.step)
+        return steps == [settled.step] && settled.step >= 0 || Verdict.stepsAreUsable(steps) ? "step \(settled.step)"
+            : "checkpoint \(settled.index) (\(Markdown.escape(rows[settled.index].name)))"
     }
 
     private func meanMove(_ module: ModuleKind) -> String {

@@ -175,6 +175,21 @@ extension ReportTests {
             #expect(Set(["0", "10", "100", "1k", "10k", "100k"]).isSubset(of: Set(mean.texts)))
         }
 
+        /// Two branches of a run that share steps (OLMo 2's stage-2
+        /// ingredients): the axis says the steps do not increase, and the
+        /// prose names where a drop set settles by checkpoint, not by a step
+        /// two checkpoints have.
+        @Test func stepsThatRepeatPlaceCheckpointsByIndexAndName() throws {
+            var rows = AnalysisFixtures.knownRows
+            for (index, step) in [Int64(100), 200, 300, 200].enumerated() { (rows[index].step, rows[index].tokens) = (step, -1) }
+            let report = try WrittenReport(rows: rows)
+            let mean = SVGProbe.parse(try Data(contentsOf: report.directory.appendingPathComponent(
+                "figures/mean_importance.svg")))
+            #expect(mean.texts.contains("Checkpoint index (steps not increasing)"))
+            #expect(report.markdown.contains("stopped changing at checkpoint "), "\(report.markdown.prefix(1500))")
+            #expect(!report.markdown.contains("stopped changing at step"))
+        }
+
         @Test func largeRunsStayLegible() throws {
             // 300 checkpoints × 100 layers with noisy scores.
             var generator = SystemRandomNumberGenerator()

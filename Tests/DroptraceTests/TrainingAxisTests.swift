@@ -65,6 +65,16 @@ import ScoreStore
         #expect(TrainingProgress(steps: [-1, -1], tokens: [-1, -1]).columnTitle == "Checkpoint (index; steps unknown)")
     }
 
+    /// Steps all known but not increasing (OLMo 2's stage-2 ingredients,
+    /// each restarting from the stage-1 step) place checkpoints by index, and
+    /// the axis says why: it said the steps were unknown.
+    @Test func stepsThatDoNotIncreaseAreNamedSo() {
+        let axis = StepAxis.choose(steps: [100, 200, 300, 400, 300, 400])
+        #expect(axis == .index(count: 6, stepsKnown: true))
+        #expect(axis.title(.steps) == "Checkpoint index (steps not increasing)")
+        #expect(StepAxis.choose(steps: [100, -1]).title(.steps) == "Checkpoint index (steps unknown)")
+    }
+
     @Test func twoDecadesOrLessStayLinear() {
         #expect(StepAxis.choose(steps: [0, 1000, 50_000, 100_000]) == .linear(lo: 0, hi: 100_000))
         #expect(StepAxis.choose(steps: [10, 1000, 1001]) == .log(lo: 10, hi: 1001, hasZero: false))

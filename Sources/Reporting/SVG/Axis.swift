@@ -73,13 +73,15 @@ struct LinearScale {
 }
 
 /// The x axis of the charts over training: steps on a linear or log scale,
-/// or checkpoint indices when steps are unknown.
+/// or checkpoint indices when steps are unknown or not increasing.
 enum StepAxis: Equatable {
     case linear(lo: Double, hi: Double)
     /// Log scale over the positive steps; step 0, which a log scale cannot
     /// show, sits at the left edge behind a short gap with its own "0" tick.
     case log(lo: Double, hi: Double, hasZero: Bool)
-    case index(count: Int)
+    /// `stepsKnown`: every step is known, but they do not increase (several
+    /// branches of one run, such as OLMo 2's stage-2 ingredients).
+    case index(count: Int, stepsKnown: Bool)
 
     /// Log when the positive steps span more than two decades (then a linear
     /// axis squeezes the early checkpoints, where redundancy emerges, into a
@@ -88,7 +90,7 @@ enum StepAxis: Equatable {
     static func choose(steps: [Int64]) -> StepAxis {
         let known = !steps.isEmpty && steps.allSatisfy { $0 >= 0 }
             && zip(steps, steps.dropFirst()).allSatisfy { $0 < $1 }
-        guard known else { return .index(count: steps.count) }
+        guard known else { return .index(count: steps.count, stepsKnown: !steps.isEmpty && steps.allSatisfy { $0 >= 0 }) }
         let positive = steps.filter { $0 > 0 }.map(Double.init)
         if let lo = positive.first, let hi = positive.last, positive.count >= 2, hi / lo > 100 {
             return .log(lo: lo, hi: hi, hasZero: steps.contains(0))
@@ -107,7 +109,7 @@ enum StepAxis: Equatable {
         switch self {
         case .linear: return name
         case .log: return "\(name) (log scale)"
-        case .index: return "Checkpoint index (steps unknown)"
+        case .index(_, let stepsKnown): return "Checkpoint index (steps \(stepsKnown ? "not increasing" : "unknown"))"
         }
     }
 
@@ -130,7 +132,7 @@ enum StepAxis: Equatable {
             if step <= 0 { return a }
             let start = hasZero ? a + (b - a) * Self.zeroGap : a
             return LinearScale(domain: (log10(lo), log10(hi)), range: (start, b)).position(log10(Double(step)))
-        case .index(let count):
+        case .index(let count, _):
             return LinearScale(domain: (0, Double(max(1, count - 1))), range: (a, b)).position(Double(index))
         }
     }
@@ -169,7 +171,7 @@ enum StepAxis: Equatable {
                 }
             }
             return ticks
-        case .index(let count):
+        case .index(let count, _):
             let last = Double(max(1, count - 1))
             var target = max(2, Int(width / 60))
             target = min(target, max(1, count - 1))
