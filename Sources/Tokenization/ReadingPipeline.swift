@@ -68,10 +68,15 @@ extension JSONFields {
         case "Digits":
             return PatternPreTokenizer.digits(individually: try requiredBool("individual_digits"))
         case "Whitespace":
-            // The library's `\w+|[^\w\s]+` in Oniguruma, the matches kept: words, and runs of other
-            // non-space characters. Its matches end within a run of one kind (`boundedMatches`).
+            // The library's `\w+|[^\w\s]+`, the matches kept: words, and runs of other non-space
+            // characters. Its matches end within a run of one kind (`boundedMatches`). It runs in Rust's
+            // `regex` crate, not Oniguruma: its \w (UTS #18: Alphabetic, marks, Nd, Pc, Join_Control)
+            // holds ZWNJ and ZWJ and not the Latin-1 No characters ² ³ ¹ ¼ ½ ¾ that Oniguruma's
+            // Latin-1 table counts as word characters; every other character is classed alike.
+            let word = #"[\w\x{200C}\x{200D}&&[^\x{B2}\x{B3}\x{B9}\x{BC}-\x{BE}]]"#
+            let other = #"[[^\w\s\x{200C}\x{200D}]\x{B2}\x{B3}\x{B9}\x{BC}-\x{BE}]"#
             return PatternPreTokenizer(
-                pattern: try ICURegexSplitPattern(pattern: #"\w+|[^\w\s]+"#, source: file, boundedMatches: true),
+                pattern: try ICURegexSplitPattern(pattern: "\(word)+|\(other)+", source: file, boundedMatches: true),
                 behavior: .removed, invert: true)
         case "WhitespaceSplit":
             return PatternPreTokenizer.whitespaceSplit

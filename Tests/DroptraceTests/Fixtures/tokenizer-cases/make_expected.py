@@ -37,6 +37,11 @@ SPLITTING_TEXTS = ["ab a_b a'b a,b 1.1 a-b", "a\u00a0b a\u3000b a\u0085b a\u200b
 for name in ["pretokenizer-whitespace.json", "pretokenizer-whitespace-split.json", "pretokenizer-punctuation.json",
              "pretokenizer-bert.json", "pretokenizer-char-delimiter.json"]:
     TEXTS[name] = SPLITTING_TEXTS
+# Whitespace's word class is Rust regex's \w, not Oniguruma's: ZWNJ/ZWJ are word characters, the
+# Latin-1 ² ³ ¹ ¼ ½ ¾ are not (⁴, VS16 and digits classed alike in both).
+TEXTS["pretokenizer-whitespace-word-class.json"] = [
+    "a\u00b2a a\u00bdb \u00b9\u00bc\u00be\u00b3 a\u2074_1", "a\u200db a\u200cb \u200c\u200d", "!\u200d! a\ufe0f\u200d!",
+    "1\u00bd! \u00b2\u200d\u00b3 _\u00be_", ""]
 # The quicktour's BPE (Whitespace pre-tokenizer), trained on the README's start.
 TEXTS["pretokenizer-whitespace-trained.json"] = [
     "droptrace measures how redundant each module of a transformer is, across a whole training run.",
