@@ -89,8 +89,7 @@ public final class Tokenizer: Sendable {
             addedTokens.filter { !$0.normalized }.map { ($0.content, $0) })
         // Tokens marked `normalized` are searched for in normalised text, so
         // their content is normalised the same way first.
-        normalizedTextAddedTokens = AddedTokenMatcher(
-            try addedTokens.filter { $0.normalized }.map { token in
+        let normalizedPatterns = try addedTokens.filter { $0.normalized }.map { token in
                 let content = try normalizer?.normalize(token.content) ?? token.content
                 // The library then matches empty text everywhere, cutting every character apart (or panics).
                 guard !content.isEmpty else {
@@ -99,8 +98,21 @@ public final class Tokenizer: Sendable {
                             + "which leaves nothing of its content "
                             + "(the tokenizers library then cuts the text at every character, or fails)", path: source)
                 }
-                return (content, token)
-            })
+                return (pattern: content, token: token)
+            }
+        // Two tokens whose texts differ but normalise alike ("é" and "e" + U+0301 under NFC): the
+        // library keeps them in a hash map and matches either, at random from one process to the next.
+        var firstByPattern: [[UInt8]: AddedToken] = [:]
+        for (pattern, token) in normalizedPatterns {
+            if let first = firstByPattern[Array(pattern.utf8)], first.id != token.id {
+                throw DroptraceError(
+                    "added tokens \(String(reflecting: first.content)) (id \(first.id)) and \(String(reflecting: token.content)) "
+                        + "(id \(token.id)) are both matched after normalization and normalize to the same text; the "
+                        + "tokenizers library then gives either id, at random from run to run", path: source)
+            }
+            firstByPattern[Array(pattern.utf8)] = firstByPattern[Array(pattern.utf8)] ?? token
+        }
+        normalizedTextAddedTokens = AddedTokenMatcher(normalizedPatterns)
         addedTokenContents = Dictionary(addedTokens.map { ($0.id, $0.content) }, uniquingKeysWith: { first, _ in first })
         addedTokenReachesBack = addedTokens.contains { $0.leftStrip }
         self.decodesByteLevel = decodesByteLevel

@@ -255,6 +255,26 @@ struct TokenizerErrorTests {
         #expect(error?.message.contains("\"ab\" is not in the vocabulary") == true)
     }
 
+    /// Two added tokens matched after normalization whose texts differ but
+    /// normalize alike: the library (0.23.3) gives either id, at random from
+    /// one process to the next (it keeps them in a hash map); droptrace gave
+    /// the later one. Refused naming both; the same text twice is the
+    /// library's first id, and stays accepted.
+    @Test func addedTokensThatNormalizeAlikeAreRefused() throws {
+        let scratch = try TokenizerScratch()
+        func added(_ content: String, _ id: Int) -> [String: Any] {
+            ["id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": true, "special": false]
+        }
+        var json = minimalTokenizer()
+        json["normalizer"] = ["type": "NFC"]
+        json["added_tokens"] = [added("\u{E9}", 3), added("e\u{301}", 4)]
+        let error = loadError(try scratch.write(json: json, to: "tokenizer.json"))
+        #expect(error?.message.contains("added tokens \"\u{E9}\" (id 3) and \"e\u{301}\" (id 4) are both matched after normalization and normalize to the same text") == true,
+                "\(String(describing: error))")
+        json["added_tokens"] = [added("\u{E9}", 3), added("\u{E9}", 4)]
+        #expect(try Tokenizer(contentsOf: scratch.write(json: json, to: "same.json")).encode("a\u{E9}").contains(3))
+    }
+
     @Test func malformedLegacyMerge() throws {
         let scratch = try TokenizerScratch()
         var json = minimalTokenizer()
