@@ -14,6 +14,10 @@ struct BPEModel: Sendable {
     /// UTF-8 length of the longest token's text.
     let longestTokenBytes: Int
     let merges: MergeTable
+    /// Whether a merge joins a line end ("\n", or the byte-fallback token
+    /// `<0x0A>`) with other text, so that a word's merges may chain across
+    /// its lines.
+    let mergesAcrossLineEnds: Bool
 
     /// `placeholderForMissingUnknown` when `unk_token` names a token the
     /// vocabulary lacks: the library loads such a file and fails only on
@@ -68,7 +72,9 @@ struct BPEModel: Sendable {
 
         let prefix = continuingSubwordPrefix.map { Array($0.utf8) }
         var table = MergeTable(capacity: mergeList.count)
+        var mergesAcrossLineEnds = false
         for (rank, (left, right)) in mergeList.enumerated() {
+            mergesAcrossLineEnds = mergesAcrossLineEnds || [left, right].contains { $0.utf8.contains(0x0A) || $0 == "<0x0A>" }
             let leftBytes = Array(left.utf8)
             let rightBytes = Array(right.utf8)
             guard let leftId = tokenIds[TokenBytes(leftBytes)] else { throw .mergeTokenMissing(rank, left) }
@@ -90,6 +96,7 @@ struct BPEModel: Sendable {
             table.insert(left: leftId, right: rightId, rank: UInt32(rank), merged: mergedId)
         }
         self.merges = table
+        self.mergesAcrossLineEnds = mergesAcrossLineEnds
 
         unknownTokenId = unknownToken.map { tokenIds[TokenBytes($0)] ?? Self.placeholderForMissingUnknown }
         missingUnknownToken = unknownToken.flatMap { tokenIds[TokenBytes($0)] == nil ? $0 : nil }

@@ -194,11 +194,26 @@ public final class Tokenizer: Sendable {
     /// false when a regex of the normalizer or pre-tokenizer may reach
     /// arbitrarily far ahead, an added token back (`lstrip` over a
     /// whitespace run the cut falls in), or a token is longer than
-    /// `longestTokenForPrefixes` bytes, so only the whole text gives them.
+    /// `longestTokenForPrefixes` bytes, or a merge may join a line end with
+    /// other text, so only the whole text gives them.
     public var encodesPrefixesAlike: Bool {
         !addedTokenReachesBack && !(normalizer?.looksArbitrarilyFarAhead ?? false)
             && !(preTokenizer?.looksArbitrarilyFarAhead ?? false)
             && model.longestTokenBytes <= Self.longestTokenForPrefixes
+            && lineEndsStopMerges
+    }
+
+    /// Whether merges never cross a line end of the text: then a prefix cut
+    /// at a line end gives the whole text's ids up to its last words even
+    /// where the whole text is one word (no pre-tokenizer, or Metaspace
+    /// without splitting, as Llama-2 and Mistral files have: their "\n"
+    /// falls back to the byte `<0x0A>`, which no merge takes). A merge that
+    /// joins a line end with its neighbours lets merges chain back from
+    /// the text's end to its start, however far.
+    private var lineEndsStopMerges: Bool {
+        guard !model.mergesAcrossLineEnds else { return false }
+        // The model sees line ends as the normalizer leaves them.
+        return normalizer.map { (try? $0.normalize("a\na"))?.hasSuffix("a\na") == true } ?? true
     }
 
     /// Merges reach as far back as the tokens they build: without a

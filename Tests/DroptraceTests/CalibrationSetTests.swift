@@ -292,6 +292,45 @@ struct CalibrationSetTests {
         #expect(error?.message.contains("more than 100000 bytes read before the windows were settled") == true)
     }
 
+    /// Without a pre-tokenizer the whole text is one word; when merges join
+    /// line ends with their neighbours, they can chain back from the text's
+    /// end to its start: here every neighbouring pair merges, the rightmost
+    /// first, so the first token depends on the parity of the whole text's
+    /// length and a prefix twice as long agrees with a shorter one while both
+    /// are wrong. Such a vocabulary's text is encoded whole (the first ids
+    /// came from a prefix); Llama-2-style files, whose "\n" merges with
+    /// nothing, are still read from prefixes.
+    @Test func mergesAcrossLineEndsEncodeTheWholeText() throws {
+        let scratch = try TokenizerScratch()
+        var characters: [String] = []
+        for line in 0..<34 {
+            characters += (0..<999).map { String(UnicodeScalar(0x20000 + line * 999 + $0)!) } + ["\n"]
+        }
+        characters.append(String(UnicodeScalar(0x20000 + 34 * 999)!))
+        var vocab: [String: Int] = [:]
+        for character in characters where vocab[character] == nil { vocab[character] = vocab.count }
+        var merges: [[String]] = []
+        for index in stride(from: characters.count - 2, through: 0, by: -1) {
+            let pair = [characters[index], characters[index + 1]]
+            if vocab[pair.joined()] == nil { vocab[pair.joined()] = vocab.count }
+            merges.append(pair)
+        }
+        let json: [String: Any] = ["model": ["type": "BPE", "vocab": vocab, "merges": merges] as [String: Any]]
+        let tokenizer = try Tokenizer(contentsOf: try scratch.write(json: json, to: "tokenizer.json"))
+        #expect(!tokenizer.encodesPrefixesAlike)
+        let text = characters.joined()
+        let whole = try tokenizer.encode(text)
+        let set = try CalibrationSet.load(from: try scratch.write(text, to: "chain.txt"), tokenizer: tokenizer, seqLen: 1, samples: 3)
+        #expect(set.sequences.flatMap { $0 } == Array(whole.prefix(3)))
+        #expect(try tokenizer.encode(String(text.prefix(characters.count - 1))).first != whole.first, "a prefix must encode otherwise")
+
+        // Without the merges that take "\n", prefixes are read again.
+        let apart = merges.filter { !$0.contains("\n") }
+        let barred = try Tokenizer(contentsOf: try scratch.write(
+            json: ["model": ["type": "BPE", "vocab": vocab, "merges": apart] as [String: Any]], to: "barred.json"))
+        #expect(barred.encodesPrefixesAlike)
+    }
+
     /// An added token with `lstrip` swallows the whitespace before it, a run
     /// of any length: a cut inside the run encodes it as whitespace tokens,
     /// every longer prefix alike. Such a tokenizer's text is encoded whole.
