@@ -4,8 +4,9 @@ import Foundation
 import TensorEngine
 
 /// Rotary embedding settings as config.json spells them in transformers 4.x
-/// (top-level `rope_theta` / `rotary_emb_base`, `rope_scaling`, `rotary_pct`,
-/// `partial_rotary_factor`) and 5.x (everything inside `rope_parameters`).
+/// (top-level `rope_theta`, `partial_rotary_factor` — GPT-NeoX's
+/// `rotary_emb_base`, `rotary_pct` — and `rope_scaling`) and 5.x
+/// (everything inside `rope_parameters`).
 ///
 /// Decoding refuses values that would divide by zero or give NaN angles: a
 /// base, factor or frequency factor that is not finite and above 0, a
@@ -44,7 +45,27 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         init?(intValue: Int) { nil }
     }
 
+    /// The top-level 4.x keys a family's config class reads for the base and
+    /// the rotary fraction (transformers' `convert_rope_params_to_dict`); it
+    /// ignores the other spelling.
+    public struct TopLevelKeys: Sendable, Equatable {
+        let theta: String
+        let partialRotaryFactor: String
+        /// Every family's but GPT-NeoX's.
+        public static let standard = TopLevelKeys(theta: "rope_theta", partialRotaryFactor: "partial_rotary_factor")
+        /// GPTNeoXConfig's own spelling (its fraction defaults to 0.25).
+        public static let gptNeoX = TopLevelKeys(theta: "rotary_emb_base", partialRotaryFactor: "rotary_pct")
+        /// The spelling the family does not read.
+        var other: TopLevelKeys { self == .standard ? .gptNeoX : .standard }
+    }
+
     public init(from decoder: Decoder) throws {
+        try self.init(from: decoder, topLevelKeys: .standard)
+    }
+
+    /// As `init(from:)`, reading the base and rotary fraction at the top
+    /// level under `topLevelKeys`.
+    public init(from decoder: Decoder, topLevelKeys: TopLevelKeys) throws {
         let top = try decoder.container(keyedBy: Key.self)
         // 5.x: rope_parameters; 4.x: rope_scaling (may be null).
         let given = try ["rope_parameters", "rope_scaling"].compactMap { name -> KeyedDecodingContainer<Key>? in
@@ -57,13 +78,15 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             throw DecodingError.dataCorrupted(DecodingError.Context(
                 codingPath: [Key("rope_scaling")], debugDescription: "given besides rope_parameters; keep one of them"))
         }
-        try self.init(top: top, nested: given.first)
+        try self.init(top: top, nested: given.first, topLevelKeys: topLevelKeys)
     }
 
     /// The settings of `nested` (a `rope_parameters` / `rope_scaling`
     /// object), with the 4.x top-level keys of `top` where `nested` lacks
     /// them (nil: none).
-    init(top: KeyedDecodingContainer<Key>?, nested: KeyedDecodingContainer<Key>?) throws {
+    init(
+        top: KeyedDecodingContainer<Key>?, nested: KeyedDecodingContainer<Key>?, topLevelKeys: TopLevelKeys = .standard
+    ) throws {
         // The key each value came from, for the error that refuses it.
         var keys: [String: String] = [:]
         // A null base, type or rotary fraction in the rope parameters is
@@ -78,8 +101,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         }
         // So does a null 4.x top-level key the rope parameters do not override.
         if let top {
-            let legacy = ["rope_theta": "rope_theta", "rotary_emb_base": "rope_theta", "rotary_pct": "partial_rotary_factor",
-                          "partial_rotary_factor": "partial_rotary_factor"]
+            let legacy = [topLevelKeys.theta: "rope_theta", topLevelKeys.partialRotaryFactor: "partial_rotary_factor"]
             for (name, nestedName) in legacy.sorted(by: { $0.key < $1.key }) where top.contains(Key(name)) {
                 guard try top.decodeNil(forKey: Key(name)), !(nested?.contains(Key(nestedName)) ?? false) else { continue }
                 throw DecodingError.dataCorrupted(DecodingError.Context(
@@ -87,11 +109,12 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
                     debugDescription: "is null, which transformers' rotary embedding cannot run"))
             }
         }
-        func number(_ names: [String], in container: KeyedDecodingContainer<Key>?) throws -> Double? {
+        // `setting`: the rope parameter a value is, when its key is spelled otherwise.
+        func number(_ names: [String], in container: KeyedDecodingContainer<Key>?, as setting: String? = nil) throws -> Double? {
             guard let container else { return nil }
             for name in names where container.contains(Key(name)) {
                 if let value = try container.decodeIfPresent(Double.self, forKey: Key(name)) {
-                    keys[names[0]] = name
+                    keys[setting ?? names[0]] = name
                     return value
                 }
             }
@@ -107,11 +130,11 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             throw DecodingError.keyNotFound(
                 Key("factor"), .init(codingPath: nested.codingPath, debugDescription: "rope type \"yarn\" needs it"))
         }
-        let configuredTheta = try number(["rope_theta"], in: nested) ?? number(["rope_theta", "rotary_emb_base"], in: top)
+        let configuredTheta = try number(["rope_theta"], in: nested) ?? number([topLevelKeys.theta], in: top, as: "rope_theta")
         theta = configuredTheta ?? 10_000
         thetaIsExplicit = configuredTheta != nil
         partialRotaryFactor = try number(["partial_rotary_factor"], in: nested)
-            ?? number(["partial_rotary_factor", "rotary_pct"], in: top)
+            ?? number([topLevelKeys.partialRotaryFactor], in: top, as: "partial_rotary_factor")
         factor = try number(["factor"], in: nested)
         lowFrequencyFactor = try number(["low_freq_factor"], in: nested)
         highFrequencyFactor = try number(["high_freq_factor"], in: nested)
@@ -127,7 +150,13 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             betaSlow: number(["beta_slow"], in: nested), mscale: number(["mscale"], in: nested),
             mscaleAllDim: number(["mscale_all_dim"], in: nested),
             truncate: nested?.decodeIfPresent(Bool.self, forKey: Key("truncate")) ?? true)
+        // The other family's spelling is ignored, as transformers ignores it, but only a value that would
+        // be a valid setting: a fraction of 10.6 is a broken config, not a key to pass over.
+        let ignoredTheta = try number([topLevelKeys.other.theta], in: top)
+        let ignoredShare = try number([topLevelKeys.other.partialRotaryFactor], in: top)
         try ConfigRules.decodingChecks {
+            if let ignoredTheta { try ConfigRules.positive(ignoredTheta, topLevelKeys.other.theta) }
+            if let ignoredShare { try ConfigRules.fraction(ignoredShare, topLevelKeys.other.partialRotaryFactor) }
             func key(_ name: String) -> String { keys[name] ?? name }
             try ConfigRules.positive(theta, key("rope_theta"))
             if let partialRotaryFactor { try ConfigRules.fraction(partialRotaryFactor, key("partial_rotary_factor")) }

@@ -18,6 +18,38 @@ import Testing
         (value as! [[Any]]).map { $0.map { ($0 as! NSNumber).floatValue } }
     }
 
+    // MARK: Rotary keys at the top level
+
+    /// Each family's config class reads the 4.x top-level base and rotary
+    /// fraction under its own names (transformers 5.23,
+    /// `convert_rope_params_to_dict`): GPTNeoXConfig `rotary_emb_base` and
+    /// `rotary_pct`, every other `rope_theta` and `partial_rotary_factor`;
+    /// the other spelling is ignored, so the scores stay those of the plain
+    /// config (a value that is no valid setting, a fraction of 10.6, is
+    /// still refused as a broken config). droptrace read both (gpt_neox scored with rope_theta 500 was
+    /// up to 8e-4 off transformers).
+    @Test(arguments: [
+        ("gpt_neox-v4", #"{"rope_theta": 500, "partial_rotary_factor": 0.5}"#, #"{"rotary_pct": 0.5, "rotary_emb_base": 500}"#),
+        ("llama-v4", #"{"rotary_emb_base": 500, "rotary_pct": 0.5}"#, #"{"rope_theta": 500}"#),
+    ])
+    func topLevelRotaryKeysAreReadAsTheFamilyReadsThem(model name: String, ignored: String, read: String) throws {
+        let sequences = FixtureFiles.jsonlSequences()
+        func scores(_ added: String?) throws -> [Double] {
+            let scratch = try ScratchDirectory()
+            let directory = try scratch.copyOfModel(name)
+            if let added {
+                let url = directory.appendingPathComponent("config.json")
+                var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+                for (key, value) in try JSONSerialization.jsonObject(with: Data(added.utf8)) as! [String: Any] { config[key] = value }
+                try JSONSerialization.data(withJSONObject: config).write(to: url)
+            }
+            return try ImportanceScorer(model: try load(directory)).score(sequences, calibrationPath: "calib").attention
+        }
+        let plain = try scores(nil)
+        #expect(try scores(ignored) == plain, "keys this family's config class does not read")
+        #expect(try scores(read) != plain, "the family's own key is read")
+    }
+
     // MARK: Mixtral
 
     /// Router and experts of one layer against transformers' own MoE block,

@@ -85,7 +85,7 @@ struct GPTNeoXModel: RegisteredModel {
             "embed_in.weight", [config.vocabSize, config.hiddenSize], keys: "vocab_size, hidden_size", configPath: configPath)
         try weights.confirmStoredOutputShapes(
             hidden: config.hiddenSize, vocabulary: config.vocabSize, untiedName: "embed_out", finalNorm: "final_layer_norm")
-        rotary = try checkpoint.decodeConfig(RopeSettings.self).embedding(
+        rotary = try checkpoint.decodeConfig(GPTNeoXRopeSettings.self).settings.embedding(
             headDim: config.hiddenSize / config.numAttentionHeads, partialRotary: .honoured(default: 0.25), configPath: configPath)
     }
 
@@ -141,5 +141,16 @@ struct GPTNeoXModel: RegisteredModel {
                 inputNorm: try weights.layerNorm(p + "post_attention_layernorm", size: d, eps: eps),
                 feedForward: try feedForward()),
             residual: config.useParallelResidual ?? true ? .parallel : .sequential)
+    }
+}
+
+/// GPTNeoXConfig reads its base and rotary fraction as `rotary_emb_base`
+/// and `rotary_pct` (default 0.25), and ignores the `rope_theta` and
+/// `partial_rotary_factor` every other family reads at the top level.
+struct GPTNeoXRopeSettings: Decodable {
+    let settings: RopeSettings
+
+    init(from decoder: Decoder) throws {
+        settings = try RopeSettings(from: decoder, topLevelKeys: .gptNeoX)
     }
 }
