@@ -167,6 +167,9 @@ import Testing
         GGUFMutant(file: "llama-f32.gguf", key: "llama.attention.head_count", value: 0),
         GGUFMutant(file: "llama-w64-q.gguf", key: "llama.attention.head_count", value: 256),
         GGUFMutant(file: "llama-f32.gguf", key: "llama.attention.key_length", value: 4_294_967_295),
+        // llama.cpp sizes attn_v by it; it was ignored.
+        GGUFMutant(file: "llama-f32.gguf", key: "llama.attention.value_length", value: 8),
+        GGUFMutant(file: "qwen3-f32.gguf", key: "qwen3.attention.value_length", value: 4_294_967_295),
         GGUFMutant(file: "llama-f32.gguf", key: "llama.embedding_length", value: 0),
         GGUFMutant(file: "llama-f32.gguf", key: "llama.embedding_length", value: 64),
         GGUFMutant(file: "llama-f32.gguf", key: "llama.block_count", value: 6),

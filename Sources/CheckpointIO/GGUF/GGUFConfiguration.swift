@@ -67,6 +67,14 @@ struct GGUFConfiguration {
             }
             try ConfigRules.divides(kvHeads, a + "attention.head_count_kv", heads, a + "attention.head_count")
             headDim = try ConfigRules.count(keyLength ?? hidden / heads, keyLength == nil ? a + "attention.head_count" : widthKey)
+            // llama.cpp sizes attn_v by the value width; these families' value heads are as wide as
+            // their key heads (DeepSeek's latent attention, with its own widths, aside).
+            if architecture.headWidthKey == "attention.key_length",
+               let valueLength = try metadata.optionalUInt32(a + "attention.value_length"), valueLength != headDim {
+                throw InvalidConfigValue(
+                    key: a + "attention.value_length",
+                    problem: "is \(valueLength), but the heads are \(headDim) wide (\(keyLength == nil ? "embedding_length / head_count" : widthKey)) and this architecture's value heads are as wide as its key heads")
+            }
             try ConfigRules.count(feedForward, a + "feed_forward_length")
             try ConfigRules.count(context, a + "context_length")
             try ConfigRules.count(vocabulary, "token_embd.weight")
