@@ -39,13 +39,16 @@ extension Tokenizer {
         let ids = reader.textIds()
         let byteTokenIds = try reader.byteTokenIds(types: types)
 
-        // Only normal pieces are merged or merged into; control, byte and
-        // user-defined tokens are matched whole or stand for bytes.
-        var normalIds: [TokenBytes: Int] = [:]
-        for (id, token) in spec.tokens.enumerated() where types[id] == .normal && ids[TokenBytes(token)] == id {
-            normalIds[TokenBytes(token)] = id
+        // Every piece is merged and merged into, whatever its type, as the
+        // converter's `generate_merges` takes the whole vocabulary (and as
+        // llama.cpp looks pieces up by text): an UNUSED piece such as "▁the"
+        // is still built from its halves. Control and user-defined pieces are
+        // cut out of the text whole before (`addedTokens`).
+        var pieceIds: [TokenBytes: Int] = [:]
+        for (id, token) in spec.tokens.enumerated() where ids[TokenBytes(token)] == id {
+            pieceIds[TokenBytes(token)] = id
         }
-        let order = normalIds.values.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+        let order = pieceIds.values.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
         var merges: [(String, String)] = []
         for id in order {
             let piece = Array(spec.tokens[id].utf8)
@@ -54,8 +57,8 @@ extension Tokenizer {
             while cut < piece.count {
                 // Cut between characters only.
                 if piece[cut] & 0xC0 != 0x80,
-                   let left = normalIds[TokenBytes(Array(piece[..<cut]))],
-                   let right = normalIds[TokenBytes(Array(piece[cut...]))] {
+                   let left = pieceIds[TokenBytes(Array(piece[..<cut]))],
+                   let right = pieceIds[TokenBytes(Array(piece[cut...]))] {
                     splits.append((left, right))
                 }
                 cut += 1

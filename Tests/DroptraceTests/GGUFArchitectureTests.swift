@@ -318,4 +318,21 @@ enum GGUFArchitectureFixtures {
         #expect(try tokenizer.encode("a a") == [6, 6])
         #expect(try tokenizer.encode("A") == [3, tokens.count - 1])
     }
+
+    /// A piece typed UNUSED is still built from its halves: transformers'
+    /// converter derives the merges from every piece of the vocabulary
+    /// (`generate_merges`), so tokenizers 0.23.3 on the converted file gives
+    /// "▁the" for " the" (checked on a trained SentencePiece model whose
+    /// "▁the" was marked UNUSED); droptrace merged only NORMAL pieces.
+    @Test func unusedPiecesAreMergedInto() throws {
+        var tokens = ["<unk>", "<s>", "</s>", "\u{2581}", "t", "h", "e", "\u{2581}t", "he", "\u{2581}the"]
+        var types: [VocabularySpec.TokenType] = [.unknown, .control, .control] + Array(repeating: .normal, count: 6) + [.unused]
+        let bytes = (0..<256).map { "<0x" + ($0 < 16 ? "0" : "") + String($0, radix: 16, uppercase: true) + ">" }
+        tokens += bytes
+        types += Array(repeating: .byte, count: 256)
+        let spec = VocabularySpec(
+            model: .sentencePiece, tokens: tokens, scores: tokens.indices.map { -Float($0) }, tokenTypes: types,
+            bosID: 1, eosID: 2, unknownID: 0, addBOS: false)
+        #expect(try Tokenizer(vocabulary: spec).encode("the") == [9])
+    }
 }
