@@ -18,9 +18,11 @@ public enum DroppedModelExport {
     ]
 
     /// Refuses an export path that is a file, a symbolic link or a non-empty
-    /// directory (checked before any work, and again when writing). A link
-    /// is refused rather than followed: the export is renamed into place,
-    /// which would not go where the link points.
+    /// directory (checked before any work, and again when writing), or a new
+    /// one that cannot be created where it is named. A link is refused rather
+    /// than followed: the export is renamed into place, which would not go
+    /// where the link points. Missing parents are created when the export is
+    /// written, as `save_pretrained` creates them.
     /// - Throws: `DroptraceError` naming `directory`.
     public static func checkDestination(_ directory: URL) throws {
         var status = stat()
@@ -28,13 +30,34 @@ public enum DroppedModelExport {
             throw DroptraceError("export path is a symbolic link; give a new directory's own path", path: directory.path)
         }
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory) else { return }
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory) else {
+            try checkCreatable(directory)
+            return
+        }
         guard isDirectory.boolValue else {
             throw DroptraceError("export path exists and is not a directory; choose a new one", path: directory.path)
         }
         guard (try? FileManager.default.contentsOfDirectory(atPath: directory.path))?.isEmpty == true else {
             throw DroptraceError("export directory exists and is not empty; choose a new one", path: directory.path)
         }
+    }
+
+    /// Whether a directory can be made where `directory` will go: the nearest
+    /// existing ancestor takes a probe directory, removed at once (modes alone
+    /// do not tell: root, read-only and virtual file systems). It was found
+    /// only when the export was written, after every measurement.
+    private static func checkCreatable(_ directory: URL) throws {
+        var ancestor = directory.deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: ancestor.path), ancestor.path != "/" {
+            ancestor = ancestor.deletingLastPathComponent()
+        }
+        let probe = ancestor.appendingPathComponent(".droptrace-probe-\(getpid())").path
+        guard mkdir(probe, 0o700) == 0 else {
+            throw DroptraceError(
+                "cannot create the export under \(ancestor.path): \(SystemError.describe()); choose a writable place",
+                path: directory.path)
+        }
+        rmdir(probe)
     }
 
     /// Refuses an export path that is the source checkpoint directory or lies

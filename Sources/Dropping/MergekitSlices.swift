@@ -50,10 +50,9 @@ public enum MergekitSlices {
     /// change their scale; `--export` rescales them).
     public static func checkSource(_ model: any LanguageModel) throws {
         let checkpoint = model.checkpoint
-        if checkpoint.gguf != nil {
+        if let gguf = checkpoint.gguf {
             throw DroptraceError(
-                "--export-mergekit needs a Hugging Face checkpoint; mergekit cannot read GGUF files",
-                path: checkpoint.directory.path)
+                "--export-mergekit needs a Hugging Face checkpoint; mergekit cannot read GGUF files", path: gguf.path)
         }
         if model.layerNaming.inverseLayerIndexQuery != nil {
             throw DroptraceError(

@@ -220,6 +220,12 @@ import Tokenization
             (["--target", "block", "--count", "2", "--block-metric", "angular_distance"], 64, "--block-metric applies"),
             (["--target", "mlp", "--count", "0"], 64, "at least 1"),
             (["--target", "attention", "--count", "1", "--export", taken.path], 1, "\(taken.path): export directory exists and is not empty"),
+            // Where no directory can be made (a virtual file system, a file for a parent): found only when the
+            // export was written, after every measurement.
+            (["--target", "attention", "--count", "1", "--export", "/proc/droptrace-export"], 1,
+             "/proc/droptrace-export: cannot create the export under /proc: "),
+            (["--target", "attention", "--count", "1", "--export", scratch.path("taken/notes.txt/pruned").path], 1,
+             "cannot create the export under \(scratch.path("taken/notes.txt").path): "),
         ]
         for (arguments, status, phrase) in cases {
             let result = try DroptraceCommand.run(["drop", model, "--calibration", calibration] + arguments)
