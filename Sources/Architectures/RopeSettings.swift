@@ -225,10 +225,12 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// config for scaling types droptrace does not implement, or a partial
     /// rotary factor the family cannot run (`PartialRotary`).
     /// `maxPositions` (max_position_embeddings) gives LongRoPE its factor
-    /// when the config names none.
+    /// when the config names none. `tableWidth`: the width transformers sizes
+    /// the rotary table by when it is not the head's (GPT-NeoX reads the
+    /// config's `head_dim` there, its heads being hidden_size / heads wide).
     public func embedding(
-        headDim: Int, partialRotary: PartialRotary = .ignored, defaultTheta: Double = 10_000, maxPositions: Int? = nil,
-        configPath: String
+        headDim: Int, tableWidth: Int? = nil, partialRotary: PartialRotary = .ignored, defaultTheta: Double = 10_000,
+        maxPositions: Int? = nil, configPath: String
     ) throws -> RotaryEmbedding {
         let share: Double
         switch partialRotary {
@@ -247,10 +249,11 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         // and rotates 2·ceil(w/2) dimensions, which must fit in the head.
         // (The fraction is in (0, 1] and head_dim confirmed by the weights, so
         // neither the product nor the table can blow up.)
-        let rotaryDim = Int(Double(headDim) * share)
+        let rotaryDim = Int(min(Double(tableWidth ?? headDim) * share, Double(Int.max / 2)))
         guard rotaryDim + rotaryDim % 2 <= headDim else {
+            let source = tableWidth.map { "\"head_dim\" \($0) with the rotary fraction \(share)" } ?? "\"partial_rotary_factor\""
             throw DroptraceError(
-                "\"partial_rotary_factor\" gives a rotary width of \(rotaryDim), which rotates \(rotaryDim + 1) dimensions of a head of \(headDim)",
+                "\(source) gives a rotary width of \(rotaryDim), which rotates \(rotaryDim + rotaryDim % 2) dimensions of a head of \(headDim)",
                 path: configPath)
         }
         let base = thetaIsExplicit ? theta : defaultTheta

@@ -8,7 +8,9 @@ import Testing
 /// scripts/fixtures/make_rope_references.py): where `original_max_position_embeddings`
 /// comes from (top level over the rope parameters; max_position_embeddings
 /// when absent; nested parameters never read the top level), YaRN's
-/// `truncate` in nested parameters, and `beta_fast` 0.
+/// `truncate` in nested parameters, `beta_fast` 0, GPT-NeoX sizing its table
+/// by a config `head_dim`, and each family reading its own spelling of the
+/// top-level base and rotary fraction.
 @Suite struct RopeStandardizationTests {
     static let reference: [String: Any] = {
         let url = FixtureFiles.root.appendingPathComponent("rope_reference.json")

@@ -19,6 +19,10 @@ struct GPTNeoXConfiguration: Decodable {
     var useParallelResidual: Bool?
     var attentionBias: Bool?
     var tieWordEmbeddings: Bool?
+    /// Not a setting of GPTNeoXConfig, but its rotary embedding sizes the
+    /// table by it when given (0 or null: hidden_size / heads), while the
+    /// heads stay hidden_size / heads wide.
+    var headDim: Int?
 
     enum CodingKeys: String, CodingKey {
         case hiddenSize = "hidden_size"
@@ -32,6 +36,7 @@ struct GPTNeoXConfiguration: Decodable {
         case useParallelResidual = "use_parallel_residual"
         case attentionBias = "attention_bias"
         case tieWordEmbeddings = "tie_word_embeddings"
+        case headDim = "head_dim"
     }
 
     init(from decoder: Decoder) throws {
@@ -47,7 +52,9 @@ struct GPTNeoXConfiguration: Decodable {
         useParallelResidual = try c.decodeIfPresent(Bool.self, forKey: .useParallelResidual)
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias)
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings)
+        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim).flatMap { $0 == 0 ? nil : $0 }
         try ConfigRules.decodingChecks {
+            if let headDim { try ConfigRules.count(headDim, "head_dim") }
             try ConfigRules.count(hiddenSize, "hidden_size")
             try ConfigRules.count(numHiddenLayers, "num_hidden_layers")
             try ConfigRules.divides(numAttentionHeads, "num_attention_heads", hiddenSize, "hidden_size")
@@ -86,7 +93,8 @@ struct GPTNeoXModel: RegisteredModel {
         try weights.confirmStoredOutputShapes(
             hidden: config.hiddenSize, vocabulary: config.vocabSize, untiedName: "embed_out", finalNorm: "final_layer_norm")
         rotary = try checkpoint.decodeConfig(GPTNeoXRopeSettings.self).settings.embedding(
-            headDim: config.hiddenSize / config.numAttentionHeads, partialRotary: .honoured(default: 0.25), configPath: configPath)
+            headDim: config.hiddenSize / config.numAttentionHeads, tableWidth: config.headDim,
+            partialRotary: .honoured(default: 0.25), configPath: configPath)
     }
 
     public var modelType: String { "gpt_neox" }
