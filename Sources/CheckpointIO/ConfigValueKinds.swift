@@ -58,7 +58,7 @@ public enum ConfigValueKinds {
         case .integer(let pad)?:
             guard pad < -vocabulary || pad >= vocabulary else { return nil }
             stated = "\(key) holds \(pad),"
-        case .number(let pad)? where pad.rounded() == pad:
+        case .bigInteger(let pad)?:
             // An integer literal beyond 64 bits: Python's int, out of any vocabulary.
             stated = "\(key) holds \(pad),"
         default:
@@ -135,15 +135,14 @@ public enum ConfigValueKinds {
         }
     }
 
-    /// The letter of a scalar's or object's kind; nil for a number Python
-    /// reads as an integer but JSONValue could not hold as one (an integer
-    /// literal beyond 64 bits), which the range checks refuse where it is read.
+    /// The letter of a scalar's or object's kind, as Python's json module
+    /// reads it: an integer literal beyond 64 bits is an int, 1e20 a float.
     private static func kind(of value: JSONValue) -> Character? {
         switch value {
         case .null: return "n"
         case .bool: return "b"
-        case .integer: return "i"
-        case .number(let number): return number.rounded() == number && abs(number) >= 9.2e18 ? nil : "f"
+        case .integer, .bigInteger: return "i"
+        case .number: return "f"
         case .string: return "s"
         case .object: return "o"
         case .array: return "["
@@ -156,6 +155,7 @@ public enum ConfigValueKinds {
         case .bool(let flag): return "\(flag) (a boolean)"
         case .integer(let integer): return "\(integer) (an integer)"
         case .number(let number): return "\(number) (a float)"
+        case .bigInteger(let number): return "\(number) (an integer)"
         case .string(let text): return "\"\(text.count > 40 ? text.prefix(40) + "…" : text)\" (a string)"
         case .array: return "a list"
         case .object: return "an object"

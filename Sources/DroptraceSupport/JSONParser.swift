@@ -262,6 +262,8 @@ public struct JSONParser {
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
         if isInteger, let integer = Int(text), !(serde && integer == 0 && bytes[start] == UInt8(ascii: "-")) { return integer }
         guard let real = Double(text) else { throw failure("invalid number") }
+        // Python keeps such a literal an int; readers that check kinds must know.
+        if isInteger, !serde { return JSONBigInteger(text: text, value: real) }
         return real
     }
 
@@ -273,6 +275,14 @@ public struct JSONParser {
 }
 
 /// JSON's null.
+/// An integer literal too large for `Int` (Python's json module reads it as
+/// an int of any size): its text, and the nearest Double.
+public struct JSONBigInteger: Sendable, CustomStringConvertible {
+    public var text: String
+    public var value: Double
+    public var description: String { text }
+}
+
 public struct JSONNull: Sendable {
     public init() {}
 }

@@ -8,6 +8,9 @@ public indirect enum JSONValue: Sendable {
     case integer(Int)
     /// Any other number.
     case number(Double)
+    /// An integer literal beyond `Int` (Python reads it as an int, of any
+    /// size), held as the nearest Double.
+    case bigInteger(Double)
     case string(String)
     case array([JSONValue])
     /// Members in file order; a repeated key is kept as written (`member(_:)` takes the last).
@@ -40,6 +43,8 @@ public indirect enum JSONValue: Sendable {
             self = .bool(flag)
         } else if type(of: value) == Int.self, let integer = value as? Int {
             self = .integer(integer)
+        } else if let big = value as? JSONBigInteger {
+            self = .bigInteger(big.value)
         } else if let real = value as? Double {
             self = .number(real)
         } else {

@@ -80,7 +80,7 @@ struct TaskDocument: Sendable {
         case .null: text += "n"
         case .bool(let flag): text += flag ? "#1" : "#0"
         case .integer(let number): text += "#\(number)"
-        case .number(let real):
+        case .number(let real), .bigInteger(let real):
             if real.rounded() == real, abs(real) < 9.0e18 { text += "#\(Int(real))" } else { text += "#\(real)" }
         case .string(let string):
             text += "\"\(string.unicodeScalars.count):"

@@ -377,6 +377,7 @@ struct TrainerState {
                 let shown = switch value {
                 case let text as String: "\"\(SystemError.oneLine(text))\""
                 case is JSONObject, is [Any]: "a list or object"
+                case let big as JSONBigInteger: big.text
                 default: "\(value)"
                 }
                 throw DroptraceError("\(key) is \(shown), not a count from 0 to \(Int64.max)", path: path)

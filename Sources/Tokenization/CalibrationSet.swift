@@ -330,6 +330,7 @@ enum TokenIdLines {
         case let flag as Bool: return flag ? "true" : "false"
         case let number as Int: return "\(number)"
         case let number as Double: return "\(number)"
+        case let number as JSONBigInteger: return number.text
         default: return "a list or object"
         }
     }

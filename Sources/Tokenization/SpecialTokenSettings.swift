@@ -120,7 +120,7 @@ public struct SpecialTokenSettings: Sendable, Equatable {
         switch value {
         case .null: return "null"
         case .bool: return "true or false"
-        case .integer, .number: return "a number"
+        case .integer, .number, .bigInteger: return "a number"
         case .string: return "a string"
         case .array: return "a list"
         case .object: return "an object"

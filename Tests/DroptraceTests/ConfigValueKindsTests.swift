@@ -22,8 +22,8 @@ import Testing
         func fixture() throws -> EditedFixture {
             let parsed = try JSONSerialization.jsonObject(with: Data(value.utf8), options: .fragmentsAllowed)
             let fixture = try EditedFixture(model) { EditedModel.set(parsed, at: key, in: &$0) }
-            // JSONSerialization writes 4.0 as 4: put the literal in as written.
-            if value.contains(".") || value == "null" {
+            // JSONSerialization writes 4.0 as 4 and 10^20 as 1e+20: put the literal in as written.
+            if value.contains(".") || value == "null" || Int(value) == nil {
                 let url = fixture.model.appendingPathComponent("config.json")
                 var object = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
                 EditedModel.set("@@", at: key, in: &object)
@@ -57,6 +57,11 @@ import Testing
         Written("gpt2-f32", "layer_norm_epsilon", "0"), Written("llama-f32", "vocab_size", "\"512\""),
         Written("qwen3_moe-f32", "mlp_only_layers", "[1.0]"), Written("ministral-f32", "layer_types", "[1]"),
         Written("smollm3-f32", "no_rope_layers", "[1, 1, 1, true]"),
+        // Beyond 64 bits the literal still decides, as in Python: an integer for a float, a float for an
+        // integer (both were taken as either; rms_norm_eps 10^20 scored every cosine 1).
+        Written("llama-f32", "rms_norm_eps", "100000000000000000000"), Written("llama-f32", "initializer_range", "9223372036854775808"),
+        Written("llama-f32", "eos_token_id", "3.4e38"), Written("llama-f32", "bos_token_id", "1e20"),
+        Written("llama-f32", "pretraining_tp", "1e300"),
         // Aliases (attribute_map keys) are set over the key they stand for, unchecked.
         Written("gpt2-f32", "hidden_size", "64"), Written("gpt2-f32", "num_hidden_layers", "4.0"),
         Written("deepseek_v2-f32", "num_experts", "2"), Written("gpt_oss-f32", "num_experts", "8"),
@@ -194,7 +199,9 @@ import Testing
         #expect(ConfigValueKinds.accepts("n[s]", .array([])))
         #expect(ConfigValueKinds.accepts("no", .object([])))
         #expect(!ConfigValueKinds.accepts("no", .array([])))
-        // An integer literal beyond 64 bits is Python's int: left to the range checks.
-        #expect(ConfigValueKinds.accepts("i", .number(1e20)))
+        // An integer literal beyond 64 bits is Python's int (left to the range checks), 1e20 its float.
+        #expect(ConfigValueKinds.accepts("i", .bigInteger(1e20)))
+        #expect(!ConfigValueKinds.accepts("i", .number(1e20)))
+        #expect(!ConfigValueKinds.accepts("f", .bigInteger(1e20)))
     }
 }
