@@ -23,7 +23,8 @@ public enum ConfigValueKinds {
     ///   is of a kind its class refuses.
     public static func check(_ document: JSONValue, modelType: String, path: String) throws {
         guard case .object(let members) = document else { return }
-        if let problem = problem(in: members, of: modelType, under: "") ?? paddingProblem(in: members, of: modelType, under: "") {
+        if let problem = problem(in: members, of: modelType, under: "") ?? paddingProblem(in: members, of: modelType, under: "")
+            ?? rangeProblem(in: members, of: modelType) {
             throw DroptraceError(problem, path: path)
         }
         let textKey = modelType + ".text_config"
@@ -32,6 +33,55 @@ public enum ConfigValueKinds {
             throw DroptraceError(problem, path: path)
         }
     }
+
+    /// Values transformers refuses when it builds the config or the model,
+    /// though they change no score: `initializer_range` outside [0, 1] (every
+    /// config class's validator), a dropout probability outside [0, 1] where
+    /// the model builds `nn.Dropout` from it, and `layer_types` that are not
+    /// one allowed name per layer on classes that do not read them
+    /// (`validate_layer_type`; the others check them where they are read).
+    static func rangeProblem(in members: [(key: String, value: JSONValue)], of modelType: String) -> String? {
+        func number(_ key: String) -> Double? {
+            switch members.last(where: { $0.key == key })?.value {
+            case .integer(let value)?: Double(value)
+            case .number(let value)?, .bigInteger(let value)?: value
+            default: nil
+            }
+        }
+        if let range = number("initializer_range"), !(0...1).contains(range) {
+            return "key \"initializer_range\" is \(range), which transformers' config validator refuses (it must be in [0, 1])"
+        }
+        for key in dropoutModules[modelType] ?? [] {
+            if let probability = number(key), !(0...1).contains(probability) {
+                return "key \"\(key)\" is \(probability), a dropout probability outside [0, 1]: transformers' model builds nn.Dropout from it, which torch refuses"
+            }
+        }
+        guard let countKey = layerTypesUnread[modelType], let written = members.last(where: { $0.key == "layer_types" })?.value
+        else { return nil }
+        if case .null = written { return nil }
+        let layers = members.last(where: { $0.key == countKey })?.value
+        guard case .array(let items) = written,
+              items.allSatisfy({ if case .string(let name) = $0 { allowedLayerTypes.contains(name) } else { false } }) else {
+            return "key \"layer_types\" must list one of \(allowedLayerTypes.joined(separator: ", ")) per layer, as transformers' validate_layer_type requires"
+        }
+        if case .integer(let count)? = layers, count != items.count {
+            return "key \"layer_types\" lists \(items.count) layers, but \"\(countKey)\" is \(count), which transformers' validate_layer_type refuses"
+        }
+        return nil
+    }
+
+    /// The dropout settings a family's model builds `nn.Dropout` modules from.
+    static let dropoutModules: [String: [String]] = [
+        "gpt2": ["attn_pdrop", "embd_pdrop", "resid_pdrop"], "gpt_neox": ["hidden_dropout"],
+    ]
+    /// Classes without layer types of their own, and the key holding their layer count.
+    static let layerTypesUnread: [String: String] = ["gpt2": "n_layer", "gpt_neox": "num_hidden_layers"]
+    /// transformers 5.23's `ALLOWED_LAYER_TYPES`.
+    static let allowedLayerTypes = [
+        "full_attention", "sliding_attention", "chunked_attention", "window_attention", "indexed_attention",
+        "compressed_sparse_attention", "heavily_compressed_attention", "minimax_m3_sparse", "conv", "moe", "hybrid",
+        "hybrid_sliding", "reference_sliding_attention", "linear_attention", "sparse", "dense",
+    ]
 
     /// For a class whose model builds its token embedding as
     /// `nn.Embedding(vocab_size, hidden_size, padding_idx=pad_token_id)`

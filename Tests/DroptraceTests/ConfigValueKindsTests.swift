@@ -62,6 +62,11 @@ import Testing
         Written("llama-f32", "rms_norm_eps", "100000000000000000000"), Written("llama-f32", "initializer_range", "9223372036854775808"),
         Written("llama-f32", "eos_token_id", "3.4e38"), Written("llama-f32", "bos_token_id", "1e20"),
         Written("llama-f32", "pretraining_tp", "1e300"),
+        // Values transformers refuses when it builds the config or the model (checked with transformers 5.23).
+        Written("llama-f32", "initializer_range", "2.0"), Written("llama-f32", "initializer_range", "-0.02"),
+        Written("gpt2-f32", "resid_pdrop", "-1"), Written("gpt2-f32", "embd_pdrop", "2.0"),
+        Written("gpt_neox-f32", "hidden_dropout", "1e300"), Written("gpt2-f32", "layer_types", "\"x\""),
+        Written("gpt2-f32", "layer_types", "[]"), Written("gpt_neox-f32", "layer_types", "[\"FULL\", \"FULL\"]"),
         // Aliases (attribute_map keys) are set over the key they stand for, unchecked.
         Written("gpt2-f32", "hidden_size", "64"), Written("gpt2-f32", "num_hidden_layers", "4.0"),
         Written("deepseek_v2-f32", "num_experts", "2"), Written("gpt_oss-f32", "num_experts", "8"),
