@@ -77,6 +77,13 @@ public enum CheckpointScoring {
         let seqLen = source.seqLen ?? min(CalibrationSource.defaultTextSeqLen, model.maxPositions)
         let samples = source.samples ?? CalibrationSource.defaultTextSamples
         let set = try CalibrationSet.load(from: source.url, tokenizer: tokenizer, seqLen: seqLen, samples: samples)
+        // An id the embedding has no row for comes from the tokenizer, not from the text.
+        if let bad = set.sequences.lazy.flatMap({ $0 }).first(where: { $0 >= model.vocabularySize }) {
+            let token = tokenizer.tokenText(bad).map { " (token \(String(reflecting: $0)))" } ?? ""
+            throw DroptraceError(
+                "gives id \(bad)\(token) on \(source.url.path), outside the model's vocabulary (vocab_size \(model.vocabularySize))",
+                path: tokenizer.sourcePath)
+        }
         if source.samples != nil, set.sequences.count < samples {
             warn("\(source.url.path): only \(set.sequences.count) windows of \(seqLen) tokens available, fewer than the \(samples) requested")
         }

@@ -231,6 +231,13 @@ public final class Tokenizer: Sendable {
         return model.tokenIds[TokenBytes(content)].map(Int.init)
     }
 
+    /// The file the tokenizer was read from (tokenizer.json, or a GGUF file).
+    public var sourcePath: String { source }
+
+    /// The token text of `id` (an added token's content, else the
+    /// vocabulary's), nil for an id neither holds.
+    public func tokenText(_ id: Int) -> String? { addedTokenContents[id] ?? model.tokenTexts[id] }
+
     /// Best-effort text for ids, for reports and debugging: special tokens
     /// are kept, unknown ids show as U+FFFD.
     public func decode(_ ids: [Int]) -> String {

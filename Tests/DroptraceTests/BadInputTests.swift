@@ -5,6 +5,7 @@ import Foundation
 import ScoreStore
 import Scoring
 import Testing
+import Tokenization
 
 /// Every bad input gets a one-line error naming the file, a non-zero exit
 /// code, and no output file; an existing output file is left untouched.
@@ -38,6 +39,32 @@ import Testing
         let model = try scratch.copyOfModel("llama-f32")
         try FileManager.default.removeItem(at: model.appendingPathComponent("config.json"))
         try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["missing"], in: scratch)
+    }
+
+    /// A tokenizer.json whose vocabulary gives an id the embedding has no
+    /// row for is named with the id and its token; the message blamed the
+    /// calibration text.
+    @Test func tokenizerIdOutsideTheVocabularyNamesTheTokenizer() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        let url = model.appendingPathComponent("tokenizer.json")
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        var tokenizerModel = json["model"] as! [String: Any]
+        var vocab = tokenizerModel["vocab"] as! [String: Any]
+        // A token the text is encoded with.
+        let tokenizer = try Tokenizer(contentsOf: url)
+        let ids = try tokenizer.encode(try String(contentsOf: FixtureFiles.calibrationText, encoding: .utf8))
+        let token = try #require(ids.lazy.compactMap { tokenizer.tokenText($0) }.first { vocab[$0] != nil })
+        vocab[token] = 65536
+        tokenizerModel["vocab"] = vocab
+        json["model"] = tokenizerModel
+        try JSONSerialization.data(withJSONObject: json).write(to: url)
+        let result = try DroptraceCommand.run([
+            "score", model.path, "--calibration", FixtureFiles.calibrationText.path, "--output", scratch.path("s.h5").path])
+        let errors = result.stderr.split(separator: "\n").filter { $0.contains("error:") }
+        #expect(result.status == 1 && errors.count == 1, "\(result.stderr)")
+        #expect(errors.first?.contains("\(url.path): gives id 65536 (token ") == true, "\(result.stderr)")
+        #expect(errors.first?.contains("outside the model's vocabulary (vocab_size 512)") == true, "\(result.stderr)")
     }
 
     @Test func garbledConfig() throws {
