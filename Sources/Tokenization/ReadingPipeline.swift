@@ -190,9 +190,11 @@ extension JSONFields {
             guard let ids = try entry.array("ids") else {
                 throw entry.failure("has no \"ids\"")
             }
-            guard try entry.string("id") != nil, try entry.array("tokens") != nil else {
+            guard try entry.string("id") != nil, let tokens = try entry.array("tokens") else {
                 throw entry.failure("needs \"id\" and \"tokens\"")
             }
+            // The library deserialises them as strings, and refuses the file otherwise.
+            guard tokens.allSatisfy({ $0 is String }) else { throw entry.failure("\"tokens\" should be a list of strings") }
             specialIds[Array(name.utf8)] = try ids.map { value in
                 // Ids are u32 to the library and below 2^31 everywhere in droptrace, as vocabulary ids are
                 // (a larger one was refused later as the calibration's fault, naming the calibration file).
@@ -267,6 +269,14 @@ extension JSONFields {
     }
 
     /// Whether the decoder (or pipeline) writes tokens in the byte alphabet.
+    /// Checks the fields of every ByteLevel step in this decoder (or its
+    /// `decoders`) as the library deserialises them, though droptrace does
+    /// not decode: the library refuses the file otherwise (`use_regex: null`).
+    func checkByteLevelDecoders() throws {
+        if values["type"] as? String == "ByteLevel" { _ = try readByteLevelOptions() }
+        for step in try objects("decoders") { try step.checkByteLevelDecoders() }
+    }
+
     func mentionsByteLevel() -> Bool {
         if values["type"] as? String == "ByteLevel" { return true }
         for key in ["decoders", "pretokenizers", "normalizers"] {

@@ -61,6 +61,7 @@ public final class Tokenizer: Sendable {
         }
         let model = try modelFields.readModel()
         let decoderFields = try top.object("decoder")
+        try decoderFields?.checkByteLevelDecoders()
         let decodesByteLevel = [decoderFields, try top.object("pre_tokenizer"), try top.object("normalizer")]
             .contains { $0?.mentionsByteLevel() ?? false }
         try self.init(

@@ -275,6 +275,24 @@ struct TokenizerErrorTests {
         #expect(try Tokenizer(contentsOf: scratch.write(json: json, to: "same.json")).encode("a\u{E9}").contains(3))
     }
 
+    /// Fields droptrace does not use but the library deserialises, and
+    /// refuses the file for: a ByteLevel decoder's `use_regex: null` (also
+    /// inside a Sequence), a special token's `tokens` holding a number.
+    @Test(arguments: [
+        ("decoder", #"{"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": null}"#, "decoder.use_regex"),
+        ("decoder", #"{"type": "Sequence", "decoders": [{"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": "no"}]}"#,
+         "decoder.decoders[0].trim_offsets"),
+        ("post_processor", #"{"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "tokens": [1e39]}}}"#,
+         "\"tokens\" should be a list of strings"),
+    ])
+    func fieldsTheLibraryRefusesAreRefused(section: String, step: String, phrase: String) throws {
+        let scratch = try TokenizerScratch()
+        var json = minimalTokenizer()
+        json[section] = try JSONSerialization.jsonObject(with: Data(step.utf8))
+        let error = loadError(try scratch.write(json: json, to: "tokenizer.json"))
+        #expect(error?.message.contains(phrase) == true, "\(String(describing: error))")
+    }
+
     @Test func malformedLegacyMerge() throws {
         let scratch = try TokenizerScratch()
         var json = minimalTokenizer()
