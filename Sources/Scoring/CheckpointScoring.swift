@@ -46,6 +46,7 @@ public enum CheckpointScoring {
     ) throws -> ScoredCheckpoint {
         let checkpoint = try Checkpoint(location: directory)
         let model = try ModelRegistry.load(checkpoint)
+        try CheckpointTokenizer.checkVocabulary(of: checkpoint)
         let calibration = try loadCalibration(source, for: model, warn: warn)
         let scores = try ImportanceScorer(model: model)
             .score(calibration.sequences, calibrationPath: source.url.path, progress: progress)

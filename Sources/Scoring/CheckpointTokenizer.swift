@@ -7,6 +7,14 @@ import Tokenization
 /// (it belongs to those weights, whatever else lies in the folder), else
 /// tokenizer.json beside the weights.
 public enum CheckpointTokenizer {
+    /// Reads a GGUF file's tokenizer metadata as llama.cpp's loader does,
+    /// though the tokens are not needed (pre-tokenised calibration):
+    /// llama.cpp refuses the whole file for a key of another type.
+    /// - Throws: `DroptraceError` naming the file and the key.
+    public static func checkVocabulary(of checkpoint: Checkpoint) throws {
+        if let gguf = checkpoint.gguf { _ = try VocabularySpec(gguf: gguf) }
+    }
+
     /// `warn` hears of a byte-level GGUF vocabulary without
     /// `tokenizer.ggml.pre`, which gets llama.cpp's default pre-tokenizer.
     /// `acceptsTokenIDs`: the purpose could take pre-tokenised JSONL instead

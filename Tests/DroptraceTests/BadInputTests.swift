@@ -299,7 +299,7 @@ import Tokenization
     /// nor for one JSON cannot hold (Python's json.dumps writes `NaN` and
     /// `Infinity`); the error does.
     @Test(arguments: [
-        ("1.5", "takes an integer"), ("1e20", "not a whole number"), ("1e400", "not a finite number"),
+        ("1.5", "takes an integer"), ("1e20", "holds 1e+20 (a float)"), ("1e400", "not a finite number"),
         ("NaN", "not a finite number"), ("-Infinity", "not a finite number"),
     ])
     func unfitNumberNamesItsKey(literal: String, problem: String) throws {
