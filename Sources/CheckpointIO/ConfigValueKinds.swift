@@ -157,7 +157,7 @@ public enum ConfigValueKinds {
         case (.null, .null): return true
         case (.bool(let x), .bool(let y)): return x == y
         case (.integer(let x), .integer(let y)): return x == y
-        case (.number(let x), .number(let y)): return x == y
+        case (.number(let x), .number(let y)), (.bigInteger(let x), .bigInteger(let y)): return x == y
         case (.string(let x), .string(let y)): return x == y
         case (.array(let x), .array(let y)): return x.count == y.count && zip(x, y).allSatisfy { same($0, $1) }
         case (.object(let x), .object(let y)):
@@ -178,16 +178,16 @@ public enum ConfigValueKinds {
             return elements.allSatisfy { element in
                 if case .array = element { return false }
                 if case .object = element { return false }
-                return kind(of: element).map { items.contains($0) } ?? true
+                return items.contains(kind(of: element))
             }
         default:
-            return kind(of: value).map { scalars.contains($0) } ?? true
+            return scalars.contains(kind(of: value))
         }
     }
 
     /// The letter of a scalar's or object's kind, as Python's json module
     /// reads it: an integer literal beyond 64 bits is an int, 1e20 a float.
-    private static func kind(of value: JSONValue) -> Character? {
+    private static func kind(of value: JSONValue) -> Character {
         switch value {
         case .null: return "n"
         case .bool: return "b"
