@@ -151,7 +151,6 @@ public enum DropRun {
             try DroppedModelExport.checkDestination(export)
         }
         let model = try ModelRegistry.load(try Checkpoint(location: request.checkpoint))
-        try CheckpointTokenizer.checkVocabulary(of: model.checkpoint)
         if request.exportMergekit != nil { try MergekitSlices.checkSource(model) }
         if request.export != nil { try DroppedModelExport.checkRope(model) }
         try DropSelection.check(request.target, count: request.count, layers: model.layerCount, checkpoint: request.checkpoint.path)

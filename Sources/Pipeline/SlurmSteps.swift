@@ -48,7 +48,6 @@ extension TraceRun {
         let target = partials.url(shard)
 
         let model = try ModelRegistry.load(try Checkpoint(location: directory))
-        try CheckpointTokenizer.checkVocabulary(of: model.checkpoint)
         let set = try CheckpointScoring.loadCalibration(options.calibration, for: model) { log.warning("\($0)") }
         let calibration = CalibrationPlan(sha256: set.sha256, sequences: set.sequences, source: options.calibration)
         let windows = shard.windows(of: set.sequences.count)

@@ -46,7 +46,6 @@ public enum CheckpointScoring {
     ) throws -> ScoredCheckpoint {
         let checkpoint = try Checkpoint(location: directory)
         let model = try ModelRegistry.load(checkpoint)
-        try CheckpointTokenizer.checkVocabulary(of: checkpoint)
         let calibration = try loadCalibration(source, for: model, warn: warn)
         let scores = try ImportanceScorer(model: model)
             .score(calibration.sequences, calibrationPath: source.url.path, progress: progress)
@@ -71,6 +70,8 @@ public enum CheckpointScoring {
         warn: (String) -> Void
     ) throws -> CalibrationSet {
         if source.isJSONL {
+            // Text reads the tokenizer, and checks it so, below.
+            try CheckpointTokenizer.checkVocabulary(of: model.checkpoint)
             return try CalibrationSet.load(from: source.url, tokenizer: nil, seqLen: source.seqLen, samples: source.samples)
         }
         let tokenizer = try CheckpointTokenizer.load(

@@ -8,8 +8,9 @@ import Tokenization
 /// tokenizer.json beside the weights.
 public enum CheckpointTokenizer {
     /// Reads a GGUF file's tokenizer metadata as llama.cpp's loader does,
-    /// though the tokens are not needed (pre-tokenised calibration):
-    /// llama.cpp refuses the whole file for a key of another type.
+    /// where the tokens are not needed (pre-tokenised calibration; text
+    /// reads them through `load`): llama.cpp refuses the whole file for a key
+    /// of another type.
     /// - Throws: `DroptraceError` naming the file and the key.
     public static func checkVocabulary(of checkpoint: Checkpoint) throws {
         if let gguf = checkpoint.gguf { _ = try VocabularySpec(gguf: gguf) }

@@ -205,6 +205,25 @@ import Testing
         }
     }
 
+    /// A tokenizer key of another type than llama.cpp reads (its loader
+    /// refuses the whole file) is refused with pre-tokenised calibration too,
+    /// which needs no tokens: it was checked only for text calibration.
+    @Test(arguments: [FixtureFiles.calibrationJSONL, FixtureFiles.calibrationText])
+    func ggufTokenizerKeyOfAnotherTypeIsRefusedWhateverTheCalibration(_ calibration: URL) throws {
+        let scratch = try ScratchDirectory()
+        let file = scratch.path("llama-f32.gguf")
+        var bytes = [UInt8](try Data(contentsOf: FixtureFiles.root.appendingPathComponent("gguf/llama-f32.gguf")))
+        let type = try Self.metadataValueOffset(bytes, key: "tokenizer.ggml.bos_token_id")
+        try #require(bytes[type] == 4, "stored as UINT32")
+        bytes[type] = 5  // INT32, the same width
+        try Data(bytes).write(to: file)
+        let result = try DroptraceCommand.run([
+            "score", file.path, "--calibration", calibration.path, "--output", scratch.path("s.h5").path])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("\(file.path): GGUF metadata key 'tokenizer.ggml.bos_token_id' has type INT32, but llama.cpp reads it as UINT32"),
+                "\(result.stderr)")
+    }
+
     /// Overwrites the numeric value of GGUF metadata `key` (stored as
     /// length-prefixed key, UInt32 type, value) in place.
     static func setMetadataNumber(_ bytes: inout [UInt8], key: String, to value: Double) throws {
