@@ -105,13 +105,14 @@ public final class Tokenizer: Sendable {
         // library keeps them in a hash map and matches either, at random from one process to the next.
         var firstByPattern: [[UInt8]: AddedToken] = [:]
         for (pattern, token) in normalizedPatterns {
-            if let first = firstByPattern[Array(pattern.utf8)], first.id != token.id {
+            let key = Array(pattern.utf8)
+            if let first = firstByPattern[key], first.id != token.id {
                 throw DroptraceError(
                     "added tokens \(String(reflecting: first.content)) (id \(first.id)) and \(String(reflecting: token.content)) "
                         + "(id \(token.id)) are both matched after normalization and normalize to the same text; the "
                         + "tokenizers library then gives either id, at random from run to run", path: source)
             }
-            firstByPattern[Array(pattern.utf8)] = firstByPattern[Array(pattern.utf8)] ?? token
+            firstByPattern[key] = firstByPattern[key] ?? token
         }
         normalizedTextAddedTokens = AddedTokenMatcher(normalizedPatterns)
         addedTokenContents = Dictionary(addedTokens.map { ($0.id, $0.content) }, uniquingKeysWith: { first, _ in first })
