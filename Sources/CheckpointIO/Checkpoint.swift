@@ -17,6 +17,12 @@ public final class Checkpoint: @unchecked Sendable {
     public let configURL: URL
     /// The raw bytes of config.json; each architecture decodes its own view.
     public let configData: Data
+    /// config.json as the families decode it: `configData` with the config
+    /// class's aliases read as the keys they stand for and the defaults of
+    /// keys configs omit (`ConfigValueKinds.decodable`); `configKeysWrittenAs`
+    /// maps each key added for an alias to the alias the file holds, for messages.
+    let decodedConfigData: Data
+    let configKeysWrittenAs: [String: String]
     public let modelType: String
     /// The GGUF file itself, when the checkpoint is one (its tokenizer lives there).
     public let gguf: GGUFCheckpoint?
@@ -102,6 +108,10 @@ public final class Checkpoint: @unchecked Sendable {
             throw DroptraceError("no \"model_type\" key", path: configURL.path)
         }
         modelType = type
+        let data = configData
+        (decodedConfigData, configKeysWrittenAs) = (try? JSONValue.parse([UInt8](data))).map {
+            ConfigValueKinds.decodable(data, document: $0, modelType: type)
+        } ?? (data, [:])
     }
 
     /// config.json's top-level object, read as strictly as Python's json
@@ -303,7 +313,16 @@ public final class Checkpoint: @unchecked Sendable {
 
     /// Decodes config.json into an architecture's configuration type.
     public func decodeConfig<Config: Decodable>(_ type: Config.Type) throws -> Config {
-        try decodeConfig(type, from: configData)
+        try decodeConfig(type, from: decodedConfigData)
+    }
+
+    /// A key's path as config.json writes it: an alias's own name where the
+    /// key was read from it (`decodedConfigData`).
+    private func keyText(_ path: [any CodingKey]) -> String {
+        let text = codingPathText(path)
+        let head = text.prefix { $0 != "." && $0 != "[" }
+        guard let alias = configKeysWrittenAs[String(head)] else { return text }
+        return alias + text.dropFirst(head.count)
     }
 
     /// Decodes `data` (config.json, or JSON derived from it: see
@@ -312,12 +331,12 @@ public final class Checkpoint: @unchecked Sendable {
         do {
             return try JSONDecoder().decode(type, from: data)
         } catch let DecodingError.keyNotFound(key, context) {
-            let path = codingPathText(context.codingPath + [key])
+            let path = keyText(context.codingPath + [key])
             // A reason a configuration type gives (Foundation's own starts "No value associated").
             let reason = context.debugDescription.hasPrefix("No value") ? "" : " (\(context.debugDescription))"
             throw DroptraceError("missing key \"\(path)\" for model_type \(modelType)\(reason)", path: configURL.path)
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            let key = codingPathText(context.codingPath)
+            let key = keyText(context.codingPath)
             throw DroptraceError("key \"\(key)\" has the wrong type", path: configURL.path)
         } catch let DecodingError.dataCorrupted(context) {
             if context.codingPath.isEmpty, let respelled = ConfigNumbers.respelled(data), respelled != data {
@@ -328,7 +347,7 @@ public final class Checkpoint: @unchecked Sendable {
                let problem = ConfigNumbers.unfitMember(in: data, decode: { _ = try JSONDecoder().decode(type, from: $0) }) {
                 throw DroptraceError(problem, path: configURL.path)
             }
-            let key = codingPathText(context.codingPath)
+            let key = keyText(context.codingPath)
             throw DroptraceError("invalid value at \"\(key)\": \(context.debugDescription)", path: configURL.path)
         } catch {
             throw DroptraceError("cannot read: \(error)", path: configURL.path)

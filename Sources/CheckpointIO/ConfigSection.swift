@@ -54,7 +54,7 @@ extension Checkpoint {
     /// sub-config from its defaults then.
     /// - Throws: `DroptraceError` naming config.json when the member is not an object.
     public func configObject(_ section: ConfigSection) throws -> [String: Any] {
-        guard let top = try? JSONSerialization.jsonObject(with: configData) as? [String: Any] else {
+        guard let top = try? JSONSerialization.jsonObject(with: decodedConfigData) as? [String: Any] else {
             throw DroptraceError("not valid JSON", path: configURL.path)
         }
         var object = top

@@ -738,4 +738,31 @@ extension ConfigValueKinds {
         "qwen3_moe": (nil, 151936),
         "smollm3": (128004, 128256),
     ]
+
+    /// Per config class (by model_type): the defaults of the keys below, which droptrace reads
+    /// from every config and a config may omit, as JSON text (the class's dataclass defaults).
+    static let omittedDefaults: [String: [String: String]] = [
+        "apertus": ["max_position_embeddings": "65536", "rms_norm_eps": "1e-05"],
+        "deepseek_v2": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
+        "deepseek_v3": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-06"],
+        "gemma": ["max_position_embeddings": "8192", "rms_norm_eps": "1e-06"],
+        "gemma2": ["max_position_embeddings": "8192", "rms_norm_eps": "1e-06"],
+        "gemma3_text": ["max_position_embeddings": "131072", "rms_norm_eps": "1e-06"],
+        "gpt2": ["layer_norm_epsilon": "1e-05", "n_positions": "1024"],
+        "gpt_oss": ["max_position_embeddings": "131072", "rms_norm_eps": "1e-05"],
+        "gpt_neox": ["layer_norm_eps": "1e-05", "max_position_embeddings": "2048"],
+        "llama": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
+        "ministral": ["max_position_embeddings": "131072", "rms_norm_eps": "1e-06"],
+        "mistral": ["max_position_embeddings": "131072", "rms_norm_eps": "1e-06"],
+        "mixtral": ["max_position_embeddings": "131072", "rms_norm_eps": "1e-05"],
+        "olmo": ["max_position_embeddings": "2048"],
+        "olmo2": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
+        "olmo3": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
+        "olmoe": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
+        "phi3": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
+        "qwen2": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
+        "qwen3": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
+        "qwen3_moe": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
+        "smollm3": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
+    ]
 }

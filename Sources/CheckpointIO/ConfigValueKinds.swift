@@ -1,4 +1,5 @@
 import DroptraceSupport
+import Foundation
 
 /// The JSON kinds config.json's keys may hold, as transformers' config
 /// classes type-check them.
@@ -129,16 +130,14 @@ public enum ConfigValueKinds {
             }
             // An alias (gpt2's hidden_size for n_embd) is set after the
             // fields, over the key it stands for, and never type-checked:
-            // it must say what that key says, or be of its kinds and read
-            // by the family itself (`aliasesRead`).
+            // it must say what that key says, or, alone, be of its kinds
+            // (it is then read as that key: `decodable`).
             guard let target = aliases[key] else { continue }
             let stated = "key \"\(prefix)\(key)\" (which transformers' \(className) reads as \(target), over it)"
             if let written = members.last(where: { $0.key == target })?.value {
                 if !same(written, value) {
                     return "\(stated) holds \(spelled(value)), but \"\(prefix)\(target)\" holds \(spelled(written)); keep one of them"
                 }
-            } else if !aliasesRead.contains(classKey + "." + key) {
-                return "\(stated) is given without \"\(prefix)\(target)\"; droptrace reads \(target): rename the key"
             } else if let spec = keys[target], !accepts(spec, value) {
                 return "\(stated) holds \(spelled(value)), which transformers would not type-check and cannot run (\(target) takes \(described(spec)))"
             }
@@ -146,9 +145,52 @@ public enum ConfigValueKinds {
         return nil
     }
 
-    /// Aliases a family reads in place of the key they stand for (OLMoE's
-    /// `num_local_experts`, gpt-oss's `num_experts`).
-    static let aliasesRead: Set<String> = ["olmoe.num_local_experts", "gpt_oss.num_experts"]
+    /// config.json as the families decode it, with what transformers' config
+    /// class of `modelType` adds to a config as written:
+    /// - each alias given without the key it stands for is written under that
+    ///   key as well, because transformers sets the alias over the key
+    ///   (`Qwen3MoeConfig.attribute_map`: the `num_experts` of every Qwen3-MoE
+    ///   config written by transformers 4.x is `num_local_experts`; gpt2's
+    ///   `hidden_size` is `n_embd`);
+    /// - the keys of `omittedDefaults` a config leaves out take the class's
+    ///   default (`rms_norm_eps` 1e-6 for LlamaConfig).
+    /// Keys are added at the start of the object, so the rest of the text —
+    /// and how its numbers are spelled — is decoded as written.
+    /// - Returns: the data, and the alias each key added for one was written
+    ///   as (for messages, which name the key the file holds).
+    public static func decodable(_ data: Data, document: JSONValue, modelType: String) -> (data: Data, writtenAs: [String: String]) {
+        guard case .object(let members) = document,
+              let start = data.firstIndex(where: { $0 == UInt8(ascii: "{") }) else { return (data, [:]) }
+        let aliases = transformers[modelType]?.aliases ?? [:]
+        var added: [(key: String, text: String)] = [], writtenAs: [String: String] = [:]
+        for (key, value) in members {
+            guard let target = aliases[key], writtenAs[target] == nil, document.member(target) == nil,
+                  let text = scalarText(value) else { continue }
+            added.append((target, text))
+            writtenAs[target] = key
+        }
+        for (key, text) in (omittedDefaults[modelType] ?? [:]).sorted(by: { $0.key < $1.key })
+        where document.member(key) == nil && writtenAs[key] == nil {
+            added.append((key, text))
+        }
+        guard !added.isEmpty else { return (data, [:]) }
+        var decodable = data
+        let text = added.map { "\"\($0.key)\": \($0.text), " }.joined()
+        decodable.insert(contentsOf: Data(text.utf8), at: start + 1)
+        return (decodable, writtenAs)
+    }
+
+    /// A scalar's JSON text as Python's json would read it back to the same
+    /// value; nil for the kinds no alias's key takes (the check above
+    /// refuses those).
+    private static func scalarText(_ value: JSONValue) -> String? {
+        switch value {
+        case .null: return "null"
+        case .bool(let flag): return flag ? "true" : "false"
+        case .integer(let number): return String(number)
+        default: return nil
+        }
+    }
 
     /// The same JSON value, of the same kind (48 and 48.0 differ, as Python
     /// builds an int from one and a float from the other).

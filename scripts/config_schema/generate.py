@@ -18,10 +18,14 @@ meta device) with a marked pad_token_id and reading its input embedding's paddin
 class's default pad_token_id and vocab_size: torch asserts the index is in [-vocab_size, vocab_size),
 so such a model cannot be built with a pad_token_id outside the vocabulary.
 
+A third table gives each class's defaults of the keys droptrace reads from every config that configs
+in the wild omit (`rms_norm_eps`, `max_position_embeddings`, ...), which transformers then takes.
+
 Run in a venv with the transformers version droptrace matches:
     python3 scripts/config_schema/generate.py > Sources/CheckpointIO/ConfigValueKinds+Transformers.swift
 """
 import dataclasses
+import json
 import re
 import sys
 from pathlib import Path
@@ -60,6 +64,10 @@ def kinds(validators):
 
 
 EVERYTHING = "nbifs[nbifs]o"
+
+# Keys droptrace reads from every config of the families that have them, and that configs in the wild
+# omit (their class's default then applies): norm epsilons and the position count.
+OMITTABLE = ["layer_norm_eps", "layer_norm_epsilon", "max_position_embeddings", "n_positions", "rms_norm_eps"]
 
 
 def table(cls):
@@ -136,6 +144,23 @@ def main():
         if padded is not None:
             suffix, pad, vocab = padded
             lines.append(f'        "{model_type}{suffix}": ({"nil" if pad is None else pad}, {vocab}),')
+    lines += [
+        "    ]",
+        "",
+        "    /// Per config class (by model_type): the defaults of the keys below, which droptrace reads",
+        "    /// from every config and a config may omit, as JSON text (the class's dataclass defaults).",
+        "    static let omittedDefaults: [String: [String: String]] = [",
+    ]
+    for model_type in MODEL_TYPES:
+        fields = {f.name: f for f in dataclasses.fields(CONFIG_MAPPING[model_type])}
+        defaults = {
+            key: json.dumps(fields[key].default)
+            for key in OMITTABLE
+            if key in fields and isinstance(fields[key].default, (int, float)) and not isinstance(fields[key].default, bool)
+        }
+        if defaults:
+            body = ", ".join(f'"{key}": "{defaults[key]}"' for key in sorted(defaults))
+            lines.append(f'        "{model_type}": [{body}],')
     lines += ["    ]", "}", ""]
     sys.stdout.write("\n".join(lines))
 

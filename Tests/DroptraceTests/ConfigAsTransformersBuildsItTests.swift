@@ -1,0 +1,80 @@
+@testable import Architectures
+@testable import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Scoring
+import Testing
+
+/// config.json read as transformers' config class builds it from the file:
+/// an alias given alone is the key it stands for (the `num_experts` of
+/// Qwen3-MoE configs written by transformers 4.x), and the keys configs omit
+/// take the class's defaults (`rms_norm_eps`, `max_position_embeddings`).
+@Suite struct ConfigAsTransformersBuildsItTests {
+    func scores(_ fixture: EditedFixture) throws -> ModuleScores {
+        try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
+    }
+
+    func expectSameScores(_ a: ModuleScores, _ b: ModuleScores, _ comment: Comment, sourceLocation: SourceLocation = #_sourceLocation) {
+        let worst = zip(a.attention + a.mlp + a.block, b.attention + b.mlp + b.block).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(worst < 1e-12, comment, sourceLocation: sourceLocation)
+    }
+
+    /// Every alias of the registry's config classes, on a fixture that
+    /// writes the key it stands for.
+    static let aliases: [(model: String, alias: String, key: String)] = [
+        ("qwen3_moe-f32", "num_experts", "num_local_experts"), ("mixtral-f32", "num_experts", "num_local_experts"),
+        ("gpt_oss-f32", "num_experts", "num_local_experts"), ("olmoe-f32", "num_local_experts", "num_experts"),
+        ("deepseek_v2-f32", "num_experts", "n_routed_experts"), ("deepseek_v3-f32", "num_local_experts", "n_routed_experts"),
+        ("gpt2-f32", "hidden_size", "n_embd"), ("gpt2-f32", "num_hidden_layers", "n_layer"),
+        ("gpt2-f32", "num_attention_heads", "n_head"), ("gpt2-f32", "max_position_embeddings", "n_positions"),
+    ]
+
+    @Test(arguments: aliases)
+    func aliasGivenAloneIsReadAsItsKey(_ model: String, _ alias: String, _ key: String) throws {
+        #expect(ConfigValueKinds.transformers[String(model.dropLast(4))]?.aliases[alias] == key)
+        let written = try EditedFixture(model)
+        let renamed = try EditedFixture(model) { $0[alias] = $0.removeValue(forKey: key) }
+        #expect(try String(contentsOfFile: renamed.configPath, encoding: .utf8).contains("\"\(alias)\""))
+        expectSameScores(try scores(written), try scores(renamed), "\(alias) for \(key)")
+    }
+
+    /// A value the family refuses is named under the alias the file holds.
+    @Test func refusedAliasValueIsNamedAsWritten() throws {
+        let fixture = try EditedFixture("gpt2-f32") { $0["num_attention_heads"] = 5; $0["n_head"] = nil }
+        fixture.expectRefused(naming: "\"num_attention_heads\"")
+    }
+
+    /// Each default of `omittedDefaults`, on its family's fixture: leaving
+    /// the key out scores as writing the class's default, or is refused
+    /// alike (gpt2's default 1024 `n_positions` against the fixture's 128
+    /// position embeddings, which transformers cannot load either).
+    static let omitted: [(model: String, key: String)] = ConfigValueKinds.omittedDefaults.keys.sorted().flatMap { modelType in
+        ConfigValueKinds.omittedDefaults[modelType]!.keys.sorted().map { (modelType + "-f32", $0) }
+    }
+
+    @Test(arguments: omitted)
+    func omittedKeyTakesTheClassDefault(_ model: String, _ key: String) throws {
+        let text = try #require(ConfigValueKinds.omittedDefaults[String(model.dropLast(4))]?[key])
+        let value = try JSONSerialization.jsonObject(with: Data(text.utf8), options: .fragmentsAllowed)
+        let left = try EditedFixture(model) { $0[key] = nil }
+        let defaulted = try EditedFixture(model) { $0[key] = value }
+        #expect(!(try String(contentsOfFile: left.configPath, encoding: .utf8).contains("\"\(key)\"")))
+        do {
+            let expected = try scores(defaulted)
+            expectSameScores(expected, try scores(left), "\(key) left out")
+        } catch let refused as DroptraceError {
+            let error = #expect(throws: DroptraceError.self) { try left.load() }
+            #expect(error?.message == refused.message)
+        }
+    }
+
+    /// The defaults are those of transformers 5.23's classes (spot checks).
+    @Test func defaultsAreTheClasses() {
+        #expect(ConfigValueKinds.omittedDefaults["llama"] == ["max_position_embeddings": "2048", "rms_norm_eps": "1e-06"])
+        #expect(ConfigValueKinds.omittedDefaults["gpt_neox"]?["layer_norm_eps"] == "1e-05")
+        #expect(ConfigValueKinds.omittedDefaults["gpt2"] == ["layer_norm_epsilon": "1e-05", "n_positions": "1024"])
+        for modelType in ModelRegistry.supportedModelTypes where modelType != "gemma3" {
+            #expect(ConfigValueKinds.omittedDefaults[modelType] != nil, "\(modelType)")
+        }
+    }
+}
