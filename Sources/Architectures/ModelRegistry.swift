@@ -24,6 +24,7 @@ public enum ModelRegistry {
         "gpt2": GPT2Model.self,
         "gpt_oss": GptOssModel.self,
         "gpt_neox": GPTNeoXModel.self,
+        "granite": GraniteModel.self,
         "llama": LlamaModel.self,
         "ministral": LlamaModel.self,
         "mistral": LlamaModel.self,

@@ -349,6 +349,35 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "granite": (
+            "GraniteConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "attention_multiplier": "if",
+                "bos_token_id": "ni",
+                "embedding_multiplier": "if",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "logits_scaling": "if",
+                "max_position_embeddings": "i",
+                "mlp_bias": "b",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "residual_multiplier": "if",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "llama": (
             "LlamaConfig",
             [
@@ -724,6 +753,7 @@ extension ConfigValueKinds {
         "gemma3.text_config": (0, 262208),
         "gemma3_text": (0, 262208),
         "gpt_oss": (nil, 201088),
+        "granite": (nil, 32000),
         "llama": (nil, 32000),
         "ministral": (nil, 32000),
         "mistral": (nil, 32000),
