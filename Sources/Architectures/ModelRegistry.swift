@@ -38,6 +38,7 @@ public enum ModelRegistry {
         "qwen3": Qwen3Model.self,
         "qwen3_moe": Qwen3MoeModel.self,
         "smollm3": SmolLM3Model.self,
+        "starcoder2": Starcoder2Model.self,
     ]
 
     /// Every `model_type` droptrace reads, in the registry's order.

@@ -740,6 +740,33 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "starcoder2": (
+            "Starcoder2Config",
+            [
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "embedding_dropout": "if",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "norm_epsilon": "f",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "pad_token_id": "ni",
+                "residual_dropout": "if",
+                "rope_parameters": "no",
+                "sliding_window": "ni",
+                "tie_word_embeddings": "b",
+                "use_bias": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
     ]
 
     /// Per config class (as above) whose model builds its token embedding with padding_idx =
@@ -767,5 +794,6 @@ extension ConfigValueKinds {
         "qwen3": (nil, 151936),
         "qwen3_moe": (nil, 151936),
         "smollm3": (128004, 128256),
+        "starcoder2": (nil, 49152),
     ]
 }
