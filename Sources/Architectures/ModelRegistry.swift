@@ -35,6 +35,7 @@ public enum ModelRegistry {
         "olmoe": OlmoeModel.self,
         "phi3": Phi3Model.self,
         "qwen2": LlamaModel.self,
+        "qwen2_moe": Qwen2MoeModel.self,
         "qwen3": Qwen3Model.self,
         "qwen3_moe": Qwen3MoeModel.self,
         "smollm3": SmolLM3Model.self,
