@@ -34,6 +34,7 @@ struct DecoderDimensions: Decodable {
         case rmsNormEps = "rms_norm_eps"
         case slidingWindow = "sliding_window"
         case layerTypes = "layer_types"
+        case useSlidingWindow = "use_sliding_window"
     }
 
     init(from decoder: Decoder) throws {
@@ -51,6 +52,11 @@ struct DecoderDimensions: Decodable {
         // it has them); the checks are shared.
         let eps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps)
         let window = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
+        // The config classes that have `use_sliding_window` (Qwen2, Qwen2-MoE,
+        // Qwen3, SmolLM3) ignore the window when it is false, and
+        // Qwen2MoeConfig then saves it as 0: such a window is not checked.
+        // (Its kind is checked with the family's other keys.)
+        let windowSwitchedOff = (try? c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)) == false
         let layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
         try ConfigRules.decodingChecks {
             try ConfigRules.count(hiddenSize, "hidden_size")
@@ -72,7 +78,7 @@ struct DecoderDimensions: Decodable {
             try ConfigRules.product([(vocabSize, "vocab_size"), (hiddenSize, "hidden_size")])
             try ConfigRules.product([(intermediateSize, "intermediate_size"), (hiddenSize, "hidden_size"), (2, "gate and up")])
             try ConfigRules.positiveIfPresent(eps, "rms_norm_eps")
-            try ConfigRules.countIfPresent(window, "sliding_window")
+            if !windowSwitchedOff { try ConfigRules.countIfPresent(window, "sliding_window") }
             // One attention type per layer, as transformers validates it.
             if let layerTypes, layerTypes.count != numHiddenLayers {
                 throw InvalidConfigValue(

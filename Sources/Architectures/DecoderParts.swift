@@ -125,29 +125,24 @@ struct DecoderParts: Sendable {
     /// The residual stream entering block 0: the batch's rows of
     /// `embed_tokens` [vocab, hidden], times √hidden when `scaled` (Gemma's
     /// families; transformers casts the factor to the weights' dtype, here it
-    /// is the Float32 value).
-    func embed(_ batch: TokenBatch, scaled: Bool = false) throws -> Matrix {
+    /// is the Float32 value), or times `multiplier` (Granite's
+    /// `embedding_multiplier`, a Python float times a float32 tensor).
+    func embed(_ batch: TokenBatch, scaled: Bool = false, multiplier: Float? = nil) throws -> Matrix {
         let width = dimensions.hiddenSize
         let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, width])
-        var rows = try gatherRows(table, ids: batch.tokenIDs, width: width)
-        if scaled {
-            let normalizer = Float(Double(width).squareRoot())
-            rows.data.withUnsafeMutableBufferPointer { values in
-                for i in values.indices { values[i] *= normalizer }
-            }
-        }
-        return rows
+        let rows = try gatherRows(table, ids: batch.tokenIDs, width: width)
+        return rows.scaled(by: scaled ? Float(Double(width).squareRoot()) : multiplier)
     }
 
     /// The final norm and the LM head: `lm_head` (or `headName`) when saved,
     /// else the embedding when the config ties them (`tiedEmbeddings`).
-    func head(norm: Normalization, logitSoftcap: Float? = nil) throws -> OutputHead {
+    func head(norm: Normalization, logitSoftcap: Float? = nil, logitDivisor: Float? = nil) throws -> OutputHead {
         OutputHead(
             norm: norm,
             projection: try weights.head(
                 tiedTo: "embed_tokens", tied: tiedEmbeddings,
                 hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: headName),
-            logitSoftcap: logitSoftcap)
+            logitSoftcap: logitSoftcap, logitDivisor: logitDivisor)
     }
 
     /// Each layer's attention window from its `layer_types` entry:
@@ -204,19 +199,23 @@ extension DecoderParts {
     /// Llama's pre-norm block: RMSNorm `norms.attention` before the attention,
     /// RMSNorm `norms.mlp` before the MLP, sequential residual. A branch
     /// `drops` removes is never built, so its weights (norm included) are
-    /// never read.
+    /// never read. `outputScale` multiplies both branches' outputs as they
+    /// join the stream (Granite's `residual_multiplier`).
     /// - Throws: `DroptraceError` for a missing tensor or a shape the sizes contradict.
     func preNormBlock(
         _ index: Int, drops: DropPlan, eps: Double,
         norms: (attention: String, mlp: String) = ("input_layernorm", "post_attention_layernorm"),
+        outputScale: Float? = nil,
         attention: () throws -> SelfAttention, feedForward: () throws -> FeedForward
     ) throws -> TransformerBlock {
         let p = "layers.\(index).", d = dimensions.hiddenSize
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + norms.attention, size: d, eps: eps), attention: try attention()),
+                inputNorm: try weights.rmsNorm(p + norms.attention, size: d, eps: eps), attention: try attention(),
+                outputScale: outputScale),
             mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + norms.mlp, size: d, eps: eps), feedForward: try feedForward()),
+                inputNorm: try weights.rmsNorm(p + norms.mlp, size: d, eps: eps), feedForward: try feedForward(),
+                outputScale: outputScale),
             residual: .sequential)
     }
 }

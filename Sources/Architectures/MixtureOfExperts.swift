@@ -38,17 +38,23 @@ public struct MixtureOfExperts: Sendable {
     /// Experts every token goes through, added after the routed ones
     /// (DeepSeek's `shared_experts`, stored as one wider MLP).
     public let sharedExperts: [FeedForward]
+    /// [1, hidden]: when present, the shared experts' output is multiplied
+    /// per token by sigmoid of this projection of the token before it is
+    /// added (Qwen2-MoE's `shared_expert_gate`).
+    public let sharedExpertGate: Linear?
 
     public init(
         router: Linear, experts: [FeedForward], expertsPerToken: Int, rule: RoutingRule = .softmaxTopK(renormalize: true),
-        sharedExperts: [FeedForward] = []
+        sharedExperts: [FeedForward] = [], sharedExpertGate: Linear? = nil
     ) {
         precondition(router.outFeatures == experts.count && (1...experts.count).contains(expertsPerToken))
+        precondition(sharedExpertGate == nil || (sharedExpertGate!.outFeatures == 1 && !sharedExperts.isEmpty))
         self.router = router
         self.experts = experts
         self.expertsPerToken = expertsPerToken
         self.rule = rule
         self.sharedExperts = sharedExperts
+        self.sharedExpertGate = sharedExpertGate
     }
 
     /// Each token's chosen experts, best first, and their weights.
@@ -153,7 +159,20 @@ public struct MixtureOfExperts: Sendable {
                 }
             }
         }
-        for shared in sharedExperts { output.add(shared(x)) }
+        for shared in sharedExperts {
+            var sharedOutput = shared(x)
+            if let gate = sharedExpertGate {
+                // One gate value per token, σ(g · x), scaling that token's whole row.
+                let gates = gate(x).data
+                sharedOutput.data.withUnsafeMutableBufferPointer { values in
+                    for r in 0..<x.rows {
+                        let g = 1 / (1 + exp(-gates[r]))
+                        for j in 0..<width { values[r * width + j] *= g }
+                    }
+                }
+            }
+            output.add(sharedOutput)
+        }
         return output
     }
 }

@@ -24,6 +24,7 @@ public enum ModelRegistry {
         "gpt2": GPT2Model.self,
         "gpt_oss": GptOssModel.self,
         "gpt_neox": GPTNeoXModel.self,
+        "granite": GraniteModel.self,
         "llama": LlamaModel.self,
         "ministral": LlamaModel.self,
         "mistral": LlamaModel.self,
@@ -34,9 +35,11 @@ public enum ModelRegistry {
         "olmoe": OlmoeModel.self,
         "phi3": Phi3Model.self,
         "qwen2": LlamaModel.self,
+        "qwen2_moe": Qwen2MoeModel.self,
         "qwen3": Qwen3Model.self,
         "qwen3_moe": Qwen3MoeModel.self,
         "smollm3": SmolLM3Model.self,
+        "starcoder2": Starcoder2Model.self,
     ]
 
     /// Every `model_type` droptrace reads, in the registry's order.

@@ -7,11 +7,16 @@ public struct OutputHead: Sendable {
     public let projection: Linear
     /// Logits z become tanh(z / cap) · cap (Gemma-2's `final_logit_softcapping`).
     public let logitSoftcap: Float?
+    /// Logits z become z / divisor (Granite's `logits_scaling`): no change
+    /// to a greedy choice, but a different distribution, so perplexity and
+    /// log-likelihoods depend on it.
+    public let logitDivisor: Float?
 
-    public init(norm: Normalization, projection: Linear, logitSoftcap: Float? = nil) {
+    public init(norm: Normalization, projection: Linear, logitSoftcap: Float? = nil, logitDivisor: Float? = nil) {
         self.norm = norm
         self.projection = projection
         self.logitSoftcap = logitSoftcap
+        self.logitDivisor = logitDivisor
     }
 
     public var vocabularySize: Int { projection.outFeatures }
@@ -50,6 +55,14 @@ public struct OutputHead: Sendable {
     /// Logits of selected rows (for checks and decoding).
     public func logits(_ hidden: Matrix) -> Matrix {
         var logits = projection(norm(hidden))
+        if let divisor = logitDivisor {
+            // Divided, not multiplied by 1 / divisor: transformers' rounding.
+            logits.data.withUnsafeMutableBufferPointer { values in
+                parallelFor(chunks: values.count, minimumChunk: 1 << 14) { range in
+                    for i in range { values[i] /= divisor }
+                }
+            }
+        }
         if let cap = logitSoftcap {
             logits.data.withUnsafeMutableBufferPointer { values in
                 parallelFor(chunks: values.count, minimumChunk: 1 << 14) { range in

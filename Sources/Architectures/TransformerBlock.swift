@@ -20,11 +20,16 @@ public struct AttentionBranch: Sendable {
     public let attention: SelfAttention
     /// Applied to the branch output inside the residual (OLMo-2, Gemma-2).
     public let outputNorm: Normalization?
+    /// Multiplies the branch output as it joins the residual stream
+    /// (Granite's `residual_multiplier`); part of the branch, so the
+    /// attention importance sees the stream transformers' layer computes.
+    public let outputScale: Float?
 
-    public init(inputNorm: Normalization?, attention: SelfAttention, outputNorm: Normalization? = nil) {
+    public init(inputNorm: Normalization?, attention: SelfAttention, outputNorm: Normalization? = nil, outputScale: Float? = nil) {
         self.inputNorm = inputNorm
         self.attention = attention
         self.outputNorm = outputNorm
+        self.outputScale = outputScale
     }
 
     /// The branch output for residual stream `x`; `attend` computes the
@@ -32,7 +37,7 @@ public struct AttentionBranch: Sendable {
     /// over a key/value cache when decoding).
     public func callAsFunction(_ x: Matrix, attend: (SelfAttention, Matrix) -> Matrix) -> Matrix {
         let out = attend(attention, inputNorm.map { $0(x) } ?? x)
-        return outputNorm.map { $0(out) } ?? out
+        return (outputNorm.map { $0(out) } ?? out).scaled(by: outputScale)
     }
 }
 
@@ -40,16 +45,32 @@ public struct MLPBranch: Sendable {
     public let inputNorm: Normalization?
     public let feedForward: FeedForward
     public let outputNorm: Normalization?
+    /// As `AttentionBranch.outputScale`.
+    public let outputScale: Float?
 
-    public init(inputNorm: Normalization?, feedForward: FeedForward, outputNorm: Normalization? = nil) {
+    public init(inputNorm: Normalization?, feedForward: FeedForward, outputNorm: Normalization? = nil, outputScale: Float? = nil) {
         self.inputNorm = inputNorm
         self.feedForward = feedForward
         self.outputNorm = outputNorm
+        self.outputScale = outputScale
     }
 
     public func callAsFunction(_ x: Matrix) -> Matrix {
         let out = feedForward(inputNorm.map { $0(x) } ?? x)
-        return outputNorm.map { $0(out) } ?? out
+        return (outputNorm.map { $0(out) } ?? out).scaled(by: outputScale)
+    }
+}
+
+extension Matrix {
+    /// Every element times `factor` (Float32 products, as torch's
+    /// `tensor * float` in float32); self when there is none.
+    func scaled(by factor: Float?) -> Matrix {
+        guard let factor else { return self }
+        var result = self
+        result.data.withUnsafeMutableBufferPointer { values in
+            for i in values.indices { values[i] *= factor }
+        }
+        return result
     }
 }
 

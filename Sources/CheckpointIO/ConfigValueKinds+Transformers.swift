@@ -349,6 +349,35 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "granite": (
+            "GraniteConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "attention_multiplier": "if",
+                "bos_token_id": "ni",
+                "embedding_multiplier": "if",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "logits_scaling": "if",
+                "max_position_embeddings": "i",
+                "mlp_bias": "b",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "residual_multiplier": "if",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "llama": (
             "LlamaConfig",
             [
@@ -617,6 +646,43 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "qwen2_moe": (
+            "Qwen2MoeConfig",
+            [
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "decoder_sparse_step": "i",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_types": "n[s]",
+                "max_position_embeddings": "i",
+                "max_window_layers": "i",
+                "mlp_only_layers": "n[i]",
+                "moe_intermediate_size": "i",
+                "norm_topk_prob": "b",
+                "num_attention_heads": "i",
+                "num_experts": "i",
+                "num_experts_per_tok": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "output_router_logits": "b",
+                "pad_token_id": "ni",
+                "qkv_bias": "b",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "router_aux_loss_coef": "f",
+                "shared_expert_intermediate_size": "i",
+                "sliding_window": "ni",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "use_sliding_window": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "qwen3": (
             "Qwen3Config",
             [
@@ -711,6 +777,33 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "starcoder2": (
+            "Starcoder2Config",
+            [
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "embedding_dropout": "if",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "norm_epsilon": "f",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "pad_token_id": "ni",
+                "residual_dropout": "if",
+                "rope_parameters": "no",
+                "sliding_window": "ni",
+                "tie_word_embeddings": "b",
+                "use_bias": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
     ]
 
     /// Per config class (as above) whose model builds its token embedding with padding_idx =
@@ -724,6 +817,7 @@ extension ConfigValueKinds {
         "gemma3.text_config": (0, 262208),
         "gemma3_text": (0, 262208),
         "gpt_oss": (nil, 201088),
+        "granite": (nil, 32000),
         "llama": (nil, 32000),
         "ministral": (nil, 32000),
         "mistral": (nil, 32000),
@@ -734,9 +828,11 @@ extension ConfigValueKinds {
         "olmoe": (1, 50304),
         "phi3": (32000, 32064),
         "qwen2": (nil, 151936),
+        "qwen2_moe": (nil, 151936),
         "qwen3": (nil, 151936),
         "qwen3_moe": (nil, 151936),
         "smollm3": (128004, 128256),
+        "starcoder2": (nil, 49152),
     ]
 
     /// Per config class (by model_type): the defaults of the keys below, which droptrace reads

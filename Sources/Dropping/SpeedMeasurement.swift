@@ -249,7 +249,7 @@ public enum SpeedMeasurement {
                     }
                 }
                 total += linear(moe.router) + Double(moe.expertsPerToken) * cost(moe.experts[0])
-                    + moe.sharedExperts.reduce(0) { $0 + cost($1) }
+                    + moe.sharedExperts.reduce(0) { $0 + cost($1) } + (moe.sharedExpertGate.map(linear) ?? 0)
             case nil: break
             }
         }

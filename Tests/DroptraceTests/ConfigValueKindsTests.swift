@@ -56,7 +56,10 @@ import Testing
         Written("olmo-f32", "clip_qkv", "8"), Written("gemma2-f32", "final_logit_softcapping", "30"),
         Written("gpt2-f32", "layer_norm_epsilon", "0"), Written("llama-f32", "vocab_size", "\"512\""),
         Written("qwen3_moe-f32", "mlp_only_layers", "[1.0]"), Written("ministral-f32", "layer_types", "[1]"),
-        Written("smollm3-f32", "no_rope_layers", "[1, 1, 1, true]"),
+        Written("smollm3-f32", "no_rope_layers", "[1, 1, 1, true]"), Written("granite-f32", "residual_multiplier", "null"),
+        Written("granite-f32", "logits_scaling", "\"8\""), Written("starcoder2-f32", "use_bias", "null"),
+        Written("starcoder2-f32", "norm_epsilon", "1"), Written("qwen2_moe-f32", "shared_expert_intermediate_size", "24.0"),
+        Written("qwen2_moe-f32", "qkv_bias", "null"),
         // Beyond 64 bits the literal still decides, as in Python: an integer for a float, a float for an
         // integer (both were taken as either; rms_norm_eps 10^20 scored every cosine 1).
         Written("llama-f32", "rms_norm_eps", "100000000000000000000"), Written("llama-f32", "initializer_range", "9223372036854775808"),
@@ -92,6 +95,7 @@ import Testing
         Written("qwen2-f32", "layer_types", "null"), Written("gpt2-f32", "n_inner", "null"),
         Written("llama-f32", "eos_token_id", "[1, 2]"), Written("llama-f32", "attention_dropout", "0"),
         Written("gpt2-f32", "num_hidden_layers", "4"), Written("olmoe-f32", "num_local_experts", "4"),
+        Written("granite-f32", "logits_scaling", "8"),
     ]
 
     @Test(arguments: acceptedNulls)

@@ -24,6 +24,8 @@ import Testing
         let count: Int
         let countKey: String
         let denseLayer: Int?
+        /// A sparse layer the tests add tensors to.
+        var sparseLayer = 2
         var description: String { fixture + " " + experts }
     }
 
@@ -48,6 +50,9 @@ import Testing
         Family(
             fixture: "mixtral-f32", stored: "block_sparse_moe.experts.", experts: "mlp.experts.", projections: mixtral,
             router: "block_sparse_moe.gate", count: 4, countKey: "num_local_experts", denseLayer: nil),
+        Family(
+            fixture: "qwen2_moe-f32", stored: "mlp.experts.", experts: "mlp.experts.", projections: qwen, router: "mlp.gate", count: 4,
+            countKey: "num_experts", denseLayer: 2, sparseLayer: 1),
     ]
 
     /// A copy of `fixture` named `name` whose weights also hold `added`
@@ -73,7 +78,7 @@ import Testing
         }
     }
 
-    /// An expert at index `count` of sparse layer 2 is refused naming
+    /// An expert at index `count` of a sparse layer is refused naming
     /// config.json, the key and the tensor, as a layer past
     /// num_hidden_layers is; on a dense layer, or under a name transformers
     /// does not collect (a `_scale_inv` beside it), the same tensor is ignored.
@@ -82,8 +87,8 @@ import Testing
         let scratch = try ScratchDirectory()
         let source = try Checkpoint(directory: FixtureFiles.model(family.fixture))
         let up = family.projections.up
-        let last = try source.tensor("model.layers.2.\(family.stored)\(family.count - 1).\(up).weight")
-        let extra = "model.layers.2.\(family.experts)\(family.count).\(up).weight"
+        let last = try source.tensor("model.layers.\(family.sparseLayer).\(family.stored)\(family.count - 1).\(up).weight")
+        let extra = "model.layers.\(family.sparseLayer).\(family.experts)\(family.count).\(up).weight"
         let directory = try Self.copy(family.fixture, in: scratch, as: "extra", adding: [extra: last])
         #expect(
             Self.loadError(directory)
@@ -94,7 +99,7 @@ import Testing
         #expect(Self.loadError(try Self.copy(family.fixture, in: scratch, as: "ignored", adding: ignored)) == nil)
     }
 
-    /// Layer 2's experts stored both per expert (as saved) and fused (the
+    /// A sparse layer's experts stored both per expert (as saved) and fused (the
     /// in-memory 3-D parameters, both or gate_up_proj alone) are refused
     /// naming the weights and the layer, as a tensor stored with and without
     /// `model.` is: the copies are one parameter to transformers. Fused
@@ -109,17 +114,17 @@ import Testing
         let perExpert = [family.projections.gate, family.projections.up, family.projections.down].min()!
         for kept in [["down_proj", "gate_up_proj"], ["gate_up_proj"]] {
             let added = try Dictionary(uniqueKeysWithValues: kept.map {
-                ("model.layers.2.mlp.experts.\($0)", try fused.tensor("model.layers.2.mlp.experts.\($0)"))
+                ("model.layers.\(family.sparseLayer).mlp.experts.\($0)", try fused.tensor("model.layers.\(family.sparseLayer).mlp.experts.\($0)"))
             })
             let directory = try Self.copy(family.fixture, in: scratch, as: kept.joined(separator: "+"), adding: added)
             #expect(
                 Self.loadError(directory)
-                    == "\(directory.path): layer 2's experts are stored both fused ('model.layers.2.mlp.experts.\(kept[0])') and per expert ('model.layers.2.\(family.stored)0.\(perExpert).weight'), which transformers reads as one; keep one of the two")
+                    == "\(directory.path): layer \(family.sparseLayer)'s experts are stored both fused ('model.layers.\(family.sparseLayer).mlp.experts.\(kept[0])') and per expert ('model.layers.\(family.sparseLayer).\(family.stored)0.\(perExpert).weight'), which transformers reads as one; keep one of the two")
         }
         if let dense = family.denseLayer {
             let onDense = try Self.copy(
                 family.fixture, in: scratch, as: "dense",
-                adding: ["model.layers.\(dense).mlp.experts.gate_up_proj": try fused.tensor("model.layers.2.mlp.experts.gate_up_proj")])
+                adding: ["model.layers.\(dense).mlp.experts.gate_up_proj": try fused.tensor("model.layers.\(family.sparseLayer).mlp.experts.gate_up_proj")])
             #expect(Self.loadError(onDense) == nil)
         }
     }
@@ -133,10 +138,10 @@ import Testing
         let scratch = try ScratchDirectory()
         let source = try Checkpoint(directory: FixtureFiles.model(family.fixture))
         let up = family.projections.up
-        let padded = "model.layers.2.\(family.experts)01.\(up).weight"
+        let padded = "model.layers.\(family.sparseLayer).\(family.experts)01.\(up).weight"
         let directory = try Self.copy(
             family.fixture, in: scratch, as: "padded",
-            adding: [padded: try source.tensor("model.layers.2.\(family.stored)1.\(up).weight")])
+            adding: [padded: try source.tensor("model.layers.\(family.sparseLayer).\(family.stored)1.\(up).weight")])
         #expect(
             Self.loadError(directory)
                 == "\(directory.path): tensor '\(padded)' writes expert 1 with leading zeros, which transformers reads as that "
