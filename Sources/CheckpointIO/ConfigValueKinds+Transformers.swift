@@ -847,6 +847,7 @@ extension ConfigValueKinds {
         "gpt2": ["layer_norm_epsilon": "1e-05", "n_positions": "1024"],
         "gpt_oss": ["max_position_embeddings": "131072", "rms_norm_eps": "1e-05"],
         "gpt_neox": ["layer_norm_eps": "1e-05", "max_position_embeddings": "2048"],
+        "granite": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "llama": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "ministral": ["max_position_embeddings": "131072", "rms_norm_eps": "1e-06"],
         "mistral": ["max_position_embeddings": "131072", "rms_norm_eps": "1e-06"],
@@ -857,8 +858,10 @@ extension ConfigValueKinds {
         "olmoe": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
         "phi3": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
         "qwen2": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
+        "qwen2_moe": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
         "qwen3": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
         "qwen3_moe": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
         "smollm3": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
+        "starcoder2": ["max_position_embeddings": "4096", "norm_epsilon": "1e-05"],
     ]
 }

@@ -67,7 +67,7 @@ EVERYTHING = "nbifs[nbifs]o"
 
 # Keys droptrace reads from every config of the families that have them, and that configs in the wild
 # omit (their class's default then applies): norm epsilons and the position count.
-OMITTABLE = ["layer_norm_eps", "layer_norm_epsilon", "max_position_embeddings", "n_positions", "rms_norm_eps"]
+OMITTABLE = ["layer_norm_eps", "layer_norm_epsilon", "max_position_embeddings", "n_positions", "norm_epsilon", "rms_norm_eps"]
 
 
 def table(cls):
