@@ -130,6 +130,13 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             throw DecodingError.keyNotFound(
                 Key("factor"), .init(codingPath: nested.codingPath, debugDescription: "rope type \"yarn\" needs it"))
         }
+        // transformers' validate_rope compares the original length of the scaled types, which a null cannot be.
+        if Self.typesWithOriginalLength.contains(type), let nested, nested.contains(Key("original_max_position_embeddings")),
+           try nested.decodeNil(forKey: Key("original_max_position_embeddings")) {
+            throw DecodingError.dataCorrupted(DecodingError.Context(
+                codingPath: nested.codingPath + [Key("original_max_position_embeddings")],
+                debugDescription: "is null, which transformers' rope validation refuses for rope type \"\(type)\""))
+        }
         let configuredTheta = try number(["rope_theta"], in: nested) ?? number([topLevelKeys.theta], in: top, as: "rope_theta")
         theta = configuredTheta ?? 10_000
         thetaIsExplicit = configuredTheta != nil

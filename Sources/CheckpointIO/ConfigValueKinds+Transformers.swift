@@ -864,4 +864,33 @@ extension ConfigValueKinds {
         "smollm3": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
         "starcoder2": ["max_position_embeddings": "4096", "norm_epsilon": "1e-05"],
     ]
+
+    /// Per config class (by model_type): the dropout settings its model builds `nn.Dropout` from.
+    static let dropoutModules: [String: [String]] = [
+        "gpt2": ["attn_pdrop", "embd_pdrop", "resid_pdrop"],
+        "gpt_neox": ["hidden_dropout"],
+        "phi3": ["resid_pdrop"],
+    ]
+
+    /// Config classes (by model_type) that accept `"head_dim": null` but whose model cannot be built
+    /// from it (the None is read as the head width).
+    static let nullHeadDimFails: Set<String> = [
+        "apertus",
+        "granite",
+        "ministral",
+        "olmo",
+        "olmo2",
+        "olmo3",
+        "olmoe",
+        "phi3",
+        "qwen2",
+        "qwen2_moe",
+        "qwen3_moe",
+        "smollm3",
+    ]
+
+    /// Those of them whose model cannot be built when config.json has no `head_dim` either.
+    static let absentHeadDimFails: Set<String> = [
+        "ministral",
+    ]
 }

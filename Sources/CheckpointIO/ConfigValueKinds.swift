@@ -57,6 +57,19 @@ public enum ConfigValueKinds {
                 return "key \"\(key)\" is \(probability), a dropout probability outside [0, 1]: transformers' model builds nn.Dropout from it, which torch refuses"
             }
         }
+        for key in functionalDropout[modelType] ?? [] {
+            if let probability = number(key), !(0...1).contains(probability) {
+                return "key \"\(key)\" is \(probability), a dropout probability outside [0, 1]: transformers' forward pass calls dropout with it, which torch refuses"
+            }
+        }
+        if let key = ropeIntegerBeyondTorch(in: members) {
+            return "key \"\(key)\" is an integer beyond 64 bits, which transformers' rotary set-up cannot convert (OverflowError)"
+        }
+        switch members.last(where: { $0.key == "head_dim" })?.value {
+        case .null? where nullHeadDimFails.contains(modelType), nil where absentHeadDimFails.contains(modelType):
+            return "key \"head_dim\" is null or absent, which transformers' config class takes but its model cannot be built from; write the head width"
+        default: break
+        }
         guard let countKey = layerTypesUnread[modelType], let written = members.last(where: { $0.key == "layer_types" })?.value
         else { return nil }
         if case .null = written { return nil }
@@ -71,10 +84,33 @@ public enum ConfigValueKinds {
         return nil
     }
 
-    /// The dropout settings a family's model builds `nn.Dropout` modules from.
-    static let dropoutModules: [String: [String]] = [
-        "gpt2": ["attn_pdrop", "embd_pdrop", "resid_pdrop"], "gpt_neox": ["hidden_dropout"],
-    ]
+    /// The first rope setting (top-level `rope_theta`, or a member of `rope_parameters` / `rope_scaling`,
+    /// also nested by layer type) written as an integer torch cannot hold: at least 2⁶⁴, or below −2⁶³.
+    static func ropeIntegerBeyondTorch(in members: [(key: String, value: JSONValue)]) -> String? {
+        func beyond(_ value: JSONValue) -> Bool {
+            if case .bigInteger(let number) = value { number >= 0x1p64 || number < -0x1p63 } else { false }
+        }
+        func search(_ members: [(key: String, value: JSONValue)], under prefix: String) -> String? {
+            for (key, value) in members {
+                if beyond(value) { return prefix + key }
+                if case .object(let nested) = value, let found = search(nested, under: prefix + key + ".") { return found }
+            }
+            return nil
+        }
+        for (key, value) in members {
+            if key == "rope_theta", beyond(value) { return key }
+            if ["rope_parameters", "rope_scaling"].contains(key), case .object(let nested) = value,
+               let found = search(nested, under: key + ".") {
+                return found
+            }
+        }
+        return nil
+    }
+
+    /// Dropout settings a family's forward pass hands to `torch.nn.functional.dropout` (which checks
+    /// the probability even when not training), beyond the generated `dropoutModules`, which a model
+    /// built on the meta device reveals.
+    static let functionalDropout: [String: [String]] = ["starcoder2": ["embedding_dropout", "residual_dropout"]]
     /// Classes without layer types of their own, and the key holding their layer count.
     static let layerTypesUnread: [String: String] = ["gpt2": "n_layer", "gpt_neox": "num_hidden_layers"]
     /// transformers 5.23's `ALLOWED_LAYER_TYPES`.

@@ -331,7 +331,9 @@ enum PipelineYAML {
     /// plain scalars are left to the decoder, which names their type.
     static func checkDecimalNumbers(_ mapping: Node.Mapping, path: String) throws {
         let whole = #/[-+]?(0|[1-9][0-9]*)/#
-        let fractional = #/[-+]?(0|[1-9][0-9]*)(\.[0-9]*)?([eE][-+]?[0-9]+)?|[-+]?\.[0-9]+([eE][-+]?[0-9]+)?/#
+        // YAML 1.1's float (PyYAML's too) has a point and a signed exponent:
+        // 1e1 and 1.0e1 are text there, numbers in YAML 1.2.
+        let fractional = #/[-+]?(0|[1-9][0-9]*)(\.[0-9]*([eE][-+][0-9]+)?)?|[-+]?\.[0-9]+([eE][-+][0-9]+)?/#
         func check(_ node: Node, setting: String, fraction: Bool) throws {
             let items = node.sequence.map(Array.init) ?? [node]
             for item in items {
@@ -343,7 +345,9 @@ enum PipelineYAML {
                     throw DroptraceError(
                         "setting \"\(setting)\" is \"\(SystemError.oneLine(String(text.prefix(40))))\"; write it as a "
                             + (fraction ? "decimal number" : "whole number in decimal")
-                            + " (YAML reads hexadecimal, octal, binary, base-60 and leading-zero numbers in other bases)",
+                            + (fraction ? " with a point and a signed exponent if any (1.0e+1: YAML 1.1 reads 1e1 as text, 1.2 as a number;"
+                                + " and hexadecimal, octal, binary, base-60 and leading-zero numbers in other bases)"
+                                : " (YAML reads hexadecimal, octal, binary, base-60 and leading-zero numbers in other bases)"),
                         path: path)
                 }
             }

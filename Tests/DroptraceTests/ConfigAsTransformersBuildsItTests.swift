@@ -44,6 +44,13 @@ import Testing
         fixture.expectRefused(naming: "\"num_attention_heads\"")
     }
 
+    /// Ministral's head_dim defaults to None, which its model reads as the
+    /// head width: a config without one cannot be built (TypeError in
+    /// transformers 5.23).
+    @Test func ministralWithoutHeadDimIsRefused() throws {
+        try EditedFixture("ministral-f32") { $0["head_dim"] = nil }.expectRefused(naming: "\"head_dim\"")
+    }
+
     /// Each default of `omittedDefaults`, on its family's fixture: leaving
     /// the key out scores as writing the class's default, or is refused
     /// alike (gpt2's default 1024 `n_positions` against the fixture's 128

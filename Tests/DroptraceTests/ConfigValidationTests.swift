@@ -179,6 +179,9 @@ import Testing
         GGUFMutant(file: "llama-f32.gguf", key: "llama.rope.dimension_count", value: 127),
         GGUFMutant(file: "gpt_neox-bf16.gguf", key: "gptneox.rope.dimension_count", value: 127),
         GGUFMutant(file: "gpt_neox-bf16.gguf", key: "gptneox.rope.dimension_count", value: 0),
+        // llama.cpp's rope asserts an even count.
+        GGUFMutant(file: "gpt_neox-bf16.gguf", key: "gptneox.rope.dimension_count", value: 5),
+        GGUFMutant(file: "gpt_neox-bf16.gguf", key: "gptneox.rope.dimension_count", value: 1),
         GGUFMutant(file: "gpt_neox-bf16.gguf", key: "gptneox.attention.head_count", value: 5),
         GGUFMutant(file: "gpt_neox-bf16.gguf", key: "gptneox.attention.head_count", value: 0),
         GGUFMutant(file: "gpt2-f16.gguf", key: "gpt2.attention.head_count", value: 7),

@@ -70,6 +70,15 @@ import Testing
         Written("gpt2-f32", "resid_pdrop", "-1"), Written("gpt2-f32", "embd_pdrop", "2.0"),
         Written("gpt_neox-f32", "hidden_dropout", "1e300"), Written("gpt2-f32", "layer_types", "\"x\""),
         Written("gpt2-f32", "layer_types", "[]"), Written("gpt_neox-f32", "layer_types", "[\"FULL\", \"FULL\"]"),
+        Written("phi3-f32", "resid_pdrop", "2.0"), Written("starcoder2-f32", "residual_dropout", "1.5"),
+        Written("starcoder2-f32", "embedding_dropout", "-0.1"),
+        // A null head_dim the class takes and its model reads as the head width (TypeError building it).
+        Written("qwen2-f32", "head_dim", "null"), Written("granite-f32", "head_dim", "null"),
+        Written("qwen3_moe-f32", "head_dim", "null"), Written("ministral-f32", "head_dim", "null"),
+        // Rope integers torch cannot convert (OverflowError), 2^64 and above.
+        Written("llama-f32", "rope_parameters.rope_theta", "18446744073709551616"),
+        Written("llama-f32", "rope_parameters.factor", "100000000000000000000"),
+        Written("llama-v4", "rope_theta", "18446744073709551616"),
         // Aliases (attribute_map keys) are set over the key they stand for, unchecked.
         Written("gpt2-f32", "hidden_size", "64"), Written("gpt2-f32", "num_hidden_layers", "4.0"),
         Written("deepseek_v2-f32", "num_experts", "2"), Written("gpt_oss-f32", "num_experts", "8"),
@@ -96,6 +105,8 @@ import Testing
         Written("llama-f32", "eos_token_id", "[1, 2]"), Written("llama-f32", "attention_dropout", "0"),
         Written("gpt2-f32", "num_hidden_layers", "4"), Written("olmoe-f32", "num_local_experts", "4"),
         Written("granite-f32", "logits_scaling", "8"),
+        Written("deepseek_v2-f32", "head_dim", "32"), Written("deepseek_v2-f32", "head_dim", "null"),
+        Written("deepseek_v3-f32", "head_dim", "8"), Written("llama-f32", "rope_parameters.rope_theta", "9223372036854775808"),
     ]
 
     @Test(arguments: acceptedNulls)
@@ -106,13 +117,19 @@ import Testing
 
     /// Nulls transformers keeps inside the rope parameters, where its rotary
     /// initialisers then fail, and rope_scaling beside rope_parameters
-    /// (which transformers merges, rope_scaling's values over the others).
+    /// (which transformers merges, rope_scaling's values over the others);
+    /// and rotary settings its validation or forward pass then fails on.
     static let refusedRope: [Written] = [
         Written("llama-f32", "rope_parameters.rope_theta", "null"), Written("llama-f32", "rope_parameters.rope_type", "null"),
         Written("gpt_neox-f32", "rope_parameters.partial_rotary_factor", "null"),
         Written("phi3-f32", "rope_parameters.partial_rotary_factor", "null"),
         Written("llama-f32", "rope_scaling", #"{"rope_type": "linear", "factor": 2.0}"#),
         Written("llama-v4", "rope_theta", "null"), Written("gpt_neox-v4", "rotary_pct", "null"),
+        // validate_rope compares the scaled types' original length (TypeError on None).
+        Written("llama-f32", "rope_parameters.original_max_position_embeddings", "null"),
+        Written("deepseek_v3-f32", "rope_parameters.original_max_position_embeddings", "null"),
+        // DeepSeek-V3 sizes its rotary embedding by head_dim: another width fails in its forward.
+        Written("deepseek_v3-f32", "head_dim", "16"), Written("deepseek_v3-f32", "head_dim", "null"),
     ]
 
     @Test(arguments: refusedRope)

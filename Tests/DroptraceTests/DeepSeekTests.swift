@@ -286,6 +286,7 @@ import Testing
         try Self.rewrite(model.appendingPathComponent("config.json")) {
             $0["drop_attn_list"] = [0, 1, 2, 3]
             $0["qk_rope_head_dim"] = 1 << 40
+            $0["head_dim"] = 1 << 40  // as DeepseekV3Config writes it
         }
         let loaded = try ModelRegistry.load(try Checkpoint(directory: model))
         #expect(loaded.layerCount == 4)

@@ -107,6 +107,9 @@ struct PipelineFileSafetyTests {
         ("drop_k: [1, 0x2]", "drop_k"), ("num_fewshot: 0x1", "num_fewshot"), ("settle_minutes: 0x10", "settle_minutes"),
         ("settle_minutes: 1:30", "settle_minutes"), ("settle_minutes: 0x1p4", "settle_minutes"),
         ("settle_minutes: 1_0.5", "settle_minutes"), ("slurm: {shards: 0x2}", "slurm.shards"),
+        // PyYAML's float needs a point and a signed exponent: these are text there.
+        ("settle_minutes: 1e1", "settle_minutes"), ("settle_minutes: 1.0e1", "settle_minutes"),
+        ("settle_minutes: 1e400", "settle_minutes"),
         ("tasks: {piqa: {eval: p.jsonl, num_fewshot: 0x5}}", "tasks.piqa.num_fewshot"),
     ])
     func nonDecimalNumberIsRefused(line: String, setting: String) throws {
@@ -122,7 +125,7 @@ struct PipelineFileSafetyTests {
     func decimalNumbersLoad() throws {
         let scratch = try ScratchDirectory()
         let text = "series: s\ncalibration: c.txt\noutput: out\nseq_len: +32\nsamples: 0\ndrop_k: [1, 20]\n"
-            + "settle_minutes: 1.5e1\nslurm: {shards: 2}\n"
+            + "settle_minutes: 1.5e+1\nslurm: {shards: 2}\n"
         let error = #expect(throws: DroptraceError.self) { try PipelineFile.load(scratch.write(text, to: "zero.yaml")) }
         #expect(error?.message.contains("samples must be at least 1") == true, "\(error?.message ?? "no error")")
         let file = try PipelineFile.load(scratch.write(text.replacingOccurrences(of: "samples: 0", with: "samples: 4"), to: "ok.yaml"))

@@ -28,6 +28,10 @@ struct DeepSeekConfiguration: Decodable {
     /// nil when config.json writes null (V2 then routes to no expert: refused).
     var topkMethod: String?
     var normTopkProb: Bool
+    /// V3's head_dim as config.json writes it (nil: absent; .some(nil): null).
+    /// DeepseekV3Config sets it to qk_rope_head_dim when absent and sizes the
+    /// rotary embedding by it, so another width fails in transformers' forward.
+    var writtenHeadDim: Int??
 
     enum CodingKeys: String, CodingKey {
         case modelType = "model_type"
@@ -51,6 +55,7 @@ struct DeepSeekConfiguration: Decodable {
         case topkGroup = "topk_group"
         case topkMethod = "topk_method"
         case normTopkProb = "norm_topk_prob"
+        case headDim = "head_dim"
     }
 
     init(from decoder: Decoder) throws {
@@ -90,6 +95,7 @@ struct DeepSeekConfiguration: Decodable {
         topkMethod = v3 ? "noaux_tc" : try written(.topkMethod, absent: "greedy")
         // V2's router never renormalises (transformers does not read the key for it).
         normTopkProb = v3 ? try written(.normTopkProb, absent: true) ?? false : false
+        writtenHeadDim = v3 && c.contains(.headDim) ? .some(try c.decodeIfPresent(Int.self, forKey: .headDim)) : nil
     }
 
     /// Whether experts are chosen within the best groups only.
@@ -109,6 +115,11 @@ struct DeepSeekConfiguration: Decodable {
             throw InvalidConfigValue(key: "qk_nope_head_dim", problem: "must be at least 0, got \(qkNopeHeadDim)")
         }
         try ConfigRules.count(vHeadDim, "v_head_dim")
+        if let written = writtenHeadDim, written != qkRopeHeadDim {
+            throw InvalidConfigValue(
+                key: "head_dim",
+                problem: "must equal qk_rope_head_dim \(qkRopeHeadDim) (DeepSeek-V3's rotary embedding is sized by it), got \(written.map(String.init) ?? "null")")
+        }
         // Latent attention expands keys and values for every query head.
         if let kv = d.numKeyValueHeads, kv != d.numAttentionHeads {
             throw InvalidConfigValue(

@@ -62,10 +62,10 @@ extension GGUFArchitecture {
     ) { input in
         let a = input.architecture.name + ".", headDim = input.sizes.headDim, sizes = input.sizes
         let rotary = try input.metadata.optionalUInt32(a + "rope.dimension_count") ?? headDim
-        // transformers rotates 2·ceil(rotary/2) dimensions, which must fit in the head.
-        guard rotary >= 1, rotary + rotary % 2 <= headDim else {
+        // llama.cpp's rope asserts an even count (ggml_rope: n_dims % 2 == 0) and aborts on an odd one.
+        guard rotary >= 2, rotary % 2 == 0, rotary <= headDim else {
             throw InvalidConfigValue(
-                key: a + "rope.dimension_count", problem: "must be between 1 and the head width \(headDim), got \(rotary)"
+                key: a + "rope.dimension_count", problem: "must be even and between 2 and the head width \(headDim), got \(rotary)"
             ).error(path: input.path)
         }
         return [
