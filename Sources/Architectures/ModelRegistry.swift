@@ -33,6 +33,7 @@ public enum ModelRegistry {
         "olmo2": Olmo2Model.self,
         "olmo3": Olmo3Model.self,
         "olmoe": OlmoeModel.self,
+        "phi": PhiModel.self,
         "phi3": Phi3Model.self,
         "qwen2": LlamaModel.self,
         "qwen2_moe": Qwen2MoeModel.self,

@@ -592,6 +592,32 @@ extension ConfigValueKinds {
             [
                 "num_local_experts": "num_experts",
             ]),
+        "phi": (
+            "PhiConfig",
+            [
+                "attention_dropout": "nif",
+                "bos_token_id": "ni",
+                "embd_pdrop": "if",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "qk_layernorm": "b",
+                "resid_pdrop": "if",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "phi3": (
             "Phi3Config",
             [
@@ -826,6 +852,7 @@ extension ConfigValueKinds {
         "olmo2": (1, 50304),
         "olmo3": (1, 50304),
         "olmoe": (1, 50304),
+        "phi": (nil, 51200),
         "phi3": (32000, 32064),
         "qwen2": (nil, 151936),
         "qwen2_moe": (nil, 151936),
@@ -856,6 +883,7 @@ extension ConfigValueKinds {
         "olmo2": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
         "olmo3": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
         "olmoe": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
+        "phi": ["layer_norm_eps": "1e-05", "max_position_embeddings": "2048"],
         "phi3": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
         "qwen2": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
         "qwen2_moe": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],

@@ -161,7 +161,7 @@ public struct SpecialTokenSettings: Sendable, Equatable {
         "gpt2": "GPT2Tokenizer", "gpt_neox": "GPTNeoXTokenizer", "olmo": "GPTNeoXTokenizer",
         "olmoe": "GPTNeoXTokenizer", "qwen2": "Qwen2Tokenizer", "qwen2_moe": "Qwen2Tokenizer", "qwen3": "Qwen2Tokenizer",
         "qwen3_moe": "Qwen2Tokenizer", "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer",
-        "gemma3": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer", "starcoder2": "GPT2Tokenizer",
+        "gemma3": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer", "starcoder2": "GPT2Tokenizer", "phi": "GPT2Tokenizer",
     ]
 
     /// The `bos_token` and `eos_token` defaults of tokenizer classes' `__init__` (transformers 5).

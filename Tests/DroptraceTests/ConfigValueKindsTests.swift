@@ -59,7 +59,8 @@ import Testing
         Written("smollm3-f32", "no_rope_layers", "[1, 1, 1, true]"), Written("granite-f32", "residual_multiplier", "null"),
         Written("granite-f32", "logits_scaling", "\"8\""), Written("starcoder2-f32", "use_bias", "null"),
         Written("starcoder2-f32", "norm_epsilon", "1"), Written("qwen2_moe-f32", "shared_expert_intermediate_size", "24.0"),
-        Written("qwen2_moe-f32", "qkv_bias", "null"),
+        Written("qwen2_moe-f32", "qkv_bias", "null"), Written("phi-f32", "qk_layernorm", "null"),
+        Written("phi-f32", "layer_norm_eps", "1"),
         // Beyond 64 bits the literal still decides, as in Python: an integer for a float, a float for an
         // integer (both were taken as either; rms_norm_eps 10^20 scored every cosine 1).
         Written("llama-f32", "rms_norm_eps", "100000000000000000000"), Written("llama-f32", "initializer_range", "9223372036854775808"),
