@@ -138,14 +138,16 @@ struct DecoderParts: Sendable {
 
     /// The final norm and the LM head: `lm_head` (or `headName`) when saved,
     /// else the embedding when the config ties them (`tiedEmbeddings`).
-    /// `bias`: the head has a bias (Phi).
-    func head(norm: Normalization, bias: Bool = false, logitSoftcap: Float? = nil, logitDivisor: Float? = nil) throws -> OutputHead {
+    /// `bias`: the head has a bias (Phi); `logitScale` multiplies the logits (Cohere's `logit_scale`).
+    func head(
+        norm: Normalization, bias: Bool = false, logitSoftcap: Float? = nil, logitDivisor: Float? = nil, logitScale: Float? = nil
+    ) throws -> OutputHead {
         OutputHead(
             norm: norm,
             projection: try weights.head(
                 tiedTo: "embed_tokens", tied: tiedEmbeddings,
                 hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: headName, bias: bias),
-            logitSoftcap: logitSoftcap, logitDivisor: logitDivisor)
+            logitSoftcap: logitSoftcap, logitDivisor: logitDivisor, logitScale: logitScale)
     }
 
     /// Each layer's attention window from its `layer_types` entry:

@@ -15,6 +15,7 @@ protocol RegisteredModel: LanguageModel {
 public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
         "apertus": ApertusModel.self,
+        "cohere": CohereModel.self,
         "deepseek_v2": DeepSeekModel.self,
         "deepseek_v3": DeepSeekModel.self,
         "gemma": GemmaModel.self,

@@ -28,6 +28,32 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "cohere": (
+            "CohereConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "nif",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "nf",
+                "logit_scale": "nf",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "use_qk_norm": "nb",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "deepseek_v2": (
             "DeepseekV2Config",
             [
@@ -836,6 +862,7 @@ extension ConfigValueKinds {
     /// pad_token_id: the class's default pad_token_id and vocab_size.
     static let paddedEmbeddings: [String: (padTokenID: Int?, vocabSize: Int)] = [
         "apertus": (3, 131072),
+        "cohere": (0, 256000),
         "deepseek_v2": (nil, 102400),
         "deepseek_v3": (nil, 129280),
         "gemma": (0, 256000),
@@ -866,6 +893,7 @@ extension ConfigValueKinds {
     /// from every config and a config may omit, as JSON text (the class's dataclass defaults).
     static let omittedDefaults: [String: [String: String]] = [
         "apertus": ["max_position_embeddings": "65536", "rms_norm_eps": "1e-05"],
+        "cohere": ["layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "deepseek_v2": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "deepseek_v3": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-06"],
         "gemma": ["max_position_embeddings": "8192", "rms_norm_eps": "1e-06"],
