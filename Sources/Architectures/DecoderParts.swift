@@ -44,11 +44,13 @@ struct DecoderParts: Sendable {
     ///     head to the embedding when config.json does not say.
     ///   - headName: where the head is stored when it is (a multimodal
     ///     checkpoint's `language_model.lm_head`).
+    ///   - finalNorm: the final norm's name (Phi's `final_layernorm`).
     /// - Throws: `DroptraceError` naming config.json for sizes that cannot
     ///   describe a model or that the tensors contradict.
     init(
         _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, tiedByDefault: Bool = false, headName: String = "lm_head",
-        naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""], extraLayers: Int = 0, experts: ExpertNaming? = nil
+        naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""], extraLayers: Int = 0, experts: ExpertNaming? = nil,
+        finalNorm: String = "norm"
     ) throws {
         self.checkpoint = checkpoint
         self.section = section
@@ -69,7 +71,7 @@ struct DecoderParts: Sendable {
             "embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize], keys: "vocab_size, hidden_size",
             configPath: configPath)
         try weights.confirmStoredOutputShapes(
-            hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: headName, finalNorm: "norm")
+            hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: headName, finalNorm: finalNorm)
     }
 
     var configPath: String { checkpoint.configURL.path }
@@ -136,13 +138,16 @@ struct DecoderParts: Sendable {
 
     /// The final norm and the LM head: `lm_head` (or `headName`) when saved,
     /// else the embedding when the config ties them (`tiedEmbeddings`).
-    func head(norm: Normalization, logitSoftcap: Float? = nil, logitDivisor: Float? = nil) throws -> OutputHead {
+    /// `bias`: the head has a bias (Phi); `logitScale` multiplies the logits (Cohere's `logit_scale`).
+    func head(
+        norm: Normalization, bias: Bool = false, logitSoftcap: Float? = nil, logitDivisor: Float? = nil, logitScale: Float? = nil
+    ) throws -> OutputHead {
         OutputHead(
             norm: norm,
             projection: try weights.head(
                 tiedTo: "embed_tokens", tied: tiedEmbeddings,
-                hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: headName),
-            logitSoftcap: logitSoftcap, logitDivisor: logitDivisor)
+                hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: headName, bias: bias),
+            logitSoftcap: logitSoftcap, logitDivisor: logitDivisor, logitScale: logitScale)
     }
 
     /// Each layer's attention window from its `layer_types` entry:

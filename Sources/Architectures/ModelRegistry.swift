@@ -15,6 +15,7 @@ protocol RegisteredModel: LanguageModel {
 public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
         "apertus": ApertusModel.self,
+        "cohere": CohereModel.self,
         "deepseek_v2": DeepSeekModel.self,
         "deepseek_v3": DeepSeekModel.self,
         "gemma": GemmaModel.self,
@@ -33,6 +34,7 @@ public enum ModelRegistry {
         "olmo2": Olmo2Model.self,
         "olmo3": Olmo3Model.self,
         "olmoe": OlmoeModel.self,
+        "phi": PhiModel.self,
         "phi3": Phi3Model.self,
         "qwen2": LlamaModel.self,
         "qwen2_moe": Qwen2MoeModel.self,

@@ -11,12 +11,17 @@ public struct OutputHead: Sendable {
     /// to a greedy choice, but a different distribution, so perplexity and
     /// log-likelihoods depend on it.
     public let logitDivisor: Float?
+    /// Logits z become z · scale (Cohere's `logit_scale`), as perplexity sees them.
+    public let logitScale: Float?
 
-    public init(norm: Normalization, projection: Linear, logitSoftcap: Float? = nil, logitDivisor: Float? = nil) {
+    public init(
+        norm: Normalization, projection: Linear, logitSoftcap: Float? = nil, logitDivisor: Float? = nil, logitScale: Float? = nil
+    ) {
         self.norm = norm
         self.projection = projection
         self.logitSoftcap = logitSoftcap
         self.logitDivisor = logitDivisor
+        self.logitScale = logitScale
     }
 
     public var vocabularySize: Int { projection.outFeatures }
@@ -60,6 +65,13 @@ public struct OutputHead: Sendable {
             logits.data.withUnsafeMutableBufferPointer { values in
                 parallelFor(chunks: values.count, minimumChunk: 1 << 14) { range in
                     for i in range { values[i] /= divisor }
+                }
+            }
+        }
+        if let scale = logitScale {
+            logits.data.withUnsafeMutableBufferPointer { values in
+                parallelFor(chunks: values.count, minimumChunk: 1 << 14) { range in
+                    for i in range { values[i] *= scale }
                 }
             }
         }

@@ -8,12 +8,13 @@ extension DecoderParts {
     ///
     /// - Parameters:
     ///   - bias: whether q/k/v_proj have biases; `outputBias` for o_proj
-    ///     (the same unless given: Qwen2 has q/k/v biases only).
+    ///     (the same unless given: Qwen2 has q/k/v biases only); `outputName`
+    ///     for o_proj's name (Phi's `dense`).
     ///   - scale: the softmax scale, 1/√head_dim unless given.
     ///   - the rest: as `SelfAttention` takes them.
     /// - Throws: `DroptraceError` for a missing tensor or a shape the sizes contradict.
     func attention(
-        _ prefix: String, bias: Bool, outputBias: Bool? = nil, rotary: RotaryEmbedding?, scale: Float? = nil,
+        _ prefix: String, bias: Bool, outputBias: Bool? = nil, outputName: String = "o_proj", rotary: RotaryEmbedding?, scale: Float? = nil,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, logitSoftcap: Float? = nil,
         sinkLogits: [Float]? = nil
     ) throws -> SelfAttention {
@@ -22,7 +23,7 @@ extension DecoderParts {
             qkv: try weights.stackedQKV(prefix, hidden: d, layout: layout, bias: bias),
             layout: layout,
             rotary: rotary,
-            output: try weights.linear(prefix + "o_proj", in: layout.queryWidth, out: d, bias: outputBias ?? bias),
+            output: try weights.linear(prefix + outputName, in: layout.queryWidth, out: d, bias: outputBias ?? bias),
             scale: scale ?? 1 / Float(layout.headDim).squareRoot(),
             slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, logitSoftcap: logitSoftcap,
             sinkLogits: sinkLogits)

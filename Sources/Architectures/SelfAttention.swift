@@ -8,6 +8,9 @@ public enum QueryKeyNorm: Sendable {
     /// The same norm applied to each head's columns separately (weights
     /// [head_dim]; Qwen3, Gemma-3).
     case perHead(query: Normalization, key: Normalization)
+    /// Each head's columns normalised separately with weights of its own
+    /// (weights [heads · head_dim], head h's at h · head_dim; Cohere).
+    case eachHead(query: Normalization, key: Normalization)
 }
 
 /// Multi-head (grouped-query) causal self-attention with a QKV projection
@@ -79,6 +82,9 @@ public struct SelfAttention: Sendable {
         case .perHead(let query, let key)?:
             query.apply(inPlace: &projected, columns: queries, pieceWidth: layout.headDim)
             key.apply(inPlace: &projected, columns: keys, pieceWidth: layout.headDim)
+        case .eachHead(let query, let key)?:
+            query.apply(inPlace: &projected, columns: queries, pieceWidth: layout.headDim, weightsPerPiece: true)
+            key.apply(inPlace: &projected, columns: keys, pieceWidth: layout.headDim, weightsPerPiece: true)
         case nil:
             break
         }

@@ -186,7 +186,10 @@ struct Weights {
     /// untied model without its head is an error naming the tensor: its
     /// embedding would give another model's logits. A bias-free [vocabulary,
     /// hidden] projection; the head sits outside the model prefix.
-    func head(tiedTo embedding: String, tied: Bool, hidden: Int, vocabulary: Int, untiedName: String = "lm_head") throws -> Linear {
+    /// `bias`: the head has one (Phi's `lm_head.bias`, stored tied or not).
+    func head(
+        tiedTo embedding: String, tied: Bool, hidden: Int, vocabulary: Int, untiedName: String = "lm_head", bias: Bool = false
+    ) throws -> Linear {
         let weight: String
         if has("lm_head.weight", absolute: true) {
             weight = absolute("lm_head.weight")
@@ -200,9 +203,13 @@ struct Weights {
                 "missing tensor \(names): tie_word_embeddings is false, so the head is not the embedding",
                 path: checkpoint.weightsPath)
         }
+        // A tied head keeps its own bias (PhiForCausalLM's lm_head.bias).
+        let biasName = weight == prefix + embedding + ".weight"
+            ? absolute("lm_head.bias") : String(weight.dropLast(".weight".count)) + ".bias"
         return Linear(
             weight: try checkpoint.tensor(weight, shape: [vocabulary, hidden]).floats(),
-            bias: nil, inFeatures: hidden, outFeatures: vocabulary)
+            bias: bias ? try checkpoint.tensor(biasName, shape: [vocabulary]).floats() : nil,
+            inFeatures: hidden, outFeatures: vocabulary)
     }
 
     /// Confirms the shapes of a stored head (`head`'s first choice) and of

@@ -28,6 +28,32 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "cohere": (
+            "CohereConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "nif",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "nf",
+                "logit_scale": "nf",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "use_qk_norm": "nb",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "deepseek_v2": (
             "DeepseekV2Config",
             [
@@ -592,6 +618,32 @@ extension ConfigValueKinds {
             [
                 "num_local_experts": "num_experts",
             ]),
+        "phi": (
+            "PhiConfig",
+            [
+                "attention_dropout": "nif",
+                "bos_token_id": "ni",
+                "embd_pdrop": "if",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "qk_layernorm": "b",
+                "resid_pdrop": "if",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "phi3": (
             "Phi3Config",
             [
@@ -810,6 +862,7 @@ extension ConfigValueKinds {
     /// pad_token_id: the class's default pad_token_id and vocab_size.
     static let paddedEmbeddings: [String: (padTokenID: Int?, vocabSize: Int)] = [
         "apertus": (3, 131072),
+        "cohere": (0, 256000),
         "deepseek_v2": (nil, 102400),
         "deepseek_v3": (nil, 129280),
         "gemma": (0, 256000),
@@ -826,6 +879,7 @@ extension ConfigValueKinds {
         "olmo2": (1, 50304),
         "olmo3": (1, 50304),
         "olmoe": (1, 50304),
+        "phi": (nil, 51200),
         "phi3": (32000, 32064),
         "qwen2": (nil, 151936),
         "qwen2_moe": (nil, 151936),
@@ -839,6 +893,7 @@ extension ConfigValueKinds {
     /// from every config and a config may omit, as JSON text (the class's dataclass defaults).
     static let omittedDefaults: [String: [String: String]] = [
         "apertus": ["max_position_embeddings": "65536", "rms_norm_eps": "1e-05"],
+        "cohere": ["layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "deepseek_v2": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "deepseek_v3": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-06"],
         "gemma": ["max_position_embeddings": "8192", "rms_norm_eps": "1e-06"],
@@ -856,6 +911,7 @@ extension ConfigValueKinds {
         "olmo2": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
         "olmo3": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
         "olmoe": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
+        "phi": ["layer_norm_eps": "1e-05", "max_position_embeddings": "2048"],
         "phi3": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
         "qwen2": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
         "qwen2_moe": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
@@ -869,6 +925,7 @@ extension ConfigValueKinds {
     static let dropoutModules: [String: [String]] = [
         "gpt2": ["attn_pdrop", "embd_pdrop", "resid_pdrop"],
         "gpt_neox": ["hidden_dropout"],
+        "phi": ["embd_pdrop", "resid_pdrop"],
         "phi3": ["resid_pdrop"],
     ]
 
@@ -876,12 +933,14 @@ extension ConfigValueKinds {
     /// from it (the None is read as the head width).
     static let nullHeadDimFails: Set<String> = [
         "apertus",
+        "cohere",
         "granite",
         "ministral",
         "olmo",
         "olmo2",
         "olmo3",
         "olmoe",
+        "phi",
         "phi3",
         "qwen2",
         "qwen2_moe",

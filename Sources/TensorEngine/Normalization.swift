@@ -16,10 +16,13 @@ public enum Normalization: Sendable {
     /// Normalises columns `columns` of every row of `x` in place: as one
     /// vector per row (q/k norms over all heads of the fused QKV rows), or,
     /// with `pieceWidth`, as consecutive vectors of that width (per-head q/k
-    /// norms; `columns.count` must be a multiple of it).
-    public func apply(inPlace x: inout Matrix, columns: Range<Int>, pieceWidth: Int? = nil) {
+    /// norms; `columns.count` must be a multiple of it). `weightsPerPiece`:
+    /// the weights span all of `columns`, each piece normalised with its own
+    /// slice of them (Cohere's per-head q/k norms).
+    public func apply(inPlace x: inout Matrix, columns: Range<Int>, pieceWidth: Int? = nil, weightsPerPiece: Bool = false) {
         let piece = pieceWidth ?? columns.count
         precondition(columns.upperBound <= x.cols && piece > 0 && columns.count % piece == 0)
+        precondition(!weightsPerPiece || weightCount == columns.count)
         let width = x.cols, rows = x.rows
         x.data.withUnsafeMutableBufferPointer { buffer in
             let base = buffer.baseAddress!
@@ -28,10 +31,17 @@ public enum Normalization: Sendable {
                 for r in range {
                     for start in stride(from: columns.lowerBound, to: columns.upperBound, by: piece) {
                         let row = base + r * width + start
-                        normalizeRow(UnsafePointer(row), row, piece)
+                        normalizeRow(UnsafePointer(row), row, piece, weightOffset: weightsPerPiece ? start - columns.lowerBound : 0)
                     }
                 }
             }
+        }
+    }
+
+    /// The number of weights.
+    var weightCount: Int {
+        switch self {
+        case .rms(let weight, _), .layer(let weight, _, _): weight.count
         }
     }
 
@@ -48,10 +58,10 @@ public enum Normalization: Sendable {
         }
     }
 
-    private func normalizeRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    private func normalizeRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, weightOffset: Int = 0) {
         switch self {
         case .rms(let weight, let eps):
-            weight.withUnsafeBufferPointer { VectorKernels.active.rmsNorm(x, weight: $0.baseAddress!, into: y, n, eps: eps) }
+            weight.withUnsafeBufferPointer { VectorKernels.active.rmsNorm(x, weight: $0.baseAddress! + weightOffset, into: y, n, eps: eps) }
         case .layer(let weight, let bias, let eps):
             var sum: Float = 0
             for i in 0..<n { sum += x[i] }
@@ -62,7 +72,7 @@ public enum Normalization: Sendable {
                 variance += d * d
             }
             let scale = 1 / (variance / Float(n) + eps).squareRoot()
-            for i in 0..<n { y[i] = (x[i] - mean) * scale * weight[i] + bias[i] }
+            for i in 0..<n { y[i] = (x[i] - mean) * scale * weight[weightOffset + i] + bias[weightOffset + i] }
         }
     }
 }

@@ -161,7 +161,8 @@ public struct SpecialTokenSettings: Sendable, Equatable {
         "gpt2": "GPT2Tokenizer", "gpt_neox": "GPTNeoXTokenizer", "olmo": "GPTNeoXTokenizer",
         "olmoe": "GPTNeoXTokenizer", "qwen2": "Qwen2Tokenizer", "qwen2_moe": "Qwen2Tokenizer", "qwen3": "Qwen2Tokenizer",
         "qwen3_moe": "Qwen2Tokenizer", "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer",
-        "gemma3": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer", "starcoder2": "GPT2Tokenizer",
+        "gemma3": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer", "starcoder2": "GPT2Tokenizer", "phi": "GPT2Tokenizer",
+        "cohere": "CohereTokenizer",
     ]
 
     /// The `bos_token` and `eos_token` defaults of tokenizer classes' `__init__` (transformers 5).
@@ -170,6 +171,7 @@ public struct SpecialTokenSettings: Sendable, Equatable {
         "LlamaTokenizer": ("<s>", "</s>"), "CodeLlamaTokenizer": ("<s>", "</s>"),
         "GPT2Tokenizer": ("<|endoftext|>", "<|endoftext|>"), "GPTNeoXTokenizer": ("<|endoftext|>", "<|endoftext|>"),
         "Qwen2Tokenizer": (nil, "<|endoftext|>"), "GemmaTokenizer": ("<bos>", "<eos>"),
+        "CohereTokenizer": ("<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>"),
     ]
 }
 

@@ -152,7 +152,7 @@ import Tokenization
     /// never uses them but refuses them too, reading only the header.
     @Test(arguments: [
         ("llama-f32", "lm_head.weight"), ("gpt_neox-f32", "embed_out.weight"), ("llama-f32", "model.norm.weight"),
-        ("gpt2-f32", "ln_f.weight"), ("gpt_neox-f32", "final_layer_norm.weight"),
+        ("gpt2-f32", "ln_f.weight"), ("gpt_neox-f32", "final_layer_norm.weight"), ("phi-f32", "model.final_layernorm.weight"),
     ])
     func storedHeadOfAnotherShapeIsRefused(model name: String, head: String) throws {
         let scratch = try ScratchDirectory()

@@ -59,7 +59,8 @@ import Testing
         Written("smollm3-f32", "no_rope_layers", "[1, 1, 1, true]"), Written("granite-f32", "residual_multiplier", "null"),
         Written("granite-f32", "logits_scaling", "\"8\""), Written("starcoder2-f32", "use_bias", "null"),
         Written("starcoder2-f32", "norm_epsilon", "1"), Written("qwen2_moe-f32", "shared_expert_intermediate_size", "24.0"),
-        Written("qwen2_moe-f32", "qkv_bias", "null"),
+        Written("qwen2_moe-f32", "qkv_bias", "null"), Written("phi-f32", "qk_layernorm", "null"),
+        Written("phi-f32", "layer_norm_eps", "1"), Written("cohere-f32", "logit_scale", "1"),
         // Beyond 64 bits the literal still decides, as in Python: an integer for a float, a float for an
         // integer (both were taken as either; rms_norm_eps 10^20 scored every cosine 1).
         Written("llama-f32", "rms_norm_eps", "100000000000000000000"), Written("llama-f32", "initializer_range", "9223372036854775808"),
@@ -104,7 +105,7 @@ import Testing
         Written("qwen2-f32", "layer_types", "null"), Written("gpt2-f32", "n_inner", "null"),
         Written("llama-f32", "eos_token_id", "[1, 2]"), Written("llama-f32", "attention_dropout", "0"),
         Written("gpt2-f32", "num_hidden_layers", "4"), Written("olmoe-f32", "num_local_experts", "4"),
-        Written("granite-f32", "logits_scaling", "8"),
+        Written("granite-f32", "logits_scaling", "8"), Written("cohere-f32", "use_qk_norm", "null"),
         Written("deepseek_v2-f32", "head_dim", "32"), Written("deepseek_v2-f32", "head_dim", "null"),
         Written("deepseek_v3-f32", "head_dim", "8"), Written("llama-f32", "rope_parameters.rope_theta", "9223372036854775808"),
     ]

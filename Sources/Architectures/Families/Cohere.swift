@@ -1,0 +1,137 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `cohere`, with CohereConfig's defaults.
+struct CohereConfiguration: Decodable {
+    /// The epsilon of every CohereLayerNorm, the q/k norms' too.
+    var layerNormEps: Double
+    var hiddenAct: String
+    /// Multiplies the logits.
+    var logitScale: Float
+    /// Biases on q/k/v_proj and o_proj alike.
+    var attentionBias: Bool
+    /// Per-head LayerNorms, each head with its own weights, on queries and keys.
+    var useQKNorm: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case layerNormEps = "layer_norm_eps"
+        case hiddenAct = "hidden_act"
+        case logitScale = "logit_scale"
+        case attentionBias = "attention_bias"
+        case useQKNorm = "use_qk_norm"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        // CohereConfig types both as `float | None`, but its model adds the
+        // epsilon and multiplies the logits by the scale: null cannot run.
+        func number(_ key: CodingKeys, _ fallback: Double) throws -> Double {
+            guard c.contains(key) else { return fallback }
+            guard let value = try c.decodeIfPresent(Double.self, forKey: key) else {
+                try ConfigRules.decodingChecks { throw InvalidConfigValue(key: key.rawValue, problem: "must be a number, not null (CohereForCausalLM computes with it)") }
+                return fallback
+            }
+            return value
+        }
+        layerNormEps = try number(.layerNormEps, 1e-5)
+        let scale = try number(.logitScale, 0.0625)
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
+        attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
+        // null is false (the attention tests the flag's truth).
+        useQKNorm = try c.decodeIfPresent(Bool.self, forKey: .useQKNorm) ?? false
+        let layerNormEps = layerNormEps
+        try ConfigRules.decodingChecks {
+            try ConfigRules.positive(layerNormEps, "layer_norm_eps")
+            guard scale.isFinite, Float(scale).isFinite else {
+                throw InvalidConfigValue(key: "logit_scale", problem: "must be a finite number that float32 holds, got \(scale)")
+            }
+        }
+        logitScale = Float(scale)
+    }
+}
+
+/// Cohere (Command-R): a parallel block off one mean-centred LayerNorm
+/// without a bias — y = x + o_proj(attn(ln x)) + down(silu(gate(ln x)) ·
+/// up(ln x)) —, rotary on interleaved pairs of each head (dimensions 2i and
+/// 2i + 1 rotate together, base 500000 unless given), optional per-head q/k
+/// LayerNorms with weights of their own per head (`use_qk_norm`), the final
+/// norm likewise without a bias, a head tied to the embedding by default and
+/// logits multiplied by `logit_scale`.
+///
+/// The interleaved pairs are gathered when the weights are read: q_proj and
+/// k_proj rows (their biases and the q/k norm weights with them) are put in
+/// the order 0, 2, 4, …, 1, 3, 5, … of each head, so the usual rotate-half
+/// rotation applies; the query-key products are the same sums in another order.
+struct CohereModel: DecoderFamily {
+    let parts: DecoderParts
+    let config: CohereConfiguration
+    let rotary: RotaryEmbedding
+
+    init(_ checkpoint: Checkpoint) throws {
+        parts = try DecoderParts(checkpoint, tiedByDefault: true, naming: Self.naming)
+        config = try parts.config(CohereConfiguration.self)
+        rotary = try parts.rotary(defaultTheta: 500_000)
+        if parts.firstKeptAttention != nil, parts.attentionLayout.headDim % 2 != 0 {
+            throw DroptraceError(
+                "heads of \(parts.attentionLayout.headDim) dimensions: Cohere's rotary pairs need an even head width",
+                path: parts.configPath)
+        }
+    }
+
+    static func naming(_ prefix: String) -> LayerNaming {
+        // input_layernorm serves both branches: it goes with neither.
+        LayerNaming(prefix: prefix + "layers.", attention: ["self_attn."], mlp: ["mlp."], layerCountKeys: ["num_hidden_layers"])
+    }
+
+    /// CohereLayerNorm: mean-centred, weight only.
+    func norm(_ name: String, size: Int) throws -> Normalization {
+        .layer(weight: try parts.weights.floats(name + ".weight", [size]), bias: [Float](repeating: 0, count: size), eps: Float(config.layerNormEps))
+    }
+
+    func head() throws -> OutputHead {
+        try parts.head(norm: norm("norm", size: hiddenSize), logitScale: config.logitScale)
+    }
+
+    /// Rows of the rotated heads' pairs gathered per head (see the type's note).
+    func gatheringPairs(_ values: [Float], rowWidth: Int, heads: [Int], headDim: Int) -> [Float] {
+        LatentQKVProjection.deinterleavingRope(values, rowWidth: rowWidth, ropeStarts: heads, ropeDim: headDim)
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops), weights = parts.weights
+        let d = hiddenSize, p = "layers.\(index)."
+        func attention() throws -> SelfAttention {
+            let layout = parts.attentionLayout, headDim = layout.headDim
+            let rotated = (0..<layout.numHeads).map(layout.queryOffset(head:)) + (0..<layout.numKVHeads).map(layout.keyOffset(kvHead:))
+            let qkv = try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: config.attentionBias)
+            let gathered = Linear(
+                weight: gatheringPairs(qkv.weight, rowWidth: d, heads: rotated, headDim: headDim),
+                bias: qkv.bias.map { gatheringPairs($0, rowWidth: 1, heads: rotated, headDim: headDim) },
+                inFeatures: d, outFeatures: qkv.outFeatures)
+            var queryKeyNorm: QueryKeyNorm?
+            if config.useQKNorm {
+                func headNorm(_ name: String, heads: Int) throws -> Normalization {
+                    let weight = try weights.floats(p + "self_attn.\(name).weight", [heads, headDim])
+                    return .layer(
+                        weight: gatheringPairs(weight, rowWidth: 1, heads: (0..<heads).map { $0 * headDim }, headDim: headDim),
+                        bias: [Float](repeating: 0, count: heads * headDim), eps: Float(config.layerNormEps))
+                }
+                queryKeyNorm = .eachHead(query: try headNorm("q_norm", heads: layout.numHeads), key: try headNorm("k_norm", heads: layout.numKVHeads))
+            }
+            return SelfAttention(
+                qkv: gathered, layout: layout, rotary: rotary,
+                output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: config.attentionBias),
+                scale: 1 / Float(headDim).squareRoot(), queryKeyNorm: queryKeyNorm)
+        }
+        func feedForward() throws -> FeedForward {
+            try weights.gatedMLP(
+                p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize, activation: try parts.activation(config.hiddenAct), bias: false)
+        }
+        return TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(inputNorm: try norm(p + "input_layernorm", size: d), attention: try attention()),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(inputNorm: try norm(p + "input_layernorm", size: d), feedForward: try feedForward()),
+            residual: .parallel)
+    }
+}
