@@ -157,7 +157,7 @@ fi
 # -- build ------------------------------------------------------------------------------------
 if [ -n "${DROPTRACE:-}" ]; then
     [ -x "$DROPTRACE" ] || die "DROPTRACE=$DROPTRACE is not an executable"
-    BUILT="prebuilt binary $DROPTRACE (DROPTRACE=), modified $(date -u -r "$DROPTRACE" '+%Y-%m-%d %H:%M UTC')"
+    BUILT="prebuilt binary $(basename "$DROPTRACE") (DROPTRACE=), modified $(date -u -r "$DROPTRACE" '+%Y-%m-%d %H:%M UTC'), work tree at commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 else
     log "building droptrace (release, .build-bench)"
     swift build -c release --scratch-path .build-bench >&2
