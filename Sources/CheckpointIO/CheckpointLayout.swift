@@ -148,6 +148,12 @@ public struct CheckpointLayout: Sendable {
         else {
             throw DroptraceError("not a valid shard index (needs a \"weight_map\" object of file names)", path: index.path)
         }
+        // transformers' get_checkpoint_shard_files adds the weight names to index["metadata"].
+        guard object["metadata"] is [String: Any] else {
+            throw DroptraceError(
+                "shard index has no \"metadata\" object (transformers' from_pretrained cannot load it; it writes {\"total_size\": …})",
+                path: index.path)
+        }
         let folder = folder ?? index.deletingLastPathComponent()
         let names = Set(weightMap.values).sorted()
         guard !names.isEmpty else {

@@ -18,6 +18,7 @@ public struct JSONParser {
     private let bytes: UnsafeBufferPointer<UInt8>
     private let allowsNonFinite: Bool
     private let serde: Bool
+    private let refusesLoneSurrogates: Bool
     private var position = 0
     private var depth = 0
 
@@ -28,9 +29,14 @@ public struct JSONParser {
     /// `serde`, as Rust's serde_json reads files (the safetensors and
     /// tokenizers libraries): a lone surrogate escape (`"\ud800"`) is an
     /// error, not U+FFFD, and `-0` is a float (-0.0), not the integer 0.
-    public static func parse(_ data: [UInt8], allowingNonFinite: Bool = false, serde: Bool = false) throws(Failure) -> Any {
+    /// `refusingLoneSurrogates` alone makes a lone surrogate escape an error
+    /// (as pyarrow's JSON reader, which the datasets library reads with).
+    public static func parse(
+        _ data: [UInt8], allowingNonFinite: Bool = false, serde: Bool = false, refusingLoneSurrogates: Bool = false
+    ) throws(Failure) -> Any {
         try data.withUnsafeBufferPointer { (buffer) throws(Failure) -> Any in
-            var parser = JSONParser(bytes: buffer, allowsNonFinite: allowingNonFinite, serde: serde)
+            var parser = JSONParser(
+                bytes: buffer, allowsNonFinite: allowingNonFinite, serde: serde, refusesLoneSurrogates: serde || refusingLoneSurrogates)
             parser.skipWhitespace()
             let value = try parser.parseValue()
             parser.skipWhitespace()
@@ -39,10 +45,11 @@ public struct JSONParser {
         }
     }
 
-    private init(bytes: UnsafeBufferPointer<UInt8>, allowsNonFinite: Bool, serde: Bool) {
+    private init(bytes: UnsafeBufferPointer<UInt8>, allowsNonFinite: Bool, serde: Bool, refusesLoneSurrogates: Bool) {
         self.bytes = bytes
         self.allowsNonFinite = allowsNonFinite
         self.serde = serde
+        self.refusesLoneSurrogates = refusesLoneSurrogates
     }
 
     private func failure(_ reason: String) -> Failure {
@@ -196,7 +203,7 @@ public struct JSONParser {
 
     /// After "\u": four hex digits, joined with a following low surrogate
     /// escape when they are a high surrogate. A lone surrogate becomes U+FFFD
-    /// (serde: an error).
+    /// (an error when `refusesLoneSurrogates`).
     private mutating func parseUnicodeEscape() throws(Failure) -> Unicode.Scalar {
         let first = try parseHex4()
         if (0xD800..<0xDC00).contains(first), position + 6 <= bytes.count,
@@ -209,7 +216,7 @@ public struct JSONParser {
             }
             position = saved
         }
-        if serde && (0xD800..<0xE000).contains(first) { throw failure("lone surrogate in a \\u escape") }
+        if refusesLoneSurrogates && (0xD800..<0xE000).contains(first) { throw failure("lone surrogate in a \\u escape") }
         return Unicode.Scalar(first) ?? "\u{FFFD}"
     }
 

@@ -16,11 +16,12 @@ public indirect enum JSONValue: Sendable {
     /// Members in file order; a repeated key is kept as written (`member(_:)` takes the last).
     case object([(key: String, value: JSONValue)])
 
-    /// Parses one JSON document (`serde`: as Rust's serde_json reads it, see `JSONParser.parse`).
+    /// Parses one JSON document (`serde`: as Rust's serde_json reads it;
+    /// `refusingLoneSurrogates`: as pyarrow reads it; see `JSONParser.parse`).
     /// - Throws: `JSONValue.Malformed` with the byte offset and the reason.
-    public static func parse(_ bytes: [UInt8], serde: Bool = false) throws(Malformed) -> JSONValue {
+    public static func parse(_ bytes: [UInt8], serde: Bool = false, refusingLoneSurrogates: Bool = false) throws(Malformed) -> JSONValue {
         do {
-            return JSONValue(parsed: try JSONParser.parse(bytes, serde: serde))
+            return JSONValue(parsed: try JSONParser.parse(bytes, serde: serde, refusingLoneSurrogates: refusingLoneSurrogates))
         } catch {
             throw Malformed(offset: error.offset, reason: error.reason)
         }

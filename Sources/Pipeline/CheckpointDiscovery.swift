@@ -76,8 +76,13 @@ public enum CheckpointDiscovery {
         }
         var checkpoints: [URL] = []
         var unmatched: [String] = []
+        var brokenLinks: [(name: String, error: String)] = []
         for name in names {
             let entry = seriesDirectory.appendingPathComponent(name)
+            if CheckpointName.parse(name) != nil, let problem = brokenLink(entry, in: seriesDirectory) {
+                brokenLinks.append((name, DroptraceError(problem, path: entry.path).description))
+                continue
+            }
             guard isDirectory(entry) else { continue }
             if CheckpointName.parse(name) != nil {
                 checkpoints.append(entry)
@@ -98,6 +103,9 @@ public enum CheckpointDiscovery {
             throw DroptraceError("holds checkpoints (\(shown)) but none named by a checkpoint naming rule; \(expected)", path: path)
         }
         var result = try inspect(checkpoints, settleTime: settleTime)
+        // A link that leads to no checkpoint holds no weights: it fails the run but takes nothing from a stored row.
+        result.failed += brokenLinks
+        result.weightless.formUnion(brokenLinks.map(\.name))
         result.warnings += unmatched.map {
             DroptraceError(
                 "looks like a checkpoint but its name follows no checkpoint naming rule (\(CheckpointName.acceptedForms)); not traced",
@@ -330,6 +338,29 @@ public enum CheckpointDiscovery {
             name == "config.json" || name.hasSuffix(".index.json")
                 || CheckpointLayout.format(ofFile: URL(fileURLWithPath: name)) != nil
         } || UnreadableCheckpointFormat.diagnose(directory) != nil
+    }
+
+    /// Why `entry`, a symbolic link named like a checkpoint, leads to no
+    /// checkpoint: its target is missing, the links loop, or it leads back to
+    /// the series directory or a directory holding it. nil for anything else.
+    static func brokenLink(_ entry: URL, in seriesDirectory: URL) -> String? {
+        var info = stat()
+        guard lstat(entry.path, &info) == 0, info.st_mode & S_IFMT == S_IFLNK else { return nil }
+        let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: entry.path)).map { " (\($0))" } ?? ""
+        guard stat(entry.path, &info) == 0 else {
+            let why = errno == ELOOP ? "its links loop" : "its target does not exist"
+            return "a symbolic link named like a checkpoint, but \(why)\(target); remove it or restore its checkpoint"
+        }
+        guard let identity = DirectoryIdentity(entry) else { return nil }
+        var directory = seriesDirectory.standardizedFileURL
+        while true {
+            if DirectoryIdentity(directory) == identity {
+                return "a symbolic link named like a checkpoint that leads back to \(directory.path)\(target), not to a checkpoint"
+            }
+            let parent = directory.deletingLastPathComponent()
+            guard parent.path != directory.path else { return nil }
+            directory = parent
+        }
     }
 
     private static func isDirectory(_ url: URL) -> Bool {

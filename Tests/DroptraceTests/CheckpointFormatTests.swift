@@ -404,17 +404,32 @@ import Glibc
         try FileManager.default.createDirectory(at: directory.appendingPathComponent("sub"), withIntermediateDirectories: true)
         _ = try safetensors("{}", dataLength: 0, in: scratch, name: "outside.safetensors")
         let index = directory.appendingPathComponent("model.safetensors.index.json")
-        let object = ["weight_map": ["w": name]]
+        let object = ["metadata": [:], "weight_map": ["w": name]]
         try JSONSerialization.data(withJSONObject: object).write(to: index)
         let error = failure { _ = try CheckpointLayout.resolve(directory) }
         #expect(error?.message.contains("is not a file name in the checkpoint directory") == true, "\(String(describing: error))")
+    }
+
+    /// An index without a "metadata" object, which transformers cannot load
+    /// (KeyError or TypeError in get_checkpoint_shard_files), is refused.
+    @Test(arguments: [#""metadata": null, "#, "", #""metadata": [1], "#])
+    func shardIndexWithoutMetadataIsRefused(metadata: String) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-sharded", as: "model")
+        let index = model.appendingPathComponent("model.safetensors.index.json")
+        var text = try String(contentsOf: index, encoding: .utf8)
+        let start = try #require(text.range(of: #""metadata""#)), end = try #require(text.range(of: #""weight_map""#))
+        text.replaceSubrange(start.lowerBound..<end.lowerBound, with: metadata)
+        try Data(text.utf8).write(to: index)
+        let error = failure { _ = try CheckpointLayout.resolve(model) }
+        #expect(error?.path == index.path && error?.message.contains("no \"metadata\" object") == true, "\(String(describing: error))")
     }
 
     @Test func shardNamesAppearEscapedInMessages() throws {
         let scratch = try ScratchDirectory()
         let index = scratch.path("model.safetensors.index.json")
         let name = "\u{1B}[2J\u{202E}evil\nline.safetensors"
-        try JSONSerialization.data(withJSONObject: ["weight_map": ["w": name]]).write(to: index)
+        try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": ["w": name]]).write(to: index)
         let error = failure { _ = try CheckpointLayout.shards(index: index) }
         let text = error?.description ?? ""
         #expect(text.contains("missing"))
