@@ -346,7 +346,7 @@ public enum CheckpointDiscovery {
     static func brokenLink(_ entry: URL, in seriesDirectory: URL) -> String? {
         var info = stat()
         guard lstat(entry.path, &info) == 0, info.st_mode & S_IFMT == S_IFLNK else { return nil }
-        let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: entry.path)).map { " (\($0))" } ?? ""
+        let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: entry.path)).map { " (\($0.forErrorMessage))" } ?? ""
         guard stat(entry.path, &info) == 0 else {
             let why = errno == ELOOP ? "its links loop" : "its target does not exist"
             return "a symbolic link named like a checkpoint, but \(why)\(target); remove it or restore its checkpoint"
@@ -357,9 +357,8 @@ public enum CheckpointDiscovery {
             if DirectoryIdentity(directory) == identity {
                 return "a symbolic link named like a checkpoint that leads back to \(directory.path)\(target), not to a checkpoint"
             }
-            let parent = directory.deletingLastPathComponent()
-            guard parent.path != directory.path else { return nil }
-            directory = parent
+            guard directory.path != "/" else { return nil }
+            directory = directory.deletingLastPathComponent().standardizedFileURL
         }
     }
 
