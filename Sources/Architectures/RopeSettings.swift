@@ -18,6 +18,10 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// The config names a base; otherwise `theta` is 10000, which not every family defaults to.
     public var thetaIsExplicit: Bool
     public var partialRotaryFactor: Double?
+    /// The key the rotary fraction was read from (`rotary_pct` in GPT-NeoX's 4.x configs), and
+    /// whether it was written null: checked by `embedding` only where the family reads it.
+    var partialRotaryKey = "partial_rotary_factor"
+    var partialRotaryFactorIsNull = false
     public var factor: Double?
     public var lowFrequencyFactor: Double?
     public var highFrequencyFactor: Double?
@@ -92,7 +96,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         // A null base, type or rotary fraction in the rope parameters is
         // kept as None by transformers, whose rotary initialisers then fail.
         if let nested {
-            for name in ["rope_theta", "rope_type", "type", "partial_rotary_factor"] where nested.contains(Key(name)) {
+            for name in ["rope_theta", "rope_type", "type"] where nested.contains(Key(name)) {
                 guard try nested.decodeNil(forKey: Key(name)) else { continue }
                 throw DecodingError.dataCorrupted(DecodingError.Context(
                     codingPath: nested.codingPath + [Key(name)],
@@ -101,8 +105,8 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         }
         // So does a null 4.x top-level key the rope parameters do not override.
         if let top {
-            let legacy = [topLevelKeys.theta: "rope_theta", topLevelKeys.partialRotaryFactor: "partial_rotary_factor"]
-            for (name, nestedName) in legacy.sorted(by: { $0.key < $1.key }) where top.contains(Key(name)) {
+            let legacy = [topLevelKeys.theta: "rope_theta"]
+            for (name, nestedName) in legacy where top.contains(Key(name)) {
                 guard try top.decodeNil(forKey: Key(name)), !(nested?.contains(Key(nestedName)) ?? false) else { continue }
                 throw DecodingError.dataCorrupted(DecodingError.Context(
                     codingPath: top.codingPath + [Key(name)],
@@ -142,6 +146,15 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         thetaIsExplicit = configuredTheta != nil
         partialRotaryFactor = try number(["partial_rotary_factor"], in: nested)
             ?? number([topLevelKeys.partialRotaryFactor], in: top, as: "partial_rotary_factor")
+        partialRotaryKey = keys["partial_rotary_factor"] ?? "partial_rotary_factor"
+        if partialRotaryFactor == nil {
+            for (container, name) in [(nested, "partial_rotary_factor"), (top, topLevelKeys.partialRotaryFactor)] {
+                guard let container, container.contains(Key(name)) else { continue }
+                partialRotaryFactorIsNull = try container.decodeNil(forKey: Key(name))
+                partialRotaryKey = name
+                break
+            }
+        }
         factor = try number(["factor"], in: nested)
         lowFrequencyFactor = try number(["low_freq_factor"], in: nested)
         highFrequencyFactor = try number(["high_freq_factor"], in: nested)
@@ -166,7 +179,6 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             if let ignoredShare { try ConfigRules.fraction(ignoredShare, topLevelKeys.other.partialRotaryFactor) }
             func key(_ name: String) -> String { keys[name] ?? name }
             try ConfigRules.positive(theta, key("rope_theta"))
-            if let partialRotaryFactor { try ConfigRules.fraction(partialRotaryFactor, key("partial_rotary_factor")) }
             try ConfigRules.positiveIfPresent(factor, "factor")
             try ConfigRules.positiveIfPresent(lowFrequencyFactor, "low_freq_factor")
             try ConfigRules.positiveIfPresent(highFrequencyFactor, "high_freq_factor")
@@ -242,11 +254,17 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         let share: Double
         switch partialRotary {
         case .honoured(let fallback):
+            if partialRotaryFactorIsNull {
+                throw InvalidConfigValue(key: partialRotaryKey, problem: "is null, which transformers' rotary embedding cannot run").error(path: configPath)
+            }
             share = partialRotaryFactor ?? fallback
+            try ConfigRules.checks(path: configPath) { _ = try ConfigRules.fraction(share, partialRotaryKey) }
         case .ignored:
-            if let partialRotaryFactor, partialRotaryFactor < 1, type != "default" {
+            // The family's own rotary set-up never reads the fraction; the shared initialisers of the
+            // scaled types do, and their tables then fit no head unless it is 1.
+            if type != "default", partialRotaryFactorIsNull || (partialRotaryFactor.map { $0 != 1 } ?? false) {
                 throw DroptraceError(
-                    "partial_rotary_factor \(partialRotaryFactor) with rope type \"\(type)\": this family's transformers model cannot run it (its rotary tables would not fit the heads)",
+                    "partial_rotary_factor \(partialRotaryFactor.map { "\($0)" } ?? "null") with rope type \"\(type)\": this family's transformers model cannot run it (its rotary tables would not fit the heads)",
                     path: configPath)
             }
             share = 1

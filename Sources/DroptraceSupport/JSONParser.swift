@@ -19,6 +19,7 @@ public struct JSONParser {
     private let allowsNonFinite: Bool
     private let serde: Bool
     private let refusesLoneSurrogates: Bool
+    private let arrow: Bool
     private var position = 0
     private var depth = 0
 
@@ -29,14 +30,15 @@ public struct JSONParser {
     /// `serde`, as Rust's serde_json reads files (the safetensors and
     /// tokenizers libraries): a lone surrogate escape (`"\ud800"`) is an
     /// error, not U+FFFD, and `-0` is a float (-0.0), not the integer 0.
-    /// `refusingLoneSurrogates` alone makes a lone surrogate escape an error
-    /// (as pyarrow's JSON reader, which the datasets library reads with).
+    /// With `arrow`, as pyarrow's JSON reader (which the datasets library
+    /// reads with) reads files: `NaN` and `±Infinity` taken, and a lone
+    /// surrogate escape, a decimal beyond float64's range (`1e400`) and a
+    /// key repeated in one object are errors.
     public static func parse(
-        _ data: [UInt8], allowingNonFinite: Bool = false, serde: Bool = false, refusingLoneSurrogates: Bool = false
+        _ data: [UInt8], allowingNonFinite: Bool = false, serde: Bool = false, arrow: Bool = false
     ) throws(Failure) -> Any {
         try data.withUnsafeBufferPointer { (buffer) throws(Failure) -> Any in
-            var parser = JSONParser(
-                bytes: buffer, allowsNonFinite: allowingNonFinite, serde: serde, refusesLoneSurrogates: serde || refusingLoneSurrogates)
+            var parser = JSONParser(bytes: buffer, allowsNonFinite: allowingNonFinite || arrow, serde: serde, arrow: arrow)
             parser.skipWhitespace()
             let value = try parser.parseValue()
             parser.skipWhitespace()
@@ -45,11 +47,12 @@ public struct JSONParser {
         }
     }
 
-    private init(bytes: UnsafeBufferPointer<UInt8>, allowsNonFinite: Bool, serde: Bool, refusesLoneSurrogates: Bool) {
+    private init(bytes: UnsafeBufferPointer<UInt8>, allowsNonFinite: Bool, serde: Bool, arrow: Bool) {
         self.bytes = bytes
         self.allowsNonFinite = allowsNonFinite
         self.serde = serde
-        self.refusesLoneSurrogates = refusesLoneSurrogates
+        self.refusesLoneSurrogates = serde || arrow
+        self.arrow = arrow
     }
 
     private func failure(_ reason: String) -> Failure {
@@ -103,6 +106,7 @@ public struct JSONParser {
         try enter()
         position += 1
         var object = JSONObject()
+        var keys = Set<[UInt8]>()  // as bytes: Swift's String equality would join canonically equivalent keys
         skipWhitespace()
         if position < bytes.count && bytes[position] == UInt8(ascii: "}") {
             position += 1
@@ -113,6 +117,7 @@ public struct JSONParser {
             skipWhitespace()
             guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else { throw failure("expected a key") }
             let key = try parseString()
+            if arrow, !keys.insert(Array(key.utf8)).inserted { throw failure("key \"\(key.prefix(40))\" given twice in one object") }
             skipWhitespace()
             guard position < bytes.count, bytes[position] == UInt8(ascii: ":") else { throw failure("expected ':'") }
             position += 1
@@ -269,6 +274,7 @@ public struct JSONParser {
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
         if isInteger, let integer = Int(text), !(serde && integer == 0 && bytes[start] == UInt8(ascii: "-")) { return integer }
         guard let real = Double(text) else { throw failure("invalid number") }
+        if arrow, !isInteger, !real.isFinite { throw failure("number too big to be stored in a double") }
         // Python keeps such a literal an int; readers that check kinds must know.
         if isInteger, !serde { return JSONBigInteger(text: text, value: real) }
         return real

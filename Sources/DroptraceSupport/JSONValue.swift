@@ -17,11 +17,11 @@ public indirect enum JSONValue: Sendable {
     case object([(key: String, value: JSONValue)])
 
     /// Parses one JSON document (`serde`: as Rust's serde_json reads it;
-    /// `refusingLoneSurrogates`: as pyarrow reads it; see `JSONParser.parse`).
+    /// `arrow`: as pyarrow reads it; see `JSONParser.parse`).
     /// - Throws: `JSONValue.Malformed` with the byte offset and the reason.
-    public static func parse(_ bytes: [UInt8], serde: Bool = false, refusingLoneSurrogates: Bool = false) throws(Malformed) -> JSONValue {
+    public static func parse(_ bytes: [UInt8], serde: Bool = false, arrow: Bool = false) throws(Malformed) -> JSONValue {
         do {
-            return JSONValue(parsed: try JSONParser.parse(bytes, serde: serde, refusingLoneSurrogates: refusingLoneSurrogates))
+            return JSONValue(parsed: try JSONParser.parse(bytes, serde: serde, arrow: arrow))
         } catch {
             throw Malformed(offset: error.offset, reason: error.reason)
         }

@@ -112,26 +112,22 @@ struct TaskDocument: Sendable {
     /// reads two objects on one line, or one spread over several, and lines
     /// ending in LF, CRLF or CR alone), or one JSON array of objects
     /// (`to_json(lines=False)`, which datasets converts to JSON Lines).
-    /// A lone surrogate escape (`"\ud800"`) and a column that changes kind
-    /// between documents (`TaskColumnKinds`) are refused, as pyarrow refuses them.
+    /// Each document is JSON as pyarrow reads it (`JSONParser.parse`'s
+    /// `arrow`: NaN and ±Infinity taken; a lone surrogate escape, a decimal
+    /// beyond float64 and a key given twice refused). A field whose kind
+    /// changes between documents is read as written: datasets stores such a
+    /// column as JSON (`on_mixed_types="use_json"`).
     /// - Throws: `DroptraceError` naming the file (and line): missing or
     ///   unreadable, not UTF-8, a document over `maximumDocumentLength`, not a
-    ///   JSON object or not JSON, text after the array, no documents, a
-    ///   column of another kind than before; and whatever `body` throws.
+    ///   JSON object or not JSON, text after the array, no documents;
+    ///   and whatever `body` throws.
     static func forEach(in url: URL, _ body: (TaskDocument) throws -> Void) throws {
         let path = url.path
         var scanner = TaskFileScanner([UInt8](try RegularFile.contents(path: path)), path: path)
         var count = 0
-        var columns = TaskColumnKinds()
         func read(_ element: Int?) throws {
             let location = scanner.location(element)
-            let fields = try scanner.object(element: element)
-            do {
-                try columns.add(fields)
-            } catch {
-                throw DroptraceError("\(location): \(error.message)", path: path)
-            }
-            try body(TaskDocument(fields: fields, path: path, location: location))
+            try body(TaskDocument(fields: try scanner.object(element: element), path: path, location: location))
             count += 1
         }
         if scanner.startsArray() {
@@ -207,7 +203,7 @@ private struct TaskFileScanner {
         guard String(validating: text, as: UTF8.self) != nil else { throw failure("not UTF-8 text", element: element) }
         let value: JSONValue
         do {
-            value = try JSONValue.parse(text, refusingLoneSurrogates: true)
+            value = try JSONValue.parse(text, arrow: true)
         } catch {
             throw failure("invalid JSON (\(error.reason) at byte \(error.offset + 1))", element: element)
         }

@@ -341,8 +341,8 @@ public enum CheckpointDiscovery {
     }
 
     /// Why `entry`, a symbolic link named like a checkpoint, leads to no
-    /// checkpoint: its target is missing, the links loop, or it leads back to
-    /// the series directory or a directory holding it. nil for anything else.
+    /// checkpoint: its target is missing, the links loop, it leads to a file,
+    /// or back to the series directory or a directory holding it. nil for anything else.
     static func brokenLink(_ entry: URL, in seriesDirectory: URL) -> String? {
         var info = stat()
         guard lstat(entry.path, &info) == 0, info.st_mode & S_IFMT == S_IFLNK else { return nil }
@@ -350,6 +350,9 @@ public enum CheckpointDiscovery {
         guard stat(entry.path, &info) == 0 else {
             let why = errno == ELOOP ? "its links loop" : "its target does not exist"
             return "a symbolic link named like a checkpoint, but \(why)\(target); remove it or restore its checkpoint"
+        }
+        guard info.st_mode & S_IFMT == S_IFDIR else {
+            return "a symbolic link named like a checkpoint that leads to a file\(target), not to a checkpoint directory"
         }
         guard let identity = DirectoryIdentity(entry) else { return nil }
         var directory = seriesDirectory.standardizedFileURL

@@ -11,7 +11,7 @@ struct CalibrationOptions: ParsableArguments {
     var calibration: String
 
     @Option(help: ArgumentHelp(
-        "Tokens per calibration window for text (default \(CalibrationSource.defaultTextSeqLen), capped at the model's positions); JSONL lines longer than this are cut.",
+        "Tokens per calibration window for text (default \(CalibrationSource.defaultTextSeqLen), capped at the model's positions); when given, JSONL lines longer than this are cut (without it, a line longer than the model's positions is refused).",
         valueName: "n"))
     var seqLen: Int?
 

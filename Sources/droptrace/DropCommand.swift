@@ -40,7 +40,7 @@ struct DropCommand: ParsableCommand {
             configuration, for `mergekit-yaml FILE OUT_DIR`; its layer_range is 0-based and \
             end-exclusive: dropping layers 3-5 of 8 keeps [0, 3] and [6, 8].
 
-            Exit codes: 0 success; 1 bad input or failure; 64 invalid usage.
+            Exit codes: 0 success; 1 bad input or failure, one line naming the file; 64 invalid usage.
             """
     )
 

@@ -99,6 +99,10 @@ import Testing
         Mutant("llama-f32", "num_hidden_layers", "4"), Mutant("llama-f32", "head_dim", "0"), Mutant("llama-f32", "head_dim", "13"),
         Mutant("llama-f32", "head_dim", "4611686018427387904"), Mutant("llama-f32", "num_attention_heads", "-4"),
         Mutant("llama-f32", "partial_rotary_factor", "1.5"), Mutant("gpt_neox-v4", "rotary_pct", "0"),
+        // phi slices int(head_dim · factor) dimensions against a 2·ceil(w/2)-wide table: odd widths fail.
+        Mutant("phi-f32", "rope_parameters.partial_rotary_factor", "0.3"),
+        Mutant("phi-f32", "rope_parameters.partial_rotary_factor", "0.16"),
+        Mutant("phi-f32", "rope_parameters.partial_rotary_factor", "null"),
         // Mistral, Qwen2: windows, heads wider than the model, sizes against the embedding.
         Mutant("mistral-f32", "sliding_window", "0"), Mutant("mistral-f32", "num_key_value_heads", "-1"),
         Mutant("mistral-f32", "hidden_size", "47"), Mutant("qwen2-f32", "num_attention_heads", "96"),

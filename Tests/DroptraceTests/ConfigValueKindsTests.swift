@@ -106,6 +106,11 @@ import Testing
         Written("llama-f32", "eos_token_id", "[1, 2]"), Written("llama-f32", "attention_dropout", "0"),
         Written("gpt2-f32", "num_hidden_layers", "4"), Written("olmoe-f32", "num_local_experts", "4"),
         Written("granite-f32", "logits_scaling", "8"), Written("cohere-f32", "use_qk_norm", "null"),
+        // A rotary fraction the family never reads (default rope type): transformers runs any value.
+        Written("cohere-f32", "rope_parameters.partial_rotary_factor", "null"),
+        Written("granite-f32", "rope_parameters.partial_rotary_factor", "0"),
+        Written("starcoder2-f32", "rope_parameters.partial_rotary_factor", "1.5"),
+        Written("qwen2_moe-f32", "rope_parameters.partial_rotary_factor", "null"),
         Written("deepseek_v2-f32", "head_dim", "32"), Written("deepseek_v2-f32", "head_dim", "null"),
         Written("deepseek_v3-f32", "head_dim", "8"), Written("llama-f32", "rope_parameters.rope_theta", "9223372036854775808"),
     ]

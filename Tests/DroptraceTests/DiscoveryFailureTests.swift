@@ -78,7 +78,7 @@ import Testing
     }
 
     /// Symbolic links named like checkpoints that lead to none (a missing
-    /// target, a loop, the series directory itself) were passed over in
+    /// target, a loop, a file, the series directory itself) were passed over in
     /// silence: each is a failure line naming it, and the run exits 1.
     @Test func brokenLinksNamedLikeCheckpointsFailNamingThem() throws {
         let scratch = try ScratchDirectory()
@@ -92,20 +92,23 @@ import Testing
         try link("checkpoint-3", to: ".")
         try link("checkpoint-4", to: "checkpoint-5")
         try link("checkpoint-5", to: "checkpoint-4")
+        try Data("x".utf8).write(to: series.directory.appendingPathComponent("notes.txt"))
+        try link("checkpoint-6", to: "notes.txt")
 
         let result = try CheckpointDiscovery.scan(series.directory)
         #expect(result.ready.map(\.name) == ["checkpoint-1"])
-        #expect(result.failed.map(\.name).sorted() == ["checkpoint-2", "checkpoint-3", "checkpoint-4", "checkpoint-5"])
+        #expect(result.failed.map(\.name).sorted() == ["checkpoint-2", "checkpoint-3", "checkpoint-4", "checkpoint-5", "checkpoint-6"])
         let broken = Dictionary(result.failed.map { ($0.name, $0.error) }, uniquingKeysWith: { a, _ in a })
         #expect(broken["checkpoint-2"]?.contains("its target does not exist") == true, "\(broken)")
         #expect(broken["checkpoint-3"]?.contains("leads back to") == true, "\(broken)")
         #expect(broken["checkpoint-4"]?.contains("its links loop") == true, "\(broken)")
         #expect(broken["checkpoint-5"]?.contains("its links loop") == true, "\(broken)")
+        #expect(broken["checkpoint-6"]?.contains("leads to a file") == true, "\(broken)")
         #expect(broken["checkpoint-2"]?.hasPrefix(series.directory.appendingPathComponent("checkpoint-2").path + ": ") == true)
 
         let run = try trace(series.directory, scratch.path("out"))
         #expect(run.status == 1, "\(run.stderr)")
-        for step in 2...5 { #expect(run.stderr.contains("/checkpoint-\(step): a symbolic link named like a checkpoint"), "\(run.stderr)") }
+        for step in 2...6 { #expect(run.stderr.contains("/checkpoint-\(step): a symbolic link named like a checkpoint"), "\(run.stderr)") }
     }
 
     @Test func singleCheckpointOrUnnamedCheckpointsSayWhatWasExpected() throws {

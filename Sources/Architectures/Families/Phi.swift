@@ -57,6 +57,14 @@ struct PhiModel: DecoderFamily {
                 path: parts.configPath)
         }
         rotary = try parts.rotary(partialRotary: .honoured(default: 0.5))
+        // PhiAttention slices int(head_dim · partial_rotary_factor) dimensions but its rotary table
+        // is 2·ceil(w/2) wide: an odd width fails there (or, at 1, broadcasts the head wider).
+        let width = Int(Double(dimensions.resolvedHeadDim) * (try parts.ropeSettings().partialRotaryFactor ?? 0.5))
+        if parts.firstKeptAttention != nil, width % 2 != 0 {
+            throw DroptraceError(
+                "partial_rotary_factor gives an odd rotary width of \(width), which transformers' PhiAttention cannot run (its rotary table is \(width + 1) wide)",
+                path: parts.configPath)
+        }
     }
 
     static func naming(_ prefix: String) -> LayerNaming {
