@@ -151,6 +151,14 @@ public enum CheckpointDiscovery {
                         path: directory.path
                     ).description)
                 }
+                // The Trainer names a checkpoint by its global_step: a disagreement means a renamed
+                // directory or a link to another run's checkpoint, worth a word.
+                if let saved = state?.globalStep, let named = CheckpointName.step(name), saved != named {
+                    result.warnings.append(DroptraceError(
+                        "its name gives step \(named) but its trainer_state.json says global_step \(saved); the row takes step \(saved)",
+                        path: directory.path
+                    ).description)
+                }
                 result.ready.append(DiscoveredCheckpoint(
                     name: name, directory: directory,
                     step: state?.globalStep ?? CheckpointName.step(name) ?? -1,
