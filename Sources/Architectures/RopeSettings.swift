@@ -93,8 +93,9 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     ) throws {
         // The key each value came from, for the error that refuses it.
         var keys: [String: String] = [:]
-        // A null base, type or rotary fraction in the rope parameters is
-        // kept as None by transformers, whose rotary initialisers then fail.
+        // A null base or type in the rope parameters is kept as None by
+        // transformers, whose rotary initialisers then fail (a null rotary
+        // fraction only where the family reads it: `embedding`).
         if let nested {
             for name in ["rope_theta", "rope_type", "type"] where nested.contains(Key(name)) {
                 guard try nested.decodeNil(forKey: Key(name)) else { continue }

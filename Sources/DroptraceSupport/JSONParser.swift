@@ -18,7 +18,6 @@ public struct JSONParser {
     private let bytes: UnsafeBufferPointer<UInt8>
     private let allowsNonFinite: Bool
     private let serde: Bool
-    private let refusesLoneSurrogates: Bool
     private let arrow: Bool
     private var position = 0
     private var depth = 0
@@ -51,7 +50,6 @@ public struct JSONParser {
         self.bytes = bytes
         self.allowsNonFinite = allowsNonFinite
         self.serde = serde
-        self.refusesLoneSurrogates = serde || arrow
         self.arrow = arrow
     }
 
@@ -117,7 +115,7 @@ public struct JSONParser {
             skipWhitespace()
             guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else { throw failure("expected a key") }
             let key = try parseString()
-            if arrow, !keys.insert(Array(key.utf8)).inserted { throw failure("key \"\(key.prefix(40))\" given twice in one object") }
+            if arrow, !keys.insert(Array(key.utf8)).inserted { throw failure("key \"\(SystemError.oneLine(String(key.prefix(40))))\" given twice in one object") }
             skipWhitespace()
             guard position < bytes.count, bytes[position] == UInt8(ascii: ":") else { throw failure("expected ':'") }
             position += 1
@@ -208,7 +206,7 @@ public struct JSONParser {
 
     /// After "\u": four hex digits, joined with a following low surrogate
     /// escape when they are a high surrogate. A lone surrogate becomes U+FFFD
-    /// (an error when `refusesLoneSurrogates`).
+    /// (an error for serde and arrow).
     private mutating func parseUnicodeEscape() throws(Failure) -> Unicode.Scalar {
         let first = try parseHex4()
         if (0xD800..<0xDC00).contains(first), position + 6 <= bytes.count,
@@ -221,7 +219,7 @@ public struct JSONParser {
             }
             position = saved
         }
-        if refusesLoneSurrogates && (0xD800..<0xE000).contains(first) { throw failure("lone surrogate in a \\u escape") }
+        if (serde || arrow) && (0xD800..<0xE000).contains(first) { throw failure("lone surrogate in a \\u escape") }
         return Unicode.Scalar(first) ?? "\u{FFFD}"
     }
 
