@@ -105,6 +105,27 @@ struct DecoderParts: Sendable {
             maxPositions: dimensions.maxPositionEmbeddings, configPath: configPath)
     }
 
+    /// Refuses a config.json `head_dim` other than hidden_size / num_attention_heads, the width
+    /// the family's transformers model gives what `sized` names (Phi's q/k norms, StableLM's heads).
+    func confirmHeadDimIsHiddenOverHeads(_ sized: String) throws {
+        let width = dimensions.hiddenSize / dimensions.numAttentionHeads
+        if let headDim = dimensions.headDim, headDim != width {
+            throw DroptraceError("head_dim \(headDim)\(sized) hidden_size / num_attention_heads = \(width) wide", path: configPath)
+        }
+    }
+
+    /// For attentions that slice int(head_dim · partial_rotary_factor) dimensions against a rotary
+    /// table 2·ceil(w/2) wide (Phi, StableLM): an odd width fails in transformers (or, at 1,
+    /// broadcasts the head wider), so it is refused naming `attentionClass`.
+    func confirmEvenRotaryWidth(defaultFactor: Double, attentionClass: String) throws {
+        let width = Int(Double(dimensions.resolvedHeadDim) * (try ropeSettings().partialRotaryFactor ?? defaultFactor))
+        if firstKeptAttention != nil, width % 2 != 0 {
+            throw DroptraceError(
+                "partial_rotary_factor gives an odd rotary width of \(width), which transformers' \(attentionClass) cannot run (its rotary table is \(width + 1) wide)",
+                path: configPath)
+        }
+    }
+
     /// The rope settings of the family's config section.
     func ropeSettings() throws -> RopeSettings { try config(RopeSettings.self) }
 

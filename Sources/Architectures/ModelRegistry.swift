@@ -41,6 +41,7 @@ public enum ModelRegistry {
         "qwen3": Qwen3Model.self,
         "qwen3_moe": Qwen3MoeModel.self,
         "smollm3": SmolLM3Model.self,
+        "stablelm": StableLMModel.self,
         "starcoder2": Starcoder2Model.self,
     ]
 

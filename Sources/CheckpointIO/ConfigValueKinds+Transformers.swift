@@ -829,6 +829,33 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "stablelm": (
+            "StableLmConfig",
+            [
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_dropout": "if",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "pad_token_id": "ni",
+                "qk_layernorm": "b",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "use_parallel_residual": "b",
+                "use_qkv_bias": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "starcoder2": (
             "Starcoder2Config",
             [
@@ -886,6 +913,7 @@ extension ConfigValueKinds {
         "qwen3": (nil, 151936),
         "qwen3_moe": (nil, 151936),
         "smollm3": (128004, 128256),
+        "stablelm": (nil, 50304),
         "starcoder2": (nil, 49152),
     ]
 
@@ -918,6 +946,7 @@ extension ConfigValueKinds {
         "qwen3": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
         "qwen3_moe": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
         "smollm3": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
+        "stablelm": ["layer_norm_eps": "1e-05", "max_position_embeddings": "4096"],
         "starcoder2": ["max_position_embeddings": "4096", "norm_epsilon": "1e-05"],
     ]
 
@@ -927,6 +956,7 @@ extension ConfigValueKinds {
         "gpt_neox": ["hidden_dropout"],
         "phi": ["embd_pdrop", "resid_pdrop"],
         "phi3": ["resid_pdrop"],
+        "stablelm": ["hidden_dropout"],
     ]
 
     /// Config classes (by model_type) that accept `"head_dim": null` but whose model cannot be built

@@ -61,6 +61,8 @@ import Testing
         Written("starcoder2-f32", "norm_epsilon", "1"), Written("qwen2_moe-f32", "shared_expert_intermediate_size", "24.0"),
         Written("qwen2_moe-f32", "qkv_bias", "null"), Written("phi-f32", "qk_layernorm", "null"),
         Written("phi-f32", "layer_norm_eps", "1"), Written("cohere-f32", "logit_scale", "1"),
+        Written("stablelm-f32", "use_qkv_bias", "null"), Written("stablelm_parallel-f32", "use_parallel_residual", "1"),
+        Written("stablelm-f32", "qk_layernorm", "null"), Written("stablelm-f32", "num_key_value_heads", "null"),
         // Beyond 64 bits the literal still decides, as in Python: an integer for a float, a float for an
         // integer (both were taken as either; rms_norm_eps 10^20 scored every cosine 1).
         Written("llama-f32", "rms_norm_eps", "100000000000000000000"), Written("llama-f32", "initializer_range", "9223372036854775808"),
@@ -73,6 +75,7 @@ import Testing
         Written("gpt2-f32", "layer_types", "[]"), Written("gpt_neox-f32", "layer_types", "[\"FULL\", \"FULL\"]"),
         Written("phi3-f32", "resid_pdrop", "2.0"), Written("starcoder2-f32", "residual_dropout", "1.5"),
         Written("starcoder2-f32", "embedding_dropout", "-0.1"),
+        Written("stablelm_parallel-f32", "hidden_dropout", "1.5"),
         // A null head_dim the class takes and its model reads as the head width (TypeError building it).
         Written("qwen2-f32", "head_dim", "null"), Written("granite-f32", "head_dim", "null"),
         Written("qwen3_moe-f32", "head_dim", "null"), Written("ministral-f32", "head_dim", "null"),

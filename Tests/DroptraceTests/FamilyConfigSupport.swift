@@ -3,6 +3,7 @@ import CheckpointIO
 import Dropping
 import DroptraceSupport
 import Foundation
+import Scoring
 import Testing
 
 /// A fixture model whose config.json a test changes, loaded through the registry.
@@ -17,7 +18,21 @@ struct EditedFixture {
         try BadInputTests().rewriteConfig(model, change)
     }
 
+    /// The fixture with `rope_parameters.<key>` set to `value` (nil removes it).
+    init(_ name: String, rope key: String, _ value: Any?) throws {
+        try self.init(name) { config in
+            var rope = config["rope_parameters"] as! [String: Any]
+            rope[key] = value
+            config["rope_parameters"] = rope
+        }
+    }
+
     func load() throws -> any LanguageModel { try ModelRegistry.load(try Checkpoint(directory: model)) }
+
+    /// The attention scores of the JSONL calibration sequences.
+    func attentionScores() throws -> [Double] {
+        try ImportanceScorer(model: try load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib").attention
+    }
 
     /// The load fails with one error naming config.json and `key`.
     func expectRefused(naming key: String, sourceLocation: SourceLocation = #_sourceLocation) {

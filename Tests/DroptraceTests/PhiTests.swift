@@ -46,26 +46,15 @@ import Testing
     /// Half of each 12-wide head rotates (PhiConfig's default when the
     /// config names no partial_rotary_factor); the whole head with 1.
     @Test func rotaryCoversHalfOfEachHead() throws {
-        let model = try EditedFixture("phi-f32") { config in
-            var rope = config["rope_parameters"] as! [String: Any]
-            rope["partial_rotary_factor"] = nil
-            config["rope_parameters"] = rope
-        }.load()
+        let model = try EditedFixture("phi-f32", rope: "partial_rotary_factor", nil).load()
         #expect(try model.block(0).attention?.attention.rotary?.rotaryDim == 6)
-        let whole = try EditedFixture("phi-f32") { config in
-            var rope = config["rope_parameters"] as! [String: Any]
-            rope["partial_rotary_factor"] = 1.0
-            config["rope_parameters"] = rope
-        }.load()
+        let whole = try EditedFixture("phi-f32", rope: "partial_rotary_factor", 1.0).load()
         #expect(try whole.block(0).attention?.attention.rotary?.rotaryDim == 12)
     }
 
     /// `qk_layernorm` switches the per-head q/k LayerNorms on (the fixture's)
     /// and off (PhiConfig's default): the scores move.
     @Test func qkLayernormIsRead() throws {
-        func attention(_ fixture: EditedFixture) throws -> [Double] {
-            try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib").attention
-        }
         let normed = try EditedFixture("phi-f32")
         guard case .perHead? = try normed.load().block(0).attention?.attention.queryKeyNorm else {
             Issue.record("no per-head q/k norms")
@@ -73,7 +62,7 @@ import Testing
         }
         let plain = try EditedFixture("phi-f32") { $0["qk_layernorm"] = nil }
         #expect(try plain.load().block(0).attention?.attention.queryKeyNorm == nil)
-        let moved = zip(try attention(normed), try attention(plain)).map { abs($0 - $1) }.max()!
+        let moved = zip(try normed.attentionScores(), try plain.attentionScores()).map { abs($0 - $1) }.max()!
         #expect(moved > 1e-3, "qk_layernorm moves the attention scores by \(moved)")
     }
 

@@ -48,23 +48,11 @@ struct PhiModel: DecoderFamily {
         parts = try DecoderParts(checkpoint, naming: Self.naming, finalNorm: "final_layernorm")
         let config = try parts.config(PhiConfiguration.self)
         self.config = config
-        let dimensions = parts.dimensions
         // PhiAttention sizes its q/k norms hidden_size / heads wide and
         // applies them to heads of head_dim: with another head_dim transformers cannot run it.
-        if config.qkLayernorm, let headDim = dimensions.headDim, headDim != dimensions.hiddenSize / dimensions.numAttentionHeads {
-            throw DroptraceError(
-                "head_dim \(headDim) with qk_layernorm: the q/k norms are hidden_size / num_attention_heads = \(dimensions.hiddenSize / dimensions.numAttentionHeads) wide",
-                path: parts.configPath)
-        }
+        if config.qkLayernorm { try parts.confirmHeadDimIsHiddenOverHeads(" with qk_layernorm: the q/k norms are") }
         rotary = try parts.rotary(partialRotary: .honoured(default: 0.5))
-        // PhiAttention slices int(head_dim · partial_rotary_factor) dimensions but its rotary table
-        // is 2·ceil(w/2) wide: an odd width fails there (or, at 1, broadcasts the head wider).
-        let width = Int(Double(dimensions.resolvedHeadDim) * (try parts.ropeSettings().partialRotaryFactor ?? 0.5))
-        if parts.firstKeptAttention != nil, width % 2 != 0 {
-            throw DroptraceError(
-                "partial_rotary_factor gives an odd rotary width of \(width), which transformers' PhiAttention cannot run (its rotary table is \(width + 1) wide)",
-                path: parts.configPath)
-        }
+        try parts.confirmEvenRotaryWidth(defaultFactor: 0.5, attentionClass: "PhiAttention")
     }
 
     static func naming(_ prefix: String) -> LayerNaming {
