@@ -121,7 +121,7 @@ struct DecoderParts: Sendable {
         let width = Int(Double(dimensions.resolvedHeadDim) * (try ropeSettings().partialRotaryFactor ?? defaultFactor))
         if firstKeptAttention != nil, width % 2 != 0 {
             throw DroptraceError(
-                "partial_rotary_factor gives an odd rotary width of \(width), which transformers' \(attentionClass) cannot run (its rotary table is \(width + 1) wide)",
+                "partial_rotary_factor gives an odd rotary width of \(width), which transformers' \(attentionClass) cannot rotate: it slices \(width) dimensions against a \(width + 1)-wide rotary table (failing, or at width 1 broadcasting the heads wider)",
                 path: configPath)
         }
     }
