@@ -18,7 +18,7 @@ public struct JSONParser {
     private let bytes: UnsafeBufferPointer<UInt8>
     private let allowsNonFinite: Bool
     private let serde: Bool
-    private let arrow: Bool
+    private let reader: DatasetsJSONReader?
     private var position = 0
     private var depth = 0
 
@@ -29,15 +29,13 @@ public struct JSONParser {
     /// `serde`, as Rust's serde_json reads files (the safetensors and
     /// tokenizers libraries): a lone surrogate escape (`"\ud800"`) is an
     /// error, not U+FFFD, and `-0` is a float (-0.0), not the integer 0.
-    /// With `arrow`, as pyarrow's JSON reader (which the datasets library
-    /// reads with) reads files: `NaN` and `±Infinity` taken, and a lone
-    /// surrogate escape, a decimal beyond float64's range (`1e400`) and a
-    /// key repeated in one object are errors.
+    /// With `reader`, as that reader of the datasets library's json loader
+    /// reads files (`DatasetsJSONReader`).
     public static func parse(
-        _ data: [UInt8], allowingNonFinite: Bool = false, serde: Bool = false, arrow: Bool = false
+        _ data: [UInt8], allowingNonFinite: Bool = false, serde: Bool = false, reader: DatasetsJSONReader? = nil
     ) throws(Failure) -> Any {
         try data.withUnsafeBufferPointer { (buffer) throws(Failure) -> Any in
-            var parser = JSONParser(bytes: buffer, allowsNonFinite: allowingNonFinite || arrow, serde: serde, arrow: arrow)
+            var parser = JSONParser(bytes: buffer, allowsNonFinite: allowingNonFinite || reader != nil, serde: serde, reader: reader)
             parser.skipWhitespace()
             let value = try parser.parseValue()
             parser.skipWhitespace()
@@ -46,11 +44,11 @@ public struct JSONParser {
         }
     }
 
-    private init(bytes: UnsafeBufferPointer<UInt8>, allowsNonFinite: Bool, serde: Bool, arrow: Bool) {
+    private init(bytes: UnsafeBufferPointer<UInt8>, allowsNonFinite: Bool, serde: Bool, reader: DatasetsJSONReader?) {
         self.bytes = bytes
         self.allowsNonFinite = allowsNonFinite
         self.serde = serde
-        self.arrow = arrow
+        self.reader = reader
     }
 
     private func failure(_ reason: String) -> Failure {
@@ -75,16 +73,19 @@ public struct JSONParser {
         case UInt8(ascii: "t"): try expectLiteral("true"); return true
         case UInt8(ascii: "f"): try expectLiteral("false"); return false
         case UInt8(ascii: "n"): try expectLiteral("null"); return JSONNull()
-        case UInt8(ascii: "N") where allowsNonFinite: try expectLiteral("NaN"); return Double.nan
-        case UInt8(ascii: "I") where allowsNonFinite: try expectLiteral("Infinity"); return Double.infinity
+        case UInt8(ascii: "N") where allowsNonFinite: try expectLiteral("NaN"); return nonFinite(Double.nan)
+        case UInt8(ascii: "I") where allowsNonFinite: try expectLiteral("Infinity"); return nonFinite(Double.infinity)
         case UInt8(ascii: "-") where allowsNonFinite && position + 1 < bytes.count && bytes[position + 1] == UInt8(ascii: "I"):
             position += 1
             try expectLiteral("Infinity")
-            return -Double.infinity
+            return nonFinite(-Double.infinity)
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
         default: throw failure("unexpected character")
         }
     }
+
+    /// ujson reads a value float64 cannot hold finitely, and datasets writes it back, as null.
+    private func nonFinite(_ value: Double) -> Any { reader == .ujson ? JSONNull() : value }
 
     private mutating func expectLiteral(_ literal: StaticString) throws(Failure) {
         let count = literal.utf8CodeUnitCount
@@ -104,7 +105,7 @@ public struct JSONParser {
         try enter()
         position += 1
         var object = JSONObject()
-        var keys = Set<[UInt8]>()  // as bytes: Swift's String equality would join canonically equivalent keys
+        var keys: [[UInt8]: Int] = [:]  // as bytes: Swift's String equality would join canonically equivalent keys
         skipWhitespace()
         if position < bytes.count && bytes[position] == UInt8(ascii: "}") {
             position += 1
@@ -115,12 +116,22 @@ public struct JSONParser {
             skipWhitespace()
             guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else { throw failure("expected a key") }
             let key = try parseString()
-            if arrow, !keys.insert(Array(key.utf8)).inserted { throw failure("key \"\(SystemError.oneLine(String(key.prefix(40))))\" given twice in one object") }
+            let earlier = reader == nil ? nil : keys.updateValue(object.members.count, forKey: Array(key.utf8))
+            if reader == .pyarrow, earlier != nil {
+                throw failure("key \"\(SystemError.oneLine(String(key.prefix(40))))\" given twice in one object")
+            }
             skipWhitespace()
             guard position < bytes.count, bytes[position] == UInt8(ascii: ":") else { throw failure("expected ':'") }
             position += 1
             skipWhitespace()
-            object.members.append((key, try parseValue()))
+            let value = try parseValue()
+            if reader == .ujson, let earlier {
+                // A Python dict: the key keeps its first place and takes the last value.
+                object.members[earlier].value = value
+                keys[Array(key.utf8)] = earlier
+            } else {
+                object.members.append((key, value))
+            }
             skipWhitespace()
             guard position < bytes.count else { throw failure("unexpected end of input") }
             if bytes[position] == UInt8(ascii: ",") { position += 1; continue }
@@ -192,7 +203,7 @@ public struct JSONParser {
                 case UInt8(ascii: "n"): decoded.append(0x0A)
                 case UInt8(ascii: "r"): decoded.append(0x0D)
                 case UInt8(ascii: "t"): decoded.append(0x09)
-                case UInt8(ascii: "u"): decoded.append(contentsOf: String(try parseUnicodeEscape()).utf8)
+                case UInt8(ascii: "u"): try parseUnicodeEscape().map { decoded.append(contentsOf: String($0).utf8) }
                 default: throw failure("invalid escape")
                 }
             default:
@@ -206,8 +217,8 @@ public struct JSONParser {
 
     /// After "\u": four hex digits, joined with a following low surrogate
     /// escape when they are a high surrogate. A lone surrogate becomes U+FFFD
-    /// (an error for serde and arrow).
-    private mutating func parseUnicodeEscape() throws(Failure) -> Unicode.Scalar {
+    /// (an error for serde and pyarrow; dropped, nil, for ujson).
+    private mutating func parseUnicodeEscape() throws(Failure) -> Unicode.Scalar? {
         let first = try parseHex4()
         if (0xD800..<0xDC00).contains(first), position + 6 <= bytes.count,
            bytes[position] == UInt8(ascii: "\\"), bytes[position + 1] == UInt8(ascii: "u") {
@@ -219,7 +230,10 @@ public struct JSONParser {
             }
             position = saved
         }
-        if (serde || arrow) && (0xD800..<0xE000).contains(first) { throw failure("lone surrogate in a \\u escape") }
+        if (0xD800..<0xE000).contains(first) {
+            if serde || reader == .pyarrow { throw failure("lone surrogate in a \\u escape") }
+            if reader == .ujson { return nil }
+        }
         return Unicode.Scalar(first) ?? "\u{FFFD}"
     }
 
@@ -272,7 +286,11 @@ public struct JSONParser {
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
         if isInteger, let integer = Int(text), !(serde && integer == 0 && bytes[start] == UInt8(ascii: "-")) { return integer }
         guard let real = Double(text) else { throw failure("invalid number") }
-        if arrow, !isInteger, !real.isFinite { throw failure("number too big to be stored in a double") }
+        if !isInteger, !real.isFinite {
+            if reader == .pyarrow { throw failure("number too big to be stored in a double") }
+            if reader == .ujson { return JSONNull() }
+        }
+        if isInteger, reader == .ujson, UInt64(text) == nil { throw failure("integer beyond 64 bits") }
         // Python keeps such a literal an int; readers that check kinds must know.
         if isInteger, !serde { return JSONBigInteger(text: text, value: real) }
         return real
@@ -283,6 +301,21 @@ public struct JSONParser {
             position += 1
         }
     }
+}
+
+/// The JSON readers behind the datasets library's json loader (datasets 5.2),
+/// as `JSONParser.parse` follows them.
+public enum DatasetsJSONReader: Sendable {
+    /// pyarrow's, for JSON Lines: NaN and ±Infinity are numbers; a lone
+    /// surrogate escape, a decimal beyond float64 (`1e400`) and a key given
+    /// twice in one object are errors.
+    case pyarrow
+    /// ujson's, for a file holding one JSON array (datasets loads it whole and
+    /// writes each element back as a line): a key given twice keeps its first
+    /// place and its last value, a lone surrogate escape is dropped, NaN,
+    /// ±Infinity and decimals beyond float64 are null, and an integer outside
+    /// [−2⁶³, 2⁶⁴ − 1] is an error.
+    case ujson
 }
 
 /// JSON's null.

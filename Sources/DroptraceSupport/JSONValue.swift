@@ -17,11 +17,11 @@ public indirect enum JSONValue: Sendable {
     case object([(key: String, value: JSONValue)])
 
     /// Parses one JSON document (`serde`: as Rust's serde_json reads it;
-    /// `arrow`: as pyarrow reads it; see `JSONParser.parse`).
+    /// `reader`: as that reader of the datasets library reads it; see `JSONParser.parse`).
     /// - Throws: `JSONValue.Malformed` with the byte offset and the reason.
-    public static func parse(_ bytes: [UInt8], serde: Bool = false, arrow: Bool = false) throws(Malformed) -> JSONValue {
+    public static func parse(_ bytes: [UInt8], serde: Bool = false, reader: DatasetsJSONReader? = nil) throws(Malformed) -> JSONValue {
         do {
-            return JSONValue(parsed: try JSONParser.parse(bytes, serde: serde, arrow: arrow))
+            return JSONValue(parsed: try JSONParser.parse(bytes, serde: serde, reader: reader))
         } catch {
             throw Malformed(offset: error.offset, reason: error.reason)
         }

@@ -112,11 +112,11 @@ struct TaskDocument: Sendable {
     /// reads two objects on one line, or one spread over several, and lines
     /// ending in LF, CRLF or CR alone), or one JSON array of objects
     /// (`to_json(lines=False)`, which datasets converts to JSON Lines).
-    /// Each document is JSON as pyarrow reads it (`JSONParser.parse`'s
-    /// `arrow`: NaN and ±Infinity taken; a lone surrogate escape, a decimal
-    /// beyond float64 and a key given twice refused). A field whose kind
-    /// changes between documents is read as written: datasets stores such a
-    /// column as JSON (`on_mixed_types="use_json"`).
+    /// Each document is JSON as datasets reads it (`DatasetsJSONReader`):
+    /// pyarrow's rules in JSON Lines, ujson's in a JSON array. A field whose
+    /// kind changes between documents is read as written: datasets stores
+    /// such a column as JSON (`on_mixed_types="use_json"`), though it then
+    /// re-reads the lines with ujson, which this does not follow.
     /// - Throws: `DroptraceError` naming the file (and line): missing or
     ///   unreadable, not UTF-8, a document over `maximumDocumentLength`, not a
     ///   JSON object or not JSON, text after the array, no documents;
@@ -203,7 +203,8 @@ private struct TaskFileScanner {
         guard String(validating: text, as: UTF8.self) != nil else { throw failure("not UTF-8 text", element: element) }
         let value: JSONValue
         do {
-            value = try JSONValue.parse(text, arrow: true)
+            // datasets reads JSON Lines with pyarrow, and a JSON array with ujson (then writes it as lines).
+            value = try JSONValue.parse(text, reader: element == nil ? .pyarrow : .ujson)
         } catch {
             throw failure("invalid JSON (\(error.reason) at byte \(error.offset + 1))", element: element)
         }

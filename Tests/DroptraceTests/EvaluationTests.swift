@@ -250,6 +250,21 @@ import Tokenization
         #expect(try Self.suiteError("piqa", lines) == nil)
     }
 
+    /// A task file in one JSON array is read as datasets reads it, with ujson:
+    /// a repeated key keeps its last value, a lone surrogate is dropped, NaN
+    /// and 1e400 are null; an integer beyond 64 bits is refused.
+    @Test func jsonArrayTaskFileIsReadAsUjsonReadsIt() throws {
+        let scratch = try ScratchDirectory()
+        let file = try scratch.write(
+            #"[{"goal": "g", "sol1": "a", "sol2": "b", "goal": "Other \ud800goal.", "label": 1, "n": NaN, "m": 1e400}]"#, to: "array.jsonl")
+        var goals: [String] = []
+        try TaskDocument.forEach(in: file) { goals.append(try $0.string("goal")) }
+        #expect(goals == ["Other goal."])
+        let big = try scratch.write(#"[{"goal": "g", "sol1": "a", "sol2": "b", "label": 1, "n": 100000000000000000000000000000}]"#, to: "big.jsonl")
+        let error = #expect(throws: DroptraceError.self) { try TaskDocument.forEach(in: big) { _ in } }
+        #expect(error?.message.contains("integer beyond 64 bits") == true, "\(String(describing: error))")
+    }
+
     /// Task files as the `datasets` json loader (lm-eval's reader of local
     /// files; datasets 5.2, pyarrow 26) reads them: a UTF-8 byte-order mark
     /// at the start (one, or two), lines ending in CR alone, CRLF, or a mix,

@@ -57,4 +57,31 @@ import Testing
         #expect(try JSONParser.parse(Array("-0".utf8)) as? Int == 0)
         #expect(try JSONParser.parse(Array("0".utf8), serde: true) as? Int == 0)
     }
+
+    /// The datasets library's two JSON readers (values checked against
+    /// pyarrow 26 and datasets 5.2's ujson): pyarrow refuses a repeated key,
+    /// a lone surrogate and 1e400 and takes NaN; ujson keeps a repeated key's
+    /// first place and last value, drops a lone surrogate, reads NaN,
+    /// Infinity and 1e400 as null and refuses integers beyond 64 bits.
+    @Test func datasetsReadersFollowPyarrowAndUjson() throws {
+        func value(_ text: String, _ reader: DatasetsJSONReader) throws -> JSONValue {
+            try JSONValue.parse(Array(text.utf8), reader: reader)
+        }
+        for text in [#"{"a": 1, "a": 2}"#, #"{"a": "\ud800"}"#, #"{"a": 1e400}"#] {
+            #expect(throws: JSONValue.Malformed.self, "\(text)") { try value(text, .pyarrow) }
+        }
+        if case .number(let nan)? = try value(#"{"a": NaN}"#, .pyarrow).member("a") { #expect(nan.isNaN) } else { Issue.record("NaN") }
+
+        guard case .object(let members) = try value(#"{"a": 1, "b": 2, "a": 3}"#, .ujson) else { Issue.record("not an object"); return }
+        #expect(members.map(\.key) == ["a", "b"])
+        if case .integer(3) = members[0].value {} else { Issue.record("the repeated key does not hold its last value") }
+        if case .string(let text)? = try value(#"{"a": "x\ud800y"}"#, .ujson).member("a") { #expect(text == "xy") } else { Issue.record("string") }
+        for text in [#"{"a": NaN}"#, #"{"a": -Infinity}"#, #"{"a": 1e400}"#] {
+            if case .null? = try value(text, .ujson).member("a") {} else { Issue.record("\(text) is not null") }
+        }
+        if case .bigInteger? = try value(#"{"a": 18446744073709551615}"#, .ujson).member("a") {} else { Issue.record("2^64 - 1") }
+        for text in [#"{"a": 18446744073709551616}"#, #"{"a": -9223372036854775809}"#] {
+            #expect(throws: JSONValue.Malformed.self, "\(text)") { try value(text, .ujson) }
+        }
+    }
 }
