@@ -114,18 +114,6 @@ struct DecoderParts: Sendable {
         }
     }
 
-    /// For attentions that slice int(head_dim · partial_rotary_factor) dimensions against a rotary
-    /// table 2·ceil(w/2) wide (Phi, StableLM): an odd width fails in transformers (or, at 1,
-    /// broadcasts the head wider), so it is refused naming `attentionClass`.
-    func confirmEvenRotaryWidth(defaultFactor: Double, attentionClass: String) throws {
-        let width = Int(Double(dimensions.resolvedHeadDim) * (try ropeSettings().partialRotaryFactor ?? defaultFactor))
-        if firstKeptAttention != nil, width % 2 != 0 {
-            throw DroptraceError(
-                "partial_rotary_factor gives an odd rotary width of \(width), which transformers' \(attentionClass) cannot rotate: it slices \(width) dimensions against a \(width + 1)-wide rotary table (failing, or at width 1 broadcasting the heads wider)",
-                path: configPath)
-        }
-    }
-
     /// The rope settings of the family's config section.
     func ropeSettings() throws -> RopeSettings { try config(RopeSettings.self) }
 

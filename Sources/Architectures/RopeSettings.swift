@@ -234,6 +234,11 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         /// It rotates that share of each head, `default` when the config is
         /// silent (phi3, gpt_neox: their rotary embedding reads the key).
         case honoured(default: Double)
+        /// As `honoured`, for an attention (`attentionClass`) that slices
+        /// int(head_dim · share) dimensions against its rotary table, which
+        /// is 2·ceil(w/2) wide: an odd width fails there (or, at 1,
+        /// broadcasts the heads wider), so it is refused (phi, stablelm).
+        case sliced(default: Double, attentionClass: String)
         /// Its rotary embedding ignores the key and rotates the whole head
         /// (llama, qwen3, gemma, ...). With a scaled rope type transformers'
         /// shared initialisers apply the factor and the forward then fails on
@@ -254,7 +259,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     ) throws -> RotaryEmbedding {
         let share: Double
         switch partialRotary {
-        case .honoured(let fallback):
+        case .honoured(let fallback), .sliced(let fallback, _):
             if partialRotaryFactorIsNull {
                 throw InvalidConfigValue(key: partialRotaryKey, problem: "is null, which transformers' rotary embedding cannot run").error(path: configPath)
             }
@@ -280,6 +285,11 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             let source = tableWidth.map { "\"head_dim\" \($0) with the rotary fraction \(share)" } ?? "\"partial_rotary_factor\""
             throw DroptraceError(
                 "\(source) gives a rotary width of \(rotaryDim), which rotates \(rotaryDim + rotaryDim % 2) dimensions of a head of \(headDim)",
+                path: configPath)
+        }
+        if case .sliced(_, let attentionClass) = partialRotary, rotaryDim % 2 != 0 {
+            throw DroptraceError(
+                "partial_rotary_factor gives an odd rotary width of \(rotaryDim), which transformers' \(attentionClass) cannot rotate: it slices \(rotaryDim) dimensions against a \(rotaryDim + 1)-wide rotary table (failing, or at width 1 broadcasting the heads wider)",
                 path: configPath)
         }
         let base = thetaIsExplicit ? theta : defaultTheta

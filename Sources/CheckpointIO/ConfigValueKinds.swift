@@ -52,14 +52,11 @@ public enum ConfigValueKinds {
         if let range = number("initializer_range"), !(0...1).contains(range) {
             return "key \"initializer_range\" is \(range), which transformers' config validator refuses (it must be in [0, 1])"
         }
-        for key in dropoutModules[modelType] ?? [] {
+        let dropouts = (dropoutModules[modelType] ?? []).map { ($0, "transformers' model builds nn.Dropout from it") }
+            + (functionalDropout[modelType] ?? []).map { ($0, "transformers' forward pass calls dropout with it") }
+        for (key, use) in dropouts {
             if let probability = number(key), !(0...1).contains(probability) {
-                return "key \"\(key)\" is \(probability), a dropout probability outside [0, 1]: transformers' model builds nn.Dropout from it, which torch refuses"
-            }
-        }
-        for key in functionalDropout[modelType] ?? [] {
-            if let probability = number(key), !(0...1).contains(probability) {
-                return "key \"\(key)\" is \(probability), a dropout probability outside [0, 1]: transformers' forward pass calls dropout with it, which torch refuses"
+                return "key \"\(key)\" is \(probability), a dropout probability outside [0, 1]: \(use), which torch refuses"
             }
         }
         if let key = ropeIntegerBeyondTorch(in: members) {

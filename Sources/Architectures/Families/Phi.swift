@@ -51,8 +51,7 @@ struct PhiModel: DecoderFamily {
         // PhiAttention sizes its q/k norms hidden_size / heads wide and
         // applies them to heads of head_dim: with another head_dim transformers cannot run it.
         if config.qkLayernorm { try parts.confirmHeadDimIsHiddenOverHeads(" with qk_layernorm: the q/k norms are") }
-        rotary = try parts.rotary(partialRotary: .honoured(default: 0.5))
-        try parts.confirmEvenRotaryWidth(defaultFactor: 0.5, attentionClass: "PhiAttention")
+        rotary = try parts.rotary(partialRotary: .sliced(default: 0.5, attentionClass: "PhiAttention"))
     }
 
     static func naming(_ prefix: String) -> LayerNaming {

@@ -63,8 +63,7 @@ struct StableLMModel: DecoderFamily {
         // StableLmAttention's heads are hidden_size / num_attention_heads wide whatever head_dim
         // says, while its rotary table reads head_dim: another width does not describe the model.
         try parts.confirmHeadDimIsHiddenOverHeads(": StableLmAttention's heads are")
-        rotary = try parts.rotary(partialRotary: .honoured(default: 0.25))
-        try parts.confirmEvenRotaryWidth(defaultFactor: 0.25, attentionClass: "StableLmAttention")
+        rotary = try parts.rotary(partialRotary: .sliced(default: 0.25, attentionClass: "StableLmAttention"))
     }
 
     static func naming(_ prefix: String, parallel: Bool) -> LayerNaming {
