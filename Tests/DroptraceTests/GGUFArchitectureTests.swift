@@ -31,6 +31,19 @@ enum GGUFArchitectureFixtures {
         Case(file: "deepseek_v2-f16.gguf", model: "deepseek_v2-f32", lost: []),
         Case(file: "deepseek_v3-f16.gguf", model: "deepseek_v3-f32", lost: []),
         Case(file: "gpt_oss-f16.gguf", model: "gpt_oss-f32", lost: ["swiglu_limit"]),
+        Case(file: "gemma-f16.gguf", model: "gemma-f32", lost: []),
+        Case(file: "gemma2-f16.gguf", model: "gemma2-f32", lost: ["query_pre_attn_scalar"]),
+        Case(file: "mixtral-f16.gguf", model: "mixtral-f32", lost: ["sliding_window"]),
+        Case(file: "qwen2_moe-f16.gguf", model: "qwen2_moe-f32", lost: ["layer_types", "use_sliding_window", "sliding_window"]),
+        Case(file: "starcoder2-f16.gguf", model: "starcoder2-f32", lost: ["sliding_window"]),
+        Case(file: "phi2-f16.gguf", model: "phi2-f32", lost: []),
+        Case(file: "phi2_qkv-f16.gguf", model: "phi2-f32", lost: []),
+        Case(file: "stablelm-f16.gguf", model: "stablelm-f32", lost: []),
+        Case(file: "stablelm_parallel-f16.gguf", model: "stablelm_parallel-f32", lost: []),
+        Case(file: "cohere-f16.gguf", model: "cohere-f32", lost: []),
+        Case(file: "granite-f16.gguf", model: "granite-f32", lost: []),
+        Case(file: "olmo-f16.gguf", model: "olmo-f32", lost: []),
+        Case(file: "smollm3-f16.gguf", model: "smollm3-f32", lost: ["no_rope_layers", "no_rope_layer_interval"]),
     ]
 
     static func file(_ name: String) -> URL { FixtureFiles.root.appendingPathComponent("gguf-arch/\(name)") }
@@ -41,7 +54,8 @@ enum GGUFArchitectureFixtures {
         "architectures", "dtype", "transformers_version", "use_cache", "initializer_range", "bos_token_id", "eos_token_id",
         "pad_token_id", "attention_dropout", "output_router_logits", "router_aux_loss_coef", "pretraining_tp",
         "max_window_layers", "embd_pdrop", "resid_pdrop", "_sliding_window_pattern", "use_bidirectional_attention",
-        "num_nextn_predict_layers", "mlp_bias",
+        "num_nextn_predict_layers", "mlp_bias", "router_jitter_noise", "hidden_dropout", "embedding_dropout",
+        "residual_dropout",
     ]
 }
 
@@ -171,6 +185,16 @@ enum GGUFArchitectureFixtures {
         Mutant(file: "deepseek_v3-f16.gguf", key: "deepseek2.expert_group_used_count", value: 5),
         Mutant(file: "gpt_oss-f16.gguf", key: "gpt-oss.expert_feed_forward_length", value: 31),
         Mutant(file: "gpt_oss-f16.gguf", key: "gpt-oss.attention.sliding_window", value: 0),
+        Mutant(file: "gemma2-f16.gguf", key: "gemma2.attention.sliding_window", value: 0),
+        Mutant(file: "gemma2-f16.gguf", key: "gemma2.attn_logit_softcapping", value: 0),
+        Mutant(file: "mixtral-f16.gguf", key: "llama.expert_used_count", value: 5),
+        Mutant(file: "qwen2_moe-f16.gguf", key: "qwen2moe.expert_shared_feed_forward_length", value: 0),
+        Mutant(file: "phi2-f16.gguf", key: "phi2.rope.dimension_count", value: 5),
+        Mutant(file: "phi2_qkv-f16.gguf", key: "phi2.attention.head_count_kv", value: 2),
+        Mutant(file: "stablelm-f16.gguf", key: "stablelm.rope.dimension_count", value: 18),
+        Mutant(file: "cohere-f16.gguf", key: "command-r.logit_scale", value: 0),
+        Mutant(file: "granite-f16.gguf", key: "granite.residual_scale", value: .nan),
+        Mutant(file: "olmo-f16.gguf", key: "olmo.attention.layer_norm_epsilon", value: 1e-6),
     ]
 
     @Test(arguments: mutants)

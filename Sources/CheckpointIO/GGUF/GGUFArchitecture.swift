@@ -18,6 +18,9 @@ struct GGUFArchitecture: Sendable {
         case transposedConv1D
         /// Gemma's (1 + w) RMSNorm weights stored as 1 + w.
         case normPlusOne
+        /// A [1, n] matrix, which a file may store with its unit dimension
+        /// unwritten (Qwen2-MoE's shared-expert gate).
+        case matrix
     }
 
     /// Which heads a Q/K projection's rows hold.
@@ -32,6 +35,13 @@ struct GGUFArchitecture: Sendable {
         /// A 3-D `[experts, out, in]` stack cut into per-expert tensors:
         /// the module with `{e}` standing for the expert (`mlp.experts.{e}.gate_proj`).
         case perExpert(String)
+        /// A 2-D `[heads, width]` stack cut into per-head vectors, `{e}`
+        /// standing for the head (StableLM's `self_attn.q_layernorm.norms.{e}`).
+        case perHead(String)
+        /// A fused projection whose rows are the listed modules' rows, one
+        /// after another in equal parts (phi-2's `attn_qkv` of files converted
+        /// from Microsoft's layout: q, k, v).
+        case rowParts([String])
     }
 
     /// One Hugging Face tensor a block's GGUF tensors make together (or
@@ -71,18 +81,41 @@ struct GGUFArchitecture: Sendable {
         /// Whether block `layer` has GGUF tensor `name` (e.g. `ffn_gate_inp.weight`).
         func block(_ layer: Int, has name: String) -> Bool { tensorDimensions["blk.\(layer).\(name)"] != nil }
 
-        /// The keys shared by the Llama-shaped models: sizes, RMSNorm epsilon,
-        /// SiLU, tied head and `rope_parameters` from the rope keys.
-        func llamaShaped(_ modelType: String) throws -> [String: Any] {
+        /// The keys every table gives: sizes, tied head and `rope_parameters` from the rope keys.
+        func sized(_ modelType: String) throws -> [String: Any] {
             [
                 "model_type": modelType,
                 "hidden_size": sizes.hidden, "num_hidden_layers": sizes.layers, "num_attention_heads": sizes.heads,
-                "num_key_value_heads": sizes.kvHeads, "head_dim": sizes.headDim, "intermediate_size": sizes.feedForward,
-                "rms_norm_eps": try metadata.positiveFloat32(key("attention.layer_norm_rms_epsilon")),
-                "vocab_size": sizes.vocabulary, "max_position_embeddings": sizes.context, "hidden_act": "silu",
-                "tie_word_embeddings": sizes.tied, "attention_bias": false,
-                "rope_parameters": try GGUFConfiguration.rope(self),
+                "num_key_value_heads": sizes.kvHeads, "intermediate_size": sizes.feedForward,
+                "vocab_size": sizes.vocabulary, "max_position_embeddings": sizes.context,
+                "tie_word_embeddings": sizes.tied, "rope_parameters": try GGUFConfiguration.rope(self),
             ]
+        }
+
+        /// The keys shared by the Llama-shaped models: `sized`'s, the head
+        /// width, RMSNorm epsilon, SiLU and no attention biases.
+        func llamaShaped(_ modelType: String) throws -> [String: Any] {
+            var config = try sized(modelType)
+            config["head_dim"] = sizes.headDim
+            config["rms_norm_eps"] = try metadata.positiveFloat32(key("attention.layer_norm_rms_epsilon"))
+            config["hidden_act"] = "silu"
+            config["attention_bias"] = false
+            return config
+        }
+
+        /// LayerNorm's epsilon (`attention.layer_norm_epsilon`).
+        func layerNormEpsilon() throws -> Double { try metadata.positiveFloat32(key("attention.layer_norm_epsilon")) }
+
+        /// Whether every block has GGUF tensor `name` (`attn_q.bias`); refuses
+        /// a file where only some do, which no Hugging Face config describes.
+        func everyBlock(has name: String) throws -> Bool {
+            let having = (0..<sizes.layers).filter { block($0, has: name) }.count
+            guard having == 0 || having == sizes.layers else {
+                throw DroptraceError(
+                    "\(having) of \(sizes.layers) blocks have tensor \(name) and the others not; droptrace reads \(architecture.name) models with it in every block or in none",
+                    path: path)
+            }
+            return having > 0
         }
 
         /// `layer_types` with the layers for which `sliding` holds as sliding-window layers.
@@ -91,17 +124,26 @@ struct GGUFArchitecture: Sendable {
         }
     }
 
+    /// The heads a projection's rows hold, for confirming the head counts.
+    enum ProjectionHeads: Sendable {
+        /// The query heads, or the key/value heads.
+        case query, keyValue
+        /// All q, then all k, then all v rows: heads + 2 · kv heads.
+        case queryKeyValue
+    }
+
     /// Which projection's rows confirm the head counts and width: GGUF name
     /// suffix within a block and the heads whose rows it holds.
     enum AttentionRows: Sendable {
-        /// Separate projections: rows = heads · head width.
-        case projections([(suffix: String, group: HeadGroup)])
+        /// Projections of whole heads (those the file holds are checked):
+        /// rows = heads · head width.
+        case projections([(suffix: String, heads: ProjectionHeads)])
         /// One fused projection of per-head q, k, v with the heads filling the
         /// embedding (GPT-NeoX, GPT-2): rows = 3 · heads · head width.
         case fusedPerHead(String)
-        /// One fused projection of all q, then all k, then all v (Phi-3):
-        /// rows = (heads + 2 · kv heads) · head width.
-        case fused(String)
+
+        /// Separate `attn_q` and `attn_k` projections, the most common case.
+        static let separateQK = AttentionRows.projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)])
     }
 
     /// `general.architecture`.
@@ -126,10 +168,19 @@ struct GGUFArchitecture: Sendable {
     /// this architecture; another is a tensor the file should not hold.
     var ropeFactors: Set<String> = []
     /// Whether `expert_count` may be above 0 (elsewhere it marks a model the
-    /// table does not describe, e.g. Mixtral as `llama`).
-    var mixtureOfExperts = false
+    /// table does not describe) and whether it must be.
+    var experts = Experts.none
     /// The config.json equivalent.
     let config: @Sendable (Input) throws -> [String: Any]
+
+    enum Experts: Sendable {
+        /// Dense models only.
+        case none
+        /// Mixture-of-experts models only (`expert_count` required).
+        case required
+        /// Either (`llama`: Mixtral is written as `llama` with experts).
+        case optional
+    }
 }
 
 extension GGUFArchitecture {
@@ -146,6 +197,21 @@ extension GGUFArchitecture.Place {
         "attn_output": .module("self_attn.o_proj", nil), "ffn_norm": .module("post_attention_layernorm", nil),
         "ffn_gate": .module("mlp.gate_proj", nil), "ffn_up": .module("mlp.up_proj", nil),
         "ffn_down": .module("mlp.down_proj", nil),
+    ]
+
+    /// The Llama blocks with Q and K rows as llama.cpp's converter permutes
+    /// them for its interleaved rotary (`LlamaModel.permute`).
+    static let llamaPermutedBlocks: [String: GGUFArchitecture.Place] = llamaBlocks.adding([
+        "attn_q": .module("self_attn.q_proj", .rotaryInterleaved(.query)),
+        "attn_k": .module("self_attn.k_proj", .rotaryInterleaved(.keyValue)),
+    ])
+
+    /// Gemma 2 and 3's norms around attention and MLP, stored as 1 + w.
+    static let sandwichNorms: [String: GGUFArchitecture.Place] = [
+        "attn_norm": .module("input_layernorm", .normPlusOne),
+        "post_attention_norm": .module("post_attention_layernorm", .normPlusOne),
+        "ffn_norm": .module("pre_feedforward_layernorm", .normPlusOne),
+        "post_ffw_norm": .module("post_feedforward_layernorm", .normPlusOne),
     ]
 
     /// Per-head (or whole-projection) q/k RMSNorms.

@@ -4,44 +4,56 @@ import Foundation
 /// The architectures droptrace reads, one table each. What llama.cpp's
 /// converter does is stated per table; `GGUFArchitecture` says what the fields mean.
 extension GGUFArchitecture {
-    static let all: [GGUFArchitecture] = [llama, qwen2, gptneox, gpt2, qwen3, qwen3moe, gemma3, phi3, olmo2, olmoe, deepseek2, gptOss]
+    static let all: [GGUFArchitecture] = [
+        llama, qwen2, gptneox, gpt2, qwen3, qwen3moe, gemma3, phi3, olmo2, olmoe, deepseek2, gptOss,
+        gemma, gemma2, qwen2moe, granite, smollm3, starcoder2, phi2, stablelm, commandR, olmo,
+    ]
 
     static func named(_ name: String) -> GGUFArchitecture? { all.first { $0.name == name } }
 
-    private static let llamaTop = ["token_embd.weight": "embed_tokens.weight", "output_norm.weight": "norm.weight", "output.weight": "lm_head.weight"]
+    static let llamaTop = ["token_embd.weight": "embed_tokens.weight", "output_norm.weight": "norm.weight", "output.weight": "lm_head.weight"]
 
-    /// Llama, Mistral, TinyLlama, SmolLM and other Llama-shaped models. The
-    /// converter permutes Q and K rows to interleaved rotary pairs and writes
-    /// Mistral as `llama` (a sliding window sets it apart).
+    /// Llama, Mistral, Mixtral, TinyLlama, SmolLM and other Llama-shaped
+    /// models. The converter permutes Q and K rows to interleaved rotary pairs,
+    /// writes Mistral as `llama` (a sliding window sets it apart) and Mixtral
+    /// as `llama` with experts (stacked `w1`, `w3`, `w2`; top-k renormalised).
     static let llama = GGUFArchitecture(
         name: "llama", prefix: "model.", topLevel: llamaTop,
-        blocks: Place.llamaBlocks.adding([
-            "attn_q": .module("self_attn.q_proj", .rotaryInterleaved(.query)),
-            "attn_k": .module("self_attn.k_proj", .rotaryInterleaved(.keyValue)),
+        blocks: Place.llamaPermutedBlocks.adding([
+            "ffn_gate_inp": .module("block_sparse_moe.gate", nil),
+            "ffn_gate_exps": .perExpert("block_sparse_moe.experts.{e}.w1"),
+            "ffn_up_exps": .perExpert("block_sparse_moe.experts.{e}.w3"),
+            "ffn_down_exps": .perExpert("block_sparse_moe.experts.{e}.w2"),
         ]),
-        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)]),
-        ropeFactors: ["rope_freqs.weight"]
+        attentionRows: .separateQK,
+        ropeFactors: ["rope_freqs.weight"], experts: .optional
     ) { input in
         let slidingWindow = try input.metadata.optionalUInt32(input.key("attention.sliding_window"))
         try ConfigRules.checks(path: input.path) {
             try ConfigRules.countIfPresent(slidingWindow, input.key("attention.sliding_window"))
-            // llama.cpp interleaves the two halves of each rotary head; an odd width has no halves.
-            if input.sizes.headDim % 2 != 0 {
-                throw InvalidConfigValue(key: input.key("attention.key_length"), problem: "must be even for rotary heads, got \(input.sizes.headDim)")
-            }
         }
+        try GGUFConfiguration.requireEvenHeads(input)
         try GGUFConfiguration.requireWholeHeadRotary(input)
-        var config = try input.llamaShaped(slidingWindow == nil ? "llama" : "mistral")
+        let mixtral = input.sizes.experts > 0
+        var config = try input.llamaShaped(mixtral ? "mixtral" : slidingWindow == nil ? "llama" : "mistral")
         config["attention_bias"] = input.tensorDimensions["blk.0.attn_q.bias"] != nil
         config["mlp_bias"] = input.tensorDimensions["blk.0.ffn_up.bias"] != nil
         if let slidingWindow { config["sliding_window"] = slidingWindow }
+        if mixtral {
+            config["sliding_window"] = slidingWindow ?? NSNull()
+            config["num_local_experts"] = input.sizes.experts
+            config["num_experts_per_tok"] = try GGUFConfiguration.expertsUsed(input)
+            config["intermediate_size"] = try GGUFConfiguration.expertWidth(input)
+            // MixtralConfig has no head_dim of its own unless the heads are not hidden / heads wide.
+            if input.sizes.headDim * input.sizes.heads == input.sizes.hidden { config.removeValue(forKey: "head_dim") }
+        }
         return config
     }
 
     /// Qwen2 / Qwen2.5: rotate-half rotary kept as in Hugging Face (no permutation).
     static let qwen2 = GGUFArchitecture(
         name: "qwen2", prefix: "model.", topLevel: llamaTop, blocks: Place.llamaBlocks,
-        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)])
+        attentionRows: .separateQK
     ) { input in
         try GGUFConfiguration.requireWholeHeadRotary(input)
         var config = try input.llamaShaped("qwen2")
@@ -60,14 +72,8 @@ extension GGUFArchitecture {
                  "ffn_up": .module("mlp.dense_h_to_4h", nil), "ffn_down": .module("mlp.dense_4h_to_h", nil)],
         attentionRows: .fusedPerHead("attn_qkv.weight")
     ) { input in
-        let a = input.architecture.name + ".", headDim = input.sizes.headDim, sizes = input.sizes
-        let rotary = try input.metadata.optionalUInt32(a + "rope.dimension_count") ?? headDim
-        // llama.cpp's rope asserts an even count (ggml_rope: n_dims % 2 == 0) and aborts on an odd one.
-        guard rotary >= 2, rotary % 2 == 0, rotary <= headDim else {
-            throw InvalidConfigValue(
-                key: a + "rope.dimension_count", problem: "must be even and between 2 and the head width \(headDim), got \(rotary)"
-            ).error(path: input.path)
-        }
+        let a = input.architecture.name + ".", sizes = input.sizes
+        let rotary = try GGUFConfiguration.partialRotary(input)
         return [
             "model_type": "gpt_neox",
             "hidden_size": sizes.hidden, "num_hidden_layers": sizes.layers, "num_attention_heads": sizes.heads,
@@ -79,7 +85,7 @@ extension GGUFArchitecture {
             "tie_word_embeddings": sizes.tied,
             "rope_parameters": [
                 "rope_type": "default", "rope_theta": sizes.theta,
-                "partial_rotary_factor": GGUFConfiguration.fraction(rotary, of: headDim),
+                "partial_rotary_factor": GGUFConfiguration.fraction(rotary, of: sizes.headDim),
             ] as [String: Any],
         ]
     }
@@ -104,11 +110,127 @@ extension GGUFArchitecture {
         ]
     }
 
+    /// Gemma: norms stored as 1 + w, GELU (tanh) gate, tied head. The
+    /// converter writes no rope base (llama.cpp's default 10000 is Gemma's).
+    static let gemma = GGUFArchitecture(
+        name: "gemma", prefix: "model.", topLevel: llamaTop,
+        blocks: Place.llamaBlocks.adding([
+            "attn_norm": .module("input_layernorm", .normPlusOne), "ffn_norm": .module("post_attention_layernorm", .normPlusOne),
+        ]),
+        topLevelLayout: .normPlusOne,
+        attentionRows: .separateQK
+    ) { input in
+        try GGUFConfiguration.requireWholeHeadRotary(input)
+        var config = try input.llamaShaped("gemma")
+        config["hidden_act"] = "gelu_pytorch_tanh"
+        return config
+    }
+
+    /// Gemma 2: sandwich norms stored as 1 + w, logit soft-capping (llama.cpp's
+    /// defaults 50 and 30 when absent), sliding even layers (period 2 unless the
+    /// file gives a pattern). The converter drops query_pre_attn_scalar:
+    /// llama.cpp scales queries by 1/sqrt(head width), by 1/sqrt(hidden / heads)
+    /// for the 46-layer 27B.
+    static let gemma2 = GGUFArchitecture(
+        name: "gemma2", prefix: "model.", topLevel: llamaTop, blocks: Place.llamaBlocks.adding(Place.sandwichNorms),
+        topLevelLayout: .normPlusOne,
+        attentionRows: .separateQK
+    ) { input in
+        try GGUFConfiguration.requireWholeHeadRotary(input)
+        var config = try input.llamaShaped("gemma2")
+        let m = input.metadata, sizes = input.sizes
+        config["hidden_act"] = "gelu_pytorch_tanh"
+        config["hidden_activation"] = "gelu_pytorch_tanh"
+        let window = try m.uint32(input.key("attention.sliding_window"))
+        try ConfigRules.checks(path: input.path) { try ConfigRules.count(window, input.key("attention.sliding_window")) }
+        config["sliding_window"] = window
+        config["layer_types"] = try GGUFConfiguration.slidingPattern(input, default: 2)
+        config["query_pre_attn_scalar"] = sizes.layers == 46 ? sizes.hidden / sizes.heads : sizes.headDim
+        config["attn_logit_softcapping"] = try m.optionalPositiveFloat32(input.key("attn_logit_softcapping")) ?? 50
+        config["final_logit_softcapping"] = try m.optionalPositiveFloat32(input.key("final_logit_softcapping")) ?? 30
+        return config
+    }
+
+    /// Qwen1.5-MoE / Qwen2-MoE: routed experts stacked per layer plus the shared
+    /// expert and its sigmoid gate; q/k/v biases. llama.cpp never renormalises
+    /// the top-k weights and has no sliding windows for it.
+    static let qwen2moe = GGUFArchitecture(
+        name: "qwen2moe", prefix: "model.", topLevel: llamaTop,
+        blocks: Place.llamaBlocks.adding(Place.stackedExperts).adding([
+            "ffn_gate_shexp": .module("mlp.shared_expert.gate_proj", nil), "ffn_up_shexp": .module("mlp.shared_expert.up_proj", nil),
+            "ffn_down_shexp": .module("mlp.shared_expert.down_proj", nil),
+            "ffn_gate_inp_shexp": .module("mlp.shared_expert_gate", .matrix),
+        ]),
+        attentionRows: .separateQK, experts: .required
+    ) { input in
+        try GGUFConfiguration.requireWholeHeadRotary(input)
+        var config = try input.llamaShaped("qwen2_moe")
+        config.removeValue(forKey: "attention_bias")
+        config["qkv_bias"] = try input.everyBlock(has: "attn_q.bias")
+        config["use_sliding_window"] = false
+        config["num_experts"] = input.sizes.experts
+        config["num_experts_per_tok"] = try GGUFConfiguration.expertsUsed(input)
+        config["moe_intermediate_size"] = try GGUFConfiguration.expertWidth(input)
+        let shared = try input.metadata.optionalUInt32(input.key("expert_shared_feed_forward_length")) ?? input.sizes.feedForward
+        try ConfigRules.checks(path: input.path) { try ConfigRules.count(shared, input.key("expert_shared_feed_forward_length")) }
+        config["shared_expert_intermediate_size"] = shared
+        config["norm_topk_prob"] = false
+        config["decoder_sparse_step"] = 1
+        config["mlp_only_layers"] = (0..<input.sizes.layers).filter { !input.block($0, has: "ffn_gate_inp.weight") }
+        return config
+    }
+
+    /// Granite: Llama's block with its four multipliers. llama.cpp reads 0 or
+    /// an absent key as no scaling (queries then by 1/sqrt(head width)).
+    static let granite = GGUFArchitecture(
+        name: "granite", prefix: "model.", topLevel: llamaTop, blocks: Place.llamaPermutedBlocks,
+        attentionRows: .separateQK
+    ) { input in
+        try GGUFConfiguration.requireEvenHeads(input)
+        try GGUFConfiguration.requireWholeHeadRotary(input)
+        var config = try input.llamaShaped("granite")
+        config.removeValue(forKey: "head_dim")
+        config["attention_bias"] = try input.everyBlock(has: "attn_q.bias")
+        config["mlp_bias"] = try input.everyBlock(has: "ffn_up.bias")
+        let scale = { (key: String, unset: Double) throws -> Double in
+            let value = try input.metadata.optionalFloat32(input.key(key)) ?? 0
+            try ConfigRules.checks(path: input.path) {
+                guard value.isFinite else { throw InvalidConfigValue(key: input.key(key), problem: "must be a finite number, got \(value)") }
+            }
+            return value == 0 ? unset : value
+        }
+        config["attention_multiplier"] = try scale("attention.scale", 1 / Double(input.sizes.headDim).squareRoot())
+        config["embedding_multiplier"] = try scale("embedding_scale", 1)
+        config["residual_multiplier"] = try scale("residual_scale", 1)
+        config["logits_scaling"] = try scale("logit_scale", 1)
+        return config
+    }
+
+    /// SmolLM3: Llama's block without rotary on every fourth layer, which
+    /// llama.cpp fixes (the file does not say; the converter drops no_rope_layers).
+    static let smollm3 = GGUFArchitecture(
+        name: "smollm3", prefix: "model.", topLevel: llamaTop, blocks: Place.llamaPermutedBlocks,
+        attentionRows: .separateQK,
+        ropeFactors: ["rope_freqs.weight"]
+    ) { input in
+        try GGUFConfiguration.requireEvenHeads(input)
+        try GGUFConfiguration.requireWholeHeadRotary(input)
+        var config = try input.llamaShaped("smollm3")
+        config["attention_bias"] = try input.everyBlock(has: "attn_q.bias")
+        config["mlp_bias"] = try input.everyBlock(has: "ffn_up.bias")
+        config["use_sliding_window"] = false
+        config["sliding_window"] = NSNull()
+        config["layer_types"] = input.layerTypes { _ in false }
+        config["no_rope_layer_interval"] = 4
+        config["no_rope_layers"] = (0..<input.sizes.layers).map { ($0 + 1) % 4 != 0 ? 1 : 0 }
+        return config
+    }
+
     /// Qwen3: per-head q/k RMSNorms, explicit head width. llama.cpp has no
     /// sliding windows for it, so the converter drops `layer_types`.
     static let qwen3 = GGUFArchitecture(
         name: "qwen3", prefix: "model.", topLevel: llamaTop, blocks: Place.llamaBlocks.adding(Place.qkNorms),
-        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)])
+        attentionRows: .separateQK
     ) { input in
         try GGUFConfiguration.requireWholeHeadRotary(input)
         var config = try input.llamaShaped("qwen3")
@@ -122,7 +244,7 @@ extension GGUFArchitecture {
     static let qwen3moe = GGUFArchitecture(
         name: "qwen3moe", prefix: "model.", topLevel: llamaTop,
         blocks: Place.llamaBlocks.adding(Place.qkNorms).adding(Place.stackedExperts),
-        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)]), mixtureOfExperts: true
+        attentionRows: .separateQK, experts: .required
     ) { input in
         try GGUFConfiguration.requireWholeHeadRotary(input)
         var config = try input.llamaShaped("qwen3_moe")
@@ -145,15 +267,11 @@ extension GGUFArchitecture {
     /// 27B (Gemma 3 27B's query_pre_attn_scalar, 168, is not its head width).
     static let gemma3 = GGUFArchitecture(
         name: "gemma3", prefix: "model.", topLevel: llamaTop,
-        blocks: Place.llamaBlocks.adding([
-            "attn_norm": .module("input_layernorm", .normPlusOne),
+        blocks: Place.llamaBlocks.adding(Place.sandwichNorms).adding([
             "attn_q_norm": .module("self_attn.q_norm", .normPlusOne), "attn_k_norm": .module("self_attn.k_norm", .normPlusOne),
-            "post_attention_norm": .module("post_attention_layernorm", .normPlusOne),
-            "ffn_norm": .module("pre_feedforward_layernorm", .normPlusOne),
-            "post_ffw_norm": .module("post_feedforward_layernorm", .normPlusOne),
         ]),
         topLevelLayout: .normPlusOne,
-        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)])
+        attentionRows: .separateQK
     ) { input in
         try GGUFConfiguration.requireWholeHeadRotary(input)
         var config = try input.llamaShaped("gemma3_text")
@@ -188,17 +306,12 @@ extension GGUFArchitecture {
         blocks: ["attn_norm": .module("input_layernorm", nil), "attn_qkv": .module("self_attn.qkv_proj", nil),
                  "attn_output": .module("self_attn.o_proj", nil), "ffn_norm": .module("post_attention_layernorm", nil),
                  "ffn_up": .module("mlp.gate_up_proj", nil), "ffn_down": .module("mlp.down_proj", nil)],
-        attentionRows: .fused("attn_qkv.weight"), ropeFactors: ["rope_factors_long.weight", "rope_factors_short.weight"]
+        attentionRows: .projections([("attn_qkv.weight", .queryKeyValue)]), ropeFactors: ["rope_factors_long.weight", "rope_factors_short.weight"]
     ) { input in
         var config = try input.llamaShaped("phi3")
         config.removeValue(forKey: "attention_bias")
         let m = input.metadata, headDim = input.sizes.headDim
-        let rotary = try m.optionalUInt32(input.key("rope.dimension_count")) ?? headDim
-        guard rotary >= 2, rotary % 2 == 0, rotary <= headDim else {
-            throw InvalidConfigValue(
-                key: input.key("rope.dimension_count"), problem: "must be even and between 2 and the head width \(headDim), got \(rotary)"
-            ).error(path: input.path)
-        }
+        let rotary = try GGUFConfiguration.partialRotary(input)
         let original = try m.optionalUInt32(input.key("rope.scaling.original_context_length")) ?? input.sizes.context
         try ConfigRules.checks(path: input.path) { try ConfigRules.count(original, input.key("rope.scaling.original_context_length")) }
         config["original_max_position_embeddings"] = original
@@ -249,7 +362,7 @@ extension GGUFArchitecture {
             "post_attention_norm": .module("post_attention_layernorm", nil),
             "post_ffw_norm": .module("post_feedforward_layernorm", nil),
         ]),
-        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)])
+        attentionRows: .separateQK
     ) { input in
         try GGUFConfiguration.requireWholeHeadRotary(input)
         let window = try input.metadata.optionalUInt32(input.key("attention.sliding_window")) ?? 0
@@ -270,7 +383,7 @@ extension GGUFArchitecture {
     static let olmoe = GGUFArchitecture(
         name: "olmoe", prefix: "model.", topLevel: llamaTop,
         blocks: Place.llamaBlocks.adding(Place.qkNorms).adding(Place.stackedExperts),
-        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)]), mixtureOfExperts: true
+        attentionRows: .separateQK, experts: .required
     ) { input in
         try GGUFConfiguration.requireWholeHeadRotary(input)
         var config = try input.llamaShaped("olmoe")
@@ -301,7 +414,7 @@ extension GGUFArchitecture {
         blockTensors: ["exp_probs_b.bias": "mlp.gate.e_score_correction_bias"],
         composites: [GGUFLayouts.latentKVB],
         attentionRows: .projections([("attn_q.weight", .query), ("attn_q_b.weight", .query)]),
-        headWidthKey: "attention.key_length_mla", mixtureOfExperts: true
+        headWidthKey: "attention.key_length_mla", experts: .required
     ) { input in
         try GGUFLayouts.deepseekConfig(input)
     }
@@ -317,7 +430,7 @@ extension GGUFArchitecture {
         ]),
         blockTensors: ["attn_sinks.weight": "self_attn.sinks", "ffn_down_exps.bias": "mlp.experts.down_proj_bias"],
         composites: GGUFLayouts.gptOssExperts,
-        attentionRows: .projections([("attn_q.weight", .query), ("attn_k.weight", .keyValue)]), mixtureOfExperts: true
+        attentionRows: .separateQK, experts: .required
     ) { input in
         try GGUFConfiguration.requireWholeHeadRotary(input)
         var config = try input.llamaShaped("gpt_oss")

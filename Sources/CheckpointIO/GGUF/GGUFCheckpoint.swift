@@ -89,12 +89,14 @@ public final class GGUFCheckpoint: @unchecked Sendable {
                         "tensor '\(info.name.forErrorMessage)' has \(storedShape[0]) rows, which are not whole heads of the \(config.heads) heads (\(config.kvHeads) key/value heads) of \(config.headDim) the metadata gives",
                         path: path)
                 }
-                let transposed = layout == .transposedConv1D
-                let matrix = transposed ? GGUFFile.dimensions(info.dimensions, rank: 2) : nil
-                guard !transposed || matrix != nil else {
+                let transposed = layout == .transposedConv1D, twoDimensional = transposed || layout == .matrix
+                let matrix = twoDimensional ? GGUFFile.dimensions(info.dimensions, rank: 2) : nil
+                guard !twoDimensional || matrix != nil else {
                     throw DroptraceError("tensor '\(info.name)' should be 2-D but has shape \(storedShape)", path: path)
                 }
-                let stored = file.slice(info, dtype: dtype, name: name, shape: matrix ?? storedShape, order: order)
+                // Conv1D's transposed order takes ggml's [in, out]; the others Hugging Face's shape.
+                let shape = matrix.map { transposed ? $0 : $0.reversed() } ?? storedShape
+                let stored = file.slice(info, dtype: dtype, name: name, shape: shape, order: order)
                 // Gemma's norms: the converter stored 1 + w; the family adds the 1 itself.
                 if layout == .normPlusOne {
                     tensors[name] = TensorSlice.computed(name: name, shape: storedShape, path: path) { try stored.floats().map { $0 - 1 } }
@@ -102,17 +104,32 @@ public final class GGUFCheckpoint: @unchecked Sendable {
                     tensors[name] = stored
                 }
                 storedNames[name] = info.name
-            case .perExpert(let nameOf)?:
-                // Dimensions confirmed as [experts, out, in] by GGUFConfiguration (a
+            case .stack(let rank, let nameOf)?:
+                // Expert stacks confirmed as [experts, out, in] by GGUFConfiguration (a
                 // single expert's last dimension may be unwritten); an expert's
-                // rows are whole blocks, so its bytes start at a block.
-                let rank = info.name.hasSuffix(".bias") ? 2 : 3
+                // rows are whole blocks, so its bytes start at a block. Per-head
+                // stacks are confirmed piece by piece by the family's shapes.
                 let stack = Array((GGUFFile.dimensions(info.dimensions, rank: rank) ?? info.dimensions).reversed())
-                let matrix = Array(stack.dropFirst())
-                let bytes = dtype.byteCount(elements: matrix.reduce(1, *))
-                for expert in 0..<stack[0] {
-                    let name = nameOf(expert)
-                    tensors[name] = file.slice(info, dtype: dtype, name: name, shape: matrix, order: .asShaped, byteOffset: expert * bytes)
+                let piece = Array(stack.dropFirst())
+                let bytes = dtype.byteCount(elements: piece.reduce(1, *))
+                for index in 0..<stack[0] {
+                    let name = nameOf(index)
+                    tensors[name] = file.slice(info, dtype: dtype, name: name, shape: piece, order: .asShaped, byteOffset: index * bytes)
+                    storedNames[name] = info.name
+                }
+            case .rowParts(let names)?:
+                // Equal parts of whole rows; a part of a vector must be whole blocks.
+                let rows = storedShape[0], inner = storedShape.dropFirst().reduce(1, *)
+                let (partRows, remainder) = rows.quotientAndRemainder(dividingBy: names.count)
+                guard remainder == 0, (partRows * inner) % dtype.blockSize == 0 else {
+                    throw DroptraceError(
+                        "tensor '\(info.name.forErrorMessage)' has \(rows) rows, which do not split into \(names.count) equal parts (\(names.map { $0.split(separator: ".").dropLast().last ?? "" }.joined(separator: ", ")))",
+                        path: path)
+                }
+                let shape = [partRows] + storedShape.dropFirst()
+                let bytes = dtype.byteCount(elements: partRows * inner)
+                for (index, name) in names.enumerated() {
+                    tensors[name] = file.slice(info, dtype: dtype, name: name, shape: shape, order: .asShaped, byteOffset: index * bytes)
                     storedNames[name] = info.name
                 }
             case nil where ropeTensors[info.name] != nil:

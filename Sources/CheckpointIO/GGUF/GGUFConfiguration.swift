@@ -35,9 +35,9 @@ struct GGUFConfiguration {
         self.architecture = architecture
         let a = name + "."
         let experts = try metadata.optionalUInt32(a + "expert_count") ?? 0
-        if experts > 0, !architecture.mixtureOfExperts {
+        if experts > 0, architecture.experts == .none {
             throw DroptraceError(
-                "mixture-of-experts GGUF models (\(a)expert_count = \(experts), e.g. Mixtral) are not supported", path: path)
+                "\(a)expert_count is \(experts), but llama.cpp's \(name) models have no experts", path: path)
         }
 
         let hidden = try metadata.uint32(a + "embedding_length")
@@ -78,7 +78,7 @@ struct GGUFConfiguration {
             try ConfigRules.count(feedForward, a + "feed_forward_length")
             try ConfigRules.count(context, a + "context_length")
             try ConfigRules.count(vocabulary, "token_embd.weight")
-            if architecture.mixtureOfExperts { try ConfigRules.count(experts, a + "expert_count") }
+            if architecture.experts == .required { try ConfigRules.count(experts, a + "expert_count") }
             for (tensor, factors) in ropeTensors {
                 for factor in factors { try ConfigRules.positive(Double(factor), tensor) }
             }
@@ -135,10 +135,18 @@ struct GGUFConfiguration {
         let rules: [(suffix: String, heads: Int, key: String)]
         switch architecture.attentionRows {
         case .projections(let projections):
-            rules = projections.map { projection -> (suffix: String, heads: Int, key: String) in
-                projection.group == .query
-                    ? ("." + projection.suffix, heads, a + "attention.head_count")
-                    : ("." + projection.suffix, kvHeads, a + "attention.head_count_kv")
+            rules = try projections.map { projection -> (suffix: String, heads: Int, key: String) in
+                switch projection.heads {
+                case .query: return ("." + projection.suffix, heads, a + "attention.head_count")
+                case .keyValue: return ("." + projection.suffix, kvHeads, a + "attention.head_count_kv")
+                case .queryKeyValue:
+                    let keyValue = try ConfigRules.product([(kvHeads, a + "attention.head_count_kv"), (2, "k and v")])
+                    let (total, overflow) = heads.addingReportingOverflow(keyValue)
+                    guard !overflow else {
+                        throw InvalidConfigValue(key: a + "attention.head_count", problem: "is too large, got \(heads)")
+                    }
+                    return ("." + projection.suffix, total, a + "attention.head_count_kv")
+                }
             }
         case .fusedPerHead(let suffix):
             // The fused q | k | v rows are regrouped per head of this width.
@@ -147,13 +155,6 @@ struct GGUFConfiguration {
                     key: widthKey, problem: "gives heads of \(headDim), but embedding_length \(hidden) / head_count \(heads) = \(hidden / heads)")
             }
             rules = [("." + suffix, try ConfigRules.product([(heads, a + "attention.head_count"), (3, "q, k and v")]), a + "attention.head_count")]
-        case .fused(let suffix):
-            let keyValue = try ConfigRules.product([(kvHeads, a + "attention.head_count_kv"), (2, "k and v")])
-            let (total, overflow) = heads.addingReportingOverflow(keyValue)
-            guard !overflow else {
-                throw InvalidConfigValue(key: a + "attention.head_count", problem: "is too large, got \(heads)")
-            }
-            rules = [("." + suffix, total, a + "attention.head_count_kv")]
         }
         let names = tensorDimensions.keys.filter { $0.hasPrefix("blk.") }.sorted()
         // Every block the count promises, and no other.
@@ -252,6 +253,35 @@ struct GGUFConfiguration {
             throw InvalidConfigValue(
                 key: input.key("rope.dimension_count"),
                 problem: "must equal the head width \(input.sizes.headDim) (partial rotary is not supported here), got \(rotary)"
+            ).error(path: input.path)
+        }
+    }
+
+    /// `rope.dimension_count` of a partially rotary family (the head width
+    /// when absent): even and between 2 and the head width, as ggml's rope asserts.
+    static func partialRotary(_ input: GGUFArchitecture.Input) throws -> Int {
+        let headDim = input.sizes.headDim
+        let rotary = try input.metadata.optionalUInt32(input.key("rope.dimension_count")) ?? headDim
+        guard rotary >= 2, rotary % 2 == 0, rotary <= headDim else {
+            throw InvalidConfigValue(
+                key: input.key("rope.dimension_count"), problem: "must be even and between 2 and the head width \(headDim), got \(rotary)"
+            ).error(path: input.path)
+        }
+        return rotary
+    }
+
+    /// `rope_parameters` with `partial_rotary_factor` for `partialRotary`'s width.
+    static func partialRope(_ input: GGUFArchitecture.Input) throws -> [String: Any] {
+        var rope = try rope(input)
+        rope["partial_rotary_factor"] = fraction(try partialRotary(input), of: input.sizes.headDim)
+        return rope
+    }
+
+    /// llama.cpp's interleaved rotary pairs the rows of each head: the width must be even.
+    static func requireEvenHeads(_ input: GGUFArchitecture.Input) throws {
+        if input.sizes.headDim % 2 != 0 {
+            throw InvalidConfigValue(
+                key: input.key("attention.key_length"), problem: "must be even for rotary heads, got \(input.sizes.headDim)"
             ).error(path: input.path)
         }
     }

@@ -24,8 +24,11 @@ struct GGUFTensorNames {
     enum Target {
         /// One tensor: its name, the layout it is stored in.
         case tensor(String, GGUFArchitecture.Layout?)
-        /// A stack [experts, out, in] cut into `experts` tensors named by the expert.
-        case perExpert((Int) -> String)
+        /// A stack of `rank` dimensions ([experts, out, in], [experts, out]
+        /// or [heads, width]) cut along its first into tensors named by the index.
+        case stack(rank: Int, (Int) -> String)
+        /// A fused projection cut by rows into these tensors, in equal parts.
+        case rowParts([String])
     }
 
     /// The Hugging Face place of a GGUF tensor, or nil for tensors with no
@@ -43,15 +46,18 @@ struct GGUFTensorNames {
             case .module(let module, let layout)?:
                 // Conv1D biases are vectors either way.
                 return .tensor("\(layerPrefix)\(module).\(kind)", layout == .transposedConv1D && kind != "weight" ? nil : layout)
-            case .perExpert(let pattern)?:
-                return .perExpert { layerPrefix + pattern.replacingOccurrences(of: "{e}", with: String($0)) + "." + kind }
+            case .perExpert(let pattern)?, .perHead(let pattern)?:
+                let rank = if case .perHead = architecture.blocks[base] { 2 } else { kind == "bias" ? 2 : 3 }
+                return .stack(rank: rank) { layerPrefix + pattern.replacingOccurrences(of: "{e}", with: String($0)) + "." + kind }
+            case .rowParts(let modules)?:
+                return .rowParts(modules.map { "\(layerPrefix)\($0).\(kind)" })
             case nil:
                 return nil
             }
         }
         guard let mapped = architecture.topLevel[name] else { return nil }
         let layout = name.hasPrefix("output_norm.") ? architecture.topLevelLayout : nil
-        return .tensor(mapped == "lm_head.weight" ? mapped : architecture.prefix + mapped, layout)
+        return .tensor(mapped.hasPrefix("lm_head.") ? mapped : architecture.prefix + mapped, layout)
     }
 
     /// The GGUF name llama.cpp's converter gives Hugging Face tensor
@@ -60,7 +66,7 @@ struct GGUFTensorNames {
     /// comes from, `blk.0.ffn_up_exps.weight`); nil for names the table does
     /// not map (composites).
     static func gguf(forHuggingFace name: String, in architecture: GGUFArchitecture) -> String? {
-        if let top = architecture.topLevel.first(where: { (name == "lm_head.weight" ? "" : architecture.prefix) + $0.value == name }) {
+        if let top = architecture.topLevel.first(where: { ($0.value.hasPrefix("lm_head.") ? "" : architecture.prefix) + $0.value == name }) {
             return top.key
         }
         let layers = architecture.prefix + architecture.layerList + "."
@@ -75,7 +81,11 @@ struct GGUFTensorNames {
                 guard within.hasPrefix(module + "."), case let kind = within.dropFirst(module.count + 1),
                       !kind.contains(".") else { continue }
                 return "blk.\(layer).\(base).\(kind)"
-            case .perExpert(let pattern):
+            case .rowParts(let modules):
+                guard let module = modules.first(where: { within.hasPrefix($0 + ".") }),
+                      case let kind = within.dropFirst(module.count + 1), !kind.contains(".") else { continue }
+                return "blk.\(layer).\(base).\(kind)"
+            case .perExpert(let pattern), .perHead(let pattern):
                 let halves = pattern.components(separatedBy: "{e}")
                 guard halves.count == 2, within.hasPrefix(halves[0]) else { continue }
                 let afterPrefix = within.dropFirst(halves[0].count)
@@ -115,7 +125,7 @@ struct GGUFTensorNames {
         case .rotaryInterleaved(.keyValue)?: Self.unpermuteRotaryRows(rows: rows, heads: kvHeads).map { .rowsPermuted($0) }
         case .groupedQKV?: rows == 3 * heads * headDim ? .rowsPermuted(Self.interleaveQKVRows(heads: heads, headDim: headDim)) : nil
         case .transposedConv1D?: .transposed
-        case .normPlusOne?, nil: .asShaped
+        case .normPlusOne?, .matrix?, nil: .asShaped
         }
     }
 
