@@ -360,3 +360,35 @@ enum GGUFArchitectureFixtures {
         #expect(try Tokenizer(vocabulary: spec).encode("the") == [9])
     }
 }
+
+/// Tensors the new architectures' tables could read two ways: refused, naming them.
+@Suite struct GGUFArchitectureAmbiguousTensorTests {
+    static func refusal(_ fixture: String, adding name: String, dimensions: [Int]) throws -> String {
+        let scratch = try ScratchDirectory()
+        let file = scratch.path(fixture)
+        let bytes = GGUFBytes.addingTensor(
+            try GGUFBytes.fixture("gguf-arch/\(fixture)"), name: name, dimensions: dimensions,
+            values: Array(repeating: 0.5, count: dimensions.reduce(1, *)))
+        try Data(bytes).write(to: file)
+        do {
+            _ = try Checkpoint(location: file)
+        } catch let error as DroptraceError {
+            #expect(error.path == file.path, "\(error)")
+            return error.message
+        }
+        Issue.record("\(fixture) with \(name) was read")
+        return ""
+    }
+
+    /// A split projection beside phi-2's fused one: the file would say two things of q_proj.
+    @Test func splitAndFusedAttentionTogetherAreRefused() throws {
+        let message = try Self.refusal("phi2_qkv-f16.gguf", adding: "blk.0.attn_q.weight", dimensions: [48, 48])
+        #expect(message.contains("'blk.0.attn_q.weight'") && message.contains("'blk.0.attn_qkv.weight'"), "\(message)")
+    }
+
+    /// StableLM's block kind comes from ffn_norm's presence; one block unlike the others has no config.
+    @Test func aBlockOfAnotherKindIsRefused() throws {
+        let message = try Self.refusal("stablelm_parallel-f16.gguf", adding: "blk.0.ffn_norm.weight", dimensions: [48])
+        #expect(message.contains("1 of 4 blocks have tensor ffn_norm.weight"), "\(message)")
+    }
+}

@@ -76,6 +76,17 @@ public final class GGUFCheckpoint: @unchecked Sendable {
         let names = GGUFTensorNames(architecture: architecture, heads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim)
         var tensors: [String: TensorSlice] = [:]
         var storedNames: [String: String] = [:]
+        // Two GGUF tensors for one place (phi-2's attn_q beside a fused attn_qkv) would
+        // leave which is read to the order of the file; llama.cpp refuses the extra one.
+        func place(_ name: String, _ slice: TensorSlice, from stored: String) throws {
+            if let other = storedNames[name] {
+                throw DroptraceError(
+                    "tensors '\(other.forErrorMessage)' and '\(stored.forErrorMessage)' are both read as '\(name)'; llama.cpp refuses a file holding tensors its architecture does not create",
+                    path: path)
+            }
+            tensors[name] = slice
+            storedNames[name] = stored
+        }
         // Block tensors with no place of their own, as stored: the parts of composites.
         var parts: [String: TensorSlice] = [:]
         for info in file.tensors {
@@ -99,11 +110,10 @@ public final class GGUFCheckpoint: @unchecked Sendable {
                 let stored = file.slice(info, dtype: dtype, name: name, shape: shape, order: order)
                 // Gemma's norms: the converter stored 1 + w; the family adds the 1 itself.
                 if layout == .normPlusOne {
-                    tensors[name] = TensorSlice.computed(name: name, shape: storedShape, path: path) { try stored.floats().map { $0 - 1 } }
+                    try place(name, TensorSlice.computed(name: name, shape: storedShape, path: path) { try stored.floats().map { $0 - 1 } }, from: info.name)
                 } else {
-                    tensors[name] = stored
+                    try place(name, stored, from: info.name)
                 }
-                storedNames[name] = info.name
             case .stack(let rank, let nameOf)?:
                 // Expert stacks confirmed as [experts, out, in] by GGUFConfiguration (a
                 // single expert's last dimension may be unwritten); an expert's
@@ -114,8 +124,7 @@ public final class GGUFCheckpoint: @unchecked Sendable {
                 let bytes = dtype.byteCount(elements: piece.reduce(1, *))
                 for index in 0..<stack[0] {
                     let name = nameOf(index)
-                    tensors[name] = file.slice(info, dtype: dtype, name: name, shape: piece, order: .asShaped, byteOffset: index * bytes)
-                    storedNames[name] = info.name
+                    try place(name, file.slice(info, dtype: dtype, name: name, shape: piece, order: .asShaped, byteOffset: index * bytes), from: info.name)
                 }
             case .rowParts(let names)?:
                 // Equal parts of whole rows; a part of a vector must be whole blocks.
@@ -129,8 +138,7 @@ public final class GGUFCheckpoint: @unchecked Sendable {
                 let shape = [partRows] + storedShape.dropFirst()
                 let bytes = dtype.byteCount(elements: partRows * inner)
                 for (index, name) in names.enumerated() {
-                    tensors[name] = file.slice(info, dtype: dtype, name: name, shape: shape, order: .asShaped, byteOffset: index * bytes)
-                    storedNames[name] = info.name
+                    try place(name, file.slice(info, dtype: dtype, name: name, shape: shape, order: .asShaped, byteOffset: index * bytes), from: info.name)
                 }
             case nil where ropeTensors[info.name] != nil:
                 break

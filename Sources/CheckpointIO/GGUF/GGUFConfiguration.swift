@@ -104,8 +104,12 @@ struct GGUFConfiguration {
         // export does not load (the embedding's padding_idx), inside it names
         // a token the file does not. Every family gets the file's own padding
         // id when it is a row of the embedding, else null (none).
-        let padding = try metadata.optionalUInt32("tokenizer.ggml.padding_token_id")
-        json["pad_token_id"] = padding.flatMap { $0 < vocabulary ? $0 : nil } ?? NSNull()
+        // BOS and EOS likewise (StarCoder2's, Command-R's, OLMo's and SmolLM3's
+        // config classes default them to ids of their full vocabularies).
+        for (key, gguf) in [("pad_token_id", "padding"), ("bos_token_id", "bos"), ("eos_token_id", "eos")] {
+            let id = try metadata.optionalUInt32("tokenizer.ggml.\(gguf)_token_id")
+            json[key] = id.flatMap { $0 < vocabulary ? $0 : nil } ?? NSNull()
+        }
         self.json = json
     }
 
