@@ -99,8 +99,7 @@ extension GGUFArchitecture {
         blocks: Place.llamaPermutedBlocks.filter { $0.key != "attn_norm" && $0.key != "ffn_norm" },
         attentionRows: .separateQK
     ) { input in
-        try GGUFConfiguration.requireEvenHeads(input)
-        try GGUFConfiguration.requireWholeHeadRotary(input)
+        try GGUFConfiguration.requireInterleavedRotary(input)
         // transformers' OlmoLayerNorm has ε = 1e-5 fixed (what the converter writes).
         let epsilon = try input.layerNormEpsilon()
         guard Float(epsilon) == Float(1e-5) else {

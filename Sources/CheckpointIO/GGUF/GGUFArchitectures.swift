@@ -32,8 +32,7 @@ extension GGUFArchitecture {
         try ConfigRules.checks(path: input.path) {
             try ConfigRules.countIfPresent(slidingWindow, input.key("attention.sliding_window"))
         }
-        try GGUFConfiguration.requireEvenHeads(input)
-        try GGUFConfiguration.requireWholeHeadRotary(input)
+        try GGUFConfiguration.requireInterleavedRotary(input)
         let mixtral = input.sizes.experts > 0
         var config = try input.llamaShaped(mixtral ? "mixtral" : slidingWindow == nil ? "llama" : "mistral")
         config["attention_bias"] = input.tensorDimensions["blk.0.attn_q.bias"] != nil
@@ -186,8 +185,7 @@ extension GGUFArchitecture {
         name: "granite", prefix: "model.", topLevel: llamaTop, blocks: Place.llamaPermutedBlocks,
         attentionRows: .separateQK
     ) { input in
-        try GGUFConfiguration.requireEvenHeads(input)
-        try GGUFConfiguration.requireWholeHeadRotary(input)
+        try GGUFConfiguration.requireInterleavedRotary(input)
         var config = try input.llamaShaped("granite")
         config.removeValue(forKey: "head_dim")
         config["attention_bias"] = try input.everyBlock(has: "attn_q.bias")
@@ -213,8 +211,7 @@ extension GGUFArchitecture {
         attentionRows: .separateQK,
         ropeFactors: ["rope_freqs.weight"]
     ) { input in
-        try GGUFConfiguration.requireEvenHeads(input)
-        try GGUFConfiguration.requireWholeHeadRotary(input)
+        try GGUFConfiguration.requireInterleavedRotary(input)
         var config = try input.llamaShaped("smollm3")
         config["attention_bias"] = try input.everyBlock(has: "attn_q.bias")
         config["mlp_bias"] = try input.everyBlock(has: "ffn_up.bias")

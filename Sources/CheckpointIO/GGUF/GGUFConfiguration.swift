@@ -281,13 +281,15 @@ struct GGUFConfiguration {
         return rope
     }
 
-    /// llama.cpp's interleaved rotary pairs the rows of each head: the width must be even.
-    static func requireEvenHeads(_ input: GGUFArchitecture.Input) throws {
+    /// llama.cpp's interleaved rotary (rows permuted by the converter) pairs
+    /// the rows of each whole head: the width must be even and all of it rotate.
+    static func requireInterleavedRotary(_ input: GGUFArchitecture.Input) throws {
         if input.sizes.headDim % 2 != 0 {
             throw InvalidConfigValue(
                 key: input.key("attention.key_length"), problem: "must be even for rotary heads, got \(input.sizes.headDim)"
             ).error(path: input.path)
         }
+        try requireWholeHeadRotary(input)
     }
 
     /// `expert_used_count`: between 1 and the expert count.
