@@ -44,6 +44,8 @@ enum GGUFArchitectureFixtures {
         Case(file: "granite-f16.gguf", model: "granite-f32", lost: []),
         Case(file: "olmo-f16.gguf", model: "olmo-f32", lost: []),
         Case(file: "smollm3-f16.gguf", model: "smollm3-f32", lost: ["no_rope_layers", "no_rope_layer_interval"]),
+        // Llama 3 scaling travels as rope_freqs' divisors (frequency_factors), the same frequencies.
+        Case(file: "apertus-f16.gguf", model: "apertus-f32", lost: ["rope_parameters"]),
     ]
 
     static func file(_ name: String) -> URL { FixtureFiles.root.appendingPathComponent("gguf-arch/\(name)") }
@@ -390,5 +392,51 @@ enum GGUFArchitectureFixtures {
     @Test func aBlockOfAnotherKindIsRefused() throws {
         let message = try Self.refusal("stablelm_parallel-f16.gguf", adding: "blk.0.ffn_norm.weight", dimensions: [48])
         #expect(message.contains("1 of 4 blocks have tensor ffn_norm.weight"), "\(message)")
+    }
+}
+
+/// Apertus' xIELU parameters come from per-layer metadata arrays: one finite FLOAT32 per block.
+@Suite struct GGUFLayerValueTests {
+    static func refusal(replacing key: String, with value: [UInt8]) throws -> String {
+        let scratch = try ScratchDirectory()
+        var bytes = try GGUFBytes.fixture("gguf-arch/apertus-f16.gguf")
+        try GGUFBytes.replaceValue(&bytes, key: key, with: value)
+        let file = scratch.path("apertus.gguf")
+        try Data(bytes).write(to: file)
+        do {
+            _ = try Checkpoint(location: file)
+        } catch let error as DroptraceError {
+            #expect(error.path == file.path, "\(error)")
+            return error.message
+        }
+        Issue.record("\(key) replaced was read")
+        return ""
+    }
+
+    static func floats(_ values: [Float]) -> [UInt8] {
+        GGUFBytes.array(.float32, count: values.count, values.flatMap { GGUFBytes.le($0.bitPattern) })
+    }
+
+    @Test func anArrayOfAnotherLengthIsRefused() throws {
+        let message = try Self.refusal(replacing: "xielu.beta", with: Self.floats([0.5, 0.5, 0.5]))
+        #expect(message == "metadata key 'xielu.beta' holds 3 per-layer values, but the model has 4 blocks (block_count)")
+    }
+
+    @Test func aValueThatIsNotFiniteIsRefused() throws {
+        let message = try Self.refusal(replacing: "xielu.alpha_p", with: Self.floats([0.5, .nan, 0.5, 0.5]))
+        #expect(message == "metadata key 'xielu.alpha_p' must hold finite numbers")
+    }
+
+    /// llama.cpp's get_key_or_arr also takes one value for every block.
+    @Test func oneValueStandsForEveryBlock() throws {
+        let scratch = try ScratchDirectory()
+        var bytes = try GGUFBytes.fixture("gguf-arch/apertus-f16.gguf")
+        try GGUFBytes.replaceValue(&bytes, key: "xielu.eps", with: GGUFBytes.value(.float32, GGUFBytes.le(Float(-1e-6).bitPattern)))
+        let file = scratch.path("apertus.gguf")
+        try Data(bytes).write(to: file)
+        let checkpoint = try Checkpoint(location: file)
+        for layer in 0..<4 {
+            #expect(try checkpoint.tensor("model.layers.\(layer).mlp.act_fn.eps").floats() == [Float(-1e-6)])
+        }
     }
 }

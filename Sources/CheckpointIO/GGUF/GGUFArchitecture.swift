@@ -170,6 +170,10 @@ struct GGUFArchitecture: Sendable {
     /// Whether `expert_count` may be above 0 (elsewhere it marks a model the
     /// table does not describe) and whether it must be.
     var experts = Experts.none
+    /// Block tensors the converter moved into per-layer metadata (Apertus'
+    /// xIELU parameters): the module within the layer, the metadata key, the
+    /// tensor's Hugging Face shape (one value).
+    var layerValues: [(module: String, key: String, shape: [Int])] = []
     /// The config.json equivalent.
     let config: @Sendable (Input) throws -> [String: Any]
 

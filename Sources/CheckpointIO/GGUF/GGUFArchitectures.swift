@@ -6,7 +6,7 @@ import Foundation
 extension GGUFArchitecture {
     static let all: [GGUFArchitecture] = [
         llama, qwen2, gptneox, gpt2, qwen3, qwen3moe, gemma3, phi3, olmo2, olmoe, deepseek2, gptOss,
-        gemma, gemma2, qwen2moe, granite, smollm3, starcoder2, phi2, stablelm, commandR, olmo,
+        gemma, gemma2, qwen2moe, granite, smollm3, apertus, starcoder2, phi2, stablelm, commandR, olmo,
     ]
 
     static func named(_ name: String) -> GGUFArchitecture? { all.first { $0.name == name } }
@@ -220,6 +220,27 @@ extension GGUFArchitecture {
         config["layer_types"] = input.layerTypes { _ in false }
         config["no_rope_layer_interval"] = 4
         config["no_rope_layers"] = (0..<input.sizes.layers).map { ($0 + 1) % 4 != 0 ? 1 : 0 }
+        return config
+    }
+
+    /// Apertus: pre-norms named `attention_layernorm` / `feedforward_layernorm`,
+    /// per-head q/k RMSNorms, rotate-half rotary (no rows move; Llama 3
+    /// scaling as `rope_freqs`), an ungated xIELU MLP whose per-layer
+    /// parameters the converter moves into `xielu.*` arrays (as stored in
+    /// Hugging Face; no architecture prefix).
+    static let apertus = GGUFArchitecture(
+        name: "apertus", prefix: "model.", topLevel: llamaTop,
+        blocks: Place.llamaBlocks.filter { $0.key != "ffn_gate" }.adding(Place.qkNorms).adding([
+            "attn_norm": .module("attention_layernorm", nil), "ffn_norm": .module("feedforward_layernorm", nil),
+        ]),
+        attentionRows: .separateQK, ropeFactors: ["rope_freqs.weight"],
+        layerValues: [("mlp.act_fn.alpha_n", "xielu.alpha_n", [1]), ("mlp.act_fn.alpha_p", "xielu.alpha_p", [1]),
+                      ("mlp.act_fn.beta", "xielu.beta", []), ("mlp.act_fn.eps", "xielu.eps", [])]
+    ) { input in
+        try GGUFConfiguration.requireWholeHeadRotary(input)
+        var config = try input.llamaShaped("apertus")
+        config["hidden_act"] = "xielu"
+        config["attention_bias"] = try input.everyBlock(has: "attn_q.bias")
         return config
     }
 

@@ -160,6 +160,14 @@ public final class GGUFCheckpoint: @unchecked Sendable {
                 storedNames[name] = "blk.\(layer).\(composite.sources[0])"
             }
         }
+        let metadata = GGUFMetadata(values: file.metadata, path: path)
+        for value in architecture.layerValues {
+            let layers = try metadata.uint32(architecture.name + ".block_count")
+            for (layer, number) in try metadata.perLayerFloat32(value.key, layers: layers).enumerated() {
+                let name = "\(architecture.prefix)\(architecture.layerList).\(layer).\(value.module)"
+                try place(name, TensorSlice.computed(name: name, shape: value.shape, path: path) { [Float(number)] }, from: value.key)
+            }
+        }
         // Tied GPT-NeoX models (rare) keep no output matrix, and GPTNeoXModel does not tie.
         if architecture.name == "gptneox", tensors["lm_head.weight"] == nil, let embedding = tensors["gpt_neox.embed_in.weight"] {
             tensors["lm_head.weight"] = embedding

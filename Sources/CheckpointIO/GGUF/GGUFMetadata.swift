@@ -93,6 +93,26 @@ public struct GGUFMetadata: Sendable {
         return first
     }
 
+    /// A real parameter per layer (Apertus' `xielu.*`): a FLOAT32 for every
+    /// block, or an ARRAY of FLOAT32 with one finite value per block, as
+    /// llama.cpp's `get_key_or_arr` reads it.
+    func perLayerFloat32(_ key: String, layers: Int) throws -> [Double] {
+        guard let value = values[key] else { throw missing(key) }
+        let numbers: [Double]
+        switch value {
+        case .float(let number, .float32): numbers = Array(repeating: number, count: layers)
+        case .array(let items, .float32) where items.count == layers: numbers = items.compactMap(\.double)
+        case .array(let items, .float32):
+            throw DroptraceError(
+                "metadata key '\(key)' holds \(items.count) per-layer values, but the model has \(layers) blocks (block_count)", path: path)
+        default: throw wrongType(key, value, expected: "FLOAT32, or an ARRAY of FLOAT32 with one value per block")
+        }
+        guard numbers.count == layers, numbers.allSatisfy(\.isFinite) else {
+            throw DroptraceError("metadata key '\(key)' must hold finite numbers", path: path)
+        }
+        return numbers
+    }
+
     private func missing(_ key: String) -> DroptraceError {
         DroptraceError("missing GGUF metadata key '\(key)'", path: path)
     }
