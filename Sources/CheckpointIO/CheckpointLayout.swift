@@ -142,6 +142,33 @@ public struct CheckpointLayout: Sendable {
     /// stores every snapshot file as one, pointing into its `blobs/` folder.
     /// - Parameter folder: where the shards are, by default the index's folder.
     public static func shards(index: URL, folder: URL? = nil) throws -> [URL] {
+        let folder = folder ?? index.deletingLastPathComponent()
+        let names = try shardNames(index: index)
+        for name in names {
+            guard FileManager.default.fileExists(atPath: folder.appendingPathComponent(name).path) else {
+                throw DroptraceError("shard \"\(name.forErrorMessage)\" named in the index is missing", path: index.path)
+            }
+        }
+        return names.map { folder.appendingPathComponent($0) }
+    }
+
+    /// What is wrong with a shard index of `directory` that waiting cannot
+    /// cure: its JSON is complete but it names no usable shards (no
+    /// `weight_map`, no `metadata`, a name outside the directory). Nil when
+    /// there is none, it is valid, or its JSON is cut short (still being written).
+    public static func indexDefect(in directory: URL) -> String? {
+        var candidates = [safetensorsIndex, pytorchIndex]
+        if let named = try? namedWeights(in: directory), named.hasSuffix(".index.json") { candidates.insert(named, at: 0) }
+        for name in candidates {
+            let index = directory.appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: index.path), !Checkpoint.configIsCutShort(index) else { continue }
+            do { _ = try shardNames(index: index) } catch { return "\(name): \((error as? DroptraceError)?.message ?? "\(error)")" }
+        }
+        return nil
+    }
+
+    /// The shard file names `index` gives, checked as names (the files themselves may not exist yet).
+    static func shardNames(index: URL) throws -> [String] {
         let data = try RegularFile.contents(path: index.path, limit: indexSizeLimit)
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let weightMap = object["weight_map"] as? [String: String]
@@ -154,22 +181,15 @@ public struct CheckpointLayout: Sendable {
                 "shard index has no \"metadata\" object (transformers' from_pretrained cannot load it; it writes {\"total_size\": …})",
                 path: index.path)
         }
-        let folder = folder ?? index.deletingLastPathComponent()
         let names = Set(weightMap.values).sorted()
         guard !names.isEmpty else {
             throw DroptraceError("shard index names no shard files", path: index.path)
         }
-        for name in names {
-            guard isPlainFileName(name) else {
-                throw DroptraceError(
-                    "shard name \"\(name.forErrorMessage)\" in the index is not a file name in the checkpoint directory",
-                    path: index.path)
-            }
-            guard FileManager.default.fileExists(atPath: folder.appendingPathComponent(name).path) else {
-                throw DroptraceError("shard \"\(name.forErrorMessage)\" named in the index is missing", path: index.path)
-            }
+        if let name = names.first(where: { !isPlainFileName($0) }) {
+            throw DroptraceError(
+                "shard name \"\(name.forErrorMessage)\" in the index is not a file name in the checkpoint directory", path: index.path)
         }
-        return names.map { folder.appendingPathComponent($0) }
+        return names
     }
 
     /// Indexes of the largest models are a few hundred kilobytes.

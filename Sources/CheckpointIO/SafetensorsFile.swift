@@ -26,6 +26,10 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     /// The safetensors library refuses headers longer than this (100 MB).
     static let headerLimit = 100_000_000
+    /// A header's arrays are shapes and offset pairs; torch holds at most 64
+    /// dimensions, so a longer array is no header of a loadable tensor (and
+    /// parsing a 100 MB one whole would take gigabytes).
+    static let arrayLimit = 64
 
     /// Opens and validates the file; reads no tensor data. Throws
     /// `DroptraceError` naming the file and the first problem found.
@@ -69,12 +73,14 @@ public final class SafetensorsFile: @unchecked Sendable {
         let headerLength = Int(length)
         guard headerLength <= file.size - 8 else { return nil }
         guard let bytes = try? file.bytes(headerLength, at: 8),
-              let header = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any]
+              case .object(let header)? = try? JSONValue.parse(bytes, serde: true, arrayLimit: arrayLimit)
         else { return 8 + headerLength }
+        // A name given twice is its last entry (serde's map), compared by scalars.
+        var entries: [[Unicode.Scalar]: JSONValue] = [:]
+        for (name, value) in header where name != "__metadata__" { entries[Array(name.unicodeScalars)] = value }
         var dataEnd = 0
-        for (name, value) in header where name != "__metadata__" {
-            if let offsets = (value as? [String: Any])?["data_offsets"] as? [Any], offsets.count == 2,
-               let end = offsets[1] as? Int, end >= 0 {
+        for value in entries.values {
+            if case .array(let offsets)? = value.member("data_offsets"), offsets.count == 2, case .integer(let end) = offsets[1], end >= 0 {
                 dataEnd = max(dataEnd, end)
             }
         }
@@ -121,7 +127,8 @@ public final class SafetensorsFile: @unchecked Sendable {
             // __metadata__.
             let header: [(key: String, value: JSONValue)]
             do {
-                guard case .object(let members) = try JSONValue.parse(try file.bytes(headerLength, at: 8), serde: true) else {
+                guard case .object(let members) = try JSONValue.parse(
+                    try file.bytes(headerLength, at: 8), serde: true, arrayLimit: SafetensorsFile.arrayLimit) else {
                     throw DroptraceError("safetensors header is not a JSON object", path: path)
                 }
                 header = members

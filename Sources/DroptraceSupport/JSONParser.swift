@@ -19,6 +19,7 @@ public struct JSONParser {
     private let allowsNonFinite: Bool
     private let serde: Bool
     private let reader: DatasetsJSONReader?
+    private let arrayLimit: Int
     private var position = 0
     private var depth = 0
 
@@ -30,12 +31,16 @@ public struct JSONParser {
     /// tokenizers libraries): a lone surrogate escape (`"\ud800"`) is an
     /// error, not U+FFFD, and `-0` is a float (-0.0), not the integer 0.
     /// With `reader`, as that reader of the datasets library's json loader
-    /// reads files (`DatasetsJSONReader`).
+    /// reads files (`DatasetsJSONReader`). An array of more than
+    /// `arrayLimit` values is an error (formats whose arrays are small: a
+    /// huge one would only cost memory before the document is refused).
     public static func parse(
-        _ data: [UInt8], allowingNonFinite: Bool = false, serde: Bool = false, reader: DatasetsJSONReader? = nil
+        _ data: [UInt8], allowingNonFinite: Bool = false, serde: Bool = false, reader: DatasetsJSONReader? = nil,
+        arrayLimit: Int = .max
     ) throws(Failure) -> Any {
         try data.withUnsafeBufferPointer { (buffer) throws(Failure) -> Any in
-            var parser = JSONParser(bytes: buffer, allowsNonFinite: allowingNonFinite || reader != nil, serde: serde, reader: reader)
+            var parser = JSONParser(
+                bytes: buffer, allowsNonFinite: allowingNonFinite || reader != nil, serde: serde, reader: reader, arrayLimit: arrayLimit)
             parser.skipWhitespace()
             let value = try parser.parseValue()
             parser.skipWhitespace()
@@ -44,11 +49,12 @@ public struct JSONParser {
         }
     }
 
-    private init(bytes: UnsafeBufferPointer<UInt8>, allowsNonFinite: Bool, serde: Bool, reader: DatasetsJSONReader?) {
+    private init(bytes: UnsafeBufferPointer<UInt8>, allowsNonFinite: Bool, serde: Bool, reader: DatasetsJSONReader?, arrayLimit: Int) {
         self.bytes = bytes
         self.allowsNonFinite = allowsNonFinite
         self.serde = serde
         self.reader = reader
+        self.arrayLimit = arrayLimit
     }
 
     private func failure(_ reason: String) -> Failure {
@@ -154,6 +160,7 @@ public struct JSONParser {
         }
         while true {
             skipWhitespace()
+            guard array.count < arrayLimit else { throw failure("an array of more than \(arrayLimit) values") }
             array.append(try parseValue())
             skipWhitespace()
             guard position < bytes.count else { throw failure("unexpected end of input") }

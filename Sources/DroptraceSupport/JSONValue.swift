@@ -17,11 +17,14 @@ public indirect enum JSONValue: Sendable {
     case object([(key: String, value: JSONValue)])
 
     /// Parses one JSON document (`serde`: as Rust's serde_json reads it;
-    /// `reader`: as that reader of the datasets library reads it; see `JSONParser.parse`).
+    /// `reader`: as that reader of the datasets library reads it; `arrayLimit`:
+    /// the most values an array may hold; see `JSONParser.parse`).
     /// - Throws: `JSONValue.Malformed` with the byte offset and the reason.
-    public static func parse(_ bytes: [UInt8], serde: Bool = false, reader: DatasetsJSONReader? = nil) throws(Malformed) -> JSONValue {
+    public static func parse(
+        _ bytes: [UInt8], serde: Bool = false, reader: DatasetsJSONReader? = nil, arrayLimit: Int = .max
+    ) throws(Malformed) -> JSONValue {
         do {
-            return JSONValue(parsed: try JSONParser.parse(bytes, serde: serde, reader: reader))
+            return JSONValue(parsed: try JSONParser.parse(bytes, serde: serde, reader: reader, arrayLimit: arrayLimit))
         } catch {
             throw Malformed(offset: error.offset, reason: error.reason)
         }

@@ -249,6 +249,8 @@ public enum CheckpointDiscovery {
             layout = try CheckpointLayout.resolve(directory)
         } catch {
             if let unreadable = UnreadableCheckpointFormat.diagnose(directory) { return .failed(unreadable) }
+            // A complete index naming no usable shards stays wrong however long one waits.
+            if let defect = CheckpointLayout.indexDefect(in: directory) { return .failed(defect) }
             return settled((error as? DroptraceError)?.message ?? "\(error)", directory, settleTime)
         }
         // A GGUF file carries its own configuration: no config.json to wait for.

@@ -491,3 +491,38 @@ import Glibc
         #expect(try slice.floats() == before)
     }
 }
+
+/// A safetensors header's arrays are shapes and offset pairs: one far longer
+/// is refused before it is held in memory (a 68 MB array of zeros took
+/// gigabytes), when the file is opened and when a series looks at it.
+@Suite struct SafetensorsHeaderArrayTests {
+    static func file(junk count: Int, in scratch: ScratchDirectory) throws -> URL {
+        let zeros = Array(repeating: "0", count: count).joined(separator: ",")
+        let header = Array("{\"junk\":[\(zeros)],\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}".utf8)
+        var bytes = withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) } + header
+        bytes += [0, 0, 128, 63]
+        let url = scratch.path("model.safetensors")
+        try Data(bytes).write(to: url)
+        return url
+    }
+
+    @Test func anArrayLongerThanAnyShapeIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let url = try Self.file(junk: 65, in: scratch)
+        #expect {
+            _ = try SafetensorsFile(path: url.path)
+        } throws: { "\($0)".contains("an array of more than 64 values") }
+        // Complete as far as waiting goes: opening it reports the problem.
+        let size = try FileManager.default.attributesOfItem(atPath: url.path)[.size] as! Int
+        #expect(SafetensorsFile.expectedLength(path: url.path) == size - 4)
+    }
+
+    @Test func sixtyFourValuesAreAnArrayStill() throws {
+        let scratch = try ScratchDirectory()
+        let url = try Self.file(junk: 64, in: scratch)
+        // Past the arrays, "junk" is no tensor entry: refused as the safetensors library refuses it.
+        #expect {
+            _ = try SafetensorsFile(path: url.path)
+        } throws: { "\($0)".contains("malformed header entry for tensor 'junk'") }
+    }
+}

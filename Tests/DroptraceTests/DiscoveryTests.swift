@@ -73,6 +73,35 @@ import Testing
         #expect(result.incomplete[0].reason.contains(shard))
     }
 
+    /// A complete shard index that names no usable shards (a name outside the
+    /// directory, no `metadata`) fails at once: waiting does not change it, and
+    /// as "being written" it was skipped by every run until the settle time ran out.
+    @Test func aCompleteIndexThatIsWrongFailsAtOnce() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let outside = try series.add(step: 1, model: "llama-sharded")
+        let nameless = try series.add(step: 2, model: "llama-sharded")
+        let indexName = "model.safetensors.index.json"
+        func rewriteIndex(of checkpoint: URL, _ edit: (inout [String: Any]) -> Void) throws {
+            let url = checkpoint.appendingPathComponent(indexName)
+            var index = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+            edit(&index)
+            try FileManager.default.removeItem(at: url)
+            try JSONSerialization.data(withJSONObject: index).write(to: url)
+        }
+        try rewriteIndex(of: outside) { index in
+            var map = index["weight_map"] as! [String: String]
+            map[map.keys.sorted()[0]] = "../model.safetensors"
+            index["weight_map"] = map
+        }
+        try rewriteIndex(of: nameless) { index in _ = index.removeValue(forKey: "metadata") }
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.incomplete.isEmpty)
+        #expect(result.failed.map(\.name) == ["checkpoint-1", "checkpoint-2"])
+        #expect(result.failed[0].error.contains("\(indexName): shard name \"../model.safetensors\" in the index is not a file name"))
+        #expect(result.failed[1].error.contains("\(indexName): shard index has no \"metadata\" object"))
+    }
+
     /// An incomplete checkpoint dated ahead of the clock (another machine's
     /// clock, restored files) fails at once, naming the clock: it was "being
     /// written" until the clock caught up, skipped by every run meanwhile.

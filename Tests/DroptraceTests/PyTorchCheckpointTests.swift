@@ -418,3 +418,94 @@ import Testing
         #expect(result.stderr.contains("pytorch_model.bin: refusing to load") && result.stderr.contains("os.system"), "\(result.stderr)")
     }
 }
+
+/// Zip archives torch.load refuses, built from small.bin: refused as it refuses them,
+/// not read with the entries droptrace happens to use.
+@Suite struct TorchZipStrictnessTests {
+    static func small() throws -> [UInt8] { [UInt8](try Data(contentsOf: PyTorchCheckpointTests.pickle("small.bin"))) }
+
+    static func u16(_ bytes: [UInt8], _ at: Int) -> Int { Int(bytes[at]) | Int(bytes[at + 1]) << 8 }
+    static func u32(_ bytes: [UInt8], _ at: Int) -> Int { u16(bytes, at) | u16(bytes, at + 2) << 16 }
+    static func put32(_ bytes: inout [UInt8], _ at: Int, _ value: Int) {
+        for i in 0..<4 { bytes[at + i] = UInt8(truncatingIfNeeded: value >> (8 * i)) }
+    }
+
+    /// The end-of-central-directory record (small.bin has no comment).
+    static func endRecord(_ bytes: [UInt8]) -> Int { bytes.count - 22 }
+
+    /// The central directory record of entry `name`: its start and length.
+    static func centralRecord(_ name: String, in bytes: [UInt8]) -> (start: Int, length: Int) {
+        var at = u32(bytes, endRecord(bytes) + 16)
+        while true {
+            let length = 46 + u16(bytes, at + 28) + u16(bytes, at + 30) + u16(bytes, at + 32)
+            if Array(bytes[(at + 46)..<(at + 46 + u16(bytes, at + 28))]) == Array(name.utf8) { return (at, length) }
+            at += length
+        }
+    }
+
+    static func error(_ bytes: [UInt8]) throws -> String {
+        let scratch = try ScratchDirectory()
+        let file = scratch.path("m.bin")
+        try Data(bytes).write(to: file)
+        return PyTorchCheckpointTests.loadError(file).replacingOccurrences(of: file.path + ": ", with: "")
+    }
+
+    /// Python's zipfile takes the last of two same-named entries, torch's reader may take the first.
+    @Test func twoEntriesOfOneNameAreRefused() throws {
+        var bytes = try Self.small()
+        let record = Self.centralRecord("small/data/0", in: bytes)
+        bytes.insert(contentsOf: bytes[record.start..<(record.start + record.length)], at: record.start + record.length)
+        let end = Self.endRecord(bytes)
+        bytes[end + 8] += 1
+        bytes[end + 10] += 1
+        Self.put32(&bytes, end + 12, Self.u32(bytes, end + 12) + record.length)
+        // torch.save also writes the ZIP64 records: the locator's pointer and the record's count and size.
+        let locator = end - 20
+        if Self.u32(bytes, locator) == 0x0706_4b50 {
+            let zip64 = Self.u32(bytes, locator + 8) + record.length
+            Self.put32(&bytes, locator + 8, zip64)
+            bytes[zip64 + 24] += 1
+            bytes[zip64 + 32] += 1
+            Self.put32(&bytes, zip64 + 40, Self.u32(bytes, zip64 + 40) + record.length)
+        }
+        #expect(try Self.error(bytes) == "zip archive holds two entries named small/data/0; the file is damaged")
+    }
+
+    /// miniz refuses the archive over an encrypted entry even if it is never read.
+    @Test func anEncryptedEntryIsRefusedEvenUnread() throws {
+        var bytes = try Self.small()
+        bytes[Self.centralRecord("small/.format_version", in: bytes).start + 8] |= 1
+        #expect(try Self.error(bytes) == "zip entry small/.format_version is encrypted")
+    }
+
+    @Test func aMultiDiskArchiveIsRefused() throws {
+        var bytes = try Self.small()
+        bytes[Self.endRecord(bytes) + 4] = 1
+        #expect(try Self.error(bytes) == "zip archive spans several disks, which torch.load does not read; the file is damaged")
+    }
+
+    /// torch assigns it to tensor.requires_grad, which takes a bool only.
+    @Test func requiresGradOtherThanABoolIsRefused() throws {
+        let storage = PickleValue.storage(TorchStorageReference(element: .float32, key: "0", count: 6))
+        let arguments: [PickleValue] = [storage, .int(0), .tuple([.int(2), .int(3)], depth: 1), .tuple([.int(3), .int(1)], depth: 1),
+                                        .list(PickleList()), .dict(PickleDict())]
+        #expect {
+            try TorchRebuild.call(.rebuildTensorV2, arguments, path: "m.bin", pickleName: "m/data.pkl")
+        } throws: { "\($0)" == "m.bin: m/data.pkl: torch._utils._rebuild_tensor_v2 called with requires_grad a list, not a bool" }
+        let tensor = try TorchRebuild.call(.rebuildTensor, Array(arguments.prefix(4)), path: "m", pickleName: "p")
+        #expect(throws: DroptraceError.self) {
+            try TorchRebuild.call(.rebuildParameter, [tensor, .int(1), .dict(PickleDict())], path: "m", pickleName: "p")
+        }
+    }
+
+    /// With the end record there, the whole directory was written: a damaged record is not a write in progress.
+    @Test func aDamagedDirectoryRecordIsNotTakenForAnUnfinishedFile() throws {
+        var bytes = try Self.small()
+        bytes[Self.centralRecord("small/version", in: bytes).start] = 0
+        let scratch = try ScratchDirectory()
+        let file = scratch.path("m.bin")
+        try Data(bytes).write(to: file)
+        #expect(TorchCheckpointFile.expectedLength(path: file.path) == bytes.count)
+        #expect(PyTorchCheckpointTests.loadError(file).contains("zip central directory is damaged"))
+    }
+}

@@ -72,7 +72,6 @@ extension GGUFArchitecture {
         attentionRows: .fusedPerHead("attn_qkv.weight")
     ) { input in
         let a = input.architecture.name + ".", sizes = input.sizes
-        let rotary = try GGUFConfiguration.partialRotary(input)
         return [
             "model_type": "gpt_neox",
             "hidden_size": sizes.hidden, "num_hidden_layers": sizes.layers, "num_attention_heads": sizes.heads,
@@ -82,10 +81,8 @@ extension GGUFArchitecture {
             "use_parallel_residual": try input.metadata.optionalBool(a + "use_parallel_residual") ?? true,
             "attention_bias": input.tensorDimensions["blk.0.attn_qkv.bias"] != nil,
             "tie_word_embeddings": sizes.tied,
-            "rope_parameters": [
-                "rope_type": "default", "rope_theta": sizes.theta,
-                "partial_rotary_factor": GGUFConfiguration.fraction(rotary, of: sizes.headDim),
-            ] as [String: Any],
+            // llama.cpp's generic rope keys (linear, YaRN) apply to gptneox as to any architecture.
+            "rope_parameters": try GGUFConfiguration.partialRope(input),
         ]
     }
 

@@ -55,6 +55,13 @@ struct GGUFConfiguration {
             throw DroptraceError("missing tensor 'token_embd.weight' (the token embedding)", path: path)
         }
         let vocabulary = embedding[1]
+        // llama.cpp sizes the embedding (and the output) by the vocabulary: rows for ids
+        // the tokenizer never gives, or ids without a row, are a file it refuses.
+        if case .array(let tokens, _)? = metadata.values["tokenizer.ggml.tokens"], tokens.count != vocabulary {
+            throw DroptraceError(
+                "token_embd.weight has \(vocabulary) rows, but the vocabulary (tokenizer.ggml.tokens) holds \(tokens.count) tokens; llama.cpp refuses a file whose embedding is not one row per token",
+                path: path)
+        }
         let tied = tensorDimensions["output.weight"] == nil
         let theta = try metadata.optionalPositiveFloat32(a + "rope.freq_base") ?? 10_000
         var headDim = 0

@@ -276,9 +276,11 @@ struct GGUFByteReader {
     private var loaded: [UInt8] = []
     /// Array elements read so far, across all metadata values.
     private var arrayElements = 0
-    /// Far more than any vocabulary needs (three arrays of its size), and
-    /// small enough that the values' memory stays bounded whatever the file says.
-    static let arrayElementLimit = 1 << 26
+    /// Far more than any vocabulary needs (tokens, scores, token types and
+    /// merges of a 262k-token vocabulary are about 1.3 million values), and
+    /// small enough that the values' memory (tens of bytes each) stays a few
+    /// hundred megabytes whatever the file says.
+    static let arrayElementLimit = 1 << 22
 
     init(file: RegularFile) {
         self.file = file

@@ -36,6 +36,10 @@ enum TorchRebuild {
                   let shape = integers(arguments[2]), let strides = integers(arguments[3]),
                   shape.count == strides.count, shape.allSatisfy({ $0 >= 0 }), strides.allSatisfy({ $0 >= 0 })
             else { throw fail("called with a malformed offset, size or stride") }
+            // torch sets tensor.requires_grad from it, which takes a bool and nothing else.
+            if function != .rebuildTensor {
+                guard case .bool = arguments[4] else { throw fail("called with requires_grad \(arguments[4].kind), not a bool") }
+            }
             var element = storage.element
             if function == .rebuildTensorV3 {
                 guard case .global(.dtype(let dtype, _)) = arguments[6] else { throw fail("called without a dtype") }
@@ -47,6 +51,7 @@ enum TorchRebuild {
             // (data, requires_grad, backward_hooks[, state]), the last in _rebuild_parameter_with_state.
             guard (3...4).contains(arguments.count) else { throw fail("called with \(arguments.count) arguments, expected 3 or 4") }
             guard case .tensor(let tensor) = arguments.first else { throw fail("called on something other than a tensor") }
+            guard case .bool = arguments[1] else { throw fail("called with requires_grad \(arguments[1].kind), not a bool") }
             return .tensor(tensor)
 
         case .storageClass, .dtype:

@@ -49,9 +49,19 @@ struct ZipArchive {
         var entries: [String: Entry] = [:]
         var names: [String] = []
         var reader = ByteReader(records, at: 0, end: records.count, path: path, what: "zip central directory")
+        var seen = Set<[UInt8]>()
         for _ in 0..<directory.count {
             let entry = try Self.centralEntry(&reader, path: path)
-            if entries[entry.name] == nil { names.append(entry.name) }
+            // Readers differ on which of two same-named entries they take (torch's miniz, Python's
+            // zipfile); compared as bytes, as zip names are.
+            guard seen.insert(Array(entry.name.utf8)).inserted, entries[entry.name] == nil else {
+                throw DroptraceError("zip archive holds two entries named \(entry.name.forErrorMessage); the file is damaged", path: path)
+            }
+            // torch.load refuses an archive with any encrypted entry, read or not (miniz).
+            guard entry.flags & 1 == 0 else {
+                throw DroptraceError("zip entry \(entry.name.forErrorMessage) is encrypted", path: path)
+            }
+            names.append(entry.name)
             entries[entry.name] = entry
         }
         self.entries = entries
@@ -95,7 +105,9 @@ struct ZipArchive {
         var length = file.size
         var reader = ByteReader(records, at: 0, end: records.count, path: "", what: "")
         for _ in 0..<directory.count {
-            guard let entry = try? centralEntry(&reader, path: "") else { return nil }
+            // The end record is written last, after the whole directory: with it there, a
+            // record that does not read is damage, not a write in progress (opening reports it).
+            guard let entry = try? centralEntry(&reader, path: "") else { return file.size }
             // Each term is below Int.max / 4 (sizes from 8-byte fields are checked), so sums cannot overflow.
             let start = (try? dataStart(of: entry, in: file)) ?? (entry.localHeaderOffset + 30 + entry.name.utf8.count)
             length = max(length, start + entry.compressedSize)
@@ -143,7 +155,12 @@ struct ZipArchive {
             throw DroptraceError(
                 "zip archive has no end-of-central-directory record: the file is truncated (or still being written)", path: path)
         }
-        var reader = ByteReader(tail, at: end + 10, end: end + recordLength, path: path, what: "end-of-central-directory record")
+        var reader = ByteReader(tail, at: end + 4, end: end + recordLength, path: path, what: "end-of-central-directory record")
+        // torch's reader (miniz) refuses a multi-disk archive: both disk numbers must be 0.
+        guard try reader.u16() == 0, try reader.u16() == 0 else {
+            throw DroptraceError("zip archive spans several disks, which torch.load does not read; the file is damaged", path: path)
+        }
+        try reader.skip(2)
         var count = Int(try reader.u16())
         var size = Int(try reader.u32())
         var offset = Int(try reader.u32())

@@ -150,7 +150,7 @@ func exerciseCheckpoint(_ directory: String) throws {
         _ = try slice.floats()
         if slice.shape.count == 2, slice.storedOrder != .transposed, slice.shape[0] > 0 {
             var row = [Float](repeating: 0, count: slice.shape[1])
-            try row.withUnsafeMutableBufferPointer { try slice.expandRow(slice.shape[0] - 1, into: $0.baseAddress!) }
+            try row.withUnsafeMutableBufferPointer { try slice.expandRows([slice.shape[0] - 1], into: $0.baseAddress!) }
         }
     }
 }
