@@ -76,6 +76,15 @@ struct DecoderParts: Sendable {
 
     var configPath: String { checkpoint.configURL.path }
 
+    /// Refuses `use_bidirectional_attention: true` (Gemma's and Gemma 3's
+    /// embedding variants attend both ways in transformers).
+    func requireCausal(_ bidirectional: Bool?, keyPrefix: String = "") throws {
+        if bidirectional == true {
+            throw DroptraceError(
+                "\"\(keyPrefix)use_bidirectional_attention\" is true: droptrace scores causal language models only", path: configPath)
+        }
+    }
+
     /// Decodes the family's own keys of config.json (from its section).
     func config<Config: Decodable>(_ type: Config.Type) throws -> Config { try checkpoint.decodeConfig(type, section: section) }
 

@@ -170,7 +170,8 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             attentionFactor: attentionFactor, betaFast: number(["beta_fast"], in: nested),
             betaSlow: number(["beta_slow"], in: nested), mscale: number(["mscale"], in: nested),
             mscaleAllDim: number(["mscale_all_dim"], in: nested),
-            truncate: nested?.decodeIfPresent(Bool.self, forKey: Key("truncate")) ?? true)
+            // transformers' `rope_parameters.get("truncate", True)`: absent is true, null is false.
+            truncate: nested?.contains(Key("truncate")) == true ? try nested?.decodeIfPresent(Bool.self, forKey: Key("truncate")) ?? false : true)
         // The other family's spelling is ignored, as transformers ignores it, but only a value that would
         // be a valid setting: a fraction of 10.6 is a broken config, not a key to pass over.
         let ignoredTheta = try number([topLevelKeys.other.theta], in: top)

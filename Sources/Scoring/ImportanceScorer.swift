@@ -1,5 +1,6 @@
 import Architectures
 import DroptraceSupport
+import Foundation
 import TensorEngine
 
 /// Computes attention, MLP and block importance plus the block-gap
@@ -10,6 +11,9 @@ public struct ImportanceScorer {
     /// Bytes of block-boundary hidden states kept in memory; beyond it they
     /// go to an unlinked temporary file (see `BoundaryStates`).
     public var stateMemoryBudget: Int
+    /// Bytes the layers' activations may take (`validate` refuses more):
+    /// physical memory, or the address-space limit when one is set below it.
+    public var memoryLimit = ImportanceScorer.memoryAvailable
 
     public init(model: any LanguageModel, stateMemoryBudget: Int = 768 << 20) {
         self.model = model
@@ -33,6 +37,30 @@ public struct ImportanceScorer {
                     path: calibrationPath)
             }
         }
+        // All tokens go through each layer at once: refuse a set whose activations cannot fit
+        // rather than die allocating them.
+        let tokens = sequences.reduce(0) { $0 + $1.count }
+        let (needed, overflow) = tokens.multipliedReportingOverflow(by: model.hiddenSize * Self.activationBytesPerWidth)
+        if overflow || needed > memoryLimit {
+            throw DroptraceError(
+                "\(tokens) calibration tokens need about \(Self.gibibytes(overflow ? .max : needed)) of activations at once, more than the \(Self.gibibytes(memoryLimit)) this process may use; score fewer (--samples, --seq-len)",
+                path: calibrationPath)
+        }
+    }
+
+    /// Activation bytes per token per unit of hidden width a layer holds at
+    /// its peak (residual, norms, q/k/v, attention output, the MLP's gate and
+    /// up at about 4 widths each), in float32.
+    static let activationBytesPerWidth = 12 * MemoryLayout<Float>.size
+
+    static func gibibytes(_ bytes: Int) -> String { String(format: "%.1f GiB", Double(bytes) / Double(1 << 30)) }
+
+    /// Physical memory, or the address-space limit when one is set below it.
+    public static var memoryAvailable: Int {
+        var limit = rlimit()
+        let physical = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+        guard getrlimit(Int32(RLIMIT_AS.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return physical }
+        return min(physical, Int(clamping: limit.rlim_cur))
     }
 
     /// Importance of every module with the modules of `plan` dropped (their

@@ -300,6 +300,11 @@ struct ICURegexSplitPattern: SplitPattern {
                     continue
                 case "x", "u":
                     let digits = escapeTail(from: index)
+                    // Oniguruma's \xHH (no braces) is one byte of the UTF-8 text: from 0x80 on,
+                    // never a whole character (ICU reads it as U+0080–U+00FF).
+                    if escaped == "x", !digits.hasPrefix("{"), let byte = UInt32(digits, radix: 16), byte >= 0x80 {
+                        throw refuse("\\x\(digits) (a raw byte to Oniguruma, the character U+00\(digits.uppercased()) to ICU)")
+                    }
                     output += "\\\(escaped)" + digits
                     try classValue(isSet: false, value: UInt32(digits.filter(\.isHexDigit), radix: 16))
                     continue

@@ -25,6 +25,8 @@ import Testing
         ("gemma3_text-f32", "query_pre_attn_scalar", "0", "query_pre_attn_scalar"),
         ("gemma3_text-f32", "final_logit_softcapping", "-30.0", "final_logit_softcapping"),
         ("gemma3_text-f32", "use_bidirectional_attention", "true", "use_bidirectional_attention"),
+        // GemmaModel reads it too.
+        ("gemma-f32", "use_bidirectional_attention", "true", "use_bidirectional_attention"),
         ("gemma3_text-f32", "num_attention_heads", "3", "num_attention_heads"),
         ("gemma3_text-f32", "layer_types", #"["sliding_attention", "global", "sliding_attention", "full_attention"]"#, "layer_types"),
         ("gemma3_text-f32", "sliding_window", "null", "sliding_window"),

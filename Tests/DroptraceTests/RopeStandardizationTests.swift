@@ -55,4 +55,21 @@ import Testing
         #expect(try scores { $0["hidden_activation"] = "silu" } == plain)
         #expect(try scores { $0["hidden_act"] = "silu" } != plain, "the fixture must tell the activations apart")
     }
+
+    /// transformers reads YaRN's `truncate` with `.get("truncate", True)`:
+    /// absent is true, null (present) is false.
+    @Test func yarnTruncateNullIsFalse() throws {
+        let windows = FixtureFiles.jsonlSequences()
+        func scores(truncate: Any?) throws -> [Double] {
+            let scored = try ImportanceScorer(model: try EditedFixture("llama-f32") { config in
+                var rope: [String: Any] = ["rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64]
+                if let truncate { rope["truncate"] = truncate }
+                config["rope_parameters"] = rope
+            }.load()).score(windows, calibrationPath: "c")
+            return scored.attention + scored.mlp + scored.block
+        }
+        #expect(try scores(truncate: NSNull()) == scores(truncate: false))
+        #expect(try scores(truncate: nil) == scores(truncate: true))
+        #expect(try scores(truncate: nil) != scores(truncate: false), "the fixture must tell truncation apart")
+    }
 }

@@ -53,4 +53,22 @@ import Testing
         #expect(inMemory == onDisk || zip(inMemory.blockGap.joined(), onDisk.blockGap.joined()).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) })
         #expect(inMemory.attention == onDisk.attention)
     }
+
+    /// All calibration tokens go through each layer at once: a set whose
+    /// activations cannot fit is refused naming the file, not allocated until
+    /// the process dies (80,000 lines of 256 tokens aborted on 3.9 GB).
+    @Test func calibrationBeyondMemoryIsRefusedNamingTheFile() throws {
+        let model = try ModelRegistry.load(try Checkpoint(location: FixtureFiles.model("llama-f32")))
+        let sequences = FixtureFiles.jsonlSequences()
+        var scorer = ImportanceScorer(model: model)
+        let tokens = sequences.reduce(0) { $0 + $1.count }
+        scorer.memoryLimit = tokens * model.hiddenSize * 48 - 1
+        #expect {
+            try scorer.validate(sequences, calibrationPath: "calib.jsonl")
+        } throws: { error in
+            "\(error)".hasPrefix("calib.jsonl: \(tokens) calibration tokens need about ") && "\(error)".hasSuffix("score fewer (--samples, --seq-len)")
+        }
+        scorer.memoryLimit += 1
+        try scorer.validate(sequences, calibrationPath: "calib.jsonl")
+    }
 }

@@ -118,6 +118,8 @@ struct TokenizerDialectTests {
         // Under (?i) Oniguruma's [ß] also matches "ss", [\x{FB00}-\x{FB06}] "ff" and "st"; ICU's do not.
         ("(?i)[ß]", "a character whose case folding is several characters"), (#"(?i:x[\x{C0}-\x{FF}])"#, "a character whose case folding is several characters"),
         (#"(?i)[a-z\u00DF]"#, "a character whose case folding is several characters"), (#"(?i)[\x{FB00}-\x{FB06}]"#, "a character whose case folding is several characters"),
+        // \xHH from 0x80 on is one byte of UTF-8 to Oniguruma (never a whole character), U+00HH to ICU.
+        (#"[\x80-\xff]"#, #"\x80"#), (#"\xC3\xA9"#, #"\xC3"#),
     ])
     func refusedConstruct(pattern: String, construct: String) throws {
         let error = #expect(throws: DroptraceError.self) { try ICURegexSplitPattern.translatedToICU(pattern) }

@@ -8,11 +8,14 @@ struct GemmaConfiguration: Decodable {
     var rmsNormEps: Double
     var hiddenAct: String?
     var attentionBias: Bool?
+    /// transformers' GemmaModel attends both ways when it is true (embedding models).
+    var useBidirectionalAttention: Bool?
 
     enum CodingKeys: String, CodingKey {
         case rmsNormEps = "rms_norm_eps"
         case hiddenAct = "hidden_act"
         case attentionBias = "attention_bias"
+        case useBidirectionalAttention = "use_bidirectional_attention"
     }
 
     /// The GeGLU nonlinearity, as transformers' GemmaMLP reads it: from
@@ -39,6 +42,7 @@ struct GemmaModel: DecoderFamily {
         parts = try DecoderParts(
             checkpoint, section: ConfigSection(defaults: ["head_dim": 256]), tiedByDefault: true, naming: LlamaModel.naming)
         config = try parts.config(GemmaConfiguration.self)
+        try parts.requireCausal(config.useBidirectionalAttention)
         rotary = try parts.rotary()
     }
 

@@ -89,10 +89,7 @@ struct Gemma3Model: DecoderFamily {
             // Gemma3TextConfig refuses these, explicit head_dim or not.
             try ConfigRules.divides(dimensions.numAttentionHeads, key + "num_attention_heads", dimensions.hiddenSize, "hidden_size")
         }
-        if config.useBidirectionalAttention == true {
-            throw DroptraceError(
-                "\"\(key)use_bidirectional_attention\" is true: droptrace scores causal language models only", path: configPath)
-        }
+        try parts.requireCausal(config.useBidirectionalAttention, keyPrefix: key)
         // DecoderDimensions checked that layer_types, when given, has one entry per layer.
         layerTypes = try parts.layerTypes(config.layerTypes, slidingWindow: config.slidingWindow, default: config.defaultLayerType)
         activation = try parts.activation(config.hiddenActivation)
