@@ -121,6 +121,26 @@ enum GGUFBytes {
         return result + values.flatMap { le($0.bitPattern) }
     }
 
+    /// `bytes` opened as a GGUF checkpoint from a scratch file.
+    static func open(_ bytes: [UInt8], in scratch: ScratchDirectory) throws -> Checkpoint {
+        let file = scratch.path("edited.gguf")
+        try Data(bytes).write(to: file)
+        return try Checkpoint(location: file)
+    }
+
+    /// The error `bytes` are refused with as a GGUF checkpoint (checked to name
+    /// the file), or nil when they are read.
+    static func openingError(_ bytes: [UInt8]) throws -> DroptraceError? {
+        let scratch = try ScratchDirectory()
+        do {
+            _ = try open(bytes, in: scratch)
+            return nil
+        } catch let error as DroptraceError {
+            #expect(error.path == scratch.path("edited.gguf").path, "\(error)")
+            return error
+        }
+    }
+
     /// The UInt32 value of metadata `key`.
     static func uint32(_ bytes: [UInt8], key: String) throws -> UInt32 {
         let at = try ConfigValidationTests.metadataValueOffset(bytes, key: key) + 4
@@ -560,51 +580,40 @@ enum GGUFBytes {
 
 /// Files llama.cpp refuses, or reads otherwise than a table's defaults would.
 @Suite struct GGUFLlamaCppAgreementTests {
-    static func checkpoint(_ fixture: String, _ edit: (inout [UInt8]) throws -> Void) throws -> Result<Checkpoint, DroptraceError> {
-        let scratch = try ScratchDirectory()
-        var bytes = try GGUFBytes.fixture(fixture)
-        try edit(&bytes)
-        let file = scratch.path("edited.gguf")
-        try Data(bytes).write(to: file)
-        do { return .success(try Checkpoint(location: file)) } catch let error as DroptraceError { return .failure(error) }
+    static func pair(_ key: String, _ typeAndValue: [UInt8]) -> [UInt8] { GGUFBytes.string(key) + typeAndValue }
+
+    /// gpt_neox-bf16.gguf with linear rope scaling of `factor`.
+    static func neoxScaled(by factor: Float) throws -> [UInt8] {
+        var bytes = try GGUFBytes.fixture("gguf/gpt_neox-bf16.gguf")
+        try GGUFBytes.insertPair(&bytes, pair("gptneox.rope.scaling.type", GGUFBytes.value(.string, GGUFBytes.string("linear"))))
+        try GGUFBytes.insertPair(&bytes, pair("gptneox.rope.scaling.factor", GGUFBytes.value(.float32, GGUFBytes.le(factor.bitPattern))))
+        return bytes
     }
 
     /// llama.cpp sizes the embedding by the vocabulary ("wrong shape"): rows and tokens must agree.
     @Test func anEmbeddingOfAnotherSizeThanTheVocabularyIsRefused() throws {
-        let result = try Self.checkpoint("gguf/llama-f32.gguf") { bytes in
-            let tokens = (0..<511).flatMap { GGUFBytes.string("t\($0)") }
-            try GGUFBytes.replaceValue(&bytes, key: "tokenizer.ggml.tokens", with: GGUFBytes.array(.string, count: 511, tokens))
-        }
-        guard case .failure(let error) = result else { Issue.record("read"); return }
-        #expect(error.message.hasPrefix("token_embd.weight has 512 rows, but the vocabulary (tokenizer.ggml.tokens) holds 511 tokens"))
+        var bytes = try GGUFBytes.fixture("gguf/llama-f32.gguf")
+        let tokens = (0..<511).flatMap { GGUFBytes.string("t\($0)") }
+        try GGUFBytes.replaceValue(&bytes, key: "tokenizer.ggml.tokens", with: GGUFBytes.array(.string, count: 511, tokens))
+        let message = try GGUFBytes.openingError(bytes)?.message ?? "(read)"
+        #expect(message.hasPrefix("token_embd.weight has 512 rows, but the vocabulary (tokenizer.ggml.tokens) holds 511 tokens"), "\(message)")
     }
-
-    static func pair(_ key: String, _ typeAndValue: [UInt8]) -> [UInt8] { GGUFBytes.string(key) + typeAndValue }
 
     /// llama.cpp's rope keys apply to every architecture, gptneox among them.
     @Test func gptNeoXTakesTheRopeScalingKeys() throws {
-        let linear = try Self.checkpoint("gguf/gpt_neox-bf16.gguf") { bytes in
-            try GGUFBytes.insertPair(&bytes, Self.pair("gptneox.rope.scaling.type", GGUFBytes.value(.string, GGUFBytes.string("linear"))))
-            try GGUFBytes.insertPair(&bytes, Self.pair("gptneox.rope.scaling.factor", GGUFBytes.value(.float32, GGUFBytes.le(Float(4).bitPattern))))
-        }
-        let config = try JSONSerialization.jsonObject(with: try linear.get().configData) as! [String: Any]
+        let scratch = try ScratchDirectory()
+        let config = try JSONSerialization.jsonObject(with: try GGUFBytes.open(try Self.neoxScaled(by: 4), in: scratch).configData) as! [String: Any]
         let rope = config["rope_parameters"] as! [String: Any]
         #expect(rope["rope_type"] as? String == "linear" && rope["factor"] as? Double == 4)
         #expect(rope["partial_rotary_factor"] != nil)
-        let nan = try Self.checkpoint("gguf/gpt_neox-bf16.gguf") { bytes in
-            try GGUFBytes.insertPair(&bytes, Self.pair("gptneox.rope.scaling.type", GGUFBytes.value(.string, GGUFBytes.string("linear"))))
-            try GGUFBytes.insertPair(&bytes, Self.pair("gptneox.rope.scaling.factor", GGUFBytes.value(.float32, GGUFBytes.le(Float.nan.bitPattern))))
-        }
-        guard case .failure(let error) = nan else { Issue.record("a NaN factor was read"); return }
-        #expect(error.message.contains("gptneox.rope.scaling.factor"))
+        let message = try GGUFBytes.openingError(try Self.neoxScaled(by: .nan))?.message ?? "(read)"
+        #expect(message.contains("gptneox.rope.scaling.factor"), "\(message)")
     }
 
     /// Metadata arrays are bounded (values held in memory, tens of bytes each) far above any vocabulary.
     @Test func metadataArraysBeyondAnyVocabularyAreRefused() throws {
-        let result = try Self.checkpoint("gguf/llama-f32.gguf") { bytes in
-            try GGUFBytes.insertPair(&bytes, Self.pair("general.junk", GGUFBytes.array(.uint8, count: 5_000_000, [UInt8](repeating: 0, count: 5_000_000))))
-        }
-        guard case .failure(let error) = result else { Issue.record("read"); return }
-        #expect(error.message == "metadata arrays hold more than 4194304 values (at key 'general.junk'); the file is corrupt")
+        var bytes = try GGUFBytes.fixture("gguf/llama-f32.gguf")
+        try GGUFBytes.insertPair(&bytes, Self.pair("general.junk", GGUFBytes.array(.uint8, count: 5_000_000, [UInt8](repeating: 0, count: 5_000_000))))
+        #expect(try GGUFBytes.openingError(bytes)?.message == "metadata arrays hold more than 4194304 values (at key 'general.junk'); the file is corrupt")
     }
 }
