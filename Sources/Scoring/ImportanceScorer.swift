@@ -11,9 +11,8 @@ public struct ImportanceScorer {
     /// Bytes of block-boundary hidden states kept in memory; beyond it they
     /// go to an unlinked temporary file (see `BoundaryStates`).
     public var stateMemoryBudget: Int
-    /// Bytes the layers' activations may take (`validate` refuses more):
-    /// physical memory, or the address-space limit when one is set below it.
-    public var memoryLimit = ImportanceScorer.memoryAvailable
+    /// Bytes the layers' activations may take (`validate` refuses more).
+    public var memoryLimit = EngineMemory.available
 
     public init(model: any LanguageModel, stateMemoryBudget: Int = 768 << 20) {
         self.model = model
@@ -54,14 +53,6 @@ public struct ImportanceScorer {
     static let activationBytesPerWidth = 12 * MemoryLayout<Float>.size
 
     static func gibibytes(_ bytes: Int) -> String { String(format: "%.1f GiB", Double(bytes) / Double(1 << 30)) }
-
-    /// Physical memory, or the address-space limit when one is set below it.
-    public static var memoryAvailable: Int {
-        var limit = rlimit()
-        let physical = Int(clamping: ProcessInfo.processInfo.physicalMemory)
-        guard getrlimit(Int32(RLIMIT_AS.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return physical }
-        return min(physical, Int(clamping: limit.rlim_cur))
-    }
 
     /// Importance of every module with the modules of `plan` dropped (their
     /// scores are NaN), from one pass, with the float64 sums the means are

@@ -1,5 +1,16 @@
+import Foundation
+
 /// How the process allocates the engine's large buffers.
 public enum EngineMemory {
+    /// Bytes the process may use: physical memory, or the address-space
+    /// limit (RLIMIT_AS) when one is set below it.
+    public static var available: Int {
+        let physical = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_AS.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return physical }
+        return min(physical, Int(clamping: limit.rlim_cur))
+    }
+
     /// Keeps freed buffers in the heap for reuse instead of returning them to
     /// the kernel.
     ///

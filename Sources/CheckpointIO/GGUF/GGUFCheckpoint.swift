@@ -54,8 +54,9 @@ public final class GGUFCheckpoint: @unchecked Sendable {
             }
             ropeTensors[name] = try file.slice(info, dtype: dtypes[name]!, name: name, shape: info.dimensions, order: .asShaped).floats()
         }
+        let metadata = GGUFMetadata(values: file.metadata, path: path)
         let config = try GGUFConfiguration(
-            metadata: GGUFMetadata(values: file.metadata, path: path),
+            metadata: metadata,
             tensorDimensions: infos.mapValues(\.dimensions), ropeTensors: ropeTensors)
         configData = config.jsonData
         let architecture = config.architecture
@@ -160,10 +161,8 @@ public final class GGUFCheckpoint: @unchecked Sendable {
                 storedNames[name] = "blk.\(layer).\(composite.sources[0])"
             }
         }
-        let metadata = GGUFMetadata(values: file.metadata, path: path)
         for value in architecture.layerValues {
-            let layers = try metadata.uint32(architecture.name + ".block_count")
-            for (layer, number) in try metadata.perLayerFloat32(value.key, layers: layers).enumerated() {
+            for (layer, number) in try metadata.perLayerFloat32(value.key, layers: config.layers).enumerated() {
                 let name = "\(architecture.prefix)\(architecture.layerList).\(layer).\(value.module)"
                 try place(name, TensorSlice.computed(name: name, shape: value.shape, path: path) { [Float(number)] }, from: value.key)
             }

@@ -13,6 +13,8 @@ import Foundation
 /// names and row permutations are built from it.
 struct GGUFConfiguration {
     let architecture: GGUFArchitecture
+    /// The block count, heads, key/value heads and head width, as confirmed by the tensors.
+    let layers: Int
     let heads: Int
     let kvHeads: Int
     let headDim: Int
@@ -98,6 +100,7 @@ struct GGUFConfiguration {
                 try Self.confirmExperts(prefix: a, experts: experts, width: width, hidden: hidden, tensorDimensions: tensorDimensions)
             }
         }
+        self.layers = layers
         self.heads = heads
         self.kvHeads = kvHeads
         self.headDim = headDim
