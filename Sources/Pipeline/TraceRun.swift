@@ -151,7 +151,8 @@ public final class TraceRun {
             }
             return try finish(store!, onDisk: [], tasks: tasks, summary: summary)
         }
-        let calibration = try CalibrationPlan(source: options.calibration, checkpoints: discovered.ready, log: log)
+        let calibration = try CalibrationPlan(
+            source: options.calibration, evaluation: options.evaluation, checkpoints: discovered.ready, log: log)
         if let dropK = options.dropK, let model = calibration.model, store == nil || force {
             try SeriesAnalysis.checkDropK(dropK, layers: model.layers, path: model.directory.path)
         }

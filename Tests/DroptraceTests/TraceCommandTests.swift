@@ -506,6 +506,28 @@ import Glibc
         #expect(values(try perplexities(fresh)) == values(now), "\(now)")
     }
 
+    /// An evaluation file no checkpoint can read (not UTF-8 text, or too
+    /// short for one window) fails the run before anything is scored, with
+    /// one line naming it, not once per checkpoint after scoring them all.
+    @Test func anUnreadableEvaluationFileFailsBeforeAnythingIsScored() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 100)
+        try series.add(step: 200)
+        let binary = scratch.path("binary.txt")
+        try Data([0x62, 0xFF, 0x0A]).write(to: binary)
+        let short = try scratch.write("two words\n", to: "short.txt")
+        for (file, problem) in [(binary, "is not valid UTF-8 text (bad byte at offset 1)"), (short, "text gives 9 tokens, not enough for one window of 32 tokens")] {
+            let output = scratch.path("out-\(file.lastPathComponent)")
+            let result = try trace(series.directory, output, eval: file)
+            #expect(result.status == 1)
+            let errors = result.stderr.split(separator: "\n").filter { $0.contains("error:") }
+            #expect(errors.count == 1 && errors[0].hasSuffix("error: \(file.path): \(problem)"), "\(result.stderr)")
+            #expect(!result.stderr.contains("scoring"), "\(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("scores.h5").path))
+        }
+    }
+
     /// Evaluation text is tokenised with each checkpoint's tokenizer.json:
     /// a checkpoint without one is named in an error about evaluation text
     /// (not text calibration), in `trace` and `drop` alike; an empty
