@@ -2,6 +2,7 @@ import Architectures
 import CheckpointIO
 import DroptraceSupport
 import Foundation
+import TensorEngine
 import Tokenization
 
 /// Where calibration tokens come from and how to cut them.
@@ -78,7 +79,8 @@ public enum CheckpointScoring {
             for: model.checkpoint, purpose: use.rawValue, requestedBy: source.url.path, warn: warn)
         let seqLen = source.seqLen ?? min(CalibrationSource.defaultTextSeqLen, model.maxPositions)
         let samples = source.samples ?? CalibrationSource.defaultTextSamples
-        let set = try CalibrationSet.load(from: source.url, tokenizer: tokenizer, seqLen: seqLen, samples: samples)
+        let set = try CalibrationSet.load(
+            from: source.url, tokenizer: tokenizer, seqLen: seqLen, samples: samples, memory: EngineMemory.available)
         // An id the embedding has no row for comes from the tokenizer, not from the text.
         if let bad = set.sequences.lazy.flatMap({ $0 }).first(where: { $0 >= model.vocabularySize }) {
             let token = tokenizer.tokenText(bad).map { " (token \(String(reflecting: $0)))" } ?? ""

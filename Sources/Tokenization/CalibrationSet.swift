@@ -66,8 +66,22 @@ public struct CalibrationSet: Sendable {
     /// with `[` is one JSON array (`to_json(lines=False)`), refused as such.
     ///
     /// Ids are not checked against a vocabulary here; the caller knows the model.
-    public static func load(from url: URL, tokenizer: Tokenizer?, seqLen: Int?, samples: Int?) throws -> CalibrationSet {
-        try load(from: url, tokenizer: tokenizer, seqLen: seqLen, samples: samples, textLimit: textLimit)
+    ///
+    /// - Parameter memory: bytes the process may use; text is held (and
+    ///   encoded) only up to what fits in them (`textLimit(memory:)`).
+    public static func load(
+        from url: URL, tokenizer: Tokenizer?, seqLen: Int?, samples: Int?, memory: Int = .max
+    ) throws -> CalibrationSet {
+        try load(from: url, tokenizer: tokenizer, seqLen: seqLen, samples: samples, textLimit: textLimit(memory: memory))
+    }
+
+    /// The most text held for encoding: `textLimit`, or less when `memory`
+    /// bytes could not encode that much. A tokenizer without a pre-tokenizer
+    /// (Llama 2's) makes the whole text one BPE word, whose symbols, links,
+    /// merge queue and ids take about 40 bytes a byte of text, and the
+    /// prefixes encoded on the way as much again (measured).
+    static func textLimit(memory: Int) -> Int {
+        min(textLimit, memory / 96)
     }
 
     /// `load` holding at most `textLimit` bytes of text.
@@ -141,7 +155,7 @@ public struct CalibrationSet: Sendable {
     /// on). Without `samples`, when the file ends first, or when a regex of
     /// the tokenizer may reach arbitrarily far ahead (`encodesPrefixesAlike`),
     /// the whole file is encoded. No more than `textLimit` bytes are held.
-    /// The most text held for encoding: calibration takes well under a
+    /// The most text ever held for encoding: calibration takes well under a
     /// million tokens (LLM-Drop: 256 × 2048), a few megabytes of text.
     static let textLimit = 1 << 28
 
@@ -191,23 +205,31 @@ public struct CalibrationSet: Sendable {
         // Real text is a few bytes a token; start well past that and double.
         var encodeAt = needed.map { max(1 << 16, min($0, Int.max >> 8) * 16) } ?? Int.max
         var candidate: [Int]?
-        while let line = try lines.next() {
-            try append(line, start: lines.lineStart)
+        /// The windows, once the text read so far settles them.
+        func settled() throws -> [[Int]]? {
             guard text.count <= textLimit else {
                 throw DroptraceError(
                     "text calibration: more than \(textLimit) bytes read before the windows were settled "
                         + (needed == nil ? "(this tokenizer's regexes need the whole text)" : "(prefixes kept encoding otherwise)")
-                        + "; droptrace encodes at most that much: pass a shorter file or pre-tokenised JSONL", path: path)
+                        + "; droptrace encodes at most that much"
+                        + (textLimit < Self.textLimit ? " in this machine's memory" : "")
+                        + ": pass a shorter file or pre-tokenised JSONL", path: path)
             }
-            guard let needed, text.count >= encodeAt else { continue }
-            let ids = try tokenizer.encode(String(decoding: text, as: UTF8.self))
+            guard let needed, text.count >= encodeAt else { return nil }
+            let ids = try tokenizer.encode(utf8: text)
             if ids.count > needed {
-                if let candidate, candidate.prefix(needed) == ids.prefix(needed) { return try windows(candidate) }
-                candidate = ids
+                if let candidate, candidate.elementsEqual(ids.prefix(needed)) { return try windows(candidate) }
+                candidate = Array(ids.prefix(needed))
             }
             encodeAt = text.count * 2
+            return nil
         }
-        return try windows(try tokenizer.encode(String(decoding: text, as: UTF8.self)))
+        if let windows = try settled() { return windows }
+        while let line = try lines.next() {
+            try append(line, start: lines.lineStart)
+            if let windows = try settled() { return windows }
+        }
+        return try windows(try tokenizer.encode(utf8: text))
     }
 }
 

@@ -140,10 +140,15 @@ public final class Tokenizer: Sendable {
     ///   (catastrophic backtracking), or when `text` needs an `unk_token`
     ///   the vocabulary lacks (as the library fails).
     public func encode(_ text: String, addSpecialTokens: Bool = true) throws -> [Int] {
+        try encode(utf8: Array(text.utf8), addSpecialTokens: addSpecialTokens)
+    }
+
+    /// `encode` of text given as its UTF-8 (which must be valid), without
+    /// the copies a `String` would take.
+    func encode(utf8 bytes: [UInt8], addSpecialTokens: Bool = true) throws -> [Int] {
         var ids: [Int] = []
-        ids.reserveCapacity(text.utf8.count / 3 + 8)
+        ids.reserveCapacity(bytes.count / 3 + 8)
         var workspace = BPEWorkspace()
-        let bytes = Array(text.utf8)
         try ICURegexSplitPattern.sharingOneBudget(textBytes: bytes.count) {
             try rawTextAddedTokens.split(bytes[...]) { segment in
                 switch segment {

@@ -17,8 +17,14 @@ struct WordCache {
     private var count = 0
     private var keyBytes: [UInt8] = []
     private var storedIds: [Int32] = []
-    /// Bounds memory on huge, varied inputs; the cache only saves time.
+    /// Bound memory on huge, varied inputs (64 MB of words, 256 MB of
+    /// ids at most): the cache only saves time.
     private static let entryLimit = 1 << 20
+    private static let storedLimit = 1 << 26
+    /// Words longer than this are not kept: they seldom repeat, and a
+    /// tokenizer without a pre-tokenizer (Llama 2's) makes a whole text one
+    /// word, whose copy would only add to the memory its encoding takes.
+    private static let longestKey = 1 << 10
 
     init() {
         entries = Array(repeating: nil, count: 1 << 12)
@@ -70,7 +76,8 @@ struct WordCache {
     }
 
     mutating func insert(_ key: UnsafeBufferPointer<UInt8>, hash: UInt64, ids: ArraySlice<Int32>) {
-        if count >= Self.entryLimit || keyBytes.count + key.count >= Int(Int32.max) || storedIds.count + ids.count >= Int(Int32.max) {
+        guard key.count <= Self.longestKey else { return }
+        if count >= Self.entryLimit || keyBytes.count + key.count > Self.storedLimit || storedIds.count + ids.count > Self.storedLimit {
             self = WordCache()
         }
         if (count + 1) * 2 > entries.count { grow() }

@@ -231,6 +231,36 @@ struct CalibrationSetTests {
         #expect(set.sequences == (0..<4).map { Array(whole[($0 * 32)..<(($0 + 1) * 32)]) })
     }
 
+    /// A first line long enough is encoded on its own: with the line twice
+    /// as long after it, the windows are settled before a third is read
+    /// (here one that is not UTF-8).
+    @Test func aLongFirstLineIsEncodedOnItsOwn() throws {
+        let scratch = try TokenizerScratch()
+        let tokenizer = try gpt2Tokenizer()
+        var line = try TokenizerFixtures.text("calib.txt").replacingOccurrences(of: "\n", with: " ")
+        while line.utf8.count < 100_000 { line += " " + line }
+        let text = line + "\n" + line + " " + line + "\n"
+        let file = scratch.url.appendingPathComponent("lines.txt")
+        try (Data(text.utf8) + Data([0xFF, 0x0A])).write(to: file)
+        let set = try CalibrationSet.load(from: file, tokenizer: tokenizer, seqLen: 32, samples: 4)
+        #expect(set.sequences.flatMap { $0 } == Array(try tokenizer.encode(text).prefix(128)))
+    }
+
+    /// Text is held (and encoded) only as far as the memory given allows:
+    /// past that, a refusal naming the file instead of an allocation failure.
+    @Test func textBeyondWhatMemoryCanEncodeIsRefused() throws {
+        let scratch = try TokenizerScratch()
+        var text = try TokenizerFixtures.text("calib.txt")
+        while text.utf8.count < 300_000 { text += text }
+        let file = try scratch.write(text, to: "long.txt")
+        let error = #expect(throws: DroptraceError.self) {
+            try CalibrationSet.load(from: file, tokenizer: try gpt2Tokenizer(), seqLen: 32, samples: 4, memory: 96 * 50_000)
+        }
+        #expect(error?.path == file.path)
+        #expect(error?.message.contains("more than 50000 bytes read before the windows were settled") == true)
+        #expect(error?.message.contains("at most that much in this machine's memory") == true, "\(error?.message ?? "")")
+    }
+
     /// Windows of a text read in part equal those of the whole text, with a
     /// post-processor that appends a token at the end of the text.
     @Test func textWindowsReadInPartEqualTheWholeText() throws {
