@@ -297,10 +297,14 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         var attentionScaling: Float = 1
         var frequencies = RotaryEmbedding.defaultInverseFrequencies(base: base, rotaryDim: rotaryDim)
         switch type {
-        case "default", "dynamic":
-            // Dynamic NTK only rescales beyond max_position_embeddings, which
-            // droptrace refuses, so within range it is the default rotation.
+        case "default":
             break
+        case "dynamic":
+            // Dynamic NTK only rescales beyond max_position_embeddings, which
+            // droptrace refuses, so within range it is the default rotation;
+            // transformers still needs the factor (a KeyError without it, a
+            // TypeError building the model from a null one).
+            _ = try require(factor, "factor", configPath)
         case "linear":
             let factor = try require(factor, "factor", configPath)
             frequencies = frequencies.map { $0 / Float(factor) }

@@ -67,8 +67,9 @@ public enum ConfigValueKinds {
             return "key \"head_dim\" is null or absent, which transformers' config class takes but its model cannot be built from; write the head width"
         default: break
         }
-        guard let countKey = layerTypesUnread[modelType], let written = members.last(where: { $0.key == "layer_types" })?.value
+        guard !layerTypesRead.contains(modelType), let written = members.last(where: { $0.key == "layer_types" })?.value
         else { return nil }
+        let countKey = modelType == "gpt2" ? "n_layer" : "num_hidden_layers"
         if case .null = written { return nil }
         let layers = members.last(where: { $0.key == countKey })?.value
         guard case .array(let items) = written,
@@ -108,8 +109,12 @@ public enum ConfigValueKinds {
     /// the probability even when not training), beyond the generated `dropoutModules`, which a model
     /// built on the meta device reveals.
     static let functionalDropout: [String: [String]] = ["starcoder2": ["embedding_dropout", "residual_dropout"]]
-    /// Classes without layer types of their own, and the key holding their layer count.
-    static let layerTypesUnread: [String: String] = ["gpt2": "n_layer", "gpt_neox": "num_hidden_layers"]
+    /// Classes whose models read `layer_types` (the family checks it where
+    /// it reads it); transformers 5.23 checks every other class's with
+    /// `validate_layer_type` alone.
+    static let layerTypesRead: Set<String> = [
+        "gemma2", "gemma3", "gemma3_text", "gpt_oss", "ministral", "mistral", "olmo3", "qwen2", "qwen2_moe", "qwen3", "smollm3",
+    ]
     /// transformers 5.23's `ALLOWED_LAYER_TYPES`.
     static let allowedLayerTypes = [
         "full_attention", "sliding_attention", "chunked_attention", "window_attention", "indexed_attention",

@@ -99,6 +99,9 @@ import Testing
         Mutant("llama-f32", "num_hidden_layers", "4"), Mutant("llama-f32", "head_dim", "0"), Mutant("llama-f32", "head_dim", "13"),
         Mutant("llama-f32", "head_dim", "4611686018427387904"), Mutant("llama-f32", "num_attention_heads", "-4"),
         Mutant("llama-f32", "partial_rotary_factor", "1.5"), Mutant("gpt_neox-v4", "rotary_pct", "0"),
+        // Dynamic NTK without a factor: transformers' KeyError (absent), TypeError building the model (null).
+        Mutant("llama-f32", "rope_parameters", #"{"rope_type": "dynamic", "rope_theta": 10000.0}"#, key: "factor"),
+        Mutant("qwen2-f32", "rope_parameters", #"{"rope_type": "dynamic", "factor": null}"#, key: "factor"),
         // phi slices int(head_dim · factor) dimensions against a 2·ceil(w/2)-wide table: odd widths fail.
         Mutant("phi-f32", "rope_parameters.partial_rotary_factor", "0.3"),
         Mutant("phi-f32", "rope_parameters.partial_rotary_factor", "0.16"),

@@ -73,6 +73,9 @@ import Testing
         Written("gpt2-f32", "resid_pdrop", "-1"), Written("gpt2-f32", "embd_pdrop", "2.0"),
         Written("gpt_neox-f32", "hidden_dropout", "1e300"), Written("gpt2-f32", "layer_types", "\"x\""),
         Written("gpt2-f32", "layer_types", "[]"), Written("gpt_neox-f32", "layer_types", "[\"FULL\", \"FULL\"]"),
+        Written("llama-f32", "layer_types", #"["full_attention", "x", "full_attention", "full_attention", "full_attention"]"#),
+        Written("gemma-f32", "layer_types", #"["full_attention"]"#),
+        Written("mixtral-f32", "layer_types", #"["sliding", "sliding", "sliding", "sliding"]"#),
         Written("phi3-f32", "resid_pdrop", "2.0"), Written("starcoder2-f32", "residual_dropout", "1.5"),
         Written("starcoder2-f32", "embedding_dropout", "-0.1"),
         Written("stablelm_parallel-f32", "hidden_dropout", "1.5"),
@@ -106,6 +109,8 @@ import Testing
         Written("qwen3-f32", "pad_token_id", "null"), Written("olmo-f32", "clip_qkv", "null"),
         Written("gemma2-f32", "attn_logit_softcapping", "null"), Written("llama-f32", "rope_parameters", "null"),
         Written("qwen2-f32", "layer_types", "null"), Written("gpt2-f32", "n_inner", "null"),
+        // Names validate_layer_type allows, on a class that never reads them.
+        Written("olmo2-f32", "layer_types", #"["sliding_attention", "conv", "moe", "dense"]"#),
         Written("llama-f32", "eos_token_id", "[1, 2]"), Written("llama-f32", "attention_dropout", "0"),
         Written("gpt2-f32", "num_hidden_layers", "4"), Written("olmoe-f32", "num_local_experts", "4"),
         Written("granite-f32", "logits_scaling", "8"), Written("cohere-f32", "use_qk_norm", "null"),
