@@ -103,15 +103,12 @@ public final class Checkpoint: @unchecked Sendable {
             }
             configData = try RegularFile.contents(path: configURL.path, limit: Self.configSizeLimit)
         }
-        let object = try Self.configObject(configData, path: configURL.path, keysOnce: gguf == nil)
-        guard let type = object["model_type"] as? String else {
+        let document = try Self.configDocument(configData, path: configURL.path, keysOnce: gguf == nil)
+        guard case .string(let type)? = document.member("model_type") else {
             throw DroptraceError("no \"model_type\" key", path: configURL.path)
         }
         modelType = type
-        let data = configData
-        (decodedConfigData, configKeysWrittenAs) = (try? JSONValue.parse([UInt8](data))).map {
-            ConfigValueKinds.decodable(data, document: $0, modelType: type)
-        } ?? (data, [:])
+        (decodedConfigData, configKeysWrittenAs) = ConfigValueKinds.decodable(configData, document: document, modelType: type)
     }
 
     /// config.json's top-level object, read as strictly as Python's json
@@ -121,7 +118,7 @@ public final class Checkpoint: @unchecked Sendable {
     /// which was meant is not for droptrace to guess. NaN, Infinity and
     /// 1e400, which Python takes, fit no setting; the error names their key.
     /// - Throws: `DroptraceError` naming `path`.
-    static func configObject(_ data: Data, path: String, keysOnce: Bool) throws -> [String: Any] {
+    static func configDocument(_ data: Data, path: String, keysOnce: Bool) throws -> JSONValue {
         func invalid(_ detail: String?) -> DroptraceError {
             let detail = ConfigNumbers.nonFiniteMember(in: data) ?? detail
             return DroptraceError("not valid JSON" + (detail.map { " (\($0))" } ?? ""), path: path)
@@ -135,8 +132,9 @@ public final class Checkpoint: @unchecked Sendable {
         if keysOnce, let repeated = document.repeatedKey() {
             throw DroptraceError("key \"\(repeated)\" is given twice", path: path)
         }
-        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw invalid(nil) }
-        return object
+        guard case .object = document else { throw DroptraceError("is JSON but not an object of settings", path: path) }
+        if document.holdsNonFiniteNumber { throw invalid(nil) }
+        return document
     }
 
     /// config.json as parsed, integers told apart from floats (`48` from
@@ -150,8 +148,10 @@ public final class Checkpoint: @unchecked Sendable {
         }
     }
 
-    /// config.json files are a few kilobytes; this bounds a hostile one.
-    static let configSizeLimit = 1 << 26
+    /// config.json files are a few kilobytes (a long `quantization_config`
+    /// list of modules, some hundreds); this bounds a hostile one, which
+    /// takes seconds to read at this size.
+    static let configSizeLimit = 1 << 24
 
     /// Whether the config.json at `url` is cut short: empty, or ending
     /// inside its JSON, as while it is copied or saved in place (any text

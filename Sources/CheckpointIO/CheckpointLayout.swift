@@ -104,12 +104,12 @@ public struct CheckpointLayout: Sendable {
     static func namedWeights(in directory: URL) throws -> String? {
         let config = directory.appendingPathComponent("config.json")
         guard let data = try? RegularFile.contents(path: config.path, limit: Checkpoint.configSizeLimit),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let value = object[weightsKey], !(value is NSNull)
+              let value = (try? JSONValue.parse([UInt8](data)))?.member(weightsKey)
         else { return nil }
-        guard let name = value as? String, name.hasSuffix(".safetensors") || name.hasSuffix(".safetensors.index.json") else {
+        if case .null = value { return nil }
+        guard case .string(let name) = value, name.hasSuffix(".safetensors") || name.hasSuffix(".safetensors.index.json") else {
             throw DroptraceError(
-                "\(weightsKey) must name a .safetensors file or a .safetensors.index.json index, got \(String(describing: value).forErrorMessage)",
+                "\(weightsKey) must name a .safetensors file or a .safetensors.index.json index, got \(ConfigValueKinds.spelled(value).forErrorMessage)",
                 path: config.path)
         }
         let components = name.split(separator: "/", omittingEmptySubsequences: false).map(String.init)

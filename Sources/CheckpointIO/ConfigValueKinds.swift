@@ -279,7 +279,8 @@ public enum ConfigValueKinds {
         }
     }
 
-    private static func spelled(_ value: JSONValue) -> String {
+    /// A value as an error message describes it: `5 (an integer)`, `a list`.
+    static func spelled(_ value: JSONValue) -> String {
         switch value {
         case .null: return "null"
         case .bool(let flag): return "\(flag) (a boolean)"

@@ -63,6 +63,17 @@ public indirect enum JSONValue: Sendable {
         return members.last { $0.key.unicodeScalars.elementsEqual(key.unicodeScalars) }?.value
     }
 
+    /// Whether a number within this value is beyond float64 (`1e400`, which
+    /// Python reads as infinity).
+    public var holdsNonFiniteNumber: Bool {
+        switch self {
+        case .number(let value), .bigInteger(let value): !value.isFinite
+        case .array(let items): items.contains { $0.holdsNonFiniteNumber }
+        case .object(let members): members.contains { $0.value.holdsNonFiniteNumber }
+        default: false
+        }
+    }
+
     /// The dotted path (`rope_parameters.factor`, `layers[2].name`) of the
     /// first key an object within this value gives twice, compared by
     /// Unicode scalars; nil when none is.

@@ -345,6 +345,15 @@ import Tokenization
         try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["not valid JSON", "byte 0"], in: scratch)
     }
 
+    /// JSON that is not an object (a list, a number) holds no settings.
+    @Test(arguments: ["[1, 2]", "3"])
+    func configThatIsNotAnObjectIsRefused(text: String) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try Data(text.utf8).write(to: model.appendingPathComponent("config.json"))
+        try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["is JSON but not an object of settings"], in: scratch)
+    }
+
     // MARK: - Damaging fixture copies
 
     /// State dicts of wrapped models keep the wrapper's prefix on every name:
