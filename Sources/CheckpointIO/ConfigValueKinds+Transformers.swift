@@ -923,31 +923,31 @@ extension ConfigValueKinds {
         "apertus": ["max_position_embeddings": "65536", "rms_norm_eps": "1e-05"],
         "cohere": ["layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "deepseek_v2": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
-        "deepseek_v3": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-06"],
-        "gemma": ["max_position_embeddings": "8192", "rms_norm_eps": "1e-06"],
-        "gemma2": ["max_position_embeddings": "8192", "rms_norm_eps": "1e-06"],
-        "gemma3_text": ["max_position_embeddings": "131072", "rms_norm_eps": "1e-06"],
+        "deepseek_v3": ["max_position_embeddings": "4096", "num_key_value_heads": "128", "rms_norm_eps": "1e-06"],
+        "gemma": ["max_position_embeddings": "8192", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
+        "gemma2": ["max_position_embeddings": "8192", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
+        "gemma3_text": ["max_position_embeddings": "131072", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "gpt2": ["layer_norm_epsilon": "1e-05", "n_positions": "1024"],
-        "gpt_oss": ["max_position_embeddings": "131072", "rms_norm_eps": "1e-05"],
+        "gpt_oss": ["max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],
         "gpt_neox": ["layer_norm_eps": "1e-05", "max_position_embeddings": "2048"],
         "granite": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "llama": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
-        "ministral": ["max_position_embeddings": "131072", "rms_norm_eps": "1e-06"],
-        "mistral": ["max_position_embeddings": "131072", "rms_norm_eps": "1e-06"],
-        "mixtral": ["max_position_embeddings": "131072", "rms_norm_eps": "1e-05"],
+        "ministral": ["max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
+        "mistral": ["max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
+        "mixtral": ["max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],
         "olmo": ["max_position_embeddings": "2048"],
         "olmo2": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
         "olmo3": ["max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
         "olmoe": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
         "phi": ["layer_norm_eps": "1e-05", "max_position_embeddings": "2048"],
         "phi3": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
-        "qwen2": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
-        "qwen2_moe": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
-        "qwen3": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
-        "qwen3_moe": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
-        "smollm3": ["max_position_embeddings": "32768", "rms_norm_eps": "1e-06"],
-        "stablelm": ["layer_norm_eps": "1e-05", "max_position_embeddings": "4096"],
-        "starcoder2": ["max_position_embeddings": "4096", "norm_epsilon": "1e-05"],
+        "qwen2": ["max_position_embeddings": "32768", "num_key_value_heads": "32", "rms_norm_eps": "1e-06"],
+        "qwen2_moe": ["max_position_embeddings": "32768", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
+        "qwen3": ["max_position_embeddings": "32768", "num_key_value_heads": "32", "rms_norm_eps": "1e-06"],
+        "qwen3_moe": ["max_position_embeddings": "32768", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
+        "smollm3": ["max_position_embeddings": "32768", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
+        "stablelm": ["layer_norm_eps": "1e-05", "max_position_embeddings": "4096", "num_key_value_heads": "32"],
+        "starcoder2": ["max_position_embeddings": "4096", "norm_epsilon": "1e-05", "num_key_value_heads": "2"],
     ]
 
     /// Per config class (by model_type): the dropout settings its model builds `nn.Dropout` from.
@@ -981,5 +981,11 @@ extension ConfigValueKinds {
     /// Those of them whose model cannot be built when config.json has no `head_dim` either.
     static let absentHeadDimFails: Set<String> = [
         "ministral",
+    ]
+
+    /// Config classes (by model_type) that accept `"num_key_value_heads": null` but whose model cannot
+    /// be built from it.
+    static let nullKeyValueHeadsFail: Set<String> = [
+        "qwen2_moe",
     ]
 }

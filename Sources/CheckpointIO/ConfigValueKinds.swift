@@ -67,6 +67,9 @@ public enum ConfigValueKinds {
             return "key \"head_dim\" is null or absent, which transformers' config class takes but its model cannot be built from; write the head width"
         default: break
         }
+        if nullKeyValueHeadsFail.contains(modelType), case .null? = members.last(where: { $0.key == "num_key_value_heads" })?.value {
+            return "key \"num_key_value_heads\" is null, which transformers' config class keeps but its attention cannot be built from; write the count"
+        }
         guard !layerTypesRead.contains(modelType), let written = members.last(where: { $0.key == "layer_types" })?.value
         else { return nil }
         let countKey = modelType == "gpt2" ? "n_layer" : "num_hidden_layers"

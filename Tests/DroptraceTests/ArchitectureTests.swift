@@ -151,18 +151,36 @@ import Testing
         let scratch = try ScratchDirectory()
         let written = try EditedModel.copy(fixture, in: scratch, as: "written", [(key, value)])
         let omitted = try EditedModel.copy(fixture, in: scratch, as: "omitted", [(key, nil)])
-        func outcome(_ directory: URL) -> String {
-            do {
-                let model = try load(directory)
-                let windows = FixtureFiles.jsonlSequences()
-                let scores = try ImportanceScorer(model: model).score(windows, calibrationPath: "calib")
-                let loss = try LanguageModelLoss.evaluate(model: model, plan: .none, windows: windows, sourcePath: "eval")
-                return "\(scores.attention) \(scores.mlp) \(loss.perplexity)"
-            } catch {
-                return "\(error)".replacingOccurrences(of: directory.path, with: "")
-            }
-        }
         #expect(outcome(omitted) == outcome(written), "\(fixture) without \(key)")
+    }
+
+    /// Scores and perplexity of the model in `directory`, or its refusal.
+    func outcome(_ directory: URL) -> String {
+        do {
+            let model = try load(directory)
+            let windows = FixtureFiles.jsonlSequences()
+            let scores = try ImportanceScorer(model: model).score(windows, calibrationPath: "calib")
+            let loss = try LanguageModelLoss.evaluate(model: model, plan: .none, windows: windows, sourcePath: "eval")
+            return "\(scores.attention) \(scores.mlp) \(loss.perplexity)"
+        } catch {
+            return "\(error)".replacingOccurrences(of: directory.path, with: "")
+        }
+    }
+
+    /// Keys the family's transformers classes never read change nothing:
+    /// Mistral's and Ministral's projections have no biases and Qwen2's MLP
+    /// none, whatever `attention_bias` / `mlp_bias` say (bias tensors in the
+    /// file are left unread, as transformers leaves unexpected keys).
+    @Test(arguments: [
+        ("mistral-f32", "attention_bias"), ("mistral-f32", "mlp_bias"), ("ministral-f32", "attention_bias"),
+        ("ministral-f32", "mlp_bias"), ("qwen2-f32", "attention_bias"), ("qwen2-f32", "mlp_bias"),
+    ])
+    func biasFlagsTheClassDoesNotReadChangeNothing(fixture: String, key: String) throws {
+        let scratch = try ScratchDirectory()
+        let original = try EditedModel.copy(fixture, in: scratch, as: "original", [])
+        let flagged = try EditedModel.copy(fixture, in: scratch, as: "flagged", [(key, "true")])
+        #expect(outcome(flagged) == outcome(original), "\(fixture) with \(key) true")
+        #expect(!outcome(original).contains("rror"))
     }
 
     /// Only phi3's and gpt_neox's transformers models read

@@ -80,6 +80,9 @@ import Testing
         #expect(ConfigValueKinds.omittedDefaults["llama"] == ["max_position_embeddings": "2048", "rms_norm_eps": "1e-06"])
         #expect(ConfigValueKinds.omittedDefaults["gpt_neox"]?["layer_norm_eps"] == "1e-05")
         #expect(ConfigValueKinds.omittedDefaults["gpt2"] == ["layer_norm_epsilon": "1e-05", "n_positions": "1024"])
+        // Classes whose num_key_value_heads default is a number of their own, not the heads' count.
+        #expect(ConfigValueKinds.omittedDefaults["starcoder2"]?["num_key_value_heads"] == "2")
+        #expect(ConfigValueKinds.omittedDefaults["mistral"]?["num_key_value_heads"] == "8")
         for modelType in ModelRegistry.supportedModelTypes where modelType != "gemma3" {
             #expect(ConfigValueKinds.omittedDefaults[modelType] != nil, "\(modelType)")
         }

@@ -76,6 +76,8 @@ import Testing
         Written("llama-f32", "layer_types", #"["full_attention", "x", "full_attention", "full_attention", "full_attention"]"#),
         Written("gemma-f32", "layer_types", #"["full_attention"]"#),
         Written("mixtral-f32", "layer_types", #"["sliding", "sliding", "sliding", "sliding"]"#),
+        // Qwen2MoeConfig keeps a null num_key_value_heads, which its attention divides by (TypeError).
+        Written("qwen2_moe-f32", "num_key_value_heads", "null"),
         Written("phi3-f32", "resid_pdrop", "2.0"), Written("starcoder2-f32", "residual_dropout", "1.5"),
         Written("starcoder2-f32", "embedding_dropout", "-0.1"),
         Written("stablelm_parallel-f32", "hidden_dropout", "1.5"),

@@ -18,7 +18,7 @@ meta device) with a marked pad_token_id and reading its input embedding's paddin
 class's default pad_token_id and vocab_size: torch asserts the index is in [-vocab_size, vocab_size),
 so such a model cannot be built with a pad_token_id outside the vocabulary.
 
-Further tables list the dropout settings each model builds `nn.Dropout` from and the classes that accept `"head_dim": null` but cannot build their model from it. A
+Further tables list the dropout settings each model builds `nn.Dropout` from and the classes that accept `"head_dim": null` (or `"num_key_value_heads": null`) but cannot build their model from it. A
 third gives each class's defaults of the keys droptrace reads from every config that configs
 in the wild omit (`rms_norm_eps`, `max_position_embeddings`, ...), which transformers then takes.
 
@@ -68,7 +68,10 @@ EVERYTHING = "nbifs[nbifs]o"
 
 # Keys droptrace reads from every config of the families that have them, and that configs in the wild
 # omit (their class's default then applies): norm epsilons and the position count.
-OMITTABLE = ["layer_norm_eps", "layer_norm_epsilon", "max_position_embeddings", "n_positions", "norm_epsilon", "rms_norm_eps"]
+OMITTABLE = [
+    "layer_norm_eps", "layer_norm_epsilon", "max_position_embeddings", "n_positions", "norm_epsilon", "num_key_value_heads",
+    "rms_norm_eps",
+]
 
 
 def table(cls):
@@ -100,18 +103,19 @@ def padded_embedding(cls):
     return ("" if text is config else ".text_config",) + defaults
 
 
-def null_head_dim_fails(cls, **head_dim):
-    """Whether a model of `cls` cannot be built from a config whose `head_dim` is null (or absent, when
-    no `head_dim` is given) while the class accepts the null: classes without a head_dim field keep
+def null_fails(cls, key="head_dim", **value):
+    """Whether a model of `cls` cannot be built from a config whose `key` is null (or absent, when
+    no value is given) while the class accepts the null: classes without a head_dim field keep
     the None as an attribute, which their attention and rotary set-up read in place of
-    hidden_size / num_attention_heads; Ministral's field defaults to None."""
-    if "head_dim" in {field.name: field for field in dataclasses.fields(cls)} and not accepts(
-            cls.__validators__.get("head_dim", []), None):
+    hidden_size / num_attention_heads; Ministral's field defaults to None; Qwen2MoeConfig keeps a
+    null num_key_value_heads, which its attention divides by."""
+    if key in {field.name: field for field in dataclasses.fields(cls)} and not accepts(
+            cls.__validators__.get(key, []), None):
         return False  # refused as a kind already
     if getattr(cls, "sub_configs", {}).get("text_config"):
         return False
     try:
-        config = cls(num_hidden_layers=1, **head_dim)
+        config = cls(num_hidden_layers=1, **value)
         with torch.device("meta"):
             AutoModelForCausalLM.from_config(config)
     except (TypeError, ValueError):
@@ -220,7 +224,7 @@ def main():
         "    static let nullHeadDimFails: Set<String> = [",
     ]
     for model_type in MODEL_TYPES:
-        if null_head_dim_fails(CONFIG_MAPPING[model_type], head_dim=None):
+        if null_fails(CONFIG_MAPPING[model_type], head_dim=None):
             lines.append(f'        "{model_type}",')
     lines += [
         "    ]",
@@ -229,7 +233,17 @@ def main():
         "    static let absentHeadDimFails: Set<String> = [",
     ]
     for model_type in MODEL_TYPES:
-        if null_head_dim_fails(CONFIG_MAPPING[model_type]):
+        if null_fails(CONFIG_MAPPING[model_type]):
+            lines.append(f'        "{model_type}",')
+    lines += [
+        "    ]",
+        "",
+        "    /// Config classes (by model_type) that accept `\"num_key_value_heads\": null` but whose model cannot",
+        "    /// be built from it.",
+        "    static let nullKeyValueHeadsFail: Set<String> = [",
+    ]
+    for model_type in MODEL_TYPES:
+        if null_fails(CONFIG_MAPPING[model_type], "num_key_value_heads", num_key_value_heads=None):
             lines.append(f'        "{model_type}",')
     lines += ["    ]", "}", ""]
     sys.stdout.write("\n".join(lines))

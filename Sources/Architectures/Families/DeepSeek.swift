@@ -218,13 +218,10 @@ struct DeepSeekModel: DecoderFamily {
 
     init(_ checkpoint: Checkpoint) throws {
         let predictionLayers = try checkpoint.decodeConfig(MultiTokenPredictionLayers.self).count
-        // DeepseekV3Config's num_key_value_heads is 128 when config.json omits
-        // it (null: num_attention_heads); latent attention needs it equal to the heads.
-        let section = ConfigSection(defaults: checkpoint.modelType == "deepseek_v3" ? ["num_key_value_heads": 128] : [:])
         // Decoded first: the routed experts' tensors are checked with the layers.
-        let config = try checkpoint.decodeConfig(DeepSeekConfiguration.self, section: section)
+        let config = try checkpoint.decodeConfig(DeepSeekConfiguration.self)
         self.config = config
-        parts = try DecoderParts(checkpoint, section: section, naming: { prefix in
+        parts = try DecoderParts(checkpoint, naming: { prefix in
             LayerNaming(
                 prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
                 mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])

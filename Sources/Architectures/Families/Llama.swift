@@ -111,16 +111,19 @@ struct LlamaModel: DecoderFamily {
         let drops = plan.union(configuredDrops), weights = parts.weights
         let d = hiddenSize, eps = config.rmsNormEps
         let p = "layers.\(index)."
-        // Qwen2 always has q/k/v biases and none on o_proj; Llama's attention_bias covers all four.
-        let qkvBias = config.modelType == "qwen2" || config.attentionBias == true
-        let outputBias = config.modelType != "qwen2" && config.attentionBias == true
+        // Only Llama's and SmolLM3's classes read attention_bias (all four
+        // projections) and mlp_bias; Mistral's and Ministral's build no biases,
+        // Qwen2's always q/k/v ones and none on o_proj or the MLP.
+        let readsBiasFlags = ["llama", "smollm3"].contains(config.modelType)
+        let qkvBias = config.modelType == "qwen2" || readsBiasFlags && config.attentionBias == true
+        let outputBias = readsBiasFlags && config.attentionBias == true
         func attention() throws -> SelfAttention { try parts.attention(
             p + "self_attn.", bias: qkvBias, outputBias: outputBias, rotary: rotary,
             slidingWindow: slidingWindow) }
         func feedForward() throws -> FeedForward {
             try weights.gatedMLP(
                 p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize,
-                activation: try parts.activation(config.hiddenAct ?? "silu"), bias: config.mlpBias == true)
+                activation: try parts.activation(config.hiddenAct ?? "silu"), bias: readsBiasFlags && config.mlpBias == true)
         }
         return try parts.preNormBlock(index, drops: drops, eps: eps, attention: attention, feedForward: feedForward)
     }
