@@ -86,7 +86,7 @@ struct LayerTypeRopeSettings: Decodable {
     ) throws -> RotaryEmbedding {
         let settings = try (byType[layerType] ?? RopeSettings(top: nil, nested: nil)).forLayerType(maxPositions: maxPositions)
         let theta = layerType == AttentionLayerType.full ? topLevelTheta ?? defaultTheta : defaultTheta
-        return try settings.embedding(headDim: headDim, defaultTheta: theta, configPath: configPath)
+        return try settings.embedding(headDim: headDim, defaultTheta: theta, maxPositions: maxPositions, configPath: configPath)
     }
 }
 

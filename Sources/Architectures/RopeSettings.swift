@@ -250,8 +250,9 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// The rotary embedding for heads of `headDim`, or an error naming the
     /// config for scaling types droptrace does not implement, or a partial
     /// rotary factor the family cannot run (`PartialRotary`).
-    /// `maxPositions` (max_position_embeddings) gives LongRoPE its factor
-    /// when the config names none. `tableWidth`: the width transformers sizes
+    /// `maxPositions` (max_position_embeddings; by default the one these
+    /// settings were read beside) gives LongRoPE its factor when the config
+    /// names none. `tableWidth`: the width transformers sizes
     /// the rotary table by when it is not the head's (GPT-NeoX reads the
     /// config's `head_dim` there, its heads being hidden_size / heads wide).
     public func embedding(
@@ -315,7 +316,9 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             guard frequencyFactors == nil else {
                 throw DroptraceError("rope type \"\(type)\" cannot take frequency_factors", path: configPath)
             }
-            return try longRoPE(base: base, rotaryDim: rotaryDim, headDim: headDim, maxPositions: maxPositions, configPath: configPath)
+            return try longRoPE(
+                base: base, rotaryDim: rotaryDim, headDim: headDim, maxPositions: maxPositions ?? self.maxPositions,
+                configPath: configPath)
         case "yarn":
             (frequencies, attentionScaling) = try yarnScaled(base: base, rotaryDim: rotaryDim, configPath: configPath)
         default:

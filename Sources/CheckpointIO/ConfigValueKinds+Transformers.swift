@@ -983,6 +983,37 @@ extension ConfigValueKinds {
         "ministral",
     ]
 
+    /// Config classes (by model_type) whose `head_dim` is None when config.json omits it, and those
+    /// whose `head_dim` stays None when config.json writes null: the rotary initialisers that read it
+    /// with getattr's default (dynamic, YaRN, LongRoPE) then fail.
+    static let headDimNoneWhenAbsent: Set<String> = [
+        "ministral",
+        "mixtral",
+    ]
+    static let headDimNoneWhenNull: Set<String> = [
+        "apertus",
+        "cohere",
+        "deepseek_v3",
+        "gpt2",
+        "gpt_neox",
+        "granite",
+        "ministral",
+        "mixtral",
+        "olmo",
+        "olmo2",
+        "olmo3",
+        "olmoe",
+        "phi",
+        "phi3",
+        "qwen2",
+        "qwen2_moe",
+        "qwen3_moe",
+        "smollm3",
+        "stablelm",
+        "starcoder2",
+    ]
+
+
     /// Config classes (by model_type) that accept `"num_key_value_heads": null` but whose model cannot
     /// be built from it.
     static let nullKeyValueHeadsFail: Set<String> = [

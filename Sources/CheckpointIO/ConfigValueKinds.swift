@@ -67,6 +67,16 @@ public enum ConfigValueKinds {
             return "key \"head_dim\" is null or absent, which transformers' config class takes but its model cannot be built from; write the head width"
         default: break
         }
+        let headDim = members.last(where: { $0.key == "head_dim" })?.value
+        let headDimIsNone = switch headDim {
+        case .null?: headDimNoneWhenNull.contains(modelType)
+        case nil: headDimNoneWhenAbsent.contains(modelType)
+        default: false
+        }
+        if headDimIsNone, let type = ropeTypes(in: members).first(where: Self.ropeTypesReadingHeadDim.contains) {
+            return "key \"head_dim\" is \(headDim == nil ? "absent, None in transformers' config class," : "null"), which transformers' "
+                + "\(type) rotary set-up takes for the head width (TypeError); write the head width"
+        }
         if nullKeyValueHeadsFail.contains(modelType), case .null? = members.last(where: { $0.key == "num_key_value_heads" })?.value {
             return "key \"num_key_value_heads\" is null, which transformers' config class keeps but its attention cannot be built from; write the count"
         }
@@ -83,6 +93,20 @@ public enum ConfigValueKinds {
             return "key \"layer_types\" lists \(items.count) layers, but \"\(countKey)\" is \(count), which transformers' validate_layer_type refuses"
         }
         return nil
+    }
+
+    /// The rope types whose transformers initialisers read `config.head_dim` with getattr's default,
+    /// so that a None there is used as the width ("su": the first Phi-3 configs' LongRoPE).
+    static let ropeTypesReadingHeadDim: Set<String> = ["dynamic", "yarn", "longrope", "su"]
+
+    /// The `rope_type` (or legacy `type`) of `rope_parameters` and of `rope_scaling`, as written.
+    static func ropeTypes(in members: [(key: String, value: JSONValue)]) -> [String] {
+        ["rope_parameters", "rope_scaling"].compactMap { key in
+            guard case .object(let nested)? = members.last(where: { $0.key == key })?.value,
+                  case .string(let type)? = (nested.last { $0.key == "rope_type" } ?? nested.last { $0.key == "type" })?.value
+            else { return nil }
+            return type
+        }
     }
 
     /// The first rope setting (top-level `rope_theta`, or a member of `rope_parameters` / `rope_scaling`,

@@ -51,6 +51,50 @@ import Testing
         try EditedFixture("ministral-f32") { $0["head_dim"] = nil }.expectRefused(naming: "\"head_dim\"")
     }
 
+    /// transformers' dynamic, YaRN and LongRoPE initialisers read
+    /// `config.head_dim` with getattr's default, so a None there (a null
+    /// kept by the class, or MixtralConfig's default) fails them
+    /// (TypeError, checked with transformers 5.23); Llama's class computes
+    /// the width from a null, and linear rope takes it either way.
+    @Test func scaledRopeWithoutAHeadWidthIsRefusedAsTransformersFails() throws {
+        let yarn: [String: Any] = ["rope_type": "yarn", "factor": 4.0, "rope_theta": 10_000.0]
+        let dynamic: [String: Any] = ["rope_type": "dynamic", "factor": 2.0, "rope_theta": 10_000.0]
+        let linear: [String: Any] = ["rope_type": "linear", "factor": 2.0, "rope_theta": 10_000.0]
+        // The mixtral fixture writes "head_dim": null.
+        try EditedFixture("mixtral-f32") { $0["rope_parameters"] = yarn }.expectRefused(naming: "\"head_dim\" is null")
+        try EditedFixture("mixtral-f32") { $0["rope_parameters"] = dynamic; $0["head_dim"] = nil }
+            .expectRefused(naming: "\"head_dim\" is absent")
+        try EditedFixture("qwen2-f32") { $0["rope_parameters"] = dynamic; $0["head_dim"] = NSNull() }
+            .expectRefused(naming: "\"head_dim\" is null")
+        for (model, rope) in [("mixtral-f32", linear), ("llama-f32", dynamic)] {
+            let fixture = try EditedFixture(model) { $0["rope_parameters"] = rope; $0["head_dim"] = NSNull() }
+            #expect(try fixture.load().layerCount >= 1, "\(model)")
+        }
+    }
+
+    /// LongRoPE without a factor takes max_position_embeddings over the
+    /// original length, as transformers does, in every family (DeepSeek,
+    /// GPT-NeoX and gpt-oss read their rope settings apart and refused it).
+    /// (The fixtures rotate 2, 4 and 6 pairs of each head over 256 positions.)
+    @Test(arguments: [("gpt_neox-f32", 2), ("deepseek_v3-f32", 4), ("llama-f32", 6)])
+    func longRopeWithoutAFactorTakesTheLengthsRatio(_ model: String, pairs: Int) throws {
+        let plain = try EditedFixture(model)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: plain.configPath))) as! [String: Any]
+        let positions = config["max_position_embeddings"] as! Int
+        func rope(factor: Double?) -> [String: Any] {
+            var rope: [String: Any] = [
+                "rope_type": "longrope", "rope_theta": 10_000.0, "original_max_position_embeddings": positions / 4,
+                "short_factor": Array(repeating: 1.0, count: pairs), "long_factor": Array(repeating: 2.0, count: pairs),
+            ]
+            if let factor { rope["factor"] = factor }
+            if let share = (config["rope_parameters"] as? [String: Any])?["partial_rotary_factor"] { rope["partial_rotary_factor"] = share }
+            return rope
+        }
+        let implied = try EditedFixture(model) { $0["rope_parameters"] = rope(factor: nil) }
+        let written = try EditedFixture(model) { $0["rope_parameters"] = rope(factor: 4) }
+        expectSameScores(try scores(written), try scores(implied), "\(model) longrope without a factor")
+    }
+
     /// Each default of `omittedDefaults`, on its family's fixture: leaving
     /// the key out scores as writing the class's default, or is refused
     /// alike (gpt2's default 1024 `n_positions` against the fixture's 128

@@ -123,6 +123,20 @@ def null_fails(cls, key="head_dim", **value):
     return False
 
 
+def head_dim_none(cls, given):
+    """Whether a config of `cls` built with `given` (nothing, or a null head_dim) has head_dim None,
+    as an attribute (classes without the field keep a given null as one)."""
+    if getattr(cls, "sub_configs", {}).get("text_config"):
+        return False
+    if "head_dim" not in {f.name for f in dataclasses.fields(cls)} and not given:
+        return False
+    try:
+        config = cls(num_hidden_layers=1, **given)
+    except Exception:
+        return False  # refused as a kind already
+    return hasattr(config, "head_dim") and config.head_dim is None
+
+
 def dropout_modules(cls):
     """The dropout settings of `cls` its model builds `nn.Dropout` from (torch refuses a probability
     outside [0, 1] there), found by building the model with each set to 1.5."""
@@ -237,6 +251,19 @@ def main():
             lines.append(f'        "{model_type}",')
     lines += [
         "    ]",
+        "",
+        "    /// Config classes (by model_type) whose `head_dim` is None when config.json omits it, and those",
+        "    /// whose `head_dim` stays None when config.json writes null: the rotary initialisers that read it",
+        "    /// with getattr's default (dynamic, YaRN, LongRoPE) then fail.",
+    ]
+    for name, given in [("headDimNoneWhenAbsent", {}), ("headDimNoneWhenNull", {"head_dim": None})]:
+        lines.append(f"    static let {name}: Set<String> = [")
+        for model_type in MODEL_TYPES:
+            if head_dim_none(CONFIG_MAPPING[model_type], given):
+                lines.append(f'        "{model_type}",')
+        lines += ["    ]"]
+    lines += [
+        "",
         "",
         "    /// Config classes (by model_type) that accept `\"num_key_value_heads\": null` but whose model cannot",
         "    /// be built from it.",
