@@ -60,10 +60,15 @@ struct LayerTypeRopeSettings: Decodable {
             return try container.nestedContainer(keyedBy: Key.self, forKey: Key(name))
         }
         topLevelTheta = try top.decodeIfPresent(Double.self, forKey: Key("rope_theta"))
+        // standardize_rope_params gives each type's parameters a top-level fraction they lack.
+        let topLevelShare = try top.decodeIfPresent(Double.self, forKey: Key("partial_rotary_factor"))
         try ConfigRules.decodingChecks { try ConfigRules.positiveIfPresent(topLevelTheta, "rope_theta") }
         if let parameters = try object(top, "rope_parameters") {
             for type in [AttentionLayerType.full, AttentionLayerType.sliding] {
-                if let settings = try object(parameters, type) { byType[type] = try RopeSettings(top: nil, nested: settings) }
+                guard let settings = try object(parameters, type) else { continue }
+                var rope = try RopeSettings(top: nil, nested: settings)
+                if rope.partialRotaryFactor == nil, !rope.partialRotaryFactorIsNull { rope.partialRotaryFactor = topLevelShare }
+                byType[type] = rope
             }
         }
         if let scaling = try object(top, "rope_scaling") {

@@ -430,6 +430,10 @@ extension RopeSettings {
         if parameters["rope_theta"] == nil {
             parameters["rope_theta"] = section[legacyThetaKey].flatMap { $0 is NSNull ? nil : $0 } ?? defaultTheta
         }
+        // transformers' standardize_rope_params gives every layer type a top-level fraction it lacks.
+        if parameters["partial_rotary_factor"] == nil, let share = section["partial_rotary_factor"], !(share is NSNull) {
+            parameters["partial_rotary_factor"] = share
+        }
         return parameters
     }
 }

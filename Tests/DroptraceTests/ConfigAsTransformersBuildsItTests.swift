@@ -95,6 +95,25 @@ import Testing
         expectSameScores(try scores(written), try scores(implied), "\(model) longrope without a factor")
     }
 
+    /// transformers gives every set of rotary settings a top-level
+    /// `partial_rotary_factor` it lacks (standardize_rope_params): each of
+    /// Gemma-3's per-type sets, and Apertus's default settings too, whose
+    /// scaled types then cannot run it (failing at the forward pass, checked
+    /// with transformers 5.23). A fraction of 1 changes nothing.
+    @Test func topLevelRotaryFractionReachesEverySetOfRopeSettings() throws {
+        let byType: [String: Any] = [
+            "full_attention": ["rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0],
+            "sliding_attention": ["rope_type": "default", "rope_theta": 10_000.0],
+        ]
+        try EditedFixture("gemma3_text-f32") { $0["rope_parameters"] = byType; $0["partial_rotary_factor"] = 0.5 }
+            .expectRefused(naming: "partial_rotary_factor 0.5 with rope type \"linear\"")
+        try EditedFixture("apertus-f32") { $0["rope_parameters"] = nil; $0["partial_rotary_factor"] = 0.5 }
+            .expectRefused(naming: "partial_rotary_factor 0.5 with rope type \"llama3\"")
+        let whole = try EditedFixture("apertus-f32") { $0["rope_parameters"] = nil; $0["partial_rotary_factor"] = 1.0 }
+        let unsaid = try EditedFixture("apertus-f32") { $0["rope_parameters"] = nil }
+        expectSameScores(try scores(unsaid), try scores(whole), "apertus, partial_rotary_factor 1")
+    }
+
     /// Each default of `omittedDefaults`, on its family's fixture: leaving
     /// the key out scores as writing the class's default, or is refused
     /// alike (gpt2's default 1024 `n_positions` against the fixture's 128

@@ -19,6 +19,9 @@ struct ApertusConfiguration: Decodable {
     var attentionBias: Bool?
     /// config.json holds `rope_parameters` or `rope_scaling` (not null).
     var namesRope: Bool
+    /// A top-level fraction, which transformers adds to the default rotary
+    /// settings (where it keeps their base over a top-level `rope_theta`).
+    var partialRotaryFactor: Double?
 
     enum CodingKeys: String, CodingKey {
         case rmsNormEps = "rms_norm_eps"
@@ -26,6 +29,7 @@ struct ApertusConfiguration: Decodable {
         case attentionBias = "attention_bias"
         case ropeParameters = "rope_parameters"
         case ropeScaling = "rope_scaling"
+        case partialRotaryFactor = "partial_rotary_factor"
     }
 
     init(from decoder: Decoder) throws {
@@ -34,6 +38,7 @@ struct ApertusConfiguration: Decodable {
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct)
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias)
         namesRope = try [CodingKeys.ropeParameters, .ropeScaling].contains { try c.contains($0) && !c.decodeNil(forKey: $0) }
+        partialRotaryFactor = try c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor)
     }
 }
 
@@ -56,8 +61,9 @@ struct ApertusModel: DecoderFamily {
                 mlp: ["mlp.", "feedforward_layernorm."], layerCountKeys: ["num_hidden_layers"])
         }
         config = try parts.config(ApertusConfiguration.self)
-        let defaults = config.namesRope
+        var defaults = config.namesRope
             ? nil : try JSONDecoder().decode(RopeSettings.self, from: Data(ApertusConfiguration.defaultRope.utf8))
+        defaults?.partialRotaryFactor = config.partialRotaryFactor
         rotary = try parts.rotary(defaultTheta: ApertusConfiguration.defaultTheta, settings: defaults)
         let act = config.hiddenAct ?? "xielu"
         namedActivation = act == "xielu" ? nil : try parts.activation(act)
