@@ -1013,7 +1013,6 @@ extension ConfigValueKinds {
         "starcoder2",
     ]
 
-
     /// Config classes (by model_type) that accept `"num_key_value_heads": null` but whose model cannot
     /// be built from it.
     static let nullKeyValueHeadsFail: Set<String> = [

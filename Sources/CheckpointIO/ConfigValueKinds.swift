@@ -74,7 +74,7 @@ public enum ConfigValueKinds {
         default: false
         }
         if headDimIsNone, let type = ropeTypes(in: members).first(where: Self.ropeTypesReadingHeadDim.contains) {
-            return "key \"head_dim\" is \(headDim == nil ? "absent, None in transformers' config class," : "null"), which transformers' "
+            return "key \"head_dim\" is \(headDim == nil ? "absent (None in transformers' config class)" : "null"), which transformers' "
                 + "\(type) rotary set-up takes for the head width (TypeError); write the head width"
         }
         if nullKeyValueHeadsFail.contains(modelType), case .null? = members.last(where: { $0.key == "num_key_value_heads" })?.value {

@@ -264,7 +264,6 @@ def main():
         lines += ["    ]"]
     lines += [
         "",
-        "",
         "    /// Config classes (by model_type) that accept `\"num_key_value_heads\": null` but whose model cannot",
         "    /// be built from it.",
         "    static let nullKeyValueHeadsFail: Set<String> = [",
