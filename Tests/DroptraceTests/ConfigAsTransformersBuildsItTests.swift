@@ -117,7 +117,8 @@ import Testing
     /// Each default of `omittedDefaults`, on its family's fixture: leaving
     /// the key out scores as writing the class's default, or is refused
     /// alike (gpt2's default 1024 `n_positions` against the fixture's 128
-    /// position embeddings, which transformers cannot load either).
+    /// position embeddings, LlamaConfig's 11008 `intermediate_size` against
+    /// the fixture's MLP, which transformers cannot load either).
     static let omitted: [(model: String, key: String)] = ConfigValueKinds.omittedDefaults.keys.sorted().flatMap { modelType in
         ConfigValueKinds.omittedDefaults[modelType]!.keys.sorted().map { (modelType + "-f32", $0) }
     }
@@ -133,14 +134,14 @@ import Testing
             let expected = try scores(defaulted)
             expectSameScores(expected, try scores(left), "\(key) left out")
         } catch let refused as DroptraceError {
-            let error = #expect(throws: DroptraceError.self) { try left.load() }
+            let error = #expect(throws: DroptraceError.self) { try scores(left) }
             #expect(error?.message == refused.message)
         }
     }
 
     /// The defaults are those of transformers 5.23's classes (spot checks).
     @Test func defaultsAreTheClasses() {
-        #expect(ConfigValueKinds.omittedDefaults["llama"] == ["max_position_embeddings": "2048", "rms_norm_eps": "1e-06"])
+        #expect(ConfigValueKinds.omittedDefaults["llama"] == ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"])
         #expect(ConfigValueKinds.omittedDefaults["gpt_neox"]?["layer_norm_eps"] == "1e-05")
         #expect(ConfigValueKinds.omittedDefaults["gpt2"] == ["layer_norm_epsilon": "1e-05", "n_positions": "1024"])
         // Classes whose num_key_value_heads default is a number of their own, not the heads' count.

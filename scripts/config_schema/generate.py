@@ -69,8 +69,8 @@ EVERYTHING = "nbifs[nbifs]o"
 # Keys droptrace reads from every config of the families that have them, and that configs in the wild
 # omit (their class's default then applies): norm epsilons and the position count.
 OMITTABLE = [
-    "layer_norm_eps", "layer_norm_epsilon", "max_position_embeddings", "n_positions", "norm_epsilon", "num_key_value_heads",
-    "rms_norm_eps",
+    "intermediate_size", "layer_norm_eps", "layer_norm_epsilon", "max_position_embeddings", "n_positions", "norm_epsilon",
+    "num_experts_per_tok", "num_key_value_heads", "num_local_experts", "rms_norm_eps",
 ]
 
 
