@@ -11,8 +11,9 @@ protocol TextNormalizer: Sendable {
     /// `normalize(utf8:)`, and whether it deleted the text's first
     /// character, so that the normalised text starts later in the input (the
     /// library's `offsets_original().0 > 0`, which Metaspace's prepend_scheme
-    /// "first" reads). A replacement or a prefix takes the place of what it
-    /// replaces or precedes and deletes nothing.
+    /// "first" reads). A prefix, or a replacement of one character, takes its
+    /// place and deletes nothing; a replacement of several is aligned with
+    /// the last of them, so the start moves as if the others were deleted.
     func normalizeTrackingStart(utf8 text: ArraySlice<UInt8>) throws -> (text: [UInt8], deletedStart: Bool)
     /// Whether a rewrite may depend on text arbitrarily far ahead (`SplitPattern`).
     var looksArbitrarilyFarAhead: Bool { get }
@@ -134,6 +135,9 @@ struct UnicodeFormNormalizer: TextNormalizer {
     }
 
     private func foundationForm(_ text: String) -> String {
+        // Foundation on Linux drops the marks of a combining sequence past
+        // its 64th when it has to decompose or reorder them.
+        if Self.holdsLongCombiningRun(text) { return longRunForm(text) }
         switch form {
         // NFC is the composition of NFD (and NFKC of NFKD) by definition;
         // Foundation's direct forms on Linux leave Hangul apart that
@@ -144,6 +148,71 @@ struct UnicodeFormNormalizer: TextNormalizer {
         case .nfkc: return text.decomposedStringWithCompatibilityMapping.precomposedStringWithCanonicalMapping
         case .nfkd: return text.decomposedStringWithCompatibilityMapping
         }
+    }
+}
+
+extension UnicodeFormNormalizer {
+    /// Runs of combining marks at least this long take `longRunForm`.
+    static let longRun = 32
+
+    static func holdsLongCombiningRun(_ text: String) -> Bool {
+        var run = 0
+        for scalar in text.unicodeScalars {
+            let properties = scalar.properties
+            let isMark = properties.canonicalCombiningClass.rawValue != 0
+                || [.nonspacingMark, .spacingMark, .enclosingMark].contains(properties.generalCategory)
+            run = isMark ? run + 1 : 0
+            if run >= longRun { return true }
+        }
+        return false
+    }
+
+    /// The form by Unicode's algorithm (UAX #15), with Foundation only for
+    /// what it gets right on short strings: each scalar's decomposition and
+    /// each pair's primary composite. Canonical ordering is a stable sort of
+    /// each run of non-starters by combining class; composition joins a
+    /// mark with the last starter unless a character between them blocks it.
+    func longRunForm(_ text: String) -> String {
+        let compatibility = form == .nfkc || form == .nfkd
+        var scalars: [Unicode.Scalar] = []
+        for scalar in text.unicodeScalars {
+            let single = String(scalar)
+            scalars += (compatibility ? single.decomposedStringWithCompatibilityMapping : single.decomposedStringWithCanonicalMapping)
+                .unicodeScalars
+        }
+        func combiningClass(_ scalar: Unicode.Scalar) -> UInt8 { scalar.properties.canonicalCombiningClass.rawValue }
+        var start = 0
+        while start < scalars.count {
+            guard combiningClass(scalars[start]) != 0 else { start += 1; continue }
+            var end = start
+            while end < scalars.count, combiningClass(scalars[end]) != 0 { end += 1 }
+            let sorted = scalars[start..<end].enumerated().sorted {
+                (combiningClass($0.element), $0.offset) < (combiningClass($1.element), $1.offset)
+            }
+            scalars.replaceSubrange(start..<end, with: sorted.map(\.element))
+            start = end
+        }
+        guard form == .nfc || form == .nfkc else { return String(String.UnicodeScalarView(scalars)) }
+        var result: [Unicode.Scalar] = []
+        var starter: Int?
+        var lastClass: UInt8 = 0
+        for scalar in scalars {
+            let currentClass = combiningClass(scalar)
+            if let starter {
+                let blocked = result.count - 1 != starter && (lastClass == 0 || lastClass >= currentClass)
+                // Decomposed first, as `foundationForm` does, so Hangul LV + T joins.
+                let pair = String(String.UnicodeScalarView([result[starter], scalar]))
+                    .decomposedStringWithCanonicalMapping.precomposedStringWithCanonicalMapping
+                if !blocked, pair.unicodeScalars.count == 1, let composite = pair.unicodeScalars.first {
+                    result[starter] = composite
+                    continue
+                }
+            }
+            if currentClass == 0 { starter = result.count }
+            lastClass = currentClass
+            result.append(scalar)
+        }
+        return String(String.UnicodeScalarView(result))
     }
 }
 
@@ -252,7 +321,9 @@ struct ReplaceNormalizer: TextNormalizer {
         return (Array(output.utf8), deletedStart)
     }
 
-    /// The replaced text, and whether a match at its start was replaced by nothing.
+    /// The replaced text, and whether it no longer starts where the input
+    /// does: a match at its start of two or more characters, or of one
+    /// replaced by nothing.
     /// - Throws: `DroptraceError` for an empty match at the start when
     ///   `emptyMatchAtStartFails`, and the pattern's and `NormalizationGrowth`'s errors.
     private func replace(_ text: ArraySlice<UInt8>) throws -> (text: String, deletedStart: Bool) {
@@ -273,7 +344,12 @@ struct ReplaceNormalizer: TextNormalizer {
                                 + "(the tokenizers library fails on that, or inserts the content twice)",
                             path: source)
                     }
-                    if start == 0 && end > 0 && replacement.isEmpty { deletedStart = true }
+                    // The library aligns the content with the last character it replaces: replacing
+                    // two or more at the start (or deleting the first) moves the start past the input's.
+                    let replacedCharacters = buffer[start..<end].lazy.filter { $0 & 0xC0 != 0x80 }.count
+                    if start == 0 && (replacedCharacters > 1 || replacedCharacters == 1 && replacement.isEmpty) {
+                        deletedStart = true
+                    }
                     output.append(contentsOf: replacement)
                 } else {
                     output.append(contentsOf: buffer[start..<end])

@@ -100,3 +100,40 @@ struct LibraryUnicodeDataTests {
         #expect(matched == matches)
     }
 }
+
+/// Foundation on Linux drops the marks of a combining sequence past its 64th
+/// when it must decompose or reorder them; such runs are normalised by
+/// Unicode's algorithm instead, with the tokenizers library's results.
+@Suite struct LongCombiningRunTests {
+    @Test func everyMarkOfALongRunIsKept() {
+        let nfc = UnicodeFormNormalizer(form: .nfc)
+        // tokenizers 0.23.3: U+0340 is U+0300 in every form, and "a" + U+0300 composes to "à".
+        #expect(nfc.normalize(String(repeating: "\u{0340}", count: 65)) == String(repeating: "\u{0300}", count: 65))
+        #expect(nfc.normalize("a" + String(repeating: "\u{0340}", count: 65) + " b")
+            == "\u{E0}" + String(repeating: "\u{0300}", count: 64) + " b")
+        for form in [UnicodeFormNormalizer.Form.nfd, .nfkc, .nfkd] {
+            let marks = UnicodeFormNormalizer(form: form).normalize(String(repeating: "\u{0344}", count: 40))
+            #expect(marks.unicodeScalars.count == 80, "\(form)")
+        }
+    }
+
+    /// Where Foundation is right (runs shorter than 64), the algorithm gives its results.
+    @Test(arguments: [UnicodeFormNormalizer.Form.nfc, .nfd, .nfkc, .nfkd])
+    func theAlgorithmAgreesWithFoundationOnShortRuns(_ form: UnicodeFormNormalizer.Form) {
+        let normalizer = UnicodeFormNormalizer(form: form)
+        let texts = [
+            "e\u{0301}\u{0327} ñ Å\u{0316}\u{0301}\u{0300} ﬁ ①", "가\u{11A8} 가 \u{1100}\u{1161}\u{11A8} ﾊﾟ",
+            "a\u{0344}\u{0340}\u{0323}\u{0302}b\u{05B0}\u{05B1}\u{0591}", "ǅ Ω K Å \u{2126}\u{0301} ẛ\u{0323} \u{0F73}\u{0F71}",
+        ]
+        for text in texts {
+            let foundation: String
+            switch form {
+            case .nfc: foundation = text.decomposedStringWithCanonicalMapping.precomposedStringWithCanonicalMapping
+            case .nfd: foundation = text.decomposedStringWithCanonicalMapping
+            case .nfkc: foundation = text.decomposedStringWithCompatibilityMapping.precomposedStringWithCanonicalMapping
+            case .nfkd: foundation = text.decomposedStringWithCompatibilityMapping
+            }
+            #expect(Array(normalizer.longRunForm(text).unicodeScalars) == Array(foundation.unicodeScalars), "\(text)")
+        }
+    }
+}
