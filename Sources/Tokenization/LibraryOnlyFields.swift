@@ -1,7 +1,10 @@
 import DroptraceSupport
 
 /// The parts of tokenizer.json that do not change the ids droptrace
-/// computes (`truncation`, `padding`, `decoder`), and how deep `Sequence`
+/// computes (`truncation`, `padding`, `decoder`: transformers' fast
+/// tokenizer disables the first two on loading, so calibration text is
+/// encoded whole and unpadded, as LLM-Drop's runs encode it, though the
+/// library's own `Tokenizer.encode` would apply them), and how deep `Sequence`
 /// steps nest, are still checked as the tokenizers library's deserializer
 /// checks them (tokenizers 0.23.3): a file it refuses to load,
 /// transformers' AutoTokenizer refuses too, so droptrace refuses it naming
