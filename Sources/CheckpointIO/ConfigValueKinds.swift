@@ -62,16 +62,15 @@ public enum ConfigValueKinds {
         if let key = ropeIntegerBeyondTorch(in: members) {
             return "key \"\(key)\" is an integer beyond 64 bits, which transformers' rotary set-up cannot convert (OverflowError)"
         }
-        switch members.last(where: { $0.key == "head_dim" })?.value {
-        case .null? where nullHeadDimFails.contains(modelType), nil where absentHeadDimFails.contains(modelType):
-            return "key \"head_dim\" is null or absent, which transformers' config class takes but its model cannot be built from; write the head width"
-        default: break
-        }
+        // A null or absent head_dim: whether the model cannot be built from it, and whether the class keeps it None.
         let headDim = members.last(where: { $0.key == "head_dim" })?.value
-        let headDimIsNone = switch headDim {
-        case .null?: headDimNoneWhenNull.contains(modelType)
-        case nil: headDimNoneWhenAbsent.contains(modelType)
-        default: false
+        let (modelFails, headDimIsNone) = switch headDim {
+        case .null?: (nullHeadDimFails.contains(modelType), headDimNoneWhenNull.contains(modelType))
+        case nil: (absentHeadDimFails.contains(modelType), headDimNoneWhenAbsent.contains(modelType))
+        default: (false, false)
+        }
+        if modelFails {
+            return "key \"head_dim\" is null or absent, which transformers' config class takes but its model cannot be built from; write the head width"
         }
         if headDimIsNone, let type = ropeTypes(in: members).first(where: Self.ropeTypesReadingHeadDim.contains) {
             return "key \"head_dim\" is \(headDim == nil ? "absent (None in transformers' config class)" : "null"), which transformers' "
