@@ -97,13 +97,16 @@ enum GGUFBytes {
 
     /// Rewrites the tensor infos' offsets of a float file (F32, F16, BF16) as
     /// llama.cpp lays the tensors out, one after another padded to 32, after
-    /// an edit changed a tensor's size; the data is left where it is.
+    /// an edit changed a tensor's size; the data is left where it is, and
+    /// the file ends where the laid-out data does.
     static func layOutTensors(_ bytes: inout [UInt8]) {
+        let (infos, end) = tensorInfos(bytes)
         var next = 0
-        for info in tensorInfos(bytes).infos {
+        for info in infos {
             bytes.replaceSubrange(info.offsetField..<(info.offsetField + 8), with: le(UInt64(next)))
             next += padded(info.size)
         }
+        bytes.removeSubrange(min(bytes.count, padded(end) + next)...)
     }
 
     /// A float file (aligned to 32) with an F32 tensor `name` of ggml
@@ -615,5 +618,30 @@ enum GGUFBytes {
         var bytes = try GGUFBytes.fixture("gguf/llama-f32.gguf")
         try GGUFBytes.insertPair(&bytes, Self.pair("general.junk", GGUFBytes.array(.uint8, count: 5_000_000, [UInt8](repeating: 0, count: 5_000_000))))
         #expect(try GGUFBytes.openingError(bytes)?.message == "metadata arrays hold more than 4194304 values (at key 'general.junk'); the file is corrupt")
+    }
+
+    /// A tensor count one too low left the last entry of the table to be read
+    /// as padding: the data section started 32 bytes early and every tensor
+    /// was read from bytes that were not its own (garbage scores, or exit 0
+    /// where they stayed finite). Bytes past the padded data are refused.
+    @Test(arguments: [1, 2])
+    func aTensorCountTooLowIsRefused(missing: UInt64) throws {
+        var bytes = try GGUFBytes.fixture("gguf/llama-f32.gguf")
+        let count = bytes[8..<16].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        bytes.replaceSubrange(8..<16, with: GGUFBytes.le(count - missing))
+        let message = try GGUFBytes.openingError(bytes)?.message ?? "(read)"
+        #expect(message.contains("bytes after the data of its \(count - missing) tensors"), "\(message)")
+        #expect(message.contains("does not describe the whole file"), "\(message)")
+    }
+
+    /// Data appended to a sound file is refused the same way; the file as
+    /// written (padded or not after its last tensor) is read.
+    @Test func bytesAfterThePaddedDataAreRefused() throws {
+        let bytes = try GGUFBytes.fixture("gguf/llama-f32.gguf")
+        #expect(try GGUFBytes.openingError(bytes) == nil)
+        let padding = GGUFBytes.padded(bytes.count) - bytes.count
+        #expect(try GGUFBytes.openingError(bytes + [UInt8](repeating: 0, count: padding)) == nil)
+        let message = try GGUFBytes.openingError(bytes + [UInt8](repeating: 0, count: padding + 1))?.message ?? "(read)"
+        #expect(message.hasPrefix("the file has 1 byte after the data of its"), "\(message)")
     }
 }

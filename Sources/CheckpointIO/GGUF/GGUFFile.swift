@@ -84,6 +84,21 @@ public final class GGUFFile: @unchecked Sendable {
                     path: path)
             }
         }
+        // Writers pad the data section to the alignment and stop. Bytes past
+        // that are data the tensor table does not describe: most often a
+        // table that lost entries (a tensor count too low), which moves the
+        // data section's start, so that every tensor would be read from
+        // bytes that are not its own. llama.cpp reads such a file all the
+        // same; droptrace cannot tell it from a sound one with data appended.
+        let paddedEnd = dataStart + header.dataLength
+        guard file.size <= paddedEnd else {
+            let extra = file.size - paddedEnd
+            throw DroptraceError(
+                "the file has \(extra) byte\(extra == 1 ? "" : "s") after the data of its \(tensors.count) tensors (which end at byte "
+                    + "\(paddedEnd), padded to the alignment): the header's tensor table does not describe the whole file "
+                    + "(a tensor count too low shifts where every tensor's data starts)",
+                path: path)
+        }
     }
 
     /// The length a complete file must have according to its header, or nil
@@ -119,6 +134,8 @@ public final class GGUFFile: @unchecked Sendable {
         var metadata: [String: GGUFValue]
         var tensors: [TensorInfo]
         var dataStart: Int
+        /// Bytes the tensors take in the data section, each padded to the alignment.
+        var dataLength: Int
     }
 
     /// Every size is checked before it is used: counts against the bytes left,
@@ -237,9 +254,9 @@ public final class GGUFFile: @unchecked Sendable {
             }
             alignment = Int(a)
         }
-        try checkLayout(tensors, alignment: alignment, path: path)
+        let dataLength = try checkLayout(tensors, alignment: alignment, path: path)
         let dataStart = (reader.offset + alignment - 1) / alignment * alignment
-        return Header(version: Int(version), metadata: metadata, tensors: tensors, dataStart: dataStart)
+        return Header(version: Int(version), metadata: metadata, tensors: tensors, dataStart: dataStart, dataLength: dataLength)
     }
 
     /// llama.cpp places each tensor right after the one before it in the
@@ -249,7 +266,8 @@ public final class GGUFFile: @unchecked Sendable {
     /// laid out for it (a changed type or dimension) would each make droptrace
     /// read other bytes than llama.cpp does. Offsets and sizes are at most
     /// Int.max / 4 each, so the running end cannot overflow before it is compared.
-    private static func checkLayout(_ tensors: [TensorInfo], alignment: Int, path: String) throws {
+    /// Returns the data section's length, every tensor padded to the alignment.
+    private static func checkLayout(_ tensors: [TensorInfo], alignment: Int, path: String) throws -> Int {
         var expected = 0
         for info in tensors {
             guard info.offset == expected else {
@@ -259,6 +277,7 @@ public final class GGUFFile: @unchecked Sendable {
             }
             expected += (info.byteCount + alignment - 1) / alignment * alignment
         }
+        return expected
     }
 }
 
