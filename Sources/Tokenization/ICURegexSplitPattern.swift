@@ -106,6 +106,11 @@ struct ICURegexSplitPattern: SplitPattern {
     ///   ICU, the characters : a l p h in Oniguruma) and `--` inside brackets
     ///   (set difference in ICU); a repeat count above 100000 (Oniguruma
     ///   refuses the pattern; the tokenizers library then refuses the file).
+    /// - Counts are read as Oniguruma reads them: `{,m}` is `{0,m}`, `{n,m}`
+    ///   with n > m the possessive `{m,n}+`, and a "{" that starts no count
+    ///   (`a{b}`, `{,}`) or a "}" that ends none is itself (ICU refuses all
+    ///   four). Refused: a "+" after a count, a "?" after an exact one, and
+    ///   any repeat after a possessive one (a second repeat in Oniguruma).
     /// - Brackets are read with Oniguruma's rules for "-": a range between
     ///   two characters, otherwise a literal (written escaped for ICU), and
     ///   refused, as the library refuses it, next to a class (`[\d-z]`,
@@ -401,19 +406,31 @@ struct ICURegexSplitPattern: SplitPattern {
                 output += String(repeating: ")", count: optionGroups + 1)
                 (caseless, optionGroups) = enclosing.popLast() ?? (caseless, 0)
             case "{" where !inClass:
-                // In Oniguruma's Ruby syntax a "+" after a count repeats the
-                // counted group again ("a{2}+" is (?:a{2})+) and a "?" after
-                // an exact count makes it optional; ICU reads both as
-                // possessive or lazy forms of the count.
-                output += "{"
-                if let close = scalars[index...].firstIndex(of: "}"),
-                   scalars[index..<close].allSatisfy({ $0 == "," || ("0"..."9").contains($0) }),
-                   scalars[index..<close].contains(where: { ("0"..."9").contains($0) }), close + 1 < scalars.count {
-                    let exact = !scalars[index..<close].contains(",")
-                    if scalars[close + 1] == "+" || (exact && scalars[close + 1] == "?") {
-                        throw refuse("a repeat count followed by \"\(scalars[close + 1])\" (a second repeat in Oniguruma)")
-                    }
+                // Oniguruma's Ruby syntax reads a count as {n}, {n,}, {n,m}
+                // or {,m} (from 0), and a "{" that starts none of them as
+                // itself ("a{b}", "a{,}"; ICU refuses them); {n,m} with n > m
+                // is the possessive {m,n}+.
+                guard let close = scalars[index...].firstIndex(of: "}"),
+                      let count = RepeatCount(String(String.UnicodeScalarView(scalars[index..<close]))) else {
+                    output += "\\{"
+                    try classValue(isSet: false, value: scalar.value)
+                    break
                 }
+                output += count.icuSpelling
+                index = close + 1
+                // A "+" after a count repeats the counted group again ("a{2}+"
+                // is (?:a{2})+) and a "?" after an exact count makes it
+                // optional; ICU reads both as possessive or lazy forms of the
+                // count (and refuses any repeat after a possessive one).
+                if index < scalars.count,
+                   scalars[index] == "+" || (scalars[index] == "?" && (count.exact || count.possessive))
+                    || (count.possessive && repeatStarts(at: index)) {
+                    throw refuse("a repeat count followed by \"\(scalars[index])\" (a second repeat in Oniguruma)")
+                }
+            case "}" where !inClass:
+                // Not the end of a count (a count takes its own "}"): itself.
+                output += "\\}"
+                try classValue(isSet: false, value: scalar.value)
             default:
                 output.unicodeScalars.append(scalar)
                 try classValue(isSet: false, value: scalar.value)
@@ -625,4 +642,35 @@ enum MultipleCaseFolding {
         0x1FCC...0x1FCC, 0x1FD2...0x1FD3, 0x1FD6...0x1FD7, 0x1FE2...0x1FE4, 0x1FE6...0x1FE7, 0x1FF2...0x1FF4,
         0x1FF6...0x1FF7, 0x1FFC...0x1FFC, 0xFB00...0xFB06, 0xFB13...0xFB17,
     ]
+}
+
+/// A repeat count as Oniguruma's Ruby syntax reads the text between "{" and
+/// "}": `n`, `n,`, `n,m` or `,m` (from 0); nil for anything else, which
+/// makes the "{" a literal. `n > m` is the possessive count {m,n}+.
+struct RepeatCount: Equatable {
+    let low: Int
+    /// nil: no upper bound.
+    let high: Int?
+    let possessive: Bool
+    /// `{n}` (no comma): a "?" after it makes the count optional in Oniguruma.
+    let exact: Bool
+
+    init?(_ inside: String) {
+        let parts = inside.split(separator: ",", omittingEmptySubsequences: false)
+        guard parts.count <= 2, parts.allSatisfy({ $0.allSatisfy { ("0"..."9").contains($0) } }) else { return nil }
+        let low = Int(parts[0]), high = parts.count == 2 ? Int(parts[1]) : low
+        guard low != nil || high != nil else { return nil }
+        exact = parts.count == 1
+        if let low, let high, low > high {
+            (self.low, self.high, possessive) = (high, low, true)
+        } else {
+            (self.low, self.high, possessive) = (low ?? 0, high, false)
+        }
+    }
+
+    /// The count in ICU's syntax.
+    var icuSpelling: String {
+        let range = exact ? "{\(low)}" : "{\(low),\(high.map(String.init) ?? "")}"
+        return possessive ? range + "+" : range
+    }
 }

@@ -87,6 +87,36 @@ struct TokenizerDialectTests {
         #expect(found == matches)
     }
 
+    /// Repeat counts Oniguruma reads where ICU refuses them: `{,m}` from 0,
+    /// `{n,m}` with n > m as the possessive `{m,n}+`, and a "{" that starts
+    /// no count as itself. Matches from the library (tokenizers 0.23.3) on
+    /// `countText`.
+    static let countText = "aaa ab{ a{b} x{,2}y aaaaa {} a{1,} a{,} a{ 2} a{}"
+    static let countSplits: [(pattern: String, matches: [String])] = [
+        (#"a{,2}"#, ["aa", "a", "a", "a", "aa", "aa", "a", "a", "a", "a", "a"]),
+        (#"a{2,1}"#, ["aa", "a", "a", "a", "aa", "aa", "a", "a", "a", "a", "a"]),
+        (#"a{3,1}b"#, ["ab"]),
+        (#"a{2,1}a"#, ["aaa", "aaa"]),
+        (#"a{1,2}a"#, ["aaa", "aaa", "aa"]),
+        (#"(a){,2}"#, ["aa", "a", "a", "a", "aa", "aa", "a", "a", "a", "a", "a"]),
+        (#"x{,2}y"#, ["y"]),
+        (#"a{,2}?"#, []),
+        (#"a{,0}"#, []),
+        (#"a{1,}"#, ["aaa", "a", "a", "aaaaa", "a", "a", "a", "a"]),
+        (#"a{b}"#, ["a{b}"]),
+        (#"a{,}"#, ["a{,}"]),
+        (#"a{ 2}"#, ["a{ 2}"]),
+        (#"{"#, ["{", "{", "{", "{", "{", "{", "{", "{"]),
+        (#"}"#, ["}", "}", "}", "}", "}", "}", "}"]),
+        (#"a{}"#, ["a{}"]),
+        (#"a{2,1}|b{,1}c"#, ["aa", "a", "a", "a", "aa", "aa", "a", "a", "a", "a", "a"]),
+    ]
+
+    @Test("repeat counts and literal braces match as in the library", arguments: countSplits)
+    func repeatCount(pattern: String, matches: [String]) throws {
+        #expect(try Self.matches(of: pattern, in: Self.countText) == matches)
+    }
+
     /// Patterns Oniguruma rejects, so the library refuses the file: a class
     /// as a range's end or start, a lone trailing \\c or backslash, unknown
     /// property names (ICU knows gc=L, Bidi_M, In_Greek and more).
@@ -114,6 +144,9 @@ struct TokenizerDialectTests {
         ("(?i-m)a", "the option (?m)"),
         // (?:a{2})+ and (?:a{2})? in Oniguruma, a possessive and a lazy count in ICU.
         ("a{2}+", "a repeat count followed by \"+\""), ("a{1,3}+", "a repeat count followed by \"+\""),
+        // (?:a{1,2}+)?, (?:a{1,2}+)* ... in Oniguruma; ICU refuses a repeat after a possessive count.
+        ("a{2,1}?", "a repeat count followed by \"?\""), ("a{2,1}*", "a repeat count followed by \"*\""),
+        ("a{2,1}{2}", "a repeat count followed by \"{\""), ("a{,2}+", "a repeat count followed by \"+\""),
         ("x{2}?", "a repeat count followed by \"?\""),
         // Under (?i) Oniguruma's [ß] also matches "ss", [\x{FB00}-\x{FB06}] "ff" and "st"; ICU's do not.
         ("(?i)[ß]", "a character whose case folding is several characters"), (#"(?i:x[\x{C0}-\x{FF}])"#, "a character whose case folding is several characters"),
