@@ -263,11 +263,13 @@ public final class Checkpoint: @unchecked Sendable {
     }
 
     /// Throws when a GGUF file holds a tensor named `<layerPrefix>…` (a
-    /// layer's, `model.layers.3.`) that building the layer did not read:
-    /// llama.cpp creates each tensor its architecture uses and refuses a file
-    /// with any other ("wrong number of tensors"), where droptrace would
-    /// compute another model than the file describes (a bias in block 3 of a
-    /// file whose block 0 has none, an MLP bias Qwen3 has no place for). Call
+    /// layer's, `model.layers.3.`) that building the layer did not read: the
+    /// Hugging Face model the metadata describes has no place for it (a bias
+    /// in block 3 of a file whose block 0 has none, an MLP bias Qwen3 has no
+    /// place for), while llama.cpp refuses it ("wrong number of tensors") or,
+    /// where its architecture creates the tensor as optional (llama's output
+    /// and down-projection biases), reads it: either way droptrace would
+    /// compute another model than llama.cpp does. Call
     /// once the layer was built with nothing dropped. Other formats follow
     /// transformers, which ignores unused tensors. A layer found fully read is
     /// not looked at again (reads only accumulate), so evaluation's many
@@ -285,7 +287,7 @@ public final class Checkpoint: @unchecked Sendable {
         let more = unread.count - 1
         throw DroptraceError(
             "tensor '\(name.forErrorMessage)'\(more > 0 ? " (and \(more) more of its block)" : "") is not used by the \(modelType) model the metadata describes; "
-                + "llama.cpp refuses a file holding tensors its architecture does not create",
+                + "droptrace builds it as transformers does, with no place for the tensor, and refuses it rather than compute another model than llama.cpp may",
             path: gguf.path)
     }
 

@@ -424,7 +424,7 @@ enum GGUFBytes {
     @Test func biasesOfOneLaterBlockAreRefused() throws {
         let bytes = Self.addingAttentionBiases(try GGUFBytes.fixture(Self.llama), blocks: [3], value: 0.5)
         try Self.expectOneError(
-            bytes, "tensor 'blk.3.attn_k.bias' (and 3 more of its block) is not used by the llama model the metadata describes; llama.cpp refuses a file holding tensors its architecture does not create")
+            bytes, "tensor 'blk.3.attn_k.bias' (and 3 more of its block) is not used by the llama model the metadata describes; droptrace builds it as transformers does, with no place for the tensor, and refuses it rather than compute another model than llama.cpp may")
     }
 
     /// Block 0 sets attention_bias; a later block without the biases lacks
@@ -466,7 +466,7 @@ enum GGUFBytes {
         let bytes = GGUFBytes.addingTensor(try GGUFBytes.fixture("gguf/qwen3-f32.gguf"), name: "blk.0.ffn_up.bias", dimensions: [96], values: Array(repeating: 1, count: 96))
         let scratch = try ScratchDirectory()
         let (errors, path) = try Self.scoreErrors(bytes, in: scratch)
-        #expect(errors.count == 1 && errors[0].hasSuffix("error: \(path): tensor 'blk.0.ffn_up.bias' is not used by the qwen3 model the metadata describes; llama.cpp refuses a file holding tensors its architecture does not create"), "\(errors)")
+        #expect(errors.count == 1 && errors[0].hasSuffix("error: \(path): tensor 'blk.0.ffn_up.bias' is not used by the qwen3 model the metadata describes; droptrace builds it as transformers does, with no place for the tensor, and refuses it rather than compute another model than llama.cpp may"), "\(errors)")
     }
 
     /// Rope factors only where llama.cpp creates them (Llama's rope_freqs,
@@ -643,5 +643,51 @@ enum GGUFBytes {
         #expect(try GGUFBytes.openingError(bytes + [UInt8](repeating: 0, count: padding)) == nil)
         let message = try GGUFBytes.openingError(bytes + [UInt8](repeating: 0, count: padding + 1))?.message ?? "(read)"
         #expect(message.hasPrefix("the file has 1 byte after the data of its"), "\(message)")
+    }
+}
+
+/// Keys llama.cpp reads for an architecture with an effect no Hugging Face
+/// model of the type has (found by running mutated files through llama.cpp):
+/// droptrace ignored them and exited 0 with another model's numbers. A value
+/// that changes nothing is read.
+@Suite struct GGUFLlamaCppOnlyKeyTests {
+    static func float32(_ value: Float) -> [UInt8] { GGUFBytes.value(.float32, GGUFBytes.le(value.bitPattern)) }
+    static func bool(_ value: Bool) -> [UInt8] { GGUFBytes.value(.bool, [value ? 1 : 0]) }
+
+    static func opening(_ fixture: String, with key: String, _ typeAndValue: [UInt8]) throws -> DroptraceError? {
+        var bytes = try GGUFBytes.fixture(fixture)
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string(key) + typeAndValue)
+        return try GGUFBytes.openingError(bytes)
+    }
+
+    @Test(arguments: [
+        ("gguf/llama-f32.gguf", "llama.rope.scaling.attn_factor", float32(0.8), "multiply the rotary embedding's cos and sin"),
+        ("gguf/qwen3-f32.gguf", "qwen3.rope.scaling.attn_factor", float32(2), "multiply the rotary embedding's cos and sin"),
+        ("gguf-arch/gemma2-f16.gguf", "gemma2.rope.freq_base_swa", float32(100), "a base of its own"),
+        ("gguf-arch/gpt_oss-f16.gguf", "gpt-oss.rope.freq_base_swa", float32(1000), "a base of its own"),
+        ("gguf-arch/granite-f16.gguf", "granite.rope.scaling.finetuned", bool(false), "without a rotary embedding"),
+    ])
+    func keyOnlyLlamaCppReadsIsRefused(fixture: String, key: String, value: [UInt8], effect: String) throws {
+        let message = try Self.opening(fixture, with: key, value)?.message ?? "(read)"
+        #expect(message.hasPrefix("\"\(key)\"") && message.contains(effect) && message.hasSuffix("refused rather than ignored"), "\(message)")
+    }
+
+    @Test(arguments: [
+        ("gguf/llama-f32.gguf", "llama.rope.scaling.attn_factor", float32(1)),
+        ("gguf-arch/granite-f16.gguf", "granite.rope.scaling.finetuned", bool(true)),
+    ])
+    func inertValueIsRead(fixture: String, key: String, value: [UInt8]) throws {
+        #expect(try Self.opening(fixture, with: key, value) == nil)
+    }
+
+    /// Phi-3's LongRoPE scales by `rope.scaling.attn_factor`, and by 1 (as
+    /// llama.cpp does) when the file has none, not by transformers' default.
+    @Test func longRopeWithoutAnAttentionFactorScalesByOne() throws {
+        let bytes = try GGUFUnusedTensorTests.renaming(
+            try GGUFBytes.fixture("gguf-arch/phi3_longrope-f16.gguf"), "phi3.rope.scaling.attn_factor", to: "phi3.rope.scaling.attn_fact_x")
+        let scratch = try ScratchDirectory()
+        let config = try JSONSerialization.jsonObject(with: try GGUFBytes.open(bytes, in: scratch).configData) as! [String: Any]
+        let rope = try #require(config["rope_parameters"] as? [String: Any])
+        #expect(rope["rope_type"] as? String == "longrope" && rope["attention_factor"] as? Double == 1, "\(rope)")
     }
 }

@@ -103,6 +103,19 @@ struct GGUFArchitecture: Sendable {
             return config
         }
 
+        /// Refuses key `suffix` when the file gives it another value than
+        /// `inert` (the value that changes nothing): llama.cpp reads it for
+        /// this architecture, to `effect`, which no Hugging Face model of
+        /// the type does, so droptrace cannot give that model's numbers and
+        /// will not ignore it.
+        func refuseUnmodelled(_ suffix: String, inert: Double, effect: String) throws {
+            guard let value = try metadata.optionalFloat32(key(suffix)), Float(value) != Float(inert) else { return }
+            throw InvalidConfigValue(
+                key: key(suffix),
+                problem: "is \(value): llama.cpp reads it for \(architecture.name) files to \(effect), which no Hugging Face model droptrace reads does; refused rather than ignored"
+            ).error(path: path)
+        }
+
         /// LayerNorm's epsilon (`attention.layer_norm_epsilon`).
         func layerNormEpsilon() throws -> Double { try metadata.positiveFloat32(key("attention.layer_norm_epsilon")) }
 

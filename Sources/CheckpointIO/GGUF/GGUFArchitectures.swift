@@ -144,6 +144,8 @@ extension GGUFArchitecture {
         config["query_pre_attn_scalar"] = sizes.layers == 46 ? sizes.hidden / sizes.heads : sizes.headDim
         config["attn_logit_softcapping"] = try m.optionalPositiveFloat32(input.key("attn_logit_softcapping")) ?? 50
         config["final_logit_softcapping"] = try m.optionalPositiveFloat32(input.key("final_logit_softcapping")) ?? 30
+        try input.refuseUnmodelled(
+            "rope.freq_base_swa", inert: sizes.theta, effect: "give the sliding layers' rotary embedding a base of its own")
         return config
     }
 
@@ -198,6 +200,13 @@ extension GGUFArchitecture {
         config["embedding_multiplier"] = try scale("embedding_scale", 1)
         config["residual_multiplier"] = try scale("residual_scale", 1)
         config["logits_scaling"] = try scale("logit_scale", 1)
+        // llama.cpp's granite reads `rope.scaling.finetuned` as a switch: false runs without rotary.
+        if try input.metadata.optionalBool(input.key("rope.scaling.finetuned")) == false {
+            throw InvalidConfigValue(
+                key: input.key("rope.scaling.finetuned"),
+                problem: "is false: llama.cpp's granite then runs without a rotary embedding, which no Hugging Face granite model does; refused rather than ignored"
+            ).error(path: input.path)
+        }
         return config
     }
 
@@ -255,7 +264,9 @@ extension GGUFArchitecture {
     }
 
     /// Qwen3-MoE: experts stacked per layer; layers without a router are
-    /// `mlp_only_layers`. llama.cpp always renormalises the top-k weights.
+    /// `mlp_only_layers`. The top-k weights are renormalised, as llama.cpp
+    /// always does, unless the file's `expert_weights_norm` (transformers'
+    /// `norm_topk_prob`, which llama.cpp ignores here) says otherwise.
     static let qwen3moe = GGUFArchitecture(
         name: "qwen3moe", prefix: "model.", topLevel: llamaTop,
         blocks: Place.llamaBlocks.adding(Place.qkNorms).adding(Place.stackedExperts),
@@ -355,12 +366,11 @@ extension GGUFArchitecture {
             rope["short_factor"] = short.map(Double.init)
             rope.removeValue(forKey: "factor")
             // The converter stores transformers' default sqrt(1 + ln s / ln original) as a float32;
-            // only another value is passed on.
+            // only another value is passed on. Without the key llama.cpp scales by 1.
             let scale = Double(input.sizes.context) / Double(original)
             let derived = scale > 1 ? (1 + log(scale) / log(Double(original))).squareRoot() : 1
-            if let attention = try m.optionalPositiveFloat32(input.key("rope.scaling.attn_factor")), Float(attention) != Float(derived) {
-                rope["attention_factor"] = attention
-            }
+            let attention = try m.optionalPositiveFloat32(input.key("rope.scaling.attn_factor")) ?? 1
+            if Float(attention) != Float(derived) { rope["attention_factor"] = attention }
         }
         config["rope_parameters"] = rope
         return config
@@ -394,7 +404,10 @@ extension GGUFArchitecture {
         return config
     }
 
-    /// OLMoE: experts stacked per layer, whole-projection q/k norms, optional q/k/v clamp.
+    /// OLMoE: experts stacked per layer, whole-projection q/k norms. The
+    /// q/k/v clamp (`attention.clamp_kqv`) and `expert_weights_norm` keep
+    /// transformers' meaning (`clip_qkv`, `norm_topk_prob`) where a file gives
+    /// them; llama.cpp's olmoe ignores both.
     static let olmoe = GGUFArchitecture(
         name: "olmoe", prefix: "model.", topLevel: llamaTop,
         blocks: Place.llamaBlocks.adding(Place.qkNorms).adding(Place.stackedExperts),
@@ -465,6 +478,8 @@ extension GGUFArchitecture {
         // gpt-oss's YaRN does not truncate the correction range (its config.json says so).
         if rope["rope_type"] as? String == "yarn" { rope["truncate"] = false }
         config["rope_parameters"] = rope
+        try input.refuseUnmodelled(
+            "rope.freq_base_swa", inert: input.sizes.theta, effect: "give the sliding layers' rotary embedding a base of its own")
         return config
     }
 }

@@ -258,6 +258,11 @@ struct GGUFConfiguration {
             ).error(path: input.path)
         }
         if let factors = input.ropeTensors["rope_freqs.weight"] { rope["frequency_factors"] = factors.map(Double.init) }
+        // LongRoPE (Phi-3's factor tensors) takes it as its attention factor; elsewhere it is llama.cpp's alone.
+        if input.ropeTensors["rope_factors_long.weight"] == nil {
+            try input.refuseUnmodelled(
+                "rope.scaling.attn_factor", inert: 1, effect: "multiply the rotary embedding's cos and sin by it")
+        }
         return rope
     }
 
