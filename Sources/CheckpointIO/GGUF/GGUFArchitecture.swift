@@ -112,7 +112,7 @@ struct GGUFArchitecture: Sendable {
             guard let value = try metadata.optionalFloat32(key(suffix)), Float(value) != Float(inert) else { return }
             throw InvalidConfigValue(
                 key: key(suffix),
-                problem: "is \(value): llama.cpp reads it for \(architecture.name) files to \(effect), which no Hugging Face model droptrace reads does; refused rather than ignored"
+                problem: "is \(Float(value)): llama.cpp reads it for \(architecture.name) files to \(effect), which no Hugging Face model droptrace reads does; refused rather than ignored"
             ).error(path: path)
         }
 
