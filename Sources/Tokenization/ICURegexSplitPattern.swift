@@ -227,9 +227,7 @@ struct ICURegexSplitPattern: SplitPattern {
             guard position < scalars.count else { return false }
             if ["*", "+", "?"].contains(scalars[position]) { return true }
             guard scalars[position] == "{", let close = scalars[position...].firstIndex(of: "}") else { return false }
-            let inside = scalars[(position + 1)..<close]
-            return inside.contains(where: { ("0"..."9").contains($0) })
-                && inside.allSatisfy({ $0 == "," || ("0"..."9").contains($0) }) && inside.filter({ $0 == "," }).count <= 1
+            return RepeatCount(String(String.UnicodeScalarView(scalars[(position + 1)..<close]))) != nil
         }
         while index < scalars.count {
             let scalar = scalars[index]
@@ -647,7 +645,7 @@ enum MultipleCaseFolding {
 /// A repeat count as Oniguruma's Ruby syntax reads the text between "{" and
 /// "}": `n`, `n,`, `n,m` or `,m` (from 0); nil for anything else, which
 /// makes the "{" a literal. `n > m` is the possessive count {m,n}+.
-struct RepeatCount: Equatable {
+struct RepeatCount {
     let low: Int
     /// nil: no upper bound.
     let high: Int?
