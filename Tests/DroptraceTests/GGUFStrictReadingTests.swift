@@ -680,6 +680,18 @@ enum GGUFBytes {
         #expect(try Self.opening(fixture, with: key, value) == nil)
     }
 
+    /// llama.cpp's gemma2 scales its sliding layers by a factor given with
+    /// rope type none (it copies the scale before resetting it); every other
+    /// architecture, and droptrace, ignore the factor then.
+    @Test(arguments: [(Float(4), true), (Float(1), false)])
+    func gemma2FactorWithRopeTypeNone(factor: Float, refused: Bool) throws {
+        var bytes = try GGUFBytes.fixture("gguf-arch/gemma2-f16.gguf")
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("gemma2.rope.scaling.type") + GGUFBytes.value(.string, GGUFBytes.string("none")))
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("gemma2.rope.scaling.factor") + Self.float32(factor))
+        let message = try GGUFBytes.openingError(bytes)?.message
+        #expect(refused ? message?.hasPrefix("\"gemma2.rope.scaling.factor\" is 4.0: llama.cpp reads it") == true : message == nil, "\(message ?? "(read)")")
+    }
+
     /// Phi-3's LongRoPE scales by `rope.scaling.attn_factor`, and by 1 (as
     /// llama.cpp does) when the file has none, not by transformers' default.
     @Test func longRopeWithoutAnAttentionFactorScalesByOne() throws {

@@ -146,6 +146,11 @@ extension GGUFArchitecture {
         config["final_logit_softcapping"] = try m.optionalPositiveFloat32(input.key("final_logit_softcapping")) ?? 30
         try input.refuseUnmodelled(
             "rope.freq_base_swa", inert: sizes.theta, effect: "give the sliding layers' rotary embedding a base of its own")
+        if try m.optionalString(input.key("rope.scaling.type")) == "none" {
+            // llama.cpp resets the scale to 1 for type none, but its gemma2 copied it to the sliding layers first.
+            try input.refuseUnmodelled(
+                "rope.scaling.factor", inert: 1, effect: "scale the sliding layers' positions even with rope.scaling.type none")
+        }
         return config
     }
 
