@@ -384,7 +384,7 @@ enum GGUFBytes {
     @Test func blockTensorWithNoPlaceIsRefused() throws {
         let bytes = try Self.renaming(try GGUFBytes.fixture(Self.llama), "blk.1.attn_v.weight", to: "blk.1.attn_w.weight")
         try Self.expectOneError(
-            bytes, "tensor 'blk.1.attn_w.weight' has no place in a llama model; llama.cpp refuses a file holding tensors its architecture does not create")
+            bytes, "tensor 'blk.1.attn_w.weight' has no place in a llama model as transformers builds it; refused rather than ignored (llama.cpp refuses it or, where its architecture has it as optional, reads it)")
     }
 
     /// Llama 3's rope factors under another name were ignored: exit 0, scores
@@ -392,7 +392,7 @@ enum GGUFBytes {
     @Test func renamedRopeFactorsAreRefused() throws {
         let bytes = try Self.renaming(try GGUFBytes.fixture(Self.llama), "rope_freqs.weight", to: "rope_freqx.weight")
         try Self.expectOneError(
-            bytes, "tensor 'rope_freqx.weight' has no place in a llama model; llama.cpp refuses a file holding tensors its architecture does not create")
+            bytes, "tensor 'rope_freqx.weight' has no place in a llama model as transformers builds it; refused rather than ignored (llama.cpp refuses it or, where its architecture has it as optional, reads it)")
     }
 
     /// `bytes` (the llama fixture: 5 blocks, q/o rows 48, k/v rows 24) with
@@ -475,7 +475,7 @@ enum GGUFBytes {
         let qwen3 = try GGUFBytes.fixture("gguf/qwen3-f32.gguf")
         try Self.expectOneError(
             GGUFBytes.addingTensor(qwen3, name: "rope_freqs.weight", dimensions: [6], values: Array(repeating: 2, count: 6)),
-            "tensor 'rope_freqs.weight' has no place in a qwen3 model; llama.cpp refuses a file holding tensors its architecture does not create")
+            "tensor 'rope_freqs.weight' has no place in a qwen3 model as transformers builds it; refused rather than ignored (llama.cpp refuses it or, where its architecture has it as optional, reads it)")
         try Self.expectOneError(
             GGUFBytes.addingTensor(qwen3, name: "rope_freqs.weight", dimensions: [3, 2], values: Array(repeating: 2, count: 6)),
             "tensor 'rope_freqs.weight' should be a vector of rope factors but has dimensions [3, 2]")
@@ -702,4 +702,16 @@ enum GGUFBytes {
         let rope = try #require(config["rope_parameters"] as? [String: Any])
         #expect(rope["rope_type"] as? String == "longrope" && rope["attention_factor"] as? Double == 1, "\(rope)")
     }
+}
+
+/// DeepSeek's `attention.q_lora_rank` 0 is llama.cpp's "no low-rank query
+/// projection" (it branches on the rank being above 0); it was refused as a
+/// count below 1.
+@Test func deepSeekQueryRankZeroIsNoLowRankProjection() throws {
+    var bytes = try GGUFBytes.fixture("gguf-arch/deepseek_v2-f16.gguf")
+    let scratch = try ScratchDirectory()
+    let plain = try JSONSerialization.jsonObject(with: try GGUFBytes.open(bytes, in: scratch).configData) as! [String: Any]
+    try GGUFBytes.insertPair(&bytes, GGUFBytes.string("deepseek2.attention.q_lora_rank") + GGUFBytes.value(.uint32, GGUFBytes.le(UInt32(0))))
+    let zero = try JSONSerialization.jsonObject(with: try GGUFBytes.open(bytes, in: scratch).configData) as! [String: Any]
+    #expect(plain["q_lora_rank"] is NSNull && zero["q_lora_rank"] is NSNull)
 }

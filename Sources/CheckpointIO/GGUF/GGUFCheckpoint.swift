@@ -61,15 +61,17 @@ public final class GGUFCheckpoint: @unchecked Sendable {
         configData = config.jsonData
         let architecture = config.architecture
         self.architecture = architecture
-        // llama.cpp refuses a file holding a tensor its architecture does not
-        // create ("wrong number of tensors"); ignoring it would compute another
-        // model than the file's (a renamed `rope_freqs.weight` loses Llama 3's
-        // rope scaling). Block tensors of a known place are checked as each
-        // block is built (`Checkpoint.requireLayerRead(_:)`).
+        // A tensor the Hugging Face model has no place for: llama.cpp refuses
+        // the file when its architecture does not create the tensor ("wrong
+        // number of tensors") and reads it when it creates it as optional
+        // (qwen2's `output.bias`); ignoring it would compute another model
+        // than the file's (a renamed `rope_freqs.weight` loses Llama 3's rope
+        // scaling). Block tensors of a known place are checked as each block
+        // is built (`Checkpoint.requireLayerRead(_:)`).
         func unused(_ name: String) -> DroptraceError {
             DroptraceError(
-                "tensor '\(name.forErrorMessage)' has no place in a \(architecture.name) model; "
-                    + "llama.cpp refuses a file holding tensors its architecture does not create",
+                "tensor '\(name.forErrorMessage)' has no place in a \(architecture.name) model as transformers builds it; "
+                    + "refused rather than ignored (llama.cpp refuses it or, where its architecture has it as optional, reads it)",
                 path: path)
         }
         if let stray = ropeTensors.keys.sorted().first(where: { !architecture.ropeFactors.contains($0) }) { throw unused(stray) }

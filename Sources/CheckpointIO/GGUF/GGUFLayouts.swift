@@ -105,7 +105,8 @@ enum GGUFLayouts {
         let rotary = try m.uint32(input.key("rope.dimension_count"))
         let valueWidth = try m.optionalUInt32(input.key("attention.value_length_mla")) ?? m.uint32(input.key("attention.value_length"))
         let kvRank = try m.uint32(input.key("attention.kv_lora_rank"))
-        let qRank = try m.optionalUInt32(input.key("attention.q_lora_rank"))
+        // 0, as absent: no low-rank query projection (llama.cpp branches on q_lora_rank > 0).
+        let qRank = try m.optionalUInt32(input.key("attention.q_lora_rank")).flatMap { $0 == 0 ? nil : $0 }
         let firstDense = try m.optionalUInt32(input.key("leading_dense_block_count")) ?? 0
         let shared = try m.optionalUInt32(input.key("expert_shared_count")) ?? 0
         let gating = try m.optionalUInt32(input.key("expert_gating_func")) ?? 1
