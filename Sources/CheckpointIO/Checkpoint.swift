@@ -286,8 +286,8 @@ public final class Checkpoint: @unchecked Sendable {
         guard let name = unread.min() else { return }
         let more = unread.count - 1
         throw DroptraceError(
-            "tensor '\(name.forErrorMessage)'\(more > 0 ? " (and \(more) more of its block)" : "") is not used by the \(modelType) model the metadata describes; "
-                + "droptrace builds it as transformers does, with no place for the tensor, and refuses it rather than compute another model than llama.cpp may",
+            "tensor '\(name.forErrorMessage)'\(more > 0 ? " (and \(more) more of its block)" : "") is not used by the \(modelType) model the metadata describes, "
+                + "as transformers builds it; " + GGUFCheckpoint.unusedTensorConsequence,
             path: gguf.path)
     }
 

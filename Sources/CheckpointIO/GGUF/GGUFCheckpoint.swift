@@ -6,6 +6,11 @@ import Foundation
 /// metadata. The tensors are read from the file when expanded (quantised ones stay
 /// quantised until a layer expands them).
 public final class GGUFCheckpoint: @unchecked Sendable {
+    /// What follows the naming of a tensor the model as transformers builds
+    /// it has no place for (here and in `Checkpoint.requireLayerRead(_:)`).
+    static let unusedTensorConsequence =
+        "refused rather than ignored (llama.cpp refuses it or, where its architecture has it as optional, reads it)"
+
     public let path: String
     public let file: GGUFFile
     public let tensors: [String: TensorSlice]
@@ -71,7 +76,7 @@ public final class GGUFCheckpoint: @unchecked Sendable {
         func unused(_ name: String) -> DroptraceError {
             DroptraceError(
                 "tensor '\(name.forErrorMessage)' has no place in a \(architecture.name) model as transformers builds it; "
-                    + "refused rather than ignored (llama.cpp refuses it or, where its architecture has it as optional, reads it)",
+                    + Self.unusedTensorConsequence,
                 path: path)
         }
         if let stray = ropeTensors.keys.sorted().first(where: { !architecture.ropeFactors.contains($0) }) { throw unused(stray) }
