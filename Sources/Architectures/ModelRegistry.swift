@@ -63,8 +63,33 @@ public enum ModelRegistry {
             // Values of a kind transformers' config class refuses (null for
             // an int, 48.0 for a count, 0 for a flag) are refused as it refuses
             // them, and a pad_token_id its model's embedding cannot take.
-            try ConfigValueKinds.check(try checkpoint.configDocument(), modelType: checkpoint.modelType, path: checkpoint.configURL.path)
+            let document = try checkpoint.configDocument()
+            try ConfigValueKinds.check(document, modelType: checkpoint.modelType, path: checkpoint.configURL.path)
+            try requireCausal(document, path: checkpoint.configURL.path)
         }
         return try family.init(checkpoint)
+    }
+
+    /// Refuses `is_causal` other than true or null, at the top level or in
+    /// `text_config`: transformers 5 builds a bidirectional attention mask
+    /// for every family when the config's `is_causal` is false
+    /// (`masking_utils.create_causal_mask`, for decoders used as embedding
+    /// models), and hands any other kind of value to
+    /// `scaled_dot_product_attention`, which takes only a boolean.
+    static func requireCausal(_ document: JSONValue, path: String) throws {
+        for (prefix, section) in [("", document), ("text_config.", document.member("text_config") ?? .null)] {
+            switch section.member("is_causal") {
+            case nil, .null?, .bool(true)?:
+                continue
+            case .bool(false)?:
+                throw DroptraceError(
+                    "\"\(prefix)is_causal\" is false: transformers then attends both ways (an embedding model's bidirectional mask); "
+                        + "droptrace scores causal language models only", path: path)
+            case let value?:
+                throw DroptraceError(
+                    "\"\(prefix)is_causal\" holds \(ConfigValueKinds.spelled(value)), which transformers hands to "
+                        + "scaled_dot_product_attention, which takes only true or false", path: path)
+            }
+        }
     }
 }

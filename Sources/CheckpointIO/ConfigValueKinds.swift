@@ -306,7 +306,7 @@ public enum ConfigValueKinds {
     }
 
     /// A value as an error message describes it: `5 (an integer)`, `a list`.
-    static func spelled(_ value: JSONValue) -> String {
+    public static func spelled(_ value: JSONValue) -> String {
         switch value {
         case .null: return "null"
         case .bool(let flag): return "\(flag) (a boolean)"

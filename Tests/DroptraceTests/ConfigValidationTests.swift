@@ -126,7 +126,18 @@ import Testing
         Mutant("mixtral-f32", "num_local_experts", "0"), Mutant("mixtral-f32", "num_experts_per_tok", "0"),
         Mutant("mixtral-f32", "num_experts_per_tok", "5"), Mutant("mixtral-f32", "num_local_experts", "1152921504606846976"),
         Mutant("mixtral-f32", "num_local_experts", "2147483648"), Mutant("mixtral-f32", "num_local_experts", "5"),
+        // transformers attends both ways when is_causal is false (every family), and refuses other kinds in its attention.
+        Mutant("gpt2-f32", "is_causal", "false"), Mutant("gpt_neox-f32", "is_causal", "false"), Mutant("llama-f32", "is_causal", "false"),
+        Mutant("qwen2-f32", "is_causal", "0"), Mutant("mistral-f32", "is_causal", #""no""#),
+        Mutant("gemma3-f32", "text_config.is_causal", "false"),
     ]
+
+    /// `is_causal` true or null attends causally in transformers, as without the key.
+    @Test(arguments: ["true", "null"])
+    func causalIsCausalIsRead(_ value: String) throws {
+        let scratch = try ScratchDirectory()
+        _ = try EditedModel.load(try EditedModel.copy("llama-f32", in: scratch, [("is_causal", value)]))
+    }
 
     @Test(arguments: mutants)
     func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {

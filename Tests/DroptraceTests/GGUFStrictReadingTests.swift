@@ -675,9 +675,21 @@ enum GGUFBytes {
     @Test(arguments: [
         ("gguf/llama-f32.gguf", "llama.rope.scaling.attn_factor", float32(1)),
         ("gguf-arch/granite-f16.gguf", "granite.rope.scaling.finetuned", bool(true)),
+        ("gguf/llama-f32.gguf", "llama.attention.causal", bool(true)),
     ])
     func inertValueIsRead(fixture: String, key: String, value: [UInt8]) throws {
         #expect(try Self.opening(fixture, with: key, value) == nil)
+    }
+
+    /// llama.cpp reads `attention.causal` for every architecture; false
+    /// attends both ways (embedding models), which was ignored.
+    @Test(arguments: [
+        ("gguf/llama-f32.gguf", "llama"), ("gguf/qwen3-f32.gguf", "qwen3"), ("gguf-arch/gemma2-f16.gguf", "gemma2"),
+        ("gguf/gpt2-f16.gguf", "gpt2"),
+    ])
+    func nonCausalAttentionIsRefused(fixture: String, architecture: String) throws {
+        let message = try Self.opening(fixture, with: architecture + ".attention.causal", Self.bool(false))?.message ?? "(read)"
+        #expect(message.hasPrefix("\"\(architecture).attention.causal\" is false: llama.cpp then attends both ways"), "\(message)")
     }
 
     /// llama.cpp's gemma2 scales its sliding layers by a factor given with

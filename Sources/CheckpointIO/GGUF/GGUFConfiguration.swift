@@ -42,6 +42,13 @@ struct GGUFConfiguration {
                 "\(a)expert_count is \(experts), but llama.cpp's \(name) models have no experts", path: path)
         }
 
+        // llama.cpp reads `attention.causal` for every architecture: false attends both ways (embedding models).
+        if try metadata.optionalBool(a + "attention.causal") == false {
+            throw InvalidConfigValue(
+                key: a + "attention.causal",
+                problem: "is false: llama.cpp then attends both ways (an embedding model); droptrace scores causal language models only"
+            ).error(path: path)
+        }
         let hidden = try metadata.uint32(a + "embedding_length")
         let layers = try metadata.uint32(a + "block_count")
         let heads = try metadata.uniformInt(a + "attention.head_count", layers: layers) ?? 0
