@@ -41,6 +41,8 @@ public struct CheckpointLayout: Sendable {
         }
         func file(_ name: String) -> URL { location.appendingPathComponent(name) }
         func exists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: file(name).path) }
+        // With or without the model's weights beside it, a PEFT adapter is part of the model transformers loads.
+        if let adapter = UnreadableCheckpointFormat.peftAdapter(location) { throw DroptraceError(adapter, path: path) }
         if let named = try namedWeights(in: location) {
             let url = location.appendingPathComponent(named)
             // transformers joins an index's shard names to the checkpoint directory, wherever the index is.

@@ -88,10 +88,14 @@ public enum UnreadableCheckpointFormat {
         return nil
     }
 
-    /// What a directory holding a PEFT adapter instead of model weights
-    /// holds, and how to merge it, one line; nil when it holds none. Such a
+    /// What a directory holding a PEFT adapter holds, and how to merge it,
+    /// one line; nil when it holds none. Without the model's weights such a
     /// directory is finished (it never gets a config.json or full weights),
-    /// so it must not be taken for a checkpoint still being written.
+    /// so it must not be taken for a checkpoint still being written. Beside
+    /// the model's weights, the adapter is still part of the model: with
+    /// peft installed, transformers' `from_pretrained` finds
+    /// adapter_config.json, loads the base model it names and applies the
+    /// adapter, so the weights alone are not the model it runs.
     public static func peftAdapter(_ directory: URL) -> String? {
         peftAdapter(directory, names: (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [])
     }
@@ -107,9 +111,21 @@ public enum UnreadableCheckpointFormat {
            case .string(let name)? = (try? JSONValue.parse([UInt8](data)))?.member("base_model_name_or_path"), !name.isEmpty {
             base = " (\"\(name.forErrorMessage)\" in adapter_config.json)"
         }
-        return "holds a PEFT adapter (\(found)) without the model's weights, which droptrace cannot score; merge it into "
-            + "its base model\(base) with peft's `PeftModel.from_pretrained(base, \(directory.path)).merge_and_unload()` "
+        let merge = "merge it into its base model\(base) with peft's `PeftModel.from_pretrained(base, \(directory.path)).merge_and_unload()` "
             + "and save the result with `save_pretrained` (model.safetensors and config.json)"
+        if let model = names.sorted().first(where: isModelWeightFile) {
+            return "holds a PEFT adapter (\(found)) beside model weights (\(model)): transformers with peft loads the base model "
+                + "adapter_config.json names and applies the adapter, so these weights alone are not the model it runs; "
+                + merge + ", or move the adapter's files out to score the weights alone"
+        }
+        return "holds a PEFT adapter (\(found)) without the model's weights, which droptrace cannot score; " + merge
+    }
+
+    /// A file a checkpoint's weights are read from (not an adapter's).
+    private static func isModelWeightFile(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        return !name.hasPrefix("adapter_model")
+            && (lower.hasSuffix(".safetensors") || lower.hasSuffix(".gguf") || (name.hasPrefix("pytorch_model") && lower.hasSuffix(".bin")))
     }
 
     private static func isDistributedCheckpointShard(_ relativePath: String) -> Bool {

@@ -244,6 +244,30 @@ import Testing
         #expect(score.stderr.contains("\(lora.path): holds a PEFT adapter (adapter_model.safetensors)"), "\(score.stderr)")
     }
 
+    /// A PEFT adapter saved beside whole-model weights: transformers with
+    /// peft loads the base model adapter_config.json names and applies the
+    /// adapter, while droptrace scored the weights alone (exit 0, the base
+    /// model's scores) in `score` and in every row of a trace.
+    @Test func peftAdapterBesideModelWeightsIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let checkpoint = try series.add(step: 2)
+        try Data(#"{"base_model_name_or_path": "base", "peft_type": "LORA", "r": 8}"#.utf8)
+            .write(to: checkpoint.appendingPathComponent("adapter_config.json"))
+        try Data(repeating: 7, count: 64).write(to: checkpoint.appendingPathComponent("adapter_model.safetensors"))
+
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.map(\.name) == ["checkpoint-1"])
+        let error = try #require(result.failed.first?.error)
+        #expect(error.hasPrefix("\(checkpoint.path): holds a PEFT adapter (adapter_model.safetensors) beside model weights (model.safetensors)"), "\(error)")
+        let score = try DroptraceCommand.run([
+            "score", checkpoint.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("one.h5").path,
+        ])
+        #expect(score.status == 1 && score.stderr.contains("applies the adapter"), "\(score.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("one.h5").path))
+    }
+
     @Test func corruptIsAFailureAtOnceOrAfterTheSettleTime() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
