@@ -36,8 +36,8 @@ public enum ConfigValueKinds {
     }
 
     /// Values transformers refuses when it builds the config or the model,
-    /// though they change no score: `initializer_range` outside [0, 1] (every
-    /// config class's validator), a dropout probability outside [0, 1] where
+    /// though they change no score: `initializer_range` outside [0, 1] (where
+    /// the config class declares that interval: `initializerRangeChecked`), a dropout probability outside [0, 1] where
     /// the model builds `nn.Dropout` from it, and `layer_types` that are not
     /// one allowed name per layer on classes that do not read them
     /// (`validate_layer_type`; the others check them where they are read).
@@ -49,7 +49,7 @@ public enum ConfigValueKinds {
             default: nil
             }
         }
-        if let range = number("initializer_range"), !(0...1).contains(range) {
+        if initializerRangeChecked.contains(modelType), let range = number("initializer_range"), !(0...1).contains(range) {
             return "key \"initializer_range\" is \(range), which transformers' config validator refuses (it must be in [0, 1])"
         }
         let dropouts = (dropoutModules[modelType] ?? []).map { ($0, "transformers' model builds nn.Dropout from it") }
@@ -130,6 +130,11 @@ public enum ConfigValueKinds {
         }
         return nil
     }
+
+    /// The classes whose `initializer_range` field is declared
+    /// `interval(min=0.0, max=1.0)` in transformers 5.23 (LlamaConfig alone
+    /// among the families droptrace reads; the others take any float).
+    static let initializerRangeChecked: Set<String> = ["llama"]
 
     /// Dropout settings a family's forward pass hands to `torch.nn.functional.dropout` (which checks
     /// the probability even when not training), beyond the generated `dropoutModules`, which a model

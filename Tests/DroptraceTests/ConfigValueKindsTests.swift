@@ -116,6 +116,8 @@ import Testing
         Written("llama-f32", "eos_token_id", "[1, 2]"), Written("llama-f32", "attention_dropout", "0"),
         Written("gpt2-f32", "num_hidden_layers", "4"), Written("olmoe-f32", "num_local_experts", "4"),
         Written("granite-f32", "logits_scaling", "8"), Written("cohere-f32", "use_qk_norm", "null"),
+        // Only LlamaConfig declares initializer_range's interval; the other classes take any float.
+        Written("gemma-f32", "initializer_range", "-0.02"), Written("qwen2-f32", "initializer_range", "2.0"),
         // A rotary fraction the family never reads (default rope type): transformers runs any value.
         Written("cohere-f32", "rope_parameters.partial_rotary_factor", "null"),
         Written("granite-f32", "rope_parameters.partial_rotary_factor", "0"),
