@@ -82,6 +82,16 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             throw DecodingError.dataCorrupted(DecodingError.Context(
                 codingPath: [Key("rope_scaling")], debugDescription: "given besides rope_parameters; keep one of them"))
         }
+        // Settings per attention type are read by the families that rotate
+        // their types differently (`LayerTypeRopeSettings`); transformers'
+        // other rotary set-ups fail on them (gemma2, qwen2) or ignore them
+        // (llama), either way not the rotation the file asks for.
+        if let parameters = given.first,
+           let type = [AttentionLayerType.full, AttentionLayerType.sliding].first(where: { parameters.contains(Key($0)) }) {
+            throw DecodingError.dataCorrupted(DecodingError.Context(
+                codingPath: parameters.codingPath + [Key(type)],
+                debugDescription: "gives rope settings per attention type, which this family's transformers model does not read (it rotates every layer alike)"))
+        }
         try self.init(top: top, nested: given.first, topLevelKeys: topLevelKeys)
     }
 

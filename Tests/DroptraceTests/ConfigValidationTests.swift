@@ -130,6 +130,13 @@ import Testing
         Mutant("gpt2-f32", "is_causal", "false"), Mutant("gpt_neox-f32", "is_causal", "false"), Mutant("llama-f32", "is_causal", "false"),
         Mutant("qwen2-f32", "is_causal", "0"), Mutant("mistral-f32", "is_causal", #""no""#),
         Mutant("gemma3-f32", "text_config.is_causal", "false"),
+        // Rope settings per attention type, on families that rotate every layer alike (transformers fails or ignores them).
+        Mutant("gemma2-f32", "rope_parameters",
+               #"{"full_attention": {"rope_type": "default", "rope_theta": 500.0}, "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}"#,
+               key: "full_attention"),
+        Mutant("qwen2-f32", "rope_parameters", #"{"sliding_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}}"#,
+               key: "sliding_attention"),
+        Mutant("llama-f32", "rope_parameters", #"{"full_attention": {"rope_type": "default", "rope_theta": 500.0}}"#, key: "full_attention"),
     ]
 
     /// `is_causal` true or null attends causally in transformers, as without the key.
