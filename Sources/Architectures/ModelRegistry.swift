@@ -52,7 +52,9 @@ public enum ModelRegistry {
     /// - Throws: `DroptraceError` naming config.json for an unsupported
     ///   `model_type`, a value of a kind the family's transformers config
     ///   class refuses or a pad_token_id outside the vocabulary where its model
-    ///   pads the embedding (`ConfigValueKinds`), or whatever the family's checks refuse.
+    ///   pads the embedding (`ConfigValueKinds`), a key every family's
+    ///   forward pass reads that droptrace does not run (`ForwardPassKeys`),
+    ///   or whatever the family's checks refuse.
     public static func load(_ checkpoint: Checkpoint) throws -> any LanguageModel {
         guard let family = families.first(where: { $0.key == checkpoint.modelType })?.value else {
             throw DroptraceError(
@@ -65,31 +67,8 @@ public enum ModelRegistry {
             // them, and a pad_token_id its model's embedding cannot take.
             let document = try checkpoint.configDocument()
             try ConfigValueKinds.check(document, modelType: checkpoint.modelType, path: checkpoint.configURL.path)
-            try requireCausal(document, path: checkpoint.configURL.path)
+            try ForwardPassKeys.check(document, path: checkpoint.configURL.path)
         }
         return try family.init(checkpoint)
-    }
-
-    /// Refuses `is_causal` other than true or null, at the top level or in
-    /// `text_config`: transformers 5 builds a bidirectional attention mask
-    /// for every family when the config's `is_causal` is false
-    /// (`masking_utils.create_causal_mask`, for decoders used as embedding
-    /// models), and hands any other kind of value to
-    /// `scaled_dot_product_attention`, which takes only a boolean.
-    static func requireCausal(_ document: JSONValue, path: String) throws {
-        for (prefix, section) in [("", document), ("text_config.", document.member("text_config") ?? .null)] {
-            switch section.member("is_causal") {
-            case nil, .null?, .bool(true)?:
-                continue
-            case .bool(false)?:
-                throw DroptraceError(
-                    "\"\(prefix)is_causal\" is false: transformers then attends both ways (an embedding model's bidirectional mask); "
-                        + "droptrace scores causal language models only", path: path)
-            case let value?:
-                throw DroptraceError(
-                    "\"\(prefix)is_causal\" holds \(ConfigValueKinds.spelled(value)), which transformers hands to "
-                        + "scaled_dot_product_attention, which takes only true or false", path: path)
-            }
-        }
     }
 }

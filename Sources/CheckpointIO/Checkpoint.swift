@@ -224,12 +224,7 @@ public final class Checkpoint: @unchecked Sendable {
                 + "save the model from PEFT's merge_and_unload() instead"
         }
         if hasTensor(layer + ".qweight") {
-            var method: String?
-            if case .string(let name)? = (try? JSONValue.parse([UInt8](configData)))?.member("quantization_config")?.member("quant_method") {
-                method = name
-            }
             return ": the layer is stored quantised as '\((layer + ".qweight").forErrorMessage)' with qzeros and scales"
-                + (method.map { " (quant_method \"\($0.forErrorMessage)\")" } ?? "")
                 + ", which droptrace does not read (it reads F32, F16 and BF16 weights, FP8 and MXFP4); score the unquantised model"
         }
         return ""

@@ -409,13 +409,13 @@ import Tokenization
     /// saved without merging keeps `<layer>.base_layer.weight` beside
     /// `lora_A` / `lora_B` (transformers leaves such layers randomly
     /// initialised; scoring the base weight would drop the adapter); GPTQ and
-    /// AWQ keep packed integers `<layer>.qweight` with `qzeros` and `scales`,
-    /// and the refusal names the quant_method.
+    /// AWQ keep packed integers `<layer>.qweight` with `qzeros` and `scales`
+    /// (with their quantization_config, refused before: see below).
     @Test(arguments: [
-        ("q_proj.base_layer.weight", nil, ["'model.layers.0.self_attn.q_proj.base_layer.weight'", "merge_and_unload()"]),
-        ("q_proj.qweight", "gptq", ["'model.layers.0.self_attn.q_proj.qweight'", #"(quant_method "gptq")"#]),
-    ] as [(String, String?, [String])])
-    func layerStoredInAnotherFormIsNamed(storedAs: String, quantMethod: String?, mentioning: [String]) throws {
+        ("q_proj.base_layer.weight", ["'model.layers.0.self_attn.q_proj.base_layer.weight'", "merge_and_unload()"]),
+        ("q_proj.qweight", ["'model.layers.0.self_attn.q_proj.qweight'", "qzeros and scales"]),
+    ])
+    func layerStoredInAnotherFormIsNamed(storedAs: String, mentioning: [String]) throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("llama-f32")
         try rewriteWeights(model) { entries in
@@ -423,12 +423,35 @@ import Tokenization
                 entries[index].name = entries[index].name.replacingOccurrences(of: "q_proj.weight", with: storedAs)
             }
         }
-        if let quantMethod {
-            try rewriteConfig(model) { $0["quantization_config"] = ["quant_method": quantMethod, "bits": 4, "group_size": 128] }
-        }
         try expectRefused(
             checkpoint: model, naming: model.path,
             mentioning: ["missing tensor 'model.layers.0.self_attn.q_proj.weight'"] + mentioning, in: scratch)
+    }
+
+    /// A quantization_config whose method droptrace does not implement is
+    /// refused naming it, whatever the tensors: quantised integers (GPTQ's
+    /// qweight, bitsandbytes' I8) were refused as a bare missing or
+    /// unsupported tensor, and plain float weights under a method
+    /// transformers quantises on load (bitsandbytes) were scored as stored.
+    /// null is no quantisation; none without a quant_method loads in transformers.
+    @Test(arguments: [
+        (#"{"quant_method": "bitsandbytes", "load_in_8bit": true}"#, #""quantization_config.quant_method" is "bitsandbytes""#),
+        (#"{"quant_method": "gptq", "bits": 4, "group_size": 128}"#, #""quantization_config.quant_method" is "gptq""#),
+        (#"{"quant_method": "compressed-tensors", "format": "float-quantized"}"#, #"is "compressed-tensors""#),
+        ("{}", "no quant_method"), (#""fp8""#, "not an object"), ("null", nil),
+        (#"{"quant_method": "FP8"}"#, nil),
+    ] as [(String, String?)])
+    func quantisationDroptraceDoesNotReadIsRefusedNamingIt(config: String, mentioning: String?) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try writeConfig(model, key: "quantization_config", literal: config)
+        let configPath = model.appendingPathComponent("config.json").path
+        do {
+            _ = try ModelRegistry.load(try Checkpoint(directory: model))
+            #expect(mentioning == nil, "\(config) was read")
+        } catch let error as DroptraceError {
+            #expect(error.path == configPath && mentioning.map(error.message.contains) == true, "\(config): \(error)")
+        }
     }
 
     func rewriteConfig(_ model: URL, _ change: (inout [String: Any]) -> Void) throws {

@@ -1,0 +1,69 @@
+import CheckpointIO
+import DroptraceSupport
+
+/// config.json keys outside the families' own config classes that change
+/// how transformers runs every family, checked before any family reads its
+/// keys: the values droptrace does not run are refused naming the key,
+/// never ignored.
+enum ForwardPassKeys {
+    /// The `quant_method`s whose weights droptrace dequantises itself:
+    /// block-scaled FP8 (`<name>_scale_inv`) and gpt-oss's MXFP4 experts.
+    static let readQuantMethods: Set<String> = ["fp8", "mxfp4"]
+
+    /// - Throws: `DroptraceError` naming `path` and the key.
+    static func check(_ document: JSONValue, path: String) throws {
+        try requireCausal(document, path: path)
+        try requireReadQuantization(document, path: path)
+    }
+
+    /// Refuses `is_causal` other than true or null, at the top level or in
+    /// `text_config`: transformers 5 builds a bidirectional attention mask
+    /// for every family when the config's `is_causal` is false
+    /// (`masking_utils.create_causal_mask`, for decoders used as embedding
+    /// models), and hands any other kind of value to
+    /// `scaled_dot_product_attention`, which takes only a boolean.
+    static func requireCausal(_ document: JSONValue, path: String) throws {
+        for (prefix, section) in [("", document), ("text_config.", document.member("text_config") ?? .null)] {
+            switch section.member("is_causal") {
+            case nil, .null?, .bool(true)?:
+                continue
+            case .bool(false)?:
+                throw DroptraceError(
+                    "\"\(prefix)is_causal\" is false: transformers then attends both ways (an embedding model's bidirectional mask); "
+                        + "droptrace scores causal language models only", path: path)
+            case let value?:
+                throw DroptraceError(
+                    "\"\(prefix)is_causal\" holds \(ConfigValueKinds.spelled(value)), which transformers hands to "
+                        + "scaled_dot_product_attention, which takes only true or false", path: path)
+            }
+        }
+    }
+
+    /// Refuses a `quantization_config` whose method droptrace does not
+    /// implement (`readQuantMethods`): transformers runs such a model
+    /// through that method's kernels, or quantises plain weights as it loads
+    /// them (bitsandbytes, torchao), so the stored tensors — quantised
+    /// integers, or floats — are not the model it runs. One without a
+    /// `quant_method` is refused as transformers refuses it; null is none.
+    static func requireReadQuantization(_ document: JSONValue, path: String) throws {
+        guard let config = document.member("quantization_config") else { return }
+        let method: String
+        switch config {
+        case .null: return
+        case .object:
+            guard case .string(let name)? = config.member("quant_method") else {
+                throw DroptraceError(
+                    "\"quantization_config\" has no quant_method string, which transformers refuses (it names the quantisation)", path: path)
+            }
+            method = name
+        default:
+            throw DroptraceError(
+                "\"quantization_config\" holds \(ConfigValueKinds.spelled(config)), not an object, which transformers refuses", path: path)
+        }
+        guard !readQuantMethods.contains(method.lowercased()) else { return }
+        throw DroptraceError(
+            "\"quantization_config.quant_method\" is \"\(method.forErrorMessage)\": transformers runs the model through that "
+                + "method's kernels or quantises the weights as it loads them, which droptrace does not implement "
+                + "(it reads F32, F16 and BF16 weights, block-scaled fp8 and mxfp4); score the unquantised model", path: path)
+    }
+}
