@@ -704,6 +704,16 @@ enum GGUFBytes {
         #expect(refused ? message?.hasPrefix("\"gemma2.rope.scaling.factor\" is 4.0: llama.cpp reads it") == true : message == nil, "\(message ?? "(read)")")
     }
 
+    /// A gemma2 file without `attention.sliding_window` has llama.cpp's
+    /// Gemma 2 window, 4096 (it was refused as a missing key).
+    @Test func gemma2WithoutAWindowHasGemma2sWindow() throws {
+        let bytes = try GGUFUnusedTensorTests.renaming(
+            try GGUFBytes.fixture("gguf-arch/gemma2-f16.gguf"), "gemma2.attention.sliding_window", to: "gemma2.attention.sliding_windox")
+        let scratch = try ScratchDirectory()
+        let config = try JSONSerialization.jsonObject(with: try GGUFBytes.open(bytes, in: scratch).configData) as! [String: Any]
+        #expect(config["sliding_window"] as? Int == 4096, "\(config["sliding_window"] ?? "absent")")
+    }
+
     /// Phi-3's LongRoPE scales by `rope.scaling.attn_factor`, and by 1 (as
     /// llama.cpp does) when the file has none, not by transformers' default.
     @Test func longRopeWithoutAnAttentionFactorScalesByOne() throws {

@@ -137,7 +137,8 @@ extension GGUFArchitecture {
         let m = input.metadata, sizes = input.sizes
         config["hidden_act"] = "gelu_pytorch_tanh"
         config["hidden_activation"] = "gelu_pytorch_tanh"
-        let window = try m.uint32(input.key("attention.sliding_window"))
+        // llama.cpp's gemma2 window when the file gives none: Gemma 2's 4096.
+        let window = try m.optionalUInt32(input.key("attention.sliding_window")) ?? 4096
         try ConfigRules.checks(path: input.path) { try ConfigRules.count(window, input.key("attention.sliding_window")) }
         config["sliding_window"] = window
         config["layer_types"] = try GGUFConfiguration.slidingPattern(input, default: 2)
