@@ -407,7 +407,8 @@ struct TrainerState {
     /// optional, and may still be being written).
     /// - Throws: `DroptraceError` naming the file when `global_step` or
     ///   `num_input_tokens_seen` holds what no count can be (a fraction, a
-    ///   negative or boolean value, a number beyond Int64): read as a count,
+    ///   negative or boolean value, a number beyond Int64; a whole number
+    ///   written as a float, 4.0 or 1.5e12, is the count): read as a count,
     ///   it would put the checkpoint at another point of training.
     static func read(in directory: URL) throws -> TrainerState? {
         let path = directory.appendingPathComponent(fileName).path
@@ -416,6 +417,11 @@ struct TrainerState {
         else { return nil }
         func count(_ value: Any?, key: String) throws -> Int64? {
             guard let value, !(value is JSONNull) else { return nil }
+            // A whole number written as a float (4.0, 1.5e12) is still the count.
+            if type(of: value) == Double.self, let number = value as? Double, number >= 0, number < 0x1p63,
+               number.rounded(.towardZero) == number {
+                return Int64(number)
+            }
             guard type(of: value) == Int.self, let number = value as? Int, number >= 0 else {
                 let shown = switch value {
                 case let text as String: "\"\(SystemError.oneLine(text))\""

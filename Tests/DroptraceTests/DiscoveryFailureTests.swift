@@ -510,7 +510,8 @@ import Testing
     /// step 1, 2.5 as step 2): the checkpoint fails, naming the file.
     @Test(arguments: [
         ("global_step", "1e30"), ("global_step", "-5"), ("global_step", "true"), ("global_step", "2.5"),
-        ("global_step", "18446744073709551615"), ("num_input_tokens_seen", "-4096"), ("num_input_tokens_seen", "1.5e3"),
+        ("global_step", "18446744073709551615"), ("num_input_tokens_seen", "-4096"), ("num_input_tokens_seen", "1.5e-3"),
+        ("global_step", "9.3e18"),
     ])
     func trainerStateCountThatIsNoCountFailsTheCheckpoint(key: String, literal: String) throws {
         let scratch = try ScratchDirectory()
@@ -527,5 +528,17 @@ import Testing
         #expect(result.failed.map(\.name) == ["checkpoint-20"])
         #expect(result.failed.first?.error.hasPrefix("\(stateFile.path): \(key) is ") == true, "\(result.failed)")
         #expect(result.failed.first?.error.contains("not a count from 0 to 9223372036854775807") == true, "\(result.failed)")
+    }
+
+    /// A whole number written as a float is the count it writes (Python's
+    /// json reads it as a float; the checkpoint failed).
+    @Test func trainerStateWholeNumberWrittenAsAFloatIsTheCount() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let checkpoint = try series.add(step: 20)
+        try Data(#"{"global_step": 20.0, "num_input_tokens_seen": 1.5e12, "log_history": []}"#.utf8)
+            .write(to: checkpoint.appendingPathComponent("trainer_state.json"))
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.map(\.step) == [20] && result.ready.map(\.tokens) == [1_500_000_000_000], "\(result.failed)")
     }
 }
