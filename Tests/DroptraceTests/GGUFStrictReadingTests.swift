@@ -704,6 +704,21 @@ enum GGUFBytes {
         #expect(refused ? message?.hasPrefix("\"gemma2.rope.scaling.factor\" is 4.0: llama.cpp reads it") == true : message == nil, "\(message ?? "(read)")")
     }
 
+    /// A part of a gguf-split model holds only some tensors (the first, all
+    /// of the metadata): refused naming the split and the merge, where it was
+    /// refused for a block without tensors or, in a directory, as one of
+    /// several .gguf files.
+    @Test func aPartOfASplitModelIsRefusedWithTheMerge() throws {
+        var bytes = try GGUFBytes.fixture("gguf/llama-f32.gguf")
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("split.no") + GGUFBytes.value(.uint16, GGUFBytes.le(UInt16(0))))
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("split.count") + GGUFBytes.value(.uint16, GGUFBytes.le(UInt16(2))))
+        let message = try GGUFBytes.openingError(bytes)?.message ?? "(read)"
+        #expect(message.hasPrefix("is part 1 of 2 of a split GGUF model") && message.contains("llama-gguf-split --merge"), "\(message)")
+        var whole = try GGUFBytes.fixture("gguf/llama-f32.gguf")
+        try GGUFBytes.insertPair(&whole, GGUFBytes.string("split.count") + GGUFBytes.value(.uint16, GGUFBytes.le(UInt16(1))))
+        #expect(try GGUFBytes.openingError(whole) == nil)
+    }
+
     /// A gemma2 file without `attention.sliding_window` has llama.cpp's
     /// Gemma 2 window, 4096 (it was refused as a missing key).
     @Test func gemma2WithoutAWindowHasGemma2sWindow() throws {

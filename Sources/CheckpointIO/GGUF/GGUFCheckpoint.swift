@@ -28,6 +28,13 @@ public final class GGUFCheckpoint: @unchecked Sendable {
         self.path = path
         let file = try GGUFFile(path: path)
         self.file = file
+        // gguf-split's parts each hold some of the tensors; llama.cpp loads them as one model from the first.
+        if let parts = file.metadata["split.count"]?.int, parts > 1 {
+            let part = file.metadata["split.no"]?.int.map { " \($0 + 1) of \(parts)" } ?? " of \(parts)"
+            throw DroptraceError(
+                "is part\(part) of a split GGUF model (split.count \(parts)), which droptrace reads only whole; merge the parts "
+                    + "with llama.cpp's `llama-gguf-split --merge FIRST_PART OUT.gguf` and score OUT.gguf", path: path)
+        }
         let infos = Dictionary(file.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
 
         // Every tensor must be of a type droptrace expands, checked now rather
