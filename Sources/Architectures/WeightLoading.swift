@@ -55,7 +55,10 @@ struct Weights {
         guard let head = tiedHead.first(where: checkpoint.hasTensor),
               let found = candidates.first(where: { candidate in names.contains { $0.hasPrefix(candidate) && $0 != head } })
         else {
-            throw DroptraceError("missing tensor '\(candidates[0] + probe)'" + Self.wrapperPrefix(of: probe, candidates, in: names), path: checkpoint.weightsPath)
+            let why = checkpoint.whyMissing(candidates[0] + probe)
+            throw DroptraceError(
+                "missing tensor '\(candidates[0] + probe)'" + (why.isEmpty ? Self.wrapperPrefix(of: probe, candidates, in: names) : why),
+                path: checkpoint.weightsPath)
         }
         (prefix, wrapper, standIns) = (found, "", [found + probe: head])
     }

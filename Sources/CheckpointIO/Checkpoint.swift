@@ -213,14 +213,18 @@ public final class Checkpoint: @unchecked Sendable {
     /// form: a PEFT model saved without merging its adapters keeps
     /// `<layer>.base_layer.weight` beside `lora_A` / `lora_B` matrices
     /// (transformers leaves such a layer randomly initialised; the base weight
-    /// alone would drop the adapter); GPTQ and AWQ keep packed integers
+    /// alone would drop the adapter), and a module it trains whole
+    /// (`modules_to_save`) as `<layer>.original_module.weight` beside
+    /// `<layer>.modules_to_save.<adapter>.weight`; GPTQ and AWQ keep packed integers
     /// `<layer>.qweight` with `qzeros` and `scales` (read by their own kernels,
     /// which droptrace does not implement). Empty otherwise.
-    func whyMissing(_ name: String) -> String {
+    public func whyMissing(_ name: String) -> String {
         guard name.hasSuffix(".weight") else { return "" }
         let layer = String(name.dropLast(".weight".count))
-        if hasTensor(layer + ".base_layer.weight") {
-            return ": it is stored as '\((layer + ".base_layer.weight").forErrorMessage)', a PEFT model saved without merging its adapters; "
+        let peftForm = [layer + ".base_layer.weight", layer + ".original_module.weight"].first(where: hasTensor)
+            ?? storedTensorNames.first { $0.hasPrefix(layer + ".modules_to_save.") }
+        if let peftForm {
+            return ": it is stored as '\(peftForm.forErrorMessage)', a PEFT model saved without merging its adapters; "
                 + "save the model from PEFT's merge_and_unload() instead"
         }
         if hasTensor(layer + ".qweight") {

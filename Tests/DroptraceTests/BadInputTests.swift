@@ -414,6 +414,8 @@ import Tokenization
     @Test(arguments: [
         ("q_proj.base_layer.weight", ["'model.layers.0.self_attn.q_proj.base_layer.weight'", "merge_and_unload()"]),
         ("q_proj.qweight", ["'model.layers.0.self_attn.q_proj.qweight'", "qzeros and scales"]),
+        // A module PEFT trains whole (modules_to_save), not merged.
+        ("q_proj.modules_to_save.default.weight", ["'model.layers.0.self_attn.q_proj.modules_to_save.default.weight'", "merge_and_unload()"]),
     ])
     func layerStoredInAnotherFormIsNamed(storedAs: String, mentioning: [String]) throws {
         let scratch = try ScratchDirectory()
@@ -426,6 +428,22 @@ import Tokenization
         try expectRefused(
             checkpoint: model, naming: model.path,
             mentioning: ["missing tensor 'model.layers.0.self_attn.q_proj.weight'"] + mentioning, in: scratch)
+    }
+
+    /// The token embedding of an unmerged PEFT model that trained it whole
+    /// (`modules_to_save=["embed_tokens"]`) is named as such, not as a bare missing tensor.
+    @Test func unmergedPeftEmbeddingIsNamed() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try rewriteWeights(model) { entries in
+            for index in entries.indices where entries[index].name == "model.embed_tokens.weight" {
+                entries[index].name = "model.embed_tokens.original_module.weight"
+            }
+        }
+        try expectRefused(
+            checkpoint: model, naming: model.path,
+            mentioning: ["missing tensor 'model.embed_tokens.weight'", "'model.embed_tokens.original_module.weight'", "merge_and_unload()"],
+            in: scratch)
     }
 
     /// A quantization_config whose method droptrace does not implement is
