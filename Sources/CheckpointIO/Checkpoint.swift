@@ -87,6 +87,9 @@ public final class Checkpoint: @unchecked Sendable {
             otherTensors.merge(others.mapValues { ($0, file.path) }) { first, _ in first }
             tensors.merge(found) { first, _ in first }
         }
+        if gguf == nil, let problem = Self.placeholderProblem(tensors.values.map(\.shape), others: otherTensors.count) {
+            throw DroptraceError(problem, path: layout.weightFiles.count == 1 ? layout.weightFiles[0].path : directory.path)
+        }
         self.tensors = tensors
         let others = otherTensors.filter { tensors[$0.key] == nil }
         self.otherTensors = others
@@ -109,6 +112,18 @@ public final class Checkpoint: @unchecked Sendable {
         }
         modelType = type
         (decodedConfigData, configKeysWrittenAs) = ConfigValueKinds.decodable(configData, document: document, modelType: type)
+    }
+
+    /// What weight files holding no weights hold, one sentence; nil when
+    /// some tensor of `shapes` (the float tensors' shapes) has elements.
+    /// DeepSpeed ZeRO-3 saves each parameter as an empty placeholder, or
+    /// saves no state dict at all, unless the weights are gathered first.
+    static func placeholderProblem(_ shapes: [[Int]], others: Int) -> String? {
+        let gather = "as DeepSpeed ZeRO-3 saves a model without gathering its weights; save it with "
+            + "`stage3_gather_16bit_weights_on_model_save: true`, or consolidate the ZeRO shards with zero_to_fp32.py"
+        if shapes.isEmpty, others == 0 { return "holds no tensors (an empty state dict), " + gather }
+        guard !shapes.isEmpty, shapes.allSatisfy({ $0.contains(0) }) else { return nil }
+        return "every tensor is empty (shape \(shapes[0]) and the like): placeholders, " + gather
     }
 
     /// config.json's top-level object, read as strictly as Python's json

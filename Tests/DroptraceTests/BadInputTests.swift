@@ -446,6 +446,22 @@ import Tokenization
             in: scratch)
     }
 
+    /// Weights saved under DeepSpeed ZeRO-3 without gathering them: every
+    /// tensor an empty placeholder, or no tensor at all. Refused naming the
+    /// cause, where it was a shape mismatch or a bare missing tensor.
+    @Test(arguments: [true, false])
+    func zero3PlaceholdersAreNamed(placeholders: Bool) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try rewriteWeights(model) { entries in
+            entries = placeholders ? entries.map { .init(name: $0.name, dtype: .float32, shape: [0], bytes: Data()) } : []
+        }
+        try expectRefused(
+            checkpoint: model, naming: model.appendingPathComponent("model.safetensors").path,
+            mentioning: [placeholders ? "every tensor is empty (shape [0]" : "holds no tensors", "stage3_gather_16bit_weights_on_model_save"],
+            in: scratch)
+    }
+
     /// A quantization_config whose method droptrace does not implement is
     /// refused naming it, whatever the tensors: quantised integers (GPTQ's
     /// qweight, bitsandbytes' I8) were refused as a bare missing or
