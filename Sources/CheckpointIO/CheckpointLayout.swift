@@ -77,8 +77,14 @@ public struct CheckpointLayout: Sendable {
         if let unreadable = UnreadableCheckpointFormat.diagnose(location) {
             throw DroptraceError(unreadable, path: path)
         }
+        // A series directory given where one checkpoint is expected.
+        let checkpoints = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { CheckpointName.parse($0) != nil }.sorted()
+        let series = checkpoints.isEmpty ? ""
+            : "; it holds checkpoint directories (\(checkpoints.prefix(2).joined(separator: ", "))\(checkpoints.count > 2 ? ", …" : "")): "
+                + "`droptrace trace` scores a series, `score` one of them"
         throw DroptraceError(
-            "no weights in the checkpoint directory (looked for \(safetensorsFile), \(safetensorsIndex), \(pytorchFile), \(pytorchIndex), *.gguf)",
+            "no weights in the checkpoint directory (looked for \(safetensorsFile), \(safetensorsIndex), \(pytorchFile), \(pytorchIndex), *.gguf)"
+                + series,
             path: path)
     }
 

@@ -268,6 +268,19 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: scratch.path("one.h5").path))
     }
 
+    /// `score` given a series directory says it is one, and which command scores it.
+    @Test func scoreOfASeriesDirectoryPointsToTrace() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        for step in [10, 20, 30] { try series.add(step: step) }
+        let score = try DroptraceCommand.run([
+            "score", series.directory.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("one.h5").path,
+        ])
+        #expect(score.status == 1)
+        #expect(score.stderr.contains("it holds checkpoint directories (checkpoint-10, checkpoint-20, …): `droptrace trace` scores a series"),
+                "\(score.stderr)")
+    }
+
     @Test func corruptIsAFailureAtOnceOrAfterTheSettleTime() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
