@@ -96,9 +96,9 @@ struct Weights {
     func floats(_ name: String, _ shape: [Int]) throws -> [Float] {
         let scales = prefix + name + "_scale_inv"
         guard checkpoint.hasTensor(scales) else { return try tensor(name, shape).floats() }
-        return try FP8.dequantize(
-            weight: try storedFP8(name, shape), scaleInv: try checkpoint.storedTensor(scales), blockRows: fp8Block.rows,
-            blockColumns: fp8Block.columns)
+        let (weight, scaleInv) = (try storedFP8(name, shape), try checkpoint.storedTensor(scales))
+        let block = fp8Block.fromScaleGrid ? try FP8.blockFromScaleGrid(weight: weight, scaleInv: scaleInv) : (fp8Block.rows, fp8Block.columns)
+        return try FP8.dequantize(weight: weight, scaleInv: scaleInv, blockRows: block.0, blockColumns: block.1)
     }
 
     /// The stored FP8 weight `name`, checked to have shape `shape`.
@@ -306,10 +306,13 @@ struct Weights {
 
 /// Token embedding lookup: expands only the rows the batch uses.
 /// `quantization_config.weight_block_size` of config.json: [rows, columns]
-/// of the weight block each FP8 scale covers, both at least 1.
+/// of the weight block each FP8 scale covers, both at least 1; 128 × 128
+/// when absent; null: each weight's scale grid sets its block
+/// (`FP8.blockFromScaleGrid`; a single scale is per-tensor FP8).
 struct FP8BlockSize: Decodable {
     var rows = 128
     var columns = 128
+    var fromScaleGrid = false
 
     enum Keys: String, CodingKey { case quantizationConfig = "quantization_config", weightBlockSize = "weight_block_size" }
 
@@ -317,6 +320,10 @@ struct FP8BlockSize: Decodable {
         let top = try decoder.container(keyedBy: Keys.self)
         guard top.contains(.quantizationConfig), try !top.decodeNil(forKey: .quantizationConfig) else { return }
         let quantization = try top.nestedContainer(keyedBy: Keys.self, forKey: .quantizationConfig)
+        if quantization.contains(.weightBlockSize), try quantization.decodeNil(forKey: .weightBlockSize) {
+            fromScaleGrid = true
+            return
+        }
         guard let size = try quantization.decodeIfPresent([Int].self, forKey: .weightBlockSize) else { return }
         try ConfigRules.decodingChecks {
             guard size.count == 2 else {

@@ -12,6 +12,8 @@ import DroptraceSupport
 public enum FP8 {
     static let e4m3Values: [Float] = (0..<256).map { e4m3(UInt8($0)) }
     static let e5m2Values: [Float] = (0..<256).map { e5m2(UInt8($0)) }
+    /// float8_e8m0fnu: 2^(byte − 127), 0xFF NaN (0x00 is 2^−127, a float32 subnormal).
+    static let e8m0Values: [Float] = (0..<256).map { $0 == 255 ? .nan : Float(sign: .plus, exponent: $0 - 127, significand: 1) }
 
     /// 1 sign, 4 exponent (bias 7), 3 mantissa bits.
     static func e4m3(_ code: UInt8) -> Float {
@@ -37,9 +39,9 @@ public enum FP8 {
         return Float(bitPattern: magnitude.bitPattern | sign)
     }
 
-    /// Expands `count` FP8 values of `dtype` (`.float8_e4m3` or `.float8_e5m2`).
+    /// Expands `count` FP8 values of `dtype` (`.float8_e4m3`, `.float8_e5m2` or `.float8_e8m0`).
     static func expand(_ source: UnsafeRawPointer, dtype: TensorDType, count: Int, into destination: UnsafeMutablePointer<Float>) {
-        (dtype == .float8_e4m3 ? e4m3Values : e5m2Values).withUnsafeBufferPointer { table in
+        (dtype == .float8_e4m3 ? e4m3Values : dtype == .float8_e5m2 ? e5m2Values : e8m0Values).withUnsafeBufferPointer { table in
             for i in 0..<count { destination[i] = table[Int(source.load(fromByteOffset: i, as: UInt8.self))] }
         }
     }
@@ -55,8 +57,9 @@ public enum FP8 {
     /// (128 × 128 in DeepSeek-V3).
     ///
     /// Returns `[..., M, N]` row-major. Throws when `weight` is not FP8,
-    /// `scaleInv` not a float tensor, the block size not positive, the scale
-    /// grid not the one the shapes imply, or a file changed since it was opened.
+    /// `scaleInv` not a float (or F8_E8M0) tensor, the block size not
+    /// positive, the scale grid not the one the shapes imply, or a file
+    /// changed since it was opened.
     public static func dequantize(
         weight: TensorSlice, scaleInv: TensorSlice, blockRows: Int = 128, blockColumns: Int = 128
     ) throws -> [Float] {
@@ -65,9 +68,9 @@ public enum FP8 {
                 "block-scaled weight '\(weight.name.forErrorMessage)' has dtype \(weight.dtype.rawValue), not F8_E4M3 or F8_E5M2",
                 path: weight.path)
         }
-        guard scaleInv.dtype.readsAsWeights, !scaleInv.dtype.isBlockQuantized else {
+        guard (scaleInv.dtype.readsAsWeights && !scaleInv.dtype.isBlockQuantized) || scaleInv.dtype == .float8_e8m0 else {
             throw DroptraceError(
-                "scales '\(scaleInv.name.forErrorMessage)' have dtype \(scaleInv.dtype.rawValue), not F32, F16 or BF16",
+                "scales '\(scaleInv.name.forErrorMessage)' have dtype \(scaleInv.dtype.rawValue), not F32, F16, BF16 or F8_E8M0",
                 path: scaleInv.path)
         }
         guard blockRows > 0, blockColumns > 0 else {
@@ -82,7 +85,9 @@ public enum FP8 {
         func blocks(_ size: Int, _ block: Int) -> Int { size / block + (size % block == 0 ? 0 : 1) }
         let (scaleRows, scaleColumns) = (blocks(rows, blockRows), blocks(columns, blockColumns))
         let grid = Array(weight.shape.dropLast(2)) + [scaleRows, scaleColumns]
-        guard scaleInv.shape == grid else {
+        // One scale for the whole matrix may be stored as a scalar ([] or [1]).
+        let wholeMatrix = grid.allSatisfy { $0 == 1 } && scaleInv.shape.count < grid.count && scaleInv.shape.allSatisfy { $0 == 1 }
+        guard scaleInv.shape == grid || wholeMatrix else {
             throw DroptraceError(
                 "scales '\(scaleInv.name.forErrorMessage)' have shape \(scaleInv.shape), but weight '\(weight.name.forErrorMessage)' of shape \(weight.shape) in \(blockRows) × \(blockColumns) blocks needs \(grid)",
                 path: scaleInv.path)
@@ -108,5 +113,28 @@ public enum FP8 {
             }
         }
         return values
+    }
+
+    /// The block each scale of `scaleInv` covers when the config gives no
+    /// block size (`weight_block_size: null`): the weight's last two
+    /// dimensions divided by the scale grid's, which must divide them, as
+    /// transformers' FP8 dequantisation derives it; a single scale (shape
+    /// [], [1] or [1, 1]) covers the whole matrix (per-tensor FP8).
+    /// - Throws: `DroptraceError` naming the scales when the grid does not
+    ///   divide the weight's shape or has another rank.
+    public static func blockFromScaleGrid(weight: TensorSlice, scaleInv: TensorSlice) throws -> (rows: Int, columns: Int) {
+        guard weight.shape.count >= 2 else { return (1, 1) }
+        let (rows, columns) = (weight.shape[weight.shape.count - 2], weight.shape[weight.shape.count - 1])
+        if weight.shape.count == 2, scaleInv.shape.count <= 2, scaleInv.shape.allSatisfy({ $0 == 1 }) {
+            return (max(rows, 1), max(columns, 1))
+        }
+        let grid = scaleInv.shape.suffix(2)
+        guard scaleInv.shape.count == weight.shape.count, let scaleRows = grid.first, let scaleColumns = grid.last,
+              scaleRows > 0, scaleColumns > 0, rows % scaleRows == 0, columns % scaleColumns == 0, rows > 0, columns > 0 else {
+            throw DroptraceError(
+                "scales '\(scaleInv.name.forErrorMessage)' have shape \(scaleInv.shape), which does not divide weight '\(weight.name.forErrorMessage)' of shape \(weight.shape) into equal blocks (quantization_config.weight_block_size is null, so the scale grid sets the block)",
+                path: scaleInv.path)
+        }
+        return (rows / scaleRows, columns / scaleColumns)
     }
 }

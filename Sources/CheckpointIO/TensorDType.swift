@@ -29,13 +29,16 @@ public enum TensorDType: String, Sendable {
     /// torch's float8_e4m3fn and float8_e5m2; expand exactly as torch's `.float()`.
     case float8_e4m3 = "F8_E4M3"
     case float8_e5m2 = "F8_E5M2"
+    /// torch's float8_e8m0fnu: an exponent alone, 2^(byte − 127) (0xFF NaN),
+    /// as FP8 weights' scales are stored with `scale_fmt: "ue8m0"`.
+    case float8_e8m0 = "F8_E8M0"
 
     /// Elements stored together with their shared scales; 1 for plain floats.
     /// A tensor's rows are whole blocks, so row and chunk boundaries never
     /// split one.
     public var blockSize: Int {
         switch self {
-        case .float32, .float16, .bfloat16, .float64, .uint8, .float8_e4m3, .float8_e5m2: 1
+        case .float32, .float16, .bfloat16, .float64, .uint8, .float8_e4m3, .float8_e5m2, .float8_e8m0: 1
         case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_NL, .mxfp4: 32
         case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_XS: 256
         }
@@ -47,7 +50,7 @@ public enum TensorDType: String, Sendable {
         case .float64: 8
         case .float32: 4
         case .float16, .bfloat16: 2
-        case .uint8, .float8_e4m3, .float8_e5m2: 1
+        case .uint8, .float8_e4m3, .float8_e5m2, .float8_e8m0: 1
         case .q8_0: 34
         case .q4_0: 18
         case .q4_1: 20
@@ -68,11 +71,11 @@ public enum TensorDType: String, Sendable {
 
     /// Whether a tensor of this dtype holds weights by itself. U8 and FP8
     /// tensors do not: their values mean something only together with their
-    /// scales, so checkpoints list them apart (`Checkpoint.storedTensor`) and
+    /// scales (or, E8M0, as the scales of others), so checkpoints list them apart (`Checkpoint.storedTensor`) and
     /// a model reading one as a plain weight gets an error.
     public var readsAsWeights: Bool {
         switch self {
-        case .uint8, .float8_e4m3, .float8_e5m2: false
+        case .uint8, .float8_e4m3, .float8_e5m2, .float8_e8m0: false
         default: true
         }
     }
@@ -111,7 +114,7 @@ public func expandToFloat32(
         }
     case .uint8:
         for i in 0..<count { destination[i] = Float(source.load(fromByteOffset: i, as: UInt8.self)) }
-    case .float8_e4m3, .float8_e5m2:
+    case .float8_e4m3, .float8_e5m2, .float8_e8m0:
         FP8.expand(source, dtype: dtype, count: count, into: destination)
     case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_NL, .iq4_XS, .mxfp4:
         GGMLQuantization.dequantize(source, dtype: dtype, blocks: count / dtype.blockSize, into: destination)

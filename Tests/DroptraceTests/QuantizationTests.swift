@@ -179,6 +179,32 @@ private func expectFailure(mentioning words: [String], _ body: () throws -> Void
         let codes = try #require(file.scaledTensors["codes.e4m3"])
         expectFailure(mentioning: ["codes.e4m3", "[256]", "not a matrix"]) { _ = try FP8.dequantize(weight: codes, scaleInv: scaleInv) }
     }
+
+    /// With `weight_block_size: null` the scale grid sets the block, as
+    /// transformers derives it: it must divide the weight; one scale covers it all.
+    @Test func blockFromTheScaleGrid() throws {
+        let file = try Self.file()
+        let weight = try #require(file.scaledTensors["model.layers.0.self_attn.kv_a_proj_with_mqa.weight"])
+        let (rows, columns) = (weight.shape[0], weight.shape[1])
+        func scales(_ shape: [Int]) -> TensorSlice {
+            .computed(name: "s", shape: shape, path: "f") { [Float](repeating: 0.5, count: shape.reduce(1, *)) }
+        }
+        #expect(try FP8.blockFromScaleGrid(weight: weight, scaleInv: scales([])) == (rows, columns))
+        #expect(try FP8.blockFromScaleGrid(weight: weight, scaleInv: scales([1, 1])) == (rows, columns))
+        #expect(try FP8.blockFromScaleGrid(weight: weight, scaleInv: scales([3, 2])) == (rows / 3, columns / 2))  // [129, 130]
+        let whole = try FP8.dequantize(weight: weight, scaleInv: scales([]), blockRows: rows, blockColumns: columns)
+        #expect(whole == (try weight.floats()).map { $0 * 0.5 })
+        expectFailure(mentioning: ["'s'", "[\(rows + 1), 1]", "equal blocks"]) {
+            _ = try FP8.blockFromScaleGrid(weight: weight, scaleInv: scales([rows + 1, 1]))
+        }
+        expectFailure(mentioning: ["[2]", "equal blocks"]) { _ = try FP8.blockFromScaleGrid(weight: weight, scaleInv: scales([2])) }
+    }
+
+    /// F8_E8M0 (torch's float8_e8m0fnu) is 2^(byte − 127), 0xFF NaN.
+    @Test func e8m0IsAPowerOfTwo() {
+        #expect(FP8.e8m0Values[127] == 1 && FP8.e8m0Values[130] == 8 && FP8.e8m0Values[0] == 0x1p-127 && FP8.e8m0Values[254] == 0x1p127)
+        #expect(FP8.e8m0Values[255].isNaN)
+    }
 }
 
 @Suite struct ScaledTensorCheckpointTests {
