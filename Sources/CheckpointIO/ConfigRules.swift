@@ -97,7 +97,10 @@ public enum ConfigRules {
     /// an Int cannot hold (1e300, 2.5).
     public static func integer(_ value: Double, _ key: String) throws -> Int {
         guard let integer = Int(exactly: value) else {
-            throw InvalidConfigValue(key: key, problem: "must be a whole number, got \(value)")
+            // Counts are read through a double: from about 2^63 − 2^9 on, a whole number rounds to 2^63 or beyond.
+            let whole = value.isFinite && value.rounded(.towardZero) == value
+            throw InvalidConfigValue(
+                key: key, problem: whole ? "is too large: \(value) is not below 2^63" : "must be a whole number, got \(value)")
         }
         return integer
     }
