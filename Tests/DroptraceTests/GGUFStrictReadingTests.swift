@@ -719,6 +719,15 @@ enum GGUFBytes {
         #expect(try GGUFBytes.openingError(whole) == nil)
     }
 
+    /// Without `attention.head_count_kv` llama.cpp takes head_count; when
+    /// that does not fit the key projections the error says the key is absent.
+    @Test func absentKeyValueHeadCountIsNamedAsAbsent() throws {
+        let bytes = try GGUFUnusedTensorTests.renaming(
+            try GGUFBytes.fixture("gguf/llama-f32.gguf"), "llama.attention.head_count_kv", to: "llama.attention.head_count_kx")
+        let message = try GGUFBytes.openingError(bytes)?.message ?? "(read)"
+        #expect(message.hasPrefix("\"llama.attention.head_count_kv\" is absent, so head_count as llama.cpp defaults it, which does not fit"), "\(message)")
+    }
+
     /// A gemma2 file without `attention.sliding_window` has llama.cpp's
     /// Gemma 2 window, 4096 (it was refused as a missing key).
     @Test func gemma2WithoutAWindowHasGemma2sWindow() throws {

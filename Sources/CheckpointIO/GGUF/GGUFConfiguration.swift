@@ -100,7 +100,8 @@ struct GGUFConfiguration {
             }
             try Self.confirm(
                 architecture, hidden: hidden, layers: layers, heads: heads, kvHeads: kvHeads, headDim: headDim,
-                keyLength: keyLength.map { ($0, widthKey) }, embedding: embedding, tensorDimensions: tensorDimensions)
+                keyLength: keyLength.map { ($0, widthKey) }, embedding: embedding, tensorDimensions: tensorDimensions,
+                kvHeadsGiven: metadata.values[a + "attention.head_count_kv"] != nil)
             if experts > 0 {
                 let width = try ConfigRules.count(
                     try metadata.optionalUInt32(a + "expert_feed_forward_length") ?? feedForward, a + "expert_feed_forward_length")
@@ -145,7 +146,7 @@ struct GGUFConfiguration {
     /// width is blamed on the key that sets it).
     private static func confirm(
         _ architecture: GGUFArchitecture, hidden: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int,
-        keyLength: (value: Int, key: String)?, embedding: [Int], tensorDimensions: [String: [Int]]
+        keyLength: (value: Int, key: String)?, embedding: [Int], tensorDimensions: [String: [Int]], kvHeadsGiven: Bool
     ) throws {
         let a = architecture.name + "."
         guard embedding[0] == hidden else {
@@ -186,6 +187,8 @@ struct GGUFConfiguration {
         if let missing = (0...blocks.count).first(where: { !blocks.contains($0) }), missing < layers {
             throw InvalidConfigValue(key: a + "block_count", problem: "is \(layers), but the file has no tensors of block \(missing)")
         }
+        // Once the query projections fit, the head width is right: a key projection that does not fit blames its count.
+        var widthConfirmed = false
         for rule in rules {
             let rows = try ConfigRules.product([(rule.heads, rule.key), (headDim, widthKey)])
             for name in names where name.hasSuffix(rule.suffix) {
@@ -197,12 +200,15 @@ struct GGUFConfiguration {
                 }
                 guard dimensions[1] == rows else {
                     // Whole heads of another width: the width is wrong; otherwise the count.
-                    let blamed = keyLength != nil && dimensions[1] % rule.heads == 0 ? widthKey : rule.key
+                    let blamed = keyLength != nil && !widthConfirmed && dimensions[1] % rule.heads == 0 ? widthKey : rule.key
+                    let defaulted = blamed == a + "attention.head_count_kv" && !kvHeadsGiven
+                        ? "is absent, so head_count as llama.cpp defaults it, which " : ""
                     throw InvalidConfigValue(
                         key: blamed,
-                        problem: "does not fit \(name): \(rule.heads) heads of \(headDim) make \(rows) rows, but it has \(dimensions[1])")
+                        problem: defaulted + "does not fit \(name): \(rule.heads) heads of \(headDim) make \(rows) rows, but it has \(dimensions[1])")
                 }
             }
+            if rule.key == a + "attention.head_count" { widthConfirmed = true }
         }
     }
 
