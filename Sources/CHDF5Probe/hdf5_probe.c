@@ -62,6 +62,69 @@ static void own_library_in_child(void) {}
 
 typedef struct { size_t element_limit; } probe_context;
 
+// The most elements one read of a dataset takes: a compressed dataset may
+// expand to far more than its file holds (deflate reaches about 1000:1), so
+// datasets are read in slabs of at most this many elements, whatever their size.
+#define SLAB_ELEMENTS ((hsize_t)1 << 20)
+
+// One read into a buffer of `count` elements of `size` bytes; `layout` is
+// the dataspace of the buffer (to reclaim variable-length values).
+static void read_buffer(hid_t object, int is_attribute, hid_t memory_type, hid_t memory_space, hid_t file_space,
+                        hid_t layout, size_t count, size_t size) {
+    void *buffer = calloc(count, size);
+    if (!buffer) return;
+    if (is_attribute) {
+        (void)H5Aread(object, memory_type, buffer);
+    } else {
+        (void)H5Dread(object, memory_type, memory_space, file_space, H5P_DEFAULT, buffer);
+    }
+    if (H5Tis_variable_str(memory_type) > 0 || H5Tdetect_class(memory_type, H5T_VLEN) > 0) {
+        (void)H5Dvlen_reclaim(memory_type, layout, H5P_DEFAULT, buffer);
+    }
+    free(buffer);
+}
+
+// Reads a dataset slab by slab: the trailing dimensions whole while they
+// fit in SLAB_ELEMENTS, the next one in steps, the leading ones one index at
+// a time.
+static void read_dataset_in_slabs(hid_t dataset, hid_t memory_type, hid_t space, size_t size) {
+    int rank = H5Sget_simple_extent_ndims(space);
+    if (rank <= 0 || rank > H5S_MAX_RANK) {
+        read_buffer(dataset, 0, memory_type, H5S_ALL, H5S_ALL, space, 1, size);
+        return;
+    }
+    hsize_t dims[H5S_MAX_RANK], start[H5S_MAX_RANK], count[H5S_MAX_RANK];
+    if (H5Sget_simple_extent_dims(space, dims, NULL) < 0) return;
+    hsize_t whole = 1;
+    int split = rank - 1;
+    while (split >= 0 && whole * dims[split] <= SLAB_ELEMENTS) whole *= dims[split--];
+    if (split < 0) {
+        read_buffer(dataset, 0, memory_type, H5S_ALL, H5S_ALL, space, (size_t)whole, size);
+        return;
+    }
+    hsize_t step = SLAB_ELEMENTS / whole;
+    for (int i = 0; i < rank; i++) { start[i] = 0; count[i] = i > split ? dims[i] : 1; }
+    for (;;) {
+        count[split] = dims[split] - start[split] < step ? dims[split] - start[split] : step;
+        hid_t slab = H5Scopy(space);
+        hid_t memory_space = H5Screate_simple(1, (hsize_t[]){ count[split] * whole }, NULL);
+        if (slab >= 0 && memory_space >= 0
+            && H5Sselect_hyperslab(slab, H5S_SELECT_SET, start, NULL, count, NULL) >= 0) {
+            read_buffer(dataset, 0, memory_type, memory_space, slab, memory_space, (size_t)(count[split] * whole), size);
+        }
+        if (memory_space >= 0) H5Sclose(memory_space);
+        if (slab >= 0) H5Sclose(slab);
+        // The next slab: along the split dimension, then the leading ones as an odometer.
+        start[split] += count[split];
+        int i = split;
+        while (i >= 0 && start[i] >= dims[i]) {
+            start[i] = 0;
+            if (--i >= 0) start[i] += 1;
+        }
+        if (i < 0) return;
+    }
+}
+
 // Reads every value of a dataset or an attribute, as the project's reader
 // would: strings in their own type, numbers in the native one. Errors are
 // ignored: only surviving the read matters here.
@@ -76,17 +139,11 @@ static void read_values(hid_t object, int is_attribute, size_t element_limit) {
     }
     size_t size = memory_type >= 0 ? H5Tget_size(memory_type) : 0;
     if (size > 0 && (size_t)count <= element_limit) {
-        void *buffer = calloc((size_t)count, size);
-        if (buffer) {
-            if (is_attribute) {
-                (void)H5Aread(object, memory_type, buffer);
-            } else {
-                (void)H5Dread(object, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buffer);
-            }
-            if (H5Tis_variable_str(memory_type) > 0 || H5Tdetect_class(memory_type, H5T_VLEN) > 0) {
-                (void)H5Dvlen_reclaim(memory_type, space, H5P_DEFAULT, buffer);
-            }
-            free(buffer);
+        // Attributes have no filters: their values are no larger than the file.
+        if (is_attribute) {
+            read_buffer(object, 1, memory_type, H5S_ALL, H5S_ALL, space, (size_t)count, size);
+        } else {
+            read_dataset_in_slabs(object, memory_type, space, size);
         }
     }
     if (memory_type >= 0) H5Tclose(memory_type);

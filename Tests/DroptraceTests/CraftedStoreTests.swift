@@ -61,6 +61,26 @@ import Testing
         #expect(try ScoreFile.read(from: store).rows.count == 1)
     }
 
+    /// A compressed dataset expands to far more than its file holds (4e8
+    /// zeros in 14 MB took 3.2 GB to check): the probe reads datasets in
+    /// slabs of at most 2^20 elements. Datasets of one, two and three
+    /// dimensions, each beyond a slab in a different way, read through.
+    @Test func compressedDatasetsBeyondOneSlabAreProbedWhole() throws {
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("big.h5")
+        let file = try HDF5File.create(at: url)
+        try file.createDataset("line", values: [Double](repeating: 0, count: (1 << 21) + 5), storage: .compressed(level: 9))
+        try file.createDataset("rows", values: [Float](repeating: 1, count: 3 * ((1 << 20) + 1)), shape: [3, (1 << 20) + 1],
+                               storage: .compressed(level: 9))
+        try file.createDataset("cube", values: [Int32](repeating: 2, count: 5 * 600 * 700), shape: [5, 600, 700],
+                               storage: .compressed(level: 9))
+        try file.close()
+        #expect(try Data(contentsOf: url).count < 1 << 20)
+        let reopened = try HDF5File.open(at: url)
+        #expect(try reopened.dataset("rows").shape == [3, (1 << 20) + 1])
+        try reopened.close()
+    }
+
     /// The probe forks while other threads may be inside libhdf5 (its
     /// global lock held): the child must never inherit a lock it cannot
     /// take, or a good store would be refused as "still reading".
