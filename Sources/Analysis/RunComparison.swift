@@ -106,7 +106,7 @@ public struct RunComparison: Sendable {
     /// Compares `runs`.
     /// - Throws: `DroptraceError` naming the offending store when fewer than
     ///   two runs are given, a store holds no checkpoint, the runs differ in
-    ///   model_type or num_layers, or no key matches checkpoints (names
+    ///   model_type, num_layers or hidden_size (`isSameModel`), or no key matches checkpoints (names
     ///   repeated within a store).
     public init(runs: [ComparedRun]) throws {
         guard let first = runs.first else { throw DroptraceError("no stores to compare") }
@@ -116,11 +116,11 @@ public struct RunComparison: Sendable {
         let model = first.scoreFile.metadata
         for run in runs {
             let metadata = run.scoreFile.metadata
-            guard metadata.modelType == model.modelType, metadata.numLayers == model.numLayers else {
+            guard metadata.isSameModel(as: model) else {
                 throw DroptraceError(
-                    "is a \(SystemError.oneLine(metadata.modelType)) model with \(metadata.numLayers) layers, but "
-                        + "\(first.path) holds \(SystemError.oneLine(model.modelType)) with \(model.numLayers); compare "
-                        + "needs stores of one architecture (the same model_type and num_layers)",
+                    "holds \(SystemError.oneLine(metadata.modelDescription)), but \(first.path) holds "
+                        + "\(SystemError.oneLine(model.modelDescription)); compare needs stores of one architecture "
+                        + "(the same model_type, num_layers and hidden_size)",
                     path: run.path)
             }
             guard !run.scoreFile.rows.isEmpty else {

@@ -13,10 +13,11 @@ import ScoreStore
 @Suite struct CompareTests {
     /// A run's output directory holding a store of `rows` with its analysis.
     @discardableResult
-    static func writeRun(_ rows: [CheckpointRow], at directory: URL, modelType: String = "llama",
+    static func writeRun(_ rows: [CheckpointRow], at directory: URL, modelType: String = "llama", hiddenSize: Int? = nil,
                          calibration: String = String(repeating: "0123456789abcdef", count: 4), series: URL? = nil) throws -> URL {
         var scores = AnalysisFixtures.scoreFile(rows)
         scores.metadata.modelType = modelType
+        scores.metadata.hiddenSize = hiddenSize
         scores.metadata.seriesDirectory = series?.path
         scores.metadata.calibrationSHA256 = calibration
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -154,14 +155,17 @@ import ScoreStore
         }
         let b = try Self.writeRun(fewerLayers, at: scratch.path("b"))
         let c = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("c"), modelType: "qwen2")
+        // Another width of the same type and depth: another architecture (the spread would not be the runs' alone).
+        let wide = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("wide"), hiddenSize: 64)
+        let narrow = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("narrow"), hiddenSize: 48)
         let output = scratch.path("out")
-        for (other, words) in [(b, "4 layers"), (c, "qwen2")] {
-            let result = try DroptraceCommand.run(["compare", a.path, other.path, "--output", output.path])
+        for (first, other, words) in [(a, b, "4 layers"), (a, c, "qwen2"), (wide, narrow, "hidden_size 48")] {
+            let result = try DroptraceCommand.run(["compare", first.path, other.path, "--output", output.path])
             #expect(result.status == 1)
             let lines = result.stderr.split(separator: "\n")
             #expect(lines.count == 1, "\(result.stderr)")
-            #expect(result.stderr.contains("\(other.path)/scores.h5: is a") && result.stderr.contains(words)
-                    && result.stderr.contains("model_type and num_layers"), "\(result.stderr)")
+            #expect(result.stderr.contains("\(other.path)/scores.h5: holds") && result.stderr.contains(words)
+                    && result.stderr.contains("model_type, num_layers and hidden_size"), "\(result.stderr)")
             #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("report.md").path))
         }
     }
