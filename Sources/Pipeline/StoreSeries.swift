@@ -36,7 +36,9 @@ extension ScoreFile {
     /// or listed from elsewhere — when of the checkpoints `found` under
     /// names it holds, at least one and more than half have the files its
     /// rows were scored on (their fingerprints): runs started from one
-    /// initial checkpoint share that one and differ in the rest. A store
+    /// initial checkpoint share that one and differ in the rest — unless the
+    /// recorded directory still holds checkpoints of its rows that `found`
+    /// lacks (then the old run is still there, and this is another). A store
     /// that records no directory (written before it was recorded, or
     /// `droptrace score`'s file) is this series' unless none of its rows is
     /// one of `found` by name and none is named by a checkpoint naming rule
@@ -61,7 +63,21 @@ extension ScoreFile {
                     + "none of the checkpoints found in \(seriesDirectory); \(ways)", path: path)
         }
         let same = common.filter { $0.isScored(asFingerprint: fingerprints[$0.name]!) }.count
-        if same > 0 && 2 * same > common.count { return true }
+        // A series that moved is no longer where it was: a run still there
+        // with checkpoints this series lacks is another run, which shares
+        // its first checkpoint(s) (a `runs/latest` link moved to a new run
+        // that starts from the old one's initial checkpoint).
+        let foundNames = Set(found.map(\.name))
+        let stillThere = rows.map(\.name).filter {
+            !foundNames.contains($0) && FileManager.default.fileExists(atPath: (recorded as NSString).appendingPathComponent($0))
+        }
+        if same > 0 && 2 * same > common.count {
+            guard !stillThere.isEmpty else { return true }
+            let names = stillThere.prefix(3).joined(separator: ", ") + (stillThere.count > 3 ? ", …" : "")
+            throw DroptraceError(
+                "holds the rows of the series in \(recorded), which is still there with checkpoints (\(names)) that "
+                    + "\(seriesDirectory) lacks: it is another run; \(ways)", path: path)
+        }
         let finding = same == 0
             ? "none of the checkpoints found in \(seriesDirectory) is one of them"
             : "of the \(common.count) checkpoints found in \(seriesDirectory) under names it holds, \(same) \(same == 1 ? "has" : "have") the files "

@@ -96,6 +96,33 @@ import Testing
                                         + "and holds rows (gpt2-f32) of none of the checkpoints found"), "\(adopted.stderr)")
     }
 
+    /// A `runs/latest` link moved to a new run whose only checkpoint yet is
+    /// the old run's initial one: one of one found checkpoints has the
+    /// stored files, but the old run is still where the store says, with
+    /// checkpoints the new one lacks: another run (its rows were adopted).
+    @Test func aLinkMovedToANewRunFromTheSameStartIsAnotherRun() throws {
+        let scratch = try ScratchDirectory()
+        let runA = try SeriesBuilder(in: scratch, name: "runs/A")
+        let initial = try runA.add(step: 10)
+        try runA.add(step: 20)
+        try runA.add(step: 30)
+        let latest = scratch.path("runs/latest")
+        try FileManager.default.createSymbolicLink(at: latest, withDestinationURL: runA.directory)
+        let output = scratch.path("out")
+        #expect(try runs.trace(latest, output).status == 0)
+        let before = try Data(contentsOf: output.appendingPathComponent("scores.h5"))
+
+        let runB = try SeriesBuilder(in: scratch, name: "runs/B")
+        try FileManager.default.createSymbolicLink(at: runB.directory.appendingPathComponent("checkpoint-10"), withDestinationURL: initial)
+        try FileManager.default.removeItem(at: latest)
+        try FileManager.default.createSymbolicLink(at: latest, withDestinationURL: runB.directory)
+        let run = try runs.trace(latest, output)
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("is still there with checkpoints (checkpoint-20, checkpoint-30) that "
+                                    + "\(runB.directory.resolvingSymlinksInPath().path) lacks: it is another run"), "\(run.stderr)")
+        #expect(try Data(contentsOf: output.appendingPathComponent("scores.h5")) == before)
+    }
+
     /// A series moved (or reached by another path) is recognised by its
     /// checkpoints' files: the stored rows are kept, not rescored, and the
     /// store records where it is now. A store from before the directory was
