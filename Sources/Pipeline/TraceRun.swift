@@ -407,6 +407,15 @@ public final class TraceRun {
     /// under a new name, never deleted, and the run starts over.
     func existingStore() throws -> (ScoreFile?, DropEvaluation, TaskAccuracyRecord, StoreAdditions?) {
         let path = options.storeURL.path
+        // The store is replaced in place: through a link, the link would become a file and its target go stale
+        // (or, dangling, a new store would replace a store the link reaches when its share is mounted).
+        var info = stat()
+        if lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFLNK {
+            let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)).map { " to \(SystemError.oneLine($0))" } ?? ""
+            throw DroptraceError(
+                "is a symbolic link\(target); droptrace replaces its store in place, which would replace the link, not "
+                    + "what it leads to: give the directory that holds the store itself as the output", path: path)
+        }
         guard FileManager.default.fileExists(atPath: path) else { return (nil, DropEvaluation(), TaskAccuracyRecord(), nil) }
         // A store we may not read is not damaged: say why, and touch nothing.
         // Without O_NONBLOCK, a FIFO in the store's place would block here, holding the lock.

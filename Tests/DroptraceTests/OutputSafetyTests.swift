@@ -207,6 +207,29 @@ import Glibc
         #expect(try files.destinationOfSymbolicLink(atPath: lock.path) == victim.path)
     }
 
+    /// A scores.h5 that is a symbolic link: the store is replaced in place,
+    /// so the link became a file and its target went stale; a dangling one
+    /// (a share not mounted) was taken for no store and every checkpoint rescored.
+    @Test(arguments: [false, true])
+    func symlinkedStoreIsRefusedAndLeftAsItIs(dangling: Bool) throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        let elsewhere = scratch.path("elsewhere")
+        if !dangling { #expect(try trace(series.directory, elsewhere).status == 0) }
+        let target = elsewhere.appendingPathComponent("scores.h5")
+        let before = dangling ? nil : try bytes(target)
+        let output = scratch.path("out")
+        try files.createDirectory(at: output, withIntermediateDirectories: true)
+        let store = output.appendingPathComponent("scores.h5")
+        try files.createSymbolicLink(at: store, withDestinationURL: target)
+        try series.add(step: 20)
+
+        expectOneLineFailure(try trace(series.directory, output), naming: store.path, mentioning: ["is a symbolic link to"])
+        #expect(try files.destinationOfSymbolicLink(atPath: store.path) == target.path)
+        #expect(dangling ? !files.fileExists(atPath: target.path) : try bytes(target) == before)
+    }
+
     @Test func hardLinkedLockFileIsRefused() throws {
         let scratch = try ScratchDirectory()
         let output = scratch.path("out")
