@@ -24,9 +24,12 @@ enum CheckpointPlacement {
     /// a model directory of another name: the Trainer's output directory,
     /// holding the final model beside its `checkpoint-<N>` folders, is where
     /// outputs often go.
+    /// Nor may `output` lie in one of `series` under a name a checkpoint
+    /// takes, before that checkpoint exists: the store would stand among
+    /// the checkpoints as one, and the checkpoint of that name replace it.
     /// - Parameter contents: what would be lost with it ("the store", "the report").
     /// - Throws: `DroptraceError` naming `output` and the checkpoint.
-    static func checkOutside(_ output: URL, checkpoints: [URL], contents: String) throws {
+    static func checkOutside(_ output: URL, checkpoints: [URL], series: [URL] = [], contents: String) throws {
         func refusal(_ checkpoint: URL) -> DroptraceError {
             DroptraceError(
                 "lies inside checkpoint \(checkpoint.standardizedFileURL.lastPathComponent), which training may replace "
@@ -34,6 +37,11 @@ enum CheckpointPlacement {
                 path: output.path)
         }
         for checkpoint in checkpoints where ResolvedPath.isWithin(output, checkpoint) { throw refusal(checkpoint) }
+        let resolved = ResolvedPath.of(output)
+        for directory in series.map(ResolvedPath.of) where resolved.hasPrefix(directory + "/") {
+            let entry = resolved.dropFirst(directory.count + 1).prefix { $0 != "/" }
+            if CheckpointName.parse(String(entry)) != nil { throw refusal(URL(fileURLWithPath: directory).appendingPathComponent(String(entry))) }
+        }
         var directory = URL(fileURLWithPath: ResolvedPath.of(output))
         while directory.path != "/" {
             if CheckpointName.parse(directory.lastPathComponent) != nil && !CheckpointLayout.holdsNoWeights(directory) {

@@ -88,7 +88,7 @@ public enum CompareRuns {
     static func checkOutput(_ output: URL, runs: [ComparedRun]) throws {
         let series = runs.compactMap { $0.scoreFile.metadata.seriesDirectory.map { URL(fileURLWithPath: $0) } }
         try CheckpointPlacement.checkOutside(
-            output, checkpoints: series.flatMap(CheckpointPlacement.checkpoints(inSeries:)), contents: "the report")
+            output, checkpoints: series.flatMap(CheckpointPlacement.checkpoints(inSeries:)), series: series, contents: "the report")
     }
 
     /// Each run's name in the report: its directory's name (the score file's

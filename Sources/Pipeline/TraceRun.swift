@@ -243,14 +243,14 @@ public final class TraceRun {
     /// directories (`save_total_limit`), and the store with them. Checked
     /// from the paths alone, before the output directory is created.
     func checkOutputOutsideCheckpoints() throws {
-        let candidates: [URL]
+        let (candidates, series): ([URL], [URL])
         switch options.checkpoints {
         case .list(let directories):
-            candidates = directories
+            (candidates, series) = (directories, [])
         case .series(let directory):
-            candidates = CheckpointPlacement.checkpoints(inSeries: directory)
+            (candidates, series) = (CheckpointPlacement.checkpoints(inSeries: directory), [directory])
         }
-        try CheckpointPlacement.checkOutside(options.output, checkpoints: candidates, contents: "the store")
+        try CheckpointPlacement.checkOutside(options.output, checkpoints: candidates, series: series, contents: "the store")
     }
 
     /// Throws `DroptraceError` naming the first of `checkpoints` (in series

@@ -167,6 +167,12 @@ import Glibc
         }
         let beside = try trace(series.directory, series.directory.appendingPathComponent("droptrace"))
         #expect(beside.status == 0, "\(beside.stderr)")
+
+        // Named like a checkpoint of the series, before that checkpoint exists: it was created, then
+        // refused on every later run and taken for a corrupt checkpoint by other traces of the series.
+        let named = series.directory.appendingPathComponent("checkpoint-999")
+        expectOneLineFailure(try trace(series.directory, named), naming: named.path, mentioning: ["inside checkpoint checkpoint-999"])
+        #expect(!files.fileExists(atPath: named.path))
     }
 
     /// A missing input (series, calibration, --eval file) is found before
