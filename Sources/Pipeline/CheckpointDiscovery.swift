@@ -249,6 +249,12 @@ public enum CheckpointDiscovery {
             layout = try CheckpointLayout.resolve(directory)
         } catch {
             if let unreadable = UnreadableCheckpointFormat.diagnose(directory) { return .failed(unreadable) }
+            // A series given where a checkpoint is expected (a `checkpoints:` entry) never becomes one.
+            let inner = CheckpointPlacement.checkpoints(inSeries: directory).map(\.lastPathComponent).sorted()
+            if CheckpointLayout.holdsNoWeights(directory), !inner.isEmpty {
+                return .failed("holds checkpoint directories (\(inner.prefix(2).joined(separator: ", "))\(inner.count > 2 ? ", …" : "")), "
+                    + "not a checkpoint: give it as the series directory, or list its checkpoints")
+            }
             // A complete index naming no usable shards stays wrong however long one waits.
             if let defect = CheckpointLayout.indexDefect(in: directory) { return .failed(defect) }
             return settled((error as? DroptraceError)?.message ?? "\(error)", directory, settleTime)

@@ -494,6 +494,22 @@ import Testing
         ].sorted())
     }
 
+    /// A series directory listed as a checkpoint is refused: it was skipped
+    /// as still being written ("a later run will pick it up"), for ever.
+    @Test func aListedSeriesIsNoCheckpoint() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let ten = try series.add(step: 10)
+        try series.add(step: 20)
+        try series.add(step: 30)
+        let result = try CheckpointDiscovery.inspect([ten, series.directory])
+        #expect(result.ready.map(\.name) == ["checkpoint-10"] && result.incomplete.isEmpty)
+        #expect(result.failed.map(\.error) == [
+            "\(series.directory.path): holds checkpoint directories (checkpoint-10, checkpoint-20, …), not a checkpoint: "
+                + "give it as the series directory, or list its checkpoints",
+        ])
+    }
+
     /// A checkpoint listed twice keeps its row from run to run: the second
     /// listing is refused as a duplicate, not taken for replaced files
     /// (its row was removed and rescored at every run, the store set aside).
