@@ -84,6 +84,8 @@ public enum CheckpointDiscovery {
                 continue
             }
             guard isDirectory(entry) else { continue }
+            // The Trainer saves some versions' checkpoints as tmp-checkpoint-<N> and renames them when complete.
+            if name.hasPrefix("tmp-"), CheckpointName.parse(String(name.dropFirst(4))) != nil { continue }
             if CheckpointName.parse(name) != nil {
                 checkpoints.append(entry)
             } else if looksLikeCheckpoint(entry) {

@@ -494,6 +494,21 @@ import Testing
         ].sorted())
     }
 
+    /// The Trainer's staging directory, tmp-checkpoint-<N>, is a checkpoint
+    /// being saved: no warning, and alone no error ("none named by a rule"
+    /// failed the first cron run of a series).
+    @Test func aStagedTrainerSaveIsACheckpointBeingWritten() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10, name: "tmp-checkpoint-10")
+        let alone = try CheckpointDiscovery.scan(series.directory)
+        #expect(alone.ready.isEmpty && alone.failed.isEmpty)
+        #expect(alone.warnings.count == 1 && alone.warnings[0].contains("no checkpoints yet"), "\(alone.warnings)")
+        try series.add(step: 5)
+        let beside = try CheckpointDiscovery.scan(series.directory)
+        #expect(beside.ready.map(\.name) == ["checkpoint-5"] && beside.warnings.isEmpty, "\(beside.warnings)")
+    }
+
     /// A series directory listed as a checkpoint is refused: it was skipped
     /// as still being written ("a later run will pick it up"), for ever.
     @Test func aListedSeriesIsNoCheckpoint() throws {
