@@ -104,6 +104,16 @@ public struct ReportWriter: Sendable {
     /// Cheap; `trace` checks before any work, the writer again before it writes.
     public static func checkReplaceable(in outDir: URL) throws {
         try ReportOwnership.checkReplaceable(in: outDir, figureNames: ReportFigures.knownFileNames)
+        // A comparison's output (no store, its own figures) is not a trace's to replace, as compare refuses a trace's.
+        let figures = outDir.appendingPathComponent(figuresDirectory)
+        if !FileManager.default.fileExists(atPath: outDir.appendingPathComponent(ScoreFile.outputFileName).path),
+           let figure = ComparisonFigures.knownFileNames.first(where: {
+               FileManager.default.fileExists(atPath: figures.appendingPathComponent($0).path)
+           }) {
+            throw DroptraceError(
+                "holds a droptrace compare report (\(figuresDirectory)/\(figure)), which a trace's report would replace: "
+                    + "choose another output directory", path: outDir.path)
+        }
     }
 
     /// Writes `figures` into `outDir/figures/` and `outDir/report.md`, as

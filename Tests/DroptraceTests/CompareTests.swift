@@ -213,6 +213,16 @@ import ScoreStore
         }
         #expect(try Data(contentsOf: a.appendingPathComponent("report.md")) == traceReport)
         #expect(!FileManager.default.fileExists(atPath: b.appendingPathComponent("report.md").path))
+        // The other way round: a trace into a comparison's output is refused as well (it replaced the comparison).
+        let comparison = try Data(contentsOf: scratch.path("c/report.md"))
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        let trace = try DroptraceCommand.run([
+            "trace", series.directory.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("c").path,
+        ])
+        #expect(trace.status == 1 && trace.stderr.contains("holds a droptrace compare report (figures/"), "\(trace.stderr)")
+        #expect(try Data(contentsOf: scratch.path("c/report.md")) == comparison)
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("c/scores.h5").path))
         // One store is a usage error.
         #expect(try DroptraceCommand.run(["compare", a.path, "--output", scratch.path("o").path]).status == 64)
     }
