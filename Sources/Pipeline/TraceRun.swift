@@ -89,6 +89,11 @@ public final class TraceRun {
         afterAll: () -> Void = {}
     ) throws -> TraceSummary {
         // What can be checked from the inputs alone is, before the output directory is created.
+        guard ScoreFileMetadata.canRecord(seriesDirectory: ResolvedPath.of(options.output)) else {
+            throw DroptraceError(
+                "the output directory's path holds a line break or control character (or is over 4096 bytes), which every "
+                    + "message naming its files would split: choose another", path: options.output.path)
+        }
         try checkOutputOutsideCheckpoints()
         if case .series(let directory) = options.checkpoints, !FileManager.default.fileExists(atPath: directory.path) {
             throw DroptraceError("series directory not found", path: directory.path)

@@ -193,6 +193,18 @@ import Glibc
         #expect(!files.fileExists(atPath: output.path))
     }
 
+    /// An output path with a line break (a YAML literal block, `output: |`)
+    /// is refused before anything is created: it was made as `out\n`.
+    @Test func outputPathWithALineBreakIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let output = scratch.path("out\n")
+        let result = try trace(series.directory, output)
+        #expect(result.status == 1 && result.stderr.contains("the output directory's path holds a line break"), "\(result.stderr)")
+        #expect(!files.fileExists(atPath: output.path))
+    }
+
     // MARK: - Symbolic links
 
     @Test func symlinkedLockFileIsRefusedAndItsTargetUntouched() throws {
