@@ -190,6 +190,8 @@ public final class TraceRun {
             for name in summary.queued { store = try withoutStaleRow(name, in: store) }
         }
         var stored = discovered.ready.filter { !rescored.contains($0.name) }
+        // An input's fault (a calibration id beyond the vocabulary) fails every checkpoint alike: said once.
+        var said: Set<String> = []
         for (index, checkpoint) in todo.enumerated() {
             do {
                 let (row, metadata) = try produce(checkpoint, (index, todo.count), calibration, store)
@@ -203,7 +205,7 @@ public final class TraceRun {
                     log.warning("\(checkpoint.directory.path): deleted before it could be scored; not traced")
                     continue
                 }
-                log.error("\(error.description)")
+                if said.insert(error.description).inserted { log.error("\(error.description)") }
                 summary.failed.append((checkpoint.name, error.description))
             }
         }

@@ -509,6 +509,22 @@ import Testing
         #expect(beside.ready.map(\.name) == ["checkpoint-5"] && beside.warnings.isEmpty, "\(beside.warnings)")
     }
 
+    /// A calibration id beyond the vocabulary fails every checkpoint alike:
+    /// said once, then that no checkpoint could be scored (it was said per checkpoint).
+    @Test func aCalibrationFaultIsSaidOnce() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        for step in [10, 20, 30] { try series.add(step: step) }
+        let calibration = try scratch.write("{\"input_ids\": [512]}\n{\"input_ids\": [1, 2]}\n", to: "c.jsonl")
+        let result = try DroptraceCommand.run([
+            "trace", series.directory.path, "--calibration", calibration.path, "--output", scratch.path("out").path,
+        ])
+        let errors = result.stderr.split(separator: "\n").filter { $0.contains(" error: ") }
+        #expect(result.status == 1 && errors.count == 2, "\(result.stderr)")
+        #expect(errors.first?.contains("\(calibration.path): token id 512 in sequence 1 is outside the model's vocabulary") == true)
+        #expect(errors.last?.contains("no checkpoint could be scored") == true)
+    }
+
     /// A series directory listed as a checkpoint is refused: it was skipped
     /// as still being written ("a later run will pick it up"), for ever.
     @Test func aListedSeriesIsNoCheckpoint() throws {
