@@ -337,6 +337,10 @@ enum PipelineYAML {
         func check(_ node: Node, setting: String, fraction: Bool) throws {
             let items = node.sequence.map(Array.init) ?? [node]
             for item in items {
+                // Quoted empty text decodes as absent (the default): a value meant, and lost.
+                if let scalar = item.scalar, scalar.style != .plain, scalar.string.isEmpty {
+                    throw DroptraceError("setting \"\(setting)\" is empty text; write a number, or leave the setting out", path: path)
+                }
                 guard let scalar = item.scalar, scalar.style == .plain, item.null == nil else { continue }
                 let text = scalar.string
                 let decimal = fraction ? text.wholeMatch(of: fractional) != nil : text.wholeMatch(of: whole) != nil

@@ -43,6 +43,9 @@ struct PipelineFileSafetyTests {
         ("nested-list", settings + "drop_k: [[1, 2]]\n", #"setting "drop_k[0]" has the wrong type"#),
         // A quoted number where a number goes (the YAML library calls it a missing value).
         ("quoted-number", settings + "drop_k: [\"2\"]\n", #"setting "drop_k[0]" has the wrong type"#),
+        // Empty text decoded as absent: the default, silently.
+        ("empty-number", settings + "seq_len: \"\"\n", #"setting "seq_len" is empty text"#),
+        ("empty-fraction", settings + "settle_minutes: ''\n", #"setting "settle_minutes" is empty text"#),
     ]
 
     @Test("hostile pipeline files are refused with one line", arguments: cases.map(\.name))
