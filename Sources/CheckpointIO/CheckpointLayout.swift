@@ -78,9 +78,9 @@ public struct CheckpointLayout: Sendable {
             throw DroptraceError(unreadable, path: path)
         }
         // A series directory given where one checkpoint is expected.
-        let checkpoints = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { CheckpointName.parse($0) != nil }.sorted()
+        let checkpoints = CheckpointName.entries(in: location)
         let series = checkpoints.isEmpty ? ""
-            : "; it holds checkpoint directories (\(checkpoints.prefix(2).joined(separator: ", "))\(checkpoints.count > 2 ? ", …" : "")): "
+            : "; it holds checkpoint directories (\(checkpoints.shownInMessage(atMost: 2))): "
                 + "`droptrace trace` scores a series, `score` one of them"
         throw DroptraceError(
             "no weights in the checkpoint directory (looked for \(safetensorsFile), \(safetensorsIndex), \(pytorchFile), \(pytorchIndex), *.gguf)"

@@ -73,6 +73,12 @@ public enum CheckpointName {
         return parts
     }
 
+    /// The entries of `directory` named like checkpoints, sorted by name;
+    /// none when it cannot be listed.
+    public static func entries(in directory: URL) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).filter { parse($0) != nil }.sorted()
+    }
+
     /// The step in `name`, or nil when the name follows none of the forms or carries no step.
     public static func step(_ name: String) -> Int64? {
         parse(name)?.step

@@ -71,18 +71,17 @@ public enum UnreadableCheckpointFormat {
     /// directories (with `latest_checkpointed_iteration.txt`).
     public static func diagnoseSeries(_ seriesDirectory: URL) -> String? {
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: seriesDirectory.path)) ?? []).sorted()
-        func shown(_ found: [String]) -> String { found.prefix(3).joined(separator: ", ") + (found.count > 3 ? ", …" : "") }
         let needed = "droptrace reads Hugging Face checkpoints, one directory per step holding config.json and the weights "
             + "(model.safetensors), as `save_pretrained` writes them"
         let lightning = names.filter { $0.hasSuffix(".ckpt") }
         if !lightning.isEmpty {
-            return "holds PyTorch Lightning checkpoint files (\(shown(lightning))), which droptrace cannot read; \(needed): "
+            return "holds PyTorch Lightning checkpoint files (\(lightning.shownInMessage())), which droptrace cannot read; \(needed): "
                 + "save the model with `save_pretrained` in a callback at each checkpoint, into checkpoint-<step>/"
         }
         let megatron = names.filter { $0.hasPrefix("iter_") && $0.count > 5 && $0.dropFirst(5).allSatisfy { ("0"..."9").contains($0) } }
         if !megatron.isEmpty || names.contains("latest_checkpointed_iteration.txt") {
             let found = megatron.isEmpty ? ["latest_checkpointed_iteration.txt"] : megatron
-            return "holds Megatron-LM checkpoints (\(shown(found))), which droptrace cannot read; \(needed): convert each "
+            return "holds Megatron-LM checkpoints (\(found.shownInMessage())), which droptrace cannot read; \(needed): convert each "
                 + "iteration to one (Megatron-Bridge, or Megatron-LM's checkpoint converter), into checkpoint-<iteration>/"
         }
         return nil

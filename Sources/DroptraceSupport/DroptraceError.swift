@@ -17,3 +17,12 @@ public struct DroptraceError: Error, CustomStringConvertible, Equatable, Sendabl
         return message
     }
 }
+
+extension Sequence<String> {
+    /// The first `limit` items joined by ", ", with ", …" when there are
+    /// more: a list of names short enough for a one-line message.
+    public func shownInMessage(atMost limit: Int = 3) -> String {
+        let items = Array(self)
+        return items.prefix(limit).joined(separator: ", ") + (items.count > limit ? ", …" : "")
+    }
+}

@@ -101,7 +101,7 @@ public enum CheckpointDiscovery {
             throw DroptraceError(unreadable, path: path)
         }
         if checkpoints.isEmpty, !unmatched.isEmpty {
-            let shown = unmatched.prefix(3).joined(separator: ", ") + (unmatched.count > 3 ? ", …" : "")
+            let shown = unmatched.shownInMessage()
             throw DroptraceError("holds checkpoints (\(shown)) but none named by a checkpoint naming rule; \(expected)", path: path)
         }
         var result = try inspect(checkpoints, settleTime: settleTime)
@@ -252,9 +252,9 @@ public enum CheckpointDiscovery {
         } catch {
             if let unreadable = UnreadableCheckpointFormat.diagnose(directory) { return .failed(unreadable) }
             // A series given where a checkpoint is expected (a `checkpoints:` entry) never becomes one.
-            let inner = CheckpointPlacement.checkpoints(inSeries: directory).map(\.lastPathComponent).sorted()
+            let inner = CheckpointName.entries(in: directory)
             if CheckpointLayout.holdsNoWeights(directory), !inner.isEmpty {
-                return .failed("holds checkpoint directories (\(inner.prefix(2).joined(separator: ", "))\(inner.count > 2 ? ", …" : "")), "
+                return .failed("holds checkpoint directories (\(inner.shownInMessage(atMost: 2))), "
                     + "not a checkpoint: give it as the series directory, or list its checkpoints")
             }
             // A complete index naming no usable shards stays wrong however long one waits.

@@ -82,7 +82,7 @@ struct CheckpointFingerprint: Equatable {
             default: nil
             }
         }
-        let shown = changes.prefix(3).joined(separator: ", ") + (changes.count > 3 ? ", …" : "")
+        let shown = changes.shownInMessage()
         return "its files changed since it was scored (\(shown))"
     }
 

@@ -12,8 +12,7 @@ enum CheckpointPlacement {
     /// The entries of series `directory` named like checkpoints, finished or
     /// not (each may be a link to a checkpoint elsewhere); none when it cannot be listed.
     static func checkpoints(inSeries directory: URL) -> [URL] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-        return names.filter { CheckpointName.parse($0) != nil }.map { directory.appendingPathComponent($0) }
+        CheckpointName.entries(in: directory).map { directory.appendingPathComponent($0) }
     }
 
     /// Throws when `output` is one of `checkpoints` or lies inside one (both

@@ -57,7 +57,7 @@ extension ScoreFile {
         guard let recorded = metadata.seriesDirectory else {
             // Traces from before the directory was recorded name every row by a naming rule, and go on.
             if !common.isEmpty || rows.contains(where: { CheckpointName.parse($0.name) != nil }) { return false }
-            let names = rows.prefix(3).map(\.name).joined(separator: ", ") + (rows.count > 3 ? ", …" : "")
+            let names = rows.map(\.name).shownInMessage()
             throw DroptraceError(
                 "records no series directory (not a trace's store: `droptrace score`'s file?) and holds rows (\(names)) of "
                     + "none of the checkpoints found in \(seriesDirectory); \(ways)", path: path)
@@ -73,7 +73,7 @@ extension ScoreFile {
         }
         if same > 0 && 2 * same > common.count {
             guard !stillThere.isEmpty else { return true }
-            let names = stillThere.prefix(3).joined(separator: ", ") + (stillThere.count > 3 ? ", …" : "")
+            let names = stillThere.shownInMessage()
             throw DroptraceError(
                 "holds the rows of the series in \(recorded), which is still there with checkpoints (\(names)) that "
                     + "\(seriesDirectory) lacks: it is another run; \(ways)", path: path)
