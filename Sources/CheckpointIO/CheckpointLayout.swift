@@ -93,12 +93,15 @@ public struct CheckpointLayout: Sendable {
     /// A checkpoint whose weights were deleted (to free space, or by a
     /// rotation cut short) looks like this; one with bad weight files does not.
     public static func holdsNoWeights(_ directory: URL) -> Bool {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-        return !names.contains { name in
-            let lower = name.lowercased()
-            return lower.hasSuffix(".safetensors") || lower.hasSuffix(".gguf") || lower.hasSuffix(".index.json")
-                || (name.hasPrefix("pytorch_model") && lower.hasSuffix(".bin"))
-        }
+        !((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).contains(where: isWeightFileName)
+    }
+
+    /// Whether a file of this name holds (or indexes) weights: `.safetensors`,
+    /// `.gguf`, `pytorch_model*.bin`, an `.index.json`.
+    static func isWeightFileName(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        return lower.hasSuffix(".safetensors") || lower.hasSuffix(".gguf") || lower.hasSuffix(".index.json")
+            || (name.hasPrefix("pytorch_model") && lower.hasSuffix(".bin"))
     }
 
     /// config.json's `transformers_weights`: the weight file (or safetensors

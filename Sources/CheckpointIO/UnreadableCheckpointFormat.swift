@@ -112,7 +112,7 @@ public enum UnreadableCheckpointFormat {
         }
         let merge = "merge it into its base model\(base) with peft's `PeftModel.from_pretrained(base, \(directory.path)).merge_and_unload()` "
             + "and save the result with `save_pretrained` (model.safetensors and config.json)"
-        if let model = names.sorted().first(where: isModelWeightFile) {
+        if let model = names.sorted().first(where: { !$0.hasPrefix("adapter_model") && CheckpointLayout.isWeightFileName($0) }) {
             return "holds a PEFT adapter (\(found)) beside model weights (\(model)): transformers with peft loads the base model "
                 + "adapter_config.json names and applies the adapter, so these weights alone are not the model it runs; "
                 + merge + ", or move the adapter's files out to score the weights alone"
@@ -120,12 +120,6 @@ public enum UnreadableCheckpointFormat {
         return "holds a PEFT adapter (\(found)) without the model's weights, which droptrace cannot score; " + merge
     }
 
-    /// A file a checkpoint's weights are read from (not an adapter's).
-    private static func isModelWeightFile(_ name: String) -> Bool {
-        let lower = name.lowercased()
-        return !name.hasPrefix("adapter_model")
-            && (lower.hasSuffix(".safetensors") || lower.hasSuffix(".gguf") || (name.hasPrefix("pytorch_model") && lower.hasSuffix(".bin")))
-    }
 
     private static func isDistributedCheckpointShard(_ relativePath: String) -> Bool {
         relativePath.hasSuffix(".distcp")
