@@ -44,6 +44,7 @@ public enum PipelineDocument {
         else { return .trace(try PipelineFile.load(url)) }
         try PipelineYAML.checkShape(mapping, path: url.path)
         try PipelineYAML.checkPaths(mapping, path: url.path)
+        try PipelineYAML.checkQuotedTitle(mapping, path: url.path)
         let known = ComparePipelineFile.CodingKeys.allCases.map(\.rawValue)
         if let unknown = mapping.keys.compactMap(\.string).sorted().first(where: { !known.contains($0) }) {
             throw DroptraceError(

@@ -100,6 +100,7 @@ public struct PipelineFile: Decodable {
         }
         try PipelineYAML.checkDecimalNumbers(mapping, path: url.path)
         try PipelineYAML.checkPaths(mapping, path: url.path)
+        try PipelineYAML.checkQuotedTitle(mapping, path: url.path)
         // Checked before decoding, which would only say that the value cannot be read.
         if let node = mapping[CodingKeys.precision.rawValue],
            node.null != nil || node.scalar.flatMap({ Precision(rawValue: $0.string) }) == nil {
@@ -385,6 +386,14 @@ enum PipelineYAML {
     /// as null is absent), an empty path (the pipeline file's own
     /// directory), and the paths `pathProblem` names. Values of other kinds
     /// are left to the decoder, which names their type.
+    /// Refuses a quoted `title` that titles nothing (`title: ""`): Yams
+    /// decodes quoted empty text as absent, the default title, though one was written.
+    static func checkQuotedTitle(_ mapping: Node.Mapping, path: String) throws {
+        if let title = mapping["title"]?.scalar, title.style != .plain, let problem = TraceOptions.titleProblem(title.string) {
+            throw DroptraceError(problem, path: path)
+        }
+    }
+
     static func checkPaths(_ mapping: Node.Mapping, path: String) throws {
         for (key, value) in mapping {
             guard let name = key.scalar?.string else { continue }

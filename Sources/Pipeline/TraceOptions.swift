@@ -29,8 +29,11 @@ public struct TraceOptions: Sendable {
     /// Why `title` cannot title a report, nil when it can: it is one line of
     /// a Markdown heading and an HDF5 string attribute (C strings end at NUL).
     public static func titleProblem(_ title: String) -> String? {
-        title.unicodeScalars.contains { $0.properties.generalCategory == .control }
-            ? "title must be one line without control characters (NUL, tab, line breaks)" : nil
+        if title.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            return "title must be one line without control characters (NUL, tab, line breaks)"
+        }
+        // An empty heading; leaving the title out gives the default one.
+        return title.allSatisfy(\.isWhitespace) ? "title is empty; leave it out for the default title" : nil
     }
     /// Evaluation data: when given, each checkpoint's perplexity in full and
     /// without its own / the final checkpoint's drop-k attention layers.

@@ -159,6 +159,7 @@ struct PipelineFileSafetyTests {
         ("compare: [a, ~]\noutput: out\n", "an entry of \"compare\" is null"),
         ("compare: [a, b]\noutput: ''\n", "setting \"output\" is empty"),
         ("title: \"a\\nb\"\ncompare: [a, b]\noutput: out\n", "title must be one line"),
+        ("title: \"\"\ncompare: [a, b]\noutput: out\n", "title is empty"),
     ])
     func pathThatWouldNameAnotherPlaceIsRefused(text: String, words: String) throws {
         let scratch = try ScratchDirectory()

@@ -352,6 +352,11 @@ import Glibc
         let result = try DroptraceCommand.run(arguments + ["--title", "a\tb"])
         #expect(result.status == 64, "\(result.stderr)")
         #expect(result.stderr.contains("title must be one line"), "\(result.stderr)")
+        // An empty or blank title wrote an empty heading.
+        for blank in ["", "  "] {
+            let empty = try DroptraceCommand.run(arguments + ["--title", blank])
+            #expect(empty.status == 64 && empty.stderr.contains("title is empty"), "\(empty.stderr)")
+        }
     }
 
     @Test func badPipelineFilesAreRefused() throws {
