@@ -105,9 +105,15 @@ public enum DropSelection {
         let available = target == .joint ? 2 * layers : layers
         guard count >= 1 else { throw DroptraceError("--count must be at least 1", path: checkpoint) }
         guard count < available else {
+            let every = switch target {
+            case .attention: "attention layer"
+            case .mlp: "MLP layer"
+            case .block: "block"
+            case .joint: "attention and MLP module"
+            }
             throw DroptraceError(
                 count == available
-                    ? "--count \(count) would drop every \(target == .joint ? "attention and MLP" : target.rawValue) layer of the model; choose fewer"
+                    ? "--count \(count) would drop every \(every) of the model; choose fewer"
                     : "--count \(count) is larger than the model's \(available) \(target == .joint ? "attention and MLP modules" : "layers")",
                 path: checkpoint)
         }

@@ -103,6 +103,14 @@ import Tokenization
 
     /// An export path naming an existing file (the source's own weights, say)
     /// or a non-empty directory is refused, and what is there is kept.
+    /// A count that would drop everything says what it would drop ("every block", not "every block layer").
+    @Test(arguments: [(DropTarget.attention, 5, "every attention layer"), (.mlp, 5, "every MLP layer"), (.block, 5, "every block"),
+                      (.joint, 10, "every attention and MLP module")])
+    func aCountThatDropsEverythingIsRefused(target: DropTarget, count: Int, words: String) {
+        let error = #expect(throws: DroptraceError.self) { try DropSelection.check(target, count: count, layers: 5) }
+        #expect(error?.message == "--count \(count) would drop \(words) of the model; choose fewer")
+    }
+
     @Test func exportNeverReplacesWhatIsThere() throws {
         let scratch = try ScratchDirectory()
         let model = try load("llama-f32")
