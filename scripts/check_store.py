@@ -12,6 +12,7 @@ Reading the file yourself:
     f.attrs["model_type"]                      # str
     int(f.attrs["num_layers"])                 # stored as int64
 """
+import re
 import sys
 
 import h5py
@@ -50,6 +51,9 @@ def check(path):
             problems.append("root attribute matrix_kernel is not a string")
         if "hidden_size" in f.attrs and not (isinstance(f.attrs["hidden_size"], np.integer) and f.attrs["hidden_size"] > 0):
             problems.append("root attribute hidden_size is not a positive integer")
+        shapes = f.attrs.get("layer_shapes_sha256")
+        if shapes is not None and not (isinstance(shapes, str) and re.fullmatch(r"[0-9a-f]{64}", shapes)):
+            problems.append("root attribute layer_shapes_sha256 is not 64 lowercase hex digits")
         if problems:
             return problems, None
         layers = int(f.attrs["num_layers"])

@@ -106,7 +106,7 @@ public struct RunComparison: Sendable {
     /// Compares `runs`.
     /// - Throws: `DroptraceError` naming the offending store when fewer than
     ///   two runs are given, a store holds no checkpoint, the runs differ in
-    ///   model_type, num_layers or hidden_size (`isSameModel`), or no key matches checkpoints (names
+    ///   model_type, num_layers, hidden_size or layer shapes (`isSameModel`), or no key matches checkpoints (names
     ///   repeated within a store).
     public init(runs: [ComparedRun]) throws {
         guard let first = runs.first else { throw DroptraceError("no stores to compare") }
@@ -117,10 +117,10 @@ public struct RunComparison: Sendable {
         for run in runs {
             let metadata = run.scoreFile.metadata
             guard metadata.isSameModel(as: model) else {
+                let (this, other) = metadata.describedApart(from: model)
                 throw DroptraceError(
-                    "holds \(SystemError.oneLine(metadata.modelDescription)), but \(first.path) holds "
-                        + "\(SystemError.oneLine(model.modelDescription)); compare needs stores of one architecture "
-                        + "(the same model_type, num_layers and hidden_size)",
+                    "holds \(SystemError.oneLine(this)), but \(first.path) holds \(SystemError.oneLine(other)); compare needs "
+                        + "stores of one architecture (the same model_type, num_layers, hidden_size and layer shapes)",
                     path: run.path)
             }
             guard !run.scoreFile.rows.isEmpty else {

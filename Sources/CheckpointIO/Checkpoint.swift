@@ -276,6 +276,24 @@ public final class Checkpoint: @unchecked Sendable {
         readLock.withLock { _ = readNames.insert(name) }
     }
 
+    /// The layers' tensors read so far and their shapes, one
+    /// "<name from the layer index on> <shape>" line each, sorted
+    /// ("3.mlp.down_proj.weight [64, 172]"): what a model's layers are made
+    /// of, whatever prefix the file puts before the layer index
+    /// (`model.layers.`, a wrapper's `model.model.layers.`) and whatever the
+    /// dtype. Tensors whose names hold no index (embedding, final norm,
+    /// head) are left out. Read once a model has run through every layer.
+    public var layerTensorShapes: String {
+        let names = readLock.withLock { readNames }
+        return names.compactMap { name -> String? in
+            let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+            guard let index = parts.firstIndex(where: { !$0.isEmpty && $0.utf8.allSatisfy { (48...57).contains($0) } }),
+                  let shape = (tensors[name] ?? scaledTensors[name])?.shape
+            else { return nil }
+            return parts[index...].joined(separator: ".") + " \(shape)"
+        }.sorted().joined(separator: "\n")
+    }
+
     /// Throws when a GGUF file holds a tensor named `<layerPrefix>…` (a
     /// layer's, `model.layers.3.`) that building the layer did not read: the
     /// Hugging Face model the metadata describes has no place for it (a bias

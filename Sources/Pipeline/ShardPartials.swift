@@ -134,8 +134,9 @@ struct ShardPartials {
         let files = try shards.map { try read($0, calibration: calibration, precision: precision) }
         let reference = store ?? files[0].metadata
         for (shard, file) in zip(shards, files) where !file.metadata.isSameModel(as: reference) {
+            let (partial, held) = file.metadata.describedApart(from: reference)
             throw DroptraceError(
-                "is \(file.metadata.modelDescription), but \(store == nil ? "shard 0 holds" : "the store holds") \(reference.modelDescription); run its `droptrace slurm task` again",
+                "is \(partial), but \(store == nil ? "shard 0 holds" : "the store holds") \(held); run its `droptrace slurm task` again",
                 path: url(shard).path)
         }
         let sums: SequenceSums

@@ -86,7 +86,8 @@ extension TraceRun {
             scores: scores, name: checkpoint.name, step: checkpoint.step, tokens: checkpoint.tokens,
             fingerprint: checkpoint.fingerprint)
         var metadata = ScoreFileMetadata(
-            modelType: model.modelType, numLayers: model.layerCount, hiddenSize: model.hiddenSize, calibrationSHA256: set.sha256,
+            modelType: model.modelType, numLayers: model.layerCount, hiddenSize: model.hiddenSize,
+            layerShapesSHA256: ScoreFileMetadata.layerShapesSHA256(of: model.checkpoint.layerTensorShapes), calibrationSHA256: set.sha256,
             calibrationTokens: Int64(set.tokenCount), droptraceVersion: DroptraceVersion.string, shard: shard)
         metadata.record(options.precision)
         try ScoreFile(metadata: metadata, rows: [row]).write(to: target)

@@ -21,7 +21,8 @@ extension ScoreFileMetadata {
     /// matrix kernel for it.
     public init(_ scored: ScoredCheckpoint, precision: Precision) {
         self.init(
-            modelType: scored.modelType, numLayers: scored.layerCount, hiddenSize: scored.hiddenSize, metric: "cosine",
+            modelType: scored.modelType, numLayers: scored.layerCount, hiddenSize: scored.hiddenSize,
+            layerShapesSHA256: Self.layerShapesSHA256(of: scored.layerTensorShapes), metric: "cosine",
             calibrationSHA256: scored.calibration.sha256, calibrationTokens: Int64(scored.calibration.tokenCount),
             droptraceVersion: DroptraceVersion.string)
         record(precision)

@@ -284,13 +284,13 @@ public final class TraceRun {
         next.metadata.seriesDirectory = options.checkpoints.seriesDirectory
         if let existingStore = store {
             guard existingStore.metadata.isSameModel(as: metadata) else {
-                throw DroptraceError(
-                    "is \(metadata.modelDescription), but the store holds \(existingStore.metadata.modelDescription)",
-                    path: checkpoint.directory.path)
+                let (scored, stored) = metadata.describedApart(from: existingStore.metadata)
+                throw DroptraceError("is \(scored), but the store holds \(stored)", path: checkpoint.directory.path)
             }
             next.metadata.recordKernels(of: metadata)
-            // A store from before widths were recorded takes the first one scored into it.
+            // A store from before widths and layer shapes were recorded takes the first ones scored into it.
             next.metadata.hiddenSize = next.metadata.hiddenSize ?? metadata.hiddenSize
+            next.metadata.layerShapesSHA256 = next.metadata.layerShapesSHA256 ?? metadata.layerShapesSHA256
         }
         next.rows.removeAll { $0.name == row.name }
         next.rows.append(row)

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import DroptraceSupport
 
@@ -67,6 +68,11 @@ public struct ScoreFileMetadata: Sendable, Equatable {
     /// that rows of a model of another width are never stored beside these;
     /// nil in stores written before it was recorded.
     public var hiddenSize: Int?
+    /// SHA-256 (hex) of the shapes of the scored model's layer tensors
+    /// (`init(layerTensorShapes:)`), so that rows of a model whose layers
+    /// differ (another `intermediate_size`, key/value head or expert count)
+    /// are never stored beside these; nil in stores written before it was recorded.
+    public var layerShapesSHA256: String?
     /// Similarity metric of `blockGap`; "cosine" is the only one so far.
     public var metric: String
     public var calibrationSHA256: String
@@ -90,7 +96,7 @@ public struct ScoreFileMetadata: Sendable, Equatable {
     public var seriesDirectory: String?
 
     public init(
-        modelType: String, numLayers: Int, hiddenSize: Int? = nil, metric: String = "cosine",
+        modelType: String, numLayers: Int, hiddenSize: Int? = nil, layerShapesSHA256: String? = nil, metric: String = "cosine",
         calibrationSHA256: String, calibrationTokens: Int64, droptraceVersion: String, shard: CalibrationShard? = nil,
         precision: String = "f32", matrixKernel: String? = nil, seriesDirectory: String? = nil
     ) {
@@ -101,6 +107,7 @@ public struct ScoreFileMetadata: Sendable, Equatable {
         self.modelType = modelType
         self.numLayers = numLayers
         self.hiddenSize = hiddenSize
+        self.layerShapesSHA256 = layerShapesSHA256
         self.metric = metric
         self.calibrationSHA256 = calibrationSHA256
         self.calibrationTokens = calibrationTokens
@@ -118,16 +125,40 @@ extension ScoreFileMetadata {
 
     static let kernelSeparator = "; "
 
+    /// `layerShapesSHA256` of a model's `Checkpoint.layerTensorShapes`.
+    public static func layerShapesSHA256(of layerTensorShapes: String) -> String {
+        SHA256.hash(data: Data(layerTensorShapes.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func isDigest(_ text: String) -> Bool {
+        text.utf8.count == 64 && text.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+    }
+
     /// Whether rows scored under `other` are of the model these rows are
-    /// of: the same `model_type`, layer count and width (where both record it).
+    /// of: the same `model_type`, layer count, width and layer shapes (each
+    /// where both record it).
     public func isSameModel(as other: ScoreFileMetadata) -> Bool {
         modelType == other.modelType && numLayers == other.numLayers
-            && (hiddenSize == nil || other.hiddenSize == nil || hiddenSize == other.hiddenSize)
+            && Self.agree(hiddenSize, other.hiddenSize) && Self.agree(layerShapesSHA256, other.layerShapesSHA256)
+    }
+
+    private static func agree<Value: Equatable>(_ lhs: Value?, _ rhs: Value?) -> Bool {
+        lhs == nil || rhs == nil || lhs == rhs
     }
 
     /// The model as messages name it: "llama with 5 layers (hidden_size 64)".
     public var modelDescription: String {
         "\(modelType) with \(numLayers) layers" + (hiddenSize.map { " (hidden_size \($0))" } ?? "")
+    }
+
+    /// How a message names this model and `other`, which is not the same
+    /// (`isSameModel`): their `modelDescription`s, and where those are
+    /// alike, the start of each one's layer-shapes digest with what differs.
+    public func describedApart(from other: ScoreFileMetadata) -> (this: String, other: String) {
+        guard modelDescription == other.modelDescription, let mine = layerShapesSHA256, let theirs = other.layerShapesSHA256
+        else { return (modelDescription, other.modelDescription) }
+        let named = { (digest: String) in "\(modelDescription) with layer_shapes_sha256 \(digest.prefix(12))…" }
+        return (named(mine), named(theirs) + " (the layers' tensors differ in shape: another intermediate_size, key/value head or expert count)")
     }
 
     /// Adds the kernels of `other` (rows scored elsewhere, stored here) to

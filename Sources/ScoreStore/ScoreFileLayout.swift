@@ -55,6 +55,10 @@ public enum ScoreFileLayout {
         public static let numLayers = "num_layers"              // int64
         /// int64, the model's `hidden_size`; absent in stores written before it was recorded.
         public static let hiddenSize = "hidden_size"
+        /// string, 64 hex digits: SHA-256 of the shapes of the scored
+        /// model's layer tensors (`ScoreFileMetadata.layerShapesSHA256`);
+        /// absent in stores written before it was recorded.
+        public static let layerShapesSHA256 = "layer_shapes_sha256"
         public static let metric = "metric"                     // string, "cosine"
         public static let calibrationSHA256 = "calibration_sha256"  // string
         public static let calibrationTokens = "calibration_tokens"  // int64
@@ -85,7 +89,7 @@ public enum ScoreFileLayout {
         "checkpoints", "scores", "similarity", "per_sequence", "analysis", "evaluation",
     ]
     public static let rootAttributes: Set<String> = [
-        Attribute.modelType, Attribute.numLayers, Attribute.hiddenSize, Attribute.metric, Attribute.calibrationSHA256,
+        Attribute.modelType, Attribute.numLayers, Attribute.hiddenSize, Attribute.layerShapesSHA256, Attribute.metric, Attribute.calibrationSHA256,
         Attribute.calibrationTokens, Attribute.droptraceVersion, Attribute.shardIndex, Attribute.shardCount,
         Attribute.precision, Attribute.matrixKernel, Attribute.seriesDirectory, "report_title",
     ]

@@ -184,9 +184,10 @@ enum ScoreFileReader {
         let precision = try file.hasAttribute(Names.precision) ? try file.stringAttribute(Names.precision) : "f32"
         let kernel = try file.hasAttribute(Names.matrixKernel) ? try file.stringAttribute(Names.matrixKernel) : nil
         let series = try file.hasAttribute(Names.seriesDirectory) ? try file.stringAttribute(Names.seriesDirectory) : nil
+        let shapes = try file.hasAttribute(Names.layerShapesSHA256) ? try file.stringAttribute(Names.layerShapesSHA256) : nil
         let metadata = ScoreFileMetadata(
             modelType: try file.stringAttribute(Names.modelType),
-            numLayers: Int(layers), hiddenSize: hiddenSize,
+            numLayers: Int(layers), hiddenSize: hiddenSize, layerShapesSHA256: shapes,
             metric: try file.stringAttribute(Names.metric),
             calibrationSHA256: try file.stringAttribute(Names.calibrationSHA256),
             calibrationTokens: try file.scalarAttribute(Names.calibrationTokens, as: Int64.self),
@@ -199,7 +200,8 @@ enum ScoreFileReader {
     /// What is wrong with these attribute values, nil when nothing: a
     /// precision droptrace does not know, a kernel name that is not one line
     /// of text (it is printed in reports and messages), a series directory
-    /// that is not an absolute path on one line (it is printed in messages).
+    /// that is not an absolute path on one line (it is printed in messages),
+    /// a layer-shapes digest that is not a SHA-256 in hex.
     static func problem(of metadata: ScoreFileMetadata) -> String? {
         typealias Names = ScoreFileLayout.Attribute
         let precision = metadata.precision
@@ -211,6 +213,9 @@ enum ScoreFileReader {
         }
         if let series = metadata.seriesDirectory, !ScoreFileMetadata.canRecord(seriesDirectory: series) {
             return "root attribute \(Names.seriesDirectory) is not an absolute path on one line"
+        }
+        if let digest = metadata.layerShapesSHA256, !ScoreFileMetadata.isDigest(digest) {
+            return "root attribute \(Names.layerShapesSHA256) is not 64 lowercase hex digits"
         }
         return nil
     }

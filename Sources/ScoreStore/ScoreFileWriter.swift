@@ -74,6 +74,7 @@ enum ScoreFileWriter {
         try file.setAttribute(Names.modelType, metadata.modelType)
         try file.setAttribute(Names.numLayers, Int64(metadata.numLayers))
         if let width = metadata.hiddenSize { try file.setAttribute(Names.hiddenSize, Int64(width)) }
+        if let digest = metadata.layerShapesSHA256 { try file.setAttribute(Names.layerShapesSHA256, digest) }
         try file.setAttribute(Names.metric, metadata.metric)
         try file.setAttribute(Names.calibrationSHA256, metadata.calibrationSHA256)
         try file.setAttribute(Names.calibrationTokens, metadata.calibrationTokens)

@@ -34,6 +34,8 @@ public struct ScoredCheckpoint: Sendable {
     public var layerCount: Int
     /// `hidden_size`: the residual stream's width.
     public var hiddenSize: Int
+    /// `Checkpoint.layerTensorShapes` once scored: what its layers are made of.
+    public var layerTensorShapes: String
     public var scores: ModuleScores
     public var calibration: CalibrationSet
 }
@@ -51,8 +53,8 @@ public enum CheckpointScoring {
         let scores = try ImportanceScorer(model: model)
             .score(calibration.sequences, calibrationPath: source.url.path, progress: progress)
         return ScoredCheckpoint(
-            modelType: model.modelType, layerCount: model.layerCount, hiddenSize: model.hiddenSize, scores: scores,
-            calibration: calibration)
+            modelType: model.modelType, layerCount: model.layerCount, hiddenSize: model.hiddenSize,
+            layerTensorShapes: checkpoint.layerTensorShapes, scores: scores, calibration: calibration)
     }
 
     /// What a text file is tokenised for; the raw value is how an error

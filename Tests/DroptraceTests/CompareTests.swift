@@ -14,10 +14,11 @@ import ScoreStore
     /// A run's output directory holding a store of `rows` with its analysis.
     @discardableResult
     static func writeRun(_ rows: [CheckpointRow], at directory: URL, modelType: String = "llama", hiddenSize: Int? = nil,
-                         calibration: String = String(repeating: "0123456789abcdef", count: 4), series: URL? = nil) throws -> URL {
+                         layerShapes: String? = nil, calibration: String = String(repeating: "0123456789abcdef", count: 4), series: URL? = nil) throws -> URL {
         var scores = AnalysisFixtures.scoreFile(rows)
         scores.metadata.modelType = modelType
         scores.metadata.hiddenSize = hiddenSize
+        scores.metadata.layerShapesSHA256 = layerShapes.map(ScoreFileMetadata.layerShapesSHA256(of:))
         scores.metadata.seriesDirectory = series?.path
         scores.metadata.calibrationSHA256 = calibration
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -158,14 +159,22 @@ import ScoreStore
         // Another width of the same type and depth: another architecture (the spread would not be the runs' alone).
         let wide = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("wide"), hiddenSize: 64)
         let narrow = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("narrow"), hiddenSize: 48)
+        // Another MLP width (or head, expert count) of the same width: the layers' tensor shapes differ.
+        let shapes = { (inner: Int) in "0.mlp.down_proj.weight [48, \(inner)]" }
+        let mlp96 = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("mlp96"), hiddenSize: 48, layerShapes: shapes(96))
+        let mlp192 = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("mlp192"), hiddenSize: 48, layerShapes: shapes(192))
+        let digest192 = ScoreFileMetadata.layerShapesSHA256(of: shapes(192))
         let output = scratch.path("out")
-        for (first, other, words) in [(a, b, "4 layers"), (a, c, "qwen2"), (wide, narrow, "hidden_size 48")] {
+        for (first, other, words) in [
+            (a, b, "4 layers"), (a, c, "qwen2"), (wide, narrow, "hidden_size 48"),
+            (mlp96, mlp192, "(hidden_size 48) with layer_shapes_sha256 \(digest192.prefix(12))…"),
+        ] {
             let result = try DroptraceCommand.run(["compare", first.path, other.path, "--output", output.path])
             #expect(result.status == 1)
             let lines = result.stderr.split(separator: "\n")
             #expect(lines.count == 1, "\(result.stderr)")
             #expect(result.stderr.contains("\(other.path)/scores.h5: holds") && result.stderr.contains(words)
-                    && result.stderr.contains("model_type, num_layers and hidden_size"), "\(result.stderr)")
+                    && result.stderr.contains("model_type, num_layers, hidden_size and layer shapes"), "\(result.stderr)")
             #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("report.md").path))
         }
     }

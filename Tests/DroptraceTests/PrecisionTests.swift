@@ -136,6 +136,8 @@ import Testing
             ("matrix_kernel", "", "root attribute matrix_kernel is not one line"),
             ("series_directory", "runs/seed-1", "root attribute series_directory is not an absolute path on one line"),
             ("series_directory", "/runs/seed-1\n/runs/seed-2", "root attribute series_directory is not an absolute path on one line"),
+            ("layer_shapes_sha256", "abc", "root attribute layer_shapes_sha256 is not 64 lowercase hex digits"),
+            ("layer_shapes_sha256", String(repeating: "A", count: 64), "root attribute layer_shapes_sha256 is not 64 lowercase hex digits"),
         ] {
             try Self.writeStore(url)
             let file = try HDF5File.open(at: url, writable: true)

@@ -342,6 +342,62 @@ import Glibc
         #expect(alone.status == 0, "\(alone.stderr)")
     }
 
+    /// A checkpoint whose MLP is wider (`intermediate_size` 96 → 192, the
+    /// new units zero, so it computes the same function and scores the
+    /// same) is another model of the same type, layer count and width: it
+    /// is refused beside the others by the digest of its layers' tensor
+    /// shapes, which the store records. The same weights in another dtype
+    /// are the same model.
+    @Test func checkpointWithLayersOfOtherShapesIsNotStoredBesideTheOthers() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        _ = try series.add(step: 1)
+        _ = try series.add(step: 2, model: "llama-bf16")
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output).status == 0)
+        let store = output.appendingPathComponent("scores.h5")
+        let recorded = try #require(try ScoreFile.read(from: store).metadata.layerShapesSHA256)
+        #expect(recorded.count == 64)
+
+        let wide = try series.add(step: 3)
+        let weights = wide.appendingPathComponent("model.safetensors")
+        let entries = try SafetensorsFile(path: weights.path).tensors.values.map { slice in
+            guard slice.name.contains(".mlp.") else {
+                return SafetensorsWriter.Entry(name: slice.name, shape: slice.shape) { try slice.floats() }
+            }
+            let down = slice.name.contains("down_proj")
+            var shape = slice.shape
+            shape[down ? 1 : 0] *= 2
+            return SafetensorsWriter.Entry(name: slice.name, shape: shape) {
+                let values = try slice.floats()
+                if !down { return values + [Float](repeating: 0, count: values.count) }
+                return stride(from: 0, to: values.count, by: 96).flatMap { Array(values[$0..<$0 + 96]) + [Float](repeating: 0, count: 96) }
+            }
+        }
+        try SafetensorsWriter.write(entries, to: weights)
+        let config = wide.appendingPathComponent("config.json")
+        try String(contentsOf: config, encoding: .utf8).replacingOccurrences(of: "\"intermediate_size\": 96", with: "\"intermediate_size\": 192")
+            .write(to: config, atomically: true, encoding: .utf8)
+        let run = try trace(series.directory, output)
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("\(wide.path): is llama with 5 layers (hidden_size 48) with layer_shapes_sha256 "), "\(run.stderr)")
+        #expect(run.stderr.contains("but the store holds llama with 5 layers (hidden_size 48) with layer_shapes_sha256 \(recorded.prefix(12))…"),
+                "\(run.stderr)")
+        #expect(try ScoreFile.read(from: store).rows.map(\.name) == ["checkpoint-1", "checkpoint-2"])
+
+        // It scores as the narrow model does (the added units are zero): only the shapes tell it apart.
+        let alone = scratch.path("wide.h5")
+        let narrow = scratch.path("narrow.h5")
+        for (checkpoint, file) in [(wide, alone), (series.directory.appendingPathComponent("checkpoint-1"), narrow)] {
+            let scored = try DroptraceCommand.run(["score", checkpoint.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", file.path])
+            #expect(scored.status == 0, "\(scored.stderr)")
+        }
+        let (wideFile, narrowFile) = (try ScoreFile.read(from: alone), try ScoreFile.read(from: narrow))
+        #expect(zip(wideFile.rows[0].mlp, narrowFile.rows[0].mlp).allSatisfy { abs($0 - $1) < 1e-5 })
+        #expect(narrowFile.metadata.layerShapesSHA256 == recorded)
+        #expect(wideFile.metadata.layerShapesSHA256 != recorded)
+    }
+
     /// `report --title` and `compare --title` took a tab or line break into
     /// the report's heading; `trace --title` refused them.
     @Test(arguments: ["report", "compare"])

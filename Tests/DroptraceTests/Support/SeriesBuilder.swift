@@ -23,8 +23,6 @@ struct SeriesBuilder {
         return destination
     }
 
-    /// Replaces a checkpoint's weights with another fixture's, so a rescore
-    /// would change its row.
     /// Rewrites a checkpoint's weights with layer i holding what layer
     /// (i + 1) mod `layers` held: another model of the same shape, whose
     /// importances (and drop sets) are those of the old layers moved.
