@@ -36,13 +36,14 @@ struct MarkdownTable {
 }
 
 /// Inline Markdown escaping for text that comes from outside (checkpoint
-/// names, model types): such text should show literally, never as markup.
+/// names, model types): such text should show literally, never as markup
+/// (nor as an HTML entity: "R&amp;D" shows as typed).
 /// Pipes are left to `MarkdownTable`, which escapes them in cells only.
 enum Markdown {
     static func escape(_ text: String) -> String {
         var escaped = ""
         for character in text {
-            if "\\`*_[]<>#~".contains(character) { escaped.append("\\") }
+            if "\\`*_[]<>#~&".contains(character) { escaped.append("\\") }
             escaped.append(character == "\n" ? " " : character)
         }
         return escaped

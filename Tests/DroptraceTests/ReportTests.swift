@@ -282,6 +282,17 @@ extension ReportTests {
             #expect(Array(jaccard[1][2...3]) == ["1.000", "0.500"])
         }
 
+        /// Text from outside shows as typed: markup and HTML entities are escaped.
+        @Test func titleShowsAsTyped() throws {
+            let scratch = try ScratchDirectory()
+            let rows = AnalysisFixtures.knownRows
+            let url = try ReportWriter(
+                title: "R&amp;D *run* <b>", scoreFile: AnalysisFixtures.scoreFile(rows), analysis: try SeriesAnalysis(rows: rows)
+            ).write(to: scratch.path("out"))
+            let lines = try String(contentsOf: url, encoding: .utf8).split(separator: "\n")
+            #expect(lines[1] == #"# R\&amp;D \*run\* \<b\>"#)
+        }
+
         @Test func summaryLeadsWithTheVerdictAndItsCriteria() throws {
             let report = try WrittenReport()
             let lines = report.markdown.split(separator: "\n")
