@@ -20,11 +20,16 @@ public final class RunLock {
         }
     }
 
-    /// Creates `directory` if needed and takes its lock.
+    /// Creates `directory` if needed and takes its lock. The file system's
+    /// root is never an output directory (a mistyped `--output /` would
+    /// write there).
     /// - Throws: `Held` when another process holds it; `DroptraceError` when
-    ///   the lock file is a symbolic link, not a regular file, or cannot be
-    ///   opened (nothing is followed or truncated then).
+    ///   `directory` is the root, or the lock file is a symbolic link, not a
+    ///   regular file, or cannot be opened (nothing is followed or truncated then).
     public init(directory: URL) throws {
+        guard ResolvedPath.of(directory) != "/" else {
+            throw DroptraceError("is the file system's root: choose a directory for the output", path: directory.path)
+        }
         let handle = try DirectoryHandle.create(at: directory.path)
         descriptor = try handle.openRegularFile(Self.fileName)
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {

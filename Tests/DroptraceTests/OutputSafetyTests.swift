@@ -205,6 +205,28 @@ import Glibc
         #expect(!files.fileExists(atPath: output.path))
     }
 
+    /// The file system's root (`--output /`, or a link to it) is refused
+    /// before anything is written: trace wrote its store, report, figures and
+    /// lock there, compare its report.
+    @Test func fileSystemRootIsNoOutputDirectory() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let root = scratch.path("root")
+        try files.createSymbolicLink(atPath: root.path, withDestinationPath: "/")
+        let stores = try ["a", "b"].map { try CompareTests.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path($0)).path }
+        for output in [URL(fileURLWithPath: "/"), root] {
+            expectOneLineFailure(try trace(series.directory, output), naming: output.path, mentioning: ["is the file system's root"])
+            expectOneLineFailure(
+                try DroptraceCommand.run(["compare"] + stores + ["--output", output.path]), naming: output.path,
+                mentioning: ["is the file system's root"])
+            expectOneLineFailure(try DroptraceCommand.run(["report", output.path]), naming: output.path, mentioning: ["is the file system's root"])
+        }
+        for name in ["scores.h5", "report.md", "figures", ".droptrace.lock"] {
+            #expect(!files.fileExists(atPath: "/" + name))
+        }
+    }
+
     // MARK: - Symbolic links
 
     @Test func symlinkedLockFileIsRefusedAndItsTargetUntouched() throws {
