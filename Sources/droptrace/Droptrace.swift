@@ -1,5 +1,6 @@
 import ArgumentParser
 import DroptraceSupport
+import Foundation
 
 @main
 struct Droptrace: ParsableCommand {
@@ -26,6 +27,23 @@ struct Droptrace: ParsableCommand {
     /// attached to them (`NegativeValues`), so that the commands' own checks
     /// refuse them.
     static func main() {
+        if let argument = firstArgumentNotUTF8() {
+            exit(withError: ValidationError(
+                "argument '\(argument)' is not UTF-8 text (� stands for the bytes that are not): droptrace reads arguments "
+                    + "as UTF-8 and would look for a file of another name; rename the file or directory"))
+        }
         main(NegativeValues.attached(Array(CommandLine.arguments.dropFirst())))
+    }
+
+    /// The first argument whose bytes are not UTF-8, as Swift shows it (with
+    /// U+FFFD in their place): a path of such bytes would be looked up under
+    /// another name and reported "not found".
+    private static func firstArgumentNotUTF8() -> String? {
+        for index in 1..<Int(CommandLine.argc) {
+            guard let argument = CommandLine.unsafeArgv[index] else { continue }
+            let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(argument).assumingMemoryBound(to: UInt8.self), count: strlen(argument))
+            if String(validating: bytes, as: UTF8.self) == nil { return CommandLine.arguments[index] }
+        }
+        return nil
     }
 }

@@ -57,6 +57,24 @@ import Testing
         #expect(row.attention[1].isNaN && row.attention.enumerated().allSatisfy { $0.offset == 1 || $0.element.isFinite })
     }
 
+    /// A path whose bytes are not UTF-8 reached droptrace with U+FFFD in
+    /// their place and was "not found"; it is a usage error that says why.
+    @Test func argumentThatIsNotUTF8IsAUsageError() throws {
+        let scratch = try ScratchDirectory()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        // The shell passes the bytes on as they are (Process would take Swift strings, UTF-8 always).
+        process.arguments = ["-c", #"exec "$0" score "$(printf 'model\377')" --calibration "$1" --output "$2""#,
+                             DroptraceCommand.executable.path, FixtureFiles.calibrationJSONL.path, scratch.path("o.h5").path]
+        let err = Pipe()
+        process.standardError = err
+        try process.run()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 64, "\(stderr)")
+        #expect(stderr.contains("argument 'model\u{FFFD}' is not UTF-8 text"), "\(stderr)")
+    }
+
     /// A thread count no machine has is a usage error, never a count the
     /// engine's work splits overflow on.
     @Test(arguments: ["0", "4097", "288230376151711744"])
