@@ -187,7 +187,8 @@ public enum DropRun {
         var accuracy: Comparison<EvaluationResult>?
         if let suite {
             let tokenizer = try EvaluationTokenizer.load(
-                for: model.checkpoint, purpose: "task accuracy", requestedBy: request.tasks[0].evaluationFile.path)
+                for: model.checkpoint, from: request.calibration.tokenizer, purpose: "task accuracy",
+                requestedBy: request.tasks[0].evaluationFile.path)
             log("scoring \(request.tasks.map(\.name).joined(separator: ", ")) on the full and the dropped model")
             accuracy = Comparison(
                 full: try suite.evaluate(model: model, plan: .none, tokenizer: tokenizer),

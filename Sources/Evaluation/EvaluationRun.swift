@@ -6,12 +6,12 @@ import Scoring
 
 /// `droptrace eval`: one checkpoint, optionally with modules dropped, on a task suite.
 public enum EvaluationRun {
-    /// Loads the checkpoint and its tokenizer, checks the drop lists against
-    /// its layers, and evaluates `suite`.
+    /// Loads the checkpoint and its tokenizer (or the one in `tokenizer`,
+    /// `--tokenizer`), checks the drop lists against its layers, and evaluates `suite`.
     /// - Throws: `DroptraceError` naming the checkpoint for a layer index
     ///   outside the model, and whatever loading or `TaskSuite.evaluate` throws.
     public static func run(
-        checkpoint location: URL, suite: TaskSuite, plan: DropPlan,
+        checkpoint location: URL, suite: TaskSuite, plan: DropPlan, tokenizer directory: URL? = nil,
         warn: (String) -> Void = { _ in }, progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
     ) throws -> EvaluationResult {
         let checkpoint = try Checkpoint(location: location)
@@ -23,7 +23,7 @@ public enum EvaluationRun {
             }
         }
         let tokenizer = try EvaluationTokenizer.load(
-            for: checkpoint, purpose: "evaluation", requestedBy: location.path, warn: warn)
+            for: checkpoint, from: directory, purpose: "evaluation", requestedBy: location.path, warn: warn)
         return try suite.evaluate(model: model, plan: plan, tokenizer: tokenizer, progress: progress)
     }
 }

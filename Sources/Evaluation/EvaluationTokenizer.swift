@@ -1,4 +1,5 @@
 import CheckpointIO
+import Foundation
 import Scoring
 import Tokenization
 
@@ -13,13 +14,15 @@ public struct EvaluationTokenizer: Sendable {
         self.prefix = prefix
     }
 
-    /// `CheckpointTokenizer.loadWithPrefixToken`.
+    /// `CheckpointTokenizer.loadWithPrefixToken`; `directory`: the user's
+    /// tokenizer directory (`--tokenizer`), read instead of the checkpoint's.
     /// - Throws: what it throws, naming the file.
     public static func load(
-        for checkpoint: Checkpoint, purpose: String, requestedBy path: String, warn: (String) -> Void = { _ in }
+        for checkpoint: Checkpoint, from directory: URL? = nil, purpose: String, requestedBy path: String,
+        warn: (String) -> Void = { _ in }
     ) throws -> EvaluationTokenizer {
         let (tokenizer, prefix) = try CheckpointTokenizer.loadWithPrefixToken(
-            for: checkpoint, purpose: purpose, requestedBy: path, warn: warn)
+            for: checkpoint, from: directory, purpose: purpose, requestedBy: path, warn: warn)
         return EvaluationTokenizer(tokenizer: tokenizer, prefix: prefix)
     }
 }

@@ -59,7 +59,8 @@ struct CalibrationPlan {
     private static func checkReadable(_ evaluation: CalibrationSource, by model: any LanguageModel) throws {
         let path = evaluation.url.path
         if !evaluation.isJSONL,
-           (try? CheckpointTokenizer.load(for: model.checkpoint, purpose: "evaluation text", requestedBy: path)) == nil {
+           (try? CheckpointTokenizer.load(
+               for: model.checkpoint, from: evaluation.tokenizer, purpose: "evaluation text", requestedBy: path)) == nil {
             return
         }
         do {

@@ -12,6 +12,7 @@ import Yams
 ///     title: Demo series
 ///     series: ../data/demo-series          # or: checkpoints: [a, b, ...]
 ///     calibration: ../data/calibration.txt
+///     tokenizer: ../base-model                # optional: see `trace --tokenizer`
 ///     seq_len: 128
 ///     samples: 16
 ///     drop_k: [2, 4]
@@ -30,6 +31,8 @@ public struct PipelineFile: Decodable {
     public var series: String?
     public var checkpoints: [String]?
     public var calibration: String
+    /// The directory whose tokenizer reads text instead of each checkpoint's (`trace --tokenizer`).
+    public var tokenizer: String?
     public var seqLen: Int?
     public var samples: Int?
     public var dropK: [Int]?
@@ -51,7 +54,7 @@ public struct PipelineFile: Decodable {
     public var precision: Precision?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case title, series, checkpoints, calibration, samples, output, eval, slurm, precision
+        case title, series, checkpoints, calibration, tokenizer, samples, output, eval, slurm, precision
         case seqLen = "seq_len"
         case dropK = "drop_k"
         case settleMinutes = "settle_minutes"
@@ -139,11 +142,14 @@ public struct PipelineFile: Decodable {
         func resolve(_ path: String) -> URL {
             path.hasPrefix("/") ? URL(fileURLWithPath: path) : base.appendingPathComponent(path).standardizedFileURL
         }
+        func textSource(_ url: URL) -> CalibrationSource {
+            CalibrationSource(url: url, seqLen: seqLen, samples: samples, tokenizer: tokenizer.map(resolve))
+        }
         var options = TraceOptions(
             checkpoints: series.map { .series(resolve($0)) } ?? .list((checkpoints ?? []).map(resolve)),
-            calibration: CalibrationSource(url: resolve(calibration), seqLen: seqLen, samples: samples),
+            calibration: textSource(resolve(calibration)),
             output: resolve(output), dropK: dropK, force: force, title: title,
-            evaluation: eval.map { CalibrationSource(url: resolve($0), seqLen: seqLen, samples: samples) })
+            evaluation: eval.map { textSource(resolve($0)) })
         if let settleMinutes { options.settleTime = settleMinutes * 60 }
         // `load` checked every task name, so none is left out here.
         options.tasks = tasks.compactMap { try? $0.request(relativeTo: base, path: "") }
@@ -377,7 +383,7 @@ enum PipelineYAML {
     }
 
     /// Settings naming one file or directory, and lists of them.
-    static let pathSettings = ["series", "calibration", "output", "eval"]
+    static let pathSettings = ["series", "calibration", "tokenizer", "output", "eval"]
     static let pathListSettings = ["checkpoints", "compare"]
 
     /// Refuses path settings that would name another place than written:

@@ -19,6 +19,8 @@ import Tokenization
 struct TaskEvaluation {
     let requests: [TaskRequest]
     let numFewshot: Int?
+    /// The tokenizer directory read instead of each checkpoint's (`--tokenizer`).
+    let tokenizer: URL?
     /// Every requested task, loaded once.
     let suite: TaskSuite
     /// What each requested task is measured on, by task name.
@@ -26,9 +28,10 @@ struct TaskEvaluation {
 
     /// Reads and checks every task file once (before any checkpoint is loaded).
     /// - Throws: `DroptraceError` naming the offending file.
-    init(requests: [TaskRequest], numFewshot: Int?) throws {
+    init(requests: [TaskRequest], numFewshot: Int?, tokenizer: URL? = nil) throws {
         self.requests = requests
         self.numFewshot = numFewshot
+        self.tokenizer = tokenizer
         suite = try TaskSuite(requests, numFewshot: numFewshot)
         var settings: [String: TaskAccuracyRecord.Settings] = [:]
         for request in requests {
@@ -85,7 +88,7 @@ struct TaskEvaluation {
     ) throws {
         let model = try ModelRegistry.load(try Checkpoint(directory: directory))
         let tokenizer = try EvaluationTokenizer.load(
-            for: model.checkpoint, purpose: "task accuracy", requestedBy: directory.path)
+            for: model.checkpoint, from: tokenizer, purpose: "task accuracy", requestedBy: directory.path)
         for (k, names) in missing {
             let suite = try suites[names] ?? TaskSuite(requests.filter { names.contains($0.name) }, numFewshot: numFewshot)
             suites[names] = suite

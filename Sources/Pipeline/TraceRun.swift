@@ -107,7 +107,8 @@ public final class TraceRun {
         for file in [options.calibration.url] + (options.evaluation.map { [$0.url] } ?? []) {
             _ = try RegularFile(path: file.path)
         }
-        let tasks = options.tasks.isEmpty ? nil : try TaskEvaluation(requests: options.tasks, numFewshot: options.numFewshot)
+        let tasks = options.tasks.isEmpty ? nil : try TaskEvaluation(
+            requests: options.tasks, numFewshot: options.numFewshot, tokenizer: options.calibration.tokenizer)
         // A cron run before training's first save: nothing to write, so no output directory either.
         if !FileManager.default.fileExists(atPath: options.output.path) {
             let found = try CheckpointDiscovery.find(options.checkpoints, settleTime: options.settleTime)

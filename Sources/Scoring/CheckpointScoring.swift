@@ -14,15 +14,19 @@ public struct CalibrationSource: Sendable {
     /// How many windows (text) or lines (JSONL) to use; nil: all of a JSONL
     /// file; every full window of text, at most `defaultTextSamples`.
     public var samples: Int?
+    /// The directory whose tokenizer.json reads text instead of each
+    /// checkpoint's (`--tokenizer`); nil: the checkpoint's own.
+    public var tokenizer: URL?
 
     public static let defaultTextSeqLen = 512
     /// LLM-Drop's `n_calibration_samples` (its dropping scripts use 256).
     public static let defaultTextSamples = 256
 
-    public init(url: URL, seqLen: Int? = nil, samples: Int? = nil) {
+    public init(url: URL, seqLen: Int? = nil, samples: Int? = nil, tokenizer: URL? = nil) {
         self.url = url
         self.seqLen = seqLen
         self.samples = samples
+        self.tokenizer = tokenizer
     }
 
     public var isJSONL: Bool { ["jsonl", "json"].contains(url.pathExtension.lowercased()) }
@@ -78,7 +82,7 @@ public enum CheckpointScoring {
             return try CalibrationSet.load(from: source.url, tokenizer: nil, seqLen: source.seqLen, samples: source.samples)
         }
         let tokenizer = try CheckpointTokenizer.load(
-            for: model.checkpoint, purpose: use.rawValue, requestedBy: source.url.path, warn: warn)
+            for: model.checkpoint, from: source.tokenizer, purpose: use.rawValue, requestedBy: source.url.path, warn: warn)
         let seqLen = source.seqLen ?? min(CalibrationSource.defaultTextSeqLen, model.maxPositions)
         let samples = source.samples ?? CalibrationSource.defaultTextSamples
         let set = try CalibrationSet.load(

@@ -5,7 +5,10 @@ import Tokenization
 
 /// The tokenizer a checkpoint comes with: the vocabulary a GGUF file carries
 /// (it belongs to those weights, whatever else lies in the folder), else
-/// tokenizer.json beside the weights.
+/// tokenizer.json beside the weights — or, where the user names one
+/// (`--tokenizer DIR`: checkpoints saved without their tokenizer), the
+/// tokenizer.json and tokenizer_config.json in that directory, as
+/// `AutoTokenizer.from_pretrained(DIR)` reads them, for every checkpoint.
 public enum CheckpointTokenizer {
     /// Reads a GGUF file's tokenizer metadata as llama.cpp's loader does,
     /// where the tokens are not needed (pre-tokenised calibration; text
@@ -20,13 +23,14 @@ public enum CheckpointTokenizer {
     /// `tokenizer.ggml.pre`, which gets llama.cpp's default pre-tokenizer.
     /// `acceptsTokenIDs`: the purpose could take pre-tokenised JSONL instead
     /// (calibration), which the missing-tokenizer error then suggests.
+    /// `directory`: the user's tokenizer directory, read instead of the checkpoint's.
     public static func load(
-        for checkpoint: Checkpoint, purpose: String, requestedBy path: String, acceptsTokenIDs: Bool = true,
-        warn: (String) -> Void = { _ in }
+        for checkpoint: Checkpoint, from directory: URL? = nil, purpose: String, requestedBy path: String,
+        acceptsTokenIDs: Bool = true, warn: (String) -> Void = { _ in }
     ) throws -> Tokenizer {
-        if let gguf = checkpoint.gguf { return try vocabularyTokenizer(gguf, warn: warn).tokenizer }
+        if directory == nil, let gguf = checkpoint.gguf { return try vocabularyTokenizer(gguf, warn: warn).tokenizer }
         return try Tokenizer(contentsOf: tokenizerFile(
-            of: checkpoint, purpose: purpose, requestedBy: path, acceptsTokenIDs: acceptsTokenIDs))
+            of: checkpoint, in: directory, purpose: purpose, requestedBy: path, acceptsTokenIDs: acceptsTokenIDs))
     }
 
     /// `load`, with lm-evaluation-harness's prefix token for the tokenizer:
@@ -36,9 +40,10 @@ public enum CheckpointTokenizer {
     /// - Throws: what `load` throws, and `DroptraceError` naming the file for
     ///   malformed special-token settings.
     public static func loadWithPrefixToken(
-        for checkpoint: Checkpoint, purpose: String, requestedBy path: String, warn: (String) -> Void = { _ in }
+        for checkpoint: Checkpoint, from directory: URL? = nil, purpose: String, requestedBy path: String,
+        warn: (String) -> Void = { _ in }
     ) throws -> (tokenizer: Tokenizer, prefix: PrefixToken) {
-        if let gguf = checkpoint.gguf {
+        if directory == nil, let gguf = checkpoint.gguf {
             let (tokenizer, spec) = try vocabularyTokenizer(gguf, warn: warn)
             guard let id = spec.bosID ?? spec.eosID else {
                 return (tokenizer, .none(reason: "\(gguf.path) has no BOS or EOS token (no tokenizer.ggml.bos_token_id or "
@@ -47,9 +52,9 @@ public enum CheckpointTokenizer {
             return (tokenizer, .token(id: id, text: tokenizer.decode([id])))
         }
         let tokenizer = try Tokenizer(contentsOf: tokenizerFile(
-            of: checkpoint, purpose: purpose, requestedBy: path, acceptsTokenIDs: false))
+            of: checkpoint, in: directory, purpose: purpose, requestedBy: path, acceptsTokenIDs: false))
         let settings = try SpecialTokenSettings(
-            directory: checkpoint.directory, modelType: checkpoint.modelType, tokenizer: tokenizer)
+            directory: directory ?? checkpoint.directory, modelType: checkpoint.modelType, tokenizer: tokenizer)
         return (tokenizer, settings.prefixToken(in: tokenizer))
     }
 
@@ -65,15 +70,31 @@ public enum CheckpointTokenizer {
     }
 
     private static func tokenizerFile(
-        of checkpoint: Checkpoint, purpose: String, requestedBy path: String, acceptsTokenIDs: Bool
+        of checkpoint: Checkpoint, in directory: URL?, purpose: String, requestedBy path: String, acceptsTokenIDs: Bool
     ) throws -> URL {
-        let file = checkpoint.directory.appendingPathComponent("tokenizer.json")
+        if let directory {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw DroptraceError(
+                    "the tokenizer directory given (--tokenizer) \(FileManager.default.fileExists(atPath: directory.path) ? "is not a directory" : "does not exist"): "
+                        + "give the directory holding \(fileName)", path: directory.path)
+            }
+            let file = directory.appendingPathComponent(fileName)
+            guard FileManager.default.fileExists(atPath: file.path) else {
+                throw DroptraceError("the tokenizer directory given (--tokenizer) holds no \(fileName)", path: directory.path)
+            }
+            return file
+        }
+        let file = checkpoint.directory.appendingPathComponent(fileName)
         guard FileManager.default.fileExists(atPath: file.path) else {
             throw DroptraceError(
-                "\(purpose) needs the checkpoint's tokenizer.json (missing: \(file.path))"
-                    + (acceptsTokenIDs ? "; or pass pre-tokenised JSONL" : ""),
+                "\(purpose) needs the checkpoint's tokenizer.json (missing: \(file.path)); pass --tokenizer DIR "
+                    + "(the base model's directory, say) for checkpoints saved without one"
+                    + (acceptsTokenIDs ? ", or pre-tokenised JSONL" : ""),
                 path: path)
         }
         return file
     }
+
+    static let fileName = "tokenizer.json"
 }

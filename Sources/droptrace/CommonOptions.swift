@@ -20,14 +20,33 @@ struct CalibrationOptions: ParsableArguments {
         valueName: "n"))
     var samples: Int?
 
+    @OptionGroup var tokenizer: TokenizerOption
+
     func validate() throws {
         if let seqLen, seqLen < 1 { throw ValidationError("--seq-len must be at least 1") }
         if let samples, samples < 1 { throw ValidationError("--samples must be at least 1") }
     }
 
-    var source: CalibrationSource {
-        CalibrationSource(url: URL(fileURLWithPath: calibration), seqLen: seqLen, samples: samples)
+    var source: CalibrationSource { textSource(calibration) }
+
+    /// Another text or JSONL file (`--eval`) cut and tokenised as the calibration is.
+    func textSource(_ path: String) -> CalibrationSource {
+        CalibrationSource(url: URL(fileURLWithPath: path), seqLen: seqLen, samples: samples, tokenizer: tokenizer.directory)
     }
+}
+
+/// The tokenizer text is read with, where checkpoints were saved without theirs.
+struct TokenizerOption: ParsableArguments {
+    @Option(name: .customLong("tokenizer"), help: ArgumentHelp(
+        "Directory whose tokenizer.json (with tokenizer_config.json) reads text — calibration, --eval, tasks — instead of each checkpoint's, as AutoTokenizer.from_pretrained(dir) would: for checkpoints saved without their tokenizer (give the base model's directory).",
+        valueName: "dir"))
+    var path: String?
+
+    func validate() throws {
+        if path?.isEmpty == true { throw ValidationError("--tokenizer must name a directory") }
+    }
+
+    var directory: URL? { path.map { URL(fileURLWithPath: $0, isDirectory: true) } }
 }
 
 /// Compute options.

@@ -136,9 +136,7 @@ struct DropCommand: ParsableCommand {
             request.iterative = iterative
             request.consecutive = consecutive
             request.blockMetric = blockMetric
-            request.evaluation = eval.map {
-                CalibrationSource(url: URL(fileURLWithPath: $0), seqLen: calibration.seqLen, samples: calibration.samples)
-            }
+            request.evaluation = eval.map(calibration.textSource)
             request.tasks = try tasks.map { try TaskRequest(argument: $0) }
             request.numFewshot = numFewshot
             request.export = export.map { URL(fileURLWithPath: $0) }

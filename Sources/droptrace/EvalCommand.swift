@@ -50,6 +50,8 @@ struct EvalCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Whole blocks to drop (0-based; repeatable).", valueName: "i,j"))
     var dropBlocks: [LayerList] = []
 
+    @OptionGroup var tokenizer: TokenizerOption
+
     @OptionGroup var engine: EngineOptions
 
     @OptionGroup var precision: PrecisionOptions
@@ -71,7 +73,7 @@ struct EvalCommand: ParsableCommand {
                 attention: LayerList.union(dropAttention), mlp: LayerList.union(dropMlp), blocks: LayerList.union(dropBlocks))
             let progress = ProgressBar(label: "eval")
             let result = try EvaluationRun.run(
-                checkpoint: URL(fileURLWithPath: checkpoint), suite: suite, plan: plan,
+                checkpoint: URL(fileURLWithPath: checkpoint), suite: suite, plan: plan, tokenizer: tokenizer.directory,
                 warn: { log.warning("\($0)") }, progress: progress.update)
             progress.finished()
             print(json ? try encodeJSON(WithPrecision(result: result, precision: precision.precision)) : EvaluationTable(result, order: suite.names).text)

@@ -88,9 +88,7 @@ struct TraceCommand: ParsableCommand {
         var options = TraceOptions(
             checkpoints: .series(URL(fileURLWithPath: seriesDir)), calibration: calibration.source,
             output: URL(fileURLWithPath: output), dropK: dropK.isEmpty ? nil : dropK, force: force, title: title,
-            evaluation: eval.map {
-                CalibrationSource(url: URL(fileURLWithPath: $0), seqLen: calibration.seqLen, samples: calibration.samples)
-            })
+            evaluation: eval.map(calibration.textSource))
         options.settleTime = settleMinutes * 60
         options.numFewshot = numFewshot
         options.precision = precision.precision

@@ -618,6 +618,71 @@ import Glibc
         #expect(emptyEval.status == 1 && emptyEval.stderr.contains("error: \(empty.path): is empty\n"), "\(emptyEval.stderr)")
     }
 
+    /// Checkpoints saved without their tokenizer (a training loop given no
+    /// tokenizer) read text with the one `--tokenizer` names — calibration,
+    /// evaluation text and tasks, in `trace`, pipeline files, `drop` and
+    /// `eval` — and score exactly as the same checkpoints with theirs.
+    @Test func checkpointsWithoutTokenizerReadTextWithTheOneGiven() throws {
+        let scratch = try ScratchDirectory()
+        let (full, bare) = (try SeriesBuilder(in: scratch, name: "full"), try SeriesBuilder(in: scratch, name: "bare"))
+        for series in [full, bare] {
+            try series.add(step: 100)
+            try series.add(step: 200, model: "llama-bf16")
+        }
+        for step in [100, 200] {
+            for file in ["tokenizer.json", "tokenizer_config.json"] {
+                try? FileManager.default.removeItem(at: bare.directory.appendingPathComponent("checkpoint-\(step)/\(file)"))
+            }
+        }
+        let base = FixtureFiles.model("llama-f32")
+        let text = ["--calibration", FixtureFiles.calibrationText.path, "--eval", FixtureFiles.calibrationText.path,
+                    "--seq-len", "32", "--samples", "4", "--drop-k", "1", "--threads", "1"]
+        func traced(_ series: SeriesBuilder, _ name: String, _ extra: [String] = []) throws -> DroptraceCommand.Result {
+            try DroptraceCommand.run(["trace", series.directory.path, "--output", scratch.path(name).path] + text + extra)
+        }
+        try #require(try traced(full, "full-out").status == 0)
+        let refused = try traced(bare, "refused")
+        #expect(refused.status == 1 && refused.stderr.contains("pass --tokenizer DIR"), "\(refused.stderr)")
+        let given = try traced(bare, "given", ["--tokenizer", base.path])
+        try #require(given.status == 0, "\(given.stderr)")
+        let expected = try ScoreFile.read(from: scratch.path("full-out/scores.h5"))
+        #expect(try ScoreFile.read(from: scratch.path("given/scores.h5")).rows.map(\.attention) == expected.rows.map(\.attention))
+        #expect(try perplexities(scratch.path("given")) == perplexities(scratch.path("full-out")))
+
+        // A pipeline file names it relative to itself; the directory need hold nothing else.
+        let tokenizerOnly = scratch.path("tokenizer")
+        try FileManager.default.createDirectory(at: tokenizerOnly, withIntermediateDirectories: true)
+        for file in ["tokenizer.json", "tokenizer_config.json"] {
+            try FileManager.default.copyItem(at: base.appendingPathComponent(file), to: tokenizerOnly.appendingPathComponent(file))
+        }
+        let pipeline = try scratch.write("""
+            series: bare
+            calibration: \(FixtureFiles.calibrationText.path)
+            tokenizer: tokenizer
+            seq_len: 32
+            samples: 4
+            output: piped
+            """, to: "pipeline.yaml")
+        let piped = try DroptraceCommand.run(["run", pipeline.path, "--threads", "1"])
+        try #require(piped.status == 0, "\(piped.stderr)")
+        #expect(try ScoreFile.read(from: scratch.path("piped/scores.h5")).rows.map(\.attention) == expected.rows.map(\.attention))
+
+        // Tasks and drop's evaluation text too.
+        let task = ["--task", "piqa=\(FixtureFiles.root.appendingPathComponent("tasks/piqa.jsonl").path)", "--json"]
+        let checkpoint = bare.directory.appendingPathComponent("checkpoint-100").path
+        let evaluated = try DroptraceCommand.run(["eval", checkpoint, "--tokenizer", base.path] + task)
+        let reference = try DroptraceCommand.run(["eval", full.directory.appendingPathComponent("checkpoint-100").path] + task)
+        #expect(evaluated.status == 0 && evaluated.stdout == reference.stdout, "\(evaluated.stderr)")
+        let noTokenizer = try DroptraceCommand.run(["eval", checkpoint, "--tokenizer", scratch.path("none").path] + task)
+        #expect(noTokenizer.status == 1 && noTokenizer.stderr.contains("\(scratch.path("none").path): the tokenizer directory given (--tokenizer) does not exist"),
+                "\(noTokenizer.stderr)")
+        let dropped = try DroptraceCommand.run([
+            "drop", checkpoint, "--calibration", FixtureFiles.calibrationText.path, "--eval", FixtureFiles.calibrationText.path,
+            "--seq-len", "32", "--target", "attention", "--count", "1", "--speed-max-rounds", "1", "--tokenizer", base.path,
+        ])
+        #expect(dropped.status == 0, "\(dropped.stderr)")
+    }
+
     /// Every /evaluation column of the store in `output`.
     func perplexities(_ output: URL) throws -> [String: [Double]] {
         let file = try HDF5File.open(at: output.appendingPathComponent("scores.h5"))
