@@ -32,6 +32,19 @@ extension DecoderParts {
         }
         return types
     }
+
+    /// Throws when config.json sets no window (`sliding_window: null`) in a
+    /// family whose transformers model, `modelClass`, builds a sliding-window
+    /// mask for every model (Ministral, Gemma-2, Gemma-3, OLMo-3, gpt-oss;
+    /// Qwen2-MoE with `use_sliding_window`): the mask fails there without
+    /// one ("Could not find a `sliding_window` argument"), even when every
+    /// layer attends fully. `keys` names the keys that set the window.
+    func requireWindow(_ window: Int?, builtBy modelClass: String, keys: String = "sliding_window") throws {
+        guard window == nil else { return }
+        throw DroptraceError(
+            "\(keys) is null, which transformers' \(modelClass) cannot run: it builds a sliding-window mask for "
+                + "every model, even when every layer attends fully", path: configPath)
+    }
 }
 
 /// Rotary settings per attention type, for families whose full-attention

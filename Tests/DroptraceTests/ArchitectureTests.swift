@@ -139,6 +139,34 @@ import Testing
         #expect(allSliding.attention != expected.attention, "the fixture's window must change the scores for this test to tell")
     }
 
+    /// transformers' Ministral, Gemma-2, Gemma-3, OLMo-3, gpt-oss and
+    /// Qwen2-MoE (with use_sliding_window) models build a sliding-window
+    /// mask for every model, and fail without a window ("Could not find a
+    /// `sliding_window` argument") even when every layer attends fully; a
+    /// mistral config with layer_types loads as ministral. droptrace scored
+    /// them as full attention. Mistral itself, with one mask, runs them.
+    @Test(arguments: [
+        "ministral-f32", "mistral-f32", "gemma2-f32", "gemma3_text-f32", "gemma3-f32", "gpt_oss-f32", "olmo3-f32", "qwen2_moe-f32",
+    ])
+    func nullWindowIsRefusedWhereTransformersAlwaysBuildsTheSlidingMask(model: String) throws {
+        func fullAttention(_ config: inout [String: Any]) {
+            config["layer_types"] = Array(repeating: "full_attention", count: config["num_hidden_layers"] as! Int)
+            config["sliding_window"] = NSNull()
+        }
+        let fixture = try EditedFixture(model) { config in
+            if var text = config["text_config"] as? [String: Any] {
+                fullAttention(&text)
+                config["text_config"] = text
+            } else {
+                fullAttention(&config)
+            }
+        }
+        fixture.expectRefused(naming: "sliding_window")
+        fixture.expectRefused(naming: "cannot run: it builds a sliding-window mask for every model")
+        let mistral = try EditedFixture("mistral-f32") { $0["sliding_window"] = NSNull() }
+        #expect(try mistral.load().layerCount == 4)
+    }
+
     /// A key config.json omits takes its config class's default (checked
     /// against transformers 5.24): the model is the one with the default
     /// written out, down to the same scores, perplexity or refusal.

@@ -215,6 +215,7 @@ import Glibc
         let root = scratch.path("root")
         try files.createSymbolicLink(atPath: root.path, withDestinationPath: "/")
         let stores = try ["a", "b"].map { try CompareTests.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path($0)).path }
+        let existedBefore = ["scores.h5", "report.md", "figures", ".droptrace.lock"].filter { files.fileExists(atPath: "/" + $0) }
         for output in [URL(fileURLWithPath: "/"), root] {
             expectOneLineFailure(try trace(series.directory, output), naming: output.path, mentioning: ["is the file system's root"])
             expectOneLineFailure(
@@ -222,7 +223,7 @@ import Glibc
                 mentioning: ["is the file system's root"])
             expectOneLineFailure(try DroptraceCommand.run(["report", output.path]), naming: output.path, mentioning: ["is the file system's root"])
         }
-        for name in ["scores.h5", "report.md", "figures", ".droptrace.lock"] {
+        for name in ["scores.h5", "report.md", "figures", ".droptrace.lock"] where !existedBefore.contains(name) {
             #expect(!files.fileExists(atPath: "/" + name))
         }
     }

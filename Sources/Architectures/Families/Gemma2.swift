@@ -56,6 +56,7 @@ struct Gemma2Model: DecoderFamily {
         config = try parts.config(Gemma2Configuration.self)
         rotary = try parts.rotary()
         let configPath = parts.configPath
+        try parts.requireWindow(config.slidingWindow, builtBy: "Gemma2Model")
         layerTypes = try parts.layerTypes(
             config.layerTypes, slidingWindow: config.slidingWindow, default: Gemma2Configuration.defaultLayerType)
         for (key, value) in [("attn_logit_softcapping", config.attnLogitSoftcapping), ("final_logit_softcapping", config.finalLogitSoftcapping), ("query_pre_attn_scalar", config.queryPreAttnScalar)] {

@@ -103,6 +103,7 @@ struct GptOssModel: DecoderFamily {
         rotary = try rope.embedding(
             headDim: parts.firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim, defaultTheta: 150_000,
             configPath: configPath)
+        try parts.requireWindow(config.slidingWindow, builtBy: "GptOssModel")
         layerTypes = try parts.layerTypes(
             config.layerTypes, slidingWindow: config.slidingWindow, default: GptOssConfiguration.defaultLayerType)
         try ConfigRules.checks(path: configPath) {

@@ -89,6 +89,10 @@ struct LlamaModel: DecoderFamily {
         config = try parts.config(LlamaConfiguration.self)
         rotary = try parts.rotary(defaultTheta: defaultTheta)
         let layout = config.attentionLayout(layers: parts.dimensions.numHiddenLayers)
+        // A mistral config with layer_types loads as ministral (`attentionLayout`).
+        if config.modelType == "ministral" || (config.modelType == "mistral" && config.layerTypes != nil) {
+            try parts.requireWindow(config.slidingWindow, builtBy: "MinistralModel")
+        }
         windows = try parts.slidingWindows(layerTypes: layout.types, window: layout.window, windowKeys: layout.windowKeys)
     }
 

@@ -52,6 +52,7 @@ struct Olmo3Model: DecoderFamily {
         config = try parts.config(Olmo2Configuration.self)
         let own = try parts.config(Olmo3Configuration.self)
         slidingWindow = own.slidingWindow
+        try parts.requireWindow(own.slidingWindow, builtBy: "Olmo3Model")
         layerTypes = try parts.layerTypes(own.layerTypes, slidingWindow: own.slidingWindow, default: Olmo3Configuration.defaultLayerType)
         rotary = try parts.rotaryByLayerType(defaultTheta: Olmo3Configuration.defaultTheta)
     }

@@ -119,6 +119,10 @@ struct Qwen2MoeModel: DecoderFamily {
             experts: .gatedMLP(count: config.numExperts, countKey: "num_experts", isSparse: config.isSparse))
         rotary = try parts.rotary()
         let dimensions = parts.dimensions
+        // Qwen2MoeConfig saves the window as 0 without use_sliding_window, which its mask takes.
+        if config.useSlidingWindow {
+            try parts.requireWindow(config.slidingWindow, builtBy: "Qwen2MoeModel", keys: "sliding_window (use_sliding_window true)")
+        }
         let layout = config.attentionLayout(layers: dimensions.numHiddenLayers)
         windows = try parts.slidingWindows(
             layerTypes: layout.types, window: layout.window, windowKeys: "sliding_window and use_sliding_window")
