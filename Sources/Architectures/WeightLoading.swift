@@ -184,6 +184,26 @@ struct Weights {
             activation: activation)
     }
 
+    /// A MoE layer's always-on shared expert(s), `gatedMLP` of width
+    /// `inner`; none at width 0, which transformers builds with empty weights
+    /// and whose zero output it adds (its tensors, where stored, must be
+    /// empty; with biases the output would be the down projection's bias,
+    /// which is refused). `widthKeys` name the keys that set the width.
+    func sharedExperts(
+        _ mlp: String, hidden: Int, inner: Int, activation: Activation, bias: Bool = false, widthKeys: String
+    ) throws -> [FeedForward] {
+        guard inner == 0 else { return [try gatedMLP(mlp, hidden: hidden, inner: inner, activation: activation, bias: bias)] }
+        guard !bias else {
+            throw DroptraceError(
+                "\(widthKeys) give shared experts of width 0 with biases, which droptrace does not compute", path: checkpoint.weightsPath)
+        }
+        for (name, shape) in [("gate_proj", [0, hidden]), ("up_proj", [0, hidden]), ("down_proj", [hidden, 0])]
+        where has(mlp + name + ".weight") {
+            try checkShape(mlp + name + ".weight", shape)
+        }
+        return []
+    }
+
     /// The LM head: `lm_head` (or `untiedName`) when the checkpoint has one,
     /// else, when the config ties them (`tied`), the token embedding. An
     /// untied model without its head is an error naming the tensor: its

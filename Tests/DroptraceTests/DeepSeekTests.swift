@@ -21,7 +21,7 @@ import Testing
         Mutant("deepseek_v3-f32", "n_group", "8"), Mutant("deepseek_v3-f32", "topk_group", "5"),
         Mutant("deepseek_v3-f32", "topk_group", "0"), Mutant("deepseek_v3-f32", "num_experts_per_tok", "9"),
         Mutant("deepseek_v3-f32", "routed_scaling_factor", "0"), Mutant("deepseek_v3-f32", "first_k_dense_replace", "-1"),
-        Mutant("deepseek_v3-f32", "n_shared_experts", "0"), Mutant("deepseek_v3-f32", "moe_intermediate_size", "0"),
+        Mutant("deepseek_v3-f32", "n_shared_experts", "-1"), Mutant("deepseek_v3-f32", "moe_intermediate_size", "0"),
         Mutant("deepseek_v3-f32", "n_routed_experts", "4611686018427387904"),
         Mutant("deepseek_v3-f32", "kv_lora_rank", "4611686018427387904"),
         Mutant("deepseek_v3-f32", "rope_parameters.beta_fast", "-1"), Mutant("deepseek_v3-f32", "rope_parameters.mscale", "-1"),

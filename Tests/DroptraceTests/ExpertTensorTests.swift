@@ -2,6 +2,7 @@ import Architectures
 import CheckpointIO
 import DroptraceSupport
 import Foundation
+import Scoring
 import Testing
 
 /// The expert tensors of mixture-of-experts checkpoints are checked with the
@@ -146,5 +147,53 @@ import Testing
             Self.loadError(directory)
                 == "\(directory.path): tensor '\(padded)' writes expert 1 with leading zeros, which transformers reads as that "
                 + "expert; droptrace reads experts named as save_pretrained writes them: rename it")
+    }
+
+    /// Shared experts of width 0 (`shared_expert_intermediate_size: 0`,
+    /// `n_shared_experts: 0`), which transformers builds with empty weights
+    /// and whose zero output it adds, score as the same model with its
+    /// shared experts' output zeroed (scores against transformers: 1e-8);
+    /// stored tensors of another shape are refused.
+    @Test(arguments: [
+        ("qwen2_moe-f32", "mlp.shared_expert.", "shared_expert_intermediate_size"),
+        ("deepseek_v3-f32", "mlp.shared_experts.", "n_shared_experts"),
+        ("deepseek_v2-f32", "mlp.shared_experts.", "n_shared_experts"),
+    ])
+    func sharedExpertsOfWidthZeroAddNothing(fixture: String, shared: String, key: String) throws {
+        func scores(_ directory: URL) throws -> ModuleScores {
+            try ImportanceScorer(model: try ModelRegistry.load(try Checkpoint(directory: directory)))
+                .score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
+        }
+        let scratch = try ScratchDirectory()
+        let zeroed = try scratch.copyOfModel(fixture, as: "zeroed")
+        try BadInputTests().rewriteWeights(zeroed) { entries in
+            for index in entries.indices where entries[index].name.hasSuffix(shared + "down_proj.weight") {
+                let shape = entries[index].shape
+                entries[index] = SafetensorsWriter.Entry(name: entries[index].name, shape: shape) {
+                    [Float](repeating: 0, count: shape.reduce(1, *))
+                }
+            }
+        }
+        let empty = try scratch.copyOfModel(fixture, as: "empty")
+        try BadInputTests().rewriteConfig(empty) { $0[key] = 0 }
+        try BadInputTests().rewriteWeights(empty) { entries in
+            for index in entries.indices where entries[index].name.contains(shared) {
+                var shape = entries[index].shape
+                shape[entries[index].name.hasSuffix("down_proj.weight") ? 1 : 0] = 0
+                entries[index] = SafetensorsWriter.Entry(name: entries[index].name, shape: shape) { [] }
+            }
+        }
+        let (expected, measured) = (try scores(zeroed), try scores(empty))
+        #expect(expected.attention == measured.attention && expected.mlp == measured.mlp && expected.block == measured.block)
+        #expect(measured.mlp != (try scores(FixtureFiles.model(fixture))).mlp, "the shared experts must matter for this test to tell")
+
+        try BadInputTests().rewriteWeights(empty) { entries in
+            for index in entries.indices where entries[index].name.hasSuffix(shared + "up_proj.weight") {
+                let shape = [2, entries[index].shape[1]]
+                entries[index] = SafetensorsWriter.Entry(name: entries[index].name, shape: shape) { [Float](repeating: 0, count: shape[0] * shape[1]) }
+            }
+        }
+        let error = #expect(throws: DroptraceError.self) { try scores(empty) }
+        #expect(error?.message.contains("up_proj.weight' has shape [2, ") == true, "\(String(describing: error))")
     }
 }

@@ -19,7 +19,7 @@ import Testing
         Mutant("qwen2_moe-f32", "num_experts_per_tok", "5"),
         Mutant("qwen2_moe-f32", "decoder_sparse_step", "0"),
         Mutant("qwen2_moe-f32", "moe_intermediate_size", "0"),
-        Mutant("qwen2_moe-f32", "shared_expert_intermediate_size", "0"),
+        Mutant("qwen2_moe-f32", "shared_expert_intermediate_size", "-1"),
         // Sliding layers need a window: use_sliding_window true with none.
         Mutant("qwen2_moe-f32", "sliding_window", "null", key: "sliding_window"),
     ]

@@ -153,7 +153,10 @@ struct DeepSeekConfiguration: Decodable {
         guard (1...nRoutedExperts).contains(k) else {
             throw InvalidConfigValue(key: "num_experts_per_tok", problem: "must be between 1 and n_routed_experts \(nRoutedExperts), got \(k)")
         }
-        try ConfigRules.count(nSharedExperts, "n_shared_experts")
+        // 0: no shared experts (transformers adds their empty output).
+        guard nSharedExperts >= 0 else {
+            throw InvalidConfigValue(key: "n_shared_experts", problem: "must be at least 0, got \(nSharedExperts)")
+        }
         try ConfigRules.count(moeIntermediateSize, "moe_intermediate_size")
         try ConfigRules.product([(nRoutedExperts, "n_routed_experts"), (2, "gate and up"), (moeIntermediateSize, "moe_intermediate_size"), hidden])
         try ConfigRules.product([(nSharedExperts, "n_shared_experts"), (moeIntermediateSize, "moe_intermediate_size"), (2, "gate and up"), hidden])
@@ -351,7 +354,8 @@ struct DeepSeekModel: DecoderFamily {
         return .mixture(MixtureOfExperts(
             router: try weights.linear(p + "gate", in: d, out: count, bias: false),
             experts: experts, expertsPerToken: c.numExpertsPerTok ?? 1, rule: .groupLimited(routing),
-            sharedExperts: [try weights.gatedMLP(
-                p + "shared_experts.", hidden: d, inner: inner * c.nSharedExperts, activation: activation, bias: c.mlpBias)]))
+            sharedExperts: try weights.sharedExperts(
+                p + "shared_experts.", hidden: d, inner: inner * c.nSharedExperts, activation: activation, bias: c.mlpBias,
+                widthKeys: "n_shared_experts and moe_intermediate_size")))
     }
 }

@@ -67,7 +67,11 @@ struct Qwen2MoeConfiguration: Decodable {
             try ConfigRules.count(decoderSparseStep, "decoder_sparse_step")
             if numExperts > 0 {
                 try ConfigRules.count(moeIntermediateSize, "moe_intermediate_size")
-                try ConfigRules.count(sharedExpertIntermediateSize, "shared_expert_intermediate_size")
+                // 0: no shared expert (transformers adds its empty output).
+                if sharedExpertIntermediateSize < 0 {
+                    throw InvalidConfigValue(
+                        key: "shared_expert_intermediate_size", problem: "must be at least 0, got \(sharedExpertIntermediateSize)")
+                }
                 try MixtureOfExperts.checkExpertsPerToken(numExpertsPerTok, of: numExperts, expertsKey: "num_experts")
             }
         }
@@ -160,11 +164,15 @@ struct Qwen2MoeModel: DecoderFamily {
             let routed = try weights.softmaxRoutedExperts(
                 p + "mlp.", count: config.numExperts, expertsPerToken: config.numExpertsPerTok, hidden: d,
                 inner: config.moeIntermediateSize, activation: activation, renormalize: config.normTopkProb)
+            let shared = try weights.sharedExperts(
+                p + "mlp.shared_expert.", hidden: d, inner: config.sharedExpertIntermediateSize, activation: activation,
+                widthKeys: "shared_expert_intermediate_size")
+            let gate = p + "mlp.shared_expert_gate"
+            if shared.isEmpty, weights.has(gate + ".weight") { try weights.checkShape(gate + ".weight", [1, d]) }
             return .mixture(MixtureOfExperts(
                 router: routed.router, experts: routed.experts, expertsPerToken: routed.expertsPerToken, rule: routed.rule,
-                sharedExperts: [try weights.gatedMLP(
-                    p + "mlp.shared_expert.", hidden: d, inner: config.sharedExpertIntermediateSize, activation: activation)],
-                sharedExpertGate: try weights.linear(p + "mlp.shared_expert_gate", in: d, out: 1, bias: false)))
+                sharedExperts: shared,
+                sharedExpertGate: shared.isEmpty ? nil : try weights.linear(gate, in: d, out: 1, bias: false)))
         }
         return try parts.preNormBlock(index, drops: drops, eps: eps, attention: attention, feedForward: feedForward)
     }
