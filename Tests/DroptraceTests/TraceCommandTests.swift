@@ -316,21 +316,9 @@ import Glibc
 
         // llama-f32 widened from 48 to 96 with zeros: a valid model of width 96, 5 layers, head_dim kept.
         let wide = try series.add(step: 2)
-        let weights = wide.appendingPathComponent("model.safetensors")
-        let entries = try SafetensorsFile(path: weights.path).tensors.values.map { slice in
-            let rowsWiden = ["o_proj", "down_proj", "norm"].contains { slice.name.contains($0) }
-            var shape = slice.shape
-            if rowsWiden { shape[0] = 96 } else { shape[shape.count - 1] = 96 }
-            return SafetensorsWriter.Entry(name: slice.name, shape: shape) {
-                let values = try slice.floats()
-                if rowsWiden { return values + [Float](repeating: 0, count: values.count) }
-                return stride(from: 0, to: values.count, by: 48).flatMap { Array(values[$0..<$0 + 48]) + [Float](repeating: 0, count: 48) }
-            }
+        try series.widen(wide, key: "hidden_size", from: 48, to: 96) { name in
+            ["o_proj", "down_proj", "norm"].contains { name.contains($0) } ? .rows : .columns
         }
-        try SafetensorsWriter.write(entries, to: weights)
-        let config = wide.appendingPathComponent("config.json")
-        try String(contentsOf: config, encoding: .utf8).replacingOccurrences(of: "\"hidden_size\": 48", with: "\"hidden_size\": 96")
-            .write(to: config, atomically: true, encoding: .utf8)
         let run = try trace(series.directory, output)
         #expect(run.status == 1)
         #expect(run.stderr.contains("\(wide.path): is llama with 5 layers (hidden_size 96), but the store holds llama with 5 layers (hidden_size 48)"),
@@ -360,24 +348,10 @@ import Glibc
         #expect(recorded.count == 64)
 
         let wide = try series.add(step: 3)
-        let weights = wide.appendingPathComponent("model.safetensors")
-        let entries = try SafetensorsFile(path: weights.path).tensors.values.map { slice in
-            guard slice.name.contains(".mlp.") else {
-                return SafetensorsWriter.Entry(name: slice.name, shape: slice.shape) { try slice.floats() }
-            }
-            let down = slice.name.contains("down_proj")
-            var shape = slice.shape
-            shape[down ? 1 : 0] *= 2
-            return SafetensorsWriter.Entry(name: slice.name, shape: shape) {
-                let values = try slice.floats()
-                if !down { return values + [Float](repeating: 0, count: values.count) }
-                return stride(from: 0, to: values.count, by: 96).flatMap { Array(values[$0..<$0 + 96]) + [Float](repeating: 0, count: 96) }
-            }
+        try series.widen(wide, key: "intermediate_size", from: 96, to: 192) { name in
+            guard name.contains(".mlp.") else { return nil }
+            return name.contains("down_proj") ? .columns : .rows
         }
-        try SafetensorsWriter.write(entries, to: weights)
-        let config = wide.appendingPathComponent("config.json")
-        try String(contentsOf: config, encoding: .utf8).replacingOccurrences(of: "\"intermediate_size\": 96", with: "\"intermediate_size\": 192")
-            .write(to: config, atomically: true, encoding: .utf8)
         let run = try trace(series.directory, output)
         #expect(run.status == 1)
         #expect(run.stderr.contains("\(wide.path): is llama with 5 layers (hidden_size 48) with layer_shapes_sha256 "), "\(run.stderr)")

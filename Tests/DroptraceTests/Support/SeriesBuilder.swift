@@ -23,6 +23,36 @@ struct SeriesBuilder {
         return destination
     }
 
+    /// Which dimension of a tensor `widen` pads.
+    enum Widened { case rows, columns }
+
+    /// Rewrites a checkpoint as a wider model computing the same function:
+    /// config.json's `key` from `old` to `new`, and each tensor `along`
+    /// names (nil: kept) padded with zeros from `old` to `new` rows (the
+    /// first dimension) or columns (the last).
+    func widen(_ checkpoint: URL, key: String, from old: Int, to new: Int, along: (String) -> Widened?) throws {
+        let weights = checkpoint.appendingPathComponent("model.safetensors")
+        let entries = try SafetensorsFile(path: weights.path).tensors.values.map { slice in
+            guard let widened = along(slice.name) else {
+                return SafetensorsWriter.Entry(name: slice.name, shape: slice.shape) { try slice.floats() }
+            }
+            var shape = slice.shape
+            let axis = widened == .rows ? 0 : shape.count - 1
+            shape[axis] = new
+            return SafetensorsWriter.Entry(name: slice.name, shape: shape) {
+                let values = try slice.floats()
+                if widened == .rows { return values + [Float](repeating: 0, count: values.count / old * (new - old)) }
+                return stride(from: 0, to: values.count, by: old).flatMap {
+                    Array(values[$0..<$0 + old]) + [Float](repeating: 0, count: new - old)
+                }
+            }
+        }
+        try SafetensorsWriter.write(entries, to: weights)
+        let config = checkpoint.appendingPathComponent("config.json")
+        try String(contentsOf: config, encoding: .utf8).replacingOccurrences(of: "\"\(key)\": \(old)", with: "\"\(key)\": \(new)")
+            .write(to: config, atomically: true, encoding: .utf8)
+    }
+
     /// Rewrites a checkpoint's weights with layer i holding what layer
     /// (i + 1) mod `layers` held: another model of the same shape, whose
     /// importances (and drop sets) are those of the old layers moved.
