@@ -109,7 +109,9 @@ public final class TraceRun {
         }
         let tasks = options.tasks.isEmpty ? nil : try TaskEvaluation(
             requests: options.tasks, numFewshot: options.numFewshot, tokenizer: options.calibration.tokenizer)
-        // A cron run before training's first save: nothing to write, so no output directory either.
+        // A cron run before training's first save: nothing to write, so no output directory either; nor
+        // for a run that cannot start (no checkpoint reads the calibration, a drop-k beyond the layers).
+        var plan: CalibrationPlan?
         if !FileManager.default.fileExists(atPath: options.output.path) {
             let found = try CheckpointDiscovery.find(options.checkpoints, settleTime: options.settleTime)
             if found.ready.isEmpty {
@@ -118,7 +120,8 @@ public final class TraceRun {
                 log.warning("no finished checkpoints yet; nothing to do")
                 return summary
             }
-            try checkDropK(found.ready)
+            plan = try CalibrationPlan(source: options.calibration, evaluation: options.evaluation, checkpoints: found.ready, log: log)
+            try checkDropK(against: plan!)
         }
 
         let lock = try RunLock(directory: options.output)
@@ -157,11 +160,9 @@ public final class TraceRun {
             }
             return try finish(store!, onDisk: [], tasks: tasks, summary: summary)
         }
-        let calibration = try CalibrationPlan(
+        let calibration = try plan ?? CalibrationPlan(
             source: options.calibration, evaluation: options.evaluation, checkpoints: discovered.ready, log: log)
-        if let dropK = options.dropK, let model = calibration.model, store == nil || force {
-            try SeriesAnalysis.checkDropK(dropK, layers: model.layers, path: model.directory.path)
-        }
+        if store == nil || force { try checkDropK(against: calibration) }
         if let existing = store, !force {
             try checkCompatible(existing, with: calibration)
         }
@@ -261,17 +262,13 @@ public final class TraceRun {
         try CheckpointPlacement.checkOutside(options.output, checkpoints: candidates, series: series, contents: "the store")
     }
 
-    /// Throws `DroptraceError` naming the first of `checkpoints` (in series
-    /// order) when a drop-k is beyond its layer count, which the store takes
-    /// (a checkpoint of another layer count fails on its own): the run's
-    /// first check of drop-k, before the output directory is created. Reads
-    /// its config and weight headers only; when it does not load, the check
-    /// waits for the calibration plan's model.
-    func checkDropK(_ checkpoints: [DiscoveredCheckpoint]) throws {
-        guard let dropK = options.dropK, let first = checkpoints.first,
-              let model = try? ModelRegistry.load(try Checkpoint(directory: first.directory))
-        else { return }
-        try SeriesAnalysis.checkDropK(dropK, layers: model.layerCount, path: first.directory.path)
+    /// Throws `DroptraceError` naming the checkpoint the calibration was
+    /// tokenised with (the series' first that loads) when a drop-k is beyond
+    /// its layer count, which a new store takes (a checkpoint of another
+    /// layer count fails on its own).
+    func checkDropK(against plan: CalibrationPlan) throws {
+        guard let dropK = options.dropK, let model = plan.model else { return }
+        try SeriesAnalysis.checkDropK(dropK, layers: model.layers, path: model.directory.path)
     }
 
     /// `store` (a new one with `metadata` when nil) with `row` in place of

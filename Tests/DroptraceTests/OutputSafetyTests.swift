@@ -193,6 +193,23 @@ import Glibc
         #expect(!files.fileExists(atPath: output.path))
     }
 
+    /// A calibration no checkpoint can read (text, and no tokenizer.json
+    /// anywhere) fails before anything is created: a cron run left an empty
+    /// output directory with its lock file behind.
+    @Test func calibrationNoCheckpointReadsIsRefusedBeforeTheOutputIsCreated() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        for step in [1, 2] {
+            try files.removeItem(at: try series.add(step: step).appendingPathComponent("tokenizer.json"))
+        }
+        let output = scratch.path("out")
+        let result = try DroptraceCommand.run([
+            "trace", series.directory.path, "--calibration", FixtureFiles.calibrationText.path, "--output", output.path,
+        ])
+        expectOneLineFailure(result, naming: FixtureFiles.calibrationText.path, mentioning: ["needs the checkpoint's tokenizer.json"])
+        #expect(!files.fileExists(atPath: output.path))
+    }
+
     /// An output path with a line break (a YAML literal block, `output: |`)
     /// is refused before anything is created: it was made as `out\n`.
     @Test func outputPathWithALineBreakIsRefused() throws {
