@@ -72,7 +72,11 @@ extension SeriesAnalysis {
         let count = steps.count
         let root = try file.group(AnalysisLayout.group)
         typealias Names = AnalysisLayout.Attribute
-        let dropK = try root.numericAttribute(Names.dropK, as: Int64.self).map { Int($0) }
+        let dropK = try root.numericAttribute(Names.dropK, as: Int64.self).map { Int(clamping: $0) }
+        // The writer stores each k once, sorted (the commands' lists are made so).
+        guard dropK == Array(Set(dropK)).sorted() else {
+            throw DroptraceError("/\(AnalysisLayout.group) attribute \(Names.dropK) is not a sorted list of distinct values", path: path)
+        }
 
         let outcomeName = try root.stringAttribute(Names.verdict)
         guard let outcome = Verdict.Outcome(rawValue: outcomeName) else {
@@ -133,18 +137,50 @@ struct StoredModuleReader {
     let steps: [Int64]
     let dropK: [Int]
 
+    /// The values a per-checkpoint series can take (NaN aside, where
+    /// undefined), with room for rounding.
+    enum Domain {
+        case correlation, overlap, importance
+
+        var range: ClosedRange<Double> {
+            switch self {
+            case .correlation: -1.000001...1.000001
+            case .overlap: 0...1.000001
+            case .importance: -0.001...2.001  // 1 − mean cos
+            }
+        }
+
+        var text: String {
+            switch self {
+            case .correlation: "[−1, 1]"
+            case .overlap: "[0, 1]"
+            case .importance: "[0, 2]"
+            }
+        }
+    }
+
     func read(_ module: ModuleKind) throws -> ModuleSeries {
         let base = AnalysisLayout.moduleGroup(module)
-        func floats(_ name: String) throws -> [Double] {
-            try dataset("\(base)/\(name)", shape: [count]).read(as: Double.self)
+        func floats(_ name: String, within domain: Domain) throws -> [Double] {
+            let values = try dataset("\(base)/\(name)", shape: [count]).read(as: Double.self)
+            if let bad = values.first(where: { !$0.isNaN && !domain.range.contains($0) }) {
+                throw DroptraceError(
+                    "/\(base)/\(name) holds \(bad), outside \(domain.text): it was not written by droptrace", path: file.filePath)
+            }
+            return values
         }
+        /// Rows of distinct layer indices: drop sets, and rankings (each a permutation of the layers).
         func layerRows(_ name: String, width: Int) throws -> [[Int]] {
             let flat = try dataset("\(base)/\(name)", shape: [count, width]).read(as: Int32.self).map { Int($0) }
             if let bad = flat.first(where: { !(0..<layers).contains($0) }) {
                 throw DroptraceError("/\(base)/\(name) holds layer index \(bad), outside 0..<\(layers)",
                                      path: file.filePath)
             }
-            return (0..<count).map { Array(flat[($0 * width)..<(($0 + 1) * width)]) }
+            let rows = (0..<count).map { Array(flat[($0 * width)..<(($0 + 1) * width)]) }
+            if let row = rows.firstIndex(where: { Set($0).count != width }) {
+                throw DroptraceError("/\(base)/\(name) names a layer twice in row \(row)", path: file.filePath)
+            }
+            return rows
         }
 
         let group = try file.group(base)
@@ -153,7 +189,7 @@ struct StoredModuleReader {
         var stabilisation: [Int: Stabilisation] = [:]
         for k in dropK {
             dropSets[k] = try layerRows(AnalysisLayout.dropSets(k: k), width: k)
-            jaccard[k] = try floats(AnalysisLayout.jaccardFinal(k: k))
+            jaccard[k] = try floats(AnalysisLayout.jaccardFinal(k: k), within: .overlap)
             let index = try group.scalarAttribute(AnalysisLayout.Attribute.stabilisationIndex(k: k), as: Int64.self)
             let step = try group.scalarAttribute(AnalysisLayout.Attribute.stabilisationStep(k: k), as: Int64.self)
             // A checkpoint of the series, and its step as stored.
@@ -167,12 +203,12 @@ struct StoredModuleReader {
         }
         return ModuleSeries(
             module: module, rankings: try layerRows(AnalysisLayout.rankings, width: layers), dropSets: dropSets,
-            spearmanFinal: try floats(AnalysisLayout.spearmanFinal),
-            kendallFinal: try floats(AnalysisLayout.kendallFinal),
-            spearmanPrevious: try floats(AnalysisLayout.spearmanPrevious),
-            kendallPrevious: try floats(AnalysisLayout.kendallPrevious),
+            spearmanFinal: try floats(AnalysisLayout.spearmanFinal, within: .correlation),
+            kendallFinal: try floats(AnalysisLayout.kendallFinal, within: .correlation),
+            spearmanPrevious: try floats(AnalysisLayout.spearmanPrevious, within: .correlation),
+            kendallPrevious: try floats(AnalysisLayout.kendallPrevious, within: .correlation),
             jaccardFinal: jaccard, stabilisation: stabilisation,
-            meanImportance: try floats(AnalysisLayout.meanImportance))
+            meanImportance: try floats(AnalysisLayout.meanImportance, within: .importance))
     }
 
     func dataset(_ path: String, shape: [Int]) throws -> HDF5Dataset {

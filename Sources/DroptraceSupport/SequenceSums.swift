@@ -143,6 +143,34 @@ public struct SequenceSums: Sendable, Codable {
         try check(blockGap.cosineSum, rows: layers, "block-gap cosine sums")
         try check(blockGap.angularDistanceSum, rows: layers, "block-gap angular distance sums")
         try check(blockGap.lastTokenAngularDistanceSum, rows: layers, "block-gap last-token angular distance sums")
+        try checkDomains()
+    }
+
+    /// Throws unless every sum is one a pass can give (NaN aside, where
+    /// undefined): cosines in [−1, 1] and angular distances in [0, 1], summed
+    /// over a sequence's tokens, over all tokens (block gaps) or over the
+    /// sequences (last token); with room for rounding.
+    private func checkDomains() throws {
+        func check(_ values: [[Double]], _ what: String, over count: (Int) -> Int, _ unit: String, signed: Bool) throws {
+            for (row, entries) in values.enumerated() {
+                let limit = Double(count(row)) * (1 + 1e-6) + 1e-6
+                if let bad = entries.first(where: { !$0.isNaN && !((signed ? -limit : -1e-6)...limit).contains($0) }) {
+                    let summed = signed ? "cosines in [−1, 1]" : "angular distances in [0, 1]"
+                    throw DroptraceError(
+                        "per-sequence \(what) holds \(bad) in row \(row), which \(summed) summed over \(count(row)) \(unit) cannot give")
+                }
+            }
+        }
+        for (name, module) in modules {
+            try check(module.cosineSum, "\(name) cosine sums", over: { tokens[$0] }, "tokens", signed: true)
+            try check(module.angularDistanceSum, "\(name) angular distance sums", over: { tokens[$0] }, "tokens", signed: false)
+            try check(module.lastTokenCosine, "\(name) last-token cosines", over: { _ in 1 }, "token", signed: true)
+        }
+        let total = tokens.reduce(0) { $0.addingReportingOverflow($1).partialValue }
+        try check(blockGap.cosineSum, "block-gap cosine sums", over: { _ in total }, "tokens", signed: true)
+        try check(blockGap.angularDistanceSum, "block-gap angular distance sums", over: { _ in total }, "tokens", signed: false)
+        try check(blockGap.lastTokenAngularDistanceSum, "block-gap last-token angular distance sums", over: { _ in sequenceCount },
+                  "sequences", signed: false)
     }
 
     /// The sums of one pass over the sequences of `parts` in the order given:

@@ -47,6 +47,10 @@ public enum ScoreFileLayout {
         /// rather than read into memory (a hostile shape in a few bytes);
         /// 1,000 checkpoints × 1,000 sequences × 134 layers fit.
         public static let maximumValues = 1 << 27
+        /// Files declaring more (checkpoint, sequence) pairs than this are
+        /// refused too: each is a row of layers in memory, whatever the
+        /// layer count (2,048 sequences of 1,000 checkpoints fit).
+        public static let maximumSequenceRows = 1 << 21
     }
 
     /// Root attributes.

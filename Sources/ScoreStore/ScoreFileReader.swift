@@ -65,9 +65,10 @@ enum ScoreFileReader {
     }
 
     /// Where a row's scores are not the means its per-sequence sums give
-    /// (importance = 1 − Σ cos / Σ tokens, block gap = Σ cos / Σ tokens, as
-    /// droptrace derives both), beyond float32 rounding: a store changed by
-    /// hand, whose intervals and report would contradict its scores.
+    /// (importance = 1 − Σ cos / Σ tokens, block gap = Σ cos / Σ tokens, the
+    /// angular distances their means, as droptrace derives them all), beyond
+    /// float32 rounding: a store changed by hand, whose intervals and report
+    /// would contradict its scores.
     private static func disagreement(_ row: CheckpointRow) -> String? {
         guard let sums = row.sums else { return nil }
         func differs(_ stored: Float, _ derived: Double) -> Bool {
@@ -78,10 +79,20 @@ enum ScoreFileReader {
             (ScoreFileLayout.attentionScores, sums.attention, row.attention), (ScoreFileLayout.mlpScores, sums.mlp, row.mlp),
             (ScoreFileLayout.blockScores, sums.block, row.block),
         ]
-        let checked = modules.map { path, module, stored in (path, stored, sums.meanCosine(module).map { 1 - $0 }) }
+        var checked = modules.map { path, module, stored in (path, stored, sums.meanCosine(module).map { 1 - $0 }) }
             + zip(row.blockGap, sums.blockGapMeanCosine).enumerated().map { start, pair in
                 ("\(ScoreFileLayout.blockGap)[\(start)]", pair.0, pair.1)
             }
+        // Rows stored before angular distances existed hold NaN there (`undefined`).
+        if let stored = row.angularDistance, stored.isDefined {
+            let derived = AngularDistanceScores(sums: sums)
+            checked += zip(stored.perLayer, derived.perLayer).map { ($0.path, $0.values, $1.values.map(Double.init)) }
+            for (storedGap, derivedGap) in zip(stored.perGap, derived.perGap) {
+                checked += zip(storedGap.values, derivedGap.values).enumerated().map { start, pair in
+                    ("\(storedGap.path)[\(start)]", pair.0, pair.1.map(Double.init))
+                }
+            }
+        }
         for (path, stored, derived) in checked {
             if let layer = stored.indices.first(where: { differs(stored[$0], derived[$0]) }) {
                 return "/\(path) of checkpoint '\(SystemError.oneLine(row.name))', layer \(layer), is \(stored[layer]), "
@@ -112,9 +123,10 @@ enum ScoreFileReader {
                 return overflow ? nil : result
             }
         }
-        guard let values, values <= Names.maximumValues else {
+        guard let values, values <= Names.maximumValues, count * sequences <= Names.maximumSequenceRows else {
             throw DroptraceError(
-                "/\(Names.tokens): \(count) checkpoints × \(sequences) sequences × \(layers) layers is more per-sequence values than droptrace reads (\(Names.maximumValues))",
+                "/\(Names.tokens): \(count) checkpoints × \(sequences) sequences × \(layers) layers is more per-sequence values than droptrace reads "
+                    + "(\(Names.maximumValues) values, \(Names.maximumSequenceRows) checkpoint-sequence pairs)",
                 path: path)
         }
         let tokens = try tokensDataset.read(as: Int64.self)
@@ -198,12 +210,26 @@ enum ScoreFileReader {
     }
 
     /// What is wrong with these attribute values, nil when nothing: a
+    /// metric other than cosine, a calibration hash that is no SHA-256 in
+    /// hex, a negative token count, a version that is not one line, a
     /// precision droptrace does not know, a kernel name that is not one line
     /// of text (it is printed in reports and messages), a series directory
     /// that is not an absolute path on one line (it is printed in messages),
     /// a layer-shapes digest that is not a SHA-256 in hex.
     static func problem(of metadata: ScoreFileMetadata) -> String? {
         typealias Names = ScoreFileLayout.Attribute
+        if metadata.metric != "cosine" {
+            return "root attribute \(Names.metric) is \"\(SystemError.oneLine(String(metadata.metric.prefix(40))))\", expected cosine"
+        }
+        if !ScoreFileMetadata.isDigest(metadata.calibrationSHA256) {
+            return "root attribute \(Names.calibrationSHA256) is not 64 lowercase hex digits"
+        }
+        if metadata.calibrationTokens < 0 {
+            return "root attribute \(Names.calibrationTokens) is \(metadata.calibrationTokens), expected a count"
+        }
+        if !oneLine(metadata.droptraceVersion, atMost: 100) {
+            return "root attribute \(Names.droptraceVersion) is not one line of text (at most 100 bytes)"
+        }
         let precision = metadata.precision
         if !ScoreFileLayout.precisions.contains(precision) {
             return "root attribute \(Names.precision) is \"\(SystemError.oneLine(String(precision.prefix(40))))\", expected \(ScoreFileLayout.precisions.joined(separator: " or "))"

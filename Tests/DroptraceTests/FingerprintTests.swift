@@ -194,7 +194,7 @@ import Testing
             name: "step1", step: 1, attention: [0.5], mlp: [0.25], block: [0.75], blockGap: [[.nan]],
             fingerprint: #"{"model.safetensors":{"mtime":"1.000000001","size":3}}"#)
         let file = ScoreFile(
-            metadata: ScoreFileMetadata(modelType: "llama", numLayers: 1, calibrationSHA256: "x", calibrationTokens: 1, droptraceVersion: "t"),
+            metadata: ScoreFileMetadata(modelType: "llama", numLayers: 1, calibrationSHA256: String(repeating: "0123456789abcdef", count: 4), calibrationTokens: 1, droptraceVersion: "t"),
             rows: [row, CheckpointRow(name: "step2", attention: [0], mlp: [0], block: [0], blockGap: [[0]])])
         let url = scratch.path("s.h5")
         try file.write(to: url)

@@ -137,6 +137,9 @@ import Testing
             ("series_directory", "runs/seed-1", "root attribute series_directory is not an absolute path on one line"),
             ("series_directory", "/runs/seed-1\n/runs/seed-2", "root attribute series_directory is not an absolute path on one line"),
             ("layer_shapes_sha256", "abc", "root attribute layer_shapes_sha256 is not 64 lowercase hex digits"),
+            ("metric", "x\ny", "root attribute metric is \"x y\", expected cosine"),
+            ("calibration_sha256", "zz", "root attribute calibration_sha256 is not 64 lowercase hex digits"),
+            ("droptrace_version", "0.1.0\n# injected", "root attribute droptrace_version is not one line of text"),
             ("layer_shapes_sha256", String(repeating: "A", count: 64), "root attribute layer_shapes_sha256 is not 64 lowercase hex digits"),
         ] {
             try Self.writeStore(url)
@@ -148,6 +151,12 @@ import Testing
             #expect(error?.path == url.path)
             #expect(error?.message.contains(phrase) == true, "\(String(describing: error))")
         }
+        try Self.writeStore(url)
+        let file = try HDF5File.open(at: url, writable: true)
+        try file.setAttribute("calibration_tokens", Int64(-5))
+        try file.close()
+        let negative = #expect(throws: DroptraceError.self) { try ScoreFile.read(from: url) }
+        #expect(negative?.message.contains("root attribute calibration_tokens is -5, expected a count") == true, "\(String(describing: negative))")
         // The one writer refuses what the reader would.
         let error = #expect(throws: DroptraceError.self) { try Self.writeStore(scratch.path("other.h5"), precision: "f16") }
         #expect(error?.message.contains("precision") == true)
@@ -156,7 +165,7 @@ import Testing
 
     @Test func kernelsOfContinuedStoresAreEachNamedOnce() {
         func metadata(_ kernel: String?) -> ScoreFileMetadata {
-            ScoreFileMetadata(modelType: "llama", numLayers: 1, calibrationSHA256: "x", calibrationTokens: 1,
+            ScoreFileMetadata(modelType: "llama", numLayers: 1, calibrationSHA256: String(repeating: "0123456789abcdef", count: 4), calibrationTokens: 1,
                               droptraceVersion: "t", matrixKernel: kernel)
         }
         var store = metadata("A")

@@ -106,7 +106,7 @@ import Testing
         let scratch = try ScratchDirectory()
         let scores = try Self.scorer().score(FixtureFiles.jsonlSequences(), calibrationPath: "fixture")
         let metadata = ScoreFileMetadata(
-            modelType: "llama", numLayers: scores.layerCount, calibrationSHA256: "x", calibrationTokens: 1, droptraceVersion: "t")
+            modelType: "llama", numLayers: scores.layerCount, calibrationSHA256: String(repeating: "0123456789abcdef", count: 4), calibrationTokens: 1, droptraceVersion: "t")
         let withSums = CheckpointRow(scores: scores, name: "step1", step: 1, tokens: -1)
         // A row stored before sums existed stays without them.
         var without = CheckpointRow(scores: scores, name: "step2", step: 2, tokens: -1)
@@ -139,7 +139,7 @@ import Testing
         let scratch = try ScratchDirectory()
         let scores = try Self.scorer().score(FixtureFiles.jsonlSequences(), calibrationPath: "fixture")
         let metadata = ScoreFileMetadata(
-            modelType: "llama", numLayers: scores.layerCount, calibrationSHA256: "x", calibrationTokens: 1, droptraceVersion: "t")
+            modelType: "llama", numLayers: scores.layerCount, calibrationSHA256: String(repeating: "0123456789abcdef", count: 4), calibrationTokens: 1, droptraceVersion: "t")
         let url = scratch.path("s.h5")
         let sequences = FixtureFiles.jsonlSequences().count
         let edits: [(String, (HDF5File) throws -> Void)] = [
@@ -152,6 +152,30 @@ import Testing
                 try file.createDataset(ScoreFileLayout.PerSequence.lastTokenCosine("mlp"), values: [0.0], shape: [1, 1, 1])
             }),
             ("missing", { file in try file.remove(ScoreFileLayout.PerSequence.blockGapAngularDistanceSum) }),
+            // Values no pass gives (by fuzzing: a last-token cosine of 5, a negative angular distance sum, merged
+            // by `slurm finalize` and shown in the report).
+            ("which cosines in [−1, 1] summed over 1 token cannot give", { file in
+                let path = ScoreFileLayout.PerSequence.lastTokenCosine("attention")
+                var values = try file.dataset(path).read(as: Double.self)
+                values[0] = 5
+                try file.remove(path)
+                try file.createDataset(path, values: values, shape: [1, sequences, 5])
+            }),
+            ("which angular distances in [0, 1] summed over", { file in
+                let path = ScoreFileLayout.PerSequence.angularDistanceSum("block")
+                var values = try file.dataset(path).read(as: Double.self)
+                values[3] = -3
+                try file.remove(path)
+                try file.createDataset(path, values: values, shape: [1, sequences, 5])
+            }),
+            // Angular distances that are not the means of their sums, as cosine importances are checked.
+            ("/scores/mlp_angular_distance of checkpoint 'step1', layer 2, is 0.777, but its per-sequence sums", { file in
+                let path = ScoreFileLayout.AngularDistance.mlp
+                var values = try file.dataset(path).read(as: Float.self)
+                values[2] = 0.777
+                try file.remove(path)
+                try file.createDataset(path, values: values, shape: [1, 5])
+            }),
         ]
         for (word, edit) in edits {
             try ScoreFile(metadata: metadata, rows: [CheckpointRow(scores: scores, name: "step1", step: 1, tokens: -1)]).write(to: url)

@@ -50,8 +50,12 @@ struct SVGDocument {
 
 /// Element helpers. Coordinates are rounded to 0.01 px to keep files small.
 enum SVG {
+    /// `value` rounded to 0.01; beyond ±10⁹ (no figure is that large) clamped
+    /// there, and a non-finite value is 0, so that no value can make a
+    /// figure invalid.
     static func number(_ value: Double) -> String {
-        let rounded = (value * 100).rounded() / 100
+        let bounded = value.isFinite ? min(max(value, -1e9), 1e9) : 0
+        let rounded = (bounded * 100).rounded() / 100
         if rounded == rounded.rounded() { return String(Int(rounded)) }
         var text = String(format: "%.2f", rounded)
         while text.hasSuffix("0") { text.removeLast() }

@@ -69,13 +69,12 @@ extension HDF5Object {
     public func stringAttribute(_ name: String) throws -> String {
         let what = describeAttribute(name)
         let strings = try withAttribute(name) { attribute, fileType, space, shape in
-            try HDF5Strings.read(count: elementCount(of: shape), fileType: fileType, space: space,
-                                 what: what, path: filePath) { memoryType, buffer in
+            // Counted before reading: many entries may share one long string's storage.
+            let count = elementCount(of: shape)
+            guard count == 1 else { throw DroptraceError("\(what) holds \(count) strings, expected one", path: filePath) }
+            return try HDF5Strings.read(count: count, fileType: fileType, space: space, what: what, path: filePath) { memoryType, buffer in
                 H5Aread(attribute, memoryType, buffer)
             }
-        }
-        guard strings.count == 1 else {
-            throw DroptraceError("\(what) holds \(strings.count) strings, expected one", path: filePath)
         }
         return strings[0]
     }

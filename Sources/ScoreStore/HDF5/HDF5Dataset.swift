@@ -1,4 +1,5 @@
 internal import CHDF5
+internal import CHDF5Probe
 import DroptraceSupport
 
 /// An open dataset: an n-dimensional array of numbers or strings, read back
@@ -21,11 +22,39 @@ public final class HDF5Dataset: HDF5Object {
                                          failure: "cannot read type of \(objectPath)", path: openFile.path) { type in
                 HDF5ElementType(typeID: type)
             }
+            if !created { try Self.checkStorage(id, count: elementCount(of: shape), objectPath: objectPath, path: openFile.path) }
         } catch {
             _ = H5Dclose(id)
             throw error
         }
         super.init(id: id, openFile: openFile, objectPath: objectPath, ownsID: true)
+    }
+
+    /// Refuses a dataset whose values are not all in the file: mapped from
+    /// elsewhere (a virtual dataset, external storage: past the file's
+    /// checksum and `HDF5Probe`), never written (storage not allocated: the
+    /// fill value, whatever the shape claims), or more than its stored bytes
+    /// can hold (deflate shrinks at most about 1032:1). droptrace writes
+    /// every value of every dataset, in the file.
+    private static func checkStorage(_ id: hid_t, count: Int, objectPath: String, path: String) throws {
+        var storage = hdf5_dataset_storage()
+        guard hdf5_dataset_storage_of(id, &storage) == 0 else {
+            throw HDF5Failure.error("cannot read the storage of \(objectPath)", path: path)
+        }
+        let problem: String? = if storage.is_virtual != 0 {
+            "is a virtual dataset (its values mapped from other datasets or files)"
+        } else if storage.external_files > 0 {
+            "keeps its values in external files"
+        } else if count > 0 && storage.fully_allocated == 0 {
+            "holds values that were never written"
+        } else if UInt64(count) > storage.storage_bytes.multipliedReportingOverflow(by: 1100).partialValue + 4096 {
+            "claims \(count) values in \(storage.storage_bytes) bytes"
+        } else {
+            nil
+        }
+        if let problem {
+            throw DroptraceError("\(objectPath) \(problem), which droptrace never writes: the file is damaged or was changed by other software", path: path)
+        }
     }
 
     /// Number of elements (1 for a scalar).
@@ -55,12 +84,27 @@ public final class HDF5Dataset: HDF5Object {
                               failure: "cannot read type of \(objectPath)", path: filePath) { fileType in
             try withHDF5ID(H5Dget_space(id), closedBy: H5Sclose,
                            failure: "cannot read shape of \(objectPath)", path: filePath) { space in
-                try HDF5Strings.read(count: count, fileType: fileType, space: space,
+                try checkStringBytes(fileType: fileType, space: space)
+                return try HDF5Strings.read(count: count, fileType: fileType, space: space,
                                      what: "dataset \(objectPath)", path: filePath) { memoryType, buffer in
                     H5Dread(id, memoryType, HDF5Library.selectAll, HDF5Library.selectAll,
                             HDF5Library.propertyListDefault, buffer)
                 }
             }
+        }
+    }
+
+    /// Throws when variable-length strings would take more bytes than the
+    /// file holds: entries may share one string's storage (droptrace writes
+    /// each once), so a small file could make its reader allocate gigabytes.
+    private func checkStringBytes(fileType: hid_t, space: hid_t) throws {
+        guard H5Tis_variable_str(fileType) > 0 else { return }
+        var bytes: hsize_t = 0
+        try HDF5Failure.check(H5Dvlen_get_buf_size(id, fileType, space, &bytes), "cannot read dataset \(objectPath)", path: filePath)
+        if let fileBytes = fileByteCount(filePath), bytes > UInt64(fileBytes) + (1 << 20) {
+            throw DroptraceError(
+                "\(objectPath): its strings take \(bytes) bytes, more than the file holds: the file is damaged or was changed by other software",
+                path: filePath)
         }
     }
 

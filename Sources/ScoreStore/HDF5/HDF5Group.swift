@@ -1,4 +1,5 @@
 internal import CHDF5
+internal import CHDF5Probe
 import DroptraceSupport
 
 /// What a path inside a file points at.
@@ -16,6 +17,7 @@ public class HDF5Group: HDF5Object {
         guard try kind(of: path) == .group else {
             throw DroptraceError("no group \(fullPath)", path: filePath)
         }
+        try checkHardLinks(path)
         let groupID = try HDF5Failure.check(H5Gopen2(id, path, HDF5Library.propertyListDefault),
                                             "cannot open group \(fullPath)", path: filePath)
         return HDF5Group(id: groupID, openFile: openFile, objectPath: fullPath, ownsID: true)
@@ -51,6 +53,7 @@ public class HDF5Group: HDF5Object {
         guard try kind(of: path) == .dataset else {
             throw DroptraceError("no dataset \(fullPath)", path: filePath)
         }
+        try checkHardLinks(path)
         let datasetID = try HDF5Failure.check(H5Dopen2(id, path, HDF5Library.propertyListDefault),
                                               "cannot open dataset \(fullPath)", path: filePath)
         return try HDF5Dataset(id: datasetID, openFile: openFile, objectPath: fullPath)
@@ -72,6 +75,30 @@ public class HDF5Group: HDF5Object {
             if index < components.count - 1, try existingKind(prefix) != .group { return false }
         }
         return true
+    }
+
+    /// Throws unless every component of `path` (which exists) is a hard
+    /// link, the only kind droptrace writes: a soft link would read another
+    /// object than the one named, an external link another file, past the
+    /// checks made on this one (its checksum, `HDF5Probe`).
+    private func checkHardLinks(_ path: String) throws {
+        var prefix = path.hasPrefix("/") ? "/" : ""
+        for component in path.split(separator: "/") {
+            if !prefix.isEmpty && !prefix.hasSuffix("/") { prefix += "/" }
+            prefix += component
+            let kind = hdf5_link_kind_of(id, prefix)
+            guard kind == HDF5_LINK_HARD else {
+                let what = switch kind {
+                case HDF5_LINK_SOFT: "a soft link"
+                case HDF5_LINK_EXTERNAL: "an external link (to another file)"
+                case HDF5_LINK_ERROR: "a link libhdf5 cannot read"
+                default: "a user-defined link"
+                }
+                throw DroptraceError(
+                    "\(childPath(prefix)) is \(what), which droptrace never writes: the file was changed by other software",
+                    path: filePath)
+            }
+        }
     }
 
     /// Whether `path` is a group, a dataset or something else; nil if absent.

@@ -162,8 +162,12 @@ func shapeOfDataspace(_ space: hid_t, path: String, what: String, bounded: Bool 
 /// bytes per byte of file (plus 1 MiB of slack for tiny files). Counting one
 /// byte per element keeps it a bound for every element type.
 func plausibleElementLimit(_ path: String) -> Int {
-    var info = stat()
-    guard stat(path, &info) == 0 else { return Int.max }
-    let bytes = Int(info.st_size)
+    guard let bytes = fileByteCount(path) else { return Int.max }
     return bytes > (Int.max - (1 << 20)) / 1100 ? Int.max : bytes * 1100 + (1 << 20)
+}
+
+/// The size of the file at `path` in bytes; nil when it cannot be read.
+func fileByteCount(_ path: String) -> Int? {
+    var info = stat()
+    return stat(path, &info) == 0 ? Int(info.st_size) : nil
 }

@@ -1,4 +1,4 @@
-import CHDF5Probe
+internal import CHDF5Probe
 import DroptraceSupport
 import Foundation
 

@@ -1,0 +1,59 @@
+#include "hdf5_checks.h"
+
+#include <hdf5/serial/hdf5.h>
+
+hdf5_link_kind hdf5_link_kind_of(int64_t location, const char *name) {
+    H5L_info_t info;  // H5L_info2_t from 1.12 on, through the API compatibility macros
+    if (H5Lget_info((hid_t)location, name, &info, H5P_DEFAULT) < 0) return HDF5_LINK_ERROR;
+    switch (info.type) {
+    case H5L_TYPE_HARD: return HDF5_LINK_HARD;
+    case H5L_TYPE_SOFT: return HDF5_LINK_SOFT;
+    case H5L_TYPE_EXTERNAL: return HDF5_LINK_EXTERNAL;
+    default: return HDF5_LINK_OTHER;
+    }
+}
+
+// Whether every chunk of a chunked dataset exists (H5Dget_space_status
+// cannot tell: libhdf5 1.10 reports compressed chunks as "partly allocated").
+static int all_chunks_stored(hid_t dataset, hid_t plist) {
+    hid_t space = H5Dget_space(dataset);
+    if (space < 0) return -1;
+    int rank = H5Sget_simple_extent_ndims(space);
+    hsize_t dims[H5S_MAX_RANK], chunk[H5S_MAX_RANK], stored = 0;
+    int result = -1;
+    if (rank >= 0 && rank <= H5S_MAX_RANK && H5Sget_simple_extent_dims(space, dims, NULL) >= 0
+        && H5Pget_chunk(plist, rank, chunk) == rank && H5Dget_num_chunks(dataset, space, &stored) >= 0) {
+        hsize_t expected = 1;
+        result = 1;
+        for (int i = 0; i < rank && result; i++) {
+            if (chunk[i] == 0) { result = -1; break; }
+            hsize_t along = dims[i] / chunk[i] + (dims[i] % chunk[i] != 0);
+            if (along != 0 && expected > (hsize_t)-1 / along) { result = 0; break; }  // more chunks than can exist
+            expected *= along;
+        }
+        if (result == 1) result = stored == expected;
+    }
+    H5Sclose(space);
+    return result;
+}
+
+int hdf5_dataset_storage_of(int64_t dataset, hdf5_dataset_storage *storage) {
+    hid_t plist = H5Dget_create_plist((hid_t)dataset);
+    if (plist < 0) return -1;
+    H5D_layout_t layout = H5Pget_layout(plist);
+    int external = H5Pget_external_count(plist);
+    hsize_t bytes = H5Dget_storage_size((hid_t)dataset);
+    int allocated = 1;  // compact: the values are in the object header
+    if (layout == H5D_CHUNKED) {
+        allocated = all_chunks_stored((hid_t)dataset, plist);
+    } else if (layout == H5D_CONTIGUOUS) {
+        allocated = bytes > 0;
+    }
+    H5Pclose(plist);
+    if (layout < 0 || external < 0 || allocated < 0) return -1;
+    storage->is_virtual = layout == H5D_VIRTUAL;
+    storage->external_files = external;
+    storage->fully_allocated = allocated;
+    storage->storage_bytes = (uint64_t)bytes;
+    return 0;
+}
