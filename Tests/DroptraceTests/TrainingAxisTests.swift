@@ -17,6 +17,13 @@ import ScoreStore
         axis.ticks(from: 0, to: 1000).compactMap { tick in tick.label.map { (tick.position, $0) } }
     }
 
+    /// Coordinates are printed whatever the value: 1e30 trapped converting
+    /// to Int (a crafted store's Kendall τ drew a chart), NaN printed "nan".
+    @Test func coordinatesOfAnyValueAreValidNumbers() {
+        #expect(SVG.number(12.345) == "12.35" && SVG.number(-3) == "-3")
+        #expect(SVG.number(1e30) == "1000000000" && SVG.number(-.infinity) == "0" && SVG.number(.nan) == "0")
+    }
+
     @Test func pythiaStepsGetALogAxisWithZeroBeforeTheBreak() throws {
         let axis = StepAxis.choose(steps: Self.pythiaSteps)
         #expect(axis == .log(lo: 1, hi: 143_000, hasZero: true))
