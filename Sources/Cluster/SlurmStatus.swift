@@ -45,11 +45,16 @@ public struct SlurmStatus: Codable, Sendable, Equatable {
     public var storedLocally: [String] = []
 
     /// Reads the state of `outDir`.
-    /// - Throws: `DroptraceError` when the directory has no submission
-    ///   record and no store, or when squeue fails.
+    /// - Throws: `DroptraceError` when `outDir` is no directory, has no
+    ///   submission record and no store, or when squeue fails.
     public init(outDir: URL, client: SlurmClient = SlurmClient()) throws {
         let layout = ClusterLayout(outDir: outDir)
         self.outDir = layout.outDir.path
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: layout.outDir.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            let what = FileManager.default.fileExists(atPath: layout.outDir.path) ? "not a directory" : "not found"
+            throw DroptraceError("\(what): give the output directory of a `droptrace slurm submit`", path: layout.outDir.path)
+        }
         let record = try SubmissionRecord.read(layout)
         let rows = FileManager.default.fileExists(atPath: layout.store.path) ? try ScoreFile.read(from: layout.store).rows : []
         if record.submissions.isEmpty && rows.isEmpty {

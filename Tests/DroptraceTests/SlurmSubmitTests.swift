@@ -232,6 +232,11 @@ import Testing
         let result = try submit(pipeline, ["--shards", "0", "--dry-run"])
         #expect(result.status == 64 && result.stderr.contains("option --shards must be between 1"), "\(result.stderr)")
         let status = try DroptraceCommand.run(["slurm", "status", scratch.path("nowhere").path])
-        #expect(status.status == 1 && status.stderr.contains("nothing submitted here yet"), "\(status.stderr)")
+        #expect(status.status == 1 && status.stderr.contains("nowhere: not found: give the output directory"), "\(status.stderr)")
+        let file = try DroptraceCommand.run(["slurm", "status", pipeline.path])
+        #expect(file.status == 1 && file.stderr.contains("not a directory: give the output directory"), "\(file.stderr)")
+        try FileManager.default.createDirectory(at: scratch.path("empty"), withIntermediateDirectories: true)
+        let empty = try DroptraceCommand.run(["slurm", "status", scratch.path("empty").path])
+        #expect(empty.status == 1 && empty.stderr.contains("nothing submitted here yet"), "\(empty.stderr)")
     }
 }
