@@ -56,6 +56,11 @@ struct SyntheticSums {
                     values[sequence * layers + b] = 2 * mean * Double(tokens[sequence]) - values[sequence * layers + a]
                 }
             }
+            // A sequence's mean cosine is a cosine's: noise never takes it beyond [−1, 1].
+            for index in values.indices {
+                let count = Double(tokens[index / layers])
+                values[index] = min(max(values[index], -count), count)
+            }
             sums.set(module, cosineSum: values)
         }
         return sums
