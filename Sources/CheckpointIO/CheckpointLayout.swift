@@ -181,9 +181,13 @@ public struct CheckpointLayout: Sendable {
     /// The shard file names `index` gives, checked as names (the files themselves may not exist yet).
     static func shardNames(index: URL) throws -> [String] {
         let data = try RegularFile.contents(path: index.path, limit: indexSizeLimit)
-        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let weightMap = object["weight_map"] as? [String: String]
-        else {
+        let parsed: Any
+        do {
+            parsed = try JSONSerialization.jsonObject(with: data)
+        } catch {
+            throw DroptraceError("not valid JSON: \(SystemError.summary(of: error))", path: index.path)
+        }
+        guard let object = parsed as? [String: Any], let weightMap = object["weight_map"] as? [String: String] else {
             throw DroptraceError("not a valid shard index (needs a \"weight_map\" object of file names)", path: index.path)
         }
         // transformers' get_checkpoint_shard_files adds the weight names to index["metadata"].

@@ -28,6 +28,9 @@ public enum SystemError {
             reason = describe(Int32(underlying.code))
         } else if nsError.domain == NSCocoaErrorDomain, let known = cocoaReason(nsError.code) {
             reason = known
+        } else if let detail = nsError.userInfo[NSDebugDescriptionErrorKey] as? String {
+            // JSONSerialization's reason ("Too many nested arrays or dictionaries around character 4267.").
+            return oneLine(detail)
         } else {
             return oneLine(String(describing: error))
         }

@@ -95,11 +95,17 @@ import Testing
             index["weight_map"] = map
         }
         try rewriteIndex(of: nameless) { index in _ = index.removeValue(forKey: "metadata") }
+        // Nested deeper than JSON readers go (Python's json fails too): said so, not "no weight_map".
+        let deep = try series.add(step: 3, model: "llama-sharded").appendingPathComponent(indexName)
+        let text = try String(contentsOf: deep, encoding: .utf8)
+        try (String(text.dropLast(text.hasSuffix("\n") ? 2 : 1)) + #", "deep": "# + String(repeating: "[", count: 100_000)
+            + String(repeating: "]", count: 100_000) + "}").write(to: deep, atomically: true, encoding: .utf8)
         let result = try CheckpointDiscovery.scan(series.directory)
         #expect(result.incomplete.isEmpty)
-        #expect(result.failed.map(\.name) == ["checkpoint-1", "checkpoint-2"])
+        #expect(result.failed.map(\.name) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"])
         #expect(result.failed[0].error.contains("\(indexName): shard name \"../model.safetensors\" in the index is not a file name"))
         #expect(result.failed[1].error.contains("\(indexName): shard index has no \"metadata\" object"))
+        #expect(result.failed[2].error.contains("\(indexName): not valid JSON: Too many nested arrays"), "\(result.failed[2].error)")
     }
 
     /// An incomplete checkpoint dated ahead of the clock (another machine's
