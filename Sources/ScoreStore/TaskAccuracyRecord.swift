@@ -132,7 +132,17 @@ public struct TaskAccuracyRecord: Sendable, Equatable {
             throw DroptraceError("/\(root) is not a group", path: file.filePath)
         }
         var record = TaskAccuracyRecord()
-        for name in try file.group(root).childNames().sorted() {
+        let names = try file.group(root).childNames().sorted()
+        // lm-evaluation-harness's task names (hellaswag, arc_easy, ...), as `droptrace eval` knows them.
+        let taskName = #/[a-z][a-z0-9_]{0,63}/#
+        let strange = names.filter { $0.wholeMatch(of: taskName) == nil }
+        if names.count > 256 || !strange.isEmpty {
+            let shown = (strange.isEmpty ? names : strange).map { SystemError.oneLine(String($0.prefix(40))) }.shownInMessage()
+            throw DroptraceError(
+                "/\(root) holds \(names.count > 256 ? "\(names.count) groups" : "groups") that name no task (\(shown)): the file was changed by other software",
+                path: file.filePath)
+        }
+        for name in names {
             let path = "\(root)/\(name)"
             guard try file.kind(of: path) == .group else {
                 throw DroptraceError("/\(path) is not a group", path: file.filePath)
@@ -145,6 +155,11 @@ public struct TaskAccuracyRecord: Sendable, Equatable {
             let settings = Settings(
                 evaluationSHA256: try group.stringAttribute(Names.evaluationSHA256),
                 fewshotSHA256: try group.stringAttribute(Names.fewshotSHA256), numFewshot: Int(numFewshot))
+            // The files' SHA-256 in hex; no few-shot file: empty.
+            for (attribute, value) in [(Names.evaluationSHA256, settings.evaluationSHA256), (Names.fewshotSHA256, settings.fewshotSHA256)]
+            where !ScoreFileMetadata.isDigest(value) && !(attribute == Names.fewshotSHA256 && value.isEmpty) {
+                throw DroptraceError("/\(path) attribute \(attribute) is not 64 lowercase hex digits", path: file.filePath)
+            }
             func column(_ dataset: String) throws -> [Double] {
                 try group.measurements(dataset, count: rows.count, groupPath: path, expected: "an accuracy in 0...1") { (0...1).contains($0) }
             }

@@ -71,6 +71,27 @@ import Testing
         #expect(try file.group("evaluation/tasks/piqa").stringAttribute("fewshot_sha256") == "")
     }
 
+    /// Groups no task is named by, and file hashes that are none, are
+    /// refused (by fuzzing: a name with a line break reached the report,
+    /// 3,000 groups took 9 s).
+    @Test func groupsOfNoTaskAreRefused() throws {
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("scores.h5")
+        let (store, _) = try Self.writeStore(Self.record(), to: url)
+        func readError(_ edit: (HDF5File) throws -> Void) throws -> String {
+            _ = try Self.writeStore(Self.record(), to: url)
+            let file = try HDF5File.open(at: url, writable: true)
+            defer { try? file.close() }
+            try edit(file)
+            let error = #expect(throws: DroptraceError.self) { try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name)) }
+            return error?.message ?? ""
+        }
+        let odd = try readError { try $0.createGroup("evaluation/tasks/Hella\nSwag") }
+        #expect(odd == "/evaluation/tasks holds groups that name no task (Hella Swag): the file was changed by other software")
+        let hash = try readError { try $0.group("evaluation/tasks/piqa").setAttribute("evaluation_sha256", "zz") }
+        #expect(hash == "/evaluation/tasks/piqa attribute evaluation_sha256 is not 64 lowercase hex digits")
+    }
+
     @Test func storedKeepsOnlyWhatIsWritten() {
         let record = Self.record()
         let kept = record.stored(rows: ["step0", "step100"], dropK: [3])
@@ -111,7 +132,7 @@ import Testing
             } else {
                 try group.createDataset(name, values: column.values, shape: column.shape, storage: .contiguous)
             }
-            try group.setAttribute("evaluation_sha256", "x")
+            try group.setAttribute("evaluation_sha256", String(repeating: "ab", count: 32))
             if kind == "perplexity" {
                 try group.setAttribute("final_checkpoint", "step1000")
             } else {
