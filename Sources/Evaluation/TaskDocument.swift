@@ -68,26 +68,30 @@ struct TaskDocument: Sendable {
 
     /// The document as Python compares dicts (`x != eval_doc` in the harness's
     /// sampler): keys in order, numbers by value (1 == 1.0 == True), a
-    /// null field the same as a missing one (datasets fills missing columns with None).
-    var identity: String {
+    /// null field the same as a missing one (datasets fills missing columns
+    /// with None); nil for a document holding a NaN, which equals no other
+    /// (NaN != NaN, and each row's values are objects of their own).
+    var identity: String? {
         var text = ""
-        Self.canonical(fields, into: &text)
-        return text
+        var comparable = true
+        Self.canonical(fields, into: &text, comparable: &comparable)
+        return comparable ? text : nil
     }
 
-    private static func canonical(_ value: JSONValue, into text: inout String) {
+    private static func canonical(_ value: JSONValue, into text: inout String, comparable: inout Bool) {
         switch value {
         case .null: text += "n"
         case .bool(let flag): text += flag ? "#1" : "#0"
         case .integer(let number): text += "#\(number)"
         case .number(let real), .bigInteger(let real):
+            if real.isNaN { comparable = false }
             if real.rounded() == real, abs(real) < 9.0e18 { text += "#\(Int(real))" } else { text += "#\(real)" }
         case .string(let string):
             text += "\"\(string.unicodeScalars.count):"
             text.unicodeScalars.append(contentsOf: string.unicodeScalars)
         case .array(let items):
             text += "[\(items.count)"
-            for item in items { canonical(item, into: &text) }
+            for item in items { canonical(item, into: &text, comparable: &comparable) }
         case .object(let members):
             var latest: [(key: String, value: JSONValue)] = []
             for member in members where !member.value.isNull {
@@ -97,8 +101,8 @@ struct TaskDocument: Sendable {
             latest.sort { $0.key.unicodeScalars.lexicographicallyPrecedes($1.key.unicodeScalars) }
             text += "{\(latest.count)"
             for member in latest {
-                canonical(.string(member.key), into: &text)
-                canonical(member.value, into: &text)
+                canonical(.string(member.key), into: &text, comparable: &comparable)
+                canonical(member.value, into: &text, comparable: &comparable)
             }
         }
     }

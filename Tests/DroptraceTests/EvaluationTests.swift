@@ -160,6 +160,28 @@ import Tokenization
         }
     }
 
+    /// A document holding a NaN equals no other (Python: NaN != NaN), so the
+    /// harness's sampler never drops a copy of it: documents read as a task
+    /// file is, `{"t": ..., "v": NaN}` for the copies (PIQA rows with a NaN
+    /// field drew themselves as examples in lm-eval, not here: 0.525 against 0.5).
+    @Test func documentsHoldingNaNEqualNoneAsInTheHarness() throws {
+        let reference = Self.section("sampler_nan")
+        let scratch = try ScratchDirectory()
+        func example(_ text: String) throws -> TaskExample {
+            let file = try scratch.write(#"{"t": "\#(text)", "v": \#(text == "dup" ? "NaN" : "1.0")}"# + "\n", to: "doc.jsonl")
+            var identity: String?? = .none
+            try TaskDocument.forEach(in: file) { identity = $0.identity }
+            return TaskExample(prompt: .question(text), choices: ["a"], gold: 0, identity: try #require(identity))
+        }
+        #expect(try example("dup").identity == nil && example("u1").identity != nil)
+        let pool = try (reference["pool"] as! [String]).map(example)
+        var sampler = FewshotSampler(rule: .random(excludingEvaluationDocument: true), pool: pool, seed: TaskSuite.fewshotSeed)
+        for case let draw as [String: Any] in reference["draws"] as! [Any] {
+            let drawn = (draw["drawn"] as! [String]).map { "\($0) a\n\n" }.joined()
+            #expect(try sampler.prefix(for: example(draw["document"] as! String), shots: 3) == drawn)
+        }
+    }
+
     /// numpy's argmax: ties go to the first choice, a NaN wins.
     @Test func argmaxTakesTheFirstMaximum() {
         #expect(TaskSuite.argmax([-2, -1, -1, -3]) == 1)
