@@ -122,6 +122,31 @@ extension SeriesAnalysis {
             uncertainty: try SeriesUncertainty.read(with: reader))
     }
 
+    /// `read(from:)`, checked to be the analysis of `rows` (the store's):
+    /// its point analysis — rankings, drop sets, rank correlations,
+    /// overlaps, stabilisation, mean importance — is the one the rows give
+    /// (the writer stores exactly that), so an edited `/analysis` is never
+    /// reported as the run's.
+    /// - Throws: `DroptraceError` naming the file and the module that differs.
+    public static func read(from file: HDF5File, rows: [CheckpointRow]) throws -> SeriesAnalysis {
+        let analysis = try read(from: file)
+        let path = file.filePath
+        guard analysis.steps == rows.map(\.step), analysis.layers == rows.first?.attention.count else {
+            throw DroptraceError("/\(AnalysisLayout.group) is not the analysis of the store's checkpoints (their steps or layers differ)", path: path)
+        }
+        for module in ModuleKind.allCases {
+            let expected = ModuleSeries(
+                module: module, importance: rows.map { module.importance(in: $0).map(Double.init) }, steps: analysis.steps,
+                dropK: analysis.dropK)
+            guard analysis[module] == expected else {
+                throw DroptraceError(
+                    "/\(AnalysisLayout.moduleGroup(module)) is not the analysis of the store's rows: the file was changed by other "
+                        + "software (`droptrace trace` on its series analyses them again)", path: path)
+            }
+        }
+        return analysis
+    }
+
     static func criteriaJSON(_ criteria: [VerdictCriterion]) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

@@ -113,7 +113,7 @@ public enum CompareRuns {
         let analysis: SeriesAnalysis
         let stored = try SeriesAnalysis.isStored(in: file)
         do {
-            analysis = stored ? try SeriesAnalysis.read(from: file) : try SeriesAnalysis(rows: scoreFile.rows)
+            analysis = stored ? try SeriesAnalysis.read(from: file, rows: scoreFile.rows) : try SeriesAnalysis(rows: scoreFile.rows)
         } catch let error as DroptraceError where error.path == nil {
             throw DroptraceError(error.message, path: path)
         }

@@ -26,7 +26,7 @@ extension ReportWriter {
         let file = try HDF5File.open(at: url)
         defer { try? file.close() }
         let analysis = try SeriesAnalysis.isStored(in: file)
-            ? try SeriesAnalysis.read(from: file) : try SeriesAnalysis(rows: scoreFile.rows)
+            ? try SeriesAnalysis.read(from: file, rows: scoreFile.rows) : try SeriesAnalysis(rows: scoreFile.rows)
         let storedTitle = try storedTitle(in: file)
         let evaluation = try DropEvaluation.read(from: file, rows: scoreFile.rows)
         let taskAccuracy = try TaskAccuracyRecord.read(from: file, rows: scoreFile.rows.map(\.name))

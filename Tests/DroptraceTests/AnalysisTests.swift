@@ -418,6 +418,29 @@ extension AnalysisTests {
             #expect(error.hasPrefix(message), "\(error)")
         }
 
+        /// An analysis within every range that is not the one the rows give
+        /// (a drop set, a mean importance, a stabilisation edited: the report
+        /// then contradicted itself) is refused where a store's analysis is
+        /// read for a report, a comparison or a reseal.
+        @Test func analysisThatIsNotTheRowsOneIsRefused() throws {
+            let scratch = try ScratchDirectory()
+            let url = scratch.path("scores.h5")
+            let scores = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+            try scores.write(to: url) { file in try SeriesAnalysis(rows: scores.rows).write(into: file) }
+            let file = try HDF5File.open(at: url, writable: true)
+            defer { try? file.close() }
+            #expect(try SeriesAnalysis.read(from: file, rows: scores.rows) == SeriesAnalysis(rows: scores.rows))
+            let means = try file.dataset("analysis/mlp/mean_importance").read(as: Double.self)
+            try file.remove("analysis/mlp/mean_importance")
+            try file.createDataset("analysis/mlp/mean_importance", values: [means[0] + 0.5] + means.dropFirst())
+            let error = #expect(throws: DroptraceError.self) { try SeriesAnalysis.read(from: file, rows: scores.rows) }
+            #expect(error?.message.hasPrefix("/analysis/mlp is not the analysis of the store's rows") == true, "\(String(describing: error))")
+            var others = scores.rows
+            others[0].step += 1
+            let steps = #expect(throws: DroptraceError.self) { try SeriesAnalysis.read(from: file, rows: others) }
+            #expect(steps?.message.contains("their steps or layers differ") == true, "\(String(describing: steps))")
+        }
+
         @Test func repeatedDropKAndRepeatedLayersAreRefused() throws {
             let repeated = try readError { try $0.group("analysis").setAttribute("drop_k", [Int64(1), 1, 3]) }
             #expect(repeated == "/analysis attribute drop_k is not a sorted list of distinct values")

@@ -157,6 +157,14 @@ import Testing
         try file.close()
         let negative = #expect(throws: DroptraceError.self) { try ScoreFile.read(from: url) }
         #expect(negative?.message.contains("root attribute calibration_tokens is -5, expected a count") == true, "\(String(describing: negative))")
+        // libhdf5 would convert a float to the integer asked for: 5.7 layers read as 5.
+        let floats = try HDF5File.open(at: url, writable: true)
+        try floats.removeAttribute("num_layers")
+        try floats.setAttribute("num_layers", 5.7)
+        try floats.close()
+        let truncated = #expect(throws: DroptraceError.self) { try ScoreFile.read(from: url) }
+        #expect(truncated?.message.contains("'num_layers' of / holds float64 values where droptrace writes integers") == true,
+                "\(String(describing: truncated))")
         // The one writer refuses what the reader would.
         let error = #expect(throws: DroptraceError.self) { try Self.writeStore(scratch.path("other.h5"), precision: "f16") }
         #expect(error?.message.contains("precision") == true)

@@ -83,9 +83,8 @@ extension HDF5Object {
     public func numericAttribute<T: HDF5Numeric>(_ name: String, as type: T.Type = T.self) throws -> [T] {
         let what = describeAttribute(name)
         return try withAttribute(name) { attribute, fileType, _, shape in
-            guard HDF5ElementType(typeID: fileType).isNumeric else {
-                throw DroptraceError("\(what) holds \(HDF5ElementType(typeID: fileType)) values, not numbers",
-                                        path: filePath)
+            if let problem = HDF5ElementType(typeID: fileType).problem(readingAs: T.hdf5Kind) {
+                throw DroptraceError("\(what) \(problem)", path: filePath)
             }
             var values = [T](repeating: T.zero, count: elementCount(of: shape))
             if values.isEmpty { return values }

@@ -63,8 +63,8 @@ public final class HDF5Dataset: HDF5Object {
     /// All values, converted by HDF5 to `T` (e.g. a float64 dataset read as Float).
     public func read<T: HDF5Numeric>(as type: T.Type = T.self) throws -> [T] {
         try ensureOpen()
-        guard elementType.isNumeric else {
-            throw DroptraceError("dataset \(objectPath) holds \(elementType) values, not numbers", path: filePath)
+        if let problem = elementType.problem(readingAs: T.hdf5Kind) {
+            throw DroptraceError("dataset \(objectPath) \(problem)", path: filePath)
         }
         var values = [T](repeating: T.zero, count: count)
         if values.isEmpty { return values }

@@ -25,6 +25,8 @@ public enum HDF5NumericKind: Sendable {
         }
     }
 
+    var isInteger: Bool { self == .int32 || self == .int64 }
+
     /// Bytes per element, for sizing chunks.
     var byteCount: Int {
         switch self {
@@ -70,6 +72,15 @@ public enum HDF5ElementType: Sendable, Equatable, CustomStringConvertible {
         case .float, .integer: true
         case .string, .other: false
         }
+    }
+
+    /// Why values of this stored type cannot be read as `kind`, nil when
+    /// they can: not numbers, or floating-point values read as integers
+    /// (HDF5 would truncate them: 5.7 layers read as 5, NaN as Int64.min).
+    func problem(readingAs kind: HDF5NumericKind) -> String? {
+        guard isNumeric else { return "holds \(self) values, not numbers" }
+        if kind.isInteger, case .float = self { return "holds \(self) values where droptrace writes integers" }
+        return nil
     }
 
     public var description: String {
