@@ -76,12 +76,28 @@ extension StoredModuleReader {
             let flat = try dataset("\(base)/\(name)", shape: [count, layers]).read(as: Float.self)
             return (0..<count).map { Array(flat[($0 * layers)..<(($0 + 1) * layers)]) }
         }
-        func intervals(_ name: String) throws -> [ConfidenceInterval] {
+        /// Throws unless each interval is one a bootstrap gives: ends in
+        /// order and in `domain`, or both NaN (nothing measured).
+        func check(_ low: [Double], _ high: [Double], _ name: String, _ domain: Domain) throws {
+            for (index, (a, b)) in zip(low, high).enumerated() where !(a.isNaN && b.isNaN) {
+                guard domain.range.contains(a), domain.range.contains(b), a <= b else {
+                    throw DroptraceError(
+                        "/\(base)/\(name) holds the interval [\(a), \(b)] at \(index), not one within \(domain.text) in order: "
+                            + "it was not written by droptrace", path: file.filePath)
+                }
+            }
+        }
+        func intervals(_ name: String, _ domain: Domain) throws -> [ConfidenceInterval] {
             let (lowName, highName) = AnalysisLayout.intervalEnds(name)
             let low = try dataset("\(base)/\(lowName)", shape: [count]).read(as: Double.self)
             let high = try dataset("\(base)/\(highName)", shape: [count]).read(as: Double.self)
+            try check(low, high, name, domain)
             return zip(low, high).map { ConfidenceInterval(low: $0, high: $1) }
         }
+        let (importanceLow, importanceHigh) = (try matrix(AnalysisLayout.importanceLow), try matrix(AnalysisLayout.importanceHigh))
+        try check(
+            importanceLow.joined().map(Double.init), importanceHigh.joined().map(Double.init),
+            "\(AnalysisLayout.importanceLow), \(AnalysisLayout.importanceHigh)", .importance)
         var probability: [Int: [[Float]]] = [:]
         for k in dropK {
             let name = AnalysisLayout.dropProbability(k: k)
@@ -93,10 +109,9 @@ extension StoredModuleReader {
             probability[k] = rows
         }
         return ModuleUncertainty(
-            importanceLow: try matrix(AnalysisLayout.importanceLow),
-            importanceHigh: try matrix(AnalysisLayout.importanceHigh), dropProbability: probability,
-            meanImportance: try intervals(AnalysisLayout.meanImportance),
-            spearmanFinal: try intervals(AnalysisLayout.spearmanFinal),
-            kendallFinal: try intervals(AnalysisLayout.kendallFinal))
+            importanceLow: importanceLow, importanceHigh: importanceHigh, dropProbability: probability,
+            meanImportance: try intervals(AnalysisLayout.meanImportance, .importance),
+            spearmanFinal: try intervals(AnalysisLayout.spearmanFinal, .correlation),
+            kendallFinal: try intervals(AnalysisLayout.kendallFinal, .correlation))
     }
 }

@@ -58,6 +58,31 @@ import ScoreStore
         #expect(throws: DroptraceError.self) { try SeriesAnalysis.read(from: file) }
     }
 
+    /// Intervals no bootstrap gives (ends out of order, beyond the range,
+    /// one end NaN or infinite) are refused: the report printed
+    /// "0.0243 [0.9000, 0.1000]".
+    @Test(arguments: [
+        ("analysis/attention/mean_importance_ci_low", 0.9, "/analysis/attention/mean_importance holds the interval [0.9, "),
+        ("analysis/mlp/kendall_final_ci_high", 9, "/analysis/mlp/kendall_final holds the interval ["),
+        ("analysis/block/spearman_final_ci_low", .nan, "/analysis/block/spearman_final holds the interval [nan, "),
+    ] as [(String, Double, String)])
+    func intervalsNoBootstrapGivesAreRefused(dataset: String, value: Double, message: String) throws {
+        let (scores, analysis) = try Self.analysed()
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("scores.h5")
+        try scores.write(to: url) { file in
+            try analysis.write(into: file)
+            var values = try file.dataset(dataset).read(as: Double.self)
+            values[0] = value
+            try file.remove(dataset)
+            try file.createDataset(dataset, values: values)
+        }
+        let file = try HDF5File.open(at: url)
+        defer { try? file.close() }
+        let error = #expect(throws: DroptraceError.self) { try SeriesAnalysis.read(from: file) }
+        #expect(error?.message.hasPrefix(message) == true, "\(String(describing: error))")
+    }
+
     @Test func theReportShowsIntervalsAndUnstableLayers() throws {
         let (scores, analysis) = try Self.analysed()
         let writer = try ReportWriter(scoreFile: scores, analysis: analysis)
