@@ -124,8 +124,9 @@ extension SeriesAnalysis {
 
     /// `read(from:)`, checked to be the analysis of `rows` (the store's):
     /// its point analysis — rankings, drop sets, rank correlations,
-    /// overlaps, stabilisation, mean importance — is the one the rows give
-    /// (the writer stores exactly that), so an edited `/analysis` is never
+    /// overlaps, stabilisation, mean importance — and its verdict (judged
+    /// with the stored bootstrap intervals) are the ones the rows give (the
+    /// writer stores exactly those), so an edited `/analysis` is never
     /// reported as the run's.
     /// - Throws: `DroptraceError` naming the file and the module that differs.
     public static func read(from file: HDF5File, rows: [CheckpointRow]) throws -> SeriesAnalysis {
@@ -143,6 +144,19 @@ extension SeriesAnalysis {
                     "/\(AnalysisLayout.moduleGroup(module)) is not the analysis of the store's rows: the file was changed by other "
                         + "software (`droptrace trace` on its series analyses them again)", path: path)
             }
+        }
+        // The verdict from the same series, with the bootstrap intervals its criteria were judged with.
+        let intervals = Dictionary(
+            analysis.verdict.criteria.compactMap { criterion in criterion.interval.map { (criterion.id, $0) } },
+            uniquingKeysWith: { first, _ in first })
+        let verdict = Verdict.evaluate(
+            attentionMean: analysis.attention.meanImportance, mlpMean: analysis.mlp.meanImportance,
+            attentionRankings: analysis.attention.rankings, steps: analysis.steps, intervals: intervals.isEmpty ? nil : intervals,
+            confidence: analysis.uncertainty?.settings.confidence ?? BootstrapSettings.defaultConfidence)
+        guard verdict == analysis.verdict else {
+            throw DroptraceError(
+                "/\(AnalysisLayout.group) attributes verdict and verdict_criteria are not the verdict of the store's rows: the file "
+                    + "was changed by other software (`droptrace trace` on its series analyses them again)", path: path)
         }
         return analysis
     }

@@ -435,6 +435,16 @@ extension AnalysisTests {
             try file.createDataset("analysis/mlp/mean_importance", values: [means[0] + 0.5] + means.dropFirst())
             let error = #expect(throws: DroptraceError.self) { try SeriesAnalysis.read(from: file, rows: scores.rows) }
             #expect(error?.message.hasPrefix("/analysis/mlp is not the analysis of the store's rows") == true, "\(String(describing: error))")
+            try file.remove("analysis/mlp/mean_importance")
+            try file.createDataset("analysis/mlp/mean_importance", values: means)
+            // The verdict's criteria too: a threshold of −3 was printed as "≥ -3.000".
+            let root = try file.group("analysis")
+            var criteria = try JSONSerialization.jsonObject(with: Data(try root.stringAttribute("verdict_criteria").utf8)) as! [[String: Any]]
+            criteria[0]["threshold"] = -3.0
+            try root.setAttribute("verdict_criteria", String(decoding: try JSONSerialization.data(withJSONObject: criteria, options: .sortedKeys), as: UTF8.self))
+            let verdict = #expect(throws: DroptraceError.self) { try SeriesAnalysis.read(from: file, rows: scores.rows) }
+            #expect(verdict?.message.hasPrefix("/analysis attributes verdict and verdict_criteria are not the verdict of the store's rows") == true,
+                    "\(String(describing: verdict))")
             var others = scores.rows
             others[0].step += 1
             let steps = #expect(throws: DroptraceError.self) { try SeriesAnalysis.read(from: file, rows: others) }
