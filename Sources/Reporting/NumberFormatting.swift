@@ -6,9 +6,12 @@ import Foundation
 enum NumberFormatting {
     static let undefined = "—"
 
-    /// Fixed decimals: 4 for importance scores, 3 for correlations and overlaps.
+    /// Fixed decimals: 4 for importance scores, 3 for correlations and
+    /// overlaps; in scientific notation from 10¹², where fixed digits would
+    /// run on (a perplexity of 1e300 filled a table cell with 301 digits).
     static func fixed(_ value: Double, _ decimals: Int) -> String {
         guard value.isFinite else { return undefined }
+        if abs(value) >= 1e12 { return String(format: "%.\(decimals)e", value) }
         let text = String(format: "%.\(decimals)f", value)
         // "-0.000" reads as a sign where there is none.
         return Double(text) == 0 ? String(format: "%.\(decimals)f", 0.0) : text

@@ -22,6 +22,8 @@ import ScoreStore
     @Test func coordinatesOfAnyValueAreValidNumbers() {
         #expect(SVG.number(12.345) == "12.35" && SVG.number(-3) == "-3")
         #expect(SVG.number(1e30) == "1000000000" && SVG.number(-.infinity) == "0" && SVG.number(.nan) == "0")
+        // Table cells too: a perplexity of 1e300 took 301 digits.
+        #expect(NumberFormatting.fixed(1e300, 2) == "1.00e+300" && NumberFormatting.fixed(12.5, 2) == "12.50")
     }
 
     @Test func pythiaStepsGetALogAxisWithZeroBeforeTheBreak() throws {
