@@ -82,6 +82,14 @@ public struct DropEvaluation: Equatable, Sendable {
         var evaluation = DropEvaluation()
         evaluation.finalCheckpoint = try group.stringAttribute("final_checkpoint")
         evaluation.evaluationSHA256 = try group.stringAttribute("evaluation_sha256")
+        // The tokens' hash as the writer records it (it is printed in the report).
+        guard evaluation.evaluationSHA256.utf8.count == 64,
+              evaluation.evaluationSHA256.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else {
+            throw DroptraceError("/\(Self.group) attribute evaluation_sha256 is not 64 lowercase hex digits", path: file.filePath)
+        }
+        guard evaluation.finalCheckpoint.isEmpty || ScoreFileMetadata.isOneLine(evaluation.finalCheckpoint, atMost: 4096) else {
+            throw DroptraceError("/\(Self.group) attribute final_checkpoint is not one line of text", path: file.filePath)
+        }
         // exp(mean negative log-likelihood): at least 1 up to rounding.
         func column(_ name: String) throws -> [Double] {
             try group.measurements(name, count: rows.count, groupPath: Self.group, expected: "a perplexity ≥ 1") { $0.isFinite && $0 > 0.999 }

@@ -123,6 +123,13 @@ extension ScoreFileMetadata {
         ScoreFileReader.oneLine(path, atMost: 4096) && path.hasPrefix("/")
     }
 
+    /// Whether `text` is one line of text (no control characters or line
+    /// separators, not empty) of at most `limit` bytes: what the reader
+    /// requires of a string it prints in reports and messages.
+    public static func isOneLine(_ text: String, atMost limit: Int) -> Bool {
+        ScoreFileReader.oneLine(text, atMost: limit)
+    }
+
     static let kernelSeparator = "; "
 
     /// `layerShapesSHA256` of a model's `Checkpoint.layerTensorShapes`.

@@ -107,6 +107,24 @@ import Testing
         var integers = false
     }
 
+    /// The evaluation tokens' hash is printed in the report: one that is
+    /// none (by fuzzing, "not a hash\nline2" split the report's line) is refused.
+    @Test func perplexitiesWithAHashThatIsNoneAreRefused() throws {
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("scores.h5")
+        let store = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+        try store.write(to: url) { file in
+            let group = try file.createGroup("evaluation")
+            try group.createDataset("perplexity_full", values: [2.0, 2, 2, 2], shape: [4], storage: .contiguous)
+            try group.setAttribute("evaluation_sha256", "not a hash\nline2")
+            try group.setAttribute("final_checkpoint", "step1000")
+        }
+        let file = try HDF5File.open(at: url)
+        defer { try? file.close() }
+        let error = #expect(throws: DroptraceError.self) { _ = try DropEvaluation.read(from: file, rows: store.rows) }
+        #expect(error?.message == "/evaluation attribute evaluation_sha256 is not 64 lowercase hex digits", "\(String(describing: error))")
+    }
+
     /// Each stored measurement is one float per checkpoint, NaN or a value
     /// of its kind: a perplexity of [3, 3] values read the first row as every
     /// checkpoint's, one value blanked the others, -2 or an accuracy of 1.5
