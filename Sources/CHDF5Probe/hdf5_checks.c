@@ -1,5 +1,7 @@
 #include "hdf5_checks.h"
 
+#include <stdio.h>
+
 #include <hdf5/serial/hdf5.h>
 
 hdf5_link_kind hdf5_link_kind_of(int64_t location, const char *name) {
@@ -37,9 +39,62 @@ static int all_chunks_stored(hid_t dataset, hid_t plist) {
     return result;
 }
 
+uint64_t hdf5_chunk_bytes(int64_t dataset) {
+    hid_t plist = H5Dget_create_plist((hid_t)dataset);
+    if (plist < 0) return 0;
+    uint64_t bytes = 0;
+    if (H5Pget_layout(plist) == H5D_CHUNKED) {
+        hsize_t chunk[H5S_MAX_RANK];
+        int rank = H5Pget_chunk(plist, H5S_MAX_RANK, chunk);
+        hid_t type = H5Dget_type((hid_t)dataset);
+        bytes = type >= 0 ? (uint64_t)H5Tget_size(type) : 1;
+        if (type >= 0) H5Tclose(type);
+        for (int i = 0; i < rank; i++) {
+            if (chunk[i] != 0 && bytes > UINT64_MAX / chunk[i]) { bytes = UINT64_MAX; break; }
+            bytes *= chunk[i];
+        }
+    }
+    H5Pclose(plist);
+    return bytes;
+}
+
+// Whether the dataset's maximum shape exceeds its shape in any dimension.
+static int is_extendible(hid_t dataset) {
+    hid_t space = H5Dget_space(dataset);
+    if (space < 0) return -1;
+    int rank = H5Sget_simple_extent_ndims(space);
+    hsize_t dims[H5S_MAX_RANK], maxdims[H5S_MAX_RANK];
+    int result = -1;
+    if (rank >= 0 && rank <= H5S_MAX_RANK && H5Sget_simple_extent_dims(space, dims, maxdims) >= 0) {
+        result = 0;
+        for (int i = 0; i < rank; i++) if (maxdims[i] != dims[i]) result = 1;
+    }
+    H5Sclose(space);
+    return result;
+}
+
+// The first filter of the pipeline libhdf5 cannot apply here (a plugin not installed: LZF, Blosc, ...).
+static void find_unavailable_filter(hid_t plist, hdf5_dataset_storage *storage) {
+    storage->unavailable_filter = -1;
+    storage->filter_name[0] = 0;
+    int count = H5Pget_nfilters(plist);
+    for (int i = 0; i < count; i++) {
+        unsigned int flags = 0, config = 0;
+        size_t values = 0;
+        char name[64] = {0};
+        H5Z_filter_t filter = H5Pget_filter2(plist, (unsigned)i, &flags, &values, NULL, sizeof name, name, &config);
+        if (filter >= 0 && H5Zfilter_avail(filter) <= 0) {
+            storage->unavailable_filter = (int)filter;
+            snprintf(storage->filter_name, sizeof storage->filter_name, "%s", name);
+            return;
+        }
+    }
+}
+
 int hdf5_dataset_storage_of(int64_t dataset, hdf5_dataset_storage *storage) {
     hid_t plist = H5Dget_create_plist((hid_t)dataset);
     if (plist < 0) return -1;
+    find_unavailable_filter(plist, storage);
     H5D_layout_t layout = H5Pget_layout(plist);
     int external = H5Pget_external_count(plist);
     hsize_t bytes = H5Dget_storage_size((hid_t)dataset);
@@ -55,5 +110,7 @@ int hdf5_dataset_storage_of(int64_t dataset, hdf5_dataset_storage *storage) {
     storage->external_files = external;
     storage->fully_allocated = allocated;
     storage->storage_bytes = (uint64_t)bytes;
-    return 0;
+    storage->extendible = is_extendible((hid_t)dataset);
+    storage->chunk_bytes = hdf5_chunk_bytes(dataset);
+    return storage->extendible < 0 ? -1 : 0;
 }

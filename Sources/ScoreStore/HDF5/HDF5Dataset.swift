@@ -41,8 +41,20 @@ public final class HDF5Dataset: HDF5Object {
         guard hdf5_dataset_storage_of(id, &storage) == 0 else {
             throw HDF5Failure.error("cannot read the storage of \(objectPath)", path: path)
         }
+        if storage.unavailable_filter >= 0 {
+            let name = withUnsafeBytes(of: storage.filter_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            throw DroptraceError(
+                "\(objectPath) is compressed with HDF5 filter \(storage.unavailable_filter)"
+                    + (name.isEmpty ? "" : " (\(SystemError.oneLine(String(name.prefix(40)))))")
+                    + ", which this libhdf5 cannot decode: droptrace compresses with deflate; the file was written by other software",
+                path: path)
+        }
         let problem: String? = if storage.is_virtual != 0 {
             "is a virtual dataset (its values mapped from other datasets or files)"
+        } else if storage.chunk_bytes > HDF5_CHUNK_BYTES_LIMIT {
+            "stores its values in chunks of \(storage.chunk_bytes) bytes (droptrace writes about 256 KiB)"
+        } else if storage.extendible != 0 {
+            "has a maximum shape beyond its shape (extendible), where chunks may hold far more than its values"
         } else if storage.external_files > 0 {
             "keeps its values in external files"
         } else if count > 0 && storage.fully_allocated == 0 {
