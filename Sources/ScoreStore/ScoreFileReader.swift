@@ -23,7 +23,13 @@ enum ScoreFileReader {
             .read(as: Int64.self)
         let tokens = try dataset(ScoreFileLayout.checkpointTokens, in: file, holding: .integers, shape: [count])
             .read(as: Int64.self)
-        // One row per checkpoint; steps and tokens are counts, -1 when unknown.
+        // One row per checkpoint, named by one line of text (it is printed); steps and tokens are counts,
+        // -1 when unknown.
+        if let bad = names.first(where: { !$0.isEmpty && !ScoreFileMetadata.isOneLine($0, atMost: 4096) }) {
+            throw DroptraceError(
+                "/\(ScoreFileLayout.checkpointNames) holds '\(SystemError.oneLine(String(bad.prefix(40))))', not a checkpoint name "
+                    + "(one line of text, at most 4096 bytes)", path: path)
+        }
         var seen = Set<String>()
         if let twice = names.first(where: { !seen.insert($0).inserted }) {
             throw DroptraceError("/\(ScoreFileLayout.checkpointNames) holds checkpoint '\(SystemError.oneLine(twice))' twice", path: path)
@@ -218,6 +224,10 @@ enum ScoreFileReader {
     /// a layer-shapes digest that is not a SHA-256 in hex.
     static func problem(of metadata: ScoreFileMetadata) -> String? {
         typealias Names = ScoreFileLayout.Attribute
+        // transformers' model types: lowercase letters, digits and underscores (gemma3_text, qwen2_moe).
+        if metadata.modelType.wholeMatch(of: #/[a-z][a-z0-9_]{0,63}/#) == nil {
+            return "root attribute \(Names.modelType) is \"\(SystemError.oneLine(String(metadata.modelType.prefix(40))))\", not a model type"
+        }
         if metadata.metric != "cosine" {
             return "root attribute \(Names.metric) is \"\(SystemError.oneLine(String(metadata.metric.prefix(40))))\", expected cosine"
         }

@@ -138,6 +138,7 @@ import Testing
             ("series_directory", "/runs/seed-1\n/runs/seed-2", "root attribute series_directory is not an absolute path on one line"),
             ("layer_shapes_sha256", "abc", "root attribute layer_shapes_sha256 is not 64 lowercase hex digits"),
             ("metric", "x\ny", "root attribute metric is \"x y\", expected cosine"),
+            ("model_type", "llama\n# injected", "root attribute model_type is \"llama # injected\", not a model type"),
             ("calibration_sha256", "zz", "root attribute calibration_sha256 is not 64 lowercase hex digits"),
             ("droptrace_version", "0.1.0\n# injected", "root attribute droptrace_version is not one line of text"),
             ("layer_shapes_sha256", String(repeating: "A", count: 64), "root attribute layer_shapes_sha256 is not 64 lowercase hex digits"),
@@ -157,6 +158,15 @@ import Testing
         try file.close()
         let negative = #expect(throws: DroptraceError.self) { try ScoreFile.read(from: url) }
         #expect(negative?.message.contains("root attribute calibration_tokens is -5, expected a count") == true, "\(String(describing: negative))")
+        // Checkpoint names are printed: one line each.
+        try Self.writeStore(url)
+        let named = try HDF5File.open(at: url, writable: true)
+        let count = try named.dataset("checkpoints/name").count
+        try named.remove("checkpoints/name")
+        try named.createDataset("checkpoints/name", strings: Array(repeating: "step\n# injected", count: count))
+        try named.close()
+        let name = #expect(throws: DroptraceError.self) { try ScoreFile.read(from: url) }
+        #expect(name?.message.contains("/checkpoints/name holds 'step # injected', not a checkpoint name") == true, "\(String(describing: name))")
         // libhdf5 would convert a float to the integer asked for: 5.7 layers read as 5.
         let floats = try HDF5File.open(at: url, writable: true)
         try floats.removeAttribute("num_layers")
