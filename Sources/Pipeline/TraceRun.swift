@@ -107,6 +107,7 @@ public final class TraceRun {
         for file in [options.calibration.url] + (options.evaluation.map { [$0.url] } ?? []) {
             _ = try RegularFile(path: file.path)
         }
+        if let tokenizer = options.calibration.tokenizer { try CheckpointTokenizer.checkDirectory(tokenizer) }
         let tasks = options.tasks.isEmpty ? nil : try TaskEvaluation(
             requests: options.tasks, numFewshot: options.numFewshot, tokenizer: options.calibration.tokenizer)
         // A cron run before training's first save: nothing to write, so no output directory either; nor

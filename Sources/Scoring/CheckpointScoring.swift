@@ -70,12 +70,14 @@ public enum CheckpointScoring {
         case evaluation = "evaluation text"
     }
 
-    /// JSONL as given; text tokenised with the checkpoint's own tokenizer.
+    /// JSONL as given; text tokenised with the checkpoint's own tokenizer
+    /// (or the source's: checked even for JSONL, so a mistyped one is said).
     /// - Parameter use: what the windows are for, as errors name it.
     public static func loadCalibration(
         _ source: CalibrationSource, for model: any LanguageModel, as use: TextUse = .calibration,
         warn: (String) -> Void
     ) throws -> CalibrationSet {
+        if let directory = source.tokenizer { try CheckpointTokenizer.checkDirectory(directory) }
         if source.isJSONL {
             // Text reads the tokenizer, and checks it so, below.
             try CheckpointTokenizer.checkVocabulary(of: model.checkpoint)

@@ -69,22 +69,32 @@ public enum CheckpointTokenizer {
         return (try Tokenizer(vocabulary: spec, source: gguf.path), spec)
     }
 
+    /// Throws unless `directory` (the user's `--tokenizer`) holds a
+    /// tokenizer.json: checked before a run, even one whose calibration is
+    /// token ids, so a mistyped path is said at once.
+    /// - Throws: `DroptraceError` naming the directory.
+    public static func checkDirectory(_ directory: URL) throws {
+        _ = try tokenizerFile(in: directory)
+    }
+
+    private static func tokenizerFile(in directory: URL) throws -> URL {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            let what = FileManager.default.fileExists(atPath: directory.path) ? "is not a directory" : "does not exist"
+            throw DroptraceError(
+                "the tokenizer directory given (--tokenizer) \(what): give the directory holding \(fileName)", path: directory.path)
+        }
+        let file = directory.appendingPathComponent(fileName)
+        guard FileManager.default.fileExists(atPath: file.path) else {
+            throw DroptraceError("the tokenizer directory given (--tokenizer) holds no \(fileName)", path: directory.path)
+        }
+        return file
+    }
+
     private static func tokenizerFile(
         of checkpoint: Checkpoint, in directory: URL?, purpose: String, requestedBy path: String, acceptsTokenIDs: Bool
     ) throws -> URL {
-        if let directory {
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-                throw DroptraceError(
-                    "the tokenizer directory given (--tokenizer) \(FileManager.default.fileExists(atPath: directory.path) ? "is not a directory" : "does not exist"): "
-                        + "give the directory holding \(fileName)", path: directory.path)
-            }
-            let file = directory.appendingPathComponent(fileName)
-            guard FileManager.default.fileExists(atPath: file.path) else {
-                throw DroptraceError("the tokenizer directory given (--tokenizer) holds no \(fileName)", path: directory.path)
-            }
-            return file
-        }
+        if let directory { return try tokenizerFile(in: directory) }
         let file = checkpoint.directory.appendingPathComponent(fileName)
         guard FileManager.default.fileExists(atPath: file.path) else {
             throw DroptraceError(

@@ -38,7 +38,7 @@ struct CalibrationOptions: ParsableArguments {
 /// The tokenizer text is read with, where checkpoints were saved without theirs.
 struct TokenizerOption: ParsableArguments {
     @Option(name: .customLong("tokenizer"), help: ArgumentHelp(
-        "Directory whose tokenizer.json (with tokenizer_config.json) reads text — calibration, --eval, tasks — instead of each checkpoint's, as AutoTokenizer.from_pretrained(dir) would: for checkpoints saved without their tokenizer (give the base model's directory).",
+        "Directory whose tokenizer.json (and tokenizer_config.json, when there is one) reads text — calibration, --eval, tasks — instead of each checkpoint's, as AutoTokenizer.from_pretrained(dir) would: for checkpoints saved without their tokenizer (give the base model's directory). Checked before anything runs.",
         valueName: "dir"))
     var path: String?
 

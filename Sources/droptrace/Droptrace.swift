@@ -29,8 +29,8 @@ struct Droptrace: ParsableCommand {
     static func main() {
         if let argument = firstArgumentNotUTF8() {
             exit(withError: ValidationError(
-                "argument '\(argument)' is not UTF-8 text (� stands for the bytes that are not): droptrace reads arguments "
-                    + "as UTF-8 and would look for a file of another name; rename the file or directory"))
+                "argument '\(argument)' is not UTF-8 text (� stands for the bytes that are not): droptrace reads its "
+                    + "arguments as UTF-8 (a path of such bytes would be looked up under another name: rename the file or directory)"))
         }
         main(NegativeValues.attached(Array(CommandLine.arguments.dropFirst())))
     }

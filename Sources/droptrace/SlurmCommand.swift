@@ -138,11 +138,15 @@ struct SlurmStatusCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: "Output directory of a pipeline submitted with `slurm submit`.")
+    @Argument(help: "Output directory of a pipeline submitted with `slurm submit` (OUT_DIR, not the pipeline file).")
     var outDir: String
 
     @Flag(help: "Print JSON instead of a table.")
     var json = false
+
+    func validate() throws {
+        if outDir.isEmpty { throw ValidationError("give the output directory of a `slurm submit`, not an empty path") }
+    }
 
     func run() throws {
         try runReportingErrors { _ in

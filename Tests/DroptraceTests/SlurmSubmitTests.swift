@@ -238,5 +238,8 @@ import Testing
         try FileManager.default.createDirectory(at: scratch.path("empty"), withIntermediateDirectories: true)
         let empty = try DroptraceCommand.run(["slurm", "status", scratch.path("empty").path])
         #expect(empty.status == 1 && empty.stderr.contains("nothing submitted here yet"), "\(empty.stderr)")
+        // An empty path is no directory (it read the working directory).
+        let blank = try DroptraceCommand.run(["slurm", "status", ""])
+        #expect(blank.status == 64 && blank.stderr.contains("not an empty path"), "\(blank.stderr)")
     }
 }

@@ -650,6 +650,13 @@ import Glibc
         let noTokenizer = try DroptraceCommand.run(["eval", checkpoint, "--tokenizer", scratch.path("none").path] + task)
         #expect(noTokenizer.status == 1 && noTokenizer.stderr.contains("\(scratch.path("none").path): the tokenizer directory given (--tokenizer) does not exist"),
                 "\(noTokenizer.stderr)")
+        // A mistyped one is said even where the calibration is token ids, before anything is created.
+        let unused = try DroptraceCommand.run([
+            "trace", full.directory.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("unused").path,
+            "--tokenizer", scratch.path("none").path,
+        ])
+        #expect(unused.status == 1 && unused.stderr.contains("the tokenizer directory given (--tokenizer) does not exist"), "\(unused.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("unused").path))
         let dropped = try DroptraceCommand.run([
             "drop", checkpoint, "--calibration", FixtureFiles.calibrationText.path, "--eval", FixtureFiles.calibrationText.path,
             "--seq-len", "32", "--target", "attention", "--count", "1", "--speed-max-rounds", "1", "--tokenizer", base.path,
