@@ -372,18 +372,24 @@ extension AnalysisTests {
             try file.close()
         }
 
-        /// The error reading the analysis of the fixture store after `edit`
-        /// changed its attributes in place.
-        func readError(after edit: (HDF5File) throws -> Void) throws -> String {
+        /// The store of the fixture rows with their analysis, open for
+        /// writing (its directory lives as long as `scratch`).
+        func fixtureStore() throws -> (scratch: ScratchDirectory, file: HDF5File, scores: ScoreFile) {
             let scratch = try ScratchDirectory()
             let url = scratch.path("scores.h5")
             let scores = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
             try scores.write(to: url) { file in try SeriesAnalysis(rows: scores.rows).write(into: file) }
-            let file = try HDF5File.open(at: url, writable: true)
+            return (scratch, try HDF5File.open(at: url, writable: true), scores)
+        }
+
+        /// The error reading the analysis of the fixture store after `edit`
+        /// changed its attributes in place.
+        func readError(after edit: (HDF5File) throws -> Void) throws -> String {
+            let (scratch, file, _) = try fixtureStore()
             defer { try? file.close() }
             try edit(file)
             let error = #expect(throws: DroptraceError.self) { try SeriesAnalysis.read(from: file) }
-            #expect(error?.path == url.path)
+            #expect(error?.path == scratch.path("scores.h5").path)
             return error?.message ?? ""
         }
 
@@ -423,12 +429,8 @@ extension AnalysisTests {
         /// then contradicted itself) is refused where a store's analysis is
         /// read for a report, a comparison or a reseal.
         @Test func analysisThatIsNotTheRowsOneIsRefused() throws {
-            let scratch = try ScratchDirectory()
-            let url = scratch.path("scores.h5")
-            let scores = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
-            try scores.write(to: url) { file in try SeriesAnalysis(rows: scores.rows).write(into: file) }
-            let file = try HDF5File.open(at: url, writable: true)
-            defer { try? file.close() }
+            let (scratch, file, scores) = try fixtureStore()
+            defer { withExtendedLifetime(scratch) { try? file.close() } }
             #expect(try SeriesAnalysis.read(from: file, rows: scores.rows) == SeriesAnalysis(rows: scores.rows))
             let means = try file.dataset("analysis/mlp/mean_importance").read(as: Double.self)
             try file.remove("analysis/mlp/mean_importance")
