@@ -34,8 +34,12 @@ public final class HDF5Dataset: HDF5Object {
     /// elsewhere (a virtual dataset, external storage: past the file's
     /// checksum and `HDF5Probe`), never written (storage not allocated: the
     /// fill value, whatever the shape claims), or more than its stored bytes
-    /// can hold (deflate shrinks at most about 1032:1). droptrace writes
-    /// every value of every dataset, in the file.
+    /// can hold (deflate shrinks at most about 1032:1); and one whose reading
+    /// would cost far more than the file: chunks beyond
+    /// `HDF5_CHUNK_BYTES_LIMIT` (libhdf5 decompresses whole chunks), an
+    /// extendible shape (chunks larger than the values), a filter this
+    /// libhdf5 cannot decode. droptrace writes every value of every dataset
+    /// in the file, deflated in chunks of about 256 KiB.
     private static func checkStorage(_ id: hid_t, count: Int, objectPath: String, path: String) throws {
         var storage = hdf5_dataset_storage()
         guard hdf5_dataset_storage_of(id, &storage) == 0 else {
