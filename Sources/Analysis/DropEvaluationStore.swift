@@ -83,8 +83,7 @@ public struct DropEvaluation: Equatable, Sendable {
         evaluation.finalCheckpoint = try group.stringAttribute("final_checkpoint")
         evaluation.evaluationSHA256 = try group.stringAttribute("evaluation_sha256")
         // The tokens' hash as the writer records it (it is printed in the report).
-        guard evaluation.evaluationSHA256.utf8.count == 64,
-              evaluation.evaluationSHA256.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else {
+        guard ScoreFileMetadata.isDigest(evaluation.evaluationSHA256) else {
             throw DroptraceError("/\(Self.group) attribute evaluation_sha256 is not 64 lowercase hex digits", path: file.filePath)
         }
         guard evaluation.finalCheckpoint.isEmpty || ScoreFileMetadata.isOneLine(evaluation.finalCheckpoint, atMost: 4096) else {

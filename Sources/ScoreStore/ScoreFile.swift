@@ -137,7 +137,8 @@ extension ScoreFileMetadata {
         SHA256.hash(data: Data(layerTensorShapes.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 
-    static func isDigest(_ text: String) -> Bool {
+    /// Whether `text` is a SHA-256 as droptrace writes hashes: 64 lowercase hex digits.
+    public static func isDigest(_ text: String) -> Bool {
         text.utf8.count == 64 && text.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
     }
 
