@@ -31,6 +31,13 @@ public enum ConfigRules {
         return value
     }
 
+    /// A count that may be 0 (experts of a model without them, shared experts of width 0).
+    @discardableResult
+    public static func nonNegative(_ value: Int, _ key: String) throws -> Int {
+        guard value >= 0 else { throw InvalidConfigValue(key: key, problem: "must be at least 0, got \(value)") }
+        return value
+    }
+
     /// An optional count: absent, or at least 1.
     @discardableResult
     public static func countIfPresent(_ value: Int?, _ key: String) throws -> Int? {

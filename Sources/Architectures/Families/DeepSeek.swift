@@ -111,9 +111,7 @@ struct DeepSeekConfiguration: Decodable {
         guard qkRopeHeadDim % 2 == 0 else {
             throw InvalidConfigValue(key: "qk_rope_head_dim", problem: "must be even (rotated in pairs), got \(qkRopeHeadDim)")
         }
-        guard qkNopeHeadDim >= 0 else {
-            throw InvalidConfigValue(key: "qk_nope_head_dim", problem: "must be at least 0, got \(qkNopeHeadDim)")
-        }
+        try ConfigRules.nonNegative(qkNopeHeadDim, "qk_nope_head_dim")
         try ConfigRules.count(vHeadDim, "v_head_dim")
         if let written = writtenHeadDim, written != qkRopeHeadDim {
             throw InvalidConfigValue(
@@ -141,9 +139,7 @@ struct DeepSeekConfiguration: Decodable {
         try ConfigRules.product([(max(queryKey.0, vHeadDim), "v_head_dim"), heads, (3, "q, k and v"), hidden])
         try ConfigRules.product([latent, hidden])
         try ConfigRules.product([(qLoraRank ?? 1, "q_lora_rank"), hidden])
-        guard firstKDenseReplace >= 0 else {
-            throw InvalidConfigValue(key: "first_k_dense_replace", problem: "must be at least 0, got \(firstKDenseReplace)")
-        }
+        try ConfigRules.nonNegative(firstKDenseReplace, "first_k_dense_replace")
         // Routed layers exist only past the dense ones.
         guard firstKDenseReplace < d.numHiddenLayers else { return }
         try ConfigRules.count(nRoutedExperts, "n_routed_experts")
@@ -154,9 +150,7 @@ struct DeepSeekConfiguration: Decodable {
             throw InvalidConfigValue(key: "num_experts_per_tok", problem: "must be between 1 and n_routed_experts \(nRoutedExperts), got \(k)")
         }
         // 0: no shared experts (transformers adds their empty output).
-        guard nSharedExperts >= 0 else {
-            throw InvalidConfigValue(key: "n_shared_experts", problem: "must be at least 0, got \(nSharedExperts)")
-        }
+        try ConfigRules.nonNegative(nSharedExperts, "n_shared_experts")
         try ConfigRules.count(moeIntermediateSize, "moe_intermediate_size")
         try ConfigRules.product([(nRoutedExperts, "n_routed_experts"), (2, "gate and up"), (moeIntermediateSize, "moe_intermediate_size"), hidden])
         try ConfigRules.product([(nSharedExperts, "n_shared_experts"), (moeIntermediateSize, "moe_intermediate_size"), (2, "gate and up"), hidden])
@@ -194,9 +188,7 @@ struct MultiTokenPredictionLayers: Decodable {
     init(from decoder: Decoder) throws {
         count = try decoder.container(keyedBy: CodingKeys.self).decodeIfPresent(Int.self, forKey: .count) ?? 0
         try ConfigRules.decodingChecks {
-            guard count >= 0 else {
-                throw InvalidConfigValue(key: "num_nextn_predict_layers", problem: "must be at least 0, got \(count)")
-            }
+            try ConfigRules.nonNegative(count, "num_nextn_predict_layers")
         }
     }
 }

@@ -62,16 +62,13 @@ struct Qwen2MoeConfiguration: Decodable {
         decoderSparseStep = try c.decodeIfPresent(Int.self, forKey: .decoderSparseStep) ?? 1
         mlpOnlyLayers = try c.decodeIfPresent([Int].self, forKey: .mlpOnlyLayers) ?? []
         try ConfigRules.decodingChecks {
-            guard numExperts >= 0 else { throw InvalidConfigValue(key: "num_experts", problem: "must be at least 0, got \(numExperts)") }
+            try ConfigRules.nonNegative(numExperts, "num_experts")
             // transformers takes the layer index modulo the step (0 divides by zero).
             try ConfigRules.count(decoderSparseStep, "decoder_sparse_step")
             if numExperts > 0 {
                 try ConfigRules.count(moeIntermediateSize, "moe_intermediate_size")
                 // 0: no shared expert (transformers adds its empty output).
-                if sharedExpertIntermediateSize < 0 {
-                    throw InvalidConfigValue(
-                        key: "shared_expert_intermediate_size", problem: "must be at least 0, got \(sharedExpertIntermediateSize)")
-                }
+                try ConfigRules.nonNegative(sharedExpertIntermediateSize, "shared_expert_intermediate_size")
                 try MixtureOfExperts.checkExpertsPerToken(numExpertsPerTok, of: numExperts, expertsKey: "num_experts")
             }
         }

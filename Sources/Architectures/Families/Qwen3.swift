@@ -35,9 +35,7 @@ struct Qwen3Configuration: Decodable {
         layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
         // DecoderDimensions checks sliding_window and layer_types' length.
         try ConfigRules.decodingChecks {
-            if let maxWindowLayers, maxWindowLayers < 0 {
-                throw InvalidConfigValue(key: "max_window_layers", problem: "must be at least 0, got \(maxWindowLayers)")
-            }
+            if let maxWindowLayers { try ConfigRules.nonNegative(maxWindowLayers, "max_window_layers") }
         }
     }
 

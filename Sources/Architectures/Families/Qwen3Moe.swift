@@ -48,7 +48,7 @@ struct Qwen3MoeConfiguration: Decodable {
                     key: "num_experts", problem: "is \(experts), but num_local_experts (the same setting) is \(localExperts)")
             }
             let key = numExpertsKey
-            guard numExperts >= 0 else { throw InvalidConfigValue(key: key, problem: "must be at least 0, got \(numExperts)") }
+            try ConfigRules.nonNegative(numExperts, key)
             try ConfigRules.count(decoderSparseStep, "decoder_sparse_step")
             if numExperts > 0 {
                 try ConfigRules.count(moeIntermediateSize, "moe_intermediate_size")

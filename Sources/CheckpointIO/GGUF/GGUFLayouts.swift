@@ -125,9 +125,7 @@ enum GGUFLayouts {
                 throw InvalidConfigValue(
                     key: input.key("leading_dense_block_count"), problem: "must be between 0 and the block count \(sizes.layers), got \(firstDense)")
             }
-            guard shared >= 0 else {
-                throw InvalidConfigValue(key: input.key("expert_shared_count"), problem: "must be at least 0, got \(shared)")
-            }
+            try ConfigRules.nonNegative(shared, input.key("expert_shared_count"))
             guard [1, 2].contains(gating) else {
                 throw InvalidConfigValue(key: input.key("expert_gating_func"), problem: "must be 1 (softmax) or 2 (sigmoid), got \(gating)")
             }
