@@ -15,62 +15,45 @@ hdf5_link_kind hdf5_link_kind_of(int64_t location, const char *name) {
     }
 }
 
-// Whether every chunk of a chunked dataset exists (H5Dget_space_status
-// cannot tell: libhdf5 1.10 reports compressed chunks as "partly allocated").
-static int all_chunks_stored(hid_t dataset, hid_t plist) {
-    hid_t space = H5Dget_space(dataset);
-    if (space < 0) return -1;
-    int rank = H5Sget_simple_extent_ndims(space);
-    hsize_t dims[H5S_MAX_RANK], chunk[H5S_MAX_RANK], stored = 0;
-    int result = -1;
-    if (rank >= 0 && rank <= H5S_MAX_RANK && H5Sget_simple_extent_dims(space, dims, NULL) >= 0
-        && H5Pget_chunk(plist, rank, chunk) == rank && H5Dget_num_chunks(dataset, space, &stored) >= 0) {
-        hsize_t expected = 1;
-        result = 1;
-        for (int i = 0; i < rank && result; i++) {
-            if (chunk[i] == 0) { result = -1; break; }
-            hsize_t along = dims[i] / chunk[i] + (dims[i] % chunk[i] != 0);
-            if (along != 0 && expected > (hsize_t)-1 / along) { result = 0; break; }  // more chunks than can exist
-            expected *= along;
-        }
-        if (result == 1) result = stored == expected;
+// Bytes of one decompressed chunk of a dataset whose creation property list
+// is `plist` (0 when not chunked; UINT64_MAX when it overflows); its shape
+// into `chunk` when given and of `rank` dimensions (else `chunk` is left as it is).
+static uint64_t chunk_bytes_of(hid_t dataset, hid_t plist, int rank, hsize_t *chunk) {
+    if (H5Pget_layout(plist) != H5D_CHUNKED) return 0;
+    hsize_t dims[H5S_MAX_RANK];
+    int chunk_rank = H5Pget_chunk(plist, H5S_MAX_RANK, dims);
+    hid_t type = H5Dget_type(dataset);
+    uint64_t bytes = type >= 0 ? (uint64_t)H5Tget_size(type) : 1;
+    if (type >= 0) H5Tclose(type);
+    for (int i = 0; i < chunk_rank; i++) {
+        if (chunk && chunk_rank == rank) chunk[i] = dims[i];
+        if (dims[i] != 0 && bytes > UINT64_MAX / dims[i]) { bytes = UINT64_MAX; break; }
+        bytes *= dims[i];
     }
-    H5Sclose(space);
-    return result;
+    return bytes;
 }
 
 uint64_t hdf5_chunk_bytes(int64_t dataset) {
     hid_t plist = H5Dget_create_plist((hid_t)dataset);
     if (plist < 0) return 0;
-    uint64_t bytes = 0;
-    if (H5Pget_layout(plist) == H5D_CHUNKED) {
-        hsize_t chunk[H5S_MAX_RANK];
-        int rank = H5Pget_chunk(plist, H5S_MAX_RANK, chunk);
-        hid_t type = H5Dget_type((hid_t)dataset);
-        bytes = type >= 0 ? (uint64_t)H5Tget_size(type) : 1;
-        if (type >= 0) H5Tclose(type);
-        for (int i = 0; i < rank; i++) {
-            if (chunk[i] != 0 && bytes > UINT64_MAX / chunk[i]) { bytes = UINT64_MAX; break; }
-            bytes *= chunk[i];
-        }
-    }
+    uint64_t bytes = chunk_bytes_of((hid_t)dataset, plist, 0, NULL);
     H5Pclose(plist);
     return bytes;
 }
 
-// Whether the dataset's maximum shape exceeds its shape in any dimension.
-static int is_extendible(hid_t dataset) {
-    hid_t space = H5Dget_space(dataset);
-    if (space < 0) return -1;
-    int rank = H5Sget_simple_extent_ndims(space);
-    hsize_t dims[H5S_MAX_RANK], maxdims[H5S_MAX_RANK];
-    int result = -1;
-    if (rank >= 0 && rank <= H5S_MAX_RANK && H5Sget_simple_extent_dims(space, dims, maxdims) >= 0) {
-        result = 0;
-        for (int i = 0; i < rank; i++) if (maxdims[i] != dims[i]) result = 1;
+// Whether every chunk of the dataset (`dims`, in chunks of `chunk`) is
+// stored (H5Dget_space_status cannot tell: libhdf5 1.10 reports compressed
+// chunks as "partly allocated"); -1 when libhdf5 fails.
+static int all_chunks_stored(hid_t dataset, hid_t space, int rank, const hsize_t *dims, const hsize_t *chunk) {
+    hsize_t stored = 0, expected = 1;
+    if (H5Dget_num_chunks(dataset, space, &stored) < 0) return -1;
+    for (int i = 0; i < rank; i++) {
+        if (chunk[i] == 0) return -1;
+        hsize_t along = dims[i] / chunk[i] + (dims[i] % chunk[i] != 0);
+        if (along != 0 && expected > (hsize_t)-1 / along) return 0;  // more chunks than can exist
+        expected *= along;
     }
-    H5Sclose(space);
-    return result;
+    return stored == expected;
 }
 
 // The first filter of the pipeline libhdf5 cannot apply here (a plugin not installed: LZF, Blosc, ...).
@@ -92,25 +75,35 @@ static void find_unavailable_filter(hid_t plist, hdf5_dataset_storage *storage) 
 }
 
 int hdf5_dataset_storage_of(int64_t dataset, hdf5_dataset_storage *storage) {
-    hid_t plist = H5Dget_create_plist((hid_t)dataset);
+    hid_t id = (hid_t)dataset;
+    hid_t plist = H5Dget_create_plist(id);
     if (plist < 0) return -1;
-    find_unavailable_filter(plist, storage);
-    H5D_layout_t layout = H5Pget_layout(plist);
-    int external = H5Pget_external_count(plist);
-    hsize_t bytes = H5Dget_storage_size((hid_t)dataset);
-    int allocated = 1;  // compact: the values are in the object header
-    if (layout == H5D_CHUNKED) {
-        allocated = all_chunks_stored((hid_t)dataset, plist);
-    } else if (layout == H5D_CONTIGUOUS) {
-        allocated = bytes > 0;
+    hid_t space = H5Dget_space(id);
+    if (space < 0) { H5Pclose(plist); return -1; }
+    int rank = H5Sget_simple_extent_ndims(space);
+    hsize_t dims[H5S_MAX_RANK], maxdims[H5S_MAX_RANK], chunk[H5S_MAX_RANK] = {0};  // a chunk rank other than the rank leaves 0s: refused
+    int result = -1;
+    if (rank >= 0 && rank <= H5S_MAX_RANK && H5Sget_simple_extent_dims(space, dims, maxdims) >= 0) {
+        find_unavailable_filter(plist, storage);
+        H5D_layout_t layout = H5Pget_layout(plist);
+        int external = H5Pget_external_count(plist);
+        hsize_t bytes = H5Dget_storage_size(id);
+        storage->chunk_bytes = chunk_bytes_of(id, plist, rank, chunk);
+        int allocated = 1;  // compact: the values are in the object header
+        if (layout == H5D_CHUNKED) {
+            allocated = all_chunks_stored(id, space, rank, dims, chunk);
+        } else if (layout == H5D_CONTIGUOUS) {
+            allocated = bytes > 0;
+        }
+        storage->is_virtual = layout == H5D_VIRTUAL;
+        storage->external_files = external;
+        storage->fully_allocated = allocated;
+        storage->storage_bytes = (uint64_t)bytes;
+        storage->extendible = 0;
+        for (int i = 0; i < rank; i++) if (maxdims[i] != dims[i]) storage->extendible = 1;
+        if (layout >= 0 && external >= 0 && allocated >= 0) result = 0;
     }
+    H5Sclose(space);
     H5Pclose(plist);
-    if (layout < 0 || external < 0 || allocated < 0) return -1;
-    storage->is_virtual = layout == H5D_VIRTUAL;
-    storage->external_files = external;
-    storage->fully_allocated = allocated;
-    storage->storage_bytes = (uint64_t)bytes;
-    storage->extendible = is_extendible((hid_t)dataset);
-    storage->chunk_bytes = hdf5_chunk_bytes(dataset);
-    return storage->extendible < 0 ? -1 : 0;
+    return result;
 }
