@@ -69,7 +69,7 @@ public struct ScoreFileMetadata: Sendable, Equatable {
     /// nil in stores written before it was recorded.
     public var hiddenSize: Int?
     /// SHA-256 (hex) of the shapes of the scored model's layer tensors
-    /// (`init(layerTensorShapes:)`), so that rows of a model whose layers
+    /// (`layerShapesSHA256(of:)`), so that rows of a model whose layers
     /// differ (another `intermediate_size`, key/value head or expert count)
     /// are never stored beside these; nil in stores written before it was recorded.
     public var layerShapesSHA256: String?
@@ -134,7 +134,7 @@ extension ScoreFileMetadata {
 
     /// `layerShapesSHA256` of a model's `Checkpoint.layerTensorShapes`.
     public static func layerShapesSHA256(of layerTensorShapes: String) -> String {
-        SHA256.hash(data: Data(layerTensorShapes.utf8)).map { String(format: "%02x", $0) }.joined()
+        HDF5Checksum.hex(SHA256.hash(data: Data(layerTensorShapes.utf8)))
     }
 
     /// Whether `text` is a SHA-256 as droptrace writes hashes: 64 lowercase hex digits.

@@ -98,6 +98,14 @@ public enum ScoreFileLayout {
         Attribute.precision, Attribute.matrixKernel, Attribute.seriesDirectory, "report_title",
     ]
 
+    /// Whether `text` is a name as transformers names model types and
+    /// lm-evaluation-harness names tasks (`gemma3_text`, `arc_easy`): a
+    /// lowercase letter, then lowercase letters, digits and underscores, at
+    /// most 64 in all. The `model_type` attribute and task groups hold such names.
+    static func isLowercaseName(_ text: String) -> Bool {
+        text.wholeMatch(of: #/[a-z][a-z0-9_]{0,63}/#) != nil
+    }
+
     /// The values of the `precision` attribute: TensorEngine's `Precision`
     /// names (f32: float32 matrix products; bf16: bfloat16 inputs, float32
     /// accumulation).

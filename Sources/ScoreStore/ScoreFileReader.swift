@@ -224,8 +224,7 @@ enum ScoreFileReader {
     /// a layer-shapes digest that is not a SHA-256 in hex.
     static func problem(of metadata: ScoreFileMetadata) -> String? {
         typealias Names = ScoreFileLayout.Attribute
-        // transformers' model types: lowercase letters, digits and underscores (gemma3_text, qwen2_moe).
-        if metadata.modelType.wholeMatch(of: #/[a-z][a-z0-9_]{0,63}/#) == nil {
+        if !ScoreFileLayout.isLowercaseName(metadata.modelType) {
             return "root attribute \(Names.modelType) is \"\(SystemError.oneLine(String(metadata.modelType.prefix(40))))\", not a model type"
         }
         if metadata.metric != "cosine" {

@@ -133,9 +133,7 @@ public struct TaskAccuracyRecord: Sendable, Equatable {
         }
         var record = TaskAccuracyRecord()
         let names = try file.group(root).childNames().sorted()
-        // lm-evaluation-harness's task names (hellaswag, arc_easy, ...), as `droptrace eval` knows them.
-        let taskName = #/[a-z][a-z0-9_]{0,63}/#
-        let strange = names.filter { $0.wholeMatch(of: taskName) == nil }
+        let strange = names.filter { !ScoreFileLayout.isLowercaseName($0) }
         if names.count > 256 || !strange.isEmpty {
             let shown = (strange.isEmpty ? names : strange).map { SystemError.oneLine(String($0.prefix(40))) }.shownInMessage()
             throw DroptraceError(

@@ -34,7 +34,8 @@ enum HDF5Checksum {
         return block + [UInt8](repeating: 0, count: userBlockSize - block.count)
     }
 
-    private static func hex(_ digest: SHA256.Digest) -> String {
+    /// A SHA-256 digest as 64 lowercase hex digits, as droptrace writes hashes.
+    static func hex(_ digest: SHA256.Digest) -> String {
         digest.map { String(format: "%02x", $0) }.joined()
     }
 

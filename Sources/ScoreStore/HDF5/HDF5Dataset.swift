@@ -63,7 +63,7 @@ public final class HDF5Dataset: HDF5Object {
             "keeps its values in external files"
         } else if count > 0 && storage.fully_allocated == 0 {
             "holds values that were never written"
-        } else if UInt64(count) > storage.storage_bytes.multipliedReportingOverflow(by: 1100).partialValue + 4096 {
+        } else if count > elementsHeld(inBytes: Int(clamping: storage.storage_bytes), slack: 4096) {
             "claims \(count) values in \(storage.storage_bytes) bytes"
         } else {
             nil

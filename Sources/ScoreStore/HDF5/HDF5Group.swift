@@ -64,17 +64,25 @@ public class HDF5Group: HDF5Object {
     /// error rather than as "no".
     public func exists(_ path: String) throws -> Bool {
         try ensureOpen()
-        let components = path.split(separator: "/")
-        var prefix = path.hasPrefix("/") ? "/" : ""
-        for (index, component) in components.enumerated() {
-            if !prefix.isEmpty && !prefix.hasSuffix("/") { prefix += "/" }
-            prefix += component
+        let prefixes = Self.prefixes(of: path)
+        for (index, prefix) in prefixes.enumerated() {
             let found = try HDF5Failure.checkedValue(H5Lexists(id, prefix, HDF5Library.propertyListDefault),
                                                      "cannot look up \(childPath(prefix))", path: filePath)
             if found == 0 { return false }
-            if index < components.count - 1, try existingKind(prefix) != .group { return false }
+            if index < prefixes.count - 1, try existingKind(prefix) != .group { return false }
         }
         return true
+    }
+
+    /// The paths from `path`'s first component to the whole: "a/b/c" gives
+    /// "a", "a/b", "a/b/c" (absolute ones keep their leading "/").
+    private static func prefixes(of path: String) -> [String] {
+        var prefix = path.hasPrefix("/") ? "/" : ""
+        return path.split(separator: "/").map { component in
+            if !prefix.isEmpty && !prefix.hasSuffix("/") { prefix += "/" }
+            prefix += component
+            return prefix
+        }
     }
 
     /// Throws unless every component of `path` (which exists) is a hard
@@ -82,10 +90,7 @@ public class HDF5Group: HDF5Object {
     /// object than the one named, an external link another file, past the
     /// checks made on this one (its checksum, `HDF5Probe`).
     private func checkHardLinks(_ path: String) throws {
-        var prefix = path.hasPrefix("/") ? "/" : ""
-        for component in path.split(separator: "/") {
-            if !prefix.isEmpty && !prefix.hasSuffix("/") { prefix += "/" }
-            prefix += component
+        for prefix in Self.prefixes(of: path) {
             let kind = hdf5_link_kind_of(id, prefix)
             guard kind == HDF5_LINK_HARD else {
                 let what = switch kind {

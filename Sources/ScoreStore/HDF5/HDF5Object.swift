@@ -157,13 +157,19 @@ func shapeOfDataspace(_ space: hid_t, path: String, what: String, bounded: Bool 
 }
 
 /// The most elements a dataset or attribute of the file at `path` can
-/// hold: deflate, the strongest filter HDF5 files use, shrinks data at most
-/// about 1032:1, so even a compressed store holds no more than about 1100
-/// bytes per byte of file (plus 1 MiB of slack for tiny files). Counting one
-/// byte per element keeps it a bound for every element type.
+/// hold (`elementsHeld(inBytes:slack:)` of the whole file, with 1 MiB of
+/// slack for tiny files).
 func plausibleElementLimit(_ path: String) -> Int {
     guard let bytes = fileByteCount(path) else { return Int.max }
-    return bytes > (Int.max - (1 << 20)) / 1100 ? Int.max : bytes * 1100 + (1 << 20)
+    return elementsHeld(inBytes: bytes, slack: 1 << 20)
+}
+
+/// The most elements `bytes` of stored data can hold, plus `slack`:
+/// deflate, the strongest filter HDF5 files use, shrinks data at most about
+/// 1032:1, so compressed data holds no more than about 1100 bytes per byte
+/// stored. Counting one byte per element keeps it a bound for every element type.
+func elementsHeld(inBytes bytes: Int, slack: Int) -> Int {
+    bytes > (Int.max - slack) / 1100 ? Int.max : bytes * 1100 + slack
 }
 
 /// The size of the file at `path` in bytes; nil when it cannot be read.
