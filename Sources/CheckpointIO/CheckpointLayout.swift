@@ -28,16 +28,14 @@ public struct CheckpointLayout: Sendable {
     /// Resolves a directory or a single weight file (`.safetensors`, `.bin`, `.gguf`).
     public static func resolve(_ location: URL) throws -> CheckpointLayout {
         let path = location.path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw DroptraceError("checkpoint not found", path: path)
-        }
-        let folder = isDirectory.boolValue ? location : location.deletingLastPathComponent()
-        if !isDirectory.boolValue {
+        switch PathKind.of(path) {
+        case .missing: throw DroptraceError("checkpoint not found", path: path)
+        case .other:
             guard let format = format(ofFile: location) else {
                 throw DroptraceError("not a checkpoint: expected a directory or a .safetensors, .bin or .gguf file", path: path)
             }
-            return CheckpointLayout(format: format, weightFiles: [location], directory: folder)
+            return CheckpointLayout(format: format, weightFiles: [location], directory: location.deletingLastPathComponent())
+        case .directory: break
         }
         func file(_ name: String) -> URL { location.appendingPathComponent(name) }
         func exists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: file(name).path) }
@@ -47,27 +45,27 @@ public struct CheckpointLayout: Sendable {
             let url = location.appendingPathComponent(named)
             // transformers joins an index's shard names to the checkpoint directory, wherever the index is.
             let weightFiles = named.hasSuffix(".index.json") ? try shards(index: url, folder: location) : [url]
-            return CheckpointLayout(format: .safetensors, weightFiles: weightFiles, directory: folder)
+            return CheckpointLayout(format: .safetensors, weightFiles: weightFiles, directory: location)
         }
         // transformers' order (`_get_resolved_checkpoint_files`): a single
         // file before an index, so the index a sharded save leaves behind
         // when the model is saved again unsharded is ignored, as it ignores it.
         if exists(safetensorsFile) {
-            return CheckpointLayout(format: .safetensors, weightFiles: [file(safetensorsFile)], directory: folder)
+            return CheckpointLayout(format: .safetensors, weightFiles: [file(safetensorsFile)], directory: location)
         }
         if exists(safetensorsIndex) {
-            return CheckpointLayout(format: .safetensors, weightFiles: try shards(index: file(safetensorsIndex)), directory: folder)
+            return CheckpointLayout(format: .safetensors, weightFiles: try shards(index: file(safetensorsIndex)), directory: location)
         }
         if exists(pytorchFile) {
-            return CheckpointLayout(format: .pytorch, weightFiles: [file(pytorchFile)], directory: folder)
+            return CheckpointLayout(format: .pytorch, weightFiles: [file(pytorchFile)], directory: location)
         }
         if exists(pytorchIndex) {
-            return CheckpointLayout(format: .pytorch, weightFiles: try shards(index: file(pytorchIndex)), directory: folder)
+            return CheckpointLayout(format: .pytorch, weightFiles: try shards(index: file(pytorchIndex)), directory: location)
         }
         let ggufFiles = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [])
             .filter { $0.lowercased().hasSuffix(".gguf") }.sorted()
         if ggufFiles.count == 1 {
-            return CheckpointLayout(format: .gguf, weightFiles: [file(ggufFiles[0])], directory: folder)
+            return CheckpointLayout(format: .gguf, weightFiles: [file(ggufFiles[0])], directory: location)
         }
         if ggufFiles.count > 1 {
             throw DroptraceError(

@@ -26,10 +26,7 @@ public enum UnreadableCheckpointFormat {
         // Relative paths of the files one level down, e.g. "global_step100/mp_rank_00_model_states.pt".
         var nested: [String] = []
         for name in top {
-            var isDirectory: ObjCBool = false
-            guard files.fileExists(atPath: directory.appendingPathComponent(name).path, isDirectory: &isDirectory),
-                  isDirectory.boolValue
-            else { continue }
+            guard PathKind.of(directory.appendingPathComponent(name)) == .directory else { continue }
             let inner = (try? files.contentsOfDirectory(atPath: directory.appendingPathComponent(name).path)) ?? []
             nested += inner.sorted().map { "\(name)/\($0)" }
         }

@@ -50,9 +50,9 @@ public struct SlurmStatus: Codable, Sendable, Equatable {
     public init(outDir: URL, client: SlurmClient = SlurmClient()) throws {
         let layout = ClusterLayout(outDir: outDir)
         self.outDir = layout.outDir.path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: layout.outDir.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            let what = FileManager.default.fileExists(atPath: layout.outDir.path) ? "not a directory" : "not found"
+        let kind = PathKind.of(layout.outDir)
+        guard kind == .directory else {
+            let what = kind == .missing ? "not found" : "not a directory"
             throw DroptraceError("\(what): give the output directory of a `droptrace slurm submit`", path: layout.outDir.path)
         }
         let record = try SubmissionRecord.read(layout)

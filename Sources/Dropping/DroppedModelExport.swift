@@ -29,13 +29,13 @@ public enum DroppedModelExport {
         if lstat(directory.path, &status) == 0, status.st_mode & S_IFMT == S_IFLNK {
             throw DroptraceError("export path is a symbolic link; give a new directory's own path", path: directory.path)
         }
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory) else {
+        switch PathKind.of(directory) {
+        case .missing:
             try checkCreatable(directory)
             return
-        }
-        guard isDirectory.boolValue else {
+        case .other:
             throw DroptraceError("export path exists and is not a directory; choose a new one", path: directory.path)
+        case .directory: break
         }
         guard (try? FileManager.default.contentsOfDirectory(atPath: directory.path))?.isEmpty == true else {
             throw DroptraceError("export directory exists and is not empty; choose a new one", path: directory.path)
@@ -68,9 +68,7 @@ public enum DroppedModelExport {
     /// may hold the export. Checked from the paths alone, before any work.
     /// - Throws: `DroptraceError` naming `directory` and the checkpoint.
     public static func checkOutsideSource(_ directory: URL, checkpoint: URL) throws {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: checkpoint.path, isDirectory: &isDirectory), isDirectory.boolValue,
-            ResolvedPath.isWithin(directory, checkpoint)
+        guard PathKind.of(checkpoint) == .directory, ResolvedPath.isWithin(directory, checkpoint)
         else { return }
         let relation = ResolvedPath.of(directory) == ResolvedPath.of(checkpoint) ? "is" : "lies inside"
         throw DroptraceError(
@@ -379,13 +377,14 @@ public enum DroppedModelExport {
             let isWeights = CheckpointLayout.format(ofFile: URL(fileURLWithPath: name)) != nil
                 || [CheckpointLayout.safetensorsIndex, CheckpointLayout.pytorchIndex].contains(name)
             if isWeights || name == "config.json" || trainingState.contains(name) || name.hasPrefix("rng_state") { continue }
-            var isDirectory: ObjCBool = false
             let path = source.appendingPathComponent(name)
-            guard FileManager.default.fileExists(atPath: path.path, isDirectory: &isDirectory) else {
+            switch PathKind.of(path) {
+            case .missing:
                 // A link to nothing would leave the export without that file, said nowhere.
                 throw DroptraceError("is a symbolic link to a missing file; cannot copy it into the export", path: path.path)
+            case .directory: continue
+            case .other: break
             }
-            if isDirectory.boolValue { continue }
             let copy = destination.appendingPathComponent(name)
             willCreate(copy)
             try RegularFile(path: path.path).copy(to: copy.path)

@@ -99,8 +99,7 @@ public enum MergekitSlices {
     /// - Throws: `DroptraceError` naming `url` when it does not exist, `url` names a directory, or
     ///   `url` holds a file that is not an earlier output of this writer (`ReplaceableOutput`).
     public static func outputDirectory(for url: URL) throws -> DirectoryHandle {
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
+        if PathKind.of(url) == .directory {
             throw DroptraceError("is a directory; --export-mergekit takes a file name", path: url.path)
         }
         // Also refuses a missing parent directory.

@@ -16,8 +16,7 @@ public enum ReplaceableOutput {
         refusal: String = "it is not an earlier output (an input given as the output?); choose another path"
     ) throws {
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+        guard PathKind.of(directory) == .directory else {
             throw DroptraceError("cannot write: directory \(directory) does not exist", path: path)
         }
         var info = stat()

@@ -63,7 +63,7 @@ public enum CheckpointDiscovery {
     public static func scan(_ seriesDirectory: URL, settleTime: TimeInterval = defaultSettleTime) throws -> Result {
         let path = seriesDirectory.path
         let expected = "expected subdirectories named \(CheckpointName.acceptedForms)"
-        guard isDirectory(seriesDirectory) else {
+        guard PathKind.of(seriesDirectory) == .directory else {
             guard FileManager.default.fileExists(atPath: path) else { throw DroptraceError("series directory not found", path: path) }
             throw DroptraceError(
                 "is a file, not a series directory (\(expected)); score one checkpoint with `droptrace score`", path: path)
@@ -83,7 +83,7 @@ public enum CheckpointDiscovery {
                 brokenLinks.append((name, DroptraceError(problem, path: entry.path).description))
                 continue
             }
-            guard isDirectory(entry) else { continue }
+            guard PathKind.of(entry) == .directory else { continue }
             // The Trainer saves some versions' checkpoints as tmp-checkpoint-<N> and renames them when complete.
             if name.hasPrefix("tmp-"), CheckpointName.parse(String(name.dropFirst(4))) != nil { continue }
             if CheckpointName.parse(name) != nil {
@@ -381,11 +381,6 @@ public enum CheckpointDiscovery {
             guard directory.path != "/" else { return nil }
             directory = directory.deletingLastPathComponent().standardizedFileURL
         }
-    }
-
-    private static func isDirectory(_ url: URL) -> Bool {
-        var isDirectory: ObjCBool = false
-        return FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) && isDirectory.boolValue
     }
 }
 

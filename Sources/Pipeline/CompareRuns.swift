@@ -40,11 +40,11 @@ public enum CompareRuns {
 
     /// The score file of a trace's output directory, or the file itself.
     static func storePath(_ url: URL) throws -> String {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
-            throw DroptraceError("does not exist", path: url.path)
+        switch PathKind.of(url) {
+        case .missing: throw DroptraceError("does not exist", path: url.path)
+        case .other: return url.path
+        case .directory: break
         }
-        guard isDirectory.boolValue else { return url.path }
         let store = url.appendingPathComponent("scores.h5")
         guard FileManager.default.fileExists(atPath: store.path) else {
             throw DroptraceError("no scores.h5 here; run `droptrace trace` first", path: url.path)

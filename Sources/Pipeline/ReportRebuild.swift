@@ -13,10 +13,10 @@ public enum ReportRebuild {
     /// - Throws: `RunLock.Held`; `DroptraceError` naming the file.
     public static func run(outDir: URL, title: String?) throws -> URL {
         // A mistyped directory is not created (with a lock file in it) only to be found empty.
-        var isDirectory: ObjCBool = false
-        let exists = FileManager.default.fileExists(atPath: outDir.path, isDirectory: &isDirectory)
-        guard exists, isDirectory.boolValue else {
-            throw DroptraceError(exists ? "not a directory" : "no such directory; run `droptrace trace` first", path: outDir.path)
+        switch PathKind.of(outDir) {
+        case .missing: throw DroptraceError("no such directory; run `droptrace trace` first", path: outDir.path)
+        case .other: throw DroptraceError("not a directory", path: outDir.path)
+        case .directory: break
         }
         let lock = try RunLock(directory: outDir)
         defer { withExtendedLifetime(lock) {} }

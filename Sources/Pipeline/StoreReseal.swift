@@ -14,11 +14,9 @@ public enum StoreReseal {
     /// - Returns: the store's path and whether it had a checksum to renew.
     /// - Throws: `RunLock.Held`; `DroptraceError` naming the file.
     public static func run(_ target: URL) throws -> (store: URL, resealed: Bool) {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: target.path, isDirectory: &isDirectory) else {
-            throw DroptraceError("no such file or directory", path: target.path)
-        }
-        let named = isDirectory.boolValue ? target.appendingPathComponent(ScoreFile.outputFileName) : target
+        let kind = PathKind.of(target)
+        guard kind != .missing else { throw DroptraceError("no such file or directory", path: target.path) }
+        let named = kind == .directory ? target.appendingPathComponent(ScoreFile.outputFileName) : target
         guard FileManager.default.fileExists(atPath: named.path) else {
             throw DroptraceError("no \(ScoreFile.outputFileName) here to reseal", path: target.path)
         }

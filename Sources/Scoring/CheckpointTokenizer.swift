@@ -78,9 +78,9 @@ public enum CheckpointTokenizer {
     }
 
     private static func tokenizerFile(in directory: URL) throws -> URL {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            let what = FileManager.default.fileExists(atPath: directory.path) ? "is not a directory" : "does not exist"
+        let kind = PathKind.of(directory)
+        guard kind == .directory else {
+            let what = kind == .missing ? "does not exist" : "is not a directory"
             throw DroptraceError(
                 "the tokenizer directory given (--tokenizer) \(what): give the directory holding \(fileName)", path: directory.path)
         }

@@ -130,13 +130,11 @@ public struct CalibrationSet: Sendable {
     }
 
     private static func openFile(at url: URL) throws -> RegularFile {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
-            // The same reader serves --calibration and --eval: the message names neither.
-            throw DroptraceError("no such file", path: url.path)
-        }
-        if isDirectory.boolValue {
-            throw DroptraceError("is a directory, not a file of text or token ids", path: url.path)
+        switch PathKind.of(url) {
+        // The same reader serves --calibration and --eval: the message names neither.
+        case .missing: throw DroptraceError("no such file", path: url.path)
+        case .directory: throw DroptraceError("is a directory, not a file of text or token ids", path: url.path)
+        case .other: break
         }
         // A FIFO or device is refused rather than read forever.
         let file = try RegularFile(path: url.path)

@@ -499,7 +499,7 @@ import Glibc
 
     /// Cuts the merges of `checkpoint`'s tokenizer.json to ten, so that it
     /// turns the evaluation text into other tokens; returns the file.
-    static func giveOtherTokens(_ checkpoint: URL) throws -> URL {
+    @discardableResult static func giveOtherTokens(_ checkpoint: URL) throws -> URL {
         let tokenizer = checkpoint.appendingPathComponent("tokenizer.json")
         var json = try JSONSerialization.jsonObject(with: Data(contentsOf: tokenizer)) as! [String: Any]
         var model = json["model"] as! [String: Any]
