@@ -43,16 +43,22 @@ public struct ModuleUncertainty: Sendable, Equatable {
     /// was not analysed.
     public func isStable(_ dropSet: [Int], checkpoint: Int, k: Int) -> Bool {
         guard let rows = dropProbability[k] else { return false }
-        return dropSet.allSatisfy { Double(rows[checkpoint][$0]) >= SeriesUncertainty.stableProbability }
+        return dropSet.allSatisfy { rows[checkpoint][$0] >= Self.clearlyIn }
     }
 
     /// Whether the layer's drop-k membership is unsettled under resampling:
     /// neither clearly in (probability ≥ 0.95) nor clearly out (≤ 0.05).
     public func isUnstable(checkpoint: Int, layer: Int, k: Int) -> Bool {
-        let probability = dropProbability(checkpoint: checkpoint, layer: layer, k: k)
-        return probability > 1 - SeriesUncertainty.stableProbability
-            && probability < SeriesUncertainty.stableProbability
+        guard let rows = dropProbability[k] else { return false }
+        return rows[checkpoint][layer] > Self.clearlyOut && rows[checkpoint][layer] < Self.clearlyIn
     }
+
+    // The thresholds as float32, the type the shares are stored in: a share
+    // of exactly 950 in 1000 replicates is Float(0.95), below the Double 0.95.
+    // With at most 20,000 replicates (`BootstrapSettings.replicateRange`) a
+    // share on the other side of 0.95 or 0.05 never rounds onto it.
+    private static let clearlyIn = Float(SeriesUncertainty.stableProbability)
+    private static let clearlyOut = Float(1 - SeriesUncertainty.stableProbability)
 }
 
 /// How much the analysis moves with the calibration sample: percentile

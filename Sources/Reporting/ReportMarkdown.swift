@@ -52,7 +52,8 @@ struct ReportMarkdown {
                 + "(see [Uncertainty](#uncertainty))."
         }
         let attention = analysis.attention, mlp = analysis.mlp
-        let finalSet = NumberFormatting.layers(attention.dropSet(checkpoint: final, k: k))
+        // From the ranking: the verdict's k need not be among the analysed drop-k values.
+        let finalSet = NumberFormatting.layers(DropSets.dropSet(ranking: attention.rankings[final], k: k))
         if count == 1 {
             text += "\n\nOnly one checkpoint (\(checkpointLabel(0))) of this run (\(runDescription())) was "
                 + "scored, so there is no trend over training to judge; the tables describe that checkpoint alone. "

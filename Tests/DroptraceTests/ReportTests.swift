@@ -99,12 +99,12 @@ private struct WrittenReport {
     let analysis: SeriesAnalysis
     let scores: ScoreFile
 
-    init(rows: [CheckpointRow] = AnalysisFixtures.knownRows, sections: [ReportSection] = [],
+    init(rows: [CheckpointRow] = AnalysisFixtures.knownRows, dropK: [Int]? = nil, sections: [ReportSection] = [],
          into existing: ScratchDirectory? = nil) throws {
         scratch = try existing ?? ScratchDirectory()
         directory = scratch.path("out")
         scores = AnalysisFixtures.scoreFile(rows)
-        analysis = try SeriesAnalysis(rows: rows)
+        analysis = try SeriesAnalysis(rows: rows, dropK: dropK)
         let reportURL = try ReportWriter(scoreFile: scores, analysis: analysis, extraSections: sections)
             .write(to: directory)
         #expect(reportURL == directory.appendingPathComponent("report.md"))
@@ -317,6 +317,13 @@ extension ReportTests {
             #expect(run.contains(["Calibration", "65,536 tokens, sha256 `0123456789abcdef…`"]))
             #expect(run.contains(["Report written by", "droptrace \(DroptraceVersion.string)"]))
             #expect(report.markdown.contains("## How the verdict is decided"))
+        }
+
+        /// The verdict's k (round(L/2) = 3) need not be an analysed drop-k.
+        @Test func summaryNamesTheVerdictsDropSetWhenItsKIsNotAnalysed() throws {
+            let report = try WrittenReport(dropK: [1])
+            #expect(!report.analysis.dropK.contains(report.analysis.verdict.k))
+            #expect(report.markdown.contains("The final checkpoint's attention drop-3 set is layers 1, 3, 4;"))
         }
 
         @Test func notInherentVerdictSaysWhichCriteriaFailed() throws {

@@ -321,6 +321,22 @@ extension UncertaintyTests {
                 }
             }
         }
+
+        /// Shares exactly at the thresholds, as the bootstrap stores them
+        /// (float32 of count / B): 950 of 1000 replicates is in, 50 of 1000 out.
+        @Test func sharesAtTheThresholdsAreClearlyInOrOut() {
+            for replicates in [20, 1000, 20_000] {
+                func share(_ count: Int) -> Float { Float(Double(count) * (1 / Double(replicates))) }
+                let atIn = replicates * 19 / 20, atOut = replicates / 20
+                let spread = ModuleUncertainty(
+                    importanceLow: [[0, 0, 0]], importanceHigh: [[1, 1, 1]],
+                    dropProbability: [1: [[share(atIn), share(atOut), share(atIn - 1)]]],
+                    meanImportance: [], spearmanFinal: [], kendallFinal: [])
+                #expect(spread.isStable([0], checkpoint: 0, k: 1), "B = \(replicates)")
+                #expect(!spread.isUnstable(checkpoint: 0, layer: 0, k: 1) && !spread.isUnstable(checkpoint: 0, layer: 1, k: 1))
+                #expect(!spread.isStable([2], checkpoint: 0, k: 1) && spread.isUnstable(checkpoint: 0, layer: 2, k: 1))
+            }
+        }
     }
 
     @Suite struct VerdictNoiseTests {
