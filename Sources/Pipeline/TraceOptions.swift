@@ -12,6 +12,13 @@ public struct TraceOptions: Sendable {
         case series(URL)
         /// An explicit list of checkpoint directories.
         case list([URL])
+
+        /// The checkpoints' names (rows are named by the directory's last
+        /// component) in the order listed; [] for a series directory.
+        public var listedNames: [String] {
+            guard case .list(let directories) = self else { return [] }
+            return directories.map { $0.standardizedFileURL.lastPathComponent }
+        }
     }
 
     public var checkpoints: Checkpoints

@@ -293,7 +293,7 @@ public final class TraceRun {
         }
         next.rows.removeAll { $0.name == row.name }
         next.rows.append(row)
-        next.rows = Self.ordered(next.rows)
+        next.rows = Self.ordered(next.rows, listed: options.checkpoints.listedNames)
         try rewrite(next, forgetting: row.name)
         return next
     }
@@ -524,11 +524,16 @@ public final class TraceRun {
     }
 
     /// Rows in series order (`CheckpointName.Position`: stage, ingredient,
-    /// step; unknown steps last), ties by name.
-    static func ordered(_ rows: [CheckpointRow]) -> [CheckpointRow] {
-        rows.sorted { a, b in
+    /// step; unknown steps last), ties in the order of `listed` (a
+    /// `checkpoints:` list gives training's order where steps are unknown),
+    /// then by name.
+    static func ordered(_ rows: [CheckpointRow], listed: [String] = []) -> [CheckpointRow] {
+        let place = Dictionary(listed.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        return rows.sorted { a, b in
             let (x, y) = (CheckpointName.position(name: a.name, step: a.step), CheckpointName.position(name: b.name, step: b.step))
-            return x != y ? x < y : a.name < b.name
+            guard x == y else { return x < y }
+            let (i, j) = (place[a.name] ?? Int.max, place[b.name] ?? Int.max)
+            return i != j ? i < j : a.name < b.name
         }
     }
 }

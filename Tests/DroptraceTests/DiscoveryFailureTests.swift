@@ -416,6 +416,28 @@ import Testing
         }
     }
 
+    /// Checkpoints a list names without steps (no naming rule, no
+    /// trainer_state.json) are stored in the list's order, the one training
+    /// gave them, not by name: `final` stays the final checkpoint, also when
+    /// a later run adds one.
+    @Test func listedCheckpointsWithoutStepsKeepTheListsOrder() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        for name in ["init", "mid", "final"] { try series.add(step: 0, name: name) }
+        func run(_ names: [String]) throws -> [String] {
+            let pipeline = try scratch.write("""
+                checkpoints: [\(names.map { "series/\($0)" }.joined(separator: ", "))]
+                calibration: \(FixtureFiles.calibrationJSONL.path)
+                output: out
+                """, to: "pipeline.yaml")
+            let run = try DroptraceCommand.run(["run", pipeline.path, "--threads", "1"])
+            #expect(run.status == 0, "\(run.stderr)")
+            return try ScoreFile.read(from: scratch.path("out/scores.h5")).rows.map(\.name)
+        }
+        #expect(try run(["init", "final"]) == ["init", "final"])
+        #expect(try run(["init", "mid", "final"]) == ["init", "mid", "final"])
+    }
+
     // MARK: - One checkpoint, one row
 
     /// A directory found twice (a symbolic link) is traced once; two
