@@ -75,6 +75,12 @@ public struct SeriesUncertainty: Sendable, Equatable {
     /// A drop set is stable when each member's probability is at least this.
     public static let stableProbability = 0.95
 
+    /// Fewer calibration sequences than this make rough intervals, and the
+    /// report says so: the percentile bootstrap's coverage falls short of its
+    /// confidence for small samples (Efron & Tibshirani, *An Introduction to
+    /// the Bootstrap*, 1993, ch. 13).
+    public static let fewSequences = 10
+
     public init(settings: BootstrapSettings, sequences: Int, attention: ModuleUncertainty, mlp: ModuleUncertainty,
                 block: ModuleUncertainty) {
         self.settings = settings

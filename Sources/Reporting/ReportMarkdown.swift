@@ -50,6 +50,9 @@ struct ReportMarkdown {
             text += " Intervals in this report are \(confidence(uncertainty)) bootstrap intervals from "
                 + "\(uncertainty.settings.replicates) resamples of the \(uncertainty.sequences) calibration sequences "
                 + "(see [Uncertainty](#uncertainty))."
+        } else if rows.allSatisfy({ $0.sums?.sequenceCount == 1 }) {
+            text += " The calibration is one sequence, so there are no bootstrap intervals (resampling needs two "
+                + "or more); the numbers below carry no measure of how they move with the calibration sample."
         }
         let attention = analysis.attention, mlp = analysis.mlp
         // From the ranking: the verdict's k need not be among the analysed drop-k values.
@@ -241,6 +244,13 @@ struct ReportMarkdown {
 
 
             """
+        if uncertainty.sequences < SeriesUncertainty.fewSequences {
+            // A resample of S sequences varies by (S − 1)/S of the sample's own variance, and with few
+            // sequences only a handful of distinct resamples exist: intervals come out too narrow.
+            text += "With only \(uncertainty.sequences) calibration sequences these intervals are rough and likely too "
+                + "narrow (the bootstrap understates the spread of so small a sample); calibrate on at least "
+                + "\(SeriesUncertainty.fewSequences) sequences for intervals to rely on.\n\n"
+        }
         var table = MarkdownTable(["Module", "k", "Final drop set", "Member probabilities", "Stable",
                                    "Checkpoints with a stable set"],
                                   alignments: [.left, .right, .left, .left, .center, .right])

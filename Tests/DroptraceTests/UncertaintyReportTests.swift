@@ -115,4 +115,28 @@ import ScoreStore
                                         analysis: SeriesAnalysis(rows: rows)).markdown()
         #expect(!markdown.contains("## Uncertainty") && !markdown.contains("interval"))
     }
+
+    /// With one calibration sequence there is nothing to resample, and the
+    /// summary says so; with fewer than ten the intervals are called rough.
+    @Test func fewCalibrationSequencesAreNamedInTheReport() throws {
+        func markdown(sequences: Int) throws -> String {
+            var synthetic = SyntheticSums(seed: 5)
+            let attention = [0.6, 0.7, 0.9]
+            let rows = (0..<2).map { step in
+                synthetic.checkpoint(truth: [.attention: attention, .mlp: attention.map { $0 - 0.3 },
+                                             .block: attention.map { $0 - 0.35 }],
+                                     sequences: sequences, noise: 0.04, tokenRange: 10...20)
+                    .row(step: Int64(step) * 100)
+            }
+            let analysis = try SeriesAnalysis(rows: rows, bootstrap: BootstrapSettings(replicates: 50))
+            return try ReportWriter(scoreFile: AnalysisFixtures.scoreFile(rows), analysis: analysis).markdown()
+        }
+        let one = try markdown(sequences: 1)
+        #expect(!one.contains("## Uncertainty") && one.contains("The calibration is one sequence, so there are no bootstrap intervals"))
+        let few = try markdown(sequences: 4)
+        #expect(few.contains("## Uncertainty") && few.contains("With only 4 calibration sequences these intervals are rough"))
+        let enough = try markdown(sequences: 10)
+        #expect(enough.contains("## Uncertainty") && !enough.contains("these intervals are rough")
+                    && !enough.contains("The calibration is one sequence"))
+    }
 }
