@@ -1,5 +1,6 @@
 import CBLAS
 import CDNNL
+import CDNNLMatmul
 import Foundation
 
 /// The float32 matrix-product library.
@@ -64,12 +65,14 @@ public struct MatrixKernelChoice: Sendable, Equatable {
 /// - float32: oneDNN's sgemm on AVX-512 CPUs (faster than OpenBLAS there:
 ///   255 vs 179 GFLOP/s on 2 threads, 2048³, Ice Lake), else OpenBLAS with
 ///   its core type steered to what the CPU supports.
-/// - bfloat16: oneDNN's bf16 matmul where the CPU has AMX or AVX512-BF16,
-///   else emulated on the float32 kernel.
+/// - bfloat16: oneDNN's bf16 matmul where the CPU has AMX or AVX512-BF16
+///   and oneDNN builds one (checked with a small product), else emulated on
+///   the float32 kernel.
 ///
 /// `DROPTRACE_MATRIX_KERNEL=openblas|onednn` forces the float32 kernel and
 /// `DROPTRACE_BF16_KERNEL=native|emulated` the bfloat16 one (benchmarks,
-/// tests; other values are ignored). A user's `OPENBLAS_CORETYPE` is respected.
+/// tests; other values are ignored). A user's `OPENBLAS_CORETYPE` and
+/// `ONEDNN_MAX_CPU_ISA` are respected.
 public enum MatrixKernels {
     /// The choice for a CPU with `cpu`'s features (pure).
     public static func choice(for cpu: CPUFeatures) -> MatrixKernelChoice {
@@ -91,12 +94,29 @@ public enum MatrixKernels {
         let environment = ProcessInfo.processInfo.environment
         if let forced = environment["DROPTRACE_MATRIX_KERNEL"].flatMap(F32Kernel.init(rawValue:)) { choice.f32 = forced }
         if let forced = environment["DROPTRACE_BF16_KERNEL"].flatMap(BF16Kernel.init(rawValue:)) { choice.bf16 = forced }
-        if choice.amx { _ = dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx512_core_amx) }
+        // A user's ceiling (oneDNN's ONEDNN_MAX_CPU_ISA, or its older DNNL_ spelling) is respected.
+        if choice.amx && environment["ONEDNN_MAX_CPU_ISA"] == nil && environment["DNNL_MAX_CPU_ISA"] == nil {
+            _ = dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx512_core_amx)
+        }
+        // oneDNN may have no bf16 matmul here (its ISA capped by ONEDNN_MAX_CPU_ISA, or forced native on a CPU
+        // without bf16 units): then every product would fall back to the float32 kernel under a native label.
+        if choice.bf16 == .native && !nativeBF16Works() { choice.bf16 = .emulated }
         if environment["OPENBLAS_CORETYPE"] == nil, let core = choice.openBLASCore {
             OpenBLASCore.steer(to: core)
         }
         return choice
     }()
+
+    /// Whether oneDNN builds and runs a bf16 matmul on this thread (a small
+    /// product checked against its exact value).
+    static func nativeBF16Works() -> Bool {
+        let size = 16
+        let one: UInt16 = 0x3F80  // 1.0 in bfloat16
+        let a = [UInt16](repeating: one, count: size * size), b = a
+        var c = [Float](repeating: 0, count: size * size)
+        let status = droptrace_dnnl_bf16_matmul(size, size, size, a, size, b, size, 0, &c, size, 1, 0)
+        return status == 0 && c.allSatisfy { $0 == Float(size) }
+    }
 
     /// One line naming the library, kernel and instruction set used for
     /// matrix products in `precision` (recorded in stores as `matrix_kernel`),

@@ -99,6 +99,20 @@ import Testing
         }
     }
 
+    /// oneDNN capped below any bf16 matmul (a user's ONEDNN_MAX_CPU_ISA):
+    /// bf16 runs emulated and says so, even when native is asked for; the
+    /// label never names a kernel that did not run.
+    @Test func bf16WithoutOneDNNsMatmulIsEmulatedAndSaysSo() throws {
+        let scratch = try ScratchDirectory()
+        let result = try DroptraceCommand.run([
+            "score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--output", scratch.path("scores.h5").path, "--threads", "1", "--json", "--precision", "bf16",
+        ], environment: ["ONEDNN_MAX_CPU_ISA": "AVX2", "DROPTRACE_BF16_KERNEL": "native"])
+        try #require(result.status == 0, "\(result.stderr)")
+        let kernel = try #require(try Self.readJSON(result.stdout)["matrix_kernel"] as? String)
+        #expect(kernel.hasPrefix("bf16 emulated"), "\(kernel)")
+    }
+
     // MARK: - The store
 
     @Test func storeWritesAndReadsPrecisionAndKernel() throws {
