@@ -188,6 +188,33 @@ private struct Resampler: Sendable {
         return output
     }
 
+    /// Adds one replicate's drop-k membership to `counts[base + layer]`: 1
+    /// for each of the k least important layers; layers tied exactly at
+    /// the set's edge share its places left to them (m of t tied layers
+    /// inside: m/t each), so a tie broken by layer index counts for no layer
+    /// as certain membership (a zero-initialised output projection makes
+    /// every importance 0 at step 0).
+    static func countMembers(_ values: UnsafeBufferPointer<Double>, order: UnsafeBufferPointer<Int>, k: Int,
+                             into counts: inout [Double], at base: Int) {
+        let layers = values.count
+        guard k > 0, k < layers, values[order[k - 1]] == values[order[k]] else {
+            for layer in order.prefix(k) { counts[base + layer] += 1 }
+            return
+        }
+        let edge = values[order[k - 1]]
+        var inside = 0, tied = 0
+        for (position, layer) in order.enumerated() {
+            if values[layer] == edge {
+                tied += 1
+                if position < k { inside += 1 }
+            } else if position < k {
+                counts[base + layer] += 1
+            }
+        }
+        let share = Double(inside) / Double(tied)
+        for layer in order where values[layer] == edge { counts[base + layer] += share }
+    }
+
     func makeFinal(_ importance: [Double]) -> Final {
         var ranks = [Double](repeating: 0, count: importance.count)
         var members = [Bool](repeating: false, count: replicates * layers)
@@ -224,7 +251,7 @@ private struct Resampler: Sendable {
     ) -> Summary {
         let confidence = settings.confidence
         var low = [Float](repeating: 0, count: 3 * layers), high = low
-        var counts = [Int](repeating: 0, count: 3 * dropK.count * layers)
+        var counts = [Double](repeating: 0, count: 3 * dropK.count * layers)
         var means = [Double](repeating: 0, count: 3 * replicates)
         var spearman = [Double](repeating: 0, count: replicates), kendall = spearman
         var jaccard = [Double](repeating: 0, count: replicates)
@@ -247,8 +274,8 @@ private struct Resampler: Sendable {
                 means[module * replicates + replicate] = values.reduce(0, +) / Double(layers)
                 RankStatistics.ranking(values, into: order)
                 for (kIndex, k) in dropK.enumerated() {
-                    let countBase = (module * dropK.count + kIndex) * layers
-                    for layer in order.prefix(k) { counts[countBase + layer] += 1 }
+                    Self.countMembers(values, order: UnsafeBufferPointer(order), k: k,
+                                      into: &counts, at: (module * dropK.count + kIndex) * layers)
                 }
                 if module == 0 {
                     var shared = 0
@@ -282,7 +309,7 @@ private struct Resampler: Sendable {
             kendallInterval.append(Bootstrap.percentileInterval(&kendall, confidence: confidence))
         }
         let share = 1 / Double(replicates)
-        return Summary(low: low, high: high, probability: counts.map { Float(Double($0) * share) }, means: means,
+        return Summary(low: low, high: high, probability: counts.map { Float($0 * share) }, means: means,
                        meanInterval: meanInterval, spearman: spearmanInterval, kendall: kendallInterval,
                        jaccard: jaccard)
     }

@@ -337,6 +337,32 @@ extension UncertaintyTests {
                 #expect(!spread.isStable([2], checkpoint: 0, k: 1) && spread.isUnstable(checkpoint: 0, layer: 2, k: 1))
             }
         }
+
+        /// Layers tied exactly at a drop set's edge in every replicate (an
+        /// output projection initialised to zero: importance 0) share its
+        /// places: none is a certain member for having the lower index.
+        @Test func layersTiedAtTheEdgeShareItsPlaces() throws {
+            var synthetic = SyntheticSums(seed: 11)
+            var sums = synthetic.checkpoint(truth: [0.5, 0.2, 0.6, 0.2, 0.2], sequences: 12, noise: 0.05)
+            for module in ModuleKind.allCases {
+                var values = module.sums(in: sums).cosineSum.flatMap { $0 }
+                for sequence in 0..<12 {
+                    for layer in [1, 3, 4] { values[sequence * 5 + layer] = Double(sums.tokens[sequence]) }
+                }
+                sums.set(module, cosineSum: values)
+            }
+            let analysis = try SeriesAnalysis(rows: [sums.row(step: 0)], dropK: [1, 2, 3],
+                                              bootstrap: BootstrapSettings(replicates: 100))
+            let spread = try #require(analysis.uncertainty).attention
+            #expect(analysis.attention.dropSet(checkpoint: 0, k: 1) == [1])  // the point set: ties by index
+            for (k, share) in [(1, Float(1) / 3), (2, Float(2) / 3), (3, 1)] {
+                let row = try #require(spread.dropProbability[k])[0]
+                #expect([row[0], row[2]] == [0, 0], "k = \(k): \(row)")
+                #expect([1, 3, 4].allSatisfy { abs(row[$0] - share) < 1e-6 }, "k = \(k): \(row)")
+            }
+            #expect(!spread.isStable([1], checkpoint: 0, k: 1) && spread.isUnstable(checkpoint: 0, layer: 4, k: 2))
+            #expect(spread.isStable([1, 3, 4], checkpoint: 0, k: 3))
+        }
     }
 
     @Suite struct VerdictNoiseTests {
