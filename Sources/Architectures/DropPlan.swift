@@ -32,20 +32,34 @@ public struct DropPlan: Sendable, Equatable, Hashable {
     public static let attentionKey = "drop_attn_list"
     public static let mlpKey = "drop_mlp_list"
 
-    /// The drops recorded in a checkpoint's config.json (empty for ordinary checkpoints).
+    /// The drops recorded in a checkpoint's config.json (empty for ordinary
+    /// checkpoints), read as LLM-Drop's configuration classes read them: each
+    /// entry an integer, the index of a dropped layer, or a boolean at a
+    /// layer's position, true when that layer is dropped (LLM-Drop saves
+    /// its models' lists as one boolean per layer).
+    /// - Throws: `DroptraceError` naming config.json for an entry of another
+    ///   kind or a layer the model does not have.
     public init(config checkpoint: Checkpoint, layerCount: Int) throws {
-        let object = (try? JSONSerialization.jsonObject(with: checkpoint.configData) as? [String: Any]) ?? [:]
+        let document = try checkpoint.configDocument()
         func layers(_ key: String) throws -> Set<Int> {
-            guard let value = object[key], !(value is NSNull) else { return [] }
-            // Indices such as 1e300 or 2.5 are refused, not saturated or truncated.
-            guard let list = value as? [NSNumber], case let indices = list.compactMap({ Int(exactly: $0.doubleValue) }),
-                  indices.count == list.count else {
-                throw DroptraceError("\"\(key)\" must be a list of layer indices", path: checkpoint.configURL.path)
+            guard let value = document.member(key) else { return [] }
+            if case .null = value { return [] }
+            guard case .array(let entries) = value else { throw invalid(key) }
+            var indices: Set<Int> = []
+            for (position, entry) in entries.enumerated() {
+                switch entry {
+                case .integer(let index): indices.insert(index)
+                case .bool(let dropped): if dropped { indices.insert(position) }
+                default: throw invalid(key)
+                }
             }
-            if let bad = indices.first(where: { $0 < 0 || $0 >= layerCount }) {
+            if let bad = indices.sorted().first(where: { $0 < 0 || $0 >= layerCount }) {
                 throw DroptraceError("\"\(key)\" names layer \(bad), but the model has \(layerCount)", path: checkpoint.configURL.path)
             }
-            return Set(indices)
+            return indices
+        }
+        func invalid(_ key: String) -> DroptraceError {
+            DroptraceError("\"\(key)\" must be a list of layer indices or of one true/false per layer", path: checkpoint.configURL.path)
         }
         self.init(attention: try layers(Self.attentionKey), mlp: try layers(Self.mlpKey))
     }

@@ -41,10 +41,14 @@ import Testing
     /// A checkpoint whose config drops modules itself (LLM-Drop's
     /// `drop_attn_list`, as `drop --export` writes) has no score for them:
     /// null in --json, NaN in the store, the others as scored.
-    @Test func modulesTheConfigDropsAreNullInJSON() throws {
+    /// LLM-Drop's lists hold layer indices or one boolean per layer (true:
+    /// dropped), as its configuration classes save them; `[false, true]` is
+    /// layer 1, never layers 0 and 1.
+    @Test(arguments: [[1] as [Any], [false, true, false, false, false], [false, true], [1, false]])
+    func modulesTheConfigDropsAreNullInJSON(list: [Any]) throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("llama-f32")
-        try BadInputTests().rewriteConfig(model) { $0["drop_attn_list"] = [1] }
+        try BadInputTests().rewriteConfig(model) { $0["drop_attn_list"] = list }
         let output = scratch.path("scores.h5")
         let result = try DroptraceCommand.run([
             "score", model.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path, "--json",
