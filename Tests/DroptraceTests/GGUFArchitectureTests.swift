@@ -283,6 +283,22 @@ enum GGUFArchitectureFixtures {
         #expect(config["pad_token_id"] is NSNull, "\(file): \(config["pad_token_id"] ?? "absent")")
     }
 
+    /// llama.cpp's converter writes a Phi-4 (config sliding_window null) as
+    /// phi3 with attention.sliding_window 0, which llama.cpp reads as no
+    /// window: so does droptrace (it refused the file).
+    @Test func phi3SlidingWindowZeroIsNoWindow() throws {
+        var bytes = try GGUFBytes.fixture("gguf-arch/phi3-f32.gguf")
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("phi3.attention.sliding_window") + GGUFBytes.value(.uint32, GGUFBytes.le(UInt32(0))))
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("phi4.gguf")
+        try Data(bytes).write(to: url)
+        let checkpoint = try Checkpoint(location: url)
+        let config = try JSONSerialization.jsonObject(with: checkpoint.configData) as! [String: Any]
+        #expect(config["sliding_window"] is NSNull, "\(config["sliding_window"] ?? "absent")")
+        let model = try ModelRegistry.load(checkpoint)
+        #expect(model.layerCount > 0)
+    }
+
     /// A padding id inside the vocabulary is written; one beyond it is null.
     @Test(arguments: [(UInt32(7), 7 as Int?), (UInt32(511), 511), (UInt32(512), nil), (UInt32(32000), nil)])
     func padTokenIdComesFromTheFile(id: UInt32, expected: Int?) throws {

@@ -347,9 +347,10 @@ extension GGUFArchitecture {
         let original = try m.optionalUInt32(input.key("rope.scaling.original_context_length")) ?? input.sizes.context
         try ConfigRules.checks(path: input.path) { try ConfigRules.count(original, input.key("rope.scaling.original_context_length")) }
         config["original_max_position_embeddings"] = original
+        // 0 is llama.cpp's converter's mark of Phi-4 (its config's sliding_window is null): no window, as
+        // llama.cpp reads it.
         if let window = try m.optionalUInt32(input.key("attention.sliding_window")) {
-            try ConfigRules.checks(path: input.path) { try ConfigRules.count(window, input.key("attention.sliding_window")) }
-            config["sliding_window"] = window
+            config["sliding_window"] = window == 0 ? NSNull() : window
         }
         var rope = config["rope_parameters"] as! [String: Any]
         rope["partial_rotary_factor"] = GGUFConfiguration.fraction(rotary, of: headDim)
