@@ -44,12 +44,9 @@ extension VocabularySpec {
             tokenTypes = items.map { $0! }
         }
         let preTokenizer = try metadata.optionalString(key("pre"))
-        let given = (bos: try id("bos_token_id"), eos: try id("eos_token_id"), unknown: try id("unknown_token_id"))
-        for (name, value) in [("bos_token_id", given.bos), ("eos_token_id", given.eos), ("unknown_token_id", given.unknown)] {
-            if let value, !(0..<tokens.count).contains(value) {
-                throw DroptraceError("'\(key(name))' \(value) is outside the \(tokens.count) tokens", path: path)
-            }
-        }
+        // An id outside the vocabulary is llama.cpp's "bad special token": it keeps its default id, below.
+        func special(_ name: String) throws -> Int? { try id(name).flatMap { $0 < tokens.count ? $0 : nil } }
+        let given = (bos: try special("bos_token_id"), eos: try special("eos_token_id"), unknown: try special("unknown_token_id"))
         // llama.cpp's ids where the file names none (`llama_vocab::impl::load`),
         // where the vocabulary has them: SentencePiece BOS 1, EOS 2, UNK 0;
         // byte-level BOS and EOS 11 (GLM-4's pre-tokenizers: no BOS).

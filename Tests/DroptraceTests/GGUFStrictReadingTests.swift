@@ -449,6 +449,21 @@ enum GGUFBytes {
         #expect(prefix == .token(id: 11, text: tokenizer.decode([11])))
     }
 
+    /// A special-token id beyond the vocabulary is llama.cpp's "bad special
+    /// token": it loads the file with the default id (here BOS 11); the file
+    /// was refused, even for token-id calibration.
+    @Test func aSpecialTokenIdOutsideTheVocabularyTakesLlamaCppsDefault() throws {
+        var bytes = try GGUFBytes.fixture(Self.llama)
+        try ConfigValidationTests.setMetadataNumber(&bytes, key: "tokenizer.ggml.bos_token_id", to: 512)
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("model.gguf")
+        try Data(bytes).write(to: url)
+        let checkpoint = try Checkpoint(location: url)
+        let (tokenizer, prefix) = try CheckpointTokenizer.loadWithPrefixToken(for: checkpoint, purpose: "test", requestedBy: url.path)
+        #expect(tokenizer.vocabularySize == 512)
+        #expect(prefix == .token(id: 11, text: tokenizer.decode([11])))
+    }
+
     /// An expert stack the file lacks is named as the file would name it,
     /// not by the expert's slice droptrace reads from it.
     @Test func aMissingExpertStackIsNamedByItsGGUFName() throws {
