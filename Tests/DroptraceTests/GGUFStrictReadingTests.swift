@@ -464,6 +464,16 @@ enum GGUFBytes {
         #expect(prefix == .token(id: 11, text: tokenizer.decode([11])))
     }
 
+    /// A LoRA adapter written by llama.cpp's convert_lora_to_gguf.py
+    /// (general.type "adapter") is named as one, not as a model lacking keys.
+    @Test func anAdapterIsNamedAsOne() throws {
+        var bytes = try GGUFBytes.fixture(Self.llama)
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("general.type") + GGUFBytes.value(.string, GGUFBytes.string("adapter")))
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("adapter.type") + GGUFBytes.value(.string, GGUFBytes.string("lora")))
+        try Self.expectOneError(bytes, "is an adapter (lora), not a model (general.type \"adapter\"): merge it into its base "
+                                    + "model (llama.cpp's llama-export-lora) and score the merged file")
+    }
+
     /// An expert stack the file lacks is named as the file would name it,
     /// not by the expert's slice droptrace reads from it.
     @Test func aMissingExpertStackIsNamedByItsGGUFName() throws {

@@ -28,6 +28,14 @@ struct GGUFConfiguration {
     init(metadata: GGUFMetadata, tensorDimensions: [String: [Int]], ropeTensors: [String: [Float]]) throws {
         let path = metadata.path
         self.path = path
+        // llama.cpp's convert_lora_to_gguf.py marks its files general.type = "adapter": no model in them.
+        if try metadata.optionalString("general.type") == "adapter" {
+            let kind = try metadata.optionalString("adapter.type").map { " (\($0))" } ?? ""
+            throw DroptraceError(
+                "is an adapter\(kind), not a model (general.type \"adapter\"): merge it into its base model "
+                    + "(llama.cpp's llama-export-lora) and score the merged file",
+                path: path)
+        }
         let name = try metadata.string("general.architecture")
         guard let architecture = GGUFArchitecture.named(name) else {
             throw DroptraceError(
