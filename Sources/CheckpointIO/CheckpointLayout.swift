@@ -31,8 +31,13 @@ public struct CheckpointLayout: Sendable {
         switch PathKind.of(path) {
         case .missing: throw DroptraceError("checkpoint not found", path: path)
         case .other:
-            guard let format = format(ofFile: location) else {
+            // An Ollama blob (sha256-<digest>) is a GGUF file without the extension.
+            guard let format = format(ofFile: location) ?? (startsLikeGGUF(location) ? .gguf : nil) else {
                 throw DroptraceError("not a checkpoint: expected a directory or a .safetensors, .bin or .gguf file", path: path)
+            }
+            if let parts = shardCount(location.lastPathComponent), parts > 1, format != .gguf {
+                throw DroptraceError(
+                    "is one of \(parts) shards of a checkpoint, not a model: give the checkpoint's directory", path: path)
             }
             return CheckpointLayout(format: format, weightFiles: [location], directory: location.deletingLastPathComponent())
         case .directory: break
@@ -135,6 +140,21 @@ public struct CheckpointLayout: Sendable {
     public static let weightsKey = "transformers_weights"
 
     /// A single file's format, by its extension.
+    /// N of a shard named as transformers names them, `<name>-<i>-of-<N>.<extension>`.
+    public static func shardCount(_ name: String) -> Int? {
+        func isDigit(_ character: Character) -> Bool { ("0"..."9").contains(character) }
+        let stem = (name as NSString).deletingPathExtension
+        guard let range = stem.range(of: "-of-", options: .backwards), stem[..<range.lowerBound].last.map(isDigit) == true
+        else { return nil }
+        let count = stem[range.upperBound...]
+        return !count.isEmpty && count.allSatisfy(isDigit) ? Int(count) : nil
+    }
+
+    /// Whether the file is a regular file beginning with GGUF's magic (a FIFO is never waited on).
+    static func startsLikeGGUF(_ url: URL) -> Bool {
+        (try? RegularFile(path: url.path).bytes(4, at: 0)) == Array("GGUF".utf8)
+    }
+
     public static func format(ofFile url: URL) -> WeightFormat? {
         switch url.pathExtension.lowercased() {
         case "safetensors": .safetensors

@@ -13,6 +13,8 @@ import Foundation
 /// - DeepSpeed ZeRO shards (`global_step<N>/` holding
 ///   `zero_pp_rank_<r>_mp_rank_<m>_model_states.pt`, `*_optim_states.pt`,
 ///   `mp_rank_<m>_model_states.pt`).
+/// - accelerate's FSDP full state dict (`pytorch_model_fsdp.bin`); Meta's
+///   original Llama format (`consolidated.<i>.pth`, `params.json`).
 /// - A PEFT adapter (`adapter_config.json`, `adapter_model.safetensors` or
 ///   `.bin`) without the base model's weights: what the Trainer and TRL save
 ///   in `checkpoint-<N>/` when training LoRA, with no config.json.
@@ -56,6 +58,14 @@ public enum UnreadableCheckpointFormat {
                 : "python \(path)/zero_to_fp32.py \(path) \(path) --safe_serialization"
             return "holds DeepSpeed ZeRO shards (\(shard)), which droptrace cannot read; consolidate them into "
                 + "model.safetensors with DeepSpeed's zero_to_fp32.py: `\(command)` (config.json must be beside the result)"
+        }
+        if top.contains("pytorch_model_fsdp.bin") {
+            return "holds accelerate's FSDP state dict (pytorch_model_fsdp.bin), a file transformers does not load as a "
+                + "model; save the model with `save_pretrained` (accelerate's `save_model`) to write model.safetensors"
+        }
+        if let consolidated = top.first(where: { $0.hasPrefix("consolidated.") && $0.hasSuffix(".pth") }), top.contains("params.json") {
+            return "holds Meta's original checkpoint format (\(consolidated), params.json), which droptrace cannot read; "
+                + "convert it with transformers' convert_llama_weights_to_hf.py"
         }
         return nil
     }

@@ -97,8 +97,13 @@ public enum CheckpointTokenizer {
         if let directory { return try tokenizerFile(in: directory) }
         let file = checkpoint.directory.appendingPathComponent(fileName)
         guard FileManager.default.fileExists(atPath: file.path) else {
+            // A SentencePiece model alone is what transformers converts on loading (with sentencepiece installed).
+            let sentencePiece = FileManager.default.fileExists(atPath: checkpoint.directory.appendingPathComponent("tokenizer.model").path)
+                ? " (its tokenizer.model, a SentencePiece model, is not read: saving the tokenizer with transformers, "
+                    + "AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR), writes the tokenizer.json it converts it to)"
+                : ""
             throw DroptraceError(
-                "\(purpose) needs the checkpoint's tokenizer.json (missing: \(file.path)); pass --tokenizer DIR "
+                "\(purpose) needs the checkpoint's tokenizer.json (missing: \(file.path))\(sentencePiece); pass --tokenizer DIR "
                     + "(the base model's directory, say) for checkpoints saved without one"
                     + (acceptsTokenIDs ? ", or pre-tokenised JSONL" : ""),
                 path: path)

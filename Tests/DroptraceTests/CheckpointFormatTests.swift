@@ -29,6 +29,45 @@ import Glibc
         return nil
     }
 
+    /// One shard given as the checkpoint is named as a shard (it was read as
+    /// a model lacking most layers, blamed on config.json); a file of one
+    /// shard (`-00001-of-00001`) is a whole model.
+    @Test func oneShardOfSeveralIsNamedAsSuch() throws {
+        let shard = FixtureFiles.model("llama-sharded").appendingPathComponent("model-00002-of-00003.safetensors")
+        let error = failure { _ = try Checkpoint(location: shard) }
+        #expect(error == DroptraceError("is one of 3 shards of a checkpoint, not a model: give the checkpoint's directory",
+                                        path: shard.path))
+        #expect(CheckpointLayout.shardCount("model-00001-of-00001.safetensors") == 1)
+        #expect(CheckpointLayout.shardCount("model-of-3.safetensors") == nil)
+        #expect(CheckpointLayout.shardCount("pytorch_model-00002-of-00010.bin") == 10)
+    }
+
+    /// A GGUF file without the extension (an Ollama blob, sha256-<digest>)
+    /// is read by its magic, as llama.cpp reads any path.
+    @Test func aGGUFFileIsKnownByItsMagic() throws {
+        let scratch = try ScratchDirectory()
+        let blob = scratch.path("sha256-0123abcd")
+        try FileManager.default.copyItem(at: FixtureFiles.root.appendingPathComponent("gguf/llama-f32.gguf"), to: blob)
+        #expect(try Checkpoint(location: blob).gguf != nil)
+        let other = try scratch.write("not a model", to: "notes")
+        #expect(failure { _ = try Checkpoint(location: other) }?.message.hasPrefix("not a checkpoint") == true)
+    }
+
+    /// Training and release formats transformers does not load as a model
+    /// are named with their conversion, not as a folder without weights.
+    @Test(arguments: [
+        (["config.json", "pytorch_model_fsdp.bin"], "holds accelerate's FSDP state dict (pytorch_model_fsdp.bin)"),
+        (["consolidated.00.pth", "params.json", "tokenizer.model"], "holds Meta's original checkpoint format (consolidated.00.pth, params.json)"),
+    ])
+    func unreadableFormatsAreNamed(files: [String], message: String) throws {
+        let scratch = try ScratchDirectory()
+        let directory = scratch.path("checkpoint")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        for name in files { try Data("{}".utf8).write(to: directory.appendingPathComponent(name)) }
+        let error = failure { _ = try Checkpoint(location: directory) }
+        #expect(error?.message.hasPrefix(message) == true, "\(String(describing: error))")
+    }
+
     /// A safetensors file with `header` (JSON) and `dataLength` zero bytes of data.
     func safetensors(_ header: String, dataLength: Int, in scratch: ScratchDirectory, name: String = "model.safetensors") throws -> URL {
         var bytes = Data()

@@ -41,6 +41,20 @@ import Testing
     /// A checkpoint whose config drops modules itself (LLM-Drop's
     /// `drop_attn_list`, as `drop --export` writes) has no score for them:
     /// null in --json, NaN in the store, the others as scored.
+    /// A checkpoint with a SentencePiece tokenizer.model but no tokenizer.json
+    /// is told how to write the one droptrace reads.
+    @Test func aSentencePieceModelAloneIsNamed() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        try FileManager.default.removeItem(at: model.appendingPathComponent("tokenizer.json"))
+        try Data([0x0A, 0x00]).write(to: model.appendingPathComponent("tokenizer.model"))
+        let result = try DroptraceCommand.run([
+            "score", model.path, "--calibration", FixtureFiles.calibrationText.path, "--output", scratch.path("s.h5").path,
+        ])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("its tokenizer.model, a SentencePiece model, is not read"), "\(result.stderr)")
+    }
+
     /// LLM-Drop's lists hold layer indices or one boolean per layer (true:
     /// dropped), as its configuration classes save them; `[false, true]` is
     /// layer 1, never layers 0 and 1.
