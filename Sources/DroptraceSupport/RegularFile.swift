@@ -21,24 +21,7 @@ public final class RegularFile: @unchecked Sendable {
     /// Bytes, as seen at open.
     public let size: Int
     private let descriptor: Int32
-    private let identity: Identity
-
-    private struct Identity: Equatable {
-        var device: UInt64, inode: UInt64, size: Int64
-        var modified: timespec
-
-        init(_ info: stat) {
-            device = UInt64(info.st_dev)
-            inode = UInt64(info.st_ino)
-            size = Int64(info.st_size)
-            modified = info.st_mtim
-        }
-
-        static func == (a: Identity, b: Identity) -> Bool {
-            a.device == b.device && a.inode == b.inode && a.size == b.size
-                && a.modified.tv_sec == b.modified.tv_sec && a.modified.tv_nsec == b.modified.tv_nsec
-        }
-    }
+    private let identity: FileIdentity
 
     /// Opens `path`, refusing anything but a regular file (following symlinks).
     /// Throws `DroptraceError` naming the path when it is missing, unreadable or
@@ -62,7 +45,7 @@ public final class RegularFile: @unchecked Sendable {
         }
         descriptor = fd
         size = Int(info.st_size)
-        identity = Identity(info)
+        identity = FileIdentity(info)
     }
 
     deinit { close(descriptor) }
@@ -107,7 +90,7 @@ public final class RegularFile: @unchecked Sendable {
         guard fstat(descriptor, &info) == 0 else {
             throw DroptraceError("cannot stat: \(String(cString: strerror(errno)))", path: path)
         }
-        guard Identity(info) == identity else {
+        guard FileIdentity(info) == identity else {
             throw DroptraceError(
                 "file changed while being read (now \(info.st_size) bytes, was \(size)); run again once it is written", path: path)
         }

@@ -43,6 +43,9 @@ public final class TraceRun {
     /// What a user added to the store when the run began: the first rewrite
     /// keeps the store as it was beside it (`StoreAside.keepCopy`).
     private var additions: StoreAdditions?
+    /// The store as this run last read or wrote it: a store another program
+    /// put in its place meanwhile is never written over.
+    private var storeVersion: FileVersion?
 
     public init(options: TraceOptions, log: Logger) {
         self.options = options
@@ -349,7 +352,7 @@ public final class TraceRun {
                 log.warning("\(options.storeURL.path): holds what droptrace does not write (\(additions)); the rewritten store has droptrace's contents only, and the store as it was, with them, is kept as \(kept.lastPathComponent)")
                 self.additions = nil
             }
-            try store.write(to: options.storeURL) { file in
+            storeVersion = try store.write(to: options.storeURL, expected: storeVersion) { file in
                 try analysis?.write(into: file)
                 try evaluation.write(into: file, rows: store.rows, dropK: dropK)
                 try taskAccuracy.write(into: file, rows: store.rows.map(\.name), dropK: dropK)
@@ -422,6 +425,7 @@ public final class TraceRun {
                 "is a symbolic link\(target); droptrace replaces its store in place, which would replace the link, not "
                     + "what it leads to: give the directory that holds the store itself as the output", path: path)
         }
+        storeVersion = .current(path)
         guard FileManager.default.fileExists(atPath: path) else { return (nil, DropEvaluation(), TaskAccuracyRecord(), nil) }
         // A store we may not read is not damaged: say why, and touch nothing.
         // Without O_NONBLOCK, a FIFO in the store's place would block here, holding the lock.
@@ -440,6 +444,7 @@ public final class TraceRun {
                     path: path)
             }
             let aside = try StoreAside.setAside(options.storeURL)
+            storeVersion = .absent
             log.warning("\(path): cannot be read as a droptrace store (\(problem)); --force: renamed it to \(aside.lastPathComponent) and starting over")
             return (nil, DropEvaluation(), TaskAccuracyRecord(), nil)
         }
@@ -468,6 +473,7 @@ public final class TraceRun {
         if next.rows.isEmpty {
             // No row left to describe: the whole store belongs to the old files.
             let aside = try StoreAside.setAside(options.storeURL, as: "replaced")
+            storeVersion = .absent
             additions = nil  // they went aside with it
             forgetEvaluations(of: name)
             log.warning("\(name): its stored scores belong to the files it replaced; the store is set aside as \(aside.lastPathComponent)")

@@ -19,8 +19,17 @@ enum AtomicFileReplacement {
     /// is refused rather than followed. Errors that name the temporary file
     /// are reported against `path`, which is the file the user asked for.
     /// `signatures` (how files of the format written begin) guard what is
-    /// replaced: see `ReplaceableOutput`.
-    static func replace(_ path: String, signatures: [[UInt8]], write: (_ temporaryPath: String) throws -> Void) throws {
+    /// replaced: see `ReplaceableOutput`. `expected` is the version of the
+    /// file the caller read (nil: the file as it is when this starts); if
+    /// the file is another by the time the new one would replace it, it is
+    /// left as it is and the replacement refused.
+    /// - Returns: the version written.
+    @discardableResult
+    static func replace(
+        _ path: String, signatures: [[UInt8]], expected: FileVersion? = nil, write: (_ temporaryPath: String) throws -> Void
+    ) throws -> FileVersion {
+        let expected = expected ?? .current(path)
+        try checkUnchanged(path, expected: expected)
         try ReplaceableOutput.check(path, signatures: signatures)
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         let temporary = temporaryPath(for: path)
@@ -30,6 +39,7 @@ enum AtomicFileReplacement {
         do {
             try write(temporary)
             try flushToDisk(temporary, flags: O_RDONLY | O_NOFOLLOW, reportAs: path)
+            try checkUnchanged(path, expected: expected)
             if rename(temporary, path) != 0 {
                 throw DroptraceError("cannot move the new file into place: \(lastErrorDescription())", path: path)
             }
@@ -41,6 +51,16 @@ enum AtomicFileReplacement {
             throw error
         }
         try flushToDisk(directory, flags: O_RDONLY | O_DIRECTORY, reportAs: path)
+        return .current(path)
+    }
+
+    private static func checkUnchanged(_ path: String, expected: FileVersion) throws {
+        guard FileVersion.current(path) == expected else {
+            let what = expected == .absent ? "appeared" : "was changed or replaced"
+            throw DroptraceError(
+                "\(what) while this run was working on it, by something other than droptrace; left as it is, and "
+                    + "nothing of this run was written over it: run again", path: path)
+        }
     }
 
     private static func flushToDisk(_ path: String, flags: Int32, reportAs reportedPath: String) throws {

@@ -245,10 +245,16 @@ public struct ScoreFile: Sendable, Equatable {
     /// `extra` runs after the score layout is written and before the rename,
     /// so later stages can add their own groups (e.g. `/analysis/...`) to the
     /// same file; if it throws, nothing is replaced.
-    public func write(to url: URL, extra: ((HDF5File) throws -> Void)? = nil) throws {
+    ///
+    /// `expected`: the version of the file at `url` the caller read (nil:
+    /// as it is when the write starts); another there by the rename is left
+    /// as it is and the write refused (`DroptraceError` naming `url`).
+    /// - Returns: the version written, to expect at the next write.
+    @discardableResult
+    public func write(to url: URL, expected: FileVersion? = nil, extra: ((HDF5File) throws -> Void)? = nil) throws -> FileVersion {
         let path = url.path
         try ScoreFileWriter.validate(self, path: path)
-        try AtomicFileReplacement.replace(path, signatures: Self.signatures) { temporaryPath in
+        return try AtomicFileReplacement.replace(path, signatures: Self.signatures, expected: expected) { temporaryPath in
             let file = try HDF5File.create(at: temporaryPath)
             try ScoreFileWriter.writeLayout(of: self, into: file)
             try extra?(file)

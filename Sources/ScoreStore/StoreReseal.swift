@@ -17,6 +17,7 @@ extension ScoreFile {
     ///   or what `validate` throws (the store is then left as it was).
     public static func reseal(_ url: URL, validate: (URL) throws -> Void) throws -> Bool {
         let path = url.path
+        let version = FileVersion.current(path)  // before it is read: what is sealed is that version
         let file = try RegularFile(path: path)
         let bytes = try file.bytes(file.size, at: 0)
         if bytes.starts(with: HDF5Checksum.hdf5Signature) { return false }
@@ -28,7 +29,7 @@ extension ScoreFile {
         }
         var status = stat()
         let mode = stat(path, &status) == 0 ? status.st_mode & 0o7777 : 0o644
-        try AtomicFileReplacement.replace(path, signatures: signatures) { temporary in
+        try AtomicFileReplacement.replace(path, signatures: signatures, expected: version) { temporary in
             // The store's own permissions, not the umask's.
             try HDF5Checksum.sealed(Array(bytes[userBlock...])).withUnsafeBytes {
                 try FileOutput.writeNewFile($0, at: temporary, mode: mode)

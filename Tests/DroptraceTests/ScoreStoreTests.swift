@@ -447,3 +447,40 @@ extension ScoreStoreTests {
         }
     }
 }
+
+/// A store replaced or created by another program while a run works on it
+/// is never written over: the run names it and leaves it as it is.
+@Suite struct StoreVersionTests {
+    @Test func aStoreReplacedDuringTheWriteIsLeftAsItIs() throws {
+        try withScratchDirectory { directory in
+            let url = directory.appendingPathComponent("scores.h5")
+            let first = try sampleScores().write(to: url)
+            #expect(first == FileVersion.current(url.path))
+            var error: DroptraceError?
+            do {
+                try sampleScores(layers: 2).write(to: url) { _ in
+                    // Another program puts its file in the store's place mid-write.
+                    try Data("my notes".utf8).write(to: url)
+                }
+            } catch let caught as DroptraceError { error = caught }
+            #expect(error?.path == url.path && error?.message.hasPrefix("was changed or replaced while this run") == true,
+                    "\(String(describing: error))")
+            #expect(try String(contentsOf: url, encoding: .utf8) == "my notes")
+            #expect(try temporaryFiles(in: directory).isEmpty)
+        }
+    }
+
+    @Test func aStoreChangedSinceTheRunReadItIsLeftAsItIs() throws {
+        try withScratchDirectory { directory in
+            let url = directory.appendingPathComponent("scores.h5")
+            let read = try sampleScores().write(to: url)
+            try sampleScores(layers: 3).write(to: url)  // another program's store in its place
+            let other = FileVersion.current(url.path)
+            #expect(throws: DroptraceError.self) { try sampleScores(layers: 2).write(to: url, expected: read) }
+            #expect(FileVersion.current(url.path) == other)
+            // Expected absent, and a file appeared.
+            #expect(throws: DroptraceError.self) { try sampleScores(layers: 2).write(to: url, expected: .absent) }
+            #expect(FileVersion.current(url.path) == other)
+        }
+    }
+}
