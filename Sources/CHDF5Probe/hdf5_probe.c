@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -193,10 +194,17 @@ static void cap_address_space(size_t element_limit) {
     (void)setrlimit(RLIMIT_AS, &limit);
 }
 
-static void _Noreturn probe_in_child(const char *path, size_t element_limit) {
+static void _Noreturn probe_in_child(const char *path, size_t element_limit, double seconds, pid_t parent) {
     // Die of the signal itself, without the parent's crash reporter.
     const int fatal[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS };
     for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) signal(fatal[i], SIG_DFL);
+    // The child shares the parent's open files, its run lock among them: it must never outlive the parent
+    // (killed while the child read a store that makes libhdf5 loop, it held the lock for good), nor its
+    // time limit, whatever happens to the parent's watch.
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    signal(SIGALRM, SIG_DFL);
+    alarm((unsigned)seconds + 2);
     int null_device = open("/dev/null", O_WRONLY);
     if (null_device >= 0) { dup2(null_device, STDOUT_FILENO); dup2(null_device, STDERR_FILENO); }
     cap_address_space(element_limit);
@@ -216,10 +224,11 @@ hdf5_probe_result hdf5_probe_file(const char *path, double seconds, size_t eleme
     // libhdf5's initialisation (and its lock) must exist before it is taken.
     (void)H5open();
     hold_library();
+    pid_t parent = getpid();
     pid_t child = fork();
     if (child == 0) {
         own_library_in_child();
-        probe_in_child(path, element_limit);
+        probe_in_child(path, element_limit, seconds, parent);
     }
     release_library();
     if (child < 0) {

@@ -131,4 +131,45 @@ import Testing
         try setSize(of: 0, to: 0, in: store)
         try expectRefused(store, saying: "still reading")
     }
+
+    /// The probe's child shares the run's open files, its lock among them:
+    /// a run killed while the child reads such a store takes the child with
+    /// it (it read on for ever, and every later run found the lock held).
+    @Test func theProbeDiesWithTheRunKilledWhileItReads() throws {
+        let scratch = try ScratchDirectory()
+        let store = try storeWithoutChecksum(in: scratch)
+        try setSize(of: 0, to: 0, in: store)
+        // posix_spawn and waitpid, not Process: a surviving child would keep Process's watch of the run open.
+        let arguments = [DroptraceCommand.executable.path, "report", store.deletingLastPathComponent().path]
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for descriptor in [STDOUT_FILENO, STDERR_FILENO] {
+            posix_spawn_file_actions_addopen(&actions, descriptor, "/dev/null", O_WRONLY, 0)
+        }
+        var pid: pid_t = 0
+        let argv = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        try #require(posix_spawn(&pid, arguments[0], &actions, nil, argv, environ) == 0)
+        func readers() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { entry in
+                guard Int(entry) != nil, entry != String(pid),
+                      let command = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return false }
+                return String(decoding: command, as: UTF8.self).contains(store.deletingLastPathComponent().path)
+            }
+        }
+        // The probe is forked as the report opens the store.
+        let started = Date()
+        while readers().isEmpty && Date().timeIntervalSince(started) < 3 { usleep(20_000) }
+        try #require(!readers().isEmpty, "no probe started")
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        // Well within the probe's own 5 s limit.
+        let killed = Date()
+        while !readers().isEmpty && Date().timeIntervalSince(killed) < 2 { usleep(20_000) }
+        let survivors = readers()
+        #expect(survivors.isEmpty, "probe children outlived the run: \(survivors)")
+        for survivor in survivors { kill(pid_t(survivor)!, SIGKILL) }
+    }
 }
