@@ -33,6 +33,9 @@ enum AtomicFileReplacement {
         try ReplaceableOutput.check(path, signatures: signatures)
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         let temporary = temporaryPath(for: path)
+        // What runs killed while replacing this file left (score and reseal have no other clean-up).
+        (try? DirectoryHandle.create(at: directory))?.removeStaleTemporaryFiles(
+            targets: [URL(fileURLWithPath: path).lastPathComponent])
         // A leftover from an earlier run killed with the same pid (unlink
         // removes a link itself, never what it points to).
         unlink(temporary)

@@ -470,6 +470,19 @@ extension ScoreStoreTests {
         }
     }
 
+    /// A temporary file a killed write left (score and reseal have no clean-up
+    /// pass of their own) goes at the next write of that file.
+    @Test func aWriteRemovesWhatAKilledWriteLeft() throws {
+        try withScratchDirectory { directory in
+            let url = directory.appendingPathComponent("a.h5")
+            // pid 2^22 + 1 is beyond Linux's pid_max: no process has it.
+            let leftover = directory.appendingPathComponent(TemporaryFileName.forTarget("a.h5", pid: 4_194_305))
+            try Data("half a store".utf8).write(to: leftover)
+            try sampleScores().write(to: url)
+            #expect(!FileManager.default.fileExists(atPath: leftover.path))
+        }
+    }
+
     @Test func aStoreChangedSinceTheRunReadItIsLeftAsItIs() throws {
         try withScratchDirectory { directory in
             let url = directory.appendingPathComponent("scores.h5")
