@@ -11,6 +11,7 @@ func runReportingErrors(_ body: (Logger) throws -> Void) throws {
     signal(SIGXFSZ, SIG_IGN)
     let log = DroptraceLogging.logger()
     do {
+        try ProcessLimits.prepare()
         try body(log)
         // Results printed to standard output (--json, tables) must all have reached
         // it: a full disk (or /dev/full) is a failure, not success with half a file.

@@ -41,6 +41,32 @@ import Testing
     /// A checkpoint whose config drops modules itself (LLM-Drop's
     /// `drop_attn_list`, as `drop --export` writes) has no score for them:
     /// null in --json, NaN in the store, the others as scored.
+    /// Resource limits too small to run in are refused in one line (a
+    /// library crashed or hung under them); a soft open-file limit below
+    /// the hard one is raised.
+    @Test(arguments: [("ulimit -Sn 20", nil), ("ulimit -n 20", "the open-file limit (ulimit -n) is 20"),
+                      ("ulimit -v 716800", "the address-space limit (ulimit -v) is 700 MiB")] as [(String, String?)])
+    func resourceLimitsTooSmallAreNamed(limit: String, refusal: String?) throws {
+        let scratch = try ScratchDirectory()
+        let command = [DroptraceCommand.executable.path, "score", FixtureFiles.model("llama-f32").path,
+                       "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("s.h5").path]
+            .map { "'\($0)'" }.joined(separator: " ")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", "\(limit) && exec \(command)"]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        if let refusal {
+            #expect(process.terminationStatus == 1 && stderr.contains("error: \(refusal)"), "\(stderr)")
+        } else {
+            #expect(process.terminationStatus == 0, "\(stderr)")
+        }
+    }
+
     /// A checkpoint with a SentencePiece tokenizer.model but no tokenizer.json
     /// is told how to write the one droptrace reads.
     @Test func aSentencePieceModelAloneIsNamed() throws {
