@@ -204,7 +204,7 @@ static void _Noreturn probe_in_child(const char *path, size_t element_limit, dou
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(1);
     signal(SIGALRM, SIG_DFL);
-    alarm((unsigned)seconds + 2);
+    alarm(seconds > 0 && seconds < 3600 ? (unsigned)seconds + 2 : 3602);
     int null_device = open("/dev/null", O_WRONLY);
     if (null_device >= 0) { dup2(null_device, STDOUT_FILENO); dup2(null_device, STDERR_FILENO); }
     cap_address_space(element_limit);
