@@ -124,7 +124,11 @@ public enum DroppedModelExport {
             // An error about an input names it; one about what was being written names the export.
             if let error = error as? DroptraceError, error.path.map({ !$0.hasPrefix(staging.path) }) ?? false { throw error }
             let reason = (error as? DroptraceError)?.message ?? SystemError.summary(of: error)
-            throw DroptraceError("cannot write the export: \(reason)", path: directory.path)
+            // The file as it would have been named in the export.
+            let file = (error as? DroptraceError)?.path.flatMap { path in
+                path.hasPrefix(staging.path + "/") ? directory.path + path.dropFirst(staging.path.count) : nil
+            }
+            throw DroptraceError("cannot write the export: \(reason)", path: file ?? directory.path)
         }
     }
 

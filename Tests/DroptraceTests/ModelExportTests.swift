@@ -255,18 +255,20 @@ import Testing
         #expect(try files.contentsOfDirectory(atPath: scratch.path("elsewhere").path).isEmpty)
     }
 
-    /// A full disk names the export directory (it named a staging file
-    /// already removed, or the source file being copied).
-    @Test func fullDiskNamesTheExport() throws {
+    /// A full disk names the file as the export would have held it (it named
+    /// a staging file already removed, or the source file being copied), and
+    /// why; with no room at all, at the header.
+    @Test(arguments: ["ulimit -f 64", "ulimit -f 0"])
+    func fullDiskNamesTheExport(limit: String) throws {
         let scratch = try ScratchDirectory()
         let exported = scratch.path("export")
-        let result = try ChildProcess.droptraceInShell(setup: "ulimit -f 64", [
+        let result = try ChildProcess.droptraceInShell(setup: limit, [
             "drop", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
             "--target", "block", "--count", "1", "--export", exported.path, "--speed-max-rounds", "1", "--threads", "1",
         ])
         #expect(result.status == 1)
         let errors = result.stderr.split(separator: "\n").filter { $0.contains("error:") }
-        #expect(errors.count == 1 && errors[0].hasSuffix("error: \(exported.path): cannot write the export: cannot write: File too large"),
+        #expect(errors.count == 1 && errors[0].hasSuffix("error: \(exported.path)/model.safetensors: cannot write the export: cannot write: File too large"),
                 "\(result.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).isEmpty)
     }
