@@ -120,6 +120,11 @@ public enum CheckpointDiscovery {
         return result
     }
 
+    /// The name of a listed checkpoint's row: its directory's last component.
+    public static func rowName(of directory: URL) -> String {
+        directory.standardizedFileURL.lastPathComponent
+    }
+
     /// An explicit list of checkpoint directories, ordered by
     /// `CheckpointName.Position` (ties keep their given order).
     /// - Throws: `DroptraceError` naming the first directory that does not exist.
@@ -129,7 +134,7 @@ public enum CheckpointDiscovery {
             guard FileManager.default.fileExists(atPath: directory.path) else {
                 throw DroptraceError("checkpoint not found", path: directory.path)
             }
-            let name = directory.standardizedFileURL.lastPathComponent
+            let name = rowName(of: directory)
             switch state(of: directory, settleTime: settleTime) {
             case .writing(let reason):
                 result.incomplete.append((name, reason))

@@ -13,11 +13,11 @@ public struct TraceOptions: Sendable {
         /// An explicit list of checkpoint directories.
         case list([URL])
 
-        /// The checkpoints' names (rows are named by the directory's last
-        /// component) in the order listed; [] for a series directory.
+        /// The checkpoints' row names (`CheckpointDiscovery.rowName(of:)`) in
+        /// the order listed; [] for a series directory.
         public var listedNames: [String] {
             guard case .list(let directories) = self else { return [] }
-            return directories.map { $0.standardizedFileURL.lastPathComponent }
+            return directories.map(CheckpointDiscovery.rowName(of:))
         }
     }
 
