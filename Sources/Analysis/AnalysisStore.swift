@@ -95,13 +95,6 @@ extension SeriesAnalysis {
         let verdict = Verdict(
             outcome: outcome, k: Int(try root.scalarAttribute(Names.verdictK, as: Int64.self)),
             criteria: criteria, reason: try root.stringAttribute(Names.verdictReason))
-        // A report never states a verdict its own criteria table contradicts.
-        let ruled = Verdict.decide(criteria, checkpoints: count).0
-        guard criteria.count == 3, outcome == ruled else {
-            throw DroptraceError("/\(AnalysisLayout.group) attribute \(Names.verdict) is '\(outcomeName)', but its criteria "
-                                    + "(\(Names.verdictCriteria)) give '\(ruled.rawValue)'", path: path)
-        }
-
         let rankingsShape = try file.dataset(AnalysisLayout.moduleGroup(.attention) + "/" + AnalysisLayout.rankings)
             .shape
         guard rankingsShape.count == 2, rankingsShape[0] == count, rankingsShape[1] > 0 else {
@@ -109,6 +102,12 @@ extension SeriesAnalysis {
                                     + "\(rankingsShape), expected [\(count), layers]", path: path)
         }
         let layers = rankingsShape[1]
+        // A report never states a verdict its own criteria table contradicts.
+        let ruled = Verdict.decide(criteria, checkpoints: count, layers: layers).0
+        guard criteria.count == 3, outcome == ruled else {
+            throw DroptraceError("/\(AnalysisLayout.group) attribute \(Names.verdict) is '\(outcomeName)', but its criteria "
+                                    + "(\(Names.verdictCriteria)) give '\(ruled.rawValue)'", path: path)
+        }
         try SeriesAnalysis.checkDropK(dropK, layers: layers, path: path)
         // The verdict judges the drop set of half the layers (Verdict.verdictK).
         guard verdict.k == Verdict.verdictK(layers: layers) else {

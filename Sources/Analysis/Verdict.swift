@@ -22,8 +22,10 @@ import Foundation
 /// k is the larger default drop-k (round(L/2)), whatever k values were asked
 /// for, so the verdict of a run does not depend on command-line options.
 /// "inherent" when all three pass, "not inherent" when any fails, and
-/// "inconclusive" with fewer than 3 checkpoints (no trend to speak of) or
-/// when a criterion cannot be measured (undefined scores).
+/// "inconclusive" with fewer than 3 checkpoints (no trend to speak of), for
+/// a one-layer model (its drop-k set is the whole model, so criteria 2 and 3
+/// are not measured), or when a criterion cannot be measured (undefined
+/// scores).
 ///
 /// With bootstrap intervals (`ImportanceBootstrap`), a criterion passes or
 /// fails only when its value and its whole interval lie on one side of the
@@ -66,8 +68,8 @@ public struct Verdict: Sendable, Equatable {
         (3) the attention drop-k set stops changing within the first half of the run \
         ((stabilisation step − first step) / (last step − first step) ≤ 0.5, or checkpoint index / (C − 1) \
         when steps are unknown). k is the larger default drop-k, round(L/2). \
-        Not inherent when any criterion fails; inconclusive with fewer than 3 checkpoints \
-        or when a criterion cannot be measured. With per-sequence statistics stored, each criterion \
+        Not inherent when any criterion fails; inconclusive with fewer than 3 checkpoints, \
+        for a one-layer model (its drop-k set is the whole model), or when a criterion cannot be measured. With per-sequence statistics stored, each criterion \
         carries a 95% bootstrap interval (calibration sequences resampled) and passes or fails only when \
         its value and whole interval are on the same side of the threshold; otherwise it is within noise, \
         and the verdict is inconclusive unless another criterion fails.
@@ -155,8 +157,17 @@ public struct Verdict: Sendable, Equatable {
         let k = verdictK(layers: attentionRankings.first?.count ?? 0)
         let sets = attentionRankings.map { DropSets.dropSet(ranking: $0, k: k) }
         let jaccard = sets.map { DropSets.jaccard($0, sets[count - 1]) }
-        let measured = measure(attentionMean: attentionMean, mlpMean: mlpMean, jaccardWithFinal: jaccard,
+        var measured = measure(attentionMean: attentionMean, mlpMean: mlpMean, jaccardWithFinal: jaccard,
                                steps: steps)
+        // A drop-k set of every layer (a one-layer model) is the same at every checkpoint whatever the scores:
+        // criteria 2 and 3 would pass without measuring anything.
+        let layers = attentionRankings.first?.count ?? 0
+        let everyLayer = k >= layers
+        if everyLayer {
+            measured.medianJaccard = .nan
+            measured.stabilisationFraction = .nan
+        }
+        let wholeModel = "the drop-\(k) set is the whole \(layers)-layer model: nothing to compare"
 
         let leftOut = count - measured.comparable
         let criterion1 = VerdictCriterion(
@@ -173,7 +184,7 @@ public struct Verdict: Sendable, Equatable {
             description: "Median Jaccard overlap of the attention drop-\(k) set with the final checkpoint's "
                 + "(all checkpoints but the final)",
             value: measured.medianJaccard, comparison: .atLeast, threshold: medianJaccardThreshold,
-            detail: measured.earlierCount == 0 ? "no earlier checkpoint to compare"
+            detail: everyLayer ? wholeModel : measured.earlierCount == 0 ? "no earlier checkpoint to compare"
                 : "median over \(measured.earlierCount) checkpoint\(measured.earlierCount == 1 ? "" : "s")",
             interval: intervals?[CriterionID.dropSetAgreement])
 
@@ -185,18 +196,19 @@ public struct Verdict: Sendable, Equatable {
             description: "Fraction of the run (\(measured.usesSteps ? "in steps" : "in checkpoints")) elapsed when "
                 + "the attention drop-\(k) set stops changing",
             value: measured.stabilisationFraction, comparison: .atMost, threshold: stabilisationFraction,
-            detail: "settles at \(location)", interval: intervals?[CriterionID.earlyStabilisation])
+            detail: everyLayer ? wholeModel : "settles at \(location)", interval: intervals?[CriterionID.earlyStabilisation])
 
         let criteria = [criterion1, criterion2, criterion3]
-        let (outcome, reason) = decide(criteria, checkpoints: count, confidence: confidence)
+        let (outcome, reason) = decide(criteria, checkpoints: count, layers: layers, confidence: confidence)
         return Verdict(outcome: outcome, k: k, criteria: criteria, reason: reason)
     }
 
-    /// The rule's outcome for `criteria` measured over `count` checkpoints,
-    /// and the sentence that says why (intervals at `confidence`). A stored
-    /// verdict is checked against it.
+    /// The rule's outcome for `criteria` measured over `count` checkpoints
+    /// of a `layers`-layer model, and the sentence that says why (intervals
+    /// at `confidence`). A stored verdict is checked against it.
     public static func decide(
-        _ criteria: [VerdictCriterion], checkpoints count: Int, confidence: Double = BootstrapSettings.defaultConfidence
+        _ criteria: [VerdictCriterion], checkpoints count: Int, layers: Int,
+        confidence: Double = BootstrapSettings.defaultConfidence
     ) -> (Outcome, String) {
         let outcome: Outcome
         let reason: String
@@ -207,6 +219,11 @@ public struct Verdict: Sendable, Equatable {
             outcome = .inconclusive
             reason = "Only \(count) checkpoint\(count == 1 ? "" : "s"); the rule needs at least "
                 + "\(minimumCheckpoints) to judge a trend across training."
+        } else if verdictK(layers: layers) >= layers {
+            outcome = .inconclusive
+            reason = "The model has \(layers) layer\(layers == 1 ? "" : "s"): the attention drop-\(verdictK(layers: layers)) "
+                + "set is the whole model at every checkpoint, so \(CriterionID.dropSetAgreement) and "
+                + "\(CriterionID.earlyStabilisation) cannot tell anything."
         } else if let unmeasured = criteria.first(where: { $0.value.isNaN }) {
             outcome = .inconclusive
             reason = "Criterion \(unmeasured.id) cannot be measured (undefined importance scores)."

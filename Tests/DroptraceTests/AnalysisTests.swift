@@ -297,6 +297,30 @@ extension AnalysisTests {
             #expect(one.attention.spearmanPrevious[0].isNaN)
         }
 
+        @Test func aOneLayerModelIsInconclusiveWithCriteriaTwoAndThreeUnmeasured() throws {
+            // Its drop-1 set is {0} at every checkpoint whatever the scores: criteria 2 and 3 would pass by construction.
+            let steps: [Int64] = [0, 1000, 2000, 3000]
+            let rows = AnalysisFixtures.rows(
+                attention: steps.map { [0.01 + Float($0) * 1e-6] }, mlp: steps.map { _ in [0.5] },
+                block: steps.map { _ in [0.5] }, steps: steps)
+            let analysis = try SeriesAnalysis(rows: rows)
+            #expect(analysis.verdict.outcome == .inconclusive)
+            #expect(analysis.verdict.reason.contains("1 layer"))
+            #expect(criterion(analysis.verdict, "attention_below_mlp").value == 1)
+            for id in ["drop_set_agreement", "early_stabilisation"] {
+                #expect(criterion(analysis.verdict, id).value.isNaN)
+                #expect(criterion(analysis.verdict, id).detail.contains("whole 1-layer model"))
+            }
+            // Stored and read back, the verdict is the one its criteria give.
+            let scratch = try ScratchDirectory()
+            let url = scratch.path("one-layer.h5")
+            let scores = AnalysisFixtures.scoreFile(rows)
+            try scores.write(to: url) { file in try analysis.write(into: file) }
+            let file = try HDF5File.open(at: url)
+            defer { try? file.close() }
+            #expect(try SeriesAnalysis.read(from: file, rows: scores.rows) == analysis)
+        }
+
         @Test func undefinedScoresAreLeftOutOrInconclusive() throws {
             var rows = AnalysisFixtures.clearlyInherentRows()
             rows[2].attention[1] = .nan
