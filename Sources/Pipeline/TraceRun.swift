@@ -437,6 +437,12 @@ public final class TraceRun {
             let (evaluation, taskAccuracy, additions) = try storedBesideRows(store)
             return (store, evaluation, taskAccuracy, additions)
         } catch let error as DroptraceError {
+            // Moved, removed or replaced while it was read: not a damaged store, and nothing to set aside.
+            guard FileVersion.current(path) == storeVersion else {
+                throw DroptraceError(
+                    "was moved, removed or replaced while this run read it, by something other than droptrace; "
+                        + "nothing was written: run again", path: path)
+            }
             let problem = error.path == path ? error.message : error.description
             guard options.force else {
                 throw DroptraceError(
