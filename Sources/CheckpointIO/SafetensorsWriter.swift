@@ -75,29 +75,25 @@ public enum SafetensorsWriter {
     }
 
     /// Writes a file, one tensor's bytes in memory at a time, through a
-    /// temporary file renamed over `url`: entries may read the file being
-    /// replaced, and a failed write leaves it as it was.
+    /// temporary file renamed over `url` (`AtomicFileReplacement`): entries
+    /// may read the file being replaced, and a failed write leaves it as it was.
     /// - Throws: `DroptraceError` naming `url` and why.
     public static func write(_ entries: [Entry], to url: URL, metadata: [String: String] = ["format": "pt"]) throws {
         let sorted = entries.sorted { $0.name < $1.name }
         let header = try header(sorted, metadata: metadata)
-        let temporary = url.deletingLastPathComponent().appendingPathComponent(TemporaryFileName.forTarget(url.lastPathComponent)).path
-        unlink(temporary)
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { throw DroptraceError("cannot create: \(SystemError.describe())", path: url.path) }
-        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
-        do {
+        try AtomicFileReplacement.replace(url.path, signatures: nil) { temporary in
+            let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            guard descriptor >= 0 else { throw DroptraceError("cannot create: \(SystemError.describe())", path: temporary) }
+            let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
             defer { try? handle.close() }
-            try handle.write(contentsOf: header)
-            for entry in sorted { try handle.write(contentsOf: try entry.bytes()) }
-            try handle.synchronize()
-            guard rename(temporary, url.path) == 0 else {
-                throw DroptraceError("cannot move into place: \(SystemError.describe())", path: url.path)
+            do {
+                try handle.write(contentsOf: header)
+                for entry in sorted { try handle.write(contentsOf: try entry.bytes()) }
+            } catch let error as DroptraceError {
+                throw error
+            } catch {
+                throw DroptraceError("cannot write: \(SystemError.summary(of: error))", path: temporary)
             }
-        } catch {
-            unlink(temporary)
-            if let error = error as? DroptraceError { throw error }
-            throw DroptraceError("cannot write: \(SystemError.summary(of: error))", path: url.path)
         }
     }
 

@@ -1,13 +1,12 @@
 import Foundation
-import DroptraceSupport
 
 /// Replaces a file so that readers (and a crash) only ever see the old file
 /// or the complete new one: write a temporary file in the same directory
 /// (rename(2) is only atomic within one file system), fsync it, rename it
 /// over the target, fsync the directory so the rename itself is durable.
-enum AtomicFileReplacement {
+public enum AtomicFileReplacement {
     /// `<dir>/.<name>.tmp-<pid>` (`TemporaryFileName`).
-    static func temporaryPath(for path: String) -> String {
+    public static func temporaryPath(for path: String) -> String {
         let url = URL(fileURLWithPath: path)
         let directory = url.deletingLastPathComponent().path
         return (directory as NSString).appendingPathComponent(TemporaryFileName.forTarget(url.lastPathComponent))
@@ -19,18 +18,19 @@ enum AtomicFileReplacement {
     /// is refused rather than followed. Errors that name the temporary file
     /// are reported against `path`, which is the file the user asked for.
     /// `signatures` (how files of the format written begin) guard what is
-    /// replaced: see `ReplaceableOutput`. `expected` is the version of the
+    /// replaced: see `ReplaceableOutput`; nil replaces any regular file
+    /// (for a file in a directory this run made). `expected` is the version of the
     /// file the caller read (nil: the file as it is when this starts); if
     /// the file is another by the time the new one would replace it, it is
     /// left as it is and the replacement refused.
     /// - Returns: the version written.
     @discardableResult
-    static func replace(
-        _ path: String, signatures: [[UInt8]], expected: FileVersion? = nil, write: (_ temporaryPath: String) throws -> Void
+    public static func replace(
+        _ path: String, signatures: [[UInt8]]?, expected: FileVersion? = nil, write: (_ temporaryPath: String) throws -> Void
     ) throws -> FileVersion {
         let expected = expected ?? .current(path)
         try checkUnchanged(path, expected: expected)
-        try ReplaceableOutput.check(path, signatures: signatures)
+        if let signatures { try ReplaceableOutput.check(path, signatures: signatures) }
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         let temporary = temporaryPath(for: path)
         // What runs killed while replacing this file left (score and reseal have no other clean-up).
