@@ -40,7 +40,7 @@ public struct DropPlan: Sendable, Equatable, Hashable {
     /// - Throws: `DroptraceError` naming config.json for an entry of another
     ///   kind or a layer the model does not have.
     public init(config checkpoint: Checkpoint, layerCount: Int) throws {
-        let document = try checkpoint.configDocument()
+        let document = checkpoint.configDocument
         func layers(_ key: String) throws -> Set<Int> {
             guard let value = document.member(key) else { return [] }
             if case .null = value { return [] }

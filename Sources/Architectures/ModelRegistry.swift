@@ -65,7 +65,7 @@ public enum ModelRegistry {
             // Values of a kind transformers' config class refuses (null for
             // an int, 48.0 for a count, 0 for a flag) are refused as it refuses
             // them, and a pad_token_id its model's embedding cannot take.
-            let document = try checkpoint.configDocument()
+            let document = checkpoint.configDocument
             try ConfigValueKinds.check(document, modelType: checkpoint.modelType, path: checkpoint.configURL.path)
             try ForwardPassKeys.check(document, path: checkpoint.configURL.path)
         }

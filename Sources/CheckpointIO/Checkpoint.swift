@@ -17,6 +17,9 @@ public final class Checkpoint: @unchecked Sendable {
     public let configURL: URL
     /// The raw bytes of config.json; each architecture decodes its own view.
     public let configData: Data
+    /// `configData` as parsed (`JSONValue`: integers told apart from floats,
+    /// `48` from `48.0`, and members in file order), read once.
+    public let configDocument: JSONValue
     /// config.json as the families decode it: `configData` with the config
     /// class's aliases read as the keys they stand for and the defaults of
     /// keys configs omit (`ConfigValueKinds.decodable`); `configKeysWrittenAs`
@@ -107,6 +110,7 @@ public final class Checkpoint: @unchecked Sendable {
             configData = try RegularFile.contents(path: configURL.path, limit: Self.configSizeLimit)
         }
         let document = try Self.configDocument(configData, path: configURL.path, keysOnce: gguf == nil)
+        configDocument = document
         guard case .string(let type)? = document.member("model_type") else {
             throw DroptraceError("no \"model_type\" key", path: configURL.path)
         }
@@ -150,17 +154,6 @@ public final class Checkpoint: @unchecked Sendable {
         guard case .object = document else { throw DroptraceError("is JSON but not an object of settings", path: path) }
         if document.holdsNonFiniteNumber { throw invalid(nil) }
         return document
-    }
-
-    /// config.json as parsed, integers told apart from floats (`48` from
-    /// `48.0`) and members in file order.
-    /// - Throws: `DroptraceError` naming config.json when it is not JSON.
-    public func configDocument() throws -> JSONValue {
-        do {
-            return try JSONValue.parse([UInt8](configData))
-        } catch {
-            throw DroptraceError("not valid JSON (byte \(error.offset): \(error.reason))", path: configURL.path)
-        }
     }
 
     /// config.json files are a few kilobytes (a long `quantization_config`
