@@ -80,8 +80,14 @@ public struct RotaryEmbedding: Sendable {
         let long = usesLongContext(positions)
         let scaling = attentionScaling
         parallelFor(chunks: positions.count, minimumChunk: 32) { rows in
-            var cosines = [Float](repeating: 0, count: half)
-            var sines = [Float](repeating: 0, count: half)
+            // Raw buffers: the rotation loop then compiles to vector code (array
+            // accesses kept their bounds checks and ran scalar).
+            let cosines = UnsafeMutablePointer<Float>.allocate(capacity: max(1, half))
+            let sines = UnsafeMutablePointer<Float>.allocate(capacity: max(1, half))
+            defer {
+                cosines.deallocate()
+                sines.deallocate()
+            }
             for r in rows {
                 let frequencies = long.isEmpty || !long[r] ? shortFrequencies : longFrequencies
                 let position = Float(positions[r])
@@ -92,14 +98,24 @@ public struct RotaryEmbedding: Sendable {
                 }
                 let row = buffer + r * rowStride
                 for offset in headOffsets {
-                    let head = row + offset
-                    for j in 0..<half {
-                        let a = head[j], b = head[j + half]
-                        head[j] = a * cosines[j] - b * sines[j]
-                        head[j + half] = b * cosines[j] + a * sines[j]
-                    }
+                    Self.rotate(row + offset, half: half, cosines: cosines, sines: sines)
                 }
             }
+        }
+    }
+
+    /// (a, b) → (a·cos − b·sin, b·cos + a·sin) for the pairs (j, j + half) of
+    /// one head; each product rounded on its own, as PyTorch computes
+    /// q·cos + rotate_half(q)·sin (no fused multiply-add).
+    @inline(__always)
+    private static func rotate(
+        _ head: UnsafeMutablePointer<Float>, half: Int, cosines: UnsafePointer<Float>, sines: UnsafePointer<Float>
+    ) {
+        let second = head + half
+        for j in 0..<half {
+            let a = head[j], b = second[j]
+            head[j] = a * cosines[j] - b * sines[j]
+            second[j] = b * cosines[j] + a * sines[j]
         }
     }
 }
