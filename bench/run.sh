@@ -168,7 +168,10 @@ else
     BUILT="$BUILT, built $(date -u '+%Y-%m-%d %H:%M UTC'), \`swift build -c release\`"
 fi
 if has droptrace-f32 || has droptrace-bf16; then
-    "$DROPTRACE" score --help 2>&1 | grep -q -- '--precision' \
+    # the help read whole first: grep -q stops reading at the first match, and under pipefail the
+    # writer's broken pipe would fail the check
+    score_help=$("$DROPTRACE" score --help 2>&1 || true)
+    grep -q -- '--precision' <<<"$score_help" \
         || die "$DROPTRACE: 'score' has no --precision option (a build from before it); the benchmark needs a droptrace with --precision f32|bf16"
 fi
 mkdir -p "$WORK"
