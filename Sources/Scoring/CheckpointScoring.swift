@@ -81,7 +81,9 @@ public enum CheckpointScoring {
         if source.isJSONL {
             // Text reads the tokenizer, and checks it so, below.
             try CheckpointTokenizer.checkVocabulary(of: model.checkpoint)
-            return try CalibrationSet.load(from: source.url, tokenizer: nil, seqLen: source.seqLen, samples: source.samples)
+            let set = try CalibrationSet.load(from: source.url, tokenizer: nil, seqLen: source.seqLen, samples: source.samples)
+            try set.checkFits(positions: model.maxPositions, vocabularySize: model.vocabularySize)
+            return set
         }
         let tokenizer = try CheckpointTokenizer.load(
             for: model.checkpoint, from: source.tokenizer, purpose: use.rawValue, requestedBy: source.url.path, warn: warn)
@@ -96,6 +98,7 @@ public enum CheckpointScoring {
                 "gives id \(bad)\(token) on \(source.url.path), outside the model's vocabulary (vocab_size \(model.vocabularySize))",
                 path: tokenizer.sourcePath)
         }
+        try set.checkFits(positions: model.maxPositions, vocabularySize: model.vocabularySize)
         if source.samples != nil, set.sequences.count < samples {
             warn("\(source.url.path): only \(set.sequences.count) windows of \(seqLen) tokens available, fewer than the \(samples) requested")
         }

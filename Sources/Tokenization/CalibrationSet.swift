@@ -10,11 +10,45 @@ public struct CalibrationSet: Sendable {
     /// (and a JSONL file fewer lines); `isShortOfRequestedSamples` tells the
     /// caller to warn.
     public var requestedSamples: Int?
+    /// The line of each sequence in a JSONL file (1-based); nil for text,
+    /// whose sequences are windows of its tokens.
+    public var lineNumbers: [Int]?
 
-    public init(sequences: [[Int]], sourcePath: String, requestedSamples: Int? = nil) {
+    public init(sequences: [[Int]], sourcePath: String, requestedSamples: Int? = nil, lineNumbers: [Int]? = nil) {
+        precondition(lineNumbers == nil || lineNumbers!.count == sequences.count)
         self.sequences = sequences
         self.sourcePath = sourcePath
         self.requestedSamples = requestedSamples
+        self.lineNumbers = lineNumbers
+    }
+
+    /// Sequence `index` as a reader finds it in the file: "line 5" of JSONL
+    /// (blank lines are skipped, so lines and sequences differ), "window 2"
+    /// of text.
+    public func origin(of index: Int) -> String {
+        lineNumbers.map { "line \($0[index])" } ?? "window \(index + 1)"
+    }
+
+    /// Refuses sequences a model with `positions` positions and a
+    /// vocabulary of `vocabularySize` ids cannot run, naming the line (or
+    /// window) and what to change.
+    /// - Throws: `DroptraceError` naming `sourcePath`.
+    public func checkFits(positions: Int, vocabularySize: Int) throws {
+        for (index, sequence) in sequences.enumerated() {
+            if sequence.count > positions {
+                let advice = lineNumbers == nil
+                    ? "give --seq-len \(positions) or less (without it, windows are min(512, the positions) tokens)"
+                    : "cut the sequences to the positions with --seq-len \(positions)"
+                throw DroptraceError(
+                    "\(origin(of: index)) has \(sequence.count) tokens, more than the model's \(positions) positions "
+                        + "(max_position_embeddings): \(advice)", path: sourcePath)
+            }
+            if let bad = sequence.first(where: { $0 >= vocabularySize }) {
+                throw DroptraceError(
+                    "\(origin(of: index)): token id \(bad) is outside the model's vocabulary (vocab_size \(vocabularySize))",
+                    path: sourcePath)
+            }
+        }
     }
 
     public var tokenCount: Int { sequences.reduce(0) { $0 + $1.count } }
@@ -95,6 +129,7 @@ public struct CalibrationSet: Sendable {
         }
         var lines = CalibrationLines(try openFile(at: url))
         let sequences: [[Int]]
+        var lineNumbers: [Int]?
         let named = url.pathExtension.isEmpty ? "no extension" : "the extension .\(url.pathExtension)"
         switch url.pathExtension.lowercased() {
         case "jsonl", "json":
@@ -107,7 +142,7 @@ public struct CalibrationSet: Sendable {
                         + "are one {\"input_ids\": [...]} object per line; write them with datasets' "
                         + "to_json(path, lines=True) (its default) or as a .jsonl file", path: path)
             }
-            sequences = try TokenIdLines.parse(&lines, path: path, seqLen: seqLen, samples: samples) { firstLine in
+            (sequences, lineNumbers) = try TokenIdLines.parse(&lines, path: path, seqLen: seqLen, samples: samples) { firstLine in
                 // A broken object is a JSONL mistake, reported by line.
                 if let first = firstLine.first, first != UInt8(ascii: "{") {
                     throw DroptraceError(
@@ -126,7 +161,7 @@ public struct CalibrationSet: Sendable {
                 }
             }
         }
-        return CalibrationSet(sequences: sequences, sourcePath: path, requestedSamples: samples)
+        return CalibrationSet(sequences: sequences, sourcePath: path, requestedSamples: samples, lineNumbers: lineNumbers)
     }
 
     private static func openFile(at url: URL) throws -> RegularFile {
@@ -234,12 +269,13 @@ public struct CalibrationSet: Sendable {
 /// The JSONL calibration format: `{"input_ids": [...]}` per line.
 enum TokenIdLines {
     /// Sequences from the lines, read only as far as the first `samples`
-    /// of them; `checkFirstLine` is given the first non-blank line, trimmed.
+    /// of them, with the line of each; `checkFirstLine` is given the first
+    /// non-blank line, trimmed.
     static func parse(
         _ lines: inout CalibrationLines, path: String, seqLen: Int?, samples: Int?,
         checkFirstLine: (ArraySlice<UInt8>) throws -> Void
-    ) throws -> [[Int]] {
-        var sequences: [[Int]] = []
+    ) throws -> (sequences: [[Int]], lineNumbers: [Int]) {
+        var sequences: [[Int]] = [], lineNumbers: [Int] = []
         var sawContent = false
         while samples.map({ sequences.count < $0 }) ?? true, let line = try lines.next() {
             let content = trimmed(line, isFirst: lines.lineNumber == 1)
@@ -251,11 +287,12 @@ enum TokenIdLines {
             var ids = try parseLine(content, number: lines.lineNumber, path: path)
             if let seqLen, ids.count > seqLen { ids.removeLast(ids.count - seqLen) }
             sequences.append(ids)
+            lineNumbers.append(lines.lineNumber)
         }
         if sequences.isEmpty {
             throw DroptraceError("no sequences: every line is blank", path: path)
         }
-        return sequences
+        return (sequences, lineNumbers)
     }
 
     /// The first byte of `file` that is not JSON whitespace (after a leading

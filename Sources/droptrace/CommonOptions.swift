@@ -11,7 +11,7 @@ struct CalibrationOptions: ParsableArguments {
     var calibration: String
 
     @Option(help: ArgumentHelp(
-        "Tokens per calibration window for text (default \(CalibrationSource.defaultTextSeqLen), capped at the model's positions); when given, JSONL lines longer than this are cut (without it, a line longer than the model's positions is refused).",
+        "Tokens per calibration window for text (default \(CalibrationSource.defaultTextSeqLen), or the model's positions when it has fewer; a larger value given is refused); when given, JSONL lines longer than this are cut (without it, a line longer than the model's positions is refused).",
         valueName: "n"))
     var seqLen: Int?
 

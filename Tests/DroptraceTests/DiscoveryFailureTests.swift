@@ -531,20 +531,31 @@ import Testing
         #expect(beside.ready.map(\.name) == ["checkpoint-5"] && beside.warnings.isEmpty, "\(beside.warnings)")
     }
 
-    /// A calibration id beyond the vocabulary fails every checkpoint alike:
-    /// said once, then that no checkpoint could be scored (it was said per checkpoint).
-    @Test func aCalibrationFaultIsSaidOnce() throws {
+    /// Calibration the model cannot run fails every checkpoint alike: said
+    /// once, naming the line (blank lines are not sequences) or the window
+    /// and what to change, before anything is created (it was said per
+    /// checkpoint, after the output directory was made).
+    @Test(arguments: [
+        ("{\"input_ids\": [1, 2]}\n\n{\"input_ids\": [512]}\n", "c.jsonl", [String](),
+         "line 3: token id 512 is outside the model's vocabulary (vocab_size 512)"),
+        ("{\"input_ids\": [1, 2]}\n\n{\"input_ids\": [\((0..<300).map(String.init).joined(separator: ","))]}\n", "c.jsonl",
+         [String](), "line 3 has 300 tokens, more than the model's 256 positions (max_position_embeddings): cut the sequences to the positions with --seq-len 256"),
+        (String(repeating: "The quick brown fox jumps over the lazy dog. ", count: 200), "c.txt", ["--seq-len", "300"],
+         "window 1 has 300 tokens, more than the model's 256 positions (max_position_embeddings): give --seq-len 256 or less"),
+    ])
+    func aCalibrationFaultIsSaidOnceBeforeAnythingIsCreated(text: String, name: String, options: [String], message: String) throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
         for step in [10, 20, 30] { try series.add(step: step) }
-        let calibration = try scratch.write("{\"input_ids\": [512]}\n{\"input_ids\": [1, 2]}\n", to: "c.jsonl")
+        let calibration = try scratch.write(text, to: name)
+        let out = scratch.path("out")
         let result = try DroptraceCommand.run([
-            "trace", series.directory.path, "--calibration", calibration.path, "--output", scratch.path("out").path,
-        ])
+            "trace", series.directory.path, "--calibration", calibration.path, "--output", out.path,
+        ] + options)
         let errors = result.stderr.split(separator: "\n").filter { $0.contains(" error: ") }
-        #expect(result.status == 1 && errors.count == 2, "\(result.stderr)")
-        #expect(errors.first?.contains("\(calibration.path): token id 512 in sequence 1 is outside the model's vocabulary") == true)
-        #expect(errors.last?.contains("no checkpoint could be scored") == true)
+        #expect(result.status == 1 && errors.count == 1, "\(result.stderr)")
+        #expect(errors.first?.contains("\(calibration.path): \(message)") == true, "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out.path))
     }
 
     /// A series directory listed as a checkpoint is refused: it was skipped
