@@ -125,6 +125,41 @@ public enum CheckpointDiscovery {
         directory.standardizedFileURL.lastPathComponent
     }
 
+    /// Where in training a checkpoint was saved: step and tokens seen
+    /// (−1 when unknown), with what is worth a warning.
+    public struct TrainingPlace: Sendable {
+        public var step: Int64
+        public var tokens: Int64
+        public var warnings: [String]
+    }
+
+    /// The step and tokens seen of the checkpoint in `directory` named
+    /// `name`: from its `trainer_state.json` (`global_step`,
+    /// `num_input_tokens_seen`), else from the name.
+    /// - Throws: `DroptraceError` naming trainer_state.json when a count
+    ///   there is no count (`TrainerState.read`).
+    public static func trainingPlace(of directory: URL, name: String) throws -> TrainingPlace {
+        let state = try TrainerState.read(in: directory)
+        var warnings: [String] = []
+        if CheckpointName.parse(name)?.overflowed == true {
+            warnings.append(DroptraceError(
+                "a number in the checkpoint's name is beyond \(Int64.max), so the name gives no step, token count or stage",
+                path: directory.path
+            ).description)
+        }
+        // The Trainer names a checkpoint by its global_step: a disagreement means a renamed
+        // directory or a link to another run's checkpoint, worth a word.
+        if let saved = state?.globalStep, let named = CheckpointName.step(name), saved != named {
+            warnings.append(DroptraceError(
+                "its name gives step \(named) but its trainer_state.json says global_step \(saved); the row takes step \(saved)",
+                path: directory.path
+            ).description)
+        }
+        return TrainingPlace(
+            step: state?.globalStep ?? CheckpointName.step(name) ?? -1,
+            tokens: state?.tokensSeen ?? CheckpointName.tokens(name) ?? -1, warnings: warnings)
+    }
+
     /// An explicit list of checkpoint directories, ordered by
     /// `CheckpointName.Position` (ties keep their given order).
     /// - Throws: `DroptraceError` naming the first directory that does not exist.
@@ -146,30 +181,15 @@ public enum CheckpointDiscovery {
                     result.unreadable.insert(name)
                 }
             case .ready(let fingerprint):
-                let state: TrainerState?
-                do { state = try TrainerState.read(in: directory) } catch let error as DroptraceError {
+                let place: TrainingPlace
+                do { place = try trainingPlace(of: directory, name: name) } catch let error as DroptraceError {
                     result.failed.append((name, error.description))
                     result.unreadable.insert(name)
                     continue
                 }
-                if CheckpointName.parse(name)?.overflowed == true {
-                    result.warnings.append(DroptraceError(
-                        "a number in the checkpoint's name is beyond \(Int64.max), so the name gives no step, token count or stage",
-                        path: directory.path
-                    ).description)
-                }
-                // The Trainer names a checkpoint by its global_step: a disagreement means a renamed
-                // directory or a link to another run's checkpoint, worth a word.
-                if let saved = state?.globalStep, let named = CheckpointName.step(name), saved != named {
-                    result.warnings.append(DroptraceError(
-                        "its name gives step \(named) but its trainer_state.json says global_step \(saved); the row takes step \(saved)",
-                        path: directory.path
-                    ).description)
-                }
+                result.warnings += place.warnings
                 result.ready.append(DiscoveredCheckpoint(
-                    name: name, directory: directory,
-                    step: state?.globalStep ?? CheckpointName.step(name) ?? -1,
-                    tokens: state?.tokensSeen ?? CheckpointName.tokens(name) ?? -1,
+                    name: name, directory: directory, step: place.step, tokens: place.tokens,
                     fingerprint: fingerprint.stored))
             }
         }

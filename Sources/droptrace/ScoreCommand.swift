@@ -32,7 +32,7 @@ struct ScoreCommand: ParsableCommand {
             On standard output (--json: the same as JSON) it prints which layers each method would drop \
             (LLM-Drop's 1 - cos, identical to ShortGPT's Block Influence for blocks; Gromov et al.'s angular \
             distance arccos(cos)/pi over all tokens and at the last token, as PruneMe) and, for every block \
-            size n, the best contiguous block to drop by each metric, with 0-based layer indices.
+            size n below the layer count, the best contiguous block to drop by each metric, with 0-based layer indices.
 
             Example:
               droptrace score runs/checkpoint-1000 --calibration calib.txt --seq-len 256 --samples 32 --output scores.h5
@@ -68,19 +68,24 @@ struct ScoreCommand: ParsableCommand {
             engine.apply()
             precision.apply()
             try ScoreFile.checkOneCheckpointOutput(URL(fileURLWithPath: output))
-            let directory = URL(fileURLWithPath: checkpoint)
-            let name = directory.standardizedFileURL.lastPathComponent
+            let location = URL(fileURLWithPath: checkpoint)
+            // A weight file with config.json beside it is its directory's checkpoint; a GGUF file is its own.
+            let isFile = PathKind.of(location) == .other
+            let name = isFile && location.pathExtension.lowercased() != "gguf"
+                ? CheckpointDiscovery.rowName(of: location.deletingLastPathComponent())
+                : CheckpointDiscovery.rowName(of: location)
+            let place = try CheckpointDiscovery.trainingPlace(
+                of: isFile ? location.deletingLastPathComponent() : location, name: name)
+            place.warnings.forEach { log.warning("\($0)") }
             log.info("scoring \(checkpoint)")
             let progress = ProgressBar(label: name)
             let scored = try CheckpointScoring.run(
-                checkpoint: directory, calibration: calibration.source,
+                checkpoint: location, calibration: calibration.source,
                 warn: { log.warning("\($0)") }, progress: progress.update)
             progress.finished()
             log.info("scored \(scored.layerCount) layers on \(scored.calibration.tokenCount) calibration tokens")
 
-            let row = CheckpointRow(
-                scores: scored.scores, name: name, step: CheckpointName.step(name) ?? -1,
-                tokens: CheckpointName.tokens(name) ?? -1)
+            let row = CheckpointRow(scores: scored.scores, name: name, step: place.step, tokens: place.tokens)
             let file = ScoreFile(metadata: .init(scored, precision: precision.precision), rows: [row])
             // Again: a trace may have written its store there while this one was scored.
             try ScoreFile.checkOneCheckpointOutput(URL(fileURLWithPath: output))

@@ -38,6 +38,24 @@ import Testing
         #expect(stored <= ScoringReferenceTests.float32Tolerance, "\(model) stored: \(stored)")
     }
 
+    /// The row takes the step and tokens seen from trainer_state.json, as a
+    /// trace does (score took them from the name alone: −1 here), and a
+    /// weight file given as the checkpoint names the row by its directory.
+    @Test func theRowIsPlacedByTheTrainerStateAndNamedByItsDirectory() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        let state = ["global_step": 400, "num_input_tokens_seen": 819_200, "log_history": []] as [String: Any]
+        try JSONSerialization.data(withJSONObject: state).write(to: model.appendingPathComponent("trainer_state.json"))
+        for given in [model, model.appendingPathComponent("model.safetensors")] {
+            let output = scratch.path("scores.h5")
+            let result = try DroptraceCommand.run([
+                "score", given.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path])
+            try #require(result.status == 0, "\(result.stderr)")
+            let row = try #require(try ScoreFile.read(from: output).rows.first)
+            #expect(row.name == model.lastPathComponent && row.step == 400 && row.tokens == 819_200, "\(given.path)")
+        }
+    }
+
     /// A checkpoint whose config drops modules itself (LLM-Drop's
     /// `drop_attn_list`, as `drop --export` writes) has no score for them:
     /// null in --json, NaN in the store, the others as scored.
