@@ -152,7 +152,7 @@ extension SeriesAnalysis {
             attentionMean: analysis.attention.meanImportance, mlpMean: analysis.mlp.meanImportance,
             attentionRankings: analysis.attention.rankings, steps: analysis.steps, intervals: intervals.isEmpty ? nil : intervals,
             confidence: analysis.uncertainty?.settings.confidence ?? BootstrapSettings.defaultConfidence)
-        guard verdict == analysis.verdict else {
+        guard verdict.judgement == analysis.verdict.judgement else {
             throw DroptraceError(
                 "/\(AnalysisLayout.group) attributes verdict and verdict_criteria are not the verdict of the store's rows: the file "
                     + "was changed by other software (`droptrace trace` on its series analyses them again)", path: path)

@@ -52,6 +52,18 @@ public struct Verdict: Sendable, Equatable {
         self.reason = reason
     }
 
+    /// The verdict without its wording (the reason, each criterion's
+    /// description and detail): what a stored verdict must agree with to be
+    /// its rows' verdict, whichever version of droptrace worded it.
+    public var judgement: Verdict {
+        Verdict(outcome: outcome, k: k, criteria: criteria.map { criterion in
+            var bare = criterion
+            bare.description = ""
+            bare.detail = ""
+            return bare
+        }, reason: "")
+    }
+
     /// Thresholds of the rule (see the type's documentation).
     public static let attentionBelowMLPFraction = 0.8
     public static let medianJaccardThreshold = 0.5
@@ -189,8 +201,9 @@ public struct Verdict: Sendable, Equatable {
             interval: intervals?[CriterionID.dropSetAgreement])
 
         let index = measured.stabilisationIndex
-        let location = measured.usesSteps ? "step \(steps[index]) (checkpoint \(index) of \(count))"
-            : "checkpoint \(index) of \(count)"
+        // Counted from 1, as "of N" reads: the 0-based index beside the count read as one checkpoint too early.
+        let place = "the \(ordinal(index + 1)) of \(count) checkpoints"
+        let location = measured.usesSteps ? "step \(steps[index]) (\(place))" : place
         let criterion3 = VerdictCriterion(
             id: CriterionID.earlyStabilisation,
             description: "Fraction of the run (\(measured.usesSteps ? "in steps" : "in checkpoints")) elapsed when "
@@ -254,6 +267,12 @@ public struct Verdict: Sendable, Equatable {
     }
 
     private static func format(_ value: Double) -> String { String(format: "%.3f", value) }
+
+    /// `n` (≥ 1) as an English ordinal: 1st, 2nd, 3rd, 4th, …, 11th, 12th, 13th, …, 21st.
+    public static func ordinal(_ n: Int) -> String {
+        let suffix = (11...13).contains(n % 100) ? "th" : [1: "st", 2: "nd", 3: "rd"][n % 10] ?? "th"
+        return "\(n)\(suffix)"
+    }
 
     /// Steps are usable as a time axis when all are known and strictly increasing.
     public static func stepsAreUsable(_ steps: [Int64]) -> Bool {

@@ -253,9 +253,12 @@ extension AnalysisTests {
             #expect(criterion(verdict, "attention_below_mlp").value == 1)
             // Jaccard of c0, c1, c2 with the final drop-3 set: 0.5, 0.5, 1 → median 0.5.
             #expect(criterion(verdict, "drop_set_agreement").value == 0.5)
-            // Settles at step 1000 of 0...10000.
+            // Settles at step 1000 of 0...10000, at index 2: counted from 1, the 3rd ("checkpoint 2 of 4" read as the 2nd).
             #expect(criterion(verdict, "early_stabilisation").value == 0.1)
+            #expect(criterion(verdict, "early_stabilisation").detail == "settles at step 1000 (the 3rd of 4 checkpoints)")
             #expect(verdict.outcome == .inherent)
+            #expect([1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111].map(Verdict.ordinal)
+                == ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"])
         }
 
         @Test func clearlyInherent() throws {
@@ -471,6 +474,12 @@ extension AnalysisTests {
             let verdict = #expect(throws: DroptraceError.self) { try SeriesAnalysis.read(from: file, rows: scores.rows) }
             #expect(verdict?.message.hasPrefix("/analysis attributes verdict and verdict_criteria are not the verdict of the store's rows") == true,
                     "\(String(describing: verdict))")
+            // Wording is not judgement: a store whose criteria an earlier version worded otherwise still reads.
+            criteria[0]["threshold"] = Verdict.attentionBelowMLPFraction
+            criteria[2]["detail"] = "settles at step 1000 (checkpoint 2 of 4)"
+            try root.setAttribute("verdict_criteria", String(decoding: try JSONSerialization.data(withJSONObject: criteria, options: .sortedKeys), as: UTF8.self))
+            #expect(try SeriesAnalysis.read(from: file, rows: scores.rows).verdict.criteria[2].detail
+                == "settles at step 1000 (checkpoint 2 of 4)")
             var others = scores.rows
             others[0].step += 1
             let steps = #expect(throws: DroptraceError.self) { try SeriesAnalysis.read(from: file, rows: others) }
