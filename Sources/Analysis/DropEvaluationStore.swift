@@ -17,7 +17,8 @@ import ScoreStore
 ///                                            checkpoint's tokenisation, which every
 ///                                            value is measured on
 ///
-/// NaN where a checkpoint was no longer on disk when a value was needed.
+/// NaN where a value was not measured: the run that needed it had no
+/// `--eval`, or the checkpoint was no longer on disk.
 public struct DropEvaluation: Equatable, Sendable {
     public struct Perplexities: Equatable, Sendable {
         public var full = Double.nan

@@ -26,6 +26,7 @@ struct EvaluationSection {
             + "attention layers, and without the final checkpoint's (\(Markdown.escape(evaluation.finalCheckpoint))) "
             + "drop-k attention layers. Evaluation tokens: sha256 `\(evaluation.evaluationSHA256.prefix(16))…`.\n\n"
             + table.render()
-            + "\n– : the checkpoint was no longer on disk when this value was needed.\n"
+            + "\n– : not measured: the run that needed this value had no `--eval` (a drop-k added, a checkpoint rescored, "
+            + "the final drop set changed; `trace --eval` fills it in), or the checkpoint was no longer on disk then.\n"
     }
 }

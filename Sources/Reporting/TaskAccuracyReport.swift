@@ -75,7 +75,9 @@ enum TaskAccuracyReport {
             }
             text += table.render()
         }
-        text += "\n\(NumberFormatting.undefined): not measured (the checkpoint was no longer on disk when the value was needed).\n"
+        text += "\n\(NumberFormatting.undefined): not measured: the run that needed this value did not evaluate the task (a "
+            + "drop-k added, a checkpoint rescored, the drop set changed; `trace --task` fills it in), or the checkpoint was "
+            + "no longer on disk then.\n"
         return ReportSection(title: sectionTitle, body: text)
     }
 

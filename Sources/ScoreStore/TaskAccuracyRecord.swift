@@ -15,8 +15,9 @@ import Foundation
 ///       @fewshot_sha256     string        sha256 of the few-shot file's bytes, "" without one
 ///       @num_fewshot        int64         few-shot examples per prompt
 ///
-/// NaN where a value was not measured (the checkpoint was no longer on disk
-/// when it was needed). In memory a missing value is nil, so a record equals
+/// NaN where a value was not measured (the run that needed it did not
+/// evaluate the task, or the checkpoint was no longer on disk); a task with
+/// no value left is not written. In memory a missing value is nil, so a record equals
 /// its own round trip through a file.
 public struct TaskAccuracyRecord: Sendable, Equatable {
     /// One model's `acc` and, for tasks that define it, `acc_norm` (fractions in [0, 1]).
@@ -92,7 +93,10 @@ public struct TaskAccuracyRecord: Sendable, Equatable {
                 let trimmed = Values(full: value.full, own: value.own.filter { sizes.contains($0.key) })
                 if trimmed.full != nil || !trimmed.own.isEmpty { values[checkpoint] = trimmed }
             }
+            // A task none of whose values are left (every row rescored by a run without it, --force) is not kept
+            // as a table of nothing, as perplexities are not.
             kept.tasks[name]?.byCheckpoint = values
+            if values.isEmpty { kept.tasks[name] = nil }
         }
         return kept
     }
@@ -101,9 +105,8 @@ public struct TaskAccuracyRecord: Sendable, Equatable {
     /// are left out) and the drop-k sizes `dropK`. Meant for
     /// `ScoreFile.write(to:extra:)`; writes nothing for an empty record.
     public func write(into file: HDF5File, rows: [String], dropK: [Int]) throws {
-        guard !tasks.isEmpty else { return }
         typealias Names = ScoreFileLayout.TaskAccuracy
-        for (name, task) in tasks.sorted(by: { $0.key < $1.key }) {
+        for (name, task) in stored(rows: rows, dropK: dropK).tasks.sorted(by: { $0.key < $1.key }) {
             let group = try file.createGroup("\(ScoreFileLayout.evaluationTasks)/\(name)")
             let values = rows.map { task.byCheckpoint[$0] ?? Values() }
             for metric in task.hasNormalized ? [Names.acc, Names.accNorm] : [Names.acc] {

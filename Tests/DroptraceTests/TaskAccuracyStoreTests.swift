@@ -98,6 +98,21 @@ import Testing
         #expect(kept.tasks["hellaswag"]?.byCheckpoint.keys.sorted() == ["step0", "step100"])
         #expect(kept.tasks["hellaswag"]?.dropK == [3])
         #expect(kept.tasks["piqa"]?.byCheckpoint["step0"] == nil)
+        // A task with no value left (piqa has none at step0; every row rescored without it) is not written:
+        // a table of nothing said its checkpoints were no longer on disk.
+        let none = record.stored(rows: ["step0"], dropK: [1, 3])
+        #expect(none.tasks.keys.sorted() == ["hellaswag"])
+    }
+
+    @Test func aTaskWithNoValueLeftIsNotWritten() throws {
+        let scratch = try ScratchDirectory()
+        var record = Self.record()
+        record.tasks["piqa"]?.byCheckpoint = [:]
+        let (store, _) = try Self.writeStore(record, to: scratch.path("scores.h5"))
+        let file = try HDF5File.open(at: scratch.path("scores.h5"))
+        defer { try? file.close() }
+        #expect(try !file.exists("evaluation/tasks/piqa"))
+        #expect(try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name)).tasks.keys.sorted() == ["hellaswag"])
     }
 
     /// A stored column: `values` of `shape`, written as float64 or int64.
