@@ -200,7 +200,7 @@ struct ComparisonMarkdown {
         highest importance across the runs that have the checkpoint.
         - Drop-k sets (the k least important layers, ties to the lower index) for k = 25% and 50% of the layers; \
         agreement is their Jaccard overlap averaged over every pair of runs.
-        - The runs must share model_type and num_layers; models of different depth are not compared layer by layer.
+        - The runs must share model_type, num_layers, hidden_size and layer shapes: only one architecture's layers are compared layer by layer.
 
         """
     }

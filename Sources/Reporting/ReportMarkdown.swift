@@ -168,7 +168,7 @@ struct ReportMarkdown {
     // MARK: - Tables
 
     private func dropSetTable() -> String {
-        let modules: [ModuleKind] = [.attention, .mlp]
+        let modules = ModuleKind.allCases
         var headers = ["Step", "Tokens", "Checkpoint"]
         for module in modules {
             headers += analysis.dropK.map { "\(module.displayName) k=\($0)" }

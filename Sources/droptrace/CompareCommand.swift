@@ -12,7 +12,7 @@ struct CompareCommand: ParsableCommand {
             deviation) of importance per layer and module type across runs, the agreement of the runs' drop-k \
             sets (mean pairwise Jaccard), and each run's own verdict. Checkpoints are matched by tokens seen \
             when every checkpoint records them, else by step, else by name; a checkpoint missing from some runs \
-            is a gap there. The runs must share model_type and num_layers; different calibration data is \
+            is a gap there. The runs must share model_type, num_layers, hidden_size and layer shapes; different calibration data is \
             allowed and stated in the report. DIR may not be a trace's output directory, nor lie inside a \
             checkpoint (one of a compared run's series, or another run's: a directory named like a checkpoint \
             that holds weight files), as for trace: training deletes checkpoint directories.

@@ -27,7 +27,7 @@ struct ScoresJSON: Encodable {
     var angularDistance: AngularDistances?
     /// k → which layers each method drops, and where they disagree.
     var dropSetsByMethod: [MethodDropSetsJSON]
-    /// For every block size n, the best contiguous block by each metric.
+    /// For every block size n below the layer count, the best contiguous block by each metric.
     var bestBlocks: [BestBlockJSON]
 
     enum CodingKeys: String, CodingKey {

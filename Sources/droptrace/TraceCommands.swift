@@ -105,10 +105,11 @@ struct RunCommand: ParsableCommand {
         abstract: "Run a pipeline file (YAML): the declarative form of `trace`.",
         discussion: """
             Settings: title, series (a directory) or checkpoints (a list of directories), calibration, \
-            seq_len, samples, drop_k (a list), eval (optional evaluation data), tasks (optional: a mapping from \
+            tokenizer (a directory, as `trace --tokenizer`), seq_len, samples, drop_k (a list), eval (optional evaluation data), tasks (optional: a mapping from \
             task name to {eval: FILE, fewshot: FILE, num_fewshot: N}), num_fewshot, precision (f32 or bf16, as \
             `trace --precision`; a store is never continued in the other one), settle_minutes (as \
-            `trace --settle-minutes`), output. Relative paths are \
+            `trace --settle-minutes`), output, slurm (settings for `droptrace slurm submit`: see its --help). \
+            Relative paths are \
             relative to the pipeline file. A file with `compare` (a list of trace output directories), `output` and \
             optionally `title` runs `droptrace compare` instead. See pipelines/ for documented examples.
 

@@ -224,12 +224,14 @@ extension ReportTests {
             let report = try WrittenReport()
             let rows = table(after: "## Drop sets per checkpoint", in: report.markdown)
             #expect(rows.first
-                == ["Step", "Tokens", "Checkpoint", "Attention k=1", "Attention k=3", "MLP k=1", "MLP k=3"])
+                == ["Step", "Tokens", "Checkpoint", "Attention k=1", "Attention k=3", "MLP k=1", "MLP k=3", "Block k=1",
+                    "Block k=3"])
+            // Block: c0's scores are all equal (ties go to the lower layer), then ascending.
             #expect(Array(rows.dropFirst()) == [
-                ["0", "0", "step0", "1", "1, 2, 3", "4", "2, 3, 4"],
-                ["100", "204,800", "step100", "3", "1, 2, 3", "4", "2, 3, 4"],
-                ["1000", "2,048,000", "step1000", "1", "1, 3, 4", "4", "2, 3, 4"],
-                ["10000", "20,480,000", "step10000", "1", "1, 3, 4", "4", "2, 3, 4"],
+                ["0", "0", "step0", "1", "1, 2, 3", "4", "2, 3, 4", "0", "0, 1, 2"],
+                ["100", "204,800", "step100", "3", "1, 2, 3", "4", "2, 3, 4", "0", "0, 1, 2"],
+                ["1000", "2,048,000", "step1000", "1", "1, 3, 4", "4", "2, 3, 4", "0", "0, 1, 2"],
+                ["10000", "20,480,000", "step10000", "1", "1, 3, 4", "4", "2, 3, 4", "0", "0, 1, 2"],
             ])
         }
 
@@ -355,7 +357,7 @@ extension ReportTests {
             rows[1].name = "run|2 *bold* <b>"
             let report = try WrittenReport(rows: rows)
             let dropSets = table(after: "## Drop sets per checkpoint", in: report.markdown)
-            #expect(dropSets.allSatisfy { $0.count == 7 })
+            #expect(dropSets.allSatisfy { $0.count == 9 })
             #expect(dropSets[2][2] == #"run\|2 \*bold\* \<b\>"#)
         }
     }
