@@ -153,7 +153,9 @@ public enum DropRun {
         let model = try ModelRegistry.load(try Checkpoint(location: request.checkpoint))
         if request.exportMergekit != nil { try MergekitSlices.checkSource(model) }
         if request.export != nil { try DroppedModelExport.checkRope(model) }
-        try DropSelection.check(request.target, count: request.count, layers: model.layerCount, checkpoint: request.checkpoint.path)
+        try DropSelection.check(
+            request.target, count: request.count, layers: model.layerCount, configured: model.configuredDrops,
+            checkpoint: request.checkpoint.path)
         let calibration = try CheckpointScoring.loadCalibration(request.calibration, for: model, warn: log)
         let scorer = ImportanceScorer(model: model)
         func score(_ plan: DropPlan) throws -> ModuleScores {
@@ -164,13 +166,18 @@ public enum DropRun {
         let full = try score(.none)
         let plan: DropPlan
         if request.iterative {
-            plan = try DropSelection.iterative(request.target, count: request.count, layers: model.layerCount) { current in
+            plan = try DropSelection.iterative(
+                request.target, count: request.count, layers: model.layerCount, configured: model.configuredDrops,
+                checkpoint: request.checkpoint.path
+            ) { current in
                 current.isEmpty ? full : try score(current)
             }.plan
         } else if request.consecutive {
             plan = try DropSelection.consecutiveBlocks(count: request.count, scores: full, metric: request.blockMetric)
         } else {
-            plan = try DropSelection.oneShot(request.target, count: request.count, scores: full)
+            plan = try DropSelection.oneShot(
+                request.target, count: request.count, scores: full, configured: model.configuredDrops,
+                checkpoint: request.checkpoint.path)
         }
 
         let windows = try request.evaluation.map { source in

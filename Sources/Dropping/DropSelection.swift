@@ -25,7 +25,8 @@ public struct Module: Hashable, Sendable, Comparable {
 public enum DropSelection {
     /// The candidates of `target` that `plan` has not dropped yet, with their
     /// importance in `scores`, least important first (ties: attention before
-    /// MLP, then lower layer).
+    /// MLP, then lower layer; an undefined importance after every defined one,
+    /// which NaN's comparisons would have scattered).
     static func ranked(_ target: DropTarget, _ scores: ModuleScores, excluding plan: DropPlan) -> [(Module, Double)] {
         var candidates: [(Module, Double)] = []
         let layers = scores.layerCount
@@ -36,36 +37,63 @@ public enum DropSelection {
             for i in 0..<layers where !plan.dropsMLP(i) { candidates.append((Module(kind: .mlp, layer: i), scores.mlp[i])) }
         }
         if target == .block {
-            for i in 0..<layers where !plan.blocks.contains(i) { candidates.append((Module(kind: .block, layer: i), scores.block[i])) }
+            // A layer whose attention and MLP are both dropped is a dropped block already.
+            for i in 0..<layers where !(plan.dropsAttention(i) && plan.dropsMLP(i)) {
+                candidates.append((Module(kind: .block, layer: i), scores.block[i]))
+            }
         }
         return candidates.sorted { a, b in
-            if a.1 != b.1 { return a.1 < b.1 }
+            if a.1.isNaN != b.1.isNaN { return b.1.isNaN }
+            if a.1 != b.1, !a.1.isNaN { return a.1 < b.1 }
             if a.0.kind != b.0.kind { return a.0.kind == .attention }
             return a.0.layer < b.0.layer
         }
     }
 
-    /// The K least important modules of `target`, all from one scoring pass.
-    public static func oneShot(_ target: DropTarget, count: Int, scores: ModuleScores) throws -> DropPlan {
-        try check(target, count: count, layers: scores.layerCount)
-        return plan(ranked(target, scores, excluding: .none).prefix(count).map(\.0))
+    /// The K least important modules of `target` that `configured` (the
+    /// checkpoint's own drops, `LanguageModel.configuredDrops`) left, all
+    /// from one scoring pass.
+    public static func oneShot(
+        _ target: DropTarget, count: Int, scores: ModuleScores, configured: DropPlan = .none, checkpoint: String? = nil
+    ) throws -> DropPlan {
+        try check(target, count: count, layers: scores.layerCount, configured: configured, checkpoint: checkpoint)
+        return try checkedJoint(
+            plan(ranked(target, scores, excluding: configured).prefix(count).map(\.0)), target, configured: configured,
+            layers: scores.layerCount, checkpoint: checkpoint)
     }
 
     /// Drops one module at a time, rescoring the dropped model in between
-    /// (`rescore` returns the scores with a plan applied).
+    /// (`rescore` returns the scores with a plan applied); modules
+    /// `configured` drops are never chosen.
     public static func iterative(
-        _ target: DropTarget, count: Int, layers: Int, rescore: (DropPlan) throws -> ModuleScores
+        _ target: DropTarget, count: Int, layers: Int, configured: DropPlan = .none, checkpoint: String? = nil,
+        rescore: (DropPlan) throws -> ModuleScores
     ) throws -> (plan: DropPlan, steps: [ModuleScores]) {
-        try check(target, count: count, layers: layers)
+        try check(target, count: count, layers: layers, configured: configured, checkpoint: checkpoint)
         var current = DropPlan.none
         var steps: [ModuleScores] = []
         for _ in 0..<count {
             let scores = try rescore(current)
             steps.append(scores)
-            guard let next = ranked(target, scores, excluding: current).first?.0 else { break }
+            guard let next = ranked(target, scores, excluding: current.union(configured)).first?.0 else { break }
             current = current.union(plan([next]))
         }
-        return (current, steps)
+        return (try checkedJoint(current, target, configured: configured, layers: layers, checkpoint: checkpoint), steps)
+    }
+
+    /// `plan`, unless a joint drop took every attention or every MLP layer
+    /// left: refused as `--target attention` or `mlp` refuses it, naming `checkpoint`.
+    private static func checkedJoint(
+        _ plan: DropPlan, _ target: DropTarget, configured: DropPlan, layers: Int, checkpoint: String?
+    ) throws -> DropPlan {
+        guard target == .joint else { return plan }
+        let all = plan.union(configured)
+        for (kind, drops) in [("attention", all.dropsAttention), ("MLP", all.dropsMLP)] where (0..<layers).allSatisfy(drops) {
+            throw DroptraceError(
+                "this joint drop of \(plan.attention.count + plan.mlp.count) modules would drop every \(kind) layer of the "
+                    + "model; choose fewer", path: checkpoint)
+        }
+        return plan
     }
 
     /// The K contiguous blocks i..i+K−1 whose boundary states h_i and h_{i+K}
@@ -99,10 +127,20 @@ public enum DropSelection {
         return plan
     }
 
-    /// Refuses counts that would leave nothing to drop or drop everything,
-    /// naming `checkpoint`.
-    static func check(_ target: DropTarget, count: Int, layers: Int, checkpoint: String? = nil) throws {
-        let available = target == .joint ? 2 * layers : layers
+    /// Refuses counts that would leave nothing to drop or drop everything
+    /// `configured` (the checkpoint's own drops) left, naming `checkpoint`.
+    static func check(
+        _ target: DropTarget, count: Int, layers: Int, configured: DropPlan = .none, checkpoint: String? = nil
+    ) throws {
+        let attention = (0..<layers).filter { !configured.dropsAttention($0) }.count
+        let mlp = (0..<layers).filter { !configured.dropsMLP($0) }.count
+        let available = switch target {
+        case .attention: attention
+        case .mlp: mlp
+        case .block: (0..<layers).filter { !(configured.dropsAttention($0) && configured.dropsMLP($0)) }.count
+        case .joint: attention + mlp
+        }
+        let left = configured.isEmpty ? "" : " left (its config.json drops the others)"
         guard count >= 1 else { throw DroptraceError("--count must be at least 1", path: checkpoint) }
         guard count < available else {
             let every = switch target {
@@ -113,8 +151,8 @@ public enum DropSelection {
             }
             throw DroptraceError(
                 count == available
-                    ? "--count \(count) would drop every \(every) of the model; choose fewer"
-                    : "--count \(count) is larger than the model's \(available) \(target == .joint ? "attention and MLP modules" : "layers")",
+                    ? "--count \(count) would drop every \(every) of the model\(left); choose fewer"
+                    : "--count \(count) is larger than the model's \(available) \(target == .joint ? "attention and MLP modules" : "layers")\(left)",
                 path: checkpoint)
         }
     }

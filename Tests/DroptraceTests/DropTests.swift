@@ -111,6 +111,35 @@ import Tokenization
         #expect(error?.message == "--count \(count) would drop \(words) of the model; choose fewer")
     }
 
+    /// A checkpoint whose config.json drops modules already (LLM-Drop's
+    /// lists): those are never chosen again, their NaN importance no longer
+    /// scatters the ranking, and counts are of the modules left (MLP 2
+    /// dropped, `--count 2` chose MLPs 0 and 1, the least redundant; a list
+    /// dropping MLP 0 had it "dropped" again and nothing removed).
+    @Test func modulesTheConfigDropsAreNeverChosen() throws {
+        let scores = ModuleScores(
+            attention: [0.04, 0.02, .nan, .nan, 0.03], mlp: [0.33, 0.013, .nan, 0.0025, 0.0017],
+            block: [0.2, 0.1, 0.05, 0.3, 0.4], blockGap: Array(repeating: Array(repeating: .nan, count: 5), count: 5))
+        let configured = DropPlan(attention: [2, 3], mlp: [2])
+        #expect(try DropSelection.oneShot(.mlp, count: 2, scores: scores, configured: configured).mlp == [3, 4])
+        #expect(try DropSelection.oneShot(.attention, count: 2, scores: scores, configured: configured).attention == [1, 4])
+        // Layer 2's attention and MLP are both gone: it is a dropped block already.
+        #expect(try DropSelection.oneShot(.block, count: 1, scores: scores, configured: configured).blocks == [1])
+        let joint = try DropSelection.oneShot(.joint, count: 2, scores: scores, configured: configured)
+        #expect(joint.mlp == [3, 4] && joint.attention.isEmpty)
+        let iterative = try DropSelection.iterative(.mlp, count: 2, layers: 5, configured: configured) { _ in scores }
+        #expect(iterative.plan.mlp == [3, 4])
+        let error = #expect(throws: DroptraceError.self) {
+            try DropSelection.oneShot(.attention, count: 3, scores: scores, configured: configured, checkpoint: "ck")
+        }
+        #expect(error?.description == "ck: --count 3 would drop every attention layer of the model left (its config.json drops the others); choose fewer")
+        // A joint drop may not take every attention (or MLP) layer either, as --target attention may not.
+        let joint4 = #expect(throws: DroptraceError.self) {
+            try DropSelection.oneShot(.joint, count: 6, scores: scores, configured: configured, checkpoint: "ck")
+        }
+        #expect(joint4?.message == "this joint drop of 6 modules would drop every attention layer of the model; choose fewer")
+    }
+
     @Test func exportNeverReplacesWhatIsThere() throws {
         let scratch = try ScratchDirectory()
         let model = try load("llama-f32")
