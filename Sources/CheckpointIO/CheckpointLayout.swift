@@ -150,6 +150,17 @@ public struct CheckpointLayout: Sendable {
         return !count.isEmpty && count.allSatisfy(isDigit) ? Int(count) : nil
     }
 
+    /// What a checkpoint given as `location` is: a directory is itself, and so
+    /// is a GGUF file (its configuration inside); a `.safetensors` or `.bin`
+    /// file is its directory's, whose config.json it needs. A row is named by
+    /// it, and an export may not lie inside it.
+    public static func home(of location: URL) -> URL {
+        guard PathKind.of(location) == .other, format(ofFile: location) != .gguf, !startsLikeGGUF(location) else {
+            return location
+        }
+        return location.deletingLastPathComponent()
+    }
+
     /// Whether the file is a regular file beginning with GGUF's magic (a FIFO is never waited on).
     static func startsLikeGGUF(_ url: URL) -> Bool {
         (try? RegularFile(path: url.path).bytes(4, at: 0)) == Array("GGUF".utf8)

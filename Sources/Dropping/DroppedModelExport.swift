@@ -63,11 +63,14 @@ public enum DroppedModelExport {
     /// Refuses an export path that is the source checkpoint directory or lies
     /// inside it (through symbolic links too), as `trace` refuses an output
     /// inside a checkpoint: training replaces and deletes checkpoint
-    /// directories (`save_total_limit`), the export with them. A checkpoint
-    /// given as one weight file has no directory of its own: its neighbours
-    /// may hold the export. Checked from the paths alone, before any work.
+    /// directories (`save_total_limit`), the export with them. A
+    /// `.safetensors` or `.bin` file given as the checkpoint is its
+    /// directory's (config.json is there); a GGUF file is its own, and its
+    /// neighbours may hold the export (`CheckpointLayout.home`). Checked from
+    /// the paths alone, before any work.
     /// - Throws: `DroptraceError` naming `directory` and the checkpoint.
-    public static func checkOutsideSource(_ directory: URL, checkpoint: URL) throws {
+    public static func checkOutsideSource(_ directory: URL, checkpoint given: URL) throws {
+        let checkpoint = CheckpointLayout.home(of: given)
         guard PathKind.of(checkpoint) == .directory, ResolvedPath.isWithin(directory, checkpoint)
         else { return }
         let relation = ResolvedPath.of(directory) == ResolvedPath.of(checkpoint) ? "is" : "lies inside"

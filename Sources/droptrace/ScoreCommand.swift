@@ -69,13 +69,10 @@ struct ScoreCommand: ParsableCommand {
             precision.apply()
             try ScoreFile.checkOneCheckpointOutput(URL(fileURLWithPath: output))
             let location = URL(fileURLWithPath: checkpoint)
-            // A weight file with config.json beside it is its directory's checkpoint; a GGUF file is its own.
-            let isFile = PathKind.of(location) == .other
-            let name = isFile && location.pathExtension.lowercased() != "gguf"
-                ? CheckpointDiscovery.rowName(of: location.deletingLastPathComponent())
-                : CheckpointDiscovery.rowName(of: location)
+            let home = CheckpointLayout.home(of: location)
+            let name = CheckpointDiscovery.rowName(of: home)
             let place = try CheckpointDiscovery.trainingPlace(
-                of: isFile ? location.deletingLastPathComponent() : location, name: name)
+                of: PathKind.of(home) == .directory ? home : home.deletingLastPathComponent(), name: name)
             place.warnings.forEach { log.warning("\($0)") }
             log.info("scoring \(checkpoint)")
             let progress = ProgressBar(label: name)

@@ -298,6 +298,14 @@ import Tokenization
             #expect(result.stderr.contains(export.isEmpty ? phrase : "\(export): \(phrase)"), "\(export): \(result.stderr)")
             #expect(!result.stderr.contains("scoring"), "\(export): refused only after scoring")
         }
+        // Given as its weight file, the checkpoint is still its directory (config.json is there).
+        let weights = model.appendingPathComponent("model.safetensors")
+        let export = model.appendingPathComponent("pruned").path
+        let result = try DroptraceCommand.run([
+            "drop", weights.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--target", "block", "--count", "1",
+            "--export", export, "--speed-max-rounds", "1",
+        ])
+        #expect(result.status == 1 && result.stderr.contains("\(export): lies inside \(model.path), the checkpoint"), "\(result.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: model.path).sorted() == before)
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).sorted() == ["ck", "link"])
     }
