@@ -12,6 +12,22 @@ public struct DiscoveredCheckpoint: Sendable, Equatable {
     public var tokens: Int64
     /// What identifies its files (`CheckpointFingerprint`), kept with its row.
     public var fingerprint: String
+    /// Its directory as discovery found it (entries added or removed change
+    /// it); nil when not recorded.
+    public var listing: FileVersion? = nil
+
+    /// Whether the checkpoint is gone or no longer what discovery found: its
+    /// directory's entries, config.json or weights changed. Training rotates
+    /// checkpoints away file by file (`save_total_limit`) and saves them
+    /// again: reading one meanwhile fails on whatever went first, which is
+    /// no fault of the checkpoint (a later run sees it as it then is).
+    var changedSinceDiscovery: Bool {
+        guard PathKind.of(directory) == .directory else { return true }
+        if let listing, FileVersion.current(directory.path) != listing { return true }
+        guard let layout = try? CheckpointLayout.resolve(directory), let now = try? CheckpointFingerprint(layout: layout)
+        else { return true }
+        return now.stored != fingerprint
+    }
 }
 
 /// Finds the checkpoints of a training run and tells finished ones from
@@ -170,6 +186,7 @@ public enum CheckpointDiscovery {
                 throw DroptraceError("checkpoint not found", path: directory.path)
             }
             let name = rowName(of: directory)
+            let listing = FileVersion.current(directory.path)
             switch state(of: directory, settleTime: settleTime) {
             case .writing(let reason):
                 result.incomplete.append((name, reason))
@@ -190,7 +207,7 @@ public enum CheckpointDiscovery {
                 result.warnings += place.warnings
                 result.ready.append(DiscoveredCheckpoint(
                     name: name, directory: directory, step: place.step, tokens: place.tokens,
-                    fingerprint: fingerprint.stored))
+                    fingerprint: fingerprint.stored, listing: listing))
             }
         }
         result.ready = result.ready.enumerated().sorted { a, b in

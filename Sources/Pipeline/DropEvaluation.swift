@@ -28,7 +28,7 @@ extension DropEvaluation {
         log: (String) -> Void
     ) -> [(name: String, error: String)] {
         guard let final = store.rows.last else { return [] }
-        let directories = Dictionary(onDisk.map { ($0.name, $0.directory) }, uniquingKeysWith: { a, _ in a })
+        let checkpoints = Dictionary(onDisk.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var failures: [(name: String, error: String)] = []
         var failed: Set<String> = []
         typealias Loaded = (name: String, model: any LanguageModel, windows: CalibrationSet)
@@ -38,15 +38,15 @@ extension DropEvaluation {
         /// The model and windows of `name`, nil (a failure recorded once) when they cannot be had.
         func load(_ name: String) -> (model: any LanguageModel, windows: CalibrationSet)? {
             for kept in [loaded, reference] { if let kept, kept.name == name { return (kept.model, kept.windows) } }
-            guard !failed.contains(name), let directory = directories[name] else { return nil }
+            guard !failed.contains(name), let checkpoint = checkpoints[name] else { return nil }
             do {
-                let model = try ModelRegistry.load(try Checkpoint(directory: directory))
+                let model = try ModelRegistry.load(try Checkpoint(directory: checkpoint.directory))
                 let windows = try CheckpointScoring.loadCalibration(source, for: model, as: .evaluation, warn: log)
                 loaded = (name, model, windows)
                 return (model, windows)
             } catch {
                 failed.insert(name)
-                Self.record(error, of: name, directory: directory, in: &failures, log: log)
+                Self.record(error, of: checkpoint, in: &failures, log: log)
                 return nil
             }
         }
@@ -70,7 +70,7 @@ extension DropEvaluation {
             finalCheckpoint = final.name
         }
         for (index, row) in store.rows.enumerated() {
-            guard let directory = directories[row.name] else { continue }
+            guard let checkpoint = checkpoints[row.name] else { continue }
             var values = byCheckpoint[row.name] ?? Perplexities()
             let needed = values.full.isNaN || analysis.dropK.contains { values.own[$0] == nil || values.final[$0] == nil }
             guard needed, let (model, windows) = load(row.name) else { continue }
@@ -79,7 +79,7 @@ extension DropEvaluation {
                 failures.append((row.name, DroptraceError(
                     "its tokenizer turns the evaluation text into other tokens than \(owner ?? "the reference") "
                         + "(sha256 \(windows.sha256.prefix(12))…, not \(evaluationSHA256.prefix(12))…): no perplexity",
-                    path: directory.path).description))
+                    path: checkpoint.directory.path).description))
                 continue
             }
             func perplexity(_ attention: [Int]) throws -> Double {
@@ -98,7 +98,7 @@ extension DropEvaluation {
                     }
                 }
             } catch {
-                Self.record(error, of: row.name, directory: directory, in: &failures, log: log)
+                Self.record(error, of: checkpoint, in: &failures, log: log)
             }
             // What was computed before a failure is kept.
             byCheckpoint[row.name] = values
@@ -108,14 +108,16 @@ extension DropEvaluation {
 
     /// `failures` with one line for a checkpoint whose evaluation failed:
     /// the error as it is when it names a file, else with the checkpoint's
-    /// directory. A checkpoint deleted meanwhile (`save_total_limit`) is no
-    /// failure: it is `log`ged, as one deleted before the run.
+    /// directory. A checkpoint removed or saved again meanwhile
+    /// (`save_total_limit`, `DiscoveredCheckpoint.changedSinceDiscovery`) is
+    /// no failure: it is `log`ged, as one deleted before the run.
     static func record(
-        _ error: Error, of name: String, directory: URL, in failures: inout [(name: String, error: String)],
+        _ error: Error, of checkpoint: DiscoveredCheckpoint, in failures: inout [(name: String, error: String)],
         log: (String) -> Void
     ) {
-        guard FileManager.default.fileExists(atPath: directory.path) else {
-            log("\(directory.path): deleted during the evaluation; its values stay as they were")
+        let (name, directory) = (checkpoint.name, checkpoint.directory)
+        guard !checkpoint.changedSinceDiscovery else {
+            log("\(directory.path): removed or changed during the evaluation; its values stay as they were")
             return
         }
         let line = (error as? DroptraceError).map { error in

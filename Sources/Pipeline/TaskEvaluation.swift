@@ -54,12 +54,12 @@ struct TaskEvaluation {
             }
             record.tasks[request.name] = TaskAccuracyRecord.Task(settings: settings[request.name]!, hasNormalized: false)
         }
-        let directories = Dictionary(onDisk.map { ($0.name, $0.directory) }, uniquingKeysWith: { a, _ in a })
+        let checkpoints = Dictionary(onDisk.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         // Suites of the tasks a checkpoint lacks, by their names (usually all of them).
         var suites: [[String]: TaskSuite] = [requests.map(\.name): suite]
         var failures: [(name: String, error: String)] = []
         for (index, row) in store.rows.enumerated() {
-            guard let directory = directories[row.name] else { continue }
+            guard let checkpoint = checkpoints[row.name] else { continue }
             // nil: the full model; k: without the checkpoint's own drop-k attention set.
             var missing: [(k: Int?, tasks: [String])] = []
             let full = requests.map(\.name).filter { record.tasks[$0]?.byCheckpoint[row.name]?.full == nil }
@@ -70,10 +70,10 @@ struct TaskEvaluation {
             }
             guard !missing.isEmpty else { continue }
             do {
-                try measure(missing, of: row.name, index: index, directory: directory, into: &record, suites: &suites,
+                try measure(missing, of: row.name, index: index, directory: checkpoint.directory, into: &record, suites: &suites,
                             analysis: analysis, log: log)
             } catch {
-                DropEvaluation.record(error, of: row.name, directory: directory, in: &failures, log: log)
+                DropEvaluation.record(error, of: checkpoint, in: &failures, log: log)
             }
         }
         return failures

@@ -206,9 +206,9 @@ public final class TraceRun {
                 stored.append(checkpoint)
             } catch let error as DroptraceError {
                 store = try withoutStaleRow(checkpoint.name, in: store)
-                // Deleted after discovery (`save_total_limit`): as if gone before it, no failure.
-                guard FileManager.default.fileExists(atPath: checkpoint.directory.path) else {
-                    log.warning("\(checkpoint.directory.path): deleted before it could be scored; not traced")
+                // Deleted or saved again after discovery (`save_total_limit`): as if gone before it, no failure.
+                guard !checkpoint.changedSinceDiscovery else {
+                    log.warning("\(checkpoint.directory.path): removed or changed while this run read it (\(error.message)); not traced in this run")
                     continue
                 }
                 if said.insert(error.description).inserted { log.error("\(error.description)") }

@@ -1,5 +1,5 @@
 import Foundation
-import Pipeline
+@testable import Pipeline
 import ScoreStore
 import Testing
 
@@ -41,6 +41,30 @@ import Testing
         let modified = try #require(try FileManager.default.attributesOfItem(atPath: weights)[.modificationDate] as? Date)
         #expect(abs((Double(mtime) ?? 0) - modified.timeIntervalSince1970) < 1e-3)
         #expect(mtime.split(separator: ".").last?.count == 9, "nanoseconds, zero-padded")
+    }
+
+    /// A checkpoint removed file by file (save_total_limit's rmtree) or
+    /// saved again while a run reads it has changed since discovery: the
+    /// error reading it is no failure of it (tokenizer.json went first and
+    /// the run failed advising --tokenizer).
+    @Test func aCheckpointChangedSinceDiscoveryIsTold() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let checkpoint = try series.add(step: 1)
+        func discovered() throws -> DiscoveredCheckpoint { try #require(try CheckpointDiscovery.scan(series.directory).ready.first) }
+        let untouched = try discovered()
+        #expect(!untouched.changedSinceDiscovery)
+        try FileManager.default.removeItem(at: checkpoint.appendingPathComponent("tokenizer.json"))
+        #expect(untouched.changedSinceDiscovery)
+        let again = try discovered()
+        #expect(!again.changedSinceDiscovery)
+        // Saved again in place: the same entries, other bytes.
+        let config = checkpoint.appendingPathComponent("config.json")
+        try (try Data(contentsOf: config) + Data(" ".utf8)).write(to: config)
+        #expect(again.changedSinceDiscovery)
+        let last = try discovered()
+        try FileManager.default.removeItem(at: checkpoint)
+        #expect(last.changedSinceDiscovery)
     }
 
     @Test func checkpointReplacedUnderTheSameNameIsRescored() throws {
