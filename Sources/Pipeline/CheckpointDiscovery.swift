@@ -93,6 +93,7 @@ public enum CheckpointDiscovery {
         var checkpoints: [URL] = []
         var unmatched: [String] = []
         var brokenLinks: [(name: String, error: String)] = []
+        var staged: [String] = []
         for name in names {
             let entry = seriesDirectory.appendingPathComponent(name)
             if CheckpointName.parse(name) != nil, let problem = brokenLink(entry, in: seriesDirectory) {
@@ -101,7 +102,10 @@ public enum CheckpointDiscovery {
             }
             guard PathKind.of(entry) == .directory else { continue }
             // The Trainer saves some versions' checkpoints as tmp-checkpoint-<N> and renames them when complete.
-            if name.hasPrefix("tmp-"), CheckpointName.parse(String(name.dropFirst(4))) != nil { continue }
+            if name.hasPrefix("tmp-"), CheckpointName.parse(String(name.dropFirst(4))) != nil {
+                staged.append(name)
+                continue
+            }
             if CheckpointName.parse(name) != nil {
                 checkpoints.append(entry)
             } else if looksLikeCheckpoint(entry) {
@@ -121,6 +125,8 @@ public enum CheckpointDiscovery {
             throw DroptraceError("holds checkpoints (\(shown)) but none named by a checkpoint naming rule; \(expected)", path: path)
         }
         var result = try inspect(checkpoints, settleTime: settleTime)
+        result.incomplete += staged.map { ($0, "the Trainer is still saving it (it renames \($0) when the save is complete)") }
+        result.incomplete.sort { $0.name < $1.name }
         // A link that leads to no checkpoint holds no weights: it fails the run but takes nothing from a stored row.
         result.failed += brokenLinks
         result.weightless.formUnion(brokenLinks.map(\.name))

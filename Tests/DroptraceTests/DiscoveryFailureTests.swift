@@ -525,10 +525,13 @@ import Testing
         try series.add(step: 10, name: "tmp-checkpoint-10")
         let alone = try CheckpointDiscovery.scan(series.directory)
         #expect(alone.ready.isEmpty && alone.failed.isEmpty)
+        // Counted as being written ("0 still being written" hid it).
+        #expect(alone.incomplete.map(\.name) == ["tmp-checkpoint-10"])
         #expect(alone.warnings.count == 1 && alone.warnings[0].contains("no checkpoints yet"), "\(alone.warnings)")
         try series.add(step: 5)
         let beside = try CheckpointDiscovery.scan(series.directory)
         #expect(beside.ready.map(\.name) == ["checkpoint-5"] && beside.warnings.isEmpty, "\(beside.warnings)")
+        #expect(beside.incomplete.map(\.name) == ["tmp-checkpoint-10"])
     }
 
     /// Calibration the model cannot run fails every checkpoint alike: said
