@@ -10,6 +10,7 @@ import Glibc
 public final class RunLock {
     public static let fileName = ".droptrace.lock"
     private let descriptor: Int32
+    private let directory: URL
 
     /// Thrown when another process holds the lock.
     public struct Held: Error, CustomStringConvertible {
@@ -30,6 +31,7 @@ public final class RunLock {
         guard ResolvedPath.of(directory) != "/" else {
             throw DroptraceError("is the file system's root: choose a directory for the output", path: directory.path)
         }
+        self.directory = directory
         let handle = try DirectoryHandle.create(at: directory.path)
         descriptor = try handle.openRegularFile(Self.fileName)
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
@@ -41,6 +43,21 @@ public final class RunLock {
         let note = "pid \(getpid()) since \(ISO8601DateFormatter().string(from: Date()))\n"
         ftruncate(descriptor, 0)
         _ = note.withCString { pwrite(descriptor, $0, strlen($0), 0) }
+    }
+
+    /// Throws unless the lock file in the directory is still the one held:
+    /// an output directory removed and made again meanwhile (by hand, or by
+    /// another run after it) is not this run's to write, as its lock is not.
+    /// - Throws: `DroptraceError` naming the directory.
+    public func checkStillHeld() throws {
+        var held = stat(), there = stat()
+        let path = directory.appendingPathComponent(Self.fileName).path
+        guard fstat(descriptor, &held) == 0, lstat(path, &there) == 0,
+              held.st_dev == there.st_dev, held.st_ino == there.st_ino else {
+            throw DroptraceError(
+                "was removed or replaced while this run worked on it, its lock with it; nothing more of this run is "
+                    + "written there: run again", path: directory.path)
+        }
     }
 
     /// The holder's note: the first bytes of the lock file, read through the

@@ -46,6 +46,9 @@ public final class TraceRun {
     /// The store as this run last read or wrote it: a store another program
     /// put in its place meanwhile is never written over.
     private var storeVersion: FileVersion?
+    /// The output directory's lock while `update` runs: every write checks
+    /// the directory is still the one locked.
+    private var lock: RunLock?
 
     public init(options: TraceOptions, log: Logger) {
         self.options = options
@@ -128,8 +131,8 @@ public final class TraceRun {
             try checkDropK(against: plan!)
         }
 
-        let lock = try RunLock(directory: options.output)
-        defer { withExtendedLifetime(lock) {} }
+        lock = try RunLock(directory: options.output)
+        defer { lock = nil }
         var summary = TraceSummary()
         removeStaleTemporaryFiles()
         try ReportWriter.checkReplaceable(in: options.output)
@@ -334,6 +337,7 @@ public final class TraceRun {
         // A cron run that found nothing new leaves the store's bytes alone.
         if try !storeHolds(store, analysis: analysis) { try write(store, analysis: analysis) }
         // The report is drawn from the store as written, exactly as `droptrace report` draws it.
+        try lock?.checkStillHeld()
         summary.report = try ReportRebuild.write(outDir: options.output, storeURL: options.storeURL, title: nil)
         log.info("report: \(summary.report!.path)")
         return summary
@@ -346,6 +350,7 @@ public final class TraceRun {
     private func write(_ store: ScoreFile, analysis: SeriesAnalysis?) throws {
         let dropK = try analysis?.dropK ?? SeriesAnalysis.analysedDropK(options.dropK, layers: store.metadata.numLayers)
         let (evaluation, taskAccuracy, title) = (self.evaluation, self.taskAccuracy, options.title)
+        try lock?.checkStillHeld()
         do {
             if let additions {
                 let kept = try StoreAside.keepCopy(options.storeURL, as: "additions")

@@ -298,6 +298,24 @@ import Glibc
         #expect(try String(contentsOf: victim, encoding: .utf8) == "keep me\n")
     }
 
+    /// An output directory removed and made again while a run holds its lock
+    /// (by hand, or by a second run after it) is not the run's any more: a
+    /// cron run finished writing into the new directory, whose own run then
+    /// found a store it had not written.
+    @Test func aLockIsHeldOnlyWhileItsDirectoryIsTheSame() throws {
+        let scratch = try ScratchDirectory()
+        let output = scratch.path("out")
+        let lock = try RunLock(directory: output)
+        try lock.checkStillHeld()
+        try files.removeItem(at: output)
+        try files.createDirectory(at: output, withIntermediateDirectories: true)
+        let gone = #expect(throws: DroptraceError.self) { try lock.checkStillHeld() }
+        #expect(gone?.path == output.path && gone?.message.contains("was removed or replaced while this run worked") == true)
+        let second = try RunLock(directory: output)
+        try second.checkStillHeld()
+        #expect(throws: DroptraceError.self) { try lock.checkStillHeld() }
+    }
+
     @Test func symlinkedFiguresDirectoryIsRefusedAndItsFilesUntouched() throws {
         let scratch = try ScratchDirectory()
         let output = scratch.path("out")
