@@ -208,6 +208,7 @@ public final class TraceRun {
                 summary.scored.append(checkpoint.name)
                 stored.append(checkpoint)
             } catch let error as DroptraceError {
+                try lock?.checkStillHeld()  // the output directory lost stops the run, not one checkpoint
                 store = try withoutStaleRow(checkpoint.name, in: store)
                 // Deleted or saved again after discovery (`save_total_limit`): as if gone before it, no failure.
                 guard !checkpoint.changedSinceDiscovery else {
