@@ -139,7 +139,6 @@ public struct CheckpointLayout: Sendable {
 
     public static let weightsKey = "transformers_weights"
 
-    /// A single file's format, by its extension.
     /// N of a shard named as transformers names them, `<name>-<i>-of-<N>.<extension>`.
     public static func shardCount(_ name: String) -> Int? {
         func isDigit(_ character: Character) -> Bool { ("0"..."9").contains(character) }
@@ -166,6 +165,7 @@ public struct CheckpointLayout: Sendable {
         (try? RegularFile(path: url.path).bytes(4, at: 0)) == Array("GGUF".utf8)
     }
 
+    /// A single file's format, by its extension.
     public static func format(ofFile url: URL) -> WeightFormat? {
         switch url.pathExtension.lowercased() {
         case "safetensors": .safetensors

@@ -12,9 +12,8 @@ public struct DiscoveredCheckpoint: Sendable, Equatable {
     public var tokens: Int64
     /// What identifies its files (`CheckpointFingerprint`), kept with its row.
     public var fingerprint: String
-    /// Its directory as discovery found it (entries added or removed change
-    /// it); nil when not recorded.
-    public var listing: FileVersion? = nil
+    /// Its directory as discovery found it (entries added or removed change it).
+    public var listing: FileVersion
 
     /// Whether the checkpoint is gone or no longer what discovery found: its
     /// directory's entries, config.json or weights changed. Training rotates
@@ -23,7 +22,7 @@ public struct DiscoveredCheckpoint: Sendable, Equatable {
     /// no fault of the checkpoint (a later run sees it as it then is).
     var changedSinceDiscovery: Bool {
         guard PathKind.of(directory) == .directory else { return true }
-        if let listing, FileVersion.current(directory.path) != listing { return true }
+        if FileVersion.current(directory.path) != listing { return true }
         guard let layout = try? CheckpointLayout.resolve(directory), let now = try? CheckpointFingerprint(layout: layout)
         else { return true }
         return now.stored != fingerprint
