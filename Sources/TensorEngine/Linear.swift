@@ -4,7 +4,8 @@
 /// is created) the weights are rounded to bfloat16 once, here (a no-op for
 /// bfloat16 checkpoints), and each product's input rows are rounded as they
 /// enter it (a rounded copy: x is usually the residual stream); accumulation
-/// stays float32. On the bf16 units the weights are kept as bfloat16 bits.
+/// stays float32. On the bf16 units the weights are kept as bfloat16 bits,
+/// laid out as the kernel reads them (`PackedBF16Weights`).
 public struct Linear: Sendable {
     /// How the weight matrix is stored.
     public enum Layout: Sendable {
@@ -21,6 +22,7 @@ public struct Linear: Sendable {
         switch storage {
         case .float(let values): values
         case .bfloat16(let bits): BFloat16.floats(bits)
+        case .packed(let packed): BFloat16.floats(packed.plain(columns: 0..<outFeatures, transposed: layout == .outByIn))
         }
     }
 
@@ -36,6 +38,8 @@ public struct Linear: Sendable {
         case float([Float])
         /// bfloat16 bits, for oneDNN's bf16 matmul, in the same layout.
         case bfloat16([UInt16])
+        /// bfloat16 bits in the layout oneDNN's bf16 matmul prefers.
+        case packed(PackedBF16Weights)
     }
 
     public init(weight: consuming [Float], bias: [Float]?, inFeatures: Int, outFeatures: Int, layout: Layout = .outByIn) {
@@ -48,9 +52,12 @@ public struct Linear: Sendable {
     /// `weight` is taken over: emulated bf16 rounds it in place when the
     /// caller hands over its only reference (a second copy of TinyLlama's
     /// gate | up would add 92 MB at the peak of a block's expansion).
+    ///
+    /// `packs` (bf16 units only): lays the weights out as the kernel reads
+    /// them, when it has such a layout; false keeps them as stored (tests).
     public init(
         weight: consuming [Float], bias: [Float]?, inFeatures: Int, outFeatures: Int, layout: Layout = .outByIn,
-        arithmetic: MatrixArithmetic
+        arithmetic: MatrixArithmetic, packs: Bool = true
     ) {
         precondition(weight.count == inFeatures * outFeatures)
         let stored: Storage
@@ -62,7 +69,11 @@ public struct Linear: Sendable {
             values.withUnsafeMutableBufferPointer { if let base = $0.baseAddress { BFloat16.round(base, into: base, count: $0.count) } }
             stored = .float(values)
         case .bf16Native:
-            stored = .bfloat16(BFloat16.bits(weight))
+            let bits = BFloat16.bits(weight)
+            let packed = packs ? PackedBF16Weights(
+                plain: bits, outFeatures: outFeatures, inFeatures: inFeatures, transposed: layout == .outByIn,
+                alignment: Self.columnsPerBlock) : nil
+            stored = packed.map(Storage.packed) ?? .bfloat16(bits)
         }
         self.init(storage: stored, bias: bias, inFeatures: inFeatures, outFeatures: outFeatures, layout: layout,
                   arithmetic: arithmetic)
@@ -130,11 +141,20 @@ public struct Linear: Sendable {
         }
     }
 
+    /// Whether the weights are laid out as the bf16 kernel reads them.
+    var weightsPacked: Bool {
+        if case .packed = storage { return true }
+        return false
+    }
+
     /// Whether a product over `rows` rows splits the output columns across
     /// threads (rather than the rows): when there are more outputs than rows
-    /// and enough of them for every thread.
+    /// and enough of them for every thread. Packed weights need no packing
+    /// per product to amortise, and their kernel wants C dense: they split
+    /// the rows whenever each thread gets `rowsPerTask` of them.
     func splitsColumns(rows: Int) -> Bool {
         let threads = EngineThreads.count
+        if weightsPacked && rows >= threads * Self.rowsPerTask { return false }
         return threads > 1 && outFeatures > rows && outFeatures >= 2 * threads * Self.columnsPerBlock
     }
 
@@ -164,9 +184,13 @@ public struct Linear: Sendable {
                 m: rows, n: columns.count, k: inFeatures, input, lda: inFeatures, weights, ldb: ldb,
                 transposeB: layout == .outByIn, c, ldc: outFeatures, beta: beta)
         }
-        switch storage {
-        case .float(let weight): weight.withUnsafeBufferPointer { multiply(.float($0.baseAddress! + offset)) }
-        case .bfloat16(let weight): weight.withUnsafeBufferPointer { multiply(.bits($0.baseAddress! + offset)) }
+        switch (storage, input) {
+        case (.float(let weight), _): weight.withUnsafeBufferPointer { multiply(.float($0.baseAddress! + offset)) }
+        case (.bfloat16(let weight), _): weight.withUnsafeBufferPointer { multiply(.bits($0.baseAddress! + offset)) }
+        case (.packed(let weights), .bits(let bits)):
+            weights.product(m: rows, columns: columns, bits, lda: inFeatures, c, ldc: outFeatures, beta: beta)
+        case (.packed, .float):
+            preconditionFailure("packed bf16 weights take bf16 inputs")
         }
     }
 
