@@ -285,7 +285,14 @@ import Testing
         zip(a.attention + a.mlp + a.block, b.attention + b.mlp + b.block).map { abs($0 - $1) }.max() ?? 0
     }
 
-    @Test(arguments: ["llama-f32", "gpt2-f32"])
+    /// Every way the families build their layers: GPT-2's Conv1D layout,
+    /// layers built from another's weights (DeepSeek's latent attention,
+    /// Cohere's q/k pairs), experts (Mixtral, Qwen2-MoE, gpt-oss's clamped
+    /// SwiGLU), biases (Phi), parallel blocks (StableLM).
+    @Test(arguments: [
+        "llama-f32", "gpt2-f32", "deepseek_v3-f32", "cohere-f32", "mixtral-f32", "qwen2_moe-f32", "gpt_oss-f32",
+        "phi-f32", "stablelm_parallel-f32",
+    ])
     func bf16ScoresStayCloseToFloat32AndNativeEqualsEmulated(model: String) throws {
         let float32 = try scores(model, .f32)
         let emulated = try scores(model, .bf16Emulated)
