@@ -9,8 +9,10 @@ import CDNNLMatmul
 /// product; packed once, it reads them as they are (on AVX512-BF16, Zen 5:
 /// products of the mid bench model's shapes 2–7% faster on one thread, its
 /// whole bf16 score 2.5%; the re-layout weighs more against AMX's tiles).
-/// Layers are built by the block prefetch, so the packing overlaps the
-/// previous block's products.
+/// Packing happens where the layer is built: on the block prefetch's
+/// thread for blocks it expands, else when the block is reached (a block's
+/// whole expansion, packing included, is about 1% of a mid-model bf16
+/// score run, on one thread, at the block boundaries).
 ///
 /// The layout is stored column block after column block, so the columns
 /// of whole blocks from any block on form a packed matrix of their own:
@@ -29,6 +31,7 @@ struct PackedBF16Weights: Sendable {
     /// in blocks that `alignment` (the column split's granularity) is not a
     /// multiple of.
     init?(plain: [UInt16], outFeatures: Int, inFeatures: Int, transposed: Bool, alignment: Int) {
+        _ = MatrixKernels.active  // oneDNN's ISA ceiling (AMX) raised before its first primitive
         var block = 0
         let count = droptrace_dnnl_bf16_packed_size(outFeatures, inFeatures, &block)
         guard count > 0, block > 0, alignment % block == 0 else { return nil }
