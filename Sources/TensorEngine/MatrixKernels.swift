@@ -71,8 +71,10 @@ public struct MatrixKernelChoice: Sendable, Equatable {
 ///
 /// `DROPTRACE_MATRIX_KERNEL=openblas|onednn` forces the float32 kernel and
 /// `DROPTRACE_BF16_KERNEL=native|emulated` the bfloat16 one (benchmarks,
-/// tests; other values are ignored). A user's `OPENBLAS_CORETYPE` and
-/// `ONEDNN_MAX_CPU_ISA` are respected.
+/// tests; other values are ignored, and listed in `ignoredSettings`). A
+/// user's `OPENBLAS_CORETYPE` and `ONEDNN_MAX_CPU_ISA` are respected: a
+/// ceiling below oneDNN's bf16 instructions makes bf16 emulated (oneDNN's
+/// own bf16 matmul without them converts inside, slower than emulation).
 public enum MatrixKernels {
     /// The choice for a CPU with `cpu`'s features (pure).
     public static func choice(for cpu: CPUFeatures) -> MatrixKernelChoice {
@@ -92,11 +94,19 @@ public enum MatrixKernels {
     public static let active: MatrixKernelChoice = {
         var choice = MatrixKernels.choice(for: CPUFeatures.current)
         let environment = ProcessInfo.processInfo.environment
-        if let forced = environment["DROPTRACE_MATRIX_KERNEL"].flatMap(F32Kernel.init(rawValue:)) { choice.f32 = forced }
-        if let forced = environment["DROPTRACE_BF16_KERNEL"].flatMap(BF16Kernel.init(rawValue:)) { choice.bf16 = forced }
+        let forcedF32 = environment[f32Setting].flatMap(F32Kernel.init(rawValue:))
+        let forcedBF16 = environment[bf16Setting].flatMap(BF16Kernel.init(rawValue:))
+        if let forcedF32 { choice.f32 = forcedF32 }
+        if let forcedBF16 { choice.bf16 = forcedBF16 }
         // A user's ceiling (oneDNN's ONEDNN_MAX_CPU_ISA, or its older DNNL_ spelling) is respected.
         if choice.amx && environment["ONEDNN_MAX_CPU_ISA"] == nil && environment["DNNL_MAX_CPU_ISA"] == nil {
             _ = dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx512_core_amx)
+        }
+        // Under a ceiling below its bf16 instructions oneDNN still builds a bf16 matmul, converting inside
+        // (2.4× slower than emulation on Zen 5): the units are not there for it, so bf16 is emulated unless forced.
+        let bf16Instructions = dnnl_cpu_isa_avx512_core_bf16.rawValue
+        if forcedBF16 == nil && dnnl_get_effective_cpu_isa().rawValue & bf16Instructions != bf16Instructions {
+            choice.bf16 = .emulated
         }
         // oneDNN may have no bf16 matmul here (its ISA capped by ONEDNN_MAX_CPU_ISA, or forced native on a CPU
         // without bf16 units): then every product would fall back to the float32 kernel under a native label.
@@ -106,6 +116,21 @@ public enum MatrixKernels {
         }
         return choice
     }()
+
+    static let f32Setting = "DROPTRACE_MATRIX_KERNEL", bf16Setting = "DROPTRACE_BF16_KERNEL"
+
+    /// The kernel settings in the environment whose values are not ones
+    /// this process takes (and so were ignored), one line each, for a warning.
+    public static var ignoredSettings: [String] {
+        let environment = ProcessInfo.processInfo.environment
+        let settings: [(String, [String])] = [
+            (f32Setting, F32Kernel.allCases.map(\.rawValue)), (bf16Setting, BF16Kernel.allCases.map(\.rawValue)),
+        ]
+        return settings.compactMap { name, values in
+            guard let value = environment[name], !values.contains(value) else { return nil }
+            return "\(name)=\(value) ignored: it takes \(values.joined(separator: " or "))"
+        }
+    }
 
     /// Whether oneDNN builds and runs a bf16 matmul on this thread (a small
     /// product checked against its exact value).

@@ -65,7 +65,9 @@ struct EngineOptions: ParsableArguments {
         EngineMemory.reuseFreedBuffers()
         // Which library, kernel and instruction set the matrix products run on
         // (chosen from CPUID); DROPTRACE_LOG_LEVEL=debug shows it.
-        DroptraceLogging.logger().debug("matrix kernels: \(MatrixKernels.selectionSummary)")
+        let logger = DroptraceLogging.logger()
+        MatrixKernels.ignoredSettings.forEach { logger.warning("\($0)") }
+        logger.debug("matrix kernels: \(MatrixKernels.selectionSummary)")
     }
 }
 

@@ -113,6 +113,22 @@ import Testing
         #expect(kernel.hasPrefix("bf16 emulated"), "\(kernel)")
     }
 
+    /// A ceiling below oneDNN's bf16 instructions (on any CPU): oneDNN would
+    /// still build a bf16 matmul, converting inside, slower than emulation;
+    /// bf16 is emulated instead. A kernel setting with a value droptrace does
+    /// not take is said to be ignored.
+    @Test func bf16UnderACeilingWithoutBF16InstructionsIsEmulated() throws {
+        let scratch = try ScratchDirectory()
+        let result = try DroptraceCommand.run([
+            "score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--output", scratch.path("scores.h5").path, "--threads", "1", "--json", "--precision", "bf16",
+        ], environment: ["ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "DROPTRACE_BF16_KERNEL": "Native"])
+        try #require(result.status == 0, "\(result.stderr)")
+        let kernel = try #require(try Self.readJSON(result.stdout)["matrix_kernel"] as? String)
+        #expect(kernel.hasPrefix("bf16 emulated"), "\(kernel)")
+        #expect(result.stderr.contains("DROPTRACE_BF16_KERNEL=Native ignored: it takes native or emulated"), "\(result.stderr)")
+    }
+
     // MARK: - The store
 
     @Test func storeWritesAndReadsPrecisionAndKernel() throws {
