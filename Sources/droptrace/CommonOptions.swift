@@ -156,6 +156,9 @@ struct PrecisionOptions: ParsableArguments {
 
     /// Sets the engine's precision; before any model is loaded.
     func apply() { EnginePrecision.set(precision) }
+
+    /// "bf16, matrix products on oneDNN 2.6.3 matmul bf16 (avx512_core_bf16)", as the report's Precision row says it.
+    var summary: String { "\(precision.rawValue), matrix products on \(MatrixKernels.description(for: precision))" }
 }
 
 /// A command's JSON result with the precision it was computed in added to

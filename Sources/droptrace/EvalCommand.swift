@@ -76,6 +76,7 @@ struct EvalCommand: ParsableCommand {
                 checkpoint: URL(fileURLWithPath: checkpoint), suite: suite, plan: plan, tokenizer: tokenizer.directory,
                 warn: { log.warning("\($0)") }, progress: progress.update)
             progress.finished()
+            log.info("evaluated in \(precision.summary)")
             print(json ? try encodeJSON(WithPrecision(result: result, precision: precision.precision)) : EvaluationTable(result, order: suite.names).text)
         }
     }

@@ -80,7 +80,7 @@ struct ScoreCommand: ParsableCommand {
                 checkpoint: location, calibration: calibration.source,
                 warn: { log.warning("\($0)") }, progress: progress.update)
             progress.finished()
-            log.info("scored \(scored.layerCount) layers on \(scored.calibration.tokenCount) calibration tokens")
+            log.info("scored \(scored.layerCount) layers on \(scored.calibration.tokenCount) calibration tokens in \(precision.summary)")
 
             let row = CheckpointRow(scores: scored.scores, name: name, step: place.step, tokens: place.tokens)
             let file = ScoreFile(metadata: .init(scored, precision: precision.precision), rows: [row])
