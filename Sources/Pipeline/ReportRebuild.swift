@@ -18,12 +18,13 @@ public enum ReportRebuild {
         case .other: throw DroptraceError("not a directory", path: outDir.path)
         case .directory: break
         }
-        let lock = try RunLock(directory: outDir)
-        defer { withExtendedLifetime(lock) {} }
+        // Nor is a lock file left in a directory holding no store (a checkpoint's, say).
         let storeURL = outDir.appendingPathComponent(ScoreFile.outputFileName)
         guard FileManager.default.fileExists(atPath: storeURL.path) else {
             throw DroptraceError("no scores.h5 here; run `droptrace trace` first", path: outDir.path)
         }
+        let lock = try RunLock(directory: outDir)
+        defer { withExtendedLifetime(lock) {} }
         ReportWriter.removeStaleTemporaryFiles(in: outDir)
         return try write(outDir: outDir, storeURL: storeURL, title: title)
     }

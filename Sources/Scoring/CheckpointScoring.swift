@@ -83,6 +83,9 @@ public enum CheckpointScoring {
             try CheckpointTokenizer.checkVocabulary(of: model.checkpoint)
             let set = try CalibrationSet.load(from: source.url, tokenizer: nil, seqLen: source.seqLen, samples: source.samples)
             try set.checkFits(positions: model.maxPositions, vocabularySize: model.vocabularySize)
+            if set.isShortOfRequestedSamples, let samples = source.samples {
+                warn("\(source.url.path): only \(set.sequences.count) lines, fewer than the \(samples) samples requested")
+            }
             return set
         }
         let tokenizer = try CheckpointTokenizer.load(
@@ -99,7 +102,7 @@ public enum CheckpointScoring {
                 path: tokenizer.sourcePath)
         }
         try set.checkFits(positions: model.maxPositions, vocabularySize: model.vocabularySize)
-        if source.samples != nil, set.sequences.count < samples {
+        if source.samples != nil, set.isShortOfRequestedSamples {
             warn("\(source.url.path): only \(set.sequences.count) windows of \(seqLen) tokens available, fewer than the \(samples) requested")
         }
         return set

@@ -94,7 +94,7 @@ struct DropCommand: ParsableCommand {
     // Fewer than 8 rounds are allowed, for runs that want no timing (an export, perplexity only):
     // the help says what they cost, every speed-up within noise.
     @Option(help: ArgumentHelp(
-        "At most this many timing rounds (default 20); below 8 every speed-up is within noise (the sign test needs 8).",
+        "At most this many timing rounds; below 8 every speed-up is within noise (the sign test needs 8).",
         valueName: "n"))
     var speedMaxRounds: Int = 20
 

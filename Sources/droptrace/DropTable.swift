@@ -40,7 +40,7 @@ struct DropTable {
         let headline = speed.headline
         lines.append("speed: batch 1, context/generate \(headline.context)/\(headline.generate), medians of \(speed.rounds) rounds "
             + "alternating full and dropped (\(speed.stopped.rawValue), \(format(speed.seconds, 0)) s); "
-            + "\(speed.threads) threads, \(speed.precision.rawValue), \(speed.matrixKernel)")
+            + "\(speed.threads) thread\(speed.threads == 1 ? "" : "s"), \(speed.precision.rawValue), \(speed.matrixKernel)")
         lines.append("speed-up, dropped vs full (median of the paired rounds [IQR]):")
         lines.append("  prefill \(speedup(headline.prefill))")
         lines.append("  decode  \(speedup(headline.decode))")

@@ -12,8 +12,8 @@ struct Droptrace: ParsableCommand {
             residual stream over calibration tokens ("What Matters in Transformers? Not All Attention is \
             Needed", He et al., 2024). Low importance means the module barely changes its input and can be dropped.
 
-            Exit codes: 0 success; 1 bad input or failure (the message names the file); 64 invalid usage; \
-            75 another run holds the output directory (trace, run, report, compare, slurm finalize) or another \
+            Exit codes: 0 success; 1 bad input or failure (the message names the file); 3 slurm finalize \
+            deferred to a new finalize job (shard tasks still queued); 64 invalid usage; 75 another run holds the output directory (trace, run, report, compare, slurm finalize) or another \
             slurm submit runs for it, or a slurm task was interrupted and should run again.
             """,
         version: DroptraceVersion.string,

@@ -68,7 +68,7 @@ struct TraceCommand: ParsableCommand {
     var numFewshot: Int?
 
     @Option(name: .customLong("settle-minutes"), help: ArgumentHelp(
-        "Minutes an incomplete checkpoint may rest unchanged and still count as being written; after that it fails.",
+        "Minutes an incomplete checkpoint may rest unchanged and still count as being written (default 30); after that it fails.",
         valueName: "minutes"), transform: decimalNumber)
     var settleMinutes: Double = CheckpointDiscovery.defaultSettleTime / 60
 
