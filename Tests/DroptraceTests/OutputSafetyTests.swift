@@ -259,10 +259,23 @@ import Glibc
         #expect(error?.path == lock.path)
         #expect(error?.message.contains("symbolic link") == true)
 
+        // (report looks for the store before it takes the lock)
+        try Data("a store".utf8).write(to: output.appendingPathComponent(ScoreFile.outputFileName))
         let result = try DroptraceCommand.run(["report", output.path])
         expectOneLineFailure(result, naming: lock.path, mentioning: ["symbolic link"])
         #expect(try String(contentsOf: victim, encoding: .utf8) == "someone else's file\n")
         #expect(try files.destinationOfSymbolicLink(atPath: lock.path) == victim.path)
+    }
+
+    /// `report` on a directory holding no store (a checkpoint's, a typo):
+    /// refused, and no lock file left in it.
+    @Test func reportWithoutAStoreLeavesNothingBehind() throws {
+        let scratch = try ScratchDirectory()
+        let directory = scratch.path("checkpoint-10")
+        try files.createDirectory(at: directory, withIntermediateDirectories: true)
+        expectOneLineFailure(
+            try DroptraceCommand.run(["report", directory.path]), naming: directory.path, mentioning: ["no scores.h5 here"])
+        #expect(try files.contentsOfDirectory(atPath: directory.path).isEmpty)
     }
 
     /// A scores.h5 that is a symbolic link: the store is replaced in place,

@@ -5,6 +5,19 @@ import Testing
 /// `droptrace score` end to end: text calibration tokenised by droptrace,
 /// scores in the HDF5 file and in --json, against transformers.
 @Suite struct ScoreCommandTests {
+    /// `--samples` above the lines of a JSONL file: all lines are scored and
+    /// the shortfall is said, as for text windows.
+    @Test func jsonlWithFewerLinesThanSamplesSaysSo() throws {
+        let scratch = try ScratchDirectory()
+        let lines = try String(contentsOf: FixtureFiles.calibrationJSONL, encoding: .utf8).split(separator: "\n").count
+        let result = try DroptraceCommand.run([
+            "score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--samples", "\(lines + 6)", "--output", scratch.path("scores.h5").path, "--threads", "1",
+        ])
+        try #require(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("only \(lines) lines, fewer than the \(lines + 6) samples requested"), "\(result.stderr)")
+    }
+
     @Test(arguments: FixtureFiles.modelNames)
     func textCalibrationEndToEnd(model: String) throws {
         let scratch = try ScratchDirectory()
