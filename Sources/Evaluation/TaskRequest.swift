@@ -28,7 +28,8 @@ public struct TaskRequest: Sendable, Equatable {
     public static var datasets: [(name: String, dataset: String)] { TaskRegistry.tasks.map { ($0.name, $0.dataset) } }
 
     /// Parses `NAME[:SHOTS]=EVAL_FILE[,FEWSHOT_FILE]`; relative paths are
-    /// taken relative to the directory `base` (a pipeline file's) when given.
+    /// taken relative to the directory `base` (a pipeline file's) when given;
+    /// a path holding a comma is read as one when that file exists.
     /// - Throws: `DroptraceError` quoting the argument when it has no `=`,
     ///   an unknown task name, a bad shot count or an empty path.
     public init(argument: String, relativeTo base: URL? = nil) throws {
@@ -50,13 +51,19 @@ public struct TaskRequest: Sendable, Equatable {
         guard Self.supportedNames.contains(name) else {
             throw failure("unknown task \(name.debugDescription) (supported: \(Self.supportedNames.joined(separator: ", ")))")
         }
-        let files = argument[argument.index(after: equals)...].split(separator: ",", omittingEmptySubsequences: false)
-        guard (1...2).contains(files.count), files.allSatisfy({ !$0.isEmpty }) else {
-            throw failure("expected NAME=EVAL_FILE[,FEWSHOT_FILE] (one or two non-empty paths)")
-        }
         func url(_ path: Substring) -> URL {
             if path.hasPrefix("/") || base == nil { return URL(fileURLWithPath: String(path)) }
             return (base?.appendingPathComponent(String(path)) ?? URL(fileURLWithPath: String(path))).standardizedFileURL
+        }
+        // Paths may hold commas: the first reading whose files all exist — the whole as one file, else
+        // split at one comma, leftmost first — else the split at every comma (whose error names the file).
+        let paths = argument[argument.index(after: equals)...]
+        let commas = paths.indices.filter { paths[$0] == "," }
+        let readings = [[paths]] + commas.map { [paths[..<$0], paths[paths.index(after: $0)...]] }
+        let files = readings.first { $0.allSatisfy { !$0.isEmpty && FileManager.default.fileExists(atPath: url($0).path) } }
+            ?? paths.split(separator: ",", omittingEmptySubsequences: false)
+        guard (1...2).contains(files.count), files.allSatisfy({ !$0.isEmpty }) else {
+            throw failure("expected NAME=EVAL_FILE[,FEWSHOT_FILE] (one or two non-empty paths)")
         }
         self.init(name: name, evaluationFile: url(files[0]), fewshotFile: files.count == 2 ? url(files[1]) : nil, numFewshot: shots)
     }

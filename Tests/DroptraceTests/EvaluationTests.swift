@@ -435,6 +435,21 @@ import Tokenization
         #expect(try TaskRequest(argument: "boolq=v.jsonl").fewshotFile == nil)
     }
 
+    /// A path holding commas names its file when that file exists, alone or
+    /// with a few-shot file (which may hold commas too).
+    @Test func taskPathsWithCommas() throws {
+        let scratch = try ScratchDirectory()
+        for directory in ["a,b", "c,d"] {
+            try FileManager.default.createDirectory(at: scratch.path(directory), withIntermediateDirectories: true)
+        }
+        let evaluation = try scratch.write("{}\n", to: "a,b/piqa,validation.jsonl")
+        let fewshot = try scratch.write("{}\n", to: "c,d/train.jsonl")
+        let alone = try TaskRequest(argument: "piqa=\(evaluation.path)")
+        #expect(alone.evaluationFile.path == evaluation.path && alone.fewshotFile == nil)
+        let both = try TaskRequest(argument: "piqa=\(evaluation.path),\(fewshot.path)")
+        #expect(both.evaluationFile.path == evaluation.path && both.fewshotFile?.path == fewshot.path)
+    }
+
     @Test func resultJSONUsesTheHarnesssKeys() throws {
         let result = EvaluationResult(tasks: [
             "boolq": TaskMetrics(acc: 0.5, acc_norm: nil, acc_stderr: .nan, acc_norm_stderr: nil, n: 1),
