@@ -26,7 +26,8 @@ struct TaskDocument: Sendable {
     }
 
     func value(_ key: String) throws -> JSONValue {
-        guard let value = fields.member(key), !value.isNull else { throw failure("missing field \"\(key)\"") }
+        guard let value = fields.member(key) else { throw failure("missing field \"\(key)\"") }
+        guard !value.isNull else { throw failure("field \"\(key)\" is null") }
         return value
     }
 

@@ -227,6 +227,7 @@ import Tokenization
 
     @Test(arguments: [
         ("piqa", [#"{"goal": "g", "sol1": "a", "label": 0}"#], "line 1: missing field \"sol2\""),
+        ("piqa", [#"{"goal": "g", "sol1": "a", "sol2": null, "label": 0}"#], "line 1: field \"sol2\" is null"),
         ("piqa", [#"{"goal": "g", "sol1": "a", "sol2": "b", "label": "1"}"#], "line 1: \"label\" should be an integer"),
         // JSON pyarrow (datasets' json loader) refuses: a lone surrogate escape, a key given twice, a decimal beyond float64.
         ("piqa", [piqaLine, #"{"goal": "\ud800", "sol1": "a", "sol2": "b", "label": 1}"#], "line 2: invalid JSON (lone surrogate"),
