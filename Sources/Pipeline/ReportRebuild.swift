@@ -19,6 +19,7 @@ public enum ReportRebuild {
         case .directory: break
         }
         // Nor is a lock file left in a directory holding no store (a checkpoint's, say).
+        try RunLock.checkNotRoot(outDir)
         let storeURL = outDir.appendingPathComponent(ScoreFile.outputFileName)
         guard FileManager.default.fileExists(atPath: storeURL.path) else {
             throw DroptraceError("no scores.h5 here; run `droptrace trace` first", path: outDir.path)

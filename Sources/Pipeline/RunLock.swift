@@ -21,6 +21,13 @@ public final class RunLock {
         }
     }
 
+    /// Refuses the file system's root (or a link to it) as an output directory.
+    public static func checkNotRoot(_ directory: URL) throws {
+        guard ResolvedPath.of(directory) != "/" else {
+            throw DroptraceError("is the file system's root: choose a directory for the output", path: directory.path)
+        }
+    }
+
     /// Creates `directory` if needed and takes its lock. The file system's
     /// root is never an output directory (a mistyped `--output /` would
     /// write there).
@@ -28,9 +35,7 @@ public final class RunLock {
     ///   `directory` is the root, or the lock file is a symbolic link, not a
     ///   regular file, or cannot be opened (nothing is followed or truncated then).
     public init(directory: URL) throws {
-        guard ResolvedPath.of(directory) != "/" else {
-            throw DroptraceError("is the file system's root: choose a directory for the output", path: directory.path)
-        }
+        try Self.checkNotRoot(directory)
         self.directory = directory
         let handle = try DirectoryHandle.create(at: directory.path)
         descriptor = try handle.openRegularFile(Self.fileName)

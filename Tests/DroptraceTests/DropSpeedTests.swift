@@ -165,7 +165,7 @@ import Testing
         let help = try DroptraceCommand.run(["drop", "--help"])
         try #require(help.status == 0, "\(help.stderr)")
         let text = help.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
-        #expect(text.contains("At most this many timing rounds (default 20); below 8 every speed-up is within noise"), "\(help.stdout)")
+        #expect(text.contains("At most this many timing rounds; below 8 every speed-up is within noise (the sign test needs 8). (default: 20)"), "\(help.stdout)")
         #expect(!text.contains("at least 8 rounds"), "\(help.stdout)")
     }
 
