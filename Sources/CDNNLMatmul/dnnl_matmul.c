@@ -93,7 +93,10 @@ static void releaseState(void *pointer) {
 
 static void makeStateKey(void) { pthread_key_create(&stateKey, releaseState); }
 
+// The calling thread's oneDNN state (NULL when it cannot be made), with
+// OpenMP pinned to one thread first: every primitive runs on it.
 static thread_state *currentState(void) {
+    droptrace_omp_single_thread();
     pthread_once(&stateKeyOnce, makeStateKey);
     thread_state *state = pthread_getspecific(stateKey);
     if (state) return state;
@@ -263,7 +266,6 @@ static int runMatmul(
 int droptrace_dnnl_bf16_matmul(
     long m, long n, long k, const uint16_t *a, long lda, const uint16_t *b, long ldb, int transposeB,
     float *c, long ldc, float alpha, int accumulate) {
-    droptrace_omp_single_thread();
     thread_state *state = currentState();
     if (!state) return dnnl_out_of_memory;
     shape_key key = {m, n, k, lda, ldb, ldc, transposeB ? 1 : 0, accumulate ? 1 : 0, 0, alpha};
@@ -295,7 +297,6 @@ static dnnl_status_t packedLayout(thread_state *state, long n, long k, dnnl_memo
 static int reorderWeights(
     long n, long k, long column0, long width, const uint16_t *plain, long ldb, int transposeB,
     const uint16_t *packed, int toPacked) {
-    droptrace_omp_single_thread();
     thread_state *state = currentState();
     if (!state) return dnnl_out_of_memory;
     dnnl_memory_desc_t packedDesc, plainDesc;
@@ -329,7 +330,6 @@ static int reorderWeights(
 }
 
 long droptrace_dnnl_bf16_packed_size(long n, long k, long *columnBlock) {
-    droptrace_omp_single_thread();
     thread_state *state = currentState();
     dnnl_memory_desc_t desc;
     if (!state || n < 1 || k < 1 || packedLayout(state, n, k, &desc, columnBlock)) return 0;
@@ -348,7 +348,6 @@ int droptrace_dnnl_bf16_unpack(
 int droptrace_dnnl_bf16_matmul_packed(
     long m, long n, long k, const uint16_t *a, long lda, const uint16_t *packed, long totalColumns, long column0,
     float *c, long ldc, float alpha, int accumulate) {
-    droptrace_omp_single_thread();
     thread_state *state = currentState();
     if (!state) return dnnl_out_of_memory;
     if (column0 < 0 || n < 1 || column0 + n > totalColumns) return dnnl_invalid_arguments;
