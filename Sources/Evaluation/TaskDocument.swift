@@ -36,11 +36,6 @@ struct TaskDocument: Sendable {
         return text
     }
 
-    func integer(_ key: String) throws -> Int {
-        guard case .integer(let number) = try value(key) else { throw failure("\"\(key)\" should be an integer") }
-        return number
-    }
-
     /// A list of strings, at `key` or inside `within` (e.g. ARC's `choices.text`).
     func strings(_ key: String, within parent: String? = nil) throws -> [String] {
         let name = parent.map { "\($0).\(key)" } ?? key
@@ -65,6 +60,33 @@ struct TaskDocument: Sendable {
             throw failure("\"\(field)\" is \(value), not among the \(count) choices (0...\(count - 1))")
         }
         return value
+    }
+
+    /// The gold index of a task whose `doc_to_target` is the field `key`
+    /// itself (BoolQ, PIQA, MMLU), read as the harness's multiple-choice
+    /// scoring (`ConfigurableTask.process_results`) reads the value: an
+    /// integer, or a boolean (a Python int), is the index; a string is
+    /// `choices.index(value)`. A string that is no choice matches no
+    /// prediction (the harness warns and counts the document wrong), and a
+    /// float fails the harness (`is_greedy[gold]`): both refused.
+    func target(_ key: String, choices: [String]) throws -> Int {
+        switch try value(key) {
+        case .integer(let number):
+            return try label(number, field: key, choices: choices.count)
+        case .bool(let flag):
+            return try label(flag ? 1 : 0, field: key, choices: choices.count)
+        case .string(let text):
+            guard let index = choices.firstIndex(where: { PythonText.equal($0, text) }) else {
+                throw failure("\"\(key)\" is \(text.debugDescription), neither a choice's index nor the text of one "
+                    + "(lm-evaluation-harness would count it as answered wrongly)")
+            }
+            return index
+        case .number(let real), .bigInteger(let real):
+            throw failure("\"\(key)\" is \(real), not an integer (lm-evaluation-harness fails on a float label, "
+                + "and datasets reads every label of the file as a float once one is): write labels as integers")
+        default:
+            throw failure("\"\(key)\" should be a choice's index (an integer) or its text")
+        }
     }
 
     /// The document as Python compares dicts (`x != eval_doc` in the harness's

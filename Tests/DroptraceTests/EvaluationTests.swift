@@ -90,6 +90,38 @@ import Tokenization
         }
     }
 
+    /// Labels written as booleans, floats or a choice's text where the task's
+    /// target is the field itself (BoolQ, PIQA, MMLU) score as the harness
+    /// scores them (reference "label_kinds": lm-eval on llama-f32); where the
+    /// harness fails (float labels), refused.
+    @Test(arguments: (EvaluationTests.reference["label_kinds"] as! [String: Any]).keys.sorted())
+    func labelKindsScoreAsTheHarnessScoresThem(key: String) throws {
+        let parts = key.split(separator: "/").map(String.init)
+        let (name, shots) = (parts[0], Int(parts[1])!)
+        let expected = (Self.reference["label_kinds"] as! [String: [String: Any]])[key]!
+        let task = String(name.prefix { $0 != "_" })
+        let splits = Self.files[task]!
+        let split = { (file: String) in String(file.drop { $0 != "_" }) }
+        let request = TaskRequest(
+            name: task, evaluationFile: Self.file(name + split(splits.evaluation)),
+            fewshotFile: Self.file(name + split(splits.fewshot)), numFewshot: shots)
+        if expected["error"] != nil {
+            let error = #expect(throws: DroptraceError.self) { try TaskSuite([request], numFewshot: nil) }
+            #expect(error?.message.contains("not an integer (lm-evaluation-harness fails on a float label") == true, "\(String(describing: error))")
+            return
+        }
+        let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model("llama-f32")))
+        let tokenizer = try EvaluationTokenizer.load(for: model.checkpoint, purpose: "evaluation", requestedBy: key)
+        let suite = try TaskSuite([request], numFewshot: nil)
+        // The same documents with integer labels (MMLU's: its anatomy subject) have the same gold choices.
+        let integerLabelled = try TaskSuite([Self.request(task, shots: 0)], numFewshot: nil).tasks[0].examples
+            .filter { task != "mmlu" || $0.subject == "anatomy" }
+        #expect(suite.tasks[0].examples.map(\.gold) == integerLabelled.map(\.gold))
+        let metrics = try suite.evaluateInDetail(model: model, plan: .none, tokenizer: tokenizer)[0].metrics
+        #expect(Self.equalAsParsed(metrics.acc, expected["acc"]), "\(metrics.acc)")
+        #expect(Self.equalAsParsed(metrics.acc_norm, expected["acc_norm"]), "\(String(describing: metrics.acc_norm))")
+    }
+
     /// Equal to the harness's value: swift-corelibs' JSONSerialization may
     /// read a decimal such as 0.2222222222222222 one ulp off, so one ulp is allowed.
     static func equalAsParsed(_ ours: Double?, _ theirs: Any?) -> Bool {
@@ -228,7 +260,14 @@ import Tokenization
     @Test(arguments: [
         ("piqa", [#"{"goal": "g", "sol1": "a", "label": 0}"#], "line 1: missing field \"sol2\""),
         ("piqa", [#"{"goal": "g", "sol1": "a", "sol2": null, "label": 0}"#], "line 1: field \"sol2\" is null"),
-        ("piqa", [#"{"goal": "g", "sol1": "a", "sol2": "b", "label": "1"}"#], "line 1: \"label\" should be an integer"),
+        ("piqa", [#"{"goal": "g", "sol1": "a", "sol2": "b", "label": "1"}"#], "line 1: \"label\" is \"1\", neither a choice's index nor the text of one"),
+        ("boolq", [#"{"passage": "p", "question": "q", "label": "Yes"}"#], "line 1: \"label\" is \"Yes\", neither a choice's index nor the text of one"),
+        ("piqa", [#"{"goal": "g", "sol1": "a", "sol2": "b", "label": 0.5}"#], "line 1: \"label\" is 0.5, not an integer"),
+        ("piqa", [piqaLine, #"{"goal": "g", "sol1": "a", "sol2": "b", "label": 1.0}"#], "line 2: \"label\" is 1.0, not an integer"),
+        ("mmlu", [#"{"question": "q", "subject": "anatomy", "choices": ["a", "b", "c", "d"], "answer": [1]}"#],
+         "line 1: \"answer\" should be a choice's index (an integer) or its text"),
+        ("mmlu", [#"{"question": "q", "subject": "anatomy", "choices": ["a", "b", "c", "d"], "answer": "b"}"#],
+         "line 1: \"answer\" is \"b\", neither a choice's index nor the text of one"),
         // JSON pyarrow (datasets' json loader) refuses: a lone surrogate escape, a key given twice, a decimal beyond float64.
         ("piqa", [piqaLine, #"{"goal": "\ud800", "sol1": "a", "sol2": "b", "label": 1}"#], "line 2: invalid JSON (lone surrogate"),
         ("piqa", [piqaLine, #"{"goal": "g", "sol1": "a", "sol2": "b", "label": 1, "label": 0}"#], "line 2: invalid JSON (key \"label\" given twice"),

@@ -8,8 +8,9 @@ enum BoolQ: HarnessTask {
     /// "{{passage}}\nQuestion: {{question}}?\nAnswer:", choices ["no", "yes"], target `label`.
     static func example(_ document: TaskDocument) throws -> TaskExample {
         let passage = try document.string("passage"), question = try document.string("question")
+        let choices = ["no", "yes"]
         return TaskExample(
-            prompt: .question("\(passage)\nQuestion: \(question)?\nAnswer:"), choices: ["no", "yes"],
-            gold: try document.label(try document.integer("label"), field: "label", choices: 2))
+            prompt: .question("\(passage)\nQuestion: \(question)?\nAnswer:"), choices: choices,
+            gold: try document.target("label", choices: choices))
     }
 }

@@ -25,8 +25,7 @@ enum MMLU: HarnessTask {
         let text = "\(question)\nA. \(options[0])\nB. \(options[1])\nC. \(options[2])\nD. \(options[3])\nAnswer:"
         let letters = ["A", "B", "C", "D"]
         return TaskExample(
-            prompt: .question(text), choices: letters,
-            gold: try document.label(try document.integer("answer"), field: "answer", choices: 4), subject: subject)
+            prompt: .question(text), choices: letters, gold: try document.target("answer", choices: letters), subject: subject)
     }
 
     /// The subject's task description, before the few-shot examples.

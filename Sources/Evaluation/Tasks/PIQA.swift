@@ -10,7 +10,6 @@ enum PIQA: HarnessTask {
         let goal = try document.string("goal")
         let choices = [try document.string("sol1"), try document.string("sol2")]
         return TaskExample(
-            prompt: .question("Question: \(goal)\nAnswer:"), choices: choices,
-            gold: try document.label(try document.integer("label"), field: "label", choices: 2))
+            prompt: .question("Question: \(goal)\nAnswer:"), choices: choices, gold: try document.target("label", choices: choices))
     }
 }
