@@ -144,6 +144,11 @@ extension SeriesAnalysis {
                         + "software (`droptrace trace` on its series analyses them again)", path: path)
             }
         }
+        if let stored = analysis.uncertainty?.sequences, let sums = rows.first?.sums, sums.sequenceCount != stored {
+            throw DroptraceError(
+                "/\(AnalysisLayout.group) attribute \(AnalysisLayout.Attribute.bootstrapSequences) is \(stored), but the "
+                    + "per-sequence sums hold \(sums.sequenceCount) sequences: the file was changed by other software", path: path)
+        }
         // The verdict from the same series, with the bootstrap intervals its criteria were judged with.
         let intervals = Dictionary(
             analysis.verdict.criteria.compactMap { criterion in criterion.interval.map { (criterion.id, $0) } },
@@ -155,9 +160,80 @@ extension SeriesAnalysis {
         guard verdict.judgement == analysis.verdict.judgement else {
             throw DroptraceError(
                 "/\(AnalysisLayout.group) attributes verdict and verdict_criteria are not the verdict of the store's rows: the file "
-                    + "was changed by other software (`droptrace trace` on its series analyses them again)", path: path)
+                    + "was changed by other software, or judged by an earlier droptrace's rule (`droptrace trace` on its series "
+                    + "analyses them again)", path: path)
         }
         return analysis
+    }
+
+    /// Throws unless this analysis is what `init(rows:dropK:bootstrap:)`
+    /// computes from `rows` with the analysis's own drop-k and bootstrap
+    /// settings: reading checks the point analysis and the verdict against
+    /// the rows, but takes the bootstrap's intervals and drop-k
+    /// probabilities as stored (within their ranges), since recomputing them
+    /// costs the bootstrap. `reseal` runs this on the store it accepts, so an
+    /// edited seed, confidence or sequence count cannot name intervals they
+    /// did not give. Bootstrap numbers are compared to float32 precision
+    /// (`agree`): another droptrace version may differ in the last bits.
+    /// - Throws: `DroptraceError` naming `path` and the first part that differs.
+    public func requireRecomputed(from rows: [CheckpointRow], path: String) throws {
+        let again = try SeriesAnalysis(rows: rows, dropK: dropK, bootstrap: uncertainty?.settings ?? .standard)
+        func refuse(_ what: String) -> DroptraceError {
+            DroptraceError("/\(AnalysisLayout.group): \(what): the file was changed by other software, or analysed by "
+                               + "another droptrace version (delete /\(AnalysisLayout.group) and reseal; the next trace "
+                               + "analyses the series again)", path: path)
+        }
+        guard steps == again.steps, layers == again.layers,
+              ModuleKind.allCases.allSatisfy({ self[$0] == again[$0] }) else {
+            throw refuse("it is not the analysis of the store's rows")
+        }
+        typealias Names = AnalysisLayout.Attribute
+        switch (uncertainty, again.uncertainty) {
+        case (nil, nil):
+            break
+        case (nil, _?):
+            throw refuse("it has no bootstrap intervals, though the rows hold the per-sequence sums they come from")
+        case (_?, nil):
+            throw refuse("it holds bootstrap intervals, though the rows hold no per-sequence sums of 2 or more sequences")
+        case let (stored?, computed?):
+            if let module = ModuleKind.allCases.first(where: { !Self.agree(stored[$0], computed[$0]) }) {
+                throw refuse("the intervals or drop-k probabilities of /\(AnalysisLayout.moduleGroup(module)) are not the "
+                                 + "ones its bootstrap (\(Names.bootstrapReplicates), \(Names.bootstrapSeed), "
+                                 + "\(Names.bootstrapConfidence) as stored) gives")
+            }
+        }
+        let criteriaAgree = verdict.outcome == again.verdict.outcome && verdict.criteria.count == again.verdict.criteria.count
+            && zip(verdict.criteria, again.verdict.criteria).allSatisfy { mine, theirs in
+                mine.id == theirs.id && mine.status == theirs.status && Self.agree(mine.interval, theirs.interval)
+            }
+        guard criteriaAgree else { throw refuse("its verdict criteria are not the ones the rows and their bootstrap give") }
+    }
+
+    /// Equal to float32 precision (relative 1e-6, absolute 1e-9), NaN
+    /// matching NaN.
+    private static func agree(_ a: Double, _ b: Double) -> Bool {
+        a == b || (a.isNaN && b.isNaN) || abs(a - b) <= 1e-6 * max(abs(a), abs(b)) + 1e-9
+    }
+
+    private static func agree(_ a: ConfidenceInterval?, _ b: ConfidenceInterval?) -> Bool {
+        guard let a, let b else { return a == nil && b == nil }
+        return agree(a.low, b.low) && agree(a.high, b.high)
+    }
+
+    private static func agree(_ a: ModuleUncertainty, _ b: ModuleUncertainty) -> Bool {
+        func rows(_ x: [[Float]], _ y: [[Float]]) -> Bool {
+            x.count == y.count && zip(x, y).allSatisfy { p, q in
+                p.count == q.count && zip(p, q).allSatisfy { agree(Double($0), Double($1)) }
+            }
+        }
+        func intervals(_ x: [ConfidenceInterval], _ y: [ConfidenceInterval]) -> Bool {
+            x.count == y.count && zip(x, y).allSatisfy { agree($0, $1) }
+        }
+        return rows(a.importanceLow, b.importanceLow) && rows(a.importanceHigh, b.importanceHigh)
+            && Set(a.dropProbability.keys) == Set(b.dropProbability.keys)
+            && a.dropProbability.allSatisfy { k, probability in rows(probability, b.dropProbability[k]!) }
+            && intervals(a.meanImportance, b.meanImportance) && intervals(a.spearmanFinal, b.spearmanFinal)
+            && intervals(a.kendallFinal, b.kendallFinal)
     }
 
     static func criteriaJSON(_ criteria: [VerdictCriterion]) throws -> String {

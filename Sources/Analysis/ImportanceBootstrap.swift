@@ -7,7 +7,12 @@ import DroptraceSupport
 /// Replicate r draws S sequence indices uniformly with replacement
 /// (`BootstrapSettings.generator(replicate:)`) and recomputes, from the
 /// stored per-sequence sums, importance = 1 − Σcos / Σtokens over the drawn
-/// sequences for every module, layer and checkpoint. All checkpoints share
+/// sequences for every module, layer and checkpoint, rounded to float32 as
+/// `/scores` holds it: the point analysis ranks those float32 scores, so two
+/// layers tied there are tied in every replicate that draws the sample
+/// itself, and share their drop-set places as the point estimate's tie
+/// does (in float64 a difference beyond float32's precision would decide
+/// every replicate one way). All checkpoints share
 /// the calibration tokens, so replicate r uses the same draw for every
 /// module and checkpoint: a replicate is one alternative calibration set,
 /// and statistics across checkpoints (correlation with the final
@@ -178,7 +183,7 @@ private struct Resampler: Sendable {
                         for module in 0..<3 {
                             let base = (module * replicates + replicate) * layers
                             for layer in 0..<layers {
-                                output[base + layer] = 1 - total[module * layers + layer] / tokens
+                                output[base + layer] = Double(Float(1 - total[module * layers + layer] / tokens))
                             }
                         }
                     }

@@ -21,16 +21,16 @@ import Foundation
 ///
 /// k is the larger default drop-k (round(L/2)), whatever k values were asked
 /// for, so the verdict of a run does not depend on command-line options.
-/// "inherent" when all three pass, "not inherent" when any fails, and
-/// "inconclusive" with fewer than 3 checkpoints (no trend to speak of), for
-/// a one-layer model (its drop-k set is the whole model, so criteria 2 and 3
-/// are not measured), or when a criterion cannot be measured (undefined
-/// scores).
+/// "inconclusive" with fewer than 3 checkpoints (no trend to speak of) or
+/// for a one-layer model (its drop-k set is the whole model, so criteria 2
+/// and 3 are not measured); otherwise "not inherent" when any criterion
+/// fails, "inconclusive" when none fails but one cannot be measured
+/// (undefined scores) or is within noise, and "inherent" when all three pass.
 ///
 /// With bootstrap intervals (`ImportanceBootstrap`), a criterion passes or
 /// fails only when its value and its whole interval lie on one side of the
-/// threshold; one whose interval straddles the threshold is within noise,
-/// and the verdict is then "inconclusive" unless another criterion fails.
+/// threshold; one whose interval straddles the threshold is within noise.
+/// A criterion that cannot be measured has no interval either.
 public struct Verdict: Sendable, Equatable {
     public enum Outcome: String, Sendable, CaseIterable {
         case inherent
@@ -80,11 +80,11 @@ public struct Verdict: Sendable, Equatable {
         (3) the attention drop-k set stops changing within the first half of the run \
         ((stabilisation step − first step) / (last step − first step) ≤ 0.5, or checkpoint index / (C − 1) \
         when steps are unknown). k is the larger default drop-k, round(L/2). \
-        Not inherent when any criterion fails; inconclusive with fewer than 3 checkpoints, \
-        for a one-layer model (its drop-k set is the whole model), or when a criterion cannot be measured. With per-sequence statistics stored, each criterion \
+        Inconclusive with fewer than 3 checkpoints or for a one-layer model (its drop-k set is the whole \
+        model); otherwise not inherent when any criterion fails, and inconclusive when none fails but one \
+        cannot be measured or is within noise. With per-sequence statistics stored, each measured criterion \
         carries a 95% bootstrap interval (calibration sequences resampled) and passes or fails only when \
-        its value and whole interval are on the same side of the threshold; otherwise it is within noise, \
-        and the verdict is inconclusive unless another criterion fails.
+        its value and whole interval are on the same side of the threshold; otherwise it is within noise.
         """
 
     /// Criterion identifiers, as stored in the criteria JSON.
@@ -237,13 +237,17 @@ public struct Verdict: Sendable, Equatable {
             reason = "The model has \(layers) layer\(layers == 1 ? "" : "s"): the attention drop-\(verdictK(layers: layers)) "
                 + "set is the whole model at every checkpoint, so \(CriterionID.dropSetAgreement) and "
                 + "\(CriterionID.earlyStabilisation) cannot tell anything."
-        } else if let unmeasured = criteria.first(where: { $0.value.isNaN }) {
-            outcome = .inconclusive
-            reason = "Criterion \(unmeasured.id) cannot be measured (undefined importance scores)."
         } else if !failed.isEmpty {
+            // Inherence needs all three to pass: one failure settles it, whatever the others could not tell.
+            let unmeasured = criteria.filter { $0.status == .unmeasured }
             outcome = .notInherent
             reason = "Failed: \(failed.joined(separator: ", "))."
                 + (straddling.isEmpty ? "" : " Within noise: \(straddling.map(\.id).joined(separator: ", ")).")
+                + (unmeasured.isEmpty ? "" : " Not measured (undefined importance scores): "
+                    + "\(unmeasured.map(\.id).joined(separator: ", ")).")
+        } else if let unmeasured = criteria.first(where: { $0.value.isNaN }) {
+            outcome = .inconclusive
+            reason = "Criterion \(unmeasured.id) cannot be measured (undefined importance scores)."
         } else if !straddling.isEmpty {
             outcome = .inconclusive
             reason = straddling.map { criterion in
@@ -306,8 +310,8 @@ public struct VerdictCriterion: Sendable, Equatable, Codable {
     /// Human-readable numbers behind `value`.
     public var detail: String
     /// The bootstrap interval of `value` (nil when the store holds no
-    /// per-sequence statistics; undefined ends when a resample left the
-    /// value undefined).
+    /// per-sequence statistics, or when `value` is undefined: nothing to
+    /// bound; undefined ends when a resample left the value undefined).
     public var interval: ConfidenceInterval?
 
     public init(id: String, description: String, value: Double, comparison: Comparison, threshold: Double,
@@ -318,7 +322,7 @@ public struct VerdictCriterion: Sendable, Equatable, Codable {
         self.comparison = comparison
         self.threshold = threshold
         self.detail = detail
-        self.interval = interval
+        self.interval = value.isNaN ? nil : interval
     }
 
     /// Whether `value` meets the threshold; false when it is NaN.
@@ -374,7 +378,8 @@ public struct VerdictCriterion: Sendable, Equatable, Codable {
         comparison = try container.decode(Comparison.self, forKey: .comparison)
         threshold = try container.decode(Double.self, forKey: .threshold)
         detail = try container.decode(String.self, forKey: .detail)
-        if container.contains(.intervalLow) || container.contains(.intervalHigh) {
+        // An undefined value has no interval (stores of earlier versions kept one).
+        if !value.isNaN, container.contains(.intervalLow) || container.contains(.intervalHigh) {
             interval = ConfidenceInterval(
                 low: try container.decodeIfPresent(Double.self, forKey: .intervalLow) ?? .nan,
                 high: try container.decodeIfPresent(Double.self, forKey: .intervalHigh) ?? .nan)

@@ -32,7 +32,10 @@ public enum StoreReseal {
             .filter { FileManager.default.fileExists(atPath: $0 + "/" + RunLock.fileName) }
             .map { try RunLock(directory: URL(fileURLWithPath: $0)) }
         defer { withExtendedLifetime(locks) {} }
-        let resealed = try ScoreFile.reseal(store) { copy in _ = try ReportWriter.load(store: copy) }
+        let resealed = try ScoreFile.reseal(store) { copy in
+            let report = try ReportWriter.load(store: copy)
+            try report.analysis.requireRecomputed(from: report.scoreFile.rows, path: store.path)
+        }
         return (store, resealed)
     }
 }

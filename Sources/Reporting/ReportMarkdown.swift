@@ -351,8 +351,9 @@ struct ReportMarkdown {
             the run, (stabilisation step − first step) / (last step − first step) ≤ \
             \(number(Verdict.stabilisationFraction)); with unknown steps, checkpoint index / (C − 1).
 
-            **Inherent** when all three pass, **not inherent** when any fails, **inconclusive** with fewer than \
-            \(Verdict.minimumCheckpoints) checkpoints or when a criterion cannot be measured (undefined scores).
+            **Inherent** when all three pass, **not inherent** when any fails; **inconclusive** with fewer than \
+            \(Verdict.minimumCheckpoints) checkpoints, for a one-layer model (its drop set is the whole model), or \
+            when no criterion fails but one cannot be measured (undefined scores).
 
             """ + (analysis.uncertainty == nil ? "" : """
 

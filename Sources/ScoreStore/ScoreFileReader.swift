@@ -77,9 +77,12 @@ enum ScoreFileReader {
     /// would contradict its scores.
     private static func disagreement(_ row: CheckpointRow) -> String? {
         guard let sums = row.sums else { return nil }
+        // droptrace stores Float(derived); one float32 step either way allows
+        // for sums added in another order (shards), nothing a hand edit needs.
         func differs(_ stored: Float, _ derived: Double) -> Bool {
             if stored.isNaN || derived.isNaN { return stored.isNaN != derived.isNaN }
-            return abs(Double(stored) - derived) > 1e-5 * max(1, abs(derived))
+            let rounded = Float(derived)
+            return stored != rounded && stored != rounded.nextUp && stored != rounded.nextDown
         }
         let modules = [
             (ScoreFileLayout.attentionScores, sums.attention, row.attention), (ScoreFileLayout.mlpScores, sums.mlp, row.mlp),

@@ -126,6 +126,28 @@ import Testing
         #expect(scores.status == 1)
         #expect(scores.stderr.contains("/scores/attention of checkpoint 'checkpoint-2', layer 1, is "), "\(scores.stderr)")
         #expect(scores.stderr.contains("but its per-sequence sums (/per_sequence) give"), "\(scores.stderr)")
+        // Beyond float32 rounding, however small (a 1e-5 change passed before); one float32 step is rounding.
+        // (The analysis, of the scores as they were, goes: the next trace analyses them again.)
+        func attentionChanged(_ change: @escaping (Float) -> Float) throws -> DroptraceCommand.Result {
+            try resealed { file in
+                var values = try file.dataset("scores/attention").read(as: Float.self)
+                values[6] = change(values[6])
+                try file.remove("scores/attention")
+                try file.createDataset("scores/attention", values: values, shape: [2, 5])
+                try file.remove("analysis")
+            }
+        }
+        let slightly = try attentionChanged { $0 + 2e-6 }
+        #expect(slightly.status == 1 && slightly.stderr.contains("but its per-sequence sums (/per_sequence) give"), "\(slightly.stderr)")
+        #expect(try attentionChanged { $0.nextUp }.status == 0)
+        // The bootstrap's settings must be the ones that gave its intervals.
+        let confidence = try resealed { try $0.group("analysis").setAttribute("bootstrap_confidence", 0.5) }
+        #expect(confidence.status == 1)
+        #expect(confidence.stderr.contains("the intervals or drop-k probabilities of /analysis/attention are not the ones its bootstrap"),
+                "\(confidence.stderr)")
+        let sequences = try resealed { try $0.group("analysis").setAttribute("bootstrap_sequences", Int64(999)) }
+        #expect(sequences.status == 1)
+        #expect(sequences.stderr.contains("bootstrap_sequences is 999, but the per-sequence sums hold"), "\(sequences.stderr)")
         #expect(try DroptraceCommand.run(["reseal", output.path]).status == 0, "the store as droptrace wrote it reseals")
     }
 

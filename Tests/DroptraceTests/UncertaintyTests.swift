@@ -363,6 +363,32 @@ extension UncertaintyTests {
             #expect(!spread.isStable([1], checkpoint: 0, k: 1) && spread.isUnstable(checkpoint: 0, layer: 4, k: 2))
             #expect(spread.isStable([1, 3, 4], checkpoint: 0, k: 3))
         }
+
+        /// Layers whose importances differ only beyond float32 precision are
+        /// tied in `/scores`, which the point analysis ranks: the replicates
+        /// rank float32 values too, so the two share the drop-1 place (in
+        /// float64 the second took it in every replicate, and the report
+        /// called the point estimate's member certain to be out).
+        @Test func layersTiedInFloat32ShareTheirPlaces() throws {
+            var synthetic = SyntheticSums(seed: 12)
+            var sums = synthetic.checkpoint(truth: [0.5, 0.2, 0.6, 0.2, 0.3], sequences: 12, noise: 0.05)
+            for module in ModuleKind.allCases {
+                var values = module.sums(in: sums).cosineSum.flatMap { $0 }
+                for sequence in 0..<12 {
+                    let tokens = Double(sums.tokens[sequence])
+                    values[sequence * 5 + 1] = 0.96 * tokens
+                    values[sequence * 5 + 3] = (0.96 + 1e-12) * tokens
+                }
+                sums.set(module, cosineSum: values)
+            }
+            let row = sums.row(step: 0)
+            try #require(row.attention[1] == row.attention[3])
+            let analysis = try SeriesAnalysis(rows: [row], dropK: [1], bootstrap: BootstrapSettings(replicates: 100))
+            #expect(analysis.attention.dropSet(checkpoint: 0, k: 1) == [1])
+            let spread = try #require(analysis.uncertainty)
+            let probability = try #require(spread.attention.dropProbability[1])[0]
+            #expect(probability[1] == 0.5 && probability[3] == 0.5, "\(probability)")
+        }
     }
 
     @Suite struct VerdictNoiseTests {
@@ -397,6 +423,30 @@ extension UncertaintyTests {
             wide[Verdict.CriterionID.earlyStabilisation] = ConfidenceInterval(low: 0.6, high: 0.9)
             let criteria = Self.verdict(intervals: wide).criteria
             #expect(criteria[2].status == .inconclusive)  // the value passes, the interval fails
+        }
+
+        /// Inherence needs all three criteria to pass: one failing settles the
+        /// verdict even when another cannot be measured (undefined scores),
+        /// and a criterion with no value has no interval, read back or made.
+        @Test func aFailingCriterionDecidesOverAnUnmeasuredOne() throws {
+            func criterion(_ id: String, _ value: Double, interval: ConfidenceInterval? = nil) -> VerdictCriterion {
+                VerdictCriterion(id: id, description: "", value: value, comparison: .atLeast, threshold: 0.5, detail: "",
+                                 interval: interval)
+            }
+            let undefined = criterion(Verdict.CriterionID.attentionBelowMLP, .nan, interval: ConfidenceInterval(low: 1, high: 1))
+            #expect(undefined.interval == nil && undefined.status == .unmeasured)
+            let (outcome, reason) = Verdict.decide(
+                [undefined, criterion(Verdict.CriterionID.dropSetAgreement, 0.3),
+                 criterion(Verdict.CriterionID.earlyStabilisation, 0.9)], checkpoints: 5, layers: 8)
+            #expect(outcome == .notInherent)
+            #expect(reason == "Failed: drop_set_agreement. Not measured (undefined importance scores): attention_below_mlp.")
+            let (unsure, _) = Verdict.decide(
+                [undefined, criterion(Verdict.CriterionID.dropSetAgreement, 0.9),
+                 criterion(Verdict.CriterionID.earlyStabilisation, 0.9)], checkpoints: 5, layers: 8)
+            #expect(unsure == .inconclusive)
+            let stored = #"[{"id":"x","description":"","value":null,"comparison":">=","threshold":0.5,"detail":"","interval_low":1,"interval_high":1}]"#
+            let read = try JSONDecoder().decode([VerdictCriterion].self, from: Data(stored.utf8))
+            #expect(read[0].interval == nil)
         }
 
         @Test func criteriaJSONKeepsTheIntervals() throws {
