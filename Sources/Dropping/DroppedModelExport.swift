@@ -25,6 +25,8 @@ public enum DroppedModelExport {
     /// written, as `save_pretrained` creates them.
     /// - Throws: `DroptraceError` naming `directory`.
     public static func checkDestination(_ directory: URL) throws {
+        // Its files are written in a staging directory named after it (the weights under a temporary name too).
+        try TemporaryFileName.checkFits(directory.path, room: 64)
         var status = stat()
         if lstat(directory.path, &status) == 0, status.st_mode & S_IFMT == S_IFLNK {
             throw DroptraceError("export path is a symbolic link; give a new directory's own path", path: directory.path)
@@ -99,7 +101,11 @@ public enum DroppedModelExport {
         interruption.add(staging.path)
         do {
             try files.createDirectory(at: staging, withIntermediateDirectories: true)
-            for name in [Checkpoint.singleFileName, "config.json"] { interruption.add(staging.appendingPathComponent(name).path) }
+            let weights = staging.appendingPathComponent(Checkpoint.singleFileName).path
+            // The weights are written under a temporary name first (`AtomicFileReplacement`): removed first.
+            for path in [weights, AtomicFileReplacement.temporaryPath(for: weights), staging.appendingPathComponent("config.json").path] {
+                interruption.add(path)
+            }
             let renumber = Renumbering(removing: plan.blocks, layers: model.layerCount)
             var entries: [SafetensorsWriter.Entry] = []
             // FP8 weights travel as stored, with their scales; MXFP4 pairs are

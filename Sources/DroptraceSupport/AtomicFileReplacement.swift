@@ -22,12 +22,15 @@ public enum AtomicFileReplacement {
     /// (for a file in a directory this run made). `expected` is the version of the
     /// file the caller read (nil: the file as it is when this starts); if
     /// the file is another by the time the new one would replace it, it is
-    /// left as it is and the replacement refused.
+    /// left as it is and the replacement refused. A symbolic link at `path`
+    /// is followed: the file it names is replaced, the link kept (as a
+    /// shell's `>` writes through one); a link to nothing is refused.
     /// - Returns: the version written.
     @discardableResult
     public static func replace(
         _ path: String, signatures: [[UInt8]]?, expected: FileVersion? = nil, write: (_ temporaryPath: String) throws -> Void
     ) throws -> FileVersion {
+        let path = try linkTarget(path)
         let expected = expected ?? .current(path)
         try checkUnchanged(path, expected: expected)
         if let signatures { try ReplaceableOutput.check(path, signatures: signatures) }
@@ -55,6 +58,18 @@ public enum AtomicFileReplacement {
         }
         try flushToDisk(directory, flags: O_RDONLY | O_DIRECTORY, reportAs: path)
         return .current(path)
+    }
+
+    /// `path`, or the file a symbolic link there names (links followed to the end).
+    private static func linkTarget(_ path: String) throws -> String {
+        var info = stat()
+        guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFLNK else { return path }
+        guard let resolved = realpath(path, nil) else {
+            throw DroptraceError("is a symbolic link to nothing (\(lastErrorDescription())): give the output file's own path",
+                                 path: path)
+        }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     private static func checkUnchanged(_ path: String, expected: FileVersion) throws {

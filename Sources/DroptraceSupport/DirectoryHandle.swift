@@ -84,9 +84,10 @@ public final class DirectoryHandle {
     /// created with O_EXCL and never through a link) and fsyncs it, leaving
     /// `name` as it is until `moveTemporaryIntoPlace(name)`; so several files
     /// can be written first and then all moved into place. A failed write
-    /// removes the temporary file.
+    /// removes the temporary file; those of killed runs are removed first.
     public func writeTemporary(for name: String, _ bytes: [UInt8]) throws {
         let temporary = TemporaryFileName.forTarget(name)
+        removeStaleTemporaryFiles(targets: [name])
         unlinkat(descriptor, temporary, 0)  // a leftover of a killed run that had our pid
         let file = openat(descriptor, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard file >= 0 else {
@@ -163,6 +164,26 @@ public final class DirectoryHandle {
             if name != "." && name != ".." { names.append(name) }
         }
         return names
+    }
+
+    /// The subdirectories of `path` whose names are not UTF-8, which
+    /// Foundation's listings leave out: each as Python's
+    /// `surrogateescape` would show it ("run\\xff"), for messages.
+    public static func nonUTF8Subdirectories(of path: String) -> [String] {
+        guard let stream = opendir(path) else { return [] }
+        defer { closedir(stream) }
+        var names: [String] = []
+        while let entry = readdir(stream) {
+            let bytes = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+            guard String(validating: bytes, as: UTF8.self) == nil else { continue }
+            var status = stat()
+            let isDirectory = (Array(path.utf8) + [UInt8(ascii: "/")] + bytes + [0]).withUnsafeBufferPointer { full in
+                full.baseAddress!.withMemoryRebound(to: CChar.self, capacity: full.count) { stat($0, &status) == 0 }
+            } && status.st_mode & S_IFMT == S_IFDIR
+            guard isDirectory else { continue }
+            names.append(bytes.map { $0 < 0x80 ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16) }.joined())
+        }
+        return names.sorted()
     }
 
     private func refusal(of name: String, errno code: Int32) -> DroptraceError {

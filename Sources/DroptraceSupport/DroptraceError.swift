@@ -6,10 +6,15 @@ public struct DroptraceError: Error, CustomStringConvertible, Equatable, Sendabl
     /// The file or directory the problem is in, when there is one.
     public var path: String?
     public var message: String
+    /// The system failed (an I/O error, no process could be started), not
+    /// the file: the same read may succeed when run again, and the file is
+    /// not to be judged damaged for it.
+    public var isTransient: Bool
 
-    public init(_ message: String, path: String? = nil) {
+    public init(_ message: String, path: String? = nil, isTransient: Bool = false) {
         self.path = path
         self.message = message
+        self.isTransient = isTransient
     }
 
     public var description: String {

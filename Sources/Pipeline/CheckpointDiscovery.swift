@@ -91,7 +91,11 @@ public enum CheckpointDiscovery {
         }
         var checkpoints: [URL] = []
         var unmatched: [String] = []
-        var brokenLinks: [(name: String, error: String)] = []
+        // Foundation's listing leaves these out; a checkpoint among them would be missed without a word.
+        var brokenLinks: [(name: String, error: String)] = DirectoryHandle.nonUTF8Subdirectories(of: path).map { name in
+            (name, DroptraceError("the name is not UTF-8, which the store and its messages are written in: rename it",
+                                  path: path + "/" + name).description)
+        }
         var staged: [String] = []
         for name in names {
             let entry = seriesDirectory.appendingPathComponent(name)

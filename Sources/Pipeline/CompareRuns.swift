@@ -104,8 +104,23 @@ public enum CompareRuns {
     }
 
     /// One run as its store holds it: rows, and the stored analysis (or the
-    /// analysis of its rows when none was stored).
+    /// analysis of its rows when none was stored). A `trace` of that run may
+    /// replace the store meanwhile (a rename: another file at the path), so
+    /// the two reads are taken again until both came from one version.
     public static func read(_ path: String, label: String) throws -> ComparedRun {
+        for _ in 1...10 {
+            let version = FileVersion.current(path)
+            do {
+                let run = try readOnce(path, label: label)
+                if FileVersion.current(path) == version { return run }
+            } catch {
+                if FileVersion.current(path) == version { throw error }
+            }
+        }
+        throw DroptraceError("was replaced each of 10 times it was read (a trace writing it?): run again", path: path)
+    }
+
+    private static func readOnce(_ path: String, label: String) throws -> ComparedRun {
         let scoreFile = try ScoreFile.read(from: URL(fileURLWithPath: path))
         guard !scoreFile.rows.isEmpty else { throw DroptraceError("holds no checkpoints", path: path) }
         let file = try HDF5File.open(at: path)

@@ -39,9 +39,19 @@ public final class RunLock {
         self.directory = directory
         let handle = try DirectoryHandle.create(at: directory.path)
         descriptor = try handle.openRegularFile(Self.fileName)
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+        var locked = flock(descriptor, LOCK_EX | LOCK_NB)
+        while locked != 0 && errno == EINTR { locked = flock(descriptor, LOCK_EX | LOCK_NB) }
+        guard locked == 0 else {
+            let failure = errno
             let holder = Self.contents(of: descriptor)
             close(descriptor)
+            guard failure == EWOULDBLOCK else {
+                // ENOSYS, ENOLCK, EOPNOTSUPP: a file system without flock (Lustre mounted without it, NFS
+                // without a lock manager), where no run could ever tell whether another is writing.
+                throw DroptraceError(
+                    "cannot lock \(Self.fileName): \(String(cString: strerror(failure))) (the file system does not "
+                        + "support flock); use an output directory on a file system that does", path: directory.path)
+            }
             throw Held(path: directory.path, holder: SystemError.oneLine(holder))
         }
         // Who holds it, for the message a second run prints.

@@ -100,6 +100,8 @@ public final class TraceRun {
                 "the output directory's path holds a line break or control character (or is over 4096 bytes), which every "
                     + "message naming its files would split: choose another", path: options.output.path)
         }
+        // The store is written through a temporary name; figures/<name>.svg's need up to 64 bytes more.
+        try TemporaryFileName.checkFits(options.storeURL.path, room: 64)
         try checkOutputOutsideCheckpoints()
         if case .series(let directory) = options.checkpoints, !FileManager.default.fileExists(atPath: directory.path) {
             throw DroptraceError("series directory not found", path: directory.path)
@@ -450,6 +452,8 @@ public final class TraceRun {
                         + "nothing was written: run again", path: path)
             }
             let problem = error.path == path ? error.message : error.description
+            // An I/O error or a process that could not start says nothing about the store: left as it is.
+            guard !error.isTransient else { throw DroptraceError("\(problem); the store was left as it is: run again", path: path) }
             guard options.force else {
                 throw DroptraceError(
                     "cannot be read as a droptrace store (\(problem)); pass --force to set it aside (it is renamed, not deleted) and start over",

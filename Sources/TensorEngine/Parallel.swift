@@ -1,4 +1,5 @@
 import Dispatch
+import DroptraceSupport
 import Foundation
 
 /// How many threads the engine uses, for its GEMMs and its own loops.
@@ -25,6 +26,43 @@ public enum EngineThreads {
     public static func set(_ count: Int) {
         _ = blasPinned
         configured = min(max(1, count), maximum)
+    }
+
+    /// Threads a run starts beside the engine's: the block prefetch, the
+    /// hidden-state writer and libdispatch's own.
+    static let helpers = 3
+
+    /// Throws unless the engine's threads and its helpers can all run at
+    /// once: where the limit on the user's processes and threads
+    /// (RLIMIT_NPROC, `ulimit -u`, a container's pids limit) leaves fewer,
+    /// libdispatch waits forever for a thread it cannot start. Starts that
+    /// many threads, each waiting on a pipe, and ends them.
+    /// - Throws: `DroptraceError` naming the limit.
+    public static func checkCanStart() throws {
+        let wanted = count + helpers
+        var ends: [Int32] = [0, 0]
+        guard pipe(&ends) == 0 else { return }  // no descriptor to spare: the run itself will say so
+        var started: [pthread_t] = []
+        var failure: Int32 = 0
+        for _ in 0..<wanted {
+            var thread = pthread_t()
+            failure = pthread_create(&thread, nil, { argument in
+                var byte: UInt8 = 0
+                _ = read(Int32(Int(bitPattern: argument)), &byte, 1)  // returns at the write end's close
+                return nil
+            }, UnsafeMutableRawPointer(bitPattern: Int(ends[0])))
+            guard failure == 0 else { break }
+            started.append(thread)
+        }
+        close(ends[1])
+        for thread in started { pthread_join(thread, nil) }
+        close(ends[0])
+        guard failure == 0 else {
+            throw DroptraceError(
+                "cannot start \(wanted) threads (\(count) for --threads, \(helpers) beside them): "
+                    + "\(String(cString: strerror(failure))) after \(started.count); the limit on this user's processes and "
+                    + "threads (ulimit -u, a container's pids limit) is reached: raise it, or use fewer --threads")
+        }
     }
 }
 

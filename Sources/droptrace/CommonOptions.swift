@@ -60,8 +60,10 @@ struct EngineOptions: ParsableArguments {
         }
     }
 
-    func apply() {
+    /// - Throws: `DroptraceError` when the threads cannot all start.
+    func apply() throws {
         EngineThreads.set(threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        try EngineThreads.checkCanStart()
         EngineMemory.reuseFreedBuffers()
         // Which library, kernel and instruction set the matrix products run on
         // (chosen from CPUID); DROPTRACE_LOG_LEVEL=debug shows it.

@@ -129,7 +129,7 @@ struct DropCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { log in
-            engine.apply()
+            try engine.apply()
             precision.apply()
             var request = DropRequest(
                 checkpoint: URL(fileURLWithPath: checkpoint), target: target, count: count, calibration: calibration.source)

@@ -66,7 +66,7 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { log in
-            engine.apply()
+            try engine.apply()
             precision.apply()
             let suite = try TaskSuite(try tasks.map { try TaskRequest(argument: $0) }, numFewshot: numFewshot)
             let plan = DropPlan(

@@ -65,7 +65,7 @@ struct ScoreCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { log in
-            engine.apply()
+            try engine.apply()
             precision.apply()
             try ScoreFile.checkOneCheckpointOutput(URL(fileURLWithPath: output))
             let location = URL(fileURLWithPath: checkpoint)

@@ -202,7 +202,7 @@ struct SlurmTaskCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { log in
-            engine.apply()
+            try engine.apply()
             let url = URL(fileURLWithPath: pipeline)
             let options = try PipelineFile.load(url).options(relativeTo: url.deletingLastPathComponent(), force: false)
             EnginePrecision.set(options.precision)
@@ -261,7 +261,7 @@ struct SlurmFinalizeCommand: ParsableCommand {
         }
         guard case .proceed(let queued) = decision else { throw ExitCode(FinalizeDeferral.exitCode) }
         try runLocked { log in
-            engine.apply()
+            try engine.apply()
             EnginePrecision.set(options!.precision)
             let summary = try TraceRun(options: options!, log: log).finalize(leaving: queued)
             log.info("done: \(summary.scored.count) merged, \(summary.reused.count) already in the store, \(summary.incomplete.count) still being written, \(summary.queued.count) left to their queued shard tasks, \(summary.failed.count) not merged")

@@ -178,7 +178,7 @@ struct ReportCommand: ParsableCommand {
 /// Runs a trace with a terminal progress bar; exit code 1 if any checkpoint failed.
 func runTrace(_ options: TraceOptions, engine: EngineOptions) throws {
     try runLocked { log in
-        engine.apply()
+        try engine.apply()
         EnginePrecision.set(options.precision)
         let summary = try TraceRun(options: options, log: log).run(progress: ProgressBar())
         log.info("done: \(summary.scored.count) scored, \(summary.reused.count) already in the store, \(summary.incomplete.count) still being written, \(summary.failed.count) failed")

@@ -428,6 +428,94 @@ import Glibc
         #expect(files.fileExists(atPath: output.appendingPathComponent(".scores.h5.tmp-\(dead - 1)").path))
     }
 
+    /// A file replaced through `DirectoryHandle` (a mergekit YAML, the
+    /// submission record) removes what a killed run left under its
+    /// temporary name, as the store and the report do.
+    @Test func replacingAFileRemovesItsKilledRunsTemporaryFile() throws {
+        let scratch = try ScratchDirectory()
+        let stale = try scratch.write("partial", to: ".m.yaml.tmp-\(deadPID())")
+        let handle = try DirectoryHandle.create(at: scratch.url.path)
+        try handle.replaceFile("m.yaml", with: Array("new".utf8))
+        #expect(!files.fileExists(atPath: stale.path))
+        #expect(try String(contentsOf: scratch.path("m.yaml"), encoding: .utf8) == "new")
+    }
+
+    /// `score --output` through a symbolic link writes the file it names and
+    /// keeps the link (a link to nothing is refused before any work); a name
+    /// too long for its temporary name is refused before any work, saying so.
+    @Test func scoreOutputFollowsALinkAndLongNamesAreRefusedFirst() throws {
+        let scratch = try ScratchDirectory()
+        func score(_ output: URL) throws -> DroptraceCommand.Result {
+            try DroptraceCommand.run([
+                "score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+                "--output", output.path, "--threads", "1",
+            ])
+        }
+        let target = scratch.path("target.h5"), link = scratch.path("link.h5")
+        try #require(try score(target).status == 0)
+        try files.createSymbolicLink(at: link, withDestinationURL: target)
+        let before = FileVersion.current(target.path)
+        #expect(try score(link).status == 0)
+        #expect(FileVersion.current(target.path) != before, "the file the link names is replaced")
+        #expect(try files.destinationOfSymbolicLink(atPath: link.path) == target.path)
+        #expect(try ScoreFile.read(from: target).rows.count == 1)
+        let dangling = scratch.path("dangling.h5")
+        try files.createSymbolicLink(at: dangling, withDestinationURL: scratch.path("nothing.h5"))
+        expectOneLineFailure(try score(dangling), naming: dangling.path, mentioning: ["symbolic link to nothing"])
+        let long = scratch.path(String(repeating: "n", count: 242) + ".h5")
+        expectOneLineFailure(try score(long), naming: long.path, mentioning: ["temporary name 16 bytes longer"])
+    }
+
+    /// A checkpoint whose directory name is not UTF-8 (Foundation's listing
+    /// leaves it out) fails the run naming it, instead of going unseen.
+    @Test func nonUTF8CheckpointNamesAreNamedNotIgnored() throws {
+        let scratch = try ScratchDirectory()
+        let series = scratch.path("series")
+        try files.createDirectory(at: series, withIntermediateDirectories: true)
+        let raw = Array(series.path.utf8) + Array("/checkpoint-7".utf8) + [0xFF, 0]
+        #expect(raw.withUnsafeBufferPointer { $0.withMemoryRebound(to: CChar.self) { mkdir($0.baseAddress!, 0o755) } } == 0)
+        let result = try trace(series, scratch.path("out"))
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("checkpoint-7\\xff: the name is not UTF-8"), "\(result.stderr)")
+    }
+
+    /// Runs droptrace as user nobody (65534) with at most `processes`
+    /// processes and threads for that user (prlimit --nproc), via setpriv.
+    private static func runAsNobody(processes: Int, _ arguments: [String]) throws -> DroptraceCommand.Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        process.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/prlimit", "--nproc=\(processes)",
+                             DroptraceCommand.executable.path] + arguments
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return DroptraceCommand.Result(status: process.terminationStatus, stdout: "", stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    /// Root (who may switch to nobody, whom the limit binds) with setpriv and
+    /// prlimit, and a build nobody can run.
+    static let canLimitProcesses: Bool = {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
+              FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit") else { return false }
+        return (try? runAsNobody(processes: 1000, ["--version"]).status) == 0
+    }()
+
+    /// Under a limit on processes and threads that leaves fewer than the run
+    /// needs, libdispatch waited forever for a thread (holding the lock, so
+    /// every later run exited 75): now one line and exit 1, at once.
+    @Test(.enabled(if: OutputSafetyTests.canLimitProcesses, "needs root, setpriv and prlimit"))
+    func aThreadLimitFailsTheRunInsteadOfHangingIt() throws {
+        let result = try Self.runAsNobody(processes: 3, [
+            "score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--output", "/nonexistent/s.h5", "--threads", "2",
+        ])
+        #expect(result.status == 1, "\(result.stderr)")
+        #expect(result.stderr.contains("cannot start 5 threads (2 for --threads, 3 beside them)"), "\(result.stderr)")
+    }
+
     @Test func temporaryNamesParseOnlyAsDroptraceMakesThem() {
         #expect(TemporaryFileName.forTarget("scores.h5", pid: 42) == ".scores.h5.tmp-42")
         #expect(TemporaryFileName.parse(".scores.h5.tmp-42")! == ("scores.h5", 42))

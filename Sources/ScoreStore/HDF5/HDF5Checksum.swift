@@ -64,7 +64,15 @@ enum HDF5Checksum {
     static func verify(_ path: String) throws {
         guard let handle = FileHandle(forReadingAtPath: path) else { return }
         defer { try? handle.close() }
-        let block = Array((try? handle.read(upToCount: userBlockSize)) ?? Data())
+        // A failed read (EIO) is said to be one, not taken for a short, damaged file.
+        func chunk(_ count: Int) throws -> Data {
+            do {
+                return try handle.read(upToCount: count) ?? Data()
+            } catch {
+                throw DroptraceError("cannot read the store: \(SystemError.summary(of: error))", path: path, isTransient: true)
+            }
+        }
+        let block = Array(try chunk(userBlockSize))
         func damaged(_ why: String) -> DroptraceError {
             DroptraceError(
                 "the store is damaged: \(why); it was changed after it was written (if you changed it yourself, "
@@ -88,9 +96,9 @@ enum HDF5Checksum {
         }
         var hasher = SHA256()
         var read = 0
-        while let chunk = try? handle.read(upToCount: 1 << 20), !chunk.isEmpty {
-            hasher.update(data: chunk)
-            read += chunk.count
+        while case let data = try chunk(1 << 20), !data.isEmpty {
+            hasher.update(data: data)
+            read += data.count
         }
         guard read == length else { throw damaged("it holds \(read) bytes after its header, not \(length)") }
         guard hex(hasher.finalize()) == expected else { throw damaged("its SHA-256 does not match the one written with it") }

@@ -36,7 +36,7 @@ enum HDF5Probe {
         default:
             throw DroptraceError(
                 "cannot check the HDF5 file before reading it: \(String(cString: strerror(result.error_number)))",
-                path: path)
+                path: path, isTransient: true)
         }
     }
 }
