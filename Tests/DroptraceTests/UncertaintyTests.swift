@@ -86,6 +86,18 @@ extension SequenceSums {
         }
     }
 
+    /// Makes `layer`'s mean cosine exactly `cosine` in every sequence of
+    /// every module: no spread to resample.
+    mutating func setConstant(cosine: [Int: Double]) {
+        for module in ModuleKind.allCases {
+            var values = module.sums(in: self).cosineSum.flatMap { $0 }
+            for sequence in 0..<sequenceCount {
+                for (layer, value) in cosine { values[sequence * layerCount + layer] = value * Double(tokens[sequence]) }
+            }
+            set(module, cosineSum: values)
+        }
+    }
+
     /// Importance = 1 − Σcos / Σtokens over `sequences` (all when nil), [L].
     func importance(_ module: ModuleKind, sequences chosen: [Int]? = nil) -> [Double] {
         let sums = module.sums(in: self).cosineSum
@@ -344,13 +356,7 @@ extension UncertaintyTests {
         @Test func layersTiedAtTheEdgeShareItsPlaces() throws {
             var synthetic = SyntheticSums(seed: 11)
             var sums = synthetic.checkpoint(truth: [0.5, 0.2, 0.6, 0.2, 0.2], sequences: 12, noise: 0.05)
-            for module in ModuleKind.allCases {
-                var values = module.sums(in: sums).cosineSum.flatMap { $0 }
-                for sequence in 0..<12 {
-                    for layer in [1, 3, 4] { values[sequence * 5 + layer] = Double(sums.tokens[sequence]) }
-                }
-                sums.set(module, cosineSum: values)
-            }
+            sums.setConstant(cosine: [1: 1, 3: 1, 4: 1])
             let analysis = try SeriesAnalysis(rows: [sums.row(step: 0)], dropK: [1, 2, 3],
                                               bootstrap: BootstrapSettings(replicates: 100))
             let spread = try #require(analysis.uncertainty).attention
@@ -372,15 +378,7 @@ extension UncertaintyTests {
         @Test func layersTiedInFloat32ShareTheirPlaces() throws {
             var synthetic = SyntheticSums(seed: 12)
             var sums = synthetic.checkpoint(truth: [0.5, 0.2, 0.6, 0.2, 0.3], sequences: 12, noise: 0.05)
-            for module in ModuleKind.allCases {
-                var values = module.sums(in: sums).cosineSum.flatMap { $0 }
-                for sequence in 0..<12 {
-                    let tokens = Double(sums.tokens[sequence])
-                    values[sequence * 5 + 1] = 0.96 * tokens
-                    values[sequence * 5 + 3] = (0.96 + 1e-12) * tokens
-                }
-                sums.set(module, cosineSum: values)
-            }
+            sums.setConstant(cosine: [1: 0.96, 3: 0.96 + 1e-12])
             let row = sums.row(step: 0)
             try #require(row.attention[1] == row.attention[3])
             let analysis = try SeriesAnalysis(rows: [row], dropK: [1], bootstrap: BootstrapSettings(replicates: 100))
