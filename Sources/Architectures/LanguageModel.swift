@@ -49,6 +49,10 @@ public struct LayerNaming: Sendable, Equatable {
     /// Each layer's `no_rope_layers` flag (1: rotary, 0: none) where the
     /// config leaves them to `no_rope_layer_interval` (SmolLM3).
     public var noRopeLayers: [Int]? = nil
+    /// Layer-index thresholds the family read, defaults included
+    /// (DeepSeek's `first_k_dense_replace`, 3 in V3 when config.json omits
+    /// it): an export renumbers them even where config.json left them out.
+    public var layerThresholds: [String: Int] = [:]
     /// Where attention divides its scores by the layer's index + 1 (GPT-2's
     /// `scale_attn_by_inverse_layer_idx`), the fused projection whose first
     /// `queryWidth` outputs are the query: an export that moves a layer

@@ -173,7 +173,9 @@ public enum DropRun {
                 current.isEmpty ? full : try score(current)
             }.plan
         } else if request.consecutive {
-            plan = try DropSelection.consecutiveBlocks(count: request.count, scores: full, metric: request.blockMetric)
+            plan = try DropSelection.consecutiveBlocks(
+                count: request.count, scores: full, metric: request.blockMetric, configured: model.configuredDrops,
+                checkpoint: request.checkpoint.path)
         } else {
             plan = try DropSelection.oneShot(
                 request.target, count: request.count, scores: full, configured: model.configuredDrops,

@@ -96,23 +96,38 @@ public enum DropSelection {
         return plan
     }
 
-    /// The K contiguous blocks i..i+K−1 whose boundary states h_i and h_{i+K}
-    /// are most similar by `metric` (LLM-Drop's consecutive block drop with
-    /// the cosine, Gromov et al.'s / PruneMe's with the angular distances;
-    /// ties to the lower i).
+    /// The K contiguous blocks whose boundary states, before the first and
+    /// after the last, are most similar by `metric` (LLM-Drop's consecutive
+    /// block drop with the cosine, Gromov et al.'s / PruneMe's with the
+    /// angular distances; ties to the lower index). Contiguous in the model
+    /// as it runs: blocks `configured` (the checkpoint's own drop lists)
+    /// drops whole are identities, skipped over and not counted, as in
+    /// `oneShot`.
     /// - Throws: `DroptraceError` for a bad count, or when `scores` carry no
     ///   sums for an angular metric.
     public static func consecutiveBlocks(
-        count: Int, scores: ModuleScores, metric: BlockGapMetric = .cosine
+        count: Int, scores: ModuleScores, metric: BlockGapMetric = .cosine, configured: DropPlan = .none,
+        checkpoint: String? = nil
     ) throws -> DropPlan {
-        try check(.block, count: count, layers: scores.layerCount)
+        try check(.block, count: count, layers: scores.layerCount, configured: configured, checkpoint: checkpoint)
         guard let matrix = scores.blockGap(metric) else {
             throw DroptraceError("the scores carry no \(metric.displayName.lowercased()) of the block gaps")
         }
-        guard let best = metric.best(in: matrix, size: count) else {
+        let kept = (0..<scores.layerCount).filter { !(configured.dropsAttention($0) && configured.dropsMLP($0)) }
+        var best: (blocks: ArraySlice<Int>, value: Double)?
+        for first in 0...(kept.count - count) {
+            let blocks = kept[first..<(first + count)]
+            // h before the first and after the last: the identities between them change nothing.
+            let row = matrix[blocks.first!], span = blocks.last! - blocks.first!
+            guard span < row.count, !row[span].isNaN else { continue }
+            let value = row[span]
+            if let current = best?.value, metric.lowerIsMoreRedundant ? value >= current : value <= current { continue }
+            best = (blocks, value)
+        }
+        guard let best else {
             throw DroptraceError("no block of \(count) layers has a defined \(metric.displayName.lowercased())")
         }
-        return DropPlan(blocks: Set(best.start..<(best.start + count)))
+        return DropPlan(blocks: Set(best.blocks))
     }
 
     static func plan(_ modules: [Module]) -> DropPlan {

@@ -374,8 +374,10 @@ public enum DroppedModelExport {
             try config.set(key, value: indices.compactMap { renumber.mapping[$0.intValue] }.sorted())
         }
         for key in layerThresholdKeys {
-            guard let threshold = try config.value(key) as? NSNumber, threshold.intValue < layers else { continue }
-            try config.set(key, value: renumber.mapping.keys.filter { $0 < threshold.intValue }.count)
+            // Also one the family read as its default: transformers would apply it to the new indices.
+            guard let threshold = (try config.value(key) as? NSNumber)?.intValue ?? naming.layerThresholds[key],
+                  threshold < layers else { continue }
+            try config.set(key, value: renumber.mapping.keys.filter { $0 < threshold }.count)
         }
     }
 

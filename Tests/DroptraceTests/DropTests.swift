@@ -31,6 +31,25 @@ import Tokenization
         try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(model)))
     }
 
+    /// A block the checkpoint's own drop lists already drop whole is an
+    /// identity: --consecutive skips over it and counts only blocks the
+    /// model still has (it chose that block, dropping nothing new).
+    @Test func consecutiveBlocksSkipBlocksTheCheckpointAlreadyDrops() throws {
+        // cos(h_i, h_{i+n}) for 5 layers (row i, column n − 1); block 3 is an identity: h_3 = h_4.
+        let gaps: [[Double]] = [
+            [0.90, 0.80, 0.70, 0.70, 0.60], [0.91, 0.85, 0.85, 0.80], [0.92, 0.92, 0.95], [1.00, 0.75], [0.93],
+        ]
+        let scores = ModuleScores(attention: [0.1, 0.1, 0.1, 0, 0.1], mlp: [0.1, 0.1, 0.1, 0, 0.1],
+                                  block: [0.1, 0.09, 0.08, 0, 0.07], blockGap: gaps)
+        let configured = DropPlan(attention: [3], mlp: [3])
+        #expect(try DropSelection.consecutiveBlocks(count: 1, scores: scores).blocks == [3])
+        #expect(try DropSelection.consecutiveBlocks(count: 1, scores: scores, configured: configured).blocks == [4])
+        // Blocks 2 and 4 are adjacent once 3 is gone: h_2 to h_5, 0.95, beats 1 and 2 (0.85).
+        #expect(try DropSelection.consecutiveBlocks(count: 2, scores: scores, configured: configured).blocks == [2, 4])
+        #expect(try DropSelection.consecutiveBlocks(count: 3, scores: scores, configured: configured).blocks == [1, 2, 4])
+        #expect(throws: DroptraceError.self) { try DropSelection.consecutiveBlocks(count: 4, scores: scores, configured: configured) }
+    }
+
     @Test(arguments: DropTests.section("logits").keys.sorted())
     func lmHeadLogitsMatchTransformers(model name: String) throws {
         let entry = (Self.section("logits")[name] as! [String: Any])

@@ -78,6 +78,29 @@ import Testing
         #expect(config["layer_types"] as? [String] == ["sliding_attention", "full_attention", "sliding_attention"])
     }
 
+    /// Per-layer settings config.json leaves to transformers' index rules
+    /// are written out for the kept layers: Qwen2-MoE's layer types (even
+    /// layers below `max_window_layers` slide), which renumbering would
+    /// otherwise move, and a threshold the family read as its default
+    /// (DeepSeek's `first_k_dense_replace`).
+    @Test func blockDropWritesOutPerLayerDefaults() throws {
+        let scratch = try ScratchDirectory()
+        let model = try model("qwen2_moe-f32", in: scratch) { text in
+            text.replacingOccurrences(of: #""layer_types": \[[^\]]*\],"#, with: "", options: .regularExpression)
+        }
+        let source = try String(contentsOf: model.appendingPathComponent("config.json"), encoding: .utf8)
+        try #require(!source.contains("layer_types"))
+        let (_, config) = try exportedConfig(model, plan: DropPlan(blocks: [0]), in: scratch)
+        #expect(config["layer_types"] as? [String] == ["full_attention", "sliding_attention", "full_attention"])
+
+        let deepseek = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model("deepseek_v3-f32")))
+        #expect(deepseek.layerNaming.layerThresholds["first_k_dense_replace"] == 1)
+        var text = try ConfigJSONText(Data(#"{"num_hidden_layers": 4}"#.utf8), path: "config.json")
+        try DroppedModelExport.renumberLayers(
+            in: &text, naming: deepseek.layerNaming, renumber: .init(removing: [0], layers: 4))
+        #expect(text.text.contains(#""first_k_dense_replace": 0"#), "\(text.text)")
+    }
+
     /// Attention and MLP drops leave the text as it was, plus the drop lists.
     @Test func moduleDropOnlyAddsTheDropLists() throws {
         let scratch = try ScratchDirectory()

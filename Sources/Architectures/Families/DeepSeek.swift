@@ -232,6 +232,14 @@ struct DeepSeekModel: DecoderFamily {
         scale = Float(pow(Double(config.qkNopeHeadDim + config.qkRopeHeadDim), -0.5) * magnitude * magnitude)
     }
 
+    /// An export without some blocks writes `first_k_dense_replace` for the
+    /// kept layers also where config.json leaves it to its default.
+    var layerNaming: LayerNaming {
+        var naming = parts.naming
+        naming.layerThresholds["first_k_dense_replace"] = config.firstKDenseReplace
+        return naming
+    }
+
     /// The first kept attention's projections and the first kept router
     /// against the config, before anything is sized from them.
     private static func confirmShapes(_ parts: DecoderParts, _ c: DeepSeekConfiguration) throws {

@@ -76,6 +76,8 @@ struct LlamaModel: DecoderFamily {
     let rotary: RotaryEmbedding
     /// Each layer's attention window, nil for full attention.
     let windows: [Int?]
+    /// Each layer's attention type where it depends on the layer's index (Qwen2).
+    let indexedLayerTypes: [String]?
 
     init(_ checkpoint: Checkpoint) throws {
         try self.init(checkpoint, defaultTheta: 10_000)
@@ -94,6 +96,15 @@ struct LlamaModel: DecoderFamily {
             try parts.requireWindow(config.slidingWindow, builtBy: "MinistralModel")
         }
         windows = try parts.slidingWindows(layerTypes: layout.types, window: layout.window, windowKeys: layout.windowKeys)
+        indexedLayerTypes = config.modelType == "qwen2" ? layout.types : nil
+    }
+
+    /// An export without some blocks spells out Qwen2's layer types (from
+    /// `max_window_layers` on, layers slide), so renumbering cannot move a window.
+    var layerNaming: LayerNaming {
+        var naming = parts.naming
+        naming.layerTypes = indexedLayerTypes
+        return naming
     }
 
     static func naming(_ prefix: String) -> LayerNaming {

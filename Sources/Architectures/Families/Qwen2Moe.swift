@@ -110,6 +110,7 @@ struct Qwen2MoeModel: DecoderFamily {
     let rotary: RotaryEmbedding
     /// Each layer's attention window, nil for full attention.
     let windows: [Int?]
+    let layerTypes: [String]
 
     init(_ checkpoint: Checkpoint) throws {
         // Decoded first: the expert tensors are checked with the layers.
@@ -125,6 +126,7 @@ struct Qwen2MoeModel: DecoderFamily {
             try parts.requireWindow(config.slidingWindow, builtBy: "Qwen2MoeModel", keys: "sliding_window (use_sliding_window true)")
         }
         let layout = config.attentionLayout(layers: dimensions.numHiddenLayers)
+        layerTypes = layout.types
         windows = try parts.slidingWindows(
             layerTypes: layout.types, window: layout.window, windowKeys: "sliding_window and use_sliding_window")
         try ConfigRules.checks(path: parts.configPath) {
@@ -141,6 +143,14 @@ struct Qwen2MoeModel: DecoderFamily {
         try parts.confirmRouter(
             "mlp.gate", experts: config.numExperts, expertsKey: "num_experts",
             layers: (0..<dimensions.numHiddenLayers).filter(config.isSparse))
+    }
+
+    /// An export without some blocks spells out the layer types (even
+    /// layers below `max_window_layers` slide), so renumbering cannot move a window.
+    var layerNaming: LayerNaming {
+        var naming = parts.naming
+        naming.layerTypes = layerTypes
+        return naming
     }
 
     func head() throws -> OutputHead {
