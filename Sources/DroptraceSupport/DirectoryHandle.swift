@@ -167,8 +167,8 @@ public final class DirectoryHandle {
     }
 
     /// The subdirectories of `path` whose names are not UTF-8, which
-    /// Foundation's listings leave out: each as Python's
-    /// `surrogateescape` would show it ("run\\xff"), for messages.
+    /// Foundation's listings leave out: printable ASCII as it is, other
+    /// bytes as `\xNN` ("run\xff"), for one-line messages.
     public static func nonUTF8Subdirectories(of path: String) -> [String] {
         guard let stream = opendir(path) else { return [] }
         defer { closedir(stream) }
@@ -181,7 +181,7 @@ public final class DirectoryHandle {
                 full.baseAddress!.withMemoryRebound(to: CChar.self, capacity: full.count) { stat($0, &status) == 0 }
             } && status.st_mode & S_IFMT == S_IFDIR
             guard isDirectory else { continue }
-            names.append(bytes.map { $0 < 0x80 ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16) }.joined())
+            names.append(bytes.map { (0x20..<0x7F).contains($0) ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }.joined())
         }
         return names.sorted()
     }
