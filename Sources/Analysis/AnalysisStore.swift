@@ -196,7 +196,7 @@ extension SeriesAnalysis {
         case (_?, nil):
             throw refuse("it holds bootstrap intervals, though the rows hold no per-sequence sums of 2 or more sequences")
         case let (stored?, computed?):
-            if let module = ModuleKind.allCases.first(where: { !Self.agree(stored[$0], computed[$0]) }) {
+            if let module = ModuleKind.allCases.first(where: { !stored[$0].agrees(with: computed[$0], by: Self.agree) }) {
                 throw refuse("the intervals or drop-k probabilities of /\(AnalysisLayout.moduleGroup(module)) are not the "
                                  + "ones its bootstrap (\(Names.bootstrapReplicates), \(Names.bootstrapSeed), "
                                  + "\(Names.bootstrapConfidence) as stored) gives")
@@ -204,7 +204,11 @@ extension SeriesAnalysis {
         }
         let criteriaAgree = verdict.outcome == again.verdict.outcome && verdict.criteria.count == again.verdict.criteria.count
             && zip(verdict.criteria, again.verdict.criteria).allSatisfy { mine, theirs in
-                mine.id == theirs.id && mine.status == theirs.status && Self.agree(mine.interval, theirs.interval)
+                guard mine.id == theirs.id, mine.status == theirs.status else { return false }
+                guard let stored = mine.interval, let computed = theirs.interval else {
+                    return mine.interval == nil && theirs.interval == nil
+                }
+                return stored.agrees(with: computed, by: Self.agree)
             }
         guard criteriaAgree else { throw refuse("its verdict criteria are not the ones the rows and their bootstrap give") }
     }
@@ -212,28 +216,7 @@ extension SeriesAnalysis {
     /// Equal to float32 precision (relative 1e-6, absolute 1e-9), NaN
     /// matching NaN.
     private static func agree(_ a: Double, _ b: Double) -> Bool {
-        a == b || (a.isNaN && b.isNaN) || abs(a - b) <= 1e-6 * max(abs(a), abs(b)) + 1e-9
-    }
-
-    private static func agree(_ a: ConfidenceInterval?, _ b: ConfidenceInterval?) -> Bool {
-        guard let a, let b else { return a == nil && b == nil }
-        return agree(a.low, b.low) && agree(a.high, b.high)
-    }
-
-    private static func agree(_ a: ModuleUncertainty, _ b: ModuleUncertainty) -> Bool {
-        func rows(_ x: [[Float]], _ y: [[Float]]) -> Bool {
-            x.count == y.count && zip(x, y).allSatisfy { p, q in
-                p.count == q.count && zip(p, q).allSatisfy { agree(Double($0), Double($1)) }
-            }
-        }
-        func intervals(_ x: [ConfidenceInterval], _ y: [ConfidenceInterval]) -> Bool {
-            x.count == y.count && zip(x, y).allSatisfy { agree($0, $1) }
-        }
-        return rows(a.importanceLow, b.importanceLow) && rows(a.importanceHigh, b.importanceHigh)
-            && Set(a.dropProbability.keys) == Set(b.dropProbability.keys)
-            && a.dropProbability.allSatisfy { k, probability in rows(probability, b.dropProbability[k]!) }
-            && intervals(a.meanImportance, b.meanImportance) && intervals(a.spearmanFinal, b.spearmanFinal)
-            && intervals(a.kendallFinal, b.kendallFinal)
+        ConfidenceInterval.sameValue(a, b) || abs(a - b) <= 1e-6 * max(abs(a), abs(b)) + 1e-9
     }
 
     static func criteriaJSON(_ criteria: [VerdictCriterion]) throws -> String {

@@ -115,8 +115,15 @@ public struct ConfidenceInterval: Sendable, Codable {
 extension ConfidenceInterval: Equatable {
     // An undefined interval must equal its own round trip through a file.
     public static func == (lhs: ConfidenceInterval, rhs: ConfidenceInterval) -> Bool {
-        (lhs.low == rhs.low || (lhs.low.isNaN && rhs.low.isNaN))
-            && (lhs.high == rhs.high || (lhs.high.isNaN && rhs.high.isNaN))
+        lhs.agrees(with: rhs, by: sameValue)
+    }
+
+    /// Equal, or both NaN.
+    static func sameValue(_ a: Double, _ b: Double) -> Bool { a == b || (a.isNaN && b.isNaN) }
+
+    /// Whether both ends are the same by `same`.
+    func agrees(with other: ConfidenceInterval, by same: (Double, Double) -> Bool) -> Bool {
+        same(low, other.low) && same(high, other.high)
     }
 }
 

@@ -102,15 +102,24 @@ public struct SeriesUncertainty: Sendable, Equatable {
 extension ModuleUncertainty {
     // NaN ends (undefined scores) must match their own round trip.
     public static func == (lhs: ModuleUncertainty, rhs: ModuleUncertainty) -> Bool {
-        func same(_ a: [[Float]], _ b: [[Float]]) -> Bool {
+        lhs.agrees(with: rhs, by: ConfidenceInterval.sameValue)
+    }
+
+    /// Whether the two hold the same numbers by `same` (applied to every
+    /// interval end and probability): `==` exactly, or within a tolerance.
+    func agrees(with other: ModuleUncertainty, by same: (Double, Double) -> Bool) -> Bool {
+        func rows(_ a: [[Float]], _ b: [[Float]]) -> Bool {
             a.count == b.count && zip(a, b).allSatisfy { x, y in
-                x.count == y.count && zip(x, y).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) }
+                x.count == y.count && zip(x, y).allSatisfy { same(Double($0), Double($1)) }
             }
         }
-        return same(lhs.importanceLow, rhs.importanceLow) && same(lhs.importanceHigh, rhs.importanceHigh)
-            && Set(lhs.dropProbability.keys) == Set(rhs.dropProbability.keys)
-            && lhs.dropProbability.allSatisfy { k, rows in same(rows, rhs.dropProbability[k]!) }
-            && lhs.meanImportance == rhs.meanImportance && lhs.spearmanFinal == rhs.spearmanFinal
-            && lhs.kendallFinal == rhs.kendallFinal
+        func intervals(_ a: [ConfidenceInterval], _ b: [ConfidenceInterval]) -> Bool {
+            a.count == b.count && zip(a, b).allSatisfy { $0.agrees(with: $1, by: same) }
+        }
+        return rows(importanceLow, other.importanceLow) && rows(importanceHigh, other.importanceHigh)
+            && Set(dropProbability.keys) == Set(other.dropProbability.keys)
+            && dropProbability.allSatisfy { k, probability in rows(probability, other.dropProbability[k]!) }
+            && intervals(meanImportance, other.meanImportance) && intervals(spearmanFinal, other.spearmanFinal)
+            && intervals(kendallFinal, other.kendallFinal)
     }
 }

@@ -60,8 +60,10 @@ public enum AtomicFileReplacement {
         return .current(path)
     }
 
-    /// `path`, or the file a symbolic link there names (links followed to the end).
-    private static func linkTarget(_ path: String) throws -> String {
+    /// `path`, or the file a symbolic link there names (links followed to
+    /// the end): what a write to `path` replaces.
+    /// - Throws: `DroptraceError` naming `path` for a link to nothing.
+    static func linkTarget(_ path: String) throws -> String {
         var info = stat()
         guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFLNK else { return path }
         guard let resolved = realpath(path, nil) else {

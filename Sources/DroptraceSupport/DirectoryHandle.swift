@@ -177,10 +177,10 @@ public final class DirectoryHandle {
             let bytes = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
             guard String(validating: bytes, as: UTF8.self) == nil else { continue }
             var status = stat()
-            let isDirectory = (Array(path.utf8) + [UInt8(ascii: "/")] + bytes + [0]).withUnsafeBufferPointer { full in
-                full.baseAddress!.withMemoryRebound(to: CChar.self, capacity: full.count) { stat($0, &status) == 0 }
-            } && status.st_mode & S_IFMT == S_IFDIR
-            guard isDirectory else { continue }
+            let found = withUnsafeBytes(of: entry.pointee.d_name) { name in
+                fstatat(dirfd(stream), name.baseAddress!.assumingMemoryBound(to: CChar.self), &status, 0) == 0
+            }
+            guard found, status.st_mode & S_IFMT == S_IFDIR else { continue }
             names.append(bytes.map { (0x20..<0x7F).contains($0) ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }.joined())
         }
         return names.sorted()

@@ -16,16 +16,13 @@ public enum ReplaceableOutput {
         refusal: String = "it is not an earlier output (an input given as the output?); choose another path"
     ) throws {
         try TemporaryFileName.checkFits(path)
+        _ = try AtomicFileReplacement.linkTarget(path)  // writers follow a link: a link to nothing is refused
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         guard PathKind.of(directory) == .directory else {
             throw DroptraceError("cannot write: directory \(directory) does not exist", path: path)
         }
         var info = stat()
         guard stat(path, &info) == 0 else {
-            if errno == ENOENT, lstat(path, &info) == 0 {
-                // Writers follow a link to the file it names (`AtomicFileReplacement`): there is none.
-                throw DroptraceError("is a symbolic link to nothing: give the output file's own path", path: path)
-            }
             if errno == ENOENT { return }
             throw DroptraceError("cannot write: \(SystemError.describe())", path: path)
         }

@@ -482,17 +482,9 @@ import Glibc
     /// Runs droptrace as user nobody (65534) with at most `processes`
     /// processes and threads for that user (prlimit --nproc), via setpriv.
     private static func runAsNobody(processes: Int, _ arguments: [String]) throws -> DroptraceCommand.Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        process.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/prlimit", "--nproc=\(processes)",
-                             DroptraceCommand.executable.path] + arguments
-        let err = Pipe()
-        process.standardError = err
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return DroptraceCommand.Result(status: process.terminationStatus, stdout: "", stderr: String(decoding: stderr, as: UTF8.self))
+        try DroptraceCommand.run(arguments, launcher: [
+            "/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/prlimit", "--nproc=\(processes)",
+        ])
     }
 
     /// Root (who may switch to nobody, whom the limit binds) with setpriv and
