@@ -16,6 +16,15 @@ public enum ProcessLimits {
     /// small model's layer; larger models fail later naming what did not fit.
     public static let minimumAddressSpace: UInt64 = 1 << 30
 
+    /// Why a thread or process could not start (`code`: pthread_create's
+    /// or fork's errno), in words: EAGAIN is the limit on the user's
+    /// processes and threads, which the C library's text does not name.
+    public static func startFailure(_ code: Int32) -> String {
+        let text = SystemError.describe(code)
+        guard code == EAGAIN else { return text }
+        return text + " (the limit on this user's processes and threads, ulimit -u or a container's pids limit, is reached)"
+    }
+
     /// Raises the soft open-file limit and checks both limits.
     /// - Throws: `DroptraceError` naming the limit, its value and the least
     ///   droptrace runs with.

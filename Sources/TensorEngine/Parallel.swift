@@ -59,9 +59,8 @@ public enum EngineThreads {
         close(ends[0])
         guard failure == 0 else {
             throw DroptraceError(
-                "cannot start \(wanted) threads (\(count) for --threads, \(helpers) beside them): "
-                    + "\(String(cString: strerror(failure))) after \(started.count); the limit on this user's processes and "
-                    + "threads (ulimit -u, a container's pids limit) is reached: raise it, or use fewer --threads")
+                "cannot start \(wanted) threads (\(count) for --threads, \(helpers) beside them) after \(started.count): "
+                    + "\(ProcessLimits.startFailure(failure)); raise the limit, or use fewer --threads")
         }
     }
 }

@@ -508,6 +508,32 @@ import Glibc
         #expect(result.stderr.contains("cannot start 5 threads (2 for --threads, 3 beside them)"), "\(result.stderr)")
     }
 
+    /// With no thread or process to spare at all: OpenBLAS's thread pool,
+    /// started as the library loaded, raised SIGINT (exit 130, OpenBLAS's
+    /// own lines) before droptrace ran; the serial OpenBLAS starts none. The
+    /// engine's check and the store's probe (a forked child) then name the limit.
+    @Test(.enabled(if: OutputSafetyTests.canLimitProcesses, "needs root, setpriv and prlimit"))
+    func noThreadToSpareIsNamedNotRaised() throws {
+        let scratch = try ScratchDirectory()
+        let score = try Self.runAsNobody(processes: 1, [
+            "score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--output", "/nonexistent/s.h5", "--threads", "1",
+        ])
+        #expect(score.status == 1, "\(score.stderr)")
+        #expect(score.stderr.contains("cannot start 4 threads (1 for --threads, 3 beside them) after 0"), "\(score.stderr)")
+
+        let output = scratch.path("out")
+        try files.createDirectory(at: output, withIntermediateDirectories: true)
+        try AnalysisFixtures.scoreFile(AnalysisFixtures.clearlyInherentRows()).write(to: output.appendingPathComponent("scores.h5"), extra: nil)
+        for path in [scratch.url.path, output.path] { chmod(path, 0o777) }
+        let report = try Self.runAsNobody(processes: 1, ["report", output.path])
+        #expect(report.status == 1, "\(report.stderr)")
+        #expect(report.stderr.contains("scores.h5: cannot check the HDF5 file before reading it"), "\(report.stderr)")
+        for result in [score, report] {
+            #expect(result.stderr.contains("ulimit -u") && !result.stderr.contains("OpenBLAS"), "\(result.stderr)")
+        }
+    }
+
     @Test func temporaryNamesParseOnlyAsDroptraceMakesThem() {
         #expect(TemporaryFileName.forTarget("scores.h5", pid: 42) == ".scores.h5.tmp-42")
         #expect(TemporaryFileName.parse(".scores.h5.tmp-42")! == ("scores.h5", 42))

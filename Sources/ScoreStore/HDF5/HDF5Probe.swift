@@ -35,7 +35,7 @@ enum HDF5Probe {
                 "the HDF5 file is damaged: libhdf5 was still reading its metadata after \(Int(seconds)) s", path: path)
         default:
             throw DroptraceError(
-                "cannot check the HDF5 file before reading it: \(String(cString: strerror(result.error_number)))",
+                "cannot check the HDF5 file before reading it: \(ProcessLimits.startFailure(result.error_number))",
                 path: path, isTransient: true)
         }
     }
