@@ -12,6 +12,21 @@ enum AttentionLayerType {
     static func qwenDefault(layers: Int, window: Int?, maxWindowLayers: Int?) -> [String] {
         (0..<layers).map { window != nil && $0 >= (maxWindowLayers ?? 28) ? sliding : full }
     }
+
+    /// Refuses a type other than full_attention / sliding_attention (the
+    /// cache transformers 5 builds from `layer_types` for every family
+    /// fails on the others: linear_attention, chunked_attention), and
+    /// sliding layers without a window (`hasWindow`; transformers cannot
+    /// build their cache or mask). `windowKeys` names the keys that set it.
+    /// - Throws: `DroptraceError` naming `path`.
+    static func check(_ types: [String], hasWindow: Bool, windowKeys: String = "sliding_window", path: String) throws {
+        if let unknown = types.first(where: { $0 != sliding && $0 != full }) {
+            throw DroptraceError("unsupported layer type \"\(unknown.forErrorMessage)\" in layer_types", path: path)
+        }
+        if !hasWindow, types.contains(sliding) {
+            throw DroptraceError("layer_types has sliding_attention layers but \(windowKeys) set no window", path: path)
+        }
+    }
 }
 
 extension DecoderParts {
@@ -24,12 +39,7 @@ extension DecoderParts {
     ///   `sliding_window` (transformers would give them no window at all).
     func layerTypes(_ configured: [String]?, slidingWindow: Int?, default rule: (Int) -> String) throws -> [String] {
         let types = configured ?? (0..<dimensions.numHiddenLayers).map(rule)
-        if let unknown = types.first(where: { $0 != AttentionLayerType.sliding && $0 != AttentionLayerType.full }) {
-            throw DroptraceError("unsupported layer type \"\(unknown)\" in layer_types", path: configPath)
-        }
-        if types.contains(AttentionLayerType.sliding), slidingWindow == nil {
-            throw DroptraceError("layer_types has sliding_attention layers but sliding_window is not set", path: configPath)
-        }
+        try AttentionLayerType.check(types, hasWindow: slidingWindow != nil, path: configPath)
         return types
     }
 

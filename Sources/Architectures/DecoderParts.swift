@@ -174,13 +174,8 @@ struct DecoderParts: Sendable {
     ///   for sliding layers without a window (transformers cannot build
     ///   their mask either); `windowKeys` names the keys that set it.
     func slidingWindows(layerTypes: [String], window: Int?, windowKeys: String = "sliding_window") throws -> [Int?] {
-        if let unknown = layerTypes.first(where: { $0 != "sliding_attention" && $0 != "full_attention" }) {
-            throw DroptraceError("unsupported layer type \"\(unknown)\" in layer_types", path: configPath)
-        }
-        if layerTypes.contains("sliding_attention"), window == nil {
-            throw DroptraceError("layer_types has sliding_attention layers but \(windowKeys) set no window", path: configPath)
-        }
-        return layerTypes.map { $0 == "sliding_attention" ? window : nil }
+        try AttentionLayerType.check(layerTypes, hasWindow: window != nil, windowKeys: windowKeys, path: configPath)
+        return layerTypes.map { $0 == AttentionLayerType.sliding ? window : nil }
     }
 
     /// Checks the router `layers.<l>.<router>.weight` [experts, hidden] of

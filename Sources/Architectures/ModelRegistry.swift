@@ -6,6 +6,16 @@ protocol RegisteredModel: LanguageModel {
     /// Reads config.json's sizes and confirms them against the tensors.
     /// - Throws: `DroptraceError` naming config.json or the weights.
     init(_ checkpoint: Checkpoint) throws
+
+    /// Whether the family resolves config.json's `layer_types` itself for
+    /// `modelType` (per-layer windows, with its config class's default
+    /// window); for the others the registry checks the list as the cache
+    /// transformers builds from it reads it (`ForwardPassKeys`).
+    static func readsLayerTypes(_ modelType: String) -> Bool
+}
+
+extension RegisteredModel {
+    static func readsLayerTypes(_ modelType: String) -> Bool { false }
 }
 
 /// The architectures droptrace reads, by config.json `model_type`: the one
@@ -67,7 +77,8 @@ public enum ModelRegistry {
             // them, and a pad_token_id its model's embedding cannot take.
             let document = checkpoint.configDocument
             try ConfigValueKinds.check(document, modelType: checkpoint.modelType, path: checkpoint.configURL.path)
-            try ForwardPassKeys.check(document, path: checkpoint.configURL.path)
+            try ForwardPassKeys.check(
+                document, path: checkpoint.configURL.path, familyReadsLayerTypes: family.readsLayerTypes(checkpoint.modelType))
         }
         return try family.init(checkpoint)
     }

@@ -367,7 +367,14 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// config names none (1 when s ≤ 1).
     private func longRoPE(base: Double, rotaryDim: Int, headDim: Int, maxPositions: Int?, configPath: String) throws -> RotaryEmbedding {
         let original = try require(originalMaxPositions.map(Double.init), "original_max_position_embeddings", configPath)
-        let count = (rotaryDim + 1) / 2
+        // transformers wants ⌊d/2⌋ factors per list but rotates ⌈d/2⌉ pairs: no list fits an odd width.
+        guard rotaryDim % 2 == 0 else {
+            throw DroptraceError(
+                "rope type \"\(type)\" cannot rotate an odd width of \(rotaryDim) dimensions (\(partialRotaryKey) × head width): "
+                    + "transformers wants \(rotaryDim / 2) factors per list for it and rotates \((rotaryDim + 1) / 2) pairs, and fails",
+                path: configPath)
+        }
+        let count = rotaryDim / 2
         func frequencies(_ key: String, _ factors: [Double]?) throws -> [Float] {
             guard let factors else { throw DroptraceError("rope type \"\(type)\" needs \"\(key)\"", path: configPath) }
             guard factors.count == count else {

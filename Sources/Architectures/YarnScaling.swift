@@ -91,8 +91,16 @@ extension RopeSettings {
     /// The magnitude correction by which DeepSeek's attention multiplies its
     /// softmax scale twice: that of `mscale_all_dim` for a scaled rope type,
     /// else 1 (transformers' `yarn_apply_mscale`).
-    public var softmaxScaleMagnitude: Double {
-        guard type != "default", let all = yarn.mscaleAllDim, all != 0, let factor else { return 1 }
+    /// - Throws: `DroptraceError` naming the config when the factor is null
+    ///   there: DeepSeek's attention reads it as given, where the rotary
+    ///   table would infer it (transformers fails comparing None with 1).
+    func softmaxScaleMagnitude(configPath: String) throws -> Double {
+        guard type != "default", let all = yarn.mscaleAllDim, all != 0 else { return 1 }
+        guard let factor else {
+            throw DroptraceError(
+                "the rope \"factor\" is null, but mscale_all_dim \(all) scales DeepSeek's attention by it "
+                    + "(transformers fails on it): give the factor", path: configPath)
+        }
         return YarnParameters.magnitude(factor, all)
     }
 }

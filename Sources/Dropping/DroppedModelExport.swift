@@ -347,15 +347,12 @@ public enum DroppedModelExport {
         }
         // Configs that leave layer_types to a rule get it spelled out, or
         // renumbering would move windows: Gemma-2 (even layers slide),
-        // Gemma-3 / Cohere-2 (`sliding_window_pattern`: every n-th is global).
-        if try config.value("layer_types") == nil {
-            var types = naming.layerTypes
-            if types == nil, let pattern = try config.value("sliding_window_pattern") as? NSNumber, pattern.intValue > 0 {
-                types = (0..<layers).map { ($0 + 1) % pattern.intValue == 0 ? "full_attention" : "sliding_attention" }
-            }
-            if let types {
-                try config.set("layer_types", value: types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
-            }
+        // Gemma-3 (`sliding_window_pattern`: every n-th is global), Qwen2
+        // (`max_window_layers`). Only as the family resolved them: a list
+        // where its model reads none would still build transformers' cache
+        // layer by layer (sliding layers without a window fail there).
+        if try config.value("layer_types") == nil, let types = naming.layerTypes {
+            try config.set("layer_types", value: types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
         }
         // Qwen-MoE's sparse beat (every n-th layer sparse) would shift
         // with renumbering: the dense layers it implies are listed instead.

@@ -185,6 +185,10 @@ enum PipelineYAML {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
              .composer(let context, let problem, let mark, _):
             return SystemError.oneLine(located(context, problem, mark))
+        case .reader(let problem, let offset, let value, _):
+            let at = offset.map { "byte \($0): " } ?? ""
+            let character = value >= 0 ? String(format: " (U+%04X)", value) : ""
+            return SystemError.oneLine("\(at)\(problem)\(character)")
         default:
             return SystemError.oneLine(String(describing: error).split(separator: "\n").first.map(String.init) ?? "")
         }

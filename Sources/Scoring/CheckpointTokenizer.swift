@@ -20,7 +20,9 @@ public enum CheckpointTokenizer {
     }
 
     /// `warn` hears of a byte-level GGUF vocabulary without
-    /// `tokenizer.ggml.pre`, which gets llama.cpp's default pre-tokenizer.
+    /// `tokenizer.ggml.pre`, which gets llama.cpp's default pre-tokenizer,
+    /// of special-token ids outside the vocabulary, which get llama.cpp's
+    /// defaults, and of bytes a byte-level vocabulary has no token for.
     /// `acceptsTokenIDs`: the purpose could take pre-tokenised JSONL instead
     /// (calibration), which the missing-tokenizer error then suggests.
     /// `directory`: the user's tokenizer directory, read instead of the checkpoint's.
@@ -62,6 +64,13 @@ public enum CheckpointTokenizer {
         _ gguf: GGUFCheckpoint, warn: (String) -> Void
     ) throws -> (tokenizer: Tokenizer, spec: VocabularySpec) {
         let spec = try VocabularySpec(gguf: gguf)
+        spec.ignoredSpecialTokens.forEach { warn("\(gguf.path): \($0)") }
+        let missing = spec.bytesWithoutToken
+        if !missing.isEmpty {
+            let named = missing.prefix(8).map { String(format: "0x%02X", $0) }.joined(separator: ", ")
+            warn("\(gguf.path): the byte-level vocabulary has no token for \(missing.count) of the 256 bytes (\(named)"
+                + "\(missing.count > 8 ? ", ..." : "")); text holding them loses them, as in llama.cpp (a token renamed or duplicated?)")
+        }
         if spec.model == .byteLevelBPE && spec.preTokenizer == nil {
             warn("\(gguf.path): no tokenizer.ggml.pre; splitting text with llama.cpp's default pre-tokenizer, "
                 + "as llama.cpp does (re-convert the model to record the right one)")

@@ -45,7 +45,16 @@ extension VocabularySpec {
         }
         let preTokenizer = try metadata.optionalString(key("pre"))
         // An id outside the vocabulary is llama.cpp's "bad special token": it keeps its default id, below.
-        func special(_ name: String) throws -> Int? { try id(name).flatMap { $0 < tokens.count ? $0 : nil } }
+        var ignored: [String] = []
+        func special(_ name: String) throws -> Int? {
+            guard let id = try id(name) else { return nil }
+            guard id < tokens.count else {
+                ignored.append("\(key(name)) \(id) is outside the vocabulary of \(tokens.count) tokens; "
+                    + "using llama.cpp's default for it instead, as llama.cpp does (\"bad special token\")")
+                return nil
+            }
+            return id
+        }
         let given = (bos: try special("bos_token_id"), eos: try special("eos_token_id"), unknown: try special("unknown_token_id"))
         // llama.cpp's ids where the file names none (`llama_vocab::impl::load`),
         // where the vocabulary has them: SentencePiece BOS 1, EOS 2, UNK 0;
@@ -63,5 +72,6 @@ extension VocabularySpec {
             addEOS: try flag("add_eos_token") ?? false,
             preTokenizer: preTokenizer,
             addSpacePrefix: try flag("add_space_prefix") ?? true)
+        ignoredSpecialTokens = ignored
     }
 }

@@ -117,7 +117,7 @@ public struct ImportanceScorer {
 
     private func nonFinite(layer: Int, what: String) -> DroptraceError {
         DroptraceError(
-            "NaN or Inf in the activations of layer \(layer) (\(what)); the weights may be corrupt or overflow in this precision",
+            "NaN or Inf in the activations of layer \(layer) (\(what)); the weights or config.json's values (scales, rotary settings) may be corrupt, or overflow in this precision",
             path: model.checkpoint.weightsPath)
     }
 }

@@ -225,7 +225,8 @@ public struct CalibrationSet: Sendable {
             let fullWindows = ids.count / seqLen
             guard fullWindows > 0 else {
                 throw DroptraceError(
-                    "text gives \(ids.count) tokens, not enough for one window of \(seqLen) tokens", path: path)
+                    "text gives \(ids.count) tokens with \(tokenizer.sourcePath), not enough for one window of \(seqLen) tokens",
+                    path: path)
             }
             let count = min(fullWindows, samples ?? fullWindows)
             return (0..<count).map { window in Array(ids[(window * seqLen)..<((window + 1) * seqLen)]) }

@@ -28,6 +28,18 @@ public struct VocabularySpec: Sendable {
     public var preTokenizer: String?
     /// `tokenizer.ggml.add_space_prefix` (SentencePiece models; default true).
     public var addSpacePrefix: Bool
+    /// Special-token ids the file gave outside its vocabulary, which llama.cpp
+    /// replaces by its defaults ("bad special token"): one line each, for a warning.
+    public var ignoredSpecialTokens: [String] = []
+
+    /// The bytes a byte-level vocabulary has no single-character token for
+    /// (GPT-2's alphabet has one per byte): its tokenizer leaves them out of
+    /// any text, as llama.cpp's does. Empty for SentencePiece vocabularies.
+    public var bytesWithoutToken: [UInt8] {
+        guard model == .byteLevelBPE else { return [] }
+        let present = Set(tokens)
+        return (0...255).filter { !present.contains(String(ByteLevelAlphabet.scalarForByte[$0])) }.map(UInt8.init)
+    }
 
     /// llama.cpp's `add_bos` when `tokenizer.ggml.add_bos_token` is absent:
     /// SentencePiece vocabularies and the Llama-3 and Tekken byte-level

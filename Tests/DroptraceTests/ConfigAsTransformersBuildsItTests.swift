@@ -44,6 +44,52 @@ import Testing
         fixture.expectRefused(naming: "\"num_attention_heads\"")
     }
 
+    /// transformers 5 builds its cache from `layer_types` in every family,
+    /// also where the model reads no such list: a type other than full or
+    /// sliding attention, or sliding layers where the config sets no window,
+    /// fails there (these were scored as full attention, exit 0). A list it
+    /// can build changes nothing in such a family.
+    @Test(arguments: ["llama-f32", "starcoder2-f32", "qwen3_moe-f32", "gpt2-f32", "phi3-f32", "olmo2-f32"])
+    func layerTypesTransformersCannotBuildAreRefusedInEveryFamily(_ model: String) throws {
+        let layers = try EditedFixture(model).load().layerCount
+        // Linear-attention and conv layers have no key/value update, "moe" ones are placeholders that
+        // refuse one, "dense" has no cache layer at all, chunked ones need attention_chunk_size.
+        for type in ["linear_attention", "conv", "moe", "dense", "chunked_attention"] {
+            try EditedFixture(model) { $0["layer_types"] = [type] + Array(repeating: "full_attention", count: layers - 1) }
+                .expectRefused(naming: "unsupported layer type \"\(type)\" in layer_types")
+        }
+    }
+
+    @Test func slidingLayersWhereTheModelReadsNoListNeedAWindowAndChangeNothing() throws {
+        let layers = try EditedFixture("llama-f32").load().layerCount
+        let sliding = Array(repeating: "sliding_attention", count: layers)
+        try EditedFixture("llama-f32") { $0["layer_types"] = sliding }.expectRefused(naming: "sliding_window set no window")
+        let windowed = try EditedFixture("llama-f32") { $0["layer_types"] = sliding; $0["sliding_window"] = 2 }
+        #expect(try windowed.attentionScores() == (try EditedFixture("llama-f32").attentionScores()))
+    }
+
+    /// A multimodal wrapper's language model is quantised as a plain one is (transformers reads both).
+    @Test func quantisationInsideTextConfigIsRefusedAsAtTheTopLevel() throws {
+        try EditedFixture("gemma3-f32") { config in
+            var text = config["text_config"] as! [String: Any]
+            text["quantization_config"] = ["quant_method": "gptq", "bits": 4]
+            config["text_config"] = text
+        }.expectRefused(naming: "\"text_config.quantization_config.quant_method\" is \"gptq\"")
+    }
+
+    /// LongRoPE over an odd rotary width: transformers wants ⌊d/2⌋ factors
+    /// per list and rotates ⌈d/2⌉ pairs, so no list runs (the fixture's
+    /// heads are 12 wide; 0.99 of them is 11).
+    @Test func longRopeOverAnOddRotaryWidthIsRefused() throws {
+        try EditedFixture("phi3_longrope-f32", rope: "partial_rotary_factor", 0.99)
+            .expectRefused(naming: "cannot rotate an odd width of 11 dimensions")
+    }
+
+    /// DeepSeek's softmax scale reads the YaRN factor as given: a null one fails transformers.
+    @Test func deepSeekWithANullYarnFactorIsRefused() throws {
+        try EditedFixture("deepseek_v3-f32", rope: "factor", NSNull()).expectRefused(naming: "rope \"factor\" is null")
+    }
+
     /// Ministral's head_dim defaults to None, which its model reads as the
     /// head width: a config without one cannot be built (TypeError in
     /// transformers 5.23).

@@ -126,13 +126,20 @@ import Testing
         }
         // mscale = mscale_all_dim: cos and sin unscaled, the softmax scale × (0.1 ln 40 + 1)².
         #expect(rotary.attentionScaling == 1)
-        #expect(abs(settings.softmaxScaleMagnitude - (0.1 * log(40.0) + 1)) < 1e-12)
+        #expect(abs(try settings.softmaxScaleMagnitude(configPath: "c") - (0.1 * log(40.0) + 1)) < 1e-12)
         // Without mscales the attention factor is 0.1 ln(factor) + 1 and the softmax scale is untouched.
         let plain = try JSONDecoder().decode(RopeSettings.self, from: Data("""
             {"rope_scaling": {"type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096}}
             """.utf8))
         #expect(abs(try plain.embedding(headDim: 64, configPath: "c").attentionScaling - Float(0.1 * log(40.0) + 1)) < 1e-6)
-        #expect(plain.softmaxScaleMagnitude == 1)
+        #expect(try plain.softmaxScaleMagnitude(configPath: "c") == 1)
+        // A null factor the rotary table infers from the lengths, but DeepSeek's softmax scale reads it
+        // as given (transformers: TypeError comparing None with 1).
+        let inferred = try JSONDecoder().decode(RopeSettings.self, from: Data("""
+            {"max_position_embeddings": 163840, "rope_scaling": {"type": "yarn", "factor": null, "mscale_all_dim": 1.0,
+             "original_max_position_embeddings": 4096}}
+            """.utf8))
+        #expect(throws: DroptraceError.self) { try inferred.softmaxScaleMagnitude(configPath: "c") }
     }
 
     /// Interleaved rope pairs (x0, x1), (x2, x3)… rotated as DeepSeek does

@@ -44,6 +44,7 @@ import Testing
             text.replacingOccurrences(of: "\"vocab_size\": 512", with: """
                 "vocab_size": 512,
                   "layer_types": ["full_attention", "sliding_attention", "sliding_attention", "full_attention", "full_attention"],
+                  "sliding_window": 4,
                   "no_rope_layers": [1, 0, 0, 1, 1],
                   "mlp_only_layers": [0, 3, 4],
                   "max_window_layers": 3,
@@ -66,16 +67,26 @@ import Testing
         #expect(keys(text) == keys(original))
     }
 
-    /// A sliding pattern (`sliding_window_pattern`: every n-th layer global)
-    /// is spelled out as `layer_types` for the kept layers, so removing
-    /// blocks cannot move the global layers.
-    @Test func blockDropSpellsOutASlidingPattern() throws {
+    /// Gemma-3's sliding pattern (`sliding_window_pattern`: every n-th layer
+    /// global) is spelled out as `layer_types` for the kept layers, so
+    /// removing blocks cannot move the global layers. Llama reads no pattern
+    /// and no list: its export gets none (transformers 5 would build a
+    /// sliding cache layer from the list, and fail without a window).
+    @Test func blockDropSpellsOutASlidingPatternWhereTheFamilyReadsIt() throws {
         let scratch = try ScratchDirectory()
-        let model = try model("llama-f32", in: scratch) {
+        let gemma = try model("gemma3_text-f32", in: scratch) { text in
+            let start = text.range(of: "\"layer_types\": [")!, end = text.range(of: "],", range: start.upperBound..<text.endIndex)!
+            return text.replacingCharacters(in: start.lowerBound..<end.upperBound, with: "\"sliding_window_pattern\": 3,")
+        }
+        let (_, config) = try exportedConfig(gemma, plan: DropPlan(blocks: [1]), in: scratch)
+        #expect(config["layer_types"] as? [String] == ["sliding_attention", "full_attention", "sliding_attention"])
+
+        let other = try ScratchDirectory()
+        let llama = try model("llama-f32", in: other) {
             $0.replacingOccurrences(of: "\"vocab_size\": 512", with: "\"vocab_size\": 512,\n  \"sliding_window_pattern\": 3")
         }
-        let (_, config) = try exportedConfig(model, plan: DropPlan(blocks: [1, 3]), in: scratch)
-        #expect(config["layer_types"] as? [String] == ["sliding_attention", "full_attention", "sliding_attention"])
+        let (_, plain) = try exportedConfig(llama, plan: DropPlan(blocks: [1, 3]), in: other)
+        #expect(plain["layer_types"] == nil)
     }
 
     /// Per-layer settings config.json leaves to transformers' index rules

@@ -472,16 +472,26 @@ import Testing
     }
 
     /// miniz refuses the archive over an encrypted entry even if it is never read.
-    @Test func anEncryptedEntryIsRefusedEvenUnread() throws {
+    /// Encrypted (flag bit 0), strongly encrypted (bit 6) or with its local header masked (bit 13).
+    @Test(arguments: [(8, UInt8(0x01)), (8, 0x40), (9, 0x20)])
+    func anEncryptedEntryIsRefusedEvenUnread(byte: Int, bit: UInt8) throws {
         var bytes = try Self.small()
-        bytes[Self.centralRecord("small/.format_version", in: bytes).start + 8] |= 1
+        bytes[Self.centralRecord("small/.format_version", in: bytes).start + byte] |= bit
         #expect(try Self.error(bytes) == "zip entry small/.format_version is encrypted")
     }
 
+    /// The archive's disk numbers, or an entry's (miniz takes 0 or 1 there).
     @Test func aMultiDiskArchiveIsRefused() throws {
         var bytes = try Self.small()
         bytes[Self.endRecord(bytes) + 4] = 1
         #expect(try Self.error(bytes) == "zip archive spans several disks, which torch.load does not read; the file is damaged")
+        var entry = try Self.small()
+        let record = Self.centralRecord("small/data/0", in: entry).start
+        entry[record + 34] = 1
+        #expect(try Self.error(entry) == "(no error)")
+        entry[record + 34] = 2
+        #expect(try Self.error(entry) == "zip entry small/data/0 lies on disk 2: the archive spans several disks, which torch.load does not read; "
+            + "the file is damaged")
     }
 
     /// torch assigns it to tensor.requires_grad, which takes a bool only.

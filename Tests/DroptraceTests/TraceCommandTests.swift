@@ -405,6 +405,8 @@ import Glibc
             ("series: s\ncalibration: c\noutput: o\ntitle: \"unterminated\n",
              "not valid YAML: line 5, column 1: found unexpected end of stream (while scanning a quoted scalar at line 4, column 8)"),
             ("series: s\ncalibration: c\noutput: o\n  seq_len: 64\n", "not valid YAML: line 4, column 10: mapping values are not allowed in this context\n"),
+            // The reader's complaint, where and which character (it came with a nested "error:" and a dangling colon).
+            ("series: s\ncalibration: c\noutput: o\n\u{0}\n", "not valid YAML: byte 35: control characters are not allowed (U+0000)\n"),
         ]
         for (index, (text, word)) in cases.enumerated() {
             let file = try scratch.write(text, to: "p\(index).yaml")
@@ -552,7 +554,7 @@ import Glibc
         let binary = scratch.path("binary.txt")
         try Data([0x62, 0xFF, 0x0A]).write(to: binary)
         let short = try scratch.write("two words\n", to: "short.txt")
-        for (file, problem) in [(binary, "is not valid UTF-8 text (bad byte at offset 1)"), (short, "text gives 9 tokens, not enough for one window of 32 tokens")] {
+        for (file, problem) in [(binary, "is not valid UTF-8 text (bad byte at offset 1)"), (short, "text gives 9 tokens with \(series.directory.path)/checkpoint-100/tokenizer.json, not enough for one window of 32 tokens")] {
             let output = scratch.path("out-\(file.lastPathComponent)")
             let result = try trace(series.directory, output, eval: file)
             #expect(result.status == 1)

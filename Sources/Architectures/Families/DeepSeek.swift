@@ -228,7 +228,7 @@ struct DeepSeekModel: DecoderFamily {
         let rope = try checkpoint.decodeConfig(RopeSettings.self)
         // No table when the config drops every attention layer: no tensor confirmed its width.
         rotary = try rope.embedding(headDim: parts.firstKeptAttention == nil ? 0 : config.qkRopeHeadDim, configPath: configPath)
-        let magnitude = rope.softmaxScaleMagnitude
+        let magnitude = try rope.softmaxScaleMagnitude(configPath: configPath)
         scale = Float(pow(Double(config.qkNopeHeadDim + config.qkRopeHeadDim), -0.5) * magnitude * magnitude)
     }
 

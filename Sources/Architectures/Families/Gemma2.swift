@@ -44,6 +44,7 @@ struct Gemma2Configuration: Decodable {
 /// attention scaled by 1/√query_pre_attn_scalar with soft-capped scores,
 /// sliding-window and global layers alternating, and soft-capped final logits.
 struct Gemma2Model: DecoderFamily {
+    static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
     let config: Gemma2Configuration
     let rotary: RotaryEmbedding

@@ -62,6 +62,7 @@ struct Gemma3Configuration: Decodable {
 /// soft-caps its logits (`final_logit_softcapping`;
 /// `Gemma3ForConditionalGeneration` does not).
 struct Gemma3Model: DecoderFamily {
+    static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
     let config: Gemma3Configuration
     let layerTypes: [String]

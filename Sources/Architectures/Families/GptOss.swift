@@ -83,6 +83,7 @@ struct GptOssConfiguration: Decodable {
 /// U8): they are dequantised on load, as transformers'
 /// `convert_moe_packed_tensors` does, to [experts, out, in] before its transpose.
 struct GptOssModel: DecoderFamily {
+    static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
     let config: GptOssConfiguration
     let rotary: RotaryEmbedding

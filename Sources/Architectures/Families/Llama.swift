@@ -71,6 +71,8 @@ struct LlamaConfiguration: Decodable {
 /// Llama, Mistral, Ministral and Qwen2: pre-RMSNorm blocks, rotary
 /// attention with grouped-query heads, SwiGLU MLP.
 struct LlamaModel: DecoderFamily {
+    /// Llama's model runs every layer in full (`attentionLayout`).
+    static func readsLayerTypes(_ modelType: String) -> Bool { modelType != "llama" }
     let parts: DecoderParts
     let config: LlamaConfiguration
     let rotary: RotaryEmbedding

@@ -40,6 +40,7 @@ struct Olmo3Configuration: Decodable {
 /// and a rotary embedding per layer type (`rope_parameters.full_attention` /
 /// `.sliding_attention`).
 struct Olmo3Model: DecoderFamily {
+    static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
     let config: Olmo2Configuration
     let slidingWindow: Int?

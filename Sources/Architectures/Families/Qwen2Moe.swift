@@ -105,6 +105,7 @@ struct Qwen2MoeConfiguration: Decodable {
 /// `intermediate_size`. Dropping the MLP drops router, experts and shared
 /// expert together, as the layer adds their sum.
 struct Qwen2MoeModel: DecoderFamily {
+    static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
     let config: Qwen2MoeConfiguration
     let rotary: RotaryEmbedding

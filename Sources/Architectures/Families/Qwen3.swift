@@ -57,6 +57,7 @@ struct Qwen3Configuration: Decodable {
 /// `k_norm`, weights [head_dim]) before rotary. Layers slide their attention
 /// window where `layer_types` says `sliding_attention`.
 struct Qwen3Model: DecoderFamily {
+    static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
     let config: Qwen3Configuration
     let rotary: RotaryEmbedding

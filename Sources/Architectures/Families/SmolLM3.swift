@@ -49,6 +49,7 @@ struct SmolLM3Configuration: Decodable {
 /// layers `layer_types` marks `sliding_attention` (by default, with
 /// `use_sliding_window`, the NoPE ones) attend within a window.
 struct SmolLM3Model: DecoderFamily {
+    static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let llama: LlamaModel
     let ropeFlags: [Int]
     /// The attention window of each layer.

@@ -57,8 +57,9 @@ struct ZipArchive {
             guard seen.insert(Array(entry.name.utf8)).inserted, entries[entry.name] == nil else {
                 throw DroptraceError("zip archive holds two entries named \(entry.name.forErrorMessage); the file is damaged", path: path)
             }
-            // torch.load refuses an archive with any encrypted entry, read or not (miniz).
-            guard entry.flags & 1 == 0 else {
+            // torch.load refuses an archive with any encrypted entry, read or not (miniz): encrypted,
+            // strongly encrypted, or its local header masked (bits 0, 6 and 13 of the flags).
+            guard entry.flags & 0x2041 == 0 else {
                 throw DroptraceError("zip entry \(entry.name.forErrorMessage) is encrypted", path: path)
             }
             names.append(entry.name)
@@ -69,7 +70,7 @@ struct ZipArchive {
     }
 
     /// Where the bytes of entry `name` are in the file, checked to be stored,
-    /// unencrypted and inside the file.
+    /// not a patch, and inside the file.
     func range(_ name: String) throws -> (offset: Int, count: Int) {
         guard let entry = entries[name] else {
             throw DroptraceError("zip archive has no entry \(name.forErrorMessage)", path: path)
@@ -79,8 +80,9 @@ struct ZipArchive {
                 "zip entry \(name.forErrorMessage) is compressed (method \(entry.method)); torch.save stores entries uncompressed, so this file was repacked — re-save it with torch.save",
                 path: path)
         }
-        guard entry.flags & 1 == 0 else {
-            throw DroptraceError("zip entry \(name.forErrorMessage) is encrypted", path: path)
+        // Encrypted entries were refused with the archive; miniz refuses a patch entry as it reads it.
+        guard entry.flags & 0x20 == 0 else {
+            throw DroptraceError("zip entry \(name.forErrorMessage) is a compressed patch (flag bit 5), which torch.load does not read", path: path)
         }
         let start = try Self.dataStart(of: entry, in: file)
         guard start <= file.size, entry.size <= file.size - start else {
@@ -206,9 +208,16 @@ struct ZipArchive {
         let nameLength = Int(try reader.u16())
         let extraLength = Int(try reader.u16())
         let commentLength = Int(try reader.u16())
-        try reader.skip(8)
+        let disk = try reader.u16()
+        try reader.skip(6)
         var localHeaderOffset = Int(try reader.u32())
         let name = try reader.string(nameLength)
+        // miniz takes an entry's disk number as the archive's (0) or 1, and refuses others as multi-disk.
+        guard disk <= 1 else {
+            throw DroptraceError(
+                "zip entry \(name.forErrorMessage) lies on disk \(disk): the archive spans several disks, which torch.load does not read; "
+                    + "the file is damaged", path: path)
+        }
         let extraEnd = reader.position + extraLength
         // The ZIP64 extra field holds, in this order, exactly the fields whose 32-bit slot is all ones.
         while reader.position + 4 <= extraEnd {
