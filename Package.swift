@@ -39,14 +39,7 @@ let package = Package(
             dependencies: ["CICURegex", "DroptraceSupport", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // Float32 (and bfloat16) tensor kernels on top of oneDNN and OpenBLAS, chosen by CPU features.
-        // The engine runs OpenBLAS single-threaded on its own workers: Debian's serial OpenBLAS
-        // (libopenblas0-serial) is found first where installed, so no idle OpenBLAS thread pool is
-        // started at load (its start fails, raising SIGINT, under a tight limit on processes).
-        .target(
-            name: "TensorEngine",
-            dependencies: ["CBLAS", "CDNNL", "CDNNLMatmul", "CCPUFeatures", "CVectorKernels", "DroptraceSupport"],
-            linkerSettings: [.unsafeFlags(serialOpenBLAS.flatMap { ["-Xlinker", "-rpath", "-Xlinker", $0] }, .when(platforms: [.linux]))]
-        ),
+        .target(name: "TensorEngine", dependencies: ["CBLAS", "CDNNL", "CDNNLMatmul", "CCPUFeatures", "CVectorKernels", "DroptraceSupport"]),
         // One file per transformer family, layer-by-layer forward passes.
         .target(name: "Architectures", dependencies: ["CheckpointIO", "TensorEngine", "DroptraceSupport"]),
         // LLM-Drop module importance from one pass.
@@ -120,9 +113,4 @@ if Context.environment["DROPTRACE_FUZZ"] != nil {
     package.targets.append(.executableTarget(
         name: "droptrace-fuzz", dependencies: ["CheckpointIO", "Tokenization", "Architectures", "Scoring", "Pipeline", "DroptraceSupport"],
         path: "fuzz/Sources/droptrace-fuzz"))
-}
-
-/// Where Debian and Ubuntu install the serial OpenBLAS (libopenblas0-serial), per architecture.
-var serialOpenBLAS: [String] {
-    ["x86_64-linux-gnu", "aarch64-linux-gnu"].map { "/usr/lib/\($0)/openblas-serial" }
 }

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the C libraries droptrace links against, when any is missing:
-# HDF5 (libhdf5-dev), zlib (zlib1g-dev), OpenBLAS (libopenblas-dev, and its serial build libopenblas0-serial,
-# which droptrace loads first: it runs OpenBLAS single-threaded), oneDNN (libdnnl-dev) and ICU (libicu-dev).
+# HDF5 (libhdf5-dev), zlib (zlib1g-dev), OpenBLAS (libopenblas-dev), oneDNN (libdnnl-dev) and ICU (libicu-dev).
 # Non-interactive; uses sudo when not run as root.
 set -euo pipefail
 
-packages=(libhdf5-dev zlib1g-dev libopenblas-dev libopenblas0-serial libdnnl-dev libicu-dev)
+packages=(libhdf5-dev zlib1g-dev libopenblas-dev libdnnl-dev libicu-dev)
+# --tests: also OpenBLAS's sequential build (libopenblas0-serial), which the tests run droptrace on
+# (installing it leaves the threaded build the one programs load).
+if [ "${1:-}" = "--tests" ]; then packages+=(libopenblas0-serial); fi
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

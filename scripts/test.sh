@@ -3,7 +3,7 @@
 # one-node Slurm cluster the cluster tests run against, builds, tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-deps.sh
+scripts/ensure-deps.sh --tests
 scripts/slurm-cluster.sh >/dev/null
 export DROPTRACE_SLURM=1
 swift build --build-tests

@@ -1,5 +1,6 @@
 import CBLAS
 import CDNNLMatmul
+import Foundation
 
 /// The few BLAS entry points the engine needs, with Swift-friendly arguments.
 public enum BLAS {
@@ -8,6 +9,24 @@ public enum BLAS {
     }
 
     public static var threads: Int { Int(openblas_get_num_threads()) }
+
+    /// Whether this OpenBLAS is its sequential build (Debian's
+    /// libopenblas0-serial, where update-alternatives selects it), which
+    /// keeps one set of work buffers for the whole process: products on two
+    /// threads at once corrupt each other (scores off by 1e-3, differing from
+    /// run to run). Its products then run one at a time.
+    public static let isSequentialBuild = openblas_get_parallel() == 0
+    private static let sequentialBuildLock = NSLock()
+    public static let sequentialBuildWarning = "OpenBLAS here is its sequential build (libopenblas0-serial), which two threads "
+        + "cannot call at once: its products run one at a time; select the threaded build (libopenblas0-pthread, "
+        + "update-alternatives) for speed"
+
+    /// Runs `body` (an OpenBLAS call) at once, or alone on a sequential build.
+    @inline(__always)
+    private static func openBLAS(_ body: () -> Void) {
+        guard isSequentialBuild else { return body() }
+        sequentialBuildLock.withLock(body)
+    }
 
     /// C[m×n] = alpha · op(A) · op(B) + beta · C, all row-major.
     /// op(A) is m×k and op(B) is k×n; `transposeA/B` select Aᵀ / Bᵀ.
@@ -28,11 +47,13 @@ public enum BLAS {
                transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == 0 {
             return
         }
-        cblas_sgemm(
-            CblasRowMajor,
-            transposeA ? CblasTrans : CblasNoTrans,
-            transposeB ? CblasTrans : CblasNoTrans,
-            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        openBLAS {
+            cblas_sgemm(
+                CblasRowMajor,
+                transposeA ? CblasTrans : CblasNoTrans,
+                transposeB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        }
     }
 
     /// y[m] = alpha · op(A) · x + beta · y, A row-major m×n (op: A or Aᵀ).
@@ -42,8 +63,10 @@ public enum BLAS {
         _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, alpha: Float = 1, beta: Float = 0
     ) {
         _ = MatrixKernels.active // OpenBLAS steered before its first product
-        cblas_sgemv(
-            CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), alpha, a, Int32(lda), x, 1, beta, y, 1)
+        openBLAS {
+            cblas_sgemv(
+                CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), alpha, a, Int32(lda), x, 1, beta, y, 1)
+        }
     }
 
     /// C[m×n] (float32) = alpha · A · op(B) + beta · C with A [m×k] and B

@@ -69,6 +69,9 @@ struct EngineOptions: ParsableArguments {
         // (chosen from CPUID); DROPTRACE_LOG_LEVEL=debug shows it.
         let logger = DroptraceLogging.logger()
         MatrixKernels.ignoredSettings.forEach { logger.warning("\($0)") }
+        if BLAS.isSequentialBuild && EngineThreads.count > 1 && MatrixKernels.active.f32 == .openBLAS {
+            logger.warning("\(BLAS.sequentialBuildWarning)")
+        }
         logger.debug("matrix kernels: \(MatrixKernels.selectionSummary)")
     }
 }

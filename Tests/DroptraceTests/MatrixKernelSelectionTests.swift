@@ -152,3 +152,31 @@ import Testing
         #expect(OpenBLASCore.current == original)
     }
 }
+
+/// OpenBLAS's sequential build (Debian's libopenblas0-serial, where
+/// update-alternatives selects it) keeps one set of work buffers for the
+/// process: the engine's threads in its products at once gave scores off by
+/// 1e-3 on the bench model, different from run to run. droptrace finds that
+/// build, runs its products one at a time and says so.
+@Suite struct SequentialOpenBLASTests {
+    static let library: String? = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .map { "/usr/lib/\($0)/openblas-serial" }
+        .first { FileManager.default.fileExists(atPath: $0 + "/libopenblas.so.0") }
+
+    @Test(.enabled(if: library != nil, "needs libopenblas0-serial (scripts/ensure-deps.sh --tests)"))
+    func itsProductsRunOneAtATimeAndItIsSaid() throws {
+        let scratch = try ScratchDirectory()
+        func score(_ environment: [String: String], _ name: String) throws -> DroptraceCommand.Result {
+            try DroptraceCommand.run(
+                ["score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+                 "--output", scratch.path(name).path, "--threads", "2", "--json"],
+                environment: environment.merging(["DROPTRACE_MATRIX_KERNEL": "openblas"]) { $1 })
+        }
+        let threaded = try score([:], "threaded.h5")
+        let sequential = try score(["LD_LIBRARY_PATH": try #require(Self.library)], "sequential.h5")
+        #expect(threaded.status == 0 && sequential.status == 0, "\(threaded.stderr)\n\(sequential.stderr)")
+        #expect(!threaded.stderr.contains("sequential build"))
+        #expect(sequential.stderr.contains("warning: \(BLAS.sequentialBuildWarning)"), "\(sequential.stderr)")
+        #expect(sequential.stdout == threaded.stdout)
+    }
+}
