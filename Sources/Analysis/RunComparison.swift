@@ -114,12 +114,14 @@ public struct RunComparison: Sendable {
             throw DroptraceError("only one store given; compare needs at least two", path: first.path)
         }
         let model = first.scoreFile.metadata
-        for run in runs {
+        for (index, run) in runs.enumerated() {
             let metadata = run.scoreFile.metadata
-            guard metadata.isSameModel(as: model) else {
-                let (this, other) = metadata.describedApart(from: model)
+            // Every pair: a store that records no width or layer shapes agrees with any, so
+            // agreeing with the first store alone does not make two later ones agree.
+            for earlier in runs[..<index] where !metadata.isSameModel(as: earlier.scoreFile.metadata) {
+                let (this, other) = metadata.describedApart(from: earlier.scoreFile.metadata)
                 throw DroptraceError(
-                    "holds \(SystemError.oneLine(this)), but \(first.path) holds \(SystemError.oneLine(other)); compare needs "
+                    "holds \(SystemError.oneLine(this)), but \(earlier.path) holds \(SystemError.oneLine(other)); compare needs "
                         + "stores of one architecture (the same model_type, num_layers, hidden_size and layer shapes)",
                     path: run.path)
             }

@@ -177,6 +177,14 @@ import ScoreStore
                     && result.stderr.contains("model_type, num_layers, hidden_size and layer shapes"), "\(result.stderr)")
             #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("report.md").path))
         }
+        // A store that records no width or layer shapes agrees with both, but they do not with each other:
+        // every pair is checked, not each store against the first.
+        let unrecorded = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("unrecorded"))
+        let result = try DroptraceCommand.run(["compare", unrecorded.path, mlp96.path, mlp192.path, "--output", output.path])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("\(mlp192.path)/scores.h5: holds") && result.stderr.contains("but \(mlp96.path)/scores.h5 holds"),
+                "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("report.md").path))
     }
 
     /// A file without a stored analysis (`droptrace score`'s) is analysed

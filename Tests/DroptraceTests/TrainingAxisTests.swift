@@ -84,6 +84,20 @@ import ScoreStore
         #expect(StepAxis.choose(steps: [100, -1]).title(.steps) == "Checkpoint index (steps unknown)")
     }
 
+    /// Steps near 2^53 whose Double values differ by less than the tick
+    /// step: ticks were made by adding the step, which changed nothing there,
+    /// and the loop grew without end (a report aborted allocating 35 GB).
+    @Test func ticksOfStepsBeyondDoublesResolutionAreFew() {
+        let steps: [Int64] = [10_000_000_000_000_000, 10_000_000_000_000_001, 10_000_000_000_000_002, 10_000_000_000_000_003]
+        let ticks = StepAxis.choose(steps: steps).ticks(from: 0, to: 600)
+        #expect((1...12).contains(ticks.count), "\(ticks.count) ticks")
+        for (lo, hi) in [(1e16, 1e16 + 4), (1e300, 1e300 * (1 + 1e-15)), (0.0, 1.0)] {
+            let values = Ticks.values(lo, hi, target: 8).values
+            #expect((1...40).contains(values.count) && values == values.sorted() && Set(values).count == values.count, "\(lo)…\(hi)")
+        }
+        #expect(Ticks.values(0, 1, target: 5).values == [0, 0.2, 0.4, 0.6000000000000001, 0.8, 1])
+    }
+
     @Test func twoDecadesOrLessStayLinear() {
         #expect(StepAxis.choose(steps: [0, 1000, 50_000, 100_000]) == .linear(lo: 0, hi: 100_000))
         #expect(StepAxis.choose(steps: [10, 1000, 1001]) == .log(lo: 10, hi: 1001, hasZero: false))

@@ -15,12 +15,16 @@ enum Ticks {
     static func values(_ lo: Double, _ hi: Double, target: Int) -> (values: [Double], step: Double) {
         guard hi > lo else { return ([lo], 1) }
         let step = niceStep((hi - lo) / Double(max(1, target)))
+        // Ticks by index, not by adding the step: where the step is below
+        // the values' resolution (steps near 2^53) adding it changes nothing.
+        let first = ceil(lo / step - 1e-9), last = floor(hi / step + 1e-9)
+        guard first <= last, last - first <= Double(4 * max(1, target) + 8) else { return ([lo, hi], hi - lo) }
         var values: [Double] = []
-        var tick = ceil(lo / step - 1e-9) * step
-        while tick <= hi + step * 1e-9 {
-            // Snap -0.0 and accumulated error (0.30000000000000004).
-            values.append(abs(tick) < step * 1e-9 ? 0 : (tick / step).rounded() * step)
-            tick += step
+        for index in 0...Int(last - first) {
+            let tick = (first + Double(index)) * step
+            // Snap -0.0; values that no longer differ at this magnitude appear once.
+            let value = abs(tick) < step * 1e-9 ? 0 : tick
+            if values.last != value { values.append(value) }
         }
         return (values, step)
     }
