@@ -155,7 +155,9 @@ extension SeriesAnalysis {
             uniquingKeysWith: { first, _ in first })
         let verdict = Verdict.evaluate(
             attentionMean: analysis.attention.meanImportance, mlpMean: analysis.mlp.meanImportance,
-            attentionRankings: analysis.attention.rankings, steps: analysis.steps, intervals: intervals.isEmpty ? nil : intervals,
+            attentionRankings: analysis.attention.rankings,
+            finalAttention: rows.last.map { ModuleKind.attention.importance(in: $0).map(Double.init) } ?? [],
+            steps: analysis.steps, intervals: intervals.isEmpty ? nil : intervals,
             confidence: analysis.uncertainty?.settings.confidence ?? BootstrapSettings.defaultConfidence)
         guard verdict.judgement == analysis.verdict.judgement else {
             throw DroptraceError(

@@ -82,7 +82,8 @@ public struct Verdict: Sendable, Equatable {
         when steps are unknown). k is the larger default drop-k, round(L/2). \
         Inconclusive with fewer than 3 checkpoints or for a one-layer model (its drop-k set is the whole \
         model); otherwise not inherent when any criterion fails, and inconclusive when none fails but one \
-        cannot be measured or is within noise. With per-sequence statistics stored, each measured criterion \
+        cannot be measured or is within noise. Criteria 2 and 3 cannot be measured when the final drop-k \
+        set is not decided by the scores (an undefined score, or a tie at its edge). With per-sequence statistics stored, each measured criterion \
         carries a 95% bootstrap interval (calibration sequences resampled) and passes or fails only when \
         its value and whole interval are on the same side of the threshold; otherwise it is within noise.
         """
@@ -156,13 +157,17 @@ public struct Verdict: Sendable, Equatable {
     /// - Parameters:
     ///   - attentionMean, mlpMean: [C] mean importance per checkpoint.
     ///   - attentionRankings: [C][L] attention rankings (most redundant first).
+    ///   - finalAttention: [L] the final checkpoint's attention importance:
+    ///     where its drop-k set is decided by a tie at its edge (zero-initialised
+    ///     output projections score every layer 0) or by undefined scores, the
+    ///     set is the tie-break's, and criteria 2 and 3 cannot be measured.
     ///   - steps: [C] training steps, -1 when unknown.
     ///   - intervals: bootstrap intervals of the criterion values by
     ///     criterion id (`ImportanceBootstrap`); nil without per-sequence
     ///     statistics, and the verdict then rests on the point values alone.
     ///   - confidence: the intervals' level, for the reason sentence.
     public static func evaluate(
-        attentionMean: [Double], mlpMean: [Double], attentionRankings: [[Int]], steps: [Int64],
+        attentionMean: [Double], mlpMean: [Double], attentionRankings: [[Int]], finalAttention: [Double], steps: [Int64],
         intervals: [String: ConfidenceInterval]? = nil, confidence: Double = BootstrapSettings.defaultConfidence
     ) -> Verdict {
         let count = steps.count
@@ -180,6 +185,11 @@ public struct Verdict: Sendable, Equatable {
             measured.stabilisationFraction = .nan
         }
         let wholeModel = "the drop-\(k) set is the whole \(layers)-layer model: nothing to compare"
+        let undecided = everyLayer ? nil : undecidedEdge(finalAttention, ranking: attentionRankings.last ?? [], k: k)
+        if undecided != nil {
+            measured.medianJaccard = .nan
+            measured.stabilisationFraction = .nan
+        }
 
         let leftOut = count - measured.comparable
         let criterion1 = VerdictCriterion(
@@ -196,8 +206,8 @@ public struct Verdict: Sendable, Equatable {
             description: "Median Jaccard overlap of the attention drop-\(k) set with the final checkpoint's "
                 + "(all checkpoints but the final)",
             value: measured.medianJaccard, comparison: .atLeast, threshold: medianJaccardThreshold,
-            detail: everyLayer ? wholeModel : measured.earlierCount == 0 ? "no earlier checkpoint to compare"
-                : "median over \(measured.earlierCount) checkpoint\(measured.earlierCount == 1 ? "" : "s")",
+            detail: everyLayer ? wholeModel : undecided ?? (measured.earlierCount == 0 ? "no earlier checkpoint to compare"
+                : "median over \(measured.earlierCount) checkpoint\(measured.earlierCount == 1 ? "" : "s")"),
             interval: intervals?[CriterionID.dropSetAgreement])
 
         let index = measured.stabilisationIndex
@@ -209,7 +219,7 @@ public struct Verdict: Sendable, Equatable {
             description: "Fraction of the run (\(measured.usesSteps ? "in steps" : "in checkpoints")) elapsed when "
                 + "the attention drop-\(k) set stops changing",
             value: measured.stabilisationFraction, comparison: .atMost, threshold: stabilisationFraction,
-            detail: everyLayer ? wholeModel : "settles at \(location)", interval: intervals?[CriterionID.earlyStabilisation])
+            detail: everyLayer ? wholeModel : undecided ?? "settles at \(location)", interval: intervals?[CriterionID.earlyStabilisation])
 
         let criteria = [criterion1, criterion2, criterion3]
         let (outcome, reason) = decide(criteria, checkpoints: count, layers: layers, confidence: confidence)
@@ -243,11 +253,10 @@ public struct Verdict: Sendable, Equatable {
             outcome = .notInherent
             reason = "Failed: \(failed.joined(separator: ", "))."
                 + (straddling.isEmpty ? "" : " Within noise: \(straddling.map(\.id).joined(separator: ", ")).")
-                + (unmeasured.isEmpty ? "" : " Not measured (undefined importance scores): "
-                    + "\(unmeasured.map(\.id).joined(separator: ", ")).")
+                + (unmeasured.isEmpty ? "" : " Not measured: \(unmeasured.map(\.id).joined(separator: ", ")).")
         } else if let unmeasured = criteria.first(where: { $0.value.isNaN }) {
             outcome = .inconclusive
-            reason = "Criterion \(unmeasured.id) cannot be measured (undefined importance scores)."
+            reason = "Criterion \(unmeasured.id) cannot be measured: \(unmeasured.detail)."
         } else if !straddling.isEmpty {
             outcome = .inconclusive
             reason = straddling.map { criterion in
@@ -263,6 +272,22 @@ public struct Verdict: Sendable, Equatable {
                 : "All three criteria pass."
         }
         return (outcome, reason)
+    }
+
+    /// Why the drop-`k` set of importances `final` (`ranking`: its layers,
+    /// least important first) is not decided by the scores — undefined
+    /// scores, or equal ones either side of its edge — or nil when it is.
+    static func undecidedEdge(_ final: [Double], ranking: [Int], k: Int) -> String? {
+        guard k < ranking.count else { return nil }
+        let undefined = final.indices.filter { final[$0].isNaN }
+        if !undefined.isEmpty {
+            return "the final checkpoint's attention importance is undefined at layer\(undefined.count == 1 ? "" : "s") "
+                + "\(undefined.map(String.init).joined(separator: ", ")), so its drop-\(k) set is not known"
+        }
+        let inside = ranking[k - 1], outside = ranking[k]
+        guard final[inside] == final[outside] else { return nil }
+        return "the final checkpoint's drop-\(k) set is decided by a tie: layers \(inside) and \(outside) have the same "
+            + "attention importance (\(final[inside])), one inside the set and one outside"
     }
 
     /// The drop-k the verdict uses: the larger default, round(L/2).

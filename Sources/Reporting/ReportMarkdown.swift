@@ -353,7 +353,8 @@ struct ReportMarkdown {
 
             **Inherent** when all three pass, **not inherent** when any fails; **inconclusive** with fewer than \
             \(Verdict.minimumCheckpoints) checkpoints, for a one-layer model (its drop set is the whole model), or \
-            when no criterion fails but one cannot be measured (undefined scores).
+            when no criterion fails but one cannot be measured (undefined scores; for criteria 2 and 3 also a \
+            final drop set decided by a tie at its edge, one layer inside and one outside with equal importance).
 
             """ + (analysis.uncertainty == nil ? "" : """
 

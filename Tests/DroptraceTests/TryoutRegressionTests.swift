@@ -51,7 +51,8 @@ struct TryoutRegressionTests {
                 // The verdict droptrace gives with such an interval (a store's verdict must be its rows').
                 analysis.verdict = Verdict.evaluate(
                     attentionMean: analysis.attention.meanImportance, mlpMean: analysis.mlp.meanImportance,
-                    attentionRankings: analysis.attention.rankings, steps: analysis.steps,
+                    attentionRankings: analysis.attention.rankings,
+                    finalAttention: rows.last!.attention.map(Double.init), steps: analysis.steps,
                     intervals: [criterion.id: ConfidenceInterval(
                         low: criterion.threshold - 0.1, high: max(criterion.value, criterion.threshold + 0.1))])
                 #expect(analysis.verdict.outcome == .inconclusive)

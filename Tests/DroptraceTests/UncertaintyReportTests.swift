@@ -37,7 +37,14 @@ import ScoreStore
         #expect(try file.dataset("analysis/mlp/drop_k3_probability").shape == [6, 6])
         try file.close()
         #expect(stored == analysis)
-        #expect(stored.verdict.criteria.allSatisfy { $0.interval != nil })
+        // Layers 2 and 3 are level at the final checkpoint, one inside the drop-3 set and one outside:
+        // the set is the tie-break's, so agreement with it and its settling are not measured.
+        for criterion in stored.verdict.criteria {
+            let tied = criterion.id != Verdict.CriterionID.attentionBelowMLP
+            #expect(tied ? criterion.value.isNaN && criterion.interval == nil && criterion.detail.contains("decided by a tie: layers 2 and 3")
+                         : criterion.interval != nil, "\(criterion)")
+        }
+        #expect(stored.verdict.outcome == .inconclusive)
 
         let fresh = try ReportWriter(scoreFile: scores, analysis: analysis).markdown()
         #expect(try ReportWriter(scoreFile: ScoreFile.read(from: url), analysis: stored).markdown() == fresh)

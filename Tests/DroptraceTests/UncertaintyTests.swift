@@ -396,7 +396,8 @@ extension UncertaintyTests {
             let analysis = try! SeriesAnalysis(rows: inherent)
             return Verdict.evaluate(
                 attentionMean: analysis.attention.meanImportance, mlpMean: analysis.mlp.meanImportance,
-                attentionRankings: analysis.attention.rankings, steps: analysis.steps, intervals: intervals)
+                attentionRankings: analysis.attention.rankings,
+                finalAttention: inherent.last!.attention.map(Double.init), steps: analysis.steps, intervals: intervals)
         }
 
         @Test func aStraddlingIntervalMakesTheVerdictInconclusive() {
@@ -437,7 +438,7 @@ extension UncertaintyTests {
                 [undefined, criterion(Verdict.CriterionID.dropSetAgreement, 0.3),
                  criterion(Verdict.CriterionID.earlyStabilisation, 0.9)], checkpoints: 5, layers: 8)
             #expect(outcome == .notInherent)
-            #expect(reason == "Failed: drop_set_agreement. Not measured (undefined importance scores): attention_below_mlp.")
+            #expect(reason == "Failed: drop_set_agreement. Not measured: attention_below_mlp.")
             let (unsure, _) = Verdict.decide(
                 [undefined, criterion(Verdict.CriterionID.dropSetAgreement, 0.9),
                  criterion(Verdict.CriterionID.earlyStabilisation, 0.9)], checkpoints: 5, layers: 8)
