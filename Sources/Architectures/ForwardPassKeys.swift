@@ -27,7 +27,7 @@ enum ForwardPassKeys {
     /// (droptrace would have run them as full attention, exit 0). A list
     /// such a family can run changes nothing in its forward pass.
     static func requireCacheableLayerTypes(_ document: JSONValue, path: String) throws {
-        for section in [document, document.member("text_config") ?? .null] {
+        for (_, section) in sections(of: document) {
             guard case .array(let items)? = section.member("layer_types") else { continue }
             let types = items.compactMap { item -> String? in
                 if case .string(let type) = item { return type }
@@ -39,6 +39,12 @@ enum ForwardPassKeys {
         }
     }
 
+    /// The config's top level and its `text_config` (a multimodal wrapper's
+    /// language model; null when absent), each with the prefix its keys are named by.
+    private static func sections(of document: JSONValue) -> [(prefix: String, section: JSONValue)] {
+        [("", document), ("text_config.", document.member("text_config") ?? .null)]
+    }
+
     /// Refuses `is_causal` other than true or null, at the top level or in
     /// `text_config`: transformers 5 builds a bidirectional attention mask
     /// for every family when the config's `is_causal` is false
@@ -46,7 +52,7 @@ enum ForwardPassKeys {
     /// models), and hands any other kind of value to
     /// `scaled_dot_product_attention`, which takes only a boolean.
     static func requireCausal(_ document: JSONValue, path: String) throws {
-        for (prefix, section) in [("", document), ("text_config.", document.member("text_config") ?? .null)] {
+        for (prefix, section) in sections(of: document) {
             switch section.member("is_causal") {
             case nil, .null?, .bool(true)?:
                 continue
@@ -71,7 +77,7 @@ enum ForwardPassKeys {
     /// Read at the top level and in `text_config` (a multimodal wrapper's
     /// language model, whose quantisation transformers applies as well).
     static func requireReadQuantization(_ document: JSONValue, path: String) throws {
-        for (prefix, section) in [("", document), ("text_config.", document.member("text_config") ?? .null)] {
+        for (prefix, section) in sections(of: document) {
             try requireReadQuantization(section.member("quantization_config"), key: prefix + "quantization_config", path: path)
         }
     }

@@ -55,9 +55,7 @@ struct GptOssConfiguration: Decodable {
             }
             try ConfigRules.positive(swigluAlpha, "swiglu_alpha")
             try ConfigRules.positive(swigluLimit, "swiglu_limit")
-            if let layerTypes, let unknown = layerTypes.first(where: { $0 != "sliding_attention" && $0 != "full_attention" }) {
-                throw InvalidConfigValue(key: "layer_types", problem: "has unsupported layer type \"\(unknown)\"")
-            }
+            // layer_types' entries are checked where they are resolved (`DecoderParts.layerTypes`).
         }
     }
 
