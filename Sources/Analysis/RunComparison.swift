@@ -106,8 +106,8 @@ public struct RunComparison: Sendable {
     /// Compares `runs`.
     /// - Throws: `DroptraceError` naming the offending store when fewer than
     ///   two runs are given, a store holds no checkpoint, the runs differ in
-    ///   model_type, num_layers, hidden_size or layer shapes (`isSameModel`), or no key matches checkpoints (names
-    ///   repeated within a store).
+    ///   model_type, num_layers, hidden_size or layer shapes (`isSameModel`), two stores hold the same run
+    ///   (`ScoreFile.isSameRun`: a copy), or no key matches checkpoints (names repeated within a store).
     public init(runs: [ComparedRun]) throws {
         guard let first = runs.first else { throw DroptraceError("no stores to compare") }
         guard runs.count >= 2 else {
@@ -127,6 +127,12 @@ public struct RunComparison: Sendable {
             }
             guard !run.scoreFile.rows.isEmpty else {
                 throw DroptraceError("holds no checkpoints", path: run.path)
+            }
+            // A copy counted as a second run would show agreement that was never measured.
+            if let copy = runs[..<index].first(where: { run.scoreFile.isSameRun(as: $0.scoreFile) }) {
+                throw DroptraceError(
+                    "holds the same run as \(copy.path) (the same checkpoints scored on the same calibration in the same "
+                        + "precision: a copy); compare needs distinct runs", path: run.path)
             }
             guard run.analysis.checkpointCount == run.scoreFile.rows.count, run.analysis.layers == metadata.numLayers
             else {

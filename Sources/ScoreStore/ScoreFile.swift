@@ -55,7 +55,7 @@ public struct CheckpointRow: Sendable, Equatable {
             && lhs.angularDistance == rhs.angularDistance
     }
 
-    private static func sameFloats(_ lhs: [Float], _ rhs: [Float]) -> Bool {
+    static func sameFloats(_ lhs: [Float], _ rhs: [Float]) -> Bool {
         lhs.count == rhs.count && zip(lhs, rhs).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) }
     }
 }
@@ -196,6 +196,25 @@ public struct ScoreFile: Sendable, Equatable {
     /// present with the right kind of values and shapes that agree.
     public static func read(from url: URL) throws -> ScoreFile {
         try ScoreFileReader.read(path: url.path)
+    }
+
+    /// Whether `other` holds the run these rows hold, as a copy of the
+    /// store would: the same calibration windows and precision, and row for
+    /// row the same checkpoint (name, step, tokens, and the same recorded
+    /// fingerprint, or, where either records none, the same scores).
+    /// Distinct runs (seeds, other data) are never alike checkpoint for
+    /// checkpoint; the same series scored on other calibration text or in
+    /// the other precision is another measurement, not a copy.
+    public func isSameRun(as other: ScoreFile) -> Bool {
+        metadata.calibrationSHA256 == other.metadata.calibrationSHA256 && metadata.precision == other.metadata.precision
+            && rows.count == other.rows.count
+            && zip(rows, other.rows).allSatisfy { row, twin in
+                row.name == twin.name && row.step == twin.step && row.tokens == twin.tokens
+                    && (row.fingerprint.isEmpty || twin.fingerprint.isEmpty
+                        ? CheckpointRow.sameFloats(row.attention, twin.attention) && CheckpointRow.sameFloats(row.mlp, twin.mlp)
+                            && CheckpointRow.sameFloats(row.block, twin.block)
+                        : row.fingerprint == twin.fingerprint)
+            }
     }
 
     /// The temporary file `write(to: url)` fills before renaming it over

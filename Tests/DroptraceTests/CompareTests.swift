@@ -14,7 +14,14 @@ import ScoreStore
     /// A run's output directory holding a store of `rows` with its analysis.
     @discardableResult
     static func writeRun(_ rows: [CheckpointRow], at directory: URL, modelType: String = "llama", hiddenSize: Int? = nil,
-                         layerShapes: String? = nil, calibration: String = String(repeating: "0123456789abcdef", count: 4), series: URL? = nil) throws -> URL {
+                         layerShapes: String? = nil, calibration: String = String(repeating: "0123456789abcdef", count: 4), series: URL? = nil,
+                         run: Int = 0) throws -> URL {
+        // `run` sets MLP scores apart by 1e-5 per run: another run's numbers, not a copy of one store.
+        let rows = rows.map { row in
+            var row = row
+            row.mlp = row.mlp.map { $0 + 1e-5 * Float(run) }
+            return row
+        }
         var scores = AnalysisFixtures.scoreFile(rows)
         scores.metadata.modelType = modelType
         scores.metadata.hiddenSize = hiddenSize
@@ -161,8 +168,8 @@ import ScoreStore
         let narrow = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("narrow"), hiddenSize: 48)
         // Another MLP width (or head, expert count) of the same width: the layers' tensor shapes differ.
         let shapes = { (inner: Int) in "0.mlp.down_proj.weight [48, \(inner)]" }
-        let mlp96 = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("mlp96"), hiddenSize: 48, layerShapes: shapes(96))
-        let mlp192 = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("mlp192"), hiddenSize: 48, layerShapes: shapes(192))
+        let mlp96 = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("mlp96"), hiddenSize: 48, layerShapes: shapes(96), run: 1)
+        let mlp192 = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("mlp192"), hiddenSize: 48, layerShapes: shapes(192), run: 2)
         let digest192 = ScoreFileMetadata.layerShapesSHA256(of: shapes(192))
         let output = scratch.path("out")
         for (first, other, words) in [
@@ -193,7 +200,12 @@ import ScoreStore
         let scratch = try ScratchDirectory()
         let traced = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("traced"))
         let bare = scratch.path("bare.h5")
-        try AnalysisFixtures.scoreFile(AnalysisFixtures.clearlyInherentRows()).write(to: bare, extra: nil)
+        let other = AnalysisFixtures.clearlyInherentRows().map { row in
+            var row = row
+            row.mlp = row.mlp.map { $0 + 1e-5 }
+            return row
+        }
+        try AnalysisFixtures.scoreFile(other).write(to: bare, extra: nil)
         let output = scratch.path("o")
         let result = try DroptraceCommand.run(["compare", traced.path, bare.path, "--output", output.path])
         try #require(result.status == 0, "\(result.stderr)")
@@ -207,7 +219,7 @@ import ScoreStore
     @Test func badInvocationsChangeNothing() throws {
         let scratch = try ScratchDirectory()
         let a = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("a"))
-        let b = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("b"))
+        let b = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("b"), run: 1)
         let traceReport = Data("a run's report".utf8)
         try traceReport.write(to: a.appendingPathComponent("report.md"))
         let cases: [([String], String)] = [
@@ -244,6 +256,33 @@ import ScoreStore
         #expect(try DroptraceCommand.run(["compare", a.path, "--output", scratch.path("o").path]).status == 64)
     }
 
+    /// A copy of a run's store (or a score file of the same checkpoints and
+    /// calibration) is not a second run: counted as one, it would show
+    /// agreement nobody measured. The same rows scored on other calibration
+    /// tokens are another measurement and are compared.
+    @Test func aCopyOfARunIsNotAnotherRun() throws {
+        let scratch = try ScratchDirectory()
+        let a = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("a"))
+        let b = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("b"), run: 1)
+        let copy = scratch.path("copy-of-a")
+        try FileManager.default.copyItem(at: a, to: copy)
+        let bare = scratch.path("bare.h5")
+        try AnalysisFixtures.scoreFile(AnalysisFixtures.clearlyInherentRows()).write(to: bare, extra: nil)
+        let output = scratch.path("o")
+        for (stores, original, twin) in [([a, b, copy], a, copy), ([bare, b, a], bare, a.appendingPathComponent("scores.h5"))] {
+            let result = try DroptraceCommand.run(["compare"] + stores.map(\.path) + ["--output", output.path])
+            #expect(result.status == 1)
+            let storePath = { (url: URL) in url.pathExtension == "h5" ? url.path : url.path + "/scores.h5" }
+            #expect(result.stderr.split(separator: "\n").count == 1
+                    && result.stderr.contains("\(storePath(twin)): holds the same run as \(storePath(original))"), "\(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: output.path))
+        }
+        let otherCalibration = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("c"),
+                                                 calibration: String(repeating: "f", count: 64))
+        let result = try DroptraceCommand.run(["compare", a.path, otherCalibration.path, "--output", output.path])
+        #expect(result.status == 0, "\(result.stderr)")
+    }
+
     /// `--output` inside a checkpoint is refused as `trace` refuses it
     /// (training deletes checkpoint directories, the report with them):
     /// one of a compared run's series checkpoints (also one still being
@@ -259,7 +298,7 @@ import ScoreStore
         try files.createDirectory(at: elsewhere, withIntermediateDirectories: true)
         try files.createSymbolicLink(at: series.appendingPathComponent("checkpoint-2"), withDestinationURL: elsewhere)
         let a = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("a"), series: series)
-        let b = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("b"))
+        let b = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("b"), run: 1)
         let model = try scratch.copyOfModel("llama-f32", as: "step-7")
         let cases: [(output: URL, checkpoint: String)] = [
             (series.appendingPathComponent("checkpoint-1"), "checkpoint-1"),
