@@ -27,10 +27,11 @@ struct ComparisonMarkdown {
         if let last = comparison.lastCommonPosition {
             let k = comparison.verdictK
             let agreement = comparison.agreement[.attention]?[k]?[last] ?? .nan
+            let attention = spread(comparison.meanImportance[.attention]?[last], present: runs.count)
+            let mlp = spread(comparison.meanImportance[.mlp]?[last], present: runs.count)
             text += "At the last checkpoint every run has, \(comparison.positionLabel(last)), the runs' attention "
                 + "drop-\(k) sets overlap with a mean pairwise Jaccard of \(NumberFormatting.correlation(agreement)); "
-                + "mean importance is \(spread(comparison.meanImportance[.attention]?[last])) for attention and "
-                + "\(spread(comparison.meanImportance[.mlp]?[last])) for MLP (mean over runs, min–max).\n\n"
+                + "mean importance is \(attention) for attention and \(mlp) for MLP (mean over runs, min–max).\n\n"
         } else {
             text += "No checkpoint is present in every run, so the runs' final states are not compared directly; "
                 + "see the gaps below.\n\n"
@@ -148,13 +149,14 @@ struct ComparisonMarkdown {
                                     + Array(repeating: .right, count: headers.count - comparison.positionHeaders.count))
         for (index, position) in comparison.positions.enumerated() {
             var cells = comparison.positionCells(index) + ["\(position.present)/\(runs.count)"]
-            cells += ModuleKind.allCases.map { spread(comparison.meanImportance[$0]?[index]) }
+            cells += ModuleKind.allCases.map { spread(comparison.meanImportance[$0]?[index], present: position.present) }
             cells += comparison.dropK.map { k in
                 NumberFormatting.correlation(comparison.agreement[.attention]?[k]?[index] ?? .nan)
             }
             table.add(cells)
         }
-        return "## Per checkpoint across runs\n\nMean importance over layers: mean over runs (lowest–highest run). "
+        return "## Per checkpoint across runs\n\nMean importance over layers: mean over runs (lowest–highest run; "
+            + "\"2 of 3 runs\" where a run that has the checkpoint has no defined value there, left out of the mean). "
             + "Agreement: the mean Jaccard overlap |A ∩ B| / |A ∪ B| over every pair of runs' attention drop-k sets; "
             + "— where fewer than two runs have the checkpoint.\n\n" + table.render()
     }
@@ -176,7 +178,7 @@ struct ComparisonMarkdown {
                 let sd = value.standardDeviation.isNaN ? "" : " ± \(NumberFormatting.score(value.standardDeviation))"
                 cells.append(value.count == 0 ? NumberFormatting.undefined
                              : "\(NumberFormatting.score(value.mean))\(sd) (\(NumberFormatting.score(value.min))–"
-                                + "\(NumberFormatting.score(value.max)))")
+                                + "\(NumberFormatting.score(value.max))\(Self.partial(value, present: runs.count)))")
             }
             let dropping = comparison.dropCounts[.attention]?[k]?[last][layer] ?? 0
             cells.append("\(dropping)/\(runs.count)")
@@ -208,9 +210,15 @@ struct ComparisonMarkdown {
     // MARK: - Helpers
 
     /// "0.1234 (0.1200–0.1300)", "—" where no run has a value.
-    private func spread(_ value: Spread?) -> String {
+    private func spread(_ value: Spread?, present: Int) -> String {
         guard let value, value.count > 0 else { return NumberFormatting.undefined }
         return "\(NumberFormatting.score(value.mean)) (\(NumberFormatting.score(value.min))–"
-            + "\(NumberFormatting.score(value.max)))"
+            + "\(NumberFormatting.score(value.max))\(Self.partial(value, present: present)))"
+    }
+
+    /// "; 2 of 3 runs" when a run that has the checkpoint has no defined
+    /// value there (left out of the mean), else nothing.
+    private static func partial(_ value: Spread, present: Int) -> String {
+        value.count < present ? "; \(value.count) of \(present) runs" : ""
     }
 }

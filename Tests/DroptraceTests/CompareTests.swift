@@ -134,6 +134,26 @@ import ScoreStore
         #expect(markdown.contains("Every checkpoint is present in every run."))
     }
 
+    /// A run that has a checkpoint but no defined score there is left out of
+    /// the mean, and the cell says how many runs it is over, not the Runs
+    /// column's count alone.
+    @Test func aRunWithoutAValueIsCountedOutOfItsMean() throws {
+        let scratch = try ScratchDirectory()
+        let a = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("a"))
+        var rows = AnalysisFixtures.clearlyInherentRows()
+        rows[5].attention[0] = .nan
+        let b = try Self.writeRun(rows, at: scratch.path("b"), run: 1)
+        let report = try CompareRuns.run(stores: [a, b], output: scratch.path("out"), title: nil)
+        let lines = try String(contentsOf: report, encoding: .utf8).split(separator: "\n")
+        let last = try #require(lines.first { $0.hasPrefix("| 10,240,000 | step5000 | 2/2 |") }, "\(lines)")
+        #expect(last.contains("; 1 of 2 runs)"), "\(last)")
+        #expect(!(lines.first { $0.hasPrefix("| 8,192,000 |") }?.contains(" of 2 runs") ?? true))
+        let layer0 = try #require(lines.first { $0.hasPrefix("| 0 | 0.") })
+        #expect(layer0.contains("(0.3050–0.3050; 1 of 2 runs)"), "\(layer0)")
+        let layer1 = try #require(lines.first { $0.hasPrefix("| 1 | 0.") })
+        #expect(!layer1.contains(" of 2 runs"), "\(layer1)")
+    }
+
     @Test func checkpointsMatchByStepThenByName() throws {
         let scratch = try ScratchDirectory()
         var rows = AnalysisFixtures.clearlyInherentRows(checkpoints: 4)
