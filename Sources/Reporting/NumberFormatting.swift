@@ -17,7 +17,12 @@ enum NumberFormatting {
         return Double(text) == 0 ? String(format: "%.\(decimals)f", 0.0) : text
     }
 
-    static func score(_ value: Double) -> String { fixed(value, 4) }
+    /// An importance score: 4 decimals; a nonzero score that would print
+    /// as 0.0000 (below 5e-5: near-identity modules of a deep model) in
+    /// scientific notation, 3 significant digits, so it reads as small, not zero.
+    static func score(_ value: Double) -> String {
+        value != 0 && abs(value) < 5e-5 ? String(format: "%.2e", value) : fixed(value, 4)
+    }
     static func correlation(_ value: Double) -> String { fixed(value, 3) }
 
     /// A step as an integer, "—" when unknown (-1).
@@ -43,6 +48,15 @@ enum NumberFormatting {
     /// An interval as "[low, high]" with `decimals` decimals, "—" when undefined.
     static func interval(_ interval: ConfidenceInterval, _ decimals: Int) -> String {
         interval.isDefined ? "[\(fixed(interval.low, decimals)), \(fixed(interval.high, decimals))]" : undefined
+    }
+
+    /// What follows an importance score `value` in a table with intervals:
+    /// " [0.1200, 0.1270]", " —" for an undefined interval of a defined
+    /// score, nothing when no interval is given or the score itself is
+    /// undefined (its "—" says it).
+    static func scoreInterval(of value: Double, _ interval: ConfidenceInterval?) -> String {
+        guard value.isFinite, let interval else { return "" }
+        return " " + (interval.isDefined ? "[\(score(interval.low)), \(score(interval.high))]" : undefined)
     }
 
     static func percent(_ fraction: Double) -> String {

@@ -195,11 +195,11 @@ struct ReportMarkdown {
         for layer in 0..<analysis.layers {
             var cells = [String(layer)]
             for module in ModuleKind.allCases {
-                let value = NumberFormatting.score(Double(module.importance(in: row)[layer]))
+                let score = Double(module.importance(in: row)[layer])
+                let value = NumberFormatting.score(score)
                 let ks = analysis.dropK.filter { analysis[module].dropSet(checkpoint: final, k: $0).contains(layer) }
-                let interval = analysis.uncertainty.map {
-                    " " + NumberFormatting.interval($0[module].importance(checkpoint: final, layer: layer), 4)
-                } ?? ""
+                let interval = NumberFormatting.scoreInterval(
+                    of: score, analysis.uncertainty.map { $0[module].importance(checkpoint: final, layer: layer) })
                 cells.append((ks.isEmpty ? value : "**\(value)** (k=\(ks.map(String.init).joined(separator: ", ")))")
                                 + interval)
             }
@@ -437,9 +437,8 @@ struct ReportMarkdown {
     private func meanMove(_ module: ModuleKind) -> String {
         let means = analysis[module].meanImportance
         func mean(_ index: Int) -> String {
-            NumberFormatting.score(means[index]) + (analysis.uncertainty.map {
-                " " + NumberFormatting.interval($0[module].meanImportance[index], 4)
-            } ?? "")
+            NumberFormatting.score(means[index])
+                + NumberFormatting.scoreInterval(of: means[index], analysis.uncertainty.map { $0[module].meanImportance[index] })
         }
         return "\(mean(0)) to \(mean(final))"
     }

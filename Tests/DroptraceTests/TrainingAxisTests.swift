@@ -26,6 +26,19 @@ import ScoreStore
         #expect(NumberFormatting.fixed(1e300, 2) == "1.00e+300" && NumberFormatting.fixed(12.5, 2) == "12.50")
     }
 
+    /// A near-identity module's importance (3e-6) is small, not zero: it
+    /// printed 0.0000. An undefined score stands alone, without "— —".
+    @Test func smallScoresReadAsSmallAndUndefinedOnesOnce() {
+        #expect(NumberFormatting.score(3.21e-6) == "3.21e-06" && NumberFormatting.score(-4e-5) == "-4.00e-05")
+        #expect(NumberFormatting.score(0) == "0.0000" && NumberFormatting.score(5e-5) == "0.0001"
+                && NumberFormatting.score(0.12345) == "0.1235")
+        let interval = ConfidenceInterval(low: 2e-6, high: 0.25)
+        #expect(NumberFormatting.score(3.21e-6) + NumberFormatting.scoreInterval(of: 3.21e-6, interval)
+                == "3.21e-06 [2.00e-06, 0.2500]")
+        #expect(NumberFormatting.scoreInterval(of: .nan, interval) == "" && NumberFormatting.scoreInterval(of: 0.1, nil) == "")
+        #expect(NumberFormatting.scoreInterval(of: 0.1, .undefined) == " —")
+    }
+
     @Test func pythiaStepsGetALogAxisWithZeroBeforeTheBreak() throws {
         let axis = StepAxis.choose(steps: Self.pythiaSteps)
         #expect(axis == .log(lo: 1, hi: 143_000, hasZero: true))
