@@ -42,10 +42,25 @@ struct MarkdownTable {
 enum Markdown {
     static func escape(_ text: String) -> String {
         var escaped = ""
-        for character in text {
-            if "\\`*_[]<>#~&".contains(character) { escaped.append("\\") }
-            escaped.append(character == "\n" ? " " : character)
+        for scalar in text.unicodeScalars {
+            if let code = bidiControlCode(scalar) {
+                escaped += "\\[\(code)\\]"
+                continue
+            }
+            if "\\`*_[]<>#~&".unicodeScalars.contains(scalar) { escaped.append("\\") }
+            escaped.unicodeScalars.append(scalar == "\n" ? " " : scalar)
         }
         return escaped
+    }
+
+    /// "U+202E" for a Unicode bidirectional formatting character (embeddings,
+    /// overrides, isolates, marks), else nil. Left in a name, such a character
+    /// reorders the text that follows it as displayed — a checkpoint named
+    /// "step-\u{202E}0001" reads as another step — so reports show its code.
+    static func bidiControlCode(_ scalar: Unicode.Scalar) -> String? {
+        switch scalar.value {
+        case 0x061C, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: "U+" + String(scalar.value, radix: 16, uppercase: true)
+        default: nil
+        }
     }
 }

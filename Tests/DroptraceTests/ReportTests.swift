@@ -295,6 +295,28 @@ extension ReportTests {
             #expect(lines[1] == #"# R\&amp;D \*run\* \<b\>"#)
         }
 
+        /// A bidirectional override in a checkpoint name would reorder what
+        /// follows it as displayed ("step-\u{202E}0001" shows as another
+        /// step): reports and figures show its code instead.
+        @Test func bidiControlsShowAsTheirCode() throws {
+            let scratch = try ScratchDirectory()
+            var rows = AnalysisFixtures.knownRows
+            rows[0].name = "step-\u{202E}0001"
+            rows[1].name = "isolate\u{2067}x\u{2069}"
+            let url = try ReportWriter(
+                title: "run \u{200F}A", scoreFile: AnalysisFixtures.scoreFile(rows), analysis: try SeriesAnalysis(rows: rows)
+            ).write(to: scratch.path("out"))
+            let markdown = try String(contentsOf: url, encoding: .utf8)
+            #expect(markdown.contains("# run \\[U+200F\\]A\n") && markdown.contains("step-\\[U+202E\\]0001")
+                    && markdown.contains("isolate\\[U+2067\\]x\\[U+2069\\]"))
+            var files = [markdown]
+            for name in try FileManager.default.contentsOfDirectory(atPath: scratch.path("out/figures").path) {
+                files.append(try String(contentsOf: scratch.path("out/figures/\(name)"), encoding: .utf8))
+            }
+            let bidi = Set([0x061C, 0x200E, 0x200F] + Array(0x202A...0x202E) + Array(0x2066...0x2069))
+            #expect(files.allSatisfy { !$0.unicodeScalars.contains { bidi.contains(Int($0.value)) } })
+        }
+
         @Test func summaryLeadsWithTheVerdictAndItsCriteria() throws {
             let report = try WrittenReport()
             let lines = report.markdown.split(separator: "\n")

@@ -24,6 +24,8 @@ import ScoreStore
         #expect(SVG.number(1e30) == "1000000000" && SVG.number(-.infinity) == "0" && SVG.number(.nan) == "0")
         // Table cells too: a perplexity of 1e300 took 301 digits.
         #expect(NumberFormatting.fixed(1e300, 2) == "1.00e+300" && NumberFormatting.fixed(12.5, 2) == "12.50")
+        // Figure text shows a bidirectional override by its code, as reports do.
+        #expect(SVG.escape("a\u{202E}<b") == "a[U+202E]&lt;b")
     }
 
     /// A near-identity module's importance (3e-6) is small, not zero: it

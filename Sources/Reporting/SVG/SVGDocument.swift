@@ -62,18 +62,19 @@ enum SVG {
         return text
     }
 
-    /// Escapes text and attribute values for XML.
+    /// Escapes text and attribute values for XML; a bidirectional formatting
+    /// character shows as its code ("[U+202E]", `Markdown.bidiControlCode`).
     static func escape(_ text: String) -> String {
         var escaped = ""
         escaped.reserveCapacity(text.count)
-        for character in text {
-            switch character {
+        for scalar in text.unicodeScalars {
+            switch scalar {
             case "&": escaped += "&amp;"
             case "<": escaped += "&lt;"
             case ">": escaped += "&gt;"
             case "\"": escaped += "&quot;"
             case "'": escaped += "&apos;"
-            default: escaped.append(character)
+            default: escaped += Markdown.bidiControlCode(scalar).map { "[\($0)]" } ?? String(scalar)
             }
         }
         return escaped
