@@ -22,15 +22,17 @@ extension ReportWriter {
     /// - Throws: `DroptraceError` naming the store when it cannot be read or
     ///   its analysis does not belong to its rows.
     public static func load(store url: URL, title: String? = nil) throws -> ReportWriter {
-        let scoreFile = try ScoreFile.read(from: url)
-        let file = try HDF5File.open(at: url)
-        defer { try? file.close() }
-        let analysis = try SeriesAnalysis.isStored(in: file)
-            ? try SeriesAnalysis.read(from: file, rows: scoreFile.rows) : try SeriesAnalysis(rows: scoreFile.rows)
-        let storedTitle = try storedTitle(in: file)
-        let evaluation = try DropEvaluation.read(from: file, rows: scoreFile.rows)
-        let taskAccuracy = try TaskAccuracyRecord.read(from: file, rows: scoreFile.rows.map(\.name))
+        // Every message names the store: the analysis and the records checked against its rows
+        // ("cannot analyse a run without checkpoints") do not know the file.
         do {
+            let scoreFile = try ScoreFile.read(from: url)
+            let file = try HDF5File.open(at: url)
+            defer { try? file.close() }
+            let analysis = try SeriesAnalysis.isStored(in: file)
+                ? try SeriesAnalysis.read(from: file, rows: scoreFile.rows) : try SeriesAnalysis(rows: scoreFile.rows)
+            let storedTitle = try storedTitle(in: file)
+            let evaluation = try DropEvaluation.read(from: file, rows: scoreFile.rows)
+            let taskAccuracy = try TaskAccuracyRecord.read(from: file, rows: scoreFile.rows.map(\.name))
             return try ReportWriter(title: title ?? storedTitle, scoreFile: scoreFile, analysis: analysis,
                                     evaluation: evaluation, taskAccuracy: taskAccuracy)
         } catch let error as DroptraceError where error.path == nil {

@@ -149,6 +149,19 @@ import Testing
         #expect(sequences.status == 1)
         #expect(sequences.stderr.contains("bootstrap_sequences is 999, but the per-sequence sums hold"), "\(sequences.stderr)")
         #expect(try DroptraceCommand.run(["reseal", output.path]).status == 0, "the store as droptrace wrote it reseals")
+        // Messages name the store, not the copy reseal validates, nor nothing.
+        #expect(verdict.stderr.contains(" error: \(store.path): /analysis attribute verdict"), "\(verdict.stderr)")
+        let directory = scratch.path("empty")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let empty = directory.appendingPathComponent("scores.h5")
+        try ScoreFile(metadata: AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows).metadata, rows: []).write(to: empty, extra: nil)
+        let file = try HDF5File.open(at: empty, writable: true)
+        try file.setAttribute("note", "changed outside droptrace")
+        try file.close()
+        for command in ["reseal", "report"] {
+            let result = try DroptraceCommand.run([command, directory.path])
+            #expect(result.status == 1 && result.stderr.contains(" error: \(empty.path): "), "\(result.stderr)")
+        }
     }
 
     /// `reseal` on a store named by its path takes the output directory's
