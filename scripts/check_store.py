@@ -108,6 +108,7 @@ def check(path):
             return problems, None
         problems += check_bootstrap(f, count, layers)
         problems += check_tasks(f, count)
+        problems += check_failed(f)
         if problems:
             return problems, None
 
@@ -128,6 +129,23 @@ def check(path):
                 f"{int(analysis.attrs['bootstrap_sequences'])} sequences, seed {int(analysis.attrs['bootstrap_seed'])}, "
                 f"{float(analysis.attrs['bootstrap_confidence']):.0%} intervals")
         return problems, summary
+
+
+def check_failed(f):
+    """/failed (optional, written when the last trace failed on some checkpoint):
+    string datasets name and error of one length."""
+    failed = f.get("failed")
+    if failed is None:
+        return []
+    if not isinstance(failed, h5py.Group):
+        return ["/failed is not a group"]
+    lengths = []
+    for name in ("name", "error"):
+        ds = failed.get(name)
+        if not isinstance(ds, h5py.Dataset) or h5py.check_string_dtype(ds.dtype) is None or ds.ndim != 1:
+            return [f"/failed/{name} missing or not a list of strings"]
+        lengths.append(ds.shape[0])
+    return [] if lengths[0] == lengths[1] else ["/failed/name and /failed/error differ in length"]
 
 
 def check_bootstrap(f, count, layers):

@@ -16,8 +16,9 @@ struct ReportMarkdown {
     static let verdictAnchor = "#how-the-verdict-is-decided"
 
     func render() -> String {
-        var parts = ["# \(Markdown.escape(writer.title))\n", summary(), criteriaTable(), run(), figureSection(),
-                     dropSetTable()]
+        var parts = ["# \(Markdown.escape(writer.title))\n", summary()]
+        if !writer.failures.failures.isEmpty { parts.append(failedCheckpoints()) }
+        parts += [criteriaTable(), run(), figureSection(), dropSetTable()]
         if let evaluation = writer.evaluation {
             parts.append(EvaluationSection(evaluation: evaluation, rows: rows, dropK: analysis.dropK).render())
         }
@@ -119,6 +120,21 @@ struct ReportMarkdown {
     }
 
     // MARK: - The run
+
+    /// What the last run failed on, so a report read later says what it
+    /// lacks: a checkpoint that failed to score has no row here.
+    private func failedCheckpoints() -> String {
+        let scored = Set(rows.map(\.name))
+        var table = MarkdownTable(["Checkpoint", "In this report", "Error"])
+        for failure in writer.failures.failures {
+            table.add([Markdown.escape(failure.name), scored.contains(failure.name) ? "yes" : "no",
+                       Markdown.escape(failure.error)])
+        }
+        let count = writer.failures.failures.count
+        return "## Failed checkpoints\n\nThe last run that updated this store failed on \(count) checkpoint"
+            + "\(count == 1 ? "" : "s"), with the error it logged; one not in this report has no scores here. "
+            + "The next run tries again.\n\n" + table.render()
+    }
 
     private func run() -> String {
         var table = MarkdownTable(["", ""])

@@ -41,13 +41,15 @@ public struct ReportWriter: Sendable {
     /// Task accuracy per checkpoint (`trace --task`): a figure and a section
     /// after the drop sets when it holds any task.
     public var taskAccuracy: TaskAccuracyRecord
+    /// The checkpoints the last run failed on: a section after the summary when there are any.
+    public var failures: FailedCheckpoints
 
     /// - Parameter title: defaults to "droptrace report: <model_type>, <L> layers".
     /// - Throws: `DroptraceError` when the analysis is not of these scores
     ///   (different checkpoint or layer count).
     public init(title: String? = nil, scoreFile: ScoreFile, analysis: SeriesAnalysis,
                 evaluation: DropEvaluation? = nil, extraSections: [ReportSection] = [],
-                taskAccuracy: TaskAccuracyRecord = TaskAccuracyRecord()) throws {
+                taskAccuracy: TaskAccuracyRecord = TaskAccuracyRecord(), failures: FailedCheckpoints = FailedCheckpoints()) throws {
         guard analysis.checkpointCount == scoreFile.rows.count, analysis.layers == scoreFile.metadata.numLayers,
               analysis.steps == scoreFile.rows.map(\.step) else {
             throw DroptraceError(
@@ -63,6 +65,7 @@ public struct ReportWriter: Sendable {
         self.evaluation = evaluation
         self.extraSections = extraSections
         self.taskAccuracy = taskAccuracy
+        self.failures = failures
     }
 
     /// The caller's sections, then those made from the stored task accuracy.

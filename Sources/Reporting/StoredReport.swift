@@ -34,7 +34,8 @@ extension ReportWriter {
             let evaluation = try DropEvaluation.read(from: file, rows: scoreFile.rows)
             let taskAccuracy = try TaskAccuracyRecord.read(from: file, rows: scoreFile.rows.map(\.name))
             return try ReportWriter(title: title ?? storedTitle, scoreFile: scoreFile, analysis: analysis,
-                                    evaluation: evaluation, taskAccuracy: taskAccuracy)
+                                    evaluation: evaluation, taskAccuracy: taskAccuracy,
+                                    failures: try FailedCheckpoints.read(from: file))
         } catch let error as DroptraceError where error.path == nil {
             throw DroptraceError(error.message, path: url.path)
         }

@@ -84,13 +84,13 @@ public enum ScoreFileLayout {
     }
 
     /// What droptrace writes at the file's root: its groups (those later
-    /// stages add, `/analysis` and `/evaluation`, included) and its root
+    /// stages add, `/analysis`, `/evaluation` and `/failed`, included) and its root
     /// attributes (the report's `report_title` included). Anything else at
     /// the root was added by a user, and a trace keeps the store with it
     /// beside the rewritten one (`StoreAdditions`); what a user adds inside
     /// these groups is droptrace's to rewrite.
     public static let rootGroups: Set<String> = [
-        "checkpoints", "scores", "similarity", "per_sequence", "analysis", "evaluation",
+        "checkpoints", "scores", "similarity", "per_sequence", "analysis", "evaluation", "failed",
     ]
     public static let rootAttributes: Set<String> = [
         Attribute.modelType, Attribute.numLayers, Attribute.hiddenSize, Attribute.layerShapesSHA256, Attribute.metric, Attribute.calibrationSHA256,

@@ -231,7 +231,9 @@ import Glibc
         try series.add(step: 1)
         let root = scratch.path("root")
         try files.createSymbolicLink(atPath: root.path, withDestinationPath: "/")
-        let stores = try ["a", "b"].map { try CompareTests.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path($0)).path }
+        let stores = try ["a", "b"].enumerated().map { run, name in
+            try CompareTests.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path(name), run: run).path
+        }
         let existedBefore = ["scores.h5", "report.md", "figures", ".droptrace.lock"].filter { files.fileExists(atPath: "/" + $0) }
         for output in [URL(fileURLWithPath: "/"), root] {
             expectOneLineFailure(try trace(series.directory, output), naming: output.path, mentioning: ["is the file system's root"])

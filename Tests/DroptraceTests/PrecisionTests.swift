@@ -366,7 +366,7 @@ import Testing
         let scratch = try ScratchDirectory()
         let rows = AnalysisFixtures.clearlyInherentRows(checkpoints: 4)
         let a = try CompareTests.writeRun(rows, at: scratch.path("a"))
-        let b = try CompareTests.writeRun(rows, at: scratch.path("b"))
+        let b = try CompareTests.writeRun(rows, at: scratch.path("b"), run: 1)
         func report() throws -> String {
             try String(contentsOf: try CompareRuns.run(stores: [a, b], output: scratch.path("out"), title: nil), encoding: .utf8)
         }

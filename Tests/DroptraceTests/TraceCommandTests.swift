@@ -57,6 +57,46 @@ import Glibc
         #expect(forced.rows.map(\.name) == ["step5", "checkpoint-20", "checkpoint-30"])
     }
 
+    /// A checkpoint the run fails on is named in the report with the error
+    /// it logged (read from cron, the report alone showed a gap), as
+    /// `report` rebuilds it from the store; once mended, it is scored and no
+    /// longer listed.
+    @Test func theReportNamesTheCheckpointsTheLastRunFailedOn() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        let broken = try series.add(step: 20)
+        try series.add(step: 30)
+        let weights = broken.appendingPathComponent("model.safetensors")
+        let intact = try Data(contentsOf: weights)
+        try intact.prefix(100).write(to: weights)
+        let output = scratch.path("out")
+        let failed = try trace(series.directory, output, ["--settle-minutes", "0"])
+        #expect(failed.status == 1)
+        let error = try #require(failed.stderr.split(separator: "\n").first { $0.contains(" error: ") })
+        let logged = String(error[error.range(of: " error: ")!.upperBound...])
+        let report = output.appendingPathComponent("report.md")
+        let markdown = try String(contentsOf: report, encoding: .utf8)
+        #expect(markdown.contains("## Failed checkpoints\n\nThe last run that updated this store failed on 1 checkpoint,"), "\(markdown)")
+        #expect(markdown.contains("| checkpoint-20 | no | \(logged.replacingOccurrences(of: "_", with: "\\_")) |"), "\(logged)")
+        let store = output.appendingPathComponent("scores.h5")
+        let file = try HDF5File.open(at: store)
+        #expect(try FailedCheckpoints.read(from: file) == FailedCheckpoints([.init(name: "checkpoint-20", error: logged)]))
+        try file.close()
+        // `report` rebuilds the same report from the store alone.
+        try FileManager.default.removeItem(at: report)
+        #expect(try DroptraceCommand.run(["report", output.path]).status == 0)
+        #expect(try String(contentsOf: report, encoding: .utf8) == markdown)
+        // Mended: scored, and the record goes.
+        try intact.write(to: weights)
+        let mended = try trace(series.directory, output, ["--settle-minutes", "0"])
+        #expect(mended.status == 0, "\(mended.stderr)")
+        #expect(!(try String(contentsOf: report, encoding: .utf8)).contains("Failed checkpoints"))
+        let after = try HDF5File.open(at: store)
+        #expect(try !after.exists(FailedCheckpoints.group))
+        try after.close()
+    }
+
     /// `score --output OUT_DIR/scores.h5` would replace the run's history
     /// (rows of checkpoints deleted since) with one checkpoint's file.
     @Test func scoreNeverReplacesATraceStore() throws {

@@ -57,7 +57,10 @@ struct TryoutRegressionTests {
                         low: criterion.threshold - 0.1, high: max(criterion.value, criterion.threshold + 0.1))])
                 #expect(analysis.verdict.outcome == .inconclusive)
             }
-            try AnalysisFixtures.scoreFile(rows).write(to: directory.appendingPathComponent("scores.h5")) { try analysis.write(into: $0) }
+            var scores = AnalysisFixtures.scoreFile(rows)
+            // Another run: its own calibration tokens (the same rows on the same tokens are a copy, refused).
+            if name == "b" { scores.metadata.calibrationSHA256 = String(repeating: "f", count: 64) }
+            try scores.write(to: directory.appendingPathComponent("scores.h5")) { try analysis.write(into: $0) }
             stores.append(directory)
         }
         let report = try CompareRuns.run(stores: stores, output: scratch.path("compare"), title: nil)
