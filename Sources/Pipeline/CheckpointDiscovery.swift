@@ -127,7 +127,7 @@ public enum CheckpointDiscovery {
             let shown = unmatched.shownInMessage()
             throw DroptraceError("holds checkpoints (\(shown)) but none named by a checkpoint naming rule; \(expected)", path: path)
         }
-        var result = try inspect(checkpoints, settleTime: settleTime)
+        var result = try inspect(checkpoints, settleTime: settleTime, listed: true)
         result.incomplete += staged.map { ($0, "the Trainer is still saving it (it renames \($0) when the save is complete)") }
         result.incomplete.sort { $0.name < $1.name }
         // A link that leads to no checkpoint holds no weights: it fails the run but takes nothing from a stored row.
@@ -187,18 +187,27 @@ public enum CheckpointDiscovery {
 
     /// An explicit list of checkpoint directories, ordered by
     /// `CheckpointName.Position` (ties keep their given order).
+    /// - Parameter listed: the directories were listed from a series just
+    ///   now: one removed since is a warning, not an error.
     /// - Throws: `DroptraceError` naming the first directory that does not exist.
-    public static func inspect(_ directories: [URL], settleTime: TimeInterval = defaultSettleTime) throws -> Result {
+    public static func inspect(_ directories: [URL], settleTime: TimeInterval = defaultSettleTime, listed: Bool = false) throws -> Result {
         var result = Result()
+        let gone = { (directory: URL) in
+            DroptraceError("removed while this run looked at it; not traced in this run", path: directory.path).description
+        }
         for directory in directories {
             guard FileManager.default.fileExists(atPath: directory.path) else {
-                throw DroptraceError("checkpoint not found", path: directory.path)
+                guard listed else { throw DroptraceError("checkpoint not found", path: directory.path) }
+                result.warnings.append(gone(directory))
+                continue
             }
             let name = rowName(of: directory)
             let listing = FileVersion.current(directory.path)
             switch state(of: directory, settleTime: settleTime) {
             case .writing(let reason):
                 result.incomplete.append((name, reason))
+            case .gone:
+                result.warnings.append(gone(directory))
             case .failed(let problem):
                 result.failed.append((name, DroptraceError(problem, path: directory.path).description))
                 if CheckpointLayout.holdsNoWeights(directory) {
@@ -288,6 +297,9 @@ public enum CheckpointDiscovery {
         case ready(CheckpointFingerprint)
         case writing(String)
         case failed(String)
+        /// The directory was removed while discovery looked at it (`save_total_limit` rotating
+        /// checkpoints out): as if gone before, no failure.
+        case gone
     }
 
     /// Whether `directory` is a finished checkpoint, one still being written,
@@ -295,6 +307,7 @@ public enum CheckpointDiscovery {
     static func state(of directory: URL, settleTime: TimeInterval) -> State {
         // A directory we may not list would look empty, "being written" until taken as corrupt.
         if let stream = opendir(directory.path) { closedir(stream) } else {
+            if errno == ENOENT { return .gone }
             return .failed("cannot list the checkpoint directory: \(SystemError.describe())")
         }
         let layout: CheckpointLayout
@@ -362,7 +375,10 @@ public enum CheckpointDiscovery {
     /// dated ahead of this machine's clock say nothing about when they were
     /// last written: the checkpoint is taken as corrupt at once, naming the
     /// clock (a later run scores it once it is complete).
+    /// A directory no longer there is `.gone`, whatever reading it failed on
+    /// (its files vanished: sizes of 0, no times).
     private static func settled(_ reason: String, _ directory: URL, _ settleTime: TimeInterval) -> State {
+        guard followedStatus(directory.path) != nil || errno != ENOENT else { return .gone }
         let last = lastChange(in: directory)
         let rest = Date().timeIntervalSince(last)
         if -rest > clockTolerance {

@@ -1,7 +1,7 @@
 import CheckpointIO
 import DroptraceSupport
 import Foundation
-import Pipeline
+@testable import Pipeline
 import ScoreStore
 import Testing
 
@@ -413,6 +413,16 @@ import Testing
             Issue.record("a missing checkpoint must be an error")
         } catch let error as DroptraceError {
             #expect(error == DroptraceError("checkpoint not found", path: missing.path))
+        }
+        // Listed from a series a moment ago and removed since (`save_total_limit` rotating it out while
+        // discovery reads the others): a warning, as a checkpoint removed after discovery is; its files'
+        // missing sizes and times were taken for a corrupt checkpoint untouched since 1970.
+        let listed = try CheckpointDiscovery.inspect([missing], listed: true)
+        #expect(listed.ready.isEmpty && listed.failed.isEmpty)
+        #expect(listed.warnings == ["\(missing.path): removed while this run looked at it; not traced in this run"])
+        guard case .gone = CheckpointDiscovery.state(of: missing, settleTime: 0) else {
+            Issue.record("a checkpoint directory that is not there is gone, not failed")
+            return
         }
     }
 
