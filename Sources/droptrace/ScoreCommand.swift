@@ -64,7 +64,7 @@ struct ScoreCommand: ParsableCommand {
     }
 
     func run() throws {
-        try runReportingErrors { log in
+        try runLocked { log in
             try engine.apply()
             precision.apply()
             try ScoreFile.checkOneCheckpointOutput(URL(fileURLWithPath: output))
@@ -84,9 +84,17 @@ struct ScoreCommand: ParsableCommand {
 
             let row = CheckpointRow(scores: scored.scores, name: name, step: place.step, tokens: place.tokens)
             let file = ScoreFile(metadata: .init(scored, precision: precision.precision), rows: [row])
-            // Again: a trace may have written its store there while this one was scored.
-            try ScoreFile.checkOneCheckpointOutput(URL(fileURLWithPath: output))
-            try file.write(to: URL(fileURLWithPath: output))
+            // Again: a trace may have written its store there while this one was scored. In a trace's
+            // output directory, under its lock (a trace writing there now holds it: exit 75), and only
+            // over the file as checked.
+            let outputURL = URL(fileURLWithPath: output)
+            let directory = outputURL.deletingLastPathComponent()
+            let lock = FileManager.default.fileExists(atPath: directory.appendingPathComponent(RunLock.fileName).path)
+                ? try RunLock(directory: directory) : nil
+            defer { withExtendedLifetime(lock) {} }
+            let version = FileVersion.current(output)
+            try ScoreFile.checkOneCheckpointOutput(outputURL)
+            _ = try file.write(to: outputURL, expected: version)
             log.info("wrote \(output)")
             if json {
                 print(try ScoresJSON(checkpoint: name, scored: scored, row: row, metadata: file.metadata).encoded())

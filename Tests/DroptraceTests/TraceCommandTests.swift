@@ -98,7 +98,8 @@ import Glibc
     }
 
     /// `score --output OUT_DIR/scores.h5` would replace the run's history
-    /// (rows of checkpoints deleted since) with one checkpoint's file.
+    /// (rows of checkpoints deleted since) with one checkpoint's file; into a
+    /// trace's output directory, `score` writes under its lock.
     @Test func scoreNeverReplacesATraceStore() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
@@ -122,6 +123,19 @@ import Glibc
             ])
             #expect(again.status == 0, "\(again.stderr)")
         }
+        // Into a trace's output directory while a run holds its lock (a trace writing its store there,
+        // which the check before scoring did not see yet): the lock's exit code, nothing written.
+        let beside = output.appendingPathComponent("single.h5")
+        var held: RunLock? = try RunLock(directory: output)
+        let locked = try DroptraceCommand.run([
+            "score", checkpoint.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", beside.path,
+        ])
+        #expect(locked.status == 75 && locked.stderr.contains(output.path), "\(locked.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: beside.path))
+        withExtendedLifetime(held) { held = nil }
+        #expect(try DroptraceCommand.run([
+            "score", checkpoint.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", beside.path,
+        ]).status == 0)
     }
 
     /// Weights deleted (to free space, a rotation cut short) leave the row
