@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -219,6 +220,20 @@ static void _Noreturn probe_in_child(const char *path, size_t element_limit, dou
     _exit(0);
 }
 
+/// The state letter of process `pid` in /proc/<pid>/stat (R running, S or D asleep...); '?' when unknown.
+static char process_state(pid_t pid) {
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *file = fopen(path, "re");
+    if (!file) return '?';
+    size_t length = fread(line, 1, sizeof line - 1, file);
+    fclose(file);
+    line[length] = 0;
+    // "pid (comm) S ...": the command may hold spaces and parentheses, so from the last ')'.
+    char *end = strrchr(line, ')');
+    return end && end[1] == ' ' && end[2] ? end[2] : '?';
+}
+
 hdf5_probe_result hdf5_probe_file(const char *path, double seconds, size_t element_limit) {
     hdf5_probe_result result = { HDF5_PROBE_READ, 0, 0 };
     // libhdf5's initialisation (and its lock) must exist before it is taken.
@@ -251,9 +266,12 @@ hdf5_probe_result hdf5_probe_file(const char *path, double seconds, size_t eleme
         clock_gettime(CLOCK_MONOTONIC, &now);
         double elapsed = (double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) / 1e9;
         if (elapsed > seconds) {
+            // A loop in libhdf5 keeps the child running; one asleep in the kernel (D: waiting for a
+            // stalled network file system, S: for a pipe) was kept waiting, which says nothing of the file.
+            char state = process_state(child);
             kill(child, SIGKILL);
             while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
-            result.outcome = HDF5_PROBE_TIMED_OUT;
+            result.outcome = state == 'D' || state == 'S' ? HDF5_PROBE_STALLED : HDF5_PROBE_TIMED_OUT;
             return result;
         }
         nanosleep(&pause, NULL);

@@ -1,7 +1,7 @@
 import DroptraceSupport
 import Foundation
 import Synchronization
-import ScoreStore
+@testable import ScoreStore
 import Testing
 
 /// A store whose HDF5 metadata was crafted, not damaged: its checksum was
@@ -130,6 +130,23 @@ import Testing
         let store = try storeWithoutChecksum(in: scratch)
         try setSize(of: 0, to: 0, in: store)
         try expectRefused(store, saying: "still reading")
+    }
+
+    /// A child kept waiting past the time limit (a stalled network file
+    /// system; here a FIFO no one writes) is no sign of a damaged store: a
+    /// transient error, so the store is left as it is (`--force` set aside a
+    /// healthy store on a slow mount), where a loop in libhdf5 (above) is.
+    @Test func aProbeKeptWaitingIsNoDamage() throws {
+        let scratch = try ScratchDirectory()
+        let fifo = scratch.path("scores.h5")
+        try #require(mkfifo(fifo.path, 0o600) == 0)
+        do {
+            try HDF5Probe.check(fifo.path)
+            Issue.record("a probe that never read the file passed it")
+        } catch let error as DroptraceError {
+            #expect(error.isTransient && error.path == fifo.path, "\(error)")
+            #expect(error.message.contains("waiting for the file system") && !error.message.contains("is damaged"), "\(error)")
+        }
     }
 
     /// The probe's child shares the run's open files, its lock among them:

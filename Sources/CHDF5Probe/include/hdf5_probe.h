@@ -7,8 +7,9 @@
 typedef enum {
     HDF5_PROBE_READ = 0,       ///< every object and attribute was read (errors libhdf5 reports cleanly included)
     HDF5_PROBE_CRASHED = 1,    ///< libhdf5 died on the file: `signal_number` says how
-    HDF5_PROBE_TIMED_OUT = 2,  ///< libhdf5 was still reading after the time limit (a loop in its metadata)
-    HDF5_PROBE_UNAVAILABLE = 3 ///< no child process could be started: `error_number` says why
+    HDF5_PROBE_TIMED_OUT = 2,  ///< libhdf5 was still reading after the time limit, busy on the processor (a loop in its metadata)
+    HDF5_PROBE_UNAVAILABLE = 3, ///< no child process could be started: `error_number` says why
+    HDF5_PROBE_STALLED = 4     ///< past the time limit asleep in the kernel (a stalled file system), not running
 } hdf5_probe_outcome;
 
 typedef struct {

@@ -18,7 +18,8 @@ enum HDF5Probe {
     }
 
     /// - Throws: `DroptraceError` naming `path` when libhdf5 crashed or
-    ///   hung on it (the file is damaged), or when no child could be started.
+    ///   hung on it (the file is damaged); transient when no child could be
+    ///   started or the file system kept it waiting past its time.
     static func check(_ path: String) throws {
         let bytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         let limit = plausibleElementLimit(path)
@@ -33,6 +34,10 @@ enum HDF5Probe {
         case HDF5_PROBE_TIMED_OUT:
             throw DroptraceError(
                 "the HDF5 file is damaged: libhdf5 was still reading its metadata after \(Int(seconds)) s", path: path)
+        case HDF5_PROBE_STALLED:
+            throw DroptraceError(
+                "reading it took over \(Int(seconds)) s, nearly all of it waiting for the file system (stalled or "
+                    + "very slow storage, not a damaged file)", path: path, isTransient: true)
         default:
             throw DroptraceError(
                 "cannot check the HDF5 file before reading it: \(ProcessLimits.startFailure(result.error_number))",
