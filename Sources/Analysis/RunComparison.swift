@@ -75,7 +75,8 @@ public struct RunComparison: Sendable {
     public struct Position: Sendable, Equatable {
         /// Tokens seen (`.tokens`) or step (`.step`); -1 with `.name`.
         public var value: Int64
-        /// The checkpoint name (of the first run that has it).
+        /// The checkpoint's name; where runs name it differently (matched by
+        /// tokens or step), each name once in run order, joined by " / ".
         public var name: String
         /// [R] row index of each run at this position, nil where the run has no such checkpoint.
         public var rows: [Int?]
@@ -234,9 +235,11 @@ public struct RunComparison: Sendable {
             }
             let positions = values.map { value in
                 let rows = lookup.map { $0[value] }
-                let name = rows.enumerated().lazy.compactMap { run, row in row.map { runs[run].scoreFile.rows[$0].name } }
-                    .first ?? ""
-                return Position(value: value, name: name, rows: rows)
+                var names: [String] = []
+                for (run, row) in rows.enumerated() {
+                    if let row, case let name = runs[run].scoreFile.rows[row].name, !names.contains(name) { names.append(name) }
+                }
+                return Position(value: value, name: names.joined(separator: " / "), rows: rows)
             }
             return (alignment, positions)
         }

@@ -154,6 +154,24 @@ import ScoreStore
         #expect(!layer1.contains(" of 2 runs"), "\(layer1)")
     }
 
+    /// Runs that name their checkpoints differently (one by the Trainer,
+    /// one by another framework) are matched by tokens; each position shows
+    /// every run's name, not the first run's alone.
+    @Test func positionsMatchedByTokensShowEveryRunsName() throws {
+        let scratch = try ScratchDirectory()
+        let a = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(checkpoints: 3), at: scratch.path("a"))
+        let renamed = AnalysisFixtures.clearlyInherentRows(checkpoints: 3).map { row in
+            var row = row
+            row.name = "checkpoint-\(row.step)"
+            return row
+        }
+        let b = try Self.writeRun(renamed, at: scratch.path("b"), run: 1)
+        let runs = try [a, b].map { try CompareRuns.read($0.appendingPathComponent("scores.h5").path, label: $0.lastPathComponent) }
+        let comparison = try RunComparison(runs: runs)
+        #expect(comparison.alignment == .tokens)
+        #expect(comparison.positions.map(\.name) == ["step0 / checkpoint-0", "step1000 / checkpoint-1000", "step2000 / checkpoint-2000"])
+    }
+
     @Test func checkpointsMatchByStepThenByName() throws {
         let scratch = try ScratchDirectory()
         var rows = AnalysisFixtures.clearlyInherentRows(checkpoints: 4)
