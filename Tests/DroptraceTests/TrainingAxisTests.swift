@@ -24,6 +24,10 @@ import ScoreStore
         #expect(SVG.number(1e30) == "1000000000" && SVG.number(-.infinity) == "0" && SVG.number(.nan) == "0")
         // Table cells too: a perplexity of 1e300 took 301 digits.
         #expect(NumberFormatting.fixed(1e300, 2) == "1.00e+300" && NumberFormatting.fixed(12.5, 2) == "12.50")
+        // A legend entry too long for the room right of the plot keeps its end (a run's path), never cut at the edge.
+        #expect(LineChart.legendLabel("seed1") == "seed1")
+        #expect(LineChart.legendLabel("/data/droptrace/pythia-160m/seed1") == "…e/pythia-160m/seed1")
+        #expect(LineChart.legendLabel(String(repeating: "x", count: 40)).count == LineChart.legendCharacters)
         // Figure text shows a bidirectional override by its code, as reports do.
         #expect(SVG.escape("a\u{202E}<b") == "a[U+202E]&lt;b")
     }

@@ -176,8 +176,18 @@ struct LineChart {
             let rowY = y + Double(index) * 20
             svg.add(SVG.line(x1: x, y1: rowY, x2: x + 26, y2: rowY, stroke: entry.colour, width: entry.width,
                              extra: entry.dash.map { #"stroke-dasharray="\#($0)""# } ?? ""))
-            svg.add(SVG.text(entry.label, x: x + 32, y: rowY, size: 12, middle: true))
+            svg.add(SVG.text(Self.legendLabel(entry.label), x: x + 32, y: rowY, size: 12, middle: true))
         }
+    }
+
+    /// The legend's room right of the plot: about 20 characters at 12 px.
+    static let legendCharacters = 20
+
+    /// `label` as the legend shows it: whole when it fits, else its end after
+    /// "…" (a run named by its path differs from the others at the end), so
+    /// it is never cut off at the figure's edge.
+    static func legendLabel(_ label: String) -> String {
+        label.count <= legendCharacters ? label : "…" + label.suffix(legendCharacters - 1)
     }
 
     /// A y range with nice ends around the finite values.
