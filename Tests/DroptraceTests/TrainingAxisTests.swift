@@ -28,6 +28,9 @@ import ScoreStore
         #expect(LineChart.legendLabel("seed1") == "seed1")
         #expect(LineChart.legendLabel("/data/droptrace/pythia-160m/seed1") == "…e/pythia-160m/seed1")
         #expect(LineChart.legendLabel(String(repeating: "x", count: 40)).count == LineChart.legendCharacters)
+        // A short colour bar (a 5-layer model's heatmap) gets a scale, not one lone tick.
+        #expect(Ticks.values(0.01, 0.3, target: 2).values.map { ($0 * 10).rounded() } == [1, 2, 3])
+        #expect(Ticks.values(0, 1, target: 5).values.count == 6)
         // Figure text shows a bidirectional override by its code, as reports do.
         #expect(SVG.escape("a\u{202E}<b") == "a[U+202E]&lt;b")
     }

@@ -11,8 +11,18 @@ enum Ticks {
         return nice * magnitude
     }
 
-    /// Tick values at multiples of a nice step inside [lo, hi], about `target` of them.
+    /// Tick values at multiples of a nice step inside [lo, hi], about `target`
+    /// of them and at least two (a short colour bar over 0.01–0.3 got the
+    /// one tick 0.2, which shows no scale).
     static func values(_ lo: Double, _ hi: Double, target: Int) -> (values: [Double], step: Double) {
+        var ticks = evenlySpaced(lo, hi, target: target)
+        for finer in [2, 4] where ticks.values.count < 2 && hi > lo {
+            ticks = evenlySpaced(lo, hi, target: max(1, target) * finer)
+        }
+        return ticks
+    }
+
+    private static func evenlySpaced(_ lo: Double, _ hi: Double, target: Int) -> (values: [Double], step: Double) {
         guard hi > lo else { return ([lo], 1) }
         let step = niceStep((hi - lo) / Double(max(1, target)))
         // Ticks by index, not by adding the step: where the step is below
