@@ -23,11 +23,12 @@ public struct FailedCheckpoints: Sendable, Equatable {
         }
     }
 
-    /// In the order the run met them.
-    public var failures: [Failure]
+    /// In the order the run met them, each name and error on one line of
+    /// at most `errorLimit` bytes (as stored, so a record equals its round trip).
+    public private(set) var failures: [Failure]
 
     public init(_ failures: [Failure] = []) {
-        self.failures = failures
+        self.failures = failures.map { Failure(name: Self.oneLine($0.name), error: Self.oneLine($0.error)) }
     }
 
     public static let group = "failed"
@@ -38,8 +39,8 @@ public struct FailedCheckpoints: Sendable, Equatable {
     public func write(into file: HDF5File) throws {
         guard !failures.isEmpty else { return }
         try file.createGroup(Self.group)
-        try file.createDataset("\(Self.group)/name", strings: failures.map { Self.oneLine($0.name) })
-        try file.createDataset("\(Self.group)/error", strings: failures.map { Self.oneLine($0.error) })
+        try file.createDataset("\(Self.group)/name", strings: failures.map(\.name))
+        try file.createDataset("\(Self.group)/error", strings: failures.map(\.error))
     }
 
     /// The record of `file`; empty when it has none (stores written before it was kept).

@@ -95,6 +95,16 @@ import Glibc
         let after = try HDF5File.open(at: store)
         #expect(try !after.exists(FailedCheckpoints.group))
         try after.close()
+        // A message of several lines, or longer than the reader takes, is stored as it reads back.
+        let long = FailedCheckpoints([.init(name: "c", error: "first\nsecond " + String(repeating: "é", count: 3000))])
+        #expect(long.failures[0].error.hasPrefix("first second é") && long.failures[0].error.hasSuffix("…"))
+        let record = scratch.path("record.h5")
+        let written = try HDF5File.create(at: record)
+        try long.write(into: written)
+        try written.close()
+        let reread = try HDF5File.open(at: record)
+        #expect(try FailedCheckpoints.read(from: reread) == long)
+        try reread.close()
     }
 
     /// `score --output OUT_DIR/scores.h5` would replace the run's history
