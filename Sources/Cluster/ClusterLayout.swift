@@ -45,10 +45,11 @@ public struct ClusterLayout: Sendable {
     }
 
     /// The Slurm job name of every job submitted for this output directory:
-    /// `droptrace:` and the first 12 hex digits of the SHA-256 of its path,
-    /// so `squeue --name` finds exactly this directory's jobs.
+    /// `droptrace:` and the first 12 hex digits of the SHA-256 of its path
+    /// with symbolic links resolved, so `squeue --name` finds exactly this
+    /// directory's jobs, however the directory is reached.
     public var jobName: String {
-        let digest = SHA256.hash(data: Data(outDir.path.utf8))
+        let digest = SHA256.hash(data: Data(ResolvedPath.of(outDir).utf8))
         return "droptrace:" + digest.prefix(6).map { String(format: "%02x", $0) }.joined()
     }
 }

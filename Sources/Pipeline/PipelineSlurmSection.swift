@@ -79,10 +79,25 @@ public struct PipelineSlurmSection: Decodable, Sendable, Equatable {
                     path: path)
             }
         }
+        for argument in sbatchArgs ?? [] {
+            let option = argument.prefix { $0 != "=" }
+            if let reserved = Self.reservedOptions.first(where: { option == $0 || (($0.count == 2) && argument.hasPrefix($0)) }) {
+                throw DroptraceError(
+                    "\(name("sbatch_args")) sets \(reserved), which droptrace sets itself on every job (its queue is "
+                        + "found by job name, its shards by array index, its logs and order by their own options): leave it out",
+                    path: path)
+            }
+        }
         if (sbatchArgs?.count ?? 0) > 256 {
             throw DroptraceError("\(name("sbatch_args")) holds more than 256 options", path: path)
         }
     }
+
+    /// sbatch options droptrace gives every job itself, long and short.
+    static let reservedOptions = [
+        "--job-name", "-J", "--array", "-a", "--output", "-o", "--error", "-e", "--dependency", "-d", "--parsable",
+        "--wrap", "--open-mode", "--kill-on-invalid-dep", "--signal", "--requeue", "--no-requeue",
+    ]
 
     /// `self` with every setting `other` gives replaced by other's value.
     public func overridden(by other: PipelineSlurmSection) -> PipelineSlurmSection {

@@ -210,6 +210,19 @@ import Testing
         }
     }
 
+    /// One output directory reached through a symbolic link has one job
+    /// name: a submit by the other path found none of the queued jobs and
+    /// submitted every shard again.
+    @Test func theJobNameIsTheDirectorysHoweverItIsReached() throws {
+        let scratch = try ScratchDirectory()
+        try FileManager.default.createDirectory(at: scratch.path("real"), withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(at: scratch.path("link"), withDestinationURL: scratch.path("real"))
+        for tail in ["out", "out/"] {
+            #expect(ClusterLayout(outDir: scratch.path("link/\(tail)")).jobName == ClusterLayout(outDir: scratch.path("real/out")).jobName)
+        }
+        #expect(ClusterLayout(outDir: scratch.path("real/other")).jobName != ClusterLayout(outDir: scratch.path("real/out")).jobName)
+    }
+
     @Test func badSlurmSettingsAreOneLineErrors() throws {
         let scratch = try ScratchDirectory()
         for (section, problem) in [
@@ -218,6 +231,10 @@ import Testing
             ("slurm: 3", "setting \"slurm\" must be a mapping"),
             ("slurm:\n  time: \"1 day\"", "slurm.time must be one word"),
             ("slurm:\n  sbatch_args: [account=x]", "slurm.sbatch_args entries must be sbatch options"),
+            // Options droptrace sets itself: another job name hid the jobs from its queue (every shard submitted again).
+            ("slurm:\n  sbatch_args: [--job-name=mine]", "slurm.sbatch_args sets --job-name, which droptrace sets itself"),
+            ("slurm:\n  sbatch_args: [-Jmine]", "slurm.sbatch_args sets -J, which droptrace sets itself"),
+            ("slurm:\n  sbatch_args: [--array=0-3]", "slurm.sbatch_args sets --array"),
         ] {
             let scratch = try ScratchDirectory()
             let (pipeline, _, out) = try pipeline(in: scratch, steps: [], slurm: section)
