@@ -1,5 +1,6 @@
 import DroptraceSupport
 import Foundation
+import Pipeline
 import ScoreStore
 
 /// `droptrace slurm status`: the state of every submitted (checkpoint,
@@ -77,15 +78,33 @@ public struct SlurmStatus: Codable, Sendable, Equatable {
         let order = latest.values.sorted { $0.order < $1.order }
         let ended = order.filter { queue.units[$0.unit] == nil }.map(\.job)
         let accounting = ended.isEmpty ? [:] : client.accounting(jobs: Set(ended.compactMap { $0.split(separator: "_").first.flatMap { Int($0) } }).sorted())
+        // Whether the store's row of a checkpoint holds its files as they are now (a row stored from files
+        // changed since the submit, by its finalize or a local run, is the checkpoint's all the same).
+        var current: [String: Bool] = [:]
+        func storesCurrentFiles(_ unit: WorkUnit, _ fingerprint: String) -> Bool {
+            if let known = current[unit.checkpoint] { return known }
+            let holds = CheckpointDiscovery.holdsCurrentFiles(fingerprint, directory: URL(fileURLWithPath: unit.directory))
+            current[unit.checkpoint] = holds
+            return holds
+        }
         for (unit, job, _) in order {
             var state: State, detail = ""
-            if let fingerprint = stored[unit.checkpoint], fingerprint == unit.fingerprint || unit.fingerprint.isEmpty {
+            let partial = layout.partial(checkpoint: unit.checkpoint, shard: unit.shard, shards: unit.shards)
+            if let fingerprint = stored[unit.checkpoint],
+               fingerprint == unit.fingerprint || unit.fingerprint.isEmpty || storesCurrentFiles(unit, fingerprint) {
                 state = .stored
             } else if let queued = queue.units[unit] {
                 state = ["RUNNING", "COMPLETING", "CONFIGURING"].contains(queued.state) ? .running : .pending
                 detail = queued.state
-            } else if FileManager.default.fileExists(atPath: layout.partial(checkpoint: unit.checkpoint, shard: unit.shard, shards: unit.shards).path) {
-                state = .partialDone
+            } else if FileManager.default.fileExists(atPath: partial.path) {
+                if let stale = ShardPartials.staleness(
+                    of: partial, checkpoint: unit.checkpoint,
+                    fingerprint: CheckpointDiscovery.currentFingerprint(of: URL(fileURLWithPath: unit.directory)) ?? unit.fingerprint) {
+                    state = .failed
+                    detail = "its partial \(stale): submit again"
+                } else {
+                    state = .partialDone
+                }
             } else {
                 state = .failed
                 detail = accounting[job] ?? "ended without a result (see its log)"

@@ -112,18 +112,26 @@ public struct SlurmSubmit {
                 let unit = WorkUnit(
                     checkpoint: checkpoint.name, directory: checkpoint.directory.path, shard: shard, shards: shards,
                     fingerprint: checkpoint.fingerprint)
+                let partial = layout.partial(checkpoint: checkpoint.name, shard: shard, shards: shards)
                 if queued.contains(key(checkpoint.name, shard)) {
                     result.queued += 1
-                } else if FileManager.default.fileExists(atPath: layout.partial(checkpoint: checkpoint.name, shard: shard, shards: shards).path) {
-                    result.partial += 1
+                } else if FileManager.default.fileExists(atPath: partial.path) {
+                    // A partial finalize would refuse (damaged, or of files replaced since) is scored again.
+                    if let stale = ShardPartials.staleness(of: partial, checkpoint: checkpoint.name, fingerprint: checkpoint.fingerprint) {
+                        log.warning("\(partial.path): \(stale); its shard is submitted again")
+                        units.append(unit)
+                    } else {
+                        result.partial += 1
+                    }
                 } else {
                     units.append(unit)
                 }
             }
         }
         result.queuedFinalize = queue.finalizeJobs.keys.max()
-        // A finalize is needed for new work, or for finished shards no queued finalize will merge.
-        let needsFinalize = !units.isEmpty || (queue.finalizeJobs.isEmpty && layout.hasUnmergedPartials)
+        // A finalize is needed for new work, or for queued or finished shards no queued finalize will merge
+        // (its finalize job cancelled or lost).
+        let needsFinalize = !units.isEmpty || (queue.finalizeJobs.isEmpty && (layout.hasUnmergedPartials || result.queued > 0))
         log.info("\(discovered.ready.count) finished checkpoints: \(result.stored) stored; shard tasks: \(result.queued) queued, \(result.partial) done awaiting finalize, \(units.count) to submit")
         guard needsFinalize else { return result }
 

@@ -1,4 +1,5 @@
 import DroptraceSupport
+import CheckpointIO
 import Foundation
 import Scoring
 import ScoreStore
@@ -12,7 +13,7 @@ import TensorEngine
 /// `calibration_sha256` and `calibration_tokens` are those of the whole
 /// calibration set, the row's fingerprint that of the checkpoint's files,
 /// `precision` and `matrix_kernel` those the shard was scored with.
-struct ShardPartials {
+public struct ShardPartials {
     static let directoryName = "partials"
 
     let checkpoint: DiscoveredCheckpoint
@@ -169,4 +170,47 @@ struct ShardPartials {
     }
 
     var exists: Bool { FileManager.default.fileExists(atPath: directory.path) }
+}
+
+extension ShardPartials {
+    /// Why the partial at `url` will not be merged into checkpoint `name`'s
+    /// row as its files are now (`fingerprint`, `CheckpointFingerprint`'s
+    /// stored form): unreadable or damaged, another checkpoint's, or scored
+    /// from other files; nil when nothing short of the calibration set (which
+    /// `slurm finalize` checks) refuses it. `slurm submit` submits such a
+    /// shard again and `slurm status` calls it failed, where a partial that
+    /// merely exists counted as done for good.
+    public static func staleness(of url: URL, checkpoint name: String, fingerprint: String) -> String? {
+        do {
+            let file = try ScoreFile.read(from: url)
+            guard file.rows.count == 1, let row = file.rows.first, row.name == name else {
+                return "holds another checkpoint's scores"
+            }
+            if CheckpointFingerprint.reasonToRescore(stored: row.fingerprint, current: fingerprint) != nil {
+                return "was scored from other files than the checkpoint holds now"
+            }
+            return nil
+        } catch let error as DroptraceError {
+            return error.message
+        } catch {
+            return "\(error)"
+        }
+    }
+}
+
+extension CheckpointDiscovery {
+    /// The fingerprint (`CheckpointFingerprint`'s stored form) of the
+    /// checkpoint in `directory` as its files are now; nil when it cannot be
+    /// read as a checkpoint.
+    public static func currentFingerprint(of directory: URL) -> String? {
+        guard let layout = try? CheckpointLayout.resolve(directory) else { return nil }
+        return try? CheckpointFingerprint(layout: layout).stored
+    }
+
+    /// Whether a store row with fingerprint `stored` holds the checkpoint in
+    /// `directory` as its files are now.
+    public static func holdsCurrentFiles(_ stored: String, directory: URL) -> Bool {
+        guard let current = currentFingerprint(of: directory) else { return false }
+        return CheckpointFingerprint.reasonToRescore(stored: stored, current: current) == nil
+    }
 }

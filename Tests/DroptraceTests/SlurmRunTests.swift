@@ -121,6 +121,47 @@ import Testing
         #expect(status.stdout.contains("shard tasks: 6 stored"), "\(status.stdout)")
     }
 
+    /// A finalize job cancelled (or lost) while its shards are queued is
+    /// replaced by the next submit, which found "nothing new" and left the
+    /// shards to no one; a partial finalize would refuse (damaged, or of
+    /// files re-saved since) is no shard done: status says so and a submit
+    /// scores it again, where both counted it done for good.
+    @Test func aLostFinalizeIsReplacedAndAStalePartialScoredAgain() throws {
+        guard SlurmCluster.required() else { return }
+        let scratch = try ScratchDirectory()
+        let out = scratch.path("cluster")
+        defer { SlurmCluster.cancelAll(out) }
+        let held = try submitHeld(scratch)
+        _ = try SlurmCluster.client.check("scancel", [String(held.finalizeJob)])
+        var result = try DroptraceCommand.run(["slurm", "submit", held.pipeline.path, "--sbatch-arg=--hold"])
+        try #require(result.status == 0, "\(result.stderr)")
+        let replacement = try #require(try SubmissionRecord.read(ClusterLayout(outDir: out)).submissions.last)
+        #expect(replacement.arrays.isEmpty && replacement.finalizeJob != nil && replacement.finalizeJob != held.finalizeJob)
+        // checkpoint-10 saved again after the submit (a new modification time): its tasks score it as it is then.
+        let weights = held.series.directory.appendingPathComponent("checkpoint-10/model.safetensors")
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -3600)], ofItemAtPath: weights.path)
+        // The shards run; the new finalize is kept back, so their partials stay.
+        _ = try SlurmCluster.client.check("scontrol", ["release", String(held.array.jobID)])
+        #expect(try SlurmCluster.waitUntil(seconds: 120) { try SlurmCluster.queue(out).count == 1 })
+        let layout = ClusterLayout(outDir: out)
+        let damaged = layout.partial(checkpoint: "checkpoint-20", shard: 1, shards: 2)
+        let bytes = try Data(contentsOf: damaged)
+        try bytes.prefix(3000).write(to: damaged)
+        let status = try DroptraceCommand.run(["slurm", "status", out.path])
+        #expect(status.stdout.contains("3 partial done") && status.stdout.contains("1 failed"), "\(status.stdout)")
+        #expect(status.stdout.contains("its partial"), "\(status.stdout)")
+        _ = try SlurmCluster.client.check("scancel", [String(replacement.finalizeJob!)])
+        result = try DroptraceCommand.run(["slurm", "submit", held.pipeline.path, "--wait"])
+        try #require(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("\(damaged.path): ") && result.stderr.contains("its shard is submitted again"), "\(result.stderr)")
+        let resubmitted = try #require(try SubmissionRecord.read(layout).submissions.last)
+        #expect(resubmitted.arrays.flatMap(\.units) == [held.array.units[3]])
+        #expect(try ScoreFile.read(from: out.appendingPathComponent("scores.h5")).rows.map(\.name) == ["checkpoint-10", "checkpoint-20"])
+        // Every shard is stored, checkpoint-10's too though its row holds other files than it was submitted with.
+        let final = try DroptraceCommand.run(["slurm", "status", out.path])
+        #expect(final.stdout.contains("shard tasks: 4 stored") && !final.stdout.contains("failed"), "\(final.stdout)")
+    }
+
     @Test func cancelledTaskFailsFinalizeKeepsTheRestAndAResubmitCompletesIt() throws {
         guard SlurmCluster.required() else { return }
         let scratch = try ScratchDirectory()
