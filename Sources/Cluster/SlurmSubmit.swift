@@ -128,6 +128,16 @@ public struct SlurmSubmit {
                 }
             }
         }
+        // Every shard needs a window: refuse here what every array task of these checkpoints would refuse.
+        if shards > 1, !units.isEmpty {
+            let names = Set(units.map(\.checkpoint))
+            let windows = try options.calibrationWindows(of: discovered.ready.filter { names.contains($0.name) }, log: log)
+            guard shards <= windows else {
+                throw DroptraceError(
+                    "\(shards) shards but the calibration gives \(windows) windows: each shard needs a calibration window; "
+                        + "use at most \(windows) shards", path: pipeline.path)
+            }
+        }
         result.queuedFinalize = queue.finalizeJobs.keys.max()
         // A finalize is needed for new work, or for queued or finished shards no queued finalize will merge
         // (its finalize job cancelled or lost).

@@ -2,6 +2,7 @@ import Architectures
 import CheckpointIO
 import DroptraceSupport
 import Foundation
+import Logging
 import Scoring
 import ScoreStore
 
@@ -117,3 +118,13 @@ extension TraceRun {
     }
 }
 
+
+extension TraceOptions {
+    /// How many calibration windows `checkpoints` give (the windows each
+    /// array task scores a shard of), as `trace` tokenizes them.
+    /// - Throws: `DroptraceError` naming the file when the calibration cannot
+    ///   be read for these checkpoints, or gives them different windows.
+    public func calibrationWindows(of checkpoints: [DiscoveredCheckpoint], log: Logger) throws -> Int {
+        try CalibrationPlan(source: calibration, evaluation: evaluation, checkpoints: checkpoints, log: log).sequenceLengths.count
+    }
+}

@@ -31,6 +31,18 @@ struct TryoutRegressionTests {
                 #expect(result.status == 0, "as many shards as samples is fine: \(result.stderr)")
             }
         }
+        // Without samples, the windows the calibration gives bound the shards (58 shards of 56 windows
+        // were queued, and two tasks failed each time).
+        let unbounded = try scratch.write(
+            """
+            series: series
+            calibration: \(FixtureFiles.calibrationJSONL.path)
+            output: out2
+            """, to: "unbounded.yaml")
+        let result = try DroptraceCommand.run(["slurm", "submit", unbounded.path, "--dry-run", "--shards", "4000"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("\(unbounded.path): 4000 shards but the calibration gives "), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("out2/slurm/submissions.json").path))
     }
 
     /// compare's table of runs gives each criterion the status the run's
