@@ -104,9 +104,18 @@ extension TraceRun {
     /// A checkpoint with shards missing or refused is in `failed`, named by
     /// one line each; the others are stored. Checkpoints in `queued` (shard
     /// tasks of theirs are still in Slurm's queue, under a later submission
-    /// with a finalize job of its own) are left alone, in `summary.queued`.
-    public func finalize(leaving queued: Set<String> = []) throws -> TraceSummary {
-        try update(force: false, leaving: queued) { checkpoint, _, calibration, store in
+    /// with a finalize job of its own) are left alone, in `summary.queued`;
+    /// so are checkpoints none of `submitted` names that have no partial
+    /// results (saved after the last submit: the next one scores them).
+    /// - Parameter submitted: the checkpoints the output directory's
+    ///   submissions covered; nil: every checkpoint is this finalize's to merge.
+    public func finalize(leaving queued: Set<String> = [], submitted: Set<String>? = nil) throws -> TraceSummary {
+        let partials = options.output.appendingPathComponent(ShardPartials.directoryName)
+        return try update(force: false, leaving: { checkpoint in
+            queued.contains(checkpoint.name)
+                || submitted.map { !$0.contains(checkpoint.name) } == true
+                && !FileManager.default.fileExists(atPath: partials.appendingPathComponent(checkpoint.name).path)
+        }) { checkpoint, _, calibration, store in
             let partials = try ShardPartials(output: options.output, checkpoint: checkpoint)
             let merged = try partials.merged(calibration: calibration, store: store?.metadata, precision: options.precision)
             log.info("merged \(checkpoint.name) from \(ShardPartials.directoryName)/\(checkpoint.name)")

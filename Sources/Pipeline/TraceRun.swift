@@ -20,8 +20,9 @@ public struct TraceSummary: Sendable {
     public var scored: [String] = []
     public var reused: [String] = []
     public var incomplete: [(name: String, reason: String)] = []
-    /// Checkpoints left to the shard tasks still queued for them (`slurm
-    /// finalize` of an earlier submission: a later one merges them).
+    /// Checkpoints `slurm finalize` left for later: shard tasks of theirs
+    /// are still queued under a later submission, or no submit covered them
+    /// yet (a later finalize merges them).
     public var queued: [String] = []
     public var failed: [(name: String, error: String)] = []
     public var report: URL?
@@ -82,14 +83,14 @@ public final class TraceRun {
     /// checkpoint only); then analyze, evaluate and report.
     /// - Parameters:
     ///   - force: rescore every checkpoint on disk; the store's other rows are dropped.
-    ///   - queued: checkpoints whose rows are left for later (shard tasks of
-    ///     theirs are still queued): neither produced nor counted as failed;
-    ///     a row of theirs that belongs to replaced files is removed.
+    ///   - leave: whether a checkpoint's row is left for later (shard tasks of
+    ///     theirs are still queued, or no submit covered it yet): neither
+    ///     produced nor counted as failed; a row of its replaced files is removed.
     ///   - whenStored: called for every checkpoint whose current row the
     ///     store holds at the end (reused or produced now).
     func update(
         force: Bool,
-        leaving queued: Set<String> = [],
+        leaving leave: (DiscoveredCheckpoint) -> Bool = { _ in false },
         produce: (
             _ checkpoint: DiscoveredCheckpoint, _ position: (index: Int, count: Int), _ calibration: CalibrationPlan,
             _ store: ScoreFile?
@@ -187,8 +188,8 @@ public final class TraceRun {
             }
             lacking.removeAll { checkpoint in clashes.contains { $0.checkpoint.name == checkpoint.name } }
         }
-        let todo = lacking.filter { !queued.contains($0.name) }
-        summary.queued = lacking.map(\.name).filter(queued.contains)
+        let todo = lacking.filter { !leave($0) }
+        summary.queued = lacking.filter(leave).map(\.name)
         let rescored = Set(lacking.map(\.name))
         summary.reused = discovered.ready.map(\.name).filter { !rescored.contains($0) }
         if !summary.reused.isEmpty { log.info("\(summary.reused.count) checkpoints already scored") }
@@ -200,7 +201,7 @@ public final class TraceRun {
         }
 
         if !summary.queued.isEmpty {
-            log.info("leaving \(summary.queued.joined(separator: ", ")) to the shard tasks still queued for them")
+            log.info("leaving \(summary.queued.joined(separator: ", ")) for later: shard tasks of theirs are still queued, or no submit covered them yet")
             for name in summary.queued { store = try withoutStaleRow(name, in: store) }
         }
         var stored = discovered.ready.filter { !rescored.contains($0.name) }

@@ -235,7 +235,8 @@ struct SlurmFinalizeCommand: ParsableCommand {
             runs after them, records it for `status` and `submit --wait`, and exits with 3 (the script ends the \
             job successfully). After \(FinalizeDeferral.maxDeferrals) such deferrals it fails instead. Checkpoints \
             whose shard tasks are queued under a later submission (a cron job submitted new checkpoints meanwhile) \
-            are left to that submission's finalize job, not counted as failed.
+            are left to that submission's finalize job, not counted as failed; so are checkpoints saved after \
+            the last submit (in no submission, without partial results), which the next submit scores.
 
             Exit codes: 0 done; 1 some checkpoint could not be merged, or an error, one line naming the file; \
             3 deferred to a new finalize job; 64 invalid usage; 75 another run holds the lock.
@@ -263,8 +264,10 @@ struct SlurmFinalizeCommand: ParsableCommand {
         try runLocked { log in
             try engine.apply()
             EnginePrecision.set(options!.precision)
-            let summary = try TraceRun(options: options!, log: log).finalize(leaving: queued)
-            log.info("done: \(summary.scored.count) merged, \(summary.reused.count) already in the store, \(summary.incomplete.count) still being written, \(summary.queued.count) left to their queued shard tasks, \(summary.failed.count) not merged")
+            let record = try SubmissionRecord.read(ClusterLayout(outDir: options!.output))
+            let submitted = record.submissions.isEmpty ? nil : Set(record.submissions.flatMap { $0.arrays.flatMap { $0.units.map(\.checkpoint) } })
+            let summary = try TraceRun(options: options!, log: log).finalize(leaving: queued, submitted: submitted)
+            log.info("done: \(summary.scored.count) merged, \(summary.reused.count) already in the store, \(summary.incomplete.count) still being written, \(summary.queued.count) left for later (queued, or not submitted yet), \(summary.failed.count) not merged")
             if !summary.failed.isEmpty { throw ExitCode.failure }
         }
     }

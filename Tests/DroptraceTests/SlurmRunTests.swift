@@ -160,6 +160,11 @@ import Testing
         // Every shard is stored, checkpoint-10's too though its row holds other files than it was submitted with.
         let final = try DroptraceCommand.run(["slurm", "status", out.path])
         #expect(final.stdout.contains("shard tasks: 4 stored") && !final.stdout.contains("failed"), "\(final.stdout)")
+        // A checkpoint saved since the last submit is the next submit's, not a failure of this finalize.
+        try held.series.add(step: 30)
+        let finalize = try DroptraceCommand.run(["slurm", "finalize", held.pipeline.path])
+        #expect(finalize.status == 0 && finalize.stderr.contains("leaving checkpoint-30 for later"), "\(finalize.stderr)")
+        #expect(try ScoreFile.read(from: out.appendingPathComponent("scores.h5")).rows.map(\.name) == ["checkpoint-10", "checkpoint-20"])
     }
 
     @Test func cancelledTaskFailsFinalizeKeepsTheRestAndAResubmitCompletesIt() throws {
