@@ -182,7 +182,7 @@ public struct SlurmSubmit {
             try Data(text.utf8).write(to: script, options: .withoutOverwriting)
             var job: Int?
             if !dryRun {
-                job = try client.submit(script: script.path, options: sbatch)
+                job = try submitJob(script, sbatch, nothingSubmittedYet: arrayJobs.isEmpty, directory: directory)
                 arrayJobs.append(job!)
                 submission.arrays.append(SubmissionRecord.ArrayJob(jobID: job!, units: chunk))
                 try save(submission, into: &record)
@@ -207,12 +207,26 @@ public struct SlurmSubmit {
         try Data(text.utf8).write(to: script, options: .withoutOverwriting)
         var job: Int?
         if !dryRun {
-            job = try client.submit(script: script.path, options: sbatch)
+            job = try submitJob(script, sbatch, nothingSubmittedYet: arrayJobs.isEmpty, directory: directory)
             submission.finalizeJob = job
             try save(submission, into: &record)
         }
         result.finalize = (job, script)
         return result
+    }
+
+    /// Submits `script` with sbatch. A job sbatch refuses is an error naming
+    /// the pipeline whose settings it came from; when it was this submit's
+    /// first, the submission's directory (scripts, no jobs) is removed.
+    private func submitJob(_ script: URL, _ options: [String], nothingSubmittedYet: Bool, directory: URL) throws -> Int {
+        do {
+            return try client.submit(script: script.path, options: options)
+        } catch let error as DroptraceError {
+            if nothingSubmittedYet { try? FileManager.default.removeItem(at: directory) }
+            throw DroptraceError(
+                "sbatch refused a job (\(error.description)); check the slurm settings (partition, time, cpus_per_task, "
+                    + "mem, sbatch_args) or the cluster\(nothingSubmittedYet ? "; nothing was submitted" : "")", path: pipeline.path)
+        }
     }
 
     /// sbatch options every job of this submit gets.

@@ -210,6 +210,24 @@ import Testing
         }
     }
 
+    /// A job sbatch refuses (a partition the cluster lacks) is named as the
+    /// pipeline's setting, and the submission's directory, holding scripts
+    /// of no job, does not stay behind.
+    @Test func aJobSbatchRefusesNamesThePipelineAndLeavesNoSubmission() throws {
+        guard SlurmCluster.required() else { return }
+        let scratch = try ScratchDirectory()
+        let (pipeline, _, out) = try pipeline(in: scratch, steps: [10], slurm: "slurm:\n  partition: nosuch")
+        defer { SlurmCluster.cancelAll(out) }
+        let result = try submit(pipeline)
+        #expect(result.status == 1)
+        let errors = result.stderr.split(separator: "\n").filter { $0.contains(" error: ") }
+        #expect(errors.count == 1 && errors[0].contains("\(pipeline.path): sbatch refused a job")
+                && errors[0].contains("nothing was submitted"), "\(result.stderr)")
+        let entries = try FileManager.default.contentsOfDirectory(atPath: out.appendingPathComponent("slurm").path)
+        #expect(!entries.contains { $0.first?.isNumber == true }, "\(entries)")
+        #expect(try record(out).submissions.isEmpty)
+    }
+
     /// One output directory reached through a symbolic link has one job
     /// name: a submit by the other path found none of the queued jobs and
     /// submitted every shard again.
