@@ -47,7 +47,7 @@ public enum ImportanceBootstrap {
         }
         guard layers > 0 else { throw DroptraceError("the bootstrap needs at least one layer") }
         if let bad = dropK.first(where: { !(1...layers).contains($0) }) {
-            throw DroptraceError("drop-k \(bad) is out of range: a \(layers)-layer model allows 1...\(layers)")
+            throw DroptraceError("drop-k \(bad) is out of range: the model has \(layers) layers, so drop-k is 1 to \(layers)")
         }
         func checkpoint(_ index: Int) -> String {
             names.flatMap { index < $0.count ? "checkpoint '\($0[index])'" : nil } ?? "checkpoint \(index)"

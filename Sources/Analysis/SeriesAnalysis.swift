@@ -48,7 +48,7 @@ public struct SeriesAnalysis: Sendable, Equatable {
     /// the error names `path` (the checkpoint that says how many layers) when given.
     public static func checkDropK(_ dropK: [Int], layers: Int, path: String? = nil) throws {
         if let bad = dropK.first(where: { !(1...max(layers, 1)).contains($0) }) {
-            throw DroptraceError("drop-k \(bad) is out of range: a \(layers)-layer model allows 1...\(layers)", path: path)
+            throw DroptraceError("drop-k \(bad) is out of range: the model has \(layers) layers, so drop-k is 1 to \(layers)", path: path)
         }
         guard !dropK.isEmpty else { throw DroptraceError("no drop-k values to analyse", path: path) }
     }

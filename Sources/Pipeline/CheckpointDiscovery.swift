@@ -388,6 +388,7 @@ public enum CheckpointDiscovery {
                     + "taken as corrupt until it is complete (check the clocks, or reset the files' times)")
         }
         guard rest > settleTime else { return .writing(reason) }
+        if settleTime <= 0 { return .failed("\(reason), and with a settle time of 0 no write in progress is waited for: taken as corrupt") }
         return .failed(
             "\(reason), and nothing in it changed for \(minutes(rest)) (a checkpoint still being written changes "
                 + "within \(minutes(settleTime))): taken as corrupt")

@@ -15,7 +15,9 @@ public enum ReportRebuild {
         // A mistyped directory is not created (with a lock file in it) only to be found empty.
         switch PathKind.of(outDir) {
         case .missing: throw DroptraceError("no such directory; run `droptrace trace` first", path: outDir.path)
-        case .other: throw DroptraceError("not a directory", path: outDir.path)
+        case .other:
+            let hint = outDir.lastPathComponent == ScoreFile.outputFileName ? ": give the directory that holds it" : ""
+            throw DroptraceError("not a directory\(hint)", path: outDir.path)
         case .directory: break
         }
         // Nor is a lock file left in a directory holding no store (a checkpoint's, say).

@@ -16,9 +16,9 @@ struct ReportMarkdown {
     static let verdictAnchor = "#how-the-verdict-is-decided"
 
     func render() -> String {
-        var parts = ["# \(Markdown.escape(writer.title))\n", summary()]
+        var parts = ["# \(Markdown.escape(writer.title))\n", summary(), criteriaTable()]
         if !writer.failures.failures.isEmpty { parts.append(failedCheckpoints()) }
-        parts += [criteriaTable(), run(), figureSection(), dropSetTable()]
+        parts += [run(), figureSection(), dropSetTable()]
         if let evaluation = writer.evaluation {
             parts.append(EvaluationSection(evaluation: evaluation, rows: rows, dropK: analysis.dropK).render())
         }
@@ -132,8 +132,8 @@ struct ReportMarkdown {
         }
         let count = writer.failures.failures.count
         return "## Failed checkpoints\n\nThe last run that updated this store failed on \(count) checkpoint"
-            + "\(count == 1 ? "" : "s"), with the error it logged; one not in this report has no scores here. "
-            + "The next run tries again.\n\n" + table.render()
+            + "\(count == 1 ? "" : "s"), with the error it logged. One marked \"no\" failed to score: "
+            + "the verdict and tables above and below are of the other checkpoints. The next run tries again.\n\n" + table.render()
     }
 
     private func run() -> String {

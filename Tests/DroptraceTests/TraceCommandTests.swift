@@ -75,6 +75,7 @@ import Glibc
         #expect(failed.status == 1)
         let error = try #require(failed.stderr.split(separator: "\n").first { $0.contains(" error: ") })
         let logged = String(error[error.range(of: " error: ")!.upperBound...])
+        #expect(logged.hasSuffix("with a settle time of 0 no write in progress is waited for: taken as corrupt"), "\(logged)")
         let report = output.appendingPathComponent("report.md")
         let markdown = try String(contentsOf: report, encoding: .utf8)
         #expect(markdown.contains("## Failed checkpoints\n\nThe last run that updated this store failed on 1 checkpoint,"), "\(markdown)")
@@ -322,7 +323,7 @@ import Glibc
             #expect(result.status == 1)
             let errors = result.stderr.split(separator: "\n").filter { $0.contains("error:") }
             #expect(errors.count == 1 && errors[0].hasSuffix(
-                "\(checkpoint.path): drop-k \(k) is out of range: a \(layers)-layer model allows 1...\(layers)"), "\(result.stderr)")
+                "\(checkpoint.path): drop-k \(k) is out of range: the model has \(layers) layers, so drop-k is 1 to \(layers)"), "\(result.stderr)")
             #expect(!result.stderr.contains("scoring"), "\(result.stderr)")
             #expect(!FileManager.default.fileExists(atPath: output.path))
         }
@@ -356,7 +357,7 @@ import Glibc
         let beyond = try trace(stored.directory, storedOutput, ["--drop-k", "6"])
         #expect(beyond.status == 1)
         let errors = beyond.stderr.split(separator: "\n").filter { $0.contains("error:") }
-        #expect(errors.count == 1 && errors[0].hasSuffix("\(store.path): drop-k 6 is out of range: a 5-layer model allows 1...5"), "\(beyond.stderr)")
+        #expect(errors.count == 1 && errors[0].hasSuffix("\(store.path): drop-k 6 is out of range: the model has 5 layers, so drop-k is 1 to 5"), "\(beyond.stderr)")
         #expect(!beyond.stderr.contains("scoring"), "\(beyond.stderr)")
         let allowed = try trace(stored.directory, storedOutput, ["--drop-k", "5"])
         #expect(allowed.status == 1, "the 4-layer checkpoint fails")
