@@ -31,6 +31,9 @@ public enum CompareRuns {
         let runs = try zip(paths, labels).map { path, label in try read(path, label: label) }
         try checkOutput(output, runs: runs)
         let comparison = try RunComparison(runs: runs)
+        // Before the lock is taken (it creates the directory and its lock file): a report.md or figure
+        // droptrace did not write refuses the directory as the writer will, and leaves it as it was.
+        try ReportOwnership.checkReplaceable(in: output, figureNames: ComparisonReportWriter.figureFileNames)
 
         let lock = try RunLock(directory: output)
         defer { withExtendedLifetime(lock) {} }

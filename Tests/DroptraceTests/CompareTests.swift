@@ -279,6 +279,13 @@ import ScoreStore
             #expect(result.stderr.split(separator: "\n").count == 1 && result.stderr.contains(words), "\(result.stderr)")
         }
         #expect(try Data(contentsOf: a.appendingPathComponent("report.md")) == traceReport)
+        // A directory holding a report.md of the user's own is refused and left as it was: no lock file either.
+        let mine = scratch.path("mine")
+        try FileManager.default.createDirectory(at: mine, withIntermediateDirectories: true)
+        try Data("my notes".utf8).write(to: mine.appendingPathComponent("report.md"))
+        let refused = try DroptraceCommand.run(["compare", a.path, b.path, "--output", mine.path])
+        #expect(refused.status == 1 && refused.stderr.contains("report.md"), "\(refused.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mine.path) == ["report.md"])
         #expect(!FileManager.default.fileExists(atPath: b.appendingPathComponent("report.md").path))
         // The other way round: a trace into a comparison's output is refused as well (it replaced the comparison).
         let comparison = try Data(contentsOf: scratch.path("c/report.md"))
