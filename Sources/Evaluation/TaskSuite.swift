@@ -174,7 +174,14 @@ public struct TaskSuite: Sendable {
                 let scores = try scorer.score(requests)
                 var offset = 0
                 for example in chunk {
-                    logLikelihoods.append(Array(scores[offset..<(offset + example.choices.count)]))
+                    let choices = Array(scores[offset..<(offset + example.choices.count)])
+                    // The harness takes the argmax of NaNs as choice 1: a wrong answer counted, not an error.
+                    if let bad = choices.firstIndex(where: { !$0.isFinite }) {
+                        throw Self.failure(
+                            "the model gives a log-likelihood of \(choices[bad]) (NaN or Inf in its weights or activations: "
+                                + "check the checkpoint's tensors)", choice: bad, of: example)
+                    }
+                    logLikelihoods.append(choices)
                     offset += example.choices.count
                 }
                 done += chunk.count

@@ -528,6 +528,31 @@ import Tokenization
         #expect(outside.stderr.contains("--drop-mlp: layer 99 is not among the model's 5 layers"))
     }
 
+    /// A model whose log-likelihoods are NaN (a NaN in its embedding) is an
+    /// error naming the document: the harness takes the argmax of NaNs as
+    /// the first choice and counts a wrong answer, which means nothing.
+    @Test func nanLogLikelihoodsAreAnErrorNotAnAnswer() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32", as: "nan-model")
+        let weights = model.appendingPathComponent("model.safetensors")
+        var bytes = try Data(contentsOf: weights)
+        let headerLength = Int(bytes.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }.littleEndian)
+        let header = try JSONSerialization.jsonObject(with: bytes[8..<(8 + headerLength)]) as! [String: Any]
+        let embedding = header["model.embed_tokens.weight"] as! [String: Any]
+        let offsets = (embedding["data_offsets"] as! [NSNumber]).map(\.intValue)
+        let nan = withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { Array($0) }
+        for offset in stride(from: 8 + headerLength + offsets[0], to: 8 + headerLength + offsets[1], by: 4) {
+            bytes.replaceSubrange(offset..<(offset + 4), with: nan)
+        }
+        try bytes.write(to: weights)
+        let task = Self.file("arc_easy_test").path
+        let result = try DroptraceCommand.run(["eval", model.path, "--task", "arc_easy=\(task)"])
+        #expect(result.status == 1)
+        let errors = result.stderr.split(separator: "\n").filter { $0.contains(" error: ") }
+        #expect(errors.count == 1 && errors[0].contains("\(task): ") && errors[0].contains("choice 1: the model gives a log-likelihood of nan"),
+                "\(result.stderr)")
+    }
+
     /// A repeated --drop-* option adds its layers; it kept only the last
     /// list, so `--drop-mlp 99 --drop-mlp 1` evaluated without MLP 1 alone.
     @Test func repeatedDropListsAddUp() throws {
