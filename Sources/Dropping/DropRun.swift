@@ -206,6 +206,10 @@ public enum DropRun {
         log("timing prefill and decoding, full and dropped alternately (budget \(Int(request.speed.policy.budgetSeconds)) s)")
         let speed = try SpeedMeasurement.compare(model: model, plan: plan, tokens: windows.flatMap { $0 }, options: request.speed)
         log("timed \(speed.rounds) rounds in \(Int(speed.seconds.rounded())) s (\(speed.stopped.rawValue))")
+        if speed.seconds > request.speed.policy.budgetSeconds {
+            log("the timing took \(Int(speed.seconds.rounded())) s, past the budget of \(Int(request.speed.policy.budgetSeconds)) s: "
+                + "one round at the shortest length (context \(speed.lengths[0].context)) needs that long on this machine")
+        }
 
         var measured = result(request, model: model, plan: plan, scores: full, perplexity: perplexity, accuracy: accuracy, speed: speed)
         // The measurements stand whatever becomes of the exports (a path taken meanwhile, a full disk).

@@ -182,4 +182,17 @@ import Testing
             #expect(result.stderr.contains(phrase), "\(arguments): \(result.stderr)")
         }
     }
+
+    /// A budget below one round at the shortest length still times that one
+    /// round, and the log says the budget was overrun rather than leaving the
+    /// time it took to be found.
+    @Test func aBudgetBelowOneRoundIsSaidToBeOverrun() throws {
+        let result = try DroptraceCommand.run([
+            "drop", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--target", "attention", "--count", "1", "--speed-budget", "0.000001", "--threads", "1",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("timed 1 rounds") && result.stderr.contains("past the budget of 0 s: one round at the shortest length"),
+                "\(result.stderr)")
+    }
 }
