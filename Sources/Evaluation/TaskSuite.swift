@@ -144,7 +144,7 @@ public struct TaskSuite: Sendable {
         progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
     ) throws -> [TaskOutcome] {
         let scorer = LoglikelihoodScorer(
-            model: model, plan: plan, head: try model.head(), maxLength: model.maxPositions,
+            model: model, plan: plan, head: try model.head(), maxLength: Self.harnessMaxLength(of: model),
             tokensPerPass: max(1, tokensPerPass))
         let total = tasks.reduce(0) { $0 + $1.examples.count }
         var done = 0
@@ -206,12 +206,25 @@ public struct TaskSuite: Sendable {
         func failure(_ problem: String) -> DroptraceError { Self.failure(problem, choice: choice, of: example) }
         guard !request.context.isEmpty else { throw failure("the prompt encodes to no tokens") }
         guard !request.continuation.isEmpty else { throw failure("the answer adds no tokens to the prompt") }
-        guard request.continuation.count <= model.maxPositions else {
-            throw failure("the answer is \(request.continuation.count) tokens, more than the model's \(model.maxPositions) positions")
+        let maxLength = Self.harnessMaxLength(of: model)
+        guard request.continuation.count <= maxLength else {
+            throw failure("the answer is \(request.continuation.count) tokens, more than the model's \(maxLength) positions")
         }
         if let bad = (request.context + request.continuation).first(where: { $0 < 0 || $0 >= model.vocabularySize }) {
             throw failure("token id \(bad) is outside the model's vocabulary (vocab_size \(model.vocabularySize))")
         }
+    }
+
+    /// The harness's `max_length` (HFLM.max_length, 0.4.13): the config's
+    /// `n_positions` where it has one before `max_position_embeddings` — a
+    /// key the family does not read, which transformers keeps as an
+    /// attribute all the same — else the model's positions. Never beyond
+    /// those positions, where the model has no position to give.
+    public static func harnessMaxLength(of model: any LanguageModel) -> Int {
+        if case .integer(let positions)? = model.checkpoint.configDocument.member("n_positions"), positions > 0 {
+            return min(positions, model.maxPositions)
+        }
+        return model.maxPositions
     }
 
     private static func failure(_ problem: String, choice: Int, of example: TaskExample) -> DroptraceError {

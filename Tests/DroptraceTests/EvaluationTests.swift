@@ -528,6 +528,33 @@ import Tokenization
         #expect(outside.stderr.contains("--drop-mlp: layer 99 is not among the model's 5 layers"))
     }
 
+    /// The harness truncates at the config's `n_positions` before
+    /// `max_position_embeddings` (HFLM.max_length), also where the family
+    /// reads no such key and transformers keeps it as a stray attribute: the
+    /// numbers are those of a model with that many positions.
+    @Test func aStrayNPositionsSetsTheHarnessLength() throws {
+        let scratch = try ScratchDirectory()
+        func copy(_ name: String, setting key: String) throws -> URL {
+            let model = try scratch.copyOfModel("llama-f32", as: name)
+            let config = model.appendingPathComponent("config.json")
+            var json = try JSONSerialization.jsonObject(with: Data(contentsOf: config)) as! [String: Any]
+            json[key] = 13
+            try JSONSerialization.data(withJSONObject: json).write(to: config)
+            return model
+        }
+        let task = "arc_easy=\(Self.file("arc_easy_test").path)"
+        let runs = try [copy("stray", setting: "n_positions"), copy("short", setting: "max_position_embeddings")].map { model in
+            let result = try DroptraceCommand.run(["eval", model.path, "--task", task, "--json"])
+            try #require(result.status == 0, "\(result.stderr)")
+            return ((try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any])["tasks"] as! [String: Any]) as NSDictionary
+        }
+        #expect(runs[0] == runs[1])
+        let stray = try ModelRegistry.load(try Checkpoint(location: scratch.path("stray")))
+        let original = try ModelRegistry.load(try Checkpoint(location: FixtureFiles.model("llama-f32")))
+        #expect(TaskSuite.harnessMaxLength(of: stray) == 13 && stray.maxPositions == original.maxPositions)
+        #expect(TaskSuite.harnessMaxLength(of: original) == original.maxPositions)
+    }
+
     /// A model whose log-likelihoods are NaN (a NaN in its embedding) is an
     /// error naming the document: the harness takes the argmax of NaNs as
     /// the first choice and counts a wrong answer, which means nothing.
