@@ -1,5 +1,4 @@
 import DroptraceSupport
-import CheckpointIO
 import Foundation
 import Scoring
 import ScoreStore
@@ -195,22 +194,5 @@ extension ShardPartials {
         } catch {
             return "\(error)"
         }
-    }
-}
-
-extension CheckpointDiscovery {
-    /// The fingerprint (`CheckpointFingerprint`'s stored form) of the
-    /// checkpoint in `directory` as its files are now; nil when it cannot be
-    /// read as a checkpoint.
-    public static func currentFingerprint(of directory: URL) -> String? {
-        guard let layout = try? CheckpointLayout.resolve(directory) else { return nil }
-        return try? CheckpointFingerprint(layout: layout).stored
-    }
-
-    /// Whether a store row with fingerprint `stored` holds the checkpoint in
-    /// `directory` as its files are now.
-    public static func holdsCurrentFiles(_ stored: String, directory: URL) -> Bool {
-        guard let current = currentFingerprint(of: directory) else { return false }
-        return CheckpointFingerprint.reasonToRescore(stored: stored, current: current) == nil
     }
 }

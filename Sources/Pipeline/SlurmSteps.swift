@@ -113,8 +113,8 @@ extension TraceRun {
         let partials = options.output.appendingPathComponent(ShardPartials.directoryName)
         return try update(force: false, leaving: { checkpoint in
             queued.contains(checkpoint.name)
-                || submitted.map { !$0.contains(checkpoint.name) } == true
-                && !FileManager.default.fileExists(atPath: partials.appendingPathComponent(checkpoint.name).path)
+                || (submitted.map { !$0.contains(checkpoint.name) } == true
+                    && !FileManager.default.fileExists(atPath: partials.appendingPathComponent(checkpoint.name).path))
         }) { checkpoint, _, calibration, store in
             let partials = try ShardPartials(output: options.output, checkpoint: checkpoint)
             let merged = try partials.merged(calibration: calibration, store: store?.metadata, precision: options.precision)

@@ -1,8 +1,28 @@
+import CheckpointIO
+import Foundation
+
 extension DiscoveredCheckpoint {
     /// Whether a store row with fingerprint `stored` holds this checkpoint's
     /// scores, by the rule `trace` uses (`CheckpointFingerprint.reasonToRescore`):
     /// false when its files were replaced since.
     public func isScored(asFingerprint stored: String) -> Bool {
         CheckpointFingerprint.reasonToRescore(stored: stored, current: fingerprint) == nil
+    }
+}
+
+extension CheckpointDiscovery {
+    /// The fingerprint (`CheckpointFingerprint`'s stored form) of the
+    /// checkpoint in `directory` as its files are now; nil when it cannot be
+    /// read as a checkpoint.
+    public static func currentFingerprint(of directory: URL) -> String? {
+        guard let layout = try? CheckpointLayout.resolve(directory) else { return nil }
+        return try? CheckpointFingerprint(layout: layout).stored
+    }
+
+    /// Whether a store row with fingerprint `stored` holds the checkpoint in
+    /// `directory` as its files are now.
+    public static func holdsCurrentFiles(_ stored: String, directory: URL) -> Bool {
+        guard let current = currentFingerprint(of: directory) else { return false }
+        return CheckpointFingerprint.reasonToRescore(stored: stored, current: current) == nil
     }
 }
