@@ -78,20 +78,21 @@ public struct SlurmStatus: Codable, Sendable, Equatable {
         let order = latest.values.sorted { $0.order < $1.order }
         let ended = order.filter { queue.units[$0.unit] == nil }.map(\.job)
         let accounting = ended.isEmpty ? [:] : client.accounting(jobs: Set(ended.compactMap { $0.split(separator: "_").first.flatMap { Int($0) } }).sorted())
-        // Whether the store's row of a checkpoint holds its files as they are now (a row stored from files
-        // changed since the submit, by its finalize or a local run, is the checkpoint's all the same).
-        var current: [String: Bool] = [:]
-        func storesCurrentFiles(_ unit: WorkUnit, _ fingerprint: String) -> Bool {
+        // Each checkpoint's fingerprint as its files are now, read once: a row stored from files changed
+        // since the submit (by its finalize or a local run) is the checkpoint's all the same.
+        var current: [String: String?] = [:]
+        func currentFingerprint(_ unit: WorkUnit) -> String? {
             if let known = current[unit.checkpoint] { return known }
-            let holds = CheckpointDiscovery.holdsCurrentFiles(fingerprint, directory: URL(fileURLWithPath: unit.directory))
-            current[unit.checkpoint] = holds
-            return holds
+            let fingerprint = CheckpointDiscovery.currentFingerprint(of: URL(fileURLWithPath: unit.directory))
+            current.updateValue(fingerprint, forKey: unit.checkpoint)  // nil kept too: an unreadable checkpoint
+            return fingerprint
         }
         for (unit, job, _) in order {
             var state: State, detail = ""
             let partial = layout.partial(checkpoint: unit.checkpoint, shard: unit.shard, shards: unit.shards)
             if let fingerprint = stored[unit.checkpoint],
-               fingerprint == unit.fingerprint || unit.fingerprint.isEmpty || storesCurrentFiles(unit, fingerprint) {
+               fingerprint == unit.fingerprint || unit.fingerprint.isEmpty
+               || CheckpointDiscovery.holdsFiles(fingerprint, current: currentFingerprint(unit)) {
                 state = .stored
             } else if let queued = queue.units[unit] {
                 state = ["RUNNING", "COMPLETING", "CONFIGURING"].contains(queued.state) ? .running : .pending
@@ -99,7 +100,7 @@ public struct SlurmStatus: Codable, Sendable, Equatable {
             } else if FileManager.default.fileExists(atPath: partial.path) {
                 if let stale = ShardPartials.staleness(
                     of: partial, checkpoint: unit.checkpoint,
-                    fingerprint: CheckpointDiscovery.currentFingerprint(of: URL(fileURLWithPath: unit.directory)) ?? unit.fingerprint) {
+                    fingerprint: currentFingerprint(unit) ?? unit.fingerprint) {
                     state = .failed
                     detail = "its partial \(stale): submit again"
                 } else {

@@ -21,6 +21,16 @@ public final class RunLock {
         }
     }
 
+    /// The lock of `directory` when it is an output directory (it holds a
+    /// lock file), for a command that writes into it beside the runs that
+    /// own it; nil elsewhere, where no lock file is created (a checkpoint's
+    /// directory, the user's own).
+    /// - Throws: as `init(directory:)`; `Held` while a run holds it.
+    public static func ofOutputDirectory(_ directory: URL) throws -> RunLock? {
+        FileManager.default.fileExists(atPath: directory.appendingPathComponent(fileName).path)
+            ? try RunLock(directory: directory) : nil
+    }
+
     /// Refuses the file system's root (or a link to it) as an output directory.
     public static func checkNotRoot(_ directory: URL) throws {
         guard ResolvedPath.of(directory) != "/" else {

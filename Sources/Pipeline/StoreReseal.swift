@@ -28,9 +28,7 @@ public enum StoreReseal {
         let store = named.resolvingSymlinksInPath()
         var directories = [store.deletingLastPathComponent().path]
         if named.deletingLastPathComponent().path != directories[0] { directories.append(named.deletingLastPathComponent().path) }
-        let locks = try directories
-            .filter { FileManager.default.fileExists(atPath: $0 + "/" + RunLock.fileName) }
-            .map { try RunLock(directory: URL(fileURLWithPath: $0)) }
+        let locks = try directories.compactMap { try RunLock.ofOutputDirectory(URL(fileURLWithPath: $0)) }
         defer { withExtendedLifetime(locks) {} }
         let resealed = try ScoreFile.reseal(store) { copy in
             let report = try ReportWriter.load(store: copy)

@@ -19,10 +19,10 @@ extension CheckpointDiscovery {
         return try? CheckpointFingerprint(layout: layout).stored
     }
 
-    /// Whether a store row with fingerprint `stored` holds the checkpoint in
-    /// `directory` as its files are now.
-    public static func holdsCurrentFiles(_ stored: String, directory: URL) -> Bool {
-        guard let current = currentFingerprint(of: directory) else { return false }
+    /// Whether a store row with fingerprint `stored` holds the files whose
+    /// fingerprint is `current` (`currentFingerprint(of:)`; nil: unreadable).
+    public static func holdsFiles(_ stored: String, current: String?) -> Bool {
+        guard let current else { return false }
         return CheckpointFingerprint.reasonToRescore(stored: stored, current: current) == nil
     }
 }

@@ -88,9 +88,7 @@ struct ScoreCommand: ParsableCommand {
             // output directory, under its lock (a trace writing there now holds it: exit 75), and only
             // over the file as checked.
             let outputURL = URL(fileURLWithPath: output)
-            let directory = outputURL.deletingLastPathComponent()
-            let lock = FileManager.default.fileExists(atPath: directory.appendingPathComponent(RunLock.fileName).path)
-                ? try RunLock(directory: directory) : nil
+            let lock = try RunLock.ofOutputDirectory(outputURL.deletingLastPathComponent())
             defer { withExtendedLifetime(lock) {} }
             let version = FileVersion.current(output)
             try ScoreFile.checkOneCheckpointOutput(outputURL)

@@ -265,7 +265,7 @@ struct SlurmFinalizeCommand: ParsableCommand {
             try engine.apply()
             EnginePrecision.set(options!.precision)
             let record = try SubmissionRecord.read(ClusterLayout(outDir: options!.output))
-            let submitted = record.submissions.isEmpty ? nil : Set(record.submissions.flatMap { $0.arrays.flatMap { $0.units.map(\.checkpoint) } })
+            let submitted = record.submissions.isEmpty ? nil : Set(record.tasks.values.map(\.checkpoint))
             let summary = try TraceRun(options: options!, log: log).finalize(leaving: queued, submitted: submitted)
             log.info("done: \(summary.scored.count) merged, \(summary.reused.count) already in the store, \(summary.incomplete.count) still being written, \(summary.queued.count) left for later (queued, or not submitted yet), \(summary.failed.count) not merged")
             if !summary.failed.isEmpty { throw ExitCode.failure }
