@@ -65,14 +65,15 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// one without reading it. A file that can never be complete — not a
     /// regular file, an absurd header length, a header that is not valid JSON —
     /// gives a length it already has, so that opening it reports the problem.
-    public static func expectedLength(path: String) -> Int? {
+    /// Throws only when reading fails (an I/O error, `isTransient`).
+    public static func expectedLength(path: String) throws -> Int? {
         guard let file = try? RegularFile(path: path) else { return 0 }
-        guard file.size >= 8, let prefix = try? file.bytes(8, at: 0) else { return nil }
+        guard file.size >= 8, let prefix = try DroptraceError.nilUnlessTransient({ try file.bytes(8, at: 0) }) else { return nil }
         let length = prefix.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }.littleEndian
         guard length <= UInt64(headerLimit) else { return 8 }
         let headerLength = Int(length)
         guard headerLength <= file.size - 8 else { return nil }
-        guard let bytes = try? file.bytes(headerLength, at: 8),
+        guard let bytes = try DroptraceError.nilUnlessTransient({ try file.bytes(headerLength, at: 8) }),
               case .object(let header)? = try? JSONValue.parse(bytes, serde: true, arrayLimit: arrayLimit)
         else { return 8 + headerLength }
         // A name given twice is its last entry (serde's map), compared by scalars.

@@ -31,3 +31,19 @@ extension Sequence<String> {
         return items.prefix(limit).joined(separator: ", ") + (items.count > limit ? ", …" : "")
     }
 }
+
+extension DroptraceError {
+    /// `body`'s value, or nil when it throws — as `try?` — except for a
+    /// failure of the system (`isTransient`: an I/O error), which is rethrown:
+    /// for the checks that read "cannot be parsed" as "not written yet", a
+    /// disk that fails to read is neither.
+    public static func nilUnlessTransient<T>(_ body: () throws -> T?) throws -> T? {
+        do {
+            return try body()
+        } catch let error as DroptraceError where error.isTransient {
+            throw error
+        } catch {
+            return nil
+        }
+    }
+}

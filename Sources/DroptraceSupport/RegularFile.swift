@@ -65,7 +65,7 @@ public final class RegularFile: @unchecked Sendable {
             let got = pread(descriptor, destination + done, count - done, off_t(offset + done))
             if got < 0 {
                 if errno == EINTR { continue }
-                throw DroptraceError("cannot read: \(String(cString: strerror(errno)))", path: path)
+                throw DroptraceError("cannot read: \(String(cString: strerror(errno)))", path: path, isTransient: true)
             }
             guard got > 0 else {
                 throw DroptraceError("file changed while being read (it is now shorter than \(size) bytes)", path: path)

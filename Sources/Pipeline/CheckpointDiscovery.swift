@@ -314,6 +314,7 @@ public enum CheckpointDiscovery {
         do {
             layout = try CheckpointLayout.resolve(directory)
         } catch {
+            if let error = error as? DroptraceError, error.isTransient { return .failed(error.description) }
             if let unreadable = UnreadableCheckpointFormat.diagnose(directory) { return .failed(unreadable) }
             // A series given where a checkpoint is expected (a `checkpoints:` entry) never becomes one.
             let inner = CheckpointName.entries(in: directory)
@@ -344,10 +345,15 @@ public enum CheckpointDiscovery {
                 return .failed("\(name) \(corruption)")
             }
             let expected: Int?
-            switch layout.format {
-            case .safetensors: expected = SafetensorsFile.expectedLength(path: file.path)
-            case .pytorch: expected = TorchCheckpointFile.expectedLength(path: file.path)
-            case .gguf: expected = GGUFCheckpoint.expectedLength(path: file.path)
+            do {
+                switch layout.format {
+                case .safetensors: expected = try SafetensorsFile.expectedLength(path: file.path)
+                case .pytorch: expected = try TorchCheckpointFile.expectedLength(path: file.path)
+                case .gguf: expected = try GGUFCheckpoint.expectedLength(path: file.path)
+                }
+            } catch {
+                // An I/O error is the disk's, not a write in progress: waiting would call it "corrupt".
+                return .failed("\(name): \((error as? DroptraceError)?.message ?? "\(error)")")
             }
             guard let expected else {
                 return settled(
@@ -361,6 +367,8 @@ public enum CheckpointDiscovery {
         }
         do {
             return .ready(try CheckpointFingerprint(layout: layout))
+        } catch let error as DroptraceError where error.isTransient {
+            return .failed(error.description)
         } catch {
             return settled("\(error)", directory, settleTime)
         }

@@ -647,4 +647,25 @@ import Testing
         let result = try CheckpointDiscovery.scan(series.directory)
         #expect(result.ready.map(\.step) == [20] && result.ready.map(\.tokens) == [1_500_000_000_000], "\(result.failed)")
     }
+
+    /// A disk that fails to read a weight file's header (EIO) is the disk's
+    /// fault, named as such: it read as "an incomplete header", a checkpoint
+    /// "still being written" (exit 0, skipped), then "taken as corrupt". The
+    /// failure is injected by a preloaded pread that fails on that file alone.
+    @Test func readErrorOfAWeightHeaderIsNamedNotTakenForAWriteInProgress() throws {
+        let scratch = try ScratchDirectory()
+        let preload = try FailingReadLibrary.build(in: scratch)
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 1)
+        let failing = try series.add(step: 2).appendingPathComponent("model.safetensors").resolvingSymlinksInPath()
+        let result = try DroptraceCommand.run(
+            ["trace", series.directory.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", scratch.path("out").path,
+             "--threads", "1"],
+            environment: ["LD_PRELOAD": preload.path, FailingReadLibrary.pathVariable: failing.path])
+        #expect(result.status == 1, "\(result.stderr)")
+        let errors = lines(result.stderr, "error")
+        #expect(errors.count == 1 && errors[0].hasSuffix("checkpoint-2: model.safetensors: cannot read: Input/output error"), "\(result.stderr)")
+        #expect(lines(result.stderr, "warning").isEmpty && !result.stderr.contains("incomplete header"), "\(result.stderr)")
+        #expect(lines(result.stderr, "info").contains { $0.contains("1 scored") }, "\(result.stderr)")
+    }
 }

@@ -200,7 +200,7 @@ public final class GGUFCheckpoint: @unchecked Sendable {
 
     /// The length a complete file must have according to its header (nil when
     /// the header itself is incomplete or not GGUF).
-    public static func expectedLength(path: String) -> Int? {
-        GGUFFile.expectedLength(path: path)
+    public static func expectedLength(path: String) throws -> Int? {
+        try GGUFFile.expectedLength(path: path)
     }
 }

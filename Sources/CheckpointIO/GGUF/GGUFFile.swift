@@ -106,13 +106,16 @@ public final class GGUFFile: @unchecked Sendable {
     /// Reads only the header, so it is cheap for checking whether a file is
     /// still being written. A file that can never be complete (not a regular
     /// file, or a header that is damaged rather than short) gives 0, so that
-    /// opening it reports the problem.
-    public static func expectedLength(path: String) -> Int? {
+    /// opening it reports the problem. Throws only when reading fails (an
+    /// I/O error, `isTransient`).
+    public static func expectedLength(path: String) throws -> Int? {
         guard let file = try? RegularFile(path: path) else { return 0 }
         var reader = GGUFByteReader(file: file)
         do {
             let header = try readHeader(&reader)
             return header.tensors.map { header.dataStart + $0.offset + $0.byteCount }.max() ?? header.dataStart
+        } catch let error as DroptraceError where error.isTransient {
+            throw error
         } catch {
             return reader.ranPastEnd ? nil : 0
         }

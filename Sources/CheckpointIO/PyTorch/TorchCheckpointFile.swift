@@ -109,11 +109,13 @@ public final class TorchCheckpointFile: @unchecked Sendable {
     /// file that ends inside its storages). Used to tell a checkpoint still
     /// being written from a finished one. A file that is not a regular file
     /// gives 0, so that opening it reports the problem.
-    public static func expectedLength(path: String) -> Int? {
+    public static func expectedLength(path: String) throws -> Int? {
         guard let file = try? RegularFile(path: path) else { return 0 }
-        guard let prefix = try? file.bytes(min(file.size, 16), at: 0) else { return nil }
-        if ZipArchive.looksLikeZip(prefix) { return ZipArchive.expectedLength(file) }
-        if LegacyTorchFile.looksLegacy(prefix), (try? LegacyTorchFile(file: file)) != nil { return file.size }
+        guard let prefix = try DroptraceError.nilUnlessTransient({ try file.bytes(min(file.size, 16), at: 0) }) else { return nil }
+        if ZipArchive.looksLikeZip(prefix) { return try ZipArchive.expectedLength(file) }
+        if LegacyTorchFile.looksLegacy(prefix), try DroptraceError.nilUnlessTransient({ try LegacyTorchFile(file: file) }) != nil {
+            return file.size
+        }
         return nil
     }
 }

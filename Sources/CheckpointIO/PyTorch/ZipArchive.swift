@@ -102,8 +102,9 @@ struct ZipArchive {
     /// The length a complete archive needs according to its central
     /// directory, or nil when there is no readable end-of-central-directory
     /// record yet. Local headers that are not readable are assumed minimal.
-    static func expectedLength(_ file: RegularFile) -> Int? {
-        guard let (directory, records) = try? centralDirectory(file) else { return nil }
+    /// Throws only when reading fails (an I/O error, `isTransient`).
+    static func expectedLength(_ file: RegularFile) throws -> Int? {
+        guard let (directory, records) = try DroptraceError.nilUnlessTransient({ try centralDirectory(file) }) else { return nil }
         var length = file.size
         var reader = ByteReader(records, at: 0, end: records.count, path: "", what: "")
         for _ in 0..<directory.count {
@@ -111,7 +112,8 @@ struct ZipArchive {
             // record that does not read is damage, not a write in progress (opening reports it).
             guard let entry = try? centralEntry(&reader, path: "") else { return file.size }
             // Each term is below Int.max / 4 (sizes from 8-byte fields are checked), so sums cannot overflow.
-            let start = (try? dataStart(of: entry, in: file)) ?? (entry.localHeaderOffset + 30 + entry.name.utf8.count)
+            let start = try DroptraceError.nilUnlessTransient({ try dataStart(of: entry, in: file) })
+                ?? (entry.localHeaderOffset + 30 + entry.name.utf8.count)
             length = max(length, start + entry.compressedSize)
         }
         return length
