@@ -108,7 +108,8 @@ def check(path):
             return problems, None
         problems += check_bootstrap(f, count, layers)
         problems += check_tasks(f, count)
-        problems += check_failed(f)
+        problems += check_unscored(f, "failed", "error")
+        problems += check_unscored(f, "pending", "reason")
         if problems:
             return problems, None
 
@@ -131,21 +132,21 @@ def check(path):
         return problems, summary
 
 
-def check_failed(f):
-    """/failed (optional, written when the last trace failed on some checkpoint):
-    string datasets name and error of one length."""
-    failed = f.get("failed")
-    if failed is None:
+def check_unscored(f, group, reason):
+    """/failed (name, error) or /pending (name, reason), optional, written when the last
+    trace failed on some checkpoint or left some for later: string datasets of one length."""
+    record = f.get(group)
+    if record is None:
         return []
-    if not isinstance(failed, h5py.Group):
-        return ["/failed is not a group"]
+    if not isinstance(record, h5py.Group):
+        return [f"/{group} is not a group"]
     lengths = []
-    for name in ("name", "error"):
-        ds = failed.get(name)
+    for name in ("name", reason):
+        ds = record.get(name)
         if not isinstance(ds, h5py.Dataset) or h5py.check_string_dtype(ds.dtype) is None or ds.ndim != 1:
-            return [f"/failed/{name} missing or not a list of strings"]
+            return [f"/{group}/{name} missing or not a list of strings"]
         lengths.append(ds.shape[0])
-    return [] if lengths[0] == lengths[1] else ["/failed/name and /failed/error differ in length"]
+    return [] if lengths[0] == lengths[1] else [f"/{group}/name and /{group}/{reason} differ in length"]
 
 
 def check_bootstrap(f, count, layers):

@@ -39,9 +39,9 @@ public final class TraceRun {
     var evaluation = DropEvaluation()
     /// Task accuracy, carried the same way.
     var taskAccuracy = TaskAccuracyRecord()
-    /// The checkpoints the last run failed on: the stored record until this
-    /// run's failures replace it as it finishes.
-    private var failures = FailedCheckpoints()
+    /// The checkpoints the last run failed on or left for later: the stored
+    /// record until this run's replaces it as it finishes.
+    private var unscored = UnscoredCheckpoints()
     /// Whether a rewrite after one checkpoint also analyses.
     private var pacing = AnalysisPacing()
     /// What a user added to the store when the run began: the first rewrite
@@ -341,7 +341,10 @@ public final class TraceRun {
             failed(evaluation.update(store: store, analysis: analysis, onDisk: onDisk, source: source) { log.info("\($0)") })
         }
         failed(tasks?.update(&taskAccuracy, store: store, analysis: analysis, onDisk: onDisk) { log.info("\($0)") } ?? [])
-        failures = FailedCheckpoints(summary.failed.map { FailedCheckpoints.Failure(name: $0.name, error: $0.error) })
+        unscored = UnscoredCheckpoints(
+            failed: summary.failed.map { .init(name: $0.name, reason: $0.error) },
+            pending: summary.incomplete.map { .init(name: $0.name, reason: "still being written: \($0.reason)") }
+                + summary.queued.map { .init(name: $0, reason: "its Slurm shard tasks are still queued, or no submit covered it yet") })
         // A cron run that found nothing new leaves the store's bytes alone.
         if try !storeHolds(store, analysis: analysis) { try write(store, analysis: analysis) }
         // The report is drawn from the store as written, exactly as `droptrace report` draws it.
@@ -357,7 +360,7 @@ public final class TraceRun {
     ///   without one (`AnalysisPacing`).
     private func write(_ store: ScoreFile, analysis: SeriesAnalysis?) throws {
         let dropK = try analysis?.dropK ?? SeriesAnalysis.analysedDropK(options.dropK, layers: store.metadata.numLayers)
-        let (evaluation, taskAccuracy, failures, title) = (self.evaluation, self.taskAccuracy, self.failures, options.title)
+        let (evaluation, taskAccuracy, unscored, title) = (self.evaluation, self.taskAccuracy, self.unscored, options.title)
         try lock?.checkStillHeld()
         do {
             if let additions {
@@ -369,7 +372,7 @@ public final class TraceRun {
                 try analysis?.write(into: file)
                 try evaluation.write(into: file, rows: store.rows, dropK: dropK)
                 try taskAccuracy.write(into: file, rows: store.rows.map(\.name), dropK: dropK)
-                try failures.write(into: file)
+                try unscored.write(into: file)
                 if let title { try file.setAttribute(ReportWriter.titleAttribute, title) }
             }
         } catch let error as DroptraceError {
@@ -404,17 +407,17 @@ public final class TraceRun {
         let storedTasks = try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name))
         return try SeriesAnalysis.isStored(in: file) && SeriesAnalysis.read(from: file) == analysis
             && storedEvaluation == evaluation && storedTasks == taskAccuracy.stored(rows: store.rows.map(\.name), dropK: analysis.dropK)
-            && storedTitle == options.title && FailedCheckpoints.read(from: file) == failures
+            && storedTitle == options.title && UnscoredCheckpoints.read(from: file) == unscored
     }
 
     /// What the store holds beside its rows: perplexities, task accuracy,
     /// and what a user added (nil when nothing), from one opening of it;
-    /// its record of failed checkpoints is taken as `failures`.
+    /// its record of unscored checkpoints is taken as `unscored`.
     private func storedBesideRows(_ store: ScoreFile) throws -> (DropEvaluation, TaskAccuracyRecord, StoreAdditions?) {
         let file = try HDF5File.open(at: options.storeURL)
         defer { try? file.close() }
         let additions = try StoreAdditions(in: file)
-        failures = try FailedCheckpoints.read(from: file)
+        unscored = try UnscoredCheckpoints.read(from: file)
         return (try DropEvaluation.read(from: file, rows: store.rows) ?? DropEvaluation(),
                 try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name)),
                 additions.isEmpty ? nil : additions)

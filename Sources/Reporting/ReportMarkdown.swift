@@ -17,7 +17,8 @@ struct ReportMarkdown {
 
     func render() -> String {
         var parts = ["# \(Markdown.escape(writer.title))\n", summary(), criteriaTable()]
-        if !writer.failures.failures.isEmpty { parts.append(failedCheckpoints()) }
+        if !writer.unscored.failed.isEmpty { parts.append(failedCheckpoints()) }
+        if !writer.unscored.pending.isEmpty { parts.append(pendingCheckpoints()) }
         parts += [run(), figureSection(), dropSetTable()]
         if let evaluation = writer.evaluation {
             parts.append(EvaluationSection(evaluation: evaluation, rows: rows, dropK: analysis.dropK).render())
@@ -126,14 +127,25 @@ struct ReportMarkdown {
     private func failedCheckpoints() -> String {
         let scored = Set(rows.map(\.name))
         var table = MarkdownTable(["Checkpoint", "In this report", "Error"])
-        for failure in writer.failures.failures {
+        for failure in writer.unscored.failed {
             table.add([Markdown.escape(failure.name), scored.contains(failure.name) ? "yes" : "no",
-                       Markdown.escape(failure.error)])
+                       Markdown.escape(failure.reason)])
         }
-        let count = writer.failures.failures.count
+        let count = writer.unscored.failed.count
         return "## Failed checkpoints\n\nThe last run that updated this store failed on \(count) checkpoint"
             + "\(count == 1 ? "" : "s"), with the error it logged. One marked \"no\" failed to score: "
             + "the verdict and tables above and below are of the other checkpoints. The next run tries again.\n\n" + table.render()
+    }
+
+    /// What the last run left for a later one (still being written, or
+    /// scored by Slurm jobs not merged yet): not in this report.
+    private func pendingCheckpoints() -> String {
+        var table = MarkdownTable(["Checkpoint", "Why"])
+        for entry in writer.unscored.pending { table.add([Markdown.escape(entry.name), Markdown.escape(entry.reason)]) }
+        let count = writer.unscored.pending.count
+        return "## Checkpoints not scored yet\n\nThe last run that updated this store left \(count) checkpoint"
+            + "\(count == 1 ? "" : "s") for a later run, which scores \(count == 1 ? "it" : "them"): "
+            + "the verdict and tables are of the other checkpoints.\n\n" + table.render()
     }
 
     private func run() -> String {

@@ -41,15 +41,16 @@ public struct ReportWriter: Sendable {
     /// Task accuracy per checkpoint (`trace --task`): a figure and a section
     /// after the drop sets when it holds any task.
     public var taskAccuracy: TaskAccuracyRecord
-    /// The checkpoints the last run failed on: a section after the summary when there are any.
-    public var failures: FailedCheckpoints
+    /// The checkpoints the last run failed on or left for later: a section
+    /// after the verdict's criteria for each list that has any.
+    public var unscored: UnscoredCheckpoints
 
     /// - Parameter title: defaults to "droptrace report: <model_type>, <L> layers".
     /// - Throws: `DroptraceError` when the analysis is not of these scores
     ///   (different checkpoint or layer count).
     public init(title: String? = nil, scoreFile: ScoreFile, analysis: SeriesAnalysis,
                 evaluation: DropEvaluation? = nil, extraSections: [ReportSection] = [],
-                taskAccuracy: TaskAccuracyRecord = TaskAccuracyRecord(), failures: FailedCheckpoints = FailedCheckpoints()) throws {
+                taskAccuracy: TaskAccuracyRecord = TaskAccuracyRecord(), unscored: UnscoredCheckpoints = UnscoredCheckpoints()) throws {
         guard analysis.checkpointCount == scoreFile.rows.count, analysis.layers == scoreFile.metadata.numLayers,
               analysis.steps == scoreFile.rows.map(\.step) else {
             throw DroptraceError(
@@ -65,7 +66,7 @@ public struct ReportWriter: Sendable {
         self.evaluation = evaluation
         self.extraSections = extraSections
         self.taskAccuracy = taskAccuracy
-        self.failures = failures
+        self.unscored = unscored
     }
 
     /// The caller's sections, then those made from the stored task accuracy.

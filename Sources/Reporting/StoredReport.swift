@@ -35,7 +35,7 @@ extension ReportWriter {
             let taskAccuracy = try TaskAccuracyRecord.read(from: file, rows: scoreFile.rows.map(\.name))
             return try ReportWriter(title: title ?? storedTitle, scoreFile: scoreFile, analysis: analysis,
                                     evaluation: evaluation, taskAccuracy: taskAccuracy,
-                                    failures: try FailedCheckpoints.read(from: file))
+                                    unscored: try UnscoredCheckpoints.read(from: file))
         } catch let error as DroptraceError where error.path == nil {
             throw DroptraceError(error.message, path: url.path)
         }

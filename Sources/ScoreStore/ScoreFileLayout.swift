@@ -90,7 +90,7 @@ public enum ScoreFileLayout {
     /// beside the rewritten one (`StoreAdditions`); what a user adds inside
     /// these groups is droptrace's to rewrite.
     public static let rootGroups: Set<String> = [
-        "checkpoints", "scores", "similarity", "per_sequence", "analysis", "evaluation", "failed",
+        "checkpoints", "scores", "similarity", "per_sequence", "analysis", "evaluation", "failed", "pending",
     ]
     public static let rootAttributes: Set<String> = [
         Attribute.modelType, Attribute.numLayers, Attribute.hiddenSize, Attribute.layerShapesSHA256, Attribute.metric, Attribute.calibrationSHA256,

@@ -164,7 +164,7 @@ import Tokenization
         #expect(try reread.group("evaluation/tasks/piqa").scalarAttribute("num_fewshot", as: Int64.self) == 1)
         // Every name droptrace writes at the root is one the layout counts as its own: a later
         // rewrite carries over only what a user added (`StoreAdditions`).
-        #expect(try Set(reread.childNames()) == ScoreFileLayout.rootGroups.subtracting([FailedCheckpoints.group]))
+        #expect(try Set(reread.childNames()) == ScoreFileLayout.rootGroups.subtracting(UnscoredCheckpoints.groups.map(\.group)))
         let attributes = try Set(reread.attributeNames())
         #expect(attributes.isSubset(of: ScoreFileLayout.rootAttributes) && attributes.contains("report_title"), "\(attributes)")
         #expect(try reread.dataset("evaluation/tasks/piqa/acc_full").read(as: Double.self)

@@ -82,7 +82,7 @@ import Glibc
         #expect(markdown.contains("| checkpoint-20 | no | \(logged.replacingOccurrences(of: "_", with: "\\_")) |"), "\(logged)")
         let store = output.appendingPathComponent("scores.h5")
         let file = try HDF5File.open(at: store)
-        #expect(try FailedCheckpoints.read(from: file) == FailedCheckpoints([.init(name: "checkpoint-20", error: logged)]))
+        #expect(try UnscoredCheckpoints.read(from: file) == UnscoredCheckpoints(failed: [.init(name: "checkpoint-20", reason: logged)]))
         try file.close()
         // `report` rebuilds the same report from the store alone.
         try FileManager.default.removeItem(at: report)
@@ -94,18 +94,54 @@ import Glibc
         #expect(mended.status == 0, "\(mended.stderr)")
         #expect(!(try String(contentsOf: report, encoding: .utf8)).contains("Failed checkpoints"))
         let after = try HDF5File.open(at: store)
-        #expect(try !after.exists(FailedCheckpoints.group))
+        #expect(try !after.exists("failed") && !after.exists("pending"))
         try after.close()
         // A message of several lines, or longer than the reader takes, is stored as it reads back.
-        let long = FailedCheckpoints([.init(name: "c", error: "first\nsecond " + String(repeating: "é", count: 3000))])
-        #expect(long.failures[0].error.hasPrefix("first second é") && long.failures[0].error.hasSuffix("…"))
+        let long = UnscoredCheckpoints(
+            failed: [.init(name: "c", reason: "first\nsecond " + String(repeating: "é", count: 3000))],
+            pending: [.init(name: "d", reason: "still\rbeing written")])
+        #expect(long.failed[0].reason.hasPrefix("first second é") && long.failed[0].reason.hasSuffix("…"))
+        #expect(long.pending[0].reason == "still being written")
         let record = scratch.path("record.h5")
         let written = try HDF5File.create(at: record)
         try long.write(into: written)
         try written.close()
         let reread = try HDF5File.open(at: record)
-        #expect(try FailedCheckpoints.read(from: reread) == long)
+        #expect(try UnscoredCheckpoints.read(from: reread) == long)
         try reread.close()
+    }
+
+    /// A checkpoint still being written when a cron run comes is skipped
+    /// (exit 0: a later run scores it), and the report says so: it was
+    /// silent, and read alone it seemed to cover the whole series.
+    @Test func theReportNamesTheCheckpointsStillBeingWritten() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 10)
+        let writing = try series.add(step: 20)
+        let weights = writing.appendingPathComponent("model.safetensors")
+        let whole = try Data(contentsOf: weights)
+        try whole.prefix(whole.count / 2).write(to: weights)
+        let output = scratch.path("out")
+        let first = try trace(series.directory, output)
+        #expect(first.status == 0, "\(first.stderr)")
+        let report = output.appendingPathComponent("report.md")
+        let markdown = try String(contentsOf: report, encoding: .utf8)
+        let reason = "still being written: model.safetensors has \(whole.count / 2) of \(whole.count) bytes"
+        #expect(markdown.contains("## Checkpoints not scored yet\n\nThe last run that updated this store left 1 checkpoint for a later run"),
+                "\(markdown)")
+        #expect(markdown.contains("| checkpoint-20 | \(reason) |"), "\(markdown)")
+        let file = try HDF5File.open(at: output.appendingPathComponent("scores.h5"))
+        #expect(try UnscoredCheckpoints.read(from: file) == UnscoredCheckpoints(pending: [.init(name: "checkpoint-20", reason: reason)]))
+        try file.close()
+        try FileManager.default.removeItem(at: report)
+        #expect(try DroptraceCommand.run(["report", output.path]).status == 0)
+        #expect(try String(contentsOf: report, encoding: .utf8) == markdown)
+        // Written out: scored, and no longer listed.
+        try whole.write(to: weights)
+        let second = try trace(series.directory, output)
+        #expect(second.status == 0 && second.stderr.contains("1 scored, 1 already in the store"), "\(second.stderr)")
+        #expect(!(try String(contentsOf: report, encoding: .utf8)).contains("not scored yet"))
     }
 
     /// `score --output OUT_DIR/scores.h5` would replace the run's history
