@@ -215,13 +215,17 @@ public struct TaskSuite: Sendable {
         }
     }
 
-    /// The harness's `max_length` (HFLM.max_length, 0.4.13): the config's
-    /// `n_positions` where it has one before `max_position_embeddings` — a
-    /// key the family does not read, which transformers keeps as an
+    /// The harness's `max_length` (HFLM.max_length → `resolve_max_length`,
+    /// 0.4.13): of the config's `text_config` when it has one (Gemma-3's
+    /// multimodal checkpoints; the section the family reads), else of its top
+    /// level, `n_positions` where it has one before `max_position_embeddings`
+    /// — a key the family does not read, which transformers keeps as an
     /// attribute all the same — else the model's positions. Never beyond
     /// those positions, where the model has no position to give.
     public static func harnessMaxLength(of model: any LanguageModel) -> Int {
-        if case .integer(let positions)? = model.checkpoint.configDocument.member("n_positions"), positions > 0 {
+        var config = model.checkpoint.configDocument
+        if let section = model.layerNaming.configSection, let inner = config.member(section) { config = inner }
+        if case .integer(let positions)? = config.member("n_positions"), positions > 0 {
             return min(positions, model.maxPositions)
         }
         return model.maxPositions

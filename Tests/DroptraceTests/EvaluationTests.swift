@@ -553,6 +553,16 @@ import Tokenization
         let original = try ModelRegistry.load(try Checkpoint(location: FixtureFiles.model("llama-f32")))
         #expect(TaskSuite.harnessMaxLength(of: stray) == 13 && stray.maxPositions == original.maxPositions)
         #expect(TaskSuite.harnessMaxLength(of: original) == original.maxPositions)
+        // A multimodal checkpoint: the harness reads its `text_config` (resolve_max_length), not the top level.
+        let gemma = try scratch.copyOfModel("gemma3-f32", as: "gemma")
+        let config = gemma.appendingPathComponent("config.json")
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: config)) as! [String: Any]
+        var text = json["text_config"] as! [String: Any]
+        text["n_positions"] = 11
+        json["text_config"] = text
+        json["n_positions"] = 7
+        try JSONSerialization.data(withJSONObject: json).write(to: config)
+        #expect(TaskSuite.harnessMaxLength(of: try ModelRegistry.load(try Checkpoint(location: gemma))) == 11)
     }
 
     /// A model whose log-likelihoods are NaN (a NaN in its embedding) is an
