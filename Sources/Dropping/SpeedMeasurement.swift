@@ -113,23 +113,25 @@ public enum SpeedMeasurement {
     /// `options.policy` stops them. `tokens` (non-empty, valid IDs) are
     /// repeated to fill the context.
     ///
-    /// Lengths need 2L ≤ the model's positions (a model with fewer than 64
-    /// gets one length of half its positions), and are kept while their
+    /// Lengths need 2L − 1 ≤ the model's positions (L context tokens and
+    /// L − 1 steps; a model with fewer than the shortest length's gets one
+    /// length of about half its positions), and are kept while their
     /// warm-up run, times the minimum rounds, fits the budget.
-    /// Throws if the model has fewer than 4 positions.
+    /// Throws if the model has fewer than 3 positions (a context of 2 and
+    /// one decoding step).
     public static func compare(
         model: any LanguageModel, plan: DropPlan, tokens: [Int], options: SpeedOptions = SpeedOptions()
     ) throws -> SpeedComparison {
         let start = DispatchTime.now()
         let positions = model.maxPositions
-        guard positions >= 4 else {
+        guard positions >= 3 else {
             throw DroptraceError(
-                "timing decoding needs a context of at least 2 tokens and 2 generated ones; the model has \(positions) positions",
+                "timing decoding needs a context of at least 2 tokens and one decoding step (3 positions); the model has \(positions)",
                 path: model.checkpoint.directory.path)
         }
         guard !tokens.isEmpty else { throw DroptraceError("no tokens to time the models with", path: model.checkpoint.directory.path) }
-        var lengths = options.lengths.filter { $0 >= 2 && 2 * $0 <= positions }
-        if lengths.isEmpty { lengths = [positions / 2] }
+        var lengths = options.lengths.filter { $0 >= 2 && 2 * $0 - 1 <= positions }
+        if lengths.isEmpty { lengths = [(positions + 1) / 2] }
         let capacity = 2 * lengths.max()! - 1
         let full = try IncrementalDecoder(model: model, plan: .none, capacity: capacity)
         let dropped = full.dropping(plan, capacity: capacity)

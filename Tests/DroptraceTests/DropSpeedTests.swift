@@ -195,4 +195,29 @@ import Testing
         #expect(result.stderr.contains("timed 1 rounds") && result.stderr.contains("past the budget of 0 s: one round at the shortest length"),
                 "\(result.stderr)")
     }
+
+    /// A model of 3 positions is timed at context 2 and one decoding step
+    /// (2L − 1 positions, not 2L): it was refused, which stopped `drop`
+    /// before its export. Fewer than 3 cannot time a decoding step.
+    @Test func theFewestPositionsThatTimeADecodingStep() throws {
+        let scratch = try ScratchDirectory()
+        func run(positions: Int) throws -> DroptraceCommand.Result {
+            let model = try scratch.copyOfModel("llama-f32", as: "positions-\(positions)")
+            let config = model.appendingPathComponent("config.json")
+            var json = try JSONSerialization.jsonObject(with: Data(contentsOf: config)) as! [String: Any]
+            json["max_position_embeddings"] = positions
+            try JSONSerialization.data(withJSONObject: json).write(to: config)
+            return try DroptraceCommand.run([
+                "drop", model.path, "--calibration", FixtureFiles.calibrationText.path, "--seq-len", String(positions),
+                "--samples", "2", "--target", "attention", "--count", "1", "--speed-max-rounds", "2", "--threads", "1", "--json",
+            ])
+        }
+        let three = try run(positions: 3)
+        try #require(three.status == 0, "\(three.stderr)")
+        let speed = try #require((try JSONSerialization.jsonObject(with: Data(three.stdout.utf8)) as? [String: Any])?["speed"] as? [String: Any])
+        #expect((speed["context"] as? NSNumber)?.intValue == 2 && (speed["generate"] as? NSNumber)?.intValue == 2, "\(speed)")
+        let two = try run(positions: 2)
+        #expect(two.status == 1 && two.stderr.contains("timing decoding needs a context of at least 2 tokens and one decoding step (3 positions); the model has 2"),
+                "\(two.stderr)")
+    }
 }
