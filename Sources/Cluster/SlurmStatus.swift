@@ -115,6 +115,8 @@ public struct SlurmStatus: Codable, Sendable, Equatable {
         let submitted = Set(order.map(\.unit.checkpoint))
         storedLocally = rows.map(\.name).filter { !submitted.contains($0) }
 
+        let endedFinalize = record.submissions.compactMap(\.finalizeJob).filter { queue.finalizeJobs[$0] == nil }
+        let finalizeAccounting = client.accounting(jobs: endedFinalize)
         for submission in record.submissions {
             guard let job = submission.finalizeJob else { continue }
             let directory = layout.slurmDirectory.appendingPathComponent(submission.id)
@@ -126,8 +128,13 @@ public struct SlurmStatus: Codable, Sendable, Equatable {
                     log: directory.appendingPathComponent("logs/finalize-\(deferred).out").path))
             }
             var state = queue.finalizeJobs[job] ?? "ENDED"
-            if state == "ENDED", let data = try? RegularFile.contents(path: directory.appendingPathComponent("finalize.exit").path, limit: 64) {
-                state += " (exit code \(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))"
+            if state == "ENDED" {
+                // The job's script writes its exit code last: none means it never ran to the end.
+                if let data = try? RegularFile.contents(path: directory.appendingPathComponent("finalize.exit").path, limit: 64) {
+                    state += " (exit code \(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))"
+                } else {
+                    state += " without an exit code (\(finalizeAccounting[String(job)] ?? "cancelled, or lost with its node"))"
+                }
             }
             finalize.append(Finalize(job: job, state: state, log: directory.appendingPathComponent("logs/finalize-\(job).out").path))
         }

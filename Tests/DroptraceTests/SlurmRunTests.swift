@@ -133,6 +133,10 @@ import Testing
         defer { SlurmCluster.cancelAll(out) }
         let held = try submitHeld(scratch)
         _ = try SlurmCluster.client.check("scancel", [String(held.finalizeJob)])
+        // Not "ENDED", as if it had run: it never wrote its exit code.
+        let cancelled = try DroptraceCommand.run(["slurm", "status", out.path])
+        #expect(cancelled.stdout.contains("finalize job \(held.finalizeJob): ENDED without an exit code (")
+                    && !cancelled.stdout.contains("ENDED  log"), "\(cancelled.stdout)")
         var result = try DroptraceCommand.run(["slurm", "submit", held.pipeline.path, "--sbatch-arg=--hold"])
         try #require(result.status == 0, "\(result.stderr)")
         let replacement = try #require(try SubmissionRecord.read(ClusterLayout(outDir: out)).submissions.last)
