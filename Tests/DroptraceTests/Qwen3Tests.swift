@@ -93,4 +93,42 @@ import Testing
         }
         try expectGGUFScoresLike("qwen3-f32.gguf", safetensors: windowless, modelType: "qwen3")
     }
+
+    /// YaRN's attention factor as llama.cpp's converter writes it
+    /// (`rope.scaling.yarn_attn_factor`; for OLMo 3 also
+    /// `rope.scaling.attn_factor`) is transformers' `attention_factor`: it
+    /// was ignored (the default scale, exit 0) and the second refused.
+    @Test(arguments: [["yarn_attn_factor"], ["attn_factor"], ["yarn_attn_factor", "attn_factor"]])
+    func ggufYarnAttentionFactorScoresLikeTransformersAttentionFactor(keys: [String]) throws {
+        let scratch = try ScratchDirectory()
+        let factor: Float = 1.3
+        let yarn = #"{"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0, "original_max_position_embeddings": 64"#
+        let windowless: [(String, String?)] = [("use_sliding_window", "false"), ("layer_types", nil)]
+        let scaled = try EditedModel.copy("qwen3-f32", in: scratch, as: "scaled",
+                                          windowless + [("rope_parameters", yarn + #", "attention_factor": \#(Double(factor))}"#)])
+        let plain = try EditedModel.copy("qwen3-f32", in: scratch, as: "plain", windowless + [("rope_parameters", yarn + "}")])
+        var bytes = try GGUFBytes.fixture("gguf/qwen3-f32.gguf")
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("qwen3.rope.scaling.type") + GGUFBytes.value(.string, GGUFBytes.string("yarn")))
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("qwen3.rope.scaling.factor") + GGUFLlamaCppOnlyKeyTests.float32(4))
+        try GGUFBytes.insertPair(
+            &bytes, GGUFBytes.string("qwen3.rope.scaling.original_context_length") + GGUFBytes.value(.uint32, GGUFBytes.le(UInt32(64))))
+        for key in keys {
+            try GGUFBytes.insertPair(&bytes, GGUFBytes.string("qwen3.rope.scaling.\(key)") + GGUFLlamaCppOnlyKeyTests.float32(factor))
+        }
+        let gguf = try ModelRegistry.load(try GGUFBytes.open(bytes, in: scratch))
+        #expect(try scoreDifference(gguf, safetensors: scaled) < 1e-6)
+        #expect(try scoreDifference(gguf, safetensors: plain) > 1e-3, "the factor must matter for the comparison to mean something")
+    }
+
+    /// The two keys of YaRN's attention factor, given different values, are refused naming both.
+    @Test func ggufYarnAttentionFactorsThatDisagreeAreRefused() throws {
+        var bytes = try GGUFBytes.fixture("gguf/qwen3-f32.gguf")
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("qwen3.rope.scaling.type") + GGUFBytes.value(.string, GGUFBytes.string("yarn")))
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("qwen3.rope.scaling.factor") + GGUFLlamaCppOnlyKeyTests.float32(4))
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("qwen3.rope.scaling.yarn_attn_factor") + GGUFLlamaCppOnlyKeyTests.float32(1.25))
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("qwen3.rope.scaling.attn_factor") + GGUFLlamaCppOnlyKeyTests.float32(1.5))
+        let message = try GGUFBytes.openingError(bytes)?.message ?? "(read)"
+        #expect(message == #""qwen3.rope.scaling.attn_factor" is 1.5, but "qwen3.rope.scaling.yarn_attn_factor" is 1.25: both are YaRN's attention factor"#,
+                "\(message)")
+    }
 }

@@ -268,6 +268,7 @@ struct GGUFConfiguration {
                 rope["mscale_all_dim"] = scale
                 rope["mscale"] = scale
             }
+            if let factor = try yarnAttentionFactor(input) { rope["attention_factor"] = factor }
         case "longrope":
             // Its factors are tensors (Phi-3's table reads them); without them RopeSettings refuses it.
             rope["rope_type"] = "longrope"
@@ -279,12 +280,33 @@ struct GGUFConfiguration {
             ).error(path: input.path)
         }
         if let factors = input.ropeTensors["rope_freqs.weight"] { rope["frequency_factors"] = factors.map(Double.init) }
-        // LongRoPE (Phi-3's factor tensors) takes it as its attention factor; elsewhere it is llama.cpp's alone.
-        if input.ropeTensors["rope_factors_long.weight"] == nil {
+        // LongRoPE (Phi-3's factor tensors) and YaRN take it as their attention factor; elsewhere it is llama.cpp's alone.
+        if input.ropeTensors["rope_factors_long.weight"] == nil && type != "yarn" {
             try input.refuseUnmodelled(
                 "rope.scaling.attn_factor", inert: 1, effect: "multiply the rotary embedding's cos and sin by it")
         }
         return rope
+    }
+
+    /// transformers' YaRN `attention_factor` (the scale of cos and sin, in
+    /// place of the one derived from the factor and mscales), which
+    /// llama.cpp's converter writes as `rope.scaling.yarn_attn_factor` for
+    /// every YaRN model that sets it, and for OLMo 3 (`olmo2`) also as
+    /// `rope.scaling.attn_factor`. llama.cpp reads the first for a few
+    /// architectures only and multiplies its own YaRN scale by the second:
+    /// droptrace keeps the Hugging Face meaning of both, as for the other
+    /// YaRN keys. nil when the file has neither.
+    /// - Throws: when the two are given and differ.
+    static func yarnAttentionFactor(_ input: GGUFArchitecture.Input) throws -> Double? {
+        let keys = ["rope.scaling.yarn_attn_factor", "rope.scaling.attn_factor"].map(input.key)
+        let given = try keys.compactMap { key in try input.metadata.optionalPositiveFloat32(key).map { (key, $0) } }
+        guard let (firstKey, first) = given.first else { return nil }
+        if let (otherKey, other) = given.dropFirst().first, Float(other) != Float(first) {
+            throw InvalidConfigValue(
+                key: otherKey, problem: "is \(Float(other)), but \"\(firstKey)\" is \(Float(first)): both are YaRN's attention factor"
+            ).error(path: input.path)
+        }
+        return first
     }
 
     /// The row permutations and q/k norms assume the whole head rotates.
