@@ -137,7 +137,7 @@ import Testing
 
     @Test(arguments: [
         ("truncated.bin", "no end-of-central-directory record"),
-        ("entry_past_end.bin", "file is truncated: zip entry small/data/0 starts at byte"),
+        ("entry_past_end.bin", "zip entry small/data/0 (24 bytes, its header at byte 2147418112) ends past the end of the file of 1563 bytes"),
         ("compressed.bin", "is compressed"),
         ("plain_pickle.bin", "not a PyTorch checkpoint"),
     ])
@@ -481,10 +481,23 @@ import Testing
     }
 
     /// The archive's disk numbers, or an entry's (miniz takes 0 or 1 there).
+    /// torch.save writes ZIP64 records, whose fields miniz reads in place of
+    /// the classic record's (changed there, torch.load reads the file).
     @Test func aMultiDiskArchiveIsRefused() throws {
-        var bytes = try Self.small()
-        bytes[Self.endRecord(bytes) + 4] = 1
-        #expect(try Self.error(bytes) == "zip archive spans several disks, which torch.load does not read; the file is damaged")
+        let multiDisk = "zip archive spans several disks, which torch.load does not read; the file is damaged"
+        var classic = try Self.small()
+        classic[Self.endRecord(classic) + 4] = 1
+        #expect(try Self.error(classic) == "(no error)")
+        let locator = Self.endRecord(classic) - 20, zip64 = Self.u32(classic, locator + 8)
+        // Both disk numbers 1 is one disk, numbered 1; its entries (on disk 0) are then on another.
+        for (offset, value) in [(zip64 + 16, 1), (zip64 + 20, 1), (locator + 16, 2), (locator + 16, 0)] {
+            var bytes = try Self.small()
+            Self.put32(&bytes, offset, value)
+            #expect(try Self.error(bytes) == multiDisk, "byte \(offset) = \(value)")
+        }
+        var entries = try Self.small()
+        Self.put32(&entries, zip64 + 24, Self.u32(entries, zip64 + 24) + 1)  // entries on this disk ≠ entries
+        #expect(try Self.error(entries) == multiDisk)
         var entry = try Self.small()
         let record = Self.centralRecord("small/data/0", in: entry).start
         entry[record + 34] = 1
@@ -517,5 +530,70 @@ import Testing
         try Data(bytes).write(to: file)
         #expect(try TorchCheckpointFile.expectedLength(path: file.path) == bytes.count)
         #expect(PyTorchCheckpointTests.loadError(file).contains("zip central directory is damaged"))
+    }
+
+    /// small.bin with the bytes of stored record `name` replaced by `contents` (of the same length).
+    static func patching(_ name: String, with contents: [UInt8]) throws -> [UInt8] {
+        var bytes = try small()
+        let offset = u32(bytes, centralRecord(name, in: bytes).start + 42)
+        let start = offset + 30 + u16(bytes, offset + 26) + u16(bytes, offset + 28)
+        precondition(u32(bytes, centralRecord(name, in: bytes).start + 24) == contents.count)
+        bytes.replaceSubrange(start..<(start + contents.count), with: contents)
+        return bytes
+    }
+
+    /// The records torch.load reads besides the pickle and storages: refused
+    /// as it refuses them (they were never read, and the file scored, exit 0).
+    @Test(arguments: [
+        ("small/version", "x\n", "zip entry small/version holds \"x\\u{a}\", which torch.load cannot parse as a version number"),
+        ("small/version", "99", "zip entry small/version gives archive format version 99; torch.load reads 1 to 10"),
+        ("small/version", "0\n", "zip entry small/version gives archive format version 0; torch.load reads 1 to 10"),
+        // std::stoull wraps a minus sign around.
+        ("small/version", "-1", "zip entry small/version gives archive format version 18446744073709551615; torch.load reads 1 to 10"),
+        ("small/.storage_alignment", "6\u{0}", "zip entry small/.storage_alignment holds \"6\\u{0}\", which is not an integer as torch.load reads it"),
+        ("small/.storage_alignment", "6_", "zip entry small/.storage_alignment holds \"6_\", which is not an integer as torch.load reads it"),
+        ("small/byteorder", "middle", "zip entry small/byteorder holds \"middle\" instead of \"little\" or \"big\""),
+    ])
+    func recordsTorchLoadReadsAreCheckedAsItChecksThem(name: String, contents: String, message: String) throws {
+        #expect(try Self.error(try Self.patching(name, with: Array(contents.utf8))) == message)
+    }
+
+    /// What torch.load reads in those records all the same: std::stoull's
+    /// whitespace, sign and trailing text; Python int()'s whitespace, sign and underscores.
+    @Test(arguments: [("small/version", " 3"), ("small/version", "+3"), ("small/version", "3x"), ("small/.storage_alignment", "+6"),
+                      ("small/.storage_alignment", "6 "), ("small/.storage_alignment", "\t6")])
+    func recordsTorchLoadAcceptsAreRead(name: String, contents: String) throws {
+        #expect(try Self.error(try Self.patching(name, with: Array(contents.utf8))) == "(no error)")
+    }
+
+    @Test func aMissingVersionOrAnIdentifierNotUTF8IsRefused() throws {
+        let missing = try PyTorchCheckpointTests.renaming("small/version", to: Data("small/versioX".utf8))
+        #expect(try Self.error([UInt8](missing)) == "zip archive has no small/version record, which torch.load requires; the file is damaged")
+        var identifier = Array(repeating: UInt8(ascii: "7"), count: 40)
+        identifier[0] = 0xFF
+        #expect(try Self.error(try Self.patching("small/.data/serialization_id", with: identifier))
+                == "zip entry small/.data/serialization_id is not UTF-8 text, which torch.load refuses")
+    }
+
+    /// miniz checks every directory record when it opens the archive: a
+    /// stored entry (method and time 0) whose two sizes differ, data without
+    /// a compressed size, data past the end of the file. Such an entry that
+    /// droptrace never reads (`version`) went unnoticed.
+    @Test func directoryRecordsAreCheckedAsMinizChecksThem() throws {
+        let record = Self.centralRecord("small/version", in: try Self.small()).start
+        var sizes = try Self.small()
+        Self.put32(&sizes, record + 20, 3)
+        #expect(try Self.error(sizes) == "zip entry small/version declares 3 bytes stored for 2 bytes of data; the file is damaged")
+        var empty = try Self.small()
+        Self.put32(&empty, record + 20, 0)
+        #expect(try Self.error(empty) == "zip entry small/version declares 0 bytes stored for 2 bytes of data; the file is damaged")
+        // Dated, a stored entry's sizes are not compared (miniz reads method and time as one number).
+        var dated = sizes
+        dated[record + 12] = 1
+        #expect(try Self.error(dated) != "zip entry small/version declares 3 bytes stored for 2 bytes of data; the file is damaged")
+        var past = try Self.small()
+        Self.put32(&past, record + 42, past.count)
+        #expect(try Self.error(past) == "zip entry small/version (2 bytes, its header at byte \(past.count)) ends past the end of the file of "
+            + "\(past.count) bytes; the file is truncated or damaged")
     }
 }

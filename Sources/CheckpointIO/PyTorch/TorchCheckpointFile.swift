@@ -68,16 +68,7 @@ public final class TorchCheckpointFile: @unchecked Sendable {
         if let stray = archive.names.first(where: { !$0.hasPrefix(prefix) }) {
             throw DroptraceError("zip entry \(stray.forErrorMessage) lies outside the archive's folder \(prefix.forErrorMessage)", path: path)
         }
-        if archive.entries[prefix + "byteorder"] != nil {
-            let (_, length) = try archive.range(prefix + "byteorder")
-            let order = length <= 16 ? String(decoding: try archive.contents(prefix + "byteorder"), as: UTF8.self) : "?"
-            guard order == "little" else {
-                throw DroptraceError(
-                    order == "big" ? "checkpoint was saved with big-endian byte order; only little-endian is supported"
-                        : "zip entry \(prefix.forErrorMessage)byteorder holds \"\(order.forErrorMessage)\" instead of \"little\" or \"big\"",
-                    path: path)
-            }
-        }
+        try TorchArchiveRecords.check(archive, prefix: prefix)
         let shownName = pickleName.forErrorMessage
         let machine = PickleMachine(bytes: try archive.contents(pickleName), path: path, pickleName: shownName)
         let root = try machine.run { id in try TorchRebuild.storage(id, path: path, pickleName: shownName) }.value

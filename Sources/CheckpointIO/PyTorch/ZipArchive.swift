@@ -51,7 +51,7 @@ struct ZipArchive {
         var reader = ByteReader(records, at: 0, end: records.count, path: path, what: "zip central directory")
         var seen = Set<[UInt8]>()
         for _ in 0..<directory.count {
-            let entry = try Self.centralEntry(&reader, path: path)
+            let entry = try Self.centralEntry(&reader, disk: directory.disk, fileSize: file.size, path: path)
             // Readers differ on which of two same-named entries they take (torch's miniz, Python's
             // zipfile); compared as bytes, as zip names are.
             guard seen.insert(Array(entry.name.utf8)).inserted, entries[entry.name] == nil else {
@@ -110,7 +110,7 @@ struct ZipArchive {
         for _ in 0..<directory.count {
             // The end record is written last, after the whole directory: with it there, a
             // record that does not read is damage, not a write in progress (opening reports it).
-            guard let entry = try? centralEntry(&reader, path: "") else { return file.size }
+            guard let entry = try? centralEntry(&reader, disk: directory.disk, fileSize: Int.max / 2, path: "") else { return file.size }
             // Each term is below Int.max / 4 (sizes from 8-byte fields are checked), so sums cannot overflow.
             let start = try DroptraceError.nilUnlessTransient({ try dataStart(of: entry, in: file) })
                 ?? (entry.localHeaderOffset + 30 + entry.name.utf8.count)
@@ -125,6 +125,8 @@ struct ZipArchive {
         var offset: Int
         var size: Int
         var count: Int
+        /// The archive's disk number, 0 or 1.
+        var disk: Int
     }
 
     /// Finds the end-of-central-directory record (searching back over a
@@ -160,32 +162,43 @@ struct ZipArchive {
                 "zip archive has no end-of-central-directory record: the file is truncated (or still being written)", path: path)
         }
         var reader = ByteReader(tail, at: end + 4, end: end + recordLength, path: path, what: "end-of-central-directory record")
-        // torch's reader (miniz) refuses a multi-disk archive: both disk numbers must be 0.
-        guard try reader.u16() == 0, try reader.u16() == 0 else {
-            throw DroptraceError("zip archive spans several disks, which torch.load does not read; the file is damaged", path: path)
-        }
-        try reader.skip(2)
+        var thisDisk = Int(try reader.u16()), directoryDisk = Int(try reader.u16())
+        var entriesOnDisk = Int(try reader.u16())
         var count = Int(try reader.u16())
         var size = Int(try reader.u32())
         var offset = Int(try reader.u32())
         let recordOffset = tailStart + end
+        let multiDisk = DroptraceError("zip archive spans several disks, which torch.load does not read; the file is damaged", path: path)
 
-        // ZIP64: a locator right before the record points at a record with 64-bit fields.
+        // ZIP64: a locator right before the record points at a record with 64-bit fields, which
+        // torch's reader (miniz) then takes in place of the classic record's.
         var locator = ByteReader(tail, at: end - 20, end: end, path: path, what: "ZIP64 locator")
         if end >= 20, try locator.u32() == zip64LocatorSignature {
             try locator.skip(4)
             let zip64End = try locator.int64()
+            guard try locator.u32() == 1 else { throw multiDisk }  // the total number of disks
             let record = zip64End >= 0 && zip64End <= recordOffset - 56 ? try file.bytes(56, at: zip64End) : []
             var fields = ByteReader(record, at: 0, end: record.count, path: path, what: "ZIP64 end-of-central-directory record")
             guard record.count == 56, try fields.u32() == zip64EndSignature else {
                 throw DroptraceError("ZIP64 locator points at byte \(zip64End), where there is no ZIP64 end-of-central-directory record", path: path)
             }
-            try fields.skip(28)
+            let recordSize = try fields.int64()
+            guard recordSize >= 44 else {
+                throw DroptraceError("ZIP64 end-of-central-directory record declares \(recordSize) bytes, fewer than its fields; the file is damaged", path: path)
+            }
+            try fields.skip(4)
+            thisDisk = Int(try fields.u32())
+            directoryDisk = Int(try fields.u32())
+            entriesOnDisk = try fields.int64()
             count = try fields.int64()
             size = try fields.int64()
             offset = try fields.int64()
         } else if count == 0xFFFF || size == 0xFFFF_FFFF || offset == 0xFFFF_FFFF {
             throw DroptraceError("zip archive needs ZIP64 records but has none; the file is damaged", path: path)
+        }
+        // miniz reads a single-disk archive numbered 0 or 1, all of its entries on that disk.
+        guard entriesOnDisk == count, (thisDisk == 0 && directoryDisk == 0) || (thisDisk == 1 && directoryDisk == 1) else {
+            throw multiDisk
         }
         guard offset >= 0, size >= 0, count >= 0, offset <= recordOffset, size <= recordOffset - offset,
               count <= size / centralHeaderLength
@@ -194,28 +207,48 @@ struct ZipArchive {
                 "zip central directory (\(count) entries, \(size) bytes at byte \(offset)) does not fit in the file of \(file.size) bytes; the file is truncated or damaged",
                 path: path)
         }
-        return (CentralDirectory(offset: offset, size: size, count: count), try file.bytes(size, at: offset))
+        return (CentralDirectory(offset: offset, size: size, count: count, disk: thisDisk), try file.bytes(size, at: offset))
     }
 
-    private static func centralEntry(_ reader: inout ByteReader, path: String) throws -> Entry {
+    /// One central-directory record, checked as torch's reader (miniz) checks
+    /// every record when it opens the archive, read or not.
+    /// - Parameters:
+    ///   - disk: the archive's disk number.
+    ///   - fileSize: the archive's length in bytes.
+    private static func centralEntry(_ reader: inout ByteReader, disk archiveDisk: Int, fileSize: Int, path: String) throws -> Entry {
         guard try reader.u32() == centralHeaderSignature else {
             throw DroptraceError("zip central directory is damaged (bad record signature at byte \(reader.position - 4) of the directory)", path: path)
         }
         try reader.skip(4)
         let flags = Int(try reader.u16())
         let method = Int(try reader.u16())
-        try reader.skip(8)
+        let modificationTime = Int(try reader.u16())
+        try reader.skip(6)
         var compressedSize = Int(try reader.u32())
         var size = Int(try reader.u32())
         let nameLength = Int(try reader.u16())
         let extraLength = Int(try reader.u16())
         let commentLength = Int(try reader.u16())
-        let disk = try reader.u16()
+        let disk = Int(try reader.u16())
         try reader.skip(6)
         var localHeaderOffset = Int(try reader.u32())
         let name = try reader.string(nameLength)
-        // miniz takes an entry's disk number as the archive's (0) or 1, and refuses others as multi-disk.
-        guard disk <= 1 else {
+        // miniz's checks of the 32-bit fields, before any ZIP64 extra field: a stored entry (it
+        // reads method and time as one 32-bit zero) has one size, data has a compressed size,
+        // and the data ends inside the file.
+        if compressedSize != 0xFFFF_FFFF && size != 0xFFFF_FFFF,
+           (method == 0 && modificationTime == 0 && size != compressedSize) || (size != 0 && compressedSize == 0) {
+            throw DroptraceError(
+                "zip entry \(name.forErrorMessage) declares \(compressedSize) bytes stored for \(size) bytes of data; the file is damaged",
+                path: path)
+        }
+        if compressedSize != 0xFFFF_FFFF, localHeaderOffset + 30 + compressedSize > fileSize {
+            throw DroptraceError(
+                "zip entry \(name.forErrorMessage) (\(compressedSize) bytes, its header at byte \(localHeaderOffset)) ends past the end of "
+                    + "the file of \(fileSize) bytes; the file is truncated or damaged", path: path)
+        }
+        // miniz takes an entry's disk number as the archive's or 1, and refuses others as multi-disk.
+        guard disk != 0xFFFF, disk == archiveDisk || disk == 1 else {
             throw DroptraceError(
                 "zip entry \(name.forErrorMessage) lies on disk \(disk): the archive spans several disks, which torch.load does not read; "
                     + "the file is damaged", path: path)
