@@ -91,6 +91,12 @@ public enum CheckpointScoring {
         let tokenizer = try CheckpointTokenizer.load(
             for: model.checkpoint, from: source.tokenizer, purpose: use.rawValue, requestedBy: source.url.path, warn: warn)
         let seqLen = source.seqLen ?? min(CalibrationSource.defaultTextSeqLen, model.maxPositions)
+        // Said before the text is cut: a window too long for the model is the option's fault, however long the text.
+        guard seqLen <= model.maxPositions else {
+            throw DroptraceError(
+                "--seq-len \(seqLen) is more than the model's \(model.maxPositions) positions (max_position_embeddings): "
+                    + "give --seq-len \(model.maxPositions) or less", path: source.url.path)
+        }
         let samples = source.samples ?? CalibrationSource.defaultTextSamples
         let set = try CalibrationSet.load(
             from: source.url, tokenizer: tokenizer, seqLen: seqLen, samples: samples, memory: EngineMemory.available)
@@ -101,7 +107,6 @@ public enum CheckpointScoring {
                 "gives id \(bad)\(token) on \(source.url.path), outside the model's vocabulary (vocab_size \(model.vocabularySize))",
                 path: tokenizer.sourcePath)
         }
-        try set.checkFits(positions: model.maxPositions, vocabularySize: model.vocabularySize)
         if source.samples != nil, set.isShortOfRequestedSamples {
             warn("\(source.url.path): only \(set.sequences.count) windows of \(seqLen) tokens available, fewer than the \(samples) requested")
         }

@@ -36,12 +36,9 @@ public struct CalibrationSet: Sendable {
     public func checkFits(positions: Int, vocabularySize: Int) throws {
         for (index, sequence) in sequences.enumerated() {
             if sequence.count > positions {
-                let advice = lineNumbers == nil
-                    ? "give --seq-len \(positions) or less (without it, windows are min(512, the positions) tokens)"
-                    : "cut the sequences to the positions with --seq-len \(positions)"
                 throw DroptraceError(
                     "\(origin(of: index)) has \(sequence.count) tokens, more than the model's \(positions) positions "
-                        + "(max_position_embeddings): \(advice)", path: sourcePath)
+                        + "(max_position_embeddings): cut the sequences to the positions with --seq-len \(positions)", path: sourcePath)
             }
             if let bad = sequence.first(where: { $0 >= vocabularySize }) {
                 throw DroptraceError(

@@ -554,7 +554,10 @@ import Testing
         ("{\"input_ids\": [1, 2]}\n\n{\"input_ids\": [\((0..<300).map(String.init).joined(separator: ","))]}\n", "c.jsonl",
          [String](), "line 3 has 300 tokens, more than the model's 256 positions (max_position_embeddings): cut the sequences to the positions with --seq-len 256"),
         (String(repeating: "The quick brown fox jumps over the lazy dog. ", count: 200), "c.txt", ["--seq-len", "300"],
-         "window 1 has 300 tokens, more than the model's 256 positions (max_position_embeddings): give --seq-len 256 or less"),
+         "--seq-len 300 is more than the model's 256 positions (max_position_embeddings): give --seq-len 256 or less"),
+        // A window longer than the model is the option's fault, not the text's (it was "not enough for one window").
+        ("The quick brown fox jumps over the lazy dog.", "c.txt", ["--seq-len", "9223372036854775807"],
+         "--seq-len 9223372036854775807 is more than the model's 256 positions (max_position_embeddings): give --seq-len 256 or less"),
     ])
     func aCalibrationFaultIsSaidOnceBeforeAnythingIsCreated(text: String, name: String, options: [String], message: String) throws {
         let scratch = try ScratchDirectory()
