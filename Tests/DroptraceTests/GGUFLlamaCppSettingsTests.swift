@@ -66,6 +66,24 @@ import Testing
         #expect(olmo3.attention != olmo2.attention, "a window of 4 changes every sliding layer's attention")
     }
 
+    /// OLMo 3's sliding layers rotate at `rope_parameters.sliding_attention`'s
+    /// base, which the converter writes as `rope.freq_base_swa` and
+    /// llama.cpp reads: it was ignored (the full layers' base, exit 0).
+    @Test func olmo3SlidingLayersRotateAtTheirOwnBase() throws {
+        let scratch = try ScratchDirectory()
+        var bytes = [UInt8](try Data(contentsOf: GGUFArchitectureFixtures.file("olmo2-q8_0.gguf")))
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("olmo2.attention.sliding_window") + GGUFBytes.value(.uint32, GGUFBytes.le(UInt32(4))))
+        let sequences = FixtureFiles.jsonlSequences()
+        let shared = try ImportanceScorer(model: try ModelRegistry.load(try Self.translated(bytes, in: scratch).checkpoint))
+            .score(sequences, calibrationPath: "fixture")
+        try GGUFBytes.insertPair(&bytes, GGUFBytes.string("olmo2.rope.freq_base_swa") + GGUFLlamaCppOnlyKeyTests.float32(500))
+        let (config, checkpoint) = try Self.translated(bytes, in: scratch)
+        let rope = try #require(config["rope_parameters"] as? [String: Any])
+        #expect((rope["sliding_attention"] as? [String: Any])?["rope_theta"] as? Double == 500, "\(rope)")
+        let own = try ImportanceScorer(model: try ModelRegistry.load(checkpoint)).score(sequences, calibrationPath: "fixture")
+        #expect(own.attention != shared.attention)
+    }
+
     /// gpt-oss slides on even layers unless the file gives a pattern, which
     /// llama.cpp reads (it was ignored).
     @Test func gptOssSlidingPatternIsRead() throws {

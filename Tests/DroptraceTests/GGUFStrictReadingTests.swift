@@ -678,6 +678,7 @@ enum GGUFBytes {
 @Suite struct GGUFLlamaCppOnlyKeyTests {
     static func float32(_ value: Float) -> [UInt8] { GGUFBytes.value(.float32, GGUFBytes.le(value.bitPattern)) }
     static func bool(_ value: Bool) -> [UInt8] { GGUFBytes.value(.bool, [value ? 1 : 0]) }
+    static func uint32(_ value: UInt32) -> [UInt8] { GGUFBytes.value(.uint32, GGUFBytes.le(value)) }
 
     static func opening(_ fixture: String, with key: String, _ typeAndValue: [UInt8]) throws -> DroptraceError? {
         var bytes = try GGUFBytes.fixture(fixture)
@@ -691,6 +692,9 @@ enum GGUFBytes {
         ("gguf-arch/gemma2-f16.gguf", "gemma2.rope.freq_base_swa", float32(100), "a base of its own"),
         ("gguf-arch/gpt_oss-f16.gguf", "gpt-oss.rope.freq_base_swa", float32(1000), "a base of its own"),
         ("gguf-arch/granite-f16.gguf", "granite.rope.scaling.finetuned", bool(false), "without a rotary embedding"),
+        ("gguf-arch/deepseek_v2-f16.gguf", "deepseek2.attention.temperature_scale", float32(0.1), "scale the queries by 1 + scale"),
+        ("gguf-arch/gemma2-f16.gguf", "gemma2.rope.dimension_count_swa", uint32(4), "a rotary width of their own"),
+        ("gguf-arch/gpt_oss-f16.gguf", "gpt-oss.rope.dimension_count_swa", uint32(4), "a rotary width of their own"),
     ])
     func keyOnlyLlamaCppReadsIsRefused(fixture: String, key: String, value: [UInt8], effect: String) throws {
         let message = try Self.opening(fixture, with: key, value)?.message ?? "(read)"
@@ -701,6 +705,8 @@ enum GGUFBytes {
         ("gguf/llama-f32.gguf", "llama.rope.scaling.attn_factor", float32(1)),
         ("gguf-arch/granite-f16.gguf", "granite.rope.scaling.finetuned", bool(true)),
         ("gguf/llama-f32.gguf", "llama.attention.causal", bool(true)),
+        ("gguf-arch/deepseek_v2-f16.gguf", "deepseek2.attention.temperature_scale", float32(0)),
+        ("gguf-arch/gemma2-f16.gguf", "gemma2.rope.dimension_count_swa", uint32(16)),
     ])
     func inertValueIsRead(fixture: String, key: String, value: [UInt8]) throws {
         #expect(try Self.opening(fixture, with: key, value) == nil)

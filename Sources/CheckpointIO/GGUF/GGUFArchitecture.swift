@@ -110,9 +110,19 @@ struct GGUFArchitecture: Sendable {
         /// will not ignore it.
         func refuseUnmodelled(_ suffix: String, inert: Double, effect: String) throws {
             guard let value = try metadata.optionalFloat32(key(suffix)), Float(value) != Float(inert) else { return }
-            throw InvalidConfigValue(
+            throw unmodelled(suffix, shown: "\(Float(value))", effect: effect)
+        }
+
+        /// `refuseUnmodelled` for a count (a UINT32 key).
+        func refuseUnmodelled(_ suffix: String, inertCount inert: Int, effect: String) throws {
+            guard let value = try metadata.optionalUInt32(key(suffix)), value != inert else { return }
+            throw unmodelled(suffix, shown: "\(value)", effect: effect)
+        }
+
+        private func unmodelled(_ suffix: String, shown value: String, effect: String) -> DroptraceError {
+            InvalidConfigValue(
                 key: key(suffix),
-                problem: "is \(Float(value)): llama.cpp reads it for \(architecture.name) files to \(effect), which no Hugging Face model droptrace reads does; refused rather than ignored"
+                problem: "is \(value): llama.cpp reads it for \(architecture.name) files to \(effect), which no Hugging Face model droptrace reads does; refused rather than ignored"
             ).error(path: path)
         }
 

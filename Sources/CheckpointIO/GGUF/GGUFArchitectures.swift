@@ -403,9 +403,11 @@ extension GGUFArchitecture {
         if window > 0 {
             config["sliding_window"] = window
             config["layer_types"] = try GGUFConfiguration.slidingPattern(input, default: 4)
+            // OLMo 3's sliding layers rotate at a base of their own (`rope_parameters.sliding_attention`).
+            let slidingTheta = try input.metadata.optionalPositiveFloat32(input.key("rope.freq_base_swa")) ?? input.sizes.theta
             config["rope_parameters"] = [
                 "full_attention": config["rope_parameters"]!,
-                "sliding_attention": ["rope_type": "default", "rope_theta": input.sizes.theta] as [String: Any],
+                "sliding_attention": ["rope_type": "default", "rope_theta": slidingTheta] as [String: Any],
             ] as [String: Any]
         }
         return config

@@ -280,6 +280,9 @@ struct GGUFConfiguration {
             ).error(path: input.path)
         }
         if let factors = input.ropeTensors["rope_freqs.weight"] { rope["frequency_factors"] = factors.map(Double.init) }
+        let rotary = try m.optionalUInt32(input.key("rope.dimension_count")) ?? input.sizes.headDim
+        try input.refuseUnmodelled(
+            "rope.dimension_count_swa", inertCount: rotary, effect: "give the sliding layers a rotary width of their own")
         // LongRoPE (Phi-3's factor tensors) and YaRN take it as their attention factor; elsewhere it is llama.cpp's alone.
         if input.ropeTensors["rope_factors_long.weight"] == nil && type != "yarn" {
             try input.refuseUnmodelled(

@@ -103,6 +103,10 @@ enum GGUFLayouts {
         let m = input.metadata, sizes = input.sizes
         let keyWidth = sizes.headDim
         let rotary = try m.uint32(input.key("rope.dimension_count"))
+        // Mistral Large 3 (Llama 4's attention temperature, written as deepseek2): no DeepSeek model of transformers has it.
+        try input.refuseUnmodelled(
+            "attention.temperature_scale", inert: 0,
+            effect: "scale the queries by 1 + scale · ln(⌊position / attention.temperature_length⌋ + 1)")
         let valueWidth = try m.optionalUInt32(input.key("attention.value_length_mla")) ?? m.uint32(input.key("attention.value_length"))
         let kvRank = try m.uint32(input.key("attention.kv_lora_rank"))
         // 0, as absent: no low-rank query projection (llama.cpp branches on q_lora_rank > 0).
