@@ -100,9 +100,7 @@ enum ReportFigures {
                 LinePanel(title: title, yTitle: yTitle, yDomain: correlationDomain(analysis, keyPath),
                           series: ModuleKind.allCases.map { module in
                     var line = module.line(analysis[module][keyPath: keyPath])
-                    if let spread = analysis.uncertainty?[module] {
-                        line.band = keyPath == \ModuleSeries.spearmanFinal ? spread.spearmanFinal : spread.kendallFinal
-                    }
+                    line.band = correlationBand(analysis, module, keyPath)
                     return line
                 })
             }
@@ -164,12 +162,23 @@ enum ReportFigures {
         analysis.dropK.contains(analysis.verdict.k) ? analysis.verdict.k : analysis.dropK.last ?? analysis.verdict.k
     }
 
-    /// Up to 1, down to the next multiple of 0.5 below the data, but at
-    /// least to 0: correlations in 0.8...1 would be a flat line on −1...1,
-    /// while 0 stays in view as the "no agreement" reference.
+    /// Up to 1, down to the next multiple of 0.5 below the data and its
+    /// bootstrap intervals (a band cut at the axis would understate them),
+    /// but at least to 0: correlations in 0.8...1 would be a flat line on
+    /// −1...1, while 0 stays in view as the "no agreement" reference.
     static func correlationDomain(_ analysis: SeriesAnalysis, _ keyPath: KeyPath<ModuleSeries, [Double]>)
         -> (Double, Double) {
-        let lowest = ModuleKind.allCases.flatMap { analysis[$0][keyPath: keyPath] }.filter(\.isFinite).min() ?? 0
+        let lowest = ModuleKind.allCases.flatMap { module in
+            analysis[module][keyPath: keyPath] + correlationBand(analysis, module, keyPath).map(\.low)
+        }.filter(\.isFinite).min() ?? 0
         return (max(-1, min(0, (lowest * 2).rounded(.down) / 2)), 1)
+    }
+
+    /// The bootstrap intervals of `module`'s correlation `keyPath` with the
+    /// final checkpoint (Spearman or Kendall); none without a bootstrap.
+    static func correlationBand(_ analysis: SeriesAnalysis, _ module: ModuleKind, _ keyPath: KeyPath<ModuleSeries, [Double]>)
+        -> [ConfidenceInterval] {
+        guard let spread = analysis.uncertainty?[module] else { return [] }
+        return keyPath == \ModuleSeries.spearmanFinal ? spread.spearmanFinal : spread.kendallFinal
     }
 }

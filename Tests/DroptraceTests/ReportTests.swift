@@ -5,7 +5,7 @@ import FoundationXML
 import Testing
 import Analysis
 import DroptraceSupport
-import Reporting
+@testable import Reporting
 import ScoreStore
 
 /// report.md and its SVG figures; one parent suite so
@@ -120,6 +120,27 @@ private struct WrittenReport {
 
 extension ReportTests {
     @Suite struct FigureTests {
+        /// The rank-correlation axis reaches the lowest bootstrap interval,
+        /// not only the lowest correlation: bands were cut at 0 (an interval
+        /// of [−0.2, 0.8] drawn from 0), understating what the tables say.
+        @Test func theCorrelationAxisCoversTheBootstrapBands() throws {
+            var synthetic = SyntheticSums(seed: 3)
+            let rows = (1...3).map { step in
+                synthetic.checkpoint(truth: [0.5, 0.52, 0.54, 0.56], sequences: 6, noise: 0.06, tokenRange: 64...192)
+                    .row(step: Int64(step) * 100)
+            }
+            let analysis = try SeriesAnalysis(rows: rows)
+            for keyPath in [\ModuleSeries.spearmanFinal, \ModuleSeries.kendallFinal] {
+                let points = ModuleKind.allCases.flatMap { analysis[$0][keyPath: keyPath] }.filter(\.isFinite)
+                let lows = ModuleKind.allCases.flatMap { ReportFigures.correlationBand(analysis, $0, keyPath).map(\.low) }
+                    .filter(\.isFinite)
+                let lowest = try #require(lows.min())
+                // The case the axis missed: a band below the points' own floor (0 or the next half below them).
+                #expect(lowest < min(0, ((points.min() ?? 0) * 2).rounded(.down) / 2), "\(points) \(lows)")
+                #expect(ReportFigures.correlationDomain(analysis, keyPath).0 <= lowest)
+            }
+        }
+
         private func expectStandaloneSVG(_ url: URL, sourceLocation: SourceLocation = #_sourceLocation) throws {
             let data = try Data(contentsOf: url)
             let text = String(decoding: data, as: UTF8.self)
