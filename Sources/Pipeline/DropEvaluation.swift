@@ -63,12 +63,7 @@ extension DropEvaluation {
             }
             evaluationSHA256 = sha
         }
-        let finalChanged = final.name != finalCheckpoint
-        if finalChanged {
-            // Values against an older final set are stale, for checkpoints rotated away or failing now too.
-            for name in byCheckpoint.keys { byCheckpoint[name]?.final = [:] }
-            finalCheckpoint = final.name
-        }
+        settleFinal(final.name)
         for (index, row) in store.rows.enumerated() {
             guard let checkpoint = checkpoints[row.name] else { continue }
             var values = byCheckpoint[row.name] ?? Perplexities()

@@ -339,6 +339,9 @@ public final class TraceRun {
         }
         if let source = options.evaluation {
             failed(evaluation.update(store: store, analysis: analysis, onDisk: onDisk, source: source) { log.info("\($0)") })
+        } else if let final = store.rows.last, !evaluation.byCheckpoint.isEmpty {
+            // Without --eval nothing is measured, but values without an older final's sets are not the final's.
+            evaluation.settleFinal(final.name)
         }
         failed(tasks?.update(&taskAccuracy, store: store, analysis: analysis, onDisk: onDisk) { log.info("\($0)") } ?? [])
         unscored = UnscoredCheckpoints(

@@ -559,6 +559,34 @@ import Glibc
         #expect(try !column("perplexity_final_k2")[1].isNaN)
     }
 
+    /// A new final checkpoint traced without `--eval`: the values measured
+    /// without the old final's drop sets are not the final's any more, and go
+    /// ("–" in the report, as it says); they were kept and shown as the
+    /// final checkpoint's, naming the old one.
+    @Test func aNewFinalWithoutEvalForgetsTheOldFinalsSets() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 100, model: "llama-bf16")
+        try series.add(step: 200)
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output, eval: FixtureFiles.calibrationText).status == 0)
+        let before = try perplexities(output)
+        let measured = try #require(before["perplexity_final_k2"])
+        #expect(measured.allSatisfy { $0.isFinite }, "\(measured)")
+        try series.add(step: 300, model: "llama-bf16")
+        let run = try DroptraceCommand.run([
+            "trace", series.directory.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
+            "--seq-len", "32", "--samples", "4", "--drop-k", "1", "--drop-k", "2", "--threads", "1",
+        ])
+        try #require(run.status == 0, "\(run.stderr)")
+        let now = try perplexities(output)
+        #expect(try #require(now["perplexity_final_k2"]).allSatisfy { $0.isNaN }, "\(now)")
+        // What does not depend on the final checkpoint stays.
+        #expect(try #require(now["perplexity_full"]).prefix(2).elementsEqual(try #require(before["perplexity_full"])))
+        let report = try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8)
+        #expect(report.contains("without the final checkpoint's (checkpoint-300) drop-k attention layers"), "\(report)")
+    }
+
     func trace(_ series: URL, _ output: URL, eval: URL) throws -> DroptraceCommand.Result {
         try DroptraceCommand.run([
             "trace", series.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
