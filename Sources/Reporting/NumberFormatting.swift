@@ -59,6 +59,11 @@ enum NumberFormatting {
         return " " + (interval.isDefined ? "[\(score(interval.low)), \(score(interval.high))]" : undefined)
     }
 
+    /// `scoreInterval` for a value shown with `decimals` decimals (a correlation).
+    static func intervalAfter(_ value: Double, _ interval: ConfidenceInterval, _ decimals: Int) -> String {
+        value.isFinite ? " " + self.interval(interval, decimals) : ""
+    }
+
     static func percent(_ fraction: Double) -> String {
         guard fraction.isFinite else { return undefined }
         return String(format: "%.0f%%", fraction * 100)

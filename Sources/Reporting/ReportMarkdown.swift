@@ -323,8 +323,8 @@ struct ReportMarkdown {
                     var rho = NumberFormatting.correlation(analysis[module][keyPath: spearman][index])
                     var tau = NumberFormatting.correlation(analysis[module][keyPath: kendall][index])
                     if spearman == \ModuleSeries.spearmanFinal, let uncertainty = analysis.uncertainty?[module] {
-                        rho += " " + NumberFormatting.interval(uncertainty.spearmanFinal[index], 3)
-                        tau += " " + NumberFormatting.interval(uncertainty.kendallFinal[index], 3)
+                        rho += NumberFormatting.intervalAfter(analysis[module][keyPath: spearman][index], uncertainty.spearmanFinal[index], 3)
+                        tau += NumberFormatting.intervalAfter(analysis[module][keyPath: kendall][index], uncertainty.kendallFinal[index], 3)
                     }
                     cells += [rho, tau]
                 }
@@ -454,12 +454,12 @@ struct ReportMarkdown {
     }
 
     /// A checkpoint by its step when steps place checkpoints (known and
-    /// increasing), else by its index and name (two branches of a run may
-    /// share a step).
+    /// increasing), else by its place in the series and name (two branches
+    /// of a run may share a step), counted from 1 as the verdict counts.
     private func stepOrIndex(_ settled: Stabilisation) -> String {
         let steps = rows.map(\.step)
         return steps == [settled.step] && settled.step >= 0 || Verdict.stepsAreUsable(steps) ? "step \(settled.step)"
-            : "checkpoint \(settled.index) (\(Markdown.escape(rows[settled.index].name)))"
+            : "the \(Verdict.ordinal(settled.index + 1)) checkpoint (\(Markdown.escape(rows[settled.index].name)))"
     }
 
     private func meanMove(_ module: ModuleKind) -> String {

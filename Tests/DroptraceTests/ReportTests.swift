@@ -207,7 +207,7 @@ extension ReportTests {
             let mean = SVGProbe.parse(try Data(contentsOf: report.directory.appendingPathComponent(
                 "figures/mean_importance.svg")))
             #expect(mean.texts.contains("Checkpoint index (steps not increasing)"))
-            #expect(report.markdown.contains("stopped changing at checkpoint "), "\(report.markdown.prefix(1500))")
+            #expect(report.markdown.contains("stopped changing at the 3rd checkpoint (step1000)"), "\(report.markdown.prefix(1500))")
             #expect(!report.markdown.contains("stopped changing at step"))
         }
 
