@@ -116,6 +116,36 @@ import Testing
         try expectRefused(store, saying: "per-sequence token count 0 is negative or zero")
     }
 
+    /// A list of strings stored as a scalar (h5py's `create_dataset(data="a")`)
+    /// crashed libhdf5 when its strings were sized (`/failed`, `/pending`):
+    /// every string list is checked to be one first.
+    @Test func aScalarWhereAStringListBelongsIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let store = try StoreChecksumTests.scoredStore(in: scratch)
+        let file = try HDF5File.open(at: store, writable: true)
+        try file.createGroup("failed")
+        for name in ["name", "error"] { try file.createDataset("failed/\(name)", strings: ["a"], shape: []) }
+        try file.close()
+        let reread = try HDF5File.open(at: store)
+        defer { try? reread.close() }
+        let error = #expect(throws: DroptraceError.self) { try UnscoredCheckpoints.read(from: reread) }
+        #expect(error?.message == "/failed/name is a dataset of shape [], not a list of strings: the file was changed by other software",
+                "\(String(describing: error))")
+    }
+
+    /// A checkpoint name whose bytes are not UTF-8 was read with U+FFFD in
+    /// their place: another name than stored, which two rows could share.
+    @Test func aStringThatIsNotUTF8IsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let store = try storeWithoutChecksum(in: scratch)
+        var bytes = Array(try Data(contentsOf: store))
+        let name = Array("llama-f32".utf8)
+        let at = try #require((0...(bytes.count - name.count)).first { Array(bytes[$0..<($0 + name.count)]) == name })
+        bytes[at + name.count - 1] = 0xFF
+        try Data(bytes).write(to: store)
+        try expectRefused(store, saying: "holds a string that is not UTF-8 (entry 0)")
+    }
+
     @Test func aHeapObjectClaimingMoreThanTheFileIsRefused() throws {
         let scratch = try ScratchDirectory()
         let store = try storeWithoutChecksum(in: scratch)

@@ -93,9 +93,18 @@ public final class HDF5Dataset: HDF5Object {
         return values
     }
 
-    /// All values of a string dataset.
+    /// All values of a string dataset, a list (one dimension): droptrace
+    /// writes none of another rank, and libhdf5 (1.10) crashes sizing the
+    /// strings of a scalar one, so any other shape is refused first.
+    /// - Throws: `DroptraceError` naming the dataset when it is not a list of
+    ///   strings that are valid UTF-8.
     public func readStrings() throws -> [String] {
         try ensureOpen()
+        guard shape.count == 1 else {
+            throw DroptraceError(
+                "\(objectPath) is a dataset of shape \(shape), not a list of strings: the file was changed by other software",
+                path: filePath)
+        }
         return try withHDF5ID(H5Dget_type(id), closedBy: H5Tclose,
                               failure: "cannot read type of \(objectPath)", path: filePath) { fileType in
             try withHDF5ID(H5Dget_space(id), closedBy: H5Sclose,

@@ -64,7 +64,11 @@ enum HDF5Strings {
             // renamed it H5Treclaim but keeps the old name.)
             defer { _ = H5Dvlen_reclaim(memoryType, space, HDF5Library.propertyListDefault, raw) }
             try HDF5Failure.check(read(memoryType, raw), "cannot read \(what)", path: path)
-            return buffer.map { $0.map { String(cString: $0) } ?? "" }
+            return try buffer.enumerated().map { index, pointer in
+                guard let pointer else { return "" }
+                guard let text = String(validatingCString: pointer) else { throw notUTF8(what, index, path) }
+                return text
+            }
         }
     }
 
@@ -82,11 +86,18 @@ enum HDF5Strings {
             try HDF5Failure.check(read(memoryType, buffer.baseAddress!), "cannot read \(what)", path: path)
         }
         let spacePadded = H5Tget_strpad(memoryType) == H5T_STR_SPACEPAD
-        return (0..<count).map { index in
+        return try (0..<count).map { index in
             var field = bytes[(index * width)..<((index + 1) * width)]
             if let end = field.firstIndex(of: 0) { field = field[..<end] }
             if spacePadded { while field.last == 0x20 { field = field.dropLast() } }
-            return String(decoding: field, as: UTF8.self)
+            guard let text = String(validating: field, as: UTF8.self) else { throw notUTF8(what, index, path) }
+            return text
         }
+    }
+
+    /// Text that is not UTF-8 was not written by droptrace (which writes
+    /// UTF-8 only); replacing its bytes would read another name than stored.
+    private static func notUTF8(_ what: String, _ index: Int, _ path: String) -> DroptraceError {
+        DroptraceError("\(what) holds a string that is not UTF-8 (entry \(index)): the file was changed by other software", path: path)
     }
 }
