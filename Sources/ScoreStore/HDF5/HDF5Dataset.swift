@@ -93,17 +93,16 @@ public final class HDF5Dataset: HDF5Object {
         return values
     }
 
-    /// All values of a string dataset, a list (one dimension): droptrace
-    /// writes none of another rank, and libhdf5 (1.10) crashes sizing the
-    /// strings of a scalar one, so any other shape is refused first.
-    /// - Throws: `DroptraceError` naming the dataset when it is not a list of
-    ///   strings that are valid UTF-8.
+    /// All values of a string dataset of one or more dimensions, in row-major
+    /// order. libhdf5 (1.10) crashes sizing the strings of a scalar one,
+    /// which droptrace never writes, so a scalar is refused first.
+    /// - Throws: `DroptraceError` naming the dataset when it is a scalar or
+    ///   holds strings that are not valid UTF-8.
     public func readStrings() throws -> [String] {
         try ensureOpen()
-        guard shape.count == 1 else {
+        guard !shape.isEmpty else {
             throw DroptraceError(
-                "\(objectPath) is a dataset of shape \(shape), not a list of strings: the file was changed by other software",
-                path: filePath)
+                "\(objectPath) is a scalar dataset, not a list of strings: the file was changed by other software", path: filePath)
         }
         return try withHDF5ID(H5Dget_type(id), closedBy: H5Tclose,
                               failure: "cannot read type of \(objectPath)", path: filePath) { fileType in
