@@ -59,10 +59,11 @@ public struct BlockGapTable: Sendable, Equatable {
 
     public init(row: CheckpointRow) {
         let layers = row.blockGap.count
-        let matrices = BlockGapMetric.allCases.compactMap { metric -> (BlockGapMetric, [[Float]])? in
+        // Each matrix in Double once, not once per block size (L sizes × L² values).
+        let matrices = BlockGapMetric.allCases.compactMap { metric -> (BlockGapMetric, [[Double]])? in
             guard let matrix = metric.matrix(in: row), matrix.count == layers,
                   matrix.allSatisfy({ $0.count == layers }) else { return nil }
-            return (metric, matrix)
+            return (metric, matrix.map { $0.map(Double.init) })
         }
         metrics = matrices.map(\.0)
         rows = layers < 2 ? [] : (1..<layers).map { size in
@@ -75,7 +76,10 @@ public struct BlockGapTable: Sendable, Equatable {
     /// The most redundant block of `size` layers in `matrix` by `metric`
     /// (`BlockGapMetric.best`), nil when there is none.
     public static func best(_ matrix: [[Float]], size: Int, metric: BlockGapMetric) -> (block: BlockRange, value: Double)? {
-        metric.best(in: matrix.map { $0.map(Double.init) }, size: size)
-            .map { (BlockRange(start: $0.start, size: size), $0.value) }
+        best(matrix.map { $0.map(Double.init) }, size: size, metric: metric)
+    }
+
+    static func best(_ matrix: [[Double]], size: Int, metric: BlockGapMetric) -> (block: BlockRange, value: Double)? {
+        metric.best(in: matrix, size: size).map { (BlockRange(start: $0.start, size: size), $0.value) }
     }
 }

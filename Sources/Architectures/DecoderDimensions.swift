@@ -61,6 +61,10 @@ struct DecoderDimensions: Decodable {
         try ConfigRules.decodingChecks {
             try ConfigRules.count(hiddenSize, "hidden_size")
             try ConfigRules.count(numHiddenLayers, "num_hidden_layers")
+            guard numHiddenLayers <= ModelLimits.maxLayers else {
+                throw InvalidConfigValue(
+                    key: "num_hidden_layers", problem: "is \(numHiddenLayers); droptrace reads models of up to \(ModelLimits.maxLayers) layers")
+            }
             try ConfigRules.count(numAttentionHeads, "num_attention_heads")
             try ConfigRules.countIfPresent(numKeyValueHeads, "num_key_value_heads")
             try ConfigRules.countIfPresent(headDim, "head_dim")

@@ -179,8 +179,8 @@ enum ScoreFileReader {
     private static func readMetadata(_ file: HDF5File) throws -> ScoreFileMetadata {
         typealias Names = ScoreFileLayout.Attribute
         let layers = try file.scalarAttribute(Names.numLayers, as: Int64.self)
-        guard layers > 0 else {
-            throw DroptraceError("root attribute \(Names.numLayers) is \(layers), must be positive",
+        guard layers > 0, layers <= ModelLimits.maxLayers else {
+            throw DroptraceError("root attribute \(Names.numLayers) is \(layers), must be between 1 and \(ModelLimits.maxLayers)",
                                  path: file.filePath)
         }
         var shard: CalibrationShard?

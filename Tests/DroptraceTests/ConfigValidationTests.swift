@@ -119,7 +119,7 @@ import Testing
         Mutant("gemma-f32", "head_dim", "1099511627776"), Mutant("gemma-f32", "rms_norm_eps", "0"),
         Mutant("gemma2-f32", "attn_logit_softcapping", "0"), Mutant("gemma2-f32", "final_logit_softcapping", "-30.0"),
         Mutant("gemma2-f32", "query_pre_attn_scalar", "0"), Mutant("gemma2-f32", "sliding_window", "-1"),
-        Mutant("gemma2-f32", "num_hidden_layers", "5"),
+        Mutant("gemma2-f32", "num_hidden_layers", "5"), Mutant("llama-f32", "num_hidden_layers", "4097"),
         // OLMo, OLMo-2, Mixtral.
         Mutant("olmo-f32", "clip_qkv", "0"), Mutant("olmo-f32", "clip_qkv", "-0.5"),
         Mutant("olmo2-f32", "num_key_value_heads", "3"), Mutant("olmo2-f32", "rms_norm_eps", "0"),

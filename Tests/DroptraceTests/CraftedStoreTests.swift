@@ -133,6 +133,19 @@ import Testing
                 "\(String(describing: error))")
     }
 
+    /// A store claiming more layers than any model has: its block-gap
+    /// matrices (layers² per checkpoint, compressing to almost nothing)
+    /// took minutes and gigabytes to report. The bound is the engine's.
+    @Test func moreLayersThanAnyModelIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let store = try StoreChecksumTests.scoredStore(in: scratch)
+        let file = try HDF5File.open(at: store, writable: true)
+        try file.removeAttribute("num_layers")
+        try file.setAttribute("num_layers", Int64(ModelLimits.maxLayers + 1))
+        try file.close()
+        try expectRefused(store, saying: "root attribute num_layers is 4097, must be between 1 and 4096")
+    }
+
     /// A checkpoint name whose bytes are not UTF-8 was read with U+FFFD in
     /// their place: another name than stored, which two rows could share.
     @Test func aStringThatIsNotUTF8IsRefused() throws {
