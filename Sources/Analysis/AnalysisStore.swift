@@ -126,10 +126,11 @@ extension SeriesAnalysis {
     /// overlaps, stabilisation, mean importance — and its verdict (judged
     /// with the stored bootstrap intervals) are the ones the rows give (the
     /// writer stores exactly those), so an edited `/analysis` is never
-    /// reported as the run's.
+    /// reported as the run's. The verdict comes back worded as this version
+    /// words it: stored wording is never shown (an edited detail would be).
     /// - Throws: `DroptraceError` naming the file and the module that differs.
     public static func read(from file: HDF5File, rows: [CheckpointRow]) throws -> SeriesAnalysis {
-        let analysis = try read(from: file)
+        var analysis = try read(from: file)
         let path = file.filePath
         guard analysis.steps == rows.map(\.step), analysis.layers == rows.first?.attention.count else {
             throw DroptraceError("/\(AnalysisLayout.group) is not the analysis of the store's checkpoints (their steps or layers differ)", path: path)
@@ -165,6 +166,7 @@ extension SeriesAnalysis {
                     + "was changed by other software, or judged by an earlier droptrace's rule (`droptrace trace` on its series "
                     + "analyses them again)", path: path)
         }
+        analysis.verdict = verdict
         return analysis
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Reporting
+import ScoreStore
 import Testing
 
 /// `droptrace report` rebuilds, from the store alone, exactly what `trace`
@@ -39,6 +40,34 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: scratch.path("typo").path))
         let file = try scratch.write("x", to: "file")
         #expect(try DroptraceCommand.run(["report", file.path]).stderr.contains("\(file.path): not a directory"))
+    }
+
+    /// The verdict's wording is this version's, never the store's: a detail
+    /// edited in `verdict_criteria` (markup, a false count) passed the check
+    /// of the verdict against the rows, which leaves wording aside, and was
+    /// printed in the report as it stood.
+    @Test func aVerdictDetailEditedInTheStoreIsNotReported() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        for step in [100, 200] { try series.add(step: step) }
+        let output = scratch.path("out")
+        let traced = try DroptraceCommand.run([
+            "trace", series.directory.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path, "--threads", "1",
+        ])
+        try #require(traced.status == 0, "\(traced.stderr)")
+        let original = try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8)
+        let file = try HDF5File.open(at: output.appendingPathComponent("scores.h5"), writable: true)
+        let analysis = try file.group("analysis")
+        let criteria = try analysis.stringAttribute("verdict_criteria")
+        let edited = criteria.replacingOccurrences(of: #""detail":""#, with: #""detail":"<script>edited</script> "#)
+        try #require(edited != criteria)
+        try analysis.removeAttribute("verdict_criteria")
+        try analysis.setAttribute("verdict_criteria", edited)
+        try file.close()
+        try #require(try DroptraceCommand.run(["reseal", output.path]).status == 0)
+        let rebuilt = try DroptraceCommand.run(["report", output.path])
+        #expect(rebuilt.status == 0, "\(rebuilt.stderr)")
+        #expect(try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8) == original)
     }
 
     @Test func reportRebuildsTraceWithEvaluationByteForByteAlsoAfterAnIncrementalRun() throws {
