@@ -66,8 +66,35 @@ enum ScoreFileReader {
                 },
                 fingerprint: fingerprints[index], sums: sums[index], angularDistance: angularDistances[index])
         }
-        if let problem = rows.lazy.compactMap(disagreement).first { throw DroptraceError(problem, path: path) }
+        if let problem = rows.lazy.compactMap({ outOfRange($0) ?? disagreement($0) }).first { throw DroptraceError(problem, path: path) }
         return ScoreFile(metadata: metadata, rows: rows)
+    }
+
+    /// Where a row holds a value no run computes (NaN aside, which stands
+    /// for undefined): an importance outside [0, 2] (1 − a mean cosine), a
+    /// block-gap cosine outside [−1, 1], an angular distance outside [0, 1],
+    /// beyond float32 rounding. Stores without per-sequence sums have
+    /// nothing else to check their values against.
+    private static func outOfRange(_ row: CheckpointRow) -> String? {
+        let tolerance: Float = 1e-4
+        var checked: [(path: String, values: [Float], range: ClosedRange<Float>)] = [
+            (ScoreFileLayout.attentionScores, row.attention, 0...2), (ScoreFileLayout.mlpScores, row.mlp, 0...2),
+            (ScoreFileLayout.blockScores, row.block, 0...2),
+        ] + row.blockGap.enumerated().map { start, values in ("\(ScoreFileLayout.blockGap)[\(start)]", values, -1...1) }
+        if let stored = row.angularDistance {
+            checked += stored.perLayer.map { ($0.path, $0.values, 0...1) }
+            checked += stored.perGap.flatMap { gap in
+                gap.values.enumerated().map { start, values in ("\(gap.path)[\(start)]", values, 0...1) }
+            }
+        }
+        for (path, values, range) in checked {
+            let bounds = (range.lowerBound - tolerance)...(range.upperBound + tolerance)
+            if let index = values.indices.first(where: { !values[$0].isNaN && !bounds.contains(values[$0]) }) {
+                return "/\(path) of checkpoint '\(SystemError.oneLine(row.name))', index \(index), is \(values[index]), "
+                    + "outside [\(range.lowerBound), \(range.upperBound)] where no run puts it: the file was changed by other software"
+            }
+        }
+        return nil
     }
 
     /// Where a row's scores are not the means its per-sequence sums give

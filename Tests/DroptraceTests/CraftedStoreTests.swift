@@ -146,6 +146,26 @@ import Testing
         try expectRefused(store, saying: "root attribute num_layers is 4097, must be between 1 and 4096")
     }
 
+    /// Values no run computes, in a store without per-sequence sums to check
+    /// them against (the older layout): an importance of Inf or 5, a
+    /// block-gap cosine of 5, an angular distance of 3 changed the verdict
+    /// and tables with exit 0.
+    @Test(arguments: [("scores/attention", Float.infinity, "outside [0.0, 2.0]"), ("scores/mlp", 5, "outside [0.0, 2.0]"),
+                      ("similarity/block_gap", 5, "outside [-1.0, 1.0]"), ("scores/attention_angular_distance", 3, "outside [0.0, 1.0]")])
+    func aValueNoRunComputesIsRefused(path: String, value: Float, words: String) throws {
+        let scratch = try ScratchDirectory()
+        let store = try StoreChecksumTests.scoredStore(in: scratch)
+        let file = try HDF5File.open(at: store, writable: true)
+        try file.remove("per_sequence")
+        let shape = try file.dataset(path).shape
+        var values = try file.dataset(path).read(as: Float.self)
+        values[0] = value
+        try file.remove(path)
+        try file.createDataset(path, values: values, shape: shape)
+        try file.close()
+        try expectRefused(store, saying: words)
+    }
+
     /// A checkpoint name whose bytes are not UTF-8 was read with U+FFFD in
     /// their place: another name than stored, which two rows could share.
     @Test func aStringThatIsNotUTF8IsRefused() throws {

@@ -19,19 +19,20 @@ private func withScratchDirectory(_ body: (URL) throws -> Void) throws {
 }
 
 /// Scores for `names.count` checkpoints of a `layers`-layer model, with
-/// distinct values everywhere and NaN on the block-gap diagonal.
+/// distinct values everywhere (each in the range a run computes) and NaN on
+/// the block-gap diagonal.
 private func sampleScores(layers: Int = 4, names: [String] = ["step-0", "ckpt-β/步骤 🚀", ""]) -> ScoreFile {
     let rows = names.enumerated().map { index, name in
-        let base = Float(index) * 10
+        let base = Float(index) * 0.5
         return CheckpointRow(
             name: name,
             step: index == 1 ? -1 : Int64(index * 1000),
             tokens: Int64(index) * 4_000_000_000,
-            attention: (0..<layers).map { base + Float($0) * 0.25 },
-            mlp: (0..<layers).map { base - Float($0) * 0.5 },
+            attention: (0..<layers).map { base + Float($0) * 0.0625 },
+            mlp: (0..<layers).map { base + 0.5 - Float($0) * 0.125 },
             block: (0..<layers).map { base + 1e-7 * Float($0) },
             blockGap: (0..<layers).map { row in
-                (0..<layers).map { column in row == column ? .nan : base + Float(row * layers + column) / 7 }
+                (0..<layers).map { column in row == column ? .nan : base - 0.5 + Float(row * layers + column) / Float(4 * layers * layers) }
             })
     }
     let metadata = ScoreFileMetadata(
