@@ -110,14 +110,23 @@ public struct DropEvaluation: Equatable, Sendable {
         for (index, row) in rows.enumerated() {
             evaluation.byCheckpoint[row.name] = Perplexities(full: full[index])
         }
+        let layers = rows.first?.attention.count ?? 0
         for name in try group.childNames() {
             for (prefix, isOwn) in [("perplexity_own_k", true), ("perplexity_final_k", false)] where name.hasPrefix(prefix) {
                 guard let k = Int(name.dropFirst(prefix.count)) else { continue }
+                guard (1...max(1, layers)).contains(k) else {
+                    throw DroptraceError("/\(Self.group)/\(name) is for drop-\(k), which a model of \(layers) layers has not", path: file.filePath)
+                }
                 let values = try column(name)
                 for (index, row) in rows.enumerated() where !values[index].isNaN {
                     if isOwn { evaluation.byCheckpoint[row.name]?.own[k] = values[index] } else { evaluation.byCheckpoint[row.name]?.final[k] = values[index] }
                 }
             }
+        }
+        // Values without another checkpoint's sets than the final row's are not the final's (a store
+        // from before runs without --eval settled them, or edited): read as not measured.
+        if !evaluation.finalCheckpoint.isEmpty, let last = rows.last?.name, last != evaluation.finalCheckpoint {
+            evaluation.settleFinal(last)
         }
         return evaluation
     }

@@ -180,6 +180,10 @@ public struct TaskAccuracyRecord: Sendable, Equatable {
             }
             for child in children {
                 guard let k = Names.dropK(fromOwn: child) else { continue }
+                let layers = try file.scalarAttribute(ScoreFileLayout.Attribute.numLayers, as: Int64.self)
+                guard k <= layers else {
+                    throw DroptraceError("/\(path)/\(child) is for drop-\(k), which a model of \(layers) layers has not", path: file.filePath)
+                }
                 for (index, value) in try accuracies("own_k\(k)").enumerated() {
                     if let value { task.byCheckpoint[rows[index], default: Values()].own[k] = value }
                 }

@@ -71,6 +71,21 @@ import Testing
         #expect(try file.group("evaluation/tasks/piqa").stringAttribute("fewshot_sha256") == "")
     }
 
+    /// An accuracy for a drop-k beyond the model's layers was shown as a
+    /// column ("acc own drop-999").
+    @Test func accuracyForADropKNoModelOfTheStoreHasIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("scores.h5")
+        let (store, _) = try Self.writeStore(Self.record(), to: url)
+        let file = try HDF5File.open(at: url, writable: true)
+        defer { try? file.close() }
+        try file.createDataset("evaluation/tasks/hellaswag/acc_own_k999",
+                               values: try file.dataset("evaluation/tasks/hellaswag/acc_full").read(as: Double.self))
+        let error = #expect(throws: DroptraceError.self) { try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name)) }
+        #expect(error?.message.hasSuffix("acc_own_k999 is for drop-999, which a model of \(store.metadata.numLayers) layers has not") == true,
+                "\(String(describing: error))")
+    }
+
     /// Groups no task is named by, and file hashes that are none, are
     /// refused (by fuzzing: a name with a line break reached the report,
     /// 3,000 groups took 9 s).

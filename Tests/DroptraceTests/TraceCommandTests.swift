@@ -1,5 +1,6 @@
 import Analysis
 import CheckpointIO
+import DroptraceSupport
 import Foundation
 import Pipeline
 import ScoreStore
@@ -585,6 +586,31 @@ import Glibc
         #expect(try #require(now["perplexity_full"]).prefix(2).elementsEqual(try #require(before["perplexity_full"])))
         let report = try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8)
         #expect(report.contains("without the final checkpoint's (checkpoint-300) drop-k attention layers"), "\(report)")
+    }
+
+    /// What a store holds for drop-k values no model of its layers has, or
+    /// perplexities without another checkpoint's sets than its final row's
+    /// (a store edited, or from before runs without `--eval` settled them):
+    /// refused, and read as not measured, where they were shown as the
+    /// final checkpoint's, naming any string, and as a drop-999 column.
+    @Test func evaluationsOfNoDropKOrOfAnotherFinalAreNotReported() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        for step in [100, 200] { try series.add(step: step) }
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output, eval: FixtureFiles.calibrationText).status == 0)
+        let store = output.appendingPathComponent("scores.h5")
+        let rows = try ScoreFile.read(from: store).rows
+        let file = try HDF5File.open(at: store, writable: true)
+        let group = try file.group("evaluation")
+        try group.removeAttribute("final_checkpoint")
+        try group.setAttribute("final_checkpoint", "some-other-model")
+        let evaluation = try #require(try DropEvaluation.read(from: file, rows: rows))
+        #expect(evaluation.finalCheckpoint == "checkpoint-200" && evaluation.byCheckpoint.values.allSatisfy { $0.final.isEmpty })
+        try file.createDataset("evaluation/perplexity_own_k999", values: try file.dataset("evaluation/perplexity_own_k1").read(as: Double.self))
+        let error = #expect(throws: DroptraceError.self) { try DropEvaluation.read(from: file, rows: rows) }
+        #expect(error?.message == "/evaluation/perplexity_own_k999 is for drop-999, which a model of 5 layers has not", "\(String(describing: error))")
+        try file.close()
     }
 
     func trace(_ series: URL, _ output: URL, eval: URL) throws -> DroptraceCommand.Result {
