@@ -166,6 +166,18 @@ import Testing
         try expectRefused(store, saying: words)
     }
 
+    /// An integer dataset of a type whose values int64 cannot all hold
+    /// (uint64 from h5py, say): HDF5 clamped 2⁶⁴ − 1 to 2⁶³ − 1, a step
+    /// nobody stored, silently.
+    @Test func integersInt64CannotHoldAreRefused() {
+        #expect(HDF5ElementType.integer(bits: 64, signed: false).problem(readingAs: .int64)
+                == "holds uint64 values, which int64 cannot hold all of (droptrace writes int64)")
+        #expect(HDF5ElementType.integer(bits: 64, signed: true).problem(readingAs: .int32) != nil)
+        for readable in [HDF5ElementType.integer(bits: 32, signed: false), .integer(bits: 64, signed: true), .integer(bits: 8, signed: false)] {
+            #expect(readable.problem(readingAs: .int64) == nil, "\(readable)")
+        }
+    }
+
     /// A checkpoint name whose bytes are not UTF-8 was read with U+FFFD in
     /// their place: another name than stored, which two rows could share.
     @Test func aStringThatIsNotUTF8IsRefused() throws {

@@ -80,6 +80,10 @@ public enum HDF5ElementType: Sendable, Equatable, CustomStringConvertible {
     func problem(readingAs kind: HDF5NumericKind) -> String? {
         guard isNumeric else { return "holds \(self) values, not numbers" }
         if kind.isInteger, case .float = self { return "holds \(self) values where droptrace writes integers" }
+        // HDF5 clamps what the integer read into cannot hold (2⁶⁴ − 1 read as 2⁶³ − 1): another number, silently.
+        if kind.isInteger, case .integer(let bits, let signed) = self, bits > kind.byteCount * 8 || (!signed && bits == kind.byteCount * 8) {
+            return "holds \(self) values, which \(kind) cannot hold all of (droptrace writes \(kind))"
+        }
         return nil
     }
 
