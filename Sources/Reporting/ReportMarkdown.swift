@@ -140,12 +140,15 @@ struct ReportMarkdown {
     /// What the last run left for a later one (still being written, or
     /// scored by Slurm jobs not merged yet): not in this report.
     private func pendingCheckpoints() -> String {
-        var table = MarkdownTable(["Checkpoint", "Why"])
-        for entry in writer.unscored.pending { table.add([Markdown.escape(entry.name), Markdown.escape(entry.reason)]) }
+        let scored = Set(rows.map(\.name))
+        var table = MarkdownTable(["Checkpoint", "In this report", "Why"])
+        for entry in writer.unscored.pending {
+            table.add([Markdown.escape(entry.name), scored.contains(entry.name) ? "as last scored" : "no", Markdown.escape(entry.reason)])
+        }
         let count = writer.unscored.pending.count
         return "## Checkpoints not scored yet\n\nThe last run that updated this store left \(count) checkpoint"
-            + "\(count == 1 ? "" : "s") for a later run, which scores \(count == 1 ? "it" : "them"): "
-            + "the verdict and tables are of the other checkpoints.\n\n" + table.render()
+            + "\(count == 1 ? "" : "s") for a later run, which scores \(count == 1 ? "it" : "them"). One marked \"no\" "
+            + "is not in the verdict and tables; one saved again in place is there as it was last scored.\n\n" + table.render()
     }
 
     private func run() -> String {

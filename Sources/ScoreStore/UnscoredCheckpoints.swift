@@ -14,8 +14,8 @@ import Foundation
 ///                            what discovery saw), or its Slurm shard tasks queued
 ///
 /// A checkpoint that failed to score has no row; one whose perplexity or task
-/// accuracy failed keeps its row. A pending checkpoint has no row (one saved
-/// again since its row was stored loses the row until it is scored anew).
+/// accuracy failed keeps its row. A pending checkpoint has no row, unless it
+/// is being saved again in place: its row stays as last scored until then.
 /// Each run replaces the record with its own, so a checkpoint mended or
 /// scored since is no longer listed.
 public struct UnscoredCheckpoints: Sendable, Equatable {
