@@ -143,6 +143,11 @@ import Glibc
         let second = try trace(series.directory, output)
         #expect(second.status == 0 && second.stderr.contains("1 scored, 1 already in the store"), "\(second.stderr)")
         #expect(!(try String(contentsOf: report, encoding: .utf8)).contains("not scored yet"))
+        // Saved again in place: its row stays as last scored until the new files are scored, and the table says so.
+        try whole.prefix(whole.count / 2).write(to: weights)
+        #expect(try trace(series.directory, output).status == 0)
+        let rewriting = try String(contentsOf: report, encoding: .utf8)
+        #expect(rewriting.contains("| checkpoint-20 | as last scored | \(reason) |"), "\(rewriting)")
     }
 
     /// `score --output OUT_DIR/scores.h5` would replace the run's history
