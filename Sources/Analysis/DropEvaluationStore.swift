@@ -60,13 +60,11 @@ public struct DropEvaluation: Equatable, Sendable {
     /// Makes `name` the checkpoint whose drop sets the `final` values leave
     /// out; when it was another's, every such value is forgotten (measured
     /// without an older final's sets, for checkpoints rotated away or
-    /// failing now too). Returns whether the final checkpoint changed.
-    @discardableResult
-    public mutating func settleFinal(_ name: String) -> Bool {
-        guard name != finalCheckpoint else { return false }
+    /// failing now too).
+    public mutating func settleFinal(_ name: String) {
+        guard name != finalCheckpoint else { return }
         for other in byCheckpoint.keys { byCheckpoint[other]?.final = [:] }
         finalCheckpoint = name
-        return true
     }
 
     /// Writes `/evaluation` (nothing when no checkpoint has a value), one
