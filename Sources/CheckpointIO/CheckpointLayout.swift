@@ -233,6 +233,12 @@ public struct CheckpointLayout: Sendable {
             throw DroptraceError(
                 "shard name \"\(name.forErrorMessage)\" in the index is not a file name in the checkpoint directory", path: index.path)
         }
+        // config.json, a tokenizer's or the index itself: JSON, which no weight loader reads (it was
+        // opened as a shard, and the error blamed that file for a header "past its end").
+        if let name = names.first(where: { $0.lowercased().hasSuffix(".json") }) {
+            throw DroptraceError(
+                "shard name \"\(name.forErrorMessage)\" in the index is a JSON file of the checkpoint, not a weight shard", path: index.path)
+        }
         return names
     }
 

@@ -449,6 +449,24 @@ import Glibc
         #expect(error?.message.contains("is not a file name in the checkpoint directory") == true, "\(String(describing: error))")
     }
 
+    /// An index mapping a tensor to config.json (or any of the checkpoint's
+    /// JSON files) is the index's fault: config.json was opened as a shard
+    /// and blamed for a safetensors header "past the end of the file".
+    @Test(arguments: ["config.json", "model.safetensors.index.json", "Tokenizer.JSON"])
+    func aShardThatIsAJSONFileIsTheIndexsFault(name: String) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-sharded", as: "model")
+        let index = model.appendingPathComponent("model.safetensors.index.json")
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: index)) as! [String: Any]
+        var map = object["weight_map"] as! [String: String]
+        map[map.keys.sorted()[0]] = name
+        object["weight_map"] = map
+        try JSONSerialization.data(withJSONObject: object).write(to: index)
+        let error = failure { _ = try CheckpointLayout.resolve(model) }
+        #expect(error?.path == index.path && error?.message == "shard name \"\(name)\" in the index is a JSON file of the checkpoint, not a weight shard",
+                "\(String(describing: error))")
+    }
+
     /// An index without a "metadata" object, which transformers cannot load
     /// (KeyError or TypeError in get_checkpoint_shard_files), is refused.
     @Test(arguments: [#""metadata": null, "#, "", #""metadata": [1], "#])
