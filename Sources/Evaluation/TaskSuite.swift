@@ -167,7 +167,7 @@ public struct TaskSuite: Sendable {
                         } catch let unusable as PrefixToken.Unusable {
                             throw Self.failure(unusable.problem, choice: choice, of: example)
                         }
-                        try check(request, choice: choice, of: example, model: model)
+                        try check(request, choice: choice, of: example, model: model, maxLength: scorer.maxLength)
                         requests.append(request)
                     }
                 }
@@ -202,11 +202,13 @@ public struct TaskSuite: Sendable {
     }
 
     /// The harness's asserts and the embedding's bounds, as errors naming the document.
-    private func check(_ request: TokenRequest, choice: Int, of example: TaskExample, model: any LanguageModel) throws {
+    /// - Parameter maxLength: the harness's `max_length` (`harnessMaxLength`), the scorer's.
+    private func check(
+        _ request: TokenRequest, choice: Int, of example: TaskExample, model: any LanguageModel, maxLength: Int
+    ) throws {
         func failure(_ problem: String) -> DroptraceError { Self.failure(problem, choice: choice, of: example) }
         guard !request.context.isEmpty else { throw failure("the prompt encodes to no tokens") }
         guard !request.continuation.isEmpty else { throw failure("the answer adds no tokens to the prompt") }
-        let maxLength = Self.harnessMaxLength(of: model)
         guard request.continuation.count <= maxLength else {
             throw failure("the answer is \(request.continuation.count) tokens, more than the model's \(maxLength) positions")
         }

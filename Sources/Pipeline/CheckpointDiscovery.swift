@@ -23,9 +23,7 @@ public struct DiscoveredCheckpoint: Sendable, Equatable {
     var changedSinceDiscovery: Bool {
         guard PathKind.of(directory) == .directory else { return true }
         if FileVersion.current(directory.path) != listing { return true }
-        guard let layout = try? CheckpointLayout.resolve(directory), let now = try? CheckpointFingerprint(layout: layout)
-        else { return true }
-        return now.stored != fingerprint
+        return CheckpointDiscovery.currentFingerprint(of: directory) != fingerprint
     }
 }
 

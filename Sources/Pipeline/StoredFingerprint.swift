@@ -6,7 +6,7 @@ extension DiscoveredCheckpoint {
     /// scores, by the rule `trace` uses (`CheckpointFingerprint.reasonToRescore`):
     /// false when its files were replaced since.
     public func isScored(asFingerprint stored: String) -> Bool {
-        CheckpointFingerprint.reasonToRescore(stored: stored, current: fingerprint) == nil
+        CheckpointDiscovery.holdsFiles(stored, current: fingerprint)
     }
 }
 

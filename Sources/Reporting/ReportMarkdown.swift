@@ -138,7 +138,8 @@ struct ReportMarkdown {
     }
 
     /// What the last run left for a later one (still being written, or
-    /// scored by Slurm jobs not merged yet): not in this report.
+    /// scored by Slurm jobs not merged yet), and whether each is in this
+    /// report as last scored (saved again in place) or not at all.
     private func pendingCheckpoints() -> String {
         let scored = Set(rows.map(\.name))
         var table = MarkdownTable(["Checkpoint", "In this report", "Why"])
@@ -323,11 +324,11 @@ struct ReportMarkdown {
             for index in rows.indices {
                 var cells = [NumberFormatting.step(rows[index].step), Markdown.escape(rows[index].name)]
                 for module in ModuleKind.allCases {
-                    var rho = NumberFormatting.correlation(analysis[module][keyPath: spearman][index])
-                    var tau = NumberFormatting.correlation(analysis[module][keyPath: kendall][index])
+                    let (rhoValue, tauValue) = (analysis[module][keyPath: spearman][index], analysis[module][keyPath: kendall][index])
+                    var rho = NumberFormatting.correlation(rhoValue), tau = NumberFormatting.correlation(tauValue)
                     if spearman == \ModuleSeries.spearmanFinal, let uncertainty = analysis.uncertainty?[module] {
-                        rho += NumberFormatting.intervalAfter(analysis[module][keyPath: spearman][index], uncertainty.spearmanFinal[index], 3)
-                        tau += NumberFormatting.intervalAfter(analysis[module][keyPath: kendall][index], uncertainty.kendallFinal[index], 3)
+                        rho += NumberFormatting.intervalAfter(rhoValue, uncertainty.spearmanFinal[index], 3)
+                        tau += NumberFormatting.intervalAfter(tauValue, uncertainty.kendallFinal[index], 3)
                     }
                     cells += [rho, tau]
                 }
