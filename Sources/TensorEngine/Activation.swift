@@ -90,13 +90,18 @@ public enum Activation: Sendable, Equatable {
         m.data.withUnsafeMutableBufferPointer { v in
             let base = v.baseAddress!
             parallelFor(chunks: count, minimumChunk: 1 << 14) { range in
-                let start = base + range.lowerBound
-                if let kernel = vectorKernel {
-                    VectorKernels.active.activate(kernel, start, count: range.count)
-                } else {
-                    for i in 0..<range.count { start[i] = apply(start[i]) }
-                }
+                apply(inPlace: base + range.lowerBound, count: range.count)
             }
+        }
+    }
+
+    /// x[i] = act(x[i]) for i < count, on the calling thread.
+    @inline(__always)
+    public func apply(inPlace x: UnsafeMutablePointer<Float>, count: Int) {
+        if let kernel = vectorKernel {
+            VectorKernels.active.activate(kernel, x, count: count)
+        } else {
+            for i in 0..<count { x[i] = apply(x[i]) }
         }
     }
 }

@@ -74,21 +74,4 @@ public enum BFloat16 {
             }
         }
     }
-
-    /// Rounds rows `rows` (each `width` wide, `stride` apart) of `src` into a
-    /// dense rows.count×width block at `dst`.
-    @inline(__always)
-    static func roundRows(
-        _ src: UnsafePointer<Float>, stride: Int, rows: Int, width: Int, into dst: UnsafeMutablePointer<Float>
-    ) {
-        for r in 0..<rows { round(src + r * stride, into: dst + r * width, count: width) }
-    }
-
-    /// The same into bfloat16 bits.
-    @inline(__always)
-    static func convertRows(
-        _ src: UnsafePointer<Float>, stride: Int, rows: Int, width: Int, into dst: UnsafeMutablePointer<UInt16>
-    ) {
-        for r in 0..<rows { convert(src + r * stride, into: dst + r * width, count: width) }
-    }
 }

@@ -119,10 +119,9 @@ public func causalAttention(
                     // Query rows of the group's heads one head after another: row g·rows + r
                     // is head heads[g]'s query at position first + r.
                     let queries = buffers.queries(
-                        rowStart + first * stride, stride: stride, rows: rows, headDim: headDim,
-                        offsets: heads.map(layout.queryOffset(head:)))
+                        rowStart + first * stride, stride: stride, rows: rows, offsets: heads.map(layout.queryOffset(head:)))
                     let (keys, values, kvStride) = buffers.keysAndValues(
-                        rowStart + keyStart * stride, stride: stride, rows: keyCount, headDim: headDim,
+                        rowStart + keyStart * stride, stride: stride, rows: keyCount,
                         offsets: (layout.keyOffset(kvHead: kvHead), layout.valueOffset(kvHead: kvHead)))
                     let s = buffers.scores
                     BLAS.gemm(
@@ -161,33 +160,28 @@ public func causalAttention(
 /// bits for oneDNN when native) and the probabilities before P·V.
 private struct AttentionScratch {
     let arithmetic: MatrixArithmetic
-    /// One block's query rows of a head group: Float, or UInt16 bits (native).
-    let queryBuffer: UnsafeMutableRawPointer
-    /// Keys then values of one key/value head, rounded (bf16 only).
-    let keyValueBuffer: UnsafeMutableRawPointer?
+    /// One block's query rows of a head group.
+    let queryRows: ProductRows
+    /// Keys and values of one key/value head, rounded (bf16 only).
+    let keyRows: ProductRows?
+    let valueRows: ProductRows?
     let scores: UnsafeMutablePointer<Float>
     /// The probabilities as bf16 bits (native path).
     let probabilityBits: UnsafeMutablePointer<UInt16>?
     /// P·V of one block, [queryRows × headDim].
     let output: UnsafeMutablePointer<Float>
-    let longest: Int
-    /// Bytes of one operand element: bf16 bits on the native path, else float32.
-    let element: Int
 
     init(_ arithmetic: MatrixArithmetic, queryRows: Int, longest: Int, headDim: Int) {
         self.arithmetic = arithmetic
-        self.longest = longest
-        element = arithmetic == .bf16Native ? MemoryLayout<UInt16>.size : MemoryLayout<Float>.size
-        queryBuffer = .allocate(byteCount: max(1, queryRows * headDim) * element, alignment: 64)
-        keyValueBuffer = arithmetic == .f32 ? nil : .allocate(byteCount: max(1, 2 * longest * headDim) * element, alignment: 64)
+        self.queryRows = ProductRows(rows: queryRows, width: headDim, arithmetic: arithmetic)
+        keyRows = arithmetic == .f32 ? nil : ProductRows(rows: longest, width: headDim, arithmetic: arithmetic)
+        valueRows = arithmetic == .f32 ? nil : ProductRows(rows: longest, width: headDim, arithmetic: arithmetic)
         scores = .allocate(capacity: max(1, queryRows * longest))
         probabilityBits = arithmetic == .bf16Native ? .allocate(capacity: max(1, queryRows * longest)) : nil
         output = .allocate(capacity: max(1, queryRows * headDim))
     }
 
     func release() {
-        queryBuffer.deallocate()
-        keyValueBuffer?.deallocate()
         scores.deallocate()
         probabilityBits?.deallocate()
         output.deallocate()
@@ -195,47 +189,24 @@ private struct AttentionScratch {
 
     typealias Operand = BLAS.Operand
 
-    /// `rows` rows of `headDim` columns at `source` (rows `stride` apart)
-    /// into `target`, dense, in this arithmetic.
-    private func dense(_ source: UnsafePointer<Float>, stride: Int, rows: Int, headDim: Int, into target: UnsafeMutableRawPointer) {
-        switch arithmetic {
-        case .f32:
-            let to = target.assumingMemoryBound(to: Float.self)
-            for r in 0..<rows { (to + r * headDim).update(from: source + r * stride, count: headDim) }
-        case .bf16Emulated:
-            BFloat16.roundRows(source, stride: stride, rows: rows, width: headDim, into: target.assumingMemoryBound(to: Float.self))
-        case .bf16Native:
-            BFloat16.convertRows(source, stride: stride, rows: rows, width: headDim, into: target.assumingMemoryBound(to: UInt16.self))
-        }
-    }
-
-    private func operand(_ pointer: UnsafeMutableRawPointer) -> Operand {
-        arithmetic == .bf16Native
-            ? .bits(UnsafePointer(pointer.assumingMemoryBound(to: UInt16.self)))
-            : .float(UnsafePointer(pointer.assumingMemoryBound(to: Float.self)))
-    }
-
     /// The query rows at `rowStart` of the heads at column `offsets`, one
     /// head after another, dense ([offsets.count · rows × headDim]).
-    func queries(_ rowStart: UnsafePointer<Float>, stride: Int, rows: Int, headDim: Int, offsets: [Int]) -> Operand {
+    func queries(_ rowStart: UnsafePointer<Float>, stride: Int, rows: Int, offsets: [Int]) -> Operand {
         for (g, offset) in offsets.enumerated() {
-            dense(rowStart + offset, stride: stride, rows: rows, headDim: headDim, into: queryBuffer + g * rows * headDim * element)
+            queryRows.set(rows: g * rows, count: rows, from: rowStart + offset, stride: stride)
         }
-        return operand(queryBuffer)
+        return queryRows.operand
     }
 
     /// The key and value rows at `rowStart` (columns `offsets`) and the
     /// stride between their rows: in place in float32, rounded in bf16.
-    func keysAndValues(
-        _ rowStart: UnsafePointer<Float>, stride: Int, rows: Int, headDim: Int, offsets: (Int, Int)
-    ) -> (Operand, Operand, Int) {
-        guard let keyValueBuffer else {
+    func keysAndValues(_ rowStart: UnsafePointer<Float>, stride: Int, rows: Int, offsets: (Int, Int)) -> (Operand, Operand, Int) {
+        guard let keyRows, let valueRows else {
             return (.float(rowStart + offsets.0), .float(rowStart + offsets.1), stride)
         }
-        let valueBuffer = keyValueBuffer + longest * headDim * element
-        dense(rowStart + offsets.0, stride: stride, rows: rows, headDim: headDim, into: keyValueBuffer)
-        dense(rowStart + offsets.1, stride: stride, rows: rows, headDim: headDim, into: valueBuffer)
-        return (operand(keyValueBuffer), operand(valueBuffer), headDim)
+        keyRows.set(rows: 0, count: rows, from: rowStart + offsets.0, stride: stride)
+        valueRows.set(rows: 0, count: rows, from: rowStart + offsets.1, stride: stride)
+        return (keyRows.operand, valueRows.operand, keyRows.width)
     }
 
     /// The softmax output of the current block (`count` scores) as P·V's

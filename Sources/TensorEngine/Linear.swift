@@ -112,11 +112,7 @@ public struct Linear: Sendable {
     /// (`outFeatures` apart): so that a caller can run a block of a larger
     /// matrix's rows without copying them out and back.
     public func apply(rows: Int, _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
-        if let bias {
-            // Seed every row with the bias and let GEMM accumulate onto it.
-            for r in 0..<rows { (y + r * outFeatures).update(from: bias, count: outFeatures) }
-        }
-        let beta: Float = bias == nil ? 0 : 1
+        let beta = seedBias(rows: rows, y)
         if splitsColumns(rows: rows) {
             // More outputs than rows (an MLP chunk, a decode step): each
             // thread computes all rows for a slice of the outputs, so
@@ -139,6 +135,28 @@ public struct Linear: Sendable {
                 }
             }
         }
+    }
+
+    /// y = x·Wᵀ + b for the first `rows` rows of `input` (in this layer's
+    /// arithmetic, `inFeatures` wide), on the calling thread: a worker's
+    /// tile of a larger batch. y's rows are `outFeatures` apart.
+    public func applyOnThisThread(_ input: ProductRows, rows: Int, into y: UnsafeMutablePointer<Float>) {
+        precondition(input.arithmetic == arithmetic && input.width == inFeatures && rows <= input.capacity)
+        let beta = seedBias(rows: rows, y)
+        product(input.operand, rows: rows, columns: 0..<outFeatures, y, beta: beta)
+    }
+
+    /// Whether products over tiles of a few dozen rows, one per thread, run
+    /// as fast per row as larger ones: the weights are laid out for the
+    /// kernel once (`PackedBF16Weights`), so no product lays them out again.
+    public var runsRowTiles: Bool { weightsPacked }
+
+    /// Seeds every row of y with the bias for the GEMM to accumulate onto;
+    /// the GEMM's beta (1 with a bias, else 0).
+    private func seedBias(rows: Int, _ y: UnsafeMutablePointer<Float>) -> Float {
+        guard let bias else { return 0 }
+        for r in 0..<rows { (y + r * outFeatures).update(from: bias, count: outFeatures) }
+        return 1
     }
 
     /// Whether the weights are laid out as the bf16 kernel reads them.
@@ -164,13 +182,9 @@ public struct Linear: Sendable {
     private func inputRounded(
         _ rows: Int, of x: UnsafePointer<Float>, budget: Int, _ body: (Int, Int, BLAS.Operand) -> Void
     ) {
-        switch arithmetic {
-        case .f32:
-            body(0, rows, .float(x))
-        case .bf16Emulated:
-            Self.inRoundedBlocks(rows, width: inFeatures, of: x, as: Float.self, budget: budget) { body($0, $1, .float($2)) }
-        case .bf16Native:
-            Self.inRoundedBlocks(rows, width: inFeatures, of: x, as: UInt16.self, budget: budget) { body($0, $1, .bits($2)) }
+        guard arithmetic.roundsToBF16 else { return body(0, rows, .float(x)) }
+        Self.inRoundedBlocks(rows, width: inFeatures, of: x, arithmetic: arithmetic, budget: budget) {
+            body($0, $1, $2.operand)
         }
     }
 
@@ -194,28 +208,19 @@ public struct Linear: Sendable {
         }
     }
 
-    /// Calls `body(first, count, rounded)` for blocks (`budget` bytes each, at least one row)
-    /// of the `rows` rows at `x` (`width` wide), each rounded to bfloat16
-    /// into a buffer (float32 values or bfloat16 bits per `Element`).
-    @inline(__always)
-    static func inRoundedBlocks<Element>(
-        _ rows: Int, width: Int, of x: UnsafePointer<Float>, as: Element.Type, budget: Int = roundedBytes,
-        _ body: (Int, Int, UnsafeMutablePointer<Element>) -> Void
+    /// Calls `body(first, count, rounded)` for blocks (`budget` bytes each,
+    /// at least one row) of the `rows` rows at `x` (`width` wide), each
+    /// rounded as `arithmetic`'s products read them into one buffer.
+    static func inRoundedBlocks(
+        _ rows: Int, width: Int, of x: UnsafePointer<Float>, arithmetic: MatrixArithmetic, budget: Int = roundedBytes,
+        _ body: (Int, Int, ProductRows) -> Void
     ) {
         guard rows > 0 else { return }
-        let blockRows = min(rows, max(1, budget / (MemoryLayout<Element>.size * max(1, width))))
-        let buffer = UnsafeMutablePointer<Element>.allocate(capacity: blockRows * width)
-        defer { buffer.deallocate() }
-        for first in stride(from: 0, to: rows, by: blockRows) {
-            let count = min(blockRows, rows - first)
-            let source = x + first * width
-            if Element.self == Float.self {
-                BFloat16.round(source, into: UnsafeMutableRawPointer(buffer).assumingMemoryBound(to: Float.self),
-                               count: count * width)
-            } else {
-                BFloat16.convert(source, into: UnsafeMutableRawPointer(buffer).assumingMemoryBound(to: UInt16.self),
-                                 count: count * width)
-            }
+        let bytesPerRow = max(1, width) * ProductRows.elementSize(arithmetic)
+        let buffer = ProductRows(rows: min(rows, max(1, budget / bytesPerRow)), width: width, arithmetic: arithmetic)
+        for first in stride(from: 0, to: rows, by: buffer.capacity) {
+            let count = min(buffer.capacity, rows - first)
+            buffer.set(rows: 0, count: count, from: x + first * width, stride: width)
             body(first, count, buffer)
         }
     }

@@ -186,18 +186,14 @@ import Testing
     /// Rows are rounded block by block into a bounded buffer, ragged last block included.
     @Test func inputRowsAreRoundedInBoundedBlocks() {
         let x = Self.values(10 * 3, seed: 5)
-        for element in [Float.self, UInt16.self] as [Any.Type] {
+        for (arithmetic, bytes) in [(MatrixArithmetic.bf16Emulated, 4), (.bf16Native, 2)] {
             var seen: [Float] = [], blocks: [Range<Int>] = []
             x.withUnsafeBufferPointer { xs in
-                if element == Float.self {
-                    Linear.inRoundedBlocks(10, width: 3, of: xs.baseAddress!, as: Float.self, budget: 4 * 3 * 4) { first, count, block in
-                        blocks.append(first..<(first + count))
-                        seen += UnsafeBufferPointer(start: block, count: count * 3)
-                    }
-                } else {
-                    Linear.inRoundedBlocks(10, width: 3, of: xs.baseAddress!, as: UInt16.self, budget: 4 * 3 * 2) { first, count, block in
-                        blocks.append(first..<(first + count))
-                        seen += UnsafeBufferPointer(start: block, count: count * 3).map(BFloat16.float)
+                Linear.inRoundedBlocks(10, width: 3, of: xs.baseAddress!, arithmetic: arithmetic, budget: 4 * 3 * bytes) { first, count, block in
+                    blocks.append(first..<(first + count))
+                    switch block.operand {
+                    case .float(let values): seen += UnsafeBufferPointer(start: values, count: count * 3)
+                    case .bits(let bits): seen += UnsafeBufferPointer(start: bits, count: count * 3).map(BFloat16.float)
                     }
                 }
             }
