@@ -14,7 +14,7 @@ enum BatchScript {
         #!/bin/bash
         # Written by `droptrace slurm submit`: one array task per (checkpoint, calibration shard).
         # Submitted with:
-        #   \(command.map(quoted).joined(separator: " "))
+        #   \(commandLine(command))
         set -u
         # Lines as droptrace writes its own: UTC timestamp, level, message.
         log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $1: $2"; }
@@ -58,7 +58,7 @@ enum BatchScript {
         #!/bin/bash
         # Written by `droptrace slurm submit`: merges the finished shards into the store, analyses, reports.
         # Submitted with:
-        #   \(command.map(quoted).joined(separator: " "))
+        #   \(commandLine(command))
         set -u
         \(quoted(droptrace)) slurm finalize \(quoted(pipeline))
         status=$?
@@ -70,8 +70,43 @@ enum BatchScript {
         """
     }
 
-    /// `text` as one bash word.
+    /// `droptrace slurm submit --dry-run`'s submit.sh: each array submitted
+    /// with its job id kept in its variable (`--parsable` prints "id" or
+    /// "id;cluster": the cluster is cut off), which the jobs after it name in
+    /// their `--dependency` (`expansion(of:)`), then the finalize job.
+    static func dryRunSubmit(arrays: [(variable: String, command: [String])], finalize: [String]) -> String {
+        let lines = arrays.map { "\($0.variable)=$(\(commandLine($0.command)))\n\($0.variable)=${\($0.variable)%%;*}" }
+        return """
+            #!/bin/bash
+            # Written by `droptrace slurm submit --dry-run`: submits the jobs that submit without
+            # --dry-run would, in its order, each after the jobs it depends on. Jobs submitted by
+            # hand are not recorded for `droptrace slurm status`.
+            set -euo pipefail
+
+            """ + lines.map { $0 + "\n" }.joined() + commandLine(finalize) + "\n"
+    }
+
+    /// How a command word names the job id a dry run's submit.sh keeps in `variable`.
+    static func expansion(of variable: String) -> String { "${\(variable)}" }
+
+    /// Whether `text` is a `--dependency=afterany:` option naming job ids
+    /// and at least one `expansion(of:)` of a dry run's `ARRAY_<k>` variable.
+    private static func isDryRunDependency(_ text: String) -> Bool {
+        let prefix = "--dependency=afterany:"
+        guard text.hasPrefix(prefix), text.contains("${") else { return false }
+        return String(text.dropFirst(prefix.count)).components(separatedBy: ":").allSatisfy { job in
+            let name = job.hasPrefix("${ARRAY_") && job.hasSuffix("}") ? job.dropFirst(8).dropLast() : Substring(job)
+            return !name.isEmpty && name.allSatisfy { $0.isASCII && $0.isNumber }
+        }
+    }
+
+    /// `words` as one bash command line.
+    static func commandLine(_ words: [String]) -> String { words.map(quoted).joined(separator: " ") }
+
+    /// `text` as one bash word; a dry run's `--dependency` on `expansion(of:)`
+    /// variables is double-quoted, so the shell expands them.
     static func quoted(_ text: String) -> String {
+        if isDryRunDependency(text) { return "\"" + text + "\"" }
         if !text.isEmpty, text.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) && $0.isASCII || "-_./:=%@,+".unicodeScalars.contains($0) }) {
             return text
         }

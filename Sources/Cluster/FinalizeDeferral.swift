@@ -51,9 +51,10 @@ public struct FinalizeDeferral {
         self.layout = layout
     }
 
-    /// The `--dependency` option of a finalize job that runs after `jobs`.
-    static func dependency(on jobs: [Int]) -> String {
-        "--dependency=afterany:" + jobs.map(String.init).joined(separator: ":")
+    /// The `--dependency` option of a job that runs after `jobs` (job ids,
+    /// or in a dry run's scripts the shell expansions that hold them).
+    static func dependency(on jobs: [String]) -> String {
+        "--dependency=afterany:" + jobs.joined(separator: ":")
     }
 
     /// Decides, for Slurm job `job` about to finalize, whether it merges now
@@ -99,7 +100,7 @@ public struct FinalizeDeferral {
         }
         let script = layout.slurmDirectory.appendingPathComponent(submission.id).appendingPathComponent("finalize.sbatch")
         // Before the user's own options, as `submit` orders them.
-        let successor = try client.submit(script: script.path, options: [Self.dependency(on: after)] + options)
+        let successor = try client.submit(script: script.path, options: [Self.dependency(on: after.map(String.init))] + options)
         submission.deferredFinalizeJobs = deferred + [job]
         submission.finalizeJob = successor
         var updated = record

@@ -31,6 +31,8 @@ public struct SlurmSubmit {
         public var finalize: (jobID: Int?, script: URL)?
         /// A finalize job already queued for this directory that covers what is queued.
         public var queuedFinalize: Int?
+        /// A dry run's script that submits its jobs in order, each with its dependencies.
+        public var submitScript: URL?
         public var stored = 0
         public var queued = 0
         public var partial = 0
@@ -165,6 +167,10 @@ public struct SlurmSubmit {
         // throttle, each split array waits for the one before, so at most
         // W tasks run in all.
         var arrayJobs: [Int] = []
+        // How the finalize job and the next array name each array: its job id, or in a dry run the
+        // variable submit.sh keeps it in.
+        var arrayReferences: [String] = []
+        var dryRunArrays: [(variable: String, command: [String])] = []
         for (index, start) in stride(from: 0, to: units.count, by: maxArraySize).enumerated() {
             let chunk = Array(units[start..<min(start + maxArraySize, units.count)])
             let unitsFile = directory.appendingPathComponent("array-\(index).units")
@@ -174,18 +180,24 @@ public struct SlurmSubmit {
             let range = chunk.count == 1 ? "0" : "0-\(chunk.count - 1)"
             sbatch += ["--array=\(range)" + (settings.arrayParallelism.map { "%\($0)" } ?? "")]
             sbatch += ["--output=\(logPattern)/array-\(index)-%A_%a.out", "--open-mode=append", "--requeue", "--signal=B:USR1@60"]
-            if settings.arrayParallelism != nil, let previous = arrayJobs.last { sbatch.append("--dependency=afterany:\(previous)") }
+            if settings.arrayParallelism != nil, let previous = arrayReferences.last {
+                sbatch.append(FinalizeDeferral.dependency(on: [previous]))
+            }
             sbatch += settings.sbatchArgs ?? []
-            let text = BatchScript.array(
-                droptrace: executable.path, pipeline: pipeline.path, units: unitsFile.path,
-                command: ["sbatch", "--parsable"] + sbatch + [script.path])
+            let command = ["sbatch", "--parsable"] + sbatch + [script.path]
+            let text = BatchScript.array(droptrace: executable.path, pipeline: pipeline.path, units: unitsFile.path, command: command)
             try Data(text.utf8).write(to: script, options: .withoutOverwriting)
             var job: Int?
             if !dryRun {
                 job = try submitJob(script, sbatch, nothingSubmittedYet: arrayJobs.isEmpty, directory: directory)
                 arrayJobs.append(job!)
+                arrayReferences.append(String(job!))
                 submission.arrays.append(SubmissionRecord.ArrayJob(jobID: job!, units: chunk))
                 try save(submission, into: &record)
+            } else {
+                let variable = "ARRAY_\(index)"
+                arrayReferences.append(BatchScript.expansion(of: variable))
+                dryRunArrays.append((variable, command))
             }
             result.arrays.append((job, chunk.count, script))
         }
@@ -194,22 +206,28 @@ public struct SlurmSubmit {
         // and every finalize before it (finalize jobs take the store's lock
         // one after another).
         let script = directory.appendingPathComponent("finalize.sbatch")
-        let after = Set(queue.jobIDs + arrayJobs).sorted()
+        let after = Set(queue.jobIDs).sorted().map(String.init) + arrayReferences
         let base = common(name: layout.jobName) + ["--output=\(logPattern)/finalize-%j.out", "--open-mode=append"]
         var sbatch = base
         if !after.isEmpty { sbatch.append(FinalizeDeferral.dependency(on: after)) }
         sbatch += settings.sbatchArgs ?? []
         submission.finalizeOptions = base + (settings.sbatchArgs ?? [])
+        let command = ["sbatch", "--parsable"] + sbatch + [script.path]
         let text = BatchScript.finalize(
             droptrace: executable.path, pipeline: pipeline.path,
-            exitFile: directory.appendingPathComponent("finalize.exit").path,
-            command: ["sbatch", "--parsable"] + sbatch + [script.path])
+            exitFile: directory.appendingPathComponent("finalize.exit").path, command: command)
         try Data(text.utf8).write(to: script, options: .withoutOverwriting)
         var job: Int?
         if !dryRun {
             job = try submitJob(script, sbatch, nothingSubmittedYet: arrayJobs.isEmpty, directory: directory)
             submission.finalizeJob = job
             try save(submission, into: &record)
+        } else {
+            // What a submit without --dry-run would sbatch, in its order, for the user to run by hand.
+            let submitScript = directory.appendingPathComponent("submit.sh")
+            try Data(BatchScript.dryRunSubmit(arrays: dryRunArrays, finalize: command).utf8).write(to: submitScript, options: .withoutOverwriting)
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: submitScript.path)
+            result.submitScript = submitScript
         }
         result.finalize = (job, script)
         return result

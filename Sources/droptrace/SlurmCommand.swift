@@ -68,7 +68,7 @@ struct SlurmSubmitCommand: ParsableCommand {
     @Flag(help: "Block until the finalize job ends and exit with its exit code.")
     var wait = false
 
-    @Flag(name: .customLong("dry-run"), help: "Write the units files and sbatch scripts, submit nothing.")
+    @Flag(name: .customLong("dry-run"), help: "Write the units files and sbatch scripts, and submit.sh to sbatch them in order with their dependencies; submit nothing.")
     var dryRun = false
 
     /// The settings given on the command line, over the pipeline file's.
@@ -100,6 +100,7 @@ struct SlurmSubmitCommand: ParsableCommand {
             }
             if let finalize = result.finalize {
                 print(finalize.jobID.map { "finalize job \($0)" } ?? "dry run: \(finalize.script.path)")
+                if let script = result.submitScript { print("dry run: \(script.path) submits these jobs in order, each after the jobs it depends on") }
             } else {
                 print("nothing new to submit" + (result.queuedFinalize.map { " (finalize job \($0) is queued)" } ?? ""))
             }

@@ -83,6 +83,28 @@ import Testing
                 "\(stray.stderr)")
         let finalize = try String(contentsOf: directory.appendingPathComponent("finalize.sbatch"), encoding: .utf8)
         #expect(finalize.contains("slurm finalize \(pipeline.path)") && finalize.contains("finalize.exit"))
+
+        // submit.sh submits them as submit would: the second array after the first (the throttle), finalize after both.
+        let submitScript = directory.appendingPathComponent("submit.sh")
+        #expect(result.stdout.contains("dry run: \(submitScript.path) submits these jobs in order"), "\(result.stdout)")
+        let calls = scratch.path("sbatch-calls")
+        try FileManager.default.createDirectory(at: scratch.path("bin"), withIntermediateDirectories: true)
+        let fakeSbatch = try scratch.write("""
+            #!/bin/bash
+            n=$(( $(cat \(calls.path) 2>/dev/null | wc -l) + 101 ))
+            echo "$*" >> \(calls.path)
+            echo "$n;cluster"
+            """, to: "bin/sbatch")
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: fakeSbatch.path)
+        let ran = try ChildProcess.run("/usr/bin/env", [
+            "PATH=\(fakeSbatch.deletingLastPathComponent().path):/usr/bin:/bin", submitScript.path])
+        #expect(ran.status == 0, "\(ran.stderr)")
+        let submitted = try String(contentsOf: calls, encoding: .utf8).split(separator: "\n").map(String.init)
+        try #require(submitted.count == 3, "\(submitted)")
+        #expect(submitted[0].hasSuffix("array-0.sbatch") && !submitted[0].contains("--dependency"))
+        #expect(submitted[1].hasSuffix("array-1.sbatch") && submitted[1].contains("--dependency=afterany:101 "))
+        #expect(submitted[2].hasSuffix("finalize.sbatch") && submitted[2].contains("--dependency=afterany:101:102 "))
+        #expect(ran.stdout == "103;cluster\n", "finalize's id is printed: \(ran.stdout)")
     }
 
     /// sbatch expands %j, %A and the like in --output: a % of the output
