@@ -1,6 +1,7 @@
 import Crypto
 import DroptraceSupport
 import Foundation
+import Pipeline
 
 /// Where Slurm runs keep their files in an output directory (which must
 /// be on a file system every node sees):
@@ -34,15 +35,19 @@ public struct ClusterLayout: Sendable {
         partialsDirectory.appendingPathComponent(checkpoint).appendingPathComponent("shard-\(shard)-of-\(shards).h5")
     }
 
-    /// Whether any finished shard waits in `partials/` for a finalize job.
-    public var hasUnmergedPartials: Bool {
+    /// The finished shards waiting in `partials/` for a finalize job (by
+    /// their files' names), in no order.
+    public var unmergedPartials: [(checkpoint: String, shard: CalibrationShard)] {
         let files = FileManager.default
         let checkpoints = (try? files.contentsOfDirectory(atPath: partialsDirectory.path)) ?? []
-        return checkpoints.contains { name in
-            let entries = (try? files.contentsOfDirectory(atPath: partialsDirectory.appendingPathComponent(name).path)) ?? []
-            return entries.contains { $0.hasPrefix("shard-") && $0.hasSuffix(".h5") }
+        return checkpoints.flatMap { name in
+            ((try? files.contentsOfDirectory(atPath: partialsDirectory.appendingPathComponent(name).path)) ?? [])
+                .compactMap(ShardPartials.shard(named:)).map { (name, $0) }
         }
     }
+
+    /// Whether any finished shard waits in `partials/` for a finalize job.
+    public var hasUnmergedPartials: Bool { !unmergedPartials.isEmpty }
 
     /// The Slurm job name of every job submitted for this output directory:
     /// `droptrace:` and the first 12 hex digits of the SHA-256 of its path

@@ -58,8 +58,9 @@ public struct SlurmStatus: Codable, Sendable, Equatable {
         }
         let record = try SubmissionRecord.read(layout)
         let rows = FileManager.default.fileExists(atPath: layout.store.path) ? try ScoreFile.read(from: layout.store).rows : []
-        if record.submissions.isEmpty && rows.isEmpty {
-            throw DroptraceError("nothing submitted here yet (no slurm/submissions.json) and no scores.h5", path: layout.outDir.path)
+        let partials = layout.unmergedPartials
+        if record.submissions.isEmpty && rows.isEmpty && partials.isEmpty {
+            throw DroptraceError("nothing submitted here yet (no slurm/submissions.json), no partials and no scores.h5", path: layout.outDir.path)
         }
         let queue = try ClusterQueue(layout: layout, record: record, client: client)
         let stored = Dictionary(rows.map { ($0.name, $0.fingerprint) }, uniquingKeysWith: { _, last in last })
@@ -111,6 +112,13 @@ public struct SlurmStatus: Codable, Sendable, Equatable {
                 detail = accounting[job] ?? "ended without a result (see its log)"
             }
             units.append(Unit(checkpoint: unit.checkpoint, shard: unit.shard, shards: unit.shards, state: state, job: job, detail: detail))
+        }
+        // Shards no submission recorded: `slurm task` run by hand, or a dry run's submit.sh.
+        for (checkpoint, shard) in partials.sorted(by: { ($0.checkpoint, $0.shard.count, $0.shard.index) < ($1.checkpoint, $1.shard.count, $1.shard.index) })
+        where latest["\(checkpoint)\u{0}\(shard.index)\u{0}\(shard.count)"] == nil {
+            units.append(Unit(
+                checkpoint: checkpoint, shard: shard.index, shards: shard.count, state: .partialDone, job: "-",
+                detail: "no submission recorded it (run by hand); finalize checks and merges it"))
         }
         let submitted = Set(order.map(\.unit.checkpoint))
         storedLocally = rows.map(\.name).filter { !submitted.contains($0) }

@@ -36,7 +36,7 @@ public struct ShardPartials {
     func url(_ shard: CalibrationShard) -> URL { directory.appendingPathComponent(Self.fileName(shard)) }
 
     /// The shard a partial's file name stands for, nil for any other name.
-    static func shard(named name: String) -> CalibrationShard? {
+    public static func shard(named name: String) -> CalibrationShard? {
         guard name.hasPrefix("shard-"), name.hasSuffix(".h5") else { return nil }
         let parts = name.dropFirst("shard-".count).dropLast(".h5".count).components(separatedBy: "-of-")
         guard parts.count == 2, let index = Int(parts[0]), let count = Int(parts[1]),

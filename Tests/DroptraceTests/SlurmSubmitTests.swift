@@ -263,6 +263,26 @@ import Testing
         #expect(ClusterLayout(outDir: scratch.path("real/other")).jobName != ClusterLayout(outDir: scratch.path("real/out")).jobName)
     }
 
+    /// Shards scored by `slurm task` run by hand (or by a dry run's
+    /// submit.sh) are in no submission: status lists them (it refused the
+    /// directory, saying nothing was submitted).
+    @Test func statusListsPartialsNoSubmissionRecorded() throws {
+        guard SlurmCluster.required() else { return }
+        let scratch = try ScratchDirectory()
+        let handRun = scratch.path("out/partials/checkpoint-10")
+        try FileManager.default.createDirectory(at: handRun, withIntermediateDirectories: true)
+        for name in ["shard-1-of-2.h5", "shard-01-of-2.h5", "notes.txt"] {
+            FileManager.default.createFile(atPath: handRun.appendingPathComponent(name).path, contents: Data())
+        }
+        let status = try DroptraceCommand.run(["slurm", "status", scratch.path("out").path])
+        #expect(status.status == 0, "\(status.stderr)")
+        let rows = status.stdout.split(separator: "\n").filter { $0.hasPrefix("checkpoint-10 ") }
+        #expect(rows.count == 1, "only the partial's own spelling counts: \(status.stdout)")
+        #expect(rows.first.map { $0.contains(" 2/2 ") && $0.contains("partial done") && $0.contains("no submission recorded it") } == true,
+                "\(status.stdout)")
+        #expect(status.stdout.contains("shard tasks: 1 partial done"), "\(status.stdout)")
+    }
+
     @Test func badSlurmSettingsAreOneLineErrors() throws {
         let scratch = try ScratchDirectory()
         for (section, problem) in [
