@@ -152,11 +152,18 @@ public enum DropRun {
         }
         let model = try ModelRegistry.load(try Checkpoint(location: request.checkpoint))
         if request.exportMergekit != nil { try MergekitSlices.checkSource(model) }
-        if request.export != nil { try DroppedModelExport.checkRope(model) }
+        if request.export != nil {
+            try DroppedModelExport.checkRope(model)
+            _ = try DroppedModelExport.companionFiles(of: model.checkpoint.directory)
+        }
         try DropSelection.check(
             request.target, count: request.count, layers: model.layerCount, configured: model.configuredDrops,
             checkpoint: request.checkpoint.path)
         let calibration = try CheckpointScoring.loadCalibration(request.calibration, for: model, warn: log)
+        // Perplexity's windows are read (and refused) before any scoring, as the task files are.
+        let windows = try request.evaluation.map { source in
+            try CheckpointScoring.loadCalibration(source, for: model, as: .evaluation, warn: log).sequences
+        } ?? calibration.sequences
         let scorer = ImportanceScorer(model: model)
         func score(_ plan: DropPlan) throws -> ModuleScores {
             try scorer.score(calibration.sequences, calibrationPath: request.calibration.url.path, dropping: plan)
@@ -182,9 +189,6 @@ public enum DropRun {
                 checkpoint: request.checkpoint.path)
         }
 
-        let windows = try request.evaluation.map { source in
-            try CheckpointScoring.loadCalibration(source, for: model, as: .evaluation, warn: log).sequences
-        } ?? calibration.sequences
         var perplexity: Comparison<Double>?
         if let evaluation = request.evaluation {
             log("perplexity on \(windows.count) windows")
@@ -203,25 +207,27 @@ public enum DropRun {
                 full: try suite.evaluate(model: model, plan: .none, tokenizer: tokenizer),
                 dropped: try suite.evaluate(model: model, plan: plan, tokenizer: tokenizer))
         }
-        log("timing prefill and decoding, full and dropped alternately (budget \(Int(request.speed.policy.budgetSeconds)) s)")
+        let budget = Self.seconds(request.speed.policy.budgetSeconds)
+        log("timing prefill and decoding, full and dropped alternately (budget \(budget))")
         let speed = try SpeedMeasurement.compare(model: model, plan: plan, tokens: windows.flatMap { $0 }, options: request.speed)
-        log("timed \(speed.rounds) rounds in \(Int(speed.seconds.rounded())) s (\(speed.stopped.rawValue))")
+        log("timed \(Self.rounds(speed.rounds)) in \(Self.seconds(speed.seconds)) (\(speed.stopped.rawValue))")
         if speed.seconds > request.speed.policy.budgetSeconds {
-            log("the timing took \(Int(speed.seconds.rounded())) s, past the budget of \(Int(request.speed.policy.budgetSeconds)) s: "
+            log("the timing took \(Self.seconds(speed.seconds)), past the budget of \(budget): "
                 + "one round at the shortest length (context \(speed.lengths[0].context)) needs that long on this machine")
         }
 
         var measured = result(request, model: model, plan: plan, scores: full, perplexity: perplexity, accuracy: accuracy, speed: speed)
-        // The measurements stand whatever becomes of the exports (a path taken meanwhile, a full disk).
+        // The measurements stand whatever becomes of the exports (a path taken meanwhile, a full disk);
+        // each export is in the result once it is written.
+        measured.export = nil
+        measured.exportMergekit = nil
         do {
             if let export = request.export {
-                measured.export = nil
                 try DroppedModelExport.write(model: model, plan: plan, to: export)
                 measured.export = export.path
                 log("exported the dropped model to \(export.path)")
             }
             if let yaml = request.exportMergekit {
-                measured.exportMergekit = nil
                 try MergekitSlices.write(model: model, plan: plan, to: yaml)
                 measured.exportMergekit = yaml.path
                 log("wrote the mergekit passthrough configuration \(yaml.path)")
@@ -231,6 +237,15 @@ public enum DropRun {
         }
         return measured
     }
+
+    /// `value` seconds as a log line says them: whole seconds from 10 on,
+    /// two significant digits below (a budget of 0.001 s read "0 s").
+    public static func seconds(_ value: Double) -> String {
+        value >= 10 ? "\(Int(value.rounded())) s" : String(format: "%.2g s", value)
+    }
+
+    /// "1 round", "N rounds".
+    public static func rounds(_ count: Int) -> String { count == 1 ? "1 round" : "\(count) rounds" }
 
     /// An export failed after everything was measured: `result` holds the
     /// measurements (with only the exports written), `error` what failed.

@@ -157,6 +157,12 @@ public enum DropSelection {
         }
         let left = configured.isEmpty ? "" : " left (its config.json drops the others)"
         guard count >= 1 else { throw DroptraceError("--count must be at least 1", path: checkpoint) }
+        // A joint drop keeps one attention and one MLP layer (`checkedJoint`): refused before any scoring.
+        if target == .joint, count < available, count > available - 2 {
+            throw DroptraceError(
+                "--count \(count) would drop every attention or every MLP layer of the model\(left); a joint drop keeps "
+                    + "at least one of each: choose at most \(available - 2)", path: checkpoint)
+        }
         guard count < available else {
             let every = switch target {
             case .attention: "attention layer"

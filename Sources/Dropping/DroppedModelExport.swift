@@ -96,7 +96,9 @@ public enum DroppedModelExport {
         let staging = parent.appendingPathComponent(TemporaryFileName.forTarget(directory.lastPathComponent))
         removeStaleStaging(of: directory)
         // Interrupted (Ctrl-C, kill, a closed terminal), the export leaves no partial directory behind.
-        let interruption = InterruptCleanup(signals: [SIGINT, SIGTERM, SIGHUP])
+        let interruption = InterruptCleanup(
+            signals: [SIGINT, SIGTERM, SIGHUP],
+            notice: "\(directory.path): interrupted; the export under way was removed, nothing was exported")
         defer { withExtendedLifetime(interruption) {} }
         interruption.add(staging.path)
         do {
@@ -378,13 +380,16 @@ public enum DroppedModelExport {
         }
     }
 
-    /// Tokenizer and generation files travel with the weights: their bytes,
-    /// also where they are symbolic links (a Hugging Face cache snapshot
-    /// links each file to a blob). Subdirectories stay behind.
-    /// - Parameter willCreate: called with each copy's path before it is created.
+    /// The files of checkpoint directory `source` that travel with the
+    /// weights (tokenizer and generation files), each opened once to check it
+    /// can be copied: `drop` calls this before any work, so an export that
+    /// cannot be written is refused before the measurements, not after.
+    /// Symbolic links count as their targets (a Hugging Face cache snapshot
+    /// links each file to a blob); subdirectories stay behind.
     /// - Throws: `DroptraceError` naming a file that is no regular file (a
-    ///   FIFO would block the copy forever) or cannot be read or written.
-    static func copyCompanionFiles(from source: URL, to destination: URL, willCreate: (URL) -> Void = { _ in }) throws {
+    ///   FIFO would block the copy forever), a link to nothing, or unreadable.
+    static func companionFiles(of source: URL) throws -> [URL] {
+        var files: [URL] = []
         for name in try FileManager.default.contentsOfDirectory(atPath: source.path).sorted() {
             let isWeights = CheckpointLayout.format(ofFile: URL(fileURLWithPath: name)) != nil
                 || [CheckpointLayout.safetensorsIndex, CheckpointLayout.pytorchIndex].contains(name)
@@ -397,9 +402,24 @@ public enum DroppedModelExport {
             case .directory: continue
             case .other: break
             }
-            let copy = destination.appendingPathComponent(name)
+            do {
+                _ = try RegularFile(path: path.path)
+            } catch let error as DroptraceError {
+                throw DroptraceError(error.message + "; cannot copy it into the export", path: error.path, isTransient: error.isTransient)
+            }
+            files.append(path)
+        }
+        return files
+    }
+
+    /// Copies `companionFiles(of: source)` into `destination`, their bytes.
+    /// - Parameter willCreate: called with each copy's path before it is created.
+    /// - Throws: `DroptraceError` as `companionFiles`, or when a copy cannot be written.
+    static func copyCompanionFiles(from source: URL, to destination: URL, willCreate: (URL) -> Void = { _ in }) throws {
+        for file in try companionFiles(of: source) {
+            let copy = destination.appendingPathComponent(file.lastPathComponent)
             willCreate(copy)
-            try RegularFile(path: path.path).copy(to: copy.path)
+            try RegularFile(path: file.path).copy(to: copy.path)
         }
     }
 }

@@ -38,7 +38,7 @@ struct DropTable {
         lines.append(row("KV cache bytes/token", "\(speed.full.kvCacheBytesPerToken)", "\(speed.dropped.kvCacheBytesPerToken)"))
         lines.append("")
         let headline = speed.headline
-        lines.append("speed: batch 1, context/generate \(headline.context)/\(headline.generate), medians of \(speed.rounds) rounds "
+        lines.append("speed: batch 1, context/generate \(headline.context)/\(headline.generate), medians of \(DropRun.rounds(speed.rounds)) "
             + "alternating full and dropped (\(speed.stopped.rawValue), \(format(speed.seconds, 0)) s); "
             + "\(speed.threads) thread\(speed.threads == 1 ? "" : "s"), \(speed.precision.rawValue), \(speed.matrixKernel)")
         lines.append("speed-up, dropped vs full (median of the paired rounds [IQR]):")
@@ -85,11 +85,11 @@ struct DropTable {
         let test = paired.pValue < 0.001 ? "sign test p < 0.001" : String(format: "sign test p = %.3f", paired.pValue)
         switch paired.verdict {
         case .faster:
-            return "\(numbers), faster in \(paired.droppedFasterRounds) of \(paired.rounds) rounds (\(test))"
+            return "\(numbers), faster in \(paired.droppedFasterRounds) of \(DropRun.rounds(paired.rounds)) (\(test))"
         case .slower:
-            return "dropped model measured SLOWER: \(numbers), slower in \(paired.droppedSlowerRounds) of \(paired.rounds) rounds (\(test))"
+            return "dropped model measured SLOWER: \(numbers), slower in \(paired.droppedSlowerRounds) of \(DropRun.rounds(paired.rounds)) (\(test))"
         case .withinNoise:
-            return "within noise (\(numbers), faster in \(paired.droppedFasterRounds) of \(paired.rounds) rounds, \(test))"
+            return "within noise (\(numbers), faster in \(paired.droppedFasterRounds) of \(DropRun.rounds(paired.rounds)), \(test))"
         }
     }
 }

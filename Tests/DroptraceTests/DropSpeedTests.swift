@@ -192,8 +192,15 @@ import Testing
             "--target", "attention", "--count", "1", "--speed-budget", "0.000001", "--threads", "1",
         ])
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(result.stderr.contains("timed 1 rounds") && result.stderr.contains("past the budget of 0 s: one round at the shortest length"),
-                "\(result.stderr)")
+        #expect(result.stderr.contains("timed 1 round in ") && result.stderr.contains("budget 1e-06 s)")
+            && result.stderr.contains("past the budget of 1e-06 s: one round at the shortest length"), "\(result.stderr)")
+    }
+
+    /// Seconds as the log says them: a budget under a second is not "0 s".
+    @Test func secondsAndRoundsAreSaidAsTheyAre() {
+        #expect(DropRun.seconds(0.001) == "0.001 s" && DropRun.seconds(2.5) == "2.5 s" && DropRun.seconds(5) == "5 s")
+        #expect(DropRun.seconds(12.4) == "12 s" && DropRun.seconds(600) == "600 s")
+        #expect(DropRun.rounds(1) == "1 round" && DropRun.rounds(8) == "8 rounds")
     }
 
     /// A model of 3 positions is timed at context 2 and one decoding step

@@ -130,6 +130,16 @@ import Tokenization
         #expect(error?.message == "--count \(count) would drop \(words) of the model; choose fewer")
     }
 
+    /// A joint drop keeps one attention and one MLP layer: counts that
+    /// cannot are refused before any scoring (they were refused after it,
+    /// an iterative drop's rescoring passes included).
+    @Test func aJointCountThatLeavesNoAttentionOrNoMLPIsRefusedUpFront() throws {
+        let error = #expect(throws: DroptraceError.self) { try DropSelection.check(.joint, count: 9, layers: 5) }
+        #expect(error?.message == "--count 9 would drop every attention or every MLP layer of the model; a joint drop "
+            + "keeps at least one of each: choose at most 8")
+        try DropSelection.check(.joint, count: 8, layers: 5)
+    }
+
     /// A checkpoint whose config.json drops modules already (LLM-Drop's
     /// lists): those are never chosen again, their NaN importance no longer
     /// scatters the ranking, and counts are of the modules left (MLP 2
@@ -152,11 +162,21 @@ import Tokenization
             try DropSelection.oneShot(.attention, count: 3, scores: scores, configured: configured, checkpoint: "ck")
         }
         #expect(error?.description == "ck: --count 3 would drop every attention layer of the model left (its config.json drops the others); choose fewer")
-        // A joint drop may not take every attention (or MLP) layer either, as --target attention may not.
-        let joint4 = #expect(throws: DroptraceError.self) {
+        // A joint drop may not take every attention (or MLP) layer either, as --target attention may not:
+        // 6 of the 7 modules left cannot leave one of each, whatever the scores ...
+        let joint6 = #expect(throws: DroptraceError.self) {
             try DropSelection.oneShot(.joint, count: 6, scores: scores, configured: configured, checkpoint: "ck")
         }
-        #expect(joint4?.message == "this joint drop of 6 modules would drop every attention layer of the model; choose fewer")
+        #expect(joint6?.message == "--count 6 would drop every attention or every MLP layer of the model left (its config.json "
+            + "drops the others); a joint drop keeps at least one of each: choose at most 5")
+        // ... and a count that could is refused when the scores rank every attention layer lowest.
+        let attentionLowest = ModuleScores(
+            attention: [0.001, 0.002, 0.003, 0.004, 0.005], mlp: [0.5, 0.4, 0.3, 0.2, 0.1], block: [0.2, 0.1, 0.05, 0.3, 0.4],
+            blockGap: Array(repeating: Array(repeating: .nan, count: 5), count: 5))
+        let joint5 = #expect(throws: DroptraceError.self) {
+            try DropSelection.oneShot(.joint, count: 5, scores: attentionLowest, checkpoint: "ck")
+        }
+        #expect(joint5?.message == "this joint drop of 5 modules would drop every attention layer of the model; choose fewer")
     }
 
     @Test func exportNeverReplacesWhatIsThere() throws {
@@ -270,6 +290,11 @@ import Tokenization
             (["--target", "attention", "--count", "6"], 1, "\(model): --count 6 is larger than"),
             (["--target", "block", "--count", "5"], 1, "every"),
             (["--target", "joint", "--count", "10"], 1, "every"),
+            // A joint drop keeps one attention and one MLP layer: refused before the iterative rescoring, not after it.
+            (["--target", "joint", "--count", "9", "--iterative"], 1, "\(model): --count 9 would drop every attention or every MLP layer"),
+            // Perplexity's windows are read before any scoring, as task files are.
+            (["--target", "attention", "--count", "1", "--eval", scratch.path("missing.jsonl").path], 1,
+             "\(scratch.path("missing.jsonl").path): "),
             (["--target", "heads", "--count", "1"], 64, "heads"),
             (["--target", "attention", "--count", "2", "--consecutive"], 64, "--consecutive applies to --target block only"),
             (["--target", "block", "--count", "2", "--consecutive", "--iterative"], 64, "cannot be combined"),

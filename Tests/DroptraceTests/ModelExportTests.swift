@@ -180,15 +180,27 @@ import Testing
     }
 
     /// A FIFO beside the weights blocked the export forever: it is refused by
-    /// name, and neither the export nor its staging directory is left.
+    /// name, and neither the export nor its staging directory is left; `drop`
+    /// refuses it before any work (it did after every measurement).
     @Test func companionThatIsNoRegularFileIsRefused() throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("llama-f32", as: "model")
         let fifo = model.appendingPathComponent("notes.txt")
         try #require(mkfifo(fifo.path, 0o644) == 0)
         let exported = scratch.path("export")
+        let problem = "\(fifo.path): not a regular file (a FIFO); refusing to read it; cannot copy it into the export"
         let error = #expect(throws: DroptraceError.self) { try export(model, to: exported) }
-        #expect(error?.description == "\(fifo.path): not a regular file (a FIFO); refusing to read it")
+        #expect(error?.description == problem)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).sorted() == ["model"])
+
+        let result = try DroptraceCommand.run([
+            "drop", model.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--target", "block", "--count", "1",
+            "--export", exported.path, "--threads", "1",
+        ])
+        #expect(result.status == 1)
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.filter { $0.contains("error:") }.count == 1 && lines.contains { $0.hasSuffix("error: " + problem) }, "\(result.stderr)")
+        #expect(!result.stderr.contains("scoring"), "refused only after scoring: \(result.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).sorted() == ["model"])
     }
 
@@ -218,12 +230,12 @@ import Testing
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("llama-f32", as: "model")
         try Data(count: 32 << 20).write(to: model.appendingPathComponent("notes-large.txt"))
-        let exported = scratch.path("export")
+        let exported = scratch.path("export"), slices = scratch.path("slices.yaml")
         let process = Process()
         process.executableURL = DroptraceCommand.executable
         process.arguments = [
             "drop", model.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--target", "block", "--count", "1",
-            "--export", exported.path, "--speed-max-rounds", "1", "--threads", "1", "--json",
+            "--export", exported.path, "--export-mergekit", slices.path, "--speed-max-rounds", "1", "--threads", "1", "--json",
         ]
         let errors = Pipe(), output = Pipe()
         process.standardOutput = output
@@ -239,9 +251,11 @@ import Testing
         let stdout = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         try #require(created, "the export was in place before the run could be stopped: \(stderr)")
-        // The measurements are printed all the same, without the export that failed.
+        // The measurements are printed all the same, without the export that failed, nor the mergekit
+        // configuration never written after it (its path was printed as written).
         let json = try JSONSerialization.jsonObject(with: stdout) as? [String: Any]
-        #expect(json?["dropped_blocks"] as? [Int] != nil && json?["export"] as? String == nil, "\(String(decoding: stdout, as: UTF8.self))")
+        #expect(json?["dropped_blocks"] as? [Int] != nil && json?["export"] as? String == nil
+            && json?["export_mergekit"] as? String == nil, "\(String(decoding: stdout, as: UTF8.self))")
 
         #expect(process.terminationStatus == 1, "\(stderr)")
         let lines = stderr.split(separator: "\n").filter { $0.contains("error:") }
@@ -251,6 +265,43 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: exported.path) == ["notes.txt"])
         #expect(try String(contentsOf: exported.appendingPathComponent("notes.txt"), encoding: .utf8) == "precious")
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).sorted() == ["export", "model"])
+    }
+
+    /// Interrupted while it writes the export (Ctrl-C, kill, a closed
+    /// terminal), drop removes its staging directory and says so in one log
+    /// line (it ended silently), then ends by the signal.
+    @Test(arguments: [SIGTERM, SIGINT])
+    func anInterruptedExportIsRemovedAndSaidSo(signal number: Int32) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32", as: "model")
+        try Data(count: 32 << 20).write(to: model.appendingPathComponent("notes-large.txt"))
+        let exported = scratch.path("export")
+        let process = Process()
+        process.executableURL = DroptraceCommand.executable
+        process.arguments = [
+            "drop", model.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--target", "block", "--count", "1",
+            "--export", exported.path, "--speed-max-rounds", "1", "--threads", "1",
+        ]
+        let errors = Pipe()
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = errors
+        try process.run()
+        let staging = scratch.path(TemporaryFileName.forTarget("export", pid: process.processIdentifier))
+        while access(staging.path, F_OK) != 0 && process.isRunning { usleep(100) }
+        kill(process.processIdentifier, number)
+        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        try #require(process.terminationReason == .uncaughtSignal, "the export finished before the signal: \(stderr)")
+        #expect(process.terminationStatus == number)
+        let lines = stderr.split(separator: "\n").filter { $0.contains("error:") }
+        let expected = try Regex(
+            #"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ error: "# + NSRegularExpression.escapedPattern(for: exported.path)
+                + ": interrupted; the export under way was removed, nothing was exported")
+        #expect(lines.count == 1 && lines[0].wholeMatch(of: expected) != nil, "\(stderr)")
+        if let line = lines.first, let stamp = ISO8601DateFormatter().date(from: String(line.prefix(20))) {
+            #expect(abs(stamp.timeIntervalSinceNow) < 600, "the time is now's: \(line)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path) == ["model"])
     }
 
     /// The rename into place takes a free path or an empty directory, and
