@@ -100,6 +100,14 @@ public enum DroppedModelExport {
             signals: [SIGINT, SIGTERM, SIGHUP],
             notice: "\(directory.path): interrupted; the export under way was removed, nothing was exported")
         defer { withExtendedLifetime(interruption) {} }
+        // Parent directories the export creates go with it when it fails (removed once empty, deepest first).
+        var missing: [URL] = []
+        var ancestor = parent
+        while ancestor.path != "/", PathKind.of(ancestor) == .missing {
+            missing.insert(ancestor, at: 0)
+            ancestor = ancestor.deletingLastPathComponent()
+        }
+        missing.forEach { interruption.add($0.path) }
         interruption.add(staging.path)
         do {
             try files.createDirectory(at: staging, withIntermediateDirectories: true)
@@ -132,6 +140,7 @@ public enum DroppedModelExport {
             try moveIntoPlace(staging, to: directory)
         } catch {
             try? files.removeItem(at: staging)
+            for created in missing.reversed() { rmdir(created.path) }
             // An error about an input names it; one about what was being written names the export.
             if let error = error as? DroptraceError, error.path.map({ !$0.hasPrefix(staging.path) }) ?? false { throw error }
             let reason = (error as? DroptraceError)?.message ?? SystemError.summary(of: error)

@@ -180,14 +180,15 @@ import Testing
     }
 
     /// A FIFO beside the weights blocked the export forever: it is refused by
-    /// name, and neither the export nor its staging directory is left; `drop`
-    /// refuses it before any work (it did after every measurement).
+    /// name, and neither the export, nor its staging directory, nor the
+    /// parent directories created for it is left; `drop` refuses it before
+    /// any work (it did after every measurement).
     @Test func companionThatIsNoRegularFileIsRefused() throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("llama-f32", as: "model")
         let fifo = model.appendingPathComponent("notes.txt")
         try #require(mkfifo(fifo.path, 0o644) == 0)
-        let exported = scratch.path("export")
+        let exported = scratch.path("new/deeper/export")
         let problem = "\(fifo.path): not a regular file (a FIFO); refusing to read it; cannot copy it into the export"
         let error = #expect(throws: DroptraceError.self) { try export(model, to: exported) }
         #expect(error?.description == problem)
@@ -268,14 +269,15 @@ import Testing
     }
 
     /// Interrupted while it writes the export (Ctrl-C, kill, a closed
-    /// terminal), drop removes its staging directory and says so in one log
-    /// line (it ended silently), then ends by the signal.
+    /// terminal), drop removes its staging directory and the parent
+    /// directories it created for it, says so in one log line (it ended
+    /// silently), then ends by the signal.
     @Test(arguments: [SIGTERM, SIGINT])
     func anInterruptedExportIsRemovedAndSaidSo(signal number: Int32) throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("llama-f32", as: "model")
         try Data(count: 32 << 20).write(to: model.appendingPathComponent("notes-large.txt"))
-        let exported = scratch.path("export")
+        let exported = scratch.path("new/deeper/export")
         let process = Process()
         process.executableURL = DroptraceCommand.executable
         process.arguments = [
@@ -286,7 +288,7 @@ import Testing
         process.standardOutput = FileHandle.nullDevice
         process.standardError = errors
         try process.run()
-        let staging = scratch.path(TemporaryFileName.forTarget("export", pid: process.processIdentifier))
+        let staging = scratch.path("new/deeper/" + TemporaryFileName.forTarget("export", pid: process.processIdentifier))
         while access(staging.path, F_OK) != 0 && process.isRunning { usleep(100) }
         kill(process.processIdentifier, number)
         let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
