@@ -28,11 +28,11 @@ public struct ClusterLayout: Sendable {
     public var recordName: String { "submissions.json" }
     public var record: URL { slurmDirectory.appendingPathComponent(recordName) }
     public var store: URL { outDir.appendingPathComponent("scores.h5") }
-    public var partialsDirectory: URL { outDir.appendingPathComponent("partials") }
+    public var partialsDirectory: URL { outDir.appendingPathComponent(ShardPartials.directoryName) }
 
     /// The file `droptrace slurm task` writes for shard `shard` of `shards` of a checkpoint.
     public func partial(checkpoint: String, shard: Int, shards: Int) -> URL {
-        partialsDirectory.appendingPathComponent(checkpoint).appendingPathComponent("shard-\(shard)-of-\(shards).h5")
+        partialsDirectory.appendingPathComponent(checkpoint).appendingPathComponent(ShardPartials.fileName(index: shard, count: shards))
     }
 
     /// The finished shards waiting in `partials/` for a finalize job (by

@@ -13,7 +13,8 @@ import TensorEngine
 /// calibration set, the row's fingerprint that of the checkpoint's files,
 /// `precision` and `matrix_kernel` those the shard was scored with.
 public struct ShardPartials {
-    static let directoryName = "partials"
+    /// The directory under OUT_DIR that holds every checkpoint's partials.
+    public static let directoryName = "partials"
 
     let checkpoint: DiscoveredCheckpoint
     let output: URL
@@ -31,7 +32,10 @@ public struct ShardPartials {
         directory = output.appendingPathComponent(Self.directoryName).appendingPathComponent(checkpoint.name)
     }
 
-    static func fileName(_ shard: CalibrationShard) -> String { "shard-\(shard.index)-of-\(shard.count).h5" }
+    static func fileName(_ shard: CalibrationShard) -> String { fileName(index: shard.index, count: shard.count) }
+
+    /// The partial's file name of shard `index` of `count`.
+    public static func fileName(index: Int, count: Int) -> String { "shard-\(index)-of-\(count).h5" }
 
     func url(_ shard: CalibrationShard) -> URL { directory.appendingPathComponent(Self.fileName(shard)) }
 

@@ -143,6 +143,8 @@ public struct TaskAccuracyRecord: Sendable, Equatable {
                 "/\(root) holds \(names.count > 256 ? "\(names.count) groups" : "groups") that name no task (\(shown)): the file was changed by other software",
                 path: file.filePath)
         }
+        // Drop-k columns beyond the model's layers are refused (read once for every task).
+        let layers = try file.scalarAttribute(ScoreFileLayout.Attribute.numLayers, as: Int64.self)
         for name in names {
             let path = "\(root)/\(name)"
             guard try file.kind(of: path) == .group else {
@@ -180,7 +182,6 @@ public struct TaskAccuracyRecord: Sendable, Equatable {
             }
             for child in children {
                 guard let k = Names.dropK(fromOwn: child) else { continue }
-                let layers = try file.scalarAttribute(ScoreFileLayout.Attribute.numLayers, as: Int64.self)
                 guard k <= layers else {
                     throw DroptraceError("/\(path)/\(child) is for drop-\(k), which a model of \(layers) layers has not", path: file.filePath)
                 }
