@@ -29,7 +29,8 @@ public struct JSONParser {
     /// as the Trainer's trainer_state.json after a loss turned NaN. With
     /// `serde`, as Rust's serde_json reads files (the safetensors and
     /// tokenizers libraries): a lone surrogate escape (`"\ud800"`) is an
-    /// error, not U+FFFD, and `-0` is a float (-0.0), not the integer 0.
+    /// error, not U+FFFD, `-0` is a float (-0.0), not the integer 0, and a
+    /// number beyond float64 (`1e400`) is an error, not infinity.
     /// With `reader`, as that reader of the datasets library's json loader
     /// reads files (`DatasetsJSONReader`). An array of more than
     /// `arrayLimit` values is an error (formats whose arrays are small: a
@@ -293,6 +294,8 @@ public struct JSONParser {
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
         if isInteger, let integer = Int(text), !(serde && integer == 0 && bytes[start] == UInt8(ascii: "-")) { return integer }
         guard let real = Double(text) else { throw failure("invalid number") }
+        // serde_json refuses a literal beyond float64 (`1e400`, 400 digits) where Python reads ±inf.
+        if serde, !real.isFinite { position = start; throw failure("number out of range") }
         if !isInteger, !real.isFinite {
             if reader == .pyarrow { throw failure("number too big to be stored in a double") }
             if reader == .ujson { return JSONNull() }

@@ -67,6 +67,21 @@ import Tokenization
         #expect(errors.first?.contains("outside the model's vocabulary (vocab_size 512)") == true, "\(result.stderr)")
     }
 
+    /// A number beyond float64 in tokenizer.json: the tokenizers library
+    /// (serde_json) refuses the file, "number out of range"; it was read as
+    /// infinity and the model scored.
+    @Test func aNumberBeyondFloat64InTheTokenizerIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        let url = model.appendingPathComponent("tokenizer.json")
+        var text = try String(contentsOf: url, encoding: .utf8)
+        let opening = try #require(text.range(of: #""model": {"#))
+        text.insert(contentsOf: #""dropout_scale": 1e400, "#, at: opening.upperBound)
+        try Data(text.utf8).write(to: url)
+        try expectRefused(checkpoint: model, calibration: FixtureFiles.calibrationText, extra: ["--seq-len", "16", "--samples", "2"],
+                          naming: "tokenizer.json", mentioning: ["number out of range"], in: scratch)
+    }
+
     @Test func garbledConfig() throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("llama-f32")

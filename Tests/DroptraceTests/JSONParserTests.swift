@@ -58,6 +58,21 @@ import Testing
         #expect(try JSONParser.parse(Array("0".utf8), serde: true) as? Int == 0)
     }
 
+    /// serde_json (tokenizers 0.23) refuses a number beyond float64 — "number
+    /// out of range" for `1e400`, `-1e400` and a 400-digit integer — and reads
+    /// `1e308`, a 30-digit integer and `1.5e-400` (as 0); Python's json reads
+    /// ±inf and keeps the integer.
+    @Test func serdeRefusesNumbersBeyondFloat64() throws {
+        for text in ["1e400", "-1e400", String(repeating: "9", count: 400), #"{"dropout": 1e400}"#] {
+            let error = #expect(throws: JSONParser.Failure.self) { try JSONParser.parse(Array(text.utf8), serde: true) }
+            #expect(error?.reason == "number out of range", "\(text.prefix(20)): \(String(describing: error))")
+            #expect(throws: Never.self) { try JSONParser.parse(Array(text.utf8)) }
+        }
+        #expect(try JSONParser.parse(Array("1e308".utf8), serde: true) as? Double == 1e308)
+        #expect(try JSONParser.parse(Array("123456789012345678901234567890".utf8), serde: true) as? Double == 123456789012345678901234567890.0)
+        #expect(try JSONParser.parse(Array("1.5e-400".utf8), serde: true) as? Double == 0)
+    }
+
     /// The datasets library's two JSON readers (values checked against
     /// pyarrow 26 and datasets 5.2's ujson): pyarrow refuses a repeated key,
     /// a lone surrogate and 1e400 and takes NaN; ujson keeps a repeated key's
