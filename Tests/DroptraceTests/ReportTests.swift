@@ -238,6 +238,34 @@ extension ReportTests {
             }
             #expect(report.markdown.contains("| 149500 | 612,352,000 | step149500 |"))
         }
+
+        /// Past `Heatmap.maximumSide` rows or columns, adjacent cells merge
+        /// into their mean (NaN left out; a bin of NaN only stays grey): a
+        /// 4096-layer n-gap matrix, drawn cell by cell, was 143 MB of SVG.
+        @Test func heatmapsOfMoreCellsThanAScreenShowsMergeThem() throws {
+            let side = 2 * Heatmap.maximumSide + 1
+            var values = (0..<side).map { row in (0..<side).map { Double(row + $0) } }
+            values[0][0] = .nan
+            for row in side - 2..<side { for column in 0..<3 { values[row][column] = .nan } }
+            let heatmap = Heatmap(title: "n-gap", values: values, columnLabels: (1...side).map(String.init),
+                                  xTitle: "n", colorbarTitle: "d", marked: values.indices.map { row in values[row].indices.map { row == 5 && $0 == 7 } })
+            let merged = try #require(heatmap.binned())
+            // Bins of 3: 341 of them and a last one of 2 rows (columns).
+            #expect(merged.values.count == 342 && merged.values.allSatisfy { $0.count == 342 })
+            #expect(merged.values[0][0] == 18.0 / 8, "the mean of the 8 finite cells of 3 × 3")
+            #expect(merged.values[1][1] == 8)
+            #expect(merged.values[341][0].isNaN && merged.values[341][1] == 1023.5 + 4, "a bin of NaN only stays NaN")
+            #expect(merged.marked[1][2] && merged.marked.joined().filter { $0 }.count == 1)
+            #expect(merged.columnLabels[1] == "4" && merged.rowLabels?[1] == "3")
+            #expect(merged.binNote == "each cell the mean of 3 × 3 cells; ticks name a bin's first")
+            #expect(merged.binned() == nil)
+            let svg = heatmap.render()
+            #expect(svg == merged.render() && svg.utf8.count < 4_000_000)
+            #expect(SVGProbe.parse(Data(svg.utf8)).texts.contains("each cell the mean of 3 × 3 cells; ticks name a bin's first"))
+            var small = heatmap
+            (small.values, small.columnLabels, small.marked) = ([[1, 2]], ["a", "b"], [])
+            #expect(small.binned() == nil)
+        }
     }
 
     @Suite struct ContentTests {

@@ -19,8 +19,45 @@ struct Heatmap {
     var marked: [[Bool]] = []
     /// The dot's legend entry under the colour bar.
     var markLabel = ""
+    /// Row tick labels; nil: the row's index.
+    var rowLabels: [String]?
+    /// A line under the title saying how cells were merged (`binned()`).
+    var binNote: String?
 
     static let undefinedColour = "#c8c8c8"
+
+    /// At most this many cells a side are drawn: past it, runs of adjacent
+    /// rows (columns) are merged into bins of equal size (the last one
+    /// shorter), each cell the mean of the finite values it covers. A
+    /// screen shows no more, and a 4096-layer n-gap matrix drawn cell by cell
+    /// would be a 150 MB file.
+    static let maximumSide = 512
+
+    /// `count` indices in at most `maximumSide` runs of equal length (the last shorter).
+    static func bins(_ count: Int) -> [Range<Int>] {
+        let size = max(1, (count + maximumSide - 1) / maximumSide)
+        return stride(from: 0, to: count, by: size).map { $0..<min($0 + size, count) }
+    }
+
+    /// This heatmap with rows and columns merged by `bins`; nil when no side is too long.
+    func binned() -> Heatmap? {
+        let (rowBins, columnBins) = (Self.bins(values.count), Self.bins(columnLabels.count))
+        guard rowBins.count < values.count || columnBins.count < columnLabels.count else { return nil }
+        var merged = self
+        merged.values = rowBins.map { rows in
+            columnBins.map { columns in
+                let finite = rows.flatMap { row in columns.map { values[row][$0] } }.filter(\.isFinite)
+                return finite.isEmpty ? .nan : finite.reduce(0, +) / Double(finite.count)
+            }
+        }
+        merged.marked = marked.isEmpty ? [] : rowBins.map { rows in
+            columnBins.map { columns in rows.contains { row in columns.contains { marked[row][$0] } } }
+        }
+        merged.columnLabels = columnBins.map { columnLabels[$0.lowerBound] }
+        merged.rowLabels = rowBins.map { rowLabels?[$0.lowerBound] ?? String($0.lowerBound) }
+        merged.binNote = "each cell the mean of \(rowBins[0].count) × \(columnBins[0].count) cells; ticks name a bin's first"
+        return merged
+    }
 
     /// The colour range. A few extreme layers (often layer 0, or the last
     /// MLP) can be many times more important than the rest; on a plain
@@ -40,6 +77,7 @@ struct Heatmap {
     }
 
     func render() -> String {
+        if let merged = binned() { return merged.render() }
         let layers = values.count
         let checkpoints = columnLabels.count
         let cellWidth = min(60, max(2, 720 / Double(max(1, checkpoints))))
@@ -53,6 +91,7 @@ struct Heatmap {
 
         var svg = SVGDocument(width: width, height: height, title: title)
         svg.add(SVG.text(title, x: left, y: 26, size: 15, weight: "bold"))
+        if let binNote { svg.add(SVG.text(binNote, x: left, y: 40, size: 11)) }
 
         let (lo, hi, clipped) = Self.colourRange(values.flatMap { $0 })
         // Cells are drawn in cell units (one unit = one cell, scaled by the
@@ -89,7 +128,7 @@ struct Heatmap {
         for layer in stride(from: 0, to: layers, by: layerEvery) {
             let y = top + (Double(layer) + 0.5) * cellHeight
             svg.add(SVG.line(x1: left - 4, y1: y, x2: left, y2: y, stroke: "#444444"))
-            svg.add(SVG.text(String(layer), x: left - 7, y: y, size: 11, anchor: .end, middle: true))
+            svg.add(SVG.text(rowLabels?[layer] ?? String(layer), x: left - 7, y: y, size: 11, anchor: .end, middle: true))
         }
         svg.add(SVG.text(yTitle, x: 18, y: top + plotHeight / 2, size: 13, anchor: .middle, middle: true,
                          rotate: -90))
