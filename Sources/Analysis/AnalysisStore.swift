@@ -92,6 +92,11 @@ extension SeriesAnalysis {
             throw DroptraceError("/\(AnalysisLayout.group) attribute \(Names.verdictCriteria) is not valid criteria "
                                     + "JSON: \(SystemError.summary(of: error))", path: path)
         }
+        if let criterion = criteria.first(where: { $0.implausibility != nil }) {
+            throw DroptraceError("/\(AnalysisLayout.group) attribute \(Names.verdictCriteria): criterion "
+                                    + "'\(SystemError.oneLine(String(criterion.id.prefix(40))))' \(criterion.implausibility!), "
+                                    + "where no run puts it: the file was changed by other software", path: path)
+        }
         let verdict = Verdict(
             outcome: outcome, k: Int(try root.scalarAttribute(Names.verdictK, as: Int64.self)),
             criteria: criteria, reason: try root.stringAttribute(Names.verdictReason))

@@ -353,6 +353,19 @@ public struct VerdictCriterion: Sendable, Equatable, Codable {
     /// Whether `value` meets the threshold; false when it is NaN.
     public var passed: Bool { meets(value) }
 
+    /// What no run stores, nil when nothing: every criterion measures a
+    /// fraction, so a value or interval end outside [0, 1], or an interval
+    /// whose low end lies above its high end.
+    var implausibility: String? {
+        let fraction = { (x: Double) in x.isNaN || (0...1).contains(x) }
+        if !fraction(value) { return "value \(value) is outside [0, 1]" }
+        guard let interval else { return nil }
+        if !fraction(interval.low) || !fraction(interval.high) || interval.low > interval.high {
+            return "interval [\(interval.low), \(interval.high)] is not a part of [0, 1]"
+        }
+        return nil
+    }
+
     /// pass / fail / inconclusive / n/a, as the report shows it.
     public enum Status: String, Sendable, Codable {
         case pass, fail, inconclusive

@@ -66,7 +66,7 @@ public struct ShardPartials {
     /// - Throws: `DroptraceError` naming the partial's file.
     func read(_ shard: CalibrationShard, calibration: CalibrationPlan, precision: Precision) throws -> ScoreFile {
         let url = url(shard)
-        let file = try ScoreFile.read(from: url)
+        let file = try ScoreFile.readPartial(from: url)
         func refuse(_ problem: String) -> DroptraceError {
             DroptraceError("\(problem); run its `droptrace slurm task` again", path: url.path)
         }
@@ -185,7 +185,7 @@ extension ShardPartials {
     /// merely exists counted as done for good.
     public static func staleness(of url: URL, checkpoint name: String, fingerprint: String) -> String? {
         do {
-            let file = try ScoreFile.read(from: url)
+            let file = try ScoreFile.readPartial(from: url)
             guard file.rows.count == 1, let row = file.rows.first, row.name == name else {
                 return "holds another checkpoint's scores"
             }

@@ -487,6 +487,14 @@ public final class TraceRun {
                 "was scored with other calibration tokens (sha256 \(store.metadata.calibrationSHA256.prefix(12))…, now \(calibration.sha256.prefix(12))…); \(advice)",
                 path: options.storeURL.path)
         }
+        // The same hash with other windows: rows edited (or the attribute) by other software.
+        if let row = store.rows.first(where: { $0.sums.map { $0.tokens != calibration.sequenceLengths } ?? false }) {
+            throw DroptraceError(
+                "holds checkpoint '\(SystemError.oneLine(row.name))' scored on \(row.sums!.tokens.count) sequences of \(row.sums!.tokens.reduce(0, +)) tokens, "
+                    + "but its calibration (the same sha256) has \(calibration.sequenceLengths.count) of \(calibration.sequenceLengths.reduce(0, +)): "
+                    + "the file was changed by other software; \(advice)",
+                path: options.storeURL.path)
+        }
         if store.metadata.droptraceVersion != DroptraceVersion.string {
             throw DroptraceError(
                 "was scored by droptrace \(store.metadata.droptraceVersion), this is \(DroptraceVersion.string); \(advice)",

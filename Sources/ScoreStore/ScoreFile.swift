@@ -192,10 +192,19 @@ public struct ScoreFile: Sendable, Equatable {
         self.rows = rows
     }
 
-    /// Reads and validates a score file: every dataset and attribute must be
+    /// Reads and validates a store: every dataset and attribute must be
     /// present with the right kind of values and shapes that agree.
+    /// - Throws: `DroptraceError` naming the file; also for a calibration
+    ///   shard's partial result (root attributes `shard_index`,
+    ///   `shard_count`), which holds part of a row, not a store's rows.
     public static func read(from url: URL) throws -> ScoreFile {
-        try ScoreFileReader.read(path: url.path)
+        try ScoreFileReader.read(path: url.path, partial: false)
+    }
+
+    /// Reads and validates a calibration shard's partial result (written by
+    /// `droptrace slurm task`), checked as `read(from:)` checks a store.
+    public static func readPartial(from url: URL) throws -> ScoreFile {
+        try ScoreFileReader.read(path: url.path, partial: true)
     }
 
     /// Whether `other` holds the run these rows hold, as a copy of the

@@ -3,11 +3,17 @@ import DroptraceSupport
 /// Reads a score file, checking the layout as it goes so that a wrong file
 /// gives one clear line instead of a crash or a misaligned table.
 enum ScoreFileReader {
-    static func read(path: String) throws -> ScoreFile {
+    /// Reads a store, or with `partial` a calibration shard's partial result.
+    static func read(path: String, partial: Bool) throws -> ScoreFile {
         let file = try HDF5File.open(at: path)
         defer { try? file.close() }
 
         let metadata = try readMetadata(file)
+        if !partial, let shard = metadata.shard {
+            throw DroptraceError(
+                "is the partial result of calibration \(shard) written by `droptrace slurm task`, not a store; "
+                    + "`droptrace slurm finalize` merges a checkpoint's partials into the store", path: path)
+        }
         let layers = metadata.numLayers
 
         let namesDataset = try dataset(ScoreFileLayout.checkpointNames, in: file, holding: .strings)
@@ -67,6 +73,13 @@ enum ScoreFileReader {
                 fingerprint: fingerprints[index], sums: sums[index], angularDistance: angularDistances[index])
         }
         if let problem = rows.lazy.compactMap({ outOfRange($0) ?? disagreement($0) }).first { throw DroptraceError(problem, path: path) }
+        // A store's rows each scored every calibration token (a partial, its shard's share).
+        if !partial, let row = rows.first(where: { $0.sums.map { Int64($0.tokens.reduce(0, +)) != metadata.calibrationTokens } ?? false }) {
+            throw DroptraceError(
+                "/\(ScoreFileLayout.PerSequence.tokens) of checkpoint '\(SystemError.oneLine(row.name))' counts \(row.sums!.tokens.reduce(0, +)) tokens, "
+                    + "but root attribute \(ScoreFileLayout.Attribute.calibrationTokens) is \(metadata.calibrationTokens): the file was changed by other software",
+                path: path)
+        }
         return ScoreFile(metadata: metadata, rows: rows)
     }
 

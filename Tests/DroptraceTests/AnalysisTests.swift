@@ -78,7 +78,8 @@ enum AnalysisFixtures {
         ScoreFile(
             metadata: ScoreFileMetadata(
                 modelType: "llama", numLayers: rows[0].attention.count,
-                calibrationSHA256: String(repeating: "0123456789abcdef", count: 4), calibrationTokens: 65_536,
+                calibrationSHA256: String(repeating: "0123456789abcdef", count: 4),
+                calibrationTokens: Int64(rows.lazy.compactMap(\.sums).first?.tokens.reduce(0, +) ?? 65_536),
                 droptraceVersion: DroptraceVersion.string),
             rows: rows)
     }

@@ -321,10 +321,10 @@ import Testing
         let bf16 = try SlurmStepsTests.Series.pipeline(in: series.scratch, output: "out", name: "bf16.yaml", extra: "precision: bf16\n")
         var result = try series.task(10, 0, of: 2, pipeline: bf16)
         try #require(result.status == 0, "\(result.stderr)")
-        #expect(try ScoreFile.read(from: series.partial(10, 0, of: 2)).metadata.precision == "bf16")
+        #expect(try ScoreFile.readPartial(from: series.partial(10, 0, of: 2)).metadata.precision == "bf16")
         result = try series.task(10, 1, of: 2)
         try #require(result.status == 0, "\(result.stderr)")
-        #expect(try ScoreFile.read(from: series.partial(10, 1, of: 2)).metadata.precision == "f32")
+        #expect(try ScoreFile.readPartial(from: series.partial(10, 1, of: 2)).metadata.precision == "f32")
 
         // The f32 pipeline's finalize refuses the bf16 shard, naming it; nothing is stored.
         result = try series.finalize()
@@ -335,7 +335,7 @@ import Testing
         // A task of the f32 pipeline scores that shard again instead of keeping it.
         result = try series.task(10, 0, of: 2)
         try #require(result.status == 0, "\(result.stderr)")
-        #expect(try ScoreFile.read(from: series.partial(10, 0, of: 2)).metadata.precision == "f32")
+        #expect(try ScoreFile.readPartial(from: series.partial(10, 0, of: 2)).metadata.precision == "f32")
         result = try series.finalize()
         try #require(result.status == 0, "\(result.stderr)")
         #expect(try ScoreFile.read(from: series.store).metadata.precision == "f32")

@@ -106,7 +106,8 @@ import Testing
         let scratch = try ScratchDirectory()
         let scores = try Self.scorer().score(FixtureFiles.jsonlSequences(), calibrationPath: "fixture")
         let metadata = ScoreFileMetadata(
-            modelType: "llama", numLayers: scores.layerCount, calibrationSHA256: String(repeating: "0123456789abcdef", count: 4), calibrationTokens: 1, droptraceVersion: "t")
+            modelType: "llama", numLayers: scores.layerCount, calibrationSHA256: String(repeating: "0123456789abcdef", count: 4),
+            calibrationTokens: Int64(try #require(scores.sums).tokens.reduce(0, +)), droptraceVersion: "t")
         let withSums = CheckpointRow(scores: scores, name: "step1", step: 1, tokens: -1)
         // A row stored before sums existed stays without them.
         var without = CheckpointRow(scores: scores, name: "step2", step: 2, tokens: -1)
@@ -139,7 +140,8 @@ import Testing
         let scratch = try ScratchDirectory()
         let scores = try Self.scorer().score(FixtureFiles.jsonlSequences(), calibrationPath: "fixture")
         let metadata = ScoreFileMetadata(
-            modelType: "llama", numLayers: scores.layerCount, calibrationSHA256: String(repeating: "0123456789abcdef", count: 4), calibrationTokens: 1, droptraceVersion: "t")
+            modelType: "llama", numLayers: scores.layerCount, calibrationSHA256: String(repeating: "0123456789abcdef", count: 4),
+            calibrationTokens: Int64(try #require(scores.sums).tokens.reduce(0, +)), droptraceVersion: "t")
         let url = scratch.path("s.h5")
         let sequences = FixtureFiles.jsonlSequences().count
         let edits: [(String, (HDF5File) throws -> Void)] = [

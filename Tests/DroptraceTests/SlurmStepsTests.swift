@@ -117,7 +117,7 @@ import Glibc
         try #require(result.status == 0, "\(result.stderr)")
         let partial = series.partial(10, 1, of: 2)
         let before = try FileManager.default.attributesOfItem(atPath: partial.path)
-        let written = try ScoreFile.read(from: partial)
+        let written = try ScoreFile.readPartial(from: partial)
         #expect(written.metadata.shard == (try CalibrationShard(index: 1, count: 2)))
         #expect(written.rows.count == 1 && written.rows[0].sums?.sequenceCount == 2)
 
@@ -185,7 +185,7 @@ import Glibc
             } else {
                 // Finished before the signal came: then the partial is whole.
                 #expect(process.terminationStatus == 0, "\(String(decoding: stderr, as: UTF8.self))")
-                #expect(throws: Never.self) { try ScoreFile.read(from: partial) }
+                #expect(throws: Never.self) { try ScoreFile.readPartial(from: partial) }
                 #expect(leftovers == [partial.lastPathComponent])
                 try FileManager.default.removeItem(at: partial)
             }
@@ -251,7 +251,7 @@ import Glibc
         try series.runTasks([30], shards: 2)
         let partial = series.partial(30, 0, of: 2)
         let original = try Data(contentsOf: partial)
-        let good = try ScoreFile.read(from: partial)
+        let good = try ScoreFile.readPartial(from: partial)
 
         var otherTokens = good
         otherTokens.metadata.calibrationSHA256 = String(repeating: "0", count: 64)

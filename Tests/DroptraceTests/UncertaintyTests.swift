@@ -28,7 +28,8 @@ struct SyntheticSums {
 
     /// - Parameters:
     ///   - truth: module → [L] true mean cosine of that checkpoint.
-    ///   - tokenRange: token counts drawn uniformly from it.
+    ///   - tokenRange: token counts spread over it, the same at every
+    ///     checkpoint (one calibration set scores them all).
     ///   - mirror: layers (a, b) made level in the sample and under
     ///     resampling: b's cosine per sequence is 2m − a's, m being a's mean
     ///     over the sample, so any resample's means of a and b are
@@ -36,8 +37,9 @@ struct SyntheticSums {
     mutating func checkpoint(truth: [ModuleKind: [Double]], sequences: Int, noise: Double, shared: Double = 0,
                              tokenRange: ClosedRange<Int> = 128...128, mirror: (Int, Int)? = nil) -> SequenceSums {
         let layers = truth[.attention]!.count
-        let tokens = (0..<sequences).map { _ in
-            tokenRange.lowerBound + Int(uniform() * Double(tokenRange.count)) % tokenRange.count
+        let tokens = (0..<sequences).map { sequence in
+            _ = uniform()  // the draw that once picked the count, kept so the noise that follows stays the same
+            return tokenRange.lowerBound + (sequence * 7919) % tokenRange.count
         }
         let effect = (0..<sequences).map { _ in shared * normal() }
         var sums = SequenceSums(tokens: tokens, layers: layers)
