@@ -257,11 +257,11 @@ extension ReportTests {
             #expect(merged.values[341][0].isNaN && merged.values[341][1] == 1023.5 + 4, "a bin of NaN only stays NaN")
             #expect(merged.marked[1][2] && merged.marked.joined().filter { $0 }.count == 1)
             #expect(merged.columnLabels[1] == "4" && merged.rowLabels?[1] == "3")
-            #expect(merged.binNote == "each cell the mean of 3 × 3 cells; ticks name a bin's first")
+            #expect(merged.binNote == "each cell the mean of 3 × 3 cells (a tick labels the first of them)")
             #expect(merged.binned() == nil)
             let svg = heatmap.render()
             #expect(svg == merged.render() && svg.utf8.count < 4_000_000)
-            #expect(SVGProbe.parse(Data(svg.utf8)).texts.contains("each cell the mean of 3 × 3 cells; ticks name a bin's first"))
+            #expect(SVGProbe.parse(Data(svg.utf8)).texts.contains("each cell the mean of 3 × 3 cells (a tick labels the first of them)"))
             var small = heatmap
             (small.values, small.columnLabels, small.marked) = ([[1, 2]], ["a", "b"], [])
             #expect(small.binned() == nil)

@@ -55,7 +55,7 @@ struct Heatmap {
         }
         merged.columnLabels = columnBins.map { columnLabels[$0.lowerBound] }
         merged.rowLabels = rowBins.map { rowLabels?[$0.lowerBound] ?? String($0.lowerBound) }
-        merged.binNote = "each cell the mean of \(rowBins[0].count) × \(columnBins[0].count) cells; ticks name a bin's first"
+        merged.binNote = "each cell the mean of \(rowBins[0].count) × \(columnBins[0].count) cells (a tick labels the first of them)"
         return merged
     }
 
