@@ -1,5 +1,6 @@
 import DroptraceSupport
 import Foundation
+import ScoreStore
 
 /// What `droptrace slurm submit` submitted for an output directory
 /// (OUT_DIR/slurm/submissions.json), rewritten atomically after every
@@ -51,6 +52,11 @@ public struct SubmissionRecord: Codable, Sendable, Equatable {
             guard record.version == 1 else {
                 throw DroptraceError("is a record of version \(record.version); this droptrace reads version 1", path: path)
             }
+            if let problem = record.problem {
+                throw DroptraceError(
+                    "is not a droptrace submission record (\(problem)); move it away once no droptrace job of this directory is queued",
+                    path: path)
+            }
             return record
         } catch let error as DroptraceError {
             throw error
@@ -59,6 +65,34 @@ public struct SubmissionRecord: Codable, Sendable, Equatable {
                 "is not a droptrace submission record (\(SystemError.oneLine("\(error)"))); move it away once no droptrace job of this directory is queued",
                 path: path)
         }
+    }
+
+    /// What no submit records, nil when nothing: a submission directory
+    /// that is not a plain name inside the Slurm directory, a job id that
+    /// is not positive, a unit whose checkpoint is not a directory name,
+    /// whose directory is not an absolute path on one line, or whose shard
+    /// is no calibration shard.
+    var problem: String? {
+        func isPlainName(_ name: String) -> Bool {
+            ScoreFileMetadata.isOneLine(name, atMost: 255) && !name.contains("/") && name != "." && name != ".."
+        }
+        for submission in submissions {
+            let id = SystemError.oneLine(String(submission.id.prefix(40)))
+            guard isPlainName(submission.id) else { return "submission '\(id)' names no directory of its own" }
+            let jobs = submission.arrays.map(\.jobID) + (submission.finalizeJob.map { [$0] } ?? []) + (submission.deferredFinalizeJobs ?? [])
+            if let job = jobs.first(where: { $0 < 1 }) { return "submission '\(id)' records job id \(job)" }
+            for unit in submission.arrays.flatMap(\.units) {
+                let name = SystemError.oneLine(String(unit.checkpoint.prefix(40)))
+                guard isPlainName(unit.checkpoint) else { return "submission '\(id)' records checkpoint '\(name)', not a directory name" }
+                guard unit.directory.hasPrefix("/"), ScoreFileMetadata.isOneLine(unit.directory, atMost: 4096) else {
+                    return "submission '\(id)' records checkpoint '\(name)' at a directory that is not an absolute path on one line"
+                }
+                if (try? CalibrationShard(index: unit.shard, count: unit.shards)) == nil {
+                    return "submission '\(id)' records checkpoint '\(name)' shard \(unit.shard) of \(unit.shards)"
+                }
+            }
+        }
+        return nil
     }
 
     /// Replaces the record file atomically.

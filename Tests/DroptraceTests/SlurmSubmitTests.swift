@@ -219,13 +219,23 @@ import Testing
         let slurm = out.appendingPathComponent("slurm")
         try FileManager.default.createDirectory(at: slurm, withIntermediateDirectories: true)
         let record = slurm.appendingPathComponent("submissions.json")
-        for damaged in ["{\"version\": 1, \"submissions\": [{\"id\": 3}]}", "\u{0}\u{1}not json", "{\"version\": 2, \"submissions\": []}"] {
+        // Well-formed records of what no submit records: `status` trapped on shard 2⁶³ − 1 (printed as shard + 1).
+        func crafted(id: String = "20261203T184030Z", job: Int = 5, checkpoint: String = "checkpoint-10", shard: Int = 0, shards: Int = 1) -> String {
+            #"{"version": 1, "submissions": [{"id": "\#(id)", "submitted": "2026-12-03T18:40:30Z", "pipeline": "\#(pipeline.path)", "arrays": "#
+                + #"[{"jobID": \#(job), "units": [{"checkpoint": "\#(checkpoint)", "directory": "/series/\#(checkpoint)", "#
+                + #""shard": \#(shard), "shards": \#(shards), "fingerprint": ""}]}], "finalizeJob": 6}]}"#
+        }
+        let implausible = [crafted(shard: Int.max, shards: 0), crafted(shard: 2, shards: 2), crafted(id: "../../x"), crafted(id: ".."),
+                           crafted(job: 0), crafted(checkpoint: "a/b"), crafted(checkpoint: "..")]
+        for damaged in ["{\"version\": 1, \"submissions\": [{\"id\": 3}]}", "\u{0}\u{1}not json", "{\"version\": 2, \"submissions\": []}"] + implausible {
             try Data(damaged.utf8).write(to: record)
             for arguments in [["slurm", "submit", pipeline.path, "--dry-run"], ["slurm", "status", out.path]] {
                 let result = try DroptraceCommand.run(arguments)
                 #expect(result.status == 1, "\(arguments)")
                 #expect(result.stderr.contains("\(record.path): "), "\(result.stderr)")
                 #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+                #expect(!implausible.contains(damaged) || result.stderr.contains("is not a droptrace submission record (submission '"),
+                        "\(result.stderr)")
             }
             #expect(try Data(contentsOf: record) == Data(damaged.utf8), "the record is left as it was")
             #expect(try FileManager.default.contentsOfDirectory(atPath: slurm.path).filter { !$0.hasPrefix(".") } == ["submissions.json"])
