@@ -52,8 +52,8 @@ public struct TaskRequest: Sendable, Equatable {
             throw failure("unknown task \(name.debugDescription) (supported: \(Self.supportedNames.joined(separator: ", ")))")
         }
         func url(_ path: Substring) -> URL {
-            if path.hasPrefix("/") || base == nil { return URL(fileURLWithPath: String(path)) }
-            return (base?.appendingPathComponent(String(path)) ?? URL(fileURLWithPath: String(path))).standardizedFileURL
+            guard let base, !path.hasPrefix("/") else { return URL(commandLinePath: String(path)) }
+            return base.appendingPathComponent(String(path)).standardizedFileURL
         }
         // Paths may hold commas: the first reading whose files all exist — the whole as one file, else
         // split at one comma, leftmost first — else the split at every comma (whose error names the file).

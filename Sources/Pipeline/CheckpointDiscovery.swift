@@ -452,7 +452,8 @@ public enum CheckpointDiscovery {
             if DirectoryIdentity(directory) == identity {
                 return "a symbolic link named like a checkpoint that leads back to \(directory.path)\(target), not to a checkpoint"
             }
-            guard directory.path != "/" else { return nil }
+            // Up to "/" (a relative path's parents would never reach it).
+            guard directory.path != "/", directory.path.hasPrefix("/") else { return nil }
             directory = directory.deletingLastPathComponent().standardizedFileURL
         }
     }

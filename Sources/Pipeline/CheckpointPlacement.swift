@@ -41,12 +41,12 @@ enum CheckpointPlacement {
             let entry = resolved.dropFirst(directory.count + 1).prefix { $0 != "/" }
             if CheckpointName.parse(String(entry)) != nil { throw refusal(URL(fileURLWithPath: directory).appendingPathComponent(String(entry))) }
         }
-        var directory = URL(fileURLWithPath: ResolvedPath.of(output))
-        while directory.path != "/" {
-            if CheckpointName.parse(directory.lastPathComponent) != nil && !CheckpointLayout.holdsNoWeights(directory) {
-                throw refusal(directory)
-            }
-            directory.deleteLastPathComponent()
+        // Each ancestor, by the components of the path: a URL's parents never reach "/" from a relative path.
+        var components = resolved.split(separator: "/")
+        while let last = components.last {
+            let directory = URL(fileURLWithPath: "/" + components.joined(separator: "/"))
+            if CheckpointName.parse(String(last)) != nil && !CheckpointLayout.holdsNoWeights(directory) { throw refusal(directory) }
+            components.removeLast()
         }
     }
 }

@@ -31,7 +31,7 @@ struct CalibrationOptions: ParsableArguments {
 
     /// Another text or JSONL file (`--eval`) cut and tokenised as the calibration is.
     func textSource(_ path: String) -> CalibrationSource {
-        CalibrationSource(url: URL(fileURLWithPath: path), seqLen: seqLen, samples: samples, tokenizer: tokenizer.directory)
+        CalibrationSource(url: URL(commandLinePath: path), seqLen: seqLen, samples: samples, tokenizer: tokenizer.directory)
     }
 }
 
@@ -46,7 +46,7 @@ struct TokenizerOption: ParsableArguments {
         if path?.isEmpty == true { throw ValidationError("--tokenizer must name a directory") }
     }
 
-    var directory: URL? { path.map { URL(fileURLWithPath: $0, isDirectory: true) } }
+    var directory: URL? { path.map { URL(commandLinePath: $0) } }
 }
 
 /// Compute options.

@@ -39,7 +39,7 @@ struct CompareCommand: ParsableCommand {
     func run() throws {
         try runLocked { log in
             let report = try CompareRuns.run(
-                stores: stores.map { URL(fileURLWithPath: $0) }, output: URL(fileURLWithPath: output), title: title)
+                stores: stores.map { URL(commandLinePath: $0) }, output: URL(commandLinePath: output), title: title)
             log.info("report: \(report.path)")
         }
     }

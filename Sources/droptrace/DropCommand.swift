@@ -112,7 +112,7 @@ struct DropCommand: ParsableCommand {
             throw ValidationError("--export-mergekit names a directory (it ends in /); give the YAML file's path")
         }
         if let problem = DropRequest.exportPathsProblem(
-            export: export.map { URL(fileURLWithPath: $0) }, exportMergekit: exportMergekit.map { URL(fileURLWithPath: $0) }) {
+            export: export.map { URL(commandLinePath: $0) }, exportMergekit: exportMergekit.map { URL(commandLinePath: $0) }) {
             throw ValidationError(problem)
         }
         if let problem = DropRequest.optionProblem(
@@ -132,15 +132,15 @@ struct DropCommand: ParsableCommand {
             try engine.apply()
             precision.apply()
             var request = DropRequest(
-                checkpoint: URL(fileURLWithPath: checkpoint), target: target, count: count, calibration: calibration.source)
+                checkpoint: URL(commandLinePath: checkpoint), target: target, count: count, calibration: calibration.source)
             request.iterative = iterative
             request.consecutive = consecutive
             request.blockMetric = blockMetric
             request.evaluation = eval.map(calibration.textSource)
             request.tasks = try tasks.map { try TaskRequest(argument: $0) }
             request.numFewshot = numFewshot
-            request.export = export.map { URL(fileURLWithPath: $0) }
-            request.exportMergekit = exportMergekit.map { URL(fileURLWithPath: $0) }
+            request.export = export.map { URL(commandLinePath: $0) }
+            request.exportMergekit = exportMergekit.map { URL(commandLinePath: $0) }
             request.speed.policy.budgetSeconds = speedBudget
             request.speed.policy.maxRounds = speedMaxRounds
             let result: DropResult

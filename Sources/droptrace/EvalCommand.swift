@@ -73,7 +73,7 @@ struct EvalCommand: ParsableCommand {
                 attention: LayerList.union(dropAttention), mlp: LayerList.union(dropMlp), blocks: LayerList.union(dropBlocks))
             let progress = ProgressBar(label: "eval")
             let result = try EvaluationRun.run(
-                checkpoint: URL(fileURLWithPath: checkpoint), suite: suite, plan: plan, tokenizer: tokenizer.directory,
+                checkpoint: URL(commandLinePath: checkpoint), suite: suite, plan: plan, tokenizer: tokenizer.directory,
                 warn: { log.warning("\($0)") }, progress: progress.update)
             progress.finished()
             log.info("evaluated in \(precision.summary)")

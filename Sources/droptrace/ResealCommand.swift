@@ -34,7 +34,7 @@ struct ResealCommand: ParsableCommand {
 
     func run() throws {
         try runLocked { log in
-            let (store, resealed) = try StoreReseal.run(URL(fileURLWithPath: target))
+            let (store, resealed) = try StoreReseal.run(URL(commandLinePath: target))
             log.info(resealed ? "resealed \(store.path)" : "\(store.path) has no checksum to renew: it is read as it is")
         }
     }

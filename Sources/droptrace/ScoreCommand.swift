@@ -67,8 +67,8 @@ struct ScoreCommand: ParsableCommand {
         try runLocked { log in
             try engine.apply()
             precision.apply()
-            try ScoreFile.checkOneCheckpointOutput(URL(fileURLWithPath: output))
-            let location = URL(fileURLWithPath: checkpoint)
+            try ScoreFile.checkOneCheckpointOutput(URL(commandLinePath: output))
+            let location = URL(commandLinePath: checkpoint)
             let home = CheckpointLayout.home(of: location)
             let name = CheckpointDiscovery.rowName(of: home)
             let place = try CheckpointDiscovery.trainingPlace(
@@ -87,7 +87,7 @@ struct ScoreCommand: ParsableCommand {
             // Again: a trace may have written its store there while this one was scored. In a trace's
             // output directory, under its lock (a trace writing there now holds it: exit 75), and only
             // over the file as checked.
-            let outputURL = URL(fileURLWithPath: output)
+            let outputURL = URL(commandLinePath: output)
             let lock = try RunLock.ofOutputDirectory(outputURL.deletingLastPathComponent())
             defer { withExtendedLifetime(lock) {} }
             let version = FileVersion.current(output)

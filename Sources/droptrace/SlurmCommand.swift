@@ -88,7 +88,7 @@ struct SlurmSubmitCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors { log in
             var submit = try SlurmSubmit(
-                pipeline: URL(fileURLWithPath: pipeline), overrides: overrides, executable: Self.executable)
+                pipeline: URL(commandLinePath: pipeline), overrides: overrides, executable: Self.executable)
             submit.dryRun = dryRun
             let result: SlurmSubmit.Result
             do { result = try submit.run(log: log) } catch let held as RunLock.Held {
@@ -151,7 +151,7 @@ struct SlurmStatusCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { _ in
-            let status = try SlurmStatus(outDir: URL(fileURLWithPath: outDir))
+            let status = try SlurmStatus(outDir: URL(commandLinePath: outDir))
             print(json ? status.json : status.table, terminator: "")
         }
     }
@@ -204,12 +204,12 @@ struct SlurmTaskCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors { log in
             try engine.apply()
-            let url = URL(fileURLWithPath: pipeline)
+            let url = URL(commandLinePath: pipeline)
             let options = try PipelineFile.load(url).options(relativeTo: url.deletingLastPathComponent(), force: false)
             EnginePrecision.set(options.precision)
             let progress = ProgressBar(label: "shard \(shard)/\(shards)")
             _ = try TraceRun(options: options, log: log).scoreShard(
-                checkpoint: URL(fileURLWithPath: checkpoint), shard: try CalibrationShard(index: shard, count: shards),
+                checkpoint: URL(commandLinePath: checkpoint), shard: try CalibrationShard(index: shard, count: shards),
                 progress: progress.update)
             progress.finished()
         }
@@ -253,7 +253,7 @@ struct SlurmFinalizeCommand: ParsableCommand {
         var options: TraceOptions?
         var decision = FinalizeDeferral.Decision.proceed()
         try runReportingErrors { log in
-            let url = URL(fileURLWithPath: pipeline)
+            let url = URL(commandLinePath: pipeline)
             options = try PipelineFile.load(url).options(relativeTo: url.deletingLastPathComponent(), force: false)
             guard let job = ProcessInfo.processInfo.environment["SLURM_JOB_ID"].flatMap({ Int($0) }) else { return }
             decision = try FinalizeDeferral(layout: ClusterLayout(outDir: options!.output)).decide(job: job, log: log)

@@ -86,8 +86,8 @@ struct TraceCommand: ParsableCommand {
 
     func run() throws {
         var options = TraceOptions(
-            checkpoints: .series(URL(fileURLWithPath: seriesDir)), calibration: calibration.source,
-            output: URL(fileURLWithPath: output), dropK: dropK.isEmpty ? nil : dropK, force: force, title: title,
+            checkpoints: .series(URL(commandLinePath: seriesDir)), calibration: calibration.source,
+            output: URL(commandLinePath: output), dropK: dropK.isEmpty ? nil : dropK, force: force, title: title,
             evaluation: eval.map(calibration.textSource))
         options.settleTime = settleMinutes * 60
         options.numFewshot = numFewshot
@@ -126,7 +126,7 @@ struct RunCommand: ParsableCommand {
     @OptionGroup var engine: EngineOptions
 
     func run() throws {
-        let url = URL(fileURLWithPath: pipeline)
+        let url = URL(commandLinePath: pipeline)
         var document: PipelineDocument?
         try runReportingErrors { _ in document = try PipelineDocument.load(url) }
         switch document {
@@ -169,7 +169,7 @@ struct ReportCommand: ParsableCommand {
 
     func run() throws {
         try runLocked { log in
-            let report = try ReportRebuild.run(outDir: URL(fileURLWithPath: outDir), title: title)
+            let report = try ReportRebuild.run(outDir: URL(commandLinePath: outDir), title: title)
             log.info("report: \(report.path)")
         }
     }
