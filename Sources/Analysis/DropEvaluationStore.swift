@@ -123,7 +123,7 @@ public struct DropEvaluation: Equatable, Sendable {
         }
         // Values without another checkpoint's sets than the final row's are not the final's (a store
         // from before runs without --eval settled them, or edited): read as not measured.
-        if !evaluation.finalCheckpoint.isEmpty, let last = rows.last?.name, last != evaluation.finalCheckpoint {
+        if let last = rows.last?.name, last != evaluation.finalCheckpoint {
             evaluation.settleFinal(last)
         }
         return evaluation

@@ -163,6 +163,12 @@ public struct TaskAccuracyRecord: Sendable, Equatable {
             where !ScoreFileMetadata.isDigest(value) && !(attribute == Names.fewshotSHA256 && value.isEmpty) {
                 throw DroptraceError("/\(path) attribute \(attribute) is not 64 lowercase hex digits", path: file.filePath)
             }
+            // Few-shot examples come from a few-shot file (the evaluation file never lends them).
+            if settings.numFewshot > 0, settings.fewshotSHA256.isEmpty {
+                throw DroptraceError(
+                    "/\(path) attribute \(Names.numFewshot) is \(numFewshot) with no few-shot file (\(Names.fewshotSHA256) empty), "
+                        + "which no evaluation runs: the file was changed by other software", path: file.filePath)
+            }
             func column(_ dataset: String) throws -> [Double] {
                 try group.measurements(dataset, count: rows.count, groupPath: path, expected: "an accuracy in 0...1") { (0...1).contains($0) }
             }

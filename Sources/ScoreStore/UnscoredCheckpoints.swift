@@ -68,8 +68,15 @@ public struct UnscoredCheckpoints: Sendable, Equatable {
                 lists.append([])
                 continue
             }
-            let names = try file.dataset("\(group)/name").readStrings()
-            let reasons = try file.dataset("\(group)/\(reason)").readStrings()
+            func list(_ dataset: String) throws -> [String] {
+                let strings = try file.dataset("\(group)/\(dataset)")
+                guard strings.shape.count == 1 else {
+                    throw DroptraceError("/\(group)/\(dataset) has shape \(strings.shape), not a list: the file was changed by other software",
+                                         path: file.filePath)
+                }
+                return try strings.readStrings()
+            }
+            let (names, reasons) = (try list("name"), try list(reason))
             guard names.count == reasons.count else {
                 throw DroptraceError("/\(group)/name holds \(names.count) names but /\(group)/\(reason) \(reasons.count) values", path: file.filePath)
             }

@@ -129,7 +129,22 @@ import Testing
         let reread = try HDF5File.open(at: store)
         defer { try? reread.close() }
         let error = #expect(throws: DroptraceError.self) { try UnscoredCheckpoints.read(from: reread) }
-        #expect(error?.message == "/failed/name is a scalar dataset, not a list of strings: the file was changed by other software",
+        #expect(error?.message == "/failed/name has shape [], not a list: the file was changed by other software",
+                "\(String(describing: error))")
+    }
+
+    /// A list of strings stored with two dimensions was flattened and listed.
+    @Test func aTableWhereAStringListBelongsIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let store = try StoreChecksumTests.scoredStore(in: scratch)
+        let file = try HDF5File.open(at: store, writable: true)
+        try file.createGroup("pending")
+        for name in ["name", "reason"] { try file.createDataset("pending/\(name)", strings: ["a", "b"], shape: [1, 2]) }
+        try file.close()
+        let reread = try HDF5File.open(at: store)
+        defer { try? reread.close() }
+        let error = #expect(throws: DroptraceError.self) { try UnscoredCheckpoints.read(from: reread) }
+        #expect(error?.message == "/pending/name has shape [1, 2], not a list: the file was changed by other software",
                 "\(String(describing: error))")
     }
 

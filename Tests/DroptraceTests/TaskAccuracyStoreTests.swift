@@ -105,6 +105,10 @@ import Testing
         #expect(odd == "/evaluation/tasks holds groups that name no task (Hella Swag): the file was changed by other software")
         let hash = try readError { try $0.group("evaluation/tasks/piqa").setAttribute("evaluation_sha256", "zz") }
         #expect(hash == "/evaluation/tasks/piqa attribute evaluation_sha256 is not 64 lowercase hex digits")
+        // Few-shot examples without a few-shot file: no evaluation runs so, yet the report said "5-shot".
+        let shots = try readError { try $0.group("evaluation/tasks/piqa").setAttribute("num_fewshot", Int64(5)) }
+        #expect(shots == "/evaluation/tasks/piqa attribute num_fewshot is 5 with no few-shot file (fewshot_sha256 empty), "
+                    + "which no evaluation runs: the file was changed by other software")
     }
 
     @Test func storedKeepsOnlyWhatIsWritten() {
@@ -153,6 +157,27 @@ import Testing
         defer { try? file.close() }
         let error = #expect(throws: DroptraceError.self) { _ = try DropEvaluation.read(from: file, rows: store.rows) }
         #expect(error?.message == "/evaluation attribute evaluation_sha256 is not 64 lowercase hex digits", "\(String(describing: error))")
+    }
+
+    /// Perplexities without the final set's name cannot say whose set they
+    /// removed: read as not measured (the report said "the final
+    /// checkpoint's () drop-k attention layers").
+    @Test func finalSetPerplexitiesOfNoNamedCheckpointAreNotMeasured() throws {
+        let scratch = try ScratchDirectory()
+        let url = scratch.path("scores.h5")
+        let store = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+        try store.write(to: url) { file in
+            let group = try file.createGroup("evaluation")
+            try group.createDataset("perplexity_full", values: [2.0, 2, 2, 2], shape: [4], storage: .contiguous)
+            try group.createDataset("perplexity_final_k1", values: [3.0, 3, 3, 3], shape: [4], storage: .contiguous)
+            try group.setAttribute("evaluation_sha256", String(repeating: "ab", count: 32))
+            try group.setAttribute("final_checkpoint", "")
+        }
+        let file = try HDF5File.open(at: url)
+        defer { try? file.close() }
+        let evaluation = try #require(try DropEvaluation.read(from: file, rows: store.rows))
+        #expect(evaluation.finalCheckpoint == store.rows.last?.name)
+        #expect(store.rows.allSatisfy { evaluation.byCheckpoint[$0.name]?.final.isEmpty == true && evaluation.byCheckpoint[$0.name]?.full == 2 })
     }
 
     /// Each stored measurement is one float per checkpoint, NaN or a value
