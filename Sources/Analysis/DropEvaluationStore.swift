@@ -121,8 +121,8 @@ public struct DropEvaluation: Equatable, Sendable {
                 }
             }
         }
-        // Values without another checkpoint's sets than the final row's are not the final's (a store
-        // from before runs without --eval settled them, or edited): read as not measured.
+        // Values without another checkpoint's sets than the final row's, or of no named checkpoint, are not
+        // the final's (a store from before runs without --eval settled them, or edited): read as not measured.
         if let last = rows.last?.name, last != evaluation.finalCheckpoint {
             evaluation.settleFinal(last)
         }

@@ -84,7 +84,7 @@ public struct SubmissionRecord: Codable, Sendable, Equatable {
             for unit in submission.arrays.flatMap(\.units) {
                 let name = SystemError.oneLine(String(unit.checkpoint.prefix(40)))
                 guard isPlainName(unit.checkpoint) else { return "submission '\(id)' records checkpoint '\(name)', not a directory name" }
-                guard unit.directory.hasPrefix("/"), ScoreFileMetadata.isOneLine(unit.directory, atMost: 4096) else {
+                guard ScoreFileMetadata.canRecord(seriesDirectory: unit.directory) else {
                     return "submission '\(id)' records checkpoint '\(name)' at a directory that is not an absolute path on one line"
                 }
                 if (try? CalibrationShard(index: unit.shard, count: unit.shards)) == nil {

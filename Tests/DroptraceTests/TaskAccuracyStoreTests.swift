@@ -141,19 +141,28 @@ import Testing
         var integers = false
     }
 
+    /// The fixture store of the 4 known rows at `url` with an `/evaluation`
+    /// group of `columns` (name → one value per row), its tokens' `hash` and
+    /// `final_checkpoint` `final`, opened for reading.
+    private static func storeWithPerplexities(
+        at url: URL, columns: [(String, [Double])], hash: String = String(repeating: "ab", count: 32), final: String
+    ) throws -> (store: ScoreFile, file: HDF5File) {
+        let store = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
+        try store.write(to: url) { file in
+            let group = try file.createGroup("evaluation")
+            for (name, values) in columns { try group.createDataset(name, values: values, shape: [values.count], storage: .contiguous) }
+            try group.setAttribute("evaluation_sha256", hash)
+            try group.setAttribute("final_checkpoint", final)
+        }
+        return (store, try HDF5File.open(at: url))
+    }
+
     /// The evaluation tokens' hash is printed in the report: one that is
     /// none (by fuzzing, "not a hash\nline2" split the report's line) is refused.
     @Test func perplexitiesWithAHashThatIsNoneAreRefused() throws {
         let scratch = try ScratchDirectory()
-        let url = scratch.path("scores.h5")
-        let store = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
-        try store.write(to: url) { file in
-            let group = try file.createGroup("evaluation")
-            try group.createDataset("perplexity_full", values: [2.0, 2, 2, 2], shape: [4], storage: .contiguous)
-            try group.setAttribute("evaluation_sha256", "not a hash\nline2")
-            try group.setAttribute("final_checkpoint", "step1000")
-        }
-        let file = try HDF5File.open(at: url)
+        let (store, file) = try Self.storeWithPerplexities(
+            at: scratch.path("scores.h5"), columns: [("perplexity_full", [2, 2, 2, 2])], hash: "not a hash\nline2", final: "step1000")
         defer { try? file.close() }
         let error = #expect(throws: DroptraceError.self) { _ = try DropEvaluation.read(from: file, rows: store.rows) }
         #expect(error?.message == "/evaluation attribute evaluation_sha256 is not 64 lowercase hex digits", "\(String(describing: error))")
@@ -164,16 +173,8 @@ import Testing
     /// checkpoint's () drop-k attention layers").
     @Test func finalSetPerplexitiesOfNoNamedCheckpointAreNotMeasured() throws {
         let scratch = try ScratchDirectory()
-        let url = scratch.path("scores.h5")
-        let store = AnalysisFixtures.scoreFile(AnalysisFixtures.knownRows)
-        try store.write(to: url) { file in
-            let group = try file.createGroup("evaluation")
-            try group.createDataset("perplexity_full", values: [2.0, 2, 2, 2], shape: [4], storage: .contiguous)
-            try group.createDataset("perplexity_final_k1", values: [3.0, 3, 3, 3], shape: [4], storage: .contiguous)
-            try group.setAttribute("evaluation_sha256", String(repeating: "ab", count: 32))
-            try group.setAttribute("final_checkpoint", "")
-        }
-        let file = try HDF5File.open(at: url)
+        let (store, file) = try Self.storeWithPerplexities(
+            at: scratch.path("scores.h5"), columns: [("perplexity_full", [2, 2, 2, 2]), ("perplexity_final_k1", [3, 3, 3, 3])], final: "")
         defer { try? file.close() }
         let evaluation = try #require(try DropEvaluation.read(from: file, rows: store.rows))
         #expect(evaluation.finalCheckpoint == store.rows.last?.name)
