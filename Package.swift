@@ -57,7 +57,7 @@ let package = Package(
             dependencies: ["Architectures", "CheckpointIO", "Scoring", "TensorEngine", "Tokenization", "DroptraceSupport"]
         ),
         // The HDF5 score store (public file layout).
-        .target(name: "ScoreStore", dependencies: ["CHDF5", "CHDF5Probe", "DroptraceSupport", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "ScoreStore", dependencies: ["CHDF5", "CHDF5Probe", "CheckpointIO", "DroptraceSupport", .product(name: "Crypto", package: "swift-crypto")]),
         // Series analysis: rankings, drop-k sets, rank correlations, verdict.
         .target(name: "Analysis", dependencies: ["ScoreStore", "DroptraceSupport"]),
         // Markdown reports with SVG figures.

@@ -1,3 +1,4 @@
+import CheckpointIO
 import DroptraceSupport
 
 /// Reads a score file, checking the layout as it goes so that a wrong file
@@ -45,6 +46,7 @@ enum ScoreFileReader {
                 throw DroptraceError("/\(dataset) holds \(values[bad]) for checkpoint '\(SystemError.oneLine(names[bad]))', expected a count or -1 (unknown)", path: path)
             }
         }
+        if let problem = outOfSeriesOrder(names: names, steps: steps) { throw DroptraceError(problem, path: path) }
         // Absent from files written before fingerprints were recorded.
         let fingerprints = try file.kind(of: ScoreFileLayout.checkpointFingerprints) == nil
             ? Array(repeating: "", count: count)
@@ -81,6 +83,25 @@ enum ScoreFileReader {
                 path: path)
         }
         return ScoreFile(metadata: metadata, rows: rows)
+    }
+
+    /// Where rows are not in the series order `trace` writes them in
+    /// (`CheckpointName.Position`: stage, ingredient, step; unknown steps
+    /// last), or two rows name one point of training (a known step): the
+    /// analysis takes the last row for the final checkpoint and the figures
+    /// draw rows in order, so a store reordered by hand would be reported
+    /// against another final checkpoint, and a point stored twice counted twice.
+    private static func outOfSeriesOrder(names: [String], steps: [Int64]) -> String? {
+        let places = zip(names, steps).map { CheckpointName.position(name: $0, step: $1) }
+        guard let index = places.indices.dropFirst().first(where: { places[$0] < places[$0 - 1] || (places[$0] == places[$0 - 1] && places[$0].isKnown) })
+        else { return nil }
+        let (earlier, later) = (SystemError.oneLine(names[index - 1]), SystemError.oneLine(names[index]))
+        if places[index] == places[index - 1] {
+            return "holds checkpoints '\(earlier)' and '\(later)' at one point of training (step \(places[index].step)), "
+                + "which the analysis would count twice: the file was changed by other software"
+        }
+        return "holds checkpoint '\(later)' after '\(earlier)', which comes later in training; droptrace writes rows in "
+            + "training order, and the analysis takes the last for the final checkpoint: the file was changed by other software"
     }
 
     /// Where a row holds a value no run computes (NaN aside, which stands

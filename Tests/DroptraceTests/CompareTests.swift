@@ -182,7 +182,7 @@ import ScoreStore
             try RunComparison(runs: urls.map { try CompareRuns.read($0.appendingPathComponent("scores.h5").path, label: $0.lastPathComponent) })
         }
         #expect(try read([a, b]).alignment == .step)
-        rows[2].step = -1
+        rows[3].step = -1  // unknown steps come last in series order
         let c = try Self.writeRun(rows, at: scratch.path("c"))
         let byName = try read([a, c])
         #expect(byName.alignment == .name)

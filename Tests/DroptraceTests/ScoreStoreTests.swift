@@ -26,7 +26,7 @@ private func sampleScores(layers: Int = 4, names: [String] = ["step-0", "ckpt-β
         let base = Float(index) * 0.5
         return CheckpointRow(
             name: name,
-            step: index == 1 ? -1 : Int64(index * 1000),
+            step: index == 0 ? 0 : -1,  // unknown steps come last in series order
             tokens: Int64(index) * 4_000_000_000,
             attention: (0..<layers).map { base + Float($0) * 0.0625 },
             mlp: (0..<layers).map { base + 0.5 - Float($0) * 0.125 },
@@ -74,7 +74,7 @@ extension ScoreStoreTests {
 
                 #expect(readBack == original)
                 #expect(readBack.rows.map(\.name) == ["step-0", "ckpt-β/步骤 🚀", ""])
-                #expect(readBack.rows[1].step == -1)
+                #expect(readBack.rows.map(\.step) == [0, -1, -1])
                 #expect(readBack.rows[2].tokens == 8_000_000_000)
                 #expect(readBack.rows[2].blockGap[3][3].isNaN)
                 #expect(!readBack.rows[2].blockGap[3][2].isNaN)
@@ -83,10 +83,11 @@ extension ScoreStoreTests {
             }
         }
 
-        /// One row per checkpoint, steps and tokens counts or -1: a store
-        /// holding a name twice was continued by `trace` and refused only by
-        /// `compare`.
-        @Test func rowsGivenTwiceOrNegativeCountsAreRefused() throws {
+        /// One row per checkpoint, steps and tokens counts or -1, rows in
+        /// training order: a store holding a name twice was continued by
+        /// `trace` and refused only by `compare`; rows reordered by hand were
+        /// reported with another final checkpoint.
+        @Test func rowsGivenTwiceOutOfOrderOrNegativeCountsAreRefused() throws {
             try withScratchDirectory { directory in
                 let url = directory.appendingPathComponent("scores.h5")
                 var twice = sampleScores()
@@ -101,6 +102,23 @@ extension ScoreStoreTests {
                 #expect { _ = try ScoreFile.read(from: url) } throws: { error in
                     "\(error)" == "\(url.path): /checkpoints/tokens holds -5 for checkpoint 'ckpt-β/步骤 🚀', expected a count or -1 (unknown)"
                 }
+                var reordered = sampleScores(names: ["checkpoint-200", "checkpoint-100"])
+                reordered.rows[0].step = 200
+                reordered.rows[1].step = 100
+                try reordered.write(to: url)
+                #expect { _ = try ScoreFile.read(from: url) } throws: { error in
+                    "\(error)".hasPrefix("\(url.path): holds checkpoint 'checkpoint-100' after 'checkpoint-200', which comes later in training")
+                }
+                var samePoint = sampleScores(names: ["checkpoint-7", "checkpoint-007", "unnamed"])
+                (samePoint.rows[0].step, samePoint.rows[1].step) = (7, 7)
+                try samePoint.write(to: url)
+                #expect { _ = try ScoreFile.read(from: url) } throws: { error in
+                    "\(error)".hasPrefix("\(url.path): holds checkpoints 'checkpoint-7' and 'checkpoint-007' at one point of training (step 7)")
+                }
+                samePoint.rows[1].name = "zeta"  // unknown steps come last, in any order
+                samePoint.rows[1].step = -1
+                try samePoint.write(to: url)
+                #expect(try ScoreFile.read(from: url).rows.map(\.name) == ["checkpoint-7", "zeta", "unnamed"])
             }
         }
 
