@@ -74,7 +74,7 @@ enum ScoreFileReader {
                 },
                 fingerprint: fingerprints[index], sums: sums[index], angularDistance: angularDistances[index])
         }
-        if let problem = rows.lazy.compactMap({ outOfRange($0) ?? disagreement($0) }).first { throw DroptraceError(problem, path: path) }
+        if let problem = rows.lazy.compactMap({ outOfRange($0) ?? gapMismatch($0) ?? disagreement($0) }).first { throw DroptraceError(problem, path: path) }
         // A store's rows each scored every calibration token (a partial, its shard's share).
         if !partial, let row = rows.first(where: { $0.sums.map { Int64($0.tokens.reduce(0, +)) != metadata.calibrationTokens } ?? false }) {
             throw DroptraceError(
@@ -126,6 +126,37 @@ enum ScoreFileReader {
             if let index = values.indices.first(where: { !values[$0].isNaN && !bounds.contains(values[$0]) }) {
                 return "/\(path) of checkpoint '\(SystemError.oneLine(row.name))', index \(index), is \(values[index]), "
                     + "outside [\(range.lowerBound), \(range.upperBound)] where no run puts it: the file was changed by other software"
+            }
+        }
+        return nil
+    }
+
+    /// Where a row's n-gap matrices contradict its per-layer scores, which
+    /// hold the same pairs of states: `[i][0]` is block i's input and
+    /// output (cosine = 1 − `/scores/block`[i], angular distance = the
+    /// block's), and cells past the last layer (i + n > L) have no states,
+    /// NaN. Checked in every row: stores without per-sequence sums have no
+    /// other check of either.
+    private static func gapMismatch(_ row: CheckpointRow) -> String? {
+        let layers = row.block.count
+        var pairs = [(ScoreFileLayout.blockGap, row.blockGap, row.block.map { 1 - $0 })]
+        if let angular = row.angularDistance {
+            pairs += [(ScoreFileLayout.AngularDistance.blockGap, angular.blockGap, angular.block),
+                      (ScoreFileLayout.AngularDistance.blockGapLastToken, angular.blockGapLastToken, angular.blockLastToken)]
+        }
+        let name = SystemError.oneLine(row.name)
+        for (path, gap, adjacent) in pairs {
+            for start in 0..<layers {
+                if let span = (layers - start..<layers).first(where: { !gap[start][$0].isNaN }) {
+                    return "/\(path)[\(start)][\(span)] of checkpoint '\(name)' is \(gap[start][span]), but layer \(start) + \(span + 1) "
+                        + "is past the model's \(layers) layers, where no run measures (NaN): the file was changed by other software"
+                }
+                let (stored, expected) = (gap[start][0], adjacent[start])
+                // Both float32 roundings of one mean (1 − m and m): a few float32 steps apart at most.
+                if stored.isNaN != expected.isNaN || abs(stored - expected) > 1e-5 {
+                    return "/\(path)[\(start)][0] of checkpoint '\(name)' is \(stored), but the block's own score gives \(expected) "
+                        + "for the same pair of states: the file was changed by other software"
+                }
             }
         }
         return nil

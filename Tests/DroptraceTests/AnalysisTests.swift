@@ -43,11 +43,10 @@ enum AnalysisFixtures {
 
     static func rows(attention: [[Float]], mlp: [[Float]], block: [[Float]], steps: [Int64]) -> [CheckpointRow] {
         steps.indices.map { index in
-            let layers = attention[index].count
-            return CheckpointRow(
+            CheckpointRow(
                 name: "step\(steps[index])", step: steps[index], tokens: steps[index] * 2048,
                 attention: attention[index], mlp: mlp[index], block: block[index],
-                blockGap: (0..<layers).map { row in (0..<layers).map { $0 == row ? .nan : 0.1 } })
+                blockGap: blockGap(agreeingWith: block[index]))
         }
     }
 

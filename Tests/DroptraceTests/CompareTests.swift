@@ -197,7 +197,7 @@ import ScoreStore
         let fewerLayers = AnalysisFixtures.clearlyInherentRows().map { row in
             CheckpointRow(name: row.name, step: row.step, tokens: row.tokens, attention: Array(row.attention.prefix(4)),
                           mlp: Array(row.mlp.prefix(4)), block: Array(row.block.prefix(4)),
-                          blockGap: (0..<4).map { _ in [Float](repeating: .nan, count: 4) })
+                          blockGap: blockGap(agreeingWith: Array(row.block.prefix(4))))
         }
         let b = try Self.writeRun(fewerLayers, at: scratch.path("b"))
         let c = try Self.writeRun(AnalysisFixtures.clearlyInherentRows(), at: scratch.path("c"), modelType: "qwen2")

@@ -181,6 +181,29 @@ import Testing
         try expectRefused(store, saying: words)
     }
 
+    /// n-gap matrices that contradict the per-layer scores of the same
+    /// states, in a store without per-sequence sums: a 1-gap cosine or
+    /// angular distance other than the block's own, a value past the last
+    /// layer, were reported as stored (the n-gap table and figures).
+    @Test(arguments: [("similarity/block_gap", false, "is past the model's"),
+                      ("similarity/block_gap", true, "but the block's own score gives"),
+                      ("similarity/block_gap_angular_distance", true, "but the block's own score gives"),
+                      ("similarity/block_gap_angular_distance_last_token", true, "but the block's own score gives")])
+    func aGapContradictingTheBlockScoresIsRefused(path: String, adjacent: Bool, words: String) throws {
+        let scratch = try ScratchDirectory()
+        let store = try StoreChecksumTests.scoredStore(in: scratch)
+        let file = try HDF5File.open(at: store, writable: true)
+        try file.remove("per_sequence")
+        let shape = try file.dataset(path).shape
+        var values = try file.dataset(path).read(as: Float.self)
+        let layers = shape[2]
+        if adjacent { values[0] += 0.01 } else { values[(layers - 1) * layers + 1] = 0.5 }
+        try file.remove(path)
+        try file.createDataset(path, values: values, shape: shape)
+        try file.close()
+        try expectRefused(store, saying: words)
+    }
+
     /// An integer dataset of a type whose values int64 cannot all hold
     /// (uint64 from h5py, say): HDF5 clamped 2⁶⁴ − 1 to 2⁶³ − 1, a step
     /// nobody stored, silently.

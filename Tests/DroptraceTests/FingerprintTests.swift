@@ -216,11 +216,11 @@ import Testing
     @Test func fingerprintsRoundTripThroughTheStore() throws {
         let scratch = try ScratchDirectory()
         let row = CheckpointRow(
-            name: "step1", step: 1, attention: [0.5], mlp: [0.25], block: [0.75], blockGap: [[.nan]],
+            name: "step1", step: 1, attention: [0.5], mlp: [0.25], block: [0.75], blockGap: [[0.25]],
             fingerprint: #"{"model.safetensors":{"mtime":"1.000000001","size":3}}"#)
         let file = ScoreFile(
             metadata: ScoreFileMetadata(modelType: "llama", numLayers: 1, calibrationSHA256: String(repeating: "0123456789abcdef", count: 4), calibrationTokens: 1, droptraceVersion: "t"),
-            rows: [row, CheckpointRow(name: "step2", attention: [0], mlp: [0], block: [0], blockGap: [[0]])])
+            rows: [row, CheckpointRow(name: "step2", attention: [0], mlp: [0], block: [0], blockGap: [[1]])])
         let url = scratch.path("s.h5")
         try file.write(to: url)
         #expect(try ScoreFile.read(from: url) == file)

@@ -12,7 +12,8 @@ import Testing
     /// distance over tokens agrees, the last-token one ranks [0, 3, 1, 2].
     static func row(name: String = "step100", step: Int64 = 100, angular: Bool = true) -> CheckpointRow {
         let layers = 4
-        // gap[i][n − 1]: mean cos(h_i, h_i+n), NaN past the last layer;
+        let block: [Float] = [0.1, 0.3, 0.2, 0.1]  // layers 0 and 3 tie
+        // gap[i][n − 1]: mean cos(h_i, h_i+n), NaN past the last layer, n = 1 the block's own pair;
         // cosine favours [1, 3) for n = 2, the distances [2, 4).
         var gap = [[Float]](repeating: [Float](repeating: .nan, count: layers), count: layers)
         var distance = gap, lastToken = gap
@@ -22,14 +23,15 @@ import Testing
                 distance[i][n - 1] = 0.05 * Float(n) + (i == 2 && n == 2 ? -0.04 : 0) + 0.001 * Float(i)
                 lastToken[i][n - 1] = distance[i][n - 1]
             }
+            (gap[i][0], distance[i][0], lastToken[i][0]) = (1 - block[i], block[i], block[i])
         }
         let scores = AngularDistanceScores(
-            attention: [0.30, 0.10, 0.20, 0.05], mlp: [0.4, 0.3, 0.2, 0.1], block: [0.5, 0.3, 0.2, 0.1],
+            attention: [0.30, 0.10, 0.20, 0.05], mlp: [0.4, 0.3, 0.2, 0.1], block: block,
             attentionLastToken: [0.01, 0.10, 0.20, 0.05], mlpLastToken: [0.4, 0.3, 0.2, 0.1],
-            blockLastToken: [0.5, 0.3, 0.2, 0.1], blockGap: distance, blockGapLastToken: lastToken)
+            blockLastToken: block, blockGap: distance, blockGapLastToken: lastToken)
         return CheckpointRow(
             name: name, step: step, attention: [0.4, 0.2, 0.3, 0.1], mlp: [0.4, 0.3, 0.2, 0.1],
-            block: [0.5, 0.3, 0.2, 0.1], blockGap: gap, angularDistance: angular ? scores : nil)
+            block: block, blockGap: gap, angularDistance: angular ? scores : nil)
     }
 
     static func file(_ rows: [CheckpointRow]) -> ScoreFile {

@@ -25,7 +25,7 @@ import Testing
 
     /// A store of `rows` one-layer rows in `precision`, written at `url`.
     static func writeStore(_ url: URL, precision: String = "f32", kernel: String? = "test kernel") throws {
-        let row = CheckpointRow(name: "checkpoint-1", step: 1, attention: [0.5], mlp: [0.25], block: [0.75], blockGap: [[.nan]])
+        let row = CheckpointRow(name: "checkpoint-1", step: 1, attention: [0.5], mlp: [0.25], block: [0.75], blockGap: [[0.25]])
         let metadata = ScoreFileMetadata(
             modelType: "llama", numLayers: 1, calibrationSHA256: String(repeating: "ab", count: 32), calibrationTokens: 64,
             droptraceVersion: DroptraceVersion.string, precision: precision, matrixKernel: kernel)

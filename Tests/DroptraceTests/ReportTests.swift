@@ -220,9 +220,9 @@ extension ReportTests {
                 (0..<layers).map { base + Float($0) / 400 + Float.random(in: 0..<0.01, using: &generator) }
             }
             let rows = steps.map { step in
-                CheckpointRow(name: "step\(step)", step: step, tokens: step * 4096, attention: noisy(0.05),
-                              mlp: noisy(0.2), block: noisy(0.3),
-                              blockGap: (0..<layers).map { _ in [Float](repeating: .nan, count: layers) })
+                let block = noisy(0.3)
+                return CheckpointRow(name: "step\(step)", step: step, tokens: step * 4096, attention: noisy(0.05),
+                                     mlp: noisy(0.2), block: block, blockGap: blockGap(agreeingWith: block))
             }
             let report = try WrittenReport(rows: rows)
             for file in report.figureFiles {
@@ -489,7 +489,7 @@ extension ReportTests {
         @Test func oneLayerModelsAndUndefinedScoresStillRender() throws {
             let rows = (0..<3).map { index in
                 CheckpointRow(name: "c\(index)", step: Int64(index), attention: [index == 1 ? .nan : 0.1],
-                              mlp: [0.5], block: [0.6], blockGap: [[.nan]])
+                              mlp: [0.5], block: [0.6], blockGap: [[0.4]])
             }
             let report = try WrittenReport(rows: rows)
             // No rank correlation exists with one layer; nothing may crash or print "nan".

@@ -19,8 +19,8 @@ private func withScratchDirectory(_ body: (URL) throws -> Void) throws {
 }
 
 /// Scores for `names.count` checkpoints of a `layers`-layer model, with
-/// distinct values everywhere (each in the range a run computes) and NaN on
-/// the block-gap diagonal.
+/// distinct values everywhere (each in the range a run computes, the 1-gap
+/// cosine 1 − block) and NaN in the block gap past the last layer.
 private func sampleScores(layers: Int = 4, names: [String] = ["step-0", "ckpt-β/步骤 🚀", ""]) -> ScoreFile {
     let rows = names.enumerated().map { index, name in
         let base = Float(index) * 0.5
@@ -32,7 +32,10 @@ private func sampleScores(layers: Int = 4, names: [String] = ["step-0", "ckpt-β
             mlp: (0..<layers).map { base + 0.5 - Float($0) * 0.125 },
             block: (0..<layers).map { base + 1e-7 * Float($0) },
             blockGap: (0..<layers).map { row in
-                (0..<layers).map { column in row == column ? .nan : base - 0.5 + Float(row * layers + column) / Float(4 * layers * layers) }
+                (0..<layers).map { column in
+                    column == 0 ? 1 - (base + 1e-7 * Float(row))
+                        : row + column >= layers ? .nan : base - 0.5 + Float(row * layers + column) / Float(4 * layers * layers)
+                }
             })
     }
     let metadata = ScoreFileMetadata(
@@ -77,7 +80,7 @@ extension ScoreStoreTests {
                 #expect(readBack.rows.map(\.step) == [0, -1, -1])
                 #expect(readBack.rows[2].tokens == 8_000_000_000)
                 #expect(readBack.rows[2].blockGap[3][3].isNaN)
-                #expect(!readBack.rows[2].blockGap[3][2].isNaN)
+                #expect(!readBack.rows[2].blockGap[1][2].isNaN)
                 #expect(readBack.rows[0].block[1] == 1e-7)  // float32 bits, not a rounded copy
                 #expect(readBack.metadata.metric == "cosine")
             }

@@ -65,6 +65,10 @@ struct SyntheticSums {
             }
             sums.set(module, cosineSum: values)
         }
+        // The 1-gap is the block's own pair of states; longer gaps are not drawn (NaN).
+        sums.blockGap.cosineSum = (0..<layers).map { start in
+            [sums.block.cosineSum.reduce(0) { $0 + $1[start] }] + [Double](repeating: .nan, count: layers - 1)
+        }
         return sums
     }
 
@@ -122,7 +126,7 @@ extension SequenceSums {
         func floats(_ module: ModuleKind) -> [Float] { importance(module).map(Float.init) }
         return CheckpointRow(name: "step\(step)", step: step, tokens: step * 1000, attention: floats(.attention),
                              mlp: floats(.mlp), block: floats(.block),
-                             blockGap: (0..<layerCount).map { _ in [Float](repeating: .nan, count: layerCount) },
+                             blockGap: blockGapMeanCosine.map { $0.map(Float.init) },
                              sums: self)
     }
 }
