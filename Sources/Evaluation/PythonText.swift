@@ -1,3 +1,5 @@
+import DroptraceSupport
+
 /// The few Python `str` operations the harness's task definitions apply to
 /// documents, with Python's meaning: positions and lengths count Unicode
 /// scalars (code points), "whitespace" is `str.isspace()`, and comparisons
@@ -31,6 +33,29 @@ enum PythonText {
         var end = scalars.count
         while end > 0 && isSpace(scalars[end - 1]) { end -= 1 }
         return String(String.UnicodeScalarView(scalars[..<end]))
+    }
+
+    /// `int(value)` of a value `json.load` gave, nil where Python raises or
+    /// the result is beyond `Int`: an int itself, a bool 1 or 0, a float
+    /// truncated toward zero, a string of ASCII decimal digits with an
+    /// optional sign, single underscores between digits and surrounding
+    /// whitespace (other scripts' digits, which Python also reads, are nil).
+    static func integer(_ value: JSONValue) -> Int? {
+        switch value {
+        case .integer(let number): return number
+        case .bool(let flag): return flag ? 1 : 0
+        case .number(let real) where real.isFinite: return Int(exactly: real.rounded(.towardZero))
+        case .string(let text):
+            var digits = Substring(strip(text))
+            let negative = digits.first == "-"
+            if digits.first == "-" || digits.first == "+" { digits = digits.dropFirst() }
+            let groups = digits.split(separator: "_", omittingEmptySubsequences: false)
+            guard groups.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && $0.isNumber } }),
+                  let magnitude = Int(groups.joined())
+            else { return nil }
+            return negative ? -magnitude : magnitude
+        default: return nil
+        }
     }
 
     /// `len(text)`.

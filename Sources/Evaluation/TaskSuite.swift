@@ -144,7 +144,7 @@ public struct TaskSuite: Sendable {
         progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
     ) throws -> [TaskOutcome] {
         let scorer = LoglikelihoodScorer(
-            model: model, plan: plan, head: try model.head(), maxLength: Self.harnessMaxLength(of: model),
+            model: model, plan: plan, head: try model.head(), maxLength: try Self.harnessMaxLength(of: model),
             tokensPerPass: max(1, tokensPerPass))
         let total = tasks.reduce(0) { $0 + $1.examples.count }
         var done = 0
@@ -212,6 +212,13 @@ public struct TaskSuite: Sendable {
         guard request.continuation.count <= maxLength else {
             throw failure("the answer is \(request.continuation.count) tokens, more than the model's \(maxLength) positions")
         }
+        // The harness feeds the last max_length tokens but one; a config's n_positions may allow more than the model has.
+        let positions = min(request.context.count + request.continuation.count - 1, maxLength)
+        guard positions <= model.maxPositions else {
+            throw failure(
+                "needs \(positions) positions: the harness's max_length is the config's n_positions, \(maxLength), more than the "
+                    + "model's \(model.maxPositions), and droptrace runs no position beyond those (set n_positions to at most \(model.maxPositions))")
+        }
         if let bad = (request.context + request.continuation).first(where: { $0 < 0 || $0 >= model.vocabularySize }) {
             throw failure("token id \(bad) is outside the model's vocabulary (vocab_size \(model.vocabularySize))")
         }
@@ -222,15 +229,25 @@ public struct TaskSuite: Sendable {
     /// multimodal checkpoints; the section the family reads), else of its top
     /// level, `n_positions` where it has one before `max_position_embeddings`
     /// — a key the family does not read, which transformers keeps as an
-    /// attribute all the same — else the model's positions. Never beyond
-    /// those positions, where the model has no position to give.
-    public static func harnessMaxLength(of model: any LanguageModel) -> Int {
+    /// attribute all the same; read as Python's `int()` reads it — else the
+    /// model's positions. It may exceed them: requests that would then need
+    /// more are refused where they are made.
+    /// - Throws: `DroptraceError` naming the config when `n_positions` is
+    ///   not a count of at least 1 that `int()` reads.
+    public static func harnessMaxLength(of model: any LanguageModel) throws -> Int {
         var config = model.checkpoint.configDocument
-        if let section = model.layerNaming.configSection, let inner = config.member(section) { config = inner }
-        if case .integer(let positions)? = config.member("n_positions"), positions > 0 {
-            return min(positions, model.maxPositions)
+        var key = "n_positions"
+        if let section = model.layerNaming.configSection, let inner = config.member(section) {
+            config = inner
+            key = "\(section).\(key)"
         }
-        return model.maxPositions
+        guard let value = config.member("n_positions"), !value.isNull else { return model.maxPositions }
+        guard let length = PythonText.integer(value), length >= 1 else {
+            throw DroptraceError(
+                "\(key) is not a count of positions the harness reads (int(n_positions), at least 1, is its max_length)",
+                path: model.checkpoint.configURL.path)
+        }
+        return length
     }
 
     private static func failure(_ problem: String, choice: Int, of example: TaskExample) -> DroptraceError {

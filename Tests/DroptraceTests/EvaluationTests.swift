@@ -551,8 +551,8 @@ import Tokenization
         #expect(runs[0] == runs[1])
         let stray = try ModelRegistry.load(try Checkpoint(location: scratch.path("stray")))
         let original = try ModelRegistry.load(try Checkpoint(location: FixtureFiles.model("llama-f32")))
-        #expect(TaskSuite.harnessMaxLength(of: stray) == 13 && stray.maxPositions == original.maxPositions)
-        #expect(TaskSuite.harnessMaxLength(of: original) == original.maxPositions)
+        #expect(try TaskSuite.harnessMaxLength(of: stray) == 13 && stray.maxPositions == original.maxPositions)
+        #expect(try TaskSuite.harnessMaxLength(of: original) == original.maxPositions)
         // A multimodal checkpoint: the harness reads its `text_config` (resolve_max_length), not the top level.
         let gemma = try scratch.copyOfModel("gemma3-f32", as: "gemma")
         let config = gemma.appendingPathComponent("config.json")
@@ -562,7 +562,35 @@ import Tokenization
         json["text_config"] = text
         json["n_positions"] = 7
         try JSONSerialization.data(withJSONObject: json).write(to: config)
-        #expect(TaskSuite.harnessMaxLength(of: try ModelRegistry.load(try Checkpoint(location: gemma))) == 11)
+        #expect(try TaskSuite.harnessMaxLength(of: try ModelRegistry.load(try Checkpoint(location: gemma))) == 11)
+    }
+
+    /// The harness reads `int(n_positions)`, which may exceed the positions
+    /// the model has: a document needing more was truncated at the model's
+    /// positions instead (other numbers than the harness's, silently); it is
+    /// refused now, and an `n_positions` `int()` cannot read is refused
+    /// naming the config.
+    @Test func anNPositionsBeyondTheModelsPositionsIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        func model(_ name: String, _ settings: [String: Any]) throws -> URL {
+            let model = try scratch.copyOfModel("llama-f32", as: name)
+            let config = model.appendingPathComponent("config.json")
+            var json = try JSONSerialization.jsonObject(with: Data(contentsOf: config)) as! [String: Any]
+            json.merge(settings) { $1 }
+            try JSONSerialization.data(withJSONObject: json).write(to: config)
+            return model
+        }
+        #expect(try TaskSuite.harnessMaxLength(of: ModelRegistry.load(Checkpoint(location: model("text", ["n_positions": " 1_3 "])))) == 13)
+        #expect(try TaskSuite.harnessMaxLength(of: ModelRegistry.load(Checkpoint(location: model("real", ["n_positions": 13.9])))) == 13)
+        let task = "arc_easy=\(Self.file("arc_easy_test").path)"
+        let longer = try DroptraceCommand.run(["eval", model("longer", ["max_position_embeddings": 13, "n_positions": 1000]).path, "--task", task])
+        #expect(longer.status == 1)
+        #expect(longer.stderr.contains("arc_easy_test") && longer.stderr.contains("the harness's max_length is the config's n_positions, 1000, more than the model's 13"),
+                "\(longer.stderr)")
+        let unreadable = try model("unreadable", ["n_positions": "thirteen"])
+        let refused = try DroptraceCommand.run(["eval", unreadable.path, "--task", task])
+        #expect(refused.status == 1 && refused.stderr.contains("\(unreadable.path)/config.json: n_positions is not a count of positions"),
+                "\(refused.stderr)")
     }
 
     /// A model whose log-likelihoods are NaN (a NaN in its embedding) is an
