@@ -13,6 +13,60 @@ struct DocumentLocation: Sendable, Equatable, CustomStringConvertible {
     var description: String { element.map { "line \(line), element \($0)" } ?? "line \(line)" }
 }
 
+/// The JSON kinds each top-level field of one task file holds (null aside),
+/// each with the first document holding it.
+///
+/// `datasets` loads a task's evaluation and few-shot files as one table: a
+/// field of one kind in one file and another in the other is converted to
+/// one type (an `"ind"` of 7 becomes `"7"`, and then equals the evaluation
+/// document the sampler must leave out) or fails to load, depending on the
+/// files' order. droptrace reads each file as written, so such a pair is
+/// refused rather than scored otherwise than the harness scores it.
+struct FieldKinds {
+    let path: String
+    private(set) var kinds: [String: [(kind: String, location: DocumentLocation)]] = [:]
+
+    init(path: String) { self.path = path }
+
+    mutating func add(_ document: TaskDocument) {
+        guard case .object(let members) = document.fields else { return }
+        for (key, value) in members {
+            guard let kind = Self.kind(of: value), !(kinds[key]?.contains { $0.kind == kind } ?? false) else { continue }
+            kinds[key, default: []].append((kind, document.location))
+        }
+    }
+
+    /// - Throws: `DroptraceError` naming this file, the field and both
+    ///   files' kinds where a field present in both holds other kinds.
+    func checkSame(as evaluation: FieldKinds) throws {
+        for key in kinds.keys.sorted() {
+            guard let theirs = evaluation.kinds[key], let ours = kinds[key],
+                  Set(theirs.map(\.kind)) != Set(ours.map(\.kind))
+            else { continue }
+            func described(_ seen: [(kind: String, location: DocumentLocation)]) -> String {
+                seen.map { "\($0.kind) (\($0.location))" }.joined(separator: " and ")
+            }
+            throw DroptraceError(
+                "field \"\(SystemError.oneLine(key))\" holds \(described(ours)) where the evaluation file \(evaluation.path) holds "
+                    + "\(described(theirs)): datasets loads both as one table, converting one file's values to the other's type "
+                    + "or failing, which droptrace does not follow; write the field with the same kind in both files",
+                path: path)
+        }
+    }
+
+    private static func kind(of value: JSONValue) -> String? {
+        switch value {
+        case .null: nil
+        case .bool: "a boolean"
+        case .integer, .bigInteger: "an integer"
+        case .number: "a float"
+        case .string: "a string"
+        case .array: "a list"
+        case .object: "an object"
+        }
+    }
+}
+
 /// One document of a task file: a JSON object with the dataset's own fields,
 /// as `datasets.Dataset.to_json` writes them. Accessors throw
 /// `DroptraceError("line N: …", path: file)` for a missing field or a wrong type.

@@ -58,7 +58,7 @@ public struct TaskSuite: Sendable {
             guard (0...Self.maxFewshot).contains(shots) else {
                 throw DroptraceError("\(kind.name): the few-shot count \(shots) is not between 0 and \(Self.maxFewshot)")
             }
-            let examples = try Self.read(request.evaluationFile, kind)
+            let (examples, evaluationKinds) = try Self.read(request.evaluationFile, kind)
             var fewshot: [TaskExample] = []
             if shots > 0 {
                 guard let file = request.fewshotFile else {
@@ -67,7 +67,9 @@ public struct TaskSuite: Sendable {
                             + "(the \(kind.fewshotRule.splitName) split)",
                         path: request.evaluationFile.path)
                 }
-                fewshot = try Self.read(file, kind)
+                let fewshotKinds: FieldKinds
+                (fewshot, fewshotKinds) = try Self.read(file, kind)
+                try fewshotKinds.checkSame(as: evaluationKinds)
                 try Self.checkFewshotSupply(kind, shots: shots, examples: examples, fewshot: fewshot, file: file.path)
             }
             loaded.append(LoadedTask(
@@ -76,8 +78,9 @@ public struct TaskSuite: Sendable {
         tasks = loaded
     }
 
-    private static func read(_ url: URL, _ kind: any HarnessTask.Type) throws -> [TaskExample] {
+    private static func read(_ url: URL, _ kind: any HarnessTask.Type) throws -> ([TaskExample], FieldKinds) {
         var examples: [TaskExample] = []
+        var kinds = FieldKinds(path: url.path)
         let keepsIdentity: Bool
         if case .random(excludingEvaluationDocument: true) = kind.fewshotRule { keepsIdentity = true } else { keepsIdentity = false }
         try TaskDocument.forEach(in: url) { document in
@@ -86,8 +89,9 @@ public struct TaskSuite: Sendable {
             example.path = document.path
             example.location = document.location
             examples.append(example)
+            kinds.add(document)
         }
-        return examples
+        return (examples, kinds)
     }
 
     private static func checkFewshotSupply(

@@ -449,6 +449,28 @@ import Tokenization
         #expect(dev.message.contains("subject anatomy are too few for 2-shot mmlu"))
     }
 
+    /// datasets loads a task's two files as one table: HellaSwag's `ind` of
+    /// 7 in the few-shot file became "7", equal to the evaluation document
+    /// the sampler leaves out, and a PIQA label written as text in one file
+    /// turned the other's into strings (or failed to load). Read file by
+    /// file, droptrace scored other shots and answers than the harness.
+    @Test func aFieldOfAnotherKindInTheFewshotFileIsRefused() throws {
+        let hellaswag = { (ind: String) in
+            #"{"ind": \#(ind), "activity_label": "Baking", "ctx_a": "A man kneads dough.", "ctx_b": "he", "endings": ["folds it.", "paints it."], "label": "0"}"#
+        }
+        let ind = try #require(try Self.suiteError("hellaswag", [hellaswag(#""7""#)], fewshot: [hellaswag("8"), hellaswag("7"), hellaswag("9")], shots: 1))
+        #expect(ind.path?.hasSuffix("train.jsonl") == true)
+        #expect(ind.message.hasPrefix("field \"ind\" holds an integer (line 1) where the evaluation file "), "\(ind.message)")
+        #expect(ind.message.contains("eval.jsonl holds a string (line 1)"))
+        let textLabel = #"{"goal": "g", "sol1": "a", "sol2": "b", "label": "a"}"#
+        let label = try #require(try Self.suiteError("piqa", [Self.piqaLine], fewshot: [Self.piqaLine, textLabel, textLabel], shots: 1))
+        #expect(label.message.hasPrefix("field \"label\" holds an integer (line 1) and a string (line 2) where the evaluation file"),
+                "\(label.message)")
+        // Nulls and fields only one file holds are as datasets fills them in.
+        let extra = #"{"goal": "g", "sol1": "a", "sol2": "b", "label": 0, "note": null, "source": "x"}"#
+        #expect(try Self.suiteError("piqa", [Self.piqaLine], fewshot: [extra, extra, Self.piqaLine], shots: 1) == nil)
+    }
+
     @Test(arguments: [
         ("piqa", "expected NAME=EVAL_FILE"),
         ("cooking=a.jsonl", "unknown task \"cooking\""),
