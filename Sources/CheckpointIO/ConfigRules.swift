@@ -84,6 +84,17 @@ public enum ConfigRules {
         return value
     }
 
+    /// A bound that may be 0 (`clip_qkv`: transformers clamps q, k and v to
+    /// ±0, so attention adds nothing): finite, at least 0, and finite in
+    /// Float32.
+    @discardableResult
+    public static func bound(_ value: Double, _ key: String) throws -> Double {
+        guard value >= 0, Float(value).isFinite else {
+            throw InvalidConfigValue(key: key, problem: "must be a finite number of at least 0 that float32 holds, got \(value)")
+        }
+        return value
+    }
+
     /// An optional real parameter: absent, or finite and above 0.
     @discardableResult
     public static func positiveIfPresent(_ value: Double?, _ key: String) throws -> Double? {

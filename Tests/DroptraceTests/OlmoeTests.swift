@@ -3,6 +3,7 @@ import CheckpointIO
 import DroptraceSupport
 import Foundation
 import TensorEngine
+import ScoreStore
 import Testing
 
 /// OLMoE's config keys, its q/k norm then clip order, and its routing
@@ -11,7 +12,6 @@ import Testing
     typealias Mutant = ConfigValidationTests.Mutant
 
     static let mutants: [Mutant] = [
-        Mutant("olmoe-f32", "clip_qkv", "0"),
         Mutant("olmoe-f32", "clip_qkv", "-1.5"),
         Mutant("olmoe-f32", "num_experts", "0"),
         Mutant("olmoe-f32", "num_experts", "5"),
@@ -26,6 +26,26 @@ import Testing
     @Test(arguments: mutants)
     func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
+    }
+
+    /// `clip_qkv` 0, which transformers accepts: q, k and v clamp to 0, so
+    /// attention adds nothing to the residual stream (importance exactly 0)
+    /// and the MLPs still score; droptrace refused it.
+    @Test(arguments: ["olmo-f32", "olmoe-f32"])
+    func clipQKVZeroSilencesAttention(fixture: String) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel(fixture)
+        let config = model.appendingPathComponent("config.json")
+        // Written as a float (JSONSerialization would write 0, which the config classes refuse).
+        let text = try String(contentsOf: config, encoding: .utf8)
+        try #require(text.contains(#""clip_qkv": 0.5"#))
+        try text.replacingOccurrences(of: #""clip_qkv": 0.5"#, with: #""clip_qkv": 0.0"#).write(to: config, atomically: true, encoding: .utf8)
+        let output = scratch.path("scores.h5")
+        let scored = try DroptraceCommand.run(["score", model.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path])
+        try #require(scored.status == 0, "\(scored.stderr)")
+        let row = try #require(try ScoreFile.read(from: output).rows.first)
+        #expect(row.attention.allSatisfy { $0 == 0 }, "\(row.attention)")
+        #expect(row.mlp.allSatisfy { $0 > 0 })
     }
 
     /// `norm_topk_prob` false (OLMoE's default): each token's weights are its

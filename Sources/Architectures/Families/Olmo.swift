@@ -35,7 +35,7 @@ struct OlmoModel: DecoderFamily {
         config = try parts.config(OlmoConfiguration.self)
         rotary = try parts.rotary()
         if let clip = config.clipQKV {
-            try ConfigRules.checks(path: parts.configPath) { try ConfigRules.positive(clip, "clip_qkv") }
+            try ConfigRules.checks(path: parts.configPath) { try ConfigRules.bound(clip, "clip_qkv") }
         }
     }
 

@@ -48,7 +48,7 @@ struct OlmoeConfiguration: Decodable {
             let key = numExpertsKey
             try ConfigRules.count(numExperts, key)
             try MixtureOfExperts.checkExpertsPerToken(numExpertsPerTok, of: numExperts, expertsKey: key)
-            try ConfigRules.positiveIfPresent(clipQKV, "clip_qkv")
+            if let clipQKV { try ConfigRules.bound(clipQKV, "clip_qkv") }
         }
     }
 }
