@@ -194,9 +194,8 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
             try ConfigRules.positiveIfPresent(factor, "factor")
             try ConfigRules.positiveIfPresent(lowFrequencyFactor, "low_freq_factor")
             try ConfigRules.positiveIfPresent(highFrequencyFactor, "high_freq_factor")
-            if let low = lowFrequencyFactor, let high = highFrequencyFactor, !(high > low) {
-                throw InvalidConfigValue(key: "high_freq_factor", problem: "must be above low_freq_factor \(low), got \(high)")
-            }
+            // A high_freq_factor at or below low_freq_factor is run by transformers with a warning: no frequency
+            // is smoothed (`Llama3RopeParameters.scaled` follows it).
             if let originalMax {
                 self.originalMaxPositions = try ConfigRules.count(
                     ConfigRules.integer(originalMax, "original_max_position_embeddings"), "original_max_position_embeddings")

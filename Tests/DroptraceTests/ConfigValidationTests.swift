@@ -91,7 +91,7 @@ import Testing
         Mutant("llama-f32", "rms_norm_eps", "-1"), Mutant("llama-f32", "max_position_embeddings", "0"),
         Mutant("llama-f32", "intermediate_size", "0"), Mutant("llama-f32", "vocab_size", "0"),
         Mutant("llama-f32", "vocab_size", "511"), Mutant("llama-f32", "rope_parameters.factor", "0"),
-        Mutant("llama-f32", "rope_parameters.factor", "-8"), Mutant("llama-f32", "rope_parameters.high_freq_factor", "1.0"),
+        Mutant("llama-f32", "rope_parameters.factor", "-8"),
         Mutant("llama-f32", "rope_parameters.low_freq_factor", "0"),
         Mutant("llama-f32", "rope_parameters.original_max_position_embeddings", "1e300"),
         Mutant("llama-f32", "rope_parameters.original_max_position_embeddings", "0"),
