@@ -152,6 +152,14 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
                 codingPath: nested.codingPath + [Key("original_max_position_embeddings")],
                 debugDescription: "is null, which transformers' rope validation refuses for rope type \"\(type)\""))
         }
+        // standardize_rope_params copies a top-level original length present in the config over the rope
+        // parameters' own, a null too, which the rotary initialiser then divides by.
+        if Self.typesWithOriginalLength.contains(type), let top, top.contains(Key("original_max_position_embeddings")),
+           try top.decodeNil(forKey: Key("original_max_position_embeddings")) {
+            throw DecodingError.dataCorrupted(DecodingError.Context(
+                codingPath: top.codingPath + [Key("original_max_position_embeddings")],
+                debugDescription: "is null, which transformers copies into the rope parameters of rope type \"\(type)\", where it cannot run"))
+        }
         let configuredTheta = try number(["rope_theta"], in: nested) ?? number([topLevelKeys.theta], in: top, as: "rope_theta")
         theta = configuredTheta ?? 10_000
         thetaIsExplicit = configuredTheta != nil
