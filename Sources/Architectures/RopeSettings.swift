@@ -384,11 +384,13 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         let count = rotaryDim / 2
         func frequencies(_ key: String, _ factors: [Double]?) throws -> [Float] {
             guard let factors else { throw DroptraceError("rope type \"\(type)\" needs \"\(key)\"", path: configPath) }
-            guard factors.count == count else {
+            // One factor is broadcast over every pair, as torch multiplies it.
+            guard factors.count == count || factors.count == 1 else {
                 throw DroptraceError(
-                    "rope \(key) has \(factors.count) entries, expected \(count) (one per rotated pair)", path: configPath)
+                    "rope \(key) has \(factors.count) entries, expected \(count) (one per rotated pair) or 1 (for all)", path: configPath)
             }
-            return zip(factors, stride(from: 0, to: rotaryDim, by: 2)).map { factor, i in
+            let perPair = factors.count == 1 ? Array(repeating: factors[0], count: count) : factors
+            return zip(perPair, stride(from: 0, to: rotaryDim, by: 2)).map { factor, i in
                 1 / (Float(factor) * powf(Float(base), Float(i) / Float(rotaryDim)))
             }
         }

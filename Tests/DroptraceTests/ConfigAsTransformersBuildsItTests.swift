@@ -77,12 +77,13 @@ import Testing
         }.expectRefused(naming: "\"text_config.quantization_config.quant_method\" is \"gptq\"")
     }
 
-    /// LongRoPE over an odd rotary width: transformers wants ⌊d/2⌋ factors
-    /// per list and rotates ⌈d/2⌉ pairs, so no list runs (the fixture's
-    /// heads are 12 wide; 0.99 of them is 11).
+    /// LongRoPE over an odd rotary width (phi3's heads are 12 wide; 0.99
+    /// of them is 11): Phi3Config refuses the lists first, as not one factor
+    /// per rotated pair (transformers would then want ⌊d/2⌋ factors per list
+    /// and rotate ⌈d/2⌉ pairs, so no list runs).
     @Test func longRopeOverAnOddRotaryWidthIsRefused() throws {
         try EditedFixture("phi3_longrope-f32", rope: "partial_rotary_factor", 0.99)
-            .expectRefused(naming: "cannot rotate an odd width of 11 dimensions")
+            .expectRefused(naming: "rope short_factor has 6 entries; Phi3Config wants 5")
     }
 
     /// DeepSeek's softmax scale reads the YaRN factor as given: a null one fails transformers.

@@ -97,6 +97,9 @@ import Testing
         Mutant("llama-f32", "rope_parameters.original_max_position_embeddings", "0"),
         // transformers copies a top-level original length over the rope parameters', a null too.
         Mutant("llama-f32", "original_max_position_embeddings", "null"),
+        // One LongRoPE factor for every pair: the generic validation lets torch broadcast it, Phi3Config does not.
+        Mutant("phi3_longrope-f32", "rope_parameters.short_factor", "[1.5]"),
+        Mutant("phi3_longrope-f32", "rope_parameters.long_factor", "[1.5]"),
         Mutant("llama-f32", "rope_parameters.rope_theta", "0"), Mutant("llama-f32", "num_hidden_layers", "6"),
         Mutant("llama-f32", "num_hidden_layers", "4"), Mutant("llama-f32", "head_dim", "0"), Mutant("llama-f32", "head_dim", "13"),
         Mutant("llama-f32", "head_dim", "4611686018427387904"), Mutant("llama-f32", "num_attention_heads", "-4"),

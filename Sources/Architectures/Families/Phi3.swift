@@ -70,6 +70,14 @@ struct Phi3Model: DecoderFamily {
         default:
             throw DroptraceError("unsupported rope type \"\(rope.type)\" for phi3 (supported: default, longrope, su)", path: configPath)
         }
+        // Phi3Config's own check, stricter than the generic one (which lets torch broadcast one factor):
+        // a factor per rotated pair of hidden_size // heads × partial_rotary_factor.
+        let pairs = Int(Double(dimensions.hiddenSize / dimensions.numAttentionHeads) * (rope.partialRotaryFactor ?? 1)) / 2
+        for (key, factors) in [("short_factor", rope.shortFactor), ("long_factor", rope.longFactor)] {
+            if let factors, factors.count != pairs {
+                throw DroptraceError("rope \(key) has \(factors.count) entries; Phi3Config wants \(pairs), one per rotated pair", path: configPath)
+            }
+        }
         rotary = try parts.rotary(partialRotary: .honoured(default: 1), confirmProjections: false, settings: rope)
     }
 
