@@ -106,6 +106,13 @@ extension StoredModuleReader {
                 throw DroptraceError("/\(base)/\(name) holds \(outside), not a probability in [0, 1]",
                                      path: file.filePath)
             }
+            // Each replicate drops k layers (fewer only where importances are undefined): a checkpoint's
+            // probabilities add up to at most k. (`reseal` recomputes them all.)
+            if let index = rows.indices.first(where: { rows[$0].reduce(0, +) > Float(k) + 1e-3 }) {
+                throw DroptraceError(
+                    "/\(base)/\(name) holds probabilities adding up to \(rows[index].reduce(0, +)) for checkpoint \(index + 1), "
+                        + "more than the \(k) layers each replicate drops: it was not written by droptrace", path: file.filePath)
+            }
             probability[k] = rows
         }
         return ModuleUncertainty(

@@ -50,7 +50,11 @@ import ScoreStore
         #expect(try ReportWriter(scoreFile: ScoreFile.read(from: url), analysis: stored).markdown() == fresh)
     }
 
-    @Test func damagedProbabilitiesAreRefused() throws {
+    /// Probabilities outside [0, 1], or adding up to more than the k layers
+    /// each replicate drops (each a probability: the report printed them).
+    @Test(arguments: [(2, "holds 2.0, not a probability in [0, 1]"), (0.75, "holds probabilities adding up to 4.5 for checkpoint 1, more than the 3 layers")]
+          as [(Float, String)])
+    func damagedProbabilitiesAreRefused(value: Float, message: String) throws {
         let (scores, analysis) = try Self.analysed()
         let scratch = try ScratchDirectory()
         let url = scratch.path("scores.h5")
@@ -58,11 +62,13 @@ import ScoreStore
             try analysis.write(into: file)
             let path = "analysis/block/drop_k3_probability"
             try file.remove(path)
-            try file.createDataset(path, values: [Float](repeating: 2, count: 36), shape: [6, 6])
+            try file.createDataset(path, values: [Float](repeating: value, count: 36), shape: [6, 6])
         }
         let file = try HDF5File.open(at: url)
         defer { try? file.close() }
-        #expect(throws: DroptraceError.self) { try SeriesAnalysis.read(from: file) }
+        #expect { try SeriesAnalysis.read(from: file) } throws: { error in
+            "\(error)".contains("/analysis/block/drop_k3_probability \(message)")
+        }
     }
 
     /// Intervals no bootstrap gives (ends out of order, beyond the range,
