@@ -169,16 +169,23 @@ import Testing
                       ("similarity/block_gap", 5, "outside [-1.0, 1.0]"), ("scores/attention_angular_distance", 3, "outside [0.0, 1.0]")])
     func aValueNoRunComputesIsRefused(path: String, value: Float, words: String) throws {
         let scratch = try ScratchDirectory()
+        try expectRefused(try Self.storeWithoutSums(in: scratch, editing: path) { values, _ in values[0] = value }, saying: words)
+    }
+
+    /// A scored store without its per-sequence sums (the older layout, whose
+    /// values nothing else checks), the float32 dataset at `path` changed by
+    /// `edit` (given its shape).
+    static func storeWithoutSums(in scratch: ScratchDirectory, editing path: String, _ edit: (inout [Float], [Int]) -> Void) throws -> URL {
         let store = try StoreChecksumTests.scoredStore(in: scratch)
         let file = try HDF5File.open(at: store, writable: true)
         try file.remove("per_sequence")
         let shape = try file.dataset(path).shape
         var values = try file.dataset(path).read(as: Float.self)
-        values[0] = value
+        edit(&values, shape)
         try file.remove(path)
         try file.createDataset(path, values: values, shape: shape)
         try file.close()
-        try expectRefused(store, saying: words)
+        return store
     }
 
     /// n-gap matrices that contradict the per-layer scores of the same
@@ -191,16 +198,10 @@ import Testing
                       ("similarity/block_gap_angular_distance_last_token", true, "but the block's own score gives")])
     func aGapContradictingTheBlockScoresIsRefused(path: String, adjacent: Bool, words: String) throws {
         let scratch = try ScratchDirectory()
-        let store = try StoreChecksumTests.scoredStore(in: scratch)
-        let file = try HDF5File.open(at: store, writable: true)
-        try file.remove("per_sequence")
-        let shape = try file.dataset(path).shape
-        var values = try file.dataset(path).read(as: Float.self)
-        let layers = shape[2]
-        if adjacent { values[0] += 0.01 } else { values[(layers - 1) * layers + 1] = 0.5 }
-        try file.remove(path)
-        try file.createDataset(path, values: values, shape: shape)
-        try file.close()
+        let store = try Self.storeWithoutSums(in: scratch, editing: path) { values, shape in
+            let layers = shape[2]
+            if adjacent { values[0] += 0.01 } else { values[(layers - 1) * layers + 1] = 0.5 }
+        }
         try expectRefused(store, saying: words)
     }
 
