@@ -126,6 +126,28 @@ public struct DropEvaluation: Equatable, Sendable {
         if let last = rows.last?.name, last != evaluation.finalCheckpoint {
             evaluation.settleFinal(last)
         }
+        if let problem = evaluation.twiceMeasuredApart(rows) { throw DroptraceError(problem, path: file.filePath) }
         return evaluation
+    }
+
+    /// Where a checkpoint whose own drop-k set is the final checkpoint's
+    /// (the final checkpoint's always) holds two perplexities apart: both
+    /// measure one model, the same layers removed, on the same windows, so
+    /// they agree up to summation order (runs with other threads).
+    private func twiceMeasuredApart(_ rows: [CheckpointRow]) -> String? {
+        guard let last = rows.last, last.name == finalCheckpoint else { return nil }
+        func dropSet(_ row: CheckpointRow, _ k: Int) -> [Int] {
+            DropSets.dropSet(ranking: RankStatistics.ranking(ModuleKind.attention.importance(in: row).map(Double.init)), k: k)
+        }
+        for row in rows {
+            guard let values = byCheckpoint[row.name] else { continue }
+            for (k, own) in values.own.sorted(by: { $0.key < $1.key }) {
+                guard let final = values.final[k], abs(own - final) > 1e-5 * max(own, final), dropSet(row, k) == dropSet(last, k) else { continue }
+                return "/\(Self.group)/perplexity_own_k\(k) and perplexity_final_k\(k) of checkpoint '\(SystemError.oneLine(row.name))' are "
+                    + "\(own) and \(final), though its own drop-\(k) set is the final checkpoint's: one model measured twice; "
+                    + "the file was changed by other software"
+            }
+        }
+        return nil
     }
 }

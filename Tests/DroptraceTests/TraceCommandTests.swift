@@ -618,6 +618,29 @@ import Glibc
         try file.close()
     }
 
+    /// The final checkpoint's own drop-k perplexity and its final-set one
+    /// measure one model: a store where they differ was changed by hand
+    /// (the report showed both).
+    @Test func theFinalCheckpointsOwnAndFinalSetPerplexitiesAgree() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        for step in [100, 200] { try series.add(step: step) }
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output, eval: FixtureFiles.calibrationText).status == 0)
+        let store = output.appendingPathComponent("scores.h5")
+        let rows = try ScoreFile.read(from: store).rows
+        let file = try HDF5File.open(at: store, writable: true)
+        defer { try? file.close() }
+        #expect(try DropEvaluation.read(from: file, rows: rows) != nil)
+        var own = try file.dataset("evaluation/perplexity_own_k2").read(as: Double.self)
+        own[1] *= 1.01
+        try file.remove("evaluation/perplexity_own_k2")
+        try file.createDataset("evaluation/perplexity_own_k2", values: own)
+        let error = #expect(throws: DroptraceError.self) { try DropEvaluation.read(from: file, rows: rows) }
+        #expect(error?.message.hasPrefix("/evaluation/perplexity_own_k2 and perplexity_final_k2 of checkpoint 'checkpoint-200' are ") == true,
+                "\(String(describing: error))")
+    }
+
     func trace(_ series: URL, _ output: URL, eval: URL) throws -> DroptraceCommand.Result {
         try DroptraceCommand.run([
             "trace", series.path, "--calibration", FixtureFiles.calibrationJSONL.path, "--output", output.path,
