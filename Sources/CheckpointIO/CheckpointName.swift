@@ -80,6 +80,17 @@ public enum CheckpointName {
     }
 
     /// The step in `name`, or nil when the name follows none of the forms or carries no step.
+    /// Whether `name` is a Trainer's staging directory for a checkpoint
+    /// (`tmp-checkpoint-<N>`: some versions save there and rename it when complete).
+    public static func isStaging(_ name: String) -> Bool {
+        name.hasPrefix("tmp-") && parse(String(name.dropFirst(4))) != nil
+    }
+
+    /// Whether `name` is a checkpoint's, finished or staged.
+    public static func isCheckpointOrStaging(_ name: String) -> Bool {
+        parse(name) != nil || isStaging(name)
+    }
+
     public static func step(_ name: String) -> Int64? {
         parse(name)?.step
     }

@@ -103,7 +103,7 @@ public enum CheckpointDiscovery {
             }
             guard PathKind.of(entry) == .directory else { continue }
             // The Trainer saves some versions' checkpoints as tmp-checkpoint-<N> and renames them when complete.
-            if name.hasPrefix("tmp-"), CheckpointName.parse(String(name.dropFirst(4))) != nil {
+            if CheckpointName.isStaging(name) {
                 staged.append(name)
                 continue
             }

@@ -25,7 +25,9 @@ enum CheckpointPlacement {
     /// outputs often go.
     /// Nor may `output` lie in one of `series` under a name a checkpoint
     /// takes, before that checkpoint exists: the store would stand among
-    /// the checkpoints as one, and the checkpoint of that name replace it.
+    /// the checkpoints as one, and the checkpoint of that name replace it;
+    /// a Trainer's staging name (`tmp-checkpoint-<N>`) included, which is
+    /// renamed into the checkpoint and meanwhile held back from every trace.
     /// - Parameter contents: what would be lost with it ("the store", "the report").
     /// - Throws: `DroptraceError` naming `output` and the checkpoint.
     static func checkOutside(_ output: URL, checkpoints: [URL], series: [URL] = [], contents: String) throws {
@@ -39,13 +41,13 @@ enum CheckpointPlacement {
         let resolved = ResolvedPath.of(output)
         for directory in series.map(ResolvedPath.of) where resolved.hasPrefix(directory + "/") {
             let entry = resolved.dropFirst(directory.count + 1).prefix { $0 != "/" }
-            if CheckpointName.parse(String(entry)) != nil { throw refusal(URL(fileURLWithPath: directory).appendingPathComponent(String(entry))) }
+            if CheckpointName.isCheckpointOrStaging(String(entry)) { throw refusal(URL(fileURLWithPath: directory).appendingPathComponent(String(entry))) }
         }
         // Each ancestor, by the components of the path: a URL's parents never reach "/" from a relative path.
         var components = resolved.split(separator: "/")
         while let last = components.last {
             let directory = URL(fileURLWithPath: "/" + components.joined(separator: "/"))
-            if CheckpointName.parse(String(last)) != nil && !CheckpointLayout.holdsNoWeights(directory) { throw refusal(directory) }
+            if CheckpointName.isCheckpointOrStaging(String(last)) && !CheckpointLayout.holdsNoWeights(directory) { throw refusal(directory) }
             components.removeLast()
         }
     }

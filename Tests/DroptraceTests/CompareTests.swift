@@ -349,6 +349,7 @@ import ScoreStore
             (series.appendingPathComponent("checkpoint-1"), "checkpoint-1"),
             (series.appendingPathComponent("checkpoint-1/compare"), "checkpoint-1"),
             (series.appendingPathComponent("checkpoint-2/compare"), "checkpoint-2"),
+            (series.appendingPathComponent("tmp-checkpoint-3"), "tmp-checkpoint-3"),
             (elsewhere.appendingPathComponent("compare"), "checkpoint-2"),
             (model.appendingPathComponent("compare/out"), "step-7"),
         ]

@@ -173,6 +173,10 @@ import Glibc
         let named = series.directory.appendingPathComponent("checkpoint-999")
         expectOneLineFailure(try trace(series.directory, named), naming: named.path, mentioning: ["inside checkpoint checkpoint-999"])
         #expect(!files.fileExists(atPath: named.path))
+        // So is the Trainer's staging name for it: held back from every trace of the series as still being saved.
+        let staged = series.directory.appendingPathComponent("tmp-checkpoint-999")
+        expectOneLineFailure(try trace(series.directory, staged), naming: staged.path, mentioning: ["inside checkpoint tmp-checkpoint-999"])
+        #expect(!files.fileExists(atPath: staged.path))
     }
 
     /// A missing input (series, calibration, --eval file) is found before
