@@ -27,6 +27,10 @@ struct Droptrace: ParsableCommand {
     /// attached to them (`NegativeValues`), so that the commands' own checks
     /// refuse them.
     static func main() {
+        // A log reader that goes away (`2>&1 | head`, a log shipper that exits) must not kill a run at its
+        // next log line: writes to it fail with EPIPE and are dropped (results on standard output that
+        // cannot be written still fail the command).
+        signal(SIGPIPE, SIG_IGN)
         if let argument = firstArgumentNotUTF8() {
             exit(withError: ValidationError(
                 "argument '\(argument)' is not UTF-8 text (� stands for the bytes that are not): droptrace reads its "

@@ -585,6 +585,28 @@ import Glibc
         expectOneLineFailure(result, naming: "standard output", mentioning: ["cannot write: No space left on device"])
     }
 
+    /// A log reader that goes away (`2>&1 | head -1`, a log shipper that
+    /// exits): SIGPIPE killed the run at its next log line, exit 141 and no
+    /// message, leaving the series half traced. The run goes on unheard.
+    @Test func aClosedLogPipeDoesNotStopTheRun() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        for step in [10, 20] { try series.add(step: step) }
+        let output = scratch.path("out")
+        let process = Process()
+        process.executableURL = DroptraceCommand.executable
+        process.arguments = traceArguments(series.directory, output)
+        let log = Pipe()
+        process.standardError = log
+        process.standardOutput = FileHandle.nullDevice
+        try log.fileHandleForReading.close()  // nobody reads the log
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit && process.terminationStatus == 0,
+                "\(process.terminationReason == .exit ? "exit" : "signal") \(process.terminationStatus)")
+        #expect(try ScoreFile.read(from: output.appendingPathComponent("scores.h5")).rows.count == 2)
+    }
+
     @Test func fullDiskDuringTraceKeepsThePreviousStoreAndStopsAtOnce() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
