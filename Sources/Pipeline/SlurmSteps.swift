@@ -39,6 +39,15 @@ extension TraceRun {
     public func scoreShard(
         checkpoint directory: URL, shard: CalibrationShard, progress: ((Int, Int) -> Void)? = nil
     ) throws -> ShardTaskOutcome {
+        // finalize merges the partials of the pipeline's checkpoints alone: another's would lie there for good.
+        guard options.checkpoints.contains(directory) else {
+            let among: String
+            switch options.checkpoints {
+            case .series(let series): among = "a checkpoint of the series \(series.path)"
+            case .list: among = "one of the checkpoints the pipeline lists"
+            }
+            throw DroptraceError("is not \(among), whose partial results `slurm finalize` merges; nothing was scored", path: directory.path)
+        }
         let found = try CheckpointDiscovery.inspect([directory], settleTime: options.settleTime)
         if let failed = found.failed.first { throw DroptraceError(failed.error) }
         guard let checkpoint = found.ready.first else {

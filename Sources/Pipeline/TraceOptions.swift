@@ -1,3 +1,5 @@
+import CheckpointIO
+import DroptraceSupport
 import Evaluation
 import Foundation
 import ScoreStore
@@ -18,6 +20,20 @@ public struct TraceOptions: Sendable {
         public var listedNames: [String] {
             guard case .list(let directories) = self else { return [] }
             return directories.map(CheckpointDiscovery.rowName(of:))
+        }
+
+        /// Whether `directory` is one of these checkpoints (paths compared
+        /// resolved): listed, or an entry of the series directory named like
+        /// a checkpoint.
+        public func contains(_ directory: URL) -> Bool {
+            let resolved = ResolvedPath.of(directory)
+            switch self {
+            case .series(let series):
+                return CheckpointName.parse(directory.standardizedFileURL.lastPathComponent) != nil
+                    && URL(fileURLWithPath: resolved).deletingLastPathComponent().path == ResolvedPath.of(series)
+            case .list(let directories):
+                return directories.contains { ResolvedPath.of($0) == resolved }
+            }
         }
     }
 

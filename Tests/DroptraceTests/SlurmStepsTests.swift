@@ -148,6 +148,27 @@ import Glibc
         #expect(result.stderr.contains("calib.jsonl") && result.stderr.contains("fewer than the 5 shards"), "\(result.stderr)")
     }
 
+    /// A checkpoint that is not the pipeline's: its partial was written,
+    /// never merged nor mentioned by finalize, and shown by `slurm status`
+    /// as waiting for finalize, for good.
+    @Test func aCheckpointOutsideThePipelineIsRefused() throws {
+        let series = try Series()
+        try FileManager.default.createDirectory(at: series.scratch.path("elsewhere"), withIntermediateDirectories: true)
+        let foreign = try series.scratch.copyOfModel("llama-f32", as: "elsewhere/checkpoint-10")
+        let result = try DroptraceCommand.run([
+            "slurm", "task", series.pipeline.path, "--checkpoint", foreign.path, "--shard", "0", "--shards", "1", "--threads", "1",
+        ])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("\(foreign.path): is not a checkpoint of the series "), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: series.output.appendingPathComponent("partials").path))
+        // The series' own, through another spelling of its path, is one.
+        let spelled = series.builder.directory.appendingPathComponent("./checkpoint-10")
+        let own = try DroptraceCommand.run([
+            "slurm", "task", series.pipeline.path, "--checkpoint", spelled.path, "--shard", "0", "--shards", "1", "--threads", "1",
+        ])
+        #expect(own.status == 0, "\(own.stderr)")
+    }
+
     /// SIGTERM or SIGUSR1 while scoring: exit 75, no partial, no temporary file.
     @Test(arguments: [SIGTERM, SIGUSR1])
     func interruptedTaskLeavesNoPartial(signal number: Int32) throws {
