@@ -42,10 +42,6 @@ struct TokenizerOption: ParsableArguments {
         valueName: "dir"))
     var path: String?
 
-    func validate() throws {
-        if path?.isEmpty == true { throw ValidationError("--tokenizer must name a directory") }
-    }
-
     var directory: URL? { path.map { URL(commandLinePath: $0) } }
 }
 

@@ -32,7 +32,6 @@ struct CompareCommand: ParsableCommand {
 
     func validate() throws {
         if stores.count < 2 { throw ValidationError("give at least two output directories to compare") }
-        if output.isEmpty { throw ValidationError("--output must name a directory") }
         if let problem = title.flatMap(TraceOptions.titleProblem) { throw ValidationError("--\(problem)") }
     }
 

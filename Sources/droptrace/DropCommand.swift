@@ -106,8 +106,6 @@ struct DropCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
-        // URL(fileURLWithPath: "") is the current directory: never what an empty argument meant.
-        if export?.isEmpty == true { throw ValidationError("--export needs a directory path; it is empty") }
         if exportMergekit?.hasSuffix("/") == true {
             throw ValidationError("--export-mergekit names a directory (it ends in /); give the YAML file's path")
         }

@@ -36,7 +36,26 @@ struct Droptrace: ParsableCommand {
                 "argument '\(argument)' is not UTF-8 text (� stands for the bytes that are not): droptrace reads its "
                     + "arguments as UTF-8 (a path of such bytes would be looked up under another name: rename the file or directory)"))
         }
-        main(NegativeValues.attached(Array(CommandLine.arguments.dropFirst())))
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if let problem = emptyArgument(arguments) {
+            // An empty path would name the working directory; no other option takes an empty value either.
+            exit(withError: ValidationError("\(problem): no option or argument of droptrace takes an empty value"))
+        }
+        main(NegativeValues.attached(arguments))
+    }
+
+    /// Where an argument is empty (`--calibration ''`, `--calibration=`, a
+    /// positional `''`), said by what precedes it; nil when none is.
+    private static func emptyArgument(_ arguments: [String]) -> String? {
+        for (index, argument) in arguments.enumerated() {
+            if argument.isEmpty {
+                return index == 0 ? "the first argument is empty" : "an empty argument follows \(arguments[index - 1].debugDescription)"
+            }
+            if argument.hasPrefix("--"), argument.hasSuffix("="), argument.count > 3 {
+                return "\(argument.dropLast()) is given an empty value"
+            }
+        }
+        return nil
     }
 
     /// The first argument whose bytes are not UTF-8, as Swift shows it (with

@@ -28,9 +28,6 @@ struct ResealCommand: ParsableCommand {
     @Argument(help: "An output directory of trace or run (its scores.h5, under its lock), or a store file (a symbolic link is followed).")
     var target: String
 
-    func validate() throws {
-        if target.isEmpty { throw ValidationError("give an output directory or a store file, not an empty path") }
-    }
 
     func run() throws {
         try runLocked { log in

@@ -145,9 +145,6 @@ struct SlurmStatusCommand: ParsableCommand {
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
-    func validate() throws {
-        if outDir.isEmpty { throw ValidationError("give the output directory of a `slurm submit`, not an empty path") }
-    }
 
     func run() throws {
         try runReportingErrors { _ in

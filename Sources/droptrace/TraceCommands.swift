@@ -77,7 +77,6 @@ struct TraceCommand: ParsableCommand {
     @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
-        if output.isEmpty { throw ValidationError("--output must name a directory") }
         if dropK.contains(where: { $0 < 1 }) { throw ValidationError("--drop-k values must be at least 1") }
         if let problem = title.flatMap(TraceOptions.titleProblem) { throw ValidationError("--\(problem)") }
         if !(settleMinutes >= 0 && settleMinutes <= 1e6) { throw ValidationError("--settle-minutes must be between 0 and 1000000") }

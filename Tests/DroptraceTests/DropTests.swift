@@ -331,7 +331,7 @@ import Tokenization
             (model.appendingPathComponent("pruned").path, 1, "lies inside \(model.path), the checkpoint the modules are dropped from"),
             (link.appendingPathComponent("a/pruned").path, 1, "lies inside \(model.path), the checkpoint the modules are dropped from"),
             (model.path, 1, "is \(model.path), the checkpoint the modules are dropped from"),
-            ("", 64, "--export needs a directory path; it is empty"),
+            ("", 64, "an empty argument follows \"--export\": no option or argument of droptrace takes an empty value"),
         ]
         for (export, status, phrase) in cases {
             let result = try DroptraceCommand.run([
