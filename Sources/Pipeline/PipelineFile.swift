@@ -100,6 +100,11 @@ public struct PipelineFile: Decodable {
                     "unknown setting \"slurm.\(SystemError.oneLine(unknown))\" (known: \(names.sorted().joined(separator: ", ")))",
                     path: url.path)
             }
+            // A quoted empty value ("") decodes as absent (as a YAML null does, which leaves the setting out):
+            // it would leave the setting out of every job unsaid.
+            if let empty = inner.first(where: { $0.value.scalar.map { $0.string.isEmpty && $0.style != .plain } == true })?.key.string {
+                throw DroptraceError("slurm.\(SystemError.oneLine(empty)) is empty; give a value or leave the setting out", path: url.path)
+            }
         }
         try PipelineYAML.checkDecimalNumbers(mapping, path: url.path)
         try PipelineYAML.checkPaths(mapping, path: url.path)

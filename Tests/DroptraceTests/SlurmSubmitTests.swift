@@ -300,6 +300,9 @@ import Testing
             ("slurm:\n  partitoin: x", "unknown setting \"slurm.partitoin\""),
             ("slurm: 3", "setting \"slurm\" must be a mapping"),
             ("slurm:\n  time: \"1 day\"", "slurm.time must be one word"),
+            // A quoted empty value was left out of every job unsaid (the option --time '' is refused).
+            ("slurm:\n  time: \"\"", "slurm.time is empty; give a value or leave the setting out"),
+            ("slurm:\n  mem: ''", "slurm.mem is empty"),
             ("slurm:\n  sbatch_args: [account=x]", "slurm.sbatch_args entries must be sbatch options"),
             // Options droptrace sets itself: another job name hid the jobs from its queue (every shard submitted again).
             ("slurm:\n  sbatch_args: [--job-name=mine]", "slurm.sbatch_args sets --job-name, which droptrace sets itself"),
