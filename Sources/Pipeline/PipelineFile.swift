@@ -463,7 +463,7 @@ enum PipelineYAML {
             seen += 1
             if seen > maxValues {
                 throw DroptraceError(
-                    "holds more than \(maxValues) values once its aliases are expanded; a pipeline file is a short list of settings",
+                    "holds more than \(maxValues) values (aliases counted as often as they are used); a pipeline file is a short list of settings",
                     path: path)
             }
             if !coreTags.contains(node.tag.description) {

@@ -134,6 +134,7 @@ struct RunCommand: ParsableCommand {
         case .compare(let file)?:
             let (stores, output) = file.paths(relativeTo: url.deletingLastPathComponent())
             try runLocked { log in
+                if force { log.warning("--force has no effect on a comparison: it reads the runs' stores and changes none") }
                 let report = try CompareRuns.run(stores: stores, output: output, title: file.title)
                 log.info("report: \(report.path)")
             }
