@@ -17,12 +17,17 @@ public enum ProcessLimits {
     public static let minimumAddressSpace: UInt64 = 1 << 30
 
     /// Why a thread or process could not start (`code`: pthread_create's
-    /// or fork's errno), in words: EAGAIN is the limit on the user's
-    /// processes and threads, which the C library's text does not name.
+    /// or fork's errno), in words: EAGAIN is a limit the C library's text
+    /// does not name — the user's processes and threads, or the address
+    /// space each thread's stack is taken from, whichever is set lower.
     public static func startFailure(_ code: Int32) -> String {
         let text = SystemError.describe(code)
         guard code == EAGAIN else { return text }
-        return text + " (the limit on this user's processes and threads, ulimit -u or a container's pids limit, is reached)"
+        var space = rlimit()
+        let spaceLimited = getrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &space) == 0 && space.rlim_cur != rlim_t.max
+        return text + (spaceLimited
+            ? " (a limit is reached: this user's processes and threads, ulimit -u or a container's pids limit, or the address space, ulimit -v, that thread stacks take)"
+            : " (the limit on this user's processes and threads, ulimit -u or a container's pids limit, is reached)")
     }
 
     /// Raises the soft open-file limit and checks both limits.
