@@ -615,13 +615,7 @@ import Glibc
     /// final checkpoint's, naming any string, and as a drop-999 column.
     @Test func evaluationsOfNoDropKOrOfAnotherFinalAreNotReported() throws {
         let scratch = try ScratchDirectory()
-        let series = try SeriesBuilder(in: scratch)
-        for step in [100, 200] { try series.add(step: step) }
-        let output = scratch.path("out")
-        try #require(try trace(series.directory, output, eval: FixtureFiles.calibrationText).status == 0)
-        let store = output.appendingPathComponent("scores.h5")
-        let rows = try ScoreFile.read(from: store).rows
-        let file = try HDF5File.open(at: store, writable: true)
+        let (file, rows) = try tracedWithEvaluation(in: scratch)
         let group = try file.group("evaluation")
         try group.removeAttribute("final_checkpoint")
         try group.setAttribute("final_checkpoint", "some-other-model")
@@ -638,13 +632,7 @@ import Glibc
     /// (the report showed both).
     @Test func theFinalCheckpointsOwnAndFinalSetPerplexitiesAgree() throws {
         let scratch = try ScratchDirectory()
-        let series = try SeriesBuilder(in: scratch)
-        for step in [100, 200] { try series.add(step: step) }
-        let output = scratch.path("out")
-        try #require(try trace(series.directory, output, eval: FixtureFiles.calibrationText).status == 0)
-        let store = output.appendingPathComponent("scores.h5")
-        let rows = try ScoreFile.read(from: store).rows
-        let file = try HDF5File.open(at: store, writable: true)
+        let (file, rows) = try tracedWithEvaluation(in: scratch)
         defer { try? file.close() }
         #expect(try DropEvaluation.read(from: file, rows: rows) != nil)
         var own = try file.dataset("evaluation/perplexity_own_k2").read(as: Double.self)
@@ -654,6 +642,18 @@ import Glibc
         let error = #expect(throws: DroptraceError.self) { try DropEvaluation.read(from: file, rows: rows) }
         #expect(error?.message.hasPrefix("/evaluation/perplexity_own_k2 and perplexity_final_k2 of checkpoint 'checkpoint-200' are ") == true,
                 "\(String(describing: error))")
+    }
+
+    /// A series of two checkpoints traced with `--eval`: its store, open to
+    /// be changed, and its rows.
+    func tracedWithEvaluation(in scratch: ScratchDirectory) throws -> (HDF5File, [CheckpointRow]) {
+        let series = try SeriesBuilder(in: scratch)
+        for step in [100, 200] { try series.add(step: step) }
+        let output = scratch.path("out")
+        try #require(try trace(series.directory, output, eval: FixtureFiles.calibrationText).status == 0)
+        let store = output.appendingPathComponent("scores.h5")
+        let rows = try ScoreFile.read(from: store).rows
+        return (try HDF5File.open(at: store, writable: true), rows)
     }
 
     func trace(_ series: URL, _ output: URL, eval: URL) throws -> DroptraceCommand.Result {
