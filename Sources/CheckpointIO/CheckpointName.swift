@@ -79,7 +79,6 @@ public enum CheckpointName {
         ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).filter { parse($0) != nil }.sorted()
     }
 
-    /// The step in `name`, or nil when the name follows none of the forms or carries no step.
     /// Whether `name` is a Trainer's staging directory for a checkpoint
     /// (`tmp-checkpoint-<N>`: some versions save there and rename it when complete).
     public static func isStaging(_ name: String) -> Bool {
@@ -91,6 +90,7 @@ public enum CheckpointName {
         parse(name) != nil || isStaging(name)
     }
 
+    /// The step in `name`, or nil when the name follows none of the forms or carries no step.
     public static func step(_ name: String) -> Int64? {
         parse(name)?.step
     }

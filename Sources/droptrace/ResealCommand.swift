@@ -28,7 +28,6 @@ struct ResealCommand: ParsableCommand {
     @Argument(help: "An output directory of trace or run (its scores.h5, under its lock), or a store file (a symbolic link is followed).")
     var target: String
 
-
     func run() throws {
         try runLocked { log in
             let (store, resealed) = try StoreReseal.run(URL(commandLinePath: target))

@@ -145,7 +145,6 @@ struct SlurmStatusCommand: ParsableCommand {
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
-
     func run() throws {
         try runReportingErrors { _ in
             let status = try SlurmStatus(outDir: URL(commandLinePath: outDir))
