@@ -208,7 +208,14 @@ struct TaskDocument: Sendable {
         var count = 0
         func read(_ element: Int?) throws {
             let location = scanner.location(element)
-            try body(TaskDocument(fields: try scanner.object(element: element), path: path, location: location))
+            let fields = try scanner.object(element: element)
+            // pyarrow's schema recursion limit: datasets fails on the file ("Recursion level in ArrowSchema struct exceeded").
+            if fields.nestingDepth > maximumNesting {
+                throw DroptraceError(
+                    "\(location): nests objects and lists \(fields.nestingDepth) deep, more than the \(maximumNesting) the datasets "
+                        + "json loader reads (pyarrow's limit): lm-eval cannot load this file", path: path)
+            }
+            try body(TaskDocument(fields: fields, path: path, location: location))
             count += 1
         }
         if scanner.startsArray() {
@@ -229,6 +236,11 @@ struct TaskDocument: Sendable {
     /// kilobytes, a BoolQ passage a few more. Parsing holds a document many
     /// times over, so its extent is found before it is parsed.
     static let maximumDocumentLength = 1 << 20
+
+    /// The deepest nesting of objects and lists in a document (the document
+    /// itself is 1) that datasets loads (datasets 5.2, pyarrow 26: a value
+    /// 62 lists or objects deep in a field loads, 63 fails).
+    static let maximumNesting = 63
 }
 
 /// Walks a task file's JSON values without parsing more than one document
@@ -364,6 +376,15 @@ private struct TaskFileScanner {
 }
 
 extension JSONValue {
+    /// 1 for an object or list holding no object or list, 0 for a scalar.
+    var nestingDepth: Int {
+        switch self {
+        case .array(let items): 1 + (items.lazy.map(\.nestingDepth).max() ?? 0)
+        case .object(let members): 1 + (members.lazy.map(\.value.nestingDepth).max() ?? 0)
+        default: 0
+        }
+    }
+
     var isNull: Bool {
         if case .null = self { return true }
         return false

@@ -435,6 +435,15 @@ import Tokenization
             #expect(error.message.hasPrefix("line 1, element 1: invalid JSON (nested too deeply"), "\(error.message)")
         }
         #expect(throws: DroptraceError.self) { try TaskSuite([], numFewshot: nil) }
+        // datasets loads a field nested 62 lists deep and fails on 63 (pyarrow's schema recursion limit):
+        // lm-eval gets no number from such a file.
+        for (wrappers, loads) in [(62, true), (63, false)] {
+            let nested = String(repeating: "[", count: wrappers) + "1" + String(repeating: "]", count: wrappers)
+            let line = #"{"goal": "g", "sol1": "a", "sol2": "b", "label": 1, "x": \#(nested)}"#
+            let error = try Self.suiteError("piqa", [Self.piqaLine, line])
+            #expect(loads ? error == nil : error?.message.hasPrefix("line 2: nests objects and lists 64 deep, more than the 63") == true,
+                    "\(wrappers): \(String(describing: error))")
+        }
     }
 
     @Test func fewshotNeedsAFileAndEnoughDocuments() throws {
