@@ -43,7 +43,7 @@ enum Markdown {
     static func escape(_ text: String) -> String {
         var escaped = ""
         for scalar in text.unicodeScalars {
-            if let code = bidiControlCode(scalar) {
+            if let code = hiddenCharacterCode(scalar) {
                 escaped += "\\[\(code)\\]"
                 continue
             }
@@ -53,14 +53,18 @@ enum Markdown {
         return escaped
     }
 
-    /// "U+202E" for a Unicode bidirectional formatting character (embeddings,
-    /// overrides, isolates, marks), else nil. Left in a name, such a character
-    /// reorders the text that follows it as displayed — a checkpoint named
-    /// "step-\u{202E}0001" reads as another step — so reports show its code.
-    static func bidiControlCode(_ scalar: Unicode.Scalar) -> String? {
-        switch scalar.value {
-        case 0x061C, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: "U+" + String(scalar.value, radix: 16, uppercase: true)
-        default: nil
-        }
+    /// "U+202E" for a character that changes or hides how a name reads,
+    /// else nil: format characters (general category Cf: bidirectional
+    /// embeddings, overrides, isolates and marks, which reorder what follows
+    /// them — "step-\u{202E}0001" reads as another step — and zero-width
+    /// ones, which make "fin\u{200B}al" read as "final"), control characters
+    /// other than tab and line breaks, and noncharacters (U+FFFE, U+FFFF…),
+    /// which XML does not allow in an SVG. Reports show the code instead.
+    static func hiddenCharacterCode(_ scalar: Unicode.Scalar) -> String? {
+        let category = scalar.properties.generalCategory
+        guard category == .format || scalar.properties.isNoncharacterCodePoint
+                || (category == .control && !["\t", "\n", "\r"].contains(scalar))
+        else { return nil }
+        return String(format: "U+%04X", scalar.value)
     }
 }

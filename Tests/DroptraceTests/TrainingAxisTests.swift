@@ -33,6 +33,11 @@ import ScoreStore
         #expect(Ticks.values(0, 1, target: 5).values.count == 6)
         // Figure text shows a bidirectional override by its code, as reports do.
         #expect(SVG.escape("a\u{202E}<b") == "a[U+202E]&lt;b")
+        // So do zero-width characters ("fin\u{200B}al" read as "final") and the noncharacters XML does not
+        // allow (a run named with U+FFFE made the comparison's figure invalid XML).
+        #expect(SVG.escape("run\u{FFFE}a fin\u{200B}al\u{FEFF}") == "run[U+FFFE]a fin[U+200B]al[U+FEFF]")
+        #expect(Markdown.escape("fi\u{2060}nal\u{1}") == "fi\\[U+2060\\]nal\\[U+0001\\]")
+        #expect(SVG.escape("tab\tstays é 🚀") == "tab\tstays é 🚀")
     }
 
     /// A near-identity module's importance (3e-6) is small, not zero: it

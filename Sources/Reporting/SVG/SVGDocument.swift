@@ -62,8 +62,9 @@ enum SVG {
         return text
     }
 
-    /// Escapes text and attribute values for XML; a bidirectional formatting
-    /// character shows as its code ("[U+202E]", `Markdown.bidiControlCode`).
+    /// Escapes text and attribute values for XML; a character that changes or
+    /// hides how text reads, or that XML does not allow, shows as its code
+    /// ("[U+202E]", `Markdown.hiddenCharacterCode`).
     static func escape(_ text: String) -> String {
         var escaped = ""
         escaped.reserveCapacity(text.count)
@@ -74,7 +75,7 @@ enum SVG {
             case ">": escaped += "&gt;"
             case "\"": escaped += "&quot;"
             case "'": escaped += "&apos;"
-            default: escaped += Markdown.bidiControlCode(scalar).map { "[\($0)]" } ?? String(scalar)
+            default: escaped += Markdown.hiddenCharacterCode(scalar).map { "[\($0)]" } ?? String(scalar)
             }
         }
         return escaped
