@@ -1,6 +1,7 @@
 import DroptraceSupport
 import Evaluation
 import Foundation
+import ScoreStore
 import Scoring
 import TensorEngine
 import Yams
@@ -428,6 +429,14 @@ enum PipelineYAML {
                 guard let text = item.scalar?.string else { continue }
                 if text.isEmpty { throw DroptraceError("\(setting) is empty; give a path", path: path) }
                 if let problem = pathProblem(text) { throw DroptraceError("\(setting) \(problem)", path: path) }
+                // A listed checkpoint's directory name is its row's name in the store, which holds one line of text.
+                let checkpointName = CheckpointDiscovery.rowName(of: URL(fileURLWithPath: text))
+                if name == "checkpoints", !ScoreFileMetadata.isOneLine(checkpointName, atMost: 4096) {
+                    throw DroptraceError(
+                        "\(setting) names checkpoint '\(SystemError.oneLine(String(checkpointName.prefix(40))))', which is no line of text "
+                            + "(a control character or line break, or over 4096 bytes): its name would be its row's in the store; "
+                            + "rename the directory, or list a link to it under another name", path: path)
+                }
             }
         }
     }

@@ -24,6 +24,11 @@ struct PipelineFileSafetyTests {
         ("deep-mapping", "series: " + String(repeating: "{a: ", count: 30_000) + "1" + String(repeating: "}", count: 30_000), "deep"),
         ("deep-block", settings + "drop_k: " + String(repeating: "- ", count: 100_000) + "1\n", "deep"),
         ("duplicate", settings + "series: t\n", "twice"),
+        // A listed checkpoint's name becomes its row's in the store: one with a control character or line
+        // break was scored, then its store refused by every reader (no report, and --force scored it again).
+        ("checkpoint-name-control", "checkpoints: [\"a/run\\rB\"]\ncalibration: c.jsonl\noutput: out\n",
+         "an entry of \"checkpoints\" names checkpoint 'run B', which is no line of text"),
+        ("checkpoint-name-separator", "checkpoints: [\"run\\u2028B/\"]\ncalibration: c.jsonl\noutput: out\n", "which is no line of text"),
         // A key given twice in any mapping, not only the top level: Yams keeps the last value.
         ("duplicate-slurm-key", settings + "slurm: {shards: 2, shards: 3, partition: a}\n", #"gives setting "slurm.shards" twice"#),
         ("duplicate-block-slurm-key", settings + "slurm:\n  partition: a\n  partition: b\n", #"gives setting "slurm.partition" twice"#),
