@@ -78,10 +78,18 @@ extension DropEvaluation {
                 continue
             }
             func perplexity(_ attention: [Int]) throws -> Double {
-                try LanguageModelLoss.evaluate(
+                let value = try LanguageModelLoss.evaluate(
                     model: model, plan: DropPlan(attention: Set(attention)), windows: windows.sequences,
                     sourcePath: source.url.path
                 ).perplexity
+                // exp of a mean loss above ~709 is infinite: no number a store (or a reader of it) can use.
+                guard value.isFinite else {
+                    throw DroptraceError(
+                        "its perplexity on \(source.url.lastPathComponent)\(attention.isEmpty ? "" : " without attention layers \(attention.sorted())") "
+                            + "is \(value) (a mean loss beyond float64's exp: check the checkpoint's weights); not stored",
+                        path: checkpoint.directory.path)
+                }
+                return value
             }
             log("perplexity of \(row.name)")
             do {

@@ -644,6 +644,39 @@ import Glibc
                 "\(String(describing: error))")
     }
 
+    /// A checkpoint whose loss is beyond exp's range (its final norm scaled
+    /// by 1e4): its infinite perplexity was stored, which every reader then
+    /// refused — no report, and --force wrote it again. It is a failure of
+    /// that checkpoint's evaluation now; the store and report stand.
+    @Test func anInfinitePerplexityIsAFailureNotAValue() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        try series.add(step: 100)
+        let broken = try series.add(step: 200)
+        let weights = broken.appendingPathComponent("model.safetensors")
+        var bytes = try Data(contentsOf: weights)
+        let headerLength = Int(bytes.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }.littleEndian)
+        let header = try JSONSerialization.jsonObject(with: bytes[8..<(8 + headerLength)]) as! [String: Any]
+        let offsets = ((header["model.norm.weight"] as! [String: Any])["data_offsets"] as! [NSNumber]).map(\.intValue)
+        for offset in stride(from: 8 + headerLength + offsets[0], to: 8 + headerLength + offsets[1], by: 4) {
+            let value = bytes[offset..<(offset + 4)].withUnsafeBytes { Float(bitPattern: $0.loadUnaligned(as: UInt32.self)) } * 1e4
+            bytes.replaceSubrange(offset..<(offset + 4), with: withUnsafeBytes(of: value.bitPattern) { Array($0) })
+        }
+        try bytes.write(to: weights)
+        let output = scratch.path("out")
+        let result = try trace(series.directory, output, eval: FixtureFiles.calibrationText)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("\(broken.path): its perplexity on ") && result.stderr.contains(" is inf"), "\(result.stderr)")
+        let store = output.appendingPathComponent("scores.h5")
+        let rows = try ScoreFile.read(from: store).rows
+        let file = try HDF5File.open(at: store)
+        defer { try? file.close() }
+        let evaluation = try #require(try DropEvaluation.read(from: file, rows: rows))
+        #expect(evaluation.byCheckpoint["checkpoint-100"]?.full.isFinite == true)
+        #expect(evaluation.byCheckpoint["checkpoint-200"]?.full.isNaN ?? true)
+        #expect(FileManager.default.fileExists(atPath: output.appendingPathComponent("report.md").path))
+    }
+
     /// A series of two checkpoints traced with `--eval`: its store, open to
     /// be changed, and its rows.
     func tracedWithEvaluation(in scratch: ScratchDirectory) throws -> (HDF5File, [CheckpointRow]) {
