@@ -25,9 +25,16 @@ import ScoreStore
         // Table cells too: a perplexity of 1e300 took 301 digits.
         #expect(NumberFormatting.fixed(1e300, 2) == "1.00e+300" && NumberFormatting.fixed(12.5, 2) == "12.50")
         // A legend entry too long for the room right of the plot keeps its end (a run's path), never cut at the edge.
-        #expect(LineChart.legendLabel("seed1") == "seed1")
-        #expect(LineChart.legendLabel("/data/droptrace/pythia-160m/seed1") == "…e/pythia-160m/seed1")
-        #expect(LineChart.legendLabel(String(repeating: "x", count: 40)).count == LineChart.legendCharacters)
+        #expect(LineChart.legendLabels(["seed1", "seed2"]) == ["seed1", "seed2"])
+        #expect(LineChart.legendLabels(["/data/droptrace/pythia-160m/seed1"]) == ["…pythia-160m/seed1"])
+        #expect(LineChart.legendLabels([String(repeating: "x", count: 40)])[0].count == LineChart.legendCharacters)
+        // What runs share at their start and end gives way to what tells them apart: their ends alone
+        // ("…160m-deduped-lr6e-4") read the same for every seed.
+        #expect(LineChart.legendLabels(["seed1-pythia-160m-deduped-lr6e-4", "seed2-pythia-160m-deduped-lr6e-4"]) == ["seed1…", "seed2…"])
+        #expect(LineChart.legendLabels(["/data/runs/pythia-160m/seed1/out", "/data/runs/pythia-160m/seed2/out", "/data/runs/pythia-410m/seed1/out"])
+                    == ["…160m/seed1…", "…160m/seed2…", "…410m/seed1…"])
+        #expect(LineChart.legendLabels(["a-very-long-name-for-a-baseline-run", "b"]) == ["a-very-long-name-…", "b"])
+        #expect(LineChart.legendLabels(["same-long-name-for-two-runs", "same-long-name-for-two-runs"]).allSatisfy { $0.count == LineChart.legendCharacters })
         // A short colour bar (a 5-layer model's heatmap) gets a scale, not one lone tick.
         #expect(Ticks.values(0.01, 0.3, target: 2).values.map { ($0 * 10).rounded() } == [1, 2, 3])
         #expect(Ticks.values(0, 1, target: 5).values.count == 6)

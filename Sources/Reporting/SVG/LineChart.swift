@@ -172,22 +172,47 @@ struct LineChart {
             let rowY = y + Double(Self.maxLegendEntries) * 20
             svg.add(SVG.text("… and \(series.count - Self.maxLegendEntries) more", x: x, y: rowY, size: 12, middle: true))
         }
-        for (index, entry) in series.prefix(Self.maxLegendEntries).enumerated() {
+        let shown = series.prefix(Self.maxLegendEntries)
+        for (index, (entry, label)) in zip(shown, Self.legendLabels(shown.map(\.label))).enumerated() {
             let rowY = y + Double(index) * 20
             svg.add(SVG.line(x1: x, y1: rowY, x2: x + 26, y2: rowY, stroke: entry.colour, width: entry.width,
                              extra: entry.dash.map { #"stroke-dasharray="\#($0)""# } ?? ""))
-            svg.add(SVG.text(Self.legendLabel(entry.label), x: x + 32, y: rowY, size: 12, middle: true))
+            svg.add(SVG.text(label, x: x + 32, y: rowY, size: 12, middle: true))
         }
     }
 
-    /// The legend's room right of the plot: about 20 characters at 12 px.
-    static let legendCharacters = 20
+    /// The legend's room right of the plot (x + 32 to the figure's edge):
+    /// about 18 characters at 12 px.
+    static let legendCharacters = 18
 
-    /// `label` as the legend shows it: whole when it fits, else its end after
-    /// "…" (a run named by its path differs from the others at the end), so
-    /// it is never cut off at the figure's edge.
-    static func legendLabel(_ label: String) -> String {
-        label.count <= legendCharacters ? label : "…" + label.suffix(legendCharacters - 1)
+    /// `labels` as the legend shows them, each within `legendCharacters` so
+    /// none is cut off at the figure's edge: whole when all fit; else
+    /// without what they all share at their start and end ("…" in its
+    /// place), which leaves what tells runs apart ("seed1-pythia-160m-…",
+    /// "seed2-…" read "seed1…", "seed2…"); ends that still differ past the
+    /// room are kept instead (runs named by paths differ at the end).
+    static func legendLabels(_ labels: [String]) -> [String] {
+        let room = legendCharacters
+        func end(_ label: String) -> String { label.count <= room ? label : "…" + label.suffix(room - 1) }
+        guard labels.count > 1, labels.contains(where: { $0.count > room }) else { return labels.map(end) }
+        let characters = labels.map(Array.init)
+        let shortest = characters.map(\.count).min() ?? 0
+        func shared(_ position: (Int, [Character]) -> Int, within limit: Int) -> Int {
+            var count = 0
+            while count < limit, characters.allSatisfy({ $0[position(count, $0)] == characters[0][position(count, characters[0])] }) { count += 1 }
+            return count
+        }
+        // Whole words only: "seed1" and "seed2" share no word at their start.
+        func isBoundary(_ character: Character) -> Bool { !character.isLetter && !character.isNumber }
+        var prefix = shared({ index, _ in index }, within: shortest)
+        while prefix > 0, !isBoundary(characters[0][prefix - 1]) { prefix -= 1 }
+        var suffix = shared({ index, label in label.count - 1 - index }, within: shortest - prefix)
+        while suffix > 0, !isBoundary(characters[0][characters[0].count - suffix]) { suffix -= 1 }
+        let cores = characters.map { label in
+            let (lead, core, tail) = (prefix > 0 ? "…" : "", String(label[prefix..<(label.count - suffix)]), suffix > 0 ? "…" : "")
+            return lead.count + core.count + tail.count <= room ? lead + core + tail : lead + core.prefix(room - lead.count - 1) + "…"
+        }
+        return Set(cores).count == labels.count ? cores : labels.map(end)
     }
 
     /// A y range with nice ends around the finite values.
