@@ -38,6 +38,11 @@ import ScoreStore
         // A short colour bar (a 5-layer model's heatmap) gets a scale, not one lone tick.
         #expect(Ticks.values(0.01, 0.3, target: 2).values.map { ($0 * 10).rounded() } == [1, 2, 3])
         #expect(Ticks.values(0, 1, target: 5).values.count == 6)
+        // Near-identity modules (importances ~1e-7) get distinct tick labels: six decimals read 0.000000.
+        let tiny = Ticks.values(4.5e-8, 9.7e-8, target: 5)
+        let labels = tiny.values.map { Ticks.label($0, step: tiny.step) }
+        #expect(labels == ["6e−8", "8e−8"], "\(labels)")
+        #expect(Ticks.label(2.5e-7, step: 5e-8) == "2.5e−7" && Ticks.label(0, step: 5e-8) == "0" && Ticks.label(0.25, step: 0.05) == "0.25")
         // Figure text shows a bidirectional override by its code, as reports do.
         #expect(SVG.escape("a\u{202E}<b") == "a[U+202E]&lt;b")
         // So do zero-width characters ("fin\u{200B}al" read as "final") and the noncharacters XML does not

@@ -41,9 +41,21 @@ enum Ticks {
 
     /// Enough decimals to tell ticks `step` apart, and no more; a real
     /// minus sign, which is as wide as a digit and reads better than "-".
+    /// Steps below 10⁻⁶, past six decimals (near-identity modules'
+    /// importances, ~1e-7), take powers of ten, "4.5e−8": six decimals read
+    /// 0.000000 for every tick.
     static func label(_ value: Double, step: Double) -> String {
-        let decimals = step >= 1 ? 0 : min(6, Int(ceil(-log10(step) - 1e-9)))
-        let text = String(format: "%.\(decimals)f", value)
+        let text: String
+        if step < 1e-6, step > 0, value == 0 {
+            text = "0"
+        } else if step < 1e-6, step > 0, value.isFinite {
+            // Digits after the mantissa's point down to the step's first digit.
+            let digits = max(0, Int(floor(log10(abs(value)))) - Int(floor(log10(step) + 1e-9)))
+            text = String(format: "%.\(digits)e", value).replacingOccurrences(of: "e-0", with: "e-").replacingOccurrences(of: "e-", with: "e−")
+        } else {
+            let decimals = step >= 1 ? 0 : min(6, Int(ceil(-log10(step) - 1e-9)))
+            text = String(format: "%.\(decimals)f", value)
+        }
         return text.hasPrefix("-") ? "−" + text.dropFirst() : text
     }
 
