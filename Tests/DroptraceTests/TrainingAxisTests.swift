@@ -137,6 +137,21 @@ import ScoreStore
         #expect(Ticks.values(0, 1, target: 5).values == [0, 0.2, 0.4, 0.6000000000000001, 0.8, 1])
     }
 
+    /// Checkpoints close together late in training all read "100k" (three
+    /// significant digits); steps spanning 19 decades drew 19 labels on top
+    /// of each other. Labels take the digits that tell checkpoints apart,
+    /// and a crowded log axis labels every few decades.
+    @Test func closeStepsGetDistinctLabelsAndCrowdedDecadesThinOut() {
+        let steps: [Int64] = (0...5).map { 100_000 + Int64($0) * 100 }
+        #expect(TrainingProgress(values: steps, unit: .steps).columnLabels == ["100k", "100.1k", "100.2k", "100.3k", "100.4k", "100.5k"])
+        #expect(TrainingProgress(values: [1000, -1, 1500], unit: .steps).columnLabels == ["1k", "#1", "1.5k"])
+        let linear = labelled(StepAxis.choose(steps: steps)).map(\.label)
+        #expect(Set(linear).count == linear.count, "\(linear)")
+        let wide = labelled(StepAxis.choose(steps: [0, 1, 2, Int64.max]))
+        #expect(wide.count < 12 && zip(wide, wide.dropFirst()).allSatisfy { $1.position - $0.position > 40 }, "\(wide.map(\.label))")
+        #expect(labelled(StepAxis.choose(steps: Self.pythiaSteps)).count == 7, "Pythia's five decades are all labelled")
+    }
+
     @Test func twoDecadesOrLessStayLinear() {
         #expect(StepAxis.choose(steps: [0, 1000, 50_000, 100_000]) == .linear(lo: 0, hi: 100_000))
         #expect(StepAxis.choose(steps: [10, 1000, 1001]) == .log(lo: 10, hi: 1001, hasZero: false))

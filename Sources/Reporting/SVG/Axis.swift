@@ -59,25 +59,39 @@ enum Ticks {
         return text.hasPrefix("-") ? "−" + text.dropFirst() : text
     }
 
-    /// Short labels for steps and token counts, about three significant
-    /// digits: 950, 1.5k, 11.5k, 143k, 2M, 1.2B.
-    static func compact(_ value: Double) -> String {
-        // Round to three significant digits first, so 999,950 becomes "1M", not "1000k".
+    /// Short labels for steps and token counts, `significant` digits
+    /// (about three by default): 950, 1.5k, 11.5k, 143k, 2M, 1.2B.
+    static func compact(_ value: Double, significant: Int = 3) -> String {
+        // Round to the significant digits first, so 999,950 becomes "1M", not "1000k".
         var value = value
         if value != 0 && value.isFinite {
-            let unit = pow(10, floor(log10(abs(value))) - 2)
+            let unit = pow(10, floor(log10(abs(value))) - Double(significant - 1))
             value = (value / unit).rounded() * unit
         }
         let units: [(Double, String)] = [(1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")]
         for (size, suffix) in units where abs(value) >= size {
-            return trimmed(value / size) + suffix
+            return trimmed(value / size, significant: significant) + suffix
         }
-        return trimmed(value)
+        return trimmed(value, significant: significant)
     }
 
-    /// Two decimals below 10, one below 100, none above; no trailing zeros.
-    private static func trimmed(_ value: Double) -> String {
-        let decimals = abs(value) >= 100 ? 0 : abs(value) >= 10 ? 1 : 2
+    /// `compact` labels of `values` with as few significant digits (three
+    /// or more) as tell them apart: checkpoints 100,000 to 100,500 steps
+    /// apart all read "100k" with three.
+    static func compactLabels(_ values: [Double]) -> [String] {
+        let distinct = Set(values).count
+        for significant in 3...16 {
+            let labels = values.map { compact($0, significant: significant) }
+            if Set(labels).count == distinct { return labels }
+        }
+        return values.map { compact($0, significant: 17) }
+    }
+
+    /// `significant` digits in all (for 3: two decimals below 10, one below
+    /// 100, none above); no trailing zeros.
+    private static func trimmed(_ value: Double, significant: Int) -> String {
+        let integerDigits = abs(value) >= 1 ? Int(floor(log10(abs(value)))) + 1 : 1
+        let decimals = max(0, significant - integerDigits)
         var text = String(format: "%.\(decimals)f", value)
         guard decimals > 0 else { return text }
         while text.hasSuffix("0") { text.removeLast() }
@@ -176,7 +190,7 @@ enum StepAxis: Equatable {
             var target = max(2, Int(width / 90))
             while true {
                 let (values, _) = Ticks.values(lo, hi, target: target)
-                let labels = values.map(Ticks.compact)
+                let labels = Ticks.compactLabels(values)
                 let widest = labels.map { SVG.estimatedWidth($0, size: 11) }.max() ?? 0
                 let spacing = width / Double(max(1, values.count))
                 if spacing >= widest + 10 || target <= 2 {
@@ -187,13 +201,18 @@ enum StepAxis: Equatable {
             }
         case .log(let lo, let hi, let hasZero):
             var ticks: [Tick] = hasZero ? [Tick(position: a, label: "0")] : []
-            for exponent in Int(floor(log10(lo)))...Int(ceil(log10(hi))) {
+            let exponents = Int(floor(log10(lo)))...Int(ceil(log10(hi)))
+            // Every decade labelled while their labels fit side by side, else every second, third…
+            let widest = exponents.map { SVG.estimatedWidth(Ticks.compact(pow(10, Double($0))), size: 11) }.max() ?? 0
+            let every = max(1, Int(ceil(Double(exponents.count) * (widest + 10) / max(1, width))))
+            for exponent in exponents {
                 let decade = pow(10, Double(exponent))
                 for multiple in 1...9 {
                     let value = decade * Double(multiple)
                     guard value >= lo * (1 - 1e-9), value <= hi * (1 + 1e-9) else { continue }
                     let x = position(step: Int64(value.rounded()), index: 0, from: a, to: b)
-                    ticks.append(Tick(position: x, label: multiple == 1 ? Ticks.compact(value) : nil))
+                    let labelled = multiple == 1 && (exponent - exponents.lowerBound) % every == 0
+                    ticks.append(Tick(position: x, label: labelled ? Ticks.compact(value) : nil))
                 }
             }
             return ticks
@@ -239,6 +258,7 @@ struct TrainingProgress: Equatable {
 
     /// One label per checkpoint: its tokens or step, compact, or "#<index>" when unknown.
     var columnLabels: [String] {
-        values.enumerated().map { index, value in value >= 0 ? Ticks.compact(Double(value)) : "#\(index)" }
+        var known = Ticks.compactLabels(values.filter { $0 >= 0 }.map(Double.init))[...]
+        return values.enumerated().map { index, value in value >= 0 ? known.removeFirst() : "#\(index)" }
     }
 }
