@@ -22,17 +22,19 @@ public struct TraceOptions: Sendable {
             return directories.map(CheckpointDiscovery.rowName(of:))
         }
 
-        /// Whether `directory` is one of these checkpoints (paths compared
-        /// resolved): listed, or an entry of the series directory named like
-        /// a checkpoint.
+        /// Whether `directory` is one of these checkpoints: listed, or an
+        /// entry of the series directory named like a checkpoint. Compared
+        /// by name in their directory resolved: an entry may be a link to a
+        /// checkpoint elsewhere, which is the series' all the same.
         public func contains(_ directory: URL) -> Bool {
-            let resolved = ResolvedPath.of(directory)
+            func place(_ url: URL) -> (directory: String, name: String) {
+                let url = url.standardizedFileURL
+                return (ResolvedPath.of(url.deletingLastPathComponent()), url.lastPathComponent)
+            }
+            let (parent, name) = place(directory)
             switch self {
-            case .series(let series):
-                return CheckpointName.parse(directory.standardizedFileURL.lastPathComponent) != nil
-                    && URL(fileURLWithPath: resolved).deletingLastPathComponent().path == ResolvedPath.of(series)
-            case .list(let directories):
-                return directories.contains { ResolvedPath.of($0) == resolved }
+            case .series(let series): return CheckpointName.parse(name) != nil && parent == ResolvedPath.of(series)
+            case .list(let directories): return directories.contains { place($0) == (parent, name) }
             }
         }
     }

@@ -167,6 +167,13 @@ import Glibc
             "slurm", "task", series.pipeline.path, "--checkpoint", spelled.path, "--shard", "0", "--shards", "1", "--threads", "1",
         ])
         #expect(own.status == 0, "\(own.stderr)")
+        // An entry of the series that links to a checkpoint elsewhere is the series' own.
+        let linked = series.builder.directory.appendingPathComponent("checkpoint-30")
+        try FileManager.default.createSymbolicLink(at: linked, withDestinationURL: foreign)
+        let viaLink = try DroptraceCommand.run([
+            "slurm", "task", series.pipeline.path, "--checkpoint", linked.path, "--shard", "0", "--shards", "1", "--threads", "1",
+        ])
+        #expect(viaLink.status == 0, "\(viaLink.stderr)")
     }
 
     /// SIGTERM or SIGUSR1 while scoring: exit 75, no partial, no temporary file.
