@@ -139,10 +139,11 @@ public struct DropEvaluation: Equatable, Sendable {
         func dropSet(_ row: CheckpointRow, _ k: Int) -> [Int] {
             DropSets.dropSet(ranking: RankStatistics.ranking(ModuleKind.attention.importance(in: row).map(Double.init)), k: k)
         }
+        let finalSets = Dictionary(uniqueKeysWithValues: Set(byCheckpoint.values.flatMap(\.own.keys)).map { ($0, dropSet(last, $0)) })
         for row in rows {
             guard let values = byCheckpoint[row.name] else { continue }
             for (k, own) in values.own.sorted(by: { $0.key < $1.key }) {
-                guard let final = values.final[k], abs(own - final) > 1e-5 * max(own, final), dropSet(row, k) == dropSet(last, k) else { continue }
+                guard let final = values.final[k], abs(own - final) > 1e-5 * max(own, final), dropSet(row, k) == finalSets[k] else { continue }
                 return "/\(Self.group)/perplexity_own_k\(k) and perplexity_final_k\(k) of checkpoint '\(SystemError.oneLine(row.name))' are "
                     + "\(own) and \(final), though its own drop-\(k) set is the final checkpoint's: one model measured twice; "
                     + "the file was changed by other software"

@@ -25,9 +25,10 @@ public enum ProcessLimits {
         guard code == EAGAIN else { return text }
         var space = rlimit()
         let spaceLimited = getrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &space) == 0 && space.rlim_cur != rlim_t.max
+        let processes = "this user's processes and threads, ulimit -u or a container's pids limit"
         return text + (spaceLimited
-            ? " (a limit is reached: this user's processes and threads, ulimit -u or a container's pids limit, or the address space, ulimit -v, that thread stacks take)"
-            : " (the limit on this user's processes and threads, ulimit -u or a container's pids limit, is reached)")
+            ? " (a limit is reached: \(processes), or the address space, ulimit -v, that thread stacks take)"
+            : " (the limit on \(processes), is reached)")
     }
 
     /// Raises the soft open-file limit and checks both limits.
