@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,6 @@
 // `H5TS_mutex_lock` and the `H5_g` whose first member is the lock;
 // 1.14 has the public `H5TSmutex_acquire`.
 #if defined(H5_HAVE_THREADSAFE) && H5_VERS_MAJOR == 1 && (H5_VERS_MINOR == 10 || H5_VERS_MINOR == 12)
-#include <pthread.h>
 typedef struct {  // H5TS_mutex_t of 1.10 and 1.12 (H5TSprivate.h)
     pthread_t owner_thread;
     pthread_mutex_t atomic_lock;
@@ -62,6 +62,17 @@ static void hold_library(void) {}
 static void release_library(void) {}
 static void own_library_in_child(void) {}
 #endif
+
+// A probe's child shares every descriptor this process had open at the fork,
+// and with it the flock(2) libhdf5 took on each file it opens: a store another
+// thread closes while the child runs stays locked until the child exits, and
+// opening it then fails ("unable to lock file, errno = 11"). Probes hold this
+// lock shared from the fork until their child is reaped; opening a file holds
+// it exclusively, so it waits for those children instead of failing.
+static pthread_rwlock_t children_alive = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+
+void hdf5_open_begin(void) { (void)pthread_rwlock_wrlock(&children_alive); }
+void hdf5_open_end(void) { (void)pthread_rwlock_unlock(&children_alive); }
 
 typedef struct { size_t element_limit; } probe_context;
 
@@ -234,7 +245,7 @@ static char process_state(pid_t pid) {
     return end && end[1] == ' ' && end[2] ? end[2] : '?';
 }
 
-hdf5_probe_result hdf5_probe_file(const char *path, double seconds, size_t element_limit) {
+static hdf5_probe_result probe_and_reap(const char *path, double seconds, size_t element_limit) {
     hdf5_probe_result result = { HDF5_PROBE_READ, 0, 0 };
     // libhdf5's initialisation (and its lock) must exist before it is taken.
     (void)H5open();
@@ -283,5 +294,12 @@ hdf5_probe_result hdf5_probe_file(const char *path, double seconds, size_t eleme
     } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         result.outcome = HDF5_PROBE_CRASHED;
     }
+    return result;
+}
+
+hdf5_probe_result hdf5_probe_file(const char *path, double seconds, size_t element_limit) {
+    (void)pthread_rwlock_rdlock(&children_alive);
+    hdf5_probe_result result = probe_and_reap(path, seconds, element_limit);
+    (void)pthread_rwlock_unlock(&children_alive);
     return result;
 }

@@ -250,6 +250,36 @@ import Testing
         }
     }
 
+    /// A probe's child shares the flock(2) of every file open at its fork: a
+    /// store closed meanwhile stayed locked until the child exited, and
+    /// opening it for writing then failed ("unable to lock file, errno = 11";
+    /// seen when tests on other threads probed stores). Opening waits for
+    /// the child instead.
+    @Test func aStoreClosedWhileAProbeRunsOpensForWriting() throws {
+        let scratch = try ScratchDirectory()
+        let store = try StoreChecksumTests.scoredStore(in: scratch)
+        let fifo = scratch.path("stalled.h5")
+        try #require(mkfifo(fifo.path, 0o600) == 0)
+        let file = try HDF5File.open(at: store, writable: true)
+        let probed = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            _ = try? HDF5Probe.check(fifo.path, seconds: 1)
+            probed.signal()
+        }
+        defer { probed.wait() }
+        // The child is forked with the store open here, and kept waiting by the FIFO.
+        func children() -> String {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+            return tasks.map { (try? String(contentsOfFile: "/proc/self/task/\($0)/children", encoding: .utf8)) ?? "" }.joined()
+        }
+        let started = Date()
+        while children().trimmingCharacters(in: .whitespaces).isEmpty && Date().timeIntervalSince(started) < 3 { usleep(5_000) }
+        try #require(!children().trimmingCharacters(in: .whitespaces).isEmpty, "no probe started")
+        try file.close()
+        let reopened = try HDF5File.open(at: store, writable: true)
+        try reopened.close()
+    }
+
     /// The probe's child shares the run's open files, its lock among them:
     /// a run killed while the child reads such a store takes the child with
     /// it (it read on for ever, and every later run found the lock held).

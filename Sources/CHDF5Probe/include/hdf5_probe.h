@@ -32,4 +32,11 @@ typedef struct {
 ///   space is capped from it, so a crafted size cannot exhaust memory.
 hdf5_probe_result hdf5_probe_file(const char *path, double seconds, size_t element_limit);
 
+/// Brackets libhdf5's opening of a file (`H5Fopen`) in this process: waits
+/// until no probe's child is alive, and keeps new ones from starting until
+/// `hdf5_open_end`. A child holds on to the lock libhdf5 took on every file
+/// open at its fork, closed by this process meanwhile or not.
+void hdf5_open_begin(void);
+void hdf5_open_end(void);
+
 #endif

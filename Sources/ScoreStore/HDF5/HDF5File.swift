@@ -1,5 +1,6 @@
 import Foundation
 internal import CHDF5
+internal import CHDF5Probe
 import DroptraceSupport
 
 /// An open HDF5 file. Like h5py's `File`, it *is* its root group: groups,
@@ -55,7 +56,9 @@ public final class HDF5File: HDF5Group {
         try HDF5Probe.check(path)
         let mode = writable ? HDF5Library.accessReadWrite : HDF5Library.accessReadOnly
         let id = try withFileAccessList(path: path) { fapl in
-            try HDF5Failure.check(H5Fopen(path, mode, fapl), "cannot open HDF5 file", path: path)
+            hdf5_open_begin()
+            defer { hdf5_open_end() }
+            return try HDF5Failure.check(H5Fopen(path, mode, fapl), "cannot open HDF5 file", path: path)
         }
         return HDF5File(openFile: HDF5OpenFile(id: id, path: path, inMemory: false, writable: writable))
     }

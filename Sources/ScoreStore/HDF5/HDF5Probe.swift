@@ -17,13 +17,14 @@ enum HDF5Probe {
         5 + Double(fileBytes) / Double(4 << 20)
     }
 
+    /// - Parameter seconds: the child's time; `timeLimit` of the file's size when nil.
     /// - Throws: `DroptraceError` naming `path` when libhdf5 crashed or
     ///   hung on it (the file is damaged); transient when no child could be
     ///   started or the file system kept it waiting past its time.
-    static func check(_ path: String) throws {
+    static func check(_ path: String, seconds: Double? = nil) throws {
         let bytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         let limit = plausibleElementLimit(path)
-        let seconds = timeLimit(fileBytes: bytes)
+        let seconds = seconds ?? timeLimit(fileBytes: bytes)
         let result = hdf5_probe_file(path, seconds, limit)
         switch result.outcome {
         case HDF5_PROBE_READ:
