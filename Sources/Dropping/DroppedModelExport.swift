@@ -389,8 +389,25 @@ public enum DroppedModelExport {
         }
     }
 
+    /// Whether the file `name` beside a checkpoint's weights travels with
+    /// them into an export (tokenizer, generation and model-card files, custom
+    /// code). Left behind: the undropped model's weights in any framework's
+    /// format (safetensors, PyTorch, GGUF; TensorFlow/Keras `.h5`, Flax
+    /// `.msgpack`, ONNX) and their shard indexes (`*.index.json`), which
+    /// would hold another model than the export's; HDF5 files (a droptrace
+    /// store written beside them); the Trainer's training state; hidden files
+    /// (a run lock, `.gitattributes`); `config.json`, which the export writes.
+    static func travelsWithWeights(_ name: String) -> Bool {
+        let url = URL(fileURLWithPath: name)
+        let otherWeights = ["h5", "hdf5", "msgpack", "onnx"].contains(url.pathExtension.lowercased())
+            || name.hasSuffix(".index.json")
+        let isWeights = CheckpointLayout.format(ofFile: url) != nil || otherWeights
+        return !(isWeights || name == "config.json" || name.hasPrefix(".")
+            || trainingState.contains(name) || name.hasPrefix("rng_state"))
+    }
+
     /// The files of checkpoint directory `source` that travel with the
-    /// weights (tokenizer and generation files), each opened once to check it
+    /// weights (`travelsWithWeights`), each opened once to check it
     /// can be copied: `drop` calls this before any work, so an export that
     /// cannot be written is refused before the measurements, not after.
     /// Symbolic links count as their targets (a Hugging Face cache snapshot
@@ -399,10 +416,7 @@ public enum DroppedModelExport {
     ///   FIFO would block the copy forever), a link to nothing, or unreadable.
     static func companionFiles(of source: URL) throws -> [URL] {
         var files: [URL] = []
-        for name in try FileManager.default.contentsOfDirectory(atPath: source.path).sorted() {
-            let isWeights = CheckpointLayout.format(ofFile: URL(fileURLWithPath: name)) != nil
-                || [CheckpointLayout.safetensorsIndex, CheckpointLayout.pytorchIndex].contains(name)
-            if isWeights || name == "config.json" || trainingState.contains(name) || name.hasPrefix("rng_state") { continue }
+        for name in try FileManager.default.contentsOfDirectory(atPath: source.path).sorted() where travelsWithWeights(name) {
             let path = source.appendingPathComponent(name)
             switch PathKind.of(path) {
             case .missing:

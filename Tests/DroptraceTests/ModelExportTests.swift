@@ -166,6 +166,22 @@ import Testing
         #expect(try Data(contentsOf: copy) == Data(contentsOf: blob))
     }
 
+    /// Only what belongs to the model travels with the dropped weights: a
+    /// store `score` wrote beside them, the source's weights in other
+    /// frameworks' formats (the undropped model) and hidden files were copied.
+    @Test func onlyFilesOfTheModelTravelWithTheExport() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32", as: "model")
+        let travelling = ["README.md", "generation_config.json", "modeling_custom.py", "special_tokens_map.json"]
+        let staying = ["out.h5", "tf_model.h5", "flax_model.msgpack", "model.onnx", "tf_model.h5.index.json",
+                       ".droptrace.lock", ".gitattributes", "optimizer.pt", "rng_state_1.pth", "pytorch_model.bin"]
+        for name in travelling + staying { try Data("x".utf8).write(to: model.appendingPathComponent(name)) }
+        let exported = scratch.path("export")
+        try export(model, to: exported)
+        let expected = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] + travelling
+        #expect(try FileManager.default.contentsOfDirectory(atPath: exported.path).sorted() == expected.sorted())
+    }
+
     /// A link to nothing among the companions is named (the export would
     /// have been written without that file, said nowhere).
     @Test func danglingCompanionLinkIsRefused() throws {
