@@ -41,7 +41,21 @@ struct Droptrace: ParsableCommand {
             // An empty path would name the working directory; no other option takes an empty value either.
             exit(withError: ValidationError("\(problem): no option or argument of droptrace takes an empty value"))
         }
-        main(NegativeValues.attached(arguments))
+        do {
+            var command = try parseAsRoot(NegativeValues.attached(arguments))
+            try command.run()
+        } catch where exitCode(for: error) == .success {
+            // --help and --version: their text must reach standard output (a full disk, /dev/full) to succeed.
+            print(fullMessage(for: error))
+            if fflush(stdout) != 0 || ferror(stdout) != 0 {
+                let reason = SystemError.describe()
+                DroptraceLogging.logger().error("standard output: cannot write: \(reason)")
+                Foundation.exit(ExitCode.failure.rawValue)
+            }
+            Foundation.exit(ExitCode.success.rawValue)
+        } catch {
+            exit(withError: error)
+        }
     }
 
     /// Where an argument is empty (`--calibration ''`, `--calibration=`, a

@@ -585,6 +585,13 @@ import Glibc
         expectOneLineFailure(result, naming: "standard output", mentioning: ["cannot write: No space left on device"])
     }
 
+    /// Help and version text that cannot be written failed unsaid (exit 0).
+    @Test(arguments: [["--help"], ["score", "--help"], ["help", "trace"], ["--version"]])
+    func helpThatCannotBeWrittenFails(arguments: [String]) throws {
+        let result = try ChildProcess.droptraceInShell(setup: "exec >/dev/full", arguments)
+        expectOneLineFailure(result, naming: "standard output", mentioning: ["cannot write: No space left on device"])
+    }
+
     /// A log reader that goes away (`2>&1 | head -1`, a log shipper that
     /// exits): SIGPIPE killed the run at its next log line, exit 141 and no
     /// message, leaving the series half traced. The run goes on unheard.
