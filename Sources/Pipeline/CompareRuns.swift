@@ -20,7 +20,7 @@ public enum CompareRuns {
         let paths = try stores.map(storePath)
         var seen: [String: String] = [:]
         for (path, store) in zip(paths, stores) {
-            let canonical = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+            let canonical = ResolvedPath.of(URL(fileURLWithPath: path))
             if let earlier = seen[canonical] {
                 throw DroptraceError("is given twice (also as \(earlier))", path: store.path)
             }
@@ -61,10 +61,9 @@ public enum CompareRuns {
     /// (`CheckpointPlacement`; the compared runs' own checkpoints are
     /// checked once their stores are read).
     static func checkOutput(_ output: URL, stores: [String]) throws {
-        let directory = output.resolvingSymlinksInPath().standardizedFileURL.path
+        let directory = ResolvedPath.of(output)
         for store in stores {
-            let storeDirectory = URL(fileURLWithPath: store).deletingLastPathComponent().resolvingSymlinksInPath()
-                .standardizedFileURL.path
+            let storeDirectory = ResolvedPath.of(URL(fileURLWithPath: store).deletingLastPathComponent())
             if storeDirectory == directory {
                 throw DroptraceError(
                     "holds \(URL(fileURLWithPath: store).lastPathComponent), one of the compared stores; its report "

@@ -23,7 +23,7 @@ extension TraceOptions.Checkpoints {
     }
 
     private static func canonical(_ url: URL) -> String {
-        url.resolvingSymlinksInPath().standardizedFileURL.path
+        ResolvedPath.of(url)
     }
 }
 

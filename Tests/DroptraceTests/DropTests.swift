@@ -326,10 +326,14 @@ import Tokenization
         let model = try scratch.copyOfModel("llama-f32", as: "ck")
         let link = scratch.path("link")
         try FileManager.default.createSymbolicLink(atPath: link.path, withDestinationPath: "ck")
+        // `deep/..` is the checkpoint to the kernel (the link first, then its parent), not the scratch directory.
+        try FileManager.default.createDirectory(at: model.appendingPathComponent("sub"), withIntermediateDirectories: false)
+        try FileManager.default.createSymbolicLink(atPath: scratch.path("deep").path, withDestinationPath: "ck/sub")
         let before = try FileManager.default.contentsOfDirectory(atPath: model.path).sorted()
         let cases: [(String, Int32, String)] = [
             (model.appendingPathComponent("pruned").path, 1, "lies inside \(model.path), the checkpoint the modules are dropped from"),
             (link.appendingPathComponent("a/pruned").path, 1, "lies inside \(model.path), the checkpoint the modules are dropped from"),
+            (scratch.url.path + "/deep/../pruned", 1, "lies inside \(model.path), the checkpoint the modules are dropped from"),
             (model.path, 1, "is \(model.path), the checkpoint the modules are dropped from"),
             ("", 64, "an empty argument follows \"--export\": no option or argument of droptrace takes an empty value"),
         ]
@@ -351,7 +355,7 @@ import Tokenization
         ])
         #expect(result.status == 1 && result.stderr.contains("\(export): lies inside \(model.path), the checkpoint"), "\(result.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: model.path).sorted() == before)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).sorted() == ["ck", "link"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).sorted() == ["ck", "deep", "link"])
     }
 
     /// A final norm scaled by 1e30 overflows the logits: both perplexities
