@@ -225,7 +225,8 @@ public struct CheckpointLayout: Sendable {
                 "shard index has no \"metadata\" object (transformers' from_pretrained cannot load it; it writes {\"total_size\": …})",
                 path: index.path)
         }
-        let names = Set(weightMap.values).sorted()
+        // `./model-00001-of-00002.safetensors` is the file beside the index, as transformers joins it.
+        let names = Set(weightMap.values.map(withoutCurrentDirectoryPrefix)).sorted()
         guard !names.isEmpty else {
             throw DroptraceError("shard index names no shard files", path: index.path)
         }
@@ -246,6 +247,12 @@ public struct CheckpointLayout: Sendable {
     static let indexSizeLimit = 1 << 26
 
     /// A single path component: not empty, `.` or `..`, without `/` or NUL.
+    private static func withoutCurrentDirectoryPrefix(_ name: String) -> String {
+        var name = Substring(name)
+        while name.hasPrefix("./") { name = name.dropFirst(2) }
+        return String(name)
+    }
+
     static func isPlainFileName(_ name: String) -> Bool {
         !name.isEmpty && name != "." && name != ".." && !name.contains("/") && !name.unicodeScalars.contains("\0")
     }

@@ -11,17 +11,21 @@ import Foundation
 /// | `global_step<N>` | DeepSpeed |
 /// | `step<N>-tokens<M>[K\|M\|B\|T]` | OLMo (`tokens4B` is four billion tokens) |
 /// | `stage<S>-step<N>-tokens<M>B`, `stage<S>-ingredient<K>-step<N>-tokens<M>B` | OLMo 2 |
-/// | `step-<N>k-token-<M>B` | TinyLlama (`step-480k` is step 480 000) |
+/// | `step-<N>k-token-<M>B`, `step-<N>k-<M>B` | TinyLlama (`step-480k` is step 480 000; `2.5T` tokens) |
+/// | `<model>-<size>B-[intermediate-]<any of these>` | Hub repository names (`TinyLlama-1.1B-intermediate-step-1431k-3T`) |
 /// | `step-<N>-<M>BT` | FineWeb ablations (`2BT`: two billion tokens) |
 /// | `ckpt_<N>` | LLM360 Amber: a checkpoint index, not a step |
 ///
+/// Token units are K, M, B or T in either case, after a whole or decimal
+/// count (`2.5T`, a whole number of tokens once scaled).
 /// A number too large for Int64 (or that overflows once scaled) leaves the
 /// step or token count unknown and sets `Parts.overflowed`; it never traps.
 public enum CheckpointName {
     /// The accepted forms, for messages that say what was expected.
     public static let acceptedForms =
         "checkpoint-<N>, step<N>, step-<N>, step_<N>, global_step<N>, step<N>-tokens<M>B, "
-        + "stage<S>-[ingredient<K>-]step<N>-tokens<M>B, step-<N>k-token-<M>B, step-<N>-<M>BT, ckpt_<N>"
+        + "stage<S>-[ingredient<K>-]step<N>-tokens<M>B, step-<N>k-[token-]<M>B, step-<N>-<M>BT, ckpt_<N>, "
+        + "each also after a Hub repository's <model>-<size>B-[intermediate-]"
 
     /// What a name says about its checkpoint.
     public struct Parts: Sendable, Equatable {
@@ -46,10 +50,15 @@ public enum CheckpointName {
 
     // ASCII digits only (ICU's \d takes any script's, which Int64 does not
     // read), and \z: `$` also matches before a final line break.
+    // Groups: 1 stage, 2 ingredient, 3 step, 4 its k; tokens as 5 count and 6 unit (`-tokens4B`, `-token-2.5T`),
+    // 7 and 8 (FineWeb's `-2BT`) or 9 and 10 (TinyLlama's `-3T`, `-105b`).
     nonisolated(unsafe) private static let stepPattern = try! NSRegularExpression(
-        pattern: #"^(?:stage([0-9]+)-)?(?:ingredient([0-9]+)-)?(?:checkpoint-|global_step|step[-_]?)([0-9]+)(k)?"#
-            + #"(?:-tokens?-?([0-9]+)([KMBT]?)|-([0-9]+)([KMBT])T)?\z"#)
-    nonisolated(unsafe) private static let indexPattern = try! NSRegularExpression(pattern: #"^ckpt_([0-9]+)\z"#)
+        pattern: #"^"# + hubRepository + #"(?:stage([0-9]+)-)?(?:ingredient([0-9]+)-)?(?:checkpoint-|global_step|step[-_]?)([0-9]+)([kK])?"#
+            + #"(?:-tokens?-?([0-9]+(?:\.[0-9]+)?)([KMBTkmbt]?)|-([0-9]+)([KMBTkmbt])T|-([0-9]+(?:\.[0-9]+)?)([KMBTkmbt]))?\z"#)
+    nonisolated(unsafe) private static let indexPattern = try! NSRegularExpression(pattern: #"^"# + hubRepository + #"ckpt_([0-9]+)\z"#)
+    /// A Hub repository's name before the checkpoint's (`TinyLlama-1.1B-intermediate-`), as a download
+    /// into a directory of the repository's name leaves it.
+    private static let hubRepository = #"(?:[A-Za-z][A-Za-z0-9]*-[0-9]+(?:\.[0-9]+)?[BMbm]-(?:intermediate-)?)?"#
 
     /// The parts of `name`, or nil when the name follows none of the forms.
     public static func parse(_ name: String) -> Parts? {
@@ -62,10 +71,12 @@ public enum CheckpointName {
         guard let result = stepPattern.firstMatch(in: name, range: range) else { return nil }
         var parts = Parts(stage: number(result, 1, in: name), ingredient: number(result, 2, in: name))
         parts.step = scaled(number(result, 3, in: name), unit: text(result, 4, in: name))
-        let tokenGroups = result.range(at: 5).location != NSNotFound ? (5, 6) : (7, 8)
-        let hasTokens = result.range(at: tokenGroups.0).location != NSNotFound
-        if hasTokens {
-            parts.tokens = scaled(number(result, tokenGroups.0, in: name), unit: text(result, tokenGroups.1, in: name))
+        let tokenGroups = [(5, 6), (7, 8), (9, 10)].first { result.range(at: $0.0).location != NSNotFound }
+        let hasTokens = tokenGroups != nil
+        if let (countGroup, unitGroup) = tokenGroups {
+            let (count, unit) = (text(result, countGroup, in: name), text(result, unitGroup, in: name))
+            guard isWholeNumberOfTokens(count, unit: unit) else { return nil }
+            parts.tokens = scaledTokens(count, unit: unit)
         }
         let present = [1, 2].filter { result.range(at: $0).location != NSNotFound }
         parts.overflowed = parts.step == nil || (hasTokens && parts.tokens == nil)
@@ -134,12 +145,35 @@ public enum CheckpointName {
             step: parts?.index ?? (step >= 0 ? step : Int64.max))
     }
 
-    /// `count` times K, M, B or T (`k` for thousands of steps); nil on overflow.
+    /// `count` times K, M, B or T in either case (`k` for thousands of steps); nil on overflow.
     private static func scaled(_ count: Int64?, unit: String) -> Int64? {
-        let scale: Int64 = ["k": 1_000, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000, "T": 1_000_000_000_000][unit] ?? 1
         guard let count else { return nil }
-        let (product, overflow) = count.multipliedReportingOverflow(by: scale)
+        let (product, overflow) = count.multipliedReportingOverflow(by: scale(of: unit))
         return overflow ? nil : product
+    }
+
+    private static func scale(of unit: String) -> Int64 {
+        ["K": 1_000, "M": 1_000_000, "B": 1_000_000_000, "T": 1_000_000_000_000][unit.uppercased()] ?? 1
+    }
+
+    /// Whether a count written `2.5` with unit `T` is a whole number of
+    /// tokens: at most as many decimals as the unit has zeros.
+    private static func isWholeNumberOfTokens(_ count: String, unit: String) -> Bool {
+        let decimals = count.split(separator: ".").dropFirst().first?.count ?? 0
+        return decimals <= String(scale(of: unit)).count - 1
+    }
+
+    /// The tokens of a count written `2.5` with unit `T`, whole
+    /// (`isWholeNumberOfTokens`); nil beyond Int64.
+    private static func scaledTokens(_ count: String, unit: String) -> Int64? {
+        let parts = count.split(separator: ".")
+        guard parts.count == 2 else { return scaled(Int64(count), unit: unit) }
+        var divisor: Int64 = 1
+        for _ in parts[1] { divisor *= 10 }
+        guard let whole = scaled(Int64(parts[0]), unit: unit), let fraction = Int64(parts[1]) else { return nil }
+        let (part, overflow) = fraction.multipliedReportingOverflow(by: scale(of: unit) / divisor)
+        let (sum, beyond) = whole.addingReportingOverflow(part)
+        return overflow || beyond ? nil : sum
     }
 
     private static func text(_ result: NSTextCheckingResult, _ group: Int, in name: String) -> String {

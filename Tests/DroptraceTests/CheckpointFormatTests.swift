@@ -449,6 +449,25 @@ import Glibc
         #expect(error?.message.contains("is not a file name in the checkpoint directory") == true, "\(String(describing: error))")
     }
 
+    /// Shard names written `./model-00001-of-00002.safetensors` are the files
+    /// beside the index, as transformers joins them (they were refused).
+    @Test func shardNamesInTheCurrentDirectoryAreTheShards() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-sharded", as: "model")
+        let index = model.appendingPathComponent("model.safetensors.index.json")
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: index)) as! [String: Any]
+        let map = object["weight_map"] as! [String: String]
+        object["weight_map"] = map.mapValues { "./" + $0 }
+        try JSONSerialization.data(withJSONObject: object).write(to: index)
+        let plain = Set(map.values).sorted().map { model.appendingPathComponent($0).path }
+        #expect(try CheckpointLayout.shards(index: index).map(\.path) == plain)
+        func scores(_ directory: URL) throws -> ModuleScores {
+            try ImportanceScorer(model: try ModelRegistry.load(try Checkpoint(directory: directory)))
+                .score(FixtureFiles.jsonlSequences(), calibrationPath: "fixture")
+        }
+        #expect(try scores(model) == (try scores(FixtureFiles.model("llama-sharded"))))
+    }
+
     /// An index mapping a tensor to config.json (or any of the checkpoint's
     /// JSON files) is the index's fault: config.json was opened as a shard
     /// and blamed for a safetensors header "past the end of the file".

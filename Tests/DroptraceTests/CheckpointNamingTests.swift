@@ -27,6 +27,28 @@ import Testing
         for (name, parts) in cases {
             #expect(CheckpointName.parse(name) == parts, "\(name)")
         }
+        // TinyLlama's published checkpoints, as their Hub repositories name them (a download into a
+        // directory of the repository's name) and without the repository's part: units in either case,
+        // tokens with decimals, with and without `token-`.
+        let tinyLlama: [(String, Parts)] = [
+            ("TinyLlama-1.1B-step-50K-105b", Parts(step: 50_000, tokens: 105_000_000_000)),
+            ("TinyLlama-1.1B-intermediate-step-240k-503b", Parts(step: 240_000, tokens: 503_000_000_000)),
+            ("TinyLlama-1.1B-intermediate-step-480k-1T", Parts(step: 480_000, tokens: 1_000_000_000_000)),
+            ("TinyLlama-1.1B-intermediate-step-715k-1.5T", Parts(step: 715_000, tokens: 1_500_000_000_000)),
+            ("TinyLlama-1.1B-intermediate-step-955k-token-2T", Parts(step: 955_000, tokens: 2_000_000_000_000)),
+            ("TinyLlama-1.1B-intermediate-step-1195k-token-2.5T", Parts(step: 1_195_000, tokens: 2_500_000_000_000)),
+            ("TinyLlama-1.1B-intermediate-step-1431k-3T", Parts(step: 1_431_000, tokens: 3_000_000_000_000)),
+        ]
+        for (name, parts) in tinyLlama {
+            #expect(CheckpointName.parse(name) == parts, "\(name)")
+            let short = String(name[name.range(of: "step")!.lowerBound...])
+            #expect(CheckpointName.parse(short) == parts, "\(short)")
+        }
+        #expect(CheckpointName.parse("step1000-tokens0.000001T") == Parts(step: 1000, tokens: 1_000_000))
+        // A count that is no whole number of tokens is no token count.
+        for name in ["step5-tokens1.5", "step-1k-token-1.0001K", "step-480k-1.T", "step-480k-.5T", "TinyLlama-step-5"] {
+            #expect(CheckpointName.parse(name) == nil, "\(name)")
+        }
         // Another script's digits and a trailing line break follow no rule (`$` matched before the break).
         for name in ["runs", "checkpoint-", "best-checkpoint-3", "final", "ckpt_", "step-10-2XT", "stage1-tokens5B",
                      "checkpoint-\u{661}\u{660}", "ckpt_\u{967}", "checkpoint-10\n", "ckpt_3\n"] {
@@ -64,6 +86,8 @@ import Testing
         #expect(sortedBySeriesPosition(["ckpt_100", "ckpt_99", "ckpt_000"]) == ["ckpt_000", "ckpt_99", "ckpt_100"])
         #expect(sortedBySeriesPosition(["step-1431k-token-3000B", "step-480k-token-1007B", "step-50k-token-105B"])
             == ["step-50k-token-105B", "step-480k-token-1007B", "step-1431k-token-3000B"])
+        #expect(sortedBySeriesPosition(["step-1431k-3T", "step-480k-1T", "step-715k-1.5T", "step-1195k-token-2.5T"])
+            == ["step-480k-1T", "step-715k-1.5T", "step-1195k-token-2.5T", "step-1431k-3T"])
         #expect(sortedBySeriesPosition(["step-010000-21BT", "step-002000-4BT", "step-167000-350BT"])
             == ["step-002000-4BT", "step-010000-21BT", "step-167000-350BT"])
     }
