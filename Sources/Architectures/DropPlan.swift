@@ -24,6 +24,11 @@ public struct DropPlan: Sendable, Equatable, Hashable {
         DropPlan(attention: attention.union(other.attention), mlp: mlp.union(other.mlp), blocks: blocks.union(other.blocks))
     }
 
+    /// Whether an attention layer or MLP is dropped in a block that stays:
+    /// what LLM-Drop's `drop_attn_list` / `drop_mlp_list` say, and plain
+    /// transformers cannot.
+    public var dropsModulesOfKeptBlocks: Bool { !attention.subtracting(blocks).isEmpty || !mlp.subtracting(blocks).isEmpty }
+
     public func dropsAttention(_ layer: Int) -> Bool { blocks.contains(layer) || attention.contains(layer) }
     public func dropsMLP(_ layer: Int) -> Bool { blocks.contains(layer) || mlp.contains(layer) }
 

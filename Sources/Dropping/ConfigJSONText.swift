@@ -77,7 +77,7 @@ struct ConfigJSONText {
     /// Sets member `key` to `value` written by JSONSerialization (integers,
     /// strings, booleans and lists of them, which it spells faithfully).
     mutating func set(_ key: String, value: Any) throws {
-        let text = try JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .withoutEscapingSlashes])
+        let text = try JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .withoutEscapingSlashes, .sortedKeys])
         try set(key, text: String(decoding: text, as: UTF8.self))
     }
 

@@ -226,6 +226,13 @@ public enum DropRun {
                 try DroppedModelExport.write(model: model, plan: plan, to: export)
                 measured.export = export.path
                 log("exported the dropped model to \(export.path)")
+                if plan.dropsModulesOfKeptBlocks {
+                    log("plain transformers does not read drop_attn_list / drop_mlp_list: it loads this export with the "
+                        + "dropped modules filled with random weights (listed as MISSING in its load report). Load it with "
+                        + "LLM-Drop's modeling code (for llama and mistral, config.json's auto_map names LLM-Drop's classes: "
+                        + "copy their files into the export and pass trust_remote_code=True), or drop whole blocks "
+                        + "(--target block) for a checkpoint plain transformers loads as it is")
+                }
             }
             if let yaml = request.exportMergekit {
                 try MergekitSlices.write(model: model, plan: plan, to: yaml)

@@ -243,6 +243,22 @@ public enum DroppedModelExport {
     /// The layer count and per-layer keys are those of the naming's config
     /// section (a multimodal checkpoint's `text_config`); the drop lists stay
     /// at the top level.
+    /// LLM-Drop's classes for a model with dropped modules, by `model_type`:
+    /// its `post_layers_drop` names them in config.json's `auto_map` and puts
+    /// their files (`configuration_dropped_llama.py`,
+    /// `modeling_dropped_llama.py`) beside the weights. Plain transformers
+    /// reads no `drop_attn_list`: it would fill the dropped modules with
+    /// random weights. droptrace cannot ship LLM-Drop's files; with them
+    /// copied in, `from_pretrained(…, trust_remote_code=True)` runs the
+    /// dropped model.
+    static let llmDropClasses: [String: [String: String]] = [
+        "llama": ["AutoConfig": "configuration_dropped_llama.LlamaConfig",
+                  "AutoModelForCausalLM": "modeling_dropped_llama.LlamaForCausalLM"],
+        "mistral": ["AutoConfig": "configuration_dropped_mistral.MistralConfig",
+                    "AutoModelForCausalLM": "modeling_dropped_mistral.MistralForCausalLM"],
+    ]
+    static let autoMapKey = "auto_map"
+
     static func exportedConfig(
         _ checkpoint: Checkpoint, plan: DropPlan, naming: LayerNaming, renumber: Renumbering
     ) throws -> Data {
@@ -259,6 +275,13 @@ public enum DroppedModelExport {
         let mlp = plan.mlp.compactMap { renumber.mapping[$0] }.sorted()
         for (key, layers) in [(DropPlan.attentionKey, attention), (DropPlan.mlpKey, mlp)] {
             if layers.isEmpty { try file.remove(key) } else { try file.set(key, value: layers) }
+        }
+        if let classes = (try file.value("model_type") as? String).flatMap({ llmDropClasses[$0] }) {
+            if plan.dropsModulesOfKeptBlocks {
+                try file.set(autoMapKey, value: classes)
+            } else if (try file.value(autoMapKey) as? [String: String]) == classes {
+                try file.remove(autoMapKey)  // every module drop was a block drop: plain transformers loads it
+            }
         }
         try rewriteFrequencyFactors(inConfig: &file, naming: naming, checkpoint: checkpoint)
         // Dequantised MXFP4 weights (`dequantizedEntries`) are plain floats now.

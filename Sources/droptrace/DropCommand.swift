@@ -35,7 +35,9 @@ struct DropCommand: ParsableCommand {
 
             --export DIR writes the dropped model: for block drops a standard Hugging Face checkpoint with \
             the blocks removed; otherwise the weights without the dropped modules and LLM-Drop's \
-            drop_attn_list / drop_mlp_list in config.json. droptrace reads both back. \
+            drop_attn_list / drop_mlp_list in config.json, which plain transformers ignores (it fills the \
+            dropped modules with random weights): load those with LLM-Drop's modeling code (for llama and \
+            mistral config.json's auto_map names its classes). droptrace reads both back. \
             --export-mergekit FILE (block drops) also writes the kept layers as a mergekit passthrough \
             configuration, for `mergekit-yaml FILE OUT_DIR`; its layer_range is 0-based and \
             end-exclusive: dropping layers 3-5 of 8 keeps [0, 3] and [6, 8].

@@ -358,6 +358,19 @@ import Tokenization
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).sorted() == ["ck", "deep", "link"])
     }
 
+    /// An export of dropped modules says what plain transformers makes of it
+    /// (random weights in their place); one of dropped blocks loads as it is.
+    @Test(arguments: [("attention", true), ("mlp", true), ("block", false)])
+    func moduleExportsSayHowToLoadThem(target: String, says: Bool) throws {
+        let scratch = try ScratchDirectory()
+        let result = try DroptraceCommand.run([
+            "drop", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path, "--target", target,
+            "--count", "1", "--export", scratch.path("export").path, "--speed-max-rounds", "1", "--threads", "1",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("plain transformers does not read drop_attn_list / drop_mlp_list") == says, "\(result.stderr)")
+    }
+
     /// A final norm scaled by 1e30 overflows the logits: both perplexities
     /// are infinite and the SDR from them undefined. JSON has null for them
     /// (it has no infinity; strings where numbers go break readers), and

@@ -64,7 +64,8 @@ import Testing
         for spelled in ["\"rope_theta\": 10000.0", "\"factor\": 8.0", "\"high_freq_factor\": 4.0", "\"attention_dropout\": 0.0", "\"rms_norm_eps\": 1e-05"] {
             #expect(text.contains(spelled), "export lost \(spelled)")
         }
-        #expect(keys(text) == keys(original))
+        // The attention drop that stays names LLM-Drop's classes (`moduleDropsNameLLMDropsClasses`).
+        #expect(keys(text) == keys(original) + ["auto_map"])
     }
 
     /// Gemma-3's sliding pattern (`sliding_window_pattern`: every n-th layer
@@ -120,6 +121,26 @@ import Testing
         let (text, _) = try exportedConfig(model, plan: DropPlan(attention: [1, 3], mlp: [2]), in: scratch)
         let added = ",\n  \"drop_attn_list\": [1,3],\n  \"drop_mlp_list\": [2]"
         #expect(text.replacingOccurrences(of: added, with: "") == original, "\(text)")
+    }
+
+    /// Plain transformers reads no drop lists (it filled the dropped modules
+    /// with random weights, unsaid): a llama or mistral export with dropped
+    /// modules names LLM-Drop's classes in `auto_map`, as LLM-Drop's own
+    /// export does; one whose module drops all fell with their blocks loses
+    /// them again, and a block drop never gets them.
+    @Test(arguments: [("llama-f32", "llama"), ("mistral-f32", "mistral")])
+    func moduleDropsNameLLMDropsClasses(fixture: String, type: String) throws {
+        let scratch = try ScratchDirectory()
+        let classes = ["AutoConfig": "configuration_dropped_\(type).\(type.capitalized)Config",
+                       "AutoModelForCausalLM": "modeling_dropped_\(type).\(type.capitalized)ForCausalLM"]
+        let (text, object) = try exportedConfig(FixtureFiles.model(fixture), plan: DropPlan(attention: [1]), in: scratch)
+        #expect(object["auto_map"] as? [String: String] == classes, "\(text)")
+        #expect(text.contains(#""auto_map": {"AutoConfig":"configuration_dropped_"#), "\(text)")
+        let again = try ScratchDirectory()
+        let (_, blocks) = try exportedConfig(scratch.path("export"), plan: DropPlan(blocks: [1]), in: again)
+        #expect(blocks["auto_map"] == nil && blocks["drop_attn_list"] == nil, "\(blocks)")
+        let plain = try ScratchDirectory()
+        #expect(try exportedConfig(FixtureFiles.model(fixture), plan: DropPlan(blocks: [1]), in: plain).object["auto_map"] == nil)
     }
 
     /// Gemma-2 and Mixtral block drops (the wild case: transformers refused
