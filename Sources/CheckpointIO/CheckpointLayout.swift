@@ -246,13 +246,13 @@ public struct CheckpointLayout: Sendable {
     /// Indexes of the largest models are a few hundred kilobytes.
     static let indexSizeLimit = 1 << 26
 
-    /// A single path component: not empty, `.` or `..`, without `/` or NUL.
     private static func withoutCurrentDirectoryPrefix(_ name: String) -> String {
         var name = Substring(name)
         while name.hasPrefix("./") { name = name.dropFirst(2) }
         return String(name)
     }
 
+    /// A single path component: not empty, `.` or `..`, without `/` or NUL.
     static func isPlainFileName(_ name: String) -> Bool {
         !name.isEmpty && name != "." && name != ".." && !name.contains("/") && !name.unicodeScalars.contains("\0")
     }

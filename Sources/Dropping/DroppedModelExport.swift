@@ -237,12 +237,6 @@ public enum DroppedModelExport {
     /// of kept layers below it.
     static let layerThresholdKeys = ["max_window_layers", "first_k_dense_replace"]
 
-    /// The source config.json with the layer count, every per-layer key and
-    /// the drop lists rewritten for the kept layers, edited in its own text:
-    /// key order, layout and float spellings (`10000.0`) stay as written.
-    /// The layer count and per-layer keys are those of the naming's config
-    /// section (a multimodal checkpoint's `text_config`); the drop lists stay
-    /// at the top level.
     /// LLM-Drop's classes for a model with dropped modules, by `model_type`:
     /// its `post_layers_drop` names them in config.json's `auto_map` and puts
     /// their files (`configuration_dropped_llama.py`,
@@ -259,6 +253,12 @@ public enum DroppedModelExport {
     ]
     static let autoMapKey = "auto_map"
 
+    /// The source config.json with the layer count, every per-layer key and
+    /// the drop lists rewritten for the kept layers, edited in its own text:
+    /// key order, layout and float spellings (`10000.0`) stay as written.
+    /// The layer count and per-layer keys are those of the naming's config
+    /// section (a multimodal checkpoint's `text_config`); the drop lists stay
+    /// at the top level.
     static func exportedConfig(
         _ checkpoint: Checkpoint, plan: DropPlan, naming: LayerNaming, renumber: Renumbering
     ) throws -> Data {
