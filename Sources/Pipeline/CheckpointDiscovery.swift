@@ -517,7 +517,8 @@ struct TrainerState {
         let history = (object["log_history"] as? [Any])?.compactMap { ($0 as? JSONObject)?["num_input_tokens_seen"] } ?? []
         let key = "num_input_tokens_seen"
         let seen = try count(object[key], key: key) ?? count(history.last, key: "log_history's last \(key)")
-        state.tokensSeen = seen.flatMap { $0 > 0 ? $0 : nil }
+        // The Trainer writes 0 when it does not count tokens (its default): a 0 is a count only at step 0.
+        state.tokensSeen = seen.flatMap { $0 > 0 || state.globalStep == 0 ? $0 : nil }
         return state
     }
 }

@@ -651,6 +651,21 @@ import Testing
         #expect(result.ready.map(\.step) == [20] && result.ready.map(\.tokens) == [1_500_000_000_000], "\(result.failed)")
     }
 
+    /// `num_input_tokens_seen: 0` is the Trainer's default when it does not
+    /// count tokens (unknown), but at step 0 it is the count: a step-0
+    /// checkpoint of a counting run read as unknown, and its run's charts
+    /// and comparisons fell back to steps.
+    @Test(arguments: [(0, 0), (20, -1)])
+    func zeroTokensSeenCountOnlyAtStepZero(step: Int, tokens: Int64) throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        let checkpoint = try series.add(step: step)
+        try Data(#"{"global_step": \#(step), "num_input_tokens_seen": 0, "log_history": []}"#.utf8)
+            .write(to: checkpoint.appendingPathComponent("trainer_state.json"))
+        let result = try CheckpointDiscovery.scan(series.directory)
+        #expect(result.ready.map(\.step) == [Int64(step)] && result.ready.map(\.tokens) == [tokens], "\(result.failed)")
+    }
+
     /// A disk that fails to read a weight file's header (EIO) is the disk's
     /// fault, named as such: it read as "an incomplete header", a checkpoint
     /// "still being written" (exit 0, skipped), then "taken as corrupt". The
