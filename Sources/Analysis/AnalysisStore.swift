@@ -162,7 +162,7 @@ extension SeriesAnalysis {
         let verdict = Verdict.evaluate(
             attentionMean: analysis.attention.meanImportance, mlpMean: analysis.mlp.meanImportance,
             attentionRankings: analysis.attention.rankings,
-            finalAttention: rows.last.map { ModuleKind.attention.importance(in: $0).map(Double.init) } ?? [],
+            attentionImportance: rows.map { ModuleKind.attention.importance(in: $0).map(Double.init) },
             steps: analysis.steps, intervals: intervals.isEmpty ? nil : intervals,
             confidence: analysis.uncertainty?.settings.confidence ?? BootstrapSettings.defaultConfidence)
         guard verdict.judgement == analysis.verdict.judgement else {

@@ -287,8 +287,11 @@ private struct Resampler: Sendable {
                     for layer in order.prefix(verdictK) where finalMembers[replicate * layers + layer] {
                         shared += 1
                     }
-                    // Both sets have k members: |A ∪ B| = 2k − |A ∩ B|.
-                    jaccard[replicate] = Double(shared) / Double(2 * verdictK - shared)
+                    // Both sets have k members: |A ∪ B| = 2k − |A ∩ B|. A set a tie at its edge or an
+                    // undefined score decides is none, as in the point verdict (`Verdict.evaluate`).
+                    let undecided = !isFinal && verdictK < layers
+                        && (values.contains { $0.isNaN } || values[order[verdictK - 1]] == values[order[verdictK]])
+                    jaccard[replicate] = undecided ? .nan : Double(shared) / Double(2 * verdictK - shared)
                 }
                 RankStatistics.averageRanks(values, order: UnsafeBufferPointer(order), into: ranks)
                 let rho = RankStatistics.pearson(UnsafeBufferPointer(ranks), UnsafeBufferPointer(rebasing: finalRanks[slice]))

@@ -86,7 +86,7 @@ public struct SeriesAnalysis: Sendable, Equatable {
             steps: steps, layers: layers, dropK: ks, attention: attention, mlp: mlp, block: series(.block),
             verdict: Verdict.evaluate(
                 attentionMean: attention.meanImportance, mlpMean: mlp.meanImportance,
-                attentionRankings: attention.rankings, finalAttention: ModuleKind.attention.importance(in: rows[rows.count - 1]).map(Double.init), steps: steps,
+                attentionRankings: attention.rankings, attentionImportance: rows.map { ModuleKind.attention.importance(in: $0).map(Double.init) }, steps: steps,
                 intervals: bootstrapped?.criterionIntervals,
                 confidence: bootstrap.confidence),
             uncertainty: bootstrapped?.uncertainty)

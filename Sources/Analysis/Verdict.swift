@@ -83,7 +83,8 @@ public struct Verdict: Sendable, Equatable {
         Inconclusive with fewer than 3 checkpoints or for a one-layer model (its drop-k set is the whole \
         model); otherwise not inherent when any criterion fails, and inconclusive when none fails but one \
         cannot be measured or is within noise. Criteria 2 and 3 cannot be measured when the final drop-k \
-        set is not decided by the scores (an undefined score, or a tie at its edge). With per-sequence statistics stored, each measured criterion \
+        set is not decided by the scores (an undefined score, or a tie at its edge); an earlier checkpoint whose set \
+        is not decided is left out of both. With per-sequence statistics stored, each measured criterion \
         carries a 95% bootstrap interval (calibration sequences resampled) and passes or fails only when \
         its value and whole interval are on the same side of the threshold; otherwise it is within noise.
         """
@@ -105,9 +106,12 @@ public struct Verdict: Sendable, Equatable {
         public var comparable: Int
         /// Criterion 1: below / comparable (NaN when none is comparable).
         public var belowFraction: Double
-        /// Criterion 2: the median Jaccard over all checkpoints but the final.
+        /// Criterion 2: the median Jaccard over all checkpoints but the final
+        /// whose drop-k set is known (`earlierCount` of them; `undecidedCount`
+        /// others, their Jaccard NaN, are left out).
         public var medianJaccard: Double
         public var earlierCount: Int
+        public var undecidedCount: Int
         /// Where the attention drop-k set stops changing.
         public var stabilisationIndex: Int
         /// Criterion 3: share of the run elapsed at `stabilisationIndex`.
@@ -121,7 +125,9 @@ public struct Verdict: Sendable, Equatable {
     /// - Parameters:
     ///   - attentionMean, mlpMean: [C] mean importance per checkpoint.
     ///   - jaccardWithFinal: [C] Jaccard overlap of each checkpoint's
-    ///     attention drop-k set with the final checkpoint's (1 = the same set).
+    ///     attention drop-k set with the final checkpoint's (1 = the same set;
+    ///     NaN where the set is not decided by the scores: left out of
+    ///     criteria 2 and 3).
     ///   - steps: [C] training steps, -1 when unknown.
     public static func measure(attentionMean: [Double], mlpMean: [Double], jaccardWithFinal: [Double],
                                steps: [Int64]) -> Measurements {
@@ -135,8 +141,12 @@ public struct Verdict: Sendable, Equatable {
         }
         // 2. Agreement with the final drop set.
         let earlier = Array(jaccardWithFinal.dropLast())
-        // 3. Early stabilisation; sets of equal size are equal exactly when their Jaccard is 1.
-        let index = DropSets.stabilisationIndex(matchingFinal: jaccardWithFinal.map { $0 == 1 }) ?? 0
+        let undecided = earlier.filter(\.isNaN).count
+        // 3. Early stabilisation, over the checkpoints whose set is known (an unknown one neither changes nor
+        // keeps the set); sets of equal size are equal exactly when their Jaccard is 1.
+        let known = jaccardWithFinal.indices.filter { !jaccardWithFinal[$0].isNaN }
+        let settled = DropSets.stabilisationIndex(matchingFinal: known.map { jaccardWithFinal[$0] == 1 })
+        let index = settled.map { known[$0] } ?? 0
         let usesSteps = stepsAreUsable(steps)
         let fraction: Double
         if count < 2 || index >= count {
@@ -149,7 +159,8 @@ public struct Verdict: Sendable, Equatable {
         return Measurements(
             below: below, comparable: comparable,
             belowFraction: comparable == 0 ? .nan : Double(below) / Double(comparable),
-            medianJaccard: median(earlier), earlierCount: earlier.count, stabilisationIndex: index,
+            medianJaccard: median(earlier), earlierCount: earlier.count - undecided, undecidedCount: undecided,
+            stabilisationIndex: index,
             stabilisationFraction: fraction, usesSteps: usesSteps)
     }
 
@@ -157,23 +168,28 @@ public struct Verdict: Sendable, Equatable {
     /// - Parameters:
     ///   - attentionMean, mlpMean: [C] mean importance per checkpoint.
     ///   - attentionRankings: [C][L] attention rankings (most redundant first).
-    ///   - finalAttention: [L] the final checkpoint's attention importance:
-    ///     where its drop-k set is decided by a tie at its edge (zero-initialised
+    ///   - attentionImportance: [C][L] attention importance per checkpoint:
+    ///     where a drop-k set is decided by a tie at its edge (zero-initialised
     ///     output projections score every layer 0) or by undefined scores, the
-    ///     set is the tie-break's, and criteria 2 and 3 cannot be measured.
+    ///     set is the tie-break's. Such a final set leaves criteria 2 and 3
+    ///     unmeasurable; such an earlier one is left out of both (its
+    ///     tie-break set would count as agreeing, or not, by layer numbering).
     ///   - steps: [C] training steps, -1 when unknown.
     ///   - intervals: bootstrap intervals of the criterion values by
     ///     criterion id (`ImportanceBootstrap`); nil without per-sequence
     ///     statistics, and the verdict then rests on the point values alone.
     ///   - confidence: the intervals' level, for the reason sentence.
     public static func evaluate(
-        attentionMean: [Double], mlpMean: [Double], attentionRankings: [[Int]], finalAttention: [Double], steps: [Int64],
+        attentionMean: [Double], mlpMean: [Double], attentionRankings: [[Int]], attentionImportance: [[Double]], steps: [Int64],
         intervals: [String: ConfidenceInterval]? = nil, confidence: Double = BootstrapSettings.defaultConfidence
     ) -> Verdict {
         let count = steps.count
         let k = verdictK(layers: attentionRankings.first?.count ?? 0)
         let sets = attentionRankings.map { DropSets.dropSet(ranking: $0, k: k) }
-        let jaccard = sets.map { DropSets.jaccard($0, sets[count - 1]) }
+        let jaccard = sets.indices.map { index in
+            index < count - 1 && undecidedEdge(attentionImportance[index], ranking: attentionRankings[index], k: k) != nil
+                ? .nan : DropSets.jaccard(sets[index], sets[count - 1])
+        }
         var measured = measure(attentionMean: attentionMean, mlpMean: mlpMean, jaccardWithFinal: jaccard,
                                steps: steps)
         // A drop-k set of every layer (a one-layer model) is the same at every checkpoint whatever the scores:
@@ -185,7 +201,7 @@ public struct Verdict: Sendable, Equatable {
             measured.stabilisationFraction = .nan
         }
         let wholeModel = "the drop-\(k) set is the whole \(layers)-layer model: nothing to compare"
-        let undecided = everyLayer ? nil : undecidedEdge(finalAttention, ranking: attentionRankings.last ?? [], k: k)
+        let undecided = everyLayer ? nil : undecidedEdge(attentionImportance.last ?? [], ranking: attentionRankings.last ?? [], k: k)
         if undecided != nil {
             measured.medianJaccard = .nan
             measured.stabilisationFraction = .nan
@@ -207,7 +223,9 @@ public struct Verdict: Sendable, Equatable {
                 + "(all checkpoints but the final)",
             value: measured.medianJaccard, comparison: .atLeast, threshold: medianJaccardThreshold,
             detail: everyLayer ? wholeModel : undecided ?? (measured.earlierCount == 0 ? "no earlier checkpoint to compare"
-                : "median over \(measured.earlierCount) checkpoint\(measured.earlierCount == 1 ? "" : "s")"),
+                : "median over \(measured.earlierCount) checkpoint\(measured.earlierCount == 1 ? "" : "s")")
+                + (measured.undecidedCount > 0 && !everyLayer && undecided == nil
+                    ? " (\(measured.undecidedCount) whose drop-\(k) set a tie or an undefined score decides left out)" : ""),
             interval: intervals?[CriterionID.dropSetAgreement])
 
         let index = measured.stabilisationIndex

@@ -64,7 +64,7 @@ struct TryoutRegressionTests {
                 analysis.verdict = Verdict.evaluate(
                     attentionMean: analysis.attention.meanImportance, mlpMean: analysis.mlp.meanImportance,
                     attentionRankings: analysis.attention.rankings,
-                    finalAttention: rows.last!.attention.map(Double.init), steps: analysis.steps,
+                    attentionImportance: rows.map { $0.attention.map(Double.init) }, steps: analysis.steps,
                     intervals: [criterion.id: ConfidenceInterval(
                         low: criterion.threshold - 0.1, high: max(criterion.value, criterion.threshold + 0.1))])
                 #expect(analysis.verdict.outcome == .inconclusive)

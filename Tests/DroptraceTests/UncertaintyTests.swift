@@ -403,7 +403,7 @@ extension UncertaintyTests {
             return Verdict.evaluate(
                 attentionMean: analysis.attention.meanImportance, mlpMean: analysis.mlp.meanImportance,
                 attentionRankings: analysis.attention.rankings,
-                finalAttention: inherent.last!.attention.map(Double.init), steps: analysis.steps, intervals: intervals)
+                attentionImportance: inherent.map { $0.attention.map(Double.init) }, steps: analysis.steps, intervals: intervals)
         }
 
         @Test func aStraddlingIntervalMakesTheVerdictInconclusive() {
@@ -493,6 +493,35 @@ extension UncertaintyTests {
             // The attention drop-2 set {0, 1} is the same in every replicate.
             let spread = try #require(analysis.uncertainty).attention
             #expect((0..<10).allSatisfy { spread.isStable([0, 1], checkpoint: $0, k: 2) })
+        }
+    }
+
+    /// A step-0 checkpoint with zero-initialised output projections scores
+    /// every attention layer 0: its drop-k set is the tie-break's (the lowest
+    /// layers), which here happens to be the final set, so the run "settled"
+    /// at step 0 by layer numbering alone. Such a checkpoint is left out of
+    /// criteria 2 and 3, in the point verdict and in every replicate.
+    @Suite struct UndecidedEarlierSetTests {
+        @Test func aTieDecidedEarlierSetIsLeftOut() throws {
+            var synthetic = SyntheticSums(seed: 5)
+            let redundancy = [0.01, 0.02, 0.10, 0.20, 0.30]
+            let sums = (0..<6).map { index in
+                index == 0
+                    ? synthetic.checkpoint(truth: [.attention: [Double](repeating: 1, count: 5), .mlp: [0.5, 0.6, 0.55, 0.7, 0.4],
+                                                   .block: [0.5, 0.6, 0.55, 0.7, 0.4]], sequences: 12, noise: 0)
+                    : synthetic.checkpoint(truth: [.attention: redundancy.map { 1 - $0 }, .mlp: [0.5, 0.6, 0.55, 0.7, 0.4],
+                                                   .block: [0.5, 0.6, 0.55, 0.7, 0.4]], sequences: 12, noise: 0.001)
+            }
+            let rows = sums.enumerated().map { $1.row(step: Int64($0) * 1000) }
+            #expect(rows[0].attention == [Float](repeating: 0, count: 5))
+            let analysis = try SeriesAnalysis(rows: rows, bootstrap: BootstrapSettings(replicates: 100))
+            #expect(analysis.attention.jaccardFinal[3]?.first == 1, "the tie-break's set is the final one")
+            let criteria = Dictionary(uniqueKeysWithValues: analysis.verdict.criteria.map { ($0.id, $0) })
+            let agreement = try #require(criteria[Verdict.CriterionID.dropSetAgreement])
+            #expect(agreement.value == 1 && agreement.detail.contains("median over 4 checkpoints (1 whose drop-3 set"), "\(agreement)")
+            let settling = try #require(criteria[Verdict.CriterionID.earlyStabilisation])
+            #expect(settling.value == 0.2 && settling.detail == "settles at step 1000 (the 2nd of 6 checkpoints)", "\(settling)")
+            #expect(settling.interval == ConfidenceInterval(low: 0.2, high: 0.2), "\(settling)")
         }
     }
 }
