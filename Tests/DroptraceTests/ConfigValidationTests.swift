@@ -100,6 +100,10 @@ import Testing
         // One LongRoPE factor for every pair: the generic validation lets torch broadcast it, Phi3Config does not.
         Mutant("phi3_longrope-f32", "rope_parameters.short_factor", "[1.5]"),
         Mutant("phi3_longrope-f32", "rope_parameters.long_factor", "[1.5]"),
+        // Phi-3 sized its factor check from partial_rotary_factor before checking it: beyond Int's range, a trap.
+        Mutant("phi3-f32", "rope_parameters.partial_rotary_factor", "-9223372036854775808"),
+        Mutant("phi3-f32", "rope_parameters.partial_rotary_factor", "1e300"),
+        Mutant("phi3_longrope-f32", "rope_parameters.partial_rotary_factor", "1e20"),
         Mutant("llama-f32", "rope_parameters.rope_theta", "0"), Mutant("llama-f32", "num_hidden_layers", "6"),
         Mutant("llama-f32", "num_hidden_layers", "4"), Mutant("llama-f32", "head_dim", "0"), Mutant("llama-f32", "head_dim", "13"),
         Mutant("llama-f32", "head_dim", "4611686018427387904"), Mutant("llama-f32", "num_attention_heads", "-4"),

@@ -115,16 +115,16 @@ func exercise(target: String, file: String, directory: String, _ random: inout R
     let url = URL(fileURLWithPath: file)
     switch target {
     case "safetensors":
-        _ = SafetensorsFile.expectedLength(path: file)
+        _ = try SafetensorsFile.expectedLength(path: file)
         for slice in try SafetensorsFile(path: file).tensors.values { _ = try slice.floats() }
         try exerciseCheckpoint(directory)
     case "gguf":
-        _ = GGUFFile.expectedLength(path: file)
+        _ = try GGUFFile.expectedLength(path: file)
         _ = try GGUFFile(path: file)
         for slice in try GGUFCheckpoint(path: file).tensors.values { _ = try slice.floats() }
         try exerciseCheckpoint(directory)
     case "torch":
-        _ = TorchCheckpointFile.expectedLength(path: file)
+        _ = try TorchCheckpointFile.expectedLength(path: file)
         for slice in try TorchCheckpointFile(path: file).tensors.values { _ = try slice.floats() }
         try exerciseCheckpoint(directory)
     case "config":
