@@ -241,7 +241,8 @@ enum PipelineYAML {
     /// level of block nesting needs one of those, so the bound holds; it
     /// overcounts brackets and indicators inside strings, which only makes
     /// it safer.
-    static func nestingBound(_ bytes: [UInt8]) -> Int {
+    static func nestingBound(_ text: [UInt8]) -> Int {
+        let bytes = lineBreaksAsLF(text)
         var flow = 0, deepestFlow = 0, worstLine = 0
         var indent = 0, indicators = 0, atLineStart = true
         var index = 0
@@ -275,6 +276,31 @@ enum PipelineYAML {
             index += 1
         }
         return deepestFlow + max(worstLine, indent + indicators)
+    }
+
+    /// `bytes` with every line break libyaml knows (CR, NEL, U+2028,
+    /// U+2029, in UTF-8) as LF: each starts a line as LF does (NEL-separated
+    /// lines nested past the bound unseen).
+    static func lineBreaksAsLF(_ bytes: [UInt8]) -> [UInt8] {
+        var result: [UInt8] = []
+        result.reserveCapacity(bytes.count)
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == 0x0D {
+                result.append(0x0A)
+            } else if byte == 0xC2, index + 1 < bytes.count, bytes[index + 1] == 0x85 {
+                result.append(0x0A)
+                index += 1
+            } else if byte == 0xE2, index + 2 < bytes.count, bytes[index + 1] == 0x80, bytes[index + 2] == 0xA8 || bytes[index + 2] == 0xA9 {
+                result.append(0x0A)
+                index += 2
+            } else {
+                result.append(byte)
+            }
+            index += 1
+        }
+        return result
     }
 
     /// The `tasks:` setting: a mapping from task name to a mapping with

@@ -186,5 +186,10 @@ struct PipelineFileSafetyTests {
         #expect(PipelineYAML.nestingBound(Array("a: [[1], {b: 2}]\n".utf8)) <= 4)
         #expect(PipelineYAML.nestingBound(Array(("a:\n" + (1...80).map { String(repeating: " ", count: $0) + "b:\n" }.joined()).utf8)) > 64)
         #expect(PipelineYAML.nestingBound(Array("# [[[[[[\nurl: http://x\n".utf8)) <= 2)
+        // libyaml breaks lines at CR, NEL, U+2028 and U+2029 too: lines nested by them were not seen.
+        for lineBreak in ["\r", "\u{85}", "\u{2028}", "\u{2029}"] {
+            let text = "series:" + (1...80).map { lineBreak + String(repeating: " ", count: $0) + "-" }.joined() + lineBreak
+            #expect(PipelineYAML.nestingBound(Array(text.utf8)) > 64, "\(lineBreak.unicodeScalars.first!.value)")
+        }
     }
 }
