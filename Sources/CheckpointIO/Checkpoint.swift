@@ -158,8 +158,9 @@ public final class Checkpoint: @unchecked Sendable {
 
     /// config.json files are a few kilobytes (a long `quantization_config`
     /// list of modules, some hundreds); this bounds a hostile one, which
-    /// takes seconds to read at this size.
-    static let configSizeLimit = 1 << 24
+    /// takes seconds to read at this size (Foundation writes one out again
+    /// to name a number it cannot decode, `ConfigNumbers`: 4 s at 4 MiB).
+    static let configSizeLimit = 1 << 22
 
     /// Whether the config.json at `url` is cut short: empty, or ending
     /// inside its JSON, as while it is copied or saved in place (any text
@@ -354,7 +355,8 @@ public final class Checkpoint: @unchecked Sendable {
 
     /// Decodes `data` (config.json, or JSON derived from it: see
     /// `ConfigSection`) with errors naming config.json and the key's path.
-    func decodeConfig<Config: Decodable>(_ type: Config.Type, from data: Data) throws -> Config {
+    /// - Parameter respelled: `data` is already JSONSerialization's spelling (`ConfigNumbers.respelled`).
+    func decodeConfig<Config: Decodable>(_ type: Config.Type, from data: Data, respelled: Bool = false) throws -> Config {
         do {
             return try JSONDecoder().decode(type, from: data)
         } catch let DecodingError.keyNotFound(key, context) {
@@ -366,9 +368,9 @@ public final class Checkpoint: @unchecked Sendable {
             let key = keyText(context.codingPath)
             throw DroptraceError("key \"\(key)\" has the wrong type", path: configURL.path)
         } catch let DecodingError.dataCorrupted(context) {
-            if context.codingPath.isEmpty, let respelled = ConfigNumbers.respelled(data), respelled != data {
+            if context.codingPath.isEmpty, !respelled, let spelled = ConfigNumbers.respelled(data), spelled != data {
                 // Numbers Python reads that Foundation's decoder does not (0e5, 1e-400), written as JSONSerialization reads them.
-                return try decodeConfig(type, from: respelled)
+                return try decodeConfig(type, from: spelled, respelled: true)
             }
             if context.codingPath.isEmpty,
                let problem = ConfigNumbers.unfitMember(in: data, decode: { _ = try JSONDecoder().decode(type, from: $0) }) {

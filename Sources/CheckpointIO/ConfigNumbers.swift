@@ -28,24 +28,89 @@ enum ConfigNumbers {
         return nil
     }
 
-    /// For a decoding failure without a key: the first number whose
-    /// replacement by an integer lets `decode` get past it, as
-    /// `key "num_attention_heads" holds 1.5, which is not a whole number in
-    /// range`; nil when no number is to blame.
+    /// For a decoding failure without a key: a number whose replacement by
+    /// an integer (with those before it, in key order) lets `decode` get past
+    /// it, as `key "num_attention_heads" holds 1.5, which is not a whole
+    /// number in range`; nil when no number is to blame. Found by bisection
+    /// over the candidates, in a few decodes however many the file holds;
+    /// the file is written out once, each probe splices its numbers in.
     static func unfitMember(in data: Data, decode: (Data) throws -> Void) -> String? {
-        guard var object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return nil }
-        for (path, number) in candidates(in: object, under: []).prefix(64) {
-            object = replacing(object, at: path, with: 1)
-            defer { object = replacing(object, at: path, with: number) }
-            guard let probe = try? JSONSerialization.data(withJSONObject: object) else { continue }
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return nil }
+        let all = candidates(in: object, under: [])
+        guard !all.isEmpty, let template = ProbeTemplate(object, candidates: all) else { return nil }
+        /// Whether `decode` gets past the keyless failure with the first `count` candidates made integers.
+        func passes(replacingFirst count: Int) -> Bool {
             do {
-                try decode(probe)
+                try decode(template.probe(replacingFirst: count))
             } catch let DecodingError.dataCorrupted(context) where context.codingPath.isEmpty {
-                continue
+                return false
             } catch {}
-            return "key \"\(path.joined(separator: "."))\" holds \(number), which is not a whole number in range"
+            return true
         }
-        return nil
+        guard passes(replacingFirst: all.count) else { return nil }
+        // The original fails (`low`) and all replaced passes (`high`): the last candidate to blame is high − 1.
+        var low = 0, high = all.count
+        while high - low > 1 {
+            let middle = (low + high) / 2
+            if passes(replacingFirst: middle) { high = middle } else { low = middle }
+        }
+        let (path, number) = all[high - 1]
+        return "key \"\(path.joined(separator: "."))\" holds \(number), which is not a whole number in range"
+    }
+
+    /// A config written out once with a marker in place of each candidate
+    /// number, so a probe is the text with the markers replaced.
+    private struct ProbeTemplate {
+        /// The text between markers, and the candidate each marker stands for.
+        var pieces: [(text: Data, candidate: Int?)] = []
+        /// Each candidate's number as JSONSerialization spells it.
+        var spellings: [Data] = []
+
+        init?(_ object: [String: Any], candidates: [([String], NSNumber)]) {
+            let tag = "\u{1}" + UUID().uuidString + ":"
+            var marked = object
+            for (index, (path, number)) in candidates.enumerated() {
+                marked = Self.replacing(marked, at: path, with: tag + String(index))
+                guard let spelling = try? JSONSerialization.data(withJSONObject: number, options: .fragmentsAllowed) else { return nil }
+                spellings.append(spelling)
+            }
+            guard let text = try? JSONSerialization.data(withJSONObject: marked),
+                  let quotedTag = try? JSONSerialization.data(withJSONObject: tag, options: .fragmentsAllowed)
+            else { return nil }
+            // The tag as written, without its closing quote: `"\u0001<uuid>:`, then the index and `"`.
+            let opening = quotedTag.dropLast()
+            var rest = text[...]
+            while let found = rest.range(of: opening) {
+                guard let close = rest[found.upperBound...].firstIndex(of: UInt8(ascii: "\"")),
+                      let index = Int(String(decoding: rest[found.upperBound..<close], as: UTF8.self)),
+                      candidates.indices.contains(index)
+                else { return nil }
+                pieces.append((Data(rest[..<found.lowerBound]), index))
+                rest = rest[(close + 1)...]
+            }
+            pieces.append((Data(rest), nil))
+            guard pieces.count == candidates.count + 1 else { return nil }
+        }
+
+        func probe(replacingFirst count: Int) -> Data {
+            var probe = Data()
+            for (text, candidate) in pieces {
+                probe.append(text)
+                if let candidate { probe.append(candidate < count ? Data("1".utf8) : spellings[candidate]) }
+            }
+            return probe
+        }
+
+        private static func replacing(_ object: [String: Any], at path: [String], with value: Any) -> [String: Any] {
+            var object = object
+            guard let key = path.first else { return object }
+            if path.count == 1 {
+                object[key] = value
+            } else if let member = object[key] as? [String: Any] {
+                object[key] = replacing(member, at: Array(path.dropFirst()), with: value)
+            }
+            return object
+        }
     }
 
     /// `data` written again by JSONSerialization, which reads the number
@@ -78,16 +143,5 @@ enum ConfigNumbers {
     private static func isWholeInt64(_ number: NSNumber) -> Bool {
         let value = number.doubleValue
         return value.rounded() == value && abs(value) < 9.2e18
-    }
-
-    private static func replacing(_ object: [String: Any], at path: [String], with value: Any) -> [String: Any] {
-        var object = object
-        guard let key = path.first else { return object }
-        if path.count == 1 {
-            object[key] = value
-        } else if let member = object[key] as? [String: Any] {
-            object[key] = replacing(member, at: Array(path.dropFirst()), with: value)
-        }
-        return object
     }
 }

@@ -148,6 +148,22 @@ import Testing
         Mutant("llama-f32", "rope_parameters", #"{"full_attention": {"rope_type": "default", "rope_theta": 500.0}}"#, key: "full_attention"),
     ]
 
+    /// The number Foundation cannot decode is named however many other
+    /// non-whole numbers come before it (only the first 64 were tried: the
+    /// message named no key, and a large file took minutes to try them).
+    @Test func theUndecodableNumberIsNamedAmongManyFractions() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32", as: "model")
+        let url = model.appendingPathComponent("config.json")
+        let fractions = (0..<200).map { "\"k\($0)\": 0.5" }.joined(separator: ", ")
+        let text = try String(contentsOf: url, encoding: .utf8)
+            .replacingOccurrences(of: "\"num_hidden_layers\": 5", with: "\"num_hidden_layers\": 99999999999999999999, \"aaa\": {\(fractions)}")
+        try #require(text.contains("99999999999999999999"))
+        try Data(text.utf8).write(to: url)
+        let error = #expect(throws: DroptraceError.self) { _ = try ModelRegistry.load(try Checkpoint(directory: model)) }
+        #expect(error?.description == "\(url.path): key \"num_hidden_layers\" holds 99999999999999999999, which is not a whole number in range")
+    }
+
     /// `is_causal` true or null attends causally in transformers, as without the key.
     @Test(arguments: ["true", "null"])
     func causalIsCausalIsRead(_ value: String) throws {

@@ -70,16 +70,19 @@ struct Phi3Model: DecoderFamily {
         default:
             throw DroptraceError("unsupported rope type \"\(rope.type)\" for phi3 (supported: default, longrope, su)", path: configPath)
         }
-        // Checks partial_rotary_factor (in (0, 1]) before the factor counts below are computed from it.
-        rotary = try parts.rotary(partialRotary: .honoured(default: 1), confirmProjections: false, settings: rope)
         // Phi3Config's own check, stricter than the generic one (which lets torch broadcast one factor):
-        // a factor per rotated pair of hidden_size // heads × partial_rotary_factor.
-        let pairs = Int(Double(dimensions.hiddenSize / dimensions.numAttentionHeads) * (rope.partialRotaryFactor ?? 1)) / 2
-        for (key, factors) in [("short_factor", rope.shortFactor), ("long_factor", rope.longFactor)] {
-            if let factors, factors.count != pairs {
-                throw DroptraceError("rope \(key) has \(factors.count) entries; Phi3Config wants \(pairs), one per rotated pair", path: configPath)
+        // a factor per rotated pair of hidden_size // heads × partial_rotary_factor. A fraction outside
+        // (0, 1] (beyond Int's range once multiplied) is left to the generic check below.
+        let fraction = rope.partialRotaryFactor ?? 1
+        if fraction > 0 && fraction <= 1 {
+            let pairs = Int(Double(dimensions.hiddenSize / dimensions.numAttentionHeads) * fraction) / 2
+            for (key, factors) in [("short_factor", rope.shortFactor), ("long_factor", rope.longFactor)] {
+                if let factors, factors.count != pairs {
+                    throw DroptraceError("rope \(key) has \(factors.count) entries; Phi3Config wants \(pairs), one per rotated pair", path: configPath)
+                }
             }
         }
+        rotary = try parts.rotary(partialRotary: .honoured(default: 1), confirmProjections: false, settings: rope)
     }
 
     func head() throws -> OutputHead {
