@@ -97,6 +97,7 @@ let package = Package(
             dependencies: [
                 "Scoring", "ScoreStore", "CheckpointIO", "Tokenization", "Architectures", "Analysis",
                 "Reporting", "Pipeline", "Dropping", "Evaluation", "Cluster", "DroptraceSupport", "TensorEngine",
+                .product(name: "Logging", package: "swift-log"),
             ],
             resources: [.copy("Fixtures")]
         ),

@@ -126,8 +126,19 @@ public enum CheckpointDiscovery {
             throw DroptraceError("holds checkpoints (\(shown)) but none named by a checkpoint naming rule; \(expected)", path: path)
         }
         var result = try inspect(checkpoints, settleTime: settleTime, listed: true)
-        result.incomplete += staged.map { ($0, "the Trainer is still saving it (it renames \($0) when the save is complete)") }
+        for name in staged {
+            // A save the Trainer never renamed (killed meanwhile) waits no longer than an incomplete checkpoint.
+            switch settled("a save the Trainer has not renamed yet", seriesDirectory.appendingPathComponent(name), settleTime) {
+            case .writing: result.incomplete.append((name, "the Trainer is still saving it (it renames \(name) when the save is complete)"))
+            case .failed(let problem):
+                let abandoned = problem.replacingOccurrences(
+                    of: "taken as corrupt", with: "taken as abandoned (the Trainer stopped before renaming it): remove it")
+                result.failed.append((name, DroptraceError(abandoned, path: seriesDirectory.appendingPathComponent(name).path).description))
+            case .gone, .ready: break
+            }
+        }
         result.incomplete.sort { $0.name < $1.name }
+        result.failed.sort { $0.name < $1.name }
         // A link that leads to no checkpoint holds no weights: it fails the run but takes nothing from a stored row.
         result.failed += brokenLinks
         result.weightless.formUnion(brokenLinks.map(\.name))

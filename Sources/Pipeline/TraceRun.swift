@@ -215,12 +215,18 @@ public final class TraceRun {
                 stored.append(checkpoint)
             } catch let error as DroptraceError {
                 try lock?.checkStillHeld()  // the output directory lost stops the run, not one checkpoint
-                store = try withoutStaleRow(checkpoint.name, in: store)
                 // Deleted or saved again after discovery (`save_total_limit`): as if gone before it, no failure.
+                // A row of the files discovery found (rescored for its step or tokens alone) stays, as a deleted
+                // checkpoint's does; one saved again waits for a later run, as one still being written.
                 guard !checkpoint.changedSinceDiscovery else {
+                    if !Self.holdsFiles(of: checkpoint, store) { store = try withoutStaleRow(checkpoint.name, in: store) }
                     log.warning("\(checkpoint.directory.path): removed or changed while this run read it (\(error.message)); not traced in this run")
+                    if PathKind.of(checkpoint.directory) == .directory {
+                        summary.incomplete.append((checkpoint.name, "it changed while this run read it (\(error.message))"))
+                    }
                     continue
                 }
+                store = try withoutStaleRow(checkpoint.name, in: store)
                 if said.insert(error.description).inserted { log.error("\(error.description)") }
                 summary.failed.append((checkpoint.name, error.description))
             }
@@ -532,6 +538,13 @@ public final class TraceRun {
         guard let reason = Self.reasonToRescore(row, checkpoint) else { return false }
         log.info("rescoring \(checkpoint.name): \(reason)")
         return true
+    }
+
+    /// Whether `store` has a row of `checkpoint` scored from the files
+    /// discovery found (its step or tokens may differ).
+    static func holdsFiles(of checkpoint: DiscoveredCheckpoint, _ store: ScoreFile?) -> Bool {
+        guard let row = store?.rows.first(where: { $0.name == checkpoint.name }) else { return false }
+        return CheckpointFingerprint.reasonToRescore(stored: row.fingerprint, current: checkpoint.fingerprint) == nil
     }
 
     /// Why `row` does not hold `checkpoint`'s current scores, nil when it does.

@@ -542,6 +542,12 @@ import Testing
         let beside = try CheckpointDiscovery.scan(series.directory)
         #expect(beside.ready.map(\.name) == ["checkpoint-5"] && beside.warnings.isEmpty, "\(beside.warnings)")
         #expect(beside.incomplete.map(\.name) == ["tmp-checkpoint-10"])
+        // One left unchanged past the settle time (the Trainer killed before renaming it) waited for ever, exit 0.
+        let settled = try CheckpointDiscovery.scan(series.directory, settleTime: 0)
+        #expect(settled.incomplete.isEmpty && settled.failed.map(\.name) == ["tmp-checkpoint-10"])
+        #expect(settled.failed.first?.error.contains("tmp-checkpoint-10: a save the Trainer has not renamed yet") == true
+                    && settled.failed.first?.error.contains("taken as abandoned") == true, "\(settled.failed)")
+        #expect(settled.ready.map(\.name) == ["checkpoint-5"])
     }
 
     /// Calibration the model cannot run fails every checkpoint alike: said
