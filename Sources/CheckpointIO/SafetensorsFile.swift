@@ -25,7 +25,12 @@ public final class SafetensorsFile: @unchecked Sendable {
     public let metadata: [String: String]
 
     /// The safetensors library refuses headers longer than this (100 MB).
-    static let headerLimit = 100_000_000
+    static let formatHeaderLimit = 100_000_000
+    /// The longest header droptrace reads: 32 MiB, some 200,000 tensors at
+    /// ~150 bytes each (a checkpoint's file holds some thousands). Parsing
+    /// takes ~16 bytes of memory per header byte, and a header of absurdly
+    /// many empty tensors took seconds and gigabytes within the format's 100 MB.
+    static let headerLimit = 1 << 25
     /// A header's arrays are shapes and offset pairs; torch holds at most 64
     /// dimensions, so a longer array is no header of a loadable tensor (and
     /// parsing a 100 MB one whole would take gigabytes).
@@ -118,8 +123,13 @@ public final class SafetensorsFile: @unchecked Sendable {
                     "safetensors header of \(length) bytes points past the end of the file (\(file.size) bytes); the file is truncated or not safetensors",
                     path: path)
             }
-            guard length <= UInt64(SafetensorsFile.headerLimit) else {
+            guard length <= UInt64(SafetensorsFile.formatHeaderLimit) else {
                 throw DroptraceError("safetensors header of \(length) bytes is longer than the format allows (100 MB)", path: path)
+            }
+            guard length <= UInt64(SafetensorsFile.headerLimit) else {
+                throw DroptraceError(
+                    "safetensors header of \(length) bytes is longer than the \(SafetensorsFile.headerLimit >> 20) MiB droptrace reads "
+                        + "(a checkpoint's header holds ~150 bytes a tensor, some thousands of them)", path: path)
             }
             let headerLength = Int(length)
             dataStart = 8 + headerLength

@@ -19,7 +19,7 @@ public enum WeightFileStart {
             let headerLength = bytes[0..<8].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             // The bound SafetensorsFile sets on a header; a complete header
             // that does not parse is refused when the file is opened.
-            guard headerLength >= 2, headerLength <= UInt64(SafetensorsFile.headerLimit) else {
+            guard headerLength >= 2, headerLength <= UInt64(SafetensorsFile.formatHeaderLimit) else {
                 return "declares a header of \(headerLength) bytes, which no safetensors writer produces"
             }
             return bytes.count == 9 && bytes[8] != UInt8(ascii: "{") ? "has a header that is not a JSON object" : nil

@@ -90,6 +90,29 @@ import Glibc
         #expect(try SafetensorsFile.expectedLength(path: url.path) != nil)
     }
 
+    /// Headers within the format's 100 MB but beyond any checkpoint's
+    /// (1.35 million empty tensors: minutes and gigabytes to read), and GGUF
+    /// files listing more tensors or keys than any model, are refused
+    /// before they are parsed.
+    @Test func absurdlyLargeHeadersAreRefusedUnparsed() throws {
+        let scratch = try ScratchDirectory()
+        let header = "{" + String(repeating: " ", count: (32 << 20) + 8) + "}"
+        let url = try safetensors(header, dataLength: 0, in: scratch)
+        let error = failure { _ = try SafetensorsFile(path: url.path) }
+        #expect(error?.message == "safetensors header of \(header.utf8.count) bytes is longer than the 32 MiB droptrace reads "
+                    + "(a checkpoint's header holds ~150 bytes a tensor, some thousands of them)", "\(String(describing: error))")
+        for (tensors, keys, words) in [(70_000, 0, "lists 70000 tensors"), (0, 70_000, "lists 70000 metadata keys")] {
+            var bytes = Data("GGUF".utf8)
+            for value in [UInt32(3)] { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+            for value in [UInt64(tensors), UInt64(keys)] { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+            bytes.append(Data(count: 32 * 70_000))
+            let gguf = scratch.path("many-\(tensors).gguf")
+            try bytes.write(to: gguf)
+            let error = failure { _ = try GGUFFile(path: gguf.path) }
+            #expect(error?.message == "\(words), more than the 65536 droptrace reads in one GGUF file", "\(String(describing: error))")
+        }
+    }
+
     @Test func hostileSafetensorsHeadersGiveOneLineErrors() throws {
         let scratch = try ScratchDirectory()
         let cases: [(header: String, data: Int, words: [String])] = [

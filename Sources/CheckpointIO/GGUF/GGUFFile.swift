@@ -63,6 +63,11 @@ public final class GGUFFile: @unchecked Sendable {
     let dataStart: Int
     let file: RegularFile
 
+    /// The most tensors, and metadata keys, droptrace reads in one file:
+    /// far more than any model's (some hundreds of tensors, experts merged,
+    /// and some tens of keys).
+    static let entryLimit = 1 << 16
+
     /// Reads and validates the header (metadata and tensor infos), not the
     /// tensor data. Throws `DroptraceError` naming the file and the problem.
     public init(path: String) throws {
@@ -172,6 +177,11 @@ public final class GGUFFile: @unchecked Sendable {
         // A tensor info takes at least 8 + 4 + 8 + 4 + 8 bytes, a key/value pair 8 + 4 + 1.
         let tensorCount = try reader.count("tensor count", each: 32)
         let metadataCount = try reader.count("metadata count", each: 13)
+        // A model's GGUF holds some hundreds of tensors (experts merged) and some tens of keys; absurd
+        // counts of tiny ones within the file's size took seconds and gigabytes to read.
+        for (what, count) in [("tensors", tensorCount), ("metadata keys", metadataCount)] where count > Self.entryLimit {
+            throw DroptraceError("lists \(count) \(what), more than the \(Self.entryLimit) droptrace reads in one GGUF file", path: path)
+        }
 
         var metadata: [String: GGUFValue] = [:]
         for index in 0..<metadataCount {
