@@ -26,11 +26,11 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     /// The safetensors library refuses headers longer than this (100 MB).
     static let formatHeaderLimit = 100_000_000
-    /// The longest header droptrace reads: 32 MiB, some 200,000 tensors at
+    /// The longest header droptrace reads: 16 MiB, some 100,000 tensors at
     /// ~150 bytes each (a checkpoint's file holds some thousands). Parsing
     /// takes ~16 bytes of memory per header byte, and a header of absurdly
     /// many empty tensors took seconds and gigabytes within the format's 100 MB.
-    static let headerLimit = 1 << 25
+    static let headerLimit = 1 << 24
     /// A header's arrays are shapes and offset pairs; torch holds at most 64
     /// dimensions, so a longer array is no header of a loadable tensor (and
     /// parsing a 100 MB one whole would take gigabytes).
