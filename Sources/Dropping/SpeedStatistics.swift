@@ -95,7 +95,9 @@ public struct PairedSpeed: Sendable, Codable, Equatable {
 
 /// Why the timing rounds ended.
 public enum SpeedStop: String, Sendable, Codable {
-    /// Every tracked median moved less than `RoundPolicy.tolerance` over the last two rounds.
+    /// Every tracked median moved less than `RoundPolicy.tolerance` over the
+    /// last two rounds, and each paired sign test is decided or cannot be
+    /// within the rounds left.
     case stable
     case maxRounds = "max rounds"
     /// Another round would have overrun the wall-time budget.
@@ -114,14 +116,32 @@ public struct RoundPolicy: Sendable, Equatable {
     public init() {}
 
     /// Why to stop after the rounds in `series` (each tracked metric's
-    /// per-round values, all of equal length), `elapsed` seconds in, the last
+    /// per-round values, all of equal length, in pairs of the full and the
+    /// dropped model's: prefill, then decode), `elapsed` seconds in, the last
     /// round having taken `lastRound` seconds; nil: time another round.
+    /// Settled medians stop the rounds only once each pair's sign test is
+    /// decided, or no longer can be within `maxRounds`: a steady +20%
+    /// faster in 7 of 8 rounds stopped there, reported as within noise.
     public func stop(series: [[Double]], elapsed: Double, lastRound: Double) -> SpeedStop? {
         let rounds = series.first?.count ?? 0
         if rounds >= maxRounds { return .maxRounds }
-        if rounds >= Swift.max(minRounds, 3) && series.allSatisfy(Self.isStable(tolerance)) { return .stable }
+        if rounds >= Swift.max(minRounds, 3) && series.allSatisfy(Self.isStable(tolerance)) && signTestsSettled(series) {
+            return .stable
+        }
         if rounds >= 1 && elapsed + lastRound > budgetSeconds { return .budget }
         return nil
+    }
+
+    /// Whether each (full, dropped) pair of `series` tells the models apart,
+    /// or could not even if every round left went the leading way.
+    func signTestsSettled(_ series: [[Double]]) -> Bool {
+        stride(from: 0, to: series.count - 1, by: 2).allSatisfy { index in
+            let paired = PairedSpeed(full: series[index], dropped: series[index + 1], higherIsBetter: true)
+            guard paired.verdict == .withinNoise else { return true }
+            let leading = Swift.max(paired.droppedFasterRounds, paired.droppedSlowerRounds)
+            let trailing = Swift.min(paired.droppedFasterRounds, paired.droppedSlowerRounds)
+            return PairedSpeed.signTest(leading + Swift.max(0, maxRounds - paired.rounds), trailing) > PairedSpeed.significance
+        }
     }
 
     /// The median of all rounds and of all but the last one or two differ by

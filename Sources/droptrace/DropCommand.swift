@@ -28,7 +28,8 @@ struct DropCommand: ParsableCommand {
             performance lost in % per decode speed-up in %, on the task average when tasks are given, else on \
             perplexity). Speed is timed as LLM-Drop's benchmark does (batch 1, context/generate lengths \
             32/32 up to 512/512 as the model's positions and the budget allow), both models in alternation, \
-            round after round until the medians settle (checked from the 8th round on), at most \
+            round after round until the medians settle (checked from the 8th round on) and the sign test \
+            below is decided or can no longer be, at most \
             --speed-max-rounds rounds and within --speed-budget; medians are shown with their interquartile \
             range, and a speed-up the paired rounds cannot tell from zero (sign test, p > 0.01; always with \
             fewer than 8 rounds) is reported as within noise, with no SDR.

@@ -73,12 +73,29 @@ import Testing
 
     @Test func roundsStopOnceTheMediansSettle() {
         let policy = RoundPolicy()
-        let steady = [[Double]](repeating: [Double](repeating: 5, count: policy.minRounds - 1), count: 4)
+        // The dropped model (series 1 and 3) ahead in every round: the sign tests are decided too.
+        let steady = [5.0, 6, 5, 6].map { [Double](repeating: $0, count: policy.minRounds - 1) }
         #expect(policy.stop(series: steady, elapsed: 1, lastRound: 0.1) == nil, "not before the minimum")
-        #expect(policy.stop(series: steady.map { $0 + [5] }, elapsed: 1, lastRound: 0.1) == .stable)
+        #expect(policy.stop(series: steady.map { $0 + [$0[0]] }, elapsed: 1, lastRound: 0.1) == .stable)
         // One drifting metric keeps the rounds going.
-        let drifting = steady.map { $0 + [5] } + [(1...policy.minRounds).map { 5 * pow(1.05, Double($0)) }]
+        let drifting = steady.map { $0 + [$0[0]] } + [(1...policy.minRounds).map { 5 * pow(1.05, Double($0)) }]
         #expect(policy.stop(series: drifting, elapsed: 1, lastRound: 0.1) == nil)
+    }
+
+    /// Settled medians of a speed-up seen in 7 of 8 rounds (p = 0.07) ended
+    /// the rounds, and the speed-up was reported as within noise: the rounds
+    /// go on while another could decide the sign test.
+    @Test func settledMediansWaitForTheSignTest() {
+        let policy = RoundPolicy()
+        func full(_ rounds: Int) -> [Double] { [Double](repeating: 100, count: rounds) }
+        let faster = [Double](repeating: 120, count: 7) + [99]
+        #expect(policy.stop(series: [full(8), faster], elapsed: 1, lastRound: 0.1) == nil)
+        // 10 of 11 faster is still p = 0.012; 11 of 12 decides it.
+        #expect(policy.stop(series: [full(11), faster + [120, 120, 120]], elapsed: 1, lastRound: 0.1) == nil)
+        #expect(policy.stop(series: [full(12), faster + [120, 120, 120, 120]], elapsed: 1, lastRound: 0.1) == .stable)
+        // 5 of 10 each way: even 10 more one way (15 of 20, p = 0.04) cannot decide it, so the rounds end.
+        let even = (0..<10).map { $0 % 2 == 0 ? 100.5 : 99.5 }
+        #expect(policy.stop(series: [full(10), even], elapsed: 1, lastRound: 0.1) == .stable)
     }
 
     @Test func theMaximumAndTheBudgetEndTheRounds() {
