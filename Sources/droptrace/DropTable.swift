@@ -39,7 +39,7 @@ struct DropTable {
         lines.append("")
         let headline = speed.headline
         lines.append("speed: batch 1, context/generate \(headline.context)/\(headline.generate), medians of \(DropRun.rounds(speed.rounds)) "
-            + "alternating full and dropped (\(speed.stopped.rawValue), \(format(speed.seconds, 0)) s); "
+            + "alternating full and dropped (\(speed.stopped.rawValue), \(DropRun.seconds(speed.seconds))); "
             + "\(speed.threads) thread\(speed.threads == 1 ? "" : "s"), \(speed.precision.rawValue), \(speed.matrixKernel)")
         lines.append("speed-up, dropped vs full (median of the paired rounds [IQR]):")
         lines.append("  prefill \(speedup(headline.prefill))")
