@@ -94,6 +94,16 @@ public struct Verdict: Sendable, Equatable {
         public static let attentionBelowMLP = "attention_below_mlp"
         public static let dropSetAgreement = "drop_set_agreement"
         public static let earlyStabilisation = "early_stabilisation"
+
+        /// The criterion as the verdict's reason names it to a reader.
+        public static func name(_ id: String) -> String {
+            switch id {
+            case attentionBelowMLP: "attention below MLP"
+            case dropSetAgreement: "drop-set agreement"
+            case earlyStabilisation: "early stabilisation"
+            default: id
+            }
+        }
     }
 
     /// What the three criteria measure, from the per-checkpoint inputs. One
@@ -253,7 +263,7 @@ public struct Verdict: Sendable, Equatable {
     ) -> (Outcome, String) {
         let outcome: Outcome
         let reason: String
-        let failed = criteria.filter { $0.status == .fail }.map(\.id)
+        let failed = criteria.filter { $0.status == .fail }.map { CriterionID.name($0.id) }
         let straddling = criteria.filter { $0.status == .inconclusive }
         let percent = "\(Int((confidence * 100).rounded()))%"
         if count < minimumCheckpoints {
@@ -263,22 +273,22 @@ public struct Verdict: Sendable, Equatable {
         } else if verdictK(layers: layers) >= layers {
             outcome = .inconclusive
             reason = "The model has \(layers) layer\(layers == 1 ? "" : "s"): the attention drop-\(verdictK(layers: layers)) "
-                + "set is the whole model at every checkpoint, so \(CriterionID.dropSetAgreement) and "
-                + "\(CriterionID.earlyStabilisation) cannot tell anything."
+                + "set is the whole model at every checkpoint, so \(CriterionID.name(CriterionID.dropSetAgreement)) and "
+                + "\(CriterionID.name(CriterionID.earlyStabilisation)) cannot tell anything."
         } else if !failed.isEmpty {
             // Inherence needs all three to pass: one failure settles it, whatever the others could not tell.
             let unmeasured = criteria.filter { $0.status == .unmeasured }
             outcome = .notInherent
             reason = "Failed: \(failed.joined(separator: ", "))."
-                + (straddling.isEmpty ? "" : " Within noise: \(straddling.map(\.id).joined(separator: ", ")).")
-                + (unmeasured.isEmpty ? "" : " Not measured: \(unmeasured.map(\.id).joined(separator: ", ")).")
+                + (straddling.isEmpty ? "" : " Within noise: \(straddling.map { CriterionID.name($0.id) }.joined(separator: ", ")).")
+                + (unmeasured.isEmpty ? "" : " Not measured: \(unmeasured.map { CriterionID.name($0.id) }.joined(separator: ", ")).")
         } else if let unmeasured = criteria.first(where: { $0.value.isNaN }) {
             outcome = .inconclusive
-            reason = "Criterion \(unmeasured.id) cannot be measured: \(unmeasured.detail)."
+            reason = "Criterion \(CriterionID.name(unmeasured.id)) cannot be measured: \(unmeasured.detail)."
         } else if !straddling.isEmpty {
             outcome = .inconclusive
             reason = straddling.map { criterion in
-                "Criterion \(criterion.id) is within noise: measured \(format(criterion.value)), but its "
+                "Criterion \(CriterionID.name(criterion.id)) is within noise: measured \(format(criterion.value)), but its "
                     + "\(percent) bootstrap interval \(format(criterion.interval!.low))–"
                     + "\(format(criterion.interval!.high)) straddles the threshold "
                     + "\(criterion.comparison.symbol) \(format(criterion.threshold))."

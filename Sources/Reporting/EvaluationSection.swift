@@ -14,7 +14,14 @@ struct EvaluationSection {
         var headers = ["Step", "Checkpoint", "Full"]
         for k in dropK { headers += ["Own drop-\(k)", "Final's drop-\(k)"] }
         var table = MarkdownTable(headers, alignments: [.right, .left] + Array(repeating: .right, count: headers.count - 2))
-        func format(_ value: Double?) -> String { value.map { $0.isNaN ? "–" : NumberFormatting.fixed($0, 3) } ?? "–" }
+        var missing = false
+        func format(_ value: Double?) -> String {
+            guard let value, !value.isNaN else {
+                missing = true
+                return NumberFormatting.undefined
+            }
+            return NumberFormatting.fixed(value, 3)
+        }
         for row in rows {
             let values = evaluation.byCheckpoint[row.name] ?? DropEvaluation.Perplexities()
             var cells = [NumberFormatting.step(row.step), Markdown.escape(row.name), format(values.full)]
@@ -26,7 +33,10 @@ struct EvaluationSection {
             + "attention layers, and without the final checkpoint's (\(Markdown.escape(evaluation.finalCheckpoint))) "
             + "drop-k attention layers. Evaluation tokens: sha256 `\(evaluation.evaluationSHA256.prefix(16))…`.\n\n"
             + table.render()
-            + "\n– : not measured: the run that needed this value had no `--eval` (a drop-k added, a checkpoint rescored, "
-            + "the final drop set changed; `trace --eval` fills it in), or the checkpoint was no longer on disk then.\n"
+            + (missing
+                ? "\n\(NumberFormatting.undefined): not measured: the run that needed this value had no `--eval` (a drop-k "
+                    + "added, a checkpoint rescored, the final drop set changed; `trace --eval` fills it in), or the checkpoint "
+                    + "was no longer on disk then.\n"
+                : "")
     }
 }

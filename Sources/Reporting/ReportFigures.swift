@@ -125,8 +125,8 @@ enum ReportFigures {
         figures.append(ReportFigure(
             fileName: "mean_importance.svg", heading: "Mean importance by module type",
             altText: "Mean importance of attention, MLP and block over training",
-            caption: "Lower means more redundant. Attention below MLP throughout is the first criterion of the "
-                + "verdict." + bandNote(analysis) + (meanChart.axis.zeroNote.map { " " + $0 } ?? ""),
+            caption: "Lower means more redundant. Attention below MLP at ≥ 80% of checkpoints is the first criterion "
+                + "of the verdict." + bandNote(analysis) + (meanChart.axis.zeroNote.map { " " + $0 } ?? ""),
             svg: meanChart.render()))
 
         if !single {

@@ -53,6 +53,7 @@ enum TaskAccuracyReport {
             + "choice): the full model and the model without its own drop-k attention layers (the k least important "
             + "by its own scores). If dropping costs little accuracy at every stage, the redundancy is usable "
             + "throughout training.\n"
+        var missing = false
         for (name, task) in record.tasks.sorted(by: { $0.key < $1.key }) {
             let settings = task.settings
             let fewshot = settings.fewshotSHA256.isEmpty
@@ -69,15 +70,19 @@ enum TaskAccuracyReport {
                 var cells = [NumberFormatting.step(row.step), Markdown.escape(row.name)]
                 for metric in metrics(task) {
                     let pick = value(metric)
-                    cells += ([values.full] + task.dropK.map { values.own[$0] }).map { NumberFormatting.fixed(pick($0), 4) }
+                    let measured = ([values.full] + task.dropK.map { values.own[$0] }).map(pick)
+                    if measured.contains(where: { !$0.isFinite }) { missing = true }
+                    cells += measured.map { NumberFormatting.fixed($0, 4) }
                 }
                 table.add(cells)
             }
             text += table.render()
         }
-        text += "\n\(NumberFormatting.undefined): not measured: the run that needed this value did not evaluate the task (a "
-            + "drop-k added, a checkpoint rescored, the drop set changed; `trace --task` fills it in), or the checkpoint was "
-            + "no longer on disk then.\n"
+        if missing {
+            text += "\n\(NumberFormatting.undefined): not measured: the run that needed this value did not evaluate the task (a "
+                + "drop-k added, a checkpoint rescored, the drop set changed; `trace --task` fills it in), or the checkpoint was "
+                + "no longer on disk then.\n"
+        }
         return ReportSection(title: sectionTitle, body: text)
     }
 

@@ -276,7 +276,7 @@ extension AnalysisTests {
             #expect(!criterion(verdict, "attention_below_mlp").passed)
             // The ranking rotates every checkpoint, so only the last one is settled.
             #expect(criterion(verdict, "early_stabilisation").value == 1)
-            #expect(verdict.reason.contains("attention_below_mlp"))
+            #expect(verdict.reason.contains("attention below MLP"))
         }
 
         @Test func unknownStepsFallBackToCheckpointIndex() throws {
@@ -335,7 +335,7 @@ extension AnalysisTests {
             for index in rows.indices { rows[index].mlp[0] = .nan }
             let verdict = try SeriesAnalysis(rows: rows).verdict
             #expect(verdict.outcome == .inconclusive)
-            #expect(verdict.reason.contains("attention_below_mlp"))
+            #expect(verdict.reason.contains("attention below MLP"))
         }
     }
 

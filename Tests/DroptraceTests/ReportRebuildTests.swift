@@ -88,6 +88,8 @@ import Testing
         let markdown = try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8)
         #expect(markdown.hasPrefix(ReportOwnership.marker + "\n# Rebuild | check\n"))
         #expect(markdown.contains("## Does dropping work at every stage?"))
+        // Every value measured: no legend for missing ones (it was printed under every table).
+        #expect(!markdown.contains("not measured"))
         try expectRebuildIsIdentical(output)
 
         // A second, incremental trace: one new checkpoint, the first rotated away.
@@ -96,6 +98,8 @@ import Testing
         try trace()
         let second = try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8)
         #expect(second.contains("| 300 | checkpoint-300 |") && second.contains("| 100 | checkpoint-100 | "))
+        // checkpoint-100, gone, was never measured without the new final checkpoint's set.
+        #expect(second.contains("\n—: not measured: the run that needed this value had no `--eval`"))
         try expectRebuildIsIdentical(output)
 
         // A title given to `report` is for that report only: the store keeps its own.

@@ -268,6 +268,17 @@ extension ReportTests {
         }
     }
 
+    /// A long title on a small heatmap (the last-token angular distance of
+    /// a 6-layer model) ran past the figure's right edge and was cut off.
+    @Test func aHeatmapIsWideEnoughForItsTitle() {
+        let title = "Angular distance, last token (PruneMe) between h_i and h_i+n, final checkpoint"
+        let heatmap = Heatmap(title: title, values: [[0.1, 0.2], [0.3, .nan]], columnLabels: ["1", "2"],
+                              xTitle: "n", colorbarTitle: "d", marked: [])
+        let probe = SVGProbe.parse(Data(heatmap.render().utf8))
+        let width = Double(probe.rootAttributes["width"] ?? "") ?? 0
+        #expect(width >= 64 + Double(title.count) * 15 * 0.6, "width \(width)")
+    }
+
     @Suite struct ContentTests {
         @Test func dropSetTableNamesTheRightLayers() throws {
             let report = try WrittenReport()
@@ -402,7 +413,7 @@ extension ReportTests {
         @Test func notInherentVerdictSaysWhichCriteriaFailed() throws {
             let report = try WrittenReport(rows: AnalysisFixtures.clearlyNotInherentRows())
             #expect(report.markdown.contains("**Verdict: not inherent.**"))
-            #expect(report.markdown.contains("Failed: attention_below_mlp, early_stabilisation."))
+            #expect(report.markdown.contains("Failed: attention below MLP, early stabilisation."))
             #expect(report.markdown.contains("| fail |"))
         }
 

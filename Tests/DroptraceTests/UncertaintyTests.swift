@@ -421,7 +421,7 @@ extension UncertaintyTests {
             let noisy = Self.verdict(intervals: wide)
             #expect(noisy.outcome == .inconclusive)
             #expect(noisy.criteria[1].status == .inconclusive && noisy.criteria[1].passed)
-            #expect(noisy.reason.contains("drop_set_agreement") && noisy.reason.contains("0.400–1.000")
+            #expect(noisy.reason.contains("drop-set agreement") && noisy.reason.contains("0.400–1.000")
                         && noisy.reason.contains("≥ 0.500"), "\(noisy.reason)")
 
             // A criterion failing outright decides, whatever the others' noise.
@@ -444,7 +444,7 @@ extension UncertaintyTests {
                 [undefined, criterion(Verdict.CriterionID.dropSetAgreement, 0.3),
                  criterion(Verdict.CriterionID.earlyStabilisation, 0.9)], checkpoints: 5, layers: 8)
             #expect(outcome == .notInherent)
-            #expect(reason == "Failed: drop_set_agreement. Not measured: attention_below_mlp.")
+            #expect(reason == "Failed: drop-set agreement. Not measured: attention below MLP.")
             let (unsure, _) = Verdict.decide(
                 [undefined, criterion(Verdict.CriterionID.dropSetAgreement, 0.9),
                  criterion(Verdict.CriterionID.earlyStabilisation, 0.9)], checkpoints: 5, layers: 8)
@@ -489,7 +489,7 @@ extension UncertaintyTests {
             #expect(below.status == .inconclusive)
             #expect(analysis.verdict.criteria.dropFirst().allSatisfy { $0.status == .pass })
             #expect(analysis.verdict.outcome == .inconclusive, "\(analysis.verdict.reason)")
-            #expect(analysis.verdict.reason.contains("attention_below_mlp"))
+            #expect(analysis.verdict.reason.contains("attention below MLP"))
             // The attention drop-2 set {0, 1} is the same in every replicate.
             let spread = try #require(analysis.uncertainty).attention
             #expect((0..<10).allSatisfy { spread.isStable([0, 1], checkpoint: $0, k: 2) })

@@ -85,7 +85,8 @@ struct Heatmap {
         let plotWidth = cellWidth * Double(checkpoints), plotHeight = cellHeight * Double(layers)
         let left = 64.0, top = 46.0, bottom = 58.0, colorbarGap = 22.0, colorbarWidth = 16.0
         let colorbarHeight = max(plotHeight, 140)
-        let width = max(480, left + plotWidth + colorbarGap + colorbarWidth + 110)
+        // Wide enough for the title too (a long one ran past the figure's edge and was cut off).
+        let width = max(480, left + plotWidth + colorbarGap + colorbarWidth + 110, left + SVG.estimatedWidth(title, size: 15) + 16)
         let height = top + colorbarHeight + bottom
         let plotRight = left + plotWidth, plotBottom = top + plotHeight
 
