@@ -53,7 +53,7 @@ public struct SlurmSubmit {
         }
         self.file = file
         settings = (file.slurm ?? PipelineSlurmSection()).overridden(by: overrides)
-        options = file.options(relativeTo: self.pipeline.deletingLastPathComponent(), force: false)
+        options = file.options(of: self.pipeline, force: false)
         // Every shard needs a window: refuse here what every array task would refuse after queueing.
         if let samples = options.calibration.samples, let shards = settings.shards, shards > samples {
             throw DroptraceError(

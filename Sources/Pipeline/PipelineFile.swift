@@ -143,13 +143,17 @@ public struct PipelineFile: Decodable {
         return file
     }
 
-    /// The trace these settings describe, paths resolved against `base`.
-    public func options(relativeTo base: URL, force: Bool) -> TraceOptions {
+    /// The trace these settings describe, paths resolved against the
+    /// directory of `pipeline`, the file they were read from.
+    public func options(of pipeline: URL, force: Bool) -> TraceOptions {
+        let base = pipeline.deletingLastPathComponent()
         func resolve(_ path: String) -> URL {
             path.hasPrefix("/") ? URL(fileURLWithPath: path) : base.appendingPathComponent(path).standardizedFileURL
         }
         func textSource(_ url: URL) -> CalibrationSource {
-            CalibrationSource(url: url, seqLen: seqLen, samples: samples, tokenizer: tokenizer.map(resolve))
+            var source = CalibrationSource(url: url, seqLen: seqLen, samples: samples, tokenizer: tokenizer.map(resolve))
+            source.seqLenSetting = .init(name: "seq_len", file: pipeline.path)
+            return source
         }
         var options = TraceOptions(
             checkpoints: series.map { .series(resolve($0)) } ?? .list((checkpoints ?? []).map(resolve)),

@@ -251,7 +251,7 @@ struct ReportMarkdown {
                 guard let settled = analysis[module].stabilisation[k] else { continue }
                 let unchanged = count - settled.index
                 table.add([module.displayName, String(k), NumberFormatting.step(settled.step),
-                           "\(settled.index): \(Markdown.escape(rows[settled.index].name))",
+                           Markdown.escape(rows[settled.index].name),  // its 0-based index read as an ordinal, one off
                            "last \(unchanged) of \(count) checkpoint\(count == 1 ? "" : "s")"])
             }
         }

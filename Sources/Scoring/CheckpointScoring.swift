@@ -18,6 +18,20 @@ public struct CalibrationSource: Sendable {
     /// checkpoint's (`--tokenizer`); nil: the checkpoint's own.
     public var tokenizer: URL?
 
+    /// How `seqLen` was set, so a message names what to change: the
+    /// command line's `--seq-len`, or a pipeline file's `seq_len` (and that file).
+    public var seqLenSetting = Setting(name: "--seq-len", file: nil)
+
+    /// A setting as the user wrote it, and the pipeline file holding it (nil: the command line).
+    public struct Setting: Sendable {
+        public var name: String
+        public var file: String?
+        public init(name: String, file: String?) {
+            self.name = name
+            self.file = file
+        }
+    }
+
     public static let defaultTextSeqLen = 512
     /// LLM-Drop's `n_calibration_samples` (its dropping scripts use 256).
     public static let defaultTextSamples = 256
@@ -82,7 +96,7 @@ public enum CheckpointScoring {
             // Text reads the tokenizer, and checks it so, below.
             try CheckpointTokenizer.checkVocabulary(of: model.checkpoint)
             let set = try CalibrationSet.load(from: source.url, tokenizer: nil, seqLen: source.seqLen, samples: source.samples)
-            try set.checkFits(positions: model.maxPositions, vocabularySize: model.vocabularySize)
+            try set.checkFits(positions: model.maxPositions, vocabularySize: model.vocabularySize, seqLenSetting: source.seqLenSetting.name)
             if set.isShortOfRequestedSamples, let samples = source.samples {
                 warn("\(source.url.path): only \(set.sequences.count) lines, fewer than the \(samples) samples requested")
             }
@@ -93,9 +107,11 @@ public enum CheckpointScoring {
         let seqLen = source.seqLen ?? min(CalibrationSource.defaultTextSeqLen, model.maxPositions)
         // Said before the text is cut: a window too long for the model is the option's fault, however long the text.
         guard seqLen <= model.maxPositions else {
+            let setting = source.seqLenSetting
             throw DroptraceError(
-                "--seq-len \(seqLen) is more than the model's \(model.maxPositions) positions (max_position_embeddings): "
-                    + "give --seq-len \(model.maxPositions) or less", path: source.url.path)
+                "\(setting.name) \(seqLen) is more than the model's \(model.maxPositions) positions "
+                    + "(max_position_embeddings): give \(setting.name) \(model.maxPositions) or less",
+                path: setting.file ?? source.url.path)
         }
         let samples = source.samples ?? CalibrationSource.defaultTextSamples
         let set = try CalibrationSet.load(

@@ -33,12 +33,14 @@ public struct CalibrationSet: Sendable {
     /// vocabulary of `vocabularySize` ids cannot run, naming the line (or
     /// window) and what to change.
     /// - Throws: `DroptraceError` naming `sourcePath`.
-    public func checkFits(positions: Int, vocabularySize: Int) throws {
+    /// - Parameter seqLenSetting: the setting that cuts sequences, as the
+    ///   user spells it (`--seq-len`, or a pipeline file's `seq_len`).
+    public func checkFits(positions: Int, vocabularySize: Int, seqLenSetting: String = "--seq-len") throws {
         for (index, sequence) in sequences.enumerated() {
             if sequence.count > positions {
                 throw DroptraceError(
                     "\(origin(of: index)) has \(sequence.count) tokens, more than the model's \(positions) positions "
-                        + "(max_position_embeddings): cut the sequences to the positions with --seq-len \(positions)", path: sourcePath)
+                        + "(max_position_embeddings): cut the sequences to the positions with \(seqLenSetting) \(positions)", path: sourcePath)
             }
             if let bad = sequence.first(where: { $0 >= vocabularySize }) {
                 throw DroptraceError(

@@ -201,7 +201,7 @@ struct SlurmTaskCommand: ParsableCommand {
         try runReportingErrors { log in
             try engine.apply()
             let url = URL(commandLinePath: pipeline)
-            let options = try PipelineFile.load(url).options(relativeTo: url.deletingLastPathComponent(), force: false)
+            let options = try PipelineFile.load(url).options(of: url, force: false)
             EnginePrecision.set(options.precision)
             let progress = ProgressBar(label: "shard \(shard)/\(shards)")
             _ = try TraceRun(options: options, log: log).scoreShard(
@@ -250,7 +250,7 @@ struct SlurmFinalizeCommand: ParsableCommand {
         var decision = FinalizeDeferral.Decision.proceed()
         try runReportingErrors { log in
             let url = URL(commandLinePath: pipeline)
-            options = try PipelineFile.load(url).options(relativeTo: url.deletingLastPathComponent(), force: false)
+            options = try PipelineFile.load(url).options(of: url, force: false)
             guard let job = ProcessInfo.processInfo.environment["SLURM_JOB_ID"].flatMap({ Int($0) }) else { return }
             decision = try FinalizeDeferral(layout: ClusterLayout(outDir: options!.output)).decide(job: job, log: log)
             if case .deferred(let successor, let after) = decision {

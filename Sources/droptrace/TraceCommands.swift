@@ -130,7 +130,7 @@ struct RunCommand: ParsableCommand {
         try runReportingErrors { _ in document = try PipelineDocument.load(url) }
         switch document {
         case .trace(let file)?:
-            try runTrace(file.options(relativeTo: url.deletingLastPathComponent(), force: force), engine: engine)
+            try runTrace(file.options(of: url, force: force), engine: engine)
         case .compare(let file)?:
             let (stores, output) = file.paths(relativeTo: url.deletingLastPathComponent())
             try runLocked { log in

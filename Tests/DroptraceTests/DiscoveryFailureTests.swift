@@ -580,6 +580,33 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: out.path))
     }
 
+    /// From a pipeline file, the fault is its `seq_len`, named with that
+    /// file (it named the command line's `--seq-len` and the calibration).
+    @Test func aPipelineSeqLenBeyondTheModelNamesThePipelineKey() throws {
+        let scratch = try ScratchDirectory()
+        let series = try SeriesBuilder(in: scratch)
+        for step in [10, 20] { try series.add(step: step) }
+        let text = try scratch.write(String(repeating: "The quick brown fox jumps over the lazy dog. ", count: 200), to: "c.txt")
+        let long = try scratch.write("{\"input_ids\": [\((0..<300).map(String.init).joined(separator: ","))]}\n", to: "c.jsonl")
+        for (calibration, message) in [
+            (text, "seq_len 300 is more than the model's 256 positions (max_position_embeddings): give seq_len 256 or less"),
+            (long, "line 1 has 300 tokens, more than the model's 256 positions (max_position_embeddings): cut the sequences to the positions with seq_len 256"),
+        ] {
+            let pipeline = try scratch.write("""
+                series: series
+                calibration: \(calibration.path)
+                seq_len: 300
+                output: out
+                """, to: "pipeline.yaml")
+            let result = try DroptraceCommand.run(["run", pipeline.path, "--threads", "1"])
+            let errors = lines(result.stderr, "error")
+            let named = calibration == text ? pipeline : calibration
+            #expect(result.status == 1 && errors.count == 1, "\(result.stderr)")
+            #expect(errors.first?.contains("\(named.path): \(message)") == true, "\(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: scratch.path("out").path))
+        }
+    }
+
     /// A series directory listed as a checkpoint is refused: it was skipped
     /// as still being written ("a later run will pick it up"), for ever.
     @Test func aListedSeriesIsNoCheckpoint() throws {

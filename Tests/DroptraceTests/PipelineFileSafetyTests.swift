@@ -99,9 +99,9 @@ struct PipelineFileSafetyTests {
         let scratch = try ScratchDirectory()
         let settings = "series: s\ncalibration: c.txt\noutput: out\n"
         let file = try PipelineFile.load(scratch.write(settings + "settle_minutes: 2.5\n", to: "ok.yaml"))
-        #expect(file.options(relativeTo: scratch.url, force: false).settleTime == 150)
+        #expect(file.options(of: scratch.url.appendingPathComponent("pipeline.yaml"), force: false).settleTime == 150)
         let defaulted = try PipelineFile.load(scratch.write(settings, to: "default.yaml"))
-        #expect(defaulted.options(relativeTo: scratch.url, force: false).settleTime == CheckpointDiscovery.defaultSettleTime)
+        #expect(defaulted.options(of: scratch.url.appendingPathComponent("pipeline.yaml"), force: false).settleTime == CheckpointDiscovery.defaultSettleTime)
         let bad = try scratch.write(settings + "settle_minutes: -1\n", to: "bad.yaml")
         let error = #expect(throws: DroptraceError.self) { try PipelineFile.load(bad) }
         #expect(error?.message.contains("settle_minutes") == true)

@@ -25,7 +25,7 @@ import Testing
             PipelineTask(name: "hellaswag", evaluation: "tasks/hellaswag.jsonl", fewshot: "tasks/hellaswag-train.jsonl"),
             PipelineTask(name: "piqa", evaluation: "/data/piqa/valid.jsonl", numFewshot: 0),
         ])
-        let options = file.options(relativeTo: scratch.url, force: false)
+        let options = file.options(of: scratch.url.appendingPathComponent("pipeline.yaml"), force: false)
         #expect(options.numFewshot == 5)
         #expect(options.tasks.map(\.name) == ["hellaswag", "piqa"])
         #expect(options.tasks[0].evaluationFile.path == scratch.path("tasks/hellaswag.jsonl").standardizedFileURL.path)
@@ -37,7 +37,7 @@ import Testing
     @Test func withoutTasksNothingIsEvaluated() throws {
         let scratch = try ScratchDirectory()
         let file = try PipelineFile.load(scratch.write(Self.settings, to: "run.yaml"))
-        let options = file.options(relativeTo: scratch.url, force: false)
+        let options = file.options(of: scratch.url.appendingPathComponent("pipeline.yaml"), force: false)
         #expect(options.tasks.isEmpty && options.numFewshot == nil)
     }
 

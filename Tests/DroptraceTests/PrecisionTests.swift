@@ -279,7 +279,7 @@ import Testing
         let base = "series: s\ncalibration: c.jsonl\noutput: out\n"
         for (text, expected) in [("", Precision.f32), ("precision: f32\n", .f32), ("precision: bf16\n", .bf16), ("precision: \"bf16\"\n", .bf16)] {
             let url = try scratch.write(base + text, to: "ok.yaml")
-            #expect(try PipelineFile.load(url).options(relativeTo: scratch.url, force: false).precision == expected)
+            #expect(try PipelineFile.load(url).options(of: scratch.url.appendingPathComponent("pipeline.yaml"), force: false).precision == expected)
         }
         for bad in ["precision: fp8", "precision: 16", "precision: [bf16]", "precision:", "precision: {a: b}", "precision: BF16"] {
             let url = try scratch.write(base + bad + "\n", to: "bad.yaml")

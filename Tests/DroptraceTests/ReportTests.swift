@@ -310,8 +310,8 @@ extension ReportTests {
         @Test func stabilisationTable() throws {
             let report = try WrittenReport()
             let rows = table(after: "## Stabilisation", in: report.markdown)
-            #expect(rows.contains(["Attention", "1", "1000", "2: step1000", "last 2 of 4 checkpoints"]))
-            #expect(rows.contains(["MLP", "3", "0", "0: step0", "last 4 of 4 checkpoints"]))
+            #expect(rows.contains(["Attention", "1", "1000", "step1000", "last 2 of 4 checkpoints"]))
+            #expect(rows.contains(["MLP", "3", "0", "step0", "last 4 of 4 checkpoints"]))
             #expect(rows.count == 1 + 3 * 2)
         }
 
