@@ -9,13 +9,24 @@ public enum PeerMetricTables {
     /// What `droptrace score` prints for one checkpoint's row: both tables
     /// under headings, drop-k at the default 25% and 50% of the layers.
     public static func summary(of row: CheckpointRow) -> String {
-        var text = "Drop-k sets by method (layer indices 0-based; ShortGPT's Block Influence is LLM-Drop's block importance):\n\n"
+        var text = "Importance per layer (LLM-Drop's 1 − mean cos(input, output); lower is more redundant):\n\n"
+            + importances(row)
+            + "\nDrop-k sets by method (layer indices 0-based; ShortGPT's Block Influence is LLM-Drop's block importance):\n\n"
             + dropSets(MethodDropSets(row: row, dropK: DropSets.defaultDropK(layers: row.attention.count)))
         let gaps = BlockGapTable(row: row)
         if !gaps.rows.isEmpty {
             text += "\nBest contiguous block to drop, by size n (layers i … i+n−1, 0-based, inclusive):\n\n" + blockGaps(gaps)
         }
         return text
+    }
+
+    /// Attention, MLP and block importance of every layer (0-based), 4 decimals.
+    public static func importances(_ row: CheckpointRow) -> String {
+        var table = MarkdownTable(["Layer"] + ModuleKind.allCases.map(\.displayName), alignments: [.right, .right, .right, .right])
+        for layer in row.attention.indices {
+            table.add([String(layer)] + ModuleKind.allCases.map { NumberFormatting.fixed(Double($0.importance(in: row)[layer]), 4) })
+        }
+        return table.render()
     }
 
     /// Which layers each method drops, per module type and k, and the

@@ -19,17 +19,18 @@ struct ScoreCommand: ParsableCommand {
             llama.cpp .gguf file (configuration and tokenizer inside; \(GGMLType.supportedNames)). PyTorch pickles are parsed, never executed. droptrace runs the calibration \
             tokens through the model layer by layer and writes an HDF5 file:
 
-              /checkpoints/name, /checkpoints/step, /checkpoints/tokens    [C]
-              /scores/attention, /scores/mlp, /scores/block                 float32 [C, L]
-              /similarity/block_gap                                         float32 [C, L, L]
-              /per_sequence/..., /similarity/block_gap_sums/...             float64 sums (README)
+              /checkpoints/{name,step,tokens}                        [C]
+              /scores/{attention,mlp,block}                          float32 [C, L]
+              /similarity/block_gap                                  float32 [C, L, L]
+              /per_sequence/..., /similarity/block_gap_sums/...      float64 sums (README)
 
-              /scores/<module>_angular_distance[_last_token]                float32 [C, L]
-              /similarity/block_gap_angular_distance[_last_token]           float32 [C, L, L]
+              /scores/<module>_angular_distance[_last_token]         float32 [C, L]
+              /similarity/block_gap_angular_distance[_last_token]    float32 [C, L, L]
 
             with C = 1. An existing output file is replaced only once the new one is complete, and only if it is an earlier `score` output: any other file at that path, such as one of the run's inputs or a trace's scores.h5, is refused before any work.
 
-            On standard output (--json: the same as JSON) it prints which layers each method would drop \
+            On standard output (--json: the same as JSON) it prints each layer's attention, MLP and block \
+            importance, which layers each method would drop \
             (LLM-Drop's 1 - cos, identical to ShortGPT's Block Influence for blocks; Gromov et al.'s angular \
             distance arccos(cos)/pi over all tokens and at the last token, as PruneMe) and, for every block \
             size n below the layer count, the best contiguous block to drop by each metric, with 0-based layer indices.

@@ -51,6 +51,26 @@ import Testing
         #expect(stored <= ScoringReferenceTests.float32Tolerance, "\(model) stored: \(stored)")
     }
 
+    /// The table on standard output starts with every layer's importance
+    /// as stored (it gave drop sets alone: the numbers only with --json).
+    @Test func theTextOutputListsEveryLayersImportance() throws {
+        let scratch = try ScratchDirectory()
+        let output = scratch.path("scores.h5")
+        let result = try DroptraceCommand.run([
+            "score", FixtureFiles.model("llama-f32").path, "--calibration", FixtureFiles.calibrationJSONL.path,
+            "--output", output.path, "--threads", "1",
+        ])
+        try #require(result.status == 0, "\(result.stderr)")
+        let row = try #require(try ScoreFile.read(from: output).rows.first)
+        let lines = result.stdout.split(separator: "\n")
+        #expect(lines.first?.hasPrefix("Importance per layer") == true, "\(result.stdout)")
+        #expect(lines.dropFirst().first == "| Layer | Attention | MLP | Block |")
+        for layer in row.attention.indices {
+            let cells = [row.attention[layer], row.mlp[layer], row.block[layer]].map { String(format: "%.4f", $0) }
+            #expect(lines.contains("| \(layer) | \(cells.joined(separator: " | ")) |"), "layer \(layer): \(result.stdout)")
+        }
+    }
+
     /// The row takes the step and tokens seen from trainer_state.json, as a
     /// trace does (score took them from the name alone: −1 here), and a
     /// weight file given as the checkpoint names the row by its directory.
