@@ -152,10 +152,20 @@ import ScoreStore
         #expect(labelled(StepAxis.choose(steps: Self.pythiaSteps)).count == 7, "Pythia's five decades are all labelled")
     }
 
-    @Test func twoDecadesOrLessStayLinear() {
+    @Test func twoDecadesOrLessStayLinearUnlessTheEarlyCheckpointsCrowd() {
         #expect(StepAxis.choose(steps: [0, 1000, 50_000, 100_000]) == .linear(lo: 0, hi: 100_000))
         #expect(StepAxis.choose(steps: [10, 1000, 1001]) == .log(lo: 10, hi: 1001, hasZero: false))
-        #expect(StepAxis.choose(steps: [10, 1000, 1001]).zeroNote?.hasSuffix("two decades).") == true)
+        #expect(StepAxis.choose(steps: [10, 1000, 1001]).zeroNote?.hasSuffix("the early checkpoints crowd together).") == true)
+        // Saved more often early: 4 of 8 in the first tenth of a linear axis (at exactly two decades it stayed linear).
+        let early: [Int64] = [10, 25, 50, 100, 200, 400, 700, 1000]
+        #expect(StepAxis.choose(steps: early) == .log(lo: 10, hi: 1000, hasZero: false))
+        #expect(StepAxis.choose(steps: early.map { $0 * 2048 }) == .log(lo: 20_480, hi: 2_048_000, hasZero: false))
+        // Evenly spaced, or one decade with the early ones few: linear.
+        #expect(StepAxis.choose(steps: [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]) == .linear(lo: 100, hi: 1000))
+        #expect(StepAxis.choose(steps: [100, 130, 170, 220, 290, 380, 500, 650, 850, 1000]) == .linear(lo: 100, hi: 1000))
+        // Fewer than three decades in view: 2 and 5 are labelled too (100k and 1M alone told little).
+        let labels = labelled(StepAxis.choose(steps: early.map { $0 * 2048 })).map(\.label)
+        #expect(labels == ["50k", "100k", "200k", "500k", "1M", "2M"], "\(labels)")
         #expect(StepAxis.linear(lo: 0, hi: 1).zeroNote == nil)
     }
 
@@ -170,7 +180,7 @@ import ScoreStore
         let url = try ReportWriter(scoreFile: scores, analysis: try SeriesAnalysis(rows: rows))
             .write(to: scratch.path("out"))
         let markdown = try String(contentsOf: url, encoding: .utf8)
-        #expect(markdown.contains("The x axis is logarithmic (the checkpoints span more than two decades); 0, which a "
+        #expect(markdown.contains("The x axis is logarithmic (on a linear one the early checkpoints crowd together); 0, which a "
                                     + "log scale cannot place, sits at the left edge, before the axis break."))
         let figure = try String(contentsOf: scratch.path("out/figures/mean_importance.svg"), encoding: .utf8)
         for text in ["Tokens seen (log scale)", ">0<", ">10M<", ">100B<"] {

@@ -123,17 +123,22 @@ enum StepAxis: Equatable {
     /// branches of one run, such as OLMo 2's stage-2 ingredients).
     case index(count: Int, stepsKnown: Bool)
 
-    /// Log when the positive steps span more than two decades (then a linear
-    /// axis squeezes the early checkpoints, where redundancy emerges, into a
-    /// few pixels), linear otherwise; indices when steps are unknown or not
-    /// increasing.
+    /// Log when a linear axis would squeeze the early checkpoints, where
+    /// redundancy emerges, into a few pixels: the positive steps span more
+    /// than two decades, or at least one and half of them (of four or more)
+    /// lie in the first tenth of the span (a schedule saving more often
+    /// early, as 10, 25, 50, 100, …, 1000). Linear otherwise; indices when
+    /// steps are unknown or not increasing.
     static func choose(steps: [Int64]) -> StepAxis {
         let known = !steps.isEmpty && steps.allSatisfy { $0 >= 0 }
             && zip(steps, steps.dropFirst()).allSatisfy { $0 < $1 }
         guard known else { return .index(count: steps.count, stepsKnown: !steps.isEmpty && steps.allSatisfy { $0 >= 0 }) }
         let positive = steps.filter { $0 > 0 }.map(Double.init)
-        if let lo = positive.first, let hi = positive.last, positive.count >= 2, hi / lo > 100 {
-            return .log(lo: lo, hi: hi, hasZero: steps.contains(0))
+        if let lo = positive.first, let hi = positive.last, positive.count >= 2 {
+            let early = positive.filter { $0 - lo <= (hi - lo) / 10 }.count
+            if hi / lo > 100 || (hi / lo >= 10 && positive.count >= 4 && 2 * early >= positive.count) {
+                return .log(lo: lo, hi: hi, hasZero: steps.contains(0))
+            }
         }
         let lo = Double(steps.first!), hi = Double(steps.last!)
         if lo == hi {
@@ -156,7 +161,7 @@ enum StepAxis: Equatable {
     /// How a log axis places 0, for a figure's caption; nil on other axes.
     var zeroNote: String? {
         guard case .log(_, _, let hasZero) = self else { return nil }
-        return "The x axis is logarithmic (the checkpoints span more than two decades)"
+        return "The x axis is logarithmic (on a linear one the early checkpoints crowd together)"
             + (hasZero ? "; 0, which a log scale cannot place, sits at the left edge, before the axis break." : ".")
     }
 
@@ -205,13 +210,17 @@ enum StepAxis: Equatable {
             // Every decade labelled while their labels fit side by side, else every second, third…
             let widest = exponents.map { SVG.estimatedWidth(Ticks.compact(pow(10, Double($0))), size: 11) }.max() ?? 0
             let every = max(1, Int(ceil(Double(exponents.count) * (widest + 10) / max(1, width))))
+            // Fewer than three decades in view: 2 and 5 labelled too, where they fit (one label or two told little).
+            let decadesInView = exponents.filter { pow(10, Double($0)) >= lo * (1 - 1e-9) && pow(10, Double($0)) <= hi * (1 + 1e-9) }
+            let twoFits = log10(2) / max(1e-9, log10(hi / lo)) * width >= widest + 10
+            let labelledMultiples: Set<Int> = decadesInView.count < 3 && twoFits ? [1, 2, 5] : [1]
             for exponent in exponents {
                 let decade = pow(10, Double(exponent))
                 for multiple in 1...9 {
                     let value = decade * Double(multiple)
                     guard value >= lo * (1 - 1e-9), value <= hi * (1 + 1e-9) else { continue }
                     let x = position(step: Int64(value.rounded()), index: 0, from: a, to: b)
-                    let labelled = multiple == 1 && (exponent - exponents.lowerBound) % every == 0
+                    let labelled = labelledMultiples.contains(multiple) && (exponent - exponents.lowerBound) % every == 0
                     ticks.append(Tick(position: x, label: labelled ? Ticks.compact(value) : nil))
                 }
             }
