@@ -45,10 +45,19 @@ public struct SeriesAnalysis: Sendable, Equatable {
     /// - Throws: `DroptraceError` for rows of different layer counts, a bad
     ///   k, or sums that do not fit the rows.
     /// Throws unless `dropK` is non-empty and each value is in 1...`layers`;
-    /// the error names `path` (the checkpoint that says how many layers) when given.
-    public static func checkDropK(_ dropK: [Int], layers: Int, path: String? = nil) throws {
+    /// the error names `path` (the file that says how many layers) when
+    /// given, or the pipeline file of `setting` with `path` in the message.
+    public static func checkDropK(
+        _ dropK: [Int], layers: Int, path: String? = nil, setting: UserSetting = UserSetting(name: "drop-k")
+    ) throws {
         if let bad = dropK.first(where: { !(1...max(layers, 1)).contains($0) }) {
-            throw DroptraceError("drop-k \(bad) is out of range: the model has \(layers) layers, so drop-k is 1 to \(layers)", path: path)
+            let model = switch (setting.file, path) {
+            case (.some, .some(let path)): "the model (\(path))"
+            default: "the model"
+            }
+            throw DroptraceError(
+                "\(setting.name) \(bad) is out of range: \(model) has \(layers) layers, so \(setting.name) is 1 to \(layers)",
+                path: setting.file ?? path)
         }
         guard !dropK.isEmpty else { throw DroptraceError("no drop-k values to analyse", path: path) }
     }

@@ -152,7 +152,7 @@ public struct PipelineFile: Decodable {
         }
         func textSource(_ url: URL) -> CalibrationSource {
             var source = CalibrationSource(url: url, seqLen: seqLen, samples: samples, tokenizer: tokenizer.map(resolve))
-            source.seqLenSetting = .init(name: "seq_len", file: pipeline.path)
+            source.seqLenSetting = UserSetting(name: "seq_len", file: pipeline.path)
             return source
         }
         var options = TraceOptions(
@@ -160,6 +160,7 @@ public struct PipelineFile: Decodable {
             calibration: textSource(resolve(calibration)),
             output: resolve(output), dropK: dropK, force: force, title: title,
             evaluation: eval.map { textSource(resolve($0)) })
+        options.dropKSetting = UserSetting(name: "drop_k", file: pipeline.path)
         if let settleMinutes { options.settleTime = settleMinutes * 60 }
         // `load` checked every task name, so none is left out here.
         options.tasks = tasks.compactMap { try? $0.request(relativeTo: base, path: "") }

@@ -46,6 +46,8 @@ public struct TraceOptions: Sendable {
     /// series' first finished checkpoint (a run refuses others before it
     /// creates anything); nil: 25% and 50% of the layers.
     public var dropK: [Int]?
+    /// How `dropK` was given, for a message about its values.
+    public var dropKSetting = UserSetting(name: "drop-k")
     /// Rescore every checkpoint, even those already in the store.
     public var force: Bool
     /// The report's title; nil: derived from the series.

@@ -158,7 +158,8 @@ public final class TraceRun {
             store?.metadata.seriesDirectory = seriesDirectory
             // The store's layer count is the series' (a checkpoint of another fails on its own).
             if let dropK = options.dropK {
-                try SeriesAnalysis.checkDropK(dropK, layers: existing.metadata.numLayers, path: options.storeURL.path)
+                try SeriesAnalysis.checkDropK(
+                    dropK, layers: existing.metadata.numLayers, path: options.storeURL.path, setting: options.dropKSetting)
             }
         }
         // A checkpoint that now fails by its own files (replaced by unreadable ones) keeps no row of the old
@@ -288,7 +289,7 @@ public final class TraceRun {
     /// layer count fails on its own).
     func checkDropK(against plan: CalibrationPlan) throws {
         guard let dropK = options.dropK, let model = plan.model else { return }
-        try SeriesAnalysis.checkDropK(dropK, layers: model.layers, path: model.directory.path)
+        try SeriesAnalysis.checkDropK(dropK, layers: model.layers, path: model.directory.path, setting: options.dropKSetting)
     }
 
     /// `store` (a new one with `metadata` when nil) with `row` in place of

@@ -20,17 +20,7 @@ public struct CalibrationSource: Sendable {
 
     /// How `seqLen` was set, so a message names what to change: the
     /// command line's `--seq-len`, or a pipeline file's `seq_len` (and that file).
-    public var seqLenSetting = Setting(name: "--seq-len", file: nil)
-
-    /// A setting as the user wrote it, and the pipeline file holding it (nil: the command line).
-    public struct Setting: Sendable {
-        public var name: String
-        public var file: String?
-        public init(name: String, file: String?) {
-            self.name = name
-            self.file = file
-        }
-    }
+    public var seqLenSetting = UserSetting(name: "--seq-len")
 
     public static let defaultTextSeqLen = 512
     /// LLM-Drop's `n_calibration_samples` (its dropping scripts use 256).

@@ -580,9 +580,10 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: out.path))
     }
 
-    /// From a pipeline file, the fault is its `seq_len`, named with that
-    /// file (it named the command line's `--seq-len` and the calibration).
-    @Test func aPipelineSeqLenBeyondTheModelNamesThePipelineKey() throws {
+    /// From a pipeline file, the fault is its `seq_len` or `drop_k`, named
+    /// with that file (it named the command line's `--seq-len` and the
+    /// calibration, or blamed the checkpoint for a drop-k beyond its layers).
+    @Test func aPipelinesSettingsBeyondTheModelAreNamedAsItsKeys() throws {
         let scratch = try ScratchDirectory()
         let series = try SeriesBuilder(in: scratch)
         for step in [10, 20] { try series.add(step: step) }
@@ -605,6 +606,12 @@ import Testing
             #expect(errors.first?.contains("\(named.path): \(message)") == true, "\(result.stderr)")
             #expect(!FileManager.default.fileExists(atPath: scratch.path("out").path))
         }
+        let pipeline = try scratch.write(
+            "series: series\ncalibration: \(FixtureFiles.calibrationJSONL.path)\ndrop_k: [2, 100]\noutput: out\n", to: "k.yaml")
+        let result = try DroptraceCommand.run(["run", pipeline.path, "--threads", "1"])
+        let message = "\(pipeline.path): drop_k 100 is out of range: the model (\(series.directory.path)/checkpoint-10) has "
+            + "5 layers, so drop_k is 1 to 5"
+        #expect(result.status == 1 && lines(result.stderr, "error").map { $0.hasSuffix(message) } == [true], "\(result.stderr)")
     }
 
     /// A series directory listed as a checkpoint is refused: it was skipped
