@@ -285,8 +285,11 @@ import Testing
     @Test func helpExplainsTheCommand() throws {
         let result = try DroptraceCommand.run(["score", "--help"])
         #expect(result.status == 0)
-        for phrase in ["--calibration", "--seq-len", "--samples", "--threads", "--json", "/scores/attention"] {
+        for phrase in ["--calibration", "--seq-len", "--samples", "--threads", "--json", "/scores/{attention,mlp,block}"] {
             #expect(result.stdout.contains(phrase), "help lacks \(phrase)")
         }
+        // The HDF5 layout's rows fit the 80 columns help is wrapped to (shapes were broken over two lines).
+        let layout = result.stdout.split(separator: "\n").filter { $0.hasPrefix("  /") }
+        #expect(layout.count == 6 && layout.allSatisfy { $0.hasSuffix("]") || $0.hasSuffix("(README)") }, "\(layout)")
     }
 }
