@@ -32,6 +32,8 @@ public enum ModelRegistry {
         "gemma2": Gemma2Model.self,
         "gemma3": Gemma3Model.self,
         "gemma3_text": Gemma3Model.self,
+        "glm": GlmModel.self,
+        "glm4": GlmModel.self,
         "gpt2": GPT2Model.self,
         "gpt_oss": GptOssModel.self,
         "gpt_neox": GPTNeoXModel.self,

@@ -278,6 +278,56 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "glm": (
+            "GlmConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "nif",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "ni",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
+        "glm4": (
+            "Glm4Config",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "gpt2": (
             "GPT2Config",
             [
@@ -896,6 +946,8 @@ extension ConfigValueKinds {
         "gemma2": (0, 256000),
         "gemma3.text_config": (0, 262208),
         "gemma3_text": (0, 262208),
+        "glm": (151329, 151552),
+        "glm4": (151329, 151552),
         "gpt_oss": (nil, 201088),
         "granite": (nil, 32000),
         "llama": (nil, 32000),
@@ -927,6 +979,8 @@ extension ConfigValueKinds {
         "gemma": ["intermediate_size": "24576", "max_position_embeddings": "8192", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
         "gemma2": ["intermediate_size": "9216", "max_position_embeddings": "8192", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "gemma3_text": ["intermediate_size": "9216", "max_position_embeddings": "131072", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
+        "glm": ["intermediate_size": "13696", "max_position_embeddings": "131072", "num_key_value_heads": "2", "rms_norm_eps": "1.5625e-07"],
+        "glm4": ["intermediate_size": "13696", "max_position_embeddings": "131072", "num_key_value_heads": "2", "rms_norm_eps": "1.5625e-07"],
         "gpt2": ["layer_norm_epsilon": "1e-05", "n_positions": "1024"],
         "gpt_oss": ["intermediate_size": "2880", "max_position_embeddings": "131072", "num_experts_per_tok": "4", "num_key_value_heads": "8", "num_local_experts": "128", "rms_norm_eps": "1e-05"],
         "gpt_neox": ["intermediate_size": "24576", "layer_norm_eps": "1e-05", "max_position_embeddings": "2048"],
@@ -964,6 +1018,7 @@ extension ConfigValueKinds {
     static let nullHeadDimFails: Set<String> = [
         "apertus",
         "cohere",
+        "glm",
         "granite",
         "ministral",
         "olmo",
@@ -994,6 +1049,7 @@ extension ConfigValueKinds {
         "apertus",
         "cohere",
         "deepseek_v3",
+        "glm",
         "gpt2",
         "gpt_neox",
         "granite",
@@ -1016,6 +1072,7 @@ extension ConfigValueKinds {
     /// Config classes (by model_type) that accept `"num_key_value_heads": null` but whose model cannot
     /// be built from it.
     static let nullKeyValueHeadsFail: Set<String> = [
+        "glm",
         "qwen2_moe",
     ]
 }
