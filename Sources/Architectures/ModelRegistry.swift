@@ -28,6 +28,7 @@ public enum ModelRegistry {
         "cohere": CohereModel.self,
         "deepseek_v2": DeepSeekModel.self,
         "deepseek_v3": DeepSeekModel.self,
+        "exaone4": Exaone4Model.self,
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,
         "gemma3": Gemma3Model.self,

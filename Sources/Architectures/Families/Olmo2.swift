@@ -56,23 +56,27 @@ struct Olmo2Model: DecoderFamily {
         try Self.block(index, skipping: plan, parts: parts, config: config, rotary: rotary)
     }
 
-    /// Block `index` of the post-norm layout, rotating with `rotary` and
-    /// attending within `slidingWindow` tokens when given (OLMo-3 decides
-    /// both per layer; OLMo-2 has one rotary and no windows).
+    /// Block `index` of the post-norm layout, rotating with `rotary` (nil:
+    /// a NoPE layer) and attending within `slidingWindow` tokens when given
+    /// (OLMo-3 and EXAONE 4 decide both per layer; OLMo-2 has one rotary and
+    /// no windows). `perHeadQueryKeyNorm`: the q/k RMSNorms act on each head
+    /// (weights [head_dim], EXAONE 4), not across all heads.
     static func block(
-        _ index: Int, skipping plan: DropPlan, parts: DecoderParts, config: Olmo2Configuration, rotary: RotaryEmbedding,
-        slidingWindow: Int? = nil
+        _ index: Int, skipping plan: DropPlan, parts: DecoderParts, config: Olmo2Configuration, rotary: RotaryEmbedding?,
+        slidingWindow: Int? = nil, perHeadQueryKeyNorm: Bool = false
     ) throws -> TransformerBlock {
         let drops = plan.union(parts.configuredDrops), weights = parts.weights
         let d = parts.dimensions.hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
         let bias = config.attentionBias == true
         let p = "layers.\(index)."
-        func attention() throws -> SelfAttention { try parts.attention(
-            p + "self_attn.", bias: bias, rotary: rotary,
-            slidingWindow: slidingWindow,
-            queryKeyNorm: .acrossHeads(
-                query: try weights.rmsNorm(p + "self_attn.q_norm", size: layout.queryWidth, eps: eps),
-                key: try weights.rmsNorm(p + "self_attn.k_norm", size: layout.keyWidth, eps: eps))) }
+        func attention() throws -> SelfAttention {
+            let width = perHeadQueryKeyNorm ? (layout.headDim, layout.headDim) : (layout.queryWidth, layout.keyWidth)
+            let query = try weights.rmsNorm(p + "self_attn.q_norm", size: width.0, eps: eps)
+            let key = try weights.rmsNorm(p + "self_attn.k_norm", size: width.1, eps: eps)
+            return try parts.attention(
+                p + "self_attn.", bias: bias, rotary: rotary, slidingWindow: slidingWindow,
+                queryKeyNorm: perHeadQueryKeyNorm ? .perHead(query: query, key: key) : .acrossHeads(query: query, key: key))
+        }
         func feedForward() throws -> FeedForward {
             try weights.gatedMLP(
                 p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize, activation: try parts.activation(config.hiddenAct ?? "silu"))
