@@ -13,6 +13,22 @@ enum AttentionLayerType {
         (0..<layers).map { window != nil && $0 >= (maxWindowLayers ?? 28) ? sliding : full }
     }
 
+    /// The rule of Exaone4Config and Cohere2Config when `layer_types` is
+    /// absent: layer i slides unless i + 1 is a multiple of
+    /// `sliding_window_pattern` (Python's remainder is 0 exactly when Swift's
+    /// is, whatever the sign). Nil when the pattern is not a non-zero integer
+    /// (null, "LLLG", 0): the config classes fail computing the remainder.
+    static func everyNthFull(layers: Int, pattern: Int?) -> [String]? {
+        guard let pattern, pattern != 0 else { return nil }
+        return (0..<layers).map { ($0 + 1) % pattern == 0 ? full : sliding }
+    }
+
+    /// `sliding_window_pattern` of `container`: an integer, nil for anything
+    /// else (null, a string); `fallback` when the key is absent.
+    static func pattern<Key: CodingKey>(in container: KeyedDecodingContainer<Key>, key: Key, fallback: Int) -> Int? {
+        container.contains(key) ? (try? container.decodeIfPresent(Int.self, forKey: key)) ?? nil : fallback
+    }
+
     /// Refuses a type other than full_attention / sliding_attention (the
     /// cache transformers 5 builds from `layer_types` for every family
     /// fails on the others: linear_attention, chunked_attention), and

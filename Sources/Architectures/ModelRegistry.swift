@@ -26,6 +26,7 @@ public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
         "apertus": ApertusModel.self,
         "cohere": CohereModel.self,
+        "cohere2": CohereModel.self,
         "deepseek_v2": DeepSeekModel.self,
         "deepseek_v3": DeepSeekModel.self,
         "exaone4": Exaone4Model.self,

@@ -54,6 +54,33 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "cohere2": (
+            "Cohere2Config",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "layer_types": "n[s]",
+                "logit_scale": "f",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rope_parameters": "no",
+                "sliding_window": "ni",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "deepseek_v2": (
             "DeepseekV2Config",
             [
@@ -966,6 +993,7 @@ extension ConfigValueKinds {
     static let paddedEmbeddings: [String: (padTokenID: Int?, vocabSize: Int)] = [
         "apertus": (3, 131072),
         "cohere": (0, 256000),
+        "cohere2": (0, 256000),
         "deepseek_v2": (nil, 102400),
         "deepseek_v3": (nil, 129280),
         "exaone4": (nil, 102400),
@@ -1001,6 +1029,7 @@ extension ConfigValueKinds {
     static let omittedDefaults: [String: [String: String]] = [
         "apertus": ["intermediate_size": "14336", "max_position_embeddings": "65536", "rms_norm_eps": "1e-05"],
         "cohere": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
+        "cohere2": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "deepseek_v2": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "deepseek_v3": ["intermediate_size": "18432", "max_position_embeddings": "4096", "num_experts_per_tok": "8", "num_key_value_heads": "128", "rms_norm_eps": "1e-06"],
         "exaone4": ["intermediate_size": "16384", "max_position_embeddings": "2048", "num_key_value_heads": "32", "rms_norm_eps": "1e-05"],
@@ -1046,6 +1075,7 @@ extension ConfigValueKinds {
     static let nullHeadDimFails: Set<String> = [
         "apertus",
         "cohere",
+        "cohere2",
         "exaone4",
         "glm",
         "granite",
@@ -1077,6 +1107,7 @@ extension ConfigValueKinds {
     static let headDimNoneWhenNull: Set<String> = [
         "apertus",
         "cohere",
+        "cohere2",
         "deepseek_v3",
         "exaone4",
         "glm",

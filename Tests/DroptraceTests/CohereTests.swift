@@ -59,6 +59,34 @@ import Testing
         #expect(zip(a, b).contains { abs($0 - $1) > 0.1 })
     }
 
+    /// cohere2: sliding layers rotate within the window, full layers take no
+    /// positions; without layer_types every 4th layer is full (the
+    /// `sliding_window_pattern` default), and no q/k norms are read, whatever
+    /// config.json says of `use_qk_norm`.
+    @Test func cohere2FullLayersTakeNoPositions() throws {
+        func layers(_ fixture: EditedFixture) throws -> [(window: Int?, rotates: Bool, normed: Bool)] {
+            let model = try fixture.load()
+            return try (0..<4).map { index in
+                let attention = try #require(try model.block(index).attention?.attention)
+                return (attention.slidingWindow, attention.rotary != nil, attention.queryKeyNorm != nil)
+            }
+        }
+        let given = try layers(EditedFixture("cohere2-f32") { $0["use_qk_norm"] = true })
+        #expect(given.map(\.window) == [8, nil, 8, nil] && given.map(\.rotates) == [true, false, true, false])
+        #expect(given.allSatisfy { !$0.normed })
+        let derived = try layers(EditedFixture("cohere2-f32") { $0["layer_types"] = nil })
+        #expect(derived.map(\.window) == [8, 8, 8, nil] && derived.map(\.rotates) == [true, true, true, false])
+        // Cohere2Config computes head_dim itself, and requires a window (its model builds a sliding mask).
+        for (edit, phrase) in [
+            ({ (config: inout [String: Any]) in config["head_dim"] = 16 }, "head_dim 16: Cohere2Config replaces it"),
+            ({ (config: inout [String: Any]) in config["sliding_window"] = NSNull() }, "sliding_window is null"),
+            ({ (config: inout [String: Any]) in config["layer_types"] = nil; config["sliding_window_pattern"] = 0 }, "give layer_types"),
+        ] {
+            let error = #expect(throws: DroptraceError.self) { try EditedFixture("cohere2-f32", edit).load() }
+            #expect(error?.message.contains(phrase) == true, "\(String(describing: error))")
+        }
+    }
+
     /// Without `tie_word_embeddings` the head is the embedding, as
     /// CohereConfig ties it by default (the fixture stores no lm_head).
     @Test func headIsTiedByDefault() throws {

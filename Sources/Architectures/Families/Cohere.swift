@@ -52,6 +52,29 @@ struct CohereConfiguration: Decodable {
     }
 }
 
+/// config.json keys `cohere2` adds (Cohere2Config).
+struct Cohere2Configuration: Decodable {
+    /// Absent: Cohere2Config's 4096; null: none (refused: its model builds a sliding mask).
+    var slidingWindow: Int?
+    var layerTypes: [String]?
+    /// `sliding_window_pattern` (no field of Cohere2Config, still read when
+    /// `layer_types` is absent: 4 by default); nil when not an integer.
+    var pattern: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case slidingWindow = "sliding_window"
+        case layerTypes = "layer_types"
+        case slidingWindowPattern = "sliding_window_pattern"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : 4096
+        layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
+        pattern = AttentionLayerType.pattern(in: c, key: .slidingWindowPattern, fallback: 4)
+    }
+}
+
 /// Cohere (Command-R): a parallel block off one mean-centred LayerNorm
 /// without a bias — y = x + o_proj(attn(ln x)) + down(silu(gate(ln x)) ·
 /// up(ln x)) —, rotary on interleaved pairs of each head (dimensions 2i and
@@ -60,18 +83,48 @@ struct CohereConfiguration: Decodable {
 /// norm likewise without a bias, a head tied to the embedding by default and
 /// logits multiplied by `logit_scale`.
 ///
+/// `cohere2` (Command R7B, Command A) has no q/k norms and attends in a
+/// hybrid way: layers `layer_types` marks `sliding_attention` (three of four
+/// by default) rotate within the window, the others attend fully without
+/// positions (NoPE); its heads are always hidden_size / num_attention_heads wide.
+///
 /// The interleaved pairs are gathered when the weights are read: q_proj and
 /// k_proj rows (their biases and the q/k norm weights with them) are put in
 /// the order 0, 2, 4, …, 1, 3, 5, … of each head, so the usual rotate-half
 /// rotation applies; the query-key products are the same sums in another order.
 struct CohereModel: DecoderFamily {
+    static func readsLayerTypes(_ modelType: String) -> Bool { modelType == "cohere2" }
     let parts: DecoderParts
     let config: CohereConfiguration
     let rotary: RotaryEmbedding
+    /// cohere2: each layer's type and window (nil: full attention, no positions); nil for cohere.
+    let layerTypes: [String]?
+    let windows: [Int?]?
 
     init(_ checkpoint: Checkpoint) throws {
         parts = try DecoderParts(checkpoint, tiedByDefault: true, naming: Self.naming)
-        config = try parts.config(CohereConfiguration.self)
+        var config = try parts.config(CohereConfiguration.self)
+        if checkpoint.modelType == "cohere2" {
+            // Cohere2Config has no use_qk_norm (its attention no q/k norms) and sets head_dim itself.
+            config.useQKNorm = false
+            try parts.confirmHeadDimIsHiddenOverHeads(": Cohere2Config replaces it, its heads are")
+            let own = try parts.config(Cohere2Configuration.self)
+            try parts.requireWindow(own.slidingWindow, builtBy: "Cohere2Model")
+            guard let types = own.layerTypes
+                ?? AttentionLayerType.everyNthFull(layers: parts.dimensions.numHiddenLayers, pattern: own.pattern)
+            else {
+                throw DroptraceError(
+                    "sliding_window_pattern is not a non-zero integer and layer_types is not given: Cohere2Config derives "
+                        + "layer_types as (i + 1) % sliding_window_pattern, which fails; give layer_types", path: parts.configPath)
+            }
+            let checked = try parts.layerTypes(types, slidingWindow: own.slidingWindow) { _ in AttentionLayerType.full }
+            layerTypes = checked
+            windows = checked.map { $0 == AttentionLayerType.sliding ? own.slidingWindow : nil }
+        } else {
+            layerTypes = nil
+            windows = nil
+        }
+        self.config = config
         rotary = try parts.rotary(defaultTheta: 500_000)
         if parts.firstKeptAttention != nil, parts.attentionLayout.headDim % 2 != 0 {
             throw DroptraceError(
@@ -83,6 +136,14 @@ struct CohereModel: DecoderFamily {
     static func naming(_ prefix: String) -> LayerNaming {
         // input_layernorm serves both branches: it goes with neither.
         LayerNaming(prefix: prefix + "layers.", attention: ["self_attn."], mlp: ["mlp."], layerCountKeys: ["num_hidden_layers"])
+    }
+
+    /// cohere2's exports without some blocks spell out the kept layers'
+    /// types, so renumbering cannot move a window (or positions) to another layer.
+    var layerNaming: LayerNaming {
+        var naming = parts.naming
+        naming.layerTypes = layerTypes
+        return naming
     }
 
     /// CohereLayerNorm: mean-centred, weight only.
@@ -120,10 +181,12 @@ struct CohereModel: DecoderFamily {
                 }
                 queryKeyNorm = .eachHead(query: try headNorm("q_norm", heads: layout.numHeads), key: try headNorm("k_norm", heads: layout.numKVHeads))
             }
+            // cohere2's full layers take no positions.
+            let window = windows?[index]
             return SelfAttention(
-                qkv: gathered, layout: layout, rotary: rotary,
+                qkv: gathered, layout: layout, rotary: windows == nil || window != nil ? rotary : nil,
                 output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: config.attentionBias),
-                scale: 1 / Float(headDim).squareRoot(), queryKeyNorm: queryKeyNorm)
+                scale: 1 / Float(headDim).squareRoot(), slidingWindow: window, queryKeyNorm: queryKeyNorm)
         }
         func feedForward() throws -> FeedForward {
             try weights.gatedMLP(

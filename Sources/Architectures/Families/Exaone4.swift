@@ -27,7 +27,7 @@ struct Exaone4Configuration: Decodable {
         // DecoderDimensions checks the window is at least 1 and layer_types' length.
         slidingWindow = c.contains(.slidingWindow)
             ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : Self.defaultSlidingWindow
-        pattern = c.contains(.slidingWindowPattern) ? try? c.decodeIfPresent(Int.self, forKey: .slidingWindowPattern) : 4
+        pattern = AttentionLayerType.pattern(in: c, key: .slidingWindowPattern, fallback: 4)
         layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
     }
 
@@ -42,13 +42,12 @@ struct Exaone4Configuration: Decodable {
                 "sliding_window is null and layer_types is not given: Exaone4Config derives layer_types by dividing by "
                     + "a sliding_window_pattern of 0 then, which fails; give layer_types", path: configPath)
         }
-        guard let pattern, pattern != 0 else {
+        guard let types = AttentionLayerType.everyNthFull(layers: layers, pattern: pattern) else {
             throw DroptraceError(
                 "sliding_window_pattern is not a non-zero integer and layer_types is not given: Exaone4Config derives "
                     + "layer_types as (i + 1) % sliding_window_pattern, which fails; give layer_types", path: configPath)
         }
-        // Python's remainder is 0 exactly when the pattern divides i + 1, whatever its sign, as Swift's is.
-        return (0..<layers).map { ($0 + 1) % pattern == 0 ? AttentionLayerType.full : AttentionLayerType.sliding }
+        return types
     }
 }
 
