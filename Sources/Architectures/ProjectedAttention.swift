@@ -11,21 +11,43 @@ extension DecoderParts {
     ///     (the same unless given: Qwen2 has q/k/v biases only); `outputName`
     ///     for o_proj's name (Phi's `dense`).
     ///   - scale: the softmax scale, 1/√head_dim unless given.
+    ///   - interleavedRotary: `rotary` turns pairs of neighbouring dimensions
+    ///     (2i, 2i + 1) of each head's rotated part, as GLM, ERNIE 4.5 and
+    ///     Helium rotate, not its halves (`interleavingPairs`).
     ///   - the rest: as `SelfAttention` takes them.
     /// - Throws: `DroptraceError` for a missing tensor or a shape the sizes contradict.
     func attention(
         _ prefix: String, bias: Bool, outputBias: Bool? = nil, outputName: String = "o_proj", rotary: RotaryEmbedding?, scale: Float? = nil,
-        slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, logitSoftcap: Float? = nil,
-        sinkLogits: [Float]? = nil
+        interleavedRotary: Bool = false, slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
+        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil
     ) throws -> SelfAttention {
         let layout = attentionLayout, d = dimensions.hiddenSize
+        var qkv = try weights.stackedQKV(prefix, hidden: d, layout: layout, bias: bias)
+        if interleavedRotary, let rotary { qkv = Self.interleavingPairs(qkv, layout: layout, rotaryDim: rotary.rotaryDim) }
         return SelfAttention(
-            qkv: try weights.stackedQKV(prefix, hidden: d, layout: layout, bias: bias),
+            qkv: qkv,
             layout: layout,
             rotary: rotary,
             output: try weights.linear(prefix + outputName, in: layout.queryWidth, out: d, bias: outputBias ?? bias),
             scale: scale ?? 1 / Float(layout.headDim).squareRoot(),
             slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, logitSoftcap: logitSoftcap,
             sinkLogits: sinkLogits)
+    }
+}
+
+extension DecoderParts {
+    /// `qkv` [q | k | v rows, hidden] with the first `rotaryDim` rows of every
+    /// q and k head reordered evens first, then odds (0, 2, 4, …, 1, 3, 5, …;
+    /// biases alike): the usual rotate-half rotation then turns the pairs
+    /// (2i, 2i + 1) transformers' interleaved rotation turns, and the
+    /// query-key products are the same sums in another order.
+    static func interleavingPairs(_ qkv: Linear, layout: QKVLayout, rotaryDim: Int) -> Linear {
+        let heads = (0..<layout.numHeads).map(layout.queryOffset(head:)) + (0..<layout.numKVHeads).map(layout.keyOffset(kvHead:))
+        func gathered(_ values: [Float], rowWidth: Int) -> [Float] {
+            LatentQKVProjection.deinterleavingRope(values, rowWidth: rowWidth, ropeStarts: heads, ropeDim: rotaryDim)
+        }
+        return Linear(
+            weight: gathered(qkv.weight, rowWidth: qkv.inFeatures), bias: qkv.bias.map { gathered($0, rowWidth: 1) },
+            inFeatures: qkv.inFeatures, outFeatures: qkv.outFeatures)
     }
 }

@@ -165,12 +165,8 @@ struct CohereModel: DecoderFamily {
         let d = hiddenSize, p = "layers.\(index)."
         func attention() throws -> SelfAttention {
             let layout = parts.attentionLayout, headDim = layout.headDim
-            let rotated = (0..<layout.numHeads).map(layout.queryOffset(head:)) + (0..<layout.numKVHeads).map(layout.keyOffset(kvHead:))
             let qkv = try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: config.attentionBias)
-            let gathered = Linear(
-                weight: gatheringPairs(qkv.weight, rowWidth: d, heads: rotated, headDim: headDim),
-                bias: qkv.bias.map { gatheringPairs($0, rowWidth: 1, heads: rotated, headDim: headDim) },
-                inFeatures: d, outFeatures: qkv.outFeatures)
+            let gathered = DecoderParts.interleavingPairs(qkv, layout: layout, rotaryDim: headDim)
             var queryKeyNorm: QueryKeyNorm?
             if config.useQKNorm {
                 func headNorm(_ name: String, heads: Int) throws -> Normalization {

@@ -34,8 +34,8 @@ struct GlmConfiguration: Decodable {
 ///
 ///     H = X + RMSNorm(Attn(RMSNorm X)),   Y = H + RMSNorm(MLP(RMSNorm H))
 ///
-/// The interleaved pairs are gathered when the weights are read, as Cohere's
-/// are, over the rotated rows of each q and k head only.
+/// The interleaved pairs are gathered when the weights are read
+/// (`DecoderParts.interleavingPairs`), over the rotated rows of each q and k head only.
 struct GlmModel: DecoderFamily {
     let parts: DecoderParts
     let config: GlmConfiguration
@@ -69,18 +69,7 @@ struct GlmModel: DecoderFamily {
         let d = hiddenSize, inner = parts.dimensions.intermediateSize, eps = config.rmsNormEps
         let p = "layers.\(index)."
         func attention() throws -> SelfAttention {
-            let layout = parts.attentionLayout
-            let rotated = (0..<layout.numHeads).map(layout.queryOffset(head:)) + (0..<layout.numKVHeads).map(layout.keyOffset(kvHead:))
-            func gathered(_ values: [Float], rowWidth: Int) -> [Float] {
-                LatentQKVProjection.deinterleavingRope(values, rowWidth: rowWidth, ropeStarts: rotated, ropeDim: rotary.rotaryDim)
-            }
-            let qkv = try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: config.attentionBias)
-            return SelfAttention(
-                qkv: Linear(weight: gathered(qkv.weight, rowWidth: d), bias: qkv.bias.map { gathered($0, rowWidth: 1) },
-                            inFeatures: d, outFeatures: qkv.outFeatures),
-                layout: layout, rotary: rotary,
-                output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: false),
-                scale: 1 / Float(layout.headDim).squareRoot())
+            try parts.attention(p + "self_attn.", bias: config.attentionBias, outputBias: false, rotary: rotary, interleavedRotary: true)
         }
         func feedForward() throws -> FeedForward {
             .gated(
