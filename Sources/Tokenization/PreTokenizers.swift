@@ -1,3 +1,4 @@
+import DroptraceSupport
 /// One step of the `pre_tokenizer` section: cuts a piece of text into
 /// smaller pieces, each of which the model encodes on its own.
 protocol PreTokenizer: Sendable {
@@ -94,18 +95,35 @@ extension PatternPreTokenizer {
 /// Steps applied one after another, each to every piece the previous made.
 struct SequencePreTokenizer: PreTokenizer {
     let steps: [PreTokenizer]
+    /// tokenizer.json, for errors; nil for the built-in sequences.
+    var source: String? = nil
     var looksArbitrarilyFarAhead: Bool { steps.contains { $0.looksArbitrarilyFarAhead } }
 
     /// Steps accepted (nested sequences counted as their steps): real
     /// tokenizers have a handful, and each is a level of recursion here.
     static let maximumSteps = 64
 
+    /// Each step's pieces together stay within `NormalizationGrowth`'s bound
+    /// of the input piece: steps that grow text (ByteLevel re-encoding a
+    /// byte-mapped piece doubles it, Metaspace's "▁" triples a space) would,
+    /// repeated, take all memory (40 ByteLevel steps: 2⁴⁰ times the text).
     func split(_ piece: TextPiece, _ emit: (TextPiece) throws -> Void) throws {
-        try split(piece, fromStep: 0, emit)
+        var produced = [Int](repeating: 0, count: steps.count)
+        try split(piece, fromStep: 0, limit: NormalizationGrowth.limit(piece.bytes.count), produced: &produced, emit)
     }
 
-    private func split(_ piece: TextPiece, fromStep step: Int, _ emit: (TextPiece) throws -> Void) throws {
+    private func split(
+        _ piece: TextPiece, fromStep step: Int, limit: Int, produced: inout [Int], _ emit: (TextPiece) throws -> Void
+    ) throws {
         guard step < steps.count else { return try emit(piece) }
-        try steps[step].split(piece) { smaller in try split(smaller, fromStep: step + 1, emit) }
+        try steps[step].split(piece) { smaller in
+            produced[step] += smaller.bytes.count
+            guard produced[step] <= limit else {
+                throw DroptraceError(
+                    "the pre-tokenizer grows text beyond 16 times its length (step \(step + 1) of its Sequence, one that "
+                        + "re-encodes what an earlier one wrote?); droptrace stops there", path: source)
+            }
+            try split(smaller, fromStep: step + 1, limit: limit, produced: &produced, emit)
+        }
     }
 }

@@ -99,7 +99,7 @@ extension JSONFields {
             guard steps.count <= SequencePreTokenizer.maximumSteps else {
                 throw failure("has \(steps.count) pre-tokenizer steps; droptrace runs at most \(SequencePreTokenizer.maximumSteps)")
             }
-            return SequencePreTokenizer(steps: steps)
+            return SequencePreTokenizer(steps: steps, source: file)
         case "Metaspace":
             let (replacement, scheme, split) = try readMetaspaceOptions()
             return MetaspacePreTokenizer(replacement: replacement, prependScheme: scheme, split: split)

@@ -96,6 +96,24 @@ struct TokenizerLimitsTests {
         #expect(try !real.encode(text).isEmpty)
     }
 
+    /// ByteLevel steps repeated re-encode what the previous one wrote,
+    /// doubling every space: 40 of them asked for 2⁴⁰ times the text (an
+    /// abort allocating gigabytes). They stop at 16 times its length.
+    @Test("a pre-tokenizer Sequence that multiplies the text is an error naming the file")
+    func growingPreTokenizerFails() throws {
+        let scratch = try TokenizerScratch()
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: TokenizerFixtures.tokenizerFile("llama3"))) as! [String: Any]
+        let byteLevel: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false]
+        json["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": Array(repeating: byteLevel, count: 40)]
+        let file = try scratch.write(json: json, to: "tokenizer.json")
+        let tokenizer = try Tokenizer(contentsOf: file)
+        let start = Date()
+        let error = #expect(throws: DroptraceError.self) { try tokenizer.encode(try TokenizerFixtures.text("calib.txt")) }
+        #expect(Date().timeIntervalSince(start) < 10)
+        #expect(error?.path == file.path && error?.message.contains("pre-tokenizer grows text beyond 16 times") == true,
+                "\(String(describing: error))")
+    }
+
     /// Each pre-tokenizer step is a level of recursion per piece: thousands
     /// would overflow the stack, so more than 64 (nested sequences counted by
     /// their steps) are refused when the file is read.
