@@ -1,3 +1,4 @@
+import DroptraceSupport
 /// An entry of `added_tokens`: text that is cut out of the input whole and
 /// becomes one id, before the model ever sees it.
 struct AddedToken: Sendable {
@@ -59,16 +60,22 @@ struct AddedTokenMatcher: Sendable {
         }
     }
 
-    func split(_ text: ArraySlice<UInt8>, _ emit: (AddedTokenSegment) throws -> Void) rethrows {
+    /// - Throws: `DroptraceError` naming `source` when finding the tokens
+    ///   takes more than `trieStepsPerByte` trie steps per byte (a token
+    ///   thousands of bytes long whose prefix fills the text: the search from
+    ///   every position walks all of it), or what `emit` throws.
+    func split(_ text: ArraySlice<UInt8>, source: String, _ emit: (AddedTokenSegment) throws -> Void) throws {
         guard !entries.isEmpty else {
             if !text.isEmpty { try emit(.text(text)) }
             return
         }
         let base = text.startIndex
         var segments: [(start: Int, end: Int, id: Int?)] = []
-        text.withUnsafeBufferPointer { buffer in
+        try text.withUnsafeBufferPointer { buffer in
             var kept = 0  // `start_offset` in the Rust code
-            forEachMatch(in: buffer) { matchStart, matchEnd, entry in
+            // The end of the last whitespace run scanned for rstrip, and where the scan began: a run is scanned once.
+            var scannedRun = (from: -1, end: -1)
+            try forEachMatch(in: buffer, source: source) { matchStart, matchEnd, entry in
                 var start = matchStart
                 var end = matchEnd
                 if entry.singleWord {
@@ -77,10 +84,14 @@ struct AddedTokenMatcher: Sendable {
                     if wordBefore || wordAfter { return }
                 }
                 if entry.leftStrip {
-                    start = max(Self.whitespaceRunStart(buffer, before: start), kept)
+                    // Only the run after the last kept end can move the start (it is max'ed with `kept`).
+                    start = max(Self.whitespaceRunStart(buffer, before: start, notBefore: kept), kept)
                 }
                 if entry.rightStrip {
-                    end = Self.whitespaceRunEnd(buffer, from: end)
+                    if !(scannedRun.from...max(scannedRun.from, scannedRun.end)).contains(end) {
+                        scannedRun = (end, Self.whitespaceRunEnd(buffer, from: end))
+                    }
+                    end = scannedRun.end
                 }
                 if kept < start { segments.append((kept, start, nil)) }
                 segments.append((start, end, entry.id))
@@ -97,7 +108,15 @@ struct AddedTokenMatcher: Sendable {
         }
     }
 
-    private func forEachMatch(in buffer: UnsafeBufferPointer<UInt8>, _ body: (Int, Int, Entry) -> Void) {
+    /// Trie steps allowed per byte of text, beyond a fixed 1 Mi: real added
+    /// tokens are tens of bytes, so a search walks at most that far from any position.
+    static let trieStepsPerByte = 256
+
+    private func forEachMatch(
+        in buffer: UnsafeBufferPointer<UInt8>, source: String, _ body: (Int, Int, Entry) -> Void
+    ) throws {
+        var budget = buffer.count < (Int.max - (1 << 20)) / Self.trieStepsPerByte
+            ? buffer.count * Self.trieStepsPerByte + (1 << 20) : Int.max
         var start = 0
         while start < buffer.count {
             guard startsPattern[Int(buffer[start])] else {
@@ -111,6 +130,13 @@ struct AddedTokenMatcher: Sendable {
                 node = Int(child)
                 index += 1
                 if terminal[node] >= 0 { longest = (index, terminal[node]) }
+            }
+            budget -= index - start
+            guard budget >= 0 else {
+                throw DroptraceError(
+                    "finding its added tokens in a text of \(buffer.count) bytes took more than \(Self.trieStepsPerByte) "
+                        + "steps per byte (an added token thousands of bytes long, whose beginning the text repeats?); "
+                        + "droptrace stops there", path: source)
             }
             if let longest {
                 body(start, longest.end, entries[Int(longest.entry)])
@@ -142,9 +168,9 @@ struct AddedTokenMatcher: Sendable {
         Unicode.Scalar(value)?.properties.isWhitespace ?? false
     }
 
-    private static func whitespaceRunStart(_ buffer: UnsafeBufferPointer<UInt8>, before end: Int) -> Int {
+    private static func whitespaceRunStart(_ buffer: UnsafeBufferPointer<UInt8>, before end: Int, notBefore floor: Int) -> Int {
         var start = end
-        while start > 0 {
+        while start > floor {
             let previous = UTF8Scalars.startOfScalar(endingAt: start, in: buffer)
             guard isWhitespace(UTF8Scalars.decode(buffer, at: previous).value) else { break }
             start = previous

@@ -150,7 +150,7 @@ public final class Tokenizer: Sendable {
         ids.reserveCapacity(bytes.count / 3 + 8)
         var workspace = BPEWorkspace()
         try ICURegexSplitPattern.sharingOneBudget(textBytes: bytes.count) {
-            try rawTextAddedTokens.split(bytes[...]) { segment in
+            try rawTextAddedTokens.split(bytes[...], source: source) { segment in
                 switch segment {
                 case .token(let id): ids.append(id)
                 case .text(let raw): try encodeUnmatched(raw, workspace: &workspace, into: &ids)
@@ -180,7 +180,7 @@ public final class Tokenizer: Sendable {
             rawStartsInput = rawStartsInput && !normalized.deletedStart
         }
         let textStart = text.startIndex
-        try normalizedTextAddedTokens.split(text) { segment in
+        try normalizedTextAddedTokens.split(text, source: source) { segment in
             switch segment {
             case .token(let id):
                 ids.append(id)

@@ -114,6 +114,44 @@ struct TokenizerLimitsTests {
                 "\(String(describing: error))")
     }
 
+    /// The llama3 fixture with one more added token (id 512).
+    private func tokenizer(adding token: [String: Any], in scratch: TokenizerScratch) throws -> (Tokenizer, URL) {
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: TokenizerFixtures.tokenizerFile("llama3"))) as! [String: Any]
+        json["added_tokens"] = (json["added_tokens"] as! [[String: Any]]) + [token.merging(
+            ["id": 512, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": false]) { given, _ in given }]
+        let file = try scratch.write(json: json, to: "tokenizer.json")
+        return (try Tokenizer(contentsOf: file), file)
+    }
+
+    /// An added token 100,001 bytes long whose first 100,000 the text
+    /// repeats: the search from every position walked all of it (minutes).
+    /// It is an error naming the file within seconds.
+    @Test("an added token the text keeps almost matching is an error naming the file")
+    func longAddedTokenSearchFails() throws {
+        let scratch = try TokenizerScratch()
+        let (tokenizer, file) = try tokenizer(adding: ["content": String(repeating: "a", count: 100_000) + "b"], in: scratch)
+        let start = Date()
+        let error = #expect(throws: DroptraceError.self) { try tokenizer.encode(String(repeating: "a", count: 300_000)) }
+        #expect(Date().timeIntervalSince(start) < 10)
+        #expect(error?.path == file.path && error?.message.contains("steps per byte") == true, "\(String(describing: error))")
+    }
+
+    /// lstrip / rstrip rescanned the whole whitespace run at every match
+    /// (200,000 tabs: minutes). Each tab is still the token, as the
+    /// tokenizers library gives it ("a\t\t\tb" → a, 512, 512, 512, b), in linear time.
+    @Test("stripping added tokens in a long whitespace run takes linear time", arguments: ["lstrip", "rstrip"])
+    func strippingAddedTokensInALongRun(side: String) throws {
+        let scratch = try TokenizerScratch()
+        let (tokenizer, _) = try tokenizer(adding: ["content": "\t", side: true], in: scratch)
+        func encode(_ text: String) throws -> [Int] { try tokenizer.encode(text, addSpecialTokens: false) }
+        let (a, b) = (try encode("a"), try encode("b"))
+        #expect(try encode("a\t\t\tb") == a + [512, 512, 512] + b)
+        let start = Date()
+        let ids = try encode("a" + String(repeating: "\t", count: 200_000) + "b")
+        #expect(Date().timeIntervalSince(start) < 10)
+        #expect(ids == a + [Int](repeating: 512, count: 200_000) + b)
+    }
+
     /// Each pre-tokenizer step is a level of recursion per piece: thousands
     /// would overflow the stack, so more than 64 (nested sequences counted by
     /// their steps) are refused when the file is read.
