@@ -152,6 +152,29 @@ struct TokenizerLimitsTests {
         #expect(ids == a + [Int](repeating: 512, count: 200_000) + b)
     }
 
+    /// A literal pattern is found left to right without overlaps, without
+    /// stepping back: a 200,001-byte Replace pattern over 400,000 bytes of its
+    /// first byte took minutes.
+    @Test("a literal pattern is found in linear time, leftmost and without overlaps")
+    func literalPatternSearch() throws {
+        func matches(_ needle: String, in text: String) -> [Int] {
+            var starts: [Int] = []
+            Array(text.utf8).withUnsafeBufferPointer { buffer in
+                LiteralSplitPattern(needle: Array(needle.utf8)).forEachSegment(in: buffer) { start, _, isMatch in
+                    if isMatch { starts.append(start) }
+                }
+            }
+            return starts
+        }
+        #expect(matches("aab", in: "aaab") == [1] && matches("abab", in: "abababab") == [0, 4])
+        #expect(matches("aa", in: "aaaaa") == [0, 2] && matches("xyz", in: "xyxyz xyz") == [2, 6] && matches("q", in: "abc") == [])
+        let long = String(repeating: "a", count: 200_000) + "b"
+        let start = Date()
+        #expect(matches(long, in: String(repeating: "a", count: 400_000)) == [])
+        #expect(matches(long, in: String(repeating: "a", count: 300_000) + "b") == [100_000])
+        #expect(Date().timeIntervalSince(start) < 10)
+    }
+
     /// Each pre-tokenizer step is a level of recursion per piece: thousands
     /// would overflow the stack, so more than 64 (nested sequences counted by
     /// their steps) are refused when the file is read.
