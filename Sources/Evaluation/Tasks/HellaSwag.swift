@@ -24,11 +24,16 @@ enum HellaSwag: HarnessTask {
     static func preprocess(_ text: String) -> String {
         let titled = PythonText.replace(PythonText.strip(text), " [title]", with: ". ")
         let scalars = Array(titled.unicodeScalars)
+        // The first "]" or line break at or after each position, found in one pass from the end (searching
+        // forward from every "[" took minutes for 300,000 of them without a "]").
+        var stop = [Int](repeating: scalars.count, count: scalars.count + 1)
+        for index in scalars.indices.reversed() {
+            stop[index] = scalars[index] == "]" || scalars[index] == "\n" ? index : stop[index + 1]
+        }
         var kept = String.UnicodeScalarView()
         var i = 0
         while i < scalars.count {
-            if scalars[i] == "[", let close = scalars[(i + 1)...].firstIndex(where: { $0 == "]" || $0 == "\n" }),
-               scalars[close] == "]" {
+            if scalars[i] == "[", case let close = stop[i + 1], close < scalars.count, scalars[close] == "]" {
                 i = close + 1
                 continue
             }
