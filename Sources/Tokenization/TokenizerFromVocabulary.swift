@@ -32,6 +32,10 @@ extension Tokenizer {
     /// merging by score with llama.cpp's leftmost tie-break could differ
     /// where two different splits of one piece, or pieces of equal score
     /// (Mistral's whitespace runs all score -1e9), compete.
+    /// Bytes of piece halves a SentencePiece vocabulary may look up to
+    /// derive its merges (see `init(sentencePiece:)`).
+    static let mergeDerivationBudget = 1 << 28
+
     private convenience init(sentencePiece reader: VocabularyReader) throws {
         let spec = reader.spec
         let scores = try reader.scores()
@@ -49,19 +53,27 @@ extension Tokenizer {
             pieceIds[TokenBytes(token)] = id
         }
         let order = pieceIds.values.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+        // Only cuts into two lengths some piece has can give two pieces: looking up the halves of every cut
+        // costs the square of a piece's length (one of 300,000 bytes took half a minute). The lookups
+        // left have a budget of bytes hashed, far above any real vocabulary's (pieces of tens of bytes).
+        let lengths = Set(pieceIds.keys.map(\.bytes.count))
+        var hashed = 0
         var merges: [(String, String)] = []
         for id in order {
             let piece = Array(spec.tokens[id].utf8)
             var splits: [(left: Int, right: Int)] = []
-            var cut = 1
-            while cut < piece.count {
-                // Cut between characters only.
-                if piece[cut] & 0xC0 != 0x80,
-                   let left = pieceIds[TokenBytes(Array(piece[..<cut]))],
-                   let right = pieceIds[TokenBytes(Array(piece[cut...]))] {
+            // Cut between characters only.
+            for cut in 1..<max(1, piece.count)
+            where lengths.contains(cut) && lengths.contains(piece.count - cut) && piece[cut] & 0xC0 != 0x80 {
+                hashed += piece.count
+                guard hashed <= Self.mergeDerivationBudget else {
+                    throw reader.failure(
+                        "its pieces are too long to derive merges from (\(piece.count) bytes, \(spec.tokens.count) pieces): more "
+                            + "than \(Self.mergeDerivationBudget) bytes to look up, where real vocabularies need thousands of times less")
+                }
+                if let left = pieceIds[TokenBytes(Array(piece[..<cut]))], let right = pieceIds[TokenBytes(Array(piece[cut...]))] {
                     splits.append((left, right))
                 }
-                cut += 1
             }
             splits.sort { $0.left != $1.left ? $0.left < $1.left : $0.right < $1.right }
             merges.append(contentsOf: splits.map { (spec.tokens[$0.left], spec.tokens[$0.right]) })
@@ -137,6 +149,10 @@ private struct VocabularyReader {
         guard let scores = spec.scores else { throw failure("has no scores (tokenizer.ggml.scores)") }
         guard scores.count == spec.tokens.count else {
             throw failure("has \(scores.count) scores for \(spec.tokens.count) tokens")
+        }
+        // The merges are ordered by score: NaN compares with nothing, and the order would be the sort's accident.
+        if let bad = scores.firstIndex(where: \.isNaN) {
+            throw failure("token \(bad)'s score (tokenizer.ggml.scores) is NaN, which gives the pieces no order to merge in")
         }
         return scores
     }

@@ -361,6 +361,35 @@ enum GGUFArchitectureFixtures {
         #expect(try tokenizer.encode("A") == [3, tokens.count - 1])
     }
 
+    /// A SentencePiece vocabulary of `pieces` beside the unknown, control and byte tokens.
+    static func sentencePiece(_ pieces: [String], scores: [Float]? = nil) -> VocabularySpec {
+        let bytes = (0..<256).map { "<0x" + ($0 < 16 ? "0" : "") + String($0, radix: 16, uppercase: true) + ">" }
+        let tokens = ["<unk>", "<s>", "</s>"] + pieces + bytes
+        let types: [VocabularySpec.TokenType] = [.unknown, .control, .control] + Array(repeating: .normal, count: pieces.count)
+            + Array(repeating: .byte, count: 256)
+        return VocabularySpec(
+            model: .sentencePiece, tokens: tokens, scores: scores ?? tokens.indices.map { -Float($0) }, tokenTypes: types,
+            bosID: 1, eosID: 2, unknownID: 0, addBOS: false)
+    }
+
+    /// Deriving the merges looked up both halves of every cut of every
+    /// piece: a piece of 300,000 bytes took half a minute. Cuts into lengths
+    /// no piece has are skipped (the same merges); pieces whose halves are
+    /// still too many to look up (every length from 1 to 1,200) are refused,
+    /// as are NaN scores, which give the merges no order.
+    @Test func longPiecesAreCheapOrRefused() throws {
+        let start = Date()
+        let long = try Tokenizer(vocabulary: Self.sentencePiece(["\u{2581}", "a", "\u{2581}a", String(repeating: "a", count: 300_000)]))
+        #expect(try long.encode("a a") == [5, 5] && Date().timeIntervalSince(start) < 10)
+        let every = Self.sentencePiece((1...1_200).map { String(repeating: "a", count: $0) })
+        let error = #expect(throws: DroptraceError.self) { try Tokenizer(vocabulary: every) }
+        #expect(error?.message.contains("too long to derive merges from") == true, "\(String(describing: error))")
+        var scores = Self.sentencePiece(["\u{2581}", "a"]).scores!
+        scores[4] = .nan
+        let nan = #expect(throws: DroptraceError.self) { try Tokenizer(vocabulary: Self.sentencePiece(["\u{2581}", "a"], scores: scores)) }
+        #expect(nan?.message.contains("token 4's score (tokenizer.ggml.scores) is NaN") == true, "\(String(describing: nan))")
+    }
+
     /// A piece typed UNUSED is still built from its halves: transformers'
     /// converter derives the merges from every piece of the vocabulary
     /// (`generate_merges`), so tokenizers 0.23.3 on the converted file gives
