@@ -16,8 +16,11 @@ import Glibc
 ///
 /// The handler makes only async-signal-safe calls (clock_gettime, write,
 /// unlink, rmdir, _exit, signal, raise) on memory prepared before it can
-/// run. One instance at a time per process.
+/// run. One instance at a time per process: a second waits in `init` until
+/// the first is gone (two at once, two exports in one process, freed the
+/// same registered paths twice). Never nest two on one thread.
 public final class InterruptCleanup {
+    private static let exclusive = DispatchSemaphore(value: 1)
     private static let capacity = 4096
     nonisolated(unsafe) private static var paths =
         UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: capacity)
@@ -34,6 +37,7 @@ public final class InterruptCleanup {
     ///   - exitCode: the status to exit with; nil ends the process by the signal itself.
     ///   - notice: the error line written when a signal comes, e.g. "<path>: interrupted; … removed".
     public init(signals: [Int32], exitCode: Int32? = nil, notice: String? = nil) {
+        Self.exclusive.wait()
         self.signals = signals
         Self.count = 0
         Self.exitCode = exitCode ?? -1
@@ -122,5 +126,6 @@ public final class InterruptCleanup {
             free(Self.paths[index])
             Self.paths[index] = nil
         }
+        Self.exclusive.signal()
     }
 }

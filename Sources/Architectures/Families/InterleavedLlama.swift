@@ -1,0 +1,88 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `ernie4_5` (Ernie4_5Config) and `helium` (HeliumConfig).
+struct InterleavedLlamaConfiguration: Decodable {
+    var modelType: String
+    var rmsNormEps: Double
+    var hiddenAct: String
+    /// ERNIE: biases on every projection (null: none).
+    var useBias: Bool?
+    /// Helium: biases on q/k/v_proj, and on the MLP's projections.
+    var attentionBias: Bool?
+    var mlpBias: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case modelType = "model_type"
+        case rmsNormEps = "rms_norm_eps"
+        case hiddenAct = "hidden_act"
+        case useBias = "use_bias"
+        case attentionBias = "attention_bias"
+        case mlpBias = "mlp_bias"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        modelType = try c.decode(String.self, forKey: .modelType)
+        rmsNormEps = try c.decode(Double.self, forKey: .rmsNormEps)
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
+        useBias = try c.decodeIfPresent(Bool.self, forKey: .useBias)
+        attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias)
+        mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias)
+    }
+
+    /// The biases each class builds from its own keys (the other family's are not read).
+    var biases: (qkv: Bool, output: Bool, mlp: Bool) {
+        if modelType == "ernie4_5" {
+            let all = useBias == true
+            return (all, all, all)
+        }
+        return (attentionBias == true, false, mlpBias == true)
+    }
+}
+
+/// ERNIE 4.5 (dense, e.g. ERNIE-4.5-0.3B) and Helium (kyutai/helium-1):
+/// Llama's pre-RMSNorm blocks and SwiGLU MLP with rotary on interleaved
+/// pairs (dimensions 2i, 2i + 1) of each head, `head_dim` 128 unless given.
+/// - ernie4_5: `use_bias` on every projection, rotary base 500000 unless
+///   given, head tied to the embedding by default;
+/// - helium: q/k/v biases by `attention_bias` (none on o_proj, which takes
+///   hidden_size inputs: heads are hidden_size / num_attention_heads wide),
+///   MLP biases by `mlp_bias`, base 100000 unless given, untied by default.
+struct InterleavedLlamaModel: DecoderFamily {
+    let parts: DecoderParts
+    let config: InterleavedLlamaConfiguration
+    let rotary: RotaryEmbedding
+
+    init(_ checkpoint: Checkpoint) throws {
+        let ernie = checkpoint.modelType == "ernie4_5"
+        parts = try DecoderParts(
+            checkpoint, section: ConfigSection(defaults: ["head_dim": 128]), tiedByDefault: ernie, naming: LlamaModel.naming)
+        if !ernie {
+            try parts.confirmHeadDimIsHiddenOverHeads(": HeliumAttention's o_proj takes hidden_size inputs, so its heads are")
+        }
+        config = try parts.config(InterleavedLlamaConfiguration.self)
+        rotary = try parts.rotary(defaultTheta: ernie ? 500_000 : 100_000)
+    }
+
+    func head() throws -> OutputHead {
+        try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps))
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let p = "layers.\(index).", biases = config.biases
+        return try parts.preNormBlock(
+            index, drops: plan.union(configuredDrops), eps: config.rmsNormEps,
+            attention: {
+                try parts.attention(
+                    p + "self_attn.", bias: biases.qkv, outputBias: biases.output, rotary: rotary, interleavedRotary: true)
+            },
+            feedForward: {
+                try parts.weights.gatedMLP(
+                    p + "mlp.", hidden: hiddenSize, inner: parts.dimensions.intermediateSize,
+                    activation: try parts.activation(config.hiddenAct), bias: biases.mlp)
+            })
+    }
+}
