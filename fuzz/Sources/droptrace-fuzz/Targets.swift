@@ -107,6 +107,13 @@ func mutate(_ bytes: inout [UInt8], seed: Seed, _ random: inout Random) {
 /// Mixed text for tokenizers: ASCII, digits, CJK, emoji with modifiers, CRLF, combining marks.
 let mixedText = "Hello, world! It's 2026: 12345 items.\r\n日本語のテキスト、中文。 😀👍🏽👨‍👩‍👧 naïve café\t  x\n\n e\u{301}"
 
+/// Long runs for tokenizers, one of which a tokenizer mutant encodes now and
+/// then: costs that grow with the square of a run (an added token whose
+/// beginning the run repeats, lstrip/rstrip over whitespace, a literal
+/// pattern's naive search, text growing step after step) show as hangs here,
+/// never in `mixedText`.
+let longRuns = ["a", "\t", " ", "<|", "ab", "\u{2581}", "["].map { String(repeating: $0, count: 65_536 / $0.utf8.count) }
+
 /// The tokenizer calibration text is encoded with (the first seed tokenizer.json that loads).
 nonisolated(unsafe) var calibrationTokenizer: Tokenizer?
 
@@ -133,6 +140,7 @@ func exercise(target: String, file: String, directory: String, _ random: inout R
         let tokenizer = try Tokenizer(contentsOf: url)
         _ = tokenizer.decode(try tokenizer.encode(mixedText))
         _ = try tokenizer.encode(mixedText, addSpecialTokens: false)
+        if random.below(4) == 0 { _ = try tokenizer.encode(longRuns[random.below(longRuns.count)]) }
     case "calibration":
         let seqLen = [nil, 1, 4, 64][random.below(4)]
         let samples = [nil, 1, 3][random.below(3)]
