@@ -13,22 +13,6 @@ enum AttentionLayerType {
         (0..<layers).map { window != nil && $0 >= (maxWindowLayers ?? 28) ? sliding : full }
     }
 
-    /// The rule of Exaone4Config and Cohere2Config when `layer_types` is
-    /// absent: layer i slides unless i + 1 is a multiple of
-    /// `sliding_window_pattern` (Python's remainder is 0 exactly when Swift's
-    /// is, whatever the sign). Nil when the pattern is not a non-zero integer
-    /// (null, "LLLG", 0): the config classes fail computing the remainder.
-    static func everyNthFull(layers: Int, pattern: Int?) -> [String]? {
-        guard let pattern, pattern != 0 else { return nil }
-        return (0..<layers).map { ($0 + 1) % pattern == 0 ? full : sliding }
-    }
-
-    /// `sliding_window_pattern` of `container`: an integer, nil for anything
-    /// else (null, a string); `fallback` when the key is absent.
-    static func pattern<Key: CodingKey>(in container: KeyedDecodingContainer<Key>, key: Key, fallback: Int) -> Int? {
-        container.contains(key) ? (try? container.decodeIfPresent(Int.self, forKey: key)) ?? nil : fallback
-    }
-
     /// Refuses a type other than full_attention / sliding_attention (the
     /// cache transformers 5 builds from `layer_types` for every family
     /// fails on the others: linear_attention, chunked_attention), and
@@ -42,6 +26,44 @@ enum AttentionLayerType {
         if !hasWindow, types.contains(sliding) {
             throw DroptraceError("layer_types has sliding_attention layers but \(windowKeys) set no window", path: path)
         }
+    }
+}
+
+/// The hybrid-attention keys Exaone4Config and Cohere2Config read alike:
+/// `sliding_window` (absent: 4096; null: none), `layer_types`, and
+/// `sliding_window_pattern` (absent: 4; nil when not an integer: null, "LLLG").
+struct SlidingWindowPattern: Decodable {
+    var slidingWindow: Int?
+    var layerTypes: [String]?
+    var pattern: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case slidingWindow = "sliding_window"
+        case layerTypes = "layer_types"
+        case pattern = "sliding_window_pattern"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        // DecoderDimensions checks the window is at least 1 and layer_types' length.
+        slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : 4096
+        layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
+        pattern = c.contains(.pattern) ? (try? c.decodeIfPresent(Int.self, forKey: .pattern)) ?? nil : 4
+    }
+
+    /// `layer_types`, else the config classes' rule (`configClass` names
+    /// which): layer i slides unless i + 1 is a multiple of the pattern
+    /// (Python's remainder is 0 exactly when Swift's is, whatever the sign).
+    /// - Throws: `DroptraceError` naming `path` when the rule is needed and the
+    ///   pattern is not a non-zero integer: the config classes fail computing the remainder.
+    func resolvedLayerTypes(layers: Int, configClass: String, path: String) throws -> [String] {
+        if let layerTypes { return layerTypes }
+        guard let pattern, pattern != 0 else {
+            throw DroptraceError(
+                "sliding_window_pattern is not a non-zero integer and layer_types is not given: \(configClass) derives "
+                    + "layer_types as (i + 1) % sliding_window_pattern, which fails; give layer_types", path: path)
+        }
+        return (0..<layers).map { ($0 + 1) % pattern == 0 ? AttentionLayerType.full : AttentionLayerType.sliding }
     }
 }
 

@@ -218,22 +218,25 @@ extension DecoderParts {
     /// RMSNorm `norms.mlp` before the MLP, sequential residual. A branch
     /// `drops` removes is never built, so its weights (norm included) are
     /// never read. `outputScale` multiplies both branches' outputs as they
-    /// join the stream (Granite's `residual_multiplier`).
+    /// join the stream (Granite's `residual_multiplier`); `outputNorms`
+    /// names RMSNorms that end each branch before it joins (GLM-4-0414's
+    /// `post_self_attn_layernorm`, `post_mlp_layernorm`).
     /// - Throws: `DroptraceError` for a missing tensor or a shape the sizes contradict.
     func preNormBlock(
         _ index: Int, drops: DropPlan, eps: Double,
         norms: (attention: String, mlp: String) = ("input_layernorm", "post_attention_layernorm"),
-        outputScale: Float? = nil,
+        outputNorms: (attention: String, mlp: String)? = nil, outputScale: Float? = nil,
         attention: () throws -> SelfAttention, feedForward: () throws -> FeedForward
     ) throws -> TransformerBlock {
         let p = "layers.\(index).", d = dimensions.hiddenSize
+        func norm(_ name: String?) throws -> Normalization? { try name.map { try weights.rmsNorm(p + $0, size: d, eps: eps) } }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + norms.attention, size: d, eps: eps), attention: try attention(),
-                outputScale: outputScale),
+                inputNorm: try norm(norms.attention), attention: try attention(),
+                outputNorm: try norm(outputNorms?.attention), outputScale: outputScale),
             mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + norms.mlp, size: d, eps: eps), feedForward: try feedForward(),
-                outputScale: outputScale),
+                inputNorm: try norm(norms.mlp), feedForward: try feedForward(),
+                outputNorm: try norm(outputNorms?.mlp), outputScale: outputScale),
             residual: .sequential)
     }
 }

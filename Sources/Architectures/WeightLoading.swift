@@ -172,6 +172,16 @@ struct Weights {
             ["q_proj", "k_proj", "v_proj"].map { attention + $0 }, in: hidden, outs: [q, kv, kv], bias: bias)
     }
 
+    /// A gated MLP whose gate and up projections are stored as one
+    /// `gate_up_proj` [2·inner, hidden], gate rows first, beside `down_proj`,
+    /// without biases (Phi-3, GLM).
+    func fusedGatedMLP(_ mlp: String, hidden: Int, inner: Int, activation: Activation) throws -> FeedForward {
+        .gated(
+            gateUp: try linear(mlp + "gate_up_proj", in: hidden, out: 2 * inner, bias: false),
+            down: try linear(mlp + "down_proj", in: inner, out: hidden, bias: false),
+            activation: activation)
+    }
+
     /// A gated MLP stored as gate / up / down projections (`gate_proj`,
     /// `up_proj`, `down_proj` unless named otherwise).
     func gatedMLP(

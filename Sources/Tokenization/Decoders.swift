@@ -12,13 +12,13 @@ struct ReplaceDecoder: TokenDecoder {
     let content: String
 
     func decode(_ tokens: [String]) -> [String] {
-        tokens.map { token in
+        let literal = LiteralSplitPattern(needle: Array(pattern.utf8)), replacement = Array(content.utf8)
+        return tokens.map { token in
             var bytes = Array(token.utf8)
             var output: [UInt8] = []
-            let replacement = Array(content.utf8)
             bytes.withUnsafeMutableBufferPointer { mutableBuffer in
                 let buffer = UnsafeBufferPointer(mutableBuffer)
-                LiteralSplitPattern(needle: Array(pattern.utf8)).forEachSegment(in: buffer) { start, end, isMatch in
+                literal.forEachSegment(in: buffer) { start, end, isMatch in
                     if isMatch {
                         output.append(contentsOf: replacement)
                     } else {

@@ -52,29 +52,6 @@ struct CohereConfiguration: Decodable {
     }
 }
 
-/// config.json keys `cohere2` adds (Cohere2Config).
-struct Cohere2Configuration: Decodable {
-    /// Absent: Cohere2Config's 4096; null: none (refused: its model builds a sliding mask).
-    var slidingWindow: Int?
-    var layerTypes: [String]?
-    /// `sliding_window_pattern` (no field of Cohere2Config, still read when
-    /// `layer_types` is absent: 4 by default); nil when not an integer.
-    var pattern: Int?
-
-    enum CodingKeys: String, CodingKey {
-        case slidingWindow = "sliding_window"
-        case layerTypes = "layer_types"
-        case slidingWindowPattern = "sliding_window_pattern"
-    }
-
-    init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : 4096
-        layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
-        pattern = AttentionLayerType.pattern(in: c, key: .slidingWindowPattern, fallback: 4)
-    }
-}
-
 /// Cohere (Command-R): a parallel block off one mean-centred LayerNorm
 /// without a bias — y = x + o_proj(attn(ln x)) + down(silu(gate(ln x)) ·
 /// up(ln x)) —, rotary on interleaved pairs of each head (dimensions 2i and
@@ -108,15 +85,10 @@ struct CohereModel: DecoderFamily {
             // Cohere2Config has no use_qk_norm (its attention no q/k norms) and sets head_dim itself.
             config.useQKNorm = false
             try parts.confirmHeadDimIsHiddenOverHeads(": Cohere2Config replaces it, its heads are")
-            let own = try parts.config(Cohere2Configuration.self)
+            let own = try parts.config(SlidingWindowPattern.self)
             try parts.requireWindow(own.slidingWindow, builtBy: "Cohere2Model")
-            guard let types = own.layerTypes
-                ?? AttentionLayerType.everyNthFull(layers: parts.dimensions.numHiddenLayers, pattern: own.pattern)
-            else {
-                throw DroptraceError(
-                    "sliding_window_pattern is not a non-zero integer and layer_types is not given: Cohere2Config derives "
-                        + "layer_types as (i + 1) % sliding_window_pattern, which fails; give layer_types", path: parts.configPath)
-            }
+            let types = try own.resolvedLayerTypes(
+                layers: parts.dimensions.numHiddenLayers, configClass: "Cohere2Config", path: parts.configPath)
             let checked = try parts.layerTypes(types, slidingWindow: own.slidingWindow) { _ in AttentionLayerType.full }
             layerTypes = checked
             windows = checked.map { $0 == AttentionLayerType.sliding ? own.slidingWindow : nil }

@@ -65,28 +65,18 @@ struct GlmModel: DecoderFamily {
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let drops = plan.union(configuredDrops), weights = parts.weights
-        let d = hiddenSize, inner = parts.dimensions.intermediateSize, eps = config.rmsNormEps
         let p = "layers.\(index)."
-        func attention() throws -> SelfAttention {
-            try parts.attention(p + "self_attn.", bias: config.attentionBias, outputBias: false, rotary: rotary, interleavedRotary: true)
-        }
-        func feedForward() throws -> FeedForward {
-            .gated(
-                gateUp: try weights.linear(p + "mlp.gate_up_proj", in: d, out: 2 * inner, bias: false),
-                down: try weights.linear(p + "mlp.down_proj", in: inner, out: d, bias: false),
-                activation: try parts.activation(config.hiddenAct))
-        }
-        func outputNorm(_ name: String) throws -> Normalization? {
-            normsBranchOutputs ? try weights.rmsNorm(p + name, size: d, eps: eps) : nil
-        }
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), attention: try attention(),
-                outputNorm: try outputNorm("post_self_attn_layernorm")),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps), feedForward: try feedForward(),
-                outputNorm: try outputNorm("post_mlp_layernorm")),
-            residual: .sequential)
+        return try parts.preNormBlock(
+            index, drops: plan.union(configuredDrops), eps: config.rmsNormEps,
+            outputNorms: normsBranchOutputs ? ("post_self_attn_layernorm", "post_mlp_layernorm") : nil,
+            attention: {
+                try parts.attention(
+                    p + "self_attn.", bias: config.attentionBias, outputBias: false, rotary: rotary, interleavedRotary: true)
+            },
+            feedForward: {
+                try parts.weights.fusedGatedMLP(
+                    p + "mlp.", hidden: hiddenSize, inner: parts.dimensions.intermediateSize,
+                    activation: try parts.activation(config.hiddenAct))
+            })
     }
 }

@@ -101,10 +101,7 @@ struct Phi3Model: DecoderFamily {
             scale: 1 / Float(layout.headDim).squareRoot(),
             slidingWindow: config.slidingWindow) }
         func feedForward() throws -> FeedForward {
-            .gated(
-                gateUp: try weights.linear(p + "mlp.gate_up_proj", in: d, out: 2 * inner, bias: false),
-                down: try weights.linear(p + "mlp.down_proj", in: inner, out: d, bias: false),
-                activation: try parts.activation(config.hiddenAct ?? "silu"))
+            try weights.fusedGatedMLP(p + "mlp.", hidden: d, inner: inner, activation: try parts.activation(config.hiddenAct ?? "silu"))
         }
         return try parts.preNormBlock(index, drops: drops, eps: eps, attention: attention, feedForward: feedForward)
     }
