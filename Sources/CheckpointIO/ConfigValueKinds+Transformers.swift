@@ -28,6 +28,30 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "bloom": (
+            "BloomConfig",
+            [
+                "apply_residual_connection_post_layernorm": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "hidden_dropout": "if",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "layer_norm_epsilon": "f",
+                "n_head": "i",
+                "n_layer": "i",
+                "pad_token_id": "ni",
+                "pretraining_tp": "i",
+                "slow_but_exact": "b",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [
+                "num_attention_heads": "n_head",
+                "num_hidden_layers": "n_layer",
+            ]),
         "cohere": (
             "CohereConfig",
             [
@@ -1080,6 +1104,7 @@ extension ConfigValueKinds {
     /// from every config and a config may omit, as JSON text (the class's dataclass defaults).
     static let omittedDefaults: [String: [String: String]] = [
         "apertus": ["intermediate_size": "14336", "max_position_embeddings": "65536", "rms_norm_eps": "1e-05"],
+        "bloom": ["layer_norm_epsilon": "1e-05"],
         "cohere": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "cohere2": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "deepseek_v2": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
@@ -1117,6 +1142,7 @@ extension ConfigValueKinds {
 
     /// Per config class (by model_type): the dropout settings its model builds `nn.Dropout` from.
     static let dropoutModules: [String: [String]] = [
+        "bloom": ["attention_dropout"],
         "gpt2": ["attn_pdrop", "embd_pdrop", "resid_pdrop"],
         "gpt_neox": ["hidden_dropout"],
         "phi": ["embd_pdrop", "resid_pdrop"],
@@ -1160,6 +1186,7 @@ extension ConfigValueKinds {
     ]
     static let headDimNoneWhenNull: Set<String> = [
         "apertus",
+        "bloom",
         "cohere",
         "cohere2",
         "deepseek_v3",

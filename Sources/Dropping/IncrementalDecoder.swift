@@ -130,7 +130,8 @@ struct KeyValueCache {
         length += qkv.rows
         return attention.output(causalAttention(
             qkv: qkv, layout: layout, sequences: [0..<qkv.rows], scale: attention.scale,
-            slidingWindow: attention.slidingWindow, logitSoftcap: attention.logitSoftcap, sinkLogits: attention.sinkLogits))
+            slidingWindow: attention.slidingWindow, logitSoftcap: attention.logitSoftcap, sinkLogits: attention.sinkLogits,
+            alibiSlopes: attention.alibiSlopes))
     }
 
     /// Attention of the new token over the cache (itself included), after
@@ -160,6 +161,11 @@ struct KeyValueCache {
                         let keyBase = k.baseAddress! + first * width + g * headDim
                         BLAS.gemv(m: visible, n: headDim, keyBase, lda: width, q.baseAddress! + layout.queryOffset(head: head),
                                   &scores, alpha: attention.scale)
+                        if let slope = attention.alibiSlopes?[head] {
+                            scores.withUnsafeMutableBufferPointer {
+                                addLinearBias($0.baseAddress!, visible: 0..<visible, slope: slope, firstPosition: first)
+                            }
+                        }
                         if let cap = attention.logitSoftcap {
                             for j in 0..<visible { scores[j] = tanh(scores[j] / cap) * cap }
                         }

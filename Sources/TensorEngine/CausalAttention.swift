@@ -70,13 +70,19 @@ public struct QKVLayout: Sendable {
 /// `sinkLogits` ([numHeads], optional) gives each head one extra logit that
 /// joins its softmax but has no value: it takes probability mass away from
 /// the keys (gpt-oss's learned attention sinks).
+///
+/// `alibiSlopes` ([numHeads], optional) adds slope · j to the scaled score
+/// of every key at position j of its sequence (0-based), before the softmax:
+/// ALiBi's linear bias as BLOOM builds it, which differs from
+/// slope · (j − i) by a constant per query row, so the softmax is the same.
 public func causalAttention(
     qkv: Matrix, layout: QKVLayout, sequences: [Range<Int>], scale: Float,
     slidingWindow: Int? = nil, logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil,
-    arithmetic: MatrixArithmetic = .current
+    alibiSlopes: [Float]? = nil, arithmetic: MatrixArithmetic = .current
 ) -> Matrix {
     precondition(qkv.cols == layout.width)
     precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
+    precondition(alibiSlopes == nil || alibiSlopes!.count == layout.numHeads)
     let headDim = layout.headDim
     let outWidth = layout.queryWidth
     let group = layout.numHeads / layout.numKVHeads
@@ -131,9 +137,12 @@ public func causalAttention(
                         for r in 0..<rows {
                             let query = first + r
                             let visibleStart = (slidingWindow.map { max(0, query - $0 + 1) } ?? 0) - keyStart
+                            let row = s + (g * rows + r) * keyCount, visible = visibleStart..<(query - keyStart + 1)
+                            if let slope = alibiSlopes?[head] {
+                                addLinearBias(row, visible: visible, slope: slope, firstPosition: keyStart)
+                            }
                             maskedSoftmax(
-                                s + (g * rows + r) * keyCount, count: keyCount, visible: visibleStart..<(query - keyStart + 1),
-                                softcap: logitSoftcap, sinkLogit: sinkLogits?[head])
+                                row, count: keyCount, visible: visible, softcap: logitSoftcap, sinkLogit: sinkLogits?[head])
                         }
                     }
                     BLAS.gemm(
@@ -224,6 +233,14 @@ private struct AttentionScratch {
     }
 }
 
+
+/// ALiBi: row[j] += slope · (firstPosition + j) over the `visible` entries
+/// of one score row (row entry 0 is the key at `firstPosition`), in float32
+/// as BLOOM's `alibi + scale · QKᵀ`.
+@inline(__always)
+public func addLinearBias(_ row: UnsafeMutablePointer<Float>, visible: Range<Int>, slope: Float, firstPosition: Int) {
+    for j in visible { row[j] += slope * Float(firstPosition + j) }
+}
 
 /// Softmax over the `visible` entries of one score row, zeroing the rest so
 /// the following GEMM ignores them.
