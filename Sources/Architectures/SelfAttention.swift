@@ -34,19 +34,18 @@ public struct SelfAttention: Sendable {
     /// [numHeads]: one learned logit per head that joins the softmax over
     /// the keys without a value, taking probability mass (gpt-oss's `sinks`).
     public let sinkLogits: [Float]?
-    /// [numHeads]: ALiBi's slope per head; the score of the key at position
-    /// j gains slope · j (BLOOM, Falcon-RW; `ALiBi.slopes`).
-    public let alibiSlopes: [Float]?
+    /// Linear biases by key position instead of rotary (BLOOM, Falcon-RW).
+    public let alibi: ALiBi?
 
     public init(
         qkv: Linear, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
-        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibiSlopes: [Float]? = nil
+        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil
     ) {
         self.init(
             projection: .fused(qkv), layout: layout, rotary: rotary, output: output, scale: scale,
             slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, logitSoftcap: logitSoftcap,
-            sinkLogits: sinkLogits, alibiSlopes: alibiSlopes)
+            sinkLogits: sinkLogits, alibi: alibi)
     }
 
     /// Attention over the rows `projection` gives; `rotary` rotates whole
@@ -55,12 +54,12 @@ public struct SelfAttention: Sendable {
     public init(
         projection: QKVProjection, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
-        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibiSlopes: [Float]? = nil
+        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil
     ) {
         precondition(projection.outFeatures == layout.width)
         precondition(queryKeyNorm == nil || layout.arrangement == .grouped)
         precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
-        precondition(alibiSlopes == nil || alibiSlopes!.count == layout.numHeads)
+        precondition(alibi == nil || alibi!.slopes.count == layout.numHeads)
         self.projection = projection
         self.layout = layout
         self.rotary = rotary
@@ -71,7 +70,7 @@ public struct SelfAttention: Sendable {
         self.queryKeyNorm = queryKeyNorm
         self.logitSoftcap = logitSoftcap
         self.sinkLogits = sinkLogits
-        self.alibiSlopes = alibiSlopes
+        self.alibi = alibi
     }
 
     /// Queries, keys and values of `x`, ready to attend: projected,
@@ -112,7 +111,7 @@ public struct SelfAttention: Sendable {
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
         let attended = causalAttention(
             qkv: projectedQKV(x, positions: batch.positions), layout: layout, sequences: batch.sequences, scale: scale,
-            slidingWindow: slidingWindow, logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibiSlopes: alibiSlopes)
+            slidingWindow: slidingWindow, logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi)
         return output(attended)
     }
 }

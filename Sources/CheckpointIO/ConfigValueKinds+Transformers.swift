@@ -243,6 +243,36 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "falcon": (
+            "FalconConfig",
+            [
+                "activation": "ns",
+                "alibi": "nb",
+                "attention_dropout": "nif",
+                "bias": "nb",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "ffn_hidden_size": "ni",
+                "hidden_dropout": "nif",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "layer_norm_epsilon": "nf",
+                "max_position_embeddings": "i",
+                "multi_query": "nb",
+                "new_decoder_architecture": "nb",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_kv_heads": "ni",
+                "num_ln_in_parallel_attn": "ni",
+                "pad_token_id": "ni",
+                "parallel_attn": "nb",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "gemma": (
             "GemmaConfig",
             [
@@ -1111,6 +1141,7 @@ extension ConfigValueKinds {
         "deepseek_v3": ["intermediate_size": "18432", "max_position_embeddings": "4096", "num_experts_per_tok": "8", "num_key_value_heads": "128", "rms_norm_eps": "1e-06"],
         "ernie4_5": ["intermediate_size": "3072", "max_position_embeddings": "131072", "num_key_value_heads": "2", "rms_norm_eps": "1e-05"],
         "exaone4": ["intermediate_size": "16384", "max_position_embeddings": "2048", "num_key_value_heads": "32", "rms_norm_eps": "1e-05"],
+        "falcon": ["layer_norm_epsilon": "1e-05", "max_position_embeddings": "2048"],
         "gemma": ["intermediate_size": "24576", "max_position_embeddings": "8192", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
         "gemma2": ["intermediate_size": "9216", "max_position_embeddings": "8192", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "gemma3_text": ["intermediate_size": "9216", "max_position_embeddings": "131072", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
@@ -1143,6 +1174,7 @@ extension ConfigValueKinds {
     /// Per config class (by model_type): the dropout settings its model builds `nn.Dropout` from.
     static let dropoutModules: [String: [String]] = [
         "bloom": ["attention_dropout"],
+        "falcon": ["attention_dropout"],
         "gpt2": ["attn_pdrop", "embd_pdrop", "resid_pdrop"],
         "gpt_neox": ["hidden_dropout"],
         "phi": ["embd_pdrop", "resid_pdrop"],
@@ -1157,6 +1189,7 @@ extension ConfigValueKinds {
         "cohere",
         "cohere2",
         "exaone4",
+        "falcon",
         "glm",
         "granite",
         "ministral",

@@ -131,7 +131,7 @@ struct KeyValueCache {
         return attention.output(causalAttention(
             qkv: qkv, layout: layout, sequences: [0..<qkv.rows], scale: attention.scale,
             slidingWindow: attention.slidingWindow, logitSoftcap: attention.logitSoftcap, sinkLogits: attention.sinkLogits,
-            alibiSlopes: attention.alibiSlopes))
+            alibi: attention.alibi))
     }
 
     /// Attention of the new token over the cache (itself included), after
@@ -161,9 +161,9 @@ struct KeyValueCache {
                         let keyBase = k.baseAddress! + first * width + g * headDim
                         BLAS.gemv(m: visible, n: headDim, keyBase, lda: width, q.baseAddress! + layout.queryOffset(head: head),
                                   &scores, alpha: attention.scale)
-                        if let slope = attention.alibiSlopes?[head] {
+                        if let alibi = attention.alibi {
                             scores.withUnsafeMutableBufferPointer {
-                                addLinearBias($0.baseAddress!, visible: 0..<visible, slope: slope, firstPosition: first)
+                                alibi.add(to: $0.baseAddress!, visible: 0..<visible, head: head, firstPosition: first)
                             }
                         }
                         if let cap = attention.logitSoftcap {

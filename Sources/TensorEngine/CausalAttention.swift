@@ -71,18 +71,16 @@ public struct QKVLayout: Sendable {
 /// joins its softmax but has no value: it takes probability mass away from
 /// the keys (gpt-oss's learned attention sinks).
 ///
-/// `alibiSlopes` ([numHeads], optional) adds slope · j to the scaled score
-/// of every key at position j of its sequence (0-based), before the softmax:
-/// ALiBi's linear bias as BLOOM builds it, which differs from
-/// slope · (j − i) by a constant per query row, so the softmax is the same.
+/// `alibi` (optional) adds each head's linear bias to the scaled score of
+/// every key at position j of its sequence (0-based), before the softmax.
 public func causalAttention(
     qkv: Matrix, layout: QKVLayout, sequences: [Range<Int>], scale: Float,
     slidingWindow: Int? = nil, logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil,
-    alibiSlopes: [Float]? = nil, arithmetic: MatrixArithmetic = .current
+    alibi: ALiBi? = nil, arithmetic: MatrixArithmetic = .current
 ) -> Matrix {
     precondition(qkv.cols == layout.width)
     precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
-    precondition(alibiSlopes == nil || alibiSlopes!.count == layout.numHeads)
+    precondition(alibi == nil || alibi!.slopes.count == layout.numHeads)
     let headDim = layout.headDim
     let outWidth = layout.queryWidth
     let group = layout.numHeads / layout.numKVHeads
@@ -138,9 +136,7 @@ public func causalAttention(
                             let query = first + r
                             let visibleStart = (slidingWindow.map { max(0, query - $0 + 1) } ?? 0) - keyStart
                             let row = s + (g * rows + r) * keyCount, visible = visibleStart..<(query - keyStart + 1)
-                            if let slope = alibiSlopes?[head] {
-                                addLinearBias(row, visible: visible, slope: slope, firstPosition: keyStart)
-                            }
+                            alibi?.add(to: row, visible: visible, head: head, firstPosition: keyStart)
                             maskedSoftmax(
                                 row, count: keyCount, visible: visible, softcap: logitSoftcap, sinkLogit: sinkLogits?[head])
                         }
@@ -233,14 +229,6 @@ private struct AttentionScratch {
     }
 }
 
-
-/// ALiBi: row[j] += slope · (firstPosition + j) over the `visible` entries
-/// of one score row (row entry 0 is the key at `firstPosition`), in float32
-/// as BLOOM's `alibi + scale · QKᵀ`.
-@inline(__always)
-public func addLinearBias(_ row: UnsafeMutablePointer<Float>, visible: Range<Int>, slope: Float, firstPosition: Int) {
-    for j in visible { row[j] += slope * Float(firstPosition + j) }
-}
 
 /// Softmax over the `visible` entries of one score row, zeroing the rest so
 /// the following GEMM ignores them.

@@ -63,6 +63,6 @@ import Testing
     /// Every attention layer carries the model's slopes and no rotary.
     @Test func attentionCarriesTheSlopes() throws {
         let attention = try EditedFixture("bloom-f32").load().block(2).attention?.attention
-        #expect(attention?.alibiSlopes == ALiBi.slopes(heads: 6) && attention?.rotary == nil)
+        #expect(attention?.alibi == ALiBi(slopes: ALiBi.slopes(heads: 6)) && attention?.rotary == nil)
     }
 }

@@ -195,12 +195,13 @@ import Testing
     }
 
     /// In range (negative indices count from the end, as torch reads them),
-    /// null, and bloom / gpt2 / gpt_neox, whose embeddings have no padding index.
+    /// null, and bloom / falcon / gpt2 / gpt_neox, whose embeddings have no padding index.
     static let acceptedPadding: [Written] = [
         Written("llama-f32", "pad_token_id", "511"), Written("llama-f32", "pad_token_id", "-512"),
         Written("llama-f32", "pad_token_id", "-1"), Written("phi3-f32", "pad_token_id", "null"),
         Written("gemma3-f32", "text_config.pad_token_id", "511"), Written("gpt2-f32", "pad_token_id", "600"),
         Written("gpt_neox-f32", "pad_token_id", "-600"), Written("bloom-f32", "pad_token_id", "600"),
+        Written("falcon-f32", "pad_token_id", "600"),
     ]
 
     @Test(arguments: acceptedPadding)
@@ -209,10 +210,10 @@ import Testing
     }
 
     /// The padded-embedding table names config classes of the registry's
-    /// families, and every family but bloom, gpt2 and gpt_neox (whose
-    /// embeddings take no padding index) has its entry.
+    /// families, and every family but bloom, falcon, gpt2 and gpt_neox
+    /// (whose embeddings take no padding index) has its entry.
     @Test func everyPaddedFamilyHasItsEntry() {
-        let unpadded = ["bloom", "gpt2", "gpt_neox"]
+        let unpadded = ["bloom", "falcon", "gpt2", "gpt_neox"]
         for modelType in ModelRegistry.supportedModelTypes where !unpadded.contains(modelType) {
             let key = ConfigValueKinds.transformers[modelType + ".text_config"] == nil ? modelType : modelType + ".text_config"
             #expect(ConfigValueKinds.paddedEmbeddings[key] != nil, "\(key)")

@@ -67,7 +67,7 @@ struct BloomModel: RegisteredModel {
     public let checkpoint: Checkpoint
     let config: BloomConfiguration
     let weights: Weights
-    let slopes: [Float]
+    let alibi: ALiBi
 
     public let configuredDrops: DropPlan
 
@@ -89,7 +89,7 @@ struct BloomModel: RegisteredModel {
             "word_embeddings.weight", [config.vocabSize, config.hiddenSize], keys: "vocab_size, \(config.widthKey)",
             configPath: configPath)
         try weights.confirmStoredOutputShapes(hidden: config.hiddenSize, vocabulary: config.vocabSize, finalNorm: "ln_f")
-        slopes = ALiBi.slopes(heads: config.nHead)
+        alibi = ALiBi(slopes: ALiBi.slopes(heads: config.nHead))
     }
 
     public var modelType: String { "bloom" }
@@ -133,7 +133,7 @@ struct BloomModel: RegisteredModel {
             rotary: nil,
             output: try weights.linear(p + "self_attention.dense", in: d, out: d, bias: true),
             scale: 1 / Float(headDim).squareRoot(),
-            alibiSlopes: slopes) }
+            alibi: alibi) }
         func feedForward() throws -> FeedForward { FeedForward.plain(
             up: try weights.linear(p + "mlp.dense_h_to_4h", in: d, out: 4 * d, bias: true),
             down: try weights.linear(p + "mlp.dense_4h_to_h", in: 4 * d, out: d, bias: true),
@@ -146,29 +146,5 @@ struct BloomModel: RegisteredModel {
                 inputNorm: try weights.layerNorm(p + "post_attention_layernorm", size: d, eps: eps),
                 feedForward: try feedForward()),
             residual: .sequential)
-    }
-}
-
-/// ALiBi's head slopes (Press et al., "Train Short, Test Long", 2022), as
-/// transformers' `_get_alibi_slopes` computes them for BLOOM (and Falcon):
-/// for the largest power of two n ≤ heads, base^1 … base^n with base =
-/// 2^(−8/n); the remaining heads take every other power of the slopes of
-/// 2n heads, 2^(−4/n)^1, ^3, ^5, …
-public enum ALiBi {
-    /// [heads] slopes, float32 powers of a float32 base as torch computes them.
-    public static func slopes(heads: Int) -> [Float] {
-        precondition(heads >= 1)
-        let closest = 1 << (Int.bitWidth - 1 - heads.leadingZeroBitCount)
-        func powers(of base: Double, _ exponents: StrideTo<Int>) -> [Float] {
-            exponents.map { powf(Float(base), Float($0)) }
-        }
-        let base = pow(2, -pow(2, -(log2(Double(closest)) - 3)))
-        var slopes = powers(of: base, stride(from: 1, to: closest + 1, by: 1))
-        if closest != heads {
-            let extraBase = pow(2, -pow(2, -(log2(Double(2 * closest)) - 3)))
-            let remaining = min(closest, heads - closest)
-            slopes += powers(of: extraBase, stride(from: 1, to: 1 + 2 * remaining, by: 2))
-        }
-        return slopes
     }
 }
