@@ -52,6 +52,7 @@ public enum ModelRegistry {
         "olmo2": Olmo2Model.self,
         "olmo3": Olmo3Model.self,
         "olmoe": OlmoeModel.self,
+        "opt": OptModel.self,
         "phi": PhiModel.self,
         "phi3": Phi3Model.self,
         "qwen2": LlamaModel.self,

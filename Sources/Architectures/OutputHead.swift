@@ -3,7 +3,13 @@ import TensorEngine
 
 /// The final norm and the projection to vocabulary logits.
 public struct OutputHead: Sendable {
-    public let norm: Normalization
+    /// Absent where the model ends without one (OPT-350m, whose post-LN
+    /// blocks leave the stream normalised).
+    public let norm: Normalization?
+    /// A linear between the norm and the head, from the stream's width to
+    /// the embedding's (OPT-350m's `project_out`, hidden_size →
+    /// word_embed_proj_dim); nil for most models.
+    public let projectOut: Linear?
     public let projection: Linear
     /// Logits z become tanh(z / cap) · cap (Gemma-2's `final_logit_softcapping`).
     public let logitSoftcap: Float?
@@ -15,9 +21,12 @@ public struct OutputHead: Sendable {
     public let logitScale: Float?
 
     public init(
-        norm: Normalization, projection: Linear, logitSoftcap: Float? = nil, logitDivisor: Float? = nil, logitScale: Float? = nil
+        norm: Normalization?, projectOut: Linear? = nil, projection: Linear, logitSoftcap: Float? = nil, logitDivisor: Float? = nil,
+        logitScale: Float? = nil
     ) {
+        precondition(projection.inFeatures == projectOut?.outFeatures ?? projection.inFeatures)
         self.norm = norm
+        self.projectOut = projectOut
         self.projection = projection
         self.logitSoftcap = logitSoftcap
         self.logitDivisor = logitDivisor
@@ -59,7 +68,8 @@ public struct OutputHead: Sendable {
 
     /// Logits of selected rows (for checks and decoding).
     public func logits(_ hidden: Matrix) -> Matrix {
-        var logits = projection(norm(hidden))
+        let normed = norm.map { $0(hidden) } ?? hidden
+        var logits = projection(projectOut.map { $0(normed) } ?? normed)
         if let divisor = logitDivisor {
             // Divided, not multiplied by 1 / divisor: transformers' rounding.
             logits.data.withUnsafeMutableBufferPointer { values in

@@ -3,8 +3,9 @@ import TensorEngine
 /// How a block combines its two branches with the residual stream. Where a
 /// branch normalises is the branch's own business (`AttentionBranch`,
 /// `MLPBranch`): pre-norm (Llama), post-norm (OLMo-2: no input norm, an
-/// output norm inside the residual) and sandwich (Gemma-2/3: both) are all
-/// sequential blocks.
+/// output norm inside the residual), sandwich (Gemma-2/3: both) and post-LN
+/// (OPT-350m: the norm follows the add, `residualNorm`) are all sequential
+/// blocks.
 public enum ResidualStyle: Sendable {
     /// h = x + attn(x); y = h + mlp(h)   (Llama, GPT-2, most models).
     case sequential
@@ -24,12 +25,21 @@ public struct AttentionBranch: Sendable {
     /// (Granite's `residual_multiplier`); part of the branch, so the
     /// attention importance sees the stream transformers' layer computes.
     public let outputScale: Float?
+    /// Normalises the stream after the branch output joins it, x ← Norm(x +
+    /// out) (post-LN: OPT-350m's `self_attn_layer_norm` when
+    /// `do_layer_norm_before` is false). The branch's own, so a dropped
+    /// branch skips it with its sublayer.
+    public let residualNorm: Normalization?
 
-    public init(inputNorm: Normalization?, attention: SelfAttention, outputNorm: Normalization? = nil, outputScale: Float? = nil) {
+    public init(
+        inputNorm: Normalization?, attention: SelfAttention, outputNorm: Normalization? = nil, outputScale: Float? = nil,
+        residualNorm: Normalization? = nil
+    ) {
         self.inputNorm = inputNorm
         self.attention = attention
         self.outputNorm = outputNorm
         self.outputScale = outputScale
+        self.residualNorm = residualNorm
     }
 
     /// The branch output for residual stream `x`; `attend` computes the
@@ -47,12 +57,18 @@ public struct MLPBranch: Sendable {
     public let outputNorm: Normalization?
     /// As `AttentionBranch.outputScale`.
     public let outputScale: Float?
+    /// As `AttentionBranch.residualNorm` (OPT-350m's layer `final_layer_norm`).
+    public let residualNorm: Normalization?
 
-    public init(inputNorm: Normalization?, feedForward: FeedForward, outputNorm: Normalization? = nil, outputScale: Float? = nil) {
+    public init(
+        inputNorm: Normalization?, feedForward: FeedForward, outputNorm: Normalization? = nil, outputScale: Float? = nil,
+        residualNorm: Normalization? = nil
+    ) {
         self.inputNorm = inputNorm
         self.feedForward = feedForward
         self.outputNorm = outputNorm
         self.outputScale = outputScale
+        self.residualNorm = residualNorm
     }
 
     public func callAsFunction(_ x: Matrix) -> Matrix {
@@ -82,6 +98,8 @@ public struct TransformerBlock: Sendable {
     public let residual: ResidualStyle
 
     public init(attention: AttentionBranch?, mlp: MLPBranch?, residual: ResidualStyle) {
+        // A parallel block adds both branches to one x: no stream exists between them to normalise.
+        precondition(residual == .sequential || (attention?.residualNorm == nil && mlp?.residualNorm == nil))
         self.attention = attention
         self.mlp = mlp
         self.residual = residual
@@ -93,11 +111,12 @@ public struct BlockActivations {
     public let index: Int
     /// X, entering the block.
     public let input: Matrix
-    /// X + Attn(Norm1 X), or nil when attention is dropped.
+    /// X + Attn(Norm1 X) (post-LN: Norm1(X + Attn X)), or nil when attention is dropped.
     public let attentionResidual: Matrix?
     /// What the MLP branch reads: H in a sequential block, X in a parallel one.
     public let mlpInput: Matrix
-    /// mlpInput + MLP(Norm2 mlpInput), or nil when the MLP is dropped.
+    /// mlpInput + MLP(Norm2 mlpInput) (post-LN: Norm2(mlpInput + MLP mlpInput)),
+    /// or nil when the MLP is dropped.
     public let mlpResidual: Matrix?
     /// Y, leaving the block.
     public let output: Matrix
@@ -116,11 +135,17 @@ extension TransformerBlock {
     /// the key/value-cache decoder alike (`attend` is how each computes the
     /// attention of a normalised input).
     public func callAsFunction(_ x: Matrix, index: Int, attend: (SelfAttention, Matrix) -> Matrix) -> BlockActivations {
-        let attended = attention.map { x.adding($0(x, attend: attend)) }
+        /// The stream once a branch's output joins it: the sum, normalised
+        /// where the branch's norm follows the add (post-LN).
+        func joined(_ stream: Matrix, _ output: Matrix, _ residualNorm: Normalization?) -> Matrix {
+            let sum = stream.adding(output)
+            return residualNorm.map { $0(sum) } ?? sum
+        }
+        let attended = attention.map { joined(x, $0(x, attend: attend), $0.residualNorm) }
         switch residual {
         case .sequential:
             let h = attended ?? x
-            let y = mlp.map { h.adding($0(h)) }
+            let y = mlp.map { joined(h, $0(h), $0.residualNorm) }
             return BlockActivations(
                 index: index, input: x, attentionResidual: attended, mlpInput: h, mlpResidual: y, output: y ?? h,
                 isDropped: false)

@@ -249,13 +249,17 @@ struct Weights {
     /// the final norm `finalNorm` (its weight and bias, when stored) without
     /// reading them, for runs that never use them (`score`, `trace`): either
     /// of another shape makes the checkpoint another model's, and
-    /// transformers refuses to load it.
-    func confirmStoredOutputShapes(hidden: Int, vocabulary: Int, untiedName: String = "lm_head", finalNorm: String) throws {
+    /// transformers refuses to load it. `normWidth`: the final norm's width
+    /// where a projection between it and the head changes the width (OPT-350m's
+    /// `project_out`); `hidden` otherwise.
+    func confirmStoredOutputShapes(
+        hidden: Int, vocabulary: Int, untiedName: String = "lm_head", finalNorm: String, normWidth: Int? = nil
+    ) throws {
         if let stored = ["lm_head.weight", untiedName + ".weight"].first(where: { has($0, absolute: true) }) {
             _ = try checkpoint.tensor(absolute(stored), shape: [vocabulary, hidden])
         }
         for name in [finalNorm + ".weight", finalNorm + ".bias"] where has(name) {
-            _ = try checkpoint.tensor(stored(name), shape: [hidden])
+            _ = try checkpoint.tensor(stored(name), shape: [normWidth ?? hidden])
         }
     }
 

@@ -139,7 +139,9 @@ public enum ConfigValueKinds {
     /// Dropout settings a family's forward pass hands to `torch.nn.functional.dropout` (which checks
     /// the probability even when not training), beyond the generated `dropoutModules`, which a model
     /// built on the meta device reveals.
-    static let functionalDropout: [String: [String]] = ["starcoder2": ["embedding_dropout", "residual_dropout"]]
+    static let functionalDropout: [String: [String]] = [
+        "opt": ["dropout"], "starcoder2": ["embedding_dropout", "residual_dropout"],
+    ]
     /// Classes whose models read `layer_types` (the family checks it where
     /// it reads it); transformers 5.23 checks every other class's with
     /// `validate_layer_type` alone.

@@ -227,10 +227,11 @@ public enum SpeedMeasurement {
 
     /// Analytic FLOPs of one decoding step at `context` tokens of context:
     /// 2 per weight of every kept projection, the attention over the cache,
-    /// and the LM head.
+    /// and the LM head (with its `projectOut`).
     public static func decodeFLOPs(model: any LanguageModel, plan: DropPlan, context: Int) throws -> Double {
         func linear(_ l: Linear) -> Double { 2 * Double(l.inFeatures) * Double(l.outFeatures) }
-        var total = linear(try model.head().projection)
+        let head = try model.head()
+        var total = linear(head.projection) + (head.projectOut.map(linear) ?? 0)
         for index in 0..<model.layerCount where !plan.blocks.contains(index) {
             let block = try model.block(index, skipping: plan)
             if let attention = block.attention?.attention {
