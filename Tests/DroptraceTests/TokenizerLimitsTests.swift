@@ -107,9 +107,8 @@ struct TokenizerLimitsTests {
         json["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": Array(repeating: byteLevel, count: 40)]
         let file = try scratch.write(json: json, to: "tokenizer.json")
         let tokenizer = try Tokenizer(contentsOf: file)
-        let start = Date()
+        // The bound is the error itself (no timing: it holds on a loaded machine too).
         let error = #expect(throws: DroptraceError.self) { try tokenizer.encode(try TokenizerFixtures.text("calib.txt")) }
-        #expect(Date().timeIntervalSince(start) < 10)
         #expect(error?.path == file.path && error?.message.contains("pre-tokenizer grows text beyond 16 times") == true,
                 "\(String(describing: error))")
     }
@@ -130,9 +129,8 @@ struct TokenizerLimitsTests {
     func longAddedTokenSearchFails() throws {
         let scratch = try TokenizerScratch()
         let (tokenizer, file) = try tokenizer(adding: ["content": String(repeating: "a", count: 100_000) + "b"], in: scratch)
-        let start = Date()
+        // The step budget is what the error reports: no timing, which a loaded machine would stretch.
         let error = #expect(throws: DroptraceError.self) { try tokenizer.encode(String(repeating: "a", count: 300_000)) }
-        #expect(Date().timeIntervalSince(start) < 10)
         #expect(error?.path == file.path && error?.message.contains("steps per byte") == true, "\(String(describing: error))")
     }
 
