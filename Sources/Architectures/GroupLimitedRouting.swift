@@ -1,3 +1,5 @@
+import CheckpointIO
+import DroptraceSupport
 import Foundation
 import TensorEngine
 
@@ -101,5 +103,94 @@ public struct GroupLimitedTopK: Sendable {
             }
         }
         return MixtureOfExperts.Routing(experts: chosen, weights: weights, expertsPerToken: k)
+    }
+}
+
+/// The mixture-of-experts layer DeepSeek-V2/V3 and GLM-4.5 (`glm4_moe`)
+/// share, under one MLP prefix: a router `gate` [experts, hidden] choosing
+/// each token's experts by `GroupLimitedTopK` (with `gate.e_score_correction_bias`
+/// when `correctsSelection` and stored; transformers' zeros otherwise), the
+/// gated routed experts under `experts.` (per expert or fused), and the
+/// shared experts stored as one MLP `shared_experts` of `sharedExperts`
+/// times the expert width, added for every token.
+struct GroupRoutedMixture {
+    /// `n_routed_experts`, and the key config.json gives it under (for errors).
+    var experts: Int
+    var expertsKey: String
+    /// `num_experts_per_tok`; nil when config.json leaves it unset (refused).
+    var expertsPerToken: Int?
+    /// `n_shared_experts`; 0: none.
+    var sharedExperts: Int
+    /// `moe_intermediate_size`: the width of each routed and shared expert.
+    var inner: Int
+    var scoring: GroupLimitedTopK.Scoring
+    var groupScore: GroupLimitedTopK.GroupScore
+    /// Whether experts are chosen within the best groups only (`n_group`,
+    /// `topk_group`); one group otherwise.
+    var groupLimited: Bool
+    var groups: Int?
+    var groupsPerToken: Int?
+    var correctsSelection: Bool
+    var normalizesWeights: Bool
+    /// `routed_scaling_factor`.
+    var scalingFactor: Double
+
+    /// Refuses expert counts and widths transformers could not run, or whose
+    /// tensors would not fit in 64 bits, before anything is sized from them.
+    func checkExperts(hidden: Int) throws {
+        try ConfigRules.count(experts, expertsKey)
+        guard let k = expertsPerToken else {
+            throw InvalidConfigValue(key: "num_experts_per_tok", problem: "must be set for the routed layers")
+        }
+        guard (1...experts).contains(k) else {
+            throw InvalidConfigValue(key: "num_experts_per_tok", problem: "must be between 1 and \(expertsKey) \(experts), got \(k)")
+        }
+        // 0: no shared experts (transformers adds their empty output).
+        try ConfigRules.nonNegative(sharedExperts, "n_shared_experts")
+        try ConfigRules.count(inner, "moe_intermediate_size")
+        let width = (hidden, "hidden_size")
+        try ConfigRules.product([(experts, expertsKey), (2, "gate and up"), (inner, "moe_intermediate_size"), width])
+        try ConfigRules.product([(sharedExperts, "n_shared_experts"), (inner, "moe_intermediate_size"), (2, "gate and up"), width])
+        try ConfigRules.positive(scalingFactor, "routed_scaling_factor")
+    }
+
+    /// Refuses groups that do not split the experts evenly, keep none or
+    /// more than there are, leave fewer than two experts to a group scored by
+    /// its best two, or hold fewer experts than each token takes.
+    func checkGroups() throws {
+        guard groupLimited, let k = expertsPerToken else { return }
+        guard let groups else { throw InvalidConfigValue(key: "n_group", problem: "must be set for group-limited routing") }
+        try ConfigRules.divides(groups, "n_group", experts, expertsKey)
+        guard let kept = groupsPerToken, (1...groups).contains(kept) else {
+            throw InvalidConfigValue(key: "topk_group", problem: "must be between 1 and n_group \(groups), got \(groupsPerToken.map(String.init) ?? "null")")
+        }
+        let perGroup = experts / groups
+        if groupScore == .sumOfBestTwo, perGroup < 2 {
+            throw InvalidConfigValue(key: "n_group", problem: "leaves \(perGroup) expert per group; groups are scored by their best two")
+        }
+        guard kept * perGroup >= k else {
+            throw InvalidConfigValue(
+                key: "topk_group", problem: "keeps \(kept) groups of \(perGroup) experts, fewer than num_experts_per_tok \(k)")
+        }
+    }
+
+    /// The layer under `p` (e.g. "layers.3.mlp."), its shared experts with
+    /// biases when `sharedBias`.
+    func load(_ weights: Weights, _ p: String, hidden d: Int, activation: Activation, sharedBias: Bool) throws -> FeedForward {
+        let routed = try weights.gatedExperts(
+            fused: p + "experts.", perExpert: p + "experts.", names: ("gate_proj", "up_proj", "down_proj"),
+            count: experts, hidden: d, inner: inner, activation: activation)
+        let biasName = p + "gate.e_score_correction_bias"
+        let routing = GroupLimitedTopK(
+            scoring: scoring, groupScore: groupScore,
+            groups: groupLimited ? groups ?? 1 : 1, groupsPerToken: groupLimited ? groupsPerToken ?? 1 : 1,
+            selectionBias: correctsSelection && weights.has(biasName) ? try weights.floats(biasName, [experts]) : nil,
+            normalizesWeights: normalizesWeights, scalingFactor: Float(scalingFactor))
+        return .mixture(MixtureOfExperts(
+            router: try weights.linear(p + "gate", in: d, out: experts, bias: false),
+            experts: routed, expertsPerToken: expertsPerToken ?? 1, rule: .groupLimited(routing),
+            sharedExperts: try weights.sharedExperts(
+                p + "shared_experts.", hidden: d, inner: inner * sharedExperts, activation: activation, bias: sharedBias,
+                widthKeys: "n_shared_experts and moe_intermediate_size")))
     }
 }

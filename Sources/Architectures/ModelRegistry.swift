@@ -39,6 +39,7 @@ public enum ModelRegistry {
         "gemma3_text": Gemma3Model.self,
         "glm": GlmModel.self,
         "glm4": GlmModel.self,
+        "glm4_moe": Glm4MoeModel.self,
         "gpt2": GPT2Model.self,
         "gpt_oss": GptOssModel.self,
         "gpt_neox": GPTNeoXModel.self,

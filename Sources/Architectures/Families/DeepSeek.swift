@@ -101,6 +101,18 @@ struct DeepSeekConfiguration: Decodable {
     /// Whether experts are chosen within the best groups only.
     var groupLimited: Bool { isV3 || topkMethod == "group_limited_greedy" }
 
+    /// The routed layers: V2's softmax greedy or group-limited greedy
+    /// routing, V3's sigmoid routing with `e_score_correction_bias` and
+    /// groups scored by their best two.
+    var routedMixture: GroupRoutedMixture {
+        GroupRoutedMixture(
+            experts: nRoutedExperts, expertsKey: "n_routed_experts", expertsPerToken: numExpertsPerTok, sharedExperts: nSharedExperts,
+            inner: moeIntermediateSize, scoring: isV3 ? .sigmoid : .softmax, groupScore: isV3 ? .sumOfBestTwo : .best,
+            groupLimited: groupLimited, groups: nGroup, groupsPerToken: topkGroup,
+            // A V3 checkpoint without the bias gets transformers' zeros: no correction.
+            correctsSelection: isV3, normalizesWeights: normTopkProb, scalingFactor: routedScalingFactor)
+    }
+
     /// Refuses sizes and routing settings transformers could not run, before
     /// anything is sized from them.
     func check(_ d: DecoderDimensions) throws {
@@ -142,38 +154,14 @@ struct DeepSeekConfiguration: Decodable {
         try ConfigRules.nonNegative(firstKDenseReplace, "first_k_dense_replace")
         // Routed layers exist only past the dense ones.
         guard firstKDenseReplace < d.numHiddenLayers else { return }
-        try ConfigRules.count(nRoutedExperts, "n_routed_experts")
-        guard let k = numExpertsPerTok else {
-            throw InvalidConfigValue(key: "num_experts_per_tok", problem: "must be set for the routed layers")
-        }
-        guard (1...nRoutedExperts).contains(k) else {
-            throw InvalidConfigValue(key: "num_experts_per_tok", problem: "must be between 1 and n_routed_experts \(nRoutedExperts), got \(k)")
-        }
-        // 0: no shared experts (transformers adds their empty output).
-        try ConfigRules.nonNegative(nSharedExperts, "n_shared_experts")
-        try ConfigRules.count(moeIntermediateSize, "moe_intermediate_size")
-        try ConfigRules.product([(nRoutedExperts, "n_routed_experts"), (2, "gate and up"), (moeIntermediateSize, "moe_intermediate_size"), hidden])
-        try ConfigRules.product([(nSharedExperts, "n_shared_experts"), (moeIntermediateSize, "moe_intermediate_size"), (2, "gate and up"), hidden])
-        try ConfigRules.positive(routedScalingFactor, "routed_scaling_factor")
+        let routed = routedMixture
+        try routed.checkExperts(hidden: d.hiddenSize)
         // A null method leaves transformers' DeepSeek-V2 router without weights (it fails in its forward).
         guard isV3 || ["greedy", "group_limited_greedy"].contains(topkMethod) else {
             throw InvalidConfigValue(
                 key: "topk_method", problem: "must be \"greedy\" or \"group_limited_greedy\", got \(topkMethod.map { "\"\($0)\"" } ?? "null")")
         }
-        guard groupLimited else { return }
-        guard let groups = nGroup else { throw InvalidConfigValue(key: "n_group", problem: "must be set for group-limited routing") }
-        try ConfigRules.divides(groups, "n_group", nRoutedExperts, "n_routed_experts")
-        guard let kept = topkGroup, (1...groups).contains(kept) else {
-            throw InvalidConfigValue(key: "topk_group", problem: "must be between 1 and n_group \(groups), got \(topkGroup.map(String.init) ?? "null")")
-        }
-        let perGroup = nRoutedExperts / groups
-        if isV3, perGroup < 2 {
-            throw InvalidConfigValue(key: "n_group", problem: "leaves \(perGroup) expert per group; groups are scored by their best two")
-        }
-        guard kept * perGroup >= k else {
-            throw InvalidConfigValue(
-                key: "topk_group", problem: "keeps \(kept) groups of \(perGroup) experts, fewer than num_experts_per_tok \(k)")
-        }
+        try routed.checkGroups()
     }
 }
 
@@ -340,22 +328,6 @@ struct DeepSeekModel: DecoderFamily {
         guard index >= c.firstKDenseReplace else {
             return try weights.gatedMLP(p, hidden: d, inner: parts.dimensions.intermediateSize, activation: activation, bias: c.mlpBias)
         }
-        let count = c.nRoutedExperts, inner = c.moeIntermediateSize
-        let experts = try weights.gatedExperts(
-            fused: p + "experts.", perExpert: p + "experts.", names: ("gate_proj", "up_proj", "down_proj"),
-            count: count, hidden: d, inner: inner, activation: activation)
-        let biasName = p + "gate.e_score_correction_bias"
-        let routing = GroupLimitedTopK(
-            scoring: c.isV3 ? .sigmoid : .softmax, groupScore: c.isV3 ? .sumOfBestTwo : .best,
-            groups: c.groupLimited ? c.nGroup ?? 1 : 1, groupsPerToken: c.groupLimited ? c.topkGroup ?? 1 : 1,
-            // A V3 checkpoint without the bias gets transformers' zeros: no correction.
-            selectionBias: c.isV3 && weights.has(biasName) ? try weights.floats(biasName, [count]) : nil,
-            normalizesWeights: c.normTopkProb, scalingFactor: Float(c.routedScalingFactor))
-        return .mixture(MixtureOfExperts(
-            router: try weights.linear(p + "gate", in: d, out: count, bias: false),
-            experts: experts, expertsPerToken: c.numExpertsPerTok ?? 1, rule: .groupLimited(routing),
-            sharedExperts: try weights.sharedExperts(
-                p + "shared_experts.", hidden: d, inner: inner * c.nSharedExperts, activation: activation, bias: c.mlpBias,
-                widthKeys: "n_shared_experts and moe_intermediate_size")))
+        return try c.routedMixture.load(weights, p, hidden: d, activation: activation, sharedBias: c.mlpBias)
     }
 }

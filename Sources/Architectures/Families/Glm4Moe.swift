@@ -1,0 +1,209 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// The keys of `glm4_moe`'s config.json besides the sizes, with
+/// Glm4MoeConfig's defaults.
+struct Glm4MoeConfiguration: Decodable {
+    var rmsNormEps: Double
+    var hiddenAct: String
+    /// Biases on q/k/v_proj (o_proj never has one).
+    var attentionBias: Bool
+    /// An RMSNorm over each head's head_dim columns of the queries and of
+    /// the keys (`q_norm`, `k_norm`) before rotary.
+    var useQKNorm: Bool
+    var firstKDenseReplace: Int
+    /// `n_routed_experts`, which config.json may write as `num_local_experts`.
+    var nRoutedExperts: Int
+    /// The key config.json gives the expert count under, for errors.
+    var nRoutedExpertsKey: String
+    var numExpertsPerTok: Int
+    var nSharedExperts: Int
+    var moeIntermediateSize: Int
+    var routedScalingFactor: Double
+    var nGroup: Int
+    var topkGroup: Int
+    var normTopkProb: Bool
+    /// `num_nextn_predict_layers` (`num_mtp_layers`): multi-token-prediction
+    /// layers stored after the decoder's (layer 92 of GLM-4.5, 46 of
+    /// GLM-4.5-Air), which the causal LM does not run.
+    var predictionLayers: Int
+
+    enum CodingKeys: String, CodingKey {
+        case rmsNormEps = "rms_norm_eps"
+        case hiddenAct = "hidden_act"
+        case attentionBias = "attention_bias"
+        case useQKNorm = "use_qk_norm"
+        case firstKDenseReplace = "first_k_dense_replace"
+        case nRoutedExperts = "n_routed_experts"
+        case numLocalExperts = "num_local_experts"
+        case numExpertsPerTok = "num_experts_per_tok"
+        case nSharedExperts = "n_shared_experts"
+        case moeIntermediateSize = "moe_intermediate_size"
+        case routedScalingFactor = "routed_scaling_factor"
+        case nGroup = "n_group"
+        case topkGroup = "topk_group"
+        case normTopkProb = "norm_topk_prob"
+        case numNextnPredictLayers = "num_nextn_predict_layers"
+        case numMtpLayers = "num_mtp_layers"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-5
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
+        attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
+        useQKNorm = try c.decodeIfPresent(Bool.self, forKey: .useQKNorm) ?? false
+        firstKDenseReplace = try c.decodeIfPresent(Int.self, forKey: .firstKDenseReplace) ?? 1
+        let routed = try c.decodeIfPresent(Int.self, forKey: .nRoutedExperts)
+        let local = try c.decodeIfPresent(Int.self, forKey: .numLocalExperts)
+        nRoutedExperts = local ?? routed ?? 128
+        nRoutedExpertsKey = local == nil ? "n_routed_experts" : "num_local_experts"
+        numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? 8
+        nSharedExperts = try c.decodeIfPresent(Int.self, forKey: .nSharedExperts) ?? 1
+        moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .moeIntermediateSize) ?? 1408
+        routedScalingFactor = try c.decodeIfPresent(Double.self, forKey: .routedScalingFactor) ?? 1.0
+        nGroup = try c.decodeIfPresent(Int.self, forKey: .nGroup) ?? 1
+        topkGroup = try c.decodeIfPresent(Int.self, forKey: .topkGroup) ?? 1
+        normTopkProb = try c.decodeIfPresent(Bool.self, forKey: .normTopkProb) ?? true
+        let nextn = try c.decodeIfPresent(Int.self, forKey: .numNextnPredictLayers)
+        let mtp = try c.decodeIfPresent(Int.self, forKey: .numMtpLayers)
+        predictionLayers = mtp ?? nextn ?? 1
+        try ConfigRules.decodingChecks {
+            // Both spellings name one attribute: two values would leave it to key order.
+            if let routed, let local, routed != local {
+                throw InvalidConfigValue(key: "n_routed_experts", problem: "is \(routed), but num_local_experts (the same setting) is \(local)")
+            }
+            if let nextn, let mtp, nextn != mtp {
+                throw InvalidConfigValue(
+                    key: "num_nextn_predict_layers", problem: "is \(nextn), but num_mtp_layers (the same setting) is \(mtp)")
+            }
+            try ConfigRules.nonNegative(predictionLayers, mtp == nil ? "num_nextn_predict_layers" : "num_mtp_layers")
+        }
+    }
+
+    /// DeepSeek-V3's routing (Glm4MoeTopkRouter): sigmoid scores, groups
+    /// scored by their best two plus `e_score_correction_bias`, weights
+    /// renormalised when `norm_topk_prob` and scaled by `routed_scaling_factor`.
+    var routedMixture: GroupRoutedMixture {
+        GroupRoutedMixture(
+            experts: nRoutedExperts, expertsKey: nRoutedExpertsKey, expertsPerToken: numExpertsPerTok, sharedExperts: nSharedExperts,
+            inner: moeIntermediateSize, scoring: .sigmoid, groupScore: .sumOfBestTwo, groupLimited: true, groups: nGroup,
+            groupsPerToken: topkGroup, correctsSelection: true, normalizesWeights: normTopkProb, scalingFactor: routedScalingFactor)
+    }
+
+    /// Whether layer `index`'s MLP is the routed experts (Glm4MoeDecoderLayer's rule).
+    func isSparse(_ index: Int) -> Bool { index >= firstKDenseReplace }
+
+    /// Refuses values transformers could not run, before anything is sized from them.
+    func check(_ d: DecoderDimensions) throws {
+        try ConfigRules.positive(rmsNormEps, "rms_norm_eps")
+        try ConfigRules.nonNegative(firstKDenseReplace, "first_k_dense_replace")
+        // Routed layers exist only past the dense ones.
+        guard firstKDenseReplace < d.numHiddenLayers else { return }
+        let routed = routedMixture
+        try routed.checkExperts(hidden: d.hiddenSize)
+        try routed.checkGroups()
+    }
+}
+
+/// GLM-4.5, GLM-4.5-Air and GLM-4.6 (`glm4_moe`; transformers'
+/// `models/glm4_moe/modeling_glm4_moe.py`): Llama's pre-RMSNorm blocks
+///
+///     H = X + Attn(RMSNorm X),   Y = H + MLP(RMSNorm H)
+///
+/// whose attention has q/k/v biases when `attention_bias` (none on o_proj),
+/// a per-head RMSNorm of queries and keys when `use_qk_norm`, and rotary
+/// on the halves (not interleaved pairs) of the first
+/// `partial_rotary_factor` (default 0.5) of each head. Layers below
+/// `first_k_dense_replace` (default 1) have a dense SwiGLU MLP of width
+/// `intermediate_size`; the others DeepSeek-V3's mixture of experts
+/// (`GroupRoutedMixture`): a sigmoid router `mlp.gate` choosing
+/// `num_experts_per_tok` of `n_routed_experts` within the best `topk_group`
+/// of `n_group` groups, ranked with `gate.e_score_correction_bias`, plus
+/// `n_shared_experts` always-on shared experts (`mlp.shared_experts`). The
+/// MLP module is router, routed and shared experts together: dropping the
+/// MLP drops all of it.
+///
+/// Routed experts are read per expert (`mlp.experts.<e>.gate_proj|up_proj|
+/// down_proj`, as the released checkpoints and `save_pretrained` write
+/// them) or fused (`mlp.experts.gate_up_proj` / `down_proj`).
+struct Glm4MoeModel: DecoderFamily {
+    let parts: DecoderParts
+    let config: Glm4MoeConfiguration
+    let rotary: RotaryEmbedding
+
+    init(_ checkpoint: Checkpoint) throws {
+        // Decoded first: the routed experts' tensors are checked with the layers.
+        let config = try checkpoint.decodeConfig(Glm4MoeConfiguration.self)
+        self.config = config
+        parts = try DecoderParts(
+            checkpoint, naming: LlamaModel.naming, extraLayers: config.predictionLayers,
+            experts: .gatedMLP(count: config.nRoutedExperts, countKey: config.nRoutedExpertsKey, isSparse: config.isSparse))
+        let d = parts.dimensions
+        try ConfigRules.checks(path: parts.configPath) { try config.check(d) }
+        rotary = try parts.rotary(partialRotary: .honoured(default: 0.5))
+        try parts.confirmRouter(
+            "mlp.gate", experts: config.nRoutedExperts, expertsKey: config.nRoutedExpertsKey,
+            layers: (0..<d.numHiddenLayers).filter(config.isSparse))
+        try Self.confirmExpertWidth(parts, config)
+    }
+
+    /// The first kept routed layer's experts against `moe_intermediate_size`,
+    /// before any expert is read.
+    private static func confirmExpertWidth(_ parts: DecoderParts, _ c: Glm4MoeConfiguration) throws {
+        let d = parts.dimensions
+        guard let layer = (0..<d.numHiddenLayers).first(where: { c.isSparse($0) && !parts.configuredDrops.dropsMLP($0) }) else { return }
+        let p = "layers.\(layer).mlp.experts."
+        if parts.weights.hasFusedExperts(p) {
+            try parts.weights.confirmShape(
+                p + "gate_up_proj", [c.nRoutedExperts, 2 * c.moeIntermediateSize, d.hiddenSize],
+                keys: "\(c.nRoutedExpertsKey), 2 × moe_intermediate_size, hidden_size", configPath: parts.configPath)
+        } else {
+            try parts.weights.confirmShape(
+                p + "0.gate_proj.weight", [c.moeIntermediateSize, d.hiddenSize], keys: "moe_intermediate_size, hidden_size",
+                configPath: parts.configPath)
+        }
+    }
+
+    /// An export without some blocks writes `first_k_dense_replace` for the
+    /// kept layers also where config.json leaves it to its default.
+    var layerNaming: LayerNaming {
+        var naming = parts.naming
+        naming.layerThresholds["first_k_dense_replace"] = config.firstKDenseReplace
+        return naming
+    }
+
+    func head() throws -> OutputHead {
+        try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps))
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        try parts.preNormBlock(
+            index, drops: plan.union(configuredDrops), eps: config.rmsNormEps,
+            attention: { try attention(layer: index) }, feedForward: { try feedForward(layer: index) })
+    }
+
+    /// Layer `index`'s attention (Glm4MoeAttention): scale head_dim^-1/2.
+    func attention(layer index: Int) throws -> SelfAttention {
+        let p = "layers.\(index).self_attn.", width = parts.attentionLayout.headDim, eps = config.rmsNormEps
+        let norms: QueryKeyNorm? =
+            config.useQKNorm
+            ? .perHead(
+                query: try parts.weights.rmsNorm(p + "q_norm", size: width, eps: eps),
+                key: try parts.weights.rmsNorm(p + "k_norm", size: width, eps: eps))
+            : nil
+        return try parts.attention(p, bias: config.attentionBias, outputBias: false, rotary: rotary, queryKeyNorm: norms)
+    }
+
+    /// Layer `index`'s MLP: dense below `first_k_dense_replace`, else router,
+    /// routed experts and shared experts.
+    func feedForward(layer index: Int) throws -> FeedForward {
+        let p = "layers.\(index).mlp.", activation = try parts.activation(config.hiddenAct)
+        guard config.isSparse(index) else {
+            return try parts.weights.gatedMLP(p, hidden: hiddenSize, inner: parts.dimensions.intermediateSize, activation: activation)
+        }
+        return try config.routedMixture.load(parts.weights, p, hidden: hiddenSize, activation: activation, sharedBias: false)
+    }
+}
