@@ -59,6 +59,7 @@ public enum ModelRegistry {
         "qwen2_moe": Qwen2MoeModel.self,
         "qwen3": Qwen3Model.self,
         "qwen3_moe": Qwen3MoeModel.self,
+        "seed_oss": SeedOssModel.self,
         "smollm3": SmolLM3Model.self,
         "stablelm": StableLMModel.self,
         "starcoder2": Starcoder2Model.self,
