@@ -25,6 +25,7 @@ extension RegisteredModel {
 public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
         "apertus": ApertusModel.self,
+        "arcee": ArceeModel.self,
         "bloom": BloomModel.self,
         "cohere": CohereModel.self,
         "cohere2": CohereModel.self,

@@ -28,6 +28,32 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "arcee": (
+            "ArceeConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "ni",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "mlp_bias": "b",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "bloom": (
             "BloomConfig",
             [
@@ -1152,6 +1178,7 @@ extension ConfigValueKinds {
     /// pad_token_id: the class's default pad_token_id and vocab_size.
     static let paddedEmbeddings: [String: (padTokenID: Int?, vocabSize: Int)] = [
         "apertus": (3, 131072),
+        "arcee": (nil, 32000),
         "cohere": (0, 256000),
         "cohere2": (0, 256000),
         "deepseek_v2": (nil, 102400),
@@ -1192,6 +1219,7 @@ extension ConfigValueKinds {
     /// from every config and a config may omit, as JSON text (the class's dataclass defaults).
     static let omittedDefaults: [String: [String: String]] = [
         "apertus": ["intermediate_size": "14336", "max_position_embeddings": "65536", "rms_norm_eps": "1e-05"],
+        "arcee": ["intermediate_size": "18432", "max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
         "bloom": ["layer_norm_epsilon": "1e-05"],
         "cohere": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "cohere2": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
