@@ -45,6 +45,7 @@ public enum ModelRegistry {
         "gpt_neox": GPTNeoXModel.self,
         "granite": GraniteModel.self,
         "helium": InterleavedLlamaModel.self,
+        "hunyuan_v1_dense": HunYuanDenseV1Model.self,
         "llama": LlamaModel.self,
         "ministral": LlamaModel.self,
         "mistral": LlamaModel.self,

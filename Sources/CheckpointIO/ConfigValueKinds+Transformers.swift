@@ -637,6 +637,33 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "hunyuan_v1_dense": (
+            "HunYuanDenseV1Config",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eod_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "ni",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "pretraining_tp": "i",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "llama": (
             "LlamaConfig",
             [
@@ -1194,6 +1221,7 @@ extension ConfigValueKinds {
         "gpt_oss": (nil, 201088),
         "granite": (nil, 32000),
         "helium": (3, 48000),
+        "hunyuan_v1_dense": (0, 290943),
         "llama": (nil, 32000),
         "ministral": (nil, 32000),
         "mistral": (nil, 32000),
@@ -1238,6 +1266,7 @@ extension ConfigValueKinds {
         "gpt_neox": ["intermediate_size": "24576", "layer_norm_eps": "1e-05", "max_position_embeddings": "2048"],
         "granite": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "helium": ["intermediate_size": "7040", "max_position_embeddings": "4096", "num_key_value_heads": "20", "rms_norm_eps": "1e-08"],
+        "hunyuan_v1_dense": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
         "llama": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "ministral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
         "mistral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
@@ -1280,6 +1309,7 @@ extension ConfigValueKinds {
         "falcon",
         "glm",
         "granite",
+        "hunyuan_v1_dense",
         "ministral",
         "olmo",
         "olmo2",
@@ -1295,6 +1325,7 @@ extension ConfigValueKinds {
 
     /// Those of them whose model cannot be built when config.json has no `head_dim` either.
     static let absentHeadDimFails: Set<String> = [
+        "hunyuan_v1_dense",
         "ministral",
     ]
 
@@ -1302,6 +1333,7 @@ extension ConfigValueKinds {
     /// whose `head_dim` stays None when config.json writes null: the rotary initialisers that read it
     /// with getattr's default (dynamic, YaRN, LongRoPE) then fail.
     static let headDimNoneWhenAbsent: Set<String> = [
+        "hunyuan_v1_dense",
         "ministral",
         "mixtral",
     ]
@@ -1316,6 +1348,7 @@ extension ConfigValueKinds {
         "gpt2",
         "gpt_neox",
         "granite",
+        "hunyuan_v1_dense",
         "ministral",
         "mixtral",
         "olmo",

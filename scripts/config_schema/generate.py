@@ -126,7 +126,7 @@ def null_fails(cls, key="head_dim", **value):
         return False
 
     try:
-        return fails()
+        failed = fails()
     except StrictDataclassError:
         # A class validator refuses the default sizes' head width hidden_size /
         # num_attention_heads (SeedOssConfig's 4096 / 80: odd, which the rotary check
@@ -135,6 +135,13 @@ def null_fails(cls, key="head_dim", **value):
             return fails(hidden_size=256, num_attention_heads=4)
         except StrictDataclassError:
             return True
+    if failed and key != "head_dim" and "head_dim" in {field.name for field in dataclasses.fields(cls)}:
+        # The class's default head_dim may be what fails (HunYuanDenseV1Config's None, which its
+        # attention reads as the width), not the null `key`: asked again with the width written.
+        defaults = cls(num_hidden_layers=1)
+        if defaults.head_dim is None:
+            return fails(head_dim=defaults.hidden_size // defaults.num_attention_heads)
+    return failed
 
 
 def head_dim_none(cls, given):
