@@ -25,6 +25,7 @@ extension RegisteredModel {
 public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
         "apertus": ApertusModel.self,
+        "arcee": ArceeModel.self,
         "bloom": BloomModel.self,
         "cohere": CohereModel.self,
         "cohere2": CohereModel.self,
@@ -45,6 +46,7 @@ public enum ModelRegistry {
         "gpt_neox": GPTNeoXModel.self,
         "granite": GraniteModel.self,
         "helium": InterleavedLlamaModel.self,
+        "hunyuan_v1_dense": HunYuanDenseV1Model.self,
         "llama": LlamaModel.self,
         "ministral": LlamaModel.self,
         "mistral": LlamaModel.self,
@@ -60,6 +62,7 @@ public enum ModelRegistry {
         "qwen2_moe": Qwen2MoeModel.self,
         "qwen3": Qwen3Model.self,
         "qwen3_moe": Qwen3MoeModel.self,
+        "seed_oss": SeedOssModel.self,
         "smollm3": SmolLM3Model.self,
         "stablelm": StableLMModel.self,
         "starcoder2": Starcoder2Model.self,

@@ -1,6 +1,7 @@
 import TensorEngine
 
-/// Norms of queries and keys after the projection, before rotary.
+/// Norms of queries and keys after the projection, before rotary (unless
+/// the attention's `queryKeyNormAfterRotary` says after it).
 public enum QueryKeyNorm: Sendable {
     /// One norm over all query columns at once and one over all key columns
     /// (weights [heads · head_dim] and [kv_heads · head_dim]; OLMo-2, OLMoE).
@@ -29,6 +30,9 @@ public struct SelfAttention: Sendable {
     /// q/k norms, before rotary (OLMo's and OLMoE's `clip_qkv`).
     public let clip: Float?
     public let queryKeyNorm: QueryKeyNorm?
+    /// The q/k norms act on the rotated queries and keys (Hunyuan's
+    /// `query_layernorm`, `key_layernorm`), not before rotary.
+    public let queryKeyNormAfterRotary: Bool
     /// Scaled scores s become tanh(s / cap) · cap before the softmax (Gemma-2).
     public let logitSoftcap: Float?
     /// [numHeads]: one learned logit per head that joins the softmax over
@@ -39,13 +43,13 @@ public struct SelfAttention: Sendable {
 
     public init(
         qkv: Linear, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
-        slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
+        slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
         logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil
     ) {
         self.init(
             projection: .fused(qkv), layout: layout, rotary: rotary, output: output, scale: scale,
-            slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, logitSoftcap: logitSoftcap,
-            sinkLogits: sinkLogits, alibi: alibi)
+            slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, queryKeyNormAfterRotary: queryKeyNormAfterRotary,
+            logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi)
     }
 
     /// Attention over the rows `projection` gives; `rotary` rotates whole
@@ -53,11 +57,12 @@ public struct SelfAttention: Sendable {
     /// comes with none).
     public init(
         projection: QKVProjection, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
-        slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
+        slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
         logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil
     ) {
         precondition(projection.outFeatures == layout.width)
         precondition(queryKeyNorm == nil || layout.arrangement == .grouped)
+        precondition(!queryKeyNormAfterRotary || clip == nil)
         precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
         precondition(alibi == nil || alibi!.slopes.count == layout.numHeads)
         self.projection = projection
@@ -68,15 +73,37 @@ public struct SelfAttention: Sendable {
         self.slidingWindow = slidingWindow
         self.clip = clip
         self.queryKeyNorm = queryKeyNorm
+        self.queryKeyNormAfterRotary = queryKeyNormAfterRotary
         self.logitSoftcap = logitSoftcap
         self.sinkLogits = sinkLogits
         self.alibi = alibi
     }
 
     /// Queries, keys and values of `x`, ready to attend: projected,
-    /// normalised, clipped and rotated to the rows' `positions`.
+    /// normalised, clipped and rotated to the rows' `positions` (rotated,
+    /// then normalised, when `queryKeyNormAfterRotary`).
     public func projectedQKV(_ x: Matrix, positions: [Int]) -> Matrix {
         var projected = projection(x, positions: positions)
+        if !queryKeyNormAfterRotary { normaliseQueriesAndKeys(&projected) }
+        // After the q/k norms, as OLMoE clips (OLMo, which clips too, has no norms).
+        if let clip {
+            projected.data.withUnsafeMutableBufferPointer { values in
+                for i in values.indices { values[i] = min(max(values[i], -clip), clip) }
+            }
+        }
+        if let rotary {
+            let heads = (0..<layout.numHeads).map(layout.queryOffset(head:))
+                + (0..<layout.numKVHeads).map(layout.keyOffset(kvHead:))
+            projected.data.withUnsafeMutableBufferPointer { buffer in
+                rotary.apply(to: buffer.baseAddress!, rowStride: layout.width, headOffsets: heads, positions: positions)
+            }
+        }
+        if queryKeyNormAfterRotary { normaliseQueriesAndKeys(&projected) }
+        return projected
+    }
+
+    /// Applies `queryKeyNorm` to the query and key columns of `projected`.
+    func normaliseQueriesAndKeys(_ projected: inout Matrix) {
         // Grouped layout: all query columns, then all key columns.
         let queries = 0..<layout.queryWidth, keys = layout.queryWidth..<(layout.queryWidth + layout.keyWidth)
         switch queryKeyNorm {
@@ -92,20 +119,6 @@ public struct SelfAttention: Sendable {
         case nil:
             break
         }
-        // After the q/k norms, as OLMoE clips (OLMo, which clips too, has no norms).
-        if let clip {
-            projected.data.withUnsafeMutableBufferPointer { values in
-                for i in values.indices { values[i] = min(max(values[i], -clip), clip) }
-            }
-        }
-        if let rotary {
-            let heads = (0..<layout.numHeads).map(layout.queryOffset(head:))
-                + (0..<layout.numKVHeads).map(layout.keyOffset(kvHead:))
-            projected.data.withUnsafeMutableBufferPointer { buffer in
-                rotary.apply(to: buffer.baseAddress!, rowStride: layout.width, headOffsets: heads, positions: positions)
-            }
-        }
-        return projected
     }
 
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {

@@ -28,6 +28,32 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "arcee": (
+            "ArceeConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "ni",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "mlp_bias": "b",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "bloom": (
             "BloomConfig",
             [
@@ -649,6 +675,33 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "hunyuan_v1_dense": (
+            "HunYuanDenseV1Config",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eod_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "ni",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "pretraining_tp": "i",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "llama": (
             "LlamaConfig",
             [
@@ -1071,6 +1124,35 @@ extension ConfigValueKinds {
             [
                 "num_experts": "num_local_experts",
             ]),
+        "seed_oss": (
+            "SeedOssConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "attention_out_bias": "b",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "ni",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "mlp_bias": "b",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "pretraining_tp": "i",
+                "residual_dropout": "if",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "smollm3": (
             "SmolLM3Config",
             [
@@ -1161,6 +1243,7 @@ extension ConfigValueKinds {
     /// pad_token_id: the class's default pad_token_id and vocab_size.
     static let paddedEmbeddings: [String: (padTokenID: Int?, vocabSize: Int)] = [
         "apertus": (3, 131072),
+        "arcee": (nil, 32000),
         "cohere": (0, 256000),
         "cohere2": (0, 256000),
         "deepseek_v2": (nil, 102400),
@@ -1177,6 +1260,7 @@ extension ConfigValueKinds {
         "gpt_oss": (nil, 201088),
         "granite": (nil, 32000),
         "helium": (3, 48000),
+        "hunyuan_v1_dense": (0, 290943),
         "llama": (nil, 32000),
         "ministral": (nil, 32000),
         "mistral": (nil, 32000),
@@ -1192,6 +1276,7 @@ extension ConfigValueKinds {
         "qwen2_moe": (nil, 151936),
         "qwen3": (nil, 151936),
         "qwen3_moe": (nil, 151936),
+        "seed_oss": (1, 155136),
         "smollm3": (128004, 128256),
         "stablelm": (nil, 50304),
         "starcoder2": (nil, 49152),
@@ -1201,6 +1286,7 @@ extension ConfigValueKinds {
     /// from every config and a config may omit, as JSON text (the class's dataclass defaults).
     static let omittedDefaults: [String: [String: String]] = [
         "apertus": ["intermediate_size": "14336", "max_position_embeddings": "65536", "rms_norm_eps": "1e-05"],
+        "arcee": ["intermediate_size": "18432", "max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
         "bloom": ["layer_norm_epsilon": "1e-05"],
         "cohere": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "cohere2": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
@@ -1220,6 +1306,7 @@ extension ConfigValueKinds {
         "gpt_neox": ["intermediate_size": "24576", "layer_norm_eps": "1e-05", "max_position_embeddings": "2048"],
         "granite": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "helium": ["intermediate_size": "7040", "max_position_embeddings": "4096", "num_key_value_heads": "20", "rms_norm_eps": "1e-08"],
+        "hunyuan_v1_dense": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
         "llama": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "ministral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
         "mistral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
@@ -1235,6 +1322,7 @@ extension ConfigValueKinds {
         "qwen2_moe": ["intermediate_size": "5632", "max_position_embeddings": "32768", "num_experts_per_tok": "4", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
         "qwen3": ["intermediate_size": "22016", "max_position_embeddings": "32768", "num_key_value_heads": "32", "rms_norm_eps": "1e-06"],
         "qwen3_moe": ["intermediate_size": "6144", "max_position_embeddings": "32768", "num_experts_per_tok": "8", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
+        "seed_oss": ["intermediate_size": "27648", "max_position_embeddings": "524288", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
         "smollm3": ["intermediate_size": "11008", "max_position_embeddings": "32768", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "stablelm": ["intermediate_size": "6912", "layer_norm_eps": "1e-05", "max_position_embeddings": "4096", "num_key_value_heads": "32"],
         "starcoder2": ["intermediate_size": "12288", "max_position_embeddings": "4096", "norm_epsilon": "1e-05", "num_key_value_heads": "2"],
@@ -1262,6 +1350,7 @@ extension ConfigValueKinds {
         "glm",
         "glm4_moe",
         "granite",
+        "hunyuan_v1_dense",
         "ministral",
         "olmo",
         "olmo2",
@@ -1277,6 +1366,7 @@ extension ConfigValueKinds {
 
     /// Those of them whose model cannot be built when config.json has no `head_dim` either.
     static let absentHeadDimFails: Set<String> = [
+        "hunyuan_v1_dense",
         "ministral",
     ]
 
@@ -1284,6 +1374,7 @@ extension ConfigValueKinds {
     /// whose `head_dim` stays None when config.json writes null: the rotary initialisers that read it
     /// with getattr's default (dynamic, YaRN, LongRoPE) then fail.
     static let headDimNoneWhenAbsent: Set<String> = [
+        "hunyuan_v1_dense",
         "ministral",
         "mixtral",
     ]
@@ -1299,6 +1390,7 @@ extension ConfigValueKinds {
         "gpt2",
         "gpt_neox",
         "granite",
+        "hunyuan_v1_dense",
         "ministral",
         "mixtral",
         "olmo",

@@ -140,7 +140,7 @@ public enum ConfigValueKinds {
     /// the probability even when not training), beyond the generated `dropoutModules`, which a model
     /// built on the meta device reveals.
     static let functionalDropout: [String: [String]] = [
-        "opt": ["dropout"], "starcoder2": ["embedding_dropout", "residual_dropout"],
+        "opt": ["dropout"], "seed_oss": ["residual_dropout"], "starcoder2": ["embedding_dropout", "residual_dropout"],
     ]
     /// Classes whose models read `layer_types` (the family checks it where
     /// it reads it); transformers 5.23 checks every other class's with

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoModelForCausalLM
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -114,14 +115,33 @@ def null_fails(cls, key="head_dim", **value):
         return False  # refused as a kind already
     if getattr(cls, "sub_configs", {}).get("text_config"):
         return False
+    def fails(**sizes):
+        try:
+            config = cls(num_hidden_layers=1, **sizes, **value)
+            with torch.device("meta"):
+                AutoModelForCausalLM.from_config(config)
+        except (TypeError, ValueError, AttributeError):
+            # AttributeError: FalconConfig's head_dim is a property, which a given value cannot set.
+            return True
+        return False
+
     try:
-        config = cls(num_hidden_layers=1, **value)
-        with torch.device("meta"):
-            AutoModelForCausalLM.from_config(config)
-    except (TypeError, ValueError, AttributeError):
-        # AttributeError: FalconConfig's head_dim is a property, which a given value cannot set.
-        return True
-    return False
+        failed = fails()
+    except StrictDataclassError:
+        # A class validator refuses the default sizes' head width hidden_size /
+        # num_attention_heads (SeedOssConfig's 4096 / 80: odd, which the rotary check
+        # refuses): asked again with an even width.
+        try:
+            return fails(hidden_size=256, num_attention_heads=4)
+        except StrictDataclassError:
+            return True
+    if failed and key != "head_dim" and "head_dim" in {field.name for field in dataclasses.fields(cls)}:
+        # The class's default head_dim may be what fails (HunYuanDenseV1Config's None, which its
+        # attention reads as the width), not the null `key`: asked again with the width written.
+        defaults = cls(num_hidden_layers=1)
+        if defaults.head_dim is None:
+            return fails(head_dim=defaults.hidden_size // defaults.num_attention_heads)
+    return failed
 
 
 def head_dim_none(cls, given):
