@@ -46,6 +46,7 @@ public enum ModelRegistry {
         "helium": InterleavedLlamaModel.self,
         "llama": LlamaModel.self,
         "ministral": LlamaModel.self,
+        "ministral3": LlamaModel.self,
         "mistral": LlamaModel.self,
         "mixtral": MixtralModel.self,
         "olmo": OlmoModel.self,

@@ -36,16 +36,18 @@ public struct SelfAttention: Sendable {
     public let sinkLogits: [Float]?
     /// Linear biases by key position instead of rotary (BLOOM, Falcon-RW).
     public let alibi: ALiBi?
+    /// Queries scaled by position after rotary (Ministral 3's Llama-4 temperature).
+    public let queryTemperature: QueryTemperature?
 
     public init(
         qkv: Linear, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
-        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil
+        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil
     ) {
         self.init(
             projection: .fused(qkv), layout: layout, rotary: rotary, output: output, scale: scale,
             slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, logitSoftcap: logitSoftcap,
-            sinkLogits: sinkLogits, alibi: alibi)
+            sinkLogits: sinkLogits, alibi: alibi, queryTemperature: queryTemperature)
     }
 
     /// Attention over the rows `projection` gives; `rotary` rotates whole
@@ -54,7 +56,7 @@ public struct SelfAttention: Sendable {
     public init(
         projection: QKVProjection, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
-        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil
+        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil
     ) {
         precondition(projection.outFeatures == layout.width)
         precondition(queryKeyNorm == nil || layout.arrangement == .grouped)
@@ -71,10 +73,12 @@ public struct SelfAttention: Sendable {
         self.logitSoftcap = logitSoftcap
         self.sinkLogits = sinkLogits
         self.alibi = alibi
+        self.queryTemperature = queryTemperature
     }
 
     /// Queries, keys and values of `x`, ready to attend: projected,
-    /// normalised, clipped and rotated to the rows' `positions`.
+    /// normalised, clipped, rotated to the rows' `positions`, and the
+    /// queries scaled by `queryTemperature`.
     public func projectedQKV(_ x: Matrix, positions: [Int]) -> Matrix {
         var projected = projection(x, positions: positions)
         // Grouped layout: all query columns, then all key columns.
@@ -103,6 +107,11 @@ public struct SelfAttention: Sendable {
                 + (0..<layout.numKVHeads).map(layout.keyOffset(kvHead:))
             projected.data.withUnsafeMutableBufferPointer { buffer in
                 rotary.apply(to: buffer.baseAddress!, rowStride: layout.width, headOffsets: heads, positions: positions)
+            }
+        }
+        if let queryTemperature {
+            projected.data.withUnsafeMutableBufferPointer { buffer in
+                queryTemperature.apply(to: buffer.baseAddress!, rowStride: layout.width, columns: queries, positions: positions)
             }
         }
         return projected

@@ -664,6 +664,31 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "ministral3": (
+            "Ministral3Config",
+            [
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "sliding_window": "ni",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "mistral": (
             "MistralConfig",
             [
@@ -1140,6 +1165,7 @@ extension ConfigValueKinds {
         "helium": (3, 48000),
         "llama": (nil, 32000),
         "ministral": (nil, 32000),
+        "ministral3": (11, 131072),
         "mistral": (nil, 32000),
         "mixtral": (nil, 32000),
         "olmo": (1, 50304),
@@ -1182,6 +1208,7 @@ extension ConfigValueKinds {
         "helium": ["intermediate_size": "7040", "max_position_embeddings": "4096", "num_key_value_heads": "20", "rms_norm_eps": "1e-08"],
         "llama": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "ministral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
+        "ministral3": ["intermediate_size": "14336", "max_position_embeddings": "262144", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],
         "mistral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
         "mixtral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_experts_per_tok": "2", "num_key_value_heads": "8", "num_local_experts": "8", "rms_norm_eps": "1e-05"],
         "olmo": ["intermediate_size": "11008", "max_position_embeddings": "2048"],
