@@ -48,6 +48,7 @@ public enum ModelRegistry {
         "ministral": LlamaModel.self,
         "ministral3": LlamaModel.self,
         "mistral": LlamaModel.self,
+        "mistral3": LlamaModel.self,
         "mixtral": MixtralModel.self,
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,

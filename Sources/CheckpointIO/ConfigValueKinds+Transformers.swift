@@ -714,6 +714,21 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "mistral3": (
+            "Mistral3Config",
+            [
+                "image_token_index": "i",
+                "multimodal_projector_bias": "b",
+                "projector_hidden_act": "s",
+                "spatial_merge_size": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+                "vision_feature_layer": "i[i]",
+            ],
+            [
+                "image_token_id": "image_token_index",
+            ]),
         "mixtral": (
             "MixtralConfig",
             [
@@ -1142,6 +1157,12 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+    ]
+
+    /// Per config class (by model_type) whose `text_config` is built by its own `model_type` (an
+    /// AutoConfig): the model_type it takes when it names none. It is checked against that type's tables.
+    static let textConfigModelTypes: [String: String] = [
+        "mistral3": "mistral",
     ]
 
     /// Per config class (as above) whose model builds its token embedding with padding_idx =

@@ -5,7 +5,8 @@ import Foundation
 import TensorEngine
 import Testing
 
-/// Ministral 3's defaults, its query temperature and the keys it needs.
+/// Ministral 3's defaults, its query temperature and the keys it needs, and
+/// Mistral3ForConditionalGeneration's language model read from `text_config`.
 /// The scores themselves are checked against transformers with every other
 /// family (`ScoringReferenceTests`).
 @Suite struct Ministral3Tests {
@@ -17,6 +18,13 @@ import Testing
         Mutant("ministral3-f32", "rope_parameters.original_max_position_embeddings", "0"),
         // Ministral3Config types head_dim as int.
         Mutant("ministral3-f32", "head_dim", "null"),
+        Mutant("mistral3-f32", "text_config.rope_parameters.llama_4_scaling_beta", "null",
+               key: "text_config.rope_parameters.llama_4_scaling_beta"),
+        Mutant("mistral3-f32", "text_config.model_type", "\"llama\"", key: "text_config.model_type"),
+        // text_config is checked against the table of its own model_type (ministral3's).
+        Mutant("mistral3-f32", "text_config.head_dim", "null", key: "text_config.head_dim"),
+        Mutant("mistral3-f32", "text_config.pad_token_id", "600", key: "text_config.pad_token_id"),
+        Mutant("mistral3-f32", "text_config.hidden_size", "64", key: "hidden_size"),
     ]
 
     @Test(arguments: mutants)
@@ -99,6 +107,13 @@ import Testing
         }.expectRefused(naming: "rope_parameters.original_max_position_embeddings")
         let yarn = try EditedFixture("ministral3-f32", rope: "original_max_position_embeddings", nil)
         #expect(try temperature(yarn)?.originalMaxPositions == 256)
+        try EditedFixture("mistral3-f32") { config in
+            var text = config["text_config"] as! [String: Any]
+            var rope = text["rope_parameters"] as! [String: Any]
+            rope["llama_4_scaling_beta"] = nil
+            text["rope_parameters"] = rope
+            config["text_config"] = text
+        }.expectRefused(naming: "text_config.rope_parameters.llama_4_scaling_beta")
     }
 
     /// Ministral3Config's defaults: YaRN with β 0.1 over 16384 positions
@@ -121,5 +136,59 @@ import Testing
             $0["layer_types"] = ["full_attention", "sliding_attention", "full_attention", "sliding_attention"]
         }.load()
         for layer in 0..<4 { #expect(try model.block(layer).attention?.attention.slidingWindow == 8) }
+    }
+
+    /// mistral3 reads its sizes from `text_config` (exports edit that
+    /// section), weights under the language model's prefix, the temperature
+    /// of a ministral3 text model; a `mistral` (or unnamed) text model is
+    /// Mistral's block without it.
+    @Test func mistral3ReadsTextConfig() throws {
+        let fixture = try EditedFixture("mistral3-f32")
+        let model = try fixture.load()
+        #expect(model.layerCount == 4 && model.vocabularySize == 512)
+        #expect(model.layerNaming.configSection == "text_config")
+        #expect(model.layerNaming.prefix == "language_model.model.layers.")
+        #expect(try model.block(0).attention?.attention.queryTemperature == QueryTemperature(beta: 0.1, originalMaxPositions: 2))
+        let exported = try fixture.exportedConfig(droppingBlocks: [1])
+        #expect((exported["text_config"] as? [String: Any])?["num_hidden_layers"] as? Int == 3)
+        #expect(exported["num_hidden_layers"] == nil)
+        for textType: String? in ["mistral", nil] {
+            let mistral = try EditedFixture("mistral3-f32") { config in
+                var text = config["text_config"] as! [String: Any]
+                text["model_type"] = textType
+                config["text_config"] = text
+            }.load()
+            #expect(try mistral.block(0).attention?.attention.queryTemperature == nil)
+            #expect(try mistral.block(0).attention?.attention.slidingWindow == nil)
+        }
+        // A mistral text_config with layer_types is MistralConfig's (AutoConfig's reading of it as
+        // ministral applies at the top level only): its window covers every layer.
+        let windowed = try EditedFixture("mistral3-f32") { config in
+            var text = config["text_config"] as! [String: Any]
+            text["model_type"] = "mistral"
+            text["sliding_window"] = 8
+            text["layer_types"] = ["full_attention", "sliding_attention", "full_attention", "sliding_attention"]
+            config["text_config"] = text
+        }.load()
+        for layer in 0..<4 { #expect(try windowed.block(layer).attention?.attention.slidingWindow == 8) }
+    }
+
+    /// Mistral3ForConditionalGeneration ties its head by the top-level
+    /// `tie_word_embeddings` (default true), not the text config's: without
+    /// a stored head the embedding stands in only when the top level ties.
+    @Test func mistral3TiesByTopLevelKey() throws {
+        func headless(_ change: @escaping (inout [String: Any]) -> Void) throws -> EditedFixture {
+            let fixture = try EditedFixture("mistral3-f32", change)
+            try BadInputTests().rewriteWeights(fixture.model) { $0.removeAll { $0.name.hasSuffix("lm_head.weight") } }
+            return fixture
+        }
+        #expect(try headless { $0["tie_word_embeddings"] = nil }.load().head().vocabularySize == 512)
+        let untied = try headless { config in
+            var text = config["text_config"] as! [String: Any]
+            text["tie_word_embeddings"] = true
+            config["text_config"] = text
+        }
+        let error = #expect(throws: DroptraceError.self) { try untied.load().head() }
+        #expect(error?.message.contains("lm_head.weight") == true, "\(String(describing: error))")
     }
 }

@@ -75,16 +75,17 @@ struct LlamaConfiguration: Decodable {
 }
 
 /// Llama, Mistral, Ministral, Ministral 3 and Qwen2: pre-RMSNorm blocks,
-/// rotary attention with grouped-query heads, SwiGLU MLP.
+/// rotary attention with grouped-query heads, SwiGLU MLP; also the
+/// language model of `mistral3` checkpoints (`LlamaPlacement`).
 ///
 /// Ministral 3 (transformers' models/ministral3/) is Mistral's block with
 /// `Ministral3Config`'s defaults (head_dim 128, untied, no window, YaRN
 /// rope parameters) and queries scaled by position after rotary
 /// (`Ministral3Rope`, `QueryTemperature`).
 struct LlamaModel: DecoderFamily {
-    /// Llama's model runs every layer in full, Ministral 3's ignores the
-    /// list (`attentionLayout`).
-    static func readsLayerTypes(_ modelType: String) -> Bool { !["llama", "ministral3"].contains(modelType) }
+    /// Llama's model runs every layer in full, Ministral 3's and the text
+    /// models of `mistral3` ignore the list (`attentionLayout`).
+    static func readsLayerTypes(_ modelType: String) -> Bool { !["llama", "ministral3", "mistral3"].contains(modelType) }
     let parts: DecoderParts
     let config: LlamaConfiguration
     let rotary: RotaryEmbedding
@@ -103,10 +104,16 @@ struct LlamaModel: DecoderFamily {
     /// when config.json names none, and ties its head as `tiedByDefault`
     /// says when config.json does not (SmolLM3).
     init(_ checkpoint: Checkpoint, defaultTheta: Double, tiedByDefault: Bool = false) throws {
-        // Ministral3Config's head_dim defaults to 128, not hidden_size / heads.
-        let section = checkpoint.modelType == "ministral3" ? ConfigSection(defaults: Ministral3Rope.classDefaults("ministral3")) : .topLevel
-        parts = try DecoderParts(checkpoint, section: section, tiedByDefault: tiedByDefault, naming: Self.naming)
-        config = try parts.config(LlamaConfiguration.self)
+        let placement = try LlamaPlacement(checkpoint)
+        parts = try DecoderParts(
+            checkpoint, section: placement.section, tiedByDefault: tiedByDefault, tiedEmbeddings: placement.tiedEmbeddings,
+            headName: placement.headName, naming: Self.naming, prefixes: placement.prefixes)
+        var config = try parts.config(LlamaConfiguration.self)
+        // AutoConfig reads a mistral config with layer_types as ministral at
+        // the top level only: Mistral3Config builds its text_config as
+        // MistralConfig, whose model ignores the list.
+        if checkpoint.modelType == "mistral3" { config.layerTypes = nil }
+        self.config = config
         if config.modelType == "ministral3" {
             try parts.confirmAttentionProjections()
             let (settings, temperature) = try Ministral3Rope.read(parts)
