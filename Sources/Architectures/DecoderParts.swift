@@ -42,13 +42,17 @@ struct DecoderParts: Sendable {
     ///     their experts, checked with the layers (`Weights.confirmLayers`).
     ///   - tiedByDefault: whether the family's transformers config ties the
     ///     head to the embedding when config.json does not say.
+    ///   - tiedEmbeddings: the head's tying when config.json's top level
+    ///     decides it over the section (`mistral3`); nil: the section's
+    ///     `tie_word_embeddings`, else `tiedByDefault`.
     ///   - headName: where the head is stored when it is (a multimodal
     ///     checkpoint's `language_model.lm_head`).
     ///   - finalNorm: the final norm's name (Phi's `final_layernorm`).
     /// - Throws: `DroptraceError` naming config.json for sizes that cannot
     ///   describe a model or that the tensors contradict.
     init(
-        _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, tiedByDefault: Bool = false, headName: String = "lm_head",
+        _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, tiedByDefault: Bool = false, tiedEmbeddings: Bool? = nil,
+        headName: String = "lm_head",
         naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""], extraLayers: Int = 0, experts: ExpertNaming? = nil,
         finalNorm: String = "norm"
     ) throws {
@@ -56,11 +60,11 @@ struct DecoderParts: Sendable {
         self.section = section
         self.headName = headName
         dimensions = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)
-        tiedEmbeddings = dimensions.tiedEmbeddings(default: tiedByDefault)
+        self.tiedEmbeddings = tiedEmbeddings ?? dimensions.tiedEmbeddings(default: tiedByDefault)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(
             checkpoint, probe: "embed_tokens.weight", candidates: prefixes,
-            tiedHead: tiedEmbeddings ? ["lm_head.weight", headName + ".weight"] : [])
+            tiedHead: self.tiedEmbeddings ? ["lm_head.weight", headName + ".weight"] : [])
         var layerNaming = naming(weights.prefix)
         layerNaming.configSection = section.name
         self.naming = layerNaming

@@ -40,16 +40,18 @@ public struct SelfAttention: Sendable {
     public let sinkLogits: [Float]?
     /// Linear biases by key position instead of rotary (BLOOM, Falcon-RW).
     public let alibi: ALiBi?
+    /// Queries scaled by position after rotary (Ministral 3's Llama-4 temperature).
+    public let queryTemperature: QueryTemperature?
 
     public init(
         qkv: Linear, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
-        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil
+        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil
     ) {
         self.init(
             projection: .fused(qkv), layout: layout, rotary: rotary, output: output, scale: scale,
             slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, queryKeyNormAfterRotary: queryKeyNormAfterRotary,
-            logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi)
+            logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi, queryTemperature: queryTemperature)
     }
 
     /// Attention over the rows `projection` gives; `rotary` rotates whole
@@ -58,13 +60,15 @@ public struct SelfAttention: Sendable {
     public init(
         projection: QKVProjection, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
-        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil
+        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil
     ) {
         precondition(projection.outFeatures == layout.width)
         precondition(queryKeyNorm == nil || layout.arrangement == .grouped)
         precondition(!queryKeyNormAfterRotary || clip == nil)
         precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
         precondition(alibi == nil || alibi!.slopes.count == layout.numHeads)
+        // The queries are the first queryWidth columns only in the grouped layout.
+        precondition(queryTemperature == nil || layout.arrangement == .grouped)
         self.projection = projection
         self.layout = layout
         self.rotary = rotary
@@ -77,11 +81,13 @@ public struct SelfAttention: Sendable {
         self.logitSoftcap = logitSoftcap
         self.sinkLogits = sinkLogits
         self.alibi = alibi
+        self.queryTemperature = queryTemperature
     }
 
     /// Queries, keys and values of `x`, ready to attend: projected,
     /// normalised, clipped and rotated to the rows' `positions` (rotated,
-    /// then normalised, when `queryKeyNormAfterRotary`).
+    /// then normalised, when `queryKeyNormAfterRotary`), and the queries
+    /// scaled by `queryTemperature`.
     public func projectedQKV(_ x: Matrix, positions: [Int]) -> Matrix {
         var projected = projection(x, positions: positions)
         if !queryKeyNormAfterRotary { normaliseQueriesAndKeys(&projected) }
@@ -99,6 +105,11 @@ public struct SelfAttention: Sendable {
             }
         }
         if queryKeyNormAfterRotary { normaliseQueriesAndKeys(&projected) }
+        if let queryTemperature {
+            projected.data.withUnsafeMutableBufferPointer { buffer in
+                queryTemperature.apply(to: buffer.baseAddress!, rowStride: layout.width, columns: 0..<layout.queryWidth, positions: positions)
+            }
+        }
         return projected
     }
 

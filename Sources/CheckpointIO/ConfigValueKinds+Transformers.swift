@@ -755,6 +755,31 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "ministral3": (
+            "Ministral3Config",
+            [
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "sliding_window": "ni",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "mistral": (
             "MistralConfig",
             [
@@ -779,6 +804,21 @@ extension ConfigValueKinds {
                 "vocab_size": "i",
             ],
             [:
+            ]),
+        "mistral3": (
+            "Mistral3Config",
+            [
+                "image_token_index": "i",
+                "multimodal_projector_bias": "b",
+                "projector_hidden_act": "s",
+                "spatial_merge_size": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+                "vision_feature_layer": "i[i]",
+            ],
+            [
+                "image_token_id": "image_token_index",
             ]),
         "mixtral": (
             "MixtralConfig",
@@ -1239,6 +1279,12 @@ extension ConfigValueKinds {
             ]),
     ]
 
+    /// Per config class (by model_type) whose `text_config` is built by its own `model_type` (an
+    /// AutoConfig): the model_type it takes when it names none. It is checked against that type's tables.
+    static let textConfigModelTypes: [String: String] = [
+        "mistral3": "mistral",
+    ]
+
     /// Per config class (as above) whose model builds its token embedding with padding_idx =
     /// pad_token_id: the class's default pad_token_id and vocab_size.
     static let paddedEmbeddings: [String: (padTokenID: Int?, vocabSize: Int)] = [
@@ -1263,6 +1309,7 @@ extension ConfigValueKinds {
         "hunyuan_v1_dense": (0, 290943),
         "llama": (nil, 32000),
         "ministral": (nil, 32000),
+        "ministral3": (11, 131072),
         "mistral": (nil, 32000),
         "mixtral": (nil, 32000),
         "olmo": (1, 50304),
@@ -1309,6 +1356,7 @@ extension ConfigValueKinds {
         "hunyuan_v1_dense": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
         "llama": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "ministral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
+        "ministral3": ["intermediate_size": "14336", "max_position_embeddings": "262144", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],
         "mistral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
         "mixtral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_experts_per_tok": "2", "num_key_value_heads": "8", "num_local_experts": "8", "rms_norm_eps": "1e-05"],
         "olmo": ["intermediate_size": "11008", "max_position_embeddings": "2048"],

@@ -19,7 +19,10 @@ import Foundation
 public enum ConfigValueKinds {
     /// Checks the values of config.json (`document`) against the config
     /// class of `modelType`, and its `text_config` against the text config
-    /// class where the class has one.
+    /// class where the class has one: its own (`gemma3.text_config`), or,
+    /// where the text config's class follows its `model_type`
+    /// (`textConfigModelTypes`, Mistral3Config's AutoConfig), that
+    /// model_type's.
     /// - Throws: `DroptraceError` naming `path` and the first key whose value
     ///   is of a kind its class refuses.
     public static func check(_ document: JSONValue, modelType: String, path: String) throws {
@@ -28,11 +31,21 @@ public enum ConfigValueKinds {
             ?? rangeProblem(in: members, of: modelType) {
             throw DroptraceError(problem, path: path)
         }
-        let textKey = modelType + ".text_config"
-        if transformers[textKey] != nil, case .object(let text)? = document.member("text_config"),
-           let problem = problem(in: text, of: textKey, under: "text_config.") ?? paddingProblem(in: text, of: textKey, under: "text_config.") {
+        guard case .object(let text)? = document.member("text_config"), let textKey = textConfigClass(of: modelType, text: text)
+        else { return }
+        if let problem = problem(in: text, of: textKey, under: "text_config.") ?? paddingProblem(in: text, of: textKey, under: "text_config.") {
             throw DroptraceError(problem, path: path)
         }
+    }
+
+    /// The table key of the class transformers builds the `text_config`
+    /// (`text`) of a `modelType` config with, if droptrace has its table.
+    static func textConfigClass(of modelType: String, text: [(key: String, value: JSONValue)]) -> String? {
+        if transformers[modelType + ".text_config"] != nil { return modelType + ".text_config" }
+        guard let defaultType = textConfigModelTypes[modelType] else { return nil }
+        var textType = defaultType
+        if case .string(let written)? = text.last(where: { $0.key == "model_type" })?.value { textType = written }
+        return transformers[textType] != nil ? textType : nil
     }
 
     /// Values transformers refuses when it builds the config or the model,
@@ -342,6 +355,18 @@ public enum ConfigValueKinds {
         case 0: return "no value"
         case 1: return parts[0]
         default: return parts.dropLast().joined(separator: ", ") + " or " + parts.last!
+        }
+    }
+}
+
+extension ConfigValueKinds {
+    /// The defaults `decodable` adds for the keys a config of `modelType`
+    /// omits (`omittedDefaults`), for a family that reads that class's keys
+    /// from a section of config.json (a multimodal checkpoint's `text_config`).
+    public static func omittedDefaultValues(of modelType: String) -> [String: ConfigDefault] {
+        (omittedDefaults[modelType] ?? [:]).compactMapValues { text in
+            if let integer = Int(text) { return .integer(integer) }
+            return Double(text).map { .number($0) }
         }
     }
 }

@@ -201,7 +201,7 @@ import Testing
         Written("llama-f32", "pad_token_id", "-1"), Written("phi3-f32", "pad_token_id", "null"),
         Written("gemma3-f32", "text_config.pad_token_id", "511"), Written("gpt2-f32", "pad_token_id", "600"),
         Written("gpt_neox-f32", "pad_token_id", "-600"), Written("bloom-f32", "pad_token_id", "600"),
-        Written("falcon-f32", "pad_token_id", "600"),
+        Written("falcon-f32", "pad_token_id", "600"), Written("mistral3-f32", "text_config.pad_token_id", "511"),
     ]
 
     @Test(arguments: acceptedPadding)
@@ -215,7 +215,9 @@ import Testing
     @Test func everyPaddedFamilyHasItsEntry() {
         let unpadded = ["bloom", "falcon", "gpt2", "gpt_neox"]
         for modelType in ModelRegistry.supportedModelTypes where !unpadded.contains(modelType) {
-            let key = ConfigValueKinds.transformers[modelType + ".text_config"] == nil ? modelType : modelType + ".text_config"
+            // A text_config whose class follows its model_type (mistral3's) is checked as that type.
+            let key = ConfigValueKinds.transformers[modelType + ".text_config"] == nil
+                ? ConfigValueKinds.textConfigModelTypes[modelType] ?? modelType : modelType + ".text_config"
             #expect(ConfigValueKinds.paddedEmbeddings[key] != nil, "\(key)")
         }
         for key in ConfigValueKinds.paddedEmbeddings.keys {

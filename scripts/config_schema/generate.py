@@ -84,9 +84,23 @@ def table(cls):
     return out
 
 
+def auto_text_config(cls):
+    """The default model_type of the `text_config` of `cls` when its class follows that model_type
+    (an AutoConfig sub-config, Mistral3Config's), else None. Such a text_config is checked against the
+    tables of its own model_type (the class's default when it names none), not a table of its own."""
+    specs = getattr(cls, "sub_configs_defaults", {}) or {}
+    spec = specs.get("text_config")
+    if spec is None or issubclass(spec.config_class, transformers.PreTrainedConfig):
+        return None
+    return spec.model_type
+
+
 def padded_embedding(cls):
     """(key suffix, default pad_token_id, default vocab_size) when the model of `cls` builds its token
-    embedding with padding_idx = pad_token_id (of its decoder's text config), else None."""
+    embedding with padding_idx = pad_token_id (of its decoder's text config), else None (also for a
+    text_config checked as its own model_type: `auto_text_config`)."""
+    if auto_text_config(cls) is not None:
+        return None
     config = cls()
     text = config.get_text_config(decoder=True)
     defaults = (text.pad_token_id, text.vocab_size)
@@ -194,7 +208,7 @@ def main():
     for model_type in MODEL_TYPES:
         classes.append((model_type, CONFIG_MAPPING[model_type]))
         sub = getattr(CONFIG_MAPPING[model_type], "sub_configs", {}) or {}
-        if "text_config" in sub:
+        if "text_config" in sub and auto_text_config(CONFIG_MAPPING[model_type]) is None:
             classes.append((model_type + ".text_config", sub["text_config"]))
     for key, cls in classes:
         if key in seen:
@@ -212,6 +226,17 @@ def main():
         for alias in sorted(aliases):
             lines.append(f'                "{alias}": "{aliases[alias]}",')
         lines.append("            ]),")
+    lines += [
+        "    ]",
+        "",
+        "    /// Per config class (by model_type) whose `text_config` is built by its own `model_type` (an",
+        "    /// AutoConfig): the model_type it takes when it names none. It is checked against that type's tables.",
+        "    static let textConfigModelTypes: [String: String] = [",
+    ]
+    for model_type in MODEL_TYPES:
+        default = auto_text_config(CONFIG_MAPPING[model_type])
+        if default is not None:
+            lines.append(f'        "{model_type}": "{default}",')
     lines += [
         "    ]",
         "",

@@ -3,15 +3,16 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// config.json of the Llama family: `llama`, `mistral`, `ministral` and
-/// `qwen2`, which differ only in biases and sliding-window rules.
+/// config.json of the Llama family: `llama`, `mistral`, `ministral`,
+/// `ministral3` and `qwen2`, which differ only in biases and sliding-window
+/// rules (and Ministral 3's query temperature, `Ministral3Rope`).
 struct LlamaConfiguration: Decodable {
     var modelType: String
     var rmsNormEps: Double
     var hiddenAct: String?
     var attentionBias: Bool?
     var mlpBias: Bool?
-    /// As written: absent is the config classes' default 4096, `null` is none.
+    /// As written: absent is the config classes' default 4096 (Ministral3Config's: none), `null` is none.
     var slidingWindow: Int?
     var useSlidingWindow: Bool?
     var maxWindowLayers: Int?
@@ -36,7 +37,8 @@ struct LlamaConfiguration: Decodable {
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct)
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias)
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias)
-        slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : 4096
+        slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
+            : modelType == "ministral3" ? nil : 4096
         useSlidingWindow = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)
         maxWindowLayers = try c.decodeIfPresent(Int.self, forKey: .maxWindowLayers)
         layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
@@ -49,6 +51,8 @@ struct LlamaConfiguration: Decodable {
     ///   `layer_types` is given: AutoModel then loads the checkpoint as
     ///   ministral (interleaved attention, Ministral-8B);
     /// - ministral: `layer_types`, else every layer slides when a window is set;
+    /// - ministral3: the window on every layer (Ministral3Model's one mask;
+    ///   it ignores `layer_types`);
     /// - qwen2: a window only when `use_sliding_window` (Qwen2Config sets it
     ///   to None otherwise); `layer_types`, else the layers from
     ///   `max_window_layers` (default 28) on slide.
@@ -58,6 +62,8 @@ struct LlamaConfiguration: Decodable {
         case "mistral", "ministral":
             let types = layerTypes ?? Array(repeating: slidingWindow == nil ? full : sliding, count: layers)
             return (types, slidingWindow, "sliding_window")
+        case "ministral3":
+            return (Array(repeating: slidingWindow == nil ? full : sliding, count: layers), slidingWindow, "sliding_window")
         case "qwen2":
             let window = useSlidingWindow == true ? slidingWindow : nil
             let types = layerTypes ?? AttentionLayerType.qwenDefault(layers: layers, window: window, maxWindowLayers: maxWindowLayers)
@@ -68,14 +74,23 @@ struct LlamaConfiguration: Decodable {
     }
 }
 
-/// Llama, Mistral, Ministral and Qwen2: pre-RMSNorm blocks, rotary
-/// attention with grouped-query heads, SwiGLU MLP.
+/// Llama, Mistral, Ministral, Ministral 3 and Qwen2: pre-RMSNorm blocks,
+/// rotary attention with grouped-query heads, SwiGLU MLP; also the
+/// language model of `mistral3` checkpoints (`LlamaPlacement`).
+///
+/// Ministral 3 (transformers' models/ministral3/) is Mistral's block with
+/// `Ministral3Config`'s defaults (head_dim 128, untied, no window, YaRN
+/// rope parameters) and queries scaled by position after rotary
+/// (`Ministral3Rope`, `QueryTemperature`).
 struct LlamaModel: DecoderFamily {
-    /// Llama's model runs every layer in full (`attentionLayout`).
-    static func readsLayerTypes(_ modelType: String) -> Bool { modelType != "llama" }
+    /// Llama's model runs every layer in full, Ministral 3's and the text
+    /// models of `mistral3` ignore the list (`attentionLayout`).
+    static func readsLayerTypes(_ modelType: String) -> Bool { !["llama", "ministral3", "mistral3"].contains(modelType) }
     let parts: DecoderParts
     let config: LlamaConfiguration
     let rotary: RotaryEmbedding
+    /// Ministral 3's queries scaled by position (nil for the others).
+    let queryTemperature: QueryTemperature?
     /// Each layer's attention window, nil for full attention.
     let windows: [Int?]
     /// Each layer's attention type where it depends on the layer's index (Qwen2).
@@ -89,9 +104,25 @@ struct LlamaModel: DecoderFamily {
     /// when config.json names none, and ties its head as `tiedByDefault`
     /// says when config.json does not (SmolLM3).
     init(_ checkpoint: Checkpoint, defaultTheta: Double, tiedByDefault: Bool = false) throws {
-        parts = try DecoderParts(checkpoint, tiedByDefault: tiedByDefault, naming: Self.naming)
-        config = try parts.config(LlamaConfiguration.self)
-        rotary = try parts.rotary(defaultTheta: defaultTheta)
+        let placement = try LlamaPlacement(checkpoint)
+        parts = try DecoderParts(
+            checkpoint, section: placement.section, tiedByDefault: tiedByDefault, tiedEmbeddings: placement.tiedEmbeddings,
+            headName: placement.headName, naming: Self.naming, prefixes: placement.prefixes)
+        var config = try parts.config(LlamaConfiguration.self)
+        // AutoConfig reads a mistral config with layer_types as ministral at
+        // the top level only: Mistral3Config builds its text_config as
+        // MistralConfig, whose model ignores the list.
+        if checkpoint.modelType == "mistral3" { config.layerTypes = nil }
+        self.config = config
+        if config.modelType == "ministral3" {
+            try parts.confirmAttentionProjections()
+            let (settings, temperature) = try Ministral3Rope.read(parts)
+            rotary = try parts.rotary(defaultTheta: defaultTheta, settings: settings)
+            queryTemperature = temperature
+        } else {
+            rotary = try parts.rotary(defaultTheta: defaultTheta)
+            queryTemperature = nil
+        }
         let layout = config.attentionLayout(layers: parts.dimensions.numHiddenLayers)
         // A mistral config with layer_types loads as ministral (`attentionLayout`).
         if config.modelType == "ministral" || (config.modelType == "mistral" && config.layerTypes != nil) {
@@ -136,7 +167,7 @@ struct LlamaModel: DecoderFamily {
         let outputBias = readsBiasFlags && config.attentionBias == true
         func attention() throws -> SelfAttention { try parts.attention(
             p + "self_attn.", bias: qkvBias, outputBias: outputBias, rotary: rotary,
-            slidingWindow: slidingWindow) }
+            slidingWindow: slidingWindow, queryTemperature: queryTemperature) }
         func feedForward() throws -> FeedForward {
             try weights.gatedMLP(
                 p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize,

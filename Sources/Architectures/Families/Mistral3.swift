@@ -1,0 +1,67 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// Where a Llama-family checkpoint keeps its language model: config.json's
+/// top level and `model.` weights, or, for `mistral3`
+/// (`Mistral3ForConditionalGeneration`, transformers'
+/// models/mistral3/modeling_mistral3.py: Mistral-Small-3.1/3.2 and the
+/// Ministral 3 releases), the `text_config` whose `model_type` picks the
+/// language model (`mistral`, the class's default, or `ministral3`),
+/// weights under `model.language_model.` (as transformers 5 names its
+/// modules) or `language_model.model.` (as 4.x saved them), the head
+/// `lm_head` or `language_model.lm_head`, tied by the top-level
+/// `tie_word_embeddings` (Mistral3Config's, default true: the text
+/// config's own is not read). The vision tower and projector are ignored;
+/// scoring runs on text.
+struct LlamaPlacement {
+    var section = ConfigSection.topLevel
+    var headName = "lm_head"
+    var prefixes = ["model.", ""]
+    /// The head's tying when the top level decides it over the section.
+    var tiedEmbeddings: Bool?
+
+    /// The text models `Mistral3ForConditionalGeneration` is read with here.
+    static let mistral3TextTypes = ["mistral", "ministral3"]
+
+    init(_ checkpoint: Checkpoint) throws {
+        switch checkpoint.modelType {
+        case "mistral3":
+            let text = try checkpoint.decodeConfig(Mistral3TextConfig.self)
+            let textType = text.textConfig?.modelType ?? "mistral"
+            guard Self.mistral3TextTypes.contains(textType) else {
+                throw DroptraceError(
+                    "\"text_config.model_type\" is \"\(textType.forErrorMessage)\": droptrace reads Mistral3ForConditionalGeneration "
+                        + "with a \(Self.mistral3TextTypes.joined(separator: " or ")) language model", path: checkpoint.configURL.path)
+            }
+            var defaults = ConfigValueKinds.omittedDefaultValues(of: textType).merging(
+                Ministral3Rope.classDefaults(textType), uniquingKeysWith: { $1 })
+            defaults["model_type"] = .string(textType)
+            section = ConfigSection("text_config", defaults: defaults)
+            headName = "language_model.lm_head"
+            prefixes = ["model.language_model.", "language_model.model."]
+            tiedEmbeddings = text.tieWordEmbeddings ?? true
+        case "ministral3":
+            section = ConfigSection(defaults: Ministral3Rope.classDefaults("ministral3"))
+        default:
+            break
+        }
+    }
+}
+
+/// The top-level keys of a `mistral3` config.json the placement reads.
+private struct Mistral3TextConfig: Decodable {
+    struct Text: Decodable {
+        var modelType: String?
+        enum CodingKeys: String, CodingKey { case modelType = "model_type" }
+    }
+
+    var textConfig: Text?
+    var tieWordEmbeddings: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case textConfig = "text_config"
+        case tieWordEmbeddings = "tie_word_embeddings"
+    }
+}
