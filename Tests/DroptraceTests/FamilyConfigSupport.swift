@@ -6,6 +6,19 @@ import Foundation
 import Scoring
 import Testing
 
+/// Which of block 0's q/k/v, o_proj and MLP down_proj have bias vectors,
+/// for families with a fused q/k/v attention and a gated MLP.
+func blockZeroBiases(_ fixture: EditedFixture) throws -> (qkv: Bool, output: Bool, mlp: Bool) {
+    let block = try fixture.load().block(0)
+    guard case .fused(let qkv)? = block.attention?.attention.projection, let output = block.attention?.attention.output,
+          case .gated(_, let down, _)? = block.mlp?.feedForward
+    else {
+        Issue.record("not a fused q/k/v attention with a gated MLP")
+        return (false, false, false)
+    }
+    return (qkv.bias != nil, output.bias != nil, down.bias != nil)
+}
+
 /// A fixture model whose config.json a test changes, loaded through the registry.
 struct EditedFixture {
     let scratch: ScratchDirectory

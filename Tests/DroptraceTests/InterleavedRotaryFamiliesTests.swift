@@ -9,25 +9,13 @@ import Testing
 /// classes read; the scores themselves are checked against transformers
 /// with every other family (`ScoringReferenceTests`).
 @Suite struct InterleavedRotaryFamiliesTests {
-    /// The bias vectors of block 0: q/k/v, o_proj, and the MLP's down_proj.
-    func biases(_ fixture: EditedFixture) throws -> (qkv: Bool, output: Bool, mlp: Bool) {
-        let block = try fixture.load().block(0)
-        guard case .fused(let qkv)? = block.attention?.attention.projection, let output = block.attention?.attention.output,
-              case .gated(_, let down, _)? = block.mlp?.feedForward
-        else {
-            Issue.record("not a fused q/k/v attention with a gated MLP")
-            return (false, false, false)
-        }
-        return (qkv.bias != nil, output.bias != nil, down.bias != nil)
-    }
-
     /// ERNIE's `use_bias` covers every projection (null: none); Helium's
     /// `attention_bias` q/k/v only, `mlp_bias` the MLP.
     @Test func biasesFollowEachClassesKeys() throws {
-        #expect(try biases(EditedFixture("ernie4_5-f32")) == (true, true, true))
-        #expect(try biases(EditedFixture("ernie4_5-f32") { $0["use_bias"] = NSNull() }) == (false, false, false))
-        #expect(try biases(EditedFixture("helium-f32")) == (true, false, true))
-        #expect(try biases(EditedFixture("helium-f32") { $0["attention_bias"] = nil; $0["mlp_bias"] = nil }) == (false, false, false))
+        #expect(try blockZeroBiases(EditedFixture("ernie4_5-f32")) == (true, true, true))
+        #expect(try blockZeroBiases(EditedFixture("ernie4_5-f32") { $0["use_bias"] = NSNull() }) == (false, false, false))
+        #expect(try blockZeroBiases(EditedFixture("helium-f32")) == (true, false, true))
+        #expect(try blockZeroBiases(EditedFixture("helium-f32") { $0["attention_bias"] = nil; $0["mlp_bias"] = nil }) == (false, false, false))
     }
 
     /// Without `tie_word_embeddings` ERNIE ties its head (the fixture stores

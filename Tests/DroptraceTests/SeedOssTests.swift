@@ -24,30 +24,18 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    /// The bias vectors of block 0: q/k/v, o_proj, and the MLP's down_proj.
-    func biases(_ fixture: EditedFixture) throws -> (qkv: Bool, output: Bool, mlp: Bool) {
-        let block = try fixture.load().block(0)
-        guard case .fused(let qkv)? = block.attention?.attention.projection, let output = block.attention?.attention.output,
-              case .gated(_, let down, _)? = block.mlp?.feedForward
-        else {
-            Issue.record("not a fused q/k/v attention with a gated MLP")
-            return (false, false, false)
-        }
-        return (qkv.bias != nil, output.bias != nil, down.bias != nil)
-    }
-
     /// Without the switches q/k/v have biases (`attention_bias` true),
     /// o_proj and the MLP none (`attention_out_bias`, `mlp_bias` false); an
     /// o_proj bias is read when `attention_out_bias` asks for one.
     @Test func biasesFollowSeedOssConfigsSwitches() throws {
-        #expect(try biases(EditedFixture("seed_oss-f32")) == (true, false, true))
+        #expect(try blockZeroBiases(EditedFixture("seed_oss-f32")) == (true, false, true))
         let defaults = try EditedFixture("seed_oss-f32") {
             $0["attention_bias"] = nil
             $0["attention_out_bias"] = nil
             $0["mlp_bias"] = nil
         }
-        #expect(try biases(defaults) == (true, false, false))
-        #expect(try biases(EditedFixture("seed_oss-f32") { $0["attention_bias"] = false }) == (false, false, true))
+        #expect(try blockZeroBiases(defaults) == (true, false, false))
+        #expect(try blockZeroBiases(EditedFixture("seed_oss-f32") { $0["attention_bias"] = false }) == (false, false, true))
         let error = #expect(throws: DroptraceError.self) {
             try EditedFixture("seed_oss-f32") { $0["attention_out_bias"] = true }.load().block(0)
         }
