@@ -38,6 +38,13 @@ public struct ALiBi: Sendable, Equatable {
         for j in visible { row[j] += bias(head: head, position: firstPosition + j) }
     }
 
+    /// [heads × positions]: row h holds bias(h, 0..<positions). The bias
+    /// depends on the key alone, so a batch computes it once for all its
+    /// query rows (Falcon's rounds three times per entry).
+    public func table(positions: Int) -> [Float] {
+        (0..<slopes.count).flatMap { head in (0..<positions).map { bias(head: head, position: $0) } }
+    }
+
     /// The slopes of `heads` heads as transformers' `_get_alibi_slopes`
     /// computes them (BLOOM, Falcon): for the largest power of two n ≤ heads,
     /// base¹ … baseⁿ with base = 2^(−8/n); the remaining heads take every

@@ -85,6 +85,8 @@ public func causalAttention(
     let outWidth = layout.queryWidth
     let group = layout.numHeads / layout.numKVHeads
     let longest = sequences.map(\.count).max() ?? 0
+    // Each head's biases by key position, shared by every query row.
+    let alibiTable = alibi?.table(positions: longest)
     let blockRows = 64
     // (sequence, first row of the block, key/value head); the costlier later
     // blocks are spread over the workers by the round-robin deal.
@@ -136,7 +138,10 @@ public func causalAttention(
                             let query = first + r
                             let visibleStart = (slidingWindow.map { max(0, query - $0 + 1) } ?? 0) - keyStart
                             let row = s + (g * rows + r) * keyCount, visible = visibleStart..<(query - keyStart + 1)
-                            alibi?.add(to: row, visible: visible, head: head, firstPosition: keyStart)
+                            if let alibiTable {
+                                let biases = head * longest + keyStart
+                                for j in visible { row[j] += alibiTable[biases + j] }
+                            }
                             maskedSoftmax(
                                 row, count: keyCount, visible: visible, softcap: logitSoftcap, sinkLogit: sinkLogits?[head])
                         }
