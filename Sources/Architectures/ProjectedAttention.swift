@@ -44,11 +44,19 @@ extension DecoderParts {
     /// query-key products are the same sums in another order.
     static func interleavingPairs(_ qkv: Linear, layout: QKVLayout, rotaryDim: Int) -> Linear {
         let heads = (0..<layout.numHeads).map(layout.queryOffset(head:)) + (0..<layout.numKVHeads).map(layout.keyOffset(kvHead:))
-        func gathered(_ values: [Float], rowWidth: Int) -> [Float] {
-            LatentQKVProjection.deinterleavingRope(values, rowWidth: rowWidth, ropeStarts: heads, ropeDim: rotaryDim)
+        return qkv.rearrangingRows {
+            LatentQKVProjection.deinterleavingRope($0, rowWidth: $1, ropeStarts: heads, ropeDim: rotaryDim)
         }
-        return Linear(
-            weight: gathered(qkv.weight, rowWidth: qkv.inFeatures), bias: qkv.bias.map { gathered($0, rowWidth: 1) },
-            inFeatures: qkv.inFeatures, outFeatures: qkv.outFeatures)
+    }
+}
+
+extension Linear {
+    /// The same [out, in] layer with its output rows moved as `rearrange`
+    /// moves the rows of a row-major array of the given row width: the
+    /// weights (rows `inFeatures` wide) and the bias (rows 1 wide) alike.
+    func rearrangingRows(_ rearrange: (_ values: [Float], _ rowWidth: Int) -> [Float]) -> Linear {
+        Linear(
+            weight: rearrange(weight, inFeatures), bias: bias.map { rearrange($0, 1) },
+            inFeatures: inFeatures, outFeatures: outFeatures)
     }
 }

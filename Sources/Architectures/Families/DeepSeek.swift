@@ -285,11 +285,9 @@ struct DeepSeekModel: DecoderFamily {
         // Interleaved rope pairs are de-interleaved in the weights (see LatentQKVProjection).
         func deinterleaved(_ linear: Linear, ropeStarts: [Int]) -> Linear {
             guard c.ropeInterleave else { return linear }
-            return Linear(
-                weight: LatentQKVProjection.deinterleavingRope(
-                    linear.weight, rowWidth: linear.inFeatures, ropeStarts: ropeStarts, ropeDim: rope),
-                bias: linear.bias.map { LatentQKVProjection.deinterleavingRope($0, rowWidth: 1, ropeStarts: ropeStarts, ropeDim: rope) },
-                inFeatures: linear.inFeatures, outFeatures: linear.outFeatures)
+            return linear.rearrangingRows {
+                LatentQKVProjection.deinterleavingRope($0, rowWidth: $1, ropeStarts: ropeStarts, ropeDim: rope)
+            }
         }
         let queryRopeStarts = (0..<heads).map { $0 * qk + c.qkNopeHeadDim }
         let query: LatentQKVProjection.QueryPath

@@ -242,12 +242,9 @@ struct FalconModel: RegisteredModel {
         let queries = (0..<layout.numKVHeads).flatMap { g in (0..<group).map { g * (group + 2) + $0 } }
         let keys = (0..<layout.numKVHeads).map { $0 * (group + 2) + group }
         let order = queries + keys + keys.map { $0 + 1 }
-        func reordered(_ values: [Float], rowWidth: Int) -> [Float] {
+        return qkv.rearrangingRows { values, rowWidth in
             let block = headDim * rowWidth
             return order.flatMap { values[($0 * block)..<(($0 + 1) * block)] }
         }
-        return Linear(
-            weight: reordered(qkv.weight, rowWidth: qkv.inFeatures), bias: qkv.bias.map { reordered($0, rowWidth: 1) },
-            inFeatures: qkv.inFeatures, outFeatures: qkv.outFeatures)
     }
 }
