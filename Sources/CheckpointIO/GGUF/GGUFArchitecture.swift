@@ -12,8 +12,11 @@ struct GGUFArchitecture: Sendable {
     enum Layout: Sendable, Equatable {
         /// Q or K rows permuted per head from rotate-half to interleaved pairs (`llama`).
         case rotaryInterleaved(HeadGroup)
-        /// GPT-NeoX's fused QKV as all q, all k, all v rows instead of per head.
+        /// GPT-NeoX's and BLOOM's fused QKV as all q, all k, all v rows instead of per head.
         case groupedQKV
+        /// Falcon's fused QKV as all q, all k, all v rows instead of per key/value
+        /// group (the group's query heads, then its key and its value head).
+        case kvGroupedQKV
         /// GPT-2's Conv1D weights ([in, out]) stored as [out, in].
         case transposedConv1D
         /// Gemma's (1 + w) RMSNorm weights stored as 1 + w.
@@ -199,6 +202,11 @@ struct GGUFArchitecture: Sendable {
     var layerValues: [(module: String, key: String, shape: [Int])] = []
     /// The config.json equivalent.
     let config: @Sendable (Input) throws -> [String: Any]
+    /// For an architecture whose files name the same tensor for different
+    /// Hugging Face modules (Falcon's `attn_norm`: `ln_attn` beside an
+    /// `attn_norm_2`, `input_layernorm` alone): the table for a file, by its
+    /// tensors' names.
+    var variant: (@Sendable (_ tensorDimensions: [String: [Int]]) -> GGUFArchitecture)? = nil
 
     enum Experts: Sendable {
         /// Dense models only.

@@ -114,3 +114,75 @@ extension GGUFArchitecture {
         return config
     }
 }
+
+extension GGUFArchitecture {
+    /// BLOOM: ALiBi instead of rotary (llama.cpp's maximum bias 8 gives
+    /// BLOOM's slopes), a LayerNorm after the embedding (`token_embd_norm`),
+    /// biases everywhere, the fused QKV regrouped from per-head to all q, all
+    /// k, all v. The converter writes a tied head out as a copy of the
+    /// embedding (`output.weight`), so the config says untied.
+    static let bloom = GGUFArchitecture(
+        name: "bloom", prefix: "transformer.", layerList: "h",
+        topLevel: ["token_embd.weight": "word_embeddings.weight", "token_embd_norm.weight": "word_embeddings_layernorm.weight",
+                   "token_embd_norm.bias": "word_embeddings_layernorm.bias", "output_norm.weight": "ln_f.weight",
+                   "output_norm.bias": "ln_f.bias", "output.weight": "lm_head.weight"],
+        blocks: ["attn_norm": .module("input_layernorm", nil), "attn_qkv": .module("self_attention.query_key_value", .groupedQKV),
+                 "attn_output": .module("self_attention.dense", nil), "ffn_norm": .module("post_attention_layernorm", nil),
+                 "ffn_up": .module("mlp.dense_h_to_4h", nil), "ffn_down": .module("mlp.dense_4h_to_h", nil)],
+        attentionRows: .fusedPerHead("attn_qkv.weight")
+    ) { input in
+        let sizes = input.sizes
+        // BloomMLP is 4 × hidden wide, whatever the file says.
+        guard sizes.feedForward == 4 * sizes.hidden else {
+            throw InvalidConfigValue(
+                key: input.key("feed_forward_length"), problem: "must be 4 × embedding_length \(sizes.hidden) (BLOOM's MLP), got \(sizes.feedForward)"
+            ).error(path: input.path)
+        }
+        return [
+            "model_type": "bloom", "hidden_size": sizes.hidden, "n_layer": sizes.layers, "n_head": sizes.heads,
+            "vocab_size": sizes.vocabulary, "layer_norm_epsilon": try input.layerNormEpsilon(),
+            "apply_residual_connection_post_layernorm": false, "slow_but_exact": false, "tie_word_embeddings": sizes.tied,
+        ]
+    }
+
+    /// Falcon: one LayerNorm (7B, Falcon 2) or two (`attn_norm`, `attn_norm_2`:
+    /// 40B and 180B's `new_decoder_architecture`) feeding attention and the
+    /// GELU MLP in parallel, rotary on whole heads. The converter regroups the
+    /// fused QKV of every Falcon from per key/value group to all q, all k, all
+    /// v ("jploski" layout) and writes a context of 2048. A single key/value
+    /// head without a second norm is Falcon-7B's multi-query attention; more
+    /// are the new architecture's groups. llama.cpp has no ALiBi Falcon (RW).
+    static let falcon = falconTable(norms: ["attn_norm": .module("input_layernorm", nil)])
+    private static let falconTwoNorms = falconTable(
+        norms: ["attn_norm": .module("ln_attn", nil), "attn_norm_2": .module("ln_mlp", nil)])
+
+    private static func falconTable(norms: [String: Place]) -> GGUFArchitecture {
+        GGUFArchitecture(
+            name: "falcon", prefix: "transformer.", layerList: "h",
+            topLevel: ["token_embd.weight": "word_embeddings.weight", "output_norm.weight": "ln_f.weight",
+                       "output_norm.bias": "ln_f.bias", "output.weight": "lm_head.weight"],
+            blocks: norms.merging([
+                "attn_qkv": .module("self_attention.query_key_value", .kvGroupedQKV), "attn_output": .module("self_attention.dense", nil),
+                "ffn_up": .module("mlp.dense_h_to_4h", nil), "ffn_down": .module("mlp.dense_4h_to_h", nil),
+            ]) { $1 },
+            attentionRows: .projections([("attn_qkv.weight", .queryKeyValue)]),
+            config: { input in
+                try GGUFConfiguration.requireWholeHeadRotary(input)
+                let sizes = input.sizes, twoNorms = try input.everyBlock(has: "attn_norm_2.weight")
+                let multiQuery = sizes.kvHeads == 1 && !twoNorms
+                return [
+                    "model_type": "falcon", "hidden_size": sizes.hidden, "num_hidden_layers": sizes.layers,
+                    // Multi-query attention reads no num_kv_heads; FalconConfig then sets it to the heads.
+                    "num_attention_heads": sizes.heads, "num_kv_heads": multiQuery ? sizes.heads : sizes.kvHeads,
+                    "ffn_hidden_size": sizes.feedForward,
+                    "vocab_size": sizes.vocabulary, "max_position_embeddings": sizes.context,
+                    "layer_norm_epsilon": try input.layerNormEpsilon(), "activation": "gelu",
+                    "bias": try input.everyBlock(has: "attn_qkv.bias"), "alibi": false, "parallel_attn": true,
+                    "multi_query": true, "new_decoder_architecture": !multiQuery,
+                    "num_ln_in_parallel_attn": multiQuery ? NSNull() : twoNorms ? 2 : 1,
+                    "tie_word_embeddings": sizes.tied, "rope_parameters": try GGUFConfiguration.rope(input),
+                ]
+            },
+            variant: { $0["blk.0.attn_norm_2.weight"] != nil ? falconTwoNorms : falcon })
+    }
+}

@@ -6,7 +6,7 @@ import Foundation
 extension GGUFArchitecture {
     static let all: [GGUFArchitecture] = [
         llama, qwen2, gptneox, gpt2, qwen3, qwen3moe, gemma3, phi3, olmo2, olmoe, deepseek2, gptOss,
-        gemma, gemma2, qwen2moe, granite, smollm3, apertus, starcoder2, phi2, stablelm, commandR, olmo,
+        gemma, gemma2, qwen2moe, granite, smollm3, apertus, starcoder2, phi2, stablelm, commandR, olmo, bloom, falcon,
     ]
 
     static func named(_ name: String) -> GGUFArchitecture? { all.first { $0.name == name } }

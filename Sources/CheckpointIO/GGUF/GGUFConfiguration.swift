@@ -37,11 +37,12 @@ struct GGUFConfiguration {
                 path: path)
         }
         let name = try metadata.string("general.architecture")
-        guard let architecture = GGUFArchitecture.named(name) else {
+        guard let named = GGUFArchitecture.named(name) else {
             throw DroptraceError(
                 "GGUF architecture '\(name)' is not supported (supported: \(GGUFArchitecture.all.map(\.name).joined(separator: ", ")))",
                 path: path)
         }
+        let architecture = named.variant?(tensorDimensions) ?? named
         self.architecture = architecture
         let a = name + "."
         let experts = try metadata.optionalUInt32(a + "expert_count") ?? 0

@@ -10,6 +10,8 @@ import DroptraceSupport
 ///   stored at h·d + 2i + s);
 /// - `.groupedQKV`: the fused QKV rows, per head [q_h, k_h, v_h] in Hugging
 ///   Face, are stored as all q, then all k, then all v;
+/// - `.kvGroupedQKV`: Falcon's fused QKV rows, per key/value group [q of the
+///   group, k, v] in Hugging Face, are stored as all q, then all k, then all v;
 /// - `.transposedConv1D`: Conv1D weights ([in, out]) are stored transposed.
 /// Norms stored as 1 + w, per-expert slices of expert stacks and the tensors
 /// made of several GGUF tensors are built by `GGUFCheckpoint`.
@@ -123,7 +125,9 @@ struct GGUFTensorNames {
         switch layout {
         case .rotaryInterleaved(.query)?: Self.unpermuteRotaryRows(rows: rows, heads: heads).map { .rowsPermuted($0) }
         case .rotaryInterleaved(.keyValue)?: Self.unpermuteRotaryRows(rows: rows, heads: kvHeads).map { .rowsPermuted($0) }
-        case .groupedQKV?: rows == 3 * heads * headDim ? .rowsPermuted(Self.interleaveQKVRows(heads: heads, headDim: headDim)) : nil
+        case .groupedQKV?: rows == 3 * heads * headDim ? .rowsPermuted(Self.regroupQKVRows(heads: heads, groups: heads, headDim: headDim)) : nil
+        case .kvGroupedQKV?:
+            rows == (heads + 2 * kvHeads) * headDim ? .rowsPermuted(Self.regroupQKVRows(heads: heads, groups: kvHeads, headDim: headDim)) : nil
         case .transposedConv1D?: .transposed
         case .normPlusOne?, .matrix?, nil: .asShaped
         }
@@ -142,14 +146,21 @@ struct GGUFTensorNames {
         }
     }
 
-    /// Where Hugging Face's row r of GPT-NeoX's fused QKV (per head: q, k, v)
-    /// sits in llama.cpp's layout (all q rows, all k rows, all v rows).
-    static func interleaveQKVRows(heads: Int, headDim: Int) -> [Int] {
-        let width = heads * headDim
-        return (0..<(3 * width)).map { r in
-            let (head, within) = r.quotientAndRemainder(dividingBy: 3 * headDim)
-            let (part, i) = within.quotientAndRemainder(dividingBy: headDim)
-            return part * width + head * headDim + i
+    /// Where Hugging Face's row r of a fused QKV sits in llama.cpp's layout
+    /// (all q rows, all k rows, all v rows). Hugging Face keeps `groups`
+    /// key/value groups, each its share of the query heads, then its key and
+    /// its value head: per head [q, k, v] for GPT-NeoX and BLOOM (as many
+    /// groups as heads), per key/value head for Falcon.
+    static func regroupQKVRows(heads: Int, groups: Int, headDim: Int) -> [Int] {
+        let queriesPerGroup = heads / groups, groupRows = (queriesPerGroup + 2) * headDim
+        return (0..<(groups * groupRows)).map { r in
+            let (group, within) = r.quotientAndRemainder(dividingBy: groupRows)
+            let (slot, i) = within.quotientAndRemainder(dividingBy: headDim)
+            return switch slot - queriesPerGroup {
+            case ..<0: (group * queriesPerGroup + slot) * headDim + i
+            case 0: (heads + group) * headDim + i
+            default: (heads + groups + group) * headDim + i
+            }
         }
     }
 }
