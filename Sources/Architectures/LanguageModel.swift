@@ -53,6 +53,10 @@ public struct LayerNaming: Sendable, Equatable {
     /// (DeepSeek's `first_k_dense_replace`, 3 in V3 when config.json omits
     /// it): an export renumbers them even where config.json left them out.
     public var layerThresholds: [String: Int] = [:]
+    /// Lists of layer indices the family resolved from a rule (Llama 4's
+    /// `moe_layers` from `interleave_moe_layer_step`): an export writes them,
+    /// renumbered, where config.json leaves them out.
+    public var layerIndexLists: [String: [Int]] = [:]
     /// Where attention divides its scores by the layer's index + 1 (GPT-2's
     /// `scale_attn_by_inverse_layer_idx`), the fused projection whose first
     /// `queryWidth` outputs are the query: an export that moves a layer

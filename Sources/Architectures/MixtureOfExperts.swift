@@ -34,7 +34,14 @@ public struct MixtureOfExperts: Sendable {
         /// Experts chosen within the best groups, weighted by their
         /// unbiased scores (DeepSeek-V2/V3; see `GroupLimitedTopK`).
         case groupLimited(GroupLimitedTopK)
+        /// The k largest logits, each weighted by its own sigmoid, not
+        /// normalised (Llama 4's `Llama4Router`).
+        case sigmoidOfTopK
     }
+    /// The routing weight multiplies each expert's input rather than its
+    /// output (Llama 4's experts take x · weight); with a nonlinear expert
+    /// the two differ.
+    public let weightsScaleInput: Bool
     /// Experts every token goes through, added after the routed ones
     /// (DeepSeek's `shared_experts`, stored as one wider MLP).
     public let sharedExperts: [FeedForward]
@@ -45,7 +52,7 @@ public struct MixtureOfExperts: Sendable {
 
     public init(
         router: Linear, experts: [FeedForward], expertsPerToken: Int, rule: RoutingRule = .softmaxTopK(renormalize: true),
-        sharedExperts: [FeedForward] = [], sharedExpertGate: Linear? = nil
+        sharedExperts: [FeedForward] = [], sharedExpertGate: Linear? = nil, weightsScaleInput: Bool = false
     ) {
         precondition(router.outFeatures == experts.count && (1...experts.count).contains(expertsPerToken))
         precondition(sharedExpertGate == nil || (sharedExpertGate!.outFeatures == 1 && !sharedExperts.isEmpty))
@@ -55,6 +62,7 @@ public struct MixtureOfExperts: Sendable {
         self.rule = rule
         self.sharedExperts = sharedExperts
         self.sharedExpertGate = sharedExpertGate
+        self.weightsScaleInput = weightsScaleInput
     }
 
     /// Each token's chosen experts, best first, and their weights.
@@ -71,7 +79,27 @@ public struct MixtureOfExperts: Sendable {
         case .softmaxTopK(let renormalize): softmaxTopK(x, renormalize: renormalize)
         case .topKThenSoftmax: softmaxOverTopLogits(router(x))
         case .groupLimited(let rule): rule.route(router(x), expertsPerToken: expertsPerToken)
+        case .sigmoidOfTopK: sigmoidOfTopLogits(router(x))
         }
+    }
+
+    /// Each row's k largest logits (highest first; equal ones keep the lower
+    /// index, as torch.topk on CPU), each weighted σ(logit) = 1 / (1 + e^(−logit)).
+    func sigmoidOfTopLogits(_ logits: Matrix) -> Routing {
+        let count = experts.count, k = expertsPerToken
+        var chosen = [Int](repeating: 0, count: logits.rows * k)
+        var weights = [Float](repeating: 0, count: logits.rows * k)
+        logits.data.withUnsafeBufferPointer { scores in
+            for r in 0..<logits.rows {
+                let row = scores.baseAddress! + r * count
+                let top = (0..<count).sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(k)
+                for (slot, e) in top.enumerated() {
+                    chosen[r * k + slot] = e
+                    weights[r * k + slot] = 1 / (1 + exp(-row[e]))
+                }
+            }
+        }
+        return Routing(experts: chosen, weights: weights, expertsPerToken: k)
     }
 
     /// Softmax over the router logits, the k most probable experts, and their
@@ -144,7 +172,13 @@ public struct MixtureOfExperts: Sendable {
             let gathered = Matrix(uninitialized: rows.count, width) { out in
                 x.data.withUnsafeBufferPointer { source in
                     for (i, r) in rows.enumerated() {
-                        (out + i * width).update(from: source.baseAddress! + r * width, count: width)
+                        let to = out + i * width, from = source.baseAddress! + r * width
+                        if weightsScaleInput {
+                            let weight = rowWeights[i]
+                            for j in 0..<width { to[j] = from[j] * weight }
+                        } else {
+                            to.update(from: from, count: width)
+                        }
                     }
                 }
             }
@@ -152,9 +186,13 @@ public struct MixtureOfExperts: Sendable {
             output.data.withUnsafeMutableBufferPointer { target in
                 expertOutput.data.withUnsafeBufferPointer { source in
                     for (i, r) in rows.enumerated() {
-                        let weight = rowWeights[i]
                         let from = source.baseAddress! + i * width, to = target.baseAddress! + r * width
-                        for j in 0..<width { to[j] += from[j] * weight }
+                        if weightsScaleInput {
+                            for j in 0..<width { to[j] += from[j] }
+                        } else {
+                            let weight = rowWeights[i]
+                            for j in 0..<width { to[j] += from[j] * weight }
+                        }
                     }
                 }
             }

@@ -48,6 +48,8 @@ public enum ModelRegistry {
         "helium": InterleavedLlamaModel.self,
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
         "llama": LlamaModel.self,
+        "llama4": Llama4Model.self,
+        "llama4_text": Llama4Model.self,
         "ministral": LlamaModel.self,
         "ministral3": LlamaModel.self,
         "mistral": LlamaModel.self,

@@ -42,16 +42,20 @@ public struct SelfAttention: Sendable {
     public let alibi: ALiBi?
     /// Queries scaled by position after rotary (Ministral 3's Llama-4 temperature).
     public let queryTemperature: QueryTemperature?
+    /// Queries see only the keys of their own chunk of this many positions
+    /// (Llama 4's chunked attention; `firstVisibleKey`).
+    public let chunkSize: Int?
 
     public init(
         qkv: Linear, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
-        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil
+        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil,
+        chunkSize: Int? = nil
     ) {
         self.init(
             projection: .fused(qkv), layout: layout, rotary: rotary, output: output, scale: scale,
             slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, queryKeyNormAfterRotary: queryKeyNormAfterRotary,
-            logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi, queryTemperature: queryTemperature)
+            logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi, queryTemperature: queryTemperature, chunkSize: chunkSize)
     }
 
     /// Attention over the rows `projection` gives; `rotary` rotates whole
@@ -60,9 +64,11 @@ public struct SelfAttention: Sendable {
     public init(
         projection: QKVProjection, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
-        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil
+        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil,
+        chunkSize: Int? = nil
     ) {
         precondition(projection.outFeatures == layout.width)
+        precondition(chunkSize.map { $0 > 0 } ?? true)
         precondition(queryKeyNorm == nil || layout.arrangement == .grouped)
         precondition(!queryKeyNormAfterRotary || clip == nil)
         precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
@@ -82,6 +88,7 @@ public struct SelfAttention: Sendable {
         self.sinkLogits = sinkLogits
         self.alibi = alibi
         self.queryTemperature = queryTemperature
+        self.chunkSize = chunkSize
     }
 
     /// Queries, keys and values of `x`, ready to attend: projected,
@@ -135,7 +142,7 @@ public struct SelfAttention: Sendable {
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
         let attended = causalAttention(
             qkv: projectedQKV(x, positions: batch.positions), layout: layout, sequences: batch.sequences, scale: scale,
-            slidingWindow: slidingWindow, logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi)
+            slidingWindow: slidingWindow, logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi, chunkSize: chunkSize)
         return output(attended)
     }
 }

@@ -229,9 +229,9 @@ public enum DroppedModelExport {
     /// `layer_types`, SmolLM3/Llama 4's `no_rope_layers` flags): the kept
     /// layers' entries stay.
     static let perLayerListKeys = ["layer_types", "no_rope_layers"]
-    /// Keys listing layer indices (Qwen-MoE's `mlp_only_layers`): renumbered,
-    /// removed layers left out.
-    static let layerIndexListKeys = ["mlp_only_layers"]
+    /// Keys listing layer indices (Qwen-MoE's `mlp_only_layers`, Llama 4's
+    /// `moe_layers`): renumbered, removed layers left out.
+    static let layerIndexListKeys = ["mlp_only_layers", "moe_layers"]
     /// Keys giving a layer index below which the layers differ (Qwen2's
     /// `max_window_layers`, DeepSeek's `first_k_dense_replace`): the number
     /// of kept layers below it.
@@ -396,13 +396,18 @@ public enum DroppedModelExport {
             try config.set("mlp_only_layers", value: dense)
             try config.set("decoder_sparse_step", value: 1)
         }
-        // Likewise rotary flags left to no_rope_layer_interval (SmolLM3).
-        if try config.value("no_rope_layers") == nil, let flags = naming.noRopeLayers {
+        // Likewise rotary flags left to no_rope_layer_interval (SmolLM3; Llama 4,
+        // which reads an empty list as none).
+        if (try config.value("no_rope_layers") as? [Any])?.isEmpty ?? true, let flags = naming.noRopeLayers {
             try config.set("no_rope_layers", value: flags.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
         }
         for key in layerIndexListKeys {
             guard let indices = try config.value(key) as? [NSNumber] else { continue }
             try config.set(key, value: indices.compactMap { renumber.mapping[$0.intValue] }.sorted())
+        }
+        // Index lists left to a rule (Llama 4's sparse interleave), written renumbered.
+        for (key, indices) in naming.layerIndexLists.sorted(by: { $0.key < $1.key }) where try config.value(key) == nil || config.value(key) is NSNull {
+            try config.set(key, value: indices.compactMap { renumber.mapping[$0] }.sorted())
         }
         for key in layerThresholdKeys {
             // Also one the family read as its default: transformers would apply it to the new indices.

@@ -131,7 +131,7 @@ struct KeyValueCache {
         return attention.output(causalAttention(
             qkv: qkv, layout: layout, sequences: [0..<qkv.rows], scale: attention.scale,
             slidingWindow: attention.slidingWindow, logitSoftcap: attention.logitSoftcap, sinkLogits: attention.sinkLogits,
-            alibi: attention.alibi))
+            alibi: attention.alibi, chunkSize: attention.chunkSize))
     }
 
     /// Attention of the new token over the cache (itself included), after
@@ -148,7 +148,8 @@ struct KeyValueCache {
             }
         }
         length += 1
-        let first = attention.slidingWindow.map { max(0, length - $0) } ?? 0
+        // The cache holds positions 0..<length; the new token is at length - 1.
+        let first = firstVisibleKey(query: length - 1, slidingWindow: attention.slidingWindow, chunkSize: attention.chunkSize)
         let visible = length - first
         var output = [Float](repeating: 0, count: layout.numHeads * headDim)
         var scores = [Float](repeating: 0, count: visible)

@@ -236,7 +236,8 @@ public enum SpeedMeasurement {
             let block = try model.block(index, skipping: plan)
             if let attention = block.attention?.attention {
                 let layout = attention.layout
-                let window = attention.slidingWindow.map { min($0, context) } ?? context
+                // A chunk (Llama 4) bounds the keys seen as a window does.
+                let window = min(attention.slidingWindow ?? context, attention.chunkSize ?? context, context)
                 total += attention.projection.linears.reduce(linear(attention.output)) { $0 + linear($1) }
                 total += 4 * Double(window) * Double(layout.numHeads * layout.headDim)
             }

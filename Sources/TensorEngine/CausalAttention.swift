@@ -73,12 +73,17 @@ public struct QKVLayout: Sendable {
 ///
 /// `alibi` (optional) adds each head's linear bias to the scaled score of
 /// every key at position j of its sequence (0-based), before the softmax.
+///
+/// `chunkSize` (optional) cuts each sequence into chunks of that many
+/// positions from 0: a query sees only the earlier keys of its own chunk
+/// (Llama 4's chunked attention; see `firstVisibleKey`).
 public func causalAttention(
     qkv: Matrix, layout: QKVLayout, sequences: [Range<Int>], scale: Float,
     slidingWindow: Int? = nil, logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil,
-    alibi: ALiBi? = nil, arithmetic: MatrixArithmetic = .current
+    alibi: ALiBi? = nil, chunkSize: Int? = nil, arithmetic: MatrixArithmetic = .current
 ) -> Matrix {
     precondition(qkv.cols == layout.width)
+    precondition(chunkSize.map { $0 > 0 } ?? true)
     precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
     precondition(alibi == nil || alibi!.slopes.count == layout.numHeads)
     let headDim = layout.headDim
@@ -118,8 +123,9 @@ public func causalAttention(
                     let heads = (kvHead * group)..<((kvHead + 1) * group)
                     let rowStart = base + sequence.lowerBound * stride
                     let buffers = scratchBuffers[worker]
-                    // Keys visible to this block: [keyStart, first + rows).
-                    let keyStart = slidingWindow.map { max(0, first - $0 + 1) } ?? 0
+                    // Keys visible to this block: [keyStart, first + rows) (the
+                    // first visible key only moves forward with the query).
+                    let keyStart = firstVisibleKey(query: first, slidingWindow: slidingWindow, chunkSize: chunkSize)
                     let keyCount = first + rows - keyStart
                     let m = group * rows
                     // Query rows of the group's heads one head after another: row g·rows + r
@@ -136,7 +142,7 @@ public func causalAttention(
                     for (g, head) in heads.enumerated() {
                         for r in 0..<rows {
                             let query = first + r
-                            let visibleStart = (slidingWindow.map { max(0, query - $0 + 1) } ?? 0) - keyStart
+                            let visibleStart = firstVisibleKey(query: query, slidingWindow: slidingWindow, chunkSize: chunkSize) - keyStart
                             let row = s + (g * rows + r) * keyCount, visible = visibleStart..<(query - keyStart + 1)
                             if let alibiTable {
                                 let biases = head * longest + keyStart
@@ -162,6 +168,18 @@ public func causalAttention(
     }
     scratch.forEach { $0.release() }
     return output
+}
+
+/// The first key position (0-based, in the query's sequence) the query at
+/// `query` attends to: 0, or within the last `slidingWindow` positions, or
+/// the first position of its chunk of `chunkSize` positions (transformers'
+/// `chunked_overlay`: key and query in the same ⌊position / chunk⌋),
+/// whichever is latest.
+@inline(__always)
+public func firstVisibleKey(query: Int, slidingWindow: Int?, chunkSize: Int?) -> Int {
+    var first = slidingWindow.map { max(0, query - $0 + 1) } ?? 0
+    if let chunkSize { first = max(first, query / chunkSize * chunkSize) }
+    return first
 }
 
 /// One attention worker's buffers, and the products' operands in the

@@ -7,7 +7,8 @@ import TensorEngine
 @Suite struct CausalAttentionTests {
     /// `sinks`: per-head logits appended to each softmax, their probability dropped.
     func naive(
-        _ qkv: Matrix, _ layout: QKVLayout, _ sequences: [Range<Int>], scale: Float, window: Int?, sinks: [Float]? = nil
+        _ qkv: Matrix, _ layout: QKVLayout, _ sequences: [Range<Int>], scale: Float, window: Int?, sinks: [Float]? = nil,
+        chunk: Int? = nil
     ) -> Matrix {
         var out = Matrix(zeros: qkv.rows, layout.numHeads * layout.headDim)
         let group = layout.numHeads / layout.numKVHeads
@@ -15,7 +16,9 @@ import TensorEngine
             for head in 0..<layout.numHeads {
                 let kv = head / group
                 for i in sequence {
-                    let first = window.map { max(sequence.lowerBound, i - $0 + 1) } ?? sequence.lowerBound
+                    var first = window.map { max(sequence.lowerBound, i - $0 + 1) } ?? sequence.lowerBound
+                    // Chunks count from the sequence's first position.
+                    if let chunk { first = max(first, sequence.lowerBound + (i - sequence.lowerBound) / chunk * chunk) }
                     var weights: [Double] = []
                     for j in first...i {
                         var dot = 0.0
@@ -59,5 +62,23 @@ import TensorEngine
             let worst = zip(fast.data, slow.data).map { abs($0 - $1) }.max()!
             #expect(worst < 1e-5, "\(arrangement) \(layout.numHeads)/\(layout.numKVHeads), window \(String(describing: window)): \(worst)")
         }
+    }
+
+    /// Chunked attention (Llama 4): each query sees the earlier keys of its
+    /// own chunk only, chunks counted from each sequence's start, alone and
+    /// with a window; chunks that do and do not divide the 64-row blocks.
+    @Test(arguments: [(7, nil), (64, nil), (100, nil), (7, 5), (30, 37)] as [(Int, Int?)])
+    func chunkedMatchesDirect(chunk: Int, window: Int?) {
+        var generator = SystemRandomNumberGenerator()
+        let layout = QKVLayout(numHeads: 4, numKVHeads: 2, headDim: 8)
+        let sequences = [0..<150, 150..<213, 213..<214]
+        let data = (0..<(214 * layout.width)).map { _ in Float.random(in: -1...1, using: &generator) }
+        let qkv = Matrix(rows: 214, cols: layout.width, data: data)
+        let fast = causalAttention(qkv: qkv, layout: layout, sequences: sequences, scale: 0.4, slidingWindow: window, chunkSize: chunk)
+        let slow = naive(qkv, layout, sequences, scale: 0.4, window: window, chunk: chunk)
+        let worst = zip(fast.data, slow.data).map { abs($0 - $1) }.max()!
+        #expect(worst < 1e-5, "chunk \(chunk), window \(String(describing: window)): \(worst)")
+        #expect(firstVisibleKey(query: 25, slidingWindow: nil, chunkSize: 10) == 20)
+        #expect(firstVisibleKey(query: 25, slidingWindow: 3, chunkSize: 10) == 23)
     }
 }

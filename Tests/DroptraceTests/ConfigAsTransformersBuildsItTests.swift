@@ -194,9 +194,11 @@ import Testing
         // Classes whose num_key_value_heads default is a number of their own, not the heads' count.
         #expect(ConfigValueKinds.omittedDefaults["starcoder2"]?["num_key_value_heads"] == "2")
         #expect(ConfigValueKinds.omittedDefaults["mistral"]?["num_key_value_heads"] == "8")
-        // Multimodal wrappers keep the sizes in text_config: gemma3's class of its own, mistral3's the
-        // class of the text config's model_type, whose defaults apply.
-        for modelType in ModelRegistry.supportedModelTypes where modelType != "gemma3" {
+        // Multimodal wrappers keep the sizes in text_config: gemma3's and llama4's class of its own
+        // (llama4's is llama4_text's class), mistral3's the class of the text config's model_type, whose
+        // defaults apply.
+        #expect(ConfigValueKinds.omittedDefaults["llama4_text"]?["num_local_experts"] == "16")
+        for modelType in ModelRegistry.supportedModelTypes where !["gemma3", "llama4"].contains(modelType) {
             let textType = ConfigValueKinds.textConfigModelTypes[modelType] ?? modelType
             #expect(ConfigValueKinds.omittedDefaults[textType] != nil, "\(modelType)")
         }

@@ -112,8 +112,13 @@ import Testing
         #expect(policy.stop(series: drifting(3), elapsed: 1, lastRound: 0.1) == .maxRounds)
     }
 
-    @Test func theDroppedDecoderSharesWeightsAndMatchesTheForward() throws {
-        let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model("llama-f32")))
+    /// Also across Llama 4's chunk boundaries (chunks of 10: the prefill
+    /// ends inside the second chunk, decoding enters the third) and with its
+    /// NoPE layer's query temperature, which prefill and decoding apply by
+    /// absolute position.
+    @Test(arguments: ["llama-f32", "llama4_text-f32"])
+    func theDroppedDecoderSharesWeightsAndMatchesTheForward(model name: String) throws {
+        let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(name)))
         let tokens = Array(FixtureFiles.jsonlSequences()[0].prefix(20))
         let full = try IncrementalDecoder(model: model, plan: .none, capacity: tokens.count)
         for plan in [DropPlan.none, DropPlan(attention: [1]), DropPlan(mlp: [0, 2]), DropPlan(blocks: [3])] {
@@ -124,10 +129,10 @@ import Testing
                 decoder.reset()
                 let prefilled = decoder.prefill(embedded: try decoder.embedded(Array(tokens.prefix(12))))
                 let row11 = expected.data[(11 * expected.cols)..<(12 * expected.cols)]
-                #expect(zip(prefilled.data, row11).map { abs($0 - $1) }.max()! < 1e-4, "\(plan) prefill")
+                #expect(zip(prefilled.data, row11).map { abs($0 - $1) }.max()! < 1e-4, "\(name) \(plan) prefill")
                 var last = prefilled
                 for position in 12..<tokens.count { last = try decoder.step(token: tokens[position], position: position) }
-                #expect(zip(last.data, expected.data.suffix(expected.cols)).map { abs($0 - $1) }.max()! < 1e-4, "\(plan) decode")
+                #expect(zip(last.data, expected.data.suffix(expected.cols)).map { abs($0 - $1) }.max()! < 1e-4, "\(name) \(plan) decode")
             }
         }
     }

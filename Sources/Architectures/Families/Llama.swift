@@ -76,7 +76,7 @@ struct LlamaConfiguration: Decodable {
 
 /// Llama, Mistral, Ministral, Ministral 3 and Qwen2: pre-RMSNorm blocks,
 /// rotary attention with grouped-query heads, SwiGLU MLP; also the
-/// language model of `mistral3` checkpoints (`LlamaPlacement`).
+/// language model of `mistral3` checkpoints (`TextModelPlacement.llama`).
 ///
 /// Ministral 3 (transformers' models/ministral3/) is Mistral's block with
 /// `Ministral3Config`'s defaults (head_dim 128, untied, no window, YaRN
@@ -104,10 +104,8 @@ struct LlamaModel: DecoderFamily {
     /// when config.json names none, and ties its head as `tiedByDefault`
     /// says when config.json does not (SmolLM3).
     init(_ checkpoint: Checkpoint, defaultTheta: Double, tiedByDefault: Bool = false) throws {
-        let placement = try LlamaPlacement(checkpoint)
         parts = try DecoderParts(
-            checkpoint, section: placement.section, tiedByDefault: tiedByDefault, tiedEmbeddings: placement.tiedEmbeddings,
-            headName: placement.headName, naming: Self.naming, prefixes: placement.prefixes)
+            checkpoint, placement: try .llama(checkpoint), tiedByDefault: tiedByDefault, naming: Self.naming)
         var config = try parts.config(LlamaConfiguration.self)
         // AutoConfig reads a mistral config with layer_types as ministral at
         // the top level only: Mistral3Config builds its text_config as

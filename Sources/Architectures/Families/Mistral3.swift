@@ -13,19 +13,12 @@ import TensorEngine
 /// modules) or `language_model.model.` (as 4.x saved them), the head
 /// `lm_head` or `language_model.lm_head`, tied by the top-level
 /// `tie_word_embeddings` (Mistral3Config's, default true: the text
-/// config's own is not read). The vision tower and projector are ignored;
-/// scoring runs on text.
-struct LlamaPlacement {
-    var section = ConfigSection.topLevel
-    var headName = "lm_head"
-    var prefixes = ["model.", ""]
-    /// The head's tying when the top level decides it over the section.
-    var tiedEmbeddings: Bool?
-
+/// config's own is not read).
+extension TextModelPlacement {
     /// The text models `Mistral3ForConditionalGeneration` is read with here.
     static let mistral3TextTypes = ["mistral", "ministral3"]
 
-    init(_ checkpoint: Checkpoint) throws {
+    static func llama(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
         switch checkpoint.modelType {
         case "mistral3":
             let text = try checkpoint.decodeConfig(Mistral3TextConfig.self)
@@ -38,14 +31,11 @@ struct LlamaPlacement {
             var defaults = ConfigValueKinds.omittedDefaultValues(of: textType).merging(
                 Ministral3Rope.classDefaults(textType), uniquingKeysWith: { $1 })
             defaults["model_type"] = .string(textType)
-            section = ConfigSection("text_config", defaults: defaults)
-            headName = "language_model.lm_head"
-            prefixes = ["model.language_model.", "language_model.model."]
-            tiedEmbeddings = text.tieWordEmbeddings ?? true
+            return .wrapped(textDefaults: defaults, tiedEmbeddings: text.tieWordEmbeddings ?? true)
         case "ministral3":
-            section = ConfigSection(defaults: Ministral3Rope.classDefaults("ministral3"))
+            return TextModelPlacement(section: ConfigSection(defaults: Ministral3Rope.classDefaults("ministral3")))
         default:
-            break
+            return .topLevel
         }
     }
 }

@@ -1,0 +1,50 @@
+import CheckpointIO
+
+/// Where a checkpoint keeps the language model a family reads: config.json's
+/// top level with weights under `model.` (or none) and the head `lm_head`,
+/// or the text part of a multimodal wrapper (`wrapped`): sizes and the
+/// family's keys under `text_config`, weights under the wrapper's language
+/// model, the head `language_model.lm_head` (or `lm_head`). Exports edit the
+/// section the placement names (`LayerNaming.configSection`). The vision
+/// tower and projector are never read: scoring runs on text.
+struct TextModelPlacement {
+    var section = ConfigSection.topLevel
+    var headName = "lm_head"
+    var prefixes = ["model.", ""]
+    /// The head's tying when config.json's top level decides it over the
+    /// section (`mistral3`); nil: the section's `tie_word_embeddings`, else
+    /// the family's default.
+    var tiedEmbeddings: Bool?
+
+    /// A language model at config.json's top level.
+    static let topLevel = TextModelPlacement()
+
+    /// The language model of a multimodal wrapper: its keys under
+    /// `text_config`, which takes `textDefaults` for the keys it omits (the
+    /// text config class's defaults), its weights under the first of
+    /// `prefixes` that holds them (`model.language_model.` as transformers 5
+    /// names the modules of most wrappers, `language_model.model.` as 4.x
+    /// saved them and as Llama 4's wrapper still does).
+    static func wrapped(
+        textDefaults: [String: ConfigDefault], prefixes: [String] = ["model.language_model.", "language_model.model."],
+        tiedEmbeddings: Bool? = nil
+    ) -> TextModelPlacement {
+        TextModelPlacement(
+            section: ConfigSection("text_config", defaults: textDefaults), headName: "language_model.lm_head", prefixes: prefixes,
+            tiedEmbeddings: tiedEmbeddings)
+    }
+}
+
+extension DecoderParts {
+    /// The parts of the language model `placement` locates (see the
+    /// designated initialiser for the other parameters).
+    init(
+        _ checkpoint: Checkpoint, placement: TextModelPlacement, tiedByDefault: Bool = false,
+        naming: (String) -> LayerNaming, extraLayers: Int = 0, experts: ExpertNaming? = nil, finalNorm: String = "norm"
+    ) throws {
+        try self.init(
+            checkpoint, section: placement.section, tiedByDefault: tiedByDefault, tiedEmbeddings: placement.tiedEmbeddings,
+            headName: placement.headName, naming: naming, prefixes: placement.prefixes, extraLayers: extraLayers,
+            experts: experts, finalNorm: finalNorm)
+    }
+}
