@@ -42,6 +42,7 @@ public enum ModelRegistry {
         "glm4": GlmModel.self,
         "glm4_moe": Glm4MoeModel.self,
         "gpt2": GPT2Model.self,
+        "gpt_bigcode": GPT2Model.self,
         "gpt_oss": GptOssModel.self,
         "gpt_neox": GPTNeoXModel.self,
         "granite": GraniteModel.self,
