@@ -54,6 +54,7 @@ public enum ModelRegistry {
         "mistral": LlamaModel.self,
         "mistral3": LlamaModel.self,
         "mixtral": MixtralModel.self,
+        "mpt": MptModel.self,
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
         "olmo3": Olmo3Model.self,

@@ -139,7 +139,7 @@ public func causalAttention(
                             let visibleStart = (slidingWindow.map { max(0, query - $0 + 1) } ?? 0) - keyStart
                             let row = s + (g * rows + r) * keyCount, visible = visibleStart..<(query - keyStart + 1)
                             if let alibiTable {
-                                let biases = head * longest + keyStart
+                                let biases = head * longest + keyStart + alibi!.tableOffset(length: sequence.count, longest: longest)
                                 for j in visible { row[j] += alibiTable[biases + j] }
                             }
                             maskedSoftmax(

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import re
 import sys
+import typing
 from pathlib import Path
 
 import torch
@@ -67,6 +68,9 @@ def kinds(validators):
 
 EVERYTHING = "nbifs[nbifs]o"
 
+# Sub-configs other than text_config whose values are checked like the top level's.
+CHECKED_SECTIONS = ["attn_config"]
+
 # Keys droptrace reads from every config of the families that have them, and that configs in the wild
 # omit (their class's default then applies): norm epsilons and the position count.
 OMITTABLE = [
@@ -78,7 +82,13 @@ OMITTABLE = [
 def table(cls):
     out = {}
     for field in dataclasses.fields(cls):
-        spec = kinds(cls.__validators__.get(field.name, []))
+        validators = cls.__validators__.get(field.name, [])
+        spec = kinds(validators)
+        choices = typing.get_args(field.type) if typing.get_origin(field.type) is typing.Literal else ()
+        if spec == "" and choices and all(isinstance(c, str) and accepts(validators, c) for c in choices):
+            # A Literal of strings (MptAttentionConfig's attn_type) refuses the probe "x" but takes
+            # its strings: the kind is a string, whose value is checked where it is read.
+            spec = "s"
         if spec != EVERYTHING:
             out[field.name] = spec
     return out
@@ -210,6 +220,10 @@ def main():
         sub = getattr(CONFIG_MAPPING[model_type], "sub_configs", {}) or {}
         if "text_config" in sub and auto_text_config(CONFIG_MAPPING[model_type]) is None:
             classes.append((model_type + ".text_config", sub["text_config"]))
+        # Sections of the model's own settings, built as strict config classes too (MptConfig's attn_config).
+        for section in CHECKED_SECTIONS:
+            if section in sub:
+                classes.append((model_type + "." + section, sub[section]))
     for key, cls in classes:
         if key in seen:
             continue
