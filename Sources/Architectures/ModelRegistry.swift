@@ -45,6 +45,7 @@ public enum ModelRegistry {
         "gpt_bigcode": GPT2Model.self,
         "gpt_oss": GptOssModel.self,
         "gpt_neox": GPTNeoXModel.self,
+        "gptj": GPTJModel.self,
         "granite": GraniteModel.self,
         "helium": InterleavedLlamaModel.self,
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
