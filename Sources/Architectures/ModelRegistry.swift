@@ -43,6 +43,7 @@ public enum ModelRegistry {
         "glm4_moe": Glm4MoeModel.self,
         "gpt2": GPT2Model.self,
         "gpt_bigcode": GPT2Model.self,
+        "gpt_neo": GPTNeoModel.self,
         "gpt_oss": GptOssModel.self,
         "gpt_neox": GPTNeoXModel.self,
         "gptj": GPTJModel.self,

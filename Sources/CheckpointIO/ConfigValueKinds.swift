@@ -310,7 +310,8 @@ public enum ConfigValueKinds {
         case .array(let elements):
             guard let items else { return false }
             return elements.allSatisfy { element in
-                if case .array = element { return false }
+                // "*": a list may hold lists (GPTNeoConfig's attention_types), checked where read.
+                if case .array = element { return items.contains("*") }
                 if case .object = element { return false }
                 return items.contains(kind(of: element))
             }
