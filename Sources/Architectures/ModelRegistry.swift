@@ -72,6 +72,7 @@ public enum ModelRegistry {
         "smollm3": SmolLM3Model.self,
         "stablelm": StableLMModel.self,
         "starcoder2": Starcoder2Model.self,
+        "vaultgemma": Gemma2Model.self,
     ]
 
     /// Every `model_type` droptrace reads, in the registry's order.

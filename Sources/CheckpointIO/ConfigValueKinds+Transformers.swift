@@ -1412,6 +1412,36 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "vaultgemma": (
+            "VaultGemmaConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "nif",
+                "attn_logit_softcapping": "nf",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "final_logit_softcapping": "nf",
+                "head_dim": "i",
+                "hidden_activation": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_types": "n[s]",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "pad_token_id": "ni",
+                "query_pre_attn_scalar": "i",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "sliding_window": "ni",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
     ]
 
     /// Per config class (by model_type) whose `text_config` is built by its own `model_type` (an
@@ -1462,6 +1492,7 @@ extension ConfigValueKinds {
         "smollm3": (128004, 128256),
         "stablelm": (nil, 50304),
         "starcoder2": (nil, 49152),
+        "vaultgemma": (0, 256000),
     ]
 
     /// Per config class (by model_type): the defaults of the keys below, which droptrace reads
@@ -1513,6 +1544,7 @@ extension ConfigValueKinds {
         "smollm3": ["intermediate_size": "11008", "max_position_embeddings": "32768", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "stablelm": ["intermediate_size": "6912", "layer_norm_eps": "1e-05", "max_position_embeddings": "4096", "num_key_value_heads": "32"],
         "starcoder2": ["intermediate_size": "12288", "max_position_embeddings": "4096", "norm_epsilon": "1e-05", "num_key_value_heads": "2"],
+        "vaultgemma": ["intermediate_size": "9216", "max_position_embeddings": "8192", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
     ]
 
     /// Per config class (by model_type): the dropout settings its model builds `nn.Dropout` from.
