@@ -50,6 +50,7 @@ public enum ModelRegistry {
         "granite": GraniteModel.self,
         "helium": InterleavedLlamaModel.self,
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
+        "jais2": ArceeModel.self,
         "llama": LlamaModel.self,
         "ministral": LlamaModel.self,
         "ministral3": LlamaModel.self,

@@ -790,6 +790,32 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "jais2": (
+            "Jais2Config",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "nif",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "ni",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "max_position_embeddings": "i",
+                "mlp_bias": "b",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "llama": (
             "LlamaConfig",
             [
@@ -1472,6 +1498,7 @@ extension ConfigValueKinds {
         "granite": (nil, 32000),
         "helium": (3, 48000),
         "hunyuan_v1_dense": (0, 290943),
+        "jais2": (nil, 150272),
         "llama": (nil, 32000),
         "ministral": (nil, 32000),
         "ministral3": (11, 131072),
@@ -1523,6 +1550,7 @@ extension ConfigValueKinds {
         "granite": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "helium": ["intermediate_size": "7040", "max_position_embeddings": "4096", "num_key_value_heads": "20", "rms_norm_eps": "1e-08"],
         "hunyuan_v1_dense": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
+        "jais2": ["intermediate_size": "26624", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "llama": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "ministral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
         "ministral3": ["intermediate_size": "14336", "max_position_embeddings": "262144", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],
