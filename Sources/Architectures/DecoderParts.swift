@@ -229,11 +229,14 @@ extension DecoderParts {
     func preNormBlock(
         _ index: Int, drops: DropPlan, eps: Double,
         norms: (attention: String, mlp: String) = ("input_layernorm", "post_attention_layernorm"),
-        outputNorms: (attention: String, mlp: String)? = nil, outputScale: Float? = nil,
+        outputNorms: (attention: String, mlp: String)? = nil, outputScale: Float? = nil, layerNorms: Bool = false,
         attention: () throws -> SelfAttention, feedForward: () throws -> FeedForward
     ) throws -> TransformerBlock {
         let p = "layers.\(index).", d = dimensions.hiddenSize
-        func norm(_ name: String?) throws -> Normalization? { try name.map { try weights.rmsNorm(p + $0, size: d, eps: eps) } }
+        // RMSNorms, or LayerNorms with biases (`layerNorms`: Jais 2).
+        func norm(_ name: String?) throws -> Normalization? {
+            try name.map { layerNorms ? try weights.layerNorm(p + $0, size: d, eps: eps) : try weights.rmsNorm(p + $0, size: d, eps: eps) }
+        }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(
                 inputNorm: try norm(norms.attention), attention: try attention(),

@@ -49,6 +49,10 @@ public struct LayerNaming: Sendable, Equatable {
     /// Each layer's `no_rope_layers` flag (1: rotary, 0: none) where the
     /// config leaves them to `no_rope_layer_interval` (SmolLM3).
     public var noRopeLayers: [Int]? = nil
+    /// Each layer's attention type where config.json gives them as runs of
+    /// [types, repeats] in `attention_types` (GPT-Neo): an export writes the
+    /// kept layers' types back as such runs.
+    public var attentionTypeRuns: [String]? = nil
     /// Layer-index thresholds the family read, defaults included
     /// (DeepSeek's `first_k_dense_replace`, 3 in V3 when config.json omits
     /// it): an export renumbers them even where config.json left them out.

@@ -42,11 +42,15 @@ public enum ModelRegistry {
         "glm4": GlmModel.self,
         "glm4_moe": Glm4MoeModel.self,
         "gpt2": GPT2Model.self,
+        "gpt_bigcode": GPT2Model.self,
+        "gpt_neo": GPTNeoModel.self,
         "gpt_oss": GptOssModel.self,
         "gpt_neox": GPTNeoXModel.self,
+        "gptj": GPTJModel.self,
         "granite": GraniteModel.self,
         "helium": InterleavedLlamaModel.self,
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
+        "jais2": ArceeModel.self,
         "llama": LlamaModel.self,
         "llama4": Llama4Model.self,
         "llama4_text": Llama4Model.self,
@@ -55,6 +59,7 @@ public enum ModelRegistry {
         "mistral": LlamaModel.self,
         "mistral3": LlamaModel.self,
         "mixtral": MixtralModel.self,
+        "mpt": MptModel.self,
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
         "olmo3": Olmo3Model.self,
@@ -70,6 +75,7 @@ public enum ModelRegistry {
         "smollm3": SmolLM3Model.self,
         "stablelm": StableLMModel.self,
         "starcoder2": Starcoder2Model.self,
+        "vaultgemma": Gemma2Model.self,
     ]
 
     /// Every `model_type` droptrace reads, in the registry's order.

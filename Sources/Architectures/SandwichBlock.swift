@@ -10,20 +10,23 @@ import TensorEngine
 /// (`input_layernorm` / `post_attention_layernorm` around the attention,
 /// `pre_feedforward_layernorm` / `post_feedforward_layernorm` around the
 /// gated MLP), with sliding-window and global attention layers by
-/// `layer_types`. The families differ only in their attention.
+/// `layer_types`. The families differ only in their attention. VaultGemma
+/// keeps the block without its output norms (`outputNorms` false): pre-norm
+/// only, H = X + Attn(RMSNorm X), Y = H + MLP(RMSNorm H).
 enum SandwichBlock {
-    /// The layer naming: each branch owns its two norms.
-    static func naming(_ prefix: String, layerTypes: [String]? = nil) -> LayerNaming {
+    /// The layer naming: each branch owns its norms.
+    static func naming(_ prefix: String, layerTypes: [String]? = nil, outputNorms: Bool = true) -> LayerNaming {
         LayerNaming(
-            prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm.", "post_attention_layernorm."],
-            mlp: ["mlp.", "pre_feedforward_layernorm.", "post_feedforward_layernorm."], layerCountKeys: ["num_hidden_layers"],
-            layerTypes: layerTypes)
+            prefix: prefix + "layers.",
+            attention: ["self_attn.", "input_layernorm."] + (outputNorms ? ["post_attention_layernorm."] : []),
+            mlp: ["mlp.", "pre_feedforward_layernorm."] + (outputNorms ? ["post_feedforward_layernorm."] : []),
+            layerCountKeys: ["num_hidden_layers"], layerTypes: layerTypes)
     }
 
     /// Block `index` of `parts`' weights with the branches `drops` names left
     /// out (their weights unread); `attention` builds the attention module.
     static func block(
-        _ index: Int, parts: DecoderParts, drops: DropPlan, eps: Double, activation: Activation,
+        _ index: Int, parts: DecoderParts, drops: DropPlan, eps: Double, activation: Activation, outputNorms: Bool = true,
         attention: () throws -> SelfAttention
     ) throws -> TransformerBlock {
         let weights = parts.weights, d = parts.dimensions.hiddenSize
@@ -32,12 +35,12 @@ enum SandwichBlock {
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(
                 inputNorm: try weights.offsetRMSNorm(p + "input_layernorm", size: d, eps: eps),
                 attention: try attention(),
-                outputNorm: try weights.offsetRMSNorm(p + "post_attention_layernorm", size: d, eps: eps)),
+                outputNorm: outputNorms ? try weights.offsetRMSNorm(p + "post_attention_layernorm", size: d, eps: eps) : nil),
             mlp: drops.dropsMLP(index) ? nil : MLPBranch(
                 inputNorm: try weights.offsetRMSNorm(p + "pre_feedforward_layernorm", size: d, eps: eps),
                 feedForward: try weights.gatedMLP(
                     p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize, activation: activation),
-                outputNorm: try weights.offsetRMSNorm(p + "post_feedforward_layernorm", size: d, eps: eps)),
+                outputNorm: outputNorms ? try weights.offsetRMSNorm(p + "post_feedforward_layernorm", size: d, eps: eps) : nil),
             residual: .sequential)
     }
 }

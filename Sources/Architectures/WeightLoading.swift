@@ -333,8 +333,11 @@ struct Weights {
         .rms(weight: try floats(name + ".weight", [size]).map { 1 + $0 }, eps: Float(eps))
     }
 
-    func layerNorm(_ name: String, size: Int, eps: Double) throws -> Normalization {
-        .layer(weight: try floats(name + ".weight", [size]), bias: try floats(name + ".bias", [size]), eps: Float(eps))
+    /// A LayerNorm; without `bias` (MPT's, whose bias is None) it adds zeros.
+    func layerNorm(_ name: String, size: Int, eps: Double, bias: Bool = true) throws -> Normalization {
+        .layer(
+            weight: try floats(name + ".weight", [size]),
+            bias: bias ? try floats(name + ".bias", [size]) : [Float](repeating: 0, count: size), eps: Float(eps))
     }
 }
 

@@ -18,7 +18,8 @@ import Foundation
 /// any value here and are checked where they are read.
 public enum ConfigValueKinds {
     /// Checks the values of config.json (`document`) against the config
-    /// class of `modelType`, and its `text_config` against the text config
+    /// class of `modelType` (an `attn_config` against its own class, MPT's),
+    /// and its `text_config` against the text config
     /// class where the class has one: its own (`gemma3.text_config`), or,
     /// where the text config's class follows its `model_type`
     /// (`textConfigModelTypes`, Mistral3Config's AutoConfig), that
@@ -30,6 +31,13 @@ public enum ConfigValueKinds {
         if let problem = problem(in: members, of: modelType, under: "") ?? paddingProblem(in: members, of: modelType, under: "")
             ?? rangeProblem(in: members, of: modelType) {
             throw DroptraceError(problem, path: path)
+        }
+        // Sections of the model's own settings built as config classes of their own (MPT's attn_config).
+        for section in ["attn_config"] where transformers[modelType + "." + section] != nil {
+            guard case .object(let settings)? = document.member(section) else { continue }
+            if let problem = problem(in: settings, of: modelType + "." + section, under: section + ".") {
+                throw DroptraceError(problem, path: path)
+            }
         }
         guard case .object(let text)? = document.member("text_config"), let textKey = textConfigClass(of: modelType, text: text)
         else { return }
@@ -302,7 +310,8 @@ public enum ConfigValueKinds {
         case .array(let elements):
             guard let items else { return false }
             return elements.allSatisfy { element in
-                if case .array = element { return false }
+                // "*": a list may hold lists (GPTNeoConfig's attention_types), checked where read.
+                if case .array = element { return items.contains("*") }
                 if case .object = element { return false }
                 return items.contains(kind(of: element))
             }

@@ -228,7 +228,7 @@ public enum DroppedModelExport {
     /// config.json per-layer keys holding one entry per layer (Qwen2/Gemma's
     /// `layer_types`, SmolLM3/Llama 4's `no_rope_layers` flags): the kept
     /// layers' entries stay.
-    static let perLayerListKeys = ["layer_types", "no_rope_layers"]
+    static let perLayerListKeys = ["layer_types", "no_rope_layers", "attention_layers"]
     /// Keys listing layer indices (Qwen-MoE's `mlp_only_layers`, Llama 4's
     /// `moe_layers`): renumbered, removed layers left out.
     static let layerIndexListKeys = ["mlp_only_layers", "moe_layers"]
@@ -400,6 +400,12 @@ public enum DroppedModelExport {
         // which reads an empty list as none).
         if (try config.value("no_rope_layers") as? [Any])?.isEmpty ?? true, let flags = naming.noRopeLayers {
             try config.set("no_rope_layers", value: flags.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
+        }
+        // GPT-Neo's attention_types, runs of [types, repeats] that GPTNeoConfig
+        // expands to one type per layer: one run per kept layer.
+        if let types = naming.attentionTypeRuns {
+            let kept = types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element)
+            try config.set("attention_types", value: kept.map { [[$0], 1] as [Any] })
         }
         for key in layerIndexListKeys {
             guard let indices = try config.value(key) as? [NSNumber] else { continue }

@@ -164,7 +164,9 @@ struct KeyValueCache {
                                   &scores, alpha: attention.scale)
                         if let alibi = attention.alibi {
                             scores.withUnsafeMutableBufferPointer {
-                                alibi.add(to: $0.baseAddress!, visible: 0..<visible, head: head, firstPosition: first)
+                                alibi.add(
+                                    to: $0.baseAddress!, visible: 0..<visible, head: head, firstPosition: first,
+                                    lastPosition: length - 1)
                             }
                         }
                         if let cap = attention.logitSoftcap {

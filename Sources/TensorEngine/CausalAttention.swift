@@ -145,7 +145,7 @@ public func causalAttention(
                             let visibleStart = firstVisibleKey(query: query, slidingWindow: slidingWindow, chunkSize: chunkSize) - keyStart
                             let row = s + (g * rows + r) * keyCount, visible = visibleStart..<(query - keyStart + 1)
                             if let alibiTable {
-                                let biases = head * longest + keyStart
+                                let biases = head * longest + keyStart + alibi!.tableOffset(length: sequence.count, longest: longest)
                                 for j in visible { row[j] += alibiTable[biases + j] }
                             }
                             maskedSoftmax(

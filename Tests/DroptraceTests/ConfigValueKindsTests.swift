@@ -210,10 +210,11 @@ import Testing
     }
 
     /// The padded-embedding table names config classes of the registry's
-    /// families, and every family but bloom, falcon, gpt2 and gpt_neox
-    /// (whose embeddings take no padding index) has its entry.
+    /// families, and every family but bloom, falcon, gpt2, gpt_bigcode,
+    /// gpt_neo, gpt_neox, gptj and mpt (whose embeddings take no padding
+    /// index) has its entry.
     @Test func everyPaddedFamilyHasItsEntry() {
-        let unpadded = ["bloom", "falcon", "gpt2", "gpt_neox"]
+        let unpadded = ["bloom", "falcon", "gpt2", "gpt_bigcode", "gpt_neo", "gpt_neox", "gptj", "mpt"]
         for modelType in ModelRegistry.supportedModelTypes where !unpadded.contains(modelType) {
             // A text_config whose class follows its model_type (mistral3's) is checked as that type.
             let key = ConfigValueKinds.transformers[modelType + ".text_config"] == nil

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import re
 import sys
+import typing
 from pathlib import Path
 
 import torch
@@ -56,16 +57,22 @@ def accepts(validators, value):
 
 
 def kinds(validators):
-    """Letters of the accepted kinds: n b i f s, then [elements] for lists, o for objects."""
+    """Letters of the accepted kinds: n b i f s, then [elements] for lists (* within: lists as
+    elements), o for objects."""
     spec = "".join(k for k, v in SCALARS.items() if accepts(validators, v))
     if accepts(validators, []):
-        spec += "[" + "".join(k for k, v in LISTS.items() if accepts(validators, v)) + "]"
+        # "*": lists of lists are taken too (GPTNeoConfig's attention_types, a bare `list`).
+        nested = "*" if accepts(validators, [[None]]) else ""
+        spec += "[" + "".join(k for k, v in LISTS.items() if accepts(validators, v)) + nested + "]"
     if accepts(validators, {}):
         spec += "o"
     return spec
 
 
-EVERYTHING = "nbifs[nbifs]o"
+EVERYTHING = ("nbifs[nbifs]o", "nbifs[nbifs*]o")
+
+# Sub-configs other than text_config whose values are checked like the top level's.
+CHECKED_SECTIONS = ["attn_config"]
 
 # Keys droptrace reads from every config of the families that have them, and that configs in the wild
 # omit (their class's default then applies): norm epsilons and the position count.
@@ -75,11 +82,26 @@ OMITTABLE = [
 ]
 
 
+def one_layer(cls):
+    """Arguments building `cls` with one layer; GPTNeoConfig also needs its attention_types to
+    expand to one layer type."""
+    args = {"num_hidden_layers": 1}
+    if "attention_types" in {field.name for field in dataclasses.fields(cls)}:
+        args["attention_types"] = [[["global"], 1]]
+    return args
+
+
 def table(cls):
     out = {}
     for field in dataclasses.fields(cls):
-        spec = kinds(cls.__validators__.get(field.name, []))
-        if spec != EVERYTHING:
+        validators = cls.__validators__.get(field.name, [])
+        spec = kinds(validators)
+        choices = typing.get_args(field.type) if typing.get_origin(field.type) is typing.Literal else ()
+        if spec == "" and choices and all(isinstance(c, str) and accepts(validators, c) for c in choices):
+            # A Literal of strings (MptAttentionConfig's attn_type) refuses the probe "x" but takes
+            # its strings: the kind is a string, whose value is checked where it is read.
+            spec = "s"
+        if spec not in EVERYTHING:
             out[field.name] = spec
     return out
 
@@ -131,7 +153,7 @@ def null_fails(cls, key="head_dim", **value):
         return False
     def fails(**sizes):
         try:
-            config = cls(num_hidden_layers=1, **sizes, **value)
+            config = cls(**one_layer(cls), **sizes, **value)
             with torch.device("meta"):
                 AutoModelForCausalLM.from_config(config)
         except (TypeError, ValueError, AttributeError):
@@ -152,7 +174,7 @@ def null_fails(cls, key="head_dim", **value):
     if failed and key != "head_dim" and "head_dim" in {field.name for field in dataclasses.fields(cls)}:
         # The class's default head_dim may be what fails (HunYuanDenseV1Config's None, which its
         # attention reads as the width), not the null `key`: asked again with the width written.
-        defaults = cls(num_hidden_layers=1)
+        defaults = cls(**one_layer(cls))
         if defaults.head_dim is None:
             return fails(head_dim=defaults.hidden_size // defaults.num_attention_heads)
     return failed
@@ -166,7 +188,7 @@ def head_dim_none(cls, given):
     if "head_dim" not in {f.name for f in dataclasses.fields(cls)} and not given:
         return False
     try:
-        config = cls(num_hidden_layers=1, **given)
+        config = cls(**one_layer(cls), **given)
     except Exception:
         return False  # refused as a kind already
     return hasattr(config, "head_dim") and config.head_dim is None
@@ -184,7 +206,7 @@ def dropout_modules(cls):
         # A head width the class leaves to its model (Ministral's None), as in padded_embedding.
         head_dim = {"head_dim": 64} if "head_dim" in {f.name for f in dataclasses.fields(cls)} else {}
         try:
-            config = cls(num_hidden_layers=1, **head_dim, **{field.name: 1.5})
+            config = cls(**one_layer(cls), **head_dim, **{field.name: 1.5})
             with torch.device("meta"):
                 AutoModelForCausalLM.from_config(config)
         except ValueError as error:
@@ -210,6 +232,10 @@ def main():
         sub = getattr(CONFIG_MAPPING[model_type], "sub_configs", {}) or {}
         if "text_config" in sub and auto_text_config(CONFIG_MAPPING[model_type]) is None:
             classes.append((model_type + ".text_config", sub["text_config"]))
+        # Sections of the model's own settings, built as strict config classes too (MptConfig's attn_config).
+        for section in CHECKED_SECTIONS:
+            if section in sub:
+                classes.append((model_type + "." + section, sub[section]))
     for key, cls in classes:
         if key in seen:
             continue

@@ -4,9 +4,15 @@ import Foundation
 import TensorEngine
 
 /// config.json of `arcee`, with ArceeConfig's defaults
-/// (transformers' `models/arcee/configuration_arcee.py`).
+/// (transformers' `models/arcee/configuration_arcee.py`), or of `jais2`,
+/// with Jais2Config's: LayerNorms (`layer_norm_eps`, default 1e-5) in place
+/// of the RMSNorms, q/k/v/o and MLP biases on unless config.json says
+/// otherwise.
 struct ArceeConfiguration: Decodable {
-    var rmsNormEps: Double
+    /// The norms' epsilon: `rms_norm_eps` (arcee) or `layer_norm_eps` (jais2).
+    var normEps: Double
+    /// Jais 2's LayerNorms with biases, not RMSNorms.
+    var layerNorms: Bool
     /// The MLP's activation: ReLU² (`relu2`) unless given.
     var hiddenAct: String
     /// Biases on q/k/v_proj and o_proj alike.
@@ -15,7 +21,9 @@ struct ArceeConfiguration: Decodable {
     var mlpBias: Bool
 
     enum CodingKeys: String, CodingKey {
+        case modelType = "model_type"
         case rmsNormEps = "rms_norm_eps"
+        case layerNormEps = "layer_norm_eps"
         case hiddenAct = "hidden_act"
         case attentionBias = "attention_bias"
         case mlpBias = "mlp_bias"
@@ -23,10 +31,14 @@ struct ArceeConfiguration: Decodable {
 
     init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        rmsNormEps = try c.decode(Double.self, forKey: .rmsNormEps)
+        layerNorms = try c.decode(String.self, forKey: .modelType) == "jais2"
+        normEps = layerNorms
+            ? try c.decodeIfPresent(Double.self, forKey: .layerNormEps) ?? 1e-5 : try c.decode(Double.self, forKey: .rmsNormEps)
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "relu2"
-        attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
-        mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
+        attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? layerNorms
+        mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? layerNorms
+        let eps = normEps, key = layerNorms ? "layer_norm_eps" : "rms_norm_eps"
+        try ConfigRules.decodingChecks { try ConfigRules.positive(eps, key) }
     }
 }
 
@@ -35,6 +47,9 @@ struct ArceeConfiguration: Decodable {
 /// rotary grouped-query attention (q/k/v/o biases by `attention_bias`), with
 /// a non-gated MLP down(act(up(x))) whose activation is ReLU² unless
 /// `hidden_act` says otherwise (biases by `mlp_bias`); untied head by default.
+/// Jais 2 (`jais2`, transformers' models/jais2/modeling_jais2.py: inceptionai/Jais-2-8B)
+/// is the same model with LayerNorms (weight and bias) for every norm and
+/// its biases on by default.
 struct ArceeModel: DecoderFamily {
     let parts: DecoderParts
     let config: ArceeConfiguration
@@ -53,14 +68,16 @@ struct ArceeModel: DecoderFamily {
     }
 
     func head() throws -> OutputHead {
-        try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps))
+        try parts.head(
+            norm: config.layerNorms ? parts.weights.layerNorm("norm", size: hiddenSize, eps: config.normEps)
+                : parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.normEps))
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let weights = parts.weights, d = hiddenSize, inner = parts.dimensions.intermediateSize
         let p = "layers.\(index)."
         return try parts.preNormBlock(
-            index, drops: plan.union(configuredDrops), eps: config.rmsNormEps,
+            index, drops: plan.union(configuredDrops), eps: config.normEps, layerNorms: config.layerNorms,
             attention: { try parts.attention(p + "self_attn.", bias: config.attentionBias, rotary: rotary) },
             feedForward: {
                 .plain(

@@ -3,11 +3,14 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// config.json of `gpt2`. Decoding refuses sizes that cannot describe a
-/// model (`ConfigRules`): counts below 1, `n_head` not dividing `n_embd`
-/// (as transformers requires), element counts that overflow, a
-/// non-positive `layer_norm_epsilon`.
+/// config.json of `gpt2` or `gpt_bigcode` (GPTBigCodeConfig: GPT-2's keys
+/// without `scale_attn_by_inverse_layer_idx`, plus `multi_query`, default
+/// true, and the activation `gelu_pytorch_tanh` by default). Decoding
+/// refuses sizes that cannot describe a model (`ConfigRules`): counts below
+/// 1, `n_head` not dividing `n_embd` (as transformers requires), element
+/// counts that overflow, a non-positive `layer_norm_epsilon`.
 struct GPT2Configuration: Decodable {
+    var modelType: String
     var nEmbd: Int
     var nLayer: Int
     var nHead: Int
@@ -15,12 +18,16 @@ struct GPT2Configuration: Decodable {
     var nPositions: Int
     var vocabSize: Int
     var layerNormEpsilon: Double?
-    var activationFunction: String?
+    var activationFunction: String
     var scaleAttnWeights: Bool?
     var scaleAttnByInverseLayerIdx: Bool?
     var tieWordEmbeddings: Bool?
+    /// gpt_bigcode: one key/value head shared by all query heads (StarCoder,
+    /// SantaCoder); false is multi-head attention with c_attn's rows per head.
+    var multiQuery: Bool
 
     enum CodingKeys: String, CodingKey {
+        case modelType = "model_type"
         case nEmbd = "n_embd"
         case nLayer = "n_layer"
         case nHead = "n_head"
@@ -32,10 +39,14 @@ struct GPT2Configuration: Decodable {
         case scaleAttnWeights = "scale_attn_weights"
         case scaleAttnByInverseLayerIdx = "scale_attn_by_inverse_layer_idx"
         case tieWordEmbeddings = "tie_word_embeddings"
+        case multiQuery = "multi_query"
+        case addCrossAttention = "add_cross_attention"
     }
 
     init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        modelType = try c.decode(String.self, forKey: .modelType)
+        let bigCode = modelType == "gpt_bigcode"
         nEmbd = try c.decode(Int.self, forKey: .nEmbd)
         nLayer = try c.decode(Int.self, forKey: .nLayer)
         nHead = try c.decode(Int.self, forKey: .nHead)
@@ -44,10 +55,19 @@ struct GPT2Configuration: Decodable {
         vocabSize = try c.decode(Int.self, forKey: .vocabSize)
         layerNormEpsilon = try c.decodeIfPresent(Double.self, forKey: .layerNormEpsilon)
         activationFunction = try c.decodeIfPresent(String.self, forKey: .activationFunction)
+            ?? (bigCode ? "gelu_pytorch_tanh" : "gelu_new")
         scaleAttnWeights = try c.decodeIfPresent(Bool.self, forKey: .scaleAttnWeights)
-        scaleAttnByInverseLayerIdx = try c.decodeIfPresent(Bool.self, forKey: .scaleAttnByInverseLayerIdx)
+        // GPTBigCodeConfig has no such key: its attention never reads one.
+        scaleAttnByInverseLayerIdx = bigCode ? nil : try c.decodeIfPresent(Bool.self, forKey: .scaleAttnByInverseLayerIdx)
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings)
+        multiQuery = bigCode ? try c.decodeIfPresent(Bool.self, forKey: .multiQuery) ?? true : false
+        let multiQuery = multiQuery, crossAttention = try c.decodeIfPresent(Bool.self, forKey: .addCrossAttention) ?? false
         try ConfigRules.decodingChecks {
+            if multiQuery, crossAttention {
+                // GPTBigCodeBlock raises NotImplementedError for this pair.
+                throw InvalidConfigValue(
+                    key: "add_cross_attention", problem: "is true with multi_query; GPTBigCodeBlock cannot build cross-attention for it")
+            }
             try ConfigRules.count(nEmbd, "n_embd")
             try ConfigRules.count(nLayer, "n_layer")
             try ConfigRules.divides(nHead, "n_head", nEmbd, "n_embd")
@@ -72,6 +92,11 @@ struct GPT2Configuration: Decodable {
 
 /// GPT-2: learned positions, pre-LayerNorm blocks, Conv1D projections
 /// (weights stored [in, out]), fused c_attn split into q | k | v.
+/// GPTBigCode (`gpt_bigcode`, transformers' models/gpt_bigcode/
+/// modeling_gpt_bigcode.py) is the same block with nn.Linear projections
+/// (weights [out, in]) and, by `multi_query`, one key/value head: c_attn's
+/// rows are the queries, then the one key head, then the one value head;
+/// without it they are [q_h, k_h, v_h] for each head h.
 struct GPT2Model: RegisteredModel {
     public let checkpoint: Checkpoint
     let config: GPT2Configuration
@@ -93,7 +118,7 @@ struct GPT2Model: RegisteredModel {
         try weights.confirmStoredOutputShapes(hidden: config.nEmbd, vocabulary: config.vocabSize, finalNorm: "ln_f")
     }
 
-    public var modelType: String { "gpt2" }
+    public var modelType: String { config.modelType }
     public var layerCount: Int { config.nLayer }
     public var hiddenSize: Int { config.nEmbd }
     public var vocabularySize: Int { config.vocabSize }
@@ -135,17 +160,25 @@ struct GPT2Model: RegisteredModel {
         let p = "h.\(index)."
         var scale: Float = config.scaleAttnWeights ?? true ? 1 / Float(headDim).squareRoot() : 1
         if config.scaleAttnByInverseLayerIdx == true { scale /= Float(index + 1) }
+        // GPT-2's Conv1D stores [in, out]; GPTBigCode's nn.Linear [out, in].
+        let bigCode = config.modelType == "gpt_bigcode"
+        func projection(_ name: String, in inFeatures: Int, out outFeatures: Int) throws -> Linear {
+            bigCode ? try weights.linear(p + name, in: inFeatures, out: outFeatures, bias: true)
+                : try weights.conv1D(p + name, in: inFeatures, out: outFeatures)
+        }
+        let layout = config.multiQuery ? QKVLayout(numHeads: heads, numKVHeads: 1, headDim: headDim)
+            : QKVLayout(numHeads: heads, numKVHeads: heads, headDim: headDim, arrangement: bigCode ? .interleavedPerHead : .grouped)
         func attention() throws -> SelfAttention { SelfAttention(
-            qkv: try weights.conv1D(p + "attn.c_attn", in: d, out: 3 * d),
-            layout: QKVLayout(numHeads: heads, numKVHeads: heads, headDim: headDim),
+            qkv: try projection("attn.c_attn", in: d, out: layout.width),
+            layout: layout,
             rotary: nil,
-            output: try weights.conv1D(p + "attn.c_proj", in: d, out: d),
+            output: try projection("attn.c_proj", in: d, out: d),
             scale: scale) }
         func feedForward() throws -> FeedForward { FeedForward.plain(
-            up: try weights.conv1D(p + "mlp.c_fc", in: d, out: inner),
-            down: try weights.conv1D(p + "mlp.c_proj", in: inner, out: d),
+            up: try projection("mlp.c_fc", in: d, out: inner),
+            down: try projection("mlp.c_proj", in: inner, out: d),
             activation: try Activation(
-                huggingFaceName: config.activationFunction ?? "gelu_new", configPath: checkpoint.configURL.path)) }
+                huggingFaceName: config.activationFunction, configPath: checkpoint.configURL.path)) }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil
                 : AttentionBranch(inputNorm: try weights.layerNorm(p + "ln_1", size: d, eps: eps), attention: try attention()),

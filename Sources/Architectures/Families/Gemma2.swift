@@ -43,16 +43,24 @@ struct Gemma2Configuration: Decodable {
 /// Gemma-2: Gemma with a norm at both ends of each branch (`SandwichBlock`),
 /// attention scaled by 1/√query_pre_attn_scalar with soft-capped scores,
 /// sliding-window and global layers alternating, and soft-capped final logits.
+/// VaultGemma (`vaultgemma`, VaultGemmaConfig: Gemma2Config's keys and
+/// defaults, without `use_bidirectional_attention`) is the same model
+/// without the branches' output norms (`post_attention_layernorm`,
+/// `post_feedforward_layernorm`).
 struct Gemma2Model: DecoderFamily {
     static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
     let config: Gemma2Configuration
     let rotary: RotaryEmbedding
     let layerTypes: [String]
+    /// Gemma-2's post-branch norms; VaultGemma has none.
+    let outputNorms: Bool
 
     init(_ checkpoint: Checkpoint) throws {
+        let outputNorms = checkpoint.modelType != "vaultgemma"
+        self.outputNorms = outputNorms
         parts = try DecoderParts(checkpoint, section: Gemma2Configuration.section, tiedByDefault: true) {
-            SandwichBlock.naming($0)
+            SandwichBlock.naming($0, outputNorms: outputNorms)
         }
         config = try parts.config(Gemma2Configuration.self)
         rotary = try parts.rotary()
@@ -94,6 +102,7 @@ struct Gemma2Model: DecoderFamily {
             logitSoftcap: config.attnLogitSoftcapping.map { Float($0) }) }
         return try SandwichBlock.block(
             index, parts: parts, drops: drops, eps: eps,
-            activation: try parts.activation(config.hiddenActivation ?? "gelu_pytorch_tanh"), attention: attention)
+            activation: try parts.activation(config.hiddenActivation ?? "gelu_pytorch_tanh"), outputNorms: outputNorms,
+            attention: attention)
     }
 }
