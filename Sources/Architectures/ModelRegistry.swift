@@ -74,6 +74,7 @@ public enum ModelRegistry {
         "stablelm": StableLMModel.self,
         "starcoder2": Starcoder2Model.self,
         "vaultgemma": Gemma2Model.self,
+        "youtu": DeepSeekModel.self,
     ]
 
     /// Every `model_type` droptrace reads, in the registry's order.

@@ -1468,6 +1468,37 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "youtu": (
+            "YoutuConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "nif",
+                "bos_token_id": "ni",
+                "embedding_initializer_range": "nf",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "nf",
+                "intermediate_size": "i",
+                "kv_lora_rank": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "pad_token_id": "ni",
+                "q_lora_rank": "ni",
+                "qk_nope_head_dim": "i",
+                "qk_rope_head_dim": "i",
+                "rms_norm_eps": "f",
+                "rope_interleave": "nb",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "v_head_dim": "ni",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
     ]
 
     /// Per config class (by model_type) whose `text_config` is built by its own `model_type` (an
@@ -1520,6 +1551,7 @@ extension ConfigValueKinds {
         "stablelm": (nil, 50304),
         "starcoder2": (nil, 49152),
         "vaultgemma": (0, 256000),
+        "youtu": (nil, 128256),
     ]
 
     /// Per config class (by model_type): the defaults of the keys below, which droptrace reads
@@ -1573,6 +1605,7 @@ extension ConfigValueKinds {
         "stablelm": ["intermediate_size": "6912", "layer_norm_eps": "1e-05", "max_position_embeddings": "4096", "num_key_value_heads": "32"],
         "starcoder2": ["intermediate_size": "12288", "max_position_embeddings": "4096", "norm_epsilon": "1e-05", "num_key_value_heads": "2"],
         "vaultgemma": ["intermediate_size": "9216", "max_position_embeddings": "8192", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
+        "youtu": ["intermediate_size": "6144", "max_position_embeddings": "131072", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
     ]
 
     /// Per config class (by model_type): the dropout settings its model builds `nn.Dropout` from.
@@ -1660,6 +1693,7 @@ extension ConfigValueKinds {
         "smollm3",
         "stablelm",
         "starcoder2",
+        "youtu",
     ]
 
     /// Config classes (by model_type) that accept `"num_key_value_heads": null` but whose model cannot
