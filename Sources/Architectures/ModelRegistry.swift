@@ -58,6 +58,7 @@ public enum ModelRegistry {
         "mistral3": LlamaModel.self,
         "mixtral": MixtralModel.self,
         "mpt": MptModel.self,
+        "nanochat": NanoChatModel.self,
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
         "olmo3": Olmo3Model.self,
