@@ -60,6 +60,7 @@ public enum ModelRegistry {
         "mistral3": LlamaModel.self,
         "mixtral": MixtralModel.self,
         "mpt": MptModel.self,
+        "nanochat": NanoChatModel.self,
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
         "olmo3": Olmo3Model.self,
@@ -76,6 +77,7 @@ public enum ModelRegistry {
         "stablelm": StableLMModel.self,
         "starcoder2": Starcoder2Model.self,
         "vaultgemma": Gemma2Model.self,
+        "youtu": DeepSeekModel.self,
     ]
 
     /// Every `model_type` droptrace reads, in the registry's order.

@@ -1109,6 +1109,31 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "nanochat": (
+            "NanoChatConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "final_logit_softcapping": "nf",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "olmo": (
             "OlmoConfig",
             [
@@ -1565,6 +1590,37 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "youtu": (
+            "YoutuConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "nif",
+                "bos_token_id": "ni",
+                "embedding_initializer_range": "nf",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "nf",
+                "intermediate_size": "i",
+                "kv_lora_rank": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "pad_token_id": "ni",
+                "q_lora_rank": "ni",
+                "qk_nope_head_dim": "i",
+                "qk_rope_head_dim": "i",
+                "rms_norm_eps": "f",
+                "rope_interleave": "nb",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "v_head_dim": "ni",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
     ]
 
     /// Per config class (by model_type) whose `text_config` is built by its own `model_type` (an
@@ -1603,6 +1659,7 @@ extension ConfigValueKinds {
         "ministral3": (11, 131072),
         "mistral": (nil, 32000),
         "mixtral": (nil, 32000),
+        "nanochat": (1, 50304),
         "olmo": (1, 50304),
         "olmo2": (1, 50304),
         "olmo3": (1, 50304),
@@ -1619,6 +1676,7 @@ extension ConfigValueKinds {
         "stablelm": (nil, 50304),
         "starcoder2": (nil, 49152),
         "vaultgemma": (0, 256000),
+        "youtu": (nil, 128256),
     ]
 
     /// Per config class (by model_type): the defaults of the keys below, which droptrace reads
@@ -1657,6 +1715,7 @@ extension ConfigValueKinds {
         "mistral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
         "mixtral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_experts_per_tok": "2", "num_key_value_heads": "8", "num_local_experts": "8", "rms_norm_eps": "1e-05"],
         "mpt": ["layer_norm_epsilon": "1e-05"],
+        "nanochat": ["intermediate_size": "8192", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "olmo": ["intermediate_size": "11008", "max_position_embeddings": "2048"],
         "olmo2": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
         "olmo3": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
@@ -1673,6 +1732,7 @@ extension ConfigValueKinds {
         "stablelm": ["intermediate_size": "6912", "layer_norm_eps": "1e-05", "max_position_embeddings": "4096", "num_key_value_heads": "32"],
         "starcoder2": ["intermediate_size": "12288", "max_position_embeddings": "4096", "norm_epsilon": "1e-05", "num_key_value_heads": "2"],
         "vaultgemma": ["intermediate_size": "9216", "max_position_embeddings": "8192", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
+        "youtu": ["intermediate_size": "6144", "max_position_embeddings": "131072", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
     ]
 
     /// Per config class (by model_type): the dropout settings its model builds `nn.Dropout` from.
@@ -1702,6 +1762,7 @@ extension ConfigValueKinds {
         "granite",
         "hunyuan_v1_dense",
         "ministral",
+        "nanochat",
         "olmo",
         "olmo2",
         "olmo3",
@@ -1747,6 +1808,7 @@ extension ConfigValueKinds {
         "ministral",
         "mixtral",
         "mpt",
+        "nanochat",
         "olmo",
         "olmo2",
         "olmo3",
@@ -1760,6 +1822,7 @@ extension ConfigValueKinds {
         "smollm3",
         "stablelm",
         "starcoder2",
+        "youtu",
     ]
 
     /// Config classes (by model_type) that accept `"num_key_value_heads": null` but whose model cannot

@@ -3,9 +3,12 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// config.json of `deepseek_v2` and `deepseek_v3`; absent keys take
-/// transformers' defaults of the model type.
+/// config.json of `deepseek_v2` and `deepseek_v3`, or of `youtu`
+/// (YoutuConfig: DeepseekV3Config's attention keys and defaults without its
+/// mixture-of-experts keys, which it does not read: every layer dense);
+/// absent keys take transformers' defaults of the model type.
 struct DeepSeekConfiguration: Decodable {
+    /// V3's latent attention (deepseek_v3 and youtu).
     var isV3: Bool
     var rmsNormEps: Double
     var hiddenAct: String
@@ -60,8 +63,9 @@ struct DeepSeekConfiguration: Decodable {
 
     init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        isV3 = try c.decode(String.self, forKey: .modelType) == "deepseek_v3"
-        let v3 = isV3
+        let modelType = try c.decode(String.self, forKey: .modelType)
+        isV3 = modelType == "deepseek_v3" || modelType == "youtu"
+        let v3 = isV3, youtu = modelType == "youtu"
         func value<T: Decodable>(_ key: CodingKeys, v2: T, v3 value3: T) throws -> T {
             try c.decodeIfPresent(T.self, forKey: key) ?? (v3 ? value3 : v2)
         }
@@ -83,7 +87,8 @@ struct DeepSeekConfiguration: Decodable {
         vHeadDim = try value(.vHeadDim, v2: 128, v3: 128)
         // V2 rotates interleaved pairs as complex numbers; V3 by rope_interleave.
         ropeInterleave = v3 ? try written(.ropeInterleave, absent: true) ?? false : true
-        firstKDenseReplace = try value(.firstKDenseReplace, v2: 0, v3: 3)
+        // Youtu's layers are all dense (YoutuDecoderLayer builds YoutuMLP): no layer routes.
+        firstKDenseReplace = youtu ? Int.max : try value(.firstKDenseReplace, v2: 0, v3: 3)
         nRoutedExperts = try value(.nRoutedExperts, v2: 64, v3: 256)
         numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? (v3 ? 8 : nil)
         nSharedExperts = try value(.nSharedExperts, v2: 2, v3: 1)
@@ -193,6 +198,10 @@ struct MultiTokenPredictionLayers: Decodable {
 /// Routed experts are read per expert (`mlp.experts.<e>.gate_proj|up_proj|
 /// down_proj`, DeepSeek's names, which transformers' `save_pretrained`
 /// writes) or fused (`mlp.experts.gate_up_proj` / `down_proj`).
+///
+/// Youtu-LLM (`youtu`, transformers' models/youtu/modeling_youtu.py) is
+/// DeepSeek-V3's latent attention in Llama's blocks with a dense SwiGLU MLP
+/// in every layer, its head tied to the embedding by default.
 struct DeepSeekModel: DecoderFamily {
     let parts: DecoderParts
     let config: DeepSeekConfiguration
@@ -204,7 +213,7 @@ struct DeepSeekModel: DecoderFamily {
         // Decoded first: the routed experts' tensors are checked with the layers.
         let config = try checkpoint.decodeConfig(DeepSeekConfiguration.self)
         self.config = config
-        parts = try DecoderParts(checkpoint, naming: { prefix in
+        parts = try DecoderParts(checkpoint, tiedByDefault: checkpoint.modelType == "youtu", naming: { prefix in
             LayerNaming(
                 prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
                 mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
