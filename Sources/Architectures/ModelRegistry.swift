@@ -48,6 +48,7 @@ public enum ModelRegistry {
         "gpt_neox": GPTNeoXModel.self,
         "gptj": GPTJModel.self,
         "granite": GraniteModel.self,
+        "granite_swa": GraniteModel.self,
         "helium": InterleavedLlamaModel.self,
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
         "jais2": ArceeModel.self,

@@ -226,9 +226,9 @@ public enum DroppedModelExport {
     }
 
     /// config.json per-layer keys holding one entry per layer (Qwen2/Gemma's
-    /// `layer_types`, SmolLM3/Llama 4's `no_rope_layers` flags): the kept
-    /// layers' entries stay.
-    static let perLayerListKeys = ["layer_types", "no_rope_layers", "attention_layers"]
+    /// `layer_types`, SmolLM3/Llama 4's `no_rope_layers` flags, Granite SWA's
+    /// `layer_rope_theta`): the kept layers' entries stay.
+    static let perLayerListKeys = ["layer_types", "no_rope_layers", "attention_layers", "layer_rope_theta"]
     /// Keys listing layer indices (Qwen-MoE's `mlp_only_layers`, Llama 4's
     /// `moe_layers`): renumbered, removed layers left out.
     static let layerIndexListKeys = ["mlp_only_layers", "moe_layers"]

@@ -72,15 +72,66 @@ struct GraniteConfiguration: Decodable {
 /// The residual multiplier belongs to the branch: the attention and MLP
 /// importances compare the stream before and after the scaled branch is
 /// added, as transformers' layer forms it.
+///
+/// Granite SWA (`granite_swa`, transformers' models/granite_swa/modeling_granite_swa.py)
+/// adds sliding-window layers by `layer_types` (every fourth layer from 0
+/// global unless given; window `sliding_window`, 128 by default), a rotary
+/// base per layer by `layer_rope_theta` (0: no rotary), and a learned sink
+/// per head (`self_attn.sinks`): the attention output scaled by
+/// sigmoid(logsumexp(scores) − sink), an extra logit in the softmax.
 struct GraniteModel: DecoderFamily {
+    static func readsLayerTypes(_ modelType: String) -> Bool { modelType == "granite_swa" }
     let parts: DecoderParts
     let config: GraniteConfiguration
-    let rotary: RotaryEmbedding
+    /// Per layer: its rotation (nil: none, Granite SWA's NoPE layers).
+    let rotaries: [RotaryEmbedding?]
+    /// Granite SWA's per-layer types and window, and its sinks; nil for Granite.
+    let slidingWindows: [Int?]?
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, naming: LlamaModel.naming)
+        let swa = checkpoint.modelType == "granite_swa"
+        parts = try DecoderParts(checkpoint, section: swa ? GraniteSWASettings.section : .topLevel, naming: LlamaModel.naming)
         config = try parts.config(GraniteConfiguration.self)
-        rotary = try parts.rotary()
+        let layers = parts.dimensions.numHiddenLayers
+        guard swa else {
+            rotaries = Array(repeating: try parts.rotary(), count: layers)
+            slidingWindows = nil
+            return
+        }
+        let settings = try parts.config(GraniteSWASettings.self)
+        try parts.requireWindow(settings.slidingWindow, builtBy: "GraniteSWAModel")
+        let types = try parts.layerTypes(settings.layerTypes, slidingWindow: settings.slidingWindow) {
+            $0 % 4 == 0 ? AttentionLayerType.full : AttentionLayerType.sliding
+        }
+        slidingWindows = types.map { $0 == AttentionLayerType.sliding ? settings.slidingWindow : nil }
+        let rope = try parts.ropeSettings()
+        let thetas = settings.layerRopeTheta ?? Array(repeating: rope.theta, count: layers)
+        try ConfigRules.checks(path: parts.configPath) {
+            guard thetas.count == layers else {
+                throw InvalidConfigValue(
+                    key: "layer_rope_theta", problem: "has \(thetas.count) entries for num_hidden_layers \(layers); GraniteSWAModel reads one per layer")
+            }
+            for theta in thetas { try ConfigRules.bound(theta, "layer_rope_theta") }
+        }
+        // One rotation per base, as GraniteSWAModel builds one rotary embedding per distinct non-zero theta.
+        var byTheta: [Double: RotaryEmbedding] = [:]
+        for theta in Set(thetas) where theta != 0 {
+            var settings = rope
+            settings.theta = theta
+            settings.thetaIsExplicit = true
+            byTheta[theta] = try parts.rotary(settings: settings)
+        }
+        rotaries = thetas.map { byTheta[$0] }
+        layerTypes = types
+    }
+
+    /// Granite SWA's layer types, spelled out by block-drop exports.
+    private(set) var layerTypes: [String]? = nil
+
+    var layerNaming: LayerNaming {
+        var naming = parts.naming
+        naming.layerTypes = layerTypes
+        return naming
     }
 
     func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch, multiplier: config.embeddingMultiplier) }
@@ -95,7 +146,9 @@ struct GraniteModel: DecoderFamily {
         let d = hiddenSize
         let p = "layers.\(index)."
         func attention() throws -> SelfAttention { try parts.attention(
-            p + "self_attn.", bias: config.attentionBias, rotary: rotary, scale: config.attentionMultiplier) }
+            p + "self_attn.", bias: config.attentionBias, rotary: rotaries[index], scale: config.attentionMultiplier,
+            slidingWindow: slidingWindows?[index] ?? nil,
+            sinkLogits: slidingWindows == nil ? nil : try weights.floats(p + "self_attn.sinks", [parts.attentionLayout.numHeads])) }
         func feedForward() throws -> FeedForward {
             try weights.gatedMLP(
                 p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize,
@@ -105,4 +158,21 @@ struct GraniteModel: DecoderFamily {
             index, drops: drops, eps: config.rmsNormEps, outputScale: config.residualMultiplier,
             attention: attention, feedForward: feedForward)
     }
+}
+
+/// Granite SWA's keys of config.json (GraniteSWAConfig, beside GraniteConfig's).
+struct GraniteSWASettings: Decodable {
+    var slidingWindow: Int?
+    var layerTypes: [String]?
+    /// Per layer: the rotary base, 0 for none (absent or null: rope_theta everywhere).
+    var layerRopeTheta: [Double]?
+
+    enum CodingKeys: String, CodingKey {
+        case slidingWindow = "sliding_window"
+        case layerTypes = "layer_types"
+        case layerRopeTheta = "layer_rope_theta"
+    }
+
+    /// GraniteSWAConfig's window when config.json omits it.
+    static let section = ConfigSection(defaults: ["sliding_window": 128])
 }
