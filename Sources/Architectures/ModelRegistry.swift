@@ -52,6 +52,7 @@ public enum ModelRegistry {
         "ministral3": LlamaModel.self,
         "mistral": LlamaModel.self,
         "mistral3": LlamaModel.self,
+        "mistral4": Mistral4Model.self,
         "mixtral": MixtralModel.self,
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
