@@ -49,6 +49,9 @@ public struct LayerNaming: Sendable, Equatable {
     /// Each layer's `no_rope_layers` flag (1: rotary, 0: none) where the
     /// config leaves them to `no_rope_layer_interval` (SmolLM3).
     public var noRopeLayers: [Int]? = nil
+    /// Each layer's `mlp_layer_types` entry ("dense" or "sparse") where the
+    /// config leaves them to the class's rule (GLM-4.7-Flash: layer 0 dense).
+    public var mlpLayerTypes: [String]? = nil
     /// Layer-index thresholds the family read, defaults included
     /// (DeepSeek's `first_k_dense_replace`, 3 in V3 when config.json omits
     /// it): an export renumbers them even where config.json left them out.

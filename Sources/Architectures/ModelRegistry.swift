@@ -41,6 +41,7 @@ public enum ModelRegistry {
         "glm": GlmModel.self,
         "glm4": GlmModel.self,
         "glm4_moe": Glm4MoeModel.self,
+        "glm4_moe_lite": Glm4MoeLiteModel.self,
         "gpt2": GPT2Model.self,
         "gpt_oss": GptOssModel.self,
         "gpt_neox": GPTNeoXModel.self,

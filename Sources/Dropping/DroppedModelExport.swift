@@ -226,9 +226,9 @@ public enum DroppedModelExport {
     }
 
     /// config.json per-layer keys holding one entry per layer (Qwen2/Gemma's
-    /// `layer_types`, SmolLM3/Llama 4's `no_rope_layers` flags): the kept
-    /// layers' entries stay.
-    static let perLayerListKeys = ["layer_types", "no_rope_layers"]
+    /// `layer_types`, SmolLM3/Llama 4's `no_rope_layers` flags, GLM-4.7-Flash's
+    /// `mlp_layer_types`): the kept layers' entries stay.
+    static let perLayerListKeys = ["layer_types", "no_rope_layers", "mlp_layer_types"]
     /// Keys listing layer indices (Qwen-MoE's `mlp_only_layers`): renumbered,
     /// removed layers left out.
     static let layerIndexListKeys = ["mlp_only_layers"]
@@ -399,6 +399,10 @@ public enum DroppedModelExport {
         // Likewise rotary flags left to no_rope_layer_interval (SmolLM3).
         if try config.value("no_rope_layers") == nil, let flags = naming.noRopeLayers {
             try config.set("no_rope_layers", value: flags.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
+        }
+        // Likewise dense and sparse MLPs left to the class's rule (GLM-4.7-Flash).
+        if try config.value("mlp_layer_types") == nil, let types = naming.mlpLayerTypes {
+            try config.set("mlp_layer_types", value: types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
         }
         for key in layerIndexListKeys {
             guard let indices = try config.value(key) as? [NSNumber] else { continue }
