@@ -53,6 +53,9 @@ public struct LayerNaming: Sendable, Equatable {
     /// [types, repeats] in `attention_types` (GPT-Neo): an export writes the
     /// kept layers' types back as such runs.
     public var attentionTypeRuns: [String]? = nil
+    /// Each layer's `mlp_layer_types` entry ("dense" or "sparse") where the
+    /// config leaves them to the class's rule (GLM-4.7-Flash: layer 0 dense).
+    public var mlpLayerTypes: [String]? = nil
     /// Layer-index thresholds the family read, defaults included
     /// (DeepSeek's `first_k_dense_replace`, 3 in V3 when config.json omits
     /// it): an export renumbers them even where config.json left them out.

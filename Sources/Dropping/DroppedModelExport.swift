@@ -227,8 +227,8 @@ public enum DroppedModelExport {
 
     /// config.json per-layer keys holding one entry per layer (Qwen2/Gemma's
     /// `layer_types`, SmolLM3/Llama 4's `no_rope_layers` flags, Granite SWA's
-    /// `layer_rope_theta`): the kept layers' entries stay.
-    static let perLayerListKeys = ["layer_types", "no_rope_layers", "attention_layers", "layer_rope_theta"]
+    /// `layer_rope_theta`, GLM-4.7-Flash's `mlp_layer_types`): the kept layers' entries stay.
+    static let perLayerListKeys = ["layer_types", "no_rope_layers", "attention_layers", "layer_rope_theta", "mlp_layer_types"]
     /// Keys listing layer indices (Qwen-MoE's `mlp_only_layers`, Llama 4's
     /// `moe_layers`): renumbered, removed layers left out.
     static let layerIndexListKeys = ["mlp_only_layers", "moe_layers"]
@@ -400,6 +400,10 @@ public enum DroppedModelExport {
         // which reads an empty list as none).
         if (try config.value("no_rope_layers") as? [Any])?.isEmpty ?? true, let flags = naming.noRopeLayers {
             try config.set("no_rope_layers", value: flags.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
+        }
+        // Likewise dense and sparse MLPs left to the class's rule (GLM-4.7-Flash).
+        if try config.value("mlp_layer_types") == nil, let types = naming.mlpLayerTypes {
+            try config.set("mlp_layer_types", value: types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
         }
         // GPT-Neo's attention_types, runs of [types, repeats] that GPTNeoConfig
         // expands to one type per layer: one run per kept layer.

@@ -134,10 +134,18 @@ def padded_embedding(cls):
     marked = 7
     text.pad_token_id = marked
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        model = causal_lm_from_config(config)
     if model.get_input_embeddings().padding_idx != marked:
         return None
     return ("" if text is config else ".text_config",) + defaults
+
+
+def causal_lm_from_config(config):
+    """The causal LM of `config`; Mistral4Config's (Mistral4ForCausalLM), which
+    AutoModelForCausalLM does not map, by its class name."""
+    if type(config) not in AutoModelForCausalLM._model_mapping:
+        return getattr(transformers, type(config).__name__.replace("Config", "ForCausalLM"))(config)
+    return AutoModelForCausalLM.from_config(config)
 
 
 def null_fails(cls, key="head_dim", **value):
@@ -155,7 +163,7 @@ def null_fails(cls, key="head_dim", **value):
         try:
             config = cls(**one_layer(cls), **sizes, **value)
             with torch.device("meta"):
-                AutoModelForCausalLM.from_config(config)
+                causal_lm_from_config(config)
         except (TypeError, ValueError, AttributeError):
             # AttributeError: FalconConfig's head_dim is a property, which a given value cannot set.
             return True
@@ -208,7 +216,7 @@ def dropout_modules(cls):
         try:
             config = cls(**one_layer(cls), **head_dim, **{field.name: 1.5})
             with torch.device("meta"):
-                AutoModelForCausalLM.from_config(config)
+                causal_lm_from_config(config)
         except ValueError as error:
             if "dropout probability" in str(error):
                 found.append(field.name)

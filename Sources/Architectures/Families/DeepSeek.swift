@@ -103,6 +103,13 @@ struct DeepSeekConfiguration: Decodable {
         writtenHeadDim = v3 && c.contains(.headDim) ? .some(try c.decodeIfPresent(Int.self, forKey: .headDim)) : nil
     }
 
+    /// The latent attention's keys.
+    var latent: LatentAttentionSettings {
+        LatentAttentionSettings(
+            qLoraRank: qLoraRank, kvLoraRank: kvLoraRank, qkNopeHeadDim: qkNopeHeadDim, qkRopeHeadDim: qkRopeHeadDim,
+            vHeadDim: vHeadDim, ropeInterleave: ropeInterleave, attentionBias: attentionBias)
+    }
+
     /// Whether experts are chosen within the best groups only.
     var groupLimited: Bool { isV3 || topkMethod == "group_limited_greedy" }
 
@@ -122,40 +129,12 @@ struct DeepSeekConfiguration: Decodable {
     /// anything is sized from them.
     func check(_ d: DecoderDimensions) throws {
         try ConfigRules.positive(rmsNormEps, "rms_norm_eps")
-        try ConfigRules.countIfPresent(qLoraRank, "q_lora_rank")
-        try ConfigRules.count(kvLoraRank, "kv_lora_rank")
-        try ConfigRules.count(qkRopeHeadDim, "qk_rope_head_dim")
-        guard qkRopeHeadDim % 2 == 0 else {
-            throw InvalidConfigValue(key: "qk_rope_head_dim", problem: "must be even (rotated in pairs), got \(qkRopeHeadDim)")
-        }
-        try ConfigRules.nonNegative(qkNopeHeadDim, "qk_nope_head_dim")
-        try ConfigRules.count(vHeadDim, "v_head_dim")
+        try latent.check(d)
         if let written = writtenHeadDim, written != qkRopeHeadDim {
             throw InvalidConfigValue(
                 key: "head_dim",
                 problem: "must equal qk_rope_head_dim \(qkRopeHeadDim) (DeepSeek-V3's rotary embedding is sized by it), got \(written.map(String.init) ?? "null")")
         }
-        // Latent attention expands keys and values for every query head.
-        if let kv = d.numKeyValueHeads, kv != d.numAttentionHeads {
-            throw InvalidConfigValue(
-                key: "num_key_value_heads",
-                problem: "must equal num_attention_heads \(d.numAttentionHeads) (latent attention gives every head its own keys and values), got \(kv)")
-        }
-        // Head widths are sums of sizes: each is refused when it does not fit in 64 bits.
-        func sum(_ a: (Int, String), _ b: (Int, String)) throws -> (Int, String) {
-            let (total, overflow) = a.0.addingReportingOverflow(b.0)
-            guard !overflow else { throw InvalidConfigValue(key: a.1, problem: "is too large: \(a.1) \(a.0) + \(b.1) \(b.0) does not fit in 64 bits") }
-            return (total, "\(a.1) + \(b.1)")
-        }
-        let nope = (qkNopeHeadDim, "qk_nope_head_dim"), rope = (qkRopeHeadDim, "qk_rope_head_dim")
-        let queryKey = try sum(nope, rope), keyValue = try sum(nope, (vHeadDim, "v_head_dim"))
-        let latent = try sum((kvLoraRank, "kv_lora_rank"), rope)
-        let heads = (d.numAttentionHeads, "num_attention_heads"), hidden = (d.hiddenSize, "hidden_size")
-        try ConfigRules.product([queryKey, heads, (qLoraRank ?? d.hiddenSize, qLoraRank == nil ? "hidden_size" : "q_lora_rank")])
-        try ConfigRules.product([keyValue, heads, (kvLoraRank, "kv_lora_rank")])
-        try ConfigRules.product([(max(queryKey.0, vHeadDim), "v_head_dim"), heads, (3, "q, k and v"), hidden])
-        try ConfigRules.product([latent, hidden])
-        try ConfigRules.product([(qLoraRank ?? 1, "q_lora_rank"), hidden])
         try ConfigRules.nonNegative(firstKDenseReplace, "first_k_dense_replace")
         // Routed layers exist only past the dense ones.
         guard firstKDenseReplace < d.numHiddenLayers else { return }
@@ -225,8 +204,7 @@ struct DeepSeekModel: DecoderFamily {
         let rope = try checkpoint.decodeConfig(RopeSettings.self)
         // No table when the config drops every attention layer: no tensor confirmed its width.
         rotary = try rope.embedding(headDim: parts.firstKeptAttention == nil ? 0 : config.qkRopeHeadDim, configPath: configPath)
-        let magnitude = try rope.softmaxScaleMagnitude(configPath: configPath)
-        scale = Float(pow(Double(config.qkNopeHeadDim + config.qkRopeHeadDim), -0.5) * magnitude * magnitude)
+        scale = try config.latent.scale(rope, configPath: configPath)
     }
 
     /// An export without some blocks writes `first_k_dense_replace` for the
@@ -241,33 +219,7 @@ struct DeepSeekModel: DecoderFamily {
     /// against the config, before anything is sized from them.
     private static func confirmShapes(_ parts: DecoderParts, _ c: DeepSeekConfiguration) throws {
         let d = parts.dimensions, weights = parts.weights, configPath = parts.configPath
-        if let layer = parts.firstKeptAttention {
-            let p = "layers.\(layer).self_attn."
-            let queryRows = d.numAttentionHeads * (c.qkNopeHeadDim + c.qkRopeHeadDim)
-            // Which query path the weights have must be the one the config names.
-            let lowRank = weights.has(p + "q_a_proj.weight")
-            if lowRank != (c.qLoraRank != nil) {
-                throw DroptraceError(
-                    "\"q_lora_rank\" is \(c.qLoraRank.map(String.init) ?? "null"), but layer \(layer) has \(lowRank ? "q_a_proj" : "no q_a_proj")",
-                    path: configPath)
-            }
-            if let rank = c.qLoraRank {
-                try weights.confirmShape(p + "q_a_proj.weight", [rank, d.hiddenSize], keys: "q_lora_rank, hidden_size", configPath: configPath)
-                try weights.confirmShape(
-                    p + "q_b_proj.weight", [queryRows, rank],
-                    keys: "num_attention_heads × (qk_nope_head_dim + qk_rope_head_dim), q_lora_rank", configPath: configPath)
-            } else {
-                try weights.confirmShape(
-                    p + "q_proj.weight", [queryRows, d.hiddenSize],
-                    keys: "num_attention_heads × (qk_nope_head_dim + qk_rope_head_dim), hidden_size", configPath: configPath)
-            }
-            try weights.confirmShape(
-                p + "kv_a_proj_with_mqa.weight", [c.kvLoraRank + c.qkRopeHeadDim, d.hiddenSize],
-                keys: "kv_lora_rank + qk_rope_head_dim, hidden_size", configPath: configPath)
-            try weights.confirmShape(
-                p + "kv_b_proj.weight", [d.numAttentionHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank],
-                keys: "num_attention_heads × (qk_nope_head_dim + v_head_dim), kv_lora_rank", configPath: configPath)
-        }
+        try c.latent.confirmShapes(parts)
         let routed = (0..<d.numHiddenLayers).lazy.first { $0 >= c.firstKDenseReplace && !parts.configuredDrops.dropsMLP($0) }
         if let layer = routed {
             try weights.confirmShape(
@@ -288,42 +240,7 @@ struct DeepSeekModel: DecoderFamily {
 
     /// Layer `index`'s latent attention.
     func attention(layer index: Int) throws -> SelfAttention {
-        let c = config, weights = parts.weights, d = hiddenSize, heads = parts.dimensions.numAttentionHeads
-        let p = "layers.\(index).self_attn."
-        let qk = c.qkNopeHeadDim + c.qkRopeHeadDim, rope = c.qkRopeHeadDim
-        // Interleaved rope pairs are de-interleaved in the weights (see LatentQKVProjection).
-        func deinterleaved(_ linear: Linear, ropeStarts: [Int]) -> Linear {
-            guard c.ropeInterleave else { return linear }
-            return linear.rearrangingRows {
-                LatentQKVProjection.deinterleavingRope($0, rowWidth: $1, ropeStarts: ropeStarts, ropeDim: rope)
-            }
-        }
-        let queryRopeStarts = (0..<heads).map { $0 * qk + c.qkNopeHeadDim }
-        let query: LatentQKVProjection.QueryPath
-        if let rank = c.qLoraRank {
-            query = .lowRank(
-                down: try weights.linear(p + "q_a_proj", in: d, out: rank, bias: c.attentionBias),
-                norm: try weights.rmsNorm(p + "q_a_layernorm", size: rank, eps: 1e-6),
-                up: deinterleaved(try weights.linear(p + "q_b_proj", in: rank, out: heads * qk, bias: false), ropeStarts: queryRopeStarts))
-        } else {
-            query = .direct(deinterleaved(try weights.linear(p + "q_proj", in: d, out: heads * qk, bias: false), ropeStarts: queryRopeStarts))
-        }
-        // transformers builds both latent norms with its default eps, not rms_norm_eps.
-        let latent = LatentQKVProjection(
-            query: query,
-            keyValueDown: deinterleaved(
-                try weights.linear(p + "kv_a_proj_with_mqa", in: d, out: c.kvLoraRank + rope, bias: c.attentionBias),
-                ropeStarts: [c.kvLoraRank]),
-            keyValueNorm: try weights.rmsNorm(p + "kv_a_layernorm", size: c.kvLoraRank, eps: 1e-6),
-            keyValueUp: try weights.linear(p + "kv_b_proj", in: c.kvLoraRank, out: heads * (c.qkNopeHeadDim + c.vHeadDim), bias: false),
-            numHeads: heads, nopeDim: c.qkNopeHeadDim, ropeDim: rope, valueDim: c.vHeadDim, rotary: rotary)
-        let layout = latent.layout
-        return SelfAttention(
-            projection: .latent(latent), layout: layout, rotary: nil,
-            output: LatentQKVProjection.paddedOutput(
-                try weights.linear(p + "o_proj", in: heads * c.vHeadDim, out: d, bias: c.attentionBias),
-                numHeads: heads, valueDim: c.vHeadDim, headDim: layout.headDim),
-            scale: scale)
+        try config.latent.attention(parts, layer: index, rotary: rotary, scale: scale)
     }
 
     /// Layer `index`'s MLP: dense before `first_k_dense_replace`, else router,

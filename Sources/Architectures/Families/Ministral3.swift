@@ -37,16 +37,21 @@ enum Ministral3Rope {
         }
     }
 
-    /// The rope settings and the query temperature of `parts`' config section.
+    /// The rope settings and the query temperature of `parts`' config section,
+    /// `defaults` (Ministral 3's unless given) standing for absent rope
+    /// parameters; `attentionClass` names the attention that reads them
+    /// (Mistral 4's latent attention scales its queries alike).
     /// - Throws: `DroptraceError` naming config.json and the key when β or
     ///   the original length is missing or null, or the length is below 1.
-    static func read(_ parts: DecoderParts) throws -> (settings: RopeSettings, temperature: QueryTemperature) {
+    static func read(
+        _ parts: DecoderParts, defaults: [String: Any]? = nil, attentionClass: String = "Ministral3Attention"
+    ) throws -> (settings: RopeSettings, temperature: QueryTemperature) {
         let checkpoint = parts.checkpoint, name = parts.section.name
         let keyPrefix = name.map { $0 + "." } ?? ""
         var object = try checkpoint.configObject(parts.section)
         let ropeKey = ["rope_parameters", "rope_scaling"].first { object[$0] is [String: Any] }
         if ropeKey == nil {
-            object["rope_parameters"] = defaultParameters(maxPositions: parts.dimensions.maxPositionEmbeddings)
+            object["rope_parameters"] = defaults ?? defaultParameters(maxPositions: parts.dimensions.maxPositionEmbeddings)
             object["rope_scaling"] = nil
         }
         let key = ropeKey ?? "rope_parameters"
@@ -55,13 +60,13 @@ enum Ministral3Rope {
         guard let beta else {
             throw InvalidConfigValue(
                 key: keyPrefix + key + ".llama_4_scaling_beta",
-                problem: "is missing or null: Ministral3Attention scales its queries by it, and transformers fails without it"
+                problem: "is missing or null: \(attentionClass) scales its queries by it, and transformers fails without it"
             ).error(path: parts.configPath)
         }
         guard let original = settings.originalMaxPositions else {
             throw InvalidConfigValue(
                 key: keyPrefix + key + ".original_max_position_embeddings",
-                problem: "is missing or null: Ministral3Attention divides positions by it to scale its queries, and transformers fails without it"
+                problem: "is missing or null: \(attentionClass) divides positions by it to scale its queries, and transformers fails without it"
             ).error(path: parts.configPath)
         }
         return (settings, QueryTemperature(beta: Float(beta), originalMaxPositions: original))
