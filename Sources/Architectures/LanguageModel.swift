@@ -29,6 +29,9 @@ public protocol LanguageModel: Sendable {
     func head() throws -> OutputHead
     /// How the checkpoint names each layer's tensors, for exporting dropped models.
     var layerNaming: LayerNaming { get }
+    /// Why an export of the model with `plan`'s modules dropped would not
+    /// load in transformers as the model droptrace ran, or nil.
+    func exportProblem(_ plan: DropPlan) -> String?
 }
 
 /// Tensor names of a layer: `<prefix><index>.<branch part>...`.
@@ -88,6 +91,8 @@ public struct LayerNaming: Sendable, Equatable {
 }
 
 extension LanguageModel {
+    public func exportProblem(_ plan: DropPlan) -> String? { nil }
+
     public func block(_ index: Int) throws -> TransformerBlock {
         try block(index, skipping: .none)
     }

@@ -38,6 +38,8 @@ public enum ModelRegistry {
         "gemma2": Gemma2Model.self,
         "gemma3": Gemma3Model.self,
         "gemma3_text": Gemma3Model.self,
+        "gemma4": Gemma4Model.self,
+        "gemma4_text": Gemma4Model.self,
         "glm": GlmModel.self,
         "glm4": GlmModel.self,
         "glm4_moe": Glm4MoeModel.self,

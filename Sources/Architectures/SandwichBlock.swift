@@ -25,22 +25,28 @@ enum SandwichBlock {
 
     /// Block `index` of `parts`' weights with the branches `drops` names left
     /// out (their weights unread); `attention` builds the attention module.
+    /// `plainNorms`: the norms scale by their weight, not 1 + weight
+    /// (Gemma 4); `inner`: the MLP's width when not `intermediate_size`;
+    /// `outputScale`: the block's `TransformerBlock.outputScale`.
     static func block(
         _ index: Int, parts: DecoderParts, drops: DropPlan, eps: Double, activation: Activation, outputNorms: Bool = true,
-        attention: () throws -> SelfAttention
+        plainNorms: Bool = false, inner: Int? = nil, outputScale: Float? = nil, attention: () throws -> SelfAttention
     ) throws -> TransformerBlock {
         let weights = parts.weights, d = parts.dimensions.hiddenSize
         let p = "layers.\(index)."
+        func norm(_ name: String) throws -> Normalization {
+            plainNorms ? try weights.rmsNorm(p + name, size: d, eps: eps) : try weights.offsetRMSNorm(p + name, size: d, eps: eps)
+        }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.offsetRMSNorm(p + "input_layernorm", size: d, eps: eps),
+                inputNorm: try norm("input_layernorm"),
                 attention: try attention(),
-                outputNorm: outputNorms ? try weights.offsetRMSNorm(p + "post_attention_layernorm", size: d, eps: eps) : nil),
+                outputNorm: outputNorms ? try norm("post_attention_layernorm") : nil),
             mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.offsetRMSNorm(p + "pre_feedforward_layernorm", size: d, eps: eps),
+                inputNorm: try norm("pre_feedforward_layernorm"),
                 feedForward: try weights.gatedMLP(
-                    p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize, activation: activation),
-                outputNorm: outputNorms ? try weights.offsetRMSNorm(p + "post_feedforward_layernorm", size: d, eps: eps) : nil),
-            residual: .sequential)
+                    p + "mlp.", hidden: d, inner: inner ?? parts.dimensions.intermediateSize, activation: activation),
+                outputNorm: outputNorms ? try norm("post_feedforward_layernorm") : nil),
+            residual: .sequential, outputScale: outputScale)
     }
 }

@@ -45,17 +45,21 @@ public struct SelfAttention: Sendable {
     /// Queries see only the keys of their own chunk of this many positions
     /// (Llama 4's chunked attention; `firstVisibleKey`).
     public let chunkSize: Int?
+    /// One norm applied to each value head's columns (weights [head_dim];
+    /// Gemma 4's scale-free `v_norm`), with the q/k norms.
+    public let valueNorm: Normalization?
 
     public init(
         qkv: Linear, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
         logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil,
-        chunkSize: Int? = nil
+        chunkSize: Int? = nil, valueNorm: Normalization? = nil
     ) {
         self.init(
             projection: .fused(qkv), layout: layout, rotary: rotary, output: output, scale: scale,
             slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, queryKeyNormAfterRotary: queryKeyNormAfterRotary,
-            logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi, queryTemperature: queryTemperature, chunkSize: chunkSize)
+            logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi, queryTemperature: queryTemperature, chunkSize: chunkSize,
+            valueNorm: valueNorm)
     }
 
     /// Attention over the rows `projection` gives; `rotary` rotates whole
@@ -65,10 +69,11 @@ public struct SelfAttention: Sendable {
         projection: QKVProjection, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
         logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil,
-        chunkSize: Int? = nil
+        chunkSize: Int? = nil, valueNorm: Normalization? = nil
     ) {
         precondition(projection.outFeatures == layout.width)
         precondition(chunkSize.map { $0 > 0 } ?? true)
+        precondition(valueNorm == nil || layout.arrangement == .grouped)
         precondition(queryKeyNorm == nil || layout.arrangement == .grouped)
         precondition(!queryKeyNormAfterRotary || clip == nil)
         precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
@@ -89,6 +94,7 @@ public struct SelfAttention: Sendable {
         self.alibi = alibi
         self.queryTemperature = queryTemperature
         self.chunkSize = chunkSize
+        self.valueNorm = valueNorm
     }
 
     /// Queries, keys and values of `x`, ready to attend: projected,
@@ -97,6 +103,10 @@ public struct SelfAttention: Sendable {
     /// scaled by `queryTemperature`.
     public func projectedQKV(_ x: Matrix, positions: [Int]) -> Matrix {
         var projected = projection(x, positions: positions)
+        if let valueNorm {
+            valueNorm.apply(
+                inPlace: &projected, columns: (layout.queryWidth + layout.keyWidth)..<layout.width, pieceWidth: layout.headDim)
+        }
         if !queryKeyNormAfterRotary { normaliseQueriesAndKeys(&projected) }
         // After the q/k norms, as OLMoE clips (OLMo, which clips too, has no norms).
         if let clip {

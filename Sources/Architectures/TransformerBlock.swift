@@ -96,13 +96,19 @@ public struct TransformerBlock: Sendable {
     public let attention: AttentionBranch?
     public let mlp: MLPBranch?
     public let residual: ResidualStyle
+    /// Multiplies the stream leaving the block, after both branches joined
+    /// it (Gemma 4's `layer_scalar`). The block's own, not a branch's: a
+    /// dropped attention or MLP keeps it, a dropped block loses it; the MLP's
+    /// score compares the stream before it (`BlockActivations.mlpResidual`).
+    public let outputScale: Float?
 
-    public init(attention: AttentionBranch?, mlp: MLPBranch?, residual: ResidualStyle) {
+    public init(attention: AttentionBranch?, mlp: MLPBranch?, residual: ResidualStyle, outputScale: Float? = nil) {
         // A parallel block adds both branches to one x: no stream exists between them to normalise.
         precondition(residual == .sequential || (attention?.residualNorm == nil && mlp?.residualNorm == nil))
         self.attention = attention
         self.mlp = mlp
         self.residual = residual
+        self.outputScale = outputScale
     }
 }
 
@@ -147,14 +153,14 @@ extension TransformerBlock {
             let h = attended ?? x
             let y = mlp.map { joined(h, $0(h), $0.residualNorm) }
             return BlockActivations(
-                index: index, input: x, attentionResidual: attended, mlpInput: h, mlpResidual: y, output: y ?? h,
-                isDropped: false)
+                index: index, input: x, attentionResidual: attended, mlpInput: h, mlpResidual: y,
+                output: (y ?? h).scaled(by: outputScale), isDropped: false)
         case .parallel:
             let mlpOut = mlp.map { $0(x) }
             let base = attended ?? x
             return BlockActivations(
                 index: index, input: x, attentionResidual: attended, mlpInput: x, mlpResidual: mlpOut.map { x.adding($0) },
-                output: mlpOut.map { base.adding($0) } ?? base, isDropped: false)
+                output: (mlpOut.map { base.adding($0) } ?? base).scaled(by: outputScale), isDropped: false)
         }
     }
 }

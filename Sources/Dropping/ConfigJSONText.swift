@@ -50,6 +50,11 @@ struct ConfigJSONText {
         return try ConfigJSONText(Data(bytes[member.value]), path: path)
     }
 
+    /// Each member's key and the raw text of its value, in order.
+    func memberTexts() throws -> [(key: String, text: String)] {
+        try members().map { ($0.key, String(decoding: bytes[$0.value], as: UTF8.self)) }
+    }
+
     /// The JSON text.
     var text: String { String(decoding: bytes, as: UTF8.self) }
 

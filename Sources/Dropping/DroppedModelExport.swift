@@ -91,6 +91,7 @@ public enum DroppedModelExport {
         let files = FileManager.default
         try checkDestination(directory)
         let plan = requested.union(model.configuredDrops)
+        if let problem = model.exportProblem(plan) { throw DroptraceError(problem, path: model.checkpoint.configURL.path) }
         let naming = model.layerNaming
         let parent = directory.deletingLastPathComponent()
         let staging = parent.appendingPathComponent(TemporaryFileName.forTarget(directory.lastPathComponent))
@@ -229,6 +230,11 @@ public enum DroppedModelExport {
     /// `layer_types`, SmolLM3/Llama 4's `no_rope_layers` flags, Granite SWA's
     /// `layer_rope_theta`, GLM-4.7-Flash's `mlp_layer_types`): the kept layers' entries stay.
     static let perLayerListKeys = ["layer_types", "no_rope_layers", "attention_layers", "layer_rope_theta", "mlp_layer_types"]
+    /// Objects keyed by layer index (transformers' heterogeneous
+    /// `per_layer_config`, Gemma 4's per-layer head shapes): the kept layers'
+    /// entries stay, under their new indices (zero-padded to one width, as
+    /// transformers writes them).
+    static let layerIndexObjectKeys = ["per_layer_config"]
     /// Keys listing layer indices (Qwen-MoE's `mlp_only_layers`, Llama 4's
     /// `moe_layers`): renumbered, removed layers left out.
     static let layerIndexListKeys = ["mlp_only_layers", "moe_layers"]
@@ -410,6 +416,20 @@ public enum DroppedModelExport {
         if let types = naming.attentionTypeRuns {
             let kept = types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element)
             try config.set("attention_types", value: kept.map { [[$0], 1] as [Any] })
+        }
+        for key in layerIndexObjectKeys {
+            guard let object = try config.section(key) else { continue }
+            let kept = try object.memberTexts().compactMap { member in
+                Int(member.key).flatMap { renumber.mapping[$0] }.map { (layer: $0, text: member.text) }
+            }.sorted { $0.layer < $1.layer }
+            let width = String(kept.last?.layer ?? 0).count
+            let entries = try kept.map { entry -> String in
+                let digits = String(entry.layer)
+                let name = String(repeating: "0", count: width - digits.count) + digits
+                let keyText = String(decoding: try JSONSerialization.data(withJSONObject: name, options: .fragmentsAllowed), as: UTF8.self)
+                return "\(keyText): \(entry.text)"
+            }
+            try config.set(key, text: "{" + entries.joined(separator: ", ") + "}")
         }
         for key in layerIndexListKeys {
             guard let indices = try config.value(key) as? [NSNumber] else { continue }

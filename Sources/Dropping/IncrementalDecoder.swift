@@ -34,7 +34,7 @@ final class IncrementalDecoder {
                 guard let block, !plan.blocks.contains(index) else { return nil }
                 return TransformerBlock(
                     attention: plan.dropsAttention(index) ? nil : block.attention,
-                    mlp: plan.dropsMLP(index) ? nil : block.mlp, residual: block.residual)
+                    mlp: plan.dropsMLP(index) ? nil : block.mlp, residual: block.residual, outputScale: block.outputScale)
             },
             capacity: capacity)
     }

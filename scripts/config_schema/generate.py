@@ -127,7 +127,8 @@ def padded_embedding(cls):
     text = config.get_text_config(decoder=True)
     defaults = (text.pad_token_id, text.vocab_size)
     # Small enough to build quickly; a head width the class leaves to its model (Ministral's None).
-    if getattr(text, "head_dim", 0) is None:
+    # (A heterogeneous config, Gemma 4's per_layer_config, refuses the global head_dim: its default stands.)
+    if getattr(text, "_getattr_without_heterogeneous_validation", lambda k, d: getattr(text, k, d))("head_dim", 0) is None:
         text.head_dim = text.hidden_size // text.num_attention_heads
     if text is config:
         config.num_hidden_layers = 1
@@ -199,7 +200,9 @@ def head_dim_none(cls, given):
         config = cls(**one_layer(cls), **given)
     except Exception:
         return False  # refused as a kind already
-    return hasattr(config, "head_dim") and config.head_dim is None
+    # A heterogeneous config (Gemma 4's per_layer_config) refuses the global head_dim: read it anyway.
+    read = getattr(config, "_getattr_without_heterogeneous_validation", lambda key, default: getattr(config, key, default))
+    return read("head_dim", 0) is None
 
 
 def dropout_modules(cls):

@@ -1,0 +1,445 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `gemma4_text`, or the `text_config` of `gemma4`.
+struct Gemma4Configuration: Decodable {
+    var rmsNormEps: Double
+    var hiddenActivation: String
+    var attentionBias: Bool?
+    var slidingWindow: Int?
+    var layerTypes: [String]?
+    var finalLogitSoftcapping: Double?
+    var useBidirectionalAttention: String?
+    var hiddenSizePerLayerInput: Int?
+    var attentionKEqV: Bool?
+    var numKVSharedLayers: Int?
+    var enableMoEBlock: Bool?
+    var useDoubleWideMLP: Bool?
+    var globalHeadDim: Int?
+    var numGlobalKeyValueHeads: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case rmsNormEps = "rms_norm_eps"
+        case hiddenActivation = "hidden_activation"
+        case attentionBias = "attention_bias"
+        case slidingWindow = "sliding_window"
+        case layerTypes = "layer_types"
+        case finalLogitSoftcapping = "final_logit_softcapping"
+        case useBidirectionalAttention = "use_bidirectional_attention"
+        case hiddenSizePerLayerInput = "hidden_size_per_layer_input"
+        case attentionKEqV = "attention_k_eq_v"
+        case numKVSharedLayers = "num_kv_shared_layers"
+        case enableMoEBlock = "enable_moe_block"
+        case useDoubleWideMLP = "use_double_wide_mlp"
+        case globalHeadDim = "global_head_dim"
+        case numGlobalKeyValueHeads = "num_global_key_value_heads"
+    }
+
+    /// transformers' `Gemma4TextConfig` defaults, for the keys a config omits
+    /// (`global_head_dim`, read by its `__post_init__` only, defaults to 512).
+    static let defaults: [String: ConfigDefault] = [
+        "vocab_size": 262_144, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 30,
+        "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+        "max_position_embeddings": 131_072, "rms_norm_eps": 1e-6, "tie_word_embeddings": true, "attention_bias": false,
+        "sliding_window": 512, "hidden_size_per_layer_input": 256, "num_kv_shared_layers": 0, "global_head_dim": 512,
+        "attention_k_eq_v": false, "enable_moe_block": false, "use_double_wide_mlp": false,
+    ]
+}
+
+/// Gemma 4's language model, text only (`gemma4_text`, `Gemma4ForCausalLM`)
+/// or inside the multimodal checkpoint (`gemma4`,
+/// `Gemma4ForConditionalGeneration`: sizes under `text_config`, weights
+/// under `model.language_model.`, the head `lm_head`, tied by the top-level
+/// `tie_word_embeddings`, default true; the vision and audio towers ignored,
+/// scored on text), as transformers' models/gemma4/modeling_gemma4.py
+/// defines it.
+///
+/// Gemma-3's sandwich block (`SandwichBlock`) with plain RMSNorms (weight,
+/// not 1 + weight), and an attention whose shape depends on the layer:
+/// - sliding-window layers have heads of `head_dim` and
+///   `num_key_value_heads`; full-attention layers heads of `global_head_dim`
+///   (default 512) and, when `attention_k_eq_v`, `num_global_key_value_heads`
+///   key/value heads (transformers 5 saves the same as `per_layer_config`,
+///   layer index → `head_dim` / `num_key_value_heads`, which is read instead
+///   when given);
+/// - queries and keys pass per-head RMSNorms (`q_norm`, `k_norm`) before
+///   rotary, values a per-head RMSNorm without weights (`v_norm`); the
+///   scores are not scaled (scaling 1);
+/// - with `attention_k_eq_v`, full-attention layers have no `v_proj`: the
+///   values are `k_proj`'s output (before `k_norm` and rotary);
+/// - each layer type rotates by its own `rope_parameters` entry: "default"
+///   (base^(−2i/head_dim) for every pair) or "proportional", which rotates
+///   the first ⌊partial_rotary_factor · head_dim / 2⌋ pairs (j, j + head_dim/2)
+///   at frequencies base^(−2i/head_dim) / factor, exponents over the whole
+///   head, and leaves the other pairs at frequency 0 (by default sliding
+///   layers "default" at 1e4, full layers "proportional" with 0.25 at 1e6);
+/// - the last layer is always full attention (`Gemma4TextConfig` forces it).
+///
+/// Each decoder layer ends by multiplying the stream by its `layer_scalar`
+/// buffer. That belongs to the block, not to a module: droptrace scores the
+/// attention as cos(X, H), H = X + attention branch, the MLP as cos(H, H + M)
+/// with M the MLP branch (the stream right after the MLP's add, before the
+/// layer's scalar), and the block as cos(X, Y) with Y the decoder layer's
+/// output, scalar included (`TransformerBlock.outputScale`). Dropping the
+/// attention or the MLP keeps the scalar; dropping the block removes it.
+/// The logits are soft-capped by `final_logit_softcapping` (both classes).
+///
+/// Not read: per-layer input embeddings (`hidden_size_per_layer_input`, on
+/// by default), key/value sharing (`num_kv_shared_layers`) and the
+/// mixture-of-experts block (`enable_moe_block`), refused when configured.
+struct Gemma4Model: DecoderFamily {
+    static func readsLayerTypes(_ modelType: String) -> Bool { true }
+    let parts: DecoderParts
+    let config: Gemma4Configuration
+    let layerTypes: [String]
+    /// Each layer's attention heads.
+    let layouts: [QKVLayout]
+    /// The rotary embedding of each layer type present.
+    let rotary: [String: RotaryEmbedding]
+    let activation: Activation
+    /// A `gemma4` checkpoint: the language model of `Gemma4ForConditionalGeneration`.
+    let multimodal: Bool
+
+    init(_ checkpoint: Checkpoint) throws {
+        multimodal = checkpoint.modelType == "gemma4"
+        let sectionName = multimodal ? "text_config" : nil
+        let section = ConfigSection(sectionName, defaults: Gemma4Configuration.defaults)
+        parts = try DecoderParts(
+            checkpoint, section: section, tiedByDefault: true,
+            tiedEmbeddings: multimodal ? try checkpoint.decodeConfig(Gemma4WrapperConfig.self).tieWordEmbeddings ?? true : nil,
+            headName: "lm_head", naming: { Gemma4Model.naming($0) },
+            prefixes: multimodal ? ["model.language_model.", "language_model.model."] : ["model.", ""])
+        let config = try parts.config(Gemma4Configuration.self)
+        self.config = config
+        let dimensions = parts.dimensions, configPath = parts.configPath
+        let key = sectionName.map { $0 + "." } ?? ""
+        try ConfigRules.checks(path: configPath) {
+            try ConfigRules.positiveIfPresent(config.finalLogitSoftcapping, key + "final_logit_softcapping")
+            try ConfigRules.countIfPresent(config.globalHeadDim, key + "global_head_dim")
+            try ConfigRules.countIfPresent(config.numGlobalKeyValueHeads, key + "num_global_key_value_heads")
+            if let share = config.hiddenSizePerLayerInput, share != 0 {
+                throw InvalidConfigValue(
+                    key: key + "hidden_size_per_layer_input",
+                    problem: "is \(share) (Gemma4TextConfig's default is 256): droptrace reads Gemma 4 models without per-layer input embeddings, whose configs set it to 0")
+            }
+            if let shared = config.numKVSharedLayers, shared != 0 {
+                throw InvalidConfigValue(
+                    key: key + "num_kv_shared_layers", problem: "is \(shared): droptrace reads Gemma 4 models without key/value sharing")
+            }
+            if config.enableMoEBlock == true {
+                throw InvalidConfigValue(
+                    key: key + "enable_moe_block", problem: "is true: droptrace reads Gemma 4 models without the mixture-of-experts block")
+            }
+        }
+        if config.useBidirectionalAttention == "all" {
+            throw DroptraceError(
+                "\"\(key)use_bidirectional_attention\" is \"all\": droptrace scores causal language models only", path: configPath)
+        }
+        try parts.requireWindow(config.slidingWindow, builtBy: "Gemma4TextModel", keys: key + "sliding_window")
+        // Gemma4TextConfig's rule without layer_types: every sixth layer full;
+        // and the last layer is made full whatever the list says.
+        var configured = config.layerTypes
+            ?? (0..<dimensions.numHiddenLayers).map { ($0 + 1) % 6 == 0 ? AttentionLayerType.full : AttentionLayerType.sliding }
+        if !configured.isEmpty { configured[configured.count - 1] = AttentionLayerType.full }
+        layerTypes = try parts.layerTypes(configured, slidingWindow: config.slidingWindow, default: { _ in AttentionLayerType.full })
+        activation = try parts.activation(config.hiddenActivation)
+
+        let layerKeys = try parts.config(Gemma4LayerKeys.self)
+        let shapes = try Gemma4LayerShapes(
+            keys: layerKeys, config: config, dimensions: dimensions, layerTypes: layerTypes, keyPrefix: key, configPath: configPath)
+        layouts = shapes.layouts
+        // The heads of the first kept attention of each type, confirmed before any table is sized by them.
+        var rotary: [String: RotaryEmbedding] = [:]
+        let ropes = try Gemma4Rope.parameters(layerKeys.rope, layerTypes: Set(layerTypes), keyPrefix: key, configPath: configPath)
+        let types = layerTypes, drops = parts.configuredDrops
+        for layerType in Set(types).sorted() {
+            guard let layer = types.indices.first(where: { types[$0] == layerType && !drops.dropsAttention($0) }) else { continue }
+            let layout = layouts[layer], headKey = shapes.headKeys[layer]
+            try parts.weights.confirmShape(
+                "layers.\(layer).self_attn.q_proj.weight", [layout.numHeads * layout.headDim, dimensions.hiddenSize],
+                keys: "num_attention_heads × \(headKey)", configPath: configPath)
+            rotary[layerType] = ropes[layerType]!.embedding(headDim: layout.headDim)
+        }
+        self.rotary = rotary
+    }
+
+    /// The layer naming: Gemma-3's, each branch owning its two norms;
+    /// `layer_scalar` belongs to the block.
+    static func naming(_ prefix: String) -> LayerNaming { SandwichBlock.naming(prefix) }
+
+    func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch, scaled: true) }
+
+    /// An export without some blocks spells out the remaining layers' types
+    /// (in `text_config` for `gemma4`), so renumbering cannot move a window.
+    var layerNaming: LayerNaming {
+        var naming = parts.naming
+        naming.layerTypes = layerTypes
+        return naming
+    }
+
+    func head() throws -> OutputHead {
+        try parts.head(
+            norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps),
+            logitSoftcap: config.finalLogitSoftcapping.map { Float($0) })
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops), weights = parts.weights
+        let eps = config.rmsNormEps
+        let p = "layers.\(index)."
+        let scalar = weights.has(p + "layer_scalar") ? try weights.floats(p + "layer_scalar", [1])[0] : nil
+        return try SandwichBlock.block(
+            index, parts: parts, drops: drops, eps: eps, activation: activation, plainNorms: true, outputScale: scalar
+        ) { try attention(index) }
+    }
+
+    /// Gemma4TextConfig makes the last layer full attention whatever
+    /// `layer_types` says: an export whose last kept layer slides would load
+    /// in transformers as another model (other heads, no window).
+    func exportProblem(_ plan: DropPlan) -> String? {
+        guard let last = (0..<layerCount).last(where: { !plan.blocks.contains($0) }),
+              layerTypes[last] == AttentionLayerType.sliding else { return nil }
+        return "dropping blocks \((last + 1..<layerCount).map(String.init).joined(separator: ", ")) leaves the sliding-window layer \(last) last, which Gemma4TextConfig turns into a full-attention layer when transformers loads the export; keep a full-attention layer last"
+    }
+
+    /// Layer `index`'s attention (see the type's description).
+    private func attention(_ index: Int) throws -> SelfAttention {
+        let weights = parts.weights, d = hiddenSize, eps = config.rmsNormEps
+        let layout = layouts[index], bias = config.attentionBias == true
+        let p = "layers.\(index).self_attn."
+        let full = layerTypes[index] == AttentionLayerType.full
+        // attention_k_eq_v: a full layer's values are k_proj's output.
+        let valueName = config.attentionKEqV == true && full ? "k_proj" : "v_proj"
+        let kv = layout.numKVHeads * layout.headDim
+        let qkv = try weights.stackedLinear(
+            [p + "q_proj", p + "k_proj", p + valueName], in: d, outs: [layout.queryWidth, kv, kv], bias: bias)
+        return SelfAttention(
+            qkv: qkv, layout: layout, rotary: rotary[layerTypes[index]],
+            output: try weights.linear(p + "o_proj", in: layout.queryWidth, out: d, bias: bias),
+            scale: 1, slidingWindow: full ? nil : config.slidingWindow,
+            queryKeyNorm: .perHead(
+                query: try weights.rmsNorm(p + "q_norm", size: layout.headDim, eps: eps),
+                key: try weights.rmsNorm(p + "k_norm", size: layout.headDim, eps: eps)),
+            valueNorm: .rms(weight: [Float](repeating: 1, count: layout.headDim), eps: Float(eps)))
+    }
+}
+
+/// The top-level key of a `gemma4` config.json the family reads.
+private struct Gemma4WrapperConfig: Decodable {
+    var tieWordEmbeddings: Bool?
+    enum CodingKeys: String, CodingKey { case tieWordEmbeddings = "tie_word_embeddings" }
+}
+
+/// The keys of config.json that give per-layer shapes and per-type rotary
+/// settings, decoded as transformers reads them.
+struct Gemma4LayerKeys: Decodable {
+    /// `per_layer_config`: absent (`.absent`), null (no override at all), or
+    /// overrides by layer index.
+    enum PerLayer {
+        case absent, none, given([String: Override])
+        var isAbsent: Bool { if case .absent = self { true } else { false } }
+    }
+    var perLayer: PerLayer
+    /// `rope_parameters` by layer type; nil when absent or null (the defaults).
+    var rope: [String: RopeEntry?]?
+
+    struct Override: Decodable {
+        var headDim: Int?
+        var kvHeads: Int?
+
+        init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: RopeSettings.Key.self)
+            if let other = c.allKeys.map(\.stringValue).sorted().first(where: { $0 != "head_dim" && $0 != "num_key_value_heads" }) {
+                throw DecodingError.dataCorrupted(DecodingError.Context(
+                    codingPath: c.codingPath + [RopeSettings.Key(other)],
+                    debugDescription: "droptrace reads per-layer head_dim and num_key_value_heads only"))
+            }
+            headDim = try c.decodeIfPresent(Int.self, forKey: RopeSettings.Key("head_dim"))
+            kvHeads = try c.decodeIfPresent(Int.self, forKey: RopeSettings.Key("num_key_value_heads"))
+        }
+    }
+
+    struct RopeEntry: Decodable {
+        var type: String
+        var theta: Double
+        /// nil: absent (1); a present null is refused, as transformers cannot multiply by it.
+        var partialRotaryFactor: Double?
+        var factor: Double?
+
+        init(from decoder: Decoder) throws {
+            typealias Key = RopeSettings.Key
+            let c = try decoder.container(keyedBy: Key.self)
+            type = try c.decode(String.self, forKey: Key("rope_type"))
+            theta = try c.decode(Double.self, forKey: Key("rope_theta"))
+            // Only "proportional" reads them (`Gemma4Rope`).
+            partialRotaryFactor = type == "proportional" && c.contains(Key("partial_rotary_factor"))
+                ? try c.decode(Double.self, forKey: Key("partial_rotary_factor")) : nil
+            factor = type == "proportional" && c.contains(Key("factor")) ? try c.decode(Double.self, forKey: Key("factor")) : nil
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case perLayer = "per_layer_config"
+        case rope = "rope_parameters"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        if !c.contains(.perLayer) {
+            perLayer = .absent
+        } else if try c.decodeNil(forKey: .perLayer) {
+            perLayer = .none
+        } else {
+            perLayer = .given(try c.decode([String: Override].self, forKey: .perLayer))
+        }
+        rope = try c.decodeIfPresent([String: RopeEntry?].self, forKey: .rope)
+    }
+}
+
+/// Each layer's attention heads as `Gemma4TextConfig` resolves them: the
+/// global `head_dim` and `num_key_value_heads`, overridden per layer by
+/// `per_layer_config` when config.json has it (null: no overrides), else on
+/// full-attention layers by `global_head_dim` and (with `attention_k_eq_v`)
+/// `num_global_key_value_heads`.
+struct Gemma4LayerShapes {
+    var layouts: [QKVLayout] = []
+    /// The config keys each layer's head width comes from, for errors.
+    var headKeys: [String] = []
+
+    init(
+        keys: Gemma4LayerKeys, config: Gemma4Configuration, dimensions: DecoderDimensions, layerTypes: [String],
+        keyPrefix key: String, configPath: String
+    ) throws {
+        let heads = dimensions.numAttentionHeads
+        var overrides: [Int: (headDim: Int?, kvHeads: Int?)] = [:]
+        var overrideKey = key + "global_head_dim"
+        switch keys.perLayer {
+        case .absent:
+            // A null global_head_dim (absent: 512) becomes the full layers' head_dim, which no attention can take.
+            guard config.globalHeadDim != nil || !layerTypes.contains(AttentionLayerType.full) else {
+                throw DroptraceError("\"\(key)global_head_dim\" is null: transformers' Gemma 4 cannot size its full-attention heads", path: configPath)
+            }
+            for (layer, type) in layerTypes.enumerated() where type == AttentionLayerType.full {
+                overrides[layer] = (config.globalHeadDim ?? 512, config.attentionKEqV == true ? config.numGlobalKeyValueHeads : nil)
+            }
+        case .none:
+            break
+        case .given(let perLayer):
+            overrideKey = key + "per_layer_config"
+            for (name, entry) in perLayer {
+                guard let layer = Int(name), layer >= 0, layer < layerTypes.count else {
+                    throw DroptraceError(
+                        "\"\(key)per_layer_config\" has the entry \"\(name.forErrorMessage)\", which is not a layer index below num_hidden_layers \(layerTypes.count)",
+                        path: configPath)
+                }
+                try ConfigRules.checks(path: configPath) {
+                    try ConfigRules.countIfPresent(entry.headDim, "\(overrideKey).\(name).head_dim")
+                    try ConfigRules.countIfPresent(entry.kvHeads, "\(overrideKey).\(name).num_key_value_heads")
+                }
+                overrides[layer] = (entry.headDim, entry.kvHeads)
+            }
+        }
+        for layer in 0..<layerTypes.count {
+            let headDim = overrides[layer]?.headDim ?? dimensions.resolvedHeadDim
+            let kvHeads = overrides[layer]?.kvHeads ?? dimensions.kvHeads
+            let headKey = overrides[layer]?.headDim == nil ? key + "head_dim" : overrideKey
+            try ConfigRules.checks(path: configPath) {
+                // Rotary pairs dimension j with j + head_dim/2: transformers' tables do not fit an odd head.
+                if headDim % 2 != 0 {
+                    throw InvalidConfigValue(
+                        key: headKey, problem: "gives layer \(layer) heads of odd width \(headDim), which transformers' rotary embedding cannot rotate")
+                }
+                let kvKey = overrides[layer]?.kvHeads == nil
+                    ? key + "num_key_value_heads" : keys.perLayer.isAbsent ? key + "num_global_key_value_heads" : overrideKey
+                try ConfigRules.divides(kvHeads, kvKey, heads, key + "num_attention_heads")
+                _ = try ConfigRules.product([
+                    (headDim, headKey), (heads + 2 * kvHeads, key + "num_attention_heads"), (dimensions.hiddenSize, key + "hidden_size"),
+                ])
+            }
+            layouts.append(QKVLayout(numHeads: heads, numKVHeads: kvHeads, headDim: headDim))
+            headKeys.append(headKey)
+        }
+        // Gemma4TextRotaryEmbedding sizes one table per layer type: transformers
+        // refuses a type whose layers differ.
+        for type in Set(layerTypes).sorted() {
+            let layers = layerTypes.indices.filter { layerTypes[$0] == type }
+            let first = layouts[layers[0]]
+            if let odd = layers.first(where: { layouts[$0].headDim != first.headDim || layouts[$0].numKVHeads != first.numKVHeads }) {
+                throw DroptraceError(
+                    "\"\(overrideKey)\" gives layer \(odd) other heads than layer \(layers[0]), both \(type): transformers' Gemma 4 needs one shape per layer type",
+                    path: configPath)
+            }
+        }
+    }
+}
+
+/// One layer type's rotary settings (`rope_parameters.<layer type>`).
+struct Gemma4Rope: Equatable {
+    var proportional: Bool
+    var theta: Double
+    /// "proportional" only: the share of the head's pairs that rotate, and the frequencies' divisor.
+    var partialRotaryFactor: Double = 1
+    var factor: Double = 1
+
+    /// Gemma4TextConfig's defaults when `rope_parameters` is absent or null.
+    static let defaults: [String: Gemma4Rope] = [
+        AttentionLayerType.sliding: Gemma4Rope(proportional: false, theta: 10_000),
+        AttentionLayerType.full: Gemma4Rope(proportional: true, theta: 1_000_000, partialRotaryFactor: 0.25),
+    ]
+
+    /// The settings of each of `layerTypes` from config.json's `rope_parameters`.
+    /// - Throws: `DroptraceError` naming the key for a missing entry, a type
+    ///   other than default / proportional, or a value transformers cannot run.
+    static func parameters(
+        _ given: [String: Gemma4LayerKeys.RopeEntry?]?, layerTypes: Set<String>, keyPrefix: String, configPath: String
+    ) throws -> [String: Gemma4Rope] {
+        guard let given else { return defaults }
+        let key = keyPrefix + "rope_parameters"
+        var result: [String: Gemma4Rope] = [:]
+        for type in layerTypes.sorted() {
+            let typeKey = "\(key).\(type)"
+            guard let entry = given[type] ?? nil else {
+                throw DroptraceError(
+                    "\"\(key)\" has no settings for \(type) layers, which transformers' Gemma 4 rotary embedding needs (one object per layer type)",
+                    path: configPath)
+            }
+            guard entry.type == "default" || entry.type == "proportional" else {
+                throw DroptraceError(
+                    "\"\(typeKey).rope_type\" is \"\(entry.type.forErrorMessage)\": droptrace reads Gemma 4's \"default\" and \"proportional\" rope types",
+                    path: configPath)
+            }
+            let rope = Gemma4Rope(
+                proportional: entry.type == "proportional", theta: entry.theta,
+                partialRotaryFactor: entry.partialRotaryFactor ?? 1, factor: entry.factor ?? 1)
+            try ConfigRules.checks(path: configPath) {
+                _ = try ConfigRules.positive(rope.theta, typeKey + ".rope_theta")
+                _ = try ConfigRules.positive(rope.factor, typeKey + ".factor")
+                // transformers builds a table wider than the head above 1 (and fails); 0 rotates nothing.
+                guard rope.partialRotaryFactor >= 0, rope.partialRotaryFactor <= 1 else {
+                    throw InvalidConfigValue(
+                        key: typeKey + ".partial_rotary_factor", problem: "must be between 0 and 1, got \(rope.partialRotaryFactor)")
+                }
+            }
+            result[type] = rope
+        }
+        return result
+    }
+
+    /// The rotary embedding for heads of `headDim`, pairs (j, j + headDim/2)
+    /// as transformers rotates them. "default": every pair at
+    /// base^(−2i/headDim); "proportional": the first
+    /// int(partial_rotary_factor · headDim // 2) pairs so, divided by
+    /// `factor`, the others at frequency 0 (unrotated). Float32 as torch.
+    func embedding(headDim: Int) -> RotaryEmbedding {
+        let pairs = headDim / 2
+        let rotated = proportional ? min(pairs, Int((partialRotaryFactor * Double(headDim) / 2).rounded(.down))) : pairs
+        var frequencies = [Float](repeating: 0, count: pairs)
+        for i in 0..<rotated {
+            frequencies[i] = 1 / powf(Float(theta), Float(2 * i) / Float(headDim))
+            if proportional { frequencies[i] /= Float(factor) }
+        }
+        return RotaryEmbedding(inverseFrequencies: frequencies, headDim: headDim)
+    }
+}

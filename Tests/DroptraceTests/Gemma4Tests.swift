@@ -1,0 +1,137 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+import Testing
+
+/// Gemma 4's per-layer heads, its rope types and its refusals as
+/// Gemma4TextConfig reads them; the scores themselves are checked against
+/// transformers with every other family (`ScoringReferenceTests`).
+@Suite struct Gemma4Tests {
+    typealias Mutant = ConfigValidationTests.Mutant
+
+    static let mutants: [Mutant] = [
+        Mutant("gemma4_text-f32", "rms_norm_eps", "0"),
+        Mutant("gemma4_text-f32", "final_logit_softcapping", "-1"),
+        // Per-layer input embeddings, key/value sharing and the MoE block are not read.
+        Mutant("gemma4_text-f32", "hidden_size_per_layer_input", "16"),
+        Mutant("gemma4_text-f32", "num_kv_shared_layers", "2"),
+        Mutant("gemma4_text-f32", "enable_moe_block", "true"),
+        Mutant("gemma4_text-f32", "use_bidirectional_attention", "\"all\""),
+        Mutant("gemma4_text-f32", "per_layer_config.1.head_dim", "0"),
+        Mutant("gemma4_text-f32", "per_layer_config.1.head_dim", "\"wide\""),
+        Mutant("gemma4_text-f32", "per_layer_config.1.sliding_window", "4"),
+        Mutant("gemma4_text-f32", "per_layer_config.1", "[16]", key: "per_layer_config"),
+        Mutant("gemma4_text-f32", "per_layer_config.9", "{\"head_dim\": 16}", key: "per_layer_config"),
+        // One full layer with other heads than the other: one rotary table per type cannot fit both.
+        Mutant("gemma4_text-f32", "per_layer_config.3.num_key_value_heads", "2", key: "per_layer_config"),
+        Mutant("gemma4_text-f32", "rope_parameters.full_attention.partial_rotary_factor", "2"),
+        Mutant("gemma4_text-f32", "rope_parameters.full_attention.partial_rotary_factor", "null"),
+        Mutant("gemma4_text-f32", "rope_parameters.full_attention.factor", "0"),
+        Mutant("gemma4_text-f32", "rope_parameters.full_attention.rope_type", "\"yarn\"", key: "rope_type"),
+        Mutant("gemma4_text-f32", "rope_parameters.sliding_attention.rope_theta", "-1"),
+        Mutant("gemma4_text-f32", "rope_parameters.sliding_attention", "null", key: "rope_parameters"),
+        Mutant("gemma4-f32", "text_config.global_head_dim", "0"),
+        Mutant("gemma4-f32", "text_config.global_head_dim", "7"),
+        Mutant("gemma4-f32", "text_config.global_head_dim", "null"),
+        Mutant("gemma4-f32", "text_config.num_global_key_value_heads", "3"),
+        Mutant("gemma4-f32", "text_config.num_global_key_value_heads", "-1"),
+        Mutant("gemma4-f32", "text_config.hidden_size_per_layer_input", "8"),
+    ]
+
+    @Test(arguments: mutants)
+    func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
+        try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
+    }
+
+    /// Gemma4TextConfig's default per_layer_input width is 256: a config that omits it has per-layer inputs.
+    @Test func omittedPerLayerInputWidthIsRefused() throws {
+        try EditedFixture("gemma4_text-f32") { $0["hidden_size_per_layer_input"] = nil }
+            .expectRefused(naming: "hidden_size_per_layer_input")
+    }
+
+    /// The heads as transformers 5 saves them (`per_layer_config`) and as the
+    /// released configs name them (`global_head_dim`,
+    /// `num_global_key_value_heads`) are one model.
+    @Test func globalHeadKeysGiveTheSavedPerLayerConfig() throws {
+        let saved = try EditedFixture("gemma4_text-f32")
+        let released = try EditedFixture("gemma4_text-f32") {
+            $0["per_layer_config"] = nil
+            $0["global_head_dim"] = 16
+            $0["num_global_key_value_heads"] = 1
+        }
+        #expect(try saved.attentionScores() == released.attentionScores())
+        // Without attention_k_eq_v, num_global_key_value_heads is not read (the weights then do not fit).
+        let unshared = try EditedFixture("gemma4_text-f32") {
+            $0["per_layer_config"] = nil
+            $0["global_head_dim"] = 16
+            $0["num_global_key_value_heads"] = 1
+            $0["attention_k_eq_v"] = false
+        }
+        #expect(throws: DroptraceError.self) { _ = try unshared.load().block(1) }
+    }
+
+    /// Sliding layers: heads of head_dim with v_proj, every pair rotating;
+    /// full layers: heads of the per-layer width, values from k_proj (the
+    /// value rows repeat the key rows), the proportional rope rotating half
+    /// the pairs; scores unscaled; layer_scalar on the block.
+    @Test func layersAsGemma4Builds() throws {
+        let model = try EditedFixture("gemma4_text-f32").load()
+        let sliding = try #require(try model.block(0).attention?.attention)
+        let full = try #require(try model.block(1).attention?.attention)
+        #expect(sliding.layout.headDim == 8 && sliding.layout.numKVHeads == 2 && sliding.slidingWindow == 8)
+        #expect(full.layout.headDim == 16 && full.layout.numKVHeads == 1 && full.slidingWindow == nil)
+        #expect(sliding.scale == 1 && full.scale == 1 && full.valueNorm != nil)
+        let slidingFrequencies = try #require(sliding.rotary?.inverseFrequencies)
+        let fullFrequencies = try #require(full.rotary?.inverseFrequencies)
+        #expect(slidingFrequencies.count == 4 && !slidingFrequencies.contains(0))
+        #expect(fullFrequencies.count == 8 && fullFrequencies.prefix(4).allSatisfy { $0 > 0 } && fullFrequencies.suffix(4).allSatisfy { $0 == 0 })
+        // Exponents over the whole head: base^(-2/16) for the second pair.
+        #expect(fullFrequencies[1] == 1 / powf(1_000_000, 2 / 16))
+        guard case .fused(let qkv) = full.projection else {
+            Issue.record("not a fused projection")
+            return
+        }
+        let width = full.layout.keyWidth * qkv.inFeatures, keys = full.layout.queryWidth * qkv.inFeatures
+        #expect(Array(qkv.weight[keys..<(keys + width)]) == Array(qkv.weight[(keys + width)...]))
+        #expect(try model.block(0).outputScale != nil)
+    }
+
+    /// Without layer_types every sixth layer is full and the last one always.
+    @Test func defaultLayerTypesEndFull() throws {
+        let model = try EditedFixture("gemma4_text-f32") {
+            $0["layer_types"] = nil
+            $0["per_layer_config"] = nil
+            $0["global_head_dim"] = 16
+        }.load()
+        #expect(model.layerNaming.layerTypes == ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"])
+        let forced = try EditedFixture("gemma4_text-f32") {
+            $0["layer_types"] = ["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"]
+            $0["per_layer_config"] = nil
+            $0["global_head_dim"] = 16
+        }.load()
+        #expect(forced.layerNaming.layerTypes?.last == "full_attention")
+    }
+
+    /// A block-drop export renumbers per_layer_config with the layers; one
+    /// that would leave a sliding layer last is refused (transformers would
+    /// make it full).
+    @Test func exportsRenumberPerLayerConfig() throws {
+        let fixture = try EditedFixture("gemma4_text-f32")
+        let config = try fixture.exportedConfig(droppingBlocks: [0])
+        let perLayer = try #require(config["per_layer_config"] as? [String: Any])
+        #expect(Set(perLayer.keys) == ["0", "2"])
+        #expect(config["layer_types"] as? [String] == ["full_attention", "sliding_attention", "full_attention"])
+        let model = try fixture.load()
+        #expect(model.exportProblem(DropPlan(blocks: [3])) != nil)
+        #expect(model.exportProblem(DropPlan(blocks: [2])) == nil)
+    }
+
+    /// `gemma4`'s head is tied by the top-level tie_word_embeddings, default true.
+    @Test func multimodalHeadTiedByTopLevel() throws {
+        #expect(try EditedFixture("gemma4-f32") { $0["tie_word_embeddings"] = nil }.load().head().vocabularySize == 512)
+        let untied = try EditedFixture("gemma4-f32") { $0["tie_word_embeddings"] = false }
+        #expect(throws: DroptraceError.self) { _ = try untied.load().head() }
+    }
+}
