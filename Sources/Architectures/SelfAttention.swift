@@ -1,3 +1,4 @@
+import Foundation
 import TensorEngine
 
 /// Norms of queries and keys after the projection, before rotary (unless
@@ -42,16 +43,22 @@ public struct SelfAttention: Sendable {
     public let alibi: ALiBi?
     /// Queries scaled by position after rotary (Ministral 3's Llama-4 temperature).
     public let queryTemperature: QueryTemperature?
+    /// [numHeads · head_dim, hidden]: the attention output is multiplied by
+    /// sigmoid(gate x) of the layer input before `output` (Qwen3-Next's and
+    /// Qwen3.5's gated attention, whose q_proj yields the gate with the queries).
+    public let outputGate: Linear?
 
     public init(
         qkv: Linear, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
-        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil
+        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil,
+        outputGate: Linear? = nil
     ) {
         self.init(
             projection: .fused(qkv), layout: layout, rotary: rotary, output: output, scale: scale,
             slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, queryKeyNormAfterRotary: queryKeyNormAfterRotary,
-            logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi, queryTemperature: queryTemperature)
+            logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi, queryTemperature: queryTemperature,
+            outputGate: outputGate)
     }
 
     /// Attention over the rows `projection` gives; `rotary` rotates whole
@@ -60,9 +67,11 @@ public struct SelfAttention: Sendable {
     public init(
         projection: QKVProjection, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
-        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil
+        logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil,
+        outputGate: Linear? = nil
     ) {
         precondition(projection.outFeatures == layout.width)
+        precondition(outputGate == nil || outputGate!.outFeatures == layout.queryWidth)
         precondition(queryKeyNorm == nil || layout.arrangement == .grouped)
         precondition(!queryKeyNormAfterRotary || clip == nil)
         precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
@@ -82,6 +91,7 @@ public struct SelfAttention: Sendable {
         self.sinkLogits = sinkLogits
         self.alibi = alibi
         self.queryTemperature = queryTemperature
+        self.outputGate = outputGate
     }
 
     /// Queries, keys and values of `x`, ready to attend: projected,
@@ -136,6 +146,20 @@ public struct SelfAttention: Sendable {
         let attended = causalAttention(
             qkv: projectedQKV(x, positions: batch.positions), layout: layout, sequences: batch.sequences, scale: scale,
             slidingWindow: slidingWindow, logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi)
-        return output(attended)
+        return finish(attended, input: x)
+    }
+
+    /// The output projection of the attended values of layer input `x`'s
+    /// rows, gated first where the attention has an `outputGate`.
+    public func finish(_ attended: Matrix, input x: Matrix) -> Matrix {
+        guard let outputGate else { return output(attended) }
+        let gate = outputGate(x)
+        var gated = attended
+        gated.data.withUnsafeMutableBufferPointer { values in
+            gate.data.withUnsafeBufferPointer { g in
+                for i in values.indices { values[i] *= 1 / (1 + exp(-g[i])) }
+            }
+        }
+        return output(gated)
     }
 }
