@@ -65,6 +65,7 @@ public enum ModelRegistry {
         "qwen3": Qwen3Model.self,
         "qwen3_moe": Qwen3MoeModel.self,
         "qwen3_5_text": Qwen3_5Model.self,
+        "qwen3_next": Qwen3NextModel.self,
         "seed_oss": SeedOssModel.self,
         "smollm3": SmolLM3Model.self,
         "stablelm": StableLMModel.self,
