@@ -48,7 +48,7 @@ public struct LayerwiseForward {
             if prefetch, let following = (index + 1..<model.layerCount).first(where: { !plan.blocks.contains($0) }) {
                 pending = BlockPrefetch(model, index: following, skipping: plan)
             }
-            let activations = block(x, index: index) { attention, input in attention(input, batch) }
+            let activations = block(x, index: index) { mixer, input in mixer(input, batch) }
             try observe(activations)
             x = activations.output
         }

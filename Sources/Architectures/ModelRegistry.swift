@@ -77,6 +77,8 @@ public enum ModelRegistry {
         "qwen2_moe": Qwen2MoeModel.self,
         "qwen3": Qwen3Model.self,
         "qwen3_moe": Qwen3MoeModel.self,
+        "qwen3_5_text": Qwen3_5Model.self,
+        "qwen3_next": Qwen3NextModel.self,
         "seed_oss": SeedOssModel.self,
         "smollm3": SmolLM3Model.self,
         "stablelm": StableLMModel.self,

@@ -1,3 +1,4 @@
+import Foundation
 import TensorEngine
 
 /// Norms of queries and keys after the projection, before rotary (unless
@@ -48,18 +49,22 @@ public struct SelfAttention: Sendable {
     /// One norm applied to each value head's columns (weights [head_dim];
     /// Gemma 4's scale-free `v_norm`), with the q/k norms.
     public let valueNorm: Normalization?
+    /// [numHeads · head_dim, hidden]: the attention output is multiplied by
+    /// sigmoid(gate x) of the layer input before `output` (Qwen3-Next's and
+    /// Qwen3.5's gated attention, whose q_proj yields the gate with the queries).
+    public let outputGate: Linear?
 
     public init(
         qkv: Linear, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
         logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil,
-        chunkSize: Int? = nil, valueNorm: Normalization? = nil
+        chunkSize: Int? = nil, valueNorm: Normalization? = nil, outputGate: Linear? = nil
     ) {
         self.init(
             projection: .fused(qkv), layout: layout, rotary: rotary, output: output, scale: scale,
             slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, queryKeyNormAfterRotary: queryKeyNormAfterRotary,
             logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi, queryTemperature: queryTemperature, chunkSize: chunkSize,
-            valueNorm: valueNorm)
+            valueNorm: valueNorm, outputGate: outputGate)
     }
 
     /// Attention over the rows `projection` gives; `rotary` rotates whole
@@ -69,11 +74,12 @@ public struct SelfAttention: Sendable {
         projection: QKVProjection, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
         logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil,
-        chunkSize: Int? = nil, valueNorm: Normalization? = nil
+        chunkSize: Int? = nil, valueNorm: Normalization? = nil, outputGate: Linear? = nil
     ) {
         precondition(projection.outFeatures == layout.width)
         precondition(chunkSize.map { $0 > 0 } ?? true)
         precondition(valueNorm == nil || layout.arrangement == .grouped)
+        precondition(outputGate == nil || outputGate!.outFeatures == layout.queryWidth)
         precondition(queryKeyNorm == nil || layout.arrangement == .grouped)
         precondition(!queryKeyNormAfterRotary || clip == nil)
         precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
@@ -95,6 +101,7 @@ public struct SelfAttention: Sendable {
         self.queryTemperature = queryTemperature
         self.chunkSize = chunkSize
         self.valueNorm = valueNorm
+        self.outputGate = outputGate
     }
 
     /// Queries, keys and values of `x`, ready to attend: projected,
@@ -153,6 +160,20 @@ public struct SelfAttention: Sendable {
         let attended = causalAttention(
             qkv: projectedQKV(x, positions: batch.positions), layout: layout, sequences: batch.sequences, scale: scale,
             slidingWindow: slidingWindow, logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi, chunkSize: chunkSize)
-        return output(attended)
+        return finish(attended, input: x)
+    }
+
+    /// The output projection of the attended values of layer input `x`'s
+    /// rows, gated first where the attention has an `outputGate`.
+    public func finish(_ attended: Matrix, input x: Matrix) -> Matrix {
+        guard let outputGate else { return output(attended) }
+        let gate = outputGate(x)
+        var gated = attended
+        gated.data.withUnsafeMutableBufferPointer { values in
+            gate.data.withUnsafeBufferPointer { g in
+                for i in values.indices { values[i] *= 1 / (1 + exp(-g[i])) }
+            }
+        }
+        return output(gated)
     }
 }

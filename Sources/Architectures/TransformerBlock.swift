@@ -13,12 +13,33 @@ public enum ResidualStyle: Sendable {
     case parallel
 }
 
+/// What a block's attention branch mixes the tokens with: softmax
+/// attention, or a linear-attention recurrence (Qwen3-Next's and Qwen3.5's
+/// Gated DeltaNet layers). Either is the block's "attention" module, scored
+/// and dropped as such.
+public enum TokenMixer: Sendable {
+    case attention(SelfAttention)
+    case gatedDeltaNet(GatedDeltaNet)
+
+    /// The mixer over the whole batch, each sequence on its own.
+    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
+        switch self {
+        case .attention(let attention): attention(x, batch)
+        case .gatedDeltaNet(let net): net(x, batch)
+        }
+    }
+}
+
 /// One residual branch's output before it is added to the stream: the
 /// branch's own norm(s) included, so dropping the branch drops them too.
 public struct AttentionBranch: Sendable {
     /// Absent where the branch reads the raw residual stream (OLMo-2).
     public let inputNorm: Normalization?
-    public let attention: SelfAttention
+    public let mixer: TokenMixer
+    /// The softmax attention; nil for a linear-attention mixer.
+    public var attention: SelfAttention! {
+        if case .attention(let attention) = mixer { attention } else { nil }
+    }
     /// Applied to the branch output inside the residual (OLMo-2, Gemma-2).
     public let outputNorm: Normalization?
     /// Multiplies the branch output as it joins the residual stream
@@ -35,18 +56,27 @@ public struct AttentionBranch: Sendable {
         inputNorm: Normalization?, attention: SelfAttention, outputNorm: Normalization? = nil, outputScale: Float? = nil,
         residualNorm: Normalization? = nil
     ) {
+        self.init(
+            inputNorm: inputNorm, mixer: .attention(attention), outputNorm: outputNorm, outputScale: outputScale,
+            residualNorm: residualNorm)
+    }
+
+    public init(
+        inputNorm: Normalization?, mixer: TokenMixer, outputNorm: Normalization? = nil, outputScale: Float? = nil,
+        residualNorm: Normalization? = nil
+    ) {
         self.inputNorm = inputNorm
-        self.attention = attention
+        self.mixer = mixer
         self.outputNorm = outputNorm
         self.outputScale = outputScale
         self.residualNorm = residualNorm
     }
 
     /// The branch output for residual stream `x`; `attend` computes the
-    /// attention itself from the normalised input (over the whole batch, or
-    /// over a key/value cache when decoding).
-    public func callAsFunction(_ x: Matrix, attend: (SelfAttention, Matrix) -> Matrix) -> Matrix {
-        let out = attend(attention, inputNorm.map { $0(x) } ?? x)
+    /// token mixing itself from the normalised input (over the whole batch,
+    /// or over a key/value cache or recurrent state when decoding).
+    public func callAsFunction(_ x: Matrix, attend: (TokenMixer, Matrix) -> Matrix) -> Matrix {
+        let out = attend(mixer, inputNorm.map { $0(x) } ?? x)
         return (outputNorm.map { $0(out) } ?? out).scaled(by: outputScale)
     }
 }
@@ -139,8 +169,8 @@ extension TransformerBlock {
     /// Block `index` applied to residual stream `x`: the one place the
     /// residual recipe is written, for scoring, the drop-aware forward and
     /// the key/value-cache decoder alike (`attend` is how each computes the
-    /// attention of a normalised input).
-    public func callAsFunction(_ x: Matrix, index: Int, attend: (SelfAttention, Matrix) -> Matrix) -> BlockActivations {
+    /// token mixing of a normalised input).
+    public func callAsFunction(_ x: Matrix, index: Int, attend: (TokenMixer, Matrix) -> Matrix) -> BlockActivations {
         /// The stream once a branch's output joins it: the sum, normalised
         /// where the branch's norm follows the add (post-LN).
         func joined(_ stream: Matrix, _ output: Matrix, _ residualNorm: Normalization?) -> Matrix {

@@ -2,12 +2,16 @@ import Architectures
 import Foundation
 import TensorEngine
 
-/// Token-by-token decoding with a key/value cache, to measure what dropping
-/// saves at generation time. A dropped attention layer has no cache at all.
+/// Token-by-token decoding with a key/value cache (a recurrent state for a
+/// linear-attention layer), to measure what dropping saves at generation
+/// time. A dropped attention layer has no cache at all.
 final class IncrementalDecoder {
     private let model: any LanguageModel
     private let blocks: [TransformerBlock?]
+    /// Each softmax-attention layer's keys and values.
     private var caches: [KeyValueCache?]
+    /// Each linear-attention layer's convolution history and recurrent state.
+    private var states: [GatedDeltaNet.State?]
 
     convenience init(model: any LanguageModel, plan: DropPlan, capacity: Int) throws {
         self.init(
@@ -19,7 +23,12 @@ final class IncrementalDecoder {
         self.model = model
         self.blocks = blocks
         caches = blocks.map { block in
-            block?.attention.map { KeyValueCache(layout: $0.attention.layout, capacity: capacity) }
+            guard case .attention(let attention)? = block?.attention?.mixer else { return nil }
+            return KeyValueCache(layout: attention.layout, capacity: capacity)
+        }
+        states = blocks.map { block in
+            guard case .gatedDeltaNet(let net)? = block?.attention?.mixer else { return nil }
+            return GatedDeltaNet.State(net.heads)
         }
     }
 
@@ -41,7 +50,10 @@ final class IncrementalDecoder {
 
     /// Empties every cache, to decode a new sequence from position 0.
     func reset() {
-        for index in caches.indices { caches[index]?.clear() }
+        for index in caches.indices {
+            caches[index]?.clear()
+            states[index]?.reset()
+        }
     }
 
     /// The embeddings of `tokens` at positions 0..<count [count, hidden], to
@@ -60,14 +72,18 @@ final class IncrementalDecoder {
         var x = x
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
-            x = block(x, index: index) { attention, input in
-                caches[index]!.prefill(input, with: attention, positions: positions)
+            x = block(x, index: index) { mixer, input in
+                switch mixer {
+                case .attention(let attention): caches[index]!.prefill(input, with: attention, positions: positions)
+                case .gatedDeltaNet(let net): net(input, state: &states[index]!)
+                }
             }.output
         }
         return Matrix(rows: 1, cols: x.cols, data: Array(x.data.suffix(x.cols)))
     }
 
-    /// Bytes the caches hold per token (Float32, as this engine stores them).
+    /// Bytes the key/value caches hold per token (Float32, as this engine
+    /// stores them; a recurrent state's size does not grow with the tokens).
     var cacheBytesPerToken: Int {
         caches.compactMap { $0 }.reduce(0) { $0 + 2 * $1.width * MemoryLayout<Float>.size }
     }
@@ -83,8 +99,11 @@ final class IncrementalDecoder {
         var x = row
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
-            x = block(x, index: index) { attention, input in
-                caches[index]!.attend(input, with: attention, position: position)
+            x = block(x, index: index) { mixer, input in
+                switch mixer {
+                case .attention(let attention): caches[index]!.attend(input, with: attention, position: position)
+                case .gatedDeltaNet(let net): net(input, state: &states[index]!)
+                }
             }.output
         }
         return x
@@ -128,10 +147,10 @@ struct KeyValueCache {
             }
         }
         length += qkv.rows
-        return attention.output(causalAttention(
+        return attention.finish(causalAttention(
             qkv: qkv, layout: layout, sequences: [0..<qkv.rows], scale: attention.scale,
             slidingWindow: attention.slidingWindow, logitSoftcap: attention.logitSoftcap, sinkLogits: attention.sinkLogits,
-            alibi: attention.alibi, chunkSize: attention.chunkSize))
+            alibi: attention.alibi, chunkSize: attention.chunkSize), input: x)
     }
 
     /// Attention of the new token over the cache (itself included), after
@@ -191,6 +210,6 @@ struct KeyValueCache {
                 }
             }
         }
-        return attention.output(Matrix(rows: 1, cols: output.count, data: output))
+        return attention.finish(Matrix(rows: 1, cols: output.count, data: output), input: x)
     }
 }

@@ -234,12 +234,21 @@ public enum SpeedMeasurement {
         var total = linear(head.projection) + (head.projectOut.map(linear) ?? 0)
         for index in 0..<model.layerCount where !plan.blocks.contains(index) {
             let block = try model.block(index, skipping: plan)
-            if let attention = block.attention?.attention {
+            switch block.attention?.mixer {
+            case .attention(let attention)?:
                 let layout = attention.layout
                 // A chunk (Llama 4) bounds the keys seen as a window does.
                 let window = min(attention.slidingWindow ?? context, attention.chunkSize ?? context, context)
                 total += attention.projection.linears.reduce(linear(attention.output)) { $0 + linear($1) }
+                total += attention.outputGate.map(linear) ?? 0
                 total += 4 * Double(window) * Double(layout.numHeads * layout.headDim)
+            case .gatedDeltaNet(let net)?:
+                // The state's decay, read, update and query: about 8 per state entry, whatever the context.
+                let heads = net.heads
+                total += linear(net.projection) + linear(net.output)
+                total += 8 * Double(heads.valueHeads * heads.keyDim * heads.valueDim)
+            case nil:
+                break
             }
             switch block.mlp?.feedForward {
             case .gated(let gateUp, let down, _)?, .clampedGated(let gateUp, let down, _)?: total += linear(gateUp) + linear(down)

@@ -1,0 +1,234 @@
+import Foundation
+import TensorEngine
+
+/// The sizes of a Gated DeltaNet layer (transformers' `linear_*` keys).
+public struct GatedDeltaNetHeads: Sendable, Equatable {
+    /// Query/key heads (`linear_num_key_heads`); each serves
+    /// `valueHeads / keyHeads` consecutive value heads.
+    public let keyHeads: Int
+    /// `linear_num_value_heads`.
+    public let valueHeads: Int
+    /// `linear_key_head_dim`.
+    public let keyDim: Int
+    /// `linear_value_head_dim`.
+    public let valueDim: Int
+    /// `linear_conv_kernel_dim`: taps of the causal convolution.
+    public let convolutionKernel: Int
+
+    public init(keyHeads: Int, valueHeads: Int, keyDim: Int, valueDim: Int, convolutionKernel: Int) {
+        precondition(keyHeads > 0 && valueHeads % keyHeads == 0 && keyDim > 0 && valueDim > 0 && convolutionKernel > 0)
+        self.keyHeads = keyHeads
+        self.valueHeads = valueHeads
+        self.keyDim = keyDim
+        self.valueDim = valueDim
+        self.convolutionKernel = convolutionKernel
+    }
+
+    /// Columns of all query (or all key) heads.
+    public var keyWidth: Int { keyHeads * keyDim }
+    /// Columns of all value heads (and of the output gate z).
+    public var valueWidth: Int { valueHeads * valueDim }
+    /// The convolution's channels: q | k | v.
+    public var convolutionChannels: Int { 2 * keyWidth + valueWidth }
+    /// The input projection's outputs: q | k | v | z | b | a.
+    public var projectionWidth: Int { convolutionChannels + valueWidth + 2 * valueHeads }
+}
+
+/// Gated DeltaNet, the linear-attention token mixer of Qwen3-Next and
+/// Qwen3.5 (`Qwen3NextGatedDeltaNet`), as transformers' torch path computes it:
+///
+/// - one input projection to q | k | v | z | b | a (the family orders the
+///   stored rows so);
+/// - a causal depthwise convolution of `convolutionKernel` taps over the
+///   q | k | v columns, then SiLU;
+/// - q and k L2-normalised per head (x · rsqrt(Σx² + 1e-6)), q scaled by
+///   keyDim^-1/2;
+/// - per value head h (query/key head h / (valueHeads / keyHeads)) and time
+///   step, with β = sigmoid(b) and g = −exp(A_log) · softplus(a + dt_bias),
+///   the state S [keyDim, valueDim] decays, S ← exp(g) S, takes the delta
+///   update S ← S + k (β (v − Sᵀk))ᵀ, and gives o = Sᵀq;
+/// - a gated RMSNorm per value head, norm(o) · w · silu(z), and `output`.
+///
+/// transformers' batched forward runs the same recurrence in chunks
+/// (`torch_chunk_gated_delta_rule`), equal to this step form up to rounding.
+public struct GatedDeltaNet: Sendable {
+    public let heads: GatedDeltaNetHeads
+    /// [projectionWidth, hidden] rows q | k | v | z | b | a.
+    public let projection: Linear
+    /// [channels, kernel]: each q | k | v channel's taps, oldest first.
+    public let convolution: [Float]
+    /// exp(A_log) per value head.
+    public let decayRates: [Float]
+    /// dt_bias per value head.
+    public let timeStepBias: [Float]
+    /// The RMSNorm of each value head's output (weights [valueDim]).
+    public let norm: Normalization
+    public let output: Linear
+
+    public init(
+        heads: GatedDeltaNetHeads, projection: Linear, convolution: [Float], logDecayRates: [Float], timeStepBias: [Float],
+        norm: Normalization, output: Linear
+    ) {
+        precondition(projection.outFeatures == heads.projectionWidth && output.inFeatures == heads.valueWidth)
+        precondition(convolution.count == heads.convolutionChannels * heads.convolutionKernel)
+        precondition(logDecayRates.count == heads.valueHeads && timeStepBias.count == heads.valueHeads)
+        self.heads = heads
+        self.projection = projection
+        self.convolution = convolution
+        decayRates = logDecayRates.map { exp($0) }
+        self.timeStepBias = timeStepBias
+        self.norm = norm
+        self.output = output
+    }
+
+    /// What the layer carries from one token to the next when decoding.
+    public struct State: Sendable {
+        /// The last kernel − 1 rows of convolution inputs [kernel − 1, channels] (zeros before the first token).
+        var history: [Float]
+        /// Each value head's S [keyDim, valueDim], head after head.
+        var recurrent: [Float]
+
+        public init(_ heads: GatedDeltaNetHeads) {
+            history = [Float](repeating: 0, count: (heads.convolutionKernel - 1) * heads.convolutionChannels)
+            recurrent = [Float](repeating: 0, count: heads.valueHeads * heads.keyDim * heads.valueDim)
+        }
+
+        /// Values the state holds (Float32).
+        public var count: Int { history.count + recurrent.count }
+
+        /// Back to the state before the first token.
+        public mutating func reset() {
+            for i in history.indices { history[i] = 0 }
+            for i in recurrent.indices { recurrent[i] = 0 }
+        }
+    }
+
+    /// The layer over the batch's sequences, each from an empty state.
+    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
+        let projected = projection(x)
+        var mixed = Matrix(zeros: x.rows, heads.valueWidth)
+        for sequence in batch.sequences {
+            var state = State(heads)
+            mix(projected, rows: sequence, state: &state, into: &mixed)
+        }
+        return finish(mixed, projected: projected)
+    }
+
+    /// The layer over rows `x` that continue the sequence `state` holds
+    /// (prefill, then one token at a time), updating the state.
+    public func callAsFunction(_ x: Matrix, state: inout State) -> Matrix {
+        let projected = projection(x)
+        var mixed = Matrix(zeros: x.rows, heads.valueWidth)
+        mix(projected, rows: 0..<x.rows, state: &state, into: &mixed)
+        return finish(mixed, projected: projected)
+    }
+
+    /// The gated norm and the output projection of the mixed values.
+    private func finish(_ mixed: Matrix, projected: Matrix) -> Matrix {
+        var normed = mixed
+        norm.apply(inPlace: &normed, columns: 0..<heads.valueWidth, pieceWidth: heads.valueDim)
+        let width = heads.projectionWidth, zStart = heads.convolutionChannels
+        normed.data.withUnsafeMutableBufferPointer { out in
+            projected.data.withUnsafeBufferPointer { p in
+                for r in 0..<mixed.rows {
+                    let z = p.baseAddress! + r * width + zStart, o = out.baseAddress! + r * heads.valueWidth
+                    for j in 0..<heads.valueWidth { o[j] = o[j] * Activation.silu.apply(z[j]) }
+                }
+            }
+        }
+        return output(normed)
+    }
+
+    /// The convolution and the recurrence over `rows` of `projected`,
+    /// written to the same rows of `mixed` [rows, valueWidth].
+    private func mix(_ projected: Matrix, rows: Range<Int>, state: inout State, into mixed: inout Matrix) {
+        let h = heads, count = rows.count, channels = h.convolutionChannels, taps = h.convolutionKernel
+        let width = h.projectionWidth
+        guard count > 0 else { return }
+        // Convolution inputs: the carried history, then these rows' q | k | v.
+        var padded = state.history
+        padded.reserveCapacity((taps - 1 + count) * channels)
+        projected.data.withUnsafeBufferPointer { p in
+            for r in rows { padded.append(contentsOf: p[(r * width)..<(r * width + channels)]) }
+        }
+        state.history = Array(padded[(count * channels)...])
+        // conv[t, c] = silu(Σ_j w[c, j] · padded[t + j, c]), then q and k normalised, q scaled.
+        var convolved = [Float](repeating: 0, count: count * channels)
+        let scale = Float(pow(Double(h.keyDim), -0.5))
+        convolution.withUnsafeBufferPointer { w in
+            padded.withUnsafeBufferPointer { input in
+                convolved.withUnsafeMutableBufferPointer { out in
+                    parallelFor(chunks: count, minimumChunk: 8) { part in
+                        for t in part {
+                            let row = out.baseAddress! + t * channels
+                            for c in 0..<channels {
+                                var sum: Float = 0
+                                for j in 0..<taps { sum += w[c * taps + j] * input[(t + j) * channels + c] }
+                                row[c] = Activation.silu.apply(sum)
+                            }
+                            for head in 0..<(2 * h.keyHeads) {
+                                let v = row + head * h.keyDim
+                                var squares: Float = 0
+                                for i in 0..<h.keyDim { squares += v[i] * v[i] }
+                                let inverse = 1 / (squares + 1e-6).squareRoot()
+                                for i in 0..<h.keyDim { v[i] *= inverse }
+                                if head < h.keyHeads { for i in 0..<h.keyDim { v[i] *= scale } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let group = h.valueHeads / h.keyHeads, stateSize = h.keyDim * h.valueDim
+        let (keyDim, valueDim) = (h.keyDim, h.valueDim)
+        let decayRates = self.decayRates, timeStepBias = self.timeStepBias
+        let first = rows.lowerBound, outWidth = h.valueWidth
+        let keyStart = h.keyWidth, valueStart = 2 * h.keyWidth
+        let bStart = channels + h.valueWidth, aStart = bStart + h.valueHeads
+        state.recurrent.withUnsafeMutableBufferPointer { states in
+            convolved.withUnsafeBufferPointer { qkv in
+                projected.data.withUnsafeBufferPointer { p in
+                    mixed.data.withUnsafeMutableBufferPointer { out in
+                        parallelFor(chunks: h.valueHeads) { heads in
+                            var memory = [Float](repeating: 0, count: valueDim)
+                            for head in heads {
+                                let s = states.baseAddress! + head * stateSize
+                                let keyHead = head / group
+                                for t in 0..<count {
+                                    let row = qkv.baseAddress! + t * channels
+                                    let q = row + keyHead * keyDim, k = row + keyStart + keyHead * keyDim
+                                    let v = row + valueStart + head * valueDim
+                                    let projectedRow = p.baseAddress! + (first + t) * width
+                                    let beta = 1 / (1 + exp(-projectedRow[bStart + head]))
+                                    let a = projectedRow[aStart + head] + timeStepBias[head]
+                                    let softplus = a > 20 ? a : log1p(exp(a))
+                                    let decay = exp(-decayRates[head] * softplus)
+                                    // Decay, then read the state at k: memory = Sᵀk.
+                                    for j in 0..<valueDim { memory[j] = 0 }
+                                    for i in 0..<keyDim {
+                                        let si = s + i * valueDim, ki = k[i]
+                                        for j in 0..<valueDim {
+                                            si[j] *= decay
+                                            memory[j] += si[j] * ki
+                                        }
+                                    }
+                                    for j in 0..<valueDim { memory[j] = (v[j] - memory[j]) * beta }
+                                    // S += k deltaᵀ; o = Sᵀq.
+                                    let o = out.baseAddress! + (first + t) * outWidth + head * valueDim
+                                    for j in 0..<valueDim { o[j] = 0 }
+                                    for i in 0..<keyDim {
+                                        let si = s + i * valueDim, ki = k[i], qi = q[i]
+                                        for j in 0..<valueDim {
+                                            si[j] += ki * memory[j]
+                                            o[j] += si[j] * qi
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

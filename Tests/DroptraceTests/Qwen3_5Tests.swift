@@ -1,0 +1,91 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Scoring
+import Foundation
+import TensorEngine
+import Testing
+
+/// Qwen3.5's hybrid text model: its config keys as Qwen3_5TextConfig reads
+/// them, the layer types, the Gated DeltaNet and gated attention mixers;
+/// the scores themselves are checked against transformers with every other
+/// family, and key/value-cache decoding against the batched forward
+/// (`DropTests.incrementalDecodingMatchesTheFullForward`).
+@Suite struct Qwen3_5Tests {
+    typealias Mutant = ConfigValidationTests.Mutant
+
+    static let mutants: [Mutant] = [
+        Mutant("qwen3_5_text-f32", "linear_num_key_heads", "0"),
+        Mutant("qwen3_5_text-f32", "linear_num_value_heads", "-1"),
+        Mutant("qwen3_5_text-f32", "linear_key_head_dim", "null"),
+        Mutant("qwen3_5_text-f32", "linear_conv_kernel_dim", "0"),
+        Mutant("qwen3_5_text-f32", "linear_value_head_dim", "\"8\""),
+        // Each key head serves a whole number of value heads.
+        Mutant("qwen3_5_text-f32", "linear_num_value_heads", "3"),
+        Mutant("qwen3_5_text-f32", "linear_num_key_heads", "1000000000000"),
+        Mutant("qwen3_5_text-f32", "layer_types", "[\"linear_attention\"]"),
+        Mutant("qwen3_5_text-f32", "layer_types", "[\"linear_attention\", \"sliding_attention\", \"linear_attention\", \"full_attention\"]"),
+        Mutant("qwen3_5_text-f32", "rms_norm_eps", "0"),
+    ]
+
+    @Test(arguments: mutants)
+    func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
+        try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
+    }
+
+    /// Every score of the fixture, JSONL and text calibration, close to
+    /// transformers' (its chunked delta rule against the step form here).
+    @Test func scoresMatchTransformersClosely() throws {
+        let name = "qwen3_5_text-f32"
+        let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(name)))
+        for (kind, sequences) in [("jsonl", FixtureFiles.jsonlSequences()), ("text", FixtureFiles.textInputIDs(name))] {
+            let scores = try ImportanceScorer(model: model).score(sequences, calibrationPath: "fixture")
+            let reference = try #require(FixtureFiles.scores(name, kind, "float32_compute"))
+            let difference = reference.maxDifference(
+                attention: scores.attention, mlp: scores.mlp, block: scores.block, blockGap: scores.blockGap)
+            #expect(difference <= 1e-7, "\(name) \(kind): max |droptrace − transformers| = \(difference)")
+        }
+    }
+
+    /// Linear layers get a Gated DeltaNet of the `linear_*` sizes, full ones
+    /// gated attention with per-head q/k norms and half the head rotated.
+    @Test func layersFollowLayerTypes() throws {
+        let model = try EditedFixture("qwen3_5_text-f32").load()
+        guard case .gatedDeltaNet(let net)? = try model.block(0).attention?.mixer else {
+            Issue.record("layer 0 is not linear attention")
+            return
+        }
+        #expect(net.heads == GatedDeltaNetHeads(keyHeads: 2, valueHeads: 4, keyDim: 8, valueDim: 8, convolutionKernel: 4))
+        let attention = try #require(try model.block(1).attention?.attention)
+        #expect(attention.outputGate?.outFeatures == attention.layout.queryWidth)
+        #expect(attention.rotary?.rotaryDim == 6)
+        guard case .perHead? = attention.queryKeyNorm else {
+            Issue.record("no per-head q/k norms")
+            return
+        }
+    }
+
+    /// Without `layer_types` every fourth layer is full attention
+    /// (`full_attention_interval`, default 4); the rule is spelled out in
+    /// a block-drop export so renumbering keeps each layer's mixer.
+    @Test func layerTypesDefaultToTheIntervalRule() throws {
+        let fixture = try EditedFixture("qwen3_5_text-f32") {
+            $0["layer_types"] = nil
+            $0["full_attention_interval"] = 2
+        }
+        let model = try fixture.load()
+        for (index, linear) in [(0, true), (1, false), (2, true), (3, false)] {
+            guard case .gatedDeltaNet? = try model.block(index).attention?.mixer else {
+                #expect(!linear, "layer \(index)")
+                continue
+            }
+            #expect(linear, "layer \(index)")
+        }
+        let exported = try fixture.exportedConfig(droppingBlocks: [0])
+        #expect(exported["layer_types"] as? [String] == ["full_attention", "linear_attention", "full_attention"])
+        try EditedFixture("qwen3_5_text-f32") {
+            $0["layer_types"] = nil
+            $0["full_attention_interval"] = 0
+        }.expectRefused(naming: "full_attention_interval")
+    }
+}
