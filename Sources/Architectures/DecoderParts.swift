@@ -193,8 +193,8 @@ struct DecoderParts: Sendable {
     }
 
     /// The activation config.json names (`hidden_act` or the family's key).
-    func activation(_ name: String) throws -> Activation {
-        try Activation(huggingFaceName: name, configPath: configPath)
+    func activation(_ name: String, key: String = "hidden_act") throws -> Activation {
+        try Activation(huggingFaceName: name, key: key, configPath: configPath)
     }
 }
 

@@ -14,10 +14,12 @@ public enum Activation: Sendable, Equatable {
     /// name, as its parameters are tensors).
     case xIELU(XIELU)
 
-    public init(huggingFaceName name: String, configPath: String) throws {
+    /// The activation config.json's `key` names (`hidden_act`, or the
+    /// family's own: `activation_function`, `hidden_activation`, ...).
+    public init(huggingFaceName name: String, key: String = "hidden_act", configPath: String) throws {
         guard let activation = Self.byHuggingFaceName[name] else {
             throw DroptraceError(
-                "unsupported activation \"\(name)\" (supported: \(Self.huggingFaceNames.joined(separator: ", ")))",
+                "\(key) is \"\(name)\", an activation droptrace does not implement (supported: \(Self.huggingFaceNames.joined(separator: ", ")))",
                 path: configPath)
         }
         self = activation

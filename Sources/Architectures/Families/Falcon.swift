@@ -224,7 +224,7 @@ struct FalconModel: RegisteredModel {
         func feedForward() throws -> FeedForward { FeedForward.plain(
             up: try weights.linear(p + "mlp.dense_h_to_4h", in: d, out: config.ffnHiddenSize, bias: config.bias),
             down: try weights.linear(p + "mlp.dense_4h_to_h", in: config.ffnHiddenSize, out: d, bias: config.bias),
-            activation: try Activation(huggingFaceName: config.activation, configPath: checkpoint.configURL.path)) }
+            activation: try Activation(huggingFaceName: config.activation, key: "activation", configPath: checkpoint.configURL.path)) }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(
                 inputNorm: try weights.layerNorm(p + norms.attention, size: d, eps: eps), attention: try attention()),

@@ -178,7 +178,7 @@ struct GPT2Model: RegisteredModel {
             up: try projection("mlp.c_fc", in: d, out: inner),
             down: try projection("mlp.c_proj", in: inner, out: d),
             activation: try Activation(
-                huggingFaceName: config.activationFunction, configPath: checkpoint.configURL.path)) }
+                huggingFaceName: config.activationFunction, key: "activation_function", configPath: checkpoint.configURL.path)) }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil
                 : AttentionBranch(inputNorm: try weights.layerNorm(p + "ln_1", size: d, eps: eps), attention: try attention()),

@@ -149,7 +149,7 @@ struct GPTJModel: RegisteredModel {
         func feedForward() throws -> FeedForward { FeedForward.plain(
             up: try weights.linear(p + "mlp.fc_in", in: d, out: config.nInner, bias: true),
             down: try weights.linear(p + "mlp.fc_out", in: config.nInner, out: d, bias: true),
-            activation: try Activation(huggingFaceName: config.activationFunction, configPath: checkpoint.configURL.path)) }
+            activation: try Activation(huggingFaceName: config.activationFunction, key: "activation_function", configPath: checkpoint.configURL.path)) }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(
                 inputNorm: try weights.layerNorm(p + "ln_1", size: d, eps: eps), attention: try attention()),

@@ -194,7 +194,7 @@ struct GPTNeoModel: RegisteredModel {
         func feedForward() throws -> FeedForward { FeedForward.plain(
             up: try weights.linear(p + "mlp.c_fc", in: d, out: config.intermediateSize, bias: true),
             down: try weights.linear(p + "mlp.c_proj", in: config.intermediateSize, out: d, bias: true),
-            activation: try Activation(huggingFaceName: config.activationFunction, configPath: checkpoint.configURL.path)) }
+            activation: try Activation(huggingFaceName: config.activationFunction, key: "activation_function", configPath: checkpoint.configURL.path)) }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(
                 inputNorm: try weights.layerNorm(p + "ln_1", size: d, eps: eps), attention: try attention()),

@@ -102,7 +102,7 @@ struct Gemma2Model: DecoderFamily {
             logitSoftcap: config.attnLogitSoftcapping.map { Float($0) }) }
         return try SandwichBlock.block(
             index, parts: parts, drops: drops, eps: eps,
-            activation: try parts.activation(config.hiddenActivation ?? "gelu_pytorch_tanh"), outputNorms: outputNorms,
+            activation: try parts.activation(config.hiddenActivation ?? "gelu_pytorch_tanh", key: "hidden_activation"), outputNorms: outputNorms,
             attention: attention)
     }
 }

@@ -94,7 +94,7 @@ struct Gemma3Model: DecoderFamily {
         // DecoderDimensions checked that layer_types, when given, has one entry per layer.
         try parts.requireWindow(config.slidingWindow, builtBy: "Gemma3TextModel", keys: key + "sliding_window")
         layerTypes = try parts.layerTypes(config.layerTypes, slidingWindow: config.slidingWindow, default: config.defaultLayerType)
-        activation = try parts.activation(config.hiddenActivation)
+        activation = try parts.activation(config.hiddenActivation, key: "hidden_activation")
 
         try parts.confirmAttentionProjections()
         let headDim = parts.firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim

@@ -144,7 +144,7 @@ struct Gemma4Model: DecoderFamily {
             ?? (0..<dimensions.numHiddenLayers).map { ($0 + 1) % 6 == 0 ? AttentionLayerType.full : AttentionLayerType.sliding }
         if !configured.isEmpty { configured[configured.count - 1] = AttentionLayerType.full }
         layerTypes = try parts.layerTypes(configured, slidingWindow: config.slidingWindow, default: { _ in AttentionLayerType.full })
-        activation = try parts.activation(config.hiddenActivation)
+        activation = try parts.activation(config.hiddenActivation, key: "hidden_activation")
 
         let layerKeys = try parts.config(Gemma4LayerKeys.self)
         let shapes = try Gemma4LayerShapes(

@@ -204,7 +204,7 @@ struct OptModel: RegisteredModel {
             .plain(
                 up: try weights.linear(p + "fc1", in: d, out: c.ffnDim, bias: bias),
                 down: try weights.linear(p + "fc2", in: c.ffnDim, out: d, bias: bias),
-                activation: try Activation(huggingFaceName: c.activationFunction, configPath: checkpoint.configURL.path))
+                activation: try Activation(huggingFaceName: c.activationFunction, key: "activation_function", configPath: checkpoint.configURL.path))
         }
         // Pre-LN: each norm reads the stream before its sublayer; post-LN: the stream after the add.
         let preLN = c.doLayerNormBefore
