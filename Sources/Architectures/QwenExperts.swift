@@ -1,0 +1,181 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// The mixture-of-experts keys of the Qwen MoE config classes (Qwen2-MoE,
+/// Qwen3-MoE, Qwen3-Next, Qwen3.5-MoE), resolved with one class's defaults,
+/// and the sparse MLP they describe: on sparse layers a router `mlp.gate`
+/// over `num_experts` SwiGLU experts of width `moe_intermediate_size`
+/// (softmax top-`num_experts_per_tok`, renormalised when `norm_topk_prob`),
+/// plus, in the classes that have one, a shared SwiGLU expert
+/// `mlp.shared_expert` of width `shared_expert_intermediate_size` that every
+/// token goes through, its output times sigmoid(`mlp.shared_expert_gate` x).
+/// Other layers (`mlp_only_layers`, or off the `decoder_sparse_step` beat)
+/// have a dense SwiGLU MLP of width `intermediate_size`. Source:
+/// transformers' `Qwen2MoeSparseMoeBlock` and `Qwen2MoeDecoderLayer`.
+struct QwenExperts: Sendable {
+    /// What distinguishes one config class's keys: its defaults, and which
+    /// of the keys it has.
+    struct ConfigClass: Sendable {
+        var numExperts: Int
+        var numExpertsPerTok: Int
+        var normTopkProb: Bool
+        var moeIntermediateSize: Int
+        /// nil: the class has no shared expert.
+        var sharedExpertIntermediateSize: Int?
+        /// Whether `num_local_experts` spells `num_experts` (Qwen3MoeConfig's attribute map).
+        var readsLocalExperts = false
+        /// Whether the class has `norm_topk_prob`, `decoder_sparse_step`
+        /// and `mlp_only_layers`; without them every layer is sparse and
+        /// the top-k probabilities are renormalised (Qwen3.5-MoE's router).
+        var readsLayout = true
+
+        static let qwen2Moe = ConfigClass(
+            numExperts: 60, numExpertsPerTok: 4, normTopkProb: false, moeIntermediateSize: 1408, sharedExpertIntermediateSize: 5632)
+        static let qwen3Moe = ConfigClass(
+            numExperts: 128, numExpertsPerTok: 8, normTopkProb: false, moeIntermediateSize: 768, sharedExpertIntermediateSize: nil,
+            readsLocalExperts: true)
+        static let qwen3Next = ConfigClass(
+            numExperts: 512, numExpertsPerTok: 10, normTopkProb: true, moeIntermediateSize: 512, sharedExpertIntermediateSize: 512)
+        static let qwen3_5Moe = ConfigClass(
+            numExperts: 256, numExpertsPerTok: 8, normTopkProb: true, moeIntermediateSize: 512, sharedExpertIntermediateSize: 512,
+            readsLayout: false)
+    }
+
+    /// 0 makes every MLP dense.
+    var numExperts: Int
+    /// The key config.json gives the expert count under, for errors.
+    var numExpertsKey: String
+    var numExpertsPerTok: Int
+    var normTopkProb: Bool
+    var moeIntermediateSize: Int
+    /// The shared expert's width (0: none, as transformers adds its empty
+    /// output); nil when the class has no shared expert.
+    var sharedExpertIntermediateSize: Int?
+    /// Every n-th layer (1-based) is sparse.
+    var decoderSparseStep: Int
+    /// Layers whose MLP is dense whatever `decoder_sparse_step` says.
+    /// transformers asks whether a layer's index is in the list, so an
+    /// entry past the last layer (left when layers were cut and the list was
+    /// not) or below 0 matches no layer.
+    var mlpOnlyLayers: [Int]
+
+    /// Whether layer `index`'s MLP is the routed experts.
+    func isSparse(_ index: Int) -> Bool {
+        numExperts > 0 && !mlpOnlyLayers.contains(index) && (index + 1) % decoderSparseStep == 0
+    }
+
+    /// The sparse layers' experts under `mlp.experts.`.
+    var naming: ExpertNaming { .gatedMLP(count: numExperts, countKey: numExpertsKey, isSparse: isSparse) }
+
+    /// Refuses sizes whose expert tensors would not fit, and confirms the
+    /// first kept sparse layer's router against `num_experts` × hidden_size.
+    func confirm(_ parts: DecoderParts) throws {
+        let d = parts.dimensions.hiddenSize, experts = self
+        try ConfigRules.checks(path: parts.configPath) {
+            // The fused expert tensors hold experts × 2 · inner × hidden values.
+            try ConfigRules.product([
+                (experts.numExperts, experts.numExpertsKey), (2, "gate and up"),
+                (experts.moeIntermediateSize, "moe_intermediate_size"), (d, "hidden_size"),
+            ])
+            if let shared = experts.sharedExpertIntermediateSize {
+                try ConfigRules.product([(shared, "shared_expert_intermediate_size"), (3, "gate, up and down"), (d, "hidden_size")])
+            }
+        }
+        try parts.confirmRouter(
+            "mlp.gate", experts: numExperts, expertsKey: numExpertsKey,
+            layers: (0..<parts.dimensions.numHiddenLayers).filter(isSparse))
+    }
+
+    /// Layer `index`'s MLP under `layers.<index>.mlp.`: the dense SwiGLU of
+    /// `intermediate_size`, or the routed experts with the gated shared expert.
+    func feedForward(_ parts: DecoderParts, layer index: Int, activation: Activation) throws -> FeedForward {
+        let weights = parts.weights, d = parts.dimensions.hiddenSize, p = "layers.\(index).mlp."
+        guard isSparse(index) else {
+            return try weights.gatedMLP(p, hidden: d, inner: parts.dimensions.intermediateSize, activation: activation)
+        }
+        let routed = try weights.softmaxRoutedExperts(
+            p, count: numExperts, expertsPerToken: numExpertsPerTok, hidden: d, inner: moeIntermediateSize,
+            activation: activation, renormalize: normTopkProb)
+        guard let sharedWidth = sharedExpertIntermediateSize else { return .mixture(routed) }
+        let shared = try weights.sharedExperts(
+            p + "shared_expert.", hidden: d, inner: sharedWidth, activation: activation, widthKeys: "shared_expert_intermediate_size")
+        let gate = p + "shared_expert_gate"
+        if shared.isEmpty, weights.has(gate + ".weight") { try weights.checkShape(gate + ".weight", [1, d]) }
+        return .mixture(MixtureOfExperts(
+            router: routed.router, experts: routed.experts, expertsPerToken: routed.expertsPerToken, rule: routed.rule,
+            sharedExperts: shared, sharedExpertGate: shared.isEmpty ? nil : try weights.linear(gate, in: d, out: 1, bias: false)))
+    }
+
+    /// The keys as written (absent or null: nil).
+    private struct Keys: Decodable {
+        var numExperts: Int?
+        var numLocalExperts: Int?
+        var numExpertsPerTok: Int?
+        var normTopkProb: Bool?
+        var moeIntermediateSize: Int?
+        var sharedExpertIntermediateSize: Int?
+        var decoderSparseStep: Int?
+        var mlpOnlyLayers: [Int]?
+
+        enum CodingKeys: String, CodingKey {
+            case numExperts = "num_experts"
+            case numLocalExperts = "num_local_experts"
+            case numExpertsPerTok = "num_experts_per_tok"
+            case normTopkProb = "norm_topk_prob"
+            case moeIntermediateSize = "moe_intermediate_size"
+            case sharedExpertIntermediateSize = "shared_expert_intermediate_size"
+            case decoderSparseStep = "decoder_sparse_step"
+            case mlpOnlyLayers = "mlp_only_layers"
+        }
+
+        /// - Throws: `InvalidConfigValue` for a refused value.
+        func resolved(_ configClass: ConfigClass) throws -> QwenExperts {
+            let localExperts = configClass.readsLocalExperts ? numLocalExperts : nil
+            let layout = configClass.readsLayout
+            let experts = QwenExperts(
+                numExperts: localExperts ?? numExperts ?? configClass.numExperts,
+                numExpertsKey: localExperts == nil ? "num_experts" : "num_local_experts",
+                numExpertsPerTok: numExpertsPerTok ?? configClass.numExpertsPerTok,
+                normTopkProb: (layout ? normTopkProb : nil) ?? configClass.normTopkProb,
+                moeIntermediateSize: moeIntermediateSize ?? configClass.moeIntermediateSize,
+                sharedExpertIntermediateSize: configClass.sharedExpertIntermediateSize.map { sharedExpertIntermediateSize ?? $0 },
+                decoderSparseStep: (layout ? decoderSparseStep : nil) ?? 1,
+                mlpOnlyLayers: (layout ? mlpOnlyLayers : nil) ?? [])
+            // Both spellings name one attribute: two values would leave it to key order.
+            if let numExperts, let localExperts, numExperts != localExperts {
+                throw InvalidConfigValue(
+                    key: "num_experts", problem: "is \(numExperts), but num_local_experts (the same setting) is \(localExperts)")
+            }
+            try ConfigRules.nonNegative(experts.numExperts, experts.numExpertsKey)
+            // transformers takes the layer index modulo the step (0 divides by zero).
+            try ConfigRules.count(experts.decoderSparseStep, "decoder_sparse_step")
+            if experts.numExperts > 0 {
+                try ConfigRules.count(experts.moeIntermediateSize, "moe_intermediate_size")
+                if let shared = experts.sharedExpertIntermediateSize {
+                    // 0: no shared expert (transformers adds its empty output).
+                    try ConfigRules.nonNegative(shared, "shared_expert_intermediate_size")
+                }
+                try MixtureOfExperts.checkExpertsPerToken(
+                    experts.numExpertsPerTok, of: experts.numExperts, expertsKey: experts.numExpertsKey)
+            }
+            return experts
+        }
+    }
+}
+
+extension QwenExperts {
+    /// The keys as `configClass` reads them from `section` of config.json.
+    /// - Throws: `DroptraceError` naming config.json and the key of a
+    ///   refused value (a negative count, more experts per token than experts).
+    init(_ checkpoint: Checkpoint, section: ConfigSection = .topLevel, configClass: ConfigClass) throws {
+        let keys = try checkpoint.decodeConfig(Keys.self, section: section)
+        do {
+            self = try keys.resolved(configClass)
+        } catch let invalid as InvalidConfigValue {
+            let key = (section.name.map { $0 + "." } ?? "") + invalid.key
+            throw InvalidConfigValue(key: key, problem: invalid.problem).error(path: checkpoint.configURL.path)
+        }
+    }
+}
