@@ -35,6 +35,24 @@ struct TextModelPlacement {
     }
 }
 
+/// The top-level keys of a multimodal wrapper's config.json that say
+/// where its language model is and how its head is tied.
+struct MultimodalWrapperKeys: Decodable {
+    struct Text: Decodable {
+        var modelType: String?
+        enum CodingKeys: String, CodingKey { case modelType = "model_type" }
+    }
+
+    var textConfig: Text?
+    /// The wrapper's own, which decides the head's tying over the text config's.
+    var tieWordEmbeddings: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case textConfig = "text_config"
+        case tieWordEmbeddings = "tie_word_embeddings"
+    }
+}
+
 extension DecoderParts {
     /// The parts of the language model `placement` locates (see the
     /// designated initialiser for the other parameters).

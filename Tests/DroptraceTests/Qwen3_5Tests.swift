@@ -26,6 +26,19 @@ import Testing
         Mutant("qwen3_5_text-f32", "layer_types", "[\"linear_attention\"]"),
         Mutant("qwen3_5_text-f32", "layer_types", "[\"linear_attention\", \"sliding_attention\", \"linear_attention\", \"full_attention\"]"),
         Mutant("qwen3_5_text-f32", "rms_norm_eps", "0"),
+        // The MoE keys, at the top level and under a wrapper's text_config.
+        Mutant("qwen3_5_moe_text-f32", "num_experts", "-1"),
+        Mutant("qwen3_5_moe_text-f32", "num_experts", "5"),
+        Mutant("qwen3_5_moe_text-f32", "num_experts_per_tok", "0"),
+        Mutant("qwen3_5_moe_text-f32", "moe_intermediate_size", "0"),
+        Mutant("qwen3_5_moe_text-f32", "shared_expert_intermediate_size", "-1"),
+        Mutant("qwen3_5_moe_text-f32", "num_experts", "1152921504606846976"),
+        Mutant("qwen3_5_moe-f32", "text_config.num_experts_per_tok", "5"),
+        Mutant("qwen3_5_moe-f32", "text_config.moe_intermediate_size", "-1"),
+        Mutant("qwen3_5_moe-f32", "text_config.linear_num_key_heads", "0"),
+        Mutant("qwen3_5-f32", "text_config.linear_num_value_heads", "3"),
+        Mutant("qwen3_5-f32", "text_config.hidden_size", "0"),
+        Mutant("qwen3_5-f32", "text_config", "[]"),
     ]
 
     @Test(arguments: mutants)
@@ -87,5 +100,57 @@ import Testing
             $0["layer_types"] = nil
             $0["full_attention_interval"] = 0
         }.expectRefused(naming: "full_attention_interval")
+    }
+
+    /// The released checkpoints' head is tied by the top-level
+    /// `tie_word_embeddings` (Qwen3_5Config's, default false), not by the
+    /// text config's.
+    @Test func wrappedHeadIsTiedByTheTopLevelKey() throws {
+        let tied = try EditedFixture("qwen3_5-f32") { config in
+            var text = config["text_config"] as! [String: Any]
+            text["tie_word_embeddings"] = false
+            config["text_config"] = text
+        }
+        #expect(try tied.load().head().vocabularySize == 512)
+        let untied = try EditedFixture("qwen3_5-f32") { $0["tie_word_embeddings"] = nil }
+        #expect(throws: DroptraceError.self) { _ = try untied.load().head() }
+    }
+
+    /// Qwen3_5MoeTextConfig has no `decoder_sparse_step`, `mlp_only_layers`
+    /// or `norm_topk_prob`: every layer routes, renormalised, whatever a
+    /// config says under those names; the shared expert sits behind its gate.
+    @Test func everyMoeLayerRoutesRenormalised() throws {
+        for name in ["qwen3_5_moe_text-f32", "qwen3_5_moe-f32"] {
+            let model = try EditedFixture(name) { config in
+                func set(_ object: inout [String: Any]) {
+                    object["decoder_sparse_step"] = 2
+                    object["mlp_only_layers"] = [0, 1]
+                    object["norm_topk_prob"] = false
+                }
+                if var text = config["text_config"] as? [String: Any] {
+                    set(&text)
+                    config["text_config"] = text
+                } else {
+                    set(&config)
+                }
+            }.load()
+            for layer in 0..<model.layerCount {
+                guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward,
+                      case .softmaxTopK(let renormalize) = moe.rule
+                else {
+                    Issue.record("\(name) layer \(layer) is not routed by softmax top-k")
+                    continue
+                }
+                #expect(renormalize && moe.expertsPerToken == 2, "\(name) layer \(layer)")
+                #expect(moe.sharedExperts.count == 1 && moe.sharedExpertGate?.outFeatures == 1, "\(name) layer \(layer)")
+            }
+        }
+    }
+
+    /// Without the MoE keys, Qwen3_5MoeTextConfig's defaults apply (256
+    /// experts): the fixture's 4-expert router is refused naming them.
+    @Test func moeDefaultsAreQwen3_5MoeTextConfigs() throws {
+        try EditedFixture("qwen3_5_moe_text-f32") { $0["num_experts"] = nil; $0["num_experts_per_tok"] = nil }
+            .expectRefused(naming: "num_experts")
     }
 }

@@ -108,7 +108,7 @@ struct Gemma4Model: DecoderFamily {
         let section = ConfigSection(sectionName, defaults: Gemma4Configuration.defaults)
         parts = try DecoderParts(
             checkpoint, section: section, tiedByDefault: true,
-            tiedEmbeddings: multimodal ? try checkpoint.decodeConfig(Gemma4WrapperConfig.self).tieWordEmbeddings ?? true : nil,
+            tiedEmbeddings: multimodal ? try checkpoint.decodeConfig(MultimodalWrapperKeys.self).tieWordEmbeddings ?? true : nil,
             headName: "lm_head", naming: { Gemma4Model.naming($0) },
             prefixes: multimodal ? ["model.language_model.", "language_model.model."] : ["model.", ""])
         let config = try parts.config(Gemma4Configuration.self)
@@ -224,12 +224,6 @@ struct Gemma4Model: DecoderFamily {
                 key: try weights.rmsNorm(p + "k_norm", size: layout.headDim, eps: eps)),
             valueNorm: .rms(weight: [Float](repeating: 1, count: layout.headDim), eps: Float(eps)))
     }
-}
-
-/// The top-level key of a `gemma4` config.json the family reads.
-private struct Gemma4WrapperConfig: Decodable {
-    var tieWordEmbeddings: Bool?
-    enum CodingKeys: String, CodingKey { case tieWordEmbeddings = "tie_word_embeddings" }
 }
 
 /// The keys of config.json that give per-layer shapes and per-type rotary

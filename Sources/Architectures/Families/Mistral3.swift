@@ -21,7 +21,7 @@ extension TextModelPlacement {
     static func llama(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
         switch checkpoint.modelType {
         case "mistral3":
-            let text = try checkpoint.decodeConfig(Mistral3TextConfig.self)
+            let text = try checkpoint.decodeConfig(MultimodalWrapperKeys.self)
             let textType = text.textConfig?.modelType ?? "mistral"
             guard Self.mistral3TextTypes.contains(textType) else {
                 throw DroptraceError(
@@ -37,21 +37,5 @@ extension TextModelPlacement {
         default:
             return .topLevel
         }
-    }
-}
-
-/// The top-level keys of a `mistral3` config.json the placement reads.
-private struct Mistral3TextConfig: Decodable {
-    struct Text: Decodable {
-        var modelType: String?
-        enum CodingKeys: String, CodingKey { case modelType = "model_type" }
-    }
-
-    var textConfig: Text?
-    var tieWordEmbeddings: Bool?
-
-    enum CodingKeys: String, CodingKey {
-        case textConfig = "text_config"
-        case tieWordEmbeddings = "tie_word_embeddings"
     }
 }

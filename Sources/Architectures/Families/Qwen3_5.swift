@@ -207,23 +207,48 @@ struct HybridQwenLayers: Sendable {
     }
 }
 
-/// Qwen3.5's dense text models, `qwen3_5_text` (Qwen3_5ForCausalLM, the
-/// keys at the top level, weights under `model.`). Layers are
+/// Qwen3.5: `qwen3_5_text` and `qwen3_5_moe_text` (Qwen3_5ForCausalLM,
+/// Qwen3_5MoeForCausalLM: the keys at the top level, weights under
+/// `model.`), and the released checkpoints `qwen3_5` and `qwen3_5_moe`
+/// (Qwen3_5ForConditionalGeneration and its MoE twin: the keys under
+/// `text_config`, weights under `model.language_model.`, the head `lm_head`
+/// tied by the top-level `tie_word_embeddings`; the vision tower and the
+/// multi-token-prediction layers `mtp.` are not read). Layers are
 /// `linear_attention` (Gated DeltaNet with separate `in_proj_qkv`,
 /// `in_proj_z`, `in_proj_b`, `in_proj_a`) or `full_attention` (gated
-/// attention), every one with a SwiGLU MLP, (1 + weight) RMSNorms, untied
-/// unless config.json ties. The multimodal rope sections are the plain
-/// partial rotary on text, where every position id of a token is the same.
+/// attention), with (1 + weight) RMSNorms and, in the dense models, a
+/// SwiGLU MLP; in the MoE models every layer's MLP is `QwenExperts`' with
+/// Qwen3_5MoeTextConfig's defaults (softmax top-k experts, always
+/// renormalised, plus a shared expert behind a sigmoid gate). The
+/// multimodal rope sections are the plain partial rotary on text, where
+/// every position id of a token is the same.
 struct Qwen3_5Model: DecoderFamily {
     static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
     let layers: HybridQwenLayers
+    /// nil in the dense models.
+    let experts: QwenExperts?
 
     init(_ checkpoint: Checkpoint) throws {
-        var defaults = ConfigValueKinds.omittedDefaultValues(of: "qwen3_5_text")
+        let multimodal = ["qwen3_5", "qwen3_5_moe"].contains(checkpoint.modelType)
+        let moe = checkpoint.modelType.hasPrefix("qwen3_5_moe")
+        var defaults = ConfigValueKinds.omittedDefaultValues(of: moe ? "qwen3_5_moe_text" : "qwen3_5_text")
         defaults["head_dim"] = .integer(256)
-        parts = try DecoderParts(checkpoint, section: ConfigSection(defaults: defaults)) { HybridQwenLayers.naming($0) }
-        layers = try HybridQwenLayers(parts, attentionClass: "Qwen3_5Attention")
+        let sectionName = multimodal ? "text_config" : nil
+        let experts = moe ? try QwenExperts(checkpoint, section: ConfigSection(sectionName, defaults: defaults), configClass: .qwen3_5Moe) : nil
+        if let experts {
+            // Qwen3_5MoeTextConfig has no dense MLP width: every layer is sparse.
+            defaults["intermediate_size"] = .integer(experts.moeIntermediateSize)
+        }
+        let placement: TextModelPlacement = multimodal
+            ? .wrapped(
+                textDefaults: defaults, prefixes: ["model.language_model."],
+                tiedEmbeddings: try checkpoint.decodeConfig(MultimodalWrapperKeys.self).tieWordEmbeddings ?? false)
+            : TextModelPlacement(section: ConfigSection(defaults: defaults))
+        self.experts = experts
+        parts = try DecoderParts(checkpoint, placement: placement, naming: { HybridQwenLayers.naming($0) }, experts: experts?.naming)
+        layers = try HybridQwenLayers(parts, attentionClass: moe ? "Qwen3_5MoeAttention" : "Qwen3_5Attention")
+        try experts?.confirm(parts)
     }
 
     /// An export without some blocks spells out the remaining layers' types.
@@ -242,9 +267,10 @@ struct Qwen3_5Model: DecoderFamily {
                 [prefix + "in_proj_qkv", prefix + "in_proj_z", prefix + "in_proj_b", prefix + "in_proj_a"], in: d,
                 outs: [h.convolutionChannels, h.valueWidth, h.valueHeads, h.valueHeads], bias: false)
         } feedForward: {
-            try weights.gatedMLP(
-                "layers.\(index).mlp.", hidden: d, inner: parts.dimensions.intermediateSize,
-                activation: try parts.activation(layers.config.hiddenAct))
+            let activation = try parts.activation(layers.config.hiddenAct)
+            if let experts { return try experts.feedForward(parts, layer: index, activation: activation) }
+            return try weights.gatedMLP(
+                "layers.\(index).mlp.", hidden: d, inner: parts.dimensions.intermediateSize, activation: activation)
         }
     }
 }
