@@ -90,6 +90,13 @@ public enum ModelRegistry {
         "youtu": DeepSeekModel.self,
     ]
 
+    /// Wrappers that build their language model from `text_config.model_type`
+    /// (Mistral3ForConditionalGeneration, by AutoModel), and the text
+    /// model types read by another family than the wrapper's own.
+    static let textConfigFamilies: [String: [String: any RegisteredModel.Type]] = [
+        "mistral3": ["mistral4": Mistral4Model.self]
+    ]
+
     /// Every `model_type` droptrace reads, in the registry's order.
     public static var supportedModelTypes: [String] { families.map(\.key) }
 
@@ -101,10 +108,14 @@ public enum ModelRegistry {
     ///   forward pass reads that droptrace does not run (`ForwardPassKeys`),
     ///   or whatever the family's checks refuse.
     public static func load(_ checkpoint: Checkpoint) throws -> any LanguageModel {
-        guard let family = families.first(where: { $0.key == checkpoint.modelType })?.value else {
+        guard var family = families.first(where: { $0.key == checkpoint.modelType })?.value else {
             throw DroptraceError(
                 "unsupported model_type \"\(checkpoint.modelType)\" (supported: \(supportedModelTypes.joined(separator: ", ")))",
                 path: checkpoint.configURL.path)
+        }
+        if let byText = textConfigFamilies[checkpoint.modelType],
+           let textType = try checkpoint.decodeConfig(MultimodalWrapperKeys.self).textConfig?.modelType, let textFamily = byText[textType] {
+            family = textFamily
         }
         if checkpoint.gguf == nil {
             // Values of a kind transformers' config class refuses (null for

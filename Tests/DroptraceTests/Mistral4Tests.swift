@@ -50,6 +50,12 @@ import Testing
         Mutant("mistral4-f32", "rope_parameters.partial_rotary_factor", "null"),
         // head_dim sizes the table too (a written one overrides qk_nope_head_dim + qk_rope_head_dim).
         Mutant("mistral4-f32", "head_dim", "32", key: "partial_rotary_factor"),
+        // The Mistral Small 4 releases: the same keys under mistral3's text_config.
+        Mutant("mistral3_mistral4-f32", "text_config.n_group", "3"),
+        Mutant("mistral3_mistral4-f32", "text_config.kv_lora_rank", "8"),
+        Mutant("mistral3_mistral4-f32", "text_config.first_k_dense_replace", "null"),
+        Mutant("mistral3_mistral4-f32", "text_config.num_experts_per_tok", "9"),
+        Mutant("mistral3_mistral4-f32", "text_config.rope_parameters.llama_4_scaling_beta", "null"),
     ]
 
     @Test(arguments: mutants)
@@ -130,6 +136,20 @@ import Testing
         let base = try EditedFixture("mistral4-f32").attentionScores()
         let cold = try EditedFixture("mistral4-f32", rope: "llama_4_scaling_beta", 0.0).attentionScores()
         #expect(cold != base)
+    }
+
+    /// A `mistral3` checkpoint whose text_config is mistral4's (the Mistral
+    /// Small 4 releases) is read by this family from `text_config`, its head
+    /// `lm_head`; a block-drop export edits `text_config`.
+    @Test func mistral3WithAMistral4TextConfig() throws {
+        let fixture = try EditedFixture("mistral3_mistral4-f32")
+        let model = try fixture.load()
+        #expect(model is Mistral4Model)
+        #expect(model.layerNaming.layerThresholds["first_k_dense_replace"] == 1)
+        #expect(try model.head().vocabularySize == 512)
+        let text = try #require(try fixture.exportedConfig(droppingBlocks: [0])["text_config"] as? [String: Any])
+        #expect((text["first_k_dense_replace"] as? NSNumber)?.intValue == 0)
+        #expect((text["num_hidden_layers"] as? NSNumber)?.intValue == model.layerCount - 1)
     }
 
     /// An export without the dense block renumbers `first_k_dense_replace`.

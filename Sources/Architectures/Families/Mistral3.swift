@@ -8,34 +8,46 @@ import TensorEngine
 /// (`Mistral3ForConditionalGeneration`, transformers'
 /// models/mistral3/modeling_mistral3.py: Mistral-Small-3.1/3.2 and the
 /// Ministral 3 releases), the `text_config` whose `model_type` picks the
-/// language model (`mistral`, the class's default, or `ministral3`),
+/// language model (`mistral`, the class's default, or `ministral3`; the
+/// Mistral Small 4 releases' `mistral4` is read by `Mistral4Model`),
 /// weights under `model.language_model.` (as transformers 5 names its
 /// modules) or `language_model.model.` (as 4.x saved them), the head
 /// `lm_head` or `language_model.lm_head`, tied by the top-level
 /// `tie_word_embeddings` (Mistral3Config's, default true: the text
 /// config's own is not read).
 extension TextModelPlacement {
-    /// The text models `Mistral3ForConditionalGeneration` is read with here.
+    /// The text models `Mistral3ForConditionalGeneration` is read with here:
+    /// these by the Llama family, `mistral4` by its own (`ModelRegistry.textConfigFamilies`).
     static let mistral3TextTypes = ["mistral", "ministral3"]
 
     static func llama(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
         switch checkpoint.modelType {
         case "mistral3":
-            let text = try checkpoint.decodeConfig(MultimodalWrapperKeys.self)
-            let textType = text.textConfig?.modelType ?? "mistral"
+            let wrapper = try checkpoint.decodeConfig(MultimodalWrapperKeys.self)
+            let textType = wrapper.textConfig?.modelType ?? "mistral"
             guard Self.mistral3TextTypes.contains(textType) else {
                 throw DroptraceError(
                     "\"text_config.model_type\" is \"\(textType.forErrorMessage)\": droptrace reads Mistral3ForConditionalGeneration "
-                        + "with a \(Self.mistral3TextTypes.joined(separator: " or ")) language model", path: checkpoint.configURL.path)
+                        + "with a \((Self.mistral3TextTypes + ["mistral4"]).joined(separator: ", ")) language model",
+                    path: checkpoint.configURL.path)
             }
-            var defaults = ConfigValueKinds.omittedDefaultValues(of: textType).merging(
-                Ministral3Rope.classDefaults(textType), uniquingKeysWith: { $1 })
-            defaults["model_type"] = .string(textType)
-            return .wrapped(textDefaults: defaults, tiedEmbeddings: text.tieWordEmbeddings ?? true)
+            return try mistral3(checkpoint, textDefaults: Ministral3Rope.classDefaults(textType))
         case "ministral3":
             return TextModelPlacement(section: ConfigSection(defaults: Ministral3Rope.classDefaults("ministral3")))
         default:
             return .topLevel
         }
+    }
+
+    /// The language model of a `mistral3` checkpoint: `text_config`, which
+    /// takes its model_type's config class defaults (and `textDefaults`)
+    /// for the keys it omits, the head tied by the top-level
+    /// `tie_word_embeddings` (Mistral3Config's, default true).
+    static func mistral3(_ checkpoint: Checkpoint, textDefaults: [String: ConfigDefault] = [:]) throws -> TextModelPlacement {
+        let wrapper = try checkpoint.decodeConfig(MultimodalWrapperKeys.self)
+        let textType = wrapper.textConfig?.modelType ?? "mistral"
+        var defaults = ConfigValueKinds.omittedDefaultValues(of: textType).merging(textDefaults, uniquingKeysWith: { $1 })
+        defaults["model_type"] = .string(textType)
+        return .wrapped(textDefaults: defaults, tiedEmbeddings: wrapper.tieWordEmbeddings ?? true)
     }
 }

@@ -132,6 +132,11 @@ struct Mistral4Configuration: Decodable {
 /// Routed experts are read fused (`mlp.experts.gate_up_proj` / `down_proj`,
 /// as `save_pretrained` writes them) or per expert
 /// (`mlp.experts.<e>.gate_proj|up_proj|down_proj`).
+///
+/// The Mistral Small 4 releases save this model as the language model of a
+/// `mistral3` checkpoint (`Mistral3ForConditionalGeneration`,
+/// `text_config.model_type` "mistral4"), placed as
+/// `TextModelPlacement.mistral3` says.
 struct Mistral4Model: DecoderFamily {
     let parts: DecoderParts
     let config: Mistral4Configuration
@@ -149,11 +154,13 @@ struct Mistral4Model: DecoderFamily {
     }
 
     init(_ checkpoint: Checkpoint) throws {
+        // Mistral Small 4's releases: Mistral3ForConditionalGeneration around this model.
+        let placement: TextModelPlacement = checkpoint.modelType == "mistral3" ? try .mistral3(checkpoint) : .topLevel
         // Decoded first: the routed experts' tensors are checked with the layers.
-        let config = try checkpoint.decodeConfig(Mistral4Configuration.self)
+        let config = try checkpoint.decodeConfig(Mistral4Configuration.self, section: placement.section)
         self.config = config
         parts = try DecoderParts(
-            checkpoint, naming: LlamaModel.naming,
+            checkpoint, placement: placement, naming: LlamaModel.naming,
             experts: .gatedMLP(count: config.nRoutedExperts, countKey: config.nRoutedExpertsKey, isSparse: config.isSparse))
         let d = parts.dimensions, configPath = parts.configPath, latent = config.latent
         try ConfigRules.checks(path: configPath) { try config.check(d) }
