@@ -196,11 +196,13 @@ import Testing
         // Classes whose num_key_value_heads default is a number of their own, not the heads' count.
         #expect(ConfigValueKinds.omittedDefaults["starcoder2"]?["num_key_value_heads"] == "2")
         #expect(ConfigValueKinds.omittedDefaults["mistral"]?["num_key_value_heads"] == "8")
-        // Multimodal wrappers keep the sizes in text_config: gemma3's, gemma4's and llama4's classes of their
-        // own (llama4's is llama4_text's class), mistral3's the class of the text config's model_type, whose
-        // defaults apply.
+        // Multimodal wrappers keep the sizes in text_config: gemma3's, gemma4's, llama4's and qwen3_5's
+        // classes of their own (llama4's is llama4_text's class, qwen3_5's qwen3_5_text's, qwen3_5_moe's
+        // qwen3_5_moe_text's), mistral3's the class of the text config's model_type, whose defaults apply.
         #expect(ConfigValueKinds.omittedDefaults["llama4_text"]?["num_local_experts"] == "16")
-        for modelType in ModelRegistry.supportedModelTypes where !["gemma3", "gemma4", "llama4"].contains(modelType) {
+        #expect(ConfigValueKinds.omittedDefaults["qwen3_5_moe_text"]?["num_experts_per_tok"] == "8")
+        let ownTextClasses = ["gemma3", "gemma4", "llama4", "qwen3_5", "qwen3_5_moe"]
+        for modelType in ModelRegistry.supportedModelTypes where !ownTextClasses.contains(modelType) {
             let textType = ConfigValueKinds.textConfigModelTypes[modelType] ?? modelType
             #expect(ConfigValueKinds.omittedDefaults[textType] != nil, "\(modelType)")
         }
