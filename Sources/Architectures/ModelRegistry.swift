@@ -52,6 +52,8 @@ public enum ModelRegistry {
         "gptj": GPTJModel.self,
         "granite": GraniteModel.self,
         "granite_swa": GraniteModel.self,
+        "granitemoe": GraniteModel.self,
+        "granitemoeshared": GraniteModel.self,
         "helium": InterleavedLlamaModel.self,
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
         "jais2": ArceeModel.self,

@@ -42,8 +42,11 @@ struct GraniteConfiguration: Decodable {
         // in float32, so a value float32 cannot hold (1e39) would make every
         // activation infinite, and logits divided by 0 are no distribution.
         func multiplier(_ key: CodingKeys) throws -> Float {
+            // GraniteMoeConfig takes null, which its model then multiplies by.
+            let isNull = try c.contains(key) && c.decodeNil(forKey: key)
             let value = try c.decodeIfPresent(Double.self, forKey: key) ?? 1
             try ConfigRules.decodingChecks {
+                guard !isNull else { throw InvalidConfigValue(key: key.rawValue, problem: "must be a number, got null") }
                 guard value.isFinite, Float(value).isFinite else {
                     throw InvalidConfigValue(key: key.rawValue, problem: "must be a finite number that float32 holds, got \(value)")
                 }
@@ -79,10 +82,16 @@ struct GraniteConfiguration: Decodable {
 /// base per layer by `layer_rope_theta` (0: no rotary), and a learned sink
 /// per head (`self_attn.sinks`): the attention output scaled by
 /// sigmoid(logsumexp(scores) − sink), an extra logit in the softmax.
+///
+/// GraniteMoE (`granitemoe`, transformers' models/granitemoe) is Granite
+/// with GraniteMoE's sparse MLP in every layer (`GraniteMoeMLP`);
+/// GraniteMoE-Shared (`granitemoeshared`) adds its shared MLP.
 struct GraniteModel: DecoderFamily {
     static func readsLayerTypes(_ modelType: String) -> Bool { modelType == "granite_swa" }
     let parts: DecoderParts
     let config: GraniteConfiguration
+    /// The mixture-of-experts variants' MLP; nil for Granite's dense one.
+    let mixture: GraniteMoeMLP?
     /// Per layer: its rotation (nil: none, Granite SWA's NoPE layers).
     let rotaries: [RotaryEmbedding?]
     /// Granite SWA's per-layer types and window, and its sinks; nil for Granite.
@@ -90,8 +99,11 @@ struct GraniteModel: DecoderFamily {
 
     init(_ checkpoint: Checkpoint) throws {
         let swa = checkpoint.modelType == "granite_swa"
-        parts = try DecoderParts(checkpoint, section: swa ? GraniteSWASettings.section : .topLevel, naming: LlamaModel.naming)
+        let moe = ["granitemoe", "granitemoeshared"].contains(checkpoint.modelType)
+        parts = try DecoderParts(
+            checkpoint, section: swa ? GraniteSWASettings.section : .topLevel, naming: moe ? GraniteMoeMLP.naming : LlamaModel.naming)
         config = try parts.config(GraniteConfiguration.self)
+        mixture = moe ? try GraniteMoeMLP(parts, readsSharedMLP: checkpoint.modelType == "granitemoeshared", readsSavedNames: true) : nil
         let layers = parts.dimensions.numHiddenLayers
         guard swa else {
             rotaries = Array(repeating: try parts.rotary(), count: layers)
@@ -150,7 +162,8 @@ struct GraniteModel: DecoderFamily {
             slidingWindow: slidingWindows?[index] ?? nil,
             sinkLogits: slidingWindows == nil ? nil : try weights.floats(p + "self_attn.sinks", [parts.attentionLayout.numHeads])) }
         func feedForward() throws -> FeedForward {
-            try weights.gatedMLP(
+            if let mixture { return try mixture.feedForward(index, parts: parts, activation: try parts.activation(config.hiddenAct ?? "silu")) }
+            return try weights.gatedMLP(
                 p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize,
                 activation: try parts.activation(config.hiddenAct ?? "silu"), bias: config.mlpBias)
         }
