@@ -53,6 +53,7 @@ public enum ModelRegistry {
         "granite": GraniteModel.self,
         "granite_swa": GraniteModel.self,
         "granitemoe": GraniteModel.self,
+        "granitemoe_swa": GraniteModel.self,
         "granitemoeshared": GraniteModel.self,
         "helium": InterleavedLlamaModel.self,
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,

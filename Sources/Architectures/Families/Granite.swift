@@ -85,9 +85,10 @@ struct GraniteConfiguration: Decodable {
 ///
 /// GraniteMoE (`granitemoe`, transformers' models/granitemoe) is Granite
 /// with GraniteMoE's sparse MLP in every layer (`GraniteMoeMLP`);
-/// GraniteMoE-Shared (`granitemoeshared`) adds its shared MLP.
+/// GraniteMoE-Shared (`granitemoeshared`) adds its shared MLP; GraniteMoE
+/// SWA (`granitemoe_swa`) is GraniteMoE-Shared with Granite SWA's attention.
 struct GraniteModel: DecoderFamily {
-    static func readsLayerTypes(_ modelType: String) -> Bool { modelType == "granite_swa" }
+    static func readsLayerTypes(_ modelType: String) -> Bool { ["granite_swa", "granitemoe_swa"].contains(modelType) }
     let parts: DecoderParts
     let config: GraniteConfiguration
     /// The mixture-of-experts variants' MLP; nil for Granite's dense one.
@@ -98,12 +99,14 @@ struct GraniteModel: DecoderFamily {
     let slidingWindows: [Int?]?
 
     init(_ checkpoint: Checkpoint) throws {
-        let swa = checkpoint.modelType == "granite_swa"
-        let moe = ["granitemoe", "granitemoeshared"].contains(checkpoint.modelType)
+        let swa = Self.readsLayerTypes(checkpoint.modelType)
+        let moe = ["granitemoe", "granitemoeshared", "granitemoe_swa"].contains(checkpoint.modelType)
         parts = try DecoderParts(
             checkpoint, section: swa ? GraniteSWASettings.section : .topLevel, naming: moe ? GraniteMoeMLP.naming : LlamaModel.naming)
         config = try parts.config(GraniteConfiguration.self)
-        mixture = moe ? try GraniteMoeMLP(parts, readsSharedMLP: checkpoint.modelType == "granitemoeshared", readsSavedNames: true) : nil
+        // transformers maps GraniteMoE's saved tensor names for granitemoe and granitemoeshared only.
+        mixture = moe ? try GraniteMoeMLP(
+            parts, readsSharedMLP: checkpoint.modelType != "granitemoe", readsSavedNames: checkpoint.modelType != "granitemoe_swa") : nil
         let layers = parts.dimensions.numHiddenLayers
         guard swa else {
             rotaries = Array(repeating: try parts.rotary(), count: layers)
@@ -111,7 +114,8 @@ struct GraniteModel: DecoderFamily {
             return
         }
         let settings = try parts.config(GraniteSWASettings.self)
-        try parts.requireWindow(settings.slidingWindow, builtBy: "GraniteSWAModel")
+        let builtBy = moe ? "GraniteMoeSWAModel" : "GraniteSWAModel"
+        try parts.requireWindow(settings.slidingWindow, builtBy: builtBy)
         let types = try parts.layerTypes(settings.layerTypes, slidingWindow: settings.slidingWindow) {
             $0 % 4 == 0 ? AttentionLayerType.full : AttentionLayerType.sliding
         }
@@ -121,11 +125,11 @@ struct GraniteModel: DecoderFamily {
         try ConfigRules.checks(path: parts.configPath) {
             guard thetas.count == layers else {
                 throw InvalidConfigValue(
-                    key: "layer_rope_theta", problem: "has \(thetas.count) entries for num_hidden_layers \(layers); GraniteSWAModel reads one per layer")
+                    key: "layer_rope_theta", problem: "has \(thetas.count) entries for num_hidden_layers \(layers); \(builtBy) reads one per layer")
             }
             for theta in thetas { try ConfigRules.bound(theta, "layer_rope_theta") }
         }
-        // One rotation per base, as GraniteSWAModel builds one rotary embedding per distinct non-zero theta.
+        // One rotation per base, as GraniteSWAModel (and GraniteMoeSWAModel) builds one rotary embedding per distinct non-zero theta.
         var byTheta: [Double: RotaryEmbedding] = [:]
         for theta in Set(thetas) where theta != 0 {
             var settings = rope
@@ -173,7 +177,8 @@ struct GraniteModel: DecoderFamily {
     }
 }
 
-/// Granite SWA's keys of config.json (GraniteSWAConfig, beside GraniteConfig's).
+/// Granite SWA's keys of config.json (GraniteSWAConfig, beside GraniteConfig's;
+/// GraniteMoeSWAConfig has them with the same defaults).
 struct GraniteSWASettings: Decodable {
     var slidingWindow: Int?
     var layerTypes: [String]?

@@ -3,14 +3,14 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// The mixture keys of config.json of `granitemoe` and `granitemoeshared`,
-/// with GraniteMoeConfig's and GraniteMoeSharedConfig's defaults: 8 experts
-/// of width `intermediate_size`, 2 per token, no shared MLP.
+/// The mixture keys of config.json of `granitemoe`, `granitemoeshared` and
+/// `granitemoe_swa`, with their config classes' defaults: 8 experts of width
+/// `intermediate_size`, 2 per token, no shared MLP.
 struct GraniteMoeSettings: Decodable {
     var numLocalExperts: Int
     var numExpertsPerTok: Int
     /// The width of the shared MLP every token goes through; 0 for none.
-    /// Read by `granitemoeshared` only (GraniteMoeConfig has no such key).
+    /// Read by `granitemoeshared` and `granitemoe_swa` (GraniteMoeConfig has no such key).
     var sharedIntermediateSize: Int
 
     enum CodingKeys: String, CodingKey {
@@ -46,7 +46,7 @@ struct GraniteMoeSettings: Decodable {
 /// GraniteMoE's sparse MLP (`block_sparse_moe`), for `GraniteModel`: a
 /// router over `num_local_experts` SwiGLU experts of width
 /// `intermediate_size`, the `num_experts_per_tok` largest logits softmaxed
-/// among themselves (GraniteMoeTopKRouter), and on `granitemoeshared` a
+/// among themselves (GraniteMoeTopKRouter), and on `granitemoeshared` and `granitemoe_swa` a
 /// shared SwiGLU MLP (`shared_mlp`, width `shared_intermediate_size`) every
 /// token goes through, added ungated. The MLP module is all of it: dropping
 /// it drops router, experts and shared MLP, as the layer adds their sum.
@@ -56,7 +56,8 @@ struct GraniteMoeSettings: Decodable {
 /// `output_linear.weight` [experts, hidden, inner], the router
 /// `router.layer.weight`; transformers renames them (its conversion mapping
 /// for granitemoe and granitemoeshared) to its modules' `experts.gate_up_proj`,
-/// `experts.down_proj` and `router.weight`, and reads either spelling. The
+/// `experts.down_proj` and `router.weight`, and reads either spelling;
+/// granitemoe_swa has no such mapping and only transformers' names. The
 /// shared MLP is `input_linear` [2·shared, hidden] and `output_linear`.
 struct GraniteMoeMLP: Sendable {
     let settings: GraniteMoeSettings
