@@ -234,8 +234,19 @@ extension Weights {
                 try gatedMLP(perExpert + "\(e).", hidden: d, inner: inner, activation: activation, names: names)
             }
         }
-        let gateUp = try floats(fused + "gate_up_proj", [count, 2 * inner, d])
-        let down = try floats(fused + "down_proj", [count, d, inner])
+        return try fusedGatedExperts(
+            gateUp: fused + "gate_up_proj", down: fused + "down_proj", count: count, hidden: d, inner: inner, activation: activation)
+    }
+
+    /// `count` gated experts stored as two 3-D tensors: `gateUp` [count,
+    /// 2·inner, hidden] (each expert's gate rows, then its up rows) and
+    /// `down` [count, hidden, inner], whatever their names (transformers'
+    /// `gate_up_proj` / `down_proj`, GraniteMoE's `input_linear` / `output_linear`).
+    func fusedGatedExperts(
+        gateUp gateUpName: String, down downName: String, count: Int, hidden d: Int, inner: Int, activation: Activation
+    ) throws -> [FeedForward] {
+        let gateUp = try floats(gateUpName, [count, 2 * inner, d])
+        let down = try floats(downName, [count, d, inner])
         return (0..<count).map { e in
             .gated(
                 gateUp: Linear(

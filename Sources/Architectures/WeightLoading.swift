@@ -174,11 +174,15 @@ struct Weights {
 
     /// A gated MLP whose gate and up projections are stored as one
     /// `gate_up_proj` [2·inner, hidden], gate rows first, beside `down_proj`,
-    /// without biases (Phi-3, GLM).
-    func fusedGatedMLP(_ mlp: String, hidden: Int, inner: Int, activation: Activation) throws -> FeedForward {
+    /// without biases (Phi-3, GLM); `names` where they are called otherwise
+    /// (GraniteMoE-Shared's `input_linear` / `output_linear`).
+    func fusedGatedMLP(
+        _ mlp: String, hidden: Int, inner: Int, activation: Activation,
+        names: (gateUp: String, down: String) = ("gate_up_proj", "down_proj")
+    ) throws -> FeedForward {
         .gated(
-            gateUp: try linear(mlp + "gate_up_proj", in: hidden, out: 2 * inner, bias: false),
-            down: try linear(mlp + "down_proj", in: inner, out: hidden, bias: false),
+            gateUp: try linear(mlp + names.gateUp, in: hidden, out: 2 * inner, bias: false),
+            down: try linear(mlp + names.down, in: inner, out: hidden, bias: false),
             activation: activation)
     }
 

@@ -42,8 +42,11 @@ struct GraniteConfiguration: Decodable {
         // in float32, so a value float32 cannot hold (1e39) would make every
         // activation infinite, and logits divided by 0 are no distribution.
         func multiplier(_ key: CodingKeys) throws -> Float {
+            // GraniteMoeConfig takes null, which its model then multiplies by.
+            let isNull = try c.contains(key) && c.decodeNil(forKey: key)
             let value = try c.decodeIfPresent(Double.self, forKey: key) ?? 1
             try ConfigRules.decodingChecks {
+                guard !isNull else { throw InvalidConfigValue(key: key.rawValue, problem: "must be a number, got null") }
                 guard value.isFinite, Float(value).isFinite else {
                     throw InvalidConfigValue(key: key.rawValue, problem: "must be a finite number that float32 holds, got \(value)")
                 }
@@ -79,19 +82,31 @@ struct GraniteConfiguration: Decodable {
 /// base per layer by `layer_rope_theta` (0: no rotary), and a learned sink
 /// per head (`self_attn.sinks`): the attention output scaled by
 /// sigmoid(logsumexp(scores) − sink), an extra logit in the softmax.
+///
+/// GraniteMoE (`granitemoe`, transformers' models/granitemoe) is Granite
+/// with GraniteMoE's sparse MLP in every layer (`GraniteMoeMLP`);
+/// GraniteMoE-Shared (`granitemoeshared`) adds its shared MLP; GraniteMoE
+/// SWA (`granitemoe_swa`) is GraniteMoE-Shared with Granite SWA's attention.
 struct GraniteModel: DecoderFamily {
-    static func readsLayerTypes(_ modelType: String) -> Bool { modelType == "granite_swa" }
+    static func readsLayerTypes(_ modelType: String) -> Bool { ["granite_swa", "granitemoe_swa"].contains(modelType) }
     let parts: DecoderParts
     let config: GraniteConfiguration
+    /// The mixture-of-experts variants' MLP; nil for Granite's dense one.
+    let mixture: GraniteMoeMLP?
     /// Per layer: its rotation (nil: none, Granite SWA's NoPE layers).
     let rotaries: [RotaryEmbedding?]
     /// Granite SWA's per-layer types and window, and its sinks; nil for Granite.
     let slidingWindows: [Int?]?
 
     init(_ checkpoint: Checkpoint) throws {
-        let swa = checkpoint.modelType == "granite_swa"
-        parts = try DecoderParts(checkpoint, section: swa ? GraniteSWASettings.section : .topLevel, naming: LlamaModel.naming)
+        let swa = Self.readsLayerTypes(checkpoint.modelType)
+        let moe = ["granitemoe", "granitemoeshared", "granitemoe_swa"].contains(checkpoint.modelType)
+        parts = try DecoderParts(
+            checkpoint, section: swa ? GraniteSWASettings.section : .topLevel, naming: moe ? GraniteMoeMLP.naming : LlamaModel.naming)
         config = try parts.config(GraniteConfiguration.self)
+        // transformers maps GraniteMoE's saved tensor names for granitemoe and granitemoeshared only.
+        mixture = moe ? try GraniteMoeMLP(
+            parts, readsSharedMLP: checkpoint.modelType != "granitemoe", readsSavedNames: checkpoint.modelType != "granitemoe_swa") : nil
         let layers = parts.dimensions.numHiddenLayers
         guard swa else {
             rotaries = Array(repeating: try parts.rotary(), count: layers)
@@ -99,7 +114,8 @@ struct GraniteModel: DecoderFamily {
             return
         }
         let settings = try parts.config(GraniteSWASettings.self)
-        try parts.requireWindow(settings.slidingWindow, builtBy: "GraniteSWAModel")
+        let builtBy = moe ? "GraniteMoeSWAModel" : "GraniteSWAModel"
+        try parts.requireWindow(settings.slidingWindow, builtBy: builtBy)
         let types = try parts.layerTypes(settings.layerTypes, slidingWindow: settings.slidingWindow) {
             $0 % 4 == 0 ? AttentionLayerType.full : AttentionLayerType.sliding
         }
@@ -109,11 +125,11 @@ struct GraniteModel: DecoderFamily {
         try ConfigRules.checks(path: parts.configPath) {
             guard thetas.count == layers else {
                 throw InvalidConfigValue(
-                    key: "layer_rope_theta", problem: "has \(thetas.count) entries for num_hidden_layers \(layers); GraniteSWAModel reads one per layer")
+                    key: "layer_rope_theta", problem: "has \(thetas.count) entries for num_hidden_layers \(layers); \(builtBy) reads one per layer")
             }
             for theta in thetas { try ConfigRules.bound(theta, "layer_rope_theta") }
         }
-        // One rotation per base, as GraniteSWAModel builds one rotary embedding per distinct non-zero theta.
+        // One rotation per base, as GraniteSWAModel (and GraniteMoeSWAModel) builds one rotary embedding per distinct non-zero theta.
         var byTheta: [Double: RotaryEmbedding] = [:]
         for theta in Set(thetas) where theta != 0 {
             var settings = rope
@@ -150,7 +166,8 @@ struct GraniteModel: DecoderFamily {
             slidingWindow: slidingWindows?[index] ?? nil,
             sinkLogits: slidingWindows == nil ? nil : try weights.floats(p + "self_attn.sinks", [parts.attentionLayout.numHeads])) }
         func feedForward() throws -> FeedForward {
-            try weights.gatedMLP(
+            if let mixture { return try mixture.feedForward(index, parts: parts, activation: try parts.activation(config.hiddenAct ?? "silu")) }
+            return try weights.gatedMLP(
                 p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize,
                 activation: try parts.activation(config.hiddenAct ?? "silu"), bias: config.mlpBias)
         }
@@ -160,7 +177,8 @@ struct GraniteModel: DecoderFamily {
     }
 }
 
-/// Granite SWA's keys of config.json (GraniteSWAConfig, beside GraniteConfig's).
+/// Granite SWA's keys of config.json (GraniteSWAConfig, beside GraniteConfig's;
+/// GraniteMoeSWAConfig has them with the same defaults).
 struct GraniteSWASettings: Decodable {
     var slidingWindow: Int?
     var layerTypes: [String]?
