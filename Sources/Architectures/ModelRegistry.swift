@@ -54,6 +54,7 @@ public enum ModelRegistry {
         "granite_swa": GraniteModel.self,
         "helium": InterleavedLlamaModel.self,
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
+        "hunyuan_v1_moe": HunYuanMoEV1Model.self,
         "jais2": ArceeModel.self,
         "llama": LlamaModel.self,
         "llama4": Llama4Model.self,

@@ -959,6 +959,39 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "hunyuan_v1_moe": (
+            "HunYuanMoEV1Config",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eod_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "ni",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "moe_topk": "i[i]",
+                "num_attention_heads": "i",
+                "num_experts": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "output_router_logits": "b",
+                "pad_token_id": "ni",
+                "pretraining_tp": "i",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "sep_token_id": "ni",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [
+                "num_experts_per_tok": "moe_topk",
+                "num_local_experts": "num_experts",
+            ]),
         "jais2": (
             "Jais2Config",
             [
@@ -1937,6 +1970,7 @@ extension ConfigValueKinds {
         "granite_swa": (nil, 100352),
         "helium": (3, 48000),
         "hunyuan_v1_dense": (0, 290943),
+        "hunyuan_v1_moe": (0, 290943),
         "jais2": (nil, 150272),
         "llama": (nil, 32000),
         "llama4.text_config": (nil, 202048),
@@ -1999,6 +2033,7 @@ extension ConfigValueKinds {
         "granite_swa": ["intermediate_size": "8192", "max_position_embeddings": "8192", "num_key_value_heads": "4", "rms_norm_eps": "1e-05"],
         "helium": ["intermediate_size": "7040", "max_position_embeddings": "4096", "num_key_value_heads": "20", "rms_norm_eps": "1e-08"],
         "hunyuan_v1_dense": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
+        "hunyuan_v1_moe": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
         "jais2": ["intermediate_size": "26624", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "llama": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "llama4_text": ["intermediate_size": "8192", "max_position_embeddings": "131072", "num_experts_per_tok": "1", "num_key_value_heads": "8", "num_local_experts": "16", "rms_norm_eps": "1e-05"],
@@ -2058,6 +2093,7 @@ extension ConfigValueKinds {
         "granite",
         "granite_swa",
         "hunyuan_v1_dense",
+        "hunyuan_v1_moe",
         "ministral",
         "mistral4",
         "nanochat",
@@ -2076,6 +2112,7 @@ extension ConfigValueKinds {
     /// Those of them whose model cannot be built when config.json has no `head_dim` either.
     static let absentHeadDimFails: Set<String> = [
         "hunyuan_v1_dense",
+        "hunyuan_v1_moe",
         "ministral",
     ]
 
@@ -2084,6 +2121,7 @@ extension ConfigValueKinds {
     /// with getattr's default (dynamic, YaRN, LongRoPE) then fail.
     static let headDimNoneWhenAbsent: Set<String> = [
         "hunyuan_v1_dense",
+        "hunyuan_v1_moe",
         "ministral",
         "mixtral",
     ]
@@ -2105,6 +2143,7 @@ extension ConfigValueKinds {
         "granite",
         "granite_swa",
         "hunyuan_v1_dense",
+        "hunyuan_v1_moe",
         "ministral",
         "mistral4",
         "mixtral",
