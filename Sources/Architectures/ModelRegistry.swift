@@ -33,6 +33,7 @@ public enum ModelRegistry {
         "deepseek_v3": DeepSeekModel.self,
         "ernie4_5": InterleavedLlamaModel.self,
         "exaone4": Exaone4Model.self,
+        "exaone_moe": ExaoneMoeModel.self,
         "falcon": FalconModel.self,
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,
