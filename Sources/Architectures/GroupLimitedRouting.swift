@@ -134,6 +134,13 @@ struct GroupRoutedMixture {
     var normalizesWeights: Bool
     /// `routed_scaling_factor`.
     var scalingFactor: Double
+    /// The key config.json gives the shared expert count under, for errors
+    /// (EXAONE MoE's `num_shared_experts`).
+    var sharedExpertsKey = "n_shared_experts"
+    /// Where, under the MLP prefix, the correction bias may be stored, in
+    /// the names transformers reads as `gate.e_score_correction_bias`
+    /// (EXAONE MoE's checkpoints store it as `e_score_correction_bias`).
+    var correctionBiasNames = ["gate.e_score_correction_bias"]
 
     /// Refuses expert counts and widths transformers could not run, or whose
     /// tensors would not fit in 64 bits, before anything is sized from them.
@@ -146,11 +153,11 @@ struct GroupRoutedMixture {
             throw InvalidConfigValue(key: "num_experts_per_tok", problem: "must be between 1 and \(expertsKey) \(experts), got \(k)")
         }
         // 0: no shared experts (transformers adds their empty output).
-        try ConfigRules.nonNegative(sharedExperts, "n_shared_experts")
+        try ConfigRules.nonNegative(sharedExperts, sharedExpertsKey)
         try ConfigRules.count(inner, "moe_intermediate_size")
         let width = (hidden, "hidden_size")
         try ConfigRules.product([(experts, expertsKey), (2, "gate and up"), (inner, "moe_intermediate_size"), width])
-        try ConfigRules.product([(sharedExperts, "n_shared_experts"), (inner, "moe_intermediate_size"), (2, "gate and up"), width])
+        try ConfigRules.product([(sharedExperts, sharedExpertsKey), (inner, "moe_intermediate_size"), (2, "gate and up"), width])
         try ConfigRules.positive(scalingFactor, "routed_scaling_factor")
     }
 
@@ -174,23 +181,47 @@ struct GroupRoutedMixture {
         }
     }
 
+    /// The first routed layer `parts` keeps (by `isSparse`): its experts
+    /// against `moe_intermediate_size`, before any expert is read.
+    func confirmExpertWidth(_ parts: DecoderParts, isSparse: (Int) -> Bool) throws {
+        let d = parts.dimensions
+        guard let layer = (0..<d.numHiddenLayers).first(where: { isSparse($0) && !parts.configuredDrops.dropsMLP($0) }) else { return }
+        let p = "layers.\(layer).mlp.experts."
+        if parts.weights.hasFusedExperts(p) {
+            try parts.weights.confirmShape(
+                p + "gate_up_proj", [experts, 2 * inner, d.hiddenSize],
+                keys: "\(expertsKey), 2 × moe_intermediate_size, hidden_size", configPath: parts.configPath)
+        } else {
+            try parts.weights.confirmShape(
+                p + "0.gate_proj.weight", [inner, d.hiddenSize], keys: "moe_intermediate_size, hidden_size",
+                configPath: parts.configPath)
+        }
+    }
+
     /// The layer under `p` (e.g. "layers.3.mlp."), its shared experts with
     /// biases when `sharedBias`.
     func load(_ weights: Weights, _ p: String, hidden d: Int, activation: Activation, sharedBias: Bool) throws -> FeedForward {
         let routed = try weights.gatedExperts(
             fused: p + "experts.", perExpert: p + "experts.", names: ("gate_proj", "up_proj", "down_proj"),
             count: experts, hidden: d, inner: inner, activation: activation)
-        let biasName = p + "gate.e_score_correction_bias"
+        let stored = correctionBiasNames.map { p + $0 }.filter { weights.has($0) }
+        if stored.count > 1 {
+            // transformers reads both as one buffer; which copy it kept would depend on the order it met them.
+            throw DroptraceError(
+                "tensors '\(weights.prefix + stored[0])' and '\(weights.prefix + stored[1])' are both the router's correction bias, "
+                    + "which transformers reads as one; keep one of the two",
+                path: weights.checkpoint.weightsPath)
+        }
         let routing = GroupLimitedTopK(
             scoring: scoring, groupScore: groupScore,
             groups: groupLimited ? groups ?? 1 : 1, groupsPerToken: groupLimited ? groupsPerToken ?? 1 : 1,
-            selectionBias: correctsSelection && weights.has(biasName) ? try weights.floats(biasName, [experts]) : nil,
+            selectionBias: correctsSelection ? try stored.first.map { try weights.floats($0, [experts]) } : nil,
             normalizesWeights: normalizesWeights, scalingFactor: Float(scalingFactor))
         return .mixture(MixtureOfExperts(
             router: try weights.linear(p + "gate", in: d, out: experts, bias: false),
             experts: routed, expertsPerToken: expertsPerToken ?? 1, rule: .groupLimited(routing),
             sharedExperts: try weights.sharedExperts(
                 p + "shared_experts.", hidden: d, inner: inner * sharedExperts, activation: activation, bias: sharedBias,
-                widthKeys: "n_shared_experts and moe_intermediate_size")))
+                widthKeys: "\(sharedExpertsKey) and moe_intermediate_size")))
     }
 }

@@ -282,11 +282,11 @@ extension Weights {
 }
 
 extension MixtureOfExperts {
-    /// Refuses a `num_experts_per_tok` outside 1...experts (`expertsKey`
-    /// names the expert count's key).
-    static func checkExpertsPerToken(_ k: Int, of experts: Int, expertsKey: String) throws {
+    /// Refuses a `num_experts_per_tok` (or the family's `key`) outside
+    /// 1...experts (`expertsKey` names the expert count's key).
+    static func checkExpertsPerToken(_ k: Int, of experts: Int, expertsKey: String, key: String = "num_experts_per_tok") throws {
         guard experts >= 1, (1...experts).contains(k) else {
-            throw InvalidConfigValue(key: "num_experts_per_tok", problem: "must be between 1 and \(expertsKey) \(experts), got \(k)")
+            throw InvalidConfigValue(key: key, problem: "must be between 1 and \(expertsKey) \(experts), got \(k)")
         }
     }
 }

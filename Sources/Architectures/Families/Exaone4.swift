@@ -23,17 +23,7 @@ struct Exaone4Model: DecoderFamily {
         // Exaone4Config has no attention_bias: its projections never have biases.
         config.attentionBias = nil
         self.config = config
-        let own = try parts.config(SlidingWindowPattern.self)
-        slidingWindow = own.slidingWindow
-        // Exaone4Config sets the pattern to 0 without a window, and its rule then divides by it.
-        if own.slidingWindow == nil, own.layerTypes == nil {
-            throw DroptraceError(
-                "sliding_window is null and layer_types is not given: Exaone4Config derives layer_types by dividing by "
-                    + "a sliding_window_pattern of 0 then, which fails; give layer_types", path: parts.configPath)
-        }
-        let types = try own.resolvedLayerTypes(
-            layers: parts.dimensions.numHiddenLayers, configClass: "Exaone4Config", path: parts.configPath)
-        layerTypes = try parts.layerTypes(types, slidingWindow: own.slidingWindow) { _ in AttentionLayerType.full }
+        (slidingWindow, layerTypes) = try Self.hybridLayout(parts, configClass: "Exaone4Config")
         rotary = try parts.rotary()
     }
 
@@ -44,10 +34,38 @@ struct Exaone4Model: DecoderFamily {
     func head() throws -> OutputHead { try Olmo2Model.head(parts, config) }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        // parts.layerTypes admits only the two types.
+        // hybridLayout admits only the two types.
         let slides = layerTypes[index] == AttentionLayerType.sliding
         return try Olmo2Model.block(
             index, skipping: plan, parts: parts, config: config, rotary: slidingWindow == nil || slides ? rotary : nil,
             slidingWindow: slides ? slidingWindow : nil, perHeadQueryKeyNorm: true)
+    }
+
+    /// The window and each layer's attention type as `configClass`
+    /// (Exaone4Config, or ExaoneMoeConfig, which inherits its rule) resolves
+    /// them: `layer_types`, else every `sliding_window_pattern`-th layer full.
+    static func hybridLayout(_ parts: DecoderParts, configClass: String) throws -> (window: Int?, types: [String]) {
+        let own = try parts.config(SlidingWindowPattern.self)
+        // The config class sets the pattern to 0 without a window, and its rule then divides by it.
+        if own.slidingWindow == nil, own.layerTypes == nil {
+            throw DroptraceError(
+                "sliding_window is null and layer_types is not given: \(configClass) derives layer_types by dividing by "
+                    + "a sliding_window_pattern of 0 then, which fails; give layer_types", path: parts.configPath)
+        }
+        let types = try own.resolvedLayerTypes(layers: parts.dimensions.numHiddenLayers, configClass: configClass, path: parts.configPath)
+        return (own.slidingWindow, try parts.layerTypes(types, slidingWindow: own.slidingWindow) { _ in AttentionLayerType.full })
+    }
+
+    /// Layer `index`'s attention as EXAONE runs it: per-head q/k RMSNorms
+    /// before rotary; sliding layers rotate and attend within the window,
+    /// the others attend fully without positions — unless there is no
+    /// window, when every layer rotates.
+    static func attention(
+        _ index: Int, parts: DecoderParts, config: Olmo2Configuration, rotary: RotaryEmbedding, layout: (window: Int?, types: [String])
+    ) throws -> SelfAttention {
+        let slides = layout.types[index] == AttentionLayerType.sliding
+        return try Olmo2Model.attention(
+            index, parts: parts, config: config, rotary: layout.window == nil || slides ? rotary : nil,
+            slidingWindow: slides ? layout.window : nil, perHeadQueryKeyNorm: true)
     }
 }

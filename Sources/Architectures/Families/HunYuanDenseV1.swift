@@ -66,6 +66,13 @@ struct HunYuanDenseV1Model: DecoderFamily {
     init(_ checkpoint: Checkpoint) throws {
         parts = try DecoderParts(checkpoint, naming: LlamaModel.naming)
         config = try parts.config(HunYuanDenseV1Configuration.self)
+        rotary = try Self.rotary(parts, config)
+    }
+
+    /// HunYuan's rotary table: the rope settings, with the type `dynamic`
+    /// and an `alpha` read as the default rotation with base
+    /// rope_theta · alpha^(head_dim / (head_dim − 2)) (HunYuan MoE's too).
+    static func rotary(_ parts: DecoderParts, _ config: HunYuanDenseV1Configuration) throws -> RotaryEmbedding {
         var rope = try parts.ropeSettings()
         if rope.type == "dynamic", let alpha = config.ropeAlpha {
             // HunYuanDenseV1RotaryEmbedding's compute_ntk_alpha_rope_parameters; "dynamic"
@@ -84,7 +91,22 @@ struct HunYuanDenseV1Model: DecoderFamily {
             rope.theta = base
             rope.thetaIsExplicit = true
         }
-        rotary = try parts.rotary(settings: rope)
+        return try parts.rotary(settings: rope)
+    }
+
+    /// Layer `index`'s attention: q/k/v/o biases by `attention_bias`, the
+    /// per-head `query_layernorm` / `key_layernorm` after rotary (HunYuan MoE's too).
+    static func attention(
+        _ parts: DecoderParts, _ config: HunYuanDenseV1Configuration, rotary: RotaryEmbedding, layer index: Int
+    ) throws -> SelfAttention {
+        let weights = parts.weights, headDim = parts.attentionLayout.headDim, eps = config.rmsNormEps
+        let p = "layers.\(index).self_attn."
+        return try parts.attention(
+            p, bias: config.attentionBias, rotary: rotary,
+            queryKeyNorm: .perHead(
+                query: try weights.rmsNorm(p + "query_layernorm", size: headDim, eps: eps),
+                key: try weights.rmsNorm(p + "key_layernorm", size: headDim, eps: eps)),
+            queryKeyNormAfterRotary: true)
     }
 
     func head() throws -> OutputHead {
@@ -92,21 +114,12 @@ struct HunYuanDenseV1Model: DecoderFamily {
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let weights = parts.weights, headDim = parts.attentionLayout.headDim, eps = config.rmsNormEps
-        let p = "layers.\(index)."
-        return try parts.preNormBlock(
-            index, drops: plan.union(configuredDrops), eps: eps,
-            attention: {
-                try parts.attention(
-                    p + "self_attn.", bias: config.attentionBias, rotary: rotary,
-                    queryKeyNorm: .perHead(
-                        query: try weights.rmsNorm(p + "self_attn.query_layernorm", size: headDim, eps: eps),
-                        key: try weights.rmsNorm(p + "self_attn.key_layernorm", size: headDim, eps: eps)),
-                    queryKeyNormAfterRotary: true)
-            },
+        try parts.preNormBlock(
+            index, drops: plan.union(configuredDrops), eps: config.rmsNormEps,
+            attention: { try Self.attention(parts, config, rotary: rotary, layer: index) },
             feedForward: {
-                try weights.gatedMLP(
-                    p + "mlp.", hidden: hiddenSize, inner: parts.dimensions.intermediateSize,
+                try parts.weights.gatedMLP(
+                    "layers.\(index).mlp.", hidden: hiddenSize, inner: parts.dimensions.intermediateSize,
                     activation: try parts.activation(config.hiddenAct))
             })
     }

@@ -66,16 +66,12 @@ struct Olmo2Model: DecoderFamily {
         slidingWindow: Int? = nil, perHeadQueryKeyNorm: Bool = false
     ) throws -> TransformerBlock {
         let drops = plan.union(parts.configuredDrops), weights = parts.weights
-        let d = parts.dimensions.hiddenSize, layout = parts.attentionLayout, eps = config.rmsNormEps
-        let bias = config.attentionBias == true
+        let d = parts.dimensions.hiddenSize, eps = config.rmsNormEps
         let p = "layers.\(index)."
         func attention() throws -> SelfAttention {
-            let width = perHeadQueryKeyNorm ? (layout.headDim, layout.headDim) : (layout.queryWidth, layout.keyWidth)
-            let query = try weights.rmsNorm(p + "self_attn.q_norm", size: width.0, eps: eps)
-            let key = try weights.rmsNorm(p + "self_attn.k_norm", size: width.1, eps: eps)
-            return try parts.attention(
-                p + "self_attn.", bias: bias, rotary: rotary, slidingWindow: slidingWindow,
-                queryKeyNorm: perHeadQueryKeyNorm ? .perHead(query: query, key: key) : .acrossHeads(query: query, key: key))
+            try Self.attention(
+                index, parts: parts, config: config, rotary: rotary, slidingWindow: slidingWindow,
+                perHeadQueryKeyNorm: perHeadQueryKeyNorm)
         }
         func feedForward() throws -> FeedForward {
             try weights.gatedMLP(
@@ -89,5 +85,22 @@ struct Olmo2Model: DecoderFamily {
                 inputNorm: nil, feedForward: try feedForward(),
                 outputNorm: try weights.rmsNorm(p + "post_feedforward_layernorm", size: d, eps: eps)),
             residual: .sequential)
+    }
+
+    /// Layer `index`'s attention: q/k/v/o projections (biases by
+    /// `attention_bias`), q/k RMSNorms `q_norm` / `k_norm` before rotary —
+    /// across all heads, or per head when `perHeadQueryKeyNorm` (EXAONE 4 and
+    /// EXAONE MoE) — rotating with `rotary` (nil: NoPE) within `slidingWindow`.
+    static func attention(
+        _ index: Int, parts: DecoderParts, config: Olmo2Configuration, rotary: RotaryEmbedding?, slidingWindow: Int? = nil,
+        perHeadQueryKeyNorm: Bool = false
+    ) throws -> SelfAttention {
+        let layout = parts.attentionLayout, eps = config.rmsNormEps, p = "layers.\(index).self_attn."
+        let width = perHeadQueryKeyNorm ? (layout.headDim, layout.headDim) : (layout.queryWidth, layout.keyWidth)
+        let query = try parts.weights.rmsNorm(p + "q_norm", size: width.0, eps: eps)
+        let key = try parts.weights.rmsNorm(p + "k_norm", size: width.1, eps: eps)
+        return try parts.attention(
+            p, bias: config.attentionBias == true, rotary: rotary, slidingWindow: slidingWindow,
+            queryKeyNorm: perHeadQueryKeyNorm ? .perHead(query: query, key: key) : .acrossHeads(query: query, key: key))
     }
 }
