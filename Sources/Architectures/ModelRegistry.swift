@@ -32,6 +32,7 @@ public enum ModelRegistry {
         "deepseek_v2": DeepSeekModel.self,
         "deepseek_v3": DeepSeekModel.self,
         "ernie4_5": InterleavedLlamaModel.self,
+        "ernie4_5_moe": Ernie4_5MoeModel.self,
         "exaone4": Exaone4Model.self,
         "falcon": FalconModel.self,
         "gemma": GemmaModel.self,

@@ -243,6 +243,41 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "ernie4_5_moe": (
+            "Ernie4_5_MoeConfig",
+            [
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "moe_intermediate_size": "i",
+                "moe_k": "ni",
+                "moe_layer_end_index": "ni",
+                "moe_layer_interval": "ni",
+                "moe_layer_start_index": "ni",
+                "moe_norm_min": "nf",
+                "moe_num_experts": "ni",
+                "moe_num_shared_experts": "ni",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "output_router_logits": "nb",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "router_aux_loss_coef": "nf",
+                "tie_word_embeddings": "b",
+                "use_bias": "nb",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [
+                "num_experts": "moe_num_experts",
+                "num_experts_per_tok": "moe_k",
+            ]),
         "exaone4": (
             "Exaone4Config",
             [
@@ -1921,6 +1956,7 @@ extension ConfigValueKinds {
         "deepseek_v2": (nil, 102400),
         "deepseek_v3": (nil, 129280),
         "ernie4_5": (0, 103424),
+        "ernie4_5_moe": (0, 103424),
         "exaone4": (nil, 102400),
         "gemma": (0, 256000),
         "gemma2": (0, 256000),
@@ -1979,6 +2015,7 @@ extension ConfigValueKinds {
         "deepseek_v2": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "deepseek_v3": ["intermediate_size": "18432", "max_position_embeddings": "4096", "num_experts_per_tok": "8", "num_key_value_heads": "128", "rms_norm_eps": "1e-06"],
         "ernie4_5": ["intermediate_size": "3072", "max_position_embeddings": "131072", "num_key_value_heads": "2", "rms_norm_eps": "1e-05"],
+        "ernie4_5_moe": ["intermediate_size": "12288", "max_position_embeddings": "131072", "num_key_value_heads": "4", "rms_norm_eps": "1e-05"],
         "exaone4": ["intermediate_size": "16384", "max_position_embeddings": "2048", "num_key_value_heads": "32", "rms_norm_eps": "1e-05"],
         "falcon": ["layer_norm_epsilon": "1e-05", "max_position_embeddings": "2048"],
         "gemma": ["intermediate_size": "24576", "max_position_embeddings": "8192", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
@@ -2050,6 +2087,7 @@ extension ConfigValueKinds {
         "apertus",
         "cohere",
         "cohere2",
+        "ernie4_5_moe",
         "exaone4",
         "falcon",
         "glm",
@@ -2093,6 +2131,7 @@ extension ConfigValueKinds {
         "cohere",
         "cohere2",
         "deepseek_v3",
+        "ernie4_5_moe",
         "exaone4",
         "glm",
         "glm4_moe",
@@ -2129,6 +2168,7 @@ extension ConfigValueKinds {
     /// Config classes (by model_type) that accept `"num_key_value_heads": null` but whose model cannot
     /// be built from it.
     static let nullKeyValueHeadsFail: Set<String> = [
+        "ernie4_5_moe",
         "glm",
         "qwen2_moe",
     ]
