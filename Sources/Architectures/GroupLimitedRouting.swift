@@ -14,7 +14,9 @@ import TensorEngine
 ///    (V3's `e_score_correction_bias`, which only chooses: it never weighs);
 /// 3. the k experts of highest biased score within those groups are chosen,
 ///    weighted by their unbiased scores, divided by their sum plus 1e-20 when
-///    `normalizesWeights`, times `scalingFactor` (`routed_scaling_factor`).
+///    `normalizesWeights` (by their sum but at least `denominatorFloor` when
+///    one is set: ERNIE 4.5's `moe_norm_min`), times `scalingFactor`
+///    (`routed_scaling_factor`).
 ///
 /// One group of which it keeps one is plain top-k (`greedy`).
 public struct GroupLimitedTopK: Sendable {
@@ -39,6 +41,9 @@ public struct GroupLimitedTopK: Sendable {
     /// [experts], added to the scores for choosing only.
     public let selectionBias: [Float]?
     public let normalizesWeights: Bool
+    /// When set, normalised weights are divided by max(sum, floor) rather
+    /// than by sum + 1e-20 (Ernie4_5_MoeTopKRouter's clamp to `moe_norm_min`).
+    public let denominatorFloor: Float?
     public let scalingFactor: Float
 
     /// - Precondition: `groups` divides the expert count given to `route`,
@@ -46,7 +51,7 @@ public struct GroupLimitedTopK: Sendable {
     ///   least two experts (config checks refuse anything else first).
     public init(
         scoring: Scoring, groupScore: GroupScore, groups: Int, groupsPerToken: Int, selectionBias: [Float]?,
-        normalizesWeights: Bool, scalingFactor: Float
+        normalizesWeights: Bool, denominatorFloor: Float? = nil, scalingFactor: Float
     ) {
         precondition(groups >= 1 && (1...groups).contains(groupsPerToken))
         self.scoring = scoring
@@ -55,6 +60,7 @@ public struct GroupLimitedTopK: Sendable {
         self.groupsPerToken = groupsPerToken
         self.selectionBias = selectionBias
         self.normalizesWeights = normalizesWeights
+        self.denominatorFloor = denominatorFloor
         self.scalingFactor = scalingFactor
     }
 
@@ -96,7 +102,8 @@ public struct GroupLimitedTopK: Sendable {
                 allowed = keptGroups.flatMap { g in (g * perGroup)..<((g + 1) * perGroup) }
             }
             let top = ranked(forChoice, allowed).prefix(k)
-            let denominator = normalizesWeights ? top.reduce(Float(0)) { $0 + scores[$1] } + 1e-20 : 1
+            let sum = top.reduce(Float(0)) { $0 + scores[$1] }
+            let denominator = !normalizesWeights ? 1 : denominatorFloor.map { max(sum, $0) } ?? sum + 1e-20
             for (slot, e) in top.enumerated() {
                 chosen[r * k + slot] = e
                 weights[r * k + slot] = scores[e] / denominator * scalingFactor

@@ -63,6 +63,11 @@ public struct LayerNaming: Sendable, Equatable {
     /// (DeepSeek's `first_k_dense_replace`, 3 in V3 when config.json omits
     /// it): an export renumbers them even where config.json left them out.
     public var layerThresholds: [String: Int] = [:]
+    /// Each layer's MLP, routed or dense, where config.json gives the routed
+    /// layers as a range and a beat (ERNIE 4.5's `moe_layer_start_index`,
+    /// `moe_layer_end_index`, `moe_layer_interval`): an export writes the
+    /// range and beat that give the kept layers the same MLPs.
+    public var sparseLayerRange: SparseLayerRange? = nil
     /// Lists of layer indices the family resolved from a rule (Llama 4's
     /// `moe_layers` from `interleave_moe_layer_step`): an export writes them,
     /// renumbered, where config.json leaves them out.
@@ -87,6 +92,43 @@ public struct LayerNaming: Sendable, Equatable {
         let tail = name.dropFirst(prefix.count)
         guard let dot = tail.firstIndex(of: "."), let layer = Int(tail[..<dot]) else { return nil }
         return (layer, String(tail[tail.index(after: dot)...]))
+    }
+}
+
+/// Routed layers given by a range and a beat: layer i is routed when
+/// (i + 1) % interval == 0 and start ≤ i ≤ end (Ernie4_5_MoeDecoderLayer's rule).
+public struct SparseLayerRange: Sendable, Equatable {
+    public var startKey: String
+    public var endKey: String
+    public var intervalKey: String
+    /// Each layer's MLP: true for routed experts.
+    public var sparse: [Bool]
+
+    public init(startKey: String, endKey: String, intervalKey: String, sparse: [Bool]) {
+        self.startKey = startKey
+        self.endKey = endKey
+        self.intervalKey = intervalKey
+        self.sparse = sparse
+    }
+
+    /// The kept layers' flags when `removed` blocks go.
+    public func kept(removing removed: Set<Int>) -> [Bool] {
+        sparse.enumerated().filter { !removed.contains($0.offset) }.map(\.element)
+    }
+
+    /// The start, end and smallest interval whose rule routes exactly the
+    /// layers `flags` marks, or nil when no range and beat do (routed layers
+    /// 0 and 2 with 1 dense between them and 3 dense after, say, are fine;
+    /// 1, 2 and 4 are not). No routed layer at all: a start past the last layer.
+    public static func fitting(_ flags: [Bool]) -> (start: Int, end: Int, interval: Int)? {
+        guard let first = flags.firstIndex(of: true), let last = flags.lastIndex(of: true) else {
+            return (flags.count, max(flags.count - 1, 0), 1)
+        }
+        for interval in 1...(last + 1) {
+            let rule = flags.indices.map { ($0 + 1) % interval == 0 && $0 >= first && $0 <= last }
+            if rule == flags { return (first, last, interval) }
+        }
+        return nil
     }
 }
 

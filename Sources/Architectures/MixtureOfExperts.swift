@@ -390,3 +390,22 @@ struct StoredExperts {
         }
     }
 }
+
+extension DecoderParts {
+    /// Checks the gated experts of the first of `layers` whose MLP the config
+    /// keeps against `experts` (named by `expertsKey`) and
+    /// `moe_intermediate_size` `inner`, fused or per expert, before any
+    /// expert is read.
+    func confirmExpertWidth(layers: [Int], experts: Int, expertsKey: String, inner: Int) throws {
+        guard let layer = layers.first(where: { !configuredDrops.dropsMLP($0) }) else { return }
+        let p = "layers.\(layer).mlp.experts.", d = dimensions
+        if weights.hasFusedExperts(p) {
+            try weights.confirmShape(
+                p + "gate_up_proj", [experts, 2 * inner, d.hiddenSize],
+                keys: "\(expertsKey), 2 × moe_intermediate_size, hidden_size", configPath: configPath)
+        } else {
+            try weights.confirmShape(
+                p + "0.gate_proj.weight", [inner, d.hiddenSize], keys: "moe_intermediate_size, hidden_size", configPath: configPath)
+        }
+    }
+}

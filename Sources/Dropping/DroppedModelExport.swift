@@ -412,6 +412,16 @@ public enum DroppedModelExport {
         if try config.value("mlp_layer_types") == nil, let types = naming.mlpLayerTypes {
             try config.set("mlp_layer_types", value: types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
         }
+        // Routed layers given by a range and a beat (ERNIE 4.5): the range and beat that keep every
+        // kept layer's MLP (the family's exportProblem refuses plans none keeps).
+        if let range = naming.sparseLayerRange, renumber.remaining < layers {
+            let removed = Set((0..<layers).filter { renumber.mapping[$0] == nil })
+            if let fit = SparseLayerRange.fitting(range.kept(removing: removed)) {
+                try config.set(range.startKey, value: fit.start)
+                try config.set(range.endKey, value: fit.end)
+                try config.set(range.intervalKey, value: fit.interval)
+            }
+        }
         // GPT-Neo's attention_types, runs of [types, repeats] that GPTNeoConfig
         // expands to one type per layer: one run per kept layer.
         if let types = naming.attentionTypeRuns {

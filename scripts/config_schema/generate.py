@@ -82,10 +82,19 @@ OMITTABLE = [
 ]
 
 
+def dense_layer(cls):
+    """Arguments making the first layer of `cls` dense when its routed layers cannot be built from
+    the class's defaults (Dots1Config leaves its expert counts None)."""
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    if "first_k_dense_replace" in fields and "n_routed_experts" in fields and fields["n_routed_experts"].default is None:
+        return {"first_k_dense_replace": 1}
+    return {}
+
+
 def one_layer(cls):
     """Arguments building `cls` with one layer; GPTNeoConfig also needs its attention_types to
-    expand to one layer type."""
-    args = {"num_hidden_layers": 1}
+    expand to one layer type; a class whose routed layers its defaults cannot build, a dense layer."""
+    args = {"num_hidden_layers": 1, **dense_layer(cls)}
     if "attention_types" in {field.name for field in dataclasses.fields(cls)}:
         args["attention_types"] = [[["global"], 1]]
     return args
@@ -132,6 +141,8 @@ def padded_embedding(cls):
         text.head_dim = text.hidden_size // text.num_attention_heads
     if text is config:
         config.num_hidden_layers = 1
+        for key, value in dense_layer(cls).items():
+            setattr(config, key, value)
     marked = 7
     text.pad_token_id = marked
     with torch.device("meta"):

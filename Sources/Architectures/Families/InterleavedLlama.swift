@@ -33,9 +33,10 @@ struct InterleavedLlamaConfiguration: Decodable {
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias)
     }
 
-    /// The biases each class builds from its own keys (the other family's are not read).
+    /// The biases each class builds from its own keys (the other family's
+    /// are not read); ERNIE 4.5's mixture-of-experts models read ERNIE's.
     var biases: (qkv: Bool, output: Bool, mlp: Bool) {
-        if modelType == "ernie4_5" {
+        if modelType == "ernie4_5" || modelType == "ernie4_5_moe" {
             let all = useBias == true
             return (all, all, all)
         }
@@ -75,14 +76,22 @@ struct InterleavedLlamaModel: DecoderFamily {
         let p = "layers.\(index).", biases = config.biases
         return try parts.preNormBlock(
             index, drops: plan.union(configuredDrops), eps: config.rmsNormEps,
-            attention: {
-                try parts.attention(
-                    p + "self_attn.", bias: biases.qkv, outputBias: biases.output, rotary: rotary, interleavedRotary: true)
-            },
+            attention: { try Self.attention(parts, layer: index, config: config, rotary: rotary) },
             feedForward: {
                 try parts.weights.gatedMLP(
                     p + "mlp.", hidden: hiddenSize, inner: parts.dimensions.intermediateSize,
                     activation: try parts.activation(config.hiddenAct), bias: biases.mlp)
             })
+    }
+
+    /// Layer `index`'s attention as ERNIE 4.5 (dense and mixture-of-experts)
+    /// and Helium build it: q/k/v/o projections biased as `config.biases`
+    /// says, rotary on interleaved pairs, scale head_dim^-1/2.
+    static func attention(
+        _ parts: DecoderParts, layer index: Int, config: InterleavedLlamaConfiguration, rotary: RotaryEmbedding
+    ) throws -> SelfAttention {
+        let biases = config.biases
+        return try parts.attention(
+            "layers.\(index).self_attn.", bias: biases.qkv, outputBias: biases.output, rotary: rotary, interleavedRotary: true)
     }
 }

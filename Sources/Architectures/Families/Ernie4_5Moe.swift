@@ -1,0 +1,232 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// The mixture-of-experts keys of `ernie4_5_moe`'s config.json, with
+/// Ernie4_5_MoeConfig's defaults (transformers'
+/// `models/ernie4_5_moe/configuration_ernie4_5_moe.py`); the attention keys
+/// are ERNIE 4.5's (`InterleavedLlamaConfiguration`).
+struct Ernie4_5MoeConfiguration: Decodable {
+    /// `moe_num_experts`, which config.json may write as `num_experts`
+    /// (nil: null, which the routed layers cannot be built from).
+    var experts: Int?
+    var expertsKey: String
+    /// `moe_k`, which config.json may write as `num_experts_per_tok`.
+    var expertsPerToken: Int?
+    var expertsPerTokenKey: String
+    /// `moe_num_shared_experts`: none unless above 0.
+    var sharedExperts: Int?
+    var moeIntermediateSize: Int
+    /// The routed layers' range and beat, -1 for the end meaning the last layer.
+    var start: Int?
+    var end: Int?
+    var interval: Int?
+    /// `moe_norm_min`: the least sum the chosen weights are divided by.
+    var normMin: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case moeNumExperts = "moe_num_experts"
+        case numExperts = "num_experts"
+        case moeK = "moe_k"
+        case numExpertsPerTok = "num_experts_per_tok"
+        case moeNumSharedExperts = "moe_num_shared_experts"
+        case moeIntermediateSize = "moe_intermediate_size"
+        case moeLayerStartIndex = "moe_layer_start_index"
+        case moeLayerEndIndex = "moe_layer_end_index"
+        case moeLayerInterval = "moe_layer_interval"
+        case moeNormMin = "moe_norm_min"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        /// Only absence takes the default: a written null stays None in transformers.
+        func written<T: Decodable>(_ key: CodingKeys, absent: T) throws -> T? {
+            c.contains(key) ? try c.decodeIfPresent(T.self, forKey: key) : absent
+        }
+        /// A setting with two spellings (the second an `attribute_map` alias,
+        /// which transformers sets over the first): two values are refused.
+        func aliased(_ key: CodingKeys, _ alias: CodingKeys, absent: Int) throws -> (Int?, String) {
+            guard c.contains(alias) else { return (try written(key, absent: absent), key.rawValue) }
+            let value = try c.decodeIfPresent(Int.self, forKey: alias)
+            if c.contains(key), let first = try c.decodeIfPresent(Int.self, forKey: key), first != value {
+                throw DecodingError.dataCorrupted(DecodingError.Context(
+                    codingPath: [key],
+                    debugDescription: "is \(first), but \(alias.rawValue) (the same setting) is \(value.map(String.init) ?? "null")"))
+            }
+            return (value, alias.rawValue)
+        }
+        (experts, expertsKey) = try aliased(.moeNumExperts, .numExperts, absent: 64)
+        (expertsPerToken, expertsPerTokenKey) = try aliased(.moeK, .numExpertsPerTok, absent: 6)
+        sharedExperts = try written(.moeNumSharedExperts, absent: 2)
+        moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .moeIntermediateSize) ?? 1536
+        start = try written(.moeLayerStartIndex, absent: 1)
+        end = try written(.moeLayerEndIndex, absent: -1)
+        interval = try written(.moeLayerInterval, absent: 1)
+        normMin = try written(.moeNormMin, absent: 1e-12)
+    }
+
+    /// Each of `layers` layers' MLP, true for the routed experts
+    /// (Ernie4_5_MoeDecoderLayer's rule: (i + 1) % interval == 0, then
+    /// start ≤ i ≤ end, the end -1 read as the last layer).
+    /// - Throws: `InvalidConfigValue` for a key the rule reads that cannot
+    ///   be compared or divided by (null, an interval of 0), as transformers
+    ///   fails building the layer.
+    func sparseLayers(_ layers: Int) throws -> [Bool] {
+        try (0..<layers).map { i in
+            guard let interval, interval != 0 else {
+                throw InvalidConfigValue(key: "moe_layer_interval", problem: "must be a non-zero integer, got \(interval.map(String.init) ?? "null")")
+            }
+            guard (i + 1) % interval == 0 else { return false }
+            guard let start else { throw InvalidConfigValue(key: "moe_layer_start_index", problem: "must be an integer, got null") }
+            guard i >= start else { return false }
+            guard let end else { throw InvalidConfigValue(key: "moe_layer_end_index", problem: "must be an integer, got null") }
+            return i <= (end == -1 ? layers - 1 : end)
+        }
+    }
+
+    /// Refuses what transformers could not build the routed layers from,
+    /// or whose tensors would not fit in 64 bits; `sparse` from `sparseLayers`.
+    func check(_ d: DecoderDimensions, sparse: [Bool]) throws {
+        guard sparse.contains(true) else { return }
+        guard let experts else { throw InvalidConfigValue(key: expertsKey, problem: "must be set for the routed layers, got null") }
+        try ConfigRules.count(experts, expertsKey)
+        guard let k = expertsPerToken else {
+            throw InvalidConfigValue(key: expertsPerTokenKey, problem: "must be set for the routed layers, got null")
+        }
+        guard (1...experts).contains(k) else {
+            throw InvalidConfigValue(key: expertsPerTokenKey, problem: "must be between 1 and \(expertsKey) \(experts), got \(k)")
+        }
+        guard let sharedExperts else {
+            throw InvalidConfigValue(key: "moe_num_shared_experts", problem: "must be an integer, got null")
+        }
+        try ConfigRules.count(moeIntermediateSize, "moe_intermediate_size")
+        let width = (d.hiddenSize, "hidden_size")
+        try ConfigRules.product([(experts, expertsKey), (2, "gate and up"), (moeIntermediateSize, "moe_intermediate_size"), width])
+        if sharedExperts > 0 {
+            try ConfigRules.product([(sharedExperts, "moe_num_shared_experts"), (moeIntermediateSize, "moe_intermediate_size"), (2, "gate and up"), width])
+        }
+        // torch.clamp needs a bound; one float32 cannot hold would clamp every sum to infinity.
+        guard let normMin, Float(normMin).isFinite else {
+            throw InvalidConfigValue(key: "moe_norm_min", problem: "must be a number float32 holds, got \(normMin.map { "\($0)" } ?? "null")")
+        }
+    }
+}
+
+/// ERNIE 4.5's mixture-of-experts models (`ernie4_5_moe`: ERNIE-4.5-21B-A3B,
+/// ERNIE-4.5-300B-A47B; transformers' `models/ernie4_5_moe/modeling_ernie4_5_moe.py`):
+/// ERNIE 4.5's pre-RMSNorm blocks and attention (`InterleavedLlamaModel`:
+/// rotary on interleaved pairs, base 500000 unless given, `use_bias` on every
+/// projection) whose MLP is, on the layers with (i + 1) % `moe_layer_interval`
+/// == 0 from `moe_layer_start_index` (default 1) to `moe_layer_end_index`
+/// (default -1, the last layer), a mixture of experts:
+///
+/// - the router `mlp.gate` takes a softmax over `moe_num_experts` (64)
+///   experts, in Float32;
+/// - the `moe_k` (6) experts of highest probability plus
+///   `moe_statics.e_score_correction_bias` are chosen — the bias chooses only;
+/// - their unbiased probabilities, divided by their sum but at least
+///   `moe_norm_min` (1e-12), weigh the SwiGLU experts (no biases);
+/// - `moe_num_shared_experts` (2) shared experts, one SwiGLU MLP that wide
+///   (biased by `use_bias`), are added for every token.
+///
+/// The other layers have a dense SwiGLU MLP of width `intermediate_size`.
+/// The MLP module is router, routed and shared experts together. Routed
+/// experts are read per expert (`mlp.experts.<e>.gate_proj|up_proj|down_proj`,
+/// as saved) or fused (`mlp.experts.gate_up_proj` / `down_proj`); the
+/// correction bias [1, experts] from `mlp.moe_statics.` as saved (or
+/// `mlp.gate.moe_statics.`, transformers' module), zeros when absent. The
+/// head is tied by default and biased by `use_bias`.
+struct Ernie4_5MoeModel: DecoderFamily {
+    let parts: DecoderParts
+    let attentionConfig: InterleavedLlamaConfiguration
+    let config: Ernie4_5MoeConfiguration
+    let rotary: RotaryEmbedding
+    /// Each layer's MLP, true for the routed experts.
+    let sparse: [Bool]
+
+    /// Ernie4_5_MoeConfig's defaults of the keys `InterleavedLlamaConfiguration` requires.
+    static let section = ConfigSection(defaults: ["rms_norm_eps": 1e-5])
+
+    init(_ checkpoint: Checkpoint) throws {
+        // Decoded first: the routed experts' tensors are checked with the layers.
+        let config = try checkpoint.decodeConfig(Ernie4_5MoeConfiguration.self)
+        let layers = try checkpoint.decodeConfig(DecoderDimensions.self, section: Self.section).numHiddenLayers
+        var sparse: [Bool] = []
+        try ConfigRules.checks(path: checkpoint.configURL.path) { sparse = try config.sparseLayers(layers) }
+        self.config = config
+        self.sparse = sparse
+        let routedFlags = sparse
+        parts = try DecoderParts(
+            checkpoint, section: Self.section, tiedByDefault: true, naming: LlamaModel.naming,
+            experts: .gatedMLP(count: config.experts ?? 0, countKey: config.expertsKey, isSparse: { routedFlags.indices.contains($0) && routedFlags[$0] }))
+        attentionConfig = try parts.config(InterleavedLlamaConfiguration.self)
+        let d = parts.dimensions, eps = attentionConfig.rmsNormEps
+        try ConfigRules.checks(path: parts.configPath) {
+            try ConfigRules.positive(eps, "rms_norm_eps")
+            try config.check(d, sparse: sparse)
+        }
+        rotary = try parts.rotary(defaultTheta: 500_000)
+        let routed = sparse.indices.filter { sparse[$0] }
+        try parts.confirmRouter("mlp.gate", experts: config.experts ?? 0, expertsKey: config.expertsKey, layers: routed)
+        try parts.confirmExpertWidth(
+            layers: routed, experts: config.experts ?? 0, expertsKey: config.expertsKey, inner: config.moeIntermediateSize)
+    }
+
+    /// An export without some blocks rewrites the routed layers' range and
+    /// beat for the kept layers.
+    var layerNaming: LayerNaming {
+        var naming = parts.naming
+        naming.sparseLayerRange = SparseLayerRange(
+            startKey: "moe_layer_start_index", endKey: "moe_layer_end_index", intervalKey: "moe_layer_interval", sparse: sparse)
+        return naming
+    }
+
+    func exportProblem(_ plan: DropPlan) -> String? {
+        let range = layerNaming.sparseLayerRange!
+        guard SparseLayerRange.fitting(range.kept(removing: plan.blocks)) == nil else { return nil }
+        let kept = (0..<layerCount).filter { !plan.blocks.contains($0) }
+        return "dropping blocks \(plan.blocks.sorted().map(String.init).joined(separator: ", ")) leaves routed MLPs on layers "
+            + "\(kept.filter { sparse[$0] }.map(String.init).joined(separator: ", ")) of \(kept.map(String.init).joined(separator: ", ")), "
+            + "which no moe_layer_start_index, moe_layer_end_index and moe_layer_interval give the renumbered layers; drop other blocks"
+    }
+
+    func head() throws -> OutputHead {
+        try parts.head(
+            norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: attentionConfig.rmsNormEps), bias: attentionConfig.biases.output)
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        try parts.preNormBlock(
+            index, drops: plan.union(configuredDrops), eps: attentionConfig.rmsNormEps,
+            attention: { try InterleavedLlamaModel.attention(parts, layer: index, config: attentionConfig, rotary: rotary) },
+            feedForward: { try feedForward(layer: index) })
+    }
+
+    /// Layer `index`'s MLP: dense, or router, routed and shared experts.
+    func feedForward(layer index: Int) throws -> FeedForward {
+        let p = "layers.\(index).mlp.", weights = parts.weights, d = hiddenSize
+        let activation = try parts.activation(attentionConfig.hiddenAct), bias = attentionConfig.biases.mlp
+        guard sparse[index], let experts = config.experts, let k = config.expertsPerToken else {
+            return try weights.gatedMLP(p, hidden: d, inner: parts.dimensions.intermediateSize, activation: activation, bias: bias)
+        }
+        var selectionBias: [Float]?
+        for name in ["moe_statics.", "gate.moe_statics."] where weights.has(p + name + "e_score_correction_bias") {
+            selectionBias = try weights.floats(p + name + "e_score_correction_bias", [1, experts])
+            break
+        }
+        let routing = GroupLimitedTopK(
+            scoring: .softmax, groupScore: .best, groups: 1, groupsPerToken: 1, selectionBias: selectionBias,
+            normalizesWeights: true, denominatorFloor: Float(config.normMin ?? 0), scalingFactor: 1)
+        let shared = config.sharedExperts ?? 0
+        return .mixture(MixtureOfExperts(
+            router: try weights.linear(p + "gate", in: d, out: experts, bias: false),
+            experts: try weights.gatedExperts(
+                fused: p + "experts.", perExpert: p + "experts.", names: ("gate_proj", "up_proj", "down_proj"),
+                count: experts, hidden: d, inner: config.moeIntermediateSize, activation: activation),
+            expertsPerToken: k, rule: .groupLimited(routing),
+            sharedExperts: shared > 0
+                ? [try weights.gatedMLP(p + "shared_experts.", hidden: d, inner: config.moeIntermediateSize * shared, activation: activation, bias: bias)]
+                : []))
+    }
+}
