@@ -191,18 +191,8 @@ struct GroupRoutedMixture {
     /// The first routed layer `parts` keeps (by `isSparse`): its experts
     /// against `moe_intermediate_size`, before any expert is read.
     func confirmExpertWidth(_ parts: DecoderParts, isSparse: (Int) -> Bool) throws {
-        let d = parts.dimensions
-        guard let layer = (0..<d.numHiddenLayers).first(where: { isSparse($0) && !parts.configuredDrops.dropsMLP($0) }) else { return }
-        let p = "layers.\(layer).mlp.experts."
-        if parts.weights.hasFusedExperts(p) {
-            try parts.weights.confirmShape(
-                p + "gate_up_proj", [experts, 2 * inner, d.hiddenSize],
-                keys: "\(expertsKey), 2 × moe_intermediate_size, hidden_size", configPath: parts.configPath)
-        } else {
-            try parts.weights.confirmShape(
-                p + "0.gate_proj.weight", [inner, d.hiddenSize], keys: "moe_intermediate_size, hidden_size",
-                configPath: parts.configPath)
-        }
+        try parts.confirmExpertWidth(
+            layers: (0..<parts.dimensions.numHiddenLayers).filter(isSparse), experts: experts, expertsKey: expertsKey, inner: inner)
     }
 
     /// The layer under `p` (e.g. "layers.3.mlp."), its shared experts with

@@ -190,24 +190,7 @@ struct Mistral4Model: DecoderFamily {
             configPath: configPath)
         scale = try latent.scale(rope, configPath: configPath)
         self.temperature = temperature
-        try Self.confirmExpertWidth(parts, config)
-    }
-
-    /// The first kept routed layer's experts against `moe_intermediate_size`,
-    /// before any expert is read.
-    private static func confirmExpertWidth(_ parts: DecoderParts, _ c: Mistral4Configuration) throws {
-        let d = parts.dimensions
-        guard let layer = (0..<d.numHiddenLayers).first(where: { c.isSparse($0) && !parts.configuredDrops.dropsMLP($0) }) else { return }
-        let p = "layers.\(layer).mlp.experts."
-        if parts.weights.hasFusedExperts(p) {
-            try parts.weights.confirmShape(
-                p + "gate_up_proj", [c.nRoutedExperts, 2 * c.moeIntermediateSize, d.hiddenSize],
-                keys: "\(c.nRoutedExpertsKey), 2 × moe_intermediate_size, hidden_size", configPath: parts.configPath)
-        } else {
-            try parts.weights.confirmShape(
-                p + "0.gate_proj.weight", [c.moeIntermediateSize, d.hiddenSize], keys: "moe_intermediate_size, hidden_size",
-                configPath: parts.configPath)
-        }
+        try config.routedMixture.confirmExpertWidth(parts, isSparse: config.isSparse)
     }
 
     /// An export without some blocks writes `first_k_dense_replace` for the
