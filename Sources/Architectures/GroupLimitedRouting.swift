@@ -174,6 +174,23 @@ struct GroupRoutedMixture {
         }
     }
 
+    /// Confirms the routed experts of the first kept sparse layer (`isSparse`)
+    /// against the expert count and width, before any expert is read.
+    func confirmExpertWidth(_ parts: DecoderParts, isSparse: (Int) -> Bool) throws {
+        let d = parts.dimensions
+        guard let layer = (0..<d.numHiddenLayers).first(where: { isSparse($0) && !parts.configuredDrops.dropsMLP($0) }) else { return }
+        let p = "layers.\(layer).mlp.experts."
+        if parts.weights.hasFusedExperts(p) {
+            try parts.weights.confirmShape(
+                p + "gate_up_proj", [experts, 2 * inner, d.hiddenSize],
+                keys: "\(expertsKey), 2 × moe_intermediate_size, hidden_size", configPath: parts.configPath)
+        } else {
+            try parts.weights.confirmShape(
+                p + "0.gate_proj.weight", [inner, d.hiddenSize], keys: "moe_intermediate_size, hidden_size",
+                configPath: parts.configPath)
+        }
+    }
+
     /// The layer under `p` (e.g. "layers.3.mlp."), its shared experts with
     /// biases when `sharedBias`.
     func load(_ weights: Weights, _ p: String, hidden d: Int, activation: Activation, sharedBias: Bool) throws -> FeedForward {

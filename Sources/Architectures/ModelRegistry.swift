@@ -82,6 +82,7 @@ public enum ModelRegistry {
         "qwen3_next": Qwen3NextModel.self,
         "seed_oss": SeedOssModel.self,
         "smollm3": SmolLM3Model.self,
+        "solar_open": SolarOpenModel.self,
         "stablelm": StableLMModel.self,
         "starcoder2": Starcoder2Model.self,
         "vaultgemma": Gemma2Model.self,

@@ -147,24 +147,7 @@ struct Glm4MoeModel: DecoderFamily {
         try parts.confirmRouter(
             "mlp.gate", experts: config.nRoutedExperts, expertsKey: config.nRoutedExpertsKey,
             layers: (0..<d.numHiddenLayers).filter(config.isSparse))
-        try Self.confirmExpertWidth(parts, config)
-    }
-
-    /// The first kept routed layer's experts against `moe_intermediate_size`,
-    /// before any expert is read.
-    private static func confirmExpertWidth(_ parts: DecoderParts, _ c: Glm4MoeConfiguration) throws {
-        let d = parts.dimensions
-        guard let layer = (0..<d.numHiddenLayers).first(where: { c.isSparse($0) && !parts.configuredDrops.dropsMLP($0) }) else { return }
-        let p = "layers.\(layer).mlp.experts."
-        if parts.weights.hasFusedExperts(p) {
-            try parts.weights.confirmShape(
-                p + "gate_up_proj", [c.nRoutedExperts, 2 * c.moeIntermediateSize, d.hiddenSize],
-                keys: "\(c.nRoutedExpertsKey), 2 × moe_intermediate_size, hidden_size", configPath: parts.configPath)
-        } else {
-            try parts.weights.confirmShape(
-                p + "0.gate_proj.weight", [c.moeIntermediateSize, d.hiddenSize], keys: "moe_intermediate_size, hidden_size",
-                configPath: parts.configPath)
-        }
+        try config.routedMixture.confirmExpertWidth(parts, isSparse: config.isSparse)
     }
 
     /// An export without some blocks writes `first_k_dense_replace` for the

@@ -163,24 +163,7 @@ struct Glm4MoeLiteModel: DecoderFamily {
         rotary = try rope.embedding(
             headDim: kept ? latent.qkRopeHeadDim : 0, partialRotary: .honoured(default: 1), configPath: configPath)
         scale = try latent.scale(rope, configPath: configPath)
-        try Self.confirmExpertWidth(parts, config, isSparse)
-    }
-
-    /// The first kept routed layer's experts against `moe_intermediate_size`,
-    /// before any expert is read.
-    private static func confirmExpertWidth(_ parts: DecoderParts, _ c: Glm4MoeLiteConfiguration, _ isSparse: (Int) -> Bool) throws {
-        let d = parts.dimensions
-        guard let layer = (0..<d.numHiddenLayers).first(where: { isSparse($0) && !parts.configuredDrops.dropsMLP($0) }) else { return }
-        let p = "layers.\(layer).mlp.experts."
-        if parts.weights.hasFusedExperts(p) {
-            try parts.weights.confirmShape(
-                p + "gate_up_proj", [c.nRoutedExperts, 2 * c.moeIntermediateSize, d.hiddenSize],
-                keys: "\(c.nRoutedExpertsKey), 2 × moe_intermediate_size, hidden_size", configPath: parts.configPath)
-        } else {
-            try parts.weights.confirmShape(
-                p + "0.gate_proj.weight", [c.moeIntermediateSize, d.hiddenSize], keys: "moe_intermediate_size, hidden_size",
-                configPath: parts.configPath)
-        }
+        try config.routedMixture.confirmExpertWidth(parts, isSparse: isSparse)
     }
 
     func isSparse(_ index: Int) -> Bool { index < types.count && types[index] == "sparse" }
