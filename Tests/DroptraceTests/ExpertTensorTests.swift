@@ -52,6 +52,9 @@ import Testing
             fixture: "mixtral-f32", stored: "block_sparse_moe.experts.", experts: "mlp.experts.", projections: mixtral,
             router: "block_sparse_moe.gate", count: 4, countKey: "num_local_experts", denseLayer: nil),
         Family(
+            fixture: "minimax_m2-f32", stored: "block_sparse_moe.experts.", experts: "block_sparse_moe.experts.", projections: mixtral,
+            router: "block_sparse_moe.gate", count: 8, countKey: "num_local_experts", denseLayer: nil),
+        Family(
             fixture: "qwen2_moe-f32", stored: "mlp.experts.", experts: "mlp.experts.", projections: qwen, router: "mlp.gate", count: 4,
             countKey: "num_experts", denseLayer: 2, sparseLayer: 1),
     ]

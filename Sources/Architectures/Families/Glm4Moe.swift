@@ -147,9 +147,7 @@ struct Glm4MoeModel: DecoderFamily {
         try parts.confirmRouter(
             "mlp.gate", experts: config.nRoutedExperts, expertsKey: config.nRoutedExpertsKey,
             layers: (0..<d.numHiddenLayers).filter(config.isSparse))
-        try parts.confirmExpertWidth(
-            layers: (0..<d.numHiddenLayers).filter(config.isSparse), experts: config.nRoutedExperts, expertsKey: config.nRoutedExpertsKey,
-            inner: config.moeIntermediateSize)
+        try config.routedMixture.confirmExpertWidth(parts, isSparse: config.isSparse)
     }
 
     /// An export without some blocks writes `first_k_dense_replace` for the

@@ -39,39 +39,32 @@ struct MixtralModel: DecoderFamily {
     init(_ checkpoint: Checkpoint) throws {
         // Decoded first: the expert tensors are checked with the layers.
         config = try checkpoint.decodeConfig(MixtralConfiguration.self)
-        // transformers renames `block_sparse_moe.` to `mlp.` before collecting experts: both spellings are one.
-        let experts = ExpertNaming(
-            parts: ["block_sparse_moe.experts.", "mlp.experts."], projections: ["w1", "w3", "w2"], count: config.numLocalExperts,
-            countKey: "num_local_experts", isSparse: { _ in true })
-        parts = try DecoderParts(checkpoint, naming: { prefix in
-            LayerNaming(
-                prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
-                mlp: ["block_sparse_moe.", "mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
-        }, experts: experts)
+        parts = try DecoderParts(
+            checkpoint, naming: Self.naming,
+            experts: Self.experts(count: config.numLocalExperts, countKey: "num_local_experts", projections: ["w1", "w3", "w2"]))
         // Mixtral's rotary base defaults to 1e6, not the usual 1e4.
         rotary = try parts.rotary(defaultTheta: 1_000_000)
-        let dimensions = parts.dimensions, configPath = parts.configPath
-        try ConfigRules.checks(path: configPath) {
-            try ConfigRules.count(config.numLocalExperts, "num_local_experts")
-            guard (1...config.numLocalExperts).contains(config.numExpertsPerTok) else {
-                throw InvalidConfigValue(
-                    key: "num_experts_per_tok",
-                    problem: "must be between 1 and num_local_experts \(config.numLocalExperts), got \(config.numExpertsPerTok)")
-            }
-            // The fused expert tensors hold experts × 2 · inner × hidden values.
-            try ConfigRules.product([
-                (config.numLocalExperts, "num_local_experts"), (2, "gate and up"),
-                (dimensions.intermediateSize, "intermediate_size"), (dimensions.hiddenSize, "hidden_size"),
-            ])
-        }
-        // The expert list is built num_local_experts long: the first kept
-        // router [experts, hidden] confirms the count first.
-        if let layer = (0..<dimensions.numHiddenLayers).lazy.first(where: { !parts.configuredDrops.dropsMLP($0) }) {
-            let routers = ["layers.\(layer).mlp.gate.weight", "layers.\(layer).block_sparse_moe.gate.weight"]
-            try parts.weights.confirmShape(
-                routers.first(where: { parts.weights.has($0) }) ?? routers[1], [config.numLocalExperts, dimensions.hiddenSize],
-                keys: "num_local_experts, hidden_size", configPath: configPath)
-        }
+        let config = config
+        try parts.checkMixtralExperts(
+            count: config.numLocalExperts, countKey: "num_local_experts", expertsPerToken: config.numExpertsPerTok,
+            inner: parts.dimensions.intermediateSize, innerKey: "intermediate_size")
+    }
+
+    /// Mixtral's layer names: the sparse MLP under `block_sparse_moe.`
+    /// (original) or `mlp.` (transformers' modules).
+    static func naming(_ prefix: String) -> LayerNaming {
+        LayerNaming(
+            prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
+            mlp: ["block_sparse_moe.", "mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
+    }
+
+    /// Experts stored per expert under either part (transformers renames
+    /// `block_sparse_moe.` to `mlp.` before collecting them: both spellings
+    /// are one), in every layer.
+    static func experts(count: Int, countKey: String, projections: [String]) -> ExpertNaming {
+        ExpertNaming(
+            parts: ["block_sparse_moe.experts.", "mlp.experts."], projections: projections, count: count,
+            countKey: countKey, isSparse: { _ in true })
     }
 
     func head() throws -> OutputHead {
@@ -88,18 +81,81 @@ struct MixtralModel: DecoderFamily {
 
     /// Layer `index`'s router and experts, from whichever naming the checkpoint uses.
     func experts(layer index: Int) throws -> MixtureOfExperts {
-        let d = hiddenSize, inner = parts.dimensions.intermediateSize, count = config.numLocalExperts
         let activation = try parts.activation(config.hiddenAct ?? "silu")
-        let weights = parts.weights
-        let p = "layers.\(index)."
-        // The router sits beside the experts: `mlp.gate` with fused ones.
+        let sparse = try parts.mixtralExperts(
+            layer: index, count: config.numLocalExperts, inner: parts.dimensions.intermediateSize, activation: activation)
+        return MixtureOfExperts(router: sparse.router, experts: sparse.experts, expertsPerToken: config.numExpertsPerTok)
+    }
+}
+
+/// A layer's sparse MLP as Mixtral names it (also MiniMax-M2's and PhiMoE's).
+struct MixtralStyleExperts {
+    let router: Linear
+    let experts: [FeedForward]
+    /// The MLP's prefix in the checkpoint: "layers.<i>.mlp." when the
+    /// experts are fused, else "layers.<i>.block_sparse_moe.".
+    let prefix: String
+}
+
+extension DecoderParts {
+    /// Refuses an expert count, experts per token or expert width that
+    /// transformers could not run or whose fused tensors overflow, then
+    /// confirms the first kept router [experts, hidden] (the expert list is
+    /// built `count` long).
+    func checkMixtralExperts(
+        count: Int, countKey: String, expertsPerToken: Int, inner: Int, innerKey: String, routers: [String] = ["gate"]
+    ) throws {
+        let dimensions = dimensions
+        try ConfigRules.checks(path: configPath) {
+            try ConfigRules.count(count, countKey)
+            guard (1...count).contains(expertsPerToken) else {
+                throw InvalidConfigValue(
+                    key: "num_experts_per_tok", problem: "must be between 1 and \(countKey) \(count), got \(expertsPerToken)")
+            }
+            try ConfigRules.count(inner, innerKey)
+            // The fused expert tensors hold experts × 2 · inner × hidden values.
+            try ConfigRules.product([
+                (count, countKey), (2, "gate and up"), (inner, innerKey), (dimensions.hiddenSize, "hidden_size"),
+            ])
+        }
+        guard let layer = (0..<dimensions.numHiddenLayers).lazy.first(where: { !configuredDrops.dropsMLP($0) }) else { return }
+        let names = routers.flatMap { ["layers.\(layer).mlp.\($0).weight", "layers.\(layer).block_sparse_moe.\($0).weight"] }
+        try weights.confirmShape(
+            names.first(where: { weights.has($0) }) ?? names[1], [count, dimensions.hiddenSize],
+            keys: "\(countKey), hidden_size", configPath: configPath)
+        // Its experts against the expert width, before any is read.
+        let p = "layers.\(layer)."
+        if weights.hasFusedExperts(p + "mlp.experts.") {
+            try weights.confirmShape(
+                p + "mlp.experts.gate_up_proj", [count, 2 * inner, dimensions.hiddenSize],
+                keys: "\(countKey), 2 × \(innerKey), hidden_size", configPath: configPath)
+        } else {
+            try weights.confirmShape(
+                p + "block_sparse_moe.experts.0.w1.weight", [inner, dimensions.hiddenSize], keys: "\(innerKey), hidden_size",
+                configPath: configPath)
+        }
+    }
+
+    /// Layer `index`'s router and gated experts, Mixtral's names:
+    /// - per expert, `block_sparse_moe.experts.<e>.w1|w3|w2` (gate, up,
+    ///   down) with the router at `block_sparse_moe.<router>` — the original
+    ///   names, which transformers' `save_pretrained` still writes;
+    /// - fused, `mlp.experts.gate_up_proj` [experts, 2·inner, hidden] (gate
+    ///   rows first) and `mlp.experts.down_proj` [experts, hidden, inner]
+    ///   with the router at `mlp.<router>` — transformers' modules in memory.
+    /// `routers` lists the router's names, the stored one first (PhiMoE's
+    /// `gate` is `router` in memory); `routerBias`: the router has a bias.
+    func mixtralExperts(
+        layer index: Int, count: Int, inner: Int, activation: Activation, routers: [String] = ["gate"], routerBias: Bool = false
+    ) throws -> MixtralStyleExperts {
+        let d = dimensions.hiddenSize, p = "layers.\(index)."
         let fused = weights.hasFusedExperts(p + "mlp.experts.")
-        let routerName = p + (fused ? "mlp.gate" : "block_sparse_moe.gate")
+        let prefix = p + (fused ? "mlp." : "block_sparse_moe.")
+        let router = routers.first { weights.has(prefix + $0 + ".weight") } ?? routers[0]
         let experts = try weights.gatedExperts(
             fused: p + "mlp.experts.", perExpert: p + "block_sparse_moe.experts.", names: (gate: "w1", up: "w3", down: "w2"),
             count: count, hidden: d, inner: inner, activation: activation)
-        return MixtureOfExperts(
-            router: try weights.linear(routerName, in: d, out: count, bias: false),
-            experts: experts, expertsPerToken: config.numExpertsPerTok)
+        return MixtralStyleExperts(
+            router: try weights.linear(prefix + router, in: d, out: count, bias: routerBias), experts: experts, prefix: prefix)
     }
 }
