@@ -53,16 +53,12 @@ struct ExaoneMoeConfiguration: Decodable {
         topkGroup = try c.decodeIfPresent(Int.self, forKey: .topkGroup) ?? 1
         normTopkProb = try c.decodeIfPresent(Bool.self, forKey: .normTopkProb) ?? true
         let types = mlpLayerTypes
-        try ConfigRules.decodingChecks {
-            if let bad = types?.first(where: { $0 != "dense" && $0 != "sparse" }) {
-                throw InvalidConfigValue(key: "mlp_layer_types", problem: "must list \"dense\" or \"sparse\" per layer, got \"\(bad)\"")
-            }
-        }
+        try ConfigRules.decodingChecks { try MLPLayerTypes.checkEntries(types) }
     }
 
     /// Each layer's MLP type for `layers` layers (ExaoneMoeConfig's rule when unset).
     func layerTypes(_ layers: Int) -> [String] {
-        mlpLayerTypes ?? (0..<layers).map { $0 < firstKDenseReplace ? "dense" : "sparse" }
+        MLPLayerTypes.resolved(mlpLayerTypes, layers: layers, firstDense: firstKDenseReplace)
     }
 
     /// DeepSeek-V3's router (ExaoneMoeTopkRouter): sigmoid scores, groups
@@ -79,11 +75,7 @@ struct ExaoneMoeConfiguration: Decodable {
     /// Refuses values transformers could not run, before anything is sized from them.
     func check(_ d: DecoderDimensions) throws {
         try ConfigRules.positive(rmsNormEps, "rms_norm_eps")
-        // ExaoneMoeDecoderLayer reads the entry of its index: a shorter list fails there.
-        if let types = mlpLayerTypes, types.count < d.numHiddenLayers {
-            throw InvalidConfigValue(
-                key: "mlp_layer_types", problem: "lists \(types.count) layers, but num_hidden_layers is \(d.numHiddenLayers)")
-        }
+        try MLPLayerTypes.checkCount(mlpLayerTypes, layers: d.numHiddenLayers)
         guard layerTypes(d.numHiddenLayers).prefix(d.numHiddenLayers).contains("sparse") else { return }
         let routed = routedMixture
         try routed.checkExperts(hidden: d.hiddenSize)

@@ -75,14 +75,12 @@ struct Glm4MoeLiteConfiguration: Decodable {
             if let rope, let headDim, rope != headDim {
                 throw InvalidConfigValue(key: "head_dim", problem: "is \(headDim), but qk_rope_head_dim (the same setting) is \(rope)")
             }
-            if let bad = types?.first(where: { $0 != "dense" && $0 != "sparse" }) {
-                throw InvalidConfigValue(key: "mlp_layer_types", problem: "must list \"dense\" or \"sparse\" per layer, got \"\(bad)\"")
-            }
+            try MLPLayerTypes.checkEntries(types)
         }
     }
 
     /// Each layer's MLP type for `layers` layers (Glm4MoeLiteConfig's rule when unset).
-    func layerTypes(_ layers: Int) -> [String] { mlpLayerTypes ?? ["dense"] + Array(repeating: "sparse", count: max(layers - 1, 0)) }
+    func layerTypes(_ layers: Int) -> [String] { MLPLayerTypes.resolved(mlpLayerTypes, layers: layers, firstDense: 1) }
 
     /// GLM-4.5's router (Glm4MoeTopkRouter): DeepSeek-V3's sigmoid routing.
     var routedMixture: GroupRoutedMixture {
@@ -96,11 +94,7 @@ struct Glm4MoeLiteConfiguration: Decodable {
     func check(_ d: DecoderDimensions) throws {
         try ConfigRules.positive(rmsNormEps, "rms_norm_eps")
         try latent.check(d)
-        // Glm4MoeLiteDecoderLayer reads the entry of its index: a shorter list fails there.
-        if let types = mlpLayerTypes, types.count < d.numHiddenLayers {
-            throw InvalidConfigValue(
-                key: "mlp_layer_types", problem: "lists \(types.count) layers, but num_hidden_layers is \(d.numHiddenLayers)")
-        }
+        try MLPLayerTypes.checkCount(mlpLayerTypes, layers: d.numHiddenLayers)
         guard layerTypes(d.numHiddenLayers).prefix(d.numHiddenLayers).contains("sparse") else { return }
         let routed = routedMixture
         try routed.checkExperts(hidden: d.hiddenSize)
