@@ -13,6 +13,10 @@ public enum FeedForward: Sendable {
     /// down(act(gateUp(x))) with gate and up interleaved in gateUp's output
     /// (columns 2i, 2i + 1) and the clamped SwiGLU (gpt-oss's experts).
     case clampedGated(gateUp: Linear, down: Linear, activation: ClampedSwiGLU)
+    /// Several MLPs reading the same input, each between its own input and
+    /// output norms, their outputs summed in order (Gemma 4's dense MLP
+    /// beside its mixture of experts): one module, dropped as a whole.
+    indirect case parallel([FeedForwardPart])
 
     /// Bytes of the widest intermediate (gate|up's output) one pass holds.
     /// Its rows are independent, so the MLP runs over chunks of tokens that
@@ -49,7 +53,12 @@ public enum FeedForward: Sendable {
     /// rows across threads already does).
     func callAsFunction(_ x: Matrix, rowsPerChunk: Int) -> Matrix {
         if case .mixture(let experts) = self { return experts(x) }
-        guard let stages else { preconditionFailure("only a mixture of experts has no stages") }
+        if case .parallel(let parts) = self {
+            var sum = parts[0](x)
+            for part in parts.dropFirst() { sum.add(part(x)) }
+            return sum
+        }
+        guard let stages else { preconditionFailure("only a mixture of experts or parallel MLPs have no stages") }
         let chunk = max(1, rowsPerChunk > 0 ? rowsPerChunk : x.rows), width = stages.down.outFeatures
         return x.data.withUnsafeBufferPointer { xs in
             Matrix(uninitialized: x.rows, width) { out in
@@ -82,7 +91,8 @@ public enum FeedForward: Sendable {
 
     /// Rows per chunk for `rows` tokens: chunks of equal size whose
     /// intermediate stays within `intermediateBudget`; all rows at once for a
-    /// mixture of experts, which gathers its own rows per expert.
+    /// mixture of experts, which gathers its own rows per expert, and for
+    /// parallel MLPs, each of which chunks its own rows.
     func rowsPerChunk(_ rows: Int) -> Int {
         guard let width = stages?.first.outFeatures, width > 0 else { return rows }
         let limit = max(Self.intermediateBudget / (width * MemoryLayout<Float>.size), Self.minimumRowsPerThread * EngineThreads.count)
@@ -91,7 +101,7 @@ public enum FeedForward: Sendable {
         return (rows + chunks - 1) / chunks
     }
 
-    /// The steps of every MLP but a mixture; nil for a mixture.
+    /// The steps of every MLP but a mixture or parallel MLPs; nil for those.
     var stages: Stages? {
         switch self {
         case .gated(let gateUp, let down, let activation):
@@ -108,7 +118,7 @@ public enum FeedForward: Sendable {
                 activation.apply(inPlace: wide, count: up.outFeatures)
                 if row != wide { row.update(from: wide, count: up.outFeatures) }
             }
-        case .mixture:
+        case .mixture, .parallel:
             return nil
         }
     }
@@ -183,5 +193,36 @@ public enum FeedForward: Sendable {
             }
             down.applyOnThisThread(buffers.hidden, rows: rows, into: out)
         }
+    }
+}
+
+/// One of `FeedForward.parallel`'s MLPs: out(mlp(in(x))), either norm
+/// optional.
+public struct FeedForwardPart: Sendable {
+    public let inputNorm: Normalization?
+    public let feedForward: FeedForward
+    public let outputNorm: Normalization?
+    /// A mixture's router reads the part's input x itself, not in(x) as its
+    /// experts do (Gemma 4's router, which normalises x its own way:
+    /// `MixtureOfExperts.routerNorm`).
+    public let routesRawInput: Bool
+
+    public init(inputNorm: Normalization?, feedForward: FeedForward, outputNorm: Normalization?, routesRawInput: Bool = false) {
+        if routesRawInput, case .mixture = feedForward {} else { precondition(!routesRawInput) }
+        self.inputNorm = inputNorm
+        self.feedForward = feedForward
+        self.outputNorm = outputNorm
+        self.routesRawInput = routesRawInput
+    }
+
+    public func callAsFunction(_ x: Matrix) -> Matrix {
+        let normed = inputNorm.map { $0(x) } ?? x
+        let out: Matrix
+        if routesRawInput, case .mixture(let experts) = feedForward {
+            out = experts(normed, routerInput: x)
+        } else {
+            out = feedForward(normed)
+        }
+        return outputNorm.map { $0(out) } ?? out
     }
 }

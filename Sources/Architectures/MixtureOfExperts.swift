@@ -49,13 +49,50 @@ public struct MixtureOfExperts: Sendable {
     /// per token by sigmoid of this projection of the token before it is
     /// added (Qwen2-MoE's `shared_expert_gate`).
     public let sharedExpertGate: Linear?
+    /// When present, the router reads its input normalised by this first
+    /// (Gemma 4's `Gemma4TextRouter`).
+    public let routerNorm: RouterNorm?
+    /// When present, each chosen expert's routing weight, after the rule
+    /// made it, times this expert's entry (Gemma 4's `per_expert_scale`).
+    public let expertScales: [Float]?
+
+    /// The router's own input norm: RMSNorm without a weight, then times
+    /// `scale` and times `rootScale` (Gemma 4: hidden_size^-0.5), each a
+    /// Float32 product, as transformers computes them.
+    public struct RouterNorm: Sendable {
+        public let eps: Float
+        public let scale: [Float]
+        public let rootScale: Float
+
+        public init(eps: Float, scale: [Float], rootScale: Float) {
+            self.eps = eps
+            self.scale = scale
+            self.rootScale = rootScale
+        }
+
+        public func callAsFunction(_ x: Matrix) -> Matrix {
+            var normed = Normalization.rms(weight: [Float](repeating: 1, count: scale.count), eps: eps)(x)
+            let width = scale.count
+            normed.data.withUnsafeMutableBufferPointer { values in
+                for r in 0..<x.rows {
+                    for j in 0..<width { values[r * width + j] = values[r * width + j] * scale[j] * rootScale }
+                }
+            }
+            return normed
+        }
+    }
 
     public init(
         router: Linear, experts: [FeedForward], expertsPerToken: Int, rule: RoutingRule = .softmaxTopK(renormalize: true),
-        sharedExperts: [FeedForward] = [], sharedExpertGate: Linear? = nil, weightsScaleInput: Bool = false
+        sharedExperts: [FeedForward] = [], sharedExpertGate: Linear? = nil, weightsScaleInput: Bool = false,
+        routerNorm: RouterNorm? = nil, expertScales: [Float]? = nil
     ) {
         precondition(router.outFeatures == experts.count && (1...experts.count).contains(expertsPerToken))
         precondition(sharedExpertGate == nil || (sharedExpertGate!.outFeatures == 1 && !sharedExperts.isEmpty))
+        precondition(routerNorm == nil || routerNorm!.scale.count == router.inFeatures)
+        precondition(expertScales == nil || expertScales!.count == experts.count)
+        self.routerNorm = routerNorm
+        self.expertScales = expertScales
         self.router = router
         self.experts = experts
         self.expertsPerToken = expertsPerToken
@@ -73,14 +110,20 @@ public struct MixtureOfExperts: Sendable {
         public let expertsPerToken: Int
     }
 
-    /// Each row of `x` [tokens, hidden] routed by `rule`.
+    /// Each row of `x` [tokens, hidden] routed by `rule` (normalised first
+    /// by `routerNorm`, the weights scaled after by `expertScales`).
     public func route(_ x: Matrix) -> Routing {
-        switch rule {
+        let x = routerNorm.map { $0(x) } ?? x
+        let routing: Routing = switch rule {
         case .softmaxTopK(let renormalize): softmaxTopK(x, renormalize: renormalize)
         case .topKThenSoftmax: softmaxOverTopLogits(router(x))
         case .groupLimited(let rule): rule.route(router(x), expertsPerToken: expertsPerToken)
         case .sigmoidOfTopK: sigmoidOfTopLogits(router(x))
         }
+        guard let expertScales else { return routing }
+        return Routing(
+            experts: routing.experts, weights: zip(routing.weights, routing.experts).map { $0 * expertScales[$1] },
+            expertsPerToken: routing.expertsPerToken)
     }
 
     /// Each row's k largest logits (highest first; equal ones keep the lower
@@ -153,8 +196,13 @@ public struct MixtureOfExperts: Sendable {
         return Routing(experts: chosen, weights: weights, expertsPerToken: k)
     }
 
-    public func callAsFunction(_ x: Matrix) -> Matrix {
-        let routing = route(x)
+    public func callAsFunction(_ x: Matrix) -> Matrix { callAsFunction(x, routerInput: x) }
+
+    /// The experts over the rows of `x`, each row routed by the same row of
+    /// `routerInput` (Gemma 4 routes the stream before the experts' input norm).
+    public func callAsFunction(_ x: Matrix, routerInput: Matrix) -> Matrix {
+        precondition(routerInput.rows == x.rows)
+        let routing = route(routerInput)
         let k = expertsPerToken, width = x.cols
         var output = Matrix(zeros: x.rows, width)
         // Experts in index order, each adding its weighted output to its

@@ -250,21 +250,18 @@ public enum SpeedMeasurement {
             case nil:
                 break
             }
-            switch block.mlp?.feedForward {
-            case .gated(let gateUp, let down, _)?, .clampedGated(let gateUp, let down, _)?: total += linear(gateUp) + linear(down)
-            case .plain(let up, let down, _)?: total += linear(up) + linear(down)
-            case .mixture(let moe)?:
-                // The router, the k experts a token is sent to and the shared experts.
-                func cost(_ expert: FeedForward) -> Double {
-                    switch expert {
-                    case .gated(let gateUp, let down, _), .clampedGated(let gateUp, let down, _): linear(gateUp) + linear(down)
-                    default: 0
-                    }
+            // The router, the k experts a token is sent to and the shared experts.
+            func cost(_ feedForward: FeedForward) -> Double {
+                switch feedForward {
+                case .gated(let gateUp, let down, _), .clampedGated(let gateUp, let down, _): linear(gateUp) + linear(down)
+                case .plain(let up, let down, _): linear(up) + linear(down)
+                case .mixture(let moe):
+                    linear(moe.router) + Double(moe.expertsPerToken) * cost(moe.experts[0])
+                        + moe.sharedExperts.reduce(0) { $0 + cost($1) } + (moe.sharedExpertGate.map(linear) ?? 0)
+                case .parallel(let parts): parts.reduce(0) { $0 + cost($1.feedForward) }
                 }
-                total += linear(moe.router) + Double(moe.expertsPerToken) * cost(moe.experts[0])
-                    + moe.sharedExperts.reduce(0) { $0 + cost($1) } + (moe.sharedExpertGate.map(linear) ?? 0)
-            case nil: break
             }
+            total += block.mlp.map { cost($0.feedForward) } ?? 0
         }
         return total
     }

@@ -1,6 +1,7 @@
 import Architectures
 import CheckpointIO
 import DroptraceSupport
+@testable import Dropping
 import Foundation
 import TensorEngine
 import Testing
@@ -14,10 +15,21 @@ import Testing
     static let mutants: [Mutant] = [
         Mutant("gemma4_text-f32", "rms_norm_eps", "0"),
         Mutant("gemma4_text-f32", "final_logit_softcapping", "-1"),
-        // Per-layer input embeddings, key/value sharing and the MoE block are not read.
+        // Per-layer input embeddings and key/value sharing are not read.
         Mutant("gemma4_text-f32", "hidden_size_per_layer_input", "16"),
         Mutant("gemma4_text-f32", "num_kv_shared_layers", "2"),
-        Mutant("gemma4_text-f32", "enable_moe_block", "true"),
+        // The MoE block needs its sizes, which Gemma4TextConfig leaves None.
+        Mutant("gemma4_text-f32", "enable_moe_block", "true", key: "num_experts"),
+        Mutant("gemma4_moe-f32", "num_experts", "0"),
+        Mutant("gemma4_moe-f32", "num_experts", "null"),
+        Mutant("gemma4_moe-f32", "num_experts", "\"four\""),
+        Mutant("gemma4_moe-f32", "num_experts", "4000000000000000000", key: "num_experts"),
+        Mutant("gemma4_moe-f32", "top_k_experts", "0"),
+        Mutant("gemma4_moe-f32", "top_k_experts", "5"),
+        Mutant("gemma4_moe-f32", "top_k_experts", "null"),
+        Mutant("gemma4_moe-f32", "moe_intermediate_size", "-1"),
+        Mutant("gemma4_moe-f32", "moe_intermediate_size", "null"),
+        Mutant("gemma4_moe-f32", "moe_intermediate_size", "1.5"),
         Mutant("gemma4_text-f32", "use_bidirectional_attention", "\"all\""),
         Mutant("gemma4_text-f32", "per_layer_config.1.head_dim", "0"),
         Mutant("gemma4_text-f32", "per_layer_config.1.head_dim", "\"wide\""),
@@ -133,5 +145,59 @@ import Testing
         #expect(try EditedFixture("gemma4-f32") { $0["tie_word_embeddings"] = nil }.load().head().vocabularySize == 512)
         let untied = try EditedFixture("gemma4-f32") { $0["tie_word_embeddings"] = false }
         #expect(throws: DroptraceError.self) { _ = try untied.load().head() }
+    }
+
+    /// The MoE block (`enable_moe_block`): the MLP branch is the dense MLP
+    /// and the experts side by side, each between its own norms, summed and
+    /// normalised by post_feedforward_layernorm; the router reads the
+    /// branch's input itself, normalises it its own way and scales each
+    /// chosen expert's weight by per_expert_scale; a dropped MLP drops both.
+    @Test func moeBlockAsGemma4Builds() throws {
+        let model = try EditedFixture("gemma4_moe-f32").load()
+        let branch = try #require(try model.block(0).mlp)
+        #expect(branch.inputNorm == nil && branch.outputNorm != nil)
+        guard case .parallel(let parts) = branch.feedForward, parts.count == 2,
+              case .gated = parts[0].feedForward, case .mixture(let experts) = parts[1].feedForward else {
+            Issue.record("not the dense MLP beside the experts")
+            return
+        }
+        #expect(parts.allSatisfy { $0.inputNorm != nil && $0.outputNorm != nil })
+        #expect(!parts[0].routesRawInput && parts[1].routesRawInput)
+        #expect(experts.experts.count == 4 && experts.expertsPerToken == 2)
+        let routerNorm = try #require(experts.routerNorm)
+        #expect(routerNorm.rootScale == Float(pow(32.0, -0.5)) && routerNorm.scale.count == 32)
+        let scales = try #require(experts.expertScales)
+        #expect(scales.count == 4)
+
+        let x = Matrix(rows: 3, cols: 32, data: (0..<96).map { Float(sin(Double($0) * 0.7)) })
+        // The weights are the renormalised top-k times per_expert_scale.
+        let routing = experts.route(x)
+        let unscaled = MixtureOfExperts(
+            router: experts.router, experts: experts.experts, expertsPerToken: 2, routerNorm: routerNorm).route(x)
+        #expect(routing.experts == unscaled.experts)
+        #expect(routing.weights == zip(unscaled.weights, unscaled.experts).map { $0 * scales[$1] })
+        for r in 0..<3 { #expect(abs(unscaled.weights[2 * r] + unscaled.weights[2 * r + 1] - 1) < 1e-6) }
+        // The router reads the raw input, the experts their normalised input.
+        let expertNorm = try #require(parts[1].inputNorm)
+        let normed = expertNorm(x)
+        #expect(experts(normed, routerInput: x).data != experts(normed).data)
+
+        let dropped = try model.block(0, skipping: DropPlan(mlp: [0]))
+        #expect(dropped.mlp == nil && dropped.attention != nil)
+    }
+
+    /// The MoE block through the key/value cache: each decoded token's
+    /// output equals the full forward's, with and without the MLP dropped.
+    @Test func moeBlockDecodesAsTheFullForward() throws {
+        let model = try EditedFixture("gemma4_moe-f32").load()
+        let tokens = Array(FixtureFiles.jsonlSequences()[0].prefix(24))
+        for plan in [DropPlan.none, DropPlan(mlp: [1]), DropPlan(blocks: [0])] {
+            let full = try LayerwiseForward(model: model, plan: plan).run(TokenBatch(sequences: [tokens]))
+            let decoder = try IncrementalDecoder(model: model, plan: plan, capacity: tokens.count)
+            var last = Matrix(zeros: 1, full.cols)
+            for (position, token) in tokens.enumerated() { last = try decoder.step(token: token, position: position) }
+            let worst = zip(last.data, full.data.suffix(full.cols)).map { abs($0 - $1) }.max()!
+            #expect(worst < 1e-4, "\(plan): \(worst)")
+        }
     }
 }

@@ -19,6 +19,9 @@ struct Gemma4Configuration: Decodable {
     var useDoubleWideMLP: Bool?
     var globalHeadDim: Int?
     var numGlobalKeyValueHeads: Int?
+    var numExperts: Int?
+    var topKExperts: Int?
+    var moeIntermediateSize: Int?
 
     enum CodingKeys: String, CodingKey {
         case rmsNormEps = "rms_norm_eps"
@@ -35,6 +38,9 @@ struct Gemma4Configuration: Decodable {
         case useDoubleWideMLP = "use_double_wide_mlp"
         case globalHeadDim = "global_head_dim"
         case numGlobalKeyValueHeads = "num_global_key_value_heads"
+        case numExperts = "num_experts"
+        case topKExperts = "top_k_experts"
+        case moeIntermediateSize = "moe_intermediate_size"
     }
 
     /// transformers' `Gemma4TextConfig` defaults, for the keys a config omits
@@ -86,9 +92,19 @@ struct Gemma4Configuration: Decodable {
 /// attention or the MLP keeps the scalar; dropping the block removes it.
 /// The logits are soft-capped by `final_logit_softcapping` (both classes).
 ///
+/// With `enable_moe_block` (Gemma 4 26B-A4B) every layer's MLP branch holds
+/// the dense MLP and `num_experts` gated experts of width
+/// `moe_intermediate_size` side by side (`SandwichBlock`): the router
+/// (`router.proj`) reads the stream H entering the branch, RMS-normalised
+/// without a weight, times its `scale` and hidden_size^-0.5; the softmax's
+/// `top_k_experts` most probable experts, weights renormalised to sum 1,
+/// each times the expert's `per_expert_scale`; the experts (fused
+/// `experts.gate_up_proj` / `down_proj`) read `pre_feedforward_layernorm_2`
+/// of H. Dropping the MLP drops the dense MLP and the experts together.
+///
 /// Not read: per-layer input embeddings (`hidden_size_per_layer_input`, on
-/// by default), key/value sharing (`num_kv_shared_layers`) and the
-/// mixture-of-experts block (`enable_moe_block`), refused when configured.
+/// by default) and key/value sharing (`num_kv_shared_layers`), refused when
+/// configured.
 struct Gemma4Model: DecoderFamily {
     static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
@@ -129,8 +145,21 @@ struct Gemma4Model: DecoderFamily {
                     key: key + "num_kv_shared_layers", problem: "is \(shared): droptrace reads Gemma 4 models without key/value sharing")
             }
             if config.enableMoEBlock == true {
-                throw InvalidConfigValue(
-                    key: key + "enable_moe_block", problem: "is true: droptrace reads Gemma 4 models without the mixture-of-experts block")
+                // Gemma4TextConfig leaves them None, which its experts cannot be built with.
+                func required(_ value: Int?, _ name: String) throws -> Int {
+                    guard let value else {
+                        throw InvalidConfigValue(key: key + name, problem: "is not given (null): Gemma 4's mixture-of-experts block needs it")
+                    }
+                    return try ConfigRules.count(value, key + name)
+                }
+                let experts = try required(config.numExperts, "num_experts")
+                let inner = try required(config.moeIntermediateSize, "moe_intermediate_size")
+                _ = try ConfigRules.product([
+                    (experts, key + "num_experts"), (inner, key + "moe_intermediate_size"), (2, key + "moe_intermediate_size"),
+                    (dimensions.hiddenSize, key + "hidden_size"),
+                ])
+                try MixtureOfExperts.checkExpertsPerToken(
+                    required(config.topKExperts, "top_k_experts"), of: experts, expertsKey: key + "num_experts", key: key + "top_k_experts")
             }
         }
         if config.useBidirectionalAttention == "all" {
@@ -167,7 +196,9 @@ struct Gemma4Model: DecoderFamily {
 
     /// The layer naming: Gemma-3's, each branch owning its two norms;
     /// `layer_scalar` belongs to the block.
-    static func naming(_ prefix: String) -> LayerNaming { SandwichBlock.naming(prefix) }
+    /// The MoE block's tensors (`router.`, `experts.` and their norms)
+    /// belong to the MLP branch; a dense model has none.
+    static func naming(_ prefix: String) -> LayerNaming { SandwichBlock.naming(prefix, experts: true) }
 
     func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch, scaled: true) }
 
@@ -191,8 +222,26 @@ struct Gemma4Model: DecoderFamily {
         let p = "layers.\(index)."
         let scalar = weights.has(p + "layer_scalar") ? try weights.floats(p + "layer_scalar", [1])[0] : nil
         return try SandwichBlock.block(
-            index, parts: parts, drops: drops, eps: eps, activation: activation, plainNorms: true, outputScale: scalar
+            index, parts: parts, drops: drops, eps: eps, activation: activation, plainNorms: true, outputScale: scalar,
+            experts: config.enableMoEBlock == true ? { try experts(index) } : nil
         ) { try attention(index) }
+    }
+
+    /// Layer `index`'s router and experts (`Gemma4TextRouter`,
+    /// `Gemma4TextExperts`; see the type's description).
+    private func experts(_ index: Int) throws -> MixtureOfExperts {
+        let weights = parts.weights, d = hiddenSize
+        let count = config.numExperts!, p = "layers.\(index)."
+        return MixtureOfExperts(
+            router: try weights.linear(p + "router.proj", in: d, out: count, bias: false),
+            experts: try weights.fusedGatedExperts(
+                gateUp: p + "experts.gate_up_proj", down: p + "experts.down_proj", count: count, hidden: d,
+                inner: config.moeIntermediateSize!, activation: activation),
+            expertsPerToken: config.topKExperts!, rule: .softmaxTopK(renormalize: true),
+            routerNorm: MixtureOfExperts.RouterNorm(
+                eps: Float(config.rmsNormEps), scale: try weights.floats(p + "router.scale", [d]),
+                rootScale: Float(pow(Double(d), -0.5))),
+            expertScales: try weights.floats(p + "router.per_expert_scale", [count]))
     }
 
     /// Gemma4TextConfig makes the last layer full attention whatever
