@@ -37,6 +37,14 @@ public struct MixtureOfExperts: Sendable {
         /// The k largest logits, each weighted by its own sigmoid, not
         /// normalised (Llama 4's `Llama4Router`).
         case sigmoidOfTopK
+        /// PhiMoE's `sparsemixer` as transformers runs it in eval mode:
+        /// always two experts. The first is the largest logit m, weighted
+        /// by its softmax probability over the logits within the jitter
+        /// band — x is left out (−∞) where (m − x) / max(|x|, m) >
+        /// 2 · `jitterEps` (`router_jitter_noise`); the second is the
+        /// largest of the other logits, m₂, weighted likewise over the
+        /// others within m₂'s band.
+        case sparseMixer(jitterEps: Double)
     }
     /// The routing weight multiplies each expert's input rather than its
     /// output (Llama 4's experts take x · weight); with a nonlinear expert
@@ -88,6 +96,7 @@ public struct MixtureOfExperts: Sendable {
         routerNorm: RouterNorm? = nil, expertScales: [Float]? = nil
     ) {
         precondition(router.outFeatures == experts.count && (1...experts.count).contains(expertsPerToken))
+        if case .sparseMixer = rule { precondition(expertsPerToken == 2) }
         precondition(sharedExpertGate == nil || (sharedExpertGate!.outFeatures == 1 && !sharedExperts.isEmpty))
         precondition(routerNorm == nil || routerNorm!.scale.count == router.inFeatures)
         precondition(expertScales == nil || expertScales!.count == experts.count)
@@ -119,11 +128,52 @@ public struct MixtureOfExperts: Sendable {
         case .topKThenSoftmax: softmaxOverTopLogits(router(x))
         case .groupLimited(let rule): rule.route(router(x), expertsPerToken: expertsPerToken)
         case .sigmoidOfTopK: sigmoidOfTopLogits(router(x))
+        case .sparseMixer(let jitterEps): sparseMixer(router(x), jitterEps: jitterEps)
         }
         guard let expertScales else { return routing }
         return Routing(
             experts: routing.experts, weights: zip(routing.weights, routing.experts).map { $0 * expertScales[$1] },
             expertsPerToken: routing.expertsPerToken)
+    }
+
+    /// `sparsemixer` in eval mode, in Float32 as torch computes it: for each
+    /// of two picks, the largest remaining logit (equal ones: the lower
+    /// index, as torch.max on CPU), and its probability in the softmax over
+    /// the remaining logits its band keeps. The band of threshold t keeps x
+    /// unless (t − x) / max(|x|, t) > 2 · `jitterEps` (a NaN quotient, 0 / 0,
+    /// keeps it). The second pick measures every other logit against the
+    /// second-largest; the first pick is out of it whatever its band says.
+    func sparseMixer(_ logits: Matrix, jitterEps: Double) -> Routing {
+        let count = experts.count
+        // torch compares the float32 quotient with the Python float 2·eps cast to float32.
+        let band = Float(2 * jitterEps)
+        var chosen = [Int](repeating: 0, count: logits.rows * 2)
+        var weights = [Float](repeating: 0, count: logits.rows * 2)
+        logits.data.withUnsafeBufferPointer { scores in
+            for r in 0..<logits.rows {
+                let row = scores.baseAddress! + r * count
+                var excluded: Int? = nil
+                for pick in 0..<2 {
+                    // The largest logit not yet chosen, the first of equal ones.
+                    var best = -1
+                    for e in 0..<count where e != excluded && (best < 0 || row[e] > row[best]) { best = e }
+                    let threshold = row[best]
+                    var kept = [Float](repeating: -.infinity, count: count)
+                    for e in 0..<count where e != excluded {
+                        let factor = max(abs(row[e]), threshold)
+                        if !((threshold - row[e]) / factor > band) { kept[e] = row[e] }
+                    }
+                    // Softmax over the kept logits (the chosen one among them: its quotient is 0).
+                    let top = kept.max() ?? -.infinity
+                    var total: Float = 0
+                    for e in 0..<count { total += exp(kept[e] - top) }
+                    chosen[r * 2 + pick] = best
+                    weights[r * 2 + pick] = exp(kept[best] - top) / total
+                    excluded = best
+                }
+            }
+        }
+        return Routing(experts: chosen, weights: weights, expertsPerToken: 2)
     }
 
     /// Each row's k largest logits (highest first; equal ones keep the lower

@@ -81,6 +81,7 @@ public enum ModelRegistry {
         "opt": OptModel.self,
         "phi": PhiModel.self,
         "phi3": Phi3Model.self,
+        "phimoe": PhiMoEModel.self,
         "qwen2": LlamaModel.self,
         "qwen2_moe": Qwen2MoeModel.self,
         "qwen3": Qwen3Model.self,

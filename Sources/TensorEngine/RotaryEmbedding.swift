@@ -24,10 +24,14 @@ public struct RotaryEmbedding: Sendable {
     public struct LongContext: Sendable {
         public let beyondLength: Int
         public let inverseFrequencies: [Float]
+        /// Multiplies cos and sin of such a sequence in place of
+        /// `attentionScaling` when given (PhiMoE's `long_mscale`).
+        public let attentionScaling: Float?
 
-        public init(beyondLength: Int, inverseFrequencies: [Float]) {
+        public init(beyondLength: Int, inverseFrequencies: [Float], attentionScaling: Float? = nil) {
             self.beyondLength = beyondLength
             self.inverseFrequencies = inverseFrequencies
+            self.attentionScaling = attentionScaling
         }
     }
 
@@ -78,7 +82,7 @@ public struct RotaryEmbedding: Sendable {
         let shortFrequencies = inverseFrequencies
         let longFrequencies = longContext?.inverseFrequencies ?? []
         let long = usesLongContext(positions)
-        let scaling = attentionScaling
+        let shortScaling = attentionScaling, longScaling = longContext?.attentionScaling ?? attentionScaling
         parallelFor(chunks: positions.count, minimumChunk: 32) { rows in
             // Raw buffers: the rotation loop then compiles to vector code (array
             // accesses kept their bounds checks and ran scalar).
@@ -89,7 +93,9 @@ public struct RotaryEmbedding: Sendable {
                 sines.deallocate()
             }
             for r in rows {
-                let frequencies = long.isEmpty || !long[r] ? shortFrequencies : longFrequencies
+                let isLong = !long.isEmpty && long[r]
+                let frequencies = isLong ? longFrequencies : shortFrequencies
+                let scaling = isLong ? longScaling : shortScaling
                 let position = Float(positions[r])
                 for j in 0..<half {
                     let angle = position * frequencies[j]

@@ -58,7 +58,7 @@ struct NanoChatModel: DecoderFamily {
             inverseFrequencies: rotation.inverseFrequencies.map { -$0 }, headDim: rotation.headDim,
             attentionScaling: rotation.attentionScaling,
             longContext: rotation.longContext.map {
-                .init(beyondLength: $0.beyondLength, inverseFrequencies: $0.inverseFrequencies.map { -$0 })
+                .init(beyondLength: $0.beyondLength, inverseFrequencies: $0.inverseFrequencies.map { -$0 }, attentionScaling: $0.attentionScaling)
             })
     }
 
