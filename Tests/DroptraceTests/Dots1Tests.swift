@@ -169,27 +169,7 @@ import Testing
 
     /// Router and experts against transformers' MoE block (`routing_check`).
     @Test func routingMatchesTransformers() throws {
-        func floats(_ value: Any?) -> [[Float]] { (value as! [[Any]]).map { $0.map { ($0 as! NSNumber).floatValue } } }
-        let check = FixtureFiles.entry("dots1-f32")["routing_check"] as! [String: Any]
-        let layer = (check["layer"] as! NSNumber).intValue
-        let input = floats(check["input"]), expectedWeights = floats(check["top_k_weights"])
-        let expectedExperts = (check["top_k_experts"] as! [[Any]]).map { $0.map { ($0 as! NSNumber).intValue } }
-        let moe = try #require(try Self.mixture(try EditedFixture("dots1-f32").load(), layer: layer))
-        let x = Matrix(rows: input.count, cols: input[0].count, data: input.flatMap { $0 })
-        let routing = moe.route(x)
-        let k = routing.expertsPerToken
-        var worstWeight: Float = 0
-        for token in 0..<x.rows {
-            let chosen = Dictionary(uniqueKeysWithValues: (0..<k).map { (routing.experts[token * k + $0], routing.weights[token * k + $0]) })
-            #expect(Set(chosen.keys) == Set(expectedExperts[token]), "token \(token): experts \(chosen.keys.sorted()) vs \(expectedExperts[token])")
-            for (slot, expert) in expectedExperts[token].enumerated() {
-                worstWeight = max(worstWeight, abs((chosen[expert] ?? .infinity) - expectedWeights[token][slot]))
-            }
-        }
-        #expect(worstWeight < 1e-6, "router weights differ by \(worstWeight)")
-        let output = moe(x)
-        let worst = zip(output.data, floats(check["output"]).joined()).map { abs($0 - $1) }.max() ?? .infinity
-        #expect(worst < 1e-5, "MoE output differs by \(worst)")
+        try expectRoutingMatchesTransformers("dots1-f32", unordered: true)
     }
 
     /// Fused 3-D experts score exactly as the per-expert tensors `save_pretrained` writes.
