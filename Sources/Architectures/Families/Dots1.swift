@@ -8,31 +8,13 @@ import TensorEngine
 /// attention keys are Qwen3's (`Qwen3Configuration`).
 struct Dots1Configuration: Decodable {
     var firstKDenseReplace: Int?
-    /// `n_routed_experts`, which config.json may write as `num_local_experts`
-    /// (nil: None, Dots1Config's default, which routed layers cannot be built from).
-    var nRoutedExperts: Int?
-    var nRoutedExpertsKey: String
-    var numExpertsPerTok: Int?
-    var nSharedExperts: Int?
-    var moeIntermediateSize: Int
-    var routedScalingFactor: Double
-    var nGroup: Int?
-    var topkGroup: Int?
-    var normTopkProb: Bool
+    /// The routed layers' keys (Dots1Config leaves the expert counts None).
+    var experts: DeepSeekExperts
     /// As written: absent is Dots1Config's 62, null is None.
     var maxWindowLayers: Int?
 
     enum CodingKeys: String, CodingKey {
         case firstKDenseReplace = "first_k_dense_replace"
-        case nRoutedExperts = "n_routed_experts"
-        case numLocalExperts = "num_local_experts"
-        case numExpertsPerTok = "num_experts_per_tok"
-        case nSharedExperts = "n_shared_experts"
-        case moeIntermediateSize = "moe_intermediate_size"
-        case routedScalingFactor = "routed_scaling_factor"
-        case nGroup = "n_group"
-        case topkGroup = "topk_group"
-        case normTopkProb = "norm_topk_prob"
         case maxWindowLayers = "max_window_layers"
     }
 
@@ -43,42 +25,12 @@ struct Dots1Configuration: Decodable {
             c.contains(key) ? try c.decodeIfPresent(T.self, forKey: key) : absent
         }
         firstKDenseReplace = try written(.firstKDenseReplace, absent: 0)
-        let routed = try c.decodeIfPresent(Int.self, forKey: .nRoutedExperts)
-        let local = try c.decodeIfPresent(Int.self, forKey: .numLocalExperts)
-        nRoutedExperts = c.contains(.numLocalExperts) ? local : routed
-        nRoutedExpertsKey = c.contains(.numLocalExperts) ? "num_local_experts" : "n_routed_experts"
-        numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok)
-        nSharedExperts = try c.decodeIfPresent(Int.self, forKey: .nSharedExperts)
-        moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .moeIntermediateSize) ?? 1408
-        routedScalingFactor = try c.decodeIfPresent(Double.self, forKey: .routedScalingFactor) ?? 1.0
-        nGroup = try written(.nGroup, absent: 1)
-        topkGroup = try written(.topkGroup, absent: 1)
-        // A null flag is None, which the router's `if` reads as false.
-        normTopkProb = try c.decodeIfPresent(Bool.self, forKey: .normTopkProb) ?? false
+        experts = try DeepSeekExperts(from: decoder, configClass: .dots1)
         maxWindowLayers = try written(.maxWindowLayers, absent: 62)
-        try ConfigRules.decodingChecks {
-            // Both spellings name one attribute: two values would leave it to key order.
-            if let routed, c.contains(.numLocalExperts), routed != local {
-                throw InvalidConfigValue(
-                    key: "n_routed_experts", problem: "is \(routed), but num_local_experts (the same setting) is \(local.map(String.init) ?? "null")")
-            }
-        }
     }
 
     /// Whether layer `index`'s MLP is the routed experts (Dots1DecoderLayer's rule).
     func isSparse(_ index: Int) -> Bool { index >= (firstKDenseReplace ?? .max) }
-
-    /// DeepSeek-V3's routing (Dots1TopkRouter): sigmoid scores, the best
-    /// `topk_group` of `n_group` groups scored by their best two plus
-    /// `e_score_correction_bias`, weights renormalised when `norm_topk_prob`
-    /// and scaled by `routed_scaling_factor`, plus the shared experts.
-    var routedMixture: GroupRoutedMixture {
-        GroupRoutedMixture(
-            experts: nRoutedExperts ?? 0, expertsKey: nRoutedExpertsKey, expertsPerToken: numExpertsPerTok,
-            sharedExperts: nSharedExperts ?? 0, inner: moeIntermediateSize, scoring: .sigmoid, groupScore: .sumOfBestTwo,
-            groupLimited: true, groups: nGroup, groupsPerToken: topkGroup, correctsSelection: true,
-            normalizesWeights: normTopkProb, scalingFactor: routedScalingFactor)
-    }
 
     /// Refuses values transformers could not build or run the routed layers
     /// from (Dots1Config leaves the expert counts None), before anything is
@@ -89,15 +41,7 @@ struct Dots1Configuration: Decodable {
         }
         // Routed layers exist only past the dense ones.
         guard firstKDenseReplace < d.numHiddenLayers else { return }
-        guard nRoutedExperts != nil else {
-            throw InvalidConfigValue(key: nRoutedExpertsKey, problem: "must be set for the routed layers (Dots1Config's default is None)")
-        }
-        guard nSharedExperts != nil else {
-            throw InvalidConfigValue(key: "n_shared_experts", problem: "must be set for the routed layers (Dots1Config's default is None)")
-        }
-        let routed = routedMixture
-        try routed.checkExperts(hidden: d.hiddenSize)
-        try routed.checkGroups()
+        try experts.check(hidden: d.hiddenSize)
     }
 }
 
@@ -138,7 +82,7 @@ struct Dots1Model: DecoderFamily {
         self.config = config
         parts = try DecoderParts(
             checkpoint, section: Self.section, naming: { Qwen3Model.naming($0) },
-            experts: .gatedMLP(count: config.nRoutedExperts ?? 0, countKey: config.nRoutedExpertsKey, isSparse: config.isSparse))
+            experts: config.experts.naming(isSparse: config.isSparse))
         attentionConfig = try parts.config(Qwen3Configuration.self)
         let d = parts.dimensions, attention = attentionConfig
         try ConfigRules.checks(path: parts.configPath) {
@@ -154,10 +98,7 @@ struct Dots1Model: DecoderFamily {
         layerTypes = attention.layerTypes
             ?? AttentionLayerType.qwenDefault(layers: d.numHiddenLayers, window: window, maxWindowLayers: config.maxWindowLayers)
         windows = try parts.slidingWindows(layerTypes: layerTypes, window: window)
-        let routed = (0..<d.numHiddenLayers).filter(config.isSparse)
-        try parts.confirmRouter("mlp.gate", experts: config.nRoutedExperts ?? 0, expertsKey: config.nRoutedExpertsKey, layers: routed)
-        try parts.confirmExpertWidth(
-            layers: routed, experts: config.nRoutedExperts ?? 0, expertsKey: config.nRoutedExpertsKey, inner: config.moeIntermediateSize)
+        try config.experts.confirm(parts, isSparse: config.isSparse)
     }
 
     /// An export without some blocks spells out the kept layers' types and
@@ -185,10 +126,7 @@ struct Dots1Model: DecoderFamily {
     /// Layer `index`'s MLP: dense below `first_k_dense_replace`, else router,
     /// routed experts and shared experts.
     func feedForward(layer index: Int) throws -> FeedForward {
-        let p = "layers.\(index).mlp.", activation = try parts.activation(attentionConfig.hiddenAct ?? "silu")
-        guard config.isSparse(index) else {
-            return try parts.weights.gatedMLP(p, hidden: hiddenSize, inner: parts.dimensions.intermediateSize, activation: activation)
-        }
-        return try config.routedMixture.load(parts.weights, p, hidden: hiddenSize, activation: activation, sharedBias: false)
+        try config.experts.feedForward(
+            parts, layer: index, sparse: config.isSparse(index), activation: try parts.activation(attentionConfig.hiddenAct ?? "silu"))
     }
 }

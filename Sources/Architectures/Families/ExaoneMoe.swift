@@ -14,28 +14,14 @@ struct ExaoneMoeConfiguration: Decodable {
     /// `first_k_dense_replace` layers dense, the others sparse.
     var mlpLayerTypes: [String]?
     var firstKDenseReplace: Int
-    var numExperts: Int
-    var numExpertsPerTok: Int
-    var numSharedExperts: Int
-    var moeIntermediateSize: Int
-    var routedScalingFactor: Double
-    var nGroup: Int
-    var topkGroup: Int
-    var normTopkProb: Bool
+    /// The routed layers' keys.
+    var experts: DeepSeekExperts
 
     enum CodingKeys: String, CodingKey {
         case rmsNormEps = "rms_norm_eps"
         case hiddenAct = "hidden_act"
         case mlpLayerTypes = "mlp_layer_types"
         case firstKDenseReplace = "first_k_dense_replace"
-        case numExperts = "num_experts"
-        case numExpertsPerTok = "num_experts_per_tok"
-        case numSharedExperts = "num_shared_experts"
-        case moeIntermediateSize = "moe_intermediate_size"
-        case routedScalingFactor = "routed_scaling_factor"
-        case nGroup = "n_group"
-        case topkGroup = "topk_group"
-        case normTopkProb = "norm_topk_prob"
     }
 
     init(from decoder: Decoder) throws {
@@ -44,14 +30,7 @@ struct ExaoneMoeConfiguration: Decodable {
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
         mlpLayerTypes = try c.decodeIfPresent([String].self, forKey: .mlpLayerTypes)
         firstKDenseReplace = try c.decodeIfPresent(Int.self, forKey: .firstKDenseReplace) ?? 1
-        numExperts = try c.decodeIfPresent(Int.self, forKey: .numExperts) ?? 64
-        numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? 8
-        numSharedExperts = try c.decodeIfPresent(Int.self, forKey: .numSharedExperts) ?? 1
-        moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .moeIntermediateSize) ?? 1024
-        routedScalingFactor = try c.decodeIfPresent(Double.self, forKey: .routedScalingFactor) ?? 2.5
-        nGroup = try c.decodeIfPresent(Int.self, forKey: .nGroup) ?? 1
-        topkGroup = try c.decodeIfPresent(Int.self, forKey: .topkGroup) ?? 1
-        normTopkProb = try c.decodeIfPresent(Bool.self, forKey: .normTopkProb) ?? true
+        experts = try DeepSeekExperts(from: decoder, configClass: .exaoneMoe)
         let types = mlpLayerTypes
         try ConfigRules.decodingChecks { try MLPLayerTypes.checkEntries(types) }
     }
@@ -61,25 +40,12 @@ struct ExaoneMoeConfiguration: Decodable {
         MLPLayerTypes.resolved(mlpLayerTypes, layers: layers, firstDense: firstKDenseReplace)
     }
 
-    /// DeepSeek-V3's router (ExaoneMoeTopkRouter): sigmoid scores, groups
-    /// scored by their best two, `e_score_correction_bias` for choosing.
-    var routedMixture: GroupRoutedMixture {
-        GroupRoutedMixture(
-            experts: numExperts, expertsKey: "num_experts", expertsPerToken: numExpertsPerTok, sharedExperts: numSharedExperts,
-            inner: moeIntermediateSize, scoring: .sigmoid, groupScore: .sumOfBestTwo, groupLimited: true, groups: nGroup,
-            groupsPerToken: topkGroup, correctsSelection: true, normalizesWeights: normTopkProb, scalingFactor: routedScalingFactor,
-            sharedExpertsKey: "num_shared_experts",
-            correctionBiasNames: ["gate.e_score_correction_bias", "e_score_correction_bias"])
-    }
-
     /// Refuses values transformers could not run, before anything is sized from them.
     func check(_ d: DecoderDimensions) throws {
         try ConfigRules.positive(rmsNormEps, "rms_norm_eps")
         try MLPLayerTypes.checkCount(mlpLayerTypes, layers: d.numHiddenLayers)
         guard layerTypes(d.numHiddenLayers).prefix(d.numHiddenLayers).contains("sparse") else { return }
-        let routed = routedMixture
-        try routed.checkExperts(hidden: d.hiddenSize)
-        try routed.checkGroups()
+        try experts.check(hidden: d.hiddenSize)
     }
 }
 
@@ -122,14 +88,11 @@ struct ExaoneMoeModel: DecoderFamily {
         let isSparse: @Sendable (Int) -> Bool = { $0 < types.count && types[$0] == "sparse" }
         parts = try DecoderParts(
             checkpoint, naming: LlamaModel.naming,
-            experts: .gatedMLP(count: config.numExperts, countKey: "num_experts", isSparse: isSparse))
+            experts: config.experts.naming(isSparse: isSparse))
         attentionConfig = Olmo2Configuration(rmsNormEps: config.rmsNormEps, hiddenAct: config.hiddenAct, attentionBias: nil)
         layout = try Exaone4Model.hybridLayout(parts, configClass: "ExaoneMoeConfig")
         rotary = try parts.rotary()
-        try parts.confirmRouter(
-            "mlp.gate", experts: config.numExperts, expertsKey: "num_experts",
-            layers: (0..<dimensions.numHiddenLayers).filter(isSparse))
-        try config.routedMixture.confirmExpertWidth(parts, isSparse: isSparse)
+        try config.experts.confirm(parts, isSparse: isSparse)
     }
 
     func isSparse(_ index: Int) -> Bool { index < mlpTypes.count && mlpTypes[index] == "sparse" }
@@ -157,10 +120,6 @@ struct ExaoneMoeModel: DecoderFamily {
 
     /// Layer `index`'s MLP: dense, or router, routed experts and shared experts.
     func feedForward(layer index: Int) throws -> FeedForward {
-        let p = "layers.\(index).mlp.", activation = try parts.activation(config.hiddenAct)
-        guard isSparse(index) else {
-            return try parts.weights.gatedMLP(p, hidden: hiddenSize, inner: parts.dimensions.intermediateSize, activation: activation)
-        }
-        return try config.routedMixture.load(parts.weights, p, hidden: hiddenSize, activation: activation, sharedBias: false)
+        try config.experts.feedForward(parts, layer: index, sparse: isSparse(index), activation: try parts.activation(config.hiddenAct))
     }
 }

@@ -14,17 +14,8 @@ struct Glm4MoeConfiguration: Decodable {
     /// the keys (`q_norm`, `k_norm`) before rotary.
     var useQKNorm: Bool
     var firstKDenseReplace: Int
-    /// `n_routed_experts`, which config.json may write as `num_local_experts`.
-    var nRoutedExperts: Int
-    /// The key config.json gives the expert count under, for errors.
-    var nRoutedExpertsKey: String
-    var numExpertsPerTok: Int
-    var nSharedExperts: Int
-    var moeIntermediateSize: Int
-    var routedScalingFactor: Double
-    var nGroup: Int
-    var topkGroup: Int
-    var normTopkProb: Bool
+    /// The routed layers' keys.
+    var experts: DeepSeekExperts
     /// `num_nextn_predict_layers` (`num_mtp_layers`): multi-token-prediction
     /// layers stored after the decoder's (layer 92 of GLM-4.5, 46 of
     /// GLM-4.5-Air), which the causal LM does not run.
@@ -36,15 +27,6 @@ struct Glm4MoeConfiguration: Decodable {
         case attentionBias = "attention_bias"
         case useQKNorm = "use_qk_norm"
         case firstKDenseReplace = "first_k_dense_replace"
-        case nRoutedExperts = "n_routed_experts"
-        case numLocalExperts = "num_local_experts"
-        case numExpertsPerTok = "num_experts_per_tok"
-        case nSharedExperts = "n_shared_experts"
-        case moeIntermediateSize = "moe_intermediate_size"
-        case routedScalingFactor = "routed_scaling_factor"
-        case nGroup = "n_group"
-        case topkGroup = "topk_group"
-        case normTopkProb = "norm_topk_prob"
         case numNextnPredictLayers = "num_nextn_predict_layers"
         case numMtpLayers = "num_mtp_layers"
     }
@@ -56,41 +38,18 @@ struct Glm4MoeConfiguration: Decodable {
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
         useQKNorm = try c.decodeIfPresent(Bool.self, forKey: .useQKNorm) ?? false
         firstKDenseReplace = try c.decodeIfPresent(Int.self, forKey: .firstKDenseReplace) ?? 1
-        let routed = try c.decodeIfPresent(Int.self, forKey: .nRoutedExperts)
-        let local = try c.decodeIfPresent(Int.self, forKey: .numLocalExperts)
-        nRoutedExperts = local ?? routed ?? 128
-        nRoutedExpertsKey = local == nil ? "n_routed_experts" : "num_local_experts"
-        numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? 8
-        nSharedExperts = try c.decodeIfPresent(Int.self, forKey: .nSharedExperts) ?? 1
-        moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .moeIntermediateSize) ?? 1408
-        routedScalingFactor = try c.decodeIfPresent(Double.self, forKey: .routedScalingFactor) ?? 1.0
-        nGroup = try c.decodeIfPresent(Int.self, forKey: .nGroup) ?? 1
-        topkGroup = try c.decodeIfPresent(Int.self, forKey: .topkGroup) ?? 1
-        normTopkProb = try c.decodeIfPresent(Bool.self, forKey: .normTopkProb) ?? true
+        experts = try DeepSeekExperts(from: decoder, configClass: .glm4Moe)
         let nextn = try c.decodeIfPresent(Int.self, forKey: .numNextnPredictLayers)
         let mtp = try c.decodeIfPresent(Int.self, forKey: .numMtpLayers)
         predictionLayers = mtp ?? nextn ?? 1
         try ConfigRules.decodingChecks {
             // Both spellings name one attribute: two values would leave it to key order.
-            if let routed, let local, routed != local {
-                throw InvalidConfigValue(key: "n_routed_experts", problem: "is \(routed), but num_local_experts (the same setting) is \(local)")
-            }
             if let nextn, let mtp, nextn != mtp {
                 throw InvalidConfigValue(
                     key: "num_nextn_predict_layers", problem: "is \(nextn), but num_mtp_layers (the same setting) is \(mtp)")
             }
             try ConfigRules.nonNegative(predictionLayers, mtp == nil ? "num_nextn_predict_layers" : "num_mtp_layers")
         }
-    }
-
-    /// DeepSeek-V3's routing (Glm4MoeTopkRouter): sigmoid scores, groups
-    /// scored by their best two plus `e_score_correction_bias`, weights
-    /// renormalised when `norm_topk_prob` and scaled by `routed_scaling_factor`.
-    var routedMixture: GroupRoutedMixture {
-        GroupRoutedMixture(
-            experts: nRoutedExperts, expertsKey: nRoutedExpertsKey, expertsPerToken: numExpertsPerTok, sharedExperts: nSharedExperts,
-            inner: moeIntermediateSize, scoring: .sigmoid, groupScore: .sumOfBestTwo, groupLimited: true, groups: nGroup,
-            groupsPerToken: topkGroup, correctsSelection: true, normalizesWeights: normTopkProb, scalingFactor: routedScalingFactor)
     }
 
     /// Whether layer `index`'s MLP is the routed experts (Glm4MoeDecoderLayer's rule).
@@ -102,9 +61,7 @@ struct Glm4MoeConfiguration: Decodable {
         try ConfigRules.nonNegative(firstKDenseReplace, "first_k_dense_replace")
         // Routed layers exist only past the dense ones.
         guard firstKDenseReplace < d.numHiddenLayers else { return }
-        let routed = routedMixture
-        try routed.checkExperts(hidden: d.hiddenSize)
-        try routed.checkGroups()
+        try experts.check(hidden: d.hiddenSize)
     }
 }
 
@@ -140,14 +97,11 @@ struct Glm4MoeModel: DecoderFamily {
         self.config = config
         parts = try DecoderParts(
             checkpoint, naming: LlamaModel.naming, extraLayers: config.predictionLayers,
-            experts: .gatedMLP(count: config.nRoutedExperts, countKey: config.nRoutedExpertsKey, isSparse: config.isSparse))
+            experts: config.experts.naming(isSparse: config.isSparse))
         let d = parts.dimensions
         try ConfigRules.checks(path: parts.configPath) { try config.check(d) }
         rotary = try parts.rotary(partialRotary: .honoured(default: 0.5))
-        try parts.confirmRouter(
-            "mlp.gate", experts: config.nRoutedExperts, expertsKey: config.nRoutedExpertsKey,
-            layers: (0..<d.numHiddenLayers).filter(config.isSparse))
-        try config.routedMixture.confirmExpertWidth(parts, isSparse: config.isSparse)
+        try config.experts.confirm(parts, isSparse: config.isSparse)
     }
 
     /// An export without some blocks writes `first_k_dense_replace` for the
@@ -183,10 +137,6 @@ struct Glm4MoeModel: DecoderFamily {
     /// Layer `index`'s MLP: dense below `first_k_dense_replace`, else router,
     /// routed experts and shared experts.
     func feedForward(layer index: Int) throws -> FeedForward {
-        let p = "layers.\(index).mlp.", activation = try parts.activation(config.hiddenAct)
-        guard config.isSparse(index) else {
-            return try parts.weights.gatedMLP(p, hidden: hiddenSize, inner: parts.dimensions.intermediateSize, activation: activation)
-        }
-        return try config.routedMixture.load(parts.weights, p, hidden: hiddenSize, activation: activation, sharedBias: false)
+        try config.experts.feedForward(parts, layer: index, sparse: config.isSparse(index), activation: try parts.activation(config.hiddenAct))
     }
 }

@@ -11,31 +11,13 @@ struct Glm4MoeLiteConfiguration: Decodable {
     var latent: LatentAttentionSettings
     /// Each layer's MLP, "dense" or "sparse"; nil: layer 0 dense, the others sparse.
     var mlpLayerTypes: [String]?
-    /// `n_routed_experts`, which config.json may write as `num_local_experts`.
-    var nRoutedExperts: Int
-    /// The key config.json gives the expert count under, for errors.
-    var nRoutedExpertsKey: String
-    var numExpertsPerTok: Int
-    var nSharedExperts: Int
-    var moeIntermediateSize: Int
-    var routedScalingFactor: Double
-    var nGroup: Int
-    var topkGroup: Int
-    var normTopkProb: Bool
+    /// The routed layers' keys.
+    var experts: DeepSeekExperts
 
     enum CodingKeys: String, CodingKey {
         case rmsNormEps = "rms_norm_eps"
         case hiddenAct = "hidden_act"
         case mlpLayerTypes = "mlp_layer_types"
-        case nRoutedExperts = "n_routed_experts"
-        case numLocalExperts = "num_local_experts"
-        case numExpertsPerTok = "num_experts_per_tok"
-        case nSharedExperts = "n_shared_experts"
-        case moeIntermediateSize = "moe_intermediate_size"
-        case routedScalingFactor = "routed_scaling_factor"
-        case nGroup = "n_group"
-        case topkGroup = "topk_group"
-        case normTopkProb = "norm_topk_prob"
         case qkRopeHeadDim = "qk_rope_head_dim"
         case headDim = "head_dim"
     }
@@ -55,23 +37,10 @@ struct Glm4MoeLiteConfiguration: Decodable {
         let headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
         if let headDim { latent.qkRopeHeadDim = headDim }
         mlpLayerTypes = try c.decodeIfPresent([String].self, forKey: .mlpLayerTypes)
-        let routed = try c.decodeIfPresent(Int.self, forKey: .nRoutedExperts)
-        let local = try c.decodeIfPresent(Int.self, forKey: .numLocalExperts)
-        nRoutedExperts = local ?? routed ?? 64
-        nRoutedExpertsKey = local == nil ? "n_routed_experts" : "num_local_experts"
-        numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? 4
-        nSharedExperts = try c.decodeIfPresent(Int.self, forKey: .nSharedExperts) ?? 1
-        moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .moeIntermediateSize) ?? 1536
-        routedScalingFactor = try c.decodeIfPresent(Double.self, forKey: .routedScalingFactor) ?? 1.8
-        nGroup = try c.decodeIfPresent(Int.self, forKey: .nGroup) ?? 1
-        topkGroup = try c.decodeIfPresent(Int.self, forKey: .topkGroup) ?? 1
-        normTopkProb = try c.decodeIfPresent(Bool.self, forKey: .normTopkProb) ?? true
+        experts = try DeepSeekExperts(from: decoder, configClass: .glm4MoeLite)
         let types = mlpLayerTypes
         try ConfigRules.decodingChecks {
             // Both spellings name one attribute: two values would leave it to key order.
-            if let routed, let local, routed != local {
-                throw InvalidConfigValue(key: "n_routed_experts", problem: "is \(routed), but num_local_experts (the same setting) is \(local)")
-            }
             if let rope, let headDim, rope != headDim {
                 throw InvalidConfigValue(key: "head_dim", problem: "is \(headDim), but qk_rope_head_dim (the same setting) is \(rope)")
             }
@@ -82,23 +51,13 @@ struct Glm4MoeLiteConfiguration: Decodable {
     /// Each layer's MLP type for `layers` layers (Glm4MoeLiteConfig's rule when unset).
     func layerTypes(_ layers: Int) -> [String] { MLPLayerTypes.resolved(mlpLayerTypes, layers: layers, firstDense: 1) }
 
-    /// GLM-4.5's router (Glm4MoeTopkRouter): DeepSeek-V3's sigmoid routing.
-    var routedMixture: GroupRoutedMixture {
-        GroupRoutedMixture(
-            experts: nRoutedExperts, expertsKey: nRoutedExpertsKey, expertsPerToken: numExpertsPerTok, sharedExperts: nSharedExperts,
-            inner: moeIntermediateSize, scoring: .sigmoid, groupScore: .sumOfBestTwo, groupLimited: true, groups: nGroup,
-            groupsPerToken: topkGroup, correctsSelection: true, normalizesWeights: normTopkProb, scalingFactor: routedScalingFactor)
-    }
-
     /// Refuses values transformers could not run, before anything is sized from them.
     func check(_ d: DecoderDimensions) throws {
         try ConfigRules.positive(rmsNormEps, "rms_norm_eps")
         try latent.check(d)
         try MLPLayerTypes.checkCount(mlpLayerTypes, layers: d.numHiddenLayers)
         guard layerTypes(d.numHiddenLayers).prefix(d.numHiddenLayers).contains("sparse") else { return }
-        let routed = routedMixture
-        try routed.checkExperts(hidden: d.hiddenSize)
-        try routed.checkGroups()
+        try experts.check(hidden: d.hiddenSize)
     }
 }
 
@@ -137,13 +96,11 @@ struct Glm4MoeLiteModel: DecoderFamily {
         let isSparse: @Sendable (Int) -> Bool = { $0 < types.count && types[$0] == "sparse" }
         parts = try DecoderParts(
             checkpoint, naming: LlamaModel.naming, extraLayers: predictionLayers,
-            experts: .gatedMLP(count: config.nRoutedExperts, countKey: config.nRoutedExpertsKey, isSparse: isSparse))
+            experts: config.experts.naming(isSparse: isSparse))
         let d = parts.dimensions, configPath = parts.configPath, latent = config.latent
         try ConfigRules.checks(path: configPath) { try config.check(d) }
         try latent.confirmShapes(parts)
-        try parts.confirmRouter(
-            "mlp.gate", experts: config.nRoutedExperts, expertsKey: config.nRoutedExpertsKey,
-            layers: (0..<d.numHiddenLayers).filter(isSparse))
+        try config.experts.confirm(parts, isSparse: isSparse)
         let rope = try parts.ropeSettings()
         let kept = parts.firstKeptAttention != nil
         let factor = rope.partialRotaryFactor ?? 1, width = Int(min(Double(latent.qkRopeHeadDim) * factor, Double(Int.max / 2)))
@@ -157,7 +114,6 @@ struct Glm4MoeLiteModel: DecoderFamily {
         rotary = try rope.embedding(
             headDim: kept ? latent.qkRopeHeadDim : 0, partialRotary: .honoured(default: 1), configPath: configPath)
         scale = try latent.scale(rope, configPath: configPath)
-        try config.routedMixture.confirmExpertWidth(parts, isSparse: isSparse)
     }
 
     func isSparse(_ index: Int) -> Bool { index < types.count && types[index] == "sparse" }
@@ -183,10 +139,6 @@ struct Glm4MoeLiteModel: DecoderFamily {
 
     /// Layer `index`'s MLP: dense, or router, routed experts and shared experts.
     func feedForward(layer index: Int) throws -> FeedForward {
-        let p = "layers.\(index).mlp.", activation = try parts.activation(config.hiddenAct)
-        guard isSparse(index) else {
-            return try parts.weights.gatedMLP(p, hidden: hiddenSize, inner: parts.dimensions.intermediateSize, activation: activation)
-        }
-        return try config.routedMixture.load(parts.weights, p, hidden: hiddenSize, activation: activation, sharedBias: false)
+        try config.experts.feedForward(parts, layer: index, sparse: isSparse(index), activation: try parts.activation(config.hiddenAct))
     }
 }

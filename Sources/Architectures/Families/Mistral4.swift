@@ -11,31 +11,13 @@ struct Mistral4Configuration: Decodable {
     var latent: LatentAttentionSettings
     /// nil when config.json writes null (transformers then cannot compare a layer index with it: refused).
     var firstKDenseReplace: Int?
-    /// `n_routed_experts`, which config.json may write as `num_local_experts`.
-    var nRoutedExperts: Int
-    /// The key config.json gives the expert count under, for errors.
-    var nRoutedExpertsKey: String
-    var numExpertsPerTok: Int?
-    var nSharedExperts: Int
-    var moeIntermediateSize: Int
-    var routedScalingFactor: Double
-    var nGroup: Int?
-    var topkGroup: Int?
-    var normTopkProb: Bool
+    /// The routed layers' keys (softmax routing, no correction bias).
+    var experts: DeepSeekExperts
 
     enum CodingKeys: String, CodingKey {
         case rmsNormEps = "rms_norm_eps"
         case hiddenAct = "hidden_act"
         case firstKDenseReplace = "first_k_dense_replace"
-        case nRoutedExperts = "n_routed_experts"
-        case numLocalExperts = "num_local_experts"
-        case numExpertsPerTok = "num_experts_per_tok"
-        case nSharedExperts = "n_shared_experts"
-        case moeIntermediateSize = "moe_intermediate_size"
-        case routedScalingFactor = "routed_scaling_factor"
-        case nGroup = "n_group"
-        case topkGroup = "topk_group"
-        case normTopkProb = "norm_topk_prob"
     }
 
     /// Mistral4Config's latent attention defaults.
@@ -45,43 +27,12 @@ struct Mistral4Configuration: Decodable {
 
     init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        /// A key only its absence defaults: transformers reads a written null as None.
-        func written<T: Decodable>(_ key: CodingKeys, absent: T?) throws -> T? {
-            c.contains(key) ? try c.decodeIfPresent(T.self, forKey: key) : absent
-        }
         rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
         latent = try LatentAttentionSettings(from: decoder, defaults: Self.latentDefaults)
-        firstKDenseReplace = try written(.firstKDenseReplace, absent: 0)
-        let routed = try c.decodeIfPresent(Int.self, forKey: .nRoutedExperts)
-        let local = try c.decodeIfPresent(Int.self, forKey: .numLocalExperts)
-        nRoutedExperts = local ?? routed ?? 128
-        nRoutedExpertsKey = local == nil ? "n_routed_experts" : "num_local_experts"
-        numExpertsPerTok = try written(.numExpertsPerTok, absent: 4)
-        nSharedExperts = try c.decodeIfPresent(Int.self, forKey: .nSharedExperts) ?? 1
-        moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .moeIntermediateSize) ?? 2048
-        routedScalingFactor = try c.decodeIfPresent(Double.self, forKey: .routedScalingFactor) ?? 1.0
-        nGroup = try written(.nGroup, absent: 1)
-        topkGroup = try written(.topkGroup, absent: 1)
-        // A null norm_topk_prob is None, which the router's `if` reads as false.
-        normTopkProb = try written(.normTopkProb, absent: true) ?? false
-        try ConfigRules.decodingChecks {
-            // Both spellings name one attribute: two values would leave it to key order.
-            if let routed, let local, routed != local {
-                throw InvalidConfigValue(key: "n_routed_experts", problem: "is \(routed), but num_local_experts (the same setting) is \(local)")
-            }
-        }
-    }
-
-    /// Mistral4TopkRouter: softmax scores (no correction bias), the experts
-    /// chosen within the best `topk_group` of `n_group` groups scored by
-    /// their best two, weights renormalised when `norm_topk_prob` and
-    /// scaled by `routed_scaling_factor`.
-    var routedMixture: GroupRoutedMixture {
-        GroupRoutedMixture(
-            experts: nRoutedExperts, expertsKey: nRoutedExpertsKey, expertsPerToken: numExpertsPerTok, sharedExperts: nSharedExperts,
-            inner: moeIntermediateSize, scoring: .softmax, groupScore: .sumOfBestTwo, groupLimited: true, groups: nGroup,
-            groupsPerToken: topkGroup, correctsSelection: false, normalizesWeights: normTopkProb, scalingFactor: routedScalingFactor)
+        // Only absence takes the default: transformers reads a written null as None.
+        firstKDenseReplace = c.contains(.firstKDenseReplace) ? try c.decodeIfPresent(Int.self, forKey: .firstKDenseReplace) : 0
+        experts = try DeepSeekExperts(from: decoder, configClass: .mistral4)
     }
 
     /// Whether layer `index`'s MLP is the routed experts (Mistral4DecoderLayer's rule).
@@ -97,9 +48,7 @@ struct Mistral4Configuration: Decodable {
         try ConfigRules.nonNegative(firstKDenseReplace, "first_k_dense_replace")
         // Routed layers exist only past the dense ones.
         guard firstKDenseReplace < d.numHiddenLayers else { return }
-        let routed = routedMixture
-        try routed.checkExperts(hidden: d.hiddenSize)
-        try routed.checkGroups()
+        try experts.check(hidden: d.hiddenSize)
     }
 }
 
@@ -161,13 +110,11 @@ struct Mistral4Model: DecoderFamily {
         self.config = config
         parts = try DecoderParts(
             checkpoint, placement: placement, naming: LlamaModel.naming,
-            experts: .gatedMLP(count: config.nRoutedExperts, countKey: config.nRoutedExpertsKey, isSparse: config.isSparse))
+            experts: config.experts.naming(isSparse: config.isSparse))
         let d = parts.dimensions, configPath = parts.configPath, latent = config.latent
         try ConfigRules.checks(path: configPath) { try config.check(d) }
         try latent.confirmShapes(parts)
-        try parts.confirmRouter(
-            "mlp.gate", experts: config.nRoutedExperts, expertsKey: config.nRoutedExpertsKey,
-            layers: (0..<d.numHiddenLayers).filter(config.isSparse))
+        try config.experts.confirm(parts, isSparse: config.isSparse)
         // Mistral4Config sets head_dim to qk_nope_head_dim + qk_rope_head_dim, and the
         // partial_rotary_factor it defaults by it; a head_dim config.json writes is set after both.
         let share = Double(latent.qkRopeHeadDim) / Double(latent.queryKeyDim), headDim = d.headDim ?? latent.queryKeyDim
@@ -190,7 +137,6 @@ struct Mistral4Model: DecoderFamily {
             configPath: configPath)
         scale = try latent.scale(rope, configPath: configPath)
         self.temperature = temperature
-        try config.routedMixture.confirmExpertWidth(parts, isSparse: config.isSparse)
     }
 
     /// An export without some blocks writes `first_k_dense_replace` for the
@@ -215,10 +161,6 @@ struct Mistral4Model: DecoderFamily {
     /// Layer `index`'s MLP: dense below `first_k_dense_replace`, else router,
     /// routed experts and shared experts.
     func feedForward(layer index: Int) throws -> FeedForward {
-        let p = "layers.\(index).mlp.", activation = try parts.activation(config.hiddenAct)
-        guard config.isSparse(index) else {
-            return try parts.weights.gatedMLP(p, hidden: hiddenSize, inner: parts.dimensions.intermediateSize, activation: activation)
-        }
-        return try config.routedMixture.load(parts.weights, p, hidden: hiddenSize, activation: activation, sharedBias: false)
+        try config.experts.feedForward(parts, layer: index, sparse: config.isSparse(index), activation: try parts.activation(config.hiddenAct))
     }
 }

@@ -1,0 +1,163 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// The routed-expert keys of DeepSeek-V3's config class and the classes
+/// derived from it (GLM-4.5, GLM-4.7-Flash, Solar Open, Mistral Small 4,
+/// dots.llm1, EXAONE MoE), resolved with one class's defaults, and the
+/// layer they describe (`GroupRoutedMixture`): a router `mlp.gate` choosing
+/// `num_experts_per_tok` of `n_routed_experts` SwiGLU experts of width
+/// `moe_intermediate_size` within the best `topk_group` of `n_group` groups,
+/// weights renormalised when `norm_topk_prob` and scaled by
+/// `routed_scaling_factor`, plus `n_shared_experts` shared experts. Source:
+/// transformers' `DeepseekV3Config` / `DeepseekV3MoE` and the derived
+/// classes' configuration and modeling files.
+///
+/// Only a key's absence takes the class's default: a written null is None
+/// in transformers (a count it cannot build from: refused when the routed
+/// layers need it; a flag its `if` reads as false). The classes whose
+/// fields refuse None have config.json's null refused before this is read.
+struct DeepSeekExperts: Sendable {
+    /// What distinguishes one config class: its defaults (nil: None), its
+    /// key names and its router.
+    struct ConfigClass: Sendable {
+        var nRoutedExperts: Int?
+        var numExpertsPerTok: Int?
+        var nSharedExperts: Int?
+        var moeIntermediateSize: Int
+        var routedScalingFactor: Double
+        var nGroup: Int? = 1
+        var topkGroup: Int? = 1
+        var normTopkProb = true
+        /// Sigmoid scores ranked with a correction bias (DeepSeek-V3's
+        /// router), or softmax scores without one (Mistral4TopkRouter).
+        var scoring: GroupLimitedTopK.Scoring = .sigmoid
+        /// The keys of the expert counts: `n_routed_experts`, which
+        /// `num_local_experts` spells too (the attribute map of most
+        /// classes), and `n_shared_experts`.
+        var expertsKey = "n_routed_experts"
+        var expertsAlias: String? = "num_local_experts"
+        var sharedExpertsKey = "n_shared_experts"
+        /// Where, under the MLP prefix, the correction bias may be stored.
+        var correctionBiasNames = ["gate.e_score_correction_bias"]
+        /// The class's name, for errors about its None defaults.
+        var name: String
+
+        static let glm4Moe = ConfigClass(
+            nRoutedExperts: 128, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 1408, routedScalingFactor: 1,
+            name: "Glm4MoeConfig")
+        static let glm4MoeLite = ConfigClass(
+            nRoutedExperts: 64, numExpertsPerTok: 4, nSharedExperts: 1, moeIntermediateSize: 1536, routedScalingFactor: 1.8,
+            name: "Glm4MoeLiteConfig")
+        static let solarOpen = ConfigClass(
+            nRoutedExperts: 128, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 1280, routedScalingFactor: 1,
+            name: "SolarOpenConfig")
+        static let mistral4 = ConfigClass(
+            nRoutedExperts: 128, numExpertsPerTok: 4, nSharedExperts: 1, moeIntermediateSize: 2048, routedScalingFactor: 1,
+            scoring: .softmax, name: "Mistral4Config")
+        static let dots1 = ConfigClass(
+            nRoutedExperts: nil, numExpertsPerTok: nil, nSharedExperts: nil, moeIntermediateSize: 1408, routedScalingFactor: 1,
+            normTopkProb: false, name: "Dots1Config")
+        /// ExaoneMoeConfig names the counts `num_experts` and `num_shared_experts`;
+        /// its checkpoints may store the bias beside the router.
+        static let exaoneMoe = ConfigClass(
+            nRoutedExperts: 64, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 1024, routedScalingFactor: 2.5,
+            expertsKey: "num_experts", expertsAlias: nil, sharedExpertsKey: "num_shared_experts",
+            correctionBiasNames: ["gate.e_score_correction_bias", "e_score_correction_bias"], name: "ExaoneMoeConfig")
+    }
+
+    let configClass: ConfigClass
+    /// nil: None (no count to build the routed layers from).
+    var nRoutedExperts: Int?
+    /// The key config.json gives the expert count under, for errors.
+    var nRoutedExpertsKey: String
+    var numExpertsPerTok: Int?
+    var nSharedExperts: Int?
+    var moeIntermediateSize: Int
+    var routedScalingFactor: Double
+    var nGroup: Int?
+    var topkGroup: Int?
+    var normTopkProb: Bool
+
+    private struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ name: String) { stringValue = name }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    /// The keys as `configClass` reads them from the config object `decoder` is at.
+    /// - Throws: `DecodingError` for a value of the wrong kind, or for
+    ///   `n_routed_experts` and its alias both written with different values.
+    init(from decoder: Decoder, configClass: ConfigClass) throws {
+        let c = try decoder.container(keyedBy: Key.self)
+        func written<T: Decodable>(_ key: String, absent: T?) throws -> T? {
+            c.contains(Key(key)) ? try c.decodeIfPresent(T.self, forKey: Key(key)) : absent
+        }
+        self.configClass = configClass
+        let routed: Int?? = c.contains(Key(configClass.expertsKey)) ? .some(try written(configClass.expertsKey, absent: nil)) : nil
+        let alias = configClass.expertsAlias.flatMap { c.contains(Key($0)) ? $0 : nil }
+        let local: Int?? = try alias.map { try written($0, absent: nil) }
+        nRoutedExperts = local ?? routed ?? configClass.nRoutedExperts
+        nRoutedExpertsKey = alias ?? configClass.expertsKey
+        numExpertsPerTok = try written("num_experts_per_tok", absent: configClass.numExpertsPerTok)
+        nSharedExperts = try written(configClass.sharedExpertsKey, absent: configClass.nSharedExperts)
+        moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: Key("moe_intermediate_size")) ?? configClass.moeIntermediateSize
+        routedScalingFactor = try c.decodeIfPresent(Double.self, forKey: Key("routed_scaling_factor")) ?? configClass.routedScalingFactor
+        nGroup = try written("n_group", absent: configClass.nGroup)
+        topkGroup = try written("topk_group", absent: configClass.topkGroup)
+        normTopkProb = try written("norm_topk_prob", absent: configClass.normTopkProb) ?? false
+        try ConfigRules.decodingChecks {
+            // Both spellings name one attribute: two values would leave it to key order.
+            if let routed, let alias, let local, routed != local {
+                func text(_ value: Int?) -> String { value.map(String.init) ?? "null" }
+                throw InvalidConfigValue(
+                    key: configClass.expertsKey, problem: "is \(text(routed)), but \(alias) (the same setting) is \(text(local))")
+            }
+        }
+    }
+
+    /// The routed layers, as `GroupRoutedMixture` builds and checks them.
+    var mixture: GroupRoutedMixture {
+        GroupRoutedMixture(
+            experts: nRoutedExperts ?? 0, expertsKey: nRoutedExpertsKey, expertsPerToken: numExpertsPerTok,
+            sharedExperts: nSharedExperts ?? 0, inner: moeIntermediateSize, scoring: configClass.scoring, groupScore: .sumOfBestTwo,
+            groupLimited: true, groups: nGroup, groupsPerToken: topkGroup, correctsSelection: configClass.scoring == .sigmoid,
+            normalizesWeights: normTopkProb, scalingFactor: routedScalingFactor, sharedExpertsKey: configClass.sharedExpertsKey,
+            correctionBiasNames: configClass.correctionBiasNames)
+    }
+
+    /// The routed layers' experts under `mlp.experts.`.
+    func naming(isSparse: @escaping (Int) -> Bool) -> ExpertNaming {
+        .gatedMLP(count: nRoutedExperts ?? 0, countKey: nRoutedExpertsKey, isSparse: isSparse)
+    }
+
+    /// Refuses counts, widths and groups transformers could not build or
+    /// run the routed layers from (called only when some layer is routed).
+    func check(hidden: Int) throws {
+        for (value, key) in [(nRoutedExperts, nRoutedExpertsKey), (nSharedExperts, configClass.sharedExpertsKey)] where value == nil {
+            throw InvalidConfigValue(key: key, problem: "must be set for the routed layers (\(configClass.name)'s default is None)")
+        }
+        let routed = mixture
+        try routed.checkExperts(hidden: hidden)
+        try routed.checkGroups()
+    }
+
+    /// The first kept routed layer's router and experts against the
+    /// counts and `moe_intermediate_size`, before any expert is read.
+    func confirm(_ parts: DecoderParts, isSparse: (Int) -> Bool) throws {
+        let routed = (0..<parts.dimensions.numHiddenLayers).filter(isSparse)
+        try parts.confirmRouter("mlp.gate", experts: nRoutedExperts ?? 0, expertsKey: nRoutedExpertsKey, layers: routed)
+        try mixture.confirmExpertWidth(parts, isSparse: isSparse)
+    }
+
+    /// Layer `index`'s MLP under `layers.<index>.mlp.`: router, routed and
+    /// shared experts when `sparse`, else the dense SwiGLU of `intermediate_size`.
+    func feedForward(_ parts: DecoderParts, layer index: Int, sparse: Bool, activation: Activation) throws -> FeedForward {
+        let p = "layers.\(index).mlp.", d = parts.dimensions.hiddenSize
+        guard sparse else { return try parts.weights.gatedMLP(p, hidden: d, inner: parts.dimensions.intermediateSize, activation: activation) }
+        return try mixture.load(parts.weights, p, hidden: d, activation: activation, sharedBias: false)
+    }
+}
