@@ -4,8 +4,8 @@ import Foundation
 import TensorEngine
 
 /// The routed-expert keys of DeepSeek-V3's config class and the classes
-/// derived from it (GLM-4.5, GLM-4.7-Flash, Solar Open, Mistral Small 4,
-/// dots.llm1, EXAONE MoE), resolved with one class's defaults, and the
+/// derived from it (GLM-4.5, GLM-4.7-Flash, DeepSeek-V3.2, Solar Open,
+/// Mistral Small 4, dots.llm1, EXAONE MoE), resolved with one class's defaults, and the
 /// layer they describe (`GroupRoutedMixture`): a router `mlp.gate` choosing
 /// `num_experts_per_tok` of `n_routed_experts` SwiGLU experts of width
 /// `moe_intermediate_size` within the best `topk_group` of `n_group` groups,
@@ -50,6 +50,9 @@ struct DeepSeekExperts: Sendable {
         static let glm4MoeLite = ConfigClass(
             nRoutedExperts: 64, numExpertsPerTok: 4, nSharedExperts: 1, moeIntermediateSize: 1536, routedScalingFactor: 1.8,
             name: "Glm4MoeLiteConfig")
+        static let deepseekV32 = ConfigClass(
+            nRoutedExperts: 256, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 2048, routedScalingFactor: 2.5,
+            nGroup: 8, topkGroup: 4, name: "DeepseekV32Config")
         static let solarOpen = ConfigClass(
             nRoutedExperts: 128, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 1280, routedScalingFactor: 1,
             name: "SolarOpenConfig")

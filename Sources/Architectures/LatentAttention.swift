@@ -11,12 +11,26 @@ public enum QKVProjection: Sendable {
     case latent(LatentQKVProjection)
 
     /// The rows for `x` [rows, hidden]: [rows, layout.width]. `positions` are
-    /// the rows' positions, for a projection that rotates its own parts.
-    public func callAsFunction(_ x: Matrix, positions: [Int]) -> Matrix {
+    /// the rows' positions, for a projection that rotates its own parts;
+    /// `queryLatent`, the latent projection's `queryLatent(x)` when already
+    /// computed.
+    public func callAsFunction(_ x: Matrix, positions: [Int], queryLatent: Matrix? = nil) -> Matrix {
         switch self {
         case .fused(let linear): linear(x)
-        case .latent(let latent): latent(x, positions: positions)
+        case .latent(let latent): latent(x, positions: positions, queryLatent: queryLatent)
         }
+    }
+
+    /// Whether `queryLatent` gives one: a latent projection's low-rank query path.
+    public var hasQueryLatent: Bool {
+        guard case .latent(let latent) = self, case .lowRank = latent.query else { return false }
+        return true
+    }
+
+    /// A latent projection's low-rank query latent of `x` (nil for any other).
+    public func queryLatent(_ x: Matrix) -> Matrix? {
+        guard case .latent(let latent) = self else { return nil }
+        return latent.queryLatent(x)
     }
 
     /// Columns of the projected rows.
@@ -120,13 +134,21 @@ public struct LatentQKVProjection: Sendable {
         }
     }
 
+    /// The low-rank query path's latent norm(q_a_proj(x)) [rows, q_lora_rank]
+    /// (nil for the direct q_proj), which DeepSeek Sparse Attention's indexer
+    /// reads too.
+    public func queryLatent(_ x: Matrix) -> Matrix? {
+        guard case .lowRank(let down, let norm, _) = query else { return nil }
+        return norm(down(x))
+    }
+
     /// The q | k | v rows [rows, layout.width] of `x` [rows, hidden], rotated
-    /// to `positions`.
-    public func callAsFunction(_ x: Matrix, positions: [Int]) -> Matrix {
+    /// to `positions`; `queryLatent` is `queryLatent(x)` when already computed.
+    public func callAsFunction(_ x: Matrix, positions: [Int], queryLatent: Matrix? = nil) -> Matrix {
         var queries: Matrix
         switch query {
         case .direct(let q): queries = q(x)
-        case .lowRank(let down, let norm, let up): queries = up(norm(down(x)))
+        case .lowRank(let down, let norm, let up): queries = up(queryLatent ?? norm(down(x)))
         }
         var compressed = keyValueDown(x)
         let rank = compressed.cols - ropeDim

@@ -4,8 +4,8 @@ import Foundation
 import TensorEngine
 
 /// The config.json keys of multi-head latent attention (`LatentQKVProjection`)
-/// as DeepSeek-V2/V3, Mistral 4 (`mistral4`) and GLM-4.7-Flash
-/// (`glm4_moe_lite`) read them, with the refusals, shape confirmations
+/// as DeepSeek-V2/V3, Mistral 4 (`mistral4`), GLM-4.7-Flash
+/// (`glm4_moe_lite`) and DeepSeek-V3.2 (`deepseek_v32`) read them, with the refusals, shape confirmations
 /// and attention each of them builds alike. Each family decodes the keys
 /// with its own config class's defaults.
 struct LatentAttentionSettings {
@@ -147,9 +147,11 @@ struct LatentAttentionSettings {
 
     /// Layer `index`'s latent attention (under "layers.<index>.self_attn."):
     /// the rope parts rotated by `rotary`, the queries then multiplied by
-    /// `queryTemperature` when given (Mistral 4).
+    /// `queryTemperature` when given (Mistral 4), each query attending only
+    /// to the keys `indexer` chooses when given (DeepSeek-V3.2).
     func attention(
-        _ parts: DecoderParts, layer index: Int, rotary: RotaryEmbedding, scale: Float, queryTemperature: QueryTemperature? = nil
+        _ parts: DecoderParts, layer index: Int, rotary: RotaryEmbedding, scale: Float, queryTemperature: QueryTemperature? = nil,
+        indexer: SparseAttentionIndexer? = nil
     ) throws -> SelfAttention {
         let weights = parts.weights, d = parts.dimensions.hiddenSize, heads = parts.dimensions.numAttentionHeads
         let p = "layers.\(index).self_attn."
@@ -186,6 +188,6 @@ struct LatentAttentionSettings {
             output: LatentQKVProjection.paddedOutput(
                 try weights.linear(p + "o_proj", in: heads * vHeadDim, out: d, bias: attentionBias),
                 numHeads: heads, valueDim: vHeadDim, headDim: layout.headDim),
-            scale: scale, queryTemperature: queryTemperature)
+            scale: scale, queryTemperature: queryTemperature, indexer: indexer)
     }
 }

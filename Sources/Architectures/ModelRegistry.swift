@@ -31,6 +31,7 @@ public enum ModelRegistry {
         "cohere2": CohereModel.self,
         "deepseek_v2": DeepSeekModel.self,
         "deepseek_v3": DeepSeekModel.self,
+        "deepseek_v32": Glm4MoeLiteModel.self,
         "dots1": Dots1Model.self,
         "ernie4_5": InterleavedLlamaModel.self,
         "ernie4_5_moe": Ernie4_5MoeModel.self,

@@ -53,6 +53,9 @@ public struct SelfAttention: Sendable {
     /// sigmoid(gate x) of the layer input before `output` (Qwen3-Next's and
     /// Qwen3.5's gated attention, whose q_proj yields the gate with the queries).
     public let outputGate: Linear?
+    /// DeepSeek Sparse Attention's indexer: each query attends only to the
+    /// keys it chooses (a latent projection with a low-rank query path).
+    public let indexer: SparseAttentionIndexer?
 
     public init(
         qkv: Linear, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
@@ -74,9 +77,10 @@ public struct SelfAttention: Sendable {
         projection: QKVProjection, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
         logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil,
-        chunkSize: Int? = nil, valueNorm: Normalization? = nil, outputGate: Linear? = nil
+        chunkSize: Int? = nil, valueNorm: Normalization? = nil, outputGate: Linear? = nil, indexer: SparseAttentionIndexer? = nil
     ) {
         precondition(projection.outFeatures == layout.width)
+        precondition(indexer == nil || (projection.hasQueryLatent && slidingWindow == nil && chunkSize == nil))
         precondition(chunkSize.map { $0 > 0 } ?? true)
         precondition(valueNorm == nil || layout.arrangement == .grouped)
         precondition(outputGate == nil || outputGate!.outFeatures == layout.queryWidth)
@@ -102,14 +106,15 @@ public struct SelfAttention: Sendable {
         self.chunkSize = chunkSize
         self.valueNorm = valueNorm
         self.outputGate = outputGate
+        self.indexer = indexer
     }
 
     /// Queries, keys and values of `x`, ready to attend: projected,
     /// normalised, clipped and rotated to the rows' `positions` (rotated,
     /// then normalised, when `queryKeyNormAfterRotary`), and the queries
     /// scaled by `queryTemperature`.
-    public func projectedQKV(_ x: Matrix, positions: [Int]) -> Matrix {
-        var projected = projection(x, positions: positions)
+    public func projectedQKV(_ x: Matrix, positions: [Int], queryLatent: Matrix? = nil) -> Matrix {
+        var projected = projection(x, positions: positions, queryLatent: queryLatent)
         if let valueNorm {
             valueNorm.apply(
                 inPlace: &projected, columns: (layout.queryWidth + layout.keyWidth)..<layout.width, pieceWidth: layout.headDim)
@@ -157,9 +162,11 @@ public struct SelfAttention: Sendable {
     }
 
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
+        let latent = indexer == nil ? nil : projection.queryLatent(x)
         let attended = causalAttention(
-            qkv: projectedQKV(x, positions: batch.positions), layout: layout, sequences: batch.sequences, scale: scale,
-            slidingWindow: slidingWindow, logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi, chunkSize: chunkSize)
+            qkv: projectedQKV(x, positions: batch.positions, queryLatent: latent), layout: layout, sequences: batch.sequences,
+            scale: scale, slidingWindow: slidingWindow, logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi,
+            chunkSize: chunkSize, keySelection: indexer.map { $0.select(x, queryLatent: latent!, batch: batch) })
         return finish(attended, input: x)
     }
 

@@ -24,7 +24,7 @@ final class IncrementalDecoder {
         self.blocks = blocks
         caches = blocks.map { block in
             guard case .attention(let attention)? = block?.attention?.mixer else { return nil }
-            return KeyValueCache(layout: attention.layout, capacity: capacity)
+            return KeyValueCache(attention, capacity: capacity)
         }
         states = blocks.map { block in
             guard case .gatedDeltaNet(let net)? = block?.attention?.mixer else { return nil }
@@ -119,13 +119,16 @@ struct KeyValueCache {
     let layout: QKVLayout
     private var keys: [Float]
     private var values: [Float]
+    /// The sparse-attention indexer's keys [capacity, dim] (empty without one).
+    private var indexerKeys: [Float]
     private(set) var length = 0
     private let roundsToBF16 = MatrixArithmetic.current.roundsToBF16
 
-    init(layout: QKVLayout, capacity: Int) {
-        self.layout = layout
+    init(_ attention: SelfAttention, capacity: Int) {
+        layout = attention.layout
         keys = [Float](repeating: 0, count: capacity * layout.numKVHeads * layout.headDim)
         values = keys
+        indexerKeys = [Float](repeating: 0, count: capacity * (attention.indexer?.dim ?? 0))
     }
 
     var width: Int { layout.numKVHeads * layout.headDim }
@@ -136,7 +139,10 @@ struct KeyValueCache {
     /// at `positions`) over each other, appending their keys and values;
     /// returns the output projection.
     mutating func prefill(_ x: Matrix, with attention: SelfAttention, positions: [Int]) -> Matrix {
-        let qkv = attention.projectedQKV(x, positions: positions)
+        let latent = attention.indexer == nil ? nil : attention.projection.queryLatent(x)
+        let qkv = attention.projectedQKV(x, positions: positions, queryLatent: latent)
+        let indexed = attention.indexer.map { $0.project(x, queryLatent: latent!, positions: positions) }
+        if let indexed { indexerKeys.replaceSubrange(length * indexed.keys.cols..<(length + x.rows) * indexed.keys.cols, with: indexed.keys.data) }
         let headDim = layout.headDim, width = self.width
         for row in 0..<qkv.rows {
             for g in 0..<layout.numKVHeads {
@@ -150,13 +156,15 @@ struct KeyValueCache {
         return attention.finish(causalAttention(
             qkv: qkv, layout: layout, sequences: [0..<qkv.rows], scale: attention.scale,
             slidingWindow: attention.slidingWindow, logitSoftcap: attention.logitSoftcap, sinkLogits: attention.sinkLogits,
-            alibi: attention.alibi, chunkSize: attention.chunkSize), input: x)
+            alibi: attention.alibi, chunkSize: attention.chunkSize,
+            keySelection: indexed.map { attention.indexer!.selection($0, sequences: [0..<qkv.rows]) }), input: x)
     }
 
     /// Attention of the new token over the cache (itself included), after
     /// appending its key and value; returns the output projection.
     mutating func attend(_ x: Matrix, with attention: SelfAttention, position: Int) -> Matrix {
-        var qkv = attention.projectedQKV(x, positions: [position])
+        let latent = attention.indexer == nil ? nil : attention.projection.queryLatent(x)
+        var qkv = attention.projectedQKV(x, positions: [position], queryLatent: latent)
         // One row: rounding it whole rounds the query, key and value alike.
         if roundsToBF16 { qkv.data = BFloat16.rounded(qkv.data) }
         let layout = self.layout, headDim = layout.headDim, width = self.width
@@ -165,6 +173,13 @@ struct KeyValueCache {
                 keys[length * width + g * headDim + j] = qkv.data[layout.keyOffset(kvHead: g) + j]
                 values[length * width + g * headDim + j] = qkv.data[layout.valueOffset(kvHead: g) + j]
             }
+        }
+        // The keys the sparse-attention indexer keeps for the new token (nil: all).
+        var kept: Set<Int>?
+        if let indexer = attention.indexer {
+            let indexed = indexer.project(x, queryLatent: latent!, positions: [position])
+            indexerKeys.replaceSubrange(length * indexer.dim..<(length + 1) * indexer.dim, with: indexed.keys.data)
+            if length + 1 > indexer.topK { kept = Set(indexer.chosenKeys(indexed, row: 0, keys: indexerKeys, keyRows: 0..<(length + 1))) }
         }
         length += 1
         // The cache holds positions 0..<length; the new token is at length - 1.
@@ -190,6 +205,9 @@ struct KeyValueCache {
                         }
                         if let cap = attention.logitSoftcap {
                             for j in 0..<visible { scores[j] = tanh(scores[j] / cap) * cap }
+                        }
+                        if let kept {
+                            for j in 0..<visible where !kept.contains(first + j) { scores[j] = -.infinity }
                         }
                         let maximum = scores.max() ?? 0
                         if let sink = attention.sinkLogits?[head] {

@@ -77,10 +77,13 @@ public struct QKVLayout: Sendable {
 /// `chunkSize` (optional) cuts each sequence into chunks of that many
 /// positions from 0: a query sees only the earlier keys of its own chunk
 /// (Llama 4's chunked attention; see `firstVisibleKey`).
+///
+/// `keySelection` (optional, by row of `qkv`) limits a query to the keys
+/// chosen for it (DeepSeek Sparse Attention): the others get no weight.
 public func causalAttention(
     qkv: Matrix, layout: QKVLayout, sequences: [Range<Int>], scale: Float,
     slidingWindow: Int? = nil, logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil,
-    alibi: ALiBi? = nil, chunkSize: Int? = nil, arithmetic: MatrixArithmetic = .current
+    alibi: ALiBi? = nil, chunkSize: Int? = nil, keySelection: KeySelection? = nil, arithmetic: MatrixArithmetic = .current
 ) -> Matrix {
     precondition(qkv.cols == layout.width)
     precondition(chunkSize.map { $0 > 0 } ?? true)
@@ -148,6 +151,9 @@ public func causalAttention(
                                 let biases = head * longest + keyStart + alibi!.tableOffset(length: sequence.count, longest: longest)
                                 for j in visible { row[j] += alibiTable[biases + j] }
                             }
+                            keySelection?.mask(
+                                row: sequence.lowerBound + query, scores: row + visible.lowerBound,
+                                keys: (keyStart + visible.lowerBound)..<(keyStart + visible.upperBound))
                             maskedSoftmax(
                                 row, count: keyCount, visible: visible, softcap: logitSoftcap, sinkLogit: sinkLogits?[head])
                         }
