@@ -4,7 +4,7 @@ import Foundation
 import TensorEngine
 
 /// The routed-expert keys of DeepSeek-V3's config class and the classes
-/// derived from it (GLM-4.5, GLM-4.7-Flash, DeepSeek-V3.2, Solar Open,
+/// derived from it (GLM-4.5, GLM-4.7-Flash, DeepSeek-V3.2, GLM-5, Solar Open,
 /// Mistral Small 4, dots.llm1, EXAONE MoE), resolved with one class's defaults, and the
 /// layer they describe (`GroupRoutedMixture`): a router `mlp.gate` choosing
 /// `num_experts_per_tok` of `n_routed_experts` SwiGLU experts of width
@@ -53,6 +53,9 @@ struct DeepSeekExperts: Sendable {
         static let deepseekV32 = ConfigClass(
             nRoutedExperts: 256, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 2048, routedScalingFactor: 2.5,
             nGroup: 8, topkGroup: 4, name: "DeepseekV32Config")
+        static let glmMoeDsa = ConfigClass(
+            nRoutedExperts: 256, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 2048, routedScalingFactor: 2.5,
+            name: "GlmMoeDsaConfig")
         static let solarOpen = ConfigClass(
             nRoutedExperts: 128, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 1280, routedScalingFactor: 1,
             name: "SolarOpenConfig")

@@ -48,6 +48,7 @@ public enum ModelRegistry {
         "glm4": GlmModel.self,
         "glm4_moe": Glm4MoeModel.self,
         "glm4_moe_lite": Glm4MoeLiteModel.self,
+        "glm_moe_dsa": Glm4MoeLiteModel.self,
         "gpt2": GPT2Model.self,
         "gpt_bigcode": GPT2Model.self,
         "gpt_neo": GPTNeoModel.self,

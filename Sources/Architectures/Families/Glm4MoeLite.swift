@@ -3,12 +3,50 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// The keys of `glm4_moe_lite`'s or `deepseek_v32`'s config.json besides
-/// the sizes, with Glm4MoeLiteConfig's or DeepseekV32Config's defaults
-/// (DeepseekV32Config derives from Glm4MoeLiteConfig).
+/// The keys of `glm4_moe_lite`'s, `deepseek_v32`'s or `glm_moe_dsa`'s
+/// config.json besides the sizes, with their config class's defaults
+/// (DeepseekV32Config derives from Glm4MoeLiteConfig, GlmMoeDsaConfig from
+/// DeepseekV32Config).
 struct Glm4MoeLiteConfiguration: Decodable {
-    /// DeepSeek-V3.2's (`deepseek_v32`): sparse attention, 3 dense layers by default.
-    var isDeepseekV32: Bool
+    /// What distinguishes the config classes.
+    struct ConfigClass {
+        var latentDefaults: LatentAttentionSettings
+        var experts: DeepSeekExperts.ConfigClass
+        var rmsNormEps: Double
+        /// `first_k_dense_replace`'s default; nil: not read (layer 0 dense).
+        var firstKDenseReplace: Int?
+        /// DeepSeek Sparse Attention's `index_topk`, `index_head_dim` and
+        /// `index_n_heads` defaults; nil: no indexer.
+        var indexer: (topK: Int, headDim: Int, heads: Int)?
+        /// Whether the indexer rotates interleaved pairs (GlmMoeDsaIndexer).
+        var indexerRopeInterleave = false
+
+        static let glm4MoeLite = ConfigClass(
+            latentDefaults: LatentAttentionSettings(
+                qLoraRank: 768, kvLoraRank: 512, qkNopeHeadDim: 192, qkRopeHeadDim: 64, vHeadDim: 256, ropeInterleave: true,
+                attentionBias: false),
+            experts: .glm4MoeLite, rmsNormEps: 1e-5, firstKDenseReplace: nil, indexer: nil)
+        static let deepseekV32 = ConfigClass(
+            latentDefaults: LatentAttentionSettings(
+                qLoraRank: 1536, kvLoraRank: 512, qkNopeHeadDim: 128, qkRopeHeadDim: 64, vHeadDim: 128, ropeInterleave: true,
+                attentionBias: false),
+            experts: .deepseekV32, rmsNormEps: 1e-6, firstKDenseReplace: 3, indexer: (2048, 128, 64))
+        static let glmMoeDsa = ConfigClass(
+            latentDefaults: LatentAttentionSettings(
+                qLoraRank: 2048, kvLoraRank: 512, qkNopeHeadDim: 192, qkRopeHeadDim: 64, vHeadDim: 256, ropeInterleave: true,
+                attentionBias: false),
+            experts: .glmMoeDsa, rmsNormEps: 1e-5, firstKDenseReplace: 3, indexer: (2048, 128, 32), indexerRopeInterleave: true)
+
+        static func of(_ modelType: String) -> ConfigClass {
+            switch modelType {
+            case "deepseek_v32": deepseekV32
+            case "glm_moe_dsa": glmMoeDsa
+            default: glm4MoeLite
+            }
+        }
+    }
+
+    let configClass: ConfigClass
     var rmsNormEps: Double
     var hiddenAct: String
     var latent: LatentAttentionSettings
@@ -19,13 +57,43 @@ struct Glm4MoeLiteConfiguration: Decodable {
     var firstKDenseReplace: Int
     /// The routed layers' keys.
     var experts: DeepSeekExperts
-    /// DeepSeek Sparse Attention's indexer (`deepseek_v32`): `index_topk`
-    /// keys per query, `index_n_heads` heads of `index_head_dim`.
+    /// DeepSeek Sparse Attention's indexer (`deepseek_v32`, `glm_moe_dsa`):
+    /// `index_topk` keys per query, `index_n_heads` heads of `index_head_dim`.
     var indexTopk: Int?
     var indexHeadDim: Int
     var indexNHeads: Int
-    /// `layer_types` (`deepseek_v32`): every layer "indexed_attention".
+    /// `layer_types` (with an indexer): every layer "indexed_attention".
     var layerTypes: [String]?
+    /// GLM-5's indexer type of each layer, as GlmMoeDsaConfig resolves it:
+    /// "full" layers run their indexer, "shared" ones reuse the previous
+    /// full layer's choice.
+    var indexerTypes: IndexerTypes?
+
+    enum IndexerTypes {
+        /// `indexer_types`, or `index_topk_pattern`, and the key.
+        case listed([String], key: String)
+        /// Full where max(i − `index_skip_topk_offset` + 1, 0) is a multiple
+        /// of `index_topk_freq` (at least 1).
+        case every(freq: Int, offset: Int)
+
+        /// The key the types come from, for errors.
+        var key: String {
+            switch self {
+            case .listed(_, let key): key
+            case .every: "index_topk_freq"
+            }
+        }
+
+        /// Layer `index`'s type; nil past a list's end.
+        func type(_ index: Int) -> String? {
+            switch self {
+            case .listed(let types, _): return index < types.count ? types[index] : nil
+            case .every(let freq, let offset):
+                // Python's integers: no overflow, whatever the offset.
+                return max(Int128(index) - Int128(offset) + 1, 0) % Int128(freq) == 0 ? "full" : "shared"
+            }
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
         case modelType = "model_type"
@@ -39,38 +107,49 @@ struct Glm4MoeLiteConfiguration: Decodable {
         case indexHeadDim = "index_head_dim"
         case indexNHeads = "index_n_heads"
         case layerTypes = "layer_types"
+        case indexerTypes = "indexer_types"
+        case indexTopkPattern = "index_topk_pattern"
+        case indexTopkFreq = "index_topk_freq"
+        case indexSkipTopkOffset = "index_skip_topk_offset"
     }
-
-    /// Glm4MoeLiteConfig's latent attention defaults.
-    static let latentDefaults = LatentAttentionSettings(
-        qLoraRank: 768, kvLoraRank: 512, qkNopeHeadDim: 192, qkRopeHeadDim: 64, vHeadDim: 256, ropeInterleave: true,
-        attentionBias: false)
-    /// DeepseekV32Config's.
-    static let deepseekV32LatentDefaults = LatentAttentionSettings(
-        qLoraRank: 1536, kvLoraRank: 512, qkNopeHeadDim: 128, qkRopeHeadDim: 64, vHeadDim: 128, ropeInterleave: true,
-        attentionBias: false)
 
     init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        let v32 = try c.decode(String.self, forKey: .modelType) == "deepseek_v32"
-        isDeepseekV32 = v32
-        rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? (v32 ? 1e-6 : 1e-5)
+        let configClass = ConfigClass.of(try c.decode(String.self, forKey: .modelType))
+        let indexed = configClass.indexer != nil
+        self.configClass = configClass
+        rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? configClass.rmsNormEps
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
-        latent = try LatentAttentionSettings(from: decoder, defaults: v32 ? Self.deepseekV32LatentDefaults : Self.latentDefaults)
+        latent = try LatentAttentionSettings(from: decoder, defaults: configClass.latentDefaults)
         // Glm4MoeLiteConfig maps head_dim onto qk_rope_head_dim, set over the field;
         // DeepseekV32Config sets head_dim to qk_rope_head_dim instead.
         let rope = try c.decodeIfPresent(Int.self, forKey: .qkRopeHeadDim)
-        let headDim = v32 ? nil : try c.decodeIfPresent(Int.self, forKey: .headDim)
+        let headDim = indexed ? nil : try c.decodeIfPresent(Int.self, forKey: .headDim)
         if let headDim { latent.qkRopeHeadDim = headDim }
         // DeepseekV32Attention rotates interleaved pairs whatever rope_interleave says.
-        if v32 { latent.ropeInterleave = true }
+        if indexed { latent.ropeInterleave = true }
         mlpLayerTypes = try c.decodeIfPresent([String].self, forKey: .mlpLayerTypes)
-        firstKDenseReplace = v32 ? try c.decodeIfPresent(Int.self, forKey: .firstKDenseReplace) ?? 3 : 1
-        experts = try DeepSeekExperts(from: decoder, configClass: v32 ? .deepseekV32 : .glm4MoeLite)
-        indexTopk = v32 ? try c.decodeIfPresent(Int.self, forKey: .indexTopk) ?? 2048 : nil
-        indexHeadDim = try c.decodeIfPresent(Int.self, forKey: .indexHeadDim) ?? 128
-        indexNHeads = try c.decodeIfPresent(Int.self, forKey: .indexNHeads) ?? 64
-        layerTypes = v32 ? try c.decodeIfPresent([String].self, forKey: .layerTypes) : nil
+        firstKDenseReplace = try configClass.firstKDenseReplace.map { try c.decodeIfPresent(Int.self, forKey: .firstKDenseReplace) ?? $0 } ?? 1
+        experts = try DeepSeekExperts(from: decoder, configClass: configClass.experts)
+        indexTopk = try configClass.indexer.map { try c.decodeIfPresent(Int.self, forKey: .indexTopk) ?? $0.topK }
+        indexHeadDim = try c.decodeIfPresent(Int.self, forKey: .indexHeadDim) ?? configClass.indexer?.headDim ?? 0
+        indexNHeads = try c.decodeIfPresent(Int.self, forKey: .indexNHeads) ?? configClass.indexer?.heads ?? 0
+        layerTypes = indexed ? try c.decodeIfPresent([String].self, forKey: .layerTypes) : nil
+        if configClass.indexerRopeInterleave {
+            // GlmMoeDsaConfig's rule: indexer_types, else index_topk_pattern ("F"/"S" per
+            // layer, or the names), else every index_topk_freq-th layer from index_skip_topk_offset.
+            if let types = try c.decodeIfPresent([String].self, forKey: .indexerTypes) {
+                indexerTypes = .listed(types, key: "indexer_types")
+            } else if let pattern = try? c.decode(String.self, forKey: .indexTopkPattern) {
+                indexerTypes = .listed(pattern.map { $0 == "F" ? "full" : $0 == "S" ? "shared" : String($0) }, key: "index_topk_pattern")
+            } else if let pattern = try c.decodeIfPresent([String].self, forKey: .indexTopkPattern) {
+                indexerTypes = .listed(pattern, key: "index_topk_pattern")
+            } else {
+                indexerTypes = .every(
+                    freq: max(try c.decodeIfPresent(Int.self, forKey: .indexTopkFreq) ?? 1, 1),
+                    offset: try c.decodeIfPresent(Int.self, forKey: .indexSkipTopkOffset) ?? 2)
+            }
+        }
         let types = mlpLayerTypes
         try ConfigRules.decodingChecks {
             // Both spellings name one attribute: two values would leave it to key order.
@@ -108,7 +187,7 @@ struct Glm4MoeLiteConfiguration: Decodable {
         if let indexTopk {
             // DeepseekV32Attention has no direct q_proj: the indexer reads the query latent.
             guard latent.qLoraRank != nil else {
-                throw InvalidConfigValue(key: "q_lora_rank", problem: "must be set: DeepSeek-V3.2's attention and indexer read the query latent")
+                throw InvalidConfigValue(key: "q_lora_rank", problem: "must be set: DeepSeek Sparse Attention's attention and indexer read the query latent")
             }
             // No key kept would leave a query nothing to attend to.
             try ConfigRules.count(indexTopk, "index_topk")
@@ -121,6 +200,13 @@ struct Glm4MoeLiteConfiguration: Decodable {
             try ConfigRules.product([(indexNHeads, "index_n_heads"), (indexHeadDim, "index_head_dim"), (latent.qLoraRank!, "q_lora_rank")])
             try ConfigRules.product([(indexHeadDim, "index_head_dim"), (d.hiddenSize, "hidden_size")])
             try ConfigRules.product([(indexNHeads, "index_n_heads"), (d.hiddenSize, "hidden_size")])
+            if let indexerTypes, let layer = (0..<d.numHiddenLayers).first(where: { indexerTypes.type($0) != "full" }) {
+                // A shared layer reuses the top-k of the last full one: not run here.
+                throw InvalidConfigValue(
+                    key: indexerTypes.key,
+                    problem: "gives layer \(layer) \(indexerTypes.type(layer).map { "type \"\($0.forErrorMessage)\"" } ?? "no type"); "
+                        + "only \"full\" indexer layers are run (GLM-5's shared layers reuse an earlier layer's top-k)")
+            }
             // transformers' cache builds an indexed layer per entry; any other type has no indexer keys.
             if let layerTypes {
                 if let other = layerTypes.first(where: { $0 != "indexed_attention" }) {
@@ -165,8 +251,15 @@ struct Glm4MoeLiteConfiguration: Decodable {
 /// `SparseAttentionIndexer`, its rope non-interleaved) chooses the
 /// `index_topk` keys each query attends to. Dropping the attention drops
 /// its indexer.
+///
+/// GLM-5 (`glm_moe_dsa`; transformers' `models/glm_moe_dsa/`) is
+/// DeepSeek-V3.2's model with GlmMoeDsaConfig's defaults and an indexer
+/// rotating interleaved pairs; its "shared" indexer layers, which reuse an
+/// earlier layer's choice, are refused (every layer of GlmMoeDsaConfig's
+/// default pattern runs its own indexer).
 struct Glm4MoeLiteModel: DecoderFamily {
-    static func readsLayerTypes(_ modelType: String) -> Bool { modelType == "deepseek_v32" }
+    static func readsLayerTypes(_ modelType: String) -> Bool { ConfigClass.of(modelType).indexer != nil }
+    typealias ConfigClass = Glm4MoeLiteConfiguration.ConfigClass
     let parts: DecoderParts
     let config: Glm4MoeLiteConfiguration
     let types: [String]
@@ -228,15 +321,32 @@ struct Glm4MoeLiteModel: DecoderFamily {
             feedForward: { try feedForward(layer: index) })
     }
 
-    /// Layer `index`'s sparse-attention indexer (`deepseek_v32`; nil otherwise).
+    /// Layer `index`'s sparse-attention indexer (`deepseek_v32`,
+    /// `glm_moe_dsa`; nil otherwise). GLM-5's indexer rotates interleaved
+    /// pairs: they are de-interleaved in wq_b, wk and k_norm, as
+    /// `LatentQKVProjection` does (dot products and the norm's statistics
+    /// are the same in either order).
     func indexer(layer index: Int) throws -> SparseAttentionIndexer? {
         guard let topK = config.indexTopk, let rank = config.latent.qLoraRank else { return nil }
         let p = "layers.\(index).self_attn.indexer.", weights = parts.weights, d = hiddenSize
-        let heads = config.indexNHeads, dim = config.indexHeadDim
+        let heads = config.indexNHeads, dim = config.indexHeadDim, rope = config.latent.qkRopeHeadDim
+        func deinterleaved(_ values: [Float], rowWidth: Int, ropeStarts: [Int]) -> [Float] {
+            guard config.configClass.indexerRopeInterleave else { return values }
+            return LatentQKVProjection.deinterleavingRope(values, rowWidth: rowWidth, ropeStarts: ropeStarts, ropeDim: rope)
+        }
+        guard case .layer(let weight, let bias, let eps) = try weights.layerNorm(p + "k_norm", size: dim, eps: 1e-6) else {
+            preconditionFailure("layerNorm gives a LayerNorm")
+        }
         return SparseAttentionIndexer(
-            queryUp: try weights.linear(p + "wq_b", in: rank, out: heads * dim, bias: false),
-            key: try weights.linear(p + "wk", in: d, out: dim, bias: false),
-            keyNorm: try weights.layerNorm(p + "k_norm", size: dim, eps: 1e-6),
+            queryUp: try weights.linear(p + "wq_b", in: rank, out: heads * dim, bias: false).rearrangingRows {
+                deinterleaved($0, rowWidth: $1, ropeStarts: (0..<heads).map { $0 * dim })
+            },
+            key: try weights.linear(p + "wk", in: d, out: dim, bias: false).rearrangingRows {
+                deinterleaved($0, rowWidth: $1, ropeStarts: [0])
+            },
+            keyNorm: .layer(
+                weight: deinterleaved(weight, rowWidth: 1, ropeStarts: [0]), bias: deinterleaved(bias, rowWidth: 1, ropeStarts: [0]),
+                eps: eps),
             headWeights: try weights.linear(p + "weights_proj", in: d, out: heads, bias: false),
             heads: heads, dim: dim, topK: topK, rotary: rotary)
     }

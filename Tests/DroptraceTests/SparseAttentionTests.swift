@@ -7,13 +7,14 @@ import Scoring
 import TensorEngine
 import Testing
 
-/// DeepSeek-V3.2 (`deepseek_v32`): its config refusals and
-/// DeepseekV32Config's defaults, and DeepSeek Sparse Attention — each query
-/// attending only to the `index_topk` keys its indexer chooses, in the full
-/// forward, in prefill and in key/value-cache decoding. The scores
-/// themselves are checked against transformers with every other family
-/// (`DropTests` and the reference suites).
-@Suite struct DeepseekV32Tests {
+/// DeepSeek Sparse Attention's families, DeepSeek-V3.2 (`deepseek_v32`) and
+/// GLM-5 (`glm_moe_dsa`): their config refusals and their config classes'
+/// defaults, and each query attending only to the `index_topk` keys its
+/// indexer chooses, in the full forward, in prefill and in key/value-cache
+/// decoding. The scores themselves are checked against transformers with
+/// every other family (`DropTests` and the reference suites).
+@Suite struct SparseAttentionTests {
+    static let fixtures = ["deepseek_v32-f32", "glm_moe_dsa-f32"]
     typealias Mutant = ConfigValidationTests.Mutant
 
     static let mutants: [Mutant] = [
@@ -34,11 +35,43 @@ import Testing
         Mutant("deepseek_v32-f32", "first_k_dense_replace", "-1"), Mutant("deepseek_v32-f32", "first_k_dense_replace", "null"),
         Mutant("deepseek_v32-f32", "n_group", "3"), Mutant("deepseek_v32-f32", "num_experts_per_tok", "9"),
         Mutant("deepseek_v32-f32", "kv_lora_rank", "8"),
+        Mutant("glm_moe_dsa-f32", "index_topk", "0"), Mutant("glm_moe_dsa-f32", "index_head_dim", "4"),
+        Mutant("glm_moe_dsa-f32", "q_lora_rank", "null"),
+        // GLM-5's shared indexer layers (reusing an earlier layer's top-k) are not run.
+        Mutant("glm_moe_dsa-f32", "indexer_types", #"["full", "shared", "full", "full"]"#),
+        Mutant("glm_moe_dsa-f32", "indexer_types", #"["full", "full"]"#),
     ]
 
     @Test(arguments: mutants)
     func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
+    }
+
+    /// GlmMoeDsaConfig's rule without `indexer_types` (absent or null):
+    /// `index_topk_pattern` ("F" full, "S" shared, or the names), else every
+    /// `index_topk_freq`-th layer from `index_skip_topk_offset` (2) runs its
+    /// indexer and the others share; a frequency of 1 (the default) or less
+    /// makes every layer full.
+    @Test func indexerTypesFollowGlmMoeDsaConfig() throws {
+        func edited(_ values: [String: Any]) throws -> EditedFixture {
+            try EditedFixture("glm_moe_dsa-f32") { config in
+                config["indexer_types"] = nil
+                for (key, value) in values { config[key] = value }
+            }
+        }
+        let base = try scores(EditedFixture("glm_moe_dsa-f32"))
+        for values: [String: Any] in [
+            [:], ["indexer_types": NSNull()], ["index_topk_freq": 1], ["index_topk_freq": 0],
+            ["index_topk_freq": 3, "index_skip_topk_offset": 9], ["index_topk_pattern": "FFFF"],
+        ] {
+            #expect(try scores(edited(values)) == base, "\(values)")
+        }
+        try edited(["index_topk_pattern": "FFSF"]).expectRefused(naming: "index_topk_pattern")
+        try edited(["index_topk_pattern": ["full", "full", "full", "shared"]]).expectRefused(naming: "index_topk_pattern")
+        // Layer 2 of 4 shares with a frequency of 2 from offset 2; layer 0 with an offset of -1.
+        try edited(["index_topk_freq": 2]).expectRefused(naming: "index_topk_freq")
+        try edited(["index_topk_freq": 3, "index_skip_topk_offset": -1]).expectRefused(naming: "index_topk_freq")
+        try edited(["index_topk_freq": 2, "index_skip_topk_offset": Int.min]).expectRefused(naming: "index_topk_freq")
     }
 
     func scores(_ fixture: EditedFixture) throws -> [Double] {
@@ -49,15 +82,16 @@ import Testing
     /// The fixture's index_topk (12) is shorter than its sequences: the
     /// indexer's choice moves the scores, and a top-k as long as the
     /// longest sequence is dense attention.
-    @Test func indexerChoosesTheKeys() throws {
+    @Test(arguments: fixtures)
+    func indexerChoosesTheKeys(_ fixture: String) throws {
         let config = try JSONSerialization.jsonObject(
-            with: Data(contentsOf: FixtureFiles.model("deepseek_v32-f32").appendingPathComponent("config.json"))) as! [String: Any]
+            with: Data(contentsOf: FixtureFiles.model(fixture).appendingPathComponent("config.json"))) as! [String: Any]
         let topK = config["index_topk"] as! Int, longest = FixtureFiles.jsonlSequences().map(\.count).max()!
         #expect(topK < longest)
-        let sparse = try scores(EditedFixture("deepseek_v32-f32"))
-        let dense = try scores(EditedFixture("deepseek_v32-f32") { $0["index_topk"] = longest })
+        let sparse = try scores(EditedFixture(fixture))
+        let dense = try scores(EditedFixture(fixture) { $0["index_topk"] = longest })
         #expect(zip(sparse, dense).map { abs($0 - $1) }.max()! > 1e-4)
-        #expect(try scores(EditedFixture("deepseek_v32-f32") { $0["index_topk"] = 1_000_000 }) == dense)
+        #expect(try scores(EditedFixture(fixture) { $0["index_topk"] = 1_000_000 }) == dense)
     }
 
     /// What config.json leaves out takes DeepseekV32Config's defaults:
@@ -79,10 +113,24 @@ import Testing
         #expect(try scores(EditedFixture("deepseek_v32-f32") { $0["rope_interleave"] = false; $0["head_dim"] = 32 }) == base)
     }
 
+    /// GlmMoeDsaConfig's defaults differ from DeepseekV32Config's: one
+    /// group of experts (DeepSeek-V3.2's 8 groups cannot split the
+    /// fixture's 8 experts to be scored by their best two), the indexer's
+    /// index_topk 2048 and first_k_dense_replace 3 alike.
+    @Test func omittedKeysTakeGlmMoeDsaConfigDefaults() throws {
+        let ungrouped = try EditedFixture("glm_moe_dsa-f32") { $0["n_group"] = nil; $0["topk_group"] = nil }.load()
+        #expect(ungrouped.layerCount == 4)
+        try EditedFixture("deepseek_v32-f32") { $0["n_group"] = nil; $0["topk_group"] = nil }.expectRefused(naming: "n_group")
+        let longest = FixtureFiles.jsonlSequences().map(\.count).max()!
+        let dense = try scores(EditedFixture("glm_moe_dsa-f32") { $0["index_topk"] = longest })
+        #expect(try scores(EditedFixture("glm_moe_dsa-f32") { $0["index_topk"] = nil }) == dense)
+    }
+
     /// Prefill longer than index_topk, then key/value-cache decoding with
     /// the indexer's keys cached: both equal the full forward.
-    @Test func prefillAndDecodingChooseTheForwardsKeys() throws {
-        let model = try EditedFixture("deepseek_v32-f32").load()
+    @Test(arguments: fixtures)
+    func prefillAndDecodingChooseTheForwardsKeys(_ fixture: String) throws {
+        let model = try EditedFixture(fixture).load()
         let tokens = Array(FixtureFiles.jsonlSequences()[0].prefix(30))
         let decoder = try IncrementalDecoder(model: model, plan: .none, capacity: tokens.count)
         for plan in [DropPlan.none, DropPlan(attention: [2])] {
@@ -90,17 +138,20 @@ import Testing
             let dropped = decoder.dropping(plan, capacity: tokens.count)
             let prefilled = dropped.prefill(embedded: try dropped.embedded(Array(tokens.prefix(20))))
             let row19 = expected.data[(19 * expected.cols)..<(20 * expected.cols)]
-            #expect(zip(prefilled.data, row19).map { abs($0 - $1) }.max()! < 1e-4, "\(plan) prefill")
+            #expect(zip(prefilled.data, row19).map { abs($0 - $1) }.max()! < 1e-4, "\(fixture) \(plan) prefill")
             var last = prefilled
             for position in 20..<tokens.count { last = try dropped.step(token: tokens[position], position: position) }
-            #expect(zip(last.data, expected.data.suffix(expected.cols)).map { abs($0 - $1) }.max()! < 1e-4, "\(plan) decode")
+            #expect(zip(last.data, expected.data.suffix(expected.cols)).map { abs($0 - $1) }.max()! < 1e-4, "\(fixture) \(plan) decode")
         }
     }
 
-    /// A block-dropped export keeps one indexed layer type per kept layer.
-    @Test func blockDropRewritesLayerTypes() throws {
-        let exported = try EditedFixture("deepseek_v32-f32").exportedConfig(droppingBlocks: [1])
+    /// A block-dropped export keeps one indexed layer type (and GLM-5's
+    /// indexer type) per kept layer.
+    @Test(arguments: fixtures)
+    func blockDropRewritesLayerTypes(_ fixture: String) throws {
+        let exported = try EditedFixture(fixture).exportedConfig(droppingBlocks: [1])
         #expect(exported["layer_types"] as? [String] == Array(repeating: "indexed_attention", count: 3))
         #expect(exported["mlp_layer_types"] as? [String] == ["dense", "sparse", "sparse"])
+        if fixture.hasPrefix("glm_moe_dsa") { #expect(exported["indexer_types"] as? [String] == ["full", "full", "full"]) }
     }
 }
