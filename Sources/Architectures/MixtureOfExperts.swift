@@ -493,17 +493,17 @@ extension DecoderParts {
     /// Checks the gated experts of the first of `layers` whose MLP the config
     /// keeps against `experts` (named by `expertsKey`) and
     /// `moe_intermediate_size` `inner`, fused or per expert, before any
-    /// expert is read.
-    func confirmExpertWidth(layers: [Int], experts: Int, expertsKey: String, inner: Int) throws {
+    /// expert is read (`innerKey`: the width's key, when not moe_intermediate_size).
+    func confirmExpertWidth(layers: [Int], experts: Int, expertsKey: String, inner: Int, innerKey: String = "moe_intermediate_size") throws {
         guard let layer = layers.first(where: { !configuredDrops.dropsMLP($0) }) else { return }
         let p = "layers.\(layer).mlp.experts.", d = dimensions
         if weights.hasFusedExperts(p) {
             try weights.confirmShape(
                 p + "gate_up_proj", [experts, 2 * inner, d.hiddenSize],
-                keys: "\(expertsKey), 2 × moe_intermediate_size, hidden_size", configPath: configPath)
+                keys: "\(expertsKey), 2 × \(innerKey), hidden_size", configPath: configPath)
         } else {
             try weights.confirmShape(
-                p + "0.gate_proj.weight", [inner, d.hiddenSize], keys: "moe_intermediate_size, hidden_size", configPath: configPath)
+                p + "0.gate_proj.weight", [inner, d.hiddenSize], keys: "\(innerKey), hidden_size", configPath: configPath)
         }
     }
 }

@@ -37,6 +37,7 @@ public enum ModelRegistry {
         "exaone4": Exaone4Model.self,
         "exaone_moe": ExaoneMoeModel.self,
         "falcon": FalconModel.self,
+        "flex_olmo": FlexOlmoModel.self,
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,
         "gemma3": Gemma3Model.self,
