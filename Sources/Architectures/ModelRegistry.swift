@@ -24,6 +24,7 @@ extension RegisteredModel {
 /// one line here.
 public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
+        "afmoe": AfmoeModel.self,
         "apertus": ApertusModel.self,
         "arcee": ArceeModel.self,
         "bloom": BloomModel.self,

@@ -4,6 +4,42 @@ extension ConfigValueKinds {
     /// Per config class (by model_type): the kinds each key may hold, as its strict dataclass
     /// fields type-check them. Keys not listed take any value.
     static let transformers: [String: (className: String, keys: [String: String], aliases: [String: String])] = [
+        "afmoe": (
+            "AfmoeConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "nif",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "global_attn_every_n_layers": "ni",
+                "head_dim": "ni",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_types": "n[s]",
+                "max_position_embeddings": "i",
+                "moe_intermediate_size": "i",
+                "mup_enabled": "nb",
+                "num_attention_heads": "i",
+                "num_dense_layers": "ni",
+                "num_experts": "ni",
+                "num_experts_per_tok": "ni",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "num_shared_experts": "ni",
+                "output_router_logits": "b",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "route_scale": "nf",
+                "sliding_window": "ni",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "apertus": (
             "ApertusConfig",
             [
@@ -2413,6 +2449,7 @@ extension ConfigValueKinds {
     /// Per config class (as above) whose model builds its token embedding with padding_idx =
     /// pad_token_id: the class's default pad_token_id and vocab_size.
     static let paddedEmbeddings: [String: (padTokenID: Int?, vocabSize: Int)] = [
+        "afmoe": (nil, 200192),
         "apertus": (3, 131072),
         "arcee": (nil, 32000),
         "cohere": (0, 256000),
@@ -2484,6 +2521,7 @@ extension ConfigValueKinds {
     /// Per config class (by model_type): the defaults of the keys below, which droptrace reads
     /// from every config and a config may omit, as JSON text (the class's dataclass defaults).
     static let omittedDefaults: [String: [String: String]] = [
+        "afmoe": ["intermediate_size": "6144", "max_position_embeddings": "16384", "num_experts_per_tok": "6", "rms_norm_eps": "1e-05"],
         "apertus": ["intermediate_size": "14336", "max_position_embeddings": "65536", "rms_norm_eps": "1e-05"],
         "arcee": ["intermediate_size": "18432", "max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
         "bloom": ["layer_norm_epsilon": "1e-05"],
@@ -2572,6 +2610,7 @@ extension ConfigValueKinds {
     /// Config classes (by model_type) that accept `"head_dim": null` but whose model cannot be built
     /// from it (the None is read as the head width).
     static let nullHeadDimFails: Set<String> = [
+        "afmoe",
         "apertus",
         "cohere",
         "cohere2",
@@ -2624,6 +2663,7 @@ extension ConfigValueKinds {
         "mixtral",
     ]
     static let headDimNoneWhenNull: Set<String> = [
+        "afmoe",
         "apertus",
         "bloom",
         "cohere",
