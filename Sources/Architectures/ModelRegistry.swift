@@ -30,6 +30,7 @@ public enum ModelRegistry {
         "bloom": BloomModel.self,
         "cohere": CohereModel.self,
         "cohere2": CohereModel.self,
+        "cohere2_moe": Cohere2MoeModel.self,
         "deepseek_v2": DeepSeekModel.self,
         "deepseek_v3": DeepSeekModel.self,
         "dots1": Dots1Model.self,
