@@ -58,10 +58,20 @@ struct SlidingWindowPattern: Decodable {
     ///   pattern is not a non-zero integer: the config classes fail computing the remainder.
     func resolvedLayerTypes(layers: Int, configClass: String, path: String) throws -> [String] {
         if let layerTypes { return layerTypes }
+        return try Self.everyNthFull(layers: layers, pattern: pattern, key: "sliding_window_pattern", configClass: configClass, path: path)
+    }
+
+    /// The config classes' rule under `key` (Cohere2Config's and
+    /// Exaone4Config's `sliding_window_pattern`, AfmoeConfig's
+    /// `global_attn_every_n_layers`): layer i slides unless i + 1 is a
+    /// multiple of `pattern`.
+    /// - Throws: `DroptraceError` naming `path` when `pattern` is not a
+    ///   non-zero integer: the config class fails computing the remainder.
+    static func everyNthFull(layers: Int, pattern: Int?, key: String, configClass: String, path: String) throws -> [String] {
         guard let pattern, pattern != 0 else {
             throw DroptraceError(
-                "sliding_window_pattern is not a non-zero integer and layer_types is not given: \(configClass) derives "
-                    + "layer_types as (i + 1) % sliding_window_pattern, which fails; give layer_types", path: path)
+                "\(key) is not a non-zero integer and layer_types is not given: \(configClass) derives "
+                    + "layer_types as (i + 1) % \(key), which fails; give layer_types", path: path)
         }
         return (0..<layers).map { ($0 + 1) % pattern == 0 ? AttentionLayerType.full : AttentionLayerType.sliding }
     }

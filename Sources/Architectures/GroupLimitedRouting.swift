@@ -148,6 +148,10 @@ struct GroupRoutedMixture {
     /// the names transformers reads as `gate.e_score_correction_bias`
     /// (EXAONE MoE's checkpoints store it as `e_score_correction_bias`).
     var correctionBiasNames = ["gate.e_score_correction_bias"]
+    /// The router's name under the MLP prefix (AFMoE's `router.gate`).
+    var routerName = "gate"
+    /// The key config.json gives the scaling factor under, for errors (AFMoE's `route_scale`).
+    var scalingFactorKey = "routed_scaling_factor"
 
     /// Refuses expert counts and widths transformers could not run, or whose
     /// tensors would not fit in 64 bits, before anything is sized from them.
@@ -165,7 +169,7 @@ struct GroupRoutedMixture {
         let width = (hidden, "hidden_size")
         try ConfigRules.product([(experts, expertsKey), (2, "gate and up"), (inner, "moe_intermediate_size"), width])
         try ConfigRules.product([(sharedExperts, sharedExpertsKey), (inner, "moe_intermediate_size"), (2, "gate and up"), width])
-        try ConfigRules.positive(scalingFactor, "routed_scaling_factor")
+        try ConfigRules.positive(scalingFactor, scalingFactorKey)
     }
 
     /// Refuses groups that do not split the experts evenly, keep none or
@@ -215,7 +219,7 @@ struct GroupRoutedMixture {
             selectionBias: correctsSelection ? try stored.first.map { try weights.floats($0, [experts]) } : nil,
             normalizesWeights: normalizesWeights, scalingFactor: Float(scalingFactor))
         return .mixture(MixtureOfExperts(
-            router: try weights.linear(p + "gate", in: d, out: experts, bias: false),
+            router: try weights.linear(p + routerName, in: d, out: experts, bias: false),
             experts: routed, expertsPerToken: expertsPerToken ?? 1, rule: .groupLimited(routing),
             sharedExperts: try weights.sharedExperts(
                 p + "shared_experts.", hidden: d, inner: inner * sharedExperts, activation: activation, bias: sharedBias,

@@ -37,6 +37,10 @@ public struct MixtureOfExperts: Sendable {
         /// The k largest logits, each weighted by its own sigmoid, not
         /// normalised (Llama 4's `Llama4Router`).
         case sigmoidOfTopK
+        /// The k largest logits, each weighted by its sigmoid divided by
+        /// the sum of the k sigmoids (Cohere2-MoE's sigmoid router with
+        /// `norm_topk_prob`).
+        case normalizedSigmoidOfTopK
         /// PhiMoE's `sparsemixer` as transformers runs it in eval mode:
         /// always two experts. The first is the largest logit m, weighted
         /// by its softmax probability over the logits within the jitter
@@ -63,6 +67,10 @@ public struct MixtureOfExperts: Sendable {
     /// When present, each chosen expert's routing weight, after the rule
     /// made it, times this expert's entry (Gemma 4's `per_expert_scale`).
     public let expertScales: [Float]?
+    /// The routed and shared experts' outputs are averaged, (routed +
+    /// shared) / 2, not summed (Cohere2-MoE's
+    /// `shared_expert_combination_strategy: "average"`).
+    public let averagesShared: Bool
 
     /// The router's own input norm: RMSNorm without a weight, then times
     /// `scale` and times `rootScale` (Gemma 4: hidden_size^-0.5), each a
@@ -93,7 +101,7 @@ public struct MixtureOfExperts: Sendable {
     public init(
         router: Linear, experts: [FeedForward], expertsPerToken: Int, rule: RoutingRule = .softmaxTopK(renormalize: true),
         sharedExperts: [FeedForward] = [], sharedExpertGate: Linear? = nil, weightsScaleInput: Bool = false,
-        routerNorm: RouterNorm? = nil, expertScales: [Float]? = nil
+        routerNorm: RouterNorm? = nil, expertScales: [Float]? = nil, averagesShared: Bool = false
     ) {
         precondition(router.outFeatures == experts.count && (1...experts.count).contains(expertsPerToken))
         if case .sparseMixer = rule { precondition(expertsPerToken == 2) }
@@ -102,6 +110,7 @@ public struct MixtureOfExperts: Sendable {
         precondition(expertScales == nil || expertScales!.count == experts.count)
         self.routerNorm = routerNorm
         self.expertScales = expertScales
+        self.averagesShared = averagesShared
         self.router = router
         self.experts = experts
         self.expertsPerToken = expertsPerToken
@@ -128,6 +137,7 @@ public struct MixtureOfExperts: Sendable {
         case .topKThenSoftmax: softmaxOverTopLogits(router(x))
         case .groupLimited(let rule): rule.route(router(x), expertsPerToken: expertsPerToken)
         case .sigmoidOfTopK: sigmoidOfTopLogits(router(x))
+        case .normalizedSigmoidOfTopK: sigmoidOfTopLogits(router(x), normalize: true)
         case .sparseMixer(let jitterEps): sparseMixer(router(x), jitterEps: jitterEps)
         }
         guard let expertScales else { return routing }
@@ -177,8 +187,9 @@ public struct MixtureOfExperts: Sendable {
     }
 
     /// Each row's k largest logits (highest first; equal ones keep the lower
-    /// index, as torch.topk on CPU), each weighted σ(logit) = 1 / (1 + e^(−logit)).
-    func sigmoidOfTopLogits(_ logits: Matrix) -> Routing {
+    /// index, as torch.topk on CPU), each weighted σ(logit) = 1 / (1 + e^(−logit)),
+    /// divided by the k weights' sum when `normalize`.
+    func sigmoidOfTopLogits(_ logits: Matrix, normalize: Bool = false) -> Routing {
         let count = experts.count, k = expertsPerToken
         var chosen = [Int](repeating: 0, count: logits.rows * k)
         var weights = [Float](repeating: 0, count: logits.rows * k)
@@ -186,9 +197,11 @@ public struct MixtureOfExperts: Sendable {
             for r in 0..<logits.rows {
                 let row = scores.baseAddress! + r * count
                 let top = (0..<count).sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(k)
+                let sigmoids = top.map { 1 / (1 + exp(-row[$0])) }
+                let total = normalize ? sigmoids.reduce(Float(0), +) : 1
                 for (slot, e) in top.enumerated() {
                     chosen[r * k + slot] = e
-                    weights[r * k + slot] = 1 / (1 + exp(-row[e]))
+                    weights[r * k + slot] = sigmoids[slot] / total
                 }
             }
         }
@@ -309,6 +322,7 @@ public struct MixtureOfExperts: Sendable {
             }
             output.add(sharedOutput)
         }
+        if averagesShared, !sharedExperts.isEmpty { output = output.scaled(by: 0.5) }
         return output
     }
 }
@@ -493,17 +507,17 @@ extension DecoderParts {
     /// Checks the gated experts of the first of `layers` whose MLP the config
     /// keeps against `experts` (named by `expertsKey`) and
     /// `moe_intermediate_size` `inner`, fused or per expert, before any
-    /// expert is read.
-    func confirmExpertWidth(layers: [Int], experts: Int, expertsKey: String, inner: Int) throws {
+    /// expert is read (`innerKey`: the width's key, when not moe_intermediate_size).
+    func confirmExpertWidth(layers: [Int], experts: Int, expertsKey: String, inner: Int, innerKey: String = "moe_intermediate_size") throws {
         guard let layer = layers.first(where: { !configuredDrops.dropsMLP($0) }) else { return }
         let p = "layers.\(layer).mlp.experts.", d = dimensions
         if weights.hasFusedExperts(p) {
             try weights.confirmShape(
                 p + "gate_up_proj", [experts, 2 * inner, d.hiddenSize],
-                keys: "\(expertsKey), 2 × moe_intermediate_size, hidden_size", configPath: configPath)
+                keys: "\(expertsKey), 2 × \(innerKey), hidden_size", configPath: configPath)
         } else {
             try weights.confirmShape(
-                p + "0.gate_proj.weight", [inner, d.hiddenSize], keys: "moe_intermediate_size, hidden_size", configPath: configPath)
+                p + "0.gate_proj.weight", [inner, d.hiddenSize], keys: "\(innerKey), hidden_size", configPath: configPath)
         }
     }
 }

@@ -24,11 +24,13 @@ extension RegisteredModel {
 /// one line here.
 public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
+        "afmoe": AfmoeModel.self,
         "apertus": ApertusModel.self,
         "arcee": ArceeModel.self,
         "bloom": BloomModel.self,
         "cohere": CohereModel.self,
         "cohere2": CohereModel.self,
+        "cohere2_moe": Cohere2MoeModel.self,
         "deepseek_v2": DeepSeekModel.self,
         "deepseek_v3": DeepSeekModel.self,
         "deepseek_v32": Glm4MoeLiteModel.self,
@@ -38,6 +40,7 @@ public enum ModelRegistry {
         "exaone4": Exaone4Model.self,
         "exaone_moe": ExaoneMoeModel.self,
         "falcon": FalconModel.self,
+        "flex_olmo": FlexOlmoModel.self,
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,
         "gemma3": Gemma3Model.self,

@@ -20,7 +20,7 @@ extension DecoderParts {
         _ prefix: String, bias: Bool, outputBias: Bool? = nil, outputName: String = "o_proj", rotary: RotaryEmbedding?, scale: Float? = nil,
         interleavedRotary: Bool = false, slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
         queryKeyNormAfterRotary: Bool = false, logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil,
-        queryTemperature: QueryTemperature? = nil, chunkSize: Int? = nil
+        queryTemperature: QueryTemperature? = nil, chunkSize: Int? = nil, outputGate: Linear? = nil
     ) throws -> SelfAttention {
         let layout = attentionLayout, d = dimensions.hiddenSize
         var qkv = try weights.stackedQKV(prefix, hidden: d, layout: layout, bias: bias)
@@ -32,7 +32,8 @@ extension DecoderParts {
             output: try weights.linear(prefix + outputName, in: layout.queryWidth, out: d, bias: outputBias ?? bias),
             scale: scale ?? 1 / Float(layout.headDim).squareRoot(),
             slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, queryKeyNormAfterRotary: queryKeyNormAfterRotary,
-            logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, queryTemperature: queryTemperature, chunkSize: chunkSize)
+            logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, queryTemperature: queryTemperature, chunkSize: chunkSize,
+            outputGate: outputGate)
     }
 }
 

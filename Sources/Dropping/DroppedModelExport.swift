@@ -242,8 +242,9 @@ public enum DroppedModelExport {
     /// `moe_layers`): renumbered, removed layers left out.
     static let layerIndexListKeys = ["mlp_only_layers", "moe_layers"]
     /// Keys giving a layer index below which the layers differ (Qwen2's
-    /// `max_window_layers`, DeepSeek's `first_k_dense_replace`): the number
-    /// of kept layers below it.
+    /// `max_window_layers`, DeepSeek's `first_k_dense_replace`; a family's
+    /// own in its naming's `layerThresholds`, AFMoE's `num_dense_layers`):
+    /// the number of kept layers below it.
     static let layerThresholdKeys = ["max_window_layers", "first_k_dense_replace"]
 
     /// LLM-Drop's classes for a model with dropped modules, by `model_type`:
@@ -452,7 +453,7 @@ public enum DroppedModelExport {
         for (key, indices) in naming.layerIndexLists.sorted(by: { $0.key < $1.key }) where try config.value(key) == nil || config.value(key) is NSNull {
             try config.set(key, value: indices.compactMap { renumber.mapping[$0] }.sorted())
         }
-        for key in layerThresholdKeys {
+        for key in Set(layerThresholdKeys).union(naming.layerThresholds.keys).sorted() {
             // Also one the family read as its default: transformers would apply it to the new indices.
             guard let threshold = (try config.value(key) as? NSNumber)?.intValue ?? naming.layerThresholds[key],
                   threshold < layers else { continue }

@@ -98,6 +98,11 @@ struct CohereModel: DecoderFamily {
         }
         self.config = config
         rotary = try parts.rotary(defaultTheta: 500_000)
+        try Self.confirmEvenHeads(parts)
+    }
+
+    /// Refuses heads of an odd width: the rotary pairs need an even one.
+    static func confirmEvenHeads(_ parts: DecoderParts) throws {
         if parts.firstKeptAttention != nil, parts.attentionLayout.headDim % 2 != 0 {
             throw DroptraceError(
                 "heads of \(parts.attentionLayout.headDim) dimensions: Cohere's rotary pairs need an even head width",
@@ -120,7 +125,12 @@ struct CohereModel: DecoderFamily {
 
     /// CohereLayerNorm: mean-centred, weight only.
     func norm(_ name: String, size: Int) throws -> Normalization {
-        .layer(weight: try parts.weights.floats(name + ".weight", [size]), bias: [Float](repeating: 0, count: size), eps: Float(config.layerNormEps))
+        try Self.layerNorm(parts.weights, name, size: size, eps: config.layerNormEps)
+    }
+
+    /// CohereLayerNorm `name` of `weights`: mean-centred, weight only.
+    static func layerNorm(_ weights: Weights, _ name: String, size: Int, eps: Double) throws -> Normalization {
+        .layer(weight: try weights.floats(name + ".weight", [size]), bias: [Float](repeating: 0, count: size), eps: Float(eps))
     }
 
     func head() throws -> OutputHead {
@@ -132,13 +142,37 @@ struct CohereModel: DecoderFamily {
         LatentQKVProjection.deinterleavingRope(values, rowWidth: rowWidth, ropeStarts: heads, ropeDim: headDim)
     }
 
+    /// Layer `index`'s attention as Cohere's families store it, q/k/v/o
+    /// biases by `bias`, the rotary pairs gathered (see the type's note),
+    /// rotating with `rotary` (nil: no positions) within `window`.
+    static func attention(
+        _ parts: DecoderParts, layer index: Int, bias: Bool, rotary: RotaryEmbedding?, window: Int?, queryKeyNorm: QueryKeyNorm? = nil
+    ) throws -> SelfAttention {
+        let layout = parts.attentionLayout, headDim = layout.headDim, d = parts.dimensions.hiddenSize
+        let p = "layers.\(index).self_attn."
+        let qkv = try parts.weights.stackedQKV(p, hidden: d, layout: layout, bias: bias)
+        return SelfAttention(
+            qkv: DecoderParts.interleavingPairs(qkv, layout: layout, rotaryDim: headDim), layout: layout, rotary: rotary,
+            output: try parts.weights.linear(p + "o_proj", in: layout.queryWidth, out: d, bias: bias),
+            scale: 1 / Float(headDim).squareRoot(), slidingWindow: window, queryKeyNorm: queryKeyNorm)
+    }
+
+    /// Cohere's parallel block: one input norm `norm()` feeding both branches.
+    static func parallelBlock(
+        _ index: Int, drops: DropPlan, norm: () throws -> Normalization, attention: () throws -> SelfAttention,
+        feedForward: () throws -> FeedForward
+    ) throws -> TransformerBlock {
+        TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(inputNorm: try norm(), attention: try attention()),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(inputNorm: try norm(), feedForward: try feedForward()),
+            residual: .parallel)
+    }
+
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops), weights = parts.weights
         let d = hiddenSize, p = "layers.\(index)."
         func attention() throws -> SelfAttention {
             let layout = parts.attentionLayout, headDim = layout.headDim
-            let qkv = try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: config.attentionBias)
-            let gathered = DecoderParts.interleavingPairs(qkv, layout: layout, rotaryDim: headDim)
             var queryKeyNorm: QueryKeyNorm?
             if config.useQKNorm {
                 func headNorm(_ name: String, heads: Int) throws -> Normalization {
@@ -151,18 +185,15 @@ struct CohereModel: DecoderFamily {
             }
             // cohere2's full layers take no positions.
             let window = windows?[index]
-            return SelfAttention(
-                qkv: gathered, layout: layout, rotary: windows == nil || window != nil ? rotary : nil,
-                output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: config.attentionBias),
-                scale: 1 / Float(headDim).squareRoot(), slidingWindow: window, queryKeyNorm: queryKeyNorm)
+            return try Self.attention(
+                parts, layer: index, bias: config.attentionBias, rotary: windows == nil || window != nil ? rotary : nil,
+                window: window, queryKeyNorm: queryKeyNorm)
         }
         func feedForward() throws -> FeedForward {
             try weights.gatedMLP(
                 p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize, activation: try parts.activation(config.hiddenAct), bias: false)
         }
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(inputNorm: try norm(p + "input_layernorm", size: d), attention: try attention()),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(inputNorm: try norm(p + "input_layernorm", size: d), feedForward: try feedForward()),
-            residual: .parallel)
+        return try Self.parallelBlock(
+            index, drops: drops, norm: { try norm(p + "input_layernorm", size: d) }, attention: attention, feedForward: feedForward)
     }
 }

@@ -60,10 +60,11 @@ struct Olmo2Model: DecoderFamily {
     /// a NoPE layer) and attending within `slidingWindow` tokens when given
     /// (OLMo-3 and EXAONE 4 decide both per layer; OLMo-2 has one rotary and
     /// no windows). `perHeadQueryKeyNorm`: the q/k RMSNorms act on each head
-    /// (weights [head_dim], EXAONE 4), not across all heads.
+    /// (weights [head_dim], EXAONE 4), not across all heads. `mlp` builds
+    /// the MLP when it is not the dense SwiGLU `mlp.` (FlexOlmo's experts).
     static func block(
         _ index: Int, skipping plan: DropPlan, parts: DecoderParts, config: Olmo2Configuration, rotary: RotaryEmbedding?,
-        slidingWindow: Int? = nil, perHeadQueryKeyNorm: Bool = false
+        slidingWindow: Int? = nil, perHeadQueryKeyNorm: Bool = false, mlp: (() throws -> FeedForward)? = nil
     ) throws -> TransformerBlock {
         let drops = plan.union(parts.configuredDrops), weights = parts.weights
         let d = parts.dimensions.hiddenSize, eps = config.rmsNormEps
@@ -74,7 +75,8 @@ struct Olmo2Model: DecoderFamily {
                 perHeadQueryKeyNorm: perHeadQueryKeyNorm)
         }
         func feedForward() throws -> FeedForward {
-            try weights.gatedMLP(
+            if let mlp { return try mlp() }
+            return try weights.gatedMLP(
                 p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize, activation: try parts.activation(config.hiddenAct ?? "silu"))
         }
         return TransformerBlock(

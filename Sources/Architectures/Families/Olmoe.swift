@@ -3,8 +3,20 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// config.json of `olmoe`, with OlmoeConfig's defaults.
+/// config.json of `olmoe`, with OlmoeConfig's defaults (or, by
+/// `init(from:defaults:)`, another class's: FlexOlmoConfig's).
 struct OlmoeConfiguration: Decodable {
+    /// The config class's defaults of the keys it reads, and whether it
+    /// reads `clip_qkv` at all (FlexOlmo's attention does not).
+    struct Defaults {
+        var rmsNormEps: Double
+        var numExperts: Int
+        var numExpertsPerTok: Int
+        var readsClipQKV: Bool
+
+        static let olmoe = Defaults(rmsNormEps: 1e-5, numExperts: 64, numExpertsPerTok: 8, readsClipQKV: true)
+    }
+
     var rmsNormEps: Double
     var hiddenAct: String?
     var attentionBias: Bool?
@@ -27,17 +39,19 @@ struct OlmoeConfiguration: Decodable {
         case normTopkProb = "norm_topk_prob"
     }
 
-    init(from decoder: Decoder) throws {
+    init(from decoder: Decoder) throws { try self.init(from: decoder, defaults: .olmoe) }
+
+    init(from decoder: Decoder, defaults: Defaults) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-5
+        rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? defaults.rmsNormEps
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct)
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias)
-        clipQKV = try c.decodeIfPresent(Double.self, forKey: .clipQKV)
+        clipQKV = defaults.readsClipQKV ? try c.decodeIfPresent(Double.self, forKey: .clipQKV) : nil
         let experts = try c.decodeIfPresent(Int.self, forKey: .numExperts)
         let localExperts = try c.decodeIfPresent(Int.self, forKey: .numLocalExperts)
-        numExperts = experts ?? localExperts ?? 64
+        numExperts = experts ?? localExperts ?? defaults.numExperts
         numExpertsKey = experts == nil && localExperts != nil ? "num_local_experts" : "num_experts"
-        numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? 8
+        numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? defaults.numExpertsPerTok
         normTopkProb = try c.decodeIfPresent(Bool.self, forKey: .normTopkProb) ?? false
         try ConfigRules.decodingChecks {
             // Both spellings name one attribute: two values would leave it to key order.

@@ -6,14 +6,16 @@ import Foundation
 /// `<from><e>.<gate|up|down>.weight` of `model.layers.<l>.` become
 /// `mlp.experts.gate_up_proj` [experts, 2·inner, hidden] (gate rows, then up
 /// rows, per expert) and `mlp.experts.down_proj` [experts, hidden, inner],
-/// and the router `<router>.weight` becomes `mlp.gate.weight`. Every other
+/// and the router `<router>.weight` becomes `<fusedRouter>.weight` (`mlp.gate.weight`
+/// unless given: AFMoE keeps `mlp.router.gate`). Every other
 /// tensor is copied as it is.
 ///
 /// - Parameters:
 ///   - from: the experts' prefix inside a layer (`block_sparse_moe.experts.`, `mlp.experts.`).
 ///   - names: the gate, up and down projections' names (`w1`, `w3`, `w2` for Mixtral).
 func fuseExperts(
-    in directory: URL, from: String, router: String, names: (gate: String, up: String, down: String)
+    in directory: URL, from: String, router: String, names: (gate: String, up: String, down: String),
+    fusedRouter: String = "mlp.gate"
 ) throws {
     let original = try Checkpoint(directory: directory)
     // "model.layers.<l>.<rest>" → (l, rest)
@@ -47,7 +49,7 @@ func fuseExperts(
             name: p + "mlp.experts.gate_up_proj", dtype: dtype, shape: [experts, 2 * gate[0], gate[1]], bytes: gateUp))
         entries.append(SafetensorsWriter.Entry(
             name: p + "mlp.experts.down_proj", dtype: dtype, shape: [experts, down[0], down[1]], bytes: downs))
-        entries.append(SafetensorsWriter.Entry(try original.tensor(p + router + ".weight"), renamedTo: p + "mlp.gate.weight"))
+        entries.append(SafetensorsWriter.Entry(try original.tensor(p + router + ".weight"), renamedTo: p + fusedRouter + ".weight"))
     }
     let file = directory.appendingPathComponent(Checkpoint.singleFileName)
     try FileManager.default.removeItem(at: file)
