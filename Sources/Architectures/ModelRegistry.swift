@@ -54,6 +54,7 @@ public enum ModelRegistry {
         "granite_swa": GraniteModel.self,
         "granitemoe": GraniteModel.self,
         "granitemoe_swa": GraniteModel.self,
+        "granitemoehybrid": GraniteMoeHybridModel.self,
         "granitemoeshared": GraniteModel.self,
         "helium": InterleavedLlamaModel.self,
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,

@@ -228,8 +228,11 @@ public enum DroppedModelExport {
 
     /// config.json per-layer keys holding one entry per layer (Qwen2/Gemma's
     /// `layer_types`, SmolLM3/Llama 4's `no_rope_layers` flags, Granite SWA's
-    /// `layer_rope_theta`, GLM-4.7-Flash's `mlp_layer_types`): the kept layers' entries stay.
-    static let perLayerListKeys = ["layer_types", "no_rope_layers", "attention_layers", "layer_rope_theta", "mlp_layer_types"]
+    /// `layer_rope_theta`, GLM-4.7-Flash's `mlp_layer_types`, GraniteMoeHybrid's
+    /// `layers_block_type`, its config class's alias of `layer_types`): the kept layers' entries stay.
+    static let perLayerListKeys = [
+        "layer_types", "no_rope_layers", "attention_layers", "layer_rope_theta", "mlp_layer_types", "layers_block_type",
+    ]
     /// Objects keyed by layer index (transformers' heterogeneous
     /// `per_layer_config`, Gemma 4's per-layer head shapes): the kept layers'
     /// entries stay, under their new indices (zero-padded to one width, as
