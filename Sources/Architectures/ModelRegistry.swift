@@ -26,6 +26,7 @@ public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
         "apertus": ApertusModel.self,
         "arcee": ArceeModel.self,
+        "bamba": BambaModel.self,
         "bloom": BloomModel.self,
         "cohere": CohereModel.self,
         "cohere2": CohereModel.self,

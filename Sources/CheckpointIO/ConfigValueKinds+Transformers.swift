@@ -54,6 +54,45 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "bamba": (
+            "BambaConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "nif",
+                "attn_layer_indices": "n[i]",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "mamba_chunk_size": "ni",
+                "mamba_conv_bias": "nb",
+                "mamba_d_conv": "ni",
+                "mamba_d_head": "nis",
+                "mamba_d_state": "ni",
+                "mamba_expand": "ni",
+                "mamba_n_groups": "ni",
+                "mamba_n_heads": "ni",
+                "mamba_proj_bias": "nb",
+                "max_position_embeddings": "i",
+                "mlp_bias": "b",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "num_logits_to_keep": "ni",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "time_step_limit": "n[f]",
+                "use_cache": "b",
+                "vocab_size": "i",
+                "z_loss_coefficient": "nf",
+            ],
+            [
+                "layer_types": "layers_block_type",
+            ]),
         "bloom": (
             "BloomConfig",
             [
@@ -2063,6 +2102,7 @@ extension ConfigValueKinds {
     static let paddedEmbeddings: [String: (padTokenID: Int?, vocabSize: Int)] = [
         "apertus": (3, 131072),
         "arcee": (nil, 32000),
+        "bamba": (0, 128000),
         "cohere": (0, 256000),
         "cohere2": (0, 256000),
         "deepseek_v2": (nil, 102400),
@@ -2124,6 +2164,7 @@ extension ConfigValueKinds {
     static let omittedDefaults: [String: [String: String]] = [
         "apertus": ["intermediate_size": "14336", "max_position_embeddings": "65536", "rms_norm_eps": "1e-05"],
         "arcee": ["intermediate_size": "18432", "max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
+        "bamba": ["intermediate_size": "14336", "max_position_embeddings": "262144", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],
         "bloom": ["layer_norm_epsilon": "1e-05"],
         "cohere": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "cohere2": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
@@ -2247,6 +2288,7 @@ extension ConfigValueKinds {
     ]
     static let headDimNoneWhenNull: Set<String> = [
         "apertus",
+        "bamba",
         "bloom",
         "cohere",
         "cohere2",
