@@ -15,17 +15,19 @@ public enum ResidualStyle: Sendable {
 
 /// What a block's attention branch mixes the tokens with: softmax
 /// attention, or a linear-attention recurrence (Qwen3-Next's and Qwen3.5's
-/// Gated DeltaNet layers). Either is the block's "attention" module, scored
-/// and dropped as such.
+/// Gated DeltaNet layers, the hybrid Mamba-2 families' Mamba-2 layers).
+/// Either is the block's "attention" module, scored and dropped as such.
 public enum TokenMixer: Sendable {
     case attention(SelfAttention)
     case gatedDeltaNet(GatedDeltaNet)
+    case mamba2(Mamba2Mixer)
 
     /// The mixer over the whole batch, each sequence on its own.
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
         switch self {
         case .attention(let attention): attention(x, batch)
         case .gatedDeltaNet(let net): net(x, batch)
+        case .mamba2(let mixer): mixer(x, batch)
         }
     }
 }

@@ -115,7 +115,8 @@ public final class Checkpoint: @unchecked Sendable {
             throw DroptraceError("no \"model_type\" key", path: configURL.path)
         }
         modelType = type
-        (decodedConfigData, configKeysWrittenAs) = ConfigValueKinds.decodable(configData, document: document, modelType: type)
+        (decodedConfigData, configKeysWrittenAs) = ConfigValueKinds.decodable(
+            Self.finiteSpelling(configData), document: document, modelType: type)
     }
 
     /// What weight files holding no weights hold, one sentence; nil when
@@ -135,7 +136,8 @@ public final class Checkpoint: @unchecked Sendable {
     /// `keysOnce` (a GGUF file's derived config has no text of its own):
     /// Python keeps a repeated key's last value, Foundation its first, and
     /// which was meant is not for droptrace to guess. NaN, Infinity and
-    /// 1e400, which Python takes, fit no setting; the error names their key.
+    /// 1e400, which Python takes, fit no setting but the bounds of
+    /// `infiniteBoundKeys`; the error names their key.
     /// - Throws: `DroptraceError` naming `path`.
     static func configDocument(_ data: Data, path: String, keysOnce: Bool) throws -> JSONValue {
         func invalid(_ detail: String?) -> DroptraceError {
@@ -144,7 +146,7 @@ public final class Checkpoint: @unchecked Sendable {
         }
         let document: JSONValue
         do {
-            document = try JSONValue.parse([UInt8](data))
+            document = try JSONValue.parse([UInt8](data), allowingNonFinite: true)
         } catch {
             throw invalid("byte \(error.offset): \(error.reason)")
         }
@@ -152,8 +154,46 @@ public final class Checkpoint: @unchecked Sendable {
             throw DroptraceError("key \"\(repeated)\" is given twice", path: path)
         }
         guard case .object = document else { throw DroptraceError("is JSON but not an object of settings", path: path) }
-        if document.holdsNonFiniteNumber { throw invalid(nil) }
+        if document.holdsNonFiniteNumber(allowingInfinityIn: infiniteBoundKeys) {
+            throw invalid(nonFiniteKey(document).map { "key \"\($0)\" holds a number that is not finite" })
+        }
         return document
+    }
+
+    /// Top-level keys whose numbers may be ±Infinity, as Python writes an
+    /// unbounded bound (GraniteMoeHybridConfig's `time_step_limit`, (0.0, inf) by default).
+    static let infiniteBoundKeys: Set<String> = ["time_step_limit"]
+
+    /// The first top-level key holding a number that is not finite where it may not.
+    private static func nonFiniteKey(_ document: JSONValue) -> String? {
+        guard case .object(let members) = document else { return nil }
+        return members.first { JSONValue.object([$0]).holdsNonFiniteNumber(allowingInfinityIn: infiniteBoundKeys) }?.key
+    }
+
+    /// config.json with each `Infinity` outside strings (which only
+    /// `infiniteBoundKeys` may hold) spelled 1e308, a number Foundation's
+    /// decoder reads, infinite in float32 as the engine uses the bounds.
+    static func finiteSpelling(_ data: Data) -> Data {
+        let literal = Array("Infinity".utf8)
+        var bytes = [UInt8](data), i = 0, inString = false, changed = false
+        while i < bytes.count {
+            let byte = bytes[i]
+            if inString {
+                if byte == UInt8(ascii: "\\") { i += 2; continue }
+                if byte == UInt8(ascii: "\"") { inString = false }
+                i += 1
+            } else if byte == UInt8(ascii: "\"") {
+                inString = true
+                i += 1
+            } else if byte == literal[0], i + literal.count <= bytes.count, Array(bytes[i..<(i + literal.count)]) == literal {
+                bytes.replaceSubrange(i..<(i + literal.count), with: Array("1e308".utf8))
+                changed = true
+                i += 5
+            } else {
+                i += 1
+            }
+        }
+        return changed ? Data(bytes) : data
     }
 
     /// config.json files are a few kilobytes (a long `quantization_config`

@@ -106,7 +106,9 @@ public enum ConfigValueKinds {
         if case .null = written { return nil }
         let layers = members.last(where: { $0.key == countKey })?.value
         guard case .array(let items) = written,
-              items.allSatisfy({ if case .string(let name) = $0 { allowedLayerTypes.contains(name) } else { false } }) else {
+              items.allSatisfy({
+                  if case .string(let name) = $0 { allowedLayerTypes.contains(legacyLayerTypes[name] ?? name) } else { false }
+              }) else {
             return "key \"layer_types\" must list one of \(allowedLayerTypes.joined(separator: ", ")) per layer, as transformers' validate_layer_type requires"
         }
         if case .integer(let count)? = layers, count != items.count {
@@ -170,6 +172,13 @@ public enum ConfigValueKinds {
         "gemma2", "gemma3", "gemma3_text", "gpt_oss", "ministral", "mistral", "olmo3", "qwen2", "qwen2_moe", "qwen3", "smollm3",
     ]
     /// transformers 5.23's `ALLOWED_LAYER_TYPES`.
+    /// Earlier layer type names transformers reads as the current ones
+    /// before it validates them (`_LEGACY_LAYER_TYPE_REMAP`).
+    static let legacyLayerTypes = [
+        "mamba": "linear_attention", "attention": "full_attention", "deepseek_sparse_attention": "indexed_attention",
+        "qwen_sparse_attention": "indexed_attention",
+    ]
+
     static let allowedLayerTypes = [
         "full_attention", "sliding_attention", "chunked_attention", "window_attention", "indexed_attention",
         "compressed_sparse_attention", "heavily_compressed_attention", "minimax_m3_sparse", "conv", "moe", "hybrid",

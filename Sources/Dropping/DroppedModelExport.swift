@@ -228,10 +228,12 @@ public enum DroppedModelExport {
 
     /// config.json per-layer keys holding one entry per layer (Qwen2/Gemma's
     /// `layer_types`, SmolLM3/Llama 4's `no_rope_layers` flags, Granite SWA's
-    /// `layer_rope_theta`, GLM-4.7-Flash's `mlp_layer_types`, HunYuan MoE's
+    /// `layer_rope_theta`, GLM-4.7-Flash's `mlp_layer_types`, GraniteMoeHybrid's
+    /// `layers_block_type`, its config class's alias of `layer_types`, HunYuan MoE's
     /// `moe_topk` when a list, GLM-5's `indexer_types`): the kept layers' entries stay.
     static let perLayerListKeys = [
         "layer_types", "no_rope_layers", "attention_layers", "layer_rope_theta", "mlp_layer_types", "moe_topk", "indexer_types",
+        "layers_block_type",
     ]
     /// Objects keyed by layer index (transformers' heterogeneous
     /// `per_layer_config`, Gemma 4's per-layer head shapes): the kept layers'
@@ -239,8 +241,8 @@ public enum DroppedModelExport {
     /// transformers writes them).
     static let layerIndexObjectKeys = ["per_layer_config"]
     /// Keys listing layer indices (Qwen-MoE's `mlp_only_layers`, Llama 4's
-    /// `moe_layers`): renumbered, removed layers left out.
-    static let layerIndexListKeys = ["mlp_only_layers", "moe_layers"]
+    /// `moe_layers`, Bamba's `attn_layer_indices`): renumbered, removed layers left out.
+    static let layerIndexListKeys = ["mlp_only_layers", "moe_layers", "attn_layer_indices"]
     /// Keys giving a layer index below which the layers differ (Qwen2's
     /// `max_window_layers`, DeepSeek's `first_k_dense_replace`; a family's
     /// own in its naming's `layerThresholds`, AFMoE's `num_dense_layers`):

@@ -12,6 +12,8 @@ final class IncrementalDecoder {
     private var caches: [KeyValueCache?]
     /// Each linear-attention layer's convolution history and recurrent state.
     private var states: [GatedDeltaNet.State?]
+    /// Each Mamba-2 layer's convolution history and state.
+    private var mambaStates: [Mamba2Mixer.State?]
 
     convenience init(model: any LanguageModel, plan: DropPlan, capacity: Int) throws {
         self.init(
@@ -29,6 +31,10 @@ final class IncrementalDecoder {
         states = blocks.map { block in
             guard case .gatedDeltaNet(let net)? = block?.attention?.mixer else { return nil }
             return GatedDeltaNet.State(net.heads)
+        }
+        mambaStates = blocks.map { block in
+            guard case .mamba2(let mixer)? = block?.attention?.mixer else { return nil }
+            return Mamba2Mixer.State(mixer.heads)
         }
     }
 
@@ -53,6 +59,7 @@ final class IncrementalDecoder {
         for index in caches.indices {
             caches[index]?.clear()
             states[index]?.reset()
+            mambaStates[index]?.reset()
         }
     }
 
@@ -76,6 +83,7 @@ final class IncrementalDecoder {
                 switch mixer {
                 case .attention(let attention): caches[index]!.prefill(input, with: attention, positions: positions)
                 case .gatedDeltaNet(let net): net(input, state: &states[index]!)
+                case .mamba2(let mixer): mixer(input, state: &mambaStates[index]!)
                 }
             }.output
         }
@@ -103,6 +111,7 @@ final class IncrementalDecoder {
                 switch mixer {
                 case .attention(let attention): caches[index]!.attend(input, with: attention, position: position)
                 case .gatedDeltaNet(let net): net(input, state: &states[index]!)
+                case .mamba2(let mixer): mixer(input, state: &mambaStates[index]!)
                 }
             }.output
         }

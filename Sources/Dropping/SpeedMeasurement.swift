@@ -247,6 +247,12 @@ public enum SpeedMeasurement {
                 let heads = net.heads
                 total += linear(net.projection) + linear(net.output)
                 total += 8 * Double(heads.valueHeads * heads.keyDim * heads.valueDim)
+            case .mamba2(let mixer)?:
+                // The convolution's taps, then the state's decay, update and read: about 6 per state entry.
+                let heads = mixer.heads
+                total += linear(mixer.projection) + linear(mixer.output)
+                total += 2 * Double(heads.convolutionChannels * heads.convolutionKernel)
+                total += 6 * Double(heads.heads * heads.headDim * heads.stateSize)
             case nil:
                 break
             }

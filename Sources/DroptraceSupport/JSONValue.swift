@@ -18,13 +18,16 @@ public indirect enum JSONValue: Sendable {
 
     /// Parses one JSON document (`serde`: as Rust's serde_json reads it;
     /// `reader`: as that reader of the datasets library reads it; `arrayLimit`:
-    /// the most values an array may hold; see `JSONParser.parse`).
+    /// the most values an array may hold; `allowingNonFinite`: Python's NaN
+    /// and ±Infinity; see `JSONParser.parse`).
     /// - Throws: `JSONValue.Malformed` with the byte offset and the reason.
     public static func parse(
-        _ bytes: [UInt8], serde: Bool = false, reader: DatasetsJSONReader? = nil, arrayLimit: Int = .max
+        _ bytes: [UInt8], allowingNonFinite: Bool = false, serde: Bool = false, reader: DatasetsJSONReader? = nil,
+        arrayLimit: Int = .max
     ) throws(Malformed) -> JSONValue {
         do {
-            return JSONValue(parsed: try JSONParser.parse(bytes, serde: serde, reader: reader, arrayLimit: arrayLimit))
+            return JSONValue(parsed: try JSONParser.parse(
+                bytes, allowingNonFinite: allowingNonFinite, serde: serde, reader: reader, arrayLimit: arrayLimit))
         } catch {
             throw Malformed(offset: error.offset, reason: error.reason)
         }
@@ -70,6 +73,27 @@ public indirect enum JSONValue: Sendable {
         case .number(let value), .bigInteger(let value): !value.isFinite
         case .array(let items): items.contains { $0.holdsNonFiniteNumber }
         case .object(let members): members.contains { $0.value.holdsNonFiniteNumber }
+        default: false
+        }
+    }
+
+    /// Whether a number within this value is not finite, where the members
+    /// of this object named in `infiniteBounds` may hold ±infinity (bounds
+    /// Python writes as `Infinity`, GraniteMoeHybridConfig's default
+    /// `time_step_limit` (0.0, inf)), never NaN.
+    public func holdsNonFiniteNumber(allowingInfinityIn infiniteBounds: Set<String>) -> Bool {
+        guard case .object(let members) = self else { return holdsNonFiniteNumber }
+        return members.contains { member in
+            guard infiniteBounds.contains(member.key) else { return member.value.holdsNonFiniteNumber }
+            return member.value.holdsNaN
+        }
+    }
+
+    private var holdsNaN: Bool {
+        switch self {
+        case .number(let value), .bigInteger(let value): value.isNaN
+        case .array(let items): items.contains { $0.holdsNaN }
+        case .object(let members): members.contains { $0.value.holdsNaN }
         default: false
         }
     }

@@ -36,10 +36,16 @@ struct GraniteMoeSettings: Decodable {
         sharedIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .sharedIntermediateSize) ?? 0
         let settings = self
         try ConfigRules.decodingChecks {
-            try ConfigRules.count(settings.numLocalExperts, "num_local_experts")
-            try MixtureOfExperts.checkExpertsPerToken(settings.numExpertsPerTok, of: settings.numLocalExperts, expertsKey: "num_local_experts")
+            // GraniteMoeHybrid takes 0 experts (`GraniteMoeMLP.allowsNoExperts`).
+            try ConfigRules.nonNegative(settings.numLocalExperts, "num_local_experts")
             try ConfigRules.nonNegative(settings.sharedIntermediateSize, "shared_intermediate_size")
         }
+    }
+
+    /// The checks of a mixture: at least one expert, and between 1 and that many per token.
+    func checkMixture() throws {
+        try ConfigRules.count(numLocalExperts, "num_local_experts")
+        try MixtureOfExperts.checkExpertsPerToken(numExpertsPerTok, of: numLocalExperts, expertsKey: "num_local_experts")
     }
 }
 
@@ -66,14 +72,21 @@ struct GraniteMoeMLP: Sendable {
     let readsSavedNames: Bool
 
     /// The family's keys of `parts`' config: the shared MLP's width only where
-    /// `readsSharedMLP`.
-    init(_ parts: DecoderParts, readsSharedMLP: Bool, readsSavedNames: Bool) throws {
+    /// `readsSharedMLP`. `allowsNoExperts`: 0 experts leave the shared MLP
+    /// alone (GraniteMoeHybrid's dense layers), which must then have a width.
+    init(_ parts: DecoderParts, readsSharedMLP: Bool, readsSavedNames: Bool, allowsNoExperts: Bool = false) throws {
         var settings = try parts.config(GraniteMoeSettings.self)
         if !readsSharedMLP { settings.sharedIntermediateSize = 0 }
         self.settings = settings
         self.readsSavedNames = readsSavedNames
         let dimensions = parts.dimensions
         try ConfigRules.checks(path: parts.configPath) {
+            if !allowsNoExperts || settings.numLocalExperts > 0 {
+                try settings.checkMixture()
+            } else if settings.sharedIntermediateSize == 0 {
+                throw InvalidConfigValue(
+                    key: "shared_intermediate_size", problem: "is 0 with num_local_experts 0: the layers would have no MLP at all")
+            }
             // The fused expert tensors hold experts × 2 · inner × hidden values.
             try ConfigRules.product([
                 (settings.numLocalExperts, "num_local_experts"), (2, "gate and up"),
@@ -87,13 +100,15 @@ struct GraniteMoeMLP: Sendable {
         // The expert list is built num_local_experts long: the first kept MLP confirms the sizes first.
         if let layer = (0..<dimensions.numHiddenLayers).first(where: { !parts.configuredDrops.dropsMLP($0) }) {
             let weights = parts.weights, d = dimensions.hiddenSize
-            try weights.confirmShape(
-                try name(layer, weights, saved: "router.layer.weight", renamed: "router.weight"),
-                [settings.numLocalExperts, d], keys: "num_local_experts, hidden_size", configPath: parts.configPath)
-            try weights.confirmShape(
-                try name(layer, weights, saved: "input_linear.weight", renamed: "experts.gate_up_proj"),
-                [settings.numLocalExperts, 2 * dimensions.intermediateSize, d],
-                keys: "num_local_experts, intermediate_size, hidden_size", configPath: parts.configPath)
+            if settings.numLocalExperts > 0 {
+                try weights.confirmShape(
+                    try name(layer, weights, saved: "router.layer.weight", renamed: "router.weight"),
+                    [settings.numLocalExperts, d], keys: "num_local_experts, hidden_size", configPath: parts.configPath)
+                try weights.confirmShape(
+                    try name(layer, weights, saved: "input_linear.weight", renamed: "experts.gate_up_proj"),
+                    [settings.numLocalExperts, 2 * dimensions.intermediateSize, d],
+                    keys: "num_local_experts, intermediate_size, hidden_size", configPath: parts.configPath)
+            }
             if settings.sharedIntermediateSize > 0 {
                 try weights.confirmShape(
                     "layers.\(layer).shared_mlp.input_linear.weight", [2 * settings.sharedIntermediateSize, d],
@@ -131,6 +146,11 @@ struct GraniteMoeMLP: Sendable {
     /// Layer `index`'s MLP.
     func feedForward(_ index: Int, parts: DecoderParts, activation: Activation) throws -> FeedForward {
         let weights = parts.weights, d = parts.dimensions.hiddenSize, count = settings.numLocalExperts
+        if count == 0 {
+            return try weights.fusedGatedMLP(
+                "layers.\(index).shared_mlp.", hidden: d, inner: settings.sharedIntermediateSize, activation: activation,
+                names: ("input_linear", "output_linear"))
+        }
         let experts = try weights.fusedGatedExperts(
             gateUp: try name(index, weights, saved: "input_linear.weight", renamed: "experts.gate_up_proj"),
             down: try name(index, weights, saved: "output_linear.weight", renamed: "experts.down_proj"),

@@ -1,0 +1,275 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// The Mamba-2 keys of config.json (GraniteMoeHybridConfig's `mamba_*`,
+/// `time_step_limit`), with the config class's defaults.
+struct Mamba2Configuration: Decodable {
+    var heads: Int
+    var groups: Int
+    var stateSize: Int
+    /// nil: "auto", mamba_expand × hidden_size / mamba_n_heads.
+    var headDim: Int?
+    var convolutionKernel: Int
+    var expand: Int
+    var chunkSize: Int
+    var convolutionBias: Bool
+    var projectionBias: Bool
+    var timeStepLimit: (lower: Double, upper: Double)
+
+    enum CodingKeys: String, CodingKey {
+        case heads = "mamba_n_heads"
+        case groups = "mamba_n_groups"
+        case stateSize = "mamba_d_state"
+        case headDim = "mamba_d_head"
+        case convolutionKernel = "mamba_d_conv"
+        case expand = "mamba_expand"
+        case chunkSize = "mamba_chunk_size"
+        case convolutionBias = "mamba_conv_bias"
+        case projectionBias = "mamba_proj_bias"
+        case timeStepLimit = "time_step_limit"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        func isNull(_ key: CodingKeys) throws -> Bool { try c.contains(key) && c.decodeNil(forKey: key) }
+        // The config class takes null for each; its model cannot be built (or run) from it.
+        func count(_ key: CodingKeys, default fallback: Int) throws -> Int {
+            let null = try isNull(key)
+            try ConfigRules.decodingChecks {
+                guard !null else { throw InvalidConfigValue(key: key.rawValue, problem: "must be a number, got null") }
+            }
+            return try c.decodeIfPresent(Int.self, forKey: key) ?? fallback
+        }
+        heads = try count(.heads, default: 128)
+        groups = try count(.groups, default: 1)
+        stateSize = try count(.stateSize, default: 256)
+        convolutionKernel = try count(.convolutionKernel, default: 4)
+        expand = try count(.expand, default: 2)
+        chunkSize = try count(.chunkSize, default: 256)
+        // nn.Conv1d and nn.Linear read a null bias flag as none.
+        convolutionBias = try isNull(.convolutionBias) ? false : try c.decodeIfPresent(Bool.self, forKey: .convolutionBias) ?? true
+        projectionBias = try isNull(.projectionBias) ? false : try c.decodeIfPresent(Bool.self, forKey: .projectionBias) ?? false
+        if try isNull(.headDim) {
+            try ConfigRules.decodingChecks {
+                throw InvalidConfigValue(key: "mamba_d_head", problem: "must be a number or \"auto\", got null")
+            }
+        }
+        if let text = try? c.decodeIfPresent(String.self, forKey: .headDim) {
+            try ConfigRules.decodingChecks {
+                guard text == "auto" else {
+                    throw InvalidConfigValue(key: "mamba_d_head", problem: "must be a number or \"auto\", got \"\(text.forErrorMessage)\"")
+                }
+            }
+            headDim = nil
+        } else {
+            headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
+        }
+        let limitIsNull = try isNull(.timeStepLimit)
+        let limit = try c.decodeIfPresent([Double].self, forKey: .timeStepLimit) ?? [0, .infinity]
+        try ConfigRules.decodingChecks {
+            guard !limitIsNull else {
+                throw InvalidConfigValue(key: "time_step_limit", problem: "must be two numbers [min, max], got null (the mixer clamps by it)")
+            }
+            guard limit.count == 2 else {
+                throw InvalidConfigValue(key: "time_step_limit", problem: "must be two numbers [min, max], got \(limit.count)")
+            }
+        }
+        timeStepLimit = (limit[0], limit[1])
+        let settings = self
+        try ConfigRules.decodingChecks {
+            try ConfigRules.count(settings.heads, "mamba_n_heads")
+            try ConfigRules.count(settings.groups, "mamba_n_groups")
+            try ConfigRules.count(settings.stateSize, "mamba_d_state")
+            try ConfigRules.countIfPresent(settings.headDim, "mamba_d_head")
+            try ConfigRules.count(settings.convolutionKernel, "mamba_d_conv")
+            try ConfigRules.count(settings.expand, "mamba_expand")
+            try ConfigRules.count(settings.chunkSize, "mamba_chunk_size")
+        }
+    }
+
+    /// The mixer's sizes for a model of `hidden` columns.
+    /// - Throws: `InvalidConfigValue` naming the key whose value does not fit.
+    func heads(hidden: Int) throws -> Mamba2Heads {
+        let inner = try ConfigRules.product([(expand, "mamba_expand"), (hidden, "hidden_size")])
+        guard inner % heads == 0 else {
+            throw InvalidConfigValue(key: "mamba_n_heads", problem: "must divide mamba_expand × hidden_size \(inner), got \(heads)")
+        }
+        let headDim = headDim ?? inner / heads
+        guard headDim * heads == inner else {
+            throw InvalidConfigValue(
+                key: "mamba_d_head", problem: "times mamba_n_heads \(heads) must be mamba_expand × hidden_size \(inner), got \(headDim)")
+        }
+        guard heads % groups == 0 else {
+            throw InvalidConfigValue(key: "mamba_n_groups", problem: "must divide mamba_n_heads \(heads), got \(groups)")
+        }
+        // The projection [z | x | B | C | dt, hidden] and the state per head.
+        let groupWidth = try ConfigRules.product([(groups, "mamba_n_groups"), (stateSize, "mamba_d_state"), (2, "B and C")])
+        let (channels, overflow) = inner.addingReportingOverflow(groupWidth)
+        guard !overflow else { throw InvalidConfigValue(key: "mamba_d_state", problem: "is too large: \(stateSize)") }
+        try ConfigRules.product([(channels, "mamba_d_state"), (convolutionKernel, "mamba_d_conv"), (hidden, "hidden_size"), (4, "z, x, B, C")])
+        try ConfigRules.product([(stateSize, "mamba_d_state"), (inner, "mamba_expand × hidden_size"), (4, "float32")])
+        return Mamba2Heads(heads: heads, headDim: headDim, groups: groups, stateSize: stateSize, convolutionKernel: convolutionKernel)
+    }
+}
+
+/// GraniteMoeHybrid's own keys of config.json: the layer types and the rotary switch.
+struct GraniteMoeHybridSettings: Decodable {
+    /// `layer_types`, else its alias `layers_block_type` (the config class's attribute map).
+    var layerTypes: [String]?
+    /// The key `layerTypes` was read from.
+    var layerTypesKey = "layer_types"
+    var positionEmbeddingType: String?
+
+    enum CodingKeys: String, CodingKey {
+        case layerTypes = "layer_types"
+        case layersBlockType = "layers_block_type"
+        case positionEmbeddingType = "position_embedding_type"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
+        if layerTypes == nil, let aliased = try c.decodeIfPresent([String].self, forKey: .layersBlockType) {
+            layerTypes = aliased
+            layerTypesKey = "layers_block_type"
+        }
+        positionEmbeddingType = try c.decodeIfPresent(String.self, forKey: .positionEmbeddingType)
+    }
+
+    static let linear = "linear_attention"
+    /// transformers' names for its earlier ones (`remap_legacy_layer_types`).
+    static let legacyNames = ["mamba": linear, "attention": AttentionLayerType.full]
+}
+
+/// IBM Granite 4.0-H (`granitemoehybrid`, transformers'
+/// models/granitemoehybrid): Granite's multipliers around layers whose
+/// token mixer is a Mamba-2 mixer (`mamba`, layer type `linear_attention`,
+/// legacy `mamba`) or softmax attention (`self_attn`, `full_attention`,
+/// legacy `attention`), every layer Mamba-2 unless `layer_types` (or its
+/// alias `layers_block_type`) says otherwise; attention rotated only when
+/// `position_embedding_type` is "rope" (Granite 4.0-H uses none), scaled
+/// by `attention_multiplier`. The MLP module is GraniteMoE-Shared's
+/// mixture with its shared MLP (`shared_intermediate_size`, 1024 by
+/// default), or the shared MLP alone with `num_local_experts` 0.
+struct GraniteMoeHybridModel: DecoderFamily {
+    static func readsLayerTypes(_ modelType: String) -> Bool { true }
+    let parts: DecoderParts
+    let config: GraniteConfiguration
+    let mixture: GraniteMoeMLP
+    let mamba: Mamba2Configuration
+    let heads: Mamba2Heads
+    /// Each layer's type, legacy names read as transformers reads them.
+    let layerTypes: [String]
+    let rotary: RotaryEmbedding?
+
+    init(_ checkpoint: Checkpoint) throws {
+        parts = try DecoderParts(
+            checkpoint, section: ConfigSection(defaults: ["shared_intermediate_size": 1024])
+        ) { prefix in
+            LayerNaming(
+                prefix: prefix + "layers.", attention: ["self_attn.", "mamba.", "input_layernorm."],
+                mlp: ["block_sparse_moe.", "shared_mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
+        }
+        config = try parts.config(GraniteConfiguration.self)
+        mixture = try GraniteMoeMLP(parts, readsSharedMLP: true, readsSavedNames: true, allowsNoExperts: true)
+        mamba = try parts.config(Mamba2Configuration.self)
+        let settings = try parts.config(GraniteMoeHybridSettings.self)
+        let layers = parts.dimensions.numHiddenLayers, d = parts.dimensions.hiddenSize
+        let types = (settings.layerTypes ?? Array(repeating: GraniteMoeHybridSettings.linear, count: layers)).map {
+            GraniteMoeHybridSettings.legacyNames[$0] ?? $0
+        }
+        let mambaSettings = mamba
+        var heads: Mamba2Heads?
+        try ConfigRules.checks(path: parts.configPath) {
+            if types.count != layers {
+                throw InvalidConfigValue(
+                    key: settings.layerTypesKey, problem: "has \(types.count) entries for \(layers) layers (num_hidden_layers)")
+            }
+            if let other = settings.layerTypes?.first(where: {
+                ![GraniteMoeHybridSettings.linear, AttentionLayerType.full].contains(GraniteMoeHybridSettings.legacyNames[$0] ?? $0)
+            }) {
+                throw InvalidConfigValue(
+                    key: settings.layerTypesKey,
+                    problem: "names \"\(other.forErrorMessage)\": the layers are linear_attention (mamba) or full_attention (attention)")
+            }
+            heads = try mambaSettings.heads(hidden: d)
+        }
+        self.heads = heads!
+        layerTypes = types
+        // Attention tensors are confirmed on the first kept attention layer, before the rotary table is sized.
+        let drops = parts.configuredDrops
+        let firstAttention = (0..<layers).first { types[$0] == AttentionLayerType.full && !drops.dropsAttention($0) }
+        if let firstAttention {
+            let dims = parts.dimensions
+            try parts.weights.confirmShape(
+                "layers.\(firstAttention).self_attn.q_proj.weight", [dims.numAttentionHeads * dims.resolvedHeadDim, d],
+                keys: "num_attention_heads × head_dim", configPath: parts.configPath)
+            try parts.weights.confirmShape(
+                "layers.\(firstAttention).self_attn.k_proj.weight", [dims.kvHeads * dims.resolvedHeadDim, d],
+                keys: "num_key_value_heads × head_dim", configPath: parts.configPath)
+        }
+        rotary = settings.positionEmbeddingType == "rope" ? try parts.rotary(confirmProjections: false) : nil
+    }
+
+    func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch, multiplier: config.embeddingMultiplier) }
+
+    func head() throws -> OutputHead {
+        try parts.head(
+            norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps), logitDivisor: config.logitsScaling)
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops), p = "layers.\(index).", d = hiddenSize, eps = config.rmsNormEps
+        let weights = parts.weights, activation = try parts.activation(config.hiddenAct ?? "silu")
+        func mixer() throws -> TokenMixer {
+            if layerTypes[index] == AttentionLayerType.full {
+                return .attention(try parts.attention(
+                    p + "self_attn.", bias: config.attentionBias, rotary: rotary, scale: config.attentionMultiplier))
+            }
+            return .mamba2(try mamba2(p + "mamba.", activation: activation))
+        }
+        return TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
+                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), mixer: try mixer(),
+                outputScale: config.residualMultiplier),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
+                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps),
+                feedForward: try mixture.feedForward(index, parts: parts, activation: activation),
+                outputScale: config.residualMultiplier),
+            residual: .sequential)
+    }
+
+    /// The Mamba-2 mixer under `prefix`.
+    func mamba2(_ prefix: String, activation: Activation) throws -> Mamba2Mixer {
+        try mamba.mixer(prefix, parts: parts, heads: heads, activation: activation, eps: config.rmsNormEps)
+    }
+}
+
+extension Mamba2Configuration {
+    /// The Mamba-2 mixer stored under `prefix` (`in_proj`, `conv1d`, `A_log`,
+    /// `dt_bias`, `D`, `norm`, `out_proj`), its gated norm's epsilon `eps`
+    /// (`rms_norm_eps`), the convolution's `activation` (`hidden_act`).
+    func mixer(_ prefix: String, parts: DecoderParts, heads h: Mamba2Heads, activation: Activation, eps: Double) throws -> Mamba2Mixer {
+        let weights = parts.weights, d = parts.dimensions.hiddenSize, bias = projectionBias
+        return Mamba2Mixer(
+            heads: h, projection: try weights.linear(prefix + "in_proj", in: d, out: h.projectionWidth, bias: bias),
+            convolution: try weights.floats(prefix + "conv1d.weight", [h.convolutionChannels, 1, h.convolutionKernel]),
+            convolutionBias: convolutionBias ? try weights.floats(prefix + "conv1d.bias", [h.convolutionChannels]) : nil,
+            activation: activation,
+            logDecay: try weights.floats(prefix + "A_log", [h.heads]),
+            timeStepBias: try weights.floats(prefix + "dt_bias", [h.heads]),
+            skip: try weights.floats(prefix + "D", [h.heads]),
+            timeStepLimit: (Float(timeStepLimit.lower), Float(timeStepLimit.upper)),
+            norm: try weights.rmsNorm(prefix + "norm", size: h.innerWidth, eps: eps),
+            output: try weights.linear(prefix + "out_proj", in: h.innerWidth, out: d, bias: bias))
+    }
+
+    /// The mixer's sizes for `parts`, refused naming the key that does not fit.
+    func heads(_ parts: DecoderParts) throws -> Mamba2Heads {
+        var heads: Mamba2Heads?
+        try ConfigRules.checks(path: parts.configPath) { heads = try self.heads(hidden: parts.dimensions.hiddenSize) }
+        return heads!
+    }
+}

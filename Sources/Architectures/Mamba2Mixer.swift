@@ -1,0 +1,229 @@
+import Foundation
+import TensorEngine
+
+/// The sizes of a Mamba-2 mixer (transformers' `mamba_*` keys).
+public struct Mamba2Heads: Sendable, Equatable {
+    /// `mamba_n_heads`.
+    public let heads: Int
+    /// `mamba_d_head`: channels of x per head.
+    public let headDim: Int
+    /// `mamba_n_groups`: groups of heads sharing B and C (and normalised together).
+    public let groups: Int
+    /// `mamba_d_state`: the width of B, C and each head's state rows.
+    public let stateSize: Int
+    /// `mamba_d_conv`: taps of the causal convolution.
+    public let convolutionKernel: Int
+
+    public init(heads: Int, headDim: Int, groups: Int, stateSize: Int, convolutionKernel: Int) {
+        precondition(heads > 0 && headDim > 0 && groups > 0 && heads % groups == 0 && stateSize > 0 && convolutionKernel > 0)
+        self.heads = heads
+        self.headDim = headDim
+        self.groups = groups
+        self.stateSize = stateSize
+        self.convolutionKernel = convolutionKernel
+    }
+
+    /// The columns of x, of the output gate z and of the mixer's output (mamba_expand × hidden_size).
+    public var innerWidth: Int { heads * headDim }
+    /// Columns of all groups' B (or C).
+    public var groupWidth: Int { groups * stateSize }
+    /// The convolution's channels: x | B | C.
+    public var convolutionChannels: Int { innerWidth + 2 * groupWidth }
+    /// The input projection's outputs: z | x | B | C | dt.
+    public var projectionWidth: Int { innerWidth + convolutionChannels + heads }
+}
+
+/// The Mamba-2 mixer (state space duality) of the hybrid Mamba-2 families,
+/// as transformers' torch path computes it (`BambaMixer`,
+/// `GraniteMoeHybridMambaLayer`):
+///
+/// - `in_proj` to z | x | B | C | dt;
+/// - a causal depthwise convolution of `convolutionKernel` taps (with its
+///   bias, where it has one) over x | B | C, then the activation;
+/// - per head h of group g = h / (heads / groups) and time step, with
+///   Δ = clamp(softplus(dt + dt_bias), time_step_limit) and A = −exp(A_log),
+///   the state S [headDim, stateSize] takes S ← exp(Δ A) S + Δ x Bᵀ and gives
+///   y = S C + D x;
+/// - a gated RMSNorm, norm(y · silu(z)) · w, each group of heads'
+///   columns normalised on its own, and `out_proj`.
+///
+/// transformers' batched forward runs the same recurrence in chunks
+/// (`torch_forward`'s segment sums), equal to this step form up to rounding.
+public struct Mamba2Mixer: Sendable {
+    public let heads: Mamba2Heads
+    /// [projectionWidth, hidden] rows z | x | B | C | dt.
+    public let projection: Linear
+    /// [channels, kernel]: each x | B | C channel's taps, oldest first.
+    public let convolution: [Float]
+    /// One per channel, or nil (`mamba_conv_bias` false).
+    public let convolutionBias: [Float]?
+    /// After the convolution (`hidden_act`).
+    public let activation: Activation
+    /// A = −exp(A_log) per head.
+    public let decay: [Float]
+    /// dt_bias per head.
+    public let timeStepBias: [Float]
+    /// D per head.
+    public let skip: [Float]
+    /// `time_step_limit`: Δ is clamped to [lower, upper].
+    public let timeStepLimit: (lower: Float, upper: Float)
+    /// The gated RMSNorm's weights [innerWidth], each group's columns normalised on their own.
+    public let norm: Normalization
+    public let output: Linear
+
+    public init(
+        heads: Mamba2Heads, projection: Linear, convolution: [Float], convolutionBias: [Float]?, activation: Activation,
+        logDecay: [Float], timeStepBias: [Float], skip: [Float], timeStepLimit: (lower: Float, upper: Float),
+        norm: Normalization, output: Linear
+    ) {
+        precondition(projection.outFeatures == heads.projectionWidth && output.inFeatures == heads.innerWidth)
+        precondition(convolution.count == heads.convolutionChannels * heads.convolutionKernel)
+        precondition(convolutionBias.map { $0.count == heads.convolutionChannels } ?? true)
+        precondition(logDecay.count == heads.heads && timeStepBias.count == heads.heads && skip.count == heads.heads)
+        self.heads = heads
+        self.projection = projection
+        self.convolution = convolution
+        self.convolutionBias = convolutionBias
+        self.activation = activation
+        decay = logDecay.map { -exp($0) }
+        self.timeStepBias = timeStepBias
+        self.skip = skip
+        self.timeStepLimit = timeStepLimit
+        self.norm = norm
+        self.output = output
+    }
+
+    /// What the layer carries from one token to the next when decoding.
+    public struct State: Sendable {
+        /// The last kernel − 1 rows of convolution inputs [kernel − 1, channels] (zeros before the first token).
+        var history: [Float]
+        /// Each head's S [headDim, stateSize], head after head.
+        var recurrent: [Float]
+
+        public init(_ heads: Mamba2Heads) {
+            history = [Float](repeating: 0, count: (heads.convolutionKernel - 1) * heads.convolutionChannels)
+            recurrent = [Float](repeating: 0, count: heads.heads * heads.headDim * heads.stateSize)
+        }
+
+        /// Values the state holds (Float32).
+        public var count: Int { history.count + recurrent.count }
+
+        /// Back to the state before the first token.
+        public mutating func reset() {
+            for i in history.indices { history[i] = 0 }
+            for i in recurrent.indices { recurrent[i] = 0 }
+        }
+    }
+
+    /// The layer over the batch's sequences, each from an empty state.
+    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
+        let projected = projection(x)
+        var mixed = Matrix(zeros: x.rows, heads.innerWidth)
+        for sequence in batch.sequences {
+            var state = State(heads)
+            mix(projected, rows: sequence, state: &state, into: &mixed)
+        }
+        return finish(mixed, projected: projected)
+    }
+
+    /// The layer over rows `x` that continue the sequence `state` holds
+    /// (prefill, then one token at a time), updating the state.
+    public func callAsFunction(_ x: Matrix, state: inout State) -> Matrix {
+        let projected = projection(x)
+        var mixed = Matrix(zeros: x.rows, heads.innerWidth)
+        mix(projected, rows: 0..<x.rows, state: &state, into: &mixed)
+        return finish(mixed, projected: projected)
+    }
+
+    /// The gate, the grouped norm and the output projection of the scan's output.
+    private func finish(_ mixed: Matrix, projected: Matrix) -> Matrix {
+        var gated = mixed
+        let width = heads.projectionWidth, inner = heads.innerWidth
+        gated.data.withUnsafeMutableBufferPointer { out in
+            projected.data.withUnsafeBufferPointer { p in
+                for r in 0..<mixed.rows {
+                    let z = p.baseAddress! + r * width, o = out.baseAddress! + r * inner
+                    for j in 0..<inner { o[j] = o[j] * Activation.silu.apply(z[j]) }
+                }
+            }
+        }
+        norm.apply(inPlace: &gated, columns: 0..<inner, pieceWidth: inner / heads.groups, weightsPerPiece: true)
+        return output(gated)
+    }
+
+    /// The convolution and the scan over `rows` of `projected`, written to
+    /// the same rows of `mixed` [rows, innerWidth].
+    private func mix(_ projected: Matrix, rows: Range<Int>, state: inout State, into mixed: inout Matrix) {
+        let h = heads, count = rows.count, channels = h.convolutionChannels, taps = h.convolutionKernel
+        let width = h.projectionWidth, convolutionStart = h.innerWidth
+        guard count > 0 else { return }
+        // Convolution inputs: the carried history, then these rows' x | B | C.
+        var padded = state.history
+        padded.reserveCapacity((taps - 1 + count) * channels)
+        projected.data.withUnsafeBufferPointer { p in
+            for r in rows {
+                let start = r * width + convolutionStart
+                padded.append(contentsOf: p[start..<(start + channels)])
+            }
+        }
+        state.history = Array(padded[(count * channels)...])
+        // conv[t, c] = act(Σ_j w[c, j] · padded[t + j, c] + bias[c]).
+        var convolved = [Float](repeating: 0, count: count * channels)
+        let activation = self.activation, bias = convolutionBias
+        convolution.withUnsafeBufferPointer { w in
+            padded.withUnsafeBufferPointer { input in
+                convolved.withUnsafeMutableBufferPointer { out in
+                    parallelFor(chunks: count, minimumChunk: 8) { part in
+                        for t in part {
+                            let row = out.baseAddress! + t * channels
+                            for c in 0..<channels {
+                                var sum: Float = 0
+                                for j in 0..<taps { sum += w[c * taps + j] * input[(t + j) * channels + c] }
+                                if let bias { sum += bias[c] }
+                                row[c] = activation.apply(sum)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let headsPerGroup = h.heads / h.groups, stateSize = h.stateSize, headDim = h.headDim
+        let decay = self.decay, timeStepBias = self.timeStepBias, skip = self.skip
+        let (lower, upper) = timeStepLimit
+        let first = rows.lowerBound, inner = h.innerWidth
+        let bStart = inner, cStart = inner + h.groupWidth, dtStart = inner + channels
+        state.recurrent.withUnsafeMutableBufferPointer { states in
+            convolved.withUnsafeBufferPointer { xbc in
+                projected.data.withUnsafeBufferPointer { p in
+                    mixed.data.withUnsafeMutableBufferPointer { out in
+                        parallelFor(chunks: h.heads) { part in
+                            for head in part {
+                                let s = states.baseAddress! + head * headDim * stateSize
+                                let group = head / headsPerGroup
+                                for t in 0..<count {
+                                    let row = xbc.baseAddress! + t * channels
+                                    let x = row + head * headDim
+                                    let b = row + bStart + group * stateSize, c = row + cStart + group * stateSize
+                                    let raw = p[(first + t) * width + dtStart + head] + timeStepBias[head]
+                                    let softplus = raw > 20 ? raw : log1p(exp(raw))
+                                    let delta = min(max(softplus, lower), upper)
+                                    let factor = exp(delta * decay[head])
+                                    let o = out.baseAddress! + (first + t) * inner + head * headDim
+                                    for i in 0..<headDim {
+                                        let si = s + i * stateSize, input = x[i] * delta
+                                        var y: Float = 0
+                                        for n in 0..<stateSize {
+                                            si[n] = si[n] * factor + input * b[n]
+                                            y += si[n] * c[n]
+                                        }
+                                        o[i] = y + skip[head] * x[i]
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
