@@ -57,6 +57,7 @@ public enum ModelRegistry {
         "helium": InterleavedLlamaModel.self,
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
         "jais2": ArceeModel.self,
+        "lfm2": Lfm2Model.self,
         "llama": LlamaModel.self,
         "llama4": Llama4Model.self,
         "llama4_text": Llama4Model.self,

@@ -236,8 +236,8 @@ public enum DroppedModelExport {
     /// transformers writes them).
     static let layerIndexObjectKeys = ["per_layer_config"]
     /// Keys listing layer indices (Qwen-MoE's `mlp_only_layers`, Llama 4's
-    /// `moe_layers`): renumbered, removed layers left out.
-    static let layerIndexListKeys = ["mlp_only_layers", "moe_layers"]
+    /// `moe_layers`, LFM2's `full_attn_idxs`): renumbered, removed layers left out.
+    static let layerIndexListKeys = ["mlp_only_layers", "moe_layers", "full_attn_idxs"]
     /// Keys giving a layer index below which the layers differ (Qwen2's
     /// `max_window_layers`, DeepSeek's `first_k_dense_replace`): the number
     /// of kept layers below it.

@@ -3,8 +3,9 @@ import Foundation
 import TensorEngine
 
 /// Token-by-token decoding with a key/value cache (a recurrent state for a
-/// linear-attention layer), to measure what dropping saves at generation
-/// time. A dropped attention layer has no cache at all.
+/// linear-attention layer, a convolution history for a short-convolution
+/// layer), to measure what dropping saves at generation time. A dropped
+/// attention layer has no cache at all.
 final class IncrementalDecoder {
     private let model: any LanguageModel
     private let blocks: [TransformerBlock?]
@@ -12,6 +13,8 @@ final class IncrementalDecoder {
     private var caches: [KeyValueCache?]
     /// Each linear-attention layer's convolution history and recurrent state.
     private var states: [GatedDeltaNet.State?]
+    /// Each short-convolution layer's last inputs.
+    private var convolutionStates: [ShortConvolution.State?]
 
     convenience init(model: any LanguageModel, plan: DropPlan, capacity: Int) throws {
         self.init(
@@ -29,6 +32,10 @@ final class IncrementalDecoder {
         states = blocks.map { block in
             guard case .gatedDeltaNet(let net)? = block?.attention?.mixer else { return nil }
             return GatedDeltaNet.State(net.heads)
+        }
+        convolutionStates = blocks.map { block in
+            guard case .shortConvolution(let convolution)? = block?.attention?.mixer else { return nil }
+            return ShortConvolution.State(convolution)
         }
     }
 
@@ -53,6 +60,7 @@ final class IncrementalDecoder {
         for index in caches.indices {
             caches[index]?.clear()
             states[index]?.reset()
+            convolutionStates[index]?.reset()
         }
     }
 
@@ -76,6 +84,7 @@ final class IncrementalDecoder {
                 switch mixer {
                 case .attention(let attention): caches[index]!.prefill(input, with: attention, positions: positions)
                 case .gatedDeltaNet(let net): net(input, state: &states[index]!)
+                case .shortConvolution(let convolution): convolution(input, state: &convolutionStates[index]!)
                 }
             }.output
         }
@@ -103,6 +112,7 @@ final class IncrementalDecoder {
                 switch mixer {
                 case .attention(let attention): caches[index]!.attend(input, with: attention, position: position)
                 case .gatedDeltaNet(let net): net(input, state: &states[index]!)
+                case .shortConvolution(let convolution): convolution(input, state: &convolutionStates[index]!)
                 }
             }.output
         }

@@ -247,6 +247,10 @@ public enum SpeedMeasurement {
                 let heads = net.heads
                 total += linear(net.projection) + linear(net.output)
                 total += 8 * Double(heads.valueHeads * heads.keyDim * heads.valueDim)
+            case .shortConvolution(let convolution)?:
+                // B · x, the taps and the C gate per channel.
+                total += linear(convolution.projection) + linear(convolution.output)
+                total += Double(convolution.channels * (2 * convolution.kernel + 2))
             case nil:
                 break
             }
