@@ -239,9 +239,9 @@ public enum DroppedModelExport {
     /// `moe_layers`, LFM2's `full_attn_idxs`): renumbered, removed layers left out.
     static let layerIndexListKeys = ["mlp_only_layers", "moe_layers", "full_attn_idxs"]
     /// Keys giving a layer index below which the layers differ (Qwen2's
-    /// `max_window_layers`, DeepSeek's `first_k_dense_replace`): the number
-    /// of kept layers below it.
-    static let layerThresholdKeys = ["max_window_layers", "first_k_dense_replace"]
+    /// `max_window_layers`, DeepSeek's `first_k_dense_replace`, LFM2-MoE's
+    /// `num_dense_layers`): the number of kept layers below it.
+    static let layerThresholdKeys = ["max_window_layers", "first_k_dense_replace", "num_dense_layers"]
 
     /// LLM-Drop's classes for a model with dropped modules, by `model_type`:
     /// its `post_layers_drop` names them in config.json's `auto_map` and puts
