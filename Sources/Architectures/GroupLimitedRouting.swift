@@ -13,10 +13,10 @@ import TensorEngine
 ///    or the sum of the best two), ranked by the scores plus `selectionBias`
 ///    (V3's `e_score_correction_bias`, which only chooses: it never weighs);
 /// 3. the k experts of highest biased score within those groups are chosen,
-///    weighted by their unbiased scores, divided by their sum plus 1e-20 when
-///    `normalizesWeights` (by their sum but at least `denominatorFloor` when
-///    one is set: ERNIE 4.5's `moe_norm_min`), times `scalingFactor`
-///    (`routed_scaling_factor`).
+///    weighted by their unbiased scores, divided by their sum plus
+///    `denominatorEpsilon` (1e-20; LFM2-MoE's 1e-6) when `normalizesWeights`
+///    (by their sum but at least `denominatorFloor` when one is set: ERNIE
+///    4.5's `moe_norm_min`), times `scalingFactor` (`routed_scaling_factor`).
 ///
 /// One group of which it keeps one is plain top-k (`greedy`).
 public struct GroupLimitedTopK: Sendable {
@@ -44,6 +44,8 @@ public struct GroupLimitedTopK: Sendable {
     /// When set, normalised weights are divided by max(sum, floor) rather
     /// than by sum + 1e-20 (Ernie4_5_MoeTopKRouter's clamp to `moe_norm_min`).
     public let denominatorFloor: Float?
+    /// Added to the sum the weights are divided by (without a floor).
+    public let denominatorEpsilon: Float
     public let scalingFactor: Float
 
     /// - Precondition: `groups` divides the expert count given to `route`,
@@ -51,7 +53,7 @@ public struct GroupLimitedTopK: Sendable {
     ///   least two experts (config checks refuse anything else first).
     public init(
         scoring: Scoring, groupScore: GroupScore, groups: Int, groupsPerToken: Int, selectionBias: [Float]?,
-        normalizesWeights: Bool, denominatorFloor: Float? = nil, scalingFactor: Float
+        normalizesWeights: Bool, denominatorFloor: Float? = nil, denominatorEpsilon: Float = 1e-20, scalingFactor: Float
     ) {
         precondition(groups >= 1 && (1...groups).contains(groupsPerToken))
         self.scoring = scoring
@@ -61,6 +63,7 @@ public struct GroupLimitedTopK: Sendable {
         self.selectionBias = selectionBias
         self.normalizesWeights = normalizesWeights
         self.denominatorFloor = denominatorFloor
+        self.denominatorEpsilon = denominatorEpsilon
         self.scalingFactor = scalingFactor
     }
 
@@ -103,7 +106,7 @@ public struct GroupLimitedTopK: Sendable {
             }
             let top = ranked(forChoice, allowed).prefix(k)
             let sum = top.reduce(Float(0)) { $0 + scores[$1] }
-            let denominator = !normalizesWeights ? 1 : denominatorFloor.map { max(sum, $0) } ?? sum + 1e-20
+            let denominator = !normalizesWeights ? 1 : denominatorFloor.map { max(sum, $0) } ?? sum + denominatorEpsilon
             for (slot, e) in top.enumerated() {
                 chosen[r * k + slot] = e
                 weights[r * k + slot] = scores[e] / denominator * scalingFactor

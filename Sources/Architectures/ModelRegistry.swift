@@ -69,6 +69,8 @@ public enum ModelRegistry {
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
         "hunyuan_v1_moe": HunYuanMoEV1Model.self,
         "jais2": ArceeModel.self,
+        "lfm2": Lfm2Model.self,
+        "lfm2_moe": Lfm2MoeModel.self,
         "llama": LlamaModel.self,
         "llama4": Llama4Model.self,
         "llama4_text": Llama4Model.self,

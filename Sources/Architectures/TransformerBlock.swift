@@ -14,13 +14,15 @@ public enum ResidualStyle: Sendable {
 }
 
 /// What a block's attention branch mixes the tokens with: softmax
-/// attention, or a linear-attention recurrence (Qwen3-Next's and Qwen3.5's
-/// Gated DeltaNet layers, the hybrid Mamba-2 families' Mamba-2 layers).
-/// Either is the block's "attention" module, scored and dropped as such.
+/// attention, a linear-attention recurrence (Qwen3-Next's and Qwen3.5's
+/// Gated DeltaNet layers, the hybrid Mamba-2 families' Mamba-2 layers) or a
+/// gated short convolution (LFM2's conv layers). Each is the block's
+/// "attention" module, scored and dropped as such.
 public enum TokenMixer: Sendable {
     case attention(SelfAttention)
     case gatedDeltaNet(GatedDeltaNet)
     case mamba2(Mamba2Mixer)
+    case shortConvolution(ShortConvolution)
 
     /// The mixer over the whole batch, each sequence on its own.
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
@@ -28,6 +30,7 @@ public enum TokenMixer: Sendable {
         case .attention(let attention): attention(x, batch)
         case .gatedDeltaNet(let net): net(x, batch)
         case .mamba2(let mixer): mixer(x, batch)
+        case .shortConvolution(let convolution): convolution(x, batch)
         }
     }
 }
@@ -38,7 +41,7 @@ public struct AttentionBranch: Sendable {
     /// Absent where the branch reads the raw residual stream (OLMo-2).
     public let inputNorm: Normalization?
     public let mixer: TokenMixer
-    /// The softmax attention; nil for a linear-attention mixer.
+    /// The softmax attention; nil for another mixer.
     public var attention: SelfAttention! {
         if case .attention(let attention) = mixer { attention } else { nil }
     }

@@ -241,12 +241,12 @@ public enum DroppedModelExport {
     /// transformers writes them).
     static let layerIndexObjectKeys = ["per_layer_config"]
     /// Keys listing layer indices (Qwen-MoE's `mlp_only_layers`, Llama 4's
-    /// `moe_layers`, Bamba's `attn_layer_indices`): renumbered, removed layers left out.
-    static let layerIndexListKeys = ["mlp_only_layers", "moe_layers", "attn_layer_indices"]
+    /// `moe_layers`, Bamba's `attn_layer_indices`, LFM2's `full_attn_idxs`): renumbered, removed layers left out.
+    static let layerIndexListKeys = ["mlp_only_layers", "moe_layers", "attn_layer_indices", "full_attn_idxs"]
     /// Keys giving a layer index below which the layers differ (Qwen2's
     /// `max_window_layers`, DeepSeek's `first_k_dense_replace`; a family's
-    /// own in its naming's `layerThresholds`, AFMoE's `num_dense_layers`):
-    /// the number of kept layers below it.
+    /// own in its naming's `layerThresholds`, AFMoE's and LFM2-MoE's
+    /// `num_dense_layers`): the number of kept layers below it.
     static let layerThresholdKeys = ["max_window_layers", "first_k_dense_replace"]
 
     /// LLM-Drop's classes for a model with dropped modules, by `model_type`:

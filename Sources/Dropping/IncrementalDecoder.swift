@@ -3,8 +3,9 @@ import Foundation
 import TensorEngine
 
 /// Token-by-token decoding with a key/value cache (a recurrent state for a
-/// linear-attention layer), to measure what dropping saves at generation
-/// time. A dropped attention layer has no cache at all.
+/// linear-attention layer, a convolution history for a short-convolution
+/// layer), to measure what dropping saves at generation time. A dropped
+/// attention layer has no cache at all.
 final class IncrementalDecoder {
     private let model: any LanguageModel
     private let blocks: [TransformerBlock?]
@@ -14,6 +15,8 @@ final class IncrementalDecoder {
     private var states: [GatedDeltaNet.State?]
     /// Each Mamba-2 layer's convolution history and state.
     private var mambaStates: [Mamba2Mixer.State?]
+    /// Each short-convolution layer's last inputs.
+    private var convolutionStates: [ShortConvolution.State?]
 
     convenience init(model: any LanguageModel, plan: DropPlan, capacity: Int) throws {
         self.init(
@@ -35,6 +38,10 @@ final class IncrementalDecoder {
         mambaStates = blocks.map { block in
             guard case .mamba2(let mixer)? = block?.attention?.mixer else { return nil }
             return Mamba2Mixer.State(mixer.heads)
+        }
+        convolutionStates = blocks.map { block in
+            guard case .shortConvolution(let convolution)? = block?.attention?.mixer else { return nil }
+            return ShortConvolution.State(convolution)
         }
     }
 
@@ -60,6 +67,7 @@ final class IncrementalDecoder {
             caches[index]?.clear()
             states[index]?.reset()
             mambaStates[index]?.reset()
+            convolutionStates[index]?.reset()
         }
     }
 
@@ -84,6 +92,7 @@ final class IncrementalDecoder {
                 case .attention(let attention): caches[index]!.prefill(input, with: attention, positions: positions)
                 case .gatedDeltaNet(let net): net(input, state: &states[index]!)
                 case .mamba2(let mixer): mixer(input, state: &mambaStates[index]!)
+                case .shortConvolution(let convolution): convolution(input, state: &convolutionStates[index]!)
                 }
             }.output
         }
@@ -112,6 +121,7 @@ final class IncrementalDecoder {
                 case .attention(let attention): caches[index]!.attend(input, with: attention, position: position)
                 case .gatedDeltaNet(let net): net(input, state: &states[index]!)
                 case .mamba2(let mixer): mixer(input, state: &mambaStates[index]!)
+                case .shortConvolution(let convolution): convolution(input, state: &convolutionStates[index]!)
                 }
             }.output
         }

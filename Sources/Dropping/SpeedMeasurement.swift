@@ -253,6 +253,10 @@ public enum SpeedMeasurement {
                 total += linear(mixer.projection) + linear(mixer.output)
                 total += 2 * Double(heads.convolutionChannels * heads.convolutionKernel)
                 total += 6 * Double(heads.heads * heads.headDim * heads.stateSize)
+            case .shortConvolution(let convolution)?:
+                // B · x, the taps and the C gate per channel.
+                total += linear(convolution.projection) + linear(convolution.output)
+                total += Double(convolution.channels * (2 * convolution.kernel + 2))
             case nil:
                 break
             }

@@ -83,11 +83,15 @@ OMITTABLE = [
 
 
 def dense_layer(cls):
-    """Arguments making the first layer of `cls` dense when its routed layers cannot be built from
-    the class's defaults (Dots1Config leaves its expert counts None)."""
+    """Arguments making the first layer of `cls` buildable: dense when its routed layers cannot be built
+    from the class's defaults (Dots1Config leaves its expert counts None), of a type when the class
+    leaves its layer_types None (Lfm2MoeConfig)."""
     fields = {field.name: field for field in dataclasses.fields(cls)}
     if "first_k_dense_replace" in fields and "n_routed_experts" in fields and fields["n_routed_experts"].default is None:
         return {"first_k_dense_replace": 1}
+    if "layer_types" in fields and cls(num_hidden_layers=1).layer_types is None:
+        # Lfm2MoeConfig has no rule filling its layer_types: its model cannot be built without them.
+        return {"layer_types": ["full_attention"]}
     return {}
 
 

@@ -1,0 +1,119 @@
+import TensorEngine
+
+/// The gated short convolution, the token mixer of LFM2's `conv` layers
+/// (`Lfm2ShortConv`), as transformers' torch path computes it:
+///
+/// - one input projection to B | C | x (`in_proj`, [3 · channels, hidden]);
+/// - Bx = B · x, element by element;
+/// - a causal depthwise convolution of `kernel` taps (`conv_L_cache`) over
+///   Bx, each channel on its own, plus a bias per channel where the layer
+///   has one (`conv_bias`);
+/// - y = C · conv(Bx), then `output` (`out_proj`).
+///
+/// transformers zeroes the inputs of padded positions first
+/// (`apply_mask_to_padding_states`); droptrace's batches hold no padding
+/// (each sequence is its own rows), and an unpadded batch leaves them as they are.
+public struct ShortConvolution: Sendable {
+    /// The convolved channels (the hidden size).
+    public let channels: Int
+    /// Taps of the causal convolution (`conv_L_cache`).
+    public let kernel: Int
+    /// [3 · channels, hidden]: rows B | C | x.
+    public let projection: Linear
+    /// [channels, kernel]: each channel's taps, oldest first.
+    public let taps: [Float]
+    /// Added to each channel's convolution (`conv.bias`), or none.
+    public let tapBias: [Float]?
+    public let output: Linear
+
+    public init(projection: Linear, taps: [Float], tapBias: [Float]?, output: Linear) {
+        precondition(projection.outFeatures % 3 == 0)
+        let channels = projection.outFeatures / 3
+        precondition(channels > 0 && taps.count % channels == 0 && taps.count >= channels)
+        precondition(tapBias == nil || tapBias!.count == channels)
+        precondition(output.inFeatures == channels)
+        self.channels = channels
+        kernel = taps.count / channels
+        self.projection = projection
+        self.taps = taps
+        self.tapBias = tapBias
+        self.output = output
+    }
+
+    /// What the layer carries from one token to the next when decoding.
+    public struct State: Sendable {
+        /// The last kernel − 1 rows of Bx [kernel − 1, channels] (zeros before the first token).
+        var history: [Float]
+
+        public init(_ convolution: ShortConvolution) {
+            history = [Float](repeating: 0, count: (convolution.kernel - 1) * convolution.channels)
+        }
+
+        /// Values the state holds (Float32).
+        public var count: Int { history.count }
+
+        /// Back to the state before the first token.
+        public mutating func reset() {
+            for i in history.indices { history[i] = 0 }
+        }
+    }
+
+    /// The layer over the batch's sequences, each from an empty state.
+    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
+        let projected = projection(x)
+        var mixed = Matrix(zeros: x.rows, channels)
+        for sequence in batch.sequences {
+            var state = State(self)
+            mix(projected, rows: sequence, state: &state, into: &mixed)
+        }
+        return output(mixed)
+    }
+
+    /// The layer over rows `x` that continue the sequence `state` holds
+    /// (prefill, then one token at a time), updating the state.
+    public func callAsFunction(_ x: Matrix, state: inout State) -> Matrix {
+        let projected = projection(x)
+        var mixed = Matrix(zeros: x.rows, channels)
+        mix(projected, rows: 0..<x.rows, state: &state, into: &mixed)
+        return output(mixed)
+    }
+
+    /// C · conv(B · x) over `rows` of `projected`, written to the same rows
+    /// of `mixed` [rows, channels].
+    private func mix(_ projected: Matrix, rows: Range<Int>, state: inout State, into mixed: inout Matrix) {
+        let count = rows.count, channels = self.channels, taps = kernel, width = 3 * channels
+        guard count > 0 else { return }
+        // Convolution inputs: the carried history, then these rows' B · x.
+        var padded = state.history
+        padded.reserveCapacity((taps - 1 + count) * channels)
+        projected.data.withUnsafeBufferPointer { p in
+            for r in rows {
+                let row = p.baseAddress! + r * width
+                for c in 0..<channels { padded.append(row[c] * row[2 * channels + c]) }
+            }
+        }
+        state.history = Array(padded[(count * channels)...])
+        let first = rows.lowerBound
+        let tapBias = self.tapBias
+        self.taps.withUnsafeBufferPointer { w in
+            padded.withUnsafeBufferPointer { input in
+                projected.data.withUnsafeBufferPointer { p in
+                    mixed.data.withUnsafeMutableBufferPointer { out in
+                        parallelFor(chunks: count, minimumChunk: 8) { part in
+                            for t in part {
+                                let gate = p.baseAddress! + (first + t) * width + channels
+                                let row = out.baseAddress! + (first + t) * channels
+                                for c in 0..<channels {
+                                    var sum: Float = 0
+                                    for j in 0..<taps { sum += w[c * taps + j] * input[(t + j) * channels + c] }
+                                    if let tapBias { sum += tapBias[c] }
+                                    row[c] = gate[c] * sum
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
