@@ -51,7 +51,7 @@ public struct GatedDeltaNetHeads: Sendable, Equatable {
 ///
 /// transformers' batched forward runs the same recurrence in chunks
 /// (`torch_chunk_gated_delta_rule`), equal to this step form up to rounding.
-public struct GatedDeltaNet: Sendable {
+public struct GatedDeltaNet: RecurrentTokenMixer {
     public let heads: GatedDeltaNetHeads
     /// [projectionWidth, hidden] rows q | k | v | z | b | a.
     public let projection: Linear
@@ -81,50 +81,17 @@ public struct GatedDeltaNet: Sendable {
         self.output = output
     }
 
-    /// What the layer carries from one token to the next when decoding.
-    public struct State: Sendable {
-        /// The last kernel − 1 rows of convolution inputs [kernel − 1, channels] (zeros before the first token).
-        var history: [Float]
-        /// Each value head's S [keyDim, valueDim], head after head.
-        var recurrent: [Float]
-
-        public init(_ heads: GatedDeltaNetHeads) {
-            history = [Float](repeating: 0, count: (heads.convolutionKernel - 1) * heads.convolutionChannels)
-            recurrent = [Float](repeating: 0, count: heads.valueHeads * heads.keyDim * heads.valueDim)
-        }
-
-        /// Values the state holds (Float32).
-        public var count: Int { history.count + recurrent.count }
-
-        /// Back to the state before the first token.
-        public mutating func reset() {
-            for i in history.indices { history[i] = 0 }
-            for i in recurrent.indices { recurrent[i] = 0 }
-        }
+    /// The state before a sequence's first token: the convolution's
+    /// kernel − 1 rows of inputs and each value head's S [keyDim, valueDim].
+    public func emptyState() -> RecurrentState {
+        RecurrentState(
+            history: (heads.convolutionKernel - 1) * heads.convolutionChannels, recurrent: heads.valueHeads * heads.keyDim * heads.valueDim)
     }
 
-    /// The layer over the batch's sequences, each from an empty state.
-    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
-        let projected = projection(x)
-        var mixed = Matrix(zeros: x.rows, heads.valueWidth)
-        for sequence in batch.sequences {
-            var state = State(heads)
-            mix(projected, rows: sequence, state: &state, into: &mixed)
-        }
-        return finish(mixed, projected: projected)
-    }
-
-    /// The layer over rows `x` that continue the sequence `state` holds
-    /// (prefill, then one token at a time), updating the state.
-    public func callAsFunction(_ x: Matrix, state: inout State) -> Matrix {
-        let projected = projection(x)
-        var mixed = Matrix(zeros: x.rows, heads.valueWidth)
-        mix(projected, rows: 0..<x.rows, state: &state, into: &mixed)
-        return finish(mixed, projected: projected)
-    }
+    public var mixedWidth: Int { heads.valueWidth }
 
     /// The gated norm and the output projection of the mixed values.
-    private func finish(_ mixed: Matrix, projected: Matrix) -> Matrix {
+    public func finish(_ mixed: Matrix, projected: Matrix) -> Matrix {
         var normed = mixed
         norm.apply(inPlace: &normed, columns: 0..<heads.valueWidth, pieceWidth: heads.valueDim)
         let width = heads.projectionWidth, zStart = heads.convolutionChannels
@@ -141,7 +108,7 @@ public struct GatedDeltaNet: Sendable {
 
     /// The convolution and the recurrence over `rows` of `projected`,
     /// written to the same rows of `mixed` [rows, valueWidth].
-    private func mix(_ projected: Matrix, rows: Range<Int>, state: inout State, into mixed: inout Matrix) {
+    public func mix(_ projected: Matrix, rows: Range<Int>, state: inout RecurrentState, into mixed: inout Matrix) {
         let h = heads, count = rows.count, channels = h.convolutionChannels, taps = h.convolutionKernel
         let width = h.projectionWidth
         guard count > 0 else { return }

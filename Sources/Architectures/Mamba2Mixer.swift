@@ -49,7 +49,7 @@ public struct Mamba2Heads: Sendable, Equatable {
 ///
 /// transformers' batched forward runs the same recurrence in chunks
 /// (`torch_forward`'s segment sums), equal to this step form up to rounding.
-public struct Mamba2Mixer: Sendable {
+public struct Mamba2Mixer: RecurrentTokenMixer {
     public let heads: Mamba2Heads
     /// [projectionWidth, hidden] rows z | x | B | C | dt.
     public let projection: Linear
@@ -93,50 +93,17 @@ public struct Mamba2Mixer: Sendable {
         self.output = output
     }
 
-    /// What the layer carries from one token to the next when decoding.
-    public struct State: Sendable {
-        /// The last kernel − 1 rows of convolution inputs [kernel − 1, channels] (zeros before the first token).
-        var history: [Float]
-        /// Each head's S [headDim, stateSize], head after head.
-        var recurrent: [Float]
-
-        public init(_ heads: Mamba2Heads) {
-            history = [Float](repeating: 0, count: (heads.convolutionKernel - 1) * heads.convolutionChannels)
-            recurrent = [Float](repeating: 0, count: heads.heads * heads.headDim * heads.stateSize)
-        }
-
-        /// Values the state holds (Float32).
-        public var count: Int { history.count + recurrent.count }
-
-        /// Back to the state before the first token.
-        public mutating func reset() {
-            for i in history.indices { history[i] = 0 }
-            for i in recurrent.indices { recurrent[i] = 0 }
-        }
+    /// The state before a sequence's first token: the convolution's
+    /// kernel − 1 rows of inputs and each head's S [headDim, stateSize].
+    public func emptyState() -> RecurrentState {
+        RecurrentState(
+            history: (heads.convolutionKernel - 1) * heads.convolutionChannels, recurrent: heads.heads * heads.headDim * heads.stateSize)
     }
 
-    /// The layer over the batch's sequences, each from an empty state.
-    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
-        let projected = projection(x)
-        var mixed = Matrix(zeros: x.rows, heads.innerWidth)
-        for sequence in batch.sequences {
-            var state = State(heads)
-            mix(projected, rows: sequence, state: &state, into: &mixed)
-        }
-        return finish(mixed, projected: projected)
-    }
-
-    /// The layer over rows `x` that continue the sequence `state` holds
-    /// (prefill, then one token at a time), updating the state.
-    public func callAsFunction(_ x: Matrix, state: inout State) -> Matrix {
-        let projected = projection(x)
-        var mixed = Matrix(zeros: x.rows, heads.innerWidth)
-        mix(projected, rows: 0..<x.rows, state: &state, into: &mixed)
-        return finish(mixed, projected: projected)
-    }
+    public var mixedWidth: Int { heads.innerWidth }
 
     /// The gate, the grouped norm and the output projection of the scan's output.
-    private func finish(_ mixed: Matrix, projected: Matrix) -> Matrix {
+    public func finish(_ mixed: Matrix, projected: Matrix) -> Matrix {
         var gated = mixed
         let width = heads.projectionWidth, inner = heads.innerWidth
         gated.data.withUnsafeMutableBufferPointer { out in
@@ -153,7 +120,7 @@ public struct Mamba2Mixer: Sendable {
 
     /// The convolution and the scan over `rows` of `projected`, written to
     /// the same rows of `mixed` [rows, innerWidth].
-    private func mix(_ projected: Matrix, rows: Range<Int>, state: inout State, into mixed: inout Matrix) {
+    public func mix(_ projected: Matrix, rows: Range<Int>, state: inout RecurrentState, into mixed: inout Matrix) {
         let h = heads, count = rows.count, channels = h.convolutionChannels, taps = h.convolutionKernel
         let width = h.projectionWidth, convolutionStart = h.innerWidth
         guard count > 0 else { return }

@@ -13,7 +13,7 @@ import TensorEngine
 /// transformers zeroes the inputs of padded positions first
 /// (`apply_mask_to_padding_states`); droptrace's batches hold no padding
 /// (each sequence is its own rows), and an unpadded batch leaves them as they are.
-public struct ShortConvolution: Sendable {
+public struct ShortConvolution: RecurrentTokenMixer {
     /// The convolved channels (the hidden size).
     public let channels: Int
     /// Taps of the causal convolution (`conv_L_cache`).
@@ -40,47 +40,18 @@ public struct ShortConvolution: Sendable {
         self.output = output
     }
 
-    /// What the layer carries from one token to the next when decoding.
-    public struct State: Sendable {
-        /// The last kernel − 1 rows of Bx [kernel − 1, channels] (zeros before the first token).
-        var history: [Float]
+    /// The state before a sequence's first token: the last kernel − 1 rows
+    /// of Bx [kernel − 1, channels].
+    public func emptyState() -> RecurrentState { RecurrentState(history: (kernel - 1) * channels) }
 
-        public init(_ convolution: ShortConvolution) {
-            history = [Float](repeating: 0, count: (convolution.kernel - 1) * convolution.channels)
-        }
+    public var mixedWidth: Int { channels }
 
-        /// Values the state holds (Float32).
-        public var count: Int { history.count }
-
-        /// Back to the state before the first token.
-        public mutating func reset() {
-            for i in history.indices { history[i] = 0 }
-        }
-    }
-
-    /// The layer over the batch's sequences, each from an empty state.
-    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
-        let projected = projection(x)
-        var mixed = Matrix(zeros: x.rows, channels)
-        for sequence in batch.sequences {
-            var state = State(self)
-            mix(projected, rows: sequence, state: &state, into: &mixed)
-        }
-        return output(mixed)
-    }
-
-    /// The layer over rows `x` that continue the sequence `state` holds
-    /// (prefill, then one token at a time), updating the state.
-    public func callAsFunction(_ x: Matrix, state: inout State) -> Matrix {
-        let projected = projection(x)
-        var mixed = Matrix(zeros: x.rows, channels)
-        mix(projected, rows: 0..<x.rows, state: &state, into: &mixed)
-        return output(mixed)
-    }
+    /// The output projection of C · conv(B · x).
+    public func finish(_ mixed: Matrix, projected: Matrix) -> Matrix { output(mixed) }
 
     /// C · conv(B · x) over `rows` of `projected`, written to the same rows
     /// of `mixed` [rows, channels].
-    private func mix(_ projected: Matrix, rows: Range<Int>, state: inout State, into mixed: inout Matrix) {
+    public func mix(_ projected: Matrix, rows: Range<Int>, state: inout RecurrentState, into mixed: inout Matrix) {
         let count = rows.count, channels = self.channels, taps = kernel, width = 3 * channels
         guard count > 0 else { return }
         // Convolution inputs: the carried history, then these rows' B · x.

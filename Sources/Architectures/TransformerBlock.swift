@@ -26,11 +26,17 @@ public enum TokenMixer: Sendable {
 
     /// The mixer over the whole batch, each sequence on its own.
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
+        if case .attention(let attention) = self { return attention(x, batch) }
+        return recurrent!(x, batch)
+    }
+
+    /// The mixer that carries a state along each sequence; nil for attention.
+    public var recurrent: (any RecurrentTokenMixer)? {
         switch self {
-        case .attention(let attention): attention(x, batch)
-        case .gatedDeltaNet(let net): net(x, batch)
-        case .mamba2(let mixer): mixer(x, batch)
-        case .shortConvolution(let convolution): convolution(x, batch)
+        case .attention: nil
+        case .gatedDeltaNet(let net): net
+        case .mamba2(let mixer): mixer
+        case .shortConvolution(let convolution): convolution
         }
     }
 }

@@ -3,20 +3,16 @@ import Foundation
 import TensorEngine
 
 /// Token-by-token decoding with a key/value cache (a recurrent state for a
-/// linear-attention layer, a convolution history for a short-convolution
-/// layer), to measure what dropping saves at generation time. A dropped
-/// attention layer has no cache at all.
+/// recurrent token mixer: Gated DeltaNet, Mamba-2, a short convolution), to
+/// measure what dropping saves at generation time. A dropped attention
+/// layer has no cache at all.
 final class IncrementalDecoder {
     private let model: any LanguageModel
     private let blocks: [TransformerBlock?]
     /// Each softmax-attention layer's keys and values.
     private var caches: [KeyValueCache?]
-    /// Each linear-attention layer's convolution history and recurrent state.
-    private var states: [GatedDeltaNet.State?]
-    /// Each Mamba-2 layer's convolution history and state.
-    private var mambaStates: [Mamba2Mixer.State?]
-    /// Each short-convolution layer's last inputs.
-    private var convolutionStates: [ShortConvolution.State?]
+    /// Each recurrent layer's convolution history and recurrent state.
+    private var states: [RecurrentState?]
 
     convenience init(model: any LanguageModel, plan: DropPlan, capacity: Int) throws {
         self.init(
@@ -31,18 +27,7 @@ final class IncrementalDecoder {
             guard case .attention(let attention)? = block?.attention?.mixer else { return nil }
             return KeyValueCache(attention, capacity: capacity)
         }
-        states = blocks.map { block in
-            guard case .gatedDeltaNet(let net)? = block?.attention?.mixer else { return nil }
-            return GatedDeltaNet.State(net.heads)
-        }
-        mambaStates = blocks.map { block in
-            guard case .mamba2(let mixer)? = block?.attention?.mixer else { return nil }
-            return Mamba2Mixer.State(mixer.heads)
-        }
-        convolutionStates = blocks.map { block in
-            guard case .shortConvolution(let convolution)? = block?.attention?.mixer else { return nil }
-            return ShortConvolution.State(convolution)
-        }
+        states = blocks.map { $0?.attention?.mixer.recurrent?.emptyState() }
     }
 
     /// This decoder's model with `plan`'s modules dropped, sharing its
@@ -66,8 +51,6 @@ final class IncrementalDecoder {
         for index in caches.indices {
             caches[index]?.clear()
             states[index]?.reset()
-            mambaStates[index]?.reset()
-            convolutionStates[index]?.reset()
         }
     }
 
@@ -88,12 +71,8 @@ final class IncrementalDecoder {
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
             x = block(x, index: index) { mixer, input in
-                switch mixer {
-                case .attention(let attention): caches[index]!.prefill(input, with: attention, positions: positions)
-                case .gatedDeltaNet(let net): net(input, state: &states[index]!)
-                case .mamba2(let mixer): mixer(input, state: &mambaStates[index]!)
-                case .shortConvolution(let convolution): convolution(input, state: &convolutionStates[index]!)
-                }
+                if case .attention(let attention) = mixer { return caches[index]!.prefill(input, with: attention, positions: positions) }
+                return mixer.recurrent!(input, state: &states[index]!)
             }.output
         }
         return Matrix(rows: 1, cols: x.cols, data: Array(x.data.suffix(x.cols)))
@@ -117,12 +96,8 @@ final class IncrementalDecoder {
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
             x = block(x, index: index) { mixer, input in
-                switch mixer {
-                case .attention(let attention): caches[index]!.attend(input, with: attention, position: position)
-                case .gatedDeltaNet(let net): net(input, state: &states[index]!)
-                case .mamba2(let mixer): mixer(input, state: &mambaStates[index]!)
-                case .shortConvolution(let convolution): convolution(input, state: &convolutionStates[index]!)
-                }
+                if case .attention(let attention) = mixer { return caches[index]!.attend(input, with: attention, position: position) }
+                return mixer.recurrent!(input, state: &states[index]!)
             }.output
         }
         return x

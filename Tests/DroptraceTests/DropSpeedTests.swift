@@ -119,22 +119,9 @@ import Testing
     @Test(arguments: ["llama-f32", "llama4_text-f32"])
     func theDroppedDecoderSharesWeightsAndMatchesTheForward(model name: String) throws {
         let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(name)))
-        let tokens = Array(FixtureFiles.jsonlSequences()[0].prefix(20))
-        let full = try IncrementalDecoder(model: model, plan: .none, capacity: tokens.count)
-        for plan in [DropPlan.none, DropPlan(attention: [1]), DropPlan(mlp: [0, 2]), DropPlan(blocks: [3])] {
-            let expected = try LayerwiseForward(model: model, plan: plan).run(TokenBatch(sequences: [tokens]))
-            let decoder = full.dropping(plan, capacity: tokens.count)
-            // Prefill the first 12, then decode the rest; twice, to check reset.
-            for _ in 0..<2 {
-                decoder.reset()
-                let prefilled = decoder.prefill(embedded: try decoder.embedded(Array(tokens.prefix(12))))
-                let row11 = expected.data[(11 * expected.cols)..<(12 * expected.cols)]
-                #expect(zip(prefilled.data, row11).map { abs($0 - $1) }.max()! < 1e-4, "\(name) \(plan) prefill")
-                var last = prefilled
-                for position in 12..<tokens.count { last = try decoder.step(token: tokens[position], position: position) }
-                #expect(zip(last.data, expected.data.suffix(expected.cols)).map { abs($0 - $1) }.max()! < 1e-4, "\(name) \(plan) decode")
-            }
-        }
+        try expectCachedDecodingMatchesTheForward(
+            model, tokens: 20, prefill: 12, plans: [.none, DropPlan(attention: [1]), DropPlan(mlp: [0, 2]), DropPlan(blocks: [3])],
+            label: name)
     }
 
     @Test func dropReportsMediansSpreadsAndVerdicts() throws {

@@ -146,33 +146,13 @@ import Testing
     /// or an attention layer's module dropped.
     @Test func cachedDecodingMatchesTheForward() throws {
         let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model("lfm2-f32")))
-        let tokens = Array(FixtureFiles.jsonlSequences()[0].prefix(20))
-        let full = try IncrementalDecoder(model: model, plan: .none, capacity: tokens.count)
-        for plan in [DropPlan.none, DropPlan(attention: [0]), DropPlan(attention: [1]), DropPlan(blocks: [2])] {
-            let expected = try LayerwiseForward(model: model, plan: plan).run(TokenBatch(sequences: [tokens]))
-            let decoder = full.dropping(plan, capacity: tokens.count)
-            for _ in 0..<2 {
-                decoder.reset()
-                let prefilled = decoder.prefill(embedded: try decoder.embedded(Array(tokens.prefix(12))))
-                let row11 = expected.data[(11 * expected.cols)..<(12 * expected.cols)]
-                #expect(zip(prefilled.data, row11).map { abs($0 - $1) }.max()! < 1e-4, "\(plan) prefill")
-                var last = prefilled
-                for position in 12..<tokens.count { last = try decoder.step(token: tokens[position], position: position) }
-                #expect(zip(last.data, expected.data.suffix(expected.cols)).map { abs($0 - $1) }.max()! < 1e-4, "\(plan) decode")
-            }
-        }
+        try expectCachedDecodingMatchesTheForward(
+            model, tokens: 20, prefill: 12, plans: [.none, DropPlan(attention: [0]), DropPlan(attention: [1]), DropPlan(blocks: [2])],
+            label: "lfm2-f32")
     }
 
     /// Every score of the fixture close to transformers'.
     @Test func scoresMatchTransformersClosely() throws {
-        let name = "lfm2-f32"
-        let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(name)))
-        for (kind, sequences) in [("jsonl", FixtureFiles.jsonlSequences()), ("text", FixtureFiles.textInputIDs(name))] {
-            let scores = try ImportanceScorer(model: model).score(sequences, calibrationPath: "fixture")
-            let reference = try #require(FixtureFiles.scores(name, kind, "float32_compute"))
-            let difference = reference.maxDifference(
-                attention: scores.attention, mlp: scores.mlp, block: scores.block, blockGap: scores.blockGap)
-            #expect(difference <= 1e-7, "\(name) \(kind): max |droptrace − transformers| = \(difference)")
-        }
+        try expectScoresMatchTransformers("lfm2-f32")
     }
 }

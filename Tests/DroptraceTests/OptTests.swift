@@ -35,14 +35,7 @@ import Testing
     /// 1e-7 of transformers' (measured: 1.7e-8 pre-LN, 3.9e-9 post-LN).
     @Test(arguments: ["opt-f32", "opt_postln-f32"])
     func scoresMatchTransformersClosely(model name: String) throws {
-        let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(name)))
-        for (kind, sequences) in [("jsonl", FixtureFiles.jsonlSequences()), ("text", FixtureFiles.textInputIDs(name))] {
-            let scores = try ImportanceScorer(model: model).score(sequences, calibrationPath: "fixture")
-            let reference = try #require(FixtureFiles.scores(name, kind, "float32_compute"))
-            let difference = reference.maxDifference(
-                attention: scores.attention, mlp: scores.mlp, block: scores.block, blockGap: scores.blockGap)
-            #expect(difference <= 1e-7, "\(name) \(kind): max |droptrace − transformers| = \(difference)")
-        }
+        try expectScoresMatchTransformers(name)
     }
 
     /// Pre-LN: each norm before its sublayer, the decoder's final norm, and

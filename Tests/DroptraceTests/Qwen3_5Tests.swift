@@ -49,15 +49,7 @@ import Testing
     /// Every score of the fixture, JSONL and text calibration, close to
     /// transformers' (its chunked delta rule against the step form here).
     @Test func scoresMatchTransformersClosely() throws {
-        let name = "qwen3_5_text-f32"
-        let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(name)))
-        for (kind, sequences) in [("jsonl", FixtureFiles.jsonlSequences()), ("text", FixtureFiles.textInputIDs(name))] {
-            let scores = try ImportanceScorer(model: model).score(sequences, calibrationPath: "fixture")
-            let reference = try #require(FixtureFiles.scores(name, kind, "float32_compute"))
-            let difference = reference.maxDifference(
-                attention: scores.attention, mlp: scores.mlp, block: scores.block, blockGap: scores.blockGap)
-            #expect(difference <= 1e-7, "\(name) \(kind): max |droptrace − transformers| = \(difference)")
-        }
+        try expectScoresMatchTransformers("qwen3_5_text-f32")
     }
 
     /// Linear layers get a Gated DeltaNet of the `linear_*` sizes, full ones

@@ -130,19 +130,8 @@ import Testing
     /// the indexer's keys cached: both equal the full forward.
     @Test(arguments: fixtures)
     func prefillAndDecodingChooseTheForwardsKeys(_ fixture: String) throws {
-        let model = try EditedFixture(fixture).load()
-        let tokens = Array(FixtureFiles.jsonlSequences()[0].prefix(30))
-        let decoder = try IncrementalDecoder(model: model, plan: .none, capacity: tokens.count)
-        for plan in [DropPlan.none, DropPlan(attention: [2])] {
-            let expected = try LayerwiseForward(model: model, plan: plan).run(TokenBatch(sequences: [tokens]))
-            let dropped = decoder.dropping(plan, capacity: tokens.count)
-            let prefilled = dropped.prefill(embedded: try dropped.embedded(Array(tokens.prefix(20))))
-            let row19 = expected.data[(19 * expected.cols)..<(20 * expected.cols)]
-            #expect(zip(prefilled.data, row19).map { abs($0 - $1) }.max()! < 1e-4, "\(fixture) \(plan) prefill")
-            var last = prefilled
-            for position in 20..<tokens.count { last = try dropped.step(token: tokens[position], position: position) }
-            #expect(zip(last.data, expected.data.suffix(expected.cols)).map { abs($0 - $1) }.max()! < 1e-4, "\(fixture) \(plan) decode")
-        }
+        try expectCachedDecodingMatchesTheForward(
+            try EditedFixture(fixture).load(), tokens: 30, prefill: 20, plans: [.none, DropPlan(attention: [2])], label: fixture)
     }
 
     /// A block-dropped export keeps one indexed layer type (and GLM-5's

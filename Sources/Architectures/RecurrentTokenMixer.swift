@@ -1,0 +1,64 @@
+import TensorEngine
+
+/// What a recurrent token mixer carries from one token to the next when
+/// decoding: its causal convolution's last inputs and its recurrence's state.
+public struct RecurrentState: Sendable {
+    /// The last kernel − 1 rows of convolution inputs (zeros before the first token).
+    var history: [Float]
+    /// The recurrence's state (empty for a convolution alone).
+    var recurrent: [Float]
+
+    public init(history: Int, recurrent: Int = 0) {
+        self.history = [Float](repeating: 0, count: history)
+        self.recurrent = [Float](repeating: 0, count: recurrent)
+    }
+
+    /// Values the state holds (Float32).
+    public var count: Int { history.count + recurrent.count }
+
+    /// Back to the state before the first token.
+    public mutating func reset() {
+        for i in history.indices { history[i] = 0 }
+        for i in recurrent.indices { recurrent[i] = 0 }
+    }
+}
+
+/// A token mixer that carries a state along each sequence instead of
+/// attending (Gated DeltaNet, Mamba-2, LFM2's gated short convolution): the
+/// rows are projected, scanned sequence by sequence from an empty state,
+/// and finished row by row.
+public protocol RecurrentTokenMixer: Sendable {
+    /// The input projection [projected width, hidden].
+    var projection: Linear { get }
+    /// Columns of the scan's output.
+    var mixedWidth: Int { get }
+    /// The state before a sequence's first token.
+    func emptyState() -> RecurrentState
+    /// The scan over `rows` of `projected`, continuing `state`, written to
+    /// the same rows of `mixed` [rows, mixedWidth].
+    func mix(_ projected: Matrix, rows: Range<Int>, state: inout RecurrentState, into mixed: inout Matrix)
+    /// The layer's output [rows, hidden] from the scan's output and the projected rows.
+    func finish(_ mixed: Matrix, projected: Matrix) -> Matrix
+}
+
+extension RecurrentTokenMixer {
+    /// The layer over the batch's sequences, each from an empty state.
+    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
+        let projected = projection(x)
+        var mixed = Matrix(zeros: x.rows, mixedWidth)
+        for sequence in batch.sequences {
+            var state = emptyState()
+            mix(projected, rows: sequence, state: &state, into: &mixed)
+        }
+        return finish(mixed, projected: projected)
+    }
+
+    /// The layer over rows `x` that continue the sequence `state` holds
+    /// (prefill, then one token at a time), updating the state.
+    public func callAsFunction(_ x: Matrix, state: inout RecurrentState) -> Matrix {
+        let projected = projection(x)
+        var mixed = Matrix(zeros: x.rows, mixedWidth)
+        mix(projected, rows: 0..<x.rows, state: &state, into: &mixed)
+        return finish(mixed, projected: projected)
+    }
+}
