@@ -20,7 +20,7 @@ import Testing
         Mutant(name, "mamba_n_heads", "5"),
         Mutant(name, "mamba_n_heads", "null"),
         Mutant(name, "mamba_n_groups", "4"),
-        Mutant(name, "mamba_d_head", "7"),
+        Mutant(name, "mamba_d_head", "7"), Mutant(name, "mamba_d_head", "9223372036854775807"),
         Mutant(name, "mamba_d_conv", "0"),
         Mutant(name, "mamba_expand", "-1"),
         Mutant(name, "time_step_limit", "[0.0]"),

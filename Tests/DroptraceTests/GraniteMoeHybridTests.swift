@@ -29,7 +29,7 @@ import Testing
         Mutant(name, "mamba_expand", "1152921504606846976"),
         Mutant(name, "mamba_n_groups", "4"),
         Mutant(name, "mamba_n_groups", "0"),
-        Mutant(name, "mamba_d_head", "8"),
+        Mutant(name, "mamba_d_head", "8"), Mutant(name, "mamba_d_head", "9223372036854775807"),
         Mutant(name, "mamba_d_head", "\"x\""),
         Mutant(name, "mamba_d_head", "null"),
         Mutant(name, "mamba_d_state", "0"),

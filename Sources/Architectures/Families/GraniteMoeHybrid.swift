@@ -97,7 +97,8 @@ struct Mamba2Configuration: Decodable {
             throw InvalidConfigValue(key: "mamba_n_heads", problem: "must divide mamba_expand × hidden_size \(inner), got \(heads)")
         }
         let headDim = headDim ?? inner / heads
-        guard headDim * heads == inner else {
+        // Compared without multiplying: a huge mamba_d_head would overflow.
+        guard headDim == inner / heads else {
             throw InvalidConfigValue(
                 key: "mamba_d_head", problem: "times mamba_n_heads \(heads) must be mamba_expand × hidden_size \(inner), got \(headDim)")
         }
