@@ -80,6 +80,19 @@ struct DecoderParts: Sendable {
 
     var configPath: String { checkpoint.configURL.path }
 
+    /// Runs `checks`, a refused value named by its key as config.json
+    /// writes it: under the section the language model's keys are in
+    /// (`text_config.hidden_size` in a multimodal checkpoint).
+    /// - Throws: `DroptraceError` naming config.json and the key.
+    func checks(_ checks: () throws -> Void) throws {
+        do {
+            try checks()
+        } catch let invalid as InvalidConfigValue {
+            let key = (section.name.map { $0 + "." } ?? "") + invalid.key
+            throw InvalidConfigValue(key: key, problem: invalid.problem).error(path: configPath)
+        }
+    }
+
     /// Refuses `use_bidirectional_attention: true` (Gemma's and Gemma 3's
     /// embedding variants attend both ways in transformers).
     func requireCausal(_ bidirectional: Bool?, keyPrefix: String = "") throws {

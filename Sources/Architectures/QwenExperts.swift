@@ -73,7 +73,7 @@ struct QwenExperts: Sendable {
     /// first kept sparse layer's router against `num_experts` × hidden_size.
     func confirm(_ parts: DecoderParts) throws {
         let d = parts.dimensions.hiddenSize, experts = self
-        try ConfigRules.checks(path: parts.configPath) {
+        try parts.checks {
             // The fused expert tensors hold experts × 2 · inner × hidden values.
             try ConfigRules.product([
                 (experts.numExperts, experts.numExpertsKey), (2, "gate and up"),

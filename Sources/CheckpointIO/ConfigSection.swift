@@ -110,6 +110,12 @@ private struct OnlyMember<Value: Decodable>: Decodable {
         guard let key = container.allKeys.first else {
             throw DecodingError.dataCorrupted(DecodingError.Context(codingPath: [], debugDescription: "empty object"))
         }
-        value = try container.decode(Value.self, forKey: key)
+        do {
+            value = try container.decode(Value.self, forKey: key)
+        } catch DecodingError.dataCorrupted(let context) where context.codingPath.first?.stringValue != key.stringValue {
+            // A value the member's type refuses (`ConfigRules.decodingChecks`) names its key alone.
+            throw DecodingError.dataCorrupted(
+                DecodingError.Context(codingPath: [key] + context.codingPath, debugDescription: context.debugDescription))
+        }
     }
 }

@@ -187,6 +187,23 @@ import Testing
         }
     }
 
+    /// A multimodal checkpoint's refused language-model key is named where
+    /// config.json writes it, under `text_config.`: refused while decoding
+    /// (sizes, a family's own keys) or after (sizes against each other).
+    static let textConfigMutants: [Mutant] = [
+        Mutant("mistral3_mistral4-f32", "text_config.hidden_size", "0", key: "text_config.hidden_size"),
+        Mutant("mistral3_mistral4-f32", "text_config.n_group", "3", key: "text_config.n_group"),
+        Mutant("qwen3_5-f32", "text_config.linear_num_value_heads", "3", key: "text_config.linear_num_value_heads"),
+        Mutant("qwen3_5_moe-f32", "text_config.num_experts", "9223372036854775807", key: "text_config.num_experts"),
+        Mutant("gemma3-f32", "text_config.query_pre_attn_scalar", "0", key: "text_config.query_pre_attn_scalar"),
+        Mutant("gemma3-f32", "text_config.num_key_value_heads", "3", key: "text_config.num_key_value_heads"),
+    ]
+
+    @Test(arguments: textConfigMutants)
+    func textConfigKeyIsNamedUnderTextConfig(_ mutant: Mutant) throws {
+        try mutantIsRefusedNamingTheKey(mutant)
+    }
+
     /// With every attention layer dropped by the config, no q_proj confirms
     /// head_dim and no rotary table is built from it: an absurd head_dim
     /// cannot hang the load.

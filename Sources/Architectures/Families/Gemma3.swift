@@ -83,12 +83,12 @@ struct Gemma3Model: DecoderFamily {
         self.config = config
         let dimensions = parts.dimensions, configPath = parts.configPath
         let key = sectionName.map { $0 + "." } ?? ""
-        try ConfigRules.checks(path: configPath) {
-            try ConfigRules.positive(config.queryPreAttnScalar, key + "query_pre_attn_scalar")
-            try ConfigRules.positiveIfPresent(config.finalLogitSoftcapping, key + "final_logit_softcapping")
-            try ConfigRules.countIfPresent(config.slidingWindowPattern, key + "sliding_window_pattern")
+        try parts.checks {
+            try ConfigRules.positive(config.queryPreAttnScalar, "query_pre_attn_scalar")
+            try ConfigRules.positiveIfPresent(config.finalLogitSoftcapping, "final_logit_softcapping")
+            try ConfigRules.countIfPresent(config.slidingWindowPattern, "sliding_window_pattern")
             // Gemma3TextConfig refuses these, explicit head_dim or not.
-            try ConfigRules.divides(dimensions.numAttentionHeads, key + "num_attention_heads", dimensions.hiddenSize, "hidden_size")
+            try ConfigRules.divides(dimensions.numAttentionHeads, "num_attention_heads", dimensions.hiddenSize, "hidden_size")
         }
         try parts.requireCausal(config.useBidirectionalAttention, keyPrefix: key)
         // DecoderDimensions checked that layer_types, when given, has one entry per layer.

@@ -183,7 +183,7 @@ struct Llama4Model: DecoderFamily {
         config = try parts.config(Llama4Configuration.self)
         let layers = parts.dimensions.numHiddenLayers, config = config, dimensions = parts.dimensions
         var flags: [Int] = [], types: [String] = []
-        try Self.checks(parts) {
+        try parts.checks {
             flags = try config.ropeFlags(layers: layers)
             types = try config.attentionTypes(ropeFlags: flags)
         }
@@ -191,7 +191,7 @@ struct Llama4Model: DecoderFamily {
         layerTypes = types
         let sparseLayers = config.sparseLayers(layers: layers)
         sparse = Set(sparseLayers)
-        try Self.checks(parts) {
+        try parts.checks {
             if sparseLayers.count < layers { try ConfigRules.count(config.intermediateSizeMLP, "intermediate_size_mlp") }
             guard !sparseLayers.isEmpty else { return }
             try ConfigRules.count(config.numLocalExperts, "num_local_experts")
@@ -205,17 +205,6 @@ struct Llama4Model: DecoderFamily {
         try parts.confirmRouter(
             "feed_forward.router", experts: config.numLocalExperts, expertsKey: "num_local_experts", layers: sparseLayers)
         rotary = try parts.rotary(defaultTheta: 500_000)
-    }
-
-    /// `ConfigRules.checks` naming the refused key under the config section
-    /// (`text_config.` for `llama4`).
-    static func checks(_ parts: DecoderParts, _ body: () throws -> Void) throws {
-        do {
-            try body()
-        } catch var invalid as InvalidConfigValue {
-            if let section = parts.section.name { invalid.key = section + "." + invalid.key }
-            throw invalid.error(path: parts.configPath)
-        }
     }
 
     /// An export without some blocks spells out what the config left to

@@ -112,7 +112,7 @@ struct Mistral4Model: DecoderFamily {
             checkpoint, placement: placement, naming: LlamaModel.naming,
             experts: config.experts.naming(isSparse: config.isSparse))
         let d = parts.dimensions, configPath = parts.configPath, latent = config.latent
-        try ConfigRules.checks(path: configPath) { try config.check(d) }
+        try parts.checks { try config.check(d) }
         try latent.confirmShapes(parts)
         try config.experts.confirm(parts, isSparse: config.isSparse)
         // Mistral4Config sets head_dim to qk_nope_head_dim + qk_rope_head_dim, and the

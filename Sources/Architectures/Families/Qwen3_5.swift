@@ -79,7 +79,7 @@ struct HybridQwenLayers: Sendable {
         let layers = parts.dimensions.numHiddenLayers
         let layerTypes = config.resolvedLayerTypes(layers: layers)
         self.layerTypes = layerTypes
-        try ConfigRules.checks(path: parts.configPath) {
+        try parts.checks {
             if layerTypes.count != layers {
                 throw InvalidConfigValue(
                     key: "layer_types", problem: "has \(layerTypes.count) entries for \(layers) layers (num_hidden_layers)")
