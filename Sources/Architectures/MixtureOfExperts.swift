@@ -469,14 +469,15 @@ struct StoredExperts {
 
     init(_ naming: ExpertNaming) { self.naming = naming }
 
-    /// Notes tensor `name` of layer `layer` (`rest` after the layer's prefix).
+    /// Notes tensor `name` of layer `layer` (`rest` after the layer's prefix);
+    /// `keyPrefix` puts the count's key under its section (`text_config.`).
     /// - Throws: `DroptraceError` naming `configPath` and the tensor for an
     ///   expert index at or past the configured count (as a layer past the
     ///   layer count is refused), and naming `weightsPath` and the layer when
     ///   the layer's experts are stored both fused and per expert (transformers
     ///   reads both as one parameter; which copy it kept would depend on the
     ///   order it met them, as for a tensor stored with and without `model.`).
-    mutating func note(_ name: String, layer: Int, rest: String, configPath: String, weightsPath: String) throws {
+    mutating func note(_ name: String, layer: Int, rest: String, keyPrefix: String, configPath: String, weightsPath: String) throws {
         // A count below 1 is left to the family's check, which names the key's rule.
         guard naming.count >= 1, naming.isSparse(layer), let form = naming.form(of: rest) else { return }
         if case .perExpert(let index, padded: true) = form {
@@ -489,7 +490,7 @@ struct StoredExperts {
         }
         if case .perExpert(let index, _) = form, (index ?? .max) >= naming.count {
             throw DroptraceError(
-                "\"\(naming.countKey)\" is \(naming.count), but the weights hold tensor '\(name)' of expert "
+                "\"\(keyPrefix)\(naming.countKey)\" is \(naming.count), but the weights hold tensor '\(name)' of expert "
                     + (index.map(String.init) ?? "index past \(Int.max)"),
                 path: configPath)
         }

@@ -294,7 +294,9 @@ struct Weights {
     func confirmLayers(
         _ naming: LayerNaming, count: Int, drops: DropPlan, configPath: String, extraLayers: Int = 0, experts: ExpertNaming? = nil
     ) throws {
-        let key = naming.layerCountKeys[0]
+        // Keys as config.json writes them: under the language model's section in a multimodal checkpoint.
+        let section = naming.configSection.map { $0 + "." } ?? ""
+        let key = section + naming.layerCountKeys[0]
         var present: [Int: String] = [:]
         var stored = experts.map(StoredExperts.init)
         // Buffers of any dtype count: a layer is there even if only a buffer
@@ -306,7 +308,7 @@ struct Weights {
                 throw DroptraceError(
                     "\"\(key)\" is \(count), but the weights hold tensor '\(name)' of layer \(layer)", path: configPath)
             }
-            try stored?.note(name, layer: layer, rest: rest, configPath: configPath, weightsPath: checkpoint.weightsPath)
+            try stored?.note(name, layer: layer, rest: rest, keyPrefix: section, configPath: configPath, weightsPath: checkpoint.weightsPath)
             if present[layer] == nil { present[layer] = name }
         }
         // Layers the config drops entirely may have no tensors.

@@ -197,6 +197,9 @@ import Testing
         Mutant("qwen3_5_moe-f32", "text_config.num_experts", "9223372036854775807", key: "text_config.num_experts"),
         Mutant("gemma3-f32", "text_config.query_pre_attn_scalar", "0", key: "text_config.query_pre_attn_scalar"),
         Mutant("gemma3-f32", "text_config.num_key_value_heads", "3", key: "text_config.num_key_value_heads"),
+        // Counts the tensors contradict.
+        Mutant("mistral3_mistral4-f32", "text_config.num_hidden_layers", "3", key: "text_config.num_hidden_layers"),
+        Mutant("qwen3_5_moe-f32", "text_config.num_experts", "3", key: "text_config.num_experts"),
     ]
 
     @Test(arguments: textConfigMutants)
