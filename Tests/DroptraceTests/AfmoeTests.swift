@@ -40,22 +40,6 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    static func config() throws -> [String: Any] {
-        try JSONSerialization.jsonObject(
-            with: Data(contentsOf: FixtureFiles.model("afmoe-f32").appendingPathComponent("config.json"))) as! [String: Any]
-    }
-
-    /// The routed layers' mixture, or nil for a dense MLP.
-    static func mixture(_ model: any LanguageModel, layer: Int) throws -> MixtureOfExperts? {
-        guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else { return nil }
-        return moe
-    }
-
-    static func routing(_ moe: MixtureOfExperts?) -> GroupLimitedTopK? {
-        guard case .groupLimited(let rule)? = moe?.rule else { return nil }
-        return rule
-    }
-
     /// Every branch has its input and output RMSNorms; the attention has
     /// per-head q/k norms before rotary and an output gate, rotary and the
     /// window on the sliding layers only; layers below `num_dense_layers`
@@ -63,7 +47,7 @@ import Testing
     /// expert bias, one group, renormalised and scaled by `route_scale`,
     /// with the shared expert.
     @Test func sandwichedGatedAttentionThenSigmoidExperts() throws {
-        let model = try EditedFixture("afmoe-f32").load(), config = try Self.config()
+        let model = try EditedFixture("afmoe-f32").load(), config = try FixtureFiles.config("afmoe-f32")
         let dense = config["num_dense_layers"] as! Int, types = config["layer_types"] as! [String]
         #expect(dense >= 1 && dense < model.layerCount)
         #expect(types.contains("sliding_attention") && types.contains("full_attention"))
@@ -81,12 +65,12 @@ import Testing
             let sliding = types[layer] == "sliding_attention"
             #expect(attention.slidingWindow == (sliding ? config["sliding_window"] as? Int : nil))
             #expect((attention.rotary != nil) == sliding, "layer \(layer): only sliding layers rotate")
-            let moe = try Self.mixture(model, layer: layer)
+            let moe = try mlpMixture(model, layer: layer)
             guard layer >= dense else {
                 #expect(moe == nil, "layer \(layer) is dense")
                 continue
             }
-            let rule = try #require(Self.routing(moe), "layer \(layer) routes")
+            let rule = try #require(groupLimitedRule(moe), "layer \(layer) routes")
             #expect(moe?.experts.count == config["num_experts"] as? Int && moe?.expertsPerToken == config["num_experts_per_tok"] as? Int)
             #expect(moe?.sharedExperts.count == 1)
             #expect(rule.scoring == .sigmoid && rule.groups == 1 && rule.groupsPerToken == 1 && rule.normalizesWeights)
@@ -119,13 +103,13 @@ import Testing
         }.load() as! AfmoeModel
         #expect(model.config.numDenseLayers == 1 && model.config.routeScale == 1)
         #expect(model.windows.compactMap { $0 }.allSatisfy { $0 == 1024 })
-        let rule = try #require(Self.routing(try Self.mixture(model, layer: model.layerCount - 1)))
+        let rule = try #require(groupLimitedRule(try mlpMixture(model, layer: model.layerCount - 1)))
         #expect(rule.scalingFactor == 1)
         let everyFourth = try EditedFixture("afmoe-f32") { $0["layer_types"] = nil; $0["global_attn_every_n_layers"] = nil }
             .load() as! AfmoeModel
         #expect(everyFourth.windows.map { $0 != nil } == [true, true, true, false])
         let everySecond = try EditedFixture("afmoe-f32") { $0["layer_types"] = nil }.load() as! AfmoeModel
-        #expect(everySecond.layerTypes == (try Self.config()["layer_types"] as! [String]))
+        #expect(everySecond.layerTypes == (try FixtureFiles.config("afmoe-f32")["layer_types"] as! [String]))
         for value in [0, NSNull()] as [Any] {
             try EditedFixture("afmoe-f32") { $0["layer_types"] = nil; $0["global_attn_every_n_layers"] = value }
                 .expectRefused(naming: "global_attn_every_n_layers")
@@ -134,7 +118,7 @@ import Testing
             try EditedFixture("afmoe-f32") { $0[key] = nil }.expectRefused(naming: key)
         }
         let six = try EditedFixture("afmoe-f32") { $0["num_experts_per_tok"] = nil }.load()
-        #expect(try Self.mixture(six, layer: six.layerCount - 1)?.expertsPerToken == 6)
+        #expect(try mlpMixture(six, layer: six.layerCount - 1)?.expertsPerToken == 6)
     }
 
     /// Without a stored expert bias the router chooses by the sigmoids
@@ -147,7 +131,7 @@ import Testing
         try FileManager.default.removeItem(at: directory.appendingPathComponent(Checkpoint.singleFileName))
         try SafetensorsWriter.write(entries, to: directory.appendingPathComponent(Checkpoint.singleFileName))
         let model = try ModelRegistry.load(try Checkpoint(directory: directory))
-        let rule = try #require(Self.routing(try Self.mixture(model, layer: model.layerCount - 1)))
+        let rule = try #require(groupLimitedRule(try mlpMixture(model, layer: model.layerCount - 1)))
         #expect(rule.selectionBias == nil)
     }
 
@@ -157,7 +141,7 @@ import Testing
     @Test func blockDropRenumbersTheDenseLayersAndTypes() throws {
         let config = try EditedFixture("afmoe-f32").exportedConfig(droppingBlocks: [0])
         #expect((config["num_dense_layers"] as? NSNumber)?.intValue == 0)
-        let types = try Self.config()["layer_types"] as! [String]
+        let types = try FixtureFiles.config("afmoe-f32")["layer_types"] as! [String]
         #expect(config["layer_types"] as? [String] == Array(types.dropFirst()))
         let ruled = try EditedFixture("afmoe-f32") { $0["layer_types"] = nil; $0["global_attn_every_n_layers"] = nil }
         let exported = try ruled.exportedConfig(droppingBlocks: [1])

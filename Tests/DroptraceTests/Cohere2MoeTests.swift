@@ -39,23 +39,13 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    static func config() throws -> [String: Any] {
-        try JSONSerialization.jsonObject(
-            with: Data(contentsOf: FixtureFiles.model("cohere2_moe-f32").appendingPathComponent("config.json"))) as! [String: Any]
-    }
-
-    static func mixture(_ model: any LanguageModel, layer: Int) throws -> MixtureOfExperts? {
-        guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else { return nil }
-        return moe
-    }
-
     /// One RMSNorm feeds both branches of a parallel block; sliding layers
     /// and the dense prefix layer rotate, the other full layers do not; the
     /// dense layer is prefix_dense_intermediate_size wide; the others route
     /// by the renormalised sigmoids of the top logits, averaged with the
     /// shared expert.
     @Test func parallelBlocksWithSigmoidRoutedExperts() throws {
-        let model = try EditedFixture("cohere2_moe-f32").load(), config = try Self.config()
+        let model = try EditedFixture("cohere2_moe-f32").load(), config = try FixtureFiles.config("cohere2_moe-f32")
         let types = config["layer_types"] as! [String], mlps = config["mlp_layer_types"] as! [String]
         #expect(mlps.contains("dense") && mlps.contains("sparse") && types.contains("full_attention"))
         for layer in 0..<model.layerCount {
@@ -70,7 +60,7 @@ import Testing
             #expect(attention.slidingWindow == (sliding ? config["sliding_window"] as? Int : nil))
             #expect((attention.rotary != nil) == (sliding || dense), "layer \(layer)")
             #expect(attention.queryKeyNorm == nil)
-            let moe = try Self.mixture(model, layer: layer)
+            let moe = try mlpMixture(model, layer: layer)
             guard !dense else {
                 guard case .gated(let gateUp, _, _)? = block.mlp?.feedForward else {
                     Issue.record("layer \(layer) is not a dense SwiGLU")
@@ -103,7 +93,7 @@ import Testing
     @Test func expertSelectionAndCombination() throws {
         func moe(_ change: @escaping (inout [String: Any]) -> Void) throws -> MixtureOfExperts {
             let model = try EditedFixture("cohere2_moe-f32", change).load()
-            return try #require(try Self.mixture(model, layer: model.layerCount - 1))
+            return try #require(try mlpMixture(model, layer: model.layerCount - 1))
         }
         guard case .topKThenSoftmax = try moe({ $0["expert_selection_fn"] = "softmax" }).rule else {
             Issue.record("softmax selection")
@@ -131,7 +121,7 @@ import Testing
             $0["expert_selection_fn"] = nil
             $0["shared_expert_combination_strategy"] = nil
         }.load()
-        let moe = try #require(try Self.mixture(model, layer: 1))
+        let moe = try #require(try mlpMixture(model, layer: 1))
         guard case .topKThenSoftmax = moe.rule else {
             Issue.record("not softmax routing by default")
             return
@@ -146,7 +136,7 @@ import Testing
         #expect(try rotary { $0["rope_scaling"] = ["rope_type": "linear", "factor": 4.0] }.inverseFrequencies == base.inverseFrequencies)
         #expect(try rotary { $0["rope_parameters"] = nil; $0["rope_theta"] = 500.0 }.inverseFrequencies != base.inverseFrequencies)
         // The layer rules, as the fixture was built.
-        let config = try Self.config()
+        let config = try FixtureFiles.config("cohere2_moe-f32")
         let ruled = try EditedFixture("cohere2_moe-f32") {
             $0["layer_types"] = nil
             $0["mlp_layer_types"] = nil
@@ -171,7 +161,7 @@ import Testing
     /// An export keeps the kept layers' attention and MLP types.
     @Test func blockDropKeepsTheLayerTypes() throws {
         let config = try EditedFixture("cohere2_moe-f32").exportedConfig(droppingBlocks: [0])
-        let original = try Self.config()
+        let original = try FixtureFiles.config("cohere2_moe-f32")
         #expect(config["layer_types"] as? [String] == Array((original["layer_types"] as! [String]).dropFirst()))
         #expect(config["mlp_layer_types"] as? [String] == Array((original["mlp_layer_types"] as! [String]).dropFirst()))
     }

@@ -45,37 +45,21 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    static func config() throws -> [String: Any] {
-        try JSONSerialization.jsonObject(
-            with: Data(contentsOf: FixtureFiles.model("dots1-f32").appendingPathComponent("config.json"))) as! [String: Any]
-    }
-
-    /// The routed layers' mixture, or nil for a dense MLP.
-    static func mixture(_ model: any LanguageModel, layer: Int) throws -> MixtureOfExperts? {
-        guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else { return nil }
-        return moe
-    }
-
-    static func routing(_ moe: MixtureOfExperts?) -> GroupLimitedTopK? {
-        guard case .groupLimited(let rule)? = moe?.rule else { return nil }
-        return rule
-    }
-
     /// Layers below `first_k_dense_replace` have the dense MLP; the others
     /// route as config.json says, with the shared expert and the stored
     /// correction bias; the attention has q/k/v/o biases, per-head q/k norms
     /// before rotary, the whole head rotating, and the window on the sliding layers.
     @Test func qwen3AttentionThenSigmoidGroupLimitedExperts() throws {
-        let model = try EditedFixture("dots1-f32").load(), config = try Self.config()
+        let model = try EditedFixture("dots1-f32").load(), config = try FixtureFiles.config("dots1-f32")
         let dense = config["first_k_dense_replace"] as! Int, experts = config["n_routed_experts"] as! Int
         #expect(dense >= 1 && dense < model.layerCount)
         for layer in 0..<model.layerCount {
-            let moe = try Self.mixture(model, layer: layer)
+            let moe = try mlpMixture(model, layer: layer)
             guard layer >= dense else {
                 #expect(moe == nil, "layer \(layer) is dense")
                 continue
             }
-            let rule = try #require(Self.routing(moe), "layer \(layer) routes")
+            let rule = try #require(groupLimitedRule(moe), "layer \(layer) routes")
             #expect(moe?.experts.count == experts && moe?.expertsPerToken == config["num_experts_per_tok"] as? Int)
             #expect(moe?.sharedExperts.count == 1)
             #expect(rule.scoring == .sigmoid && rule.groupScore == .sumOfBestTwo && rule.denominatorFloor == nil)
@@ -108,7 +92,7 @@ import Testing
         let routed = try EditedFixture("dots1-f32") {
             for key in ["n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob", "attention_bias"] { $0[key] = nil }
         }.load()
-        let rule = try #require(Self.routing(try Self.mixture(routed, layer: routed.layerCount - 1)))
+        let rule = try #require(groupLimitedRule(try mlpMixture(routed, layer: routed.layerCount - 1)))
         #expect(rule.groups == 1 && rule.groupsPerToken == 1 && rule.scalingFactor == 1 && !rule.normalizesWeights)
         guard case .fused(let qkv)? = try routed.block(0).attention?.attention.projection else { return }
         #expect(qkv.bias == nil)
@@ -138,7 +122,7 @@ import Testing
         let switched = try EditedFixture("dots1-f32") { $0["use_sliding_window"] = false }.load() as! Dots1Model
         #expect(switched.windows == (try EditedFixture("dots1-f32").load() as! Dots1Model).windows)
         let width = try EditedFixture("dots1-f32") { $0["head_dim"] = nil }
-        let config = try Self.config()
+        let config = try FixtureFiles.config("dots1-f32")
         // 48 / 4 = 12, the fixture's head_dim: absent, the same model.
         #expect(config["head_dim"] as? Int == (config["hidden_size"] as! Int) / (config["num_attention_heads"] as! Int))
         #expect(try width.attentionScores() == EditedFixture("dots1-f32").attentionScores())
@@ -160,7 +144,7 @@ import Testing
     @Test func blockDropRenumbersFirstKDenseReplace() throws {
         let config = try EditedFixture("dots1-f32").exportedConfig(droppingBlocks: [0])
         #expect((config["first_k_dense_replace"] as? NSNumber)?.intValue == 0)
-        let types = try Self.config()["layer_types"] as! [String]
+        let types = try FixtureFiles.config("dots1-f32")["layer_types"] as! [String]
         #expect(config["layer_types"] as? [String] == Array(types.dropFirst()))
         let ruled = try EditedFixture("dots1-f32") { $0["layer_types"] = nil; $0["max_window_layers"] = 2 }
         let exported = try ruled.exportedConfig(droppingBlocks: [1])

@@ -42,22 +42,12 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    static func config() throws -> [String: Any] {
-        try JSONSerialization.jsonObject(
-            with: Data(contentsOf: FixtureFiles.model("ernie4_5_moe-f32").appendingPathComponent("config.json"))) as! [String: Any]
-    }
-
     /// Each layer's mixture, or nil for a dense MLP.
     static func mixtures(_ model: any LanguageModel) throws -> [MixtureOfExperts?] {
         try (0..<model.layerCount).map { layer in
             guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else { return nil }
             return moe
         }
-    }
-
-    static func routing(_ moe: MixtureOfExperts?) -> GroupLimitedTopK? {
-        guard case .groupLimited(let rule)? = moe?.rule else { return nil }
-        return rule
     }
 
     /// The fixture routes layers 1 and 2 (start 1, end 2) with the softmax
@@ -67,11 +57,11 @@ import Testing
     /// interleaved pairs with biases on every projection, the head is the
     /// embedding with its own bias.
     @Test func routedLayersSoftmaxRouterAndErnieAttention() throws {
-        let model = try EditedFixture("ernie4_5_moe-f32").load(), config = try Self.config()
+        let model = try EditedFixture("ernie4_5_moe-f32").load(), config = try FixtureFiles.config("ernie4_5_moe-f32")
         let mixtures = try Self.mixtures(model)
         #expect(mixtures.map { $0 != nil } == [false, true, true, false])
         for moe in mixtures.compactMap({ $0 }) {
-            let rule = try #require(Self.routing(moe))
+            let rule = try #require(groupLimitedRule(moe))
             #expect(moe.experts.count == config["moe_num_experts"] as? Int && moe.expertsPerToken == config["moe_k"] as? Int)
             #expect(rule.scoring == .softmax && rule.groups == 1 && rule.groupsPerToken == 1)
             #expect(rule.normalizesWeights && rule.scalingFactor == 1)
@@ -99,7 +89,7 @@ import Testing
         }.load() as! Ernie4_5MoeModel
         #expect(ranged.sparse == [false, true, true, true])
         let floor = try EditedFixture("ernie4_5_moe-f32") { $0["moe_norm_min"] = nil }.load()
-        #expect(Self.routing(try Self.mixtures(floor)[1])?.denominatorFloor == Float(1e-12))
+        #expect(groupLimitedRule(try Self.mixtures(floor)[1])?.denominatorFloor == Float(1e-12))
         let unbiased = try EditedFixture("ernie4_5_moe-f32") { $0["use_bias"] = nil }
         let biases = try blockZeroBiases(unbiased)
         #expect(!biases.qkv && !biases.output && !biases.mlp)

@@ -43,11 +43,6 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    static func config() throws -> [String: Any] {
-        try JSONSerialization.jsonObject(
-            with: Data(contentsOf: FixtureFiles.model("exaone_moe-f32").appendingPathComponent("config.json"))) as! [String: Any]
-    }
-
     /// The layers `mlp_layer_types` marks dense have the dense MLP; the
     /// others route as DeepSeek-V3 with the shared experts and the stored
     /// correction bias; blocks are pre-norm; sliding layers rotate within
@@ -55,7 +50,7 @@ import Testing
     /// layer normalises each query and key head.
     @Test func mlpLayerTypesChooseDenseAndSigmoidRoutedLayers() throws {
         let model = try EditedFixture("exaone_moe-f32").load()
-        let config = try Self.config()
+        let config = try FixtureFiles.config("exaone_moe-f32")
         let types = config["mlp_layer_types"] as! [String], experts = config["num_experts"] as! Int
         let attentionTypes = config["layer_types"] as! [String]
         #expect(types == ["dense", "sparse", "sparse", "sparse"])
@@ -70,12 +65,12 @@ import Testing
             #expect(!attention.queryKeyNormAfterRotary)
             let slides = attentionTypes[layer] == "sliding_attention"
             #expect((attention.rotary != nil) == slides && (attention.slidingWindow == 8) == slides)
-            let moe = try Glm4MoeTests.mixture(model, layer: layer)
+            let moe = try mlpMixture(model, layer: layer)
             guard types[layer] == "sparse" else {
                 #expect(moe == nil, "layer \(layer) is dense")
                 continue
             }
-            let rule = try #require(Glm4MoeTests.routing(moe), "layer \(layer) routes")
+            let rule = try #require(groupLimitedRule(moe), "layer \(layer) routes")
             #expect(moe?.experts.count == experts && moe?.sharedExperts.count == 1)
             if case .gated(let gateUp, _, _)? = moe?.sharedExperts.first {
                 // num_shared_experts 2 of moe_intermediate_size 16: one MLP of 32.
@@ -107,14 +102,14 @@ import Testing
         let routed = try EditedFixture("exaone_moe-f32") {
             for key in ["n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob"] { $0[key] = nil }
         }.load()
-        let rule = try #require(Glm4MoeTests.routing(try Glm4MoeTests.mixture(routed, layer: 1)))
+        let rule = try #require(groupLimitedRule(try mlpMixture(routed, layer: 1)))
         #expect(rule.groups == 1 && rule.groupsPerToken == 1 && rule.scalingFactor == 2.5 && rule.normalizesWeights)
         // Without sliding_window_pattern every 4th layer is full: the fixture's own layout.
         let pattern = try EditedFixture("exaone_moe-f32") {
             $0["layer_types"] = nil
             $0["sliding_window_pattern"] = nil
         }.load()
-        #expect(pattern.layerNaming.layerTypes == (try Self.config()["layer_types"] as! [String]))
+        #expect(pattern.layerNaming.layerTypes == (try FixtureFiles.config("exaone_moe-f32")["layer_types"] as! [String]))
     }
 
     /// The correction bias is read under the name the checkpoints store
@@ -126,8 +121,8 @@ import Testing
         try SavedLayoutTests().renameTensor(stored, to: "model.layers.1.mlp.gate.e_score_correction_bias", in: fixture.model)
         #expect(try fixture.attentionScores() == base)
         let plain = try EditedFixture("exaone_moe-f32")
-        let rule = try #require(Glm4MoeTests.routing(try Glm4MoeTests.mixture(try fixture.load(), layer: 1)))
-        let original = try #require(Glm4MoeTests.routing(try Glm4MoeTests.mixture(try plain.load(), layer: 1)))
+        let rule = try #require(groupLimitedRule(try mlpMixture(try fixture.load(), layer: 1)))
+        let original = try #require(groupLimitedRule(try mlpMixture(try plain.load(), layer: 1)))
         #expect(rule.selectionBias == original.selectionBias && rule.selectionBias != nil)
 
         let both = try EditedFixture("exaone_moe-f32")

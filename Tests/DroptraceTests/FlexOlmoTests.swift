@@ -31,22 +31,12 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    static func config() throws -> [String: Any] {
-        try JSONSerialization.jsonObject(
-            with: Data(contentsOf: FixtureFiles.model("flex_olmo-f32").appendingPathComponent("config.json"))) as! [String: Any]
-    }
-
-    static func mixture(_ model: any LanguageModel, layer: Int) throws -> MixtureOfExperts? {
-        guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else { return nil }
-        return moe
-    }
-
     /// Each branch ends at its RMSNorm and none normalises its input; the
     /// q/k norms span the whole projections ([heads · head_dim],
     /// [kv_heads · head_dim]) before rotary, without a clamp; every MLP is a
     /// softmax top-k mixture, renormalised as config.json says.
     @Test func olmo2BlockAroundOlmoeExperts() throws {
-        let model = try EditedFixture("flex_olmo-f32").load(), config = try Self.config()
+        let model = try EditedFixture("flex_olmo-f32").load(), config = try FixtureFiles.config("flex_olmo-f32")
         for layer in 0..<model.layerCount {
             let block = try model.block(layer)
             let attention = try #require(block.attention), mlp = try #require(block.mlp)
@@ -58,7 +48,7 @@ import Testing
             }
             #expect(query.count == attention.attention.layout.queryWidth && key.count == attention.attention.layout.keyWidth)
             #expect(attention.attention.clip == nil && !attention.attention.queryKeyNormAfterRotary)
-            let moe = try #require(try Self.mixture(model, layer: layer))
+            let moe = try #require(try mlpMixture(model, layer: layer))
             #expect(moe.experts.count == config["num_experts"] as? Int && moe.expertsPerToken == config["num_experts_per_tok"] as? Int)
             guard case .softmaxTopK(let renormalize) = moe.rule else {
                 Issue.record("layer \(layer): not softmax top-k")
@@ -91,7 +81,7 @@ import Testing
         try EditedFixture("flex_olmo-f32") { $0["num_experts"] = nil }.expectRefused(naming: "num_experts")
         try EditedFixture("flex_olmo-f32") { $0["num_experts_per_tok"] = nil }.expectRefused(naming: "num_experts_per_tok")
         let unnormalised = try EditedFixture("flex_olmo-f32") { $0["norm_topk_prob"] = nil }.load()
-        guard case .softmaxTopK(let renormalize)? = try Self.mixture(unnormalised, layer: 0)?.rule else {
+        guard case .softmaxTopK(let renormalize)? = try mlpMixture(unnormalised, layer: 0)?.rule else {
             Issue.record("not softmax top-k")
             return
         }
@@ -100,7 +90,7 @@ import Testing
         #expect(eps == (try EditedFixture("flex_olmo-f32") { $0["rms_norm_eps"] = 1e-6 }.attentionScores()))
         // The alias alone is the expert count.
         let aliased = try EditedFixture("flex_olmo-f32") { $0["num_local_experts"] = $0.removeValue(forKey: "num_experts") }.load()
-        #expect(try Self.mixture(aliased, layer: 0)?.experts.count == 4)
+        #expect(try mlpMixture(aliased, layer: 0)?.experts.count == 4)
     }
 
     /// Router and experts against transformers' MoE block (`routing_check`).

@@ -82,8 +82,7 @@ import Testing
         try DroppedModelExport.write(model: model, plan: plan, to: export)
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: export.appendingPathComponent("config.json"))) as! [String: Any]
         let rope = try #require(config["rope_parameters"] as? [String: Any])
-        let source = try JSONSerialization.jsonObject(
-            with: Data(contentsOf: FixtureFiles.model("llama-f32").appendingPathComponent("config.json"))) as! [String: Any]
+        let source = try FixtureFiles.config("llama-f32")
         #expect(NSDictionary(dictionary: rope) == NSDictionary(dictionary: source["rope_parameters"] as! [String: Any]), "\(rope)")
         let text = try String(contentsOf: export.appendingPathComponent("config.json"), encoding: .utf8)
         #expect(text.contains("\"factor\": 8.0") && text.contains("\"low_freq_factor\": 1.0"), "\(text)")

@@ -47,26 +47,21 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    static func config() throws -> [String: Any] {
-        try JSONSerialization.jsonObject(
-            with: Data(contentsOf: FixtureFiles.model("glm4_moe_lite-f32").appendingPathComponent("config.json"))) as! [String: Any]
-    }
-
     /// The layers `mlp_layer_types` marks dense have the dense MLP; the
     /// others route as config.json says, with the shared expert and the
     /// stored correction bias; the attention is latent.
     @Test func mlpLayerTypesChooseDenseAndSigmoidRoutedLayers() throws {
         let model = try EditedFixture("glm4_moe_lite-f32").load()
-        let config = try Self.config()
+        let config = try FixtureFiles.config("glm4_moe_lite-f32")
         let types = config["mlp_layer_types"] as! [String], experts = config["n_routed_experts"] as! Int
         #expect(types.contains("dense") && types.contains("sparse") && types.first == "dense")
         for layer in 0..<model.layerCount {
-            let moe = try Glm4MoeTests.mixture(model, layer: layer)
+            let moe = try mlpMixture(model, layer: layer)
             guard types[layer] == "sparse" else {
                 #expect(moe == nil, "layer \(layer) is dense")
                 continue
             }
-            let rule = try #require(Glm4MoeTests.routing(moe), "layer \(layer) routes")
+            let rule = try #require(groupLimitedRule(moe), "layer \(layer) routes")
             #expect(moe?.experts.count == experts && moe?.sharedExperts.count == 1)
             #expect(rule.scoring == .sigmoid && rule.groupScore == .sumOfBestTwo)
             #expect(rule.groups == config["n_group"] as? Int && rule.groupsPerToken == config["topk_group"] as? Int)
@@ -92,7 +87,7 @@ import Testing
         let routed = try EditedFixture("glm4_moe_lite-f32") {
             for key in ["n_group", "topk_group", "routed_scaling_factor"] { $0[key] = nil }
         }.load()
-        let rule = try #require(Glm4MoeTests.routing(try Glm4MoeTests.mixture(routed, layer: 1)))
+        let rule = try #require(groupLimitedRule(try mlpMixture(routed, layer: 1)))
         #expect(rule.groups == 1 && rule.groupsPerToken == 1 && abs(rule.scalingFactor - 1.8) < 1e-6 && rule.normalizesWeights)
         let base = try EditedFixture("glm4_moe_lite-f32").attentionScores()
         let renamed = try EditedFixture("glm4_moe_lite-f32") { $0["head_dim"] = $0.removeValue(forKey: "qk_rope_head_dim") }
@@ -102,7 +97,7 @@ import Testing
     /// An export keeps the kept layers' `mlp_layer_types`, and spells them
     /// out where config.json leaves them to the class's rule.
     @Test func blockDropKeepsTheKeptLayersMlpTypes() throws {
-        let config = try Self.config()
+        let config = try FixtureFiles.config("glm4_moe_lite-f32")
         let types = config["mlp_layer_types"] as! [String]
         let exported = try EditedFixture("glm4_moe_lite-f32").exportedConfig(droppingBlocks: [0])
         #expect(exported["mlp_layer_types"] as? [String] == Array(types.dropFirst()))

@@ -43,34 +43,22 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    /// The routed layers' mixture, or nil for a dense MLP.
-    static func mixture(_ model: any LanguageModel, layer: Int) throws -> MixtureOfExperts? {
-        guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else { return nil }
-        return moe
-    }
-
-    static func routing(_ moe: MixtureOfExperts?) -> GroupLimitedTopK? {
-        guard case .groupLimited(let rule)? = moe?.rule else { return nil }
-        return rule
-    }
-
     /// Layers below `first_k_dense_replace` have the dense MLP; the others
     /// route as config.json says, with the shared expert and the stored
     /// correction bias; the attention has per-head q/k norms and rotates
     /// half of each head.
     @Test func denseLayersThenSigmoidGroupLimitedExperts() throws {
         let model = try EditedFixture("glm4_moe-f32").load()
-        let config = try JSONSerialization.jsonObject(
-            with: Data(contentsOf: FixtureFiles.model("glm4_moe-f32").appendingPathComponent("config.json"))) as! [String: Any]
+        let config = try FixtureFiles.config("glm4_moe-f32")
         let dense = config["first_k_dense_replace"] as! Int, experts = config["n_routed_experts"] as! Int
         #expect(dense >= 1 && dense < model.layerCount)
         for layer in 0..<model.layerCount {
-            let moe = try Self.mixture(model, layer: layer)
+            let moe = try mlpMixture(model, layer: layer)
             guard layer >= dense else {
                 #expect(moe == nil, "layer \(layer) is dense")
                 continue
             }
-            let rule = try #require(Self.routing(moe), "layer \(layer) routes")
+            let rule = try #require(groupLimitedRule(moe), "layer \(layer) routes")
             #expect(moe?.experts.count == experts && moe?.expertsPerToken == config["num_experts_per_tok"] as? Int)
             #expect(moe?.sharedExperts.count == 1)
             #expect(rule.scoring == .sigmoid && rule.groupScore == .sumOfBestTwo)
@@ -96,7 +84,7 @@ import Testing
         let routed = try EditedFixture("glm4_moe-f32") {
             for key in ["n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob", "use_qk_norm"] { $0[key] = nil }
         }.load()
-        let rule = try #require(Self.routing(try Self.mixture(routed, layer: routed.layerCount - 1)))
+        let rule = try #require(groupLimitedRule(try mlpMixture(routed, layer: routed.layerCount - 1)))
         #expect(rule.groups == 1 && rule.groupsPerToken == 1 && rule.scalingFactor == 1 && rule.normalizesWeights)
         #expect(try routed.block(0).attention?.attention.queryKeyNorm == nil)
         let rotary = try EditedFixture("glm4_moe-f32", rope: "partial_rotary_factor", nil).load()
@@ -104,7 +92,7 @@ import Testing
         #expect(attention.rotary?.rotaryDim == attention.layout.headDim / 2)
         // first_k_dense_replace 1 by default: the fixture's dense layer 0.
         let dense = try EditedFixture("glm4_moe-f32") { $0["first_k_dense_replace"] = nil }.load()
-        #expect(try Self.mixture(dense, layer: 0) == nil && Self.mixture(dense, layer: 1) != nil)
+        #expect(try mlpMixture(dense, layer: 0) == nil && mlpMixture(dense, layer: 1) != nil)
         try EditedFixture("glm4_moe-f32") { $0["n_routed_experts"] = nil }.expectRefused(naming: "n_routed_experts")
         try EditedFixture("glm4_moe-f32") { $0["num_experts_per_tok"] = nil }.expectRefused(naming: "num_experts_per_tok")
     }
@@ -113,7 +101,7 @@ import Testing
     @Test func storedCorrectionBiasIsRead() throws {
         let model = try EditedFixture("glm4_moe-f32").load()
         let layer = model.layerCount - 1
-        let rule = try #require(Self.routing(try Self.mixture(model, layer: layer)))
+        let rule = try #require(groupLimitedRule(try mlpMixture(model, layer: layer)))
         #expect(rule.selectionBias?.contains { $0 != 0 } == true, "the fixture's bias is not zero")
     }
 

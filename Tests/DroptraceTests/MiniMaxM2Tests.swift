@@ -37,19 +37,13 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    static func mixture(_ model: any LanguageModel, layer: Int) throws -> MixtureOfExperts? {
-        guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else { return nil }
-        return moe
-    }
-
     /// One RMSNorm over all query columns and one over all key columns
     /// ([heads · head_dim], [kv_heads · head_dim]), no biases; every MLP a
     /// sigmoid router over the configured experts with the stored
     /// correction bias, one group, renormalised, unscaled, no shared experts.
     @Test func blockAsMiniMaxM2Builds() throws {
         let model = try EditedFixture("minimax_m2-f32").load()
-        let config = try JSONSerialization.jsonObject(
-            with: Data(contentsOf: FixtureFiles.model("minimax_m2-f32").appendingPathComponent("config.json"))) as! [String: Any]
+        let config = try FixtureFiles.config("minimax_m2-f32")
         for layer in 0..<model.layerCount {
             let block = try model.block(layer)
             let attention = try #require(block.attention?.attention)
@@ -61,7 +55,7 @@ import Testing
             }
             #expect(query.count == attention.layout.queryWidth && key.count == attention.layout.keyWidth)
             #expect(qkv.bias == nil && attention.output.bias == nil && !attention.queryKeyNormAfterRotary)
-            let moe = try #require(try Self.mixture(model, layer: layer))
+            let moe = try #require(try mlpMixture(model, layer: layer))
             guard case .groupLimited(let rule) = moe.rule else {
                 Issue.record("layer \(layer): not sigmoid-routed")
                 continue
@@ -108,10 +102,10 @@ import Testing
         try EditedFixture("minimax_m2-f32") { $0["head_dim"] = nil }.expectRefused(naming: "head_dim")
         try EditedFixture("minimax_m2-f32") { $0["num_local_experts"] = nil }.expectRefused(naming: "num_local_experts")
         let everyExpert = try EditedFixture("minimax_m2-f32") { $0["num_experts_per_tok"] = nil }.load()
-        #expect(try Self.mixture(everyExpert, layer: 0)?.expertsPerToken == 8)
+        #expect(try mlpMixture(everyExpert, layer: 0)?.expertsPerToken == 8)
         // The alias alone is the expert count.
         let aliased = try EditedFixture("minimax_m2-f32") { $0["num_experts"] = $0.removeValue(forKey: "num_local_experts") }.load()
-        #expect(try Self.mixture(aliased, layer: 0)?.experts.count == 8)
+        #expect(try mlpMixture(aliased, layer: 0)?.experts.count == 8)
     }
 
     /// Without a stored correction bias the router chooses by the sigmoids
@@ -125,7 +119,7 @@ import Testing
         try FileManager.default.removeItem(at: directory.appendingPathComponent(Checkpoint.singleFileName))
         try SafetensorsWriter.write(entries, to: directory.appendingPathComponent(Checkpoint.singleFileName))
         let model = try ModelRegistry.load(try Checkpoint(directory: directory))
-        guard case .groupLimited(let rule)? = try Self.mixture(model, layer: 0)?.rule else {
+        guard case .groupLimited(let rule)? = try mlpMixture(model, layer: 0)?.rule else {
             Issue.record("not sigmoid-routed")
             return
         }

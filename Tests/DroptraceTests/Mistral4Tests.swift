@@ -63,27 +63,22 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    static func config() throws -> [String: Any] {
-        try JSONSerialization.jsonObject(
-            with: Data(contentsOf: FixtureFiles.model("mistral4-f32").appendingPathComponent("config.json"))) as! [String: Any]
-    }
-
     /// Layers below `first_k_dense_replace` have the dense MLP; the others
     /// route by softmax scores within the best groups, without a correction
     /// bias, plus the shared expert; the attention is latent, with the query
     /// temperature of the rope parameters.
     @Test func latentAttentionWithTemperatureAndSoftmaxGroupRouting() throws {
         let model = try EditedFixture("mistral4-f32").load()
-        let config = try Self.config()
+        let config = try FixtureFiles.config("mistral4-f32")
         let dense = config["first_k_dense_replace"] as! Int, experts = config["n_routed_experts"] as! Int
         #expect(dense >= 1 && dense < model.layerCount)
         for layer in 0..<model.layerCount {
-            let moe = try Glm4MoeTests.mixture(model, layer: layer)
+            let moe = try mlpMixture(model, layer: layer)
             guard layer >= dense else {
                 #expect(moe == nil, "layer \(layer) is dense")
                 continue
             }
-            let rule = try #require(Glm4MoeTests.routing(moe), "layer \(layer) routes")
+            let rule = try #require(groupLimitedRule(moe), "layer \(layer) routes")
             #expect(moe?.experts.count == experts && moe?.expertsPerToken == config["num_experts_per_tok"] as? Int)
             #expect(moe?.sharedExperts.count == 1)
             #expect(rule.scoring == .softmax && rule.groupScore == .sumOfBestTwo && rule.selectionBias == nil)
@@ -111,7 +106,7 @@ import Testing
         let routed = try EditedFixture("mistral4-f32") {
             for key in ["n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob"] { $0[key] = nil }
         }.load()
-        let rule = try #require(Glm4MoeTests.routing(try Glm4MoeTests.mixture(routed, layer: routed.layerCount - 1)))
+        let rule = try #require(groupLimitedRule(try mlpMixture(routed, layer: routed.layerCount - 1)))
         #expect(rule.groups == 1 && rule.groupsPerToken == 1 && rule.scalingFactor == 1 && rule.normalizesWeights)
         let allSparse = try EditedFixture("mistral4-f32") { $0["first_k_dense_replace"] = nil }
         #expect(throws: (any Error).self) { _ = try allSparse.load() }
@@ -121,7 +116,7 @@ import Testing
         let attention = try #require(try defaults.block(0).attention?.attention)
         #expect(attention.queryTemperature == QueryTemperature(beta: 0.1, originalMaxPositions: 8192))
         // The softmax scale grows by YaRN's mscale of factor 128 and mscale_all_dim 1, squared.
-        let config = try Self.config()
+        let config = try FixtureFiles.config("mistral4-f32")
         let width = Double((config["qk_nope_head_dim"] as! Int) + (config["qk_rope_head_dim"] as! Int))
         let magnitude = 0.1 * log(128.0) + 1
         #expect(abs(Double(attention.scale) - pow(width, -0.5) * magnitude * magnitude) < 1e-6)

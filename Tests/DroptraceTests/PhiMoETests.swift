@@ -35,11 +35,6 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    static func mixture(_ model: any LanguageModel, layer: Int) throws -> MixtureOfExperts? {
-        guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else { return nil }
-        return moe
-    }
-
     /// LayerNorms with biases before both branches, q/k/v and o_proj biases,
     /// every MLP the sparsemixer over the configured experts, two per token.
     @Test func blockAsPhiMoEBuilds() throws {
@@ -54,7 +49,7 @@ import Testing
             }
             #expect(bias.contains { $0 != 0 })
             #expect(qkv.bias != nil && block.attention?.attention.output.bias != nil)
-            let moe = try #require(try Self.mixture(model, layer: layer))
+            let moe = try #require(try mlpMixture(model, layer: layer))
             guard case .sparseMixer(let eps) = moe.rule else {
                 Issue.record("layer \(layer): not routed by the sparsemixer")
                 continue
@@ -134,7 +129,7 @@ import Testing
             $0["attention_bias"] = nil
             $0["num_experts_per_tok"] = 1
         }.load()
-        let moe = try #require(try Self.mixture(defaults, layer: 0))
+        let moe = try #require(try mlpMixture(defaults, layer: 0))
         guard case .sparseMixer(let eps) = moe.rule else {
             Issue.record("not routed by the sparsemixer")
             return

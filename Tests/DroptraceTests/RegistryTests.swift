@@ -30,8 +30,7 @@ import Testing
         for name in FixtureFiles.familyFixtures {
             #expect(FixtureFiles.modelNames.contains(name), "\(name): no reference scores in reference.json")
             #expect(DropTests.evalModels.contains(name), "\(name): no perplexity reference in drop_reference.json")
-            let config = try JSONSerialization.jsonObject(
-                with: Data(contentsOf: FixtureFiles.model(name).appendingPathComponent("config.json"))) as! [String: Any]
+            let config = try FixtureFiles.config(name)
             #expect("\(config["model_type"] ?? "")-f32" == name)
         }
     }

@@ -84,8 +84,7 @@ import Testing
     /// longest sequence is dense attention.
     @Test(arguments: fixtures)
     func indexerChoosesTheKeys(_ fixture: String) throws {
-        let config = try JSONSerialization.jsonObject(
-            with: Data(contentsOf: FixtureFiles.model(fixture).appendingPathComponent("config.json"))) as! [String: Any]
+        let config = try FixtureFiles.config(fixture)
         let topK = config["index_topk"] as! Int, longest = FixtureFiles.jsonlSequences().map(\.count).max()!
         #expect(topK < longest)
         let sparse = try scores(EditedFixture(fixture))

@@ -25,6 +25,11 @@ enum FixtureFiles {
         ((reference["models"] as! [String: Any]).keys).sorted()
     }
 
+    /// config.json of fixture model `name`, as an object.
+    static func config(_ name: String) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: model(name).appendingPathComponent("config.json"))) as! [String: Any]
+    }
+
     static func entry(_ model: String) -> [String: Any] {
         (reference["models"] as! [String: Any])[model] as! [String: Any]
     }

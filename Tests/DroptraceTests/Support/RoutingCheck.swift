@@ -47,3 +47,15 @@ func expectRoutingMatchesTransformers(_ name: String, unordered: Bool = false) t
     let worst = zip(output.data, expectedOutput.joined()).map { abs($0 - $1) }.max() ?? .infinity
     #expect(worst < 1e-5, "MoE output differs by \(worst)")
 }
+
+/// Layer `layer`'s routed mixture of experts, or nil for a dense MLP.
+func mlpMixture(_ model: any LanguageModel, layer: Int) throws -> MixtureOfExperts? {
+    guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else { return nil }
+    return moe
+}
+
+/// The mixture's group-limited top-k routing, or nil for another rule.
+func groupLimitedRule(_ moe: MixtureOfExperts?) -> GroupLimitedTopK? {
+    guard case .groupLimited(let rule)? = moe?.rule else { return nil }
+    return rule
+}
