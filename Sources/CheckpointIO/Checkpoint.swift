@@ -109,14 +109,15 @@ public final class Checkpoint: @unchecked Sendable {
             }
             configData = try RegularFile.contents(path: configURL.path, limit: Self.configSizeLimit)
         }
-        let document = try Self.configDocument(configData, path: configURL.path, keysOnce: gguf == nil)
+        let untagged = Self.untaggedFloats(configData)
+        let document = try Self.configDocument(untagged, path: configURL.path, keysOnce: gguf == nil)
         configDocument = document
         guard case .string(let type)? = document.member("model_type") else {
             throw DroptraceError("no \"model_type\" key", path: configURL.path)
         }
         modelType = type
         (decodedConfigData, configKeysWrittenAs) = ConfigValueKinds.decodable(
-            Self.finiteSpelling(configData), document: document, modelType: type)
+            Self.finiteSpelling(untagged), document: document, modelType: type)
     }
 
     /// What weight files holding no weights hold, one sentence; nil when
@@ -169,6 +170,22 @@ public final class Checkpoint: @unchecked Sendable {
         guard case .object(let members) = document else { return nil }
         return members.first { JSONValue.object([$0]).holdsNonFiniteNumber(allowingInfinityIn: infiniteBoundKeys) }?.key
     }
+
+    /// config.json with each float transformers tags as an object,
+    /// `{"__float__": "Infinity"}` (also "-Infinity" and "NaN": how
+    /// `PreTrainedConfig.to_json_string` writes what JSON has no number
+    /// for, and `_decode_special_floats` reads back), written as the bare
+    /// literal Python's json writes, so both spellings meet the same rules.
+    /// A tag inside a string is escaped (`\"`) and left alone.
+    static func untaggedFloats(_ data: Data) -> Data {
+        guard let text = String(data: data, encoding: .utf8), text.contains("\"__float__\"") else { return data }
+        let untagged = floatTag.stringByReplacingMatches(
+            in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "$1")
+        return Data(untagged.utf8)
+    }
+
+    private static let floatTag = try! NSRegularExpression(
+        pattern: #"\{\s*"__float__"\s*:\s*"(Infinity|-Infinity|NaN)"\s*\}"#)
 
     /// config.json with each `Infinity` outside strings (which only
     /// `infiniteBoundKeys` may hold) spelled 1e308, a number Foundation's

@@ -71,6 +71,21 @@ import Testing
         } == 12)
     }
 
+    /// transformers 5.23 writes an infinite float as `{"__float__":
+    /// "Infinity"}` (the default `time_step_limit`, (0.0, inf)) and reads it
+    /// back as one: so does droptrace; a tagged NaN is refused naming its
+    /// key, as a bare one is, and a tag elsewhere as a bare Infinity is.
+    @Test func taggedFloatsAreReadAsTransformersReadsThem() throws {
+        let tagged = try EditedFixture(Self.name) { $0["time_step_limit"] = [0.0, ["__float__": "Infinity"]] }
+        guard case .mamba2(let mixer)? = try tagged.load().block(0).attention?.mixer else {
+            Issue.record("layer 0 is not a Mamba-2 layer")
+            return
+        }
+        #expect(mixer.timeStepLimit.lower == 0 && mixer.timeStepLimit.upper == .infinity)
+        try EditedFixture(Self.name) { $0["time_step_limit"] = [0.0, ["__float__": "NaN"]] }.expectRefused(naming: "time_step_limit")
+        try EditedFixture(Self.name) { $0["rms_norm_eps"] = ["__float__": "-Infinity"] }.expectRefused(naming: "rms_norm_eps")
+    }
+
     /// A block-drop export renumbers attn_layer_indices.
     @Test func exportRenumbersAttentionLayers() throws {
         let exported = try EditedFixture(Self.name).exportedConfig(droppingBlocks: [0])
