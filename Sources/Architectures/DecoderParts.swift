@@ -24,9 +24,12 @@ struct DecoderParts: Sendable {
     let tiedEmbeddings: Bool
     /// The head's name when stored (without `.weight`).
     let headName: String
+    /// The token embedding's name under the prefix (without `.weight`):
+    /// `embed_tokens`, Nemotron-H's `embeddings`.
+    let embeddingName: String
 
-    /// Decodes the sizes, finds the prefix under which `embed_tokens.weight`
-    /// lives ("model." or none), and confirms the layer count and the
+    /// Decodes the sizes, finds the prefix under which the embedding
+    /// (`embed_tokens.weight`) lives ("model." or none), and confirms the layer count and the
     /// embedding [vocab_size, hidden_size] against the tensors.
     ///
     /// - Parameters:
@@ -48,22 +51,24 @@ struct DecoderParts: Sendable {
     ///   - headName: where the head is stored when it is (a multimodal
     ///     checkpoint's `language_model.lm_head`).
     ///   - finalNorm: the final norm's name (Phi's `final_layernorm`).
+    ///   - embedding: the token embedding's name (Nemotron-H's `embeddings`).
     /// - Throws: `DroptraceError` naming config.json for sizes that cannot
     ///   describe a model or that the tensors contradict.
     init(
         _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, tiedByDefault: Bool = false, tiedEmbeddings: Bool? = nil,
         headName: String = "lm_head",
         naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""], extraLayers: Int = 0, experts: ExpertNaming? = nil,
-        finalNorm: String = "norm"
+        finalNorm: String = "norm", embedding: String = "embed_tokens"
     ) throws {
         self.checkpoint = checkpoint
         self.section = section
         self.headName = headName
+        embeddingName = embedding
         dimensions = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)
         self.tiedEmbeddings = tiedEmbeddings ?? dimensions.tiedEmbeddings(default: tiedByDefault)
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(
-            checkpoint, probe: "embed_tokens.weight", candidates: prefixes,
+            checkpoint, probe: embedding + ".weight", candidates: prefixes,
             tiedHead: self.tiedEmbeddings ? ["lm_head.weight", headName + ".weight"] : [])
         var layerNaming = naming(weights.prefix)
         layerNaming.configSection = section.name
@@ -72,7 +77,7 @@ struct DecoderParts: Sendable {
             self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath, extraLayers: extraLayers,
             experts: experts)
         try weights.confirmShape(
-            "embed_tokens.weight", [dimensions.vocabSize, dimensions.hiddenSize], keys: "vocab_size, hidden_size",
+            embedding + ".weight", [dimensions.vocabSize, dimensions.hiddenSize], keys: "vocab_size, hidden_size",
             configPath: configPath)
         try weights.confirmStoredOutputShapes(
             hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: headName, finalNorm: finalNorm)
@@ -144,10 +149,11 @@ struct DecoderParts: Sendable {
     func ropeSettings() throws -> RopeSettings { try config(RopeSettings.self) }
 
     /// Checks q_proj [heads · head_dim, hidden] and k_proj
-    /// [kv_heads · head_dim, hidden] of the first kept attention, before any
+    /// [kv_heads · head_dim, hidden] of the first kept attention (of
+    /// `layers`, where only those have softmax attention), before any
     /// table is sized from head_dim.
-    func confirmAttentionProjections(attention: String = "self_attn.") throws {
-        guard let layer = firstKeptAttention else { return }
+    func confirmAttentionProjections(attention: String = "self_attn.", layers: [Int]? = nil) throws {
+        guard let layer = layers.map({ $0.first { !configuredDrops.dropsAttention($0) } }) ?? firstKeptAttention else { return }
         let d = dimensions
         // Without head_dim, a head is hidden_size / num_attention_heads wide.
         let headKey = d.headDim == nil ? "(hidden_size / num_attention_heads)" : "head_dim"
@@ -166,7 +172,7 @@ struct DecoderParts: Sendable {
     /// `embedding_multiplier`, a Python float times a float32 tensor).
     func embed(_ batch: TokenBatch, scaled: Bool = false, multiplier: Float? = nil) throws -> Matrix {
         let width = dimensions.hiddenSize
-        let table = try weights.tensor("embed_tokens.weight", [dimensions.vocabSize, width])
+        let table = try weights.tensor(embeddingName + ".weight", [dimensions.vocabSize, width])
         let rows = try gatherRows(table, ids: batch.tokenIDs, width: width)
         return rows.scaled(by: scaled ? Float(Double(width).squareRoot()) : multiplier)
     }
@@ -180,7 +186,7 @@ struct DecoderParts: Sendable {
         OutputHead(
             norm: norm,
             projection: try weights.head(
-                tiedTo: "embed_tokens", tied: tiedEmbeddings,
+                tiedTo: embeddingName, tied: tiedEmbeddings,
                 hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: headName, bias: bias),
             logitSoftcap: logitSoftcap, logitDivisor: logitDivisor, logitScale: logitScale)
     }

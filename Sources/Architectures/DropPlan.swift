@@ -29,6 +29,25 @@ public struct DropPlan: Sendable, Equatable, Hashable {
     /// transformers cannot.
     public var dropsModulesOfKeptBlocks: Bool { !attention.subtracting(blocks).isEmpty || !mlp.subtracting(blocks).isEmpty }
 
+    /// The plan on a model whose layers lack `absent`'s modules: a drop of
+    /// a module a layer lacks drops nothing, and a layer left without any
+    /// module is a dropped block (a Nemotron-H layer's mixer or MLP is the
+    /// whole layer, so its export removes the layer). Layers with both
+    /// modules keep their module drops as they are.
+    public func onLayers(lacking absent: DropPlan) -> DropPlan {
+        guard !absent.isEmpty else { return self }
+        var plan = DropPlan(attention: attention.subtracting(absent.attention), mlp: mlp.subtracting(absent.mlp), blocks: blocks)
+        for layer in absent.attention.union(absent.mlp) {
+            let empty = (absent.attention.contains(layer) || plan.attention.contains(layer))
+                && (absent.mlp.contains(layer) || plan.mlp.contains(layer))
+            guard empty else { continue }
+            plan.blocks.insert(layer)
+            plan.attention.remove(layer)
+            plan.mlp.remove(layer)
+        }
+        return plan
+    }
+
     public func dropsAttention(_ layer: Int) -> Bool { blocks.contains(layer) || attention.contains(layer) }
     public func dropsMLP(_ layer: Int) -> Bool { blocks.contains(layer) || mlp.contains(layer) }
 

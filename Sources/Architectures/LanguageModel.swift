@@ -19,6 +19,10 @@ public protocol LanguageModel: Sendable {
     /// Modules the checkpoint itself declares dropped (LLM-Drop's
     /// `drop_attn_list` / `drop_mlp_list`); their weights need not exist.
     var configuredDrops: DropPlan { get }
+    /// Modules the architecture's layers do not have: each Nemotron-H layer
+    /// is one token mixer or one MLP, so its other module is absent (never
+    /// scored, chosen or exported). Empty for two-branch blocks.
+    var absentModules: DropPlan { get }
 
     /// The residual stream entering block 0.
     func embed(_ batch: TokenBatch) throws -> Matrix
@@ -43,6 +47,9 @@ public struct LayerNaming: Sendable, Equatable {
     public var mlp: [String]
     /// config.json keys holding the layer count.
     public var layerCountKeys: [String]
+    /// The key whose list's length is the layer count, where it is not
+    /// `layerCountKeys`' value (Nemotron-H's `layers_block_type`), for errors.
+    public var layerListKey: String? = nil
     /// Each layer's attention type where the architecture has several
     /// (Gemma-2), for configs that leave `layer_types` to a default rule.
     public var layerTypes: [String]? = nil
@@ -134,6 +141,18 @@ public struct SparseLayerRange: Sendable, Equatable {
 
 extension LanguageModel {
     public func exportProblem(_ plan: DropPlan) -> String? { nil }
+
+    public var absentModules: DropPlan { .none }
+
+    /// The modules no drop can choose: those config.json drops and those the layers lack.
+    public var unavailableModules: DropPlan { configuredDrops.union(absentModules) }
+
+    /// What an export of `requested` removes: the requested and configured
+    /// drops, as whole blocks where they leave a layer of absent modules
+    /// nothing (`DropPlan.onLayers(lacking:)`).
+    public func exportedPlan(_ requested: DropPlan) -> DropPlan {
+        requested.union(configuredDrops).onLayers(lacking: absentModules)
+    }
 
     public func block(_ index: Int) throws -> TransformerBlock {
         try block(index, skipping: .none)

@@ -83,6 +83,7 @@ public enum ModelRegistry {
         "mixtral": MixtralModel.self,
         "mpt": MptModel.self,
         "nanochat": NanoChatModel.self,
+        "nemotron_h": NemotronHModel.self,
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
         "olmo3": Olmo3Model.self,

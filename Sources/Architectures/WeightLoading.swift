@@ -296,7 +296,9 @@ struct Weights {
     ) throws {
         // Keys as config.json writes them: under the language model's section in a multimodal checkpoint.
         let section = naming.configSection.map { $0 + "." } ?? ""
-        let key = section + naming.layerCountKeys[0]
+        // The count as config.json gives it: a key's value, or the length of the family's layer list.
+        let said = naming.layerListKey.map { "\"\(section)\($0)\" lists \(count) layers" }
+            ?? "\"\(section + naming.layerCountKeys[0])\" is \(count)"
         var present: [Int: String] = [:]
         var stored = experts.map(StoredExperts.init)
         // Buffers of any dtype count: a layer is there even if only a buffer
@@ -306,7 +308,7 @@ struct Weights {
             if layer >= count, layer - count < extraLayers { continue }
             if layer >= count {
                 throw DroptraceError(
-                    "\"\(key)\" is \(count), but the weights hold tensor '\(name)' of layer \(layer)", path: configPath)
+                    "\(said), but the weights hold tensor '\(name)' of layer \(layer)", path: configPath)
             }
             try stored?.note(name, layer: layer, rest: rest, keyPrefix: section, configPath: configPath, weightsPath: checkpoint.weightsPath)
             if present[layer] == nil { present[layer] = name }
@@ -316,7 +318,7 @@ struct Weights {
         guard let missing = absent else { return }
         let example = present.min { $0.key < $1.key }.flatMap { naming.split($0.value) }.map { "\(naming.prefix)\(missing).\($0.rest)" }
         throw DroptraceError(
-            "\"\(key)\" is \(count), but the weights have no tensors of layer \(missing)"
+            "\(said), but the weights have no tensors of layer \(missing)"
                 + (example.map { " (missing tensor '\($0)')" } ?? ""),
             path: configPath)
     }

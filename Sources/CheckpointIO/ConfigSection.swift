@@ -38,10 +38,15 @@ public struct ConfigSection: Sendable, Equatable {
     public var name: String?
     /// Values of keys the section omits (a key present with `null` stays null).
     public var defaults: [String: ConfigDefault]
+    /// Values that replace the section's own: what the config class derives
+    /// whatever the file says (Nemotron-H's `num_hidden_layers`, the length
+    /// of its layer list).
+    public var overrides: [String: ConfigDefault]
 
-    public init(_ name: String? = nil, defaults: [String: ConfigDefault] = [:]) {
+    public init(_ name: String? = nil, defaults: [String: ConfigDefault] = [:], overrides: [String: ConfigDefault] = [:]) {
         self.name = name
         self.defaults = defaults
+        self.overrides = overrides
     }
 
     /// config.json's top level as written.
@@ -69,6 +74,7 @@ extension Checkpoint {
             }
         }
         for (key, value) in section.defaults where object[key] == nil { object[key] = value.json }
+        for (key, value) in section.overrides { object[key] = value.json }
         return object
     }
 

@@ -166,10 +166,12 @@ public enum ConfigValueKinds {
         "opt": ["dropout"], "seed_oss": ["residual_dropout"], "starcoder2": ["embedding_dropout", "residual_dropout"],
     ]
     /// Classes whose models read `layer_types` (the family checks it where
-    /// it reads it); transformers 5.23 checks every other class's with
+    /// it reads it; NemotronHConfig has its own `validate_layer_type`, of
+    /// its layer kinds); transformers 5.23 checks every other class's with
     /// `validate_layer_type` alone.
     static let layerTypesRead: Set<String> = [
-        "gemma2", "gemma3", "gemma3_text", "gpt_oss", "ministral", "mistral", "olmo3", "qwen2", "qwen2_moe", "qwen3", "smollm3",
+        "gemma2", "gemma3", "gemma3_text", "gpt_oss", "ministral", "mistral", "nemotron_h", "olmo3", "qwen2", "qwen2_moe", "qwen3",
+        "smollm3",
     ]
     /// transformers 5.23's `ALLOWED_LAYER_TYPES`.
     /// Earlier layer type names transformers reads as the current ones

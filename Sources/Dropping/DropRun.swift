@@ -158,7 +158,7 @@ public enum DropRun {
         }
         try DropSelection.check(
             request.target, count: request.count, layers: model.layerCount, configured: model.configuredDrops,
-            checkpoint: request.checkpoint.path)
+            absent: model.absentModules, checkpoint: request.checkpoint.path)
         let calibration = try CheckpointScoring.loadCalibration(request.calibration, for: model, warn: log)
         // Perplexity's windows are read (and refused) before any scoring, as the task files are.
         let windows = try request.evaluation.map { source in
@@ -174,18 +174,18 @@ public enum DropRun {
         let plan: DropPlan
         if request.iterative {
             plan = try DropSelection.iterative(
-                request.target, count: request.count, layers: model.layerCount, configured: model.configuredDrops,
+                request.target, count: request.count, layers: model.layerCount, configured: model.unavailableModules,
                 checkpoint: request.checkpoint.path
             ) { current in
                 current.isEmpty ? full : try score(current)
             }.plan
         } else if request.consecutive {
             plan = try DropSelection.consecutiveBlocks(
-                count: request.count, scores: full, metric: request.blockMetric, configured: model.configuredDrops,
+                count: request.count, scores: full, metric: request.blockMetric, configured: model.unavailableModules,
                 checkpoint: request.checkpoint.path)
         } else {
             plan = try DropSelection.oneShot(
-                request.target, count: request.count, scores: full, configured: model.configuredDrops,
+                request.target, count: request.count, scores: full, configured: model.unavailableModules,
                 checkpoint: request.checkpoint.path)
         }
 
@@ -226,7 +226,7 @@ public enum DropRun {
                 try DroppedModelExport.write(model: model, plan: plan, to: export)
                 measured.export = export.path
                 log("exported the dropped model to \(export.path)")
-                if plan.dropsModulesOfKeptBlocks {
+                if model.exportedPlan(plan).dropsModulesOfKeptBlocks {
                     log("plain transformers does not read drop_attn_list / drop_mlp_list: it loads this export with the "
                         + "dropped modules filled with random weights (listed as MISSING in its load report). Load it with "
                         + "LLM-Drop's modeling code (for llama and mistral, config.json's auto_map names LLM-Drop's classes: "

@@ -51,8 +51,8 @@ public enum DropSelection {
     }
 
     /// The K least important modules of `target` that `configured` (the
-    /// checkpoint's own drops, `LanguageModel.configuredDrops`) left, all
-    /// from one scoring pass.
+    /// checkpoint's own drops and the modules its layers lack,
+    /// `LanguageModel.unavailableModules`) left, all from one scoring pass.
     public static func oneShot(
         _ target: DropTarget, count: Int, scores: ModuleScores, configured: DropPlan = .none, checkpoint: String? = nil
     ) throws -> DropPlan {
@@ -143,16 +143,20 @@ public enum DropSelection {
     }
 
     /// Refuses counts that would leave nothing to drop or drop everything
-    /// `configured` (the checkpoint's own drops) left, naming `checkpoint`.
+    /// `configured` (the checkpoint's own drops) left of the modules the
+    /// layers have (`absent`: those they lack, `LanguageModel.absentModules`),
+    /// naming `checkpoint`.
     static func check(
-        _ target: DropTarget, count: Int, layers: Int, configured: DropPlan = .none, checkpoint: String? = nil
+        _ target: DropTarget, count: Int, layers: Int, configured: DropPlan = .none, absent: DropPlan = .none,
+        checkpoint: String? = nil
     ) throws {
-        let attention = (0..<layers).filter { !configured.dropsAttention($0) }.count
-        let mlp = (0..<layers).filter { !configured.dropsMLP($0) }.count
+        let unavailable = configured.union(absent)
+        let attention = (0..<layers).filter { !unavailable.dropsAttention($0) }.count
+        let mlp = (0..<layers).filter { !unavailable.dropsMLP($0) }.count
         let available = switch target {
         case .attention: attention
         case .mlp: mlp
-        case .block: (0..<layers).filter { !(configured.dropsAttention($0) && configured.dropsMLP($0)) }.count
+        case .block: (0..<layers).filter { !(unavailable.dropsAttention($0) && unavailable.dropsMLP($0)) }.count
         case .joint: attention + mlp
         }
         let left = configured.isEmpty ? "" : " left (its config.json drops the others)"

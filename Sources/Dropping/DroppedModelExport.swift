@@ -90,7 +90,7 @@ public enum DroppedModelExport {
     public static func write(model: any LanguageModel, plan requested: DropPlan, to directory: URL) throws {
         let files = FileManager.default
         try checkDestination(directory)
-        let plan = requested.union(model.configuredDrops)
+        let plan = model.exportedPlan(requested)
         if let problem = model.exportProblem(plan) { throw DroptraceError(problem, path: model.checkpoint.configURL.path) }
         let naming = model.layerNaming
         let parent = directory.deletingLastPathComponent()
@@ -235,6 +235,9 @@ public enum DroppedModelExport {
         "layer_types", "no_rope_layers", "attention_layers", "layer_rope_theta", "mlp_layer_types", "moe_topk", "indexer_types",
         "layers_block_type",
     ]
+    /// Strings of one character per layer (Nemotron-H's legacy
+    /// `hybrid_override_pattern`): the kept layers' characters stay.
+    static let perLayerCharacterKeys = ["hybrid_override_pattern"]
     /// Objects keyed by layer index (transformers' heterogeneous
     /// `per_layer_config`, Gemma 4's per-layer head shapes): the kept layers'
     /// entries stay, under their new indices (zero-padded to one width, as
@@ -390,6 +393,10 @@ public enum DroppedModelExport {
             guard let entries = try config.elementTexts(key) else { continue }
             let kept = entries.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element)
             try config.set(key, text: "[" + kept.joined(separator: ", ") + "]")
+        }
+        for key in perLayerCharacterKeys {
+            guard let pattern = try config.value(key) as? String else { continue }
+            try config.set(key, value: String(pattern.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element)))
         }
         // Configs that leave layer_types to a rule get it spelled out, or
         // renumbering would move windows: Gemma-2 (even layers slide),

@@ -83,7 +83,7 @@ public enum MergekitSlices {
     /// Writes the YAML for `plan`'s blocks of `model` to `url`, replacing
     /// it atomically (never through a symbolic link).
     public static func write(model: any LanguageModel, plan: DropPlan, to url: URL) throws {
-        let blocks = plan.blocks.union(model.configuredDrops.blocks)
+        let blocks = model.exportedPlan(plan).blocks
         let text = yaml(
             model: model.checkpoint.directory.standardizedFileURL.path, layers: model.layerCount, dropped: blocks,
             dtype: dtype(of: model.checkpoint))

@@ -1,0 +1,379 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// What each Nemotron-H layer is: NemotronHConfig's `layers_block_type`
+/// (alias `layer_types`), else its legacy `hybrid_override_pattern` (one
+/// character per layer: M Mamba-2, * attention, - MLP, E mixture of
+/// experts), else the config class's default of four layers.
+struct NemotronHLayerTypes: Decodable {
+    enum Kind: String, CaseIterable {
+        case mamba = "linear_attention"
+        case attention = "full_attention"
+        case mlp
+        case moe
+
+        /// The layer's module is a token mixer (the attention module), not an MLP.
+        var isMixer: Bool { self == .mamba || self == .attention }
+
+        /// `hybrid_override_pattern`'s characters.
+        static let patternCharacters: [Character: Kind] = ["M": .mamba, "*": .attention, "-": .mlp, "E": .moe]
+        /// transformers' earlier names (`remap_legacy_layer_types`).
+        static let legacyNames = ["mamba": Kind.mamba, "attention": .attention]
+    }
+
+    var kinds: [Kind]
+    /// The key the kinds were read from, for errors.
+    var key: String
+
+    enum CodingKeys: String, CodingKey {
+        case layersBlockType = "layers_block_type"
+        case layerTypes = "layer_types"
+        case pattern = "hybrid_override_pattern"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        func named(_ names: [String], _ key: String) throws -> [Kind] {
+            try names.map { name in
+                guard let kind = Kind(rawValue: name) ?? Kind.legacyNames[name] else {
+                    throw InvalidConfigValue(
+                        key: key, problem: "names \"\(name.forErrorMessage)\": the layers are linear_attention, full_attention, mlp or moe")
+                }
+                return kind
+            }
+        }
+        var kinds: [Kind] = [.mamba, .moe, .attention, .mlp]
+        var key = "layers_block_type"
+        try ConfigRules.decodingChecks {
+            if let names = try c.decodeIfPresent([String].self, forKey: .layersBlockType) {
+                kinds = try named(names, key)
+            } else if let names = try c.decodeIfPresent([String].self, forKey: .layerTypes) {
+                key = "layer_types"
+                kinds = try named(names, key)
+            } else if c.contains(.pattern), try c.decodeNil(forKey: .pattern) {
+                // The config class hands it to its pattern reader, which fails on None.
+                throw InvalidConfigValue(key: "hybrid_override_pattern", problem: "is null: each layer is M, *, - or E")
+            } else if let pattern = try c.decodeIfPresent(String.self, forKey: .pattern) {
+                key = "hybrid_override_pattern"
+                kinds = try pattern.map { character in
+                    guard let kind = Kind.patternCharacters[character] else {
+                        throw InvalidConfigValue(
+                            key: key, problem: "has \"\(String(character).forErrorMessage)\": each layer is M, *, - or E")
+                    }
+                    return kind
+                }
+            }
+            if kinds.isEmpty { throw InvalidConfigValue(key: key, problem: "lists no layers") }
+        }
+        self.kinds = kinds
+        self.key = key
+    }
+}
+
+/// NemotronHConfig's keys beside the sizes, with its defaults and the
+/// legacy names its `__post_init__` reads over them (`mamba_n_groups`,
+/// `mamba_d_conv`, `mamba_dt_min`, `mamba_conv_bias`).
+struct NemotronHConfiguration: Decodable {
+    var layerNormEpsilon: Double
+    var mlpHiddenAct: String
+    var mlpBias: Bool
+    /// Biases of the Mamba-2 mixers' in_proj and out_proj.
+    var useBias: Bool
+    var mambaHeads: Int
+    var mambaHeadDim: Int
+    var stateSize: Int
+    var groups: Int
+    var convolutionKernel: Int
+    var convolutionBias: Bool
+    var mambaHiddenAct: String
+    /// Δ's lower clamp: the mixer clamps to (time_step_min, ∞), whatever `time_step_limit` says.
+    var timeStepMin: Double
+    var experts: Int
+    var expertsPerToken: Int
+    var moeIntermediateSize: Int
+    var sharedExpertIntermediateSize: Int
+    var moeLatentSize: Int?
+    var routedScalingFactor: Double
+    var groupCount: Int
+    var groupsPerToken: Int
+    var normTopKProb: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case layerNormEpsilon = "layer_norm_epsilon"
+        case mlpHiddenAct = "mlp_hidden_act"
+        case mlpBias = "mlp_bias"
+        case useBias = "use_bias"
+        case mambaHeads = "mamba_num_heads"
+        case mambaHeadDim = "mamba_head_dim"
+        case stateSize = "ssm_state_size"
+        case groups = "n_groups"
+        case legacyGroups = "mamba_n_groups"
+        case convolutionKernel = "conv_kernel"
+        case legacyConvolutionKernel = "mamba_d_conv"
+        case convolutionBias = "use_conv_bias"
+        case legacyConvolutionBias = "mamba_conv_bias"
+        case mambaHiddenAct = "mamba_hidden_act"
+        case timeStepMin = "time_step_min"
+        case legacyTimeStepMin = "mamba_dt_min"
+        case experts = "n_routed_experts"
+        case expertsAlias = "num_local_experts"
+        case expertsPerToken = "num_experts_per_tok"
+        case moeIntermediateSize = "moe_intermediate_size"
+        case sharedExpertIntermediateSize = "moe_shared_expert_intermediate_size"
+        case moeLatentSize = "moe_latent_size"
+        case routedScalingFactor = "routed_scaling_factor"
+        case groupCount = "n_group"
+        case groupsPerToken = "topk_group"
+        case normTopKProb = "norm_topk_prob"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        /// The legacy key's value when present (the config class pops it over the current one).
+        func value<T: Decodable>(_ key: CodingKeys, legacy: CodingKeys? = nil, default fallback: T) throws -> T {
+            if let legacy, c.contains(legacy) { return try c.decode(T.self, forKey: legacy) }
+            return try c.decodeIfPresent(T.self, forKey: key) ?? fallback
+        }
+        layerNormEpsilon = try value(.layerNormEpsilon, default: 1e-5)
+        mlpHiddenAct = try value(.mlpHiddenAct, default: "relu2")
+        mlpBias = try value(.mlpBias, default: false)
+        useBias = try value(.useBias, default: false)
+        mambaHeads = try value(.mambaHeads, default: 128)
+        mambaHeadDim = try value(.mambaHeadDim, default: 64)
+        stateSize = try value(.stateSize, default: 128)
+        groups = try value(.groups, legacy: .legacyGroups, default: 8)
+        convolutionKernel = try value(.convolutionKernel, legacy: .legacyConvolutionKernel, default: 4)
+        convolutionBias = try value(.convolutionBias, legacy: .legacyConvolutionBias, default: true)
+        mambaHiddenAct = try value(.mambaHiddenAct, default: "silu")
+        timeStepMin = try value(.timeStepMin, legacy: .legacyTimeStepMin, default: 0.001)
+        experts = try c.contains(.experts) ? c.decode(Int.self, forKey: .experts) : value(.expertsAlias, default: 8)
+        expertsPerToken = try value(.expertsPerToken, default: 2)
+        moeIntermediateSize = try value(.moeIntermediateSize, default: 7688)
+        sharedExpertIntermediateSize = try value(.sharedExpertIntermediateSize, default: 7688)
+        moeLatentSize = try c.decodeIfPresent(Int.self, forKey: .moeLatentSize)
+        routedScalingFactor = try value(.routedScalingFactor, default: 1.0)
+        groupCount = try value(.groupCount, default: 1)
+        groupsPerToken = try value(.groupsPerToken, default: 1)
+        normTopKProb = try value(.normTopKProb, default: true)
+        let settings = self
+        try ConfigRules.decodingChecks {
+            try ConfigRules.positive(settings.layerNormEpsilon, "layer_norm_epsilon")
+            try ConfigRules.count(settings.mambaHeads, "mamba_num_heads")
+            try ConfigRules.count(settings.mambaHeadDim, "mamba_head_dim")
+            try ConfigRules.count(settings.stateSize, "ssm_state_size")
+            try ConfigRules.count(settings.groups, "n_groups")
+            try ConfigRules.count(settings.convolutionKernel, "conv_kernel")
+            _ = try ConfigRules.bound(settings.timeStepMin, "time_step_min")
+            if let latent = settings.moeLatentSize {
+                throw InvalidConfigValue(
+                    key: "moe_latent_size", problem: "is \(latent): droptrace does not run latent expert projections (null: none)")
+            }
+        }
+    }
+
+    /// The Mamba-2 mixer's sizes for a model of `hidden` columns.
+    /// - Throws: `InvalidConfigValue` naming the key whose value does not fit.
+    func mambaHeads(hidden: Int) throws -> Mamba2Heads {
+        let inner = try ConfigRules.product([(mambaHeads, "mamba_num_heads"), (mambaHeadDim, "mamba_head_dim")])
+        guard mambaHeads % groups == 0 else {
+            throw InvalidConfigValue(key: "n_groups", problem: "must divide mamba_num_heads \(mambaHeads), got \(groups)")
+        }
+        // The projection [z | x | B | C | dt, hidden], the taps and the state per head.
+        let groupWidth = try ConfigRules.product([(groups, "n_groups"), (stateSize, "ssm_state_size"), (2, "B and C")])
+        let (channels, overflow) = inner.addingReportingOverflow(groupWidth)
+        guard !overflow else { throw InvalidConfigValue(key: "ssm_state_size", problem: "is too large: \(stateSize)") }
+        try ConfigRules.product([(channels, "ssm_state_size"), (convolutionKernel, "conv_kernel"), (hidden, "hidden_size"), (4, "z, x, B, C")])
+        try ConfigRules.product([(stateSize, "ssm_state_size"), (inner, "mamba_num_heads × mamba_head_dim"), (4, "float32")])
+        return Mamba2Heads(heads: mambaHeads, headDim: mambaHeadDim, groups: groups, stateSize: stateSize, convolutionKernel: convolutionKernel)
+    }
+
+    /// The routed layers' experts and routing, checked as NemotronHTopkRouter
+    /// can run them: sigmoid scores, groups ranked by their best two.
+    var routing: GroupRoutedMixture {
+        GroupRoutedMixture(
+            experts: experts, expertsKey: "n_routed_experts", expertsPerToken: expertsPerToken, sharedExperts: 0,
+            inner: moeIntermediateSize, scoring: .sigmoid, groupScore: .sumOfBestTwo, groupLimited: true, groups: groupCount,
+            groupsPerToken: groupsPerToken, correctsSelection: true, normalizesWeights: normTopKProb,
+            scalingFactor: routedScalingFactor)
+    }
+}
+
+/// NVIDIA's Nemotron-H (`nemotron_h`, transformers' models/nemotron_h:
+/// Nemotron-H 4B–56B, Nemotron Nano 2, Nemotron 3 Nano): every layer is
+/// one pre-RMSNorm residual branch, x + mixer(norm(x)), whose `mixer` is
+/// a Mamba-2 mixer, attention without position embeddings (no rotary),
+/// a ReLU² MLP (`up_proj`, `down_proj`) or a mixture of ReLU² experts
+/// with a sigmoid group-limited router and a shared expert. The mixers
+/// are the attention modules and the MLPs the MLP modules: each layer has
+/// one of the two (`absentModules`), so dropping it drops the layer, and
+/// an export removes the layer. Weights under `backbone.` as released
+/// (transformers renames it `model.`), embedding `embeddings`, final norm `norm_f`.
+struct NemotronHModel: DecoderFamily {
+    /// Its `layer_types` is the layer list's alias, not attention types.
+    static func readsLayerTypes(_ modelType: String) -> Bool { true }
+    let parts: DecoderParts
+    let config: NemotronHConfiguration
+    let kinds: [NemotronHLayerTypes.Kind]
+    let heads: Mamba2Heads
+
+    init(_ checkpoint: Checkpoint) throws {
+        let types = try checkpoint.decodeConfig(NemotronHLayerTypes.self)
+        // num_hidden_layers is the layer list's length, whatever config.json says (the config class ignores it).
+        let section = ConfigSection(
+            defaults: [
+                "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+                "intermediate_size": 21504, "vocab_size": 131072, "max_position_embeddings": 4096,
+            ],
+            overrides: ["num_hidden_layers": .integer(types.kinds.count)])
+        let settings = try checkpoint.decodeConfig(NemotronHConfiguration.self)
+        parts = try DecoderParts(
+            checkpoint, section: section, naming: { Self.naming($0, types: types) }, prefixes: ["backbone.", "model.", ""],
+            experts: ExpertNaming(
+                parts: ["mixer.experts."], projections: ["up_proj", "down_proj"], count: settings.experts, countKey: "n_routed_experts",
+                isSparse: { types.kinds.indices.contains($0) && types.kinds[$0] == .moe }),
+            finalNorm: "norm_f", embedding: "embeddings")
+        config = settings
+        kinds = types.kinds
+        let d = parts.dimensions.hiddenSize, drops = parts.configuredDrops
+        let kept = { (kind: NemotronHLayerTypes.Kind) in
+            types.kinds.indices.filter { types.kinds[$0] == kind && !(kind.isMixer ? drops.dropsAttention($0) : drops.dropsMLP($0)) }
+        }
+        var heads: Mamba2Heads?
+        try ConfigRules.checks(path: parts.configPath) {
+            heads = try settings.mambaHeads(hidden: d)
+            if !kept(.moe).isEmpty {
+                try settings.routing.checkExperts(hidden: d)
+                try settings.routing.checkGroups()
+                try ConfigRules.count(settings.sharedExpertIntermediateSize, "moe_shared_expert_intermediate_size")
+                try ConfigRules.product([(settings.sharedExpertIntermediateSize, "moe_shared_expert_intermediate_size"), (d, "hidden_size")])
+            }
+        }
+        _ = try parts.activation(settings.mambaHiddenAct, key: "mamba_hidden_act")
+        _ = try parts.activation(settings.mlpHiddenAct, key: "mlp_hidden_act")
+        self.heads = heads!
+        // Each kept layer's weights are those of its kind: a list that contradicts them names its key.
+        let signature: [NemotronHLayerTypes.Kind: String] = [
+            .mamba: "mixer.in_proj.weight", .attention: "mixer.q_proj.weight", .mlp: "mixer.up_proj.weight",
+            .moe: "mixer.gate.weight",
+        ]
+        try ConfigRules.checks(path: parts.configPath) {
+            for (index, kind) in types.kinds.enumerated() where !(kind.isMixer ? drops.dropsAttention(index) : drops.dropsMLP(index)) {
+                let p = "layers.\(index)."
+                if !parts.weights.has(p + signature[kind]!),
+                   let other = signature.first(where: { parts.weights.has(p + $0.value) }) {
+                    throw InvalidConfigValue(
+                        key: types.key,
+                        problem: "makes layer \(index) \(kind.rawValue), but the weights hold a \(other.key.rawValue) layer there ('\(other.value)')")
+                }
+            }
+        }
+        try parts.confirmAttentionProjections(attention: "mixer.", layers: kept(.attention))
+        if let first = kept(.mamba).first {
+            try parts.weights.confirmShape(
+                "layers.\(first).mixer.in_proj.weight", [self.heads.projectionWidth, d],
+                keys: "2 × mamba_num_heads × mamba_head_dim + 2 × n_groups × ssm_state_size + mamba_num_heads, hidden_size",
+                configPath: parts.configPath)
+        }
+        if let first = kept(.mlp).first {
+            try parts.weights.confirmShape(
+                "layers.\(first).mixer.up_proj.weight", [parts.dimensions.intermediateSize, d], keys: "intermediate_size, hidden_size",
+                configPath: parts.configPath)
+        }
+        if let first = kept(.moe).first {
+            try parts.weights.confirmShape(
+                "layers.\(first).mixer.experts.0.up_proj.weight", [settings.moeIntermediateSize, d],
+                keys: "moe_intermediate_size, hidden_size", configPath: parts.configPath)
+        }
+    }
+
+    /// Every layer's module lives under `mixer.`, normalised by `norm`.
+    static func naming(_ prefix: String, types: NemotronHLayerTypes) -> LayerNaming {
+        LayerNaming(
+            prefix: prefix + "layers.", attention: ["mixer.", "norm."], mlp: ["mixer.", "norm."], layerCountKeys: ["num_hidden_layers"],
+            layerListKey: types.key, layerTypes: types.kinds.map(\.rawValue))
+    }
+
+    /// The export spells the kept layers' types out as `layer_types` only
+    /// where config.json leaves them to the class's default: a
+    /// `layers_block_type` list or `hybrid_override_pattern` is renumbered
+    /// in place.
+    var layerNaming: LayerNaming {
+        var naming = parts.naming
+        let document = checkpoint.configDocument
+        if ["layers_block_type", "layer_types", "hybrid_override_pattern"].contains(where: { document.member($0) != nil }) {
+            naming.layerTypes = nil
+        }
+        return naming
+    }
+
+    /// A mixer layer has no MLP module, an MLP layer no attention module.
+    var absentModules: DropPlan {
+        DropPlan(
+            attention: Set(kinds.indices.filter { !kinds[$0].isMixer }), mlp: Set(kinds.indices.filter { kinds[$0].isMixer }))
+    }
+
+    func head() throws -> OutputHead {
+        try parts.head(norm: parts.weights.rmsNorm("norm_f", size: hiddenSize, eps: config.layerNormEpsilon))
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops), kind = kinds[index]
+        let p = "layers.\(index).", d = hiddenSize, weights = parts.weights
+        func norm() throws -> Normalization { try weights.rmsNorm(p + "norm", size: d, eps: config.layerNormEpsilon) }
+        if kind.isMixer {
+            return TransformerBlock(
+                attention: drops.dropsAttention(index) ? nil : AttentionBranch(inputNorm: try norm(), mixer: try mixer(index)),
+                mlp: nil, residual: .sequential)
+        }
+        return TransformerBlock(
+            attention: nil,
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(inputNorm: try norm(), feedForward: try feedForward(index)),
+            residual: .sequential)
+    }
+
+    /// Layer `index`'s token mixer: NemotronHAttention (no biases, no
+    /// rotary) or NemotronHMamba2Mixer (Δ clamped below at `time_step_min`).
+    func mixer(_ index: Int) throws -> TokenMixer {
+        let p = "layers.\(index).mixer.", weights = parts.weights, d = hiddenSize, h = heads
+        if kinds[index] == .attention { return .attention(try parts.attention(p, bias: false, rotary: nil)) }
+        let bias = config.useBias
+        return .mamba2(Mamba2Mixer(
+            heads: h, projection: try weights.linear(p + "in_proj", in: d, out: h.projectionWidth, bias: bias),
+            convolution: try weights.floats(p + "conv1d.weight", [h.convolutionChannels, 1, h.convolutionKernel]),
+            convolutionBias: config.convolutionBias ? try weights.floats(p + "conv1d.bias", [h.convolutionChannels]) : nil,
+            activation: try parts.activation(config.mambaHiddenAct, key: "mamba_hidden_act"),
+            logDecay: try weights.floats(p + "A_log", [h.heads]),
+            timeStepBias: try weights.floats(p + "dt_bias", [h.heads]),
+            skip: try weights.floats(p + "D", [h.heads]),
+            timeStepLimit: (Float(config.timeStepMin), .infinity),
+            norm: try weights.rmsNorm(p + "norm", size: h.innerWidth, eps: config.layerNormEpsilon),
+            output: try weights.linear(p + "out_proj", in: h.innerWidth, out: d, bias: bias)))
+    }
+
+    /// Layer `index`'s MLP: NemotronHMLP, down(relu²(up x)), or NemotronHMoE,
+    /// the routed experts (each such an MLP) plus the shared expert.
+    func feedForward(_ index: Int) throws -> FeedForward {
+        let p = "layers.\(index).mixer.", weights = parts.weights, d = hiddenSize, bias = config.mlpBias
+        let activation = try parts.activation(config.mlpHiddenAct, key: "mlp_hidden_act")
+        func mlp(_ prefix: String, inner: Int, bias: Bool) throws -> FeedForward {
+            .plain(
+                up: try weights.linear(prefix + "up_proj", in: d, out: inner, bias: bias),
+                down: try weights.linear(prefix + "down_proj", in: inner, out: d, bias: bias), activation: activation)
+        }
+        guard kinds[index] == .moe else { return try mlp(p, inner: parts.dimensions.intermediateSize, bias: bias) }
+        let routing = config.routing
+        let correctionBias = p + "gate.e_score_correction_bias"
+        let rule = GroupLimitedTopK(
+            scoring: .sigmoid, groupScore: .sumOfBestTwo, groups: config.groupCount, groupsPerToken: config.groupsPerToken,
+            selectionBias: weights.has(correctionBias) ? try weights.floats(correctionBias, [routing.experts]) : nil,
+            normalizesWeights: config.normTopKProb, scalingFactor: Float(config.routedScalingFactor))
+        return .mixture(MixtureOfExperts(
+            router: try weights.linear(p + "gate", in: d, out: routing.experts, bias: false),
+            // NemotronHExperts have no biases; the shared expert is a NemotronHMLP.
+            experts: try (0..<routing.experts).map { try mlp(p + "experts.\($0).", inner: config.moeIntermediateSize, bias: false) },
+            expertsPerToken: config.expertsPerToken, rule: .groupLimited(rule),
+            sharedExperts: [try mlp(p + "shared_experts.", inner: config.sharedExpertIntermediateSize, bias: bias)]))
+    }
+}

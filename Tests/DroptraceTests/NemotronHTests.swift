@@ -1,0 +1,154 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+@testable import Dropping
+import Foundation
+import Scoring
+import TensorEngine
+import Testing
+
+/// Nemotron-H (`nemotron_h`): one module per layer — a Mamba-2 mixer or
+/// attention (the attention modules), a ReLU² MLP or a mixture of experts
+/// (the MLP modules) — from `layers_block_type` or the legacy
+/// `hybrid_override_pattern`, with NemotronHConfig's defaults and legacy
+/// keys. The fixture's scores are checked against transformers with every
+/// other family; here: what the layer list means, that a drop of a layer's
+/// only module removes the layer, and the refusals.
+@Suite struct NemotronHTests {
+    typealias Mutant = ConfigValidationTests.Mutant
+    static let name = "nemotron_h-f32"
+    /// The fixture's layers_block_type as a pattern.
+    static let pattern = "M-*EM-ME"
+
+    static let mutants: [Mutant] = [
+        Mutant(name, "mamba_num_heads", "0"),
+        Mutant(name, "mamba_head_dim", "9223372036854775807"),
+        Mutant(name, "n_groups", "4"),
+        Mutant(name, "ssm_state_size", "null"),
+        Mutant(name, "conv_kernel", "0"),
+        Mutant(name, "time_step_min", "\"x\""),
+        Mutant(name, "layer_norm_epsilon", "0"),
+        Mutant(name, "layers_block_type", "[\"linear_attention\", \"mamba2\"]"),
+        Mutant(name, "layers_block_type", "[]"),
+        Mutant(name, "n_routed_experts", "0"),
+        Mutant(name, "n_group", "3"),
+        Mutant(name, "topk_group", "0"),
+        Mutant(name, "num_experts_per_tok", "9"),
+        Mutant(name, "moe_latent_size", "16"),
+        Mutant(name, "moe_shared_expert_intermediate_size", "0"),
+        Mutant(name, "mlp_hidden_act", "\"x\""),
+        Mutant(name, "mamba_hidden_act", "\"x\""),
+    ]
+
+    @Test(arguments: mutants)
+    func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
+        try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
+    }
+
+    /// Mixer layers have no MLP module and MLP layers no attention module;
+    /// the Mamba-2 mixers have the fixture's sizes and clamp Δ below at
+    /// `time_step_min` whatever `time_step_limit` says.
+    @Test func everyLayerHasOneModule() throws {
+        let model = try EditedFixture(Self.name).load()
+        #expect(model.absentModules == DropPlan(attention: [1, 3, 5, 7], mlp: [0, 2, 4, 6]))
+        for index in 0..<model.layerCount {
+            let block = try model.block(index)
+            #expect((block.attention == nil) == (index % 2 == 1) && (block.mlp == nil) == (index % 2 == 0), "layer \(index)")
+        }
+        guard case .mamba2(let mixer)? = try model.block(0).attention?.mixer else {
+            Issue.record("layer 0 is not a Mamba-2 layer")
+            return
+        }
+        #expect(mixer.heads == Mamba2Heads(heads: 6, headDim: 8, groups: 2, stateSize: 8, convolutionKernel: 4))
+        #expect(mixer.timeStepLimit.lower == 1.0 && mixer.timeStepLimit.upper == .infinity)
+        // Attention without position embeddings.
+        #expect(try #require(try model.block(2).attention?.attention).rotary == nil)
+    }
+
+    /// `hybrid_override_pattern` (as the released configs give the layers),
+    /// `layer_types` (the config class's alias) and transformers' legacy
+    /// names ("mamba", "attention") describe the same model as
+    /// `layers_block_type`; num_hidden_layers, which the config class
+    /// ignores, does not count; a pattern character it does not know is
+    /// refused naming the key.
+    @Test func theLayerListsDescribeTheSameModel() throws {
+        let scores = try EditedFixture(Self.name).attentionScores()
+        let types = ["mamba", "mlp", "attention", "moe", "linear_attention", "mlp", "mamba", "moe"]
+        let variants: [(inout [String: Any]) -> Void] = [
+            { $0["layers_block_type"] = nil; $0["hybrid_override_pattern"] = Self.pattern },
+            { $0["layers_block_type"] = nil; $0["layer_types"] = types },
+            { $0["layers_block_type"] = types; $0["num_hidden_layers"] = 3 },
+        ]
+        for change in variants {
+            let edited = try EditedFixture(Self.name, change).attentionScores()
+            #expect(edited.count == scores.count && zip(edited, scores).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) })
+        }
+        try EditedFixture(Self.name) { $0["layers_block_type"] = nil; $0["hybrid_override_pattern"] = "M-*QM-ME" }
+            .expectRefused(naming: "hybrid_override_pattern")
+        // A list that contradicts the weights names its key.
+        try EditedFixture(Self.name) { $0["layers_block_type"] = nil; $0["hybrid_override_pattern"] = "-M*EM-ME" }
+            .expectRefused(naming: "hybrid_override_pattern")
+    }
+
+    /// NemotronHConfig reads the legacy `mamba_n_groups` over `n_groups`.
+    @Test func legacyKeysWin() throws {
+        try EditedFixture(Self.name) { $0["mamba_n_groups"] = 4 }.expectRefused(naming: "n_groups")
+        #expect(try EditedFixture(Self.name) { $0["n_groups"] = 4; $0["mamba_n_groups"] = 2 }.load().layerCount == 8)
+    }
+
+    /// A drop of a layer's only module removes the layer from the export:
+    /// the layer list (or pattern) keeps the other layers' entries and no
+    /// LLM-Drop list is written, so transformers loads it as it is.
+    @Test func droppingALayersModuleExportsTheLayerRemoved() throws {
+        for usesPattern in [false, true] {
+            let fixture = try EditedFixture(Self.name) { config in
+                if usesPattern { config["layers_block_type"] = nil; config["hybrid_override_pattern"] = Self.pattern }
+            }
+            let model = try fixture.load()
+            let plan = DropPlan(attention: [2], mlp: [3])
+            #expect(model.exportedPlan(plan) == DropPlan(blocks: [2, 3]))
+            let export = fixture.scratch.path("export-\(usesPattern)")
+            try DroppedModelExport.write(model: model, plan: plan, to: export)
+            let config = try JSONSerialization.jsonObject(with: Data(contentsOf: export.appendingPathComponent("config.json"))) as! [String: Any]
+            if usesPattern {
+                #expect(config["hybrid_override_pattern"] as? String == "M-M-ME")
+            } else {
+                #expect(config["layers_block_type"] as? [String]
+                    == ["linear_attention", "mlp", "linear_attention", "mlp", "linear_attention", "moe"])
+            }
+            #expect(config[DropPlan.attentionKey] == nil && config[DropPlan.mlpKey] == nil)
+            let reloaded = try ModelRegistry.load(try Checkpoint(directory: export))
+            #expect(reloaded.layerCount == 6)
+        }
+    }
+
+    /// Drops choose among the modules the layers have: four mixer layers
+    /// and four MLP layers, each counted on its own.
+    @Test func dropsChooseAmongTheModulesTheLayersHave() throws {
+        let model = try EditedFixture(Self.name).load()
+        let absent = model.absentModules
+        #expect(throws: DroptraceError.self) { try DropSelection.check(.attention, count: 4, layers: 8, absent: absent) }
+        try DropSelection.check(.attention, count: 3, layers: 8, absent: absent)
+        try DropSelection.check(.block, count: 7, layers: 8, absent: absent)
+        let scores = try ImportanceScorer(model: model).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
+        for target in [DropTarget.attention, .mlp, .joint] {
+            let plan = try DropSelection.oneShot(target, count: 3, scores: scores, configured: model.unavailableModules)
+            #expect(plan.attention.isDisjoint(with: absent.attention) && plan.mlp.isDisjoint(with: absent.mlp), "\(target): \(plan)")
+            #expect(plan.attention.count + plan.mlp.count == 3)
+        }
+    }
+
+    /// Prefill then one token at a time carries each Mamba-2 layer's state
+    /// and each attention layer's cache, also with modules dropped.
+    @Test func cachedDecodingMatchesTheForward() throws {
+        let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(Self.name)))
+        try expectCachedDecodingMatchesTheForward(
+            model, tokens: 20, prefill: 12,
+            plans: [.none, DropPlan(attention: [0]), DropPlan(attention: [2]), DropPlan(mlp: [3]), DropPlan(blocks: [1, 4])],
+            label: Self.name)
+    }
+
+    @Test func scoresMatchTransformersClosely() throws {
+        try expectScoresMatchTransformers(Self.name)
+    }
+}
