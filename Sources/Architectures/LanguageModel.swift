@@ -75,6 +75,11 @@ public struct LayerNaming: Sendable, Equatable {
     /// `moe_layer_end_index`, `moe_layer_interval`): an export writes the
     /// range and beat that give the kept layers the same MLPs.
     public var sparseLayerRange: SparseLayerRange? = nil
+    /// Layers given by a period and an offset (Jamba's attention layers,
+    /// index % `attn_layer_period` == `attn_layer_offset`, and expert
+    /// layers): an export writes the period and offset that give the kept
+    /// layers the same kinds.
+    public var periodicLayers: [PeriodicLayers] = []
     /// Lists of layer indices the family resolved from a rule (Llama 4's
     /// `moe_layers` from `interleave_moe_layer_step`): an export writes them,
     /// renumbered, where config.json leaves them out.
@@ -134,6 +139,41 @@ public struct SparseLayerRange: Sendable, Equatable {
         for interval in 1...(last + 1) {
             let rule = flags.indices.map { ($0 + 1) % interval == 0 && $0 >= first && $0 <= last }
             if rule == flags { return (first, last, interval) }
+        }
+        return nil
+    }
+}
+
+/// Layers picked by a period and an offset: layer i is picked when
+/// i % period == offset (JambaConfig's attention and expert layers).
+public struct PeriodicLayers: Sendable, Equatable {
+    public var periodKey: String
+    public var offsetKey: String
+    public var period: Int
+    public var offset: Int
+    /// Each layer: picked by the rule.
+    public var flags: [Bool]
+
+    public init(periodKey: String, offsetKey: String, period: Int, offset: Int, layers: Int) {
+        precondition(period >= 1 && (0..<period).contains(offset))
+        self.periodKey = periodKey
+        self.offsetKey = offsetKey
+        self.period = period
+        self.offset = offset
+        flags = (0..<layers).map { $0 % period == offset }
+    }
+
+    /// The period and offset (offset below period) that pick exactly the
+    /// kept layers this rule picks when `removed` blocks go, renumbered: the
+    /// rule's own when it still does, else the smallest period, then offset;
+    /// nil when none does (picked layers 1, 3 and 6 of 7, say). None picked:
+    /// an offset past the last layer.
+    public func fitting(removing removed: Set<Int>) -> (period: Int, offset: Int)? {
+        let kept = flags.enumerated().filter { !removed.contains($0.offset) }.map(\.element)
+        func picks(_ period: Int, _ offset: Int) -> Bool { kept.indices.allSatisfy { ($0 % period == offset) == kept[$0] } }
+        if picks(period, offset) { return (period, offset) }
+        for period in 1...(kept.count + 1) {
+            for offset in 0..<period where picks(period, offset) { return (period, offset) }
         }
         return nil
     }

@@ -69,6 +69,7 @@ public enum ModelRegistry {
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
         "hunyuan_v1_moe": HunYuanMoEV1Model.self,
         "jais2": ArceeModel.self,
+        "jamba": JambaModel.self,
         "lfm2": Lfm2Model.self,
         "lfm2_moe": Lfm2MoeModel.self,
         "llama": LlamaModel.self,

@@ -15,13 +15,15 @@ public enum ResidualStyle: Sendable {
 
 /// What a block's attention branch mixes the tokens with: softmax
 /// attention, a linear-attention recurrence (Qwen3-Next's and Qwen3.5's
-/// Gated DeltaNet layers, the hybrid Mamba-2 families' Mamba-2 layers) or a
+/// Gated DeltaNet layers, the hybrid Mamba-2 families' Mamba-2 layers,
+/// Jamba's Mamba-1 layers) or a
 /// gated short convolution (LFM2's conv layers). Each is the block's
 /// "attention" module, scored and dropped as such.
 public enum TokenMixer: Sendable {
     case attention(SelfAttention)
     case gatedDeltaNet(GatedDeltaNet)
     case mamba2(Mamba2Mixer)
+    case mamba(MambaMixer)
     case shortConvolution(ShortConvolution)
 
     /// The mixer over the whole batch, each sequence on its own.
@@ -36,6 +38,7 @@ public enum TokenMixer: Sendable {
         case .attention: nil
         case .gatedDeltaNet(let net): net
         case .mamba2(let mixer): mixer
+        case .mamba(let mixer): mixer
         case .shortConvolution(let convolution): convolution
         }
     }

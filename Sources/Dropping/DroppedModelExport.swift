@@ -434,6 +434,16 @@ public enum DroppedModelExport {
                 try config.set(range.intervalKey, value: fit.interval)
             }
         }
+        // Layers picked by a period and an offset (Jamba): the period and offset that keep every kept
+        // layer's kind (the family's exportProblem refuses plans none keeps).
+        if renumber.remaining < layers {
+            let removed = Set((0..<layers).filter { renumber.mapping[$0] == nil })
+            for rule in naming.periodicLayers {
+                guard let fit = rule.fitting(removing: removed) else { continue }
+                try config.set(rule.periodKey, value: fit.period)
+                try config.set(rule.offsetKey, value: fit.offset)
+            }
+        }
         // GPT-Neo's attention_types, runs of [types, repeats] that GPTNeoConfig
         // expands to one type per layer: one run per kept layer.
         if let types = naming.attentionTypeRuns {

@@ -253,6 +253,12 @@ public enum SpeedMeasurement {
                 total += linear(mixer.projection) + linear(mixer.output)
                 total += 2 * Double(heads.convolutionChannels * heads.convolutionKernel)
                 total += 6 * Double(heads.heads * heads.headDim * heads.stateSize)
+            case .mamba(let mixer)?:
+                // The taps, x_proj and dt_proj, then the state's decay, update and read: about 6 per state entry.
+                let sizes = mixer.sizes
+                total += linear(mixer.projection) + linear(mixer.output) + linear(mixer.selection) + linear(mixer.timeStepProjection)
+                total += 2 * Double(sizes.innerWidth * sizes.convolutionKernel)
+                total += 6 * Double(sizes.innerWidth * sizes.stateSize)
             case .shortConvolution(let convolution)?:
                 // B · x, the taps and the C gate per channel.
                 total += linear(convolution.projection) + linear(convolution.output)

@@ -149,12 +149,13 @@ import Testing
 /// fused into 3-D tensors give the scores of the original.
 func expectFusedExpertsScoreAlike(
     _ name: String, from stored: String = "mlp.experts.", router: String = "mlp.gate",
-    names: (gate: String, up: String, down: String) = ("gate_proj", "up_proj", "down_proj"), fusedRouter: String = "mlp.gate"
+    names: (gate: String, up: String, down: String) = ("gate_proj", "up_proj", "down_proj"), fusedRouter: String = "mlp.gate",
+    fused: String = "mlp.experts."
 ) throws {
     let scratch = try ScratchDirectory()
     let directory = try scratch.copyOfModel(name)
-    try fuseExperts(in: directory, from: stored, router: router, names: names, fusedRouter: fusedRouter)
-    #expect(try Checkpoint(directory: directory).tensorNames.contains { $0.hasSuffix("mlp.experts.gate_up_proj") })
+    try fuseExperts(in: directory, from: stored, router: router, names: names, fusedRouter: fusedRouter, fused: fused)
+    #expect(try Checkpoint(directory: directory).tensorNames.contains { $0.hasSuffix(fused + "gate_up_proj") })
     let sequences = FixtureFiles.jsonlSequences()
     let expected = try ImportanceScorer(model: try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(name))))
         .score(sequences, calibrationPath: "calib")

@@ -7,7 +7,8 @@ import Foundation
 /// `mlp.experts.gate_up_proj` [experts, 2·inner, hidden] (gate rows, then up
 /// rows, per expert) and `mlp.experts.down_proj` [experts, hidden, inner],
 /// and the router `<router>.weight` becomes `<fusedRouter>.weight` (`mlp.gate.weight`
-/// unless given: AFMoE keeps `mlp.router.gate`). Every other
+/// unless given: AFMoE keeps `mlp.router.gate`), the fused tensors under
+/// `fused` (`mlp.experts.` unless given: Jamba's `feed_forward.experts.`). Every other
 /// tensor is copied as it is.
 ///
 /// - Parameters:
@@ -15,7 +16,7 @@ import Foundation
 ///   - names: the gate, up and down projections' names (`w1`, `w3`, `w2` for Mixtral).
 func fuseExperts(
     in directory: URL, from: String, router: String, names: (gate: String, up: String, down: String),
-    fusedRouter: String = "mlp.gate"
+    fusedRouter: String = "mlp.gate", fused: String = "mlp.experts."
 ) throws {
     let original = try Checkpoint(directory: directory)
     // "model.layers.<l>.<rest>" → (l, rest)
@@ -46,9 +47,9 @@ func fuseExperts(
         }
         let dtype = try tensor(0, names.gate).dtype
         entries.append(SafetensorsWriter.Entry(
-            name: p + "mlp.experts.gate_up_proj", dtype: dtype, shape: [experts, 2 * gate[0], gate[1]], bytes: gateUp))
+            name: p + fused + "gate_up_proj", dtype: dtype, shape: [experts, 2 * gate[0], gate[1]], bytes: gateUp))
         entries.append(SafetensorsWriter.Entry(
-            name: p + "mlp.experts.down_proj", dtype: dtype, shape: [experts, down[0], down[1]], bytes: downs))
+            name: p + fused + "down_proj", dtype: dtype, shape: [experts, down[0], down[1]], bytes: downs))
         entries.append(SafetensorsWriter.Entry(try original.tensor(p + router + ".weight"), renamedTo: p + fusedRouter + ".weight"))
     }
     let file = directory.appendingPathComponent(Checkpoint.singleFileName)

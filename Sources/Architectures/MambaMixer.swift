@@ -1,0 +1,197 @@
+import Foundation
+import TensorEngine
+
+/// The sizes of a Mamba-1 mixer (transformers' `mamba_*` keys of Jamba).
+public struct MambaSizes: Sendable, Equatable {
+    /// `mamba_expand` × hidden_size: the channels of x, of the gate and of the state.
+    public let innerWidth: Int
+    /// `mamba_d_state`: the width of B, C and each channel's state row.
+    public let stateSize: Int
+    /// `mamba_d_conv`: taps of the causal convolution.
+    public let convolutionKernel: Int
+    /// `mamba_dt_rank`: the width of the time step before `dt_proj`.
+    public let timeStepRank: Int
+
+    public init(innerWidth: Int, stateSize: Int, convolutionKernel: Int, timeStepRank: Int) {
+        precondition(innerWidth > 0 && stateSize > 0 && convolutionKernel > 0 && timeStepRank > 0)
+        self.innerWidth = innerWidth
+        self.stateSize = stateSize
+        self.convolutionKernel = convolutionKernel
+        self.timeStepRank = timeStepRank
+    }
+
+    /// The input projection's outputs: x | gate.
+    public var projectionWidth: Int { 2 * innerWidth }
+    /// `x_proj`'s outputs: dt | B | C.
+    public var selectionWidth: Int { timeStepRank + 2 * stateSize }
+}
+
+/// The Mamba-1 (selective state space) mixer, as transformers' torch path
+/// computes it (`JambaMambaMixer`'s `causal_conv1d_fn` and
+/// `mamba_selective_scan`, float32 throughout):
+///
+/// - `in_proj` to x | gate;
+/// - a causal depthwise convolution of `convolutionKernel` taps over x, with
+///   its bias where it has one, then the activation (`hidden_act`);
+/// - `x_proj` to dt | B | C, each through its own RMSNorm where the model
+///   has them (Jamba's `dt_layernorm`, `b_layernorm`, `c_layernorm`);
+/// - Δ = softplus(`dt_proj` dt + dt_proj's bias);
+/// - per channel c, with A = −exp(A_log) [channels, stateSize], the state
+///   row s takes s ← exp(Δ A) s + (Δ B) x and gives y = s · C + D x;
+/// - y · silu(gate), then `out_proj`.
+public struct MambaMixer: RecurrentTokenMixer {
+    public let sizes: MambaSizes
+    /// [projectionWidth, hidden] rows x | gate.
+    public let projection: Linear
+    /// [channels, kernel]: each channel's taps, oldest first.
+    public let convolution: [Float]
+    /// One per channel, or nil (`mamba_conv_bias` false).
+    public let convolutionBias: [Float]?
+    /// After the convolution (`hidden_act`).
+    public let activation: Activation
+    /// `x_proj` [selectionWidth, innerWidth]: dt | B | C.
+    public let selection: Linear
+    /// The RMSNorms of dt, B and C, or nil where the model has none.
+    public let timeStepNorm: Normalization?
+    public let inputNorm: Normalization?
+    public let outputNorm: Normalization?
+    /// `dt_proj`'s weight [innerWidth, timeStepRank], without its bias.
+    public let timeStepProjection: Linear
+    /// `dt_proj`'s bias, added to the projected time step before softplus.
+    public let timeStepBias: [Float]
+    /// A = −exp(A_log) [innerWidth, stateSize].
+    public let decay: [Float]
+    /// D per channel.
+    public let skip: [Float]
+    public let output: Linear
+
+    public init(
+        sizes: MambaSizes, projection: Linear, convolution: [Float], convolutionBias: [Float]?, activation: Activation,
+        selection: Linear, timeStepNorm: Normalization?, inputNorm: Normalization?, outputNorm: Normalization?,
+        timeStepProjection: Linear, timeStepBias: [Float], logDecay: [Float], skip: [Float], output: Linear
+    ) {
+        let inner = sizes.innerWidth
+        precondition(projection.outFeatures == sizes.projectionWidth && output.inFeatures == inner)
+        precondition(convolution.count == inner * sizes.convolutionKernel)
+        precondition(convolutionBias.map { $0.count == inner } ?? true)
+        precondition(selection.inFeatures == inner && selection.outFeatures == sizes.selectionWidth)
+        precondition(timeStepProjection.inFeatures == sizes.timeStepRank && timeStepProjection.outFeatures == inner)
+        precondition(timeStepProjection.bias == nil && timeStepBias.count == inner)
+        precondition(logDecay.count == inner * sizes.stateSize && skip.count == inner)
+        self.sizes = sizes
+        self.projection = projection
+        self.convolution = convolution
+        self.convolutionBias = convolutionBias
+        self.activation = activation
+        self.selection = selection
+        self.timeStepNorm = timeStepNorm
+        self.inputNorm = inputNorm
+        self.outputNorm = outputNorm
+        self.timeStepProjection = timeStepProjection
+        self.timeStepBias = timeStepBias
+        decay = logDecay.map { -exp($0) }
+        self.skip = skip
+        self.output = output
+    }
+
+    /// The state before a sequence's first token: the convolution's
+    /// kernel − 1 rows of inputs and each channel's state row.
+    public func emptyState() -> RecurrentState {
+        RecurrentState(
+            history: (sizes.convolutionKernel - 1) * sizes.innerWidth, recurrent: sizes.innerWidth * sizes.stateSize)
+    }
+
+    public var mixedWidth: Int { sizes.innerWidth }
+
+    /// The scan's output times silu(gate), then the output projection.
+    public func finish(_ mixed: Matrix, projected: Matrix) -> Matrix {
+        var gated = mixed
+        let width = sizes.projectionWidth, inner = sizes.innerWidth
+        gated.data.withUnsafeMutableBufferPointer { out in
+            projected.data.withUnsafeBufferPointer { p in
+                for r in 0..<mixed.rows {
+                    let gate = p.baseAddress! + r * width + inner, o = out.baseAddress! + r * inner
+                    for j in 0..<inner { o[j] = o[j] * Activation.silu.apply(gate[j]) }
+                }
+            }
+        }
+        return output(gated)
+    }
+
+    /// The convolution, the selection and the scan over `rows` of
+    /// `projected`, written to the same rows of `mixed` [rows, innerWidth].
+    public func mix(_ projected: Matrix, rows: Range<Int>, state: inout RecurrentState, into mixed: inout Matrix) {
+        let count = rows.count, channels = sizes.innerWidth, taps = sizes.convolutionKernel, width = sizes.projectionWidth
+        guard count > 0 else { return }
+        // Convolution inputs: the carried history, then these rows' x.
+        var padded = state.history
+        padded.reserveCapacity((taps - 1 + count) * channels)
+        projected.data.withUnsafeBufferPointer { p in
+            for r in rows {
+                let start = r * width
+                padded.append(contentsOf: p[start..<(start + channels)])
+            }
+        }
+        state.history = Array(padded[(count * channels)...])
+        // x[t, c] = act(Σ_j w[c, j] · padded[t + j, c] + bias[c]).
+        let activation = self.activation, bias = convolutionBias
+        let x = Matrix(uninitialized: count, channels) { out in
+            convolution.withUnsafeBufferPointer { w in
+                padded.withUnsafeBufferPointer { input in
+                    parallelFor(chunks: count, minimumChunk: 8) { part in
+                        for t in part {
+                            let row = out + t * channels
+                            for c in 0..<channels {
+                                var sum: Float = 0
+                                for j in 0..<taps { sum += w[c * taps + j] * input[(t + j) * channels + c] }
+                                if let bias { sum += bias[c] }
+                                row[c] = activation.apply(sum)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // dt | B | C, each normalised on its own, and dt through dt_proj.
+        var selected = selection(x)
+        let rank = sizes.timeStepRank, stateSize = sizes.stateSize
+        timeStepNorm?.apply(inPlace: &selected, columns: 0..<rank)
+        inputNorm?.apply(inPlace: &selected, columns: rank..<(rank + stateSize))
+        outputNorm?.apply(inPlace: &selected, columns: (rank + stateSize)..<(rank + 2 * stateSize))
+        let timeStepInput = Matrix(uninitialized: count, rank) { out in
+            selected.data.withUnsafeBufferPointer { s in
+                for t in 0..<count { (out + t * rank).update(from: s.baseAddress! + t * sizes.selectionWidth, count: rank) }
+            }
+        }
+        let timeSteps = timeStepProjection(timeStepInput)
+        let decay = self.decay, timeStepBias = self.timeStepBias, skip = self.skip
+        let first = rows.lowerBound, selectionWidth = sizes.selectionWidth
+        state.recurrent.withUnsafeMutableBufferPointer { states in
+            x.data.withUnsafeBufferPointer { xs in
+                selected.data.withUnsafeBufferPointer { bc in
+                    timeSteps.data.withUnsafeBufferPointer { dts in
+                        mixed.data.withUnsafeMutableBufferPointer { out in
+                            parallelFor(chunks: channels) { part in
+                                for c in part {
+                                    let s = states.baseAddress! + c * stateSize, a = c * stateSize
+                                    for t in 0..<count {
+                                        let raw = dts[t * channels + c] + timeStepBias[c]
+                                        let delta = raw > 20 ? raw : log1p(exp(raw))
+                                        let input = xs[t * channels + c]
+                                        let b = bc.baseAddress! + t * selectionWidth + rank, cs = b + stateSize
+                                        var y: Float = 0
+                                        for n in 0..<stateSize {
+                                            s[n] = exp(decay[a + n] * delta) * s[n] + delta * b[n] * input
+                                            y += s[n] * cs[n]
+                                        }
+                                        out[(first + t) * channels + c] = y + input * skip[c]
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
