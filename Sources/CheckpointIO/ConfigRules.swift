@@ -152,3 +152,40 @@ public enum ConfigRules {
         init?(intValue: Int) { nil }
     }
 }
+
+/// Decoding rules several families' config keys share (the Mamba families'
+/// `mamba_*` keys).
+extension KeyedDecodingContainer {
+    /// A count config.json may leave out (`fallback`) but not give as null:
+    /// the config class takes null, its model cannot be built from it.
+    public func decodeCount(_ key: Key, default fallback: Int) throws -> Int {
+        let null = try contains(key) && decodeNil(forKey: key)
+        try ConfigRules.decodingChecks {
+            guard !null else { throw InvalidConfigValue(key: key.stringValue, problem: "must be a number, got null") }
+        }
+        return try decodeIfPresent(Int.self, forKey: key) ?? fallback
+    }
+
+    /// A bias switch: null reads as none, as nn.Linear and nn.Conv1d read it.
+    public func decodeBiasFlag(_ key: Key, default fallback: Bool) throws -> Bool {
+        if try contains(key) && decodeNil(forKey: key) { return false }
+        return try decodeIfPresent(Bool.self, forKey: key) ?? fallback
+    }
+
+    /// A width given as a number or "auto" (nil: the family's rule derives
+    /// it); null and other strings refused naming the key.
+    public func decodeNumberOrAuto(_ key: Key) throws -> Int? {
+        if try contains(key) && decodeNil(forKey: key) {
+            try ConfigRules.decodingChecks {
+                throw InvalidConfigValue(key: key.stringValue, problem: "must be a number or \"auto\", got null")
+            }
+        }
+        guard let text = try? decodeIfPresent(String.self, forKey: key) else { return try decodeIfPresent(Int.self, forKey: key) }
+        try ConfigRules.decodingChecks {
+            guard text == "auto" else {
+                throw InvalidConfigValue(key: key.stringValue, problem: "must be a number or \"auto\", got \"\(text.forErrorMessage)\"")
+            }
+        }
+        return nil
+    }
+}

@@ -33,40 +33,16 @@ struct Mamba2Configuration: Decodable {
 
     init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        func isNull(_ key: CodingKeys) throws -> Bool { try c.contains(key) && c.decodeNil(forKey: key) }
-        // The config class takes null for each; its model cannot be built (or run) from it.
-        func count(_ key: CodingKeys, default fallback: Int) throws -> Int {
-            let null = try isNull(key)
-            try ConfigRules.decodingChecks {
-                guard !null else { throw InvalidConfigValue(key: key.rawValue, problem: "must be a number, got null") }
-            }
-            return try c.decodeIfPresent(Int.self, forKey: key) ?? fallback
-        }
-        heads = try count(.heads, default: 128)
-        groups = try count(.groups, default: 1)
-        stateSize = try count(.stateSize, default: 256)
-        convolutionKernel = try count(.convolutionKernel, default: 4)
-        expand = try count(.expand, default: 2)
-        chunkSize = try count(.chunkSize, default: 256)
-        // nn.Conv1d and nn.Linear read a null bias flag as none.
-        convolutionBias = try isNull(.convolutionBias) ? false : try c.decodeIfPresent(Bool.self, forKey: .convolutionBias) ?? true
-        projectionBias = try isNull(.projectionBias) ? false : try c.decodeIfPresent(Bool.self, forKey: .projectionBias) ?? false
-        if try isNull(.headDim) {
-            try ConfigRules.decodingChecks {
-                throw InvalidConfigValue(key: "mamba_d_head", problem: "must be a number or \"auto\", got null")
-            }
-        }
-        if let text = try? c.decodeIfPresent(String.self, forKey: .headDim) {
-            try ConfigRules.decodingChecks {
-                guard text == "auto" else {
-                    throw InvalidConfigValue(key: "mamba_d_head", problem: "must be a number or \"auto\", got \"\(text.forErrorMessage)\"")
-                }
-            }
-            headDim = nil
-        } else {
-            headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
-        }
-        let limitIsNull = try isNull(.timeStepLimit)
+        heads = try c.decodeCount(.heads, default: 128)
+        groups = try c.decodeCount(.groups, default: 1)
+        stateSize = try c.decodeCount(.stateSize, default: 256)
+        convolutionKernel = try c.decodeCount(.convolutionKernel, default: 4)
+        expand = try c.decodeCount(.expand, default: 2)
+        chunkSize = try c.decodeCount(.chunkSize, default: 256)
+        convolutionBias = try c.decodeBiasFlag(.convolutionBias, default: true)
+        projectionBias = try c.decodeBiasFlag(.projectionBias, default: false)
+        headDim = try c.decodeNumberOrAuto(.headDim)
+        let limitIsNull = try c.contains(.timeStepLimit) && c.decodeNil(forKey: .timeStepLimit)
         let limit = try c.decodeIfPresent([Double].self, forKey: .timeStepLimit) ?? [0, .infinity]
         try ConfigRules.decodingChecks {
             guard !limitIsNull else {
@@ -102,15 +78,40 @@ struct Mamba2Configuration: Decodable {
             throw InvalidConfigValue(
                 key: "mamba_d_head", problem: "times mamba_n_heads \(heads) must be mamba_expand × hidden_size \(inner), got \(headDim)")
         }
+        return try Mamba2Heads.checked(
+            heads: heads, headDim: headDim, groups: groups, stateSize: stateSize, convolutionKernel: convolutionKernel, hidden: hidden,
+            keys: .init(heads: "mamba_n_heads", groups: "mamba_n_groups", stateSize: "mamba_d_state", convolutionKernel: "mamba_d_conv",
+                        inner: "mamba_expand × hidden_size"))
+    }
+}
+
+extension Mamba2Heads {
+    /// The config keys that give a family's Mamba-2 sizes, for errors.
+    struct Keys {
+        var heads: String
+        var groups: String
+        var stateSize: String
+        var convolutionKernel: String
+        /// What gives heads × headDim.
+        var inner: String
+    }
+
+    /// The sizes of a model of `hidden` columns, refused naming the key
+    /// where the groups do not divide the heads, or where the projection
+    /// [z | x | B | C | dt, hidden], the taps or a head's state would not
+    /// fit in 64 bits.
+    static func checked(
+        heads: Int, headDim: Int, groups: Int, stateSize: Int, convolutionKernel: Int, hidden: Int, keys: Keys
+    ) throws -> Mamba2Heads {
+        let inner = try ConfigRules.product([(heads, keys.heads), (headDim, keys.inner)])
         guard heads % groups == 0 else {
-            throw InvalidConfigValue(key: "mamba_n_groups", problem: "must divide mamba_n_heads \(heads), got \(groups)")
+            throw InvalidConfigValue(key: keys.groups, problem: "must divide \(keys.heads) \(heads), got \(groups)")
         }
-        // The projection [z | x | B | C | dt, hidden] and the state per head.
-        let groupWidth = try ConfigRules.product([(groups, "mamba_n_groups"), (stateSize, "mamba_d_state"), (2, "B and C")])
+        let groupWidth = try ConfigRules.product([(groups, keys.groups), (stateSize, keys.stateSize), (2, "B and C")])
         let (channels, overflow) = inner.addingReportingOverflow(groupWidth)
-        guard !overflow else { throw InvalidConfigValue(key: "mamba_d_state", problem: "is too large: \(stateSize)") }
-        try ConfigRules.product([(channels, "mamba_d_state"), (convolutionKernel, "mamba_d_conv"), (hidden, "hidden_size"), (4, "z, x, B, C")])
-        try ConfigRules.product([(stateSize, "mamba_d_state"), (inner, "mamba_expand × hidden_size"), (4, "float32")])
+        guard !overflow else { throw InvalidConfigValue(key: keys.stateSize, problem: "is too large: \(stateSize)") }
+        try ConfigRules.product([(channels, keys.stateSize), (convolutionKernel, keys.convolutionKernel), (hidden, "hidden_size"), (4, "z, x, B, C")])
+        try ConfigRules.product([(stateSize, keys.stateSize), (inner, keys.inner), (4, "float32")])
         return Mamba2Heads(heads: heads, headDim: headDim, groups: groups, stateSize: stateSize, convolutionKernel: convolutionKernel)
     }
 }

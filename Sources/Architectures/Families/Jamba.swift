@@ -43,18 +43,10 @@ struct JambaConfiguration: Decodable {
 
     init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        func isNull(_ key: CodingKeys) throws -> Bool { try c.contains(key) && c.decodeNil(forKey: key) }
-        func count(_ key: CodingKeys, default fallback: Int) throws -> Int {
-            let null = try isNull(key)
-            try ConfigRules.decodingChecks {
-                guard !null else { throw InvalidConfigValue(key: key.rawValue, problem: "must be a number, got null") }
-            }
-            return try c.decodeIfPresent(Int.self, forKey: key) ?? fallback
-        }
         rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
-        let local = try c.contains(.localExperts) ? count(.localExperts, default: 16) : nil
-        let named = try c.contains(.experts) ? count(.experts, default: 16) : nil
+        let local = try c.contains(.localExperts) ? c.decodeCount(.localExperts, default: 16) : nil
+        let named = try c.contains(.experts) ? c.decodeCount(.experts, default: 16) : nil
         experts = local ?? named ?? 16
         expertsKey = local == nil ? "num_experts" : "num_local_experts"
         let both = (local, named)
@@ -64,32 +56,17 @@ struct JambaConfiguration: Decodable {
                     key: "num_local_experts", problem: "is \(local) but num_experts, which it stands for, is \(named); give one")
             }
         }
-        expertsPerToken = try count(.expertsPerToken, default: 2)
-        expertLayerPeriod = try count(.expertLayerPeriod, default: 2)
-        expertLayerOffset = try count(.expertLayerOffset, default: 1)
-        attentionLayerPeriod = try count(.attentionLayerPeriod, default: 8)
-        attentionLayerOffset = try count(.attentionLayerOffset, default: 4)
-        stateSize = try count(.stateSize, default: 16)
-        convolutionKernel = try count(.convolutionKernel, default: 4)
-        expand = try count(.expand, default: 2)
-        // nn.Conv1d and nn.Linear read a null bias flag as none.
-        convolutionBias = try isNull(.convolutionBias) ? false : try c.decodeIfPresent(Bool.self, forKey: .convolutionBias) ?? true
-        projectionBias = try isNull(.projectionBias) ? false : try c.decodeIfPresent(Bool.self, forKey: .projectionBias) ?? false
-        if try isNull(.timeStepRank) {
-            try ConfigRules.decodingChecks {
-                throw InvalidConfigValue(key: "mamba_dt_rank", problem: "must be a number or \"auto\", got null")
-            }
-        }
-        if let text = try? c.decodeIfPresent(String.self, forKey: .timeStepRank) {
-            try ConfigRules.decodingChecks {
-                guard text == "auto" else {
-                    throw InvalidConfigValue(key: "mamba_dt_rank", problem: "must be a number or \"auto\", got \"\(text.forErrorMessage)\"")
-                }
-            }
-            timeStepRank = nil
-        } else {
-            timeStepRank = try c.decodeIfPresent(Int.self, forKey: .timeStepRank)
-        }
+        expertsPerToken = try c.decodeCount(.expertsPerToken, default: 2)
+        expertLayerPeriod = try c.decodeCount(.expertLayerPeriod, default: 2)
+        expertLayerOffset = try c.decodeCount(.expertLayerOffset, default: 1)
+        attentionLayerPeriod = try c.decodeCount(.attentionLayerPeriod, default: 8)
+        attentionLayerOffset = try c.decodeCount(.attentionLayerOffset, default: 4)
+        stateSize = try c.decodeCount(.stateSize, default: 16)
+        convolutionKernel = try c.decodeCount(.convolutionKernel, default: 4)
+        expand = try c.decodeCount(.expand, default: 2)
+        convolutionBias = try c.decodeBiasFlag(.convolutionBias, default: true)
+        projectionBias = try c.decodeBiasFlag(.projectionBias, default: false)
+        timeStepRank = try c.decodeNumberOrAuto(.timeStepRank)
         let settings = self
         try ConfigRules.decodingChecks {
             try ConfigRules.positive(settings.rmsNormEps, "rms_norm_eps")

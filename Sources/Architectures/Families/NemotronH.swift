@@ -176,17 +176,11 @@ struct NemotronHConfiguration: Decodable {
     /// The Mamba-2 mixer's sizes for a model of `hidden` columns.
     /// - Throws: `InvalidConfigValue` naming the key whose value does not fit.
     func mambaHeads(hidden: Int) throws -> Mamba2Heads {
-        let inner = try ConfigRules.product([(mambaHeads, "mamba_num_heads"), (mambaHeadDim, "mamba_head_dim")])
-        guard mambaHeads % groups == 0 else {
-            throw InvalidConfigValue(key: "n_groups", problem: "must divide mamba_num_heads \(mambaHeads), got \(groups)")
-        }
-        // The projection [z | x | B | C | dt, hidden], the taps and the state per head.
-        let groupWidth = try ConfigRules.product([(groups, "n_groups"), (stateSize, "ssm_state_size"), (2, "B and C")])
-        let (channels, overflow) = inner.addingReportingOverflow(groupWidth)
-        guard !overflow else { throw InvalidConfigValue(key: "ssm_state_size", problem: "is too large: \(stateSize)") }
-        try ConfigRules.product([(channels, "ssm_state_size"), (convolutionKernel, "conv_kernel"), (hidden, "hidden_size"), (4, "z, x, B, C")])
-        try ConfigRules.product([(stateSize, "ssm_state_size"), (inner, "mamba_num_heads × mamba_head_dim"), (4, "float32")])
-        return Mamba2Heads(heads: mambaHeads, headDim: mambaHeadDim, groups: groups, stateSize: stateSize, convolutionKernel: convolutionKernel)
+        try Mamba2Heads.checked(
+            heads: mambaHeads, headDim: mambaHeadDim, groups: groups, stateSize: stateSize, convolutionKernel: convolutionKernel,
+            hidden: hidden,
+            keys: .init(heads: "mamba_num_heads", groups: "n_groups", stateSize: "ssm_state_size", convolutionKernel: "conv_kernel",
+                        inner: "mamba_head_dim"))
     }
 
     /// The routed layers' experts and routing, checked as NemotronHTopkRouter
