@@ -23,20 +23,45 @@ public enum TokenMixer: Sendable {
     case gatedDeltaNet(GatedDeltaNet)
     case mamba2(Mamba2Mixer)
     case shortConvolution(ShortConvolution)
+    /// Attention and a Mamba-2 mixer summed (Falcon-H1).
+    case attentionBesideMamba2(AttentionBesideMamba2)
 
     /// The mixer over the whole batch, each sequence on its own.
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
-        if case .attention(let attention) = self { return attention(x, batch) }
-        return recurrent!(x, batch)
+        self(x, attend: { $0($1, batch) }, recur: { $0($1, batch) })
     }
 
-    /// The mixer that carries a state along each sequence; nil for attention.
+    /// The mixer of normalised rows `x`, where `attend` runs a softmax
+    /// attention and `recur` a recurrent mixer (over the whole batch, or
+    /// over a key/value cache or recurrent state when decoding).
+    public func callAsFunction(
+        _ x: Matrix, attend: (SelfAttention, Matrix) -> Matrix, recur: (any RecurrentTokenMixer, Matrix) -> Matrix
+    ) -> Matrix {
+        switch self {
+        case .attention(let attention): attend(attention, x)
+        case .attentionBesideMamba2(let both): both(x, attend: attend, recur: recur)
+        default: recur(recurrent!, x)
+        }
+    }
+
+    /// The softmax attention the mixer runs, alone or beside another; nil for none.
+    public var softmaxAttention: SelfAttention? {
+        switch self {
+        case .attention(let attention): attention
+        case .attentionBesideMamba2(let both): both.attention
+        default: nil
+        }
+    }
+
+    /// The mixer that carries a state along each sequence (beside the
+    /// attention, for Falcon-H1's); nil for attention alone.
     public var recurrent: (any RecurrentTokenMixer)? {
         switch self {
         case .attention: nil
         case .gatedDeltaNet(let net): net
         case .mamba2(let mixer): mixer
         case .shortConvolution(let convolution): convolution
+        case .attentionBesideMamba2(let both): both.mamba
         }
     }
 }
