@@ -45,7 +45,11 @@ public struct Mamba2Heads: Sendable, Equatable {
 ///   the state S [headDim, stateSize] takes S ← exp(Δ A) S + Δ x Bᵀ and gives
 ///   y = S C + D x;
 /// - a gated RMSNorm, norm(y · silu(z)) · w, each group of heads'
-///   columns normalised on its own, and `out_proj`.
+///   columns normalised on its own (Falcon-H1: norm(y) · w · silu(z) when
+///   `normalisesBeforeGate`, or y · silu(z) without a norm), and `out_proj`.
+///
+/// Falcon-H1 multiplies the projection's columns by its µP vector
+/// (`projectionScales`) before they are split.
 ///
 /// transformers' batched forward runs the same recurrence in chunks
 /// (`torch_forward`'s segment sums), equal to this step form up to rounding.
@@ -67,19 +71,27 @@ public struct Mamba2Mixer: RecurrentTokenMixer {
     public let skip: [Float]
     /// `time_step_limit`: Δ is clamped to [lower, upper].
     public let timeStepLimit: (lower: Float, upper: Float)
-    /// The gated RMSNorm's weights [innerWidth], each group's columns normalised on their own.
-    public let norm: Normalization
+    /// The gated RMSNorm's weights [innerWidth], each group's columns
+    /// normalised on their own; nil for none (Falcon-H1's `mamba_rms_norm` false).
+    public let norm: Normalization?
+    /// The norm comes before the gate, norm(y) · silu(z) (Falcon-H1's
+    /// `mamba_norm_before_gate`), instead of norm(y · silu(z)).
+    public let normalisesBeforeGate: Bool
+    /// Multiplies each column of the input projection's output [projectionWidth]
+    /// (Falcon-H1's µP vector of `ssm_multipliers`); nil for none.
+    public let projectionScales: [Float]?
     public let output: Linear
 
     public init(
         heads: Mamba2Heads, projection: Linear, convolution: [Float], convolutionBias: [Float]?, activation: Activation,
         logDecay: [Float], timeStepBias: [Float], skip: [Float], timeStepLimit: (lower: Float, upper: Float),
-        norm: Normalization, output: Linear
+        norm: Normalization?, output: Linear, normalisesBeforeGate: Bool = false, projectionScales: [Float]? = nil
     ) {
         precondition(projection.outFeatures == heads.projectionWidth && output.inFeatures == heads.innerWidth)
         precondition(convolution.count == heads.convolutionChannels * heads.convolutionKernel)
         precondition(convolutionBias.map { $0.count == heads.convolutionChannels } ?? true)
         precondition(logDecay.count == heads.heads && timeStepBias.count == heads.heads && skip.count == heads.heads)
+        precondition(projectionScales.map { $0.count == heads.projectionWidth } ?? true)
         self.heads = heads
         self.projection = projection
         self.convolution = convolution
@@ -90,7 +102,22 @@ public struct Mamba2Mixer: RecurrentTokenMixer {
         self.skip = skip
         self.timeStepLimit = timeStepLimit
         self.norm = norm
+        self.normalisesBeforeGate = normalisesBeforeGate
+        self.projectionScales = projectionScales
         self.output = output
+    }
+
+    /// The input projection, each column times its `projectionScales` entry.
+    public func project(_ x: Matrix) -> Matrix {
+        var projected = projection(x)
+        guard let scales = projectionScales else { return projected }
+        let width = heads.projectionWidth
+        projected.data.withUnsafeMutableBufferPointer { values in
+            for r in 0..<projected.rows {
+                for j in 0..<width { values[r * width + j] *= scales[j] }
+            }
+        }
+        return projected
     }
 
     /// The state before a sequence's first token: the convolution's
@@ -106,6 +133,10 @@ public struct Mamba2Mixer: RecurrentTokenMixer {
     public func finish(_ mixed: Matrix, projected: Matrix) -> Matrix {
         var gated = mixed
         let width = heads.projectionWidth, inner = heads.innerWidth
+        func normalise() {
+            norm?.apply(inPlace: &gated, columns: 0..<inner, pieceWidth: inner / heads.groups, weightsPerPiece: true)
+        }
+        if normalisesBeforeGate { normalise() }
         gated.data.withUnsafeMutableBufferPointer { out in
             projected.data.withUnsafeBufferPointer { p in
                 for r in 0..<mixed.rows {
@@ -114,7 +145,7 @@ public struct Mamba2Mixer: RecurrentTokenMixer {
                 }
             }
         }
-        norm.apply(inPlace: &gated, columns: 0..<inner, pieceWidth: inner / heads.groups, weightsPerPiece: true)
+        if !normalisesBeforeGate { normalise() }
         return output(gated)
     }
 

@@ -41,6 +41,7 @@ public enum ModelRegistry {
         "exaone4": Exaone4Model.self,
         "exaone_moe": ExaoneMoeModel.self,
         "falcon": FalconModel.self,
+        "falcon_h1": FalconH1Model.self,
         "flex_olmo": FlexOlmoModel.self,
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,

@@ -32,6 +32,9 @@ public protocol RecurrentTokenMixer: Sendable {
     var projection: Linear { get }
     /// Columns of the scan's output.
     var mixedWidth: Int { get }
+    /// The rows the scan and `finish` read: `projection` of the input
+    /// unless the mixer scales them (Falcon-H1's Mamba-2).
+    func project(_ x: Matrix) -> Matrix
     /// The state before a sequence's first token.
     func emptyState() -> RecurrentState
     /// The scan over `rows` of `projected`, continuing `state`, written to
@@ -42,9 +45,11 @@ public protocol RecurrentTokenMixer: Sendable {
 }
 
 extension RecurrentTokenMixer {
+    public func project(_ x: Matrix) -> Matrix { projection(x) }
+
     /// The layer over the batch's sequences, each from an empty state.
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
-        let projected = projection(x)
+        let projected = project(x)
         var mixed = Matrix(zeros: x.rows, mixedWidth)
         for sequence in batch.sequences {
             var state = emptyState()
@@ -56,7 +61,7 @@ extension RecurrentTokenMixer {
     /// The layer over rows `x` that continue the sequence `state` holds
     /// (prefill, then one token at a time), updating the state.
     public func callAsFunction(_ x: Matrix, state: inout RecurrentState) -> Matrix {
-        let projected = projection(x)
+        let projected = project(x)
         var mixed = Matrix(zeros: x.rows, mixedWidth)
         mix(projected, rows: 0..<x.rows, state: &state, into: &mixed)
         return finish(mixed, projected: projected)

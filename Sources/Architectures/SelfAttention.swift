@@ -56,6 +56,9 @@ public struct SelfAttention: Sendable {
     /// DeepSeek Sparse Attention's indexer: each query attends only to the
     /// keys it chooses (a latent projection with a low-rank query path).
     public let indexer: SparseAttentionIndexer?
+    /// Multiplies the projected keys before anything else touches them
+    /// (Falcon-H1's `key_multiplier`, `k_proj(x) · m`); nil for none.
+    public var keyScale: Float? = nil
 
     public init(
         qkv: Linear, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
@@ -115,6 +118,17 @@ public struct SelfAttention: Sendable {
     /// scaled by `queryTemperature`.
     public func projectedQKV(_ x: Matrix, positions: [Int], queryLatent: Matrix? = nil) -> Matrix {
         var projected = projection(x, positions: positions, queryLatent: queryLatent)
+        if let keyScale {
+            let layout = self.layout, width = layout.width, rows = projected.rows
+            projected.data.withUnsafeMutableBufferPointer { values in
+                for r in 0..<rows {
+                    for g in 0..<layout.numKVHeads {
+                        let start = r * width + layout.keyOffset(kvHead: g)
+                        for j in start..<(start + layout.headDim) { values[j] *= keyScale }
+                    }
+                }
+            }
+        }
         if let valueNorm {
             valueNorm.apply(
                 inPlace: &projected, columns: (layout.queryWidth + layout.keyWidth)..<layout.width, pieceWidth: layout.headDim)

@@ -16,8 +16,8 @@ public enum ResidualStyle: Sendable {
 /// What a block's attention branch mixes the tokens with: softmax
 /// attention, a linear-attention recurrence (Qwen3-Next's and Qwen3.5's
 /// Gated DeltaNet layers, the hybrid Mamba-2 families' Mamba-2 layers,
-/// Jamba's Mamba-1 layers) or a
-/// gated short convolution (LFM2's conv layers). Each is the block's
+/// Jamba's Mamba-1 layers), a gated short convolution (LFM2's conv
+/// layers) or attention beside Mamba-2 (Falcon-H1). Each is the block's
 /// "attention" module, scored and dropped as such.
 public enum TokenMixer: Sendable {
     case attention(SelfAttention)
@@ -25,14 +25,38 @@ public enum TokenMixer: Sendable {
     case mamba2(Mamba2Mixer)
     case mamba(MambaMixer)
     case shortConvolution(ShortConvolution)
+    /// Attention and a Mamba-2 mixer summed (Falcon-H1).
+    case attentionBesideMamba2(AttentionBesideMamba2)
 
     /// The mixer over the whole batch, each sequence on its own.
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
-        if case .attention(let attention) = self { return attention(x, batch) }
-        return recurrent!(x, batch)
+        self(x, attend: { $0($1, batch) }, recur: { $0($1, batch) })
     }
 
-    /// The mixer that carries a state along each sequence; nil for attention.
+    /// The mixer of normalised rows `x`, where `attend` runs a softmax
+    /// attention and `recur` a recurrent mixer (over the whole batch, or
+    /// over a key/value cache or recurrent state when decoding).
+    public func callAsFunction(
+        _ x: Matrix, attend: (SelfAttention, Matrix) -> Matrix, recur: (any RecurrentTokenMixer, Matrix) -> Matrix
+    ) -> Matrix {
+        switch self {
+        case .attention(let attention): attend(attention, x)
+        case .attentionBesideMamba2(let both): both(x, attend: attend, recur: recur)
+        default: recur(recurrent!, x)
+        }
+    }
+
+    /// The softmax attention the mixer runs, alone or beside another; nil for none.
+    public var softmaxAttention: SelfAttention? {
+        switch self {
+        case .attention(let attention): attention
+        case .attentionBesideMamba2(let both): both.attention
+        default: nil
+        }
+    }
+
+    /// The mixer that carries a state along each sequence (beside the
+    /// attention, for Falcon-H1's); nil for attention alone.
     public var recurrent: (any RecurrentTokenMixer)? {
         switch self {
         case .attention: nil
@@ -40,6 +64,7 @@ public enum TokenMixer: Sendable {
         case .mamba2(let mixer): mixer
         case .mamba(let mixer): mixer
         case .shortConvolution(let convolution): convolution
+        case .attentionBesideMamba2(let both): both.mamba
         }
     }
 }

@@ -24,7 +24,7 @@ final class IncrementalDecoder {
         self.model = model
         self.blocks = blocks
         caches = blocks.map { block in
-            guard case .attention(let attention)? = block?.attention?.mixer else { return nil }
+            guard let attention = block?.attention?.mixer.softmaxAttention else { return nil }
             return KeyValueCache(attention, capacity: capacity)
         }
         states = blocks.map { $0?.attention?.mixer.recurrent?.emptyState() }
@@ -71,8 +71,9 @@ final class IncrementalDecoder {
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
             x = block(x, index: index) { mixer, input in
-                if case .attention(let attention) = mixer { return caches[index]!.prefill(input, with: attention, positions: positions) }
-                return mixer.recurrent!(input, state: &states[index]!)
+                mixer(
+                    input, attend: { caches[index]!.prefill($1, with: $0, positions: positions) },
+                    recur: { $0($1, state: &states[index]!) })
             }.output
         }
         return Matrix(rows: 1, cols: x.cols, data: Array(x.data.suffix(x.cols)))
@@ -96,8 +97,9 @@ final class IncrementalDecoder {
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
             x = block(x, index: index) { mixer, input in
-                if case .attention(let attention) = mixer { return caches[index]!.attend(input, with: attention, position: position) }
-                return mixer.recurrent!(input, state: &states[index]!)
+                mixer(
+                    input, attend: { caches[index]!.attend($1, with: $0, position: position) },
+                    recur: { $0($1, state: &states[index]!) })
             }.output
         }
         return x

@@ -232,27 +232,33 @@ public enum SpeedMeasurement {
         func linear(_ l: Linear) -> Double { 2 * Double(l.inFeatures) * Double(l.outFeatures) }
         let head = try model.head()
         var total = linear(head.projection) + (head.projectOut.map(linear) ?? 0)
+        func attentionFLOPs(_ attention: SelfAttention) -> Double {
+            let layout = attention.layout
+            // A chunk (Llama 4) bounds the keys seen as a window does.
+            let window = min(attention.slidingWindow ?? context, attention.chunkSize ?? context, context)
+            return attention.projection.linears.reduce(linear(attention.output)) { $0 + linear($1) }
+                + (attention.outputGate.map(linear) ?? 0) + 4 * Double(window) * Double(layout.numHeads * layout.headDim)
+        }
+        func mamba2FLOPs(_ mixer: Mamba2Mixer) -> Double {
+            // The convolution's taps, then the state's decay, update and read: about 6 per state entry.
+            let heads = mixer.heads
+            return linear(mixer.projection) + linear(mixer.output) + 2 * Double(heads.convolutionChannels * heads.convolutionKernel)
+                + 6 * Double(heads.heads * heads.headDim * heads.stateSize)
+        }
         for index in 0..<model.layerCount where !plan.blocks.contains(index) {
             let block = try model.block(index, skipping: plan)
             switch block.attention?.mixer {
             case .attention(let attention)?:
-                let layout = attention.layout
-                // A chunk (Llama 4) bounds the keys seen as a window does.
-                let window = min(attention.slidingWindow ?? context, attention.chunkSize ?? context, context)
-                total += attention.projection.linears.reduce(linear(attention.output)) { $0 + linear($1) }
-                total += attention.outputGate.map(linear) ?? 0
-                total += 4 * Double(window) * Double(layout.numHeads * layout.headDim)
+                total += attentionFLOPs(attention)
             case .gatedDeltaNet(let net)?:
                 // The state's decay, read, update and query: about 8 per state entry, whatever the context.
                 let heads = net.heads
                 total += linear(net.projection) + linear(net.output)
                 total += 8 * Double(heads.valueHeads * heads.keyDim * heads.valueDim)
             case .mamba2(let mixer)?:
-                // The convolution's taps, then the state's decay, update and read: about 6 per state entry.
-                let heads = mixer.heads
-                total += linear(mixer.projection) + linear(mixer.output)
-                total += 2 * Double(heads.convolutionChannels * heads.convolutionKernel)
-                total += 6 * Double(heads.heads * heads.headDim * heads.stateSize)
+                total += mamba2FLOPs(mixer)
+            case .attentionBesideMamba2(let both)?:
+                total += attentionFLOPs(both.attention) + mamba2FLOPs(both.mamba)
             case .mamba(let mixer)?:
                 // The taps, x_proj and dt_proj, then the state's decay, update and read: about 6 per state entry.
                 let sizes = mixer.sizes

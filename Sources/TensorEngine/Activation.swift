@@ -13,6 +13,9 @@ public enum Activation: Sendable, Equatable {
     /// xIELU with one layer's learned parameters (Apertus; not built from a
     /// name, as its parameters are tensors).
     case xIELU(XIELU)
+    /// act(x · factor): an activation of its input times a float32 factor
+    /// (Falcon-H1's gate multiplier, `act(gate_proj(x) · m)`).
+    indirect case scaledInput(Activation, by: Float)
 
     /// The activation config.json's `key` names (`hidden_act`, or the
     /// family's own: `activation_function`, `hidden_activation`, ...).
@@ -63,6 +66,7 @@ public enum Activation: Sendable, Equatable {
         case .hardswish: return x * min(max(x + 3, 0), 6) / 6
         case .sqrtSoftplus: return Self.softplus(x).squareRoot()
         case .xIELU(let xielu): return xielu(x)
+        case .scaledInput(let activation, let factor): return activation.apply(x * factor)
         }
     }
 

@@ -65,23 +65,26 @@ struct Mamba2Configuration: Decodable {
         }
     }
 
-    /// The mixer's sizes for a model of `hidden` columns.
+    /// The mixer's sizes for a model of `hidden` columns, its inner width
+    /// mamba_expand × hidden_size unless `innerWidth` gives it (Falcon-H1's
+    /// `mamba_d_ssm`).
     /// - Throws: `InvalidConfigValue` naming the key whose value does not fit.
-    func heads(hidden: Int) throws -> Mamba2Heads {
-        let inner = try ConfigRules.product([(expand, "mamba_expand"), (hidden, "hidden_size")])
+    func heads(hidden: Int, innerWidth: (value: Int, key: String)? = nil) throws -> Mamba2Heads {
+        let inner = try innerWidth?.value ?? ConfigRules.product([(expand, "mamba_expand"), (hidden, "hidden_size")])
+        let innerKey = innerWidth?.key ?? "mamba_expand × hidden_size"
         guard inner % heads == 0 else {
-            throw InvalidConfigValue(key: "mamba_n_heads", problem: "must divide mamba_expand × hidden_size \(inner), got \(heads)")
+            throw InvalidConfigValue(key: "mamba_n_heads", problem: "must divide \(innerKey) \(inner), got \(heads)")
         }
         let headDim = headDim ?? inner / heads
         // Compared without multiplying: a huge mamba_d_head would overflow.
         guard headDim == inner / heads else {
             throw InvalidConfigValue(
-                key: "mamba_d_head", problem: "times mamba_n_heads \(heads) must be mamba_expand × hidden_size \(inner), got \(headDim)")
+                key: "mamba_d_head", problem: "times mamba_n_heads \(heads) must be \(innerKey) \(inner), got \(headDim)")
         }
         return try Mamba2Heads.checked(
             heads: heads, headDim: headDim, groups: groups, stateSize: stateSize, convolutionKernel: convolutionKernel, hidden: hidden,
             keys: .init(heads: "mamba_n_heads", groups: "mamba_n_groups", stateSize: "mamba_d_state", convolutionKernel: "mamba_d_conv",
-                        inner: "mamba_expand × hidden_size"))
+                        inner: innerKey))
     }
 }
 
@@ -253,7 +256,13 @@ extension Mamba2Configuration {
     /// The Mamba-2 mixer stored under `prefix` (`in_proj`, `conv1d`, `A_log`,
     /// `dt_bias`, `D`, `norm`, `out_proj`), its gated norm's epsilon `eps`
     /// (`rms_norm_eps`), the convolution's `activation` (`hidden_act`).
-    func mixer(_ prefix: String, parts: DecoderParts, heads h: Mamba2Heads, activation: Activation, eps: Double) throws -> Mamba2Mixer {
+    /// Falcon-H1's variant: `out_proj`'s bias by `outputBias`, no `norm`
+    /// unless `normalises`, normalised before the gate by
+    /// `normalisesBeforeGate`, the projection's columns times `projectionScales`.
+    func mixer(
+        _ prefix: String, parts: DecoderParts, heads h: Mamba2Heads, activation: Activation, eps: Double, outputBias: Bool? = nil,
+        normalises: Bool = true, normalisesBeforeGate: Bool = false, projectionScales: [Float]? = nil
+    ) throws -> Mamba2Mixer {
         let weights = parts.weights, d = parts.dimensions.hiddenSize, bias = projectionBias
         return Mamba2Mixer(
             heads: h, projection: try weights.linear(prefix + "in_proj", in: d, out: h.projectionWidth, bias: bias),
@@ -264,8 +273,9 @@ extension Mamba2Configuration {
             timeStepBias: try weights.floats(prefix + "dt_bias", [h.heads]),
             skip: try weights.floats(prefix + "D", [h.heads]),
             timeStepLimit: (Float(timeStepLimit.lower), Float(timeStepLimit.upper)),
-            norm: try weights.rmsNorm(prefix + "norm", size: h.innerWidth, eps: eps),
-            output: try weights.linear(prefix + "out_proj", in: h.innerWidth, out: d, bias: bias))
+            norm: normalises ? try weights.rmsNorm(prefix + "norm", size: h.innerWidth, eps: eps) : nil,
+            output: try weights.linear(prefix + "out_proj", in: h.innerWidth, out: d, bias: outputBias ?? bias),
+            normalisesBeforeGate: normalisesBeforeGate, projectionScales: projectionScales)
     }
 
     /// The mixer's sizes for `parts`, refused naming the key that does not fit.
