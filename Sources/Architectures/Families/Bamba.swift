@@ -61,11 +61,7 @@ struct BambaModel: DecoderFamily {
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, naming: { prefix in
-            LayerNaming(
-                prefix: prefix + "layers.", attention: ["self_attn.", "mamba.", "input_layernorm."],
-                mlp: ["feed_forward.", "pre_ff_layernorm."], layerCountKeys: ["num_hidden_layers"])
-        }, finalNorm: "final_layernorm")
+        parts = try DecoderParts(checkpoint, naming: Self.naming, finalNorm: "final_layernorm")
         config = try parts.config(BambaConfiguration.self)
         mamba = try parts.config(Mamba2Configuration.self)
         heads = try mamba.heads(parts)
@@ -88,6 +84,15 @@ struct BambaModel: DecoderFamily {
         rope.partialRotaryFactorIsNull = config.partialRotaryFactorIsNull
         rotary = try parts.rotary(
             partialRotary: .sliced(default: 0.5, attentionClass: "BambaAttention"), confirmProjections: false, settings: rope)
+    }
+
+    /// The hybrid Mamba families' layer naming (Bamba, Falcon-H1, Jamba): the
+    /// token mixer (`self_attn` or `mamba`) and `input_layernorm` are the
+    /// attention branch, `feed_forward` and `pre_ff_layernorm` the MLP.
+    static func naming(_ prefix: String) -> LayerNaming {
+        LayerNaming(
+            prefix: prefix + "layers.", attention: ["self_attn.", "mamba.", "input_layernorm."],
+            mlp: ["feed_forward.", "pre_ff_layernorm."], layerCountKeys: ["num_hidden_layers"])
     }
 
     func head() throws -> OutputHead {

@@ -143,11 +143,7 @@ struct FalconH1Model: DecoderFamily {
     let projectionScales: [Float]
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, naming: { prefix in
-            LayerNaming(
-                prefix: prefix + "layers.", attention: ["self_attn.", "mamba.", "input_layernorm."],
-                mlp: ["feed_forward.", "pre_ff_layernorm."], layerCountKeys: ["num_hidden_layers"])
-        }, finalNorm: "final_layernorm")
+        parts = try DecoderParts(checkpoint, naming: BambaModel.naming, finalNorm: "final_layernorm")
         config = try parts.config(FalconH1Configuration.self)
         mamba = try parts.config(Mamba2Configuration.self)
         let settings = mamba, hidden = parts.dimensions.hiddenSize

@@ -134,11 +134,7 @@ struct JambaModel: DecoderFamily {
         let layers = try checkpoint.decodeConfig(DecoderDimensions.self).numHiddenLayers
         let sparse = (0..<layers).map { config.experts > 1 && config.isExpertLayer($0) }
         self.sparse = sparse
-        parts = try DecoderParts(checkpoint, naming: { prefix in
-            LayerNaming(
-                prefix: prefix + "layers.", attention: ["self_attn.", "mamba.", "input_layernorm."],
-                mlp: ["feed_forward.", "pre_ff_layernorm."], layerCountKeys: ["num_hidden_layers"])
-        }, experts: ExpertNaming(
+        parts = try DecoderParts(checkpoint, naming: BambaModel.naming, experts: ExpertNaming(
             parts: ["feed_forward.experts."], projections: ["gate_proj", "up_proj", "down_proj"], count: config.experts,
             countKey: config.expertsKey, isSparse: { sparse.indices.contains($0) && sparse[$0] }),
             finalNorm: "final_layernorm")
