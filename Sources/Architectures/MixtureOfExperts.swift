@@ -49,6 +49,11 @@ public struct MixtureOfExperts: Sendable {
         /// largest of the other logits, m₂, weighted likewise over the
         /// others within m₂'s band.
         case sparseMixer(jitterEps: Double)
+        /// Softmax over all experts, the k most probable, and their
+        /// probabilities divided by their p-norm (Σ|w|^p)^(1/p) (DBRX's
+        /// `moe_normalize_expert_weights`; p = 1 is `softmaxTopK(renormalize: true)`
+        /// as torch.norm computes it).
+        case softmaxTopKOverPNorm(p: Double)
     }
     /// The routing weight multiplies each expert's input rather than its
     /// output (Llama 4's experts take x · weight); with a nonlinear expert
@@ -139,6 +144,7 @@ public struct MixtureOfExperts: Sendable {
         case .sigmoidOfTopK: sigmoidOfTopLogits(router(x))
         case .normalizedSigmoidOfTopK: sigmoidOfTopLogits(router(x), normalize: true)
         case .sparseMixer(let jitterEps): sparseMixer(router(x), jitterEps: jitterEps)
+        case .softmaxTopKOverPNorm(let p): softmaxTopK(x, renormalize: true, pNorm: p)
         }
         guard let expertScales else { return routing }
         return Routing(
@@ -209,8 +215,9 @@ public struct MixtureOfExperts: Sendable {
     }
 
     /// Softmax over the router logits, the k most probable experts, and their
-    /// probabilities, divided by their sum when `renormalize`.
-    func softmaxTopK(_ x: Matrix, renormalize: Bool) -> Routing {
+    /// probabilities, divided by their sum when `renormalize` (by their
+    /// p-norm when `pNorm` is given, in Float32 as torch.norm computes it).
+    func softmaxTopK(_ x: Matrix, renormalize: Bool, pNorm: Double? = nil) -> Routing {
         let logits = router(x)
         let count = experts.count, k = expertsPerToken
         var chosen = [Int](repeating: 0, count: x.rows * k)
@@ -226,7 +233,17 @@ public struct MixtureOfExperts: Sendable {
                 // Highest probability first; equal ones keep the lower index.
                 let top = (0..<count).sorted { probabilities[$0] > probabilities[$1] || (probabilities[$0] == probabilities[$1] && $0 < $1) }
                     .prefix(k)
-                let total = renormalize ? top.reduce(Float(0)) { $0 + probabilities[$1] } : 1
+                let total: Float
+                if let pNorm, pNorm != 1 {
+                    if pNorm == 2 {
+                        total = top.reduce(Float(0)) { $0 + probabilities[$1] * probabilities[$1] }.squareRoot()
+                    } else {
+                        let p = Float(pNorm)
+                        total = pow(top.reduce(Float(0)) { $0 + pow(abs(probabilities[$1]), p) }, 1 / p)
+                    }
+                } else {
+                    total = renormalize ? top.reduce(Float(0)) { $0 + probabilities[$1] } : 1
+                }
                 for (slot, e) in top.enumerated() {
                     chosen[r * k + slot] = e
                     weights[r * k + slot] = probabilities[e] / total

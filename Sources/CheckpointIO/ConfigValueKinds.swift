@@ -32,8 +32,9 @@ public enum ConfigValueKinds {
             ?? rangeProblem(in: members, of: modelType) {
             throw DroptraceError(problem, path: path)
         }
-        // Sections of the model's own settings built as config classes of their own (MPT's attn_config).
-        for section in ["attn_config"] where transformers[modelType + "." + section] != nil {
+        // Sections of the model's own settings built as config classes of their own (MPT's
+        // attn_config, DBRX's attn_config and ffn_config).
+        for section in ["attn_config", "ffn_config"] where transformers[modelType + "." + section] != nil {
             guard case .object(let settings)? = document.member(section) else { continue }
             if let problem = problem(in: settings, of: modelType + "." + section, under: section + ".") {
                 throw DroptraceError(problem, path: path)

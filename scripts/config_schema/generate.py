@@ -72,13 +72,13 @@ def kinds(validators):
 EVERYTHING = ("nbifs[nbifs]o", "nbifs[nbifs*]o")
 
 # Sub-configs other than text_config whose values are checked like the top level's.
-CHECKED_SECTIONS = ["attn_config"]
+CHECKED_SECTIONS = ["attn_config", "ffn_config"]
 
 # Keys droptrace reads from every config of the families that have them, and that configs in the wild
 # omit (their class's default then applies): norm epsilons and the position count.
 OMITTABLE = [
-    "intermediate_size", "layer_norm_eps", "layer_norm_epsilon", "max_position_embeddings", "n_positions", "norm_epsilon",
-    "num_experts_per_tok", "num_key_value_heads", "num_local_experts", "rms_norm_eps",
+    "intermediate_size", "layer_norm_eps", "layer_norm_epsilon", "max_position_embeddings", "max_seq_len", "n_positions",
+    "norm_epsilon", "num_experts_per_tok", "num_key_value_heads", "num_local_experts", "rms_norm_eps",
 ]
 
 
@@ -159,6 +159,10 @@ def padded_embedding(cls):
 def causal_lm_from_config(config):
     """The causal LM of `config`; Mistral4Config's (Mistral4ForCausalLM), which
     AutoModelForCausalLM does not map, by its class name."""
+    if config.model_type == "dbrx" and not hasattr(config.attn_config, "rope_theta"):
+        # DbrxAttention reads attn_config.rope_theta, which DbrxAttentionConfig does not define
+        # (checkpoints write it): the class's defaults alone cannot build the model.
+        config.attn_config.rope_theta = 10000.0
     if type(config) not in AutoModelForCausalLM._model_mapping:
         return getattr(transformers, type(config).__name__.replace("Config", "ForCausalLM"))(config)
     return AutoModelForCausalLM.from_config(config)
