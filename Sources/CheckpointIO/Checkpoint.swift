@@ -155,8 +155,12 @@ public final class Checkpoint: @unchecked Sendable {
             throw DroptraceError("key \"\(repeated)\" is given twice", path: path)
         }
         guard case .object = document else { throw DroptraceError("is JSON but not an object of settings", path: path) }
-        if document.holdsNonFiniteNumber(allowingInfinityIn: infiniteBoundKeys) {
-            throw invalid(nonFiniteKey(document).map { "key \"\($0)\" holds a number that is not finite" })
+        if let keyPath = document.nonFiniteNumberPath(allowingInfinityIn: infiniteBoundKeys) {
+            // Named by its whole path (`attn_config.clip_qkv`), with the number as written where the text shows it.
+            let leaf = keyPath.split(separator: ".").last.map { String($0.prefix { $0 != "[" }) } ?? keyPath
+            let holds = ConfigNumbers.nonFiniteLiteral(in: data, key: leaf).map { "holds \($0), which is not a finite number" }
+                ?? "holds a number that is not finite"
+            throw DroptraceError("not valid JSON (key \"\(keyPath)\" \(holds))", path: path)
         }
         return document
     }
@@ -164,12 +168,6 @@ public final class Checkpoint: @unchecked Sendable {
     /// Top-level keys whose numbers may be ±Infinity, as Python writes an
     /// unbounded bound (GraniteMoeHybridConfig's `time_step_limit`, (0.0, inf) by default).
     static let infiniteBoundKeys: Set<String> = ["time_step_limit"]
-
-    /// The first top-level key holding a number that is not finite where it may not.
-    private static func nonFiniteKey(_ document: JSONValue) -> String? {
-        guard case .object(let members) = document else { return nil }
-        return members.first { JSONValue.object([$0]).holdsNonFiniteNumber(allowingInfinityIn: infiniteBoundKeys) }?.key
-    }
 
     /// config.json with each float transformers tags as an object,
     /// `{"__float__": "Infinity"}` (also "-Infinity" and "NaN": how

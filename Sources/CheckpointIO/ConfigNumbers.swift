@@ -28,6 +28,20 @@ enum ConfigNumbers {
         return nil
     }
 
+    /// How the text writes the first non-finite number of a member named
+    /// `key` (`NaN`, `Infinity`, `1e400`); nil when it writes none so.
+    static func nonFiniteLiteral(in data: Data, key: String) -> String? {
+        guard let text = String(data: data.prefix(1 << 22), encoding: .utf8) else { return nil }
+        let range = NSRange(text.startIndex..., in: text)
+        for match in memberPattern.matches(in: text, range: range) {
+            guard let name = Range(match.range(at: 1), in: text), text[name] == key,
+                  let literal = Range(match.range(at: 2), in: text), Double(text[literal])?.isFinite != true
+            else { continue }
+            return String(text[literal])
+        }
+        return nil
+    }
+
     /// For a decoding failure without a key: a number whose replacement by
     /// an integer (with those before it, in key order) lets `decode` get past
     /// it, as `key "num_attention_heads" holds 1.5, which is not a whole

@@ -66,35 +66,41 @@ public indirect enum JSONValue: Sendable {
         return members.last { $0.key.unicodeScalars.elementsEqual(key.unicodeScalars) }?.value
     }
 
-    /// Whether a number within this value is beyond float64 (`1e400`, which
-    /// Python reads as infinity).
-    public var holdsNonFiniteNumber: Bool {
+    /// The dotted path (`attn_config.clip_qkv`, `time_step_limit[1]`) of
+    /// the first number within this value that is not finite, where the
+    /// members of this object named in `infiniteBounds` may hold ±infinity
+    /// (bounds Python writes as `Infinity`, GraniteMoeHybridConfig's default
+    /// `time_step_limit` (0.0, inf)), never NaN; nil when there is none.
+    public func nonFiniteNumberPath(allowingInfinityIn infiniteBounds: Set<String> = [], under path: String = "") -> String? {
         switch self {
-        case .number(let value), .bigInteger(let value): !value.isFinite
-        case .array(let items): items.contains { $0.holdsNonFiniteNumber }
-        case .object(let members): members.contains { $0.value.holdsNonFiniteNumber }
-        default: false
+        case .number(let value), .bigInteger(let value):
+            return value.isFinite ? nil : path
+        case .array(let items):
+            for (index, item) in items.enumerated() {
+                if let found = item.nonFiniteNumberPath(under: "\(path)[\(index)]") { return found }
+            }
+            return nil
+        case .object(let members):
+            for (key, value) in members {
+                let name = path.isEmpty ? key : "\(path).\(key)"
+                let found = infiniteBounds.contains(key) ? value.nanPath(under: name) : value.nonFiniteNumberPath(under: name)
+                if let found { return found }
+            }
+            return nil
+        default:
+            return nil
         }
     }
 
-    /// Whether a number within this value is not finite, where the members
-    /// of this object named in `infiniteBounds` may hold ±infinity (bounds
-    /// Python writes as `Infinity`, GraniteMoeHybridConfig's default
-    /// `time_step_limit` (0.0, inf)), never NaN.
-    public func holdsNonFiniteNumber(allowingInfinityIn infiniteBounds: Set<String>) -> Bool {
-        guard case .object(let members) = self else { return holdsNonFiniteNumber }
-        return members.contains { member in
-            guard infiniteBounds.contains(member.key) else { return member.value.holdsNonFiniteNumber }
-            return member.value.holdsNaN
-        }
-    }
-
-    private var holdsNaN: Bool {
+    /// `nonFiniteNumberPath` for NaN alone.
+    private func nanPath(under path: String) -> String? {
         switch self {
-        case .number(let value), .bigInteger(let value): value.isNaN
-        case .array(let items): items.contains { $0.holdsNaN }
-        case .object(let members): members.contains { $0.value.holdsNaN }
-        default: false
+        case .number(let value), .bigInteger(let value): return value.isNaN ? path : nil
+        case .array(let items):
+            return items.enumerated().lazy.compactMap { $0.element.nanPath(under: "\(path)[\($0.offset)]") }.first
+        case .object(let members):
+            return members.lazy.compactMap { $0.value.nanPath(under: "\(path).\($0.key)") }.first
+        default: return nil
         }
     }
 

@@ -324,6 +324,22 @@ import Tokenization
         try expectRefused(checkpoint: model, naming: "config.json", mentioning: ["\"num_attention_heads\"", problem], in: scratch)
     }
 
+    /// A number that is not finite inside a section is named by its path,
+    /// as written bare or as transformers 5 tags it (`{"__float__": "NaN"}`).
+    @Test(arguments: [("NaN", "holds NaN"), ("1e400", "holds 1e400"), (#"{"__float__": "-Infinity"}"#, "holds -Infinity")])
+    func nonFiniteNumberInASectionNamesItsPath(literal: String, holds: String) throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("llama-f32")
+        let url = model.appendingPathComponent("config.json")
+        let text = try String(contentsOf: url, encoding: .utf8)
+        let theta = try #require(text.range(of: #""rope_theta": "#))
+        let end = try #require(text[theta.upperBound...].firstIndex { $0 == "," || $0 == "}" })
+        try Data(text.replacingCharacters(in: theta.upperBound..<end, with: literal).utf8).write(to: url)
+        try expectRefused(
+            checkpoint: model, naming: "config.json", mentioning: ["\"rope_parameters.rope_theta\"", holds, "not a finite number"],
+            in: scratch)
+    }
+
     /// transformers (Python's json) keeps a repeated key's last value,
     /// Foundation the first: refused, naming the key, at any depth.
     @Test(arguments: [("num_hidden_layers", "num_hidden_layers"), ("factor", "rope_parameters.factor")])
