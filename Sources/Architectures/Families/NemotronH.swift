@@ -296,7 +296,12 @@ struct NemotronHModel: DecoderFamily {
     var layerNaming: LayerNaming {
         var naming = parts.naming
         let document = checkpoint.configDocument
-        if ["layers_block_type", "layer_types", "hybrid_override_pattern"].contains(where: { document.member($0) != nil }) {
+        let written = ["layers_block_type", "layer_types", "hybrid_override_pattern"].contains { key in
+            guard let value = document.member(key) else { return false }
+            if case .null = value { return false }
+            return true
+        }
+        if written {
             naming.layerTypes = nil
         }
         return naming
