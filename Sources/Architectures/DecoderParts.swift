@@ -251,6 +251,19 @@ extension DecoderParts {
         outputNorms: (attention: String, mlp: String)? = nil, outputScale: Float? = nil, layerNorms: Bool = false,
         attention: () throws -> SelfAttention, feedForward: () throws -> FeedForward
     ) throws -> TransformerBlock {
+        try preNormBlock(
+            index, drops: drops, eps: eps, norms: norms, outputNorms: outputNorms, outputScale: outputScale, layerNorms: layerNorms,
+            mixer: { .attention(try attention()) }, feedForward: feedForward)
+    }
+
+    /// The same block around any token mixer (the hybrid families' Mamba
+    /// or short-convolution layers as well as attention).
+    func preNormBlock(
+        _ index: Int, drops: DropPlan, eps: Double,
+        norms: (attention: String, mlp: String) = ("input_layernorm", "post_attention_layernorm"),
+        outputNorms: (attention: String, mlp: String)? = nil, outputScale: Float? = nil, layerNorms: Bool = false,
+        mixer: () throws -> TokenMixer, feedForward: () throws -> FeedForward
+    ) throws -> TransformerBlock {
         let p = "layers.\(index).", d = dimensions.hiddenSize
         // RMSNorms, or LayerNorms with biases (`layerNorms`: Jais 2).
         func norm(_ name: String?) throws -> Normalization? {
@@ -258,7 +271,7 @@ extension DecoderParts {
         }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try norm(norms.attention), attention: try attention(),
+                inputNorm: try norm(norms.attention), mixer: try mixer(),
                 outputNorm: try norm(outputNorms?.attention), outputScale: outputScale),
             mlp: drops.dropsMLP(index) ? nil : MLPBranch(
                 inputNorm: try norm(norms.mlp), feedForward: try feedForward(),

@@ -95,6 +95,9 @@ struct BambaModel: DecoderFamily {
             mlp: ["feed_forward.", "pre_ff_layernorm."], layerCountKeys: ["num_hidden_layers"])
     }
 
+    /// The norms before the token mixer and before the feed-forward.
+    static let norms = (attention: "input_layernorm", mlp: "pre_ff_layernorm")
+
     func head() throws -> OutputHead {
         try parts.head(norm: parts.weights.rmsNorm("final_layernorm", size: hiddenSize, eps: config.rmsNormEps))
     }
@@ -108,14 +111,9 @@ struct BambaModel: DecoderFamily {
             }
             return .mamba2(try mamba.mixer(p + "mamba.", parts: parts, heads: heads, activation: activation, eps: eps))
         }
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), mixer: try mixer()),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + "pre_ff_layernorm", size: d, eps: eps),
-                feedForward: try weights.gatedMLP(
-                    p + "feed_forward.", hidden: d, inner: parts.dimensions.intermediateSize, activation: activation,
-                    bias: config.mlpBias)),
-            residual: .sequential)
+        return try parts.preNormBlock(index, drops: drops, eps: eps, norms: Self.norms, mixer: mixer) {
+            try weights.gatedMLP(
+                p + "feed_forward.", hidden: d, inner: parts.dimensions.intermediateSize, activation: activation, bias: config.mlpBias)
+        }
     }
 }

@@ -226,8 +226,8 @@ struct GraniteMoeHybridModel: DecoderFamily {
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let drops = plan.union(configuredDrops), p = "layers.\(index).", d = hiddenSize, eps = config.rmsNormEps
-        let weights = parts.weights, activation = try parts.activation(config.hiddenAct ?? "silu")
+        let drops = plan.union(configuredDrops), p = "layers.\(index).", eps = config.rmsNormEps
+        let activation = try parts.activation(config.hiddenAct ?? "silu")
         func mixer() throws -> TokenMixer {
             if layerTypes[index] == AttentionLayerType.full {
                 return .attention(try parts.attention(
@@ -235,15 +235,9 @@ struct GraniteMoeHybridModel: DecoderFamily {
             }
             return .mamba2(try mamba2(p + "mamba.", activation: activation))
         }
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), mixer: try mixer(),
-                outputScale: config.residualMultiplier),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + "post_attention_layernorm", size: d, eps: eps),
-                feedForward: try mixture.feedForward(index, parts: parts, activation: activation),
-                outputScale: config.residualMultiplier),
-            residual: .sequential)
+        return try parts.preNormBlock(index, drops: drops, eps: eps, outputScale: config.residualMultiplier, mixer: mixer) {
+            try mixture.feedForward(index, parts: parts, activation: activation)
+        }
     }
 
     /// The Mamba-2 mixer under `prefix`.

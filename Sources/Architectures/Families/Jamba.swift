@@ -241,12 +241,7 @@ struct JambaModel: DecoderFamily {
                     activation: activation),
                 expertsPerToken: config.expertsPerToken, rule: .softmaxTopK(renormalize: false)))
         }
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + "input_layernorm", size: d, eps: eps), mixer: try mixer()),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + "pre_ff_layernorm", size: d, eps: eps), feedForward: try feedForward()),
-            residual: .sequential)
+        return try parts.preNormBlock(index, drops: drops, eps: eps, norms: BambaModel.norms, mixer: mixer, feedForward: feedForward)
     }
 
     /// The Mamba mixer under `prefix` (`in_proj`, `conv1d`, `x_proj`,

@@ -179,13 +179,9 @@ struct Lfm2Layers: Sendable {
     /// Block `index`: RMSNorms before each branch (`operator_norm`,
     /// `ffn_norm`), the token mixer, then `feedForward`.
     func block(_ index: Int, drops: DropPlan, feedForward: () throws -> FeedForward) throws -> TransformerBlock {
-        let p = "layers.\(index).", d = parts.dimensions.hiddenSize, eps = config.normEps, weights = parts.weights
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.rmsNorm(p + "operator_norm", size: d, eps: eps), mixer: try mixer(index)),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.rmsNorm(p + "ffn_norm", size: d, eps: eps), feedForward: try feedForward()),
-            residual: .sequential)
+        try parts.preNormBlock(
+            index, drops: drops, eps: config.normEps, norms: ("operator_norm", "ffn_norm"), mixer: { try mixer(index) },
+            feedForward: feedForward)
     }
 
     /// Lfm2MLP: w2(silu(w1 x) · w3 x), no biases.
