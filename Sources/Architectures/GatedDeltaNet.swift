@@ -112,36 +112,22 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
         let h = heads, count = rows.count, channels = h.convolutionChannels, taps = h.convolutionKernel
         let width = h.projectionWidth
         guard count > 0 else { return }
-        // Convolution inputs: the carried history, then these rows' q | k | v.
-        var padded = state.history
-        padded.reserveCapacity((taps - 1 + count) * channels)
-        projected.data.withUnsafeBufferPointer { p in
-            for r in rows { padded.append(contentsOf: p[(r * width)..<(r * width + channels)]) }
-        }
-        state.history = Array(padded[(count * channels)...])
         // conv[t, c] = silu(Σ_j w[c, j] · padded[t + j, c]), then q and k normalised, q scaled.
-        var convolved = [Float](repeating: 0, count: count * channels)
+        var convolved = state.convolve(
+            projected.gathering(rows: rows, columns: 0..<channels), channels: channels, taps: convolution, kernel: taps, bias: nil,
+            activation: .silu)
         let scale = Float(pow(Double(h.keyDim), -0.5))
-        convolution.withUnsafeBufferPointer { w in
-            padded.withUnsafeBufferPointer { input in
-                convolved.withUnsafeMutableBufferPointer { out in
-                    parallelFor(chunks: count, minimumChunk: 8) { part in
-                        for t in part {
-                            let row = out.baseAddress! + t * channels
-                            for c in 0..<channels {
-                                var sum: Float = 0
-                                for j in 0..<taps { sum += w[c * taps + j] * input[(t + j) * channels + c] }
-                                row[c] = Activation.silu.apply(sum)
-                            }
-                            for head in 0..<(2 * h.keyHeads) {
-                                let v = row + head * h.keyDim
-                                var squares: Float = 0
-                                for i in 0..<h.keyDim { squares += v[i] * v[i] }
-                                let inverse = 1 / (squares + 1e-6).squareRoot()
-                                for i in 0..<h.keyDim { v[i] *= inverse }
-                                if head < h.keyHeads { for i in 0..<h.keyDim { v[i] *= scale } }
-                            }
-                        }
+        convolved.withUnsafeMutableBufferPointer { out in
+            parallelFor(chunks: count, minimumChunk: 8) { part in
+                for t in part {
+                    let row = out.baseAddress! + t * channels
+                    for head in 0..<(2 * h.keyHeads) {
+                        let v = row + head * h.keyDim
+                        var squares: Float = 0
+                        for i in 0..<h.keyDim { squares += v[i] * v[i] }
+                        let inverse = 1 / (squares + 1e-6).squareRoot()
+                        for i in 0..<h.keyDim { v[i] *= inverse }
+                        if head < h.keyHeads { for i in 0..<h.keyDim { v[i] *= scale } }
                     }
                 }
             }

@@ -155,36 +155,9 @@ public struct Mamba2Mixer: RecurrentTokenMixer {
         let h = heads, count = rows.count, channels = h.convolutionChannels, taps = h.convolutionKernel
         let width = h.projectionWidth, convolutionStart = h.innerWidth
         guard count > 0 else { return }
-        // Convolution inputs: the carried history, then these rows' x | B | C.
-        var padded = state.history
-        padded.reserveCapacity((taps - 1 + count) * channels)
-        projected.data.withUnsafeBufferPointer { p in
-            for r in rows {
-                let start = r * width + convolutionStart
-                padded.append(contentsOf: p[start..<(start + channels)])
-            }
-        }
-        state.history = Array(padded[(count * channels)...])
-        // conv[t, c] = act(Σ_j w[c, j] · padded[t + j, c] + bias[c]).
-        var convolved = [Float](repeating: 0, count: count * channels)
-        let activation = self.activation, bias = convolutionBias
-        convolution.withUnsafeBufferPointer { w in
-            padded.withUnsafeBufferPointer { input in
-                convolved.withUnsafeMutableBufferPointer { out in
-                    parallelFor(chunks: count, minimumChunk: 8) { part in
-                        for t in part {
-                            let row = out.baseAddress! + t * channels
-                            for c in 0..<channels {
-                                var sum: Float = 0
-                                for j in 0..<taps { sum += w[c * taps + j] * input[(t + j) * channels + c] }
-                                if let bias { sum += bias[c] }
-                                row[c] = activation.apply(sum)
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let convolved = state.convolve(
+            projected.gathering(rows: rows, columns: convolutionStart..<(convolutionStart + channels)), channels: channels,
+            taps: convolution, kernel: taps, bias: convolutionBias, activation: activation)
         let headsPerGroup = h.heads / h.groups, stateSize = h.stateSize, headDim = h.headDim
         let decay = self.decay, timeStepBias = self.timeStepBias, skip = self.skip
         let (lower, upper) = timeStepLimit

@@ -121,37 +121,13 @@ public struct MambaMixer: RecurrentTokenMixer {
     /// The convolution, the selection and the scan over `rows` of
     /// `projected`, written to the same rows of `mixed` [rows, innerWidth].
     public func mix(_ projected: Matrix, rows: Range<Int>, state: inout RecurrentState, into mixed: inout Matrix) {
-        let count = rows.count, channels = sizes.innerWidth, taps = sizes.convolutionKernel, width = sizes.projectionWidth
+        let count = rows.count, channels = sizes.innerWidth, taps = sizes.convolutionKernel
         guard count > 0 else { return }
-        // Convolution inputs: the carried history, then these rows' x.
-        var padded = state.history
-        padded.reserveCapacity((taps - 1 + count) * channels)
-        projected.data.withUnsafeBufferPointer { p in
-            for r in rows {
-                let start = r * width
-                padded.append(contentsOf: p[start..<(start + channels)])
-            }
-        }
-        state.history = Array(padded[(count * channels)...])
-        // x[t, c] = act(Σ_j w[c, j] · padded[t + j, c] + bias[c]).
-        let activation = self.activation, bias = convolutionBias
-        let x = Matrix(uninitialized: count, channels) { out in
-            convolution.withUnsafeBufferPointer { w in
-                padded.withUnsafeBufferPointer { input in
-                    parallelFor(chunks: count, minimumChunk: 8) { part in
-                        for t in part {
-                            let row = out + t * channels
-                            for c in 0..<channels {
-                                var sum: Float = 0
-                                for j in 0..<taps { sum += w[c * taps + j] * input[(t + j) * channels + c] }
-                                if let bias { sum += bias[c] }
-                                row[c] = activation.apply(sum)
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let x = Matrix(
+            rows: count, cols: channels,
+            data: state.convolve(
+                projected.gathering(rows: rows, columns: 0..<channels), channels: channels, taps: convolution, kernel: taps,
+                bias: convolutionBias, activation: activation))
         // dt | B | C, each normalised on its own, and dt through dt_proj.
         var selected = selection(x)
         let rank = sizes.timeStepRank, stateSize = sizes.stateSize

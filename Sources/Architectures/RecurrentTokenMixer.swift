@@ -21,6 +21,52 @@ public struct RecurrentState: Sendable {
         for i in history.indices { history[i] = 0 }
         for i in recurrent.indices { recurrent[i] = 0 }
     }
+
+    /// The causal depthwise convolution the recurrent mixers run before
+    /// their scan (torch's Conv1d with `groups` = channels, padded on the
+    /// left): `inputs` [count, channels] continue the carried history,
+    /// which then keeps the last kernel − 1 rows; out[t, c] = act(Σ_j
+    /// taps[c, j] · padded[t + j, c] + bias[c]), taps [channels, kernel]
+    /// oldest first; [count, channels].
+    mutating func convolve(
+        _ inputs: [Float], channels: Int, taps: [Float], kernel: Int, bias: [Float]?, activation: Activation
+    ) -> [Float] {
+        let count = inputs.count / channels
+        guard count > 0 else { return [] }
+        let padded = history + inputs
+        history = Array(padded[(count * channels)...])
+        var convolved = [Float](repeating: 0, count: count * channels)
+        taps.withUnsafeBufferPointer { w in
+            padded.withUnsafeBufferPointer { input in
+                convolved.withUnsafeMutableBufferPointer { out in
+                    parallelFor(chunks: count, minimumChunk: 8) { part in
+                        for t in part {
+                            let row = out.baseAddress! + t * channels
+                            for c in 0..<channels {
+                                var sum: Float = 0
+                                for j in 0..<kernel { sum += w[c * kernel + j] * input[(t + j) * channels + c] }
+                                if let bias { sum += bias[c] }
+                                row[c] = activation.apply(sum)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return convolved
+    }
+}
+
+extension Matrix {
+    /// Columns `columns` of `rows`, row after row [rows, columns].
+    func gathering(rows: Range<Int>, columns: Range<Int>) -> [Float] {
+        var values: [Float] = []
+        values.reserveCapacity(rows.count * columns.count)
+        data.withUnsafeBufferPointer { p in
+            for r in rows { values.append(contentsOf: p[(r * cols + columns.lowerBound)..<(r * cols + columns.upperBound)]) }
+        }
+        return values
+    }
 }
 
 /// A token mixer that carries a state along each sequence instead of

@@ -52,37 +52,24 @@ public struct ShortConvolution: RecurrentTokenMixer {
     /// C · conv(B · x) over `rows` of `projected`, written to the same rows
     /// of `mixed` [rows, channels].
     public func mix(_ projected: Matrix, rows: Range<Int>, state: inout RecurrentState, into mixed: inout Matrix) {
-        let count = rows.count, channels = self.channels, taps = kernel, width = 3 * channels
+        let count = rows.count, channels = self.channels, width = 3 * channels
         guard count > 0 else { return }
-        // Convolution inputs: the carried history, then these rows' B · x.
-        var padded = state.history
-        padded.reserveCapacity((taps - 1 + count) * channels)
+        // conv(B · x), then times C.
+        var gatedInputs = [Float](repeating: 0, count: count * channels)
         projected.data.withUnsafeBufferPointer { p in
-            for r in rows {
+            for (t, r) in rows.enumerated() {
                 let row = p.baseAddress! + r * width
-                for c in 0..<channels { padded.append(row[c] * row[2 * channels + c]) }
+                for c in 0..<channels { gatedInputs[t * channels + c] = row[c] * row[2 * channels + c] }
             }
         }
-        state.history = Array(padded[(count * channels)...])
+        let convolved = state.convolve(gatedInputs, channels: channels, taps: self.taps, kernel: kernel, bias: tapBias, activation: .identity)
         let first = rows.lowerBound
-        let tapBias = self.tapBias
-        self.taps.withUnsafeBufferPointer { w in
-            padded.withUnsafeBufferPointer { input in
-                projected.data.withUnsafeBufferPointer { p in
-                    mixed.data.withUnsafeMutableBufferPointer { out in
-                        parallelFor(chunks: count, minimumChunk: 8) { part in
-                            for t in part {
-                                let gate = p.baseAddress! + (first + t) * width + channels
-                                let row = out.baseAddress! + (first + t) * channels
-                                for c in 0..<channels {
-                                    var sum: Float = 0
-                                    for j in 0..<taps { sum += w[c * taps + j] * input[(t + j) * channels + c] }
-                                    if let tapBias { sum += tapBias[c] }
-                                    row[c] = gate[c] * sum
-                                }
-                            }
-                        }
-                    }
+        projected.data.withUnsafeBufferPointer { p in
+            mixed.data.withUnsafeMutableBufferPointer { out in
+                for t in 0..<count {
+                    let gate = p.baseAddress! + (first + t) * width + channels
+                    let row = out.baseAddress! + (first + t) * channels
+                    for c in 0..<channels { row[c] = gate[c] * convolved[t * channels + c] }
                 }
             }
         }
