@@ -8,7 +8,8 @@
 ///     /analysis                         group
 ///       @drop_k                 int64 [K]  analysed k values, ascending
 ///       @verdict                string     "inherent" | "not inherent" | "inconclusive"
-///       @verdict_k              int64      drop-k used by the verdict (round(L/2))
+///       @verdict_k              int64      drop-k used by the verdict (round(A/2), A = layers
+///                                          with attention: /analysis/attention@layers)
 ///       @verdict_reason         string     one sentence on why
 ///       @verdict_rule           string     the rule, in words
 ///       @verdict_criteria       string     JSON list of {id, description, value (null if
@@ -23,14 +24,20 @@
 ///       @bootstrap_confidence   float64    level of the percentile intervals, e.g. 0.95
 ///       @bootstrap_sequences    int64      S, the calibration sequences resampled
 ///     /analysis/<module>                group
-///       rankings                int32 [C, L]  layers by ascending importance (ties: lower index)
-///       drop_k<k>               int32 [C, k]  the k least important layers, ascending by index
+///       @layers                 int64 [A]     the layers the module is in, ascending: those scored at
+///                                             some checkpoint (absent in files written before it: all L).
+///                                             Means, correlations and drop-k sets are over these A layers.
+///       rankings                int32 [C, L]  layers by ascending importance (ties: lower index;
+///                                             undefined scores last)
+///       drop_k<k>               int32 [C, k]  the k least important layers, ascending by index; only
+///                                             for k ≤ A (as drop_k<k>_probability, jaccard_final_k<k>
+///                                             and the stabilisation attributes)
 ///       spearman_final          float64 [C]   Spearman ρ vs the final checkpoint (NaN if undefined)
 ///       kendall_final           float64 [C]   Kendall τ-b vs the final checkpoint
 ///       spearman_previous       float64 [C]   vs the previous checkpoint (NaN for the first)
 ///       kendall_previous        float64 [C]
 ///       jaccard_final_k<k>      float64 [C]   Jaccard(drop-k set, final's drop-k set)
-///       mean_importance         float64 [C]   mean importance over layers
+///       mean_importance         float64 [C]   mean importance over the A layers
 ///       importance_ci_low       float32 [C, L] bootstrap interval of /scores/<module>
 ///       importance_ci_high      float32 [C, L]
 ///       drop_k<k>_probability   float32 [C, L] share of replicates with the layer in the drop-k set
@@ -63,6 +70,8 @@ public enum AnalysisLayout {
 
     public enum Attribute {
         public static let dropK = "drop_k"
+        /// Of each module group: the layers the module is in.
+        public static let moduleLayers = "layers"
         public static let verdict = "verdict"
         public static let verdictK = "verdict_k"
         public static let verdictReason = "verdict_reason"

@@ -26,6 +26,7 @@ extension SeriesAnalysis {
         for module in ModuleKind.allCases {
             let series = self[module]
             let group = try file.createGroup(AnalysisLayout.moduleGroup(module))
+            try group.setAttribute(Names.moduleLayers, series.layers.map(Int64.init))
             try group.createDataset(AnalysisLayout.rankings, values: series.rankings.flatMap { $0.map(Int32.init) },
                                     shape: [count, layers], storage: storage)
             let perCheckpoint: [(String, [Double])] = [
@@ -38,7 +39,7 @@ extension SeriesAnalysis {
             for (name, values) in perCheckpoint {
                 try group.createDataset(name, values: values, storage: storage)
             }
-            for k in dropK {
+            for k in series.analysedK(dropK) {
                 try group.createDataset(AnalysisLayout.dropSets(k: k),
                                         values: series.dropSets[k]!.flatMap { $0.map(Int32.init) },
                                         shape: [count, k], storage: storage)
@@ -107,19 +108,21 @@ extension SeriesAnalysis {
                                     + "\(rankingsShape), expected [\(count), layers]", path: path)
         }
         let layers = rankingsShape[1]
+        try SeriesAnalysis.checkDropK(dropK, layers: layers, path: path)
+        let reader = StoredModuleReader(file: file, count: count, layers: layers, steps: steps, dropK: dropK)
+        let attentionLayers = try reader.moduleLayers(.attention).count
         // A report never states a verdict its own criteria table contradicts.
-        let ruled = Verdict.decide(criteria, checkpoints: count, layers: layers).0
+        let ruled = Verdict.decide(criteria, checkpoints: count, attentionLayers: attentionLayers).0
         guard criteria.count == 3, outcome == ruled else {
             throw DroptraceError("/\(AnalysisLayout.group) attribute \(Names.verdict) is '\(outcomeName)', but its criteria "
                                     + "(\(Names.verdictCriteria)) give '\(ruled.rawValue)'", path: path)
         }
-        try SeriesAnalysis.checkDropK(dropK, layers: layers, path: path)
-        // The verdict judges the drop set of half the layers (Verdict.verdictK).
-        guard verdict.k == Verdict.verdictK(layers: layers) else {
+        // The verdict judges the drop set of half the layers with attention (Verdict.verdictK).
+        guard verdict.k == Verdict.verdictK(layers: attentionLayers) else {
             throw DroptraceError("/\(AnalysisLayout.group) attribute \(Names.verdictK) is \(verdict.k), but the verdict of "
-                                    + "\(layers) layers judges drop-\(Verdict.verdictK(layers: layers))", path: path)
+                                    + "attention in \(attentionLayers) layers judges drop-\(Verdict.verdictK(layers: attentionLayers))",
+                                 path: path)
         }
-        let reader = StoredModuleReader(file: file, count: count, layers: layers, steps: steps, dropK: dropK)
         return SeriesAnalysis(
             steps: steps, layers: layers, dropK: dropK, attention: try reader.read(.attention),
             mlp: try reader.read(.mlp), block: try reader.read(.block), verdict: verdict,
@@ -160,8 +163,7 @@ extension SeriesAnalysis {
             analysis.verdict.criteria.compactMap { criterion in criterion.interval.map { (criterion.id, $0) } },
             uniquingKeysWith: { first, _ in first })
         let verdict = Verdict.evaluate(
-            attentionMean: analysis.attention.meanImportance, mlpMean: analysis.mlp.meanImportance,
-            attentionRankings: analysis.attention.rankings,
+            attention: analysis.attention, mlp: analysis.mlp,
             attentionImportance: rows.map { ModuleKind.attention.importance(in: $0).map(Double.init) },
             steps: analysis.steps, intervals: intervals.isEmpty ? nil : intervals,
             confidence: analysis.uncertainty?.settings.confidence ?? BootstrapSettings.defaultConfidence)
@@ -265,8 +267,25 @@ struct StoredModuleReader {
         }
     }
 
+    /// The module group's `layers` attribute: distinct layers in ascending
+    /// order, at least one; every layer in files written before it existed.
+    func moduleLayers(_ module: ModuleKind) throws -> [Int] {
+        let base = AnalysisLayout.moduleGroup(module)
+        let group = try file.group(base)
+        let name = AnalysisLayout.Attribute.moduleLayers
+        guard try group.hasAttribute(name) else { return Array(0..<layers) }
+        let stored = try group.numericAttribute(name, as: Int64.self)
+        guard !stored.isEmpty, stored.allSatisfy({ (0..<Int64(layers)).contains($0) }),
+              zip(stored, stored.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            throw DroptraceError("/\(base) attribute \(name) is not a list of distinct layers 0..<\(layers) in ascending order",
+                                 path: file.filePath)
+        }
+        return stored.map { Int($0) }
+    }
+
     func read(_ module: ModuleKind) throws -> ModuleSeries {
         let base = AnalysisLayout.moduleGroup(module)
+        let present = try moduleLayers(module)
         func floats(_ name: String, within domain: Domain) throws -> [Double] {
             let values = try dataset("\(base)/\(name)", shape: [count]).read(as: Double.self)
             if let bad = values.first(where: { !$0.isNaN && !domain.range.contains($0) }) {
@@ -293,7 +312,7 @@ struct StoredModuleReader {
         var dropSets: [Int: [[Int]]] = [:]
         var jaccard: [Int: [Double]] = [:]
         var stabilisation: [Int: Stabilisation] = [:]
-        for k in dropK {
+        for k in dropK where k <= present.count {
             dropSets[k] = try layerRows(AnalysisLayout.dropSets(k: k), width: k)
             jaccard[k] = try floats(AnalysisLayout.jaccardFinal(k: k), within: .overlap)
             let index = try group.scalarAttribute(AnalysisLayout.Attribute.stabilisationIndex(k: k), as: Int64.self)
@@ -308,7 +327,7 @@ struct StoredModuleReader {
             stabilisation[k] = Stabilisation(index: Int(index), step: step)
         }
         return ModuleSeries(
-            module: module, rankings: try layerRows(AnalysisLayout.rankings, width: layers), dropSets: dropSets,
+            module: module, layers: present, rankings: try layerRows(AnalysisLayout.rankings, width: layers), dropSets: dropSets,
             spearmanFinal: try floats(AnalysisLayout.spearmanFinal, within: .correlation),
             kendallFinal: try floats(AnalysisLayout.kendallFinal, within: .correlation),
             spearmanPrevious: try floats(AnalysisLayout.spearmanPrevious, within: .correlation),

@@ -36,10 +36,15 @@ public enum ImportanceBootstrap {
     ///   - steps: [C] training steps (-1 when unknown), for the verdict's criterion 3.
     ///   - dropK: the analysed k values, each in 1...L.
     ///   - names: [C] checkpoint names for error messages (row indices when nil).
+    ///   - moduleLayers: [3] the layers each module is in (`ModuleSeries.layers`,
+    ///     `ModuleKind` order; all L when nil): means, rank correlations and
+    ///     the verdict's drop set are taken over those, drop-k probabilities
+    ///     exist for k up to their count, as in the point analysis.
     /// - Throws: `DroptraceError` naming the checkpoint whose sums do not
     ///   fit, or when `settings` are out of range.
     public static func run(sums: [SequenceSums], layers: Int, steps: [Int64], dropK: [Int],
-                           settings: BootstrapSettings = .standard, names: [String]? = nil) throws -> Result {
+                           settings: BootstrapSettings = .standard, names: [String]? = nil,
+                           moduleLayers: [[Int]]? = nil) throws -> Result {
         let settings = try settings.validated()
         guard !sums.isEmpty, sums.count == steps.count else {
             throw DroptraceError("the bootstrap needs per-sequence sums for each of the \(steps.count) checkpoints, "
@@ -72,8 +77,12 @@ public enum ImportanceBootstrap {
                                         + "every calibration sequence has at least one token")
             }
         }
+        let present = moduleLayers ?? Array(repeating: Array(0..<layers), count: 3)
+        guard present.count == 3, present.allSatisfy({ !$0.isEmpty && $0.allSatisfy((0..<layers).contains) }) else {
+            throw DroptraceError("the bootstrap needs, for each module, a non-empty list of its layers among the \(layers)")
+        }
         let resampler = Resampler(settings: settings, layers: layers, sequences: sequences, dropK: dropK,
-                                  verdictK: Verdict.verdictK(layers: layers),
+                                  present: present, verdictK: Verdict.verdictK(layers: present[0].count),
                                   matrices: sums.map(Resampler.matrix))
         return resampler.run(steps: steps)
     }
@@ -85,6 +94,8 @@ private struct Resampler: Sendable {
     let layers: Int
     let sequences: Int
     let dropK: [Int]
+    /// [3] the layers each module is in.
+    let present: [[Int]]
     let verdictK: Int
     /// [C] of [S × (3L + 1)]: each sequence's cosine sums of attention, MLP
     /// and block, then its token count, so one row sum resamples everything.
@@ -107,9 +118,10 @@ private struct Resampler: Sendable {
     /// The final checkpoint's replicates, which every checkpoint's
     /// replicate r is compared with.
     struct Final {
-        /// [3][B][L] importance, module-major.
+        /// [3][B][L] importance over each module's layers (the first A of
+        /// each L, `present`), module-major.
         var importance: [Double]
-        /// [3][B][L] average ranks of `importance`.
+        /// [3][B][L] average ranks of `importance` (the first A of each L).
         var ranks: [Double]
         /// [B][L] membership of the attention drop-k set at the verdict's k.
         var attentionMembers: [Bool]
@@ -221,20 +233,22 @@ private struct Resampler: Sendable {
     }
 
     func makeFinal(_ importance: [Double]) -> Final {
-        var ranks = [Double](repeating: 0, count: importance.count)
+        var compact = [Double](repeating: .nan, count: importance.count), ranks = compact
         var members = [Bool](repeating: false, count: replicates * layers)
         for module in 0..<3 {
+            let count = present[module].count
             for replicate in 0..<replicates {
                 let base = (module * replicates + replicate) * layers
                 let values = Array(importance[base..<(base + layers)])
-                let order = RankStatistics.ranking(values)
-                ranks.replaceSubrange(base..<(base + layers), with: RankStatistics.averageRanks(values, order: order))
+                let own = present[module].map { values[$0] }
+                compact.replaceSubrange(base..<(base + count), with: own)
+                ranks.replaceSubrange(base..<(base + count), with: RankStatistics.averageRanks(own))
                 if module == 0 {
-                    for layer in order.prefix(verdictK) { members[replicate * layers + layer] = true }
+                    for layer in RankStatistics.ranking(values).prefix(verdictK) { members[replicate * layers + layer] = true }
                 }
             }
         }
-        return Final(importance: importance, ranks: ranks, attentionMembers: members)
+        return Final(importance: compact, ranks: ranks, attentionMembers: members)
     }
 
     func summarise(importance: [Double], final: Final, isFinal: Bool) -> Summary {
@@ -263,22 +277,31 @@ private struct Resampler: Sendable {
         var meanInterval: [ConfidenceInterval] = [], spearmanInterval: [ConfidenceInterval] = []
         var kendallInterval: [ConfidenceInterval] = []
         var column = [Double](repeating: 0, count: replicates)
-        // One replicate's ranking.
+        // One replicate's ranking of all layers, and its importance, ranking and ranks over the module's layers.
         let order = UnsafeMutableBufferPointer<Int>.allocate(capacity: layers)
+        let own = UnsafeMutableBufferPointer<Double>.allocate(capacity: layers)
+        let ownOrder = UnsafeMutableBufferPointer<Int>.allocate(capacity: layers)
         let ranks = UnsafeMutableBufferPointer<Double>.allocate(capacity: layers)
         defer {
             order.deallocate()
+            own.deallocate()
+            ownOrder.deallocate()
             ranks.deallocate()
         }
         for module in 0..<3 {
+            let count = present[module].count
+            let compact = (own: UnsafeMutableBufferPointer(rebasing: own[0..<count]),
+                           order: UnsafeMutableBufferPointer(rebasing: ownOrder[0..<count]),
+                           ranks: UnsafeMutableBufferPointer(rebasing: ranks[0..<count]))
             for replicate in 0..<replicates {
                 let base = (module * replicates + replicate) * layers
                 let slice = base..<(base + layers)
                 let values = UnsafeBufferPointer(rebasing: importance[slice])
+                for (index, layer) in present[module].enumerated() { compact.own[index] = values[layer] }
                 // NaN propagates, as in the point analysis.
-                means[module * replicates + replicate] = values.reduce(0, +) / Double(layers)
+                means[module * replicates + replicate] = compact.own.reduce(0, +) / Double(count)
                 RankStatistics.ranking(values, into: order)
-                for (kIndex, k) in dropK.enumerated() {
+                for (kIndex, k) in dropK.enumerated() where k <= count {
                     Self.countMembers(values, order: UnsafeBufferPointer(order), k: k,
                                       into: &counts, at: (module * dropK.count + kIndex) * layers)
                 }
@@ -289,18 +312,23 @@ private struct Resampler: Sendable {
                     }
                     // Both sets have k members: |A ∪ B| = 2k − |A ∩ B|. A set a tie at its edge or an
                     // undefined score decides is none, as in the point verdict (`Verdict.evaluate`).
-                    let undecided = !isFinal && verdictK < layers
-                        && (values.contains { $0.isNaN } || values[order[verdictK - 1]] == values[order[verdictK]])
+                    let undecided = !isFinal && verdictK < count
+                        && (compact.own.contains { $0.isNaN } || values[order[verdictK - 1]] == values[order[verdictK]])
                     jaccard[replicate] = undecided ? .nan : Double(shared) / Double(2 * verdictK - shared)
                 }
-                RankStatistics.averageRanks(values, order: UnsafeBufferPointer(order), into: ranks)
-                let rho = RankStatistics.pearson(UnsafeBufferPointer(ranks), UnsafeBufferPointer(rebasing: finalRanks[slice]))
-                spearman[replicate] = layers < 2 ? .nan : rho
+                let ownSlice = base..<(base + count)
+                RankStatistics.ranking(UnsafeBufferPointer(compact.own), into: compact.order)
+                RankStatistics.averageRanks(UnsafeBufferPointer(compact.own), order: UnsafeBufferPointer(compact.order),
+                                            into: compact.ranks)
+                let rho = RankStatistics.pearson(UnsafeBufferPointer(compact.ranks),
+                                                 UnsafeBufferPointer(rebasing: finalRanks[ownSlice]))
+                spearman[replicate] = count < 2 ? .nan : rho
                 if isFinal {
                     // A vector's τ-b with itself is 1 whenever ρ is defined.
                     kendall[replicate] = spearman[replicate].isNaN ? .nan : 1
                 } else {
-                    kendall[replicate] = RankStatistics.kendallTauB(values, UnsafeBufferPointer(rebasing: finalImportance[slice]))
+                    kendall[replicate] = RankStatistics.kendallTauB(
+                        UnsafeBufferPointer(compact.own), UnsafeBufferPointer(rebasing: finalImportance[ownSlice]))
                 }
             }
             for layer in 0..<layers {
@@ -325,7 +353,7 @@ private struct Resampler: Sendable {
     func assemble(_ summaries: [Summary], module: Int) -> ModuleUncertainty {
         let range = (module * layers)..<((module + 1) * layers)
         var probability: [Int: [[Float]]] = [:]
-        for (kIndex, k) in dropK.enumerated() {
+        for (kIndex, k) in dropK.enumerated() where k <= present[module].count {
             let base = (module * dropK.count + kIndex) * layers
             probability[k] = summaries.map { Array($0.probability[base..<(base + layers)]) }
         }

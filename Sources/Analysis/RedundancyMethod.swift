@@ -70,12 +70,15 @@ public struct MethodDropSets: Sendable, Equatable {
     /// One entry per module type and k, modules in `ModuleKind` order.
     public var entries: [Entry]
 
-    /// - Parameter dropK: k values, each in 1...L (others are skipped).
+    /// - Parameter dropK: k values; for each module those in 1...A, A the
+    ///   layers it has a score in (a layer without the module, or whose
+    ///   module was dropped, has none), others are skipped.
     public init(row: CheckpointRow, dropK: [Int]) {
         var entries: [Entry] = []
         for module in ModuleKind.allCases {
             let layers = module.importance(in: row).count
-            for k in dropK where (1...max(1, layers)).contains(k) {
+            let scored = module.importance(in: row).filter { !$0.isNaN }.count
+            for k in dropK where k >= 1 && k <= scored {
                 let sets = RedundancyMethod.methods(for: module).compactMap { method -> (RedundancyMethod, [Int])? in
                     guard let values = method.values(module, in: row), values.count == layers else { return nil }
                     let ranking = RankStatistics.ranking(values.map(Double.init))
@@ -87,5 +90,13 @@ public struct MethodDropSets: Sendable, Equatable {
             }
         }
         self.entries = entries
+    }
+
+    /// The k values shown for a single checkpoint: 25% and 50% of the
+    /// layers each module has a score in (`DropSets.defaultDropK`), together.
+    public static func defaultDropK(row: CheckpointRow) -> [Int] {
+        Array(Set(ModuleKind.allCases.flatMap { module in
+            DropSets.defaultDropK(layers: module.importance(in: row).filter { !$0.isNaN }.count)
+        })).sorted()
     }
 }

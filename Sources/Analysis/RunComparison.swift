@@ -92,8 +92,12 @@ public struct RunComparison: Sendable {
     public var alignment: Alignment
     /// Positions in training order.
     public var positions: [Position]
-    /// The compared drop-k sizes: 25% and 50% of the layers; the last is the verdicts' k.
+    /// The compared drop-k sizes: 25% and 50% of the layers each module is
+    /// in (its fewest in any run, `ModuleSeries.layers`), together; a module
+    /// is compared at those up to its own count (`agreement`, `dropCounts`).
     public var dropK: [Int]
+    /// The k the runs' verdicts use: round(A/2) of the A layers with attention.
+    public var verdictK: Int
     /// module → [P][L] importance of each layer across runs.
     public var importance: [ModuleKind: [[Spread]]]
     /// module → [P] the runs' mean importance over layers, across runs.
@@ -142,7 +146,10 @@ public struct RunComparison: Sendable {
         }
         let layers = model.numLayers
         let (alignment, positions) = try Self.align(runs)
-        let dropK = DropSets.defaultDropK(layers: layers)
+        let moduleLayers = Dictionary(uniqueKeysWithValues: ModuleKind.allCases.map { module in
+            (module, runs.map { $0.analysis[module].layers.count }.min()!)
+        })
+        let dropK = Array(Set(moduleLayers.values.flatMap(DropSets.defaultDropK(layers:)))).sorted()
 
         var importance: [ModuleKind: [[Spread]]] = [:]
         var meanImportance: [ModuleKind: [Spread]] = [:]
@@ -162,7 +169,7 @@ public struct RunComparison: Sendable {
                     row.map { runs[run].analysis[module].meanImportance[$0] }
                 })
             }
-            for k in dropK {
+            for k in dropK where k <= moduleLayers[module]! {
                 let sets = positions.map { position in
                     position.rows.enumerated().compactMap { run, row in
                         row.map { DropSets.dropSet(ranking: rankings[run][$0], k: k) }
@@ -180,14 +187,12 @@ public struct RunComparison: Sendable {
         self.alignment = alignment
         self.positions = positions
         self.dropK = dropK
+        verdictK = Verdict.verdictK(layers: moduleLayers[.attention]!)
         self.importance = importance
         self.meanImportance = meanImportance
         self.agreement = agreement
         self.dropCounts = dropCounts
     }
-
-    /// The k the runs' verdicts use (round(L/2)).
-    public var verdictK: Int { dropK.last ?? 1 }
 
     /// Whether every run was scored on the same calibration tokens.
     public var sameCalibration: Bool {

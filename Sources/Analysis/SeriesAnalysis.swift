@@ -36,14 +36,6 @@ public struct SeriesAnalysis: Sendable, Equatable {
         self.uncertainty = uncertainty
     }
 
-    /// Analyses `rows` (ordered by step, as a score file keeps them).
-    /// `dropK` defaults to `defaultDropK(layers:)`; values are deduplicated
-    /// and sorted, and each must be in 1...L. When every row carries its
-    /// per-sequence sums, the analysis also gets bootstrap intervals
-    /// (`ImportanceBootstrap`, drawn as `bootstrap` says) and the verdict
-    /// weighs them; rows stored without sums give the point analysis alone.
-    /// - Throws: `DroptraceError` for rows of different layer counts, a bad
-    ///   k, or sums that do not fit the rows.
     /// Throws unless `dropK` is non-empty and each value is in 1...`layers`;
     /// the error names `path` (the file that says how many layers) when
     /// given, or the pipeline file of `setting` with `path` in the message.
@@ -62,6 +54,15 @@ public struct SeriesAnalysis: Sendable, Equatable {
         guard !dropK.isEmpty else { throw DroptraceError("no drop-k values to analyse", path: path) }
     }
 
+    /// Analyses `rows` (ordered by step, as a score file keeps them).
+    /// `dropK` defaults to each module's `defaultDropK` (`analysedDropK`);
+    /// values are deduplicated and sorted, and each must be in 1...L. When
+    /// every row carries its per-sequence sums, the analysis also gets
+    /// bootstrap intervals (`ImportanceBootstrap`, drawn as `bootstrap`
+    /// says) and the verdict weighs them; rows stored without sums give the
+    /// point analysis alone.
+    /// - Throws: `DroptraceError` for rows of different layer counts, a bad
+    ///   k, or sums that do not fit the rows.
     public init(rows: [CheckpointRow], dropK: [Int]? = nil, bootstrap: BootstrapSettings = .standard) throws {
         guard let first = rows.first else {
             throw DroptraceError("cannot analyse a run without checkpoints")
@@ -77,35 +78,40 @@ public struct SeriesAnalysis: Sendable, Equatable {
                         + "\(module.importance(in: row).count) layers, the first checkpoint has \(layers)")
             }
         }
-        let ks = try Self.analysedDropK(dropK, layers: layers)
-
         let steps = rows.map(\.step)
+        let importance = Dictionary(uniqueKeysWithValues: ModuleKind.allCases.map { module in
+            (module, rows.map { module.importance(in: $0).map(Double.init) })
+        })
+        let ks = try Self.analysedDropK(
+            dropK, layers: layers,
+            moduleLayers: ModuleKind.allCases.map { ModuleSeries.presentLayers(importance[$0]!).count })
         func series(_ module: ModuleKind) -> ModuleSeries {
-            let importance = rows.map { module.importance(in: $0).map(Double.init) }
-            return ModuleSeries(module: module, importance: importance, steps: steps, dropK: ks)
+            ModuleSeries(module: module, importance: importance[module]!, steps: steps, dropK: ks)
         }
-        let attention = series(.attention), mlp = series(.mlp)
+        let attention = series(.attention), mlp = series(.mlp), block = series(.block)
         // One sequence has no spread to resample: the point analysis alone.
         let sums = rows.compactMap(\.sums)
         let bootstrapped = sums.count == rows.count && sums.allSatisfy({ $0.sequenceCount >= 2 })
             ? try ImportanceBootstrap.run(sums: sums, layers: layers, steps: steps, dropK: ks, settings: bootstrap,
-                                          names: rows.map(\.name))
+                                          names: rows.map(\.name), moduleLayers: [attention.layers, mlp.layers, block.layers])
             : nil
         self.init(
-            steps: steps, layers: layers, dropK: ks, attention: attention, mlp: mlp, block: series(.block),
+            steps: steps, layers: layers, dropK: ks, attention: attention, mlp: mlp, block: block,
             verdict: Verdict.evaluate(
-                attentionMean: attention.meanImportance, mlpMean: mlp.meanImportance,
-                attentionRankings: attention.rankings, attentionImportance: rows.map { ModuleKind.attention.importance(in: $0).map(Double.init) }, steps: steps,
-                intervals: bootstrapped?.criterionIntervals,
-                confidence: bootstrap.confidence),
+                attention: attention, mlp: mlp, attentionImportance: importance[.attention]!, steps: steps,
+                intervals: bootstrapped?.criterionIntervals, confidence: bootstrap.confidence),
             uncertainty: bootstrapped?.uncertainty)
     }
 
     /// The k values an analysis of `layers` layers asked for `dropK` uses:
-    /// deduplicated and sorted, `defaultDropK` when nil.
+    /// deduplicated and sorted; when nil, `defaultDropK` of each module's
+    /// layer count (`moduleLayers`, [3] in `ModuleKind` order; every module
+    /// in all `layers` when nil), so a module in few layers (Nemotron-H's
+    /// attention) gets drop-k sets of its own size.
     /// - Throws: `DroptraceError` as `checkDropK`.
-    public static func analysedDropK(_ dropK: [Int]?, layers: Int) throws -> [Int] {
-        let ks = Array(Set(dropK ?? defaultDropK(layers: layers))).sorted()
+    public static func analysedDropK(_ dropK: [Int]?, layers: Int, moduleLayers: [Int]? = nil) throws -> [Int] {
+        let defaults = (moduleLayers ?? [layers]).flatMap(defaultDropK(layers:))
+        let ks = Array(Set(dropK ?? defaults)).sorted()
         try checkDropK(ks, layers: layers)
         return ks
     }
@@ -117,6 +123,10 @@ public struct SeriesAnalysis: Sendable, Equatable {
 
     /// C.
     public var checkpointCount: Int { steps.count }
+
+    /// The analysed k attention has drop-k sets for (those up to its layer
+    /// count): the k whose drops perplexity and task accuracy are measured at.
+    public var attentionDropK: [Int] { attention.analysedK(dropK) }
 
     public subscript(module: ModuleKind) -> ModuleSeries {
         switch module {

@@ -18,7 +18,7 @@ extension SeriesUncertainty {
             let group = try file.group(AnalysisLayout.moduleGroup(module))
             let matrices = [(AnalysisLayout.importanceLow, series.importanceLow),
                             (AnalysisLayout.importanceHigh, series.importanceHigh)]
-                + dropK.map { (AnalysisLayout.dropProbability(k: $0), series.dropProbability[$0]!) }
+                + dropK.compactMap { k in series.dropProbability[k].map { (AnalysisLayout.dropProbability(k: k), $0) } }
             for (name, rows) in matrices {
                 try group.createDataset(name, values: rows.flatMap { $0 }, shape: [count, layers], storage: storage)
             }
@@ -99,7 +99,7 @@ extension StoredModuleReader {
             importanceLow.joined().map(Double.init), importanceHigh.joined().map(Double.init),
             "\(AnalysisLayout.importanceLow), \(AnalysisLayout.importanceHigh)", .importance)
         var probability: [Int: [[Float]]] = [:]
-        for k in dropK {
+        for k in dropK where k <= (try moduleLayers(module)).count {
             let name = AnalysisLayout.dropProbability(k: k)
             let rows = try matrix(name)
             if let outside = rows.joined().first(where: { !($0 >= 0 && $0 <= 1) }) {

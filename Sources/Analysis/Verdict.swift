@@ -19,10 +19,12 @@ import Foundation
 ///    (last step − first step) ≤ 0.5; when steps are unknown or not
 ///    increasing, the checkpoint index / (C − 1) is used instead.
 ///
-/// k is the larger default drop-k (round(L/2)), whatever k values were asked
-/// for, so the verdict of a run does not depend on command-line options.
+/// k is the larger default drop-k of the A layers with attention
+/// (round(A/2); A = L but for models whose layers lack attention or had it
+/// dropped, `ModuleSeries.layers`), whatever k values were asked for, so the
+/// verdict of a run does not depend on command-line options.
 /// "inconclusive" with fewer than 3 checkpoints (no trend to speak of) or
-/// for a one-layer model (its drop-k set is the whole model, so criteria 2
+/// for attention in one layer (its drop-k set is that layer, so criteria 2
 /// and 3 are not measured); otherwise "not inherent" when any criterion
 /// fails, "inconclusive" when none fails but one cannot be measured
 /// (undefined scores) or is within noise, and "inherent" when all three pass.
@@ -79,9 +81,10 @@ public struct Verdict: Sendable, Equatable {
         the checkpoint's attention drop-k set and the final checkpoint's is ≥ 0.5; \
         (3) the attention drop-k set stops changing within the first half of the run \
         ((stabilisation step − first step) / (last step − first step) ≤ 0.5, or checkpoint index / (C − 1) \
-        when steps are unknown). k is the larger default drop-k, round(L/2). \
-        Inconclusive with fewer than 3 checkpoints or for a one-layer model (its drop-k set is the whole \
-        model); otherwise not inherent when any criterion fails, and inconclusive when none fails but one \
+        when steps are unknown). k is the larger default drop-k of the A layers with attention, round(A/2) \
+        (layers without a score at any checkpoint lack attention or had it dropped, and are left out of every \
+        criterion). Inconclusive with fewer than 3 checkpoints or for attention in one layer (its drop-k set is \
+        that layer); otherwise not inherent when any criterion fails, and inconclusive when none fails but one \
         cannot be measured or is within noise. Criteria 2 and 3 cannot be measured when the final drop-k \
         set is not decided by the scores (an undefined score, or a tie at its edge); an earlier checkpoint whose set \
         is not decided is left out of both. With per-sequence statistics stored, each measured criterion \
@@ -174,10 +177,9 @@ public struct Verdict: Sendable, Equatable {
             stabilisationFraction: fraction, usesSteps: usesSteps)
     }
 
-    /// Applies the rule.
+    /// Applies the rule to the attention and MLP series of a run, on the
+    /// layers attention is in (`attention.layers`, A of them: k = round(A/2)).
     /// - Parameters:
-    ///   - attentionMean, mlpMean: [C] mean importance per checkpoint.
-    ///   - attentionRankings: [C][L] attention rankings (most redundant first).
     ///   - attentionImportance: [C][L] attention importance per checkpoint:
     ///     where a drop-k set is decided by a tie at its edge (zero-initialised
     ///     output projections score every layer 0) or by undefined scores, the
@@ -190,28 +192,34 @@ public struct Verdict: Sendable, Equatable {
     ///     statistics, and the verdict then rests on the point values alone.
     ///   - confidence: the intervals' level, for the reason sentence.
     public static func evaluate(
-        attentionMean: [Double], mlpMean: [Double], attentionRankings: [[Int]], attentionImportance: [[Double]], steps: [Int64],
+        attention: ModuleSeries, mlp: ModuleSeries, attentionImportance: [[Double]], steps: [Int64],
         intervals: [String: ConfidenceInterval]? = nil, confidence: Double = BootstrapSettings.defaultConfidence
     ) -> Verdict {
         let count = steps.count
-        let k = verdictK(layers: attentionRankings.first?.count ?? 0)
-        let sets = attentionRankings.map { DropSets.dropSet(ranking: $0, k: k) }
-        let jaccard = sets.indices.map { index in
-            index < count - 1 && undecidedEdge(attentionImportance[index], ranking: attentionRankings[index], k: k) != nil
-                ? .nan : DropSets.jaccard(sets[index], sets[count - 1])
+        let present = attention.layers
+        let layers = present.count
+        let k = verdictK(layers: layers)
+        let rankings = attention.rankings
+        let sets = rankings.map { DropSets.dropSet(ranking: $0, k: k) }
+        func undecided(_ index: Int) -> String? {
+            undecidedEdge(present.map { attentionImportance[index][$0] }, layers: present, ranking: rankings[index], k: k)
         }
-        var measured = measure(attentionMean: attentionMean, mlpMean: mlpMean, jaccardWithFinal: jaccard,
-                               steps: steps)
-        // A drop-k set of every layer (a one-layer model) is the same at every checkpoint whatever the scores:
-        // criteria 2 and 3 would pass without measuring anything.
-        let layers = attentionRankings.first?.count ?? 0
+        let jaccard = sets.indices.map { index in
+            index < count - 1 && undecided(index) != nil ? .nan : DropSets.jaccard(sets[index], sets[count - 1])
+        }
+        var measured = measure(attentionMean: attention.meanImportance, mlpMean: mlp.meanImportance,
+                               jaccardWithFinal: jaccard, steps: steps)
+        // A drop-k set of every layer with attention (a one-layer model) is the same at every checkpoint whatever the
+        // scores: criteria 2 and 3 would pass without measuring anything.
         let everyLayer = k >= layers
         if everyLayer {
             measured.medianJaccard = .nan
             measured.stabilisationFraction = .nan
         }
-        let wholeModel = "the drop-\(k) set is the whole \(layers)-layer model: nothing to compare"
-        let undecided = everyLayer ? nil : undecidedEdge(attentionImportance.last ?? [], ranking: attentionRankings.last ?? [], k: k)
+        let whole = layers == rankings.first?.count ? "the whole \(layers)-layer model"
+            : "every layer with attention (\(layers) of \(rankings.first?.count ?? 0))"
+        let wholeModel = "the drop-\(k) set is \(whole): nothing to compare"
+        let undecided = everyLayer ? nil : undecided(count - 1)
         if undecided != nil {
             measured.medianJaccard = .nan
             measured.stabilisationFraction = .nan
@@ -250,15 +258,16 @@ public struct Verdict: Sendable, Equatable {
             detail: everyLayer ? wholeModel : undecided ?? "settles at \(location)", interval: intervals?[CriterionID.earlyStabilisation])
 
         let criteria = [criterion1, criterion2, criterion3]
-        let (outcome, reason) = decide(criteria, checkpoints: count, layers: layers, confidence: confidence)
+        let (outcome, reason) = decide(criteria, checkpoints: count, attentionLayers: layers, confidence: confidence)
         return Verdict(outcome: outcome, k: k, criteria: criteria, reason: reason)
     }
 
     /// The rule's outcome for `criteria` measured over `count` checkpoints
-    /// of a `layers`-layer model, and the sentence that says why (intervals
-    /// at `confidence`). A stored verdict is checked against it.
+    /// of a model with attention in `attentionLayers` layers, and the
+    /// sentence that says why (intervals at `confidence`). A stored verdict
+    /// is checked against it.
     public static func decide(
-        _ criteria: [VerdictCriterion], checkpoints count: Int, layers: Int,
+        _ criteria: [VerdictCriterion], checkpoints count: Int, attentionLayers layers: Int,
         confidence: Double = BootstrapSettings.defaultConfidence
     ) -> (Outcome, String) {
         let outcome: Outcome
@@ -272,8 +281,8 @@ public struct Verdict: Sendable, Equatable {
                 + "\(minimumCheckpoints) to judge a trend across training."
         } else if verdictK(layers: layers) >= layers {
             outcome = .inconclusive
-            reason = "The model has \(layers) layer\(layers == 1 ? "" : "s"): the attention drop-\(verdictK(layers: layers)) "
-                + "set is the whole model at every checkpoint, so \(CriterionID.name(CriterionID.dropSetAgreement)) and "
+            reason = "Attention is in \(layers) layer\(layers == 1 ? "" : "s"): the attention drop-\(verdictK(layers: layers)) "
+                + "set is every one of them at every checkpoint, so \(CriterionID.name(CriterionID.dropSetAgreement)) and "
                 + "\(CriterionID.name(CriterionID.earlyStabilisation)) cannot tell anything."
         } else if !failed.isEmpty {
             // Inherence needs all three to pass: one failure settles it, whatever the others could not tell.
@@ -302,23 +311,27 @@ public struct Verdict: Sendable, Equatable {
         return (outcome, reason)
     }
 
-    /// Why the drop-`k` set of importances `final` (`ranking`: its layers,
-    /// least important first) is not decided by the scores — undefined
-    /// scores, or equal ones either side of its edge — or nil when it is.
-    static func undecidedEdge(_ final: [Double], ranking: [Int], k: Int) -> String? {
-        guard k < ranking.count else { return nil }
-        let undefined = final.indices.filter { final[$0].isNaN }
+    /// Why the drop-`k` set of a checkpoint is not decided by its scores —
+    /// undefined scores, or equal ones either side of its edge — or nil when
+    /// it is. `importance` ([A]) holds the scores of `layers` (the layers
+    /// with attention), `ranking` ([L]) the checkpoint's ranking of all
+    /// layers, least important first, those without a score last.
+    static func undecidedEdge(_ importance: [Double], layers: [Int], ranking: [Int], k: Int) -> String? {
+        guard k < layers.count else { return nil }
+        let undefined = layers.indices.filter { importance[$0].isNaN }.map { layers[$0] }
         if !undefined.isEmpty {
             return "the final checkpoint's attention importance is undefined at layer\(undefined.count == 1 ? "" : "s") "
                 + "\(undefined.map(String.init).joined(separator: ", ")), so its drop-\(k) set is not known"
         }
+        // Every layer with attention is scored, so they are the first A of the ranking.
+        let score = Dictionary(uniqueKeysWithValues: zip(layers, importance))
         let inside = ranking[k - 1], outside = ranking[k]
-        guard final[inside] == final[outside] else { return nil }
+        guard score[inside] == score[outside] else { return nil }
         return "the final checkpoint's drop-\(k) set is decided by a tie: layers \(inside) and \(outside) have the same "
-            + "attention importance (\(final[inside])), one inside the set and one outside"
+            + "attention importance (\(score[inside]!)), one inside the set and one outside"
     }
 
-    /// The drop-k the verdict uses: the larger default, round(L/2).
+    /// The drop-k the verdict uses for attention in `layers` layers: the larger default, round(layers/2).
     public static func verdictK(layers: Int) -> Int {
         DropSets.defaultDropK(layers: layers).last ?? 1
     }

@@ -67,7 +67,7 @@ extension DropEvaluation {
         for (index, row) in store.rows.enumerated() {
             guard let checkpoint = checkpoints[row.name] else { continue }
             var values = byCheckpoint[row.name] ?? Perplexities()
-            let needed = values.full.isNaN || analysis.dropK.contains { values.own[$0] == nil || values.final[$0] == nil }
+            let needed = values.full.isNaN || analysis.attentionDropK.contains { values.own[$0] == nil || values.final[$0] == nil }
             guard needed, let (model, windows) = load(row.name) else { continue }
             guard windows.sha256 == evaluationSHA256 else {
                 let owner = reference.map { "that of \($0.name), " + ($0.name == final.name ? "the series' final checkpoint" : "the newest that loads") }
@@ -94,7 +94,7 @@ extension DropEvaluation {
             log("perplexity of \(row.name)")
             do {
                 if values.full.isNaN { values.full = try perplexity([]) }
-                for k in analysis.dropK {
+                for k in analysis.attentionDropK {
                     if values.own[k] == nil { values.own[k] = try perplexity(analysis.attention.dropSet(checkpoint: index, k: k)) }
                     if values.final[k] == nil {
                         values.final[k] = try perplexity(analysis.attention.dropSet(checkpoint: store.rows.count - 1, k: k))

@@ -64,7 +64,7 @@ struct TaskEvaluation {
             var missing: [(k: Int?, tasks: [String])] = []
             let full = requests.map(\.name).filter { record.tasks[$0]?.byCheckpoint[row.name]?.full == nil }
             if !full.isEmpty { missing.append((nil, full)) }
-            for k in analysis.dropK {
+            for k in analysis.attentionDropK {
                 let own = requests.map(\.name).filter { record.tasks[$0]?.byCheckpoint[row.name]?.own[k] == nil }
                 if !own.isEmpty { missing.append((k, own)) }
             }

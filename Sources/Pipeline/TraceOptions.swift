@@ -44,7 +44,7 @@ public struct TraceOptions: Sendable {
     public var output: URL
     /// Drop-k sizes for the analysis, each from 1 to the layer count of the
     /// series' first finished checkpoint (a run refuses others before it
-    /// creates anything); nil: 25% and 50% of the layers.
+    /// creates anything); nil: 25% and 50% of the layers each module is in.
     public var dropK: [Int]?
     /// How `dropK` was given, for a message about its values.
     public var dropKSetting = UserSetting(name: "drop-k")

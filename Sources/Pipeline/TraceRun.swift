@@ -369,7 +369,7 @@ public final class TraceRun {
     /// - Parameter analysis: of `store`'s rows; nil leaves the store
     ///   without one (`AnalysisPacing`).
     private func write(_ store: ScoreFile, analysis: SeriesAnalysis?) throws {
-        let dropK = try analysis?.dropK ?? SeriesAnalysis.analysedDropK(options.dropK, layers: store.metadata.numLayers)
+        let dropK = try analysis?.attentionDropK ?? SeriesAnalysis.analysedDropK(options.dropK, layers: store.metadata.numLayers)
         let (evaluation, taskAccuracy, unscored, title) = (self.evaluation, self.taskAccuracy, self.unscored, options.title)
         try lock?.checkStillHeld()
         do {
@@ -416,7 +416,7 @@ public final class TraceRun {
         let storedEvaluation = try DropEvaluation.read(from: file, rows: store.rows) ?? DropEvaluation()
         let storedTasks = try TaskAccuracyRecord.read(from: file, rows: store.rows.map(\.name))
         return try SeriesAnalysis.isStored(in: file) && SeriesAnalysis.read(from: file) == analysis
-            && storedEvaluation == evaluation && storedTasks == taskAccuracy.stored(rows: store.rows.map(\.name), dropK: analysis.dropK)
+            && storedEvaluation == evaluation && storedTasks == taskAccuracy.stored(rows: store.rows.map(\.name), dropK: analysis.attentionDropK)
             && storedTitle == options.title && UnscoredCheckpoints.read(from: file) == unscored
     }
 

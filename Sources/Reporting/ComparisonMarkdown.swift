@@ -124,7 +124,7 @@ struct ComparisonMarkdown {
             ])
         }
         return "## Runs and their verdicts\n\nEach run's verdict and criteria as its own store holds them (see a run's "
-            + "report for the rule; the verdict uses k = round(L/2) = \(k)); a file without a stored analysis "
+            + "report for the rule; the verdict uses k = round(A/2) = \(k), A the layers with attention); a file without a stored analysis "
             + "(`droptrace score`'s) is analysed from its rows, marked \"from its rows\".\n\n" + table.render()
     }
 
@@ -144,13 +144,14 @@ struct ComparisonMarkdown {
     private func perCheckpoint() -> String {
         var headers = comparison.positionHeaders + ["Runs"]
         headers += ModuleKind.allCases.map { "\($0.displayName) mean importance" }
-        headers += comparison.dropK.map { "Attention drop-\($0) agreement" }
+        let attentionK = comparison.dropK.filter { comparison.agreement[.attention]?[$0] != nil }
+        headers += attentionK.map { "Attention drop-\($0) agreement" }
         var table = MarkdownTable(headers, alignments: comparison.positionHeaders.map { _ in .left }
                                     + Array(repeating: .right, count: headers.count - comparison.positionHeaders.count))
         for (index, position) in comparison.positions.enumerated() {
             var cells = comparison.positionCells(index) + ["\(position.present)/\(runs.count)"]
             cells += ModuleKind.allCases.map { spread(comparison.meanImportance[$0]?[index], present: position.present) }
-            cells += comparison.dropK.map { k in
+            cells += attentionK.map { k in
                 NumberFormatting.correlation(comparison.agreement[.attention]?[k]?[index] ?? .nan)
             }
             table.add(cells)

@@ -162,7 +162,7 @@ enum ComparisonFigures {
 
         let panels = comparison.dropK.map { k in
             LinePanel(title: "Drop-\(k) sets: mean pairwise Jaccard across runs", yTitle: "Jaccard", yDomain: (0, 1),
-                      series: ModuleKind.allCases.map { module in module.line(comparison.agreement[module]?[k] ?? []) })
+                      series: ModuleKind.allCases.compactMap { module in comparison.agreement[module]?[k].map(module.line) })
         }
         let agreementChart = LineChart(title: "Agreement of drop sets across runs", progress: progress, panels: panels)
         figures.append(ReportFigure(

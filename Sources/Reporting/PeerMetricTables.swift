@@ -12,7 +12,7 @@ public enum PeerMetricTables {
         var text = "Importance per layer (LLM-Drop's 1 − mean cos(input, output); lower is more redundant):\n\n"
             + importances(row)
             + "\nDrop-k sets by method (layer indices 0-based; ShortGPT's Block Influence is LLM-Drop's block importance):\n\n"
-            + dropSets(MethodDropSets(row: row, dropK: DropSets.defaultDropK(layers: row.attention.count)))
+            + dropSets(MethodDropSets(row: row, dropK: MethodDropSets.defaultDropK(row: row)))
         let gaps = BlockGapTable(row: row)
         if !gaps.rows.isEmpty {
             text += "\nBest contiguous block to drop, by size n (layers i … i+n−1, 0-based, inclusive):\n\n" + blockGaps(gaps)

@@ -132,8 +132,9 @@ enum ReportFigures {
         if !single {
             let panels = analysis.dropK.map { k in
                 LinePanel(title: "Drop-\(k) set overlap with the final checkpoint", yTitle: "Jaccard",
-                          yDomain: (0, 1), series: ModuleKind.allCases.map { module in
-                              module.line(analysis[module].jaccardFinal[k] ?? [])
+                          yDomain: (0, 1), series: ModuleKind.allCases.compactMap { module in
+                              // A module in fewer than k layers has no drop-k set.
+                              analysis[module].jaccardFinal[k].map(module.line)
                           })
             }
             let chart = LineChart(title: "Drop-set overlap (Jaccard) with the final checkpoint", progress: progress,

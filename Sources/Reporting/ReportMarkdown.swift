@@ -21,7 +21,7 @@ struct ReportMarkdown {
         if !writer.unscored.pending.isEmpty { parts.append(pendingCheckpoints()) }
         parts += [run(), figureSection(), dropSetTable()]
         if let evaluation = writer.evaluation {
-            parts.append(EvaluationSection(evaluation: evaluation, rows: rows, dropK: analysis.dropK).render())
+            parts.append(EvaluationSection(evaluation: evaluation, rows: rows, dropK: analysis.attentionDropK).render())
         }
         parts += extra(.afterDropSets)
         parts += [finalScores(), peerMetrics(), stabilisation()]
@@ -164,8 +164,13 @@ struct ReportMarkdown {
         table.add(["Similarity metric", metadata.metric])
         table.add(["Precision", "\(metadata.precision), matrix products on "
                     + (metadata.matrixKernel.map(Markdown.escape) ?? "kernels not recorded")])
+        // A module in fewer layers than the model has (Nemotron-H's attention) has drop-k sets up to its count.
+        let fewer = ModuleKind.allCases.filter { analysis[$0].layers.count < analysis.layers }.map { module in
+            "\(module.displayName) is in \(analysis[module].layers.count) of the \(analysis.layers) layers, "
+                + "so k ≤ \(analysis[module].layers.count) for it; "
+        }
         table.add(["Drop-k analysed", analysis.dropK.map(String.init).joined(separator: ", ")
-                    + " (verdict uses k = \(analysis.verdict.k))"])
+                    + " (\(fewer.joined())verdict uses k = \(analysis.verdict.k))"])
         table.add(["Scores written by", "droptrace \(metadata.droptraceVersion)"])
         table.add(["Report written by", "droptrace \(DroptraceVersion.string)"])
         return "## The run\n\n" + table.render()
@@ -199,11 +204,16 @@ struct ReportMarkdown {
 
     // MARK: - Tables
 
+    /// The analysed k `module` has drop-k sets for.
+    private func analysedK(_ module: ModuleKind) -> [Int] {
+        analysis[module].analysedK(analysis.dropK)
+    }
+
     private func dropSetTable() -> String {
         let modules = ModuleKind.allCases
         var headers = ["Step", "Tokens", "Checkpoint"]
         for module in modules {
-            headers += analysis.dropK.map { "\(module.displayName) k=\($0)" }
+            headers += analysedK(module).map { "\(module.displayName) k=\($0)" }
         }
         var table = MarkdownTable(headers, alignments: [.right, .right, .left]
                                     + Array(repeating: .left, count: headers.count - 3))
@@ -211,7 +221,7 @@ struct ReportMarkdown {
             var cells = [NumberFormatting.step(rows[index].step), NumberFormatting.grouped(rows[index].tokens),
                          Markdown.escape(rows[index].name)]
             for module in modules {
-                cells += analysis.dropK.map { k in
+                cells += analysedK(module).map { k in
                     NumberFormatting.layers(analysis[module].dropSet(checkpoint: index, k: k))
                 }
             }
@@ -229,7 +239,7 @@ struct ReportMarkdown {
             for module in ModuleKind.allCases {
                 let score = Double(module.importance(in: row)[layer])
                 let value = NumberFormatting.score(score)
-                let ks = analysis.dropK.filter { analysis[module].dropSet(checkpoint: final, k: $0).contains(layer) }
+                let ks = analysedK(module).filter { analysis[module].dropSet(checkpoint: final, k: $0).contains(layer) }
                 let interval = NumberFormatting.scoreInterval(
                     of: score, analysis.uncertainty.map { $0[module].importance(checkpoint: final, layer: layer) })
                 cells.append((ks.isEmpty ? value : "**\(value)** (k=\(ks.map(String.init).joined(separator: ", ")))")
@@ -247,7 +257,7 @@ struct ReportMarkdown {
         var table = MarkdownTable(["Module", "k", "Settles at step", "Checkpoint", "Unchanged over"],
                                   alignments: [.left, .right, .right, .left, .left])
         for module in ModuleKind.allCases {
-            for k in analysis.dropK {
+            for k in analysedK(module) {
                 guard let settled = analysis[module].stabilisation[k] else { continue }
                 let unchanged = count - settled.index
                 table.add([module.displayName, String(k), NumberFormatting.step(settled.step),
@@ -287,7 +297,7 @@ struct ReportMarkdown {
                                    "Checkpoints with a stable set"],
                                   alignments: [.left, .right, .left, .left, .center, .right])
         for module in ModuleKind.allCases {
-            for k in analysis.dropK {
+            for k in analysedK(module) {
                 let series = analysis[module], spread = uncertainty[module]
                 let set = series.dropSet(checkpoint: final, k: k)
                 let probabilities = set.map { layer in
@@ -337,13 +347,13 @@ struct ReportMarkdown {
             text += "### \(heading)\n\n" + table.render() + "\n"
         }
         var headers = ["Step", "Checkpoint"]
-        for module in ModuleKind.allCases { headers += analysis.dropK.map { "\(module.displayName) k=\($0)" } }
+        for module in ModuleKind.allCases { headers += analysedK(module).map { "\(module.displayName) k=\($0)" } }
         var table = MarkdownTable(headers, alignments: [.right, .left]
                                     + Array(repeating: .right, count: headers.count - 2))
         for index in rows.indices {
             var cells = [NumberFormatting.step(rows[index].step), Markdown.escape(rows[index].name)]
             for module in ModuleKind.allCases {
-                cells += analysis.dropK.map { k in
+                cells += analysedK(module).map { k in
                     NumberFormatting.correlation(analysis[module].jaccardFinal[k]?[index] ?? .nan)
                 }
             }
@@ -370,8 +380,9 @@ struct ReportMarkdown {
             The paper (He et al. 2024, *What Matters in Transformers? Not All Attention is Needed*) finds a large \
             share of attention layers far more redundant than MLP layers and, tracing checkpoints through training, \
             calls this redundancy inherent and consistent across training stages. The rule tests three parts of \
-            that claim with the attention drop-k set at k = round(L/2) = \(analysis.verdict.k), whatever k values \
-            were asked for:
+            that claim with the attention drop-k set at k = round(A/2) = \(analysis.verdict.k), A the layers with \
+            attention (a layer scored at no checkpoint lacks it or had it dropped, and is left out), whatever k \
+            values were asked for:
 
             1. **Attention is the more redundant module type:** attention's mean importance is below MLP's at \
             ≥ \(NumberFormatting.percent(Verdict.attentionBelowMLPFraction)) of checkpoints (checkpoints with \
@@ -384,7 +395,7 @@ struct ReportMarkdown {
             \(number(Verdict.stabilisationFraction)); with unknown steps, checkpoint index / (C − 1).
 
             **Inherent** when all three pass, **not inherent** when any fails; **inconclusive** with fewer than \
-            \(Verdict.minimumCheckpoints) checkpoints, for a one-layer model (its drop set is the whole model), or \
+            \(Verdict.minimumCheckpoints) checkpoints, for attention in one layer (its drop set is that layer), or \
             when no criterion fails but one cannot be measured (undefined scores; for criteria 2 and 3 also a \
             final drop set decided by a tie at its edge, one layer inside and one outside with equal importance).
 

@@ -60,7 +60,7 @@ struct ScoresJSON: Encodable {
             attention: defined(scored.scores.attention), mlp: defined(scored.scores.mlp), block: defined(scored.scores.block))
         blockGap = scored.scores.blockGap.map(defined)
         angularDistance = row.angularDistance.map(AngularDistances.init)
-        dropSetsByMethod = MethodDropSets(row: row, dropK: DropSets.defaultDropK(layers: row.attention.count))
+        dropSetsByMethod = MethodDropSets(row: row, dropK: MethodDropSets.defaultDropK(row: row))
             .entries.map(MethodDropSetsJSON.init)
         bestBlocks = BlockGapTable(row: row).rows.map(BestBlockJSON.init)
     }

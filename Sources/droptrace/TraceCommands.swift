@@ -43,7 +43,7 @@ struct TraceCommand: ParsableCommand {
 
     @Option(name: .customLong("drop-k"), parsing: .upToNextOption,
             help: ArgumentHelp(
-                "Drop-set sizes to analyse, each at most the layer count of the series' first checkpoint (default: 25% and 50% of the layers).",
+                "Drop-set sizes to analyse, each at most the layer count of the series' first checkpoint (default: 25% and 50% of the layers each module is in, together; a module has drop sets for the sizes up to its own layer count).",
                 valueName: "k"))
     var dropK: [Int] = []
 

@@ -332,7 +332,9 @@ extension AnalysisTests {
             #expect(criterion(partly, "attention_below_mlp").value == 1)
             #expect(criterion(partly, "attention_below_mlp").detail.contains("5 of 5 checkpoints (1 with undefined"))
             #expect(partly.outcome == .inherent)
-            for index in rows.indices { rows[index].mlp[0] = .nan }
+            // No MLP score at all: no mean to compare with (a layer whose MLP is undefined at every checkpoint
+            // would be one without an MLP, left out: ModuleLayersAnalysisTests).
+            for index in rows.indices { rows[index].mlp = rows[index].mlp.map { _ in .nan } }
             let verdict = try SeriesAnalysis(rows: rows).verdict
             #expect(verdict.outcome == .inconclusive)
             #expect(verdict.reason.contains("attention below MLP"))
@@ -502,7 +504,7 @@ extension AnalysisTests {
         /// "drop-4611686018427387904 set is layers —".
         @Test func verdictKOtherThanHalfTheLayersIsRefused() throws {
             let message = try readError { try $0.group("analysis").setAttribute("verdict_k", Int64(1) << 62) }
-            #expect(message == "/analysis attribute verdict_k is 4611686018427387904, but the verdict of 5 layers judges drop-3")
+            #expect(message == "/analysis attribute verdict_k is 4611686018427387904, but the verdict of attention in 5 layers judges drop-3")
         }
 
         @Test func missingAnalysisNamesTheFile() throws {

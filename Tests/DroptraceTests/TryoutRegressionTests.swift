@@ -62,8 +62,7 @@ struct TryoutRegressionTests {
                 #expect(criterion.passed)
                 // The verdict droptrace gives with such an interval (a store's verdict must be its rows').
                 analysis.verdict = Verdict.evaluate(
-                    attentionMean: analysis.attention.meanImportance, mlpMean: analysis.mlp.meanImportance,
-                    attentionRankings: analysis.attention.rankings,
+                    attention: analysis.attention, mlp: analysis.mlp,
                     attentionImportance: rows.map { $0.attention.map(Double.init) }, steps: analysis.steps,
                     intervals: [criterion.id: ConfidenceInterval(
                         low: criterion.threshold - 0.1, high: max(criterion.value, criterion.threshold + 0.1))])

@@ -401,8 +401,7 @@ extension UncertaintyTests {
         static func verdict(intervals: [String: ConfidenceInterval]) -> Verdict {
             let analysis = try! SeriesAnalysis(rows: inherent)
             return Verdict.evaluate(
-                attentionMean: analysis.attention.meanImportance, mlpMean: analysis.mlp.meanImportance,
-                attentionRankings: analysis.attention.rankings,
+                attention: analysis.attention, mlp: analysis.mlp,
                 attentionImportance: inherent.map { $0.attention.map(Double.init) }, steps: analysis.steps, intervals: intervals)
         }
 
@@ -442,12 +441,12 @@ extension UncertaintyTests {
             #expect(undefined.interval == nil && undefined.status == .unmeasured)
             let (outcome, reason) = Verdict.decide(
                 [undefined, criterion(Verdict.CriterionID.dropSetAgreement, 0.3),
-                 criterion(Verdict.CriterionID.earlyStabilisation, 0.9)], checkpoints: 5, layers: 8)
+                 criterion(Verdict.CriterionID.earlyStabilisation, 0.9)], checkpoints: 5, attentionLayers: 8)
             #expect(outcome == .notInherent)
             #expect(reason == "Failed: drop-set agreement. Not measured: attention below MLP.")
             let (unsure, _) = Verdict.decide(
                 [undefined, criterion(Verdict.CriterionID.dropSetAgreement, 0.9),
-                 criterion(Verdict.CriterionID.earlyStabilisation, 0.9)], checkpoints: 5, layers: 8)
+                 criterion(Verdict.CriterionID.earlyStabilisation, 0.9)], checkpoints: 5, attentionLayers: 8)
             #expect(unsure == .inconclusive)
             let stored = #"[{"id":"x","description":"","value":null,"comparison":">=","threshold":0.5,"detail":"","interval_low":1,"interval_high":1}]"#
             let read = try JSONDecoder().decode([VerdictCriterion].self, from: Data(stored.utf8))
