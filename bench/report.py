@@ -424,6 +424,14 @@ def main():
             return measured, ("**met**" if ok_ else "**not met**") + (
                 f" (timed while other processes ran: {', '.join(disturbed)}; see Problems)" if disturbed else "")
 
+        def raced(x):
+            """Whether droptrace emulated bf16 because it timed the f32 unit faster than the bf16 matmul."""
+            return x["emulated"] and "timed faster here" in ((x["store"] or {}).get("matrix_kernel") or "")
+
+        def timed_faster():
+            return (f"which droptrace timed faster here than the bf16 matmul: peaks {fmt(unit_peak.get('onednn_sgemm'), 1)} "
+                    f"and {fmt(unit_peak.get('onednn_bf16'), 1)} GFLOP/s in this run")
+
         def speed_target(p):
             name = f"droptrace {p} ≤ {TARGET_SPEED} × PyTorch {'float32' if p == 'f32' else 'bfloat16'} (whole process vs in-process incl. load)"
             if p not in dt or p not in pt:
@@ -440,7 +448,7 @@ def main():
                 return name, measured, "not measurable: this CPU has no bf16 units (AMX / AVX512-BF16)"
             m, st = status(r <= TARGET_SPEED, measured, (f"droptrace-{p}", f"pytorch-{p}"))
             if p == "bf16" and dt[p]["unit"] != "onednn_bf16":
-                st += " (droptrace did not use the bf16 units)"
+                st += (f" (on the f32 unit, {timed_faster()})" if raced(dt[p]) else " (droptrace did not use the bf16 units)")
             return name, m, st
         targets.append((model,) + speed_target("f32"))
         targets.append((model,) + speed_target("bf16"))
@@ -462,6 +470,10 @@ def main():
                     targets.append((model, name, measured, x["wrong"]))
                 elif not x["unit"] or bad(share):
                     targets.append((model, name, measured, "not measured: kernel or peak unknown"))
+                elif p == "bf16" and x["emulated"] and raced(x):
+                    # The unit in use is the f32 one, chosen because it outran the bf16 matmul here.
+                    m, st = status(share >= TARGET_PEAK, measured + ", bf16 emulated", (f"droptrace-{p}",))
+                    targets.append((model, name, m, st + f" (the unit in use: {timed_faster()})"))
                 elif p == "bf16" and x["emulated"]:
                     targets.append((model, name, measured + ", bf16 emulated",
                                     "not measurable: this CPU has no bf16 units (shown against the f32 unit's peak)"

@@ -57,6 +57,9 @@ public struct MatrixKernelChoice: Sendable, Equatable {
     public var amx: Bool
     /// False when the CPU has no AVX2: no fast kernel exists for it.
     public var fast: Bool
+    /// The timing that decided `bf16` on a CPU with AVX512-BF16 and no AMX;
+    /// nil where nothing was timed.
+    public var race: BF16Race? = nil
 }
 
 /// The matrix kernels the engine runs on this CPU, chosen once per process
@@ -65,9 +68,10 @@ public struct MatrixKernelChoice: Sendable, Equatable {
 /// - float32: oneDNN's sgemm on AVX-512 CPUs (faster than OpenBLAS there:
 ///   255 vs 179 GFLOP/s on 2 threads, 2048³, Ice Lake), else OpenBLAS with
 ///   its core type steered to what the CPU supports.
-/// - bfloat16: oneDNN's bf16 matmul where the CPU has AMX or AVX512-BF16
-///   and oneDNN builds one (checked with a small product), else emulated on
-///   the float32 kernel.
+/// - bfloat16: oneDNN's bf16 matmul where the CPU has AMX, or AVX512-BF16
+///   and the matmul outruns the float32 kernel there (`BF16Race`, timed once
+///   per process), and oneDNN builds one (checked with a small product);
+///   else emulated on the float32 kernel.
 ///
 /// `DROPTRACE_MATRIX_KERNEL=openblas|onednn` forces the float32 kernel and
 /// `DROPTRACE_BF16_KERNEL=native|emulated` the bfloat16 one (benchmarks,
@@ -114,6 +118,11 @@ public enum MatrixKernels {
         if environment["OPENBLAS_CORETYPE"] == nil, let core = choice.openBLASCore {
             OpenBLASCore.steer(to: core)
         }
+        // AVX512-BF16 without AMX: its dot products outrun float32 on some cores and not on others.
+        if forcedBF16 == nil && choice.bf16 == .native && !choice.amx {
+            choice.race = BF16Race.run(f32: choice.f32)
+            if choice.race?.nativeWins != true { choice.bf16 = .emulated }
+        }
         return choice
     }()
 
@@ -157,6 +166,7 @@ public enum MatrixKernels {
                 return "oneDNN \(oneDNNVersion) matmul bf16 (\(oneDNNISA)\(units ? "" : ", no bf16 units: forced"))"
             case .emulated:
                 return "bf16 emulated: bf16-rounded inputs on " + description(of: choice.f32, fast: choice.fast)
+                    + (choice.race == nil ? "" : ", timed faster here than oneDNN's bf16 matmul")
             }
         }
     }
@@ -173,8 +183,11 @@ public enum MatrixKernels {
     /// CPU, flags and choice, for a debug log line.
     public static var selectionSummary: String {
         let cpu = CPUFeatures.current
+        let race = active.race.map { race in
+            String(format: " (timed on one thread: bf16 matmul %.0f GFLOP/s, float32 kernel %.0f)", race.native, race.emulated)
+        } ?? ""
         return "\(cpu.summary), flags \(cpu.flags.joined(separator: " ")); f32: \(description(for: .f32)); "
-            + "bf16: \(description(for: .bf16))"
+            + "bf16: \(description(for: .bf16))" + race
     }
 
     static var oneDNNVersion: String {

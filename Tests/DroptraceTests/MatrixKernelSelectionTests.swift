@@ -117,7 +117,28 @@ import Testing
         }
         switch MatrixKernels.active.bf16 {
         case .native: #expect(bf16.hasPrefix("oneDNN ") && bf16.contains("matmul bf16"))
-        case .emulated: #expect(bf16 == "bf16 emulated: bf16-rounded inputs on " + f32)
+        case .emulated:
+            let timed = MatrixKernels.active.race == nil ? "" : ", timed faster here than oneDNN's bf16 matmul"
+            #expect(bf16 == "bf16 emulated: bf16-rounded inputs on " + f32 + timed)
+        }
+    }
+
+    /// The race decides bf16 on a CPU with AVX512-BF16 and no AMX, and its
+    /// rates are rates; a CPU with AMX, or without AVX512-BF16, is not timed.
+    @Test func theBF16RaceDecidesBetweenTheUnitsWhereCPUIDCannot() {
+        let active = MatrixKernels.active
+        let environment = ProcessInfo.processInfo.environment
+        if let race = active.race {
+            #expect(race.native.isFinite && race.native > 0 && race.emulated.isFinite && race.emulated > 0)
+            #expect(active.bf16 == (race.nativeWins ? .native : .emulated))
+            #expect(MatrixKernels.selectionSummary.contains("timed on one thread: bf16 matmul"))
+        } else if environment[MatrixKernels.bf16Setting] == nil {
+            #expect(active.amx || !CPUFeatures.current.avx512BF16 || active.bf16 == .emulated)
+        }
+        #expect(BF16Race(native: 2, emulated: 1).nativeWins && !BF16Race(native: 1, emulated: 2).nativeWins)
+        // Timed again here wherever the CPU has the instructions.
+        if CPUFeatures.current.avx512BF16, MatrixKernels.nativeBF16Works(), let again = BF16Race.run(f32: active.f32) {
+            #expect(again.native > 0 && again.emulated > 0)
         }
     }
 
