@@ -473,7 +473,7 @@ def main():
                 elif p == "bf16" and x["emulated"] and raced(x):
                     # The unit in use is the f32 one, chosen because it outran the bf16 matmul here.
                     m, st = status(share >= TARGET_PEAK, measured + ", bf16 emulated", (f"droptrace-{p}",))
-                    targets.append((model, name, m, st + f" (the unit in use: {timed_faster()})"))
+                    targets.append((model, name, m, st + f" (the f32 unit, {timed_faster()})"))
                 elif p == "bf16" and x["emulated"]:
                     targets.append((model, name, measured + ", bf16 emulated",
                                     "not measurable: this CPU has no bf16 units (shown against the f32 unit's peak)"
