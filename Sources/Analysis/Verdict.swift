@@ -201,11 +201,11 @@ public struct Verdict: Sendable, Equatable {
         let k = verdictK(layers: layers)
         let rankings = attention.rankings
         let sets = rankings.map { DropSets.dropSet(ranking: $0, k: k) }
-        func undecided(_ index: Int) -> String? {
+        func undecidedSet(_ index: Int) -> String? {
             undecidedEdge(present.map { attentionImportance[index][$0] }, layers: present, ranking: rankings[index], k: k)
         }
         let jaccard = sets.indices.map { index in
-            index < count - 1 && undecided(index) != nil ? .nan : DropSets.jaccard(sets[index], sets[count - 1])
+            index < count - 1 && undecidedSet(index) != nil ? .nan : DropSets.jaccard(sets[index], sets[count - 1])
         }
         var measured = measure(attentionMean: attention.meanImportance, mlpMean: mlp.meanImportance,
                                jaccardWithFinal: jaccard, steps: steps)
@@ -219,7 +219,7 @@ public struct Verdict: Sendable, Equatable {
         let whole = layers == rankings.first?.count ? "the whole \(layers)-layer model"
             : "every layer with attention (\(layers) of \(rankings.first?.count ?? 0))"
         let wholeModel = "the drop-\(k) set is \(whole): nothing to compare"
-        let undecided = everyLayer ? nil : undecided(count - 1)
+        let undecided = everyLayer ? nil : undecidedSet(count - 1)
         if undecided != nil {
             measured.medianJaccard = .nan
             measured.stabilisationFraction = .nan
