@@ -158,7 +158,9 @@ struct GroupRoutedMixture {
 
     /// Refuses expert counts and widths transformers could not run, or whose
     /// tensors would not fit in 64 bits, before anything is sized from them.
-    func checkExperts(hidden: Int) throws {
+    /// `hidden`: the experts' input width, named `hiddenKey` in errors
+    /// (Nemotron-H's latent experts read `moe_latent_size` columns).
+    func checkExperts(hidden: Int, hiddenKey: String = "hidden_size") throws {
         try ConfigRules.count(experts, expertsKey)
         guard let k = expertsPerToken else {
             throw InvalidConfigValue(key: "num_experts_per_tok", problem: "must be set for the routed layers")
@@ -169,7 +171,7 @@ struct GroupRoutedMixture {
         // 0: no shared experts (transformers adds their empty output).
         try ConfigRules.nonNegative(sharedExperts, sharedExpertsKey)
         try ConfigRules.count(inner, "moe_intermediate_size")
-        let width = (hidden, "hidden_size")
+        let width = (hidden, hiddenKey)
         try ConfigRules.product([(experts, expertsKey), (2, "gate and up"), (inner, "moe_intermediate_size"), width])
         try ConfigRules.product([(sharedExperts, sharedExpertsKey), (inner, "moe_intermediate_size"), (2, "gate and up"), width])
         try ConfigRules.positive(scalingFactor, scalingFactorKey)

@@ -76,6 +76,25 @@ public struct MixtureOfExperts: Sendable {
     /// shared) / 2, not summed (Cohere2-MoE's
     /// `shared_expert_combination_strategy: "average"`).
     public let averagesShared: Bool
+    /// When present, the routed experts work in a narrower latent space:
+    /// their input is `down` of the token, their weighted sum goes back
+    /// through `up` (Nemotron-H's `fc1_latent_proj` / `fc2_latent_proj`,
+    /// `moe_latent_size`); the router and the shared experts read the token.
+    public let latent: LatentProjection?
+
+    /// The routed experts' way into and out of their latent space.
+    public struct LatentProjection: Sendable {
+        /// [latent, hidden].
+        public let down: Linear
+        /// [hidden, latent].
+        public let up: Linear
+
+        public init(down: Linear, up: Linear) {
+            precondition(down.outFeatures == up.inFeatures && down.inFeatures == up.outFeatures)
+            self.down = down
+            self.up = up
+        }
+    }
 
     /// The router's own input norm: RMSNorm without a weight, then times
     /// `scale` and times `rootScale` (Gemma 4: hidden_size^-0.5), each a
@@ -106,13 +125,16 @@ public struct MixtureOfExperts: Sendable {
     public init(
         router: Linear, experts: [FeedForward], expertsPerToken: Int, rule: RoutingRule = .softmaxTopK(renormalize: true),
         sharedExperts: [FeedForward] = [], sharedExpertGate: Linear? = nil, weightsScaleInput: Bool = false,
-        routerNorm: RouterNorm? = nil, expertScales: [Float]? = nil, averagesShared: Bool = false
+        routerNorm: RouterNorm? = nil, expertScales: [Float]? = nil, averagesShared: Bool = false,
+        latent: LatentProjection? = nil
     ) {
         precondition(router.outFeatures == experts.count && (1...experts.count).contains(expertsPerToken))
         if case .sparseMixer = rule { precondition(expertsPerToken == 2) }
         precondition(sharedExpertGate == nil || (sharedExpertGate!.outFeatures == 1 && !sharedExperts.isEmpty))
         precondition(routerNorm == nil || routerNorm!.scale.count == router.inFeatures)
         precondition(expertScales == nil || expertScales!.count == experts.count)
+        precondition(latent == nil || latent!.down.inFeatures == router.inFeatures)
+        self.latent = latent
         self.routerNorm = routerNorm
         self.expertScales = expertScales
         self.averagesShared = averagesShared
@@ -283,7 +305,8 @@ public struct MixtureOfExperts: Sendable {
     public func callAsFunction(_ x: Matrix, routerInput: Matrix) -> Matrix {
         precondition(routerInput.rows == x.rows)
         let routing = route(routerInput)
-        let k = expertsPerToken, width = x.cols
+        let routed = latent.map { $0.down(x) } ?? x
+        let k = expertsPerToken, width = routed.cols
         var output = Matrix(zeros: x.rows, width)
         // Experts in index order, each adding its weighted output to its
         // tokens' rows: the order in which transformers accumulates them.
@@ -298,7 +321,7 @@ public struct MixtureOfExperts: Sendable {
             }
             if rows.isEmpty { continue }
             let gathered = Matrix(uninitialized: rows.count, width) { out in
-                x.data.withUnsafeBufferPointer { source in
+                routed.data.withUnsafeBufferPointer { source in
                     for (i, r) in rows.enumerated() {
                         let to = out + i * width, from = source.baseAddress! + r * width
                         if weightsScaleInput {
@@ -325,15 +348,17 @@ public struct MixtureOfExperts: Sendable {
                 }
             }
         }
+        if let latent { output = latent.up(output) }
         for shared in sharedExperts {
             var sharedOutput = shared(x)
             if let gate = sharedExpertGate {
                 // One gate value per token, σ(g · x), scaling that token's whole row.
                 let gates = gate(x).data
+                let hidden = x.cols
                 sharedOutput.data.withUnsafeMutableBufferPointer { values in
                     for r in 0..<x.rows {
                         let g = 1 / (1 + exp(-gates[r]))
-                        for j in 0..<width { values[r * width + j] *= g }
+                        for j in 0..<hidden { values[r * hidden + j] *= g }
                     }
                 }
             }

@@ -17,6 +17,8 @@ import Testing
 @Suite struct NemotronHTests {
     typealias Mutant = ConfigValidationTests.Mutant
     static let name = "nemotron_h-f32"
+    /// Nemotron 3 Super's latent experts (`moe_latent_size` 24 of 48 columns).
+    static let latentName = "nemotron_h_latent-f32"
     /// The fixture's layers_block_type as a pattern.
     static let pattern = "M-*EM-ME"
 
@@ -34,7 +36,8 @@ import Testing
         Mutant(name, "n_group", "3"),
         Mutant(name, "topk_group", "0"),
         Mutant(name, "num_experts_per_tok", "9"),
-        Mutant(name, "moe_latent_size", "16"),
+        Mutant(name, "moe_latent_size", "0"),
+        Mutant(latentName, "moe_latent_size", "9223372036854775807"),
         Mutant(name, "moe_shared_expert_intermediate_size", "0"),
         Mutant(name, "mlp_hidden_act", "\"x\""),
         Mutant(name, "mamba_hidden_act", "\"x\""),
@@ -148,7 +151,16 @@ import Testing
             label: Self.name)
     }
 
-    @Test func scoresMatchTransformersClosely() throws {
-        try expectScoresMatchTransformers(Self.name)
+    @Test(arguments: [name, latentName])
+    func scoresMatchTransformersClosely(_ fixture: String) throws {
+        try expectScoresMatchTransformers(fixture)
+    }
+
+    /// The latent experts' projections are loaded with their biases, and
+    /// decoding carries the state through them too.
+    @Test func latentExpertsRunBetweenTheirProjections() throws {
+        let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(Self.latentName)))
+        try expectCachedDecodingMatchesTheForward(
+            model, tokens: 16, prefill: 10, plans: [.none, DropPlan(mlp: [3])], label: Self.latentName)
     }
 }

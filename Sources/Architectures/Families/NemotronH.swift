@@ -166,10 +166,7 @@ struct NemotronHConfiguration: Decodable {
             try ConfigRules.count(settings.groups, "n_groups")
             try ConfigRules.count(settings.convolutionKernel, "conv_kernel")
             _ = try ConfigRules.bound(settings.timeStepMin, "time_step_min")
-            if let latent = settings.moeLatentSize {
-                throw InvalidConfigValue(
-                    key: "moe_latent_size", problem: "is \(latent): droptrace does not run latent expert projections (null: none)")
-            }
+            if let latent = settings.moeLatentSize { try ConfigRules.count(latent, "moe_latent_size") }
         }
     }
 
@@ -195,8 +192,9 @@ struct NemotronHConfiguration: Decodable {
 }
 
 /// NVIDIA's Nemotron-H (`nemotron_h`, transformers' models/nemotron_h:
-/// Nemotron-H 4B–56B, Nemotron Nano 2, Nemotron 3 Nano): every layer is
-/// one pre-RMSNorm residual branch, x + mixer(norm(x)), whose `mixer` is
+/// Nemotron-H 4B–56B, Nemotron Nano 2, Nemotron 3 Nano and Super, the
+/// latter's experts in a latent space): every layer is one pre-RMSNorm
+/// residual branch, x + mixer(norm(x)), whose `mixer` is
 /// a Mamba-2 mixer, attention without position embeddings (no rotary),
 /// a ReLU² MLP (`up_proj`, `down_proj`) or a mixture of ReLU² experts
 /// with a sigmoid group-limited router and a shared expert. The mixers
@@ -238,7 +236,12 @@ struct NemotronHModel: DecoderFamily {
         try ConfigRules.checks(path: parts.configPath) {
             heads = try settings.mambaHeads(hidden: d)
             if !kept(.moe).isEmpty {
-                try settings.routing.checkExperts(hidden: d)
+                // Latent experts (Nemotron 3 Super) read and write moe_latent_size columns.
+                try settings.routing.checkExperts(
+                    hidden: settings.moeLatentSize ?? d, hiddenKey: settings.moeLatentSize == nil ? "hidden_size" : "moe_latent_size")
+                if let latent = settings.moeLatentSize {
+                    try ConfigRules.product([(latent, "moe_latent_size"), (d, "hidden_size")])
+                }
                 try settings.routing.checkGroups()
                 try ConfigRules.count(settings.sharedExpertIntermediateSize, "moe_shared_expert_intermediate_size")
                 try ConfigRules.product([(settings.sharedExpertIntermediateSize, "moe_shared_expert_intermediate_size"), (d, "hidden_size")])
@@ -276,9 +279,16 @@ struct NemotronHModel: DecoderFamily {
                 configPath: parts.configPath)
         }
         if let first = kept(.moe).first {
+            // Latent experts read moe_latent_size columns, which fc1_latent_proj makes of the token.
+            let width = settings.moeLatentSize.map { ($0, "moe_latent_size") } ?? (d, "hidden_size")
             try parts.weights.confirmShape(
-                "layers.\(first).mixer.experts.0.up_proj.weight", [settings.moeIntermediateSize, d],
-                keys: "moe_intermediate_size, hidden_size", configPath: parts.configPath)
+                "layers.\(first).mixer.experts.0.up_proj.weight", [settings.moeIntermediateSize, width.0],
+                keys: "moe_intermediate_size, \(width.1)", configPath: parts.configPath)
+            if let latent = settings.moeLatentSize {
+                try parts.weights.confirmShape(
+                    "layers.\(first).mixer.fc1_latent_proj.weight", [latent, d], keys: "moe_latent_size, hidden_size",
+                    configPath: parts.configPath)
+            }
         }
     }
 
@@ -352,14 +362,15 @@ struct NemotronHModel: DecoderFamily {
     }
 
     /// Layer `index`'s MLP: NemotronHMLP, down(relu²(up x)), or NemotronHMoE,
-    /// the routed experts (each such an MLP) plus the shared expert.
+    /// the routed experts (each such an MLP, between `fc1_latent_proj` and
+    /// `fc2_latent_proj` when `moe_latent_size` is set) plus the shared expert.
     func feedForward(_ index: Int) throws -> FeedForward {
         let p = "layers.\(index).mixer.", weights = parts.weights, d = hiddenSize, bias = config.mlpBias
         let activation = try parts.activation(config.mlpHiddenAct, key: "mlp_hidden_act")
-        func mlp(_ prefix: String, inner: Int, bias: Bool) throws -> FeedForward {
+        func mlp(_ prefix: String, inner: Int, bias: Bool, width: Int = d) throws -> FeedForward {
             .plain(
-                up: try weights.linear(prefix + "up_proj", in: d, out: inner, bias: bias),
-                down: try weights.linear(prefix + "down_proj", in: inner, out: d, bias: bias), activation: activation)
+                up: try weights.linear(prefix + "up_proj", in: width, out: inner, bias: bias),
+                down: try weights.linear(prefix + "down_proj", in: inner, out: width, bias: bias), activation: activation)
         }
         guard kinds[index] == .moe else { return try mlp(p, inner: parts.dimensions.intermediateSize, bias: bias) }
         let routing = config.routing
@@ -371,8 +382,15 @@ struct NemotronHModel: DecoderFamily {
         return .mixture(MixtureOfExperts(
             router: try weights.linear(p + "gate", in: d, out: routing.experts, bias: false),
             // NemotronHExperts have no biases; the shared expert is a NemotronHMLP.
-            experts: try (0..<routing.experts).map { try mlp(p + "experts.\($0).", inner: config.moeIntermediateSize, bias: false) },
+            experts: try (0..<routing.experts).map {
+                try mlp(p + "experts.\($0).", inner: config.moeIntermediateSize, bias: false, width: config.moeLatentSize ?? d)
+            },
             expertsPerToken: config.expertsPerToken, rule: .groupLimited(rule),
-            sharedExperts: [try mlp(p + "shared_experts.", inner: config.sharedExpertIntermediateSize, bias: bias)]))
+            sharedExperts: [try mlp(p + "shared_experts.", inner: config.sharedExpertIntermediateSize, bias: bias)],
+            latent: try config.moeLatentSize.map { latent in
+                MixtureOfExperts.LatentProjection(
+                    down: try weights.linear(p + "fc1_latent_proj", in: d, out: latent, bias: bias),
+                    up: try weights.linear(p + "fc2_latent_proj", in: latent, out: d, bias: bias))
+            }))
     }
 }
