@@ -170,6 +170,13 @@ struct NemotronHConfiguration: Decodable {
         }
     }
 
+    /// The width the routed experts read and write, with its key for errors:
+    /// `moe_latent_size` for latent experts (Nemotron 3 Super), else the
+    /// model's `hidden` columns.
+    func expertWidth(hidden: Int) -> (size: Int, key: String) {
+        moeLatentSize.map { ($0, "moe_latent_size") } ?? (hidden, "hidden_size")
+    }
+
     /// The Mamba-2 mixer's sizes for a model of `hidden` columns.
     /// - Throws: `InvalidConfigValue` naming the key whose value does not fit.
     func mambaHeads(hidden: Int) throws -> Mamba2Heads {
@@ -236,9 +243,8 @@ struct NemotronHModel: DecoderFamily {
         try ConfigRules.checks(path: parts.configPath) {
             heads = try settings.mambaHeads(hidden: d)
             if !kept(.moe).isEmpty {
-                // Latent experts (Nemotron 3 Super) read and write moe_latent_size columns.
-                try settings.routing.checkExperts(
-                    hidden: settings.moeLatentSize ?? d, hiddenKey: settings.moeLatentSize == nil ? "hidden_size" : "moe_latent_size")
+                let width = settings.expertWidth(hidden: d)
+                try settings.routing.checkExperts(hidden: width.size, hiddenKey: width.key)
                 if let latent = settings.moeLatentSize {
                     try ConfigRules.product([(latent, "moe_latent_size"), (d, "hidden_size")])
                 }
@@ -279,11 +285,10 @@ struct NemotronHModel: DecoderFamily {
                 configPath: parts.configPath)
         }
         if let first = kept(.moe).first {
-            // Latent experts read moe_latent_size columns, which fc1_latent_proj makes of the token.
-            let width = settings.moeLatentSize.map { ($0, "moe_latent_size") } ?? (d, "hidden_size")
+            let width = settings.expertWidth(hidden: d)
             try parts.weights.confirmShape(
-                "layers.\(first).mixer.experts.0.up_proj.weight", [settings.moeIntermediateSize, width.0],
-                keys: "moe_intermediate_size, \(width.1)", configPath: parts.configPath)
+                "layers.\(first).mixer.experts.0.up_proj.weight", [settings.moeIntermediateSize, width.size],
+                keys: "moe_intermediate_size, \(width.key)", configPath: parts.configPath)
             if let latent = settings.moeLatentSize {
                 try parts.weights.confirmShape(
                     "layers.\(first).mixer.fc1_latent_proj.weight", [latent, d], keys: "moe_latent_size, hidden_size",
@@ -383,7 +388,7 @@ struct NemotronHModel: DecoderFamily {
             router: try weights.linear(p + "gate", in: d, out: routing.experts, bias: false),
             // NemotronHExperts have no biases; the shared expert is a NemotronHMLP.
             experts: try (0..<routing.experts).map {
-                try mlp(p + "experts.\($0).", inner: config.moeIntermediateSize, bias: false, width: config.moeLatentSize ?? d)
+                try mlp(p + "experts.\($0).", inner: config.moeIntermediateSize, bias: false, width: config.expertWidth(hidden: d).size)
             },
             expertsPerToken: config.expertsPerToken, rule: .groupLimited(rule),
             sharedExperts: [try mlp(p + "shared_experts.", inner: config.sharedExpertIntermediateSize, bias: bias)],
