@@ -13,6 +13,14 @@ public enum DropSets {
         return Array(Set(ks)).sorted()
     }
 
+    /// The default k values of a model whose modules are in `moduleLayers`
+    /// layers each (attention, MLP, block): each one's defaults, together,
+    /// ascending, so a module in few layers (Nemotron-H's attention) gets
+    /// drop-k sets of its own size.
+    public static func defaultDropK(moduleLayers: [Int]) -> [Int] {
+        Array(Set(moduleLayers.flatMap { defaultDropK(layers: $0) })).sorted()
+    }
+
     /// The first `k` layers of `ranking` (most redundant first), sorted by
     /// layer index for display and comparison.
     public static func dropSet(ranking: [Int], k: Int) -> [Int] {

@@ -95,8 +95,8 @@ public struct MethodDropSets: Sendable, Equatable {
     /// The k values shown for a single checkpoint: 25% and 50% of the
     /// layers each module has a score in (`DropSets.defaultDropK`), together.
     public static func defaultDropK(row: CheckpointRow) -> [Int] {
-        Array(Set(ModuleKind.allCases.flatMap { module in
-            DropSets.defaultDropK(layers: module.importance(in: row).filter { !$0.isNaN }.count)
-        })).sorted()
+        DropSets.defaultDropK(moduleLayers: ModuleKind.allCases.map { module in
+            module.importance(in: row).filter { !$0.isNaN }.count
+        })
     }
 }

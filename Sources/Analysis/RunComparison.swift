@@ -149,7 +149,7 @@ public struct RunComparison: Sendable {
         let moduleLayers = Dictionary(uniqueKeysWithValues: ModuleKind.allCases.map { module in
             (module, runs.map { $0.analysis[module].layers.count }.min()!)
         })
-        let dropK = Array(Set(moduleLayers.values.flatMap(DropSets.defaultDropK(layers:)))).sorted()
+        let dropK = DropSets.defaultDropK(moduleLayers: Array(moduleLayers.values))
 
         var importance: [ModuleKind: [[Spread]]] = [:]
         var meanImportance: [ModuleKind: [Spread]] = [:]

@@ -104,21 +104,14 @@ public struct SeriesAnalysis: Sendable, Equatable {
     }
 
     /// The k values an analysis of `layers` layers asked for `dropK` uses:
-    /// deduplicated and sorted; when nil, `defaultDropK` of each module's
-    /// layer count (`moduleLayers`, [3] in `ModuleKind` order; every module
-    /// in all `layers` when nil), so a module in few layers (Nemotron-H's
-    /// attention) gets drop-k sets of its own size.
+    /// deduplicated and sorted; when nil, the defaults of each module's
+    /// layer count (`DropSets.defaultDropK(moduleLayers:)`; `moduleLayers`
+    /// [3] in `ModuleKind` order, every module in all `layers` when nil).
     /// - Throws: `DroptraceError` as `checkDropK`.
     public static func analysedDropK(_ dropK: [Int]?, layers: Int, moduleLayers: [Int]? = nil) throws -> [Int] {
-        let defaults = (moduleLayers ?? [layers]).flatMap(defaultDropK(layers:))
-        let ks = Array(Set(dropK ?? defaults)).sorted()
+        let ks = Array(Set(dropK ?? DropSets.defaultDropK(moduleLayers: moduleLayers ?? [layers]))).sorted()
         try checkDropK(ks, layers: layers)
         return ks
-    }
-
-    /// The default k values: 25% and 50% of L (see `DropSets.defaultDropK`).
-    public static func defaultDropK(layers: Int) -> [Int] {
-        DropSets.defaultDropK(layers: layers)
     }
 
     /// C.

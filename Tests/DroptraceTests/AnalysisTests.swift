@@ -151,7 +151,8 @@ extension AnalysisTests {
             #expect(DropSets.defaultDropK(layers: 32) == [8, 16])
             #expect(DropSets.defaultDropK(layers: 2) == [1])       // deduplicated
             #expect(DropSets.defaultDropK(layers: 1) == [1])       // at least 1
-            #expect(SeriesAnalysis.defaultDropK(layers: 24) == [6, 12])
+            #expect(DropSets.defaultDropK(layers: 24) == [6, 12])
+            #expect(DropSets.defaultDropK(moduleLayers: [3, 5, 8]) == [1, 2, 3, 4])
         }
 
         @Test func dropSetIsTheKMostRedundantSortedByLayer() {
