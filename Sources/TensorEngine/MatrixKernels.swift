@@ -40,7 +40,7 @@ public enum MatrixArithmetic: String, Sendable {
         }
         switch EnginePrecision.current {
         case .f32: return .f32
-        case .bf16: return MatrixKernels.active.bf16 == .native ? .bf16Native : .bf16Emulated
+        case .bf16: return MatrixKernels.bf16.kernel == .native ? .bf16Native : .bf16Emulated
         }
     }
 }
@@ -57,9 +57,8 @@ public struct MatrixKernelChoice: Sendable, Equatable {
     public var amx: Bool
     /// False when the CPU has no AVX2: no fast kernel exists for it.
     public var fast: Bool
-    /// The timing that decided `bf16` on a CPU with AVX512-BF16 and no AMX;
-    /// nil where nothing was timed.
-    public var race: BF16Race? = nil
+    /// Whether `DROPTRACE_BF16_KERNEL` set `bf16` (then it is never timed).
+    public var bf16Forced = false
 }
 
 /// The matrix kernels the engine runs on this CPU, chosen once per process
@@ -70,7 +69,7 @@ public struct MatrixKernelChoice: Sendable, Equatable {
 ///   its core type steered to what the CPU supports.
 /// - bfloat16: oneDNN's bf16 matmul where the CPU has AMX, or AVX512-BF16
 ///   and the matmul outruns the float32 kernel there (`BF16Race`, timed once
-///   per process), and oneDNN builds one (checked with a small product);
+///   per process when a bf16 product is first set up: `bf16`), and oneDNN builds one (checked with a small product);
 ///   else emulated on the float32 kernel.
 ///
 /// `DROPTRACE_MATRIX_KERNEL=openblas|onednn` forces the float32 kernel and
@@ -101,7 +100,10 @@ public enum MatrixKernels {
         let forcedF32 = environment[f32Setting].flatMap(F32Kernel.init(rawValue:))
         let forcedBF16 = environment[bf16Setting].flatMap(BF16Kernel.init(rawValue:))
         if let forcedF32 { choice.f32 = forcedF32 }
-        if let forcedBF16 { choice.bf16 = forcedBF16 }
+        if let forcedBF16 {
+            choice.bf16 = forcedBF16
+            choice.bf16Forced = true
+        }
         // A user's ceiling (oneDNN's ONEDNN_MAX_CPU_ISA, or its older DNNL_ spelling) is respected.
         if choice.amx && environment["ONEDNN_MAX_CPU_ISA"] == nil && environment["DNNL_MAX_CPU_ISA"] == nil {
             _ = dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx512_core_amx)
@@ -118,12 +120,18 @@ public enum MatrixKernels {
         if environment["OPENBLAS_CORETYPE"] == nil, let core = choice.openBLASCore {
             OpenBLASCore.steer(to: core)
         }
-        // AVX512-BF16 without AMX: its dot products outrun float32 on some cores and not on others.
-        if forcedBF16 == nil && choice.bf16 == .native && !choice.amx {
-            choice.race = BF16Race.run(f32: choice.f32)
-            if choice.race?.nativeWins != true { choice.bf16 = .emulated }
-        }
         return choice
+    }()
+
+    /// The kernel bf16 products run on: `active.bf16`, except on a CPU with
+    /// AVX512-BF16 and no AMX, whose dot products outrun float32 on some
+    /// cores and not on others: there the two paths are timed (`race`) the
+    /// first time a bf16 product is set up, so float32 runs never pay for it.
+    public static let bf16: (kernel: BF16Kernel, race: BF16Race?) = {
+        let choice = active
+        guard !choice.bf16Forced, choice.bf16 == .native, !choice.amx else { return (choice.bf16, nil) }
+        let race = BF16Race.run(f32: choice.f32)
+        return (race?.nativeWins == true ? .native : .emulated, race)
     }()
 
     static let f32Setting = "DROPTRACE_MATRIX_KERNEL", bf16Setting = "DROPTRACE_BF16_KERNEL"
@@ -160,13 +168,13 @@ public enum MatrixKernels {
         switch precision {
         case .f32: return description(of: choice.f32, fast: choice.fast)
         case .bf16:
-            switch choice.bf16 {
+            switch bf16.kernel {
             case .native:
                 let units = CPUFeatures.current.amxBF16 || CPUFeatures.current.avx512BF16
                 return "oneDNN \(oneDNNVersion) matmul bf16 (\(oneDNNISA)\(units ? "" : ", no bf16 units: forced"))"
             case .emulated:
                 return "bf16 emulated: bf16-rounded inputs on " + description(of: choice.f32, fast: choice.fast)
-                    + (choice.race == nil ? "" : ", timed faster here than oneDNN's bf16 matmul")
+                    + (bf16.race == nil ? "" : ", timed faster here than oneDNN's bf16 matmul")
             }
         }
     }
@@ -183,7 +191,7 @@ public enum MatrixKernels {
     /// CPU, flags and choice, for a debug log line.
     public static var selectionSummary: String {
         let cpu = CPUFeatures.current
-        let race = active.race.map { race in
+        let race = bf16.race.map { race in
             String(format: " (timed on one thread: bf16 matmul %.0f GFLOP/s, float32 kernel %.0f)", race.native, race.emulated)
         } ?? ""
         return "\(cpu.summary), flags \(cpu.flags.joined(separator: " ")); f32: \(description(for: .f32)); "

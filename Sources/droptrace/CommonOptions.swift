@@ -149,7 +149,7 @@ struct PrecisionOptions: ParsableArguments {
     static let help = """
         Arithmetic of the matrix products: f32 (float32 throughout) or bf16 (weights rounded once to bfloat16, \
         activations rounded to bfloat16 at matrix-product inputs, float32 accumulation and residual stream; on the \
-        CPU's AMX units, or its AVX512-BF16 units where they outrun float32 (timed at start), elsewhere emulated \
+        CPU's AMX units, or its AVX512-BF16 units where they outrun float32 (timed once per run), elsewhere emulated \
         with the same rounding). See README, Precision.
         """
 

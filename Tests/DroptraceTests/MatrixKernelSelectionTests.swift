@@ -115,10 +115,10 @@ import Testing
         case .oneDNN: #expect(f32.hasPrefix("oneDNN ") && f32.contains(" sgemm ("))
         case .openBLAS: #expect(f32.hasPrefix("OpenBLAS ") && f32.contains(OpenBLASCore.current))
         }
-        switch MatrixKernels.active.bf16 {
+        switch MatrixKernels.bf16.kernel {
         case .native: #expect(bf16.hasPrefix("oneDNN ") && bf16.contains("matmul bf16"))
         case .emulated:
-            let timed = MatrixKernels.active.race == nil ? "" : ", timed faster here than oneDNN's bf16 matmul"
+            let timed = MatrixKernels.bf16.race == nil ? "" : ", timed faster here than oneDNN's bf16 matmul"
             #expect(bf16 == "bf16 emulated: bf16-rounded inputs on " + f32 + timed)
         }
     }
@@ -128,12 +128,12 @@ import Testing
     @Test func theBF16RaceDecidesBetweenTheUnitsWhereCPUIDCannot() {
         let active = MatrixKernels.active
         let environment = ProcessInfo.processInfo.environment
-        if let race = active.race {
+        if let race = MatrixKernels.bf16.race {
             #expect(race.native.isFinite && race.native > 0 && race.emulated.isFinite && race.emulated > 0)
-            #expect(active.bf16 == (race.nativeWins ? .native : .emulated))
+            #expect(MatrixKernels.bf16.kernel == (race.nativeWins ? .native : .emulated))
             #expect(MatrixKernels.selectionSummary.contains("timed on one thread: bf16 matmul"))
         } else if environment[MatrixKernels.bf16Setting] == nil {
-            #expect(active.amx || !CPUFeatures.current.avx512BF16 || active.bf16 == .emulated)
+            #expect(active.amx || !CPUFeatures.current.avx512BF16 || MatrixKernels.bf16.kernel == .emulated)
         }
         #expect(BF16Race(native: 2, emulated: 1).nativeWins && !BF16Race(native: 1, emulated: 2).nativeWins)
         // Timed again here wherever the CPU has the instructions.
