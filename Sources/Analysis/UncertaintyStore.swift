@@ -99,7 +99,8 @@ extension StoredModuleReader {
             importanceLow.joined().map(Double.init), importanceHigh.joined().map(Double.init),
             "\(AnalysisLayout.importanceLow), \(AnalysisLayout.importanceHigh)", .importance)
         var probability: [Int: [[Float]]] = [:]
-        for k in dropK where k <= (try moduleLayers(module)).count {
+        let present = try moduleLayers(module).count
+        for k in dropK where k <= present {
             let name = AnalysisLayout.dropProbability(k: k)
             let rows = try matrix(name)
             if let outside = rows.joined().first(where: { !($0 >= 0 && $0 <= 1) }) {
