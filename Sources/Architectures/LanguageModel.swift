@@ -26,6 +26,16 @@ public protocol LanguageModel: Sendable {
 
     /// The residual stream entering block 0.
     func embed(_ batch: TokenBatch) throws -> Matrix
+    /// Where each block also reads an input of its own per token (Gemma 4's
+    /// per-layer embeddings), what builds it from the tokens and `embed`'s
+    /// rows; nil for the other models.
+    var perLayerEmbedding: PerLayerEmbedding? { get }
+    /// Each layer's key/value sharing with `plan`'s modules dropped (Gemma
+    /// 4's `num_kv_shared_layers`), as `block(_:skipping:)` builds the
+    /// layers' attention; empty for a model whose layers share none.
+    /// - Throws: `DroptraceError` when `plan` leaves a sharing layer no
+    ///   layer to take keys and values from.
+    func keyValueSharing(skipping plan: DropPlan) throws -> [KeyValueSharing?]
     /// Block `index` with the branches `plan` (and `configuredDrops`) drop
     /// left out, so their weights are never read.
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock
@@ -89,6 +99,29 @@ public struct LayerNaming: Sendable, Equatable {
     /// `queryWidth` outputs are the query: an export that moves a layer
     /// rescales them so the layer keeps its scale.
     public var inverseLayerIndexQuery: InverseLayerIndexQuery? = nil
+
+    /// Counts of layers at the end of the stack the family read, defaults
+    /// included (Gemma 4's `num_kv_shared_layers`): an export writes how
+    /// many of them it keeps.
+    public var trailingLayerCounts: [String: Int] = [:]
+    /// Name parts of the attention branch that a layer whose keys and values
+    /// later layers reuse keeps when its attention is dropped (Gemma 4's
+    /// `KeyValueSharing.storeOnly`: the input norm, key and value projections
+    /// and key norm).
+    public var keyValueParts: [String] = []
+    /// Tensors outside the layers that pack one piece per layer (Gemma 4's
+    /// per-layer embeddings): an export without some blocks keeps the kept
+    /// layers' pieces, in order.
+    public var packedPerLayerTensors: [PackedPerLayerTensor] = []
+
+    /// A tensor whose `axis` (0: rows, 1: columns) holds `layers` pieces of
+    /// `width`, layer i's at i · width.
+    public struct PackedPerLayerTensor: Sendable, Equatable {
+        /// The stored name.
+        public var name: String
+        public var axis: Int
+        public var width: Int
+    }
 
     /// A Conv1D-stored fused q/k/v projection (weight [in, out], bias [out]).
     public struct InverseLayerIndexQuery: Sendable, Equatable {
@@ -183,6 +216,10 @@ extension LanguageModel {
     public func exportProblem(_ plan: DropPlan) -> String? { nil }
 
     public var absentModules: DropPlan { .none }
+
+    public var perLayerEmbedding: PerLayerEmbedding? { nil }
+
+    public func keyValueSharing(skipping plan: DropPlan) throws -> [KeyValueSharing?] { [] }
 
     /// The modules no drop can choose: those config.json drops and those the layers lack.
     public var unavailableModules: DropPlan { configuredDrops.union(absentModules) }

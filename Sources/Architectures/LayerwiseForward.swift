@@ -29,6 +29,9 @@ public struct LayerwiseForward {
         var pending: BlockPrefetch?
         defer { pending?.wait() }
         var x = try model.embed(batch)
+        // Kept only where the blocks read per-layer inputs built from it.
+        let perLayer = model.perLayerEmbedding.map { (embedding: $0, embedded: x) }
+        let shared = SharedKeysValues()
         let drops = plan.union(model.configuredDrops)
         for index in 0..<model.layerCount {
             if plan.blocks.contains(index) {
@@ -48,7 +51,8 @@ public struct LayerwiseForward {
             if prefetch, let following = (index + 1..<model.layerCount).first(where: { !plan.blocks.contains($0) }) {
                 pending = BlockPrefetch(model, index: following, skipping: plan)
             }
-            let activations = block(x, index: index) { mixer, input in mixer(input, batch) }
+            let input = try perLayer.map { try $0.embedding.input(layer: index, tokenIDs: batch.tokenIDs, embedded: $0.embedded) }
+            let activations = block(x, index: index, perLayerInput: input) { mixer, input in mixer(input, batch, shared: shared) }
             try observe(activations)
             x = activations.output
         }

@@ -59,18 +59,22 @@ public struct SelfAttention: Sendable {
     /// Multiplies the projected keys before anything else touches them
     /// (Falcon-H1's `key_multiplier`, `k_proj(x) · m`); nil for none.
     public var keyScale: Float? = nil
+    /// Whether the layer stores its keys and values for later layers, or
+    /// reuses an earlier layer's (its projection then gives the queries
+    /// only); nil for neither.
+    public internal(set) var keyValueSharing: KeyValueSharing?
 
     public init(
         qkv: Linear, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
         logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil,
-        chunkSize: Int? = nil, valueNorm: Normalization? = nil, outputGate: Linear? = nil
+        chunkSize: Int? = nil, valueNorm: Normalization? = nil, outputGate: Linear? = nil, keyValueSharing: KeyValueSharing? = nil
     ) {
         self.init(
             projection: .fused(qkv), layout: layout, rotary: rotary, output: output, scale: scale,
             slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, queryKeyNormAfterRotary: queryKeyNormAfterRotary,
             logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi, queryTemperature: queryTemperature, chunkSize: chunkSize,
-            valueNorm: valueNorm, outputGate: outputGate)
+            valueNorm: valueNorm, outputGate: outputGate, keyValueSharing: keyValueSharing)
     }
 
     /// Attention over the rows `projection` gives; `rotary` rotates whole
@@ -80,9 +84,11 @@ public struct SelfAttention: Sendable {
         projection: QKVProjection, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
         logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil,
-        chunkSize: Int? = nil, valueNorm: Normalization? = nil, outputGate: Linear? = nil, indexer: SparseAttentionIndexer? = nil
+        chunkSize: Int? = nil, valueNorm: Normalization? = nil, outputGate: Linear? = nil, indexer: SparseAttentionIndexer? = nil,
+        keyValueSharing: KeyValueSharing? = nil
     ) {
-        precondition(projection.outFeatures == layout.width)
+        precondition(Self.projectionFits(projection.outFeatures, layout: layout, sharing: keyValueSharing))
+        precondition(keyValueSharing == nil || (layout.arrangement == .grouped && indexer == nil))
         precondition(indexer == nil || (projection.hasQueryLatent && slidingWindow == nil && chunkSize == nil))
         precondition(chunkSize.map { $0 > 0 } ?? true)
         precondition(valueNorm == nil || layout.arrangement == .grouped)
@@ -110,15 +116,36 @@ public struct SelfAttention: Sendable {
         self.valueNorm = valueNorm
         self.outputGate = outputGate
         self.indexer = indexer
+        self.keyValueSharing = keyValueSharing
     }
 
     /// Queries, keys and values of `x`, ready to attend: projected,
     /// normalised, clipped and rotated to the rows' `positions` (rotated,
     /// then normalised, when `queryKeyNormAfterRotary`), and the queries
-    /// scaled by `queryTemperature`.
-    public func projectedQKV(_ x: Matrix, positions: [Int], queryLatent: Matrix? = nil) -> Matrix {
-        var projected = projection(x, positions: positions, queryLatent: queryLatent)
-        if let keyScale {
+    /// scaled by `queryTemperature`. A layer that reuses another's keys and
+    /// values (`keyValueSharing`) takes them from `sharedKeysValues`
+    /// [rows, keyWidth + valueWidth], as that layer made them, and processes
+    /// its queries only.
+    public func projectedQKV(_ x: Matrix, positions: [Int], queryLatent: Matrix? = nil, sharedKeysValues: Matrix? = nil) -> Matrix {
+        precondition((sharedKeysValues == nil) == (keyValueSharing?.reusedLayer == nil))
+        let projected = projection(x, positions: positions, queryLatent: queryLatent)
+        let (width, queryWidth) = (layout.width, layout.queryWidth)
+        if let sharedKeysValues {
+            precondition(sharedKeysValues.rows == x.rows && sharedKeysValues.cols == width - queryWidth)
+            return processed(widened(queries: projected, keysValues: sharedKeysValues), positions: positions, ownKeys: false)
+        }
+        if projected.cols == width - queryWidth {
+            // A store-only layer's keys and values, beside queries of zeros (normalised and rotated, they stay zeros).
+            return processed(widened(queries: Matrix(zeros: x.rows, queryWidth), keysValues: projected), positions: positions, ownKeys: true)
+        }
+        return processed(projected, positions: positions, ownKeys: true)
+    }
+
+    /// `projectedQKV`'s processing of the projected rows; `ownKeys` false
+    /// leaves the keys and values (another layer's, processed) as they are.
+    private func processed(_ projected: Matrix, positions: [Int], ownKeys: Bool) -> Matrix {
+        var projected = projected
+        if ownKeys, let keyScale {
             let layout = self.layout, width = layout.width, rows = projected.rows
             projected.data.withUnsafeMutableBufferPointer { values in
                 for r in 0..<rows {
@@ -129,25 +156,28 @@ public struct SelfAttention: Sendable {
                 }
             }
         }
-        if let valueNorm {
+        if ownKeys, let valueNorm {
             valueNorm.apply(
                 inPlace: &projected, columns: (layout.queryWidth + layout.keyWidth)..<layout.width, pieceWidth: layout.headDim)
         }
-        if !queryKeyNormAfterRotary { normaliseQueriesAndKeys(&projected) }
+        if !queryKeyNormAfterRotary { normaliseQueriesAndKeys(&projected, keys: ownKeys) }
         // After the q/k norms, as OLMoE clips (OLMo, which clips too, has no norms).
         if let clip {
+            let (width, clipped) = (layout.width, ownKeys ? layout.width : layout.queryWidth)
             projected.data.withUnsafeMutableBufferPointer { values in
-                for i in values.indices { values[i] = min(max(values[i], -clip), clip) }
+                for r in 0..<projected.rows {
+                    for i in (r * width)..<(r * width + clipped) { values[i] = min(max(values[i], -clip), clip) }
+                }
             }
         }
         if let rotary {
             let heads = (0..<layout.numHeads).map(layout.queryOffset(head:))
-                + (0..<layout.numKVHeads).map(layout.keyOffset(kvHead:))
+                + (ownKeys ? (0..<layout.numKVHeads).map(layout.keyOffset(kvHead:)) : [])
             projected.data.withUnsafeMutableBufferPointer { buffer in
                 rotary.apply(to: buffer.baseAddress!, rowStride: layout.width, headOffsets: heads, positions: positions)
             }
         }
-        if queryKeyNormAfterRotary { normaliseQueriesAndKeys(&projected) }
+        if queryKeyNormAfterRotary { normaliseQueriesAndKeys(&projected, keys: ownKeys) }
         if let queryTemperature {
             projected.data.withUnsafeMutableBufferPointer { buffer in
                 queryTemperature.apply(to: buffer.baseAddress!, rowStride: layout.width, columns: 0..<layout.queryWidth, positions: positions)
@@ -156,29 +186,35 @@ public struct SelfAttention: Sendable {
         return projected
     }
 
-    /// Applies `queryKeyNorm` to the query and key columns of `projected`.
-    func normaliseQueriesAndKeys(_ projected: inout Matrix) {
+    /// Applies `queryKeyNorm` to the query columns of `projected` and, when
+    /// `keys`, to its key columns.
+    func normaliseQueriesAndKeys(_ projected: inout Matrix, keys normalisesKeys: Bool = true) {
         // Grouped layout: all query columns, then all key columns.
         let queries = 0..<layout.queryWidth, keys = layout.queryWidth..<(layout.queryWidth + layout.keyWidth)
+        let (query, key, pieceWidth, weightsPerPiece): (Normalization, Normalization, Int?, Bool)
         switch queryKeyNorm {
-        case .acrossHeads(let query, let key)?:
-            query.apply(inPlace: &projected, columns: queries)
-            key.apply(inPlace: &projected, columns: keys)
-        case .perHead(let query, let key)?:
-            query.apply(inPlace: &projected, columns: queries, pieceWidth: layout.headDim)
-            key.apply(inPlace: &projected, columns: keys, pieceWidth: layout.headDim)
-        case .eachHead(let query, let key)?:
-            query.apply(inPlace: &projected, columns: queries, pieceWidth: layout.headDim, weightsPerPiece: true)
-            key.apply(inPlace: &projected, columns: keys, pieceWidth: layout.headDim, weightsPerPiece: true)
-        case nil:
-            break
+        case .acrossHeads(let q, let k)?: (query, key, pieceWidth, weightsPerPiece) = (q, k, nil, false)
+        case .perHead(let q, let k)?: (query, key, pieceWidth, weightsPerPiece) = (q, k, layout.headDim, false)
+        case .eachHead(let q, let k)?: (query, key, pieceWidth, weightsPerPiece) = (q, k, layout.headDim, true)
+        case nil: return
         }
+        query.apply(inPlace: &projected, columns: queries, pieceWidth: pieceWidth, weightsPerPiece: weightsPerPiece)
+        if normalisesKeys { key.apply(inPlace: &projected, columns: keys, pieceWidth: pieceWidth, weightsPerPiece: weightsPerPiece) }
     }
 
-    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
+    /// The attention over the whole batch, each sequence on its own. A layer
+    /// that stores or reuses keys and values (`keyValueSharing`) does so in
+    /// `shared`, the forward pass's.
+    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch, shared: SharedKeysValues? = nil) -> Matrix {
         let latent = indexer == nil ? nil : projection.queryLatent(x)
+        let qkv = projectedQKV(
+            x, positions: batch.positions, queryLatent: latent,
+            sharedKeysValues: keyValueSharing?.reusedLayer.map { shared!.keysValues(of: $0) })
+        if let layer = keyValueSharing?.storedLayer { shared!.store(keysValues(qkv), layer: layer) }
+        // A store-only layer adds nothing to the stream (`TransformerBlock.keyValueProducer`).
+        if keyValueSharing?.storesOnly == true { return Matrix(zeros: x.rows, 0) }
         let attended = causalAttention(
-            qkv: projectedQKV(x, positions: batch.positions, queryLatent: latent), layout: layout, sequences: batch.sequences,
+            qkv: qkv, layout: layout, sequences: batch.sequences,
             scale: scale, slidingWindow: slidingWindow, logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi,
             chunkSize: chunkSize, keySelection: indexer.map { $0.select(x, queryLatent: latent!, batch: batch) })
         return finish(attended, input: x)

@@ -28,9 +28,10 @@ public enum TokenMixer: Sendable {
     /// Attention and a Mamba-2 mixer summed (Falcon-H1).
     case attentionBesideMamba2(AttentionBesideMamba2)
 
-    /// The mixer over the whole batch, each sequence on its own.
-    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {
-        self(x, attend: { $0($1, batch) }, recur: { $0($1, batch) })
+    /// The mixer over the whole batch, each sequence on its own; `shared`
+    /// holds the keys and values layers share in this pass (`KeyValueSharing`).
+    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch, shared: SharedKeysValues? = nil) -> Matrix {
+        self(x, attend: { $0($1, batch, shared: shared) }, recur: { $0($1, batch) })
     }
 
     /// The mixer of normalised rows `x`, where `attend` runs a softmax
@@ -170,14 +171,54 @@ public struct TransformerBlock: Sendable {
     /// dropped attention or MLP keeps it, a dropped block loses it; the MLP's
     /// score compares the stream before it (`BlockActivations.mlpResidual`).
     public let outputScale: Float?
+    /// Adds the layer's per-layer input to the stream after both branches,
+    /// before `outputScale` (Gemma 4's PLE). The block's own, as the scale.
+    public let perLayerInput: PerLayerInputBranch?
+    /// Where the attention is dropped but later layers reuse its keys and
+    /// values (Gemma 4's key/value sharing): its input norm and a
+    /// store-only attention (`KeyValueSharing.storeOnly`), run on the
+    /// block's input for the keys and values alone; nothing joins the stream.
+    public let keyValueProducer: AttentionBranch?
 
-    public init(attention: AttentionBranch?, mlp: MLPBranch?, residual: ResidualStyle, outputScale: Float? = nil) {
+    public init(
+        attention: AttentionBranch?, mlp: MLPBranch?, residual: ResidualStyle, outputScale: Float? = nil,
+        perLayerInput: PerLayerInputBranch? = nil, keyValueProducer: AttentionBranch? = nil
+    ) {
+        precondition(keyValueProducer == nil || (attention == nil && keyValueProducer!.attention?.keyValueSharing?.storesOnly == true))
         // A parallel block adds both branches to one x: no stream exists between them to normalise.
         precondition(residual == .sequential || (attention?.residualNorm == nil && mlp?.residualNorm == nil))
         self.attention = attention
         self.mlp = mlp
         self.residual = residual
         self.outputScale = outputScale
+        self.perLayerInput = perLayerInput
+        self.keyValueProducer = keyValueProducer
+    }
+
+    /// The same block without the branches `plan` drops at `index`, with
+    /// its attention storing or reusing keys and values as `sharing` (the
+    /// dropped model's, `LanguageModel.keyValueSharing`; empty: none) says:
+    /// a dropped attention whose keys and values later layers reuse stays
+    /// as their producer (`.storeOnly`).
+    public func dropping(_ plan: DropPlan, at index: Int, sharing: [KeyValueSharing?] = []) -> TransformerBlock {
+        let dropsAttention = plan.dropsAttention(index), dropsMLP = plan.dropsMLP(index)
+        guard !sharing.isEmpty, let branch = attention ?? keyValueProducer, case .attention(let attention) = branch.mixer else {
+            return TransformerBlock(
+                attention: dropsAttention ? nil : self.attention, mlp: dropsMLP ? nil : mlp, residual: residual,
+                outputScale: outputScale, perLayerInput: perLayerInput, keyValueProducer: keyValueProducer)
+        }
+        let shared = branch.withAttention(attention.sharingKeysValues(sharing[index]))
+        return TransformerBlock(
+            attention: dropsAttention ? nil : shared, mlp: dropsMLP ? nil : mlp, residual: residual, outputScale: outputScale,
+            perLayerInput: perLayerInput, keyValueProducer: dropsAttention && sharing[index]?.storesOnly == true ? shared : nil)
+    }
+}
+
+extension AttentionBranch {
+    /// The branch with its softmax attention replaced by `attention`.
+    public func withAttention(_ attention: SelfAttention) -> AttentionBranch {
+        AttentionBranch(
+            inputNorm: inputNorm, attention: attention, outputNorm: outputNorm, outputScale: outputScale, residualNorm: residualNorm)
     }
 }
 
@@ -208,14 +249,24 @@ extension TransformerBlock {
     /// Block `index` applied to residual stream `x`: the one place the
     /// residual recipe is written, for scoring, the drop-aware forward and
     /// the key/value-cache decoder alike (`attend` is how each computes the
-    /// token mixing of a normalised input).
-    public func callAsFunction(_ x: Matrix, index: Int, attend: (TokenMixer, Matrix) -> Matrix) -> BlockActivations {
+    /// token mixing of a normalised input). `perLayerInput`: the rows'
+    /// inputs to this layer [rows, width] where the block takes them
+    /// (`LanguageModel.perLayerEmbedding`).
+    public func callAsFunction(
+        _ x: Matrix, index: Int, perLayerInput input: Matrix? = nil, attend: (TokenMixer, Matrix) -> Matrix
+    ) -> BlockActivations {
+        /// The stream leaving the block, from the stream after both branches.
+        func leaving(_ stream: Matrix) -> Matrix {
+            guard let perLayerInput else { return stream.scaled(by: outputScale) }
+            return stream.adding(perLayerInput(stream, input: input!)).scaled(by: outputScale)
+        }
         /// The stream once a branch's output joins it: the sum, normalised
         /// where the branch's norm follows the add (post-LN).
         func joined(_ stream: Matrix, _ output: Matrix, _ residualNorm: Normalization?) -> Matrix {
             let sum = stream.adding(output)
             return residualNorm.map { $0(sum) } ?? sum
         }
+        if let producer = keyValueProducer { _ = attend(producer.mixer, producer.inputNorm.map { $0(x) } ?? x) }
         let attended = attention.map { joined(x, $0(x, attend: attend), $0.residualNorm) }
         switch residual {
         case .sequential:
@@ -223,13 +274,13 @@ extension TransformerBlock {
             let y = mlp.map { joined(h, $0(h), $0.residualNorm) }
             return BlockActivations(
                 index: index, input: x, attentionResidual: attended, mlpInput: h, mlpResidual: y,
-                output: (y ?? h).scaled(by: outputScale), isDropped: false)
+                output: leaving(y ?? h), isDropped: false)
         case .parallel:
             let mlpOut = mlp.map { $0(x) }
             let base = attended ?? x
             return BlockActivations(
                 index: index, input: x, attentionResidual: attended, mlpInput: x, mlpResidual: mlpOut.map { x.adding($0) },
-                output: (mlpOut.map { base.adding($0) } ?? base).scaled(by: outputScale), isDropped: false)
+                output: leaving(mlpOut.map { base.adding($0) } ?? base), isDropped: false)
         }
     }
 }

@@ -17,6 +17,8 @@ public enum SafetensorsWriter {
             case expanded(TensorSlice)
             /// Computed when written (dequantised weights), one tensor at a time.
             case produced(() throws -> [Float])
+            /// Stored bytes computed when written (a tensor's kept parts).
+            case producedBytes(() throws -> Data)
         }
 
         public init(name: String, dtype: TensorDType, shape: [Int], bytes: Data) {
@@ -53,6 +55,15 @@ public enum SafetensorsWriter {
             content = .produced(values)
         }
 
+        /// A tensor of `dtype` and `shape` whose bytes `bytes` returns only
+        /// when the entry is written (they must be the shape's byte count).
+        public init(name: String, dtype: TensorDType, shape: [Int], producingBytes bytes: @escaping () throws -> Data) {
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+            content = .producedBytes(bytes)
+        }
+
         /// Bytes the tensor takes in the file.
         public var byteCount: Int { dtype.byteCount(elements: shape.reduce(1, *)) }
 
@@ -63,14 +74,19 @@ public enum SafetensorsWriter {
             case .stored(let slice): try slice.storedBytes()
             case .expanded(let slice): try slice.floats().withUnsafeBytes { Data($0) }
             case .produced(let values): try producedBytes(values())
+            case .producedBytes(let bytes): try checkedCount(bytes())
             }
         }
 
         private func producedBytes(_ values: [Float]) throws -> Data {
-            guard values.count * MemoryLayout<Float>.size == byteCount else {
-                throw DroptraceError("tensor '\(name)' of shape \(shape) was given \(values.count) values", path: name)
+            try checkedCount(values.withUnsafeBytes { Data($0) })
+        }
+
+        private func checkedCount(_ data: Data) throws -> Data {
+            guard data.count == byteCount else {
+                throw DroptraceError("tensor '\(name)' of shape \(shape) was given \(data.count) bytes", path: name)
             }
-            return values.withUnsafeBytes { Data($0) }
+            return data
         }
     }
 

@@ -59,6 +59,20 @@ public struct TensorSlice: @unchecked Sendable {
         return nil
     }
 
+    /// The same values as a 2-D tensor of rows `pieces` times as many and
+    /// as narrow: row r's pieces become rows r · pieces ..< (r + 1) · pieces
+    /// (Gemma 4's packed per-layer embedding [vocab, layers · width] read as
+    /// [vocab · layers, width], so one layer's piece of a token's row is a
+    /// row of its own). Nil when the tensor is not 2-D, its width is not a
+    /// multiple of `pieces` (≥ 1), or its rows are stored in another order.
+    public func splittingRows(into pieces: Int) -> TensorSlice? {
+        guard pieces >= 1, shape.count == 2, shape[1] % pieces == 0, storedOrder == .asShaped,
+            // A quantised row's blocks must not straddle pieces.
+            dtype.byteCount(elements: shape[1] / pieces) * pieces == dtype.byteCount(elements: shape[1])
+        else { return nil }
+        return TensorSlice(name: name, dtype: dtype, shape: [shape[0] * pieces, shape[1] / pieces], path: path, storage: storage)
+    }
+
     /// Bytes the tensor occupies where it is stored.
     public var byteCount: Int { dtype.byteCount(elements: elementCount) }
 

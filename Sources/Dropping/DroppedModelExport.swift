@@ -118,19 +118,24 @@ public enum DroppedModelExport {
                 interruption.add(path)
             }
             let renumber = Renumbering(removing: plan.blocks, layers: model.layerCount)
+            // Layers whose dropped attention still makes the keys and values later layers reuse keep those weights.
+            let keysValuesKept = Set(try model.keyValueSharing(skipping: plan).enumerated().compactMap { $0.element?.storesOnly == true ? $0.offset : nil })
+            func exportedName(_ name: String) -> String? {
+                Self.exportedName(name, plan: plan, naming: naming, renumber: renumber, keysValuesKept: keysValuesKept)
+            }
             var entries: [SafetensorsWriter.Entry] = []
             // FP8 weights travel as stored, with their scales; MXFP4 pairs are
             // written as the float tensors transformers expects
             // (`dequantizedEntries`); buffers droptrace cannot read stay behind.
             let mxfp4 = Set(mxfp4Pairs(model.checkpoint).flatMap { [$0 + "_blocks", $0 + "_scales"] })
             for name in model.checkpoint.storedTensorNames where !mxfp4.contains(name) {
-                guard let newName = exportedName(name, plan: plan, naming: naming, renumber: renumber),
-                    let slice = try? model.checkpoint.storedTensor(name)
-                else { continue }
-                entries.append(rescaledQuery(slice, renamedTo: newName, naming: naming, renumber: renumber)
-                    ?? SafetensorsWriter.Entry(slice, renamedTo: newName))
+                guard let newName = exportedName(name), let slice = try? model.checkpoint.storedTensor(name) else { continue }
+                entries.append(
+                    rescaledQuery(slice, renamedTo: newName, naming: naming, renumber: renumber)
+                        ?? keptPieces(slice, naming: naming, renumber: renumber)
+                        ?? SafetensorsWriter.Entry(slice, renamedTo: newName))
             }
-            entries += try dequantizedEntries(model.checkpoint) { exportedName($0, plan: plan, naming: naming, renumber: renumber) }
+            entries += try dequantizedEntries(model.checkpoint, rename: exportedName)
             try SafetensorsWriter.write(entries, to: staging.appendingPathComponent(Checkpoint.singleFileName))
             try exportedConfig(model.checkpoint, plan: plan, naming: naming, renumber: renumber)
                 .write(to: staging.appendingPathComponent("config.json"))
@@ -217,11 +222,48 @@ public enum DroppedModelExport {
         var remaining: Int { mapping.count }
     }
 
+    /// A tensor packing one piece per layer (`LayerNaming.packedPerLayerTensors`)
+    /// with the removed blocks' pieces left out, in its stored type; nil
+    /// for other tensors, or when no block is removed.
+    static func keptPieces(_ slice: TensorSlice, naming: LayerNaming, renumber: Renumbering) -> SafetensorsWriter.Entry? {
+        guard renumber.remaining < renumber.layers, let packed = naming.packedPerLayerTensors.first(where: { $0.name == slice.name }),
+            slice.shape.count == 2, slice.shape[packed.axis] == renumber.layers * packed.width
+        else { return nil }
+        let kept = (0..<renumber.layers).filter { renumber.mapping[$0] != nil }
+        // [outer, layers, inner] elements: each kept piece is a run of `inner` elements.
+        let (outer, inner) = packed.axis == 0 ? (1, packed.width * slice.shape[1]) : (slice.shape[0], packed.width)
+        var shape = slice.shape
+        shape[packed.axis] = kept.count * packed.width
+        let runs = (0..<outer).flatMap { row in kept.map { (row * renumber.layers + $0) * inner } }
+        // Quantised or reordered tensors are written as float32, as `SafetensorsWriter.Entry` writes them.
+        guard !slice.dtype.isBlockQuantized, slice.storedOrder == .asShaped else {
+            return SafetensorsWriter.Entry(name: slice.name, shape: shape) {
+                let values = try slice.floats()
+                return runs.flatMap { values[$0..<($0 + inner)] }
+            }
+        }
+        let size = slice.dtype.byteCount(elements: 1)
+        return SafetensorsWriter.Entry(name: slice.name, dtype: slice.dtype, shape: shape) {
+            let bytes = try slice.storedBytes()
+            var selected = Data(capacity: runs.count * inner * size)
+            for start in runs { selected.append(bytes[(bytes.startIndex + start * size)..<(bytes.startIndex + (start + inner) * size)]) }
+            return selected
+        }
+    }
+
     /// The tensor's name in the export, or nil when its module is dropped.
-    static func exportedName(_ name: String, plan: DropPlan, naming: LayerNaming, renumber: Renumbering) -> String? {
+    /// `keysValuesKept`: layers whose dropped attention keeps the weights of
+    /// the keys and values later layers reuse (`LayerNaming.keyValueParts`).
+    static func exportedName(
+        _ name: String, plan: DropPlan, naming: LayerNaming, renumber: Renumbering, keysValuesKept: Set<Int> = []
+    ) -> String? {
         guard let (layer, rest) = naming.split(name) else { return name }
         guard let newLayer = renumber.mapping[layer] else { return nil }
-        if plan.attention.contains(layer), naming.attention.contains(where: rest.hasPrefix) { return nil }
+        if plan.attention.contains(layer), naming.attention.contains(where: rest.hasPrefix),
+            !(keysValuesKept.contains(layer) && naming.keyValueParts.contains(where: rest.hasPrefix))
+        {
+            return nil
+        }
         if plan.mlp.contains(layer), naming.mlp.contains(where: rest.hasPrefix) { return nil }
         return "\(naming.prefix)\(newLayer).\(rest)"
     }
@@ -471,6 +513,9 @@ public enum DroppedModelExport {
         // Index lists left to a rule (Llama 4's sparse interleave), written renumbered.
         for (key, indices) in naming.layerIndexLists.sorted(by: { $0.key < $1.key }) where try config.value(key) == nil || config.value(key) is NSNull {
             try config.set(key, value: indices.compactMap { renumber.mapping[$0] }.sorted())
+        }
+        for (key, count) in naming.trailingLayerCounts.sorted(by: { $0.key < $1.key }) {
+            try config.set(key, value: renumber.mapping.keys.filter { $0 >= layers - count }.count)
         }
         for key in Set(layerThresholdKeys).union(naming.layerThresholds.keys).sorted() {
             // Also one the family read as its default: transformers would apply it to the new indices.

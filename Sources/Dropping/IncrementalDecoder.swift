@@ -23,8 +23,11 @@ final class IncrementalDecoder {
     private init(model: any LanguageModel, blocks: [TransformerBlock?], capacity: Int) {
         self.model = model
         self.blocks = blocks
+        // A layer reusing another's keys and values (Gemma 4) has no cache of its own.
         caches = blocks.map { block in
-            guard let attention = block?.attention?.mixer.softmaxAttention else { return nil }
+            guard let attention = (block?.attention ?? block?.keyValueProducer)?.mixer.softmaxAttention,
+                attention.keyValueSharing?.reusedLayer == nil
+            else { return nil }
             return KeyValueCache(attention, capacity: capacity)
         }
         states = blocks.map { $0?.attention?.mixer.recurrent?.emptyState() }
@@ -34,14 +37,16 @@ final class IncrementalDecoder {
     /// expanded weights (a dropped branch is nil, as `block(_:skipping:)`
     /// gives it), so timing both models holds one copy of the weights.
     /// `self` must be the full model's decoder.
-    func dropping(_ plan: DropPlan, capacity: Int) -> IncrementalDecoder {
-        IncrementalDecoder(
+    /// Layers that reuse keys and values take them from the layer the
+    /// dropped model has them from (`LanguageModel.keyValueSharing`).
+    /// - Throws: `DroptraceError` when `plan` leaves such a layer none.
+    func dropping(_ plan: DropPlan, capacity: Int) throws -> IncrementalDecoder {
+        let sharing = try model.keyValueSharing(skipping: plan)
+        return IncrementalDecoder(
             model: model,
             blocks: blocks.enumerated().map { index, block in
                 guard let block, !plan.blocks.contains(index) else { return nil }
-                return TransformerBlock(
-                    attention: plan.dropsAttention(index) ? nil : block.attention,
-                    mlp: plan.dropsMLP(index) ? nil : block.mlp, residual: block.residual, outputScale: block.outputScale)
+                return block.dropping(plan, at: index, sharing: sharing)
             },
             capacity: capacity)
     }
@@ -54,29 +59,37 @@ final class IncrementalDecoder {
         }
     }
 
-    /// The embeddings of `tokens` at positions 0..<count [count, hidden], to
-    /// look them up before timing: the model reads its embedding table from
-    /// the checkpoint at every lookup, which a generation engine does once.
-    func embedded(_ tokens: [Int]) throws -> Matrix {
-        try model.embed(TokenBatch(sequences: [tokens]))
+    /// The embeddings of `tokens` at positions 0..<count [count, hidden] (and
+    /// their per-layer inputs, where the model takes them), to look them up
+    /// before timing: the model reads its embedding table from the
+    /// checkpoint at every lookup, which a generation engine does once.
+    func embedded(_ tokens: [Int]) throws -> EmbeddedTokens {
+        try EmbeddedTokens(TokenBatch(sequences: [tokens]), model: model)
     }
 
-    /// Runs embedded rows `x` (positions 0..<rows, at most the capacity, the
-    /// caches empty) through every block at once, filling the caches as
-    /// generation's prefill does; returns the final hidden state of the last
-    /// row [1, hidden].
-    func prefill(embedded x: Matrix) -> Matrix {
+    /// Runs embedded rows `embedded` (positions 0..<rows, at most the
+    /// capacity, the caches empty) through every block at once, filling the
+    /// caches as generation's prefill does; returns the final hidden state
+    /// of the last row [1, hidden].
+    func prefill(embedded: EmbeddedTokens) -> Matrix {
+        var x = embedded.rows
         let positions = Array(0..<x.rows)
-        var x = x
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
-            x = block(x, index: index) { mixer, input in
+            x = block(x, index: index, perLayerInput: embedded.perLayerInput(index)) { mixer, input in
                 mixer(
-                    input, attend: { caches[index]!.prefill($1, with: $0, positions: positions) },
+                    input,
+                    attend: { attention, x in
+                        switch attention.keyValueSharing {
+                        case .reuse(let source)?: return caches[source]!.prefillReusing(x, with: attention, positions: positions)
+                        case .storeOnly?: return caches[index]!.append(x, with: attention, positions: positions, step: false)
+                        default: return caches[index]!.prefill(x, with: attention, positions: positions)
+                        }
+                    },
                     recur: { $0($1, state: &states[index]!) })
             }.output
         }
-        return Matrix(rows: 1, cols: x.cols, data: Array(x.data.suffix(x.cols)))
+        return x.rows(x.rows - 1..<x.rows)
     }
 
     /// Bytes the key/value caches hold per token (Float32, as this engine
@@ -88,17 +101,24 @@ final class IncrementalDecoder {
     /// Runs one token through every block; returns the final hidden state.
     /// (Single-row products stay on one thread: `Linear` splits only by rows.)
     func step(token: Int, position: Int) throws -> Matrix {
-        step(embedded: try model.embed(TokenBatch(token: token, position: position)), position: position)
+        step(embedded: try EmbeddedTokens(TokenBatch(token: token, position: position), model: model), position: position)
     }
 
-    /// `step(token:position:)` from the token's embedding [1, hidden].
-    func step(embedded row: Matrix, position: Int) -> Matrix {
-        var x = row
+    /// `step(token:position:)` from the token's embedding (one row).
+    func step(embedded: EmbeddedTokens, position: Int) -> Matrix {
+        var x = embedded.rows
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
-            x = block(x, index: index) { mixer, input in
+            x = block(x, index: index, perLayerInput: embedded.perLayerInput(index)) { mixer, input in
                 mixer(
-                    input, attend: { caches[index]!.attend($1, with: $0, position: position) },
+                    input,
+                    attend: { attention, x in
+                        switch attention.keyValueSharing {
+                        case .reuse(let source)?: return caches[source]!.attendReusing(x, with: attention, position: position)
+                        case .storeOnly?: return caches[index]!.append(x, with: attention, positions: [position], step: true)
+                        default: return caches[index]!.attend(x, with: attention, position: position)
+                        }
+                    },
                     recur: { $0($1, state: &states[index]!) })
             }.output
         }
@@ -139,6 +159,13 @@ struct KeyValueCache {
         let qkv = attention.projectedQKV(x, positions: positions, queryLatent: latent)
         let indexed = attention.indexer.map { $0.project(x, queryLatent: latent!, positions: positions) }
         if let indexed { indexerKeys.replaceSubrange(length * indexed.keys.cols..<(length + x.rows) * indexed.keys.cols, with: indexed.keys.data) }
+        appendKeysValues(qkv)
+        return Self.attendEachOther(
+            qkv, input: x, with: attention, keySelection: indexed.map { attention.indexer!.selection($0, sequences: [0..<qkv.rows]) })
+    }
+
+    /// Appends the keys and values of projected rows `qkv` at the next positions.
+    private mutating func appendKeysValues(_ qkv: Matrix) {
         let headDim = layout.headDim, width = self.width
         for row in 0..<qkv.rows {
             for g in 0..<layout.numKVHeads {
@@ -149,11 +176,53 @@ struct KeyValueCache {
             }
         }
         length += qkv.rows
-        return attention.finish(causalAttention(
-            qkv: qkv, layout: layout, sequences: [0..<qkv.rows], scale: attention.scale,
+    }
+
+    /// A store-only layer's step or prefill (`KeyValueSharing.storeOnly`):
+    /// appends the keys and values of rows `x` at `positions` for the layers
+    /// that reuse them, attending to nothing; returns no columns. A decoding
+    /// step's row is rounded as `attend` rounds it, a prefill's rows as
+    /// `prefill` keeps them.
+    mutating func append(_ x: Matrix, with attention: SelfAttention, positions: [Int], step: Bool) -> Matrix {
+        var qkv = attention.projectedQKV(x, positions: positions)
+        if roundsToBF16 && step { qkv.data = BFloat16.rounded(qkv.data) }
+        appendKeysValues(qkv)
+        return Matrix(zeros: x.rows, 0)
+    }
+
+    /// `prefill` of a layer that reuses this cache's keys and values: its
+    /// own layer appended those of rows `x` last.
+    func prefillReusing(_ x: Matrix, with attention: SelfAttention, positions: [Int]) -> Matrix {
+        let qkv = attention.projectedQKV(x, positions: positions, sharedKeysValues: keysValues(length - x.rows..<length))
+        return Self.attendEachOther(qkv, input: x, with: attention, keySelection: nil)
+    }
+
+    /// Causal attention of rows `qkv` over each other, through the output projection.
+    private static func attendEachOther(_ qkv: Matrix, input x: Matrix, with attention: SelfAttention, keySelection: KeySelection?) -> Matrix {
+        attention.finish(causalAttention(
+            qkv: qkv, layout: attention.layout, sequences: [0..<qkv.rows], scale: attention.scale,
             slidingWindow: attention.slidingWindow, logitSoftcap: attention.logitSoftcap, sinkLogits: attention.sinkLogits,
-            alibi: attention.alibi, chunkSize: attention.chunkSize,
-            keySelection: indexed.map { attention.indexer!.selection($0, sequences: [0..<qkv.rows]) }), input: x)
+            alibi: attention.alibi, chunkSize: attention.chunkSize, keySelection: keySelection), input: x)
+    }
+
+    /// The cached keys and values of positions `range`, [rows, keys | values].
+    private func keysValues(_ range: Range<Int>) -> Matrix {
+        let width = self.width
+        var data: [Float] = []
+        data.reserveCapacity(range.count * 2 * width)
+        for position in range {
+            data += keys[(position * width)..<((position + 1) * width)]
+            data += values[(position * width)..<((position + 1) * width)]
+        }
+        return Matrix(rows: range.count, cols: 2 * width, data: data)
+    }
+
+    /// `attend` of a layer that reuses this cache's keys and values: its
+    /// own layer appended the new token's last.
+    func attendReusing(_ x: Matrix, with attention: SelfAttention, position: Int) -> Matrix {
+        var qkv = attention.projectedQKV(x, positions: [position], sharedKeysValues: keysValues(length - 1..<length))
+        if roundsToBF16 { qkv.data = BFloat16.rounded(qkv.data) }
+        return attendCached(qkv, input: x, with: attention, kept: nil)
     }
 
     /// Attention of the new token over the cache (itself included), after
@@ -163,13 +232,6 @@ struct KeyValueCache {
         var qkv = attention.projectedQKV(x, positions: [position], queryLatent: latent)
         // One row: rounding it whole rounds the query, key and value alike.
         if roundsToBF16 { qkv.data = BFloat16.rounded(qkv.data) }
-        let layout = self.layout, headDim = layout.headDim, width = self.width
-        for g in 0..<layout.numKVHeads {
-            for j in 0..<headDim {
-                keys[length * width + g * headDim + j] = qkv.data[layout.keyOffset(kvHead: g) + j]
-                values[length * width + g * headDim + j] = qkv.data[layout.valueOffset(kvHead: g) + j]
-            }
-        }
         // The keys the sparse-attention indexer keeps for the new token (nil: all).
         var kept: Set<Int>?
         if let indexer = attention.indexer {
@@ -177,8 +239,16 @@ struct KeyValueCache {
             indexerKeys.replaceSubrange(length * indexer.dim..<(length + 1) * indexer.dim, with: indexed.keys.data)
             if length + 1 > indexer.topK { kept = Set(indexer.chosenKeys(indexed, row: 0, keys: indexerKeys, keyRows: 0..<(length + 1))) }
         }
-        length += 1
+        appendKeysValues(qkv)
+        return attendCached(qkv, input: x, with: attention, kept: kept)
+    }
+
+    /// The query of projected row `qkv` attending to the cache's positions
+    /// 0..<length (`kept` of them where the sparse indexer chose), the new
+    /// token's last; returns the output projection.
+    private func attendCached(_ qkv: Matrix, input x: Matrix, with attention: SelfAttention, kept: Set<Int>?) -> Matrix {
         // The cache holds positions 0..<length; the new token is at length - 1.
+        let layout = self.layout, headDim = layout.headDim, width = self.width
         let first = firstVisibleKey(query: length - 1, slidingWindow: attention.slidingWindow, chunkSize: attention.chunkSize)
         let visible = length - first
         var output = [Float](repeating: 0, count: layout.numHeads * headDim)

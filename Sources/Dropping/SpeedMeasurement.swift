@@ -134,7 +134,7 @@ public enum SpeedMeasurement {
         if lengths.isEmpty { lengths = [(positions + 1) / 2] }
         let capacity = 2 * lengths.max()! - 1
         let full = try IncrementalDecoder(model: model, plan: .none, capacity: capacity)
-        let dropped = full.dropping(plan, capacity: capacity)
+        let dropped = try full.dropping(plan, capacity: capacity)
         let head = try model.head()
         let context = (0..<capacity).map { tokens[$0 % tokens.count] }
         // Row i: the embedding of token i at position i (the same for both models).
@@ -146,12 +146,9 @@ public enum SpeedMeasurement {
         /// was looked up before the clock started (`IncrementalDecoder.embedded`).
         func generate(_ decoder: IncrementalDecoder, lengthIndex: Int) -> (prefill: Double, decode: Double) {
             decoder.reset()
-            let length = lengths[lengthIndex], rows = embeddings[lengthIndex]
-            func row(_ position: Int) -> Matrix {
-                Matrix(rows: 1, cols: rows.cols, data: Array(rows.data[(position * rows.cols)..<((position + 1) * rows.cols)]))
-            }
-            let prompt = Matrix(rows: length, cols: rows.cols, data: Array(rows.data.prefix(length * rows.cols)))
-            let steps = (length..<(2 * length - 1)).map(row)
+            let length = lengths[lengthIndex], embedded = embeddings[lengthIndex]
+            let prompt = embedded.rows(0..<length)
+            let steps = (length..<(2 * length - 1)).map { embedded.rows($0..<$0 + 1) }
             var clock = DispatchTime.now()
             var chosen = greedy(head.logits(decoder.prefill(embedded: prompt)))
             let prefill = seconds(since: clock)
@@ -271,6 +268,14 @@ public enum SpeedMeasurement {
                 total += Double(convolution.channels * (2 * convolution.kernel + 2))
             case nil:
                 break
+            }
+            // A dropped attention whose keys and values later layers reuse still projects them.
+            if let producer = block.keyValueProducer?.attention {
+                total += producer.projection.linears.reduce(0) { $0 + linear($1) }
+            }
+            // Gemma 4's per-layer input: its projection from the embedding (layer i's rows, the gate's shape), the gate and the branch's projection.
+            if let branch = block.perLayerInput {
+                total += linear(branch.gate) + linear(branch.projection) + linear(branch.gate)
             }
             // The router, the k experts a token is sent to and the shared experts.
             func cost(_ feedForward: FeedForward) -> Double {

@@ -65,3 +65,11 @@ public struct Matrix: Sendable {
         }
     }
 }
+
+extension Matrix {
+    /// Rows `range` [range.count, cols].
+    public func rows(_ range: Range<Int>) -> Matrix {
+        precondition(range.lowerBound >= 0 && range.upperBound <= rows)
+        return Matrix(rows: range.count, cols: cols, data: Array(data[(range.lowerBound * cols)..<(range.upperBound * cols)]))
+    }
+}

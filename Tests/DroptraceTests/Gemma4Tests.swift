@@ -12,12 +12,26 @@ import Testing
 @Suite struct Gemma4Tests {
     typealias Mutant = ConfigValidationTests.Mutant
 
+    /// The E2B/E4B layout: per-layer inputs (width 8) and key/value sharing
+    /// (layers 3–5 reuse layer 1's and 2's keys and values), double-wide MLPs.
+    static let pleName = "gemma4_ple-f32"
+
     static let mutants: [Mutant] = [
         Mutant("gemma4_text-f32", "rms_norm_eps", "0"),
         Mutant("gemma4_text-f32", "final_logit_softcapping", "-1"),
-        // Per-layer input embeddings and key/value sharing are not read.
+        // Per-layer inputs configured for a checkpoint without their tables.
         Mutant("gemma4_text-f32", "hidden_size_per_layer_input", "16"),
-        Mutant("gemma4_text-f32", "num_kv_shared_layers", "2"),
+        Mutant("gemma4_text-f32", "hidden_size_per_layer_input", "-1"),
+        // Sharing needs an earlier layer of each sharing layer's type (layers s, f, s, f).
+        Mutant("gemma4_text-f32", "num_kv_shared_layers", "3"),
+        Mutant("gemma4_text-f32", "num_kv_shared_layers", "4"),
+        Mutant("gemma4_text-f32", "num_kv_shared_layers", "-1"),
+        Mutant("gemma4_text-f32", "num_kv_shared_layers", "null"),
+        Mutant(pleName, "vocab_size_per_layer_input", "100"),
+        Mutant(pleName, "vocab_size_per_layer_input", "null"),
+        Mutant(pleName, "vocab_size_per_layer_input", "0"),
+        Mutant(pleName, "hidden_size_per_layer_input", "9223372036854775807"),
+        Mutant(pleName, "num_hidden_layers", "5", key: "layer_types"),
         // The MoE block needs its sizes, which Gemma4TextConfig leaves None.
         Mutant("gemma4_text-f32", "enable_moe_block", "true", key: "num_experts"),
         Mutant("gemma4_moe-f32", "num_experts", "0"),
@@ -55,6 +69,96 @@ import Testing
     @Test(arguments: mutants)
     func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
+    }
+
+    /// The E2B/E4B layout as Gemma4TextConfig resolves it: layers 3–5
+    /// reuse the keys and values of the last earlier layer of their type
+    /// (1 sliding, 2 full), projecting queries only, with MLPs twice as
+    /// wide; every layer ends with its per-layer input branch.
+    @Test func perLayerInputsAndSharingAsGemma4Builds() throws {
+        let model = try EditedFixture(Self.pleName).load()
+        let blocks = try (0..<6).map { try model.block($0) }
+        let sharing = blocks.map { $0.attention?.attention.keyValueSharing }
+        #expect(sharing == [nil, .store(layer: 1), .store(layer: 2), .reuse(layer: 1), .reuse(layer: 1), .reuse(layer: 2)])
+        for block in blocks[3...] {
+            let attention = try #require(block.attention?.attention)
+            #expect(attention.projection.outFeatures == attention.layout.queryWidth)
+        }
+        func mlpWidth(_ block: TransformerBlock) -> Int? {
+            guard case .gated(_, let down, _) = block.mlp?.feedForward else { return nil }
+            return down.inFeatures
+        }
+        #expect(blocks.map(mlpWidth) == [64, 64, 64, 128, 128, 128])
+        #expect(blocks.allSatisfy { $0.perLayerInput?.gate.outFeatures == 8 && $0.keyValueProducer == nil })
+        #expect(model.perLayerEmbedding?.width == 8)
+    }
+
+    /// Dropping a storing layer's attention keeps its keys and values for
+    /// the layers that reuse them (it drops the attention's output, what its
+    /// score measures); dropping its block moves them to the last earlier
+    /// kept layer of the type, as transformers resolves an export without
+    /// the block; dropping every layer of a type refuses the plan.
+    @Test func droppedStoringLayersKeepOrMoveTheKeysAndValues() throws {
+        let model = try EditedFixture(Self.pleName).load()
+        let attentionDropped = try model.keyValueSharing(skipping: DropPlan(attention: [1]))
+        #expect(attentionDropped[1] == .storeOnly(layer: 1) && attentionDropped[3] == .reuse(layer: 1))
+        let block = try model.block(1, skipping: DropPlan(attention: [1]))
+        #expect(block.attention == nil && block.keyValueProducer?.attention.keyValueSharing == .storeOnly(layer: 1))
+        #expect(block.keyValueProducer?.attention.projection.outFeatures == 2 * 2 * 8)
+        let blockDropped = try model.keyValueSharing(skipping: DropPlan(blocks: [1]))
+        #expect(blockDropped[0] == .store(layer: 0) && blockDropped[3] == .reuse(layer: 0) && blockDropped[5] == .reuse(layer: 2))
+        #expect(throws: DroptraceError.self) { _ = try model.keyValueSharing(skipping: DropPlan(blocks: [2])) }
+        #expect(throws: DroptraceError.self) { _ = try model.block(3, skipping: DropPlan(blocks: [0, 1])) }
+    }
+
+    /// Key/value-cache decoding equals the full forward with the sharing
+    /// layers reading the cache of the layer they reuse, a store-only layer
+    /// filling its cache, and the per-layer inputs looked up per token.
+    @Test func sharingAndPerLayerInputsDecodeAsTheFullForward() throws {
+        let model = try EditedFixture(Self.pleName).load()
+        try expectCachedDecodingMatchesTheForward(
+            model, tokens: 20, prefill: 12,
+            plans: [.none, DropPlan(attention: [1]), DropPlan(attention: [2, 4]), DropPlan(mlp: [3]), DropPlan(blocks: [1]),
+                    DropPlan(blocks: [0, 4]), DropPlan(attention: [0], blocks: [1])],
+            label: Self.pleName)
+    }
+
+    /// Exports of the E2B/E4B layout read back as the dropped model: a
+    /// block drop keeps the kept layers' pieces of the per-layer embeddings
+    /// and counts the kept sharing layers (`num_kv_shared_layers`), so
+    /// transformers resolves the same layers to reuse; an attention drop of
+    /// a layer whose keys and values are reused keeps their weights.
+    @Test func exportsLoadAsTheDroppedModel() throws {
+        let scratch = try ScratchDirectory()
+        let source = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(Self.pleName)))
+        let windows = [Array(FixtureFiles.jsonlSequences()[0].prefix(24))]
+        for (n, plan) in [DropPlan(blocks: [0, 4]), DropPlan(attention: [1, 4]), DropPlan(blocks: [1])].enumerated() {
+            let export = scratch.path("export-\(n)")
+            try DroppedModelExport.write(model: source, plan: plan, to: export)
+            let checkpoint = try Checkpoint(directory: export)
+            let expected = try LanguageModelLoss.evaluate(model: source, plan: plan, windows: windows, sourcePath: "eval")
+            let exported = try LanguageModelLoss.evaluate(
+                model: try ModelRegistry.load(checkpoint), plan: .none, windows: windows, sourcePath: "eval")
+            #expect(abs(exported.perplexity / expected.perplexity - 1) < 1e-6, "\(plan)")
+            let config = try JSONSerialization.jsonObject(with: Data(contentsOf: export.appendingPathComponent("config.json"))) as! [String: Any]
+            let names = Set(checkpoint.storedTensorNames)
+            switch n {
+            case 0:
+                #expect(config["num_hidden_layers"] as? Int == 4 && config["num_kv_shared_layers"] as? Int == 2)
+                #expect(try checkpoint.storedTensor("model.embed_tokens_per_layer.weight").shape == [512, 32])
+                #expect(try checkpoint.storedTensor("model.per_layer_model_projection.weight").shape == [32, 32])
+            case 1:
+                #expect(names.isSuperset(of: ["model.layers.1.self_attn.k_proj.weight", "model.layers.1.self_attn.v_proj.weight",
+                                              "model.layers.1.self_attn.k_norm.weight", "model.layers.1.input_layernorm.weight"]))
+                #expect(names.isDisjoint(with: ["model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.o_proj.weight",
+                                                "model.layers.4.self_attn.q_proj.weight", "model.layers.4.input_layernorm.weight"]))
+            default:
+                #expect(config["num_hidden_layers"] as? Int == 5 && config["num_kv_shared_layers"] as? Int == 3)
+            }
+        }
+        // An export transformers could not resolve is refused before writing.
+        #expect(throws: DroptraceError.self) { try DroppedModelExport.write(model: source, plan: DropPlan(blocks: [2]), to: scratch.path("none")) }
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("none").path))
     }
 
     /// Gemma4TextConfig's default per_layer_input width is 256: a config that omits it has per-layer inputs.

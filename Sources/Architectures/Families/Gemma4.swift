@@ -13,6 +13,7 @@ struct Gemma4Configuration: Decodable {
     var finalLogitSoftcapping: Double?
     var useBidirectionalAttention: String?
     var hiddenSizePerLayerInput: Int?
+    var vocabSizePerLayerInput: Int?
     var attentionKEqV: Bool?
     var numKVSharedLayers: Int?
     var enableMoEBlock: Bool?
@@ -32,6 +33,7 @@ struct Gemma4Configuration: Decodable {
         case finalLogitSoftcapping = "final_logit_softcapping"
         case useBidirectionalAttention = "use_bidirectional_attention"
         case hiddenSizePerLayerInput = "hidden_size_per_layer_input"
+        case vocabSizePerLayerInput = "vocab_size_per_layer_input"
         case attentionKEqV = "attention_k_eq_v"
         case numKVSharedLayers = "num_kv_shared_layers"
         case enableMoEBlock = "enable_moe_block"
@@ -49,7 +51,7 @@ struct Gemma4Configuration: Decodable {
         "vocab_size": 262_144, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 30,
         "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
         "max_position_embeddings": 131_072, "rms_norm_eps": 1e-6, "tie_word_embeddings": true, "attention_bias": false,
-        "sliding_window": 512, "hidden_size_per_layer_input": 256, "num_kv_shared_layers": 0, "global_head_dim": 512,
+        "sliding_window": 512, "hidden_size_per_layer_input": 256, "vocab_size_per_layer_input": 262_144, "num_kv_shared_layers": 0, "global_head_dim": 512,
         "attention_k_eq_v": false, "enable_moe_block": false, "use_double_wide_mlp": false,
     ]
 }
@@ -102,9 +104,26 @@ struct Gemma4Configuration: Decodable {
 /// `experts.gate_up_proj` / `down_proj`) read `pre_feedforward_layernorm_2`
 /// of H. Dropping the MLP drops the dense MLP and the experts together.
 ///
-/// Not read: per-layer input embeddings (`hidden_size_per_layer_input`, on
-/// by default) and key/value sharing (`num_kv_shared_layers`), refused when
-/// configured.
+/// The small models (E2B, E4B) add two things:
+/// - per-layer inputs (`hidden_size_per_layer_input` P, 256 by default;
+///   0 or null: none): each layer adds a third branch after the MLP,
+///   before its scalar (`PerLayerInputBranch`: `per_layer_input_gate`, the
+///   activation, times the layer's input, `per_layer_projection`,
+///   `post_per_layer_input_norm`), its input built from the token and its
+///   embedding (`PerLayerEmbedding`: `embed_tokens_per_layer` of
+///   `vocab_size_per_layer_input` rows, at least `vocab_size`,
+///   `per_layer_model_projection`, `per_layer_projection_norm`). The
+///   branch belongs to the block: the block's score includes it, an
+///   attention or MLP drop keeps it.
+/// - key/value sharing: the last `num_kv_shared_layers` layers project
+///   queries only (no `k_proj`, `v_proj`, `k_norm`) and attend to the keys
+///   and values of the last earlier layer of their type, as
+///   `Gemma4TextConfig.kv_sharing_modes` resolves them; with
+///   `use_double_wide_mlp` their MLPs are 2 × `intermediate_size` wide.
+///   With blocks dropped, they take them from the last earlier kept layer
+///   of their type (`keyValueSharing(skipping:)`), where transformers takes
+///   them in an export without those blocks; a layer whose attention is
+///   dropped still makes them (`KeyValueSharing.storeOnly`).
 struct Gemma4Model: DecoderFamily {
     static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
@@ -117,6 +136,9 @@ struct Gemma4Model: DecoderFamily {
     let activation: Activation
     /// A `gemma4` checkpoint: the language model of `Gemma4ForConditionalGeneration`.
     let multimodal: Bool
+    let perLayerEmbedding: PerLayerEmbedding?
+    /// The first layer that reuses keys and values (num_hidden_layers − `num_kv_shared_layers`).
+    let firstSharedLayer: Int
 
     init(_ checkpoint: Checkpoint) throws {
         multimodal = checkpoint.modelType == "gemma4"
@@ -135,14 +157,33 @@ struct Gemma4Model: DecoderFamily {
             try ConfigRules.positiveIfPresent(config.finalLogitSoftcapping, key + "final_logit_softcapping")
             try ConfigRules.countIfPresent(config.globalHeadDim, key + "global_head_dim")
             try ConfigRules.countIfPresent(config.numGlobalKeyValueHeads, key + "num_global_key_value_heads")
-            if let share = config.hiddenSizePerLayerInput, share != 0 {
-                throw InvalidConfigValue(
-                    key: key + "hidden_size_per_layer_input",
-                    problem: "is \(share) (Gemma4TextConfig's default is 256): droptrace reads Gemma 4 models without per-layer input embeddings, whose configs set it to 0")
+            if let width = config.hiddenSizePerLayerInput {
+                try ConfigRules.nonNegative(width, key + "hidden_size_per_layer_input")
             }
-            if let shared = config.numKVSharedLayers, shared != 0 {
+            // (A null vocab_size_per_layer_input is refused with the value kinds.)
+            if let width = config.hiddenSizePerLayerInput, width > 0, let vocabulary = config.vocabSizePerLayerInput {
+                try ConfigRules.count(vocabulary, key + "vocab_size_per_layer_input")
+                // Gemma4TextModel looks every token up in both tables.
+                if vocabulary < dimensions.vocabSize {
+                    throw InvalidConfigValue(
+                        key: key + "vocab_size_per_layer_input",
+                        problem: "is \(vocabulary), below vocab_size \(dimensions.vocabSize): tokens from \(vocabulary) up would have no per-layer input")
+                }
+                // The packed table [vocabulary, layers · width] and the projection [layers · width, hidden].
+                _ = try ConfigRules.product([
+                    (width, key + "hidden_size_per_layer_input"), (dimensions.numHiddenLayers, key + "num_hidden_layers"),
+                    (dimensions.hiddenSize, key + "hidden_size"),
+                ])
+                _ = try ConfigRules.product([
+                    (vocabulary, key + "vocab_size_per_layer_input"), (width, key + "hidden_size_per_layer_input"),
+                    (dimensions.numHiddenLayers, key + "num_hidden_layers"),
+                ])
+            }
+            // Gemma4TextConfig needs an earlier layer to take them from (null is refused with the value kinds).
+            if let shared = config.numKVSharedLayers, shared < 0 || shared >= dimensions.numHiddenLayers {
                 throw InvalidConfigValue(
-                    key: key + "num_kv_shared_layers", problem: "is \(shared): droptrace reads Gemma 4 models without key/value sharing")
+                    key: key + "num_kv_shared_layers",
+                    problem: "must be between 0 and num_hidden_layers − 1 (\(dimensions.numHiddenLayers - 1)), got \(shared)")
             }
             if config.enableMoEBlock == true {
                 // Gemma4TextConfig leaves them None, which its experts cannot be built with.
@@ -174,6 +215,26 @@ struct Gemma4Model: DecoderFamily {
         if !configured.isEmpty { configured[configured.count - 1] = AttentionLayerType.full }
         layerTypes = try parts.layerTypes(configured, slidingWindow: config.slidingWindow, default: { _ in AttentionLayerType.full })
         activation = try parts.activation(config.hiddenActivation, key: "hidden_activation")
+        firstSharedLayer = dimensions.numHiddenLayers - (config.numKVSharedLayers ?? 0)
+        let sharedTypes = Set(layerTypes[firstSharedLayer...]), storing = Set(layerTypes[..<firstSharedLayer])
+        if let missing = sharedTypes.subtracting(storing).sorted().first {
+            throw DroptraceError(
+                "\"\(key)num_kv_shared_layers\" is \(config.numKVSharedLayers!): the \(missing) layers from \(firstSharedLayer) on would reuse the keys and values of an earlier \(missing) layer, and there is none",
+                path: configPath)
+        }
+        if let width = config.hiddenSizePerLayerInput, width > 0 {
+            // Gemma4TextConfig's default is 256: a config of a model without them must say 0.
+            guard parts.weights.has("embed_tokens_per_layer.weight") else {
+                throw DroptraceError(
+                    "\"\(key)hidden_size_per_layer_input\" is \(width)\(try checkpoint.configObject(section)["hidden_size_per_layer_input"] != nil ? "" : " (Gemma4TextConfig's default: the key is absent)"), but the checkpoint has no per-layer embeddings (embed_tokens_per_layer); a Gemma 4 model without them sets it to 0",
+                    path: configPath)
+            }
+            perLayerEmbedding = try PerLayerEmbedding(
+                weights: parts.weights, tableName: "embed_tokens_per_layer", vocabulary: config.vocabSizePerLayerInput!,
+                layers: dimensions.numHiddenLayers, width: width, hiddenSize: dimensions.hiddenSize, eps: config.rmsNormEps)
+        } else {
+            perLayerEmbedding = nil
+        }
 
         let layerKeys = try parts.config(Gemma4LayerKeys.self)
         let shapes = try Gemma4LayerShapes(
@@ -184,11 +245,17 @@ struct Gemma4Model: DecoderFamily {
         let ropes = try Gemma4Rope.parameters(layerKeys.rope, layerTypes: Set(layerTypes), keyPrefix: key, configPath: configPath)
         let types = layerTypes, drops = parts.configuredDrops
         for layerType in Set(types).sorted() {
-            guard let layer = types.indices.first(where: { types[$0] == layerType && !drops.dropsAttention($0) }) else { continue }
+            let kept = types.indices.first { types[$0] == layerType && !drops.dropsAttention($0) }
+            // With every attention of the type dropped, a layer whose keys and values are reused still rotates its keys.
+            let producer = firstSharedLayer < types.count
+                ? (0..<firstSharedLayer).first { types[$0] == layerType && !drops.blocks.contains($0) } : nil
+            guard let layer = kept ?? producer else { continue }
             let layout = layouts[layer], headKey = shapes.headKeys[layer]
+            let (tensor, heads, headsKey) = kept != nil
+                ? ("q_proj", layout.numHeads, "num_attention_heads") : ("k_proj", layout.numKVHeads, "num_key_value_heads")
             try parts.weights.confirmShape(
-                "layers.\(layer).self_attn.q_proj.weight", [layout.numHeads * layout.headDim, dimensions.hiddenSize],
-                keys: "num_attention_heads × \(headKey)", configPath: configPath)
+                "layers.\(layer).self_attn.\(tensor).weight", [heads * layout.headDim, dimensions.hiddenSize],
+                keys: "\(headsKey) × \(headKey)", configPath: configPath)
             rotary[layerType] = ropes[layerType]!.embedding(headDim: layout.headDim)
         }
         self.rotary = rotary
@@ -207,6 +274,11 @@ struct Gemma4Model: DecoderFamily {
     var layerNaming: LayerNaming {
         var naming = parts.naming
         naming.layerTypes = layerTypes
+        if firstSharedLayer < layerCount {
+            naming.trailingLayerCounts = ["num_kv_shared_layers": layerCount - firstSharedLayer]
+            naming.keyValueParts = ["input_layernorm.", "self_attn.k_proj.", "self_attn.v_proj.", "self_attn.k_norm."]
+        }
+        naming.packedPerLayerTensors = perLayerEmbedding?.packedTensors ?? []
         return naming
     }
 
@@ -221,10 +293,51 @@ struct Gemma4Model: DecoderFamily {
         let eps = config.rmsNormEps
         let p = "layers.\(index)."
         let scalar = weights.has(p + "layer_scalar") ? try weights.floats(p + "layer_scalar", [1])[0] : nil
-        return try SandwichBlock.block(
-            index, parts: parts, drops: drops, eps: eps, activation: activation, plainNorms: true, outputScale: scalar,
+        let sharing = try keyValueSharing(skipping: plan)
+        let mine = sharing.isEmpty ? nil : sharing[index]
+        let wide = config.useDoubleWideMLP == true && index >= firstSharedLayer
+        let block = try SandwichBlock.block(
+            index, parts: parts, drops: drops, eps: eps, activation: activation, plainNorms: true,
+            inner: wide ? 2 * parts.dimensions.intermediateSize : nil, outputScale: scalar,
             experts: config.enableMoEBlock == true ? { try experts(index) } : nil
-        ) { try attention(index) }
+        ) { try attention(index, sharing: mine) }
+        let width = perLayerEmbedding?.width
+        return TransformerBlock(
+            attention: block.attention, mlp: block.mlp, residual: block.residual, outputScale: block.outputScale,
+            perLayerInput: try width.map { width in
+                PerLayerInputBranch(
+                    gate: try weights.linear(p + "per_layer_input_gate", in: hiddenSize, out: width, bias: false),
+                    activation: activation,
+                    projection: try weights.linear(p + "per_layer_projection", in: width, out: hiddenSize, bias: false),
+                    norm: try weights.rmsNorm(p + "post_per_layer_input_norm", size: hiddenSize, eps: eps))
+            },
+            keyValueProducer: mine?.storesOnly == true
+                ? AttentionBranch(
+                    inputNorm: try weights.rmsNorm(p + "input_layernorm", size: hiddenSize, eps: eps),
+                    attention: try attention(index, sharing: mine))
+                : nil)
+    }
+
+    /// transformers' `kv_sharing_modes` with `plan`'s modules dropped: each
+    /// layer from `firstSharedLayer` on reuses the keys and values of the
+    /// last earlier kept layer of its type, which stores them — and still
+    /// computes them when its attention is dropped (`.storeOnly`), so that
+    /// dropping an attention removes its output alone. Empty without sharing.
+    func keyValueSharing(skipping plan: DropPlan) throws -> [KeyValueSharing?] {
+        guard firstSharedLayer < layerCount else { return [] }
+        let drops = plan.union(configuredDrops)
+        var sharing = [KeyValueSharing?](repeating: nil, count: layerCount)
+        for layer in firstSharedLayer..<layerCount {
+            let type = layerTypes[layer]
+            guard let source = (0..<firstSharedLayer).last(where: { layerTypes[$0] == type && !drops.blocks.contains($0) }) else {
+                throw DroptraceError(
+                    "dropping every \(type) layer below \(firstSharedLayer) leaves layer \(layer) no keys and values to reuse (num_kv_shared_layers)",
+                    path: parts.configPath)
+            }
+            sharing[source] = drops.dropsAttention(source) ? .storeOnly(layer: source) : .store(layer: source)
+            sharing[layer] = .reuse(layer: source)
+        }
+        return sharing
     }
 
     /// Layer `index`'s router and experts (`Gemma4TextRouter`,
@@ -246,32 +359,42 @@ struct Gemma4Model: DecoderFamily {
 
     /// Gemma4TextConfig makes the last layer full attention whatever
     /// `layer_types` says: an export whose last kept layer slides would load
-    /// in transformers as another model (other heads, no window).
+    /// in transformers as another model (other heads, no window). An export
+    /// leaving the sharing layers of a type no earlier layer of it would not
+    /// load at all (`keyValueSharing(skipping:)`).
     func exportProblem(_ plan: DropPlan) -> String? {
+        do { _ = try keyValueSharing(skipping: plan) } catch { return (error as? DroptraceError)?.message ?? "\(error)" }
         guard let last = (0..<layerCount).last(where: { !plan.blocks.contains($0) }),
               layerTypes[last] == AttentionLayerType.sliding else { return nil }
         return "dropping blocks \((last + 1..<layerCount).map(String.init).joined(separator: ", ")) leaves the sliding-window layer \(last) last, which Gemma4TextConfig turns into a full-attention layer when transformers loads the export; keep a full-attention layer last"
     }
 
-    /// Layer `index`'s attention (see the type's description).
-    private func attention(_ index: Int) throws -> SelfAttention {
+    /// Layer `index`'s attention (see the type's description); a layer
+    /// that reuses keys and values has no key or value weights.
+    private func attention(_ index: Int, sharing: KeyValueSharing?) throws -> SelfAttention {
         let weights = parts.weights, d = hiddenSize, eps = config.rmsNormEps
         let layout = layouts[index], bias = config.attentionBias == true
         let p = "layers.\(index).self_attn."
         let full = layerTypes[index] == AttentionLayerType.full
+        let reuses = sharing?.reusedLayer != nil, storesOnly = sharing?.storesOnly == true
         // attention_k_eq_v: a full layer's values are k_proj's output.
         let valueName = config.attentionKEqV == true && full ? "k_proj" : "v_proj"
         let kv = layout.numKVHeads * layout.headDim
-        let qkv = try weights.stackedLinear(
-            [p + "q_proj", p + "k_proj", p + valueName], in: d, outs: [layout.queryWidth, kv, kv], bias: bias)
+        // A reusing layer projects queries only, a store-only one keys and values only.
+        let names = reuses ? [p + "q_proj"] : storesOnly ? [p + "k_proj", p + valueName] : [p + "q_proj", p + "k_proj", p + valueName]
+        let outs = reuses ? [layout.queryWidth] : storesOnly ? [kv, kv] : [layout.queryWidth, kv, kv]
+        let qkv = try weights.stackedLinear(names, in: d, outs: outs, bias: bias)
+        let keyNorm = reuses ? nil : try weights.rmsNorm(p + "k_norm", size: layout.headDim, eps: eps)
+        let queryNorm = storesOnly ? keyNorm! : try weights.rmsNorm(p + "q_norm", size: layout.headDim, eps: eps)
         return SelfAttention(
             qkv: qkv, layout: layout, rotary: rotary[layerTypes[index]],
-            output: try weights.linear(p + "o_proj", in: layout.queryWidth, out: d, bias: bias),
+            // A store-only layer attends to nothing: no output projection is applied.
+            output: storesOnly
+                ? Linear(weight: [], bias: nil, inFeatures: layout.queryWidth, outFeatures: 0)
+                : try weights.linear(p + "o_proj", in: layout.queryWidth, out: d, bias: bias),
             scale: 1, slidingWindow: full ? nil : config.slidingWindow,
-            queryKeyNorm: .perHead(
-                query: try weights.rmsNorm(p + "q_norm", size: layout.headDim, eps: eps),
-                key: try weights.rmsNorm(p + "k_norm", size: layout.headDim, eps: eps)),
-            valueNorm: .rms(weight: [Float](repeating: 1, count: layout.headDim), eps: Float(eps)))
+            queryKeyNorm: .perHead(query: queryNorm, key: keyNorm ?? queryNorm),
+            valueNorm: .rms(weight: [Float](repeating: 1, count: layout.headDim), eps: Float(eps)), keyValueSharing: sharing)
     }
 }
 

@@ -32,7 +32,7 @@ func expectCachedDecodingMatchesTheForward(
     let full = try IncrementalDecoder(model: model, plan: .none, capacity: tokens.count)
     for plan in plans {
         let expected = try LayerwiseForward(model: model, plan: plan).run(TokenBatch(sequences: [tokens]))
-        let decoder = full.dropping(plan, capacity: tokens.count)
+        let decoder = try full.dropping(plan, capacity: tokens.count)
         for _ in 0..<2 {
             decoder.reset()
             let prefilled = decoder.prefill(embedded: try decoder.embedded(Array(tokens.prefix(prefill))))
