@@ -41,6 +41,12 @@ struct DeepSeekExperts: Sendable {
         var sharedExpertsKey = "n_shared_experts"
         /// Where, under the MLP prefix, the correction bias may be stored.
         var correctionBiasNames = ["gate.e_score_correction_bias"]
+        /// The key of the routed weights' scale (HYV3Config's `router_scaling_factor`).
+        var scalingFactorKey = "routed_scaling_factor"
+        /// Whether config.json's `n_group`, `topk_group` and `norm_topk_prob`
+        /// are read; a class without them routes in one group and always
+        /// renormalises (HYV3Config).
+        var readsGroupKeys = true
         /// The class's name, for errors about its None defaults.
         var name: String
 
@@ -71,6 +77,14 @@ struct DeepSeekExperts: Sendable {
             nRoutedExperts: 64, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 1024, routedScalingFactor: 2.5,
             expertsKey: "num_experts", expertsAlias: nil, sharedExpertsKey: "num_shared_experts",
             correctionBiasNames: ["gate.e_score_correction_bias", "e_score_correction_bias"], name: "ExaoneMoeConfig")
+        /// HYV3Config: `num_experts` (alias `num_local_experts`),
+        /// `num_shared_experts`, `router_scaling_factor`, the bias beside the
+        /// router; no groups, weights always renormalised.
+        static let hyV3 = ConfigClass(
+            nRoutedExperts: 192, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 1536, routedScalingFactor: 2.826,
+            expertsKey: "num_experts", expertsAlias: "num_local_experts", sharedExpertsKey: "num_shared_experts",
+            correctionBiasNames: ["expert_bias", "e_score_correction_bias"], scalingFactorKey: "router_scaling_factor", readsGroupKeys: false,
+            name: "HYV3Config")
     }
 
     let configClass: ConfigClass
@@ -111,10 +125,11 @@ struct DeepSeekExperts: Sendable {
         numExpertsPerTok = try written("num_experts_per_tok", absent: configClass.numExpertsPerTok)
         nSharedExperts = try written(configClass.sharedExpertsKey, absent: configClass.nSharedExperts)
         moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: Key("moe_intermediate_size")) ?? configClass.moeIntermediateSize
-        routedScalingFactor = try c.decodeIfPresent(Double.self, forKey: Key("routed_scaling_factor")) ?? configClass.routedScalingFactor
-        nGroup = try written("n_group", absent: configClass.nGroup)
-        topkGroup = try written("topk_group", absent: configClass.topkGroup)
-        normTopkProb = try written("norm_topk_prob", absent: configClass.normTopkProb) ?? false
+        routedScalingFactor = try c.decodeIfPresent(Double.self, forKey: Key(configClass.scalingFactorKey)) ?? configClass.routedScalingFactor
+        let reads = configClass.readsGroupKeys
+        nGroup = reads ? try written("n_group", absent: configClass.nGroup) : configClass.nGroup
+        topkGroup = reads ? try written("topk_group", absent: configClass.topkGroup) : configClass.topkGroup
+        normTopkProb = reads ? try written("norm_topk_prob", absent: configClass.normTopkProb) ?? false : configClass.normTopkProb
         try ConfigRules.decodingChecks {
             // Both spellings name one attribute: two values would leave it to key order.
             if let routed, let alias, let local, routed != local {
@@ -132,7 +147,7 @@ struct DeepSeekExperts: Sendable {
             sharedExperts: nSharedExperts ?? 0, inner: moeIntermediateSize, scoring: configClass.scoring, groupScore: .sumOfBestTwo,
             groupLimited: true, groups: nGroup, groupsPerToken: topkGroup, correctsSelection: configClass.scoring == .sigmoid,
             normalizesWeights: normTopkProb, scalingFactor: routedScalingFactor, sharedExpertsKey: configClass.sharedExpertsKey,
-            correctionBiasNames: configClass.correctionBiasNames)
+            correctionBiasNames: configClass.correctionBiasNames, scalingFactorKey: configClass.scalingFactorKey)
     }
 
     /// The routed layers' experts under `mlp.experts.`.
@@ -143,8 +158,14 @@ struct DeepSeekExperts: Sendable {
     /// Refuses counts, widths and groups transformers could not build or
     /// run the routed layers from (called only when some layer is routed).
     func check(hidden: Int) throws {
-        for (value, key) in [(nRoutedExperts, nRoutedExpertsKey), (nSharedExperts, configClass.sharedExpertsKey)] where value == nil {
-            throw InvalidConfigValue(key: key, problem: "must be set for the routed layers (\(configClass.name)'s default is None)")
+        let counts = [
+            (nRoutedExperts, nRoutedExpertsKey, configClass.nRoutedExperts), (nSharedExperts, configClass.sharedExpertsKey, configClass.nSharedExperts),
+        ]
+        for (value, key, classDefault) in counts where value == nil {
+            // Absent, a None default; else config.json's null.
+            throw InvalidConfigValue(
+                key: key,
+                problem: classDefault == nil ? "must be set for the routed layers (\(configClass.name)'s default is None)" : "is null, but the routed layers need it")
         }
         let routed = mixture
         try routed.checkExperts(hidden: hidden)

@@ -153,8 +153,14 @@ struct GroupRoutedMixture {
     var correctionBiasNames = ["gate.e_score_correction_bias"]
     /// The router's name under the MLP prefix (AFMoE's `router.gate`).
     var routerName = "gate"
+    /// The shared experts' name under the MLP prefix (HY-V3's saved `shared_mlp`).
+    var sharedName = "shared_experts"
     /// The key config.json gives the scaling factor under, for errors (AFMoE's `route_scale`).
     var scalingFactorKey = "routed_scaling_factor"
+    /// The shared experts' width where it is not `sharedExperts` ×
+    /// `inner` (HY-V3's MLP with no shared experts falls back to
+    /// `intermediate_size`).
+    var sharedWidth: Int? = nil
 
     /// Refuses expert counts and widths transformers could not run, or whose
     /// tensors would not fit in 64 bits, before anything is sized from them.
@@ -227,7 +233,7 @@ struct GroupRoutedMixture {
             router: try weights.linear(p + routerName, in: d, out: experts, bias: false),
             experts: routed, expertsPerToken: expertsPerToken ?? 1, rule: .groupLimited(routing),
             sharedExperts: try weights.sharedExperts(
-                p + "shared_experts.", hidden: d, inner: inner * sharedExperts, activation: activation, bias: sharedBias,
+                p + sharedName + ".", hidden: d, inner: sharedWidth ?? inner * sharedExperts, activation: activation, bias: sharedBias,
                 widthKeys: "\(sharedExpertsKey) and moe_intermediate_size")))
     }
 }

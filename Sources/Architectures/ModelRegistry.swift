@@ -70,6 +70,7 @@ public enum ModelRegistry {
         "helium": InterleavedLlamaModel.self,
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
         "hunyuan_v1_moe": HunYuanMoEV1Model.self,
+        "hy_v3": HYV3Model.self,
         "jais2": ArceeModel.self,
         "jamba": JambaModel.self,
         "lfm2": Lfm2Model.self,

@@ -129,6 +129,23 @@ struct Weights {
 
     func has(_ name: String, absolute: Bool = false) -> Bool { checkpoint.hasTensor(absolute ? self.absolute(name) : stored(name)) }
 
+    /// The name a tensor that transformers reads under two names (a
+    /// family's saved name, which its conversion mapping renames, and its
+    /// own) is stored under: `renamed` when only it is stored, else `saved`
+    /// (whose absence then names it in the error).
+    /// - Throws: `DroptraceError` when both are stored: transformers reads
+    ///   them as one parameter, so which it kept would depend on their order.
+    func storedName(saved: String, renamed: String) throws -> String {
+        switch (has(saved), has(renamed)) {
+        case (true, true):
+            throw DroptraceError(
+                "tensors '\(prefix)\(saved)' and '\(prefix)\(renamed)' are both stored, which transformers reads as one parameter; keep one of the two",
+                path: checkpoint.weightsPath)
+        case (false, true): return renamed
+        default: return saved
+        }
+    }
+
     /// The stored name of tensor `name` outside the base model (`lm_head.weight`):
     /// under the wrapper when it is stored there.
     func absolute(_ name: String) -> String {

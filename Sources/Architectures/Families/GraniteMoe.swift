@@ -132,15 +132,7 @@ struct GraniteMoeMLP: Sendable {
     private func name(_ index: Int, _ weights: Weights, saved: String, renamed: String) throws -> String {
         let p = "layers.\(index).block_sparse_moe."
         guard readsSavedNames else { return p + renamed }
-        switch (weights.has(p + saved), weights.has(p + renamed)) {
-        case (true, true):
-            throw DroptraceError(
-                "layer \(index) stores both '\(weights.prefix)\(p)\(saved)' and '\(weights.prefix)\(p)\(renamed)', which transformers "
-                    + "reads as one parameter; keep one of the two",
-                path: weights.checkpoint.weightsPath)
-        case (false, true): return p + renamed
-        default: return p + saved
-        }
+        return try weights.storedName(saved: p + saved, renamed: p + renamed)
     }
 
     /// Layer `index`'s MLP.

@@ -108,8 +108,15 @@ struct Qwen3Model: DecoderFamily {
     static func attention(
         _ parts: DecoderParts, layer index: Int, config: Qwen3Configuration, rotary: RotaryEmbedding, window: Int?
     ) throws -> SelfAttention {
+        try attention(parts, layer: index, bias: config.attentionBias == true, eps: config.rmsNormEps, rotary: rotary, window: window)
+    }
+
+    /// `attention(_:layer:config:rotary:window:)` with the bias switch and
+    /// the norms' epsilon given (HY-V3's attention).
+    static func attention(
+        _ parts: DecoderParts, layer index: Int, bias: Bool, eps: Double, rotary: RotaryEmbedding, window: Int? = nil
+    ) throws -> SelfAttention {
         let weights = parts.weights, layout = parts.attentionLayout
-        let bias = config.attentionBias == true, eps = config.rmsNormEps
         let p = "layers.\(index).self_attn."
         return try parts.attention(
             p, bias: bias, rotary: rotary,
