@@ -219,6 +219,17 @@ extension LanguageModel {
 
     public var perLayerEmbedding: PerLayerEmbedding? { nil }
 
+    /// Why the model cannot run with `plan`'s modules dropped (Gemma 4's
+    /// sharing layers left with no earlier layer of their type), nil when it can.
+    public func planProblem(_ plan: DropPlan) -> String? {
+        do {
+            _ = try keyValueSharing(skipping: plan)
+            return nil
+        } catch {
+            return (error as? DroptraceError)?.message ?? "\(error)"
+        }
+    }
+
     public func keyValueSharing(skipping plan: DropPlan) throws -> [KeyValueSharing?] { [] }
 
     /// The modules no drop can choose: those config.json drops and those the layers lack.

@@ -171,24 +171,28 @@ public enum DropRun {
 
         log("scoring \(model.layerCount) layers on \(calibration.tokenCount) calibration tokens")
         let full = try score(.none)
+        let feasibility = DropSelection.Feasibility(problem: model.planProblem)
         let plan: DropPlan
         if request.iterative {
             plan = try DropSelection.iterative(
                 request.target, count: request.count, layers: model.layerCount, configured: model.unavailableModules,
-                checkpoint: request.checkpoint.path
+                checkpoint: request.checkpoint.path, feasibility: feasibility
             ) { current in
                 current.isEmpty ? full : try score(current)
             }.plan
         } else if request.consecutive {
             plan = try DropSelection.consecutiveBlocks(
                 count: request.count, scores: full, metric: request.blockMetric, configured: model.unavailableModules,
-                checkpoint: request.checkpoint.path)
+                checkpoint: request.checkpoint.path, feasibility: feasibility)
         } else {
             plan = try DropSelection.oneShot(
                 request.target, count: request.count, scores: full, configured: model.unavailableModules,
-                checkpoint: request.checkpoint.path)
+                checkpoint: request.checkpoint.path, feasibility: feasibility)
         }
 
+        for (module, reason) in feasibility.passedOver {
+            log("\(module.kind.rawValue) \(module.layer) kept although ranked for dropping: \(reason)")
+        }
         var perplexity: Comparison<Double>?
         if let evaluation = request.evaluation {
             log("perplexity on \(windows.count) windows")

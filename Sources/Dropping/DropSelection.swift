@@ -50,24 +50,61 @@ public enum DropSelection {
         }
     }
 
+    /// Why the model cannot run with a plan's modules dropped, nil when it
+    /// can (`LanguageModel.planProblem`: Gemma 4's sharing layers left with
+    /// no layer to take keys and values from); and the modules a selection
+    /// passed over for it, with why, in the order it met them.
+    public final class Feasibility {
+        let problem: (DropPlan) -> String?
+        public private(set) var passedOver: [(module: Module, reason: String)] = []
+
+        public init(problem: @escaping (DropPlan) -> String?) { self.problem = problem }
+
+        /// A model that runs with any modules dropped.
+        public static var always: Feasibility { Feasibility { _ in nil } }
+
+        /// The first of `ranked` whose drop beside `plan` the model can run,
+        /// the ones before it passed over.
+        func first(_ ranked: [(Module, Double)], beside plan: DropPlan) -> Module? {
+            for (module, _) in ranked {
+                guard let reason = problem(plan.union(DropSelection.plan([module]))) else { return module }
+                if !passedOver.contains(where: { $0.module == module }) { passedOver.append((module, reason)) }
+            }
+            return nil
+        }
+    }
+
     /// The K least important modules of `target` that `configured` (the
     /// checkpoint's own drops and the modules its layers lack,
-    /// `LanguageModel.unavailableModules`) left, all from one scoring pass.
+    /// `LanguageModel.unavailableModules`) left, all from one scoring pass;
+    /// a module whose drop beside the less important ones the model could
+    /// not run is passed over for the next (`feasibility`).
+    /// - Throws: `DroptraceError` for a bad count, or when fewer than K can be dropped together.
     public static func oneShot(
-        _ target: DropTarget, count: Int, scores: ModuleScores, configured: DropPlan = .none, checkpoint: String? = nil
+        _ target: DropTarget, count: Int, scores: ModuleScores, configured: DropPlan = .none, checkpoint: String? = nil,
+        feasibility: Feasibility = .always
     ) throws -> DropPlan {
         try check(target, count: count, layers: scores.layerCount, configured: configured, checkpoint: checkpoint)
-        return try checkedJoint(
-            plan(ranked(target, scores, excluding: configured).prefix(count).map(\.0)), target, configured: configured,
-            layers: scores.layerCount, checkpoint: checkpoint)
+        var candidates = ranked(target, scores, excluding: configured), chosen = DropPlan.none
+        for _ in 0..<count {
+            guard let next = feasibility.first(candidates, beside: chosen) else { throw tooFew(count, checkpoint: checkpoint) }
+            chosen = chosen.union(plan([next]))
+            candidates.removeAll { $0.0 == next }
+        }
+        return try checkedJoint(chosen, target, configured: configured, layers: scores.layerCount, checkpoint: checkpoint)
+    }
+
+    static func tooFew(_ count: Int, checkpoint: String?) -> DroptraceError {
+        DroptraceError("no \(count) of the modules can be dropped together and leave a model that runs; choose fewer", path: checkpoint)
     }
 
     /// Drops one module at a time, rescoring the dropped model in between
     /// (`rescore` returns the scores with a plan applied); modules
-    /// `configured` drops are never chosen.
+    /// `configured` drops are never chosen, nor ones whose drop the model
+    /// could not run (`feasibility`).
     public static func iterative(
         _ target: DropTarget, count: Int, layers: Int, configured: DropPlan = .none, checkpoint: String? = nil,
-        rescore: (DropPlan) throws -> ModuleScores
+        feasibility: Feasibility = .always, rescore: (DropPlan) throws -> ModuleScores
     ) throws -> (plan: DropPlan, steps: [ModuleScores]) {
         try check(target, count: count, layers: layers, configured: configured, checkpoint: checkpoint)
         var current = DropPlan.none
@@ -75,7 +112,9 @@ public enum DropSelection {
         for _ in 0..<count {
             let scores = try rescore(current)
             steps.append(scores)
-            guard let next = ranked(target, scores, excluding: current.union(configured)).first?.0 else { break }
+            let candidates = ranked(target, scores, excluding: current.union(configured))
+            if candidates.isEmpty { break }
+            guard let next = feasibility.first(candidates, beside: current) else { throw tooFew(count, checkpoint: checkpoint) }
             current = current.union(plan([next]))
         }
         return (try checkedJoint(current, target, configured: configured, layers: layers, checkpoint: checkpoint), steps)
@@ -102,12 +141,12 @@ public enum DropSelection {
     /// angular distances; ties to the lower index). Contiguous in the model
     /// as it runs: blocks `configured` (the checkpoint's own drop lists)
     /// drops whole are identities, skipped over and not counted, as in
-    /// `oneShot`.
+    /// `oneShot`. Runs whose drop the model could not run (`feasibility`) are passed over.
     /// - Throws: `DroptraceError` for a bad count, or when `scores` carry no
     ///   sums for an angular metric.
     public static func consecutiveBlocks(
         count: Int, scores: ModuleScores, metric: BlockGapMetric = .cosine, configured: DropPlan = .none,
-        checkpoint: String? = nil
+        checkpoint: String? = nil, feasibility: Feasibility = .always
     ) throws -> DropPlan {
         try check(.block, count: count, layers: scores.layerCount, configured: configured, checkpoint: checkpoint)
         guard let matrix = scores.blockGap(metric) else {
@@ -119,7 +158,7 @@ public enum DropSelection {
             let blocks = kept[first..<(first + count)]
             // h before the first and after the last: the identities between them change nothing.
             let row = matrix[blocks.first!], span = blocks.last! - blocks.first!
-            guard span < row.count, !row[span].isNaN else { continue }
+            guard span < row.count, !row[span].isNaN, feasibility.problem(DropPlan(blocks: Set(blocks))) == nil else { continue }
             let value = row[span]
             if let current = best?.value, metric.lowerIsMoreRedundant ? value >= current : value <= current { continue }
             best = (blocks, value)

@@ -3,6 +3,7 @@ import CheckpointIO
 import DroptraceSupport
 @testable import Dropping
 import Foundation
+import Scoring
 import TensorEngine
 import Testing
 
@@ -109,6 +110,31 @@ import Testing
         #expect(blockDropped[0] == .store(layer: 0) && blockDropped[3] == .reuse(layer: 0) && blockDropped[5] == .reuse(layer: 2))
         #expect(throws: DroptraceError.self) { _ = try model.keyValueSharing(skipping: DropPlan(blocks: [2])) }
         #expect(throws: DroptraceError.self) { _ = try model.block(3, skipping: DropPlan(blocks: [0, 1])) }
+    }
+
+    /// A selection passes over a block whose drop would leave the sharing
+    /// layers of its type no earlier layer (here block 2, the only full
+    /// layer below them) for the next one, and says so; once the sharing
+    /// layers of its type are dropped too, it may go.
+    @Test func selectionPassesOverBlocksTheSharingLayersNeed() throws {
+        let model = try EditedFixture(Self.pleName).load()
+        let gaps = (0..<6).map { [Double](repeating: 0.5, count: 6 - $0) }
+        var scores = ModuleScores(
+            attention: [Double](repeating: 0.1, count: 6), mlp: [Double](repeating: 0.1, count: 6),
+            block: [0.5, 0.2, 0.1, 0.3, 0.4, 0.6], blockGap: gaps)
+        let feasibility = DropSelection.Feasibility(problem: model.planProblem)
+        #expect(try DropSelection.oneShot(.block, count: 2, scores: scores, feasibility: feasibility).blocks == [1, 3])
+        #expect(feasibility.passedOver.map(\.module) == [Module(kind: .block, layer: 2)])
+        #expect(feasibility.passedOver[0].reason.contains("num_kv_shared_layers"))
+        let iterative = try DropSelection.iterative(.block, count: 2, layers: 6, feasibility: .init(problem: model.planProblem)) { _ in scores }
+        #expect(iterative.plan.blocks == [1, 3])
+        #expect(try DropSelection.oneShot(.block, count: 5, scores: scores, feasibility: .init(problem: model.planProblem)).blocks == [0, 1, 3, 4, 5])
+        #expect(try model.keyValueSharing(skipping: DropPlan(blocks: [2, 5])).compactMap { $0 } == [.store(layer: 1), .reuse(layer: 1), .reuse(layer: 1)])
+        // Consecutive blocks: the most similar run (1–2) would take block 2; the next best is chosen.
+        scores.blockGap[1][1] = 0.9
+        scores.blockGap[3][1] = 0.8
+        #expect(try DropSelection.consecutiveBlocks(count: 2, scores: scores).blocks == [1, 2])
+        #expect(try DropSelection.consecutiveBlocks(count: 2, scores: scores, feasibility: .init(problem: model.planProblem)).blocks == [3, 4])
     }
 
     /// Key/value-cache decoding equals the full forward with the sharing

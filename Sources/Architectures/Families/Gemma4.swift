@@ -327,7 +327,7 @@ struct Gemma4Model: DecoderFamily {
         guard firstSharedLayer < layerCount else { return [] }
         let drops = plan.union(configuredDrops)
         var sharing = [KeyValueSharing?](repeating: nil, count: layerCount)
-        for layer in firstSharedLayer..<layerCount {
+        for layer in firstSharedLayer..<layerCount where !drops.blocks.contains(layer) {
             let type = layerTypes[layer]
             guard let source = (0..<firstSharedLayer).last(where: { layerTypes[$0] == type && !drops.blocks.contains($0) }) else {
                 throw DroptraceError(
@@ -363,7 +363,7 @@ struct Gemma4Model: DecoderFamily {
     /// leaving the sharing layers of a type no earlier layer of it would not
     /// load at all (`keyValueSharing(skipping:)`).
     func exportProblem(_ plan: DropPlan) -> String? {
-        do { _ = try keyValueSharing(skipping: plan) } catch { return (error as? DroptraceError)?.message ?? "\(error)" }
+        if let problem = planProblem(plan) { return problem }
         guard let last = (0..<layerCount).last(where: { !plan.blocks.contains($0) }),
               layerTypes[last] == AttentionLayerType.sliding else { return nil }
         return "dropping blocks \((last + 1..<layerCount).map(String.init).joined(separator: ", ")) leaves the sliding-window layer \(last) last, which Gemma4TextConfig turns into a full-attention layer when transformers loads the export; keep a full-attention layer last"
