@@ -243,16 +243,17 @@ extension DecoderParts {
     /// never read. `outputScale` multiplies both branches' outputs as they
     /// join the stream (Granite's `residual_multiplier`); `outputNorms`
     /// names RMSNorms that end each branch before it joins (GLM-4-0414's
-    /// `post_self_attn_layernorm`, `post_mlp_layernorm`).
+    /// `post_self_attn_layernorm`, `post_mlp_layernorm`); `normKind`: the
+    /// norms are LayerNorms instead (Jais 2, PhiMoE, Nemotron).
     /// - Throws: `DroptraceError` for a missing tensor or a shape the sizes contradict.
     func preNormBlock(
         _ index: Int, drops: DropPlan, eps: Double,
         norms: (attention: String, mlp: String) = ("input_layernorm", "post_attention_layernorm"),
-        outputNorms: (attention: String, mlp: String)? = nil, outputScale: Float? = nil, layerNorms: Bool = false,
+        outputNorms: (attention: String, mlp: String)? = nil, outputScale: Float? = nil, normKind: NormKind = .rms,
         attention: () throws -> SelfAttention, feedForward: () throws -> FeedForward
     ) throws -> TransformerBlock {
         try preNormBlock(
-            index, drops: drops, eps: eps, norms: norms, outputNorms: outputNorms, outputScale: outputScale, layerNorms: layerNorms,
+            index, drops: drops, eps: eps, norms: norms, outputNorms: outputNorms, outputScale: outputScale, normKind: normKind,
             mixer: { .attention(try attention()) }, feedForward: feedForward)
     }
 
@@ -261,13 +262,12 @@ extension DecoderParts {
     func preNormBlock(
         _ index: Int, drops: DropPlan, eps: Double,
         norms: (attention: String, mlp: String) = ("input_layernorm", "post_attention_layernorm"),
-        outputNorms: (attention: String, mlp: String)? = nil, outputScale: Float? = nil, layerNorms: Bool = false,
+        outputNorms: (attention: String, mlp: String)? = nil, outputScale: Float? = nil, normKind: NormKind = .rms,
         mixer: () throws -> TokenMixer, feedForward: () throws -> FeedForward
     ) throws -> TransformerBlock {
         let p = "layers.\(index).", d = dimensions.hiddenSize
-        // RMSNorms, or LayerNorms with biases (`layerNorms`: Jais 2).
         func norm(_ name: String?) throws -> Normalization? {
-            try name.map { layerNorms ? try weights.layerNorm(p + $0, size: d, eps: eps) : try weights.rmsNorm(p + $0, size: d, eps: eps) }
+            try name.map { try weights.norm(normKind, p + $0, size: d, eps: eps) }
         }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(

@@ -87,6 +87,7 @@ public enum ModelRegistry {
         "mixtral": MixtralModel.self,
         "mpt": MptModel.self,
         "nanochat": NanoChatModel.self,
+        "nemotron": NemotronModel.self,
         "nemotron_h": NemotronHModel.self,
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,

@@ -358,6 +358,21 @@ struct Weights {
         .rms(weight: try floats(name + ".weight", [size]).map { 1 + $0 }, eps: Float(eps))
     }
 
+    /// Nemotron's LayerNorm1P: a LayerNorm scaling by (1 + weight), the
+    /// sum formed in Float32 as transformers forms it.
+    func offsetLayerNorm(_ name: String, size: Int, eps: Double) throws -> Normalization {
+        .layer(weight: try floats(name + ".weight", [size]).map { 1 + $0 }, bias: try floats(name + ".bias", [size]), eps: Float(eps))
+    }
+
+    /// The norm `name` of `kind`.
+    func norm(_ kind: NormKind, _ name: String, size: Int, eps: Double) throws -> Normalization {
+        switch kind {
+        case .rms: try rmsNorm(name, size: size, eps: eps)
+        case .layer: try layerNorm(name, size: size, eps: eps)
+        case .offsetLayer: try offsetLayerNorm(name, size: size, eps: eps)
+        }
+    }
+
     /// A LayerNorm; without `bias` (MPT's, whose bias is None) it adds zeros.
     func layerNorm(_ name: String, size: Int, eps: Double, bias: Bool = true) throws -> Normalization {
         .layer(
@@ -365,6 +380,11 @@ struct Weights {
             bias: bias ? try floats(name + ".bias", [size]) : [Float](repeating: 0, count: size), eps: Float(eps))
     }
 }
+
+/// The norms of a family's blocks: RMSNorms (Llama), LayerNorms with
+/// biases (Jais 2, PhiMoE), or LayerNorms scaling by 1 + weight (Nemotron's
+/// LayerNorm1P).
+enum NormKind { case rms, layer, offsetLayer }
 
 /// Token embedding lookup: expands only the rows the batch uses.
 /// `quantization_config.weight_block_size` of config.json: [rows, columns]

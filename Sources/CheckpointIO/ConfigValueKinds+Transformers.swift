@@ -2141,6 +2141,32 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "nemotron": (
+            "NemotronConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "ni",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "mlp_bias": "b",
+                "norm_eps": "f",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "nemotron_h": (
             "NemotronHConfig",
             [
@@ -3022,6 +3048,7 @@ extension ConfigValueKinds {
         "mistral4": (11, 131072),
         "mixtral": (nil, 32000),
         "nanochat": (1, 50304),
+        "nemotron": (nil, 256000),
         "olmo": (1, 50304),
         "olmo2": (1, 50304),
         "olmo3": (1, 50304),
@@ -3110,6 +3137,7 @@ extension ConfigValueKinds {
         "mixtral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_experts_per_tok": "2", "num_key_value_heads": "8", "num_local_experts": "8", "rms_norm_eps": "1e-05"],
         "mpt": ["layer_norm_epsilon": "1e-05", "max_seq_len": "2048"],
         "nanochat": ["intermediate_size": "8192", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
+        "nemotron": ["intermediate_size": "24576", "max_position_embeddings": "4096"],
         "nemotron_h": ["intermediate_size": "21504", "layer_norm_epsilon": "1e-05", "max_position_embeddings": "4096", "num_experts_per_tok": "2", "num_key_value_heads": "8"],
         "olmo": ["intermediate_size": "11008", "max_position_embeddings": "2048"],
         "olmo2": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
@@ -3268,6 +3296,7 @@ extension ConfigValueKinds {
     static let nullKeyValueHeadsFail: Set<String> = [
         "ernie4_5_moe",
         "glm",
+        "nemotron",
         "qwen2_moe",
     ]
 }

@@ -143,6 +143,9 @@ def padded_embedding(cls):
     # (A heterogeneous config, Gemma 4's per_layer_config, refuses the global head_dim: its default stands.)
     if getattr(text, "_getattr_without_heterogeneous_validation", lambda k, d: getattr(text, k, d))("head_dim", 0) is None:
         text.head_dim = text.hidden_size // text.num_attention_heads
+    # Likewise a key/value head count the class leaves None (NemotronConfig's), which its attention divides by.
+    if getattr(text, "num_key_value_heads", 0) is None:
+        text.num_key_value_heads = text.num_attention_heads
     if text is config:
         config.num_hidden_layers = 1
         for key, value in dense_layer(cls).items():
@@ -179,6 +182,11 @@ def null_fails(cls, key="head_dim", **value):
         return False  # refused as a kind already
     if getattr(cls, "sub_configs", {}).get("text_config"):
         return False
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    if key != "num_key_value_heads" and "num_key_value_heads" in fields and fields["num_key_value_heads"].default is None:
+        # NemotronConfig leaves it None, which its attention divides by: written, so that `key` alone is asked about.
+        value = {"num_key_value_heads": cls(**one_layer(cls)).num_attention_heads, **value}
+
     def fails(**sizes):
         try:
             config = cls(**one_layer(cls), **sizes, **value)
@@ -234,7 +242,11 @@ def dropout_modules(cls):
         if "dropout" not in field.name and "pdrop" not in field.name:
             continue
         # A head width the class leaves to its model (Ministral's None), as in padded_embedding.
-        head_dim = {"head_dim": 64} if "head_dim" in {f.name for f in dataclasses.fields(cls)} else {}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        head_dim = {"head_dim": 64} if "head_dim" in fields else {}
+        # And a key/value head count it leaves None (NemotronConfig's).
+        if "num_key_value_heads" in fields and fields["num_key_value_heads"].default is None:
+            head_dim["num_key_value_heads"] = cls().num_attention_heads
         try:
             config = cls(**one_layer(cls), **head_dim, **{field.name: 1.5})
             with torch.device("meta"):

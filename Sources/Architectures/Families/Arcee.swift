@@ -77,7 +77,7 @@ struct ArceeModel: DecoderFamily {
         let weights = parts.weights, d = hiddenSize, inner = parts.dimensions.intermediateSize
         let p = "layers.\(index)."
         return try parts.preNormBlock(
-            index, drops: plan.union(configuredDrops), eps: config.normEps, layerNorms: config.layerNorms,
+            index, drops: plan.union(configuredDrops), eps: config.normEps, normKind: config.layerNorms ? .layer : .rms,
             attention: { try parts.attention(p + "self_attn.", bias: config.attentionBias, rotary: rotary) },
             feedForward: {
                 .plain(

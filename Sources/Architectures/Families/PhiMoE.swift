@@ -147,7 +147,7 @@ struct PhiMoEModel: DecoderFamily {
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         try parts.preNormBlock(
-            index, drops: plan.union(configuredDrops), eps: config.rmsNormEps, layerNorms: true,
+            index, drops: plan.union(configuredDrops), eps: config.rmsNormEps, normKind: .layer,
             attention: {
                 try parts.attention(
                     "layers.\(index).self_attn.", bias: config.attentionBias, rotary: rotary, slidingWindow: config.slidingWindow)
