@@ -173,10 +173,14 @@ struct DeepSeekExperts: Sendable {
     }
 
     /// The first kept routed layer's router and experts against the
-    /// counts and `moe_intermediate_size`, before any expert is read.
-    func confirm(_ parts: DecoderParts, isSparse: (Int) -> Bool) throws {
+    /// counts and `moe_intermediate_size`, before any expert is read;
+    /// `router` names a layer's router under its MLP (HY-V3's saved
+    /// `router.gate` or `gate`).
+    func confirm(_ parts: DecoderParts, isSparse: (Int) -> Bool, router: (Int) throws -> String = { _ in "gate" }) throws {
         let routed = (0..<parts.dimensions.numHiddenLayers).filter(isSparse)
-        try parts.confirmRouter("mlp.gate", experts: nRoutedExperts ?? 0, expertsKey: nRoutedExpertsKey, layers: routed)
+        if let layer = routed.first(where: { !parts.configuredDrops.dropsMLP($0) }) {
+            try parts.confirmRouter("mlp." + router(layer), experts: nRoutedExperts ?? 0, expertsKey: nRoutedExpertsKey, layers: [layer])
+        }
         try mixture.confirmExpertWidth(parts, isSparse: isSparse)
     }
 

@@ -386,7 +386,6 @@ struct Weights {
 /// LayerNorm1P).
 enum NormKind { case rms, layer, offsetLayer }
 
-/// Token embedding lookup: expands only the rows the batch uses.
 /// `quantization_config.weight_block_size` of config.json: [rows, columns]
 /// of the weight block each FP8 scale covers, both at least 1; 128 × 128
 /// when absent; null: each weight's scale grid sets its block
@@ -417,6 +416,7 @@ struct FP8BlockSize: Decodable {
     }
 }
 
+/// Token embedding lookup: expands only the rows the batch uses.
 func gatherRows(_ table: TensorSlice, ids: [Int], width: Int) throws -> Matrix {
     var failure: Error?
     let rows = Matrix(uninitialized: ids.count, width) { out in

@@ -273,9 +273,10 @@ public enum SpeedMeasurement {
             if let producer = block.keyValueProducer?.attention {
                 total += producer.projection.linears.reduce(0) { $0 + linear($1) }
             }
-            // Gemma 4's per-layer input: its projection from the embedding (layer i's rows, the gate's shape), the gate and the branch's projection.
+            // Gemma 4's per-layer input: the gate and, of the gate's shape, the layer's rows of the
+            // projection from the embedding; then the branch's projection.
             if let branch = block.perLayerInput {
-                total += linear(branch.gate) + linear(branch.projection) + linear(branch.gate)
+                total += 2 * linear(branch.gate) + linear(branch.projection)
             }
             // The router, the k experts a token is sent to and the shared experts.
             func cost(_ feedForward: FeedForward) -> Double {

@@ -40,6 +40,9 @@ struct ArceeConfiguration: Decodable {
         let eps = normEps, key = layerNorms ? "layer_norm_eps" : "rms_norm_eps"
         try ConfigRules.decodingChecks { try ConfigRules.positive(eps, key) }
     }
+
+    /// Every norm of the model: Jais 2's LayerNorms or Arcee's RMSNorms.
+    var normKind: NormKind { layerNorms ? .layer : .rms }
 }
 
 /// Arcee (arcee-ai/AFM-4.5B), as transformers'
@@ -68,16 +71,14 @@ struct ArceeModel: DecoderFamily {
     }
 
     func head() throws -> OutputHead {
-        try parts.head(
-            norm: config.layerNorms ? parts.weights.layerNorm("norm", size: hiddenSize, eps: config.normEps)
-                : parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.normEps))
+        try parts.head(norm: parts.weights.norm(config.normKind, "norm", size: hiddenSize, eps: config.normEps))
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let weights = parts.weights, d = hiddenSize, inner = parts.dimensions.intermediateSize
         let p = "layers.\(index)."
         return try parts.preNormBlock(
-            index, drops: plan.union(configuredDrops), eps: config.normEps, normKind: config.layerNorms ? .layer : .rms,
+            index, drops: plan.union(configuredDrops), eps: config.normEps, normKind: config.normKind,
             attention: { try parts.attention(p + "self_attn.", bias: config.attentionBias, rotary: rotary) },
             feedForward: {
                 .plain(

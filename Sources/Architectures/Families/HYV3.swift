@@ -87,15 +87,8 @@ struct HYV3Model: DecoderFamily {
         parts = try DecoderParts(
             checkpoint, section: Self.section, naming: { Qwen3Model.naming($0) }, experts: config.experts.naming(isSparse: isSparse))
         rotary = try parts.rotary(defaultTheta: 11_158_840)
-        // The first kept routed layer's router and experts against the counts, before any expert is read.
-        let routed = (0..<dimensions.numHiddenLayers).filter(isSparse)
-        if let layer = routed.first(where: { !parts.configuredDrops.dropsMLP($0) }) {
-            let experts = config.experts
-            try parts.confirmRouter(
-                "mlp." + (try Self.names(parts.weights, layer: layer).router), experts: experts.nRoutedExperts ?? 0,
-                expertsKey: experts.nRoutedExpertsKey, layers: [layer])
-            try experts.mixture.confirmExpertWidth(parts, isSparse: isSparse)
-        }
+        let weights = parts.weights
+        try config.experts.confirm(parts, isSparse: isSparse) { try Self.names(weights, layer: $0).router }
     }
 
     /// Where layer `layer` stores its router and shared experts: as Hy3's

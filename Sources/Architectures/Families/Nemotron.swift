@@ -62,7 +62,7 @@ struct NemotronModel: DecoderFamily {
     }
 
     func head() throws -> OutputHead {
-        try parts.head(norm: parts.weights.offsetLayerNorm("norm", size: hiddenSize, eps: config.normEps))
+        try parts.head(norm: parts.weights.norm(.offsetLayer, "norm", size: hiddenSize, eps: config.normEps))
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
