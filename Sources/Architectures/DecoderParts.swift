@@ -148,6 +148,41 @@ struct DecoderParts: Sendable {
     /// The rope settings of the family's config section.
     func ropeSettings() throws -> RopeSettings { try config(RopeSettings.self) }
 
+    /// The rope settings of the family's config section for config classes
+    /// that fill absent rope parameters with `defaults` in `__post_init__`
+    /// (Ministral 3, CWM), as `convert_rope_params_to_dict` then resolves
+    /// them: a `rope_scaling` that is truthy in Python's sense replaces them
+    /// (a falsy one — null, {}, [], 0 — is not read), else `rope_parameters`
+    /// as written (`{}` too), else `defaults`. Also the key the parameters
+    /// are under and the section's JSON object with them in.
+    /// - Throws: `DroptraceError` naming config.json for a truthy
+    ///   `rope_scaling` that is not an object, or one beside `rope_parameters`.
+    func ropeSettings(defaults: [String: Any]) throws -> (settings: RopeSettings, key: String, object: [String: Any]) {
+        var object = try checkpoint.configObject(section)
+        let key: String
+        if let scaling = object["rope_scaling"], Self.isTruthy(scaling) {
+            key = "rope_scaling"
+        } else {
+            key = "rope_parameters"
+            object["rope_scaling"] = nil
+            if !(object[key] is [String: Any]) { object[key] = defaults }
+        }
+        let settings = try checkpoint.decodeConfig(RopeSettings.self, object: object, under: section.name)
+        return (settings, key, object)
+    }
+
+    /// Python's truth value of a JSON value: null, false, 0, "", [] and {} are false.
+    private static func isTruthy(_ value: Any) -> Bool {
+        switch value {
+        case is NSNull: false
+        case let number as NSNumber: number.doubleValue != 0
+        case let text as String: !text.isEmpty
+        case let list as [Any]: !list.isEmpty
+        case let members as [String: Any]: !members.isEmpty
+        default: true
+        }
+    }
+
     /// Checks q_proj [heads · head_dim, hidden] and k_proj
     /// [kv_heads · head_dim, hidden] of the first kept attention (of
     /// `layers`, where only those have softmax attention), before any

@@ -32,6 +32,7 @@ public enum ModelRegistry {
         "cohere": CohereModel.self,
         "cohere2": CohereModel.self,
         "cohere2_moe": Cohere2MoeModel.self,
+        "cwm": LlamaModel.self,
         "dbrx": DbrxModel.self,
         "deepseek_v2": DeepSeekModel.self,
         "deepseek_v3": DeepSeekModel.self,

@@ -4,15 +4,16 @@ import Foundation
 import TensorEngine
 
 /// config.json of the Llama family: `llama`, `mistral`, `ministral`,
-/// `ministral3` and `qwen2`, which differ only in biases and sliding-window
-/// rules (and Ministral 3's query temperature, `Ministral3Rope`).
+/// `ministral3`, `qwen2` and `cwm`, which differ only in biases, defaults
+/// and sliding-window rules (and Ministral 3's query temperature,
+/// `Ministral3Rope`).
 struct LlamaConfiguration: Decodable {
     var modelType: String
     var rmsNormEps: Double
     var hiddenAct: String?
     var attentionBias: Bool?
     var mlpBias: Bool?
-    /// As written: absent is the config classes' default 4096 (Ministral3Config's: none), `null` is none.
+    /// As written: absent is the config classes' default 4096 (Ministral3Config's: none, CwmConfig's 8192), `null` is none.
     var slidingWindow: Int?
     var useSlidingWindow: Bool?
     var maxWindowLayers: Int?
@@ -38,7 +39,7 @@ struct LlamaConfiguration: Decodable {
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias)
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias)
         slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
-            : modelType == "ministral3" ? nil : 4096
+            : modelType == "ministral3" ? nil : modelType == "cwm" ? Cwm.defaultSlidingWindow : 4096
         useSlidingWindow = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)
         maxWindowLayers = try c.decodeIfPresent(Int.self, forKey: .maxWindowLayers)
         layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
@@ -55,7 +56,9 @@ struct LlamaConfiguration: Decodable {
     ///   it ignores `layer_types`);
     /// - qwen2: a window only when `use_sliding_window` (Qwen2Config sets it
     ///   to None otherwise); `layer_types`, else the layers from
-    ///   `max_window_layers` (default 28) on slide.
+    ///   `max_window_layers` (default 28) on slide;
+    /// - cwm: `layer_types`, else every fourth layer from 0 attends fully and
+    ///   the others slide (`Cwm.defaultLayerTypes`).
     func attentionLayout(layers: Int) -> (types: [String], window: Int?, windowKeys: String) {
         let sliding = AttentionLayerType.sliding, full = AttentionLayerType.full
         switch modelType {
@@ -68,13 +71,15 @@ struct LlamaConfiguration: Decodable {
             let window = useSlidingWindow == true ? slidingWindow : nil
             let types = layerTypes ?? AttentionLayerType.qwenDefault(layers: layers, window: window, maxWindowLayers: maxWindowLayers)
             return (types, window, "sliding_window and use_sliding_window")
+        case "cwm":
+            return (layerTypes ?? Cwm.defaultLayerTypes(layers: layers), slidingWindow, "sliding_window")
         default:
             return (Array(repeating: full, count: layers), nil, "sliding_window")
         }
     }
 }
 
-/// Llama, Mistral, Ministral, Ministral 3 and Qwen2: pre-RMSNorm blocks,
+/// Llama, Mistral, Ministral, Ministral 3, Qwen2 and CWM: pre-RMSNorm blocks,
 /// rotary attention with grouped-query heads, SwiGLU MLP; also the
 /// language model of `mistral3` checkpoints (`TextModelPlacement.llama`).
 ///
@@ -93,7 +98,7 @@ struct LlamaModel: DecoderFamily {
     let queryTemperature: QueryTemperature?
     /// Each layer's attention window, nil for full attention.
     let windows: [Int?]
-    /// Each layer's attention type where it depends on the layer's index (Qwen2).
+    /// Each layer's attention type where it depends on the layer's index (Qwen2, CWM).
     let indexedLayerTypes: [String]?
 
     init(_ checkpoint: Checkpoint) throws {
@@ -117,6 +122,9 @@ struct LlamaModel: DecoderFamily {
             let (settings, temperature) = try Ministral3Rope.read(parts)
             rotary = try parts.rotary(defaultTheta: defaultTheta, settings: settings)
             queryTemperature = temperature
+        } else if config.modelType == "cwm" {
+            rotary = try parts.rotary(defaultTheta: Cwm.defaultTheta, settings: parts.ropeSettings(defaults: Cwm.defaultRopeParameters).settings)
+            queryTemperature = nil
         } else {
             rotary = try parts.rotary(defaultTheta: defaultTheta)
             queryTemperature = nil
@@ -127,11 +135,13 @@ struct LlamaModel: DecoderFamily {
             try parts.requireWindow(config.slidingWindow, builtBy: "MinistralModel")
         }
         windows = try parts.slidingWindows(layerTypes: layout.types, window: layout.window, windowKeys: layout.windowKeys)
-        indexedLayerTypes = config.modelType == "qwen2" ? layout.types : nil
+        indexedLayerTypes = ["qwen2", "cwm"].contains(config.modelType) ? layout.types : nil
     }
 
-    /// An export without some blocks spells out Qwen2's layer types (from
-    /// `max_window_layers` on, layers slide), so renumbering cannot move a window.
+    /// An export without some blocks spells out Qwen2's and CWM's layer types
+    /// (which their config classes derive from the index: from
+    /// `max_window_layers` on, or all but every fourth layer, slide), so
+    /// renumbering cannot move a window.
     var layerNaming: LayerNaming {
         var naming = parts.naming
         naming.layerTypes = indexedLayerTypes
@@ -158,18 +168,20 @@ struct LlamaModel: DecoderFamily {
         let d = hiddenSize, eps = config.rmsNormEps
         let p = "layers.\(index)."
         // Only Llama's and SmolLM3's classes read attention_bias (all four
-        // projections) and mlp_bias; Mistral's and Ministral's build no biases,
-        // Qwen2's always q/k/v ones and none on o_proj or the MLP.
+        // projections) and mlp_bias, CWM's mlp_bias alone; Mistral's and
+        // Ministral's build no biases, Qwen2's always q/k/v ones and none on
+        // o_proj or the MLP.
         let readsBiasFlags = ["llama", "smollm3"].contains(config.modelType)
         let qkvBias = config.modelType == "qwen2" || readsBiasFlags && config.attentionBias == true
         let outputBias = readsBiasFlags && config.attentionBias == true
+        let mlpBias = (readsBiasFlags || config.modelType == "cwm") && config.mlpBias == true
         func attention() throws -> SelfAttention { try parts.attention(
             p + "self_attn.", bias: qkvBias, outputBias: outputBias, rotary: rotary,
             slidingWindow: slidingWindow, queryTemperature: queryTemperature) }
         func feedForward() throws -> FeedForward {
             try weights.gatedMLP(
                 p + "mlp.", hidden: d, inner: parts.dimensions.intermediateSize,
-                activation: try parts.activation(config.hiddenAct ?? "silu"), bias: readsBiasFlags && config.mlpBias == true)
+                activation: try parts.activation(config.hiddenAct ?? "silu"), bias: mlpBias)
         }
         return try parts.preNormBlock(index, drops: drops, eps: eps, attention: attention, feedForward: feedForward)
     }

@@ -46,17 +46,11 @@ enum Ministral3Rope {
     static func read(
         _ parts: DecoderParts, defaults: [String: Any]? = nil, attentionClass: String = "Ministral3Attention"
     ) throws -> (settings: RopeSettings, temperature: QueryTemperature) {
-        let checkpoint = parts.checkpoint, name = parts.section.name
+        let name = parts.section.name
         let keyPrefix = name.map { $0 + "." } ?? ""
-        var object = try checkpoint.configObject(parts.section)
-        let ropeKey = ["rope_parameters", "rope_scaling"].first { object[$0] is [String: Any] }
-        if ropeKey == nil {
-            object["rope_parameters"] = defaults ?? defaultParameters(maxPositions: parts.dimensions.maxPositionEmbeddings)
-            object["rope_scaling"] = nil
-        }
-        let key = ropeKey ?? "rope_parameters"
-        let settings = try checkpoint.decodeConfig(RopeSettings.self, object: object, under: name)
-        let beta = try checkpoint.decodeConfig(Beta.self, object: [key: object[key]!], under: name).parameters[key]?.beta
+        let (settings, key, object) = try parts.ropeSettings(
+            defaults: defaults ?? defaultParameters(maxPositions: parts.dimensions.maxPositionEmbeddings))
+        let beta = try parts.checkpoint.decodeConfig(Beta.self, object: [key: object[key]!], under: name).parameters[key]?.beta
         guard let beta else {
             throw InvalidConfigValue(
                 key: keyPrefix + key + ".llama_4_scaling_beta",

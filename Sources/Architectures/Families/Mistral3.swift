@@ -34,6 +34,8 @@ extension TextModelPlacement {
             return try mistral3(checkpoint, textDefaults: Ministral3Rope.classDefaults(textType))
         case "ministral3":
             return TextModelPlacement(section: ConfigSection(defaults: Ministral3Rope.classDefaults("ministral3")))
+        case "cwm":
+            return TextModelPlacement(section: ConfigSection(defaults: Cwm.classDefaults))
         default:
             return .topLevel
         }
