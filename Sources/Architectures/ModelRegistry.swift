@@ -72,6 +72,7 @@ public enum ModelRegistry {
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
         "hunyuan_v1_moe": HunYuanMoEV1Model.self,
         "hy_v3": HYV3Model.self,
+        "hyperclovax": HyperCLOVAXModel.self,
         "jais2": ArceeModel.self,
         "jamba": JambaModel.self,
         "lfm2": Lfm2Model.self,

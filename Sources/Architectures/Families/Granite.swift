@@ -38,31 +38,37 @@ struct GraniteConfiguration: Decodable {
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct)
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
-        // transformers multiplies float32 activations by these Python floats
-        // in float32, so a value float32 cannot hold (1e39) would make every
-        // activation infinite, and logits divided by 0 are no distribution.
-        func multiplier(_ key: CodingKeys) throws -> Float {
-            // GraniteMoeConfig takes null, which its model then multiplies by.
-            let isNull = try c.contains(key) && c.decodeNil(forKey: key)
-            let value = try c.decodeIfPresent(Double.self, forKey: key) ?? 1
-            try ConfigRules.decodingChecks {
-                guard !isNull else { throw InvalidConfigValue(key: key.rawValue, problem: "must be a number, got null") }
-                guard value.isFinite, Float(value).isFinite else {
-                    throw InvalidConfigValue(key: key.rawValue, problem: "must be a finite number that float32 holds, got \(value)")
-                }
-            }
-            return Float(value)
-        }
-        embeddingMultiplier = try multiplier(.embeddingMultiplier)
-        residualMultiplier = try multiplier(.residualMultiplier)
-        attentionMultiplier = try multiplier(.attentionMultiplier)
-        logitsScaling = try multiplier(.logitsScaling)
+        // GraniteMoeConfig takes null, which its model then multiplies by.
+        embeddingMultiplier = try c.multiplier(.embeddingMultiplier)
+        residualMultiplier = try c.multiplier(.residualMultiplier)
+        attentionMultiplier = try c.multiplier(.attentionMultiplier)
+        logitsScaling = try c.multiplier(.logitsScaling)
         let logitsScaling = logitsScaling
+        // Logits divided by 0 are no distribution.
         try ConfigRules.decodingChecks {
             guard logitsScaling != 0 else {
                 throw InvalidConfigValue(key: "logits_scaling", problem: "must not be 0 (the logits are divided by it)")
             }
         }
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// The µP multiplier under `key` (Granite's, HyperCLOVA X's), 1 when
+    /// absent. transformers multiplies float32 activations by these Python
+    /// floats in float32, so a value float32 cannot hold (1e39) would make
+    /// every activation infinite.
+    /// - Throws: `DecodingError` naming the key for null or such a value.
+    func multiplier(_ key: Key) throws -> Float {
+        let isNull = try contains(key) && decodeNil(forKey: key)
+        let value = try decodeIfPresent(Double.self, forKey: key) ?? 1
+        try ConfigRules.decodingChecks {
+            guard !isNull else { throw InvalidConfigValue(key: key.stringValue, problem: "must be a number, got null") }
+            guard value.isFinite, Float(value).isFinite else {
+                throw InvalidConfigValue(key: key.stringValue, problem: "must be a finite number that float32 holds, got \(value)")
+            }
+        }
+        return Float(value)
     }
 }
 
