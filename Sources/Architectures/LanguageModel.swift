@@ -104,6 +104,11 @@ public struct LayerNaming: Sendable, Equatable {
     /// included (Gemma 4's `num_kv_shared_layers`): an export writes how
     /// many of them it keeps.
     public var trailingLayerCounts: [String: Int] = [:]
+    /// Multipliers the family divides by √(layer count), defaults included
+    /// (MiniCPM3's `scale_depth`: each branch joins the stream
+    /// × scale_depth / √L): an export without some blocks writes them
+    /// × √(kept / L), so the kept branches keep their scale.
+    public var depthScaledMultipliers: [String: Double] = [:]
     /// Name parts of the attention branch that a layer whose keys and values
     /// later layers reuse keeps when its attention is dropped (Gemma 4's
     /// `KeyValueSharing.storeOnly`: the input norm, key and value projections

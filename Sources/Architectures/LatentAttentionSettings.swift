@@ -5,7 +5,7 @@ import TensorEngine
 
 /// The config.json keys of multi-head latent attention (`LatentQKVProjection`)
 /// as DeepSeek-V2/V3, Mistral 4 (`mistral4`), GLM-4.7-Flash
-/// (`glm4_moe_lite`) and DeepSeek-V3.2 (`deepseek_v32`) read them, with the refusals, shape confirmations
+/// (`glm4_moe_lite`), DeepSeek-V3.2 (`deepseek_v32`) and MiniCPM3 read them, with the refusals, shape confirmations
 /// and attention each of them builds alike. Each family decodes the keys
 /// with its own config class's defaults.
 struct LatentAttentionSettings {
@@ -46,11 +46,13 @@ struct LatentAttentionSettings {
     /// The keys of `decoder`'s config.json, absent ones taking `defaults`:
     /// a null q_lora_rank is the direct q_proj, a null rope_interleave
     /// false (transformers' `if` reads None so); a null width is refused
-    /// (transformers cannot size a projection by it).
-    init(from decoder: Decoder, defaults: LatentAttentionSettings) throws {
+    /// (transformers cannot size a projection by it), except a null
+    /// v_head_dim when `nullValueWidthIsDefault` (MiniCPM3Config fills it in).
+    init(from decoder: Decoder, defaults: LatentAttentionSettings, nullValueWidthIsDefault: Bool = false) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         func width(_ key: CodingKeys, _ fallback: Int) throws -> Int {
             guard c.contains(key) else { return fallback }
+            if key == .vHeadDim, nullValueWidthIsDefault, try c.decodeNil(forKey: key) { return fallback }
             guard let value = try c.decodeIfPresent(Int.self, forKey: key) else {
                 throw InvalidConfigValue(key: key.rawValue, problem: "is null; transformers sizes the latent attention's projections by it")
             }

@@ -514,6 +514,9 @@ public enum DroppedModelExport {
         for (key, indices) in naming.layerIndexLists.sorted(by: { $0.key < $1.key }) where try config.value(key) == nil || config.value(key) is NSNull {
             try config.set(key, value: indices.compactMap { renumber.mapping[$0] }.sorted())
         }
+        for (key, multiplier) in naming.depthScaledMultipliers.sorted(by: { $0.key < $1.key }) where renumber.remaining < layers {
+            try config.set(key, value: multiplier * (Double(renumber.remaining) / Double(layers)).squareRoot())
+        }
         for (key, count) in naming.trailingLayerCounts.sorted(by: { $0.key < $1.key }) {
             try config.set(key, value: renumber.mapping.keys.filter { $0 >= layers - count }.count)
         }
