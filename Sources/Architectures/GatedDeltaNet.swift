@@ -34,17 +34,20 @@ public struct GatedDeltaNetHeads: Sendable, Equatable {
     public var projectionWidth: Int { convolutionChannels + valueWidth + 2 * valueHeads }
 }
 
-/// Gated DeltaNet, the linear-attention token mixer of Qwen3-Next and
-/// Qwen3.5 (`Qwen3NextGatedDeltaNet`), as transformers' torch path computes it:
+/// Gated DeltaNet, the linear-attention token mixer of Qwen3-Next, Qwen3.5
+/// (`Qwen3NextGatedDeltaNet`) and OLMo-Hybrid (`OlmoHybridGatedDeltaNet`),
+/// as transformers' torch path computes it:
 ///
 /// - one input projection to q | k | v | z | b | a (the family orders the
-///   stored rows so);
+///   stored rows so; OLMo-Hybrid's z is its `g_proj`);
 /// - a causal depthwise convolution of `convolutionKernel` taps over the
-///   q | k | v columns, then SiLU;
+///   q | k | v columns, then `convolutionActivation` (SiLU; OLMo-Hybrid's
+///   `hidden_act`);
 /// - q and k L2-normalised per head (x · rsqrt(Σx² + 1e-6)), q scaled by
 ///   keyDim^-1/2;
 /// - per value head h (query/key head h / (valueHeads / keyHeads)) and time
-///   step, with β = sigmoid(b) and g = −exp(A_log) · softplus(a + dt_bias),
+///   step, with β = `betaScale` · sigmoid(b) (OLMo-Hybrid's
+///   `linear_allow_neg_eigval` doubles it) and g = −exp(A_log) · softplus(a + dt_bias),
 ///   the state S [keyDim, valueDim] decays, S ← exp(g) S, takes the delta
 ///   update S ← S + k (β (v − Sᵀk))ᵀ, and gives o = Sᵀq;
 /// - a gated RMSNorm per value head, norm(o) · w · silu(z), and `output`.
@@ -64,10 +67,14 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
     /// The RMSNorm of each value head's output (weights [valueDim]).
     public let norm: Normalization
     public let output: Linear
+    /// Applied to the convolution's output.
+    public let convolutionActivation: Activation
+    /// Multiplies sigmoid(b): 1, or 2 to let the update's eigenvalues go negative.
+    public let betaScale: Float
 
     public init(
         heads: GatedDeltaNetHeads, projection: Linear, convolution: [Float], logDecayRates: [Float], timeStepBias: [Float],
-        norm: Normalization, output: Linear
+        norm: Normalization, output: Linear, convolutionActivation: Activation = .silu, betaScale: Float = 1
     ) {
         precondition(projection.outFeatures == heads.projectionWidth && output.inFeatures == heads.valueWidth)
         precondition(convolution.count == heads.convolutionChannels * heads.convolutionKernel)
@@ -79,6 +86,8 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
         self.timeStepBias = timeStepBias
         self.norm = norm
         self.output = output
+        self.convolutionActivation = convolutionActivation
+        self.betaScale = betaScale
     }
 
     /// The state before a sequence's first token: the convolution's
@@ -112,10 +121,10 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
         let h = heads, count = rows.count, channels = h.convolutionChannels, taps = h.convolutionKernel
         let width = h.projectionWidth
         guard count > 0 else { return }
-        // conv[t, c] = silu(Σ_j w[c, j] · padded[t + j, c]), then q and k normalised, q scaled.
+        // conv[t, c] = act(Σ_j w[c, j] · padded[t + j, c]), then q and k normalised, q scaled.
         var convolved = state.convolve(
             projected.gathering(rows: rows, columns: 0..<channels), channels: channels, taps: convolution, kernel: taps, bias: nil,
-            activation: .silu)
+            activation: convolutionActivation)
         let scale = Float(pow(Double(h.keyDim), -0.5))
         convolved.withUnsafeMutableBufferPointer { out in
             parallelFor(chunks: count, minimumChunk: 8) { part in
@@ -134,7 +143,7 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
         }
         let group = h.valueHeads / h.keyHeads, stateSize = h.keyDim * h.valueDim
         let (keyDim, valueDim) = (h.keyDim, h.valueDim)
-        let decayRates = self.decayRates, timeStepBias = self.timeStepBias
+        let decayRates = self.decayRates, timeStepBias = self.timeStepBias, betaScale = self.betaScale
         let first = rows.lowerBound, outWidth = h.valueWidth
         let keyStart = h.keyWidth, valueStart = 2 * h.keyWidth
         let bStart = channels + h.valueWidth, aStart = bStart + h.valueHeads
@@ -152,7 +161,7 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
                                     let q = row + keyHead * keyDim, k = row + keyStart + keyHead * keyDim
                                     let v = row + valueStart + head * valueDim
                                     let projectedRow = p.baseAddress! + (first + t) * width
-                                    let beta = 1 / (1 + exp(-projectedRow[bStart + head]))
+                                    let beta = betaScale / (1 + exp(-projectedRow[bStart + head]))
                                     let a = projectedRow[aStart + head] + timeStepBias[head]
                                     let softplus = a > 20 ? a : log1p(exp(a))
                                     let decay = exp(-decayRates[head] * softplus)

@@ -136,6 +136,23 @@ public struct LayerNaming: Sendable, Equatable {
         public var queryWidth: Int
     }
 
+    /// Layers whose branches own other name parts than `attention` / `mlp`
+    /// (OLMo-Hybrid: an attention layer's `post_attention_layernorm` ends its
+    /// attention, a linear-attention layer's begins its MLP), by index.
+    public var partsByLayer: [Int: BranchParts] = [:]
+
+    /// The name parts of one layer's two branches.
+    public struct BranchParts: Sendable, Equatable {
+        public var attention: [String]
+        public var mlp: [String]
+    }
+
+    /// The name parts of layer `layer`'s attention (its token mixer) branch.
+    public func attentionParts(_ layer: Int) -> [String] { partsByLayer[layer]?.attention ?? attention }
+
+    /// The name parts of layer `layer`'s MLP branch.
+    public func mlpParts(_ layer: Int) -> [String] { partsByLayer[layer]?.mlp ?? mlp }
+
     /// The layer index and the rest of the name, when `name` belongs to a layer.
     public func split(_ name: String) -> (layer: Int, rest: String)? {
         guard name.hasPrefix(prefix) else { return nil }

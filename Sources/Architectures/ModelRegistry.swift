@@ -95,6 +95,7 @@ public enum ModelRegistry {
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
         "olmo3": Olmo3Model.self,
+        "olmo_hybrid": OlmoHybridModel.self,
         "olmoe": OlmoeModel.self,
         "opt": OptModel.self,
         "phi": PhiModel.self,

@@ -119,6 +119,30 @@ struct Weights {
         if checkpoint.hasTensor(prefix + name + "_scale_inv") { _ = try storedFP8(name, shape) } else { _ = try tensor(name, shape) }
     }
 
+    /// Tensors `names`, each [rows_i] + `trailing`, joined along their first
+    /// axis, as transformers' conversion mapping joins the pieces it split
+    /// a tensor into on saving (evenly, whatever the pieces are called:
+    /// OLMo-Hybrid's q | k | v convolution); their rows must add up to `rows`.
+    /// - Throws: `DroptraceError` naming the weights for another trailing shape or total.
+    func concatenatedRows(_ names: [String], rows: Int, trailing: [Int]) throws -> [Float] {
+        var pieces: [(name: String, rows: Int)] = []
+        for name in names {
+            let piece = try checkpoint.storedTensor(stored(name))
+            guard piece.shape.count == trailing.count + 1, Array(piece.shape.dropFirst()) == trailing else {
+                throw DroptraceError(
+                    "tensor '\(stored(name))' has shape \(piece.shape) but \(checkpoint.configName) implies [_] + \(trailing)", path: piece.path)
+            }
+            pieces.append((name, piece.shape[0]))
+        }
+        let total = pieces.reduce(0) { $0 + $1.rows }
+        guard total == rows else {
+            throw DroptraceError(
+                "tensors \(names.map { "'\(stored($0))'" }.joined(separator: ", ")) hold \(total) rows together but \(checkpoint.configName) implies \(rows)",
+                path: checkpoint.weightsPath)
+        }
+        return try pieces.flatMap { try floats($0.name, [$0.rows] + trailing) }
+    }
+
     /// `floats(name, shape)` written to `destination` (as many values as `shape` holds).
     func expand(_ name: String, _ shape: [Int], into destination: UnsafeMutablePointer<Float>) throws {
         guard checkpoint.hasTensor(prefix + name + "_scale_inv") else {

@@ -259,12 +259,12 @@ public enum DroppedModelExport {
     ) -> String? {
         guard let (layer, rest) = naming.split(name) else { return name }
         guard let newLayer = renumber.mapping[layer] else { return nil }
-        if plan.attention.contains(layer), naming.attention.contains(where: rest.hasPrefix),
+        if plan.attention.contains(layer), naming.attentionParts(layer).contains(where: rest.hasPrefix),
             !(keysValuesKept.contains(layer) && naming.keyValueParts.contains(where: rest.hasPrefix))
         {
             return nil
         }
-        if plan.mlp.contains(layer), naming.mlp.contains(where: rest.hasPrefix) { return nil }
+        if plan.mlp.contains(layer), naming.mlpParts(layer).contains(where: rest.hasPrefix) { return nil }
         return "\(naming.prefix)\(newLayer).\(rest)"
     }
 

@@ -112,8 +112,8 @@ import Testing
                 #expect(!removed.isEmpty && removed.allSatisfy { layer($0) == 1 || layer($0) == 3 })
                 #expect(!names.contains { name in
                     guard let (index, rest) = naming.split(name) else { return false }
-                    return (index == 1 && naming.attention.contains { rest.hasPrefix($0) })
-                        || (index == 3 && naming.mlp.contains { rest.hasPrefix($0) })
+                    return (index == 1 && naming.attentionParts(1).contains { rest.hasPrefix($0) })
+                        || (index == 3 && naming.mlpParts(3).contains { rest.hasPrefix($0) })
                 })
                 #expect(exported.configuredDrops == DropPlan(attention: [1], mlp: [3]))
             } else {

@@ -85,8 +85,15 @@ OMITTABLE = [
 def dense_layer(cls):
     """Arguments making the first layer of `cls` buildable: dense when its routed layers cannot be built
     from the class's defaults (Dots1Config leaves its expert counts None), of a type when the class
-    leaves its layer_types None (Lfm2MoeConfig)."""
+    leaves its layer_types None (Lfm2MoeConfig); two layers when one fails the class's validation."""
     fields = {field.name: field for field in dataclasses.fields(cls)}
+    try:
+        # (GPTNeoConfig's attention_types must also expand to one layer: `one_layer`.)
+        if "attention_types" not in fields:
+            cls(num_hidden_layers=1)
+    except Exception:
+        # OlmoHybridConfig's validation wants a linear and an attention layer: its rule gives them to two.
+        return {"num_hidden_layers": 2}
     if "first_k_dense_replace" in fields and "n_routed_experts" in fields and fields["n_routed_experts"].default is None:
         return {"first_k_dense_replace": 1}
     if "layer_types" in fields and cls(num_hidden_layers=1).layer_types is None:
