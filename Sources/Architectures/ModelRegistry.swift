@@ -80,6 +80,7 @@ public enum ModelRegistry {
         "llama": LlamaModel.self,
         "llama4": Llama4Model.self,
         "llama4_text": Llama4Model.self,
+        "mellum": MellumModel.self,
         "minicpm3": MiniCPM3Model.self,
         "minimax_m2": MiniMaxM2Model.self,
         "ministral": LlamaModel.self,

@@ -4,15 +4,17 @@ import Foundation
 import TensorEngine
 
 /// The mixture-of-experts keys of the Qwen MoE config classes (Qwen2-MoE,
-/// Qwen3-MoE, Qwen3-Next, Qwen3.5-MoE), resolved with one class's defaults,
+/// Qwen3-MoE, Qwen3-Next, Qwen3.5-MoE) and of Mellum's, which routes alike,
+/// resolved with one class's defaults,
 /// and the sparse MLP they describe: on sparse layers a router `mlp.gate`
 /// over `num_experts` SwiGLU experts of width `moe_intermediate_size`
 /// (softmax top-`num_experts_per_tok`, renormalised when `norm_topk_prob`),
 /// plus, in the classes that have one, a shared SwiGLU expert
 /// `mlp.shared_expert` of width `shared_expert_intermediate_size` that every
 /// token goes through, its output times sigmoid(`mlp.shared_expert_gate` x).
-/// Other layers (`mlp_only_layers`, or off the `decoder_sparse_step` beat)
-/// have a dense SwiGLU MLP of width `intermediate_size`. Source:
+/// Other layers (`mlp_only_layers`, or off the `decoder_sparse_step` beat;
+/// Mellum's marked "dense" by `mlp_layer_types`) have a dense SwiGLU MLP of
+/// width `intermediate_size`. Source:
 /// transformers' `Qwen2MoeSparseMoeBlock` and `Qwen2MoeDecoderLayer`.
 struct QwenExperts: Sendable {
     /// What distinguishes one config class's keys: its defaults, and which
@@ -24,12 +26,16 @@ struct QwenExperts: Sendable {
         var moeIntermediateSize: Int
         /// nil: the class has no shared expert.
         var sharedExpertIntermediateSize: Int?
-        /// Whether `num_local_experts` spells `num_experts` (Qwen3MoeConfig's attribute map).
+        /// Whether `num_local_experts` spells `num_experts` (Qwen3MoeConfig's and MellumConfig's attribute map).
         var readsLocalExperts = false
         /// Whether the class has `norm_topk_prob`, `decoder_sparse_step`
         /// and `mlp_only_layers`; without them every layer is sparse and
         /// the top-k probabilities are renormalised (Qwen3.5-MoE's router).
         var readsLayout = true
+        /// Whether `mlp_layer_types` ("dense" / "sparse" per layer, all
+        /// sparse when absent) decides the sparse layers instead of
+        /// `decoder_sparse_step` and `mlp_only_layers` (MellumConfig).
+        var readsMLPLayerTypes = false
 
         static let qwen2Moe = ConfigClass(
             numExperts: 60, numExpertsPerTok: 4, normTopkProb: false, moeIntermediateSize: 1408, sharedExpertIntermediateSize: 5632)
@@ -41,6 +47,9 @@ struct QwenExperts: Sendable {
         static let qwen3_5Moe = ConfigClass(
             numExperts: 256, numExpertsPerTok: 8, normTopkProb: true, moeIntermediateSize: 512, sharedExpertIntermediateSize: 512,
             readsLayout: false)
+        static let mellum = ConfigClass(
+            numExperts: 64, numExpertsPerTok: 8, normTopkProb: true, moeIntermediateSize: 896, sharedExpertIntermediateSize: nil,
+            readsLocalExperts: true, readsMLPLayerTypes: true)
     }
 
     /// 0 makes every MLP dense.
@@ -60,10 +69,14 @@ struct QwenExperts: Sendable {
     /// entry past the last layer (left when layers were cut and the list was
     /// not) or below 0 matches no layer.
     var mlpOnlyLayers: [Int]
+    /// Mellum's `mlp_layer_types`, which then decides alone (nil: not given, or not read).
+    var mlpLayerTypes: [String]? = nil
 
     /// Whether layer `index`'s MLP is the routed experts.
     func isSparse(_ index: Int) -> Bool {
-        numExperts > 0 && !mlpOnlyLayers.contains(index) && (index + 1) % decoderSparseStep == 0
+        // (Mellum refuses a list shorter than the layers before anything asks.)
+        if let mlpLayerTypes { return numExperts > 0 && index < mlpLayerTypes.count && mlpLayerTypes[index] == "sparse" }
+        return numExperts > 0 && !mlpOnlyLayers.contains(index) && (index + 1) % decoderSparseStep == 0
     }
 
     /// The sparse layers' experts under `mlp.experts.`.
@@ -118,6 +131,7 @@ struct QwenExperts: Sendable {
         var sharedExpertIntermediateSize: Int?
         var decoderSparseStep: Int?
         var mlpOnlyLayers: [Int]?
+        var mlpLayerTypes: [String]?
 
         enum CodingKeys: String, CodingKey {
             case numExperts = "num_experts"
@@ -128,21 +142,26 @@ struct QwenExperts: Sendable {
             case sharedExpertIntermediateSize = "shared_expert_intermediate_size"
             case decoderSparseStep = "decoder_sparse_step"
             case mlpOnlyLayers = "mlp_only_layers"
+            case mlpLayerTypes = "mlp_layer_types"
         }
 
         /// - Throws: `InvalidConfigValue` for a refused value.
         func resolved(_ configClass: ConfigClass) throws -> QwenExperts {
             let localExperts = configClass.readsLocalExperts ? numLocalExperts : nil
-            let layout = configClass.readsLayout
-            let experts = QwenExperts(
+            let layout = configClass.readsLayout, byTypes = configClass.readsMLPLayerTypes
+            var experts = QwenExperts(
                 numExperts: localExperts ?? numExperts ?? configClass.numExperts,
                 numExpertsKey: localExperts == nil ? "num_experts" : "num_local_experts",
                 numExpertsPerTok: numExpertsPerTok ?? configClass.numExpertsPerTok,
                 normTopkProb: (layout ? normTopkProb : nil) ?? configClass.normTopkProb,
                 moeIntermediateSize: moeIntermediateSize ?? configClass.moeIntermediateSize,
                 sharedExpertIntermediateSize: configClass.sharedExpertIntermediateSize.map { sharedExpertIntermediateSize ?? $0 },
-                decoderSparseStep: (layout ? decoderSparseStep : nil) ?? 1,
-                mlpOnlyLayers: (layout ? mlpOnlyLayers : nil) ?? [])
+                decoderSparseStep: (layout && !byTypes ? decoderSparseStep : nil) ?? 1,
+                mlpOnlyLayers: (layout && !byTypes ? mlpOnlyLayers : nil) ?? [])
+            if byTypes {
+                try MLPLayerTypes.checkEntries(mlpLayerTypes)
+                experts.mlpLayerTypes = mlpLayerTypes
+            }
             // Both spellings name one attribute: two values would leave it to key order.
             if let numExperts, let localExperts, numExperts != localExperts {
                 throw InvalidConfigValue(
