@@ -25,6 +25,9 @@ public struct GroupLimitedTopK: Sendable {
         case softmax
         /// Each logit's sigmoid, independently (V3).
         case sigmoid
+        /// Each logit's sigmoid as the weight, but the experts ranked by the
+        /// logits themselves plus `selectionBias` (Kolibri-1's router).
+        case sigmoidRankedByLogits
     }
 
     public enum GroupScore: Sendable {
@@ -88,10 +91,11 @@ public struct GroupLimitedTopK: Sendable {
                 let exponentials = row.map { exp($0 - maximum) }
                 let sum = exponentials.reduce(0, +)
                 scores = exponentials.map { $0 / sum }
-            case .sigmoid:
+            case .sigmoid, .sigmoidRankedByLogits:
                 scores = row.map { 1 / (1 + exp(-$0)) }
             }
-            let forChoice = selectionBias.map { zip(scores, $0).map { $0 + $1 } } ?? scores
+            let ranking = scoring == .sigmoidRankedByLogits ? row : scores
+            let forChoice = selectionBias.map { zip(ranking, $0).map { $0 + $1 } } ?? ranking
             var allowed = Array(0..<count)
             if groupsPerToken < groups {
                 let groupScores = (0..<groups).map { g -> Float in

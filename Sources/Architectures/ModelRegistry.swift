@@ -75,6 +75,7 @@ public enum ModelRegistry {
         "hyperclovax": HyperCLOVAXModel.self,
         "jais2": ArceeModel.self,
         "jamba": JambaModel.self,
+        "kolibri1": Kolibri1Model.self,
         "lfm2": Lfm2Model.self,
         "lfm2_moe": Lfm2MoeModel.self,
         "llama": LlamaModel.self,
