@@ -145,6 +145,16 @@ struct DecoderParts: Sendable {
         }
     }
 
+    /// The layer naming with each layer's attention type spelled out, as a
+    /// block-drop export writes them where config.json leaves them to a
+    /// rule, so renumbering cannot move a window or a kind of layer (nil:
+    /// the family leaves them as written).
+    func naming(spellingOut layerTypes: [String]?) -> LayerNaming {
+        var naming = naming
+        naming.layerTypes = layerTypes
+        return naming
+    }
+
     /// The rope settings of the family's config section.
     func ropeSettings() throws -> RopeSettings { try config(RopeSettings.self) }
 

@@ -118,9 +118,7 @@ struct CohereModel: DecoderFamily {
     /// cohere2's exports without some blocks spell out the kept layers'
     /// types, so renumbering cannot move a window (or positions) to another layer.
     var layerNaming: LayerNaming {
-        var naming = parts.naming
-        naming.layerTypes = layerTypes
-        return naming
+        parts.naming(spellingOut: layerTypes)
     }
 
     /// CohereLayerNorm: mean-centred, weight only.

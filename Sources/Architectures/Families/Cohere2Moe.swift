@@ -216,8 +216,7 @@ struct Cohere2MoeModel: DecoderFamily {
     /// An export without some blocks spells out the kept layers' attention
     /// and MLP types.
     var layerNaming: LayerNaming {
-        var naming = parts.naming
-        naming.layerTypes = layerTypes
+        var naming = parts.naming(spellingOut: layerTypes)
         naming.mlpLayerTypes = mlpTypes
         return naming
     }

@@ -78,9 +78,7 @@ struct Gemma2Model: DecoderFamily {
     /// An export without some blocks spells out the remaining layers' types,
     /// so renumbering cannot move a window to another layer.
     var layerNaming: LayerNaming {
-        var naming = parts.naming
-        naming.layerTypes = layerTypes
-        return naming
+        parts.naming(spellingOut: layerTypes)
     }
 
     func head() throws -> OutputHead {

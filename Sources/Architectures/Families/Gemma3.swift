@@ -117,9 +117,7 @@ struct Gemma3Model: DecoderFamily {
     /// An export without some blocks spells out the remaining layers' types
     /// (in `text_config` for `gemma3`), so renumbering cannot move a window.
     var layerNaming: LayerNaming {
-        var naming = parts.naming
-        naming.layerTypes = layerTypes
-        return naming
+        parts.naming(spellingOut: layerTypes)
     }
 
     func head() throws -> OutputHead {

@@ -272,8 +272,7 @@ struct Gemma4Model: DecoderFamily {
     /// An export without some blocks spells out the remaining layers' types
     /// (in `text_config` for `gemma4`), so renumbering cannot move a window.
     var layerNaming: LayerNaming {
-        var naming = parts.naming
-        naming.layerTypes = layerTypes
+        var naming = parts.naming(spellingOut: layerTypes)
         if firstSharedLayer < layerCount {
             naming.trailingLayerCounts = ["num_kv_shared_layers": layerCount - firstSharedLayer]
             naming.keyValueParts = ["input_layernorm.", "self_attn.k_proj.", "self_attn.v_proj.", "self_attn.k_norm."]

@@ -151,9 +151,7 @@ struct GraniteModel: DecoderFamily {
     private(set) var layerTypes: [String]? = nil
 
     var layerNaming: LayerNaming {
-        var naming = parts.naming
-        naming.layerTypes = layerTypes
-        return naming
+        parts.naming(spellingOut: layerTypes)
     }
 
     func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch, multiplier: config.embeddingMultiplier) }

@@ -116,9 +116,7 @@ struct Kolibri1Model: DecoderFamily {
 
     /// Exports without some blocks spell out the kept layers' types.
     var layerNaming: LayerNaming {
-        var naming = parts.naming
-        naming.layerTypes = layerTypes
-        return naming
+        parts.naming(spellingOut: layerTypes)
     }
 
     func head() throws -> OutputHead {

@@ -151,9 +151,7 @@ struct Lfm2Layers: Sendable {
     /// The naming with the resolved layer types, which a block-drop export
     /// spells out where config.json leaves them to `full_attn_idxs`.
     var layerNaming: LayerNaming {
-        var naming = parts.naming
-        naming.layerTypes = layerTypes
-        return naming
+        parts.naming(spellingOut: layerTypes)
     }
 
     /// Layer `index`'s token mixer: Lfm2Attention (q/k/v and out_proj

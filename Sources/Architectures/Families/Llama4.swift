@@ -212,8 +212,7 @@ struct Llama4Model: DecoderFamily {
     /// the layer types that follow the rotary flags), so renumbering moves
     /// none of them to another layer.
     var layerNaming: LayerNaming {
-        var naming = parts.naming
-        naming.layerTypes = layerTypes
+        var naming = parts.naming(spellingOut: layerTypes)
         naming.noRopeLayers = config.noRopeLayers == nil ? ropeFlags : nil
         if config.moeLayers == nil { naming.layerIndexLists["moe_layers"] = sparse.sorted() }
         return naming

@@ -172,8 +172,7 @@ struct OlmoHybridModel: DecoderFamily {
     /// The attention layers' branches own their output norms; an export
     /// without some blocks spells out the kept layers' types.
     var layerNaming: LayerNaming {
-        var naming = parts.naming
-        naming.layerTypes = layerTypes
+        var naming = parts.naming(spellingOut: layerTypes)
         let postNorm = LayerNaming.BranchParts(
             attention: ["self_attn.", "post_attention_layernorm.", "feedforward_layer_norm."], mlp: ["mlp.", "post_feedforward_layernorm."])
         for (index, type) in layerTypes.enumerated() where type == AttentionLayerType.full { naming.partsByLayer[index] = postNorm }

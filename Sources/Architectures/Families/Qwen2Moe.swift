@@ -87,9 +87,7 @@ struct Qwen2MoeModel: DecoderFamily {
     /// An export without some blocks spells out the layer types (even
     /// layers below `max_window_layers` slide), so renumbering cannot move a window.
     var layerNaming: LayerNaming {
-        var naming = parts.naming
-        naming.layerTypes = layerTypes
-        return naming
+        parts.naming(spellingOut: layerTypes)
     }
 
     func head() throws -> OutputHead {
