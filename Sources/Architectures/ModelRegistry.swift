@@ -78,6 +78,7 @@ public enum ModelRegistry {
         "kolibri1": Kolibri1Model.self,
         "lfm2": Lfm2Model.self,
         "lfm2_moe": Lfm2MoeModel.self,
+        "lfm3": Lfm3Model.self,
         "llama": LlamaModel.self,
         "llama4": Llama4Model.self,
         "llama4_text": Llama4Model.self,

@@ -540,7 +540,8 @@ struct Gemma4LayerShapes {
     }
 }
 
-/// One layer type's rotary settings (`rope_parameters.<layer type>`).
+/// One layer type's rotary settings (`rope_parameters.<layer type>`), as
+/// Gemma 4 and LFM3 read them.
 struct Gemma4Rope: Equatable {
     var proportional: Bool
     var theta: Double
@@ -554,25 +555,27 @@ struct Gemma4Rope: Equatable {
         AttentionLayerType.full: Gemma4Rope(proportional: true, theta: 1_000_000, partialRotaryFactor: 0.25),
     ]
 
-    /// The settings of each of `layerTypes` from config.json's `rope_parameters`.
+    /// The settings of each of `layerTypes` from config.json's
+    /// `rope_parameters`, or the config class's `defaults` without them.
     /// - Throws: `DroptraceError` naming the key for a missing entry, a type
     ///   other than default / proportional, or a value transformers cannot run.
     static func parameters(
-        _ given: [String: Gemma4LayerKeys.RopeEntry?]?, layerTypes: Set<String>, keyPrefix: String, configPath: String
+        _ given: [String: Gemma4LayerKeys.RopeEntry?]?, layerTypes: Set<String>, keyPrefix: String, configPath: String,
+        defaults: [String: Gemma4Rope] = defaults
     ) throws -> [String: Gemma4Rope] {
-        guard let given else { return defaults }
+        guard let given else { return defaults.filter { layerTypes.contains($0.key) } }
         let key = keyPrefix + "rope_parameters"
         var result: [String: Gemma4Rope] = [:]
         for type in layerTypes.sorted() {
             let typeKey = "\(key).\(type)"
             guard let entry = given[type] ?? nil else {
                 throw DroptraceError(
-                    "\"\(key)\" has no settings for \(type) layers, which transformers' Gemma 4 rotary embedding needs (one object per layer type)",
+                    "\"\(key)\" has no settings for \(type) layers, which transformers' rotary embedding of this family needs (one object per layer type)",
                     path: configPath)
             }
             guard entry.type == "default" || entry.type == "proportional" else {
                 throw DroptraceError(
-                    "\"\(typeKey).rope_type\" is \"\(entry.type.forErrorMessage)\": droptrace reads Gemma 4's \"default\" and \"proportional\" rope types",
+                    "\"\(typeKey).rope_type\" is \"\(entry.type.forErrorMessage)\": droptrace reads this family's \"default\" and \"proportional\" rope types",
                     path: configPath)
             }
             let rope = Gemma4Rope(

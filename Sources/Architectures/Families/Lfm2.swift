@@ -159,12 +159,7 @@ struct Lfm2Layers: Sendable {
     func mixer(_ index: Int) throws -> TokenMixer {
         let p = "layers.\(index).", weights = parts.weights, d = parts.dimensions.hiddenSize, eps = config.normEps
         if layerTypes[index] == Lfm2Configuration.conv {
-            let bias = config.convBias, kernel = config.convolutionKernel
-            return .shortConvolution(ShortConvolution(
-                projection: try weights.linear(p + "conv.in_proj", in: d, out: 3 * d, bias: bias),
-                taps: try weights.floats(p + "conv.conv.weight", [d, 1, kernel]),
-                tapBias: bias ? try weights.floats(p + "conv.conv.bias", [d]) : nil,
-                output: try weights.linear(p + "conv.out_proj", in: d, out: d, bias: bias)))
+            return .shortConvolution(try Self.shortConvolution(parts, layer: index, bias: config.convBias, kernel: config.convolutionKernel))
         }
         let headDim = parts.attentionLayout.headDim
         return .attention(try parts.attention(
@@ -172,6 +167,17 @@ struct Lfm2Layers: Sendable {
             queryKeyNorm: .perHead(
                 query: try weights.rmsNorm(p + "self_attn.q_layernorm", size: headDim, eps: eps),
                 key: try weights.rmsNorm(p + "self_attn.k_layernorm", size: headDim, eps: eps))))
+    }
+
+    /// Layer `index`'s Lfm2ShortConv (LFM3's alike): in_proj to B | C | x,
+    /// `kernel` causal depthwise taps over B · x, C times that, out_proj.
+    static func shortConvolution(_ parts: DecoderParts, layer index: Int, bias: Bool, kernel: Int) throws -> ShortConvolution {
+        let p = "layers.\(index).conv.", weights = parts.weights, d = parts.dimensions.hiddenSize
+        return ShortConvolution(
+            projection: try weights.linear(p + "in_proj", in: d, out: 3 * d, bias: bias),
+            taps: try weights.floats(p + "conv.weight", [d, 1, kernel]),
+            tapBias: bias ? try weights.floats(p + "conv.bias", [d]) : nil,
+            output: try weights.linear(p + "out_proj", in: d, out: d, bias: bias))
     }
 
     /// Block `index`: RMSNorms before each branch (`operator_norm`,

@@ -1,0 +1,198 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// config.json of `lfm3`, with Lfm3Config's defaults.
+struct Lfm3Configuration: Decodable {
+    /// The config class's defaults of the keys its sizes differ in from what
+    /// droptrace assumes (head_dim 128 as a field, not hidden / heads).
+    static let section = ConfigSection(defaults: ["head_dim": 128])
+    /// `Lfm3Config.__post_init__`'s rope parameters when config.json has none.
+    static let defaultRope: [String: Gemma4Rope] = [
+        AttentionLayerType.sliding: Gemma4Rope(proportional: false, theta: 10_000),
+        AttentionLayerType.full: Gemma4Rope(proportional: true, theta: 1_000_000, partialRotaryFactor: 0.5),
+    ]
+    static let conv = "conv"
+
+    var normEps: Double
+    var convBias: Bool
+    var convolutionKernel: Int
+    var layerTypes: [String]?
+    /// As written: absent is 256, `null` none.
+    var slidingWindow: Int?
+    var useSandwichNorm: Bool
+    var useAttentionGate: Bool
+    var attentionBias: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case normEps = "norm_eps"
+        case convBias = "conv_bias"
+        case convolutionKernel = "conv_L_cache"
+        case layerTypes = "layer_types"
+        case slidingWindow = "sliding_window"
+        case useSandwichNorm = "use_sandwich_norm"
+        case useAttentionGate = "use_attention_gate"
+        case attentionBias = "attention_bias"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        normEps = try c.decodeIfPresent(Double.self, forKey: .normEps) ?? 1e-5
+        convBias = try c.decodeIfPresent(Bool.self, forKey: .convBias) ?? false
+        convolutionKernel = try c.decodeIfPresent(Int.self, forKey: .convolutionKernel) ?? 7
+        layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
+        slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : 256
+        useSandwichNorm = try c.decodeIfPresent(Bool.self, forKey: .useSandwichNorm) ?? true
+        useAttentionGate = try c.decodeIfPresent(Bool.self, forKey: .useAttentionGate) ?? true
+        attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
+        let (normEps, convolutionKernel) = (normEps, convolutionKernel)
+        try ConfigRules.decodingChecks {
+            try ConfigRules.positive(normEps, "norm_eps")
+            try ConfigRules.count(convolutionKernel, "conv_L_cache")
+        }
+    }
+
+    /// Lfm3Config's rule when `layer_types` is absent: layer i attends fully
+    /// when i % 4 == 2, within the window when i % 4 == 0 (but layer 0), and
+    /// is a short convolution otherwise.
+    static func defaultLayerType(_ i: Int) -> String {
+        i % 4 == 2 ? AttentionLayerType.full : i % 4 == 0 && i > 0 ? AttentionLayerType.sliding : conv
+    }
+}
+
+/// LFM3 (Liquid AI, transformers' models/lfm3/): LFM2's hybrid of short
+/// convolutions and grouped-query attention, with
+/// - sliding-window attention layers besides the full ones, by
+///   `layer_types` (`Lfm3Configuration.defaultLayerType`; window
+///   `sliding_window`, 256), each attention type rotating by its own
+///   `rope_parameters` entry (by default sliding layers "default" at 1e4,
+///   full layers "proportional" rotating half their pairs at 1e6; an entry
+///   without `rope_theta` takes the top-level one, else 1e6);
+/// - sandwich norms (`use_sandwich_norm`, on unless given): each branch
+///   ends at its own RMSNorm (`post_operator_norm`, `post_ffn_norm`);
+/// - a per-head output gate (`use_attention_gate`): each head's output
+///   times sigmoid(`g_proj` x), saved as `gate_proj`;
+/// - q/k RMSNorms per head (`q_norm`, `k_norm`) and `o_proj`; SwiGLU MLPs of
+///   `intermediate_size` (`w1`, `w3`, `w2`); the final norm `embedding_norm`;
+///   tied by default.
+struct Lfm3Model: DecoderFamily {
+    static func readsLayerTypes(_ modelType: String) -> Bool { true }
+    let parts: DecoderParts
+    let config: Lfm3Configuration
+    let layerTypes: [String]
+    let rotaries: [String: RotaryEmbedding]
+
+    init(_ checkpoint: Checkpoint) throws {
+        parts = try DecoderParts(checkpoint, section: Lfm3Configuration.section, tiedByDefault: true, naming: Self.naming)
+        let config = try parts.config(Lfm3Configuration.self)
+        self.config = config
+        let layers = parts.dimensions.numHiddenLayers
+        let types = config.layerTypes ?? (0..<layers).map(Lfm3Configuration.defaultLayerType)
+        layerTypes = types
+        let parts = parts, drops = parts.configuredDrops
+        try parts.checks {
+            if let other = types.first(where: { ![AttentionLayerType.full, AttentionLayerType.sliding, Lfm3Configuration.conv].contains($0) }) {
+                throw InvalidConfigValue(
+                    key: "layer_types", problem: "names \"\(other.forErrorMessage)\": the layers are conv, sliding_attention or full_attention")
+            }
+            if types.contains(AttentionLayerType.sliding), config.slidingWindow == nil {
+                throw InvalidConfigValue(key: "sliding_window", problem: "is null, but layer_types has sliding_attention layers")
+            }
+            // Each kept mixer's weights are those of its type.
+            for index in 0..<layers where !drops.dropsAttention(index) {
+                let conv = types[index] == Lfm3Configuration.conv
+                let (expected, other) = conv ? ("conv.in_proj", "self_attn.q_proj") : ("self_attn.q_proj", "conv.in_proj")
+                if !parts.weights.has("layers.\(index).\(expected).weight"), parts.weights.has("layers.\(index).\(other).weight") {
+                    throw InvalidConfigValue(
+                        key: "layer_types", problem: "makes layer \(index) \(types[index]), but the weights hold its \(other) and no \(expected)")
+                }
+            }
+        }
+        if let firstConv = (0..<layers).first(where: { types[$0] == Lfm3Configuration.conv && !drops.dropsAttention($0) }) {
+            let d = parts.dimensions.hiddenSize
+            try parts.weights.confirmShape(
+                "layers.\(firstConv).conv.conv.weight", [d, 1, config.convolutionKernel], keys: "hidden_size, conv_L_cache",
+                configPath: parts.configPath)
+        }
+        let attentionLayers = (0..<layers).filter { types[$0] != Lfm3Configuration.conv }
+        try parts.confirmAttentionProjections(layers: attentionLayers)
+        let headDim = attentionLayers.contains { !drops.dropsAttention($0) } ? parts.dimensions.resolvedHeadDim : 0
+        let ropes = try Self.ropeParameters(parts, types: Set(attentionLayers.map { types[$0] }))
+        rotaries = ropes.mapValues { $0.embedding(headDim: headDim) }
+    }
+
+    /// Each attention type's rotation from `rope_parameters` as Lfm3Config
+    /// completes it (`Gemma4Rope.parameters`: one object per type, "default"
+    /// or "proportional"), a missing `rope_theta` taken from the top level,
+    /// else 1e6.
+    private static func ropeParameters(_ parts: DecoderParts, types: Set<String>) throws -> [String: Gemma4Rope] {
+        var object = try parts.checkpoint.configObject(parts.section)
+        if var given = object["rope_parameters"] as? [String: Any] {
+            let theta = object["rope_theta"] ?? 1_000_000.0
+            for (type, entry) in given {
+                guard var entry = entry as? [String: Any], entry["rope_theta"] == nil else { continue }
+                entry["rope_theta"] = theta
+                given[type] = entry
+            }
+            object["rope_parameters"] = given
+        }
+        let keys = try parts.checkpoint.decodeConfig(Gemma4LayerKeys.self, object: object, under: parts.section.name)
+        return try Gemma4Rope.parameters(
+            keys.rope, layerTypes: types, keyPrefix: "", configPath: parts.configPath, defaults: Lfm3Configuration.defaultRope)
+    }
+
+    static func naming(_ prefix: String) -> LayerNaming {
+        LayerNaming(
+            prefix: prefix + "layers.", attention: ["self_attn.", "conv.", "operator_norm.", "post_operator_norm."],
+            mlp: ["feed_forward.", "ffn_norm.", "post_ffn_norm."], layerCountKeys: ["num_hidden_layers"])
+    }
+
+    /// Exports without some blocks spell out the kept layers' types.
+    var layerNaming: LayerNaming { parts.naming(spellingOut: layerTypes) }
+
+    func head() throws -> OutputHead {
+        try parts.head(norm: parts.weights.rmsNorm("embedding_norm", size: hiddenSize, eps: config.normEps))
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        try parts.preNormBlock(
+            index, drops: plan.union(configuredDrops), eps: config.normEps, norms: ("operator_norm", "ffn_norm"),
+            outputNorms: config.useSandwichNorm ? ("post_operator_norm", "post_ffn_norm") : nil,
+            mixer: { try mixer(index) },
+            feedForward: {
+                try parts.weights.gatedMLP(
+                    "layers.\(index).feed_forward.", hidden: hiddenSize, inner: parts.dimensions.intermediateSize, activation: .silu,
+                    names: ("w1", "w3", "w2"))
+            })
+    }
+
+    /// Layer `index`'s token mixer: Lfm3Attention or Lfm2's short convolution.
+    private func mixer(_ index: Int) throws -> TokenMixer {
+        let type = layerTypes[index]
+        guard type != Lfm3Configuration.conv else {
+            return .shortConvolution(try Lfm2Layers.shortConvolution(parts, layer: index, bias: config.convBias, kernel: config.convolutionKernel))
+        }
+        let p = "layers.\(index).self_attn.", weights = parts.weights, layout = parts.attentionLayout, eps = config.normEps
+        return .attention(try parts.attention(
+            p, bias: config.attentionBias, rotary: rotaries[type]!,
+            slidingWindow: type == AttentionLayerType.sliding ? config.slidingWindow : nil,
+            queryKeyNorm: .perHead(
+                query: try weights.rmsNorm(p + "q_norm", size: layout.headDim, eps: eps),
+                key: try weights.rmsNorm(p + "k_norm", size: layout.headDim, eps: eps)),
+            outputGate: config.useAttentionGate ? try headGate(p) : nil))
+    }
+
+    /// `g_proj` [heads, hidden] (saved as `gate_proj`) as a gate of every
+    /// output column: each head's row repeated head_dim times, so sigmoid of
+    /// a column is its head's gate.
+    private func headGate(_ prefix: String) throws -> Linear {
+        let weights = parts.weights, layout = parts.attentionLayout, d = hiddenSize
+        let name = try weights.storedName(saved: prefix + "gate_proj.weight", renamed: prefix + "g_proj.weight")
+        let rows = try weights.linear(String(name.dropLast(".weight".count)), in: d, out: layout.numHeads, bias: false).weight
+        let repeated = (0..<layout.numHeads).flatMap { h in
+            (0..<layout.headDim).flatMap { _ in rows[(h * d)..<((h + 1) * d)] }
+        }
+        return Linear(weight: repeated, bias: nil, inFeatures: d, outFeatures: layout.queryWidth)
+    }
+}
