@@ -59,6 +59,9 @@ struct DeepSeekExperts: Sendable {
         static let deepseekV32 = ConfigClass(
             nRoutedExperts: 256, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 2048, routedScalingFactor: 2.5,
             nGroup: 8, topkGroup: 4, name: "DeepseekV32Config")
+        static let axk1 = ConfigClass(
+            nRoutedExperts: 192, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 2048, routedScalingFactor: 2.5,
+            nGroup: 8, topkGroup: 4, name: "AXK1Config")
         static let glmMoeDsa = ConfigClass(
             nRoutedExperts: 256, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 2048, routedScalingFactor: 2.5,
             name: "GlmMoeDsaConfig")

@@ -27,6 +27,7 @@ public enum ModelRegistry {
         "afmoe": AfmoeModel.self,
         "apertus": ApertusModel.self,
         "arcee": ArceeModel.self,
+        "axk1": Glm4MoeLiteModel.self,
         "bamba": BambaModel.self,
         "bloom": BloomModel.self,
         "cohere": CohereModel.self,

@@ -20,6 +20,11 @@ struct Glm4MoeLiteConfiguration: Decodable {
         var indexer: (topK: Int, headDim: Int, heads: Int)?
         /// Whether the indexer rotates interleaved pairs (GlmMoeDsaIndexer).
         var indexerRopeInterleave = false
+        /// A.X K1's: the routed MLP ends at an RMSNorm (`post_mlp_layernorm`,
+        /// saved beside the MLP), the low-rank query path is required,
+        /// `head_dim` is not read, and the legacy `first_k_dense_replace` /
+        /// `moe_layer_freq` give the MLP types when `mlp_layer_types` is absent.
+        var axk1 = false
 
         static let glm4MoeLite = ConfigClass(
             latentDefaults: LatentAttentionSettings(
@@ -36,11 +41,17 @@ struct Glm4MoeLiteConfiguration: Decodable {
                 qLoraRank: 2048, kvLoraRank: 512, qkNopeHeadDim: 192, qkRopeHeadDim: 64, vHeadDim: 256, ropeInterleave: true,
                 attentionBias: false),
             experts: .glmMoeDsa, rmsNormEps: 1e-5, firstKDenseReplace: 3, indexer: (2048, 128, 32), indexerRopeInterleave: true)
+        static let axk1 = ConfigClass(
+            latentDefaults: LatentAttentionSettings(
+                qLoraRank: 1536, kvLoraRank: 512, qkNopeHeadDim: 128, qkRopeHeadDim: 64, vHeadDim: 128, ropeInterleave: true,
+                attentionBias: false),
+            experts: .axk1, rmsNormEps: 1e-6, firstKDenseReplace: 1, indexer: nil, axk1: true)
 
         static func of(_ modelType: String) -> ConfigClass {
             switch modelType {
             case "deepseek_v32": deepseekV32
             case "glm_moe_dsa": glmMoeDsa
+            case "axk1": axk1
             default: glm4MoeLite
             }
         }
@@ -55,6 +66,9 @@ struct Glm4MoeLiteConfiguration: Decodable {
     /// not read the key), the others sparse.
     var mlpLayerTypes: [String]?
     var firstKDenseReplace: Int
+    /// A.X K1's legacy `moe_layer_freq`: of the layers from
+    /// `first_k_dense_replace` on, those whose index it divides are sparse.
+    var moeLayerFrequency = 1
     /// The routed layers' keys.
     var experts: DeepSeekExperts
     /// DeepSeek Sparse Attention's indexer (`deepseek_v32`, `glm_moe_dsa`):
@@ -101,6 +115,7 @@ struct Glm4MoeLiteConfiguration: Decodable {
         case hiddenAct = "hidden_act"
         case mlpLayerTypes = "mlp_layer_types"
         case firstKDenseReplace = "first_k_dense_replace"
+        case moeLayerFrequency = "moe_layer_freq"
         case qkRopeHeadDim = "qk_rope_head_dim"
         case headDim = "head_dim"
         case indexTopk = "index_topk"
@@ -124,12 +139,14 @@ struct Glm4MoeLiteConfiguration: Decodable {
         // Glm4MoeLiteConfig maps head_dim onto qk_rope_head_dim, set over the field;
         // DeepseekV32Config sets head_dim to qk_rope_head_dim instead.
         let rope = try c.decodeIfPresent(Int.self, forKey: .qkRopeHeadDim)
-        let headDim = indexed ? nil : try c.decodeIfPresent(Int.self, forKey: .headDim)
+        // (AXK1Config, too, sets head_dim to qk_rope_head_dim.)
+        let headDim = indexed || configClass.axk1 ? nil : try c.decodeIfPresent(Int.self, forKey: .headDim)
         if let headDim { latent.qkRopeHeadDim = headDim }
         // DeepseekV32Attention rotates interleaved pairs whatever rope_interleave says.
         if indexed { latent.ropeInterleave = true }
         mlpLayerTypes = try c.decodeIfPresent([String].self, forKey: .mlpLayerTypes)
         firstKDenseReplace = try configClass.firstKDenseReplace.map { try c.decodeIfPresent(Int.self, forKey: .firstKDenseReplace) ?? $0 } ?? 1
+        if configClass.axk1 { moeLayerFrequency = try c.decodeIfPresent(Int.self, forKey: .moeLayerFrequency) ?? 1 }
         experts = try DeepSeekExperts(from: decoder, configClass: configClass.experts)
         indexTopk = try configClass.indexer.map { try c.decodeIfPresent(Int.self, forKey: .indexTopk) ?? $0.topK }
         indexHeadDim = try c.decodeIfPresent(Int.self, forKey: .indexHeadDim) ?? configClass.indexer?.headDim ?? 0
@@ -174,9 +191,13 @@ struct Glm4MoeLiteConfiguration: Decodable {
         }
     }
 
-    /// Each layer's MLP type for `layers` layers (Glm4MoeLiteConfig's rule when unset).
+    /// Each layer's MLP type for `layers` layers (the config class's rule when unset).
     func layerTypes(_ layers: Int) -> [String] {
-        MLPLayerTypes.resolved(mlpLayerTypes, layers: layers, firstDense: firstKDenseReplace)
+        guard configClass.axk1, mlpLayerTypes == nil else {
+            return MLPLayerTypes.resolved(mlpLayerTypes, layers: layers, firstDense: firstKDenseReplace)
+        }
+        // AXK1Config: sparse from first_k_dense_replace on where moe_layer_freq divides the index (checked non-zero).
+        return (0..<layers).map { $0 >= firstKDenseReplace && $0 % max(moeLayerFrequency, 1) == 0 ? "sparse" : "dense" }
     }
 
     /// Refuses values transformers could not run, before anything is sized from them.
@@ -184,6 +205,15 @@ struct Glm4MoeLiteConfiguration: Decodable {
         try ConfigRules.positive(rmsNormEps, "rms_norm_eps")
         try latent.check(d)
         try ConfigRules.nonNegative(firstKDenseReplace, "first_k_dense_replace")
+        if configClass.axk1 {
+            // AXK1Attention always builds q_a_proj of q_lora_rank; AXK1Config takes the remainder by moe_layer_freq.
+            guard latent.qLoraRank != nil else {
+                throw InvalidConfigValue(key: "q_lora_rank", problem: "must be set: AXK1Attention always has the low-rank query path")
+            }
+            if mlpLayerTypes == nil, moeLayerFrequency == 0 {
+                throw InvalidConfigValue(key: "moe_layer_freq", problem: "must not be 0: AXK1Config takes each layer index modulo it")
+            }
+        }
         if let indexTopk {
             // DeepseekV32Attention has no direct q_proj: the indexer reads the query latent.
             guard latent.qLoraRank != nil else {
@@ -257,6 +287,12 @@ struct Glm4MoeLiteConfiguration: Decodable {
 /// rotating interleaved pairs; its "shared" indexer layers, which reuse an
 /// earlier layer's choice, are refused (every layer of GlmMoeDsaConfig's
 /// default pattern runs its own indexer).
+///
+/// A.X K1 (`axk1`; SK Telecom's, transformers' `models/axk1/`) is
+/// DeepSeek-V3's model on this layout with AXK1Config's defaults: the
+/// low-rank query path required, `mlp_layer_types` (else the legacy
+/// `first_k_dense_replace`, 1, and `moe_layer_freq`, 1), and each routed
+/// MLP's output normalised by `post_mlp_layernorm`, part of the MLP module.
 struct Glm4MoeLiteModel: DecoderFamily {
     static func readsLayerTypes(_ modelType: String) -> Bool { ConfigClass.of(modelType).indexer != nil }
     typealias ConfigClass = Glm4MoeLiteConfiguration.ConfigClass
@@ -305,6 +341,7 @@ struct Glm4MoeLiteModel: DecoderFamily {
     var layerNaming: LayerNaming {
         var naming = parts.naming
         naming.mlpLayerTypes = Array(types.prefix(layerCount))
+        if config.configClass.axk1 { naming.mlp.append("post_mlp_layernorm.") }
         return naming
     }
 
@@ -351,8 +388,15 @@ struct Glm4MoeLiteModel: DecoderFamily {
             heads: heads, dim: dim, topK: topK, rotary: rotary)
     }
 
-    /// Layer `index`'s MLP: dense, or router, routed experts and shared experts.
+    /// Layer `index`'s MLP: dense, or router, routed experts and shared
+    /// experts (A.X K1's then normalised by `post_mlp_layernorm`, stored
+    /// beside the MLP or, as transformers renames it, inside).
     func feedForward(layer index: Int) throws -> FeedForward {
-        try config.experts.feedForward(parts, layer: index, sparse: isSparse(index), activation: try parts.activation(config.hiddenAct))
+        let mlp = try config.experts.feedForward(parts, layer: index, sparse: isSparse(index), activation: try parts.activation(config.hiddenAct))
+        guard config.configClass.axk1, isSparse(index) else { return mlp }
+        let p = "layers.\(index).", weights = parts.weights
+        let name = try weights.storedName(saved: p + "post_mlp_layernorm.weight", renamed: p + "mlp.post_mlp_layernorm.weight")
+        let norm = try weights.rmsNorm(String(name.dropLast(".weight".count)), size: hiddenSize, eps: config.rmsNormEps)
+        return .parallel([FeedForwardPart(inputNorm: nil, feedForward: mlp, outputNorm: norm)])
     }
 }
