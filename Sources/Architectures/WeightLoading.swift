@@ -170,6 +170,15 @@ struct Weights {
         }
     }
 
+    /// Which of a module's two names under `prefix` — `saved`, a family's
+    /// own, which its conversion mapping renames, and `renamed`,
+    /// transformers' — the checkpoint stores it under, by where its tensor
+    /// `probe` is (`storedName`): `renamed` when only it is stored, else `saved`.
+    /// - Throws: `DroptraceError` when both are stored (`storedName`).
+    func storedModule(_ prefix: String, saved: String, renamed: String, probe: String = ".weight") throws -> String {
+        try storedName(saved: prefix + saved + probe, renamed: prefix + renamed + probe) == prefix + renamed + probe ? renamed : saved
+    }
+
     /// The stored name of tensor `name` outside the base model (`lm_head.weight`):
     /// under the wrapper when it is stored there.
     func absolute(_ name: String) -> String {

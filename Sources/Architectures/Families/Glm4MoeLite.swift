@@ -395,8 +395,8 @@ struct Glm4MoeLiteModel: DecoderFamily {
         let mlp = try config.experts.feedForward(parts, layer: index, sparse: isSparse(index), activation: try parts.activation(config.hiddenAct))
         guard config.configClass.axk1, isSparse(index) else { return mlp }
         let p = "layers.\(index).", weights = parts.weights
-        let name = try weights.storedName(saved: p + "post_mlp_layernorm.weight", renamed: p + "mlp.post_mlp_layernorm.weight")
-        let norm = try weights.rmsNorm(String(name.dropLast(".weight".count)), size: hiddenSize, eps: config.rmsNormEps)
+        let name = try weights.storedModule(p, saved: "post_mlp_layernorm", renamed: "mlp.post_mlp_layernorm")
+        let norm = try weights.rmsNorm(p + name, size: hiddenSize, eps: config.rmsNormEps)
         return .parallel([FeedForwardPart(inputNorm: nil, feedForward: mlp, outputNorm: norm)])
     }
 }

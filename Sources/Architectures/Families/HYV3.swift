@@ -97,11 +97,9 @@ struct HYV3Model: DecoderFamily {
     /// correction bias is read as `mlp.expert_bias` or `mlp.e_score_correction_bias`.
     static func names(_ weights: Weights, layer: Int) throws -> (router: String, shared: String) {
         let p = "layers.\(layer).mlp."
-        /// `saved` or `renamed`, by where the checkpoint stores the tensor `probe` under them.
-        func pick(_ saved: String, _ renamed: String, probe: String) throws -> String {
-            try weights.storedName(saved: p + saved + probe, renamed: p + renamed + probe) == p + renamed + probe ? renamed : saved
-        }
-        return (try pick("router.gate", "gate", probe: ".weight"), try pick("shared_mlp", "shared_experts", probe: ".down_proj.weight"))
+        return (
+            try weights.storedModule(p, saved: "router.gate", renamed: "gate"),
+            try weights.storedModule(p, saved: "shared_mlp", renamed: "shared_experts", probe: ".down_proj.weight"))
     }
 
     func isSparse(_ index: Int) -> Bool { index < mlpTypes.count && mlpTypes[index] == "sparse" }

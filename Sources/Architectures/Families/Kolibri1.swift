@@ -127,13 +127,10 @@ struct Kolibri1Model: DecoderFamily {
         let sliding = layerTypes[index] == AttentionLayerType.sliding, eps = config.rmsNormEps
         let p = "layers.\(index).", weights = parts.weights, layout = parts.attentionLayout
         let activation = try parts.activation(config.hiddenAct)
-        func stored(saved: String, renamed: String) throws -> String {
-            String(try weights.storedName(saved: p + saved + ".weight", renamed: p + renamed + ".weight").dropFirst(p.count).dropLast(".weight".count))
-        }
         return try parts.preNormBlock(
             index, drops: plan.union(configuredDrops), eps: eps,
-            outputNorms: (try stored(saved: "post_attn_norm", renamed: "post_self_attn_layernorm"),
-                          try stored(saved: "post_ffn_norm", renamed: "post_mlp_layernorm")),
+            outputNorms: (try weights.storedModule(p, saved: "post_attn_norm", renamed: "post_self_attn_layernorm"),
+                          try weights.storedModule(p, saved: "post_ffn_norm", renamed: "post_mlp_layernorm")),
             attention: {
                 try parts.attention(
                     p + "self_attn.", bias: false, rotary: sliding || config.slidingWindow == nil ? rotary : nil,

@@ -104,39 +104,37 @@ struct Lfm2Layers: Sendable {
             resolved = types
         }
         layerTypes = resolved
-        let drops = parts.configuredDrops
-        // Each kept mixer's weights are those of its type: a type list that
-        // contradicts them names the key that gave it.
-        let typeKey = config.layerTypes != nil ? "layer_types" : "full_attn_idxs"
-        try ConfigRules.checks(path: parts.configPath) {
-            for index in 0..<layers where !drops.dropsAttention(index) {
-                let conv = resolved[index] == Lfm2Configuration.conv
+        // A type list that contradicts the weights names the key that gave it.
+        try Self.confirmMixers(
+            parts, types: resolved, kernel: config.convolutionKernel, typeKey: config.layerTypes != nil ? "layer_types" : "full_attn_idxs")
+        // The rotary table is sized from the first kept full-attention layer's q_proj.
+        try parts.confirmAttentionProjections(layers: (0..<layers).filter { resolved[$0] == AttentionLayerType.full })
+        rotary = try parts.rotary(defaultTheta: 1_000_000, confirmProjections: false)
+    }
+
+    /// Checks that each kept token mixer's weights are those of its type in
+    /// `types` (`conv`: `conv.in_proj`; an attention type: `self_attn.q_proj`),
+    /// and the first kept convolution's in_proj [3 · hidden, hidden] and taps
+    /// [hidden, 1, `kernel`], before anything is sized from them (LFM2, LFM3).
+    /// - Throws: `DroptraceError` naming config.json and `typeKey`, the key
+    ///   the types came from, or the keys a shape contradicts.
+    static func confirmMixers(_ parts: DecoderParts, types: [String], kernel: Int, typeKey: String) throws {
+        let drops = parts.configuredDrops, weights = parts.weights, d = parts.dimensions.hiddenSize
+        let kept = types.indices.filter { !drops.dropsAttention($0) }
+        try parts.checks {
+            for index in kept {
+                let conv = types[index] == Lfm2Configuration.conv
                 let (expected, other) = conv ? ("conv.in_proj", "self_attn.q_proj") : ("self_attn.q_proj", "conv.in_proj")
-                if !parts.weights.has("layers.\(index).\(expected).weight"), parts.weights.has("layers.\(index).\(other).weight") {
+                if !weights.has("layers.\(index).\(expected).weight"), weights.has("layers.\(index).\(other).weight") {
                     throw InvalidConfigValue(
-                        key: typeKey,
-                        problem: "makes layer \(index) \(conv ? "conv" : "full_attention"), but the weights hold its \(other) and no \(expected)")
+                        key: typeKey, problem: "makes layer \(index) \(types[index]), but the weights hold its \(other) and no \(expected)")
                 }
             }
         }
-        if let firstConv = (0..<layers).first(where: { resolved[$0] == Lfm2Configuration.conv && !drops.dropsAttention($0) }) {
-            let p = "layers.\(firstConv).conv."
-            try parts.weights.confirmShape("\(p)in_proj.weight", [3 * d, d], keys: "3 × hidden_size, hidden_size", configPath: parts.configPath)
-            try parts.weights.confirmShape(
-                "\(p)conv.weight", [d, 1, config.convolutionKernel], keys: "hidden_size, conv_L_cache", configPath: parts.configPath)
-        }
-        // The rotary table is sized from the first kept full-attention layer's q_proj.
-        if let firstFull = (0..<layers).first(where: { resolved[$0] == AttentionLayerType.full && !drops.dropsAttention($0) }) {
-            let dims = parts.dimensions
-            let headKey = dims.headDim == nil ? "(hidden_size / num_attention_heads)" : "head_dim"
-            try parts.weights.confirmShape(
-                "layers.\(firstFull).self_attn.q_proj.weight", [dims.numAttentionHeads * dims.resolvedHeadDim, d],
-                keys: "num_attention_heads × \(headKey)", configPath: parts.configPath)
-            try parts.weights.confirmShape(
-                "layers.\(firstFull).self_attn.k_proj.weight", [dims.kvHeads * dims.resolvedHeadDim, d],
-                keys: "num_key_value_heads × \(headKey)", configPath: parts.configPath)
-        }
-        rotary = try parts.rotary(defaultTheta: 1_000_000, confirmProjections: false)
+        guard let firstConv = kept.first(where: { types[$0] == Lfm2Configuration.conv }) else { return }
+        let p = "layers.\(firstConv).conv."
+        try weights.confirmShape("\(p)in_proj.weight", [3 * d, d], keys: "3 × hidden_size, hidden_size", configPath: parts.configPath)
+        try weights.confirmShape("\(p)conv.weight", [d, 1, kernel], keys: "hidden_size, conv_L_cache", configPath: parts.configPath)
     }
 
     /// The layer naming: the token mixer (`self_attn` or `conv`) and its
@@ -157,7 +155,7 @@ struct Lfm2Layers: Sendable {
     /// Layer `index`'s token mixer: Lfm2Attention (q/k/v and out_proj
     /// without biases, per-head q/k RMSNorms before rotary) or Lfm2ShortConv.
     func mixer(_ index: Int) throws -> TokenMixer {
-        let p = "layers.\(index).", weights = parts.weights, d = parts.dimensions.hiddenSize, eps = config.normEps
+        let p = "layers.\(index).", weights = parts.weights, eps = config.normEps
         if layerTypes[index] == Lfm2Configuration.conv {
             return .shortConvolution(try Self.shortConvolution(parts, layer: index, bias: config.convBias, kernel: config.convolutionKernel))
         }

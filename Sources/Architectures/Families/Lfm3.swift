@@ -13,7 +13,6 @@ struct Lfm3Configuration: Decodable {
         AttentionLayerType.sliding: Gemma4Rope(proportional: false, theta: 10_000),
         AttentionLayerType.full: Gemma4Rope(proportional: true, theta: 1_000_000, partialRotaryFactor: 0.5),
     ]
-    static let conv = "conv"
 
     var normEps: Double
     var convBias: Bool
@@ -57,7 +56,7 @@ struct Lfm3Configuration: Decodable {
     /// when i % 4 == 2, within the window when i % 4 == 0 (but layer 0), and
     /// is a short convolution otherwise.
     static func defaultLayerType(_ i: Int) -> String {
-        i % 4 == 2 ? AttentionLayerType.full : i % 4 == 0 && i > 0 ? AttentionLayerType.sliding : conv
+        i % 4 == 2 ? AttentionLayerType.full : i % 4 == 0 && i > 0 ? AttentionLayerType.sliding : Lfm2Configuration.conv
     }
 }
 
@@ -92,30 +91,16 @@ struct Lfm3Model: DecoderFamily {
         layerTypes = types
         let parts = parts, drops = parts.configuredDrops
         try parts.checks {
-            if let other = types.first(where: { ![AttentionLayerType.full, AttentionLayerType.sliding, Lfm3Configuration.conv].contains($0) }) {
+            if let other = types.first(where: { ![AttentionLayerType.full, AttentionLayerType.sliding, Lfm2Configuration.conv].contains($0) }) {
                 throw InvalidConfigValue(
                     key: "layer_types", problem: "names \"\(other.forErrorMessage)\": the layers are conv, sliding_attention or full_attention")
             }
             if types.contains(AttentionLayerType.sliding), config.slidingWindow == nil {
                 throw InvalidConfigValue(key: "sliding_window", problem: "is null, but layer_types has sliding_attention layers")
             }
-            // Each kept mixer's weights are those of its type.
-            for index in 0..<layers where !drops.dropsAttention(index) {
-                let conv = types[index] == Lfm3Configuration.conv
-                let (expected, other) = conv ? ("conv.in_proj", "self_attn.q_proj") : ("self_attn.q_proj", "conv.in_proj")
-                if !parts.weights.has("layers.\(index).\(expected).weight"), parts.weights.has("layers.\(index).\(other).weight") {
-                    throw InvalidConfigValue(
-                        key: "layer_types", problem: "makes layer \(index) \(types[index]), but the weights hold its \(other) and no \(expected)")
-                }
-            }
         }
-        if let firstConv = (0..<layers).first(where: { types[$0] == Lfm3Configuration.conv && !drops.dropsAttention($0) }) {
-            let d = parts.dimensions.hiddenSize
-            try parts.weights.confirmShape(
-                "layers.\(firstConv).conv.conv.weight", [d, 1, config.convolutionKernel], keys: "hidden_size, conv_L_cache",
-                configPath: parts.configPath)
-        }
-        let attentionLayers = (0..<layers).filter { types[$0] != Lfm3Configuration.conv }
+        try Lfm2Layers.confirmMixers(parts, types: types, kernel: config.convolutionKernel, typeKey: "layer_types")
+        let attentionLayers = (0..<layers).filter { types[$0] != Lfm2Configuration.conv }
         try parts.confirmAttentionProjections(layers: attentionLayers)
         let headDim = attentionLayers.contains { !drops.dropsAttention($0) } ? parts.dimensions.resolvedHeadDim : 0
         let ropes = try Self.ropeParameters(parts, types: Set(attentionLayers.map { types[$0] }))
@@ -170,7 +155,7 @@ struct Lfm3Model: DecoderFamily {
     /// Layer `index`'s token mixer: Lfm3Attention or Lfm2's short convolution.
     private func mixer(_ index: Int) throws -> TokenMixer {
         let type = layerTypes[index]
-        guard type != Lfm3Configuration.conv else {
+        guard type != Lfm2Configuration.conv else {
             return .shortConvolution(try Lfm2Layers.shortConvolution(parts, layer: index, bias: config.convBias, kernel: config.convolutionKernel))
         }
         let p = "layers.\(index).self_attn.", weights = parts.weights, layout = parts.attentionLayout, eps = config.normEps
@@ -188,8 +173,8 @@ struct Lfm3Model: DecoderFamily {
     /// a column is its head's gate.
     private func headGate(_ prefix: String) throws -> Linear {
         let weights = parts.weights, layout = parts.attentionLayout, d = hiddenSize
-        let name = try weights.storedName(saved: prefix + "gate_proj.weight", renamed: prefix + "g_proj.weight")
-        let rows = try weights.linear(String(name.dropLast(".weight".count)), in: d, out: layout.numHeads, bias: false).weight
+        let name = try weights.storedModule(prefix, saved: "gate_proj", renamed: "g_proj")
+        let rows = try weights.linear(prefix + name, in: d, out: layout.numHeads, bias: false).weight
         let repeated = (0..<layout.numHeads).flatMap { h in
             (0..<layout.headDim).flatMap { _ in rows[(h * d)..<((h + 1) * d)] }
         }

@@ -153,7 +153,7 @@ struct OlmoHybridModel: DecoderFamily {
             p + "q_proj.weight", [h.keyWidth, d], keys: "linear_num_key_heads × linear_key_head_dim, hidden_size", configPath: configPath)
         try weights.confirmShape(
             p + "v_proj.weight", [h.valueWidth, d], keys: "linear_num_value_heads × linear_value_head_dim, hidden_size", configPath: configPath)
-        let convolution = try weights.storedName(saved: p + "q_conv1d.weight", renamed: p + "conv1d.weight")
+        let convolution = p + (try weights.storedModule(p, saved: "q_conv1d", renamed: "conv1d")) + ".weight"
         let kernel = try parts.checkpoint.storedTensor(weights.prefix + convolution).shape.last
         if kernel != h.convolutionKernel {
             throw DroptraceError(
@@ -221,8 +221,8 @@ struct OlmoHybridModel: DecoderFamily {
     /// Layer `index`'s RMSNorm stored under OLMo-core's `saved` name or transformers' `renamed` one.
     private func norm(_ index: Int, saved: String, renamed: String) throws -> Normalization {
         let p = "layers.\(index)."
-        let name = try parts.weights.storedName(saved: p + saved + ".weight", renamed: p + renamed + ".weight")
-        return try parts.weights.rmsNorm(String(name.dropLast(".weight".count)), size: hiddenSize, eps: config.rmsNormEps)
+        let name = try parts.weights.storedModule(p, saved: saved, renamed: renamed)
+        return try parts.weights.rmsNorm(p + name, size: hiddenSize, eps: config.rmsNormEps)
     }
 
     /// The Gated DeltaNet under `prefix`: q | k | v | g | b | a stacked into
@@ -234,7 +234,7 @@ struct OlmoHybridModel: DecoderFamily {
             names, in: d, outs: [h.keyWidth, h.keyWidth, h.valueWidth, h.valueWidth, h.valueHeads, h.valueHeads], bias: false)
         let fused = prefix + "conv1d.weight"
         let convolution: [Float]
-        if try weights.storedName(saved: prefix + "q_conv1d.weight", renamed: fused) == fused {
+        if try weights.storedModule(prefix, saved: "q_conv1d", renamed: "conv1d") == "conv1d" {
             convolution = try weights.floats(fused, [h.convolutionChannels, 1, h.convolutionKernel])
         } else {
             // Saved as three even pieces of the fused taps, not as q, k and v (transformers splits it so).
