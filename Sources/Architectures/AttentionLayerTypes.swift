@@ -1,5 +1,6 @@
 import CheckpointIO
 import DroptraceSupport
+import Foundation
 import TensorEngine
 
 /// The attention types config.json's `layer_types` names.
@@ -180,5 +181,46 @@ extension DecoderParts {
                 configPath: configPath)
         }
         return (try table(AttentionLayerType.full), try table(AttentionLayerType.sliding))
+    }
+}
+
+extension DecoderParts {
+    /// One rotary embedding per layer type in `types`, from its entry of
+    /// `rope_parameters` as written, for config classes that do not
+    /// standardise those entries and whose rotary embedding (`rotaryClass`)
+    /// reads `rope_theta` in each, failing without it (Mellum,
+    /// MiMo-V2-Flash); `defaults` are the class's entries when config.json
+    /// has no `rope_parameters`. `partialRotary` gives, by rope type, how the
+    /// attention reads an entry's `partial_rotary_factor`; nil: it rotates
+    /// whole heads (`attentionClass`), and another factor is refused.
+    /// Tables of width 0 when the config drops every attention layer.
+    /// - Throws: `DroptraceError` naming config.json and the key.
+    func rotariesAsWritten(
+        types: Set<String>, defaults: [String: [String: Any]], rotaryClass: String, attentionClass: String,
+        partialRotary: ((_ ropeType: String) -> RopeSettings.PartialRotary)? = nil
+    ) throws -> [String: RotaryEmbedding] {
+        let written = try checkpoint.configObject(section)["rope_parameters"] as? [String: Any]
+        let headDim = firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
+        var result: [String: RotaryEmbedding] = [:]
+        for type in types.sorted() {
+            guard let entry = written.map({ $0[type] }) ?? defaults[type], let entry = entry as? [String: Any] else {
+                throw InvalidConfigValue(key: "rope_parameters.\(type)", problem: "is not an object: \(rotaryClass) reads the rotation of the \(type) layers there")
+                    .error(path: configPath)
+            }
+            guard entry["rope_theta"] is NSNumber else {
+                throw InvalidConfigValue(key: "rope_parameters.\(type).rope_theta", problem: "is missing: \(rotaryClass) reads it")
+                    .error(path: configPath)
+            }
+            let settings = try checkpoint.decodeConfig(RopeSettings.self, object: ["rope_parameters": entry], under: section.name)
+            if partialRotary == nil, let share = settings.partialRotaryFactor, share != 1 {
+                throw InvalidConfigValue(
+                    key: "rope_parameters.\(type).partial_rotary_factor",
+                    problem: "is \(share): \(attentionClass) rotates whole heads, and a narrower rotary table fails there").error(path: configPath)
+            }
+            result[type] = try settings.forLayerType(maxPositions: dimensions.maxPositionEmbeddings).embedding(
+                headDim: headDim, partialRotary: partialRotary?(settings.type) ?? .honoured(default: 1),
+                maxPositions: dimensions.maxPositionEmbeddings, configPath: configPath)
+        }
+        return result
     }
 }

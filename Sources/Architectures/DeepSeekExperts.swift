@@ -35,10 +35,11 @@ struct DeepSeekExperts: Sendable {
         var scoring: GroupLimitedTopK.Scoring = .sigmoid
         /// The keys of the expert counts: `n_routed_experts`, which
         /// `num_local_experts` spells too (the attribute map of most
-        /// classes), and `n_shared_experts`.
+        /// classes), and `n_shared_experts` (nil: the class has no shared
+        /// experts, MiMo-V2-Flash's; none are read).
         var expertsKey = "n_routed_experts"
         var expertsAlias: String? = "num_local_experts"
-        var sharedExpertsKey = "n_shared_experts"
+        var sharedExpertsKey: String? = "n_shared_experts"
         /// Where, under the MLP prefix, the correction bias may be stored.
         var correctionBiasNames = ["gate.e_score_correction_bias"]
         /// The key of the routed weights' scale (HYV3Config's `router_scaling_factor`).
@@ -88,6 +89,11 @@ struct DeepSeekExperts: Sendable {
             expertsKey: "num_experts", expertsAlias: "num_local_experts", sharedExpertsKey: "num_shared_experts",
             correctionBiasNames: ["expert_bias", "e_score_correction_bias"], scalingFactorKey: "router_scaling_factor", readsGroupKeys: false,
             name: "HYV3Config")
+        /// MiMoV2FlashConfig: DeepSeek-V3's router without shared experts;
+        /// a null `routed_scaling_factor` is 1.
+        static let mimoV2Flash = ConfigClass(
+            nRoutedExperts: 256, numExpertsPerTok: 8, nSharedExperts: 0, moeIntermediateSize: 2048, routedScalingFactor: 1,
+            sharedExpertsKey: nil, name: "MiMoV2FlashConfig")
     }
 
     let configClass: ConfigClass
@@ -126,7 +132,7 @@ struct DeepSeekExperts: Sendable {
         nRoutedExperts = local ?? routed ?? configClass.nRoutedExperts
         nRoutedExpertsKey = alias ?? configClass.expertsKey
         numExpertsPerTok = try written("num_experts_per_tok", absent: configClass.numExpertsPerTok)
-        nSharedExperts = try written(configClass.sharedExpertsKey, absent: configClass.nSharedExperts)
+        nSharedExperts = try configClass.sharedExpertsKey.map { try written($0, absent: configClass.nSharedExperts) } ?? 0
         moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: Key("moe_intermediate_size")) ?? configClass.moeIntermediateSize
         routedScalingFactor = try c.decodeIfPresent(Double.self, forKey: Key(configClass.scalingFactorKey)) ?? configClass.routedScalingFactor
         let reads = configClass.readsGroupKeys
@@ -149,8 +155,9 @@ struct DeepSeekExperts: Sendable {
             experts: nRoutedExperts ?? 0, expertsKey: nRoutedExpertsKey, expertsPerToken: numExpertsPerTok,
             sharedExperts: nSharedExperts ?? 0, inner: moeIntermediateSize, scoring: configClass.scoring, groupScore: .sumOfBestTwo,
             groupLimited: true, groups: nGroup, groupsPerToken: topkGroup, correctsSelection: configClass.scoring == .sigmoid,
-            normalizesWeights: normTopkProb, scalingFactor: routedScalingFactor, sharedExpertsKey: configClass.sharedExpertsKey,
-            correctionBiasNames: configClass.correctionBiasNames, scalingFactorKey: configClass.scalingFactorKey)
+            normalizesWeights: normTopkProb, scalingFactor: routedScalingFactor, sharedExpertsKey: configClass.sharedExpertsKey ?? "n_shared_experts",
+            correctionBiasNames: configClass.correctionBiasNames, sharedName: configClass.sharedExpertsKey == nil ? nil : "shared_experts",
+            scalingFactorKey: configClass.scalingFactorKey)
     }
 
     /// The routed layers' experts under `mlp.experts.`.
@@ -161,9 +168,8 @@ struct DeepSeekExperts: Sendable {
     /// Refuses counts, widths and groups transformers could not build or
     /// run the routed layers from (called only when some layer is routed).
     func check(hidden: Int) throws {
-        let counts = [
-            (nRoutedExperts, nRoutedExpertsKey, configClass.nRoutedExperts), (nSharedExperts, configClass.sharedExpertsKey, configClass.nSharedExperts),
-        ]
+        var counts = [(nRoutedExperts, nRoutedExpertsKey, configClass.nRoutedExperts)]
+        if let key = configClass.sharedExpertsKey { counts.append((nSharedExperts, key, configClass.nSharedExperts)) }
         for (value, key, classDefault) in counts where value == nil {
             // Absent, a None default; else config.json's null.
             throw InvalidConfigValue(

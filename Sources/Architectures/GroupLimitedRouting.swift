@@ -157,8 +157,10 @@ struct GroupRoutedMixture {
     var correctionBiasNames = ["gate.e_score_correction_bias"]
     /// The router's name under the MLP prefix (AFMoE's `router.gate`).
     var routerName = "gate"
-    /// The shared experts' name under the MLP prefix (HY-V3's saved `shared_mlp`).
-    var sharedName = "shared_experts"
+    /// The shared experts' name under the MLP prefix (HY-V3's saved
+    /// `shared_mlp`); nil: the layer has no such module (MiMo-V2-Flash's),
+    /// and nothing there is read.
+    var sharedName: String? = "shared_experts"
     /// The key config.json gives the scaling factor under, for errors (AFMoE's `route_scale`).
     var scalingFactorKey = "routed_scaling_factor"
     /// The shared experts' width where it is not `sharedExperts` ×
@@ -236,8 +238,10 @@ struct GroupRoutedMixture {
         return .mixture(MixtureOfExperts(
             router: try weights.linear(p + routerName, in: d, out: experts, bias: false),
             experts: routed, expertsPerToken: expertsPerToken ?? 1, rule: .groupLimited(routing),
-            sharedExperts: try weights.sharedExperts(
-                p + sharedName + ".", hidden: d, inner: sharedWidth ?? inner * sharedExperts, activation: activation, bias: sharedBias,
-                widthKeys: "\(sharedExpertsKey) and moe_intermediate_size")))
+            sharedExperts: try sharedName.map {
+                try weights.sharedExperts(
+                    p + $0 + ".", hidden: d, inner: sharedWidth ?? inner * sharedExperts, activation: activation, bias: sharedBias,
+                    widthKeys: "\(sharedExpertsKey) and moe_intermediate_size")
+            } ?? []))
     }
 }

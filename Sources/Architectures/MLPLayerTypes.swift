@@ -14,9 +14,11 @@ enum MLPLayerTypes {
     }
 
     /// Refuses a list shorter than the layers (the decoder layer of a
-    /// missing index fails in transformers).
-    static func checkCount(_ types: [String]?, layers: Int) throws {
-        if let types, types.count < layers {
+    /// missing index fails in transformers) or, when `validated`, one of
+    /// any other length: `validate_layer_type` checks this key of classes
+    /// that always fill `layer_types` (MiMo-V2-Flash's).
+    static func checkCount(_ types: [String]?, layers: Int, validated: Bool = false) throws {
+        if let types, types.count < layers || (validated && types.count != layers) {
             throw InvalidConfigValue(key: key, problem: "lists \(types.count) layers, but num_hidden_layers is \(layers)")
         }
     }

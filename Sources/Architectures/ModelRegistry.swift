@@ -84,6 +84,7 @@ public enum ModelRegistry {
         "llama4": Llama4Model.self,
         "llama4_text": Llama4Model.self,
         "mellum": MellumModel.self,
+        "mimo_v2_flash": MiMoV2FlashModel.self,
         "minicpm3": MiniCPM3Model.self,
         "minimax_m2": MiniMaxM2Model.self,
         "ministral": LlamaModel.self,

@@ -59,6 +59,9 @@ public struct SelfAttention: Sendable {
     /// Multiplies the projected keys before anything else touches them
     /// (Falcon-H1's `key_multiplier`, `k_proj(x) · m`); nil for none.
     public var keyScale: Float? = nil
+    /// Multiplies the projected values (MiMo-V2-Flash's `attention_value_scale`,
+    /// `v_proj(x) · s`); nil for none.
+    public var valueScale: Float? = nil
     /// Whether the layer stores its keys and values for later layers, or
     /// reuses an earlier layer's (its projection then gives the queries
     /// only); nil for neither.
@@ -145,16 +148,9 @@ public struct SelfAttention: Sendable {
     /// leaves the keys and values (another layer's, processed) as they are.
     private func processed(_ projected: Matrix, positions: [Int], ownKeys: Bool) -> Matrix {
         var projected = projected
-        if ownKeys, let keyScale {
-            let layout = self.layout, width = layout.width, rows = projected.rows
-            projected.data.withUnsafeMutableBufferPointer { values in
-                for r in 0..<rows {
-                    for g in 0..<layout.numKVHeads {
-                        let start = r * width + layout.keyOffset(kvHead: g)
-                        for j in start..<(start + layout.headDim) { values[j] *= keyScale }
-                    }
-                }
-            }
+        if ownKeys {
+            if let keyScale { scale(&projected, by: keyScale, heads: layout.keyOffset(kvHead:)) }
+            if let valueScale { scale(&projected, by: valueScale, heads: layout.valueOffset(kvHead:)) }
         }
         if ownKeys, let valueNorm {
             valueNorm.apply(
@@ -184,6 +180,19 @@ public struct SelfAttention: Sendable {
             }
         }
         return projected
+    }
+
+    /// Multiplies the columns of every key/value head that `heads` places (its offset by head) by `factor`.
+    private func scale(_ projected: inout Matrix, by factor: Float, heads offset: (Int) -> Int) {
+        let layout = self.layout, width = layout.width, rows = projected.rows
+        projected.data.withUnsafeMutableBufferPointer { values in
+            for r in 0..<rows {
+                for g in 0..<layout.numKVHeads {
+                    let start = r * width + offset(g)
+                    for j in start..<(start + layout.headDim) { values[j] *= factor }
+                }
+            }
+        }
     }
 
     /// Applies `queryKeyNorm` to the query columns of `projected` and, when

@@ -222,6 +222,37 @@ struct Weights {
             ["q_proj", "k_proj", "v_proj"].map { attention + $0 }, in: hidden, outs: [q, kv, kv], bias: bias)
     }
 
+    /// q_proj, k_proj and v_proj under `attention` stacked into `layout`
+    /// (grouped q | k | v) when their heads are narrower than its `headDim`:
+    /// query and key heads `queryKeyHeadDim` wide, value heads
+    /// `valueHeadDim` (MiMo-V2-Flash's `v_head_dim`), each head's rows
+    /// followed by zero rows up to `layout.headDim`. Zero columns add nothing
+    /// to a query-key product and give the attention output zero columns,
+    /// which o_proj widened by `LatentQKVProjection.paddedOutput` ignores.
+    func paddedQKV(
+        _ attention: String, hidden: Int, layout: QKVLayout, queryKeyHeadDim: Int, valueHeadDim: Int, bias: Bool
+    ) throws -> Linear {
+        precondition(layout.arrangement == .grouped && max(queryKeyHeadDim, valueHeadDim) <= layout.headDim)
+        let pieces = [(layout.numHeads, queryKeyHeadDim), (layout.numKVHeads, queryKeyHeadDim), (layout.numKVHeads, valueHeadDim)]
+        let stacked = try stackedLinear(
+            ["q_proj", "k_proj", "v_proj"].map { attention + $0 }, in: hidden, outs: pieces.map { $0.0 * $0.1 }, bias: bias)
+        guard stacked.outFeatures != layout.width else { return stacked }
+        func padded(_ values: [Float], rowWidth: Int) -> [Float] {
+            var result = [Float](repeating: 0, count: layout.width * rowWidth)
+            var (source, target) = (0, 0)
+            for (heads, width) in pieces {
+                for _ in 0..<heads {
+                    result[target..<(target + width * rowWidth)] = values[source..<(source + width * rowWidth)]
+                    (source, target) = (source + width * rowWidth, target + layout.headDim * rowWidth)
+                }
+            }
+            return result
+        }
+        return Linear(
+            weight: padded(stacked.weight, rowWidth: hidden), bias: stacked.bias.map { padded($0, rowWidth: 1) },
+            inFeatures: hidden, outFeatures: layout.width)
+    }
+
     /// A gated MLP whose gate and up projections are stored as one
     /// `gate_up_proj` [2·inner, hidden], gate rows first, beside `down_proj`,
     /// without biases (Phi-3, GLM); `names` where they are called otherwise

@@ -75,40 +75,10 @@ struct MellumModel: DecoderFamily {
         layerTypes = types
         try experts.confirm(parts)
         try parts.confirmAttentionProjections()
-        rotaries = try Self.rotaries(parts, types: Set(types))
-    }
-
-    /// One rotary embedding per layer type in `types`, from its entry of
-    /// `rope_parameters` (MellumRotaryEmbedding reads `rope_theta` there and
-    /// fails without it; its rotation has no partial form: a factor other
-    /// than 1 fails in the attention).
-    /// - Throws: `DroptraceError` naming config.json and the key.
-    private static func rotaries(_ parts: DecoderParts, types: Set<String>) throws -> [String: RotaryEmbedding] {
-        let checkpoint = parts.checkpoint, configPath = parts.configPath
-        let object = try checkpoint.configObject(parts.section)
-        let written = object["rope_parameters"] as? [String: Any]
-        let headDim = parts.firstKeptAttention == nil ? 0 : parts.dimensions.resolvedHeadDim
-        var result: [String: RotaryEmbedding] = [:]
-        for type in types.sorted() {
-            guard let entry = written.map({ $0[type] }) ?? MellumConfiguration.defaultRope[type], let entry = entry as? [String: Any] else {
-                throw InvalidConfigValue(key: "rope_parameters.\(type)", problem: "is not an object: MellumRotaryEmbedding reads the rotation of the \(type) layers there")
-                    .error(path: configPath)
-            }
-            guard entry["rope_theta"] is NSNumber else {
-                throw InvalidConfigValue(key: "rope_parameters.\(type).rope_theta", problem: "is missing: MellumRotaryEmbedding reads it")
-                    .error(path: configPath)
-            }
-            let settings = try checkpoint.decodeConfig(RopeSettings.self, object: ["rope_parameters": entry], under: parts.section.name)
-            if let share = settings.partialRotaryFactor, share != 1 {
-                throw InvalidConfigValue(
-                    key: "rope_parameters.\(type).partial_rotary_factor",
-                    problem: "is \(share): MellumAttention rotates whole heads, and a narrower rotary table fails there").error(path: configPath)
-            }
-            result[type] = try settings.forLayerType(maxPositions: parts.dimensions.maxPositionEmbeddings).embedding(
-                headDim: headDim, partialRotary: .honoured(default: 1), maxPositions: parts.dimensions.maxPositionEmbeddings,
-                configPath: configPath)
-        }
-        return result
+        // MellumRotaryEmbedding reads rope_theta in each entry; MellumAttention has no partial rotation.
+        rotaries = try parts.rotariesAsWritten(
+            types: Set(types), defaults: MellumConfiguration.defaultRope, rotaryClass: "MellumRotaryEmbedding",
+            attentionClass: "MellumAttention")
     }
 
     /// Exports without some blocks spell out the kept layers' types.
