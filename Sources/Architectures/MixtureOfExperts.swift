@@ -419,19 +419,19 @@ extension Weights {
 
 extension Weights {
     /// The sparse MLP under `mlp` (e.g. "layers.3.mlp.") as Qwen-MoE and
-    /// OLMoE name it: router `<mlp>gate.weight` [count, hidden] and gated
-    /// experts under `<mlp>experts.` (`gate_proj` / `up_proj` / `down_proj`
-    /// per expert, or fused; see `gatedExperts`).
-    func softmaxRoutedExperts(
+    /// OLMoE name it: router `<mlp>gate.weight` [count, hidden] choosing by
+    /// `rule`, and gated experts under `<mlp>experts.` (`gate_proj` /
+    /// `up_proj` / `down_proj` per expert, or fused; see `gatedExperts`).
+    func routedExperts(
         _ mlp: String, count: Int, expertsPerToken: Int, hidden d: Int, inner: Int, activation: Activation,
-        renormalize: Bool
+        rule: MixtureOfExperts.RoutingRule
     ) throws -> MixtureOfExperts {
         MixtureOfExperts(
             router: try linear(mlp + "gate", in: d, out: count, bias: false),
             experts: try gatedExperts(
                 fused: mlp + "experts.", perExpert: mlp + "experts.", names: ("gate_proj", "up_proj", "down_proj"),
                 count: count, hidden: d, inner: inner, activation: activation),
-            expertsPerToken: expertsPerToken, rule: .softmaxTopK(renormalize: renormalize))
+            expertsPerToken: expertsPerToken, rule: rule)
     }
 }
 

@@ -46,6 +46,7 @@ public enum ModelRegistry {
         "falcon": FalconModel.self,
         "falcon_h1": FalconH1Model.self,
         "flex_olmo": FlexOlmoModel.self,
+        "flint": FlintModel.self,
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,
         "gemma3": Gemma3Model.self,

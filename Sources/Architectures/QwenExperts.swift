@@ -4,14 +4,16 @@ import Foundation
 import TensorEngine
 
 /// The mixture-of-experts keys of the Qwen MoE config classes (Qwen2-MoE,
-/// Qwen3-MoE, Qwen3-Next, Qwen3.5-MoE) and of Mellum's, which routes alike,
-/// resolved with one class's defaults,
+/// Qwen3-MoE, Qwen3-Next, Qwen3.5-MoE) and of Mellum's and Flint's, which
+/// route alike, resolved with one class's defaults,
 /// and the sparse MLP they describe: on sparse layers a router `mlp.gate`
 /// over `num_experts` SwiGLU experts of width `moe_intermediate_size`
-/// (softmax top-`num_experts_per_tok`, renormalised when `norm_topk_prob`),
+/// (softmax top-`num_experts_per_tok`, renormalised when `norm_topk_prob`;
+/// Flint's the top-k sigmoids, divided by their sum when `norm_topk_prob`),
 /// plus, in the classes that have one, a shared SwiGLU expert
 /// `mlp.shared_expert` of width `shared_expert_intermediate_size` that every
-/// token goes through, its output times sigmoid(`mlp.shared_expert_gate` x).
+/// token goes through, its output times sigmoid(`mlp.shared_expert_gate` x)
+/// (Flint's ungated).
 /// Other layers (`mlp_only_layers`, or off the `decoder_sparse_step` beat;
 /// Mellum's marked "dense" by `mlp_layer_types`) have a dense SwiGLU MLP of
 /// width `intermediate_size`. Source:
@@ -36,6 +38,12 @@ struct QwenExperts: Sendable {
         /// sparse when absent) decides the sparse layers instead of
         /// `decoder_sparse_step` and `mlp_only_layers` (MellumConfig).
         var readsMLPLayerTypes = false
+        /// `mlp_only_layers` when config.json gives none or null (FlintConfig's [0, 1]).
+        var mlpOnlyLayers: [Int] = []
+        /// Whether the router weighs the experts by their sigmoids (FlintTopKRouter).
+        var sigmoidRouter = false
+        /// Whether sigmoid(`shared_expert_gate` x) scales the shared expert (not in FlintSparseMoeBlock).
+        var gatedSharedExpert = true
 
         static let qwen2Moe = ConfigClass(
             numExperts: 60, numExpertsPerTok: 4, normTopkProb: false, moeIntermediateSize: 1408, sharedExpertIntermediateSize: 5632)
@@ -50,6 +58,9 @@ struct QwenExperts: Sendable {
         static let mellum = ConfigClass(
             numExperts: 64, numExpertsPerTok: 8, normTopkProb: true, moeIntermediateSize: 896, sharedExpertIntermediateSize: nil,
             readsLocalExperts: true, readsMLPLayerTypes: true)
+        static let flint = ConfigClass(
+            numExperts: 256, numExpertsPerTok: 6, normTopkProb: true, moeIntermediateSize: 512, sharedExpertIntermediateSize: 1024,
+            mlpOnlyLayers: [0, 1], sigmoidRouter: true, gatedSharedExpert: false)
     }
 
     /// 0 makes every MLP dense.
@@ -71,6 +82,9 @@ struct QwenExperts: Sendable {
     var mlpOnlyLayers: [Int]
     /// Mellum's `mlp_layer_types`, which then decides alone (nil: not given, or not read).
     var mlpLayerTypes: [String]? = nil
+    /// The class's router and shared-expert gate (`ConfigClass`).
+    var sigmoidRouter = false
+    var gatedSharedExpert = true
 
     /// Whether layer `index`'s MLP is the routed experts.
     func isSparse(_ index: Int) -> Bool {
@@ -83,7 +97,8 @@ struct QwenExperts: Sendable {
     var naming: ExpertNaming { .gatedMLP(count: numExperts, countKey: numExpertsKey, isSparse: isSparse) }
 
     /// Refuses sizes whose expert tensors would not fit, and confirms the
-    /// first kept sparse layer's router against `num_experts` × hidden_size.
+    /// first kept sparse layer's router against `num_experts` × hidden_size
+    /// and its experts against `moe_intermediate_size`.
     func confirm(_ parts: DecoderParts) throws {
         let d = parts.dimensions.hiddenSize, experts = self
         try parts.checks {
@@ -96,9 +111,9 @@ struct QwenExperts: Sendable {
                 try ConfigRules.product([(shared, "shared_expert_intermediate_size"), (3, "gate, up and down"), (d, "hidden_size")])
             }
         }
-        try parts.confirmRouter(
-            "mlp.gate", experts: numExperts, expertsKey: numExpertsKey,
-            layers: (0..<parts.dimensions.numHiddenLayers).filter(isSparse))
+        let sparse = (0..<parts.dimensions.numHiddenLayers).filter(isSparse)
+        try parts.confirmRouter("mlp.gate", experts: numExperts, expertsKey: numExpertsKey, layers: sparse)
+        try parts.confirmExpertWidth(layers: sparse, experts: numExperts, expertsKey: numExpertsKey, inner: moeIntermediateSize)
     }
 
     /// Layer `index`'s MLP under `layers.<index>.mlp.`: the dense SwiGLU of
@@ -108,12 +123,21 @@ struct QwenExperts: Sendable {
         guard isSparse(index) else {
             return try weights.gatedMLP(p, hidden: d, inner: parts.dimensions.intermediateSize, activation: activation)
         }
-        let routed = try weights.softmaxRoutedExperts(
+        let rule: MixtureOfExperts.RoutingRule = sigmoidRouter
+            ? .groupLimited(GroupLimitedTopK(
+                scoring: .sigmoid, groupScore: .best, groups: 1, groupsPerToken: 1, selectionBias: nil,
+                normalizesWeights: normTopkProb, denominatorEpsilon: 0, scalingFactor: 1))
+            : .softmaxTopK(renormalize: normTopkProb)
+        let routed = try weights.routedExperts(
             p, count: numExperts, expertsPerToken: numExpertsPerTok, hidden: d, inner: moeIntermediateSize,
-            activation: activation, renormalize: normTopkProb)
+            activation: activation, rule: rule)
         guard let sharedWidth = sharedExpertIntermediateSize else { return .mixture(routed) }
         let shared = try weights.sharedExperts(
             p + "shared_expert.", hidden: d, inner: sharedWidth, activation: activation, widthKeys: "shared_expert_intermediate_size")
+        guard gatedSharedExpert else {
+            return .mixture(MixtureOfExperts(
+                router: routed.router, experts: routed.experts, expertsPerToken: routed.expertsPerToken, rule: rule, sharedExperts: shared))
+        }
         let gate = p + "shared_expert_gate"
         if shared.isEmpty, weights.has(gate + ".weight") { try weights.checkShape(gate + ".weight", [1, d]) }
         return .mixture(MixtureOfExperts(
@@ -157,7 +181,8 @@ struct QwenExperts: Sendable {
                 moeIntermediateSize: moeIntermediateSize ?? configClass.moeIntermediateSize,
                 sharedExpertIntermediateSize: configClass.sharedExpertIntermediateSize.map { sharedExpertIntermediateSize ?? $0 },
                 decoderSparseStep: (layout && !byTypes ? decoderSparseStep : nil) ?? 1,
-                mlpOnlyLayers: (layout && !byTypes ? mlpOnlyLayers : nil) ?? [])
+                mlpOnlyLayers: (layout && !byTypes ? mlpOnlyLayers : nil) ?? configClass.mlpOnlyLayers,
+                sigmoidRouter: configClass.sigmoidRouter, gatedSharedExpert: configClass.gatedSharedExpert)
             if byTypes {
                 try MLPLayerTypes.checkEntries(mlpLayerTypes)
                 experts.mlpLayerTypes = mlpLayerTypes

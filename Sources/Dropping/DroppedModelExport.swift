@@ -452,7 +452,8 @@ public enum DroppedModelExport {
         // Qwen-MoE's sparse beat (every n-th layer sparse) would shift
         // with renumbering: the dense layers it implies are listed instead.
         if let step = try config.value("decoder_sparse_step") as? NSNumber, step.intValue > 1 {
-            let listed = (try config.value("mlp_only_layers") as? [NSNumber])?.map(\.intValue) ?? []
+            // A list left to the class's default (FlintConfig's [0, 1]) is the one the family read.
+            let listed = try (config.value("mlp_only_layers") as? [NSNumber])?.map(\.intValue) ?? naming.layerIndexLists["mlp_only_layers"] ?? []
             let dense = (0..<layers).filter { listed.contains($0) || ($0 + 1) % step.intValue != 0 }
             try config.set("mlp_only_layers", value: dense)
             try config.set("decoder_sparse_step", value: 1)

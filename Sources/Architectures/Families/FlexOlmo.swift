@@ -67,10 +67,10 @@ struct FlexOlmoModel: DecoderFamily {
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let moe = config.moe
         return try Olmo2Model.block(index, skipping: plan, parts: parts, config: config.olmo2, rotary: rotary) {
-            .mixture(try parts.weights.softmaxRoutedExperts(
+            .mixture(try parts.weights.routedExperts(
                 "layers.\(index).mlp.", count: moe.numExperts, expertsPerToken: moe.numExpertsPerTok, hidden: hiddenSize,
                 inner: parts.dimensions.intermediateSize, activation: try parts.activation(moe.hiddenAct ?? "silu"),
-                renormalize: moe.normTopkProb))
+                rule: .softmaxTopK(renormalize: moe.normTopkProb)))
         }
     }
 }

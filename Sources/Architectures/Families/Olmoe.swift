@@ -119,10 +119,10 @@ struct OlmoeModel: DecoderFamily {
                 query: try weights.rmsNorm(p + "self_attn.q_norm", size: layout.queryWidth, eps: eps),
                 key: try weights.rmsNorm(p + "self_attn.k_norm", size: layout.keyWidth, eps: eps))) }
         return try parts.preNormBlock(index, drops: drops, eps: eps, attention: attention) {
-            .mixture(try weights.softmaxRoutedExperts(
+            .mixture(try weights.routedExperts(
                 p + "mlp.", count: config.numExperts, expertsPerToken: config.numExpertsPerTok, hidden: d,
                 inner: parts.dimensions.intermediateSize, activation: try parts.activation(config.hiddenAct ?? "silu"),
-                renormalize: config.normTopkProb))
+                rule: .softmaxTopK(renormalize: config.normTopkProb)))
         }
     }
 }
