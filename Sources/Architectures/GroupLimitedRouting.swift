@@ -50,6 +50,9 @@ public struct GroupLimitedTopK: Sendable {
     /// Added to the sum the weights are divided by (without a floor).
     public let denominatorEpsilon: Float
     public let scalingFactor: Float
+    /// Logits l become tanh(l / cap) · cap before anything reads them
+    /// (Laguna's `moe_router_logit_softcapping`); nil for none.
+    public var logitSoftcap: Float? = nil
 
     /// - Precondition: `groups` divides the expert count given to `route`,
     ///   `groupsPerToken` is in 1...groups, and a `.sumOfBestTwo` group has at
@@ -83,7 +86,8 @@ public struct GroupLimitedTopK: Sendable {
             candidates.sorted { values[$0] > values[$1] || (values[$0] == values[$1] && $0 < $1) }
         }
         for r in 0..<logits.rows {
-            let row = Array(logits.data[(r * count)..<((r + 1) * count)])
+            let written = logits.data[(r * count)..<((r + 1) * count)]
+            let row = logitSoftcap.map { cap in written.map { tanh($0 / cap) * cap } } ?? Array(written)
             let scores: [Float]
             switch scoring {
             case .softmax:
@@ -167,6 +171,8 @@ struct GroupRoutedMixture {
     /// `inner` (HY-V3's MLP with no shared experts falls back to
     /// `intermediate_size`).
     var sharedWidth: Int? = nil
+    /// `GroupLimitedTopK.logitSoftcap` (Laguna's).
+    var logitSoftcap: Float? = nil
 
     /// Refuses expert counts and widths transformers could not run, or whose
     /// tensors would not fit in 64 bits, before anything is sized from them.
@@ -230,11 +236,12 @@ struct GroupRoutedMixture {
                     + "which transformers reads as one; keep one of the two",
                 path: weights.checkpoint.weightsPath)
         }
-        let routing = GroupLimitedTopK(
+        var routing = GroupLimitedTopK(
             scoring: scoring, groupScore: groupScore,
             groups: groupLimited ? groups ?? 1 : 1, groupsPerToken: groupLimited ? groupsPerToken ?? 1 : 1,
             selectionBias: correctsSelection ? try stored.first.map { try weights.floats($0, [experts]) } : nil,
             normalizesWeights: normalizesWeights, scalingFactor: Float(scalingFactor))
+        routing.logitSoftcap = logitSoftcap
         return .mixture(MixtureOfExperts(
             router: try weights.linear(p + routerName, in: d, out: experts, bias: false),
             experts: routed, expertsPerToken: expertsPerToken ?? 1, rule: .groupLimited(routing),

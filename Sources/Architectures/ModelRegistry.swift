@@ -78,6 +78,7 @@ public enum ModelRegistry {
         "jais2": ArceeModel.self,
         "jamba": JambaModel.self,
         "kolibri1": Kolibri1Model.self,
+        "laguna": LagunaModel.self,
         "lfm2": Lfm2Model.self,
         "lfm2_moe": Lfm2MoeModel.self,
         "lfm3": Lfm3Model.self,

@@ -3,8 +3,8 @@ import TensorEngine
 extension DecoderParts {
     /// Layer attention stored as transformers' usual `q_proj`, `k_proj`,
     /// `v_proj` and `o_proj` under `prefix` (e.g. "layers.3.self_attn."),
-    /// with the heads of `attentionLayout` (q/k/v stacked into one
-    /// projection, grouped q | k | v).
+    /// with the heads of `layout` (by default `attentionLayout`; q/k/v
+    /// stacked into one projection, grouped q | k | v).
     ///
     /// - Parameters:
     ///   - bias: whether q/k/v_proj have biases; `outputBias` for o_proj
@@ -20,9 +20,9 @@ extension DecoderParts {
         _ prefix: String, bias: Bool, outputBias: Bool? = nil, outputName: String = "o_proj", rotary: RotaryEmbedding?, scale: Float? = nil,
         interleavedRotary: Bool = false, slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
         queryKeyNormAfterRotary: Bool = false, logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil,
-        queryTemperature: QueryTemperature? = nil, chunkSize: Int? = nil, outputGate: Linear? = nil
+        queryTemperature: QueryTemperature? = nil, chunkSize: Int? = nil, outputGate: Linear? = nil, layout: QKVLayout? = nil
     ) throws -> SelfAttention {
-        let layout = attentionLayout, d = dimensions.hiddenSize
+        let layout = layout ?? attentionLayout, d = dimensions.hiddenSize
         var qkv = try weights.stackedQKV(prefix, hidden: d, layout: layout, bias: bias)
         if interleavedRotary, let rotary { qkv = Self.interleavingPairs(qkv, layout: layout, rotaryDim: rotary.rotaryDim) }
         return SelfAttention(
@@ -34,6 +34,20 @@ extension DecoderParts {
             slidingWindow: slidingWindow, clip: clip, queryKeyNorm: queryKeyNorm, queryKeyNormAfterRotary: queryKeyNormAfterRotary,
             logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, queryTemperature: queryTemperature, chunkSize: chunkSize,
             outputGate: outputGate)
+    }
+}
+
+extension Weights {
+    /// A per-head gate `name` [heads, hidden] of `layout`'s heads widened to a
+    /// gate of every attention output column: each head's row repeated
+    /// head_dim times, so a column's gate is its head's (LFM3's and Laguna's
+    /// per-head output gates).
+    func perHeadGate(_ name: String, layout: QKVLayout, hidden d: Int) throws -> Linear {
+        let rows = try linear(name, in: d, out: layout.numHeads, bias: false).weight
+        let repeated = (0..<layout.numHeads).flatMap { h in
+            (0..<layout.headDim).flatMap { _ in rows[(h * d)..<((h + 1) * d)] }
+        }
+        return Linear(weight: repeated, bias: nil, inFeatures: d, outFeatures: layout.queryWidth)
     }
 }
 

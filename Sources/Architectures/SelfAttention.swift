@@ -62,6 +62,10 @@ public struct SelfAttention: Sendable {
     /// Multiplies the projected values (MiMo-V2-Flash's `attention_value_scale`,
     /// `v_proj(x) · s`); nil for none.
     public var valueScale: Float? = nil
+    /// How `outputGate`'s outputs become gates: sigmoid (Qwen3-Next,
+    /// AFMoE, LFM3) or softplus (Laguna's `F.softplus`, beta 1, threshold 20).
+    public var outputGateFunction: GateFunction = .sigmoid
+    public enum GateFunction: Sendable { case sigmoid, softplus }
     /// Whether the layer stores its keys and values for later layers, or
     /// reuses an earlier layer's (its projection then gives the queries
     /// only); nil for neither.
@@ -233,11 +237,14 @@ public struct SelfAttention: Sendable {
     /// rows, gated first where the attention has an `outputGate`.
     public func finish(_ attended: Matrix, input x: Matrix) -> Matrix {
         guard let outputGate else { return output(attended) }
-        let gate = outputGate(x)
+        let gate = outputGate(x), softplus = outputGateFunction == .softplus
         var gated = attended
         gated.data.withUnsafeMutableBufferPointer { values in
             gate.data.withUnsafeBufferPointer { g in
-                for i in values.indices { values[i] *= 1 / (1 + exp(-g[i])) }
+                for i in values.indices {
+                    // torch's softplus returns the input above its threshold, 20.
+                    values[i] *= softplus ? (g[i] > 20 ? g[i] : log1p(exp(g[i]))) : 1 / (1 + exp(-g[i]))
+                }
             }
         }
         return output(gated)

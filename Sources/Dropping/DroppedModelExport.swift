@@ -272,10 +272,11 @@ public enum DroppedModelExport {
     /// `layer_types`, SmolLM3/Llama 4's `no_rope_layers` flags, Granite SWA's
     /// `layer_rope_theta`, GLM-4.7-Flash's `mlp_layer_types`, GraniteMoeHybrid's
     /// `layers_block_type`, its config class's alias of `layer_types`, HunYuan MoE's
-    /// `moe_topk` when a list, GLM-5's `indexer_types`): the kept layers' entries stay.
+    /// `moe_topk` when a list, GLM-5's `indexer_types`, Laguna's `num_attention_heads_per_layer`):
+    /// the kept layers' entries stay.
     static let perLayerListKeys = [
         "layer_types", "no_rope_layers", "attention_layers", "layer_rope_theta", "mlp_layer_types", "moe_topk", "indexer_types",
-        "layers_block_type",
+        "layers_block_type", "num_attention_heads_per_layer",
     ]
     /// Strings of one character per layer (Nemotron-H's legacy
     /// `hybrid_override_pattern`): the kept layers' characters stay.

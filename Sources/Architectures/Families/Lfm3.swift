@@ -169,15 +169,10 @@ struct Lfm3Model: DecoderFamily {
     }
 
     /// `g_proj` [heads, hidden] (saved as `gate_proj`) as a gate of every
-    /// output column: each head's row repeated head_dim times, so sigmoid of
-    /// a column is its head's gate.
+    /// output column (`Weights.perHeadGate`).
     private func headGate(_ prefix: String) throws -> Linear {
-        let weights = parts.weights, layout = parts.attentionLayout, d = hiddenSize
+        let weights = parts.weights
         let name = try weights.storedModule(prefix, saved: "gate_proj", renamed: "g_proj")
-        let rows = try weights.linear(prefix + name, in: d, out: layout.numHeads, bias: false).weight
-        let repeated = (0..<layout.numHeads).flatMap { h in
-            (0..<layout.headDim).flatMap { _ in rows[(h * d)..<((h + 1) * d)] }
-        }
-        return Linear(weight: repeated, bias: nil, inFeatures: d, outFeatures: layout.queryWidth)
+        return try weights.perHeadGate(prefix + name, layout: parts.attentionLayout, hidden: hiddenSize)
     }
 }
