@@ -30,12 +30,13 @@ public protocol LanguageModel: Sendable {
     /// per-layer embeddings), what builds it from the tokens and `embed`'s
     /// rows; nil for the other models.
     var perLayerEmbedding: PerLayerEmbedding? { get }
-    /// Each layer's key/value sharing with `plan`'s modules dropped (Gemma
-    /// 4's `num_kv_shared_layers`), as `block(_:skipping:)` builds the
-    /// layers' attention; empty for a model whose layers share none.
+    /// Each layer's key/value sharing (Gemma 4's `num_kv_shared_layers`)
+    /// and key-selection sharing (GLM-5's shared indexer layers) with
+    /// `plan`'s modules dropped, as `block(_:skipping:)` builds the layers'
+    /// attention; empty for a model whose layers share none.
     /// - Throws: `DroptraceError` when `plan` leaves a sharing layer no
-    ///   layer to take keys and values from.
-    func keyValueSharing(skipping plan: DropPlan) throws -> [KeyValueSharing?]
+    ///   layer to take them from.
+    func attentionSharing(skipping plan: DropPlan) throws -> LayerSharing
     /// Block `index` with the branches `plan` (and `configuredDrops`) drop
     /// left out, so their weights are never read.
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock
@@ -73,9 +74,11 @@ public struct LayerNaming: Sendable, Equatable {
     /// [types, repeats] in `attention_types` (GPT-Neo): an export writes the
     /// kept layers' types back as such runs.
     public var attentionTypeRuns: [String]? = nil
-    /// Each layer's `mlp_layer_types` entry ("dense" or "sparse") where the
-    /// config leaves them to the class's rule (GLM-4.7-Flash: layer 0 dense).
-    public var mlpLayerTypes: [String]? = nil
+    /// Per-layer lists by key where the config leaves them to the class's
+    /// rule (GLM-4.7-Flash's `mlp_layer_types`: layer 0 dense; GLM-5's
+    /// `indexer_types` from `index_topk_freq`): an export writes the kept
+    /// layers' entries.
+    public var perLayerLists: [String: [String]] = [:]
     /// Layer-index thresholds the family read, defaults included
     /// (DeepSeek's `first_k_dense_replace`, 3 in V3 when config.json omits
     /// it): an export renumbers them even where config.json left them out.
@@ -111,7 +114,7 @@ public struct LayerNaming: Sendable, Equatable {
     public var depthScaledMultipliers: [String: Double] = [:]
     /// Name parts of the attention branch that a layer whose keys and values
     /// later layers reuse keeps when its attention is dropped (Gemma 4's
-    /// `KeyValueSharing.storeOnly`: the input norm, key and value projections
+    /// `AttentionSharing.storeOnly`: the input norm, key and value projections
     /// and key norm).
     public var keyValueParts: [String] = []
     /// Tensors outside the layers that pack one piece per layer (Gemma 4's
@@ -245,14 +248,14 @@ extension LanguageModel {
     /// sharing layers left with no earlier layer of their type), nil when it can.
     public func planProblem(_ plan: DropPlan) -> String? {
         do {
-            _ = try keyValueSharing(skipping: plan)
+            _ = try attentionSharing(skipping: plan)
             return nil
         } catch {
             return (error as? DroptraceError)?.message ?? "\(error)"
         }
     }
 
-    public func keyValueSharing(skipping plan: DropPlan) throws -> [KeyValueSharing?] { [] }
+    public func attentionSharing(skipping plan: DropPlan) throws -> LayerSharing { LayerSharing() }
 
     /// The modules no drop can choose: those config.json drops and those the layers lack.
     public var unavailableModules: DropPlan { configuredDrops.union(absentModules) }

@@ -31,7 +31,7 @@ public struct LayerwiseForward {
         var x = try model.embed(batch)
         // Kept only where the blocks read per-layer inputs built from it.
         let perLayer = model.perLayerEmbedding.map { (embedding: $0, embedded: x) }
-        let shared = SharedKeysValues()
+        let shared = SharedAttentionState()
         let drops = plan.union(model.configuredDrops)
         for index in 0..<model.layerCount {
             if plan.blocks.contains(index) {

@@ -69,13 +69,19 @@ public struct SelfAttention: Sendable {
     /// Whether the layer stores its keys and values for later layers, or
     /// reuses an earlier layer's (its projection then gives the queries
     /// only); nil for neither.
-    public internal(set) var keyValueSharing: KeyValueSharing?
+    public internal(set) var keyValueSharing: AttentionSharing?
+    /// Whether the keys its `indexer` chose are also used by later layers,
+    /// or the layer (without an indexer) attends only to the keys an
+    /// earlier layer's chose (GLM-5's "shared" indexer layers); nil for neither.
+    public internal(set) var keySelectionSharing: AttentionSharing?
+    /// Whether the layer only makes what later layers use (`AttentionSharing.storeOnly`).
+    public var storesOnly: Bool { keyValueSharing?.storesOnly == true || keySelectionSharing?.storesOnly == true }
 
     public init(
         qkv: Linear, layout: QKVLayout, rotary: RotaryEmbedding?, output: Linear, scale: Float,
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
         logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil,
-        chunkSize: Int? = nil, valueNorm: Normalization? = nil, outputGate: Linear? = nil, keyValueSharing: KeyValueSharing? = nil
+        chunkSize: Int? = nil, valueNorm: Normalization? = nil, outputGate: Linear? = nil, keyValueSharing: AttentionSharing? = nil
     ) {
         self.init(
             projection: .fused(qkv), layout: layout, rotary: rotary, output: output, scale: scale,
@@ -92,7 +98,7 @@ public struct SelfAttention: Sendable {
         slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil, queryKeyNormAfterRotary: Bool = false,
         logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil, alibi: ALiBi? = nil, queryTemperature: QueryTemperature? = nil,
         chunkSize: Int? = nil, valueNorm: Normalization? = nil, outputGate: Linear? = nil, indexer: SparseAttentionIndexer? = nil,
-        keyValueSharing: KeyValueSharing? = nil
+        keyValueSharing: AttentionSharing? = nil
     ) {
         precondition(Self.projectionFits(projection.outFeatures, layout: layout, sharing: keyValueSharing))
         precondition(keyValueSharing == nil || (layout.arrangement == .grouped && indexer == nil))
@@ -216,20 +222,24 @@ public struct SelfAttention: Sendable {
     }
 
     /// The attention over the whole batch, each sequence on its own. A layer
-    /// that stores or reuses keys and values (`keyValueSharing`) does so in
-    /// `shared`, the forward pass's.
-    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch, shared: SharedKeysValues? = nil) -> Matrix {
+    /// that stores or reuses keys and values (`keyValueSharing`) or a key
+    /// selection (`keySelectionSharing`) does so in `shared`, the forward pass's.
+    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch, shared: SharedAttentionState? = nil) -> Matrix {
         let latent = indexer == nil ? nil : projection.queryLatent(x)
+        let selection = keySelectionSharing?.reusedLayer.map { shared!.selection(of: $0) }
+            ?? indexer.map { $0.select(x, queryLatent: latent!, batch: batch) }
+        if let layer = keySelectionSharing?.storedLayer { shared!.store(selection!, layer: layer) }
+        // A store-only layer adds nothing to the stream (`TransformerBlock.sharingProducer`).
+        if keySelectionSharing?.storesOnly == true { return Matrix(zeros: x.rows, 0) }
         let qkv = projectedQKV(
             x, positions: batch.positions, queryLatent: latent,
             sharedKeysValues: keyValueSharing?.reusedLayer.map { shared!.keysValues(of: $0) })
         if let layer = keyValueSharing?.storedLayer { shared!.store(keysValues(qkv), layer: layer) }
-        // A store-only layer adds nothing to the stream (`TransformerBlock.keyValueProducer`).
         if keyValueSharing?.storesOnly == true { return Matrix(zeros: x.rows, 0) }
         let attended = causalAttention(
             qkv: qkv, layout: layout, sequences: batch.sequences,
             scale: scale, slidingWindow: slidingWindow, logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi,
-            chunkSize: chunkSize, keySelection: indexer.map { $0.select(x, queryLatent: latent!, batch: batch) })
+            chunkSize: chunkSize, keySelection: selection)
         return finish(attended, input: x)
     }
 

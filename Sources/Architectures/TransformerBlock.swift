@@ -29,8 +29,8 @@ public enum TokenMixer: Sendable {
     case attentionBesideMamba2(AttentionBesideMamba2)
 
     /// The mixer over the whole batch, each sequence on its own; `shared`
-    /// holds the keys and values layers share in this pass (`KeyValueSharing`).
-    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch, shared: SharedKeysValues? = nil) -> Matrix {
+    /// holds the keys and values layers share in this pass (`AttentionSharing`).
+    public func callAsFunction(_ x: Matrix, _ batch: TokenBatch, shared: SharedAttentionState? = nil) -> Matrix {
         self(x, attend: { $0($1, batch, shared: shared) }, recur: { $0($1, batch) })
     }
 
@@ -175,16 +175,17 @@ public struct TransformerBlock: Sendable {
     /// before `outputScale` (Gemma 4's PLE). The block's own, as the scale.
     public let perLayerInput: PerLayerInputBranch?
     /// Where the attention is dropped but later layers reuse its keys and
-    /// values (Gemma 4's key/value sharing): its input norm and a
-    /// store-only attention (`KeyValueSharing.storeOnly`), run on the
-    /// block's input for the keys and values alone; nothing joins the stream.
-    public let keyValueProducer: AttentionBranch?
+    /// values (Gemma 4's key/value sharing) or its indexer's key selection
+    /// (GLM-5's shared indexer layers): its input norm and a store-only
+    /// attention (`AttentionSharing.storeOnly`), run on the block's input
+    /// for those alone; nothing joins the stream.
+    public let sharingProducer: AttentionBranch?
 
     public init(
         attention: AttentionBranch?, mlp: MLPBranch?, residual: ResidualStyle, outputScale: Float? = nil,
-        perLayerInput: PerLayerInputBranch? = nil, keyValueProducer: AttentionBranch? = nil
+        perLayerInput: PerLayerInputBranch? = nil, sharingProducer: AttentionBranch? = nil
     ) {
-        precondition(keyValueProducer == nil || (attention == nil && keyValueProducer!.attention?.keyValueSharing?.storesOnly == true))
+        precondition(sharingProducer == nil || (attention == nil && sharingProducer!.attention?.storesOnly == true))
         // A parallel block adds both branches to one x: no stream exists between them to normalise.
         precondition(residual == .sequential || (attention?.residualNorm == nil && mlp?.residualNorm == nil))
         self.attention = attention
@@ -192,25 +193,26 @@ public struct TransformerBlock: Sendable {
         self.residual = residual
         self.outputScale = outputScale
         self.perLayerInput = perLayerInput
-        self.keyValueProducer = keyValueProducer
+        self.sharingProducer = sharingProducer
     }
 
     /// The same block without the branches `plan` drops at `index`, with
-    /// its attention storing or reusing keys and values as `sharing` (the
-    /// dropped model's, `LanguageModel.keyValueSharing`; empty: none) says:
-    /// a dropped attention whose keys and values later layers reuse stays
-    /// as their producer (`.storeOnly`).
-    public func dropping(_ plan: DropPlan, at index: Int, sharing: [KeyValueSharing?] = []) -> TransformerBlock {
+    /// its attention storing or reusing keys and values or a key selection
+    /// as `sharing` (the dropped model's, `LanguageModel.attentionSharing`)
+    /// says: a dropped attention whose keys and values or selection later
+    /// layers reuse stays as their producer (`.storeOnly`).
+    public func dropping(_ plan: DropPlan, at index: Int, sharing: LayerSharing = LayerSharing()) -> TransformerBlock {
         let dropsAttention = plan.dropsAttention(index), dropsMLP = plan.dropsMLP(index)
-        guard !sharing.isEmpty, let branch = attention ?? keyValueProducer, case .attention(let attention) = branch.mixer else {
+        guard !sharing.isEmpty, let branch = attention ?? sharingProducer, case .attention(let attention) = branch.mixer else {
             return TransformerBlock(
                 attention: dropsAttention ? nil : self.attention, mlp: dropsMLP ? nil : mlp, residual: residual,
-                outputScale: outputScale, perLayerInput: perLayerInput, keyValueProducer: keyValueProducer)
+                outputScale: outputScale, perLayerInput: perLayerInput, sharingProducer: sharingProducer)
         }
-        let shared = branch.withAttention(attention.sharingKeysValues(sharing[index]))
+        let sharingAttention = sharing.applied(to: attention, layer: index)
+        let shared = branch.withAttention(sharingAttention)
         return TransformerBlock(
             attention: dropsAttention ? nil : shared, mlp: dropsMLP ? nil : mlp, residual: residual, outputScale: outputScale,
-            perLayerInput: perLayerInput, keyValueProducer: dropsAttention && sharing[index]?.storesOnly == true ? shared : nil)
+            perLayerInput: perLayerInput, sharingProducer: dropsAttention && sharingAttention.storesOnly ? shared : nil)
     }
 }
 
@@ -266,7 +268,7 @@ extension TransformerBlock {
             let sum = stream.adding(output)
             return residualNorm.map { $0(sum) } ?? sum
         }
-        if let producer = keyValueProducer { _ = attend(producer.mixer, producer.inputNorm.map { $0(x) } ?? x) }
+        if let producer = sharingProducer { _ = attend(producer.mixer, producer.inputNorm.map { $0(x) } ?? x) }
         let attended = attention.map { joined(x, $0(x, attend: attend), $0.residualNorm) }
         switch residual {
         case .sequential:

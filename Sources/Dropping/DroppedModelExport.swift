@@ -119,7 +119,8 @@ public enum DroppedModelExport {
             }
             let renumber = Renumbering(removing: plan.blocks, layers: model.layerCount)
             // Layers whose dropped attention still makes the keys and values later layers reuse keep those weights.
-            let keysValuesKept = Set(try model.keyValueSharing(skipping: plan).enumerated().compactMap { $0.element?.storesOnly == true ? $0.offset : nil })
+            let keysValuesKept = Set(
+                try model.attentionSharing(skipping: plan).keysValues.enumerated().compactMap { $0.element?.storesOnly == true ? $0.offset : nil })
             func exportedName(_ name: String) -> String? {
                 Self.exportedName(name, plan: plan, naming: naming, renumber: renumber, keysValuesKept: keysValuesKept)
             }
@@ -464,9 +465,9 @@ public enum DroppedModelExport {
         if (try config.value("no_rope_layers") as? [Any])?.isEmpty ?? true, let flags = naming.noRopeLayers {
             try config.set("no_rope_layers", value: flags.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
         }
-        // Likewise dense and sparse MLPs left to the class's rule (GLM-4.7-Flash).
-        if try config.value("mlp_layer_types") == nil, let types = naming.mlpLayerTypes {
-            try config.set("mlp_layer_types", value: types.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
+        // Likewise per-layer lists left to the class's rule (GLM-4.7-Flash's MLP types, GLM-5's indexer types).
+        for (key, entries) in naming.perLayerLists.sorted(by: { $0.key < $1.key }) where try config.value(key) == nil {
+            try config.set(key, value: entries.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
         }
         // Routed layers given by a range and a beat (ERNIE 4.5): the range and beat that keep every
         // kept layer's MLP (the family's exportProblem refuses plans none keeps).

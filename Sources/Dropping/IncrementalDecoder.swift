@@ -25,7 +25,7 @@ final class IncrementalDecoder {
         self.blocks = blocks
         // A layer reusing another's keys and values (Gemma 4) has no cache of its own.
         caches = blocks.map { block in
-            guard let attention = (block?.attention ?? block?.keyValueProducer)?.mixer.softmaxAttention,
+            guard let attention = (block?.attention ?? block?.sharingProducer)?.mixer.softmaxAttention,
                 attention.keyValueSharing?.reusedLayer == nil
             else { return nil }
             return KeyValueCache(attention, capacity: capacity)
@@ -41,7 +41,7 @@ final class IncrementalDecoder {
     /// dropped model has them from (`LanguageModel.keyValueSharing`).
     /// - Throws: `DroptraceError` when `plan` leaves such a layer none.
     func dropping(_ plan: DropPlan, capacity: Int) throws -> IncrementalDecoder {
-        let sharing = try model.keyValueSharing(skipping: plan)
+        let sharing = try model.attentionSharing(skipping: plan)
         return IncrementalDecoder(
             model: model,
             blocks: blocks.enumerated().map { index, block in
@@ -74,6 +74,8 @@ final class IncrementalDecoder {
     func prefill(embedded: EmbeddedTokens) -> Matrix {
         var x = embedded.rows
         let positions = Array(0..<x.rows)
+        // The key selections layers store for later layers (`AttentionSharing`), by layer.
+        var selections: [Int: KeySelection] = [:]
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
             x = block(x, index: index, perLayerInput: embedded.perLayerInput(index)) { mixer, input in
@@ -83,7 +85,7 @@ final class IncrementalDecoder {
                         switch attention.keyValueSharing {
                         case .reuse(let source)?: return caches[source]!.prefillReusing(x, with: attention, positions: positions)
                         case .storeOnly?: return caches[index]!.append(x, with: attention, positions: positions, step: false)
-                        default: return caches[index]!.prefill(x, with: attention, positions: positions)
+                        default: return caches[index]!.prefill(x, with: attention, positions: positions, selections: &selections)
                         }
                     },
                     recur: { $0($1, state: &states[index]!) })
@@ -107,6 +109,8 @@ final class IncrementalDecoder {
     /// `step(token:position:)` from the token's embedding (one row).
     func step(embedded: EmbeddedTokens, position: Int) -> Matrix {
         var x = embedded.rows
+        // The keys layers' indexers keep for this token, stored for later layers (nil: all), by layer.
+        var kept: [Int: Set<Int>?] = [:]
         for (index, block) in blocks.enumerated() {
             guard let block else { continue }
             x = block(x, index: index, perLayerInput: embedded.perLayerInput(index)) { mixer, input in
@@ -116,7 +120,7 @@ final class IncrementalDecoder {
                         switch attention.keyValueSharing {
                         case .reuse(let source)?: return caches[source]!.attendReusing(x, with: attention, position: position)
                         case .storeOnly?: return caches[index]!.append(x, with: attention, positions: [position], step: true)
-                        default: return caches[index]!.attend(x, with: attention, position: position)
+                        default: return caches[index]!.attend(x, with: attention, position: position, kept: &kept)
                         }
                     },
                     recur: { $0($1, state: &states[index]!) })
@@ -153,15 +157,26 @@ struct KeyValueCache {
 
     /// Causal attention of the rows of `x` (the first tokens of a sequence,
     /// at `positions`) over each other, appending their keys and values;
-    /// returns the output projection.
-    mutating func prefill(_ x: Matrix, with attention: SelfAttention, positions: [Int]) -> Matrix {
+    /// returns the output projection. A layer storing or reusing its key
+    /// selection (`SelfAttention.keySelectionSharing`) does so in `selections`;
+    /// one that only stores it attends to nothing and returns no columns.
+    mutating func prefill(
+        _ x: Matrix, with attention: SelfAttention, positions: [Int], selections: inout [Int: KeySelection]
+    ) -> Matrix {
         let latent = attention.indexer == nil ? nil : attention.projection.queryLatent(x)
-        let qkv = attention.projectedQKV(x, positions: positions, queryLatent: latent)
         let indexed = attention.indexer.map { $0.project(x, queryLatent: latent!, positions: positions) }
         if let indexed { indexerKeys.replaceSubrange(length * indexed.keys.cols..<(length + x.rows) * indexed.keys.cols, with: indexed.keys.data) }
+        let sharing = attention.keySelectionSharing
+        let selection = sharing?.reusedLayer.map { selections[$0]! }
+            ?? indexed.map { attention.indexer!.selection($0, sequences: [0..<x.rows]) }
+        if let layer = sharing?.storedLayer { selections[layer] = selection }
+        if sharing?.storesOnly == true {
+            length += x.rows
+            return Matrix(zeros: x.rows, 0)
+        }
+        let qkv = attention.projectedQKV(x, positions: positions, queryLatent: latent)
         appendKeysValues(qkv)
-        return Self.attendEachOther(
-            qkv, input: x, with: attention, keySelection: indexed.map { attention.indexer!.selection($0, sequences: [0..<qkv.rows]) })
+        return Self.attendEachOther(qkv, input: x, with: attention, keySelection: selection)
     }
 
     /// Appends the keys and values of projected rows `qkv` at the next positions.
@@ -178,7 +193,7 @@ struct KeyValueCache {
         length += qkv.rows
     }
 
-    /// A store-only layer's step or prefill (`KeyValueSharing.storeOnly`):
+    /// A store-only layer's step or prefill (`AttentionSharing.storeOnly`):
     /// appends the keys and values of rows `x` at `positions` for the layers
     /// that reuse them, attending to nothing; returns no columns. A decoding
     /// step's row is rounded as `attend` rounds it, a prefill's rows as
@@ -226,12 +241,10 @@ struct KeyValueCache {
     }
 
     /// Attention of the new token over the cache (itself included), after
-    /// appending its key and value; returns the output projection.
-    mutating func attend(_ x: Matrix, with attention: SelfAttention, position: Int) -> Matrix {
+    /// appending its key and value; returns the output projection. A layer
+    /// storing or reusing its key selection does so in `keptByLayer`, as `prefill`.
+    mutating func attend(_ x: Matrix, with attention: SelfAttention, position: Int, kept keptByLayer: inout [Int: Set<Int>?]) -> Matrix {
         let latent = attention.indexer == nil ? nil : attention.projection.queryLatent(x)
-        var qkv = attention.projectedQKV(x, positions: [position], queryLatent: latent)
-        // One row: rounding it whole rounds the query, key and value alike.
-        if roundsToBF16 { qkv.data = BFloat16.rounded(qkv.data) }
         // The keys the sparse-attention indexer keeps for the new token (nil: all).
         var kept: Set<Int>?
         if let indexer = attention.indexer {
@@ -239,6 +252,16 @@ struct KeyValueCache {
             indexerKeys.replaceSubrange(length * indexer.dim..<(length + 1) * indexer.dim, with: indexed.keys.data)
             if length + 1 > indexer.topK { kept = Set(indexer.chosenKeys(indexed, row: 0, keys: indexerKeys, keyRows: 0..<(length + 1))) }
         }
+        let sharing = attention.keySelectionSharing
+        if let source = sharing?.reusedLayer { kept = keptByLayer[source]! }
+        if let layer = sharing?.storedLayer { keptByLayer[layer] = .some(kept) }
+        if sharing?.storesOnly == true {
+            length += 1
+            return Matrix(zeros: x.rows, 0)
+        }
+        var qkv = attention.projectedQKV(x, positions: [position], queryLatent: latent)
+        // One row: rounding it whole rounds the query, key and value alike.
+        if roundsToBF16 { qkv.data = BFloat16.rounded(qkv.data) }
         appendKeysValues(qkv)
         return attendCached(qkv, input: x, with: attention, kept: kept)
     }

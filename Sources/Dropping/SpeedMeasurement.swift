@@ -229,12 +229,17 @@ public enum SpeedMeasurement {
         func linear(_ l: Linear) -> Double { 2 * Double(l.inFeatures) * Double(l.outFeatures) }
         let head = try model.head()
         var total = linear(head.projection) + (head.projectOut.map(linear) ?? 0)
+        // A sparse-attention indexer's projections and its scores over the context.
+        func indexerFLOPs(_ attention: SelfAttention) -> Double {
+            attention.indexer.map { linear($0.queryUp) + linear($0.key) + linear($0.headWeights) + 2 * Double(context * $0.heads * $0.dim) } ?? 0
+        }
         func attentionFLOPs(_ attention: SelfAttention) -> Double {
             let layout = attention.layout
             // A chunk (Llama 4) bounds the keys seen as a window does.
             let window = min(attention.slidingWindow ?? context, attention.chunkSize ?? context, context)
             return attention.projection.linears.reduce(linear(attention.output)) { $0 + linear($1) }
                 + (attention.outputGate.map(linear) ?? 0) + 4 * Double(window) * Double(layout.numHeads * layout.headDim)
+                + indexerFLOPs(attention)
         }
         func mamba2FLOPs(_ mixer: Mamba2Mixer) -> Double {
             // The convolution's taps, then the state's decay, update and read: about 6 per state entry.
@@ -269,9 +274,11 @@ public enum SpeedMeasurement {
             case nil:
                 break
             }
-            // A dropped attention whose keys and values later layers reuse still projects them.
-            if let producer = block.keyValueProducer?.attention {
-                total += producer.projection.linears.reduce(0) { $0 + linear($1) }
+            // A dropped attention whose keys and values later layers reuse still projects them;
+            // one whose key selection they reuse still runs its indexer.
+            if let producer = block.sharingProducer?.attention {
+                total += producer.keySelectionSharing?.storesOnly == true
+                    ? indexerFLOPs(producer) : producer.projection.linears.reduce(0) { $0 + linear($1) }
             }
             // Gemma 4's per-layer input: the gate and, of the gate's shape, the layer's rows of the
             // projection from the embedding; then the branch's projection.

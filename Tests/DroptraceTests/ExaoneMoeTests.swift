@@ -91,12 +91,12 @@ import Testing
             $0["mlp_layer_types"] = nil
             $0["first_k_dense_replace"] = nil
         }.load()
-        #expect(defaulted.layerNaming.mlpLayerTypes == ["dense", "sparse", "sparse", "sparse"])
+        #expect(defaulted.layerNaming.perLayerLists["mlp_layer_types"] == ["dense", "sparse", "sparse", "sparse"])
         let two = try EditedFixture("exaone_moe-f32") {
             $0["mlp_layer_types"] = nil
             $0["first_k_dense_replace"] = 2
         }.load()
-        #expect(two.layerNaming.mlpLayerTypes == ["dense", "dense", "sparse", "sparse"])
+        #expect(two.layerNaming.perLayerLists["mlp_layer_types"] == ["dense", "dense", "sparse", "sparse"])
         // The fixture's layer 1 is routed: as a dense layer its MLP is missing.
         #expect(throws: (any Error).self) { _ = try two.block(1) }
         let routed = try EditedFixture("exaone_moe-f32") {

@@ -90,7 +90,7 @@ import Testing
             return down.inFeatures
         }
         #expect(blocks.map(mlpWidth) == [64, 64, 64, 128, 128, 128])
-        #expect(blocks.allSatisfy { $0.perLayerInput?.gate.outFeatures == 8 && $0.keyValueProducer == nil })
+        #expect(blocks.allSatisfy { $0.perLayerInput?.gate.outFeatures == 8 && $0.sharingProducer == nil })
         #expect(model.perLayerEmbedding?.width == 8)
     }
 
@@ -101,14 +101,14 @@ import Testing
     /// the block; dropping every layer of a type refuses the plan.
     @Test func droppedStoringLayersKeepOrMoveTheKeysAndValues() throws {
         let model = try EditedFixture(Self.pleName).load()
-        let attentionDropped = try model.keyValueSharing(skipping: DropPlan(attention: [1]))
+        let attentionDropped = try model.attentionSharing(skipping: DropPlan(attention: [1])).keysValues
         #expect(attentionDropped[1] == .storeOnly(layer: 1) && attentionDropped[3] == .reuse(layer: 1))
         let block = try model.block(1, skipping: DropPlan(attention: [1]))
-        #expect(block.attention == nil && block.keyValueProducer?.attention.keyValueSharing == .storeOnly(layer: 1))
-        #expect(block.keyValueProducer?.attention.projection.outFeatures == 2 * 2 * 8)
-        let blockDropped = try model.keyValueSharing(skipping: DropPlan(blocks: [1]))
+        #expect(block.attention == nil && block.sharingProducer?.attention.keyValueSharing == .storeOnly(layer: 1))
+        #expect(block.sharingProducer?.attention.projection.outFeatures == 2 * 2 * 8)
+        let blockDropped = try model.attentionSharing(skipping: DropPlan(blocks: [1])).keysValues
         #expect(blockDropped[0] == .store(layer: 0) && blockDropped[3] == .reuse(layer: 0) && blockDropped[5] == .reuse(layer: 2))
-        #expect(throws: DroptraceError.self) { _ = try model.keyValueSharing(skipping: DropPlan(blocks: [2])) }
+        #expect(throws: DroptraceError.self) { _ = try model.attentionSharing(skipping: DropPlan(blocks: [2])) }
         #expect(throws: DroptraceError.self) { _ = try model.block(3, skipping: DropPlan(blocks: [0, 1])) }
     }
 
@@ -129,7 +129,7 @@ import Testing
         let iterative = try DropSelection.iterative(.block, count: 2, layers: 6, feasibility: .init(problem: model.planProblem)) { _ in scores }
         #expect(iterative.plan.blocks == [1, 3])
         #expect(try DropSelection.oneShot(.block, count: 5, scores: scores, feasibility: .init(problem: model.planProblem)).blocks == [0, 1, 3, 4, 5])
-        #expect(try model.keyValueSharing(skipping: DropPlan(blocks: [2, 5])).compactMap { $0 } == [.store(layer: 1), .reuse(layer: 1), .reuse(layer: 1)])
+        #expect(try model.attentionSharing(skipping: DropPlan(blocks: [2, 5])).keysValues.compactMap { $0 } == [.store(layer: 1), .reuse(layer: 1), .reuse(layer: 1)])
         // Consecutive blocks: the most similar run (1–2) would take block 2; the next best is chosen.
         scores.blockGap[1][1] = 0.9
         scores.blockGap[3][1] = 0.8

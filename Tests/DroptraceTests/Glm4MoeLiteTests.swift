@@ -81,7 +81,7 @@ import Testing
     /// head_dim, given alone, is qk_rope_head_dim.
     @Test func omittedKeysTakeGlm4MoeLiteConfigDefaults() throws {
         let defaulted = try EditedFixture("glm4_moe_lite-f32") { $0["mlp_layer_types"] = nil }.load()
-        #expect(defaulted.layerNaming.mlpLayerTypes == ["dense", "sparse", "sparse", "sparse"])
+        #expect(defaulted.layerNaming.perLayerLists["mlp_layer_types"] == ["dense", "sparse", "sparse", "sparse"])
         // The fixture's layer 2 is dense: the default rule routes it, and its router is missing.
         #expect(throws: (any Error).self) { _ = try defaulted.block(2) }
         let routed = try EditedFixture("glm4_moe_lite-f32") {
@@ -102,7 +102,7 @@ import Testing
         let exported = try EditedFixture("glm4_moe_lite-f32").exportedConfig(droppingBlocks: [0])
         #expect(exported["mlp_layer_types"] as? [String] == Array(types.dropFirst()))
         let model = try EditedFixture("glm4_moe_lite-f32").load()
-        #expect(model.layerNaming.mlpLayerTypes == types)
+        #expect(model.layerNaming.perLayerLists["mlp_layer_types"] == types)
     }
 
     /// Fused 3-D experts (`mlp.experts.gate_up_proj` / `down_proj`) score

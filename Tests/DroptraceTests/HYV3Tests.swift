@@ -76,7 +76,7 @@ import Testing
     /// shared MLP is intermediate_size wide (HYV3MLP's fallback for 0).
     @Test func omittedKeysTakeHYV3ConfigDefaults() throws {
         let defaulted = try EditedFixture(Self.name) { $0["mlp_layer_types"] = nil }
-        #expect(try defaulted.load().layerNaming.mlpLayerTypes == ["dense", "sparse", "sparse", "sparse"])
+        #expect(try defaulted.load().layerNaming.perLayerLists["mlp_layer_types"] == ["dense", "sparse", "sparse", "sparse"])
         #expect(try defaulted.attentionScores() == EditedFixture(Self.name).attentionScores())
         let foreign = try EditedFixture(Self.name) {
             $0["n_group"] = 4

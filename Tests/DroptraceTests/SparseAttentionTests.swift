@@ -37,9 +37,10 @@ import Testing
         Mutant("deepseek_v32-f32", "kv_lora_rank", "8"),
         Mutant("glm_moe_dsa-f32", "index_topk", "0"), Mutant("glm_moe_dsa-f32", "index_head_dim", "4"),
         Mutant("glm_moe_dsa-f32", "q_lora_rank", "null"),
-        // GLM-5's shared indexer layers (reusing an earlier layer's top-k) are not run.
-        Mutant("glm_moe_dsa-f32", "indexer_types", #"["full", "shared", "full", "full"]"#),
+        // A shared indexer layer reuses an earlier full layer's top-k: layer 0 has none.
+        Mutant("glm_moe_dsa-f32", "indexer_types", #"["shared", "full", "full", "full"]"#),
         Mutant("glm_moe_dsa-f32", "indexer_types", #"["full", "full"]"#),
+        Mutant("glm_moe_dsa-f32", "indexer_types", #"["full", "skip", "full", "full"]"#),
     ]
 
     @Test(arguments: mutants)
@@ -51,7 +52,8 @@ import Testing
     /// `index_topk_pattern` ("F" full, "S" shared, or the names), else every
     /// `index_topk_freq`-th layer from `index_skip_topk_offset` (2) runs its
     /// indexer and the others share; a frequency of 1 (the default) or less
-    /// makes every layer full.
+    /// makes every layer full. (The fixture's shared layers keep their
+    /// indexer tensors, which transformers leaves unread, as droptrace does.)
     @Test func indexerTypesFollowGlmMoeDsaConfig() throws {
         func edited(_ values: [String: Any]) throws -> EditedFixture {
             try EditedFixture("glm_moe_dsa-f32") { config in
@@ -66,10 +68,16 @@ import Testing
         ] {
             #expect(try scores(edited(values)) == base, "\(values)")
         }
-        try edited(["index_topk_pattern": "FFSF"]).expectRefused(naming: "index_topk_pattern")
-        try edited(["index_topk_pattern": ["full", "full", "full", "shared"]]).expectRefused(naming: "index_topk_pattern")
-        // Layer 2 of 4 shares with a frequency of 2 from offset 2; layer 0 with an offset of -1.
-        try edited(["index_topk_freq": 2]).expectRefused(naming: "index_topk_freq")
+        // Layer 2 of 4 shares with a frequency of 2 from offset 2.
+        let sharing = try scores(edited(["indexer_types": ["full", "full", "shared", "full"]]))
+        #expect(sharing != base)
+        for values: [String: Any] in [
+            ["index_topk_pattern": "FFSF"], ["index_topk_pattern": ["full", "full", "shared", "full"]], ["index_topk_freq": 2],
+        ] {
+            #expect(try scores(edited(values)) == sharing, "\(values)")
+        }
+        try edited(["index_topk_pattern": "SFFF"]).expectRefused(naming: "index_topk_pattern")
+        // Layer 0 shares with an offset of -1, and has no full layer before it.
         try edited(["index_topk_freq": 3, "index_skip_topk_offset": -1]).expectRefused(naming: "index_topk_freq")
         try edited(["index_topk_freq": 2, "index_skip_topk_offset": Int.min]).expectRefused(naming: "index_topk_freq")
     }
@@ -141,5 +149,76 @@ import Testing
         #expect(exported["layer_types"] as? [String] == Array(repeating: "indexed_attention", count: 3))
         #expect(exported["mlp_layer_types"] as? [String] == ["dense", "sparse", "sparse"])
         if fixture.hasPrefix("glm_moe_dsa") { #expect(exported["indexer_types"] as? [String] == ["full", "full", "full"]) }
+    }
+}
+
+/// GLM-5's shared indexer layers (`glm_moe_dsa_shared-f32`: layers 1 and 3
+/// reuse the top-k of layers 0 and 2). Scores, drops and decoding are checked
+/// against transformers with every other fixture.
+@Suite struct SharedIndexerTests {
+    static let name = "glm_moe_dsa_shared-f32"
+
+    /// Shared layers have no indexer and reuse the last full layer's choice,
+    /// which that layer stores.
+    @Test func sharedLayersReuseTheLastFullLayersChoice() throws {
+        let model = try EditedFixture(Self.name).load()
+        for index in 0..<4 {
+            let attention = try #require(try model.block(index).attention?.attention)
+            let full = index % 2 == 0
+            #expect((attention.indexer != nil) == full)
+            #expect(attention.keySelectionSharing == (full ? .store(layer: index) : .reuse(layer: index - 1)))
+        }
+    }
+
+    /// With modules dropped, a full layer whose attention is dropped still
+    /// chooses for the shared layer after it; a shared layer whose full layer's
+    /// block is dropped reuses the one before; none before is refused.
+    @Test func sharingWithModulesDropped() throws {
+        let model = try EditedFixture(Self.name).load()
+        #expect(try model.attentionSharing(skipping: DropPlan(attention: [2])).keySelections
+            == [.store(layer: 0), .reuse(layer: 0), .storeOnly(layer: 2), .reuse(layer: 2)])
+        #expect(try model.attentionSharing(skipping: DropPlan(attention: [3])).keySelections
+            == [.store(layer: 0), .reuse(layer: 0), nil, nil])
+        #expect(try model.attentionSharing(skipping: DropPlan(blocks: [2])).keySelections
+            == [.store(layer: 0), .reuse(layer: 0), nil, .reuse(layer: 0)])
+        #expect(throws: DroptraceError.self) { _ = try model.attentionSharing(skipping: DropPlan(blocks: [0])) }
+        #expect(model.planProblem(DropPlan(blocks: [0])) != nil)
+        let dropped = try model.block(2, skipping: DropPlan(attention: [2]))
+        #expect(dropped.attention == nil && dropped.sharingProducer?.attention?.keySelectionSharing == .storeOnly(layer: 2))
+        #expect(model.exportProblem(DropPlan(attention: [2])) != nil && model.exportProblem(DropPlan(attention: [3])) == nil)
+    }
+
+    /// Decoding token by token (as `drop` times it) gives the full forward's
+    /// last state, also with a full layer's attention dropped (its indexer
+    /// still choosing for layer 3) and with its block dropped (layer 3
+    /// reusing layer 0's choice).
+    @Test func incrementalDecodingMatchesTheFullForward() throws {
+        let model = try EditedFixture(Self.name).load()
+        let tokens = Array(FixtureFiles.jsonlSequences()[0].prefix(24))
+        for plan in [DropPlan.none, DropPlan(attention: [2]), DropPlan(blocks: [2]), DropPlan(attention: [1, 2])] {
+            let full = try LayerwiseForward(model: model, plan: plan).run(TokenBatch(sequences: [tokens]))
+            let decoder = try IncrementalDecoder(model: model, plan: plan, capacity: tokens.count)
+            var last = Matrix(zeros: 1, full.cols)
+            for (position, token) in tokens.enumerated() { last = try decoder.step(token: token, position: position) }
+            let worst = zip(last.data, full.data.suffix(full.cols)).map { abs($0 - $1) }.max()!
+            #expect(worst < 1e-4, "\(plan): \(worst)")
+            // The dropped model timed beside the full one shares its blocks.
+            let dropped = try IncrementalDecoder(model: model, plan: .none, capacity: tokens.count).dropping(plan, capacity: tokens.count)
+            for (position, token) in tokens.enumerated() { last = try dropped.step(token: token, position: position) }
+            #expect(zip(last.data, full.data.suffix(full.cols)).map { abs($0 - $1) }.max()! < 1e-4, "\(plan) dropped")
+        }
+    }
+
+    /// index_topk_freq and the offset give the fixture's types; a block-drop
+    /// export of such a config writes the kept layers' types out.
+    @Test func indexerTypesFromTheFrequency() throws {
+        let base = try SparseAttentionTests().scores(EditedFixture(Self.name))
+        let ruled = try EditedFixture(Self.name) {
+            $0["indexer_types"] = nil
+            $0["index_topk_freq"] = 2
+            $0["index_skip_topk_offset"] = 1
+        }
+        #expect(try SparseAttentionTests().scores(ruled) == base)
+        #expect(try ruled.exportedConfig(droppingBlocks: [1])["indexer_types"] as? [String] == ["full", "full", "shared"])
     }
 }

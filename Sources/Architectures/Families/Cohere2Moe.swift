@@ -217,7 +217,7 @@ struct Cohere2MoeModel: DecoderFamily {
     /// and MLP types.
     var layerNaming: LayerNaming {
         var naming = parts.naming(spellingOut: layerTypes)
-        naming.mlpLayerTypes = mlpTypes
+        naming.perLayerLists[MLPLayerTypes.key] = mlpTypes
         return naming
     }
 

@@ -103,7 +103,7 @@ struct ExaoneMoeModel: DecoderFamily {
     var layerNaming: LayerNaming {
         var naming = parts.naming
         naming.layerTypes = layout.types
-        naming.mlpLayerTypes = Array(mlpTypes.prefix(layerCount))
+        naming.perLayerLists[MLPLayerTypes.key] = Array(mlpTypes.prefix(layerCount))
         return naming
     }
 

@@ -121,9 +121,9 @@ struct Gemma4Configuration: Decodable {
 ///   `Gemma4TextConfig.kv_sharing_modes` resolves them; with
 ///   `use_double_wide_mlp` their MLPs are 2 × `intermediate_size` wide.
 ///   With blocks dropped, they take them from the last earlier kept layer
-///   of their type (`keyValueSharing(skipping:)`), where transformers takes
+///   of their type (`attentionSharing(skipping:)`), where transformers takes
 ///   them in an export without those blocks; a layer whose attention is
-///   dropped still makes them (`KeyValueSharing.storeOnly`).
+///   dropped still makes them (`AttentionSharing.storeOnly`).
 struct Gemma4Model: DecoderFamily {
     static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
@@ -292,7 +292,7 @@ struct Gemma4Model: DecoderFamily {
         let eps = config.rmsNormEps
         let p = "layers.\(index)."
         let scalar = weights.has(p + "layer_scalar") ? try weights.floats(p + "layer_scalar", [1])[0] : nil
-        let sharing = try keyValueSharing(skipping: plan)
+        let sharing = try attentionSharing(skipping: plan).keysValues
         let mine = sharing.isEmpty ? nil : sharing[index]
         let wide = config.useDoubleWideMLP == true && index >= firstSharedLayer
         let block = try SandwichBlock.block(
@@ -310,7 +310,7 @@ struct Gemma4Model: DecoderFamily {
                     projection: try weights.linear(p + "per_layer_projection", in: width, out: hiddenSize, bias: false),
                     norm: try weights.rmsNorm(p + "post_per_layer_input_norm", size: hiddenSize, eps: eps))
             },
-            keyValueProducer: mine?.storesOnly == true
+            sharingProducer: mine?.storesOnly == true
                 ? AttentionBranch(
                     inputNorm: try weights.rmsNorm(p + "input_layernorm", size: hiddenSize, eps: eps),
                     attention: try attention(index, sharing: mine))
@@ -322,10 +322,10 @@ struct Gemma4Model: DecoderFamily {
     /// last earlier kept layer of its type, which stores them — and still
     /// computes them when its attention is dropped (`.storeOnly`), so that
     /// dropping an attention removes its output alone. Empty without sharing.
-    func keyValueSharing(skipping plan: DropPlan) throws -> [KeyValueSharing?] {
-        guard firstSharedLayer < layerCount else { return [] }
+    func attentionSharing(skipping plan: DropPlan) throws -> LayerSharing {
+        guard firstSharedLayer < layerCount else { return LayerSharing() }
         let drops = plan.union(configuredDrops)
-        var sharing = [KeyValueSharing?](repeating: nil, count: layerCount)
+        var sharing = [AttentionSharing?](repeating: nil, count: layerCount)
         for layer in firstSharedLayer..<layerCount where !drops.blocks.contains(layer) {
             let type = layerTypes[layer]
             guard let source = (0..<firstSharedLayer).last(where: { layerTypes[$0] == type && !drops.blocks.contains($0) }) else {
@@ -336,7 +336,7 @@ struct Gemma4Model: DecoderFamily {
             sharing[source] = drops.dropsAttention(source) ? .storeOnly(layer: source) : .store(layer: source)
             sharing[layer] = .reuse(layer: source)
         }
-        return sharing
+        return LayerSharing(keysValues: sharing)
     }
 
     /// Layer `index`'s router and experts (`Gemma4TextRouter`,
@@ -360,7 +360,7 @@ struct Gemma4Model: DecoderFamily {
     /// `layer_types` says: an export whose last kept layer slides would load
     /// in transformers as another model (other heads, no window). An export
     /// leaving the sharing layers of a type no earlier layer of it would not
-    /// load at all (`keyValueSharing(skipping:)`).
+    /// load at all (`attentionSharing(skipping:)`).
     func exportProblem(_ plan: DropPlan) -> String? {
         if let problem = planProblem(plan) { return problem }
         guard let last = (0..<layerCount).last(where: { !plan.blocks.contains($0) }),
@@ -370,7 +370,7 @@ struct Gemma4Model: DecoderFamily {
 
     /// Layer `index`'s attention (see the type's description); a layer
     /// that reuses keys and values has no key or value weights.
-    private func attention(_ index: Int, sharing: KeyValueSharing?) throws -> SelfAttention {
+    private func attention(_ index: Int, sharing: AttentionSharing?) throws -> SelfAttention {
         let weights = parts.weights, d = hiddenSize, eps = config.rmsNormEps
         let layout = layouts[index], bias = config.attentionBias == true
         let p = "layers.\(index).self_attn."

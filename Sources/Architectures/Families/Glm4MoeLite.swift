@@ -180,7 +180,8 @@ struct Glm4MoeLiteConfiguration: Decodable {
     /// The first kept attention's indexer projections against the config,
     /// before anything is sized from them.
     func confirmIndexerShapes(_ parts: DecoderParts) throws {
-        guard indexTopk != nil, let rank = latent.qLoraRank, let layer = parts.firstKeptAttention else { return }
+        let full = (0..<parts.dimensions.numHiddenLayers).first { !parts.configuredDrops.dropsAttention($0) && !sharesIndexer($0) }
+        guard indexTopk != nil, let rank = latent.qLoraRank, let layer = full else { return }
         let p = "layers.\(layer).self_attn.indexer.", weights = parts.weights, d = parts.dimensions.hiddenSize
         for (name, shape, keys) in [
             ("wq_b.weight", [indexNHeads * indexHeadDim, rank], "index_n_heads × index_head_dim, q_lora_rank"),
@@ -190,6 +191,9 @@ struct Glm4MoeLiteConfiguration: Decodable {
             try weights.confirmShape(p + name, shape, keys: keys, configPath: parts.configPath)
         }
     }
+
+    /// Whether layer `index` reuses the last full layer's top-k instead of running an indexer (GLM-5's "shared").
+    func sharesIndexer(_ index: Int) -> Bool { indexerTypes?.type(index) == "shared" }
 
     /// Each layer's MLP type for `layers` layers (the config class's rule when unset).
     func layerTypes(_ layers: Int) -> [String] {
@@ -230,12 +234,16 @@ struct Glm4MoeLiteConfiguration: Decodable {
             try ConfigRules.product([(indexNHeads, "index_n_heads"), (indexHeadDim, "index_head_dim"), (latent.qLoraRank!, "q_lora_rank")])
             try ConfigRules.product([(indexHeadDim, "index_head_dim"), (d.hiddenSize, "hidden_size")])
             try ConfigRules.product([(indexNHeads, "index_n_heads"), (d.hiddenSize, "hidden_size")])
-            if let indexerTypes, let layer = (0..<d.numHiddenLayers).first(where: { indexerTypes.type($0) != "full" }) {
-                // A shared layer reuses the top-k of the last full one: not run here.
+            if let indexerTypes, let layer = (0..<d.numHiddenLayers).first(where: { !["full", "shared"].contains(indexerTypes.type($0)) }) {
                 throw InvalidConfigValue(
                     key: indexerTypes.key,
                     problem: "gives layer \(layer) \(indexerTypes.type(layer).map { "type \"\($0.forErrorMessage)\"" } ?? "no type"); "
-                        + "only \"full\" indexer layers are run (GLM-5's shared layers reuse an earlier layer's top-k)")
+                        + "each layer is \"full\" (runs its indexer) or \"shared\" (reuses the last full layer's top-k)")
+            }
+            if let indexerTypes, indexerTypes.type(0) == "shared" {
+                // GlmMoeDsaAttention raises it: a shared layer needs an earlier full one.
+                throw InvalidConfigValue(
+                    key: indexerTypes.key, problem: "makes layer 0 \"shared\", but a shared layer reuses the top-k of an earlier \"full\" layer")
             }
             // transformers' cache builds an indexed layer per entry; any other type has no indexer keys.
             if let layerTypes {
@@ -284,9 +292,14 @@ struct Glm4MoeLiteConfiguration: Decodable {
 ///
 /// GLM-5 (`glm_moe_dsa`; transformers' `models/glm_moe_dsa/`) is
 /// DeepSeek-V3.2's model with GlmMoeDsaConfig's defaults and an indexer
-/// rotating interleaved pairs; its "shared" indexer layers, which reuse an
-/// earlier layer's choice, are refused (every layer of GlmMoeDsaConfig's
-/// default pattern runs its own indexer).
+/// rotating interleaved pairs. By `indexer_types` (else
+/// `index_topk_pattern`, else every `index_topk_freq`-th layer from
+/// `index_skip_topk_offset`) a "shared" layer has no indexer and attends to
+/// the keys the last "full" layer before it chose (`AttentionSharing`).
+/// With modules dropped, a shared layer reuses the last full layer the
+/// model keeps; a full layer whose attention is dropped still runs its
+/// indexer for them (`TransformerBlock.sharingProducer`), as transformers'
+/// layers pass the top-k on when an attention's output is zeroed.
 ///
 /// A.X K1 (`axk1`; SK Telecom's, transformers' `models/axk1/`) is
 /// DeepSeek-V3's model on this layout with AXK1Config's defaults: the
@@ -336,11 +349,15 @@ struct Glm4MoeLiteModel: DecoderFamily {
 
     func isSparse(_ index: Int) -> Bool { index < types.count && types[index] == "sparse" }
 
-    /// An export without some blocks writes `mlp_layer_types` for the kept
-    /// layers also where config.json leaves it to the class's rule.
+    /// An export without some blocks writes `mlp_layer_types` (and GLM-5's
+    /// `indexer_types`) for the kept layers also where config.json leaves
+    /// them to the class's rule.
     var layerNaming: LayerNaming {
         var naming = parts.naming
-        naming.mlpLayerTypes = Array(types.prefix(layerCount))
+        naming.perLayerLists[MLPLayerTypes.key] = Array(types.prefix(layerCount))
+        if let indexerTypes = config.indexerTypes {
+            naming.perLayerLists["indexer_types"] = (0..<layerCount).map { indexerTypes.type($0) ?? "full" }
+        }
         if config.configClass.axk1 { naming.mlp.append("post_mlp_layernorm.") }
         return naming
     }
@@ -350,21 +367,65 @@ struct Glm4MoeLiteModel: DecoderFamily {
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        try parts.preNormBlock(
-            index, drops: plan.union(configuredDrops), eps: config.rmsNormEps,
-            attention: {
-                try config.latent.attention(parts, layer: index, rotary: rotary, scale: scale, indexer: try indexer(layer: index))
-            },
-            feedForward: { try feedForward(layer: index) })
+        let drops = plan.union(configuredDrops), sharing = try attentionSharing(skipping: plan).keySelections
+        let mine = sharing.isEmpty ? nil : sharing[index]
+        func attention() throws -> SelfAttention {
+            try config.latent.attention(parts, layer: index, rotary: rotary, scale: scale, indexer: try indexer(layer: index))
+                .sharingKeySelection(mine)
+        }
+        let block = try parts.preNormBlock(
+            index, drops: drops, eps: config.rmsNormEps, attention: attention, feedForward: { try feedForward(layer: index) })
+        guard drops.dropsAttention(index), mine?.storesOnly == true else { return block }
+        return TransformerBlock(
+            attention: nil, mlp: block.mlp, residual: block.residual,
+            sharingProducer: AttentionBranch(
+                inputNorm: try parts.weights.rmsNorm("layers.\(index).input_layernorm", size: hiddenSize, eps: config.rmsNormEps),
+                attention: try attention()))
+    }
+
+    /// GLM-5's shared indexer layers with `plan`'s modules dropped: each kept
+    /// shared layer whose attention runs reuses the top-k of the last full
+    /// layer the model keeps before it, which stores it — and still computes
+    /// it when its attention is dropped (`.storeOnly`). Empty without shared layers.
+    /// - Throws: `DroptraceError` when `plan` leaves a shared layer no full layer before it.
+    func attentionSharing(skipping plan: DropPlan) throws -> LayerSharing {
+        guard (0..<layerCount).contains(where: config.sharesIndexer) else { return LayerSharing() }
+        let drops = plan.union(configuredDrops)
+        var sharing = [AttentionSharing?](repeating: nil, count: layerCount)
+        var source: Int?
+        for layer in 0..<layerCount where !drops.blocks.contains(layer) {
+            guard config.sharesIndexer(layer) else {
+                source = layer
+                continue
+            }
+            guard !drops.dropsAttention(layer) else { continue }
+            guard let source else {
+                throw DroptraceError(
+                    "dropping every full indexer layer before layer \(layer) leaves it no top-k to reuse (\(config.indexerTypes!.key))",
+                    path: parts.configPath)
+            }
+            sharing[source] = drops.dropsAttention(source) ? .storeOnly(layer: source) : .store(layer: source)
+            sharing[layer] = .reuse(layer: source)
+        }
+        return LayerSharing(keySelections: sharing)
+    }
+
+    /// Attention-drop exports (LLM-Drop's format) leave out a dropped
+    /// attention's indexer, which shared layers after it still reuse here.
+    func exportProblem(_ plan: DropPlan) -> String? {
+        guard let sharing = try? attentionSharing(skipping: plan),
+              let layer = sharing.keySelections.firstIndex(where: { $0?.storesOnly == true }) else { return nil }
+        return "layer \(layer)'s attention is dropped, but later shared indexer layers reuse its indexer's top-k (\(config.indexerTypes!.key)); "
+            + "an export without that attention would not run as droptrace ran the model"
     }
 
     /// Layer `index`'s sparse-attention indexer (`deepseek_v32`,
-    /// `glm_moe_dsa`; nil otherwise). GLM-5's indexer rotates interleaved
+    /// `glm_moe_dsa`; nil otherwise, and on GLM-5's shared layers). GLM-5's indexer rotates interleaved
     /// pairs: they are de-interleaved in wq_b, wk and k_norm, as
     /// `LatentQKVProjection` does (dot products and the norm's statistics
     /// are the same in either order).
     func indexer(layer index: Int) throws -> SparseAttentionIndexer? {
-        guard let topK = config.indexTopk, let rank = config.latent.qLoraRank else { return nil }
+        guard let topK = config.indexTopk, let rank = config.latent.qLoraRank, !config.sharesIndexer(index) else { return nil }
         let p = "layers.\(index).self_attn.indexer.", weights = parts.weights, d = hiddenSize
         let heads = config.indexNHeads, dim = config.indexHeadDim, rope = config.latent.qkRopeHeadDim
         func deinterleaved(_ values: [Float], rowWidth: Int, ropeStarts: [Int]) -> [Float] {

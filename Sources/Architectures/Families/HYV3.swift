@@ -107,7 +107,7 @@ struct HYV3Model: DecoderFamily {
     /// An export without some blocks spells out the kept layers' MLP types.
     var layerNaming: LayerNaming {
         var naming = parts.naming
-        naming.mlpLayerTypes = Array(mlpTypes.prefix(layerCount))
+        naming.perLayerLists[MLPLayerTypes.key] = Array(mlpTypes.prefix(layerCount))
         return naming
     }
 

@@ -187,7 +187,7 @@ struct LagunaModel: DecoderFamily {
     /// Exports without some blocks spell out the kept layers' attention and MLP types.
     var layerNaming: LayerNaming {
         var naming = parts.naming(spellingOut: layerTypes)
-        naming.mlpLayerTypes = Array(mlpTypes.prefix(layerCount))
+        naming.perLayerLists[MLPLayerTypes.key] = Array(mlpTypes.prefix(layerCount))
         return naming
     }
 
