@@ -155,6 +155,15 @@ struct DecoderParts: Sendable {
         return naming
     }
 
+    /// `naming(spellingOut:)` with each layer's MLP type (`mlp_layer_types`,
+    /// "dense" or "sparse") spelled out too, where config.json leaves them to
+    /// the class's rule.
+    func naming(spellingOut layerTypes: [String]?, mlpTypes: [String]) -> LayerNaming {
+        var naming = naming(spellingOut: layerTypes)
+        naming.perLayerLists[MLPLayerTypes.key] = Array(mlpTypes.prefix(dimensions.numHiddenLayers))
+        return naming
+    }
+
     /// The rope settings of the family's config section.
     func ropeSettings() throws -> RopeSettings { try config(RopeSettings.self) }
 

@@ -216,9 +216,7 @@ struct Cohere2MoeModel: DecoderFamily {
     /// An export without some blocks spells out the kept layers' attention
     /// and MLP types.
     var layerNaming: LayerNaming {
-        var naming = parts.naming(spellingOut: layerTypes)
-        naming.perLayerLists[MLPLayerTypes.key] = mlpTypes
-        return naming
+        parts.naming(spellingOut: layerTypes, mlpTypes: mlpTypes)
     }
 
     func norm(_ name: String) throws -> Normalization {

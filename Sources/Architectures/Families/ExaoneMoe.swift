@@ -101,10 +101,7 @@ struct ExaoneMoeModel: DecoderFamily {
     /// and MLP types, so renumbering cannot move a window, positions or
     /// experts to another layer.
     var layerNaming: LayerNaming {
-        var naming = parts.naming
-        naming.layerTypes = layout.types
-        naming.perLayerLists[MLPLayerTypes.key] = Array(mlpTypes.prefix(layerCount))
-        return naming
+        parts.naming(spellingOut: layout.types, mlpTypes: mlpTypes)
     }
 
     func head() throws -> OutputHead {

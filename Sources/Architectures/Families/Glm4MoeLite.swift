@@ -353,8 +353,7 @@ struct Glm4MoeLiteModel: DecoderFamily {
     /// `indexer_types`) for the kept layers also where config.json leaves
     /// them to the class's rule.
     var layerNaming: LayerNaming {
-        var naming = parts.naming
-        naming.perLayerLists[MLPLayerTypes.key] = Array(types.prefix(layerCount))
+        var naming = parts.naming(spellingOut: nil, mlpTypes: types)
         if let indexerTypes = config.indexerTypes {
             naming.perLayerLists["indexer_types"] = (0..<layerCount).map { indexerTypes.type($0) ?? "full" }
         }

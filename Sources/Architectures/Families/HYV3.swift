@@ -106,9 +106,7 @@ struct HYV3Model: DecoderFamily {
 
     /// An export without some blocks spells out the kept layers' MLP types.
     var layerNaming: LayerNaming {
-        var naming = parts.naming
-        naming.perLayerLists[MLPLayerTypes.key] = Array(mlpTypes.prefix(layerCount))
-        return naming
+        parts.naming(spellingOut: nil, mlpTypes: mlpTypes)
     }
 
     func head() throws -> OutputHead {

@@ -175,9 +175,7 @@ struct MiMoV2FlashModel: DecoderFamily {
 
     /// Exports without some blocks spell out the kept layers' attention and MLP types.
     var layerNaming: LayerNaming {
-        var naming = parts.naming(spellingOut: layerTypes)
-        naming.perLayerLists[MLPLayerTypes.key] = Array(mlpTypes.prefix(layerCount))
-        return naming
+        parts.naming(spellingOut: layerTypes, mlpTypes: mlpTypes)
     }
 
     func head() throws -> OutputHead {
