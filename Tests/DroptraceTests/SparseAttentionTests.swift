@@ -1,6 +1,5 @@
 @testable import Architectures
 @testable import CheckpointIO
-@testable import Dropping
 import DroptraceSupport
 import Foundation
 import Scoring
@@ -188,25 +187,14 @@ import Testing
         #expect(model.exportProblem(DropPlan(attention: [2])) != nil && model.exportProblem(DropPlan(attention: [3])) == nil)
     }
 
-    /// Decoding token by token (as `drop` times it) gives the full forward's
-    /// last state, also with a full layer's attention dropped (its indexer
-    /// still choosing for layer 3) and with its block dropped (layer 3
-    /// reusing layer 0's choice).
-    @Test func incrementalDecodingMatchesTheFullForward() throws {
-        let model = try EditedFixture(Self.name).load()
-        let tokens = Array(FixtureFiles.jsonlSequences()[0].prefix(24))
-        for plan in [DropPlan.none, DropPlan(attention: [2]), DropPlan(blocks: [2]), DropPlan(attention: [1, 2])] {
-            let full = try LayerwiseForward(model: model, plan: plan).run(TokenBatch(sequences: [tokens]))
-            let decoder = try IncrementalDecoder(model: model, plan: plan, capacity: tokens.count)
-            var last = Matrix(zeros: 1, full.cols)
-            for (position, token) in tokens.enumerated() { last = try decoder.step(token: token, position: position) }
-            let worst = zip(last.data, full.data.suffix(full.cols)).map { abs($0 - $1) }.max()!
-            #expect(worst < 1e-4, "\(plan): \(worst)")
-            // The dropped model timed beside the full one shares its blocks.
-            let dropped = try IncrementalDecoder(model: model, plan: .none, capacity: tokens.count).dropping(plan, capacity: tokens.count)
-            for (position, token) in tokens.enumerated() { last = try dropped.step(token: token, position: position) }
-            #expect(zip(last.data, full.data.suffix(full.cols)).map { abs($0 - $1) }.max()! < 1e-4, "\(plan) dropped")
-        }
+    /// Cached decoding (as `drop` times it) gives the batched forward's
+    /// states, also with a full layer's attention dropped (its indexer still
+    /// choosing for layer 3) and with its block dropped (layer 3 reusing
+    /// layer 0's choice); the prefill of 16 rows is longer than index_topk.
+    @Test func cachedDecodingMatchesTheForward() throws {
+        try expectCachedDecodingMatchesTheForward(
+            try EditedFixture(Self.name).load(), tokens: 24, prefill: 16,
+            plans: [.none, DropPlan(attention: [2]), DropPlan(blocks: [2]), DropPlan(attention: [1, 2])], label: Self.name)
     }
 
     /// index_topk_freq and the offset give the fixture's types; a block-drop
