@@ -17,6 +17,9 @@ public enum FeedForward: Sendable {
     /// output norms, their outputs summed in order (Gemma 4's dense MLP
     /// beside its mixture of experts): one module, dropped as a whole.
     indirect case parallel([FeedForwardPart])
+    /// An MLP whose hidden rows are normalised before its down projection
+    /// (BitNet's `ffn_sub_norm`: down(norm(act(gate(x)) · up(x)))).
+    indirect case hiddenNormed(FeedForward, norm: Normalization)
 
     /// Bytes of the widest intermediate (gate|up's output) one pass holds.
     /// Its rows are independent, so the MLP runs over chunks of tokens that
@@ -117,6 +120,12 @@ public enum FeedForward: Sendable {
             return Stages(first: up, down: down, inPlace: true) { wide, row in
                 activation.apply(inPlace: wide, count: up.outFeatures)
                 if row != wide { row.update(from: wide, count: up.outFeatures) }
+            }
+        case .hiddenNormed(let inner, let norm):
+            guard let stages = inner.stages else { return nil }
+            return Stages(first: stages.first, down: stages.down, inPlace: stages.inPlace) { wide, row in
+                stages.hiddenRow(wide, row)
+                norm.normalize(inPlace: row, count: stages.down.inFeatures)
             }
         case .mixture, .parallel:
             return nil

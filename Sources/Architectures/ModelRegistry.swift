@@ -29,6 +29,7 @@ public enum ModelRegistry {
         "arcee": ArceeModel.self,
         "axk1": Glm4MoeLiteModel.self,
         "bamba": BambaModel.self,
+        "bitnet": BitNetModel.self,
         "bloom": BloomModel.self,
         "cohere": CohereModel.self,
         "cohere2": CohereModel.self,

@@ -65,6 +65,9 @@ public struct SelfAttention: Sendable {
     /// How `outputGate`'s outputs become gates: sigmoid (Qwen3-Next,
     /// AFMoE, LFM3) or softplus (Laguna's `F.softplus`, beta 1, threshold 20).
     public var outputGateFunction: GateFunction = .sigmoid
+    /// Normalises each row of the attention output (after `outputGate`)
+    /// before `output` (BitNet's `attn_sub_norm`); nil for none.
+    public var attendedNorm: Normalization? = nil
     public enum GateFunction: Sendable { case sigmoid, softplus }
     /// Whether the layer stores its keys and values for later layers, or
     /// reuses an earlier layer's (its projection then gives the queries
@@ -244,9 +247,10 @@ public struct SelfAttention: Sendable {
     }
 
     /// The output projection of the attended values of layer input `x`'s
-    /// rows, gated first where the attention has an `outputGate`.
+    /// rows, gated first where the attention has an `outputGate`, then
+    /// normalised where it has an `attendedNorm`.
     public func finish(_ attended: Matrix, input x: Matrix) -> Matrix {
-        guard let outputGate else { return output(attended) }
+        guard let outputGate else { return output(attendedNorm.map { $0(attended) } ?? attended) }
         let gate = outputGate(x), softplus = outputGateFunction == .softplus
         var gated = attended
         gated.data.withUnsafeMutableBufferPointer { values in
@@ -257,6 +261,6 @@ public struct SelfAttention: Sendable {
                 }
             }
         }
-        return output(gated)
+        return output(attendedNorm.map { $0(gated) } ?? gated)
     }
 }

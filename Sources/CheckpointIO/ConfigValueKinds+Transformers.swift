@@ -171,6 +171,30 @@ extension ConfigValueKinds {
             [
                 "layer_types": "layers_block_type",
             ]),
+        "bitnet": (
+            "BitNetConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "nif",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "bloom": (
             "BloomConfig",
             [
@@ -3387,6 +3411,7 @@ extension ConfigValueKinds {
         "arcee": (nil, 32000),
         "axk1": (nil, 163840),
         "bamba": (0, 128000),
+        "bitnet": (nil, 128256),
         "cohere": (0, 256000),
         "cohere2": (0, 256000),
         "cohere2_moe": (0, 256000),
@@ -3482,6 +3507,7 @@ extension ConfigValueKinds {
         "arcee": ["intermediate_size": "18432", "max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
         "axk1": ["intermediate_size": "18432", "max_position_embeddings": "32768", "num_experts_per_tok": "8", "num_key_value_heads": "64", "rms_norm_eps": "1e-06"],
         "bamba": ["intermediate_size": "14336", "max_position_embeddings": "262144", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],
+        "bitnet": ["intermediate_size": "6912", "max_position_embeddings": "2048", "num_key_value_heads": "5", "rms_norm_eps": "1e-05"],
         "bloom": ["layer_norm_epsilon": "1e-05"],
         "cohere": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "cohere2": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
@@ -3592,6 +3618,7 @@ extension ConfigValueKinds {
     static let nullHeadDimFails: Set<String> = [
         "afmoe",
         "apertus",
+        "bitnet",
         "cohere",
         "cohere2",
         "dots1",
@@ -3651,6 +3678,7 @@ extension ConfigValueKinds {
         "apertus",
         "axk1",
         "bamba",
+        "bitnet",
         "bloom",
         "cohere",
         "cohere2",

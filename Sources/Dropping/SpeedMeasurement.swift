@@ -294,6 +294,7 @@ public enum SpeedMeasurement {
                     linear(moe.router) + Double(moe.expertsPerToken) * cost(moe.experts[0])
                         + moe.sharedExperts.reduce(0) { $0 + cost($1) } + (moe.sharedExpertGate.map(linear) ?? 0)
                 case .parallel(let parts): parts.reduce(0) { $0 + cost($1.feedForward) }
+                case .hiddenNormed(let inner, _): cost(inner)
                 }
             }
             total += block.mlp.map { cost($0.feedForward) } ?? 0

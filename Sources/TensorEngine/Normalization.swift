@@ -45,6 +45,11 @@ public enum Normalization: Sendable {
         }
     }
 
+    /// Normalises the `count` values at `row` in place, as one vector.
+    public func normalize(inPlace row: UnsafeMutablePointer<Float>, count: Int) {
+        normalizeRow(UnsafePointer(row), row, count)
+    }
+
     public func callAsFunction(_ x: Matrix) -> Matrix {
         let width = x.cols
         return Matrix(uninitialized: x.rows, width) { out in
