@@ -211,7 +211,14 @@ extension DecoderParts {
                 throw InvalidConfigValue(key: "rope_parameters.\(type).rope_theta", problem: "is missing: \(rotaryClass) reads it")
                     .error(path: configPath)
             }
-            let settings = try checkpoint.decodeConfig(RopeSettings.self, object: ["rope_parameters": entry], under: section.name)
+            let settings: RopeSettings
+            do {
+                settings = try checkpoint.decodeConfig(RopeSettings.self, object: ["rope_parameters": entry], under: section.name)
+            } catch var error as DroptraceError {
+                // The entry was read as the whole rope_parameters: name its keys under the layer type.
+                error.message = error.message.replacingOccurrences(of: "\"rope_parameters.", with: "\"rope_parameters.\(type).")
+                throw error
+            }
             if partialRotary == nil, let share = settings.partialRotaryFactor, share != 1 {
                 throw InvalidConfigValue(
                     key: "rope_parameters.\(type).partial_rotary_factor",

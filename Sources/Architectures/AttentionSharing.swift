@@ -93,7 +93,7 @@ extension SelfAttention {
     }
 
     /// The attention storing or reusing keys and values as `sharing` says
-    /// (a dropped model's layers reuse another layer's: `LanguageModel.keyValueSharing`).
+    /// (a dropped model's layers reuse another layer's: `LanguageModel.attentionSharing`).
     public func sharingKeysValues(_ sharing: AttentionSharing?) -> SelfAttention {
         precondition(Self.projectionFits(projection.outFeatures, layout: layout, sharing: sharing))
         var attention = self

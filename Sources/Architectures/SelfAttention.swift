@@ -250,14 +250,15 @@ public struct SelfAttention: Sendable {
     /// rows, gated first where the attention has an `outputGate`, then
     /// normalised where it has an `attendedNorm`.
     public func finish(_ attended: Matrix, input x: Matrix) -> Matrix {
-        guard let outputGate else { return output(attendedNorm.map { $0(attended) } ?? attended) }
-        let gate = outputGate(x), softplus = outputGateFunction == .softplus
         var gated = attended
-        gated.data.withUnsafeMutableBufferPointer { values in
-            gate.data.withUnsafeBufferPointer { g in
-                for i in values.indices {
-                    // torch's softplus returns the input above its threshold, 20.
-                    values[i] *= softplus ? (g[i] > 20 ? g[i] : log1p(exp(g[i]))) : 1 / (1 + exp(-g[i]))
+        if let outputGate {
+            let gate = outputGate(x), softplus = outputGateFunction == .softplus
+            gated.data.withUnsafeMutableBufferPointer { values in
+                gate.data.withUnsafeBufferPointer { g in
+                    for i in values.indices {
+                        // torch's softplus returns the input above its threshold, 20.
+                        values[i] *= softplus ? (g[i] > 20 ? g[i] : log1p(exp(g[i]))) : 1 / (1 + exp(-g[i]))
+                    }
                 }
             }
         }

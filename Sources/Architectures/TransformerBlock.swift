@@ -29,7 +29,8 @@ public enum TokenMixer: Sendable {
     case attentionBesideMamba2(AttentionBesideMamba2)
 
     /// The mixer over the whole batch, each sequence on its own; `shared`
-    /// holds the keys and values layers share in this pass (`AttentionSharing`).
+    /// holds the keys and values and key selections layers share in this
+    /// pass (`AttentionSharing`).
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch, shared: SharedAttentionState? = nil) -> Matrix {
         self(x, attend: { $0($1, batch, shared: shared) }, recur: { $0($1, batch) })
     }

@@ -399,6 +399,20 @@ public final class Checkpoint: @unchecked Sendable {
         try decodeConfig(type, from: decodedConfigData)
     }
 
+    /// The JSON kind a decoded Swift type stands for, for errors.
+    static func spelledType(_ type: Any.Type) -> String {
+        switch type {
+        case is Bool.Type: "a boolean"
+        case is Int.Type: "an integer"
+        case is Double.Type, is Float.Type: "a number"
+        case is String.Type: "a string"
+        case is [Int].Type: "a list of integers"
+        case is [String].Type: "a list of strings"
+        case is [Double].Type: "a list of numbers"
+        default: type is [Any].Type ? "a list" : "another kind of value"
+        }
+    }
+
     /// A key's path as config.json writes it: an alias's own name where the
     /// key was read from it (`decodedConfigData`).
     private func keyText(_ path: [any CodingKey]) -> String {
@@ -419,9 +433,9 @@ public final class Checkpoint: @unchecked Sendable {
             // A reason a configuration type gives (Foundation's own starts "No value associated").
             let reason = context.debugDescription.hasPrefix("No value") ? "" : " (\(context.debugDescription))"
             throw DroptraceError("missing key \"\(path)\" for model_type \(modelType)\(reason)", path: configURL.path)
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+        } catch let DecodingError.typeMismatch(expected, context), let DecodingError.valueNotFound(expected, context) {
             let key = keyText(context.codingPath)
-            throw DroptraceError("key \"\(key)\" has the wrong type", path: configURL.path)
+            throw DroptraceError("key \"\(key)\" has the wrong type (expected \(Self.spelledType(expected)))", path: configURL.path)
         } catch let DecodingError.dataCorrupted(context) {
             if context.codingPath.isEmpty, !respelled, let spelled = ConfigNumbers.respelled(data), spelled != data {
                 // Numbers Python reads that Foundation's decoder does not (0e5, 1e-400), written as JSONSerialization reads them.

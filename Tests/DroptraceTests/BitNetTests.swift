@@ -16,6 +16,8 @@ import Testing
     static let mutants: [Mutant] = [
         // attn_sub_norm normalises hidden_size values: 4 heads of 16 are 64.
         Mutant(name, "head_dim", "16"), Mutant(name, "num_attention_heads", "5"),
+        // BitNetConfig declares no head_dim: a float one reaches the projections' sizes (TypeError).
+        Mutant(name, "head_dim", "12.0"),
         // Ternary weights packed for the bitnet kernels are not the master weights.
         Mutant(name, "quantization_config", #"{"quant_method": "bitnet", "linear_class": "autobitlinear"}"#),
     ]

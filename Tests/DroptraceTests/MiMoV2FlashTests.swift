@@ -26,6 +26,8 @@ import Testing
         Mutant(name, "sliding_window", "null"), Mutant(name, "attention_value_scale", "1"),
         Mutant(name, "rope_parameters.full_attention.rope_theta", "null", key: "rope_parameters.full_attention.rope_theta"),
         Mutant(name, "rope_parameters.sliding_attention.partial_rotary_factor", "2", key: "partial_rotary_factor"),
+        // An entry's keys are named under its layer type.
+        Mutant(name, "rope_parameters.full_attention.rope_type", #""yarn""#, key: "rope_parameters.full_attention.factor"),
         Mutant(name, "n_group", "3"), Mutant(name, "num_local_experts", "9"),
     ]
 
@@ -84,6 +86,9 @@ import Testing
         let wider = try EditedFixture(Self.name) { $0["sliding_window_size"] = 15 }
         #expect(try wider.load().block(1).attention?.attention?.slidingWindow == 16)
         #expect(try wider.attentionScores() != base)
+        // A key outside the config class's fields is refused with the kind droptrace reads it as.
+        let error = #expect(throws: DroptraceError.self) { _ = try EditedFixture(Self.name) { $0["sliding_window_size"] = "x" }.load() }
+        #expect(error?.message == #"key "sliding_window_size" has the wrong type (expected an integer)"#)
     }
 
     /// The sinks are read under the saved name and transformers' own; both

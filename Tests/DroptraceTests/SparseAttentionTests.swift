@@ -76,6 +76,10 @@ import Testing
             #expect(try scores(edited(values)) == sharing, "\(values)")
         }
         try edited(["index_topk_pattern": "SFFF"]).expectRefused(naming: "index_topk_pattern")
+        // GlmMoeDsaConfig maps every character (KeyError past the layers too) and computes with a null (TypeError).
+        try edited(["index_topk_pattern": "FFFFX"]).expectRefused(naming: "index_topk_pattern")
+        try edited(["index_topk_freq": NSNull()]).expectRefused(naming: "index_topk_freq")
+        try edited(["index_skip_topk_offset": NSNull()]).expectRefused(naming: "index_skip_topk_offset")
         // Layer 0 shares with an offset of -1, and has no full layer before it.
         try edited(["index_topk_freq": 3, "index_skip_topk_offset": -1]).expectRefused(naming: "index_topk_freq")
         try edited(["index_topk_freq": 2, "index_skip_topk_offset": Int.min]).expectRefused(naming: "index_topk_freq")

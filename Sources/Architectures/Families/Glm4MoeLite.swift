@@ -158,13 +158,26 @@ struct Glm4MoeLiteConfiguration: Decodable {
             if let types = try c.decodeIfPresent([String].self, forKey: .indexerTypes) {
                 indexerTypes = .listed(types, key: "indexer_types")
             } else if let pattern = try? c.decode(String.self, forKey: .indexTopkPattern) {
-                indexerTypes = .listed(pattern.map { $0 == "F" ? "full" : $0 == "S" ? "shared" : String($0) }, key: "index_topk_pattern")
+                // GlmMoeDsaConfig maps every character, past the last layer too: any but F and S fails (KeyError).
+                if let other = pattern.first(where: { $0 != "F" && $0 != "S" }) {
+                    throw DecodingError.dataCorruptedError(
+                        forKey: .indexTopkPattern, in: c,
+                        debugDescription: "holds \"\(String(other).forErrorMessage)\", which GlmMoeDsaConfig cannot map: each character is F (full) or S (shared)")
+                }
+                indexerTypes = .listed(pattern.map { $0 == "F" ? "full" : "shared" }, key: "index_topk_pattern")
             } else if let pattern = try c.decodeIfPresent([String].self, forKey: .indexTopkPattern) {
                 indexerTypes = .listed(pattern, key: "index_topk_pattern")
             } else {
-                indexerTypes = .every(
-                    freq: max(try c.decodeIfPresent(Int.self, forKey: .indexTopkFreq) ?? 1, 1),
-                    offset: try c.decodeIfPresent(Int.self, forKey: .indexSkipTopkOffset) ?? 2)
+                // Read with dict.get's default: a written null reaches max() and the arithmetic (TypeError).
+                func written(_ key: CodingKeys, absent: Int) throws -> Int {
+                    guard c.contains(key) else { return absent }
+                    guard let value = try c.decodeIfPresent(Int.self, forKey: key) else {
+                        throw DecodingError.dataCorruptedError(
+                            forKey: key, in: c, debugDescription: "is null, which GlmMoeDsaConfig cannot compute the indexer types from")
+                    }
+                    return value
+                }
+                indexerTypes = .every(freq: max(try written(.indexTopkFreq, absent: 1), 1), offset: try written(.indexSkipTopkOffset, absent: 2))
             }
         }
         let types = mlpLayerTypes
