@@ -230,7 +230,7 @@ public enum ConfigValueKinds {
         guard let (className, keys, aliases) = transformers[classKey] else { return nil }
         for (key, value) in members {
             if let spec = keys[key], !accepts(spec, value) {
-                return "key \"\(prefix)\(key)\" holds \(spelled(value)), which transformers' \(className) refuses (it takes \(described(spec)))"
+                return "key \"\(prefix)\(key)\" holds \(spelled(value, against: spec)), which transformers' \(className) refuses (it takes \(described(spec)))"
             }
             // An alias (gpt2's hidden_size for n_embd) is set after the
             // fields, over the key it stands for, and never type-checked:
@@ -358,6 +358,16 @@ public enum ConfigValueKinds {
         case .array: return "a list"
         case .object: return "an object"
         }
+    }
+
+    /// `spelled(value)`, for a list of which `spec` takes lists naming its
+    /// first item of a kind the list may not hold (`a list whose item [1] is
+    /// true (a boolean)`).
+    static func spelled(_ value: JSONValue, against spec: String) -> String {
+        guard case .array(let items) = value, let start = spec.firstIndex(of: "["),
+              let (index, item) = items.enumerated().first(where: { !accepts(String(spec[start...]), .array([$0.element])) })
+        else { return spelled(value) }
+        return "a list whose item [\(index)] is \(spelled(item))"
     }
 
     private static func described(_ spec: String) -> String {

@@ -183,6 +183,12 @@ import Testing
     /// An absent pad_token_id is the class's default (Phi3Config 32000,
     /// SmolLM3Config 128004, ApertusConfig 3), outside a 512-token vocabulary
     /// for the first two: transformers cannot build those models either.
+    /// A list with an item of a kind the field does not take names the item.
+    @Test func refusedListNamesItsItem() throws {
+        let error = #expect(throws: DroptraceError.self) { _ = try EditedFixture("flint-f32") { $0["mlp_only_layers"] = [0, true] }.load() }
+        #expect(error?.message.hasPrefix(#"key "mlp_only_layers" holds a list whose item [1] is true (a boolean), which"#) == true, "\(String(describing: error))")
+    }
+
     @Test func absentPadTokenTakesTheClassDefault() throws {
         for model in ["phi3-f32", "smollm3-f32"] {
             let fixture = try EditedFixture(model) { $0.removeValue(forKey: "pad_token_id") }
