@@ -29,6 +29,18 @@ public enum AttentionSharing: Sendable, Equatable {
         }
     }
     public var storesOnly: Bool { if case .storeOnly = self { true } else { false } }
+
+    /// Each of `count` layers' sharing where every link's layer uses what its
+    /// source makes: the source stores it — only stores it where `drops`
+    /// drops its attention — and the layer reuses it; nil for the others.
+    static func linking(_ links: [(layer: Int, source: Int)], count: Int, drops: DropPlan) -> [AttentionSharing?] {
+        var sharing = [AttentionSharing?](repeating: nil, count: count)
+        for (layer, source) in links {
+            sharing[source] = drops.dropsAttention(source) ? .storeOnly(layer: source) : .store(layer: source)
+            sharing[layer] = .reuse(layer: source)
+        }
+        return sharing
+    }
 }
 
 /// Each layer's sharing in a model with some modules dropped

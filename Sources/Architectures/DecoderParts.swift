@@ -211,12 +211,20 @@ struct DecoderParts: Sendable {
         let d = dimensions
         // Without head_dim, a head is hidden_size / num_attention_heads wide.
         let headKey = d.headDim == nil ? "(hidden_size / num_attention_heads)" : "head_dim"
-        try weights.confirmShape(
-            "layers.\(layer).\(attention)q_proj.weight", [d.numAttentionHeads * d.resolvedHeadDim, d.hiddenSize],
-            keys: "num_attention_heads × \(headKey)", configPath: configPath)
-        try weights.confirmShape(
-            "layers.\(layer).\(attention)k_proj.weight", [d.kvHeads * d.resolvedHeadDim, d.hiddenSize],
-            keys: "num_key_value_heads × \(headKey)", configPath: configPath)
+        try confirmProjections(layer: layer, attention: attention, [
+            ("q_proj", d.numAttentionHeads * d.resolvedHeadDim, "num_attention_heads × \(headKey)"),
+            ("k_proj", d.kvHeads * d.resolvedHeadDim, "num_key_value_heads × \(headKey)"),
+        ])
+    }
+
+    /// Checks each projection `name` [rows, hidden_size] under layer
+    /// `layer`'s `attention`, its rows given by the config keys `keys`.
+    /// - Throws: `DroptraceError` naming the tensor, the keys and config.json.
+    func confirmProjections(layer: Int, attention: String = "self_attn.", _ shapes: [(name: String, rows: Int, keys: String)]) throws {
+        for (name, rows, keys) in shapes {
+            try weights.confirmShape(
+                "layers.\(layer).\(attention)\(name).weight", [rows, dimensions.hiddenSize], keys: keys, configPath: configPath)
+        }
     }
 
     /// The residual stream entering block 0: the batch's rows of

@@ -63,6 +63,8 @@ struct QwenExperts: Sendable {
             mlpOnlyLayers: [0, 1], sigmoidRouter: true, gatedSharedExpert: false)
     }
 
+    /// The class the keys were read with (its router and shared-expert gate).
+    let configClass: ConfigClass
     /// 0 makes every MLP dense.
     var numExperts: Int
     /// The key config.json gives the expert count under, for errors.
@@ -82,9 +84,6 @@ struct QwenExperts: Sendable {
     var mlpOnlyLayers: [Int]
     /// Mellum's `mlp_layer_types`, which then decides alone (nil: not given, or not read).
     var mlpLayerTypes: [String]? = nil
-    /// The class's router and shared-expert gate (`ConfigClass`).
-    var sigmoidRouter = false
-    var gatedSharedExpert = true
 
     /// Whether layer `index`'s MLP is the routed experts.
     func isSparse(_ index: Int) -> Bool {
@@ -123,7 +122,7 @@ struct QwenExperts: Sendable {
         guard isSparse(index) else {
             return try weights.gatedMLP(p, hidden: d, inner: parts.dimensions.intermediateSize, activation: activation)
         }
-        let rule: MixtureOfExperts.RoutingRule = sigmoidRouter
+        let rule: MixtureOfExperts.RoutingRule = configClass.sigmoidRouter
             ? .groupLimited(GroupLimitedTopK(
                 scoring: .sigmoid, groupScore: .best, groups: 1, groupsPerToken: 1, selectionBias: nil,
                 normalizesWeights: normTopkProb, denominatorEpsilon: 0, scalingFactor: 1))
@@ -134,7 +133,7 @@ struct QwenExperts: Sendable {
         guard let sharedWidth = sharedExpertIntermediateSize else { return .mixture(routed) }
         let shared = try weights.sharedExperts(
             p + "shared_expert.", hidden: d, inner: sharedWidth, activation: activation, widthKeys: "shared_expert_intermediate_size")
-        guard gatedSharedExpert else {
+        guard configClass.gatedSharedExpert else {
             return .mixture(MixtureOfExperts(
                 router: routed.router, experts: routed.experts, expertsPerToken: routed.expertsPerToken, rule: rule, sharedExperts: shared))
         }
@@ -174,6 +173,7 @@ struct QwenExperts: Sendable {
             let localExperts = configClass.readsLocalExperts ? numLocalExperts : nil
             let layout = configClass.readsLayout, byTypes = configClass.readsMLPLayerTypes
             var experts = QwenExperts(
+                configClass: configClass,
                 numExperts: localExperts ?? numExperts ?? configClass.numExperts,
                 numExpertsKey: localExperts == nil ? "num_experts" : "num_local_experts",
                 numExpertsPerTok: numExpertsPerTok ?? configClass.numExpertsPerTok,
@@ -181,8 +181,7 @@ struct QwenExperts: Sendable {
                 moeIntermediateSize: moeIntermediateSize ?? configClass.moeIntermediateSize,
                 sharedExpertIntermediateSize: configClass.sharedExpertIntermediateSize.map { sharedExpertIntermediateSize ?? $0 },
                 decoderSparseStep: (layout && !byTypes ? decoderSparseStep : nil) ?? 1,
-                mlpOnlyLayers: (layout && !byTypes ? mlpOnlyLayers : nil) ?? configClass.mlpOnlyLayers,
-                sigmoidRouter: configClass.sigmoidRouter, gatedSharedExpert: configClass.gatedSharedExpert)
+                mlpOnlyLayers: (layout && !byTypes ? mlpOnlyLayers : nil) ?? configClass.mlpOnlyLayers)
             if byTypes {
                 try MLPLayerTypes.checkEntries(mlpLayerTypes)
                 experts.mlpLayerTypes = mlpLayerTypes

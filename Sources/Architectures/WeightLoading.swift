@@ -215,23 +215,17 @@ struct Weights {
     }
 
     /// q_proj, k_proj and v_proj under `attention` (e.g. "layers.3.self_attn."),
-    /// stacked into one projection in the grouped q | k | v layout.
-    func stackedQKV(_ attention: String, hidden: Int, layout: QKVLayout, bias: Bool) throws -> Linear {
-        let q = layout.numHeads * layout.headDim, kv = layout.numKVHeads * layout.headDim
-        return try stackedLinear(
-            ["q_proj", "k_proj", "v_proj"].map { attention + $0 }, in: hidden, outs: [q, kv, kv], bias: bias)
-    }
-
-    /// q_proj, k_proj and v_proj under `attention` stacked into `layout`
-    /// (grouped q | k | v) when their heads are narrower than its `headDim`:
-    /// query and key heads `queryKeyHeadDim` wide, value heads
-    /// `valueHeadDim` (MiMo-V2-Flash's `v_head_dim`), each head's rows
-    /// followed by zero rows up to `layout.headDim`. Zero columns add nothing
-    /// to a query-key product and give the attention output zero columns,
-    /// which o_proj widened by `LatentQKVProjection.paddedOutput` ignores.
-    func paddedQKV(
-        _ attention: String, hidden: Int, layout: QKVLayout, queryKeyHeadDim: Int, valueHeadDim: Int, bias: Bool
+    /// stacked into one projection in the grouped q | k | v layout of
+    /// `layout`. Heads narrower than its `headDim` — query and key heads
+    /// `queryKeyHeadDim` wide, value heads `valueHeadDim` (MiMo-V2-Flash's
+    /// `v_head_dim`) — have each head's rows followed by zero rows up to
+    /// `layout.headDim`: zero columns add nothing to a query-key product and
+    /// give the attention output zero columns, which o_proj widened by
+    /// `LatentQKVProjection.paddedOutput` ignores.
+    func stackedQKV(
+        _ attention: String, hidden: Int, layout: QKVLayout, bias: Bool, queryKeyHeadDim: Int? = nil, valueHeadDim: Int? = nil
     ) throws -> Linear {
+        let queryKeyHeadDim = queryKeyHeadDim ?? layout.headDim, valueHeadDim = valueHeadDim ?? layout.headDim
         precondition(layout.arrangement == .grouped && max(queryKeyHeadDim, valueHeadDim) <= layout.headDim)
         let pieces = [(layout.numHeads, queryKeyHeadDim), (layout.numKVHeads, queryKeyHeadDim), (layout.numKVHeads, valueHeadDim)]
         let stacked = try stackedLinear(

@@ -325,18 +325,16 @@ struct Gemma4Model: DecoderFamily {
     func attentionSharing(skipping plan: DropPlan) throws -> LayerSharing {
         guard firstSharedLayer < layerCount else { return LayerSharing() }
         let drops = plan.union(configuredDrops)
-        var sharing = [AttentionSharing?](repeating: nil, count: layerCount)
-        for layer in firstSharedLayer..<layerCount where !drops.blocks.contains(layer) {
+        let links = try (firstSharedLayer..<layerCount).filter { !drops.blocks.contains($0) }.map { layer in
             let type = layerTypes[layer]
             guard let source = (0..<firstSharedLayer).last(where: { layerTypes[$0] == type && !drops.blocks.contains($0) }) else {
                 throw DroptraceError(
                     "dropping every \(type) layer below \(firstSharedLayer) leaves layer \(layer) no keys and values to reuse (num_kv_shared_layers)",
                     path: parts.configPath)
             }
-            sharing[source] = drops.dropsAttention(source) ? .storeOnly(layer: source) : .store(layer: source)
-            sharing[layer] = .reuse(layer: source)
+            return (layer: layer, source: source)
         }
-        return LayerSharing(keysValues: sharing)
+        return LayerSharing(keysValues: AttentionSharing.linking(links, count: layerCount, drops: drops))
     }
 
     /// Layer `index`'s router and experts (`Gemma4TextRouter`,

@@ -403,7 +403,7 @@ struct Glm4MoeLiteModel: DecoderFamily {
     func attentionSharing(skipping plan: DropPlan) throws -> LayerSharing {
         guard (0..<layerCount).contains(where: config.sharesIndexer) else { return LayerSharing() }
         let drops = plan.union(configuredDrops)
-        var sharing = [AttentionSharing?](repeating: nil, count: layerCount)
+        var links: [(layer: Int, source: Int)] = []
         var source: Int?
         for layer in 0..<layerCount where !drops.blocks.contains(layer) {
             guard config.sharesIndexer(layer) else {
@@ -416,10 +416,9 @@ struct Glm4MoeLiteModel: DecoderFamily {
                     "dropping every full indexer layer before layer \(layer) leaves it no top-k to reuse (\(config.indexerTypes!.key))",
                     path: parts.configPath)
             }
-            sharing[source] = drops.dropsAttention(source) ? .storeOnly(layer: source) : .store(layer: source)
-            sharing[layer] = .reuse(layer: source)
+            links.append((layer, source))
         }
-        return LayerSharing(keySelections: sharing)
+        return LayerSharing(keySelections: AttentionSharing.linking(links, count: layerCount, drops: drops))
     }
 
     /// Attention-drop exports (LLM-Drop's format) leave out a dropped

@@ -166,12 +166,10 @@ struct LagunaModel: DecoderFamily {
             QKVLayout(numHeads: $0, numKVHeads: d.kvHeads, headDim: d.resolvedHeadDim)
         }
         if let layer = parts.firstKeptAttention {
-            try parts.weights.confirmShape(
-                "layers.\(layer).self_attn.q_proj.weight", [layouts[layer].queryWidth, d.hiddenSize],
-                keys: "num_attention_heads_per_layer[\(layer)] × head_dim", configPath: parts.configPath)
-            try parts.weights.confirmShape(
-                "layers.\(layer).self_attn.k_proj.weight", [layouts[layer].keyWidth, d.hiddenSize],
-                keys: "num_key_value_heads × head_dim", configPath: parts.configPath)
+            try parts.confirmProjections(layer: layer, [
+                ("q_proj", layouts[layer].queryWidth, "num_attention_heads_per_layer[\(layer)] × head_dim"),
+                ("k_proj", layouts[layer].keyWidth, "num_key_value_heads × head_dim"),
+            ])
         }
         if mlpTypes.contains("sparse") {
             let sparse = (0..<d.numHiddenLayers).filter(isSparse)

@@ -102,7 +102,7 @@ struct MiMoV2FlashConfiguration: Decodable {
 /// transformers loads.
 ///
 /// Value heads narrower than the query/key heads are zero-padded to their
-/// width (`Weights.paddedQKV`) and o_proj widened to match.
+/// width (`Weights.stackedQKV`) and o_proj widened to match.
 struct MiMoV2FlashModel: DecoderFamily {
     static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
@@ -162,14 +162,10 @@ struct MiMoV2FlashModel: DecoderFamily {
             guard let layer = layerTypes.indices.first(where: { layerTypes[$0] == type && !parts.configuredDrops.dropsAttention($0) }) else { continue }
             let (kv, kvKey) = type == AttentionLayerType.sliding
                 ? (2 * d.kvHeads, "2 × num_key_value_heads") : (d.kvHeads, "num_key_value_heads")
-            for (name, heads, headsKey, width, widthKey) in [
-                ("q_proj", d.numAttentionHeads, "num_attention_heads", d.resolvedHeadDim, "head_dim"),
-                ("k_proj", kv, kvKey, d.resolvedHeadDim, "head_dim"), ("v_proj", kv, kvKey, vHeadDim, "v_head_dim"),
-            ] {
-                try parts.weights.confirmShape(
-                    "layers.\(layer).self_attn.\(name).weight", [heads * width, d.hiddenSize], keys: "\(headsKey) × \(widthKey)",
-                    configPath: parts.configPath)
-            }
+            try parts.confirmProjections(layer: layer, [
+                ("q_proj", d.numAttentionHeads * d.resolvedHeadDim, "num_attention_heads × head_dim"),
+                ("k_proj", kv * d.resolvedHeadDim, "\(kvKey) × head_dim"), ("v_proj", kv * vHeadDim, "\(kvKey) × v_head_dim"),
+            ])
         }
     }
 
@@ -199,8 +195,8 @@ struct MiMoV2FlashModel: DecoderFamily {
         let output = try weights.linear(p + "o_proj", in: layout.numHeads * config.vHeadDim, out: d, bias: false)
         let sinks: String? = try sliding ? weights.storedName(saved: p + "attention_sink_bias", renamed: p + "sinks") : nil
         var attention = SelfAttention(
-            qkv: try weights.paddedQKV(
-                p, hidden: d, layout: layout, queryKeyHeadDim: headDim, valueHeadDim: config.vHeadDim, bias: config.attentionBias),
+            qkv: try weights.stackedQKV(
+                p, hidden: d, layout: layout, bias: config.attentionBias, queryKeyHeadDim: headDim, valueHeadDim: config.vHeadDim),
             layout: layout, rotary: rotaries[type],
             output: LatentQKVProjection.paddedOutput(output, numHeads: layout.numHeads, valueDim: config.vHeadDim, headDim: layout.headDim),
             scale: 1 / Float(headDim).squareRoot(), slidingWindow: sliding ? config.slidingWindow : nil,
