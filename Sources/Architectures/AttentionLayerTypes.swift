@@ -97,9 +97,11 @@ extension DecoderParts {
     /// mask for every model (Ministral, Gemma-2, Gemma-3, OLMo-3, gpt-oss;
     /// Qwen2-MoE with `use_sliding_window`): the mask fails there without
     /// one ("Could not find a `sliding_window` argument"), even when every
-    /// layer attends fully. `keys` names the keys that set the window.
-    func requireWindow(_ window: Int?, builtBy modelClass: String, keys: String = "sliding_window") throws {
+    /// layer attends fully. `keys` names the keys that set the window (by
+    /// default the section's `sliding_window`).
+    func requireWindow(_ window: Int?, builtBy modelClass: String, keys: String? = nil) throws {
         guard window == nil else { return }
+        let keys = keys ?? section.qualified("sliding_window")
         throw DroptraceError(
             "\(keys) is null, which transformers' \(modelClass) cannot run: it builds a sliding-window mask for "
                 + "every model, even when every layer attends fully", path: configPath)
@@ -193,36 +195,45 @@ extension DecoderParts {
     /// has no `rope_parameters`. `partialRotary` gives, by rope type, how the
     /// attention reads an entry's `partial_rotary_factor`; nil: it rotates
     /// whole heads (`attentionClass`), and another factor is refused.
+    /// `nullIsNoPositions`: a null entry means the type's layers take no
+    /// positions (CohereCompass's NoPE layers), and they get no table.
     /// Tables of width 0 when the config drops every attention layer.
     /// - Throws: `DroptraceError` naming config.json and the key.
     func rotariesAsWritten(
         types: Set<String>, defaults: [String: [String: Any]], rotaryClass: String, attentionClass: String,
-        partialRotary: ((_ ropeType: String) -> RopeSettings.PartialRotary)? = nil
+        partialRotary: ((_ ropeType: String) -> RopeSettings.PartialRotary)? = nil, nullIsNoPositions: Bool = false
     ) throws -> [String: RotaryEmbedding] {
         let written = try checkpoint.configObject(section)["rope_parameters"] as? [String: Any]
         let headDim = firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
         var result: [String: RotaryEmbedding] = [:]
         for type in types.sorted() {
-            guard let entry = written.map({ $0[type] }) ?? defaults[type], let entry = entry as? [String: Any] else {
-                throw InvalidConfigValue(key: "rope_parameters.\(type)", problem: "is not an object: \(rotaryClass) reads the rotation of the \(type) layers there")
-                    .error(path: configPath)
-            }
-            guard entry["rope_theta"] is NSNumber else {
-                throw InvalidConfigValue(key: "rope_parameters.\(type).rope_theta", problem: "is missing: \(rotaryClass) reads it")
-                    .error(path: configPath)
-            }
-            let settings: RopeSettings
-            do {
-                settings = try checkpoint.decodeConfig(RopeSettings.self, object: ["rope_parameters": entry], under: section.name)
-            } catch var error as DroptraceError {
-                // The entry was read as the whole rope_parameters: name its keys under the layer type.
-                error.message = error.message.replacingOccurrences(of: "\"rope_parameters.", with: "\"rope_parameters.\(type).")
-                throw error
-            }
-            if partialRotary == nil, let share = settings.partialRotaryFactor, share != 1 {
-                throw InvalidConfigValue(
-                    key: "rope_parameters.\(type).partial_rotary_factor",
-                    problem: "is \(share): \(attentionClass) rotates whole heads, and a narrower rotary table fails there").error(path: configPath)
+            let found = written.map { $0[type] } ?? defaults[type]
+            if nullIsNoPositions, found is NSNull { continue }
+            let entryKey = "rope_parameters.\(type)"
+            let settings = try checks {
+                guard let entry = found as? [String: Any] else {
+                    throw InvalidConfigValue(
+                        key: entryKey,
+                        problem: "is not an object\(nullIsNoPositions ? " or null" : ""): \(rotaryClass) reads the rotation of the \(type) layers there")
+                }
+                guard entry["rope_theta"] is NSNumber else {
+                    throw InvalidConfigValue(key: entryKey + ".rope_theta", problem: "is missing: \(rotaryClass) reads it")
+                }
+                let settings: RopeSettings
+                do {
+                    settings = try checkpoint.decodeConfig(RopeSettings.self, object: ["rope_parameters": entry], under: section.name)
+                } catch var error as DroptraceError {
+                    // The entry was read as the whole rope_parameters: name its keys under the layer type.
+                    error.message = error.message.replacingOccurrences(
+                        of: "\"\(section.qualified("rope_parameters")).", with: "\"\(section.qualified(entryKey)).")
+                    throw error
+                }
+                if partialRotary == nil, let share = settings.partialRotaryFactor, share != 1 {
+                    throw InvalidConfigValue(
+                        key: entryKey + ".partial_rotary_factor",
+                        problem: "is \(share): \(attentionClass) rotates whole heads, and a narrower rotary table fails there")
+                }
+                return settings
             }
             result[type] = try settings.forLayerType(maxPositions: dimensions.maxPositionEmbeddings).embedding(
                 headDim: headDim, partialRotary: partialRotary?(settings.type) ?? .honoured(default: 1),

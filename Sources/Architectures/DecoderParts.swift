@@ -85,16 +85,16 @@ struct DecoderParts: Sendable {
 
     var configPath: String { checkpoint.configURL.path }
 
-    /// Runs `checks`, a refused value named by its key as config.json
+    /// Runs `checks` (returning what it returns), a refused value named by its key as config.json
     /// writes it: under the section the language model's keys are in
     /// (`text_config.hidden_size` in a multimodal checkpoint).
     /// - Throws: `DroptraceError` naming config.json and the key.
-    func checks(_ checks: () throws -> Void) throws {
+    @discardableResult
+    func checks<Result>(_ checks: () throws -> Result) throws -> Result {
         do {
-            try checks()
+            return try checks()
         } catch let invalid as InvalidConfigValue {
-            let key = (section.name.map { $0 + "." } ?? "") + invalid.key
-            throw InvalidConfigValue(key: key, problem: invalid.problem).error(path: configPath)
+            throw InvalidConfigValue(key: section.qualified(invalid.key), problem: invalid.problem).error(path: configPath)
         }
     }
 
@@ -210,10 +210,11 @@ struct DecoderParts: Sendable {
         guard let layer = layers.map({ $0.first { !configuredDrops.dropsAttention($0) } }) ?? firstKeptAttention else { return }
         let d = dimensions
         // Without head_dim, a head is hidden_size / num_attention_heads wide.
-        let headKey = d.headDim == nil ? "(hidden_size / num_attention_heads)" : "head_dim"
+        let key = section.qualified
+        let headKey = d.headDim == nil ? "(\(key("hidden_size")) / \(key("num_attention_heads")))" : key("head_dim")
         try confirmProjections(layer: layer, attention: attention, [
-            ("q_proj", d.numAttentionHeads * d.resolvedHeadDim, "num_attention_heads × \(headKey)"),
-            ("k_proj", d.kvHeads * d.resolvedHeadDim, "num_key_value_heads × \(headKey)"),
+            ("q_proj", d.numAttentionHeads * d.resolvedHeadDim, "\(key("num_attention_heads")) × \(headKey)"),
+            ("k_proj", d.kvHeads * d.resolvedHeadDim, "\(key("num_key_value_heads")) × \(headKey)"),
         ])
     }
 

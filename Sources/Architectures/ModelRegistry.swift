@@ -34,6 +34,8 @@ public enum ModelRegistry {
         "cohere": CohereModel.self,
         "cohere2": CohereModel.self,
         "cohere2_moe": Cohere2MoeModel.self,
+        "cohere_compass": CohereCompassModel.self,
+        "cohere_compass_text": CohereCompassModel.self,
         "cwm": LlamaModel.self,
         "dbrx": DbrxModel.self,
         "deepseek_v2": DeepSeekModel.self,

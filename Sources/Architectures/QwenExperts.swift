@@ -217,8 +217,7 @@ extension QwenExperts {
         do {
             self = try keys.resolved(configClass)
         } catch let invalid as InvalidConfigValue {
-            let key = (section.name.map { $0 + "." } ?? "") + invalid.key
-            throw InvalidConfigValue(key: key, problem: invalid.problem).error(path: checkpoint.configURL.path)
+            throw InvalidConfigValue(key: section.qualified(invalid.key), problem: invalid.problem).error(path: checkpoint.configURL.path)
         }
     }
 }

@@ -160,7 +160,8 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
                 codingPath: top.codingPath + [Key("original_max_position_embeddings")],
                 debugDescription: "is null, which transformers copies into the rope parameters of rope type \"\(type)\", where it cannot run"))
         }
-        let configuredTheta = try number(["rope_theta"], in: nested) ?? number([topLevelKeys.theta], in: top, as: "rope_theta")
+        let nestedTheta = try number(["rope_theta"], in: nested)
+        let configuredTheta = try nestedTheta ?? number([topLevelKeys.theta], in: top, as: "rope_theta")
         theta = configuredTheta ?? 10_000
         thetaIsExplicit = configuredTheta != nil
         partialRotaryFactor = try number(["partial_rotary_factor"], in: nested)
@@ -194,24 +195,28 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         // be a valid setting: a fraction of 10.6 is a broken config, not a key to pass over.
         let ignoredTheta = try number([topLevelKeys.other.theta], in: top)
         let ignoredShare = try number([topLevelKeys.other.partialRotaryFactor], in: top)
+        // A value of the rope parameters is named under them (`rope_parameters.factor`).
+        let nestedPath = nested.map { $0.codingPath.map(\.stringValue).joined(separator: ".") + "." } ?? ""
         try ConfigRules.decodingChecks {
             if let ignoredTheta { try ConfigRules.positive(ignoredTheta, topLevelKeys.other.theta) }
             if let ignoredShare { try ConfigRules.fraction(ignoredShare, topLevelKeys.other.partialRotaryFactor) }
             func key(_ name: String) -> String { keys[name] ?? name }
-            try ConfigRules.positive(theta, key("rope_theta"))
-            try ConfigRules.positiveIfPresent(factor, "factor")
-            try ConfigRules.positiveIfPresent(lowFrequencyFactor, "low_freq_factor")
-            try ConfigRules.positiveIfPresent(highFrequencyFactor, "high_freq_factor")
+            try ConfigRules.positive(theta, nestedTheta != nil ? nestedPath + "rope_theta" : key("rope_theta"))
+            try ConfigRules.positiveIfPresent(factor, nestedPath + "factor")
+            try ConfigRules.positiveIfPresent(lowFrequencyFactor, nestedPath + "low_freq_factor")
+            try ConfigRules.positiveIfPresent(highFrequencyFactor, nestedPath + "high_freq_factor")
             // A high_freq_factor at or below low_freq_factor is run by transformers with a warning: no frequency
             // is smoothed (`Llama3RopeParameters.scaled` follows it).
             if let originalMax {
-                self.originalMaxPositions = try ConfigRules.count(
-                    ConfigRules.integer(originalMax, "original_max_position_embeddings"), "original_max_position_embeddings")
+                let name = nestedPath + "original_max_position_embeddings"
+                self.originalMaxPositions = try ConfigRules.count(ConfigRules.integer(originalMax, name), name)
             }
-            for value in frequencyFactors ?? [] { try ConfigRules.positive(value, "frequency_factors") }
-            for value in shortFactor ?? [] { try ConfigRules.positive(value, "short_factor") }
-            for value in longFactor ?? [] { try ConfigRules.positive(value, "long_factor") }
-            try yarn.check()
+            for value in frequencyFactors ?? [] { try ConfigRules.positive(value, nestedPath + "frequency_factors") }
+            for value in shortFactor ?? [] { try ConfigRules.positive(value, nestedPath + "short_factor") }
+            for value in longFactor ?? [] { try ConfigRules.positive(value, nestedPath + "long_factor") }
+            do { try yarn.check() } catch let invalid as InvalidConfigValue {
+                throw InvalidConfigValue(key: nestedPath + invalid.key, problem: invalid.problem)
+            }
             if let maxPositions {
                 self.maxPositions = try ConfigRules.count(
                     ConfigRules.integer(maxPositions, "max_position_embeddings"), "max_position_embeddings")

@@ -24,13 +24,13 @@ struct TextModelPlacement {
     /// text config class's defaults), its weights under the first of
     /// `prefixes` that holds them (`model.language_model.` as transformers 5
     /// names the modules of most wrappers, `language_model.model.` as 4.x
-    /// saved them and as Llama 4's wrapper still does).
+    /// saved them and as Llama 4's wrapper still does), its head `headName`.
     static func wrapped(
         textDefaults: [String: ConfigDefault], prefixes: [String] = ["model.language_model.", "language_model.model."],
-        tiedEmbeddings: Bool? = nil
+        headName: String = "language_model.lm_head", tiedEmbeddings: Bool? = nil
     ) -> TextModelPlacement {
         TextModelPlacement(
-            section: ConfigSection("text_config", defaults: textDefaults), headName: "language_model.lm_head", prefixes: prefixes,
+            section: ConfigSection("text_config", defaults: textDefaults), headName: headName, prefixes: prefixes,
             tiedEmbeddings: tiedEmbeddings)
     }
 }

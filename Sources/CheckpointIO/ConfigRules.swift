@@ -139,12 +139,14 @@ public enum ConfigRules {
         do {
             try checks()
         } catch let invalid as InvalidConfigValue {
-            throw DecodingError.dataCorrupted(
-                DecodingError.Context(codingPath: [PathKey(stringValue: invalid.key)], debugDescription: invalid.problem))
+            // One coding key per member of a dotted path, so a path that already
+            // starts at the section (`text_config.rope_parameters.factor`) is not put under it again.
+            let path = invalid.key.split(separator: ".").map { PathKey(stringValue: String($0)) }
+            throw DecodingError.dataCorrupted(DecodingError.Context(codingPath: path, debugDescription: invalid.problem))
         }
     }
 
-    /// A coding key holding a whole dotted path (`rope_parameters.factor`).
+    /// A coding key of one member of a dotted path (`rope_parameters`, `factor`).
     private struct PathKey: CodingKey {
         var stringValue: String
         var intValue: Int? { nil }

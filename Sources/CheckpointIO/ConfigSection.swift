@@ -51,6 +51,12 @@ public struct ConfigSection: Sendable, Equatable {
 
     /// config.json's top level as written.
     public static let topLevel = ConfigSection()
+
+    /// `key` as config.json writes it: under the section's member
+    /// (`text_config.sliding_window`), or as is at the top level.
+    public func qualified(_ key: String) -> String {
+        (name.map { $0 + "." } ?? "") + key
+    }
 }
 
 extension Checkpoint {

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 import transformers
 from huggingface_hub.errors import StrictDataclassError
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,13 +167,21 @@ def padded_embedding(cls):
 
 
 def causal_lm_from_config(config):
-    """The causal LM of `config`; Mistral4Config's (Mistral4ForCausalLM), which
-    AutoModelForCausalLM does not map, by its class name."""
+    """The causal LM of `config`; a wrapper's that AutoModelForCausalLM does not map
+    (CohereCompassConfig's) as AutoModelForImageTextToText builds it; Mistral4Config's
+    (Mistral4ForCausalLM), which neither maps, by its class name."""
     if config.model_type == "dbrx" and not hasattr(config.attn_config, "rope_theta"):
         # DbrxAttention reads attn_config.rope_theta, which DbrxAttentionConfig does not define
         # (checkpoints write it): the class's defaults alone cannot build the model.
         config.attn_config.rope_theta = 10000.0
+    text = config.get_text_config(decoder=True)
+    if text.model_type == "cohere_compass_text" and not text.rope_parameters:
+        # CohereCompassTextConfig's default rope_parameters ({}) has no entry per layer type, which its
+        # rotary embedding reads: the class's defaults alone cannot build the model.
+        text.rope_parameters = {kind: {"rope_type": "default", "rope_theta": 10000.0} for kind in set(text.layer_types)}
     if type(config) not in AutoModelForCausalLM._model_mapping:
+        if type(config) in AutoModelForImageTextToText._model_mapping:
+            return AutoModelForImageTextToText.from_config(config)
         return getattr(transformers, type(config).__name__.replace("Config", "ForCausalLM"))(config)
     return AutoModelForCausalLM.from_config(config)
 

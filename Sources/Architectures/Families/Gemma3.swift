@@ -92,7 +92,7 @@ struct Gemma3Model: DecoderFamily {
         }
         try parts.requireCausal(config.useBidirectionalAttention, keyPrefix: key)
         // DecoderDimensions checked that layer_types, when given, has one entry per layer.
-        try parts.requireWindow(config.slidingWindow, builtBy: "Gemma3TextModel", keys: key + "sliding_window")
+        try parts.requireWindow(config.slidingWindow, builtBy: "Gemma3TextModel")
         layerTypes = try parts.layerTypes(config.layerTypes, slidingWindow: config.slidingWindow, default: config.defaultLayerType)
         activation = try parts.activation(config.hiddenActivation, key: "hidden_activation")
 

@@ -207,7 +207,7 @@ struct Gemma4Model: DecoderFamily {
             throw DroptraceError(
                 "\"\(key)use_bidirectional_attention\" is \"all\": droptrace scores causal language models only", path: configPath)
         }
-        try parts.requireWindow(config.slidingWindow, builtBy: "Gemma4TextModel", keys: key + "sliding_window")
+        try parts.requireWindow(config.slidingWindow, builtBy: "Gemma4TextModel")
         // Gemma4TextConfig's rule without layer_types: every sixth layer full;
         // and the last layer is made full whatever the list says.
         var configured = config.layerTypes
