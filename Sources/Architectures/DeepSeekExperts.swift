@@ -44,6 +44,12 @@ struct DeepSeekExperts: Sendable {
         var correctionBiasNames = ["gate.e_score_correction_bias"]
         /// The key of the routed weights' scale (HYV3Config's `router_scaling_factor`).
         var scalingFactorKey = "routed_scaling_factor"
+        /// The keys of the experts per token, the groups and the
+        /// renormalisation (BailingHybridConfig stores them as
+        /// `num_experts_per_token`, `num_expert_group`, `moe_renormalize`).
+        var perTokenKey = "num_experts_per_tok"
+        var groupKey = "n_group"
+        var renormalizeKey = "norm_topk_prob"
         /// Whether config.json's `n_group`, `topk_group` and `norm_topk_prob`
         /// are read; a class without them routes in one group and always
         /// renormalises (HYV3Config).
@@ -131,14 +137,14 @@ struct DeepSeekExperts: Sendable {
         let local: Int?? = try alias.map { try written($0, absent: nil) }
         nRoutedExperts = local ?? routed ?? configClass.nRoutedExperts
         nRoutedExpertsKey = alias ?? configClass.expertsKey
-        numExpertsPerTok = try written("num_experts_per_tok", absent: configClass.numExpertsPerTok)
+        numExpertsPerTok = try written(configClass.perTokenKey, absent: configClass.numExpertsPerTok)
         nSharedExperts = try configClass.sharedExpertsKey.map { try written($0, absent: configClass.nSharedExperts) } ?? 0
         moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: Key("moe_intermediate_size")) ?? configClass.moeIntermediateSize
         routedScalingFactor = try c.decodeIfPresent(Double.self, forKey: Key(configClass.scalingFactorKey)) ?? configClass.routedScalingFactor
         let reads = configClass.readsGroupKeys
-        nGroup = reads ? try written("n_group", absent: configClass.nGroup) : configClass.nGroup
+        nGroup = reads ? try written(configClass.groupKey, absent: configClass.nGroup) : configClass.nGroup
         topkGroup = reads ? try written("topk_group", absent: configClass.topkGroup) : configClass.topkGroup
-        normTopkProb = reads ? try written("norm_topk_prob", absent: configClass.normTopkProb) ?? false : configClass.normTopkProb
+        normTopkProb = reads ? try written(configClass.renormalizeKey, absent: configClass.normTopkProb) ?? false : configClass.normTopkProb
         try ConfigRules.decodingChecks {
             // Both spellings name one attribute: two values would leave it to key order.
             if let routed, let alias, let local, routed != local {

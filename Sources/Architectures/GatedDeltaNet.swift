@@ -1,3 +1,5 @@
+import CheckpointIO
+import DroptraceSupport
 import Foundation
 import TensorEngine
 
@@ -14,14 +16,18 @@ public struct GatedDeltaNetHeads: Sendable, Equatable {
     public let valueDim: Int
     /// `linear_conv_kernel_dim`: taps of the causal convolution.
     public let convolutionKernel: Int
+    /// One decay gate per key channel of each value head (Kimi Delta
+    /// Attention) instead of one per value head (Gated DeltaNet).
+    public let decayPerChannel: Bool
 
-    public init(keyHeads: Int, valueHeads: Int, keyDim: Int, valueDim: Int, convolutionKernel: Int) {
+    public init(keyHeads: Int, valueHeads: Int, keyDim: Int, valueDim: Int, convolutionKernel: Int, decayPerChannel: Bool = false) {
         precondition(keyHeads > 0 && valueHeads % keyHeads == 0 && keyDim > 0 && valueDim > 0 && convolutionKernel > 0)
         self.keyHeads = keyHeads
         self.valueHeads = valueHeads
         self.keyDim = keyDim
         self.valueDim = valueDim
         self.convolutionKernel = convolutionKernel
+        self.decayPerChannel = decayPerChannel
     }
 
     /// Columns of all query (or all key) heads.
@@ -30,8 +36,30 @@ public struct GatedDeltaNetHeads: Sendable, Equatable {
     public var valueWidth: Int { valueHeads * valueDim }
     /// The convolution's channels: q | k | v.
     public var convolutionChannels: Int { 2 * keyWidth + valueWidth }
-    /// The input projection's outputs: q | k | v | z | b | a.
-    public var projectionWidth: Int { convolutionChannels + valueWidth + 2 * valueHeads }
+    /// Decay gates per value head: 1, or keyDim (`decayPerChannel`).
+    public var decaysPerHead: Int { decayPerChannel ? keyDim : 1 }
+    /// The input projection's outputs: q | k | v | z | b | a (a: `decaysPerHead` per value head).
+    public var projectionWidth: Int { convolutionChannels + valueWidth + valueHeads + valueHeads * decaysPerHead }
+}
+
+/// How a delta rule's decay g (the state decays by exp(g)) comes from the
+/// projected `a`, the time-step bias dt_bias and the head's rate exp(A_log).
+public enum DeltaRuleDecay: Sendable, Equatable {
+    /// g = −exp(A_log) · softplus(a + dt_bias) (Gated DeltaNet; Kimi Delta
+    /// Attention without its safe gate).
+    case softplus
+    /// g = lowerBound · sigmoid(exp(A_log) · (a + dt_bias)) (Kimi Delta
+    /// Attention's safe gate, `kda_safe_gate` with `kda_lower_bound`).
+    case boundedSigmoid(lowerBound: Float)
+
+    /// exp(g) for the projected `a` plus its bias, at decay rate `rate`.
+    @inline(__always)
+    func factor(_ biased: Float, rate: Float) -> Float {
+        switch self {
+        case .softplus: return exp(-rate * (biased > 20 ? biased : log1p(exp(biased))))
+        case .boundedSigmoid(let lowerBound): return exp(lowerBound / (1 + exp(-rate * biased)))
+        }
+    }
 }
 
 /// Gated DeltaNet, the linear-attention token mixer of Qwen3-Next, Qwen3.5
@@ -47,13 +75,19 @@ public struct GatedDeltaNetHeads: Sendable, Equatable {
 ///   keyDim^-1/2;
 /// - per value head h (query/key head h / (valueHeads / keyHeads)) and time
 ///   step, with β = `betaScale` · sigmoid(b) (OLMo-Hybrid's
-///   `linear_allow_neg_eigval` doubles it) and g = −exp(A_log) · softplus(a + dt_bias),
-///   the state S [keyDim, valueDim] decays, S ← exp(g) S, takes the delta
-///   update S ← S + k (β (v − Sᵀk))ᵀ, and gives o = Sᵀq;
+///   `linear_allow_neg_eigval` doubles it) and g = −exp(A_log) · softplus(a + dt_bias)
+///   (`DeltaRuleDecay`), the state S [keyDim, valueDim] decays, S ← exp(g) S,
+///   takes the delta update S ← S + k (β (v − Sᵀk))ᵀ, and gives o = Sᵀq;
 /// - a gated RMSNorm per value head, norm(o) · w · silu(z), and `output`.
 ///
+/// Kimi Delta Attention (Ling's hybrid `BailingHybridDeltaAttention`) is the
+/// same layer with one decay per key channel (`decayPerChannel`: row i of S
+/// decays by exp(gᵢ)), possibly its safe gate, and a sigmoid output gate
+/// (`outputGateActivation`).
+///
 /// transformers' batched forward runs the same recurrence in chunks
-/// (`torch_chunk_gated_delta_rule`), equal to this step form up to rounding.
+/// (`torch_chunk_gated_delta_rule`, `chunk_kimi_delta_attention`), equal to
+/// this step form up to rounding.
 public struct GatedDeltaNet: RecurrentTokenMixer {
     public let heads: GatedDeltaNetHeads
     /// [projectionWidth, hidden] rows q | k | v | z | b | a.
@@ -62,8 +96,11 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
     public let convolution: [Float]
     /// exp(A_log) per value head.
     public let decayRates: [Float]
-    /// dt_bias per value head.
+    /// dt_bias per decay gate (`heads.decaysPerHead` per value head).
     public let timeStepBias: [Float]
+    public let decay: DeltaRuleDecay
+    /// Gates the normed output by z: SiLU (Gated DeltaNet) or sigmoid (Kimi Delta Attention).
+    public let outputGateActivation: Activation
     /// The RMSNorm of each value head's output (weights [valueDim]).
     public let norm: Normalization
     public let output: Linear
@@ -74,11 +111,12 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
 
     public init(
         heads: GatedDeltaNetHeads, projection: Linear, convolution: [Float], logDecayRates: [Float], timeStepBias: [Float],
-        norm: Normalization, output: Linear, convolutionActivation: Activation = .silu, betaScale: Float = 1
+        norm: Normalization, output: Linear, convolutionActivation: Activation = .silu, betaScale: Float = 1,
+        decay: DeltaRuleDecay = .softplus, outputGateActivation: Activation = .silu
     ) {
         precondition(projection.outFeatures == heads.projectionWidth && output.inFeatures == heads.valueWidth)
         precondition(convolution.count == heads.convolutionChannels * heads.convolutionKernel)
-        precondition(logDecayRates.count == heads.valueHeads && timeStepBias.count == heads.valueHeads)
+        precondition(logDecayRates.count == heads.valueHeads && timeStepBias.count == heads.valueHeads * heads.decaysPerHead)
         self.heads = heads
         self.projection = projection
         self.convolution = convolution
@@ -88,6 +126,8 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
         self.output = output
         self.convolutionActivation = convolutionActivation
         self.betaScale = betaScale
+        self.decay = decay
+        self.outputGateActivation = outputGateActivation
     }
 
     /// The state before a sequence's first token: the convolution's
@@ -103,12 +143,12 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
     public func finish(_ mixed: Matrix, projected: Matrix) -> Matrix {
         var normed = mixed
         norm.apply(inPlace: &normed, columns: 0..<heads.valueWidth, pieceWidth: heads.valueDim)
-        let width = heads.projectionWidth, zStart = heads.convolutionChannels
+        let width = heads.projectionWidth, zStart = heads.convolutionChannels, gate = outputGateActivation
         normed.data.withUnsafeMutableBufferPointer { out in
             projected.data.withUnsafeBufferPointer { p in
                 for r in 0..<mixed.rows {
                     let z = p.baseAddress! + r * width + zStart, o = out.baseAddress! + r * heads.valueWidth
-                    for j in 0..<heads.valueWidth { o[j] = o[j] * Activation.silu.apply(z[j]) }
+                    for j in 0..<heads.valueWidth { o[j] = o[j] * gate.apply(z[j]) }
                 }
             }
         }
@@ -143,7 +183,8 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
         }
         let group = h.valueHeads / h.keyHeads, stateSize = h.keyDim * h.valueDim
         let (keyDim, valueDim) = (h.keyDim, h.valueDim)
-        let decayRates = self.decayRates, timeStepBias = self.timeStepBias, betaScale = self.betaScale
+        let decayRates = self.decayRates, timeStepBias = self.timeStepBias, betaScale = self.betaScale, rule = decay
+        let perHead = h.decaysPerHead
         let first = rows.lowerBound, outWidth = h.valueWidth
         let keyStart = h.keyWidth, valueStart = 2 * h.keyWidth
         let bStart = channels + h.valueWidth, aStart = bStart + h.valueHeads
@@ -153,6 +194,7 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
                     mixed.data.withUnsafeMutableBufferPointer { out in
                         parallelFor(chunks: h.valueHeads) { heads in
                             var memory = [Float](repeating: 0, count: valueDim)
+                            var decays = [Float](repeating: 0, count: perHead)
                             for head in heads {
                                 let s = states.baseAddress! + head * stateSize
                                 let keyHead = head / group
@@ -162,13 +204,14 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
                                     let v = row + valueStart + head * valueDim
                                     let projectedRow = p.baseAddress! + (first + t) * width
                                     let beta = betaScale / (1 + exp(-projectedRow[bStart + head]))
-                                    let a = projectedRow[aStart + head] + timeStepBias[head]
-                                    let softplus = a > 20 ? a : log1p(exp(a))
-                                    let decay = exp(-decayRates[head] * softplus)
-                                    // Decay, then read the state at k: memory = Sᵀk.
+                                    for c in 0..<perHead {
+                                        let gate = head * perHead + c
+                                        decays[c] = rule.factor(projectedRow[aStart + gate] + timeStepBias[gate], rate: decayRates[head])
+                                    }
+                                    // Decay (row i of S by its channel's gate, or all by the head's), then read the state at k: memory = Sᵀk.
                                     for j in 0..<valueDim { memory[j] = 0 }
                                     for i in 0..<keyDim {
-                                        let si = s + i * valueDim, ki = k[i]
+                                        let si = s + i * valueDim, ki = k[i], decay = decays[perHead == 1 ? 0 : i]
                                         for j in 0..<valueDim {
                                             si[j] *= decay
                                             memory[j] += si[j] * ki
@@ -191,6 +234,32 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
                     }
                 }
             }
+        }
+    }
+}
+
+extension Weights {
+    /// The causal convolution's taps [channels, 1, kernel] of the delta-rule
+    /// layer under `prefix`: stored fused (`conv1d`, transformers' name) or
+    /// per part (`q_conv1d`, `k_conv1d`, `v_conv1d`, the released names of
+    /// OLMo-Hybrid and Ling's hybrid, which transformers concatenates).
+    func deltaRuleConvolution(_ prefix: String, heads h: GatedDeltaNetHeads) throws -> [Float] {
+        guard try storedModule(prefix, saved: "q_conv1d", renamed: "conv1d") == "q_conv1d" else {
+            return try floats(prefix + "conv1d.weight", [h.convolutionChannels, 1, h.convolutionKernel])
+        }
+        return try concatenatedRows(
+            ["q_conv1d", "k_conv1d", "v_conv1d"].map { prefix + $0 + ".weight" }, rows: h.convolutionChannels,
+            trailing: [1, h.convolutionKernel])
+    }
+
+    /// Refuses a `linear_conv_kernel_dim` the stored taps under `prefix` contradict.
+    func confirmConvolutionKernel(_ prefix: String, heads h: GatedDeltaNetHeads, configPath: String) throws {
+        let convolution = prefix + (try storedModule(prefix, saved: "q_conv1d", renamed: "conv1d")) + ".weight"
+        let kernel = try checkpoint.storedTensor(self.prefix + convolution).shape.last
+        if kernel != h.convolutionKernel {
+            throw DroptraceError(
+                "linear_conv_kernel_dim \(h.convolutionKernel) contradicts tensor '\(self.prefix)\(convolution)' of \(kernel.map(String.init) ?? "no") taps",
+                path: configPath)
         }
     }
 }

@@ -108,12 +108,13 @@ struct LatentAttentionSettings {
         try ConfigRules.product([(qLoraRank ?? 1, "q_lora_rank"), hidden])
     }
 
-    /// The first kept attention's projections against the config, before
-    /// anything is sized from them.
-    func confirmShapes(_ parts: DecoderParts) throws {
-        guard let layer = parts.firstKeptAttention else { return }
+    /// The first kept attention's projections (or layer `layer`'s, a hybrid
+    /// family's first kept latent attention, under `module`) against the
+    /// config, before anything is sized from them.
+    func confirmShapes(_ parts: DecoderParts, layer: Int? = nil, module: String = "self_attn.") throws {
+        guard let layer = layer ?? parts.firstKeptAttention else { return }
         let d = parts.dimensions, weights = parts.weights, configPath = parts.configPath
-        let p = "layers.\(layer).self_attn."
+        let p = "layers.\(layer).\(module)"
         let queryRows = d.numAttentionHeads * queryKeyDim
         // Which query path the weights have must be the one the config names.
         let lowRank = weights.has(p + "q_a_proj.weight")
@@ -147,16 +148,19 @@ struct LatentAttentionSettings {
         return Float(pow(Double(queryKeyDim), -0.5) * magnitude * magnitude)
     }
 
-    /// Layer `index`'s latent attention (under "layers.<index>.self_attn."):
+    /// Layer `index`'s latent attention (under "layers.<index>.self_attn.",
+    /// or the family's saved `module`, o_proj under `outputName`):
     /// the rope parts rotated by `rotary`, the queries then multiplied by
     /// `queryTemperature` when given (Mistral 4), each query attending only
-    /// to the keys `indexer` chooses when given (DeepSeek-V3.2).
+    /// to the keys `indexer` chooses when given (DeepSeek-V3.2), each head's
+    /// output times the sigmoid of its row of `perHeadGate` [heads, hidden]
+    /// when named (Ling's hybrid `g_proj`).
     func attention(
         _ parts: DecoderParts, layer index: Int, rotary: RotaryEmbedding, scale: Float, queryTemperature: QueryTemperature? = nil,
-        indexer: SparseAttentionIndexer? = nil
+        indexer: SparseAttentionIndexer? = nil, perHeadGate: String? = nil, module: String = "self_attn.", outputName: String = "o_proj"
     ) throws -> SelfAttention {
         let weights = parts.weights, d = parts.dimensions.hiddenSize, heads = parts.dimensions.numAttentionHeads
-        let p = "layers.\(index).self_attn."
+        let p = "layers.\(index).\(module)"
         let qk = queryKeyDim, rope = qkRopeHeadDim
         // Interleaved rope pairs are de-interleaved in the weights (see LatentQKVProjection).
         func deinterleaved(_ linear: Linear, ropeStarts: [Int]) -> Linear {
@@ -188,8 +192,9 @@ struct LatentAttentionSettings {
         return SelfAttention(
             projection: .latent(latent), layout: layout, rotary: nil,
             output: LatentQKVProjection.paddedOutput(
-                try weights.linear(p + "o_proj", in: heads * vHeadDim, out: d, bias: attentionBias),
+                try weights.linear(p + outputName, in: heads * vHeadDim, out: d, bias: attentionBias),
                 numHeads: heads, valueDim: vHeadDim, headDim: layout.headDim),
-            scale: scale, queryTemperature: queryTemperature, indexer: indexer)
+            scale: scale, queryTemperature: queryTemperature,
+            outputGate: try perHeadGate.map { try weights.perHeadGate(p + $0, layout: layout, hidden: d) }, indexer: indexer)
     }
 }

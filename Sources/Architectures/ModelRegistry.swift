@@ -28,6 +28,7 @@ public enum ModelRegistry {
         "apertus": ApertusModel.self,
         "arcee": ArceeModel.self,
         "axk1": Glm4MoeLiteModel.self,
+        "bailing_hybrid": BailingHybridModel.self,
         "bamba": BambaModel.self,
         "bitnet": BitNetModel.self,
         "bloom": BloomModel.self,

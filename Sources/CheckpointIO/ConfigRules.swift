@@ -123,10 +123,12 @@ public enum ConfigRules {
         return integer
     }
 
-    /// Runs `checks`, turning a refused value into the one-line error naming `path`.
-    public static func checks(path: String, _ checks: () throws -> Void) throws {
+    /// Runs `checks` (returning what it returns), turning a refused value
+    /// into the one-line error naming `path`.
+    @discardableResult
+    public static func checks<Result>(path: String, _ checks: () throws -> Result) throws -> Result {
         do {
-            try checks()
+            return try checks()
         } catch let invalid as InvalidConfigValue {
             throw invalid.error(path: path)
         }

@@ -246,6 +246,13 @@ public enum ConfigValueKinds {
                 return "\(stated) holds \(spelled(value)), which transformers would not type-check and cannot run (\(target) takes \(described(spec)))"
             }
         }
+        // The key an alias stands for, written alone (as transformers saves it), is read through
+        // the alias's field, which never type-checks it: it must be of that field's kinds.
+        for (alias, target) in aliases.sorted(by: { $0.key < $1.key }) where !members.contains(where: { $0.key == alias }) {
+            guard let spec = keys[alias], let value = members.last(where: { $0.key == target })?.value, !accepts(spec, value) else { continue }
+            return "key \"\(prefix)\(target)\" (which transformers' \(className) reads as \(alias), unchecked) holds \(spelled(value)), "
+                + "which its field \(alias) refuses (it takes \(described(spec)))"
+        }
         return nil
     }
 

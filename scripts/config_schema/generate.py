@@ -341,8 +341,11 @@ def main():
     ]
     for model_type in MODEL_TYPES:
         fields = {f.name: f for f in dataclasses.fields(CONFIG_MAPPING[model_type])}
+        # A field its attribute map reads as another key (BailingHybridConfig's num_local_experts as
+        # num_experts) stores its default there, where a config saved by transformers writes it.
+        stored = getattr(CONFIG_MAPPING[model_type], "attribute_map", {})
         defaults = {
-            key: json.dumps(fields[key].default)
+            stored.get(key, key): json.dumps(fields[key].default)
             for key in OMITTABLE
             if key in fields and isinstance(fields[key].default, (int, float)) and not isinstance(fields[key].default, bool)
         }

@@ -153,13 +153,7 @@ struct OlmoHybridModel: DecoderFamily {
             p + "q_proj.weight", [h.keyWidth, d], keys: "linear_num_key_heads × linear_key_head_dim, hidden_size", configPath: configPath)
         try weights.confirmShape(
             p + "v_proj.weight", [h.valueWidth, d], keys: "linear_num_value_heads × linear_value_head_dim, hidden_size", configPath: configPath)
-        let convolution = p + (try weights.storedModule(p, saved: "q_conv1d", renamed: "conv1d")) + ".weight"
-        let kernel = try parts.checkpoint.storedTensor(weights.prefix + convolution).shape.last
-        if kernel != h.convolutionKernel {
-            throw DroptraceError(
-                "linear_conv_kernel_dim \(h.convolutionKernel) contradicts tensor '\(weights.prefix)\(convolution)' of \(kernel.map(String.init) ?? "no") taps",
-                path: configPath)
-        }
+        try weights.confirmConvolutionKernel(p, heads: h, configPath: configPath)
     }
 
     /// The linear layers' naming, saved names beside transformers' own.
@@ -232,18 +226,9 @@ struct OlmoHybridModel: DecoderFamily {
         let names = ["q_proj", "k_proj", "v_proj", "g_proj", "b_proj", "a_proj"].map { prefix + $0 }
         let projection = try weights.stackedLinear(
             names, in: d, outs: [h.keyWidth, h.keyWidth, h.valueWidth, h.valueWidth, h.valueHeads, h.valueHeads], bias: false)
-        let fused = prefix + "conv1d.weight"
-        let convolution: [Float]
-        if try weights.storedModule(prefix, saved: "q_conv1d", renamed: "conv1d") == "conv1d" {
-            convolution = try weights.floats(fused, [h.convolutionChannels, 1, h.convolutionKernel])
-        } else {
-            // Saved as three even pieces of the fused taps, not as q, k and v (transformers splits it so).
-            convolution = try weights.concatenatedRows(
-                ["q_conv1d", "k_conv1d", "v_conv1d"].map { prefix + $0 + ".weight" }, rows: h.convolutionChannels,
-                trailing: [1, h.convolutionKernel])
-        }
+        // Saved per part as three even pieces of the fused taps, not as q, k and v (transformers splits it so).
         return GatedDeltaNet(
-            heads: h, projection: projection, convolution: convolution,
+            heads: h, projection: projection, convolution: try weights.deltaRuleConvolution(prefix, heads: h),
             logDecayRates: try weights.floats(prefix + "A_log", [h.valueHeads]),
             timeStepBias: try weights.floats(prefix + "dt_bias", [h.valueHeads]),
             norm: try weights.rmsNorm(prefix + "o_norm", size: h.valueDim, eps: 1e-5),
