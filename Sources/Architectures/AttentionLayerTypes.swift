@@ -242,3 +242,21 @@ extension DecoderParts {
         return result
     }
 }
+
+extension DecoderParts {
+    /// Refuses a hybrid family's layer kinds that the weights contradict:
+    /// each layer whose mixer (or, `mlp`, whose MLP) the config keeps must
+    /// hold one of its kind's tensors `probes[type]` (named under
+    /// "layers.<index>."); `key` names where the kinds come from.
+    /// - Throws: `DroptraceError` naming config.json, the layer and the missing tensor.
+    func confirmLayerKinds(_ types: [String], key: String = "layer_types", mlp: Bool = false, probes: [String: [String]]) throws {
+        for (index, type) in types.enumerated() where !(mlp ? configuredDrops.dropsMLP(index) : configuredDrops.dropsAttention(index)) {
+            guard let names = probes[type], let first = names.first else { continue }
+            guard names.contains(where: { weights.has("layers.\(index).\($0)") }) else {
+                throw DroptraceError(
+                    "\"\(key)\" makes layer \(index) a \(type) layer, but the weights have no '\(weights.prefix)layers.\(index).\(first)'",
+                    path: configPath)
+            }
+        }
+    }
+}

@@ -99,3 +99,17 @@ struct DecoderDimensions: Decodable {
     /// false for Llama, Mistral, Qwen2, Mixtral, OLMo and OLMo-2).
     func tiedEmbeddings(default familyDefault: Bool) -> Bool { tieWordEmbeddings ?? familyDefault }
 }
+
+extension ConfigSection {
+    /// The top level of a config class that stores `max_position_embeddings`
+    /// as `model_max_length` (its attribute map reads one as the other:
+    /// BailingHybridConfig, KimiLinearConfig): the stored value stands for it.
+    static func maxPositionsStoredAsModelMaxLength(_ checkpoint: Checkpoint) throws -> ConfigSection {
+        struct Stored: Decodable {
+            var modelMaxLength: Int?
+            enum CodingKeys: String, CodingKey { case modelMaxLength = "model_max_length" }
+        }
+        guard let length = try checkpoint.decodeConfig(Stored.self).modelMaxLength else { return .topLevel }
+        return ConfigSection(overrides: ["max_position_embeddings": .integer(length)])
+    }
+}

@@ -50,6 +50,8 @@ struct DeepSeekExperts: Sendable {
         var perTokenKey = "num_experts_per_tok"
         var groupKey = "n_group"
         var renormalizeKey = "norm_topk_prob"
+        /// Each routed expert's projections when stored per expert.
+        var expertNames = ExpertNaming.gatedNames
         /// Whether config.json's `n_group`, `topk_group` and `norm_topk_prob`
         /// are read; a class without them routes in one group and always
         /// renormalises (HYV3Config).
@@ -163,12 +165,15 @@ struct DeepSeekExperts: Sendable {
             groupLimited: true, groups: nGroup, groupsPerToken: topkGroup, correctsSelection: configClass.scoring == .sigmoid,
             normalizesWeights: normTopkProb, scalingFactor: routedScalingFactor, sharedExpertsKey: configClass.sharedExpertsKey ?? "n_shared_experts",
             correctionBiasNames: configClass.correctionBiasNames, sharedName: configClass.sharedExpertsKey == nil ? nil : "shared_experts",
-            scalingFactorKey: configClass.scalingFactorKey)
+            scalingFactorKey: configClass.scalingFactorKey, expertNames: configClass.expertNames)
     }
 
-    /// The routed layers' experts under `mlp.experts.`.
-    func naming(isSparse: @escaping (Int) -> Bool) -> ExpertNaming {
-        .gatedMLP(count: nRoutedExperts ?? 0, countKey: nRoutedExpertsKey, isSparse: isSparse)
+    /// The routed layers' experts under `mlp.experts.` (or `modules`' experts).
+    func naming(isSparse: @escaping (Int) -> Bool, modules: [String] = ["mlp."]) -> ExpertNaming {
+        let names = configClass.expertNames
+        return ExpertNaming(
+            parts: modules.map { $0 + "experts." }, projections: [names.gate, names.up, names.down], count: nRoutedExperts ?? 0,
+            countKey: nRoutedExpertsKey, isSparse: isSparse)
     }
 
     /// Refuses counts, widths and groups transformers could not build or
@@ -190,19 +195,23 @@ struct DeepSeekExperts: Sendable {
     /// The first kept routed layer's router and experts against the
     /// counts and `moe_intermediate_size`, before any expert is read;
     /// `router` names a layer's router under its MLP (HY-V3's saved
-    /// `router.gate` or `gate`).
-    func confirm(_ parts: DecoderParts, isSparse: (Int) -> Bool, router: (Int) throws -> String = { _ in "gate" }) throws {
+    /// `router.gate` or `gate`), `module` the layer's MLP (Kimi Linear's
+    /// released `block_sparse_moe.`).
+    func confirm(
+        _ parts: DecoderParts, isSparse: (Int) -> Bool, router: (Int) throws -> String = { _ in "gate" },
+        module: (Int) throws -> String = { _ in "mlp." }
+    ) throws {
         let routed = (0..<parts.dimensions.numHiddenLayers).filter(isSparse)
         if let layer = routed.first(where: { !parts.configuredDrops.dropsMLP($0) }) {
-            try parts.confirmRouter("mlp." + router(layer), experts: nRoutedExperts ?? 0, expertsKey: nRoutedExpertsKey, layers: [layer])
+            try parts.confirmRouter(try module(layer) + router(layer), experts: nRoutedExperts ?? 0, expertsKey: nRoutedExpertsKey, layers: [layer])
         }
-        try mixture.confirmExpertWidth(parts, isSparse: isSparse)
+        try mixture.confirmExpertWidth(parts, isSparse: isSparse, module: module)
     }
 
-    /// Layer `index`'s MLP under `layers.<index>.mlp.`: router, routed and
-    /// shared experts when `sparse`, else the dense SwiGLU of `intermediate_size`.
-    func feedForward(_ parts: DecoderParts, layer index: Int, sparse: Bool, activation: Activation) throws -> FeedForward {
-        let p = "layers.\(index).mlp.", d = parts.dimensions.hiddenSize
+    /// Layer `index`'s MLP under `layers.<index>.mlp.` (or `module`): router,
+    /// routed and shared experts when `sparse`, else the dense SwiGLU of `intermediate_size`.
+    func feedForward(_ parts: DecoderParts, layer index: Int, sparse: Bool, activation: Activation, module: String = "mlp.") throws -> FeedForward {
+        let p = "layers.\(index).\(module)", d = parts.dimensions.hiddenSize
         guard sparse else { return try parts.weights.gatedMLP(p, hidden: d, inner: parts.dimensions.intermediateSize, activation: activation) }
         return try mixture.load(parts.weights, p, hidden: d, activation: activation, sharedBias: false)
     }

@@ -263,3 +263,37 @@ extension Weights {
         }
     }
 }
+
+/// Kimi Delta Attention's sizes as a config writes them: `heads` heads
+/// (under `headsKey`) of `headDim` columns for queries, keys and values
+/// alike, a `kernel`-tap convolution, one decay per key channel (Ling's
+/// hybrid and Kimi Linear).
+struct KimiDeltaAttentionSizes {
+    var heads: Int
+    var headsKey = "linear_num_heads"
+    var headDim: Int
+    var kernel: Int
+
+    /// Refuses sizes transformers could not build from, or whose tensors would not fit in 64 bits.
+    func check(hidden: Int) throws {
+        try ConfigRules.count(heads, headsKey)
+        try ConfigRules.count(headDim, "linear_head_dim")
+        try ConfigRules.count(kernel, "linear_conv_kernel_dim")
+        let width = [(heads, headsKey), (headDim, "linear_head_dim")]
+        try ConfigRules.product(width + [(3, "q, k and v"), (hidden, "hidden_size")])
+        try ConfigRules.product(width + [(kernel, "linear_conv_kernel_dim"), (3, "q, k and v")])
+    }
+
+    /// The layer's sizes: as many key as value heads, one decay per key channel.
+    var layerHeads: GatedDeltaNetHeads {
+        GatedDeltaNetHeads(keyHeads: heads, valueHeads: heads, keyDim: headDim, valueDim: headDim, convolutionKernel: kernel, decayPerChannel: true)
+    }
+
+    /// The first kept linear layer's q/k/v projections and convolution
+    /// (under "layers.<index>.`module`") against these sizes.
+    func confirm(_ parts: DecoderParts, layer: Int, module: String) throws {
+        let h = layerHeads, keys = "\(headsKey) × linear_head_dim"
+        try parts.confirmProjections(layer: layer, attention: module, [("q_proj", h.keyWidth, keys), ("k_proj", h.keyWidth, keys), ("v_proj", h.valueWidth, keys)])
+        try parts.weights.confirmConvolutionKernel("layers.\(layer).\(module)", heads: h, configPath: parts.configPath)
+    }
+}

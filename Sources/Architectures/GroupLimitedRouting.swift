@@ -173,6 +173,9 @@ struct GroupRoutedMixture {
     var sharedWidth: Int? = nil
     /// `GroupLimitedTopK.logitSoftcap` (Laguna's).
     var logitSoftcap: Float? = nil
+    /// Each routed expert's projections when stored per expert (Kimi
+    /// Linear's released `w1`, `w3`, `w2`).
+    var expertNames = ExpertNaming.gatedNames
 
     /// Refuses expert counts and widths transformers could not run, or whose
     /// tensors would not fit in 64 bits, before anything is sized from them.
@@ -217,16 +220,17 @@ struct GroupRoutedMixture {
 
     /// The first routed layer `parts` keeps (by `isSparse`): its experts
     /// against `moe_intermediate_size`, before any expert is read.
-    func confirmExpertWidth(_ parts: DecoderParts, isSparse: (Int) -> Bool) throws {
+    func confirmExpertWidth(_ parts: DecoderParts, isSparse: (Int) -> Bool, module: (Int) throws -> String = { _ in "mlp." }) throws {
         try parts.confirmExpertWidth(
-            layers: (0..<parts.dimensions.numHiddenLayers).filter(isSparse), experts: experts, expertsKey: expertsKey, inner: inner)
+            layers: (0..<parts.dimensions.numHiddenLayers).filter(isSparse), experts: experts, expertsKey: expertsKey, inner: inner,
+            module: module, gateName: expertNames.gate)
     }
 
     /// The layer under `p` (e.g. "layers.3.mlp."), its shared experts with
     /// biases when `sharedBias`.
     func load(_ weights: Weights, _ p: String, hidden d: Int, activation: Activation, sharedBias: Bool) throws -> FeedForward {
         let routed = try weights.gatedExperts(
-            fused: p + "experts.", perExpert: p + "experts.", names: ("gate_proj", "up_proj", "down_proj"),
+            fused: p + "experts.", perExpert: p + "experts.", names: expertNames,
             count: experts, hidden: d, inner: inner, activation: activation)
         let stored = correctionBiasNames.map { p + $0 }.filter { weights.has($0) }
         if stored.count > 1 {

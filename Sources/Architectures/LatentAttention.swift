@@ -93,12 +93,13 @@ public struct LatentQKVProjection: Sendable {
     public let numHeads: Int
     /// qk_nope_head_dim, qk_rope_head_dim, v_head_dim.
     public let nopeDim: Int, ropeDim: Int, valueDim: Int
-    /// Rotates the rope parts (its head width is `ropeDim`).
-    public let rotary: RotaryEmbedding
+    /// Rotates the rope parts (its head width is `ropeDim`); nil: they are
+    /// not rotated (Kimi Linear's latent attention takes no positions).
+    public let rotary: RotaryEmbedding?
 
     public init(
         query: QueryPath, keyValueDown: Linear, keyValueNorm: Normalization, keyValueUp: Linear, numHeads: Int,
-        nopeDim: Int, ropeDim: Int, valueDim: Int, rotary: RotaryEmbedding
+        nopeDim: Int, ropeDim: Int, valueDim: Int, rotary: RotaryEmbedding?
     ) {
         let queryOut: Int
         switch query {
@@ -107,7 +108,7 @@ public struct LatentQKVProjection: Sendable {
         }
         precondition(queryOut == numHeads * (nopeDim + ropeDim) && keyValueDown.outFeatures > ropeDim)
         precondition(keyValueUp.inFeatures == keyValueDown.outFeatures - ropeDim)
-        precondition(keyValueUp.outFeatures == numHeads * (nopeDim + valueDim) && rotary.headDim == ropeDim)
+        precondition(keyValueUp.outFeatures == numHeads * (nopeDim + valueDim) && (rotary.map { $0.headDim == ropeDim } ?? true))
         self.query = query
         self.keyValueDown = keyValueDown
         self.keyValueNorm = keyValueNorm
@@ -160,13 +161,15 @@ public struct LatentQKVProjection: Sendable {
         })
         let qk = queryKeyDim, nope = nopeDim, rope = ropeDim, v = valueDim, heads = numHeads
         // The shared key rope part is rotated once per row, before every head copies it.
-        queries.data.withUnsafeMutableBufferPointer { buffer in
-            rotary.apply(
-                to: buffer.baseAddress!, rowStride: queries.cols, headOffsets: (0..<heads).map { $0 * qk + nope },
-                positions: positions)
-        }
-        compressed.data.withUnsafeMutableBufferPointer { buffer in
-            rotary.apply(to: buffer.baseAddress!, rowStride: compressed.cols, headOffsets: [rank], positions: positions)
+        if let rotary {
+            queries.data.withUnsafeMutableBufferPointer { buffer in
+                rotary.apply(
+                    to: buffer.baseAddress!, rowStride: queries.cols, headOffsets: (0..<heads).map { $0 * qk + nope },
+                    positions: positions)
+            }
+            compressed.data.withUnsafeMutableBufferPointer { buffer in
+                rotary.apply(to: buffer.baseAddress!, rowStride: compressed.cols, headOffsets: [rank], positions: positions)
+            }
         }
         let layout = self.layout, width = layout.width, kvWidth = nope + v
         var projected = Matrix(zeros: x.rows, width)

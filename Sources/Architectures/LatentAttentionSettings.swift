@@ -150,13 +150,13 @@ struct LatentAttentionSettings {
 
     /// Layer `index`'s latent attention (under "layers.<index>.self_attn.",
     /// or the family's saved `module`, o_proj under `outputName`):
-    /// the rope parts rotated by `rotary`, the queries then multiplied by
+    /// the rope parts rotated by `rotary` (nil: not rotated), the queries then multiplied by
     /// `queryTemperature` when given (Mistral 4), each query attending only
     /// to the keys `indexer` chooses when given (DeepSeek-V3.2), each head's
     /// output times the sigmoid of its row of `perHeadGate` [heads, hidden]
     /// when named (Ling's hybrid `g_proj`).
     func attention(
-        _ parts: DecoderParts, layer index: Int, rotary: RotaryEmbedding, scale: Float, queryTemperature: QueryTemperature? = nil,
+        _ parts: DecoderParts, layer index: Int, rotary: RotaryEmbedding?, scale: Float, queryTemperature: QueryTemperature? = nil,
         indexer: SparseAttentionIndexer? = nil, perHeadGate: String? = nil, module: String = "self_attn.", outputName: String = "o_proj"
     ) throws -> SelfAttention {
         let weights = parts.weights, d = parts.dimensions.hiddenSize, heads = parts.dimensions.numAttentionHeads
@@ -164,7 +164,7 @@ struct LatentAttentionSettings {
         let qk = queryKeyDim, rope = qkRopeHeadDim
         // Interleaved rope pairs are de-interleaved in the weights (see LatentQKVProjection).
         func deinterleaved(_ linear: Linear, ropeStarts: [Int]) -> Linear {
-            guard ropeInterleave else { return linear }
+            guard ropeInterleave, rotary != nil else { return linear }
             return linear.rearrangingRows {
                 LatentQKVProjection.deinterleavingRope($0, rowWidth: $1, ropeStarts: ropeStarts, ropeDim: rope)
             }

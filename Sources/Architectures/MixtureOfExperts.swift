@@ -467,6 +467,8 @@ struct ExpertNaming {
 
     /// transformers' fused expert parameters.
     static let fusedNames: Set<Substring> = ["gate_up_proj", "down_proj"]
+    /// A gated expert's projections as `save_pretrained` writes most families'.
+    static let gatedNames = (gate: "gate_proj", up: "up_proj", down: "down_proj")
 
     /// `mlp.experts.<e>.{gate,up,down}_proj.weight`, as Qwen-MoE, OLMoE and
     /// DeepSeek store their experts.
@@ -551,16 +553,21 @@ extension DecoderParts {
     /// keeps against `experts` (named by `expertsKey`) and
     /// `moe_intermediate_size` `inner`, fused or per expert, before any
     /// expert is read (`innerKey`: the width's key, when not moe_intermediate_size).
-    func confirmExpertWidth(layers: [Int], experts: Int, expertsKey: String, inner: Int, innerKey: String = "moe_intermediate_size") throws {
+    /// `module(layer)` names the layer's sparse MLP (Kimi Linear's released
+    /// `block_sparse_moe.`), `gateName` each expert's gate projection.
+    func confirmExpertWidth(
+        layers: [Int], experts: Int, expertsKey: String, inner: Int, innerKey: String = "moe_intermediate_size",
+        module: (Int) throws -> String = { _ in "mlp." }, gateName: String = "gate_proj"
+    ) throws {
         guard let layer = layers.first(where: { !configuredDrops.dropsMLP($0) }) else { return }
-        let p = "layers.\(layer).mlp.experts.", d = dimensions
+        let p = "layers.\(layer).\(try module(layer))experts.", d = dimensions
         if weights.hasFusedExperts(p) {
             try weights.confirmShape(
                 p + "gate_up_proj", [experts, 2 * inner, d.hiddenSize],
                 keys: "\(expertsKey), 2 × \(innerKey), hidden_size", configPath: configPath)
         } else {
             try weights.confirmShape(
-                p + "0.gate_proj.weight", [inner, d.hiddenSize], keys: "\(innerKey), hidden_size", configPath: configPath)
+                p + "0.\(gateName).weight", [inner, d.hiddenSize], keys: "\(innerKey), hidden_size", configPath: configPath)
         }
     }
 }

@@ -81,6 +81,7 @@ public enum ModelRegistry {
         "hyperclovax": HyperCLOVAXModel.self,
         "jais2": ArceeModel.self,
         "jamba": JambaModel.self,
+        "kimi_linear": KimiLinearModel.self,
         "kolibri1": Kolibri1Model.self,
         "laguna": LagunaModel.self,
         "lfm2": Lfm2Model.self,

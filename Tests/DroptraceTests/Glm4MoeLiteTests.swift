@@ -73,7 +73,7 @@ import Testing
             Issue.record("not latent attention")
             return
         }
-        #expect(latent.rotary.rotaryDim == config["qk_rope_head_dim"] as? Int && attention.queryTemperature == nil)
+        #expect(latent.rotary?.rotaryDim == config["qk_rope_head_dim"] as? Int && attention.queryTemperature == nil)
     }
 
     /// What config.json leaves out takes Glm4MoeLiteConfig's defaults: layer

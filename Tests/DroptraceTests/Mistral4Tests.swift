@@ -91,7 +91,7 @@ import Testing
             Issue.record("not latent attention")
             return
         }
-        #expect(latent.ropeDim == config["qk_rope_head_dim"] as? Int && latent.rotary.rotaryDim == latent.ropeDim)
+        #expect(latent.ropeDim == config["qk_rope_head_dim"] as? Int && latent.rotary?.rotaryDim == latent.ropeDim)
         let rope = config["rope_parameters"] as! [String: Any]
         #expect(attention.queryTemperature == QueryTemperature(
             beta: Float(rope["llama_4_scaling_beta"] as! Double), originalMaxPositions: rope["original_max_position_embeddings"] as! Int))

@@ -20,18 +20,6 @@ struct BailingHybridConfiguration: Decodable {
         correctionBiasNames: ["gate.expert_bias", "gate.e_score_correction_bias"], perTokenKey: "num_experts_per_token",
         groupKey: "num_expert_group", renormalizeKey: "moe_renormalize", name: "BailingHybridConfig")
 
-    /// BailingHybridConfig stores `max_position_embeddings` as
-    /// `model_max_length` (its attribute map reads one as the other): the
-    /// stored value stands for it.
-    static func section(_ checkpoint: Checkpoint) throws -> ConfigSection {
-        struct Stored: Decodable {
-            var modelMaxLength: Int?
-            enum CodingKeys: String, CodingKey { case modelMaxLength = "model_max_length" }
-        }
-        guard let length = try checkpoint.decodeConfig(Stored.self).modelMaxLength else { return .topLevel }
-        return ConfigSection(overrides: ["max_position_embeddings": .integer(length)])
-    }
-
     var rmsNormEps: Double
     var hiddenAct: String
     var latent: LatentAttentionSettings
@@ -128,11 +116,7 @@ struct BailingHybridConfiguration: Decodable {
         try MLPLayerTypes.checkCount(mlpLayerTypes, layers: d.numHiddenLayers)
         if types.contains(BailingHybridModel.full) { try latent.check(d) }
         if types.contains(BailingHybridModel.linear) {
-            try ConfigRules.count(linearHeads ?? d.numAttentionHeads, linearHeads == nil ? "num_attention_heads" : "linear_num_heads")
-            try ConfigRules.count(linearHeadDim, "linear_head_dim")
-            try ConfigRules.count(convolutionKernel, "linear_conv_kernel_dim")
-            try ConfigRules.product([(linearHeads ?? d.numAttentionHeads, "linear_num_heads"), (linearHeadDim, "linear_head_dim"), (3, "q, k and v"), (d.hiddenSize, "hidden_size")])
-            try ConfigRules.product([(linearHeads ?? d.numAttentionHeads, "linear_num_heads"), (linearHeadDim, "linear_head_dim"), (convolutionKernel, "linear_conv_kernel_dim"), (3, "q, k and v")])
+            try linearSizes(d).check(hidden: d.hiddenSize)
             guard lowerBound.isFinite, Float(lowerBound).isFinite else {
                 throw InvalidConfigValue(key: "kda_lower_bound", problem: "must be a finite number that float32 holds, got \(lowerBound)")
             }
@@ -140,12 +124,11 @@ struct BailingHybridConfiguration: Decodable {
         if mlpTypes.prefix(d.numHiddenLayers).contains("sparse") { try experts.check(hidden: d.hiddenSize) }
     }
 
-    /// Kimi Delta Attention's sizes: as many key as value heads, one decay per key channel.
-    func linearHeads(_ d: DecoderDimensions) -> GatedDeltaNetHeads {
-        let heads = linearHeads ?? d.numAttentionHeads
-        return GatedDeltaNetHeads(
-            keyHeads: heads, valueHeads: heads, keyDim: linearHeadDim, valueDim: linearHeadDim, convolutionKernel: convolutionKernel,
-            decayPerChannel: true)
+    /// Kimi Delta Attention's sizes (its heads num_attention_heads unless `linear_num_heads` is written).
+    func linearSizes(_ d: DecoderDimensions) -> KimiDeltaAttentionSizes {
+        KimiDeltaAttentionSizes(
+            heads: linearHeads ?? d.numAttentionHeads, headsKey: linearHeads == nil ? "num_attention_heads" : "linear_num_heads",
+            headDim: linearHeadDim, kernel: convolutionKernel)
     }
 }
 
@@ -194,7 +177,7 @@ struct BailingHybridModel: DecoderFamily {
 
     init(_ checkpoint: Checkpoint) throws {
         // Decoded first: the layer kinds decide which tensors the layers hold.
-        let section = try BailingHybridConfiguration.section(checkpoint)
+        let section = try ConfigSection.maxPositionsStoredAsModelMaxLength(checkpoint)
         let config = try checkpoint.decodeConfig(BailingHybridConfiguration.self, section: section)
         let d = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)
         let configPath = checkpoint.configURL.path
@@ -215,11 +198,14 @@ struct BailingHybridModel: DecoderFamily {
             experts: config.experts.naming(isSparse: isSparse), embedding: released.embedding ? "word_embeddings" : "embed_tokens")
         self.parts = parts
         self.module = module
+        try Self.confirmLayerKinds(parts, config: config, types: types, module: module)
         let latentLayers = (0..<d.numHiddenLayers).filter { types[$0] == Self.full }
         if let layer = latentLayers.first(where: { !parts.configuredDrops.dropsAttention($0) }) {
             try config.latent.confirmShapes(parts, layer: layer, module: module)
         }
-        try Self.confirmLayerKinds(parts, config: config, types: types, module: module)
+        try parts.confirmLayerKinds(
+            mlpTypes, key: config.mlpLayerTypes == nil ? "first_k_dense_replace" : "mlp_layer_types", mlp: true,
+            probes: ["dense": ["mlp.down_proj.weight"], "sparse": ["mlp.gate.weight"]])
         try config.experts.confirm(parts, isSparse: isSparse)
         let rope = try parts.ropeSettings()
         let kept = latentLayers.contains { !parts.configuredDrops.dropsAttention($0) }
@@ -258,19 +244,10 @@ struct BailingHybridModel: DecoderFamily {
     /// `b_proj`, a latent one `kv_b_proj`), then the first kept linear
     /// attention's projections and convolution against the sizes.
     private static func confirmLayerKinds(_ parts: DecoderParts, config: BailingHybridConfiguration, types: [String], module: String) throws {
-        let weights = parts.weights, configPath = parts.configPath, drops = parts.configuredDrops
-        for (index, type) in types.enumerated() where !drops.dropsAttention(index) {
-            let probe = "layers.\(index).\(module)\(type == full ? "kv_b_proj" : "b_proj").weight"
-            guard weights.has(probe) else {
-                throw DroptraceError(
-                    "\"layer_types\" makes layer \(index) a \(type) layer, but the weights have no '\(weights.prefix)\(probe)'", path: configPath)
-            }
-        }
+        let drops = parts.configuredDrops
+        try parts.confirmLayerKinds(types, probes: [full: [module + "kv_b_proj.weight"], linear: [module + "b_proj.weight"]])
         guard let layer = types.indices.first(where: { types[$0] == linear && !drops.dropsAttention($0) }) else { return }
-        let h = config.linearHeads(parts.dimensions), width = "\(config.linearHeads == nil ? "num_attention_heads" : "linear_num_heads") × linear_head_dim"
-        try parts.confirmProjections(
-            layer: layer, attention: module, [("q_proj", h.keyWidth, width), ("k_proj", h.keyWidth, width), ("v_proj", h.valueWidth, width)])
-        try weights.confirmConvolutionKernel("layers.\(layer).\(module)", heads: h, configPath: configPath)
+        try config.linearSizes(parts.dimensions).confirm(parts, layer: layer, module: module)
     }
 
     func head() throws -> OutputHead {
@@ -301,7 +278,7 @@ struct BailingHybridModel: DecoderFamily {
     /// (as released) or under `forget_gate.`; the convolution fused
     /// (`conv1d`) or per part (q | k | v, as released); o_proj `output`.
     private func kimiDeltaAttention(_ prefix: String, output: String) throws -> GatedDeltaNet {
-        let h = config.linearHeads(parts.dimensions), weights = parts.weights, d = hiddenSize
+        let h = config.linearSizes(parts.dimensions).layerHeads, weights = parts.weights, d = hiddenSize
         let gate = try weights.storedModule(prefix, saved: "", renamed: "forget_gate.", probe: "f_proj.weight")
         let projection = try weights.stackedLinear(
             ["q_proj", "k_proj", "v_proj", "g_proj", "b_proj", gate + "f_proj"].map { prefix + $0 }, in: d,

@@ -88,7 +88,7 @@ struct HYV3Model: DecoderFamily {
             checkpoint, section: Self.section, naming: { Qwen3Model.naming($0) }, experts: config.experts.naming(isSparse: isSparse))
         rotary = try parts.rotary(defaultTheta: 11_158_840)
         let weights = parts.weights
-        try config.experts.confirm(parts, isSparse: isSparse) { try Self.names(weights, layer: $0).router }
+        try config.experts.confirm(parts, isSparse: isSparse, router: { try Self.names(weights, layer: $0).router })
     }
 
     /// Where layer `layer` stores its router and shared experts: as Hy3's

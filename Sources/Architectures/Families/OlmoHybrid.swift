@@ -140,13 +140,8 @@ struct OlmoHybridModel: DecoderFamily {
     /// sizes, before anything is sized from them.
     private static func confirmLayerKinds(_ parts: DecoderParts, types: [String], heads h: GatedDeltaNetHeads) throws {
         let weights = parts.weights, configPath = parts.configPath, drops = parts.configuredDrops
-        for (index, type) in types.enumerated() where !drops.dropsAttention(index) {
-            let probe = "layers.\(index).\(type == AttentionLayerType.full ? "self_attn" : "linear_attn").q_proj.weight"
-            guard weights.has(probe) else {
-                throw DroptraceError(
-                    "\"layer_types\" makes layer \(index) a \(type) layer, but the weights have no '\(weights.prefix)\(probe)'", path: configPath)
-            }
-        }
+        try parts.confirmLayerKinds(
+            types, probes: [AttentionLayerType.full: ["self_attn.q_proj.weight"], HybridQwenConfiguration.linear: ["linear_attn.q_proj.weight"]])
         guard let first = types.indices.first(where: { types[$0] == HybridQwenConfiguration.linear && !drops.dropsAttention($0) }) else { return }
         let p = "layers.\(first).linear_attn.", d = parts.dimensions.hiddenSize
         try weights.confirmShape(
