@@ -197,13 +197,19 @@ extension DecoderParts {
     /// whole heads (`attentionClass`), and another factor is refused.
     /// `nullIsNoPositions`: a null entry means the type's layers take no
     /// positions (CohereCompass's NoPE layers), and they get no table.
+    /// `inheritsPartialRotaryFactor`: the config class standardises the
+    /// entries, copying a top-level `partial_rotary_factor` into each entry
+    /// without one (CohereCompassTextConfig).
     /// Tables of width 0 when the config drops every attention layer.
     /// - Throws: `DroptraceError` naming config.json and the key.
     func rotariesAsWritten(
         types: Set<String>, defaults: [String: [String: Any]], rotaryClass: String, attentionClass: String,
-        partialRotary: ((_ ropeType: String) -> RopeSettings.PartialRotary)? = nil, nullIsNoPositions: Bool = false
+        partialRotary: ((_ ropeType: String) -> RopeSettings.PartialRotary)? = nil, nullIsNoPositions: Bool = false,
+        inheritsPartialRotaryFactor: Bool = false
     ) throws -> [String: RotaryEmbedding] {
-        let written = try checkpoint.configObject(section)["rope_parameters"] as? [String: Any]
+        let object = try checkpoint.configObject(section)
+        let written = object["rope_parameters"] as? [String: Any]
+        let topLevelShare = inheritsPartialRotaryFactor ? object["partial_rotary_factor"] : nil
         let headDim = firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
         var result: [String: RotaryEmbedding] = [:]
         for type in types.sorted() {
@@ -211,14 +217,16 @@ extension DecoderParts {
             if nullIsNoPositions, found is NSNull { continue }
             let entryKey = "rope_parameters.\(type)"
             let settings = try checks {
-                guard let entry = found as? [String: Any] else {
+                guard var entry = found as? [String: Any] else {
                     throw InvalidConfigValue(
                         key: entryKey,
                         problem: "is not an object\(nullIsNoPositions ? " or null" : ""): \(rotaryClass) reads the rotation of the \(type) layers there")
                 }
                 guard entry["rope_theta"] is NSNumber else {
-                    throw InvalidConfigValue(key: entryKey + ".rope_theta", problem: "is missing: \(rotaryClass) reads it")
+                    throw InvalidConfigValue(
+                        key: entryKey + ".rope_theta", problem: entry["rope_theta"] == nil ? "is missing: \(rotaryClass) reads it" : "must be a number: \(rotaryClass) raises it to powers")
                 }
+                if entry["partial_rotary_factor"] == nil, let topLevelShare { entry["partial_rotary_factor"] = topLevelShare }
                 let settings: RopeSettings
                 do {
                     settings = try checkpoint.decodeConfig(RopeSettings.self, object: ["rope_parameters": entry], under: section.name)

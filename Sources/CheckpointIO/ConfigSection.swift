@@ -131,3 +131,23 @@ private struct OnlyMember<Value: Decodable>: Decodable {
         }
     }
 }
+
+extension Checkpoint {
+    /// Refuses each of `keys` (dotted paths under `section`) that config.json
+    /// writes as anything but a JSON integer. Keys a config class declares no
+    /// field for reach the model unchecked, where only an integer sizes a
+    /// projection (`reader`, the module that does, fails on null or 12.0).
+    /// - Throws: `DroptraceError` naming config.json and the key.
+    public func requireIntegers(_ keys: [String], section: ConfigSection = .topLevel, reader: String) throws {
+        for key in keys {
+            var value: JSONValue? = configDocument
+            for part in (section.name.map { [$0] } ?? []) + key.split(separator: ".").map(String.init) { value = value?.member(part) }
+            guard let value else { continue }
+            guard case .integer = value else {
+                throw DroptraceError(
+                    "key \"\(section.qualified(key))\" holds \(ConfigValueKinds.spelled(value)), which \(reader) cannot size its projections by (it takes an integer)",
+                    path: configURL.path)
+            }
+        }
+    }
+}

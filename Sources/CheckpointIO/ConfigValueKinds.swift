@@ -57,6 +57,10 @@ public enum ConfigValueKinds {
         return transformers[textType] != nil ? textType : nil
     }
 
+    /// The `dtype` names transformers builds a causal LM under (`getattr(torch, dtype)`,
+    /// a floating-point dtype with storage); droptrace computes in float32 or bf16 whatever they say.
+    static let torchFloatingDtypes: Set<String> = ["float32", "float", "float16", "half", "bfloat16", "float64", "double"]
+
     /// Values transformers refuses when it builds the config or the model,
     /// though they change no score: `initializer_range` outside [0, 1] (where
     /// the config class declares that interval: `initializerRangeChecked`), a dropout probability outside [0, 1] where
@@ -79,6 +83,14 @@ public enum ConfigValueKinds {
         for (key, use) in dropouts {
             if let probability = number(key), !(0...1).contains(probability) {
                 return "key \"\(key)\" is \(probability), a dropout probability outside [0, 1]: \(use), which torch refuses"
+            }
+        }
+        for key in ["dtype", "torch_dtype"] {
+            guard let value = members.last(where: { $0.key == key })?.value else { continue }
+            if case .null = value { continue }
+            guard case .string(let name) = value, torchFloatingDtypes.contains(name) else {
+                return "key \"\(key)\" holds \(spelled(value)), not a torch floating-point dtype transformers can build the model in "
+                    + "(it takes null or one of \(torchFloatingDtypes.sorted().joined(separator: ", ")))"
             }
         }
         if let key = ropeIntegerBeyondTorch(in: members) {

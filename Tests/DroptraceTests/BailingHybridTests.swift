@@ -26,6 +26,8 @@ import Testing
         // Latent attention gives every head its own keys and values.
         Mutant(name, "num_key_value_heads", "2"),
         Mutant(name, "kda_lower_bound", "1e308"), Mutant(name, "linear_conv_kernel_dim", "0"), Mutant(name, "linear_conv_kernel_dim", "3"),
+        // Not fields of BailingHybridConfig: only integers size the linear attention.
+        Mutant(name, "linear_head_dim", "12.0"), Mutant(name, "linear_num_heads", "null"), Mutant(name, "linear_conv_kernel_dim", "4.0"),
         // Both spellings of one setting, with different values.
         Mutant(name, "num_local_experts", "9", key: "num_"),
     ]
@@ -115,6 +117,28 @@ import Testing
             entries.append(copy)
         }
         #expect(throws: DroptraceError.self) { _ = try ModelRegistry.load(try Checkpoint(directory: doubled)) }
+    }
+
+    /// BailingHybridForCausalLM ties nothing: with tie_word_embeddings true
+    /// the stored lm_head is still the head, and without one the load is refused.
+    @Test func headIsNeverTied() throws {
+        let model = try EditedFixture(Self.name) { $0["tie_word_embeddings"] = true }.load()
+        let untied = try EditedFixture(Self.name).load()
+        #expect(try model.head().projection.weight == untied.head().projection.weight)
+        let fixture = try EditedFixture(Self.name) { $0["tie_word_embeddings"] = true }
+        try BadInputTests().rewriteWeights(fixture.model) { $0.removeAll { $0.name == "lm_head.weight" } }
+        #expect(throws: DroptraceError.self) { _ = try fixture.load().head() }
+    }
+
+    /// standardize_rope_params runs before the stored model_max_length is
+    /// set: a scaled rope without its original length takes the class's
+    /// max_position_embeddings (262144), not the stored 256.
+    @Test func scaledRopeTakesTheClassDefaultLength() throws {
+        func scores(_ rope: [String: Any]) throws -> [Double] { try EditedFixture(Self.name) { $0["rope_parameters"] = rope }.attentionScores() }
+        let yarn: [String: Any] = ["rope_type": "yarn", "rope_theta": 10_000.0, "factor": 4.0]
+        let original = yarn.merging(["original_max_position_embeddings": 262_144]) { $1 }
+        #expect(try scores(yarn) == scores(original))
+        #expect(try scores(yarn) != scores(yarn.merging(["original_max_position_embeddings": 256]) { $1 }))
     }
 
     /// Block-drop exports spell out the kept layers' kinds and MLP types.

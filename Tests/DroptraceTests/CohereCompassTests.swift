@@ -32,6 +32,16 @@ import Testing
         // A head_dim given is the heads' width (the tensors' is 12); null fails in the attention.
         Mutant(name, "head_dim", "16"), Mutant(name, "head_dim", "null"),
         Mutant(name, "logit_scale", "\"x\""), Mutant(name, "layer_norm_eps", "null"),
+        // CohereCompassRotaryEmbedding indexes items 1 and 2 of each used entry's M-RoPE section.
+        Mutant(name, "rope_parameters.sliding_attention.mrope_section", "\"abc\"", key: "rope_parameters.sliding_attention.mrope_section"),
+        Mutant(name, "rope_parameters.sliding_attention.mrope_section", "[8, 8]", key: "rope_parameters.sliding_attention.mrope_section"),
+        // CohereCompassTextConfig declares no head_dim: only an integer sizes the attention.
+        Mutant(name, "head_dim", "12.0"), Mutant(wrapper, "text_config.head_dim", "16.0", key: "text_config.head_dim"),
+        // Standardised into every entry: the wrapper's linear full_attention entry then builds a half-width table.
+        Mutant(wrapper, "text_config.partial_rotary_factor", "0.5", key: "partial_rotary_factor"),
+        Mutant(name, "rope_parameters.sliding_attention.rope_theta", "\"x\"", key: "rope_parameters.sliding_attention.rope_theta\" must be a number"),
+        // transformers builds the model in torch.<dtype>.
+        Mutant(name, "dtype", "\"auto\""), Mutant(name, "torch_dtype", "5"),
         Mutant(wrapper, "text_config.sliding_window", "null", key: "text_config.sliding_window"),
         Mutant(wrapper, "text_config.rope_parameters.full_attention", "[]", key: "text_config.rope_parameters.full_attention"),
         Mutant(

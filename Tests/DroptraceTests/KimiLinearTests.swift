@@ -21,6 +21,8 @@ import Testing
         Mutant(name, "linear_attn_config.full_attn_layers", "[5]", key: "linear_attn_config.full_attn_layers"),
         Mutant(name, "linear_attn_config.kda_layers", "[1, 2]", key: "linear_attn_config"),
         Mutant(name, "linear_attn_config.head_dim", "null", key: "linear_attn_config.head_dim"),
+        // linear_attn_config is read with dict.get: only integers size the linear attention.
+        Mutant(name, "linear_attn_config.head_dim", "12.0", key: "linear_attn_config.head_dim"),
         // Widths the tensors contradict.
         Mutant(name, "linear_attn_config.head_dim", "8", key: "linear_head_dim"),
         Mutant(name, "linear_attn_config.num_heads", "3", key: "linear_num_heads"),

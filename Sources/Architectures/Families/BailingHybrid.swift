@@ -157,6 +157,8 @@ struct BailingHybridConfiguration: Decodable {
 /// groups, renormalised by `moe_renormalize`, × `routed_scaling_factor`)
 /// beside `num_shared_experts` shared ones. The multi-token-prediction
 /// layers stored after the model's (`num_nextn_predict_layers`) are not run.
+/// The head is never tied (BailingHybridForCausalLM ties nothing, whatever
+/// `tie_word_embeddings` says).
 ///
 /// The weights are read as the releases store them — `word_embeddings`,
 /// each layer's mixer under `attention.` with o_proj `dense`, the decay's
@@ -177,6 +179,8 @@ struct BailingHybridModel: DecoderFamily {
 
     init(_ checkpoint: Checkpoint) throws {
         // Decoded first: the layer kinds decide which tensors the layers hold.
+        // BailingHybridConfig declares no linear_* fields: written ones reach the layers as they are.
+        try checkpoint.requireIntegers(["linear_head_dim", "linear_num_heads", "linear_conv_kernel_dim"], reader: "BailingHybridDeltaAttention")
         let section = try ConfigSection.maxPositionsStoredAsModelMaxLength(checkpoint)
         let config = try checkpoint.decodeConfig(BailingHybridConfiguration.self, section: section)
         let d = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)
@@ -194,7 +198,7 @@ struct BailingHybridModel: DecoderFamily {
         let released = try Self.storedAsReleased(checkpoint, layers: d.numHiddenLayers)
         let module = released.mixers ? "attention." : "self_attn."
         let parts = try DecoderParts(
-            checkpoint, section: section, naming: { Self.naming($0, module: module) }, extraLayers: config.predictionLayers,
+            checkpoint, section: section, tiedEmbeddings: false, naming: { Self.naming($0, module: module) }, extraLayers: config.predictionLayers,
             experts: config.experts.naming(isSparse: isSparse), embedding: released.embedding ? "word_embeddings" : "embed_tokens")
         self.parts = parts
         self.module = module
@@ -207,7 +211,9 @@ struct BailingHybridModel: DecoderFamily {
             mlpTypes, key: config.mlpLayerTypes == nil ? "first_k_dense_replace" : "mlp_layer_types", mlp: true,
             probes: ["dense": ["mlp.down_proj.weight"], "sparse": ["mlp.gate.weight"]])
         try config.experts.confirm(parts, isSparse: isSparse)
-        let rope = try parts.ropeSettings()
+        // standardize_rope_params runs before the stored model_max_length is set: the scaled rope
+        // types take max_position_embeddings as written, else the class default, as their original length.
+        let rope = try checkpoint.decodeConfig(RopeSettings.self, section: ConfigSection(defaults: ["max_position_embeddings": 262_144]))
         let kept = latentLayers.contains { !parts.configuredDrops.dropsAttention($0) }
         // BailingHybridRotaryEmbedding rotates head_dim, which the config class sets to qk_rope_head_dim.
         rotary = try rope.embedding(

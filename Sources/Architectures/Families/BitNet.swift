@@ -39,15 +39,8 @@ struct BitNetModel: DecoderFamily {
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
-        // BitNetConfig declares no head_dim: a written one reaches BitNetAttention as it is, and only
-        // an integer sizes its projections (null or 12.0 fail there).
-        if let written = checkpoint.configDocument.member("head_dim") {
-            guard case .integer = written else {
-                throw DroptraceError(
-                    "key \"head_dim\" holds \(ConfigValueKinds.spelled(written)), which BitNetAttention cannot size its projections by (it takes an integer)",
-                    path: checkpoint.configURL.path)
-            }
-        }
+        // BitNetConfig declares no head_dim: a written one reaches BitNetAttention as it is.
+        try checkpoint.requireIntegers(["head_dim"], reader: "BitNetAttention")
         parts = try DecoderParts(checkpoint, naming: LlamaModel.naming)
         config = try parts.config(BitNetConfiguration.self)
         // attn_sub_norm normalises hidden_size values: the heads must fill exactly that.

@@ -80,7 +80,10 @@ struct CohereCompassModel: DecoderFamily {
     let rotaries: [String: RotaryEmbedding]
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, placement: try Self.placement(checkpoint), tiedByDefault: true, naming: CohereModel.naming)
+        let placement = try Self.placement(checkpoint)
+        // CohereCompassTextConfig declares no head_dim: a written one reaches the attention as it is.
+        try checkpoint.requireIntegers(["head_dim"], section: placement.section, reader: "CohereCompassAttention")
+        parts = try DecoderParts(checkpoint, placement: placement, tiedByDefault: true, naming: CohereModel.naming)
         let config = try parts.config(CohereCompassConfiguration.self)
         self.config = config
         // create_sliding_window_causal_mask fails without a window, whatever the layers' types.
@@ -88,10 +91,30 @@ struct CohereCompassModel: DecoderFamily {
         let types = try parts.layerTypes(config.layerTypes, slidingWindow: config.slidingWindow) { _ in AttentionLayerType.full }
         layerTypes = types
         try parts.confirmAttentionProjections()
+        try Self.checkMropeSections(parts, types: Set(types))
         // compute_default_rope_parameters rotates whole heads, whatever the entry's partial_rotary_factor.
         rotaries = try parts.rotariesAsWritten(
             types: Set(types), defaults: [:], rotaryClass: "CohereCompassRotaryEmbedding", attentionClass: "CohereCompassAttention",
-            partialRotary: { _ in .ignored }, nullIsNoPositions: true)
+            partialRotary: { _ in .ignored }, nullIsNoPositions: true, inheritsPartialRotaryFactor: true)
+    }
+
+    /// Refuses an `mrope_section` in a used type's rope entry that
+    /// CohereCompassRotaryEmbedding cannot index: it reads items 1 and 2
+    /// as counts of interleaved columns, even for text, whose positions are
+    /// the same on every axis (the section then changes nothing).
+    static func checkMropeSections(_ parts: DecoderParts, types: Set<String>) throws {
+        let entries = try parts.checkpoint.configObject(parts.section)["rope_parameters"] as? [String: Any] ?? [:]
+        for type in types.sorted() {
+            guard let entry = entries[type] as? [String: Any], let section = entry["mrope_section"] else { continue }
+            struct Section: Decodable { var items: [Int] }
+            let data = try? JSONSerialization.data(withJSONObject: ["items": section])
+            guard let data, let items = try? JSONDecoder().decode(Section.self, from: data).items, items.count >= 3 else {
+                throw InvalidConfigValue(
+                    key: parts.section.qualified("rope_parameters.\(type).mrope_section"),
+                    problem: "must be a list of at least 3 integers: CohereCompassRotaryEmbedding indexes items 1 and 2 as column counts"
+                ).error(path: parts.configPath)
+            }
+        }
     }
 
     /// The top level for `cohere_compass_text`, the wrapper's language model for `cohere_compass`.

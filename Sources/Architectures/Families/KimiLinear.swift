@@ -179,7 +179,8 @@ struct KimiLinearConfiguration: Decodable {
 /// beside `num_shared_experts` shared ones. Weights are read as released —
 /// the decay's parameters beside the projections, the convolution per part,
 /// the MLP under `block_sparse_moe.` with routed experts' `w1` / `w3` /
-/// `w2` — or under transformers' names.
+/// `w2` — or under transformers' names. The head is never tied
+/// (KimiLinearForCausalLM ties nothing, whatever `tie_word_embeddings` says).
 struct KimiLinearModel: DecoderFamily {
     static let full = "full_attention", linear = "linear_attention"
     static func readsLayerTypes(_ modelType: String) -> Bool { true }
@@ -191,6 +192,10 @@ struct KimiLinearModel: DecoderFamily {
 
     init(_ checkpoint: Checkpoint) throws {
         // Decoded first: the layer kinds decide which tensors the layers hold.
+        // linear_attn_config is read with dict.get: its sizes reach the layers as they are.
+        try checkpoint.requireIntegers(
+            ["linear_attn_config.head_dim", "linear_attn_config.num_heads", "linear_attn_config.short_conv_kernel_size"],
+            reader: "KimiLinearDeltaAttention")
         let section = try ConfigSection.maxPositionsStoredAsModelMaxLength(checkpoint)
         let config = try checkpoint.decodeConfig(KimiLinearConfiguration.self, section: section)
         let d = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)
@@ -206,7 +211,7 @@ struct KimiLinearModel: DecoderFamily {
         self.mlpTypes = mlpTypes
         let isSparse: @Sendable (Int) -> Bool = { $0 < mlpTypes.count && mlpTypes[$0] == "sparse" }
         let parts = try DecoderParts(
-            checkpoint, section: section, naming: Self.naming,
+            checkpoint, section: section, tiedEmbeddings: false, naming: Self.naming,
             experts: config.experts.naming(isSparse: isSparse, modules: ["block_sparse_moe.", "mlp."]))
         self.parts = parts
         try Self.confirmLinearShapes(parts, sizes: config.linearSizes, types: types)
