@@ -80,7 +80,7 @@ public enum DeltaRuleDecay: Sendable, Equatable {
 ///   takes the delta update S ← S + k (β (v − Sᵀk))ᵀ, and gives o = Sᵀq;
 /// - a gated RMSNorm per value head, norm(o) · w · silu(z), and `output`.
 ///
-/// Kimi Delta Attention (Ling's hybrid `BailingHybridDeltaAttention`) is the
+/// Kimi Delta Attention (Ling's hybrid and Kimi Linear) is the
 /// same layer with one decay per key channel (`decayPerChannel`: row i of S
 /// decays by exp(gᵢ)), possibly its safe gate, and a sigmoid output gate
 /// (`outputGateActivation`).
