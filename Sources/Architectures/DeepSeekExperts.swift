@@ -102,6 +102,18 @@ struct DeepSeekExperts: Sendable {
         static let mimoV2Flash = ConfigClass(
             nRoutedExperts: 256, numExpertsPerTok: 8, nSharedExperts: 0, moeIntermediateSize: 2048, routedScalingFactor: 1,
             sharedExpertsKey: nil, name: "MiMoV2FlashConfig")
+
+        /// The class read under the keys its attribute map stores the usual
+        /// ones as (BailingHybridConfig's, KimiLinearConfig's: `num_experts`,
+        /// `num_experts_per_token`, `num_expert_group`, `moe_renormalize`,
+        /// `num_shared_experts`); a config written with the usual names has
+        /// them copied there (`ConfigValueKinds.decodable`).
+        var readingStoredKeys: ConfigClass {
+            var stored = self
+            (stored.expertsKey, stored.expertsAlias, stored.sharedExpertsKey) = ("num_experts", nil, "num_shared_experts")
+            (stored.perTokenKey, stored.groupKey, stored.renormalizeKey) = ("num_experts_per_token", "num_expert_group", "moe_renormalize")
+            return stored
+        }
     }
 
     let configClass: ConfigClass

@@ -289,9 +289,13 @@ struct KimiDeltaAttentionSizes {
         GatedDeltaNetHeads(keyHeads: heads, valueHeads: heads, keyDim: headDim, valueDim: headDim, convolutionKernel: kernel, decayPerChannel: true)
     }
 
-    /// The first kept linear layer's q/k/v projections and convolution
-    /// (under "layers.<index>.`module`") against these sizes.
-    func confirm(_ parts: DecoderParts, layer: Int, module: String) throws {
+    /// Each kept mixer's kind against `types` (under "layers.<index>.`module`"
+    /// a linear layer has `b_proj`, a latent attention `kv_b_proj`), then the
+    /// first kept linear layer's q/k/v projections and convolution against these sizes.
+    func confirm(_ parts: DecoderParts, types: [String], module: String) throws {
+        let linear = HybridQwenConfiguration.linear
+        try parts.confirmLayerKinds(types, probes: [AttentionLayerType.full: [module + "kv_b_proj.weight"], linear: [module + "b_proj.weight"]])
+        guard let layer = types.indices.first(where: { types[$0] == linear && !parts.configuredDrops.dropsAttention($0) }) else { return }
         let h = layerHeads, keys = "\(headsKey) × linear_head_dim"
         try parts.confirmProjections(layer: layer, attention: module, [("q_proj", h.keyWidth, keys), ("k_proj", h.keyWidth, keys), ("v_proj", h.valueWidth, keys)])
         try parts.weights.confirmConvolutionKernel("layers.\(layer).\(module)", heads: h, configPath: parts.configPath)

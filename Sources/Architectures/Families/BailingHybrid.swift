@@ -10,15 +10,12 @@ struct BailingHybridConfiguration: Decodable {
         qLoraRank: nil, kvLoraRank: 512, qkNopeHeadDim: 128, qkRopeHeadDim: 64, vHeadDim: 128, ropeInterleave: true,
         attentionBias: false)
     /// The routed layers: DeepSeek-V3's router under the names
-    /// BailingHybridConfig stores (its attribute map reads
-    /// `num_local_experts`, `num_experts_per_tok`, `n_group`,
-    /// `norm_topk_prob` and `n_shared_experts` as them, and a config
-    /// written with those has them copied there: `ConfigValueKinds.decodable`).
+    /// BailingHybridConfig stores (`ConfigClass.readingStoredKeys`).
     static let experts = DeepSeekExperts.ConfigClass(
         nRoutedExperts: 512, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 768, routedScalingFactor: 2.5,
-        nGroup: 8, topkGroup: 4, expertsKey: "num_experts", expertsAlias: nil, sharedExpertsKey: "num_shared_experts",
-        correctionBiasNames: ["gate.expert_bias", "gate.e_score_correction_bias"], perTokenKey: "num_experts_per_token",
-        groupKey: "num_expert_group", renormalizeKey: "moe_renormalize", name: "BailingHybridConfig")
+        nGroup: 8, topkGroup: 4, correctionBiasNames: ["gate.expert_bias", "gate.e_score_correction_bias"],
+        name: "BailingHybridConfig"
+    ).readingStoredKeys
 
     var rmsNormEps: Double
     var hiddenAct: String
@@ -166,7 +163,7 @@ struct BailingHybridConfiguration: Decodable {
 /// as `q_conv1d` / `k_conv1d` / `v_conv1d`, the router's `expert_bias` —
 /// or under the names transformers' conversion mapping gives them.
 struct BailingHybridModel: DecoderFamily {
-    static let full = "full_attention", linear = "linear_attention"
+    static let full = AttentionLayerType.full, linear = HybridQwenConfiguration.linear
     static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
     /// The mixers' module, "attention." as released or "self_attn.".
@@ -202,7 +199,7 @@ struct BailingHybridModel: DecoderFamily {
             experts: config.experts.naming(isSparse: isSparse), embedding: released.embedding ? "word_embeddings" : "embed_tokens")
         self.parts = parts
         self.module = module
-        try Self.confirmLayerKinds(parts, config: config, types: types, module: module)
+        try config.linearSizes(d).confirm(parts, types: types, module: module)
         let latentLayers = (0..<d.numHiddenLayers).filter { types[$0] == Self.full }
         if let layer = latentLayers.first(where: { !parts.configuredDrops.dropsAttention($0) }) {
             try config.latent.confirmShapes(parts, layer: layer, module: module)
@@ -244,16 +241,6 @@ struct BailingHybridModel: DecoderFamily {
     /// Exports without some blocks spell out the kept layers' kinds.
     var layerNaming: LayerNaming {
         parts.naming(spellingOut: layerTypes, mlpTypes: mlpTypes)
-    }
-
-    /// Each kept mixer's kind against `layer_types` (a linear layer has
-    /// `b_proj`, a latent one `kv_b_proj`), then the first kept linear
-    /// attention's projections and convolution against the sizes.
-    private static func confirmLayerKinds(_ parts: DecoderParts, config: BailingHybridConfiguration, types: [String], module: String) throws {
-        let drops = parts.configuredDrops
-        try parts.confirmLayerKinds(types, probes: [full: [module + "kv_b_proj.weight"], linear: [module + "b_proj.weight"]])
-        guard let layer = types.indices.first(where: { types[$0] == linear && !drops.dropsAttention($0) }) else { return }
-        try config.linearSizes(parts.dimensions).confirm(parts, layer: layer, module: module)
     }
 
     func head() throws -> OutputHead {

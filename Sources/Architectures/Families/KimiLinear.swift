@@ -10,13 +10,12 @@ struct KimiLinearConfiguration: Decodable {
         qLoraRank: nil, kvLoraRank: 512, qkNopeHeadDim: 128, qkRopeHeadDim: 64, vHeadDim: 128, ropeInterleave: false,
         attentionBias: false)
     /// The routed layers: DeepSeek-V3's router under the names
-    /// KimiLinearConfig stores (its attribute map reads the usual ones as
-    /// them), experts released as `w1` / `w3` / `w2`.
+    /// KimiLinearConfig stores (`ConfigClass.readingStoredKeys`), experts
+    /// released as `w1` / `w3` / `w2`.
     static let experts = DeepSeekExperts.ConfigClass(
         nRoutedExperts: 256, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 1024, routedScalingFactor: 2.446,
-        nGroup: 1, topkGroup: 1, expertsKey: "num_experts", expertsAlias: nil, sharedExpertsKey: "num_shared_experts",
-        perTokenKey: "num_experts_per_token", groupKey: "num_expert_group", renormalizeKey: "moe_renormalize",
-        expertNames: (gate: "w1", up: "w3", down: "w2"), name: "KimiLinearConfig")
+        nGroup: 1, topkGroup: 1, expertNames: (gate: "w1", up: "w3", down: "w2"), name: "KimiLinearConfig"
+    ).readingStoredKeys
 
     var rmsNormEps: Double
     var hiddenAct: String
@@ -182,7 +181,7 @@ struct KimiLinearConfiguration: Decodable {
 /// `w2` — or under transformers' names. The head is never tied
 /// (KimiLinearForCausalLM ties nothing, whatever `tie_word_embeddings` says).
 struct KimiLinearModel: DecoderFamily {
-    static let full = "full_attention", linear = "linear_attention"
+    static let full = AttentionLayerType.full, linear = HybridQwenConfiguration.linear
     static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
     let config: KimiLinearConfiguration
@@ -214,7 +213,7 @@ struct KimiLinearModel: DecoderFamily {
             checkpoint, section: section, tiedEmbeddings: false, naming: Self.naming,
             experts: config.experts.naming(isSparse: isSparse, modules: ["block_sparse_moe.", "mlp."]))
         self.parts = parts
-        try Self.confirmLinearShapes(parts, sizes: config.linearSizes, types: types)
+        try config.linearSizes.confirm(parts, types: types, module: "self_attn.")
         try parts.confirmLayerKinds(
             mlpTypes, key: config.mlpLayerTypes == nil ? "first_k_dense_replace" : "mlp_layer_types", mlp: true,
             probes: ["dense": ["block_sparse_moe.down_proj.weight", "mlp.down_proj.weight"], "sparse": ["block_sparse_moe.gate.weight", "mlp.gate.weight"]])
@@ -243,15 +242,6 @@ struct KimiLinearModel: DecoderFamily {
     static func mlpModule(_ parts: DecoderParts, layer: Int, sparse: Bool) throws -> String {
         let probe = sparse ? ".gate.weight" : ".down_proj.weight"
         return try parts.weights.storedModule("layers.\(layer).", saved: "block_sparse_moe", renamed: "mlp", probe: probe) + "."
-    }
-
-    /// Each kept mixer's kind against `layer_types` (a linear layer has
-    /// `b_proj`, a latent one `kv_b_proj`), then the first kept linear
-    /// attention's projections and convolution against the sizes.
-    private static func confirmLinearShapes(_ parts: DecoderParts, sizes: KimiDeltaAttentionSizes, types: [String]) throws {
-        try parts.confirmLayerKinds(types, probes: [full: ["self_attn.kv_b_proj.weight"], linear: ["self_attn.b_proj.weight"]])
-        guard let layer = types.indices.first(where: { types[$0] == linear && !parts.configuredDrops.dropsAttention($0) }) else { return }
-        try sizes.confirm(parts, layer: layer, module: "self_attn.")
     }
 
     func head() throws -> OutputHead {
