@@ -381,7 +381,7 @@ extension Weights {
     /// - Throws: `DroptraceError` for a missing tensor or a shape the sizes contradict.
     func gatedExperts(
         fused: String, perExpert: String, names: (gate: String, up: String, down: String),
-        count: Int, hidden d: Int, inner: Int, activation: Activation
+        count: Int, hidden d: Int, inner: Int, activation: Activation, transposedToo: Bool = false
     ) throws -> [FeedForward] {
         guard hasFusedExperts(fused) else {
             return try (0..<count).map { e in
@@ -389,18 +389,22 @@ extension Weights {
             }
         }
         return try fusedGatedExperts(
-            gateUp: fused + "gate_up_proj", down: fused + "down_proj", count: count, hidden: d, inner: inner, activation: activation)
+            gateUp: fused + "gate_up_proj", down: fused + "down_proj", count: count, hidden: d, inner: inner, activation: activation,
+            transposedToo: transposedToo)
     }
 
     /// `count` gated experts stored as two 3-D tensors: `gateUp` [count,
     /// 2·inner, hidden] (each expert's gate rows, then its up rows) and
     /// `down` [count, hidden, inner], whatever their names (transformers'
-    /// `gate_up_proj` / `down_proj`, GraniteMoE's `input_linear` / `output_linear`).
+    /// `gate_up_proj` / `down_proj`, GraniteMoE's `input_linear` / `output_linear`);
+    /// with `transposedToo`, either may be stored with its last two axes
+    /// swapped (`expertMatrices`).
     func fusedGatedExperts(
-        gateUp gateUpName: String, down downName: String, count: Int, hidden d: Int, inner: Int, activation: Activation
+        gateUp gateUpName: String, down downName: String, count: Int, hidden d: Int, inner: Int, activation: Activation,
+        transposedToo: Bool = false
     ) throws -> [FeedForward] {
-        let gateUp = try floats(gateUpName, [count, 2 * inner, d])
-        let down = try floats(downName, [count, d, inner])
+        let gateUp = try expertMatrices(gateUpName, [count, 2 * inner, d], transposedToo: transposedToo)
+        let down = try expertMatrices(downName, [count, d, inner], transposedToo: transposedToo)
         return (0..<count).map { e in
             .gated(
                 gateUp: Linear(
@@ -415,6 +419,24 @@ extension Weights {
 
     /// Whether the experts under `fused` are stored as 3-D tensors.
     func hasFusedExperts(_ fused: String) -> Bool { has(fused + "gate_up_proj") }
+
+    /// The 3-D tensor `name` as `shape` [count, rows, columns]; with
+    /// `transposedToo`, one stored as [count, columns, rows] is transposed
+    /// per expert, as transformers' `Transpose(1, 2, check_dims=True)` does
+    /// to a tensor whose shape is not its parameter's (Qwen3-VL-MoE's released experts).
+    func expertMatrices(_ name: String, _ shape: [Int], transposedToo: Bool) throws -> [Float] {
+        let swapped = [shape[0], shape[2], shape[1]]
+        guard transposedToo, has(name), shape != swapped, try storedShape(name) == swapped else { return try floats(name, shape) }
+        let stored = try floats(name, swapped), (rows, columns) = (shape[1], shape[2])
+        var values = [Float](repeating: 0, count: stored.count)
+        for e in 0..<shape[0] {
+            let base = e * rows * columns
+            for c in 0..<columns {
+                for r in 0..<rows { values[base + r * columns + c] = stored[base + c * rows + r] }
+            }
+        }
+        return values
+    }
 }
 
 extension Weights {
@@ -424,13 +446,13 @@ extension Weights {
     /// `up_proj` / `down_proj` per expert, or fused; see `gatedExperts`).
     func routedExperts(
         _ mlp: String, count: Int, expertsPerToken: Int, hidden d: Int, inner: Int, activation: Activation,
-        rule: MixtureOfExperts.RoutingRule
+        rule: MixtureOfExperts.RoutingRule, transposedToo: Bool = false
     ) throws -> MixtureOfExperts {
         MixtureOfExperts(
             router: try linear(mlp + "gate", in: d, out: count, bias: false),
             experts: try gatedExperts(
                 fused: mlp + "experts.", perExpert: mlp + "experts.", names: ("gate_proj", "up_proj", "down_proj"),
-                count: count, hidden: d, inner: inner, activation: activation),
+                count: count, hidden: d, inner: inner, activation: activation, transposedToo: transposedToo),
             expertsPerToken: expertsPerToken, rule: rule)
     }
 }
@@ -557,11 +579,13 @@ extension DecoderParts {
     /// `block_sparse_moe.`), `gateName` each expert's gate projection.
     func confirmExpertWidth(
         layers: [Int], experts: Int, expertsKey: String, inner: Int, innerKey: String = "moe_intermediate_size",
-        module: (Int) throws -> String = { _ in "mlp." }, gateName: String = "gate_proj"
+        module: (Int) throws -> String = { _ in "mlp." }, gateName: String = "gate_proj", transposedToo: Bool = false
     ) throws {
         guard let layer = layers.first(where: { !configuredDrops.dropsMLP($0) }) else { return }
         let p = "layers.\(layer).\(try module(layer))experts.", d = dimensions
         if weights.hasFusedExperts(p) {
+            let swapped = [experts, d.hiddenSize, 2 * inner]
+            if transposedToo, try weights.storedShape(p + "gate_up_proj") == swapped { return }
             try weights.confirmShape(
                 p + "gate_up_proj", [experts, 2 * inner, d.hiddenSize],
                 keys: "\(expertsKey), 2 × \(innerKey), hidden_size", configPath: configPath)

@@ -44,6 +44,23 @@ struct QwenExperts: Sendable {
         var sigmoidRouter = false
         /// Whether sigmoid(`shared_expert_gate` x) scales the shared expert (not in FlintSparseMoeBlock).
         var gatedSharedExpert = true
+        /// Whether the class has `norm_topk_prob` (where it reads the layout);
+        /// without it the router renormalises as `normTopkProb` says (Qwen3-VL-MoE's always).
+        var readsNormTopkProb = true
+        /// Whether fused experts may be stored with their last two axes
+        /// swapped, as Qwen3-VL-MoE's releases store them (`Weights.expertMatrices`).
+        var transposedExpertsToo = false
+
+        /// The keys of `QwenExperts` this class has no field for.
+        var unreadKeys: [String] {
+            var keys: [String] = []
+            if !readsLayout || !readsNormTopkProb { keys.append("norm_topk_prob") }
+            if !readsLayout || readsMLPLayerTypes { keys += ["decoder_sparse_step", "mlp_only_layers"] }
+            if !readsLocalExperts { keys.append("num_local_experts") }
+            if !readsMLPLayerTypes { keys.append("mlp_layer_types") }
+            if sharedExpertIntermediateSize == nil { keys.append("shared_expert_intermediate_size") }
+            return keys
+        }
 
         static let qwen2Moe = ConfigClass(
             numExperts: 60, numExpertsPerTok: 4, normTopkProb: false, moeIntermediateSize: 1408, sharedExpertIntermediateSize: 5632)
@@ -55,6 +72,9 @@ struct QwenExperts: Sendable {
         static let qwen3_5Moe = ConfigClass(
             numExperts: 256, numExpertsPerTok: 8, normTopkProb: true, moeIntermediateSize: 512, sharedExpertIntermediateSize: 512,
             readsLayout: false)
+        static let qwen3VLMoe = ConfigClass(
+            numExperts: 60, numExpertsPerTok: 4, normTopkProb: true, moeIntermediateSize: 1408, sharedExpertIntermediateSize: nil,
+            readsLocalExperts: true, readsNormTopkProb: false, transposedExpertsToo: true)
         static let mellum = ConfigClass(
             numExperts: 64, numExpertsPerTok: 8, normTopkProb: true, moeIntermediateSize: 896, sharedExpertIntermediateSize: nil,
             readsLocalExperts: true, readsMLPLayerTypes: true)
@@ -112,7 +132,9 @@ struct QwenExperts: Sendable {
         }
         let sparse = (0..<parts.dimensions.numHiddenLayers).filter(isSparse)
         try parts.confirmRouter("mlp.gate", experts: numExperts, expertsKey: numExpertsKey, layers: sparse)
-        try parts.confirmExpertWidth(layers: sparse, experts: numExperts, expertsKey: numExpertsKey, inner: moeIntermediateSize)
+        try parts.confirmExpertWidth(
+            layers: sparse, experts: numExperts, expertsKey: numExpertsKey, inner: moeIntermediateSize,
+            transposedToo: configClass.transposedExpertsToo)
     }
 
     /// Layer `index`'s MLP under `layers.<index>.mlp.`: the dense SwiGLU of
@@ -129,7 +151,7 @@ struct QwenExperts: Sendable {
             : .softmaxTopK(renormalize: normTopkProb)
         let routed = try weights.routedExperts(
             p, count: numExperts, expertsPerToken: numExpertsPerTok, hidden: d, inner: moeIntermediateSize,
-            activation: activation, rule: rule)
+            activation: activation, rule: rule, transposedToo: configClass.transposedExpertsToo)
         guard let sharedWidth = sharedExpertIntermediateSize else { return .mixture(routed) }
         let shared = try weights.sharedExperts(
             p + "shared_expert.", hidden: d, inner: sharedWidth, activation: activation, widthKeys: "shared_expert_intermediate_size")
@@ -177,7 +199,7 @@ struct QwenExperts: Sendable {
                 numExperts: localExperts ?? numExperts ?? configClass.numExperts,
                 numExpertsKey: localExperts == nil ? "num_experts" : "num_local_experts",
                 numExpertsPerTok: numExpertsPerTok ?? configClass.numExpertsPerTok,
-                normTopkProb: (layout ? normTopkProb : nil) ?? configClass.normTopkProb,
+                normTopkProb: (layout && configClass.readsNormTopkProb ? normTopkProb : nil) ?? configClass.normTopkProb,
                 moeIntermediateSize: moeIntermediateSize ?? configClass.moeIntermediateSize,
                 sharedExpertIntermediateSize: configClass.sharedExpertIntermediateSize.map { sharedExpertIntermediateSize ?? $0 },
                 decoderSparseStep: (layout && !byTypes ? decoderSparseStep : nil) ?? 1,
@@ -213,6 +235,9 @@ extension QwenExperts {
     /// - Throws: `DroptraceError` naming config.json and the key of a
     ///   refused value (a negative count, more experts per token than experts).
     init(_ checkpoint: Checkpoint, section: ConfigSection = .topLevel, configClass: ConfigClass) throws {
+        // A key the class has no field for is an attribute its model never reads, whatever it holds.
+        var section = section
+        for key in configClass.unreadKeys { section.overrides[key] = .null }
         let keys = try checkpoint.decodeConfig(Keys.self, section: section)
         do {
             self = try keys.resolved(configClass)

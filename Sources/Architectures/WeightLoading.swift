@@ -151,6 +151,9 @@ struct Weights {
         try floats(name, shape).withUnsafeBufferPointer { destination.update(from: $0.baseAddress!, count: $0.count) }
     }
 
+    /// The shape tensor `name` is stored with.
+    func storedShape(_ name: String) throws -> [Int] { try checkpoint.storedTensor(stored(name)).shape }
+
     func has(_ name: String, absolute: Bool = false) -> Bool { checkpoint.hasTensor(absolute ? self.absolute(name) : stored(name)) }
 
     /// The name a tensor that transformers reads under two names (a

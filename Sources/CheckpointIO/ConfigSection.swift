@@ -10,6 +10,8 @@ public enum ConfigDefault: Sendable, Equatable, ExpressibleByIntegerLiteral, Exp
     case number(Double)
     case string(String)
     case boolean(Bool)
+    /// JSON null: a key the config class does not read from this section (`ConfigSection.overrides`).
+    case null
 
     public init(integerLiteral value: Int) { self = .integer(value) }
     public init(floatLiteral value: Double) { self = .number(value) }
@@ -23,6 +25,7 @@ public enum ConfigDefault: Sendable, Equatable, ExpressibleByIntegerLiteral, Exp
         case .number(let value): return value
         case .string(let value): return value
         case .boolean(let value): return value
+        case .null: return NSNull()
         }
     }
 }

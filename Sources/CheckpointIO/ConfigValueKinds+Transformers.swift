@@ -3060,6 +3060,45 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "qwen2_5_vl": (
+            "Qwen2_5_VLConfig",
+            [
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "i",
+                "vision_config": "no",
+                "vision_end_token_id": "i",
+                "vision_start_token_id": "i",
+            ],
+            [:
+            ]),
+        "qwen2_5_vl.text_config": (
+            "Qwen2_5_VLTextConfig",
+            [
+                "attention_dropout": "nif",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_types": "n[s]",
+                "max_position_embeddings": "i",
+                "max_window_layers": "ni",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "sliding_window": "ni",
+                "use_cache": "b",
+                "use_sliding_window": "nb",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "qwen2_moe": (
             "Qwen2MoeConfig",
             [
@@ -3093,6 +3132,45 @@ extension ConfigValueKinds {
                 "tie_word_embeddings": "b",
                 "use_cache": "b",
                 "use_sliding_window": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
+        "qwen2_vl": (
+            "Qwen2VLConfig",
+            [
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "i",
+                "vision_config": "no",
+                "vision_end_token_id": "i",
+                "vision_start_token_id": "i",
+            ],
+            [:
+            ]),
+        "qwen2_vl.text_config": (
+            "Qwen2VLTextConfig",
+            [
+                "attention_dropout": "nif",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_types": "n[s]",
+                "max_position_embeddings": "i",
+                "max_window_layers": "ni",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "sliding_window": "ni",
+                "use_cache": "b",
+                "use_sliding_window": "nb",
                 "vocab_size": "i",
             ],
             [:
@@ -3361,6 +3439,87 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "qwen3_vl": (
+            "Qwen3VLConfig",
+            [
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "i",
+                "vision_config": "no",
+                "vision_end_token_id": "i",
+                "vision_start_token_id": "i",
+            ],
+            [:
+            ]),
+        "qwen3_vl.text_config": (
+            "Qwen3VLTextConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "head_dim": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
+        "qwen3_vl_moe": (
+            "Qwen3VLMoeConfig",
+            [
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "i",
+                "vision_config": "no",
+                "vision_end_token_id": "i",
+                "vision_start_token_id": "i",
+            ],
+            [:
+            ]),
+        "qwen3_vl_moe.text_config": (
+            "Qwen3VLMoeTextConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "decoder_sparse_step": "i",
+                "eos_token_id": "ni[i]",
+                "head_dim": "ni",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "mlp_only_layers": "n[i]",
+                "moe_intermediate_size": "i",
+                "num_attention_heads": "i",
+                "num_experts": "i",
+                "num_experts_per_tok": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "output_router_logits": "b",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "router_aux_loss_coef": "f",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [
+                "num_experts": "num_local_experts",
+            ]),
         "seed_oss": (
             "SeedOssConfig",
             [
@@ -3577,6 +3736,13 @@ extension ConfigValueKinds {
         "mistral3": "mistral",
     ]
 
+    /// Config classes (by model_type) that build their text config from the top level's keys when
+    /// config.json has no `text_config` (Qwen2VLConfig's backward compatibility with flat configs).
+    static let flatTextConfigs: Set<String> = [
+        "qwen2_5_vl",
+        "qwen2_vl",
+    ]
+
     /// Per config class (as above) whose model builds its token embedding with padding_idx =
     /// pad_token_id: the class's default pad_token_id and vocab_size.
     static let paddedEmbeddings: [String: (padTokenID: Int?, vocabSize: Int)] = [
@@ -3660,7 +3826,9 @@ extension ConfigValueKinds {
         "phi3": (32000, 32064),
         "phimoe": (nil, 32064),
         "qwen2": (nil, 151936),
+        "qwen2_5_vl.text_config": (nil, 152064),
         "qwen2_moe": (nil, 151936),
+        "qwen2_vl.text_config": (nil, 152064),
         "qwen3": (nil, 151936),
         "qwen3_moe": (nil, 151936),
         "qwen3_5.text_config": (nil, 248320),
@@ -3668,6 +3836,8 @@ extension ConfigValueKinds {
         "qwen3_5_moe_text": (nil, 248320),
         "qwen3_5_text": (nil, 248320),
         "qwen3_next": (nil, 151936),
+        "qwen3_vl.text_config": (nil, 151936),
+        "qwen3_vl_moe.text_config": (nil, 151936),
         "seed_oss": (1, 155136),
         "smollm3": (128004, 128256),
         "solar_open": (nil, 196608),
@@ -3691,6 +3861,7 @@ extension ConfigValueKinds {
         "cohere": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "cohere2": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "cohere2_moe": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192", "num_experts_per_tok": "2"],
+        "cohere_compass.text_config": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "cohere_compass_text": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "cwm": ["intermediate_size": "21504", "max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],
         "dbrx": ["max_seq_len": "2048"],
@@ -3708,7 +3879,9 @@ extension ConfigValueKinds {
         "flint": ["intermediate_size": "6144", "max_position_embeddings": "262144", "num_experts_per_tok": "6", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "gemma": ["intermediate_size": "24576", "max_position_embeddings": "8192", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
         "gemma2": ["intermediate_size": "9216", "max_position_embeddings": "8192", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
+        "gemma3.text_config": ["intermediate_size": "9216", "max_position_embeddings": "131072", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "gemma3_text": ["intermediate_size": "9216", "max_position_embeddings": "131072", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
+        "gemma4.text_config": ["intermediate_size": "9216", "max_position_embeddings": "131072", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "gemma4_text": ["intermediate_size": "9216", "max_position_embeddings": "131072", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "glm": ["intermediate_size": "13696", "max_position_embeddings": "131072", "num_key_value_heads": "2", "rms_norm_eps": "1.5625e-07"],
         "glm4": ["intermediate_size": "13696", "max_position_embeddings": "131072", "num_key_value_heads": "2", "rms_norm_eps": "1.5625e-07"],
@@ -3741,6 +3914,7 @@ extension ConfigValueKinds {
         "lfm2_moe": ["intermediate_size": "7168", "max_position_embeddings": "128000", "num_experts_per_tok": "4", "num_key_value_heads": "8"],
         "lfm3": ["intermediate_size": "7680", "max_position_embeddings": "128000", "num_key_value_heads": "4"],
         "llama": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
+        "llama4.text_config": ["intermediate_size": "8192", "max_position_embeddings": "131072", "num_experts_per_tok": "1", "num_key_value_heads": "8", "num_local_experts": "16", "rms_norm_eps": "1e-05"],
         "llama4_text": ["intermediate_size": "8192", "max_position_embeddings": "131072", "num_experts_per_tok": "1", "num_key_value_heads": "8", "num_local_experts": "16", "rms_norm_eps": "1e-05"],
         "mellum": ["intermediate_size": "7168", "max_position_embeddings": "131072", "num_experts_per_tok": "8", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "mimo_v2_flash": ["intermediate_size": "16384", "max_position_embeddings": "131072", "num_experts_per_tok": "8", "num_key_value_heads": "4", "rms_norm_eps": "1e-05"],
@@ -3765,12 +3939,18 @@ extension ConfigValueKinds {
         "phi3": ["intermediate_size": "8192", "max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
         "phimoe": ["intermediate_size": "6400", "max_position_embeddings": "131072", "num_experts_per_tok": "2", "num_key_value_heads": "8", "num_local_experts": "16", "rms_norm_eps": "1e-05"],
         "qwen2": ["intermediate_size": "22016", "max_position_embeddings": "32768", "num_key_value_heads": "32", "rms_norm_eps": "1e-06"],
+        "qwen2_5_vl.text_config": ["intermediate_size": "29568", "max_position_embeddings": "32768", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],
         "qwen2_moe": ["intermediate_size": "5632", "max_position_embeddings": "32768", "num_experts_per_tok": "4", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
+        "qwen2_vl.text_config": ["intermediate_size": "29568", "max_position_embeddings": "32768", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],
         "qwen3": ["intermediate_size": "22016", "max_position_embeddings": "32768", "num_key_value_heads": "32", "rms_norm_eps": "1e-06"],
         "qwen3_moe": ["intermediate_size": "6144", "max_position_embeddings": "32768", "num_experts_per_tok": "8", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
+        "qwen3_5.text_config": ["intermediate_size": "12288", "max_position_embeddings": "32768", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
+        "qwen3_5_moe.text_config": ["max_position_embeddings": "32768", "num_experts_per_tok": "8", "num_key_value_heads": "2", "rms_norm_eps": "1e-06"],
         "qwen3_5_moe_text": ["max_position_embeddings": "32768", "num_experts_per_tok": "8", "num_key_value_heads": "2", "rms_norm_eps": "1e-06"],
         "qwen3_5_text": ["intermediate_size": "12288", "max_position_embeddings": "32768", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "qwen3_next": ["intermediate_size": "5632", "max_position_embeddings": "32768", "num_experts_per_tok": "10", "num_key_value_heads": "2", "rms_norm_eps": "1e-06"],
+        "qwen3_vl.text_config": ["intermediate_size": "22016", "max_position_embeddings": "128000", "num_key_value_heads": "32", "rms_norm_eps": "1e-06"],
+        "qwen3_vl_moe.text_config": ["intermediate_size": "5632", "max_position_embeddings": "128000", "num_experts_per_tok": "4", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
         "seed_oss": ["intermediate_size": "27648", "max_position_embeddings": "524288", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
         "smollm3": ["intermediate_size": "11008", "max_position_embeddings": "32768", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "solar_open": ["max_position_embeddings": "131072", "num_experts_per_tok": "8", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],

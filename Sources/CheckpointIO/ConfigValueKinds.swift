@@ -23,7 +23,9 @@ public enum ConfigValueKinds {
     /// class where the class has one: its own (`gemma3.text_config`), or,
     /// where the text config's class follows its `model_type`
     /// (`textConfigModelTypes`, Mistral3Config's AutoConfig), that
-    /// model_type's.
+    /// model_type's; where the class builds its text config from the top
+    /// level's keys when there is no `text_config` (`flatTextConfigs`), the
+    /// top level against the text config class too.
     /// - Throws: `DroptraceError` naming `path` and the first key whose value
     ///   is of a kind its class refuses.
     public static func check(_ document: JSONValue, modelType: String, path: String) throws {
@@ -40,8 +42,16 @@ public enum ConfigValueKinds {
                 throw DroptraceError(problem, path: path)
             }
         }
-        guard case .object(let text)? = document.member("text_config"), let textKey = textConfigClass(of: modelType, text: text)
-        else { return }
+        guard case .object(let text)? = document.member("text_config") else {
+            // A wrapper whose class builds its text config from the top level's keys (Qwen2-VL's flat configs).
+            let textKey = modelType + ".text_config"
+            if flatTextConfigs.contains(modelType),
+               let problem = problem(in: members, of: textKey, under: "") ?? paddingProblem(in: members, of: textKey, under: "") {
+                throw DroptraceError(problem, path: path)
+            }
+            return
+        }
+        guard let textKey = textConfigClass(of: modelType, text: text) else { return }
         if let problem = problem(in: text, of: textKey, under: "text_config.") ?? paddingProblem(in: text, of: textKey, under: "text_config.") {
             throw DroptraceError(problem, path: path)
         }

@@ -160,7 +160,8 @@ public struct SpecialTokenSettings: Sendable, Equatable {
     private static let autoTokenizerClass: [String: String] = [
         "gpt2": "GPT2Tokenizer", "gpt_neox": "GPTNeoXTokenizer", "olmo": "GPTNeoXTokenizer",
         "olmoe": "GPTNeoXTokenizer", "qwen2": "Qwen2Tokenizer", "qwen2_moe": "Qwen2Tokenizer", "qwen3": "Qwen2Tokenizer",
-        "qwen3_moe": "Qwen2Tokenizer", "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer",
+        "qwen3_moe": "Qwen2Tokenizer", "qwen2_vl": "Qwen2Tokenizer", "qwen2_5_vl": "Qwen2Tokenizer", "qwen3_vl": "Qwen2Tokenizer",
+        "qwen3_vl_moe": "Qwen2Tokenizer", "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer",
         "gemma3": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer", "starcoder2": "GPT2Tokenizer", "phi": "GPT2Tokenizer",
         "cohere": "CohereTokenizer",
     ]

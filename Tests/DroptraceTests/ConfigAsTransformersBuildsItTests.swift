@@ -165,23 +165,32 @@ import Testing
     /// the key out scores as writing the class's default, or is refused
     /// alike (gpt2's default 1024 `n_positions` against the fixture's 128
     /// position embeddings, LlamaConfig's 11008 `intermediate_size` against
-    /// the fixture's MLP, which transformers cannot load either).
-    static let omitted: [(model: String, key: String)] = ConfigValueKinds.omittedDefaults.keys.sorted().flatMap { modelType in
-        ConfigValueKinds.omittedDefaults[modelType]!.keys.sorted().map { (modelType + "-f32", $0) }
+    /// the fixture's MLP, which transformers cannot load either). A
+    /// wrapper's text config class (`qwen3_vl.text_config`) on the
+    /// wrapper's fixture, in its `text_config`, or at the top level where
+    /// the wrapper's config is flat (the Qwen2-VL fixture).
+    static let omitted: [(model: String, path: String)] = ConfigValueKinds.omittedDefaults.keys.sorted().flatMap { classKey in
+        let modelType = classKey.replacingOccurrences(of: ".text_config", with: "")
+        let nested = classKey != modelType && (try? FixtureFiles.config(modelType + "-f32")["text_config"]) != nil
+        return ConfigValueKinds.omittedDefaults[classKey]!.keys.sorted().map { (modelType + "-f32", (nested ? "text_config." : "") + $0) }
     }
 
     @Test(arguments: omitted)
-    func omittedKeyTakesTheClassDefault(_ model: String, _ key: String) throws {
-        let text = try #require(ConfigValueKinds.omittedDefaults[String(model.dropLast(4))]?[key])
+    func omittedKeyTakesTheClassDefault(_ model: String, _ path: String) throws {
+        let modelType = String(model.dropLast(4)), key = String(path.split(separator: ".").last!)
+        let classKey = path.hasPrefix("text_config.") || ConfigValueKinds.flatTextConfigs.contains(modelType)
+            ? modelType + ".text_config" : modelType
+        let text = try #require(ConfigValueKinds.omittedDefaults[classKey]?[key])
         let value = try JSONSerialization.jsonObject(with: Data(text.utf8), options: .fragmentsAllowed)
-        let left = try EditedFixture(model) { $0[key] = nil }
-        let defaulted = try EditedFixture(model) { $0[key] = value }
+        let left = try EditedFixture(model) { EditedModel.set(nil, at: path, in: &$0) }
+        let defaulted = try EditedFixture(model) { EditedModel.set(value, at: path, in: &$0) }
         // (At the top level: Gemma 4's per_layer_config names num_key_value_heads per layer.)
-        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: left.configPath))) as? [String: Any]
+        var written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: left.configPath))) as? [String: Any]
+        if path.hasPrefix("text_config.") { written = written?["text_config"] as? [String: Any] }
         #expect(written?[key] == nil)
         do {
             let expected = try scores(defaulted)
-            expectSameScores(expected, try scores(left), "\(key) left out")
+            expectSameScores(expected, try scores(left), "\(path) left out")
         } catch let refused as DroptraceError {
             let error = #expect(throws: DroptraceError.self) { try scores(left) }
             #expect(error?.message == refused.message)
@@ -196,14 +205,18 @@ import Testing
         // Classes whose num_key_value_heads default is a number of their own, not the heads' count.
         #expect(ConfigValueKinds.omittedDefaults["starcoder2"]?["num_key_value_heads"] == "2")
         #expect(ConfigValueKinds.omittedDefaults["mistral"]?["num_key_value_heads"] == "8")
-        // Multimodal wrappers keep the sizes in text_config: gemma3's, gemma4's, llama4's, qwen3_5's and
-        // cohere_compass's classes of their own (llama4's is llama4_text's class, qwen3_5's qwen3_5_text's,
+        // Multimodal wrappers keep the sizes in text_config: gemma3's, gemma4's, llama4's, qwen3_5's,
+        // cohere_compass's and the Qwen vision-language models' classes of their own (llama4's is llama4_text's class, qwen3_5's qwen3_5_text's,
         // qwen3_5_moe's qwen3_5_moe_text's, cohere_compass's cohere_compass_text's), mistral3's the class of
         // the text config's model_type, whose defaults apply.
         #expect(ConfigValueKinds.omittedDefaults["llama4_text"]?["num_local_experts"] == "16")
         #expect(ConfigValueKinds.omittedDefaults["qwen3_5_moe_text"]?["num_experts_per_tok"] == "8")
         #expect(ConfigValueKinds.omittedDefaults["cohere_compass_text"]?["intermediate_size"] == "22528")
-        let ownTextClasses = ["gemma3", "gemma4", "llama4", "qwen3_5", "qwen3_5_moe", "cohere_compass"]
+        #expect(ConfigValueKinds.omittedDefaults["qwen2_vl.text_config"]?["rms_norm_eps"] == "1e-05")
+        #expect(ConfigValueKinds.omittedDefaults["qwen3_vl_moe.text_config"]?["num_experts_per_tok"] == "4")
+        let ownTextClasses = [
+            "gemma3", "gemma4", "llama4", "qwen3_5", "qwen3_5_moe", "cohere_compass", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe",
+        ]
         for modelType in ModelRegistry.supportedModelTypes where !ownTextClasses.contains(modelType) {
             let textType = ConfigValueKinds.textConfigModelTypes[modelType] ?? modelType
             #expect(ConfigValueKinds.omittedDefaults[textType] != nil, "\(modelType)")

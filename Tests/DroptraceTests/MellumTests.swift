@@ -58,4 +58,14 @@ import Testing
         try EditedFixture(Self.name) { $0["head_dim"] = nil }.expectRefused(naming: "head_dim")
         #expect(throws: DroptraceError.self) { _ = try EditedFixture(Self.name) { $0["mlp_layer_types"] = nil }.load() }
     }
+
+    /// MellumConfig has no decoder_sparse_step or mlp_only_layers: its model
+    /// never reads them, whatever they hold.
+    @Test func keysMellumConfigDoesNotHaveAreNotRead() throws {
+        let base = try EditedFixture(Self.name).attentionScores()
+        #expect(try EditedFixture(Self.name) {
+            $0["decoder_sparse_step"] = "x"
+            $0["mlp_only_layers"] = [0, 1, 2, 3]
+        }.attentionScores() == base)
+    }
 }

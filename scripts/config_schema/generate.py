@@ -20,7 +20,9 @@ so such a model cannot be built with a pad_token_id outside the vocabulary.
 
 Further tables list the dropout settings each model builds `nn.Dropout` from and the classes that accept `"head_dim": null` (or `"num_key_value_heads": null`) but cannot build their model from it. A
 third gives each class's defaults of the keys droptrace reads from every config that configs
-in the wild omit (`rms_norm_eps`, `max_position_embeddings`, ...), which transformers then takes.
+in the wild omit (`rms_norm_eps`, `max_position_embeddings`, ...), which transformers then takes
+(a wrapper's own text config class too, as `qwen2_vl.text_config`); another names the wrappers that
+build their text config from the top level's keys when config.json has no text_config (Qwen2-VL's).
 
 Run in a venv with the transformers version droptrace matches:
     python3 scripts/config_schema/generate.py > Sources/CheckpointIO/ConfigValueKinds+Transformers.swift
@@ -135,6 +137,17 @@ def auto_text_config(cls):
     if spec is None or issubclass(spec.config_class, transformers.PreTrainedConfig):
         return None
     return spec.model_type
+
+
+def builds_text_config_from_top_level(cls):
+    """Whether `cls`, given no text_config, builds its own text config class from top-level keys."""
+    sub = (getattr(cls, "sub_configs", {}) or {}).get("text_config")
+    if sub is None or auto_text_config(cls) is not None:
+        return False
+    try:
+        return cls(max_position_embeddings=1234).text_config.max_position_embeddings == 1234
+    except Exception:
+        return False
 
 
 def padded_embedding(cls):
@@ -323,6 +336,16 @@ def main():
     lines += [
         "    ]",
         "",
+        "    /// Config classes (by model_type) that build their text config from the top level's keys when",
+        "    /// config.json has no `text_config` (Qwen2VLConfig's backward compatibility with flat configs).",
+        "    static let flatTextConfigs: Set<String> = [",
+    ]
+    for model_type in MODEL_TYPES:
+        if builds_text_config_from_top_level(CONFIG_MAPPING[model_type]):
+            lines.append(f'        "{model_type}",')
+    lines += [
+        "    ]",
+        "",
         "    /// Per config class (as above) whose model builds its token embedding with padding_idx =",
         "    /// pad_token_id: the class's default pad_token_id and vocab_size.",
         "    static let paddedEmbeddings: [String: (padTokenID: Int?, vocabSize: Int)] = [",
@@ -339,19 +362,23 @@ def main():
         "    /// from every config and a config may omit, as JSON text (the class's dataclass defaults).",
         "    static let omittedDefaults: [String: [String: String]] = [",
     ]
-    for model_type in MODEL_TYPES:
-        fields = {f.name: f for f in dataclasses.fields(CONFIG_MAPPING[model_type])}
+    # Wrappers' own text config classes too (`qwen2_vl.text_config`), whose keys a family reads from
+    # the text_config section.
+    for key, cls in classes:
+        if "." in key and not key.endswith(".text_config"):
+            continue
+        fields = {f.name: f for f in dataclasses.fields(cls)}
         # A field its attribute map reads as another key (BailingHybridConfig's num_local_experts as
         # num_experts) stores its default there, where a config saved by transformers writes it.
-        stored = getattr(CONFIG_MAPPING[model_type], "attribute_map", {})
+        stored = getattr(cls, "attribute_map", {})
         defaults = {
             stored.get(key, key): json.dumps(fields[key].default)
             for key in OMITTABLE
             if key in fields and isinstance(fields[key].default, (int, float)) and not isinstance(fields[key].default, bool)
         }
         if defaults:
-            body = ", ".join(f'"{key}": "{defaults[key]}"' for key in sorted(defaults))
-            lines.append(f'        "{model_type}": [{body}],')
+            body = ", ".join(f'"{name}": "{defaults[name]}"' for name in sorted(defaults))
+            lines.append(f'        "{key}": [{body}],')
     lines += [
         "    ]",
         "",

@@ -99,20 +99,15 @@ struct CohereCompassModel: DecoderFamily {
     }
 
     /// Refuses an `mrope_section` in a used type's rope entry that
-    /// CohereCompassRotaryEmbedding cannot index: it reads items 1 and 2
-    /// as counts of interleaved columns, even for text, whose positions are
-    /// the same on every axis (the section then changes nothing).
+    /// CohereCompassRotaryEmbedding cannot index (`MropeSection.interleaved`).
     static func checkMropeSections(_ parts: DecoderParts, types: Set<String>) throws {
-        let entries = try parts.checkpoint.configObject(parts.section)["rope_parameters"] as? [String: Any] ?? [:]
+        let entries = parts.sectionDocument?.member("rope_parameters")
         for type in types.sorted() {
-            guard let entry = entries[type] as? [String: Any], let section = entry["mrope_section"] else { continue }
-            struct Section: Decodable { var items: [Int] }
-            let data = try? JSONSerialization.data(withJSONObject: ["items": section])
-            guard let data, let items = try? JSONDecoder().decode(Section.self, from: data).items, items.count >= 3 else {
-                throw InvalidConfigValue(
-                    key: parts.section.qualified("rope_parameters.\(type).mrope_section"),
-                    problem: "must be a list of at least 3 integers: CohereCompassRotaryEmbedding indexes items 1 and 2 as column counts"
-                ).error(path: parts.configPath)
+            guard let entry = entries?.member(type), case .object = entry else { continue }
+            try parts.checks {
+                try MropeSection.interleaved(className: "CohereCompassRotaryEmbedding").check(
+                    entry.member("mrope_section"), defaultSection: [24, 20, 20],
+                    key: "rope_parameters.\(type).mrope_section")
             }
         }
     }

@@ -4,7 +4,7 @@ import Foundation
 import TensorEngine
 
 /// config.json of the Llama family: `llama`, `mistral`, `ministral`,
-/// `ministral3`, `qwen2` and `cwm`, which differ only in biases, defaults
+/// `ministral3`, `qwen2` (also Qwen2-VL's language model) and `cwm`, which differ only in biases, defaults
 /// and sliding-window rules (and Ministral 3's query temperature,
 /// `Ministral3Rope`).
 struct LlamaConfiguration: Decodable {
@@ -81,7 +81,8 @@ struct LlamaConfiguration: Decodable {
 
 /// Llama, Mistral, Ministral, Ministral 3, Qwen2 and CWM: pre-RMSNorm blocks,
 /// rotary attention with grouped-query heads, SwiGLU MLP; also the
-/// language model of `mistral3` checkpoints (`TextModelPlacement.llama`).
+/// language model of `mistral3`, `qwen2_vl` and `qwen2_5_vl` checkpoints
+/// (`TextModelPlacement.llama`, `QwenVL`).
 ///
 /// Ministral 3 (transformers' models/ministral3/) is Mistral's block with
 /// `Ministral3Config`'s defaults (head_dim 128, untied, no window, YaRN
@@ -116,12 +117,17 @@ struct LlamaModel: DecoderFamily {
         // the top level only: Mistral3Config builds its text_config as
         // MistralConfig, whose model ignores the list.
         if checkpoint.modelType == "mistral3" { config.layerTypes = nil }
+        // Qwen2-VL's text config class is fixed, whatever model_type its text_config names.
+        if QwenVL.qwen2Types.contains(checkpoint.modelType) { config.modelType = "qwen2" }
         self.config = config
         if config.modelType == "ministral3" {
             try parts.confirmAttentionProjections()
             let (settings, temperature) = try Ministral3Rope.read(parts)
             rotary = try parts.rotary(defaultTheta: defaultTheta, settings: settings)
             queryTemperature = temperature
+        } else if QwenVL.qwen2Types.contains(checkpoint.modelType) {
+            rotary = try QwenVL.qwen2Rotary(parts)
+            queryTemperature = nil
         } else if config.modelType == "cwm" {
             rotary = try parts.rotary(defaultTheta: Cwm.defaultTheta, settings: parts.ropeSettings(defaults: Cwm.defaultRopeParameters).settings)
             queryTemperature = nil

@@ -55,29 +55,40 @@ struct Qwen3Configuration: Decodable {
 /// `head_dim`, no q/k/v biases unless `attention_bias`, and an RMSNorm over
 /// each head's head_dim columns of the queries and of the keys (`q_norm`,
 /// `k_norm`, weights [head_dim]) before rotary. Layers slide their attention
-/// window where `layer_types` says `sliding_attention`.
+/// window where `layer_types` says `sliding_attention`. Also the language
+/// model of `qwen3_vl` checkpoints (`QwenVL`), which attends in full everywhere.
 struct Qwen3Model: DecoderFamily {
-    static func readsLayerTypes(_ modelType: String) -> Bool { true }
+    static func readsLayerTypes(_ modelType: String) -> Bool { modelType != "qwen3_vl" }
     let parts: DecoderParts
     let config: Qwen3Configuration
     let rotary: RotaryEmbedding
-    let layerTypes: [String]
+    /// Each layer's attention type (nil: Qwen3-VL's, which has none).
+    let layerTypes: [String]?
     /// Each layer's attention window, nil for full attention.
     let windows: [Int?]
 
     init(_ checkpoint: Checkpoint) throws {
-        // Qwen3Config's head_dim is 128 when config.json omits it (Qwen3-0.6B: 1024 wide, 16 heads).
-        parts = try DecoderParts(checkpoint, section: ConfigSection(defaults: ["head_dim": 128])) { Self.naming($0) }
+        // Qwen3Config's and Qwen3VLTextConfig's head_dim is 128 when config.json omits it (Qwen3-0.6B: 1024 wide, 16 heads).
+        let headDim: [String: ConfigDefault] = ["head_dim": 128]
+        let vision = checkpoint.modelType == "qwen3_vl"
+        let placement = vision ? try QwenVL.placement(checkpoint, defaults: headDim) : TextModelPlacement(section: ConfigSection(defaults: headDim))
+        parts = try DecoderParts(checkpoint, placement: placement) { Self.naming($0) }
         config = try parts.config(Qwen3Configuration.self)
+        guard !vision else {
+            rotary = try QwenVL.qwen3Rotary(parts)
+            (layerTypes, windows) = (nil, Array(repeating: nil, count: parts.dimensions.numHiddenLayers))
+            return
+        }
         rotary = try parts.rotary()
-        layerTypes = config.resolvedLayerTypes(layers: parts.dimensions.numHiddenLayers)
+        let types = config.resolvedLayerTypes(layers: parts.dimensions.numHiddenLayers)
+        layerTypes = types
         windows = try parts.slidingWindows(
-            layerTypes: layerTypes, window: config.window, windowKeys: "sliding_window and use_sliding_window")
+            layerTypes: types, window: config.window, windowKeys: "sliding_window and use_sliding_window")
     }
 
     /// An export without some blocks spells out the remaining layers' types,
     /// so renumbering cannot move a window to another layer.
-    var layerNaming: LayerNaming { Self.naming(parts.weights.prefix, layerTypes: layerTypes) }
+    var layerNaming: LayerNaming { parts.naming(spellingOut: layerTypes) }
 
     static func naming(_ prefix: String, layerTypes: [String]? = nil) -> LayerNaming {
         LayerNaming(

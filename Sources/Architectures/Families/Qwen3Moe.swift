@@ -9,19 +9,31 @@ import TensorEngine
 /// `norm_topk_prob`), a dense SwiGLU elsewhere. Experts are read per
 /// expert (`mlp.experts.<e>.gate_proj`, as saved) or fused
 /// (`mlp.experts.gate_up_proj` / `down_proj`). Every layer slides its window
-/// when `use_sliding_window` is set.
+/// when `use_sliding_window` is set. Also the language model of
+/// `qwen3_vl_moe` checkpoints (`QwenVL`): Qwen3VLMoeTextConfig's defaults,
+/// a router that always renormalises, experts possibly stored transposed,
+/// no window.
 struct Qwen3MoeModel: DecoderFamily {
     let parts: DecoderParts
     let attentionConfig: Qwen3Configuration
     let experts: QwenExperts
     let rotary: RotaryEmbedding
+    /// Every layer's window, nil for full attention.
+    let window: Int?
 
     init(_ checkpoint: Checkpoint) throws {
+        let vision = checkpoint.modelType == "qwen3_vl_moe"
+        var placement = vision ? try QwenVL.placement(checkpoint) : .topLevel
+        // Qwen3VLMoeTextConfig takes `head_dim or hidden_size // num_attention_heads`: 0 is none.
+        if vision, case .integer(0)? = checkpoint.configDocument.member("text_config")?.member("head_dim") {
+            placement.section.overrides["head_dim"] = .null
+        }
         // Decoded first: the expert tensors are checked with the layers.
-        experts = try QwenExperts(checkpoint, configClass: .qwen3Moe)
-        parts = try DecoderParts(checkpoint, naming: LlamaModel.naming, experts: experts.naming)
+        experts = try QwenExperts(checkpoint, section: placement.section, configClass: vision ? .qwen3VLMoe : .qwen3Moe)
+        parts = try DecoderParts(checkpoint, placement: placement, naming: LlamaModel.naming, experts: experts.naming)
         attentionConfig = try parts.config(Qwen3Configuration.self)
-        rotary = try parts.rotary()
+        rotary = try vision ? QwenVL.qwen3Rotary(parts) : parts.rotary()
+        window = vision ? nil : attentionConfig.window
         try experts.confirm(parts)
     }
 
@@ -37,7 +49,7 @@ struct Qwen3MoeModel: DecoderFamily {
         }
         return try parts.preNormBlock(
             index, drops: drops, eps: attentionConfig.rmsNormEps,
-            attention: { try Qwen3Model.attention(parts, layer: index, config: attentionConfig, rotary: rotary, window: attentionConfig.window) },
+            attention: { try Qwen3Model.attention(parts, layer: index, config: attentionConfig, rotary: rotary, window: window) },
             feedForward: feedForward)
     }
 }
