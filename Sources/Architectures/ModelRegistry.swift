@@ -61,6 +61,8 @@ public enum ModelRegistry {
         "glm4": GlmModel.self,
         "glm4_moe": Glm4MoeModel.self,
         "glm4_moe_lite": Glm4MoeLiteModel.self,
+        "glm4v": GlmModel.self,
+        "glm4v_moe": Glm4MoeModel.self,
         "glm_moe_dsa": Glm4MoeLiteModel.self,
         "gpt2": GPT2Model.self,
         "gpt_bigcode": GPT2Model.self,

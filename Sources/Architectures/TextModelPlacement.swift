@@ -35,12 +35,35 @@ struct TextModelPlacement {
     }
 }
 
+extension TextModelPlacement {
+    /// The language model of a wrapper whose config class builds its
+    /// `text_config` as a class of its own (`<model_type>.text_config` in
+    /// `ConfigValueKinds`, whose defaults the keys it omits take, and
+    /// `defaults`), weights under the first of `prefixes` that holds them,
+    /// head `lm_head` tied by the top-level `tie_word_embeddings` (default
+    /// false) or, when `textTiesToo` (Qwen2VLConfig, Glm4vConfig), also by the text config's.
+    static func ownTextConfig(
+        _ checkpoint: Checkpoint, defaults: [String: ConfigDefault] = [:], prefixes: [String] = ["model.language_model."],
+        textTiesToo: Bool
+    ) throws -> TextModelPlacement {
+        let keys = try checkpoint.decodeConfig(MultimodalWrapperKeys.self)
+        let textDefaults = ConfigValueKinds.omittedDefaultValues(of: checkpoint.modelType + ".text_config")
+            .merging(defaults, uniquingKeysWith: { $1 })
+        let tied = keys.tieWordEmbeddings ?? false || (textTiesToo && keys.textConfig?.tieWordEmbeddings == true)
+        return .wrapped(textDefaults: textDefaults, prefixes: prefixes, headName: "lm_head", tiedEmbeddings: tied)
+    }
+}
+
 /// The top-level keys of a multimodal wrapper's config.json that say
 /// where its language model is and how its head is tied.
 struct MultimodalWrapperKeys: Decodable {
     struct Text: Decodable {
         var modelType: String?
-        enum CodingKeys: String, CodingKey { case modelType = "model_type" }
+        var tieWordEmbeddings: Bool?
+        enum CodingKeys: String, CodingKey {
+            case modelType = "model_type"
+            case tieWordEmbeddings = "tie_word_embeddings"
+        }
     }
 
     var textConfig: Text?

@@ -205,21 +205,19 @@ import Testing
         // Classes whose num_key_value_heads default is a number of their own, not the heads' count.
         #expect(ConfigValueKinds.omittedDefaults["starcoder2"]?["num_key_value_heads"] == "2")
         #expect(ConfigValueKinds.omittedDefaults["mistral"]?["num_key_value_heads"] == "8")
-        // Multimodal wrappers keep the sizes in text_config: gemma3's, gemma4's, llama4's, qwen3_5's,
-        // cohere_compass's and the Qwen vision-language models' classes of their own (llama4's is llama4_text's class, qwen3_5's qwen3_5_text's,
-        // qwen3_5_moe's qwen3_5_moe_text's, cohere_compass's cohere_compass_text's), mistral3's the class of
-        // the text config's model_type, whose defaults apply.
+        // Multimodal wrappers keep the sizes in text_config: a class of their own (gemma3's, the Qwen and
+        // GLM vision-language models': `<model_type>.text_config`; llama4's is llama4_text's class, qwen3_5's
+        // qwen3_5_text's, cohere_compass's cohere_compass_text's), or mistral3's the class of the text
+        // config's model_type, whose defaults apply.
         #expect(ConfigValueKinds.omittedDefaults["llama4_text"]?["num_local_experts"] == "16")
         #expect(ConfigValueKinds.omittedDefaults["qwen3_5_moe_text"]?["num_experts_per_tok"] == "8")
         #expect(ConfigValueKinds.omittedDefaults["cohere_compass_text"]?["intermediate_size"] == "22528")
         #expect(ConfigValueKinds.omittedDefaults["qwen2_vl.text_config"]?["rms_norm_eps"] == "1e-05")
         #expect(ConfigValueKinds.omittedDefaults["qwen3_vl_moe.text_config"]?["num_experts_per_tok"] == "4")
-        let ownTextClasses = [
-            "gemma3", "gemma4", "llama4", "qwen3_5", "qwen3_5_moe", "cohere_compass", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe",
-        ]
-        for modelType in ModelRegistry.supportedModelTypes where !ownTextClasses.contains(modelType) {
+        for modelType in ModelRegistry.supportedModelTypes {
             let textType = ConfigValueKinds.textConfigModelTypes[modelType] ?? modelType
-            #expect(ConfigValueKinds.omittedDefaults[textType] != nil, "\(modelType)")
+            let defaults = ConfigValueKinds.omittedDefaults[textType] ?? ConfigValueKinds.omittedDefaults[modelType + ".text_config"]
+            #expect(defaults != nil, "\(modelType)")
         }
     }
 }

@@ -36,6 +36,13 @@ struct GlmConfiguration: Decodable {
 ///
 /// The interleaved pairs are gathered when the weights are read
 /// (`DecoderParts.interleavingPairs`), over the rotated rows of each q and k head only.
+///
+/// Also the language model of `glm4v` (Glm4vForConditionalGeneration:
+/// GLM-4.1V): glm4's block under `text_config`, heads of hidden_size /
+/// num_attention_heads, the whole head rotating unless the rope parameters
+/// give `partial_rotary_factor`, M-RoPE (the plain rotation on text), weights
+/// under `model.language_model.`, the head tied by the top-level or the text
+/// config's `tie_word_embeddings`; the vision tower is not read.
 struct GlmModel: DecoderFamily {
     let parts: DecoderParts
     let config: GlmConfiguration
@@ -44,11 +51,25 @@ struct GlmModel: DecoderFamily {
     let normsBranchOutputs: Bool
 
     init(_ checkpoint: Checkpoint) throws {
-        normsBranchOutputs = checkpoint.modelType == "glm4"
+        let vision = checkpoint.modelType == "glm4v"
+        normsBranchOutputs = checkpoint.modelType == "glm4" || vision
         let sandwich = normsBranchOutputs
-        parts = try DecoderParts(checkpoint, section: ConfigSection(defaults: ["head_dim": 128])) { Self.naming($0, sandwich: sandwich) }
+        parts = try DecoderParts(checkpoint, placement: try Self.placement(checkpoint)) { Self.naming($0, sandwich: sandwich) }
         config = try parts.config(GlmConfiguration.self)
-        rotary = try parts.rotary(partialRotary: .honoured(default: 0.5))
+        // Glm4vTextConfig rotates the whole head unless its rope parameters say otherwise.
+        rotary = vision
+            ? try parts.mropeRotary(defaultSection: [8, 12, 12], defaultTheta: 10_000, partialRotary: .honoured(default: 1))
+            : try parts.rotary(partialRotary: .honoured(default: 0.5))
+    }
+
+    /// The top level (head_dim 128 unless given), or for `glm4v` the
+    /// wrapper's text_config (Glm4vTextConfig: no head_dim default, q/k/v
+    /// biases always, `attention_bias` not read).
+    static func placement(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
+        guard checkpoint.modelType == "glm4v" else { return TextModelPlacement(section: ConfigSection(defaults: ["head_dim": 128])) }
+        var placement = try TextModelPlacement.ownTextConfig(checkpoint, textTiesToo: true)
+        placement.section.overrides["attention_bias"] = .null
+        return placement
     }
 
     /// Each branch owns its norms: glm4's output norms go with them.

@@ -86,21 +86,36 @@ struct Glm4MoeConfiguration: Decodable {
 /// Routed experts are read per expert (`mlp.experts.<e>.gate_proj|up_proj|
 /// down_proj`, as the released checkpoints and `save_pretrained` write
 /// them) or fused (`mlp.experts.gate_up_proj` / `down_proj`).
+///
+/// Also the language model of `glm4v_moe` (Glm4vMoeForConditionalGeneration:
+/// GLM-4.5V): this block under `text_config` with Glm4vMoeTextConfig's
+/// defaults (q/k/v biases, no q/k norms: `use_qk_norm` is not read), M-RoPE
+/// (the plain rotation on text), weights under `model.language_model.`,
+/// the head tied by the top-level or the text config's `tie_word_embeddings`.
 struct Glm4MoeModel: DecoderFamily {
     let parts: DecoderParts
     let config: Glm4MoeConfiguration
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
+        let vision = checkpoint.modelType == "glm4v_moe"
+        var placement = TextModelPlacement.topLevel
+        if vision {
+            // Glm4vMoeTextConfig: q/k/v biases by default, no q/k norms.
+            placement = try .ownTextConfig(checkpoint, defaults: ["attention_bias": true], textTiesToo: true)
+            placement.section.overrides["use_qk_norm"] = .null
+        }
         // Decoded first: the routed experts' tensors are checked with the layers.
-        let config = try checkpoint.decodeConfig(Glm4MoeConfiguration.self)
+        let config = try checkpoint.decodeConfig(Glm4MoeConfiguration.self, section: placement.section)
         self.config = config
         parts = try DecoderParts(
-            checkpoint, naming: LlamaModel.naming, extraLayers: config.predictionLayers,
+            checkpoint, placement: placement, naming: LlamaModel.naming, extraLayers: config.predictionLayers,
             experts: config.experts.naming(isSparse: config.isSparse))
         let d = parts.dimensions
-        try ConfigRules.checks(path: parts.configPath) { try config.check(d) }
-        rotary = try parts.rotary(partialRotary: .honoured(default: 0.5))
+        try parts.checks { try config.check(d) }
+        rotary = vision
+            ? try parts.mropeRotary(defaultSection: [8, 12, 12], defaultTheta: 10_000, partialRotary: .honoured(default: 0.5))
+            : try parts.rotary(partialRotary: .honoured(default: 0.5))
         try config.experts.confirm(parts, isSparse: config.isSparse)
     }
 

@@ -1,0 +1,71 @@
+@testable import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Testing
+
+/// GLM's vision-language models read as their language model (`glm4v`:
+/// GLM-4.1V, `glm4v_moe`: GLM-4.5V): their text config classes' defaults
+/// and the keys they do not read, the head's tying, the M-RoPE sections
+/// transformers can or cannot split. The scores themselves are checked
+/// against transformers with every other family (`DropTests` and the
+/// reference suites); the edited configs below were checked against
+/// transformers 5.23 too (scores within 1.5e-8).
+@Suite struct GlmVTests {
+    typealias Mutant = ConfigValidationTests.Mutant
+    static let dense = "glm4v-f32"
+    static let moe = "glm4v_moe-f32"
+
+    static let mutants: [Mutant] = [
+        // The rotary embedding splits the 4 (3) rotated frequencies by the section; torch.split fails otherwise.
+        Mutant(dense, "text_config.rope_parameters.mrope_section", "[1, 2, 2]", key: "text_config.rope_parameters.mrope_section"),
+        Mutant(dense, "text_config.rope_parameters.mrope_section", "[1.0, 2, 1]", key: "text_config.rope_parameters.mrope_section"),
+        Mutant(moe, "text_config.rope_parameters.mrope_section", "[1, 1]", key: "text_config.rope_parameters.mrope_section"),
+        Mutant(moe, "text_config.n_routed_experts", "8.0", key: "text_config.n_routed_experts"),
+        Mutant(moe, "text_config.first_k_dense_replace", "-1", key: "text_config.first_k_dense_replace"),
+        Mutant(dense, "text_config.rms_norm_eps", "null", key: "text_config.rms_norm_eps"),
+    ]
+
+    @Test(arguments: mutants)
+    func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
+        try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
+    }
+
+    /// GLM-4.1V: q/k/v biases whatever `attention_bias` says (Glm4vTextConfig
+    /// has none); the head tied by the text config's flag alone (no lm_head
+    /// saved), refused when neither ties it; without `partial_rotary_factor`
+    /// the whole head rotates (then 8 frequencies, which the default section
+    /// [8, 12, 12] does not split).
+    @Test func glm4vReadsAsGlm4vTextConfigBuildsIt() throws {
+        let base = try EditedFixture(Self.dense).attentionScores()
+        #expect(try EditedFixture(Self.dense) { config in
+            config["tie_word_embeddings"] = false
+            EditedModel.set(false, at: "text_config.attention_bias", in: &config)
+        }.attentionScores() == base)
+        #expect(throws: DroptraceError.self) {
+            try EditedFixture(Self.dense) { config in
+                config["tie_word_embeddings"] = false
+                EditedModel.set(false, at: "text_config.tie_word_embeddings", in: &config)
+            }.load().head()
+        }
+        let whole = try EditedFixture(Self.dense) { config in
+            EditedModel.set(nil, at: "text_config.rope_parameters.partial_rotary_factor", in: &config)
+            EditedModel.set([2, 3, 3], at: "text_config.rope_parameters.mrope_section", in: &config)
+        }
+        #expect(try whole.load().block(0).attention?.attention.rotary?.inverseFrequencies.count == 8)
+        #expect(try whole.attentionScores() != base)
+        try EditedFixture(Self.dense) { config in
+            EditedModel.set(nil, at: "text_config.rope_parameters.mrope_section", in: &config)
+        }.expectRefused(naming: "[8, 12, 12]")
+    }
+
+    /// GLM-4.5V: no q/k norms whatever `use_qk_norm` says, half of each head
+    /// rotating when the rope parameters give no fraction.
+    @Test func glm4vMoeReadsAsGlm4vMoeTextConfigBuildsIt() throws {
+        let base = try EditedFixture(Self.moe).attentionScores()
+        #expect(try EditedFixture(Self.moe) { config in
+            EditedModel.set(true, at: "text_config.use_qk_norm", in: &config)
+            EditedModel.set(nil, at: "text_config.rope_parameters.partial_rotary_factor", in: &config)
+        }.attentionScores() == base)
+    }
+}
