@@ -2398,6 +2398,58 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "llava": (
+            "LlavaConfig",
+            [
+                "image_seq_length": "i",
+                "image_token_index": "i",
+                "multimodal_projector_bias": "b",
+                "projector_hidden_act": "s",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+                "vision_feature_layer": "i[i]",
+                "vision_feature_select_strategy": "s",
+            ],
+            [
+                "image_token_id": "image_token_index",
+            ]),
+        "llava_next": (
+            "LlavaNextConfig",
+            [
+                "image_grid_pinpoints": "n[nbifs*]",
+                "image_seq_length": "i",
+                "image_token_index": "i",
+                "multimodal_projector_bias": "b",
+                "projector_hidden_act": "s",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+                "vision_feature_layer": "i[i]",
+                "vision_feature_select_strategy": "s",
+            ],
+            [
+                "image_token_id": "image_token_index",
+            ]),
+        "llava_onevision": (
+            "LlavaOnevisionConfig",
+            [
+                "image_grid_pinpoints": "n[nbifs*]",
+                "image_token_index": "i",
+                "multimodal_projector_bias": "b",
+                "projector_hidden_act": "s",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_index": "i",
+                "vision_aspect_ratio": "s",
+                "vision_config": "no",
+                "vision_feature_layer": "i[i]",
+                "vision_feature_select_strategy": "s",
+            ],
+            [
+                "image_token_id": "image_token_index",
+                "video_token_id": "video_token_index",
+            ]),
         "mellum": (
             "MellumConfig",
             [
@@ -3819,6 +3871,9 @@ extension ConfigValueKinds {
     /// Per config class (by model_type) whose `text_config` is built by its own `model_type` (an
     /// AutoConfig): the model_type it takes when it names none. It is checked against that type's tables.
     static let textConfigModelTypes: [String: String] = [
+        "llava": "llama",
+        "llava_next": "llama",
+        "llava_onevision": "qwen2",
         "mistral3": "mistral",
     ]
 

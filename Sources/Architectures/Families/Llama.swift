@@ -81,8 +81,8 @@ struct LlamaConfiguration: Decodable {
 
 /// Llama, Mistral, Ministral, Ministral 3, Qwen2 and CWM: pre-RMSNorm blocks,
 /// rotary attention with grouped-query heads, SwiGLU MLP; also the
-/// language model of `mistral3`, `qwen2_vl` and `qwen2_5_vl` checkpoints
-/// (`TextModelPlacement.llama`, `QwenVL`).
+/// language model of `mistral3`, `qwen2_vl`, `qwen2_5_vl` and the LLaVA
+/// checkpoints (`TextModelPlacement.llama`, `QwenVL`, `Llava`).
 ///
 /// Ministral 3 (transformers' models/ministral3/) is Mistral's block with
 /// `Ministral3Config`'s defaults (head_dim 128, untied, no window, YaRN
@@ -90,8 +90,12 @@ struct LlamaConfiguration: Decodable {
 /// (`Ministral3Rope`, `QueryTemperature`).
 struct LlamaModel: DecoderFamily {
     /// Llama's model runs every layer in full, Ministral 3's and the text
-    /// models of `mistral3` ignore the list (`attentionLayout`).
-    static func readsLayerTypes(_ modelType: String) -> Bool { !["llama", "ministral3", "mistral3"].contains(modelType) }
+    /// models of `mistral3` ignore the list (`attentionLayout`); LLaVA's
+    /// text models are checked as the cache reads the list, and Qwen2's then
+    /// read it too.
+    static func readsLayerTypes(_ modelType: String) -> Bool {
+        !["llama", "ministral3", "mistral3"].contains(modelType) && Llava.defaultTextTypes[modelType] == nil
+    }
     let parts: DecoderParts
     let config: LlamaConfiguration
     let rotary: RotaryEmbedding
@@ -114,9 +118,9 @@ struct LlamaModel: DecoderFamily {
             checkpoint, placement: try .llama(checkpoint), tiedByDefault: tiedByDefault, naming: Self.naming)
         var config = try parts.config(LlamaConfiguration.self)
         // AutoConfig reads a mistral config with layer_types as ministral at
-        // the top level only: Mistral3Config builds its text_config as
-        // MistralConfig, whose model ignores the list.
-        if checkpoint.modelType == "mistral3" { config.layerTypes = nil }
+        // the top level only: Mistral3Config and LLaVA's build their
+        // text_config as MistralConfig, whose model ignores the list.
+        if parts.section.name != nil, config.modelType == "mistral" { config.layerTypes = nil }
         // Qwen2-VL's text config class is fixed, whatever model_type its text_config names.
         if QwenVL.qwen2Types.contains(checkpoint.modelType) { config.modelType = "qwen2" }
         self.config = config

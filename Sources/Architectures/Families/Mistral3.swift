@@ -4,7 +4,8 @@ import Foundation
 import TensorEngine
 
 /// Where a Llama-family checkpoint keeps its language model: config.json's
-/// top level and `model.` weights, Qwen2-VL's (`QwenVL.placement`), or, for `mistral3`
+/// top level and `model.` weights, Qwen2-VL's (`QwenVL.placement`), LLaVA's
+/// (`Llava.placement`), or, for `mistral3`
 /// (`Mistral3ForConditionalGeneration`, transformers'
 /// models/mistral3/modeling_mistral3.py: Mistral-Small-3.1/3.2 and the
 /// Ministral 3 releases), the `text_config` whose `model_type` picks the
@@ -32,6 +33,8 @@ extension TextModelPlacement {
                     path: checkpoint.configURL.path)
             }
             return try mistral3(checkpoint, textDefaults: Ministral3Rope.classDefaults(textType))
+        case _ where Llava.defaultTextTypes[checkpoint.modelType] != nil:
+            return try Llava.placement(checkpoint)
         case _ where QwenVL.qwen2Types.contains(checkpoint.modelType):
             return try QwenVL.placement(checkpoint, defaults: ["model_type": "qwen2", "max_window_layers": 80])
         case "ministral3":
