@@ -81,6 +81,7 @@ public enum ModelRegistry {
         "hunyuan_v1_moe": HunYuanMoEV1Model.self,
         "hy_v3": HYV3Model.self,
         "hyperclovax": HyperCLOVAXModel.self,
+        "internvl": LlamaModel.self,
         "jais2": ArceeModel.self,
         "jamba": JambaModel.self,
         "kimi_linear": KimiLinearModel.self,

@@ -1997,6 +1997,21 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "internvl": (
+            "InternVLConfig",
+            [
+                "downsample_ratio": "f",
+                "image_seq_length": "i",
+                "image_token_id": "i",
+                "projector_hidden_act": "s",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+                "vision_feature_layer": "i[i]",
+                "vision_feature_select_strategy": "s",
+            ],
+            [:
+            ]),
         "jais2": (
             "Jais2Config",
             [
@@ -3871,6 +3886,7 @@ extension ConfigValueKinds {
     /// Per config class (by model_type) whose `text_config` is built by its own `model_type` (an
     /// AutoConfig): the model_type it takes when it names none. It is checked against that type's tables.
     static let textConfigModelTypes: [String: String] = [
+        "internvl": "qwen2",
         "llava": "llama",
         "llava_next": "llama",
         "llava_onevision": "qwen2",

@@ -4,9 +4,10 @@ import DroptraceSupport
 import Foundation
 import Testing
 
-/// The LLaVA models read as their language model (`llava`, `llava_next`,
-/// `llava_onevision`): the text model type each reads, the head's tying
-/// (forwarded from the text config by two of the three config classes),
+/// The LLaVA-style models read as their language model (`llava`,
+/// `llava_next`, `llava_onevision`, `internvl`): the text model type each
+/// reads, the head's tying (forwarded from the text config by two of the
+/// config classes, InternVL's tied by default),
 /// and a mistral text config's `layer_types`, which MistralConfig's model
 /// ignores there. The scores themselves are checked against transformers
 /// with every other family (`DropTests` and the reference suites); the
@@ -46,7 +47,7 @@ import Testing
 
     /// Without a stored lm_head the head is the embedding where the config
     /// ties it: LLaVA's and LLaVA-OneVision's classes take the text config's
-    /// flag, LLaVA-NeXT's only its own.
+    /// flag, LLaVA-NeXT's only its own; InternVL's ties by default.
     @Test func theTextConfigTiesTheHeadOfLlavaAndOnevisionOnly() throws {
         func headless(_ name: String, textTies: Bool) throws -> EditedFixture {
             let fixture = try EditedFixture(name) { EditedModel.set(textTies, at: "text_config.tie_word_embeddings", in: &$0) }
@@ -57,5 +58,8 @@ import Testing
         #expect(throws: DroptraceError.self) { try headless("llava-f32", textTies: false).load().head() }
         #expect(throws: DroptraceError.self) { try headless("llava_next-f32", textTies: true).load().head() }
         #expect(throws: Never.self) { try headless("llava_onevision-f32", textTies: true).load().head() }
+        // InternVLConfig ties unless its own flag says otherwise (the fixture leaves it out).
+        #expect(throws: Never.self) { try EditedFixture("internvl-f32").load().head() }
+        #expect(throws: DroptraceError.self) { try EditedFixture("internvl-f32") { $0["tie_word_embeddings"] = false }.load().head() }
     }
 }

@@ -81,8 +81,8 @@ struct LlamaConfiguration: Decodable {
 
 /// Llama, Mistral, Ministral, Ministral 3, Qwen2 and CWM: pre-RMSNorm blocks,
 /// rotary attention with grouped-query heads, SwiGLU MLP; also the
-/// language model of `mistral3`, `qwen2_vl`, `qwen2_5_vl` and the LLaVA
-/// checkpoints (`TextModelPlacement.llama`, `QwenVL`, `Llava`).
+/// language model of `mistral3`, `qwen2_vl`, `qwen2_5_vl`, the LLaVA and
+/// InternVL checkpoints (`TextModelPlacement.llama`, `QwenVL`, `Llava`).
 ///
 /// Ministral 3 (transformers' models/ministral3/) is Mistral's block with
 /// `Ministral3Config`'s defaults (head_dim 128, untied, no window, YaRN
@@ -94,7 +94,7 @@ struct LlamaModel: DecoderFamily {
     /// text models are checked as the cache reads the list, and Qwen2's then
     /// read it too.
     static func readsLayerTypes(_ modelType: String) -> Bool {
-        !["llama", "ministral3", "mistral3"].contains(modelType) && Llava.defaultTextTypes[modelType] == nil
+        !["llama", "ministral3", "mistral3"].contains(modelType) && Llava.wrappers[modelType] == nil
     }
     let parts: DecoderParts
     let config: LlamaConfiguration

@@ -1,31 +1,45 @@
 import CheckpointIO
 import DroptraceSupport
 
-/// The LLaVA vision-language models, read as their language model (the
-/// vision tower and projector are never read: scoring runs on text):
+/// The LLaVA-style vision-language models, read as their language model
+/// (the vision tower and projector are never read: scoring runs on text):
 /// `llava` (LlavaForConditionalGeneration: LLaVA-1.5), `llava_next`
-/// (LLaVA-NeXT) and `llava_onevision` (LLaVA-OneVision; transformers'
-/// models/llava*/), whose `text_config` is built by its own `model_type`
-/// (an AutoConfig: `llama` by default, `qwen2` for LLaVA-OneVision) and
-/// read here by the Llama family (`llama`, `mistral`, `qwen2`); weights under
-/// `model.language_model.` (transformers 5) or `language_model.model.` (as
-/// the llava-hf releases store them), the head `lm_head` or
-/// `language_model.lm_head`, tied by the top-level `tie_word_embeddings`
-/// (default false) or, for `llava` and `llava_onevision`, by the text config's
-/// (which their config classes forward).
+/// (LLaVA-NeXT), `llava_onevision` (LLaVA-OneVision) and `internvl`
+/// (InternVLForConditionalGeneration: InternVL3; transformers'
+/// models/llava*/, models/internvl/), whose `text_config` is built by its
+/// own `model_type` (an AutoConfig: `llama` by default, `qwen2` for
+/// LLaVA-OneVision and InternVL) and read here by the Llama family (`llama`,
+/// `mistral`, `qwen2`); weights under `model.language_model.` (transformers 5)
+/// or `language_model.model.` (as the -hf releases store them), the head
+/// `lm_head` or `language_model.lm_head`, tied as each config class says (`Wrapper`).
 enum Llava {
-    /// The wrappers, with the text model type each takes when `text_config` names none.
-    static let defaultTextTypes = ["llava": "llama", "llava_next": "llama", "llava_onevision": "qwen2"]
+    /// What one wrapper's config class decides.
+    struct Wrapper {
+        /// The text model type when `text_config` names none.
+        var textType: String
+        /// The top-level `tie_word_embeddings` when absent.
+        var tiedByDefault = false
+        /// Whether the class also ties when its text config does (LlavaConfig, LlavaOnevisionConfig).
+        var textTiesToo = false
+    }
+
+    static let wrappers: [String: Wrapper] = [
+        "llava": Wrapper(textType: "llama", textTiesToo: true),
+        "llava_next": Wrapper(textType: "llama"),
+        "llava_onevision": Wrapper(textType: "qwen2", textTiesToo: true),
+        "internvl": Wrapper(textType: "qwen2", tiedByDefault: true),
+    ]
 
     /// The text model types read here (by `LlamaModel`).
     static let textTypes = ["llama", "mistral", "qwen2"]
 
-    /// Where a LLaVA checkpoint keeps its language model.
+    /// Where a checkpoint of one of `wrappers` keeps its language model.
     /// - Throws: `DroptraceError` naming config.json for a text model type
     ///   other than `textTypes`.
     static func placement(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
+        let wrapper = wrappers[checkpoint.modelType] ?? Wrapper(textType: "llama")
         let keys = try checkpoint.decodeConfig(MultimodalWrapperKeys.self)
-        let textType = keys.textConfig?.modelType ?? defaultTextTypes[checkpoint.modelType] ?? "llama"
+        let textType = keys.textConfig?.modelType ?? wrapper.textType
         guard textTypes.contains(textType) else {
             throw DroptraceError(
                 "\"text_config.model_type\" is \"\(textType.forErrorMessage)\": droptrace reads \(checkpoint.modelType) checkpoints "
@@ -34,7 +48,7 @@ enum Llava {
         }
         var defaults = ConfigValueKinds.omittedDefaultValues(of: textType)
         defaults["model_type"] = .string(textType)
-        let textTies = checkpoint.modelType != "llava_next" && keys.textConfig?.tieWordEmbeddings == true
-        return .wrapped(textDefaults: defaults, tiedEmbeddings: keys.tieWordEmbeddings ?? false || textTies)
+        let textTies = wrapper.textTiesToo && keys.textConfig?.tieWordEmbeddings == true
+        return .wrapped(textDefaults: defaults, tiedEmbeddings: keys.tieWordEmbeddings ?? wrapper.tiedByDefault || textTies)
     }
 }

@@ -33,7 +33,7 @@ extension TextModelPlacement {
                     path: checkpoint.configURL.path)
             }
             return try mistral3(checkpoint, textDefaults: Ministral3Rope.classDefaults(textType))
-        case _ where Llava.defaultTextTypes[checkpoint.modelType] != nil:
+        case _ where Llava.wrappers[checkpoint.modelType] != nil:
             return try Llava.placement(checkpoint)
         case _ where QwenVL.qwen2Types.contains(checkpoint.modelType):
             return try QwenVL.placement(checkpoint, defaults: ["model_type": "qwen2", "max_window_layers": 80])
