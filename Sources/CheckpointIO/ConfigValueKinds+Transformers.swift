@@ -1997,6 +1997,18 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "idefics3": (
+            "Idefics3Config",
+            [
+                "image_token_id": "i",
+                "scale_factor": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vision_config": "no",
+            ],
+            [:
+            ]),
         "internvl": (
             "InternVLConfig",
             [
@@ -3732,6 +3744,18 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "smolvlm": (
+            "SmolVLMConfig",
+            [
+                "image_token_id": "i",
+                "scale_factor": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vision_config": "no",
+            ],
+            [:
+            ]),
         "solar_open": (
             "SolarOpenConfig",
             [
@@ -3886,11 +3910,13 @@ extension ConfigValueKinds {
     /// Per config class (by model_type) whose `text_config` is built by its own `model_type` (an
     /// AutoConfig): the model_type it takes when it names none. It is checked against that type's tables.
     static let textConfigModelTypes: [String: String] = [
+        "idefics3": "llama",
         "internvl": "qwen2",
         "llava": "llama",
         "llava_next": "llama",
         "llava_onevision": "qwen2",
         "mistral3": "mistral",
+        "smolvlm": "llama",
     ]
 
     /// Config classes (by model_type) that build their text config from the top level's keys when

@@ -5,7 +5,7 @@ import Foundation
 import Testing
 
 /// The LLaVA-style models read as their language model (`llava`,
-/// `llava_next`, `llava_onevision`, `internvl`): the text model type each
+/// `llava_next`, `llava_onevision`, `internvl`, `idefics3`, `smolvlm`): the text model type each
 /// reads, the head's tying (forwarded from the text config by two of the
 /// config classes, InternVL's tied by default),
 /// and a mistral text config's `layer_types`, which MistralConfig's model
@@ -18,6 +18,8 @@ import Testing
     static let mutants: [Mutant] = [
         // Only the Llama family's text models are read; a text config of another type is named.
         Mutant("llava-f32", "text_config.model_type", "\"gemma\"", key: "text_config.model_type"),
+        Mutant("smolvlm-f32", "text_config.model_type", "\"qwen3\"", key: "text_config.model_type"),
+        Mutant("idefics3-f32", "text_config.rms_norm_eps", "1", key: "text_config.rms_norm_eps"),
         // The text config is checked as its model_type's class checks it.
         Mutant("llava-f32", "text_config.attention_bias", "0", key: "text_config.attention_bias"),
         Mutant("llava_next-f32", "text_config.sliding_window", "0", key: "text_config.sliding_window"),

@@ -81,8 +81,8 @@ struct LlamaConfiguration: Decodable {
 
 /// Llama, Mistral, Ministral, Ministral 3, Qwen2 and CWM: pre-RMSNorm blocks,
 /// rotary attention with grouped-query heads, SwiGLU MLP; also the
-/// language model of `mistral3`, `qwen2_vl`, `qwen2_5_vl`, the LLaVA and
-/// InternVL checkpoints (`TextModelPlacement.llama`, `QwenVL`, `Llava`).
+/// language model of `mistral3`, `qwen2_vl`, `qwen2_5_vl` and the LLaVA-style
+/// checkpoints (`TextModelPlacement.llama`, `QwenVL`, `Llava`).
 ///
 /// Ministral 3 (transformers' models/ministral3/) is Mistral's block with
 /// `Ministral3Config`'s defaults (head_dim 128, untied, no window, YaRN
