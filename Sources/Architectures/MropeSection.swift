@@ -13,7 +13,8 @@ import TensorEngine
 ///   of the given lengths (`torch.split`): non-negative integers summing to
 ///   that count, or one positive integer (runs of that length);
 /// - `.interleaved(className:)`: Qwen3-VL's and CohereCompass's take items 1
-///   and 2 as counts of interleaved columns: a list of at least 3 integers.
+///   and 2 as counts of interleaved columns: a list whose items 1 and 2 are
+///   integers (item 0 is never read).
 enum MropeSection {
     case split(frequencies: Int)
     case interleaved(className: String)
@@ -22,22 +23,17 @@ enum MropeSection {
     /// config key `key` (named as config.json writes it).
     /// - Throws: `InvalidConfigValue` naming `key`.
     func check(_ value: JSONValue?, defaultSection: [Int], key: String) throws {
-        let integers: [Int]?
+        let items: [JSONValue]?
         switch value {
-        case nil:
-            integers = defaultSection
-        case .array(let items)?:
-            let values = items.compactMap { item -> Int? in if case .integer(let n) = item { n } else { nil } }
-            integers = values.count == items.count ? values : nil
-        case .integer(let run)?:
-            if case .split = self, run > 0 { return }
-            integers = nil
-        default:
-            integers = nil
+        case nil: items = defaultSection.map { .integer($0) }
+        case .array(let list)?: items = list
+        default: items = nil
         }
         switch self {
         case .split(let frequencies):
-            guard let integers, integers.allSatisfy({ $0 >= 0 }), integers.reduce(0, +) == frequencies else {
+            if case .integer(let run)? = value, run > 0 { return }
+            let runs = items?.compactMap { item -> Int? in if case .integer(let n) = item, n >= 0 { n } else { nil } }
+            guard let runs, runs.count == items?.count, runs.reduce(0, +) == frequencies else {
                 let stated = value == nil ? "is absent, so the rotary embedding takes \(defaultSection)," : "is \(value.map(ConfigValueKinds.spelled) ?? "")"
                 throw InvalidConfigValue(
                     key: key,
@@ -45,9 +41,16 @@ enum MropeSection {
                         + "it must be non-negative integers summing to \(frequencies)")
             }
         case .interleaved(let className):
-            guard let integers, integers.count >= 3 else {
+            // Only items 1 and 2 are read, as Python ints (true counts as 1, a huge one is clipped).
+            func isCount(_ item: JSONValue) -> Bool {
+                switch item {
+                case .integer, .bigInteger, .bool: return true
+                default: return false
+                }
+            }
+            guard let items, items.count >= 3, isCount(items[1]), isCount(items[2]) else {
                 throw InvalidConfigValue(
-                    key: key, problem: "must be a list of at least 3 integers: \(className) indexes items 1 and 2 as column counts")
+                    key: key, problem: "must be a list whose items 1 and 2 are integers: \(className) indexes them as column counts")
             }
         }
     }

@@ -215,7 +215,10 @@ struct QwenExperts: Sendable {
             }
             try ConfigRules.nonNegative(experts.numExperts, experts.numExpertsKey)
             // transformers takes the layer index modulo the step (0 divides by zero).
-            try ConfigRules.count(experts.decoderSparseStep, "decoder_sparse_step")
+            // A negative step beats as its magnitude (Python's and Swift's remainders are 0 alike).
+            if experts.decoderSparseStep == 0 {
+                throw InvalidConfigValue(key: "decoder_sparse_step", problem: "is 0, by which transformers takes each layer's index modulo")
+            }
             if experts.numExperts > 0 {
                 try ConfigRules.count(experts.moeIntermediateSize, "moe_intermediate_size")
                 if let shared = experts.sharedExpertIntermediateSize {

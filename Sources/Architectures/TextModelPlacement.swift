@@ -54,6 +54,18 @@ extension TextModelPlacement {
     }
 }
 
+extension TextModelPlacement {
+    /// Reads a `head_dim` of 0 in the section as none (hidden_size /
+    /// num_attention_heads), as the classes that take `head_dim or
+    /// hidden_size // num_attention_heads` do (Qwen2-VL's and GLM-4.1V's
+    /// rotary embeddings, Qwen3VLMoeTextConfig).
+    mutating func readZeroHeadDimAsNone(_ checkpoint: Checkpoint) {
+        var section = checkpoint.configDocument
+        if let name = self.section.name { section = section.member(name) ?? .null }
+        if case .integer(0)? = section.member("head_dim") { self.section.overrides["head_dim"] = .null }
+    }
+}
+
 /// The top-level keys of a multimodal wrapper's config.json that say
 /// where its language model is and how its head is tied.
 struct MultimodalWrapperKeys: Decodable {

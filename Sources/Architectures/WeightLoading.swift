@@ -32,10 +32,14 @@ struct Weights {
     /// (`lm_head.weight` before `model.embed_tokens.weight`). transformers
     /// ties the embedding to it on loading; so does this, taking the prefix
     /// from the other tensors.
-    /// - Throws: `DroptraceError` naming the checkpoint when neither is stored.
+    /// - Throws: `DroptraceError` naming the checkpoint when neither is
+    ///   stored, or when a tensor is stored under two of the candidates
+    ///   (transformers renames one onto the other, and which it keeps would
+    ///   depend on the order it reads them).
     init(_ checkpoint: Checkpoint, probe: String, candidates: [String], tiedHead: [String] = []) throws {
         self.checkpoint = checkpoint
         fp8Block = try checkpoint.decodeConfig(FP8BlockSize.self)
+        try Self.refuseCopies(checkpoint, under: candidates)
         if let found = candidates.first(where: { checkpoint.hasTensor($0 + probe) }) {
             (prefix, wrapper, standIns) = (found, "", [:])
             return
@@ -61,6 +65,22 @@ struct Weights {
                 path: checkpoint.weightsPath)
         }
         (prefix, wrapper, standIns) = (found, "", [found + probe: head])
+    }
+
+    /// Refuses a tensor stored under two of `candidates` with the same rest
+    /// of its name (`model.layers.0.…` beside `model.language_model.layers.0.…`).
+    private static func refuseCopies(_ checkpoint: Checkpoint, under candidates: [String]) throws {
+        guard candidates.count > 1 else { return }
+        for name in checkpoint.storedTensorNames {
+            for (a, b) in candidates.flatMap({ a in candidates.map { (a, $0) } }) where a != b && name.hasPrefix(a) {
+                let copy = b + name.dropFirst(a.count)
+                if copy != name, checkpoint.hasTensor(copy) {
+                    throw DroptraceError(
+                        "tensor '\(name.forErrorMessage)' is stored twice, also as '\(copy.forErrorMessage)' (transformers reads both as one)",
+                        path: checkpoint.weightsPath)
+                }
+            }
+        }
     }
 
     /// Why the embedding was not found when it is stored under a prefix a

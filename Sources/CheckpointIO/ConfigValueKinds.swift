@@ -261,8 +261,11 @@ public enum ConfigValueKinds {
             guard let target = aliases[key] else { continue }
             let stated = "key \"\(prefix)\(key)\" (which transformers' \(className) reads as \(target), over it)"
             if let written = members.last(where: { $0.key == target })?.value {
+                // Which one wins depends on the class (an alias that is also a field is set before the
+                // other key, Qwen3VLMoeTextConfig's num_experts): two values are refused either way.
                 if !same(written, value) {
-                    return "\(stated) holds \(spelled(value)), but \"\(prefix)\(target)\" holds \(spelled(written)); keep one of them"
+                    return "key \"\(prefix)\(key)\" (the setting transformers' \(className) stores as \(target)) holds \(spelled(value)), "
+                        + "but \"\(prefix)\(target)\" holds \(spelled(written)); keep one of them"
                 }
             } else if let spec = keys[target], !accepts(spec, value) {
                 return "\(stated) holds \(spelled(value)), which transformers would not type-check and cannot run (\(target) takes \(described(spec)))"

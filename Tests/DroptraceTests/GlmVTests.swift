@@ -38,9 +38,11 @@ import Testing
     /// [8, 12, 12] does not split).
     @Test func glm4vReadsAsGlm4vTextConfigBuildsIt() throws {
         let base = try EditedFixture(Self.dense).attentionScores()
+        // (A head_dim of 0 is none: the rotary embedding takes `head_dim or hidden_size // heads`.)
         #expect(try EditedFixture(Self.dense) { config in
             config["tie_word_embeddings"] = false
             EditedModel.set(false, at: "text_config.attention_bias", in: &config)
+            EditedModel.set(0, at: "text_config.head_dim", in: &config)
         }.attentionScores() == base)
         #expect(throws: DroptraceError.self) {
             try EditedFixture(Self.dense) { config in

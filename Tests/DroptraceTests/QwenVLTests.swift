@@ -31,6 +31,7 @@ import Testing
         // Qwen3VLTextRotaryEmbedding reads items 1 and 2 of the section as column counts.
         Mutant(qwen3, "text_config.rope_parameters.mrope_section", "[2, 3]", key: "text_config.rope_parameters.mrope_section"),
         Mutant(qwen3, "text_config.rope_parameters.mrope_section", "[2, 3.5, 3]", key: "text_config.rope_parameters.mrope_section"),
+        Mutant(qwen3Moe, "text_config.decoder_sparse_step", "0", key: "text_config.decoder_sparse_step"),
         // Rope type "mrope" is only Qwen2-VL's spelling of the default one (Qwen3-VL has no initialiser for it).
         Mutant(qwen3, "text_config.rope_parameters.rope_type", "\"mrope\"", key: "mrope"),
         Mutant(qwen3, "text_config.head_dim", "null", key: "text_config.head_dim"),
@@ -71,7 +72,7 @@ import Testing
     /// The same Qwen2-VL language model as a nested text_config under
     /// transformers 5's module names scores the same; a head_dim there is
     /// read (Qwen2VLTextConfig keeps it, and its rotary embedding then
-    /// mismatches the heads).
+    /// mismatches the heads), but 0 is none.
     @Test func nestedQwen2VLConfigAndModuleNamesScoreTheSame() throws {
         let base = try EditedFixture(Self.qwen2).attentionScores()
         let wrapped = try EditedFixture(Self.qwen2) { config in
@@ -90,7 +91,39 @@ import Testing
             }
         }
         #expect(try wrapped.attentionScores() == base)
+        // There a head_dim of 0 is none (the rotary embedding takes `head_dim or hidden_size // heads`).
+        #expect(try EditedFixture(Self.qwen2_5) { EditedModel.set(0, at: "text_config.head_dim", in: &$0) }.attentionScores()
+            == (try EditedFixture(Self.qwen2_5).attentionScores()))
         try EditedFixture(Self.qwen2_5) { EditedModel.set(32, at: "text_config.head_dim", in: &$0) }.expectRefused(naming: "q_proj")
+    }
+
+    /// From a new user's tryout: Qwen2VLTextConfig fails on a null
+    /// max_window_layers where it derives the layer types; a tensor stored
+    /// under both the released and transformers 5's names (which transformers
+    /// reads as one) is refused naming both; Qwen3-VL reads only items 1 and 2
+    /// of its section; a negative decoder_sparse_step beats as its magnitude.
+    @Test func tryoutFindings() throws {
+        try EditedFixture(Self.qwen2_5) { config in
+            EditedModel.set(NSNull(), at: "text_config.max_window_layers", in: &config)
+            EditedModel.set(nil, at: "text_config.layer_types", in: &config)
+        }.expectRefused(naming: "text_config.max_window_layers")
+        let copied = try EditedFixture(Self.qwen2)
+        try BadInputTests().rewriteWeights(copied.model) { entries in
+            var copy = try! #require(entries.first { $0.name == "model.layers.0.input_layernorm.weight" })
+            copy.name = "model.language_model.layers.0.input_layernorm.weight"
+            entries.append(copy)
+        }
+        let error = #expect(throws: DroptraceError.self) { try copied.load() }
+        #expect(error?.message.contains("model.language_model.layers.0.input_layernorm.weight") == true, "\(String(describing: error))")
+        #expect(error?.message.contains("stored twice") == true)
+        let base = try EditedFixture(Self.qwen3).attentionScores()
+        for section: [Any] in [[1.5, 2, 3], [NSNull(), 1, 1], [true, true, false]] {
+            #expect(try EditedFixture(Self.qwen3) {
+                EditedModel.set(section, at: "text_config.rope_parameters.mrope_section", in: &$0)
+            }.attentionScores() == base)
+        }
+        #expect(try EditedFixture(Self.qwen3Moe) { EditedModel.set(-1, at: "text_config.decoder_sparse_step", in: &$0) }
+            .attentionScores() == (try EditedFixture(Self.qwen3Moe).attentionScores()))
     }
 
     /// Qwen2.5-VL: layers from max_window_layers (2) slide within 8 tokens,

@@ -69,6 +69,7 @@ struct GlmModel: DecoderFamily {
         guard checkpoint.modelType == "glm4v" else { return TextModelPlacement(section: ConfigSection(defaults: ["head_dim": 128])) }
         var placement = try TextModelPlacement.ownTextConfig(checkpoint, textTiesToo: true)
         placement.section.overrides["attention_bias"] = .null
+        placement.readZeroHeadDimAsNone(checkpoint)
         return placement
     }
 

@@ -130,6 +130,7 @@ struct LlamaModel: DecoderFamily {
             rotary = try parts.rotary(defaultTheta: defaultTheta, settings: settings)
             queryTemperature = temperature
         } else if QwenVL.qwen2Types.contains(checkpoint.modelType) {
+            try QwenVL.checkWindowLayers(parts, config)
             rotary = try QwenVL.qwen2Rotary(parts)
             queryTemperature = nil
         } else if config.modelType == "cwm" {

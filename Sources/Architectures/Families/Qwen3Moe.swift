@@ -23,11 +23,7 @@ struct Qwen3MoeModel: DecoderFamily {
 
     init(_ checkpoint: Checkpoint) throws {
         let vision = checkpoint.modelType == "qwen3_vl_moe"
-        var placement = vision ? try QwenVL.placement(checkpoint) : .topLevel
-        // Qwen3VLMoeTextConfig takes `head_dim or hidden_size // num_attention_heads`: 0 is none.
-        if vision, case .integer(0)? = checkpoint.configDocument.member("text_config")?.member("head_dim") {
-            placement.section.overrides["head_dim"] = .null
-        }
+        let placement = vision ? try QwenVL.placement(checkpoint) : .topLevel
         // Decoded first: the expert tensors are checked with the layers.
         experts = try QwenExperts(checkpoint, section: placement.section, configClass: vision ? .qwen3VLMoe : .qwen3Moe)
         parts = try DecoderParts(checkpoint, placement: placement, naming: LlamaModel.naming, experts: experts.naming)

@@ -34,12 +34,28 @@ enum QwenVL {
         let prefixes = readsQwen2 ? ["model.language_model.", "model."] : ["model.language_model."]
         // Qwen2VLConfig also ties when its text config says so (as 4.x saved it there).
         var placement = try TextModelPlacement.ownTextConfig(checkpoint, defaults: defaults, prefixes: prefixes, textTiesToo: readsQwen2)
+        // Qwen3VLTextConfig's head_dim sizes the heads; the others fall back on hidden_size / heads.
+        if checkpoint.modelType != "qwen3_vl" { placement.readZeroHeadDimAsNone(checkpoint) }
         if readsQwen2, try checkpoint.decodeConfig(MultimodalWrapperKeys.self).textConfig == nil {
             // Qwen2VLConfig builds its text config from the top level's keys
             // when there is no text_config; head_dim is not one of them.
             placement.section = ConfigSection(defaults: placement.section.defaults, overrides: ["head_dim": .null])
         }
         return placement
+    }
+
+    /// Refuses a null `max_window_layers` where Qwen2VLTextConfig compares
+    /// each layer's index with it: a window on (`use_sliding_window`,
+    /// `sliding_window`) and no `layer_types`.
+    static func checkWindowLayers(_ parts: DecoderParts, _ config: LlamaConfiguration) throws {
+        guard config.useSlidingWindow == true, config.slidingWindow != nil, config.layerTypes == nil, config.maxWindowLayers == nil
+        else { return }
+        try parts.checks {
+            throw InvalidConfigValue(
+                key: "max_window_layers",
+                problem: "is null, which Qwen2VLTextConfig compares with each layer's index when use_sliding_window is set "
+                    + "and layer_types is not given")
+        }
     }
 
     /// Qwen2-VL's: the head's frequencies split by `mrope_section`, rope type "mrope" the default one.
