@@ -52,9 +52,7 @@ extension TextModelPlacement {
         let tied = keys.tieWordEmbeddings ?? false || (textTiesToo && keys.textConfig?.tieWordEmbeddings == true)
         return .wrapped(textDefaults: textDefaults, prefixes: prefixes, headName: "lm_head", tiedEmbeddings: tied)
     }
-}
 
-extension TextModelPlacement {
     /// Reads a `head_dim` of 0 in the section as none (hidden_size /
     /// num_attention_heads), as the classes that take `head_dim or
     /// hidden_size // num_attention_heads` do (Qwen2-VL's and GLM-4.1V's
