@@ -86,11 +86,7 @@ struct DecoderParts: Sendable {
     var configPath: String { checkpoint.configURL.path }
 
     /// The family's section of config.json as written (nil: a `text_config` that is absent or not an object).
-    var sectionDocument: JSONValue? {
-        guard let name = section.name else { return checkpoint.configDocument }
-        guard let member = checkpoint.configDocument.member(name), case .object = member else { return nil }
-        return member
-    }
+    var sectionDocument: JSONValue? { checkpoint.document(of: section) }
 
     /// Runs `checks` (returning what it returns), a refused value named by its key as config.json
     /// writes it: under the section the language model's keys are in

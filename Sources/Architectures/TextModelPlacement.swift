@@ -58,9 +58,7 @@ extension TextModelPlacement {
     /// hidden_size // num_attention_heads` do (Qwen2-VL's and GLM-4.1V's
     /// rotary embeddings, Qwen3VLMoeTextConfig).
     mutating func readZeroHeadDimAsNone(_ checkpoint: Checkpoint) {
-        var section = checkpoint.configDocument
-        if let name = self.section.name { section = section.member(name) ?? .null }
-        if case .integer(0)? = section.member("head_dim") { self.section.overrides["head_dim"] = .null }
+        if case .integer(0)? = checkpoint.document(of: section)?.member("head_dim") { section.overrides["head_dim"] = .null }
     }
 }
 

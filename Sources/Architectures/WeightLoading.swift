@@ -70,9 +70,10 @@ struct Weights {
     /// Refuses a tensor stored under two of `candidates` with the same rest
     /// of its name (`model.layers.0.…` beside `model.language_model.layers.0.…`).
     private static func refuseCopies(_ checkpoint: Checkpoint, under candidates: [String]) throws {
-        guard candidates.count > 1 else { return }
+        let pairs = candidates.flatMap { a in candidates.filter { $0 != a }.map { (a, $0) } }
+        guard !pairs.isEmpty else { return }
         for name in checkpoint.storedTensorNames {
-            for (a, b) in candidates.flatMap({ a in candidates.map { (a, $0) } }) where a != b && name.hasPrefix(a) {
+            for (a, b) in pairs where name.hasPrefix(a) {
                 let copy = b + name.dropFirst(a.count)
                 if copy != name, checkpoint.hasTensor(copy) {
                     throw DroptraceError(

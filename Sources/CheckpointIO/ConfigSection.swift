@@ -87,6 +87,13 @@ extension Checkpoint {
         return object
     }
 
+    /// The section of config.json as written (nil: a member that is absent or not an object).
+    public func document(of section: ConfigSection) -> JSONValue? {
+        guard let name = section.name else { return configDocument }
+        guard let member = configDocument.member(name), case .object = member else { return nil }
+        return member
+    }
+
     /// Decodes an architecture's configuration type from `section`; errors
     /// name config.json and the key's path (`text_config.hidden_size`).
     public func decodeConfig<Config: Decodable>(_ type: Config.Type, section: ConfigSection) throws -> Config {

@@ -94,7 +94,7 @@ struct LlamaModel: DecoderFamily {
     /// text models are checked as the cache reads the list, and Qwen2's then
     /// read it too.
     static func readsLayerTypes(_ modelType: String) -> Bool {
-        !["llama", "ministral3", "mistral3"].contains(modelType) && Llava.wrappers[modelType] == nil
+        !["llama", "ministral3"].contains(modelType) && Llava.wrappers[modelType] == nil
     }
     let parts: DecoderParts
     let config: LlamaConfiguration

@@ -36,7 +36,7 @@ enum QwenVL {
         var placement = try TextModelPlacement.ownTextConfig(checkpoint, defaults: defaults, prefixes: prefixes, textTiesToo: readsQwen2)
         // Qwen3VLTextConfig's head_dim sizes the heads; the others fall back on hidden_size / heads.
         if checkpoint.modelType != "qwen3_vl" { placement.readZeroHeadDimAsNone(checkpoint) }
-        if readsQwen2, try checkpoint.decodeConfig(MultimodalWrapperKeys.self).textConfig == nil {
+        if readsQwen2, checkpoint.document(of: placement.section) == nil {
             // Qwen2VLConfig builds its text config from the top level's keys
             // when there is no text_config; head_dim is not one of them.
             placement.section = ConfigSection(defaults: placement.section.defaults, overrides: ["head_dim": .null])
