@@ -28,6 +28,7 @@ public enum ModelRegistry {
         "apertus": ApertusModel.self,
         "arcee": ArceeModel.self,
         "axk1": Glm4MoeLiteModel.self,
+        "aya_vision": CohereModel.self,
         "bailing_hybrid": BailingHybridModel.self,
         "bamba": BambaModel.self,
         "bitnet": BitNetModel.self,
@@ -90,6 +91,7 @@ public enum ModelRegistry {
         "laguna": LagunaModel.self,
         "lfm2": Lfm2Model.self,
         "lfm2_moe": Lfm2MoeModel.self,
+        "lfm2_vl": Lfm2Model.self,
         "lfm3": Lfm3Model.self,
         "llama": LlamaModel.self,
         "llama4": Llama4Model.self,
@@ -143,13 +145,6 @@ public enum ModelRegistry {
         "youtu": DeepSeekModel.self,
     ]
 
-    /// Wrappers that build their language model from `text_config.model_type`
-    /// (Mistral3ForConditionalGeneration, by AutoModel), and the text
-    /// model types read by another family than the wrapper's own.
-    static let textConfigFamilies: [String: [String: any RegisteredModel.Type]] = [
-        "mistral3": ["mistral4": Mistral4Model.self]
-    ]
-
     /// Every `model_type` droptrace reads, in the registry's order.
     public static var supportedModelTypes: [String] { families.map(\.key) }
 
@@ -166,8 +161,8 @@ public enum ModelRegistry {
                 "unsupported model_type \"\(checkpoint.modelType)\" (supported: \(supportedModelTypes.joined(separator: ", ")))",
                 path: checkpoint.configURL.path)
         }
-        if let byText = textConfigFamilies[checkpoint.modelType],
-           let textType = try checkpoint.decodeConfig(MultimodalWrapperKeys.self).textConfig?.modelType, let textFamily = byText[textType] {
+        // A LLaVA-style wrapper's language model is read by its text model type's family.
+        if let textType = try Llava.textModelType(checkpoint), let textFamily = families.first(where: { $0.key == textType })?.value {
             family = textFamily
         }
         if checkpoint.gguf == nil {

@@ -53,6 +53,16 @@ extension TextModelPlacement {
         return .wrapped(textDefaults: textDefaults, prefixes: prefixes, headName: "lm_head", tiedEmbeddings: tied)
     }
 
+    /// A family's language model at config.json's top level, or the text
+    /// model of a LLaVA-style wrapper (`Llava.placement`), its section
+    /// taking `defaults` for the keys it omits (the family's class defaults
+    /// droptrace's general ones lack).
+    static func topLevelOrWrapped(_ checkpoint: Checkpoint, defaults: [String: ConfigDefault] = [:]) throws -> TextModelPlacement {
+        var placement = try Llava.placement(checkpoint)
+        placement.section.defaults.merge(defaults, uniquingKeysWith: { current, _ in current })
+        return placement
+    }
+
     /// Reads a `head_dim` of 0 in the section as none (hidden_size /
     /// num_attention_heads), as the classes that take `head_dim or
     /// hidden_size // num_attention_heads` do (Qwen2-VL's and GLM-4.1V's
@@ -77,10 +87,13 @@ struct MultimodalWrapperKeys: Decodable {
     var textConfig: Text?
     /// The wrapper's own, which decides the head's tying over the text config's.
     var tieWordEmbeddings: Bool?
+    /// Lfm2VlConfig's name for it, read over it.
+    var tieEmbedding: Bool?
 
     enum CodingKeys: String, CodingKey {
         case textConfig = "text_config"
         case tieWordEmbeddings = "tie_word_embeddings"
+        case tieEmbedding = "tie_embedding"
     }
 }
 

@@ -132,6 +132,21 @@ extension ConfigValueKinds {
             [
                 "num_local_experts": "n_routed_experts",
             ]),
+        "aya_vision": (
+            "AyaVisionConfig",
+            [
+                "adapter_layer_norm_eps": "f",
+                "downsample_factor": "i",
+                "image_token_index": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+                "vision_feature_layer": "i[i]",
+                "vision_feature_select_strategy": "s",
+            ],
+            [
+                "image_token_id": "image_token_index",
+            ]),
         "bailing_hybrid": (
             "BailingHybridConfig",
             [
@@ -2270,6 +2285,21 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "lfm2_vl": (
+            "Lfm2VlConfig",
+            [
+                "downsample_factor": "i",
+                "image_token_id": "i",
+                "projector_bias": "b",
+                "projector_hidden_act": "s",
+                "projector_hidden_size": "i",
+                "projector_use_layernorm": "b",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+            ],
+            [:
+            ]),
         "lfm3": (
             "Lfm3Config",
             [
@@ -3910,8 +3940,10 @@ extension ConfigValueKinds {
     /// Per config class (by model_type) whose `text_config` is built by its own `model_type` (an
     /// AutoConfig): the model_type it takes when it names none. It is checked against that type's tables.
     static let textConfigModelTypes: [String: String] = [
+        "aya_vision": "cohere2",
         "idefics3": "llama",
         "internvl": "qwen2",
+        "lfm2_vl": "lfm2",
         "llava": "llama",
         "llava_next": "llama",
         "llava_onevision": "qwen2",

@@ -3,13 +3,16 @@ import CheckpointIO
 import DroptraceSupport
 import Foundation
 import Testing
+import TensorEngine
 
 /// The LLaVA-style models read as their language model (`llava`,
-/// `llava_next`, `llava_onevision`, `internvl`, `idefics3`, `smolvlm`): the text model type each
-/// reads, the head's tying (forwarded from the text config by two of the
-/// config classes, InternVL's tied by default),
-/// and a mistral text config's `layer_types`, which MistralConfig's model
-/// ignores there. The scores themselves are checked against transformers
+/// `llava_next`, `llava_onevision`, `internvl`, `idefics3`, `smolvlm`,
+/// `aya_vision`, `lfm2_vl`): the text model type each reads and the family
+/// that reads it, the head's tying (forwarded from the text config by two
+/// of the config classes, InternVL's, Aya Vision's and LFM2-VL's tied by
+/// default, LFM2-VL's by `tie_embedding` first), Aya Vision's unscaled
+/// logits, and a mistral text config's `layer_types`, which
+/// MistralConfig's model ignores there. The scores themselves are checked against transformers
 /// with every other family (`DropTests` and the reference suites); the
 /// edited configs below were checked against transformers 5.23 too.
 @Suite struct LlavaTests {
@@ -19,6 +22,14 @@ import Testing
         // Only the Llama family's text models are read; a text config of another type is named.
         Mutant("llava-f32", "text_config.model_type", "\"gemma\"", key: "text_config.model_type"),
         Mutant("smolvlm-f32", "text_config.model_type", "\"qwen3\"", key: "text_config.model_type"),
+        Mutant("aya_vision-f32", "text_config.model_type", "\"qwen3\"", key: "text_config.model_type"),
+        Mutant("internvl_qwen3-f32", "text_config.model_type", "\"gemma\"", key: "text_config.model_type"),
+        Mutant("lfm2_vl-f32", "text_config.model_type", "\"lfm2_moe\"", key: "text_config.model_type"),
+        // Lfm2VlConfig sets tie_word_embeddings to tie_embedding, and then refuses null.
+        Mutant("lfm2_vl-f32", "tie_embedding", "null", key: "tie_embedding"),
+        Mutant("lfm2_vl-f32", "tie_word_embeddings", "null", key: "tie_word_embeddings"),
+        Mutant("aya_vision-f32", "text_config.logit_scale", "null", key: "text_config.logit_scale"),
+        Mutant("internvl_qwen3_moe-f32", "text_config.num_experts_per_tok", "0", key: "text_config.num_experts_per_tok"),
         Mutant("idefics3-f32", "text_config.rms_norm_eps", "1", key: "text_config.rms_norm_eps"),
         // The text config is checked as its model_type's class checks it.
         Mutant("llava-f32", "text_config.attention_bias", "0", key: "text_config.attention_bias"),
@@ -47,6 +58,48 @@ import Testing
         #expect(try (0..<4).allSatisfy { try next.load().block($0).attention?.attention.slidingWindow == 8 })
     }
 
+    /// AutoModel builds a wrapper's language model by its text config's
+    /// model_type: the registry reads it with that type's family.
+    @Test func theTextModelTypeChoosesTheFamily() throws {
+        #expect(try EditedFixture("internvl-f32").load() is LlamaModel)
+        #expect(try EditedFixture("internvl_qwen3-f32").load() is Qwen3Model)
+        #expect(try EditedFixture("internvl_qwen3_moe-f32").load() is Qwen3MoeModel)
+        #expect(try EditedFixture("aya_vision-f32").load() is CohereModel)
+        #expect(try EditedFixture("lfm2_vl-f32").load() is Lfm2Model)
+        #expect(try EditedFixture("mistral3_mistral4-f32").load() is Mistral4Model)
+    }
+
+    /// Aya Vision reads a cohere2 text model when its text config names no
+    /// model_type (layers 0 and 2 slide), and a cohere one as Cohere's
+    /// family does (every layer full, rotating; scores checked against
+    /// transformers 5.23: equal to 2e-9).
+    @Test func ayaVisionReadsCohereAndCohere2TextModels() throws {
+        func windows(_ fixture: EditedFixture) throws -> [Int?] {
+            let model = try fixture.load()
+            return try (0..<model.layerCount).map { try model.block($0).attention?.attention.slidingWindow }
+        }
+        let cohere2 = try EditedFixture("aya_vision-f32")
+        #expect(try windows(cohere2) == [8, nil, 8, nil])
+        #expect(try EditedFixture("aya_vision-f32") { EditedModel.set(nil, at: "text_config.model_type", in: &$0) }
+            .attentionScores() == cohere2.attentionScores())
+        let cohere = try EditedFixture("aya_vision-f32") { EditedModel.set("cohere", at: "text_config.model_type", in: &$0) }
+        #expect(try windows(cohere) == [nil, nil, nil, nil])
+        #expect(try cohere.attentionScores() != cohere2.attentionScores())
+    }
+
+    /// AyaVisionForConditionalGeneration's head is a plain projection: the
+    /// text config's logit_scale (CohereForCausalLM's) changes no logit.
+    @Test func ayaVisionLogitsAreNotScaled() throws {
+        let ids = Array(FixtureFiles.jsonlSequences()[0].prefix(12))
+        func lastLogits(_ fixture: EditedFixture) throws -> [Float] {
+            let model = try fixture.load()
+            let hidden = try LayerwiseForward(model: model).run(TokenBatch(sequences: [ids]))
+            return try model.head().logits(Matrix(rows: 1, cols: hidden.cols, data: Array(hidden.data.suffix(hidden.cols)))).data
+        }
+        let scaled = try EditedFixture("aya_vision-f32") { EditedModel.set(4.0, at: "text_config.logit_scale", in: &$0) }
+        #expect(try lastLogits(scaled) == lastLogits(EditedFixture("aya_vision-f32")))
+    }
+
     /// Without a stored lm_head the head is the embedding where the config
     /// ties it: LLaVA's and LLaVA-OneVision's classes take the text config's
     /// flag, LLaVA-NeXT's only its own; InternVL's ties by default.
@@ -63,5 +116,13 @@ import Testing
         // InternVLConfig ties unless its own flag says otherwise (the fixture leaves it out).
         #expect(throws: Never.self) { try EditedFixture("internvl-f32").load().head() }
         #expect(throws: DroptraceError.self) { try EditedFixture("internvl-f32") { $0["tie_word_embeddings"] = false }.load().head() }
+        // Lfm2VlConfig ties by default, by tie_embedding over tie_word_embeddings (the fixture stores no lm_head).
+        func lfm2VL(_ keys: [String: Bool]) throws -> EditedFixture {
+            try EditedFixture("lfm2_vl-f32") { config in keys.forEach { config[$0.key] = $0.value } }
+        }
+        #expect(throws: Never.self) { try EditedFixture("lfm2_vl-f32") { $0["tie_word_embeddings"] = nil }.load().head() }
+        #expect(throws: DroptraceError.self) { try lfm2VL(["tie_word_embeddings": false]).load().head() }
+        #expect(throws: Never.self) { try lfm2VL(["tie_word_embeddings": false, "tie_embedding": true]).load().head() }
+        #expect(throws: DroptraceError.self) { try lfm2VL(["tie_word_embeddings": true, "tie_embedding": false]).load().head() }
     }
 }

@@ -79,9 +79,10 @@ struct CohereModel: DecoderFamily {
     let windows: [Int?]?
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, tiedByDefault: true, naming: Self.naming)
+        // Also Aya Vision's language model (`Llava`).
+        parts = try DecoderParts(checkpoint, placement: try .topLevelOrWrapped(checkpoint), tiedByDefault: true, naming: Self.naming)
         var config = try parts.config(CohereConfiguration.self)
-        if checkpoint.modelType == "cohere2" {
+        if try Llava.textModelType(checkpoint) ?? checkpoint.modelType == "cohere2" {
             // Cohere2Config has no use_qk_norm (its attention no q/k norms) and sets head_dim itself.
             config.useQKNorm = false
             try parts.confirmHeadDimIsHiddenOverHeads(": Cohere2Config replaces it, its heads are")
@@ -132,7 +133,9 @@ struct CohereModel: DecoderFamily {
     }
 
     func head() throws -> OutputHead {
-        try parts.head(norm: norm("norm", size: hiddenSize), logitScale: config.logitScale)
+        // logit_scale belongs to CohereForCausalLM's head: a wrapper's own head
+        // (AyaVisionForConditionalGeneration's lm_head) does not scale.
+        try parts.head(norm: norm("norm", size: hiddenSize), logitScale: parts.section.name == nil ? config.logitScale : 1)
     }
 
     /// Rows of the rotated heads' pairs gathered per head (see the type's note).

@@ -281,9 +281,11 @@ struct Lfm2Model: DecoderFamily {
     let feedForwardWidth: Int
 
     init(_ checkpoint: Checkpoint) throws {
+        // Also LFM2-VL's language model (`Llava`), whose config class decides the tying.
+        var placement = try TextModelPlacement.topLevelOrWrapped(checkpoint)
+        if placement.section == .topLevel { placement.tiedEmbeddings = try Lfm2Layers.tiedEmbeddings(checkpoint) }
         parts = try DecoderParts(
-            checkpoint, tiedByDefault: true, tiedEmbeddings: try Lfm2Layers.tiedEmbeddings(checkpoint), naming: { Lfm2Layers.naming($0) },
-            finalNorm: "embedding_norm")
+            checkpoint, placement: placement, tiedByDefault: true, naming: { Lfm2Layers.naming($0) }, finalNorm: "embedding_norm")
         layers = try Lfm2Layers(parts, fullAttentionRule: true)
         let rule = try parts.config(Lfm2FeedForwardWidth.self)
         let d = parts.dimensions

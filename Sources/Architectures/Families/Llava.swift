@@ -5,20 +5,21 @@ import DroptraceSupport
 /// (the vision tower and projector are never read: scoring runs on text):
 /// `llava` (LlavaForConditionalGeneration: LLaVA-1.5), `llava_next`
 /// (LLaVA-NeXT), `llava_onevision` (LLaVA-OneVision), `internvl`
-/// (InternVLForConditionalGeneration: InternVL3), `idefics3` (Idefics3),
-/// `smolvlm` (SmolVLM) and `mistral3` (Mistral3ForConditionalGeneration:
-/// Mistral-Small-3.1/3.2, the Ministral 3 and Mistral Small 4 releases, whose
-/// weights transformers converts as LLaVA's); transformers' models/llava*/,
-/// models/internvl/, models/idefics3/, models/smolvlm/, models/mistral3/.
-/// Their `text_config` is built by its own `model_type` (an AutoConfig:
-/// `llama` by default, `qwen2` for LLaVA-OneVision and InternVL, `mistral`
-/// for Mistral 3) with that class's defaults, and read here by the Llama
-/// family (`llama`, `mistral`, `qwen2`; Mistral 3's `mistral` and
-/// `ministral3`, its `mistral4` by `Mistral4Model`); weights under
-/// `model.language_model.` (transformers 5) or `language_model.model.` (as
-/// the -hf releases and transformers 4.x store them; Idefics3's and
-/// SmolVLM's under `model.text_model.`), the head `lm_head` or
-/// `language_model.lm_head`, tied as each config class says (`Wrapper`).
+/// (InternVLForConditionalGeneration: InternVL3, InternVL3.5), `idefics3`
+/// (Idefics3), `smolvlm` (SmolVLM), `mistral3`
+/// (Mistral3ForConditionalGeneration: Mistral-Small-3.1/3.2, the Ministral 3
+/// and Mistral Small 4 releases, whose weights transformers converts as
+/// LLaVA's), `aya_vision` (Aya Vision) and `lfm2_vl` (LFM2-VL);
+/// transformers' models/llava*/, models/internvl/, models/idefics3/,
+/// models/smolvlm/, models/mistral3/, models/aya_vision/, models/lfm2_vl/.
+/// Their model builds the language model with AutoModel from `text_config`,
+/// whose class follows its own `model_type` (`Wrapper.textType` when it
+/// names none) with that class's defaults; droptrace reads it with the
+/// family the registry names for that model type (`textModelType`), placed
+/// by `placement`: weights under `model.language_model.` (transformers 5)
+/// or `language_model.model.` (as the -hf releases and transformers 4.x
+/// store them; Idefics3's and SmolVLM's under `model.text_model.`), the head
+/// `lm_head` or `language_model.lm_head`, tied as each config class says.
 enum Llava {
     /// What one wrapper's config class decides.
     struct Wrapper {
@@ -30,44 +31,61 @@ enum Llava {
         var textTiesToo = false
         /// Where the language model's weights may be, first match first.
         var prefixes = ["model.language_model.", "language_model.model."]
-        /// The text model types the Llama family reads under this wrapper.
+        /// The text model types droptrace reads under this wrapper, each by its own family.
         var textTypes = ["llama", "mistral", "qwen2"]
-        /// Those another family reads (Mistral 3's `mistral4`), for errors.
-        var textTypesReadElsewhere: [String] = []
+        /// Whether the class reads a top-level `tie_embedding` over `tie_word_embeddings` (Lfm2VlConfig).
+        var readsTieEmbedding = false
     }
 
     static let wrappers: [String: Wrapper] = [
         "llava": Wrapper(textType: "llama", textTiesToo: true),
         "llava_next": Wrapper(textType: "llama"),
         "llava_onevision": Wrapper(textType: "qwen2", textTiesToo: true),
-        "internvl": Wrapper(textType: "qwen2", tiedByDefault: true),
+        "internvl": Wrapper(textType: "qwen2", tiedByDefault: true, textTypes: ["llama", "mistral", "qwen2", "qwen3", "qwen3_moe"]),
         "idefics3": Wrapper(textType: "llama", prefixes: ["model.text_model."]),
         "smolvlm": Wrapper(textType: "llama", prefixes: ["model.text_model."]),
         "mistral3": Wrapper(
-            textType: "mistral", tiedByDefault: true, textTypes: ["mistral", "ministral3"], textTypesReadElsewhere: ["mistral4"]),
+            textType: "mistral", tiedByDefault: true, textTypes: ["mistral", "ministral3", "mistral4"]),
+        "aya_vision": Wrapper(textType: "cohere2", tiedByDefault: true, textTypes: ["cohere", "cohere2"]),
+        "lfm2_vl": Wrapper(
+            textType: "lfm2", tiedByDefault: true, prefixes: ["model.language_model."], textTypes: ["lfm2"], readsTieEmbedding: true),
     ]
 
-    /// Where a checkpoint of one of `wrappers` keeps its language model,
-    /// for a family that reads `textTypes` (the Llama family's by default):
-    /// `text_config` with its model_type's class defaults (Ministral 3's too:
-    /// `Ministral3Rope.classDefaults`).
+    /// The model type of the language model of `checkpoint` when it is one
+    /// of `wrappers` (nil otherwise): `text_config.model_type`, else the
+    /// wrapper's default.
     /// - Throws: `DroptraceError` naming config.json for a text model type
-    ///   the family does not read.
-    static func placement(_ checkpoint: Checkpoint, textTypes: [String]? = nil) throws -> TextModelPlacement {
-        let wrapper = wrappers[checkpoint.modelType] ?? Wrapper(textType: "llama")
-        let keys = try checkpoint.decodeConfig(MultimodalWrapperKeys.self)
-        let textType = keys.textConfig?.modelType ?? wrapper.textType
-        guard (textTypes ?? wrapper.textTypes).contains(textType) else {
+    ///   droptrace does not read under this wrapper.
+    static func textModelType(_ checkpoint: Checkpoint) throws -> String? {
+        guard let wrapper = wrappers[checkpoint.modelType] else { return nil }
+        let textType = try checkpoint.decodeConfig(MultimodalWrapperKeys.self).textConfig?.modelType ?? wrapper.textType
+        guard wrapper.textTypes.contains(textType) else {
             throw DroptraceError(
                 "\"text_config.model_type\" is \"\(textType.forErrorMessage)\": droptrace reads \(checkpoint.modelType) checkpoints "
-                    + "with a \((wrapper.textTypes + wrapper.textTypesReadElsewhere).joined(separator: ", ")) language model",
+                    + "with a \(wrapper.textTypes.joined(separator: ", ")) language model",
                 path: checkpoint.configURL.path)
         }
+        return textType
+    }
+
+    /// Where a checkpoint of one of `wrappers` keeps its language model:
+    /// `text_config` with its model_type's class defaults (Ministral 3's too:
+    /// `Ministral3Rope.classDefaults`), the head tied by the top-level
+    /// `tie_word_embeddings` (or the class's alias for it), else by the
+    /// class's default or, where it forwards it, the text config's.
+    /// - Throws: `DroptraceError` as `textModelType`.
+    static func placement(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
+        guard let wrapper = wrappers[checkpoint.modelType], let textType = try textModelType(checkpoint) else { return .topLevel }
+        let keys = try checkpoint.decodeConfig(MultimodalWrapperKeys.self)
         var defaults = ConfigValueKinds.omittedDefaultValues(of: textType).merging(
             Ministral3Rope.classDefaults(textType), uniquingKeysWith: { $1 })
         defaults["model_type"] = .string(textType)
         let textTies = wrapper.textTiesToo && keys.textConfig?.tieWordEmbeddings == true
-        return .wrapped(
-            textDefaults: defaults, prefixes: wrapper.prefixes, tiedEmbeddings: keys.tieWordEmbeddings ?? wrapper.tiedByDefault || textTies)
+        if wrapper.readsTieEmbedding, case .null? = checkpoint.configDocument.member("tie_embedding") {
+            // Lfm2VlConfig sets tie_word_embeddings to it, which then fails its validation.
+            throw DroptraceError("\"tie_embedding\" is null: the head is tied or not (true or false)", path: checkpoint.configURL.path)
+        }
+        let tied = (wrapper.readsTieEmbedding ? keys.tieEmbedding : nil) ?? keys.tieWordEmbeddings
+        return .wrapped(textDefaults: defaults, prefixes: wrapper.prefixes, tiedEmbeddings: tied ?? wrapper.tiedByDefault || textTies)
     }
 }

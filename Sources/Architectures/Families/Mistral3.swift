@@ -11,7 +11,7 @@ extension TextModelPlacement {
     static func llama(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
         switch checkpoint.modelType {
         case _ where Llava.wrappers[checkpoint.modelType] != nil:
-            return try Llava.placement(checkpoint)
+            return try .topLevelOrWrapped(checkpoint)
         case _ where QwenVL.qwen2Types.contains(checkpoint.modelType):
             return try QwenVL.placement(checkpoint, defaults: ["model_type": "qwen2", "max_window_layers": 80])
         case "ministral3":

@@ -104,8 +104,7 @@ struct Mistral4Model: DecoderFamily {
 
     init(_ checkpoint: Checkpoint) throws {
         // Mistral Small 4's releases: Mistral3ForConditionalGeneration around this model.
-        let placement: TextModelPlacement = checkpoint.modelType == "mistral3"
-            ? try Llava.placement(checkpoint, textTypes: ["mistral4"]) : .topLevel
+        let placement = try TextModelPlacement.topLevelOrWrapped(checkpoint)
         // Decoded first: the routed experts' tensors are checked with the layers.
         let config = try checkpoint.decodeConfig(Mistral4Configuration.self, section: placement.section)
         self.config = config

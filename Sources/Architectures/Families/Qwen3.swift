@@ -71,7 +71,7 @@ struct Qwen3Model: DecoderFamily {
         // Qwen3Config's and Qwen3VLTextConfig's head_dim is 128 when config.json omits it (Qwen3-0.6B: 1024 wide, 16 heads).
         let headDim: [String: ConfigDefault] = ["head_dim": 128]
         let vision = checkpoint.modelType == "qwen3_vl"
-        let placement = vision ? try QwenVL.placement(checkpoint, defaults: headDim) : TextModelPlacement(section: ConfigSection(defaults: headDim))
+        let placement = try vision ? QwenVL.placement(checkpoint, defaults: headDim) : .topLevelOrWrapped(checkpoint, defaults: headDim)
         parts = try DecoderParts(checkpoint, placement: placement) { Self.naming($0) }
         config = try parts.config(Qwen3Configuration.self)
         guard !vision else {

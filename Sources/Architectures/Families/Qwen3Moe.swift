@@ -23,7 +23,7 @@ struct Qwen3MoeModel: DecoderFamily {
 
     init(_ checkpoint: Checkpoint) throws {
         let vision = checkpoint.modelType == "qwen3_vl_moe"
-        let placement = vision ? try QwenVL.placement(checkpoint) : .topLevel
+        let placement = try vision ? QwenVL.placement(checkpoint) : .topLevelOrWrapped(checkpoint)
         // Decoded first: the expert tensors are checked with the layers.
         experts = try QwenExperts(checkpoint, section: placement.section, configClass: vision ? .qwen3VLMoe : .qwen3Moe)
         parts = try DecoderParts(checkpoint, placement: placement, naming: LlamaModel.naming, experts: experts.naming)
