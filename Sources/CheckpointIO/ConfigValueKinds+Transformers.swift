@@ -384,6 +384,18 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "cohere2_vision": (
+            "Cohere2VisionConfig",
+            [
+                "alignment_intermediate_size": "i",
+                "downsample_factor": "i",
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+            ],
+            [:
+            ]),
         "cohere_compass": (
             "CohereCompassConfig",
             [
@@ -786,6 +798,17 @@ extension ConfigValueKinds {
                 "tie_word_embeddings": "b",
                 "use_cache": "b",
                 "vocab_size": "i",
+            ],
+            [:
+            ]),
+        "exaone4_5": (
+            "Exaone4_5_Config",
+            [
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "i",
+                "vision_config": "no",
             ],
             [:
             ]),
@@ -2331,6 +2354,22 @@ extension ConfigValueKinds {
             [
                 "rms_norm_eps": "norm_eps",
             ]),
+        "lfm3_vl": (
+            "Lfm3VlConfig",
+            [
+                "image_token_id": "i",
+                "projector_bias": "b",
+                "projector_hidden_act": "s",
+                "projector_hidden_size": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "i",
+                "vision_config": "no",
+                "vision_end_token_id": "i",
+                "vision_start_token_id": "i",
+            ],
+            [:
+            ]),
         "llama": (
             "LlamaConfig",
             [
@@ -2487,6 +2526,28 @@ extension ConfigValueKinds {
             ],
             [
                 "image_token_id": "image_token_index",
+            ]),
+        "llava_next_video": (
+            "LlavaNextVideoConfig",
+            [
+                "image_grid_pinpoints": "n[nbifs*]",
+                "image_seq_length": "i",
+                "image_token_index": "i",
+                "multimodal_projector_bias": "b",
+                "projector_hidden_act": "s",
+                "spatial_pool_mode": "s",
+                "spatial_pool_stride": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_seq_length": "i",
+                "video_token_index": "i",
+                "vision_config": "no",
+                "vision_feature_layer": "i[i]",
+                "vision_feature_select_strategy": "s",
+            ],
+            [
+                "image_token_id": "image_token_index",
+                "video_token_id": "video_token_index",
             ]),
         "llava_onevision": (
             "LlavaOnevisionConfig",
@@ -3941,11 +4002,15 @@ extension ConfigValueKinds {
     /// AutoConfig): the model_type it takes when it names none. It is checked against that type's tables.
     static let textConfigModelTypes: [String: String] = [
         "aya_vision": "cohere2",
+        "cohere2_vision": "cohere2",
+        "exaone4_5": "exaone4",
         "idefics3": "llama",
         "internvl": "qwen2",
         "lfm2_vl": "lfm2",
+        "lfm3_vl": "lfm3",
         "llava": "llama",
         "llava_next": "llama",
+        "llava_next_video": "llama",
         "llava_onevision": "qwen2",
         "mistral3": "mistral",
         "smolvlm": "llama",

@@ -7,12 +7,13 @@ import TensorEngine
 
 /// The LLaVA-style models read as their language model (`llava`,
 /// `llava_next`, `llava_onevision`, `internvl`, `idefics3`, `smolvlm`,
-/// `aya_vision`, `lfm2_vl`): the text model type each reads and the family
-/// that reads it, the head's tying (forwarded from the text config by two
-/// of the config classes, InternVL's, Aya Vision's and LFM2-VL's tied by
-/// default, LFM2-VL's by `tie_embedding` first), Aya Vision's unscaled
-/// logits, and a mistral text config's `layer_types`, which
-/// MistralConfig's model ignores there. The scores themselves are checked against transformers
+/// `aya_vision`, `lfm2_vl`, `cohere2_vision`, `exaone4_5`, `lfm3_vl`,
+/// `llava_next_video`): the text model type each reads and the family that
+/// reads it, the head's tying (forwarded from the text config by three of
+/// the config classes, tied by default by others, LFM2-VL's by
+/// `tie_embedding` first), the Cohere wrappers' unscaled logits, EXAONE
+/// 4.5's renamed text model type, and a mistral text config's
+/// `layer_types`, which MistralConfig's model ignores there. The scores themselves are checked against transformers
 /// with every other family (`DropTests` and the reference suites); the
 /// edited configs below were checked against transformers 5.23 too.
 @Suite struct LlavaTests {
@@ -30,6 +31,9 @@ import TensorEngine
         Mutant("lfm2_vl-f32", "tie_word_embeddings", "null", key: "tie_word_embeddings"),
         Mutant("aya_vision-f32", "text_config.logit_scale", "null", key: "text_config.logit_scale"),
         Mutant("internvl_qwen3_moe-f32", "text_config.num_experts_per_tok", "0", key: "text_config.num_experts_per_tok"),
+        Mutant("cohere2_vision-f32", "text_config.model_type", "\"llama\"", key: "text_config.model_type"),
+        Mutant("lfm3_vl-f32", "text_config.model_type", "\"lfm2\"", key: "text_config.model_type"),
+        Mutant("exaone4_5-f32", "text_config.model_type", "\"exaone_moe\"", key: "text_config.model_type"),
         Mutant("idefics3-f32", "text_config.rms_norm_eps", "1", key: "text_config.rms_norm_eps"),
         // The text config is checked as its model_type's class checks it.
         Mutant("llava-f32", "text_config.attention_bias", "0", key: "text_config.attention_bias"),
@@ -67,6 +71,33 @@ import TensorEngine
         #expect(try EditedFixture("aya_vision-f32").load() is CohereModel)
         #expect(try EditedFixture("lfm2_vl-f32").load() is Lfm2Model)
         #expect(try EditedFixture("mistral3_mistral4-f32").load() is Mistral4Model)
+        #expect(try EditedFixture("cohere2_vision-f32").load() is CohereModel)
+        #expect(try EditedFixture("exaone4_5-f32").load() is Exaone4Model)
+        #expect(try EditedFixture("lfm3_vl-f32").load() is Lfm3Model)
+        #expect(try EditedFixture("llava_next_video-f32").load() is LlamaModel)
+        // EXAONE 4.5's first release names its text model exaone4_5_text (the fixture), the class's rename exaone4.
+        #expect(try EditedFixture("exaone4_5-f32") { EditedModel.set("exaone4", at: "text_config.model_type", in: &$0) }
+            .attentionScores() == EditedFixture("exaone4_5-f32").attentionScores())
+        // Exaone4_5_Config reads text_config["model_type"]: a text config without one fails there.
+        try EditedFixture("exaone4_5-f32") { EditedModel.set(nil, at: "text_config.model_type", in: &$0) }
+            .expectRefused(naming: "model_type")
+    }
+
+    /// A block-dropped export renumbers the text config, where the wrapper's
+    /// model reads the language model's layers, and leaves the top level as it was.
+    @Test(arguments: [
+        "llava-f32", "llava_next-f32", "llava_onevision-f32", "internvl-f32", "idefics3-f32", "smolvlm-f32", "mistral3-f32",
+        "mistral3_mistral4-f32", "internvl_qwen3-f32", "internvl_qwen3_moe-f32", "aya_vision-f32", "lfm2_vl-f32",
+        "cohere2_vision-f32", "exaone4_5-f32", "lfm3_vl-f32", "llava_next_video-f32",
+    ])
+    func blockDropExportsEditTheTextConfig(_ name: String) throws {
+        let fixture = try EditedFixture(name)
+        let layers = try fixture.load().layerCount
+        let exported = try fixture.exportedConfig(droppingBlocks: [1])
+        let text = try #require(exported["text_config"] as? [String: Any])
+        #expect(text["num_hidden_layers"] as? Int == layers - 1)
+        #expect((text["layer_types"] as? [String]).map(\.count) ?? layers - 1 == layers - 1)
+        #expect(exported["num_hidden_layers"] == nil && exported["layer_types"] == nil)
     }
 
     /// Aya Vision reads a cohere2 text model when its text config names no
@@ -87,17 +118,19 @@ import TensorEngine
         #expect(try cohere.attentionScores() != cohere2.attentionScores())
     }
 
-    /// AyaVisionForConditionalGeneration's head is a plain projection: the
-    /// text config's logit_scale (CohereForCausalLM's) changes no logit.
-    @Test func ayaVisionLogitsAreNotScaled() throws {
+    /// AyaVisionForConditionalGeneration's and Cohere2VisionForConditionalGeneration's
+    /// heads are plain projections: the text config's logit_scale
+    /// (CohereForCausalLM's) changes no logit.
+    @Test(arguments: ["aya_vision-f32", "cohere2_vision-f32"])
+    func cohereWrappersLogitsAreNotScaled(_ name: String) throws {
         let ids = Array(FixtureFiles.jsonlSequences()[0].prefix(12))
         func lastLogits(_ fixture: EditedFixture) throws -> [Float] {
             let model = try fixture.load()
             let hidden = try LayerwiseForward(model: model).run(TokenBatch(sequences: [ids]))
             return try model.head().logits(Matrix(rows: 1, cols: hidden.cols, data: Array(hidden.data.suffix(hidden.cols)))).data
         }
-        let scaled = try EditedFixture("aya_vision-f32") { EditedModel.set(4.0, at: "text_config.logit_scale", in: &$0) }
-        #expect(try lastLogits(scaled) == lastLogits(EditedFixture("aya_vision-f32")))
+        let scaled = try EditedFixture(name) { EditedModel.set(4.0, at: "text_config.logit_scale", in: &$0) }
+        #expect(try lastLogits(scaled) == lastLogits(EditedFixture(name)))
     }
 
     /// Without a stored lm_head the head is the embedding where the config
@@ -105,7 +138,10 @@ import TensorEngine
     /// flag, LLaVA-NeXT's only its own; InternVL's ties by default.
     @Test func theTextConfigTiesTheHeadOfLlavaAndOnevisionOnly() throws {
         func headless(_ name: String, textTies: Bool) throws -> EditedFixture {
-            let fixture = try EditedFixture(name) { EditedModel.set(textTies, at: "text_config.tie_word_embeddings", in: &$0) }
+            let fixture = try EditedFixture(name) { config in
+                EditedModel.set(textTies, at: "text_config.tie_word_embeddings", in: &config)
+                config["tie_word_embeddings"] = false
+            }
             try BadInputTests().rewriteWeights(fixture.model) { $0.removeAll { $0.name == "language_model.lm_head.weight" } }
             return fixture
         }
@@ -113,6 +149,8 @@ import TensorEngine
         #expect(throws: DroptraceError.self) { try headless("llava-f32", textTies: false).load().head() }
         #expect(throws: DroptraceError.self) { try headless("llava_next-f32", textTies: true).load().head() }
         #expect(throws: Never.self) { try headless("llava_onevision-f32", textTies: true).load().head() }
+        #expect(throws: Never.self) { try headless("llava_next_video-f32", textTies: true).load().head() }
+        #expect(throws: DroptraceError.self) { try headless("llava_next_video-f32", textTies: false).load().head() }
         // InternVLConfig ties unless its own flag says otherwise (the fixture leaves it out).
         #expect(throws: Never.self) { try EditedFixture("internvl-f32").load().head() }
         #expect(throws: DroptraceError.self) { try EditedFixture("internvl-f32") { $0["tie_word_embeddings"] = false }.load().head() }

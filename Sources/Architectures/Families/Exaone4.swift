@@ -18,7 +18,8 @@ struct Exaone4Model: DecoderFamily {
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint) { Olmo2Model.naming($0) }
+        // Also EXAONE 4.5's language model (`Llava`).
+        parts = try DecoderParts(checkpoint, placement: try .topLevelOrWrapped(checkpoint)) { Olmo2Model.naming($0) }
         var config = try parts.config(Olmo2Configuration.self)
         // Exaone4Config has no attention_bias: its projections never have biases.
         config.attentionBias = nil
@@ -29,7 +30,7 @@ struct Exaone4Model: DecoderFamily {
 
     /// Exports without some blocks spell out the kept layers' types, so
     /// renumbering cannot move a window (or positions) to another layer.
-    var layerNaming: LayerNaming { Olmo2Model.naming(parts.weights.prefix, layerTypes: layerTypes) }
+    var layerNaming: LayerNaming { parts.naming(spellingOut: layerTypes) }
 
     func head() throws -> OutputHead { try Olmo2Model.head(parts, config) }
 

@@ -7,7 +7,7 @@ import TensorEngine
 struct Lfm3Configuration: Decodable {
     /// The config class's defaults of the keys its sizes differ in from what
     /// droptrace assumes (head_dim 128 as a field, not hidden / heads).
-    static let section = ConfigSection(defaults: ["head_dim": 128])
+    static let classDefaults: [String: ConfigDefault] = ["head_dim": 128]
     /// `Lfm3Config.__post_init__`'s rope parameters when config.json has none.
     static let defaultRope: [String: Gemma4Rope] = [
         AttentionLayerType.sliding: Gemma4Rope(proportional: false, theta: 10_000),
@@ -83,7 +83,9 @@ struct Lfm3Model: DecoderFamily {
     let rotaries: [String: RotaryEmbedding]
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, section: Lfm3Configuration.section, tiedByDefault: true, naming: Self.naming)
+        // Also LFM3-VL's language model (`Llava`).
+        let placement = try TextModelPlacement.topLevelOrWrapped(checkpoint, defaults: Lfm3Configuration.classDefaults)
+        parts = try DecoderParts(checkpoint, placement: placement, tiedByDefault: true, naming: Self.naming)
         let config = try parts.config(Lfm3Configuration.self)
         self.config = config
         let layers = parts.dimensions.numHiddenLayers

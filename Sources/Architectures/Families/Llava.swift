@@ -35,6 +35,10 @@ enum Llava {
         var textTypes = ["llama", "mistral", "qwen2"]
         /// Whether the class reads a top-level `tie_embedding` over `tie_word_embeddings` (Lfm2VlConfig).
         var readsTieEmbedding = false
+        /// Text model types the class renames, and whether its text config
+        /// must then name one (Exaone4_5_Config reads `text_config["model_type"]`).
+        var textTypeAliases: [String: String] = [:]
+        var textConfigNamesItsType = false
     }
 
     static let wrappers: [String: Wrapper] = [
@@ -47,6 +51,13 @@ enum Llava {
         "mistral3": Wrapper(
             textType: "mistral", tiedByDefault: true, textTypes: ["mistral", "ministral3", "mistral4"]),
         "aya_vision": Wrapper(textType: "cohere2", tiedByDefault: true, textTypes: ["cohere", "cohere2"]),
+        "cohere2_vision": Wrapper(
+            textType: "cohere2", tiedByDefault: true, prefixes: ["model.language_model."], textTypes: ["cohere", "cohere2"]),
+        "exaone4_5": Wrapper(
+            textType: "exaone4", prefixes: ["model.language_model."], textTypes: ["exaone4"],
+            textTypeAliases: ["exaone4_5_text": "exaone4"], textConfigNamesItsType: true),
+        "lfm3_vl": Wrapper(textType: "lfm3", tiedByDefault: true, prefixes: ["model.language_model."], textTypes: ["lfm3"]),
+        "llava_next_video": Wrapper(textType: "llama", textTiesToo: true),
         "lfm2_vl": Wrapper(
             textType: "lfm2", tiedByDefault: true, prefixes: ["model.language_model."], textTypes: ["lfm2"], readsTieEmbedding: true),
     ]
@@ -58,7 +69,12 @@ enum Llava {
     ///   droptrace does not read under this wrapper.
     static func textModelType(_ checkpoint: Checkpoint) throws -> String? {
         guard let wrapper = wrappers[checkpoint.modelType] else { return nil }
-        let textType = try checkpoint.decodeConfig(MultimodalWrapperKeys.self).textConfig?.modelType ?? wrapper.textType
+        let textConfig = try checkpoint.decodeConfig(MultimodalWrapperKeys.self).textConfig
+        if wrapper.textConfigNamesItsType, textConfig != nil, textConfig?.modelType == nil {
+            throw DroptraceError("\"text_config\" names no model_type, which \(checkpoint.modelType)'s config class reads", path: checkpoint.configURL.path)
+        }
+        let written = textConfig?.modelType ?? wrapper.textType
+        let textType = wrapper.textTypeAliases[written] ?? written
         guard wrapper.textTypes.contains(textType) else {
             throw DroptraceError(
                 "\"text_config.model_type\" is \"\(textType.forErrorMessage)\": droptrace reads \(checkpoint.modelType) checkpoints "
