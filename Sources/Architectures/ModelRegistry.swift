@@ -106,6 +106,8 @@ public enum ModelRegistry {
         "mellum": MellumModel.self,
         "mimo_v2_flash": MiMoV2FlashModel.self,
         "minicpm3": MiniCPM3Model.self,
+        "minicpmv4_6": Qwen3_5Model.self,
+        "minicpmv4_7": Qwen3_5Model.self,
         "minimax_m2": MiniMaxM2Model.self,
         "ministral": LlamaModel.self,
         "ministral3": LlamaModel.self,

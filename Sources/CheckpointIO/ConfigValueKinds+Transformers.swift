@@ -2681,6 +2681,44 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "minicpmv4_6": (
+            "MiniCPMV4_6Config",
+            [
+                "downsample_mode": "s",
+                "drop_vision_last_layer": "b",
+                "image_size": "i",
+                "image_token_id": "ni",
+                "insert_layer_id": "i",
+                "merge_kernel_size": "[i]",
+                "merger_times": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "ni",
+                "vision_config": "no",
+            ],
+            [:
+            ]),
+        "minicpmv4_7": (
+            "MiniCPMV4_7Config",
+            [
+                "downsample_mode": "s",
+                "image_end_id": "ni",
+                "image_size": "i",
+                "image_start_id": "ni",
+                "image_token_id": "ni",
+                "insert_layer_id": "i",
+                "merge_kernel_size": "[i]",
+                "merger_times": "i",
+                "newline_id": "ni",
+                "slice_end_id": "ni",
+                "slice_start_id": "ni",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "ni",
+                "vision_config": "no",
+            ],
+            [:
+            ]),
         "minimax_m2": (
             "MiniMaxM2Config",
             [
@@ -4012,6 +4050,8 @@ extension ConfigValueKinds {
         "llava_next": "llama",
         "llava_next_video": "llama",
         "llava_onevision": "qwen2",
+        "minicpmv4_6": "qwen3_5_text",
+        "minicpmv4_7": "qwen3_5_text",
         "mistral3": "mistral",
         "smolvlm": "llama",
     ]

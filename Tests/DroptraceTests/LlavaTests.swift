@@ -8,7 +8,7 @@ import TensorEngine
 /// The LLaVA-style models read as their language model (`llava`,
 /// `llava_next`, `llava_onevision`, `internvl`, `idefics3`, `smolvlm`,
 /// `aya_vision`, `lfm2_vl`, `cohere2_vision`, `exaone4_5`, `lfm3_vl`,
-/// `llava_next_video`): the text model type each reads and the family that
+/// `llava_next_video`, `minicpmv4_6`, `minicpmv4_7`): the text model type each reads and the family that
 /// reads it, the head's tying (forwarded from the text config by three of
 /// the config classes, tied by default by others, LFM2-VL's by
 /// `tie_embedding` first), the Cohere wrappers' unscaled logits, EXAONE
@@ -33,6 +33,8 @@ import TensorEngine
         Mutant("internvl_qwen3_moe-f32", "text_config.num_experts_per_tok", "0", key: "text_config.num_experts_per_tok"),
         Mutant("cohere2_vision-f32", "text_config.model_type", "\"llama\"", key: "text_config.model_type"),
         Mutant("lfm3_vl-f32", "text_config.model_type", "\"lfm2\"", key: "text_config.model_type"),
+        Mutant("minicpmv4_6-f32", "text_config.model_type", "\"qwen3_next\"", key: "text_config.model_type"),
+        Mutant("minicpmv4_7-f32", "text_config.num_experts_per_tok", "5", key: "text_config.num_experts_per_tok"),
         Mutant("exaone4_5-f32", "text_config.model_type", "\"exaone_moe\"", key: "text_config.model_type"),
         Mutant("idefics3-f32", "text_config.rms_norm_eps", "1", key: "text_config.rms_norm_eps"),
         // The text config is checked as its model_type's class checks it.
@@ -75,6 +77,8 @@ import TensorEngine
         #expect(try EditedFixture("exaone4_5-f32").load() is Exaone4Model)
         #expect(try EditedFixture("lfm3_vl-f32").load() is Lfm3Model)
         #expect(try EditedFixture("llava_next_video-f32").load() is LlamaModel)
+        #expect(try EditedFixture("minicpmv4_6-f32").load() is Qwen3_5Model)
+        #expect(try EditedFixture("minicpmv4_7-f32").load() is Qwen3_5Model)
         // EXAONE 4.5's first release names its text model exaone4_5_text (the fixture), the class's rename exaone4.
         #expect(try EditedFixture("exaone4_5-f32") { EditedModel.set("exaone4", at: "text_config.model_type", in: &$0) }
             .attentionScores() == EditedFixture("exaone4_5-f32").attentionScores())
@@ -88,7 +92,7 @@ import TensorEngine
     @Test(arguments: [
         "llava-f32", "llava_next-f32", "llava_onevision-f32", "internvl-f32", "idefics3-f32", "smolvlm-f32", "mistral3-f32",
         "mistral3_mistral4-f32", "internvl_qwen3-f32", "internvl_qwen3_moe-f32", "aya_vision-f32", "lfm2_vl-f32",
-        "cohere2_vision-f32", "exaone4_5-f32", "lfm3_vl-f32", "llava_next_video-f32",
+        "cohere2_vision-f32", "exaone4_5-f32", "lfm3_vl-f32", "llava_next_video-f32", "minicpmv4_6-f32", "minicpmv4_7-f32",
     ])
     func blockDropExportsEditTheTextConfig(_ name: String) throws {
         let fixture = try EditedFixture(name)

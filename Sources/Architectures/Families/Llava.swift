@@ -9,9 +9,10 @@ import DroptraceSupport
 /// (Idefics3), `smolvlm` (SmolVLM), `mistral3`
 /// (Mistral3ForConditionalGeneration: Mistral-Small-3.1/3.2, the Ministral 3
 /// and Mistral Small 4 releases, whose weights transformers converts as
-/// LLaVA's), `aya_vision` (Aya Vision) and `lfm2_vl` (LFM2-VL);
-/// transformers' models/llava*/, models/internvl/, models/idefics3/,
-/// models/smolvlm/, models/mistral3/, models/aya_vision/, models/lfm2_vl/.
+/// LLaVA's), `aya_vision` (Aya Vision), `cohere2_vision` (Command A
+/// Vision), `exaone4_5` (EXAONE 4.5), `lfm2_vl` (LFM2-VL), `lfm3_vl`
+/// (LFM3-VL), `llava_next_video` (LLaVA-NeXT-Video) and `minicpmv4_6`,
+/// `minicpmv4_7` (MiniCPM-V 4.6, 4.7); transformers' models/<model_type>/.
 /// Their model builds the language model with AutoModel from `text_config`,
 /// whose class follows its own `model_type` (`Wrapper.textType` when it
 /// names none) with that class's defaults; droptrace reads it with the
@@ -58,6 +59,8 @@ enum Llava {
             textTypeAliases: ["exaone4_5_text": "exaone4"], textConfigNamesItsType: true),
         "lfm3_vl": Wrapper(textType: "lfm3", tiedByDefault: true, prefixes: ["model.language_model."], textTypes: ["lfm3"]),
         "llava_next_video": Wrapper(textType: "llama", textTiesToo: true),
+        "minicpmv4_6": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
+        "minicpmv4_7": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
         "lfm2_vl": Wrapper(
             textType: "lfm2", tiedByDefault: true, prefixes: ["model.language_model."], textTypes: ["lfm2"], readsTieEmbedding: true),
     ]

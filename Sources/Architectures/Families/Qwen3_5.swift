@@ -230,21 +230,21 @@ struct Qwen3_5Model: DecoderFamily {
     let experts: QwenExperts?
 
     init(_ checkpoint: Checkpoint) throws {
+        // Qwen3.5's own wrappers, or another's language model (MiniCPM-V 4.6's: `Llava`).
         let multimodal = ["qwen3_5", "qwen3_5_moe"].contains(checkpoint.modelType)
-        let moe = checkpoint.modelType.hasPrefix("qwen3_5_moe")
+        let moe = try (Llava.textModelType(checkpoint) ?? checkpoint.modelType).hasPrefix("qwen3_5_moe")
         var defaults = ConfigValueKinds.omittedDefaultValues(of: moe ? "qwen3_5_moe_text" : "qwen3_5_text")
         defaults["head_dim"] = .integer(256)
-        let sectionName = multimodal ? "text_config" : nil
-        let experts = moe ? try QwenExperts(checkpoint, section: ConfigSection(sectionName, defaults: defaults), configClass: .qwen3_5Moe) : nil
-        if let experts {
-            // Qwen3_5MoeTextConfig has no dense MLP width: every layer is sparse.
-            defaults["intermediate_size"] = .integer(experts.moeIntermediateSize)
-        }
-        let placement: TextModelPlacement = multimodal
+        var placement: TextModelPlacement = multimodal
             ? .wrapped(
                 textDefaults: defaults, prefixes: ["model.language_model."],
                 tiedEmbeddings: try checkpoint.decodeConfig(MultimodalWrapperKeys.self).tieWordEmbeddings ?? false)
-            : TextModelPlacement(section: ConfigSection(defaults: defaults))
+            : try .topLevelOrWrapped(checkpoint, defaults: defaults)
+        let experts = moe ? try QwenExperts(checkpoint, section: placement.section, configClass: .qwen3_5Moe) : nil
+        if let experts {
+            // Qwen3_5MoeTextConfig has no dense MLP width: every layer is sparse.
+            placement.section.defaults["intermediate_size"] = .integer(experts.moeIntermediateSize)
+        }
         self.experts = experts
         parts = try DecoderParts(checkpoint, placement: placement, naming: { HybridQwenLayers.naming($0) }, experts: experts?.naming)
         layers = try HybridQwenLayers(parts, attentionClass: moe ? "Qwen3_5MoeAttention" : "Qwen3_5Attention")
