@@ -125,6 +125,7 @@ public enum ModelRegistry {
         "olmo_hybrid": OlmoHybridModel.self,
         "olmoe": OlmoeModel.self,
         "opt": OptModel.self,
+        "ovis2": LlamaModel.self,
         "phi": PhiModel.self,
         "phi3": Phi3Model.self,
         "phimoe": PhiMoEModel.self,

@@ -3242,6 +3242,19 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "ovis2": (
+            "Ovis2Config",
+            [
+                "hidden_size": "i",
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+                "visual_indicator_token_ids": "[i]",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "phi": (
             "PhiConfig",
             [
@@ -4053,6 +4066,7 @@ extension ConfigValueKinds {
         "minicpmv4_6": "qwen3_5_text",
         "minicpmv4_7": "qwen3_5_text",
         "mistral3": "mistral",
+        "ovis2": "qwen2",
         "smolvlm": "llama",
     ]
 

@@ -8,7 +8,7 @@ import TensorEngine
 /// The LLaVA-style models read as their language model (`llava`,
 /// `llava_next`, `llava_onevision`, `internvl`, `idefics3`, `smolvlm`,
 /// `aya_vision`, `lfm2_vl`, `cohere2_vision`, `exaone4_5`, `lfm3_vl`,
-/// `llava_next_video`, `minicpmv4_6`, `minicpmv4_7`): the text model type each reads and the family that
+/// `llava_next_video`, `minicpmv4_6`, `minicpmv4_7`, `ovis2`): the text model type each reads and the family that
 /// reads it, the head's tying (forwarded from the text config by three of
 /// the config classes, tied by default by others, LFM2-VL's by
 /// `tie_embedding` first), the Cohere wrappers' unscaled logits, EXAONE
@@ -79,6 +79,7 @@ import TensorEngine
         #expect(try EditedFixture("llava_next_video-f32").load() is LlamaModel)
         #expect(try EditedFixture("minicpmv4_6-f32").load() is Qwen3_5Model)
         #expect(try EditedFixture("minicpmv4_7-f32").load() is Qwen3_5Model)
+        #expect(try EditedFixture("ovis2-f32").load() is LlamaModel)
         // EXAONE 4.5's first release names its text model exaone4_5_text (the fixture), the class's rename exaone4.
         #expect(try EditedFixture("exaone4_5-f32") { EditedModel.set("exaone4", at: "text_config.model_type", in: &$0) }
             .attentionScores() == EditedFixture("exaone4_5-f32").attentionScores())
@@ -93,6 +94,7 @@ import TensorEngine
         "llava-f32", "llava_next-f32", "llava_onevision-f32", "internvl-f32", "idefics3-f32", "smolvlm-f32", "mistral3-f32",
         "mistral3_mistral4-f32", "internvl_qwen3-f32", "internvl_qwen3_moe-f32", "aya_vision-f32", "lfm2_vl-f32",
         "cohere2_vision-f32", "exaone4_5-f32", "lfm3_vl-f32", "llava_next_video-f32", "minicpmv4_6-f32", "minicpmv4_7-f32",
+        "ovis2-f32",
     ])
     func blockDropExportsEditTheTextConfig(_ name: String) throws {
         let fixture = try EditedFixture(name)
@@ -158,6 +160,9 @@ import TensorEngine
         // InternVLConfig ties unless its own flag says otherwise (the fixture leaves it out).
         #expect(throws: Never.self) { try EditedFixture("internvl-f32").load().head() }
         #expect(throws: DroptraceError.self) { try EditedFixture("internvl-f32") { $0["tie_word_embeddings"] = false }.load().head() }
+        // Ovis2Config ties by default and does not forward the text config's flag.
+        #expect(throws: Never.self) { try EditedFixture("ovis2-f32") { $0["tie_word_embeddings"] = nil }.load().head() }
+        #expect(throws: DroptraceError.self) { try headless("ovis2-f32", textTies: true).load().head() }
         // Lfm2VlConfig ties by default, by tie_embedding over tie_word_embeddings (the fixture stores no lm_head).
         func lfm2VL(_ keys: [String: Bool]) throws -> EditedFixture {
             try EditedFixture("lfm2_vl-f32") { config in keys.forEach { config[$0.key] = $0.value } }

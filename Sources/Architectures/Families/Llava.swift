@@ -12,7 +12,8 @@ import DroptraceSupport
 /// LLaVA's), `aya_vision` (Aya Vision), `cohere2_vision` (Command A
 /// Vision), `exaone4_5` (EXAONE 4.5), `lfm2_vl` (LFM2-VL), `lfm3_vl`
 /// (LFM3-VL), `llava_next_video` (LLaVA-NeXT-Video) and `minicpmv4_6`,
-/// `minicpmv4_7` (MiniCPM-V 4.6, 4.7); transformers' models/<model_type>/.
+/// `minicpmv4_7` (MiniCPM-V 4.6, 4.7), `ovis2` (Ovis2); transformers'
+/// models/<model_type>/.
 /// Their model builds the language model with AutoModel from `text_config`,
 /// whose class follows its own `model_type` (`Wrapper.textType` when it
 /// names none) with that class's defaults; droptrace reads it with the
@@ -59,6 +60,7 @@ enum Llava {
             textTypeAliases: ["exaone4_5_text": "exaone4"], textConfigNamesItsType: true),
         "lfm3_vl": Wrapper(textType: "lfm3", tiedByDefault: true, prefixes: ["model.language_model."], textTypes: ["lfm3"]),
         "llava_next_video": Wrapper(textType: "llama", textTiesToo: true),
+        "ovis2": Wrapper(textType: "qwen2", tiedByDefault: true, prefixes: ["model.language_model."]),
         "minicpmv4_6": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
         "minicpmv4_7": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
         "lfm2_vl": Wrapper(
