@@ -141,37 +141,38 @@ public struct SpecialTokenSettings: Sendable, Equatable {
     }
 
     /// The class `AutoTokenizer.from_pretrained` instantiates (transformers 5,
-    /// tokenization_auto.py), "Fast" names read as their base classes: the
-    /// declared `tokenizer_class`, except a LlamaTokenizer over a byte-level
-    /// tokenizer.json (loaded as the generic backend) and model types whose
-    /// Hub class transformers overrides; else the model_type's class.
+    /// tokenization_auto.py), "Fast" names read as their base classes. With
+    /// no declared `tokenizer_class`, the model_type's registered class
+    /// (`autoTokenizerClass`, else the generic backend). A declared
+    /// LlamaTokenizer over a byte-level tokenizer.json loads as the generic
+    /// backend, unless the model_type's Hub class is known incorrect
+    /// (`modelsWithIncorrectHubTokenizerClass`). A declared class other than
+    /// the registered one: where the registered class is a specialised one,
+    /// that class for the model types whose Hub class is known incorrect and
+    /// the declared one for the others; where it is the generic backend, the
+    /// generic backend. Otherwise the declared class.
     static func tokenizerClass(declared: String?, modelType: String, byteLevel: Bool) -> String {
+        let backend = "TokenizersBackend"
         let registered = autoTokenizerClass[modelType]
-        guard let declared else { return registered ?? "TokenizersBackend" }
+        guard let declared else { return registered ?? backend }
         let base = declared.hasSuffix("Fast") ? String(declared.dropLast(4)) : declared
-        let hubClassOverridden = ["qwen2", "phi3"].contains(modelType)
-        if base == "LlamaTokenizer", byteLevel, !hubClassOverridden { return "TokenizersBackend" }
-        if let registered, registered != base, hubClassOverridden { return registered }
-        return base
+        let hubClassIncorrect = modelsWithIncorrectHubTokenizerClass.contains(modelType)
+        if base == "LlamaTokenizer", byteLevel, !hubClassIncorrect { return backend }
+        if let registered, registered != base {
+            let generic: Set<String> = [backend, "PythonBackend", "PreTrainedTokenizerFast", "MistralCommonBackend"]
+            guard !generic.contains(registered) else { return backend }
+            let chosen = hubClassIncorrect ? registered : base
+            return ["PythonBackend", "PreTrainedTokenizer"].contains(chosen) ? backend : chosen
+        }
+        return base == "PythonBackend" ? backend : base
     }
-
-    /// `TOKENIZER_MAPPING_NAMES` for the model types droptrace reads; the
-    /// rest get the generic backend.
-    private static let autoTokenizerClass: [String: String] = [
-        "gpt2": "GPT2Tokenizer", "gpt_neox": "GPTNeoXTokenizer", "olmo": "GPTNeoXTokenizer",
-        "olmoe": "GPTNeoXTokenizer", "qwen2": "Qwen2Tokenizer", "qwen2_moe": "Qwen2Tokenizer", "qwen3": "Qwen2Tokenizer",
-        "qwen3_moe": "Qwen2Tokenizer", "qwen2_vl": "Qwen2Tokenizer", "qwen2_5_vl": "Qwen2Tokenizer", "qwen3_vl": "Qwen2Tokenizer",
-        "qwen3_vl_moe": "Qwen2Tokenizer", "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer",
-        "gemma3": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer", "starcoder2": "GPT2Tokenizer", "phi": "GPT2Tokenizer",
-        "cohere": "CohereTokenizer",
-    ]
 
     /// The `bos_token` and `eos_token` defaults of tokenizer classes' `__init__` (transformers 5).
     private static let classDefaults: [String: (bos: String?, eos: String?)] = [
         "TokenizersBackend": (nil, nil), "PreTrainedTokenizer": (nil, nil), "BloomTokenizer": (nil, nil),
         "LlamaTokenizer": ("<s>", "</s>"), "CodeLlamaTokenizer": ("<s>", "</s>"),
         "GPT2Tokenizer": ("<|endoftext|>", "<|endoftext|>"), "GPTNeoXTokenizer": ("<|endoftext|>", "<|endoftext|>"),
-        "Qwen2Tokenizer": (nil, "<|endoftext|>"), "GemmaTokenizer": ("<bos>", "<eos>"),
+        "Qwen2Tokenizer": (nil, "<|endoftext|>"), "Qwen3_5Tokenizer": (nil, "<|endoftext|>"), "GemmaTokenizer": ("<bos>", "<eos>"),
         "CohereTokenizer": ("<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>"),
     ]
 }

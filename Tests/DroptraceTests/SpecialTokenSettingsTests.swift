@@ -48,6 +48,21 @@ import Tokenization
              expected: .token(id: 509, text: "<|endoftext|>")),
         Case(name: "unknown tokenizer class", config: #"{"tokenizer_class": "FancyTokenizer"}"#,
              expected: .unknown(text: nil, reason: "")),
+        // Model types whose Hub tokenizer_class transformers overrides, and declared classes beside registered ones.
+        Case(name: "llava: a declared class beside the registered generic backend loads the backend", modelType: "llava",
+             config: #"{"tokenizer_class": "LlamaTokenizerFast"}"#, expected: .none(reason: "")),
+        Case(name: "phi3: the same", modelType: "phi3", config: #"{"tokenizer_class": "LlamaTokenizerFast"}"#,
+             expected: .none(reason: "")),
+        Case(name: "smolvlm: GPT2Tokenizer declared, the generic backend loaded", model: "gpt2-f32", modelType: "smolvlm",
+             config: #"{"tokenizer_class": "GPT2Tokenizer"}"#, expected: .none(reason: "")),
+        Case(name: "internvl: LlamaTokenizerFast over byte-level BPE loads the generic backend", model: "qwen2-f32",
+             modelType: "internvl", config: #"{"tokenizer_class": "LlamaTokenizerFast"}"#, expected: .none(reason: "")),
+        Case(name: "ovis2: a declared class beside a registered one is kept", model: "qwen2-f32", modelType: "ovis2",
+             config: #"{"tokenizer_class": "GPT2Tokenizer"}"#, expected: .token(id: 509, text: "<|endoftext|>")),
+        Case(name: "qwen3_5_text model_type: Qwen3_5Tokenizer's EOS", model: "qwen2-f32", modelType: "qwen3_5_text",
+             expected: .token(id: 509, text: "<|endoftext|>")),
+        Case(name: "aya_vision model_type: CohereTokenizer's BOS, not in this vocabulary", model: "gpt2-f32",
+             modelType: "aya_vision", expected: .unknown(text: "<BOS_TOKEN>", reason: "")),
     ]
 
     /// Reasons are for people; the test compares what the harness would do.
