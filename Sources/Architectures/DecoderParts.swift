@@ -70,6 +70,12 @@ struct DecoderParts: Sendable {
         weights = try Weights(
             checkpoint, probe: embedding + ".weight", candidates: prefixes,
             tiedHead: self.tiedEmbeddings ? ["lm_head.weight", headName + ".weight"] : [])
+        if headName != "lm_head", checkpoint.hasTensor("lm_head.weight"), checkpoint.hasTensor(headName + ".weight") {
+            // transformers renames the wrapper's 4.x head onto lm_head: which it keeps would depend on the order it reads them.
+            throw DroptraceError(
+                "tensors 'lm_head.weight' and '\(headName).weight' are both stored, which transformers reads as one parameter; keep one of the two",
+                path: checkpoint.weightsPath)
+        }
         var layerNaming = naming(weights.prefix)
         layerNaming.configSection = section.name
         self.naming = layerNaming

@@ -169,7 +169,8 @@ public enum ModelRegistry {
                 path: checkpoint.configURL.path)
         }
         // A LLaVA-style wrapper's language model is read by its text model type's family.
-        if let textType = try Llava.textModelType(checkpoint), let textFamily = families.first(where: { $0.key == textType })?.value {
+        let textType = try Llava.textModelType(checkpoint)
+        if let textType, let textFamily = families.first(where: { $0.key == textType })?.value {
             family = textFamily
         }
         if checkpoint.gguf == nil {
@@ -177,9 +178,9 @@ public enum ModelRegistry {
             // an int, 48.0 for a count, 0 for a flag) are refused as it refuses
             // them, and a pad_token_id its model's embedding cannot take.
             let document = checkpoint.configDocument
-            try ConfigValueKinds.check(document, modelType: checkpoint.modelType, path: checkpoint.configURL.path)
+            try ConfigValueKinds.check(document, modelType: checkpoint.modelType, path: checkpoint.configURL.path, textModelType: textType)
             try ForwardPassKeys.check(
-                document, path: checkpoint.configURL.path, familyReadsLayerTypes: family.readsLayerTypes(checkpoint.modelType))
+                document, path: checkpoint.configURL.path, familyReadsLayerTypes: family.readsLayerTypes(textType ?? checkpoint.modelType))
         }
         return try family.init(checkpoint)
     }

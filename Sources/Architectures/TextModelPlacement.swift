@@ -24,13 +24,17 @@ struct TextModelPlacement {
     /// text config class's defaults), its weights under the first of
     /// `prefixes` that holds them (`model.language_model.` as transformers 5
     /// names the modules of most wrappers, `language_model.model.` as 4.x
-    /// saved them and as Llama 4's wrapper still does), its head `headName`.
+    /// saved them and as Llama 4's wrapper still does), its head `lm_head`,
+    /// or `language_model.lm_head` where the weights may have the 4.x names
+    /// (transformers renames that head with them; elsewhere it is a tensor
+    /// transformers does not read).
     static func wrapped(
         textDefaults: [String: ConfigDefault], prefixes: [String] = ["model.language_model.", "language_model.model."],
-        headName: String = "language_model.lm_head", tiedEmbeddings: Bool? = nil
+        tiedEmbeddings: Bool? = nil
     ) -> TextModelPlacement {
         TextModelPlacement(
-            section: ConfigSection("text_config", defaults: textDefaults), headName: headName, prefixes: prefixes,
+            section: ConfigSection("text_config", defaults: textDefaults),
+            headName: prefixes.contains("language_model.model.") ? "language_model.lm_head" : "lm_head", prefixes: prefixes,
             tiedEmbeddings: tiedEmbeddings)
     }
 }
@@ -50,7 +54,7 @@ extension TextModelPlacement {
         let textDefaults = ConfigValueKinds.omittedDefaultValues(of: checkpoint.modelType + ".text_config")
             .merging(defaults, uniquingKeysWith: { $1 })
         let tied = keys.tieWordEmbeddings ?? false || (textTiesToo && keys.textConfig?.tieWordEmbeddings == true)
-        return .wrapped(textDefaults: textDefaults, prefixes: prefixes, headName: "lm_head", tiedEmbeddings: tied)
+        return .wrapped(textDefaults: textDefaults, prefixes: prefixes, tiedEmbeddings: tied)
     }
 
     /// A family's language model at config.json's top level, or the text

@@ -25,10 +25,12 @@ public enum ConfigValueKinds {
     /// (`textConfigModelTypes`, Mistral3Config's AutoConfig), that
     /// model_type's; where the class builds its text config from the top
     /// level's keys when there is no `text_config` (`flatTextConfigs`), the
-    /// top level against the text config class too.
+    /// top level against the text config class too. `textModelType`: the
+    /// text config's model type as the wrapper's class resolves it, where it
+    /// renames one (EXAONE 4.5's `exaone4_5_text`).
     /// - Throws: `DroptraceError` naming `path` and the first key whose value
     ///   is of a kind its class refuses.
-    public static func check(_ document: JSONValue, modelType: String, path: String) throws {
+    public static func check(_ document: JSONValue, modelType: String, path: String, textModelType: String? = nil) throws {
         guard case .object(let members) = document else { return }
         if let problem = problem(in: members, of: modelType, under: "") ?? paddingProblem(in: members, of: modelType, under: "")
             ?? rangeProblem(in: members, of: modelType) {
@@ -51,19 +53,21 @@ public enum ConfigValueKinds {
             }
             return
         }
-        guard let textKey = textConfigClass(of: modelType, text: text) else { return }
-        if let problem = problem(in: text, of: textKey, under: "text_config.") ?? paddingProblem(in: text, of: textKey, under: "text_config.") {
+        guard let textKey = textConfigClass(of: modelType, text: text, resolved: textModelType) else { return }
+        if let problem = problem(in: text, of: textKey, under: "text_config.") ?? paddingProblem(in: text, of: textKey, under: "text_config.")
+            ?? rangeProblem(in: text, of: textKey, under: "text_config.") {
             throw DroptraceError(problem, path: path)
         }
     }
 
     /// The table key of the class transformers builds the `text_config`
     /// (`text`) of a `modelType` config with, if droptrace has its table.
-    static func textConfigClass(of modelType: String, text: [(key: String, value: JSONValue)]) -> String? {
+    static func textConfigClass(of modelType: String, text: [(key: String, value: JSONValue)], resolved: String? = nil) -> String? {
         if transformers[modelType + ".text_config"] != nil { return modelType + ".text_config" }
         guard let defaultType = textConfigModelTypes[modelType] else { return nil }
         var textType = defaultType
         if case .string(let written)? = text.last(where: { $0.key == "model_type" })?.value { textType = written }
+        textType = resolved ?? textType
         return transformers[textType] != nil ? textType : nil
     }
 
@@ -77,7 +81,8 @@ public enum ConfigValueKinds {
     /// the model builds `nn.Dropout` from it, and `layer_types` that are not
     /// one allowed name per layer on classes that do not read them
     /// (`validate_layer_type`; the others check them where they are read).
-    static func rangeProblem(in members: [(key: String, value: JSONValue)], of modelType: String) -> String? {
+    /// `prefix` puts the section's member in front of the keys messages name (`text_config.`).
+    static func rangeProblem(in members: [(key: String, value: JSONValue)], of modelType: String, under prefix: String = "") -> String? {
         func number(_ key: String) -> Double? {
             switch members.last(where: { $0.key == key })?.value {
             case .integer(let value)?: Double(value)
@@ -86,25 +91,25 @@ public enum ConfigValueKinds {
             }
         }
         if initializerRangeChecked.contains(modelType), let range = number("initializer_range"), !(0...1).contains(range) {
-            return "key \"initializer_range\" is \(range), which transformers' config validator refuses (it must be in [0, 1])"
+            return "key \"\(prefix)initializer_range\" is \(range), which transformers' config validator refuses (it must be in [0, 1])"
         }
         let dropouts = (dropoutModules[modelType] ?? []).map { ($0, "transformers' model builds nn.Dropout from it") }
             + (functionalDropout[modelType] ?? []).map { ($0, "transformers' forward pass calls dropout with it") }
         for (key, use) in dropouts {
             if let probability = number(key), !(0...1).contains(probability) {
-                return "key \"\(key)\" is \(probability), a dropout probability outside [0, 1]: \(use), which torch refuses"
+                return "key \"\(prefix)\(key)\" is \(probability), a dropout probability outside [0, 1]: \(use), which torch refuses"
             }
         }
         for key in ["dtype", "torch_dtype"] {
             guard let value = members.last(where: { $0.key == key })?.value else { continue }
             if case .null = value { continue }
             guard case .string(let name) = value, torchFloatingDtypes.contains(name) else {
-                return "key \"\(key)\" holds \(spelled(value)), not a torch floating-point dtype transformers can build the model in "
+                return "key \"\(prefix)\(key)\" holds \(spelled(value)), not a torch floating-point dtype transformers can build the model in "
                     + "(it takes null or one of \(torchFloatingDtypes.sorted().joined(separator: ", ")))"
             }
         }
         if let key = ropeIntegerBeyondTorch(in: members) {
-            return "key \"\(key)\" is an integer beyond 64 bits, which transformers' rotary set-up cannot convert (OverflowError)"
+            return "key \"\(prefix)\(key)\" is an integer beyond 64 bits, which transformers' rotary set-up cannot convert (OverflowError)"
         }
         // A null or absent head_dim: whether the model cannot be built from it, and whether the class keeps it None.
         let headDim = members.last(where: { $0.key == "head_dim" })?.value
@@ -114,14 +119,14 @@ public enum ConfigValueKinds {
         default: (false, false)
         }
         if modelFails {
-            return "key \"head_dim\" is null or absent, which transformers' config class takes but its model cannot be built from; write the head width"
+            return "key \"\(prefix)head_dim\" is null or absent, which transformers' config class takes but its model cannot be built from; write the head width"
         }
         if headDimIsNone, let type = ropeTypes(in: members).first(where: Self.ropeTypesReadingHeadDim.contains) {
-            return "key \"head_dim\" is \(headDim == nil ? "absent (None in transformers' config class)" : "null"), which transformers' "
+            return "key \"\(prefix)head_dim\" is \(headDim == nil ? "absent (None in transformers' config class)" : "null"), which transformers' "
                 + "\(type) rotary set-up takes for the head width (TypeError); write the head width"
         }
         if nullKeyValueHeadsFail.contains(modelType), case .null? = members.last(where: { $0.key == "num_key_value_heads" })?.value {
-            return "key \"num_key_value_heads\" is null, which transformers' config class keeps but its attention cannot be built from; write the count"
+            return "key \"\(prefix)num_key_value_heads\" is null, which transformers' config class keeps but its attention cannot be built from; write the count"
         }
         guard !layerTypesRead.contains(modelType), let written = members.last(where: { $0.key == "layer_types" })?.value
         else { return nil }
@@ -132,10 +137,10 @@ public enum ConfigValueKinds {
               items.allSatisfy({
                   if case .string(let name) = $0 { allowedLayerTypes.contains(legacyLayerTypes[name] ?? name) } else { false }
               }) else {
-            return "key \"layer_types\" must list one of \(allowedLayerTypes.joined(separator: ", ")) per layer, as transformers' validate_layer_type requires"
+            return "key \"\(prefix)layer_types\" must list one of \(allowedLayerTypes.joined(separator: ", ")) per layer, as transformers' validate_layer_type requires"
         }
         if case .integer(let count)? = layers, count != items.count {
-            return "key \"layer_types\" lists \(items.count) layers, but \"\(countKey)\" is \(count), which transformers' validate_layer_type refuses"
+            return "key \"\(prefix)layer_types\" lists \(items.count) layers, but \"\(prefix)\(countKey)\" is \(count), which transformers' validate_layer_type refuses"
         }
         return nil
     }

@@ -35,6 +35,23 @@ import TensorEngine
         Mutant("lfm3_vl-f32", "text_config.model_type", "\"lfm2\"", key: "text_config.model_type"),
         Mutant("minicpmv4_6-f32", "text_config.model_type", "\"qwen3_next\"", key: "text_config.model_type"),
         Mutant("minicpmv4_7-f32", "text_config.num_experts_per_tok", "5", key: "text_config.num_experts_per_tok"),
+        // AutoConfig cannot resolve a null text model type.
+        Mutant("aya_vision-f32", "text_config.model_type", "null", key: "text_config.model_type"),
+        Mutant("lfm2_vl-f32", "text_config.model_type", "null", key: "text_config.model_type"),
+        Mutant("lfm3_vl-f32", "text_config.model_type", "null", key: "text_config.model_type"),
+        Mutant("cohere2_vision-f32", "text_config.model_type", "null", key: "text_config.model_type"),
+        // EXAONE 4.5's renamed text model type is checked as exaone4's class checks it.
+        Mutant("exaone4_5-f32", "text_config.num_hidden_layers", "4.0", key: "text_config.num_hidden_layers"),
+        Mutant("exaone4_5-f32", "text_config.hidden_act", "null", key: "text_config.hidden_act"),
+        Mutant("exaone4_5-f32", "text_config.pad_token_id", "600", key: "text_config.pad_token_id"),
+        // A null head_dim these text classes keep, whose models cannot be built from it.
+        Mutant("aya_vision-f32", "text_config.head_dim", "null", key: "text_config.head_dim"),
+        Mutant("cohere2_vision-f32", "text_config.head_dim", "null", key: "text_config.head_dim"),
+        Mutant("lfm2_vl-f32", "text_config.head_dim", "null", key: "text_config.head_dim"),
+        Mutant("exaone4_5-f32", "text_config.head_dim", "null", key: "text_config.head_dim"),
+        // Lfm3Config turns a legacy rope_scaling into one flat set its model cannot index by layer type.
+        Mutant("lfm3_vl-f32", "text_config.rope_scaling", #"{"type": "linear", "factor": 2.0}"#, key: "text_config.rope_scaling"),
+        Mutant("lfm3-f32", "rope_scaling", #"{"type": "linear", "factor": 2.0}"#, key: "rope_scaling"),
         Mutant("exaone4_5-f32", "text_config.model_type", "\"exaone_moe\"", key: "text_config.model_type"),
         Mutant("idefics3-f32", "text_config.rms_norm_eps", "1", key: "text_config.rms_norm_eps"),
         // The text config is checked as its model_type's class checks it.
@@ -122,6 +139,56 @@ import TensorEngine
         let cohere = try EditedFixture("aya_vision-f32") { EditedModel.set("cohere", at: "text_config.model_type", in: &$0) }
         #expect(try windows(cohere) == [nil, nil, nil, nil])
         #expect(try cohere.attentionScores() != cohere2.attentionScores())
+    }
+
+    /// Cohere2Config's defaults under a wrapper: the window 4096 where the
+    /// text config omits it, the rope base 10000 (CohereConfig's 500000)
+    /// where it names none, as at the top level.
+    @Test func cohere2TextConfigDefaults() throws {
+        let unwindowed = try EditedFixture("aya_vision-f32") { EditedModel.set(nil, at: "text_config.sliding_window", in: &$0) }.load()
+        #expect(try (0..<4).map { try unwindowed.block($0).attention?.attention.slidingWindow } == [4096, nil, 4096, nil])
+        // The fixtures rotate at 10000, written out.
+        for (name, key) in [("aya_vision-f32", "text_config.rope_parameters"), ("cohere2-f32", "rope_parameters")] {
+            #expect(try EditedFixture(name) { EditedModel.set(nil, at: key, in: &$0) }.attentionScores()
+                == EditedFixture(name).attentionScores())
+        }
+        let cohere = try EditedFixture("cohere-f32") { $0["rope_parameters"] = ["rope_type": "default", "rope_theta": 500_000.0] }
+        #expect(try EditedFixture("cohere-f32") { $0["rope_parameters"] = nil }.attentionScores() == cohere.attentionScores())
+    }
+
+    /// A wrapper's head is `lm_head`; `language_model.lm_head` only where
+    /// transformers renames the 4.x names (and both stored are refused, as
+    /// transformers reads them as one). Elsewhere that tensor is not read:
+    /// a tied head is the embedding, an untied one missing.
+    @Test func theHeadIsReadWhereTransformersReadsIt() throws {
+        /// The fixture with a constant [vocab, hidden] tensor added as `head`, or `source` renamed to it.
+        func withHead(_ name: String, _ head: String, renaming source: String? = nil) throws -> EditedFixture {
+            let fixture = try EditedFixture(name)
+            let model = try fixture.load()
+            try BadInputTests().rewriteWeights(fixture.model) { entries in
+                if let source, let index = entries.firstIndex(where: { $0.name == source }) {
+                    entries[index].name = head
+                } else {
+                    let count = model.vocabularySize * model.hiddenSize
+                    entries.append(.init(name: head, shape: [model.vocabularySize, model.hiddenSize]) { Array(repeating: 0.25, count: count) })
+                }
+            }
+            return fixture
+        }
+        let ids = Array(FixtureFiles.jsonlSequences()[0].prefix(12))
+        func lastLogits(_ fixture: EditedFixture) throws -> [Float] {
+            let model = try fixture.load()
+            let hidden = try LayerwiseForward(model: model).run(TokenBatch(sequences: [ids]))
+            return try model.head().logits(Matrix(rows: 1, cols: hidden.cols, data: Array(hidden.data.suffix(hidden.cols)))).data
+        }
+        // lfm2_vl ties its head and has no 4.x names: the stray tensor is not the head.
+        #expect(try lastLogits(withHead("lfm2_vl-f32", "language_model.lm_head.weight")) == lastLogits(EditedFixture("lfm2_vl-f32")))
+        // exaone4_5's untied head under the 4.x name is not found, as transformers does not find it.
+        #expect(throws: DroptraceError.self) {
+            try withHead("exaone4_5-f32", "language_model.lm_head.weight", renaming: "lm_head.weight").load().head()
+        }
+        // internvl reads the 4.x names: its head stored under both names is refused.
+        #expect(throws: DroptraceError.self) { try withHead("internvl_qwen3-f32", "lm_head.weight").load() }
     }
 
     /// AyaVisionForConditionalGeneration's and Cohere2VisionForConditionalGeneration's

@@ -1,4 +1,4 @@
-import Architectures
+@testable import Architectures
 import CheckpointIO
 import DroptraceSupport
 import Scoring
@@ -92,6 +92,18 @@ import Testing
             $0["layer_types"] = nil
             $0["full_attention_interval"] = 0
         }.expectRefused(naming: "full_attention_interval")
+    }
+
+    /// Qwen3.5's attention rotates as many dimensions as its rotary table is
+    /// wide: without rope_parameters, the class's partial_rotary_factor 0.25
+    /// of heads of 12 gives int(3), two frequencies over exponent 2i/3 and
+    /// four rotated dimensions (scores checked against transformers 5.23
+    /// within 1e-5); droptrace refused that width.
+    @Test func anOddRotaryWidthRotatesTheWholeTable() throws {
+        let model = try EditedFixture("qwen3_5_text-f32") { $0["rope_parameters"] = nil }.load()
+        let rotary = try #require(model as? Qwen3_5Model).layers.rotary
+        #expect(rotary.inverseFrequencies.count == 2)
+        #expect(abs(rotary.inverseFrequencies[1] - Float(pow(10_000, -2.0 / 3))) < 1e-9)
     }
 
     /// The released checkpoints' head is tied by the top-level

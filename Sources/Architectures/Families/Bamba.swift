@@ -83,7 +83,7 @@ struct BambaModel: DecoderFamily {
         rope.partialRotaryFactor = config.partialRotaryFactor
         rope.partialRotaryFactorIsNull = config.partialRotaryFactorIsNull
         rotary = try parts.rotary(
-            partialRotary: .sliced(default: 0.5, attentionClass: "BambaAttention"), confirmProjections: false, settings: rope)
+            partialRotary: .honoured(default: 0.5), confirmProjections: false, settings: rope)
     }
 
     /// The hybrid Mamba families' layer naming (Bamba, Falcon-H1, Jamba): the

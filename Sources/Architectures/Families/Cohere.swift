@@ -55,7 +55,7 @@ struct CohereConfiguration: Decodable {
 /// Cohere (Command-R): a parallel block off one mean-centred LayerNorm
 /// without a bias — y = x + o_proj(attn(ln x)) + down(silu(gate(ln x)) ·
 /// up(ln x)) —, rotary on interleaved pairs of each head (dimensions 2i and
-/// 2i + 1 rotate together, base 500000 unless given), optional per-head q/k
+/// 2i + 1 rotate together, base 500000 unless given, cohere2 10000), optional per-head q/k
 /// LayerNorms with weights of their own per head (`use_qk_norm`), the final
 /// norm likewise without a bias, a head tied to the embedding by default and
 /// logits multiplied by `logit_scale`.
@@ -82,7 +82,8 @@ struct CohereModel: DecoderFamily {
         // Also Aya Vision's language model (`Llava`).
         parts = try DecoderParts(checkpoint, placement: try .topLevelOrWrapped(checkpoint), tiedByDefault: true, naming: Self.naming)
         var config = try parts.config(CohereConfiguration.self)
-        if try Llava.textModelType(checkpoint) ?? checkpoint.modelType == "cohere2" {
+        let cohere2 = try Llava.textModelType(checkpoint) ?? checkpoint.modelType == "cohere2"
+        if cohere2 {
             // Cohere2Config has no use_qk_norm (its attention no q/k norms) and sets head_dim itself.
             config.useQKNorm = false
             try parts.confirmHeadDimIsHiddenOverHeads(": Cohere2Config replaces it, its heads are")
@@ -98,7 +99,8 @@ struct CohereModel: DecoderFamily {
             windows = nil
         }
         self.config = config
-        rotary = try parts.rotary(defaultTheta: 500_000)
+        // CohereConfig's rope base defaults to 500000, Cohere2Config's to transformers' 10000.
+        rotary = try parts.rotary(defaultTheta: cohere2 ? 10_000 : 500_000)
         try Self.confirmEvenHeads(parts)
     }
 

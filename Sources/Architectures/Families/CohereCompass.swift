@@ -117,7 +117,7 @@ struct CohereCompassModel: DecoderFamily {
         guard checkpoint.modelType == "cohere_compass" else { return .topLevel }
         let wrapper = try checkpoint.decodeConfig(MultimodalWrapperKeys.self)
         return .wrapped(
-            textDefaults: CohereCompassConfiguration.textDefaults, prefixes: ["model.language_model."], headName: "lm_head",
+            textDefaults: CohereCompassConfiguration.textDefaults, prefixes: ["model.language_model."],
             tiedEmbeddings: wrapper.tieWordEmbeddings ?? false)
     }
 

@@ -113,8 +113,17 @@ struct Lfm3Model: DecoderFamily {
     /// completes it (`Gemma4Rope.parameters`: one object per type, "default"
     /// or "proportional"), a missing `rope_theta` taken from the top level,
     /// else 1e6.
+    /// - Throws: `DroptraceError` naming config.json for a legacy
+    ///   `rope_scaling`, which Lfm3Config turns into one flat set of rope
+    ///   parameters its model then cannot look its layer types up in (KeyError).
     private static func ropeParameters(_ parts: DecoderParts, types: Set<String>) throws -> [String: Gemma4Rope] {
         var object = try parts.checkpoint.configObject(parts.section)
+        if let scaling = object["rope_scaling"], !(scaling is NSNull) {
+            throw DroptraceError(
+                "\"\(parts.section.qualified("rope_scaling"))\" is set: Lfm3Config reads it as one set of rope parameters for every "
+                    + "layer type, which its model cannot run; give rope_parameters per layer type instead",
+                path: parts.configPath)
+        }
         if var given = object["rope_parameters"] as? [String: Any] {
             let theta = object["rope_theta"] ?? 1_000_000.0
             for (type, entry) in given {

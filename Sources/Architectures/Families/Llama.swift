@@ -89,12 +89,11 @@ struct LlamaConfiguration: Decodable {
 /// rope parameters) and queries scaled by position after rotary
 /// (`Ministral3Rope`, `QueryTemperature`).
 struct LlamaModel: DecoderFamily {
-    /// Llama's model runs every layer in full, Ministral 3's and the text
-    /// models of `mistral3` ignore the list (`attentionLayout`); LLaVA's
-    /// text models are checked as the cache reads the list, and Qwen2's then
-    /// read it too.
+    /// Llama's model runs every layer in full and Ministral 3's ignores the
+    /// list (`attentionLayout`); a wrapper's mistral text model ignores it
+    /// too, once checked as the cache reads it (`init`).
     static func readsLayerTypes(_ modelType: String) -> Bool {
-        !["llama", "ministral3"].contains(modelType) && Llava.wrappers[modelType] == nil
+        !["llama", "ministral3"].contains(modelType)
     }
     let parts: DecoderParts
     let config: LlamaConfiguration
@@ -120,7 +119,10 @@ struct LlamaModel: DecoderFamily {
         // AutoConfig reads a mistral config with layer_types as ministral at
         // the top level only: Mistral3Config and LLaVA's build their
         // text_config as MistralConfig, whose model ignores the list.
-        if parts.section.name != nil, config.modelType == "mistral" { config.layerTypes = nil }
+        if parts.section.name != nil, config.modelType == "mistral" {
+            try ForwardPassKeys.requireCacheableLayerTypes(checkpoint.configDocument, path: parts.configPath)
+            config.layerTypes = nil
+        }
         // Qwen2-VL's text config class is fixed, whatever model_type its text_config names.
         if QwenVL.qwen2Types.contains(checkpoint.modelType) { config.modelType = "qwen2" }
         self.config = config

@@ -75,6 +75,10 @@ enum Llava {
     static func textModelType(_ checkpoint: Checkpoint) throws -> String? {
         guard let wrapper = wrappers[checkpoint.modelType] else { return nil }
         let textConfig = try checkpoint.decodeConfig(MultimodalWrapperKeys.self).textConfig
+        if case .null? = checkpoint.configDocument.member("text_config")?.member("model_type") {
+            // AutoConfig's sub-config resolution fails on it ("Cannot resolve text_config").
+            throw DroptraceError("\"text_config.model_type\" is null: name the text model's type", path: checkpoint.configURL.path)
+        }
         if wrapper.textConfigNamesItsType, textConfig != nil, textConfig?.modelType == nil {
             throw DroptraceError("\"text_config\" names no model_type, which \(checkpoint.modelType)'s config class reads", path: checkpoint.configURL.path)
         }

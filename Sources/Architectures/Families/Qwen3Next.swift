@@ -24,7 +24,7 @@ struct Qwen3NextModel: DecoderFamily {
         parts = try DecoderParts(
             checkpoint, section: ConfigSection(defaults: defaults), naming: { HybridQwenLayers.naming($0) },
             experts: experts.naming)
-        layers = try HybridQwenLayers(parts, attentionClass: "Qwen3NextAttention")
+        layers = try HybridQwenLayers(parts)
         try experts.confirm(parts)
     }
 

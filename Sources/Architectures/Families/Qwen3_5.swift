@@ -72,7 +72,7 @@ struct HybridQwenLayers: Sendable {
     let rotary: RotaryEmbedding
     let heads: GatedDeltaNetHeads
 
-    init(_ parts: DecoderParts, attentionClass: String) throws {
+    init(_ parts: DecoderParts) throws {
         self.parts = parts
         config = try parts.config(HybridQwenConfiguration.self)
         let config = config
@@ -116,8 +116,8 @@ struct HybridQwenLayers: Sendable {
                 "layers.\(firstFull).self_attn.k_proj.weight", [d.kvHeads * d.resolvedHeadDim, d.hiddenSize],
                 keys: "num_key_value_heads × head_dim", configPath: parts.configPath)
         }
-        rotary = try parts.rotary(
-            partialRotary: .sliced(default: 0.25, attentionClass: attentionClass), confirmProjections: false)
+        // apply_rotary_pos_emb rotates as many dimensions as the table is wide (2·ceil(w/2) for an odd width w).
+        rotary = try parts.rotary(partialRotary: .honoured(default: 0.25), confirmProjections: false)
     }
 
     func isLinear(_ index: Int) -> Bool { layerTypes[index] == HybridQwenConfiguration.linear }
@@ -247,7 +247,7 @@ struct Qwen3_5Model: DecoderFamily {
         }
         self.experts = experts
         parts = try DecoderParts(checkpoint, placement: placement, naming: { HybridQwenLayers.naming($0) }, experts: experts?.naming)
-        layers = try HybridQwenLayers(parts, attentionClass: moe ? "Qwen3_5MoeAttention" : "Qwen3_5Attention")
+        layers = try HybridQwenLayers(parts)
         try experts?.confirm(parts)
     }
 
