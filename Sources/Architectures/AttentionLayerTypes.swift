@@ -18,14 +18,17 @@ enum AttentionLayerType {
     /// cache transformers 5 builds from `layer_types` for every family
     /// fails on the others: linear_attention, chunked_attention), and
     /// sliding layers without a window (`hasWindow`; transformers cannot
-    /// build their cache or mask). `windowKeys` names the keys that set it.
+    /// build their cache or mask). `windowKeys` names the keys that set it,
+    /// `listKey` the list (`text_config.layer_types` in a wrapper's config).
     /// - Throws: `DroptraceError` naming `path`.
-    static func check(_ types: [String], hasWindow: Bool, windowKeys: String = "sliding_window", path: String) throws {
+    static func check(
+        _ types: [String], hasWindow: Bool, windowKeys: String = "sliding_window", listKey: String = "layer_types", path: String
+    ) throws {
         if let unknown = types.first(where: { $0 != sliding && $0 != full }) {
-            throw DroptraceError("unsupported layer type \"\(unknown.forErrorMessage)\" in layer_types", path: path)
+            throw DroptraceError("unsupported layer type \"\(unknown.forErrorMessage)\" in \(listKey)", path: path)
         }
         if !hasWindow, types.contains(sliding) {
-            throw DroptraceError("layer_types has sliding_attention layers but \(windowKeys) set no window", path: path)
+            throw DroptraceError("\(listKey) has sliding_attention layers but \(windowKeys) set no window", path: path)
         }
     }
 }
@@ -57,9 +60,10 @@ struct SlidingWindowPattern: Decodable {
     /// (Python's remainder is 0 exactly when Swift's is, whatever the sign).
     /// - Throws: `DroptraceError` naming `path` when the rule is needed and the
     ///   pattern is not a non-zero integer: the config classes fail computing the remainder.
-    func resolvedLayerTypes(layers: Int, configClass: String, path: String) throws -> [String] {
+    func resolvedLayerTypes(layers: Int, configClass: String, section: ConfigSection, path: String) throws -> [String] {
         if let layerTypes { return layerTypes }
-        return try Self.everyNthFull(layers: layers, pattern: pattern, key: "sliding_window_pattern", configClass: configClass, path: path)
+        return try Self.everyNthFull(
+            layers: layers, pattern: pattern, key: section.qualified("sliding_window_pattern"), configClass: configClass, path: path)
     }
 
     /// The config classes' rule under `key` (Cohere2Config's and
@@ -88,7 +92,9 @@ extension DecoderParts {
     ///   `sliding_window` (transformers would give them no window at all).
     func layerTypes(_ configured: [String]?, slidingWindow: Int?, default rule: (Int) -> String) throws -> [String] {
         let types = configured ?? (0..<dimensions.numHiddenLayers).map(rule)
-        try AttentionLayerType.check(types, hasWindow: slidingWindow != nil, path: configPath)
+        try AttentionLayerType.check(
+            types, hasWindow: slidingWindow != nil, windowKeys: section.qualified("sliding_window"),
+            listKey: section.qualified("layer_types"), path: configPath)
         return types
     }
 

@@ -269,7 +269,8 @@ struct DecoderParts: Sendable {
     ///   for sliding layers without a window (transformers cannot build
     ///   their mask either); `windowKeys` names the keys that set it.
     func slidingWindows(layerTypes: [String], window: Int?, windowKeys: String = "sliding_window") throws -> [Int?] {
-        try AttentionLayerType.check(layerTypes, hasWindow: window != nil, windowKeys: windowKeys, path: configPath)
+        try AttentionLayerType.check(
+            layerTypes, hasWindow: window != nil, windowKeys: windowKeys, listKey: section.qualified("layer_types"), path: configPath)
         return layerTypes.map { $0 == AttentionLayerType.sliding ? window : nil }
     }
 

@@ -27,7 +27,7 @@ enum ForwardPassKeys {
     /// (droptrace would have run them as full attention, exit 0). A list
     /// such a family can run changes nothing in its forward pass.
     static func requireCacheableLayerTypes(_ document: JSONValue, path: String) throws {
-        for (_, section) in sections(of: document) {
+        for (prefix, section) in sections(of: document) {
             guard case .array(let items)? = section.member("layer_types") else { continue }
             let types = items.compactMap { item -> String? in
                 if case .string(let type) = item { return type }
@@ -35,7 +35,8 @@ enum ForwardPassKeys {
             }
             var hasWindow = false
             if case .integer? = section.member("sliding_window") { hasWindow = true }
-            try AttentionLayerType.check(types, hasWindow: hasWindow, path: path)
+            try AttentionLayerType.check(
+                types, hasWindow: hasWindow, windowKeys: prefix + "sliding_window", listKey: prefix + "layer_types", path: path)
         }
     }
 

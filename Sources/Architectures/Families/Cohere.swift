@@ -90,7 +90,7 @@ struct CohereModel: DecoderFamily {
             let own = try parts.config(SlidingWindowPattern.self)
             try parts.requireWindow(own.slidingWindow, builtBy: "Cohere2Model")
             let types = try own.resolvedLayerTypes(
-                layers: parts.dimensions.numHiddenLayers, configClass: "Cohere2Config", path: parts.configPath)
+                layers: parts.dimensions.numHiddenLayers, configClass: "Cohere2Config", section: parts.section, path: parts.configPath)
             let checked = try parts.layerTypes(types, slidingWindow: own.slidingWindow) { _ in AttentionLayerType.full }
             layerTypes = checked
             windows = checked.map { $0 == AttentionLayerType.sliding ? own.slidingWindow : nil }

@@ -53,7 +53,8 @@ struct Exaone4Model: DecoderFamily {
                 "sliding_window is null and layer_types is not given: \(configClass) derives layer_types by dividing by "
                     + "a sliding_window_pattern of 0 then, which fails; give layer_types", path: parts.configPath)
         }
-        let types = try own.resolvedLayerTypes(layers: parts.dimensions.numHiddenLayers, configClass: configClass, path: parts.configPath)
+        let types = try own.resolvedLayerTypes(
+            layers: parts.dimensions.numHiddenLayers, configClass: configClass, section: parts.section, path: parts.configPath)
         return (own.slidingWindow, try parts.layerTypes(types, slidingWindow: own.slidingWindow) { _ in AttentionLayerType.full })
     }
 

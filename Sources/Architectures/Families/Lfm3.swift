@@ -135,7 +135,8 @@ struct Lfm3Model: DecoderFamily {
         }
         let keys = try parts.checkpoint.decodeConfig(Gemma4LayerKeys.self, object: object, under: parts.section.name)
         return try Gemma4Rope.parameters(
-            keys.rope, layerTypes: types, keyPrefix: "", configPath: parts.configPath, defaults: Lfm3Configuration.defaultRope)
+            keys.rope, layerTypes: types, keyPrefix: parts.section.qualified(""), configPath: parts.configPath,
+            defaults: Lfm3Configuration.defaultRope)
     }
 
     static func naming(_ prefix: String) -> LayerNaming {
