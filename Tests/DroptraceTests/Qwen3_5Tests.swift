@@ -94,6 +94,20 @@ import Testing
         }.expectRefused(naming: "full_attention_interval")
     }
 
+    /// The Gated DeltaNet's convolution is activated by `hidden_act`, as
+    /// transformers' causal_conv1d is given it (scores with gelu checked
+    /// against transformers 5.23 within 4e-9, Qwen3-Next's too); droptrace
+    /// applied SiLU whatever it said.
+    @Test(arguments: ["qwen3_5_text-f32", "qwen3_next-f32"])
+    func convolutionActivationIsHiddenAct(_ name: String) throws {
+        let model = try EditedFixture(name) { $0["hidden_act"] = "gelu" }.load()
+        guard case .gatedDeltaNet(let net)? = try model.block(0).attention?.mixer else {
+            Issue.record("layer 0 is not linear attention")
+            return
+        }
+        #expect(net.convolutionActivation == .gelu)
+    }
+
     /// Qwen3.5's attention rotates as many dimensions as its rotary table is
     /// wide: without rope_parameters, the class's partial_rotary_factor 0.25
     /// of heads of 12 gives int(3), two frequencies over exponent 2i/3 and

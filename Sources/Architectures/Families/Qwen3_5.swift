@@ -183,7 +183,9 @@ struct HybridQwenLayers: Sendable {
             logDecayRates: try weights.floats(prefix + "A_log", [h.valueHeads]),
             timeStepBias: try weights.floats(prefix + "dt_bias", [h.valueHeads]),
             norm: try weights.rmsNorm(prefix + "norm", size: h.valueDim, eps: config.rmsNormEps),
-            output: try weights.linear(prefix + "out_proj", in: h.valueWidth, out: parts.dimensions.hiddenSize, bias: false))
+            output: try weights.linear(prefix + "out_proj", in: h.valueWidth, out: parts.dimensions.hiddenSize, bias: false),
+            // The convolution's activation is hidden_act (the gated norm's stays SiLU).
+            convolutionActivation: try parts.activation(config.hiddenAct))
     }
 
     /// Block `index`: (1 + weight) RMSNorms before each branch, the token
