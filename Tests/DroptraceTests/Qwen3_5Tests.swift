@@ -16,6 +16,10 @@ import Testing
 
     static let mutants: [Mutant] = [
         Mutant("qwen3_5_text-f32", "linear_num_key_heads", "0"),
+        // Qwen3_5TextRotaryEmbedding slices by mrope_section's items 1 and 2, on text too.
+        Mutant("qwen3_5_text-f32", "rope_parameters.mrope_section", "[1.0, 1.0, 1.0]", key: "rope_parameters.mrope_section"),
+        Mutant("qwen3_5-f32", "text_config.rope_parameters.mrope_section", "[1]", key: "text_config.rope_parameters.mrope_section"),
+        Mutant("minicpmv4_6-f32", "text_config.rope_parameters.mrope_section", "\"111\"", key: "text_config.rope_parameters.mrope_section"),
         Mutant("qwen3_5_text-f32", "linear_num_value_heads", "-1"),
         Mutant("qwen3_5_text-f32", "linear_key_head_dim", "null"),
         Mutant("qwen3_5_text-f32", "linear_conv_kernel_dim", "0"),

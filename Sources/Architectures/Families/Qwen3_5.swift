@@ -251,6 +251,14 @@ struct Qwen3_5Model: DecoderFamily {
         parts = try DecoderParts(checkpoint, placement: placement, naming: { HybridQwenLayers.naming($0) }, experts: experts?.naming)
         layers = try HybridQwenLayers(parts)
         try experts?.confirm(parts)
+        // Qwen3_5TextRotaryEmbedding indexes mrope_section's items 1 and 2 on text too.
+        let rope = parts.sectionDocument?.member("rope_parameters")
+        if case .object? = rope {
+            try parts.checks {
+                try MropeSection.interleaved(className: "Qwen3_5TextRotaryEmbedding").check(
+                    rope?.member("mrope_section"), defaultSection: [11, 11, 10], key: "rope_parameters.mrope_section")
+            }
+        }
     }
 
     /// An export without some blocks spells out the remaining layers' types.
