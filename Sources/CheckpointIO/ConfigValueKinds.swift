@@ -113,6 +113,10 @@ public enum ConfigValueKinds {
         }
         // A null or absent head_dim: whether the model cannot be built from it, and whether the class keeps it None.
         let headDim = members.last(where: { $0.key == "head_dim" })?.value
+        if case .number(let width)? = headDim {
+            // Classes without a typed head_dim field keep the float, and the model sizes its projections by it.
+            return "key \"\(prefix)head_dim\" is \(width), a float, which transformers' model cannot size its attention by; write an integer"
+        }
         let (modelFails, headDimIsNone) = switch headDim {
         case .null?: (nullHeadDimFails.contains(modelType), headDimNoneWhenNull.contains(modelType))
         case nil: (absentHeadDimFails.contains(modelType), headDimNoneWhenAbsent.contains(modelType))

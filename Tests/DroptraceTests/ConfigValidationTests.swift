@@ -70,6 +70,9 @@ import Testing
 
     /// Mutants of the crashers' kinds in other keys and other families.
     static let mutants: [Mutant] = [
+        // A float head_dim, which classes without a typed field keep and their models cannot size attention by.
+        Mutant("cohere2-f32", "head_dim", "12.0"), Mutant("qwen3_moe-f32", "head_dim", "16.0"),
+        Mutant("aya_vision-f32", "text_config.head_dim", "12.0", key: "text_config.head_dim"),
         // GPT-2: counts, heads dividing the width, products, eps, layers against the weights.
         Mutant("gpt2-f32", "n_embd", "0"), Mutant("gpt2-f32", "n_layer", "-1"), Mutant("gpt2-f32", "n_positions", "0"),
         Mutant("gpt2-f32", "n_inner", "0"), Mutant("gpt2-f32", "vocab_size", "-512"), Mutant("gpt2-f32", "n_head", "7"),
