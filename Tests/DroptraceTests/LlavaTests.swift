@@ -191,6 +191,24 @@ import TensorEngine
         #expect(throws: DroptraceError.self) { try withHead("internvl_qwen3-f32", "lm_head.weight").load() }
     }
 
+    /// Gemma3ForConditionalGeneration (whose 4.x names transformers converts
+    /// as LLaVA's) ties its head by Gemma3Config's own tie_word_embeddings
+    /// (true when absent, untied when null), never the text config's; the
+    /// fixture stores no head (checked against transformers 5.23: untied, it
+    /// initialises lm_head randomly).
+    @Test func gemma3TiesByItsOwnKey() throws {
+        func head(top: Any?, text: Bool?) throws -> OutputHead {
+            try EditedFixture("gemma3-f32") { config in
+                config["tie_word_embeddings"] = top
+                EditedModel.set(text, at: "text_config.tie_word_embeddings", in: &config)
+            }.load().head()
+        }
+        #expect(throws: Never.self) { try head(top: nil, text: false) }
+        #expect(throws: Never.self) { try head(top: true, text: false) }
+        #expect(throws: DroptraceError.self) { try head(top: false, text: true) }
+        #expect(throws: DroptraceError.self) { try head(top: NSNull(), text: true) }
+    }
+
     /// AyaVisionForConditionalGeneration's and Cohere2VisionForConditionalGeneration's
     /// heads are plain projections: the text config's logit_scale
     /// (CohereForCausalLM's) changes no logit.

@@ -75,9 +75,16 @@ struct Gemma3Model: DecoderFamily {
     init(_ checkpoint: Checkpoint) throws {
         multimodal = checkpoint.modelType == "gemma3"
         let sectionName = multimodal ? "text_config" : nil
+        // Gemma3Config ties the head by its own tie_word_embeddings (true when absent, untied when null), not the text config's.
+        var wrapperTies: Bool?
+        if multimodal {
+            if case .bool(let ties)? = checkpoint.configDocument.member("tie_word_embeddings") { wrapperTies = ties } else {
+                wrapperTies = checkpoint.configDocument.member("tie_word_embeddings") == nil
+            }
+        }
         parts = try DecoderParts(
             checkpoint, section: ConfigSection(sectionName, defaults: Gemma3Configuration.defaults), tiedByDefault: true,
-            headName: multimodal ? "language_model.lm_head" : "lm_head", naming: { SandwichBlock.naming($0) },
+            tiedEmbeddings: wrapperTies, headName: multimodal ? "language_model.lm_head" : "lm_head", naming: { SandwichBlock.naming($0) },
             prefixes: multimodal ? ["language_model.model.", "model.language_model."] : ["model.", ""])
         let config = try parts.config(Gemma3Configuration.self)
         self.config = config
