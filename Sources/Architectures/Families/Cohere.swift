@@ -82,7 +82,7 @@ struct CohereModel: DecoderFamily {
         // Also Aya Vision's language model (`Llava`).
         parts = try DecoderParts(checkpoint, placement: try .topLevelOrWrapped(checkpoint), tiedByDefault: true, naming: Self.naming)
         var config = try parts.config(CohereConfiguration.self)
-        let cohere2 = try Llava.textModelType(checkpoint) ?? checkpoint.modelType == "cohere2"
+        let cohere2 = try Llava.languageModelType(checkpoint) == "cohere2"
         if cohere2 {
             // Cohere2Config has no use_qk_norm (its attention no q/k norms) and sets head_dim itself.
             config.useQKNorm = false

@@ -74,7 +74,17 @@ enum Llava {
     ///   droptrace does not read under this wrapper.
     static func textModelType(_ checkpoint: Checkpoint) throws -> String? {
         guard let wrapper = wrappers[checkpoint.modelType] else { return nil }
-        let textConfig = try checkpoint.decodeConfig(MultimodalWrapperKeys.self).textConfig
+        return try textModelType(checkpoint, wrapper, keys: checkpoint.decodeConfig(MultimodalWrapperKeys.self))
+    }
+
+    /// The model type of the language model `checkpoint` holds: its
+    /// wrapper's text model's (`textModelType`), else its own.
+    static func languageModelType(_ checkpoint: Checkpoint) throws -> String {
+        try textModelType(checkpoint) ?? checkpoint.modelType
+    }
+
+    private static func textModelType(_ checkpoint: Checkpoint, _ wrapper: Wrapper, keys: MultimodalWrapperKeys) throws -> String {
+        let textConfig = keys.textConfig
         if case .null? = checkpoint.configDocument.member("text_config")?.member("model_type") {
             // AutoConfig's sub-config resolution fails on it ("Cannot resolve text_config").
             throw DroptraceError("\"text_config.model_type\" is null: name the text model's type", path: checkpoint.configURL.path)
@@ -100,8 +110,9 @@ enum Llava {
     /// class's default or, where it forwards it, the text config's.
     /// - Throws: `DroptraceError` as `textModelType`.
     static func placement(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
-        guard let wrapper = wrappers[checkpoint.modelType], let textType = try textModelType(checkpoint) else { return .topLevel }
+        guard let wrapper = wrappers[checkpoint.modelType] else { return .topLevel }
         let keys = try checkpoint.decodeConfig(MultimodalWrapperKeys.self)
+        let textType = try textModelType(checkpoint, wrapper, keys: keys)
         var defaults = ConfigValueKinds.omittedDefaultValues(of: textType).merging(
             Ministral3Rope.classDefaults(textType), uniquingKeysWith: { $1 })
         defaults["model_type"] = .string(textType)

@@ -234,7 +234,7 @@ struct Qwen3_5Model: DecoderFamily {
     init(_ checkpoint: Checkpoint) throws {
         // Qwen3.5's own wrappers, or another's language model (MiniCPM-V 4.6's: `Llava`).
         let multimodal = ["qwen3_5", "qwen3_5_moe"].contains(checkpoint.modelType)
-        let moe = try (Llava.textModelType(checkpoint) ?? checkpoint.modelType).hasPrefix("qwen3_5_moe")
+        let moe = try Llava.languageModelType(checkpoint).hasPrefix("qwen3_5_moe")
         var defaults = ConfigValueKinds.omittedDefaultValues(of: moe ? "qwen3_5_moe_text" : "qwen3_5_text")
         defaults["head_dim"] = .integer(256)
         var placement: TextModelPlacement = multimodal
