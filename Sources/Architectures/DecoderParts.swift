@@ -81,7 +81,7 @@ struct DecoderParts: Sendable {
         self.naming = layerNaming
         try weights.confirmLayers(
             self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath, extraLayers: extraLayers,
-            experts: experts)
+            experts: experts.map { StoredExperts($0, conversionModelTypes: WeightConversions.modelTypes(checkpoint, section: section)) })
         try weights.confirmShape(
             embedding + ".weight", [dimensions.vocabSize, dimensions.hiddenSize], keys: "vocab_size, hidden_size",
             configPath: configPath)

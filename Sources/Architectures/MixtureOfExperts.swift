@@ -529,11 +529,17 @@ struct ExpertNaming {
 /// time by `Weights.confirmLayers`.
 struct StoredExperts {
     let naming: ExpertNaming
+    /// The model types whose conversion mappings transformers applies to
+    /// these weights (`WeightConversions.modelTypes`); nil: none is applied.
+    let conversionModelTypes: [String]?
     /// Each layer's first fused and first per-expert tensor met so far.
     private var fused: [Int: String] = [:]
     private var perExpert: [Int: String] = [:]
 
-    init(_ naming: ExpertNaming) { self.naming = naming }
+    init(_ naming: ExpertNaming, conversionModelTypes: [String]?) {
+        self.naming = naming
+        self.conversionModelTypes = conversionModelTypes
+    }
 
     /// Notes tensor `name` of layer `layer` (`rest` after the layer's prefix);
     /// `keyPrefix` puts the count's key under its section (`text_config.`).
@@ -542,7 +548,9 @@ struct StoredExperts {
     ///   layer count is refused), and naming `weightsPath` and the layer when
     ///   the layer's experts are stored both fused and per expert (transformers
     ///   reads both as one parameter; which copy it kept would depend on the
-    ///   order it met them, as for a tensor stored with and without `model.`).
+    ///   order it met them, as for a tensor stored with and without `model.`),
+    ///   or stored per expert where the conversion mappings do not collect
+    ///   them (transformers would initialise the fused experts randomly).
     mutating func note(_ name: String, layer: Int, rest: String, keyPrefix: String, configPath: String, weightsPath: String) throws {
         // A count below 1 is left to the family's check, which names the key's rule.
         guard naming.count >= 1, naming.isSparse(layer), let form = naming.form(of: rest) else { return }
@@ -559,6 +567,14 @@ struct StoredExperts {
                 "\"\(keyPrefix)\(naming.countKey)\" is \(naming.count), but the weights hold tensor '\(name)' of expert "
                     + (index.map(String.init) ?? "index past \(Int.max)"),
                 path: configPath)
+        }
+        if form != .fused, let types = conversionModelTypes, !WeightConversions.collects(name, modelTypes: types) {
+            throw DroptraceError(
+                "tensor '\(name)' stores one expert, but transformers collects such tensors into its fused experts only "
+                    + "where the conversion mapping of the model type says so, and that of "
+                    + types.map { "\"\($0.forErrorMessage)\"" }.joined(separator: " and ")
+                    + " does not (it would initialise the experts randomly): store them fused",
+                path: weightsPath)
         }
         if form == .fused { fused[layer] = fused[layer] ?? name } else { perExpert[layer] = perExpert[layer] ?? name }
         if let one = fused[layer], let other = perExpert[layer] {

@@ -391,7 +391,7 @@ struct Weights {
     /// (`StoredExperts.note`); drops do not exempt them, as they do not
     /// exempt a layer, since transformers loads the whole file.
     func confirmLayers(
-        _ naming: LayerNaming, count: Int, drops: DropPlan, configPath: String, extraLayers: Int = 0, experts: ExpertNaming? = nil
+        _ naming: LayerNaming, count: Int, drops: DropPlan, configPath: String, extraLayers: Int = 0, experts: StoredExperts? = nil
     ) throws {
         // Keys as config.json writes them: under the language model's section in a multimodal checkpoint.
         let section = naming.configSection.map { $0 + "." } ?? ""
@@ -399,7 +399,7 @@ struct Weights {
         let said = naming.layerListKey.map { "\"\(section)\($0)\" lists \(count) layers" }
             ?? "\"\(section + naming.layerCountKeys[0])\" is \(count)"
         var present: [Int: String] = [:]
-        var stored = experts.map(StoredExperts.init)
+        var stored = experts
         // Buffers of any dtype count: a layer is there even if only a buffer
         // says so, and reading its weights then names the dtype.
         for name in checkpoint.storedTensorNames {

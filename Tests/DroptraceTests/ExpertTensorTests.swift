@@ -199,4 +199,45 @@ import Testing
         let error = #expect(throws: DroptraceError.self) { try scores(empty) }
         #expect(error?.message.contains("up_proj.weight' has shape [2, ") == true, "\(String(describing: error))")
     }
+
+    /// transformers collects per-expert tensors into its fused experts only
+    /// where the conversion mapping of a model type the model carries says
+    /// so (`WeightConversions`, generated from transformers 5.23): the
+    /// checkpoint's, and its text model's, by `text_config.model_type` as
+    /// written. Qwen3.5-MoE's text model collects them as its class's
+    /// `qwen3_5_moe_text` or as `qwen3_moe`, whose mapping does too (the same
+    /// scores), but not as `llama` or a null type; Qwen3-VL-MoE's and
+    /// Mistral 4's mappings never do. There transformers initialises the
+    /// fused experts randomly (missing keys in `from_pretrained` on the same
+    /// edits), and droptrace refuses naming the tensor and the model types.
+    @Test func perExpertTensorsLoadOnlyWhereTransformersCollectsThem() throws {
+        func error(_ fixture: EditedFixture) -> String? { Self.loadError(fixture.model) }
+        let base = try EditedFixture("qwen3_5_moe-f32").attentionScores()
+        #expect(try EditedFixture("qwen3_5_moe-f32") { EditedModel.set("qwen3_moe", at: "text_config.model_type", in: &$0) }
+            .attentionScores() == base)
+        let first = "model.language_model.layers.0.mlp.experts.0.down_proj.weight"
+        for (written, types) in [("llama" as Any, #""qwen3_5_moe" and "llama""#), (NSNull(), #""qwen3_5_moe""#)] {
+            let edited = try EditedFixture("qwen3_5_moe-f32") { EditedModel.set(written, at: "text_config.model_type", in: &$0) }
+            #expect(error(edited) == "\(edited.model.path): tensor '\(first)' stores one expert, but transformers collects such tensors into "
+                + "its fused experts only where the conversion mapping of the model type says so, and that of \(types) does not "
+                + "(it would initialise the experts randomly): store them fused")
+        }
+        for (fixture, types) in [("qwen3_vl_moe-f32", #""qwen3_vl_moe" and "qwen3_vl_moe_text""#), ("mistral3_mistral4-f32", #""mistral3" and "mistral4""#)] {
+            let split = try EditedFixture(fixture)
+            var named = ""
+            try BadInputTests().rewriteWeights(split.model) { entries in
+                // Any per-expert tensor in place of the fused ones: refused before its shape is read.
+                let fused = entries.filter { $0.name.hasSuffix(".mlp.experts.gate_up_proj") || $0.name.hasSuffix(".mlp.experts.down_proj") }
+                entries.removeAll { entry in fused.contains { $0.name == entry.name } }
+                for entry in fused where entry.name.hasSuffix("down_proj") {
+                    let name = entry.name.replacingOccurrences(of: "experts.down_proj", with: "experts.0.down_proj.weight")
+                    named = named.isEmpty || name < named ? name : named
+                    entries.append(SafetensorsWriter.Entry(name: name, shape: [2, 2]) { [1, 2, 3, 4] })
+                }
+            }
+            #expect(error(split)?.hasSuffix("tensor '\(named)' stores one expert, but transformers collects such tensors into "
+                + "its fused experts only where the conversion mapping of the model type says so, and that of \(types) does not "
+                + "(it would initialise the experts randomly): store them fused") == true, "\(error(split) ?? "loads")")
+        }
+    }
 }

@@ -50,6 +50,11 @@ import Testing
         Mutant("mistral4-f32", "rope_parameters.partial_rotary_factor", "null"),
         // head_dim sizes the table too (a written one overrides qk_nope_head_dim + qk_rope_head_dim).
         Mutant("mistral4-f32", "head_dim", "32", key: "partial_rotary_factor"),
+        // Mistral4RotaryEmbedding makes the "default" type's table head_dim (16) wide, whatever
+        // partial_rotary_factor says: not the 8 rope columns (transformers fails in the forward pass).
+        Mutant("mistral4-f32", "rope_parameters.rope_type", "\"default\""),
+        Mutant("mistral4-f32", "rope_parameters", "{\"rope_theta\": 10000.0, \"llama_4_scaling_beta\": 0.1, \"original_max_position_embeddings\": 2}", key: "rope_type"),
+        Mutant("mistral3_mistral4-f32", "text_config.rope_parameters.rope_type", "\"default\"", key: "text_config.rope_parameters.rope_type"),
         // The Mistral Small 4 releases: the same keys under mistral3's text_config.
         Mutant("mistral3_mistral4-f32", "text_config.n_group", "3"),
         Mutant("mistral3_mistral4-f32", "text_config.kv_lora_rank", "8"),
@@ -131,6 +136,28 @@ import Testing
         let base = try EditedFixture("mistral4-f32").attentionScores()
         let cold = try EditedFixture("mistral4-f32", rope: "llama_4_scaling_beta", 0.0).attentionScores()
         #expect(cold != base)
+    }
+
+    /// Mistral4RotaryEmbedding computes the "default" type's table itself:
+    /// head_dim wide, partial_rotary_factor unread. With head_dim 8, the
+    /// rope columns' width, it rotates all 8 by 1/θ^(2i/8) (transformers
+    /// 5.23 runs this config and gives the same scores); the factor 0.5 the
+    /// fixture's parameters keep would have made a table 4 wide.
+    @Test func defaultRopeTypeTableIsHeadDimWide() throws {
+        let model = try EditedFixture("mistral4-f32") { config in
+            config["head_dim"] = 8
+            var rope = config["rope_parameters"] as! [String: Any]
+            rope["rope_type"] = "default"
+            config["rope_parameters"] = rope
+        }.load()
+        let attention = try #require(try model.block(0).attention?.attention)
+        guard case .latent(let latent) = attention.projection, let rotary = latent.rotary else {
+            Issue.record("not latent attention with a rotary table")
+            return
+        }
+        #expect(rotary.rotaryDim == 8)
+        let expected = (0..<4).map { 1 / pow(Float(10000), Float(2 * $0) / 8) }
+        #expect(zip(rotary.inverseFrequencies, expected).allSatisfy { abs($0 - $1) <= 1e-6 * $1 } && rotary.inverseFrequencies.count == 4)
     }
 
     /// A `mistral3` checkpoint whose text_config is mistral4's (the Mistral

@@ -79,8 +79,9 @@ struct Mistral4Configuration: Decodable {
 /// shared experts together: dropping the MLP drops all of it.
 ///
 /// Routed experts are read fused (`mlp.experts.gate_up_proj` / `down_proj`,
-/// as `save_pretrained` writes them) or per expert
-/// (`mlp.experts.<e>.gate_proj|up_proj|down_proj`).
+/// as `save_pretrained` writes them); transformers' conversion mapping
+/// collects no per-expert tensors for mistral4, so those are refused
+/// (`WeightConversions`).
 ///
 /// The Mistral Small 4 releases save this model as the language model of a
 /// `mistral3` checkpoint (`Mistral3ForConditionalGeneration`,
@@ -118,17 +119,27 @@ struct Mistral4Model: DecoderFamily {
         // Mistral4Config sets head_dim to qk_nope_head_dim + qk_rope_head_dim, and the
         // partial_rotary_factor it defaults by it; a head_dim config.json writes is set after both.
         let share = Double(latent.qkRopeHeadDim) / Double(latent.queryKeyDim), headDim = d.headDim ?? latent.queryKeyDim
-        let (rope, temperature) = try Ministral3Rope.read(
+        var (rope, temperature) = try Ministral3Rope.read(
             parts, defaults: Self.defaultRopeParameters(maxPositions: d.maxPositionEmbeddings, partialRotaryFactor: share),
             attentionClass: "Mistral4Attention")
+        // Mistral4RotaryEmbedding computes the "default" type's table itself, head_dim wide:
+        // it does not read partial_rotary_factor.
+        let ownDefaultTable = rope.type == "default"
+        if ownDefaultTable { (rope.partialRotaryFactor, rope.partialRotaryFactorIsNull) = (1, false) }
         // Llama's rotary table is int(head_dim · partial_rotary_factor) wide (an odd width w
         // rotating 2 · ceil(w / 2) columns): the rope parts must be exactly that wide.
         let factor = rope.partialRotaryFactor ?? share, tableWidth = Int(min(Double(headDim) * factor, Double(Int.max / 2)))
         if !rope.partialRotaryFactorIsNull, tableWidth + tableWidth % 2 != latent.qkRopeHeadDim {
-            throw InvalidConfigValue(
-                key: rope.partialRotaryKey,
-                problem: "is \(factor): with head_dim \(headDim) a rotary table int(\(headDim) × \(factor)) = \(tableWidth) wide, but Mistral4Attention rotates qk_rope_head_dim \(latent.qkRopeHeadDim) columns"
-            ).error(path: configPath)
+            let rotated = "Mistral4Attention rotates qk_rope_head_dim \(latent.qkRopeHeadDim) columns"
+            throw ownDefaultTable
+                ? InvalidConfigValue(
+                    key: parts.section.qualified("rope_parameters.rope_type"),
+                    problem: "is \"default\" (or absent), whose table Mistral4RotaryEmbedding makes head_dim \(headDim) wide, but \(rotated)"
+                ).error(path: configPath)
+                : InvalidConfigValue(
+                    key: rope.partialRotaryKey,
+                    problem: "is \(factor): with head_dim \(headDim) a rotary table int(\(headDim) × \(factor)) = \(tableWidth) wide, but \(rotated)"
+                ).error(path: configPath)
         }
         // No table when the config drops every attention layer: no tensor confirmed its width.
         let kept = parts.firstKeptAttention != nil
