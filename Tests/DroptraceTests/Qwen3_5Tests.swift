@@ -175,4 +175,20 @@ import Testing
         try EditedFixture("qwen3_5_moe_text-f32") { $0["num_experts"] = nil; $0["num_experts_per_tok"] = nil }
             .expectRefused(naming: "num_experts")
     }
+
+    /// A text-only checkpoint whose weights keep a wrapper's
+    /// `model.language_model.` names is read as transformers' conversion
+    /// mapping for qwen3_5_text (and qwen3_5_moe_text) strips them
+    /// (PrefixChange): the same scores (block-drop exports of it load back
+    /// in transformers 5.23 with the original's logits).
+    @Test(arguments: ["qwen3_5_text-f32", "qwen3_5_moe_text-f32"])
+    func textModelReadsAWrappersWeightNames(_ name: String) throws {
+        let renamed = try EditedFixture(name)
+        try BadInputTests().rewriteWeights(renamed.model) { entries in
+            for index in entries.indices where entries[index].name.hasPrefix("model.") {
+                entries[index].name = "model.language_model." + entries[index].name.dropFirst("model.".count)
+            }
+        }
+        #expect(try renamed.attentionScores() == (try EditedFixture(name).attentionScores()))
+    }
 }

@@ -36,6 +36,9 @@ import Testing
         Mutant(qwen3, "text_config.rope_parameters.rope_type", "\"mrope\"", key: "mrope"),
         Mutant(qwen3, "text_config.head_dim", "null", key: "text_config.head_dim"),
         Mutant(qwen3, "text_config.layer_types", #"["full_attention"]"#, key: "layer_types"),
+        // Their text config classes have no layer_types to default a null, which each decoder layer indexes.
+        Mutant(qwen3, "text_config.layer_types", "null", key: "text_config.layer_types"),
+        Mutant(qwen3Moe, "text_config.layer_types", "null", key: "text_config.layer_types"),
         Mutant(qwen3Moe, "text_config.num_experts", "8.0", key: "text_config.num_experts"),
         Mutant(qwen3Moe, "text_config.num_experts_per_tok", "9", key: "text_config.num_experts_per_tok"),
         Mutant(qwen3Moe, "text_config.moe_intermediate_size", "32", key: "moe_intermediate_size"),

@@ -76,6 +76,7 @@ struct Qwen3Model: DecoderFamily {
         config = try parts.config(Qwen3Configuration.self)
         guard !vision else {
             rotary = try QwenVL.qwen3Rotary(parts)
+            try QwenVL.checkIndexedLayerTypes(parts)
             (layerTypes, windows) = (nil, Array(repeating: nil, count: parts.dimensions.numHiddenLayers))
             return
         }

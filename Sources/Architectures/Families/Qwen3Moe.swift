@@ -29,6 +29,7 @@ struct Qwen3MoeModel: DecoderFamily {
         parts = try DecoderParts(checkpoint, placement: placement, naming: LlamaModel.naming, experts: experts.naming)
         attentionConfig = try parts.config(Qwen3Configuration.self)
         rotary = try vision ? QwenVL.qwen3Rotary(parts) : parts.rotary()
+        if vision { try QwenVL.checkIndexedLayerTypes(parts) }
         window = vision ? nil : attentionConfig.window
         try experts.confirm(parts)
     }

@@ -211,7 +211,8 @@ struct HybridQwenLayers: Sendable {
 
 /// Qwen3.5: `qwen3_5_text` and `qwen3_5_moe_text` (Qwen3_5ForCausalLM,
 /// Qwen3_5MoeForCausalLM: the keys at the top level, weights under
-/// `model.`), and the released checkpoints `qwen3_5` and `qwen3_5_moe`
+/// `model.`, or under `model.language_model.` as a wrapper stores them,
+/// which their conversion mapping strips), and the released checkpoints `qwen3_5` and `qwen3_5_moe`
 /// (Qwen3_5ForConditionalGeneration and its MoE twin: the keys under
 /// `text_config`, weights under `model.language_model.`, the head `lm_head`
 /// tied by the top-level `tie_word_embeddings`; the vision tower and the
@@ -242,6 +243,10 @@ struct Qwen3_5Model: DecoderFamily {
                 textDefaults: defaults, prefixes: ["model.language_model."],
                 tiedEmbeddings: try checkpoint.decodeConfig(MultimodalWrapperKeys.self).tieWordEmbeddings ?? false)
             : try .topLevelOrWrapped(checkpoint, defaults: defaults)
+        if placement.section.name == nil {
+            // The text model's conversion mapping strips a wrapper's `model.language_model.` (PrefixChange).
+            placement.prefixes.append("model.language_model.")
+        }
         let experts = moe ? try QwenExperts(checkpoint, section: placement.section, configClass: .qwen3_5Moe) : nil
         if let experts {
             // Qwen3_5MoeTextConfig has no dense MLP width: every layer is sparse.

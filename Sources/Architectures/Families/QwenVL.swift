@@ -58,6 +58,18 @@ enum QwenVL {
         }
     }
 
+    /// Refuses a null `text_config.layer_types`: Qwen3VLTextConfig and
+    /// Qwen3VLMoeTextConfig have no such key to default it, and each decoder
+    /// layer indexes the one the config carries (`config.layer_types[layer_idx]`).
+    /// A list is checked as every family's (`DecoderDimensions`); its entries
+    /// do not change the forward pass.
+    static func checkIndexedLayerTypes(_ parts: DecoderParts) throws {
+        guard case .null? = parts.sectionDocument?.member("layer_types") else { return }
+        try parts.checks {
+            throw InvalidConfigValue(key: "layer_types", problem: "is null, which Qwen3-VL's decoder layers index: list the layers or leave it out")
+        }
+    }
+
     /// Qwen2-VL's: the head's frequencies split by `mrope_section`, rope type "mrope" the default one.
     static func qwen2Rotary(_ parts: DecoderParts) throws -> RotaryEmbedding {
         try parts.mropeRotary(defaultSection: [16, 24, 24], defaultTheta: qwen2DefaultTheta, readsMropeType: true)
