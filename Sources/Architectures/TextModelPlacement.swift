@@ -1,4 +1,5 @@
 import CheckpointIO
+import DroptraceSupport
 
 /// Where a checkpoint keeps the language model a family reads: config.json's
 /// top level with weights under `model.` (or none) and the head `lm_head`,
@@ -15,6 +16,9 @@ struct TextModelPlacement {
     /// section (`mistral3`); nil: the section's `tie_word_embeddings`, else
     /// the family's default.
     var tiedEmbeddings: Bool?
+    /// The sizes of the wrapper's `lm_head` where its class takes them from
+    /// its own top-level keys (Ovis2ForConditionalGeneration's); nil: the text model's.
+    var headSizes: (hidden: Int, vocabulary: Int)?
 
     /// A language model at config.json's top level.
     static let topLevel = TextModelPlacement()
@@ -93,11 +97,16 @@ struct MultimodalWrapperKeys: Decodable {
     var tieWordEmbeddings: Bool?
     /// Lfm2VlConfig's name for it, read over it.
     var tieEmbedding: Bool?
+    /// The wrapper's own sizes, where its class sizes the head by them (Ovis2Config).
+    var hiddenSize: Int?
+    var vocabSize: Int?
 
     enum CodingKeys: String, CodingKey {
         case textConfig = "text_config"
         case tieWordEmbeddings = "tie_word_embeddings"
         case tieEmbedding = "tie_embedding"
+        case hiddenSize = "hidden_size"
+        case vocabSize = "vocab_size"
     }
 }
 
@@ -112,5 +121,13 @@ extension DecoderParts {
             checkpoint, section: placement.section, tiedByDefault: tiedByDefault, tiedEmbeddings: placement.tiedEmbeddings,
             headName: placement.headName, naming: naming, prefixes: placement.prefixes, extraLayers: extraLayers,
             experts: experts, finalNorm: finalNorm)
+        let text = (hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize)
+        if let head = placement.headSizes, head != text, checkpoint.hasTensor("lm_head.weight") || checkpoint.hasTensor(headName + ".weight") {
+            // transformers builds the stored head [vocab_size, hidden_size] by the wrapper's keys and cannot load another shape.
+            throw DroptraceError(
+                "the top level's hidden_size \(head.hidden) and vocab_size \(head.vocabulary) (its config class's defaults where absent) "
+                    + "size \(checkpoint.modelType)'s lm_head, which the weights store, but the text model's are \(text.hidden) and \(text.vocabulary)",
+                path: configPath)
+        }
     }
 }

@@ -257,4 +257,27 @@ import TensorEngine
         #expect(throws: Never.self) { try lfm2VL(["tie_word_embeddings": false, "tie_embedding": true]).load().head() }
         #expect(throws: DroptraceError.self) { try lfm2VL(["tie_word_embeddings": true, "tie_embedding": false]).load().head() }
     }
+
+    /// Ovis2ForConditionalGeneration builds lm_head [vocab_size, hidden_size]
+    /// from Ovis2Config's own keys (151643 and 1536 when absent), not the
+    /// text config's: a stored head loads only where they are the text
+    /// model's (the fixture's 512 and 64), as transformers 5.23 fails on any
+    /// other shape (its perplexity agrees where they are); an unstored tied
+    /// head is the embedding, whatever they say.
+    @Test func ovis2SizesAStoredHeadByItsOwnKeys() throws {
+        func withHead(_ keys: [String: Any]) throws -> EditedFixture {
+            let fixture = try EditedFixture("ovis2-f32") { config in keys.forEach { config[$0.key] = $0.value } }
+            let embedding = try Checkpoint(directory: fixture.model).tensor("model.language_model.embed_tokens.weight")
+            try BadInputTests().rewriteWeights(fixture.model) { $0.append(SafetensorsWriter.Entry(embedding, renamedTo: "lm_head.weight")) }
+            return fixture
+        }
+        for keys in [["tie_word_embeddings": false], [:], ["tie_word_embeddings": false, "vocab_size": 600, "hidden_size": 64]] {
+            let fixture = try withHead(keys)
+            let sizes = "hidden_size \(keys["hidden_size"] ?? 1536) and vocab_size \(keys["vocab_size"] ?? 151643)"
+            #expect(ExpertTensorTests.loadError(fixture.model) == "\(fixture.configPath): the top level's \(sizes) (its config class's "
+                + "defaults where absent) size ovis2's lm_head, which the weights store, but the text model's are 64 and 512")
+        }
+        #expect(try withHead(["tie_word_embeddings": false, "vocab_size": 512, "hidden_size": 64]).load().head().vocabularySize == 512)
+        #expect(throws: Never.self) { try EditedFixture("ovis2-f32") { $0["hidden_size"] = 32 }.load().head() }
+    }
 }

@@ -41,6 +41,9 @@ enum Llava {
         /// must then name one (Exaone4_5_Config reads `text_config["model_type"]`).
         var textTypeAliases: [String: String] = [:]
         var textConfigNamesItsType = false
+        /// The top-level `hidden_size` and `vocab_size` when absent, where the
+        /// class sizes `lm_head` by its own keys, not the text config's (Ovis2Config).
+        var headSizeDefaults: (hidden: Int, vocabulary: Int)?
     }
 
     static let wrappers: [String: Wrapper] = [
@@ -60,7 +63,8 @@ enum Llava {
             textTypeAliases: ["exaone4_5_text": "exaone4"], textConfigNamesItsType: true),
         "lfm3_vl": Wrapper(textType: "lfm3", tiedByDefault: true, prefixes: ["model.language_model."], textTypes: ["lfm3"]),
         "llava_next_video": Wrapper(textType: "llama", textTiesToo: true),
-        "ovis2": Wrapper(textType: "qwen2", tiedByDefault: true, prefixes: ["model.language_model."]),
+        "ovis2": Wrapper(
+            textType: "qwen2", tiedByDefault: true, prefixes: ["model.language_model."], headSizeDefaults: (hidden: 1536, vocabulary: 151643)),
         "minicpmv4_6": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
         "minicpmv4_7": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
         "lfm2_vl": Wrapper(
@@ -107,7 +111,8 @@ enum Llava {
     /// `text_config` with its model_type's class defaults (Ministral 3's too:
     /// `Ministral3Rope.classDefaults`), the head tied by the top-level
     /// `tie_word_embeddings` (or the class's alias for it), else by the
-    /// class's default or, where it forwards it, the text config's.
+    /// class's default or, where it forwards it, the text config's; the
+    /// head's sizes where the class takes them from its own keys.
     /// - Throws: `DroptraceError` as `textModelType`.
     static func placement(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
         guard let wrapper = wrappers[checkpoint.modelType] else { return .topLevel }
@@ -122,6 +127,11 @@ enum Llava {
             throw DroptraceError("\"tie_embedding\" is null: the head is tied or not (true or false)", path: checkpoint.configURL.path)
         }
         let tied = (wrapper.readsTieEmbedding ? keys.tieEmbedding : nil) ?? keys.tieWordEmbeddings
-        return .wrapped(textDefaults: defaults, prefixes: wrapper.prefixes, tiedEmbeddings: tied ?? wrapper.tiedByDefault || textTies)
+        var placement = TextModelPlacement.wrapped(
+            textDefaults: defaults, prefixes: wrapper.prefixes, tiedEmbeddings: tied ?? wrapper.tiedByDefault || textTies)
+        if let sizes = wrapper.headSizeDefaults {
+            placement.headSizes = (hidden: keys.hiddenSize ?? sizes.hidden, vocabulary: keys.vocabSize ?? sizes.vocabulary)
+        }
+        return placement
     }
 }
