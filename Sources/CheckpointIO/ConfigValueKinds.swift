@@ -78,7 +78,8 @@ public enum ConfigValueKinds {
     /// Values transformers refuses when it builds the config or the model,
     /// though they change no score: `initializer_range` outside [0, 1] (where
     /// the config class declares that interval: `initializerRangeChecked`), a dropout probability outside [0, 1] where
-    /// the model builds `nn.Dropout` from it, and `layer_types` that are not
+    /// the model builds `nn.Dropout` from it, a top-level `dtype` that is not a
+    /// torch floating-point type (`torchFloatingDtypes`), and `layer_types` that are not
     /// one allowed name per layer on classes that do not read them
     /// (`validate_layer_type`; the others check them where they are read).
     /// `prefix` puts the section's member in front of the keys messages name (`text_config.`).
@@ -100,7 +101,8 @@ public enum ConfigValueKinds {
                 return "key \"\(prefix)\(key)\" is \(probability), a dropout probability outside [0, 1]: \(use), which torch refuses"
             }
         }
-        for key in ["dtype", "torch_dtype"] {
+        // The top level's dtype builds the model: a wrapper builds its language model under it, not the text config's.
+        for key in ["dtype", "torch_dtype"] where prefix.isEmpty {
             guard let value = members.last(where: { $0.key == key })?.value else { continue }
             if case .null = value { continue }
             guard case .string(let name) = value, torchFloatingDtypes.contains(name) else {

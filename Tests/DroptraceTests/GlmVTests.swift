@@ -24,6 +24,8 @@ import Testing
         Mutant(moe, "text_config.n_routed_experts", "8.0", key: "text_config.n_routed_experts"),
         Mutant(moe, "text_config.first_k_dense_replace", "-1", key: "text_config.first_k_dense_replace"),
         Mutant(dense, "text_config.rms_norm_eps", "null", key: "text_config.rms_norm_eps"),
+        // Glm4vMoeTextConfig keeps a null head_dim, which its attention's scale is computed from (TypeError).
+        Mutant(moe, "text_config.head_dim", "null", key: "text_config.head_dim"),
     ]
 
     @Test(arguments: mutants)

@@ -199,12 +199,13 @@ def causal_lm_from_config(config):
     return AutoModelForCausalLM.from_config(config)
 
 
-def null_fails(cls, key="head_dim", **value):
+def null_fails(cls, key="head_dim", wrapper=None, **value):
     """Whether a model of `cls` cannot be built from a config whose `key` is null (or absent, when
     no value is given) while the class accepts the null: classes without a head_dim field keep
     the None as an attribute, which their attention and rotary set-up read in place of
     hidden_size / num_attention_heads; Ministral's field defaults to None; Qwen2MoeConfig keeps a
-    null num_key_value_heads, which its attention divides by."""
+    null num_key_value_heads, which its attention divides by. With `wrapper`, `cls` is that
+    wrapper's own text config class (Glm4vMoeTextConfig), asked about in the wrapper's model."""
     if key in {field.name: field for field in dataclasses.fields(cls)} and not accepts(
             cls.__validators__.get(key, []), None):
         return False  # refused as a kind already
@@ -217,7 +218,10 @@ def null_fails(cls, key="head_dim", **value):
 
     def fails(**sizes):
         try:
-            config = cls(**one_layer(cls), **sizes, **value)
+            if wrapper is None:
+                config = cls(**one_layer(cls), **sizes, **value)
+            else:
+                config = wrapper(text_config={**one_layer(cls), **sizes, **value})
             with torch.device("meta"):
                 causal_lm_from_config(config)
         except (TypeError, ValueError, AttributeError):
@@ -242,6 +246,16 @@ def null_fails(cls, key="head_dim", **value):
         if defaults.head_dim is None:
             return fails(head_dim=defaults.hidden_size // defaults.num_attention_heads)
     return failed
+
+
+def head_width_classes(classes):
+    """The registered model types' config classes and the wrappers' own text config classes
+    (`glm4v_moe.text_config`, with its wrapper), as the head-width tables key them."""
+    for key, cls in classes:
+        if "." not in key:
+            yield key, cls, None
+        elif key.endswith(".text_config"):
+            yield key, cls, CONFIG_MAPPING[key.removesuffix(".text_config")]
 
 
 def head_dim_none(cls, given):
@@ -396,18 +410,18 @@ def main():
         "    /// from it (the None is read as the head width).",
         "    static let nullHeadDimFails: Set<String> = [",
     ]
-    for model_type in MODEL_TYPES:
-        if null_fails(CONFIG_MAPPING[model_type], head_dim=None):
-            lines.append(f'        "{model_type}",')
+    for key, cls, wrapper in head_width_classes(classes):
+        if null_fails(cls, wrapper=wrapper, head_dim=None):
+            lines.append(f'        "{key}",')
     lines += [
         "    ]",
         "",
         "    /// Those of them whose model cannot be built when config.json has no `head_dim` either.",
         "    static let absentHeadDimFails: Set<String> = [",
     ]
-    for model_type in MODEL_TYPES:
-        if null_fails(CONFIG_MAPPING[model_type]):
-            lines.append(f'        "{model_type}",')
+    for key, cls, wrapper in head_width_classes(classes):
+        if null_fails(cls, wrapper=wrapper):
+            lines.append(f'        "{key}",')
     lines += [
         "    ]",
         "",
@@ -417,9 +431,9 @@ def main():
     ]
     for name, given in [("headDimNoneWhenAbsent", {}), ("headDimNoneWhenNull", {"head_dim": None})]:
         lines.append(f"    static let {name}: Set<String> = [")
-        for model_type in MODEL_TYPES:
-            if head_dim_none(CONFIG_MAPPING[model_type], given):
-                lines.append(f'        "{model_type}",')
+        for key, cls, _ in head_width_classes(classes):
+            if head_dim_none(cls, given):
+                lines.append(f'        "{key}",')
         lines += ["    ]"]
     lines += [
         "",
@@ -427,9 +441,9 @@ def main():
         "    /// be built from it.",
         "    static let nullKeyValueHeadsFail: Set<String> = [",
     ]
-    for model_type in MODEL_TYPES:
-        if null_fails(CONFIG_MAPPING[model_type], "num_key_value_heads", num_key_value_heads=None):
-            lines.append(f'        "{model_type}",')
+    for key, cls, wrapper in head_width_classes(classes):
+        if null_fails(cls, "num_key_value_heads", wrapper=wrapper, num_key_value_heads=None):
+            lines.append(f'        "{key}",')
     lines += ["    ]", "}", ""]
     sys.stdout.write("\n".join(lines))
 
