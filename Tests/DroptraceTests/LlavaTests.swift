@@ -280,4 +280,17 @@ import TensorEngine
         #expect(try withHead(["tie_word_embeddings": false, "vocab_size": 512, "hidden_size": 64]).load().head().vocabularySize == 512)
         #expect(throws: Never.self) { try EditedFixture("ovis2-f32") { $0["hidden_size"] = 32 }.load().head() }
     }
+
+    /// A wrapper builds its language model under the top level's dtype, not
+    /// the text config's (transformers 5.23 loads and runs these with
+    /// `text_config.dtype` "int8" or 3): only the top level's must be a
+    /// torch floating-point type.
+    @Test(arguments: ["llava-f32", "qwen3_5-f32", "gemma3-f32"])
+    func onlyTheTopLevelDtypeBuildsTheModel(_ name: String) throws {
+        let base = try EditedFixture(name).attentionScores()
+        for value in ["int8", 3] as [Any] {
+            #expect(try EditedFixture(name) { EditedModel.set(value, at: "text_config.dtype", in: &$0) }.attentionScores() == base)
+        }
+        try EditedFixture(name) { $0["dtype"] = "int8" }.expectRefused(naming: "\"dtype\"")
+    }
 }
