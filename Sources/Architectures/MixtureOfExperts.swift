@@ -420,6 +420,31 @@ extension Weights {
     /// Whether the experts under `fused` are stored as 3-D tensors.
     func hasFusedExperts(_ fused: String) -> Bool { has(fused + "gate_up_proj") }
 
+    /// The `count` ungated experts under `experts` (Nemotron-H's
+    /// `mixer.experts.`), each down(act(up x)) without biases: fused,
+    /// `<experts>up_proj` [count, inner, width] and `<experts>down_proj`
+    /// [count, width, inner] (transformers' parameters), else per expert,
+    /// `<experts><e>.up_proj.weight` [inner, width] and `down_proj.weight`
+    /// [width, inner], as `save_pretrained` writes them.
+    /// - Throws: `DroptraceError` for a missing tensor or a shape the sizes contradict.
+    func plainExperts(_ experts: String, count: Int, width: Int, inner: Int, activation: Activation) throws -> [FeedForward] {
+        guard has(experts + "up_proj") else {
+            return try (0..<count).map { e in
+                .plain(
+                    up: try linear(experts + "\(e).up_proj", in: width, out: inner, bias: false),
+                    down: try linear(experts + "\(e).down_proj", in: inner, out: width, bias: false), activation: activation)
+            }
+        }
+        let up = try floats(experts + "up_proj", [count, inner, width]), down = try floats(experts + "down_proj", [count, width, inner])
+        let size = inner * width
+        return (0..<count).map { e in
+            .plain(
+                up: Linear(weight: Array(up[(e * size)..<((e + 1) * size)]), bias: nil, inFeatures: width, outFeatures: inner),
+                down: Linear(weight: Array(down[(e * size)..<((e + 1) * size)]), bias: nil, inFeatures: inner, outFeatures: width),
+                activation: activation)
+        }
+    }
+
     /// The 3-D tensor `name` as `shape` [count, rows, columns]; with
     /// `transposedToo`, one stored as [count, columns, rows] is transposed
     /// per expert, as transformers' `Transpose(1, 2, check_dims=True)` does
@@ -486,9 +511,9 @@ struct ExpertNaming {
     var countKey: String
     /// Whether layer `index` has experts (others have a dense MLP).
     var isSparse: (Int) -> Bool
-
-    /// transformers' fused expert parameters.
-    static let fusedNames: Set<Substring> = ["gate_up_proj", "down_proj"]
+    /// transformers' fused expert parameters under each part: gated experts'
+    /// `gate_up_proj` and `down_proj`, ungated ones' `up_proj` and `down_proj`.
+    var fusedNames: Set<Substring> = ["gate_up_proj", "down_proj"]
     /// A gated expert's projections as `save_pretrained` writes most families'.
     static let gatedNames = (gate: "gate_proj", up: "up_proj", down: "down_proj")
 
@@ -514,7 +539,7 @@ struct ExpertNaming {
     func form(of rest: String) -> Form? {
         for part in parts where rest.hasPrefix(part) {
             let tail = rest.dropFirst(part.count)
-            if Self.fusedNames.contains(tail) { return .fused }
+            if fusedNames.contains(tail) { return .fused }
             let pieces = tail.split(separator: ".", omittingEmptySubsequences: false)
             guard pieces.count == 3, !pieces[0].isEmpty, pieces[0].allSatisfy({ $0.isASCII && $0.isNumber }),
                   projections.contains(String(pieces[1])), pieces[2] == "weight"

@@ -163,4 +163,46 @@ import Testing
         try expectCachedDecodingMatchesTheForward(
             model, tokens: 16, prefill: 10, plans: [.none, DropPlan(mlp: [3])], label: Self.latentName)
     }
+
+    /// Experts stored as transformers holds them, `mixer.experts.up_proj`
+    /// [experts, inner, width] and `down_proj` [experts, width, inner] (a
+    /// state dict saved without save_pretrained's reverse conversion), score
+    /// as the per-expert tensors save_pretrained writes; both forms in one
+    /// layer are refused.
+    @Test(arguments: ["nemotron_h-f32", "nemotron_h_latent-f32"])
+    func fusedExpertsReadAsPerExpert(_ name: String) throws {
+        // Every score, NaN (a layer without the module) in the same places.
+        func scores(_ fixture: EditedFixture) throws -> [String] {
+            let scores = try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
+            return (scores.attention + scores.mlp + scores.block).map { "\($0)" }
+        }
+        let base = try scores(EditedFixture(name))
+        let fused = try EditedFixture(name)
+        let stored = try Checkpoint(directory: fused.model)
+        var both = ""
+        try BadInputTests().rewriteWeights(fused.model) { entries in
+            let perExpert = entries.map(\.name).filter { $0.contains(".mixer.experts.") }
+            let layers = Set(perExpert.map { String($0[..<$0.range(of: "experts.")!.upperBound]) })
+            entries.removeAll { perExpert.contains($0.name) }
+            for layer in layers.sorted() {
+                for projection in ["up_proj", "down_proj"] {
+                    let names = perExpert.filter { $0.hasPrefix(layer) && $0.hasSuffix(projection + ".weight") }
+                        .sorted { Int($0.dropFirst(layer.count).prefix { $0 != "." })! < Int($1.dropFirst(layer.count).prefix { $0 != "." })! }
+                    let shape = try! stored.tensor(names[0]).shape
+                    entries.append(SafetensorsWriter.Entry(name: layer + projection, shape: [names.count] + shape) {
+                        try names.flatMap { try stored.tensor($0).floats() }
+                    })
+                }
+                both = both.isEmpty ? layer : both
+            }
+        }
+        #expect(try scores(fused) == base)
+        let mixed = try EditedFixture(name)
+        try BadInputTests().rewriteWeights(mixed.model) { entries in
+            let up = try! Checkpoint(directory: fused.model).tensor(both + "up_proj")
+            entries.append(SafetensorsWriter.Entry(up))
+        }
+        let error = #expect(throws: DroptraceError.self) { try mixed.load() }
+        #expect(error?.message.contains("experts are stored both fused ('\(both)up_proj') and per expert") == true, "\(String(describing: error))")
+    }
 }

@@ -231,7 +231,7 @@ struct NemotronHModel: DecoderFamily {
             checkpoint, section: section, naming: { Self.naming($0, types: types) }, prefixes: ["backbone.", "model.", ""],
             experts: ExpertNaming(
                 parts: ["mixer.experts."], projections: ["up_proj", "down_proj"], count: settings.experts, countKey: "n_routed_experts",
-                isSparse: { types.kinds.indices.contains($0) && types.kinds[$0] == .moe }),
+                isSparse: { types.kinds.indices.contains($0) && types.kinds[$0] == .moe }, fusedNames: ["up_proj", "down_proj"]),
             finalNorm: "norm_f", embedding: "embeddings")
         config = settings
         kinds = types.kinds
@@ -285,10 +285,11 @@ struct NemotronHModel: DecoderFamily {
                 configPath: parts.configPath)
         }
         if let first = kept(.moe).first {
-            let width = settings.expertWidth(hidden: d)
+            let width = settings.expertWidth(hidden: d), experts = "layers.\(first).mixer.experts."
+            let fused = parts.weights.has(experts + "up_proj")
             try parts.weights.confirmShape(
-                "layers.\(first).mixer.experts.0.up_proj.weight", [settings.moeIntermediateSize, width.size],
-                keys: "moe_intermediate_size, \(width.key)", configPath: parts.configPath)
+                experts + (fused ? "up_proj" : "0.up_proj.weight"), (fused ? [settings.experts] : []) + [settings.moeIntermediateSize, width.size],
+                keys: (fused ? "n_routed_experts, " : "") + "moe_intermediate_size, \(width.key)", configPath: parts.configPath)
             if let latent = settings.moeLatentSize {
                 try parts.weights.confirmShape(
                     "layers.\(first).mixer.fc1_latent_proj.weight", [latent, d], keys: "moe_latent_size, hidden_size",
@@ -387,9 +388,9 @@ struct NemotronHModel: DecoderFamily {
         return .mixture(MixtureOfExperts(
             router: try weights.linear(p + "gate", in: d, out: routing.experts, bias: false),
             // NemotronHExperts have no biases; the shared expert is a NemotronHMLP.
-            experts: try (0..<routing.experts).map {
-                try mlp(p + "experts.\($0).", inner: config.moeIntermediateSize, bias: false, width: config.expertWidth(hidden: d).size)
-            },
+            experts: try weights.plainExperts(
+                p + "experts.", count: routing.experts, width: config.expertWidth(hidden: d).size, inner: config.moeIntermediateSize,
+                activation: activation),
             expertsPerToken: config.expertsPerToken, rule: .groupLimited(rule),
             sharedExperts: [try mlp(p + "shared_experts.", inner: config.sharedExpertIntermediateSize, bias: bias)],
             latent: try config.moeLatentSize.map { latent in
