@@ -97,6 +97,7 @@ import TensorEngine
         #expect(try EditedFixture("minicpmv4_6-f32").load() is Qwen3_5Model)
         #expect(try EditedFixture("minicpmv4_7-f32").load() is Qwen3_5Model)
         #expect(try EditedFixture("ovis2-f32").load() is LlamaModel)
+        #expect(try EditedFixture("llava_next_granite-f32").load() is GraniteModel)
         // EXAONE 4.5's first release names its text model exaone4_5_text (the fixture), the class's rename exaone4.
         #expect(try EditedFixture("exaone4_5-f32") { EditedModel.set("exaone4", at: "text_config.model_type", in: &$0) }
             .attentionScores() == EditedFixture("exaone4_5-f32").attentionScores())
@@ -111,7 +112,7 @@ import TensorEngine
         "llava-f32", "llava_next-f32", "llava_onevision-f32", "internvl-f32", "idefics3-f32", "smolvlm-f32", "mistral3-f32",
         "mistral3_mistral4-f32", "internvl_qwen3-f32", "internvl_qwen3_moe-f32", "aya_vision-f32", "lfm2_vl-f32",
         "cohere2_vision-f32", "exaone4_5-f32", "lfm3_vl-f32", "llava_next_video-f32", "minicpmv4_6-f32", "minicpmv4_7-f32",
-        "ovis2-f32",
+        "ovis2-f32", "llava_next_granite-f32",
     ])
     func blockDropExportsEditTheTextConfig(_ name: String) throws {
         let fixture = try EditedFixture(name)
@@ -292,5 +293,17 @@ import TensorEngine
             #expect(try EditedFixture(name) { EditedModel.set(value, at: "text_config.dtype", in: &$0) }.attentionScores() == base)
         }
         try EditedFixture(name) { $0["dtype"] = "int8" }.expectRefused(naming: "\"dtype\"")
+    }
+
+    /// Granite Vision's language model (LLaVA-NeXT around granite): its
+    /// multipliers act inside it, as GraniteModel applies them, but the
+    /// wrapper's own lm_head does not divide the logits by logits_scaling as
+    /// GraniteForCausalLM does (the fixture's perplexity agrees with
+    /// transformers 5.23 with logits_scaling 8).
+    @Test func wrappedGraniteLogitsAreNotScaled() throws {
+        let config = try FixtureFiles.config("llava_next_granite-f32")
+        #expect((config["text_config"] as? [String: Any])?["logits_scaling"] as? Double == 8)
+        #expect(try EditedFixture("llava_next_granite-f32").load().head().logitDivisor == nil)
+        #expect(try EditedFixture("granite-f32").load().head().logitDivisor == 8)
     }
 }

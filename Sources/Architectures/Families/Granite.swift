@@ -76,7 +76,9 @@ extension KeyedDecodingContainer {
 /// four multipliers — token embeddings × `embedding_multiplier`, each
 /// branch output × `residual_multiplier` before it is added to the stream
 /// (h = x + m · attn(norm x), y = h + m · mlp(norm h)), softmax scale
-/// `attention_multiplier` instead of 1/√head_dim, logits ÷ `logits_scaling`.
+/// `attention_multiplier` instead of 1/√head_dim, logits ÷ `logits_scaling`
+/// (in GraniteForCausalLM: not under a LLaVA-style wrapper such as Granite
+/// Vision's `llava_next`, whose own head reads the language model's output).
 ///
 /// The residual multiplier belongs to the branch: the attention and MLP
 /// importances compare the stream before and after the scaled branch is
@@ -107,8 +109,10 @@ struct GraniteModel: DecoderFamily {
     init(_ checkpoint: Checkpoint) throws {
         let swa = Self.readsLayerTypes(checkpoint.modelType)
         let moe = ["granitemoe", "granitemoeshared", "granitemoe_swa"].contains(checkpoint.modelType)
-        parts = try DecoderParts(
-            checkpoint, section: swa ? GraniteSWASettings.section : .topLevel, naming: moe ? GraniteMoeMLP.naming : LlamaModel.naming)
+        // A LLaVA-style wrapper's granite language model (Granite Vision's) sits under text_config.
+        var placement = try TextModelPlacement.topLevelOrWrapped(checkpoint)
+        if swa { placement.section = GraniteSWASettings.section }
+        parts = try DecoderParts(checkpoint, placement: placement, naming: moe ? GraniteMoeMLP.naming : LlamaModel.naming)
         config = try parts.config(GraniteConfiguration.self)
         // transformers maps GraniteMoE's saved tensor names for granitemoe and granitemoeshared only.
         mixture = moe ? try GraniteMoeMLP(
@@ -157,8 +161,10 @@ struct GraniteModel: DecoderFamily {
     func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch, multiplier: config.embeddingMultiplier) }
 
     func head() throws -> OutputHead {
+        // GraniteForCausalLM divides the logits; a wrapper's own lm_head does not.
         try parts.head(
-            norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps), logitDivisor: config.logitsScaling)
+            norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps),
+            logitDivisor: parts.section.name == nil ? config.logitsScaling : nil)
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

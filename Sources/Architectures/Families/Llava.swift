@@ -13,7 +13,7 @@ import DroptraceSupport
 /// Vision), `exaone4_5` (EXAONE 4.5), `lfm2_vl` (LFM2-VL), `lfm3_vl`
 /// (LFM3-VL), `llava_next_video` (LLaVA-NeXT-Video) and `minicpmv4_6`,
 /// `minicpmv4_7` (MiniCPM-V 4.6, 4.7), `ovis2` (Ovis2); transformers'
-/// models/<model_type>/.
+/// models/<model_type>/. (Granite Vision is `llava_next` around a granite text model.)
 /// Their model builds the language model with AutoModel from `text_config`,
 /// whose class follows its own `model_type` (`Wrapper.textType` when it
 /// names none) with that class's defaults; droptrace reads it with the
@@ -34,7 +34,7 @@ enum Llava {
         /// Where the language model's weights may be, first match first.
         var prefixes = ["model.language_model.", "language_model.model."]
         /// The text model types droptrace reads under this wrapper, each by its own family.
-        var textTypes = ["llama", "mistral", "qwen2"]
+        var textTypes = ["llama", "mistral", "qwen2", "granite"]
         /// Whether the class reads a top-level `tie_embedding` over `tie_word_embeddings` (Lfm2VlConfig).
         var readsTieEmbedding = false
         /// Text model types the class renames, and whether its text config
