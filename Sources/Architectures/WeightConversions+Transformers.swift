@@ -56,37 +56,4 @@ extension WeightConversions {
         "qwen4_exp_text": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
         "solar_open": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
     ]
-
-    /// Per config class (by model_type) with a `text_config`: the model_type its text model reports
-    /// when `text_config` names none (the sub-config's default type, or its own class's).
-    static let textModelTypes: [String: String] = [
-        "aya_vision": "cohere2",
-        "cohere2_vision": "cohere2",
-        "cohere_compass": "cohere_compass_text",
-        "exaone4_5": "exaone4",
-        "gemma3": "gemma3_text",
-        "gemma4": "gemma4_text",
-        "glm4v": "glm4v_text",
-        "glm4v_moe": "glm4v_moe_text",
-        "idefics3": "llama",
-        "internvl": "qwen2",
-        "lfm2_vl": "lfm2",
-        "lfm3_vl": "lfm3",
-        "llama4": "llama4_text",
-        "llava": "llama",
-        "llava_next": "llama",
-        "llava_next_video": "llama",
-        "llava_onevision": "qwen2",
-        "minicpmv4_6": "qwen3_5_text",
-        "minicpmv4_7": "qwen3_5_text",
-        "mistral3": "mistral",
-        "ovis2": "qwen2",
-        "qwen2_5_vl": "qwen2_5_vl_text",
-        "qwen2_vl": "qwen2_vl_text",
-        "qwen3_5": "qwen3_5_text",
-        "qwen3_5_moe": "qwen3_5_moe_text",
-        "qwen3_vl": "qwen3_vl_text",
-        "qwen3_vl_moe": "qwen3_vl_moe_text",
-        "smolvlm": "llama",
-    ]
 }

@@ -6,21 +6,21 @@ import DroptraceSupport
 /// same (transformers' `conversion_mapping.py`). The mapping is looked up
 /// for each PreTrainedModel in the model by its `config.model_type`
 /// (`get_model_conversion_mapping`): the checkpoint's, and in a multimodal
-/// model the text model's. The tables are generated from transformers
-/// (`scripts/weight_conversions/generate.py`).
+/// model the text model's. The table of collected per-expert tensors is
+/// generated from transformers (`scripts/weight_conversions/generate.py`).
 enum WeightConversions {
     /// The model types whose conversion mappings apply to the language model
     /// `section` of `checkpoint` holds: config.json's `model_type` and, for a
     /// `text_config` section, the text model's: `text_config.model_type` as
     /// written (a null or non-string one looks up nothing), else the type
-    /// its config class gives it (`textModelTypes`). Nil for a GGUF file,
+    /// its config class gives it (`ConfigValueKinds.textModelType`). Nil for a GGUF file,
     /// which is not converted so: droptrace cuts its experts from their stacks.
     static func modelTypes(_ checkpoint: Checkpoint, section: ConfigSection) -> [String]? {
         guard checkpoint.gguf == nil else { return nil }
         guard section.name == "text_config" else { return [checkpoint.modelType] }
         let textType: String?
         switch checkpoint.document(of: section)?.member("model_type") {
-        case nil: textType = textModelTypes[checkpoint.modelType]
+        case nil: textType = ConfigValueKinds.textModelType(of: checkpoint.modelType)
         case .string(let written)?: textType = written
         default: textType = nil
         }

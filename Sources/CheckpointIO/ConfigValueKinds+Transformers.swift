@@ -4070,6 +4070,23 @@ extension ConfigValueKinds {
         "smolvlm": "llama",
     ]
 
+    /// Per config class (by model_type) whose `text_config` is a config class of its own: that class's
+    /// model_type, which its text model reports when `text_config` names none.
+    static let ownTextConfigModelTypes: [String: String] = [
+        "cohere_compass": "cohere_compass_text",
+        "gemma3": "gemma3_text",
+        "gemma4": "gemma4_text",
+        "glm4v": "glm4v_text",
+        "glm4v_moe": "glm4v_moe_text",
+        "llama4": "llama4_text",
+        "qwen2_5_vl": "qwen2_5_vl_text",
+        "qwen2_vl": "qwen2_vl_text",
+        "qwen3_5": "qwen3_5_text",
+        "qwen3_5_moe": "qwen3_5_moe_text",
+        "qwen3_vl": "qwen3_vl_text",
+        "qwen3_vl_moe": "qwen3_vl_moe_text",
+    ]
+
     /// Config classes (by model_type) that build their text config from the top level's keys when
     /// config.json has no `text_config` (Qwen2VLConfig's backward compatibility with flat configs).
     static let flatTextConfigs: Set<String> = [

@@ -60,6 +60,14 @@ public enum ConfigValueKinds {
         }
     }
 
+    /// The model_type the text model of a `modelType` config reports when
+    /// its `text_config` names none: the type an AutoConfig sub-config
+    /// defaults to (`textConfigModelTypes`), or its own text config class's
+    /// (`ownTextConfigModelTypes`); nil for a class without a text config.
+    public static func textModelType(of modelType: String) -> String? {
+        textConfigModelTypes[modelType] ?? ownTextConfigModelTypes[modelType]
+    }
+
     /// The table key of the class transformers builds the `text_config`
     /// (`text`) of a `modelType` config with, if droptrace has its table.
     static func textConfigClass(of modelType: String, text: [(key: String, value: JSONValue)], resolved: String? = nil) -> String? {

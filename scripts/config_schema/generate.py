@@ -350,6 +350,17 @@ def main():
     lines += [
         "    ]",
         "",
+        "    /// Per config class (by model_type) whose `text_config` is a config class of its own: that class's",
+        "    /// model_type, which its text model reports when `text_config` names none.",
+        "    static let ownTextConfigModelTypes: [String: String] = [",
+    ]
+    for model_type in MODEL_TYPES:
+        sub = (getattr(CONFIG_MAPPING[model_type], "sub_configs", {}) or {}).get("text_config")
+        if sub is not None and auto_text_config(CONFIG_MAPPING[model_type]) is None:
+            lines.append(f'        "{model_type}": "{sub.model_type}",')
+    lines += [
+        "    ]",
+        "",
         "    /// Config classes (by model_type) that build their text config from the top level's keys when",
         "    /// config.json has no `text_config` (Qwen2VLConfig's backward compatibility with flat configs).",
         "    static let flatTextConfigs: Set<String> = [",

@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
 """Write Sources/Architectures/WeightConversions+Transformers.swift: which per-expert tensors
-transformers collects into fused experts, per model_type, and the model_type a wrapper's text model
-reports when its text_config names none.
+transformers collects into fused experts, per model_type.
 
 transformers 5 stores a mixture-of-experts layer's experts as two 3-D parameters
 (`mlp.experts.gate_up_proj`, `mlp.experts.down_proj`). Checkpoints saved per expert
@@ -10,24 +9,19 @@ transformers 5 stores a mixture-of-experts layer's experts as two 3-D parameters
 each PreTrainedModel in the model by its `config.model_type`: the checkpoint's, and in a multimodal
 model the text model's, which is `text_config.model_type` as config.json writes it, else its config
 class's. Elsewhere the per-expert tensors are unexpected keys and the fused parameters are initialised
-randomly. The first table lists each model_type's collected patterns (`*` stands for the expert index),
+randomly. The table lists each model_type's collected patterns (`*` stands for the expert index),
 for every model_type transformers registers such a converter for (a text_config may name any of
-them); the second the text model_type of every wrapper droptrace reads.
+them).
 
 Run in a venv with the transformers version droptrace matches:
     python3 scripts/weight_conversions/generate.py > Sources/Architectures/WeightConversions+Transformers.swift
 """
 import re
-from pathlib import Path
 
 import transformers
 import transformers.conversion_mapping as conversion_mapping
 from transformers.core_model_loading import MergeModulelist, WeightConverter
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-REPO = Path(__file__).resolve().parents[2]
-REGISTRY = (REPO / "Sources/Architectures/ModelRegistry.swift").read_text()
-MODEL_TYPES = re.findall(r'^\s*"([a-z0-9_]+)": \w+Model\.self,', REGISTRY, re.M)
 # A collected source pattern: the module path, the expert index, one projection's weight.
 PATTERN = re.compile(r"^([A-Za-z0-9_.]*)\*\.([A-Za-z0-9_]+)\.weight$")
 
@@ -49,17 +43,6 @@ def collected_patterns(model_type):
     return patterns
 
 
-def text_model_type(cls):
-    """The model_type the text model of config class `cls` reports when its text_config names none."""
-    spec = (getattr(cls, "sub_configs_defaults", {}) or {}).get("text_config")
-    if spec is not None and spec.model_type:
-        return spec.model_type
-    sub = (getattr(cls, "sub_configs", {}) or {}).get("text_config")
-    if sub is None:
-        return None
-    return getattr(sub, "model_type", None) or None
-
-
 def main():
     conversion_mapping.get_checkpoint_conversion_mapping("llama")  # builds the cache
     model_types = sorted(key for key in conversion_mapping._checkpoint_conversion_mapping_cache if key == key.lower())
@@ -76,17 +59,6 @@ def main():
         patterns = collected_patterns(model_type)
         if patterns:
             lines.append(f'        "{model_type}": [' + ", ".join(f'"{p}"' for p in patterns) + "],")
-    lines += [
-        "    ]",
-        "",
-        "    /// Per config class (by model_type) with a `text_config`: the model_type its text model reports",
-        "    /// when `text_config` names none (the sub-config's default type, or its own class's).",
-        "    static let textModelTypes: [String: String] = [",
-    ]
-    for model_type in sorted(MODEL_TYPES):
-        text_type = text_model_type(CONFIG_MAPPING[model_type])
-        if text_type is not None:
-            lines.append(f'        "{model_type}": "{text_type}",')
     lines += ["    ]", "}"]
     print("\n".join(lines))
 
