@@ -4094,6 +4094,45 @@ extension ConfigValueKinds {
         "qwen2_vl",
     ]
 
+    /// Config classes (by model_type) whose `tie_word_embeddings` is true when config.json omits it.
+    static let tiedByDefault: Set<String> = [
+        "aya_vision",
+        "bloom",
+        "cohere",
+        "cohere2",
+        "cohere2_moe",
+        "cohere2_vision",
+        "cohere_compass_text",
+        "ernie4_5",
+        "ernie4_5_moe",
+        "falcon",
+        "gemma",
+        "gemma2",
+        "gemma3",
+        "gemma3_text",
+        "gemma4",
+        "gemma4_text",
+        "gpt2",
+        "gpt_bigcode",
+        "gpt_neo",
+        "granite_swa",
+        "internvl",
+        "lfm2",
+        "lfm2_moe",
+        "lfm2_vl",
+        "lfm3",
+        "lfm3_vl",
+        "minicpm3",
+        "mistral3",
+        "mpt",
+        "opt",
+        "ovis2",
+        "smollm3",
+        "starcoder2",
+        "vaultgemma",
+        "youtu",
+    ]
+
     /// Per config class (as above) whose model builds its token embedding with padding_idx =
     /// pad_token_id: the class's default pad_token_id and vocab_size.
     static let paddedEmbeddings: [String: (padTokenID: Int?, vocabSize: Int)] = [

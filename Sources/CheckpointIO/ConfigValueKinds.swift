@@ -68,6 +68,10 @@ public enum ConfigValueKinds {
         textConfigModelTypes[modelType] ?? ownTextConfigModelTypes[modelType]
     }
 
+    /// Whether the config class of `modelType` ties the head to the
+    /// embedding when config.json omits `tie_word_embeddings` (`tiedByDefault`).
+    public static func tiesByDefault(_ modelType: String) -> Bool { tiedByDefault.contains(modelType) }
+
     /// The table key of the class transformers builds the `text_config`
     /// (`text`) of a `modelType` config with, if droptrace has its table.
     static func textConfigClass(of modelType: String, text: [(key: String, value: JSONValue)], resolved: String? = nil) -> String? {

@@ -20,8 +20,8 @@ import TensorEngine
     typealias Mutant = ConfigValidationTests.Mutant
 
     static let mutants: [Mutant] = [
-        // Only the Llama family's text models are read; a text config of another type is named.
-        Mutant("llava-f32", "text_config.model_type", "\"gemma\"", key: "text_config.model_type"),
+        // Only the text model types each wrapper lists are read; a text config of another type is named.
+        Mutant("llava-f32", "text_config.model_type", "\"gemma2\"", key: "text_config.model_type"),
         Mutant("smolvlm-f32", "text_config.model_type", "\"qwen3\"", key: "text_config.model_type"),
         Mutant("aya_vision-f32", "text_config.model_type", "\"qwen3\"", key: "text_config.model_type"),
         Mutant("internvl_qwen3-f32", "text_config.model_type", "\"gemma\"", key: "text_config.model_type"),
@@ -98,6 +98,8 @@ import TensorEngine
         #expect(try EditedFixture("minicpmv4_7-f32").load() is Qwen3_5Model)
         #expect(try EditedFixture("ovis2-f32").load() is LlamaModel)
         #expect(try EditedFixture("llava_next_granite-f32").load() is GraniteModel)
+        #expect(try EditedFixture("llava_phi3-f32").load() is Phi3Model)
+        #expect(try EditedFixture("llava_gemma-f32").load() is GemmaModel)
         // EXAONE 4.5's first release names its text model exaone4_5_text (the fixture), the class's rename exaone4.
         #expect(try EditedFixture("exaone4_5-f32") { EditedModel.set("exaone4", at: "text_config.model_type", in: &$0) }
             .attentionScores() == EditedFixture("exaone4_5-f32").attentionScores())
@@ -112,7 +114,7 @@ import TensorEngine
         "llava-f32", "llava_next-f32", "llava_onevision-f32", "internvl-f32", "idefics3-f32", "smolvlm-f32", "mistral3-f32",
         "mistral3_mistral4-f32", "internvl_qwen3-f32", "internvl_qwen3_moe-f32", "aya_vision-f32", "lfm2_vl-f32",
         "cohere2_vision-f32", "exaone4_5-f32", "lfm3_vl-f32", "llava_next_video-f32", "minicpmv4_6-f32", "minicpmv4_7-f32",
-        "ovis2-f32", "llava_next_granite-f32",
+        "ovis2-f32", "llava_next_granite-f32", "llava_phi3-f32", "llava_gemma-f32",
     ])
     func blockDropExportsEditTheTextConfig(_ name: String) throws {
         let fixture = try EditedFixture(name)
@@ -242,6 +244,13 @@ import TensorEngine
         #expect(throws: DroptraceError.self) { try headless("llava_next-f32", textTies: true).load().head() }
         #expect(throws: Never.self) { try headless("llava_onevision-f32", textTies: true).load().head() }
         #expect(throws: Never.self) { try headless("llava_next_video-f32", textTies: true).load().head() }
+        // LLaVA-Gemma's config omits the flag at both levels: LlavaConfig takes the built text config's,
+        // GemmaConfig's default true (the fixture stores no lm_head); a text config saying false unties it.
+        #expect(try EditedFixture("llava_gemma-f32").load().head().projection.weight
+            == (try Checkpoint(directory: FixtureFiles.model("llava_gemma-f32")).tensor("language_model.model.embed_tokens.weight").floats()))
+        #expect(throws: DroptraceError.self) {
+            try EditedFixture("llava_gemma-f32") { EditedModel.set(false, at: "text_config.tie_word_embeddings", in: &$0) }.load().head()
+        }
         #expect(throws: DroptraceError.self) { try headless("llava_next_video-f32", textTies: false).load().head() }
         // InternVLConfig ties unless its own flag says otherwise (the fixture leaves it out).
         #expect(throws: Never.self) { try EditedFixture("internvl-f32").load().head() }

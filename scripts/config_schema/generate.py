@@ -371,6 +371,15 @@ def main():
     lines += [
         "    ]",
         "",
+        "    /// Config classes (by model_type) whose `tie_word_embeddings` is true when config.json omits it.",
+        "    static let tiedByDefault: Set<String> = [",
+    ]
+    for model_type in MODEL_TYPES:
+        if getattr(CONFIG_MAPPING[model_type](), "tie_word_embeddings", False) is True:
+            lines.append(f'        "{model_type}",')
+    lines += [
+        "    ]",
+        "",
         "    /// Per config class (as above) whose model builds its token embedding with padding_idx =",
         "    /// pad_token_id: the class's default pad_token_id and vocab_size.",
         "    static let paddedEmbeddings: [String: (padTokenID: Int?, vocabSize: Int)] = [",

@@ -39,8 +39,10 @@ struct GemmaModel: DecoderFamily {
 
     init(_ checkpoint: Checkpoint) throws {
         // GemmaConfig's head_dim is 256 when config.json omits it (gemma-2b: 2048 wide, 8 heads).
+        // Also a LLaVA-style wrapper's language model (LLaVA-Gemma), under text_config.
         parts = try DecoderParts(
-            checkpoint, section: ConfigSection(defaults: ["head_dim": 256]), tiedByDefault: true, naming: LlamaModel.naming)
+            checkpoint, placement: try .topLevelOrWrapped(checkpoint, defaults: ["head_dim": 256]), tiedByDefault: true,
+            naming: LlamaModel.naming)
         config = try parts.config(GemmaConfiguration.self)
         try parts.requireCausal(config.useBidirectionalAttention)
         rotary = try parts.rotary()

@@ -34,7 +34,7 @@ enum Llava {
         /// Where the language model's weights may be, first match first.
         var prefixes = ["model.language_model.", "language_model.model."]
         /// The text model types droptrace reads under this wrapper, each by its own family.
-        var textTypes = ["llama", "mistral", "qwen2", "granite"]
+        var textTypes = ["llama", "mistral", "qwen2", "granite", "phi3", "gemma"]
         /// Whether the class reads a top-level `tie_embedding` over `tie_word_embeddings` (Lfm2VlConfig).
         var readsTieEmbedding = false
         /// Text model types the class renames, and whether its text config
@@ -121,7 +121,8 @@ enum Llava {
         var defaults = ConfigValueKinds.omittedDefaultValues(of: textType).merging(
             Ministral3Rope.classDefaults(textType), uniquingKeysWith: { $1 })
         defaults["model_type"] = .string(textType)
-        let textTies = wrapper.textTiesToo && keys.textConfig?.tieWordEmbeddings == true
+        // The class reads its built text config's flag: the text class's default where the text config omits it.
+        let textTies = wrapper.textTiesToo && (keys.textConfig?.tieWordEmbeddings ?? ConfigValueKinds.tiesByDefault(textType))
         if wrapper.readsTieEmbedding, case .null? = checkpoint.configDocument.member("tie_embedding") {
             // Lfm2VlConfig sets tie_word_embeddings to it, which then fails its validation.
             throw DroptraceError("\"tie_embedding\" is null: the head is tied or not (true or false)", path: checkpoint.configURL.path)

@@ -33,7 +33,8 @@ struct Phi3Model: DecoderFamily {
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, naming: LlamaModel.naming)
+        // Also a LLaVA-style wrapper's language model (LLaVA-Phi-3), under text_config.
+        parts = try DecoderParts(checkpoint, placement: try .topLevelOrWrapped(checkpoint), naming: LlamaModel.naming)
         let config = try parts.config(Phi3Configuration.self)
         self.config = config
         let dimensions = parts.dimensions, configPath = parts.configPath
