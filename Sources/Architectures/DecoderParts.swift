@@ -43,11 +43,10 @@ struct DecoderParts: Sendable {
     ///     not run (DeepSeek-V3's multi-token-prediction layers), ignored.
     ///   - experts: where a mixture-of-experts family's sparse layers store
     ///     their experts, checked with the layers (`Weights.confirmLayers`).
-    ///   - tiedByDefault: whether the family's transformers config ties the
-    ///     head to the embedding when config.json does not say.
     ///   - tiedEmbeddings: the head's tying when config.json's top level
     ///     decides it over the section (`mistral3`); nil: the section's
-    ///     `tie_word_embeddings`, else `tiedByDefault`.
+    ///     `tie_word_embeddings`, else the default of the checkpoint's config
+    ///     class (`ConfigValueKinds.tiesByDefault`, generated from transformers).
     ///   - headName: where the head is stored when it is (a multimodal
     ///     checkpoint's `language_model.lm_head`).
     ///   - finalNorm: the final norm's name (Phi's `final_layernorm`).
@@ -55,7 +54,7 @@ struct DecoderParts: Sendable {
     /// - Throws: `DroptraceError` naming config.json for sizes that cannot
     ///   describe a model or that the tensors contradict.
     init(
-        _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, tiedByDefault: Bool = false, tiedEmbeddings: Bool? = nil,
+        _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, tiedEmbeddings: Bool? = nil,
         headName: String = "lm_head",
         naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""], extraLayers: Int = 0, experts: ExpertNaming? = nil,
         finalNorm: String = "norm", embedding: String = "embed_tokens"
@@ -65,7 +64,7 @@ struct DecoderParts: Sendable {
         self.headName = headName
         embeddingName = embedding
         dimensions = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)
-        self.tiedEmbeddings = tiedEmbeddings ?? dimensions.tiedEmbeddings(default: tiedByDefault)
+        self.tiedEmbeddings = tiedEmbeddings ?? dimensions.tiedEmbeddings(default: ConfigValueKinds.tiesByDefault(checkpoint.modelType))
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(
             checkpoint, probe: embedding + ".weight", candidates: prefixes,

@@ -114,11 +114,11 @@ extension DecoderParts {
     /// The parts of the language model `placement` locates (see the
     /// designated initialiser for the other parameters).
     init(
-        _ checkpoint: Checkpoint, placement: TextModelPlacement, tiedByDefault: Bool = false,
+        _ checkpoint: Checkpoint, placement: TextModelPlacement,
         naming: (String) -> LayerNaming, extraLayers: Int = 0, experts: ExpertNaming? = nil, finalNorm: String = "norm"
     ) throws {
         try self.init(
-            checkpoint, section: placement.section, tiedByDefault: tiedByDefault, tiedEmbeddings: placement.tiedEmbeddings,
+            checkpoint, section: placement.section, tiedEmbeddings: placement.tiedEmbeddings,
             headName: placement.headName, naming: naming, prefixes: placement.prefixes, extraLayers: extraLayers,
             experts: experts, finalNorm: finalNorm)
         let text = (hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize)

@@ -56,6 +56,18 @@ import Testing
         #expect(granite.sinkLogits == nil && granite.slidingWindow == nil)
     }
 
+    /// GraniteSWAConfig ties the head when config.json omits
+    /// `tie_word_embeddings`, GraniteConfig does not: without the flag (the
+    /// fixtures store no lm_head) granite_swa's head is the embedding
+    /// (perplexity checked against transformers 5.23), where droptrace took
+    /// Granite's untied default, and granite's is missing.
+    @Test func omittedTieWordEmbeddingsTiesAsTheConfigClassSays() throws {
+        let fixture = try EditedFixture("granite_swa-f32") { $0["tie_word_embeddings"] = nil }
+        let embedding = try Checkpoint(directory: fixture.model).tensor("model.embed_tokens.weight").floats()
+        #expect(try fixture.load().head().projection.weight == embedding)
+        #expect(throws: DroptraceError.self) { try EditedFixture("granite-f32") { $0["tie_word_embeddings"] = nil }.load().head() }
+    }
+
     /// A block-drop export keeps each kept layer's type and base.
     @Test func blockDropExportKeepsTypesAndBases() throws {
         let config = try EditedFixture("granite_swa-f32").exportedConfig(droppingBlocks: [0])

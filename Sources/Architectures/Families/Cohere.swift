@@ -80,7 +80,7 @@ struct CohereModel: DecoderFamily {
 
     init(_ checkpoint: Checkpoint) throws {
         // Also Aya Vision's language model (`Llava`).
-        parts = try DecoderParts(checkpoint, placement: try .topLevelOrWrapped(checkpoint), tiedByDefault: true, naming: Self.naming)
+        parts = try DecoderParts(checkpoint, placement: try .topLevelOrWrapped(checkpoint), naming: Self.naming)
         var config = try parts.config(CohereConfiguration.self)
         let cohere2 = try Llava.languageModelType(checkpoint) == "cohere2"
         if cohere2 {

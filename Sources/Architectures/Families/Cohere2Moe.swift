@@ -185,7 +185,7 @@ struct Cohere2MoeModel: DecoderFamily {
         self.mlpTypes = mlpTypes
         func isSparse(_ index: Int) -> Bool { index < mlpTypes.count && mlpTypes[index] == "sparse" }
         parts = try DecoderParts(
-            checkpoint, section: Self.section, tiedByDefault: true, naming: CohereModel.naming,
+            checkpoint, section: Self.section, naming: CohereModel.naming,
             experts: .gatedMLP(count: config.numExperts, countKey: "num_experts", isSparse: isSparse))
         var cohere = try parts.config(CohereConfiguration.self)
         cohere.useQKNorm = false

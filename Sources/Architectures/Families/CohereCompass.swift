@@ -83,7 +83,7 @@ struct CohereCompassModel: DecoderFamily {
         let placement = try Self.placement(checkpoint)
         // CohereCompassTextConfig declares no head_dim: a written one reaches the attention as it is.
         try checkpoint.requireIntegers(["head_dim"], section: placement.section, reader: "CohereCompassAttention")
-        parts = try DecoderParts(checkpoint, placement: placement, tiedByDefault: true, naming: CohereModel.naming)
+        parts = try DecoderParts(checkpoint, placement: placement, naming: CohereModel.naming)
         let config = try parts.config(CohereCompassConfiguration.self)
         self.config = config
         // create_sliding_window_causal_mask fails without a window, whatever the layers' types.

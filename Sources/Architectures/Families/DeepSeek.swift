@@ -192,7 +192,7 @@ struct DeepSeekModel: DecoderFamily {
         // Decoded first: the routed experts' tensors are checked with the layers.
         let config = try checkpoint.decodeConfig(DeepSeekConfiguration.self)
         self.config = config
-        parts = try DecoderParts(checkpoint, tiedByDefault: checkpoint.modelType == "youtu", naming: { prefix in
+        parts = try DecoderParts(checkpoint, naming: { prefix in
             LayerNaming(
                 prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
                 mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])

@@ -158,7 +158,7 @@ struct Ernie4_5MoeModel: DecoderFamily {
         self.sparse = sparse
         let routedFlags = sparse
         parts = try DecoderParts(
-            checkpoint, section: Self.section, tiedByDefault: true, naming: LlamaModel.naming,
+            checkpoint, section: Self.section, naming: LlamaModel.naming,
             experts: .gatedMLP(count: config.experts ?? 0, countKey: config.expertsKey, isSparse: { routedFlags.indices.contains($0) && routedFlags[$0] }))
         attentionConfig = try parts.config(InterleavedLlamaConfiguration.self)
         let d = parts.dimensions, eps = attentionConfig.rmsNormEps

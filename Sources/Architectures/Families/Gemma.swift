@@ -41,7 +41,7 @@ struct GemmaModel: DecoderFamily {
         // GemmaConfig's head_dim is 256 when config.json omits it (gemma-2b: 2048 wide, 8 heads).
         // Also a LLaVA-style wrapper's language model (LLaVA-Gemma), under text_config.
         parts = try DecoderParts(
-            checkpoint, placement: try .topLevelOrWrapped(checkpoint, defaults: ["head_dim": 256]), tiedByDefault: true,
+            checkpoint, placement: try .topLevelOrWrapped(checkpoint, defaults: ["head_dim": 256]),
             naming: LlamaModel.naming)
         config = try parts.config(GemmaConfiguration.self)
         try parts.requireCausal(config.useBidirectionalAttention)

@@ -59,7 +59,7 @@ struct Gemma2Model: DecoderFamily {
     init(_ checkpoint: Checkpoint) throws {
         let outputNorms = checkpoint.modelType != "vaultgemma"
         self.outputNorms = outputNorms
-        parts = try DecoderParts(checkpoint, section: Gemma2Configuration.section, tiedByDefault: true) {
+        parts = try DecoderParts(checkpoint, section: Gemma2Configuration.section) {
             SandwichBlock.naming($0, outputNorms: outputNorms)
         }
         config = try parts.config(Gemma2Configuration.self)

@@ -145,7 +145,7 @@ struct Gemma4Model: DecoderFamily {
         let sectionName = multimodal ? "text_config" : nil
         let section = ConfigSection(sectionName, defaults: Gemma4Configuration.defaults)
         parts = try DecoderParts(
-            checkpoint, section: section, tiedByDefault: true,
+            checkpoint, section: section,
             tiedEmbeddings: multimodal ? try checkpoint.decodeConfig(MultimodalWrapperKeys.self).tieWordEmbeddings ?? true : nil,
             headName: "lm_head", naming: { Gemma4Model.naming($0) },
             prefixes: multimodal ? ["model.language_model.", "language_model.model."] : ["model.", ""])

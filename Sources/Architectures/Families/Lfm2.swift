@@ -285,7 +285,7 @@ struct Lfm2Model: DecoderFamily {
         var placement = try TextModelPlacement.topLevelOrWrapped(checkpoint)
         if placement.section == .topLevel { placement.tiedEmbeddings = try Lfm2Layers.tiedEmbeddings(checkpoint) }
         parts = try DecoderParts(
-            checkpoint, placement: placement, tiedByDefault: true, naming: { Lfm2Layers.naming($0) }, finalNorm: "embedding_norm")
+            checkpoint, placement: placement, naming: { Lfm2Layers.naming($0) }, finalNorm: "embedding_norm")
         layers = try Lfm2Layers(parts, fullAttentionRule: true)
         let rule = try parts.config(Lfm2FeedForwardWidth.self)
         let d = parts.dimensions

@@ -79,7 +79,7 @@ struct Lfm2MoeModel: DecoderFamily {
         let config = try checkpoint.decodeConfig(Lfm2MoeConfiguration.self)
         self.config = config
         parts = try DecoderParts(
-            checkpoint, tiedByDefault: true, tiedEmbeddings: try Lfm2Layers.tiedEmbeddings(checkpoint), naming: { Lfm2Layers.naming($0) },
+            checkpoint, tiedEmbeddings: try Lfm2Layers.tiedEmbeddings(checkpoint), naming: { Lfm2Layers.naming($0) },
             experts: ExpertNaming(
                 parts: ["feed_forward.experts."], projections: ["w1", "w3", "w2"], count: config.numExperts, countKey: "num_experts",
                 isSparse: config.isSparse),

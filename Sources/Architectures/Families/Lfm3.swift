@@ -85,7 +85,7 @@ struct Lfm3Model: DecoderFamily {
     init(_ checkpoint: Checkpoint) throws {
         // Also LFM3-VL's language model (`Llava`).
         let placement = try TextModelPlacement.topLevelOrWrapped(checkpoint, defaults: Lfm3Configuration.classDefaults)
-        parts = try DecoderParts(checkpoint, placement: placement, tiedByDefault: true, naming: Self.naming)
+        parts = try DecoderParts(checkpoint, placement: placement, naming: Self.naming)
         let config = try parts.config(Lfm3Configuration.self)
         self.config = config
         let layers = parts.dimensions.numHiddenLayers

@@ -110,11 +110,10 @@ struct LlamaModel: DecoderFamily {
     }
 
     /// A Llama-shaped model whose family rotates with base `defaultTheta`
-    /// when config.json names none, and ties its head as `tiedByDefault`
-    /// says when config.json does not (SmolLM3).
-    init(_ checkpoint: Checkpoint, defaultTheta: Double, tiedByDefault: Bool = false) throws {
+    /// when config.json names none (SmolLM3).
+    init(_ checkpoint: Checkpoint, defaultTheta: Double) throws {
         parts = try DecoderParts(
-            checkpoint, placement: try .llama(checkpoint), tiedByDefault: tiedByDefault, naming: Self.naming)
+            checkpoint, placement: try .llama(checkpoint), naming: Self.naming)
         var config = try parts.config(LlamaConfiguration.self)
         // AutoConfig reads a mistral config with layer_types as ministral at
         // the top level only: Mistral3Config and LLaVA's build their

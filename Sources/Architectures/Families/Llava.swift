@@ -27,8 +27,6 @@ enum Llava {
     struct Wrapper {
         /// The text model type when `text_config` names none.
         var textType: String
-        /// The top-level `tie_word_embeddings` when absent.
-        var tiedByDefault = false
         /// Whether the class also ties when its text config does (LlavaConfig, LlavaOnevisionConfig).
         var textTiesToo = false
         /// Where the language model's weights may be, first match first.
@@ -50,25 +48,25 @@ enum Llava {
         "llava": Wrapper(textType: "llama", textTiesToo: true),
         "llava_next": Wrapper(textType: "llama"),
         "llava_onevision": Wrapper(textType: "qwen2", textTiesToo: true),
-        "internvl": Wrapper(textType: "qwen2", tiedByDefault: true, textTypes: ["llama", "mistral", "qwen2", "qwen3", "qwen3_moe"]),
+        "internvl": Wrapper(textType: "qwen2", textTypes: ["llama", "mistral", "qwen2", "qwen3", "qwen3_moe"]),
         "idefics3": Wrapper(textType: "llama", prefixes: ["model.text_model."]),
         "smolvlm": Wrapper(textType: "llama", prefixes: ["model.text_model."]),
         "mistral3": Wrapper(
-            textType: "mistral", tiedByDefault: true, textTypes: ["mistral", "ministral3", "mistral4"]),
-        "aya_vision": Wrapper(textType: "cohere2", tiedByDefault: true, textTypes: ["cohere", "cohere2"]),
+            textType: "mistral", textTypes: ["mistral", "ministral3", "mistral4"]),
+        "aya_vision": Wrapper(textType: "cohere2", textTypes: ["cohere", "cohere2"]),
         "cohere2_vision": Wrapper(
-            textType: "cohere2", tiedByDefault: true, prefixes: ["model.language_model."], textTypes: ["cohere", "cohere2"]),
+            textType: "cohere2", prefixes: ["model.language_model."], textTypes: ["cohere", "cohere2"]),
         "exaone4_5": Wrapper(
             textType: "exaone4", prefixes: ["model.language_model."], textTypes: ["exaone4"],
             textTypeAliases: ["exaone4_5_text": "exaone4"], textConfigNamesItsType: true),
-        "lfm3_vl": Wrapper(textType: "lfm3", tiedByDefault: true, prefixes: ["model.language_model."], textTypes: ["lfm3"]),
+        "lfm3_vl": Wrapper(textType: "lfm3", prefixes: ["model.language_model."], textTypes: ["lfm3"]),
         "llava_next_video": Wrapper(textType: "llama", textTiesToo: true),
         "ovis2": Wrapper(
-            textType: "qwen2", tiedByDefault: true, prefixes: ["model.language_model."], headSizeDefaults: (hidden: 1536, vocabulary: 151643)),
+            textType: "qwen2", prefixes: ["model.language_model."], headSizeDefaults: (hidden: 1536, vocabulary: 151643)),
         "minicpmv4_6": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
         "minicpmv4_7": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
         "lfm2_vl": Wrapper(
-            textType: "lfm2", tiedByDefault: true, prefixes: ["model.language_model."], textTypes: ["lfm2"], readsTieEmbedding: true),
+            textType: "lfm2", prefixes: ["model.language_model."], textTypes: ["lfm2"], readsTieEmbedding: true),
     ]
 
     /// The model type of the language model of `checkpoint` when it is one
@@ -129,7 +127,7 @@ enum Llava {
         }
         let tied = (wrapper.readsTieEmbedding ? keys.tieEmbedding : nil) ?? keys.tieWordEmbeddings
         var placement = TextModelPlacement.wrapped(
-            textDefaults: defaults, prefixes: wrapper.prefixes, tiedEmbeddings: tied ?? wrapper.tiedByDefault || textTies)
+            textDefaults: defaults, prefixes: wrapper.prefixes, tiedEmbeddings: tied ?? ConfigValueKinds.tiesByDefault(checkpoint.modelType) || textTies)
         if let sizes = wrapper.headSizeDefaults {
             placement.headSizes = (hidden: keys.hiddenSize ?? sizes.hidden, vocabulary: keys.vocabSize ?? sizes.vocabulary)
         }

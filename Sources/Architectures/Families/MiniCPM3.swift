@@ -98,7 +98,7 @@ struct MiniCPM3Model: DecoderFamily {
     let scale: Float
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, tiedByDefault: true, naming: LlamaModel.naming)
+        parts = try DecoderParts(checkpoint, naming: LlamaModel.naming)
         let config = try parts.config(MiniCPM3Configuration.self)
         self.config = config
         try ConfigRules.checks(path: parts.configPath) { [parts] in try config.check(parts.dimensions) }

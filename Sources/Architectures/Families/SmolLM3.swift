@@ -60,7 +60,7 @@ struct SmolLM3Model: DecoderFamily {
     var parts: DecoderParts { llama.parts }
 
     init(_ checkpoint: Checkpoint) throws {
-        llama = try LlamaModel(checkpoint, defaultTheta: SmolLM3Configuration.defaultTheta, tiedByDefault: true)
+        llama = try LlamaModel(checkpoint, defaultTheta: SmolLM3Configuration.defaultTheta)
         let parts = llama.parts, configPath = parts.configPath
         let config = try parts.config(SmolLM3Configuration.self)
         let layers = parts.dimensions.numHiddenLayers

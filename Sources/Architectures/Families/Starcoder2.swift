@@ -46,7 +46,7 @@ struct Starcoder2Model: DecoderFamily {
 
     init(_ checkpoint: Checkpoint) throws {
         // Starcoder2Config ties the head by default (StarCoder2-3B/7B/15B store none).
-        parts = try DecoderParts(checkpoint, tiedByDefault: true, naming: LlamaModel.naming)
+        parts = try DecoderParts(checkpoint, naming: LlamaModel.naming)
         config = try parts.config(Starcoder2Configuration.self)
         rotary = try parts.rotary()
     }
