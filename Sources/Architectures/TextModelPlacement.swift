@@ -31,14 +31,17 @@ struct TextModelPlacement {
     /// saved them and as Llama 4's wrapper still does), its head `lm_head`,
     /// or `language_model.lm_head` where the weights may have the 4.x names
     /// (transformers renames that head with them; elsewhere it is a tensor
-    /// transformers does not read).
+    /// transformers does not read). Under `model.language_model.` the weights
+    /// may also carry the causal LM's own `model.` (`model.language_model.model.`,
+    /// `language_model.model.model.`), which transformers' legacy conversion renames away.
     static func wrapped(
         textDefaults: [String: ConfigDefault], prefixes: [String] = ["model.language_model.", "language_model.model."],
         tiedEmbeddings: Bool? = nil
     ) -> TextModelPlacement {
-        TextModelPlacement(
+        let legacy = prefixes.contains("model.language_model.") ? ["model.language_model.model.", "language_model.model.model."] : []
+        return TextModelPlacement(
             section: ConfigSection("text_config", defaults: textDefaults),
-            headName: prefixes.contains("language_model.model.") ? "language_model.lm_head" : "lm_head", prefixes: prefixes,
+            headName: prefixes.contains("language_model.model.") ? "language_model.lm_head" : "lm_head", prefixes: prefixes + legacy,
             tiedEmbeddings: tiedEmbeddings)
     }
 }

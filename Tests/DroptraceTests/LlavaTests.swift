@@ -315,4 +315,23 @@ import TensorEngine
         #expect(try EditedFixture("llava_next_granite-f32").load().head().logitDivisor == nil)
         #expect(try EditedFixture("granite-f32").load().head().logitDivisor == 8)
     }
+
+    /// A language model saved inside its causal LM under a wrapper
+    /// (`model.language_model.model.…`, `language_model.model.model.…`)
+    /// is read as transformers' legacy conversion renames it onto
+    /// `model.language_model.` (perplexity and block-drop exports checked
+    /// against transformers 5.23).
+    @Test(arguments: [("llava-f32", "language_model.model."), ("qwen3_5-f32", "model.language_model.")])
+    func languageModelSavedInsideItsCausalLM(_ name: String, _ stored: String) throws {
+        let base = try EditedFixture(name).attentionScores()
+        for legacy in ["model.language_model.model.", "language_model.model.model."] {
+            let fixture = try EditedFixture(name)
+            try BadInputTests().rewriteWeights(fixture.model) { entries in
+                for index in entries.indices where entries[index].name.hasPrefix(stored) {
+                    entries[index].name = legacy + entries[index].name.dropFirst(stored.count)
+                }
+            }
+            #expect(try fixture.attentionScores() == base, "\(legacy)")
+        }
+    }
 }
