@@ -19,6 +19,10 @@ struct TextModelPlacement {
     /// The sizes of the wrapper's `lm_head` where its class takes them from
     /// its own top-level keys (Ovis2ForConditionalGeneration's); nil: the text model's.
     var headSizes: (hidden: Int, vocabulary: Int)?
+    /// Tensors outside the language model that the wrapper's model sizes
+    /// [rows, `headSizes.hidden`] (Ovis2's visual embedding table), checked
+    /// as transformers does on loading, though droptrace never reads them.
+    var widthTensors: [String] = []
 
     /// A language model at config.json's top level.
     static let topLevel = TextModelPlacement()
@@ -131,6 +135,14 @@ extension DecoderParts {
                 "the top level's hidden_size \(head.hidden) and vocab_size \(head.vocabulary) (its config class's defaults where absent) "
                     + "size \(checkpoint.modelType)'s lm_head, which the weights store, but the text model's are \(text.hidden) and \(text.vocabulary)",
                 path: configPath)
+        }
+        for name in placement.widthTensors where checkpoint.hasTensor(name) {
+            guard let hidden = placement.headSizes?.hidden, let stored = try checkpoint.storedTensor(name).shape.last, stored == hidden else {
+                throw DroptraceError(
+                    "the top level's hidden_size \(placement.headSizes?.hidden ?? 0) (its config class's default where absent) sizes "
+                        + "\(checkpoint.modelType)'s '\(name)', which the weights store with another width: transformers cannot load it",
+                    path: configPath)
+            }
         }
     }
 }

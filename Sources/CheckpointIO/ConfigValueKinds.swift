@@ -113,10 +113,24 @@ public enum ConfigValueKinds {
                 return "key \"\(prefix)\(key)\" is \(probability), a dropout probability outside [0, 1]: \(use), which torch refuses"
             }
         }
-        // The top level's dtype builds the model: a wrapper builds its language model under it, not the text config's.
-        for key in ["dtype", "torch_dtype"] where prefix.isEmpty {
+        for key in ["dtype", "torch_dtype"] {
             guard let value = members.last(where: { $0.key == key })?.value else { continue }
             if case .null = value { continue }
+            guard prefix.isEmpty else {
+                // The top level's dtype builds the model, not a wrapper's text config's, whose class still converts a
+                // string by name (getattr(torch, name)) and fails on a list.
+                let readable: Bool
+                switch value {
+                case .string(let name): readable = torchDtypeNames.contains(name)
+                case .array: readable = false
+                default: readable = true
+                }
+                if !readable {
+                    return "key \"\(prefix)\(key)\" holds \(spelled(value)), which transformers' config class cannot read as a torch dtype "
+                        + "(it takes null, a number, an object or a torch dtype's name such as bfloat16)"
+                }
+                continue
+            }
             guard case .string(let name) = value, torchFloatingDtypes.contains(name) else {
                 return "key \"\(prefix)\(key)\" holds \(spelled(value)), not a torch floating-point dtype transformers can build the model in "
                     + "(it takes null or one of \(torchFloatingDtypes.sorted().joined(separator: ", ")))"

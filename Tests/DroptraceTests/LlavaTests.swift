@@ -269,37 +269,53 @@ import TensorEngine
     }
 
     /// Ovis2ForConditionalGeneration builds lm_head [vocab_size, hidden_size]
-    /// from Ovis2Config's own keys (151643 and 1536 when absent), not the
-    /// text config's: a stored head loads only where they are the text
-    /// model's (the fixture's 512 and 64), as transformers 5.23 fails on any
-    /// other shape (its perplexity agrees where they are); an unstored tied
-    /// head is the embedding, whatever they say.
-    @Test func ovis2SizesAStoredHeadByItsOwnKeys() throws {
-        func withHead(_ keys: [String: Any]) throws -> EditedFixture {
+    /// and its visual embedding table [rows, hidden_size] from Ovis2Config's
+    /// own keys (151643 and 1536 when absent), not the text config's: a
+    /// stored head loads only where they are the text model's (the fixture's
+    /// 512 and 64), and the table only at that width, as transformers 5.23
+    /// fails on any other shape (its perplexity agrees where they match); an
+    /// unstored tied head is the embedding, whatever they say.
+    @Test func ovis2SizesItsHeadAndVisualTableByItsOwnKeys() throws {
+        let table = "model.visual_embeddings_table.weight"
+        func edited(_ keys: [String: Any], head: Bool = true) throws -> EditedFixture {
             let fixture = try EditedFixture("ovis2-f32") { config in keys.forEach { config[$0.key] = $0.value } }
-            let embedding = try Checkpoint(directory: fixture.model).tensor("model.language_model.embed_tokens.weight")
-            try BadInputTests().rewriteWeights(fixture.model) { $0.append(SafetensorsWriter.Entry(embedding, renamedTo: "lm_head.weight")) }
+            let stored = try Checkpoint(directory: fixture.model)
+            let embedding = try stored.tensor("model.language_model.embed_tokens.weight"), rows = try stored.tensor(table).shape[0]
+            let width = keys["hidden_size"] as? Int ?? 1536
+            try BadInputTests().rewriteWeights(fixture.model) { entries in
+                if head { entries.append(SafetensorsWriter.Entry(embedding, renamedTo: "lm_head.weight")) }
+                entries.removeAll { $0.name == table }
+                entries.append(SafetensorsWriter.Entry(name: table, shape: [rows, width]) { [Float](repeating: 0.5, count: rows * width) })
+            }
             return fixture
         }
         for keys in [["tie_word_embeddings": false], [:], ["tie_word_embeddings": false, "vocab_size": 600, "hidden_size": 64]] {
-            let fixture = try withHead(keys)
+            let fixture = try edited(keys)
             let sizes = "hidden_size \(keys["hidden_size"] ?? 1536) and vocab_size \(keys["vocab_size"] ?? 151643)"
             #expect(ExpertTensorTests.loadError(fixture.model) == "\(fixture.configPath): the top level's \(sizes) (its config class's "
                 + "defaults where absent) size ovis2's lm_head, which the weights store, but the text model's are 64 and 512")
         }
-        #expect(try withHead(["tie_word_embeddings": false, "vocab_size": 512, "hidden_size": 64]).load().head().vocabularySize == 512)
-        #expect(throws: Never.self) { try EditedFixture("ovis2-f32") { $0["hidden_size"] = 32 }.load().head() }
+        #expect(try edited(["tie_word_embeddings": false, "vocab_size": 512, "hidden_size": 64]).load().head().vocabularySize == 512)
+        #expect(throws: Never.self) { try edited(["hidden_size": 32], head: false).load().head() }
+        let narrower = try EditedFixture("ovis2-f32") { $0["hidden_size"] = 32 }
+        #expect(ExpertTensorTests.loadError(narrower.model) == "\(narrower.configPath): the top level's hidden_size 32 (its config class's "
+            + "default where absent) sizes ovis2's '\(table)', which the weights store with another width: transformers cannot load it")
     }
 
     /// A wrapper builds its language model under the top level's dtype, not
     /// the text config's (transformers 5.23 loads and runs these with
     /// `text_config.dtype` "int8" or 3): only the top level's must be a
-    /// torch floating-point type.
+    /// torch floating-point type. The text config's class still converts a
+    /// string by name and fails on one naming no torch dtype ("bf16",
+    /// "auto") or on a list.
     @Test(arguments: ["llava-f32", "qwen3_5-f32", "gemma3-f32"])
     func onlyTheTopLevelDtypeBuildsTheModel(_ name: String) throws {
         let base = try EditedFixture(name).attentionScores()
-        for value in ["int8", 3] as [Any] {
+        for value in ["int8", 3, ["a": 1]] as [Any] {
             #expect(try EditedFixture(name) { EditedModel.set(value, at: "text_config.dtype", in: &$0) }.attentionScores() == base)
+        }
+        for value in ["bf16", "auto", [1]] as [Any] {
+            try EditedFixture(name) { EditedModel.set(value, at: "text_config.dtype", in: &$0) }.expectRefused(naming: "\"text_config.dtype\"")
         }
         try EditedFixture(name) { $0["dtype"] = "int8" }.expectRefused(naming: "\"dtype\"")
     }

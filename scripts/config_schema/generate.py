@@ -371,6 +371,15 @@ def main():
     lines += [
         "    ]",
         "",
+        "    /// The names of torch's dtypes (`getattr(torch, name)` is a torch.dtype): the strings a text",
+        "    /// config's `dtype` may hold, which its config class converts by that name.",
+        "    static let torchDtypeNames: Set<String> = [",
+    ]
+    for name in sorted(n for n in dir(torch) if isinstance(getattr(torch, n, None), torch.dtype)):
+        lines.append(f'        "{name}",')
+    lines += [
+        "    ]",
+        "",
         "    /// Config classes (by model_type) whose `tie_word_embeddings` is true when config.json omits it.",
         "    static let tiedByDefault: Set<String> = [",
     ]

@@ -40,8 +40,10 @@ enum Llava {
         var textTypeAliases: [String: String] = [:]
         var textConfigNamesItsType = false
         /// The top-level `hidden_size` and `vocab_size` when absent, where the
-        /// class sizes `lm_head` by its own keys, not the text config's (Ovis2Config).
+        /// class sizes `lm_head` by its own keys, not the text config's (Ovis2Config),
+        /// and the other tensors its model sizes by that `hidden_size`, [rows, hidden_size].
         var headSizeDefaults: (hidden: Int, vocabulary: Int)?
+        var widthTensors: [String] = []
     }
 
     static let wrappers: [String: Wrapper] = [
@@ -62,7 +64,8 @@ enum Llava {
         "lfm3_vl": Wrapper(textType: "lfm3", prefixes: ["model.language_model."], textTypes: ["lfm3"]),
         "llava_next_video": Wrapper(textType: "llama", textTiesToo: true),
         "ovis2": Wrapper(
-            textType: "qwen2", prefixes: ["model.language_model."], headSizeDefaults: (hidden: 1536, vocabulary: 151643)),
+            textType: "qwen2", prefixes: ["model.language_model."], headSizeDefaults: (hidden: 1536, vocabulary: 151643),
+            widthTensors: ["model.visual_embeddings_table.weight"]),
         "minicpmv4_6": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
         "minicpmv4_7": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
         "lfm2_vl": Wrapper(
@@ -130,6 +133,7 @@ enum Llava {
             textDefaults: defaults, prefixes: wrapper.prefixes, tiedEmbeddings: tied ?? ConfigValueKinds.tiesByDefault(checkpoint.modelType) || textTies)
         if let sizes = wrapper.headSizeDefaults {
             placement.headSizes = (hidden: keys.hiddenSize ?? sizes.hidden, vocabulary: keys.vocabSize ?? sizes.vocabulary)
+            placement.widthTensors = wrapper.widthTensors
         }
         return placement
     }
