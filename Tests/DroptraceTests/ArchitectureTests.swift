@@ -58,6 +58,24 @@ import Testing
         try expectRoutingMatchesTransformers("mixtral-f32")
     }
 
+    /// Experts fused under the original module name (`block_sparse_moe.`),
+    /// which transformers renames to `mlp.` before loading the fused
+    /// parameters, score as the per-expert tensors (checked against
+    /// transformers 5.23 for Mixtral, MiniMax-M2 and PhiMoE).
+    @Test(arguments: ["mixtral-f32", "minimax_m2-f32", "phimoe-f32"])
+    func fusedExpertsUnderTheOriginalModuleName(_ name: String) throws {
+        let scratch = try ScratchDirectory()
+        let directory = try scratch.copyOfModel(name)
+        try fuseExperts(
+            in: directory, from: "block_sparse_moe.experts.", router: "block_sparse_moe.gate", names: ("w1", "w3", "w2"),
+            fusedRouter: "block_sparse_moe.gate", fused: "block_sparse_moe.experts.")
+        let sequences = FixtureFiles.jsonlSequences()
+        let expected = try ImportanceScorer(model: try load(FixtureFiles.model(name))).score(sequences, calibrationPath: "calib")
+        let scores = try ImportanceScorer(model: try load(directory)).score(sequences, calibrationPath: "calib")
+        #expect(ReferenceScores(attention: expected.attention, mlp: expected.mlp, block: expected.block, blockGap: expected.blockGap)
+            .maxDifference(attention: scores.attention, mlp: scores.mlp, block: scores.block, blockGap: scores.blockGap) < 1e-7)
+    }
+
     /// Experts stored fused (`mlp.experts.gate_up_proj` / `down_proj`,
     /// router `mlp.gate`) give exactly the scores of per-expert tensors.
     @Test func mixtralFusedExpertTensorsLoadLikePerExpertOnes() throws {

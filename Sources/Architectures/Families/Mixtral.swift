@@ -119,41 +119,47 @@ extension DecoderParts {
             ])
         }
         guard let layer = (0..<dimensions.numHiddenLayers).lazy.first(where: { !configuredDrops.dropsMLP($0) }) else { return }
-        let names = routers.flatMap { ["layers.\(layer).mlp.\($0).weight", "layers.\(layer).block_sparse_moe.\($0).weight"] }
+        let module = mixtralModule(layer: layer, routers: routers)
         try weights.confirmShape(
-            names.first(where: { weights.has($0) }) ?? names[1], [count, dimensions.hiddenSize],
+            module + (routers.first { weights.has(module + $0 + ".weight") } ?? routers[0]) + ".weight", [count, dimensions.hiddenSize],
             keys: "\(countKey), hidden_size", configPath: configPath)
         // Its experts against the expert width, before any is read.
-        let p = "layers.\(layer)."
-        if weights.hasFusedExperts(p + "mlp.experts.") {
+        if weights.hasFusedExperts(module + "experts.") {
             try weights.confirmShape(
-                p + "mlp.experts.gate_up_proj", [count, 2 * inner, dimensions.hiddenSize],
+                module + "experts.gate_up_proj", [count, 2 * inner, dimensions.hiddenSize],
                 keys: "\(countKey), 2 × \(innerKey), hidden_size", configPath: configPath)
         } else {
             try weights.confirmShape(
-                p + "block_sparse_moe.experts.0.w1.weight", [inner, dimensions.hiddenSize], keys: "\(innerKey), hidden_size",
+                module + "experts.0.w1.weight", [inner, dimensions.hiddenSize], keys: "\(innerKey), hidden_size",
                 configPath: configPath)
         }
     }
 
-    /// Layer `index`'s router and gated experts, Mixtral's names:
-    /// - per expert, `block_sparse_moe.experts.<e>.w1|w3|w2` (gate, up,
-    ///   down) with the router at `block_sparse_moe.<router>` — the original
-    ///   names, which transformers' `save_pretrained` still writes;
-    /// - fused, `mlp.experts.gate_up_proj` [experts, 2·inner, hidden] (gate
-    ///   rows first) and `mlp.experts.down_proj` [experts, hidden, inner]
-    ///   with the router at `mlp.<router>` — transformers' modules in memory.
+    /// Where layer `layer` stores its sparse MLP: `block_sparse_moe.` (the
+    /// original name, which save_pretrained still writes) or `mlp.`
+    /// (transformers' module, onto which it renames the other), by the router.
+    func mixtralModule(layer: Int, routers: [String]) -> String {
+        let p = "layers.\(layer)."
+        return [p + "block_sparse_moe.", p + "mlp."].first { module in routers.contains { weights.has(module + $0 + ".weight") } }
+            ?? p + "block_sparse_moe."
+    }
+
+    /// Layer `index`'s router and gated experts, Mixtral's names, under
+    /// `block_sparse_moe.` or `mlp.` (`mixtralModule`):
+    /// - per expert, `experts.<e>.w1|w3|w2` (gate, up, down) — the
+    ///   original names, which transformers' `save_pretrained` still writes;
+    /// - fused, `experts.gate_up_proj` [experts, 2·inner, hidden] (gate rows
+    ///   first) and `experts.down_proj` [experts, hidden, inner] —
+    ///   transformers' parameters in memory.
     /// `routers` lists the router's names, the stored one first (PhiMoE's
     /// `gate` is `router` in memory); `routerBias`: the router has a bias.
     func mixtralExperts(
         layer index: Int, count: Int, inner: Int, activation: Activation, routers: [String] = ["gate"], routerBias: Bool = false
     ) throws -> MixtralStyleExperts {
-        let d = dimensions.hiddenSize, p = "layers.\(index)."
-        let fused = weights.hasFusedExperts(p + "mlp.experts.")
-        let prefix = p + (fused ? "mlp." : "block_sparse_moe.")
+        let d = dimensions.hiddenSize, prefix = mixtralModule(layer: index, routers: routers)
         let router = routers.first { weights.has(prefix + $0 + ".weight") } ?? routers[0]
         let experts = try weights.gatedExperts(
-            fused: p + "mlp.experts.", perExpert: p + "block_sparse_moe.experts.", names: (gate: "w1", up: "w3", down: "w2"),
+            fused: prefix + "experts.", perExpert: prefix + "experts.", names: (gate: "w1", up: "w3", down: "w2"),
             count: count, hidden: d, inner: inner, activation: activation)
         return MixtralStyleExperts(
             router: try weights.linear(prefix + router, in: d, out: count, bias: routerBias), experts: experts, prefix: prefix)
