@@ -330,6 +330,10 @@ import TensorEngine
         #expect((config["text_config"] as? [String: Any])?["logits_scaling"] as? Double == 8)
         #expect(try EditedFixture("llava_next_granite-f32").load().head().logitDivisor == nil)
         #expect(try EditedFixture("granite-f32").load().head().logitDivisor == 8)
+        // Unread there, it may even be 0, which GraniteForCausalLM would divide by.
+        #expect(try EditedFixture("llava_next_granite-f32") { EditedModel.set(0, at: "text_config.logits_scaling", in: &$0) }
+            .load().head().logitDivisor == nil)
+        try EditedFixture("granite-f32") { $0["logits_scaling"] = 0 }.expectRefused(naming: "logits_scaling")
     }
 
     /// A language model saved inside its causal LM under a wrapper

@@ -112,6 +112,8 @@ struct GraniteModel: DecoderFamily {
         // A LLaVA-style wrapper's granite language model (Granite Vision's) sits under text_config.
         var placement = try TextModelPlacement.topLevelOrWrapped(checkpoint)
         if swa { placement.section = GraniteSWASettings.section }
+        // The wrapper's own head never reads logits_scaling (any value transformers takes runs): read as 1.
+        if placement.section.name != nil { placement.section.overrides["logits_scaling"] = .number(1) }
         parts = try DecoderParts(checkpoint, placement: placement, naming: moe ? GraniteMoeMLP.naming : LlamaModel.naming)
         config = try parts.config(GraniteConfiguration.self)
         // transformers maps GraniteMoE's saved tensor names for granitemoe and granitemoeshared only.
