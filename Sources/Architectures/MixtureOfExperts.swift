@@ -571,9 +571,11 @@ struct StoredExperts {
     /// - Throws: `DroptraceError` naming `configPath` and the tensor for an
     ///   expert index at or past the configured count (as a layer past the
     ///   layer count is refused), and naming `weightsPath` and the layer when
-    ///   the layer's experts are stored both fused and per expert (transformers
-    ///   reads both as one parameter; which copy it kept would depend on the
-    ///   order it met them, as for a tensor stored with and without `model.`),
+    ///   the layer's experts are stored partly fused and partly per expert
+    ///   (droptrace reads a layer's experts in one form; transformers reads
+    ///   the two forms of one projection as one parameter, which copy it kept
+    ///   depending on the order it met them, as for a tensor stored with and
+    ///   without `model.`),
     ///   or stored per expert where the conversion mappings do not collect
     ///   them (transformers would initialise the fused experts randomly).
     mutating func note(_ name: String, layer: Int, rest: String, keyPrefix: String, configPath: String, weightsPath: String) throws {
@@ -604,8 +606,9 @@ struct StoredExperts {
         if form == .fused { fused[layer] = fused[layer] ?? name } else { perExpert[layer] = perExpert[layer] ?? name }
         if let one = fused[layer], let other = perExpert[layer] {
             throw DroptraceError(
-                "layer \(layer)'s experts are stored both fused ('\(one)') and per expert ('\(other)'), which transformers "
-                    + "reads as one; keep one of the two",
+                "layer \(layer)'s experts are stored partly fused ('\(one)') and partly per expert ('\(other)'): droptrace reads "
+                    + "a layer's experts in one form (transformers reads the two forms of one projection as one parameter); store them "
+                    + "fused or per expert",
                 path: weightsPath)
         }
     }

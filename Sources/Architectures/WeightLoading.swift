@@ -387,7 +387,7 @@ struct Weights {
     /// `extraLayers` layers after the last may be stored and are ignored.
     /// `experts` (a mixture-of-experts family's) extends the check to the
     /// experts of each sparse layer: an expert at or beyond the configured
-    /// count, or experts stored both fused and per expert, are refused too
+    /// count, or experts stored partly fused and partly per expert, are refused too
     /// (`StoredExperts.note`); drops do not exempt them, as they do not
     /// exempt a layer, since transformers loads the whole file.
     func confirmLayers(

@@ -123,7 +123,7 @@ import Testing
             let directory = try Self.copy(family.fixture, in: scratch, as: kept.joined(separator: "+"), adding: added)
             #expect(
                 Self.loadError(directory)
-                    == "\(directory.path): layer \(family.sparseLayer)'s experts are stored both fused ('model.layers.\(family.sparseLayer).mlp.experts.\(kept[0])') and per expert ('model.layers.\(family.sparseLayer).\(family.stored)0.\(perExpert).weight'), which transformers reads as one; keep one of the two")
+                    == "\(directory.path): layer \(family.sparseLayer)'s experts are stored partly fused ('model.layers.\(family.sparseLayer).mlp.experts.\(kept[0])') and partly per expert ('model.layers.\(family.sparseLayer).\(family.stored)0.\(perExpert).weight'): droptrace reads a layer's experts in one form (transformers reads the two forms of one projection as one parameter); store them fused or per expert")
         }
         if let dense = family.denseLayer {
             let onDense = try Self.copy(

@@ -203,6 +203,6 @@ import Testing
             entries.append(SafetensorsWriter.Entry(up))
         }
         let error = #expect(throws: DroptraceError.self) { try mixed.load() }
-        #expect(error?.message.contains("experts are stored both fused ('\(both)up_proj') and per expert") == true, "\(String(describing: error))")
+        #expect(error?.message.contains("experts are stored partly fused ('\(both)up_proj') and partly per expert") == true, "\(String(describing: error))")
     }
 }
