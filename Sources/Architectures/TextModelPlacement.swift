@@ -14,7 +14,7 @@ struct TextModelPlacement {
     var prefixes = ["model.", ""]
     /// The head's tying when config.json's top level decides it over the
     /// section (`mistral3`); nil: the section's `tie_word_embeddings`, else
-    /// the family's default.
+    /// the config class's default (`ConfigValueKinds.tiesByDefault`).
     var tiedEmbeddings: Bool?
     /// The sizes of the wrapper's `lm_head` where its class takes them from
     /// its own top-level keys (Ovis2ForConditionalGeneration's); nil: the text model's.
