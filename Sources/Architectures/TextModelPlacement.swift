@@ -42,11 +42,17 @@ struct TextModelPlacement {
         textDefaults: [String: ConfigDefault], prefixes: [String] = ["model.language_model.", "language_model.model."],
         tiedEmbeddings: Bool? = nil
     ) -> TextModelPlacement {
-        let legacy = prefixes.contains("model.language_model.") ? ["model.language_model.model.", "language_model.model.model."] : []
-        return TextModelPlacement(
+        TextModelPlacement(
             section: ConfigSection("text_config", defaults: textDefaults),
-            headName: prefixes.contains("language_model.model.") ? "language_model.lm_head" : "lm_head", prefixes: prefixes + legacy,
-            tiedEmbeddings: tiedEmbeddings)
+            headName: prefixes.contains("language_model.model.") ? "language_model.lm_head" : "lm_head",
+            prefixes: withLegacyNames(prefixes), tiedEmbeddings: tiedEmbeddings)
+    }
+
+    /// `prefixes` and, where they include `model.language_model.`, the names
+    /// transformers' legacy conversion renames onto it: a language model saved
+    /// inside its causal LM, `model.language_model.model.` and `language_model.model.model.`.
+    static func withLegacyNames(_ prefixes: [String]) -> [String] {
+        prefixes + (prefixes.contains("model.language_model.") ? ["model.language_model.model.", "language_model.model.model."] : [])
     }
 }
 

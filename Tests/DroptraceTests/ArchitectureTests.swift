@@ -76,6 +76,29 @@ import Testing
             .maxDifference(attention: scores.attention, mlp: scores.mlp, block: scores.block, blockGap: scores.blockGap) < 1e-7)
     }
 
+    /// The router and the experts are each found under either module name
+    /// (a router moved to `mlp.gate` beside per-expert tensors under
+    /// `block_sparse_moe.` scores the same); a tensor under both names is one
+    /// key stored twice to transformers, refused (transformers fails on a
+    /// duplicated expert).
+    @Test func mixtralRouterAndExpertsUnderEitherModuleName() throws {
+        let scratch = try ScratchDirectory()
+        let moved = try scratch.copyOfModel("mixtral-f32", as: "moved")
+        try BadInputTests().rewriteWeights(moved) { entries in
+            for index in entries.indices where entries[index].name.hasSuffix(".block_sparse_moe.gate.weight") {
+                entries[index].name = entries[index].name.replacingOccurrences(of: ".block_sparse_moe.", with: ".mlp.")
+            }
+        }
+        let sequences = FixtureFiles.jsonlSequences()
+        let expected = try ImportanceScorer(model: try load(FixtureFiles.model("mixtral-f32"))).score(sequences, calibrationPath: "calib")
+        #expect(try ImportanceScorer(model: try load(moved)).score(sequences, calibrationPath: "calib").mlp == expected.mlp)
+        let twice = try scratch.copyOfModel("mixtral-f32", as: "twice")
+        let expert = try Checkpoint(directory: twice).tensor("model.layers.0.block_sparse_moe.experts.0.w1.weight")
+        try BadInputTests().rewriteWeights(twice) { $0.append(SafetensorsWriter.Entry(expert, renamedTo: "model.layers.0.mlp.experts.0.w1.weight")) }
+        let error = #expect(throws: DroptraceError.self) { try load(twice) }
+        #expect(error?.message.contains("is stored twice, also as 'model.layers.0.mlp.experts.0.w1.weight'") == true, "\(String(describing: error))")
+    }
+
     /// Experts stored fused (`mlp.experts.gate_up_proj` / `down_proj`,
     /// router `mlp.gate`) give exactly the scores of per-expert tensors.
     @Test func mixtralFusedExpertTensorsLoadLikePerExpertOnes() throws {

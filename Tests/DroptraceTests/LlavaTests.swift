@@ -341,7 +341,10 @@ import TensorEngine
     /// is read as transformers' legacy conversion renames it onto
     /// `model.language_model.` (perplexity and block-drop exports checked
     /// against transformers 5.23).
-    @Test(arguments: [("llava-f32", "language_model.model."), ("qwen3_5-f32", "model.language_model.")])
+    @Test(arguments: [
+        ("llava-f32", "language_model.model."), ("qwen3_5-f32", "model.language_model."), ("gemma3-f32", "language_model.model."),
+        ("gemma4-f32", "model.language_model."),
+    ])
     func languageModelSavedInsideItsCausalLM(_ name: String, _ stored: String) throws {
         let base = try EditedFixture(name).attentionScores()
         for legacy in ["model.language_model.model.", "language_model.model.model."] {

@@ -148,7 +148,7 @@ struct Gemma4Model: DecoderFamily {
             checkpoint, section: section,
             tiedEmbeddings: multimodal ? try checkpoint.decodeConfig(MultimodalWrapperKeys.self).tieWordEmbeddings ?? true : nil,
             headName: "lm_head", naming: { Gemma4Model.naming($0) },
-            prefixes: multimodal ? ["model.language_model.", "language_model.model."] : ["model.", ""])
+            prefixes: multimodal ? TextModelPlacement.withLegacyNames(["model.language_model.", "language_model.model."]) : ["model.", ""])
         let config = try parts.config(Gemma4Configuration.self)
         self.config = config
         let dimensions = parts.dimensions, configPath = parts.configPath

@@ -92,9 +92,6 @@ struct MixtralModel: DecoderFamily {
 struct MixtralStyleExperts {
     let router: Linear
     let experts: [FeedForward]
-    /// The MLP's prefix in the checkpoint: "layers.<i>.mlp." when the
-    /// experts are fused, else "layers.<i>.block_sparse_moe.".
-    let prefix: String
 }
 
 extension DecoderParts {
@@ -118,12 +115,21 @@ extension DecoderParts {
                 (count, countKey), (2, "gate and up"), (inner, innerKey), (dimensions.hiddenSize, "hidden_size"),
             ])
         }
+        // transformers renames block_sparse_moe. onto mlp.: a tensor stored under both is one key stored twice.
+        for name in checkpoint.storedTensorNames where name.contains(".block_sparse_moe.") {
+            let renamed = name.replacingOccurrences(of: ".block_sparse_moe.", with: ".mlp.")
+            if checkpoint.hasTensor(renamed) {
+                throw DroptraceError(
+                    "tensor '\(name.forErrorMessage)' is stored twice, also as '\(renamed.forErrorMessage)' (transformers reads both as one)",
+                    path: checkpoint.weightsPath)
+            }
+        }
         guard let layer = (0..<dimensions.numHiddenLayers).lazy.first(where: { !configuredDrops.dropsMLP($0) }) else { return }
-        let module = mixtralModule(layer: layer, routers: routers)
         try weights.confirmShape(
-            module + (routers.first { weights.has(module + $0 + ".weight") } ?? routers[0]) + ".weight", [count, dimensions.hiddenSize],
+            mixtralRouter(layer: layer, routers: routers) + ".weight", [count, dimensions.hiddenSize],
             keys: "\(countKey), hidden_size", configPath: configPath)
         // Its experts against the expert width, before any is read.
+        let module = mixtralExpertsModule(layer: layer)
         if weights.hasFusedExperts(module + "experts.") {
             try weights.confirmShape(
                 module + "experts.gate_up_proj", [count, 2 * inner, dimensions.hiddenSize],
@@ -135,17 +141,24 @@ extension DecoderParts {
         }
     }
 
-    /// Where layer `layer` stores its sparse MLP: `block_sparse_moe.` (the
-    /// original name, which save_pretrained still writes) or `mlp.`
-    /// (transformers' module, onto which it renames the other), by the router.
-    func mixtralModule(layer: Int, routers: [String]) -> String {
+    /// Layer `layer`'s router, by the first of `routers` stored under
+    /// `block_sparse_moe.` (the original module name, which save_pretrained
+    /// still writes) or `mlp.` (transformers' module, onto which it renames the other).
+    func mixtralRouter(layer: Int, routers: [String]) -> String {
+        let names = ["block_sparse_moe.", "mlp."].flatMap { module in routers.map { "layers.\(layer).\(module)\($0)" } }
+        return names.first { weights.has($0 + ".weight") } ?? names[0]
+    }
+
+    /// The module under which layer `layer` stores its experts, fused or
+    /// per expert: `block_sparse_moe.` or `mlp.` (see `mixtralRouter`).
+    func mixtralExpertsModule(layer: Int) -> String {
         let p = "layers.\(layer)."
-        return [p + "block_sparse_moe.", p + "mlp."].first { module in routers.contains { weights.has(module + $0 + ".weight") } }
+        return [p + "block_sparse_moe.", p + "mlp."].first { weights.hasFusedExperts($0 + "experts.") || weights.has($0 + "experts.0.w1.weight") }
             ?? p + "block_sparse_moe."
     }
 
-    /// Layer `index`'s router and gated experts, Mixtral's names, under
-    /// `block_sparse_moe.` or `mlp.` (`mixtralModule`):
+    /// Layer `index`'s router and gated experts, Mixtral's names, each under
+    /// `block_sparse_moe.` or `mlp.` (`mixtralRouter`, `mixtralExpertsModule`):
     /// - per expert, `experts.<e>.w1|w3|w2` (gate, up, down) — the
     ///   original names, which transformers' `save_pretrained` still writes;
     /// - fused, `experts.gate_up_proj` [experts, 2·inner, hidden] (gate rows
@@ -156,12 +169,11 @@ extension DecoderParts {
     func mixtralExperts(
         layer index: Int, count: Int, inner: Int, activation: Activation, routers: [String] = ["gate"], routerBias: Bool = false
     ) throws -> MixtralStyleExperts {
-        let d = dimensions.hiddenSize, prefix = mixtralModule(layer: index, routers: routers)
-        let router = routers.first { weights.has(prefix + $0 + ".weight") } ?? routers[0]
+        let d = dimensions.hiddenSize, module = mixtralExpertsModule(layer: index)
         let experts = try weights.gatedExperts(
-            fused: prefix + "experts.", perExpert: prefix + "experts.", names: (gate: "w1", up: "w3", down: "w2"),
+            fused: module + "experts.", perExpert: module + "experts.", names: (gate: "w1", up: "w3", down: "w2"),
             count: count, hidden: d, inner: inner, activation: activation)
         return MixtralStyleExperts(
-            router: try weights.linear(prefix + router, in: d, out: count, bias: routerBias), experts: experts, prefix: prefix)
+            router: try weights.linear(mixtralRouter(layer: index, routers: routers), in: d, out: count, bias: routerBias), experts: experts)
     }
 }
