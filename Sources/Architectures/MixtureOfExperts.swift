@@ -403,17 +403,23 @@ extension Weights {
         gateUp gateUpName: String, down downName: String, count: Int, hidden d: Int, inner: Int, activation: Activation,
         transposedToo: Bool = false
     ) throws -> [FeedForward] {
-        let gateUp = try expertMatrices(gateUpName, [count, 2 * inner, d], transposedToo: transposedToo)
-        let down = try expertMatrices(downName, [count, d, inner], transposedToo: transposedToo)
+        let gateUp = Self.expertLinears(
+            try expertMatrices(gateUpName, [count, 2 * inner, d], transposedToo: transposedToo), count: count, in: d, out: 2 * inner)
+        let down = Self.expertLinears(
+            try expertMatrices(downName, [count, d, inner], transposedToo: transposedToo), count: count, in: inner, out: d)
+        return zip(gateUp, down).map { .gated(gateUp: $0, down: $1, activation: activation) }
+    }
+
+    /// One bias-free Linear per expert of a fused tensor's values, [`count`,
+    /// `out`, `in`] (or [`count`, `in`, `out`] with `layout` `.inByOut`, Llama 4's).
+    static func expertLinears(
+        _ values: [Float], count: Int, in inFeatures: Int, out outFeatures: Int, layout: Linear.Layout = .outByIn
+    ) -> [Linear] {
+        let size = inFeatures * outFeatures
         return (0..<count).map { e in
-            .gated(
-                gateUp: Linear(
-                    weight: Array(gateUp[(e * 2 * inner * d)..<((e + 1) * 2 * inner * d)]), bias: nil,
-                    inFeatures: d, outFeatures: 2 * inner),
-                down: Linear(
-                    weight: Array(down[(e * d * inner)..<((e + 1) * d * inner)]), bias: nil,
-                    inFeatures: inner, outFeatures: d),
-                activation: activation)
+            Linear(
+                weight: Array(values[(e * size)..<((e + 1) * size)]), bias: nil, inFeatures: inFeatures, outFeatures: outFeatures,
+                layout: layout)
         }
     }
 
@@ -435,14 +441,9 @@ extension Weights {
                     down: try linear(experts + "\(e).down_proj", in: inner, out: width, bias: false), activation: activation)
             }
         }
-        let up = try floats(experts + "up_proj", [count, inner, width]), down = try floats(experts + "down_proj", [count, width, inner])
-        let size = inner * width
-        return (0..<count).map { e in
-            .plain(
-                up: Linear(weight: Array(up[(e * size)..<((e + 1) * size)]), bias: nil, inFeatures: width, outFeatures: inner),
-                down: Linear(weight: Array(down[(e * size)..<((e + 1) * size)]), bias: nil, inFeatures: inner, outFeatures: width),
-                activation: activation)
-        }
+        let up = Self.expertLinears(try floats(experts + "up_proj", [count, inner, width]), count: count, in: width, out: inner)
+        let down = Self.expertLinears(try floats(experts + "down_proj", [count, width, inner]), count: count, in: inner, out: width)
+        return zip(up, down).map { .plain(up: $0, down: $1, activation: activation) }
     }
 
     /// The 3-D tensor `name` as `shape` [count, rows, columns]; with

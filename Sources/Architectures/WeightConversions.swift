@@ -35,11 +35,19 @@ enum WeightConversions {
     /// the pattern, `*` matching the index).
     static func collects(_ name: String, modelTypes: [String]) -> Bool {
         modelTypes.contains { type in
-            (collectedPerExpert[type] ?? []).contains { pattern in
-                let halves = pattern.components(separatedBy: "*.")
-                guard halves.count == 2, let module = name.range(of: halves[0]) else { return false }
-                return name[module.upperBound...].hasSuffix("." + halves[1])
+            (collectedHalves[type] ?? []).contains { module, projection in
+                guard let found = name.range(of: module) else { return false }
+                return name[found.upperBound...].hasSuffix(projection)
             }
+        }
+    }
+
+    /// `collectedPerExpert`'s patterns split once at the index: the module
+    /// path before it and ".<projection>.weight" after it.
+    private static let collectedHalves: [String: [(module: String, projection: String)]] = collectedPerExpert.mapValues { patterns in
+        patterns.compactMap { pattern in
+            let halves = pattern.components(separatedBy: "*.")
+            return halves.count == 2 ? (halves[0], "." + halves[1]) : nil
         }
     }
 }

@@ -255,18 +255,11 @@ struct Llama4Model: DecoderFamily {
     func experts(layer index: Int, activation: Activation) throws -> MixtureOfExperts {
         let weights = parts.weights, d = hiddenSize, inner = parts.dimensions.intermediateSize, count = config.numLocalExperts
         let p = "layers.\(index).feed_forward."
-        let gateUp = try weights.floats(p + "experts.gate_up_proj", [count, d, 2 * inner])
-        let down = try weights.floats(p + "experts.down_proj", [count, inner, d])
-        let experts: [FeedForward] = (0..<count).map { e in
-            .gated(
-                gateUp: Linear(
-                    weight: Array(gateUp[(e * d * 2 * inner)..<((e + 1) * d * 2 * inner)]), bias: nil,
-                    inFeatures: d, outFeatures: 2 * inner, layout: .inByOut),
-                down: Linear(
-                    weight: Array(down[(e * inner * d)..<((e + 1) * inner * d)]), bias: nil,
-                    inFeatures: inner, outFeatures: d, layout: .inByOut),
-                activation: activation)
-        }
+        let gateUp = Weights.expertLinears(
+            try weights.floats(p + "experts.gate_up_proj", [count, d, 2 * inner]), count: count, in: d, out: 2 * inner, layout: .inByOut)
+        let down = Weights.expertLinears(
+            try weights.floats(p + "experts.down_proj", [count, inner, d]), count: count, in: inner, out: d, layout: .inByOut)
+        let experts: [FeedForward] = zip(gateUp, down).map { .gated(gateUp: $0, down: $1, activation: activation) }
         return MixtureOfExperts(
             router: try weights.linear(p + "router", in: d, out: count, bias: false), experts: experts,
             expertsPerToken: config.numExpertsPerTok, rule: .sigmoidOfTopK,
