@@ -199,7 +199,8 @@ struct DecoderParts: Sendable {
     }
 
     /// Python's truth value of a JSON value: null, false, 0, "", [] and {} are false.
-    private static func isTruthy(_ value: Any) -> Bool {
+    /// Whether a config.json value is true in Python's sense (`bool(value)`).
+    static func isTruthy(_ value: Any) -> Bool {
         switch value {
         case is NSNull: false
         case let number as NSNumber: number.doubleValue != 0

@@ -277,6 +277,44 @@ import Testing
         #expect(throws: DroptraceError.self) { _ = try untied.load().head() }
     }
 
+    /// `use_bidirectional_attention: "vision"` (the larger releases') makes
+    /// vision tokens attend both ways and text causally: on text it is the
+    /// causal model ("all" is refused, `mutants`).
+    @Test func visionBidirectionalIsCausalOnText() throws {
+        let base = try EditedFixture("gemma4_text-f32").attentionScores()
+        #expect(try EditedFixture("gemma4_text-f32") { $0["use_bidirectional_attention"] = "vision" }.attentionScores() == base)
+        try EditedFixture("gemma4_text-f32") { $0["use_bidirectional_attention"] = "both" }
+            .expectRefused(naming: "use_bidirectional_attention")
+    }
+
+    /// Gemma 4 unified's config class has no per-layer inputs and no MoE
+    /// block: transformers builds neither whatever config.json says, so
+    /// those keys change nothing (in `gemma4_text` they are read, or refused
+    /// without the weights, `mutants`); its window defaults to 1024.
+    @Test func unifiedReadsNoPerLayerInputsOrExperts() throws {
+        let plain = try EditedFixture("gemma4_unified_text-f32")
+        let stray = try EditedFixture("gemma4_unified_text-f32") {
+            $0["hidden_size_per_layer_input"] = 16
+            $0["vocab_size_per_layer_input"] = "junk"
+            $0["enable_moe_block"] = true
+            $0["num_experts"] = 0
+        }
+        #expect(try stray.attentionScores() == plain.attentionScores())
+        let multimodal = try EditedFixture("gemma4_unified-f32") {
+            var text = $0["text_config"] as! [String: Any]
+            text["hidden_size_per_layer_input"] = 16
+            text["enable_moe_block"] = true
+            text["sliding_window"] = nil
+            $0["text_config"] = text
+            $0["tie_word_embeddings"] = nil
+        }
+        let model = try multimodal.load()
+        #expect(try model.block(0).attention?.attention.slidingWindow == 1024)
+        #expect(try model.block(0).perLayerInput == nil && model.block(0).mlp?.inputNorm != nil)
+        // Gemma4UnifiedConfig ties the head by default.
+        #expect(try model.head().vocabularySize == 512)
+    }
+
     /// The MoE block (`enable_moe_block`): the MLP branch is the dense MLP
     /// and the experts side by side, each between its own norms, summed and
     /// normalised by post_feedforward_layernorm; the router reads the

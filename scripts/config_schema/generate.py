@@ -113,16 +113,25 @@ def one_layer(cls):
     return args
 
 
+def literal_choices(annotation):
+    """The values of a Literal annotation, also inside an optional one (`Literal["all", "vision"] | None`)."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    return tuple(c for arg in typing.get_args(annotation) for c in literal_choices(arg))
+
+
 def table(cls):
     out = {}
     for field in dataclasses.fields(cls):
         validators = cls.__validators__.get(field.name, [])
         spec = kinds(validators)
-        choices = typing.get_args(field.type) if typing.get_origin(field.type) is typing.Literal else ()
-        if spec == "" and choices and all(isinstance(c, str) and accepts(validators, c) for c in choices):
-            # A Literal of strings (MptAttentionConfig's attn_type) refuses the probe "x" but takes
-            # its strings: the kind is a string, whose value is checked where it is read.
-            spec = "s"
+        choices = literal_choices(field.type)
+        if "s" not in spec and choices and all(isinstance(c, str) and accepts(validators, c) for c in choices):
+            # A Literal of strings (MptAttentionConfig's attn_type; Gemma4TextConfig's
+            # use_bidirectional_attention, or None) refuses the probe "x" but takes its strings:
+            # the kind is a string, whose value is checked where it is read.
+            scalars = spec.split("[")[0].rstrip("o")
+            spec = "".join(k for k in SCALARS if k in scalars + "s") + spec[len(scalars):]
         if spec not in EVERYTHING:
             out[field.name] = spec
     return out

@@ -54,6 +54,17 @@ struct Gemma4Configuration: Decodable {
         "sliding_window": 512, "hidden_size_per_layer_input": 256, "vocab_size_per_layer_input": 262_144, "num_kv_shared_layers": 0, "global_head_dim": 512,
         "attention_k_eq_v": false, "enable_moe_block": false, "use_double_wide_mlp": false,
     ]
+
+    /// The keys `Gemma4UnifiedTextConfig` does not have (its layers build
+    /// no per-layer inputs and no MoE block, whatever config.json says):
+    /// read as null.
+    static let absentFromUnified: [String: ConfigDefault] = Dictionary(uniqueKeysWithValues: [
+        "hidden_size_per_layer_input", "vocab_size_per_layer_input", "enable_moe_block", "num_experts", "top_k_experts",
+        "moe_intermediate_size",
+    ].map { ($0, ConfigDefault.null) })
+
+    /// `Gemma4UnifiedTextConfig`'s defaults where they differ from `Gemma4TextConfig`'s.
+    static let unifiedDefaults = defaults.merging(["sliding_window": 1024, "max_position_embeddings": 262_144]) { $1 }
 }
 
 /// Gemma 4's language model, text only (`gemma4_text`, `Gemma4ForCausalLM`)
@@ -63,6 +74,14 @@ struct Gemma4Configuration: Decodable {
 /// `tie_word_embeddings`, default true; the vision and audio towers ignored,
 /// scored on text), as transformers' models/gemma4/modeling_gemma4.py
 /// defines it.
+///
+/// Gemma 4 unified (`gemma4_unified_text`, `gemma4_unified`: the 12B
+/// release, models/gemma4_unified/modeling_gemma4_unified.py) is the same
+/// language model without per-layer inputs or an MoE block (its config
+/// class has neither, `Gemma4Configuration.absentFromUnified`), a
+/// 1024-token default window and, in the multimodal checkpoint, an
+/// encoder-free vision and audio embedder instead of towers; its vision
+/// tokens attend both ways ("vision", the default), text causally.
 ///
 /// Gemma-3's sandwich block (`SandwichBlock`) with plain RMSNorms (weight,
 /// not 1 + weight), and an attention whose shape depends on the layer:
@@ -141,12 +160,18 @@ struct Gemma4Model: DecoderFamily {
     let firstSharedLayer: Int
 
     init(_ checkpoint: Checkpoint) throws {
-        multimodal = checkpoint.modelType == "gemma4"
+        multimodal = ["gemma4", "gemma4_unified"].contains(checkpoint.modelType)
+        // The config class is fixed by the top-level model_type (text_config's is not read).
+        let unified = checkpoint.modelType.hasPrefix("gemma4_unified")
         let sectionName = multimodal ? "text_config" : nil
-        let section = ConfigSection(sectionName, defaults: Gemma4Configuration.defaults)
+        let section = unified
+            ? ConfigSection(sectionName, defaults: Gemma4Configuration.unifiedDefaults, overrides: Gemma4Configuration.absentFromUnified)
+            : ConfigSection(sectionName, defaults: Gemma4Configuration.defaults)
         parts = try DecoderParts(
             checkpoint, section: section,
-            tiedEmbeddings: multimodal ? try checkpoint.decodeConfig(MultimodalWrapperKeys.self).tieWordEmbeddings ?? true : nil,
+            tiedEmbeddings: multimodal
+                ? try checkpoint.decodeConfig(MultimodalWrapperKeys.self).tieWordEmbeddings ?? ConfigValueKinds.tiesByDefault(checkpoint.modelType)
+                : nil,
             headName: "lm_head", naming: { Gemma4Model.naming($0) },
             prefixes: multimodal ? TextModelPlacement.withLegacyNames(["model.language_model.", "language_model.model."]) : ["model.", ""])
         let config = try parts.config(Gemma4Configuration.self)
@@ -203,9 +228,16 @@ struct Gemma4Model: DecoderFamily {
                     required(config.topKExperts, "top_k_experts"), of: experts, expertsKey: key + "num_experts", key: key + "top_k_experts")
             }
         }
-        if config.useBidirectionalAttention == "all" {
+        // "vision": vision tokens attend both ways, text causally.
+        switch config.useBidirectionalAttention {
+        case nil, "vision"?:
+            break
+        case "all"?:
             throw DroptraceError(
                 "\"\(key)use_bidirectional_attention\" is \"all\": droptrace scores causal language models only", path: configPath)
+        case let other?:
+            throw DroptraceError(
+                "\"\(key)use_bidirectional_attention\" is \"\(other)\": Gemma 4's config class takes \"all\", \"vision\" or null", path: configPath)
         }
         try parts.requireWindow(config.slidingWindow, builtBy: "Gemma4TextModel")
         // Gemma4TextConfig's rule without layer_types: every sixth layer full;

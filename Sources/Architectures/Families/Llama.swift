@@ -4,9 +4,10 @@ import Foundation
 import TensorEngine
 
 /// config.json of the Llama family: `llama`, `mistral`, `ministral`,
-/// `ministral3`, `qwen2` (also Qwen2-VL's language model) and `cwm`, which differ only in biases, defaults
-/// and sliding-window rules (and Ministral 3's query temperature,
-/// `Ministral3Rope`).
+/// `ministral3`, `qwen2` (also Qwen2-VL's language model), `cwm`, and
+/// `internlm3` and `iquestcoder` (LlamaConfig subclasses LlamaForCausalLM
+/// runs), which differ only in biases, defaults and sliding-window rules
+/// (and Ministral 3's query temperature, `Ministral3Rope`).
 struct LlamaConfiguration: Decodable {
     var modelType: String
     var rmsNormEps: Double
@@ -29,6 +30,8 @@ struct LlamaConfiguration: Decodable {
         case useSlidingWindow = "use_sliding_window"
         case maxWindowLayers = "max_window_layers"
         case layerTypes = "layer_types"
+        case qkvBias = "qkv_bias"
+        case bias
     }
 
     init(from decoder: Decoder) throws {
@@ -38,6 +41,11 @@ struct LlamaConfiguration: Decodable {
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct)
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias)
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias)
+        if modelType == "internlm3" {
+            // InternLM3Config's attribute_map sets `qkv_bias` and `bias` over the two flags.
+            attentionBias = try c.decodeIfPresent(Bool.self, forKey: .qkvBias) ?? attentionBias
+            mlpBias = try c.decodeIfPresent(Bool.self, forKey: .bias) ?? mlpBias
+        }
         slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
             : modelType == "ministral3" ? nil : modelType == "cwm" ? Cwm.defaultSlidingWindow : 4096
         useSlidingWindow = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)
@@ -79,7 +87,8 @@ struct LlamaConfiguration: Decodable {
     }
 }
 
-/// Llama, Mistral, Ministral, Ministral 3, Qwen2 and CWM: pre-RMSNorm blocks,
+/// Llama, Mistral, Ministral, Ministral 3, Qwen2, CWM, InternLM3 and
+/// IQuest-Coder: pre-RMSNorm blocks,
 /// rotary attention with grouped-query heads, SwiGLU MLP; also the
 /// language model of `mistral3`, `qwen2_vl`, `qwen2_5_vl` and the LLaVA-style
 /// checkpoints (`TextModelPlacement.llama`, `QwenVL`, `Llava`).
@@ -125,6 +134,7 @@ struct LlamaModel: DecoderFamily {
         // Qwen2-VL's text config class is fixed, whatever model_type its text_config names.
         if QwenVL.qwen2Types.contains(checkpoint.modelType) { config.modelType = "qwen2" }
         self.config = config
+        try Self.checkLlamaSubclass(config, parts: parts)
         if config.modelType == "ministral3" {
             try parts.confirmAttentionProjections()
             let (settings, temperature) = try Ministral3Rope.read(parts)
@@ -179,11 +189,12 @@ struct LlamaModel: DecoderFamily {
         let drops = plan.union(configuredDrops), weights = parts.weights
         let d = hiddenSize, eps = config.rmsNormEps
         let p = "layers.\(index)."
-        // Only Llama's and SmolLM3's classes read attention_bias (all four
+        // Only Llama's classes (LlamaForCausalLM also runs InternLM3 and
+        // IQuest-Coder) and SmolLM3's read attention_bias (all four
         // projections) and mlp_bias, CWM's mlp_bias alone; Mistral's and
         // Ministral's build no biases, Qwen2's always q/k/v ones and none on
         // o_proj or the MLP.
-        let readsBiasFlags = ["llama", "smollm3"].contains(config.modelType)
+        let readsBiasFlags = ["llama", "internlm3", "iquestcoder", "smollm3"].contains(config.modelType)
         let qkvBias = config.modelType == "qwen2" || readsBiasFlags && config.attentionBias == true
         let outputBias = readsBiasFlags && config.attentionBias == true
         let mlpBias = (readsBiasFlags || config.modelType == "cwm") && config.mlpBias == true
@@ -196,5 +207,30 @@ struct LlamaModel: DecoderFamily {
                 activation: try parts.activation(config.hiddenAct ?? "silu"), bias: mlpBias)
         }
         return try parts.preNormBlock(index, drops: drops, eps: eps, attention: attention, feedForward: feedForward)
+    }
+
+    /// What the LlamaConfig subclasses refuse in `validate_architecture`:
+    /// InternLM3 q/k/v/o biases (`qkv_bias`) unlike the MLP's (`bias`), which
+    /// Llama's layers cannot build; IQuest-Coder's `clip_qkv` (not None) and
+    /// `use_sliding_window` (truthy), which no released checkpoint enables.
+    /// - Throws: `DroptraceError` naming config.json and the key.
+    private static func checkLlamaSubclass(_ config: LlamaConfiguration, parts: DecoderParts) throws {
+        switch config.modelType {
+        case "internlm3" where (config.attentionBias ?? false) != (config.mlpBias ?? false):
+            throw DroptraceError(
+                "q/k/v/o biases (\"\(parts.section.qualified("qkv_bias"))\", alias of attention_bias) are \(config.attentionBias ?? false) and MLP biases (\"bias\", alias of mlp_bias) \(config.mlpBias ?? false): InternLM3Config refuses them different, as Llama's layers take one setting for all four attention projections",
+                path: parts.configPath)
+        case "iquestcoder":
+            let object = try parts.checkpoint.configObject(parts.section)
+            if let clip = object["clip_qkv"], !(clip is NSNull) {
+                throw DroptraceError("\"\(parts.section.qualified("clip_qkv"))\" is set: IQuestCoderConfig refuses it (no released checkpoint clips)", path: parts.configPath)
+            }
+            if let window = object["use_sliding_window"], DecoderParts.isTruthy(window) {
+                throw DroptraceError(
+                    "\"\(parts.section.qualified("use_sliding_window"))\" is set: IQuestCoderConfig refuses it (no released checkpoint slides)", path: parts.configPath)
+            }
+        default:
+            break
+        }
     }
 }

@@ -1,0 +1,61 @@
+@testable import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Testing
+
+/// InternLM3 (`internlm3`) and IQuest-Coder (`iquestcoder`): config classes
+/// of their own that transformers runs with LlamaForCausalLM, their
+/// aliases, defaults and refusals. The scores themselves are checked
+/// against transformers with every other family (`DropTests` and the
+/// reference suites).
+@Suite struct LlamaSubclassTests {
+    typealias Mutant = ConfigValidationTests.Mutant
+
+    static let mutants: [Mutant] = [
+        // InternLM3Config refuses q/k/v/o biases unlike the MLP's.
+        Mutant("internlm3-f32", "bias", "false"),
+        Mutant("internlm3-f32", "qkv_bias", "false"),
+        // IQuestCoderConfig refuses the original code's options.
+        Mutant("iquestcoder-f32", "clip_qkv", "8.0"),
+        Mutant("iquestcoder-f32", "use_sliding_window", "true"),
+        // Heads of its default head_dim (128), which the tensors refuse.
+        Mutant("iquestcoder-f32", "head_dim", "128"),
+    ]
+
+    @Test(arguments: mutants)
+    func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
+        try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
+    }
+
+    /// InternLM3's `qkv_bias` and `bias` stand for `attention_bias` and
+    /// `mlp_bias` (its config class's attribute_map): the released
+    /// spelling, the field names and both agreeing are one model; both
+    /// disagreeing are refused as ambiguous.
+    @Test func internlm3BiasAliases() throws {
+        let released = try EditedFixture("internlm3-f32")
+        let biases = try blockZeroBiases(released)
+        #expect(biases.qkv && biases.output && biases.mlp)
+        let fields = try EditedFixture("internlm3-f32") {
+            $0["attention_bias"] = $0.removeValue(forKey: "qkv_bias")
+            $0["mlp_bias"] = $0.removeValue(forKey: "bias")
+        }
+        #expect(try fields.attentionScores() == released.attentionScores())
+        let both = try EditedFixture("internlm3-f32") {
+            $0["attention_bias"] = true
+            $0["mlp_bias"] = true
+        }
+        #expect(try both.attentionScores() == released.attentionScores())
+        try EditedFixture("internlm3-f32") { $0["mlp_bias"] = false }.expectRefused(naming: "mlp_bias")
+    }
+
+    /// IQuest-Coder's options transformers accepts falsy are not refused.
+    @Test func iquestcoderFalsyOptionsAccepted() throws {
+        let base = try EditedFixture("iquestcoder-f32").attentionScores()
+        let falsy = try EditedFixture("iquestcoder-f32") {
+            $0["clip_qkv"] = NSNull()
+            $0["use_sliding_window"] = false
+        }
+        #expect(try falsy.attentionScores() == base)
+    }
+}
