@@ -30,6 +30,15 @@ public struct TokenBatch: Sendable {
         positions = [position]
     }
 
+    /// The same rows, positions and sequences with each token id mapped by `transform`.
+    public func mappingTokens(_ transform: (Int) -> Int) -> TokenBatch {
+        TokenBatch(tokenIDs: tokenIDs.map(transform), sequences: sequences, positions: positions)
+    }
+
+    private init(tokenIDs: [Int], sequences: [Range<Int>], positions: [Int]) {
+        (self.tokenIDs, self.sequences, self.positions) = (tokenIDs, sequences, positions)
+    }
+
     public var tokenCount: Int { tokenIDs.count }
     public var longestSequence: Int { sequences.map(\.count).max() ?? 0 }
 }

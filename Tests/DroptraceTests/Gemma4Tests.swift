@@ -287,6 +287,27 @@ import Testing
             .expectRefused(naming: "use_bidirectional_attention")
     }
 
+    /// The multimodal checkpoints embed their image, video and audio
+    /// placeholder ids as `text_config.pad_token_id` (as Gemma4Model does:
+    /// the scores of the calibration with the pad in their place), and
+    /// their model fails on every forward without a pad id.
+    @Test func multimodalPlaceholdersEmbedAsThePad() throws {
+        let sequences = try FixtureFiles.jsonlSequences()
+        let id = sequences[0][3]
+        let placeholder = try EditedFixture("gemma4_unified-f32") { $0["audio_token_id"] = id }
+        let padded = sequences.map { $0.map { $0 == id ? 0 : $0 } }
+        let plain = try EditedFixture("gemma4_unified-f32").load()
+        #expect(try ImportanceScorer(model: placeholder.load()).score(sequences, calibrationPath: "calib").attention
+            == ImportanceScorer(model: plain).score(padded, calibrationPath: "calib").attention)
+        #expect(try ImportanceScorer(model: plain).score(sequences, calibrationPath: "calib").attention
+            != ImportanceScorer(model: plain).score(padded, calibrationPath: "calib").attention)
+        try EditedFixture("gemma4-f32") {
+            var text = $0["text_config"] as! [String: Any]
+            text["pad_token_id"] = NSNull()
+            $0["text_config"] = text
+        }.expectRefused(naming: "pad_token_id")
+    }
+
     /// Gemma 4 unified's config class has no per-layer inputs and no MoE
     /// block: transformers builds neither whatever config.json says, so
     /// those keys change nothing (in `gemma4_text` they are read, or refused

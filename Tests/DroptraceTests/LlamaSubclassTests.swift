@@ -1,5 +1,5 @@
 @testable import Architectures
-import CheckpointIO
+@testable import CheckpointIO
 import DroptraceSupport
 import Foundation
 import Testing
@@ -47,6 +47,18 @@ import Testing
         }
         #expect(try both.attentionScores() == released.attentionScores())
         try EditedFixture("internlm3-f32") { $0["mlp_bias"] = false }.expectRefused(naming: "mlp_bias")
+    }
+
+    /// Both classes' head_dim is 128 when config.json omits it, whatever
+    /// hidden_size / num_attention_heads is (LlamaConfig's is that ratio):
+    /// the fixtures' 8- and 16-wide heads are then refused by their tensors.
+    @Test func omittedHeadDimIsTheClassDefault() throws {
+        #expect(ConfigValueKinds.omittedDefaults["internlm3"]?["head_dim"] == "128")
+        #expect(ConfigValueKinds.omittedDefaults["iquestcoder"]?["head_dim"] == "128")
+        #expect(ConfigValueKinds.omittedDefaults["llama"]?["head_dim"] == nil)
+        for name in ["internlm3-f32", "iquestcoder-f32"] {
+            try EditedFixture(name) { $0["head_dim"] = nil }.expectRefused(naming: "head_dim")
+        }
     }
 
     /// IQuest-Coder's options transformers accepts falsy are not refused.

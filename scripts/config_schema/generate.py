@@ -84,6 +84,23 @@ OMITTABLE = [
 ]
 
 
+def head_dim_default(cls):
+    """The head width a config of `cls` that omits head_dim gets when it is the class's own number, not
+    one derived from the sizes (InternLM3Config's 128 whatever hidden_size / num_attention_heads is):
+    found by building the class, without head_dim, with heads half that wide. None otherwise."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    field, heads = fields.get("head_dim"), fields.get("num_attention_heads")
+    if field is None or heads is None or type(field.default) is not int or type(heads.default) is not int:
+        return None
+    try:
+        config = cls(**dense_layer(cls), hidden_size=heads.default * field.default // 2)
+        # (Gemma 4's classes refuse a global head_dim: it varies per layer, and droptrace reads it so.)
+        width = config.head_dim
+    except Exception:
+        return None
+    return field.default if width == field.default else None
+
+
 def dense_layer(cls):
     """Arguments making the first layer of `cls` buildable: dense when its routed layers cannot be built
     from the class's defaults (Dots1Config leaves its expert counts None), of a type when the class
@@ -428,6 +445,9 @@ def main():
             for key in OMITTABLE
             if key in fields and isinstance(fields[key].default, (int, float)) and not isinstance(fields[key].default, bool)
         }
+        width = head_dim_default(cls)
+        if width is not None:
+            defaults["head_dim"] = json.dumps(width)
         if defaults:
             body = ", ".join(f'"{name}": "{defaults[name]}"' for name in sorted(defaults))
             lines.append(f'        "{key}": [{body}],')

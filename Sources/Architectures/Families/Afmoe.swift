@@ -134,15 +134,12 @@ struct AfmoeModel: DecoderFamily {
     /// Each layer's attention window, nil for full attention (which has no rotary).
     let windows: [Int?]
 
-    /// AfmoeConfig's defaults of keys `DecoderDimensions` reads.
-    static let section = ConfigSection(defaults: ["head_dim": 128])
-
     init(_ checkpoint: Checkpoint) throws {
         // Decoded first: the routed experts' tensors are checked with the layers.
-        let config = try checkpoint.decodeConfig(AfmoeConfiguration.self, section: Self.section)
+        let config = try checkpoint.decodeConfig(AfmoeConfiguration.self, section: .topLevel)
         self.config = config
         parts = try DecoderParts(
-            checkpoint, section: Self.section, naming: { Self.naming($0) },
+            checkpoint, section: .topLevel, naming: { Self.naming($0) },
             experts: .gatedMLP(count: config.numExperts ?? 0, countKey: "num_experts", isSparse: config.isSparse))
         let d = parts.dimensions, path = parts.configPath
         try ConfigRules.checks(path: path) { try config.check(d) }

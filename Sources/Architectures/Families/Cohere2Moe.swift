@@ -173,19 +173,16 @@ struct Cohere2MoeModel: DecoderFamily {
     /// Each layer's attention window, nil for full attention.
     let windows: [Int?]
 
-    /// Cohere2MoeConfig's defaults of keys `DecoderDimensions` reads.
-    static let section = ConfigSection(defaults: ["head_dim": 128])
-
     init(_ checkpoint: Checkpoint) throws {
         // Decoded first: the routed experts' tensors are checked with the layers.
-        let config = try checkpoint.decodeConfig(Cohere2MoeConfiguration.self, section: Self.section)
+        let config = try checkpoint.decodeConfig(Cohere2MoeConfiguration.self, section: .topLevel)
         self.config = config
-        let layers = try checkpoint.decodeConfig(DecoderDimensions.self, section: Self.section).numHiddenLayers
+        let layers = try checkpoint.decodeConfig(DecoderDimensions.self, section: .topLevel).numHiddenLayers
         let mlpTypes = config.mlpTypes(layers: layers)
         self.mlpTypes = mlpTypes
         func isSparse(_ index: Int) -> Bool { index < mlpTypes.count && mlpTypes[index] == "sparse" }
         parts = try DecoderParts(
-            checkpoint, section: Self.section, naming: CohereModel.naming,
+            checkpoint, section: .topLevel, naming: CohereModel.naming,
             experts: .gatedMLP(count: config.numExperts, countKey: "num_experts", isSparse: isSparse))
         var cohere = try parts.config(CohereConfiguration.self)
         cohere.useQKNorm = false

@@ -13,10 +13,6 @@ enum Cwm {
     /// or 0 one fails its validation).
     static let defaultSlidingWindow = 8192
 
-    /// `CwmConfig`'s defaults of the keys its sizes differ in from what
-    /// droptrace assumes (head_dim 128 as a field, not hidden / heads).
-    static let classDefaults: [String: ConfigDefault] = ["head_dim": 128]
-
     /// `CwmConfig.__post_init__`'s rope parameters when config.json gives
     /// neither `rope_parameters` nor `rope_scaling`; a top-level
     /// `rope_theta` is then not read.

@@ -5,9 +5,6 @@ import TensorEngine
 
 /// config.json of `flint`, with FlintConfig's defaults.
 struct FlintConfiguration: Decodable {
-    /// The config class's default of the key its sizes differ in from what
-    /// droptrace assumes (head_dim 128 as a field, not hidden / heads).
-    static let section = ConfigSection(defaults: ["head_dim": 128])
 
     var rmsNormEps: Double
     var hiddenAct: String
@@ -63,7 +60,7 @@ struct FlintModel: DecoderFamily {
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
-        let section = FlintConfiguration.section
+        let section = ConfigSection.topLevel
         // Decoded first: the expert tensors are checked with the layers.
         let experts = try QwenExperts(checkpoint, section: section, configClass: .flint)
         self.experts = experts

@@ -23,6 +23,7 @@ struct Gemma4Configuration: Decodable {
     var numExperts: Int?
     var topKExperts: Int?
     var moeIntermediateSize: Int?
+    var padTokenID: Int?
 
     enum CodingKeys: String, CodingKey {
         case rmsNormEps = "rms_norm_eps"
@@ -43,6 +44,7 @@ struct Gemma4Configuration: Decodable {
         case numExperts = "num_experts"
         case topKExperts = "top_k_experts"
         case moeIntermediateSize = "moe_intermediate_size"
+        case padTokenID = "pad_token_id"
     }
 
     /// transformers' `Gemma4TextConfig` defaults, for the keys a config omits
@@ -52,7 +54,7 @@ struct Gemma4Configuration: Decodable {
         "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
         "max_position_embeddings": 131_072, "rms_norm_eps": 1e-6, "tie_word_embeddings": true, "attention_bias": false,
         "sliding_window": 512, "hidden_size_per_layer_input": 256, "vocab_size_per_layer_input": 262_144, "num_kv_shared_layers": 0, "global_head_dim": 512,
-        "attention_k_eq_v": false, "enable_moe_block": false, "use_double_wide_mlp": false,
+        "attention_k_eq_v": false, "enable_moe_block": false, "use_double_wide_mlp": false, "pad_token_id": 0,
     ]
 
     /// The keys `Gemma4UnifiedTextConfig` does not have (its layers build
@@ -158,6 +160,9 @@ struct Gemma4Model: DecoderFamily {
     let perLayerEmbedding: PerLayerEmbedding?
     /// The first layer that reuses keys and values (num_hidden_layers − `num_kv_shared_layers`).
     let firstSharedLayer: Int
+    /// A multimodal checkpoint's image, video and audio placeholder ids
+    /// (with their keys), which its model embeds as `text_config.pad_token_id`.
+    let placeholders: [(key: String, id: Int)]
 
     init(_ checkpoint: Checkpoint) throws {
         multimodal = ["gemma4", "gemma4_unified"].contains(checkpoint.modelType)
@@ -240,6 +245,17 @@ struct Gemma4Model: DecoderFamily {
                 "\"\(key)use_bidirectional_attention\" is \"\(other)\": Gemma 4's config class takes \"all\", \"vision\" or null", path: configPath)
         }
         try parts.requireWindow(config.slidingWindow, builtBy: "Gemma4TextModel")
+        if multimodal {
+            // Gemma4Model puts the pad token in place of every placeholder, on every forward.
+            guard config.padTokenID != nil else {
+                throw DroptraceError(
+                    "\"text_config.pad_token_id\" is null: \(checkpoint.modelType)'s model embeds the image, video and audio placeholders as the pad token on every forward, and fails without one",
+                    path: configPath)
+            }
+            placeholders = try checkpoint.decodeConfig(Gemma4PlaceholderKeys.self).ids
+        } else {
+            placeholders = []
+        }
         // Gemma4TextConfig's rule without layer_types: every sixth layer full;
         // and the last layer is made full whatever the list says.
         var configured = config.layerTypes
@@ -299,7 +315,22 @@ struct Gemma4Model: DecoderFamily {
     /// belong to the MLP branch; a dense model has none.
     static func naming(_ prefix: String) -> LayerNaming { SandwichBlock.naming(prefix, experts: true) }
 
-    func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch, scaled: true) }
+    /// The token embeddings; a multimodal checkpoint's placeholder ids
+    /// embedded as the pad token, as `Gemma4Model` does before any image,
+    /// video or audio replaces them (with per-layer inputs, which it builds
+    /// there from the unscaled pad row, they are refused).
+    func embed(_ batch: TokenBatch) throws -> Matrix {
+        guard let found = placeholders.first(where: { batch.tokenIDs.contains($0.id) }) else {
+            return try parts.embed(batch, scaled: true)
+        }
+        if perLayerEmbedding != nil {
+            throw DroptraceError(
+                "the calibration holds token id \(found.id), the \(found.key) placeholder, which \(parts.checkpoint.modelType)'s model embeds as the pad token and feeds its per-layer inputs the pad's unscaled row: droptrace does not score placeholders in a model with per-layer inputs; leave them out of the text",
+                path: parts.configPath)
+        }
+        let ids = Set(placeholders.map(\.id)), pad = config.padTokenID!
+        return try parts.embed(batch.mappingTokens { ids.contains($0) ? pad : $0 }, scaled: true)
+    }
 
     /// An export without some blocks spells out the remaining layers' types
     /// (in `text_config` for `gemma4`), so renumbering cannot move a window.
@@ -424,6 +455,23 @@ struct Gemma4Model: DecoderFamily {
             scale: 1, slidingWindow: full ? nil : config.slidingWindow,
             queryKeyNorm: .perHead(query: queryNorm, key: keyNorm ?? queryNorm),
             valueNorm: .rms(weight: [Float](repeating: 1, count: layout.headDim), eps: Float(eps)), keyValueSharing: sharing)
+    }
+}
+
+/// The top-level keys of `Gemma4Config` (and `Gemma4UnifiedConfig`) naming
+/// the image, video and audio placeholder tokens: absent, their class's
+/// defaults; null, none.
+struct Gemma4PlaceholderKeys: Decodable {
+    var ids: [(key: String, id: Int)]
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: RopeSettings.Key.self)
+        let defaults = [("image_token_id", 258_880), ("video_token_id", 258_884), ("audio_token_id", 258_881)]
+        ids = try defaults.compactMap { key, id in
+            let codingKey = RopeSettings.Key(key)
+            guard c.contains(codingKey) else { return (key, id) }
+            return try c.decodeIfPresent(Int.self, forKey: codingKey).map { (key, $0) }
+        }
     }
 }
 

@@ -69,13 +69,10 @@ struct HYV3Model: DecoderFamily {
     let mlpTypes: [String]
     let rotary: RotaryEmbedding
 
-    /// HYV3Config's head_dim is 128 when config.json omits it.
-    static let section = ConfigSection(defaults: ["head_dim": 128])
-
     init(_ checkpoint: Checkpoint) throws {
         // Decoded first: the routed experts' tensors are checked with the layers.
-        let config = try checkpoint.decodeConfig(HYV3Configuration.self, section: Self.section)
-        let dimensions = try checkpoint.decodeConfig(DecoderDimensions.self, section: Self.section)
+        let config = try checkpoint.decodeConfig(HYV3Configuration.self, section: .topLevel)
+        let dimensions = try checkpoint.decodeConfig(DecoderDimensions.self, section: .topLevel)
         let types = config.layerTypes(dimensions.numHiddenLayers)
         let isSparse: @Sendable (Int) -> Bool = { $0 < types.count && types[$0] == "sparse" }
         try ConfigRules.checks(path: checkpoint.configURL.path) {
@@ -85,7 +82,7 @@ struct HYV3Model: DecoderFamily {
         self.config = config
         mlpTypes = types
         parts = try DecoderParts(
-            checkpoint, section: Self.section, naming: { Qwen3Model.naming($0) }, experts: config.experts.naming(isSparse: isSparse))
+            checkpoint, section: .topLevel, naming: { Qwen3Model.naming($0) }, experts: config.experts.naming(isSparse: isSparse))
         rotary = try parts.rotary(defaultTheta: 11_158_840)
         let weights = parts.weights
         try config.experts.confirm(parts, isSparse: isSparse, router: { try Self.names(weights, layer: $0).router })

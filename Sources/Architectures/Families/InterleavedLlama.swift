@@ -60,7 +60,7 @@ struct InterleavedLlamaModel: DecoderFamily {
     init(_ checkpoint: Checkpoint) throws {
         let ernie = checkpoint.modelType == "ernie4_5"
         parts = try DecoderParts(
-            checkpoint, section: ConfigSection(defaults: ["head_dim": 128]), naming: LlamaModel.naming)
+            checkpoint, naming: LlamaModel.naming)
         if !ernie {
             try parts.confirmHeadDimIsHiddenOverHeads(": HeliumAttention's o_proj takes hidden_size inputs, so its heads are")
         }

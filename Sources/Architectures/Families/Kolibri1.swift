@@ -5,12 +5,11 @@ import TensorEngine
 
 /// config.json of `kolibri1`, with Kolibri1Config's defaults.
 struct Kolibri1Configuration: Decodable {
-    /// The config class's defaults of the keys its sizes differ in from what
-    /// droptrace assumes (head_dim 128 as a field, not hidden / heads), and
-    /// its only dense MLP's width, the shared expert's, as intermediate_size
-    /// (Kolibri1Config has no such key; one in the file is not read).
+    /// The config class's only dense MLP's width, the shared expert's, as
+    /// intermediate_size (Kolibri1Config has no such key; one in the file is
+    /// not read).
     var section: ConfigSection {
-        ConfigSection(defaults: ["head_dim": 128], overrides: ["intermediate_size": .integer(sharedExpertIntermediateSize)])
+        ConfigSection(overrides: ["intermediate_size": .integer(sharedExpertIntermediateSize)])
     }
 
     var rmsNormEps: Double

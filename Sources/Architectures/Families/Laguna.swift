@@ -5,9 +5,6 @@ import TensorEngine
 
 /// config.json of `laguna`, with LagunaConfig's defaults.
 struct LagunaConfiguration: Decodable {
-    /// The config class's default of the key its sizes differ in from what
-    /// droptrace assumes (head_dim 128 as a field, not hidden / heads).
-    static let section = ConfigSection(defaults: ["head_dim": 128])
     /// `LagunaConfig.__post_init__`'s rope parameters when config.json has none.
     static let defaultRope: [String: [String: Any]] = [
         AttentionLayerType.full: ["rope_type": "default", "rope_theta": 500_000.0, "partial_rotary_factor": 0.5],
@@ -148,7 +145,7 @@ struct LagunaModel: DecoderFamily {
     let rotaries: [String: RotaryEmbedding]
 
     init(_ checkpoint: Checkpoint) throws {
-        let section = LagunaConfiguration.section
+        let section = ConfigSection.topLevel
         // Decoded first: the routed layers' expert tensors are checked with the layers.
         let config = try checkpoint.decodeConfig(LagunaConfiguration.self, section: section)
         let dimensions = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)

@@ -5,9 +5,6 @@ import TensorEngine
 
 /// config.json of `mellum`, with MellumConfig's defaults.
 struct MellumConfiguration: Decodable {
-    /// The config class's defaults of the keys its sizes differ in from what
-    /// droptrace assumes (head_dim 128 as a field, not hidden / heads).
-    static let section = ConfigSection(defaults: ["head_dim": 128])
     /// `MellumConfig.__post_init__`'s rope parameters when config.json has none.
     static let defaultRope: [String: [String: Any]] = [
         AttentionLayerType.full: ["rope_type": "default", "rope_theta": 500_000.0],
@@ -60,7 +57,7 @@ struct MellumModel: DecoderFamily {
     let rotaries: [String: RotaryEmbedding]
 
     init(_ checkpoint: Checkpoint) throws {
-        let section = MellumConfiguration.section
+        let section = ConfigSection.topLevel
         // Decoded first: the expert tensors are checked with the layers, by mlp_layer_types.
         let experts = try QwenExperts(checkpoint, section: section, configClass: .mellum)
         let layers = try checkpoint.decodeConfig(DecoderDimensions.self, section: section).numHiddenLayers

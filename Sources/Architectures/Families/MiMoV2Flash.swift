@@ -11,13 +11,9 @@ struct MiMoV2FlashConfiguration: Decodable {
         AttentionLayerType.sliding: ["rope_type": "default", "rope_theta": 10_000.0, "partial_rotary_factor": 0.334],
     ]
 
-    /// The config class's default of the key its sizes differ in from what
-    /// droptrace assumes (head_dim 192 as a field, not hidden / heads), and
-    /// the window `sliding_window_size` + 1 replaces `sliding_window` with.
+    /// The window `sliding_window_size` + 1 replaces `sliding_window` with.
     var section: ConfigSection {
-        ConfigSection(
-            defaults: ["head_dim": 192],
-            overrides: slidingWindowSize == nil ? [:] : ["sliding_window": .integer(slidingWindow)])
+        ConfigSection(overrides: slidingWindowSize == nil ? [:] : ["sliding_window": .integer(slidingWindow)])
     }
 
     var rmsNormEps: Double

@@ -73,7 +73,7 @@ struct MiniMaxM2Model: DecoderFamily {
 
     init(_ checkpoint: Checkpoint) throws {
         // Decoded first: the expert tensors are checked with the layers.
-        let section = ConfigSection(defaults: ["head_dim": 128])
+        let section = ConfigSection.topLevel
         let config = try checkpoint.decodeConfig(MiniMaxM2Configuration.self, section: section)
         self.config = config
         parts = try DecoderParts(

@@ -4,8 +4,8 @@ import Foundation
 import TensorEngine
 
 /// Where a Llama-family checkpoint keeps its language model: config.json's
-/// top level and `model.` weights (Ministral 3's and CWM's with their
-/// classes' defaults), Qwen2-VL's (`QwenVL.placement`), or the LLaVA-style
+/// top level and `model.` weights (Ministral 3's with its class's
+/// defaults), Qwen2-VL's (`QwenVL.placement`), or the LLaVA-style
 /// wrappers', `mistral3` among them (`Llava.placement`).
 extension TextModelPlacement {
     static func llama(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
@@ -16,8 +16,6 @@ extension TextModelPlacement {
             return try QwenVL.placement(checkpoint, defaults: ["model_type": "qwen2", "max_window_layers": 80])
         case "ministral3":
             return TextModelPlacement(section: ConfigSection(defaults: Ministral3Rope.classDefaults("ministral3")))
-        case "cwm":
-            return TextModelPlacement(section: ConfigSection(defaults: Cwm.classDefaults))
         default:
             return .topLevel
         }

@@ -46,7 +46,7 @@ struct SeedOssModel: DecoderFamily {
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, section: ConfigSection(defaults: ["head_dim": 128]), naming: LlamaModel.naming)
+        parts = try DecoderParts(checkpoint, naming: LlamaModel.naming)
         config = try parts.config(SeedOssConfiguration.self)
         rotary = try parts.rotary()
     }

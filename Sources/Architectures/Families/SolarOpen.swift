@@ -51,10 +51,10 @@ struct SolarOpenModel: DecoderFamily {
     let config: SolarOpenConfiguration
     let rotary: RotaryEmbedding
 
-    /// SolarOpenConfig's head_dim is 128 when config.json omits it. It has no
-    /// `intermediate_size` (no layer is dense): the one config.json may
-    /// carry is not read, and a placeholder stands in when it has none.
-    static let section = ConfigSection(defaults: ["head_dim": 128, "intermediate_size": 1])
+    /// SolarOpenConfig has no `intermediate_size` (no layer is dense): the
+    /// one config.json may carry is not read, and a placeholder stands in
+    /// when it has none.
+    static let section = ConfigSection(defaults: ["intermediate_size": 1])
 
     init(_ checkpoint: Checkpoint) throws {
         // Decoded first: the routed experts' tensors are checked with the layers.
