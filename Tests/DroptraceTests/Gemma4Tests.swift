@@ -308,6 +308,19 @@ import Testing
         }.expectRefused(naming: "pad_token_id")
     }
 
+    /// transformers 5 renames no `language_model.model.` weights onto a
+    /// Gemma 4 model (it loads them as missing, a random model): refused.
+    @Test(arguments: ["gemma4-f32", "gemma4_unified-f32"])
+    func languageModelModelPrefixIsRefused(_ name: String) throws {
+        let fixture = try EditedFixture(name)
+        try BadInputTests().rewriteWeights(fixture.model) { entries in
+            for index in entries.indices where entries[index].name.hasPrefix("model.language_model.") {
+                entries[index].name = "language_model.model." + entries[index].name.dropFirst("model.language_model.".count)
+            }
+        }
+        #expect(throws: DroptraceError.self) { _ = try fixture.load().block(0) }
+    }
+
     /// Gemma 4 unified's config class has no per-layer inputs and no MoE
     /// block: transformers builds neither whatever config.json says, so
     /// those keys change nothing (in `gemma4_text` they are read, or refused

@@ -19,6 +19,7 @@ import Testing
         // IQuestCoderConfig refuses the original code's options.
         Mutant("iquestcoder-f32", "clip_qkv", "8.0"),
         Mutant("iquestcoder-f32", "use_sliding_window", "true"),
+        Mutant("iquestcoder-f32", "use_sliding_window", "\"no\""),
         // Heads of its default head_dim (128), which the tensors refuse.
         Mutant("iquestcoder-f32", "head_dim", "128"),
     ]
@@ -64,10 +65,12 @@ import Testing
     /// IQuest-Coder's options transformers accepts falsy are not refused.
     @Test func iquestcoderFalsyOptionsAccepted() throws {
         let base = try EditedFixture("iquestcoder-f32").attentionScores()
-        let falsy = try EditedFixture("iquestcoder-f32") {
-            $0["clip_qkv"] = NSNull()
-            $0["use_sliding_window"] = false
+        for falsy: Any in [false, 0, "", [Int]()] {
+            let fixture = try EditedFixture("iquestcoder-f32") {
+                $0["clip_qkv"] = NSNull()
+                $0["use_sliding_window"] = falsy
+            }
+            #expect(try fixture.attentionScores() == base, "\(falsy)")
         }
-        #expect(try falsy.attentionScores() == base)
     }
 }

@@ -178,7 +178,8 @@ struct Gemma4Model: DecoderFamily {
                 ? try checkpoint.decodeConfig(MultimodalWrapperKeys.self).tieWordEmbeddings ?? ConfigValueKinds.tiesByDefault(checkpoint.modelType)
                 : nil,
             headName: "lm_head", naming: { Gemma4Model.naming($0) },
-            prefixes: multimodal ? TextModelPlacement.withLegacyNames(["model.language_model.", "language_model.model."]) : ["model.", ""])
+            // (No Gemma 4 checkpoint was saved as `language_model.model.`: transformers has no rename of it for these types.)
+            prefixes: multimodal ? TextModelPlacement.withLegacyNames(["model.language_model."]) : ["model.", ""])
         let config = try parts.config(Gemma4Configuration.self)
         self.config = config
         let dimensions = parts.dimensions, configPath = parts.configPath
@@ -426,7 +427,8 @@ struct Gemma4Model: DecoderFamily {
         if let problem = planProblem(plan) { return problem }
         guard let last = (0..<layerCount).last(where: { !plan.blocks.contains($0) }),
               layerTypes[last] == AttentionLayerType.sliding else { return nil }
-        return "dropping blocks \((last + 1..<layerCount).map(String.init).joined(separator: ", ")) leaves the sliding-window layer \(last) last, which Gemma4TextConfig turns into a full-attention layer when transformers loads the export; keep a full-attention layer last"
+        let trailing = (last + 1..<layerCount).map(String.init)
+        return "dropping block\(trailing.count == 1 ? "" : "s") \(trailing.joined(separator: ", ")) leaves the sliding-window layer \(last) last, which Gemma4TextConfig turns into a full-attention layer when transformers loads the export; keep a full-attention layer last"
     }
 
     /// Layer `index`'s attention (see the type's description); a layer

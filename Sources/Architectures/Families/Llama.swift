@@ -48,7 +48,9 @@ struct LlamaConfiguration: Decodable {
         }
         slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
             : modelType == "ministral3" ? nil : modelType == "cwm" ? Cwm.defaultSlidingWindow : 4096
-        useSlidingWindow = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)
+        // A typed field of Qwen2Config alone (its kind checked with the value kinds); another
+        // class keeps whatever it holds (IQuestCoderConfig refuses it truthy, `checkLlamaSubclass`).
+        useSlidingWindow = (try? c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)) ?? nil
         maxWindowLayers = try c.decodeIfPresent(Int.self, forKey: .maxWindowLayers)
         layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
     }
