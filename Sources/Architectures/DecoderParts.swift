@@ -199,7 +199,6 @@ struct DecoderParts: Sendable {
     }
 
     /// Python's truth value of a JSON value: null, false, 0, "", [] and {} are false.
-    /// Whether a config.json value is true in Python's sense (`bool(value)`).
     static func isTruthy(_ value: Any) -> Bool {
         switch value {
         case is NSNull: false

@@ -30,8 +30,6 @@ struct LlamaConfiguration: Decodable {
         case useSlidingWindow = "use_sliding_window"
         case maxWindowLayers = "max_window_layers"
         case layerTypes = "layer_types"
-        case qkvBias = "qkv_bias"
-        case bias
     }
 
     init(from decoder: Decoder) throws {
@@ -41,11 +39,6 @@ struct LlamaConfiguration: Decodable {
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct)
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias)
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias)
-        if modelType == "internlm3" {
-            // InternLM3Config's attribute_map sets `qkv_bias` and `bias` over the two flags.
-            attentionBias = try c.decodeIfPresent(Bool.self, forKey: .qkvBias) ?? attentionBias
-            mlpBias = try c.decodeIfPresent(Bool.self, forKey: .bias) ?? mlpBias
-        }
         slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
             : modelType == "ministral3" ? nil : modelType == "cwm" ? Cwm.defaultSlidingWindow : 4096
         // A typed field of Qwen2Config alone (its kind checked with the value kinds); another
