@@ -414,9 +414,7 @@ import Tokenization
         let scratch = try ScratchDirectory()
         let original = try scratch.copyOfModel("llama-f32")
         let wrapped = try scratch.copyOfModel("llama-f32", as: "wrapped")
-        try rewriteWeights(wrapped) { entries in
-            for index in entries.indices { entries[index].name = "model." + entries[index].name }
-        }
+        try renameWeights(wrapped, prefix: "", to: "model.")
         let sequences = FixtureFiles.jsonlSequences()
         func loaded(_ url: URL) throws -> any LanguageModel { try ModelRegistry.load(try Checkpoint(directory: url)) }
         let expected = try ImportanceScorer(model: try loaded(original)).score(sequences, calibrationPath: "fixture")
@@ -541,5 +539,14 @@ import Tokenization
         change(&entries)
         let data = try SafetensorsWriter.encode(entries)
         try data.write(to: url)
+    }
+
+    /// Renames the tensors of `model` whose names begin with `prefix` to begin with `replacement` instead.
+    func renameWeights(_ model: URL, prefix: String, to replacement: String) throws {
+        try rewriteWeights(model) { entries in
+            for index in entries.indices where entries[index].name.hasPrefix(prefix) {
+                entries[index].name = replacement + entries[index].name.dropFirst(prefix.count)
+            }
+        }
     }
 }

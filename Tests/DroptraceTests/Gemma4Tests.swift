@@ -313,11 +313,7 @@ import Testing
     @Test(arguments: ["gemma4-f32", "gemma4_unified-f32"])
     func languageModelModelPrefixIsRefused(_ name: String) throws {
         let fixture = try EditedFixture(name)
-        try BadInputTests().rewriteWeights(fixture.model) { entries in
-            for index in entries.indices where entries[index].name.hasPrefix("model.language_model.") {
-                entries[index].name = "language_model.model." + entries[index].name.dropFirst("model.language_model.".count)
-            }
-        }
+        try BadInputTests().renameWeights(fixture.model, prefix: "model.language_model.", to: "language_model.model.")
         #expect(throws: DroptraceError.self) { _ = try fixture.load().block(0) }
     }
 

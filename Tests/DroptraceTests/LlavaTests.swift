@@ -349,11 +349,7 @@ import TensorEngine
         let base = try EditedFixture(name).attentionScores()
         for legacy in ["model.language_model.model.", "language_model.model.model."] {
             let fixture = try EditedFixture(name)
-            try BadInputTests().rewriteWeights(fixture.model) { entries in
-                for index in entries.indices where entries[index].name.hasPrefix(stored) {
-                    entries[index].name = legacy + entries[index].name.dropFirst(stored.count)
-                }
-            }
+            try BadInputTests().renameWeights(fixture.model, prefix: stored, to: legacy)
             #expect(try fixture.attentionScores() == base, "\(legacy)")
         }
     }

@@ -184,11 +184,7 @@ import Testing
     @Test(arguments: ["qwen3_5_text-f32", "qwen3_5_moe_text-f32"])
     func textModelReadsAWrappersWeightNames(_ name: String) throws {
         let renamed = try EditedFixture(name)
-        try BadInputTests().rewriteWeights(renamed.model) { entries in
-            for index in entries.indices where entries[index].name.hasPrefix("model.") {
-                entries[index].name = "model.language_model." + entries[index].name.dropFirst("model.".count)
-            }
-        }
+        try BadInputTests().renameWeights(renamed.model, prefix: "model.", to: "model.language_model.")
         #expect(try renamed.attentionScores() == (try EditedFixture(name).attentionScores()))
     }
 }

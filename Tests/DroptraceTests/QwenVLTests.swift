@@ -86,13 +86,8 @@ import Testing
             }
             config["text_config"] = text
         }
-        try BadInputTests().rewriteWeights(wrapped.model) { entries in
-            for index in entries.indices {
-                let name = entries[index].name
-                if name.hasPrefix("model.") { entries[index].name = "model.language_model." + name.dropFirst("model.".count) }
-                if name.hasPrefix("visual.") { entries[index].name = "model." + name }
-            }
-        }
+        try BadInputTests().renameWeights(wrapped.model, prefix: "model.", to: "model.language_model.")
+        try BadInputTests().renameWeights(wrapped.model, prefix: "visual.", to: "model.visual.")
         #expect(try wrapped.attentionScores() == base)
         // There a head_dim of 0 is none (the rotary embedding takes `head_dim or hidden_size // heads`).
         #expect(try EditedFixture(Self.qwen2_5) { EditedModel.set(0, at: "text_config.head_dim", in: &$0) }.attentionScores()
