@@ -221,10 +221,14 @@ struct DeepSeekExperts: Sendable {
     }
 
     /// Layer `index`'s MLP under `layers.<index>.mlp.` (or `module`): router,
-    /// routed and shared experts when `sparse`, else the dense SwiGLU of `intermediate_size`.
-    func feedForward(_ parts: DecoderParts, layer index: Int, sparse: Bool, activation: Activation, module: String = "mlp.") throws -> FeedForward {
+    /// routed and shared experts when `sparse` (the shared ones' activation
+    /// `sharedActivation` when given), else the dense SwiGLU of `intermediate_size`.
+    func feedForward(
+        _ parts: DecoderParts, layer index: Int, sparse: Bool, activation: Activation, sharedActivation: Activation? = nil,
+        module: String = "mlp."
+    ) throws -> FeedForward {
         let p = "layers.\(index).\(module)", d = parts.dimensions.hiddenSize
         guard sparse else { return try parts.weights.gatedMLP(p, hidden: d, inner: parts.dimensions.intermediateSize, activation: activation) }
-        return try mixture.load(parts.weights, p, hidden: d, activation: activation, sharedBias: false)
+        return try mixture.load(parts.weights, p, hidden: d, activation: activation, sharedActivation: sharedActivation, sharedBias: false)
     }
 }

@@ -228,7 +228,10 @@ struct GroupRoutedMixture {
 
     /// The layer under `p` (e.g. "layers.3.mlp."), its shared experts with
     /// biases when `sharedBias`.
-    func load(_ weights: Weights, _ p: String, hidden d: Int, activation: Activation, sharedBias: Bool) throws -> FeedForward {
+    /// The mixture under `p`; the shared experts' activation is `sharedActivation` when given, else `activation`.
+    func load(
+        _ weights: Weights, _ p: String, hidden d: Int, activation: Activation, sharedActivation: Activation? = nil, sharedBias: Bool
+    ) throws -> FeedForward {
         let routed = try weights.gatedExperts(
             fused: p + "experts.", perExpert: p + "experts.", names: expertNames,
             count: experts, hidden: d, inner: inner, activation: activation)
@@ -251,7 +254,7 @@ struct GroupRoutedMixture {
             experts: routed, expertsPerToken: expertsPerToken ?? 1, rule: .groupLimited(routing),
             sharedExperts: try sharedName.map {
                 try weights.sharedExperts(
-                    p + $0 + ".", hidden: d, inner: sharedWidth ?? inner * sharedExperts, activation: activation, bias: sharedBias,
+                    p + $0 + ".", hidden: d, inner: sharedWidth ?? inner * sharedExperts, activation: sharedActivation ?? activation, bias: sharedBias,
                     widthKeys: "\(sharedExpertsKey) and moe_intermediate_size")
             } ?? []))
     }

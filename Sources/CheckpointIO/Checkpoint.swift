@@ -166,8 +166,9 @@ public final class Checkpoint: @unchecked Sendable {
     }
 
     /// Top-level keys whose numbers may be ±Infinity, as Python writes an
-    /// unbounded bound (GraniteMoeHybridConfig's `time_step_limit`, (0.0, inf) by default).
-    static let infiniteBoundKeys: Set<String> = ["time_step_limit"]
+    /// unbounded bound (the Mamba-2 configs' `time_step_limit`, (0.0, inf) by default;
+    /// NemotronHConfig's legacy `mamba_dt_limit`).
+    static let infiniteBoundKeys: Set<String> = ["time_step_limit", "mamba_dt_limit"]
 
     /// config.json with each float transformers tags as an object,
     /// `{"__float__": "Infinity"}` (also "-Infinity" and "NaN": how

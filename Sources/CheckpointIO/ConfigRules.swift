@@ -170,6 +170,24 @@ extension KeyedDecodingContainer {
         return try decodeIfPresent(Int.self, forKey: key) ?? fallback
     }
 
+    /// A Mamba-2 mixer's `time_step_limit`, the (min, max) Δ is clamped to:
+    /// two numbers (config.json may write the upper bound `Infinity`),
+    /// (0, ∞) when absent. Null and other lengths are refused naming the key:
+    /// the mixer indexes both bounds.
+    public func decodeTimeStepLimit(_ key: Key) throws -> (lower: Double, upper: Double) {
+        let null = try contains(key) && decodeNil(forKey: key)
+        let limit = null ? [] : try decodeIfPresent([Double].self, forKey: key) ?? [0, .infinity]
+        try ConfigRules.decodingChecks {
+            guard !null else {
+                throw InvalidConfigValue(key: key.stringValue, problem: "must be two numbers [min, max], got null (the mixer clamps by it)")
+            }
+            guard limit.count == 2 else {
+                throw InvalidConfigValue(key: key.stringValue, problem: "must be two numbers [min, max], got \(limit.count)")
+            }
+        }
+        return (limit[0], limit[1])
+    }
+
     /// A bias switch: null reads as none, as nn.Linear and nn.Conv1d read it.
     public func decodeBiasFlag(_ key: Key, default fallback: Bool) throws -> Bool {
         if try contains(key) && decodeNil(forKey: key) { return false }

@@ -338,7 +338,7 @@ public enum ConfigValueKinds {
         var added: [(key: String, text: String)] = [], writtenAs: [String: String] = [:]
         for (key, value) in members {
             guard let target = aliases[key], writtenAs[target] == nil, document.member(target) == nil,
-                  let text = scalarText(value) else { continue }
+                  let text = jsonText(value) else { continue }
             added.append((target, text))
             writtenAs[target] = key
         }
@@ -353,14 +353,20 @@ public enum ConfigValueKinds {
         return (decodable, writtenAs)
     }
 
-    /// A scalar's JSON text as Python's json would read it back to the same
-    /// value; nil for the kinds no alias's key takes (the check above
-    /// refuses those).
-    private static func scalarText(_ value: JSONValue) -> String? {
+    /// A value's JSON text as Python's json would read it back to the same
+    /// value: null, flags, integers, floats (spelled with a point or an
+    /// exponent, so they stay floats) and lists of those (BailingHybridConfig's
+    /// `swiglu_limits`); nil for the kinds no alias's key takes (the check
+    /// above refuses those).
+    private static func jsonText(_ value: JSONValue) -> String? {
         switch value {
         case .null: return "null"
         case .bool(let flag): return flag ? "true" : "false"
         case .integer(let number): return String(number)
+        case .number(let number) where number.isFinite: return "\(number)"
+        case .array(let items):
+            let texts = items.compactMap(jsonText)
+            return texts.count == items.count ? "[" + texts.joined(separator: ", ") + "]" : nil
         default: return nil
         }
     }

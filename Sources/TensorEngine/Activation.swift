@@ -16,6 +16,11 @@ public enum Activation: Sendable, Equatable {
     /// act(x · factor): an activation of its input times a float32 factor
     /// (Falcon-H1's gate multiplier, `act(gate_proj(x) · m)`).
     indirect case scaledInput(Activation, by: Float)
+    /// A gated MLP's activation with both inputs clipped at `limit`:
+    /// min(act(gate), limit) · clamp(up, −limit, limit) (transformers'
+    /// per-layer SwiGLU limits of Ling 3's experts, BailingHybridExperts);
+    /// alone, min(act(x), limit).
+    indirect case clipped(Activation, limit: Float)
 
     /// The activation config.json's `key` names (`hidden_act`, or the
     /// family's own: `activation_function`, `hidden_activation`, ...).
@@ -67,6 +72,7 @@ public enum Activation: Sendable, Equatable {
         case .sqrtSoftplus: return Self.softplus(x).squareRoot()
         case .xIELU(let xielu): return xielu(x)
         case .scaledInput(let activation, let factor): return activation.apply(x * factor)
+        case .clipped(let activation, let limit): return min(activation.apply(x), limit)
         }
     }
 
@@ -84,7 +90,9 @@ public enum Activation: Sendable, Equatable {
     public func applyGated(
         gate: UnsafePointer<Float>, up: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int
     ) {
-        if let kernel = vectorKernel {
+        if case .clipped(_, let limit) = self {
+            for i in 0..<count { out[i] = apply(gate[i]) * min(max(up[i], -limit), limit) }
+        } else if let kernel = vectorKernel {
             VectorKernels.active.gated(kernel, gate: gate, up: up, into: out, count: count)
         } else {
             for i in 0..<count { out[i] = apply(gate[i]) * up[i] }

@@ -30,7 +30,34 @@ import Testing
         Mutant(name, "linear_head_dim", "12.0"), Mutant(name, "linear_num_heads", "null"), Mutant(name, "linear_conv_kernel_dim", "4.0"),
         // Both spellings of one setting, with different values.
         Mutant(name, "num_local_experts", "9", key: "num_"),
+        // One SwiGLU limit per decoder layer, finite.
+        Mutant(limitsName, "expert_swiglu_limit_list", "[0.0, 0.3, 0.0]"),
+        Mutant(limitsName, "share_expert_swiglu_limit_list", "[0.0, 0.2, 0.3, 0.0, 0.0]"),
+        Mutant(limitsName, "expert_swiglu_limit_list", "[0.0, 1e300, 0.0, 0.25]"),
+        Mutant(limitsName, "swiglu_limits", "[0.0, 0.3, 0.0, 0.5]", key: "swiglu_limits"),
     ]
+    /// transformers 5.25's low-rank query and per-layer SwiGLU limits.
+    static let limitsName = "bailing_hybrid_limits-f32"
+
+    /// The limits clip each layer's experts as configured (0: none; layer
+    /// 0's dense MLP never); the attribute-map spellings `swiglu_limits` and
+    /// `swiglu_limits_shared` are read as the fields, and no limits at all
+    /// is the model without clipping.
+    @Test func swigluLimitsClipTheExperts() throws {
+        let scores = try EditedFixture(Self.limitsName).attentionScores()
+        let aliased = try EditedFixture(Self.limitsName) {
+            $0["swiglu_limits"] = $0.removeValue(forKey: "expert_swiglu_limit_list")
+            $0["swiglu_limits_shared"] = $0.removeValue(forKey: "share_expert_swiglu_limit_list")
+        }
+        #expect(try aliased.attentionScores() == scores)
+        let unclipped = try EditedFixture(Self.limitsName) {
+            $0["expert_swiglu_limit_list"] = nil
+            $0["share_expert_swiglu_limit_list"] = NSNull()
+        }
+        #expect(try unclipped.attentionScores() != scores)
+        let zeros = try EditedFixture(Self.limitsName) { $0["expert_swiglu_limit_list"] = [0.0, 0.0, 0.0, 0.0]; $0["share_expert_swiglu_limit_list"] = [0, 0, 0, 0] }
+        #expect(try zeros.attentionScores() == unclipped.attentionScores())
+    }
 
     @Test(arguments: mutants)
     func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {

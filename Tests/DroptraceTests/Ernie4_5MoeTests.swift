@@ -17,6 +17,7 @@ import Testing
 
     static let mutants: [Mutant] = [
         Mutant("ernie4_5_moe-f32", "rms_norm_eps", "0"),
+        Mutant("ernie4_5_moe-f32", "num_nextn_predict_layers", "2"), Mutant("ernie4_5_moe-f32", "num_mtp_layers", "3"),
         Mutant("ernie4_5_moe-f32", "moe_num_experts", "0"), Mutant("ernie4_5_moe-f32", "moe_num_experts", "null"),
         Mutant("ernie4_5_moe-f32", "moe_num_experts", "4611686018427387904"),
         Mutant("ernie4_5_moe-f32", "moe_k", "0"), Mutant("ernie4_5_moe-f32", "moe_k", "9"), Mutant("ernie4_5_moe-f32", "moe_k", "null"),

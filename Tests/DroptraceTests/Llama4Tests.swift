@@ -129,6 +129,20 @@ import Testing
         #expect(rows[0] == 2 && rows[1] == 2 && rows[2] == 2 * temperature.factor(position: 3) && rows[3] == 2)
     }
 
+    /// A null `attention_chunk_size` without `layer_types` makes every layer
+    /// full attention (Llama4TextConfig ≥ 5.25 chunks no layer then): the
+    /// scores are those of `layer_types` all full_attention. Beside chunked
+    /// `layer_types` it is refused (the mutants).
+    @Test func nullChunkSizeAttendsFully() throws {
+        let unchunked = try EditedFixture("llama4_text-f32") {
+            $0["attention_chunk_size"] = NSNull()
+            $0["layer_types"] = nil
+        }
+        for layer in 0..<4 { #expect(try unchunked.load().block(layer).attention?.attention.chunkSize == nil) }
+        let full = try EditedFixture("llama4_text-f32") { $0["layer_types"] = Array(repeating: "full_attention", count: 4) }
+        #expect(try unchunked.attentionScores() == full.attentionScores())
+    }
+
     /// Llama4TextConfig's rules when the lists are left out: every
     /// `no_rope_layer_interval`-th layer NoPE (default 4), every
     /// `interleave_moe_layer_step`-th sparse, chunked attention on the rotary

@@ -212,19 +212,21 @@ import TensorEngine
         #expect(throws: DroptraceError.self) { try head(top: NSNull(), text: true) }
     }
 
-    /// AyaVisionForConditionalGeneration's and Cohere2VisionForConditionalGeneration's
-    /// heads are plain projections: the text config's logit_scale
-    /// (CohereForCausalLM's) changes no logit.
-    @Test(arguments: ["aya_vision-f32", "cohere2_vision-f32"])
-    func cohereWrappersLogitsAreNotScaled(_ name: String) throws {
+    /// The text config's logit_scale (CohereForCausalLM's) multiplies the
+    /// logits of AyaVisionForConditionalGeneration's head (transformers ≥
+    /// 5.25; the fixture's reference logits check its 0.25), not those of
+    /// Cohere2VisionForConditionalGeneration's, a plain projection.
+    @Test(arguments: [("aya_vision-f32", true), ("cohere2_vision-f32", false)])
+    func cohereWrappersScaleLogitsAsTheirHeads(_ name: String, scales: Bool) throws {
         let ids = Array(FixtureFiles.jsonlSequences()[0].prefix(12))
         func lastLogits(_ fixture: EditedFixture) throws -> [Float] {
             let model = try fixture.load()
             let hidden = try LayerwiseForward(model: model).run(TokenBatch(sequences: [ids]))
             return try model.head().logits(Matrix(rows: 1, cols: hidden.cols, data: Array(hidden.data.suffix(hidden.cols)))).data
         }
-        let scaled = try EditedFixture(name) { EditedModel.set(4.0, at: "text_config.logit_scale", in: &$0) }
-        #expect(try lastLogits(scaled) == lastLogits(EditedFixture(name)))
+        let quartered = try lastLogits(EditedFixture(name) { EditedModel.set(0.25, at: "text_config.logit_scale", in: &$0) })
+        let unit = try lastLogits(EditedFixture(name) { EditedModel.set(1.0, at: "text_config.logit_scale", in: &$0) })
+        #expect(quartered == (scales ? unit.map { $0 * 0.25 } : unit))
     }
 
     /// Without a stored lm_head the head is the embedding where the config

@@ -29,6 +29,9 @@ import Testing
         Mutant(name, "ssm_state_size", "null"),
         Mutant(name, "conv_kernel", "0"),
         Mutant(name, "time_step_min", "\"x\""),
+        Mutant(name, "time_step_limit", "null"),
+        Mutant(name, "time_step_limit", "[0.0]"),
+        Mutant(name, "mamba_dt_limit", "[0.0, 1.0, 2.0]"),
         Mutant(name, "layer_norm_epsilon", "0"),
         Mutant(name, "layers_block_type", "[\"linear_attention\", \"mamba2\"]"),
         Mutant(name, "layers_block_type", "[]"),
@@ -49,8 +52,9 @@ import Testing
     }
 
     /// Mixer layers have no MLP module and MLP layers no attention module;
-    /// the Mamba-2 mixers have the fixture's sizes and clamp Δ below at
-    /// `time_step_min` whatever `time_step_limit` says.
+    /// the Mamba-2 mixers have the fixture's sizes and clamp Δ to
+    /// `time_step_limit` (transformers ≥ 5.25; `time_step_min` only
+    /// initialises), or to the legacy `mamba_dt_limit` written over it.
     @Test func everyLayerHasOneModule() throws {
         let model = try EditedFixture(Self.name).load()
         #expect(model.absentModules == DropPlan(attention: [1, 3, 5, 7], mlp: [0, 2, 4, 6]))
@@ -64,6 +68,12 @@ import Testing
         }
         #expect(mixer.heads == Mamba2Heads(heads: 6, headDim: 8, groups: 2, stateSize: 8, convolutionKernel: 4))
         #expect(mixer.timeStepLimit.lower == 1.0 && mixer.timeStepLimit.upper == .infinity)
+        let legacy = try EditedFixture(Self.name) { $0["mamba_dt_limit"] = [0.5, 2.0]; $0["time_step_min"] = 1.5 }.load()
+        guard case .mamba2(let limited)? = try legacy.block(0).attention?.mixer else {
+            Issue.record("layer 0 is not a Mamba-2 layer")
+            return
+        }
+        #expect(limited.timeStepLimit.lower == 0.5 && limited.timeStepLimit.upper == 2.0)
         // Attention without position embeddings.
         #expect(try #require(try model.block(2).attention?.attention).rotary == nil)
     }

@@ -196,6 +196,10 @@ def padded_embedding(cls):
         config.num_hidden_layers = 1
         for key, value in dense_layer(cls).items():
             setattr(config, key, value)
+        if hasattr(type(config), "kv_sharing_modes"):
+            # Gemma 4's cache-sharing plan (transformers 5.25) refuses layer types that none of the
+            # built layers has: one layer, one layer type.
+            config.layer_types = config.layer_types[: config.num_hidden_layers]
     marked = 7
     text.pad_token_id = marked
     with torch.device("meta"):

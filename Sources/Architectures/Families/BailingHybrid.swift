@@ -41,6 +41,12 @@ struct BailingHybridConfiguration: Decodable {
     var lowerBound: Double
     /// `num_nextn_predict_layers` (`num_mtp_layers`, 1): layers stored after the model's, not run.
     var predictionLayers: Int
+    /// Per layer, the SwiGLU limit of the routed experts
+    /// (`expert_swiglu_limit_list`, alias `swiglu_limits`) and of the shared
+    /// ones (`share_expert_swiglu_limit_list`, `swiglu_limits_shared`); 0 or
+    /// absent: no clipping (transformers ≥ 5.25).
+    var expertLimits: [Double]?
+    var sharedExpertLimits: [Double]?
 
     enum CodingKeys: String, CodingKey {
         case rmsNormEps = "rms_norm_eps"
@@ -57,6 +63,8 @@ struct BailingHybridConfiguration: Decodable {
         case safeGate = "kda_safe_gate"
         case lowerBound = "kda_lower_bound"
         case predictionLayers = "num_nextn_predict_layers"
+        case expertLimits = "expert_swiglu_limit_list"
+        case sharedExpertLimits = "share_expert_swiglu_limit_list"
     }
 
     init(from decoder: Decoder) throws {
@@ -64,7 +72,8 @@ struct BailingHybridConfiguration: Decodable {
         rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
         latent = try LatentAttentionSettings(from: decoder, defaults: Self.latentDefaults)
-        // BailingHybridAttention has q_proj only and always rotates interleaved pairs.
+        // BailingHybridAttention always rotates interleaved pairs (its queries q_proj,
+        // or q_a_proj, q_a_layernorm and q_b_proj with q_lora_rank: transformers ≥ 5.25).
         latent.ropeInterleave = true
         experts = try DeepSeekExperts(from: decoder, configClass: Self.experts)
         layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
@@ -80,6 +89,8 @@ struct BailingHybridConfiguration: Decodable {
         safeGate = try c.decodeIfPresent(Bool.self, forKey: .safeGate) ?? true
         lowerBound = try c.decodeIfPresent(Double.self, forKey: .lowerBound) ?? -5
         predictionLayers = try c.decodeIfPresent(Int.self, forKey: .predictionLayers) ?? 1
+        expertLimits = try c.decodeIfPresent([Double].self, forKey: .expertLimits)
+        sharedExpertLimits = try c.decodeIfPresent([Double].self, forKey: .sharedExpertLimits)
         let (types, mlpTypes, predictionLayers) = (layerTypes, mlpLayerTypes, predictionLayers)
         try ConfigRules.decodingChecks {
             if let bad = types?.first(where: { $0 != BailingHybridModel.full && $0 != BailingHybridModel.linear }) {
@@ -111,6 +122,14 @@ struct BailingHybridConfiguration: Decodable {
             throw InvalidConfigValue(key: "layer_types", problem: "lists \(types.count) layers, but num_hidden_layers is \(d.numHiddenLayers)")
         }
         try MLPLayerTypes.checkCount(mlpLayerTypes, layers: d.numHiddenLayers)
+        for (limits, key) in [(expertLimits, CodingKeys.expertLimits), (sharedExpertLimits, .sharedExpertLimits)] {
+            if let limits, limits.count != d.numHiddenLayers {
+                throw InvalidConfigValue(key: key.stringValue, problem: "lists \(limits.count) limits, but num_hidden_layers is \(d.numHiddenLayers)")
+            }
+            if let limit = limits?.first(where: { !Float($0).isFinite }) {
+                throw InvalidConfigValue(key: key.stringValue, problem: "must hold finite numbers that float32 holds, got \(limit)")
+            }
+        }
         if types.contains(BailingHybridModel.full) { try latent.check(d) }
         if types.contains(BailingHybridModel.linear) {
             try linearSizes(d).check(hidden: d.hiddenSize)
@@ -119,6 +138,13 @@ struct BailingHybridConfiguration: Decodable {
             }
         }
         if mlpTypes.prefix(d.numHiddenLayers).contains("sparse") { try experts.check(hidden: d.hiddenSize) }
+    }
+
+    /// `activation` as layer `index`'s routed (or shared) experts apply it:
+    /// clipped at the layer's SwiGLU limit unless that is 0 or absent.
+    func expertActivation(_ activation: Activation, layer index: Int, shared: Bool) -> Activation {
+        guard let limits = shared ? sharedExpertLimits : expertLimits, index < limits.count, limits[index] != 0 else { return activation }
+        return .clipped(activation, limit: Float(limits[index]))
     }
 
     /// Kimi Delta Attention's sizes (its heads num_attention_heads unless `linear_num_heads` is written).
@@ -135,7 +161,7 @@ struct BailingHybridConfiguration: Decodable {
 /// layer, 6, full),
 ///
 /// - "full_attention": multi-head latent attention (`LatentAttentionSettings`:
-///   q_proj direct, `kv_a_proj_with_mqa`, `kv_a_layernorm`, `kv_b_proj`,
+///   q_proj direct (low-rank with `q_lora_rank`), `kv_a_proj_with_mqa`, `kv_a_layernorm`, `kv_b_proj`,
 ///   rope pairs interleaved on `qk_rope_head_dim` columns, base `rope_theta`
 ///   6e6, the softmax scale grown by YaRN's `mscale_all_dim`) with each
 ///   head's output times the sigmoid of its row of `g_proj`;
@@ -152,7 +178,8 @@ struct BailingHybridConfiguration: Decodable {
 /// DeepSeek-V3's routed experts (sigmoid scores plus
 /// `e_score_correction_bias`, the best `topk_group` of `num_expert_group`
 /// groups, renormalised by `moe_renormalize`, × `routed_scaling_factor`)
-/// beside `num_shared_experts` shared ones. The multi-token-prediction
+/// beside `num_shared_experts` shared ones, each kind's SwiGLU clipped at
+/// the layer's limit when one is set (`Activation.clipped`). The multi-token-prediction
 /// layers stored after the model's (`num_nextn_predict_layers`) are not run.
 /// The head is never tied (BailingHybridForCausalLM ties nothing, whatever
 /// `tie_word_embeddings` says).
@@ -261,8 +288,12 @@ struct BailingHybridModel: DecoderFamily {
                 return .gatedDeltaNet(try kimiDeltaAttention(p, output: output))
             },
             feedForward: {
-                try config.experts.feedForward(
-                    parts, layer: index, sparse: mlpTypes[index] == "sparse", activation: try parts.activation(config.hiddenAct))
+                // The SwiGLU limits clip the experts only, not the dense layers' MLP.
+                let activation = try parts.activation(config.hiddenAct), sparse = mlpTypes[index] == "sparse"
+                return try config.experts.feedForward(
+                    parts, layer: index, sparse: sparse,
+                    activation: sparse ? config.expertActivation(activation, layer: index, shared: false) : activation,
+                    sharedActivation: config.expertActivation(activation, layer: index, shared: true))
             })
     }
 

@@ -77,6 +77,8 @@ struct CohereModel: DecoderFamily {
     /// cohere2: each layer's type and window (nil: full attention, no positions); nil for cohere.
     let layerTypes: [String]?
     let windows: [Int?]?
+    /// Whether the head multiplies the logits by `logit_scale`.
+    let headScalesLogits: Bool
 
     init(_ checkpoint: Checkpoint) throws {
         // Also Aya Vision's language model (`Llava`).
@@ -99,6 +101,9 @@ struct CohereModel: DecoderFamily {
             windows = nil
         }
         self.config = config
+        // logit_scale belongs to CohereForCausalLM's head; of the wrappers' own
+        // heads only Aya Vision's applies it (Command A Vision's does not).
+        headScalesLogits = parts.section.name == nil || Llava.wrappers[checkpoint.modelType]?.headAppliesLogitScale == true
         // CohereConfig's rope base defaults to 500000, Cohere2Config's to transformers' 10000.
         rotary = try parts.rotary(defaultTheta: cohere2 ? 10_000 : 500_000)
         try Self.confirmEvenHeads(parts)
@@ -135,9 +140,7 @@ struct CohereModel: DecoderFamily {
     }
 
     func head() throws -> OutputHead {
-        // logit_scale belongs to CohereForCausalLM's head: a wrapper's own head
-        // (AyaVisionForConditionalGeneration's lm_head) does not scale.
-        try parts.head(norm: norm("norm", size: hiddenSize), logitScale: parts.section.name == nil ? config.logitScale : 1)
+        try parts.head(norm: norm("norm", size: hiddenSize), logitScale: headScalesLogits ? config.logitScale : 1)
     }
 
     /// Rows of the rotated heads' pairs gathered per head (see the type's note).

@@ -36,6 +36,7 @@ struct Ernie4_5MoeConfiguration: Decodable {
         case moeLayerEndIndex = "moe_layer_end_index"
         case moeLayerInterval = "moe_layer_interval"
         case moeNormMin = "moe_norm_min"
+        case predictionLayers = "num_nextn_predict_layers"
     }
 
     init(from decoder: Decoder) throws {
@@ -64,6 +65,15 @@ struct Ernie4_5MoeConfiguration: Decodable {
         end = try written(.moeLayerEndIndex, absent: -1)
         interval = try written(.moeLayerInterval, absent: 1)
         normMin = try written(.moeNormMin, absent: 1e-12)
+        // The multi-token-prediction layers are not run, but Ernie4_5_MoeConfig
+        // (transformers ≥ 5.25) refuses more than one (`num_mtp_layers`, its alias).
+        let predictionLayers = try c.decodeIfPresent(Int.self, forKey: .predictionLayers)
+        try ConfigRules.decodingChecks {
+            if let predictionLayers, predictionLayers > 1 {
+                throw InvalidConfigValue(
+                    key: "num_nextn_predict_layers", problem: "is \(predictionLayers), but ERNIE 4.5 MoE supports at most one multi-token-prediction layer")
+            }
+        }
     }
 
     /// Each of `layers` layers' MLP, true for the routed experts

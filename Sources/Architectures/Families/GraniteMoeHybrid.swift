@@ -42,17 +42,7 @@ struct Mamba2Configuration: Decodable {
         convolutionBias = try c.decodeBiasFlag(.convolutionBias, default: true)
         projectionBias = try c.decodeBiasFlag(.projectionBias, default: false)
         headDim = try c.decodeNumberOrAuto(.headDim)
-        let limitIsNull = try c.contains(.timeStepLimit) && c.decodeNil(forKey: .timeStepLimit)
-        let limit = try c.decodeIfPresent([Double].self, forKey: .timeStepLimit) ?? [0, .infinity]
-        try ConfigRules.decodingChecks {
-            guard !limitIsNull else {
-                throw InvalidConfigValue(key: "time_step_limit", problem: "must be two numbers [min, max], got null (the mixer clamps by it)")
-            }
-            guard limit.count == 2 else {
-                throw InvalidConfigValue(key: "time_step_limit", problem: "must be two numbers [min, max], got \(limit.count)")
-            }
-        }
-        timeStepLimit = (limit[0], limit[1])
+        timeStepLimit = try c.decodeTimeStepLimit(.timeStepLimit)
         let settings = self
         try ConfigRules.decodingChecks {
             try ConfigRules.count(settings.heads, "mamba_n_heads")

@@ -75,7 +75,7 @@ struct Llama4Configuration: Decodable {
         // Llama4TextConfig takes an empty list as none.
         noRopeLayers = try c.decodeIfPresent([Int].self, forKey: .noRopeLayers).flatMap { $0.isEmpty ? nil : $0 }
         noRopeLayerInterval = try c.decodeIfPresent(Int.self, forKey: .noRopeLayerInterval) ?? 4
-        // Absent: 8192; null: none, which transformers' chunked mask (built for every model) refuses.
+        // Absent: 8192; null: none, and then no layer is chunked by default.
         attentionChunkSize = c.contains(.attentionChunkSize) ? try c.decodeIfPresent(Int.self, forKey: .attentionChunkSize) : 8192
         layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
         attnTemperatureTuning = try c.decodeIfPresent(Bool.self, forKey: .attnTemperatureTuning) ?? true
@@ -83,12 +83,7 @@ struct Llama4Configuration: Decodable {
         attnScale = try c.decodeIfPresent(Double.self, forKey: .attnScale) ?? 0.1
         let config = self
         try Self.checks(under: decoder.codingPath) {
-            guard let chunk = config.attentionChunkSize else {
-                throw InvalidConfigValue(
-                    key: "attention_chunk_size",
-                    problem: "is null: Llama4TextModel builds its chunked attention mask for every model, and transformers fails without it")
-            }
-            try ConfigRules.count(chunk, "attention_chunk_size")
+            if let chunk = config.attentionChunkSize { try ConfigRules.count(chunk, "attention_chunk_size") }
             if config.noRopeLayers == nil { try ConfigRules.count(config.noRopeLayerInterval, "no_rope_layer_interval") }
             if config.moeLayers == nil { try ConfigRules.count(config.interleaveMoeLayerStep, "interleave_moe_layer_step") }
             // Positions are divided by it, and the scale must stay a float32 number.
@@ -127,13 +122,20 @@ struct Llama4Configuration: Decodable {
     }
 
     /// Each layer's attention type: `layer_types`, else chunked attention on
-    /// the rotary layers and full attention on the NoPE ones.
-    /// - Throws: `InvalidConfigValue` for a type other than full_attention / chunked_attention.
+    /// the rotary layers and full attention on the NoPE ones (every layer
+    /// full without `attention_chunk_size`, transformers ≥ 5.25).
+    /// - Throws: `InvalidConfigValue` for a type other than full_attention /
+    ///   chunked_attention, or chunked layers without a chunk size (the chunked mask needs one).
     func attentionTypes(ropeFlags: [Int]) throws -> [String] {
-        let types = layerTypes ?? ropeFlags.map { $0 == 1 ? Self.chunked : AttentionLayerType.full }
+        let chunks = attentionChunkSize != nil
+        let types = layerTypes ?? ropeFlags.map { $0 == 1 && chunks ? Self.chunked : AttentionLayerType.full }
         if let unknown = types.first(where: { $0 != Self.chunked && $0 != AttentionLayerType.full }) {
             throw InvalidConfigValue(
                 key: "layer_types", problem: "holds \"\(unknown.forErrorMessage)\"; Llama 4's layers are full_attention or chunked_attention")
+        }
+        if !chunks, types.contains(Self.chunked) {
+            throw InvalidConfigValue(
+                key: "attention_chunk_size", problem: "is null, but layer_types has chunked_attention layers, whose mask transformers cannot build without it")
         }
         return types
     }

@@ -44,6 +44,9 @@ enum Llava {
         /// and the other tensors its model sizes by that `hidden_size`, [rows, hidden_size].
         var headSizeDefaults: (hidden: Int, vocabulary: Int)?
         var widthTensors: [String] = []
+        /// Whether the wrapper's own head multiplies the logits by the text
+        /// config's `logit_scale` (AyaVisionForConditionalGeneration, transformers ≥ 5.25).
+        var headAppliesLogitScale = false
     }
 
     static let wrappers: [String: Wrapper] = [
@@ -55,7 +58,7 @@ enum Llava {
         "smolvlm": Wrapper(textType: "llama", prefixes: ["model.text_model."]),
         "mistral3": Wrapper(
             textType: "mistral", textTypes: ["mistral", "ministral3", "mistral4"]),
-        "aya_vision": Wrapper(textType: "cohere2", textTypes: ["cohere", "cohere2"]),
+        "aya_vision": Wrapper(textType: "cohere2", textTypes: ["cohere", "cohere2"], headAppliesLogitScale: true),
         "cohere2_vision": Wrapper(
             textType: "cohere2", prefixes: ["model.language_model."], textTypes: ["cohere", "cohere2"]),
         "exaone4_5": Wrapper(

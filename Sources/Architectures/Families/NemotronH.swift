@@ -74,7 +74,7 @@ struct NemotronHLayerTypes: Decodable {
 
 /// NemotronHConfig's keys beside the sizes, with its defaults and the
 /// legacy names its `__post_init__` reads over them (`mamba_n_groups`,
-/// `mamba_d_conv`, `mamba_dt_min`, `mamba_conv_bias`).
+/// `mamba_d_conv`, `mamba_dt_limit`, `mamba_conv_bias`).
 struct NemotronHConfiguration: Decodable {
     var layerNormEpsilon: Double
     var mlpHiddenAct: String
@@ -88,8 +88,9 @@ struct NemotronHConfiguration: Decodable {
     var convolutionKernel: Int
     var convolutionBias: Bool
     var mambaHiddenAct: String
-    /// Δ's lower clamp: the mixer clamps to (time_step_min, ∞), whatever `time_step_limit` says.
-    var timeStepMin: Double
+    /// The (min, max) Δ is clamped to: `time_step_limit` (transformers ≥ 5.25;
+    /// earlier releases clamped to (time_step_min, ∞) whatever it said).
+    var timeStepLimit: (lower: Double, upper: Double)
     var experts: Int
     var expertsPerToken: Int
     var moeIntermediateSize: Int
@@ -115,8 +116,8 @@ struct NemotronHConfiguration: Decodable {
         case convolutionBias = "use_conv_bias"
         case legacyConvolutionBias = "mamba_conv_bias"
         case mambaHiddenAct = "mamba_hidden_act"
-        case timeStepMin = "time_step_min"
-        case legacyTimeStepMin = "mamba_dt_min"
+        case timeStepLimit = "time_step_limit"
+        case legacyTimeStepLimit = "mamba_dt_limit"
         case experts = "n_routed_experts"
         case expertsAlias = "num_local_experts"
         case expertsPerToken = "num_experts_per_tok"
@@ -147,7 +148,7 @@ struct NemotronHConfiguration: Decodable {
         convolutionKernel = try value(.convolutionKernel, legacy: .legacyConvolutionKernel, default: 4)
         convolutionBias = try value(.convolutionBias, legacy: .legacyConvolutionBias, default: true)
         mambaHiddenAct = try value(.mambaHiddenAct, default: "silu")
-        timeStepMin = try value(.timeStepMin, legacy: .legacyTimeStepMin, default: 0.001)
+        timeStepLimit = try c.decodeTimeStepLimit(c.contains(.legacyTimeStepLimit) ? .legacyTimeStepLimit : .timeStepLimit)
         experts = try c.contains(.experts) ? c.decode(Int.self, forKey: .experts) : value(.expertsAlias, default: 8)
         expertsPerToken = try value(.expertsPerToken, default: 2)
         moeIntermediateSize = try value(.moeIntermediateSize, default: 7688)
@@ -165,7 +166,6 @@ struct NemotronHConfiguration: Decodable {
             try ConfigRules.count(settings.stateSize, "ssm_state_size")
             try ConfigRules.count(settings.groups, "n_groups")
             try ConfigRules.count(settings.convolutionKernel, "conv_kernel")
-            _ = try ConfigRules.bound(settings.timeStepMin, "time_step_min")
             if let latent = settings.moeLatentSize { try ConfigRules.count(latent, "moe_latent_size") }
         }
     }
@@ -349,7 +349,7 @@ struct NemotronHModel: DecoderFamily {
     }
 
     /// Layer `index`'s token mixer: NemotronHAttention (no biases, no
-    /// rotary) or NemotronHMamba2Mixer (Δ clamped below at `time_step_min`).
+    /// rotary) or NemotronHMamba2Mixer (Δ clamped to `time_step_limit`).
     func mixer(_ index: Int) throws -> TokenMixer {
         let p = "layers.\(index).mixer.", weights = parts.weights, d = hiddenSize, h = heads
         if kinds[index] == .attention { return .attention(try parts.attention(p, bias: false, rotary: nil)) }
@@ -362,7 +362,7 @@ struct NemotronHModel: DecoderFamily {
             logDecay: try weights.floats(p + "A_log", [h.heads]),
             timeStepBias: try weights.floats(p + "dt_bias", [h.heads]),
             skip: try weights.floats(p + "D", [h.heads]),
-            timeStepLimit: (Float(config.timeStepMin), .infinity),
+            timeStepLimit: (Float(config.timeStepLimit.lower), Float(config.timeStepLimit.upper)),
             norm: try weights.rmsNorm(p + "norm", size: h.innerWidth, eps: config.layerNormEpsilon),
             output: try weights.linear(p + "out_proj", in: h.innerWidth, out: d, bias: bias)))
     }
