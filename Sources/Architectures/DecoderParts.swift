@@ -212,14 +212,20 @@ struct DecoderParts: Sendable {
 
     /// Checks q_proj [heads · head_dim, hidden] and k_proj
     /// [kv_heads · head_dim, hidden] of the first kept attention (of
-    /// `layers`, where only those have softmax attention), before any
-    /// table is sized from head_dim.
-    func confirmAttentionProjections(attention: String = "self_attn.", layers: [Int]? = nil) throws {
+    /// `layers`, where only those have softmax attention), or the `fused`
+    /// q | k | v projection where the layer stores one, before any table is
+    /// sized from head_dim.
+    func confirmAttentionProjections(attention: String = "self_attn.", layers: [Int]? = nil, fused: String? = nil) throws {
         guard let layer = layers.map({ $0.first { !configuredDrops.dropsAttention($0) } }) ?? firstKeptAttention else { return }
         let d = dimensions
         // Without head_dim, a head is hidden_size / num_attention_heads wide.
         let key = section.qualified
         let headKey = d.headDim == nil ? "(\(key("hidden_size")) / \(key("num_attention_heads")))" : key("head_dim")
+        if let fused, weights.has("layers.\(layer).\(attention)\(fused).weight") {
+            return try confirmProjections(layer: layer, attention: attention, [(
+                fused, (d.numAttentionHeads + 2 * d.kvHeads) * d.resolvedHeadDim,
+                "(\(key("num_attention_heads")) + 2 × \(key("num_key_value_heads"))) × \(headKey)")])
+        }
         try confirmProjections(layer: layer, attention: attention, [
             ("q_proj", d.numAttentionHeads * d.resolvedHeadDim, "\(key("num_attention_heads")) × \(headKey)"),
             ("k_proj", d.kvHeads * d.resolvedHeadDim, "\(key("num_key_value_heads")) × \(headKey)"),

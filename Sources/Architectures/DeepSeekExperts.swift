@@ -62,6 +62,13 @@ struct DeepSeekExperts: Sendable {
         static let glm4Moe = ConfigClass(
             nRoutedExperts: 128, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 1408, routedScalingFactor: 1,
             name: "Glm4MoeConfig")
+        /// Param2MoeConfig and SarvamMoEConfig: Glm4MoeConfig's keys under their own defaults.
+        static let param2Moe = ConfigClass(
+            nRoutedExperts: 64, numExpertsPerTok: 6, nSharedExperts: 2, moeIntermediateSize: 2048, routedScalingFactor: 2.5,
+            name: "Param2MoeConfig")
+        static let sarvamMoe = ConfigClass(
+            nRoutedExperts: 128, numExpertsPerTok: 6, nSharedExperts: 1, moeIntermediateSize: 1024, routedScalingFactor: 2.5,
+            name: "SarvamMoEConfig")
         static let glm4MoeLite = ConfigClass(
             nRoutedExperts: 64, numExpertsPerTok: 4, nSharedExperts: 1, moeIntermediateSize: 1536, routedScalingFactor: 1.8,
             name: "Glm4MoeLiteConfig")

@@ -14,16 +14,18 @@ extension DecoderParts {
     ///   - interleavedRotary: `rotary` turns pairs of neighbouring dimensions
     ///     (2i, 2i + 1) of each head's rotated part, as GLM, ERNIE 4.5 and
     ///     Helium rotate, not its halves (`interleavingPairs`).
+    ///   - fusedQKV: a q | k | v projection's name, read where stored (`Weights.stackedQKV`).
     ///   - the rest: as `SelfAttention` takes them.
     /// - Throws: `DroptraceError` for a missing tensor or a shape the sizes contradict.
     func attention(
         _ prefix: String, bias: Bool, outputBias: Bool? = nil, outputName: String = "o_proj", rotary: RotaryEmbedding?, scale: Float? = nil,
         interleavedRotary: Bool = false, slidingWindow: Int? = nil, clip: Float? = nil, queryKeyNorm: QueryKeyNorm? = nil,
         queryKeyNormAfterRotary: Bool = false, logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil,
-        queryTemperature: QueryTemperature? = nil, chunkSize: Int? = nil, outputGate: Linear? = nil, layout: QKVLayout? = nil
+        queryTemperature: QueryTemperature? = nil, chunkSize: Int? = nil, outputGate: Linear? = nil, layout: QKVLayout? = nil,
+        fusedQKV: String? = nil
     ) throws -> SelfAttention {
         let layout = layout ?? attentionLayout, d = dimensions.hiddenSize
-        var qkv = try weights.stackedQKV(prefix, hidden: d, layout: layout, bias: bias)
+        var qkv = try weights.stackedQKV(prefix, hidden: d, layout: layout, bias: bias, fused: fusedQKV)
         if interleavedRotary, let rotary { qkv = Self.interleavingPairs(qkv, layout: layout, rotaryDim: rotary.rotaryDim) }
         return SelfAttention(
             qkv: qkv,

@@ -245,15 +245,28 @@ struct Weights {
     /// `v_head_dim`) — have each head's rows followed by zero rows up to
     /// `layout.headDim`: zero columns add nothing to a query-key product and
     /// give the attention output zero columns, which o_proj widened by
-    /// `LatentQKVProjection.paddedOutput` ignores.
+    /// `LatentQKVProjection.paddedOutput` ignores. `fused`: a projection
+    /// stored with the q | k | v rows, read instead where stored (SarvamMoE's
+    /// and Param2-MoE's `query_key_value`, which transformers splits on load).
     func stackedQKV(
-        _ attention: String, hidden: Int, layout: QKVLayout, bias: Bool, queryKeyHeadDim: Int? = nil, valueHeadDim: Int? = nil
+        _ attention: String, hidden: Int, layout: QKVLayout, bias: Bool, queryKeyHeadDim: Int? = nil, valueHeadDim: Int? = nil,
+        fused: String? = nil
     ) throws -> Linear {
         let queryKeyHeadDim = queryKeyHeadDim ?? layout.headDim, valueHeadDim = valueHeadDim ?? layout.headDim
         precondition(layout.arrangement == .grouped && max(queryKeyHeadDim, valueHeadDim) <= layout.headDim)
         let pieces = [(layout.numHeads, queryKeyHeadDim), (layout.numKVHeads, queryKeyHeadDim), (layout.numKVHeads, valueHeadDim)]
-        let stacked = try stackedLinear(
-            ["q_proj", "k_proj", "v_proj"].map { attention + $0 }, in: hidden, outs: pieces.map { $0.0 * $0.1 }, bias: bias)
+        let separate = ["q_proj", "k_proj", "v_proj"].map { attention + $0 }
+        let stacked: Linear
+        if let fused, has(attention + fused + ".weight") {
+            if let both = separate.first(where: { has($0 + ".weight") }) {
+                throw DroptraceError(
+                    "tensors '\(prefix)\(attention)\(fused).weight' and '\(prefix)\(both).weight' are both stored; transformers splits the first into q_proj, k_proj and v_proj, so keep one form",
+                    path: checkpoint.weightsPath)
+            }
+            stacked = try stackedLinear([attention + fused], in: hidden, outs: [pieces.map { $0.0 * $0.1 }.reduce(0, +)], bias: bias)
+        } else {
+            stacked = try stackedLinear(separate, in: hidden, outs: pieces.map { $0.0 * $0.1 }, bias: bias)
+        }
         guard stacked.outFeatures != layout.width else { return stacked }
         func padded(_ values: [Float], rowWidth: Int) -> [Float] {
             var result = [Float](repeating: 0, count: layout.width * rowWidth)

@@ -34,6 +34,9 @@ public final class Checkpoint: @unchecked Sendable {
     private let otherTensors: [String: (dtype: String, path: String)]
     /// Those of `otherTensors` a dequantiser reads (U8, F8_E4M3, F8_E5M2).
     private let scaledTensors: [String: TensorSlice]
+    /// The stored name of each tensor read under another name
+    /// (`TensorRenamings`: transformers' renaming of some model types).
+    private let storedNames: [String: String]
     /// Names asked of `tensor(_:)` and `storedTensor(_:)` so far, and the
     /// layer prefixes found fully read (see `requireLayerRead(_:)`).
     private var readNames: Set<String> = []
@@ -93,10 +96,6 @@ public final class Checkpoint: @unchecked Sendable {
         if gguf == nil, let problem = Self.placeholderProblem(tensors.values.map(\.shape), others: otherTensors.count) {
             throw DroptraceError(problem, path: layout.weightFiles.count == 1 ? layout.weightFiles[0].path : directory.path)
         }
-        self.tensors = tensors
-        let others = otherTensors.filter { tensors[$0.key] == nil }
-        self.otherTensors = others
-        self.scaledTensors = scaledTensors.filter { others[$0.key]?.path == $0.value.path }
         self.gguf = gguf
 
         if let gguf {
@@ -118,6 +117,18 @@ public final class Checkpoint: @unchecked Sendable {
         modelType = type
         (decodedConfigData, configKeysWrittenAs) = ConfigValueKinds.decodable(
             Self.finiteSpelling(untagged), document: document, modelType: type)
+
+        let others = otherTensors.filter { tensors[$0.key] == nil }
+        let storedNames = gguf != nil ? nil
+            : try TensorRenamings.storedNames(of: Array(tensors.keys) + Array(others.keys), modelType: type, path: directory.path)
+        let renamed = Dictionary(uniqueKeysWithValues: (storedNames ?? [:]).map { ($0.value, $0.key) })
+        func renaming<Value>(_ byName: [String: Value]) -> [String: Value] {
+            renamed.isEmpty ? byName : Dictionary(uniqueKeysWithValues: byName.map { (renamed[$0.key] ?? $0.key, $0.value) })
+        }
+        self.storedNames = storedNames ?? [:]
+        self.tensors = renaming(tensors)
+        self.otherTensors = renaming(others)
+        self.scaledTensors = renaming(scaledTensors.filter { others[$0.key]?.path == $0.value.path })
     }
 
     /// What weight files holding no weights hold, one sentence; nil when
@@ -235,11 +246,12 @@ public final class Checkpoint: @unchecked Sendable {
     /// the GGUF metadata that stands in for it.
     public var configName: String { gguf == nil ? "config.json" : "the GGUF metadata" }
 
-    /// A tensor as errors name it: a GGUF file's tensor by its own name (which
-    /// the user can look up in the file) and the Hugging Face name it is read
-    /// as (`aside` adds to that); others as stored.
+    /// A tensor as errors name it: a GGUF file's tensor, or one transformers
+    /// renames (`TensorRenamings`), by its stored name (which the user can
+    /// look up in the file) and the name it is read as (`aside` adds to
+    /// that); others as stored.
     func quotedName(_ name: String, aside: String = "") -> String {
-        guard let stored = gguf?.ggufName(of: name) else { return "'\(name)'" }
+        guard let stored = gguf?.ggufName(of: name) ?? storedNames[name] else { return "'\(name)'" }
         return "'\(stored)' (read as '\(name)'\(aside))"
     }
 

@@ -72,6 +72,12 @@ public enum ConfigValueKinds {
     /// embedding when config.json omits `tie_word_embeddings` (`tiedByDefault`).
     public static func tiesByDefault(_ modelType: String) -> Bool { tiedByDefault.contains(modelType) }
 
+    /// The keys the attribute map of `modelType`'s config class reads as
+    /// `key` (ExaoneConfig's `num_layers` for `num_hidden_layers`), sorted.
+    public static func aliases(of key: String, modelType: String) -> [String] {
+        (transformers[modelType]?.aliases ?? [:]).filter { $0.value == key }.map(\.key).sorted()
+    }
+
     /// The table key of the class transformers builds the `text_config`
     /// (`text`) of a `modelType` config with, if droptrace has its table.
     static func textConfigClass(of modelType: String, text: [(key: String, value: JSONValue)], resolved: String? = nil) -> String? {

@@ -328,6 +328,9 @@ public enum DroppedModelExport {
             try renumberLayers(in: &config, naming: naming, renumber: renumber)
             try file.set(section, text: config.text)
         } else if !plan.blocks.isEmpty {
+            // A count written under its alias (EXAONE 3's num_layers) is rewritten there.
+            var naming = naming
+            naming.layerCountKeys += naming.layerCountKeys.flatMap { ConfigValueKinds.aliases(of: $0, modelType: checkpoint.modelType) }
             try renumberLayers(in: &file, naming: naming, renumber: renumber)
         }
         let attention = plan.attention.compactMap { renumber.mapping[$0] }.sorted()

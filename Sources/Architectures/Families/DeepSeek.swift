@@ -5,8 +5,11 @@ import TensorEngine
 
 /// config.json of `deepseek_v2` and `deepseek_v3`, or of `youtu`
 /// (YoutuConfig: DeepseekV3Config's attention keys and defaults without its
-/// mixture-of-experts keys, which it does not read: every layer dense);
-/// absent keys take transformers' defaults of the model type.
+/// mixture-of-experts keys, which it does not read: every layer dense), or
+/// of `sarvam_mla` (SarvamMLAConfig: DeepseekV3Config with its own defaults,
+/// reading the original config format: `head_dim` ignored, a legacy
+/// `deepseek_yarn` rope_scaling read as YaRN); absent keys take
+/// transformers' defaults of the model type.
 struct DeepSeekConfiguration: Decodable {
     /// V3's latent attention (deepseek_v3 and youtu).
     var isV3: Bool
@@ -64,7 +67,8 @@ struct DeepSeekConfiguration: Decodable {
     init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let modelType = try c.decode(String.self, forKey: .modelType)
-        isV3 = modelType == "deepseek_v3" || modelType == "youtu"
+        let sarvam = modelType == "sarvam_mla"
+        isV3 = ["deepseek_v3", "youtu", "sarvam_mla"].contains(modelType)
         let v3 = isV3, youtu = modelType == "youtu"
         func value<T: Decodable>(_ key: CodingKeys, v2: T, v3 value3: T) throws -> T {
             try c.decodeIfPresent(T.self, forKey: key) ?? (v3 ? value3 : v2)
@@ -80,7 +84,7 @@ struct DeepSeekConfiguration: Decodable {
         // transformers' DeepseekV3MLP has no biases whatever the config says.
         mlpBias = v3 ? false : try value(.mlpBias, v2: false, v3: false)
         // q_lora_rank: null means the direct q_proj.
-        qLoraRank = c.contains(.qLoraRank) ? try c.decodeIfPresent(Int.self, forKey: .qLoraRank) : 1536
+        qLoraRank = c.contains(.qLoraRank) ? try c.decodeIfPresent(Int.self, forKey: .qLoraRank) : sarvam ? nil : 1536
         kvLoraRank = try value(.kvLoraRank, v2: 512, v3: 512)
         qkNopeHeadDim = try value(.qkNopeHeadDim, v2: 128, v3: 128)
         qkRopeHeadDim = try value(.qkRopeHeadDim, v2: 64, v3: 64)
@@ -88,19 +92,20 @@ struct DeepSeekConfiguration: Decodable {
         // V2 rotates interleaved pairs as complex numbers; V3 by rope_interleave.
         ropeInterleave = v3 ? try written(.ropeInterleave, absent: true) ?? false : true
         // Youtu's layers are all dense (YoutuDecoderLayer builds YoutuMLP): no layer routes.
-        firstKDenseReplace = youtu ? Int.max : try value(.firstKDenseReplace, v2: 0, v3: 3)
-        nRoutedExperts = try value(.nRoutedExperts, v2: 64, v3: 256)
+        firstKDenseReplace = youtu ? Int.max : try value(.firstKDenseReplace, v2: 0, v3: sarvam ? 1 : 3)
+        nRoutedExperts = try value(.nRoutedExperts, v2: 64, v3: sarvam ? 128 : 256)
         numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? (v3 ? 8 : nil)
         nSharedExperts = try value(.nSharedExperts, v2: 2, v3: 1)
         moeIntermediateSize = try value(.moeIntermediateSize, v2: 1407, v3: 2048)
         routedScalingFactor = try value(.routedScalingFactor, v2: 1.0, v3: 2.5)
-        nGroup = try written(.nGroup, absent: v3 ? 8 : nil)
-        topkGroup = try written(.topkGroup, absent: v3 ? 4 : nil)
+        nGroup = try written(.nGroup, absent: sarvam ? 1 : v3 ? 8 : nil)
+        topkGroup = try written(.topkGroup, absent: sarvam ? 1 : v3 ? 4 : nil)
         // V3's router is always the grouped sigmoid one (its configs' topk_method is not read).
         topkMethod = v3 ? "noaux_tc" : try written(.topkMethod, absent: "greedy")
         // V2's router never renormalises (transformers does not read the key for it).
         normTopkProb = v3 ? try written(.normTopkProb, absent: true) ?? false : false
-        writtenHeadDim = v3 && c.contains(.headDim) ? .some(try c.decodeIfPresent(Int.self, forKey: .headDim)) : nil
+        // SarvamMLAConfig drops head_dim (its original configs store kv_lora_rank + qk_rope_head_dim).
+        writtenHeadDim = v3 && !sarvam && c.contains(.headDim) ? .some(try c.decodeIfPresent(Int.self, forKey: .headDim)) : nil
     }
 
     /// The latent attention's keys.
@@ -201,7 +206,18 @@ struct DeepSeekModel: DecoderFamily {
         let d = parts.dimensions, configPath = parts.configPath
         try ConfigRules.checks(path: configPath) { try config.check(d) }
         try Self.confirmShapes(parts, config)
-        let rope = try checkpoint.decodeConfig(RopeSettings.self)
+        var rope = try checkpoint.decodeConfig(RopeSettings.self)
+        // SarvamMLAConfig reads its original configs' rope_scaling of type "deepseek_yarn" as YaRN.
+        if checkpoint.modelType == "sarvam_mla", case .object(let scaling)? = checkpoint.configDocument.member("rope_scaling"),
+           scaling.contains(where: { member in
+               guard case .string("deepseek_yarn") = member.value else { return false }
+               return ["type", "rope_type"].contains(member.key)
+           }) {
+            guard scaling.contains(where: { $0.key == "factor" }) else {
+                throw DroptraceError("key \"rope_scaling\" of type \"deepseek_yarn\" (read as \"yarn\") has no \"factor\", which YaRN needs", path: configPath)
+            }
+            rope.type = "yarn"
+        }
         // No table when the config drops every attention layer: no tensor confirmed its width.
         rotary = try rope.embedding(headDim: parts.firstKeptAttention == nil ? 0 : config.qkRopeHeadDim, configPath: configPath)
         scale = try config.latent.scale(rope, configPath: configPath)

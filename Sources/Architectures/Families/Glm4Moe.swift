@@ -4,8 +4,18 @@ import Foundation
 import TensorEngine
 
 /// The keys of `glm4_moe`'s config.json besides the sizes, with
-/// Glm4MoeConfig's defaults.
+/// Glm4MoeConfig's defaults, or those of the subclasses Glm4MoeForCausalLM
+/// also runs (`Glm4MoeConfiguration.subclasses`).
 struct Glm4MoeConfiguration: Decodable {
+    /// Glm4MoeConfig's subclasses (transformers 5.25) and what they change:
+    /// the experts' defaults, q/k norms and a whole-head rotation by default,
+    /// another rope base, and attention stored as the releases store it
+    /// (`query_key_value`, which transformers splits, under names its
+    /// renaming turns into Glm4MoeAttention's: `TensorRenamings`).
+    static let subclasses: [String: (experts: DeepSeekExperts.ConfigClass, defaultTheta: Double)] = [
+        "param2moe": (.param2Moe, 500_000), "sarvam_moe": (.sarvamMoe, 8_000_000),
+    ]
+
     var rmsNormEps: Double
     var hiddenAct: String
     /// Biases on q/k/v_proj (o_proj never has one).
@@ -20,6 +30,8 @@ struct Glm4MoeConfiguration: Decodable {
     /// layers stored after the decoder's (layer 92 of GLM-4.5, 46 of
     /// GLM-4.5-Air), which the causal LM does not run.
     var predictionLayers: Int
+    /// The subclass's model type (`subclasses`), nil for glm4_moe's own.
+    var subclass: String?
 
     enum CodingKeys: String, CodingKey {
         case rmsNormEps = "rms_norm_eps"
@@ -29,6 +41,7 @@ struct Glm4MoeConfiguration: Decodable {
         case firstKDenseReplace = "first_k_dense_replace"
         case numNextnPredictLayers = "num_nextn_predict_layers"
         case numMtpLayers = "num_mtp_layers"
+        case modelType = "model_type"
     }
 
     init(from decoder: Decoder) throws {
@@ -36,9 +49,12 @@ struct Glm4MoeConfiguration: Decodable {
         rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-5
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
-        useQKNorm = try c.decodeIfPresent(Bool.self, forKey: .useQKNorm) ?? false
+        let modelType = try c.decodeIfPresent(String.self, forKey: .modelType)
+        let subclass = modelType.flatMap { Self.subclasses[$0] }
+        self.subclass = subclass == nil ? nil : modelType
+        useQKNorm = try c.decodeIfPresent(Bool.self, forKey: .useQKNorm) ?? (subclass != nil)
         firstKDenseReplace = try c.decodeIfPresent(Int.self, forKey: .firstKDenseReplace) ?? 1
-        experts = try DeepSeekExperts(from: decoder, configClass: .glm4Moe)
+        experts = try DeepSeekExperts(from: decoder, configClass: subclass?.experts ?? .glm4Moe)
         let nextn = try c.decodeIfPresent(Int.self, forKey: .numNextnPredictLayers)
         let mtp = try c.decodeIfPresent(Int.self, forKey: .numMtpLayers)
         predictionLayers = mtp ?? nextn ?? 1
@@ -51,6 +67,9 @@ struct Glm4MoeConfiguration: Decodable {
             try ConfigRules.nonNegative(predictionLayers, mtp == nil ? "num_nextn_predict_layers" : "num_mtp_layers")
         }
     }
+
+    /// The q | k | v projection the subclasses' checkpoints store (transformers splits it), else none.
+    var fusedQKV: String? { subclass == nil ? nil : "query_key_value" }
 
     /// Whether layer `index`'s MLP is the routed experts (Glm4MoeDecoderLayer's rule).
     func isSparse(_ index: Int) -> Bool { index >= firstKDenseReplace }
@@ -113,9 +132,14 @@ struct Glm4MoeModel: DecoderFamily {
             experts: config.experts.naming(isSparse: config.isSparse))
         let d = parts.dimensions
         try parts.checks { try config.check(d) }
+        // The subclasses rotate whole heads unless partial_rotary_factor says otherwise.
+        let subclass = config.subclass.flatMap { Glm4MoeConfiguration.subclasses[$0] }
+        try parts.confirmAttentionProjections(fused: config.fusedQKV)
         rotary = vision
             ? try parts.mropeRotary(defaultSection: [8, 12, 12], defaultTheta: 10_000, partialRotary: .honoured(default: 0.5))
-            : try parts.rotary(partialRotary: .honoured(default: 0.5))
+            : try parts.rotary(
+                defaultTheta: subclass?.defaultTheta ?? 10_000, partialRotary: .honoured(default: subclass == nil ? 0.5 : 1),
+                confirmProjections: false)
         try config.experts.confirm(parts, isSparse: config.isSparse)
     }
 
@@ -146,7 +170,7 @@ struct Glm4MoeModel: DecoderFamily {
                 query: try parts.weights.rmsNorm(p + "q_norm", size: width, eps: eps),
                 key: try parts.weights.rmsNorm(p + "k_norm", size: width, eps: eps))
             : nil
-        return try parts.attention(p, bias: config.attentionBias, outputBias: false, rotary: rotary, queryKeyNorm: norms)
+        return try parts.attention(p, bias: config.attentionBias, outputBias: false, rotary: rotary, queryKeyNorm: norms, fusedQKV: config.fusedQKV)
     }
 
     /// Layer `index`'s MLP: dense below `first_k_dense_replace`, else router,

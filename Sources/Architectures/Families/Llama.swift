@@ -5,8 +5,9 @@ import TensorEngine
 
 /// config.json of the Llama family: `llama`, `mistral`, `ministral`,
 /// `ministral3`, `qwen2` (also Qwen2-VL's language model), `cwm`, and
-/// `internlm3` and `iquestcoder` (LlamaConfig subclasses LlamaForCausalLM
-/// runs), which differ only in biases, defaults and sliding-window rules
+/// `internlm3`, `iquestcoder` and `exaone` (LlamaConfig subclasses
+/// LlamaForCausalLM runs; EXAONE 3's tensors read under the names
+/// transformers renames them to, `TensorRenamings`), which differ only in biases, defaults and sliding-window rules
 /// (and Ministral 3's query temperature, `Ministral3Rope`).
 struct LlamaConfiguration: Decodable {
     var modelType: String
@@ -143,7 +144,8 @@ struct LlamaModel: DecoderFamily {
             rotary = try parts.rotary(defaultTheta: Cwm.defaultTheta, settings: parts.ropeSettings(defaults: Cwm.defaultRopeParameters).settings)
             queryTemperature = nil
         } else {
-            rotary = try parts.rotary(defaultTheta: defaultTheta)
+            // ExaoneConfig's rope base is 500000 unless given.
+            rotary = try parts.rotary(defaultTheta: config.modelType == "exaone" ? 500_000 : defaultTheta)
             queryTemperature = nil
         }
         let layout = config.attentionLayout(layers: parts.dimensions.numHiddenLayers)
@@ -184,12 +186,12 @@ struct LlamaModel: DecoderFamily {
         let drops = plan.union(configuredDrops), weights = parts.weights
         let d = hiddenSize, eps = config.rmsNormEps
         let p = "layers.\(index)."
-        // Only Llama's classes (LlamaForCausalLM also runs InternLM3 and
-        // IQuest-Coder) and SmolLM3's read attention_bias (all four
+        // Only Llama's classes (LlamaForCausalLM also runs InternLM3,
+        // IQuest-Coder and EXAONE 3) and SmolLM3's read attention_bias (all four
         // projections) and mlp_bias, CWM's mlp_bias alone; Mistral's and
         // Ministral's build no biases, Qwen2's always q/k/v ones and none on
         // o_proj or the MLP.
-        let readsBiasFlags = ["llama", "internlm3", "iquestcoder", "smollm3"].contains(config.modelType)
+        let readsBiasFlags = ["llama", "internlm3", "iquestcoder", "exaone", "smollm3"].contains(config.modelType)
         let qkvBias = config.modelType == "qwen2" || readsBiasFlags && config.attentionBias == true
         let outputBias = readsBiasFlags && config.attentionBias == true
         let mlpBias = (readsBiasFlags || config.modelType == "cwm") && config.mlpBias == true

@@ -1,0 +1,145 @@
+@testable import Architectures
+@testable import CheckpointIO
+import DroptraceSupport
+@testable import Dropping
+import Foundation
+import Scoring
+import Testing
+
+/// Families transformers 5.25 runs with an existing model class under a
+/// config class of their own, whose checkpoints store the names its
+/// conversion mapping renames (`TensorRenamings`): EXAONE 3 (`exaone`,
+/// LlamaForCausalLM), Param2-MoE and Sarvam-30B (`param2moe`, `sarvam_moe`,
+/// Glm4MoeForCausalLM, with the q | k | v projection transformers splits),
+/// and Sarvam-105B (`sarvam_mla`, DeepseekV3ForCausalLM) in its original
+/// config format. The scores themselves are checked against transformers
+/// with every other family (`DropTests` and the reference suites).
+@Suite struct ReleasedNamesTests {
+    typealias Mutant = ConfigValidationTests.Mutant
+
+    static let mutants: [Mutant] = [
+        // An alias beside its field with another value.
+        Mutant("exaone-f32", "num_hidden_layers", "3"),
+        Mutant("param2moe-f32", "n_routed_experts", "4"),
+        // Widths the fused q | k | v projection contradicts.
+        Mutant("param2moe-f32", "num_key_value_heads", "4"),
+        Mutant("sarvam_moe-f32", "head_dim", "16"),
+    ]
+
+    @Test(arguments: mutants)
+    func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
+        try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
+    }
+
+    /// The stored names are read as transformers renames them, and errors
+    /// about a tensor name the stored one too.
+    @Test func storedNamesAreReadRenamed() throws {
+        let checkpoint = try Checkpoint(directory: FixtureFiles.model("exaone-f32"))
+        #expect(checkpoint.hasTensor("model.layers.0.self_attn.o_proj.weight"))
+        #expect(!checkpoint.hasTensor("transformer.h.0.attn.attention.out_proj.weight"))
+        #expect(checkpoint.tensorNames.allSatisfy { $0.hasPrefix("model.") || $0 == "lm_head.weight" })
+        let error = #expect(throws: DroptraceError.self) {
+            _ = try checkpoint.tensor("model.layers.0.self_attn.q_proj.weight", shape: [1, 1])
+        }
+        #expect(error?.message.contains("'transformer.h.0.attn.attention.q_proj.weight' (read as 'model.layers.0.self_attn.q_proj.weight'") == true)
+    }
+
+    /// Two stored tensors transformers renames to one name are refused,
+    /// naming both; a name the rules leave alone is read as stored.
+    @Test func tensorsRenamedToOneNameAreRefused() throws {
+        let fixture = try EditedFixture("exaone-f32")
+        try BadInputTests().rewriteWeights(fixture.model) { entries in
+            let norm = [Float](repeating: 1, count: 48)
+            entries.append(SafetensorsWriter.Entry(name: "model.norm.weight", shape: [48], producing: { norm }))
+        }
+        let error = #expect(throws: DroptraceError.self) { _ = try Checkpoint(directory: fixture.model) }
+        #expect(error?.message.contains("'model.norm.weight' and 'transformer.ln_f.weight' are both read as 'model.norm.weight'") == true)
+        #expect(TensorRenamings.rename("lm_head.weight", [(try NSRegularExpression(pattern: "^transformer\\.h\\."), "model.layers.")]) == "lm_head.weight")
+    }
+
+    /// The fused query_key_value is refused beside a separate q_proj
+    /// (transformers would split one over the other), and a checkpoint
+    /// saved under transformers' own names (q_proj, k_proj, v_proj, o_proj,
+    /// embed_tokens, q_norm) is the same model.
+    @Test func fusedQKVAndTransformersNames() throws {
+        let name = "param2moe-f32"
+        let scores = try EditedFixture(name).attentionScores()
+        let renamed = try EditedFixture(name)
+        let url = renamed.model.appendingPathComponent("model.safetensors")
+        let slices = try SafetensorsFile(path: url.path).tensors.values
+        var split: [SafetensorsWriter.Entry] = []
+        for slice in slices {
+            let moved = slice.name.replacingOccurrences(of: ".attention.dense.", with: ".self_attn.o_proj.")
+                .replacingOccurrences(of: ".attention.query_layernorm.", with: ".self_attn.q_norm.")
+                .replacingOccurrences(of: ".attention.key_layernorm.", with: ".self_attn.k_norm.")
+                .replacingOccurrences(of: "model.word_embeddings.", with: "model.embed_tokens.")
+                .replacingOccurrences(of: ".mlp.gate.expert_bias", with: ".mlp.gate.e_score_correction_bias")
+            guard slice.name.contains(".attention.query_key_value.") else {
+                split.append(SafetensorsWriter.Entry(slice, renamedTo: moved))
+                continue
+            }
+            // Rows q (4 heads × 12) | k (2 × 12) | v (2 × 12), as transformers splits them.
+            let values = try slice.floats(), width = slice.shape.count == 2 ? slice.shape[1] : 1
+            for (part, rows) in [("q_proj", 0..<48), ("k_proj", 48..<72), ("v_proj", 72..<96)] {
+                let piece = Array(values[(rows.lowerBound * width)..<(rows.upperBound * width)])
+                split.append(SafetensorsWriter.Entry(
+                    name: slice.name.replacingOccurrences(of: ".attention.query_key_value.", with: ".self_attn.\(part)."),
+                    shape: slice.shape.count == 2 ? [rows.count, width] : [rows.count], producing: { piece }))
+            }
+        }
+        try SafetensorsWriter.encode(split).write(to: url)
+        #expect(try renamed.attentionScores() == scores)
+        let both = try EditedFixture(name)
+        try BadInputTests().rewriteWeights(both.model) { entries in
+            let q = [Float](repeating: 0.01, count: 48 * 48)
+            entries.append(SafetensorsWriter.Entry(name: "model.layers.0.attention.q_proj.weight", shape: [48, 48], producing: { q }))
+        }
+        let error = #expect(throws: DroptraceError.self) { _ = try both.attentionScores() }
+        #expect(error?.message.contains("are both stored") == true)
+    }
+
+    /// A block-drop export of EXAONE 3 writes the kept layer count under the
+    /// key config.json holds it as (`num_layers`), and loads back.
+    @Test func exaoneExportRewritesTheAliasedCount() throws {
+        let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model("exaone-f32")))
+        let scratch = try ScratchDirectory()
+        let out = scratch.path("export")
+        try DroppedModelExport.write(model: model, plan: DropPlan(blocks: [1]), to: out)
+        let config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("config.json"))) as? [String: Any])
+        #expect(config["num_layers"] as? Int == 3 && config["num_hidden_layers"] == nil)
+        #expect(try ModelRegistry.load(try Checkpoint(directory: out)).layerCount == 3)
+    }
+
+    /// SarvamMLAConfig's translation of its original format: head_dim is
+    /// ignored whatever it says; rope_scaling of type "deepseek_yarn" is
+    /// YaRN (refused without its factor), and "deepseek_yarn" in
+    /// rope_parameters is refused as transformers refuses it.
+    @Test func sarvamOriginalFormat() throws {
+        let name = "sarvam_mla-f32"
+        let scores = try EditedFixture(name).attentionScores()
+        #expect(try EditedFixture(name) { $0["head_dim"] = 7 }.attentionScores() == scores)
+        let yarn = try EditedFixture(name) { config in
+            var scaling = config.removeValue(forKey: "rope_scaling") as! [String: Any]
+            scaling["type"] = nil
+            scaling["rope_type"] = "yarn"
+            scaling["rope_theta"] = config.removeValue(forKey: "rope_theta")
+            config["rope_parameters"] = scaling
+        }
+        #expect(try yarn.attentionScores() == scores)
+        #expect(throws: DroptraceError.self) {
+            try EditedFixture(name) { config in
+                var scaling = config["rope_scaling"] as! [String: Any]
+                scaling["factor"] = nil
+                config["rope_scaling"] = scaling
+            }.attentionScores()
+        }
+        #expect(throws: DroptraceError.self) {
+            try EditedFixture(name) { config in
+                var scaling = config.removeValue(forKey: "rope_scaling") as! [String: Any]
+                scaling["type"] = nil
+                scaling["rope_type"] = "deepseek_yarn"
+                config["rope_parameters"] = scaling
+            }.attentionScores()
+        }
+    }
+}
