@@ -69,6 +69,10 @@ struct DeepSeekExperts: Sendable {
         static let sarvamMoe = ConfigClass(
             nRoutedExperts: 128, numExpertsPerTok: 6, nSharedExperts: 1, moeIntermediateSize: 1024, routedScalingFactor: 2.5,
             name: "SarvamMoEConfig")
+        /// MiniCPM5MoeConfig: Glm4MoeConfig's keys under its own defaults.
+        static let miniCPM5Moe = ConfigClass(
+            nRoutedExperts: 160, numExpertsPerTok: 16, nSharedExperts: 1, moeIntermediateSize: 512, routedScalingFactor: 3.66,
+            name: "MiniCPM5MoeConfig")
         static let glm4MoeLite = ConfigClass(
             nRoutedExperts: 64, numExpertsPerTok: 4, nSharedExperts: 1, moeIntermediateSize: 1536, routedScalingFactor: 1.8,
             name: "Glm4MoeLiteConfig")

@@ -113,6 +113,7 @@ public enum ModelRegistry {
         "minicpm3": MiniCPM3Model.self,
         "minicpmv4_6": Qwen3_5Model.self,
         "minicpmv4_7": Qwen3_5Model.self,
+        "minicpm5_moe": MiniCPM5MoeModel.self,
         "minimax_m2": MiniMaxM2Model.self,
         "ministral": LlamaModel.self,
         "ministral3": LlamaModel.self,

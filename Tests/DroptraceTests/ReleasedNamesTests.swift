@@ -11,7 +11,8 @@ import Testing
 /// conversion mapping renames (`TensorRenamings`): EXAONE 3 (`exaone`,
 /// LlamaForCausalLM), Param2-MoE and Sarvam-30B (`param2moe`, `sarvam_moe`,
 /// Glm4MoeForCausalLM, with the q | k | v projection transformers splits),
-/// and Sarvam-105B (`sarvam_mla`, DeepseekV3ForCausalLM) in its original
+/// MiniCPM5-MoE (`minicpm5_moe`, its gated query projection stored as
+/// `q_proj`) and Sarvam-105B (`sarvam_mla`, DeepseekV3ForCausalLM) in its original
 /// config format. The scores themselves are checked against transformers
 /// with every other family (`DropTests` and the reference suites).
 @Suite struct ReleasedNamesTests {
@@ -24,6 +25,11 @@ import Testing
         // Widths the fused q | k | v projection contradicts.
         Mutant("param2moe-f32", "num_key_value_heads", "4"),
         Mutant("sarvam_moe-f32", "head_dim", "16"),
+        // MiniCPM5MoeConfig refuses ungated attention; one MLP kind per layer.
+        Mutant("minicpm5_moe-f32", "use_gated_attention", "false"),
+        Mutant("minicpm5_moe-f32", "mlp_layer_types", #"["dense", "sparse", "dense"]"#),
+        Mutant("minicpm5_moe-f32", "mlp_layer_types", #"["dense", "moe", "dense", "sparse"]"#),
+        Mutant("minicpm5_moe-f32", "mlp_layer_types", #"["sparse", "sparse", "dense", "sparse"]"#),
     ]
 
     @Test(arguments: mutants)
@@ -96,6 +102,23 @@ import Testing
         }
         let error = #expect(throws: DroptraceError.self) { _ = try both.attentionScores() }
         #expect(error?.message.contains("are both stored") == true)
+    }
+
+    /// MiniCPM5-MoE's gated projection stored under transformers' name
+    /// (`q_gate_proj`) is the same model as under the released `q_proj`;
+    /// both stored are refused (transformers renames one onto the other).
+    @Test func miniCPM5GatedProjectionNames() throws {
+        let name = "minicpm5_moe-f32"
+        let scores = try EditedFixture(name).attentionScores()
+        let renamed = try EditedFixture(name)
+        try BadInputTests().renameWeights(renamed.model, prefix: "model.layers.0.self_attn.q_proj", to: "model.layers.0.self_attn.q_gate_proj")
+        #expect(try renamed.attentionScores() == scores)
+        let both = try EditedFixture(name)
+        try BadInputTests().rewriteWeights(both.model) { entries in
+            let gate = [Float](repeating: 0.01, count: 96 * 48)
+            entries.append(SafetensorsWriter.Entry(name: "model.layers.1.self_attn.q_gate_proj.weight", shape: [96, 48], producing: { gate }))
+        }
+        #expect(throws: DroptraceError.self) { _ = try both.attentionScores() }
     }
 
     /// A block-drop export of EXAONE 3 writes the kept layer count under the

@@ -145,23 +145,8 @@ struct HybridQwenLayers: Sendable {
     /// the output times sigmoid(gate) before o_proj.
     func gatedAttention(_ prefix: String) throws -> SelfAttention {
         let weights = parts.weights, layout = parts.attentionLayout, d = parts.dimensions.hiddenSize
-        let headDim = layout.headDim, heads = layout.numHeads, bias = config.attentionBias
-        let combined = try weights.linear(prefix + "q_proj", in: d, out: 2 * heads * headDim, bias: bias)
-        let keyValue = try weights.stackedLinear(
-            [prefix + "k_proj", prefix + "v_proj"], in: d, outs: [layout.keyWidth, layout.keyWidth], bias: bias)
-        /// Each head's queries (`gate` false) or gate rows of q_proj, head after head.
-        func rows(_ values: [Float], width: Int, gate: Bool) -> [Float] {
-            (0..<heads).flatMap { h in
-                let start = (2 * h + (gate ? 1 : 0)) * headDim * width
-                return values[start..<(start + headDim * width)]
-            }
-        }
-        let qkv = Linear(
-            weight: rows(combined.weight, width: d, gate: false) + keyValue.weight,
-            bias: bias ? rows(combined.bias!, width: 1, gate: false) + keyValue.bias! : nil, inFeatures: d, outFeatures: layout.width)
-        let gate = Linear(
-            weight: rows(combined.weight, width: d, gate: true), bias: bias ? rows(combined.bias!, width: 1, gate: true) : nil,
-            inFeatures: d, outFeatures: layout.queryWidth)
+        let headDim = layout.headDim, bias = config.attentionBias
+        let (qkv, gate) = try weights.gatedQueryProjections(prefix, queryGate: "q_proj", layout: layout, hidden: d, bias: bias)
         let eps = config.rmsNormEps
         return SelfAttention(
             qkv: qkv, layout: layout, rotary: rotary,
