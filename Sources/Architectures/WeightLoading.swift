@@ -223,7 +223,10 @@ struct Weights {
     /// straight into the stacked matrix: stacking expanded parts would hold
     /// each part twice while it is copied (for TinyLlama's gate | up, 92 MB
     /// more at the peak of a block's expansion).
-    func stackedLinear(_ names: [String], in inFeatures: Int, outs: [Int], bias: Bool) throws -> Linear {
+    func stackedLinear(_ names: [String], in inFeatures: Int, outs: [Int], bias: Bool, storedFused fused: String? = nil) throws -> Linear {
+        if let fused, has(fused + ".weight") || bias && has(fused + ".bias") {
+            return try fusedLinear(fused, parts: names, in: inFeatures, outs: outs, bias: bias)
+        }
         for (name, out) in zip(names, outs) { try checkShape(name + ".weight", [out, inFeatures]) }
         let total = outs.reduce(0, +)
         let weight = try [Float](unsafeUninitializedCapacity: total * inFeatures) { buffer, initialized in
@@ -236,6 +239,27 @@ struct Weights {
         }
         let biases = bias ? try zip(names, outs).flatMap { try floats($0 + ".bias", [$1]) } : nil
         return Linear(weight: consume weight, bias: biases, inFeatures: inFeatures, outFeatures: total)
+    }
+
+    /// `names` stacked as `stackedLinear` stacks them, where the weight, the
+    /// bias or both are stored as one tensor `fused` with the parts' rows in
+    /// order (transformers' `Split(dim=0)` converter splits each where stored).
+    /// - Throws: `DroptraceError` when a part is stored beside the fused form
+    ///   (transformers would read one over the other), or for a missing tensor.
+    private func fusedLinear(_ fused: String, parts names: [String], in inFeatures: Int, outs: [Int], bias: Bool) throws -> Linear {
+        let total = outs.reduce(0, +)
+        for suffix in [".weight"] + (bias ? [".bias"] : []) where has(fused + suffix) {
+            if let both = names.first(where: { has($0 + suffix) }) {
+                throw DroptraceError(
+                    "tensors '\(prefix)\(fused)\(suffix)' and '\(prefix)\(both)\(suffix)' are both stored; transformers splits the first into \(names.map { $0.split(separator: ".").last ?? "" }.joined(separator: ", ")), so keep one form",
+                    path: checkpoint.weightsPath)
+            }
+        }
+        let weight = has(fused + ".weight")
+            ? try floats(fused + ".weight", [total, inFeatures]) : try stackedLinear(names, in: inFeatures, outs: outs, bias: false).weight
+        let biases = !bias ? nil
+            : has(fused + ".bias") ? try floats(fused + ".bias", [total]) : try zip(names, outs).flatMap { try floats($0 + ".bias", [$1]) }
+        return Linear(weight: weight, bias: biases, inFeatures: inFeatures, outFeatures: total)
     }
 
     /// q_proj, k_proj and v_proj under `attention` (e.g. "layers.3.self_attn."),
@@ -255,18 +279,8 @@ struct Weights {
         let queryKeyHeadDim = queryKeyHeadDim ?? layout.headDim, valueHeadDim = valueHeadDim ?? layout.headDim
         precondition(layout.arrangement == .grouped && max(queryKeyHeadDim, valueHeadDim) <= layout.headDim)
         let pieces = [(layout.numHeads, queryKeyHeadDim), (layout.numKVHeads, queryKeyHeadDim), (layout.numKVHeads, valueHeadDim)]
-        let separate = ["q_proj", "k_proj", "v_proj"].map { attention + $0 }
-        let stacked: Linear
-        if let fused, has(attention + fused + ".weight") {
-            if let both = separate.first(where: { has($0 + ".weight") }) {
-                throw DroptraceError(
-                    "tensors '\(prefix)\(attention)\(fused).weight' and '\(prefix)\(both).weight' are both stored; transformers splits the first into q_proj, k_proj and v_proj, so keep one form",
-                    path: checkpoint.weightsPath)
-            }
-            stacked = try stackedLinear([attention + fused], in: hidden, outs: [pieces.map { $0.0 * $0.1 }.reduce(0, +)], bias: bias)
-        } else {
-            stacked = try stackedLinear(separate, in: hidden, outs: pieces.map { $0.0 * $0.1 }, bias: bias)
-        }
+        let separate = ["q_proj", "k_proj", "v_proj"].map { attention + $0 }, outs = pieces.map { $0.0 * $0.1 }
+        let stacked = try stackedLinear(separate, in: hidden, outs: outs, bias: bias, storedFused: fused.map { attention + $0 })
         guard stacked.outFeatures != layout.width else { return stacked }
         func padded(_ values: [Float], rowWidth: Int) -> [Float] {
             var result = [Float](repeating: 0, count: layout.width * rowWidth)

@@ -184,6 +184,11 @@ extension KeyedDecodingContainer {
             guard limit.count == 2 else {
                 throw InvalidConfigValue(key: key.stringValue, problem: "must be two numbers [min, max], got \(limit.count)")
             }
+            // torch.clamp converts each bound to float32: only ±inf may lie beyond it
+            // (config.json's Infinity reaches the decoder as 1e308: `Checkpoint.finiteSpelling`).
+            if let bound = limit.first(where: { abs($0) < 1e308 && !Float($0).isFinite }) {
+                throw InvalidConfigValue(key: key.stringValue, problem: "holds \(bound), beyond float32 (the clamp's bounds are float32 numbers or ±Infinity)")
+            }
         }
         return (limit[0], limit[1])
     }

@@ -72,6 +72,25 @@ public enum ConfigValueKinds {
     /// embedding when config.json omits `tie_word_embeddings` (`tiedByDefault`).
     public static func tiesByDefault(_ modelType: String) -> Bool { tiedByDefault.contains(modelType) }
 
+    /// Refuses a legacy key that `modelType`'s config class reads into a
+    /// field in its `__post_init__` (`legacy`: key → field, NemotronHConfig's
+    /// `mamba_dt_limit` → `time_step_limit`) holding a value of a kind the
+    /// field refuses: the assignment is type-checked as the field is.
+    /// - Throws: `DroptraceError` naming `path` and both keys.
+    public static func checkLegacyKeys(_ document: JSONValue, _ legacy: [String: String], modelType: String, path: String) throws {
+        guard let (className, keys, _) = transformers[modelType] else { return }
+        for (key, field) in legacy.sorted(by: { $0.key < $1.key }) {
+            guard let value = document.member(key), let spec = keys[field], !accepts(spec, value) else { continue }
+            throw DroptraceError(
+                "key \"\(key)\" (which transformers' \(className) reads as \(field)) holds \(spelled(value, against: spec)), which its field \(field) refuses (it takes \(described(spec)))",
+                path: path)
+        }
+    }
+
+    /// Config classes that drop a written `head_dim` whatever it holds
+    /// (SarvamMLAConfig: its original configs store kv_lora_rank + qk_rope_head_dim).
+    public static let headDimDropped: Set<String> = ["sarvam_mla"]
+
     /// The keys the attribute map of `modelType`'s config class reads as
     /// `key` (ExaoneConfig's `num_layers` for `num_hidden_layers`), sorted.
     public static func aliases(of key: String, modelType: String) -> [String] {
@@ -147,7 +166,7 @@ public enum ConfigValueKinds {
         }
         // A null or absent head_dim: whether the model cannot be built from it, and whether the class keeps it None.
         let headDim = members.last(where: { $0.key == "head_dim" })?.value
-        if case .number(let width)? = headDim {
+        if !headDimDropped.contains(modelType), case .number(let width)? = headDim {
             // Classes without a typed head_dim field keep the float, and the model sizes its projections by it.
             return "key \"\(prefix)head_dim\" is \(width), a float, which transformers' model cannot size its attention by; write an integer"
         }
@@ -361,7 +380,8 @@ public enum ConfigValueKinds {
 
     /// A value's JSON text as Python's json would read it back to the same
     /// value: null, flags, integers, floats (spelled with a point or an
-    /// exponent, so they stay floats) and lists of those (BailingHybridConfig's
+    /// exponent, so they stay floats), strings (ExaoneConfig's
+    /// `activation_function`) and lists of those (BailingHybridConfig's
     /// `swiglu_limits`); nil for the kinds no alias's key takes (the check
     /// above refuses those).
     private static func jsonText(_ value: JSONValue) -> String? {
@@ -370,6 +390,7 @@ public enum ConfigValueKinds {
         case .bool(let flag): return flag ? "true" : "false"
         case .integer(let number): return String(number)
         case .number(let number) where number.isFinite: return "\(number)"
+        case .string(let text): return (try? JSONEncoder().encode(text)).flatMap { String(data: $0, encoding: .utf8) }
         case .array(let items):
             let texts = items.compactMap(jsonText)
             return texts.count == items.count ? "[" + texts.joined(separator: ", ") + "]" : nil

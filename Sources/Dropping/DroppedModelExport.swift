@@ -278,6 +278,7 @@ public enum DroppedModelExport {
     static let perLayerListKeys = [
         "layer_types", "no_rope_layers", "attention_layers", "layer_rope_theta", "mlp_layer_types", "moe_topk", "indexer_types",
         "layers_block_type", "num_attention_heads_per_layer",
+        "expert_swiglu_limit_list", "share_expert_swiglu_limit_list", "swiglu_limits", "swiglu_limits_shared",
     ]
     /// Strings of one character per layer (Nemotron-H's legacy
     /// `hybrid_override_pattern`): the kept layers' characters stay.

@@ -1,4 +1,5 @@
 @testable import Architectures
+@testable import Dropping
 import CheckpointIO
 import DroptraceSupport
 import Foundation
@@ -36,6 +37,20 @@ import Testing
         Mutant(limitsName, "expert_swiglu_limit_list", "[0.0, 1e300, 0.0, 0.25]"),
         Mutant(limitsName, "swiglu_limits", "[0.0, 0.3, 0.0, 0.5]", key: "swiglu_limits"),
     ]
+    /// A block-drop export keeps the kept layers' SwiGLU limits (one per
+    /// layer, as BailingHybridConfig requires), under the key written.
+    @Test func blockDropExportsKeepTheKeptLayersLimits() throws {
+        let fixture = try EditedFixture(Self.limitsName) {
+            $0["swiglu_limits_shared"] = $0.removeValue(forKey: "share_expert_swiglu_limit_list")
+        }
+        let model = try fixture.load(), scratch = try ScratchDirectory(), out = scratch.path("export")
+        try DroppedModelExport.write(model: model, plan: DropPlan(blocks: [2]), to: out)
+        let config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("config.json"))) as? [String: Any])
+        #expect(config["expert_swiglu_limit_list"] as? [Double] == [0, 0.3, 0.25])
+        #expect(config["swiglu_limits_shared"] as? [Double] == [0, 0.2, 0])
+        _ = try ModelRegistry.load(try Checkpoint(directory: out))
+    }
+
     /// transformers 5.25's low-rank query and per-layer SwiGLU limits.
     static let limitsName = "bailing_hybrid_limits-f32"
 

@@ -32,6 +32,10 @@ import Testing
         Mutant(name, "time_step_limit", "null"),
         Mutant(name, "time_step_limit", "[0.0]"),
         Mutant(name, "mamba_dt_limit", "[0.0, 1.0, 2.0]"),
+        // The legacy key is type-checked as its field; bounds beyond float32 fail in torch.clamp.
+        Mutant(name, "mamba_dt_limit", "[1, 2]"),
+        Mutant(name, "mamba_d_conv", "4.0"),
+        Mutant(name, "time_step_limit", "[0.0, 1e39]"),
         Mutant(name, "layer_norm_epsilon", "0"),
         Mutant(name, "layers_block_type", "[\"linear_attention\", \"mamba2\"]"),
         Mutant(name, "layers_block_type", "[]"),

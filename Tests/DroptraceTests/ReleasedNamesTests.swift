@@ -30,7 +30,21 @@ import Testing
         Mutant("minicpm5_moe-f32", "mlp_layer_types", #"["dense", "sparse", "dense"]"#),
         Mutant("minicpm5_moe-f32", "mlp_layer_types", #"["dense", "moe", "dense", "sparse"]"#),
         Mutant("minicpm5_moe-f32", "mlp_layer_types", #"["sparse", "sparse", "dense", "sparse"]"#),
+        // An alias holding a kind its field refuses.
+        Mutant("exaone-f32", "activation_function", "1"),
     ]
+
+    /// EXAONE 3's `activation_function` alone is read as hidden_act (a string
+    /// alias, copied like the others).
+    @Test func exaoneActivationAlias() throws {
+        let aliased = try EditedFixture("exaone-f32") { $0["activation_function"] = "gelu" }.attentionScores()
+        let field = try EditedFixture("exaone-f32") {
+            $0["activation_function"] = nil
+            $0["hidden_act"] = "gelu"
+        }.attentionScores()
+        #expect(aliased == field)
+        #expect(aliased != (try EditedFixture("exaone-f32").attentionScores()))
+    }
 
     @Test(arguments: mutants)
     func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
@@ -95,6 +109,22 @@ import Testing
         }
         try SafetensorsWriter.encode(split).write(to: url)
         #expect(try renamed.attentionScores() == scores)
+        // The weights split, the bias still fused: transformers splits it too.
+        let biasFused = try EditedFixture(name)
+        let original = try SafetensorsFile(path: biasFused.model.appendingPathComponent("model.safetensors").path).tensors
+        try BadInputTests().rewriteWeights(biasFused.model) { entries in
+            for (index, entry) in entries.enumerated().reversed() where entry.name.hasSuffix(".query_key_value.weight") {
+                entries.remove(at: index)
+                let values = try! original[entry.name]!.floats()
+                for (part, rows) in [("q_proj", 0..<48), ("k_proj", 48..<72), ("v_proj", 72..<96)] {
+                    let piece = Array(values[(rows.lowerBound * 48)..<(rows.upperBound * 48)])
+                    entries.append(SafetensorsWriter.Entry(
+                        name: entry.name.replacingOccurrences(of: "query_key_value.weight", with: "\(part).weight"),
+                        shape: [rows.count, 48], producing: { piece }))
+                }
+            }
+        }
+        #expect(try biasFused.attentionScores() == scores)
         let both = try EditedFixture(name)
         try BadInputTests().rewriteWeights(both.model) { entries in
             let q = [Float](repeating: 0.01, count: 48 * 48)
@@ -113,6 +143,22 @@ import Testing
         let renamed = try EditedFixture(name)
         try BadInputTests().renameWeights(renamed.model, prefix: "model.layers.0.self_attn.q_proj", to: "model.layers.0.self_attn.q_gate_proj")
         #expect(try renamed.attentionScores() == scores)
+        // The weights split, the bias still fused: transformers splits it too.
+        let biasFused = try EditedFixture(name)
+        let original = try SafetensorsFile(path: biasFused.model.appendingPathComponent("model.safetensors").path).tensors
+        try BadInputTests().rewriteWeights(biasFused.model) { entries in
+            for (index, entry) in entries.enumerated().reversed() where entry.name.hasSuffix(".query_key_value.weight") {
+                entries.remove(at: index)
+                let values = try! original[entry.name]!.floats()
+                for (part, rows) in [("q_proj", 0..<48), ("k_proj", 48..<72), ("v_proj", 72..<96)] {
+                    let piece = Array(values[(rows.lowerBound * 48)..<(rows.upperBound * 48)])
+                    entries.append(SafetensorsWriter.Entry(
+                        name: entry.name.replacingOccurrences(of: "query_key_value.weight", with: "\(part).weight"),
+                        shape: [rows.count, 48], producing: { piece }))
+                }
+            }
+        }
+        #expect(try biasFused.attentionScores() == scores)
         let both = try EditedFixture(name)
         try BadInputTests().rewriteWeights(both.model) { entries in
             let gate = [Float](repeating: 0.01, count: 96 * 48)
@@ -140,7 +186,19 @@ import Testing
     @Test func sarvamOriginalFormat() throws {
         let name = "sarvam_mla-f32"
         let scores = try EditedFixture(name).attentionScores()
-        #expect(try EditedFixture(name) { $0["head_dim"] = 7 }.attentionScores() == scores)
+        for value in [7, 0, -7, "abc", 24.5] as [Any] {
+            #expect(try EditedFixture(name) { $0["head_dim"] = value }.attentionScores() == scores, "head_dim \(value)")
+        }
+        // Without its original length YaRN takes max_position_embeddings, as for "yarn" itself.
+        func withoutOriginalLength(_ type: String) throws -> [Double] {
+            try EditedFixture(name) { config in
+                var scaling = config["rope_scaling"] as! [String: Any]
+                scaling["original_max_position_embeddings"] = nil
+                scaling["type"] = type
+                config["rope_scaling"] = scaling
+            }.attentionScores()
+        }
+        #expect(try withoutOriginalLength("deepseek_yarn") == withoutOriginalLength("yarn"))
         let yarn = try EditedFixture(name) { config in
             var scaling = config.removeValue(forKey: "rope_scaling") as! [String: Any]
             scaling["type"] = nil

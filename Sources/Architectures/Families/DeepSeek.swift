@@ -197,7 +197,9 @@ struct DeepSeekModel: DecoderFamily {
         // Decoded first: the routed experts' tensors are checked with the layers.
         let config = try checkpoint.decodeConfig(DeepSeekConfiguration.self)
         self.config = config
-        parts = try DecoderParts(checkpoint, naming: { prefix in
+        // SarvamMLAConfig drops head_dim whatever it holds (`ConfigValueKinds.headDimDropped`).
+        let section = ConfigValueKinds.headDimDropped.contains(checkpoint.modelType) ? ConfigSection(overrides: ["head_dim": .null]) : .topLevel
+        parts = try DecoderParts(checkpoint, section: section, naming: { prefix in
             LayerNaming(
                 prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
                 mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
@@ -217,6 +219,8 @@ struct DeepSeekModel: DecoderFamily {
                 throw DroptraceError("key \"rope_scaling\" of type \"deepseek_yarn\" (read as \"yarn\") has no \"factor\", which YaRN needs", path: configPath)
             }
             rope.type = "yarn"
+            // As standardize_rope_params defaults YaRN's original length.
+            rope.originalMaxPositions = rope.originalMaxPositions ?? rope.maxPositions
         }
         // No table when the config drops every attention layer: no tensor confirmed its width.
         rotary = try rope.embedding(headDim: parts.firstKeptAttention == nil ? 0 : config.qkRopeHeadDim, configPath: configPath)

@@ -76,6 +76,12 @@ struct NemotronHLayerTypes: Decodable {
 /// legacy names its `__post_init__` reads over them (`mamba_n_groups`,
 /// `mamba_d_conv`, `mamba_dt_limit`, `mamba_conv_bias`).
 struct NemotronHConfiguration: Decodable {
+    /// The legacy keys NemotronHConfig's `__post_init__` reads into its fields.
+    static let legacyKeys = [
+        "mamba_n_groups": "n_groups", "mamba_d_conv": "conv_kernel", "mamba_expand": "expand", "mamba_dt_min": "time_step_min",
+        "mamba_dt_max": "time_step_max", "mamba_dt_limit": "time_step_limit", "mamba_dt_init_floor": "time_step_floor",
+        "mamba_conv_bias": "use_conv_bias", "mamba_chunk_size": "chunk_size",
+    ]
     var layerNormEpsilon: Double
     var mlpHiddenAct: String
     var mlpBias: Bool
@@ -226,6 +232,8 @@ struct NemotronHModel: DecoderFamily {
                 "intermediate_size": 21504, "vocab_size": 131072, "max_position_embeddings": 4096,
             ],
             overrides: ["num_hidden_layers": .integer(types.kinds.count)])
+        try ConfigValueKinds.checkLegacyKeys(
+            checkpoint.configDocument, NemotronHConfiguration.legacyKeys, modelType: checkpoint.modelType, path: checkpoint.configURL.path)
         let settings = try checkpoint.decodeConfig(NemotronHConfiguration.self)
         parts = try DecoderParts(
             checkpoint, section: section, naming: { Self.naming($0, types: types) }, prefixes: ["backbone.", "model.", ""],
