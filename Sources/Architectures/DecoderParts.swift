@@ -27,6 +27,12 @@ struct DecoderParts: Sendable {
     /// The token embedding's name under the prefix (without `.weight`):
     /// `embed_tokens`, Nemotron-H's `embeddings`.
     let embeddingName: String
+    /// The rows of a stored head where the config class sizes `lm_head`
+    /// apart from the embedding (Apertus 1.5's `output_vocab_size`); nil: vocab_size.
+    let headRows: Int?
+    /// The logits the head gives per position: a stored (or missing untied)
+    /// head's `headRows`, else the tied embedding's vocab_size rows.
+    let outputVocabularySize: Int
 
     /// Decodes the sizes, finds the prefix under which the embedding
     /// (`embed_tokens.weight`) lives ("model." or none), and confirms the layer count and the
@@ -51,17 +57,20 @@ struct DecoderParts: Sendable {
     ///     checkpoint's `language_model.lm_head`).
     ///   - finalNorm: the final norm's name (Phi's `final_layernorm`).
     ///   - embedding: the token embedding's name (Nemotron-H's `embeddings`).
+    ///   - headRows: the rows of a stored head where they are not vocab_size
+    ///     (Apertus 1.5's pruned head: `output_vocab_size`).
     /// - Throws: `DroptraceError` naming config.json for sizes that cannot
     ///   describe a model or that the tensors contradict.
     init(
         _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, tiedEmbeddings: Bool? = nil,
         headName: String = "lm_head",
         naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""], extraLayers: Int = 0, experts: ExpertNaming? = nil,
-        finalNorm: String = "norm", embedding: String = "embed_tokens"
+        finalNorm: String = "norm", embedding: String = "embed_tokens", headRows: Int? = nil
     ) throws {
         self.checkpoint = checkpoint
         self.section = section
         self.headName = headName
+        self.headRows = headRows
         embeddingName = embedding
         dimensions = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)
         self.tiedEmbeddings = tiedEmbeddings ?? dimensions.tiedEmbeddings(default: ConfigValueKinds.tiesByDefault(checkpoint.modelType))
@@ -78,6 +87,8 @@ struct DecoderParts: Sendable {
         var layerNaming = naming(weights.prefix)
         layerNaming.configSection = section.name
         self.naming = layerNaming
+        let storesHead = weights.has("lm_head.weight", absolute: true) || weights.has(headName + ".weight", absolute: true)
+        outputVocabularySize = storesHead || !self.tiedEmbeddings ? headRows ?? dimensions.vocabSize : dimensions.vocabSize
         try weights.confirmLayers(
             self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath, extraLayers: extraLayers,
             experts: experts.map { StoredExperts($0, conversionModelTypes: WeightConversions.modelTypes(checkpoint, section: section)) })
@@ -85,7 +96,8 @@ struct DecoderParts: Sendable {
             embedding + ".weight", [dimensions.vocabSize, dimensions.hiddenSize], keys: "vocab_size, hidden_size",
             configPath: configPath)
         try weights.confirmStoredOutputShapes(
-            hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: headName, finalNorm: finalNorm)
+            hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, storedRows: headRows, untiedName: headName,
+            finalNorm: finalNorm)
     }
 
     var configPath: String { checkpoint.configURL.path }
@@ -263,8 +275,8 @@ struct DecoderParts: Sendable {
         OutputHead(
             norm: norm,
             projection: try weights.head(
-                tiedTo: embeddingName, tied: tiedEmbeddings,
-                hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, untiedName: headName, bias: bias),
+                tiedTo: embeddingName, tied: tiedEmbeddings, hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize,
+                storedRows: headRows, untiedName: headName, bias: bias),
             logitSoftcap: logitSoftcap, logitDivisor: logitDivisor, logitScale: logitScale)
     }
 
@@ -308,6 +320,7 @@ extension DecoderFamily {
     var layerCount: Int { parts.dimensions.numHiddenLayers }
     var hiddenSize: Int { parts.dimensions.hiddenSize }
     var vocabularySize: Int { parts.dimensions.vocabSize }
+    var outputVocabularySize: Int { parts.outputVocabularySize }
     var maxPositions: Int { parts.dimensions.maxPositionEmbeddings }
     var configuredDrops: DropPlan { parts.configuredDrops }
     var layerNaming: LayerNaming { parts.naming }

@@ -12,6 +12,10 @@ public protocol LanguageModel: Sendable {
     var layerCount: Int { get }
     var hiddenSize: Int { get }
     var vocabularySize: Int { get }
+    /// The logits `head()` gives per position: `vocabularySize` but where
+    /// the head is pruned to the first ids (Apertus 1.5's
+    /// `output_vocab_size`), which alone can then be predicted.
+    var outputVocabularySize: Int { get }
     /// Longest sequence the model's positions allow (learned positions or
     /// the configured maximum for rotary models).
     var maxPositions: Int { get }
@@ -47,6 +51,10 @@ public protocol LanguageModel: Sendable {
     /// Why an export of the model with `plan`'s modules dropped would not
     /// load in transformers as the model droptrace ran, or nil.
     func exportProblem(_ plan: DropPlan) -> String?
+}
+
+extension LanguageModel {
+    public var outputVocabularySize: Int { vocabularySize }
 }
 
 /// Tensor names of a layer: `<prefix><index>.<branch part>...`.

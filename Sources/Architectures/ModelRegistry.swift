@@ -26,6 +26,8 @@ public enum ModelRegistry {
     static let families: KeyValuePairs<String, any RegisteredModel.Type> = [
         "afmoe": AfmoeModel.self,
         "apertus": ApertusModel.self,
+        "apertus1p5": ApertusModel.self,
+        "apertus1p5_text": ApertusModel.self,
         "arcee": ArceeModel.self,
         "axk1": Glm4MoeLiteModel.self,
         "aya_vision": CohereModel.self,

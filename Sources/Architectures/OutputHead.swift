@@ -38,8 +38,11 @@ public struct OutputHead: Sendable {
     /// Log-probabilities (natural log) of `targets[r]` given row r of the
     /// final hidden state, computed in chunks of rows so the [rows × vocab]
     /// logits never exist all at once. Rows with a negative target are skipped (NaN).
+    /// Every target must have a logit (below `vocabularySize`): callers refuse
+    /// others first (`CalibrationSet.checkPredictable`).
     public func logProbabilities(_ hidden: Matrix, targets: [Int], chunkRows: Int = 512) -> [Double] {
         precondition(targets.count == hidden.rows)
+        precondition(targets.allSatisfy { $0 < vocabularySize }, "a target beyond the head's \(vocabularySize) logits")
         var result = [Double](repeating: .nan, count: hidden.rows)
         let vocabulary = vocabularySize
         var start = 0

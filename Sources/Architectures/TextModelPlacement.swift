@@ -23,6 +23,9 @@ struct TextModelPlacement {
     /// [rows, `headSizes.hidden`] (Ovis2's visual embedding table), checked
     /// as transformers does on loading, though droptrace never reads them.
     var widthTensors: [String] = []
+    /// The rows of a stored head where the config class sizes `lm_head`
+    /// apart from the embedding (Apertus 1.5's `output_vocab_size`); nil: vocab_size.
+    var headRows: Int?
 
     /// A language model at config.json's top level.
     static let topLevel = TextModelPlacement()
@@ -133,7 +136,7 @@ extension DecoderParts {
         try self.init(
             checkpoint, section: placement.section, tiedEmbeddings: placement.tiedEmbeddings,
             headName: placement.headName, naming: naming, prefixes: placement.prefixes, extraLayers: extraLayers,
-            experts: experts, finalNorm: finalNorm)
+            experts: experts, finalNorm: finalNorm, headRows: placement.headRows)
         let text = (hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize)
         if let head = placement.headSizes, head != text, checkpoint.hasTensor("lm_head.weight") || checkpoint.hasTensor(headName + ".weight") {
             // transformers builds the stored head [vocab_size, hidden_size] by the wrapper's keys and cannot load another shape.

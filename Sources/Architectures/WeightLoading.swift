@@ -350,8 +350,13 @@ struct Weights {
     /// embedding would give another model's logits. A bias-free [vocabulary,
     /// hidden] projection; the head sits outside the model prefix.
     /// `bias`: the head has one (Phi's `lm_head.bias`, stored tied or not).
+    /// `storedRows`: the rows of a stored head where its config class sizes
+    /// it apart from the embedding (Apertus 1.5's `output_vocab_size`:
+    /// [storedRows, hidden]); a tied head is the embedding, [vocabulary,
+    /// hidden], whatever it says, as transformers ties the whole parameter.
     func head(
-        tiedTo embedding: String, tied: Bool, hidden: Int, vocabulary: Int, untiedName: String = "lm_head", bias: Bool = false
+        tiedTo embedding: String, tied: Bool, hidden: Int, vocabulary: Int, storedRows: Int? = nil, untiedName: String = "lm_head",
+        bias: Bool = false
     ) throws -> Linear {
         let weight: String
         if has("lm_head.weight", absolute: true) {
@@ -367,12 +372,13 @@ struct Weights {
                 path: checkpoint.weightsPath)
         }
         // A tied head keeps its own bias (PhiForCausalLM's lm_head.bias).
-        let biasName = weight == prefix + embedding + ".weight"
-            ? absolute("lm_head.bias") : String(weight.dropLast(".weight".count)) + ".bias"
+        let isEmbedding = weight == prefix + embedding + ".weight"
+        let biasName = isEmbedding ? absolute("lm_head.bias") : String(weight.dropLast(".weight".count)) + ".bias"
+        let rows = isEmbedding ? vocabulary : storedRows ?? vocabulary
         return Linear(
-            weight: try checkpoint.tensor(weight, shape: [vocabulary, hidden]).floats(),
-            bias: bias ? try checkpoint.tensor(biasName, shape: [vocabulary]).floats() : nil,
-            inFeatures: hidden, outFeatures: vocabulary)
+            weight: try checkpoint.tensor(weight, shape: [rows, hidden]).floats(),
+            bias: bias ? try checkpoint.tensor(biasName, shape: [rows]).floats() : nil,
+            inFeatures: hidden, outFeatures: rows)
     }
 
     /// Confirms the shapes of a stored head (`head`'s first choice) and of
@@ -381,12 +387,13 @@ struct Weights {
     /// of another shape makes the checkpoint another model's, and
     /// transformers refuses to load it. `normWidth`: the final norm's width
     /// where a projection between it and the head changes the width (OPT-350m's
-    /// `project_out`); `hidden` otherwise.
+    /// `project_out`); `hidden` otherwise. `storedRows`: a stored head's
+    /// rows where they are not `vocabulary` (`head`'s).
     func confirmStoredOutputShapes(
-        hidden: Int, vocabulary: Int, untiedName: String = "lm_head", finalNorm: String, normWidth: Int? = nil
+        hidden: Int, vocabulary: Int, storedRows: Int? = nil, untiedName: String = "lm_head", finalNorm: String, normWidth: Int? = nil
     ) throws {
         if let stored = ["lm_head.weight", untiedName + ".weight"].first(where: { has($0, absolute: true) }) {
-            _ = try checkpoint.tensor(absolute(stored), shape: [vocabulary, hidden])
+            _ = try checkpoint.tensor(absolute(stored), shape: [storedRows ?? vocabulary, hidden])
         }
         for name in [finalNorm + ".weight", finalNorm + ".bias"] where has(name) {
             _ = try checkpoint.tensor(stored(name), shape: [normWidth ?? hidden])

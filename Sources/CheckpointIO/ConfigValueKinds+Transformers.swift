@@ -64,6 +64,70 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "apertus1p5": (
+            "Apertus1p5Config",
+            [
+                "audio_config": "no",
+                "audio_token_id": "i",
+                "audio_token_offset": "i",
+                "image_token_id": "i",
+                "image_token_offset": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+            ],
+            [:
+            ]),
+        "apertus1p5.text_config": (
+            "Apertus1p5TextConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "output_vocab_size": "ni",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
+        "apertus1p5_text": (
+            "Apertus1p5TextConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "output_vocab_size": "ni",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "arcee": (
             "ArceeConfig",
             [
@@ -4411,6 +4475,7 @@ extension ConfigValueKinds {
     /// Per config class (by model_type) whose `text_config` is a config class of its own: that class's
     /// model_type, which its text model reports when `text_config` names none.
     static let ownTextConfigModelTypes: [String: String] = [
+        "apertus1p5": "apertus1p5_text",
         "cohere_compass": "cohere_compass_text",
         "gemma3": "gemma3_text",
         "gemma4": "gemma4_text",
@@ -4542,6 +4607,8 @@ extension ConfigValueKinds {
     static let paddedEmbeddings: [String: (padTokenID: Int?, vocabSize: Int)] = [
         "afmoe": (nil, 200192),
         "apertus": (3, 131072),
+        "apertus1p5.text_config": (3, 266752),
+        "apertus1p5_text": (3, 266752),
         "arcee": (nil, 32000),
         "axk1": (nil, 163840),
         "bailing_hybrid": (156892, 157184),
@@ -4657,6 +4724,8 @@ extension ConfigValueKinds {
     static let omittedDefaults: [String: [String: String]] = [
         "afmoe": ["head_dim": "128", "intermediate_size": "6144", "max_position_embeddings": "16384", "num_experts_per_tok": "6", "rms_norm_eps": "1e-05"],
         "apertus": ["intermediate_size": "14336", "max_position_embeddings": "65536", "rms_norm_eps": "1e-05"],
+        "apertus1p5.text_config": ["intermediate_size": "14336", "max_position_embeddings": "65536", "rms_norm_eps": "1e-05"],
+        "apertus1p5_text": ["intermediate_size": "14336", "max_position_embeddings": "65536", "rms_norm_eps": "1e-05"],
         "arcee": ["intermediate_size": "18432", "max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
         "axk1": ["intermediate_size": "18432", "max_position_embeddings": "32768", "num_experts_per_tok": "8", "num_key_value_heads": "64", "rms_norm_eps": "1e-06"],
         "bailing_hybrid": ["intermediate_size": "6144", "model_max_length": "262144", "num_experts": "512", "num_experts_per_token": "8", "num_key_value_heads": "32", "rms_norm_eps": "1e-06"],
@@ -4794,6 +4863,8 @@ extension ConfigValueKinds {
     static let nullHeadDimFails: Set<String> = [
         "afmoe",
         "apertus",
+        "apertus1p5.text_config",
+        "apertus1p5_text",
         "bitnet",
         "cohere",
         "cohere2",
@@ -4855,6 +4926,8 @@ extension ConfigValueKinds {
     static let headDimNoneWhenNull: Set<String> = [
         "afmoe",
         "apertus",
+        "apertus1p5.text_config",
+        "apertus1p5_text",
         "axk1",
         "bamba",
         "bitnet",

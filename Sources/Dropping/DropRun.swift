@@ -162,7 +162,9 @@ public enum DropRun {
         let calibration = try CheckpointScoring.loadCalibration(request.calibration, for: model, warn: log)
         // Perplexity's windows are read (and refused) before any scoring, as the task files are.
         let windows = try request.evaluation.map { source in
-            try CheckpointScoring.loadCalibration(source, for: model, as: .evaluation, warn: log).sequences
+            let set = try CheckpointScoring.loadCalibration(source, for: model, as: .evaluation, warn: log)
+            try set.checkPredictable(logits: model.outputVocabularySize, vocabularySize: model.vocabularySize)
+            return set.sequences
         } ?? calibration.sequences
         let scorer = ImportanceScorer(model: model)
         func score(_ plan: DropPlan) throws -> ModuleScores {

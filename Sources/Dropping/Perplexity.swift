@@ -2,6 +2,7 @@ import Architectures
 import DroptraceSupport
 import Foundation
 import TensorEngine
+import Tokenization
 
 /// Negative log-likelihood of evaluation windows: each window predicts its
 /// tokens 1..n−1 from the ones before (windows independent, unpadded).
@@ -11,9 +12,14 @@ public struct LanguageModelLoss: Sendable, Equatable {
 
     public var perplexity: Double { exp(totalNLL / Double(predictedTokens)) }
 
+    /// - Throws: `DroptraceError` naming `sourcePath` for a token to be
+    ///   predicted beyond a pruned head's logits
+    ///   (`CalibrationSet.checkPredictable`), or when no window has two tokens.
     public static func evaluate(
         model: any LanguageModel, plan: DropPlan, windows: [[Int]], sourcePath: String
     ) throws -> LanguageModelLoss {
+        try CalibrationSet(sequences: windows, sourcePath: sourcePath)
+            .checkPredictable(logits: model.outputVocabularySize, vocabularySize: model.vocabularySize)
         let windows = windows.filter { $0.count >= 2 }
         guard !windows.isEmpty else {
             throw DroptraceError("no evaluation window has two or more tokens", path: sourcePath)

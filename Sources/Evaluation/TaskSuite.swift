@@ -124,7 +124,9 @@ public struct TaskSuite: Sendable {
     ///   document's prompt encodes to no tokens, or is empty or starts with
     ///   the prefix token's text while that token cannot be placed; a choice
     ///   adds no tokens or is longer than the model's positions; a token id
-    ///   outside the model's vocabulary; or what the forward pass throws.
+    ///   outside the model's vocabulary, or an answer's beyond a pruned
+    ///   head's logits (`LanguageModel.outputVocabularySize`); or what the
+    ///   forward pass throws.
     public func evaluate(
         model: any LanguageModel, plan: DropPlan, tokenizer: EvaluationTokenizer,
         progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
@@ -205,7 +207,7 @@ public struct TaskSuite: Sendable {
         }
     }
 
-    /// The harness's asserts and the embedding's bounds, as errors naming the document.
+    /// The harness's asserts, the embedding's bounds and the head's (a pruned one's logits), as errors naming the document.
     /// - Parameter maxLength: the harness's `max_length` (`harnessMaxLength`), the scorer's.
     private func check(
         _ request: TokenRequest, choice: Int, of example: TaskExample, model: any LanguageModel, maxLength: Int
@@ -225,6 +227,13 @@ public struct TaskSuite: Sendable {
         }
         if let bad = (request.context + request.continuation).first(where: { $0 < 0 || $0 >= model.vocabularySize }) {
             throw failure("token id \(bad) is outside the model's vocabulary (vocab_size \(model.vocabularySize))")
+        }
+        // The harness gathers the answer's log-probabilities from the logits: a head pruned to fewer ids has no column for it.
+        if let bad = request.continuation.first(where: { $0 >= model.outputVocabularySize }) {
+            throw failure(
+                "answer token id \(bad) is beyond the model's \(model.outputVocabularySize) logits (output_vocab_size "
+                    + "\(model.outputVocabularySize) of vocab_size \(model.vocabularySize)): lm-evaluation-harness cannot gather its "
+                    + "log-probability (index out of bounds)")
         }
     }
 

@@ -50,6 +50,27 @@ public struct CalibrationSet: Sendable {
         }
     }
 
+    /// Refuses a token that perplexity would have to predict (any but a
+    /// sequence's first) at or beyond `logits`, the width of a head pruned
+    /// to the first ids of a larger vocabulary (Apertus 1.5's
+    /// `output_vocab_size`), naming the line (or window): transformers'
+    /// cross-entropy fails on such a label ("IndexError: Target … is out of
+    /// bounds"); as an input it is read. Nothing to check when `logits` is
+    /// the vocabulary's size, `checkFits`' bound.
+    /// - Throws: `DroptraceError` naming `sourcePath`.
+    public func checkPredictable(logits: Int, vocabularySize: Int) throws {
+        guard logits < vocabularySize else { return }
+        for (index, sequence) in sequences.enumerated() {
+            if let bad = sequence.dropFirst().first(where: { $0 >= logits }) {
+                throw DroptraceError(
+                    "\(origin(of: index)): token id \(bad) is to be predicted, but the model's head gives only \(logits) logits "
+                        + "(output_vocab_size \(logits) of vocab_size \(vocabularySize)), so transformers' cross-entropy refuses it as a "
+                        + "label (Target \(bad) is out of bounds); measure perplexity on text whose tokens after the first are below \(logits)",
+                    path: sourcePath)
+            }
+        }
+    }
+
     public var tokenCount: Int { sequences.reduce(0) { $0 + $1.count } }
 
     public var isShortOfRequestedSamples: Bool {
