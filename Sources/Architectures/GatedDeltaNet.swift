@@ -62,8 +62,8 @@ public enum DeltaRuleDecay: Sendable, Equatable {
     }
 }
 
-/// Gated DeltaNet, the linear-attention token mixer of Qwen3-Next, Qwen3.5
-/// (`Qwen3NextGatedDeltaNet`) and OLMo-Hybrid (`OlmoHybridGatedDeltaNet`),
+/// Gated DeltaNet, the linear-attention token mixer of Qwen3-Next, Qwen3.5,
+/// Lara Mini (`Qwen3NextGatedDeltaNet`) and OLMo-Hybrid (`OlmoHybridGatedDeltaNet`),
 /// as transformers' torch path computes it:
 ///
 /// - one input projection to q | k | v | z | b | a (the family orders the
@@ -239,6 +239,29 @@ public struct GatedDeltaNet: RecurrentTokenMixer {
 }
 
 extension Weights {
+    /// The Gated DeltaNet input projection under `prefix` [projectionWidth,
+    /// `hidden`], rows q | k | v | z | b | a: `in_proj_qkv`, `in_proj_z`,
+    /// `in_proj_b` and `in_proj_a` stacked (Qwen3_5GatedDeltaNet's
+    /// parameters), or, where `fused` names one and it is stored, that
+    /// tensor (LaraMini's released `in_proj`, which transformers' conversion
+    /// mapping splits into those four by their sizes, `Split(dim=0)`, and
+    /// saves back fused).
+    /// - Throws: `DroptraceError` naming the weights when the fused tensor
+    ///   is stored beside one of the four (transformers' split then fails),
+    ///   or for a missing tensor or a shape the sizes contradict.
+    func gatedDeltaNetProjection(_ prefix: String, heads h: GatedDeltaNetHeads, hidden: Int, fused: String? = nil) throws -> Linear {
+        let separate = ["in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a"].map { prefix + $0 }
+        if let fused, has(prefix + fused + ".weight") {
+            if let both = separate.first(where: { has($0 + ".weight") }) {
+                throw DroptraceError(
+                    "tensors '\(self.prefix)\(prefix)\(fused).weight' and '\(self.prefix)\(both).weight' are both stored; transformers splits the first into in_proj_qkv, in_proj_z, in_proj_b and in_proj_a, so keep one form",
+                    path: checkpoint.weightsPath)
+            }
+            return try linear(prefix + fused, in: hidden, out: h.projectionWidth, bias: false)
+        }
+        return try stackedLinear(separate, in: hidden, outs: [h.convolutionChannels, h.valueWidth, h.valueHeads, h.valueHeads], bias: false)
+    }
+
     /// The causal convolution's taps [channels, 1, kernel] of the delta-rule
     /// layer under `prefix`: stored fused (`conv1d`, transformers' name) or
     /// per part (`q_conv1d`, `k_conv1d`, `v_conv1d`, the released names of

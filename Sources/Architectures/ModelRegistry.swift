@@ -98,6 +98,7 @@ public enum ModelRegistry {
         "kimi_linear": KimiLinearModel.self,
         "kolibri1": Kolibri1Model.self,
         "laguna": LagunaModel.self,
+        "lara_mini": LaraMiniModel.self,
         "lfm2": Lfm2Model.self,
         "lfm2_moe": Lfm2MoeModel.self,
         "lfm2_vl": Lfm2Model.self,

@@ -4,8 +4,8 @@ import Foundation
 import TensorEngine
 
 /// The mixture-of-experts keys of the Qwen MoE config classes (Qwen2-MoE,
-/// Qwen3-MoE, Qwen3-Next, Qwen3.5-MoE) and of Mellum's and Flint's, which
-/// route alike, resolved with one class's defaults,
+/// Qwen3-MoE, Qwen3-Next, Qwen3.5-MoE) and of Mellum's, Flint's and
+/// LaraMini's, which route alike, resolved with one class's defaults,
 /// and the sparse MLP they describe: on sparse layers a router `mlp.gate`
 /// over `num_experts` SwiGLU experts of width `moe_intermediate_size`
 /// (softmax top-`num_experts_per_tok`, renormalised when `norm_topk_prob`;
@@ -13,7 +13,7 @@ import TensorEngine
 /// plus, in the classes that have one, a shared SwiGLU expert
 /// `mlp.shared_expert` of width `shared_expert_intermediate_size` that every
 /// token goes through, its output times sigmoid(`mlp.shared_expert_gate` x)
-/// (Flint's ungated).
+/// (Flint's and LaraMini's ungated).
 /// Other layers (`mlp_only_layers`, or off the `decoder_sparse_step` beat;
 /// Mellum's marked "dense" by `mlp_layer_types`) have a dense SwiGLU MLP of
 /// width `intermediate_size`. Source:
@@ -30,9 +30,9 @@ struct QwenExperts: Sendable {
         var sharedExpertIntermediateSize: Int?
         /// Whether `num_local_experts` spells `num_experts` (Qwen3MoeConfig's and MellumConfig's attribute map).
         var readsLocalExperts = false
-        /// Whether the class has `norm_topk_prob`, `decoder_sparse_step`
-        /// and `mlp_only_layers`; without them every layer is sparse and
-        /// the top-k probabilities are renormalised (Qwen3.5-MoE's router).
+        /// Whether the class has `decoder_sparse_step` and `mlp_only_layers`;
+        /// without them every layer is sparse (Qwen3.5-MoE, LaraMini), so
+        /// `num_experts` must be at least 1: the router's top-k fails on none.
         var readsLayout = true
         /// Whether `mlp_layer_types` ("dense" / "sparse" per layer, all
         /// sparse when absent) decides the sparse layers instead of
@@ -44,8 +44,8 @@ struct QwenExperts: Sendable {
         var sigmoidRouter = false
         /// Whether sigmoid(`shared_expert_gate` x) scales the shared expert (not in FlintSparseMoeBlock).
         var gatedSharedExpert = true
-        /// Whether the class has `norm_topk_prob` (where it reads the layout);
-        /// without it the router renormalises as `normTopkProb` says (Qwen3-VL-MoE's always).
+        /// Whether the class has `norm_topk_prob`; without it the router
+        /// renormalises as `normTopkProb` says (Qwen3.5-MoE's and Qwen3-VL-MoE's always).
         var readsNormTopkProb = true
         /// Whether fused experts may be stored with their last two axes
         /// swapped, as Qwen3-VL-MoE's releases store them (`Weights.expertMatrices`).
@@ -54,7 +54,7 @@ struct QwenExperts: Sendable {
         /// The keys of `QwenExperts` this class has no field for.
         var unreadKeys: [String] {
             var keys: [String] = []
-            if !readsLayout || !readsNormTopkProb { keys.append("norm_topk_prob") }
+            if !readsNormTopkProb { keys.append("norm_topk_prob") }
             if !readsLayout || readsMLPLayerTypes { keys += ["decoder_sparse_step", "mlp_only_layers"] }
             if !readsLocalExperts { keys.append("num_local_experts") }
             if !readsMLPLayerTypes { keys.append("mlp_layer_types") }
@@ -71,7 +71,7 @@ struct QwenExperts: Sendable {
             numExperts: 512, numExpertsPerTok: 10, normTopkProb: true, moeIntermediateSize: 512, sharedExpertIntermediateSize: 512)
         static let qwen3_5Moe = ConfigClass(
             numExperts: 256, numExpertsPerTok: 8, normTopkProb: true, moeIntermediateSize: 512, sharedExpertIntermediateSize: 512,
-            readsLayout: false)
+            readsLayout: false, readsNormTopkProb: false)
         static let qwen3VLMoe = ConfigClass(
             numExperts: 60, numExpertsPerTok: 4, normTopkProb: true, moeIntermediateSize: 1408, sharedExpertIntermediateSize: nil,
             readsLocalExperts: true, readsNormTopkProb: false, transposedExpertsToo: true)
@@ -81,6 +81,11 @@ struct QwenExperts: Sendable {
         static let flint = ConfigClass(
             numExperts: 256, numExpertsPerTok: 6, normTopkProb: true, moeIntermediateSize: 512, sharedExpertIntermediateSize: 1024,
             mlpOnlyLayers: [0, 1], sigmoidRouter: true, gatedSharedExpert: false)
+        /// LaraMiniConfig's: every layer sparse (`LaraMiniSparseMoeBlock`,
+        /// Flint's block under Qwen3-Next's softmax router), the shared expert ungated.
+        static let laraMini = ConfigClass(
+            numExperts: 128, numExpertsPerTok: 4, normTopkProb: true, moeIntermediateSize: 512, sharedExpertIntermediateSize: 512,
+            readsLayout: false, gatedSharedExpert: false)
     }
 
     /// The class the keys were read with (its router and shared-expert gate).
@@ -199,7 +204,7 @@ struct QwenExperts: Sendable {
                 numExperts: localExperts ?? numExperts ?? configClass.numExperts,
                 numExpertsKey: localExperts == nil ? "num_experts" : "num_local_experts",
                 numExpertsPerTok: numExpertsPerTok ?? configClass.numExpertsPerTok,
-                normTopkProb: (layout && configClass.readsNormTopkProb ? normTopkProb : nil) ?? configClass.normTopkProb,
+                normTopkProb: (configClass.readsNormTopkProb ? normTopkProb : nil) ?? configClass.normTopkProb,
                 moeIntermediateSize: moeIntermediateSize ?? configClass.moeIntermediateSize,
                 sharedExpertIntermediateSize: configClass.sharedExpertIntermediateSize.map { sharedExpertIntermediateSize ?? $0 },
                 decoderSparseStep: (layout && !byTypes ? decoderSparseStep : nil) ?? 1,
@@ -213,7 +218,12 @@ struct QwenExperts: Sendable {
                 throw InvalidConfigValue(
                     key: "num_experts", problem: "is \(numExperts), but num_local_experts (the same setting) is \(localExperts)")
             }
-            try ConfigRules.nonNegative(experts.numExperts, experts.numExpertsKey)
+            if layout {
+                try ConfigRules.nonNegative(experts.numExperts, experts.numExpertsKey)
+            } else {
+                // Every layer routes: no expert is no model (transformers' top-k fails).
+                try ConfigRules.count(experts.numExperts, experts.numExpertsKey)
+            }
             // transformers takes the layer index modulo the step (0 divides by zero).
             // A negative step beats as its magnitude (Python's and Swift's remainders are 0 alike).
             if experts.decoderSparseStep == 0 {

@@ -16,6 +16,9 @@ extension TensorRenamings {
             ("\\.mlp\\.c_fc_1\\.", ".mlp.up_proj."),
             ("\\.mlp\\.c_proj\\.", ".mlp.down_proj."),
         ],
+        "lara_mini": [
+            ("linear_attn\\.out_norm\\.", "linear_attn.norm."),
+        ],
         "minicpm5_moe": [
             ("self_attn.q_proj", "self_attn.q_gate_proj"),
         ],

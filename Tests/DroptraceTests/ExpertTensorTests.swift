@@ -206,8 +206,8 @@ import Testing
     /// checkpoint's, and its text model's, by `text_config.model_type` as
     /// written. Qwen3.5-MoE's text model collects them as its class's
     /// `qwen3_5_moe_text` or as `qwen3_moe`, whose mapping does too (the same
-    /// scores), but not as `llama` or a null type; Qwen3-VL-MoE's and
-    /// Mistral 4's mappings never do. There transformers initialises the
+    /// scores), but not as `llama` or a null type; Qwen3-VL-MoE's,
+    /// Mistral 4's and Lara Mini's mappings never do. There transformers initialises the
     /// fused experts randomly (missing keys in `from_pretrained` on the same
     /// edits), and droptrace refuses naming the tensor and the model types.
     @Test func perExpertTensorsLoadOnlyWhereTransformersCollectsThem() throws {
@@ -222,7 +222,8 @@ import Testing
                 + "its fused experts only where the conversion mapping of the model type says so, and that of \(types) does not "
                 + "(it would initialise the experts randomly): store them fused")
         }
-        for (fixture, types) in [("qwen3_vl_moe-f32", #""qwen3_vl_moe" and "qwen3_vl_moe_text""#), ("mistral3_mistral4-f32", #""mistral3" and "mistral4""#)] {
+        for (fixture, types) in [("qwen3_vl_moe-f32", #""qwen3_vl_moe" and "qwen3_vl_moe_text""#), ("mistral3_mistral4-f32", #""mistral3" and "mistral4""#),
+                                 ("lara_mini-f32", #""lara_mini""#)] {
             let split = try EditedFixture(fixture)
             var named = ""
             try BadInputTests().rewriteWeights(split.model) { entries in

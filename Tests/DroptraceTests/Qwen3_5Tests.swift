@@ -32,6 +32,8 @@ import Testing
         Mutant("qwen3_5_text-f32", "rms_norm_eps", "0"),
         // The MoE keys, at the top level and under a wrapper's text_config.
         Mutant("qwen3_5_moe_text-f32", "num_experts", "-1"),
+        // Every layer routes: transformers' top-k fails on no experts.
+        Mutant("qwen3_5_moe_text-f32", "num_experts", "0"),
         Mutant("qwen3_5_moe_text-f32", "num_experts", "5"),
         Mutant("qwen3_5_moe_text-f32", "num_experts_per_tok", "0"),
         Mutant("qwen3_5_moe_text-f32", "moe_intermediate_size", "0"),

@@ -30,7 +30,7 @@ import transformers.conversion_mapping as conversion_mapping
 from transformers.core_model_loading import GroupWeightRename, MergeModulelist, WeightConverter, WeightRenaming
 
 # The model types whose tensors droptrace renames on load as transformers does (`Checkpoint`).
-RENAMED_ON_LOAD = ["exaone", "minicpm5_moe", "param2moe", "sarvam_moe"]
+RENAMED_ON_LOAD = ["exaone", "lara_mini", "minicpm5_moe", "param2moe", "sarvam_moe"]
 
 # A collected source pattern: the module path, the expert index, one projection's weight.
 PATTERN = re.compile(r"^([A-Za-z0-9_.]*)\*\.([A-Za-z0-9_]+)\.weight$")

@@ -3,6 +3,54 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
+/// The Gated DeltaNet sizes of config.json (or of its `text_config`):
+/// Qwen3NextConfig's `linear_*` keys, which Qwen3_5TextConfig and
+/// LaraMiniConfig inherit with their own defaults, as written (absent: nil).
+struct GatedDeltaNetKeys: Decodable {
+    var convolutionKernel: Int?
+    var keyHeadDim: Int?
+    var valueHeadDim: Int?
+    var keyHeads: Int?
+    var valueHeads: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case convolutionKernel = "linear_conv_kernel_dim"
+        case keyHeadDim = "linear_key_head_dim"
+        case valueHeadDim = "linear_value_head_dim"
+        case keyHeads = "linear_num_key_heads"
+        case valueHeads = "linear_num_value_heads"
+    }
+
+    /// Qwen3NextConfig's and Qwen3_5TextConfig's defaults: 16 query/key
+    /// heads and 32 value heads of 128, a 4-tap convolution.
+    static let qwen3NextDefaults = GatedDeltaNetHeads(keyHeads: 16, valueHeads: 32, keyDim: 128, valueDim: 128, convolutionKernel: 4)
+
+    /// The layers' sizes, the keys config.json omits taking `defaults`'.
+    /// - Throws: `InvalidConfigValue` naming the key of a size below 1, of
+    ///   value heads that are not a multiple of the key heads (the config
+    ///   classes' `validate_architecture` refuses them; each key head serves
+    ///   a group of value heads), or of projections whose element count
+    ///   (4 × heads × width × `hidden`) would not fit.
+    func heads(defaults: GatedDeltaNetHeads, hidden: Int) throws -> GatedDeltaNetHeads {
+        let kernel = try ConfigRules.count(convolutionKernel ?? defaults.convolutionKernel, "linear_conv_kernel_dim")
+        let keyDim = try ConfigRules.count(keyHeadDim ?? defaults.keyDim, "linear_key_head_dim")
+        let valueDim = try ConfigRules.count(valueHeadDim ?? defaults.valueDim, "linear_value_head_dim")
+        let keyHeads = try ConfigRules.count(keyHeads ?? defaults.keyHeads, "linear_num_key_heads")
+        let valueHeads = try ConfigRules.count(valueHeads ?? defaults.valueHeads, "linear_num_value_heads")
+        if valueHeads % keyHeads != 0 {
+            throw InvalidConfigValue(
+                key: "linear_num_value_heads", problem: "\(valueHeads) is not a multiple of linear_num_key_heads \(keyHeads)")
+        }
+        _ = try ConfigRules.product([
+            (keyHeads, "linear_num_key_heads"), (keyDim, "linear_key_head_dim"), (hidden, "hidden_size"), (4, "q, k, v and z"),
+        ])
+        _ = try ConfigRules.product([
+            (valueHeads, "linear_num_value_heads"), (valueDim, "linear_value_head_dim"), (hidden, "hidden_size"), (4, "q, k, v and z"),
+        ])
+        return GatedDeltaNetHeads(keyHeads: keyHeads, valueHeads: valueHeads, keyDim: keyDim, valueDim: valueDim, convolutionKernel: kernel)
+    }
+}
+
 /// The keys of config.json (or of its `text_config`) the hybrid Qwen
 /// models share (Qwen3NextConfig's, which Qwen3_5TextConfig inherits), with
 /// their defaults.
@@ -12,11 +60,8 @@ struct HybridQwenConfiguration: Decodable {
     var attentionBias: Bool
     var layerTypes: [String]?
     var fullAttentionInterval: Int
-    var convolutionKernel: Int
-    var keyHeadDim: Int
-    var valueHeadDim: Int
-    var keyHeads: Int
-    var valueHeads: Int
+    /// The Gated DeltaNet sizes as written (defaults: `GatedDeltaNetKeys.qwen3NextDefaults`).
+    var deltaNet: GatedDeltaNetKeys
 
     enum CodingKeys: String, CodingKey {
         case rmsNormEps = "rms_norm_eps"
@@ -24,11 +69,6 @@ struct HybridQwenConfiguration: Decodable {
         case attentionBias = "attention_bias"
         case layerTypes = "layer_types"
         case fullAttentionInterval = "full_attention_interval"
-        case convolutionKernel = "linear_conv_kernel_dim"
-        case keyHeadDim = "linear_key_head_dim"
-        case valueHeadDim = "linear_value_head_dim"
-        case keyHeads = "linear_num_key_heads"
-        case valueHeads = "linear_num_value_heads"
     }
 
     init(from decoder: Decoder) throws {
@@ -38,18 +78,9 @@ struct HybridQwenConfiguration: Decodable {
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
         layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
         fullAttentionInterval = try c.decodeIfPresent(Int.self, forKey: .fullAttentionInterval) ?? 4
-        convolutionKernel = try c.decodeIfPresent(Int.self, forKey: .convolutionKernel) ?? 4
-        keyHeadDim = try c.decodeIfPresent(Int.self, forKey: .keyHeadDim) ?? 128
-        valueHeadDim = try c.decodeIfPresent(Int.self, forKey: .valueHeadDim) ?? 128
-        keyHeads = try c.decodeIfPresent(Int.self, forKey: .keyHeads) ?? 16
-        valueHeads = try c.decodeIfPresent(Int.self, forKey: .valueHeads) ?? 32
+        deltaNet = try GatedDeltaNetKeys(from: decoder)
         try ConfigRules.decodingChecks {
             if layerTypes == nil { try ConfigRules.count(fullAttentionInterval, "full_attention_interval") }
-            try ConfigRules.count(convolutionKernel, "linear_conv_kernel_dim")
-            try ConfigRules.count(keyHeadDim, "linear_key_head_dim")
-            try ConfigRules.count(valueHeadDim, "linear_value_head_dim")
-            try ConfigRules.count(keyHeads, "linear_num_key_heads")
-            try ConfigRules.count(valueHeads, "linear_num_value_heads")
         }
     }
 
@@ -88,23 +119,11 @@ struct HybridQwenLayers: Sendable {
                 throw InvalidConfigValue(
                     key: "layer_types", problem: "names \"\(other.forErrorMessage)\": the layers are full_attention or linear_attention")
             }
-            if config.valueHeads % config.keyHeads != 0 {
-                throw InvalidConfigValue(
-                    key: "linear_num_value_heads",
-                    problem: "\(config.valueHeads) is not a multiple of linear_num_key_heads \(config.keyHeads)")
-            }
-            _ = try ConfigRules.product([
-                (config.keyHeads, "linear_num_key_heads"), (config.keyHeadDim, "linear_key_head_dim"),
-                (parts.dimensions.hiddenSize, "hidden_size"), (4, "q, k, v and z"),
-            ])
-            _ = try ConfigRules.product([
-                (config.valueHeads, "linear_num_value_heads"), (config.valueHeadDim, "linear_value_head_dim"),
-                (parts.dimensions.hiddenSize, "hidden_size"), (4, "q, k, v and z"),
-            ])
         }
-        heads = GatedDeltaNetHeads(
-            keyHeads: config.keyHeads, valueHeads: config.valueHeads, keyDim: config.keyHeadDim, valueDim: config.valueHeadDim,
-            convolutionKernel: config.convolutionKernel)
+        heads = try parts.checks {
+            try config.deltaNet.heads(defaults: GatedDeltaNetKeys.qwen3NextDefaults, hidden: parts.dimensions.hiddenSize)
+        }
+        try parts.confirmGatedDeltaNet(heads, layers: layerTypes.indices.filter { layerTypes[$0] == HybridQwenConfiguration.linear })
         // The rotary table is sized from the first kept full-attention layer's q_proj.
         let firstFull = (0..<layers).first { layerTypes[$0] == AttentionLayerType.full && !parts.configuredDrops.dropsAttention($0) }
         if let firstFull {
@@ -134,7 +153,9 @@ struct HybridQwenLayers: Sendable {
     func mixer(_ index: Int, linearProjection: (String) throws -> Linear) throws -> TokenMixer {
         let p = "layers.\(index)."
         if isLinear(index) {
-            return .gatedDeltaNet(try gatedDeltaNet(p + "linear_attn.", projection: try linearProjection(p + "linear_attn.")))
+            let prefix = p + "linear_attn."
+            return .gatedDeltaNet(try parts.gatedDeltaNet(
+                prefix, heads: heads, projection: try linearProjection(prefix), eps: config.rmsNormEps, activation: config.hiddenAct))
         }
         return .attention(try gatedAttention(p + "self_attn."))
     }
@@ -158,21 +179,6 @@ struct HybridQwenLayers: Sendable {
             outputGate: gate)
     }
 
-    /// The Gated DeltaNet under `prefix` with its input `projection` (rows
-    /// q | k | v | z | b | a, as the family stores or reorders them).
-    func gatedDeltaNet(_ prefix: String, projection: Linear) throws -> GatedDeltaNet {
-        let weights = parts.weights, h = heads
-        return GatedDeltaNet(
-            heads: h, projection: projection,
-            convolution: try weights.floats(prefix + "conv1d.weight", [h.convolutionChannels, 1, h.convolutionKernel]),
-            logDecayRates: try weights.floats(prefix + "A_log", [h.valueHeads]),
-            timeStepBias: try weights.floats(prefix + "dt_bias", [h.valueHeads]),
-            norm: try weights.rmsNorm(prefix + "norm", size: h.valueDim, eps: config.rmsNormEps),
-            output: try weights.linear(prefix + "out_proj", in: h.valueWidth, out: parts.dimensions.hiddenSize, bias: false),
-            // The convolution's activation is hidden_act (the gated norm's stays SiLU).
-            convolutionActivation: try parts.activation(config.hiddenAct))
-    }
-
     /// Block `index`: (1 + weight) RMSNorms before each branch, the token
     /// mixer, then `feedForward`.
     func block(
@@ -191,6 +197,45 @@ struct HybridQwenLayers: Sendable {
 
     func head() throws -> OutputHead {
         try parts.head(norm: parts.weights.offsetRMSNorm("norm", size: parts.dimensions.hiddenSize, eps: config.rmsNormEps))
+    }
+}
+
+extension DecoderParts {
+    /// The Gated DeltaNet of `heads` under `prefix` as Qwen3NextGatedDeltaNet
+    /// builds it (Qwen3.5's and LaraMini's too): `projection` its input
+    /// projection (rows q | k | v | z | b | a, as the family stores or
+    /// reorders them), `conv1d` taps [channels, 1, kernel] without a bias,
+    /// `A_log` and `dt_bias` [valueHeads], the gated RMSNorm `norm`
+    /// [valueDim] (its weight as stored, epsilon `eps`: rms_norm_eps),
+    /// `out_proj` [hidden, valueWidth]; the convolution activated by
+    /// `activation` (hidden_act; the gated norm's gate stays SiLU).
+    func gatedDeltaNet(_ prefix: String, heads h: GatedDeltaNetHeads, projection: Linear, eps: Double, activation: String) throws -> GatedDeltaNet {
+        GatedDeltaNet(
+            heads: h, projection: projection,
+            convolution: try weights.floats(prefix + "conv1d.weight", [h.convolutionChannels, 1, h.convolutionKernel]),
+            logDecayRates: try weights.floats(prefix + "A_log", [h.valueHeads]),
+            timeStepBias: try weights.floats(prefix + "dt_bias", [h.valueHeads]),
+            norm: try weights.rmsNorm(prefix + "norm", size: h.valueDim, eps: eps),
+            output: try weights.linear(prefix + "out_proj", in: h.valueWidth, out: dimensions.hiddenSize, bias: false),
+            convolutionActivation: try self.activation(activation))
+    }
+
+    /// Confirms the Gated DeltaNet sizes by the first of `layers` (the
+    /// linear ones) whose mixer the config keeps, before anything is sized
+    /// from them: its `conv1d` [2 · keyWidth + valueWidth, 1, kernel],
+    /// `A_log` [valueHeads] and `out_proj` [hidden, valueWidth].
+    /// - Throws: `DroptraceError` naming config.json, the keys and the tensor.
+    func confirmGatedDeltaNet(_ h: GatedDeltaNetHeads, layers: [Int]) throws {
+        guard let layer = layers.first(where: { !configuredDrops.dropsAttention($0) }) else { return }
+        let p = "layers.\(layer).linear_attn.", key = section.qualified
+        let values = "\(key("linear_num_value_heads")) × \(key("linear_value_head_dim"))"
+        try weights.confirmShape(
+            p + "conv1d.weight", [h.convolutionChannels, 1, h.convolutionKernel],
+            keys: "2 × \(key("linear_num_key_heads")) × \(key("linear_key_head_dim")) + \(values), \(key("linear_conv_kernel_dim"))",
+            configPath: configPath)
+        try weights.confirmShape(p + "A_log", [h.valueHeads], keys: key("linear_num_value_heads"), configPath: configPath)
+        try weights.confirmShape(
+            p + "out_proj.weight", [dimensions.hiddenSize, h.valueWidth], keys: "\(key("hidden_size")), \(values)", configPath: configPath)
     }
 }
 
@@ -261,11 +306,9 @@ struct Qwen3_5Model: DecoderFamily {
     func head() throws -> OutputHead { try layers.head() }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let h = layers.heads, d = hiddenSize, weights = parts.weights
+        let d = hiddenSize, weights = parts.weights
         return try layers.block(index, drops: plan.union(configuredDrops)) { prefix in
-            try weights.stackedLinear(
-                [prefix + "in_proj_qkv", prefix + "in_proj_z", prefix + "in_proj_b", prefix + "in_proj_a"], in: d,
-                outs: [h.convolutionChannels, h.valueWidth, h.valueHeads, h.valueHeads], bias: false)
+            try weights.gatedDeltaNetProjection(prefix, heads: layers.heads, hidden: d)
         } feedForward: {
             let activation = try parts.activation(layers.config.hiddenAct)
             if let experts { return try experts.feedForward(parts, layer: index, activation: activation) }
