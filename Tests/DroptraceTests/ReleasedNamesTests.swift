@@ -85,45 +85,21 @@ import Testing
         let name = "param2moe-f32"
         let scores = try EditedFixture(name).attentionScores()
         let renamed = try EditedFixture(name)
-        let url = renamed.model.appendingPathComponent("model.safetensors")
-        let slices = try SafetensorsFile(path: url.path).tensors.values
-        var split: [SafetensorsWriter.Entry] = []
-        for slice in slices {
-            let moved = slice.name.replacingOccurrences(of: ".attention.dense.", with: ".self_attn.o_proj.")
-                .replacingOccurrences(of: ".attention.query_layernorm.", with: ".self_attn.q_norm.")
-                .replacingOccurrences(of: ".attention.key_layernorm.", with: ".self_attn.k_norm.")
-                .replacingOccurrences(of: "model.word_embeddings.", with: "model.embed_tokens.")
-                .replacingOccurrences(of: ".mlp.gate.expert_bias", with: ".mlp.gate.e_score_correction_bias")
-            guard slice.name.contains(".attention.query_key_value.") else {
-                split.append(SafetensorsWriter.Entry(slice, renamedTo: moved))
-                continue
-            }
-            // Rows q (4 heads × 12) | k (2 × 12) | v (2 × 12), as transformers splits them.
-            let values = try slice.floats(), width = slice.shape.count == 2 ? slice.shape[1] : 1
-            for (part, rows) in [("q_proj", 0..<48), ("k_proj", 48..<72), ("v_proj", 72..<96)] {
-                let piece = Array(values[(rows.lowerBound * width)..<(rows.upperBound * width)])
-                split.append(SafetensorsWriter.Entry(
-                    name: slice.name.replacingOccurrences(of: ".attention.query_key_value.", with: ".self_attn.\(part)."),
-                    shape: slice.shape.count == 2 ? [rows.count, width] : [rows.count], producing: { piece }))
+        try splitQueryKeyValue(renamed.model) { _ in true }
+        try BadInputTests().rewriteWeights(renamed.model) { entries in
+            for index in entries.indices {
+                entries[index].name = entries[index].name.replacingOccurrences(of: ".attention.dense.", with: ".self_attn.o_proj.")
+                    .replacingOccurrences(of: ".attention.query_layernorm.", with: ".self_attn.q_norm.")
+                    .replacingOccurrences(of: ".attention.key_layernorm.", with: ".self_attn.k_norm.")
+                    .replacingOccurrences(of: "model.word_embeddings.", with: "model.embed_tokens.")
+                    .replacingOccurrences(of: ".mlp.gate.expert_bias", with: ".mlp.gate.e_score_correction_bias")
+                    .replacingOccurrences(of: ".attention.", with: ".self_attn.")
             }
         }
-        try SafetensorsWriter.encode(split).write(to: url)
         #expect(try renamed.attentionScores() == scores)
         // The weights split, the bias still fused: transformers splits it too.
         let biasFused = try EditedFixture(name)
-        let original = try SafetensorsFile(path: biasFused.model.appendingPathComponent("model.safetensors").path).tensors
-        try BadInputTests().rewriteWeights(biasFused.model) { entries in
-            for (index, entry) in entries.enumerated().reversed() where entry.name.hasSuffix(".query_key_value.weight") {
-                entries.remove(at: index)
-                let values = try! original[entry.name]!.floats()
-                for (part, rows) in [("q_proj", 0..<48), ("k_proj", 48..<72), ("v_proj", 72..<96)] {
-                    let piece = Array(values[(rows.lowerBound * 48)..<(rows.upperBound * 48)])
-                    entries.append(SafetensorsWriter.Entry(
-                        name: entry.name.replacingOccurrences(of: "query_key_value.weight", with: "\(part).weight"),
-                        shape: [rows.count, 48], producing: { piece }))
-                }
-            }
-        }
+        try splitQueryKeyValue(biasFused.model) { $0.hasSuffix(".weight") }
         #expect(try biasFused.attentionScores() == scores)
         let both = try EditedFixture(name)
         try BadInputTests().rewriteWeights(both.model) { entries in
@@ -143,22 +119,6 @@ import Testing
         let renamed = try EditedFixture(name)
         try BadInputTests().renameWeights(renamed.model, prefix: "model.layers.0.self_attn.q_proj", to: "model.layers.0.self_attn.q_gate_proj")
         #expect(try renamed.attentionScores() == scores)
-        // The weights split, the bias still fused: transformers splits it too.
-        let biasFused = try EditedFixture(name)
-        let original = try SafetensorsFile(path: biasFused.model.appendingPathComponent("model.safetensors").path).tensors
-        try BadInputTests().rewriteWeights(biasFused.model) { entries in
-            for (index, entry) in entries.enumerated().reversed() where entry.name.hasSuffix(".query_key_value.weight") {
-                entries.remove(at: index)
-                let values = try! original[entry.name]!.floats()
-                for (part, rows) in [("q_proj", 0..<48), ("k_proj", 48..<72), ("v_proj", 72..<96)] {
-                    let piece = Array(values[(rows.lowerBound * 48)..<(rows.upperBound * 48)])
-                    entries.append(SafetensorsWriter.Entry(
-                        name: entry.name.replacingOccurrences(of: "query_key_value.weight", with: "\(part).weight"),
-                        shape: [rows.count, 48], producing: { piece }))
-                }
-            }
-        }
-        #expect(try biasFused.attentionScores() == scores)
         let both = try EditedFixture(name)
         try BadInputTests().rewriteWeights(both.model) { entries in
             let gate = [Float](repeating: 0.01, count: 96 * 48)
@@ -221,6 +181,25 @@ import Testing
                 scaling["rope_type"] = "deepseek_yarn"
                 config["rope_parameters"] = scaling
             }.attentionScores()
+        }
+    }
+
+    /// Replaces the fused `attention.query_key_value` tensors of `model`
+    /// whose names `included` accepts by q_proj, k_proj and v_proj: rows
+    /// q (4 heads × 12) | k (2 × 12) | v (2 × 12), as transformers splits them.
+    func splitQueryKeyValue(_ model: URL, where included: (String) -> Bool) throws {
+        let original = try SafetensorsFile(path: model.appendingPathComponent("model.safetensors").path).tensors
+        try BadInputTests().rewriteWeights(model) { entries in
+            for (index, entry) in entries.enumerated().reversed() where entry.name.contains(".query_key_value.") && included(entry.name) {
+                entries.remove(at: index)
+                let values = try! original[entry.name]!.floats(), width = entry.shape.count == 2 ? entry.shape[1] : 1
+                for (part, rows) in [("q_proj", 0..<48), ("k_proj", 48..<72), ("v_proj", 72..<96)] {
+                    let piece = Array(values[(rows.lowerBound * width)..<(rows.upperBound * width)])
+                    entries.append(SafetensorsWriter.Entry(
+                        name: entry.name.replacingOccurrences(of: "query_key_value.", with: "\(part)."),
+                        shape: entry.shape.count == 2 ? [rows.count, width] : [rows.count], producing: { piece }))
+                }
+            }
         }
     }
 }
