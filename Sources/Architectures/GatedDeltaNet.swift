@@ -248,18 +248,12 @@ extension Weights {
     /// saves back fused).
     /// - Throws: `DroptraceError` naming the weights when the fused tensor
     ///   is stored beside one of the four (transformers' split then fails),
-    ///   or for a missing tensor or a shape the sizes contradict.
+    ///   or for a missing tensor or a shape the sizes contradict
+    ///   (`stackedLinear(storedFused:)`).
     func gatedDeltaNetProjection(_ prefix: String, heads h: GatedDeltaNetHeads, hidden: Int, fused: String? = nil) throws -> Linear {
-        let separate = ["in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a"].map { prefix + $0 }
-        if let fused, has(prefix + fused + ".weight") {
-            if let both = separate.first(where: { has($0 + ".weight") }) {
-                throw DroptraceError(
-                    "tensors '\(self.prefix)\(prefix)\(fused).weight' and '\(self.prefix)\(both).weight' are both stored; transformers splits the first into in_proj_qkv, in_proj_z, in_proj_b and in_proj_a, so keep one form",
-                    path: checkpoint.weightsPath)
-            }
-            return try linear(prefix + fused, in: hidden, out: h.projectionWidth, bias: false)
-        }
-        return try stackedLinear(separate, in: hidden, outs: [h.convolutionChannels, h.valueWidth, h.valueHeads, h.valueHeads], bias: false)
+        try stackedLinear(
+            ["in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a"].map { prefix + $0 }, in: hidden,
+            outs: [h.convolutionChannels, h.valueWidth, h.valueHeads, h.valueHeads], bias: false, storedFused: fused.map { prefix + $0 })
     }
 
     /// The causal convolution's taps [channels, 1, kernel] of the delta-rule

@@ -104,8 +104,8 @@ struct DeepSeekConfiguration: Decodable {
         topkMethod = v3 ? "noaux_tc" : try written(.topkMethod, absent: "greedy")
         // V2's router never renormalises (transformers does not read the key for it).
         normTopkProb = v3 ? try written(.normTopkProb, absent: true) ?? false : false
-        // SarvamMLAConfig drops head_dim (its original configs store kv_lora_rank + qk_rope_head_dim).
-        writtenHeadDim = v3 && !sarvam && c.contains(.headDim) ? .some(try c.decodeIfPresent(Int.self, forKey: .headDim)) : nil
+        // SarvamMLAConfig drops head_dim (`ConfigValueKinds.headDimDropped`).
+        writtenHeadDim = v3 && !ConfigValueKinds.headDimDropped.contains(modelType) && c.contains(.headDim) ? .some(try c.decodeIfPresent(Int.self, forKey: .headDim)) : nil
     }
 
     /// The latent attention's keys.
