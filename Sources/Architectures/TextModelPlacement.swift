@@ -26,6 +26,10 @@ struct TextModelPlacement {
     /// The rows of a stored head where the config class sizes `lm_head`
     /// apart from the embedding (Apertus 1.5's `output_vocab_size`); nil: vocab_size.
     var headRows: Int?
+    /// The vision tower's output width where the config class requires it
+    /// to be the text model's hidden_size (LlavaOnevision15Config's
+    /// `vision_config.out_hidden_size`); nil: no such rule.
+    var visionOutputWidth: Int?
 
     /// A language model at config.json's top level.
     static let topLevel = TextModelPlacement()
@@ -143,6 +147,12 @@ extension DecoderParts {
             throw DroptraceError(
                 "the top level's hidden_size \(head.hidden) and vocab_size \(head.vocabulary) (its config class's defaults where absent) "
                     + "size \(checkpoint.modelType)'s lm_head, which the weights store, but the text model's are \(text.hidden) and \(text.vocabulary)",
+                path: configPath)
+        }
+        if let width = placement.visionOutputWidth, width != dimensions.hiddenSize {
+            throw DroptraceError(
+                "\"vision_config.out_hidden_size\" \(width) (4096 where absent) is not the text model's hidden_size "
+                    + "\(dimensions.hiddenSize): \(checkpoint.modelType)'s config class refuses it",
                 path: configPath)
         }
         for name in placement.widthTensors where checkpoint.hasTensor(name) {

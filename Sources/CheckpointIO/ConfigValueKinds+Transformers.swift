@@ -2842,6 +2842,19 @@ extension ConfigValueKinds {
                 "image_token_id": "image_token_index",
                 "video_token_id": "video_token_index",
             ]),
+        "llava_onevision1_5": (
+            "LlavaOnevision15Config",
+            [
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "i",
+                "vision_config": "no",
+                "vision_end_token_id": "i",
+                "vision_start_token_id": "i",
+            ],
+            [:
+            ]),
         "mellum": (
             "MellumConfig",
             [
@@ -3562,6 +3575,21 @@ extension ConfigValueKinds {
                 "vision_config": "no",
                 "visual_indicator_token_ids": "[i]",
                 "vocab_size": "i",
+            ],
+            [:
+            ]),
+        "ovis2_5": (
+            "Ovis2_5Config",
+            [
+                "image_end_token_id": "i",
+                "image_start_token_id": "i",
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_end_token_id": "i",
+                "video_start_token_id": "i",
+                "video_token_id": "i",
+                "vision_config": "no",
             ],
             [:
             ]),
@@ -4503,10 +4531,12 @@ extension ConfigValueKinds {
         "llava_next": "llama",
         "llava_next_video": "llama",
         "llava_onevision": "qwen2",
+        "llava_onevision1_5": "qwen3",
         "minicpmv4_6": "qwen3_5_text",
         "minicpmv4_7": "qwen3_5_text",
         "mistral3": "mistral",
         "ovis2": "qwen2",
+        "ovis2_5": "qwen3",
         "smolvlm": "llama",
     ]
 

@@ -2,41 +2,66 @@
 
 extension TensorRenamings {
     /// Per model_type, transformers' `WeightRenaming` rules, in the order it applies them: each
-    /// (regular expression, replacement) turns the first match in a stored name into the replacement.
-    static let transformers: [String: [(pattern: String, replacement: String)]] = [
+    /// (regular expression, replacement, scope) turns the first match in a stored name into the
+    /// replacement (`\1` standing for the match's first group); a rule with a scope reads only the names
+    /// beginning with one of its prefixes (the first that does), the rest of the name after it.
+    static let transformers: [String: [(pattern: String, replacement: String, scope: [String])]] = [
         "exaone": [
-            ("^transformer\\.wte\\.", "model.embed_tokens."),
-            ("^transformer\\.h\\.", "model.layers."),
-            ("^transformer\\.ln_f\\.", "model.norm."),
-            ("\\.attn\\.attention\\.", ".self_attn."),
-            ("\\.self_attn\\.out_proj\\.", ".self_attn.o_proj."),
-            ("\\.ln_1\\.", ".input_layernorm."),
-            ("\\.ln_2\\.", ".post_attention_layernorm."),
-            ("\\.mlp\\.c_fc_0\\.", ".mlp.gate_proj."),
-            ("\\.mlp\\.c_fc_1\\.", ".mlp.up_proj."),
-            ("\\.mlp\\.c_proj\\.", ".mlp.down_proj."),
+            ("^transformer\\.wte\\.", "model.embed_tokens.", []),
+            ("^transformer\\.h\\.", "model.layers.", []),
+            ("^transformer\\.ln_f\\.", "model.norm.", []),
+            ("\\.attn\\.attention\\.", ".self_attn.", []),
+            ("\\.self_attn\\.out_proj\\.", ".self_attn.o_proj.", []),
+            ("\\.ln_1\\.", ".input_layernorm.", []),
+            ("\\.ln_2\\.", ".post_attention_layernorm.", []),
+            ("\\.mlp\\.c_fc_0\\.", ".mlp.gate_proj.", []),
+            ("\\.mlp\\.c_fc_1\\.", ".mlp.up_proj.", []),
+            ("\\.mlp\\.c_proj\\.", ".mlp.down_proj.", []),
         ],
         "lara_mini": [
-            ("linear_attn\\.out_norm\\.", "linear_attn.norm."),
+            ("linear_attn\\.out_norm\\.", "linear_attn.norm.", []),
+        ],
+        "llava_onevision1_5": [
+            ("^visual(?!\\w)", "model.visual", []),
+            ("^model(?!\\.(language_model|visual))", "model.language_model", []),
+            ("^model\\.(?!language_model\\.|visual\\.)", "language_model.", ["model.", ""]),
+            ("^visual\\.(.+)", "\\1", ["model.visual.", "visual."]),
+            ("^class_embedding(?!\\w)", "cls_embeddings.class_embedding", ["model.visual.", "visual."]),
+            ("^class_pos_emb(?!\\w)", "cls_embeddings.class_pos_emb", ["model.visual.", "visual."]),
+            ("merger\\.fc1\\.", "merger.linear_fc1.", ["model.visual.", "visual."]),
+            ("merger\\.fc2\\.", "merger.linear_fc2.", ["model.visual.", "visual."]),
+            ("merger\\.mlp\\.0\\.", "merger.linear_fc1.", ["model.visual.", "visual."]),
+            ("merger\\.mlp\\.2\\.", "merger.linear_fc2.", ["model.visual.", "visual."]),
+            ("merger\\.ln_q\\.", "merger.norm.", ["model.visual.", "visual."]),
         ],
         "minicpm5_moe": [
-            ("self_attn.q_proj", "self_attn.q_gate_proj"),
+            ("self_attn.q_proj(?!\\w)", "self_attn.q_gate_proj", []),
+        ],
+        "ovis2_5": [
+            ("^llm\\.model\\.", "model.language_model.", []),
+            ("^llm\\.lm_head\\.", "lm_head.", []),
+            ("^visual_tokenizer\\.vit\\.vision_model\\.embeddings\\.", "model.vision_tower.embeddings.", []),
+            ("^visual_tokenizer\\.vit\\.vision_model\\.encoder\\.layers\\.", "model.vision_tower.layers.", []),
+            ("^visual_tokenizer\\.vit\\.vision_model\\.post_layernorm\\.", "model.vision_tower.post_layernorm.", []),
+            ("^visual_tokenizer\\.head\\.0\\.", "model.multi_modal_projector.visual_tokenizer.linear.", []),
+            ("^visual_tokenizer\\.head\\.1\\.", "model.multi_modal_projector.visual_tokenizer.norm.", []),
+            ("^vte\\.", "model.vte.", []),
         ],
         "param2moe": [
-            ("^model\\.word_embeddings\\.", "model.embed_tokens."),
-            ("\\.attention\\.", ".self_attn."),
-            ("\\.self_attn\\.dense\\.", ".self_attn.o_proj."),
-            ("\\.self_attn\\.query_layernorm\\.", ".self_attn.q_norm."),
-            ("\\.self_attn\\.key_layernorm\\.", ".self_attn.k_norm."),
-            ("\\.mlp\\.gate\\.expert_bias", ".mlp.gate.e_score_correction_bias"),
+            ("^model\\.word_embeddings\\.", "model.embed_tokens.", []),
+            ("\\.attention\\.", ".self_attn.", []),
+            ("\\.self_attn\\.dense\\.", ".self_attn.o_proj.", []),
+            ("\\.self_attn\\.query_layernorm\\.", ".self_attn.q_norm.", []),
+            ("\\.self_attn\\.key_layernorm\\.", ".self_attn.k_norm.", []),
+            ("\\.mlp\\.gate\\.expert_bias(?!\\w)", ".mlp.gate.e_score_correction_bias", []),
         ],
         "sarvam_moe": [
-            ("^model\\.word_embeddings\\.", "model.embed_tokens."),
-            ("\\.attention\\.", ".self_attn."),
-            ("\\.self_attn\\.dense\\.", ".self_attn.o_proj."),
-            ("\\.self_attn\\.query_layernorm\\.", ".self_attn.q_norm."),
-            ("\\.self_attn\\.key_layernorm\\.", ".self_attn.k_norm."),
-            ("\\.mlp\\.gate\\.expert_bias", ".mlp.gate.e_score_correction_bias"),
+            ("^model\\.word_embeddings\\.", "model.embed_tokens.", []),
+            ("\\.attention\\.", ".self_attn.", []),
+            ("\\.self_attn\\.dense\\.", ".self_attn.o_proj.", []),
+            ("\\.self_attn\\.query_layernorm\\.", ".self_attn.q_norm.", []),
+            ("\\.self_attn\\.key_layernorm\\.", ".self_attn.k_norm.", []),
+            ("\\.mlp\\.gate\\.expert_bias(?!\\w)", ".mlp.gate.e_score_correction_bias", []),
         ],
     ]
 }

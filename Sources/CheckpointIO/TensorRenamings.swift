@@ -32,19 +32,42 @@ enum TensorRenamings {
         return renamedFrom
     }
 
-    /// `name` through every rule in order: the first occurrence of the rule's
-    /// first match replaced by its replacement (`WeightTransform.rename_source_key`).
-    static func rename(_ name: String, _ rules: [(pattern: NSRegularExpression, replacement: String)]) -> String {
+    /// A rule of `transformers`, compiled.
+    struct Rule {
+        let pattern: NSRegularExpression
+        let replacement: String
+        let scope: [String]
+    }
+
+    /// `name` through every rule in order (`WeightTransform.rename_source_key`):
+    /// a scoped rule reads the name after the first of its prefixes it begins
+    /// with (none: the rule leaves it), the whole name otherwise; the first
+    /// occurrence of the text its first match covers is replaced by its
+    /// replacement, `\1` there standing for the match's first group, and the
+    /// prefix put back.
+    static func rename(_ name: String, _ rules: [Rule]) -> String {
         rules.reduce(name) { name, rule in
-            guard let match = rule.pattern.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)),
-                  let range = Range(match.range, in: name),
-                  let first = name.range(of: String(name[range])) else { return name }
-            return name.replacingCharacters(in: first, with: rule.replacement)
+            var prefix = ""
+            if !rule.scope.isEmpty {
+                guard let scope = rule.scope.first(where: { name.hasPrefix($0) }) else { return name }
+                prefix = scope
+            }
+            let key = String(name.dropFirst(prefix.count))
+            guard let match = rule.pattern.firstMatch(in: key, range: NSRange(key.startIndex..., in: key)),
+                  let range = Range(match.range, in: key) else { return name }
+            var replacement = rule.replacement
+            if replacement.contains("\\1"), match.numberOfRanges > 1, let group = Range(match.range(at: 1), in: key) {
+                replacement = replacement.replacingOccurrences(of: "\\1", with: key[group])
+            }
+            let matched = String(key[range])
+            // Python's str.replace(old, new, 1): an empty match puts the replacement first.
+            let first = matched.isEmpty ? key.startIndex..<key.startIndex : key.range(of: matched)!
+            return prefix + key.replacingCharacters(in: first, with: replacement)
         }
     }
 
     /// `transformers`, compiled.
-    private static let compiled: [String: [(pattern: NSRegularExpression, replacement: String)]] = transformers.mapValues { rules in
-        rules.map { (try! NSRegularExpression(pattern: $0.pattern), $0.replacement) }
+    private static let compiled: [String: [Rule]] = transformers.mapValues { rules in
+        rules.map { Rule(pattern: try! NSRegularExpression(pattern: $0.pattern), replacement: $0.replacement, scope: $0.scope) }
     }
 }

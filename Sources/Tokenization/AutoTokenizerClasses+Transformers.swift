@@ -39,6 +39,7 @@ extension SpecialTokenSettings {
         "kimi_linear": "TokenizersBackend",
         "llava": "TokenizersBackend",
         "llava_next": "TokenizersBackend",
+        "llava_onevision1_5": "Qwen2Tokenizer",
         "mimo_v2_flash": "TokenizersBackend",
         "minicpm3": "TokenizersBackend",
         "minicpmv4_6": "TokenizersBackend",

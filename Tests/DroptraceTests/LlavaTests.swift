@@ -114,7 +114,7 @@ import TensorEngine
         "llava-f32", "llava_next-f32", "llava_onevision-f32", "internvl-f32", "idefics3-f32", "smolvlm-f32", "mistral3-f32",
         "mistral3_mistral4-f32", "internvl_qwen3-f32", "internvl_qwen3_moe-f32", "aya_vision-f32", "lfm2_vl-f32",
         "cohere2_vision-f32", "exaone4_5-f32", "lfm3_vl-f32", "llava_next_video-f32", "minicpmv4_6-f32", "minicpmv4_7-f32",
-        "ovis2-f32", "llava_next_granite-f32", "llava_phi3-f32", "llava_gemma-f32",
+        "ovis2-f32", "llava_next_granite-f32", "llava_phi3-f32", "llava_gemma-f32", "llava_onevision1_5-f32", "ovis2_5-f32",
     ])
     func blockDropExportsEditTheTextConfig(_ name: String) throws {
         let fixture = try EditedFixture(name)

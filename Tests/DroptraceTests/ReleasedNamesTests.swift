@@ -74,7 +74,7 @@ import Testing
         }
         let error = #expect(throws: DroptraceError.self) { _ = try Checkpoint(directory: fixture.model) }
         #expect(error?.message.contains("'model.norm.weight' and 'transformer.ln_f.weight' are both read as 'model.norm.weight'") == true)
-        #expect(TensorRenamings.rename("lm_head.weight", [(try NSRegularExpression(pattern: "^transformer\\.h\\."), "model.layers.")]) == "lm_head.weight")
+        #expect(TensorRenamings.rename("lm_head.weight", [.init(pattern: try NSRegularExpression(pattern: "^transformer\\.h\\."), replacement: "model.layers.", scope: [])]) == "lm_head.weight")
     }
 
     /// The fused query_key_value is refused beside a separate q_proj

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write Sources/Architectures/WeightConversions+Transformers.swift: which per-expert tensors
+r"""Write Sources/Architectures/WeightConversions+Transformers.swift: which per-expert tensors
 transformers collects into fused experts, per model_type.
 
 transformers 5 stores a mixture-of-experts layer's experts as two 3-D parameters
@@ -17,20 +17,33 @@ Run in a venv with the transformers version droptrace matches:
     python3 scripts/weight_conversions/generate.py > Sources/Architectures/WeightConversions+Transformers.swift
 
 With `--renamings` it writes Sources/CheckpointIO/TensorRenamings+Transformers.swift instead: the
-`WeightRenaming` rules (regular expression, replacement) of the model types in RENAMED_ON_LOAD, the
-families droptrace reads under the names transformers gives their tensors: their checkpoints, as
-released and as transformers saves them (it saves them back under the released names), store names
-only those rules turn into the modules' names.
+`WeightRenaming` rules of the model types in RENAMED_ON_LOAD, the families droptrace reads under the
+names transformers gives their tensors: their checkpoints, as released and as transformers saves them
+(it saves them back under the released names), store names only those rules turn into the modules'
+names. The rules are those `get_model_conversion_mapping` collects for the class transformers loads
+the model type as (AutoModelForCausalLM's, else AutoModelForImageTextToText's), built from its config
+class's defaults on the meta device: the rules keyed by each sub-model's class name or model type
+(LlavaOnevision15ForConditionalGeneration's are Qwen2VLForConditionalGeneration's), in the order it
+applies them, a sub-model's scoped to the names under it. Each is written as transformers matches it:
+the regular expression it compiles (a pattern ending in a letter or digit ends at a name boundary,
+`(?!\w)`), the replacement (`\1` standing for the pattern's first group) and the name prefixes
+of its scope, tried in order (none: the whole name). The legacy rules every model gets are left out
+(droptrace reads the one that matters, `model.language_model.model.`, as a placement prefix), and so
+are the `WeightConverter`s: droptrace reads the tensors they convert itself (the per-expert tensors by
+the table above, fused projections in their families), or never reads them (Ovis2.5's `vte`).
 """
 import re
 import sys
 
+import torch
 import transformers
 import transformers.conversion_mapping as conversion_mapping
-from transformers.core_model_loading import GroupWeightRename, MergeModulelist, WeightConverter, WeightRenaming
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+from transformers.core_model_loading import MergeModulelist, PrefixChange, WeightConverter, WeightRenaming
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 # The model types whose tensors droptrace renames on load as transformers does (`Checkpoint`).
-RENAMED_ON_LOAD = ["exaone", "lara_mini", "minicpm5_moe", "param2moe", "sarvam_moe"]
+RENAMED_ON_LOAD = ["exaone", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "ovis2_5", "param2moe", "sarvam_moe"]
 
 # A collected source pattern: the module path, the expert index, one projection's weight.
 PATTERN = re.compile(r"^([A-Za-z0-9_.]*)\*\.([A-Za-z0-9_]+)\.weight$")
@@ -54,15 +67,29 @@ def collected_patterns(model_type):
 
 
 def renamings(model_type):
-    """(pattern, replacement) of each plain WeightRenaming of `model_type`'s mapping, in order."""
+    """(pattern, replacement, scope prefixes) of each WeightRenaming transformers applies when it loads
+    `model_type`, in order (see the module's docstring)."""
+    auto = AutoModelForCausalLM if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
+    with torch.device("meta"):
+        model = auto.from_config(AutoConfig.for_model(model_type))
     rules = []
-    for transform in conversion_mapping.get_checkpoint_conversion_mapping(model_type) or []:
-        if type(transform) is WeightRenaming:
-            assert len(transform.source_patterns) == 1 and len(transform.target_patterns) == 1, model_type
-            assert getattr(transform, "scope_prefix", None) is None and "\\" not in transform.target_patterns[0]
-            rules.append((transform.source_patterns[0], transform.target_patterns[0]))
-        elif isinstance(transform, (WeightRenaming, GroupWeightRename)):
+    for transform in conversion_mapping.get_model_conversion_mapping(model, add_legacy=False):
+        if isinstance(transform, WeightConverter):
+            continue
+        # PrefixChange only builds its pattern; other subclasses rename by code of their own.
+        if type(transform) not in (WeightRenaming, PrefixChange):
             raise SystemExit(f"{model_type}: a {type(transform).__name__} droptrace does not apply")
+        assert len(transform.source_patterns) == 1 and len(transform.target_patterns) == 1, model_type
+        compiled = transform.compiled_sources.pattern
+        assert compiled.startswith("(?P<g0>") and compiled.endswith(")"), compiled
+        pattern, replacement = compiled[len("(?P<g0>"):-1], transform.target_patterns[0]
+        assert "\\" not in replacement.replace("\\1", ""), replacement
+        scopes = []
+        if transform.scope_prefix is not None:
+            scope = f"{transform.scope_prefix}." if transform.scope_prefix else ""
+            base = f"{transform.base_model_prefix}." if transform.base_model_prefix else ""
+            scopes = list(dict.fromkeys([base + scope, scope]))
+        rules.append((pattern, replacement, scopes))
     return rules
 
 
@@ -77,14 +104,16 @@ def main_renamings():
         "",
         "extension TensorRenamings {",
         "    /// Per model_type, transformers' `WeightRenaming` rules, in the order it applies them: each",
-        "    /// (regular expression, replacement) turns the first match in a stored name into the replacement.",
-        "    static let transformers: [String: [(pattern: String, replacement: String)]] = [",
+        "    /// (regular expression, replacement, scope) turns the first match in a stored name into the",
+        "    /// replacement (`\\1` standing for the match's first group); a rule with a scope reads only the names",
+        "    /// beginning with one of its prefixes (the first that does), the rest of the name after it.",
+        "    static let transformers: [String: [(pattern: String, replacement: String, scope: [String])]] = [",
     ]
     for model_type in RENAMED_ON_LOAD:
         rules = renamings(model_type)
         assert rules, model_type
         lines.append(f"        {swift_string(model_type)}: [")
-        lines += [f"            ({swift_string(p)}, {swift_string(r)})," for p, r in rules]
+        lines += [f"            ({swift_string(p)}, {swift_string(r)}, [{', '.join(map(swift_string, c))}])," for p, r, c in rules]
         lines.append("        ],")
     lines += ["    ]", "}"]
     print("\n".join(lines))

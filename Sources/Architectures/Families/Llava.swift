@@ -12,7 +12,9 @@ import DroptraceSupport
 /// LLaVA's), `aya_vision` (Aya Vision), `cohere2_vision` (Command A
 /// Vision), `exaone4_5` (EXAONE 4.5), `lfm2_vl` (LFM2-VL), `lfm3_vl`
 /// (LFM3-VL), `llava_next_video` (LLaVA-NeXT-Video) and `minicpmv4_6`,
-/// `minicpmv4_7` (MiniCPM-V 4.6, 4.7), `ovis2` (Ovis2); transformers'
+/// `minicpmv4_7` (MiniCPM-V 4.6, 4.7), `ovis2` (Ovis2), `llava_onevision1_5`
+/// (LLaVA-OneVision-1.5) and `ovis2_5` (Ovis2.5), whose released tensor names
+/// transformers renames on load (`TensorRenamings`); transformers'
 /// models/<model_type>/. (Granite Vision is `llava_next` around a granite text model.)
 /// Their model builds the language model with AutoModel from `text_config`,
 /// whose class follows its own `model_type` (`Wrapper.textType` when it
@@ -47,6 +49,13 @@ enum Llava {
         /// Whether the wrapper's own head multiplies the logits by the text
         /// config's `logit_scale` (AyaVisionForConditionalGeneration, transformers ≥ 5.25).
         var headAppliesLogitScale = false
+        /// Whether the config class requires the vision tower's output width
+        /// (`vision_config.out_hidden_size`, its alias `text_hidden_size`
+        /// over it, 4096 when absent) to be the text model's hidden_size, and
+        /// the tower's hidden_size (1024) a multiple of 4 · `num_heads`
+        /// (alias `num_attention_heads`, 16) for its 2-D rotary embedding
+        /// (LlavaOnevision15Config's validation).
+        var visionMatchesText = false
     }
 
     static let wrappers: [String: Wrapper] = [
@@ -69,6 +78,9 @@ enum Llava {
         "ovis2": Wrapper(
             textType: "qwen2", prefixes: ["model.language_model."], headSizeDefaults: (hidden: 1536, vocabulary: 151643),
             widthTensors: ["model.visual_embeddings_table.weight"]),
+        "llava_onevision1_5": Wrapper(
+            textType: "qwen3", prefixes: ["model.language_model."], textTypes: ["qwen3"], visionMatchesText: true),
+        "ovis2_5": Wrapper(textType: "qwen3", prefixes: ["model.language_model."], textTypes: ["qwen3"]),
         "minicpmv4_6": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
         "minicpmv4_7": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
         "lfm2_vl": Wrapper(
@@ -138,6 +150,36 @@ enum Llava {
             placement.headSizes = (hidden: keys.hiddenSize ?? sizes.hidden, vocabulary: keys.vocabSize ?? sizes.vocabulary)
             placement.widthTensors = wrapper.widthTensors
         }
+        if wrapper.visionMatchesText {
+            placement.visionOutputWidth = try visionOutputWidth(checkpoint)
+        }
         return placement
+    }
+
+    /// LlavaOnevision15VisionConfig's output width (`Wrapper.visionMatchesText`),
+    /// its heads checked against its width as the class checks them.
+    /// - Throws: `DroptraceError` naming config.json where the class refuses them.
+    private static func visionOutputWidth(_ checkpoint: Checkpoint) throws -> Int {
+        let vision = checkpoint.configDocument.member("vision_config")
+        /// The first of `names` given (an alias before its field, which it is set over).
+        func integer(_ names: [String], default value: Int) throws -> Int {
+            for name in names {
+                guard let written = vision?.member(name) else { continue }
+                guard case .integer(let number) = written else {
+                    throw DroptraceError("\"vision_config.\(name)\" must be an integer", path: checkpoint.configURL.path)
+                }
+                return number
+            }
+            return value
+        }
+        let width = try integer(["hidden_size"], default: 1024)
+        let heads = try integer(["num_attention_heads", "num_heads"], default: 16)
+        guard heads != 0, width % (4 * heads) == 0 else {
+            throw DroptraceError(
+                "\"vision_config.hidden_size\" \(width) is not a multiple of 4 × num_heads \(heads) (its config class's defaults "
+                    + "1024 and 16 where absent), which \(checkpoint.modelType)'s vision rotary embedding requires",
+                path: checkpoint.configURL.path)
+        }
+        return try integer(["text_hidden_size", "out_hidden_size"], default: 4096)
     }
 }
