@@ -7,8 +7,12 @@ import Foundation
 /// saves them, store names only those rules turn into the modules' names
 /// (the generated table `transformers`): EXAONE 3's
 /// `transformer.h.<i>.attn.attention.q_proj.weight` is LlamaForCausalLM's
-/// `model.layers.<i>.self_attn.q_proj.weight`. Checkpoint reads such a
-/// checkpoint's tensors under the renamed names; errors name both.
+/// `model.layers.<i>.self_attn.q_proj.weight`; Ovis2.5's `llm.model.` is
+/// `model.language_model.`. The rules are those transformers collects for the
+/// class it loads the model type as: keyed by a class name or a model type,
+/// the root model's and its sub-models' (LLaVA-OneVision-1.5's vision tower's
+/// scoped to the names under it), in the order it applies them. Checkpoint
+/// reads such a checkpoint's tensors under the renamed names; errors name both.
 enum TensorRenamings {
     /// For `names`, the renamed name of each one the rules of `modelType`
     /// change, mapped to the stored name; nil when the type has no rules.
