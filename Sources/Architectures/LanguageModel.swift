@@ -27,6 +27,9 @@ public protocol LanguageModel: Sendable {
     /// is one token mixer or one MLP, so its other module is absent (never
     /// scored, chosen or exported). Empty for two-branch blocks.
     var absentModules: DropPlan { get }
+    /// Layers the model runs more than once per forward pass (Dory's
+    /// recurrent section), nil for a model that runs each layer once.
+    var layerLoop: LayerLoop? { get }
 
     /// The residual stream entering block 0.
     func embed(_ batch: TokenBatch) throws -> Matrix
@@ -125,6 +128,26 @@ public struct LayerNaming: Sendable, Equatable {
     /// `AttentionSharing.storeOnly`: the input norm, key and value projections
     /// and key norm).
     public var keyValueParts: [String] = []
+    /// Runs of consecutive layers whose lengths config.json gives, by key
+    /// (Dory's `n_input_layers`, `n_recurrent_layers`, `n_output_layers`,
+    /// defaults included): an export writes how many layers of each it keeps.
+    public var layerSections: [LayerSection] = []
+    /// How many entries config.json spends on each layer in its layer count,
+    /// its per-layer lists and `layerSections` (Dory's released form lists
+    /// each layer's attention type, then "mlp", and counts both); 1 elsewhere.
+    public var configEntriesPerLayer = 1
+
+    /// A run of layers whose length config.json gives under `key`.
+    public struct LayerSection: Sendable, Equatable {
+        public var key: String
+        public var layers: Range<Int>
+
+        public init(key: String, layers: Range<Int>) {
+            self.key = key
+            self.layers = layers
+        }
+    }
+
     /// Tensors outside the layers that pack one piece per layer (Gemma 4's
     /// per-layer embeddings): an export without some blocks keeps the kept
     /// layers' pieces, in order.
@@ -249,6 +272,8 @@ extension LanguageModel {
     public func exportProblem(_ plan: DropPlan) -> String? { nil }
 
     public var absentModules: DropPlan { .none }
+
+    public var layerLoop: LayerLoop? { nil }
 
     public var perLayerEmbedding: PerLayerEmbedding? { nil }
 

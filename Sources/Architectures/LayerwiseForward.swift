@@ -24,6 +24,8 @@ public struct LayerwiseForward {
     /// block, as without prefetching; when `observe` (or anything else)
     /// throws, the expansion under way is waited for before the error
     /// propagates, so no work outlives the call.
+    /// A layer the model runs more than once (`LanguageModel.layerLoop`) is
+    /// observed on each pass (`BlockActivations.pass`), a dropped one too.
     @discardableResult
     public func run(_ batch: TokenBatch, observe: (BlockActivations) throws -> Void = { _ in }) throws -> Matrix {
         var pending: BlockPrefetch?
@@ -33,9 +35,23 @@ public struct LayerwiseForward {
         let perLayer = model.perLayerEmbedding.map { (embedding: $0, embedded: x) }
         let shared = SharedAttentionState()
         let drops = plan.union(model.configuredDrops)
-        for index in 0..<model.layerCount {
+        let steps = model.layerSteps
+        var entries = model.layerLoop.map(LayerLoop.Entries.init)
+        // The layers each step runs, to prefetch the next kept one.
+        let kept: [Int?] = steps.map { step in
+            guard case .layer(let index, _) = step, !plan.blocks.contains(index) else { return nil }
+            return index
+        }
+        for (position, step) in steps.enumerated() {
+            guard case .layer(let index, let pass) = step else {
+                if case .entry(let pass) = step { x = entries!.enter(x, pass: pass) }
+                continue
+            }
+            let passes = model.passes(of: index)
             if plan.blocks.contains(index) {
-                try observe(.dropped(index, x))
+                var dropped = BlockActivations.dropped(index, x)
+                (dropped.pass, dropped.passes) = (pass, passes)
+                try observe(dropped)
                 continue
             }
             let block: TransformerBlock
@@ -48,11 +64,12 @@ public struct LayerwiseForward {
             if !drops.dropsAttention(index), !drops.dropsMLP(index) {
                 try model.checkpoint.requireLayerRead(model.layerNaming.prefix + "\(index).")
             }
-            if prefetch, let following = (index + 1..<model.layerCount).first(where: { !plan.blocks.contains($0) }) {
+            if prefetch, let following = kept[(position + 1)...].lazy.compactMap({ $0 }).first {
                 pending = BlockPrefetch(model, index: following, skipping: plan)
             }
             let input = try perLayer.map { try $0.embedding.input(layer: index, tokenIDs: batch.tokenIDs, embedded: $0.embedded) }
-            let activations = block(x, index: index, perLayerInput: input) { mixer, input in mixer(input, batch, shared: shared) }
+            var activations = block(x, index: index, perLayerInput: input) { mixer, input in mixer(input, batch, shared: shared) }
+            (activations.pass, activations.passes) = (pass, passes)
             try observe(activations)
             x = activations.output
         }

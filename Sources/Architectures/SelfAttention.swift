@@ -69,6 +69,9 @@ public struct SelfAttention: Sendable {
     /// before `output` (BitNet's `attn_sub_norm`); nil for none.
     public var attendedNorm: Normalization? = nil
     public enum GateFunction: Sendable { case sigmoid, softplus }
+    /// [queryWidth]: multiplies each query column after rotary and
+    /// `queryTemperature` (Dory's per-channel `sqk` scale); nil for none.
+    public var queryScales: [Float]? = nil
     /// Whether the layer stores its keys and values for later layers, or
     /// reuses an earlier layer's (its projection then gives the queries
     /// only); nil for neither.
@@ -190,6 +193,14 @@ public struct SelfAttention: Sendable {
         if let queryTemperature {
             projected.data.withUnsafeMutableBufferPointer { buffer in
                 queryTemperature.apply(to: buffer.baseAddress!, rowStride: layout.width, columns: 0..<layout.queryWidth, positions: positions)
+            }
+        }
+        if let queryScales {
+            let (width, queryWidth, rows) = (layout.width, layout.queryWidth, projected.rows)
+            projected.data.withUnsafeMutableBufferPointer { values in
+                for r in 0..<rows {
+                    for j in 0..<queryWidth { values[r * width + j] *= queryScales[j] }
+                }
             }
         }
         return projected

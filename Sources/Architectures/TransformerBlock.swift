@@ -92,6 +92,10 @@ public struct AttentionBranch: Sendable {
     /// `do_layer_norm_before` is false). The branch's own, so a dropped
     /// branch skips it with its sublayer.
     public let residualNorm: Normalization?
+    /// [hidden]: the stream does not add the branch output but moves towards
+    /// it from its normalised self, n + rate ⊙ (out − n), n = inputNorm(x)
+    /// (Dory's nGPT residual with the learned rates |λ|); nil for x + out.
+    public var interpolation: [Float]? = nil
 
     public init(
         inputNorm: Normalization?, attention: SelfAttention, outputNorm: Normalization? = nil, outputScale: Float? = nil,
@@ -130,6 +134,8 @@ public struct MLPBranch: Sendable {
     public let outputScale: Float?
     /// As `AttentionBranch.residualNorm` (OPT-350m's layer `final_layer_norm`).
     public let residualNorm: Normalization?
+    /// As `AttentionBranch.interpolation` (Dory's `lambda_2`).
+    public var interpolation: [Float]? = nil
 
     public init(
         inputNorm: Normalization?, feedForward: FeedForward, outputNorm: Normalization? = nil, outputScale: Float? = nil,
@@ -149,6 +155,20 @@ public struct MLPBranch: Sendable {
 }
 
 extension Matrix {
+    /// n + rate ⊙ (self − n) per row, n = `norm(stream)` (`AttentionBranch.interpolation`),
+    /// in float32 steps as torch forms it.
+    func interpolated(from stream: Matrix, norm: Normalization?, rate: [Float]) -> Matrix {
+        var base = norm.map { $0(stream) } ?? stream
+        precondition(base.rows == rows && base.cols == cols && rate.count == cols)
+        let cols = self.cols
+        data.withUnsafeBufferPointer { out in
+            base.data.withUnsafeMutableBufferPointer { values in
+                for i in values.indices { values[i] += rate[i % cols] * (out[i] - values[i]) }
+            }
+        }
+        return base
+    }
+
     /// Every element times `factor` (Float32 products, as torch's
     /// `tensor * float` in float32); self when there is none.
     func scaled(by factor: Float?) -> Matrix {
@@ -189,6 +209,7 @@ public struct TransformerBlock: Sendable {
         precondition(sharingProducer == nil || (attention == nil && sharingProducer!.attention?.storesOnly == true))
         // A parallel block adds both branches to one x: no stream exists between them to normalise.
         precondition(residual == .sequential || (attention?.residualNorm == nil && mlp?.residualNorm == nil))
+        precondition(residual == .sequential || (attention?.interpolation == nil && mlp?.interpolation == nil))
         self.attention = attention
         self.mlp = mlp
         self.residual = residual
@@ -220,8 +241,10 @@ public struct TransformerBlock: Sendable {
 extension AttentionBranch {
     /// The branch with its softmax attention replaced by `attention`.
     public func withAttention(_ attention: SelfAttention) -> AttentionBranch {
-        AttentionBranch(
+        var branch = AttentionBranch(
             inputNorm: inputNorm, attention: attention, outputNorm: outputNorm, outputScale: outputScale, residualNorm: residualNorm)
+        branch.interpolation = interpolation
+        return branch
     }
 }
 
@@ -241,6 +264,10 @@ public struct BlockActivations {
     public let output: Matrix
     /// The block is dropped: output is input.
     public let isDropped: Bool
+    /// Which of the layer's passes this is, of how many (`LayerLoop`; 0 of 1
+    /// for a layer that runs once).
+    public internal(set) var pass = 0
+    public internal(set) var passes = 1
 
     /// A dropped block: every state is `x`.
     static func dropped(_ index: Int, _ x: Matrix) -> BlockActivations {
@@ -265,16 +292,21 @@ extension TransformerBlock {
         }
         /// The stream once a branch's output joins it: the sum, normalised
         /// where the branch's norm follows the add (post-LN).
-        func joined(_ stream: Matrix, _ output: Matrix, _ residualNorm: Normalization?) -> Matrix {
+        func joined(_ stream: Matrix, _ output: Matrix, _ residualNorm: Normalization?, interpolation: (Normalization?, [Float])?) -> Matrix {
+            if let (norm, rate) = interpolation { return output.interpolated(from: stream, norm: norm, rate: rate) }
             let sum = stream.adding(output)
             return residualNorm.map { $0(sum) } ?? sum
         }
         if let producer = sharingProducer { _ = attend(producer.mixer, producer.inputNorm.map { $0(x) } ?? x) }
-        let attended = attention.map { joined(x, $0(x, attend: attend), $0.residualNorm) }
+        let attended = attention.map { branch in
+            joined(x, branch(x, attend: attend), branch.residualNorm, interpolation: branch.interpolation.map { (branch.inputNorm, $0) })
+        }
         switch residual {
         case .sequential:
             let h = attended ?? x
-            let y = mlp.map { joined(h, $0(h), $0.residualNorm) }
+            let y = mlp.map { branch in
+                joined(h, branch(h), branch.residualNorm, interpolation: branch.interpolation.map { (branch.inputNorm, $0) })
+            }
             return BlockActivations(
                 index: index, input: x, attentionResidual: attended, mlpInput: h, mlpResidual: y,
                 output: leaving(y ?? h), isDropped: false)

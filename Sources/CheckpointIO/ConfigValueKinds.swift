@@ -252,10 +252,11 @@ public enum ConfigValueKinds {
     ]
     /// Classes whose models read `layer_types` (the family checks it where
     /// it reads it; NemotronHConfig has its own `validate_layer_type`, of
-    /// its layer kinds); transformers 5.23 checks every other class's with
-    /// `validate_layer_type` alone.
+    /// its layer kinds; DoryConfig validates it once it halved the released
+    /// layout's "…_attention", "mlp" pairs); transformers 5.23 checks every
+    /// other class's with `validate_layer_type` alone.
     static let layerTypesRead: Set<String> = [
-        "gemma2", "gemma3", "gemma3_text", "gpt_oss", "ministral", "mistral", "nemotron_h", "olmo3", "qwen2", "qwen2_moe", "qwen3",
+        "dory", "gemma2", "gemma3", "gemma3_text", "gpt_oss", "ministral", "mistral", "nemotron_h", "olmo3", "qwen2", "qwen2_moe", "qwen3",
         "smollm3",
     ]
     /// transformers 5.23's `ALLOWED_LAYER_TYPES`.

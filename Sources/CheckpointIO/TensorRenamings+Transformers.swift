@@ -6,6 +6,11 @@ extension TensorRenamings {
     /// replacement (`\1` standing for the match's first group); a rule with a scope reads only the names
     /// beginning with one of its prefixes (the first that does), the rest of the name after it.
     static let transformers: [String: [(pattern: String, replacement: String, scope: [String])]] = [
+        "dory": [
+            ("\\.self_attn\\.g_proj\\.", ".self_attn.gate_proj.", []),
+            ("^backbone\\.", "model.", []),
+            ("\\.embeddings\\.", ".embed_tokens.", []),
+        ],
         "exaone": [
             ("^transformer\\.wte\\.", "model.embed_tokens.", []),
             ("^transformer\\.h\\.", "model.layers.", []),
@@ -64,4 +69,6 @@ extension TensorRenamings {
             ("\\.mlp\\.gate\\.expert_bias(?!\\w)", ".mlp.gate.e_score_correction_bias", []),
         ],
     ]
+    /// The model types whose mapping begins with `LayerPairCollapse` (`TensorRenamings.collapsingPair`).
+    static let pairCollapsing: Set<String> = ["dory"]
 }

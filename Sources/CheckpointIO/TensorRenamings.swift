@@ -21,10 +21,10 @@ enum TensorRenamings {
     ///   (transformers would load one of them over the other).
     static func storedNames(of names: [String], modelType: String, path: String) throws -> [String: String]? {
         guard let rules = compiled[modelType] else { return nil }
-        let stored = Set(names)
+        let stored = Set(names), collapses = pairCollapsing.contains(modelType)
         var renamedFrom: [String: String] = [:]
         for name in names.sorted() {
-            let renamed = rename(name, rules)
+            let renamed = rename(collapses ? collapsingPair(name) : name, rules)
             guard renamed != name else { continue }
             if let other = renamedFrom[renamed] ?? (stored.contains(renamed) ? renamed : nil) {
                 throw DroptraceError(
@@ -69,6 +69,23 @@ enum TensorRenamings {
             return prefix + key.replacingCharacters(in: first, with: replacement)
         }
     }
+
+    /// transformers' `LayerPairCollapse` (Dory's released layout, each decoder
+    /// layer stored as an attention block `layers.<2i>.mixer.` and an MLP block
+    /// `layers.<2i+1>.mixer.`, the rates as `attn_alpha` / `mlp_alpha`): the
+    /// first match of `layers.<n>.(mixer|attn_alpha|mlp_alpha)` becomes
+    /// `layers.<n / 2>.` followed by `self_attn` (n even) or `mlp` (n odd),
+    /// `lambda_1` or `lambda_2`.
+    static func collapsingPair(_ name: String) -> String {
+        guard let match = pairPattern.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)),
+              let whole = Range(match.range, in: name), let digits = Range(match.range(at: 1), in: name),
+              let part = Range(match.range(at: 2), in: name), let index = Int(name[digits])
+        else { return name }
+        let module = ["attn_alpha": "lambda_1", "mlp_alpha": "lambda_2"][String(name[part])] ?? (index % 2 == 0 ? "self_attn" : "mlp")
+        return name.replacingCharacters(in: whole, with: "layers.\(index / 2).\(module)")
+    }
+
+    private static let pairPattern = try! NSRegularExpression(pattern: #"layers\.(\d+)\.(mixer|attn_alpha|mlp_alpha)(?=\.|$)"#)
 
     /// `transformers`, compiled.
     private static let compiled: [String: [Rule]] = transformers.mapValues { rules in

@@ -427,19 +427,23 @@ public enum DroppedModelExport {
 
     /// Rewrites the layer count and the per-layer keys of `config` for the kept layers.
     static func renumberLayers(in config: inout ConfigJSONText, naming: LayerNaming, renumber: Renumbering) throws {
-        let layers = renumber.layers
+        let layers = renumber.layers, entries = naming.configEntriesPerLayer
         // A count the section leaves to its default is written out.
         var counted = false
         for key in naming.layerCountKeys {
             if try config.value(key) != nil {
-                try config.set(key, value: renumber.remaining)
+                try config.set(key, value: renumber.remaining * entries)
                 counted = true
             }
         }
-        if !counted { try config.set(naming.layerCountKeys[0], value: renumber.remaining) }
+        if !counted { try config.set(naming.layerCountKeys[0], value: renumber.remaining * entries) }
+        // Runs of layers counted apart (Dory's input, recurrent and output sections), defaults included.
+        for section in naming.layerSections {
+            try config.set(section.key, value: section.layers.filter { renumber.mapping[$0] != nil }.count * entries)
+        }
         for key in perLayerListKeys {
-            guard let entries = try config.elementTexts(key) else { continue }
-            let kept = entries.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element)
+            guard let written = try config.elementTexts(key) else { continue }
+            let kept = written.enumerated().filter { renumber.mapping[$0.offset / entries] != nil }.map(\.element)
             try config.set(key, text: "[" + kept.joined(separator: ", ") + "]")
         }
         for key in perLayerCharacterKeys {

@@ -9,10 +9,12 @@ import TensorEngine
 final class IncrementalDecoder {
     private let model: any LanguageModel
     private let blocks: [TransformerBlock?]
-    /// Each softmax-attention layer's keys and values.
+    /// Each softmax-attention layer's keys and values, by `slot`.
     private var caches: [KeyValueCache?]
-    /// Each recurrent layer's convolution history and recurrent state.
+    /// Each recurrent layer's convolution history and recurrent state, by `slot`.
     private var states: [RecurrentState?]
+    /// The forward pass's steps (`LanguageModel.layerSteps`).
+    private let steps: [LayerLoop.Step]
 
     convenience init(model: any LanguageModel, plan: DropPlan, capacity: Int) throws {
         self.init(
@@ -23,14 +25,31 @@ final class IncrementalDecoder {
     private init(model: any LanguageModel, blocks: [TransformerBlock?], capacity: Int) {
         self.model = model
         self.blocks = blocks
+        steps = model.layerSteps
+        // A looped layer has a cache per pass (Dory's "per_loop"), or one the last pass writes.
+        let loop = model.layerLoop
+        let slots = (0..<(loop?.passes ?? 1)).flatMap { pass in
+            blocks.enumerated().map { index, block in
+                pass == 0 || (loop!.layers.contains(index) && !loop!.sharesCacheAcrossPasses) ? block : nil
+            }
+        }
         // A layer reusing another's keys and values (Gemma 4) has no cache of its own.
-        caches = blocks.map { block in
+        caches = slots.map { block in
             guard let attention = (block?.attention ?? block?.sharingProducer)?.mixer.softmaxAttention,
                 attention.keyValueSharing?.reusedLayer == nil
             else { return nil }
             return KeyValueCache(attention, capacity: capacity)
         }
-        states = blocks.map { $0?.attention?.mixer.recurrent?.emptyState() }
+        states = slots.map { $0?.attention?.mixer.recurrent?.emptyState() }
+    }
+
+    /// Where layer `index`'s cache or state for pass `pass` is kept, and
+    /// whether that pass only reads it (a pass before the last of a loop
+    /// whose passes share the cache: Dory's "last_loop").
+    private func slot(_ index: Int, pass: Int) -> (slot: Int, readsOnly: Bool) {
+        guard let loop = model.layerLoop, loop.layers.contains(index) else { return (index, false) }
+        if loop.sharesCacheAcrossPasses { return (index, pass < loop.passes - 1) }
+        return (pass * blocks.count + index, false)
     }
 
     /// This decoder's model with `plan`'s modules dropped, sharing its
@@ -76,19 +95,28 @@ final class IncrementalDecoder {
         let positions = Array(0..<x.rows)
         // The key selections layers store for later layers (`AttentionSharing`), by layer.
         var selections: [Int: KeySelection] = [:]
-        for (index, block) in blocks.enumerated() {
-            guard let block else { continue }
+        var entries = model.layerLoop.map(LayerLoop.Entries.init)
+        for step in steps {
+            guard case .layer(let index, let pass) = step else {
+                if case .entry(let pass) = step { x = entries!.enter(x, pass: pass) }
+                continue
+            }
+            guard let block = blocks[index] else { continue }
+            let (slot, readsOnly) = slot(index, pass: pass), base = pass * blocks.count
             x = block(x, index: index, perLayerInput: embedded.perLayerInput(index)) { mixer, input in
                 mixer(
                     input,
                     attend: { attention, x in
                         switch attention.keyValueSharing {
-                        case .reuse(let source)?: return caches[source]!.prefillReusing(x, with: attention, positions: positions)
-                        case .storeOnly?: return caches[index]!.append(x, with: attention, positions: positions, step: false)
-                        default: return caches[index]!.prefill(x, with: attention, positions: positions, selections: &selections)
+                        case .reuse(let source)?: return caches[base + source]!.prefillReusing(x, with: attention, positions: positions)
+                        case .storeOnly?: return caches[slot]!.append(x, with: attention, positions: positions, step: false)
+                        default:
+                            let length = caches[slot]!.length
+                            defer { if readsOnly { caches[slot]!.truncate(to: length) } }
+                            return caches[slot]!.prefill(x, with: attention, positions: positions, selections: &selections)
                         }
                     },
-                    recur: { $0($1, state: &states[index]!) })
+                    recur: { $0($1, state: &states[slot]!) })
             }.output
         }
         return x.rows(x.rows - 1..<x.rows)
@@ -111,19 +139,28 @@ final class IncrementalDecoder {
         var x = embedded.rows
         // The keys layers' indexers keep for this token, stored for later layers (nil: all), by layer.
         var kept: [Int: Set<Int>?] = [:]
-        for (index, block) in blocks.enumerated() {
-            guard let block else { continue }
+        var entries = model.layerLoop.map(LayerLoop.Entries.init)
+        for step in steps {
+            guard case .layer(let index, let pass) = step else {
+                if case .entry(let pass) = step { x = entries!.enter(x, pass: pass) }
+                continue
+            }
+            guard let block = blocks[index] else { continue }
+            let (slot, readsOnly) = slot(index, pass: pass), base = pass * blocks.count
             x = block(x, index: index, perLayerInput: embedded.perLayerInput(index)) { mixer, input in
                 mixer(
                     input,
                     attend: { attention, x in
                         switch attention.keyValueSharing {
-                        case .reuse(let source)?: return caches[source]!.attendReusing(x, with: attention, position: position)
-                        case .storeOnly?: return caches[index]!.append(x, with: attention, positions: [position], step: true)
-                        default: return caches[index]!.attend(x, with: attention, position: position, kept: &kept)
+                        case .reuse(let source)?: return caches[base + source]!.attendReusing(x, with: attention, position: position)
+                        case .storeOnly?: return caches[slot]!.append(x, with: attention, positions: [position], step: true)
+                        default:
+                            let length = caches[slot]!.length
+                            defer { if readsOnly { caches[slot]!.truncate(to: length) } }
+                            return caches[slot]!.attend(x, with: attention, position: position, kept: &kept)
                         }
                     },
-                    recur: { $0($1, state: &states[index]!) })
+                    recur: { $0($1, state: &states[slot]!) })
             }.output
         }
         return x
@@ -154,6 +191,13 @@ struct KeyValueCache {
     var width: Int { layout.numKVHeads * layout.headDim }
 
     mutating func clear() { length = 0 }
+
+    /// Forgets every position from `length` on (a pass that reads the cache
+    /// without writing it: Dory's "last_loop" loops before the last).
+    mutating func truncate(to length: Int) {
+        precondition(length <= self.length)
+        self.length = length
+    }
 
     /// Causal attention of the rows of `x` (the first tokens of a sequence,
     /// at `positions`) over each other, appending their keys and values;

@@ -60,6 +60,12 @@ public enum MergekitSlices {
                     + "so a passthrough merge changes every layer it moves; use --export, which rescales them",
                 path: checkpoint.configURL.path)
         }
+        if model.layerLoop != nil {
+            throw DroptraceError(
+                "--export-mergekit: the model runs some of its layers in a loop whose sections config.json counts "
+                    + "(n_input_layers, n_recurrent_layers, n_output_layers), which a mergekit passthrough does not rewrite; use --export",
+                path: checkpoint.configURL.path)
+        }
         if !model.configuredDrops.attention.isEmpty || !model.configuredDrops.mlp.isEmpty {
             throw DroptraceError(
                 "--export-mergekit: the checkpoint's config.json already drops attention or MLP modules "

@@ -249,6 +249,9 @@ public enum SpeedMeasurement {
         }
         for index in 0..<model.layerCount where !plan.blocks.contains(index) {
             let block = try model.block(index, skipping: plan)
+            // A looped layer (`LanguageModel.layerLoop`) runs once per pass.
+            let before = total
+            defer { total = before + (total - before) * Double(model.passes(of: index)) }
             switch block.attention?.mixer {
             case .attention(let attention)?:
                 total += attentionFLOPs(attention)

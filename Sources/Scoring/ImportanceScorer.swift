@@ -70,17 +70,20 @@ public struct ImportanceScorer {
             rows: batch.tokenCount, cols: model.hiddenSize, expectedStates: layers + 1, memoryBudget: stateMemoryBudget)
         let lastRows = batch.sequences.compactMap { $0.isEmpty ? nil : $0.upperBound - 1 }
 
+        // A layer the model runs more than once is scored over all its passes (each weighs 1 / passes);
+        // its boundary state is the stream entering its last pass.
         let final = try LayerwiseForward(model: model, plan: plan).run(batch) { step in
-            let index = step.index
+            let index = step.index, share = (weight: 1 / Double(step.passes), first: step.pass == 0)
             if let attended = step.attentionResidual {
-                try accumulate(step.input, attended, batch, layer: index, into: &sums.attention, what: "attention output")
+                try accumulate(step.input, attended, batch, layer: index, share: share, into: &sums.attention, what: "attention output")
             }
             if let mlpResidual = step.mlpResidual {
-                try accumulate(step.mlpInput, mlpResidual, batch, layer: index, into: &sums.mlp, what: "MLP output")
+                try accumulate(step.mlpInput, mlpResidual, batch, layer: index, share: share, into: &sums.mlp, what: "MLP output")
             }
             if !step.isDropped {
-                try accumulate(step.input, step.output, batch, layer: index, into: &sums.block, what: "block output")
+                try accumulate(step.input, step.output, batch, layer: index, share: share, into: &sums.block, what: "block output")
             }
+            guard step.pass == step.passes - 1 else { return }
             try boundaries.append(step.input)
             progress?(index + 1, layers)
         }
@@ -98,20 +101,26 @@ public struct ImportanceScorer {
     }
 
     /// One pass over the rows' cosines: per sequence of `batch`, their sum,
-    /// the sum of their angular distances and the last token's, at `layer`.
+    /// the sum of their angular distances and the last token's, at `layer`,
+    /// times `share.weight` (a looped layer's pass), added to the earlier
+    /// passes' unless `share.first`.
     private func accumulate(
-        _ a: Matrix, _ b: Matrix, _ batch: TokenBatch, layer: Int, into sums: inout ModuleSequenceSums, what: String
+        _ a: Matrix, _ b: Matrix, _ batch: TokenBatch, layer: Int, share: (weight: Double, first: Bool),
+        into sums: inout ModuleSequenceSums, what: String
     ) throws {
         guard let cosines = Cosine.rows(a, b) else { throw nonFinite(layer: layer, what: what) }
+        func add(_ value: Double, to sum: inout Double) {
+            sum = share.first ? value * share.weight : sum + value * share.weight
+        }
         for (sequence, rows) in batch.sequences.enumerated() {
             var cosine = 0.0, angular = 0.0
             for row in rows {
                 cosine += cosines[row]
                 angular += SequenceSums.angularDistance(cosines[row])
             }
-            sums.cosineSum[sequence][layer] = cosine
-            sums.angularDistanceSum[sequence][layer] = angular
-            sums.lastTokenCosine[sequence][layer] = rows.isEmpty ? .nan : cosines[rows.upperBound - 1]
+            add(cosine, to: &sums.cosineSum[sequence][layer])
+            add(angular, to: &sums.angularDistanceSum[sequence][layer])
+            add(rows.isEmpty ? .nan : cosines[rows.upperBound - 1], to: &sums.lastTokenCosine[sequence][layer])
         }
     }
 

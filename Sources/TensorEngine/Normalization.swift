@@ -13,6 +13,13 @@ public enum Normalization: Sendable {
         .layer(weight: [Float](repeating: 1, count: size), bias: [Float](repeating: 0, count: size), eps: eps)
     }
 
+    /// The projection onto the unit sphere without weights, x / √(Σx² + eps)
+    /// (nGPT's L2 norm; Dory's `DoryL2Norm`): an RMSNorm of `size` values
+    /// whose epsilon is eps / size and whose weights are all 1/√size.
+    public static func l2(size: Int, eps: Float) -> Normalization {
+        .rms(weight: [Float](repeating: 1 / Float(size).squareRoot(), count: size), eps: eps / Float(size))
+    }
+
     /// Normalises columns `columns` of every row of `x` in place: as one
     /// vector per row (q/k norms over all heads of the fused QKV rows), or,
     /// with `pieceWidth`, as consecutive vectors of that width (per-head q/k

@@ -39,11 +39,11 @@ import torch
 import transformers
 import transformers.conversion_mapping as conversion_mapping
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
-from transformers.core_model_loading import MergeModulelist, PrefixChange, WeightConverter, WeightRenaming
+from transformers.core_model_loading import LayerPairCollapse, MergeModulelist, PrefixChange, WeightConverter, WeightRenaming
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 # The model types whose tensors droptrace renames on load as transformers does (`Checkpoint`).
-RENAMED_ON_LOAD = ["exaone", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "ovis2_5", "param2moe", "sarvam_moe"]
+RENAMED_ON_LOAD = ["dory", "exaone", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "ovis2_5", "param2moe", "sarvam_moe"]
 
 # A collected source pattern: the module path, the expert index, one projection's weight.
 PATTERN = re.compile(r"^([A-Za-z0-9_.]*)\*\.([A-Za-z0-9_]+)\.weight$")
@@ -73,7 +73,9 @@ def renamings(model_type):
     with torch.device("meta"):
         model = auto.from_config(AutoConfig.for_model(model_type))
     rules = []
-    for transform in conversion_mapping.get_model_conversion_mapping(model, add_legacy=False):
+    for position, transform in enumerate(conversion_mapping.get_model_conversion_mapping(model, add_legacy=False)):
+        if type(transform) is LayerPairCollapse and position == 0:
+            continue  # `pair_collapsing`: applied before the rules, in TensorRenamings
         if isinstance(transform, WeightConverter):
             continue
         # PrefixChange only builds its pattern; other subclasses rename by code of their own.
@@ -115,7 +117,14 @@ def main_renamings():
         lines.append(f"        {swift_string(model_type)}: [")
         lines += [f"            ({swift_string(p)}, {swift_string(r)}, [{', '.join(map(swift_string, c))}])," for p, r, c in rules]
         lines.append("        ],")
-    lines += ["    ]", "}"]
+    collapsing = [t for t in RENAMED_ON_LOAD
+                  if type((conversion_mapping.get_checkpoint_conversion_mapping(t) or [None])[0]) is LayerPairCollapse]
+    lines += [
+        "    ]",
+        "    /// The model types whose mapping begins with `LayerPairCollapse` (`TensorRenamings.collapsingPair`).",
+        "    static let pairCollapsing: Set<String> = [" + ", ".join(swift_string(t) for t in collapsing) + "]",
+        "}",
+    ]
     print("\n".join(lines))
 
 
