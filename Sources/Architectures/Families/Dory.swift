@@ -198,7 +198,8 @@ struct DoryModel: DecoderFamily {
         }
         try parts.confirmAttentionProjections()
         // The MLP's width, before any block is read.
-        if let layer = (0..<layers.count).first(where: { !parts.configuredDrops.dropsMLP($0) }) {
+        let drops = parts.configuredDrops
+        if let layer = (0..<layers.count).first(where: { !drops.dropsMLP($0) }) {
             try parts.weights.confirmShape(
                 "layers.\(layer).mlp.gate_proj.weight", [parts.dimensions.intermediateSize, parts.dimensions.hiddenSize],
                 keys: "intermediate_size, hidden_size", configPath: path)
