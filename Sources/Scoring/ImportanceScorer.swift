@@ -97,6 +97,18 @@ public struct ImportanceScorer {
                 sums.blockGap.lastTokenAngularDistanceSum[start][layer - start] = totals.lastTokenAngularDistance
             }
         }
+        // Around a loop the stream leaving a layer is not the next boundary state (a looped layer
+        // is averaged over its passes, the layer before the loop meets its entries): its one-block
+        // gap is its block score, as a drop of that one block is ranked.
+        if let loop = model.layerLoop {
+            for index in 0..<layers where (loop.layers.contains(index) || index + 1 == loop.layers.lowerBound) && !plan.blocks.contains(index) {
+                let block = sums.block
+                sums.blockGap.cosineSum[index][0] = block.cosineSum.reduce(0) { $0 + $1[index] }
+                sums.blockGap.angularDistanceSum[index][0] = block.angularDistanceSum.reduce(0) { $0 + $1[index] }
+                sums.blockGap.lastTokenAngularDistanceSum[index][0] =
+                    block.lastTokenCosine.reduce(0) { $0 + SequenceSums.angularDistance($1[index]) }
+            }
+        }
         return ModuleScores(sums: sums)
     }
 

@@ -128,6 +128,38 @@ import Testing
         #expect((canonical["layer_types"] as? [String])?.count == 5)
     }
 
+    /// The released two-block layout (`layers.<2i>.mixer` the attention,
+    /// `layers.<2i+1>.mixer` the MLP, the rates `attn_alpha` / `mlp_alpha`)
+    /// is read as transformers' LayerPairCollapse reads it: the same scores;
+    /// a pair whose attention block is also stored under transformers' name is refused.
+    @Test func releasedTwoBlockLayoutIsTheSameModel() throws {
+        let fixture = try EditedFixture(Self.name)
+        let pairs = try fixture.scratch.copyOfModel(Self.name, as: "pairs")
+        let pattern = try NSRegularExpression(pattern: #"layers\.(\d+)\.(self_attn|mlp|lambda_1|lambda_2)"#)
+        try BadInputTests().rewriteWeights(pairs) { entries in
+            for index in entries.indices {
+                let name = entries[index].name
+                guard let match = pattern.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)),
+                      let whole = Range(match.range, in: name), let layer = Int(name[Range(match.range(at: 1), in: name)!])
+                else { continue }
+                let part = String(name[Range(match.range(at: 2), in: name)!])
+                let block = ["self_attn": "\(2 * layer).mixer", "mlp": "\(2 * layer + 1).mixer",
+                             "lambda_1": "\(2 * layer).attn_alpha", "lambda_2": "\(2 * layer + 1).mlp_alpha"][part]!
+                entries[index].name = name.replacingCharacters(in: whole, with: "layers.\(block)")
+            }
+        }
+        let model = try ModelRegistry.load(try Checkpoint(directory: pairs))
+        #expect(try ImportanceScorer(model: model).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib").attention
+            == fixture.attentionScores())
+        let both = try fixture.scratch.copyOfModel(Self.name, as: "both")
+        try BadInputTests().rewriteWeights(both) { entries in
+            var copy = entries.first { $0.name == "backbone.layers.1.self_attn.sqk" }!
+            copy.name = "backbone.layers.2.mixer.sqk"
+            entries.append(copy)
+        }
+        #expect(throws: DroptraceError.self) { _ = try ModelRegistry.load(try Checkpoint(directory: both)) }
+    }
+
     /// mergekit's passthrough cannot rewrite the sections.
     @Test func mergekitIsRefused() throws {
         #expect(throws: DroptraceError.self) { try MergekitSlices.checkSource(try EditedFixture(Self.name).load()) }
