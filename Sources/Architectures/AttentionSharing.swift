@@ -115,9 +115,10 @@ extension SelfAttention {
 
     /// The attention storing or reusing its indexer's key selection as
     /// `sharing` says: a layer with an indexer stores its own, one without
-    /// reuses an earlier layer's.
+    /// reuses an earlier layer's (Kolibri 1.1's `keyPool`: an indexer
+    /// stores its pool, a reindexer reuses the pool of one).
     public func sharingKeySelection(_ sharing: AttentionSharing?) -> SelfAttention {
-        precondition(sharing.map { ($0.reusedLayer == nil) == (indexer != nil) } ?? true)
+        precondition(sharing.map { ($0.reusedLayer == nil) == (indexer != nil || keyPool?.selectsPool == true) } ?? true)
         var attention = self
         attention.keySelectionSharing = sharing
         return attention

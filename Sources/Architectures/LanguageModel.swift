@@ -114,6 +114,11 @@ public struct LayerNaming: Sendable, Equatable {
     /// rescales them so the layer keeps its scale.
     public var inverseLayerIndexQuery: InverseLayerIndexQuery? = nil
 
+    /// Per-layer lists of layer indices the family read, defaults included
+    /// (Kolibri 1.1's `kv_source_layers`): an export writes the kept layers'
+    /// entries, renumbered.
+    public var layerSourceLists: [String: [Int]] = [:]
+
     /// Counts of layers at the end of the stack the family read, defaults
     /// included (Gemma 4's `num_kv_shared_layers`): an export writes how
     /// many of them it keeps.

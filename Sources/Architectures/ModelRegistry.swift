@@ -98,6 +98,7 @@ public enum ModelRegistry {
         "jamba": JambaModel.self,
         "kimi_linear": KimiLinearModel.self,
         "kolibri1": Kolibri1Model.self,
+        "kolibri1_1": Kolibri1_1Model.self,
         "laguna": LagunaModel.self,
         "lara_mini": LaraMiniModel.self,
         "lfm2": Lfm2Model.self,

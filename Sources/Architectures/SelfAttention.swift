@@ -56,6 +56,9 @@ public struct SelfAttention: Sendable {
     /// DeepSeek Sparse Attention's indexer: each query attends only to the
     /// keys it chooses (a latent projection with a low-rank query path).
     public let indexer: SparseAttentionIndexer?
+    /// Kolibri 1.1's weightless indexer: the layer attends to the keys it
+    /// selects from a pool, rounded with the values to NVFP4 (`pooledAttention`).
+    public var keyPool: KeyPoolIndexer? = nil
     /// Multiplies the projected keys before anything else touches them
     /// (Falcon-H1's `key_multiplier`, `k_proj(x) · m`); nil for none.
     public var keyScale: Float? = nil
@@ -239,6 +242,7 @@ public struct SelfAttention: Sendable {
     /// that stores or reuses keys and values (`keyValueSharing`) or a key
     /// selection (`keySelectionSharing`) does so in `shared`, the forward pass's.
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch, shared: SharedAttentionState? = nil) -> Matrix {
+        if let keyPool { return pooledAttention(x, batch, shared: shared, indexer: keyPool) }
         let latent = indexer == nil ? nil : projection.queryLatent(x)
         let selection = keySelectionSharing?.reusedLayer.map { shared!.selection(of: $0) }
             ?? indexer.map { $0.select(x, queryLatent: latent!, batch: batch) }

@@ -289,8 +289,9 @@ public enum DroppedModelExport {
     /// transformers writes them).
     static let layerIndexObjectKeys = ["per_layer_config"]
     /// Keys listing layer indices (Qwen-MoE's `mlp_only_layers`, Llama 4's
-    /// `moe_layers`, Bamba's `attn_layer_indices`, LFM2's `full_attn_idxs`): renumbered, removed layers left out.
-    static let layerIndexListKeys = ["mlp_only_layers", "moe_layers", "attn_layer_indices", "full_attn_idxs"]
+    /// `moe_layers`, Bamba's `attn_layer_indices`, LFM2's `full_attn_idxs`, Kolibri 1.1's `index_layers`):
+    /// renumbered, removed layers left out.
+    static let layerIndexListKeys = ["mlp_only_layers", "moe_layers", "attn_layer_indices", "full_attn_idxs", "index_layers"]
     /// Keys giving a layer index below which the layers differ (Qwen2's
     /// `max_window_layers`, DeepSeek's `first_k_dense_replace`; a family's
     /// own in its naming's `layerThresholds`, AFMoE's and LFM2-MoE's
@@ -524,6 +525,13 @@ public enum DroppedModelExport {
         // Index lists left to a rule (Llama 4's sparse interleave), written renumbered.
         for (key, indices) in naming.layerIndexLists.sorted(by: { $0.key < $1.key }) where try config.value(key) == nil || config.value(key) is NSNull {
             try config.set(key, value: indices.compactMap { renumber.mapping[$0] }.sorted())
+        }
+        // Per-layer lists of layer indices (Kolibri 1.1's key/value sources): the kept layers' entries,
+        // renumbered (the family's exportProblem refuses plans that remove a kept layer's source).
+        for (key, sources) in naming.layerSourceLists.sorted(by: { $0.key < $1.key }) {
+            try config.set(key, value: sources.enumerated().compactMap { layer, source in
+                renumber.mapping[layer].map { renumber.mapping[source] ?? $0 }
+            })
         }
         for (key, multiplier) in naming.depthScaledMultipliers.sorted(by: { $0.key < $1.key }) where renumber.remaining < layers {
             try config.set(key, value: multiplier * (Double(renumber.remaining) / Double(layers)).squareRoot())

@@ -5,7 +5,8 @@ import TensorEngine
 /// Token-by-token decoding with a key/value cache (a recurrent state for a
 /// recurrent token mixer: Gated DeltaNet, Mamba-2, a short convolution), to
 /// measure what dropping saves at generation time. A dropped attention
-/// layer has no cache at all.
+/// layer has no cache at all. Kolibri 1.1's indexed layers choose and
+/// select their keys at each step as the batched forward does (`pooled`).
 final class IncrementalDecoder {
     private let model: any LanguageModel
     private let blocks: [TransformerBlock?]
@@ -107,6 +108,9 @@ final class IncrementalDecoder {
                 mixer(
                     input,
                     attend: { attention, x in
+                        if let indexer = attention.keyPool {
+                            return pooled(x, with: attention, indexer: indexer, layer: index, positions: positions, pools: &selections)
+                        }
                         switch attention.keyValueSharing {
                         case .reuse(let source)?: return caches[base + source]!.prefillReusing(x, with: attention, positions: positions)
                         case .storeOnly?: return caches[slot]!.append(x, with: attention, positions: positions, step: false)
@@ -139,6 +143,8 @@ final class IncrementalDecoder {
         var x = embedded.rows
         // The keys layers' indexers keep for this token, stored for later layers (nil: all), by layer.
         var kept: [Int: Set<Int>?] = [:]
+        // Kolibri 1.1's pools of this token's keys, by indexer layer.
+        var pools: [Int: KeySelection] = [:]
         var entries = model.layerLoop.map(LayerLoop.Entries.init)
         for step in steps {
             guard case .layer(let index, let pass) = step else {
@@ -151,6 +157,9 @@ final class IncrementalDecoder {
                 mixer(
                     input,
                     attend: { attention, x in
+                        if let indexer = attention.keyPool {
+                            return pooled(x, with: attention, indexer: indexer, layer: index, positions: [position], pools: &pools, step: true)
+                        }
                         switch attention.keyValueSharing {
                         case .reuse(let source)?: return caches[base + source]!.attendReusing(x, with: attention, position: position)
                         case .storeOnly?: return caches[slot]!.append(x, with: attention, positions: [position], step: true)
@@ -164,6 +173,42 @@ final class IncrementalDecoder {
             }.output
         }
         return x
+    }
+
+    /// Kolibri 1.1's indexed attention (`SelfAttention.keyPool`) of rows `x`
+    /// at `positions`, the first rows of the sequence (a prefill) or its
+    /// newest one (`step`): keys and values appended to the layer's cache
+    /// or read from its source's (`kv_source_layers`), the pool chosen and
+    /// stored in `pools` (an indexer) or read from it, the selected keys of
+    /// the pool attended to, rounded with the values to NVFP4. The step
+    /// scores its one query against every cached key, as transformers' decoding does.
+    private func pooled(
+        _ x: Matrix, with attention: SelfAttention, indexer: KeyPoolIndexer, layer: Int, positions: [Int],
+        pools: inout [Int: KeySelection], step: Bool = false
+    ) -> Matrix {
+        let source = attention.keyValueSharing?.reusedLayer ?? layer
+        var qkv: Matrix
+        if source != layer {
+            qkv = caches[source]!.projectedReusing(x, with: attention, positions: positions)
+        } else {
+            qkv = attention.projectedQKV(x, positions: positions)
+            caches[layer]!.appendKeysValues(qkv)
+        }
+        guard step else {
+            return attention.attendingPool(
+                qkv, input: x, sequences: [0..<x.rows], indexer: indexer, reusedPool: { pools[$0]! }, storePool: { pools[$1] = $0 })
+        }
+        let cache = caches[source]!
+        let rows = cache.scoringRows(query: qkv), newest = rows.rows - 1, sequences = [0..<rows.rows]
+        let pool = indexer.selectsPool
+            ? indexer.pool(rows, layout: attention.layout, sequences: sequences, fromRow: newest)
+            : pools[attention.keySelectionSharing!.reusedLayer!]!
+        if let stored = attention.keySelectionSharing?.storedLayer { pools[stored] = pool }
+        if attention.storesOnly { return Matrix(zeros: x.rows, 0) }
+        let selection = indexer.selection(rows, layout: attention.layout, sequences: sequences, pool: pool, fromRow: newest)
+        if cache.roundsToBF16 { qkv.data = BFloat16.rounded(qkv.data) }
+        return cache.attendCached(
+            qkv, input: x, with: attention, kept: Set((0..<rows.rows).filter { selection.keeps(row: newest, key: $0) }))
     }
 }
 
@@ -179,7 +224,7 @@ struct KeyValueCache {
     /// The sparse-attention indexer's keys [capacity, dim] (empty without one).
     private var indexerKeys: [Float]
     private(set) var length = 0
-    private let roundsToBF16 = MatrixArithmetic.current.roundsToBF16
+    let roundsToBF16 = MatrixArithmetic.current.roundsToBF16
 
     init(_ attention: SelfAttention, capacity: Int) {
         layout = attention.layout
@@ -224,7 +269,7 @@ struct KeyValueCache {
     }
 
     /// Appends the keys and values of projected rows `qkv` at the next positions.
-    private mutating func appendKeysValues(_ qkv: Matrix) {
+    mutating func appendKeysValues(_ qkv: Matrix) {
         let headDim = layout.headDim, width = self.width
         for row in 0..<qkv.rows {
             for g in 0..<layout.numKVHeads {
@@ -276,6 +321,30 @@ struct KeyValueCache {
         return Matrix(rows: range.count, cols: 2 * width, data: data)
     }
 
+    /// Projected rows `x` at `positions` of a layer that reuses this
+    /// cache's keys and values, the last `x.rows` its own layer appended.
+    func projectedReusing(_ x: Matrix, with attention: SelfAttention, positions: [Int]) -> Matrix {
+        attention.projectedQKV(x, positions: positions, sharedKeysValues: keysValues(length - x.rows..<length))
+    }
+
+    /// The cached keys as projected rows [length, layout.width], the newest
+    /// row `qkv` (its query included, the other rows' queries and every
+    /// value zero): what Kolibri 1.1's indexer scores a decoding step by.
+    func scoringRows(query qkv: Matrix) -> Matrix {
+        var rows = Matrix(zeros: length, layout.width)
+        let headDim = layout.headDim, width = self.width
+        for row in 0..<(length - 1) {
+            for g in 0..<layout.numKVHeads {
+                let key = layout.keyOffset(kvHead: g)
+                rows.data.replaceSubrange(
+                    row * layout.width + key..<row * layout.width + key + headDim,
+                    with: keys[(row * width + g * headDim)..<(row * width + (g + 1) * headDim)])
+            }
+        }
+        rows.data.replaceSubrange((length - 1) * layout.width..<length * layout.width, with: qkv.data)
+        return rows
+    }
+
     /// `attend` of a layer that reuses this cache's keys and values: its
     /// own layer appended the new token's last.
     func attendReusing(_ x: Matrix, with attention: SelfAttention, position: Int) -> Matrix {
@@ -313,9 +382,13 @@ struct KeyValueCache {
     /// The query of projected row `qkv` attending to the cache's positions
     /// 0..<length (`kept` of them where the sparse indexer chose), the new
     /// token's last; returns the output projection.
-    private func attendCached(_ qkv: Matrix, input x: Matrix, with attention: SelfAttention, kept: Set<Int>?) -> Matrix {
+    func attendCached(_ qkv: Matrix, input x: Matrix, with attention: SelfAttention, kept: Set<Int>?) -> Matrix {
         // The cache holds positions 0..<length; the new token is at length - 1.
         let layout = self.layout, headDim = layout.headDim, width = self.width
+        // Kolibri 1.1's indexed attention attends to keys and values rounded to NVFP4.
+        let (keys, values) = attention.keyPool == nil
+            ? (self.keys, self.values)
+            : (NVFP4.fakeQuantized(Array(self.keys.prefix(length * width))), NVFP4.fakeQuantized(Array(self.values.prefix(length * width))))
         let first = firstVisibleKey(query: length - 1, slidingWindow: attention.slidingWindow, chunkSize: attention.chunkSize)
         let visible = length - first
         var output = [Float](repeating: 0, count: layout.numHeads * headDim)

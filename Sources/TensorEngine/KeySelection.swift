@@ -16,6 +16,12 @@ public struct KeySelection: Sendable {
         kept[row] = flags
     }
 
+    /// Whether row `row` may read the key at offset `key` of its sequence.
+    public func keeps(row: Int, key: Int) -> Bool {
+        guard let flags = kept[row] else { return true }
+        return key < flags.count && flags[key]
+    }
+
     /// Sets the score of every key `row` may not read to −∞ (the softmax
     /// then gives it no weight): `scores` holds the keys at offsets `keys`
     /// of its sequence.

@@ -138,12 +138,12 @@ struct Kolibri1Model: DecoderFamily {
                         query: try weights.rmsNorm(p + "self_attn.q_norm", size: layout.headDim, eps: eps),
                         key: try weights.rmsNorm(p + "self_attn.k_norm", size: layout.headDim, eps: eps)))
             },
-            feedForward: { .mixture(try mixture(index, activation: activation)) })
+            feedForward: { .mixture(try Self.mixture(index, parts: parts, config: config, activation: activation)) })
     }
 
-    /// Layer `index`'s Kolibri1SparseMoeBlock.
-    private func mixture(_ index: Int, activation: Activation) throws -> MixtureOfExperts {
-        let weights = parts.weights, d = hiddenSize, c = config
+    /// Layer `index`'s Kolibri1SparseMoeBlock (Kolibri 1.1's alike).
+    static func mixture(_ index: Int, parts: DecoderParts, config c: Kolibri1Configuration, activation: Activation) throws -> MixtureOfExperts {
+        let weights = parts.weights, d = parts.dimensions.hiddenSize
         let prefix = "layers.\(index).mlp."
         let bias = try weights.storedName(saved: "layers.\(index).moe.router.expert_bias", renamed: prefix + "gate.e_score_correction_bias")
         return MixtureOfExperts(
