@@ -206,15 +206,18 @@ extension DecoderParts {
     /// `inheritsPartialRotaryFactor`: the config class standardises the
     /// entries, copying a top-level `partial_rotary_factor` into each entry
     /// without one (CohereCompassTextConfig).
+    /// `entries`: the per-type entries where the config class builds them
+    /// from another form of config.json's (Ergo's flat parameters, which
+    /// describe its sliding layers), in place of `rope_parameters` as written.
     /// Tables of width 0 when the config drops every attention layer.
     /// - Throws: `DroptraceError` naming config.json and the key.
     func rotariesAsWritten(
         types: Set<String>, defaults: [String: [String: Any]], rotaryClass: String, attentionClass: String,
         partialRotary: ((_ ropeType: String) -> RopeSettings.PartialRotary)? = nil, nullIsNoPositions: Bool = false,
-        inheritsPartialRotaryFactor: Bool = false
+        inheritsPartialRotaryFactor: Bool = false, entries: [String: Any]? = nil
     ) throws -> [String: RotaryEmbedding] {
         let object = try checkpoint.configObject(section)
-        let written = object["rope_parameters"] as? [String: Any]
+        let written = entries ?? (object["rope_parameters"] as? [String: Any])
         let topLevelShare = inheritsPartialRotaryFactor ? object["partial_rotary_factor"] : nil
         let headDim = firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
         var result: [String: RotaryEmbedding] = [:]

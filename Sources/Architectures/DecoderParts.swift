@@ -335,17 +335,20 @@ extension DecoderParts {
     /// join the stream (Granite's `residual_multiplier`); `outputNorms`
     /// names RMSNorms that end each branch before it joins (GLM-4-0414's
     /// `post_self_attn_layernorm`, `post_mlp_layernorm`); `normKind`: the
-    /// norms are LayerNorms instead (Jais 2, PhiMoE, Nemotron).
+    /// norms are LayerNorms instead (Jais 2, PhiMoE, Nemotron);
+    /// `residualGates` names each branch's `ResidualGate` weight, which
+    /// mixes its output into the stream in place of the sum (Ergo's).
     /// - Throws: `DroptraceError` for a missing tensor or a shape the sizes contradict.
     func preNormBlock(
         _ index: Int, drops: DropPlan, eps: Double,
         norms: (attention: String, mlp: String) = ("input_layernorm", "post_attention_layernorm"),
         outputNorms: (attention: String, mlp: String)? = nil, outputScale: Float? = nil, normKind: NormKind = .rms,
+        residualGates: (attention: String, mlp: String)? = nil,
         attention: () throws -> SelfAttention, feedForward: () throws -> FeedForward
     ) throws -> TransformerBlock {
         try preNormBlock(
             index, drops: drops, eps: eps, norms: norms, outputNorms: outputNorms, outputScale: outputScale, normKind: normKind,
-            mixer: { .attention(try attention()) }, feedForward: feedForward)
+            residualGates: residualGates, mixer: { .attention(try attention()) }, feedForward: feedForward)
     }
 
     /// The same block around any token mixer (the hybrid families' Mamba
@@ -354,19 +357,25 @@ extension DecoderParts {
         _ index: Int, drops: DropPlan, eps: Double,
         norms: (attention: String, mlp: String) = ("input_layernorm", "post_attention_layernorm"),
         outputNorms: (attention: String, mlp: String)? = nil, outputScale: Float? = nil, normKind: NormKind = .rms,
+        residualGates: (attention: String, mlp: String)? = nil,
         mixer: () throws -> TokenMixer, feedForward: () throws -> FeedForward
     ) throws -> TransformerBlock {
         let p = "layers.\(index).", d = dimensions.hiddenSize
         func norm(_ name: String?) throws -> Normalization? {
             try name.map { try weights.norm(normKind, p + $0, size: d, eps: eps) }
         }
+        func gate(_ name: String?) throws -> ResidualJoin? {
+            try name.map { .gated(ResidualGate(weight: try weights.floats(p + $0 + ".weight", [d]))) }
+        }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(
                 inputNorm: try norm(norms.attention), mixer: try mixer(),
-                outputNorm: try norm(outputNorms?.attention), outputScale: outputScale),
+                outputNorm: try norm(outputNorms?.attention), outputScale: outputScale,
+                join: try gate(residualGates?.attention)),
             mlp: drops.dropsMLP(index) ? nil : MLPBranch(
                 inputNorm: try norm(norms.mlp), feedForward: try feedForward(),
-                outputNorm: try norm(outputNorms?.mlp), outputScale: outputScale),
+                outputNorm: try norm(outputNorms?.mlp), outputScale: outputScale,
+                join: try gate(residualGates?.mlp)),
             residual: .sequential)
     }
 }

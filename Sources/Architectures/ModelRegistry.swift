@@ -50,6 +50,7 @@ public enum ModelRegistry {
         "dots1": Dots1Model.self,
         "ernie4_5": InterleavedLlamaModel.self,
         "ernie4_5_moe": Ernie4_5MoeModel.self,
+        "ergo": ErgoModel.self,
         "exaone": LlamaModel.self,
         "exaone4": Exaone4Model.self,
         "exaone4_5": Exaone4Model.self,

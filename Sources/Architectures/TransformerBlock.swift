@@ -1,3 +1,4 @@
+import Foundation
 import TensorEngine
 
 /// How a block combines its two branches with the residual stream. Where a
@@ -92,29 +93,30 @@ public struct AttentionBranch: Sendable {
     /// `do_layer_norm_before` is false). The branch's own, so a dropped
     /// branch skips it with its sublayer.
     public let residualNorm: Normalization?
-    /// [hidden]: the stream does not add the branch output but moves towards
-    /// it from its normalised self, n + rate ⊙ (out − n), n = inputNorm(x)
-    /// (Dory's nGPT residual with the learned rates |λ|); nil for x + out.
-    public var interpolation: [Float]? = nil
+    /// How the branch output joins the stream where it is not their sum
+    /// (`ResidualJoin`); the branch's own, so a dropped branch leaves the
+    /// stream as it was.
+    public let join: ResidualJoin?
 
     public init(
         inputNorm: Normalization?, attention: SelfAttention, outputNorm: Normalization? = nil, outputScale: Float? = nil,
-        residualNorm: Normalization? = nil
+        residualNorm: Normalization? = nil, join: ResidualJoin? = nil
     ) {
         self.init(
             inputNorm: inputNorm, mixer: .attention(attention), outputNorm: outputNorm, outputScale: outputScale,
-            residualNorm: residualNorm)
+            residualNorm: residualNorm, join: join)
     }
 
     public init(
         inputNorm: Normalization?, mixer: TokenMixer, outputNorm: Normalization? = nil, outputScale: Float? = nil,
-        residualNorm: Normalization? = nil
+        residualNorm: Normalization? = nil, join: ResidualJoin? = nil
     ) {
         self.inputNorm = inputNorm
         self.mixer = mixer
         self.outputNorm = outputNorm
         self.outputScale = outputScale
         self.residualNorm = residualNorm
+        self.join = join
     }
 
     /// The branch output for residual stream `x`; `attend` computes the
@@ -134,18 +136,19 @@ public struct MLPBranch: Sendable {
     public let outputScale: Float?
     /// As `AttentionBranch.residualNorm` (OPT-350m's layer `final_layer_norm`).
     public let residualNorm: Normalization?
-    /// As `AttentionBranch.interpolation` (Dory's `lambda_2`).
-    public var interpolation: [Float]? = nil
+    /// As `AttentionBranch.join` (Dory's `lambda_2`, Ergo's `feedforward_residual_gate`).
+    public let join: ResidualJoin?
 
     public init(
         inputNorm: Normalization?, feedForward: FeedForward, outputNorm: Normalization? = nil, outputScale: Float? = nil,
-        residualNorm: Normalization? = nil
+        residualNorm: Normalization? = nil, join: ResidualJoin? = nil
     ) {
         self.inputNorm = inputNorm
         self.feedForward = feedForward
         self.outputNorm = outputNorm
         self.outputScale = outputScale
         self.residualNorm = residualNorm
+        self.join = join
     }
 
     public func callAsFunction(_ x: Matrix) -> Matrix {
@@ -154,8 +157,65 @@ public struct MLPBranch: Sendable {
     }
 }
 
+/// How a branch's output joins the residual stream where it is not their
+/// sum x + out.
+public enum ResidualJoin: Sendable {
+    /// The stream moves towards the output from its normalised self,
+    /// n + rate ⊙ (out − n), n = the branch's inputNorm(x) (Dory's nGPT
+    /// residual with the learned rates |λ|) [hidden].
+    case interpolating(rate: [Float])
+    /// Ergo's per-channel gate.
+    case gated(ResidualGate)
+}
+
+/// A learned per-channel mix of a branch's output and the stream it joins
+/// (Ergo's `ErgoResidualGate`): with w the gate's weight, the stream becomes
+///
+///     σ(w) ⊙ out + √(1 + σ(w)) · e^(−softplus(w) / 2) ⊙ stream
+///
+/// in Float32, each product rounded on its own as torch computes it.
+public struct ResidualGate: Sendable {
+    /// σ(w), per channel.
+    public let branchScale: [Float]
+    /// √(1 + σ(w)) · exp(−0.5 · softplus(w)), per channel.
+    public let residualScale: [Float]
+
+    /// The gate of weight `weight` [hidden]; softplus as torch's (beta 1,
+    /// the input itself above 20).
+    public init(weight: [Float]) {
+        branchScale = weight.map { 1 / (1 + exp(-$0)) }
+        residualScale = zip(weight, branchScale).map { w, gate in
+            let softplus = w > 20 ? w : log1p(exp(w))
+            return (1 + gate).squareRoot() * exp(-0.5 * softplus)
+        }
+    }
+
+    /// The stream after `output` joins `stream` [rows, hidden].
+    public func join(_ stream: Matrix, _ output: Matrix) -> Matrix {
+        precondition(stream.rows == output.rows && stream.cols == output.cols && stream.cols == branchScale.count)
+        let width = stream.cols
+        var result = stream
+        result.data.withUnsafeMutableBufferPointer { values in
+            output.data.withUnsafeBufferPointer { out in
+                branchScale.withUnsafeBufferPointer { a in
+                    residualScale.withUnsafeBufferPointer { b in
+                        for r in 0..<stream.rows {
+                            let base = r * width
+                            for j in 0..<width {
+                                let branch = a[j] * out[base + j], kept = b[j] * values[base + j]
+                                values[base + j] = branch + kept
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return result
+    }
+}
+
 extension Matrix {
-    /// n + rate ⊙ (self − n) per row, n = `norm(stream)` (`AttentionBranch.interpolation`),
+    /// n + rate ⊙ (self − n) per row, n = `norm(stream)` (`ResidualJoin.interpolating`),
     /// in float32 steps as torch forms it.
     func interpolated(from stream: Matrix, norm: Normalization?, rate: [Float]) -> Matrix {
         var base = norm.map { $0(stream) } ?? stream
@@ -207,9 +267,9 @@ public struct TransformerBlock: Sendable {
         perLayerInput: PerLayerInputBranch? = nil, sharingProducer: AttentionBranch? = nil
     ) {
         precondition(sharingProducer == nil || (attention == nil && sharingProducer!.attention?.storesOnly == true))
-        // A parallel block adds both branches to one x: no stream exists between them to normalise.
+        // A parallel block adds both branches to one x: no stream exists between them to normalise or mix.
         precondition(residual == .sequential || (attention?.residualNorm == nil && mlp?.residualNorm == nil))
-        precondition(residual == .sequential || (attention?.interpolation == nil && mlp?.interpolation == nil))
+        precondition(residual == .sequential || (attention?.join == nil && mlp?.join == nil))
         self.attention = attention
         self.mlp = mlp
         self.residual = residual
@@ -241,10 +301,9 @@ public struct TransformerBlock: Sendable {
 extension AttentionBranch {
     /// The branch with its softmax attention replaced by `attention`.
     public func withAttention(_ attention: SelfAttention) -> AttentionBranch {
-        var branch = AttentionBranch(
-            inputNorm: inputNorm, attention: attention, outputNorm: outputNorm, outputScale: outputScale, residualNorm: residualNorm)
-        branch.interpolation = interpolation
-        return branch
+        AttentionBranch(
+            inputNorm: inputNorm, attention: attention, outputNorm: outputNorm, outputScale: outputScale, residualNorm: residualNorm,
+            join: join)
     }
 }
 
@@ -290,23 +349,24 @@ extension TransformerBlock {
             guard let perLayerInput else { return stream.scaled(by: outputScale) }
             return stream.adding(perLayerInput(stream, input: input!)).scaled(by: outputScale)
         }
-        /// The stream once a branch's output joins it: the sum, normalised
-        /// where the branch's norm follows the add (post-LN).
-        func joined(_ stream: Matrix, _ output: Matrix, _ residualNorm: Normalization?, interpolation: (Normalization?, [Float])?) -> Matrix {
-            if let (norm, rate) = interpolation { return output.interpolated(from: stream, norm: norm, rate: rate) }
-            let sum = stream.adding(output)
+        /// The stream once a branch's output joins it: the sum (or the
+        /// branch's `ResidualJoin`), normalised where the branch's norm
+        /// follows the add (post-LN).
+        func joined(_ stream: Matrix, _ output: Matrix, _ residualNorm: Normalization?, _ join: ResidualJoin?, inputNorm: Normalization?) -> Matrix {
+            let sum: Matrix
+            switch join {
+            case .interpolating(let rate)?: return output.interpolated(from: stream, norm: inputNorm, rate: rate)
+            case .gated(let gate)?: sum = gate.join(stream, output)
+            case nil: sum = stream.adding(output)
+            }
             return residualNorm.map { $0(sum) } ?? sum
         }
         if let producer = sharingProducer { _ = attend(producer.mixer, producer.inputNorm.map { $0(x) } ?? x) }
-        let attended = attention.map { branch in
-            joined(x, branch(x, attend: attend), branch.residualNorm, interpolation: branch.interpolation.map { (branch.inputNorm, $0) })
-        }
+        let attended = attention.map { joined(x, $0(x, attend: attend), $0.residualNorm, $0.join, inputNorm: $0.inputNorm) }
         switch residual {
         case .sequential:
             let h = attended ?? x
-            let y = mlp.map { branch in
-                joined(h, branch(h), branch.residualNorm, interpolation: branch.interpolation.map { (branch.inputNorm, $0) })
-            }
+            let y = mlp.map { joined(h, $0(h), $0.residualNorm, $0.join, inputNorm: $0.inputNorm) }
             return BlockActivations(
                 index: index, input: x, attentionResidual: attended, mlpInput: h, mlpResidual: y,
                 output: leaving(y ?? h), isDropped: false)

@@ -18,6 +18,11 @@ public struct RotaryEmbedding: Sendable {
     public let attentionScaling: Float
     /// Other frequencies for sequences longer than a length (LongRoPE).
     public let longContext: LongContext?
+    /// Angles, cosines and sines computed in Float64 and rounded once to
+    /// Float32, as Ergo's rotary embedding computes them (position × the
+    /// float32 frequency, cos and sin times the scaling, all in float64);
+    /// otherwise the angle is a Float32 product, as transformers' others compute it.
+    public var anglesInDouble = false
 
     /// The frequencies a sequence uses when it is longer than `beyondLength`
     /// tokens, one per rotated pair like `inverseFrequencies`.
@@ -83,6 +88,7 @@ public struct RotaryEmbedding: Sendable {
         let longFrequencies = longContext?.inverseFrequencies ?? []
         let long = usesLongContext(positions)
         let shortScaling = attentionScaling, longScaling = longContext?.attentionScaling ?? attentionScaling
+        let anglesInDouble = anglesInDouble
         parallelFor(chunks: positions.count, minimumChunk: 32) { rows in
             // Raw buffers: the rotation loop then compiles to vector code (array
             // accesses kept their bounds checks and ran scalar).
@@ -96,11 +102,20 @@ public struct RotaryEmbedding: Sendable {
                 let isLong = !long.isEmpty && long[r]
                 let frequencies = isLong ? longFrequencies : shortFrequencies
                 let scaling = isLong ? longScaling : shortScaling
-                let position = Float(positions[r])
-                for j in 0..<half {
-                    let angle = position * frequencies[j]
-                    cosines[j] = cos(angle) * scaling
-                    sines[j] = sin(angle) * scaling
+                if anglesInDouble {
+                    let position = Double(positions[r]), scaling = Double(scaling)
+                    for j in 0..<half {
+                        let angle = position * Double(frequencies[j])
+                        cosines[j] = Float(cos(angle) * scaling)
+                        sines[j] = Float(sin(angle) * scaling)
+                    }
+                } else {
+                    let position = Float(positions[r])
+                    for j in 0..<half {
+                        let angle = position * frequencies[j]
+                        cosines[j] = cos(angle) * scaling
+                        sines[j] = sin(angle) * scaling
+                    }
                 }
                 let row = buffer + r * rowStride
                 for offset in headOffsets {

@@ -8,6 +8,7 @@ extension SpecialTokenSettings {
         "cohere": "CohereTokenizer",
         "cohere2": "CohereTokenizer",
         "dbrx": "GPT2Tokenizer",
+        "ergo": "ErgoTokenizer",
         "ernie4_5": "TokenizersBackend",
         "ernie4_5_moe": "TokenizersBackend",
         "flex_olmo": "TokenizersBackend",

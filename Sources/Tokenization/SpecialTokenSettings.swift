@@ -173,7 +173,7 @@ public struct SpecialTokenSettings: Sendable, Equatable {
         "LlamaTokenizer": ("<s>", "</s>"), "CodeLlamaTokenizer": ("<s>", "</s>"),
         "GPT2Tokenizer": ("<|endoftext|>", "<|endoftext|>"), "GPTNeoXTokenizer": ("<|endoftext|>", "<|endoftext|>"),
         "Qwen2Tokenizer": (nil, "<|endoftext|>"), "Qwen3_5Tokenizer": (nil, "<|endoftext|>"), "GemmaTokenizer": ("<bos>", "<eos>"),
-        "CohereTokenizer": ("<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>"),
+        "CohereTokenizer": ("<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>"), "ErgoTokenizer": ("<bos>", "<ctrl100>"),
     ]
 }
 

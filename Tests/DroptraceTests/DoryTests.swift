@@ -57,7 +57,10 @@ import Testing
         for index in 0..<6 {
             let block = try model.block(index)
             let branch = try #require(block.attention), mlp = try #require(block.mlp)
-            #expect(branch.interpolation?.count == 48 && mlp.interpolation?.count == 48)
+            for join in [branch.join, mlp.join] {
+                guard case .interpolating(let rate)? = join else { Issue.record("layer \(index): no interpolating residual"); continue }
+                #expect(rate.count == 48)
+            }
             #expect(branch.inputNorm != nil && branch.outputNorm != nil && mlp.inputNorm != nil && mlp.outputNorm != nil)
             let attention = branch.attention!
             #expect(attention.rotary != nil && attention.queryScales?.count == 48 && attention.outputGate != nil)

@@ -262,17 +262,14 @@ struct DoryModel: DecoderFamily {
         let drops = plan.union(configuredDrops), d = hiddenSize, p = "layers.\(index)."
         let rate = config.ngptAlphaInit / config.initializerRange
         func rates(_ name: String) throws -> [Float] { try scales(p + name, size: d, factor: rate).map(abs) }
-        var attention: AttentionBranch?
-        if !drops.dropsAttention(index) {
-            attention = AttentionBranch(inputNorm: l2(d), attention: try self.attention(layer: index), outputNorm: l2(d))
-            attention!.interpolation = try rates("lambda_1")
-        }
-        var mlp: MLPBranch?
-        if !drops.dropsMLP(index) {
-            mlp = MLPBranch(inputNorm: l2(d), feedForward: try feedForward(layer: index), outputNorm: l2(d))
-            mlp!.interpolation = try rates("lambda_2")
-        }
-        return TransformerBlock(attention: attention, mlp: mlp, residual: .sequential)
+        return TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
+                inputNorm: l2(d), attention: try attention(layer: index), outputNorm: l2(d),
+                join: .interpolating(rate: try rates("lambda_1"))),
+            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
+                inputNorm: l2(d), feedForward: try feedForward(layer: index), outputNorm: l2(d),
+                join: .interpolating(rate: try rates("lambda_2"))),
+            residual: .sequential)
     }
 
     /// Layer `index`'s attention: L2-normed query and key heads, rotary,
