@@ -92,19 +92,12 @@ final class IncrementalDecoder {
     /// caches as generation's prefill does; returns the final hidden state
     /// of the last row [1, hidden].
     func prefill(embedded: EmbeddedTokens) -> Matrix {
-        var x = embedded.rows
-        let positions = Array(0..<x.rows)
+        let positions = Array(0..<embedded.rows.rows)
         // The key selections layers store for later layers (`AttentionSharing`), by layer.
         var selections: [Int: KeySelection] = [:]
-        var entries = model.layerLoop.map(LayerLoop.Entries.init)
-        for step in steps {
-            guard case .layer(let index, let pass) = step else {
-                if case .entry(let pass) = step { x = entries!.enter(x, pass: pass) }
-                continue
-            }
-            guard let block = blocks[index] else { continue }
+        let x = walk(embedded.rows) { x, block, index, pass in
             let (slot, readsOnly) = slot(index, pass: pass), base = pass * blocks.count
-            x = block(x, index: index, perLayerInput: embedded.perLayerInput(index)) { mixer, input in
+            return block(x, index: index, perLayerInput: embedded.perLayerInput(index)) { mixer, input in
                 mixer(
                     input,
                     attend: { attention, x in
@@ -140,20 +133,13 @@ final class IncrementalDecoder {
 
     /// `step(token:position:)` from the token's embedding (one row).
     func step(embedded: EmbeddedTokens, position: Int) -> Matrix {
-        var x = embedded.rows
         // The keys layers' indexers keep for this token, stored for later layers (nil: all), by layer.
         var kept: [Int: Set<Int>?] = [:]
         // Kolibri 1.1's pools of this token's keys, by indexer layer.
         var pools: [Int: KeySelection] = [:]
-        var entries = model.layerLoop.map(LayerLoop.Entries.init)
-        for step in steps {
-            guard case .layer(let index, let pass) = step else {
-                if case .entry(let pass) = step { x = entries!.enter(x, pass: pass) }
-                continue
-            }
-            guard let block = blocks[index] else { continue }
+        return walk(embedded.rows) { x, block, index, pass in
             let (slot, readsOnly) = slot(index, pass: pass), base = pass * blocks.count
-            x = block(x, index: index, perLayerInput: embedded.perLayerInput(index)) { mixer, input in
+            return block(x, index: index, perLayerInput: embedded.perLayerInput(index)) { mixer, input in
                 mixer(
                     input,
                     attend: { attention, x in
@@ -171,6 +157,20 @@ final class IncrementalDecoder {
                     },
                     recur: { $0($1, state: &states[slot]!) })
             }.output
+        }
+    }
+
+    /// `x` through the forward pass's steps: a loop's entries (`LayerLoop`)
+    /// and every kept block, `run` giving block `index`'s output on pass
+    /// `pass` from the stream entering it.
+    private func walk(_ x: Matrix, _ run: (Matrix, TransformerBlock, _ index: Int, _ pass: Int) -> Matrix) -> Matrix {
+        var x = x
+        var entries = model.layerLoop.map(LayerLoop.Entries.init)
+        for step in steps {
+            switch step {
+            case .entry(let pass): x = entries!.enter(x, pass: pass)
+            case .layer(let index, let pass): if let block = blocks[index] { x = run(x, block, index, pass) }
+            }
         }
         return x
     }
