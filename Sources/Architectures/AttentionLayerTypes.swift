@@ -205,7 +205,10 @@ extension DecoderParts {
     /// positions (CohereCompass's NoPE layers), and they get no table.
     /// `inheritsPartialRotaryFactor`: the config class standardises the
     /// entries, copying a top-level `partial_rotary_factor` into each entry
-    /// without one (CohereCompassTextConfig).
+    /// without one (CohereCompassTextConfig). `inheritsRopeTheta`: likewise
+    /// the top-level `rope_theta` into each entry without one, 10000 (the
+    /// config classes' `default_theta`) where config.json has none either
+    /// (PreTrainedConfig.convert_rope_params_to_dict: DoryConfig).
     /// `entries`: the per-type entries where the config class builds them
     /// from another form of config.json's (Ergo's flat parameters, which
     /// describe its sliding layers), in place of `rope_parameters` as written.
@@ -214,11 +217,12 @@ extension DecoderParts {
     func rotariesAsWritten(
         types: Set<String>, defaults: [String: [String: Any]], rotaryClass: String, attentionClass: String,
         partialRotary: ((_ ropeType: String) -> RopeSettings.PartialRotary)? = nil, nullIsNoPositions: Bool = false,
-        inheritsPartialRotaryFactor: Bool = false, entries: [String: Any]? = nil
+        inheritsPartialRotaryFactor: Bool = false, inheritsRopeTheta: Bool = false, entries: [String: Any]? = nil
     ) throws -> [String: RotaryEmbedding] {
         let object = try checkpoint.configObject(section)
         let written = entries ?? (object["rope_parameters"] as? [String: Any])
         let topLevelShare = inheritsPartialRotaryFactor ? object["partial_rotary_factor"] : nil
+        let topLevelTheta = inheritsRopeTheta ? object["rope_theta"] ?? 10_000.0 : nil
         let headDim = firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
         var result: [String: RotaryEmbedding] = [:]
         for type in types.sorted() {
@@ -231,6 +235,7 @@ extension DecoderParts {
                         key: entryKey,
                         problem: "is not an object\(nullIsNoPositions ? " or null" : ""): \(rotaryClass) reads the rotation of the \(type) layers there")
                 }
+                if entry["rope_theta"] == nil, let topLevelTheta { entry["rope_theta"] = topLevelTheta }
                 guard entry["rope_theta"] is NSNumber else {
                     throw InvalidConfigValue(
                         key: entryKey + ".rope_theta", problem: entry["rope_theta"] == nil ? "is missing: \(rotaryClass) reads it" : "must be a number: \(rotaryClass) raises it to powers")

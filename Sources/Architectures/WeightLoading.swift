@@ -368,7 +368,7 @@ struct Weights {
         } else {
             let names = untiedName == "lm_head" ? "'lm_head.weight'" : "'lm_head.weight' (or '\(untiedName).weight')"
             throw DroptraceError(
-                "missing tensor \(names): tie_word_embeddings is false, so the head is not the embedding",
+                "missing tensor \(names): the head is untied (tie_word_embeddings false, or a model type whose head is never tied), so it is not the embedding",
                 path: checkpoint.weightsPath)
         }
         // A tied head keeps its own bias (PhiForCausalLM's lm_head.bias).

@@ -97,6 +97,37 @@ import Testing
         }.expectRefused(naming: "n_input_layers")
     }
 
+    /// DoryConfig's rope entries as transformers standardises them: an entry
+    /// without `rope_theta` takes the top-level one, else 10000 (the class's
+    /// `default_theta`), and the default rotation ignores
+    /// `partial_rotary_factor` (DoryRotaryEmbedding rotates whole heads):
+    /// each edit below is the fixture's model (full 500000, sliding 10000),
+    /// as transformers 5.25 scores it; with a scaled rotation the narrower
+    /// table fails in DoryAttention, and is refused.
+    @Test func ropeEntriesAsTransformersStandardisesThem() throws {
+        let released = try EditedFixture(Self.name).attentionScores()
+        func entries(_ config: inout [String: Any], _ edit: (inout [String: [String: Any]]) -> Void) {
+            var rope = config["rope_parameters"] as! [String: [String: Any]]
+            edit(&rope)
+            config["rope_parameters"] = rope
+        }
+        let same: [(inout [String: Any]) -> Void] = [
+            { config in entries(&config) { $0["full_attention"]!["partial_rotary_factor"] = 0.5 } },
+            { config in config["partial_rotary_factor"] = 0.5 },
+            { config in entries(&config) { $0["sliding_attention"]!["rope_theta"] = nil } },
+            { config in
+                entries(&config) { $0["full_attention"]!["rope_theta"] = nil }
+                config["rope_theta"] = 500_000.0
+            },
+        ]
+        for edit in same {
+            #expect(try EditedFixture(Self.name, edit).attentionScores() == released)
+        }
+        try EditedFixture(Self.name) { config in
+            entries(&config) { $0["full_attention"] = ["rope_type": "linear", "factor": 2.0, "rope_theta": 500_000.0, "partial_rotary_factor": 0.5] }
+        }.expectRefused(naming: "partial_rotary_factor")
+    }
+
     /// The loop is what transformers runs: one pass instead of three moves
     /// the scores, and key/value-cache decoding (one cache per pass) equals
     /// the forward pass, with looped and unlooped layers dropped.

@@ -210,7 +210,8 @@ struct DoryModel: DecoderFamily {
         ]
         rotaries = try parts.rotariesAsWritten(
             types: Set(layers.types), defaults: defaults, rotaryClass: "DoryRotaryEmbedding", attentionClass: "DoryAttention",
-            inheritsPartialRotaryFactor: true)
+            // The default rotation ignores partial_rotary_factor; a scaled one's narrower table fails in DoryAttention.
+            partialRotary: { _ in .ignored }, inheritsPartialRotaryFactor: true, inheritsRopeTheta: true)
     }
 
     static func naming(_ prefix: String) -> LayerNaming {
