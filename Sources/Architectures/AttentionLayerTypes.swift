@@ -205,10 +205,12 @@ extension DecoderParts {
     /// positions (CohereCompass's NoPE layers), and they get no table.
     /// `inheritsPartialRotaryFactor`: the config class standardises the
     /// entries, copying a top-level `partial_rotary_factor` into each entry
-    /// without one (CohereCompassTextConfig). `inheritsRopeTheta`: likewise
-    /// the top-level `rope_theta` into each entry without one, 10000 (the
-    /// config classes' `default_theta`) where config.json has none either
-    /// (PreTrainedConfig.convert_rope_params_to_dict: DoryConfig).
+    /// without one (CohereCompassTextConfig; a null one is not copied, as
+    /// transformers copies only a value that is not None). `inheritedRopeTheta`:
+    /// the config class likewise copies the top-level `rope_theta` into each
+    /// entry without one (a null too, which its rotary set-up then fails on),
+    /// this value (the class's `default_theta`) where config.json has none
+    /// (PreTrainedConfig.convert_rope_params_to_dict: DoryConfig, ErgoConfig).
     /// `entries`: the per-type entries where the config class builds them
     /// from another form of config.json's (Ergo's flat parameters, which
     /// describe its sliding layers), in place of `rope_parameters` as written.
@@ -217,12 +219,12 @@ extension DecoderParts {
     func rotariesAsWritten(
         types: Set<String>, defaults: [String: [String: Any]], rotaryClass: String, attentionClass: String,
         partialRotary: ((_ ropeType: String) -> RopeSettings.PartialRotary)? = nil, nullIsNoPositions: Bool = false,
-        inheritsPartialRotaryFactor: Bool = false, inheritsRopeTheta: Bool = false, entries: [String: Any]? = nil
+        inheritsPartialRotaryFactor: Bool = false, inheritedRopeTheta: Double? = nil, entries: [String: Any]? = nil
     ) throws -> [String: RotaryEmbedding] {
         let object = try checkpoint.configObject(section)
         let written = entries ?? (object["rope_parameters"] as? [String: Any])
-        let topLevelShare = inheritsPartialRotaryFactor ? object["partial_rotary_factor"] : nil
-        let topLevelTheta = inheritsRopeTheta ? object["rope_theta"] ?? 10_000.0 : nil
+        let topLevelShare = inheritsPartialRotaryFactor ? object["partial_rotary_factor"].flatMap { $0 is NSNull ? nil : $0 } : nil
+        let topLevelTheta = inheritedRopeTheta.map { object["rope_theta"] ?? $0 }
         let headDim = firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
         var result: [String: RotaryEmbedding] = [:]
         for type in types.sorted() {

@@ -114,6 +114,8 @@ import Testing
         let same: [(inout [String: Any]) -> Void] = [
             { config in entries(&config) { $0["full_attention"]!["partial_rotary_factor"] = 0.5 } },
             { config in config["partial_rotary_factor"] = 0.5 },
+            // DoryConfig copies a top-level factor into the entries only when it is not None.
+            { config in config["partial_rotary_factor"] = NSNull() },
             { config in entries(&config) { $0["sliding_attention"]!["rope_theta"] = nil } },
             { config in
                 entries(&config) { $0["full_attention"]!["rope_theta"] = nil }
@@ -123,6 +125,11 @@ import Testing
         for edit in same {
             #expect(try EditedFixture(Self.name, edit).attentionScores() == released)
         }
+        // A null top-level rope_theta is copied into an entry without one as None, which the rotary set-up fails on.
+        try EditedFixture(Self.name) { config in
+            entries(&config) { $0["full_attention"]!["rope_theta"] = nil }
+            config["rope_theta"] = NSNull()
+        }.expectRefused(naming: "rope_theta")
         try EditedFixture(Self.name) { config in
             entries(&config) { $0["full_attention"] = ["rope_type": "linear", "factor": 2.0, "rope_theta": 500_000.0, "partial_rotary_factor": 0.5] }
         }.expectRefused(naming: "partial_rotary_factor")

@@ -154,6 +154,10 @@ import Testing
         #expect(frequencies == RotaryEmbedding.defaultInverseFrequencies(base: 1_000_000, rotaryDim: 12))
         let based = try EditedFixture("ergo-f32") { $0["rope_parameters"] = nil; $0["rope_theta"] = 500.0 }.load() as! ErgoModel
         #expect(based.rotaries["sliding_attention"]?.inverseFrequencies == RotaryEmbedding.defaultInverseFrequencies(base: 500, rotaryDim: 12))
+        // A null rope_theta is copied into the entry as None, which ErgoRotaryEmbedding fails on; a null
+        // partial_rotary_factor is not copied (the default rotation would ignore it anyway).
+        try EditedFixture("ergo-f32") { $0["rope_parameters"] = nil; $0["rope_theta"] = NSNull() }.expectRefused(naming: "rope_theta")
+        #expect(try EditedFixture("ergo-f32") { $0["partial_rotary_factor"] = NSNull() }.attentionScores() == EditedFixture("ergo-f32").attentionScores())
         let base = try EditedFixture("ergo-f32").attentionScores()
         #expect(try EditedFixture("ergo-f32") { $0["tie_word_embeddings"] = true }.attentionScores() == base)
         #expect(try EditedFixture("ergo-f32") { $0["global_attention_scale"] = nil }.attentionScores() != base)

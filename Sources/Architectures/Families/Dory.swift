@@ -211,7 +211,7 @@ struct DoryModel: DecoderFamily {
         rotaries = try parts.rotariesAsWritten(
             types: Set(layers.types), defaults: defaults, rotaryClass: "DoryRotaryEmbedding", attentionClass: "DoryAttention",
             // The default rotation ignores partial_rotary_factor; a scaled one's narrower table fails in DoryAttention.
-            partialRotary: { _ in .ignored }, inheritsPartialRotaryFactor: true, inheritsRopeTheta: true)
+            partialRotary: { _ in .ignored }, inheritsPartialRotaryFactor: true, inheritedRopeTheta: 10_000)
     }
 
     static func naming(_ prefix: String) -> LayerNaming {

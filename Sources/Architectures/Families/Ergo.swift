@@ -184,7 +184,8 @@ struct ErgoModel: DecoderFamily {
         var rotaries = try parts.rotariesAsWritten(
             types: Set(layerTypes), defaults: [:], rotaryClass: "ErgoRotaryEmbedding", attentionClass: "ErgoAttention",
             // The default rotation ignores partial_rotary_factor; a scaled one's narrower table fails in ErgoAttention.
-            partialRotary: { _ in .ignored }, nullIsNoPositions: true, entries: try Self.ropeEntries(checkpoint, layerTypes: Set(layerTypes)))
+            partialRotary: { _ in .ignored }, nullIsNoPositions: true, inheritsPartialRotaryFactor: true, inheritedRopeTheta: 1_000_000,
+            entries: try Self.ropeEntries(checkpoint, layerTypes: Set(layerTypes)))
         for type in rotaries.keys { rotaries[type]!.anglesInDouble = true }
         self.rotaries = rotaries
         if !rotaries.isEmpty, parts.firstKeptAttention != nil, parts.attentionLayout.headDim % 2 != 0 {
@@ -255,10 +256,10 @@ struct ErgoModel: DecoderFamily {
     /// ErgoConfig's rope parameters per layer type, as `convert_rope_params_to_dict`
     /// builds them: `rope_scaling` when truthy, else `rope_parameters`, else
     /// {}; a flat object (no entry named by a layer type in use) is the
-    /// sliding layers' (with `rope_type` "default", or its `type`, and
-    /// `rope_theta` the top-level one or 1e6 where it has none), the full
-    /// layers taking no positions; a nested one keeps its entries, each
-    /// completed likewise (a null entry: no positions).
+    /// sliding layers', the full layers taking no positions; a nested one
+    /// keeps its entries (a null entry: no positions). `rotariesAsWritten`
+    /// completes each entry with the top-level `rope_theta` (1e6 where
+    /// absent) and `partial_rotary_factor`, as the class does.
     static func ropeEntries(_ checkpoint: Checkpoint, layerTypes: Set<String>) throws -> [String: Any] {
         let object = try checkpoint.configObject(.topLevel)
         var written: Any = NSNull()
@@ -271,20 +272,10 @@ struct ErgoModel: DecoderFamily {
         guard let parameters = written as? [String: Any] else {
             throw DroptraceError("key \"rope_parameters\" has the wrong type (expected an object)", path: checkpoint.configURL.path)
         }
-        let theta = object["rope_theta"].flatMap { $0 is NSNull ? nil : $0 } ?? 1_000_000.0
-        let share = object["partial_rotary_factor"].flatMap { $0 is NSNull ? nil : $0 }
-        func completed(_ entry: Any) -> Any {
-            guard var entry = entry as? [String: Any] else { return entry }
-            if entry["rope_type"] == nil { entry["rope_type"] = entry["type"] ?? "default" }
-            if entry["rope_theta"] == nil { entry["rope_theta"] = theta }
-            if entry["partial_rotary_factor"] == nil, let share { entry["partial_rotary_factor"] = share }
-            return entry
+        guard parameters.keys.contains(where: layerTypes.contains) else {
+            return [AttentionLayerType.sliding: parameters, AttentionLayerType.full: NSNull()]
         }
-        let nested = parameters.keys.filter(layerTypes.contains)
-        guard nested.isEmpty else {
-            return parameters.mapValues(completed)
-        }
-        return [AttentionLayerType.sliding: completed(parameters), AttentionLayerType.full: NSNull()]
+        return parameters
     }
 
     static func naming(_ prefix: String) -> LayerNaming {
