@@ -1,3 +1,4 @@
+import DroptraceSupport
 import TensorEngine
 
 /// Something one layer's attention makes that later layers use: its keys
@@ -58,6 +59,41 @@ public struct LayerSharing: Sendable, Equatable {
     }
 
     public var isEmpty: Bool { keysValues.isEmpty && keySelections.isEmpty }
+
+    /// Shared sparse-attention indexer layers (GLM-5's and Hunyuan V4's
+    /// "shared" `indexer_types`) with `drops` dropped: each kept shared layer
+    /// whose attention runs reuses the top-k of the last full layer the
+    /// model keeps before it, which stores it — and still computes it when
+    /// its attention is dropped (`.storeOnly`). Empty without shared layers.
+    /// - Throws: `DroptraceError` naming `configPath` when `drops` leaves a
+    ///   shared layer no full layer before it (`key`: the list's key).
+    static func sharedIndexers(layers: Int, isShared: (Int) -> Bool, drops: DropPlan, key: String, configPath: String) throws -> LayerSharing {
+        guard (0..<layers).contains(where: isShared) else { return LayerSharing() }
+        var links: [(layer: Int, source: Int)] = []
+        var source: Int?
+        for layer in 0..<layers where !drops.blocks.contains(layer) {
+            guard isShared(layer) else {
+                source = layer
+                continue
+            }
+            guard !drops.dropsAttention(layer) else { continue }
+            guard let source else {
+                throw DroptraceError(
+                    "dropping every full indexer layer before layer \(layer) leaves it no top-k to reuse (\(key))", path: configPath)
+            }
+            links.append((layer, source))
+        }
+        return LayerSharing(keySelections: AttentionSharing.linking(links, count: layers, drops: drops))
+    }
+
+    /// Why an attention-drop export (LLM-Drop's format, which leaves out a
+    /// dropped attention's indexer) would not run as the model ran with
+    /// these shared indexers (`sharedIndexers`), or nil.
+    func sharedIndexerExportProblem(key: String) -> String? {
+        guard let layer = keySelections.firstIndex(where: { $0?.storesOnly == true }) else { return nil }
+        return "layer \(layer)'s attention is dropped, but later shared indexer layers reuse its indexer's top-k (\(key)); "
+            + "an export without that attention would not run as droptrace ran the model"
+    }
 
     /// Layer `index`'s attention with its sharing of each kind set (as it is where a list is empty).
     func applied(to attention: SelfAttention, layer index: Int) -> SelfAttention {

@@ -327,7 +327,15 @@ extension DecoderFamily {
     func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch) }
 }
 
+/// Reads how each branch of a block joins the stream (`ResidualJoin`).
+typealias ResidualJoins = (attention: () throws -> ResidualJoin, mlp: () throws -> ResidualJoin)
+
 extension DecoderParts {
+    /// The `ResidualGate` of weight `name` [hidden] (Ergo's).
+    func residualGate(_ name: String) throws -> ResidualJoin {
+        .gated(ResidualGate(weight: try weights.floats(name + ".weight", [dimensions.hiddenSize])))
+    }
+
     /// Llama's pre-norm block: RMSNorm `norms.attention` before the attention,
     /// RMSNorm `norms.mlp` before the MLP, sequential residual. A branch
     /// `drops` removes is never built, so its weights (norm included) are
@@ -336,19 +344,19 @@ extension DecoderParts {
     /// names RMSNorms that end each branch before it joins (GLM-4-0414's
     /// `post_self_attn_layernorm`, `post_mlp_layernorm`); `normKind`: the
     /// norms are LayerNorms instead (Jais 2, PhiMoE, Nemotron);
-    /// `residualGates` names each branch's `ResidualGate` weight, which
-    /// mixes its output into the stream in place of the sum (Ergo's).
+    /// `residualJoins` reads how each branch's output joins the stream in
+    /// place of the sum (Ergo's gates, `residualGate`; Hunyuan V4's hyper-connections).
     /// - Throws: `DroptraceError` for a missing tensor or a shape the sizes contradict.
     func preNormBlock(
         _ index: Int, drops: DropPlan, eps: Double,
         norms: (attention: String, mlp: String) = ("input_layernorm", "post_attention_layernorm"),
         outputNorms: (attention: String, mlp: String)? = nil, outputScale: Float? = nil, normKind: NormKind = .rms,
-        residualGates: (attention: String, mlp: String)? = nil,
+        residualJoins: ResidualJoins? = nil,
         attention: () throws -> SelfAttention, feedForward: () throws -> FeedForward
     ) throws -> TransformerBlock {
         try preNormBlock(
             index, drops: drops, eps: eps, norms: norms, outputNorms: outputNorms, outputScale: outputScale, normKind: normKind,
-            residualGates: residualGates, mixer: { .attention(try attention()) }, feedForward: feedForward)
+            residualJoins: residualJoins, mixer: { .attention(try attention()) }, feedForward: feedForward)
     }
 
     /// The same block around any token mixer (the hybrid families' Mamba
@@ -357,25 +365,22 @@ extension DecoderParts {
         _ index: Int, drops: DropPlan, eps: Double,
         norms: (attention: String, mlp: String) = ("input_layernorm", "post_attention_layernorm"),
         outputNorms: (attention: String, mlp: String)? = nil, outputScale: Float? = nil, normKind: NormKind = .rms,
-        residualGates: (attention: String, mlp: String)? = nil,
+        residualJoins: ResidualJoins? = nil,
         mixer: () throws -> TokenMixer, feedForward: () throws -> FeedForward
     ) throws -> TransformerBlock {
         let p = "layers.\(index).", d = dimensions.hiddenSize
         func norm(_ name: String?) throws -> Normalization? {
             try name.map { try weights.norm(normKind, p + $0, size: d, eps: eps) }
         }
-        func gate(_ name: String?) throws -> ResidualJoin? {
-            try name.map { .gated(ResidualGate(weight: try weights.floats(p + $0 + ".weight", [d]))) }
-        }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(
                 inputNorm: try norm(norms.attention), mixer: try mixer(),
                 outputNorm: try norm(outputNorms?.attention), outputScale: outputScale,
-                join: try gate(residualGates?.attention)),
+                join: try residualJoins?.attention()),
             mlp: drops.dropsMLP(index) ? nil : MLPBranch(
                 inputNorm: try norm(norms.mlp), feedForward: try feedForward(),
                 outputNorm: try norm(outputNorms?.mlp), outputScale: outputScale,
-                join: try gate(residualGates?.mlp)),
+                join: try residualJoins?.mlp()),
             residual: .sequential)
     }
 }

@@ -11,6 +11,9 @@ public protocol LanguageModel: Sendable {
     var modelType: String { get }
     var layerCount: Int { get }
     var hiddenSize: Int { get }
+    /// Columns of the residual stream: `hiddenSize`, times the streams of a
+    /// hyper-connected model (Hunyuan V4's `hc_mult`).
+    var streamWidth: Int { get }
     var vocabularySize: Int { get }
     /// The logits `head()` gives per position: `vocabularySize` but where
     /// the head is pruned to the first ids (Apertus 1.5's
@@ -58,6 +61,7 @@ public protocol LanguageModel: Sendable {
 
 extension LanguageModel {
     public var outputVocabularySize: Int { vocabularySize }
+    public var streamWidth: Int { hiddenSize }
 }
 
 /// Tensor names of a layer: `<prefix><index>.<branch part>...`.

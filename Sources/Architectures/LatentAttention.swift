@@ -219,6 +219,24 @@ public struct LatentQKVProjection: Sendable {
         return Linear(weight: weight, bias: output.bias, inFeatures: inWidth, outFeatures: out)
     }
 
+    /// A projection [heads · valueDim, in] widened to give one row per column
+    /// of the attention output of heads `headDim` wide: zero rows for each
+    /// head's padding columns (an output gate over the values).
+    public static func paddedRows(_ linear: Linear, numHeads: Int, valueDim: Int, headDim: Int) -> Linear {
+        precondition(linear.layout == .outByIn && linear.bias == nil && linear.outFeatures == numHeads * valueDim && headDim >= valueDim)
+        guard headDim > valueDim else { return linear }
+        let width = linear.inFeatures
+        var weight = [Float](repeating: 0, count: numHeads * headDim * width)
+        linear.weight.withUnsafeBufferPointer { source in
+            weight.withUnsafeMutableBufferPointer { target in
+                for h in 0..<numHeads {
+                    (target.baseAddress! + h * headDim * width).update(from: source.baseAddress! + h * valueDim * width, count: valueDim * width)
+                }
+            }
+        }
+        return Linear(weight: weight, bias: nil, inFeatures: width, outFeatures: numHeads * headDim)
+    }
+
     /// The rows of a projection's weight [out, in] (or bias [out]) with the
     /// interleaved pairs of each rope part, `ropeDim` rows starting at every
     /// offset in `ropeStarts`, reordered evens first then odds: how

@@ -154,10 +154,14 @@ struct LatentAttentionSettings {
     /// `queryTemperature` when given (Mistral 4), each query attending only
     /// to the keys `indexer` chooses when given (DeepSeek-V3.2), each head's
     /// output times the sigmoid of its row of `perHeadGate` [heads, hidden]
-    /// when named (Ling's hybrid `g_proj`).
+    /// when named (Ling's hybrid `g_proj`), or each output column times the
+    /// sigmoid of its row of `channelGate` [heads · v_head_dim, hidden] when
+    /// named (Hunyuan V4's `gate_proj`); `sinks` names a learned logit per
+    /// head joining each softmax (Hunyuan V4's `sinks`, [heads]).
     func attention(
         _ parts: DecoderParts, layer index: Int, rotary: RotaryEmbedding?, scale: Float, queryTemperature: QueryTemperature? = nil,
-        indexer: SparseAttentionIndexer? = nil, perHeadGate: String? = nil, module: String = "self_attn.", outputName: String = "o_proj"
+        indexer: SparseAttentionIndexer? = nil, perHeadGate: String? = nil, channelGate: String? = nil, sinks: String? = nil,
+        module: String = "self_attn.", outputName: String = "o_proj"
     ) throws -> SelfAttention {
         let weights = parts.weights, d = parts.dimensions.hiddenSize, heads = parts.dimensions.numAttentionHeads
         let p = "layers.\(index).\(module)"
@@ -194,7 +198,9 @@ struct LatentAttentionSettings {
             output: LatentQKVProjection.paddedOutput(
                 try weights.linear(p + outputName, in: heads * vHeadDim, out: d, bias: attentionBias),
                 numHeads: heads, valueDim: vHeadDim, headDim: layout.headDim),
-            scale: scale, queryTemperature: queryTemperature,
-            outputGate: try perHeadGate.map { try weights.perHeadGate(p + $0, layout: layout, hidden: d) }, indexer: indexer)
+            scale: scale, sinkLogits: try sinks.map { try weights.floats(p + $0, [heads]) }, queryTemperature: queryTemperature,
+            outputGate: try perHeadGate.map { try weights.perHeadGate(p + $0, layout: layout, hidden: d) }
+                ?? channelGate.map { try weights.channelGate(p + $0, layout: layout, valueDim: vHeadDim, hidden: d) },
+            indexer: indexer)
     }
 }

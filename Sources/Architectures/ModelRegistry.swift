@@ -90,6 +90,7 @@ public enum ModelRegistry {
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
         "hunyuan_v1_moe": HunYuanMoEV1Model.self,
         "hy_v3": HYV3Model.self,
+        "hy_v4": HYV4Model.self,
         "hyperclovax": HyperCLOVAXModel.self,
         "idefics3": LlamaModel.self,
         "internlm3": LlamaModel.self,

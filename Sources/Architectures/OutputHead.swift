@@ -19,6 +19,9 @@ public struct OutputHead: Sendable {
     public let logitDivisor: Float?
     /// Logits z become z · scale (Cohere's `logit_scale`), as perplexity sees them.
     public let logitScale: Float?
+    /// Collapses hyper-connected streams into one hidden state before the
+    /// norm (Hunyuan V4's `hc_head`); nil where the stream is one.
+    public var streamCollapse: HyperHead? = nil
 
     public init(
         norm: Normalization?, projectOut: Linear? = nil, projection: Linear, logitSoftcap: Float? = nil, logitDivisor: Float? = nil,
@@ -71,7 +74,8 @@ public struct OutputHead: Sendable {
 
     /// Logits of selected rows (for checks and decoding).
     public func logits(_ hidden: Matrix) -> Matrix {
-        let normed = norm.map { $0(hidden) } ?? hidden
+        let collapsed = streamCollapse.map { $0(hidden) } ?? hidden
+        let normed = norm.map { $0(collapsed) } ?? collapsed
         var logits = projection(projectOut.map { $0(normed) } ?? normed)
         if let divisor = logitDivisor {
             // Divided, not multiplied by 1 / divisor: transformers' rounding.

@@ -51,6 +51,14 @@ extension Weights {
         }
         return Linear(weight: repeated, bias: nil, inFeatures: d, outFeatures: layout.queryWidth)
     }
+
+    /// A gate `name` [heads · valueDim, hidden] of one row per value column,
+    /// widened to the attention output of `layout` (each head `headDim`
+    /// wide): zero rows for a head's padding columns, whose output is zero anyway.
+    func channelGate(_ name: String, layout: QKVLayout, valueDim: Int, hidden d: Int) throws -> Linear {
+        let gate = try linear(name, in: d, out: layout.numHeads * valueDim, bias: false)
+        return LatentQKVProjection.paddedRows(gate, numHeads: layout.numHeads, valueDim: valueDim, headDim: layout.headDim)
+    }
 }
 
 extension DecoderParts {

@@ -1,3 +1,4 @@
+import CheckpointIO
 import Foundation
 import TensorEngine
 
@@ -10,8 +11,8 @@ import TensorEngine
 ///
 ///     q = wq_b c  [heads × dim],   k = LayerNorm(wk x)  [dim],   w = weights_proj x · heads^-1/2  [heads]
 ///
-/// the first `rotary.headDim` columns of each head of q and of k rotated to
-/// the row's position, and query s scores key t ≤ s by
+/// `rotary.headDim` columns of each head of q and of k (the first, or the
+/// last: `ropeStart`) rotated to the row's position, and query s scores key t ≤ s by
 ///
 ///     I(s, t) = Σ_h w_h(s) · ReLU(dim^-1/2 · q_h(s) · k(t)),
 ///
@@ -33,8 +34,11 @@ public struct SparseAttentionIndexer: Sendable {
     public let heads: Int, dim: Int
     /// `index_topk`.
     public let topK: Int
-    /// Rotates each head's first `rotary.headDim` columns.
+    /// Rotates `rotary.headDim` columns of each head from `ropeStart`.
     public let rotary: RotaryEmbedding
+    /// Where each head's rotated columns start: 0 (DeepSeek-V3.2, GLM-5), or
+    /// dim − `rotary.headDim` where the last ones rotate (Hunyuan V4's "flipped" rope).
+    public var ropeStart = 0
 
     public init(
         queryUp: Linear, key: Linear, keyNorm: Normalization, headWeights: Linear, heads: Int, dim: Int, topK: Int,
@@ -70,10 +74,10 @@ public struct SparseAttentionIndexer: Sendable {
             for i in w.indices { w[i] *= headScale }
         }
         queries.data.withUnsafeMutableBufferPointer {
-            rotary.apply(to: $0.baseAddress!, rowStride: heads * dim, headOffsets: (0..<heads).map { $0 * dim }, positions: positions)
+            rotary.apply(to: $0.baseAddress!, rowStride: heads * dim, headOffsets: (0..<heads).map { $0 * dim + ropeStart }, positions: positions)
         }
         keys.data.withUnsafeMutableBufferPointer {
-            rotary.apply(to: $0.baseAddress!, rowStride: dim, headOffsets: [0], positions: positions)
+            rotary.apply(to: $0.baseAddress!, rowStride: dim, headOffsets: [ropeStart], positions: positions)
         }
         return Rows(queries: queries, weights: weights, keys: keys)
     }
@@ -121,5 +125,42 @@ public struct SparseAttentionIndexer: Sendable {
         }
         // Highest first; equal ones keep the lower position.
         return Array(scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }.prefix(topK))
+    }
+}
+
+extension SparseAttentionIndexer {
+    /// The indexer stored under `prefix` (`wq_b` [heads · dim, queryRank],
+    /// `wk` [dim, hidden], the LayerNorm `k_norm` [dim] of eps `keyNormEps`,
+    /// `weights_proj` [heads, hidden]), rotating each head's first
+    /// `rotary.headDim` columns, or its last when `ropeAtEnd`. Interleaved
+    /// rope pairs (`interleaved`: GLM-5's, Hunyuan V4's) are de-interleaved in
+    /// wq_b, wk and k_norm, as `LatentQKVProjection` does (dot products and the
+    /// norm's statistics are the same in either order).
+    /// - Throws: `DroptraceError` for a missing tensor or a shape the sizes contradict.
+    init(
+        _ weights: Weights, _ prefix: String, queryRank rank: Int, hidden d: Int, heads: Int, dim: Int, topK: Int,
+        rotary: RotaryEmbedding, interleaved: Bool, ropeAtEnd: Bool = false, keyNormEps: Double = 1e-6
+    ) throws {
+        let ropeStart = ropeAtEnd ? dim - rotary.headDim : 0
+        func deinterleaved(_ values: [Float], rowWidth: Int, ropeStarts: [Int]) -> [Float] {
+            guard interleaved else { return values }
+            return LatentQKVProjection.deinterleavingRope(values, rowWidth: rowWidth, ropeStarts: ropeStarts, ropeDim: rotary.headDim)
+        }
+        guard case .layer(let weight, let bias, let eps) = try weights.layerNorm(prefix + "k_norm", size: dim, eps: keyNormEps) else {
+            preconditionFailure("layerNorm gives a LayerNorm")
+        }
+        self.init(
+            queryUp: try weights.linear(prefix + "wq_b", in: rank, out: heads * dim, bias: false).rearrangingRows {
+                deinterleaved($0, rowWidth: $1, ropeStarts: (0..<heads).map { $0 * dim + ropeStart })
+            },
+            key: try weights.linear(prefix + "wk", in: d, out: dim, bias: false).rearrangingRows {
+                deinterleaved($0, rowWidth: $1, ropeStarts: [ropeStart])
+            },
+            keyNorm: .layer(
+                weight: deinterleaved(weight, rowWidth: 1, ropeStarts: [ropeStart]),
+                bias: deinterleaved(bias, rowWidth: 1, ropeStarts: [ropeStart]), eps: eps),
+            headWeights: try weights.linear(prefix + "weights_proj", in: d, out: heads, bias: false),
+            heads: heads, dim: dim, topK: topK, rotary: rotary)
+        self.ropeStart = ropeStart
     }
 }

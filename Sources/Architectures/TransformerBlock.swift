@@ -123,8 +123,15 @@ public struct AttentionBranch: Sendable {
     /// token mixing itself from the normalised input (over the whole batch,
     /// or over a key/value cache or recurrent state when decoding).
     public func callAsFunction(_ x: Matrix, attend: (TokenMixer, Matrix) -> Matrix) -> Matrix {
-        let out = attend(mixer, inputNorm.map { $0(x) } ?? x)
+        let out = attend(mixer, input(x))
         return (outputNorm.map { $0(out) } ?? out).scaled(by: outputScale)
+    }
+
+    /// What the mixer reads of residual stream `x`: the stream as its join
+    /// reads it (`ResidualJoin.read`), normalised by `inputNorm`.
+    public func input(_ x: Matrix) -> Matrix {
+        let read = join?.read(x) ?? x
+        return inputNorm.map { $0(read) } ?? read
     }
 }
 
@@ -152,7 +159,8 @@ public struct MLPBranch: Sendable {
     }
 
     public func callAsFunction(_ x: Matrix) -> Matrix {
-        let out = feedForward(inputNorm.map { $0(x) } ?? x)
+        let read = join?.read(x) ?? x
+        let out = feedForward(inputNorm.map { $0(read) } ?? read)
         return (outputNorm.map { $0(out) } ?? out).scaled(by: outputScale)
     }
 }
@@ -166,6 +174,16 @@ public enum ResidualJoin: Sendable {
     case interpolating(rate: [Float])
     /// Ergo's per-channel gate.
     case gated(ResidualGate)
+    /// Hunyuan V4's hyper-connections: the branch reads the streams
+    /// collapsed and its output joins each through a gate (`HyperConnection`).
+    case hyperConnected(HyperConnection)
+
+    /// What of residual stream `x` the branch reads (before its input norm):
+    /// the collapsed streams of a hyper-connection, else `x`.
+    public func read(_ x: Matrix) -> Matrix {
+        guard case .hyperConnected(let connection) = self else { return x }
+        return connection.collapsed(x)
+    }
 }
 
 /// A learned per-channel mix of a branch's output and the stream it joins
@@ -357,11 +375,12 @@ extension TransformerBlock {
             switch join {
             case .interpolating(let rate)?: return output.interpolated(from: stream, norm: inputNorm, rate: rate)
             case .gated(let gate)?: sum = gate.join(stream, output)
+            case .hyperConnected(let connection)?: sum = connection.join(stream, output)
             case nil: sum = stream.adding(output)
             }
             return residualNorm.map { $0(sum) } ?? sum
         }
-        if let producer = sharingProducer { _ = attend(producer.mixer, producer.inputNorm.map { $0(x) } ?? x) }
+        if let producer = sharingProducer { _ = attend(producer.mixer, producer.input(x)) }
         let attended = attention.map { joined(x, $0(x, attend: attend), $0.residualNorm, $0.join, inputNorm: $0.inputNorm) }
         switch residual {
         case .sequential:

@@ -228,7 +228,7 @@ public enum SpeedMeasurement {
     public static func decodeFLOPs(model: any LanguageModel, plan: DropPlan, context: Int) throws -> Double {
         func linear(_ l: Linear) -> Double { 2 * Double(l.inFeatures) * Double(l.outFeatures) }
         let head = try model.head()
-        var total = linear(head.projection) + (head.projectOut.map(linear) ?? 0)
+        var total = linear(head.projection) + (head.projectOut.map(linear) ?? 0) + (head.streamCollapse.map { linear($0.projection) } ?? 0)
         // A sparse-attention indexer's projections and its scores over the context.
         func indexerFLOPs(_ attention: SelfAttention) -> Double {
             attention.indexer.map { linear($0.queryUp) + linear($0.key) + linear($0.headWeights) + 2 * Double(context * $0.heads * $0.dim) } ?? 0
@@ -301,6 +301,10 @@ public enum SpeedMeasurement {
                 }
             }
             total += block.mlp.map { cost($0.feedForward) } ?? 0
+            // Hyper-connections: each kept branch's gate projection, its collapse and its join.
+            for join in [block.attention?.join, block.mlp?.join] {
+                if case .hyperConnected(let connection)? = join { total += linear(connection.projection) + 4 * Double(connection.projection.inFeatures) }
+            }
         }
         return total
     }

@@ -39,7 +39,7 @@ public struct ImportanceScorer {
         // All tokens go through each layer at once: refuse a set whose activations cannot fit
         // rather than die allocating them.
         let tokens = sequences.reduce(0) { $0 + $1.count }
-        let (needed, overflow) = tokens.multipliedReportingOverflow(by: model.hiddenSize * Self.activationBytesPerWidth)
+        let (needed, overflow) = tokens.multipliedReportingOverflow(by: model.streamWidth * Self.activationBytesPerWidth)
         if overflow || needed > memoryLimit {
             throw DroptraceError(
                 "\(tokens) calibration tokens need about \(Self.gibibytes(overflow ? .max : needed)) of activations at once, more than the \(Self.gibibytes(memoryLimit)) this process may use; score fewer (--samples, --seq-len)",
@@ -67,7 +67,7 @@ public struct ImportanceScorer {
         let batch = TokenBatch(sequences: sequences)
         var sums = SequenceSums(tokens: batch.sequences.map(\.count), layers: layers)
         let boundaries = try BoundaryStates(
-            rows: batch.tokenCount, cols: model.hiddenSize, expectedStates: layers + 1, memoryBudget: stateMemoryBudget)
+            rows: batch.tokenCount, cols: model.streamWidth, expectedStates: layers + 1, memoryBudget: stateMemoryBudget)
         let lastRows = batch.sequences.compactMap { $0.isEmpty ? nil : $0.upperBound - 1 }
 
         // A layer the model runs more than once is scored over all its passes (each weighs 1 / passes);

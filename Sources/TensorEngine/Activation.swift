@@ -21,6 +21,10 @@ public enum Activation: Sendable, Equatable {
     /// per-layer SwiGLU limits of Ling 3's experts, BailingHybridExperts);
     /// alone, min(act(x), limit).
     indirect case clipped(Activation, limit: Float)
+    /// A gated MLP's activation with its inputs clamped at `limit` before it:
+    /// act(min(gate, limit)) · clamp(up, −limit, limit) (Hunyuan V4's routed
+    /// experts, `HYV4Experts._apply_gate`); alone, act(min(x, limit)).
+    indirect case clampedInput(Activation, limit: Float)
 
     /// The activation config.json's `key` names (`hidden_act`, or the
     /// family's own: `activation_function`, `hidden_activation`, ...).
@@ -73,6 +77,7 @@ public enum Activation: Sendable, Equatable {
         case .xIELU(let xielu): return xielu(x)
         case .scaledInput(let activation, let factor): return activation.apply(x * factor)
         case .clipped(let activation, let limit): return min(activation.apply(x), limit)
+        case .clampedInput(let activation, let limit): return activation.apply(min(x, limit))
         }
     }
 
@@ -90,12 +95,15 @@ public enum Activation: Sendable, Equatable {
     public func applyGated(
         gate: UnsafePointer<Float>, up: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int
     ) {
-        if case .clipped(_, let limit) = self {
+        switch self {
+        case .clipped(_, let limit), .clampedInput(_, let limit):
             for i in 0..<count { out[i] = apply(gate[i]) * min(max(up[i], -limit), limit) }
-        } else if let kernel = vectorKernel {
-            VectorKernels.active.gated(kernel, gate: gate, up: up, into: out, count: count)
-        } else {
-            for i in 0..<count { out[i] = apply(gate[i]) * up[i] }
+        default:
+            if let kernel = vectorKernel {
+                VectorKernels.active.gated(kernel, gate: gate, up: up, into: out, count: count)
+            } else {
+                for i in 0..<count { out[i] = apply(gate[i]) * up[i] }
+            }
         }
     }
 

@@ -301,7 +301,9 @@ struct ErgoModel: DecoderFamily {
             index, drops: plan.union(configuredDrops), eps: config.rmsNormEps,
             norms: ("input_layernorm", "pre_feedforward_layernorm"),
             outputNorms: ("post_attention_layernorm", "post_feedforward_layernorm"),
-            residualGates: ("attention_residual_gate", "feedforward_residual_gate"),
+            residualJoins: (
+                { try parts.residualGate("layers.\(index).attention_residual_gate") },
+                { try parts.residualGate("layers.\(index).feedforward_residual_gate") }),
             attention: { try attention(layer: index) }, feedForward: { try feedForward(layer: index) })
     }
 

@@ -190,16 +190,64 @@ struct Glm4MoeLiteConfiguration: Decodable {
         }
     }
 
+    /// Refuses DeepSeek Sparse Attention's indexer sizes and layer lists
+    /// transformers could not run (`index_topk`, `index_n_heads`,
+    /// `index_head_dim` against `qk_rope_head_dim` and `q_lora_rank`; each
+    /// of `types` "full" or "shared", layer 0 full; `layer_types` all
+    /// "indexed_attention"), before anything is sized from them.
+    static func checkIndexer(
+        topK: Int, heads: Int, dim: Int, ropeDim: Int, queryRank: Int, types: IndexerTypes?, layerTypes: [String]?, _ d: DecoderDimensions
+    ) throws {
+        // No key kept would leave a query nothing to attend to.
+        try ConfigRules.count(topK, "index_topk")
+        try ConfigRules.count(heads, "index_n_heads")
+        try ConfigRules.count(dim, "index_head_dim")
+        guard dim >= ropeDim else {
+            throw InvalidConfigValue(
+                key: "index_head_dim", problem: "must be at least qk_rope_head_dim \(ropeDim) (the indexer rotates that many columns), got \(dim)")
+        }
+        try ConfigRules.product([(heads, "index_n_heads"), (dim, "index_head_dim"), (queryRank, "q_lora_rank")])
+        try ConfigRules.product([(dim, "index_head_dim"), (d.hiddenSize, "hidden_size")])
+        try ConfigRules.product([(heads, "index_n_heads"), (d.hiddenSize, "hidden_size")])
+        if let types, let layer = (0..<d.numHiddenLayers).first(where: { !["full", "shared"].contains(types.type($0)) }) {
+            throw InvalidConfigValue(
+                key: types.key,
+                problem: "gives layer \(layer) \(types.type(layer).map { "type \"\($0.forErrorMessage)\"" } ?? "no type"); "
+                    + "each layer is \"full\" (runs its indexer) or \"shared\" (reuses the last full layer's top-k)")
+        }
+        if let types, types.type(0) == "shared" {
+            // GlmMoeDsaAttention raises it: a shared layer needs an earlier full one.
+            throw InvalidConfigValue(
+                key: types.key, problem: "makes layer 0 \"shared\", but a shared layer reuses the top-k of an earlier \"full\" layer")
+        }
+        // transformers' cache builds an indexed layer per entry; any other type has no indexer keys.
+        if let layerTypes {
+            if let other = layerTypes.first(where: { $0 != "indexed_attention" }) {
+                throw InvalidConfigValue(key: "layer_types", problem: "must list \"indexed_attention\" per layer, got \"\(other.forErrorMessage)\"")
+            }
+            if layerTypes.count < d.numHiddenLayers {
+                throw InvalidConfigValue(key: "layer_types", problem: "lists \(layerTypes.count) layers, but num_hidden_layers is \(d.numHiddenLayers)")
+            }
+        }
+    }
+
     /// The first kept attention's indexer projections against the config,
     /// before anything is sized from them.
     func confirmIndexerShapes(_ parts: DecoderParts) throws {
+        guard indexTopk != nil, let rank = latent.qLoraRank else { return }
+        try Self.confirmIndexerShapes(parts, sharesIndexer: sharesIndexer, heads: indexNHeads, dim: indexHeadDim, queryRank: rank)
+    }
+
+    /// The indexer projections of the first kept attention that runs one
+    /// (`sharesIndexer` false) against `index_n_heads`, `index_head_dim` and `q_lora_rank`.
+    static func confirmIndexerShapes(_ parts: DecoderParts, sharesIndexer: (Int) -> Bool, heads: Int, dim: Int, queryRank rank: Int) throws {
         let full = (0..<parts.dimensions.numHiddenLayers).first { !parts.configuredDrops.dropsAttention($0) && !sharesIndexer($0) }
-        guard indexTopk != nil, let rank = latent.qLoraRank, let layer = full else { return }
+        guard let layer = full else { return }
         let p = "layers.\(layer).self_attn.indexer.", weights = parts.weights, d = parts.dimensions.hiddenSize
         for (name, shape, keys) in [
-            ("wq_b.weight", [indexNHeads * indexHeadDim, rank], "index_n_heads × index_head_dim, q_lora_rank"),
-            ("wk.weight", [indexHeadDim, d], "index_head_dim, hidden_size"),
-            ("weights_proj.weight", [indexNHeads, d], "index_n_heads, hidden_size"),
+            ("wq_b.weight", [heads * dim, rank], "index_n_heads × index_head_dim, q_lora_rank"),
+            ("wk.weight", [dim, d], "index_head_dim, hidden_size"),
+            ("weights_proj.weight", [heads, d], "index_n_heads, hidden_size"),
         ] {
             try weights.confirmShape(p + name, shape, keys: keys, configPath: parts.configPath)
         }
@@ -233,40 +281,12 @@ struct Glm4MoeLiteConfiguration: Decodable {
         }
         if let indexTopk {
             // DeepseekV32Attention has no direct q_proj: the indexer reads the query latent.
-            guard latent.qLoraRank != nil else {
+            guard let rank = latent.qLoraRank else {
                 throw InvalidConfigValue(key: "q_lora_rank", problem: "must be set: DeepSeek Sparse Attention's attention and indexer read the query latent")
             }
-            // No key kept would leave a query nothing to attend to.
-            try ConfigRules.count(indexTopk, "index_topk")
-            try ConfigRules.count(indexNHeads, "index_n_heads")
-            try ConfigRules.count(indexHeadDim, "index_head_dim")
-            guard indexHeadDim >= latent.qkRopeHeadDim else {
-                throw InvalidConfigValue(
-                    key: "index_head_dim", problem: "must be at least qk_rope_head_dim \(latent.qkRopeHeadDim) (the indexer rotates that many columns), got \(indexHeadDim)")
-            }
-            try ConfigRules.product([(indexNHeads, "index_n_heads"), (indexHeadDim, "index_head_dim"), (latent.qLoraRank!, "q_lora_rank")])
-            try ConfigRules.product([(indexHeadDim, "index_head_dim"), (d.hiddenSize, "hidden_size")])
-            try ConfigRules.product([(indexNHeads, "index_n_heads"), (d.hiddenSize, "hidden_size")])
-            if let indexerTypes, let layer = (0..<d.numHiddenLayers).first(where: { !["full", "shared"].contains(indexerTypes.type($0)) }) {
-                throw InvalidConfigValue(
-                    key: indexerTypes.key,
-                    problem: "gives layer \(layer) \(indexerTypes.type(layer).map { "type \"\($0.forErrorMessage)\"" } ?? "no type"); "
-                        + "each layer is \"full\" (runs its indexer) or \"shared\" (reuses the last full layer's top-k)")
-            }
-            if let indexerTypes, indexerTypes.type(0) == "shared" {
-                // GlmMoeDsaAttention raises it: a shared layer needs an earlier full one.
-                throw InvalidConfigValue(
-                    key: indexerTypes.key, problem: "makes layer 0 \"shared\", but a shared layer reuses the top-k of an earlier \"full\" layer")
-            }
-            // transformers' cache builds an indexed layer per entry; any other type has no indexer keys.
-            if let layerTypes {
-                if let other = layerTypes.first(where: { $0 != "indexed_attention" }) {
-                    throw InvalidConfigValue(key: "layer_types", problem: "must list \"indexed_attention\" per layer, got \"\(other.forErrorMessage)\"")
-                }
-                if layerTypes.count < d.numHiddenLayers {
-                    throw InvalidConfigValue(key: "layer_types", problem: "lists \(layerTypes.count) layers, but num_hidden_layers is \(d.numHiddenLayers)")
-                }
-            }
+            try Self.checkIndexer(
+                topK: indexTopk, heads: indexNHeads, dim: indexHeadDim, ropeDim: latent.qkRopeHeadDim, queryRank: rank,
+                types: indexerTypes, layerTypes: layerTypes, d)
         }
         try MLPLayerTypes.checkCount(mlpLayerTypes, layers: d.numHiddenLayers)
         guard layerTypes(d.numHiddenLayers).prefix(d.numHiddenLayers).contains("sparse") else { return }
@@ -395,69 +415,28 @@ struct Glm4MoeLiteModel: DecoderFamily {
                 attention: try attention()))
     }
 
-    /// GLM-5's shared indexer layers with `plan`'s modules dropped: each kept
-    /// shared layer whose attention runs reuses the top-k of the last full
-    /// layer the model keeps before it, which stores it — and still computes
-    /// it when its attention is dropped (`.storeOnly`). Empty without shared layers.
+    /// GLM-5's shared indexer layers with `plan`'s modules dropped (`LayerSharing.sharedIndexers`).
     /// - Throws: `DroptraceError` when `plan` leaves a shared layer no full layer before it.
     func attentionSharing(skipping plan: DropPlan) throws -> LayerSharing {
-        guard (0..<layerCount).contains(where: config.sharesIndexer) else { return LayerSharing() }
-        let drops = plan.union(configuredDrops)
-        var links: [(layer: Int, source: Int)] = []
-        var source: Int?
-        for layer in 0..<layerCount where !drops.blocks.contains(layer) {
-            guard config.sharesIndexer(layer) else {
-                source = layer
-                continue
-            }
-            guard !drops.dropsAttention(layer) else { continue }
-            guard let source else {
-                throw DroptraceError(
-                    "dropping every full indexer layer before layer \(layer) leaves it no top-k to reuse (\(config.indexerTypes!.key))",
-                    path: parts.configPath)
-            }
-            links.append((layer, source))
-        }
-        return LayerSharing(keySelections: AttentionSharing.linking(links, count: layerCount, drops: drops))
+        try LayerSharing.sharedIndexers(
+            layers: layerCount, isShared: config.sharesIndexer, drops: plan.union(configuredDrops), key: config.indexerTypes?.key ?? "",
+            configPath: parts.configPath)
     }
 
     /// Attention-drop exports (LLM-Drop's format) leave out a dropped
     /// attention's indexer, which shared layers after it still reuse here.
     func exportProblem(_ plan: DropPlan) -> String? {
-        guard let sharing = try? attentionSharing(skipping: plan),
-              let layer = sharing.keySelections.firstIndex(where: { $0?.storesOnly == true }) else { return nil }
-        return "layer \(layer)'s attention is dropped, but later shared indexer layers reuse its indexer's top-k (\(config.indexerTypes!.key)); "
-            + "an export without that attention would not run as droptrace ran the model"
+        (try? attentionSharing(skipping: plan))?.sharedIndexerExportProblem(key: config.indexerTypes?.key ?? "")
     }
 
     /// Layer `index`'s sparse-attention indexer (`deepseek_v32`,
-    /// `glm_moe_dsa`; nil otherwise, and on GLM-5's shared layers). GLM-5's indexer rotates interleaved
-    /// pairs: they are de-interleaved in wq_b, wk and k_norm, as
-    /// `LatentQKVProjection` does (dot products and the norm's statistics
-    /// are the same in either order).
+    /// `glm_moe_dsa`; nil otherwise, and on GLM-5's shared layers); GLM-5's
+    /// rotates interleaved pairs.
     func indexer(layer index: Int) throws -> SparseAttentionIndexer? {
         guard let topK = config.indexTopk, let rank = config.latent.qLoraRank, !config.sharesIndexer(index) else { return nil }
-        let p = "layers.\(index).self_attn.indexer.", weights = parts.weights, d = hiddenSize
-        let heads = config.indexNHeads, dim = config.indexHeadDim, rope = config.latent.qkRopeHeadDim
-        func deinterleaved(_ values: [Float], rowWidth: Int, ropeStarts: [Int]) -> [Float] {
-            guard config.configClass.indexerRopeInterleave else { return values }
-            return LatentQKVProjection.deinterleavingRope(values, rowWidth: rowWidth, ropeStarts: ropeStarts, ropeDim: rope)
-        }
-        guard case .layer(let weight, let bias, let eps) = try weights.layerNorm(p + "k_norm", size: dim, eps: 1e-6) else {
-            preconditionFailure("layerNorm gives a LayerNorm")
-        }
-        return SparseAttentionIndexer(
-            queryUp: try weights.linear(p + "wq_b", in: rank, out: heads * dim, bias: false).rearrangingRows {
-                deinterleaved($0, rowWidth: $1, ropeStarts: (0..<heads).map { $0 * dim })
-            },
-            key: try weights.linear(p + "wk", in: d, out: dim, bias: false).rearrangingRows {
-                deinterleaved($0, rowWidth: $1, ropeStarts: [0])
-            },
-            keyNorm: .layer(
-                weight: deinterleaved(weight, rowWidth: 1, ropeStarts: [0]), bias: deinterleaved(bias, rowWidth: 1, ropeStarts: [0]),
-                eps: eps),
-            headWeights: try weights.linear(p + "weights_proj", in: d, out: heads, bias: false),
-            heads: heads, dim: dim, topK: topK, rotary: rotary)
+        return try SparseAttentionIndexer(
+            parts.weights, "layers.\(index).self_attn.indexer.", queryRank: rank, hidden: hiddenSize, heads: config.indexNHeads,
+            dim: config.indexHeadDim, topK: topK, rotary: rotary, interleaved: config.configClass.indexerRopeInterleave)
     }
 
     /// Layer `index`'s MLP: dense, or router, routed experts and shared

@@ -1,0 +1,266 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// The keys of `hy_v4`'s config.json besides the sizes, with HYV4Config's defaults.
+struct HYV4Configuration: Decodable {
+    var rmsNormEps: Double
+    var hiddenAct: String
+    var latent: LatentAttentionSettings
+    /// Each layer's MLP, "dense" or "sparse"; nil: layer 0 dense, the others sparse.
+    var mlpLayerTypes: [String]?
+    var experts: DeepSeekExperts
+    /// DeepSeek Sparse Attention's indexer: `index_topk` keys per query,
+    /// `index_n_heads` heads of `index_head_dim`.
+    var indexTopk: Int
+    var indexHeadDim: Int
+    var indexNHeads: Int
+    /// `indexer_types`, else HYV4Config's rule: "full" at layer 0 and where
+    /// (i − 1) % 4 == 0, "shared" elsewhere.
+    var indexerTypes: Glm4MoeLiteConfiguration.IndexerTypes
+    /// `layer_types`: every layer "indexed_attention".
+    var layerTypes: [String]?
+    /// `hc_mult` streams, `hc_magnitude`, `hc_eps` (`HyperConnection`).
+    var hcMult: Int
+    var hcMagnitude: Double
+    var hcEps: Double
+    /// The routed experts' SwiGLU clamp (`Activation.clampedInput`).
+    var swigluLimit: Double
+
+    static let experts = DeepSeekExperts.ConfigClass(
+        nRoutedExperts: 256, numExpertsPerTok: 8, nSharedExperts: 1, moeIntermediateSize: 768, routedScalingFactor: 2.827,
+        name: "HYV4Config")
+
+    enum CodingKeys: String, CodingKey {
+        case rmsNormEps = "rms_norm_eps"
+        case hiddenAct = "hidden_act"
+        case mlpLayerTypes = "mlp_layer_types"
+        case indexTopk = "index_topk"
+        case indexHeadDim = "index_head_dim"
+        case indexNHeads = "index_n_heads"
+        case indexerTypes = "indexer_types"
+        case layerTypes = "layer_types"
+        case hcMult = "hc_mult"
+        case hcMagnitude = "hc_magnitude"
+        case hcEps = "hc_eps"
+        case swigluLimit = "swiglu_limit"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-5
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
+        latent = try LatentAttentionSettings(
+            from: decoder,
+            defaults: LatentAttentionSettings(
+                qLoraRank: 1536, kvLoraRank: 512, qkNopeHeadDim: 192, qkRopeHeadDim: 64, vHeadDim: 256, ropeInterleave: true,
+                attentionBias: false))
+        // HYV4Attention and its indexer rotate interleaved pairs whatever rope_interleave says.
+        latent.ropeInterleave = true
+        mlpLayerTypes = try c.decodeIfPresent([String].self, forKey: .mlpLayerTypes)
+        experts = try DeepSeekExperts(from: decoder, configClass: Self.experts)
+        indexTopk = try c.decodeIfPresent(Int.self, forKey: .indexTopk) ?? 2048
+        indexHeadDim = try c.decodeIfPresent(Int.self, forKey: .indexHeadDim) ?? 128
+        indexNHeads = try c.decodeIfPresent(Int.self, forKey: .indexNHeads) ?? 16
+        indexerTypes = try c.decodeIfPresent([String].self, forKey: .indexerTypes).map { .listed($0, key: "indexer_types") }
+            ?? .every(freq: 4, offset: 2)
+        layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)
+        hcMult = try c.decodeIfPresent(Int.self, forKey: .hcMult) ?? 4
+        hcMagnitude = try c.decodeIfPresent(Double.self, forKey: .hcMagnitude) ?? 2
+        hcEps = try c.decodeIfPresent(Double.self, forKey: .hcEps) ?? 1e-6
+        swigluLimit = try c.decodeIfPresent(Double.self, forKey: .swigluLimit) ?? 10
+        let types = mlpLayerTypes
+        try ConfigRules.decodingChecks { try MLPLayerTypes.checkEntries(types) }
+    }
+
+    /// Whether layer `index` reuses the last full layer's top-k instead of running an indexer.
+    func sharesIndexer(_ index: Int) -> Bool { indexerTypes.type(index) == "shared" }
+
+    /// Refuses values transformers could not run, before anything is sized from them.
+    func check(_ d: DecoderDimensions) throws {
+        try ConfigRules.positive(rmsNormEps, "rms_norm_eps")
+        // HYV4Config gives every head its own keys and values whatever num_key_value_heads says.
+        var dimensions = d
+        dimensions.numKeyValueHeads = nil
+        try latent.check(dimensions)
+        guard let rank = latent.qLoraRank else {
+            throw InvalidConfigValue(key: "q_lora_rank", problem: "must be set: HYV4Attention and its indexer read the query latent")
+        }
+        try Glm4MoeLiteConfiguration.checkIndexer(
+            topK: indexTopk, heads: indexNHeads, dim: indexHeadDim, ropeDim: latent.qkRopeHeadDim, queryRank: rank,
+            types: indexerTypes, layerTypes: layerTypes, d)
+        try ConfigRules.count(hcMult, "hc_mult")
+        try ConfigRules.product([(hcMult, "hc_mult"), (hcMult, "hc_mult"), (d.hiddenSize, "hidden_size"), (2, "pre and post")])
+        for (value, key) in [(hcMagnitude, "hc_magnitude"), (hcEps, "hc_eps")] where !Float(value).isFinite {
+            throw InvalidConfigValue(key: key, problem: "must be a finite number that float32 holds, got \(value)")
+        }
+        // HYV4Config's docstring has a limit at or below zero disable the clamp; HYV4Experts clamps at it all the same.
+        guard swigluLimit > 0, Float(swigluLimit).isFinite else {
+            throw InvalidConfigValue(
+                key: "swiglu_limit",
+                problem: "is \(swigluLimit): HYV4Config documents a limit at or below zero as disabling the clamp, but HYV4Experts clamps at it; "
+                    + "droptrace runs only a positive, finite limit, which both read alike")
+        }
+        try MLPLayerTypes.checkCount(mlpLayerTypes, layers: d.numHiddenLayers)
+        guard MLPLayerTypes.resolved(mlpLayerTypes, layers: d.numHiddenLayers, firstDense: 1).contains("sparse") else { return }
+        try experts.check(hidden: d.hiddenSize)
+    }
+}
+
+/// Hunyuan V4 (`hy_v4`, Tencent's Hy4; transformers' `models/hy_v4/`):
+/// DeepSeek-V3.2's blocks — multi-head latent attention with DeepSeek
+/// Sparse Attention's indexer (`SparseAttentionIndexer`: each "shared"
+/// `indexer_types` layer reuses the top-k of the last "full" layer before
+/// it, as GLM-5's; the indexer's LayerNorm of eps `rms_norm_eps` and its
+/// rope on each head's last `qk_rope_head_dim` columns), a learned sink
+/// logit per head (`sinks`) and each output column gated by the sigmoid of
+/// `gate_proj` of the layer input; a dense SwiGLU MLP on the
+/// `mlp_layer_types` layers marked "dense" (layer 0 by default), else
+/// DeepSeek-V3's sigmoid-routed experts (`gate.e_score_correction_bias`,
+/// `routed_scaling_factor`) with SwiGLU inputs clamped at `swiglu_limit`,
+/// plus `n_shared_experts` shared ones — joined to a residual stream of
+/// `hc_mult` hyper-connected streams (`HyperConnection`: `attn_hc`,
+/// `ffn_hc` per layer, `hc_head` before the final norm).
+///
+/// A module's importance compares the whole stream before and after its
+/// branch (all streams at once, `LanguageModel.streamWidth` wide); a
+/// dropped branch leaves the streams as they were. The released names
+/// (`hc_attn_layer.hc_fn`, `learnable_sink_param`, `linear_gate`, …) are read
+/// as transformers renames them on load (`TensorRenamings`).
+struct HYV4Model: DecoderFamily {
+    static func readsLayerTypes(_ modelType: String) -> Bool { true }
+    let parts: DecoderParts
+    let config: HYV4Configuration
+    let mlpTypes: [String]
+    let rotary: RotaryEmbedding
+    let scale: Float
+
+    init(_ checkpoint: Checkpoint) throws {
+        let config = try checkpoint.decodeConfig(HYV4Configuration.self)
+        let layers = try checkpoint.decodeConfig(DecoderDimensions.self).numHiddenLayers
+        let types = MLPLayerTypes.resolved(config.mlpLayerTypes, layers: layers, firstDense: 1)
+        self.config = config
+        mlpTypes = types
+        let isSparse: @Sendable (Int) -> Bool = { $0 < types.count && types[$0] == "sparse" }
+        parts = try DecoderParts(checkpoint, naming: Self.naming, experts: config.experts.naming(isSparse: isSparse))
+        let d = parts.dimensions, configPath = parts.configPath, latent = config.latent
+        try ConfigRules.checks(path: configPath) { try config.check(d) }
+        try latent.confirmShapes(parts)
+        try config.experts.confirm(parts, isSparse: isSparse)
+        try Glm4MoeLiteConfiguration.confirmIndexerShapes(
+            parts, sharesIndexer: config.sharesIndexer, heads: config.indexNHeads, dim: config.indexHeadDim, queryRank: latent.qLoraRank!)
+        let rope = try parts.ropeSettings()
+        let kept = parts.firstKeptAttention != nil
+        // No table when the config drops every attention layer: no tensor confirmed its width.
+        rotary = try rope.embedding(
+            headDim: kept ? latent.qkRopeHeadDim : 0, partialRotary: .ignored, configPath: configPath)
+        scale = try latent.scale(rope, configPath: configPath)
+        try confirmHyperConnectionShapes()
+    }
+
+    static func naming(_ prefix: String) -> LayerNaming {
+        LayerNaming(
+            prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm.", "attn_hc."],
+            mlp: ["mlp.", "post_attention_layernorm.", "ffn_hc."], layerCountKeys: ["num_hidden_layers"])
+    }
+
+    var streamWidth: Int { hiddenSize * config.hcMult }
+
+    /// An export without some blocks writes `mlp_layer_types` and
+    /// `indexer_types` for the kept layers also where config.json leaves
+    /// them to the class's rule.
+    var layerNaming: LayerNaming {
+        var naming = parts.naming(spellingOut: nil, mlpTypes: mlpTypes)
+        naming.perLayerLists["indexer_types"] = (0..<layerCount).map { config.indexerTypes.type($0) ?? "full" }
+        return naming
+    }
+
+    /// The embedding, entering every stream.
+    func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch).repeated(config.hcMult) }
+
+    func head() throws -> OutputHead {
+        var head = try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps))
+        let n = config.hcMult, weights = parts.weights
+        head.streamCollapse = HyperHead(
+            streams: n, projection: try hyperProjection("hc_head.hc_fn", rows: n), base: try weights.floats("hc_head.hc_base", [n]),
+            scale: try weights.floats("hc_head.hc_scale", [1])[0], gateEps: Float(config.hcEps), normEps: Float(config.rmsNormEps))
+        return head
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops), sharing = try attentionSharing(skipping: plan).keySelections
+        let mine = sharing.isEmpty ? nil : sharing[index]
+        let p = "layers.\(index)."
+        func attention() throws -> SelfAttention {
+            let indexer = config.sharesIndexer(index) ? nil : try SparseAttentionIndexer(
+                parts.weights, p + "self_attn.indexer.", queryRank: config.latent.qLoraRank!, hidden: hiddenSize,
+                heads: config.indexNHeads, dim: config.indexHeadDim, topK: config.indexTopk, rotary: rotary, interleaved: true,
+                ropeAtEnd: true, keyNormEps: config.rmsNormEps)
+            return try config.latent.attention(
+                parts, layer: index, rotary: rotary, scale: scale, indexer: indexer, channelGate: "gate_proj", sinks: "sinks"
+            ).sharingKeySelection(mine)
+        }
+        let block = try parts.preNormBlock(
+            index, drops: drops, eps: config.rmsNormEps,
+            residualJoins: ({ try hyperConnection(p + "attn_hc") }, { try hyperConnection(p + "ffn_hc") }),
+            attention: attention, feedForward: { try feedForward(layer: index) })
+        guard drops.dropsAttention(index), mine?.storesOnly == true else { return block }
+        // A dropped attention whose top-k later layers reuse still runs its indexer on what it read.
+        return TransformerBlock(
+            attention: nil, mlp: block.mlp, residual: block.residual,
+            sharingProducer: AttentionBranch(
+                inputNorm: try parts.weights.rmsNorm(p + "input_layernorm", size: hiddenSize, eps: config.rmsNormEps),
+                attention: try attention(), join: try hyperConnection(p + "attn_hc")))
+    }
+
+    /// The shared indexer layers with `plan`'s modules dropped (`LayerSharing.sharedIndexers`).
+    func attentionSharing(skipping plan: DropPlan) throws -> LayerSharing {
+        try LayerSharing.sharedIndexers(
+            layers: layerCount, isShared: config.sharesIndexer, drops: plan.union(configuredDrops), key: "indexer_types",
+            configPath: parts.configPath)
+    }
+
+    func exportProblem(_ plan: DropPlan) -> String? {
+        (try? attentionSharing(skipping: plan))?.sharedIndexerExportProblem(key: "indexer_types")
+    }
+
+    /// `fn` (or `hc_fn`) [rows, hc_mult · hidden], float32 in either precision.
+    func hyperProjection(_ name: String, rows: Int) throws -> Linear {
+        Linear(
+            weight: try parts.weights.floats(name, [rows, streamWidth]), bias: nil, inFeatures: streamWidth, outFeatures: rows,
+            arithmetic: .f32)
+    }
+
+    /// The hyper-connection stored under `name` (`fn`, `base`, `scale`).
+    func hyperConnection(_ name: String) throws -> ResidualJoin {
+        let n = config.hcMult, weights = parts.weights
+        return .hyperConnected(HyperConnection(
+            streams: n, projection: try hyperProjection(name + ".fn", rows: 2 * n), base: try weights.floats(name + ".base", [2 * n]),
+            scale: try weights.floats(name + ".scale", [2]), postMagnitude: Float(config.hcMagnitude), gateEps: Float(config.hcEps),
+            normEps: Float(config.rmsNormEps)))
+    }
+
+    /// The first layer's and the head's hyper-connection tensors against `hc_mult` and `hidden_size`.
+    func confirmHyperConnectionShapes() throws {
+        let n = config.hcMult, width = streamWidth, weights = parts.weights, configPath = parts.configPath
+        var shapes = [
+            ("hc_head.hc_fn", [n, width], "hc_mult, hc_mult × hidden_size"), ("hc_head.hc_base", [n], "hc_mult"),
+        ]
+        if let layer = (0..<layerCount).first(where: { !configuredDrops.blocks.contains($0) }) {
+            shapes.append(("layers.\(layer).attn_hc.fn", [2 * n, width], "2 × hc_mult, hc_mult × hidden_size"))
+            shapes.append(("layers.\(layer).attn_hc.base", [2 * n], "2 × hc_mult"))
+        }
+        for (name, shape, keys) in shapes { try weights.confirmShape(name, shape, keys: keys, configPath: configPath) }
+    }
+
+    /// Layer `index`'s MLP: dense, or router, routed experts (their SwiGLU
+    /// inputs clamped) and shared experts.
+    func feedForward(layer index: Int) throws -> FeedForward {
+        let activation = try parts.activation(config.hiddenAct), sparse = mlpTypes[index] == "sparse"
+        // HYV4Experts applies F.silu whatever hidden_act says; the shared experts and dense MLPs use hidden_act.
+        return try config.experts.feedForward(
+            parts, layer: index, sparse: sparse,
+            activation: sparse ? .clampedInput(.silu, limit: Float(config.swigluLimit)) : activation, sharedActivation: activation)
+    }
+}
