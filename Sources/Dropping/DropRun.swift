@@ -195,6 +195,10 @@ public enum DropRun {
         for (module, reason) in feasibility.passedOver {
             log("\(module.kind.rawValue) \(module.layer) kept although ranked for dropping: \(reason)")
         }
+        // Refused before anything is evaluated: the export could not be written at the end.
+        if request.export != nil, let problem = model.exportProblem(model.exportedPlan(plan)) {
+            throw DroptraceError(problem, path: model.checkpoint.configURL.path)
+        }
         var perplexity: Comparison<Double>?
         if let evaluation = request.evaluation {
             log("perplexity on \(windows.count) windows")

@@ -1,5 +1,6 @@
 @testable import Architectures
 @testable import CheckpointIO
+import Dropping
 import DroptraceSupport
 import Foundation
 import Scoring
@@ -132,6 +133,40 @@ import Testing
         let exported = try EditedFixture(Self.name).exportedConfig(droppingBlocks: [1])
         #expect(exported["indexer_types"] as? [String] == ["full", "shared", "shared"])
         #expect(exported["mlp_layer_types"] as? [String] == ["dense", "sparse", "sparse"])
+    }
+
+    /// An export without layer 0's attention (LLM-Drop's format: its
+    /// tensors, `attn_hc` among them, left out) reads back as the model with
+    /// that attention dropped.
+    @Test func attentionDropExportReadsBack() throws {
+        let fixture = try EditedFixture(Self.name)
+        let export = fixture.scratch.path("export")
+        let model = try fixture.load(), plan = DropPlan(attention: [0])
+        try DroppedModelExport.write(model: model, plan: plan, to: export)
+        let reread = try ModelRegistry.load(try Checkpoint(directory: export))
+        #expect(reread.configuredDrops == plan)
+        let sequences = FixtureFiles.jsonlSequences()
+        let dropped = try ImportanceScorer(model: model).score(sequences, calibrationPath: "calib", dropping: plan)
+        let exported = try ImportanceScorer(model: reread).score(sequences, calibrationPath: "calib")
+        #expect(exported.mlp == dropped.mlp && exported.block == dropped.block)
+    }
+
+    /// Hyper-connection tensors of another shape than `hc_mult` gives are
+    /// refused on loading, naming config.json and the tensor (as transformers
+    /// renames it on load).
+    @Test func misshapenHyperConnectionTensorsAreRefused() throws {
+        for (name, shape, renamed) in [
+            ("model.hc_pre.hc_head.hc_head_scale", [2], "model.hc_head.hc_scale"),
+            ("model.layers.0.hc_pre.hc_attn_layer.hc_scale", [3], "model.layers.0.attn_hc.scale"),
+        ] {
+            let fixture = try EditedFixture(Self.name)
+            try BadInputTests().rewriteWeights(fixture.model) { entries in
+                let index = entries.firstIndex { $0.name == name }!
+                entries[index] = SafetensorsWriter.Entry(
+                    name: name, dtype: .float32, shape: shape, bytes: Data(count: 4 * shape.reduce(1, *)))
+            }
+            fixture.expectRefused(naming: renamed)
+        }
     }
 
     /// Router and experts of one layer against transformers' MoE block (`routing_check`).

@@ -241,15 +241,24 @@ struct HYV4Model: DecoderFamily {
             normEps: Float(config.rmsNormEps)))
     }
 
-    /// The first layer's and the head's hyper-connection tensors against `hc_mult` and `hidden_size`.
+    /// The head's and the first kept branch's hyper-connection tensors
+    /// against `hc_mult` and `hidden_size` (a dropped branch's are not stored
+    /// in LLM-Drop's exports).
     func confirmHyperConnectionShapes() throws {
         let n = config.hcMult, width = streamWidth, weights = parts.weights, configPath = parts.configPath
         var shapes = [
             ("hc_head.hc_fn", [n, width], "hc_mult, hc_mult × hidden_size"), ("hc_head.hc_base", [n], "hc_mult"),
+            ("hc_head.hc_scale", [1], "HYV4HyperHead's one scale"),
         ]
-        if let layer = (0..<layerCount).first(where: { !configuredDrops.blocks.contains($0) }) {
-            shapes.append(("layers.\(layer).attn_hc.fn", [2 * n, width], "2 × hc_mult, hc_mult × hidden_size"))
-            shapes.append(("layers.\(layer).attn_hc.base", [2 * n], "2 × hc_mult"))
+        let branches = (0..<layerCount).flatMap { layer in
+            [(layer, "attn_hc", configuredDrops.dropsAttention(layer)), (layer, "ffn_hc", configuredDrops.dropsMLP(layer))]
+        }
+        if let (layer, connection, _) = branches.first(where: { !$0.2 }) {
+            let p = "layers.\(layer).\(connection)."
+            shapes += [
+                (p + "fn", [2 * n, width], "2 × hc_mult, hc_mult × hidden_size"), (p + "base", [2 * n], "2 × hc_mult"),
+                (p + "scale", [2], "HYV4HyperConnection's pre and post scales"),
+            ]
         }
         for (name, shape, keys) in shapes { try weights.confirmShape(name, shape, keys: keys, configPath: configPath) }
     }
