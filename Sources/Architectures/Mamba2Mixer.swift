@@ -198,3 +198,30 @@ public struct Mamba2Mixer: RecurrentTokenMixer {
         }
     }
 }
+
+extension Mamba2Mixer {
+    /// The mixer stored under `prefix` (`in_proj`, `conv1d`, `A_log`,
+    /// `dt_bias`, `D`, `norm`, `out_proj`): in_proj's bias by
+    /// `projectionBias`, out_proj's by `outputBias` (else the same), the
+    /// convolution's by `convolutionBias`; the gated RMSNorm (epsilon `eps`)
+    /// unless `normalises` is false, before the gate by `normalisesBeforeGate`;
+    /// the projection's columns times `projectionScales`.
+    static func stored(
+        _ prefix: String, weights: Weights, hidden d: Int, heads h: Mamba2Heads, projectionBias bias: Bool, convolutionBias: Bool,
+        activation: Activation, timeStepLimit: (lower: Double, upper: Double), eps: Double, outputBias: Bool? = nil,
+        normalises: Bool = true, normalisesBeforeGate: Bool = false, projectionScales: [Float]? = nil
+    ) throws -> Mamba2Mixer {
+        Mamba2Mixer(
+            heads: h, projection: try weights.linear(prefix + "in_proj", in: d, out: h.projectionWidth, bias: bias),
+            convolution: try weights.floats(prefix + "conv1d.weight", [h.convolutionChannels, 1, h.convolutionKernel]),
+            convolutionBias: convolutionBias ? try weights.floats(prefix + "conv1d.bias", [h.convolutionChannels]) : nil,
+            activation: activation,
+            logDecay: try weights.floats(prefix + "A_log", [h.heads]),
+            timeStepBias: try weights.floats(prefix + "dt_bias", [h.heads]),
+            skip: try weights.floats(prefix + "D", [h.heads]),
+            timeStepLimit: (Float(timeStepLimit.lower), Float(timeStepLimit.upper)),
+            norm: normalises ? try weights.rmsNorm(prefix + "norm", size: h.innerWidth, eps: eps) : nil,
+            output: try weights.linear(prefix + "out_proj", in: h.innerWidth, out: d, bias: outputBias ?? bias),
+            normalisesBeforeGate: normalisesBeforeGate, projectionScales: projectionScales)
+    }
+}

@@ -1,7 +1,9 @@
+import CheckpointIO
 import Foundation
 import TensorEngine
 
-/// The sizes of a Mamba-1 mixer (transformers' `mamba_*` keys of Jamba).
+/// The sizes of a Mamba-1 mixer (Jamba's `mamba_*` keys; Mamba's and
+/// FalconMamba's `intermediate_size`, `state_size`, `conv_kernel`, `time_step_rank`).
 public struct MambaSizes: Sendable, Equatable {
     /// `mamba_expand` × hidden_size: the channels of x, of the gate and of the state.
     public let innerWidth: Int
@@ -169,5 +171,93 @@ public struct MambaMixer: RecurrentTokenMixer {
                 }
             }
         }
+    }
+}
+
+extension MambaSizes {
+    /// The config keys that give a family's Mamba-1 sizes, for errors.
+    struct Keys {
+        /// What gives the inner width (`mamba_expand × hidden_size`, `intermediate_size`).
+        var inner: String
+        var stateSize: String
+        var convolutionKernel: String
+        var timeStepRank: String
+    }
+
+    /// The sizes of a model of `hidden` columns, refused naming the key
+    /// where in_proj [2 × inner, hidden], the state [inner, stateSize], the
+    /// taps or x_proj and dt_proj would not fit in 64 bits.
+    static func checked(
+        innerWidth inner: Int, stateSize: Int, convolutionKernel: Int, timeStepRank rank: Int, hidden: Int, keys: Keys
+    ) throws -> MambaSizes {
+        try ConfigRules.product([(inner, keys.inner), (hidden, "hidden_size"), (2, "x and gate")])
+        try ConfigRules.product([(stateSize, keys.stateSize), (inner, keys.inner), (4, "A_log, state")])
+        try ConfigRules.product([(convolutionKernel, keys.convolutionKernel), (inner, keys.inner), (4, "float32")])
+        let selection = try ConfigRules.product([(stateSize, keys.stateSize), (2, "B and C")])
+        let (width, overflow) = selection.addingReportingOverflow(rank)
+        guard !overflow else { throw InvalidConfigValue(key: keys.timeStepRank, problem: "is too large: \(rank)") }
+        try ConfigRules.product([(width, "\(keys.timeStepRank) + 2 × \(keys.stateSize)"), (inner, keys.inner), (2, "x_proj, dt_proj")])
+        return MambaSizes(innerWidth: inner, stateSize: stateSize, convolutionKernel: convolutionKernel, timeStepRank: rank)
+    }
+}
+
+extension MambaMixer {
+    /// The RMSNorms a mixer applies to dt, B and C before the scan.
+    enum SelectionNorms {
+        /// None (Mamba).
+        case none
+        /// Stored `dt_layernorm`, `b_layernorm`, `c_layernorm` weights (Jamba).
+        case stored(eps: Double)
+        /// Without weights (FalconMamba's `FalconMambaWeightlessRMSNorm`s).
+        case weightless(eps: Double)
+    }
+
+    /// The mixer stored under `prefix` (`in_proj`, `conv1d`, `x_proj`,
+    /// `dt_proj` with its bias, `A_log`, `D`, `out_proj`, and the selection
+    /// norms `norms` names), in_proj and out_proj with biases by
+    /// `projectionBias`, the convolution's by `convolutionBias`.
+    static func stored(
+        _ prefix: String, weights: Weights, hidden d: Int, sizes s: MambaSizes, projectionBias bias: Bool, convolutionBias: Bool,
+        activation: Activation, norms: SelectionNorms
+    ) throws -> MambaMixer {
+        let inner = s.innerWidth
+        func norm(_ name: String, size: Int) throws -> Normalization? {
+            switch norms {
+            case .none: nil
+            case .stored(let eps): try weights.rmsNorm(prefix + name, size: size, eps: eps)
+            case .weightless(let eps): .rms(weight: [Float](repeating: 1, count: size), eps: Float(eps))
+            }
+        }
+        return MambaMixer(
+            sizes: s, projection: try weights.linear(prefix + "in_proj", in: d, out: s.projectionWidth, bias: bias),
+            convolution: try weights.floats(prefix + "conv1d.weight", [inner, 1, s.convolutionKernel]),
+            convolutionBias: convolutionBias ? try weights.floats(prefix + "conv1d.bias", [inner]) : nil,
+            activation: activation,
+            selection: try weights.linear(prefix + "x_proj", in: inner, out: s.selectionWidth, bias: false),
+            timeStepNorm: try norm("dt_layernorm", size: s.timeStepRank),
+            inputNorm: try norm("b_layernorm", size: s.stateSize),
+            outputNorm: try norm("c_layernorm", size: s.stateSize),
+            timeStepProjection: try weights.linear(prefix + "dt_proj", in: s.timeStepRank, out: inner, bias: false),
+            timeStepBias: try weights.floats(prefix + "dt_proj.bias", [inner]),
+            logDecay: try weights.floats(prefix + "A_log", [inner, s.stateSize]),
+            skip: try weights.floats(prefix + "D", [inner]),
+            output: try weights.linear(prefix + "out_proj", in: inner, out: d, bias: bias))
+    }
+
+    /// Confirms the first kept mixer's tensors (under `prefix`) against the
+    /// sizes before any is read: in_proj, conv1d, x_proj and dt_proj,
+    /// their rows and columns named by `keys`.
+    static func confirmShapes(_ prefix: String, weights: Weights, hidden d: Int, sizes s: MambaSizes, keys: MambaSizes.Keys, configPath: String) throws {
+        try weights.confirmShape(
+            prefix + "in_proj.weight", [s.projectionWidth, d], keys: "2 × \(keys.inner), hidden_size", configPath: configPath)
+        try weights.confirmShape(
+            prefix + "conv1d.weight", [s.innerWidth, 1, s.convolutionKernel], keys: "\(keys.inner), \(keys.convolutionKernel)",
+            configPath: configPath)
+        try weights.confirmShape(
+            prefix + "x_proj.weight", [s.selectionWidth, s.innerWidth],
+            keys: "\(keys.timeStepRank) + 2 × \(keys.stateSize), \(keys.inner)", configPath: configPath)
+        try weights.confirmShape(
+            prefix + "dt_proj.weight", [s.innerWidth, s.timeStepRank], keys: "\(keys.inner), \(keys.timeStepRank)",
+            configPath: configPath)
     }
 }

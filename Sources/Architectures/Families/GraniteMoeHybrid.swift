@@ -247,19 +247,10 @@ extension Mamba2Configuration {
         _ prefix: String, parts: DecoderParts, heads h: Mamba2Heads, activation: Activation, eps: Double, outputBias: Bool? = nil,
         normalises: Bool = true, normalisesBeforeGate: Bool = false, projectionScales: [Float]? = nil
     ) throws -> Mamba2Mixer {
-        let weights = parts.weights, d = parts.dimensions.hiddenSize, bias = projectionBias
-        return Mamba2Mixer(
-            heads: h, projection: try weights.linear(prefix + "in_proj", in: d, out: h.projectionWidth, bias: bias),
-            convolution: try weights.floats(prefix + "conv1d.weight", [h.convolutionChannels, 1, h.convolutionKernel]),
-            convolutionBias: convolutionBias ? try weights.floats(prefix + "conv1d.bias", [h.convolutionChannels]) : nil,
-            activation: activation,
-            logDecay: try weights.floats(prefix + "A_log", [h.heads]),
-            timeStepBias: try weights.floats(prefix + "dt_bias", [h.heads]),
-            skip: try weights.floats(prefix + "D", [h.heads]),
-            timeStepLimit: (Float(timeStepLimit.lower), Float(timeStepLimit.upper)),
-            norm: normalises ? try weights.rmsNorm(prefix + "norm", size: h.innerWidth, eps: eps) : nil,
-            output: try weights.linear(prefix + "out_proj", in: h.innerWidth, out: d, bias: outputBias ?? bias),
-            normalisesBeforeGate: normalisesBeforeGate, projectionScales: projectionScales)
+        try Mamba2Mixer.stored(
+            prefix, weights: parts.weights, hidden: parts.dimensions.hiddenSize, heads: h, projectionBias: projectionBias,
+            convolutionBias: convolutionBias, activation: activation, timeStepLimit: timeStepLimit, eps: eps, outputBias: outputBias,
+            normalises: normalises, normalisesBeforeGate: normalisesBeforeGate, projectionScales: projectionScales)
     }
 
     /// The mixer's sizes for `parts`, refused naming the key that does not fit.

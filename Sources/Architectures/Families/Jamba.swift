@@ -96,16 +96,14 @@ struct JambaConfiguration: Decodable {
     /// - Throws: `InvalidConfigValue` naming the key whose value does not fit.
     func mambaSizes(hidden: Int) throws -> MambaSizes {
         let inner = try ConfigRules.product([(expand, "mamba_expand"), (hidden, "hidden_size")])
-        let rank = timeStepRank ?? (hidden + 15) / 16
-        try ConfigRules.product([(inner, "mamba_expand × hidden_size"), (hidden, "hidden_size"), (2, "x and gate")])
-        try ConfigRules.product([(stateSize, "mamba_d_state"), (inner, "mamba_expand × hidden_size"), (4, "A_log, state")])
-        try ConfigRules.product([(convolutionKernel, "mamba_d_conv"), (inner, "mamba_expand × hidden_size"), (4, "float32")])
-        let selection = try ConfigRules.product([(stateSize, "mamba_d_state"), (2, "B and C")])
-        let (width, overflow) = selection.addingReportingOverflow(rank)
-        guard !overflow else { throw InvalidConfigValue(key: "mamba_dt_rank", problem: "is too large: \(rank)") }
-        try ConfigRules.product([(width, "mamba_dt_rank + 2 × mamba_d_state"), (inner, "mamba_expand × hidden_size"), (2, "x_proj, dt_proj")])
-        return MambaSizes(innerWidth: inner, stateSize: stateSize, convolutionKernel: convolutionKernel, timeStepRank: rank)
+        return try MambaSizes.checked(
+            innerWidth: inner, stateSize: stateSize, convolutionKernel: convolutionKernel,
+            timeStepRank: timeStepRank ?? (hidden + 15) / 16, hidden: hidden, keys: Self.mambaKeys)
     }
+
+    /// The keys of Jamba's Mamba sizes, for errors.
+    static let mambaKeys = MambaSizes.Keys(
+        inner: "mamba_expand × hidden_size", stateSize: "mamba_d_state", convolutionKernel: "mamba_d_conv", timeStepRank: "mamba_dt_rank")
 }
 
 /// AI21's Jamba (`jamba`, transformers' models/jamba; Jamba 1.5–1.7):
@@ -167,18 +165,9 @@ struct JambaModel: DecoderFamily {
         // The Mamba tensors are confirmed on the first kept Mamba layer, attention's on the first kept attention layer.
         let drops = parts.configuredDrops
         if let first = (0..<layers).first(where: { !config.isAttention($0) && !drops.dropsAttention($0) }) {
-            let p = "layers.\(first).mamba.", s = self.sizes, path = parts.configPath
-            try parts.weights.confirmShape(
-                p + "in_proj.weight", [s.projectionWidth, d], keys: "2 × mamba_expand × hidden_size, hidden_size", configPath: path)
-            try parts.weights.confirmShape(
-                p + "conv1d.weight", [s.innerWidth, 1, s.convolutionKernel], keys: "mamba_expand × hidden_size, mamba_d_conv",
-                configPath: path)
-            try parts.weights.confirmShape(
-                p + "x_proj.weight", [s.selectionWidth, s.innerWidth],
-                keys: "mamba_dt_rank + 2 × mamba_d_state, mamba_expand × hidden_size", configPath: path)
-            try parts.weights.confirmShape(
-                p + "dt_proj.weight", [s.innerWidth, s.timeStepRank], keys: "mamba_expand × hidden_size, mamba_dt_rank",
-                configPath: path)
+            try MambaMixer.confirmShapes(
+                "layers.\(first).mamba.", weights: parts.weights, hidden: d, sizes: self.sizes, keys: JambaConfiguration.mambaKeys,
+                configPath: parts.configPath)
         }
         if let first = (0..<layers).first(where: { config.isAttention($0) && !drops.dropsAttention($0) }) {
             let dims = parts.dimensions
@@ -248,21 +237,8 @@ struct JambaModel: DecoderFamily {
     /// `dt_layernorm`, `b_layernorm`, `c_layernorm`, `dt_proj`, `A_log`, `D`,
     /// `out_proj`), its norms' epsilon `rms_norm_eps`.
     func mamba(_ prefix: String, activation: Activation) throws -> MambaMixer {
-        let weights = parts.weights, d = hiddenSize, s = sizes, bias = config.projectionBias, eps = config.rmsNormEps
-        let inner = s.innerWidth
-        return MambaMixer(
-            sizes: s, projection: try weights.linear(prefix + "in_proj", in: d, out: s.projectionWidth, bias: bias),
-            convolution: try weights.floats(prefix + "conv1d.weight", [inner, 1, s.convolutionKernel]),
-            convolutionBias: config.convolutionBias ? try weights.floats(prefix + "conv1d.bias", [inner]) : nil,
-            activation: activation,
-            selection: try weights.linear(prefix + "x_proj", in: inner, out: s.selectionWidth, bias: false),
-            timeStepNorm: try weights.rmsNorm(prefix + "dt_layernorm", size: s.timeStepRank, eps: eps),
-            inputNorm: try weights.rmsNorm(prefix + "b_layernorm", size: s.stateSize, eps: eps),
-            outputNorm: try weights.rmsNorm(prefix + "c_layernorm", size: s.stateSize, eps: eps),
-            timeStepProjection: try weights.linear(prefix + "dt_proj", in: s.timeStepRank, out: inner, bias: false),
-            timeStepBias: try weights.floats(prefix + "dt_proj.bias", [inner]),
-            logDecay: try weights.floats(prefix + "A_log", [inner, s.stateSize]),
-            skip: try weights.floats(prefix + "D", [inner]),
-            output: try weights.linear(prefix + "out_proj", in: inner, out: d, bias: bias))
+        try MambaMixer.stored(
+            prefix, weights: parts.weights, hidden: hiddenSize, sizes: sizes, projectionBias: config.projectionBias,
+            convolutionBias: config.convolutionBias, activation: activation, norms: .stored(eps: config.rmsNormEps))
     }
 }

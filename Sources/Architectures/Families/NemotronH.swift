@@ -361,18 +361,10 @@ struct NemotronHModel: DecoderFamily {
     func mixer(_ index: Int) throws -> TokenMixer {
         let p = "layers.\(index).mixer.", weights = parts.weights, d = hiddenSize, h = heads
         if kinds[index] == .attention { return .attention(try parts.attention(p, bias: false, rotary: nil)) }
-        let bias = config.useBias
-        return .mamba2(Mamba2Mixer(
-            heads: h, projection: try weights.linear(p + "in_proj", in: d, out: h.projectionWidth, bias: bias),
-            convolution: try weights.floats(p + "conv1d.weight", [h.convolutionChannels, 1, h.convolutionKernel]),
-            convolutionBias: config.convolutionBias ? try weights.floats(p + "conv1d.bias", [h.convolutionChannels]) : nil,
-            activation: try parts.activation(config.mambaHiddenAct, key: "mamba_hidden_act"),
-            logDecay: try weights.floats(p + "A_log", [h.heads]),
-            timeStepBias: try weights.floats(p + "dt_bias", [h.heads]),
-            skip: try weights.floats(p + "D", [h.heads]),
-            timeStepLimit: (Float(config.timeStepLimit.lower), Float(config.timeStepLimit.upper)),
-            norm: try weights.rmsNorm(p + "norm", size: h.innerWidth, eps: config.layerNormEpsilon),
-            output: try weights.linear(p + "out_proj", in: h.innerWidth, out: d, bias: bias)))
+        return .mamba2(try Mamba2Mixer.stored(
+            p, weights: weights, hidden: d, heads: h, projectionBias: config.useBias, convolutionBias: config.convolutionBias,
+            activation: try parts.activation(config.mambaHiddenAct, key: "mamba_hidden_act"), timeStepLimit: config.timeStepLimit,
+            eps: config.layerNormEpsilon))
     }
 
     /// Layer `index`'s MLP: NemotronHMLP, down(relu²(up x)), or NemotronHMoE,
