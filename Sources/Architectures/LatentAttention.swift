@@ -9,6 +9,10 @@ public enum QKVProjection: Sendable {
     /// Multi-head latent attention (DeepSeek-V2/V3): low-rank query and
     /// key/value paths; see `LatentQKVProjection`.
     case latent(LatentQKVProjection)
+    /// Queries from the attention experts each token's router chooses, keys
+    /// and values from one projection (JetMoE's mixture of attention heads;
+    /// see `AttentionHeadExperts`, which also projects the attention's output).
+    case headExperts(AttentionHeadExperts)
 
     /// The rows for `x` [rows, hidden]: [rows, layout.width]. `positions` are
     /// the rows' positions, for a projection that rotates its own parts;
@@ -18,6 +22,7 @@ public enum QKVProjection: Sendable {
         switch self {
         case .fused(let linear): linear(x)
         case .latent(let latent): latent(x, positions: positions, queryLatent: queryLatent)
+        case .headExperts(let experts): experts.project(x)
         }
     }
 
@@ -38,6 +43,7 @@ public enum QKVProjection: Sendable {
         switch self {
         case .fused(let linear): linear.outFeatures
         case .latent(let latent): latent.layout.width
+        case .headExperts(let experts): experts.layout.width
         }
     }
 
@@ -46,6 +52,7 @@ public enum QKVProjection: Sendable {
         switch self {
         case .fused(let linear): [linear]
         case .latent(let latent): latent.linears
+        case .headExperts(let experts): experts.linears
         }
     }
 }

@@ -81,6 +81,9 @@ public struct MixtureOfExperts: Sendable {
     /// through `up` (Nemotron-H's `fc1_latent_proj` / `fc2_latent_proj`,
     /// `moe_latent_size`); the router and the shared experts read the token.
     public let latent: LatentProjection?
+    /// [hidden]: added to every token's output last, whichever experts it
+    /// went to (JetMoE's `mlp.bias`); nil for none.
+    public let outputBias: [Float]?
 
     /// The routed experts' way into and out of their latent space.
     public struct LatentProjection: Sendable {
@@ -126,7 +129,7 @@ public struct MixtureOfExperts: Sendable {
         router: Linear, experts: [FeedForward], expertsPerToken: Int, rule: RoutingRule = .softmaxTopK(renormalize: true),
         sharedExperts: [FeedForward] = [], sharedExpertGate: Linear? = nil, weightsScaleInput: Bool = false,
         routerNorm: RouterNorm? = nil, expertScales: [Float]? = nil, averagesShared: Bool = false,
-        latent: LatentProjection? = nil
+        latent: LatentProjection? = nil, outputBias: [Float]? = nil
     ) {
         precondition(router.outFeatures == experts.count && (1...experts.count).contains(expertsPerToken))
         if case .sparseMixer = rule { precondition(expertsPerToken == 2) }
@@ -134,7 +137,9 @@ public struct MixtureOfExperts: Sendable {
         precondition(routerNorm == nil || routerNorm!.scale.count == router.inFeatures)
         precondition(expertScales == nil || expertScales!.count == experts.count)
         precondition(latent == nil || latent!.down.inFeatures == router.inFeatures)
+        precondition(outputBias == nil || outputBias!.count == (latent?.up.outFeatures ?? router.inFeatures))
         self.latent = latent
+        self.outputBias = outputBias
         self.routerNorm = routerNorm
         self.expertScales = expertScales
         self.averagesShared = averagesShared
@@ -278,7 +283,14 @@ public struct MixtureOfExperts: Sendable {
     /// Each row's k largest logits (highest first; equal ones keep the lower
     /// index, as torch.topk on CPU) and the softmax over just those k.
     func softmaxOverTopLogits(_ logits: Matrix) -> Routing {
-        let count = experts.count, k = expertsPerToken
+        Self.softmaxOverTopLogits(logits, expertsPerToken: expertsPerToken)
+    }
+
+    /// `softmaxOverTopLogits` of logits [tokens, experts] choosing `k` per
+    /// token, for routers that choose among other things than MLPs (JetMoE's
+    /// attention experts, `AttentionHeadExperts`).
+    static func softmaxOverTopLogits(_ logits: Matrix, expertsPerToken k: Int) -> Routing {
+        let count = logits.cols
         var chosen = [Int](repeating: 0, count: logits.rows * k)
         var weights = [Float](repeating: 0, count: logits.rows * k)
         logits.data.withUnsafeBufferPointer { scores in
@@ -365,7 +377,22 @@ public struct MixtureOfExperts: Sendable {
             output.add(sharedOutput)
         }
         if averagesShared, !sharedExperts.isEmpty { output = output.scaled(by: 0.5) }
+        if let outputBias { output.addToEachRow(outputBias) }
         return output
+    }
+}
+
+extension Matrix {
+    /// Adds `vector` [cols] to every row (a bias added after a sum of
+    /// expert outputs, as torch broadcasts it).
+    mutating func addToEachRow(_ vector: [Float]) {
+        precondition(vector.count == cols)
+        let (rows, cols) = (rows, cols)
+        data.withUnsafeMutableBufferPointer { values in
+            for r in 0..<rows {
+                for j in 0..<cols { values[r * cols + j] += vector[j] }
+            }
+        }
     }
 }
 

@@ -99,6 +99,7 @@ public enum ModelRegistry {
         "iquestcoder": LlamaModel.self,
         "jais2": ArceeModel.self,
         "jamba": JambaModel.self,
+        "jetmoe": JetMoeModel.self,
         "kimi_linear": KimiLinearModel.self,
         "kolibri1": Kolibri1Model.self,
         "kolibri1_1": Kolibri1_1Model.self,

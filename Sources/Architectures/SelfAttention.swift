@@ -263,7 +263,9 @@ public struct SelfAttention: Sendable {
 
     /// The output projection of the attended values of layer input `x`'s
     /// rows, gated first where the attention has an `outputGate`, then
-    /// normalised where it has an `attendedNorm`.
+    /// normalised where it has an `attendedNorm`; where the projection is
+    /// `headExperts`, the output projections the router chose for each row
+    /// (`AttentionHeadExperts.combine`) in place of `output`.
     public func finish(_ attended: Matrix, input x: Matrix) -> Matrix {
         var gated = attended
         if let outputGate {
@@ -277,6 +279,9 @@ public struct SelfAttention: Sendable {
                 }
             }
         }
-        return output(attendedNorm.map { $0(gated) } ?? gated)
+        let attended = attendedNorm.map { $0(gated) } ?? gated
+        // Routed output projections where the queries were routed.
+        if case .headExperts(let experts) = projection { return experts.combine(attended, input: x) }
+        return output(attended)
     }
 }
