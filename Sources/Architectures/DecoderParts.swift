@@ -336,6 +336,11 @@ extension DecoderParts {
         .gated(ResidualGate(weight: try weights.floats(name + ".weight", [dimensions.hiddenSize])))
     }
 
+    /// The per-channel scale `name` [hidden] of the stream a branch joins (Doge's).
+    func streamScale(_ name: String) throws -> ResidualJoin {
+        .scalingStream(scale: try weights.floats(name, [dimensions.hiddenSize]))
+    }
+
     /// Llama's pre-norm block: RMSNorm `norms.attention` before the attention,
     /// RMSNorm `norms.mlp` before the MLP, sequential residual. A branch
     /// `drops` removes is never built, so its weights (norm included) are
@@ -345,7 +350,8 @@ extension DecoderParts {
     /// `post_self_attn_layernorm`, `post_mlp_layernorm`); `normKind`: the
     /// norms are LayerNorms instead (Jais 2, PhiMoE, Nemotron);
     /// `residualJoins` reads how each branch's output joins the stream in
-    /// place of the sum (Ergo's gates, `residualGate`; Hunyuan V4's hyper-connections).
+    /// place of the sum (Ergo's gates, `residualGate`; Doge's stream scales, `streamScale`;
+    /// Hunyuan V4's hyper-connections).
     /// - Throws: `DroptraceError` for a missing tensor or a shape the sizes contradict.
     func preNormBlock(
         _ index: Int, drops: DropPlan, eps: Double,

@@ -20,6 +20,9 @@ public enum FeedForward: Sendable {
     /// An MLP whose hidden rows are normalised before its down projection
     /// (BitNet's `ffn_sub_norm`: down(norm(act(gate(x)) · up(x)))).
     indirect case hiddenNormed(FeedForward, norm: Normalization)
+    /// A dense MLP plus experts retrieved by product keys, routed across
+    /// each sequence's rows (Doge's CDMoE; `ProductKeyExperts`).
+    indirect case productKeys(ProductKeyExperts)
 
     /// Bytes of the widest intermediate (gate|up's output) one pass holds.
     /// Its rows are independent, so the MLP runs over chunks of tokens that
@@ -42,6 +45,13 @@ public enum FeedForward: Sendable {
     static let minimumTileRows = 32
     static let maximumTileRows = 512
 
+    /// The MLP's output for the rows of `x`, the sequences `sequences`
+    /// (nil: one); only product-key experts route across a sequence's rows.
+    public func callAsFunction(_ x: Matrix, sequences: [Range<Int>]?) -> Matrix {
+        if case .productKeys(let experts) = self { return experts(x, sequences: sequences ?? [0..<x.rows]) }
+        return self(x)
+    }
+
     /// The MLP's output for the rows of `x`: [tokens, hidden] → [tokens, hidden].
     public func callAsFunction(_ x: Matrix) -> Matrix {
         if let stages, let tileRows = stages.tileRows(for: x.rows) { return tiled(x, stages, tileRows: tileRows) }
@@ -56,6 +66,7 @@ public enum FeedForward: Sendable {
     /// rows across threads already does).
     func callAsFunction(_ x: Matrix, rowsPerChunk: Int) -> Matrix {
         if case .mixture(let experts) = self { return experts(x) }
+        if case .productKeys(let experts) = self { return experts(x, sequences: [0..<x.rows]) }
         if case .parallel(let parts) = self {
             var sum = parts[0](x)
             for part in parts.dropFirst() { sum.add(part(x)) }
@@ -127,7 +138,7 @@ public enum FeedForward: Sendable {
                 stages.hiddenRow(wide, row)
                 norm.normalize(inPlace: row, count: stages.down.inFeatures)
             }
-        case .mixture, .parallel:
+        case .mixture, .parallel, .productKeys:
             return nil
         }
     }

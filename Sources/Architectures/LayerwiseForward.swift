@@ -68,7 +68,9 @@ public struct LayerwiseForward {
                 pending = BlockPrefetch(model, index: following, skipping: plan)
             }
             let input = try perLayer.map { try $0.embedding.input(layer: index, tokenIDs: batch.tokenIDs, embedded: $0.embedded) }
-            var activations = block(x, index: index, perLayerInput: input) { mixer, input in mixer(input, batch, shared: shared) }
+            var activations = block(x, index: index, perLayerInput: input, sequences: batch.sequences) { mixer, input in
+                mixer(input, batch, shared: shared)
+            }
             (activations.pass, activations.passes) = (pass, passes)
             try observe(activations)
             x = activations.output

@@ -46,6 +46,7 @@ public enum ModelRegistry {
         "deepseek_v2": DeepSeekModel.self,
         "deepseek_v3": DeepSeekModel.self,
         "deepseek_v32": Glm4MoeLiteModel.self,
+        "doge": DogeModel.self,
         "dory": DoryModel.self,
         "dots1": Dots1Model.self,
         "ernie4_5": InterleavedLlamaModel.self,

@@ -75,6 +75,9 @@ public struct SelfAttention: Sendable {
     /// [queryWidth]: multiplies each query column after rotary and
     /// `queryTemperature` (Dory's per-channel `sqk` scale); nil for none.
     public var queryScales: [Float]? = nil
+    /// Biases of the keys by their values, and the cap on the keys a query
+    /// sees (Doge's dynamic mask attention); nil for none.
+    public var dynamicMask: DynamicMask? = nil
     /// Whether the layer stores its keys and values for later layers, or
     /// reuses an earlier layer's (its projection then gives the queries
     /// only); nil for neither.
@@ -257,7 +260,7 @@ public struct SelfAttention: Sendable {
         let attended = causalAttention(
             qkv: qkv, layout: layout, sequences: batch.sequences,
             scale: scale, slidingWindow: slidingWindow, logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi,
-            chunkSize: chunkSize, keySelection: selection)
+            chunkSize: chunkSize, keySelection: selection, keyBiases: dynamicMask?.biases(qkv, layout: layout))
         return finish(attended, input: x)
     }
 

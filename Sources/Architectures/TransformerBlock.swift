@@ -158,9 +158,12 @@ public struct MLPBranch: Sendable {
         self.join = join
     }
 
-    public func callAsFunction(_ x: Matrix) -> Matrix {
+    /// The branch output for residual stream `x`, whose rows are the
+    /// sequences `sequences` (nil: one sequence; only Doge's product-key
+    /// experts route across a sequence's rows).
+    public func callAsFunction(_ x: Matrix, sequences: [Range<Int>]? = nil) -> Matrix {
         let read = join?.read(x) ?? x
-        let out = feedForward(inputNorm.map { $0(read) } ?? read)
+        let out = feedForward(inputNorm.map { $0(read) } ?? read, sequences: sequences)
         return (outputNorm.map { $0(out) } ?? out).scaled(by: outputScale)
     }
 }
@@ -174,6 +177,9 @@ public enum ResidualJoin: Sendable {
     case interpolating(rate: [Float])
     /// Ergo's per-channel gate.
     case gated(ResidualGate)
+    /// The stream times a learned scale per channel, plus the output:
+    /// scale ⊙ x + out (Doge's `input_residual`, `post_attention_residual`) [hidden].
+    case scalingStream(scale: [Float])
     /// Hunyuan V4's hyper-connections: the branch reads the streams
     /// collapsed and its output joins each through a gate (`HyperConnection`).
     case hyperConnected(HyperConnection)
@@ -233,6 +239,23 @@ public struct ResidualGate: Sendable {
 }
 
 extension Matrix {
+    /// scale ⊙ self + output per row (`ResidualJoin.scalingStream`), each
+    /// product rounded to Float32 before the sum, as torch forms it.
+    func scaledPerChannel(_ scale: [Float], plus output: Matrix) -> Matrix {
+        precondition(output.rows == rows && output.cols == cols && scale.count == cols)
+        var result = self
+        let cols = self.cols
+        result.data.withUnsafeMutableBufferPointer { values in
+            output.data.withUnsafeBufferPointer { out in
+                for i in values.indices {
+                    let kept = scale[i % cols] * values[i]
+                    values[i] = kept + out[i]
+                }
+            }
+        }
+        return result
+    }
+
     /// n + rate ⊙ (self − n) per row, n = `norm(stream)` (`ResidualJoin.interpolating`),
     /// in float32 steps as torch forms it.
     func interpolated(from stream: Matrix, norm: Normalization?, rate: [Float]) -> Matrix {
@@ -358,9 +381,11 @@ extension TransformerBlock {
     /// the key/value-cache decoder alike (`attend` is how each computes the
     /// token mixing of a normalised input). `perLayerInput`: the rows'
     /// inputs to this layer [rows, width] where the block takes them
-    /// (`LanguageModel.perLayerEmbedding`).
+    /// (`LanguageModel.perLayerEmbedding`). `sequences`: the sequences of
+    /// `x`'s rows, nil for one (a decoder's prefill or step).
     public func callAsFunction(
-        _ x: Matrix, index: Int, perLayerInput input: Matrix? = nil, attend: (TokenMixer, Matrix) -> Matrix
+        _ x: Matrix, index: Int, perLayerInput input: Matrix? = nil, sequences: [Range<Int>]? = nil,
+        attend: (TokenMixer, Matrix) -> Matrix
     ) -> BlockActivations {
         /// The stream leaving the block, from the stream after both branches.
         func leaving(_ stream: Matrix) -> Matrix {
@@ -376,6 +401,7 @@ extension TransformerBlock {
             case .interpolating(let rate)?: return output.interpolated(from: stream, norm: inputNorm, rate: rate)
             case .gated(let gate)?: sum = gate.join(stream, output)
             case .hyperConnected(let connection)?: sum = connection.join(stream, output)
+            case .scalingStream(let scale)?: sum = stream.scaledPerChannel(scale, plus: output)
             case nil: sum = stream.adding(output)
             }
             return residualNorm.map { $0(sum) } ?? sum
@@ -385,12 +411,12 @@ extension TransformerBlock {
         switch residual {
         case .sequential:
             let h = attended ?? x
-            let y = mlp.map { joined(h, $0(h), $0.residualNorm, $0.join, inputNorm: $0.inputNorm) }
+            let y = mlp.map { joined(h, $0(h, sequences: sequences), $0.residualNorm, $0.join, inputNorm: $0.inputNorm) }
             return BlockActivations(
                 index: index, input: x, attentionResidual: attended, mlpInput: h, mlpResidual: y,
                 output: leaving(y ?? h), isDropped: false)
         case .parallel:
-            let mlpOut = mlp.map { $0(x) }
+            let mlpOut = mlp.map { $0(x, sequences: sequences) }
             let base = attended ?? x
             return BlockActivations(
                 index: index, input: x, attentionResidual: attended, mlpInput: x, mlpResidual: mlpOut.map { x.adding($0) },

@@ -223,6 +223,9 @@ struct KeyValueCache {
     private var values: [Float]
     /// The sparse-attention indexer's keys [capacity, dim] (empty without one).
     private var indexerKeys: [Float]
+    /// Each position's key biases per key/value head where the attention
+    /// has a dynamic mask (Doge's), [capacity, kv_heads]; empty otherwise.
+    private var keyBiases: [Float]
     private(set) var length = 0
     let roundsToBF16 = MatrixArithmetic.current.roundsToBF16
 
@@ -231,6 +234,7 @@ struct KeyValueCache {
         keys = [Float](repeating: 0, count: capacity * layout.numKVHeads * layout.headDim)
         values = keys
         indexerKeys = [Float](repeating: 0, count: capacity * (attention.indexer?.dim ?? 0))
+        keyBiases = [Float](repeating: 0, count: attention.dynamicMask == nil ? 0 : capacity * layout.numKVHeads)
     }
 
     var width: Int { layout.numKVHeads * layout.headDim }
@@ -264,12 +268,18 @@ struct KeyValueCache {
             return Matrix(zeros: x.rows, 0)
         }
         let qkv = attention.projectedQKV(x, positions: positions, queryLatent: latent)
-        appendKeysValues(qkv)
-        return Self.attendEachOther(qkv, input: x, with: attention, keySelection: selection)
+        let biases = attention.dynamicMask?.biases(qkv, layout: layout)
+        appendKeysValues(qkv, biases: biases)
+        return Self.attendEachOther(qkv, input: x, with: attention, keySelection: selection, keyBiases: biases)
     }
 
-    /// Appends the keys and values of projected rows `qkv` at the next positions.
-    mutating func appendKeysValues(_ qkv: Matrix) {
+    /// Appends the keys and values of projected rows `qkv` at the next
+    /// positions, and their `biases` where the attention has a dynamic mask.
+    mutating func appendKeysValues(_ qkv: Matrix, biases: KeyBiases? = nil) {
+        if let biases {
+            let heads = layout.numKVHeads
+            keyBiases.replaceSubrange(length * heads..<(length + qkv.rows) * heads, with: biases.values)
+        }
         let headDim = layout.headDim, width = self.width
         for row in 0..<qkv.rows {
             for g in 0..<layout.numKVHeads {
@@ -298,15 +308,17 @@ struct KeyValueCache {
     /// own layer appended those of rows `x` last.
     func prefillReusing(_ x: Matrix, with attention: SelfAttention, positions: [Int]) -> Matrix {
         let qkv = attention.projectedQKV(x, positions: positions, sharedKeysValues: keysValues(length - x.rows..<length))
-        return Self.attendEachOther(qkv, input: x, with: attention, keySelection: nil)
+        return Self.attendEachOther(qkv, input: x, with: attention, keySelection: nil, keyBiases: nil)
     }
 
     /// Causal attention of rows `qkv` over each other, through the output projection.
-    private static func attendEachOther(_ qkv: Matrix, input x: Matrix, with attention: SelfAttention, keySelection: KeySelection?) -> Matrix {
+    private static func attendEachOther(
+        _ qkv: Matrix, input x: Matrix, with attention: SelfAttention, keySelection: KeySelection?, keyBiases: KeyBiases?
+    ) -> Matrix {
         attention.finish(causalAttention(
             qkv: qkv, layout: attention.layout, sequences: [0..<qkv.rows], scale: attention.scale,
             slidingWindow: attention.slidingWindow, logitSoftcap: attention.logitSoftcap, sinkLogits: attention.sinkLogits,
-            alibi: attention.alibi, chunkSize: attention.chunkSize, keySelection: keySelection), input: x)
+            alibi: attention.alibi, chunkSize: attention.chunkSize, keySelection: keySelection, keyBiases: keyBiases), input: x)
     }
 
     /// The cached keys and values of positions `range`, [rows, keys | values].
@@ -375,7 +387,7 @@ struct KeyValueCache {
         var qkv = attention.projectedQKV(x, positions: [position], queryLatent: latent)
         // One row: rounding it whole rounds the query, key and value alike.
         if roundsToBF16 { qkv.data = BFloat16.rounded(qkv.data) }
-        appendKeysValues(qkv)
+        appendKeysValues(qkv, biases: attention.dynamicMask?.biases(qkv, layout: layout))
         return attendCached(qkv, input: x, with: attention, kept: kept)
     }
 
@@ -394,6 +406,8 @@ struct KeyValueCache {
         var output = [Float](repeating: 0, count: layout.numHeads * headDim)
         var scores = [Float](repeating: 0, count: visible)
         let groupSize = layout.numHeads / layout.numKVHeads
+        // Doge's dynamic mask: the cached keys' biases, and its cap on the keys.
+        let biases = attention.dynamicMask.map { KeyBiases(values: Array(keyBiases.prefix(length * layout.numKVHeads)), kvHeads: layout.numKVHeads, keep: $0.keep) }
         keys.withUnsafeBufferPointer { k in
             values.withUnsafeBufferPointer { v in
                 qkv.data.withUnsafeBufferPointer { q in
@@ -414,6 +428,11 @@ struct KeyValueCache {
                         }
                         if let kept {
                             for j in 0..<visible where !kept.contains(first + j) { scores[j] = -.infinity }
+                        }
+                        if let biases {
+                            scores.withUnsafeMutableBufferPointer {
+                                biases.apply($0.baseAddress!, kvHead: g, start: 0, length: length, keys: first..<length)
+                            }
                         }
                         let maximum = scores.max() ?? 0
                         if let sink = attention.sinkLogits?[head] {

@@ -298,6 +298,9 @@ public enum SpeedMeasurement {
                         + moe.sharedExperts.reduce(0) { $0 + cost($1) } + (moe.sharedExpertGate.map(linear) ?? 0)
                 case .parallel(let parts): parts.reduce(0) { $0 + cost($1.feedForward) }
                 case .hiddenNormed(let inner, _): cost(inner)
+                case .productKeys(let experts):
+                    // The router, the dense MLP and, per chosen expert, its two rows.
+                    linear(experts.router) + cost(experts.shared) + Double(4 * experts.expertsPerToken * experts.router.inFeatures)
                 }
             }
             total += block.mlp.map { cost($0.feedForward) } ?? 0

@@ -80,12 +80,18 @@ public struct QKVLayout: Sendable {
 ///
 /// `keySelection` (optional, by row of `qkv`) limits a query to the keys
 /// chosen for it (DeepSeek Sparse Attention): the others get no weight.
+///
+/// `keyBiases` (optional, by row of `qkv`) adds each key's bias for the
+/// head's key/value head to its scaled score and keeps only the keys of
+/// highest bias it allows (Doge's dynamic mask; see `KeyBiases`).
 public func causalAttention(
     qkv: Matrix, layout: QKVLayout, sequences: [Range<Int>], scale: Float,
     slidingWindow: Int? = nil, logitSoftcap: Float? = nil, sinkLogits: [Float]? = nil,
-    alibi: ALiBi? = nil, chunkSize: Int? = nil, keySelection: KeySelection? = nil, arithmetic: MatrixArithmetic = .current
+    alibi: ALiBi? = nil, chunkSize: Int? = nil, keySelection: KeySelection? = nil, keyBiases: KeyBiases? = nil,
+    arithmetic: MatrixArithmetic = .current
 ) -> Matrix {
     precondition(qkv.cols == layout.width)
+    precondition(keyBiases == nil || (keyBiases!.kvHeads == layout.numKVHeads && keyBiases!.values.count == qkv.rows * layout.numKVHeads))
     precondition(chunkSize.map { $0 > 0 } ?? true)
     precondition(sinkLogits == nil || sinkLogits!.count == layout.numHeads)
     precondition(alibi == nil || alibi!.slopes.count == layout.numHeads)
@@ -153,6 +159,9 @@ public func causalAttention(
                             }
                             keySelection?.mask(
                                 row: sequence.lowerBound + query, scores: row + visible.lowerBound,
+                                keys: (keyStart + visible.lowerBound)..<(keyStart + visible.upperBound))
+                            keyBiases?.apply(
+                                row + visible.lowerBound, kvHead: kvHead, start: sequence.lowerBound, length: sequence.count,
                                 keys: (keyStart + visible.lowerBound)..<(keyStart + visible.upperBound))
                             maskedSoftmax(
                                 row, count: keyCount, visible: visible, softcap: logitSoftcap, sinkLogit: sinkLogits?[head])

@@ -1,0 +1,124 @@
+@testable import Architectures
+@testable import CheckpointIO
+import DroptraceSupport
+import Foundation
+@testable import TensorEngine
+import Testing
+
+/// Doge (`doge`): config refusals, the residual scales, the dynamic mask
+/// (its biases and its cap on the keys) and the product-key experts routed
+/// across the sequence as transformers lays them out. The scores themselves
+/// are checked against transformers with every other family
+/// (`ScoringReferenceTests`, `DropTests`).
+@Suite struct DogeTests {
+    typealias Mutant = ConfigValidationTests.Mutant
+
+    static let mutants: [Mutant] = [
+        Mutant("doge-f32", "rms_norm_eps", "0"),
+        // torch.topk fails on a negative count; 0 masks every key (each query spreads over the whole sequence).
+        Mutant("doge-f32", "keep_window_size", "0"), Mutant("doge-f32", "keep_window_size", "-1"),
+        Mutant("doge-f32", "keep_window_size", "null"), Mutant("doge-f32", "keep_window_size", "8.5"),
+        Mutant("doge-f32", "is_moe", "null"),
+        // Product keys: ⌊√num_experts⌋² experts are retrievable.
+        Mutant("doge-f32", "num_experts", "15"), Mutant("doge-f32", "num_experts", "0"), Mutant("doge-f32", "num_experts", "null"),
+        Mutant("doge-f32", "num_experts", "4611686018427387904"),
+        Mutant("doge-f32", "num_experts_per_tok", "0"), Mutant("doge-f32", "num_experts_per_tok", "17"),
+        Mutant("doge-f32", "num_experts_per_tok", "null"),
+        Mutant("doge-f32", "head_dim", "null"),
+        // Sizes the tensors contradict.
+        Mutant("doge-f32", "num_experts", "64"), Mutant("doge-f32", "num_experts", "9"),
+        Mutant("doge-f32", "num_key_value_heads", "4"), Mutant("doge-f32", "num_key_value_heads", "1"),
+        Mutant("doge-f32", "intermediate_size", "32"), Mutant("doge-f32", "head_dim", "16"),
+        // The weights are the CDMoE's.
+        Mutant("doge-f32", "is_moe", "false"),
+        Mutant("doge-f32", "attention_bias", "true"), Mutant("doge-f32", "mlp_bias", "true"),
+    ]
+
+    @Test(arguments: mutants)
+    func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
+        if mutant.path == "attention_bias" || mutant.path == "mlp_bias" {
+            // A bias the weights lack is a missing tensor, named as such.
+            let scratch = try ScratchDirectory()
+            let model = try scratch.copyOfModel(mutant.model, as: "model")
+            try mutant.apply(to: model.appendingPathComponent("config.json"))
+            #expect(throws: DroptraceError.self) { _ = try ModelRegistry.load(try Checkpoint(directory: model)).block(0) }
+            return
+        }
+        try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
+    }
+
+    /// Every branch joins the stream scaled per channel; the attention is
+    /// Qwen3's with the dynamic mask (keep 8); the MLP is the dense SwiGLU
+    /// beside 4 of 16 experts by 2 × 4 product keys.
+    @Test func scaledBranchesDynamicMaskAndProductKeys() throws {
+        let model = try EditedFixture("doge-f32").load() as! DogeModel
+        for layer in 0..<model.layerCount {
+            let block = try model.block(layer)
+            let branch = try #require(block.attention), mlp = try #require(block.mlp)
+            for join in [branch.join, mlp.join] {
+                guard case .scalingStream(let scale)? = join else { Issue.record("layer \(layer): no residual scale"); continue }
+                #expect(scale.count == model.hiddenSize && scale.contains { $0 != 1 }, "the fixture's scales are not ones")
+            }
+            let attention = branch.attention!
+            let mask = try #require(attention.dynamicMask)
+            #expect(mask.keep == 8 && mask.rates.count == 2 && mask.rates.allSatisfy { $0 < 0 })
+            guard case .perHead? = attention.queryKeyNorm else { Issue.record("layer \(layer): no per-head q/k norms"); continue }
+            guard case .productKeys(let experts) = mlp.feedForward else { Issue.record("layer \(layer): no CDMoE"); continue }
+            #expect(experts.keys == 4 && experts.expertsPerToken == 4 && !experts.renormalizes)
+            guard case .gated = experts.shared else { Issue.record("layer \(layer): the dense MLP is not gated"); continue }
+        }
+    }
+
+    /// The cap keeps the keys of highest bias, only in sequences longer
+    /// than it; the biases join every kept score. Of equal biases at the
+    /// cut, those torch.topk keeps (its libstdc++ nth_element's order).
+    @Test func keyBiasesKeepTheHighest() {
+        let biases = KeyBiases(values: [0.5, 0.9, 0.1, 0.9, 0.3], kvHeads: 1, keep: 2)
+        var scores: [Float] = [1, 1, 1, 1, 1]
+        biases.apply(&scores, kvHead: 0, start: 0, length: 5, keys: 0..<5)
+        #expect(scores == [-.infinity, 1.9, -.infinity, 1.9, -.infinity])
+        // Two visible keys of a longer sequence: both kept.
+        var early: [Float] = [0, 0]
+        biases.apply(&early, kvHead: 0, start: 0, length: 5, keys: 0..<2)
+        #expect(early == [0.5, 0.9])
+        // torch.topk(torch.tensor([2., 0, 1, 2, 2, 0, 2, 2, 2, 2, 1, 2, 0, 2]), 8, sorted=False) keeps the 2s at 0, 3, 6, 7, 8, 9, 11, 13.
+        let row: [Float] = [2, 0, 1, 2, 2, 0, 2, 2, 2, 2, 1, 2, 0, 2]
+        var entries = row.enumerated().map { (value: $1, index: $0) }
+        TorchTopK.select(&entries, k: 8)
+        #expect(entries.prefix(8).map(\.index).sorted() == [0, 3, 6, 7, 8, 9, 11, 13])
+    }
+
+    /// transformers views a sequence's router logits [tokens, 2 · keys] as
+    /// [2, tokens, keys]: token t reads runs t and tokens + t. A one-token
+    /// sequence reads its own halves; routing each row alone differs.
+    @Test func routingReadsTheSequenceAsTransformersViewsIt() throws {
+        let model = try EditedFixture("doge-f32").load() as! DogeModel
+        guard case .productKeys(let experts)? = try model.block(1).mlp?.feedForward else {
+            Issue.record("no CDMoE")
+            return
+        }
+        let rows = 6, d = model.hiddenSize
+        let x = Matrix(rows: rows, cols: d, data: (0..<(rows * d)).map { Float(sin(Double($0) * 0.37)) })
+        let whole = experts(x, sequences: [0..<rows])
+        let alone = experts(x, sequences: (0..<rows).map { $0..<($0 + 1) })
+        #expect(whole.data != alone.data)
+        // Two sequences route apart: the second's rows as if alone.
+        let split = experts(x, sequences: [0..<2, 2..<rows])
+        let second = experts(x.rows(2..<rows), sequences: [0..<(rows - 2)])
+        #expect(Array(split.data[(2 * d)...]) == second.data)
+        // A one-token sequence: its first and second halves.
+        let token = x.rows(0..<1)
+        let logits = experts.router(token).data
+        let k = experts.keys
+        var best: (Float, Int) = (-.infinity, 0)
+        for i in 0..<k { for j in 0..<k where logits[i] + logits[k + j] > best.0 { best = (logits[i] + logits[k + j], i * k + j) } }
+        #expect(experts.route(token, sequences: [0..<1]).experts.first == best.1)
+    }
+
+    /// A dropped branch takes its scale with it: the stream passes unscaled.
+    @Test func droppedBranchLeavesTheStream() throws {
+        let model = try EditedFixture("doge-f32").load() as! DogeModel
+        let block = try model.block(0, skipping: DropPlan(attention: [0], mlp: [0]))
+        #expect(block.attention == nil && block.mlp == nil)
+    }
+}
