@@ -20,9 +20,22 @@ protocol MixerStack: DecoderFamily {
 extension MixerStack {
     /// The stack's parts: config.json's sizes with `section`'s defaults for
     /// the keys a stack has no use for, the weights under `backbone.`.
+    /// - Throws: `DroptraceError` naming config.json for `rescale_prenorm_residual`
+    ///   true: transformers' `_init_weights` then divides each layer's
+    ///   `out_proj.weight` by √num_hidden_layers in place, also as it loads a
+    ///   checkpoint (5.25), so it would run another model than the one stored.
     static func parts(_ checkpoint: Checkpoint, section: ConfigSection) throws -> DecoderParts {
-        try DecoderParts(
+        let parts = try DecoderParts(
             checkpoint, section: section, naming: naming, prefixes: ["backbone.", ""], finalNorm: "norm_f", embedding: "embeddings")
+        if try checkpoint.decodeConfig(PrenormRescaling.self).rescale == true {
+            try parts.checks {
+                throw InvalidConfigValue(
+                    key: "rescale_prenorm_residual",
+                    problem: "is true: transformers divides each layer's out_proj weight by √num_hidden_layers as it loads the "
+                        + "checkpoint, so it runs another model than the one stored (released checkpoints set it false)")
+            }
+        }
+        return parts
     }
 
     /// The mixer and the norm before it are the layer's one module.
@@ -44,6 +57,13 @@ extension MixerStack {
                 inputNorm: try parts.weights.rmsNorm("layers.\(index).norm", size: hiddenSize, eps: normEpsilon), mixer: try mixer(index)),
             mlp: nil, residual: .sequential)
     }
+}
+
+/// config.json's `rescale_prenorm_residual` (MambaConfig, FalconMambaConfig, Mamba2Config; default false).
+private struct PrenormRescaling: Decodable {
+    var rescale: Bool?
+
+    enum CodingKeys: String, CodingKey { case rescale = "rescale_prenorm_residual" }
 }
 
 extension ConfigSection {

@@ -19,8 +19,8 @@ import TensorEngine
 /// keeping the `topK` keys of highest score (all of them while the query
 /// has no more than that many). The projections run in the run's matrix
 /// arithmetic, like every `Linear`; the scores, as transformers computes
-/// them, in float32. Keys of equal score at the boundary are kept lowest
-/// position first (torch's `topk` leaves their order unspecified). Source:
+/// them, in float32. Keys of equal score at the boundary are kept as
+/// torch.topk's CPU kernel keeps them (`TorchTopK`). Source:
 /// transformers' `models/deepseek_v32/modeling_deepseek_v32.py`.
 public struct SparseAttentionIndexer: Sendable {
     /// wq_b: [heads · dim, q_lora_rank].
@@ -95,7 +95,8 @@ public struct SparseAttentionIndexer: Sendable {
         for sequence in sequences {
             for s in 0..<sequence.count where s + 1 > topK {
                 let row = sequence.lowerBound + s
-                selection.keep(row: row, keys: chosenKeys(rows, row: row, keys: rows.keys.data, keyRows: sequence.lowerBound..<(row + 1)), length: s + 1)
+                let keys = chosenKeys(rows, row: row, keys: rows.keys.data, keyRows: sequence.lowerBound..<(row + 1), maskLength: sequence.count)
+                selection.keep(row: row, keys: keys, length: s + 1)
             }
         }
         return selection
@@ -103,8 +104,12 @@ public struct SparseAttentionIndexer: Sendable {
 
     /// The offsets within `keyRows` of the keys row `row` of `rows` keeps:
     /// the `topK` of highest I(row, t) over the keys at `keyRows` of `keys`
-    /// [.., dim] (all of them when there are no more).
-    public func chosenKeys(_ rows: Rows, row: Int, keys: [Float], keyRows: Range<Int>) -> [Int] {
+    /// [.., dim] (all of them when there are no more). As transformers
+    /// chooses them: torch.topk over the query's row of the causal mask,
+    /// `maskLength` keys (the sequence's; nil: `keyRows.count`), those it may
+    /// not see at the float32 minimum, keys of equal score taken in the
+    /// order its CPU kernel takes them (`TorchTopK`).
+    public func chosenKeys(_ rows: Rows, row: Int, keys: [Float], keyRows: Range<Int>, maskLength: Int? = nil) -> [Int] {
         let count = keyRows.count, scale = 1 / Float(dim).squareRoot()
         guard count > topK else { return Array(0..<count) }
         var products = [Float](repeating: 0, count: heads * count)
@@ -123,8 +128,9 @@ public struct SparseAttentionIndexer: Sendable {
             let w = rows.weights.data[row * heads + h]
             for t in 0..<count { scores[t] += w * max(products[h * count + t], 0) }
         }
-        // Highest first; equal ones keep the lower position.
-        return Array(scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }.prefix(topK))
+        var row = (0..<max(maskLength ?? count, count)).map { t in (value: t < count ? scores[t] : -Float.greatestFiniteMagnitude, index: t) }
+        TorchTopK.select(&row, k: topK)
+        return row.prefix(topK).map(\.index).sorted()
     }
 }
 

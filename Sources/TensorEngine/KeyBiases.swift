@@ -44,18 +44,26 @@ public struct KeyBiases: Sendable {
     }
 }
 
-/// torch.topk's selection on CPU for k · 64 > n (`TopKImpl.h`): libstdc++'s
-/// `std::nth_element` (introselect) over (value, index) pairs ordered by
-/// value, largest first (a NaN above everything), the first k entries kept.
-enum TorchTopK {
-    typealias Entry = (value: Float, index: Int)
+/// torch.topk's selection on CPU (`TopKImpl.h`) over (value, index) pairs
+/// ordered by value, largest first (a NaN above everything), the first k
+/// entries kept: libstdc++'s `std::nth_element` (introselect) for k · 64 > n,
+/// else `std::partial_sort`, whose first k are those its heap selection
+/// keeps. Which of several equal values are kept follows from it.
+public enum TorchTopK {
+    public typealias Entry = (value: Float, index: Int)
 
     @inline(__always)
     static func before(_ x: Entry, _ y: Entry) -> Bool { (x.value.isNaN && !y.value.isNaN) || x.value > y.value }
 
-    /// Reorders `entries` as `std::nth_element(begin, begin + k - 1, end, comp)` does.
-    static func select(_ entries: inout [Entry], k: Int) {
+    /// Reorders `entries` so that its first `k` are those torch.topk keeps:
+    /// as `std::nth_element(begin, begin + k - 1, end, comp)` does, or, for
+    /// k · 64 ≤ n, `std::partial_sort`'s heap selection.
+    public static func select(_ entries: inout [Entry], k: Int) {
         precondition(k >= 1 && k <= entries.count)
+        if k * 64 <= entries.count {
+            heapSelect(&entries, 0, k, entries.count)
+            return
+        }
         let nth = k - 1
         var first = 0, last = entries.count
         guard nth < last else { return }

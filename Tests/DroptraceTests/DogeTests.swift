@@ -3,6 +3,7 @@
 import DroptraceSupport
 import Foundation
 @testable import TensorEngine
+import Scoring
 import Testing
 
 /// Doge (`doge`): config refusals, the residual scales, the dynamic mask
@@ -86,6 +87,30 @@ import Testing
         var entries = row.enumerated().map { (value: $1, index: $0) }
         TorchTopK.select(&entries, k: 8)
         #expect(entries.prefix(8).map(\.index).sorted() == [0, 3, 6, 7, 8, 9, 11, 13])
+    }
+
+    /// With keep_window_size 2, a 128-token sequence (2 · 64 ≤ 128) is capped
+    /// by torch.topk's partial_sort path, whose heap keeps its own one of
+    /// two keys of equal bias (a repeated token's, in layer 0): the scores
+    /// are transformers 5.25.0's for this sequence alone (DogeForCausalLM,
+    /// float32, make_fixtures.py's `importances`).
+    @Test func capBeyondTheNthElementPathKeepsTorchsKeys() throws {
+        let sequence = [
+            3, 29, 51, 31, 11, 43, 35, 12, 28, 32, 12, 46, 49, 8, 26, 41, 24, 7, 25, 26, 13, 0, 17, 55, 51, 37, 19, 56, 1, 13, 11, 25,
+            54, 38, 41, 36, 6, 2, 9, 13, 28, 16, 0, 49, 39, 21, 53, 18, 24, 4, 4, 5, 13, 37, 40, 15, 0, 38, 23, 23, 39, 29, 8, 37,
+            30, 53, 36, 8, 55, 24, 11, 40, 9, 19, 58, 14, 52, 39, 15, 46, 12, 10, 47, 40, 35, 12, 43, 24, 56, 30, 38, 5, 26, 3, 6, 6,
+            2, 32, 16, 15, 47, 45, 25, 16, 26, 52, 57, 38, 31, 18, 33, 11, 59, 46, 4, 8, 14, 30, 35, 41, 54, 39, 39, 4, 17, 13, 58, 58,
+        ]
+        let model = try EditedFixture("doge-f32") { $0["keep_window_size"] = 2 }.load()
+        let scores = try ImportanceScorer(model: model).score([sequence], calibrationPath: "calib")
+        let expected: [(computed: [Double], transformers: [Double])] = [
+            (scores.attention, [0.16214236, 0.04516486, 0.06354224, 0.02718464]),
+            (scores.mlp, [0.75163021, 0.25917919, 0.17907438, 0.16300197]),
+            (scores.block, [0.77490627, 0.25991364, 0.21380206, 0.18621316]),
+        ]
+        for (computed, transformers) in expected {
+            #expect(zip(computed, transformers).allSatisfy { abs($0 - $1) < 1e-6 }, "\(computed) vs \(transformers)")
+        }
     }
 
     /// transformers views a sequence's router logits [tokens, 2 · keys] as

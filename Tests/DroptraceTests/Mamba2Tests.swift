@@ -18,6 +18,8 @@ import Testing
     static let name = "mamba2-f32"
 
     static let mutants: [Mutant] = [
+        // transformers divides out_proj by √num_hidden_layers as it loads such a checkpoint.
+        Mutant(name, "rescale_prenorm_residual", "true"),
         // Mamba2Config's validate_architecture: num_heads × head_dim = expand × hidden_size.
         Mutant(name, "num_heads", "4"),
         Mutant(name, "head_dim", "8"),

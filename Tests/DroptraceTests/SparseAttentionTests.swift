@@ -136,6 +136,24 @@ import Testing
         #expect(try scores(EditedFixture("glm_moe_dsa-f32") { $0["index_topk"] = nil }) == dense)
     }
 
+    /// Keys of equal score at the top-k boundary are those torch.topk keeps
+    /// on CPU: its nth_element for k · 64 > n, its partial_sort's heap
+    /// beyond (torch 2.x: `torch.zeros(40).topk(5)` → 28, 26, 27, 25, 29;
+    /// `torch.zeros(400).topk(5)` → 3, 4, 1, 0, 2; `x = [i % 3 for i in 0..<300]`,
+    /// `x.topk(4)` → 8, 5, 11, 2; `[(7 i) % 5 for i in 0..<50]`, `topk(6)` →
+    /// 12, 7, 42, 37, 32, 17), not the lowest positions.
+    @Test func tiesAreBrokenAsTorchTopKBreaksThem() {
+        func kept(_ values: [Float], _ k: Int) -> [Int] {
+            var entries = values.enumerated().map { (value: $1, index: $0) }
+            TorchTopK.select(&entries, k: k)
+            return entries.prefix(k).map(\.index).sorted()
+        }
+        #expect(kept([Float](repeating: 0, count: 40), 5) == [25, 26, 27, 28, 29])
+        #expect(kept([Float](repeating: 0, count: 400), 5) == [0, 1, 2, 3, 4])
+        #expect(kept((0..<300).map { Float($0 % 3) }, 4) == [2, 5, 8, 11])
+        #expect(kept((0..<50).map { Float(($0 * 7) % 5) }, 6) == [7, 12, 17, 32, 37, 42])
+    }
+
     /// Prefill longer than index_topk, then key/value-cache decoding with
     /// the indexer's keys cached: both equal the full forward.
     @Test(arguments: fixtures)
