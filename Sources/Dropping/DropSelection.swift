@@ -200,6 +200,19 @@ public enum DropSelection {
         }
         let left = configured.isEmpty ? "" : " left (its config.json drops the others)"
         guard count >= 1 else { throw DroptraceError("--count must be at least 1", path: checkpoint) }
+        // A kind of module no layer has (a Mamba stack's MLP): no count can choose from it.
+        let lacksMLP = layers > 0 && (0..<layers).allSatisfy(absent.dropsMLP)
+        let lacksAttention = layers > 0 && (0..<layers).allSatisfy(absent.dropsAttention)
+        let lacking: String? = switch target {
+        case .mlp: lacksMLP ? "an MLP" : nil
+        case .attention: lacksAttention ? "an attention (token mixer)" : nil
+        case .joint: lacksMLP ? "an MLP" : lacksAttention ? "an attention (token mixer)" : nil
+        case .block: nil
+        }
+        if let kind = lacking {
+            throw DroptraceError(
+                "no layer of the model has \(kind) module to drop; choose another --target (block drops whole layers)", path: checkpoint)
+        }
         // A joint drop keeps one attention and one MLP layer (`checkedJoint`): refused before any scoring.
         if target == .joint, count < available, count > available - 2 {
             throw DroptraceError(

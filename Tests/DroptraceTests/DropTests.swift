@@ -142,6 +142,17 @@ import Tokenization
         try DropSelection.check(.joint, count: 8, layers: 5)
     }
 
+    /// A kind of module no layer has (a Mamba stack's MLP) is refused by
+    /// name for the targets that would choose from it, up front.
+    @Test(arguments: [DropTarget.mlp, .joint])
+    func aTargetNoLayerHasIsRefusedByName(target: DropTarget) throws {
+        let absent = DropPlan(mlp: Set(0..<4))
+        let error = #expect(throws: DroptraceError.self) { try DropSelection.check(target, count: 1, layers: 4, absent: absent) }
+        #expect(error?.message == "no layer of the model has an MLP module to drop; choose another --target (block drops whole layers)")
+        try DropSelection.check(.attention, count: 1, layers: 4, absent: absent)
+        try DropSelection.check(.block, count: 1, layers: 4, absent: absent)
+    }
+
     /// A checkpoint whose config.json drops modules already (LLM-Drop's
     /// lists): those are never chosen again, their NaN importance no longer
     /// scatters the ranking, and counts are of the modules left (MLP 2
