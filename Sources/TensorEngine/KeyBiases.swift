@@ -24,10 +24,9 @@ public struct KeyBiases: Sendable {
     /// for key/value head `kvHead`, and sets the scores of the keys the
     /// query does not keep to −∞ (the softmax then gives them no weight).
     /// The kept keys are those torch.topk keeps of the query's row of the
-    /// mask (the biases, the float32 minimum where the query may not look):
-    /// its CPU kernel selects them with libstdc++'s `nth_element`, whose
-    /// order decides between keys of equal bias (repeated tokens' values in
-    /// the first layer), reproduced by `TorchTopK`.
+    /// mask (the biases, the float32 minimum where the query may not look),
+    /// keys of equal bias (repeated tokens' values in the first layer) as its
+    /// CPU kernel chooses them (`TorchTopK`).
     public func apply(_ scores: UnsafeMutablePointer<Float>, kvHead: Int, start: Int, length: Int, keys: Range<Int>) {
         let bias = { (key: Int) in values[(start + key) * kvHeads + kvHead] }
         guard let keep, length > keep, keys.count > keep else {
@@ -42,126 +41,4 @@ public struct KeyBiases: Sendable {
             if kept[key] { scores[j] += bias(key) } else { scores[j] = -.infinity }
         }
     }
-}
-
-/// torch.topk's selection on CPU (`TopKImpl.h`) over (value, index) pairs
-/// ordered by value, largest first (a NaN above everything), the first k
-/// entries kept: libstdc++'s `std::nth_element` (introselect) for k · 64 > n,
-/// else `std::partial_sort`, whose first k are those its heap selection
-/// keeps. Which of several equal values are kept follows from it.
-public enum TorchTopK {
-    public typealias Entry = (value: Float, index: Int)
-
-    @inline(__always)
-    static func before(_ x: Entry, _ y: Entry) -> Bool { (x.value.isNaN && !y.value.isNaN) || x.value > y.value }
-
-    /// Reorders `entries` so that its first `k` are those torch.topk keeps:
-    /// as `std::nth_element(begin, begin + k - 1, end, comp)` does, or, for
-    /// k · 64 ≤ n, `std::partial_sort`'s heap selection.
-    public static func select(_ entries: inout [Entry], k: Int) {
-        precondition(k >= 1 && k <= entries.count)
-        if k * 64 <= entries.count {
-            heapSelect(&entries, 0, k, entries.count)
-            return
-        }
-        let nth = k - 1
-        var first = 0, last = entries.count
-        guard nth < last else { return }
-        var depth = 2 * (Int.bitWidth - 1 - last.leadingZeroBitCount)
-        while last - first > 3 {
-            if depth == 0 {
-                heapSelect(&entries, first, nth + 1, last)
-                entries.swapAt(first, nth)
-                return
-            }
-            depth -= 1
-            let cut = partitionPivot(&entries, first, last)
-            if cut <= nth { first = cut } else { last = cut }
-        }
-        insertionSort(&entries, first, last)
-    }
-
-    /// `std::__unguarded_partition_pivot`: the median of first + 1, the middle and last − 1 moved to first, then partitioned.
-    private static func partitionPivot(_ e: inout [Entry], _ first: Int, _ last: Int) -> Int {
-        let mid = first + (last - first) / 2
-        let (a, b, c) = (first + 1, mid, last - 1)
-        if before(e[a], e[b]) {
-            if before(e[b], e[c]) { e.swapAt(first, b) } else if before(e[a], e[c]) { e.swapAt(first, c) } else { e.swapAt(first, a) }
-        } else if before(e[a], e[c]) {
-            e.swapAt(first, a)
-        } else if before(e[b], e[c]) {
-            e.swapAt(first, c)
-        } else {
-            e.swapAt(first, b)
-        }
-        var low = first + 1, high = last
-        while true {
-            while before(e[low], e[first]) { low += 1 }
-            high -= 1
-            while before(e[first], e[high]) { high -= 1 }
-            if !(low < high) { return low }
-            e.swapAt(low, high)
-            low += 1
-        }
-    }
-
-    /// `std::__insertion_sort`.
-    private static func insertionSort(_ e: inout [Entry], _ first: Int, _ last: Int) {
-        guard last - first > 1 else { return }
-        for i in (first + 1)..<last {
-            let value = e[i]
-            if before(value, e[first]) {
-                var j = i
-                while j > first { e[j] = e[j - 1]; j -= 1 }
-                e[first] = value
-            } else {
-                var j = i
-                while before(value, e[j - 1]) { e[j] = e[j - 1]; j -= 1 }
-                e[j] = value
-            }
-        }
-    }
-
-    /// `std::__heap_select`: the heap of [first, middle) keeps the best of the rest.
-    private static func heapSelect(_ e: inout [Entry], _ first: Int, _ middle: Int, _ last: Int) {
-        let length = middle - first
-        func adjust(_ hole: Int, _ len: Int, _ value: Entry) {
-            // std::__adjust_heap with comparator `before` (a heap whose top comes last in the order).
-            var hole = hole
-            let top = hole
-            var child = hole
-            while child < (len - 1) / 2 {
-                child = 2 * (child + 1)
-                if before(e[first + child], e[first + child - 1]) { child -= 1 }
-                e[first + hole] = e[first + child]
-                hole = child
-            }
-            if len & 1 == 0 && child == (len - 2) / 2 {
-                child = 2 * (child + 1)
-                e[first + hole] = e[first + child - 1]
-                hole = child - 1
-            }
-            var parent = (hole - 1) / 2
-            while hole > top && before(e[first + parent], value) {
-                e[first + hole] = e[first + parent]
-                hole = parent
-                parent = (hole - 1) / 2
-            }
-            e[first + hole] = value
-        }
-        if length > 1 {
-            var parent = (length - 2) / 2
-            while true {
-                adjust(parent, length, e[first + parent])
-                if parent == 0 { break }
-                parent -= 1
-            }
-        }
-        for i in middle..<last where before(e[i], e[first]) {
-            let value = e[i]
-            e[i] = e[first]
-            adjust(0, length, value)
-        }
-    }
-
 }
