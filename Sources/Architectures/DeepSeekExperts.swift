@@ -56,6 +56,12 @@ struct DeepSeekExperts: Sendable {
         /// are read; a class without them routes in one group and always
         /// renormalises (HYV3Config).
         var readsGroupKeys = true
+        /// Whether null `n_group` and `topk_group` route over all experts
+        /// (AXK2Config's default) rather than being refused for the routed layers.
+        var ungroupedWhenNull = false
+        /// `GroupLimitedTopK.excludedGroupScore` (AXK2TopkRouter's 0.0); nil:
+        /// the experts outside the kept groups are excluded.
+        var excludedGroupScore: Float? = nil
         /// The class's name, for errors about its None defaults.
         var name: String
 
@@ -182,13 +188,15 @@ struct DeepSeekExperts: Sendable {
 
     /// The routed layers, as `GroupRoutedMixture` builds and checks them.
     var mixture: GroupRoutedMixture {
-        GroupRoutedMixture(
+        var mixture = GroupRoutedMixture(
             experts: nRoutedExperts ?? 0, expertsKey: nRoutedExpertsKey, expertsPerToken: numExpertsPerTok,
             sharedExperts: nSharedExperts ?? 0, inner: moeIntermediateSize, scoring: configClass.scoring, groupScore: .sumOfBestTwo,
-            groupLimited: true, groups: nGroup, groupsPerToken: topkGroup, correctsSelection: configClass.scoring == .sigmoid,
+            groupLimited: !(configClass.ungroupedWhenNull && nGroup == nil), groups: nGroup, groupsPerToken: topkGroup, correctsSelection: configClass.scoring == .sigmoid,
             normalizesWeights: normTopkProb, scalingFactor: routedScalingFactor, sharedExpertsKey: configClass.sharedExpertsKey ?? "n_shared_experts",
             correctionBiasNames: configClass.correctionBiasNames, sharedName: configClass.sharedExpertsKey == nil ? nil : "shared_experts",
             scalingFactorKey: configClass.scalingFactorKey, expertNames: configClass.expertNames)
+        mixture.excludedGroupScore = configClass.excludedGroupScore
+        return mixture
     }
 
     /// The routed layers' experts under `mlp.experts.` (or `modules`' experts).

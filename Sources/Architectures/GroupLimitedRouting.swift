@@ -53,6 +53,11 @@ public struct GroupLimitedTopK: Sendable {
     /// Logits l become tanh(l / cap) · cap before anything reads them
     /// (Laguna's `moe_router_logit_softcapping`); nil for none.
     public var logitSoftcap: Float? = nil
+    /// When set, the experts outside the kept groups are not excluded but
+    /// ranked at this score (A.X K2's router fills them with 0.0), the k
+    /// experts then chosen over all of them as torch.topk's CPU kernel
+    /// chooses among equal scores (`TorchTopK`); nil: excluded.
+    public var excludedGroupScore: Float? = nil
 
     /// - Precondition: `groups` divides the expert count given to `route`,
     ///   `groupsPerToken` is in 1...groups, and a `.sumOfBestTwo` group has at
@@ -74,10 +79,11 @@ public struct GroupLimitedTopK: Sendable {
     }
 
     /// Each row's k experts and weights for router logits [rows, experts].
-    /// - Precondition: the allowed groups hold at least `expertsPerToken` experts.
+    /// - Precondition: the allowed groups hold at least `expertsPerToken`
+    ///   experts, unless the others rank at `excludedGroupScore`.
     public func route(_ logits: Matrix, expertsPerToken k: Int) -> MixtureOfExperts.Routing {
         let count = logits.cols, perGroup = count / groups
-        precondition(count % groups == 0 && groupsPerToken * perGroup >= k && (groupScore == .best || perGroup >= 2))
+        precondition(count % groups == 0 && (groupsPerToken * perGroup >= k || excludedGroupScore != nil) && (groupScore == .best || perGroup >= 2))
         precondition(selectionBias.map { $0.count == count } ?? true)
         var chosen = [Int](repeating: 0, count: logits.rows * k)
         var weights = [Float](repeating: 0, count: logits.rows * k)
@@ -100,7 +106,7 @@ public struct GroupLimitedTopK: Sendable {
             }
             let ranking = scoring == .sigmoidRankedByLogits ? row : scores
             let forChoice = selectionBias.map { zip(ranking, $0).map { $0 + $1 } } ?? ranking
-            var allowed = Array(0..<count)
+            var top = Array(0..<count)
             if groupsPerToken < groups {
                 let groupScores = (0..<groups).map { g -> Float in
                     let best = ranked(forChoice, Array((g * perGroup)..<((g + 1) * perGroup)))
@@ -110,9 +116,18 @@ public struct GroupLimitedTopK: Sendable {
                     }
                 }
                 let keptGroups = ranked(groupScores, Array(0..<groups)).prefix(groupsPerToken).sorted()
-                allowed = keptGroups.flatMap { g in (g * perGroup)..<((g + 1) * perGroup) }
+                if let excluded = excludedGroupScore {
+                    // Every expert stays a candidate, those of the other groups at `excluded`.
+                    var entries = (0..<count).map { e in (value: keptGroups.contains(e / perGroup) ? forChoice[e] : excluded, index: e) }
+                    TorchTopK.select(&entries, k: k)
+                    top = entries.prefix(k).map(\.index)
+                } else {
+                    top = ranked(forChoice, keptGroups.flatMap { g in (g * perGroup)..<((g + 1) * perGroup) })
+                }
+            } else {
+                top = ranked(forChoice, top)
             }
-            let top = ranked(forChoice, allowed).prefix(k)
+            top = Array(top.prefix(k))
             let sum = top.reduce(Float(0)) { $0 + scores[$1] }
             let denominator = !normalizesWeights ? 1 : denominatorFloor.map { max(sum, $0) } ?? sum + denominatorEpsilon
             for (slot, e) in top.enumerated() {
@@ -173,6 +188,8 @@ struct GroupRoutedMixture {
     var sharedWidth: Int? = nil
     /// `GroupLimitedTopK.logitSoftcap` (Laguna's).
     var logitSoftcap: Float? = nil
+    /// `GroupLimitedTopK.excludedGroupScore` (A.X K2's 0.0).
+    var excludedGroupScore: Float? = nil
     /// Each routed expert's projections when stored per expert (Kimi
     /// Linear's released `w1`, `w3`, `w2`).
     var expertNames = ExpertNaming.gatedNames
@@ -212,7 +229,8 @@ struct GroupRoutedMixture {
         if groupScore == .sumOfBestTwo, perGroup < 2 {
             throw InvalidConfigValue(key: "n_group", problem: "leaves \(perGroup) expert per group; groups are scored by their best two")
         }
-        guard kept * perGroup >= k else {
+        // Experts ranked at a score outside the kept groups (not excluded) make up any shortfall.
+        guard kept * perGroup >= k || excludedGroupScore != nil else {
             throw InvalidConfigValue(
                 key: "topk_group", problem: "keeps \(kept) groups of \(perGroup) experts, fewer than num_experts_per_tok \(k)")
         }
@@ -249,6 +267,7 @@ struct GroupRoutedMixture {
             selectionBias: correctsSelection ? try stored.first.map { try weights.floats($0, [experts]) } : nil,
             normalizesWeights: normalizesWeights, scalingFactor: Float(scalingFactor))
         routing.logitSoftcap = logitSoftcap
+        routing.excludedGroupScore = excludedGroupScore
         return .mixture(MixtureOfExperts(
             router: try weights.linear(p + routerName, in: d, out: experts, bias: false),
             experts: routed, expertsPerToken: expertsPerToken ?? 1, rule: .groupLimited(routing),

@@ -28,8 +28,18 @@ public enum QKVProjection: Sendable {
 
     /// Whether `queryLatent` gives one: a latent projection's low-rank query path.
     public var hasQueryLatent: Bool {
-        guard case .latent(let latent) = self, case .lowRank = latent.query else { return false }
-        return true
+        guard case .latent(let latent) = self else { return false }
+        switch latent.query {
+        case .lowRank, .lowRankBesideRaw: return true
+        case .direct: return false
+        }
+    }
+
+    /// What a latent projection's up projection reads of `x`
+    /// (`LatentQKVProjection.queryUpInput`; nil for any other).
+    public func queryUpInput(_ x: Matrix) -> Matrix? {
+        guard case .latent(let latent) = self else { return nil }
+        return latent.queryUpInput(x)
     }
 
     /// A latent projection's low-rank query latent of `x` (nil for any other).
@@ -88,6 +98,10 @@ public struct LatentQKVProjection: Sendable {
         case direct(Linear)
         /// q_b_proj(norm(q_a_proj(x))).
         case lowRank(down: Linear, norm: Normalization, up: Linear)
+        /// up([norm(q_a_proj(x)) | q_a_proj(x)]): the up projection reads the
+        /// normalised latent beside the raw one (A.X K2's `q_gate_proj`,
+        /// whose query rows `up` holds), [heads · (nope + rope), 2 · q_lora_rank].
+        case lowRankBesideRaw(down: Linear, norm: Normalization, up: Linear)
     }
 
     public let query: QueryPath
@@ -112,6 +126,7 @@ public struct LatentQKVProjection: Sendable {
         switch query {
         case .direct(let q): queryOut = q.outFeatures
         case .lowRank(let down, _, let up): queryOut = up.outFeatures; precondition(up.inFeatures == down.outFeatures)
+        case .lowRankBesideRaw(let down, _, let up): queryOut = up.outFeatures; precondition(up.inFeatures == 2 * down.outFeatures)
         }
         precondition(queryOut == numHeads * (nopeDim + ropeDim) && keyValueDown.outFeatures > ropeDim)
         precondition(keyValueUp.inFeatures == keyValueDown.outFeatures - ropeDim)
@@ -138,7 +153,7 @@ public struct LatentQKVProjection: Sendable {
     var linears: [Linear] {
         switch query {
         case .direct(let q): [q, keyValueDown, keyValueUp]
-        case .lowRank(let down, _, let up): [down, up, keyValueDown, keyValueUp]
+        case .lowRank(let down, _, let up), .lowRankBesideRaw(let down, _, let up): [down, up, keyValueDown, keyValueUp]
         }
     }
 
@@ -146,8 +161,33 @@ public struct LatentQKVProjection: Sendable {
     /// (nil for the direct q_proj), which DeepSeek Sparse Attention's indexer
     /// reads too.
     public func queryLatent(_ x: Matrix) -> Matrix? {
-        guard case .lowRank(let down, let norm, _) = query else { return nil }
-        return norm(down(x))
+        switch query {
+        case .lowRank(let down, let norm, _), .lowRankBesideRaw(let down, let norm, _): norm(down(x))
+        case .direct: nil
+        }
+    }
+
+    /// What the low-rank query path's up projection reads of `x`: the
+    /// latent `queryLatent` (when already computed, else computed here),
+    /// beside q_a_proj(x) for `lowRankBesideRaw` [rows, 2 · q_lora_rank];
+    /// nil for the direct q_proj.
+    public func queryUpInput(_ x: Matrix, queryLatent: Matrix? = nil) -> Matrix? {
+        switch query {
+        case .direct: return nil
+        case .lowRank(let down, let norm, _): return queryLatent ?? norm(down(x))
+        case .lowRankBesideRaw(let down, let norm, _):
+            let raw = down(x), latent = queryLatent ?? norm(raw), rank = raw.cols
+            return Matrix(uninitialized: x.rows, 2 * rank) { out in
+                latent.data.withUnsafeBufferPointer { l in
+                    raw.data.withUnsafeBufferPointer { r in
+                        for row in 0..<x.rows {
+                            (out + row * 2 * rank).update(from: l.baseAddress! + row * rank, count: rank)
+                            (out + row * 2 * rank + rank).update(from: r.baseAddress! + row * rank, count: rank)
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The q | k | v rows [rows, layout.width] of `x` [rows, hidden], rotated
@@ -156,7 +196,7 @@ public struct LatentQKVProjection: Sendable {
         var queries: Matrix
         switch query {
         case .direct(let q): queries = q(x)
-        case .lowRank(let down, let norm, let up): queries = up(queryLatent ?? norm(down(x)))
+        case .lowRank(_, _, let up), .lowRankBesideRaw(_, _, let up): queries = up(queryUpInput(x, queryLatent: queryLatent)!)
         }
         var compressed = keyValueDown(x)
         let rank = compressed.cols - ropeDim

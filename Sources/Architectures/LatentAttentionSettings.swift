@@ -19,6 +19,13 @@ struct LatentAttentionSettings {
     var ropeInterleave: Bool
     /// Biases on q_a_proj (or none on q_proj), kv_a_proj_with_mqa and o_proj.
     var attentionBias: Bool
+    /// A.X K2's `q_gate_proj` [heads · (nope + rope + v), 2 · q_lora_rank] in
+    /// place of q_b_proj: it reads the query latent beside q_a_proj's raw
+    /// output (`LatentQKVProjection.QueryPath.lowRankBesideRaw`) and gives
+    /// each head's query rows, then v_head_dim rows of the gate whose
+    /// sigmoid multiplies the head's attention output before o_proj. Set by
+    /// the config class (AXK2Config), not read from config.json.
+    var fusedQueryGate = false
 
     enum CodingKeys: String, CodingKey {
         case qLoraRank = "q_lora_rank"
@@ -106,6 +113,10 @@ struct LatentAttentionSettings {
         try ConfigRules.product([(max(queryKey.0, vHeadDim), "v_head_dim"), heads, (3, "q, k and v"), hidden])
         try ConfigRules.product([latent, hidden])
         try ConfigRules.product([(qLoraRank ?? 1, "q_lora_rank"), hidden])
+        if fusedQueryGate {
+            let rows = try sum(queryKey, (vHeadDim, "v_head_dim"))
+            try ConfigRules.product([rows, heads, (qLoraRank ?? 1, "q_lora_rank"), (2, "the latent and q_a_proj's output")])
+        }
     }
 
     /// The first kept attention's projections (or layer `layer`'s, a hybrid
@@ -125,9 +136,15 @@ struct LatentAttentionSettings {
         }
         if let rank = qLoraRank {
             try weights.confirmShape(p + "q_a_proj.weight", [rank, d.hiddenSize], keys: "q_lora_rank, hidden_size", configPath: configPath)
-            try weights.confirmShape(
-                p + "q_b_proj.weight", [queryRows, rank],
-                keys: "num_attention_heads × (qk_nope_head_dim + qk_rope_head_dim), q_lora_rank", configPath: configPath)
+            if fusedQueryGate {
+                try weights.confirmShape(
+                    p + "q_gate_proj.weight", [d.numAttentionHeads * (queryKeyDim + vHeadDim), 2 * rank],
+                    keys: "num_attention_heads × (qk_nope_head_dim + qk_rope_head_dim + v_head_dim), 2 × q_lora_rank", configPath: configPath)
+            } else {
+                try weights.confirmShape(
+                    p + "q_b_proj.weight", [queryRows, rank],
+                    keys: "num_attention_heads × (qk_nope_head_dim + qk_rope_head_dim), q_lora_rank", configPath: configPath)
+            }
         } else {
             try weights.confirmShape(
                 p + "q_proj.weight", [queryRows, d.hiddenSize],
@@ -175,7 +192,24 @@ struct LatentAttentionSettings {
         }
         let queryRopeStarts = (0..<heads).map { $0 * qk + qkNopeHeadDim }
         let query: LatentQKVProjection.QueryPath
-        if let rank = qLoraRank {
+        var fusedGate: Linear?
+        if let rank = qLoraRank, fusedQueryGate {
+            // Each head's nope + rope query rows, then its v_head_dim gate rows.
+            let fused = try weights.linear(p + "q_gate_proj", in: 2 * rank, out: heads * (qk + vHeadDim), bias: false)
+            let weight = fused.weight, width = 2 * rank
+            func rows(_ h: Int, _ offset: Int, _ count: Int) -> ArraySlice<Float> {
+                let start = (h * (qk + vHeadDim) + offset) * width
+                return weight[start..<(start + count * width)]
+            }
+            let queryUp = Linear(weight: Array((0..<heads).map { rows($0, 0, qk) }.joined()), bias: nil, inFeatures: width, outFeatures: heads * qk)
+            fusedGate = LatentQKVProjection.paddedRows(
+                Linear(weight: Array((0..<heads).map { rows($0, qk, vHeadDim) }.joined()), bias: nil, inFeatures: width, outFeatures: heads * vHeadDim),
+                numHeads: heads, valueDim: vHeadDim, headDim: max(qk, vHeadDim))
+            query = .lowRankBesideRaw(
+                down: try weights.linear(p + "q_a_proj", in: d, out: rank, bias: attentionBias),
+                norm: try weights.rmsNorm(p + "q_a_layernorm", size: rank, eps: 1e-6),
+                up: deinterleaved(queryUp, ropeStarts: queryRopeStarts))
+        } else if let rank = qLoraRank {
             query = .lowRank(
                 down: try weights.linear(p + "q_a_proj", in: d, out: rank, bias: attentionBias),
                 norm: try weights.rmsNorm(p + "q_a_layernorm", size: rank, eps: 1e-6),
@@ -193,14 +227,16 @@ struct LatentAttentionSettings {
             keyValueUp: try weights.linear(p + "kv_b_proj", in: kvLoraRank, out: heads * (qkNopeHeadDim + vHeadDim), bias: false),
             numHeads: heads, nopeDim: qkNopeHeadDim, ropeDim: rope, valueDim: vHeadDim, rotary: rotary)
         let layout = latent.layout
-        return SelfAttention(
+        var attention = SelfAttention(
             projection: .latent(latent), layout: layout, rotary: nil,
             output: LatentQKVProjection.paddedOutput(
                 try weights.linear(p + outputName, in: heads * vHeadDim, out: d, bias: attentionBias),
                 numHeads: heads, valueDim: vHeadDim, headDim: layout.headDim),
             scale: scale, sinkLogits: try sinks.map { try weights.floats(p + $0, [heads]) }, queryTemperature: queryTemperature,
-            outputGate: try perHeadGate.map { try weights.perHeadGate(p + $0, layout: layout, hidden: d) }
+            outputGate: try fusedGate ?? perHeadGate.map { try weights.perHeadGate(p + $0, layout: layout, hidden: d) }
                 ?? channelGate.map { try weights.channelGate(p + $0, layout: layout, valueDim: vHeadDim, hidden: d) },
             indexer: indexer)
+        attention.outputGateReadsQueryUpInput = fusedGate != nil
+        return attention
     }
 }

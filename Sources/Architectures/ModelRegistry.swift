@@ -30,6 +30,7 @@ public enum ModelRegistry {
         "apertus1p5_text": ApertusModel.self,
         "arcee": ArceeModel.self,
         "axk1": Glm4MoeLiteModel.self,
+        "axk2": Glm4MoeLiteModel.self,
         "aya_vision": CohereModel.self,
         "bailing_hybrid": BailingHybridModel.self,
         "bamba": BambaModel.self,

@@ -68,6 +68,10 @@ public struct SelfAttention: Sendable {
     /// How `outputGate`'s outputs become gates: sigmoid (Qwen3-Next,
     /// AFMoE, LFM3) or softplus (Laguna's `F.softplus`, beta 1, threshold 20).
     public var outputGateFunction: GateFunction = .sigmoid
+    /// `outputGate` reads what the latent projection's query up projection
+    /// reads (`QKVProjection.queryUpInput`) instead of the layer input (A.X
+    /// K2's gate rows of `q_gate_proj`, fused with the queries).
+    public var outputGateReadsQueryUpInput = false
     /// Normalises each row of the attention output (after `outputGate`)
     /// before `output` (BitNet's `attn_sub_norm`); nil for none.
     public var attendedNorm: Normalization? = nil
@@ -272,7 +276,7 @@ public struct SelfAttention: Sendable {
     public func finish(_ attended: Matrix, input x: Matrix) -> Matrix {
         var gated = attended
         if let outputGate {
-            let gate = outputGate(x), softplus = outputGateFunction == .softplus
+            let gate = outputGate(outputGateReadsQueryUpInput ? projection.queryUpInput(x)! : x), softplus = outputGateFunction == .softplus
             gated.data.withUnsafeMutableBufferPointer { values in
                 gate.data.withUnsafeBufferPointer { g in
                     for i in values.indices {

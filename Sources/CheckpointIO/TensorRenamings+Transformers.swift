@@ -6,6 +6,11 @@ extension TensorRenamings {
     /// replacement (`\1` standing for the match's first group); a rule with a scope reads only the names
     /// beginning with one of its prefixes (the first that does), the rest of the name after it.
     static let transformers: [String: [(pattern: String, replacement: String, scope: [String])]] = [
+        "axk2": [
+            ("W_down(?!\\w)", "mlp.fc1", []),
+            ("W_up(?!\\w)", "mlp.fc2", []),
+            ("self_attn\\.q_b_proj\\.", "self_attn.q_gate_proj.", []),
+        ],
         "dory": [
             ("\\.self_attn\\.g_proj\\.", ".self_attn.gate_proj.", []),
             ("^backbone\\.", "model.", []),

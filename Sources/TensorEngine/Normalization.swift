@@ -6,6 +6,12 @@ public enum Normalization: Sendable {
     case rms(weight: [Float], eps: Float)
     /// (x − mean) / sqrt(var + eps) · w + b   (GPT-2, GPT-NeoX).
     case layer(weight: [Float], bias: [Float], eps: Float)
+    /// n ⊙ σ(up(SiLU(down(n)))), n = the inner norm of x: a norm followed by
+    /// a low-rank gate of its own output, the gate's sigmoid taken in
+    /// float32 (A.X K2's `AXK2GatedRMSNorm`, Megatron's `GatedNormWrapper`;
+    /// down [rank, width], up [width, rank], no biases). Each row's values
+    /// are normalised together: it is applied to whole rows only.
+    indirect case sigmoidGated(Normalization, down: Linear, up: Linear)
 
     /// LayerNorm without learnable parameters (OLMo): weight one and bias
     /// zero leave every normalised value exactly as it is.
@@ -27,6 +33,11 @@ public enum Normalization: Sendable {
     /// the weights span all of `columns`, each piece normalised with its own
     /// slice of them (Cohere's per-head q/k norms).
     public func apply(inPlace x: inout Matrix, columns: Range<Int>, pieceWidth: Int? = nil, weightsPerPiece: Bool = false) {
+        if case .sigmoidGated = self {
+            precondition(columns == 0..<x.cols && pieceWidth == nil && !weightsPerPiece)
+            x = self(x)
+            return
+        }
         let piece = pieceWidth ?? columns.count
         precondition(columns.upperBound <= x.cols && piece > 0 && columns.count % piece == 0)
         precondition(!weightsPerPiece || weightCount == columns.count)
@@ -49,6 +60,7 @@ public enum Normalization: Sendable {
     var weightCount: Int {
         switch self {
         case .rms(let weight, _), .layer(let weight, _, _): weight.count
+        case .sigmoidGated(let norm, _, _): norm.weightCount
         }
     }
 
@@ -58,6 +70,21 @@ public enum Normalization: Sendable {
     }
 
     public func callAsFunction(_ x: Matrix) -> Matrix {
+        if case .sigmoidGated(let norm, let down, let up) = self {
+            var normed = norm(x)
+            var hidden = down(normed)
+            hidden.data.withUnsafeMutableBufferPointer { values in
+                for i in values.indices { values[i] = Activation.silu.apply(values[i]) }
+            }
+            let gate = up(hidden)
+            precondition(gate.rows == normed.rows && gate.cols == normed.cols)
+            normed.data.withUnsafeMutableBufferPointer { values in
+                gate.data.withUnsafeBufferPointer { g in
+                    for i in values.indices { values[i] *= 1 / (1 + exp(-g[i])) }
+                }
+            }
+            return normed
+        }
         let width = x.cols
         return Matrix(uninitialized: x.rows, width) { out in
             x.data.withUnsafeBufferPointer { xs in
@@ -85,6 +112,8 @@ public enum Normalization: Sendable {
             }
             let scale = 1 / (variance / Float(n) + eps).squareRoot()
             for i in 0..<n { y[i] = (x[i] - mean) * scale * weight[weightOffset + i] + bias[weightOffset + i] }
+        case .sigmoidGated:
+            preconditionFailure("a gated norm is applied to whole matrices (callAsFunction)")
         }
     }
 }

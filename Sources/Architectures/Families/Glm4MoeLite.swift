@@ -3,10 +3,10 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// The keys of `glm4_moe_lite`'s, `deepseek_v32`'s or `glm_moe_dsa`'s
-/// config.json besides the sizes, with their config class's defaults
-/// (DeepseekV32Config derives from Glm4MoeLiteConfig, GlmMoeDsaConfig from
-/// DeepseekV32Config).
+/// The keys of `glm4_moe_lite`'s, `deepseek_v32`'s, `glm_moe_dsa`'s,
+/// `axk1`'s or `axk2`'s config.json besides the sizes, with their config
+/// class's defaults (DeepseekV32Config derives from Glm4MoeLiteConfig,
+/// GlmMoeDsaConfig and AXK2Config from DeepseekV32Config).
 struct Glm4MoeLiteConfiguration: Decodable {
     /// What distinguishes the config classes.
     struct ConfigClass {
@@ -25,6 +25,15 @@ struct Glm4MoeLiteConfiguration: Decodable {
         /// `head_dim` is not read, and the legacy `first_k_dense_replace` /
         /// `moe_layer_freq` give the MLP types when `mlp_layer_types` is absent.
         var axk1 = false
+        /// A.X K2's (`AXK2.swift`): A.X K1's legacy MLP types on
+        /// DeepSeek-V3.2's layers, with the queries and an output gate fused
+        /// in `q_gate_proj`, gated input norms (`gated_norm_rank`) and A.X
+        /// K2's router.
+        var axk2 = false
+
+        /// Whether the legacy `first_k_dense_replace` / `moe_layer_freq`
+        /// give the MLP types when `mlp_layer_types` is absent.
+        var readsMoeLayerFrequency: Bool { axk1 || axk2 }
 
         static let glm4MoeLite = ConfigClass(
             latentDefaults: LatentAttentionSettings(
@@ -52,6 +61,7 @@ struct Glm4MoeLiteConfiguration: Decodable {
             case "deepseek_v32": deepseekV32
             case "glm_moe_dsa": glmMoeDsa
             case "axk1": axk1
+            case "axk2": axk2
             default: glm4MoeLite
             }
         }
@@ -82,6 +92,8 @@ struct Glm4MoeLiteConfiguration: Decodable {
     /// "full" layers run their indexer, "shared" ones reuse the previous
     /// full layer's choice.
     var indexerTypes: IndexerTypes?
+    /// A.X K2's `gated_norm_rank`: the width of the gated norms' gates (0 for the others).
+    var gatedNormRank = 0
 
     enum IndexerTypes {
         /// `indexer_types`, or `index_topk_pattern`, and the key.
@@ -126,6 +138,7 @@ struct Glm4MoeLiteConfiguration: Decodable {
         case indexTopkPattern = "index_topk_pattern"
         case indexTopkFreq = "index_topk_freq"
         case indexSkipTopkOffset = "index_skip_topk_offset"
+        case gatedNormRank = "gated_norm_rank"
     }
 
     init(from decoder: Decoder) throws {
@@ -144,9 +157,13 @@ struct Glm4MoeLiteConfiguration: Decodable {
         if let headDim { latent.qkRopeHeadDim = headDim }
         // DeepseekV32Attention rotates interleaved pairs whatever rope_interleave says.
         if indexed { latent.ropeInterleave = true }
+        if configClass.axk2 {
+            latent.fusedQueryGate = true
+            gatedNormRank = try c.decodeIfPresent(Int.self, forKey: .gatedNormRank) ?? 16
+        }
         mlpLayerTypes = try c.decodeIfPresent([String].self, forKey: .mlpLayerTypes)
         firstKDenseReplace = try configClass.firstKDenseReplace.map { try c.decodeIfPresent(Int.self, forKey: .firstKDenseReplace) ?? $0 } ?? 1
-        if configClass.axk1 { moeLayerFrequency = try c.decodeIfPresent(Int.self, forKey: .moeLayerFrequency) ?? 1 }
+        if configClass.readsMoeLayerFrequency { moeLayerFrequency = try c.decodeIfPresent(Int.self, forKey: .moeLayerFrequency) ?? 1 }
         experts = try DeepSeekExperts(from: decoder, configClass: configClass.experts)
         indexTopk = try configClass.indexer.map { try c.decodeIfPresent(Int.self, forKey: .indexTopk) ?? $0.topK }
         indexHeadDim = try c.decodeIfPresent(Int.self, forKey: .indexHeadDim) ?? configClass.indexer?.headDim ?? 0
@@ -258,10 +275,10 @@ struct Glm4MoeLiteConfiguration: Decodable {
 
     /// Each layer's MLP type for `layers` layers (the config class's rule when unset).
     func layerTypes(_ layers: Int) -> [String] {
-        guard configClass.axk1, mlpLayerTypes == nil else {
+        guard configClass.readsMoeLayerFrequency, mlpLayerTypes == nil else {
             return MLPLayerTypes.resolved(mlpLayerTypes, layers: layers, firstDense: firstKDenseReplace)
         }
-        // AXK1Config: sparse from first_k_dense_replace on where moe_layer_freq divides the index (checked non-zero).
+        // AXK1Config, AXK2Config: sparse from first_k_dense_replace on where moe_layer_freq divides the index (checked non-zero).
         return (0..<layers).map { $0 >= firstKDenseReplace && $0 % max(moeLayerFrequency, 1) == 0 ? "sparse" : "dense" }
     }
 
@@ -275,10 +292,11 @@ struct Glm4MoeLiteConfiguration: Decodable {
             guard latent.qLoraRank != nil else {
                 throw InvalidConfigValue(key: "q_lora_rank", problem: "must be set: AXK1Attention always has the low-rank query path")
             }
-            if mlpLayerTypes == nil, moeLayerFrequency == 0 {
-                throw InvalidConfigValue(key: "moe_layer_freq", problem: "must not be 0: AXK1Config takes each layer index modulo it")
-            }
         }
+        if configClass.readsMoeLayerFrequency, mlpLayerTypes == nil, moeLayerFrequency == 0 {
+            throw InvalidConfigValue(key: "moe_layer_freq", problem: "must not be 0: \(experts.configClass.name) takes each layer index modulo it")
+        }
+        if configClass.axk2 { try checkAXK2(d) }
         if let indexTopk {
             // DeepseekV32Attention has no direct q_proj: the indexer reads the query latent.
             guard let rank = latent.qLoraRank else {
@@ -339,6 +357,10 @@ struct Glm4MoeLiteConfiguration: Decodable {
 /// low-rank query path required, `mlp_layer_types` (else the legacy
 /// `first_k_dense_replace`, 1, and `moe_layer_freq`, 1), and each routed
 /// MLP's output normalised by `post_mlp_layernorm`, part of the MLP module.
+///
+/// A.X K2 (`axk2`; transformers' `models/axk2/`) is DeepSeek-V3.2's model
+/// with a fused query and output-gate projection, gated norms and its own
+/// router (`AXK2.swift`).
 struct Glm4MoeLiteModel: DecoderFamily {
     static func readsLayerTypes(_ modelType: String) -> Bool { ConfigClass.of(modelType).indexer != nil }
     typealias ConfigClass = Glm4MoeLiteConfiguration.ConfigClass
@@ -365,6 +387,7 @@ struct Glm4MoeLiteModel: DecoderFamily {
         try latent.confirmShapes(parts)
         try config.experts.confirm(parts, isSparse: isSparse)
         try config.confirmIndexerShapes(parts)
+        if config.configClass.axk2 { try config.confirmGatedNormShapes(parts, isSparse: isSparse) }
         let rope = try parts.ropeSettings()
         let kept = parts.firstKeptAttention != nil
         let factor = rope.partialRotaryFactor ?? 1, width = Int(min(Double(latent.qkRopeHeadDim) * factor, Double(Int.max / 2)))
@@ -405,6 +428,7 @@ struct Glm4MoeLiteModel: DecoderFamily {
             try config.latent.attention(parts, layer: index, rotary: rotary, scale: scale, indexer: try indexer(layer: index))
                 .sharingKeySelection(mine)
         }
+        if config.configClass.axk2 { return try gatedNormBlock(index, drops: drops, attention: attention) }
         let block = try parts.preNormBlock(
             index, drops: drops, eps: config.rmsNormEps, attention: attention, feedForward: { try feedForward(layer: index) })
         guard drops.dropsAttention(index), mine?.storesOnly == true else { return block }
