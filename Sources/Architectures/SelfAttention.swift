@@ -82,6 +82,11 @@ public struct SelfAttention: Sendable {
     /// Biases of the keys by their values, and the cap on the keys a query
     /// sees (Doge's dynamic mask attention); nil for none.
     public var dynamicMask: DynamicMask? = nil
+    /// Two softmax passes over the two halves of the value heads, combined
+    /// and normalised before `output` (DiffLlama's); nil for one pass.
+    public var differential: DifferentialAttention? = nil {
+        didSet { precondition(differential == nil || DifferentialAttention.fits(layout)) }
+    }
     /// Whether the layer stores its keys and values for later layers, or
     /// reuses an earlier layer's (its projection then gives the queries
     /// only); nil for neither.
@@ -261,11 +266,22 @@ public struct SelfAttention: Sendable {
             sharedKeysValues: keyValueSharing?.reusedLayer.map { shared!.keysValues(of: $0) })
         if let layer = keyValueSharing?.storedLayer { shared!.store(keysValues(qkv), layer: layer) }
         if keyValueSharing?.storesOnly == true { return Matrix(zeros: x.rows, 0) }
-        let attended = causalAttention(
-            qkv: qkv, layout: layout, sequences: batch.sequences,
-            scale: scale, slidingWindow: slidingWindow, logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi,
-            chunkSize: chunkSize, keySelection: selection, keyBiases: dynamicMask?.biases(qkv, layout: layout))
+        let keyBiases = dynamicMask?.biases(qkv, layout: layout)
+        let attended = attended(qkv) {
+            causalAttention(
+                qkv: $0, layout: layout, sequences: batch.sequences,
+                scale: scale, slidingWindow: slidingWindow, logitSoftcap: logitSoftcap, sinkLogits: sinkLogits, alibi: alibi,
+                chunkSize: chunkSize, keySelection: selection, keyBiases: keyBiases)
+        }
         return finish(attended, input: x)
+    }
+
+    /// The attended values of projected rows `qkv` by `attend` (the softmax
+    /// attention over rows laid out as `qkv`): its one pass, or the
+    /// `differential` attention's two passes combined.
+    public func attended(_ qkv: Matrix, by attend: (Matrix) -> Matrix) -> Matrix {
+        guard let differential else { return attend(qkv) }
+        return differential(qkv, layout: layout, attend: attend)
     }
 
     /// The output projection of the attended values of layer input `x`'s

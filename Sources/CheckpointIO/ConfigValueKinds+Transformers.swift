@@ -793,6 +793,32 @@ extension ConfigValueKinds {
             [
                 "num_local_experts": "n_routed_experts",
             ]),
+        "diffllama": (
+            "DiffLlamaConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "nif",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "ni",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "lambda_std_dev": "nf",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "doge": (
             "DogeConfig",
             [
@@ -5061,6 +5087,7 @@ extension ConfigValueKinds {
         "deepseek_v2": (nil, 102400),
         "deepseek_v3": (nil, 129280),
         "deepseek_v32": (nil, 129280),
+        "diffllama": (nil, 32000),
         "doge": (nil, 32768),
         "dory": (nil, 131072),
         "dots1": (nil, 152064),
@@ -5187,6 +5214,7 @@ extension ConfigValueKinds {
         "deepseek_v2": ["intermediate_size": "11008", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
         "deepseek_v3": ["intermediate_size": "18432", "max_position_embeddings": "4096", "num_experts_per_tok": "8", "num_key_value_heads": "128", "rms_norm_eps": "1e-06"],
         "deepseek_v32": ["head_dim": "64", "intermediate_size": "18432", "max_position_embeddings": "163840", "num_experts_per_tok": "8", "num_key_value_heads": "128", "rms_norm_eps": "1e-06"],
+        "diffllama": ["intermediate_size": "8192", "max_position_embeddings": "2048", "rms_norm_eps": "1e-05"],
         "doge": ["intermediate_size": "2048", "max_position_embeddings": "2048", "num_experts_per_tok": "64", "rms_norm_eps": "1e-06"],
         "dory": ["head_dim": "256", "intermediate_size": "7168", "max_position_embeddings": "8192", "num_key_value_heads": "4"],
         "dots1": ["intermediate_size": "10944", "max_position_embeddings": "2048", "num_key_value_heads": "32", "rms_norm_eps": "1e-06"],

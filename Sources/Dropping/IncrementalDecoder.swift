@@ -315,10 +315,12 @@ struct KeyValueCache {
     private static func attendEachOther(
         _ qkv: Matrix, input x: Matrix, with attention: SelfAttention, keySelection: KeySelection?, keyBiases: KeyBiases?
     ) -> Matrix {
-        attention.finish(causalAttention(
-            qkv: qkv, layout: attention.layout, sequences: [0..<qkv.rows], scale: attention.scale,
-            slidingWindow: attention.slidingWindow, logitSoftcap: attention.logitSoftcap, sinkLogits: attention.sinkLogits,
-            alibi: attention.alibi, chunkSize: attention.chunkSize, keySelection: keySelection, keyBiases: keyBiases), input: x)
+        attention.finish(attention.attended(qkv) {
+            causalAttention(
+                qkv: $0, layout: attention.layout, sequences: [0..<qkv.rows], scale: attention.scale,
+                slidingWindow: attention.slidingWindow, logitSoftcap: attention.logitSoftcap, sinkLogits: attention.sinkLogits,
+                alibi: attention.alibi, chunkSize: attention.chunkSize, keySelection: keySelection, keyBiases: keyBiases)
+        }, input: x)
     }
 
     /// The cached keys and values of positions `range`, [rows, keys | values].
@@ -403,7 +405,9 @@ struct KeyValueCache {
             : (NVFP4.fakeQuantized(Array(self.keys.prefix(length * width))), NVFP4.fakeQuantized(Array(self.values.prefix(length * width))))
         let first = firstVisibleKey(query: length - 1, slidingWindow: attention.slidingWindow, chunkSize: attention.chunkSize)
         let visible = length - first
-        var output = [Float](repeating: 0, count: layout.numHeads * headDim)
+        // A differential attention's two passes weigh other value heads alike (`DifferentialAttention`).
+        let passes = attention.differential == nil ? 1 : 2
+        var output = [Float](repeating: 0, count: passes * layout.numHeads * headDim)
         var scores = [Float](repeating: 0, count: visible)
         let groupSize = layout.numHeads / layout.numKVHeads
         // Doge's dynamic mask: the cached keys' biases, and its cap on the keys.
@@ -446,13 +450,22 @@ struct KeyValueCache {
                         }
                         if roundsToBF16 { scores = BFloat16.rounded(scores) }
                         output.withUnsafeMutableBufferPointer { out in
-                            BLAS.gemv(m: visible, n: headDim, v.baseAddress! + first * width + g * headDim, lda: width,
-                                      transpose: true, scores, out.baseAddress! + head * headDim)
+                            for pass in 0..<passes {
+                                let source = passes == 1 ? g : DifferentialAttention.valueHead(g, pass: pass, layout: layout)
+                                BLAS.gemv(m: visible, n: headDim, v.baseAddress! + first * width + source * headDim, lda: width,
+                                          transpose: true, scores, out.baseAddress! + (pass * layout.numHeads + head) * headDim)
+                            }
                         }
                     }
                 }
             }
         }
-        return attention.finish(Matrix(rows: 1, cols: output.count, data: output), input: x)
+        let queryWidth = layout.queryWidth
+        let attended = attention.differential.map {
+            $0.combine(
+                Matrix(rows: 1, cols: queryWidth, data: Array(output[0..<queryWidth])),
+                Matrix(rows: 1, cols: queryWidth, data: Array(output[queryWidth...])), layout: layout)
+        } ?? Matrix(rows: 1, cols: output.count, data: output)
+        return attention.finish(attended, input: x)
     }
 }
