@@ -136,6 +136,7 @@ public enum ModelRegistry {
         "mistral3": LlamaModel.self,
         "mistral4": Mistral4Model.self,
         "mixtral": MixtralModel.self,
+        "modernbert-decoder": ModernBertDecoderModel.self,
         "mpt": MptModel.self,
         "nanochat": NanoChatModel.self,
         "nemotron": NemotronModel.self,

@@ -22,6 +22,9 @@ public struct OutputHead: Sendable {
     /// Collapses hyper-connected streams into one hidden state before the
     /// norm (Hunyuan V4's `hc_head`); nil where the stream is one.
     public var streamCollapse: HyperHead? = nil
+    /// A dense layer, its activation and a norm between the final norm and
+    /// the projection (ModernBERT decoder's prediction head `lm_head`); nil for most models.
+    public var predictionHead: PredictionHead? = nil
 
     public init(
         norm: Normalization?, projectOut: Linear? = nil, projection: Linear, logitSoftcap: Float? = nil, logitDivisor: Float? = nil,
@@ -76,7 +79,8 @@ public struct OutputHead: Sendable {
     public func logits(_ hidden: Matrix) -> Matrix {
         let collapsed = streamCollapse.map { $0(hidden) } ?? hidden
         let normed = norm.map { $0(collapsed) } ?? collapsed
-        var logits = projection(projectOut.map { $0(normed) } ?? normed)
+        let projected = projectOut.map { $0(normed) } ?? normed
+        var logits = projection(predictionHead.map { $0(projected) } ?? projected)
         if let divisor = logitDivisor {
             // Divided, not multiplied by 1 / divisor: transformers' rounding.
             logits.data.withUnsafeMutableBufferPointer { values in
@@ -100,5 +104,25 @@ public struct OutputHead: Sendable {
             }
         }
         return logits
+    }
+}
+
+/// norm(act(dense(x))): a transform of the final hidden state before the
+/// vocabulary projection (ModernBERT decoder's `ModernBertDecoderPredictionHead`).
+public struct PredictionHead: Sendable {
+    public let dense: Linear
+    public let activation: Activation
+    public let norm: Normalization
+
+    public init(dense: Linear, activation: Activation, norm: Normalization) {
+        self.dense = dense
+        self.activation = activation
+        self.norm = norm
+    }
+
+    public func callAsFunction(_ x: Matrix) -> Matrix {
+        var hidden = dense(x)
+        activation.apply(inPlace: &hidden)
+        return norm(hidden)
     }
 }

@@ -300,15 +300,15 @@ struct Weights {
 
     /// A gated MLP whose gate and up projections are stored as one
     /// `gate_up_proj` [2·inner, hidden], gate rows first, beside `down_proj`,
-    /// without biases (Phi-3, GLM); `names` where they are called otherwise
-    /// (GraniteMoE-Shared's `input_linear` / `output_linear`).
+    /// without biases (Phi-3, GLM) unless `bias`; `names` where they are called otherwise
+    /// (GraniteMoE-Shared's `input_linear` / `output_linear`, ModernBERT decoder's `Wi` / `Wo`).
     func fusedGatedMLP(
-        _ mlp: String, hidden: Int, inner: Int, activation: Activation,
+        _ mlp: String, hidden: Int, inner: Int, activation: Activation, bias: Bool = false,
         names: (gateUp: String, down: String) = ("gate_up_proj", "down_proj")
     ) throws -> FeedForward {
         .gated(
-            gateUp: try linear(mlp + names.gateUp, in: hidden, out: 2 * inner, bias: false),
-            down: try linear(mlp + names.down, in: inner, out: hidden, bias: false),
+            gateUp: try linear(mlp + names.gateUp, in: hidden, out: 2 * inner, bias: bias),
+            down: try linear(mlp + names.down, in: inner, out: hidden, bias: bias),
             activation: activation)
     }
 
@@ -371,9 +371,9 @@ struct Weights {
                 "missing tensor \(names): the head is untied (tie_word_embeddings false, or a model type whose head is never tied), so it is not the embedding",
                 path: checkpoint.weightsPath)
         }
-        // A tied head keeps its own bias (PhiForCausalLM's lm_head.bias).
+        // A tied head keeps its own bias (PhiForCausalLM's lm_head.bias, ModernBERT decoder's decoder.bias).
         let isEmbedding = weight == prefix + embedding + ".weight"
-        let biasName = isEmbedding ? absolute("lm_head.bias") : String(weight.dropLast(".weight".count)) + ".bias"
+        let biasName = isEmbedding ? absolute(untiedName + ".bias") : String(weight.dropLast(".weight".count)) + ".bias"
         let rows = isEmbedding ? vocabulary : storedRows ?? vocabulary
         return Linear(
             weight: try checkpoint.tensor(weight, shape: [rows, hidden]).floats(),

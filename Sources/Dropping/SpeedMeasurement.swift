@@ -224,11 +224,12 @@ public enum SpeedMeasurement {
 
     /// Analytic FLOPs of one decoding step at `context` tokens of context:
     /// 2 per weight of every kept projection, the attention over the cache,
-    /// and the LM head (with its `projectOut`).
+    /// and the LM head (with its `projectOut` and `predictionHead`).
     public static func decodeFLOPs(model: any LanguageModel, plan: DropPlan, context: Int) throws -> Double {
         func linear(_ l: Linear) -> Double { 2 * Double(l.inFeatures) * Double(l.outFeatures) }
         let head = try model.head()
         var total = linear(head.projection) + (head.projectOut.map(linear) ?? 0) + (head.streamCollapse.map { linear($0.projection) } ?? 0)
+            + (head.predictionHead.map { linear($0.dense) } ?? 0)
         // A sparse-attention indexer's projections and its scores over the context.
         func indexerFLOPs(_ attention: SelfAttention) -> Double {
             attention.indexer.map { linear($0.queryUp) + linear($0.key) + linear($0.headWeights) + 2 * Double(context * $0.heads * $0.dim) } ?? 0

@@ -101,9 +101,16 @@ public enum ScoreFileLayout {
     /// Whether `text` is a name as transformers names model types and
     /// lm-evaluation-harness names tasks (`gemma3_text`, `arc_easy`): a
     /// lowercase letter, then lowercase letters, digits and underscores, at
-    /// most 64 in all. The `model_type` attribute and task groups hold such names.
+    /// most 64 in all. Task groups hold such names; the `model_type` attribute
+    /// one that may hold hyphens too (`isModelTypeName`).
     static func isLowercaseName(_ text: String) -> Bool {
         text.wholeMatch(of: #/[a-z][a-z0-9_]{0,63}/#) != nil
+    }
+
+    /// Whether `text` is a name as transformers names model types: a
+    /// lowercase name that may also hold hyphens (`modernbert-decoder`).
+    static func isModelTypeName(_ text: String) -> Bool {
+        text.wholeMatch(of: #/[a-z][a-z0-9_\-]{0,63}/#) != nil
     }
 
     /// The values of the `precision` attribute: TensorEngine's `Precision`

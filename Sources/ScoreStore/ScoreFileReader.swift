@@ -319,7 +319,7 @@ enum ScoreFileReader {
     /// a layer-shapes digest that is not a SHA-256 in hex.
     static func problem(of metadata: ScoreFileMetadata) -> String? {
         typealias Names = ScoreFileLayout.Attribute
-        if !ScoreFileLayout.isLowercaseName(metadata.modelType) {
+        if !ScoreFileLayout.isModelTypeName(metadata.modelType) {
             return "root attribute \(Names.modelType) is \"\(SystemError.oneLine(String(metadata.modelType.prefix(40))))\", not a model type"
         }
         if metadata.metric != "cosine" {

@@ -42,7 +42,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = (REPO / "Sources/Architectures/ModelRegistry.swift").read_text()
-MODEL_TYPES = re.findall(r'^\s*"([a-z0-9_]+)": \w+Model\.self,', REGISTRY, re.M)
+MODEL_TYPES = re.findall(r'^\s*"([a-z0-9_-]+)": \w+Model\.self,', REGISTRY, re.M)
 
 # One probe per JSON kind, as Python's json module reads it.
 SCALARS = {"n": None, "b": True, "i": 3, "f": 0.5, "s": "x"}

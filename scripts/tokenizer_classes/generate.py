@@ -20,7 +20,7 @@ from transformers.models.auto.tokenization_auto import (
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = (REPO / "Sources/Architectures/ModelRegistry.swift").read_text()
-MODEL_TYPES = re.findall(r'^\s*"([a-z0-9_]+)": \w+Model\.self,', REGISTRY, re.M)
+MODEL_TYPES = re.findall(r'^\s*"([a-z0-9_-]+)": \w+Model\.self,', REGISTRY, re.M)
 
 
 def main():
