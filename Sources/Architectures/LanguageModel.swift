@@ -141,6 +141,12 @@ public struct LayerNaming: Sendable, Equatable {
     /// (Dory's `n_input_layers`, `n_recurrent_layers`, `n_output_layers`,
     /// defaults included): an export writes how many layers of each it keeps.
     public var layerSections: [LayerSection] = []
+    /// How many of the model's layers each stored layer index holds
+    /// (LongCat-Flash's decoder layers, each two attention sublayers that
+    /// droptrace scores as layers 2i and 2i + 1): layer l's tensors are under
+    /// index l / `sublayers`. 1 elsewhere. An export removes a stored layer
+    /// when a plan drops the blocks of all its sublayers (`storedPlan`).
+    public var sublayers = 1
     /// How many entries config.json spends on each layer in its layer count,
     /// its per-layer lists and `layerSections` (Dory's released form lists
     /// each layer's attention type, then "mlp", and counts both); 1 elsewhere.
@@ -195,6 +201,21 @@ public struct LayerNaming: Sendable, Equatable {
 
     /// The name parts of layer `layer`'s MLP branch.
     public func mlpParts(_ layer: Int) -> [String] { partsByLayer[layer]?.mlp ?? mlp }
+
+    /// `plan` over the stored layers (`sublayers`): a stored layer's block is
+    /// dropped where the blocks of all its sublayers are. Drops of single
+    /// sublayers or modules have no stored form; a family with sublayers
+    /// refuses them in `exportProblem` before any export asks for this.
+    public func storedPlan(_ plan: DropPlan) -> DropPlan {
+        guard sublayers > 1 else { return plan }
+        let whole = Set(plan.blocks.map { $0 / sublayers }.filter { stored in
+            (0..<sublayers).allSatisfy { plan.blocks.contains(stored * sublayers + $0) }
+        })
+        precondition(
+            plan.blocks == Set(whole.flatMap { stored in (0..<sublayers).map { stored * sublayers + $0 } })
+                && !plan.dropsModulesOfKeptBlocks, "a plan of sublayers the family's exportProblem refuses")
+        return DropPlan(blocks: whole)
+    }
 
     /// The layer index and the rest of the name, when `name` belongs to a layer.
     public func split(_ name: String) -> (layer: Int, rest: String)? {

@@ -175,11 +175,18 @@ struct LatentAttentionSettings {
     /// sigmoid of its row of `channelGate` [heads · v_head_dim, hidden] when
     /// named (Hunyuan V4's `gate_proj`); `sinks` names a learned logit per
     /// head joining each softmax (Hunyuan V4's `sinks`, [heads]).
+    /// `latentScales` multiply the queries and the normalised key/value
+    /// latent (LongCat-Flash's `mla_scale_q_lora`, `mla_scale_kv_lora`),
+    /// folded into the weights of the latent norms q_b_proj and kv_b_proj read.
     func attention(
         _ parts: DecoderParts, layer index: Int, rotary: RotaryEmbedding?, scale: Float, queryTemperature: QueryTemperature? = nil,
         indexer: SparseAttentionIndexer? = nil, perHeadGate: String? = nil, channelGate: String? = nil, sinks: String? = nil,
-        module: String = "self_attn.", outputName: String = "o_proj"
+        module: String = "self_attn.", outputName: String = "o_proj", latentScales: (query: Float, keyValue: Float)? = nil
     ) throws -> SelfAttention {
+        func scaled(_ norm: Normalization, _ factor: Float?) -> Normalization {
+            guard let factor, case .rms(let weight, let eps) = norm else { return norm }
+            return .rms(weight: weight.map { $0 * factor }, eps: eps)
+        }
         let weights = parts.weights, d = parts.dimensions.hiddenSize, heads = parts.dimensions.numAttentionHeads
         let p = "layers.\(index).\(module)"
         let qk = queryKeyDim, rope = qkRopeHeadDim
@@ -212,7 +219,7 @@ struct LatentAttentionSettings {
         } else if let rank = qLoraRank {
             query = .lowRank(
                 down: try weights.linear(p + "q_a_proj", in: d, out: rank, bias: attentionBias),
-                norm: try weights.rmsNorm(p + "q_a_layernorm", size: rank, eps: 1e-6),
+                norm: scaled(try weights.rmsNorm(p + "q_a_layernorm", size: rank, eps: 1e-6), latentScales?.query),
                 up: deinterleaved(try weights.linear(p + "q_b_proj", in: rank, out: heads * qk, bias: false), ropeStarts: queryRopeStarts))
         } else {
             query = .direct(deinterleaved(try weights.linear(p + "q_proj", in: d, out: heads * qk, bias: false), ropeStarts: queryRopeStarts))
@@ -223,7 +230,7 @@ struct LatentAttentionSettings {
             keyValueDown: deinterleaved(
                 try weights.linear(p + "kv_a_proj_with_mqa", in: d, out: kvLoraRank + rope, bias: attentionBias),
                 ropeStarts: [kvLoraRank]),
-            keyValueNorm: try weights.rmsNorm(p + "kv_a_layernorm", size: kvLoraRank, eps: 1e-6),
+            keyValueNorm: scaled(try weights.rmsNorm(p + "kv_a_layernorm", size: kvLoraRank, eps: 1e-6), latentScales?.keyValue),
             keyValueUp: try weights.linear(p + "kv_b_proj", in: kvLoraRank, out: heads * (qkNopeHeadDim + vHeadDim), bias: false),
             numHeads: heads, nopeDim: qkNopeHeadDim, ropeDim: rope, valueDim: vHeadDim, rotary: rotary)
         let layout = latent.layout

@@ -34,6 +34,7 @@ public struct LayerwiseForward {
         // Kept only where the blocks read per-layer inputs built from it.
         let perLayer = model.perLayerEmbedding.map { (embedding: $0, embedded: x) }
         let shared = SharedAttentionState()
+        let carry = BlockCarry()
         let drops = plan.union(model.configuredDrops)
         let steps = model.layerSteps
         var entries = model.layerLoop.map(LayerLoop.Entries.init)
@@ -68,7 +69,7 @@ public struct LayerwiseForward {
                 pending = BlockPrefetch(model, index: following, skipping: plan)
             }
             let input = try perLayer.map { try $0.embedding.input(layer: index, tokenIDs: batch.tokenIDs, embedded: $0.embedded) }
-            var activations = block(x, index: index, perLayerInput: input, sequences: batch.sequences) { mixer, input in
+            var activations = block(x, index: index, perLayerInput: input, sequences: batch.sequences, carry: carry) { mixer, input in
                 mixer(input, batch, shared: shared)
             }
             (activations.pass, activations.passes) = (pass, passes)

@@ -84,6 +84,12 @@ public struct MixtureOfExperts: Sendable {
     /// [hidden]: added to every token's output last, whichever experts it
     /// went to (JetMoE's `mlp.bias`); nil for none.
     public let outputBias: [Float]?
+    /// Experts the router scores after the `experts` that compute nothing:
+    /// a token routed to one gets its own input back, times the weight
+    /// (LongCat-Flash's `zero_expert_num` zero-computation experts). Their
+    /// weighted inputs, the weights summed in the token's routing order,
+    /// join the routed experts' sum last, as LongcatFlashMoE adds them.
+    public let identityExperts: Int
 
     /// The routed experts' way into and out of their latent space.
     public struct LatentProjection: Sendable {
@@ -129,9 +135,14 @@ public struct MixtureOfExperts: Sendable {
         router: Linear, experts: [FeedForward], expertsPerToken: Int, rule: RoutingRule = .softmaxTopK(renormalize: true),
         sharedExperts: [FeedForward] = [], sharedExpertGate: Linear? = nil, weightsScaleInput: Bool = false,
         routerNorm: RouterNorm? = nil, expertScales: [Float]? = nil, averagesShared: Bool = false,
-        latent: LatentProjection? = nil, outputBias: [Float]? = nil
+        latent: LatentProjection? = nil, outputBias: [Float]? = nil, identityExperts: Int = 0
     ) {
-        precondition(router.outFeatures == experts.count && (1...experts.count).contains(expertsPerToken))
+        precondition(router.outFeatures == experts.count + identityExperts && (1...router.outFeatures).contains(expertsPerToken))
+        if identityExperts > 0 {
+            guard case .groupLimited = rule else { preconditionFailure("identity experts are routed by GroupLimitedTopK only") }
+            precondition(latent == nil && sharedExperts.isEmpty && expertScales == nil && !weightsScaleInput)
+        }
+        self.identityExperts = identityExperts
         if case .sparseMixer = rule { precondition(expertsPerToken == 2) }
         precondition(sharedExpertGate == nil || (sharedExpertGate!.outFeatures == 1 && !sharedExperts.isEmpty))
         precondition(routerNorm == nil || routerNorm!.scale.count == router.inFeatures)
@@ -356,6 +367,19 @@ public struct MixtureOfExperts: Sendable {
                             let weight = rowWeights[i]
                             for j in 0..<width { to[j] += from[j] * weight }
                         }
+                    }
+                }
+            }
+        }
+        if identityExperts > 0 {
+            let count = experts.count, hidden = x.cols
+            output.data.withUnsafeMutableBufferPointer { target in
+                x.data.withUnsafeBufferPointer { source in
+                    for r in 0..<x.rows {
+                        var weight: Float = 0
+                        for slot in 0..<k where routing.experts[r * k + slot] >= count { weight += routing.weights[r * k + slot] }
+                        guard weight != 0 else { continue }
+                        for j in 0..<hidden { target[r * hidden + j] += source[r * hidden + j] * weight }
                     }
                 }
             }

@@ -121,6 +121,7 @@ public enum ModelRegistry {
         "llava_next_video": LlamaModel.self,
         "llava_onevision": LlamaModel.self,
         "llava_onevision1_5": Qwen3Model.self,
+        "longcat_flash": LongcatFlashModel.self,
         "mamba": MambaModel.self,
         "mamba2": Mamba2Model.self,
         "mellum": MellumModel.self,

@@ -145,17 +145,23 @@ public struct MLPBranch: Sendable {
     public let residualNorm: Normalization?
     /// As `AttentionBranch.join` (Dory's `lambda_2`, Ergo's `feedforward_residual_gate`).
     public let join: ResidualJoin?
+    /// A second MLP of the module whose output joins the stream after this
+    /// branch's, reading the stream the previous block's MLP read
+    /// (LongCat-Flash's shortcut MoE; `ShortcutBranch`); nil for none.
+    public let shortcut: ShortcutBranch?
 
     public init(
         inputNorm: Normalization?, feedForward: FeedForward, outputNorm: Normalization? = nil, outputScale: Float? = nil,
-        residualNorm: Normalization? = nil, join: ResidualJoin? = nil
+        residualNorm: Normalization? = nil, join: ResidualJoin? = nil, shortcut: ShortcutBranch? = nil
     ) {
+        precondition(shortcut == nil || (outputNorm == nil && outputScale == nil && residualNorm == nil && join == nil))
         self.inputNorm = inputNorm
         self.feedForward = feedForward
         self.outputNorm = outputNorm
         self.outputScale = outputScale
         self.residualNorm = residualNorm
         self.join = join
+        self.shortcut = shortcut
     }
 
     /// The branch output for residual stream `x`, whose rows are the
@@ -166,6 +172,42 @@ public struct MLPBranch: Sendable {
         let out = feedForward(inputNorm.map { $0(read) } ?? read, sequences: sequences)
         return (outputNorm.map { $0(out) } ?? out).scaled(by: outputScale)
     }
+}
+
+/// An MLP that reads the stream the MLP of the block before read, and whose
+/// output joins the stream at the end of this block's MLP branch, part of
+/// that branch (LongCat-Flash's shortcut-connected MoE: its input is the
+/// first sublayer's `post_attention_layernorm`, its output is added with the
+/// second sublayer's MLP). The block before leaves that stream in the pass's
+/// `BlockCarry` (`TransformerBlock.leavesMLPInput`); where that block is
+/// dropped, nothing was left and the shortcut reads this block's input,
+/// which is then the stream the dropped block received.
+public struct ShortcutBranch: Sendable {
+    public let inputNorm: Normalization
+    public let feedForward: FeedForward
+
+    public init(inputNorm: Normalization, feedForward: FeedForward) {
+        self.inputNorm = inputNorm
+        self.feedForward = feedForward
+    }
+
+    /// The output for stream `x` (the one its norm reads).
+    public func callAsFunction(_ x: Matrix, sequences: [Range<Int>]? = nil) -> Matrix {
+        feedForward(inputNorm(x), sequences: sequences)
+    }
+}
+
+/// What blocks of one forward pass (or one decoding step) leave for the
+/// next block: the stream a block's MLP branch read, where the next block's
+/// `ShortcutBranch` reads it. One per pass, taken by the reader.
+public final class BlockCarry: @unchecked Sendable {
+    private var streams: [Int: Matrix] = [:]
+
+    public init() {}
+
+    func leave(_ stream: Matrix, from index: Int) { streams[index] = stream }
+
+    func take(from index: Int) -> Matrix? { streams.removeValue(forKey: index) }
 }
 
 /// How a branch's output joins the residual stream where it is not their
@@ -302,12 +344,19 @@ public struct TransformerBlock: Sendable {
     /// attention (`AttentionSharing.storeOnly`), run on the block's input
     /// for those alone; nothing joins the stream.
     public let sharingProducer: AttentionBranch?
+    /// The block leaves the stream its MLP branch reads (after the
+    /// attention, or its input where the attention is dropped) in the
+    /// pass's `BlockCarry`, for the next block's `ShortcutBranch`, whether
+    /// or not its own MLP runs (LongCat-Flash's first sublayers).
+    public let leavesMLPInput: Bool
 
     public init(
         attention: AttentionBranch?, mlp: MLPBranch?, residual: ResidualStyle, outputScale: Float? = nil,
-        perLayerInput: PerLayerInputBranch? = nil, sharingProducer: AttentionBranch? = nil
+        perLayerInput: PerLayerInputBranch? = nil, sharingProducer: AttentionBranch? = nil, leavesMLPInput: Bool = false
     ) {
         precondition(sharingProducer == nil || (attention == nil && sharingProducer!.attention?.storesOnly == true))
+        precondition(residual == .sequential || (!leavesMLPInput && mlp?.shortcut == nil))
+        precondition(outputScale == nil && perLayerInput == nil || (!leavesMLPInput && mlp?.shortcut == nil))
         // A parallel block adds both branches to one x: no stream exists between them to normalise or mix.
         precondition(residual == .sequential || (attention?.residualNorm == nil && mlp?.residualNorm == nil))
         precondition(residual == .sequential || (attention?.join == nil && mlp?.join == nil))
@@ -317,6 +366,7 @@ public struct TransformerBlock: Sendable {
         self.outputScale = outputScale
         self.perLayerInput = perLayerInput
         self.sharingProducer = sharingProducer
+        self.leavesMLPInput = leavesMLPInput
     }
 
     /// The same block without the branches `plan` drops at `index`, with
@@ -329,13 +379,14 @@ public struct TransformerBlock: Sendable {
         guard !sharing.isEmpty, let branch = attention ?? sharingProducer, case .attention(let attention) = branch.mixer else {
             return TransformerBlock(
                 attention: dropsAttention ? nil : self.attention, mlp: dropsMLP ? nil : mlp, residual: residual,
-                outputScale: outputScale, perLayerInput: perLayerInput, sharingProducer: sharingProducer)
+                outputScale: outputScale, perLayerInput: perLayerInput, sharingProducer: sharingProducer, leavesMLPInput: leavesMLPInput)
         }
         let sharingAttention = sharing.applied(to: attention, layer: index)
         let shared = branch.withAttention(sharingAttention)
         return TransformerBlock(
             attention: dropsAttention ? nil : shared, mlp: dropsMLP ? nil : mlp, residual: residual, outputScale: outputScale,
-            perLayerInput: perLayerInput, sharingProducer: dropsAttention && sharingAttention.storesOnly ? shared : nil)
+            perLayerInput: perLayerInput, sharingProducer: dropsAttention && sharingAttention.storesOnly ? shared : nil,
+            leavesMLPInput: leavesMLPInput)
     }
 }
 
@@ -382,11 +433,14 @@ extension TransformerBlock {
     /// token mixing of a normalised input). `perLayerInput`: the rows'
     /// inputs to this layer [rows, width] where the block takes them
     /// (`LanguageModel.perLayerEmbedding`). `sequences`: the sequences of
-    /// `x`'s rows, nil for one (a decoder's prefill or step).
+    /// `x`'s rows, nil for one (a decoder's prefill or step). `carry`: what
+    /// the pass's blocks leave for the next (`BlockCarry`), one per pass;
+    /// needed where a block leaves or reads one.
     public func callAsFunction(
-        _ x: Matrix, index: Int, perLayerInput input: Matrix? = nil, sequences: [Range<Int>]? = nil,
+        _ x: Matrix, index: Int, perLayerInput input: Matrix? = nil, sequences: [Range<Int>]? = nil, carry: BlockCarry? = nil,
         attend: (TokenMixer, Matrix) -> Matrix
     ) -> BlockActivations {
+        precondition(carry != nil || (!leavesMLPInput && mlp?.shortcut == nil), "block \(index) passes a stream on: give the pass's BlockCarry")
         /// The stream leaving the block, from the stream after both branches.
         func leaving(_ stream: Matrix) -> Matrix {
             guard let perLayerInput else { return stream.scaled(by: outputScale) }
@@ -411,7 +465,13 @@ extension TransformerBlock {
         switch residual {
         case .sequential:
             let h = attended ?? x
-            let y = mlp.map { joined(h, $0(h, sequences: sequences), $0.residualNorm, $0.join, inputNorm: $0.inputNorm) }
+            if leavesMLPInput { carry!.leave(h, from: index) }
+            let y = mlp.map { branch in
+                let y = joined(h, branch(h, sequences: sequences), branch.residualNorm, branch.join, inputNorm: branch.inputNorm)
+                // The shortcut joins after the branch's own output, (h + out) + shortcut, as LongCat-Flash adds them.
+                guard let shortcut = branch.shortcut else { return y }
+                return y.adding(shortcut(carry!.take(from: index - 1) ?? x, sequences: sequences))
+            }
             return BlockActivations(
                 index: index, input: x, attentionResidual: attended, mlpInput: h, mlpResidual: y,
                 output: leaving(y ?? h), isDropped: false)

@@ -429,9 +429,11 @@ struct Weights {
     ) throws {
         // Keys as config.json writes them: under the language model's section in a multimodal checkpoint.
         let section = naming.configSection.map { $0 + "." } ?? ""
+        // Stored layers hold `sublayers` of the model's layers each (LongCat-Flash's), which config.json counts.
+        let sublayers = naming.sublayers, count = count / sublayers
         // The count as config.json gives it: a key's value, or the length of the family's layer list.
         let said = naming.layerListKey.map { "\"\(section)\($0)\" lists \(count) layers" }
-            ?? "\"\(section + naming.layerCountKeys[0])\" is \(count)"
+            ?? "\"\(section + naming.layerCountKeys[0])\" is \(count * naming.configEntriesPerLayer)"
         var present: [Int: String] = [:]
         var stored = experts
         // Buffers of any dtype count: a layer is there even if only a buffer
@@ -447,7 +449,10 @@ struct Weights {
             if present[layer] == nil { present[layer] = name }
         }
         // Layers the config drops entirely may have no tensors.
-        let absent = (0..<count).lazy.first { present[$0] == nil && !(drops.dropsAttention($0) && drops.dropsMLP($0)) }
+        let absent = (0..<count).lazy.first { stored in
+            present[stored] == nil
+                && !(0..<sublayers).allSatisfy { drops.dropsAttention(stored * sublayers + $0) && drops.dropsMLP(stored * sublayers + $0) }
+        }
         guard let missing = absent else { return }
         let example = present.min { $0.key < $1.key }.flatMap { naming.split($0.value) }.map { "\(naming.prefix)\(missing).\($0.rest)" }
         throw DroptraceError(

@@ -90,9 +90,11 @@ public enum DroppedModelExport {
     public static func write(model: any LanguageModel, plan requested: DropPlan, to directory: URL) throws {
         let files = FileManager.default
         try checkDestination(directory)
-        let plan = model.exportedPlan(requested)
-        if let problem = model.exportProblem(plan) { throw DroptraceError(problem, path: model.checkpoint.configURL.path) }
+        let modelPlan = model.exportedPlan(requested)
+        if let problem = model.exportProblem(modelPlan) { throw DroptraceError(problem, path: model.checkpoint.configURL.path) }
         let naming = model.layerNaming
+        // From here on, layers are stored layers (each of `sublayers` of the model's).
+        let plan = naming.storedPlan(modelPlan)
         let parent = directory.deletingLastPathComponent()
         let staging = parent.appendingPathComponent(TemporaryFileName.forTarget(directory.lastPathComponent))
         removeStaleStaging(of: directory)
@@ -117,10 +119,10 @@ public enum DroppedModelExport {
             for path in [weights, AtomicFileReplacement.temporaryPath(for: weights), staging.appendingPathComponent("config.json").path] {
                 interruption.add(path)
             }
-            let renumber = Renumbering(removing: plan.blocks, layers: model.layerCount)
+            let renumber = Renumbering(removing: plan.blocks, layers: model.layerCount / naming.sublayers)
             // Layers whose dropped attention still makes the keys and values later layers reuse keep those weights.
             let keysValuesKept = Set(
-                try model.attentionSharing(skipping: plan).keysValues.enumerated().compactMap { $0.element?.storesOnly == true ? $0.offset : nil })
+                try model.attentionSharing(skipping: modelPlan).keysValues.enumerated().compactMap { $0.element?.storesOnly == true ? $0.offset : nil })
             func exportedName(_ name: String) -> String? {
                 Self.exportedName(name, plan: plan, naming: naming, renumber: renumber, keysValuesKept: keysValuesKept)
             }

@@ -95,9 +95,10 @@ final class IncrementalDecoder {
         let positions = Array(0..<embedded.rows.rows)
         // The key selections layers store for later layers (`AttentionSharing`), by layer.
         var selections: [Int: KeySelection] = [:]
+        let carry = BlockCarry()
         let x = walk(embedded.rows) { x, block, index, pass in
             let (slot, readsOnly) = slot(index, pass: pass), base = pass * blocks.count
-            return block(x, index: index, perLayerInput: embedded.perLayerInput(index)) { mixer, input in
+            return block(x, index: index, perLayerInput: embedded.perLayerInput(index), carry: carry) { mixer, input in
                 mixer(
                     input,
                     attend: { attention, x in
@@ -137,9 +138,10 @@ final class IncrementalDecoder {
         var kept: [Int: Set<Int>?] = [:]
         // Kolibri 1.1's pools of this token's keys, by indexer layer.
         var pools: [Int: KeySelection] = [:]
+        let carry = BlockCarry()
         return walk(embedded.rows) { x, block, index, pass in
             let (slot, readsOnly) = slot(index, pass: pass), base = pass * blocks.count
-            return block(x, index: index, perLayerInput: embedded.perLayerInput(index)) { mixer, input in
+            return block(x, index: index, perLayerInput: embedded.perLayerInput(index), carry: carry) { mixer, input in
                 mixer(
                     input,
                     attend: { attention, x in

@@ -60,6 +60,12 @@ public enum MergekitSlices {
                     + "so a passthrough merge changes every layer it moves; use --export, which rescales them",
                 path: checkpoint.configURL.path)
         }
+        if model.layerNaming.sublayers > 1 {
+            throw DroptraceError(
+                "--export-mergekit: each of the model's decoder layers holds \(model.layerNaming.sublayers) of the layers droptrace "
+                    + "scores and drops, which mergekit's slices of whole layers cannot express; use --export",
+                path: checkpoint.configURL.path)
+        }
         if model.layerLoop != nil {
             throw DroptraceError(
                 "--export-mergekit: the model runs some of its layers in a loop whose sections config.json counts "

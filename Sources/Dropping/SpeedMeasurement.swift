@@ -305,6 +305,8 @@ public enum SpeedMeasurement {
                 }
             }
             total += block.mlp.map { cost($0.feedForward) } ?? 0
+            // LongCat-Flash's shortcut MoE, part of its layer's MLP (each chosen expert counted, zero-computation ones too).
+            total += block.mlp?.shortcut.map { cost($0.feedForward) } ?? 0
             // Hyper-connections: each kept branch's gate projection, its collapse and its join.
             for join in [block.attention?.join, block.mlp?.join] {
                 if case .hyperConnected(let connection)? = join { total += linear(connection.projection) + 4 * Double(connection.projection.inFeatures) }

@@ -20,7 +20,9 @@ func expectRoutingMatchesTransformers(_ name: String, unordered: Bool = false) t
     let expectedOutput = floats(check["output"])
 
     let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(name)))
-    guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else {
+    // LongCat-Flash's MoE is the shortcut its layer's MLP branch holds beside its dense MLP.
+    let mlp = try model.block(layer).mlp
+    guard case .mixture(let moe)? = mlp?.shortcut?.feedForward ?? mlp?.feedForward else {
         Issue.record("\(name)'s MLP \(layer) is not a mixture of experts")
         return
     }
@@ -50,7 +52,9 @@ func expectRoutingMatchesTransformers(_ name: String, unordered: Bool = false) t
 
 /// Layer `layer`'s routed mixture of experts, or nil for a dense MLP.
 func mlpMixture(_ model: any LanguageModel, layer: Int) throws -> MixtureOfExperts? {
-    guard case .mixture(let moe)? = try model.block(layer).mlp?.feedForward else { return nil }
+    // LongCat-Flash's MoE is the shortcut its layer's MLP branch holds beside its dense MLP.
+    let mlp = try model.block(layer).mlp
+    guard case .mixture(let moe)? = mlp?.shortcut?.feedForward ?? mlp?.feedForward else { return nil }
     return moe
 }
 
