@@ -238,8 +238,10 @@ public enum SpeedMeasurement {
             let layout = attention.layout
             // A chunk (Llama 4) bounds the keys seen as a window does.
             let window = min(attention.slidingWindow ?? context, attention.chunkSize ?? context, context)
+            // Scores, then one weighted sum of the values per pass (a differential attention makes two).
+            let products = attention.differential == nil ? 4.0 : 6.0
             return attention.projection.linears.reduce(linear(attention.output)) { $0 + linear($1) }
-                + (attention.outputGate.map(linear) ?? 0) + 4 * Double(window) * Double(layout.numHeads * layout.headDim)
+                + (attention.outputGate.map(linear) ?? 0) + products * Double(window) * Double(layout.numHeads * layout.headDim)
                 + indexerFLOPs(attention)
         }
         func mamba2FLOPs(_ mixer: Mamba2Mixer) -> Double {
