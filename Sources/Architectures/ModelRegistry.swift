@@ -130,6 +130,7 @@ public enum ModelRegistry {
         "minicpmv4_6": Qwen3_5Model.self,
         "minicpmv4_7": Qwen3_5Model.self,
         "minicpm5_moe": MiniCPM5MoeModel.self,
+        "minimax": MiniMaxModel.self,
         "minimax_m2": MiniMaxM2Model.self,
         "ministral": LlamaModel.self,
         "ministral3": LlamaModel.self,

@@ -7,6 +7,9 @@ public struct RecurrentState: Sendable {
     var history: [Float]
     /// The recurrence's state (empty for a convolution alone).
     var recurrent: [Float]
+    /// The tokens the state has taken in (a mixer whose first pass over a
+    /// sequence differs from its steps: lightning attention's blocks).
+    var seen = 0
 
     public init(history: Int, recurrent: Int = 0) {
         self.history = [Float](repeating: 0, count: history)
@@ -20,6 +23,7 @@ public struct RecurrentState: Sendable {
     public mutating func reset() {
         for i in history.indices { history[i] = 0 }
         for i in recurrent.indices { recurrent[i] = 0 }
+        seen = 0
     }
 
     /// The causal depthwise convolution the recurrent mixers run before

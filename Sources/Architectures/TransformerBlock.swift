@@ -17,9 +17,10 @@ public enum ResidualStyle: Sendable {
 /// What a block's attention branch mixes the tokens with: softmax
 /// attention, a linear-attention recurrence (Qwen3-Next's and Qwen3.5's
 /// Gated DeltaNet layers, the hybrid Mamba-2 families' Mamba-2 layers,
-/// Jamba's Mamba-1 layers), a gated short convolution (LFM2's conv
-/// layers) or attention beside Mamba-2 (Falcon-H1). Each is the block's
-/// "attention" module, scored and dropped as such.
+/// Jamba's Mamba-1 layers, MiniMax's lightning attention), a gated short
+/// convolution (LFM2's conv layers) or attention beside Mamba-2
+/// (Falcon-H1). Each is the block's "attention" module, scored and dropped
+/// as such.
 public enum TokenMixer: Sendable {
     case attention(SelfAttention)
     case gatedDeltaNet(GatedDeltaNet)
@@ -28,6 +29,8 @@ public enum TokenMixer: Sendable {
     case shortConvolution(ShortConvolution)
     /// Attention and a Mamba-2 mixer summed (Falcon-H1).
     case attentionBesideMamba2(AttentionBesideMamba2)
+    /// MiniMax's lightning attention (decayed linear attention in blocks).
+    case lightningAttention(LightningAttention)
 
     /// The mixer over the whole batch, each sequence on its own; `shared`
     /// holds the keys and values and key selections layers share in this
@@ -68,6 +71,7 @@ public enum TokenMixer: Sendable {
         case .mamba(let mixer): mixer
         case .shortConvolution(let convolution): convolution
         case .attentionBesideMamba2(let both): both.mamba
+        case .lightningAttention(let attention): attention
         }
     }
 }
@@ -225,6 +229,11 @@ public enum ResidualJoin: Sendable {
     /// Hunyuan V4's hyper-connections: the branch reads the streams
     /// collapsed and its output joins each through a gate (`HyperConnection`).
     case hyperConnected(HyperConnection)
+    /// The branch's normalised input and its output, each times a constant:
+    /// stream · n + output · out, n = the branch's inputNorm(x), each product
+    /// rounded to Float32 before the sum (MiniMax's layers, whose residual is
+    /// the normed stream, scaled by `*_alpha_factor` / `*_beta_factor`).
+    case scalingNormalized(stream: Float, output: Float)
 
     /// What of residual stream `x` the branch reads (before its input norm):
     /// the collapsed streams of a hyper-connection, else `x`.
@@ -456,6 +465,8 @@ extension TransformerBlock {
             case .gated(let gate)?: sum = gate.join(stream, output)
             case .hyperConnected(let connection)?: sum = connection.join(stream, output)
             case .scalingStream(let scale)?: sum = stream.scaledPerChannel(scale, plus: output)
+            case .scalingNormalized(let kept, let added)?:
+                sum = (inputNorm.map { $0(stream) } ?? stream).scaled(by: kept).adding(output.scaled(by: added))
             case nil: sum = stream.adding(output)
             }
             return residualNorm.map { $0(sum) } ?? sum

@@ -262,7 +262,7 @@ public enum ConfigValueKinds {
     /// transformers 5.23's `ALLOWED_LAYER_TYPES`.
     /// Earlier layer type names transformers reads as the current ones
     /// before it validates them (`_LEGACY_LAYER_TYPE_REMAP`).
-    static let legacyLayerTypes = [
+    public static let legacyLayerTypes = [
         "mamba": "linear_attention", "attention": "full_attention", "deepseek_sparse_attention": "indexed_attention",
         "qwen_sparse_attention": "indexed_attention",
     ]

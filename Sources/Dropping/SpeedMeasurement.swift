@@ -273,6 +273,10 @@ public enum SpeedMeasurement {
                 total += linear(mixer.projection) + linear(mixer.output) + linear(mixer.selection) + linear(mixer.timeStepProjection)
                 total += 2 * Double(sizes.innerWidth * sizes.convolutionKernel)
                 total += 6 * Double(sizes.innerWidth * sizes.stateSize)
+            case .lightningAttention(let attention)?:
+                // The state's decay, update and read: about 4 per state entry, whatever the context.
+                total += linear(attention.projection) + linear(attention.output)
+                total += 4 * Double(attention.heads * attention.headDim * attention.headDim)
             case .shortConvolution(let convolution)?:
                 // B · x, the taps and the C gate per channel.
                 total += linear(convolution.projection) + linear(convolution.output)
