@@ -54,9 +54,9 @@ public struct GroupLimitedTopK: Sendable {
     /// (Laguna's `moe_router_logit_softcapping`); nil for none.
     public var logitSoftcap: Float? = nil
     /// When set, the experts outside the kept groups are not excluded but
-    /// ranked at this score (A.X K2's router fills them with 0.0), the k
-    /// experts then chosen over all of them as torch.topk's CPU kernel
-    /// chooses among equal scores (`TorchTopK`); nil: excluded.
+    /// ranked at this score (A.X K2's router fills them with 0.0); nil:
+    /// excluded (−∞). Groups and experts are chosen as torch.topk's CPU
+    /// kernel chooses among equal scores (`TorchTopK`).
     public var excludedGroupScore: Float? = nil
 
     /// - Precondition: `groups` divides the expert count given to `route`,
@@ -87,10 +87,6 @@ public struct GroupLimitedTopK: Sendable {
         precondition(selectionBias.map { $0.count == count } ?? true)
         var chosen = [Int](repeating: 0, count: logits.rows * k)
         var weights = [Float](repeating: 0, count: logits.rows * k)
-        // Highest first; equal ones keep the lower index.
-        func ranked(_ values: [Float], _ candidates: [Int]) -> [Int] {
-            candidates.sorted { values[$0] > values[$1] || (values[$0] == values[$1] && $0 < $1) }
-        }
         for r in 0..<logits.rows {
             let written = logits.data[(r * count)..<((r + 1) * count)]
             let row = logitSoftcap.map { cap in written.map { tanh($0 / cap) * cap } } ?? Array(written)
@@ -106,28 +102,23 @@ public struct GroupLimitedTopK: Sendable {
             }
             let ranking = scoring == .sigmoidRankedByLogits ? row : scores
             let forChoice = selectionBias.map { zip(ranking, $0).map { $0 + $1 } } ?? ranking
-            var top = Array(0..<count)
+            // As transformers: each group scored by its best (or best two), torch.topk of the groups,
+            // then torch.topk over every expert, those of the other groups at `excludedGroupScore`
+            // (−∞ where transformers masks them out); equal scores as torch.topk keeps them (`TorchTopK`).
+            var kept = [Bool](repeating: true, count: groups)
             if groupsPerToken < groups {
                 let groupScores = (0..<groups).map { g -> Float in
-                    let best = ranked(forChoice, Array((g * perGroup)..<((g + 1) * perGroup)))
+                    let best = forChoice[(g * perGroup)..<((g + 1) * perGroup)].sorted(by: >)
                     switch groupScore {
-                    case .best: return forChoice[best[0]]
-                    case .sumOfBestTwo: return forChoice[best[0]] + forChoice[best[1]]
+                    case .best: return best[0]
+                    case .sumOfBestTwo: return best[0] + best[1]
                     }
                 }
-                let keptGroups = ranked(groupScores, Array(0..<groups)).prefix(groupsPerToken).sorted()
-                if let excluded = excludedGroupScore {
-                    // Every expert stays a candidate, those of the other groups at `excluded`.
-                    var entries = (0..<count).map { e in (value: keptGroups.contains(e / perGroup) ? forChoice[e] : excluded, index: e) }
-                    TorchTopK.select(&entries, k: k)
-                    top = entries.prefix(k).map(\.index)
-                } else {
-                    top = ranked(forChoice, keptGroups.flatMap { g in (g * perGroup)..<((g + 1) * perGroup) })
-                }
-            } else {
-                top = ranked(forChoice, top)
+                kept = [Bool](repeating: false, count: groups)
+                for g in TorchTopK.indices(count: groups, k: groupsPerToken, value: { groupScores[$0] }) { kept[g] = true }
             }
-            top = Array(top.prefix(k))
+            let excluded = excludedGroupScore ?? -.infinity
+            let top = TorchTopK.indices(count: count, k: k) { kept[$0 / perGroup] ? forChoice[$0] : excluded }
             let sum = top.reduce(Float(0)) { $0 + scores[$1] }
             let denominator = !normalizesWeights ? 1 : denominatorFloor.map { max(sum, $0) } ?? sum + denominatorEpsilon
             for (slot, e) in top.enumerated() {

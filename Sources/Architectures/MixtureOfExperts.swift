@@ -230,8 +230,8 @@ public struct MixtureOfExperts: Sendable {
         return Routing(experts: chosen, weights: weights, expertsPerToken: 2)
     }
 
-    /// Each row's k largest logits (highest first; equal ones keep the lower
-    /// index, as torch.topk on CPU), each weighted σ(logit) = 1 / (1 + e^(−logit)),
+    /// Each row's k largest logits (highest first; of equal ones, those
+    /// torch.topk keeps on CPU, `TorchTopK`), each weighted σ(logit) = 1 / (1 + e^(−logit)),
     /// divided by the k weights' sum when `normalize`.
     func sigmoidOfTopLogits(_ logits: Matrix, normalize: Bool = false) -> Routing {
         let count = experts.count, k = expertsPerToken
@@ -240,7 +240,7 @@ public struct MixtureOfExperts: Sendable {
         logits.data.withUnsafeBufferPointer { scores in
             for r in 0..<logits.rows {
                 let row = scores.baseAddress! + r * count
-                let top = (0..<count).sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(k)
+                let top = TorchTopK.indices(count: count, k: k) { row[$0] }
                 let sigmoids = top.map { 1 / (1 + exp(-row[$0])) }
                 let total = normalize ? sigmoids.reduce(Float(0), +) : 1
                 for (slot, e) in top.enumerated() {
@@ -268,9 +268,8 @@ public struct MixtureOfExperts: Sendable {
                 var probabilities = (0..<count).map { exp(row[$0] - maximum) }
                 let sum = probabilities.reduce(0, +)
                 for e in 0..<count { probabilities[e] /= sum }
-                // Highest probability first; equal ones keep the lower index.
-                let top = (0..<count).sorted { probabilities[$0] > probabilities[$1] || (probabilities[$0] == probabilities[$1] && $0 < $1) }
-                    .prefix(k)
+                // Highest probability first; of equal ones, those torch.topk keeps.
+                let top = TorchTopK.indices(count: count, k: k) { probabilities[$0] }
                 let total: Float
                 if let pNorm, pNorm != 1 {
                     if pNorm == 2 {
@@ -291,8 +290,8 @@ public struct MixtureOfExperts: Sendable {
         return Routing(experts: chosen, weights: weights, expertsPerToken: k)
     }
 
-    /// Each row's k largest logits (highest first; equal ones keep the lower
-    /// index, as torch.topk on CPU) and the softmax over just those k.
+    /// Each row's k largest logits (highest first; of equal ones, those
+    /// torch.topk keeps on CPU, `TorchTopK`) and the softmax over just those k.
     func softmaxOverTopLogits(_ logits: Matrix) -> Routing {
         Self.softmaxOverTopLogits(logits, expertsPerToken: expertsPerToken)
     }
@@ -307,7 +306,7 @@ public struct MixtureOfExperts: Sendable {
         logits.data.withUnsafeBufferPointer { scores in
             for r in 0..<logits.rows {
                 let row = scores.baseAddress! + r * count
-                let top = (0..<count).sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(k)
+                let top = TorchTopK.indices(count: count, k: k) { row[$0] }
                 // Shifted by the largest logit (the first): exp(0) = 1 keeps the sum finite.
                 guard let best = top.first else { continue }
                 let exps = top.map { exp(row[$0] - row[best]) }

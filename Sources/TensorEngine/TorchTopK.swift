@@ -9,6 +9,18 @@ public enum TorchTopK {
     @inline(__always)
     static func before(_ x: Entry, _ y: Entry) -> Bool { (x.value.isNaN && !y.value.isNaN) || x.value > y.value }
 
+    /// The indices torch.topk returns on CPU for the `k` largest of `count`
+    /// values: those `select` keeps, largest first (the order among equal
+    /// values is immaterial to callers, who sum over them). `k` is capped
+    /// at `count`; none for k < 1.
+    public static func indices(count: Int, k: Int, value: (Int) -> Float) -> [Int] {
+        let k = min(k, count)
+        guard k >= 1 else { return [] }
+        var entries = (0..<count).map { (value: value($0), index: $0) }
+        select(&entries, k: k)
+        return entries[..<k].sorted(by: before).map(\.index)
+    }
+
     /// Reorders `entries` so that its first `k` are those torch.topk keeps:
     /// as `std::nth_element(begin, begin + k - 1, end, comp)` does, or, for
     /// k · 64 ≤ n, `std::partial_sort`'s heap selection.
