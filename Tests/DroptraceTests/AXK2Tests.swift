@@ -71,6 +71,14 @@ import Testing
         return scored.attention + scored.mlp + scored.block
     }
 
+    /// DeepSeek-V3.2's rotary embedding (A.X K1/K2's, GLM-5's) rotates the
+    /// whole rope part whatever `partial_rotary_factor` says: 0.5 scores as
+    /// without it (transformers 5.25 runs it so), where Glm4MoeLite's reads it.
+    @Test(arguments: [Self.name, "deepseek_v32-f32", "glm_moe_dsa-f32"])
+    func partialRotaryFactorIsNotRead(fixture: String) throws {
+        #expect(try scores(EditedFixture(fixture, rope: "partial_rotary_factor", 0.5)) == scores(EditedFixture(fixture)))
+    }
+
     /// Without mlp_layer_types the legacy keys decide (first_k_dense_replace
     /// 1, moe_layer_freq 1: the fixture's types); moe_layer_freq 0 is
     /// refused; head_dim and rope_interleave are not read.

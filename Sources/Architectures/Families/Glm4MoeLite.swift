@@ -30,6 +30,10 @@ struct Glm4MoeLiteConfiguration: Decodable {
         /// in `q_gate_proj`, gated input norms (`gated_norm_rank`) and A.X
         /// K2's router.
         var axk2 = false
+        /// Whether the rotary embedding reads `partial_rotary_factor`
+        /// (Glm4MoeLiteRotaryEmbedding does; DeepSeek-V3.2's, GLM-5's and
+        /// A.X K1/K2's rotate the whole rope part whatever it says).
+        var readsPartialRotaryFactor = false
 
         /// Whether the legacy `first_k_dense_replace` / `moe_layer_freq`
         /// give the MLP types when `mlp_layer_types` is absent.
@@ -39,7 +43,7 @@ struct Glm4MoeLiteConfiguration: Decodable {
             latentDefaults: LatentAttentionSettings(
                 qLoraRank: 768, kvLoraRank: 512, qkNopeHeadDim: 192, qkRopeHeadDim: 64, vHeadDim: 256, ropeInterleave: true,
                 attentionBias: false),
-            experts: .glm4MoeLite, rmsNormEps: 1e-5, firstKDenseReplace: nil, indexer: nil)
+            experts: .glm4MoeLite, rmsNormEps: 1e-5, firstKDenseReplace: nil, indexer: nil, readsPartialRotaryFactor: true)
         static let deepseekV32 = ConfigClass(
             latentDefaults: LatentAttentionSettings(
                 qLoraRank: 1536, kvLoraRank: 512, qkNopeHeadDim: 128, qkRopeHeadDim: 64, vHeadDim: 128, ropeInterleave: true,
@@ -391,7 +395,8 @@ struct Glm4MoeLiteModel: DecoderFamily {
         let rope = try parts.ropeSettings()
         let kept = parts.firstKeptAttention != nil
         let factor = rope.partialRotaryFactor ?? 1, width = Int(min(Double(latent.qkRopeHeadDim) * factor, Double(Int.max / 2)))
-        if !rope.partialRotaryFactorIsNull, width + width % 2 != latent.qkRopeHeadDim {
+        let readsFactor = config.configClass.readsPartialRotaryFactor
+        if readsFactor, !rope.partialRotaryFactorIsNull, width + width % 2 != latent.qkRopeHeadDim {
             throw InvalidConfigValue(
                 key: rope.partialRotaryKey,
                 problem: "is \(factor): a rotary table int(qk_rope_head_dim \(latent.qkRopeHeadDim) × \(factor)) = \(width) wide, but Glm4MoeLiteAttention rotates all \(latent.qkRopeHeadDim) rope columns"
@@ -399,7 +404,7 @@ struct Glm4MoeLiteModel: DecoderFamily {
         }
         // No table when the config drops every attention layer: no tensor confirmed its width.
         rotary = try rope.embedding(
-            headDim: kept ? latent.qkRopeHeadDim : 0, partialRotary: .honoured(default: 1), configPath: configPath)
+            headDim: kept ? latent.qkRopeHeadDim : 0, partialRotary: readsFactor ? .honoured(default: 1) : .ignored, configPath: configPath)
         scale = try latent.scale(rope, configPath: configPath)
     }
 
