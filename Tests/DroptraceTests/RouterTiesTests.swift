@@ -35,4 +35,16 @@ struct RouterTiesTests {
         #expect(Set(rule(groupsPerToken: 2).route(logits, expertsPerToken: 4).experts) == [9, 10, 11, 12])
         #expect(Set(rule(groupsPerToken: 4).route(logits, expertsPerToken: 4).experts) == [9, 10, 11, 12])
     }
+
+    /// A NaN in the correction bias ranks above everything, as in torch.topk
+    /// (`topk(2)` in the group, then of the groups): 4 experts in 2 groups,
+    /// bias NaN on expert 3 → group 1, experts 3 and 2 (torch 2.x).
+    /// A group scored by its best (DeepSeek-V2's max) is NaN as well.
+    @Test(arguments: [GroupLimitedTopK.GroupScore.sumOfBestTwo, .best])
+    func aNaNBiasRanksFirstAsInTorchTopK(groupScore: GroupLimitedTopK.GroupScore) {
+        let rule = GroupLimitedTopK(
+            scoring: .sigmoid, groupScore: groupScore, groups: 2, groupsPerToken: 1, selectionBias: [0, 0, 0, .nan],
+            normalizesWeights: true, scalingFactor: 1)
+        #expect(Set(rule.route(Matrix(rows: 1, cols: 4, data: [2, 1, 0, -1]), expertsPerToken: 2).experts) == [2, 3])
+    }
 }
