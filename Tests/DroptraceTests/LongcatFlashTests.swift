@@ -22,7 +22,8 @@ import Testing
     static let mutants: [Mutant] = [
         Mutant(name, "num_layers", "0"), Mutant(name, "num_layers", "-1"), Mutant(name, "num_layers", "null"),
         // LongcatFlashConfig halves a written num_hidden_layers (floor): 1 leaves no decoder layer.
-        Mutant(name, "num_hidden_layers", "1"), Mutant(name, "num_hidden_layers", "0"),
+        Mutant(name, "num_hidden_layers", "1"), Mutant(name, "num_hidden_layers", "0"), Mutant(name, "num_hidden_layers", "-3"),
+        Mutant(name, "num_layers", "1000000000"),
         Mutant(name, "q_lora_rank", "null"), Mutant(name, "q_lora_rank", "0"),
         Mutant(name, "kv_lora_rank", "0"), Mutant(name, "qk_rope_head_dim", "7"),
         // The rotary table is head_dim wide; the split of each head is qk_nope_head_dim + qk_rope_head_dim.

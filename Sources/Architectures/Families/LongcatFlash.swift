@@ -52,7 +52,8 @@ struct LongcatFlashConfiguration: Decodable {
 
     init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        if let total = try c.decodeIfPresent(Int.self, forKey: .numHiddenLayers) {
+        let written = try c.decodeIfPresent(Int.self, forKey: .numHiddenLayers)
+        if let total = written {
             // Python's floor division.
             numLayers = total >= 0 ? total / 2 : -((-total + 1) / 2)
             layerCountKey = "num_hidden_layers"
@@ -74,10 +75,16 @@ struct LongcatFlashConfiguration: Decodable {
         moeTopk = try c.decodeIfPresent(Int.self, forKey: .moeTopk) ?? 12
         routedScalingFactor = try c.decodeIfPresent(Double.self, forKey: .routedScalingFactor) ?? 6.0
         try ConfigRules.decodingChecks {
-            if layerCountKey == "num_hidden_layers", numLayers < 1 {
-                throw InvalidConfigValue(key: layerCountKey, problem: "must be at least 2 (two sublayers per decoder layer; num_layers is half of it), got \(numLayers * 2)")
+            if let written, numLayers < 1 {
+                throw InvalidConfigValue(key: layerCountKey, problem: "must be at least 2 (two sublayers per decoder layer; num_layers is half of it), got \(written)")
             }
             try ConfigRules.count(numLayers, layerCountKey)
+            // Bounded here, where the written key and value are known (two layers of droptrace's each).
+            if numLayers > ModelLimits.maxLayers / 2 {
+                throw InvalidConfigValue(
+                    key: layerCountKey,
+                    problem: "is \(written ?? numLayers); droptrace reads models of up to \(ModelLimits.maxLayers) layers (\(ModelLimits.maxLayers / 2) decoder layers of two sublayers)")
+            }
             try ConfigRules.count(ffnHiddenSize, "ffn_hidden_size")
         }
     }
