@@ -65,11 +65,11 @@ struct MiniMaxConfiguration: Decodable {
         linearAttention = (try factor(.linearAlpha), try factor(.linearBeta))
         mlp = (try factor(.mlpAlpha), try factor(.mlpBeta))
         // Read for their agreement with the keys transformers reads (checkReleasedSpellings).
-        let released = try decoder.container(keyedBy: AnyKey.self)
+        let released = try decoder.container(keyedBy: RopeSettings.Key.self)
         for (kind, read) in [("full_attention", "full_attn"), ("linear_attention", "linear_attn"), ("mlp", "mlp")] {
             for part in ["alpha", "beta"] {
-                guard let key = AnyKey(stringValue: "layernorm_\(kind)_\(part)"),
-                      let value = try? released.decodeIfPresent(Double.self, forKey: key) else { continue }
+                let key = RopeSettings.Key("layernorm_\(kind)_\(part)")
+                guard let value = try? released.decodeIfPresent(Double.self, forKey: key) else { continue }
                 releasedScalings.append((key.stringValue, "\(read)_\(part)_factor", value))
             }
         }
@@ -146,14 +146,6 @@ struct MiniMaxConfiguration: Decodable {
             problem: "describes layers \(list), but transformers ignores it and runs the layers \(source) gives, \(types); "
                 + "write layer_types to match the weights")
     }
-}
-
-/// Any config.json key, for keys read by a computed name.
-private struct AnyKey: CodingKey {
-    var stringValue: String
-    var intValue: Int? { nil }
-    init?(stringValue: String) { self.stringValue = stringValue }
-    init?(intValue: Int) { nil }
 }
 
 /// MiniMax-Text-01 and MiniMax-M1 (`minimax`, MiniMaxForCausalLM;
