@@ -133,7 +133,7 @@ struct LayerTypeRopeSettings: Decodable {
     private var topLevelTheta: Double?
 
     init(from decoder: Decoder) throws {
-        typealias Key = RopeSettings.Key
+        typealias Key = ConfigKey
         let top = try decoder.container(keyedBy: Key.self)
         func object(_ container: KeyedDecodingContainer<Key>, _ name: String) throws -> KeyedDecodingContainer<Key>? {
             guard container.contains(Key(name)), try !container.decodeNil(forKey: Key(name)) else { return nil }

@@ -146,32 +146,25 @@ struct DeepSeekExperts: Sendable {
     var topkGroup: Int?
     var normTopkProb: Bool
 
-    private struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(_ name: String) { stringValue = name }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
 
     /// The keys as `configClass` reads them from the config object `decoder` is at.
     /// - Throws: `DecodingError` for a value of the wrong kind, or for
     ///   `n_routed_experts` and its alias both written with different values.
     init(from decoder: Decoder, configClass: ConfigClass) throws {
-        let c = try decoder.container(keyedBy: Key.self)
+        let c = try decoder.container(keyedBy: ConfigKey.self)
         func written<T: Decodable>(_ key: String, absent: T?) throws -> T? {
-            c.contains(Key(key)) ? try c.decodeIfPresent(T.self, forKey: Key(key)) : absent
+            c.contains(ConfigKey(key)) ? try c.decodeIfPresent(T.self, forKey: ConfigKey(key)) : absent
         }
         self.configClass = configClass
-        let routed: Int?? = c.contains(Key(configClass.expertsKey)) ? .some(try written(configClass.expertsKey, absent: nil)) : nil
-        let alias = configClass.expertsAlias.flatMap { c.contains(Key($0)) ? $0 : nil }
+        let routed: Int?? = c.contains(ConfigKey(configClass.expertsKey)) ? .some(try written(configClass.expertsKey, absent: nil)) : nil
+        let alias = configClass.expertsAlias.flatMap { c.contains(ConfigKey($0)) ? $0 : nil }
         let local: Int?? = try alias.map { try written($0, absent: nil) }
         nRoutedExperts = local ?? routed ?? configClass.nRoutedExperts
         nRoutedExpertsKey = alias ?? configClass.expertsKey
         numExpertsPerTok = try written(configClass.perTokenKey, absent: configClass.numExpertsPerTok)
         nSharedExperts = try configClass.sharedExpertsKey.map { try written($0, absent: configClass.nSharedExperts) } ?? 0
-        moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: Key("moe_intermediate_size")) ?? configClass.moeIntermediateSize
-        routedScalingFactor = try c.decodeIfPresent(Double.self, forKey: Key(configClass.scalingFactorKey)) ?? configClass.routedScalingFactor
+        moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: ConfigKey("moe_intermediate_size")) ?? configClass.moeIntermediateSize
+        routedScalingFactor = try c.decodeIfPresent(Double.self, forKey: ConfigKey(configClass.scalingFactorKey)) ?? configClass.routedScalingFactor
         let reads = configClass.readsGroupKeys
         nGroup = reads ? try written(configClass.groupKey, absent: configClass.nGroup) : configClass.nGroup
         topkGroup = reads ? try written("topk_group", absent: configClass.topkGroup) : configClass.topkGroup

@@ -108,7 +108,7 @@ public struct GroupLimitedTopK: Sendable {
             var kept = [Bool](repeating: true, count: groups)
             if groupsPerToken < groups {
                 let groupScores = (0..<groups).map { g -> Float in
-                    let best = forChoice[(g * perGroup)..<((g + 1) * perGroup)].sorted { ($0.isNaN && !$1.isNaN) || $0 > $1 }  // NaN first, as topk
+                    let best = forChoice[(g * perGroup)..<((g + 1) * perGroup)].sorted(by: TorchTopK.ranksBefore)
                     switch groupScore {
                     case .best: return best[0]
                     case .sumOfBestTwo: return best[0] + best[1]

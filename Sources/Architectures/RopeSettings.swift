@@ -41,14 +41,6 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// `factor`.
     public var maxPositions: Int?
 
-    struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(_ string: String) { stringValue = string }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
     /// The top-level 4.x keys a family's config class reads for the base and
     /// the rotary fraction (transformers' `convert_rope_params_to_dict`); it
     /// ignores the other spelling.
@@ -70,26 +62,26 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// As `init(from:)`, reading the base and rotary fraction at the top
     /// level under `topLevelKeys`.
     public init(from decoder: Decoder, topLevelKeys: TopLevelKeys) throws {
-        let top = try decoder.container(keyedBy: Key.self)
+        let top = try decoder.container(keyedBy: ConfigKey.self)
         // 5.x: rope_parameters; 4.x: rope_scaling (may be null).
-        let given = try ["rope_parameters", "rope_scaling"].compactMap { name -> KeyedDecodingContainer<Key>? in
-            guard top.contains(Key(name)), try !top.decodeNil(forKey: Key(name)) else { return nil }
-            return try top.nestedContainer(keyedBy: Key.self, forKey: Key(name))
+        let given = try ["rope_parameters", "rope_scaling"].compactMap { name -> KeyedDecodingContainer<ConfigKey>? in
+            guard top.contains(ConfigKey(name)), try !top.decodeNil(forKey: ConfigKey(name)) else { return nil }
+            return try top.nestedContainer(keyedBy: ConfigKey.self, forKey: ConfigKey(name))
         }
         // transformers merges rope_scaling into rope_parameters, its values
         // over the others: a config holding both is not one it wrote.
         guard given.count < 2 else {
             throw DecodingError.dataCorrupted(DecodingError.Context(
-                codingPath: [Key("rope_scaling")], debugDescription: "given besides rope_parameters; keep one of them"))
+                codingPath: [ConfigKey("rope_scaling")], debugDescription: "given besides rope_parameters; keep one of them"))
         }
         // Settings per attention type are read by the families that rotate
         // their types differently (`LayerTypeRopeSettings`); transformers'
         // other rotary set-ups fail on them (gemma2, qwen2) or ignore them
         // (llama), either way not the rotation the file asks for.
         if let parameters = given.first,
-           let type = [AttentionLayerType.full, AttentionLayerType.sliding].first(where: { parameters.contains(Key($0)) }) {
+           let type = [AttentionLayerType.full, AttentionLayerType.sliding].first(where: { parameters.contains(ConfigKey($0)) }) {
             throw DecodingError.dataCorrupted(DecodingError.Context(
-                codingPath: parameters.codingPath + [Key(type)],
+                codingPath: parameters.codingPath + [ConfigKey(type)],
                 debugDescription: "gives rope settings per attention type, which this family's transformers model does not read (it rotates every layer alike)"))
         }
         try self.init(top: top, nested: given.first, topLevelKeys: topLevelKeys)
@@ -99,7 +91,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// object), with the 4.x top-level keys of `top` where `nested` lacks
     /// them (nil: none).
     init(
-        top: KeyedDecodingContainer<Key>?, nested: KeyedDecodingContainer<Key>?, topLevelKeys: TopLevelKeys = .standard
+        top: KeyedDecodingContainer<ConfigKey>?, nested: KeyedDecodingContainer<ConfigKey>?, topLevelKeys: TopLevelKeys = .standard
     ) throws {
         // The key each value came from, for the error that refuses it.
         var keys: [String: String] = [:]
@@ -107,28 +99,28 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         // transformers, whose rotary initialisers then fail (a null rotary
         // fraction only where the family reads it: `embedding`).
         if let nested {
-            for name in ["rope_theta", "rope_type", "type"] where nested.contains(Key(name)) {
-                guard try nested.decodeNil(forKey: Key(name)) else { continue }
+            for name in ["rope_theta", "rope_type", "type"] where nested.contains(ConfigKey(name)) {
+                guard try nested.decodeNil(forKey: ConfigKey(name)) else { continue }
                 throw DecodingError.dataCorrupted(DecodingError.Context(
-                    codingPath: nested.codingPath + [Key(name)],
+                    codingPath: nested.codingPath + [ConfigKey(name)],
                     debugDescription: "is null, which transformers' rotary embedding cannot run"))
             }
         }
         // So does a null 4.x top-level key the rope parameters do not override.
         if let top {
             let legacy = [topLevelKeys.theta: "rope_theta"]
-            for (name, nestedName) in legacy where top.contains(Key(name)) {
-                guard try top.decodeNil(forKey: Key(name)), !(nested?.contains(Key(nestedName)) ?? false) else { continue }
+            for (name, nestedName) in legacy where top.contains(ConfigKey(name)) {
+                guard try top.decodeNil(forKey: ConfigKey(name)), !(nested?.contains(ConfigKey(nestedName)) ?? false) else { continue }
                 throw DecodingError.dataCorrupted(DecodingError.Context(
-                    codingPath: top.codingPath + [Key(name)],
+                    codingPath: top.codingPath + [ConfigKey(name)],
                     debugDescription: "is null, which transformers' rotary embedding cannot run"))
             }
         }
         // `setting`: the rope parameter a value is, when its key is spelled otherwise.
-        func number(_ names: [String], in container: KeyedDecodingContainer<Key>?, as setting: String? = nil) throws -> Double? {
+        func number(_ names: [String], in container: KeyedDecodingContainer<ConfigKey>?, as setting: String? = nil) throws -> Double? {
             guard let container else { return nil }
-            for name in names where container.contains(Key(name)) {
-                if let value = try container.decodeIfPresent(Double.self, forKey: Key(name)) {
+            for name in names where container.contains(ConfigKey(name)) {
+                if let value = try container.decodeIfPresent(Double.self, forKey: ConfigKey(name)) {
                     keys[setting ?? names[0]] = name
                     return value
                 }
@@ -137,27 +129,27 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         }
 
         type = try nested.flatMap { c in
-            try c.decodeIfPresent(String.self, forKey: Key("rope_type")) ?? c.decodeIfPresent(String.self, forKey: Key("type"))
+            try c.decodeIfPresent(String.self, forKey: ConfigKey("rope_type")) ?? c.decodeIfPresent(String.self, forKey: ConfigKey("type"))
         } ?? "default"
         // transformers refuses YaRN parameters without a "factor" key; an
         // explicit null asks it to infer the factor (`yarnScaled`).
-        if type == "yarn", let nested, !nested.contains(Key("factor")) {
+        if type == "yarn", let nested, !nested.contains(ConfigKey("factor")) {
             throw DecodingError.keyNotFound(
-                Key("factor"), .init(codingPath: nested.codingPath, debugDescription: "rope type \"yarn\" needs it"))
+                ConfigKey("factor"), .init(codingPath: nested.codingPath, debugDescription: "rope type \"yarn\" needs it"))
         }
         // transformers' validate_rope compares the original length of the scaled types, which a null cannot be.
-        if Self.typesWithOriginalLength.contains(type), let nested, nested.contains(Key("original_max_position_embeddings")),
-           try nested.decodeNil(forKey: Key("original_max_position_embeddings")) {
+        if Self.typesWithOriginalLength.contains(type), let nested, nested.contains(ConfigKey("original_max_position_embeddings")),
+           try nested.decodeNil(forKey: ConfigKey("original_max_position_embeddings")) {
             throw DecodingError.dataCorrupted(DecodingError.Context(
-                codingPath: nested.codingPath + [Key("original_max_position_embeddings")],
+                codingPath: nested.codingPath + [ConfigKey("original_max_position_embeddings")],
                 debugDescription: "is null, which transformers' rope validation refuses for rope type \"\(type)\""))
         }
         // standardize_rope_params copies a top-level original length present in the config over the rope
         // parameters' own, a null too, which the rotary initialiser then divides by.
-        if Self.typesWithOriginalLength.contains(type), let top, top.contains(Key("original_max_position_embeddings")),
-           try top.decodeNil(forKey: Key("original_max_position_embeddings")) {
+        if Self.typesWithOriginalLength.contains(type), let top, top.contains(ConfigKey("original_max_position_embeddings")),
+           try top.decodeNil(forKey: ConfigKey("original_max_position_embeddings")) {
             throw DecodingError.dataCorrupted(DecodingError.Context(
-                codingPath: top.codingPath + [Key("original_max_position_embeddings")],
+                codingPath: top.codingPath + [ConfigKey("original_max_position_embeddings")],
                 debugDescription: "is null, which transformers copies into the rope parameters of rope type \"\(type)\", where it cannot run"))
         }
         let nestedTheta = try number(["rope_theta"], in: nested)
@@ -169,8 +161,8 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         partialRotaryKey = keys["partial_rotary_factor"] ?? "partial_rotary_factor"
         if partialRotaryFactor == nil {
             for (container, name) in [(nested, "partial_rotary_factor"), (top, topLevelKeys.partialRotaryFactor)] {
-                guard let container, container.contains(Key(name)) else { continue }
-                partialRotaryFactorIsNull = try container.decodeNil(forKey: Key(name))
+                guard let container, container.contains(ConfigKey(name)) else { continue }
+                partialRotaryFactorIsNull = try container.decodeNil(forKey: ConfigKey(name))
                 partialRotaryKey = name
                 break
             }
@@ -181,16 +173,16 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         let originalMax = try number(["original_max_position_embeddings"], in: nested)
         let topLevelOriginalMax = try number(["original_max_position_embeddings"], in: top)
         let maxPositions = try number(["max_position_embeddings"], in: top)
-        frequencyFactors = try nested?.decodeIfPresent([Double].self, forKey: Key("frequency_factors"))
-        shortFactor = try nested?.decodeIfPresent([Double].self, forKey: Key("short_factor"))
-        longFactor = try nested?.decodeIfPresent([Double].self, forKey: Key("long_factor"))
+        frequencyFactors = try nested?.decodeIfPresent([Double].self, forKey: ConfigKey("frequency_factors"))
+        shortFactor = try nested?.decodeIfPresent([Double].self, forKey: ConfigKey("short_factor"))
+        longFactor = try nested?.decodeIfPresent([Double].self, forKey: ConfigKey("long_factor"))
         attentionFactor = try number(["attention_factor"], in: nested)
         yarn = try YarnParameters(
             attentionFactor: attentionFactor, betaFast: number(["beta_fast"], in: nested),
             betaSlow: number(["beta_slow"], in: nested), mscale: number(["mscale"], in: nested),
             mscaleAllDim: number(["mscale_all_dim"], in: nested),
             // transformers' `rope_parameters.get("truncate", True)`: absent is true, null is false.
-            truncate: nested?.contains(Key("truncate")) == true ? try nested?.decodeIfPresent(Bool.self, forKey: Key("truncate")) ?? false : true)
+            truncate: nested?.contains(ConfigKey("truncate")) == true ? try nested?.decodeIfPresent(Bool.self, forKey: ConfigKey("truncate")) ?? false : true)
         // The other family's spelling is ignored, as transformers ignores it, but only a value that would
         // be a valid setting: a fraction of 10.6 is a broken config, not a key to pass over.
         let ignoredTheta = try number([topLevelKeys.other.theta], in: top)

@@ -143,17 +143,9 @@ public enum ConfigRules {
         } catch let invalid as InvalidConfigValue {
             // One coding key per member of a dotted path, so a path that already
             // starts at the section (`text_config.rope_parameters.factor`) is not put under it again.
-            let path = invalid.key.split(separator: ".").map { PathKey(stringValue: String($0)) }
+            let path = invalid.key.split(separator: ".").map { ConfigKey(stringValue: String($0)) }
             throw DecodingError.dataCorrupted(DecodingError.Context(codingPath: path, debugDescription: invalid.problem))
         }
-    }
-
-    /// A coding key of one member of a dotted path (`rope_parameters`, `factor`).
-    private struct PathKey: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
     }
 }
 

@@ -120,15 +120,8 @@ extension Checkpoint {
 private struct OnlyMember<Value: Decodable>: Decodable {
     let value: Value
 
-    private struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
     init(from decoder: Decoder) throws {
-        let container = try decoder.container(keyedBy: Key.self)
+        let container = try decoder.container(keyedBy: ConfigKey.self)
         guard let key = container.allKeys.first else {
             throw DecodingError.dataCorrupted(DecodingError.Context(codingPath: [], debugDescription: "empty object"))
         }

@@ -6,8 +6,12 @@
 public enum TorchTopK {
     public typealias Entry = (value: Float, index: Int)
 
+    /// torch.topk's order of values: larger first, a NaN above everything.
     @inline(__always)
-    static func before(_ x: Entry, _ y: Entry) -> Bool { (x.value.isNaN && !y.value.isNaN) || x.value > y.value }
+    public static func ranksBefore(_ x: Float, _ y: Float) -> Bool { (x.isNaN && !y.isNaN) || x > y }
+
+    @inline(__always)
+    static func before(_ x: Entry, _ y: Entry) -> Bool { ranksBefore(x.value, y.value) }
 
     /// The indices torch.topk returns on CPU for the `k` largest of `count`
     /// values: those `select` keeps, largest first (the order among equal

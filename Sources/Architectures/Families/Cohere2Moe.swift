@@ -130,7 +130,7 @@ struct Cohere2MoeRope: Decodable {
     var settings: RopeSettings
 
     init(from decoder: Decoder) throws {
-        typealias Key = RopeSettings.Key
+        typealias Key = ConfigKey
         let top = try decoder.container(keyedBy: Key.self)
         var nested: KeyedDecodingContainer<Key>?
         if top.contains(Key("rope_parameters")), try !top.decodeNil(forKey: Key("rope_parameters")) {

@@ -467,10 +467,10 @@ struct Gemma4PlaceholderKeys: Decodable {
     var ids: [(key: String, id: Int)]
 
     init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: RopeSettings.Key.self)
+        let c = try decoder.container(keyedBy: ConfigKey.self)
         let defaults = [("image_token_id", 258_880), ("video_token_id", 258_884), ("audio_token_id", 258_881)]
         ids = try defaults.compactMap { key, id in
-            let codingKey = RopeSettings.Key(key)
+            let codingKey = ConfigKey(key)
             guard c.contains(codingKey) else { return (key, id) }
             return try c.decodeIfPresent(Int.self, forKey: codingKey).map { (key, $0) }
         }
@@ -495,14 +495,14 @@ struct Gemma4LayerKeys: Decodable {
         var kvHeads: Int?
 
         init(from decoder: Decoder) throws {
-            let c = try decoder.container(keyedBy: RopeSettings.Key.self)
+            let c = try decoder.container(keyedBy: ConfigKey.self)
             if let other = c.allKeys.map(\.stringValue).sorted().first(where: { $0 != "head_dim" && $0 != "num_key_value_heads" }) {
                 throw DecodingError.dataCorrupted(DecodingError.Context(
-                    codingPath: c.codingPath + [RopeSettings.Key(other)],
+                    codingPath: c.codingPath + [ConfigKey(other)],
                     debugDescription: "droptrace reads per-layer head_dim and num_key_value_heads only"))
             }
-            headDim = try c.decodeIfPresent(Int.self, forKey: RopeSettings.Key("head_dim"))
-            kvHeads = try c.decodeIfPresent(Int.self, forKey: RopeSettings.Key("num_key_value_heads"))
+            headDim = try c.decodeIfPresent(Int.self, forKey: ConfigKey("head_dim"))
+            kvHeads = try c.decodeIfPresent(Int.self, forKey: ConfigKey("num_key_value_heads"))
         }
     }
 
@@ -514,7 +514,7 @@ struct Gemma4LayerKeys: Decodable {
         var factor: Double?
 
         init(from decoder: Decoder) throws {
-            typealias Key = RopeSettings.Key
+            typealias Key = ConfigKey
             let c = try decoder.container(keyedBy: Key.self)
             type = try c.decode(String.self, forKey: Key("rope_type"))
             theta = try c.decode(Double.self, forKey: Key("rope_theta"))

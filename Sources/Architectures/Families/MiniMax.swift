@@ -22,15 +22,16 @@ struct MiniMaxConfiguration: Decodable {
     /// which MiniMaxConfig does not read.
     var attnTypeList: [Int]?
     var blockSize: Int
-    /// The residual scalings: (alpha, beta) after full attention, after
-    /// lightning attention and after the MLP.
-    var fullAttention: (alpha: Double, beta: Double)
-    var linearAttention: (alpha: Double, beta: Double)
-    var mlp: (alpha: Double, beta: Double)
+    /// The residual scalings by the keys transformers reads
+    /// (`full_attn_alpha_factor`, ...; 1 where absent): alpha scales the
+    /// normed stream, beta the branch's output.
+    var scalings: [String: Double] = [:]
     /// The original release's spellings of the scalings
     /// (`layernorm_full_attention_alpha`, ...), which MiniMaxConfig does not
     /// read, by the key transformers reads instead.
     var releasedScalings: [(released: String, read: String, value: Double)] = []
+    /// The branches scaled, by transformers' prefix and the released one.
+    static let scaledBranches = [("full_attn", "full_attention"), ("linear_attn", "linear_attention"), ("mlp", "mlp")]
 
     enum CodingKeys: String, CodingKey {
         case rmsNormEps = "rms_norm_eps"
@@ -42,9 +43,6 @@ struct MiniMaxConfiguration: Decodable {
         case layerTypes = "layer_types"
         case attnTypeList = "attn_type_list"
         case blockSize = "block_size"
-        case fullAlpha = "full_attn_alpha_factor", fullBeta = "full_attn_beta_factor"
-        case linearAlpha = "linear_attn_alpha_factor", linearBeta = "linear_attn_beta_factor"
-        case mlpAlpha = "mlp_alpha_factor", mlpBeta = "mlp_beta_factor"
     }
 
     init(from decoder: Decoder) throws {
@@ -60,25 +58,18 @@ struct MiniMaxConfiguration: Decodable {
         layerTypes = try c.decodeIfPresent([String].self, forKey: .layerTypes)?.map { ConfigValueKinds.legacyLayerTypes[$0] ?? $0 }
         attnTypeList = try? c.decodeIfPresent([Int].self, forKey: .attnTypeList)
         blockSize = try c.decodeIfPresent(Int.self, forKey: .blockSize) ?? 256
-        func factor(_ key: CodingKeys) throws -> Double { try c.decodeIfPresent(Double.self, forKey: key) ?? 1 }
-        fullAttention = (try factor(.fullAlpha), try factor(.fullBeta))
-        linearAttention = (try factor(.linearAlpha), try factor(.linearBeta))
-        mlp = (try factor(.mlpAlpha), try factor(.mlpBeta))
-        // Read for their agreement with the keys transformers reads (checkReleasedSpellings).
-        let released = try decoder.container(keyedBy: RopeSettings.Key.self)
-        for (kind, read) in [("full_attention", "full_attn"), ("linear_attention", "linear_attn"), ("mlp", "mlp")] {
+        // The released spellings are read for their agreement with the keys transformers reads (checkReleasedSpellings).
+        let named = try decoder.container(keyedBy: ConfigKey.self)
+        for (branch, releasedBranch) in Self.scaledBranches {
             for part in ["alpha", "beta"] {
-                let key = RopeSettings.Key("layernorm_\(kind)_\(part)")
-                guard let value = try? released.decodeIfPresent(Double.self, forKey: key) else { continue }
-                releasedScalings.append((key.stringValue, "\(read)_\(part)_factor", value))
+                let read = "\(branch)_\(part)_factor"
+                scalings[read] = try named.decodeIfPresent(Double.self, forKey: ConfigKey(read)) ?? 1
+                let released = ConfigKey("layernorm_\(releasedBranch)_\(part)")
+                guard let value = try? named.decodeIfPresent(Double.self, forKey: released) else { continue }
+                releasedScalings.append((released.stringValue, read, value))
             }
         }
-        let (types, blockSize) = (layerTypes, blockSize)
-        let factors = [
-            (fullAttention.alpha, "full_attn_alpha_factor"), (fullAttention.beta, "full_attn_beta_factor"),
-            (linearAttention.alpha, "linear_attn_alpha_factor"), (linearAttention.beta, "linear_attn_beta_factor"),
-            (mlp.alpha, "mlp_alpha_factor"), (mlp.beta, "mlp_beta_factor"),
-        ]
+        let (types, blockSize, scalings) = (layerTypes, blockSize, scalings)
         try ConfigRules.decodingChecks {
             // Both spellings name one attribute: two values would leave it to key order.
             if let local, let alias, local != alias {
@@ -88,7 +79,7 @@ struct MiniMaxConfiguration: Decodable {
             // torch.arange(block_size) sizes the decay tables; the blocks are counted by dividing by it.
             try ConfigRules.count(blockSize, "block_size")
             // Products with the stream in float32: a factor float32 cannot hold turns every score into a constant.
-            for (value, key) in factors where !Float(value).isFinite {
+            for (key, value) in scalings.sorted(by: { $0.key < $1.key }) where !Float(value).isFinite {
                 throw InvalidConfigValue(key: key, problem: "must be a finite number that float32 holds, got \(value)")
             }
             // The layer picks lightning attention for "linear_attention" and softmax attention for any
@@ -106,16 +97,9 @@ struct MiniMaxConfiguration: Decodable {
         layerTypes ?? (0..<layers).map { ($0 + 1) % 2 != 0 ? Self.full : Self.linear }
     }
 
-    /// The scaling transformers reads under `key`.
-    func scaling(_ key: String) -> Double {
-        switch key {
-        case "full_attn_alpha_factor": fullAttention.alpha
-        case "full_attn_beta_factor": fullAttention.beta
-        case "linear_attn_alpha_factor": linearAttention.alpha
-        case "linear_attn_beta_factor": linearAttention.beta
-        case "mlp_alpha_factor": mlp.alpha
-        default: mlp.beta
-        }
+    /// The (alpha, beta) transformers scales `branch` by: "full_attn", "linear_attn" or "mlp".
+    func scaling(_ branch: String) -> (alpha: Double, beta: Double) {
+        (scalings["\(branch)_alpha_factor"] ?? 1, scalings["\(branch)_beta_factor"] ?? 1)
     }
 
     /// Refuses the original release's spellings where they describe another
@@ -124,10 +108,10 @@ struct MiniMaxConfiguration: Decodable {
     /// released ones first), and an `attn_type_list` (0 lightning, 1
     /// softmax) other than the layers transformers builds.
     func checkReleasedSpellings(_ types: [String]) throws {
-        for (released, read, value) in releasedScalings where value != scaling(read) {
+        for (released, read, value) in releasedScalings where value != scalings[read] {
             throw InvalidConfigValue(
                 key: released,
-                problem: "is \(value), but transformers ignores it and scales by \(read), \(scaling(read)); write \(read) to the value the weights were trained with")
+                problem: "is \(value), but transformers ignores it and scales by \(read), \(scalings[read] ?? 1); write \(read) to the value the weights were trained with")
         }
         try checkAttentionTypeList(types)
     }
@@ -246,7 +230,7 @@ struct MiniMaxModel: DecoderFamily {
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let linear = layerTypes[index] == MiniMaxConfiguration.linear
-        let scaling = linear ? config.linearAttention : config.fullAttention, mlp = config.mlp
+        let scaling = config.scaling(linear ? "linear_attn" : "full_attn"), mlp = config.scaling("mlp")
         return try parts.preNormBlock(
             index, drops: plan.union(configuredDrops), eps: config.rmsNormEps,
             residualJoins: (
