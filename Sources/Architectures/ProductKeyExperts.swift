@@ -78,22 +78,38 @@ public struct ProductKeyExperts: Sendable {
     }
 
     /// The best `expertsPerToken` experts of the scores `x` and `y` (keys
-    /// each), best first (equal scores: the earlier in transformers'
-    /// order), and their scores.
+    /// each) and their scores, as transformers chooses them: each half
+    /// ranked by torch.topk (sorted), every pair's score x_i + y_j laid out
+    /// in that order, then torch.topk of those keys² scores — so among
+    /// equal scores at the cut (a zeroed or saturated router) the experts
+    /// torch keeps (`TorchTopK.sortedIndices`).
     private func choose(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) -> ([Int], [Float]) {
         let keys = self.keys, k = expertsPerToken
-        func sorted(_ scores: UnsafePointer<Float>) -> [Int] {
-            (0..<keys).sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
-        }
-        let xs = sorted(x), ys = sorted(y)
-        // Pair (i, j) of the sorted lists is beaten by every (i', j') ≤ (i, j): only (i + 1)(j + 1) ≤ k can be chosen.
-        var pairs: [(score: Float, position: Int, expert: Int)] = []
-        for i in 0..<min(keys, k) {
-            for j in 0..<min(keys, k / (i + 1)) {
-                pairs.append((x[xs[i]] + y[ys[j]], i * keys + j, xs[i] * keys + ys[j]))
+        if let unique = chooseWithoutTies(x, y) { return unique }
+        let xs = TorchTopK.sortedIndices(count: keys, k: keys) { x[$0] }
+        let ys = TorchTopK.sortedIndices(count: keys, k: keys) { y[$0] }
+        let score = { (pair: Int) -> Float in x[xs[pair / keys]] + y[ys[pair % keys]] }
+        let best = TorchTopK.sortedIndices(count: keys * keys, k: k, value: score)
+        return (best.map { xs[$0 / keys] * keys + ys[$0 % keys] }, best.map(score))
+    }
+
+    /// `choose`'s experts, best first, when the k-th best pair scores more
+    /// than the (k + 1)-th (all scores finite): then the set is the same whatever the
+    /// order of equals. Pair (i, j) of the sorted halves scores at most
+    /// each (i', j') ≤ (i, j) (rounding is monotone), so the k + 1 best are
+    /// among those with (i + 1)(j + 1) ≤ k + 1. Nil when the cut is tied.
+    private func chooseWithoutTies(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) -> ([Int], [Float])? {
+        let keys = self.keys, k = expertsPerToken
+        guard k < keys * keys, (0..<keys).allSatisfy({ x[$0].isFinite && y[$0].isFinite }) else { return nil }
+        let xs = (0..<keys).sorted { x[$0] > x[$1] }, ys = (0..<keys).sorted { y[$0] > y[$1] }
+        var pairs: [(score: Float, expert: Int)] = []
+        for i in 0..<min(keys, k + 1) {
+            for j in 0..<min(keys, (k + 1) / (i + 1)) {
+                pairs.append((x[xs[i]] + y[ys[j]], xs[i] * keys + ys[j]))
             }
         }
-        pairs.sort { $0.score > $1.score || ($0.score == $1.score && $0.position < $1.position) }
+        pairs.sort { $0.score > $1.score }
+        guard pairs.count > k, pairs[k - 1].score > pairs[k].score else { return nil }
         let best = pairs.prefix(k)
         return (best.map(\.expert), best.map(\.score))
     }

@@ -25,6 +25,25 @@ public enum TorchTopK {
         return entries[..<k].sorted(by: before).map(\.index)
     }
 
+    /// The indices torch.topk returns on CPU with `sorted=True`, in its
+    /// order: those `select` keeps, then ordered as its `std::partial_sort`
+    /// leaves them (k · 64 ≤ n) or as `std::sort` orders all but the last
+    /// (the k-th, which `std::nth_element` put in place). Equal values keep
+    /// torch's order, which callers that place by position depend on
+    /// (Doge's product keys). `k` is capped at `count`; none for k < 1.
+    public static func sortedIndices(count: Int, k: Int, value: (Int) -> Float) -> [Int] {
+        let k = min(k, count)
+        guard k >= 1 else { return [] }
+        var entries = (0..<count).map { (value: value($0), index: $0) }
+        select(&entries, k: k)
+        if k * 64 <= count {
+            sortHeap(&entries, 0, k)
+        } else {
+            introSort(&entries, 0, k - 1)
+        }
+        return entries[..<k].map(\.index)
+    }
+
     /// Reorders `entries` so that its first `k` are those torch.topk keeps:
     /// as `std::nth_element(begin, begin + k - 1, end, comp)` does, or, for
     /// k · 64 ≤ n, `std::partial_sort`'s heap selection.
@@ -75,6 +94,29 @@ public enum TorchTopK {
         }
     }
 
+    /// `std::sort`: `std::__introsort_loop` (runs over 16 partitioned,
+    /// heap-sorted past 2 · log2(n) levels), then `std::__final_insertion_sort`.
+    private static func introSort(_ e: inout [Entry], _ first: Int, _ last: Int) {
+        guard last - first > 1 else { return }
+        func loop(_ first: Int, _ last: Int, _ depth: Int) {
+            var last = last, depth = depth
+            while last - first > 16 {
+                if depth == 0 {
+                    heapSelect(&e, first, last, last)
+                    sortHeap(&e, first, last)
+                    return
+                }
+                depth -= 1
+                let cut = partitionPivot(&e, first, last)
+                loop(cut, last, depth)
+                last = cut
+            }
+        }
+        loop(first, last, 2 * (Int.bitWidth - 1 - (last - first).leadingZeroBitCount))
+        // The unguarded insertion past the first 16 places each entry where the guarded one does.
+        insertionSort(&e, first, last)
+    }
+
     /// `std::__insertion_sort`.
     private static func insertionSort(_ e: inout [Entry], _ first: Int, _ last: Int) {
         guard last - first > 1 else { return }
@@ -95,34 +137,10 @@ public enum TorchTopK {
     /// `std::__heap_select`: the heap of [first, middle) keeps the best of the rest.
     private static func heapSelect(_ e: inout [Entry], _ first: Int, _ middle: Int, _ last: Int) {
         let length = middle - first
-        func adjust(_ hole: Int, _ len: Int, _ value: Entry) {
-            // std::__adjust_heap with comparator `before` (a heap whose top comes last in the order).
-            var hole = hole
-            let top = hole
-            var child = hole
-            while child < (len - 1) / 2 {
-                child = 2 * (child + 1)
-                if before(e[first + child], e[first + child - 1]) { child -= 1 }
-                e[first + hole] = e[first + child]
-                hole = child
-            }
-            if len & 1 == 0 && child == (len - 2) / 2 {
-                child = 2 * (child + 1)
-                e[first + hole] = e[first + child - 1]
-                hole = child - 1
-            }
-            var parent = (hole - 1) / 2
-            while hole > top && before(e[first + parent], value) {
-                e[first + hole] = e[first + parent]
-                hole = parent
-                parent = (hole - 1) / 2
-            }
-            e[first + hole] = value
-        }
         if length > 1 {
             var parent = (length - 2) / 2
             while true {
-                adjust(parent, length, e[first + parent])
+                adjustHeap(&e, first, parent, length, e[first + parent])
                 if parent == 0 { break }
                 parent -= 1
             }
@@ -130,7 +148,44 @@ public enum TorchTopK {
         for i in middle..<last where before(e[i], e[first]) {
             let value = e[i]
             e[i] = e[first]
-            adjust(0, length, value)
+            adjustHeap(&e, first, 0, length, value)
         }
+    }
+
+    /// `std::sort_heap` of the heap [first, last): its top popped to the end, repeatedly.
+    private static func sortHeap(_ e: inout [Entry], _ first: Int, _ last: Int) {
+        var last = last
+        while last - first > 1 {
+            last -= 1
+            let value = e[last]
+            e[last] = e[first]
+            adjustHeap(&e, first, 0, last - first, value)
+        }
+    }
+
+    /// `std::__adjust_heap` with comparator `before` (a heap whose top comes
+    /// last in the order) over the `length` entries from `first`.
+    private static func adjustHeap(_ e: inout [Entry], _ first: Int, _ hole: Int, _ length: Int, _ value: Entry) {
+        var hole = hole
+        let top = hole
+        var child = hole
+        while child < (length - 1) / 2 {
+            child = 2 * (child + 1)
+            if before(e[first + child], e[first + child - 1]) { child -= 1 }
+            e[first + hole] = e[first + child]
+            hole = child
+        }
+        if length & 1 == 0 && child == (length - 2) / 2 {
+            child = 2 * (child + 1)
+            e[first + hole] = e[first + child - 1]
+            hole = child - 1
+        }
+        var parent = (hole - 1) / 2
+        while hole > top && before(e[first + parent], value) {
+            e[first + hole] = e[first + parent]
+            hole = parent
+            parent = (hole - 1) / 2
+        }
+        e[first + hole] = value
     }
 }
