@@ -178,6 +178,7 @@ public enum ModelRegistry {
         "starcoder2": Starcoder2Model.self,
         "vaultgemma": Gemma2Model.self,
         "youtu": DeepSeekModel.self,
+        "zamba2": Zamba2Model.self,
     ]
 
     /// Every `model_type` droptrace reads, in the registry's order.

@@ -18,17 +18,34 @@ import TensorEngine
 /// `per_layer_projection_norm` [P]. Each layer's input is computed when the
 /// layer runs, reading only its rows: all layers' at once would hold
 /// tokens × layers × P values (290 MB for E2B on 8192 tokens).
+///
+/// Or, for a model whose blocks read the token embeddings themselves beside
+/// the stream (Zamba2's shared transformer blocks, `embeddings(hidden:)`),
+/// every layer's input is x₀ itself.
 public struct PerLayerEmbedding: Sendable {
-    /// `embed_tokens_per_layer` read as [vocab · layers, P]: token t's
-    /// piece for layer i is row t · layers + i.
-    let table: TensorSlice
-    /// `per_layer_model_projection.weight` [layers · P, hidden].
-    let projection: TensorSlice
-    let norm: Normalization
-    let layers: Int
-    /// P.
+    /// Gemma 4's tensors; nil where each layer's input is x₀ itself.
+    private struct Projected: Sendable {
+        /// `embed_tokens_per_layer` read as [vocab · layers, P]: token t's
+        /// piece for layer i is row t · layers + i.
+        let table: TensorSlice
+        /// `per_layer_model_projection.weight` [layers · P, hidden].
+        let projection: TensorSlice
+        let norm: Normalization
+        let layers: Int
+    }
+    private let projected: Projected?
+    /// P (hidden where each layer's input is x₀).
     public let width: Int
     let hiddenSize: Int
+
+    private init(hiddenSize: Int) {
+        projected = nil
+        width = hiddenSize
+        self.hiddenSize = hiddenSize
+    }
+
+    /// Every layer's input is the embeddings x₀ entering layer 0 [tokens, hidden].
+    static func embeddings(hidden: Int) -> PerLayerEmbedding { PerLayerEmbedding(hiddenSize: hidden) }
 
     /// - Throws: `DroptraceError` naming the tensor whose shape the sizes
     ///   contradict, or one stored so that a layer's piece is not a row.
@@ -37,15 +54,16 @@ public struct PerLayerEmbedding: Sendable {
         guard let table = packed.splittingRows(into: layers) else {
             throw DroptraceError("tensor '\(packed.name)' is stored in a form droptrace cannot read per layer (\(packed.dtype))", path: packed.path)
         }
-        self.table = table
-        projection = try weights.tensor("per_layer_model_projection.weight", [layers * width, hiddenSize])
-        norm = try weights.rmsNorm("per_layer_projection_norm", size: width, eps: eps)
-        (self.layers, self.width, self.hiddenSize) = (layers, width, hiddenSize)
+        projected = Projected(
+            table: table, projection: try weights.tensor("per_layer_model_projection.weight", [layers * width, hiddenSize]),
+            norm: try weights.rmsNorm("per_layer_projection_norm", size: width, eps: eps), layers: layers)
+        (self.width, self.hiddenSize) = (width, hiddenSize)
     }
 
     /// The stored tensors that pack a piece per layer, for exports.
     var packedTensors: [LayerNaming.PackedPerLayerTensor] {
-        [.init(name: table.name, axis: 1, width: width), .init(name: projection.name, axis: 0, width: width)]
+        guard let projected else { return [] }
+        return [.init(name: projected.table.name, axis: 1, width: width), .init(name: projected.projection.name, axis: 0, width: width)]
     }
 
     /// Layer `layer`'s inputs [tokens, P] for tokens `tokenIDs` whose
@@ -54,7 +72,10 @@ public struct PerLayerEmbedding: Sendable {
     ///   token has no row (`vocab_size_per_layer_input` is checked against
     ///   `vocab_size` when the model is read).
     public func input(layer: Int, tokenIDs: [Int], embedded: Matrix) throws -> Matrix {
-        precondition(embedded.rows == tokenIDs.count && embedded.cols == hiddenSize && (0..<layers).contains(layer))
+        precondition(embedded.rows == tokenIDs.count && embedded.cols == hiddenSize)
+        guard let parts = projected else { return embedded }
+        let (table, projection, norm, layers) = (parts.table, parts.projection, parts.norm, parts.layers)
+        precondition((0..<layers).contains(layer))
         var rows = [Float](repeating: 0, count: width * hiddenSize)
         try rows.withUnsafeMutableBufferPointer {
             try projection.expandRows(Array(layer * width..<(layer + 1) * width), into: $0.baseAddress!)

@@ -101,41 +101,102 @@ public struct AttentionBranch: Sendable {
     /// (`ResidualJoin`); the branch's own, so a dropped branch leaves the
     /// stream as it was.
     public let join: ResidualJoin?
+    /// The mixer reads the stream with the block's per-layer input (the
+    /// token embeddings, `PerLayerEmbedding.embeddings`) concatenated after
+    /// it, [x | x₀], before `inputNorm` (Zamba2's shared transformer blocks).
+    public let appendsLayerInput: Bool
+    /// What the mixer's output passes through before it joins the stream
+    /// (Zamba2's shared blocks: their MLP and the layer's `linear`); nil for none.
+    public let feedForward: BranchFeedForward?
 
     public init(
         inputNorm: Normalization?, attention: SelfAttention, outputNorm: Normalization? = nil, outputScale: Float? = nil,
-        residualNorm: Normalization? = nil, join: ResidualJoin? = nil
+        residualNorm: Normalization? = nil, join: ResidualJoin? = nil, appendsLayerInput: Bool = false,
+        feedForward: BranchFeedForward? = nil
     ) {
         self.init(
             inputNorm: inputNorm, mixer: .attention(attention), outputNorm: outputNorm, outputScale: outputScale,
-            residualNorm: residualNorm, join: join)
+            residualNorm: residualNorm, join: join, appendsLayerInput: appendsLayerInput, feedForward: feedForward)
     }
 
     public init(
         inputNorm: Normalization?, mixer: TokenMixer, outputNorm: Normalization? = nil, outputScale: Float? = nil,
-        residualNorm: Normalization? = nil, join: ResidualJoin? = nil
+        residualNorm: Normalization? = nil, join: ResidualJoin? = nil, appendsLayerInput: Bool = false,
+        feedForward: BranchFeedForward? = nil
     ) {
+        precondition(!appendsLayerInput || join == nil)
         self.inputNorm = inputNorm
         self.mixer = mixer
         self.outputNorm = outputNorm
         self.outputScale = outputScale
         self.residualNorm = residualNorm
         self.join = join
+        self.appendsLayerInput = appendsLayerInput
+        self.feedForward = feedForward
     }
 
     /// The branch output for residual stream `x`; `attend` computes the
     /// token mixing itself from the normalised input (over the whole batch,
     /// or over a key/value cache or recurrent state when decoding).
-    public func callAsFunction(_ x: Matrix, attend: (TokenMixer, Matrix) -> Matrix) -> Matrix {
-        let out = attend(mixer, input(x))
+    /// `layerInput`: the block's per-layer input, where `appendsLayerInput`.
+    public func callAsFunction(_ x: Matrix, layerInput: Matrix? = nil, attend: (TokenMixer, Matrix) -> Matrix) -> Matrix {
+        var out = attend(mixer, input(x, layerInput: layerInput))
+        if let feedForward { out = feedForward(out) }
         return (outputNorm.map { $0(out) } ?? out).scaled(by: outputScale)
     }
 
     /// What the mixer reads of residual stream `x`: the stream as its join
-    /// reads it (`ResidualJoin.read`), normalised by `inputNorm`.
-    public func input(_ x: Matrix) -> Matrix {
-        let read = join?.read(x) ?? x
+    /// reads it (`ResidualJoin.read`), or [x | layerInput] where
+    /// `appendsLayerInput`, normalised by `inputNorm`.
+    public func input(_ x: Matrix, layerInput: Matrix? = nil) -> Matrix {
+        let read: Matrix
+        if appendsLayerInput {
+            precondition(layerInput != nil && layerInput!.rows == x.rows, "the branch reads the block's per-layer input")
+            read = x.concatenatingColumns(layerInput!)
+        } else {
+            read = join?.read(x) ?? x
+        }
         return inputNorm.map { $0(read) } ?? read
+    }
+}
+
+/// A feed-forward a branch's mixer output passes through before it joins
+/// the stream: projection(feedForward(norm(out))) (Zamba2's shared
+/// transformer block: `pre_ff_layernorm`, its MLP, then the hybrid layer's
+/// `linear` back into the stream). Part of the branch's module.
+public struct BranchFeedForward: Sendable {
+    public let norm: Normalization
+    public let feedForward: FeedForward
+    /// nil for none.
+    public let projection: Linear?
+
+    public init(norm: Normalization, feedForward: FeedForward, projection: Linear?) {
+        self.norm = norm
+        self.feedForward = feedForward
+        self.projection = projection
+    }
+
+    func callAsFunction(_ x: Matrix) -> Matrix {
+        let out = feedForward(norm(x))
+        return projection.map { $0(out) } ?? out
+    }
+}
+
+extension Matrix {
+    /// [self | other]: each row's columns followed by `other`'s.
+    func concatenatingColumns(_ other: Matrix) -> Matrix {
+        precondition(rows == other.rows)
+        let (left, right) = (cols, other.cols)
+        return Matrix(uninitialized: rows, left + right) { out in
+            data.withUnsafeBufferPointer { a in
+                other.data.withUnsafeBufferPointer { b in
+                    for r in 0..<rows {
+                        for j in 0..<left { out[r * (left + right) + j] = a[r * left + j] }
+                        for j in 0..<right { out[r * (left + right) + left + j] = b[r * right + j] }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -358,11 +419,29 @@ public struct TransformerBlock: Sendable {
     /// pass's `BlockCarry`, for the next block's `ShortcutBranch`, whether
     /// or not its own MLP runs (LongCat-Flash's first sublayers).
     public let leavesMLPInput: Bool
+    /// The layer's MLP module where it is a token mixer, in `mlp`'s place
+    /// (Zamba2's hybrid layers: their Mamba-2 decoder layer): the attention
+    /// branch's output joins only the stream this mixer reads, whose output
+    /// joins the block's input, y = x + mixer(x + attn(x)); its module is
+    /// x → x + mixer(…), so dropping it leaves the block's input and
+    /// dropping the attention leaves the mixer reading x. nil for none, or
+    /// where it is dropped (`attentionFeedsMixer` then still holds).
+    public let mixerAfterAttention: AttentionBranch?
+    /// The attention's output joins only the stream `mixerAfterAttention`
+    /// reads: where that mixer is dropped, the block leaves its input.
+    public let attentionFeedsMixer: Bool
 
     public init(
         attention: AttentionBranch?, mlp: MLPBranch?, residual: ResidualStyle, outputScale: Float? = nil,
-        perLayerInput: PerLayerInputBranch? = nil, sharingProducer: AttentionBranch? = nil, leavesMLPInput: Bool = false
+        perLayerInput: PerLayerInputBranch? = nil, sharingProducer: AttentionBranch? = nil, leavesMLPInput: Bool = false,
+        mixerAfterAttention: AttentionBranch? = nil, attentionFeedsMixer: Bool = false
     ) {
+        precondition(mixerAfterAttention == nil || attentionFeedsMixer)
+        precondition(
+            !attentionFeedsMixer
+                || (mlp == nil && residual == .sequential && outputScale == nil && perLayerInput == nil && sharingProducer == nil
+                    && !leavesMLPInput && attention?.residualNorm == nil && attention?.join == nil
+                    && mixerAfterAttention?.residualNorm == nil && mixerAfterAttention?.join == nil))
         precondition(sharingProducer == nil || (attention == nil && sharingProducer!.attention?.storesOnly == true))
         precondition(residual == .sequential || (!leavesMLPInput && mlp?.shortcut == nil))
         precondition(outputScale == nil && perLayerInput == nil || (!leavesMLPInput && mlp?.shortcut == nil))
@@ -376,6 +455,8 @@ public struct TransformerBlock: Sendable {
         self.perLayerInput = perLayerInput
         self.sharingProducer = sharingProducer
         self.leavesMLPInput = leavesMLPInput
+        self.mixerAfterAttention = mixerAfterAttention
+        self.attentionFeedsMixer = attentionFeedsMixer
     }
 
     /// The same block without the branches `plan` drops at `index`, with
@@ -388,14 +469,15 @@ public struct TransformerBlock: Sendable {
         guard !sharing.isEmpty, let branch = attention ?? sharingProducer, case .attention(let attention) = branch.mixer else {
             return TransformerBlock(
                 attention: dropsAttention ? nil : self.attention, mlp: dropsMLP ? nil : mlp, residual: residual,
-                outputScale: outputScale, perLayerInput: perLayerInput, sharingProducer: sharingProducer, leavesMLPInput: leavesMLPInput)
+                outputScale: outputScale, perLayerInput: perLayerInput, sharingProducer: sharingProducer, leavesMLPInput: leavesMLPInput,
+                mixerAfterAttention: dropsMLP ? nil : mixerAfterAttention, attentionFeedsMixer: attentionFeedsMixer)
         }
         let sharingAttention = sharing.applied(to: attention, layer: index)
         let shared = branch.withAttention(sharingAttention)
         return TransformerBlock(
             attention: dropsAttention ? nil : shared, mlp: dropsMLP ? nil : mlp, residual: residual, outputScale: outputScale,
             perLayerInput: perLayerInput, sharingProducer: dropsAttention && sharingAttention.storesOnly ? shared : nil,
-            leavesMLPInput: leavesMLPInput)
+            leavesMLPInput: leavesMLPInput, mixerAfterAttention: dropsMLP ? nil : mixerAfterAttention, attentionFeedsMixer: attentionFeedsMixer)
     }
 }
 
@@ -404,7 +486,7 @@ extension AttentionBranch {
     public func withAttention(_ attention: SelfAttention) -> AttentionBranch {
         AttentionBranch(
             inputNorm: inputNorm, attention: attention, outputNorm: outputNorm, outputScale: outputScale, residualNorm: residualNorm,
-            join: join)
+            join: join, appendsLayerInput: appendsLayerInput, feedForward: feedForward)
     }
 }
 
@@ -472,7 +554,16 @@ extension TransformerBlock {
             return residualNorm.map { $0(sum) } ?? sum
         }
         if let producer = sharingProducer { _ = attend(producer.mixer, producer.input(x)) }
-        let attended = attention.map { joined(x, $0(x, attend: attend), $0.residualNorm, $0.join, inputNorm: $0.inputNorm) }
+        let attended = attention.map {
+            joined(x, $0(x, layerInput: $0.appendsLayerInput ? input : nil, attend: attend), $0.residualNorm, $0.join, inputNorm: $0.inputNorm)
+        }
+        if attentionFeedsMixer {
+            let y = mixerAfterAttention.map { mixer in
+                x.adding(mixer(attended ?? x, layerInput: mixer.appendsLayerInput ? input : nil, attend: attend))
+            }
+            return BlockActivations(
+                index: index, input: x, attentionResidual: attended, mlpInput: x, mlpResidual: y, output: y ?? x, isDropped: false)
+        }
         switch residual {
         case .sequential:
             let h = attended ?? x

@@ -5021,6 +5021,51 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "zamba2": (
+            "Zamba2Config",
+            [
+                "adapter_rank": "i",
+                "add_bias_linear": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "chunk_size": "i",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "ni",
+                "layers_block_type": "n[s]",
+                "mamba_d_conv": "i",
+                "mamba_d_state": "i",
+                "mamba_expand": "i",
+                "mamba_ngroups": "i",
+                "max_position_embeddings": "i",
+                "n_mamba_heads": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "num_logits_to_keep": "i",
+                "num_mem_blocks": "i",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "time_step_floor": "f",
+                "time_step_max": "f",
+                "time_step_min": "f",
+                "use_cache": "b",
+                "use_conv_bias": "b",
+                "use_long_context": "b",
+                "use_mamba_kernels": "b",
+                "use_mem_eff_path": "b",
+                "use_mem_rope": "b",
+                "use_shared_attention_adapter": "b",
+                "vocab_size": "i",
+            ],
+            [
+                "head_dim": "attention_head_dim",
+                "layer_types": "layers_block_type",
+            ]),
     ]
 
     /// Per config class (by model_type) whose `text_config` is built by its own `model_type` (an
@@ -5179,6 +5224,7 @@ extension ConfigValueKinds {
         "starcoder2",
         "vaultgemma",
         "youtu",
+        "zamba2",
     ]
 
     /// Per config class (as above) whose model builds its token embedding with padding_idx =
@@ -5308,6 +5354,7 @@ extension ConfigValueKinds {
         "starcoder2": (nil, 49152),
         "vaultgemma": (0, 256000),
         "youtu": (nil, 128256),
+        "zamba2": (0, 32000),
     ]
 
     /// Per config class (by model_type): the defaults of the keys below, which droptrace reads
@@ -5449,6 +5496,7 @@ extension ConfigValueKinds {
         "starcoder2": ["intermediate_size": "12288", "max_position_embeddings": "4096", "norm_epsilon": "1e-05", "num_key_value_heads": "2"],
         "vaultgemma": ["head_dim": "256", "intermediate_size": "9216", "max_position_embeddings": "8192", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "youtu": ["intermediate_size": "6144", "max_position_embeddings": "131072", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
+        "zamba2": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
     ]
 
     /// Per config class (by model_type): the dropout settings its model builds `nn.Dropout` from.
@@ -5606,6 +5654,7 @@ extension ConfigValueKinds {
         "stablelm",
         "starcoder2",
         "youtu",
+        "zamba2",
     ]
 
     /// Config classes (by model_type) that accept `"num_key_value_heads": null` but whose model cannot

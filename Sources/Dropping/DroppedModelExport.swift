@@ -291,9 +291,9 @@ public enum DroppedModelExport {
     /// transformers writes them).
     static let layerIndexObjectKeys = ["per_layer_config"]
     /// Keys listing layer indices (Qwen-MoE's `mlp_only_layers`, Llama 4's
-    /// `moe_layers`, Bamba's `attn_layer_indices`, LFM2's `full_attn_idxs`, Kolibri 1.1's `index_layers`):
+    /// `moe_layers`, Bamba's `attn_layer_indices`, LFM2's `full_attn_idxs`, Kolibri 1.1's `index_layers`, Zamba2's `hybrid_layer_ids`):
     /// renumbered, removed layers left out.
-    static let layerIndexListKeys = ["mlp_only_layers", "moe_layers", "attn_layer_indices", "full_attn_idxs", "index_layers"]
+    static let layerIndexListKeys = ["mlp_only_layers", "moe_layers", "attn_layer_indices", "full_attn_idxs", "index_layers", "hybrid_layer_ids"]
     /// Keys giving a layer index below which the layers differ (Qwen2's
     /// `max_window_layers`, DeepSeek's `first_k_dense_replace`; a family's
     /// own in its naming's `layerThresholds`, AFMoE's and LFM2-MoE's

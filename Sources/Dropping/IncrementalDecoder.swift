@@ -41,7 +41,8 @@ final class IncrementalDecoder {
             else { return nil }
             return KeyValueCache(attention, capacity: capacity)
         }
-        states = slots.map { $0?.attention?.mixer.recurrent?.emptyState() }
+        // Zamba2's hybrid layers hold a key/value cache for their attention and the state of their mixer after it.
+        states = slots.map { ($0?.mixerAfterAttention ?? $0?.attention)?.mixer.recurrent?.emptyState() }
     }
 
     /// Where layer `index`'s cache or state for pass `pass` is kept, and

@@ -311,6 +311,9 @@ public enum SpeedMeasurement {
                 }
             }
             total += block.mlp.map { cost($0.feedForward) } ?? 0
+            // Zamba2's hybrid layers: the shared block's MLP and the layer's linear, then the Mamba-2 mixer.
+            if let tail = block.attention?.feedForward { total += cost(tail.feedForward) + (tail.projection.map(linear) ?? 0) }
+            if case .mamba2(let mixer)? = block.mixerAfterAttention?.mixer { total += mamba2FLOPs(mixer) }
             // LongCat-Flash's shortcut MoE, part of its layer's MLP (each chosen expert counted, zero-computation ones too).
             total += block.mlp?.shortcut.map { cost($0.feedForward) } ?? 0
             // Hyper-connections: each kept branch's gate projection, its collapse and its join.

@@ -141,21 +141,25 @@ import Testing
     /// Where a stored layer holds several of the model's (LongCat-Flash's
     /// two sublayers), only whole stored layers export: the first one's
     /// blocks are dropped (`LongcatFlashTests` checks the refusals).
+    /// Zamba2 exports removed Mamba layers only (`Zamba2Tests` checks the
+    /// refusals): its Mamba layers 0 and 3 of `zamba2_blocks-f32` are.
     @Test(arguments: FixtureFiles.familyFixtures)
     func exportRoundTrips(model name: String) throws {
         let model = try load(FixtureFiles.model(name))
         let windows = FixtureFiles.jsonlSequences()
         let sublayers = model.layerNaming.sublayers
-        let attention = sublayers > 1 ? 1 : try #require((1..<model.layerCount).first { model.exportProblem(DropPlan(attention: [$0], mlp: [3])) == nil })
+        let blocksOnly = sublayers > 1 || model.modelType == "zamba2"
+        let attention = blocksOnly ? 1 : try #require((1..<model.layerCount).first { model.exportProblem(DropPlan(attention: [$0], mlp: [3])) == nil })
         #expect(attention == 1 || ["kolibri1_1-f32", "hy_v4-f32"].contains(name), "\(name): layer 1's attention export is refused")
         let plans: [DropPlan]
         if sublayers > 1 {
             plans = [DropPlan(blocks: Set(0..<sublayers))]
         } else {
-            let blocks = try #require([[0, 2], [1, 3], [2, 3]].map { DropPlan(blocks: Set($0)) }.first { model.exportProblem($0) == nil })
+            let blocks = try #require([[0, 2], [1, 3], [2, 3], [0, 3]].map { DropPlan(blocks: Set($0)) }.first { model.exportProblem($0) == nil })
             #expect(
-                blocks == DropPlan(blocks: [0, 2]) || ["diffllama-f32", "modernbert-decoder-f32"].contains(name), "\(name): removing blocks 0 and 2 is refused")
-            plans = [DropPlan(attention: [attention], mlp: [3]), blocks]
+                blocks == DropPlan(blocks: [0, 2]) || ["diffllama-f32", "modernbert-decoder-f32", "zamba2_blocks-f32"].contains(name),
+                "\(name): removing blocks 0 and 2 is refused")
+            plans = blocksOnly ? [blocks] : [DropPlan(attention: [attention], mlp: [3]), blocks]
         }
         for plan in plans {
             let scratch = try ScratchDirectory()

@@ -1,0 +1,464 @@
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import TensorEngine
+
+/// What each Zamba2 layer is: Zamba2Config's `layers_block_type` (alias
+/// `layer_types`), "hybrid" or "linear_attention" (legacy "mamba"), else
+/// the config class's default of 54 layers (hybrid at 6, 12, …, 42, 47, 51).
+struct Zamba2LayerTypes: Decodable {
+    /// Per layer: a hybrid layer (a shared transformer block before its Mamba-2 mixer).
+    var hybrid: [Bool]
+    /// The key the kinds were read from, for errors.
+    var key = "layers_block_type"
+    /// Whether config.json writes the list (an export then renumbers it as written).
+    var written = false
+
+    static let defaultHybrid: [Bool] = {
+        let kinds = [false] + Array(repeating: [false, false, false, false, false, true], count: 7).joined()
+            + [false, false, false, false, true, false, false, false, true, false, false]
+        return Array(kinds)
+    }()
+
+    enum CodingKeys: String, CodingKey {
+        case layersBlockType = "layers_block_type"
+        case layerTypes = "layer_types"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        var names: [String]?, key = "layers_block_type"
+        // The attribute map reads `layer_types` into `layers_block_type`, over it where both are written.
+        for candidate in [CodingKeys.layerTypes, .layersBlockType] where names == nil {
+            if let list = try c.decodeIfPresent([String].self, forKey: candidate) {
+                (names, key) = (list, candidate.stringValue)
+            }
+        }
+        self.key = key
+        guard let names else {
+            hybrid = Self.defaultHybrid
+            return
+        }
+        written = true
+        var hybrid: [Bool] = []
+        try ConfigRules.decodingChecks {
+            if names.isEmpty { throw InvalidConfigValue(key: key, problem: "lists no layers") }
+            for name in names {
+                switch name {
+                case "hybrid": hybrid.append(true)
+                case "linear_attention", "mamba": hybrid.append(false)
+                default:
+                    var problem = "names \"\(name.forErrorMessage)\": Zamba2's layers are hybrid or linear_attention (legacy mamba)"
+                    if ["full_attention", "sliding_attention", "chunked_attention", "conv", "moe"].contains(name) {
+                        problem += " (transformers would build a Mamba-2 layer there)"
+                    }
+                    throw InvalidConfigValue(key: key, problem: problem)
+                }
+            }
+        }
+        self.hybrid = hybrid
+    }
+}
+
+/// The sizes Zamba2Config derives from others, as its `__post_init__`
+/// derives them and config.json's own values then replace them:
+/// `intermediate_size` (4 × hidden_size where null or 0), the attention
+/// heads' width (`head_dim`, its alias `attention_head_dim`, else 2 ×
+/// hidden_size / num_attention_heads), and the widths the model cannot take
+/// otherwise (`attention_hidden_size`, the concatenation's 2 × hidden_size;
+/// `mamba_headdim`, mamba_expand × hidden_size / n_mamba_heads), refused
+/// where written otherwise.
+private struct Zamba2Sizes: Decodable {
+    var hiddenSize: Int
+    var heads: Int
+    var headDim: Int
+    var intermediateSize: Int?
+    var useLongContext: Bool
+    var layers: Int
+
+    enum CodingKeys: String, CodingKey {
+        case layers = "num_hidden_layers"
+        case hiddenSize = "hidden_size"
+        case heads = "num_attention_heads"
+        case headDim = "head_dim"
+        case attentionHeadDim = "attention_head_dim"
+        case attentionHiddenSize = "attention_hidden_size"
+        case mambaHeadDim = "mamba_headdim"
+        case expand = "mamba_expand"
+        case mambaHeads = "n_mamba_heads"
+        case intermediateSize = "intermediate_size"
+        case useLongContext = "use_long_context"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        hiddenSize = try c.decodeCount(.hiddenSize, default: 2560)
+        heads = try c.decodeCount(.heads, default: 32)
+        intermediateSize = try c.decodeIfPresent(Int.self, forKey: .intermediateSize)
+        useLongContext = try c.decodeIfPresent(Bool.self, forKey: .useLongContext) ?? false
+        layers = try c.decodeCount(.layers, default: 54)
+        let (d, heads) = (hiddenSize, self.heads)
+        try ConfigRules.decodingChecks {
+            try ConfigRules.count(d, "hidden_size")
+            try ConfigRules.count(heads, "num_attention_heads")
+            try ConfigRules.product([(d, "hidden_size"), (4, "4 × hidden_size")])
+        }
+        // head_dim (the attribute map's name for attention_head_dim) is read over attention_head_dim.
+        let key: CodingKeys = c.contains(.headDim) ? .headDim : .attentionHeadDim
+        headDim = try c.decodeCount(key, default: 2 * d / heads)
+        let headDim = headDim
+        let attentionWidth = try c.decodeIfPresent(Int.self, forKey: .attentionHiddenSize)
+        let mambaHeadDim = try c.decodeIfPresent(Int.self, forKey: .mambaHeadDim)
+        let expand = try c.decodeIfPresent(Int.self, forKey: .expand) ?? 2, mambaHeads = try c.decodeIfPresent(Int.self, forKey: .mambaHeads) ?? 8
+        try ConfigRules.decodingChecks {
+            try ConfigRules.count(headDim, key.stringValue)
+            if let width = attentionWidth, width != 2 * d {
+                throw InvalidConfigValue(
+                    key: "attention_hidden_size", problem: "must be 2 × hidden_size \(2 * d), the stream and the embeddings side by side, got \(width)")
+            }
+            if let width = mambaHeadDim, mambaHeads > 0, expand > 0 {
+                let inner = expand.multipliedReportingOverflow(by: d), product = width.multipliedReportingOverflow(by: mambaHeads)
+                if inner.overflow || product.overflow || inner.partialValue != product.partialValue {
+                    throw InvalidConfigValue(
+                        key: "mamba_headdim", problem: "times n_mamba_heads \(mambaHeads) must be mamba_expand × hidden_size, got \(width)")
+                }
+            }
+        }
+    }
+}
+
+/// Zamba2Config's keys beside the sizes, with its defaults.
+struct Zamba2Configuration: Decodable {
+    var rmsNormEps: Double
+    var hiddenAct: String
+    var stateSize: Int
+    var convolutionKernel: Int
+    var expand: Int
+    var groups: Int
+    var mambaHeads: Int
+    var chunkSize: Int
+    /// Biases of in_proj, out_proj, gate_up_proj and down_proj.
+    var addBiasLinear: Bool
+    /// Δ's lower clamp (the mixers' `time_step_limit` is (time_step_min, ∞)).
+    var timeStepMin: Double
+    var memoryBlocks: Int
+    var attentionAdapters: Bool
+    var adapterRank: Int
+    var useMemRope: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case rmsNormEps = "rms_norm_eps"
+        case hiddenAct = "hidden_act"
+        case stateSize = "mamba_d_state"
+        case convolutionKernel = "mamba_d_conv"
+        case expand = "mamba_expand"
+        case groups = "mamba_ngroups"
+        case mambaHeads = "n_mamba_heads"
+        case chunkSize = "chunk_size"
+        case addBiasLinear = "add_bias_linear"
+        case timeStepMin = "time_step_min"
+        case memoryBlocks = "num_mem_blocks"
+        case attentionAdapters = "use_shared_attention_adapter"
+        case adapterRank = "adapter_rank"
+        case useMemRope = "use_mem_rope"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-5
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "gelu"
+        stateSize = try c.decodeCount(.stateSize, default: 64)
+        convolutionKernel = try c.decodeCount(.convolutionKernel, default: 4)
+        expand = try c.decodeCount(.expand, default: 2)
+        groups = try c.decodeCount(.groups, default: 1)
+        mambaHeads = try c.decodeCount(.mambaHeads, default: 8)
+        chunkSize = try c.decodeCount(.chunkSize, default: 256)
+        addBiasLinear = try c.decodeIfPresent(Bool.self, forKey: .addBiasLinear) ?? false
+        timeStepMin = try c.decodeIfPresent(Double.self, forKey: .timeStepMin) ?? 0.001
+        memoryBlocks = try c.decodeCount(.memoryBlocks, default: 1)
+        attentionAdapters = try c.decodeIfPresent(Bool.self, forKey: .attentionAdapters) ?? false
+        adapterRank = try c.decodeCount(.adapterRank, default: 128)
+        useMemRope = try c.decodeIfPresent(Bool.self, forKey: .useMemRope) ?? false
+        let settings = self
+        try ConfigRules.decodingChecks {
+            try ConfigRules.positive(settings.rmsNormEps, "rms_norm_eps")
+            try ConfigRules.count(settings.stateSize, "mamba_d_state")
+            try ConfigRules.count(settings.convolutionKernel, "mamba_d_conv")
+            try ConfigRules.count(settings.expand, "mamba_expand")
+            try ConfigRules.count(settings.groups, "mamba_ngroups")
+            try ConfigRules.count(settings.mambaHeads, "n_mamba_heads")
+            try ConfigRules.count(settings.chunkSize, "chunk_size")
+            try ConfigRules.nonNegative(settings.adapterRank, "adapter_rank")
+            // torch.clamp converts the bound to float32.
+            guard Float(settings.timeStepMin).isFinite else {
+                throw InvalidConfigValue(key: "time_step_min", problem: "must be a float32 number, got \(settings.timeStepMin)")
+            }
+        }
+    }
+
+    /// The Mamba-2 mixers' sizes: n_mamba_heads heads of mamba_expand ×
+    /// hidden_size / n_mamba_heads (Zamba2Config floors the quotient, which
+    /// the scan then cannot reshape: refused unless it divides).
+    func heads(hidden: Int) throws -> Mamba2Heads {
+        let inner = try ConfigRules.product([(expand, "mamba_expand"), (hidden, "hidden_size")])
+        guard inner % mambaHeads == 0 else {
+            throw InvalidConfigValue(key: "n_mamba_heads", problem: "must divide mamba_expand × hidden_size \(inner), got \(mambaHeads)")
+        }
+        guard inner % groups == 0 else {
+            throw InvalidConfigValue(key: "mamba_ngroups", problem: "must divide mamba_expand × hidden_size \(inner), got \(groups)")
+        }
+        return try Mamba2Heads.checked(
+            heads: mambaHeads, headDim: inner / mambaHeads, groups: groups, stateSize: stateSize, convolutionKernel: convolutionKernel,
+            hidden: hidden,
+            keys: .init(heads: "n_mamba_heads", groups: "mamba_ngroups", stateSize: "mamba_d_state", convolutionKernel: "mamba_d_conv",
+                        inner: "mamba_expand × hidden_size"))
+    }
+}
+
+/// Zyphra's Zamba2 (`zamba2`, transformers' models/zamba2,
+/// Zamba2ForCausalLM: Zamba2-1.2B, 2.7B, 7B): Mamba-2 layers and hybrid
+/// layers (`layers_block_type`), every one transformers' decoder layer.
+///
+/// - A Mamba layer (`linear_attention`) is x + mixer(norm(x)), `mamba` after
+///   `input_layernorm`; its mixer is its one module, the attention, as the
+///   Mamba families score it (no MLP module: dropping the mixer drops the layer).
+/// - A hybrid layer runs one of `num_mem_blocks` shared transformer blocks,
+///   used in turn by the hybrid layers (the k-th hybrid layer uses block
+///   k mod num_mem_blocks, stored under the first hybrid layer that uses
+///   it: `layers.<that layer>.shared_transformer`): attention over
+///   norm([x | x₀]), x₀ the token embeddings (`input_layernorm` over 2 ×
+///   hidden_size), num_attention_heads heads of 2 × hidden_size /
+///   num_attention_heads, scaled by (head_dim / 2)^−½, rotated only with
+///   `use_mem_rope`; then `pre_ff_layernorm`, a gated MLP (`gate_up_proj`,
+///   `hidden_act`, `down_proj`) and the layer's own `linear`: T. Each hybrid
+///   layer adds its own LoRA adapters (rank `adapter_rank`, under the
+///   block's `*_adapter_list.<k>`) to gate_up_proj, and to q, k and v with
+///   `use_shared_attention_adapter`. T joins only the stream its Mamba-2
+///   decoder layer (`mamba_decoder`) reads: y = x + mixer(norm(x + T)).
+///   The layer's attention module is the shared block's path, x → x + T
+///   (what the layer adds to the stream before its mixer); its MLP module
+///   is the Mamba-2 mixer, x → y (the stream transformers' Mamba decoder
+///   layer takes and returns). Dropping the attention leaves the mixer
+///   reading norm(x); dropping the mixer leaves x.
+///
+/// The mixers are the Mamba-2 mixers' torch path with Zamba2's fixed parts:
+/// the convolution always with its bias and SiLU (`use_conv_bias`,
+/// `hidden_act` not read), Δ clamped below at `time_step_min`, the gated
+/// RMSNorm with ε 1e-5, in_proj and out_proj biases by `add_bias_linear`.
+/// `num_hidden_layers` must be the layer list's length (the config class's
+/// layer-type check).
+///
+/// Block-drop exports remove Mamba layers and the last hybrid layers only:
+/// transformers assigns the shared blocks and their adapters by a hybrid
+/// layer's position among the hybrid layers, so removing one before a kept
+/// one would give the later ones other weights.
+struct Zamba2Model: DecoderFamily {
+    static func readsLayerTypes(_ modelType: String) -> Bool { true }
+    let parts: DecoderParts
+    let config: Zamba2Configuration
+    let types: Zamba2LayerTypes
+    /// The hybrid layers, in order.
+    let hybridLayers: [Int]
+    let heads: Mamba2Heads
+    let rotary: RotaryEmbedding?
+
+    init(_ checkpoint: Checkpoint) throws {
+        let types = try checkpoint.decodeConfig(Zamba2LayerTypes.self)
+        let sizes = try checkpoint.decodeConfig(Zamba2Sizes.self)
+        let d = sizes.hiddenSize
+        // The config class's layer-type check: one type per layer.
+        if sizes.layers != types.hybrid.count {
+            throw InvalidConfigValue(
+                key: "num_hidden_layers", problem: "must be the number of layers \(types.key) lists (\(types.hybrid.count)), got \(sizes.layers)"
+            ).error(path: checkpoint.configURL.path)
+        }
+        var overrides: [String: ConfigDefault] = [
+            "intermediate_size": .integer(sizes.intermediateSize.flatMap { $0 == 0 ? nil : $0 } ?? 4 * d),
+            "head_dim": .integer(sizes.headDim),
+        ]
+        // use_long_context sets the positions to 16384 whatever config.json says.
+        if sizes.useLongContext { overrides["max_position_embeddings"] = 16384 }
+        let section = ConfigSection(
+            defaults: [
+                "hidden_size": 2560, "num_hidden_layers": 54, "num_attention_heads": 32, "vocab_size": 32000,
+                "max_position_embeddings": 4096,
+            ],
+            overrides: overrides)
+        parts = try DecoderParts(
+            checkpoint, section: section, naming: { Self.naming($0, types: types) }, finalNorm: "final_layernorm")
+        config = try parts.config(Zamba2Configuration.self)
+        let parts = self.parts
+        self.types = types
+        let hybridLayers = types.hybrid.indices.filter { types.hybrid[$0] }
+        self.hybridLayers = hybridLayers
+        let dims = parts.dimensions, config = config
+        var heads: Mamba2Heads?
+        try parts.checks {
+            heads = try config.heads(hidden: d)
+            guard !hybridLayers.isEmpty else { return }
+            // No block to give the hybrid layers (transformers' block cycle stops).
+            try ConfigRules.count(config.memoryBlocks, "num_mem_blocks")
+            let width = dims.numAttentionHeads * dims.resolvedHeadDim
+            if config.attentionAdapters, width != 2 * d || dims.kvHeads * dims.resolvedHeadDim != 2 * d {
+                throw InvalidConfigValue(
+                    key: "use_shared_attention_adapter",
+                    problem: "is true, but the adapters' 2 × hidden_size outputs (\(2 * d)) are not the query width "
+                        + "(\(width)) and the key/value width (\(dims.kvHeads * dims.resolvedHeadDim)) they are added to")
+            }
+        }
+        self.heads = heads!
+        _ = try parts.activation(config.hiddenAct)
+        let drops = parts.configuredDrops
+        // Each kept layer's weights are those of its kind: a list that contradicts them names its key.
+        try parts.checks {
+            for (index, hybrid) in types.hybrid.enumerated() where !drops.dropsAttention(index) || !drops.dropsMLP(index) {
+                let p = "layers.\(index).", own = hybrid ? "mamba_decoder.mamba.in_proj.weight" : "mamba.in_proj.weight"
+                let other = hybrid ? "mamba.in_proj.weight" : "mamba_decoder.mamba.in_proj.weight"
+                if !parts.weights.has(p + own), parts.weights.has(p + other) {
+                    throw InvalidConfigValue(
+                        key: types.key,
+                        problem: "makes layer \(index) \(hybrid ? "hybrid" : "linear_attention"), but the weights hold a "
+                            + "\(hybrid ? "Mamba" : "hybrid") layer there ('\(other)')")
+                }
+            }
+        }
+        let path = parts.configPath
+        if let first = types.hybrid.indices.first(where: { !types.hybrid[$0] && !drops.dropsAttention($0) })
+            ?? hybridLayers.first(where: { !drops.dropsMLP($0) }) {
+            let p = "layers.\(first)." + (types.hybrid[first] ? "mamba_decoder.mamba." : "mamba.")
+            try parts.weights.confirmShape(
+                p + "in_proj.weight", [self.heads.projectionWidth, d],
+                keys: "2 × mamba_expand × hidden_size + 2 × mamba_ngroups × mamba_d_state + n_mamba_heads, hidden_size",
+                configPath: path)
+        }
+        if let first = hybridLayers.first {
+            let p = "layers.\(first).shared_transformer."
+            try parts.weights.confirmShape(
+                p + "self_attn.q_proj.weight", [dims.numAttentionHeads * dims.resolvedHeadDim, 2 * d],
+                keys: "num_attention_heads × 2 × hidden_size / num_attention_heads, 2 × hidden_size", configPath: path)
+            try parts.weights.confirmShape(
+                p + "self_attn.k_proj.weight", [dims.kvHeads * dims.resolvedHeadDim, 2 * d],
+                keys: "num_key_value_heads × 2 × hidden_size / num_attention_heads, 2 × hidden_size", configPath: path)
+            try parts.weights.confirmShape(
+                p + "feed_forward.gate_up_proj.weight", [2 * dims.intermediateSize, d], keys: "2 × intermediate_size, hidden_size",
+                configPath: path)
+        }
+        // The rope settings are the config class's whether or not use_mem_rope reads them.
+        let table = try parts.rotary(confirmProjections: false)
+        rotary = config.useMemRope ? table : nil
+    }
+
+    /// A Mamba layer's `mamba` and `input_layernorm` are its one module; a
+    /// hybrid layer's shared block and `linear` its attention module, its
+    /// `mamba_decoder` its MLP module.
+    static func naming(_ prefix: String, types: Zamba2LayerTypes) -> LayerNaming {
+        var naming = LayerNaming(
+            prefix: prefix + "layers.", attention: ["mamba.", "input_layernorm."], mlp: [], layerCountKeys: ["num_hidden_layers"],
+            layerListKey: types.written ? types.key : nil)
+        for (index, hybrid) in types.hybrid.enumerated() where hybrid {
+            naming.partsByLayer[index] = .init(attention: ["shared_transformer.", "linear."], mlp: ["mamba_decoder."])
+        }
+        return naming
+    }
+
+    var layerNaming: LayerNaming {
+        var naming = parts.naming
+        // Left to the config class's default, the list is written out so an export keeps each kept layer's kind.
+        if !types.written { naming.layerTypes = types.hybrid.map { $0 ? "hybrid" : "linear_attention" } }
+        return naming
+    }
+
+    /// Mamba layers have no MLP module.
+    var absentModules: DropPlan { DropPlan(mlp: Set(types.hybrid.indices.filter { !types.hybrid[$0] })) }
+
+    /// The blocks read the token embeddings beside the stream.
+    var perLayerEmbedding: PerLayerEmbedding? { hybridLayers.isEmpty ? nil : .embeddings(hidden: hiddenSize) }
+
+    func exportProblem(_ plan: DropPlan) -> String? {
+        let plan = plan.onLayers(lacking: absentModules)
+        let modules = plan.attention.union(plan.mlp).subtracting(plan.blocks).sorted()
+        if !modules.isEmpty {
+            return "Zamba2's attention and MLP drops (of hybrid layer\(modules.count == 1 ? "" : "s") "
+                + "\(modules.map(String.init).joined(separator: ", "))) cannot be exported: transformers' Zamba2 classes read no "
+                + "drop_attn_list / drop_mlp_list and build whole hybrid layers; drop whole blocks of Mamba layers"
+        }
+        // A removed hybrid layer moves every kept hybrid layer after it to another position.
+        let kept = hybridLayers.filter { !plan.blocks.contains($0) }
+        let hybrids = hybridLayers.filter { layer in plan.blocks.contains(layer) && kept.contains { $0 > layer } }
+        guard !hybrids.isEmpty else { return nil }
+        return "dropping hybrid layer\(hybrids.count == 1 ? "" : "s") \(hybrids.map(String.init).joined(separator: ", ")) cannot be "
+            + "exported: transformers gives each hybrid layer its shared transformer block (of num_mem_blocks, used in turn) and its "
+            + "LoRA adapters by its position among the hybrid layers, so the kept hybrid layers after it would load with other "
+            + "weights; drop Mamba layers or the last hybrid layers only"
+    }
+
+    func head() throws -> OutputHead {
+        try parts.head(norm: parts.weights.rmsNorm("final_layernorm", size: hiddenSize, eps: config.rmsNormEps))
+    }
+
+    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
+        let drops = plan.union(configuredDrops), p = "layers.\(index).", d = hiddenSize, eps = config.rmsNormEps
+        let weights = parts.weights
+        func mixer(_ prefix: String) throws -> AttentionBranch {
+            AttentionBranch(
+                inputNorm: try weights.rmsNorm(prefix + "input_layernorm", size: d, eps: eps),
+                mixer: .mamba2(try Mamba2Mixer.stored(
+                    prefix + "mamba.", weights: weights, hidden: d, heads: heads, projectionBias: config.addBiasLinear,
+                    convolutionBias: true, activation: .silu, timeStepLimit: (config.timeStepMin, .infinity), eps: 1e-5)))
+        }
+        guard let position = hybridLayers.firstIndex(of: index) else {
+            return TransformerBlock(attention: drops.dropsAttention(index) ? nil : try mixer(p), mlp: nil, residual: .sequential)
+        }
+        return TransformerBlock(
+            attention: drops.dropsAttention(index) ? nil : try sharedBlock(index, position: position),
+            mlp: nil, residual: .sequential,
+            mixerAfterAttention: drops.dropsMLP(index) ? nil : try mixer(p + "mamba_decoder."), attentionFeedsMixer: true)
+    }
+
+    /// Hybrid layer `index`'s shared transformer path, the `position`-th
+    /// hybrid layer's: its block's weights with its own adapters merged in,
+    /// then its `linear`.
+    private func sharedBlock(_ index: Int, position: Int) throws -> AttentionBranch {
+        let weights = parts.weights, dims = parts.dimensions, d = hiddenSize, eps = config.rmsNormEps, bias = config.addBiasLinear
+        let p = "layers.\(hybridLayers[position % config.memoryBlocks]).shared_transformer."
+        let headDim = dims.resolvedHeadDim, width = 2 * d
+        let layout = QKVLayout(numHeads: dims.numAttentionHeads, numKVHeads: dims.kvHeads, headDim: headDim)
+        /// `base` [out, in] plus the adapter `list`'s entry for this layer, up · down.
+        func adapted(_ base: Linear, _ list: String) throws -> Linear {
+            let rank = config.adapterRank, (inputs, outputs) = (base.inFeatures, base.outFeatures)
+            guard rank > 0 else { return base }
+            let down = try weights.floats("\(list).\(position).0.weight", [rank, inputs])
+            let up = try weights.linear("\(list).\(position).1", in: rank, out: outputs, bias: false)
+            // (up · down)ᵀ = downᵀ · upᵀ [in, out], up applied to the rows of downᵀ.
+            let transposed = Matrix(uninitialized: inputs, rank) { out in
+                for r in 0..<rank { for j in 0..<inputs { out[j * rank + r] = down[r * inputs + j] } }
+            }
+            let product = Linear(weight: up.weight, bias: nil, inFeatures: rank, outFeatures: outputs, arithmetic: .f32)(transposed)
+            var merged = base.weight
+            for o in 0..<outputs { for j in 0..<inputs { merged[o * inputs + j] += product.data[j * outputs + o] } }
+            return Linear(weight: merged, bias: base.bias, inFeatures: inputs, outFeatures: outputs)
+        }
+        var projections: [Linear] = []
+        for (name, heads) in [("q", layout.numHeads), ("k", layout.numKVHeads), ("v", layout.numKVHeads)] {
+            let base = try weights.linear(p + "self_attn.\(name)_proj", in: width, out: heads * headDim, bias: false)
+            projections.append(config.attentionAdapters ? try adapted(base, p + "self_attn.linear_\(name)_adapter_list") : base)
+        }
+        let qkv = Linear(
+            weight: projections.flatMap(\.weight), bias: nil, inFeatures: width, outFeatures: projections.reduce(0) { $0 + $1.outFeatures })
+        let attention = SelfAttention(
+            qkv: qkv, layout: layout, rotary: rotary,
+            output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: false),
+            scale: Float(pow(Double(headDim) / 2, -0.5)))
+        let inner = dims.intermediateSize
+        let gateUp = try adapted(
+            try weights.linear(p + "feed_forward.gate_up_proj", in: d, out: 2 * inner, bias: bias), p + "feed_forward.gate_up_proj_adapter_list")
+        let feedForward = FeedForward.gated(
+            gateUp: gateUp, down: try weights.linear(p + "feed_forward.down_proj", in: inner, out: d, bias: bias),
+            activation: try parts.activation(config.hiddenAct))
+        return AttentionBranch(
+            inputNorm: try weights.rmsNorm(p + "input_layernorm", size: width, eps: eps), attention: attention, appendsLayerInput: true,
+            feedForward: BranchFeedForward(
+                norm: try weights.rmsNorm(p + "pre_ff_layernorm", size: d, eps: eps), feedForward: feedForward,
+                projection: try weights.linear("layers.\(index).linear", in: d, out: d, bias: false)))
+    }
+}
