@@ -46,9 +46,14 @@ public enum FeedForward: Sendable {
     static let maximumTileRows = 512
 
     /// The MLP's output for the rows of `x`, the sequences `sequences`
-    /// (nil: one); only product-key experts route across a sequence's rows.
-    public func callAsFunction(_ x: Matrix, sequences: [Range<Int>]?) -> Matrix {
+    /// (nil: one); only product-key experts route across a sequence's rows,
+    /// only experts routed by token (`MixtureOfExperts.RoutingRule.tokenHashed`) read `tokenIDs`.
+    public func callAsFunction(_ x: Matrix, sequences: [Range<Int>]?, tokenIDs: [Int]? = nil) -> Matrix {
         if case .productKeys(let experts) = self { return experts(x, sequences: sequences ?? [0..<x.rows]) }
+        if case .mixture(let experts) = self, experts.routesByToken {
+            guard let tokenIDs, tokenIDs.count == x.rows else { preconditionFailure("experts routed by token need the rows' tokens") }
+            return experts(x, routerInput: x, tokenIDs: tokenIDs)
+        }
         return self(x)
     }
 

@@ -20,7 +20,7 @@ import TensorEngine
 ///
 /// One group of which it keeps one is plain top-k (`greedy`).
 public struct GroupLimitedTopK: Sendable {
-    public enum Scoring: Sendable {
+    public enum Scoring: Sendable, Equatable {
         /// Softmax over all experts (V2).
         case softmax
         /// Each logit's sigmoid, independently (V3).
@@ -28,6 +28,12 @@ public struct GroupLimitedTopK: Sendable {
         /// Each logit's sigmoid as the weight, but the experts ranked by the
         /// logits themselves plus `selectionBias` (Kolibri-1's router).
         case sigmoidRankedByLogits
+        /// √softplus of each logit, independently (DeepSeek-V4's `sqrtsoftplus`;
+        /// softplus as torch's, the logit itself above 20).
+        case sqrtSoftplus
+        /// An activation of each logit, independently (DeepSeek-V4's
+        /// `scoring_func`, any of transformers' `ACT2FN`).
+        case activation(Activation)
     }
 
     public enum GroupScore: Sendable {
@@ -99,6 +105,10 @@ public struct GroupLimitedTopK: Sendable {
                 scores = exponentials.map { $0 / sum }
             case .sigmoid, .sigmoidRankedByLogits:
                 scores = row.map { 1 / (1 + exp(-$0)) }
+            case .sqrtSoftplus:
+                scores = row.map(Self.sqrtSoftplus)
+            case .activation(let activation):
+                scores = row.map(activation.apply)
             }
             let ranking = scoring == .sigmoidRankedByLogits ? row : scores
             let forChoice = selectionBias.map { zip(ranking, $0).map { $0 + $1 } } ?? ranking
@@ -124,6 +134,62 @@ public struct GroupLimitedTopK: Sendable {
             for (slot, e) in top.enumerated() {
                 chosen[r * k + slot] = e
                 weights[r * k + slot] = scores[e] / denominator * scalingFactor
+            }
+        }
+        return MixtureOfExperts.Routing(experts: chosen, weights: weights, expertsPerToken: k)
+    }
+}
+
+extension GroupLimitedTopK {
+    /// √softplus(x), softplus as torch's (beta 1, threshold 20: x itself above).
+    static func sqrtSoftplus(_ x: Float) -> Float { (x > 20 ? x : log1p(exp(x))).squareRoot() }
+
+    /// The scores `scoring` gives a row of logits.
+    static func scores(_ row: [Float], scoring: Scoring) -> [Float] {
+        switch scoring {
+        case .softmax:
+            let maximum = row.max() ?? 0
+            let exponentials = row.map { exp($0 - maximum) }
+            let sum = exponentials.reduce(0, +)
+            return exponentials.map { $0 / sum }
+        case .sigmoid, .sigmoidRankedByLogits: return row.map { 1 / (1 + exp(-$0)) }
+        case .sqrtSoftplus: return row.map(sqrtSoftplus)
+        case .activation(let activation): return row.map(activation.apply)
+        }
+    }
+}
+
+/// Routing by a table of each token's experts (DeepSeek-V4's
+/// `DeepseekV4HashRouter`, on the `hash_moe` layers): token t goes to
+/// experts `table[t · k ..< (t + 1) · k]` (`tid2eid`), each weighted by its
+/// score (`scoring` of the router logits) divided by the k scores' sum plus
+/// 1e-20, times `scalingFactor` (`routed_scaling_factor`), in float32.
+public struct TokenHashedRouting: Sendable {
+    /// [vocabulary, k], each entry an expert.
+    public let table: [Int]
+    public let scoring: GroupLimitedTopK.Scoring
+    public let scalingFactor: Float
+
+    public init(table: [Int], scoring: GroupLimitedTopK.Scoring, scalingFactor: Float) {
+        self.table = table
+        self.scoring = scoring
+        self.scalingFactor = scalingFactor
+    }
+
+    func route(_ logits: Matrix, tokenIDs: [Int], expertsPerToken k: Int) -> MixtureOfExperts.Routing {
+        let count = logits.cols
+        precondition(tokenIDs.count == logits.rows && table.count % k == 0)
+        var chosen = [Int](repeating: 0, count: logits.rows * k)
+        var weights = [Float](repeating: 0, count: logits.rows * k)
+        for r in 0..<logits.rows {
+            let scores = GroupLimitedTopK.scores(Array(logits.data[(r * count)..<((r + 1) * count)]), scoring: scoring)
+            let token = tokenIDs[r]
+            precondition(token >= 0 && (token + 1) * k <= table.count)
+            let experts = table[(token * k)..<((token + 1) * k)]
+            let sum = experts.reduce(Float(0)) { $0 + scores[$1] }
+            for (slot, e) in experts.enumerated() {
+                chosen[r * k + slot] = e
+                weights[r * k + slot] = scores[e] / (sum + 1e-20) * scalingFactor
             }
         }
         return MixtureOfExperts.Routing(experts: chosen, weights: weights, expertsPerToken: k)

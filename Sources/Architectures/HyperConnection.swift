@@ -22,6 +22,19 @@ import TensorEngine
 /// a module's importance compares the whole stream, all streams at once,
 /// before and after its branch. Source: transformers'
 /// `models/hy_v4/modeling_hy_v4.py`.
+///
+/// DeepSeek-V4's manifold-constrained form (`DeepseekV4HyperConnection`,
+/// `mixing` set) also mixes the streams: fn has streams² more rows, whose
+/// m (after the pre and post ones, row-major [j, k]) give
+///
+///     comb = softmax_k(m[j, k] · scale[2] + base[j, k]) + gateEps
+///     comb ← comb / (Σ_j comb + gateEps), then (iterations − 1) times
+///            comb ← comb / (Σ_k comb + gateEps); comb ← comb / (Σ_j comb + gateEps)
+///     H'_k = post_k · branch output + Σ_j comb[j, k] · H_j
+///
+/// (Sinkhorn-Knopp towards a doubly stochastic matrix), its post gate
+/// without gateEps. A dropped branch still leaves the streams as they were,
+/// unmixed. Source: transformers' `models/deepseek_v4/modeling_deepseek_v4.py`.
 public struct HyperConnection: Sendable {
     /// `hc_mult`.
     public let streams: Int
@@ -38,12 +51,21 @@ public struct HyperConnection: Sendable {
     public let gateEps: Float
     /// The unweighted RMS norm's eps (`rms_norm_eps`).
     public let normEps: Float
+    /// DeepSeek-V4's stream mixing: the comb's scale (`scale[2]`) and its
+    /// Sinkhorn iterations (`hc_sinkhorn_iters`; at most one, the columns
+    /// normalised once, as `range(iterations - 1)` runs none); nil for none (Hunyuan V4).
+    public let mixing: (scale: Float, iterations: Int)?
 
+    /// Hunyuan V4's form without `mixing`: fn [2 · streams, ..], base
+    /// [2 · streams], scale [2]; DeepSeek-V4's with it: fn [(2 + streams) ·
+    /// streams, ..], base as many, scale [3].
     public init(
-        streams: Int, projection: Linear, base: [Float], scale: [Float], postMagnitude: Float, gateEps: Float, normEps: Float
+        streams: Int, projection: Linear, base: [Float], scale: [Float], postMagnitude: Float, gateEps: Float, normEps: Float,
+        sinkhornIterations: Int? = nil
     ) {
-        precondition(streams >= 1 && projection.outFeatures == 2 * streams && projection.inFeatures % streams == 0)
-        precondition(base.count == 2 * streams && scale.count == 2)
+        let rows = (2 + (sinkhornIterations == nil ? 0 : streams)) * streams
+        precondition(streams >= 1 && projection.outFeatures == rows && projection.inFeatures % streams == 0)
+        precondition(base.count == rows && scale.count == (sinkhornIterations == nil ? 2 : 3))
         self.streams = streams
         self.projection = projection
         self.base = base
@@ -51,46 +73,91 @@ public struct HyperConnection: Sendable {
         self.postMagnitude = postMagnitude
         self.gateEps = gateEps
         self.normEps = normEps
+        mixing = sinkhornIterations.map { (scale[2], $0) }
     }
+
+    /// Values per row of `gates`: pre, post and, when mixing, the comb.
+    var gateWidth: Int { projection.outFeatures }
 
     /// Width of one stream (`hidden_size`).
     public var width: Int { projection.inFeatures / streams }
 
-    /// Each row's pre and post gates [rows, 2 · streams] (pre first) of `stream` [rows, streams · hidden].
+    /// Each row's pre and post gates and, when mixing, its comb [rows,
+    /// `gateWidth`] (pre first, the comb row-major [j, k]) of `stream` [rows, streams · hidden].
     func gates(_ stream: Matrix) -> Matrix {
         var mixes = projection(stream)
-        let streams = self.streams
+        let streams = self.streams, width = gateWidth
+        // DeepSeek-V4 adds no eps to the post gate.
+        let postEps = mixing == nil ? gateEps : 0
         stream.data.withUnsafeBufferPointer { h in
             mixes.data.withUnsafeMutableBufferPointer { m in
                 for r in 0..<stream.rows {
                     let scale = HyperHead.inverseRootMeanSquare(h.baseAddress! + r * stream.cols, count: stream.cols, eps: normEps)
+                    let row = m.baseAddress! + r * width
                     for j in 0..<(2 * streams) {
-                        let pre = j < streams, mixed = m[r * 2 * streams + j] * scale
+                        let pre = j < streams, mixed = row[j] * scale
                         let gate = 1 / (1 + exp(-(mixed * (pre ? preScale : postScale) + base[j])))
-                        m[r * 2 * streams + j] = (pre ? gate : postMagnitude * gate) + gateEps
+                        row[j] = pre ? gate + gateEps : postMagnitude * gate + postEps
                     }
+                    if let mixing { combine(row + 2 * streams, inverseRMS: scale, mixing: mixing) }
                 }
             }
         }
         return mixes
     }
 
+    /// One row's comb [streams, streams] in place from its mixes, as `DeepseekV4HyperConnection`.
+    private func combine(_ comb: UnsafeMutablePointer<Float>, inverseRMS: Float, mixing: (scale: Float, iterations: Int)) {
+        let n = streams, offset = 2 * n
+        for j in 0..<n {
+            let row = comb + j * n
+            var largest = -Float.infinity
+            for k in 0..<n {
+                row[k] = row[k] * inverseRMS * mixing.scale + base[offset + j * n + k]
+                largest = max(largest, row[k])
+            }
+            var sum: Float = 0
+            for k in 0..<n {
+                row[k] = exp(row[k] - largest)
+                sum += row[k]
+            }
+            for k in 0..<n { row[k] = row[k] / sum + gateEps }
+        }
+        func normaliseColumns() {
+            for k in 0..<n {
+                var sum: Float = 0
+                for j in 0..<n { sum += comb[j * n + k] }
+                for j in 0..<n { comb[j * n + k] /= sum + gateEps }
+            }
+        }
+        normaliseColumns()
+        for _ in 0..<max(mixing.iterations - 1, 0) {
+            for j in 0..<n {
+                var sum: Float = 0
+                for k in 0..<n { sum += comb[j * n + k] }
+                for k in 0..<n { comb[j * n + k] /= sum + gateEps }
+            }
+            normaliseColumns()
+        }
+    }
+
     /// The branch's input [rows, hidden]: each row's streams weighed by its pre gates.
     public func collapsed(_ stream: Matrix) -> Matrix {
-        HyperHead.weighedSum(stream, weights: gates(stream), stride: 2 * streams, streams: streams)
+        HyperHead.weighedSum(stream, weights: gates(stream), stride: gateWidth, streams: streams)
     }
 
     /// The stream [rows, streams · hidden] once `output` [rows, hidden] joins
     /// `stream`, each stream through its post gate.
     public func join(_ stream: Matrix, _ output: Matrix) -> Matrix {
-        let gates = gates(stream), streams = self.streams, width = self.width
+        let gates = gates(stream), streams = self.streams, width = self.width, stride = gateWidth
         precondition(output.rows == stream.rows && output.cols == width)
+        if mixing != nil { return mixedJoin(stream, output, gates: gates) }
         var result = stream
         result.data.withUnsafeMutableBufferPointer { h in
             output.data.withUnsafeBufferPointer { out in
                 for r in 0..<stream.rows {
                     for n in 0..<streams {
-                        let post = gates.data[r * 2 * streams + streams + n]
+                        let post = gates.data[r * stride + streams + n]
                         let target = h.baseAddress! + r * streams * width + n * width, source = out.baseAddress! + r * width
                         for j in 0..<width { target[j] += post * source[j] }
                     }
@@ -98,6 +165,30 @@ public struct HyperConnection: Sendable {
             }
         }
         return result
+    }
+
+    /// post_k · output + Σ_j comb[j, k] · H_j per row and stream k, in float32 as torch's matmul.
+    private func mixedJoin(_ stream: Matrix, _ output: Matrix, gates: Matrix) -> Matrix {
+        let n = streams, width = self.width, stride = gateWidth
+        return Matrix(uninitialized: stream.rows, stream.cols) { target in
+            stream.data.withUnsafeBufferPointer { h in
+                output.data.withUnsafeBufferPointer { out in
+                    gates.data.withUnsafeBufferPointer { g in
+                        for r in 0..<stream.rows {
+                            let row = g.baseAddress! + r * stride, comb = row + 2 * n, source = h.baseAddress! + r * n * width
+                            for k in 0..<n {
+                                let post = row[n + k], result = target + r * n * width + k * width, branch = out.baseAddress! + r * width
+                                for d in 0..<width {
+                                    var mixed: Float = 0
+                                    for j in 0..<n { mixed += comb[j * n + k] * source[j * width + d] }
+                                    result[d] = post * branch[d] + mixed
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

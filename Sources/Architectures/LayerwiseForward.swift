@@ -69,7 +69,7 @@ public struct LayerwiseForward {
                 pending = BlockPrefetch(model, index: following, skipping: plan)
             }
             let input = try perLayer.map { try $0.embedding.input(layer: index, tokenIDs: batch.tokenIDs, embedded: $0.embedded) }
-            var activations = block(x, index: index, perLayerInput: input, sequences: batch.sequences, carry: carry) { mixer, input in
+            var activations = block(x, index: index, perLayerInput: input, sequences: batch.sequences, tokenIDs: batch.tokenIDs, carry: carry) { mixer, input in
                 mixer(input, batch, shared: shared)
             }
             (activations.pass, activations.passes) = (pass, passes)

@@ -54,6 +54,14 @@ public struct MixtureOfExperts: Sendable {
         /// `moe_normalize_expert_weights`; p = 1 is `softmaxTopK(renormalize: true)`
         /// as torch.norm computes it).
         case softmaxTopKOverPNorm(p: Double)
+        /// Each token's experts read from a table by its token id (DeepSeek-V4's
+        /// `DeepseekV4HashRouter`), weighted as `TokenHashedRouting` says.
+        case tokenHashed(TokenHashedRouting)
+    }
+
+    /// Whether the routing reads the rows' tokens.
+    public var routesByToken: Bool {
+        if case .tokenHashed = rule { true } else { false }
     }
     /// The routing weight multiplies each expert's input rather than its
     /// output (Llama 4's experts take x · weight); with a nonlinear expert
@@ -173,9 +181,10 @@ public struct MixtureOfExperts: Sendable {
 
     /// Each row of `x` [tokens, hidden] routed by `rule` (normalised first
     /// by `routerNorm`, the weights scaled after by `expertScales`).
-    public func route(_ x: Matrix) -> Routing {
+    public func route(_ x: Matrix, tokenIDs: [Int]? = nil) -> Routing {
         let x = routerNorm.map { $0(x) } ?? x
         let routing: Routing = switch rule {
+        case .tokenHashed(let rule): rule.route(router(x), tokenIDs: tokenIDs!, expertsPerToken: expertsPerToken)
         case .softmaxTopK(let renormalize): softmaxTopK(x, renormalize: renormalize)
         case .topKThenSoftmax: softmaxOverTopLogits(router(x))
         case .groupLimited(let rule): rule.route(router(x), expertsPerToken: expertsPerToken)
@@ -324,9 +333,9 @@ public struct MixtureOfExperts: Sendable {
 
     /// The experts over the rows of `x`, each row routed by the same row of
     /// `routerInput` (Gemma 4 routes the stream before the experts' input norm).
-    public func callAsFunction(_ x: Matrix, routerInput: Matrix) -> Matrix {
-        precondition(routerInput.rows == x.rows)
-        let routing = route(routerInput)
+    public func callAsFunction(_ x: Matrix, routerInput: Matrix, tokenIDs: [Int]? = nil) -> Matrix {
+        precondition(routerInput.rows == x.rows && (!routesByToken || tokenIDs?.count == x.rows))
+        let routing = route(routerInput, tokenIDs: tokenIDs)
         let routed = latent.map { $0.down(x) } ?? x
         let k = expertsPerToken, width = routed.cols
         var output = Matrix(zeros: x.rows, width)

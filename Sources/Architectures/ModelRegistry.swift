@@ -47,6 +47,7 @@ public enum ModelRegistry {
         "deepseek_v2": DeepSeekModel.self,
         "deepseek_v3": DeepSeekModel.self,
         "deepseek_v32": Glm4MoeLiteModel.self,
+        "deepseek_v4": DeepseekV4Model.self,
         "diffllama": DiffLlamaModel.self,
         "doge": DogeModel.self,
         "dory": DoryModel.self,

@@ -127,24 +127,28 @@ public struct EmbeddedTokens: Sendable {
     public let rows: Matrix
     /// Each layer's inputs [tokens, P]; empty for a model without.
     public let perLayer: [Matrix]
+    /// The rows' tokens (DeepSeek-V4's hash routing reads them).
+    public let tokenIDs: [Int]
 
     /// `batch`'s embeddings and, where `model` takes them, its per-layer inputs.
     public init(_ batch: TokenBatch, model: any LanguageModel) throws {
         let rows = try model.embed(batch)
         self.rows = rows
+        tokenIDs = batch.tokenIDs
         perLayer = try model.perLayerEmbedding.map { embedding in
             try (0..<model.layerCount).map { try embedding.input(layer: $0, tokenIDs: batch.tokenIDs, embedded: rows) }
         } ?? []
     }
 
-    private init(rows: Matrix, perLayer: [Matrix]) {
+    private init(rows: Matrix, perLayer: [Matrix], tokenIDs: [Int]) {
         self.rows = rows
         self.perLayer = perLayer
+        self.tokenIDs = tokenIDs
     }
 
     /// The rows `range` of each.
     public func rows(_ range: Range<Int>) -> EmbeddedTokens {
-        EmbeddedTokens(rows: rows.rows(range), perLayer: perLayer.map { $0.rows(range) })
+        EmbeddedTokens(rows: rows.rows(range), perLayer: perLayer.map { $0.rows(range) }, tokenIDs: Array(tokenIDs[range]))
     }
 
     /// Layer `index`'s per-layer inputs, nil for a model without.

@@ -10,6 +10,9 @@ public struct RecurrentState: Sendable {
     /// The tokens the state has taken in (a mixer whose first pass over a
     /// sequence differs from its steps: lightning attention's blocks).
     var seen = 0
+    /// Whether `recurrent` grows with the tokens (DeepSeek-V4's attention
+    /// keeps the sequence's projected rows): a reset empties it.
+    var grows = false
 
     public init(history: Int, recurrent: Int = 0) {
         self.history = [Float](repeating: 0, count: history)
@@ -22,6 +25,7 @@ public struct RecurrentState: Sendable {
     /// Back to the state before the first token.
     public mutating func reset() {
         for i in history.indices { history[i] = 0 }
+        if grows { recurrent.removeAll() }
         for i in recurrent.indices { recurrent[i] = 0 }
         seen = 0
     }

@@ -31,6 +31,8 @@ public enum TokenMixer: Sendable {
     case attentionBesideMamba2(AttentionBesideMamba2)
     /// MiniMax's lightning attention (decayed linear attention in blocks).
     case lightningAttention(LightningAttention)
+    /// DeepSeek-V4's attention over a sliding window and compressed keys.
+    case compressedAttention(CompressedAttention)
 
     /// The mixer over the whole batch, each sequence on its own; `shared`
     /// holds the keys and values and key selections layers share in this
@@ -72,6 +74,7 @@ public enum TokenMixer: Sendable {
         case .shortConvolution(let convolution): convolution
         case .attentionBesideMamba2(let both): both.mamba
         case .lightningAttention(let attention): attention
+        case .compressedAttention(let attention): attention
         }
     }
 }
@@ -232,9 +235,9 @@ public struct MLPBranch: Sendable {
     /// The branch output for residual stream `x`, whose rows are the
     /// sequences `sequences` (nil: one sequence; only Doge's product-key
     /// experts route across a sequence's rows).
-    public func callAsFunction(_ x: Matrix, sequences: [Range<Int>]? = nil) -> Matrix {
+    public func callAsFunction(_ x: Matrix, sequences: [Range<Int>]? = nil, tokenIDs: [Int]? = nil) -> Matrix {
         let read = join?.read(x) ?? x
-        let out = feedForward(inputNorm.map { $0(read) } ?? read, sequences: sequences)
+        let out = feedForward(inputNorm.map { $0(read) } ?? read, sequences: sequences, tokenIDs: tokenIDs)
         return (outputNorm.map { $0(out) } ?? out).scaled(by: outputScale)
     }
 }
@@ -526,10 +529,11 @@ extension TransformerBlock {
     /// (`LanguageModel.perLayerEmbedding`). `sequences`: the sequences of
     /// `x`'s rows, nil for one (a decoder's prefill or step). `carry`: what
     /// the pass's blocks leave for the next (`BlockCarry`), one per pass;
-    /// needed where a block leaves or reads one.
+    /// needed where a block leaves or reads one. `tokenIDs`: the rows'
+    /// tokens, for MLPs routed by them (DeepSeek-V4's hash routing).
     public func callAsFunction(
-        _ x: Matrix, index: Int, perLayerInput input: Matrix? = nil, sequences: [Range<Int>]? = nil, carry: BlockCarry? = nil,
-        attend: (TokenMixer, Matrix) -> Matrix
+        _ x: Matrix, index: Int, perLayerInput input: Matrix? = nil, sequences: [Range<Int>]? = nil, tokenIDs: [Int]? = nil,
+        carry: BlockCarry? = nil, attend: (TokenMixer, Matrix) -> Matrix
     ) -> BlockActivations {
         precondition(carry != nil || (!leavesMLPInput && mlp?.shortcut == nil), "block \(index) passes a stream on: give the pass's BlockCarry")
         /// The stream leaving the block, from the stream after both branches.
@@ -569,7 +573,7 @@ extension TransformerBlock {
             let h = attended ?? x
             if leavesMLPInput { carry!.leave(h, from: index) }
             let y = mlp.map { branch in
-                let y = joined(h, branch(h, sequences: sequences), branch.residualNorm, branch.join, inputNorm: branch.inputNorm)
+                let y = joined(h, branch(h, sequences: sequences, tokenIDs: tokenIDs), branch.residualNorm, branch.join, inputNorm: branch.inputNorm)
                 // The shortcut joins after the branch's own output, (h + out) + shortcut, as LongCat-Flash adds them.
                 guard let shortcut = branch.shortcut else { return y }
                 return y.adding(shortcut(carry!.take(from: index - 1) ?? x, sequences: sequences))
@@ -578,7 +582,7 @@ extension TransformerBlock {
                 index: index, input: x, attentionResidual: attended, mlpInput: h, mlpResidual: y,
                 output: leaving(y ?? h), isDropped: false)
         case .parallel:
-            let mlpOut = mlp.map { $0(x, sequences: sequences) }
+            let mlpOut = mlp.map { $0(x, sequences: sequences, tokenIDs: tokenIDs) }
             let base = attended ?? x
             return BlockActivations(
                 index: index, input: x, attentionResidual: attended, mlpInput: x, mlpResidual: mlpOut.map { x.adding($0) },

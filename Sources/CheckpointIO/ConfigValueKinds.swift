@@ -357,6 +357,9 @@ public enum ConfigValueKinds {
     /// and how its numbers are spelled — is decoded as written.
     /// - Returns: the data, and the alias each key added for one was written
     ///   as (for messages, which name the key the file holds).
+    /// The model types whose omitted aliases `decodable` writes from the keys they stand for.
+    static let aliasesRead: Set<String> = ["deepseek_v4"]
+
     public static func decodable(_ data: Data, document: JSONValue, modelType: String) -> (data: Data, writtenAs: [String: String]) {
         guard case .object(let members) = document,
               let start = data.firstIndex(where: { $0 == UInt8(ascii: "{") }) else { return (data, [:]) }
@@ -367,6 +370,15 @@ public enum ConfigValueKinds {
                   let text = jsonText(value) else { continue }
             added.append((target, text))
             writtenAs[target] = key
+        }
+        // An alias the config leaves out reads the key it stands for (transformers' attribute_map
+        // getter), for the types whose sizes droptrace reads under the alias: DeepseekV4Config's
+        // intermediate_size is its moe_intermediate_size.
+        for (alias, target) in aliases.sorted(by: { $0.key < $1.key })
+        where aliasesRead.contains(modelType) && document.member(alias) == nil && writtenAs[alias] == nil && writtenAs[target] == nil {
+            guard let value = document.member(target), let text = jsonText(value) else { continue }
+            added.append((alias, text))
+            writtenAs[alias] = target
         }
         for (key, text) in (omittedDefaults[modelType] ?? [:]).sorted(by: { $0.key < $1.key })
         where document.member(key) == nil && writtenAs[key] == nil {

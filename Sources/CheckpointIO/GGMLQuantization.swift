@@ -52,7 +52,7 @@ enum GGMLQuantization {
         case .iq4_NL: iq4Values.withUnsafeBufferPointer { k in each { iq4_NL($0, $1, k) } }
         case .iq4_XS: iq4Values.withUnsafeBufferPointer { k in each { iq4_XS($0, $1, k) } }
         case .mxfp4: MXFP4.ggmlValues.withUnsafeBufferPointer { k in each { mxfp4($0, $1, k) } }
-        case .float32, .float16, .bfloat16, .float64, .uint8, .float8_e4m3, .float8_e5m2, .float8_e8m0:
+        case .float32, .float16, .bfloat16, .float64, .uint8, .float8_e4m3, .float8_e5m2, .float8_e8m0, .int64, .int32:
             preconditionFailure("\(dtype) is not a block type")
         }
     }

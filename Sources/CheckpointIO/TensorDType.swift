@@ -32,13 +32,17 @@ public enum TensorDType: String, Sendable {
     /// torch's float8_e8m0fnu: an exponent alone, 2^(byte − 127) (0xFF NaN),
     /// as FP8 weights' scales are stored with `scale_fmt: "ue8m0"`.
     case float8_e8m0 = "F8_E8M0"
+    /// Integer buffers (DeepSeek-V4's `tid2eid` token-to-expert table):
+    /// never weights; expand to their values, exact below 2^24.
+    case int64 = "I64"
+    case int32 = "I32"
 
     /// Elements stored together with their shared scales; 1 for plain floats.
     /// A tensor's rows are whole blocks, so row and chunk boundaries never
     /// split one.
     public var blockSize: Int {
         switch self {
-        case .float32, .float16, .bfloat16, .float64, .uint8, .float8_e4m3, .float8_e5m2, .float8_e8m0: 1
+        case .float32, .float16, .bfloat16, .float64, .uint8, .float8_e4m3, .float8_e5m2, .float8_e8m0, .int64, .int32: 1
         case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_NL, .mxfp4: 32
         case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_XS: 256
         }
@@ -47,8 +51,8 @@ public enum TensorDType: String, Sendable {
     /// Bytes of one block (for plain floats: of one element).
     public var byteSize: Int {
         switch self {
-        case .float64: 8
-        case .float32: 4
+        case .float64, .int64: 8
+        case .float32, .int32: 4
         case .float16, .bfloat16: 2
         case .uint8, .float8_e4m3, .float8_e5m2, .float8_e8m0: 1
         case .q8_0: 34
@@ -75,7 +79,7 @@ public enum TensorDType: String, Sendable {
     /// a model reading one as a plain weight gets an error.
     public var readsAsWeights: Bool {
         switch self {
-        case .uint8, .float8_e4m3, .float8_e5m2, .float8_e8m0: false
+        case .uint8, .float8_e4m3, .float8_e5m2, .float8_e8m0, .int64, .int32: false
         default: true
         }
     }
@@ -114,6 +118,10 @@ public func expandToFloat32(
         }
     case .uint8:
         for i in 0..<count { destination[i] = Float(source.load(fromByteOffset: i, as: UInt8.self)) }
+    case .int64:
+        for i in 0..<count { destination[i] = Float(Int64(littleEndian: source.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self))) }
+    case .int32:
+        for i in 0..<count { destination[i] = Float(Int32(littleEndian: source.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self))) }
     case .float8_e4m3, .float8_e5m2, .float8_e8m0:
         FP8.expand(source, dtype: dtype, count: count, into: destination)
     case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_NL, .iq4_XS, .mxfp4:

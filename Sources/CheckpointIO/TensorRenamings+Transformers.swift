@@ -11,6 +11,40 @@ extension TensorRenamings {
             ("W_up(?!\\w)", "mlp.fc2", []),
             ("self_attn\\.q_b_proj\\.", "self_attn.q_gate_proj.", []),
         ],
+        "deepseek_v4": [
+            ("\\.attn\\.", ".self_attn.", []),
+            ("\\.ffn\\.", ".mlp.", []),
+            ("\\.indexer\\.compressor\\.", ".compressor.indexer.", []),
+            ("^embed\\.weight(?!\\w)", "embed_tokens.weight", []),
+            ("^head\\.weight(?!\\w)", "lm_head.weight", []),
+            ("^hc_head_fn(?!\\w)", "hc_head.hc_fn", []),
+            ("^hc_head_base(?!\\w)", "hc_head.hc_base", []),
+            ("^hc_head_scale(?!\\w)", "hc_head.hc_scale", []),
+            ("\\.attn_norm\\.", ".input_layernorm.", []),
+            ("\\.ffn_norm\\.", ".post_attention_layernorm.", []),
+            ("\\.hc_attn_fn(?!\\w)", ".attn_hc.fn", []),
+            ("\\.hc_attn_base(?!\\w)", ".attn_hc.base", []),
+            ("\\.hc_attn_scale(?!\\w)", ".attn_hc.scale", []),
+            ("\\.hc_ffn_fn(?!\\w)", ".ffn_hc.fn", []),
+            ("\\.hc_ffn_base(?!\\w)", ".ffn_hc.base", []),
+            ("\\.hc_ffn_scale(?!\\w)", ".ffn_hc.scale", []),
+            ("\\.attn_sink(?!\\w)", ".sinks", []),
+            ("\\.indexer\\.weights_proj\\.", ".compressor.indexer.scorer.weights_proj.", []),
+            ("\\.indexer\\.wq_b\\.", ".compressor.indexer.q_b_proj.", []),
+            ("\\.norm\\.", ".kv_norm.", []),
+            ("\\.ape(?!\\w)", ".position_bias", []),
+            ("\\.wq_a\\.", ".q_a_proj.", []),
+            ("\\.self_attn\\.wq_b\\.", ".self_attn.q_b_proj.", []),
+            ("\\.wkv\\.", ".kv_proj.", []),
+            ("\\.wgate\\.", ".gate_proj.", []),
+            ("\\.wo_a\\.", ".o_a_proj.", []),
+            ("\\.wo_b\\.", ".o_b_proj.", []),
+            ("\\.q_norm\\.", ".q_a_norm.", []),
+            ("\\.gate\\.bias(?!\\w)", ".gate.e_score_correction_bias", []),
+            ("\\.shared_experts\\.w1\\.", ".shared_experts.gate_proj.", []),
+            ("\\.shared_experts\\.w2\\.", ".shared_experts.down_proj.", []),
+            ("\\.shared_experts\\.w3\\.", ".shared_experts.up_proj.", []),
+        ],
         "dory": [
             ("\\.self_attn\\.g_proj\\.", ".self_attn.gate_proj.", []),
             ("^backbone\\.", "model.", []),
@@ -110,6 +144,11 @@ extension TensorRenamings {
             ("\\.self_attn\\.key_layernorm\\.", ".self_attn.k_norm.", []),
             ("\\.mlp\\.gate\\.expert_bias(?!\\w)", ".mlp.gate.e_score_correction_bias", []),
         ],
+    ]
+    /// Per model_type, the names of its own parameters and buffers the rules rename to no parameter,
+    /// which transformers keeps as stored (regular expressions; layer and expert numbers as `\\d+`).
+    static let keptAsStored: [String: [String]] = [
+        "deepseek_v4": ["^model\\.norm\\.weight$"],
     ]
     /// The model types whose mapping begins with `LayerPairCollapse` (`TensorRenamings.collapsingPair`).
     static let pairCollapsing: Set<String> = ["dory"]

@@ -21,11 +21,14 @@ enum TensorRenamings {
     ///   (transformers would load one of them over the other).
     static func storedNames(of names: [String], modelType: String, path: String) throws -> [String: String]? {
         guard let rules = compiled[modelType] else { return nil }
-        let stored = Set(names), collapses = pairCollapsing.contains(modelType)
+        let stored = Set(names), collapses = pairCollapsing.contains(modelType), kept = compiledKept[modelType] ?? []
         var renamedFrom: [String: String] = [:]
         for name in names.sorted() {
             let renamed = rename(collapses ? collapsingPair(name) : name, rules)
             guard renamed != name else { continue }
+            // A parameter's own name the rules would rename to no parameter: transformers keeps it
+            // (DeepSeek-V4's `model.norm.weight`, which its `.norm.` → `.kv_norm.` rule matches).
+            if kept.contains(where: { $0.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) != nil }) { continue }
             if let other = renamedFrom[renamed] ?? (stored.contains(renamed) ? renamed : nil) {
                 throw DroptraceError(
                     "tensors '\(other.forErrorMessage)' and '\(name.forErrorMessage)' are both read as '\(renamed.forErrorMessage)' by transformers' renaming of \(modelType) checkpoints; keep one of the two",
@@ -90,5 +93,8 @@ enum TensorRenamings {
     /// `transformers`, compiled.
     private static let compiled: [String: [Rule]] = transformers.mapValues { rules in
         rules.map { Rule(pattern: try! NSRegularExpression(pattern: $0.pattern), replacement: $0.replacement, scope: $0.scope) }
+    }
+    private static let compiledKept: [String: [NSRegularExpression]] = keptAsStored.mapValues { patterns in
+        patterns.map { try! NSRegularExpression(pattern: $0) }
     }
 }

@@ -99,7 +99,7 @@ final class IncrementalDecoder {
         let carry = BlockCarry()
         let x = walk(embedded.rows) { x, block, index, pass in
             let (slot, readsOnly) = slot(index, pass: pass), base = pass * blocks.count
-            return block(x, index: index, perLayerInput: embedded.perLayerInput(index), carry: carry) { mixer, input in
+            return block(x, index: index, perLayerInput: embedded.perLayerInput(index), tokenIDs: embedded.tokenIDs, carry: carry) { mixer, input in
                 mixer(
                     input,
                     attend: { attention, x in
@@ -142,7 +142,7 @@ final class IncrementalDecoder {
         let carry = BlockCarry()
         return walk(embedded.rows) { x, block, index, pass in
             let (slot, readsOnly) = slot(index, pass: pass), base = pass * blocks.count
-            return block(x, index: index, perLayerInput: embedded.perLayerInput(index), carry: carry) { mixer, input in
+            return block(x, index: index, perLayerInput: embedded.perLayerInput(index), tokenIDs: embedded.tokenIDs, carry: carry) { mixer, input in
                 mixer(
                     input,
                     attend: { attention, x in

@@ -277,6 +277,11 @@ public enum SpeedMeasurement {
                 // The state's decay, update and read: about 4 per state entry, whatever the context.
                 total += linear(attention.projection) + linear(attention.output)
                 total += 4 * Double(attention.heads * attention.headDim * attention.headDim)
+            case .compressedAttention(let attention)?:
+                // The projections, then each query against its window, its compressed keys and the indexer's.
+                total += linear(attention.projection) + linear(attention.queryUp) + linear(attention.output)
+                total += attention.outputGroups.reduce(0) { $0 + linear($1) }
+                total += 4 * Double(attention.heads * attention.headDim * attention.slidingWindow)
             case .shortConvolution(let convolution)?:
                 // B · x, the taps and the C gate per channel.
                 total += linear(convolution.projection) + linear(convolution.output)

@@ -43,7 +43,7 @@ from transformers.core_model_loading import LayerPairCollapse, MergeModulelist, 
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 # The model types whose tensors droptrace renames on load as transformers does (`Checkpoint`).
-RENAMED_ON_LOAD = ["axk2", "dory", "ergo", "exaone", "hy_v4", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "ovis2_5", "param2moe", "sarvam_moe"]
+RENAMED_ON_LOAD = ["axk2", "deepseek_v4", "dory", "ergo", "exaone", "hy_v4", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "ovis2_5", "param2moe", "sarvam_moe"]
 
 # A collected source pattern: the module path, the expert index, one projection's weight.
 PATTERN = re.compile(r"^([A-Za-z0-9_.]*)\*\.([A-Za-z0-9_]+)\.weight$")
@@ -95,6 +95,36 @@ def renamings(model_type):
     return rules
 
 
+def kept_names(model_type):
+    """Regular expressions of the names of `model_type`'s own parameters and buffers that its rules
+    rename to no parameter: transformers keeps such a tensor under its stored name (`convert_and_load_state_dict_in_model`
+    falls back to the original key when only that one is the model's). Layer and expert numbers read as `\\d+`."""
+    auto = AutoModelForCausalLM if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
+    with torch.device("meta"):
+        model = auto.from_config(AutoConfig.for_model(model_type))
+    names = set(model.state_dict().keys())
+    compiled = [(re.compile(p), r, c) for p, r, c in renamings(model_type)]
+    kept = []
+    for name in sorted(names):
+        renamed = name
+        for pattern, replacement, scopes in compiled:
+            prefix = ""
+            if scopes:
+                scope = next((s for s in scopes if renamed.startswith(s)), None)
+                if scope is None:
+                    continue
+                prefix = scope
+            key = renamed[len(prefix):]
+            match = pattern.search(key)
+            if match is None:
+                continue
+            target = replacement.replace("\\1", match.group(1)) if "\\1" in replacement and match.groups() else replacement
+            renamed = prefix + key.replace(match.group(0), target, 1)
+        if renamed != name and renamed not in names:
+            kept.append("^" + re.sub(r"\\\.\d+\\\.", r"\\.\\d+\\.", re.escape(name)) + "$")
+    return list(dict.fromkeys(kept))
+
+
 def swift_string(text):
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -117,6 +147,16 @@ def main_renamings():
         lines.append(f"        {swift_string(model_type)}: [")
         lines += [f"            ({swift_string(p)}, {swift_string(r)}, [{', '.join(map(swift_string, c))}])," for p, r, c in rules]
         lines.append("        ],")
+    lines += [
+        "    ]",
+        "    /// Per model_type, the names of its own parameters and buffers the rules rename to no parameter,",
+        "    /// which transformers keeps as stored (regular expressions; layer and expert numbers as `\\\\d+`).",
+        "    static let keptAsStored: [String: [String]] = [",
+    ]
+    for model_type in RENAMED_ON_LOAD:
+        kept = kept_names(model_type)
+        if kept:
+            lines.append(f"        {swift_string(model_type)}: [" + ", ".join(map(swift_string, kept)) + "],")
     collapsing = [t for t in RENAMED_ON_LOAD
                   if type((conversion_mapping.get_checkpoint_conversion_mapping(t) or [None])[0]) is LayerPairCollapse]
     lines += [

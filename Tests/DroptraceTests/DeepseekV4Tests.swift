@@ -1,0 +1,180 @@
+@testable import Architectures
+@testable import CheckpointIO
+import Dropping
+import DroptraceSupport
+import Foundation
+import Scoring
+import TensorEngine
+import Testing
+
+/// DeepSeek-V4 (`deepseek_v4`): its config refusals and DeepseekV4Config's
+/// rules, the residual stream of `hc_mult` streams mixed by Sinkhorn-
+/// normalised hyper-connections, the attention over a sliding window and
+/// compressed keys (heavily compressed, or chosen by the indexer), the
+/// grouped output and the experts routed by token id or by score. The
+/// fixture is saved as transformers saves DeepSeek-V4 (the released names,
+/// renamed on load). The scores themselves are checked against
+/// transformers with every other family (`DropTests` and the reference suites).
+@Suite struct DeepseekV4Tests {
+    typealias Mutant = ConfigValidationTests.Mutant
+    static let name = "deepseek_v4-f32"
+
+    static let mutants: [Mutant] = [
+        Mutant(name, "rms_norm_eps", "0"),
+        Mutant(name, "hc_mult", "0"), Mutant(name, "hc_mult", "4611686018427387904"),
+        Mutant(name, "hc_eps", "1e39"), Mutant(name, "swiglu_limit", "1e39"),
+        Mutant(name, "o_groups", "3"), Mutant(name, "o_groups", "0"), Mutant(name, "sliding_window", "0"),
+        Mutant(name, "index_topk", "-1"), Mutant(name, "index_n_heads", "0"), Mutant(name, "index_head_dim", "4"),
+        Mutant(name, "layer_types", #"["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"]"#),
+        Mutant(name, "layer_types", #"["sliding_attention", "sliding_attention"]"#),
+        Mutant(name, "mlp_layer_types", #"["hash_moe", "dense", "moe", "moe"]"#),
+        Mutant(name, "compress_rates.compressed_sparse_attention", "0", key: "compress_rates.compressed_sparse_attention"),
+        Mutant(name, "n_routed_experts", "0"), Mutant(name, "num_experts_per_tok", "9"), Mutant(name, "scoring_func", #""softmax""#),
+        Mutant(name, "rope_parameters.compress.rope_type", #""yarn""#, key: "rope_parameters.compress.rope_type"),
+        // Sizes the tensors contradict.
+        Mutant(name, "hc_mult", "2"), Mutant(name, "n_routed_experts", "16"), Mutant(name, "moe_intermediate_size", "32"),
+        Mutant(name, "q_lora_rank", "16"), Mutant(name, "o_lora_rank", "8"), Mutant(name, "index_head_dim", "32"),
+    ]
+
+    @Test(arguments: mutants)
+    func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
+        try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
+    }
+
+    func scores(_ fixture: EditedFixture) throws -> [Double] {
+        let scored = try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
+        return scored.attention + scored.mlp + scored.block
+    }
+
+    /// Each layer's branches join 3 streams through hyper-connections that
+    /// mix them (20 Sinkhorn iterations); layer 0 attends over its window
+    /// only, layers 1 and 3 over compressed keys of windows of 4 chosen by an
+    /// indexer keeping 3, layer 2 over every finished window of 8; the output
+    /// in 2 groups; layers 0 and 1 routed by token id, 2 and 3 by score.
+    @Test func layersAsDeepseekV4Builds() throws {
+        let model = try EditedFixture(Self.name).load()
+        #expect(model.streamWidth == 3 * model.hiddenSize)
+        #expect(try model.head().streamCollapse?.streams == 3)
+        for layer in 0..<model.layerCount {
+            let block = try model.block(layer)
+            guard case .hyperConnected(let attentionJoin)? = block.attention?.join, case .hyperConnected(let mlpJoin)? = block.mlp?.join else {
+                Issue.record("layer \(layer): a branch without its hyper-connection")
+                continue
+            }
+            #expect(attentionJoin.mixing?.iterations == 20 && mlpJoin.mixing?.iterations == 20 && attentionJoin.streams == 3)
+            guard case .compressedAttention(let attention)? = block.attention?.mixer else {
+                Issue.record("layer \(layer): not DeepSeek-V4's attention")
+                continue
+            }
+            #expect(attention.slidingWindow == 8 && attention.outputGroups.count == 2 && attention.rope.width == 8)
+            #expect(attention.compressor?.rate == [nil, 4, 8, 4][layer] && (attention.indexer != nil) == (layer % 2 == 1))
+            #expect(attention.indexer?.topK ?? 3 == 3)
+            guard case .mixture(let moe)? = block.mlp?.feedForward else {
+                Issue.record("layer \(layer): not a mixture of experts")
+                continue
+            }
+            #expect(moe.routesByToken == (layer < 2) && moe.sharedExperts.count == 1)
+        }
+    }
+
+    /// The embedding enters every stream; a dropped attention or MLP leaves
+    /// the streams as they were (unmixed).
+    @Test func droppedBranchLeavesTheStreams() throws {
+        let model = try EditedFixture(Self.name).load()
+        let batch = TokenBatch(sequences: [Array(FixtureFiles.jsonlSequences()[0].prefix(9))])
+        let x = try model.embed(batch)
+        #expect(x.cols == model.streamWidth)
+        let block = try model.block(2, skipping: DropPlan(attention: [2], mlp: [2]))
+        let activations = block(x, index: 2, tokenIDs: batch.tokenIDs) { mixer, input in mixer(input, batch) }
+        #expect(activations.output.data == x.data)
+    }
+
+    /// What config.json leaves out takes DeepseekV4Config's rules, the
+    /// legacy spellings its `__post_init__` reads among them; written out,
+    /// the same model. A block-drop export spells the kept layers' lists out.
+    @Test func legacySpellingsReadAsDeepseekV4Config() throws {
+        let base = try scores(EditedFixture(Self.name))
+        let legacy = try EditedFixture(Self.name) {
+            $0["layer_types"] = nil
+            $0["compress_ratios"] = [0, 4, 128, 4]
+            $0["compress_rates"] = nil
+            $0["compress_rate_hca"] = 8
+            $0["mlp_layer_types"] = nil
+            $0["num_hash_layers"] = 2
+        }
+        #expect(try scores(legacy) == base)
+        let exported = try EditedFixture(Self.name).exportedConfig(droppingBlocks: [1])
+        #expect(exported["layer_types"] as? [String] == ["sliding_attention", "heavily_compressed_attention", "compressed_sparse_attention"])
+        #expect(exported["mlp_layer_types"] as? [String] == ["hash_moe", "moe", "moe"])
+    }
+
+    /// Keys DeepseekV4Config keeps but its model does not read change
+    /// nothing; the values its model runs with though they look degenerate
+    /// (no Sinkhorn iteration after the first column normalisation, an
+    /// indexer keeping no compressed key, tanh scores: `ACT2FN`) are run.
+    @Test func valuesAsDeepseekV4Reads() throws {
+        let base = try scores(EditedFixture(Self.name))
+        #expect(try scores(EditedFixture(Self.name) {
+            $0["num_key_value_heads"] = 4
+            $0["norm_topk_prob"] = false
+            $0["n_shared_experts"] = 2
+        }) == base)
+        for (key, value) in [("hc_sinkhorn_iters", 0 as Any), ("index_topk", 0), ("scoring_func", "tanh")] {
+            let changed = try scores(EditedFixture(Self.name) { $0[key] = value })
+            #expect(changed != base, "\(key)")
+        }
+    }
+
+    /// The fixture's weights rewritten by `change`, its integer tables (`tid2eid`) kept.
+    func rewriteWeights(_ model: URL, _ change: (inout [SafetensorsWriter.Entry]) -> Void) throws {
+        let file = try SafetensorsFile(path: model.appendingPathComponent("model.safetensors").path)
+        let tables = file.scaledTensors.values.map { SafetensorsWriter.Entry($0) }
+        try BadInputTests().rewriteWeights(model) { entries in
+            entries += tables
+            change(&entries)
+        }
+    }
+
+    /// A token-to-expert table naming an expert past n_routed_experts is refused, naming the tensor.
+    @Test func tableOutsideTheExpertsIsRefused() throws {
+        let fixture = try EditedFixture(Self.name)
+        let name = "model.layers.0.ffn.gate.tid2eid"
+        try rewriteWeights(fixture.model) { entries in
+            let index = entries.firstIndex { $0.name == name }!
+            var values = [Int64](repeating: 1, count: 512 * 2)
+            values[5] = 8
+            entries[index] = SafetensorsWriter.Entry(
+                name: name, dtype: .int64, shape: [512, 2], bytes: values.withUnsafeBytes { Data($0) })
+        }
+        fixture.expectRefused(naming: "tid2eid")
+    }
+
+    /// Hyper-connection tensors of another shape than `hc_mult` gives are
+    /// refused on loading, naming the tensor as transformers renames it.
+    @Test func misshapenHyperConnectionTensorsAreRefused() throws {
+        for (name, shape, renamed) in [
+            ("model.hc_head.hc_scale", [2], "model.hc_head.hc_scale"),
+            ("model.layers.0.hc_attn_scale", [2], "model.layers.0.attn_hc.scale"),
+        ] {
+            let fixture = try EditedFixture(Self.name)
+            try rewriteWeights(fixture.model) { entries in
+                let index = entries.firstIndex { $0.name == name }!
+                entries[index] = SafetensorsWriter.Entry(
+                    name: name, dtype: .float32, shape: shape, bytes: Data(count: 4 * shape.reduce(1, *)))
+            }
+            fixture.expectRefused(naming: renamed)
+        }
+    }
+
+    /// Router and experts of one layer against transformers' MoE block (`routing_check`).
+    @Test func routingMatchesTransformers() throws {
+        try expectRoutingMatchesTransformers(Self.name, unordered: true)
+    }
+
+    /// Prefill, then decoding token by token, equal the full forward.
+    @Test func prefillAndDecodingMatchTheForward() throws {
+        try expectCachedDecodingMatchesTheForward(
+            try EditedFixture(Self.name).load(), tokens: 30, prefill: 20, plans: [.none, DropPlan(mlp: [2]), DropPlan(attention: [1])],
+            label: Self.name)
+    }
+}
