@@ -97,6 +97,9 @@ struct DeepSeekExperts: Sendable {
         static let mistral4 = ConfigClass(
             nRoutedExperts: 128, numExpertsPerTok: 4, nSharedExperts: 1, moeIntermediateSize: 2048, routedScalingFactor: 1,
             scoring: .softmax, name: "Mistral4Config")
+        static let mistralLarge4 = ConfigClass(
+            nRoutedExperts: 128, numExpertsPerTok: 4, nSharedExperts: 1, moeIntermediateSize: 6144, routedScalingFactor: 1,
+            scoring: .softmax, expertNames: (gate: "w1", up: "w3", down: "w2"), name: "MistralLarge4TextConfig")
         static let dots1 = ConfigClass(
             nRoutedExperts: nil, numExpertsPerTok: nil, nSharedExperts: nil, moeIntermediateSize: 1408, routedScalingFactor: 1,
             normTopkProb: false, name: "Dots1Config")

@@ -138,6 +138,7 @@ public enum ModelRegistry {
         "mistral": LlamaModel.self,
         "mistral3": LlamaModel.self,
         "mistral4": Mistral4Model.self,
+        "mistral_large4": MistralLarge4Model.self,
         "mixtral": MixtralModel.self,
         "modernbert-decoder": ModernBertDecoderModel.self,
         "mpt": MptModel.self,

@@ -79,6 +79,9 @@ public struct SelfAttention: Sendable {
     /// [queryWidth]: multiplies each query column after rotary and
     /// `queryTemperature` (Dory's per-channel `sqk` scale); nil for none.
     public var queryScales: [Float]? = nil
+    /// Multiplies each query head after rotary by a factor of its head and
+    /// position (Mistral Large 4's softmax scaling); nil for none.
+    public var headQueryScales: LogPositionQueryScale? = nil
     /// Biases of the keys by their values, and the cap on the keys a query
     /// sees (Doge's dynamic mask attention); nil for none.
     public var dynamicMask: DynamicMask? = nil
@@ -123,7 +126,7 @@ public struct SelfAttention: Sendable {
     ) {
         precondition(Self.projectionFits(projection.outFeatures, layout: layout, sharing: keyValueSharing))
         precondition(keyValueSharing == nil || (layout.arrangement == .grouped && indexer == nil))
-        precondition(indexer == nil || (projection.hasQueryLatent && slidingWindow == nil && chunkSize == nil))
+        precondition(indexer == nil || ((projection.hasQueryLatent || indexer!.queryInputNorm != nil) && slidingWindow == nil && chunkSize == nil))
         precondition(chunkSize.map { $0 > 0 } ?? true)
         precondition(valueNorm == nil || layout.arrangement == .grouped)
         precondition(outputGate == nil || outputGate!.outFeatures == layout.queryWidth)
@@ -218,6 +221,14 @@ public struct SelfAttention: Sendable {
                 }
             }
         }
+        if let headQueryScales {
+            let layout = layout
+            projected.data.withUnsafeMutableBufferPointer { buffer in
+                headQueryScales.apply(
+                    to: buffer.baseAddress!, rowStride: layout.width, headOffsets: (0..<layout.numHeads).map(layout.queryOffset(head:)),
+                    width: layout.headDim, positions: positions)
+            }
+        }
         return projected
     }
 
@@ -257,7 +268,7 @@ public struct SelfAttention: Sendable {
         if let keyPool { return pooledAttention(x, batch, shared: shared, indexer: keyPool) }
         let latent = indexer == nil ? nil : projection.queryLatent(x)
         let selection = keySelectionSharing?.reusedLayer.map { shared!.selection(of: $0) }
-            ?? indexer.map { $0.select(x, queryLatent: latent!, batch: batch) }
+            ?? indexer.map { $0.select(x, queryLatent: latent, batch: batch) }
         if let layer = keySelectionSharing?.storedLayer { shared!.store(selection!, layer: layer) }
         // A store-only layer adds nothing to the stream (`TransformerBlock.sharingProducer`).
         if keySelectionSharing?.storesOnly == true { return Matrix(zeros: x.rows, 0) }

@@ -39,6 +39,14 @@ public struct SparseAttentionIndexer: Sendable {
     /// Where each head's rotated columns start: 0 (DeepSeek-V3.2, GLM-5), or
     /// dim − `rotary.headDim` where the last ones rotate (Hunyuan V4's "flipped" rope).
     public var ropeStart = 0
+    /// Mistral Large 4's indexer (`MistralLarge4TextIndexer`) reads its
+    /// queries from the layer input normalised by this LayerNorm
+    /// (`q_input_norm`, eps 1e-6), wq_b then [heads · dim, hidden], not
+    /// from the attention's query latent; nil: the query latent.
+    public var queryInputNorm: Normalization? = nil
+    /// Multiplies each query head by a factor of its head and position
+    /// (Mistral Large 4's `softmax_scaling`); nil for none.
+    public var queryScale: LogPositionQueryScale? = nil
 
     public init(
         queryUp: Linear, key: Linear, keyNorm: Normalization, headWeights: Linear, heads: Int, dim: Int, topK: Int,
@@ -64,9 +72,16 @@ public struct SparseAttentionIndexer: Sendable {
     }
 
     /// The indexer's rows of `x` [rows, hidden] with query latents
-    /// `queryLatent` [rows, q_lora_rank] at `positions`.
-    public func project(_ x: Matrix, queryLatent: Matrix, positions: [Int]) -> Rows {
-        var queries = queryUp(queryLatent)
+    /// `queryLatent` [rows, q_lora_rank] at `positions` (nil with a
+    /// `queryInputNorm`, which gives them from `x`).
+    public func project(_ x: Matrix, queryLatent: Matrix?, positions: [Int]) -> Rows {
+        var queries = queryUp(queryInputNorm.map { $0(x) } ?? queryLatent!)
+        if let queryScale {
+            let (heads, dim) = (heads, dim)
+            queries.data.withUnsafeMutableBufferPointer {
+                queryScale.apply(to: $0.baseAddress!, rowStride: heads * dim, headOffsets: (0..<heads).map { $0 * dim }, width: dim, positions: positions)
+            }
+        }
         var keys = keyNorm(key(x))
         var weights = headWeights(x)
         let headScale = 1 / Float(heads).squareRoot()
@@ -83,7 +98,7 @@ public struct SparseAttentionIndexer: Sendable {
     }
 
     /// The keys each row of `x` may attend to, within its sequence of `batch`.
-    public func select(_ x: Matrix, queryLatent: Matrix, batch: TokenBatch) -> KeySelection {
+    public func select(_ x: Matrix, queryLatent: Matrix?, batch: TokenBatch) -> KeySelection {
         // Queries with no more keys than topK see them all: no scores needed.
         guard batch.longestSequence > topK else { return KeySelection(rows: x.rows) }
         return selection(project(x, queryLatent: queryLatent, positions: batch.positions), sequences: batch.sequences)

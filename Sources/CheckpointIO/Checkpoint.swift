@@ -246,6 +246,27 @@ public final class Checkpoint: @unchecked Sendable {
     /// the GGUF metadata that stands in for it.
     public var configName: String { gguf == nil ? "config.json" : "the GGUF metadata" }
 
+    /// The name an export writes tensor `name` (as read) under, moved to
+    /// `newName` (another layer's index): `newName`, unless transformers'
+    /// renaming of the model type (`TensorRenamings`) would read it as
+    /// another name (Mistral Large 4's `.experts.` becomes `.mlp.experts.`
+    /// again); then the stored name with the layer index `name` has moved
+    /// as it moved, when transformers reads that as `newName`.
+    public func exportedName(of name: String, movedTo newName: String) -> String {
+        guard let stored = storedNames[name], let rules = TensorRenamings.compiled[modelType],
+              TensorRenamings.rename(newName, rules) != newName else { return newName }
+        let old = name.split(separator: ".", omittingEmptySubsequences: false)
+        let new = newName.split(separator: ".", omittingEmptySubsequences: false)
+        guard old.count == new.count, let moved = zip(old, new).first(where: { $0.0 != $0.1 }) else {
+            return TensorRenamings.rename(stored, rules) == newName ? stored : newName
+        }
+        var parts = stored.split(separator: ".", omittingEmptySubsequences: false)
+        guard Int(moved.0) != nil, let index = parts.firstIndex(of: moved.0) else { return newName }
+        parts[index] = moved.1
+        let candidate = parts.joined(separator: ".")
+        return TensorRenamings.rename(candidate, rules) == newName ? candidate : newName
+    }
+
     /// A tensor as errors name it: a GGUF file's tensor, or one transformers
     /// renames (`TensorRenamings`), by its stored name (which the user can
     /// look up in the file) and the name it is read as (`aside` adds to

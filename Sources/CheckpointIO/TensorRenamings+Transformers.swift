@@ -118,6 +118,36 @@ extension TensorRenamings {
         "minicpm5_moe": [
             ("self_attn.q_proj(?!\\w)", "self_attn.q_gate_proj", []),
         ],
+        "mistral_large4": [
+            ("^vision_encoder\\.", "model.vision_tower.", []),
+            ("^tok_embeddings\\.", "model.language_model.embed_tokens.", []),
+            ("^lerope\\.alpha(?!\\w)", "model.language_model.rotary_emb.alpha", []),
+            ("^layers\\.", "model.language_model.layers.", []),
+            ("^norm\\.", "model.language_model.norm.", []),
+            ("^output\\.", "lm_head.", []),
+            ("^pre_mm_projector_norm\\.", "model.multi_modal_projector.norm.", []),
+            ("^patch_merger\\.", "model.multi_modal_projector.patch_merger.", []),
+            ("^vision_language_adapter\\.w_in\\.", "model.multi_modal_projector.linear_1.", []),
+            ("^vision_language_adapter\\.w_out\\.", "model.multi_modal_projector.linear_2.", []),
+            ("\\.wv\\.", ".v_proj.", []),
+            ("\\.wo\\.", ".o_proj.", []),
+            ("\\.(feed_forward|shared_experts)\\.w1\\.", ".\\1.gate_proj.", []),
+            ("\\.(feed_forward|shared_experts)\\.w2\\.", ".\\1.down_proj.", []),
+            ("\\.(feed_forward|shared_experts)\\.w3\\.", ".\\1.up_proj.", []),
+            ("\\.attention\\.", ".self_attn.", ["model.language_model.", "language_model."]),
+            ("\\.wq\\.", ".q_proj.", ["model.language_model.", "language_model."]),
+            ("\\.wkv_a_with_mqa\\.", ".kv_a_proj_with_mqa.", ["model.language_model.", "language_model."]),
+            ("\\.wkv_b\\.", ".kv_b_proj.", ["model.language_model.", "language_model."]),
+            ("\\.attention_norm\\.", ".input_layernorm.", ["model.language_model.", "language_model."]),
+            ("\\.ffn_norm\\.", ".post_attention_layernorm.", ["model.language_model.", "language_model."]),
+            ("\\.kv_a_norm\\.", ".kv_a_layernorm.", ["model.language_model.", "language_model."]),
+            ("\\.feed_forward\\.", ".mlp.", ["model.language_model.", "language_model."]),
+            ("\\.gate\\.", ".mlp.gate.", ["model.language_model.", "language_model."]),
+            ("\\.experts\\.", ".mlp.experts.", ["model.language_model.", "language_model."]),
+            ("\\.shared_experts\\.", ".mlp.shared_experts.", ["model.language_model.", "language_model."]),
+            ("\\.ssmax_scaling.s(?!\\w)", ".softmax_scaling.scale", ["model.language_model.", "language_model."]),
+            ("\\.ssmax_scaling.b(?!\\w)", ".softmax_scaling.bias", ["model.language_model.", "language_model."]),
+        ],
         "ovis2_5": [
             ("^llm\\.model\\.", "model.language_model.", []),
             ("^llm\\.lm_head\\.", "lm_head.", []),
@@ -149,6 +179,7 @@ extension TensorRenamings {
     /// which transformers keeps as stored (regular expressions; layer and expert numbers as `\\d+`).
     static let keptAsStored: [String: [String]] = [
         "deepseek_v4": ["^model\\.norm\\.weight$"],
+        "mistral_large4": ["^model\\.language_model\\.layers\\.\\d+\\.mlp\\.experts\\.down_proj$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.experts\\.gate_up_proj$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.gate\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.shared_experts\\.down_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.shared_experts\\.gate_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.shared_experts\\.up_proj\\.weight$"],
     ]
     /// The model types whose mapping begins with `LayerPairCollapse` (`TensorRenamings.collapsingPair`).
     static let pairCollapsing: Set<String> = ["dory"]

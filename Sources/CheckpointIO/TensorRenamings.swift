@@ -91,7 +91,7 @@ enum TensorRenamings {
     private static let pairPattern = try! NSRegularExpression(pattern: #"layers\.(\d+)\.(mixer|attn_alpha|mlp_alpha)(?=\.|$)"#)
 
     /// `transformers`, compiled.
-    private static let compiled: [String: [Rule]] = transformers.mapValues { rules in
+    static let compiled: [String: [Rule]] = transformers.mapValues { rules in
         rules.map { Rule(pattern: try! NSRegularExpression(pattern: $0.pattern), replacement: $0.replacement, scope: $0.scope) }
     }
     private static let compiledKept: [String: [NSRegularExpression]] = keptAsStored.mapValues { patterns in

@@ -132,7 +132,9 @@ public enum DroppedModelExport {
             // (`dequantizedEntries`); buffers droptrace cannot read stay behind.
             let mxfp4 = Set(mxfp4Pairs(model.checkpoint).flatMap { [$0 + "_blocks", $0 + "_scales"] })
             for name in model.checkpoint.storedTensorNames where !mxfp4.contains(name) {
-                guard let newName = exportedName(name), let slice = try? model.checkpoint.storedTensor(name) else { continue }
+                guard let moved = exportedName(name), let slice = try? model.checkpoint.storedTensor(name) else { continue }
+                // Under the name transformers reads as the moved one (the stored spelling where its renaming is not idempotent).
+                let newName = model.checkpoint.exportedName(of: name, movedTo: moved)
                 entries.append(
                     rescaledQuery(slice, renamedTo: newName, naming: naming, renumber: renumber)
                         ?? keptPieces(slice, naming: naming, renumber: renumber)

@@ -260,7 +260,7 @@ struct KeyValueCache {
         _ x: Matrix, with attention: SelfAttention, positions: [Int], selections: inout [Int: KeySelection]
     ) -> Matrix {
         let latent = attention.indexer == nil ? nil : attention.projection.queryLatent(x)
-        let indexed = attention.indexer.map { $0.project(x, queryLatent: latent!, positions: positions) }
+        let indexed = attention.indexer.map { $0.project(x, queryLatent: latent, positions: positions) }
         if let indexed { indexerKeys.replaceSubrange(length * indexed.keys.cols..<(length + x.rows) * indexed.keys.cols, with: indexed.keys.data) }
         let sharing = attention.keySelectionSharing
         let selection = sharing?.reusedLayer.map { selections[$0]! }
@@ -378,7 +378,7 @@ struct KeyValueCache {
         // The keys the sparse-attention indexer keeps for the new token (nil: all).
         var kept: Set<Int>?
         if let indexer = attention.indexer {
-            let indexed = indexer.project(x, queryLatent: latent!, positions: [position])
+            let indexed = indexer.project(x, queryLatent: latent, positions: [position])
             indexerKeys.replaceSubrange(length * indexer.dim..<(length + 1) * indexer.dim, with: indexed.keys.data)
             if length + 1 > indexer.topK { kept = Set(indexer.chosenKeys(indexed, row: 0, keys: indexerKeys, keyRows: 0..<(length + 1))) }
         }

@@ -53,6 +53,7 @@ extension SpecialTokenSettings {
         "ministral3": "TokenizersBackend",
         "mistral": "TokenizersBackend",
         "mistral3": "TokenizersBackend",
+        "mistral_large4": "TokenizersBackend",
         "mixtral": "TokenizersBackend",
         "modernbert-decoder": "TokenizersBackend",
         "mpt": "GPTNeoXTokenizer",

@@ -4,9 +4,10 @@ import Foundation
 import TensorEngine
 
 /// The keys of `glm4_moe_lite`'s, `deepseek_v32`'s, `glm_moe_dsa`'s,
-/// `axk1`'s or `axk2`'s config.json besides the sizes, with their config
-/// class's defaults (DeepseekV32Config derives from Glm4MoeLiteConfig,
-/// GlmMoeDsaConfig and AXK2Config from DeepseekV32Config).
+/// `axk1`'s, `axk2`'s or `mistral_large4_text`'s config.json besides the
+/// sizes, with their config class's defaults (DeepseekV32Config derives from
+/// Glm4MoeLiteConfig, GlmMoeDsaConfig and AXK2Config from DeepseekV32Config,
+/// MistralLarge4TextConfig from GlmMoeDsaConfig).
 struct Glm4MoeLiteConfiguration: Decodable {
     /// What distinguishes the config classes.
     struct ConfigClass {
@@ -34,6 +35,11 @@ struct Glm4MoeLiteConfiguration: Decodable {
         /// (Glm4MoeLiteRotaryEmbedding does; DeepSeek-V3.2's, GLM-5's and
         /// A.X K1/K2's rotate the whole rope part whatever it says).
         var readsPartialRotaryFactor = false
+        /// Mistral Large 4's (`MistralLarge4.swift`): no low-rank query path
+        /// (`q_lora_rank` not read), the indexer's queries read from the layer
+        /// input (wq_b [index_n_heads × index_head_dim, hidden_size]), the
+        /// routed weights always renormalised (`norm_topk_prob` not read).
+        var indexerReadsInput = false
 
         /// Whether the legacy `first_k_dense_replace` / `moe_layer_freq`
         /// give the MLP types when `mlp_layer_types` is absent.
@@ -60,8 +66,16 @@ struct Glm4MoeLiteConfiguration: Decodable {
                 attentionBias: false),
             experts: .axk1, rmsNormEps: 1e-6, firstKDenseReplace: 1, indexer: nil, axk1: true)
 
+        static let mistralLarge4 = ConfigClass(
+            latentDefaults: LatentAttentionSettings(
+                qLoraRank: nil, kvLoraRank: 512, qkNopeHeadDim: 64, qkRopeHeadDim: 64, vHeadDim: 128, ropeInterleave: true,
+                attentionBias: false),
+            experts: .mistralLarge4, rmsNormEps: 1e-5, firstKDenseReplace: 1, indexer: (2048, 128, 32), indexerRopeInterleave: true,
+            readsPartialRotaryFactor: true, indexerReadsInput: true)
+
         static func of(_ modelType: String) -> ConfigClass {
             switch modelType {
+            case "mistral_large4", "mistral_large4_text": mistralLarge4
             case "deepseek_v32": deepseekV32
             case "glm_moe_dsa": glmMoeDsa
             case "axk1": axk1
@@ -169,6 +183,11 @@ struct Glm4MoeLiteConfiguration: Decodable {
         firstKDenseReplace = try configClass.firstKDenseReplace.map { try c.decodeIfPresent(Int.self, forKey: .firstKDenseReplace) ?? $0 } ?? 1
         if configClass.readsMoeLayerFrequency { moeLayerFrequency = try c.decodeIfPresent(Int.self, forKey: .moeLayerFrequency) ?? 1 }
         experts = try DeepSeekExperts(from: decoder, configClass: configClass.experts)
+        if configClass.indexerReadsInput {
+            // MistralLarge4TextConfig removes q_lora_rank and norm_topk_prob: q_proj, always renormalised.
+            latent.qLoraRank = nil
+            experts.normTopkProb = true
+        }
         indexTopk = try configClass.indexer.map { try c.decodeIfPresent(Int.self, forKey: .indexTopk) ?? $0.topK }
         indexHeadDim = try c.decodeIfPresent(Int.self, forKey: .indexHeadDim) ?? configClass.indexer?.headDim ?? 0
         indexNHeads = try c.decodeIfPresent(Int.self, forKey: .indexNHeads) ?? configClass.indexer?.heads ?? 0
@@ -255,18 +274,22 @@ struct Glm4MoeLiteConfiguration: Decodable {
     /// The first kept attention's indexer projections against the config,
     /// before anything is sized from them.
     func confirmIndexerShapes(_ parts: DecoderParts) throws {
-        guard indexTopk != nil, let rank = latent.qLoraRank else { return }
-        try Self.confirmIndexerShapes(parts, sharesIndexer: sharesIndexer, heads: indexNHeads, dim: indexHeadDim, queryRank: rank)
+        guard indexTopk != nil, let rank = configClass.indexerReadsInput ? parts.dimensions.hiddenSize : latent.qLoraRank else { return }
+        try Self.confirmIndexerShapes(
+            parts, sharesIndexer: sharesIndexer, heads: indexNHeads, dim: indexHeadDim, queryRank: rank,
+            queryRankKey: configClass.indexerReadsInput ? "hidden_size" : "q_lora_rank")
     }
 
     /// The indexer projections of the first kept attention that runs one
     /// (`sharesIndexer` false) against `index_n_heads`, `index_head_dim` and `q_lora_rank`.
-    static func confirmIndexerShapes(_ parts: DecoderParts, sharesIndexer: (Int) -> Bool, heads: Int, dim: Int, queryRank rank: Int) throws {
+    static func confirmIndexerShapes(
+        _ parts: DecoderParts, sharesIndexer: (Int) -> Bool, heads: Int, dim: Int, queryRank rank: Int, queryRankKey: String = "q_lora_rank"
+    ) throws {
         let full = (0..<parts.dimensions.numHiddenLayers).first { !parts.configuredDrops.dropsAttention($0) && !sharesIndexer($0) }
         guard let layer = full else { return }
         let p = "layers.\(layer).self_attn.indexer.", weights = parts.weights, d = parts.dimensions.hiddenSize
         for (name, shape, keys) in [
-            ("wq_b.weight", [heads * dim, rank], "index_n_heads × index_head_dim, q_lora_rank"),
+            ("wq_b.weight", [heads * dim, rank], "index_n_heads × index_head_dim, \(queryRankKey)"),
             ("wk.weight", [dim, d], "index_head_dim, hidden_size"),
             ("weights_proj.weight", [heads, d], "index_n_heads, hidden_size"),
         ] {
@@ -303,7 +326,7 @@ struct Glm4MoeLiteConfiguration: Decodable {
         if configClass.axk2 { try checkAXK2(d) }
         if let indexTopk {
             // DeepseekV32Attention has no direct q_proj: the indexer reads the query latent.
-            guard let rank = latent.qLoraRank else {
+            guard let rank = configClass.indexerReadsInput ? d.hiddenSize : latent.qLoraRank else {
                 throw InvalidConfigValue(key: "q_lora_rank", problem: "must be set: DeepSeek Sparse Attention's attention and indexer read the query latent")
             }
             try Self.checkIndexer(

@@ -67,6 +67,7 @@ enum Llava {
         "smolvlm": Wrapper(textType: "llama", prefixes: ["model.text_model."]),
         "mistral3": Wrapper(
             textType: "mistral", textTypes: ["mistral", "ministral3", "mistral4"]),
+        "mistral_large4": Wrapper(textType: "mistral_large4_text", textTypes: ["mistral_large4_text"]),
         "aya_vision": Wrapper(textType: "cohere2", textTypes: ["cohere", "cohere2"], headAppliesLogitScale: true),
         "cohere2_vision": Wrapper(
             textType: "cohere2", prefixes: ["model.language_model."], textTypes: ["cohere", "cohere2"]),
@@ -136,6 +137,10 @@ enum Llava {
         let textType = try textModelType(checkpoint, wrapper, keys: keys)
         var defaults = ConfigValueKinds.omittedDefaultValues(of: textType).merging(
             Ministral3Rope.classDefaults(textType), uniquingKeysWith: { $1 })
+        if textType == ConfigValueKinds.textModelType(of: checkpoint.modelType) {
+            // A config class building its text config as a class of its own (MistralLarge4Config) has its defaults listed under its type.
+            defaults.merge(ConfigValueKinds.omittedDefaultValues(of: checkpoint.modelType + ".text_config"), uniquingKeysWith: { current, _ in current })
+        }
         defaults["model_type"] = .string(textType)
         // The class reads its built text config's flag: the text class's default where the text config omits it.
         let textTies = wrapper.textTiesToo && (keys.textConfig?.tieWordEmbeddings ?? ConfigValueKinds.tiesByDefault(textType))
