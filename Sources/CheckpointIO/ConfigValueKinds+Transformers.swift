@@ -2527,6 +2527,18 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "idefics2": (
+            "Idefics2Config",
+            [
+                "image_token_id": "i",
+                "perceiver_config": "no",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vision_config": "no",
+            ],
+            [:
+            ]),
         "idefics3": (
             "Idefics3Config",
             [
@@ -2701,6 +2713,21 @@ extension ConfigValueKinds {
             ],
             [
                 "head_dim": "kv_channels",
+            ]),
+        "kimi_k25": (
+            "Kimi_K25Config",
+            [
+                "image_token_id": "i",
+                "projection_hidden_size": "ni",
+                "projection_layer_norm_eps": "f",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "i",
+                "vision_config": "no",
+                "vision_end_token_id": "i",
+                "vision_start_token_id": "i",
+            ],
+            [:
             ]),
         "kimi_linear": (
             "KimiLinearConfig",
@@ -3021,6 +3048,17 @@ extension ConfigValueKinds {
                 "vision_config": "no",
                 "vision_end_token_id": "i",
                 "vision_start_token_id": "i",
+            ],
+            [:
+            ]),
+        "lighton_ocr": (
+            "LightOnOcrConfig",
+            [
+                "image_token_id": "i",
+                "spatial_merge_size": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
             ],
             [:
             ]),
@@ -4217,6 +4255,20 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "paligemma": (
+            "PaliGemmaConfig",
+            [
+                "hidden_size": "i",
+                "image_token_index": "i",
+                "projection_dim": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+                "vocab_size": "i",
+            ],
+            [
+                "image_token_id": "image_token_index",
+            ]),
         "param2moe": (
             "Param2MoeConfig",
             [
@@ -5108,6 +5160,41 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "video_llava": (
+            "VideoLlavaConfig",
+            [
+                "image_seq_length": "i",
+                "image_token_index": "i",
+                "multimodal_projector_bias": "b",
+                "projector_hidden_act": "s",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_seq_length": "i",
+                "video_token_index": "i",
+                "vision_config": "no",
+                "vision_feature_layer": "i[i]",
+                "vision_feature_select_strategy": "s",
+            ],
+            [
+                "image_token_id": "image_token_index",
+                "video_token_id": "video_token_index",
+            ]),
+        "vipllava": (
+            "VipLlavaConfig",
+            [
+                "image_seq_length": "i",
+                "image_token_index": "i",
+                "projector_hidden_act": "s",
+                "projector_layernorm_eps": "f",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+                "vision_feature_layer": "i[i]",
+            ],
+            [
+                "image_token_id": "image_token_index",
+                "vision_feature_layers": "vision_feature_layer",
+            ]),
         "youtu": (
             "YoutuConfig",
             [
@@ -5192,10 +5279,13 @@ extension ConfigValueKinds {
         "aya_vision": "cohere2",
         "cohere2_vision": "cohere2",
         "exaone4_5": "exaone4",
+        "idefics2": "mistral",
         "idefics3": "llama",
         "internvl": "qwen2",
+        "kimi_k25": "deepseek_v3",
         "lfm2_vl": "lfm2",
         "lfm3_vl": "lfm3",
+        "lighton_ocr": "qwen3",
         "llava": "llama",
         "llava_next": "llama",
         "llava_next_video": "llama",
@@ -5206,7 +5296,10 @@ extension ConfigValueKinds {
         "mistral3": "mistral",
         "ovis2": "qwen2",
         "ovis2_5": "qwen3",
+        "paligemma": "gemma",
         "smolvlm": "llama",
+        "video_llava": "llama",
+        "vipllava": "llama",
     ]
 
     /// Per config class (by model_type) whose `text_config` is a config class of its own: that class's
@@ -5325,12 +5418,14 @@ extension ConfigValueKinds {
         "granite_swa",
         "internvl",
         "jetmoe",
+        "kimi_k25",
         "lara_mini",
         "lfm2",
         "lfm2_moe",
         "lfm2_vl",
         "lfm3",
         "lfm3_vl",
+        "lighton_ocr",
         "mamba",
         "minicpm3",
         "mistral3",
@@ -5338,6 +5433,7 @@ extension ConfigValueKinds {
         "mpt",
         "opt",
         "ovis2",
+        "paligemma",
         "param2moe",
         "smollm3",
         "starcoder2",

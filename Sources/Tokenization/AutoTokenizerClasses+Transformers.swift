@@ -33,12 +33,15 @@ extension SpecialTokenSettings {
         "granitemoehybrid": "TokenizersBackend",
         "granitemoeshared": "TokenizersBackend",
         "hyperclovax": "TokenizersBackend",
+        "idefics2": "LlamaTokenizer",
         "internlm3": "TokenizersBackend",
         "internvl": "Qwen2Tokenizer",
         "iquestcoder": "TokenizersBackend",
         "jais2": "GPT2Tokenizer",
         "jamba": "TokenizersBackend",
+        "kimi_k25": "TokenizersBackend",
         "kimi_linear": "TokenizersBackend",
+        "lighton_ocr": "Qwen2Tokenizer",
         "llava": "TokenizersBackend",
         "llava_next": "TokenizersBackend",
         "llava_onevision1_5": "Qwen2Tokenizer",
@@ -84,6 +87,7 @@ extension SpecialTokenSettings {
         "smolvlm": "TokenizersBackend",
         "stablelm": "TokenizersBackend",
         "starcoder2": "GPT2Tokenizer",
+        "vipllava": "TokenizersBackend",
     ]
 
     /// Model types whose Hub `tokenizer_class` AutoTokenizer replaces by the registered class
@@ -108,5 +112,6 @@ extension SpecialTokenSettings {
         "qwen3_5_moe",
         "qwen3_5_moe_text",
         "smolvlm",
+        "vipllava",
     ]
 }

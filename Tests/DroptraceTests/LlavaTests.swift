@@ -8,7 +8,8 @@ import TensorEngine
 /// The LLaVA-style models read as their language model (`llava`,
 /// `llava_next`, `llava_onevision`, `internvl`, `idefics3`, `smolvlm`,
 /// `aya_vision`, `lfm2_vl`, `cohere2_vision`, `exaone4_5`, `lfm3_vl`,
-/// `llava_next_video`, `minicpmv4_6`, `minicpmv4_7`, `ovis2`): the text model type each reads and the family that
+/// `llava_next_video`, `minicpmv4_6`, `minicpmv4_7`, `ovis2`, `idefics2`, `vipllava`, `video_llava`,
+/// `lighton_ocr`): the text model type each reads and the family that
 /// reads it, the head's tying (forwarded from the text config by three of
 /// the config classes, tied by default by others, LFM2-VL's by
 /// `tie_embedding` first), the Cohere wrappers' unscaled logits, EXAONE
@@ -54,6 +55,25 @@ import TensorEngine
         Mutant("lfm3-f32", "rope_scaling", #"{"type": "linear", "factor": 2.0}"#, key: "rope_scaling"),
         Mutant("exaone4_5-f32", "text_config.model_type", "\"exaone_moe\"", key: "text_config.model_type"),
         Mutant("idefics3-f32", "text_config.rms_norm_eps", "1", key: "text_config.rms_norm_eps"),
+        // Idefics2 reads a mistral text model by default, checked as MistralConfig checks it.
+        Mutant("idefics2-f32", "text_config.model_type", "\"gemma2\"", key: "text_config.model_type"),
+        Mutant("idefics2-f32", "text_config.model_type", "null", key: "text_config.model_type"),
+        Mutant("idefics2-f32", "text_config.sliding_window", "0", key: "text_config.sliding_window"),
+        Mutant("idefics2-f32", "tie_word_embeddings", "null", key: "tie_word_embeddings"),
+        Mutant("idefics2-f32", "text_config.hidden_size", "48", key: "hidden_size"),
+        // ViP-LLaVA and Video-LLaVA read llama text models by default, LightOnOCR only qwen3.
+        Mutant("vipllava-f32", "text_config.model_type", "\"qwen3\"", key: "text_config.model_type"),
+        Mutant("vipllava-f32", "text_config.model_type", "null", key: "text_config.model_type"),
+        Mutant("vipllava-f32", "tie_word_embeddings", "null", key: "tie_word_embeddings"),
+        Mutant("vipllava-f32", "text_config.hidden_size", "48", key: "hidden_size"),
+        Mutant("video_llava-f32", "text_config.model_type", "\"gemma2\"", key: "text_config.model_type"),
+        Mutant("video_llava-f32", "text_config.model_type", "null", key: "text_config.model_type"),
+        Mutant("video_llava-f32", "text_config.num_hidden_layers", "4.0", key: "text_config.num_hidden_layers"),
+        Mutant("video_llava-f32", "text_config.hidden_size", "48", key: "hidden_size"),
+        Mutant("lighton_ocr-f32", "text_config.model_type", "\"qwen2\"", key: "text_config.model_type"),
+        Mutant("lighton_ocr-f32", "text_config.model_type", "null", key: "text_config.model_type"),
+        Mutant("lighton_ocr-f32", "text_config.head_dim", "8", key: "text_config.head_dim"),
+        Mutant("lighton_ocr-f32", "text_config.use_sliding_window", "\"x\"", key: "text_config.use_sliding_window"),
         // The text config is checked as its model_type's class checks it.
         Mutant("llava-f32", "text_config.attention_bias", "0", key: "text_config.attention_bias"),
         Mutant("llava_next-f32", "text_config.sliding_window", "0", key: "text_config.sliding_window"),
@@ -97,6 +117,19 @@ import TensorEngine
         #expect(try EditedFixture("minicpmv4_6-f32").load() is Qwen3_5Model)
         #expect(try EditedFixture("minicpmv4_7-f32").load() is Qwen3_5Model)
         #expect(try EditedFixture("ovis2-f32").load() is LlamaModel)
+        #expect(try EditedFixture("idefics2-f32").load() is LlamaModel)
+        #expect(try EditedFixture("vipllava-f32").load() is LlamaModel)
+        #expect(try EditedFixture("video_llava-f32").load() is LlamaModel)
+        #expect(try EditedFixture("lighton_ocr-f32").load() is Qwen3Model)
+        // LightOnOcrConfig ties by default over its text config's false (the fixture stores no head).
+        #expect(throws: Never.self) { try EditedFixture("lighton_ocr-f32").load().head() }
+        #expect(throws: DroptraceError.self) { try EditedFixture("lighton_ocr-f32") { $0["tie_word_embeddings"] = false }.load().head() }
+        // ViP-LLaVA's and Video-LLaVA's classes tie by their own flag alone (default false).
+        for name in ["vipllava-f32", "video_llava-f32"] {
+            let headless = try EditedFixture(name) { EditedModel.set(true, at: "text_config.tie_word_embeddings", in: &$0) }
+            try BadInputTests().rewriteWeights(headless.model) { $0.removeAll { $0.name == "language_model.lm_head.weight" } }
+            #expect(throws: DroptraceError.self) { try headless.load().head() }
+        }
         #expect(try EditedFixture("llava_next_granite-f32").load() is GraniteModel)
         #expect(try EditedFixture("llava_phi3-f32").load() is Phi3Model)
         #expect(try EditedFixture("llava_gemma-f32").load() is GemmaModel)
@@ -115,6 +148,7 @@ import TensorEngine
         "mistral3_mistral4-f32", "internvl_qwen3-f32", "internvl_qwen3_moe-f32", "aya_vision-f32", "lfm2_vl-f32",
         "cohere2_vision-f32", "exaone4_5-f32", "lfm3_vl-f32", "llava_next_video-f32", "minicpmv4_6-f32", "minicpmv4_7-f32",
         "ovis2-f32", "llava_next_granite-f32", "llava_phi3-f32", "llava_gemma-f32", "llava_onevision1_5-f32", "ovis2_5-f32",
+        "kimi_k25-f32", "paligemma-f32", "paligemma2-f32", "idefics2-f32", "vipllava-f32", "video_llava-f32", "lighton_ocr-f32",
     ])
     func blockDropExportsEditTheTextConfig(_ name: String) throws {
         let fixture = try EditedFixture(name)

@@ -193,22 +193,24 @@ struct DeepSeekModel: DecoderFamily {
     let scale: Float
 
     init(_ checkpoint: Checkpoint) throws {
-        let predictionLayers = try checkpoint.decodeConfig(MultiTokenPredictionLayers.self).count
-        // Decoded first: the routed experts' tensors are checked with the layers.
-        let config = try checkpoint.decodeConfig(DeepSeekConfiguration.self)
-        self.config = config
+        // Also Kimi K2.5's language model (`Llava`: a deepseek_v3 text config).
+        var placement = try TextModelPlacement.topLevelOrWrapped(checkpoint)
         // SarvamMLAConfig drops head_dim whatever it holds (`ConfigValueKinds.headDimDropped`).
-        let section = ConfigValueKinds.headDimDropped.contains(checkpoint.modelType) ? ConfigSection(overrides: ["head_dim": .null]) : .topLevel
-        parts = try DecoderParts(checkpoint, section: section, naming: { prefix in
+        if ConfigValueKinds.headDimDropped.contains(checkpoint.modelType) { placement.section.overrides["head_dim"] = .null }
+        let predictionLayers = try checkpoint.decodeConfig(MultiTokenPredictionLayers.self, section: placement.section).count
+        // Decoded first: the routed experts' tensors are checked with the layers.
+        let config = try checkpoint.decodeConfig(DeepSeekConfiguration.self, section: placement.section)
+        self.config = config
+        parts = try DecoderParts(checkpoint, placement: placement, naming: { prefix in
             LayerNaming(
                 prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
                 mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
         }, extraLayers: predictionLayers, experts: .gatedMLP(
             count: config.nRoutedExperts, countKey: "n_routed_experts", isSparse: { $0 >= config.firstKDenseReplace }))
         let d = parts.dimensions, configPath = parts.configPath
-        try ConfigRules.checks(path: configPath) { try config.check(d) }
+        try parts.checks { try config.check(d) }
         try Self.confirmShapes(parts, config)
-        var rope = try checkpoint.decodeConfig(RopeSettings.self)
+        var rope = try checkpoint.decodeConfig(RopeSettings.self, section: placement.section)
         // SarvamMLAConfig reads its original configs' rope_scaling of type "deepseek_yarn" as YaRN.
         if checkpoint.modelType == "sarvam_mla", case .object(let scaling)? = checkpoint.configDocument.member("rope_scaling"),
            scaling.contains(where: { member in

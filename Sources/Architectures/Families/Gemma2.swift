@@ -59,17 +59,16 @@ struct Gemma2Model: DecoderFamily {
     init(_ checkpoint: Checkpoint) throws {
         let outputNorms = checkpoint.modelType != "vaultgemma"
         self.outputNorms = outputNorms
-        parts = try DecoderParts(checkpoint, section: Gemma2Configuration.section) {
-            SandwichBlock.naming($0, outputNorms: outputNorms)
-        }
+        // Also PaliGemma 2's language model (`Llava`), under text_config.
+        let placement = try TextModelPlacement.topLevelOrWrapped(checkpoint, defaults: Gemma2Configuration.section.defaults)
+        parts = try DecoderParts(checkpoint, placement: placement, naming: { SandwichBlock.naming($0, outputNorms: outputNorms) })
         config = try parts.config(Gemma2Configuration.self)
         rotary = try parts.rotary()
-        let configPath = parts.configPath
         try parts.requireWindow(config.slidingWindow, builtBy: "Gemma2Model")
         layerTypes = try parts.layerTypes(
             config.layerTypes, slidingWindow: config.slidingWindow, default: Gemma2Configuration.defaultLayerType)
         for (key, value) in [("attn_logit_softcapping", config.attnLogitSoftcapping), ("final_logit_softcapping", config.finalLogitSoftcapping), ("query_pre_attn_scalar", config.queryPreAttnScalar)] {
-            try ConfigRules.checks(path: configPath) { try ConfigRules.positiveIfPresent(value, key) }
+            try parts.checks { try ConfigRules.positiveIfPresent(value, key) }
         }
     }
 

@@ -5,16 +5,21 @@ import DroptraceSupport
 /// (the vision tower and projector are never read: scoring runs on text):
 /// `llava` (LlavaForConditionalGeneration: LLaVA-1.5), `llava_next`
 /// (LLaVA-NeXT), `llava_onevision` (LLaVA-OneVision), `internvl`
-/// (InternVLForConditionalGeneration: InternVL3, InternVL3.5), `idefics3`
-/// (Idefics3), `smolvlm` (SmolVLM), `mistral3`
+/// (InternVLForConditionalGeneration: InternVL3, InternVL3.5), `idefics2`
+/// (Idefics2), `idefics3` (Idefics3), `smolvlm` (SmolVLM), `mistral3`
 /// (Mistral3ForConditionalGeneration: Mistral-Small-3.1/3.2, the Ministral 3
 /// and Mistral Small 4 releases, whose weights transformers converts as
 /// LLaVA's), `aya_vision` (Aya Vision), `cohere2_vision` (Command A
 /// Vision), `exaone4_5` (EXAONE 4.5), `lfm2_vl` (LFM2-VL), `lfm3_vl`
-/// (LFM3-VL), `llava_next_video` (LLaVA-NeXT-Video) and `minicpmv4_6`,
+/// (LFM3-VL), `llava_next_video` (LLaVA-NeXT-Video), `vipllava` (ViP-LLaVA),
+/// `video_llava` (Video-LLaVA), `lighton_ocr` (LightOnOCR, around a qwen3
+/// language model), `paligemma` (PaliGemma and PaliGemma 2, around a gemma
+/// or gemma2 language model) and `minicpmv4_6`,
 /// `minicpmv4_7` (MiniCPM-V 4.6, 4.7), `ovis2` (Ovis2), `llava_onevision1_5`
 /// (LLaVA-OneVision-1.5) and `ovis2_5` (Ovis2.5), whose released tensor names
-/// transformers renames on load (`TensorRenamings`); transformers'
+/// transformers renames on load (`TensorRenamings`), and `kimi_k25` (Kimi
+/// K2.5, around DeepSeek-V3's language model, released under LLaVA's 4.x
+/// names, which transformers renames as LLaVA's); transformers'
 /// models/<model_type>/. (Granite Vision is `llava_next` around a granite text model.)
 /// Their model builds the language model with AutoModel from `text_config`,
 /// whose class follows its own `model_type` (`Wrapper.textType` when it
@@ -22,7 +27,7 @@ import DroptraceSupport
 /// family the registry names for that model type (`textModelType`), placed
 /// by `placement`: weights under `model.language_model.` (transformers 5)
 /// or `language_model.model.` (as the -hf releases and transformers 4.x
-/// store them; Idefics3's and SmolVLM's under `model.text_model.`), the head
+/// store them; Idefics2's, Idefics3's and SmolVLM's under `model.text_model.`), the head
 /// `lm_head` or `language_model.lm_head`, tied as each config class says.
 enum Llava {
     /// What one wrapper's config class decides.
@@ -56,6 +61,12 @@ enum Llava {
         /// (alias `num_attention_heads`, 16) for its 2-D rotary embedding
         /// (LlavaOnevision15Config's validation).
         var visionMatchesText = false
+        /// Whether the wrapper's model builds the text model's causal mask
+        /// itself, so the text config's `use_bidirectional_attention`, which
+        /// PaliGemmaConfig sets true where absent, does not act on text
+        /// (PaliGemmaModel with eager attention; with sdpa transformers leaves
+        /// the mask to the attention's `is_causal`, which that flag turns off).
+        var masksCausally = false
     }
 
     static let wrappers: [String: Wrapper] = [
@@ -63,6 +74,7 @@ enum Llava {
         "llava_next": Wrapper(textType: "llama"),
         "llava_onevision": Wrapper(textType: "qwen2", textTiesToo: true),
         "internvl": Wrapper(textType: "qwen2", textTypes: ["llama", "mistral", "qwen2", "qwen3", "qwen3_moe"]),
+        "idefics2": Wrapper(textType: "mistral", prefixes: ["model.text_model."]),
         "idefics3": Wrapper(textType: "llama", prefixes: ["model.text_model."]),
         "smolvlm": Wrapper(textType: "llama", prefixes: ["model.text_model."]),
         "mistral3": Wrapper(
@@ -86,6 +98,12 @@ enum Llava {
         "minicpmv4_7": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
         "lfm2_vl": Wrapper(
             textType: "lfm2", prefixes: ["model.language_model."], textTypes: ["lfm2"], readsTieEmbedding: true),
+        "vipllava": Wrapper(textType: "llama"),
+        "video_llava": Wrapper(textType: "llama"),
+        "lighton_ocr": Wrapper(textType: "qwen3", prefixes: ["model.language_model."], textTypes: ["qwen3"]),
+        "paligemma": Wrapper(textType: "gemma", textTypes: ["gemma", "gemma2"], masksCausally: true),
+        "kimi_k25": Wrapper(
+            textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"], textTypeAliases: ["kimi_k2": "deepseek_v3"]),
     ]
 
     /// The model type of the language model of `checkpoint` when it is one
@@ -151,6 +169,11 @@ enum Llava {
         let tied = (wrapper.readsTieEmbedding ? keys.tieEmbedding : nil) ?? keys.tieWordEmbeddings
         var placement = TextModelPlacement.wrapped(
             textDefaults: defaults, prefixes: wrapper.prefixes, tiedEmbeddings: tied ?? ConfigValueKinds.tiesByDefault(checkpoint.modelType) || textTies)
+        if wrapper.masksCausally { placement.section.overrides["use_bidirectional_attention"] = .null }
+        if keys.textConfig?.modelType.map({ wrapper.textTypeAliases[$0] != nil }) == true {
+            // The class renames it before building the text config (Kimi_K25Config's kimi_k2): read as the class reads it.
+            placement.section.overrides["model_type"] = .string(textType)
+        }
         if let sizes = wrapper.headSizeDefaults {
             placement.headSizes = (hidden: keys.hiddenSize ?? sizes.hidden, vocabulary: keys.vocabSize ?? sizes.vocabulary)
             placement.widthTensors = wrapper.widthTensors
