@@ -60,6 +60,29 @@ public struct LayerSharing: Sendable, Equatable {
 
     public var isEmpty: Bool { keysValues.isEmpty && keySelections.isEmpty }
 
+    /// transformers' `kv_sharing_modes` (Gemma 4's and Gemma 3n's
+    /// `num_kv_shared_layers`) with `drops` dropped: each kept layer from
+    /// `firstShared` on reuses the keys and values of the last earlier kept
+    /// layer of its type, which stores them — and still computes them when
+    /// its attention is dropped (`.storeOnly`), so that dropping an
+    /// attention removes its output alone. Empty without sharing.
+    /// - Throws: `DroptraceError` naming `configPath` when `drops` leaves a
+    ///   sharing layer no earlier layer of its type.
+    static func trailingKeysValues(layerTypes: [String], firstShared: Int, drops: DropPlan, configPath: String) throws -> LayerSharing {
+        let count = layerTypes.count
+        guard firstShared < count else { return LayerSharing() }
+        let links = try (firstShared..<count).filter { !drops.blocks.contains($0) }.map { layer in
+            let type = layerTypes[layer]
+            guard let source = (0..<firstShared).last(where: { layerTypes[$0] == type && !drops.blocks.contains($0) }) else {
+                throw DroptraceError(
+                    "dropping every \(type) layer below \(firstShared) leaves layer \(layer) no keys and values to reuse (num_kv_shared_layers)",
+                    path: configPath)
+            }
+            return (layer: layer, source: source)
+        }
+        return LayerSharing(keysValues: AttentionSharing.linking(links, count: count, drops: drops))
+    }
+
     /// Shared sparse-attention indexer layers (GLM-5's and Hunyuan V4's
     /// "shared" `indexer_types`) with `drops` dropped: each kept shared layer
     /// whose attention runs reuses the top-k of the last full layer the

@@ -1,3 +1,4 @@
+import Foundation
 import TensorEngine
 
 /// The MLP of a block.
@@ -5,6 +6,11 @@ public enum FeedForward: Sendable {
     /// down(act(gate(x)) · up(x)), with gate and up stacked into one
     /// projection whose first half is the gate (SwiGLU, GeGLU).
     case gated(gateUp: Linear, down: Linear, activation: Activation)
+    /// `gated` with each row's gate cut at its mean plus `stdMultiplier`
+    /// standard deviations (population) before the activation, relu(g − cut)
+    /// (Gemma 3n's activation sparsity, `_gaussian_topk`: the multiplier is
+    /// the standard normal's quantile of the layer's target sparsity).
+    case sparseGated(gateUp: Linear, down: Linear, activation: Activation, stdMultiplier: Float)
     /// down(act(up(x)))   (GPT-2, GPT-NeoX).
     case plain(up: Linear, down: Linear, activation: Activation)
     /// Top-k routed experts (Mixtral); the router belongs to the MLP, so
@@ -128,6 +134,12 @@ public enum FeedForward: Sendable {
             return Stages(first: gateUp, down: down, inPlace: false) { both, row in
                 activation.applyGated(gate: both, up: both + width, into: row, count: width)
             }
+        case .sparseGated(let gateUp, let down, let activation, let multiplier):
+            let width = gateUp.outFeatures / 2
+            return Stages(first: gateUp, down: down, inPlace: false) { both, row in
+                FeedForward.cutGaussianTopK(both, count: width, stdMultiplier: multiplier)
+                activation.applyGated(gate: both, up: both + width, into: row, count: width)
+            }
         case .clampedGated(let gateUp, let down, let activation):
             return Stages(first: gateUp, down: down, inPlace: false) { both, row in
                 activation.applyInterleaved(both, into: row, count: down.inFeatures)
@@ -146,6 +158,54 @@ public enum FeedForward: Sendable {
         case .mixture, .parallel, .productKeys:
             return nil
         }
+    }
+
+    /// relu(g − (mean + std · multiplier)) over the `count` values at `gate`,
+    /// in place: mean and population standard deviation accumulated in
+    /// float64 and rounded to float32, the cut formed in float32, as torch's
+    /// `mean`, `std(unbiased=False)` and their float32 sum.
+    static func cutGaussianTopK(_ gate: UnsafeMutablePointer<Float>, count: Int, stdMultiplier: Float) {
+        var sum = 0.0
+        for i in 0..<count { sum += Double(gate[i]) }
+        let mean = sum / Double(count)
+        var squares = 0.0
+        for i in 0..<count { squares += (Double(gate[i]) - mean) * (Double(gate[i]) - mean) }
+        let std = Float((squares / Double(count)).squareRoot())
+        let cut = Float(mean) + std * stdMultiplier
+        for i in 0..<count { gate[i] = max(gate[i] - cut, 0) }
+    }
+
+    /// The standard normal's quantile of `p` as torch's
+    /// `Normal(0, 1).icdf` gives it in float32: erfinv(2p − 1) · √2.
+    public static func standardNormalQuantile(_ p: Float) -> Float {
+        let y = 2 * p - 1
+        return Float(inverseErf(Double(y))) * Float(2.0.squareRoot())
+    }
+
+    /// erf⁻¹(y) for −1 < y < 1: Giles' single-precision approximation,
+    /// refined by Newton steps on erf.
+    static func inverseErf(_ y: Double) -> Double {
+        let w = -log((1 - y) * (1 + y))
+        var x: Double
+        if w < 5 {
+            let t = w - 2.5
+            var p = 2.81022636e-08
+            for c in [3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503, -0.00417768164, 0.246640727, 1.50140941] {
+                p = c + p * t
+            }
+            x = p * y
+        } else {
+            let t = w.squareRoot() - 3
+            var p = -0.000200214257
+            for c in [0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613, 0.00943887047, 1.00167406, 2.83297682] {
+                p = c + p * t
+            }
+            x = p * y
+        }
+        for _ in 0..<3 {
+            x -= (erf(x) - y) / (2 / Double.pi.squareRoot() * exp(-x * x))
+        }
+        return x
     }
 
     /// An MLP as three steps: `first` (gate|up, or up), the hidden row

@@ -195,7 +195,7 @@ public struct HyperConnection: Sendable {
 /// The final collapse of hyper-connected streams before the last norm
 /// (transformers' `HYV4HyperHead`): with r as in `HyperConnection`,
 /// pre = σ((hc_fn · H) · r · hc_scale + hc_base) + eps, output Σ_n pre_n · H_n.
-public struct HyperHead: Sendable {
+public struct HyperHead: StreamCollapse {
     public let streams: Int
     /// `hc_fn`: [streams, streams · hidden], float32 as `HyperConnection.projection`.
     public let projection: Linear
@@ -217,6 +217,8 @@ public struct HyperHead: Sendable {
         self.gateEps = gateEps
         self.normEps = normEps
     }
+
+    public var projections: [Linear] { [projection] }
 
     /// The collapsed hidden state [rows, hidden] of `stream` [rows, streams · hidden].
     public func callAsFunction(_ stream: Matrix) -> Matrix {

@@ -14,6 +14,10 @@ public protocol LanguageModel: Sendable {
     /// Columns of the residual stream: `hiddenSize`, times the streams of a
     /// hyper-connected model (Hunyuan V4's `hc_mult`).
     var streamWidth: Int { get }
+    /// The columns of the stream the block scores and block gaps compare,
+    /// where not all of it: Gemma 3n's active AltUp stream, the one its
+    /// layers run (its modules are scored on it too, `BlockActivations.branchInput`).
+    var scoredColumns: Range<Int>? { get }
     var vocabularySize: Int { get }
     /// The logits `head()` gives per position: `vocabularySize` but where
     /// the head is pruned to the first ids (Apertus 1.5's
@@ -62,6 +66,10 @@ public protocol LanguageModel: Sendable {
 extension LanguageModel {
     public var outputVocabularySize: Int { vocabularySize }
     public var streamWidth: Int { hiddenSize }
+    public var scoredColumns: Range<Int>? { nil }
+
+    /// The part of stream `stream` the scores compare (`scoredColumns`).
+    public func scored(_ stream: Matrix) -> Matrix { scoredColumns.map { stream.columns($0) } ?? stream }
 }
 
 /// Tensor names of a layer: `<prefix><index>.<branch part>...`.
@@ -94,6 +102,9 @@ public struct LayerNaming: Sendable, Equatable {
     /// `indexer_types` from `index_topk_freq`): an export writes the kept
     /// layers' entries.
     public var perLayerLists: [String: [String]] = [:]
+    /// Likewise lists of numbers (Gemma 3n's `activation_sparsity_pattern`,
+    /// its first ten layers sparse by default), written as floats.
+    public var perLayerNumberLists: [String: [Double]] = [:]
     /// Layer-index thresholds the family read, defaults included
     /// (DeepSeek's `first_k_dense_replace`, 3 in V3 when config.json omits
     /// it): an export renumbers them even where config.json left them out.

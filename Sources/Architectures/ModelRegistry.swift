@@ -68,6 +68,8 @@ public enum ModelRegistry {
         "gemma2": Gemma2Model.self,
         "gemma3": Gemma3Model.self,
         "gemma3_text": Gemma3Model.self,
+        "gemma3n": Gemma3nModel.self,
+        "gemma3n_text": Gemma3nModel.self,
         "gemma4": Gemma4Model.self,
         "gemma4_text": Gemma4Model.self,
         "gemma4_unified": Gemma4Model.self,

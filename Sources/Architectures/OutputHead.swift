@@ -19,9 +19,10 @@ public struct OutputHead: Sendable {
     public let logitDivisor: Float?
     /// Logits z become z · scale (Cohere's `logit_scale`), as perplexity sees them.
     public let logitScale: Float?
-    /// Collapses hyper-connected streams into one hidden state before the
-    /// norm (Hunyuan V4's `hc_head`); nil where the stream is one.
-    public var streamCollapse: HyperHead? = nil
+    /// Collapses several streams into one hidden state before the norm
+    /// (Hunyuan V4's `hc_head`, Gemma 3n's AltUp unembedding); nil where
+    /// the stream is one.
+    public var streamCollapse: (any StreamCollapse)? = nil
     /// A dense layer, its activation and a norm between the final norm and
     /// the projection (ModernBERT decoder's prediction head `lm_head`); nil for most models.
     public var predictionHead: PredictionHead? = nil
@@ -105,6 +106,16 @@ public struct OutputHead: Sendable {
         }
         return logits
     }
+}
+
+/// What collapses a model's streams [rows, streams · hidden] into one
+/// hidden state [rows, hidden] before the final norm.
+public protocol StreamCollapse: Sendable {
+    func callAsFunction(_ stream: Matrix) -> Matrix
+    /// How many streams it collapses.
+    var streams: Int { get }
+    /// The projections it applies, for cost estimates.
+    var projections: [Linear] { get }
 }
 
 /// norm(act(dense(x))): a transform of the final hidden state before the

@@ -32,6 +32,11 @@ public struct PerLayerEmbedding: Sendable {
         let projection: TensorSlice
         let norm: Normalization
         let layers: Int
+        /// The table's rows; a token past them reads row 0 where
+        /// `outOfTableReadsRowZero` (Gemma 3n's `get_per_layer_inputs`, whose
+        /// `vocab_size_per_layer_input` may be below `vocab_size`).
+        let vocabulary: Int
+        let outOfTableReadsRowZero: Bool
     }
     private let projected: Projected?
     /// P (hidden where each layer's input is x₀).
@@ -49,14 +54,18 @@ public struct PerLayerEmbedding: Sendable {
 
     /// - Throws: `DroptraceError` naming the tensor whose shape the sizes
     ///   contradict, or one stored so that a layer's piece is not a row.
-    init(weights: Weights, tableName: String, vocabulary: Int, layers: Int, width: Int, hiddenSize: Int, eps: Double) throws {
+    init(
+        weights: Weights, tableName: String, vocabulary: Int, layers: Int, width: Int, hiddenSize: Int, eps: Double,
+        outOfTableReadsRowZero: Bool = false
+    ) throws {
         let packed = try weights.tensor(tableName + ".weight", [vocabulary, layers * width])
         guard let table = packed.splittingRows(into: layers) else {
             throw DroptraceError("tensor '\(packed.name)' is stored in a form droptrace cannot read per layer (\(packed.dtype))", path: packed.path)
         }
         projected = Projected(
             table: table, projection: try weights.tensor("per_layer_model_projection.weight", [layers * width, hiddenSize]),
-            norm: try weights.rmsNorm("per_layer_projection_norm", size: width, eps: eps), layers: layers)
+            norm: try weights.rmsNorm("per_layer_projection_norm", size: width, eps: eps), layers: layers, vocabulary: vocabulary,
+            outOfTableReadsRowZero: outOfTableReadsRowZero)
         (self.width, self.hiddenSize) = (width, hiddenSize)
     }
 
@@ -67,22 +76,25 @@ public struct PerLayerEmbedding: Sendable {
     }
 
     /// Layer `layer`'s inputs [tokens, P] for tokens `tokenIDs` whose
-    /// embeddings x₀ are `embedded` [tokens, hidden].
+    /// embeddings x₀ are `embedded` [tokens, hidden] (or its first hidden
+    /// columns: Gemma 3n's AltUp streams, whose stream 0 is x₀).
     /// - Throws: `DroptraceError` when the checkpoint's file changed or a
     ///   token has no row (`vocab_size_per_layer_input` is checked against
     ///   `vocab_size` when the model is read).
     public func input(layer: Int, tokenIDs: [Int], embedded: Matrix) throws -> Matrix {
-        precondition(embedded.rows == tokenIDs.count && embedded.cols == hiddenSize)
+        precondition(embedded.rows == tokenIDs.count && embedded.cols % hiddenSize == 0)
         guard let parts = projected else { return embedded }
         let (table, projection, norm, layers) = (parts.table, parts.projection, parts.norm, parts.layers)
         precondition((0..<layers).contains(layer))
+        let embedded = embedded.cols == hiddenSize ? embedded : embedded.columns(0..<hiddenSize)
         var rows = [Float](repeating: 0, count: width * hiddenSize)
         try rows.withUnsafeMutableBufferPointer {
             try projection.expandRows(Array(layer * width..<(layer + 1) * width), into: $0.baseAddress!)
         }
         let projected = norm(Linear(weight: rows, bias: nil, inFeatures: hiddenSize, outFeatures: width)(embedded)
             .scaled(by: Float(pow(Double(hiddenSize), -0.5))))
-        let tokens = try gatherRows(table, ids: tokenIDs.map { $0 * layers + layer }, width: width)
+        let tableRows = parts.outOfTableReadsRowZero ? tokenIDs.map { $0 < parts.vocabulary ? $0 : 0 } : tokenIDs
+        let tokens = try gatherRows(table, ids: tableRows.map { $0 * layers + layer }, width: width)
         let tokenScale = Float(Double(width).squareRoot()), combined = Float(pow(2.0, -0.5))
         return Matrix(uninitialized: projected.rows, width) { out in
             for i in 0..<(projected.rows * width) { out[i] = (projected.data[i] + tokens.data[i] * tokenScale) * combined }

@@ -298,6 +298,9 @@ public enum ResidualJoin: Sendable {
     /// rounded to Float32 before the sum (MiniMax's layers, whose residual is
     /// the normed stream, scaled by `*_alpha_factor` / `*_beta_factor`).
     case scalingNormalized(stream: Float, output: Float)
+    /// Gemma 3n's LAuReL beside the attention: ((x + out) + laurel(n)) / √2,
+    /// n = the branch's inputNorm(x) (`LearnedAugmentedResidual`).
+    case learnedAugmented(LearnedAugmentedResidual)
 
     /// What of residual stream `x` the branch reads (before its input norm):
     /// the collapsed streams of a hyper-connection, else `x`.
@@ -433,11 +436,18 @@ public struct TransformerBlock: Sendable {
     /// The attention's output joins only the stream `mixerAfterAttention`
     /// reads: where that mixer is dropped, the block leaves its input.
     public let attentionFeedsMixer: Bool
+    /// Where the stream is Gemma 3n's AltUp streams: the block predicts
+    /// them, runs its branches on the active prediction, corrects them by
+    /// the result and adds its `perLayerInput` to the streams from 1 on
+    /// (`AltUp`). The prediction, correction and per-layer input belong to
+    /// the block: dropping the attention or the MLP keeps them, dropping the
+    /// block leaves the streams as they were.
+    public let altUp: AltUp?
 
     public init(
         attention: AttentionBranch?, mlp: MLPBranch?, residual: ResidualStyle, outputScale: Float? = nil,
         perLayerInput: PerLayerInputBranch? = nil, sharingProducer: AttentionBranch? = nil, leavesMLPInput: Bool = false,
-        mixerAfterAttention: AttentionBranch? = nil, attentionFeedsMixer: Bool = false
+        mixerAfterAttention: AttentionBranch? = nil, attentionFeedsMixer: Bool = false, altUp: AltUp? = nil
     ) {
         precondition(mixerAfterAttention == nil || attentionFeedsMixer)
         precondition(
@@ -445,6 +455,7 @@ public struct TransformerBlock: Sendable {
                 || (mlp == nil && residual == .sequential && outputScale == nil && perLayerInput == nil && sharingProducer == nil
                     && !leavesMLPInput && attention?.residualNorm == nil && attention?.join == nil
                     && mixerAfterAttention?.residualNorm == nil && mixerAfterAttention?.join == nil))
+        precondition(altUp == nil || (residual == .sequential && outputScale == nil && !leavesMLPInput && mlp?.shortcut == nil))
         precondition(sharingProducer == nil || (attention == nil && sharingProducer!.attention?.storesOnly == true))
         precondition(residual == .sequential || (!leavesMLPInput && mlp?.shortcut == nil))
         precondition(outputScale == nil && perLayerInput == nil || (!leavesMLPInput && mlp?.shortcut == nil))
@@ -460,6 +471,7 @@ public struct TransformerBlock: Sendable {
         self.leavesMLPInput = leavesMLPInput
         self.mixerAfterAttention = mixerAfterAttention
         self.attentionFeedsMixer = attentionFeedsMixer
+        self.altUp = altUp
     }
 
     /// The same block without the branches `plan` drops at `index`, with
@@ -473,14 +485,15 @@ public struct TransformerBlock: Sendable {
             return TransformerBlock(
                 attention: dropsAttention ? nil : self.attention, mlp: dropsMLP ? nil : mlp, residual: residual,
                 outputScale: outputScale, perLayerInput: perLayerInput, sharingProducer: sharingProducer, leavesMLPInput: leavesMLPInput,
-                mixerAfterAttention: dropsMLP ? nil : mixerAfterAttention, attentionFeedsMixer: attentionFeedsMixer)
+                mixerAfterAttention: dropsMLP ? nil : mixerAfterAttention, attentionFeedsMixer: attentionFeedsMixer,
+                altUp: altUp)
         }
         let sharingAttention = sharing.applied(to: attention, layer: index)
         let shared = branch.withAttention(sharingAttention)
         return TransformerBlock(
             attention: dropsAttention ? nil : shared, mlp: dropsMLP ? nil : mlp, residual: residual, outputScale: outputScale,
             perLayerInput: perLayerInput, sharingProducer: dropsAttention && sharingAttention.storesOnly ? shared : nil,
-            leavesMLPInput: leavesMLPInput, mixerAfterAttention: dropsMLP ? nil : mixerAfterAttention, attentionFeedsMixer: attentionFeedsMixer)
+            leavesMLPInput: leavesMLPInput, mixerAfterAttention: dropsMLP ? nil : mixerAfterAttention, attentionFeedsMixer: attentionFeedsMixer, altUp: altUp)
     }
 }
 
@@ -498,6 +511,10 @@ public struct BlockActivations {
     public let index: Int
     /// X, entering the block.
     public let input: Matrix
+    /// The stream the block's branches run on where it is not X (Gemma 3n's
+    /// active AltUp prediction, `TransformerBlock.altUp`): the attention's
+    /// input; nil elsewhere.
+    public var branchInput: Matrix? = nil
     /// X + Attn(Norm1 X) (post-LN: Norm1(X + Attn X)), or nil when attention is dropped.
     public let attentionResidual: Matrix?
     /// What the MLP branch reads: H in a sequential block, X in a parallel one.
@@ -551,11 +568,28 @@ extension TransformerBlock {
             case .gated(let gate)?: sum = gate.join(stream, output)
             case .hyperConnected(let connection)?: sum = connection.join(stream, output)
             case .scalingStream(let scale)?: sum = stream.scaledPerChannel(scale, plus: output)
+            case .learnedAugmented(let laurel)?: sum = laurel.join(stream, output, normed: inputNorm.map { $0(stream) } ?? stream)
             case .scalingNormalized(let kept, let added)?:
                 sum = (inputNorm.map { $0(stream) } ?? stream).scaled(by: kept).adding(output.scaled(by: added))
             case nil: sum = stream.adding(output)
             }
             return residualNorm.map { $0(sum) } ?? sum
+        }
+        if let altUp {
+            // The branches run on the active prediction; the streams leave corrected by their result.
+            let predictions = altUp.predict(x)
+            let active = predictions.stream(altUp.active, width: altUp.width)
+            if let producer = sharingProducer { _ = attend(producer.mixer, producer.input(active)) }
+            let h = attention.map { joined(active, $0(active, attend: attend), $0.residualNorm, $0.join, inputNorm: $0.inputNorm) }
+            let y = mlp.map { branch in
+                joined(h ?? active, branch(h ?? active, sequences: sequences), branch.residualNorm, branch.join, inputNorm: branch.inputNorm)
+            }
+            let corrected = altUp.correct(predictions, activated: y ?? h ?? active)
+            var activations = BlockActivations(
+                index: index, input: x, attentionResidual: h, mlpInput: h ?? active, mlpResidual: y,
+                output: perLayerInput.map { altUp.addingPerLayerInput(corrected, branch: $0, input: input!) } ?? corrected, isDropped: false)
+            activations.branchInput = active
+            return activations
         }
         if let producer = sharingProducer { _ = attend(producer.mixer, producer.input(x)) }
         let attended = attention.map {

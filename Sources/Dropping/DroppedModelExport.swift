@@ -283,6 +283,8 @@ public enum DroppedModelExport {
         "layer_types", "no_rope_layers", "attention_layers", "layer_rope_theta", "mlp_layer_types", "moe_topk", "indexer_types",
         "layers_block_type", "num_attention_heads_per_layer",
         "expert_swiglu_limit_list", "share_expert_swiglu_limit_list", "swiglu_limits", "swiglu_limits_shared",
+        // Gemma 3n's per-layer MLP widths (when a list) and sparsities.
+        "intermediate_size", "activation_sparsity_pattern",
     ]
     /// Strings of one character per layer (Nemotron-H's legacy
     /// `hybrid_override_pattern`): the kept layers' characters stay.
@@ -481,6 +483,10 @@ public enum DroppedModelExport {
         // Likewise per-layer lists left to the class's rule (GLM-4.7-Flash's MLP types, GLM-5's indexer types).
         for (key, entries) in naming.perLayerLists.sorted(by: { $0.key < $1.key }) where try config.value(key) == nil {
             try config.set(key, value: entries.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
+        }
+        for (key, entries) in naming.perLayerNumberLists.sorted(by: { $0.key < $1.key }) where try config.value(key) == nil || config.value(key) is NSNull {
+            let kept = entries.enumerated().filter { renumber.mapping[$0.offset] != nil }.map { "\($0.element)" }
+            try config.set(key, text: "[" + kept.joined(separator: ", ") + "]")
         }
         // Routed layers given by a range and a beat (ERNIE 4.5): the range and beat that keep every
         // kept layer's MLP (the family's exportProblem refuses plans none keeps).

@@ -228,7 +228,7 @@ public enum SpeedMeasurement {
     public static func decodeFLOPs(model: any LanguageModel, plan: DropPlan, context: Int) throws -> Double {
         func linear(_ l: Linear) -> Double { 2 * Double(l.inFeatures) * Double(l.outFeatures) }
         let head = try model.head()
-        var total = linear(head.projection) + (head.projectOut.map(linear) ?? 0) + (head.streamCollapse.map { linear($0.projection) } ?? 0)
+        var total = linear(head.projection) + (head.projectOut.map(linear) ?? 0) + (head.streamCollapse?.projections.reduce(0) { $0 + linear($1) } ?? 0)
             + (head.predictionHead.map { linear($0.dense) } ?? 0)
         // A sparse-attention indexer's projections and its scores over the context.
         func indexerFLOPs(_ attention: SelfAttention) -> Double {
@@ -303,7 +303,8 @@ public enum SpeedMeasurement {
             // The router, the k experts a token is sent to and the shared experts.
             func cost(_ feedForward: FeedForward) -> Double {
                 switch feedForward {
-                case .gated(let gateUp, let down, _), .clampedGated(let gateUp, let down, _): linear(gateUp) + linear(down)
+                case .gated(let gateUp, let down, _), .clampedGated(let gateUp, let down, _), .sparseGated(let gateUp, let down, _, _):
+                    linear(gateUp) + linear(down)
                 case .plain(let up, let down, _): linear(up) + linear(down)
                 case .mixture(let moe):
                     linear(moe.router) + Double(moe.expertsPerToken) * cost(moe.experts[0])
@@ -324,6 +325,12 @@ public enum SpeedMeasurement {
             // Hyper-connections: each kept branch's gate projection, its collapse and its join.
             for join in [block.attention?.join, block.mlp?.join] {
                 if case .hyperConnected(let connection)? = join { total += linear(connection.projection) + 4 * Double(connection.projection.inFeatures) }
+                if case .learnedAugmented(let laurel)? = join { total += linear(laurel.left) + linear(laurel.right) }
+            }
+            // AltUp: its two routings, the predictions and the corrections.
+            if let altUp = block.altUp {
+                total += 2 * linear(altUp.router) + linear(altUp.predictionCoefficients) + linear(altUp.correctionCoefficients)
+                    + Double(2 * altUp.streams * altUp.streams * altUp.width)
             }
         }
         return total

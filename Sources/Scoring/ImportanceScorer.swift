@@ -67,7 +67,8 @@ public struct ImportanceScorer {
         let batch = TokenBatch(sequences: sequences)
         var sums = SequenceSums(tokens: batch.sequences.map(\.count), layers: layers)
         let boundaries = try BoundaryStates(
-            rows: batch.tokenCount, cols: model.streamWidth, expectedStates: layers + 1, memoryBudget: stateMemoryBudget)
+            rows: batch.tokenCount, cols: model.scoredColumns?.count ?? model.streamWidth, expectedStates: layers + 1,
+            memoryBudget: stateMemoryBudget)
         let lastRows = batch.sequences.compactMap { $0.isEmpty ? nil : $0.upperBound - 1 }
 
         // A layer the model runs more than once is scored over all its passes (each weighs 1 / passes);
@@ -75,20 +76,21 @@ public struct ImportanceScorer {
         let final = try LayerwiseForward(model: model, plan: plan).run(batch) { step in
             let index = step.index, share = (weight: 1 / Double(step.passes), first: step.pass == 0)
             if let attended = step.attentionResidual {
-                try accumulate(step.input, attended, batch, layer: index, share: share, into: &sums.attention, what: "attention output")
+                try accumulate(step.branchInput ?? step.input, attended, batch, layer: index, share: share, into: &sums.attention, what: "attention output")
             }
             if let mlpResidual = step.mlpResidual {
                 try accumulate(step.mlpInput, mlpResidual, batch, layer: index, share: share, into: &sums.mlp, what: "MLP output")
             }
             if !step.isDropped {
-                try accumulate(step.input, step.output, batch, layer: index, share: share, into: &sums.block, what: "block output")
+                try accumulate(
+                    model.scored(step.input), model.scored(step.output), batch, layer: index, share: share, into: &sums.block, what: "block output")
             }
             guard step.pass == step.passes - 1 else { return }
-            try boundaries.append(step.input)
+            try boundaries.append(model.scored(step.input))
             progress?(index + 1, layers)
         }
         // Block gaps: cos(h_start, h_j) for every pair, h_j leaving layer j − 1.
-        try boundaries.append(final)
+        try boundaries.append(model.scored(final))
         for (layer, pairs) in try boundaries.pairTotals(lastRows: lastRows).enumerated() {
             for (start, totals) in pairs.enumerated() {
                 guard totals.isFinite else { throw nonFinite(layer: layer, what: "block output") }

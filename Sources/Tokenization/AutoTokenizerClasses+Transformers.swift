@@ -17,6 +17,8 @@ extension SpecialTokenSettings {
         "gemma2": "GemmaTokenizer",
         "gemma3": "GemmaTokenizer",
         "gemma3_text": "GemmaTokenizer",
+        "gemma3n": "GemmaTokenizer",
+        "gemma3n_text": "GemmaTokenizer",
         "glm": "TokenizersBackend",
         "glm4": "TokenizersBackend",
         "glm4_moe": "TokenizersBackend",

@@ -203,6 +203,9 @@ def padded_embedding(cls):
             # Gemma 4's cache-sharing plan (transformers 5.25) refuses layer types that none of the
             # built layers has: one layer, one layer type.
             config.layer_types = config.layer_types[: config.num_hidden_layers]
+            # (Gemma 3n's default shares the last 15 layers' keys and values, more than the one built.)
+            if getattr(config, "num_kv_shared_layers", 0) >= config.num_hidden_layers:
+                config.num_kv_shared_layers = 0
     marked = 7
     text.pad_token_id = marked
     with torch.device("meta"):
@@ -225,6 +228,10 @@ def causal_lm_from_config(config):
         # CohereCompassTextConfig's default rope_parameters ({}) has no entry per layer type, which its
         # rotary embedding reads: the class's defaults alone cannot build the model.
         text.rope_parameters = {kind: {"rope_type": "default", "rope_theta": 10000.0} for kind in set(text.layer_types)}
+    if config.model_type == "gemma3n":
+        # Gemma3nForConditionalGeneration builds a timm vision tower; the embedding is its
+        # language model's, which Gemma3nForCausalLM builds from text_config alike.
+        return transformers.Gemma3nForCausalLM(text)
     if type(config) not in AutoModelForCausalLM._model_mapping:
         if type(config) in AutoModelForImageTextToText._model_mapping:
             return AutoModelForImageTextToText.from_config(config)

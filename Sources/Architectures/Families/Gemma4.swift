@@ -387,18 +387,8 @@ struct Gemma4Model: DecoderFamily {
     /// computes them when its attention is dropped (`.storeOnly`), so that
     /// dropping an attention removes its output alone. Empty without sharing.
     func attentionSharing(skipping plan: DropPlan) throws -> LayerSharing {
-        guard firstSharedLayer < layerCount else { return LayerSharing() }
-        let drops = plan.union(configuredDrops)
-        let links = try (firstSharedLayer..<layerCount).filter { !drops.blocks.contains($0) }.map { layer in
-            let type = layerTypes[layer]
-            guard let source = (0..<firstSharedLayer).last(where: { layerTypes[$0] == type && !drops.blocks.contains($0) }) else {
-                throw DroptraceError(
-                    "dropping every \(type) layer below \(firstSharedLayer) leaves layer \(layer) no keys and values to reuse (num_kv_shared_layers)",
-                    path: parts.configPath)
-            }
-            return (layer: layer, source: source)
-        }
-        return LayerSharing(keysValues: AttentionSharing.linking(links, count: layerCount, drops: drops))
+        try LayerSharing.trailingKeysValues(
+            layerTypes: layerTypes, firstShared: firstSharedLayer, drops: plan.union(configuredDrops), configPath: parts.configPath)
     }
 
     /// Layer `index`'s router and experts (`Gemma4TextRouter`,
@@ -434,13 +424,25 @@ struct Gemma4Model: DecoderFamily {
     /// Layer `index`'s attention (see the type's description); a layer
     /// that reuses keys and values has no key or value weights.
     private func attention(_ index: Int, sharing: AttentionSharing?) throws -> SelfAttention {
-        let weights = parts.weights, d = hiddenSize, eps = config.rmsNormEps
-        let layout = layouts[index], bias = config.attentionBias == true
-        let p = "layers.\(index).self_attn."
         let full = layerTypes[index] == AttentionLayerType.full
+        return try Self.attention(
+            "layers.\(index).self_attn.", weights: parts.weights, hiddenSize: hiddenSize, layout: layouts[index],
+            rotary: rotary[layerTypes[index]], slidingWindow: full ? nil : config.slidingWindow, eps: config.rmsNormEps,
+            bias: config.attentionBias == true,
+            // attention_k_eq_v: a full layer's values are k_proj's output.
+            valueName: config.attentionKEqV == true && full ? "k_proj" : "v_proj", sharing: sharing)
+    }
+
+    /// The attention under `p` as Gemma 4's and Gemma 3n's layers build it
+    /// (see the type's description): per-head RMSNorms of queries and keys,
+    /// a weightless one of values, scores unscaled; a layer that reuses keys
+    /// and values has no key or value weights, a store-only one projects
+    /// keys and values only.
+    static func attention(
+        _ p: String, weights: Weights, hiddenSize d: Int, layout: QKVLayout, rotary: RotaryEmbedding?, slidingWindow: Int?,
+        eps: Double, bias: Bool, valueName: String = "v_proj", sharing: AttentionSharing?
+    ) throws -> SelfAttention {
         let reuses = sharing?.reusedLayer != nil, storesOnly = sharing?.storesOnly == true
-        // attention_k_eq_v: a full layer's values are k_proj's output.
-        let valueName = config.attentionKEqV == true && full ? "k_proj" : "v_proj"
         let kv = layout.numKVHeads * layout.headDim
         // A reusing layer projects queries only, a store-only one keys and values only.
         let names = reuses ? [p + "q_proj"] : storesOnly ? [p + "k_proj", p + valueName] : [p + "q_proj", p + "k_proj", p + valueName]
@@ -449,12 +451,12 @@ struct Gemma4Model: DecoderFamily {
         let keyNorm = reuses ? nil : try weights.rmsNorm(p + "k_norm", size: layout.headDim, eps: eps)
         let queryNorm = storesOnly ? keyNorm! : try weights.rmsNorm(p + "q_norm", size: layout.headDim, eps: eps)
         return SelfAttention(
-            qkv: qkv, layout: layout, rotary: rotary[layerTypes[index]],
+            qkv: qkv, layout: layout, rotary: rotary,
             // A store-only layer attends to nothing: no output projection is applied.
             output: storesOnly
                 ? Linear(weight: [], bias: nil, inFeatures: layout.queryWidth, outFeatures: 0)
                 : try weights.linear(p + "o_proj", in: layout.queryWidth, out: d, bias: bias),
-            scale: 1, slidingWindow: full ? nil : config.slidingWindow,
+            scale: 1, slidingWindow: slidingWindow,
             queryKeyNorm: .perHead(query: queryNorm, key: keyNorm ?? queryNorm),
             valueNorm: .rms(weight: [Float](repeating: 1, count: layout.headDim), eps: Float(eps)), keyValueSharing: sharing)
     }

@@ -1,0 +1,138 @@
+import Architectures
+import CheckpointIO
+import DroptraceSupport
+@testable import Dropping
+import Foundation
+import Scoring
+import TensorEngine
+import Testing
+
+/// Gemma 3n's layers as Gemma3nTextConfig resolves them, its multimodal
+/// wrapper and its refusals; the scores themselves are checked against
+/// transformers with every other family (`ScoringReferenceTests`).
+@Suite struct Gemma3nTests {
+    typealias Mutant = ConfigValidationTests.Mutant
+
+    static let name = "gemma3n_text-f32"
+
+    static let mutants: [Mutant] = [
+        Mutant(name, "altup_num_inputs", "0"),
+        Mutant(name, "altup_active_idx", "3"),
+        Mutant(name, "altup_active_idx", "-4"),
+        Mutant(name, "laurel_rank", "0"),
+        Mutant(name, "hidden_size_per_layer_input", "-1"),
+        Mutant(name, "vocab_size_per_layer_input", "0"),
+        // Sharing needs an earlier layer of each type (layers s s f s s f) and none past the first.
+        Mutant(name, "num_kv_shared_layers", "4"),
+        Mutant(name, "num_kv_shared_layers", "6"),
+        Mutant(name, "num_kv_shared_layers", "-1"),
+        Mutant(name, "activation_sparsity_pattern", "0.95"),
+        Mutant(name, "activation_sparsity_pattern", "[0.95, 0.95, 0.0, 0.0, 0.0]"),
+        // Gemma3nTextConfig takes floats only.
+        Mutant(name, "activation_sparsity_pattern", "[0.95, 0.95, 0, 0, 0, 0]"),
+        // transformers runs these, its cut infinite (an MLP of zeros) or NaN: refused.
+        Mutant(name, "activation_sparsity_pattern", "[1.0, 0.0, 0.0, 0.0, 0.0, 0.0]"),
+        Mutant(name, "activation_sparsity_pattern", "[-0.5, 0.0, 0.0, 0.0, 0.0, 0.0]"),
+        Mutant(name, "intermediate_size", "[64, 64, 64, 48, 48]"),
+        Mutant(name, "intermediate_size", "[64, 64, 64, 48, 48, 0]", key: "intermediate_size[5]"),
+        Mutant(name, "final_logit_softcapping", "-1"),
+        Mutant(name, "final_logit_softcapping", "null"),
+        Mutant(name, "final_logit_softcapping", "8"),
+        Mutant(name, "num_attention_heads", "3"),
+        Mutant(name, "sliding_window", "null"),
+    ]
+
+    @Test(arguments: mutants)
+    func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
+        try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
+    }
+
+    /// The fixture's layout: three AltUp streams, LAuReL of rank 4 beside
+    /// each attention, per-layer inputs of width 8, layers 4 and 5 reusing
+    /// the keys and values of layers 3 (sliding) and 2 (full), the first two
+    /// MLPs sparse at Φ⁻¹(0.95), MLP widths per layer.
+    @Test func layersAsGemma3nBuildsThem() throws {
+        let model = try EditedFixture(Self.name).load()
+        #expect(model.streamWidth == 3 * 32 && model.scoredColumns == 0..<32)
+        let blocks = try (0..<6).map { try model.block($0) }
+        #expect(blocks.map { $0.attention?.attention.keyValueSharing } == [nil, nil, .store(layer: 2), .store(layer: 3), .reuse(layer: 3), .reuse(layer: 2)])
+        #expect(blocks.allSatisfy { $0.altUp?.streams == 3 && $0.perLayerInput?.gate.outFeatures == 8 })
+        func mlp(_ block: TransformerBlock) -> (width: Int, cut: Float?)? {
+            switch block.mlp?.feedForward {
+            case .gated(_, let down, _)?: (down.inFeatures, nil)
+            case .sparseGated(_, let down, _, let cut)?: (down.inFeatures, cut)
+            default: nil
+            }
+        }
+        #expect(blocks.map { mlp($0)?.width } == [64, 64, 64, 48, 48, 48])
+        #expect(blocks.map { mlp($0)?.cut == nil } == [false, false, true, true, true, true])
+        // torch.distributions.Normal(0, 1).icdf(0.95) in float32.
+        #expect(abs(mlp(blocks[0])!.cut! - 1.6448536) < 1e-6)
+        for block in blocks {
+            guard case .learnedAugmented(let laurel)? = block.attention?.join else {
+                Issue.record("no LAuReL beside the attention")
+                continue
+            }
+            #expect(laurel.left.outFeatures == 4)
+        }
+    }
+
+    /// A dropped attention of a storing layer still makes the keys and
+    /// values its sharing layer reuses; dropping every earlier layer of a
+    /// type refuses the plan.
+    @Test func droppedStoringAttentionKeepsTheKeysAndValues() throws {
+        let model = try EditedFixture(Self.name).load()
+        let block = try model.block(3, skipping: DropPlan(attention: [3]))
+        #expect(block.attention == nil && block.sharingProducer?.attention.keyValueSharing == .storeOnly(layer: 3))
+        let moved = try model.attentionSharing(skipping: DropPlan(blocks: [3])).keysValues
+        #expect(moved[1] == .store(layer: 1) && moved[4] == .reuse(layer: 1))
+        #expect(model.exportProblem(DropPlan(blocks: [2])) != nil)
+        #expect(model.exportProblem(DropPlan(blocks: [0])) == nil)
+    }
+
+    /// A dropped module leaves the active stream as it was for that module,
+    /// the rest of the layer running: the attention's and MLP's scores are
+    /// NaN and the other scores move; a dropped block leaves every stream.
+    @Test func droppedModulesLeaveTheirStreams() throws {
+        let model = try EditedFixture(Self.name).load()
+        let sequences = FixtureFiles.jsonlSequences()
+        let full = try ImportanceScorer(model: model).score(sequences, calibrationPath: "calib")
+        let dropped = try ImportanceScorer(model: model).score(sequences, calibrationPath: "calib", dropping: DropPlan(attention: [1], mlp: [2]))
+        #expect(dropped.attention[1].isNaN && dropped.mlp[2].isNaN && !dropped.block[1].isNaN)
+        #expect(dropped.attention[0] == full.attention[0])
+        let block = try ImportanceScorer(model: model).score(sequences, calibrationPath: "calib", dropping: DropPlan(blocks: [1]))
+        #expect(block.block[1].isNaN && block.blockGap[0][1] == block.blockGap[0][0])
+    }
+
+    /// `gemma3n` (its language model under `model.language_model.`, sizes
+    /// under `text_config`; scored against transformers with the others):
+    /// a token id its model embeds as vision or audio is refused.
+    @Test func multimodalCheckpointRefusesMediaTokens() throws {
+        let sequences = FixtureFiles.jsonlSequences()
+        let top = try #require(sequences.joined().max())
+        let fixture = try EditedFixture("gemma3n-f32") { $0["audio_config"] = ["vocab_offset": top] }
+        let model = try fixture.load()
+        #expect(model.layerNaming.prefix == "model.language_model.layers.")
+        #expect(throws: DroptraceError.self) {
+            _ = try ImportanceScorer(model: model).score(sequences, calibrationPath: "calib")
+        }
+        _ = try ImportanceScorer(model: model).score([[1, 2, top - 1]], calibrationPath: "calib")
+    }
+
+    /// A checkpoint with per-layer input tables whose config says it has
+    /// none (width 0) is refused rather than read without them.
+    @Test func perLayerTablesWithoutWidthAreRefused() throws {
+        let fixture = try EditedFixture(Self.name) { $0["hidden_size_per_layer_input"] = 0 }
+        fixture.expectRefused(naming: "hidden_size_per_layer_input")
+    }
+
+    /// A block-drop export spells out the kept layers' sparsities (the class's
+    /// rule would sparsify others), widths, types and shared-layer count.
+    @Test func blockDropExportKeepsTheLayersLists() throws {
+        let fixture = try EditedFixture(Self.name) { $0["activation_sparsity_pattern"] = NSNull() }
+        let config = try fixture.exportedConfig(droppingBlocks: [0])
+        #expect(config["num_hidden_layers"] as? Int == 5 && config["num_kv_shared_layers"] as? Int == 2)
+        #expect((config["intermediate_size"] as? [Int]) == [64, 64, 48, 48, 48])
+        #expect((config["activation_sparsity_pattern"] as? [Double]) == [0, 0, 0, 0, 0])
+    }
+}
