@@ -277,3 +277,41 @@ extension Matrix {
         }
     }
 }
+
+/// The hyper-connection tensors of a checkpoint, as Hunyuan V4 and
+/// DeepSeek-V4 store them: a connection's `<name>.fn` [rows, streams ·
+/// hidden] (read in float32, as transformers keeps it), `.base` [rows] and
+/// `.scale`; the head's `hc_head.hc_fn`, `hc_base`, `hc_scale`.
+struct HyperConnectionTensors {
+    let weights: Weights
+    /// `hc_mult`.
+    let streams: Int
+    let hiddenSize: Int
+    /// `hc_eps`, `rms_norm_eps`.
+    let gateEps: Float
+    let normEps: Float
+
+    /// The connection under `name`: Hunyuan V4's (`sinkhornIterations`
+    /// nil) or DeepSeek-V4's with its stream mixing.
+    /// - Throws: `DroptraceError` naming a tensor that is missing or misshapen.
+    func connection(_ name: String, postMagnitude: Float, sinkhornIterations: Int? = nil) throws -> ResidualJoin {
+        let rows = (2 + (sinkhornIterations == nil ? 0 : streams)) * streams
+        return .hyperConnected(HyperConnection(
+            streams: streams, projection: try projection(name + ".fn", rows: rows), base: try weights.floats(name + ".base", [rows]),
+            scale: try weights.floats(name + ".scale", [sinkhornIterations == nil ? 2 : 3]), postMagnitude: postMagnitude,
+            gateEps: gateEps, normEps: normEps, sinkhornIterations: sinkhornIterations))
+    }
+
+    /// The collapse before the final norm (`hc_head`).
+    func head() throws -> HyperHead {
+        HyperHead(
+            streams: streams, projection: try projection("hc_head.hc_fn", rows: streams),
+            base: try weights.floats("hc_head.hc_base", [streams]), scale: try weights.floats("hc_head.hc_scale", [1])[0],
+            gateEps: gateEps, normEps: normEps)
+    }
+
+    private func projection(_ name: String, rows: Int) throws -> Linear {
+        let width = streams * hiddenSize
+        return Linear(weight: try weights.floats(name, [rows, width]), bias: nil, inFeatures: width, outFeatures: rows, arithmetic: .f32)
+    }
+}

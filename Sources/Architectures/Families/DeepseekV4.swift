@@ -380,10 +380,7 @@ struct DeepseekV4Model: DecoderFamily {
 
     func head() throws -> OutputHead {
         var head = try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps))
-        let n = config.hcMult, weights = parts.weights
-        head.streamCollapse = HyperHead(
-            streams: n, projection: try hyperProjection("hc_head.hc_fn", rows: n), base: try weights.floats("hc_head.hc_base", [n]),
-            scale: try weights.floats("hc_head.hc_scale", [1])[0], gateEps: Float(config.hcEps), normEps: Float(config.rmsNormEps))
+        head.streamCollapse = try hyperConnections.head()
         return head
     }
 
@@ -395,20 +392,16 @@ struct DeepseekV4Model: DecoderFamily {
             mixer: { .compressedAttention(try attention(layer: index)) }, feedForward: { try feedForward(layer: index) })
     }
 
-    /// `fn` (or `hc_fn`) [rows, hc_mult · hidden], float32 in either precision.
-    func hyperProjection(_ name: String, rows: Int) throws -> Linear {
-        Linear(
-            weight: try parts.weights.floats(name, [rows, streamWidth]), bias: nil, inFeatures: streamWidth, outFeatures: rows,
-            arithmetic: .f32)
+    /// The hyper-connection tensors (`hc_mult` streams).
+    var hyperConnections: HyperConnectionTensors {
+        HyperConnectionTensors(
+            weights: parts.weights, streams: config.hcMult, hiddenSize: hiddenSize, gateEps: Float(config.hcEps),
+            normEps: Float(config.rmsNormEps))
     }
 
-    /// The hyper-connection stored under `name` (`fn`, `base`, `scale`), with its stream mixing.
+    /// The hyper-connection stored under `name` (`fn`, `base`, `scale`).
     func hyperConnection(_ name: String) throws -> ResidualJoin {
-        let n = config.hcMult, rows = (2 + n) * n, weights = parts.weights
-        return .hyperConnected(HyperConnection(
-            streams: n, projection: try hyperProjection(name + ".fn", rows: rows), base: try weights.floats(name + ".base", [rows]),
-            scale: try weights.floats(name + ".scale", [3]), postMagnitude: 2, gateEps: Float(config.hcEps),
-            normEps: Float(config.rmsNormEps), sinkhornIterations: config.hcSinkhornIters))
+        try hyperConnections.connection(name, postMagnitude: 2, sinkhornIterations: config.hcSinkhornIters)
     }
 
     /// Layer `index`'s attention, its compressor and indexer as its layer type has them.

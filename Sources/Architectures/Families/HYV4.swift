@@ -181,10 +181,7 @@ struct HYV4Model: DecoderFamily {
 
     func head() throws -> OutputHead {
         var head = try parts.head(norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps))
-        let n = config.hcMult, weights = parts.weights
-        head.streamCollapse = HyperHead(
-            streams: n, projection: try hyperProjection("hc_head.hc_fn", rows: n), base: try weights.floats("hc_head.hc_base", [n]),
-            scale: try weights.floats("hc_head.hc_scale", [1])[0], gateEps: Float(config.hcEps), normEps: Float(config.rmsNormEps))
+        head.streamCollapse = try hyperConnections.head()
         return head
     }
 
@@ -225,20 +222,16 @@ struct HYV4Model: DecoderFamily {
         (try? attentionSharing(skipping: plan))?.sharedIndexerExportProblem(key: "indexer_types")
     }
 
-    /// `fn` (or `hc_fn`) [rows, hc_mult · hidden], float32 in either precision.
-    func hyperProjection(_ name: String, rows: Int) throws -> Linear {
-        Linear(
-            weight: try parts.weights.floats(name, [rows, streamWidth]), bias: nil, inFeatures: streamWidth, outFeatures: rows,
-            arithmetic: .f32)
+    /// The hyper-connection tensors (`hc_mult` streams).
+    var hyperConnections: HyperConnectionTensors {
+        HyperConnectionTensors(
+            weights: parts.weights, streams: config.hcMult, hiddenSize: hiddenSize, gateEps: Float(config.hcEps),
+            normEps: Float(config.rmsNormEps))
     }
 
     /// The hyper-connection stored under `name` (`fn`, `base`, `scale`).
     func hyperConnection(_ name: String) throws -> ResidualJoin {
-        let n = config.hcMult, weights = parts.weights
-        return .hyperConnected(HyperConnection(
-            streams: n, projection: try hyperProjection(name + ".fn", rows: 2 * n), base: try weights.floats(name + ".base", [2 * n]),
-            scale: try weights.floats(name + ".scale", [2]), postMagnitude: Float(config.hcMagnitude), gateEps: Float(config.hcEps),
-            normEps: Float(config.rmsNormEps)))
+        try hyperConnections.connection(name, postMagnitude: Float(config.hcMagnitude))
     }
 
     /// The head's and the first kept branch's hyper-connection tensors
