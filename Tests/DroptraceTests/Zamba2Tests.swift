@@ -29,6 +29,10 @@ import Testing
         Mutant(name, "layers_block_type", "[\"linear_attention\", \"hybrid\", \"full_attention\", \"hybrid\"]"),
         Mutant(name, "layers_block_type", "[]"),
         Mutant(name, "adapter_rank", "-1"),
+        // Zamba2Config keeps a written list, and the hybrid layers take the adapters of their places in it.
+        Mutant(name, "hybrid_layer_ids", "[3, 1]"),
+        Mutant(name, "hybrid_layer_ids", "[1]"),
+        Mutant(name, "hybrid_layer_ids", "null"),
         Mutant(name, "rms_norm_eps", "0"),
         Mutant(name, "hidden_act", "\"nope\""),
         // The key adapters' 2 × hidden_size outputs cannot be added to one key/value head.
@@ -102,6 +106,58 @@ import Testing
             $0["layer_types"] = ["mamba", "hybrid", "mamba", "hybrid"]
         }
         #expect(try legacy.load().layerCount == 4)
+    }
+
+    /// The hybrid layers' list written as Zamba2Config derives it is
+    /// accepted; adapters stored for another rank than `adapter_rank` (0
+    /// included) are refused, as transformers' shape check refuses them.
+    @Test func adaptersFollowTheirRank() throws {
+        #expect(try EditedFixture(Self.name) { $0["hybrid_layer_ids"] = [1, 3] }.load().layerCount == 4)
+        for rank in [0, 2] {
+            let fixture = try EditedFixture(Self.name) { $0["adapter_rank"] = rank }
+            #expect(throws: DroptraceError.self) { try fixture.attentionScores() }
+        }
+    }
+
+    /// transformers ties a later hybrid layer's shared block to the first
+    /// one's only where the checkpoint stores no copy of its own with other
+    /// values, and not at all with untied embeddings: a layer runs its own
+    /// stored copy, and with untied embeddings one must be stored.
+    @Test func aHybridLayerRunsItsOwnStoredBlock() throws {
+        let base = try EditedFixture(Self.name).attentionScores()
+        let first = "model.layers.1.shared_transformer.", later = "model.layers.3.shared_transformer."
+        func fixture(untied: Bool = false, _ change: @escaping (inout [SafetensorsWriter.Entry]) -> Void) throws -> EditedFixture {
+            let fixture = try EditedFixture(Self.name) { if untied { $0["tie_word_embeddings"] = false } }
+            try BadInputTests().rewriteWeights(fixture.model) { entries in
+                if untied, var head = entries.first(where: { $0.name == "model.embed_tokens.weight" }) {
+                    head.name = "lm_head.weight"
+                    entries.append(head)
+                }
+                change(&entries)
+            }
+            return fixture
+        }
+        func copies(_ entries: [SafetensorsWriter.Entry]) -> [SafetensorsWriter.Entry] {
+            entries.filter { $0.name.hasPrefix(first) }.map { entry in
+                var copy = entry
+                copy.name = later + entry.name.dropFirst(first.count)
+                return copy
+            }
+        }
+        // An identical copy changes nothing, tied or untied.
+        #expect(try fixture { $0 += copies($0) }.attentionScores() == base)
+        #expect(try fixture(untied: true) { $0 += copies($0) }.attentionScores() == base)
+        // Another o_proj under layer 3 is layer 3's alone.
+        let other = try fixture { entries in
+            let shape = entries.first { $0.name == first + "self_attn.o_proj.weight" }!.shape
+            let values = [Float](repeating: 0.05, count: shape.reduce(1, *))
+            entries.append(.init(name: later + "self_attn.o_proj.weight", dtype: .float32, shape: shape, bytes: values.withUnsafeBytes { Data($0) }))
+        }.attentionScores()
+        #expect(other[1] == base[1] && abs(other[3] - base[3]) > 1e-4)
+        // Untied, layer 3 stores no block: refused on loading, naming its tensor.
+        #expect {
+            _ = try fixture(untied: true) { _ in }.load()
+        } throws: { ($0 as? DroptraceError)?.message.contains(later) == true }
     }
 
     /// Block-drop exports remove Mamba layers and the last hybrid layers

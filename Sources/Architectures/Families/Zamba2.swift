@@ -23,6 +23,7 @@ struct Zamba2LayerTypes: Decodable {
     enum CodingKeys: String, CodingKey {
         case layersBlockType = "layers_block_type"
         case layerTypes = "layer_types"
+        case hybridLayerIds = "hybrid_layer_ids"
     }
 
     init(from decoder: Decoder) throws {
@@ -37,6 +38,7 @@ struct Zamba2LayerTypes: Decodable {
         self.key = key
         guard let names else {
             hybrid = Self.defaultHybrid
+            try checkHybridLayerIds(c)
             return
         }
         written = true
@@ -57,6 +59,26 @@ struct Zamba2LayerTypes: Decodable {
             }
         }
         self.hybrid = hybrid
+        try checkHybridLayerIds(c)
+    }
+
+    /// Refuses a written `hybrid_layer_ids` other than the hybrid layers.
+    private func checkHybridLayerIds(_ c: KeyedDecodingContainer<CodingKeys>) throws {
+        // Zamba2Config keeps a written list over the one it derives, and each hybrid layer takes the LoRA
+        // adapters of its place in it: another list gives layers other adapters, none, or a KeyError.
+        let derived = hybrid.indices.filter { hybrid[$0] }
+        if c.contains(.hybridLayerIds) {
+            let ids = try c.decodeNil(forKey: .hybridLayerIds) ? nil : try c.decode([Int].self, forKey: .hybridLayerIds)
+            let key = self.key
+            try ConfigRules.decodingChecks {
+                guard ids != derived else { return }
+                throw InvalidConfigValue(
+                    key: "hybrid_layer_ids",
+                    problem: "is \(ids.map { "\($0)" } ?? "null"), but the hybrid layers \(key) gives are \(derived): transformers "
+                        + "gives each hybrid layer the LoRA adapters of its place in hybrid_layer_ids, so this list would run "
+                        + "other adapters (or fail); write the layers \(key) makes hybrid")
+            }
+        }
     }
 }
 
@@ -331,21 +353,22 @@ struct Zamba2Model: DecoderFamily {
                 keys: "2 × mamba_expand × hidden_size + 2 × mamba_ngroups × mamba_d_state + n_mamba_heads, hidden_size",
                 configPath: path)
         }
-        if let first = hybridLayers.first {
-            let p = "layers.\(first).shared_transformer."
-            try parts.weights.confirmShape(
-                p + "self_attn.q_proj.weight", [dims.numAttentionHeads * dims.resolvedHeadDim, 2 * d],
-                keys: "num_attention_heads × 2 × hidden_size / num_attention_heads, 2 × hidden_size", configPath: path)
-            try parts.weights.confirmShape(
-                p + "self_attn.k_proj.weight", [dims.kvHeads * dims.resolvedHeadDim, 2 * d],
-                keys: "num_key_value_heads × 2 × hidden_size / num_attention_heads, 2 × hidden_size", configPath: path)
-            try parts.weights.confirmShape(
-                p + "feed_forward.gate_up_proj.weight", [2 * dims.intermediateSize, d], keys: "2 × intermediate_size, hidden_size",
-                configPath: path)
-        }
         // The rope settings are the config class's whether or not use_mem_rope reads them.
         let table = try parts.rotary(confirmProjections: false)
         rotary = config.useMemRope ? table : nil
+        // Each kept hybrid layer's block as it reads it (with untied embeddings, each its own stored copy).
+        for (position, layer) in hybridLayers.enumerated() where !drops.dropsAttention(layer) {
+            func p(_ module: String) -> String { sharedModule(module, layer: layer, position: position) + ".weight" }
+            try parts.weights.confirmShape(
+                p("self_attn.q_proj"), [dims.numAttentionHeads * dims.resolvedHeadDim, 2 * d],
+                keys: "num_attention_heads × 2 × hidden_size / num_attention_heads, 2 × hidden_size", configPath: path)
+            try parts.weights.confirmShape(
+                p("self_attn.k_proj"), [dims.kvHeads * dims.resolvedHeadDim, 2 * d],
+                keys: "num_key_value_heads × 2 × hidden_size / num_attention_heads, 2 × hidden_size", configPath: path)
+            try parts.weights.confirmShape(
+                p("feed_forward.gate_up_proj"), [2 * dims.intermediateSize, d], keys: "2 × intermediate_size, hidden_size",
+                configPath: path)
+        }
     }
 
     /// A Mamba layer's `mamba` and `input_layernorm` are its one module; a
@@ -380,7 +403,7 @@ struct Zamba2Model: DecoderFamily {
         if !modules.isEmpty {
             return "Zamba2's attention and MLP drops (of hybrid layer\(modules.count == 1 ? "" : "s") "
                 + "\(modules.map(String.init).joined(separator: ", "))) cannot be exported: transformers' Zamba2 classes read no "
-                + "drop_attn_list / drop_mlp_list and build whole hybrid layers; drop whole blocks of Mamba layers"
+                + "drop_attn_list / drop_mlp_list and build whole hybrid layers; export block drops (of Mamba layers or the last hybrid layers)"
         }
         // A removed hybrid layer moves every kept hybrid layer after it to another position.
         let kept = hybridLayers.filter { !plan.blocks.contains($0) }
@@ -415,20 +438,38 @@ struct Zamba2Model: DecoderFamily {
             mixerAfterAttention: drops.dropsMLP(index) ? nil : try mixer(p + "mamba_decoder."), attentionFeedsMixer: true)
     }
 
+    /// Where hybrid layer `index`, the `position`-th, reads its shared
+    /// block's module `module` (`self_attn.q_proj`, …): transformers ties
+    /// each hybrid layer's `shared_transformer` to the first one of its
+    /// block, but not a tensor the checkpoint stores under the later layer
+    /// with other values, nor any with untied embeddings
+    /// (`tie_word_embeddings` false: every layer then reads its own copy);
+    /// so its own copy where stored, else the first stored among the layers
+    /// of its block.
+    private func sharedModule(_ module: String, layer index: Int, position: Int) -> String {
+        let own = "layers.\(index).shared_transformer.\(module)"
+        guard parts.tiedEmbeddings, !parts.weights.has(own + ".weight") else { return own }
+        let names = stride(from: position % config.memoryBlocks, to: hybridLayers.count, by: config.memoryBlocks)
+            .map { "layers.\(hybridLayers[$0]).shared_transformer.\(module)" }
+        return names.first { parts.weights.has($0 + ".weight") } ?? names[0]
+    }
+
     /// Hybrid layer `index`'s shared transformer path, the `position`-th
-    /// hybrid layer's: its block's weights with its own adapters merged in,
-    /// then its `linear`.
+    /// hybrid layer's: its block's weights (`sharedModule`) with its own
+    /// adapters merged in, then its `linear`.
     private func sharedBlock(_ index: Int, position: Int) throws -> AttentionBranch {
         let weights = parts.weights, dims = parts.dimensions, d = hiddenSize, eps = config.rmsNormEps, bias = config.addBiasLinear
-        let p = "layers.\(hybridLayers[position % config.memoryBlocks]).shared_transformer."
+        func module(_ name: String) -> String { sharedModule(name, layer: index, position: position) }
         let headDim = dims.resolvedHeadDim, width = 2 * d
         let layout = QKVLayout(numHeads: dims.numAttentionHeads, numKVHeads: dims.kvHeads, headDim: headDim)
         /// `base` [out, in] plus the adapter `list`'s entry for this layer, up · down.
         func adapted(_ base: Linear, _ list: String) throws -> Linear {
             let rank = config.adapterRank, (inputs, outputs) = (base.inFeatures, base.outFeatures)
-            guard rank > 0 else { return base }
-            let down = try weights.floats("\(list).\(position).0.weight", [rank, inputs])
-            let up = try weights.linear("\(list).\(position).1", in: rank, out: outputs, bias: false)
+            let downName = module("\(list).\(position).0"), upName = module("\(list).\(position).1")
+            // Adapters stored for another rank are refused (transformers' shape check), rank 0 included.
+            guard rank > 0 || weights.has(downName + ".weight") else { return base }
+            let down = try weights.floats(downName + ".weight", [rank, inputs])
+            let up = try weights.linear(upName, in: rank, out: outputs, bias: false)
             // (up · down)ᵀ = downᵀ · upᵀ [in, out], up applied to the rows of downᵀ.
             let transposed = Matrix(uninitialized: inputs, rank) { out in
                 for r in 0..<rank { for j in 0..<inputs { out[j * rank + r] = down[r * inputs + j] } }
@@ -440,25 +481,25 @@ struct Zamba2Model: DecoderFamily {
         }
         var projections: [Linear] = []
         for (name, heads) in [("q", layout.numHeads), ("k", layout.numKVHeads), ("v", layout.numKVHeads)] {
-            let base = try weights.linear(p + "self_attn.\(name)_proj", in: width, out: heads * headDim, bias: false)
-            projections.append(config.attentionAdapters ? try adapted(base, p + "self_attn.linear_\(name)_adapter_list") : base)
+            let base = try weights.linear(module("self_attn.\(name)_proj"), in: width, out: heads * headDim, bias: false)
+            projections.append(config.attentionAdapters ? try adapted(base, "self_attn.linear_\(name)_adapter_list") : base)
         }
         let qkv = Linear(
             weight: projections.flatMap(\.weight), bias: nil, inFeatures: width, outFeatures: projections.reduce(0) { $0 + $1.outFeatures })
         let attention = SelfAttention(
             qkv: qkv, layout: layout, rotary: rotary,
-            output: try weights.linear(p + "self_attn.o_proj", in: layout.queryWidth, out: d, bias: false),
+            output: try weights.linear(module("self_attn.o_proj"), in: layout.queryWidth, out: d, bias: false),
             scale: Float(pow(Double(headDim) / 2, -0.5)))
         let inner = dims.intermediateSize
         let gateUp = try adapted(
-            try weights.linear(p + "feed_forward.gate_up_proj", in: d, out: 2 * inner, bias: bias), p + "feed_forward.gate_up_proj_adapter_list")
+            try weights.linear(module("feed_forward.gate_up_proj"), in: d, out: 2 * inner, bias: bias), "feed_forward.gate_up_proj_adapter_list")
         let feedForward = FeedForward.gated(
-            gateUp: gateUp, down: try weights.linear(p + "feed_forward.down_proj", in: inner, out: d, bias: bias),
+            gateUp: gateUp, down: try weights.linear(module("feed_forward.down_proj"), in: inner, out: d, bias: bias),
             activation: try parts.activation(config.hiddenAct))
         return AttentionBranch(
-            inputNorm: try weights.rmsNorm(p + "input_layernorm", size: width, eps: eps), attention: attention, appendsLayerInput: true,
+            inputNorm: try weights.rmsNorm(module("input_layernorm"), size: width, eps: eps), attention: attention, appendsLayerInput: true,
             feedForward: BranchFeedForward(
-                norm: try weights.rmsNorm(p + "pre_ff_layernorm", size: d, eps: eps), feedForward: feedForward,
+                norm: try weights.rmsNorm(module("pre_ff_layernorm"), size: d, eps: eps), feedForward: feedForward,
                 projection: try weights.linear("layers.\(index).linear", in: d, out: d, bias: false)))
     }
 }
