@@ -22,6 +22,8 @@ struct DecoderParts: Sendable {
     /// Whether the LM head is the embedding (`tie_word_embeddings`, or the
     /// family's transformers default when config.json is silent).
     let tiedEmbeddings: Bool
+    /// Token ids embedded as token 0 (`TextModelPlacement.tokensEmbeddedAsRowZero`).
+    var tokensEmbeddedAsRowZero: Set<Int> = []
     /// The head's name when stored (without `.weight`).
     let headName: String
     /// The token embedding's name under the prefix (without `.weight`):
@@ -262,7 +264,8 @@ struct DecoderParts: Sendable {
     func embed(_ batch: TokenBatch, scaled: Bool = false, multiplier: Float? = nil) throws -> Matrix {
         let width = dimensions.hiddenSize
         let table = try weights.tensor(embeddingName + ".weight", [dimensions.vocabSize, width])
-        let rows = try gatherRows(table, ids: batch.tokenIDs, width: width)
+        let ids = tokensEmbeddedAsRowZero.isEmpty ? batch.tokenIDs : batch.tokenIDs.map { tokensEmbeddedAsRowZero.contains($0) ? 0 : $0 }
+        let rows = try gatherRows(table, ids: ids, width: width)
         return rows.scaled(by: scaled ? Float(Double(width).squareRoot()) : multiplier)
     }
 

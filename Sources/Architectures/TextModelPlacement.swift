@@ -30,6 +30,10 @@ struct TextModelPlacement {
     /// to be the text model's hidden_size (LlavaOnevision15Config's
     /// `vision_config.out_hidden_size`); nil: no such rule.
     var visionOutputWidth: Int?
+    /// Token ids the wrapper's model embeds as token 0 (Kimi K2.5's image and
+    /// video tokens, `Kimi_K25Model.forward`), so that text holding them
+    /// scores as in transformers.
+    var tokensEmbeddedAsRowZero: Set<Int> = []
 
     /// A language model at config.json's top level.
     static let topLevel = TextModelPlacement()
@@ -141,6 +145,7 @@ extension DecoderParts {
             checkpoint, section: placement.section, tiedEmbeddings: placement.tiedEmbeddings,
             headName: placement.headName, naming: naming, prefixes: placement.prefixes, extraLayers: extraLayers,
             experts: experts, finalNorm: finalNorm, headRows: placement.headRows)
+        tokensEmbeddedAsRowZero = placement.tokensEmbeddedAsRowZero
         let text = (hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize)
         if let head = placement.headSizes, head != text, checkpoint.hasTensor("lm_head.weight") || checkpoint.hasTensor(headName + ".weight") {
             // transformers builds the stored head [vocab_size, hidden_size] by the wrapper's keys and cannot load another shape.

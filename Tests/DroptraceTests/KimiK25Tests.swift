@@ -2,6 +2,7 @@
 @testable import CheckpointIO
 import DroptraceSupport
 import Foundation
+import TensorEngine
 import Testing
 
 /// Kimi K2.5 (`kimi_k25`, Kimi_K25ForConditionalGeneration) read as its
@@ -56,6 +57,19 @@ import Testing
 
     /// Kimi_K25Config ties unless its own flag says otherwise (the releases
     /// write false); the text config's flag is not read.
+    /// Image and video token ids in the text are embedded as token 0, as
+    /// Kimi_K25Model's forward embeds them (the released image token lies
+    /// inside the vocabulary, so calibration text may hold it).
+    @Test func mediaTokensAreEmbeddedAsTokenZero() throws {
+        let model = try EditedFixture(Self.kimi) {
+            $0["image_token_id"] = 100
+            $0["video_token_id"] = 101
+        }.load()
+        let embedded = try model.embed(TokenBatch(sequences: [[5, 100, 7, 101, 0, 99]]))
+        func row(_ r: Int) -> ArraySlice<Float> { embedded.data[(r * embedded.cols)..<((r + 1) * embedded.cols)] }
+        #expect(row(1) == row(4) && row(3) == row(4) && row(5) != row(4))
+    }
+
     @Test func theTopLevelFlagAloneTiesTheHead() throws {
         func tied(_ change: @escaping (inout [String: Any]) -> Void) throws -> Bool? {
             let fixture = try EditedFixture(Self.kimi, change)

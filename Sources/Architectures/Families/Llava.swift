@@ -67,6 +67,10 @@ enum Llava {
         /// (PaliGemmaModel with eager attention; with sdpa transformers leaves
         /// the mask to the attention's `is_causal`, which that flag turns off).
         var masksCausally = false
+        /// Top-level token-id keys (and their config class's defaults) whose
+        /// tokens the wrapper's model embeds as token 0 (`Kimi_K25Model`'s
+        /// image and video tokens).
+        var tokensEmbeddedAsZero: [(key: String, default: Int)] = []
     }
 
     static let wrappers: [String: Wrapper] = [
@@ -103,7 +107,8 @@ enum Llava {
         "lighton_ocr": Wrapper(textType: "qwen3", prefixes: ["model.language_model."], textTypes: ["qwen3"]),
         "paligemma": Wrapper(textType: "gemma", textTypes: ["gemma", "gemma2"], masksCausally: true),
         "kimi_k25": Wrapper(
-            textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"], textTypeAliases: ["kimi_k2": "deepseek_v3"]),
+            textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"], textTypeAliases: ["kimi_k2": "deepseek_v3"],
+            tokensEmbeddedAsZero: [("image_token_id", 163605), ("video_token_id", 163840)]),
     ]
 
     /// The model type of the language model of `checkpoint` when it is one
@@ -177,6 +182,13 @@ enum Llava {
         if let sizes = wrapper.headSizeDefaults {
             placement.headSizes = (hidden: keys.hiddenSize ?? sizes.hidden, vocabulary: keys.vocabSize ?? sizes.vocabulary)
             placement.widthTensors = wrapper.widthTensors
+        }
+        for (key, value) in wrapper.tokensEmbeddedAsZero {
+            switch checkpoint.configDocument.member(key) {
+            case nil: placement.tokensEmbeddedAsRowZero.insert(value)
+            case .integer(let id)?: placement.tokensEmbeddedAsRowZero.insert(id)
+            default: throw DroptraceError("\"\(key)\" must be an integer token id", path: checkpoint.configURL.path)
+            }
         }
         if wrapper.visionMatchesText {
             placement.visionOutputWidth = try visionOutputWidth(checkpoint)
