@@ -80,6 +80,13 @@ import Testing
     /// A dropped attention of a storing layer still makes the keys and
     /// values its sharing layer reuses; dropping every earlier layer of a
     /// type refuses the plan.
+    /// The stream projections are read one by one: a stream count no
+    /// checkpoint holds stops at the first missing one, with nothing sized by it.
+    @Test func absurdStreamCountStopsAtTheFirstMissingProjection() throws {
+        let fixture = try EditedFixture(Self.name) { $0["altup_num_inputs"] = 1_000_000_000 }
+        #expect { _ = try fixture.load() } throws: { ($0 as? DroptraceError)?.message.contains("altup_projections.2") == true }
+    }
+
     @Test func droppedStoringAttentionKeepsTheKeysAndValues() throws {
         let model = try EditedFixture(Self.name).load()
         let block = try model.block(3, skipping: DropPlan(attention: [3]))
@@ -88,6 +95,7 @@ import Testing
         #expect(moved[1] == .store(layer: 1) && moved[4] == .reuse(layer: 1))
         #expect(model.exportProblem(DropPlan(blocks: [2])) != nil)
         #expect(model.exportProblem(DropPlan(blocks: [0])) == nil)
+        #expect(model.exportProblem(DropPlan(attention: [3])) != nil && model.exportProblem(DropPlan(attention: [5])) == nil)
     }
 
     /// A dropped module leaves the active stream as it was for that module,

@@ -193,9 +193,13 @@ struct Gemma3nModel: DecoderFamily {
             weights: parts.weights, tableName: "embed_tokens_per_layer", vocabulary: config.vocabSizePerLayerInput,
             layers: layers, width: width, hiddenSize: dimensions.hiddenSize, eps: config.rmsNormEps, outOfTableReadsRowZero: true)
         let d = dimensions.hiddenSize, weights = parts.weights
-        streamProjections = AltUpProjections(
-            embed: try (1..<max(streams, 1)).map { try weights.linear("altup_projections.\($0 - 1)", in: d, out: d, bias: false) },
-            unembed: try (1..<max(streams, 1)).map { try weights.linear("altup_unembed_projections.\($0 - 1)", in: d, out: d, bias: false) })
+        /// Streams 1 ..< streams' projections, read one by one: a count no checkpoint holds stops at its first missing tensor.
+        func projections(_ name: String) throws -> [Linear] {
+            var list: [Linear] = []
+            for s in 1..<max(streams, 1) { list.append(try weights.linear("\(name).\(s - 1)", in: d, out: d, bias: false)) }
+            return list
+        }
+        streamProjections = AltUpProjections(embed: try projections("altup_projections"), unembed: try projections("altup_unembed_projections"))
         if multimodal {
             let offsets = try checkpoint.decodeConfig(Gemma3nMediaOffsets.self)
             firstNonTextToken = min(offsets.vision, offsets.audio)
@@ -266,7 +270,17 @@ struct Gemma3nModel: DecoderFamily {
             layerTypes: layerTypes, firstShared: firstSharedLayer, drops: plan.union(configuredDrops), configPath: parts.configPath)
     }
 
-    func exportProblem(_ plan: DropPlan) -> String? { planProblem(plan) }
+    /// `planProblem`'s, and an attention drop of a layer whose keys and
+    /// values the last layers reuse: droptrace's decoder cannot yet run such
+    /// an export read back (its prefill traps), so it is not written.
+    func exportProblem(_ plan: DropPlan) -> String? {
+        if let problem = planProblem(plan) { return problem }
+        guard let sharing = try? attentionSharing(skipping: plan).keysValues, !sharing.isEmpty,
+              let layer = plan.attention.subtracting(plan.blocks).sorted().first(where: { sharing[$0]?.storesOnly == true })
+        else { return nil }
+        return "dropping the attention of layer \(layer), whose keys and values the last num_kv_shared_layers layers reuse, "
+            + "cannot be exported: droptrace cannot yet decode such an export; drop other attention layers or whole blocks"
+    }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops), weights = parts.weights
