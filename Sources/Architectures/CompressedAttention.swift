@@ -299,7 +299,8 @@ public struct CompressedAttention: RecurrentTokenMixer {
         state.recurrent += projected.gathering(rows: rows, columns: 0..<width)
         let count = state.recurrent.count / width, first = count - rows.count
         state.seen = count
-        let o = offsets, heads = self.heads, headDim = self.headDim, window = slidingWindow
+        // A window past the rows seen reaches every one of them: its buffer is sized by what it can reach.
+        let o = offsets, heads = self.heads, headDim = self.headDim, window = min(slidingWindow, count)
         let scale = 1 / Float(headDim).squareRoot()
         state.recurrent.withUnsafeBufferPointer { all in
             let base = all.baseAddress!

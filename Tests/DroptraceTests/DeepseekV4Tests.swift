@@ -31,6 +31,7 @@ import Testing
         Mutant(name, "compress_rates.compressed_sparse_attention", "0", key: "compress_rates.compressed_sparse_attention"),
         Mutant(name, "n_routed_experts", "0"), Mutant(name, "num_experts_per_tok", "9"), Mutant(name, "scoring_func", #""softmax""#),
         Mutant(name, "rope_parameters.compress.rope_type", #""yarn""#, key: "rope_parameters.compress.rope_type"),
+        Mutant(name, "hc_sinkhorn_iters", "1000000000000"),
         // Sizes the tensors contradict.
         Mutant(name, "hc_mult", "2"), Mutant(name, "n_routed_experts", "16"), Mutant(name, "moe_intermediate_size", "32"),
         Mutant(name, "q_lora_rank", "16"), Mutant(name, "o_lora_rank", "8"), Mutant(name, "index_head_dim", "32"),
@@ -147,6 +148,34 @@ import Testing
                 name: name, dtype: .int64, shape: [512, 2], bytes: values.withUnsafeBytes { Data($0) })
         }
         fixture.expectRefused(naming: "tid2eid")
+        // A NaN or a value past Int's range is refused as stored, not converted.
+        for value in [Float.nan, 9.3e18] {
+            let stored = try EditedFixture(Self.name)
+            try rewriteWeights(stored.model) { entries in
+                let index = entries.firstIndex { $0.name == name }!
+                var values = [Float](repeating: 1, count: 512 * 2)
+                values[7] = value
+                entries[index] = SafetensorsWriter.Entry(
+                    name: name, dtype: .float32, shape: [512, 2], bytes: values.withUnsafeBytes { Data($0) })
+            }
+            stored.expectRefused(naming: "tid2eid")
+        }
+    }
+
+    /// A legacy flat `rope_scaling`, which transformers reads as the rope
+    /// parameters where those are absent, is refused as the nested YaRN is.
+    @Test func legacyYarnRopeScalingIsRefused() throws {
+        try EditedFixture(Self.name) {
+            $0["rope_parameters"] = nil
+            $0["rope_scaling"] = ["type": "yarn", "factor": 16, "original_max_position_embeddings": 64]
+        }.expectRefused(naming: "rope_scaling")
+    }
+
+    /// A sliding window past every row attends to all of them, with no buffer sized by the window.
+    @Test func aHugeWindowReachesEveryRow() throws {
+        let huge = try EditedFixture(Self.name) { $0["sliding_window"] = 1_000_000_000_000 }
+        let wide = try EditedFixture(Self.name) { $0["sliding_window"] = 10_000 }
+        #expect(try huge.attentionScores() == wide.attentionScores())
     }
 
     /// Hyper-connection tensors of another shape than `hc_mult` gives are

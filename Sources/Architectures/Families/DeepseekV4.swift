@@ -19,6 +19,8 @@ struct DeepseekV4Configuration: Decodable {
     /// config.json's `rope_parameters` as written (nested `main` / `compress`,
     /// or flat), set from the document after decoding.
     var ropeParameters: JSONValue? = nil
+    /// The key `ropeParameters` was read from (`rope_parameters`, else the legacy `rope_scaling`).
+    var ropeKey = "rope_parameters"
     var layerTypes: [String]?
     var legacyCompressRatios: [Int]?
     var compressRates: [String: Int]?
@@ -42,6 +44,8 @@ struct DeepseekV4Configuration: Decodable {
     var routedScalingFactor: Double
 
     static let layerTypeNames = ["sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"]
+    /// Far past convergence (transformers' default is 20).
+    static let maximumSinkhornIterations = 10_000
     static let ratioTypes = [0: "sliding_attention", 4: "compressed_sparse_attention", 128: "heavily_compressed_attention"]
 
     private struct Key: CodingKey {
@@ -152,7 +156,7 @@ struct DeepseekV4Configuration: Decodable {
                 }
             } else if type(parameters) != "default" {
                 throw InvalidConfigValue(
-                    key: "rope_parameters.rope_type", problem: "is \"\(type(parameters))\"; droptrace computes DeepSeek-V4's default rope only")
+                    key: ropeKey, problem: "has rope type \"\(type(parameters))\"; droptrace computes DeepSeek-V4's default rope only")
             }
         }
         let width = Int(Double(headDim) * factor)
@@ -183,6 +187,12 @@ struct DeepseekV4Configuration: Decodable {
             throw InvalidConfigValue(key: key, problem: "must be a finite number that float32 holds, got \(value)")
         }
         try ConfigRules.count(slidingWindow, "sliding_window")
+        // Each iteration normalises every token's comb matrix in every layer: a count past this runs for hours.
+        if hcSinkhornIters > Self.maximumSinkhornIterations {
+            throw InvalidConfigValue(
+                key: "hc_sinkhorn_iters",
+                problem: "is \(hcSinkhornIters); droptrace runs at most \(Self.maximumSinkhornIterations) Sinkhorn iterations per comb matrix")
+        }
         try ConfigRules.count(oGroups, "o_groups")
         try ConfigRules.count(oLoraRank, "o_lora_rank")
         let headDim = d.resolvedHeadDim
@@ -257,7 +267,12 @@ struct DeepseekV4Model: DecoderFamily {
 
     init(_ checkpoint: Checkpoint) throws {
         var config = try checkpoint.decodeConfig(DeepseekV4Configuration.self)
-        config.ropeParameters = checkpoint.configDocument.member("rope_parameters")
+        // transformers reads a legacy `rope_scaling` as rope_parameters where those are absent.
+        for key in ["rope_parameters", "rope_scaling"] where config.ropeParameters == nil {
+            guard let value = checkpoint.configDocument.member(key) else { continue }
+            if case .null = value { continue }
+            (config.ropeParameters, config.ropeKey) = (value, key)
+        }
         let layers = try checkpoint.decodeConfig(DecoderDimensions.self).numHiddenLayers
         let mlpTypes = config.resolvedMLPTypes(layers)
         let experts = ExpertNaming(
@@ -351,13 +366,14 @@ struct DeepseekV4Model: DecoderFamily {
                 "vocab_size, num_experts_per_tok imply tensor '\(name)' of shape [\(vocabulary), \(k)], but it has shape \(stored.shape)",
                 path: parts.configPath)
         }
-        let table = try stored.floats().map { Int($0) }
-        if let bad = table.first(where: { $0 < 0 || $0 >= count }) {
+        // Checked as stored (torch casts to int64 toward zero), before a NaN or huge value is converted.
+        let values = try stored.floats()
+        if let bad = values.first(where: { !($0 > -1 && $0 < Float(count)) }) {
             throw DroptraceError(
                 "tensor '\(name)' (tid2eid) routes a token to expert \(bad), outside the \(count) experts n_routed_experts gives",
                 path: parts.configPath)
         }
-        return table
+        return values.map { Int($0) }
     }
 
     static func naming(_ prefix: String) -> LayerNaming {
