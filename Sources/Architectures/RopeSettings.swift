@@ -420,6 +420,39 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
 }
 
 extension RopeSettings {
+    /// How a 4.x config spells one kind of layer's rope
+    /// (`parameters(forLayerType:…)`): the key of its base, whether
+    /// `rope_scaling` applies to it, and the base named nowhere.
+    struct LegacyLayerTypeRope {
+        let thetaKey: String
+        let scaling: Bool
+        let theta: Double
+    }
+
+    /// One rotary table per layer type of `layerTypes`, each read from the
+    /// config section `sectionName` (nil: the top level) as
+    /// `parameters(forLayerType:…)` gives it, with `full`'s legacy spelling
+    /// for full-attention layers and `sliding`'s for the others (Gemma 3,
+    /// Gemma 3n, ModernBERT's decoder).
+    /// - Throws: `DroptraceError` naming `configPath` as `parameters` and `embedding` do.
+    static func tablesByLayerType(
+        _ layerTypes: [String], checkpoint: Checkpoint, section sectionName: String?, headDim: Int, maxPositions: Int,
+        full: LegacyLayerTypeRope, sliding: LegacyLayerTypeRope, configPath: String
+    ) throws -> [String: RotaryEmbedding] {
+        let section = try checkpoint.configObject(ConfigSection(sectionName))
+        var tables: [String: RotaryEmbedding] = [:]
+        for layerType in Set(layerTypes).sorted() {
+            let legacy = layerType == AttentionLayerType.full ? full : sliding
+            let parameters = try Self.parameters(
+                forLayerType: layerType, in: section, legacyThetaKey: legacy.thetaKey, legacyScaling: legacy.scaling,
+                defaultTheta: legacy.theta, configPath: configPath)
+            tables[layerType] = try checkpoint.decodeConfig(RopeSettings.self, object: ["rope_parameters": parameters], under: sectionName)
+                .forLayerType(maxPositions: maxPositions)
+                .embedding(headDim: headDim, maxPositions: maxPositions, configPath: configPath)
+        }
+        return tables
+    }
+
     /// The rope parameters of the layers of `layerType`, as one flat
     /// `rope_parameters` object, from a config section whose layer types
     /// rotate differently (Gemma-3's local and global layers):

@@ -209,18 +209,10 @@ struct Gemma3nModel: DecoderFamily {
 
         try parts.confirmAttentionProjections()
         let headDim = parts.firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
-        let section = try checkpoint.configObject(ConfigSection(sectionName))
-        var rotary: [String: RotaryEmbedding] = [:]
-        for layerType in Set(layerTypes).sorted() {
-            let global = layerType == AttentionLayerType.full
-            let parameters = try RopeSettings.parameters(
-                forLayerType: layerType, in: section, legacyThetaKey: global ? "rope_theta" : "rope_local_base_freq",
-                legacyScaling: global, defaultTheta: global ? 1_000_000 : 10_000, configPath: configPath)
-            rotary[layerType] = try checkpoint.decodeConfig(RopeSettings.self, object: ["rope_parameters": parameters], under: sectionName)
-                .forLayerType(maxPositions: dimensions.maxPositionEmbeddings)
-                .embedding(headDim: headDim, maxPositions: dimensions.maxPositionEmbeddings, configPath: configPath)
-        }
-        self.rotary = rotary
+        rotary = try RopeSettings.tablesByLayerType(
+            layerTypes, checkpoint: checkpoint, section: sectionName, headDim: headDim, maxPositions: dimensions.maxPositionEmbeddings,
+            full: .init(thetaKey: "rope_theta", scaling: true, theta: 1_000_000),
+            sliding: .init(thetaKey: "rope_local_base_freq", scaling: false, theta: 10_000), configPath: configPath)
     }
 
     /// The layer naming: each branch owns its norms, the attention LAuReL;

@@ -158,18 +158,10 @@ struct ModernBertDecoderModel: DecoderFamily {
 
         try parts.confirmAttentionProjections(attention: "attn.")
         let headDim = parts.firstKeptAttention == nil ? 0 : dimensions.resolvedHeadDim
-        let section = try checkpoint.configObject(.topLevel)
-        var rotary: [String: RotaryEmbedding] = [:]
-        for layerType in Set(types).sorted() {
-            let global = layerType == AttentionLayerType.full
-            let parameters = try RopeSettings.parameters(
-                forLayerType: layerType, in: section, legacyThetaKey: global ? "global_rope_theta" : "local_rope_theta",
-                legacyScaling: true, defaultTheta: global ? 160_000 : 10_000, configPath: configPath)
-            rotary[layerType] = try checkpoint.decodeConfig(RopeSettings.self, object: ["rope_parameters": parameters], under: nil)
-                .forLayerType(maxPositions: dimensions.maxPositionEmbeddings)
-                .embedding(headDim: headDim, maxPositions: dimensions.maxPositionEmbeddings, configPath: configPath)
-        }
-        self.rotary = rotary
+        rotary = try RopeSettings.tablesByLayerType(
+            types, checkpoint: checkpoint, section: nil, headDim: headDim, maxPositions: dimensions.maxPositionEmbeddings,
+            full: .init(thetaKey: "global_rope_theta", scaling: true, theta: 160_000),
+            sliding: .init(thetaKey: "local_rope_theta", scaling: true, theta: 10_000), configPath: configPath)
     }
 
     static func naming(_ prefix: String) -> LayerNaming {
