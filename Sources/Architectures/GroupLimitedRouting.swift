@@ -96,20 +96,7 @@ public struct GroupLimitedTopK: Sendable {
         for r in 0..<logits.rows {
             let written = logits.data[(r * count)..<((r + 1) * count)]
             let row = logitSoftcap.map { cap in written.map { tanh($0 / cap) * cap } } ?? Array(written)
-            let scores: [Float]
-            switch scoring {
-            case .softmax:
-                let maximum = row.max() ?? 0
-                let exponentials = row.map { exp($0 - maximum) }
-                let sum = exponentials.reduce(0, +)
-                scores = exponentials.map { $0 / sum }
-            case .sigmoid, .sigmoidRankedByLogits:
-                scores = row.map { 1 / (1 + exp(-$0)) }
-            case .sqrtSoftplus:
-                scores = row.map(Self.sqrtSoftplus)
-            case .activation(let activation):
-                scores = row.map(activation.apply)
-            }
+            let scores = Self.scores(row, scoring: scoring)
             let ranking = scoring == .sigmoidRankedByLogits ? row : scores
             let forChoice = selectionBias.map { zip(ranking, $0).map { $0 + $1 } } ?? ranking
             // As transformers: each group scored by its best (or best two), torch.topk of the groups,
