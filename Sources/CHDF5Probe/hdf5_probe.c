@@ -64,11 +64,12 @@ static void own_library_in_child(void) {}
 #endif
 
 // A probe's child shares every descriptor this process had open at the fork,
-// and with it the flock(2) libhdf5 took on each file it opens: a store another
-// thread closes while the child runs stays locked until the child exits, and
-// opening it then fails ("unable to lock file, errno = 11"). Probes hold this
-// lock shared from the fork until their child is reaped; opening a file holds
-// it exclusively, so it waits for those children instead of failing.
+// and with it the flock(2) libhdf5 took on each file it opens, until it
+// closes them first thing (`probe_in_child`): a store another thread closes
+// in that moment stays locked, and opening it then fails ("unable to lock
+// file, errno = 11"). Probes hold this lock shared from the fork until their
+// child is reaped; opening a file holds it exclusively, so it waits for those
+// children instead of failing.
 static pthread_rwlock_t children_alive = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 
 void hdf5_open_begin(void) { (void)pthread_rwlock_wrlock(&children_alive); }
@@ -215,6 +216,12 @@ static void _Noreturn probe_in_child(const char *path, size_t element_limit, dou
     // time limit, whatever happens to the parent's watch.
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(1);
+    // Nor keep the parent's files: each descriptor shares its open file, and
+    // with it the flock(2) libhdf5 holds on a store, so a store the parent
+    // closed stayed locked to every other process until this child exited
+    // ("unable to lock file, errno = 11" in a `report` started meanwhile).
+    // The probe opens what it reads itself; stdin, stdout and stderr stay.
+    closefrom(STDERR_FILENO + 1);
     signal(SIGALRM, SIG_DFL);
     alarm(seconds > 0 && seconds < 3600 ? (unsigned)seconds + 2 : 3602);
     int null_device = open("/dev/null", O_WRONLY);

@@ -250,11 +250,13 @@ import Testing
         }
     }
 
-    /// A probe's child shares the flock(2) of every file open at its fork: a
+    /// A probe's child shared the flock(2) of every file open at its fork: a
     /// store closed meanwhile stayed locked until the child exited, and
     /// opening it for writing then failed ("unable to lock file, errno = 11";
-    /// seen when tests on other threads probed stores). Opening waits for
-    /// the child instead.
+    /// seen when tests on other threads probed stores, and in a `report`
+    /// process started meanwhile). The child closes what it inherits, so
+    /// another open file (another process's) locks the store at once; this
+    /// process's own opens also wait for the child's first moments.
     @Test func aStoreClosedWhileAProbeRunsOpensForWriting() throws {
         let scratch = try ScratchDirectory()
         let store = try StoreChecksumTests.scoredStore(in: scratch)
@@ -263,7 +265,7 @@ import Testing
         let file = try HDF5File.open(at: store, writable: true)
         let probed = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {
-            _ = try? HDF5Probe.check(fifo.path, seconds: 1)
+            _ = try? HDF5Probe.check(fifo.path, seconds: 3)
             probed.signal()
         }
         defer { probed.wait() }
@@ -276,6 +278,19 @@ import Testing
         while children().trimmingCharacters(in: .whitespaces).isEmpty && Date().timeIntervalSince(started) < 3 { usleep(5_000) }
         try #require(!children().trimmingCharacters(in: .whitespaces).isEmpty, "no probe started")
         try file.close()
+        // As another process would: its own open file, locked without waiting (the child
+        // closes what it inherited first thing; the FIFO keeps it alive for 3 s).
+        let descriptor = open(store.path, O_RDONLY | O_CLOEXEC)
+        try #require(descriptor >= 0)
+        defer { close(descriptor) }
+        var locked = flock(descriptor, LOCK_EX | LOCK_NB) == 0
+        let closed = Date()
+        while !locked && Date().timeIntervalSince(closed) < 1 {
+            usleep(10_000)
+            locked = flock(descriptor, LOCK_EX | LOCK_NB) == 0
+        }
+        #expect(locked, "the probe's child still holds the closed store's lock")
+        if locked { flock(descriptor, LOCK_UN) }
         let reopened = try HDF5File.open(at: store, writable: true)
         try reopened.close()
     }
