@@ -9,18 +9,30 @@ import TensorEngine
 public struct InterleavedRope: Sendable {
     /// θ_i, one per pair.
     public let frequencies: [Float]
+    /// Multiplies cos and sin (YaRN's attention factor; 1 for the default rotation).
+    public let scaling: Float
 
-    public init(frequencies: [Float]) { self.frequencies = frequencies }
+    public init(frequencies: [Float], scaling: Float = 1) {
+        self.frequencies = frequencies
+        self.scaling = scaling
+    }
+
+    /// The rotation of `table`: its frequencies and cos/sin factor.
+    public init(_ table: RotaryEmbedding) {
+        self.init(frequencies: table.inverseFrequencies, scaling: table.attentionScaling)
+    }
 
     /// Columns rotated per head.
     public var width: Int { 2 * frequencies.count }
 
-    /// Rotates the last `width` of the `headDim` values at `head` to `position`.
+    /// Rotates the last `width` of the `headDim` values at `head` to `position`
+    /// (`inverse`: by the negated sine, as transformers undoes it on the
+    /// output, the scaling applied again).
     @inline(__always)
     func rotate(_ head: UnsafeMutablePointer<Float>, headDim: Int, position: Int, inverse: Bool = false) {
         let start = head + headDim - width, p = Float(position)
         for i in 0..<frequencies.count {
-            let angle = p * frequencies[i], c = cos(angle), s = inverse ? -sin(angle) : sin(angle)
+            let angle = p * frequencies[i], c = cos(angle) * scaling, sine = sin(angle) * scaling, s = inverse ? -sine : sine
             let a = start[2 * i], b = start[2 * i + 1]
             start[2 * i] = a * c + (-b) * s
             start[2 * i + 1] = b * c + a * s

@@ -212,6 +212,23 @@ struct DecoderParts: Sendable {
         return (settings, key, object)
     }
 
+    /// The rope parameters of config.json's `object` as transformers'
+    /// `convert_rope_params_to_dict` takes them: `rope_scaling` when truthy
+    /// (`isTruthy`), else `rope_parameters`, else {}; and the key they are under.
+    /// - Throws: `DroptraceError` naming `path` when they are not an object.
+    static func writtenRopeParameters(_ object: [String: Any], path: String) throws -> (parameters: [String: Any], key: String) {
+        var (written, key): (Any, String) = ([String: Any](), "rope_parameters")
+        if let scaling = object["rope_scaling"], isTruthy(scaling) {
+            (written, key) = (scaling, "rope_scaling")
+        } else if let parameters = object["rope_parameters"], !(parameters is NSNull) {
+            written = parameters
+        }
+        guard let parameters = written as? [String: Any] else {
+            throw DroptraceError("key \"\(key)\" has the wrong type (expected an object)", path: path)
+        }
+        return (parameters, key)
+    }
+
     /// Python's truth value of a JSON value: null, false, 0, "", [] and {} are false.
     static func isTruthy(_ value: Any) -> Bool {
         switch value {

@@ -30,7 +30,8 @@ import Testing
         Mutant(name, "mlp_layer_types", #"["hash_moe", "dense", "moe", "moe"]"#),
         Mutant(name, "compress_rates.compressed_sparse_attention", "0", key: "compress_rates.compressed_sparse_attention"),
         Mutant(name, "n_routed_experts", "0"), Mutant(name, "num_experts_per_tok", "9"), Mutant(name, "scoring_func", #""softmax""#),
-        Mutant(name, "rope_parameters.compress.rope_type", #""yarn""#, key: "rope_parameters.compress.rope_type"),
+        Mutant(name, "rope_parameters.compress.rope_type", #""yarn""#, key: "rope_parameters.compress.factor"),
+        Mutant(name, "rope_parameters.main.rope_type", #""linear""#, key: "rope_parameters.main.rope_type"),
         Mutant(name, "hc_sinkhorn_iters", "1000000000000"),
         // Sizes the tensors contradict.
         Mutant(name, "hc_mult", "2"), Mutant(name, "n_routed_experts", "16"), Mutant(name, "moe_intermediate_size", "32"),
@@ -162,13 +163,40 @@ import Testing
         }
     }
 
-    /// A legacy flat `rope_scaling`, which transformers reads as the rope
-    /// parameters where those are absent, is refused as the nested YaRN is.
-    @Test func legacyYarnRopeScalingIsRefused() throws {
+    /// The released configs' YaRN (a legacy flat `rope_scaling`) rotates the
+    /// compressed layers, their compressors and indexers, not the sliding
+    /// layers (tables against transformers' in `RopeStandardizationTests`);
+    /// a YaRN attention factor other than 1 multiplies cos and sin, the
+    /// output's inverse rotation included.
+    @Test func yarnRotatesTheCompressedLayers() throws {
+        let plain = try scores(EditedFixture(Self.name))
+        func yarn(_ attentionFactor: Double?) throws -> [Double] {
+            var parameters: [String: Any] = ["type": "yarn", "factor": 16, "original_max_position_embeddings": 32]
+            parameters["attention_factor"] = attentionFactor
+            return try scores(EditedFixture(Self.name) {
+                $0["rope_parameters"] = nil
+                $0["rope_scaling"] = parameters
+            })
+        }
+        let released = try yarn(nil)
+        #expect(zip(plain, released).map { abs($0 - $1) }.max()! > 1e-4, "the fixture's sequences must reach YaRN's interpolated frequencies")
+        #expect(try yarn(1) == released)
+        #expect(zip(released, try yarn(1.5)).map { abs($0 - $1) }.max()! > 1e-4)
+        // Another rope type is refused naming the key as written.
         try EditedFixture(Self.name) {
-            $0["rope_parameters"] = nil
-            $0["rope_scaling"] = ["type": "yarn", "factor": 16, "original_max_position_embeddings": 64]
-        }.expectRefused(naming: "rope_scaling")
+            $0["rope_parameters"] = ["rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0]
+        }.expectRefused(naming: "rope_parameters.rope_type")
+    }
+
+    /// A YaRN rotation scales cos and sin by its attention factor in both directions.
+    @Test func scaledInterleavedRotation() {
+        let rope = InterleavedRope(frequencies: [0.5], scaling: 2)
+        var head: [Float] = [7, 1, 2]
+        head.withUnsafeMutableBufferPointer { rope.rotate($0.baseAddress!, headDim: 3, position: 3) }
+        let (c, s) = (cos(Float(1.5)) * 2, sin(Float(1.5)) * 2)
+        #expect(head == [7, 1 * c - 2 * s, 2 * c + 1 * s])
+        head.withUnsafeMutableBufferPointer { rope.rotate($0.baseAddress!, headDim: 3, position: 3, inverse: true) }
+        #expect(abs(head[1] - 4) < 1e-5 && abs(head[2] - 8) < 1e-5, "undone up to the scaling applied twice: \(head)")
     }
 
     /// A sliding window past every row attends to all of them, with no buffer sized by the window.

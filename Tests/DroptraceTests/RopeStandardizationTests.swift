@@ -9,8 +9,10 @@ import Testing
 /// comes from (top level over the rope parameters; max_position_embeddings
 /// when absent; nested parameters never read the top level), YaRN's
 /// `truncate` in nested parameters, `beta_fast` 0, GPT-NeoX sizing its table
-/// by a config `head_dim`, and each family reading its own spelling of the
-/// top-level base and rotary fraction.
+/// by a config `head_dim`, each family reading its own spelling of the
+/// top-level base and rotary fraction, and DeepSeek-V4's two rotations
+/// (flat parameters are the compressed layers', nested ones take the
+/// top-level base).
 @Suite struct RopeStandardizationTests {
     static let reference: [String: Any] = {
         let url = FixtureFiles.root.appendingPathComponent("rope_reference.json")
@@ -28,14 +30,21 @@ import Testing
         let layers = entry["layers"] as! [[String: Any]]
         #expect(layers.count == model.layerCount)
         for (index, expected) in layers.enumerated() {
-            let rotary = try #require(try model.block(index).attention?.attention.rotary)
+            let block = try model.block(index)
+            let ours: (frequencies: [Float], scaling: Float)
+            if case .compressedAttention(let attention)? = block.attention?.mixer {
+                ours = (attention.rope.frequencies, attention.rope.scaling)
+            } else {
+                let rotary = try #require(block.attention?.attention.rotary)
+                ours = (rotary.inverseFrequencies, rotary.attentionScaling)
+            }
             let frequencies = (expected["inv_freq"] as! [NSNumber]).map(\.floatValue)
-            #expect(rotary.inverseFrequencies.count == frequencies.count)
-            for (ours, theirs) in zip(rotary.inverseFrequencies, frequencies) {
-                #expect(abs(ours - theirs) <= 2e-6 * abs(theirs), "layer \(index): \(rotary.inverseFrequencies) vs \(frequencies)")
+            #expect(ours.frequencies.count == frequencies.count)
+            for (mine, theirs) in zip(ours.frequencies, frequencies) {
+                #expect(abs(mine - theirs) <= 2e-6 * abs(theirs), "layer \(index): \(ours.frequencies) vs \(frequencies)")
             }
             let scaling = (expected["attention_scaling"] as! NSNumber).floatValue
-            #expect(abs(rotary.attentionScaling - scaling) <= 1e-6, "layer \(index)")
+            #expect(abs(ours.scaling - scaling) <= 1e-6, "layer \(index)")
         }
     }
 }

@@ -16,11 +16,6 @@ struct DeepseekV4Configuration: Decodable {
     var legacyRopeHeadDim: Int?
     var ropeTheta: Double
     var compressRopeTheta: Double
-    /// config.json's `rope_parameters` as written (nested `main` / `compress`,
-    /// or flat), set from the document after decoding.
-    var ropeParameters: JSONValue? = nil
-    /// The key `ropeParameters` was read from (`rope_parameters`, else the legacy `rope_scaling`).
-    var ropeKey = "rope_parameters"
     var layerTypes: [String]?
     var legacyCompressRatios: [Int]?
     var compressRates: [String: Int]?
@@ -122,45 +117,46 @@ struct DeepseekV4Configuration: Decodable {
         return (rates["compressed_sparse_attention"] ?? 0, rates["heavily_compressed_attention"] ?? 0)
     }
 
-    /// The two rope bases (main, compressed) and the rotated width per head;
-    /// only the default rope type is computed.
-    func rope(headDim: Int) throws -> (main: Double, compressed: Double, width: Int) {
-        var factor = partialRotaryFactor ?? legacyRopeHeadDim.map { Double($0) / Double(headDim) } ?? 64.0 / 512
-        var (main, compressed) = (ropeTheta, compressRopeTheta)
-        func number(_ value: JSONValue?) -> Double? {
-            switch value {
-            case .integer(let n)?: Double(n)
-            case .number(let x)?: x
-            default: nil
+    /// `partial_rotary_factor` as `__post_init__` resolves it: as given, else
+    /// the legacy `qk_rope_head_dim` / head_dim, else 64 / 512.
+    func rotaryFraction(headDim: Int) -> Double {
+        partialRotaryFactor ?? legacyRopeHeadDim.map { Double($0) / Double(headDim) } ?? 64.0 / 512
+    }
+
+    /// The rotations' labels: `main` for the sliding layers, `compress` for
+    /// the compressed layers, their compressors and indexers.
+    static let ropeLabels = ["main", "compress"]
+
+    /// The rope parameters of each label (`ropeLabels`) as transformers
+    /// builds them from `written` (config.json's, `DecoderParts.writtenRopeParameters`):
+    /// `DeepseekV4Config.__post_init__` keeps entries written nested by label
+    /// and `standardize_rope_params` completes them with the top-level
+    /// `rope_theta` (not `compress_rope_theta`) and rotary fraction; flat
+    /// parameters (the released configs' YaRN) are the compressed layers',
+    /// at `compress_rope_theta` and the rotary fraction, their own base and
+    /// fraction overridden, with an attention factor of 1 for YaRN (the
+    /// reference multiplies cos and sin by nothing), and `main` is the
+    /// default rotation at `rope_theta`.
+    func ropeEntries(_ written: [String: Any], headDim: Int) -> [String: Any] {
+        let fraction = rotaryFraction(headDim: headDim)
+        if var main = written["main"] as? [String: Any], var compress = written["compress"] as? [String: Any] {
+            for key in ["rope_theta", "partial_rotary_factor"] {
+                let value = key == "rope_theta" ? ropeTheta : fraction
+                if main[key] == nil { main[key] = value }
+                if compress[key] == nil { compress[key] = value }
             }
+            return ["main": main, "compress": compress]
         }
-        func type(_ parameters: JSONValue) -> String {
-            if case .string(let t)? = parameters.member("rope_type") ?? parameters.member("type") { return t }
-            return "default"
-        }
-        if let parameters = ropeParameters, case .object = parameters {
-            if let mainParameters = parameters.member("main"), case .object = mainParameters,
-               let compressParameters = parameters.member("compress"), case .object = compressParameters {
-                for (label, p) in [("main", mainParameters), ("compress", compressParameters)] where type(p) != "default" {
-                    throw InvalidConfigValue(
-                        key: "rope_parameters.\(label).rope_type",
-                        problem: "is \"\(type(p))\"; droptrace computes DeepSeek-V4's default rope only")
-                }
-                main = number(mainParameters.member("rope_theta")) ?? main
-                compressed = number(compressParameters.member("rope_theta")) ?? compressed
-                factor = number(mainParameters.member("partial_rotary_factor")) ?? factor
-                if let other = number(compressParameters.member("partial_rotary_factor")), other != factor {
-                    throw InvalidConfigValue(
-                        key: "rope_parameters.compress.partial_rotary_factor",
-                        problem: "is \(other), but main's is \(factor); droptrace rotates one width for both")
-                }
-            } else if type(parameters) != "default" {
-                throw InvalidConfigValue(
-                    key: ropeKey, problem: "has rope type \"\(type(parameters))\"; droptrace computes DeepSeek-V4's default rope only")
-            }
-        }
-        let width = Int(Double(headDim) * factor)
-        return (main, compressed, width)
+        var compress = written.filter { !Self.ropeLabels.contains($0.key) }
+        compress["rope_theta"] = compressRopeTheta
+        compress["partial_rotary_factor"] = fraction
+        let type = compress["rope_type"] ?? compress["type"] ?? "default"
+        compress["rope_type"] = type
+        if type as? String == "yarn", compress["attention_factor"] == nil { compress["attention_factor"] = 1.0 }
+        return [
+            "main": ["rope_type": "default", "rope_theta": ropeTheta, "partial_rotary_factor": fraction] as [String: Any],
+            "compress": compress,
+        ]
     }
 
     /// Refuses values transformers could not run, before anything is sized from them.
@@ -197,18 +193,10 @@ struct DeepseekV4Configuration: Decodable {
         try ConfigRules.count(oLoraRank, "o_lora_rank")
         let headDim = d.resolvedHeadDim
         try ConfigRules.divides(oGroups, "o_groups", d.numAttentionHeads * headDim, "num_attention_heads × head_dim")
-        let rope = try rope(headDim: headDim)
-        guard rope.width >= 0, rope.width % 2 == 0, rope.width <= headDim else {
-            throw InvalidConfigValue(
-                key: "partial_rotary_factor", problem: "gives \(rope.width) rotated columns of head_dim \(headDim); they must be an even count within it")
-        }
         if types.contains("compressed_sparse_attention") {
             try ConfigRules.count(indexNHeads, "index_n_heads")
             try ConfigRules.nonNegative(indexTopk, "index_topk")
             try ConfigRules.count(indexHeadDim, "index_head_dim")
-            guard rope.width <= indexHeadDim else {
-                throw InvalidConfigValue(key: "index_head_dim", problem: "is \(indexHeadDim), narrower than the \(rope.width) rotated columns")
-            }
         }
         try ConfigRules.count(nRoutedExperts, "n_routed_experts")
         guard (1...nRoutedExperts).contains(numExpertsPerTok) else {
@@ -266,13 +254,7 @@ struct DeepseekV4Model: DecoderFamily {
     let mainRope: InterleavedRope, compressedRope: InterleavedRope
 
     init(_ checkpoint: Checkpoint) throws {
-        var config = try checkpoint.decodeConfig(DeepseekV4Configuration.self)
-        // transformers reads a legacy `rope_scaling` as rope_parameters where those are absent.
-        for key in ["rope_parameters", "rope_scaling"] where config.ropeParameters == nil {
-            guard let value = checkpoint.configDocument.member(key) else { continue }
-            if case .null = value { continue }
-            (config.ropeParameters, config.ropeKey) = (value, key)
-        }
+        let config = try checkpoint.decodeConfig(DeepseekV4Configuration.self)
         let layers = try checkpoint.decodeConfig(DecoderDimensions.self).numHiddenLayers
         let mlpTypes = config.resolvedMLPTypes(layers)
         let experts = ExpertNaming(
@@ -285,10 +267,50 @@ struct DeepseekV4Model: DecoderFamily {
         self.mlpTypes = mlpTypes
         layerTypes = try ConfigRules.checks(path: parts.configPath) { try config.resolvedLayerTypes(layers) }
         headDim = d.resolvedHeadDim
-        let rope = try ConfigRules.checks(path: parts.configPath) { try config.rope(headDim: d.resolvedHeadDim) }
-        mainRope = InterleavedRope(frequencies: RotaryEmbedding.defaultInverseFrequencies(base: rope.main, rotaryDim: rope.width))
-        compressedRope = InterleavedRope(frequencies: RotaryEmbedding.defaultInverseFrequencies(base: rope.compressed, rotaryDim: rope.width))
+        (mainRope, compressedRope) = try Self.rotations(parts, config: config, layerTypes: layerTypes)
         try confirmShapes()
+    }
+
+    /// The two rotations (`DeepseekV4Configuration.ropeEntries`), of the
+    /// default or the YaRN type (those DeepSeek-V4's configs use).
+    /// - Throws: `DroptraceError` naming config.json and the key as written
+    ///   for another rope type, a rotated width past the head or, on
+    ///   compressed sparse layers, past `index_head_dim`.
+    static func rotations(
+        _ parts: DecoderParts, config: DeepseekV4Configuration, layerTypes: [String]
+    ) throws -> (main: InterleavedRope, compressed: InterleavedRope) {
+        let written = try DecoderParts.writtenRopeParameters(parts.checkpoint.configObject(parts.section), path: parts.configPath)
+        let headDim = parts.dimensions.resolvedHeadDim
+        let entries = config.ropeEntries(written.parameters, headDim: headDim)
+        // Flat parameters are the compressed layers': name their keys as written.
+        let nested = written.parameters["compress"] is [String: Any]
+        func named(_ label: String) -> String { nested ? "\(written.key).\(label)" : written.key }
+        for label in DeepseekV4Configuration.ropeLabels {
+            let entry = entries[label] as? [String: Any] ?? [:]
+            let type = entry["rope_type"] ?? entry["type"] ?? "default"
+            guard let type = type as? String, ["default", "yarn"].contains(type) else {
+                throw InvalidConfigValue(
+                    key: named(label) + ".rope_type", problem: "is \(type); DeepSeek-V4 rotates by the default or the YaRN rope")
+                .error(path: parts.configPath)
+            }
+        }
+        let tables: [String: RotaryEmbedding]
+        do {
+            tables = try parts.rotariesAsWritten(
+                types: Set(DeepseekV4Configuration.ropeLabels), defaults: [:], rotaryClass: "DeepseekV4RotaryEmbedding",
+                attentionClass: "DeepseekV4Attention", partialRotary: { _ in .honoured(default: config.rotaryFraction(headDim: headDim)) },
+                entries: entries)
+        } catch var error as DroptraceError where !nested {
+            error.message = error.message.replacingOccurrences(of: "\"rope_parameters.compress.", with: "\"\(written.key).")
+            throw error
+        }
+        let main = InterleavedRope(tables["main"]!), compressed = InterleavedRope(tables["compress"]!)
+        if layerTypes.contains("compressed_sparse_attention"), compressed.width > config.indexHeadDim {
+            throw InvalidConfigValue(
+                key: "index_head_dim", problem: "is \(config.indexHeadDim), narrower than the \(compressed.width) rotated columns")
+            .error(path: parts.configPath)
+        }
+        return (main, compressed)
     }
 
     /// The sizes config.json gives against the tensors of the head and of

@@ -261,17 +261,8 @@ struct ErgoModel: DecoderFamily {
     /// completes each entry with the top-level `rope_theta` (1e6 where
     /// absent) and `partial_rotary_factor`, as the class does.
     static func ropeEntries(_ checkpoint: Checkpoint, layerTypes: Set<String>) throws -> [String: Any] {
-        let object = try checkpoint.configObject(.topLevel)
-        var written: Any = NSNull()
-        if let scaling = object["rope_scaling"], DecoderParts.isTruthy(scaling) {
-            written = scaling
-        } else if let parameters = object["rope_parameters"], !(parameters is NSNull) {
-            written = parameters
-        }
-        if written is NSNull { written = [String: Any]() }
-        guard let parameters = written as? [String: Any] else {
-            throw DroptraceError("key \"rope_parameters\" has the wrong type (expected an object)", path: checkpoint.configURL.path)
-        }
+        let parameters = try DecoderParts.writtenRopeParameters(
+            checkpoint.configObject(.topLevel), path: checkpoint.configURL.path).parameters
         guard parameters.keys.contains(where: layerTypes.contains) else {
             return [AttentionLayerType.sliding: parameters, AttentionLayerType.full: NSNull()]
         }
