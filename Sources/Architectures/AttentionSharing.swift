@@ -118,6 +118,11 @@ public struct LayerSharing: Sendable, Equatable {
             + "an export without that attention would not run as droptrace ran the model"
     }
 
+    /// Whether layer `index` only stores what later layers use, of either kind (`AttentionSharing.storeOnly`).
+    public func storesOnly(layer index: Int) -> Bool {
+        [keysValues, keySelections].contains { !$0.isEmpty && $0[index]?.storesOnly == true }
+    }
+
     /// Layer `index`'s attention with its sharing of each kind set (as it is where a list is empty).
     func applied(to attention: SelfAttention, layer index: Int) -> SelfAttention {
         var attention = attention

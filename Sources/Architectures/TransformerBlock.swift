@@ -478,9 +478,11 @@ public struct TransformerBlock: Sendable {
     /// its attention storing or reusing keys and values or a key selection
     /// as `sharing` (the dropped model's, `LanguageModel.attentionSharing`)
     /// says: a dropped attention whose keys and values or selection later
-    /// layers reuse stays as their producer (`.storeOnly`).
+    /// layers reuse stays as their producer (`.storeOnly`), and only then.
+    /// An attention the block already lacks (its model's configured drops:
+    /// nil, or only its producer) stays dropped.
     public func dropping(_ plan: DropPlan, at index: Int, sharing: LayerSharing = LayerSharing()) -> TransformerBlock {
-        let dropsAttention = plan.dropsAttention(index), dropsMLP = plan.dropsMLP(index)
+        let dropsAttention = plan.dropsAttention(index) || attention == nil, dropsMLP = plan.dropsMLP(index)
         guard !sharing.isEmpty, let branch = attention ?? sharingProducer, case .attention(let attention) = branch.mixer else {
             return TransformerBlock(
                 attention: dropsAttention ? nil : self.attention, mlp: dropsMLP ? nil : mlp, residual: residual,
@@ -488,11 +490,11 @@ public struct TransformerBlock: Sendable {
                 mixerAfterAttention: dropsMLP ? nil : mixerAfterAttention, attentionFeedsMixer: attentionFeedsMixer,
                 altUp: altUp)
         }
-        let sharingAttention = sharing.applied(to: attention, layer: index)
-        let shared = branch.withAttention(sharingAttention)
+        // A producer's projection may make only what it stores: it is not re-applied to another sharing.
+        let shared = dropsAttention && !sharing.storesOnly(layer: index) ? nil : branch.withAttention(sharing.applied(to: attention, layer: index))
         return TransformerBlock(
             attention: dropsAttention ? nil : shared, mlp: dropsMLP ? nil : mlp, residual: residual, outputScale: outputScale,
-            perLayerInput: perLayerInput, sharingProducer: dropsAttention && sharingAttention.storesOnly ? shared : nil,
+            perLayerInput: perLayerInput, sharingProducer: dropsAttention ? shared : nil,
             leavesMLPInput: leavesMLPInput, mixerAfterAttention: dropsMLP ? nil : mixerAfterAttention, attentionFeedsMixer: attentionFeedsMixer, altUp: altUp)
     }
 }

@@ -59,15 +59,20 @@ final class IncrementalDecoder {
     /// gives it), so timing both models holds one copy of the weights.
     /// `self` must be the full model's decoder.
     /// Layers that reuse keys and values take them from the layer the
-    /// dropped model has them from (`LanguageModel.keyValueSharing`).
-    /// - Throws: `DroptraceError` when `plan` leaves such a layer none.
+    /// dropped model has them from (`LanguageModel.keyValueSharing`); where
+    /// that layer's attention is one the model's config already drops, and
+    /// so has no producer to share, the model builds it.
+    /// - Throws: `DroptraceError` when `plan` leaves such a layer none, or
+    ///   the checkpoint lacks the weights to make them.
     func dropping(_ plan: DropPlan, capacity: Int) throws -> IncrementalDecoder {
         let sharing = try model.attentionSharing(skipping: plan)
         return IncrementalDecoder(
             model: model,
-            blocks: blocks.enumerated().map { index, block in
+            blocks: try blocks.enumerated().map { index, block in
                 guard let block, !plan.blocks.contains(index) else { return nil }
-                return block.dropping(plan, at: index, sharing: sharing)
+                let dropped = block.dropping(plan, at: index, sharing: sharing)
+                guard sharing.storesOnly(layer: index), dropped.sharingProducer == nil else { return dropped }
+                return try model.block(index, skipping: plan)
             },
             capacity: capacity)
     }

@@ -77,9 +77,6 @@ import Testing
         }
     }
 
-    /// A dropped attention of a storing layer still makes the keys and
-    /// values its sharing layer reuses; dropping every earlier layer of a
-    /// type refuses the plan.
     /// The stream projections are read one by one: a stream count no
     /// checkpoint holds stops at the first missing one, with nothing sized by it.
     @Test func absurdStreamCountStopsAtTheFirstMissingProjection() throws {
@@ -87,6 +84,9 @@ import Testing
         #expect { _ = try fixture.load() } throws: { ($0 as? DroptraceError)?.message.contains("altup_projections.2") == true }
     }
 
+    /// A dropped attention of a storing layer still makes the keys and
+    /// values its sharing layer reuses; dropping every earlier layer of a
+    /// type refuses the plan.
     @Test func droppedStoringAttentionKeepsTheKeysAndValues() throws {
         let model = try EditedFixture(Self.name).load()
         let block = try model.block(3, skipping: DropPlan(attention: [3]))
@@ -95,7 +95,61 @@ import Testing
         #expect(moved[1] == .store(layer: 1) && moved[4] == .reuse(layer: 1))
         #expect(model.exportProblem(DropPlan(blocks: [2])) != nil)
         #expect(model.exportProblem(DropPlan(blocks: [0])) == nil)
-        #expect(model.exportProblem(DropPlan(attention: [3])) != nil && model.exportProblem(DropPlan(attention: [5])) == nil)
+        #expect(model.exportProblem(DropPlan(attention: [3])) == nil && model.exportProblem(DropPlan(attention: [5])) == nil)
+    }
+
+    /// Key/value-cache decoding (`drop`'s speed measurement) equals the
+    /// forward with the modules dropped: on the AltUp streams, with the
+    /// shared layers reading the cache of the layer they reuse, a store-only
+    /// layer (sliding layer 3, full layer 2) filling its cache, and the
+    /// per-layer inputs looked up per token.
+    @Test func storeOnlyAndSharedLayersDecodeAsTheForward() throws {
+        let model = try EditedFixture(Self.name).load()
+        try expectCachedDecodingMatchesTheForward(
+            model, tokens: 20, prefill: 12,
+            plans: [.none, DropPlan(attention: [3]), DropPlan(attention: [2, 3]), DropPlan(attention: [3, 4, 5]),
+                    DropPlan(attention: [2], mlp: [3]), DropPlan(blocks: [1]), DropPlan(attention: [3], blocks: [4])],
+            label: Self.name)
+    }
+
+    /// An export dropping the attention of a storing layer keeps its key and
+    /// value weights and reads back as the dropped model: its perplexity is
+    /// the source's with the drop, and it decodes as its own forward under
+    /// further drops — the store-only layer keeping its cache, or none where
+    /// a dropped block leaves no layer to reuse its keys and values.
+    @Test func storeOnlyExportsReadBackAndDecode() throws {
+        // A decoder of a model whose config drops the attention keeps it dropped under another plan.
+        let configured = try EditedFixture(Self.name) { $0["drop_attn_list"] = [3] }.load()
+        let kept = try configured.block(3, skipping: .none)
+            .dropping(DropPlan(mlp: [1]), at: 3, sharing: try configured.attentionSharing(skipping: DropPlan(mlp: [1])))
+        #expect(kept.attention == nil && kept.sharingProducer?.attention.keyValueSharing == .storeOnly(layer: 3))
+        let unused = try configured.block(3, skipping: .none)
+            .dropping(DropPlan(blocks: [4]), at: 3, sharing: try configured.attentionSharing(skipping: DropPlan(blocks: [4])))
+        #expect(unused.attention == nil && unused.sharingProducer == nil)
+        // A configured drop of a layer a dropped block makes store keys and values (layer 1, for layer 4).
+        try expectCachedDecodingMatchesTheForward(
+            try EditedFixture(Self.name) { $0["drop_attn_list"] = [1] }.load(), tokens: 20, prefill: 12,
+            plans: [DropPlan(blocks: [3])], label: "\(Self.name) configured attention drop")
+        let scratch = try ScratchDirectory()
+        let source = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(Self.name)))
+        let windows = [Array(FixtureFiles.jsonlSequences()[0].prefix(24))]
+        for (n, plan) in [DropPlan(attention: [3]), DropPlan(attention: [2, 3, 4])].enumerated() {
+            let export = scratch.path("export-\(n)")
+            try DroppedModelExport.write(model: source, plan: plan, to: export)
+            let exported = try ModelRegistry.load(try Checkpoint(directory: export))
+            let expected = try LanguageModelLoss.evaluate(model: source, plan: plan, windows: windows, sourcePath: "eval")
+            let readBack = try LanguageModelLoss.evaluate(model: exported, plan: .none, windows: windows, sourcePath: "eval")
+            #expect(abs(readBack.perplexity / expected.perplexity - 1) < 1e-6, "\(plan)")
+            try expectCachedDecodingMatchesTheForward(
+                exported, tokens: 20, prefill: 12,
+                plans: [.none, DropPlan(mlp: [1]), DropPlan(attention: [5]), DropPlan(blocks: [4]), DropPlan(blocks: [4, 5])],
+                label: "\(Self.name) export \(plan)")
+        }
+        // An export without a layer's key and value weights cannot make them where a dropped block would need them.
+        try DroppedModelExport.write(model: source, plan: DropPlan(attention: [1]), to: scratch.path("export-unstored"))
+        let exported = try ModelRegistry.load(try Checkpoint(directory: scratch.path("export-unstored")))
+        let decoder = try IncrementalDecoder(model: exported, plan: .none, capacity: 8)
+        #expect(throws: DroptraceError.self) { _ = try decoder.dropping(DropPlan(blocks: [3]), capacity: 8) }
     }
 
     /// A dropped module leaves the active stream as it was for that module,

@@ -262,17 +262,7 @@ struct Gemma3nModel: DecoderFamily {
             layerTypes: layerTypes, firstShared: firstSharedLayer, drops: plan.union(configuredDrops), configPath: parts.configPath)
     }
 
-    /// `planProblem`'s, and an attention drop of a layer whose keys and
-    /// values the last layers reuse: droptrace's decoder cannot yet run such
-    /// an export read back (its prefill traps), so it is not written.
-    func exportProblem(_ plan: DropPlan) -> String? {
-        if let problem = planProblem(plan) { return problem }
-        guard let sharing = try? attentionSharing(skipping: plan).keysValues, !sharing.isEmpty,
-              let layer = plan.attention.subtracting(plan.blocks).sorted().first(where: { sharing[$0]?.storesOnly == true })
-        else { return nil }
-        return "dropping the attention of layer \(layer), whose keys and values the last num_kv_shared_layers layers reuse, "
-            + "cannot be exported: droptrace cannot yet decode such an export; drop other attention layers or whole blocks"
-    }
+    func exportProblem(_ plan: DropPlan) -> String? { planProblem(plan) }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops), weights = parts.weights

@@ -226,8 +226,7 @@ struct Kolibri1_1Model: DecoderFamily {
                 }
                 return .mixture(try Kolibri1Model.mixture(index, parts: parts, config: config.base, activation: activation))
             })
-        let producer = (sharing.keysValues[index]?.storesOnly ?? false) || (sharing.keySelections[index]?.storesOnly ?? false)
-        guard drops.dropsAttention(index), !drops.blocks.contains(index), producer else { return block }
+        guard drops.dropsAttention(index), !drops.blocks.contains(index), sharing.storesOnly(layer: index) else { return block }
         return TransformerBlock(
             attention: nil, mlp: block.mlp, residual: block.residual,
             sharingProducer: AttentionBranch(inputNorm: try weights.rmsNorm(p + "input_layernorm", size: hiddenSize, eps: eps), attention: try attention()))
