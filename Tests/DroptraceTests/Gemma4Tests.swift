@@ -153,7 +153,8 @@ import Testing
     /// block drop keeps the kept layers' pieces of the per-layer embeddings
     /// and counts the kept sharing layers (`num_kv_shared_layers`), so
     /// transformers resolves the same layers to reuse; an attention drop of
-    /// a layer whose keys and values are reused keeps their weights.
+    /// a layer whose keys and values are reused keeps their weights, and the
+    /// export decodes as its forward.
     @Test func exportsLoadAsTheDroppedModel() throws {
         let scratch = try ScratchDirectory()
         let source = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(Self.pleName)))
@@ -178,6 +179,10 @@ import Testing
                                               "model.layers.1.self_attn.k_norm.weight", "model.layers.1.input_layernorm.weight"]))
                 #expect(names.isDisjoint(with: ["model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.o_proj.weight",
                                                 "model.layers.4.self_attn.q_proj.weight", "model.layers.4.input_layernorm.weight"]))
+                // Read back, layer 1's attention stays dropped: it only stores, or nothing once no kept layer reuses it.
+                try expectCachedDecodingMatchesTheForward(
+                    try ModelRegistry.load(checkpoint), tokens: 20, prefill: 12, plans: [.none, DropPlan(mlp: [0]), DropPlan(blocks: [3, 4])],
+                    label: "\(Self.pleName) export \(plan)")
             default:
                 #expect(config["num_hidden_layers"] as? Int == 5 && config["num_kv_shared_layers"] as? Int == 3)
             }
