@@ -1288,6 +1288,22 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "fast_vlm": (
+            "FastVlmConfig",
+            [
+                "image_seq_length": "i",
+                "image_token_index": "i",
+                "multimodal_projector_bias": "b",
+                "projector_hidden_act": "s",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+                "vision_feature_layer": "i[i]",
+                "vision_feature_select_strategy": "s",
+            ],
+            [
+                "image_token_id": "image_token_index",
+            ]),
         "flex_olmo": (
             "FlexOlmoConfig",
             [
@@ -1890,6 +1906,21 @@ extension ConfigValueKinds {
             [
                 "head_dim": "qk_rope_head_dim",
                 "num_local_experts": "n_routed_experts",
+            ]),
+        "glm46v": (
+            "Glm46VConfig",
+            [
+                "image_end_token_id": "i",
+                "image_start_token_id": "i",
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_end_token_id": "i",
+                "video_start_token_id": "i",
+                "video_token_id": "i",
+                "vision_config": "no",
+            ],
+            [:
             ]),
         "glm4v": (
             "Glm4vConfig",
@@ -4405,6 +4436,19 @@ extension ConfigValueKinds {
                 "num_shared_experts": "n_shared_experts",
                 "use_qkv_bias": "attention_bias",
             ]),
+        "perception_lm": (
+            "PerceptionLMConfig",
+            [
+                "image_token_id": "i",
+                "projector_pooling_ratio": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "nb",
+                "video_token_id": "i",
+                "vision_config": "no",
+                "vision_use_cls_token": "b",
+            ],
+            [:
+            ]),
         "phi": (
             "PhiConfig",
             [
@@ -5373,6 +5417,8 @@ extension ConfigValueKinds {
         "aya_vision": "cohere2",
         "cohere2_vision": "cohere2",
         "exaone4_5": "exaone4",
+        "fast_vlm": "qwen2",
+        "glm46v": "glm4v_text",
         "idefics2": "mistral",
         "idefics3": "llama",
         "internvl": "qwen2",
@@ -5391,6 +5437,7 @@ extension ConfigValueKinds {
         "ovis2": "qwen2",
         "ovis2_5": "qwen3",
         "paligemma": "gemma",
+        "perception_lm": "llama",
         "smolvlm": "llama",
         "video_llava": "llama",
         "vipllava": "llama",

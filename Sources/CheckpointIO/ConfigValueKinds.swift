@@ -98,14 +98,19 @@ public enum ConfigValueKinds {
     }
 
     /// The table key of the class transformers builds the `text_config`
-    /// (`text`) of a `modelType` config with, if droptrace has its table.
+    /// (`text`) of a `modelType` config with, if droptrace has its table
+    /// (under its model type, or as a registered wrapper's own text config class).
     static func textConfigClass(of modelType: String, text: [(key: String, value: JSONValue)], resolved: String? = nil) -> String? {
         if transformers[modelType + ".text_config"] != nil { return modelType + ".text_config" }
         guard let defaultType = textConfigModelTypes[modelType] else { return nil }
         var textType = defaultType
         if case .string(let written)? = text.last(where: { $0.key == "model_type" })?.value { textType = written }
         textType = resolved ?? textType
-        return transformers[textType] != nil ? textType : nil
+        if transformers[textType] != nil { return textType }
+        // A type droptrace reads only as another wrapper's own text config class (Glm46VConfig's
+        // glm4v_text, Glm4vConfig's): that class's tables.
+        return ownTextConfigModelTypes.filter { $0.value == textType }.map { $0.key + ".text_config" }.sorted()
+            .first { transformers[$0] != nil }
     }
 
     /// The `dtype` names transformers builds a causal LM under (`getattr(torch, dtype)`,

@@ -216,7 +216,9 @@ import Testing
         #expect(ConfigValueKinds.omittedDefaults["qwen3_vl_moe.text_config"]?["num_experts_per_tok"] == "4")
         for modelType in ModelRegistry.supportedModelTypes {
             let textType = ConfigValueKinds.textConfigModelTypes[modelType] ?? modelType
+            // (glm46v's text config class is glm4v's own, as the kinds check resolves it.)
             let defaults = ConfigValueKinds.omittedDefaults[textType] ?? ConfigValueKinds.omittedDefaults[modelType + ".text_config"]
+                ?? ConfigValueKinds.textConfigClass(of: modelType, text: []).flatMap { ConfigValueKinds.omittedDefaults[$0] }
             #expect(defaults != nil, "\(modelType)")
         }
     }

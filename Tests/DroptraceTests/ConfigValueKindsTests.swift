@@ -224,9 +224,10 @@ import Testing
             "bloom", "falcon", "gpt2", "gpt_bigcode", "gpt_neo", "gpt_neox", "gptj", "mpt", "nemotron_h", "mamba", "falcon_mamba", "mamba2",
         ]
         for modelType in ModelRegistry.supportedModelTypes where !unpadded.contains(modelType) {
-            // A text_config whose class follows its model_type (mistral3's) is checked as that type.
-            let key = ConfigValueKinds.transformers[modelType + ".text_config"] == nil
-                ? ConfigValueKinds.textConfigModelTypes[modelType] ?? modelType : modelType + ".text_config"
+            // A text_config whose class follows its model_type (mistral3's) is checked as that type
+            // (glm46v's glm4v_text as glm4v's own text config class).
+            let key = ConfigValueKinds.textConfigClass(of: modelType, text: [])
+                ?? ConfigValueKinds.textConfigModelTypes[modelType] ?? modelType
             #expect(ConfigValueKinds.paddedEmbeddings[key] != nil, "\(key)")
         }
         for key in ConfigValueKinds.paddedEmbeddings.keys {

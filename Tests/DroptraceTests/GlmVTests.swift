@@ -5,7 +5,7 @@ import Foundation
 import Testing
 
 /// GLM's vision-language models read as their language model (`glm4v`:
-/// GLM-4.1V, `glm4v_moe`: GLM-4.5V): their text config classes' defaults
+/// GLM-4.1V, `glm4v_moe`: GLM-4.5V, `glm46v`: GLM-4.6V): their text config classes' defaults
 /// and the keys they do not read, the head's tying, the M-RoPE sections
 /// transformers can or cannot split. The scores themselves are checked
 /// against transformers with every other family (`DropTests` and the
@@ -15,6 +15,7 @@ import Testing
     typealias Mutant = ConfigValidationTests.Mutant
     static let dense = "glm4v-f32"
     static let moe = "glm4v_moe-f32"
+    static let glm46v = "glm46v-f32"
 
     static let mutants: [Mutant] = [
         // The rotary embedding splits the 4 (3) rotated frequencies by the section; torch.split fails otherwise.
@@ -26,6 +27,16 @@ import Testing
         Mutant(dense, "text_config.rms_norm_eps", "null", key: "text_config.rms_norm_eps"),
         // Glm4vMoeTextConfig keeps a null head_dim, which its attention's scale is computed from (TypeError).
         Mutant(moe, "text_config.head_dim", "null", key: "text_config.head_dim"),
+        // GLM-4.6V: only GLM-4.1V's text model is read (Glm46VModel would build glm4v_moe_text's too), its text config
+        // checked as Glm4vTextConfig checks it; Glm46VConfig's own flag is a bool.
+        Mutant(glm46v, "text_config.model_type", "\"glm4v_moe_text\"", key: "text_config.model_type"),
+        Mutant(glm46v, "text_config.model_type", "null", key: "text_config.model_type"),
+        Mutant(glm46v, "text_config.num_hidden_layers", "4.0", key: "text_config.num_hidden_layers"),
+        Mutant(glm46v, "text_config.rms_norm_eps", "null", key: "text_config.rms_norm_eps"),
+        Mutant(glm46v, "tie_word_embeddings", "null", key: "tie_word_embeddings"),
+        Mutant(glm46v, "image_token_id", "5.0", key: "image_token_id"),
+        Mutant(glm46v, "text_config.rope_parameters.mrope_section", "[1, 2, 2]", key: "text_config.rope_parameters.mrope_section"),
+        Mutant(glm46v, "text_config.hidden_size", "48", key: "hidden_size"),
     ]
 
     @Test(arguments: mutants)
@@ -61,6 +72,36 @@ import Testing
         try EditedFixture(Self.dense) { config in
             EditedModel.set(nil, at: "text_config.rope_parameters.mrope_section", in: &config)
         }.expectRefused(naming: "[8, 12, 12]")
+    }
+
+    /// GLM-4.6V: GLM-4.1V's language model (the same class, read alike: no
+    /// `attention_bias` read, a head_dim of 0 as none), its head tied by
+    /// Glm46VConfig's own flag alone (default false), never the text
+    /// config's (the fixture's text config says true; lm_head is stored);
+    /// a text config naming no model type is glm4v_text. Its image and video
+    /// token ids are embedded from their rows on text (transformers 5.25:
+    /// the same logits wherever they lie).
+    @Test func glm46vReadsGlm4vTextModelTiedByItsOwnFlag() throws {
+        let base = try EditedFixture(Self.glm46v).attentionScores()
+        #expect(try EditedFixture(Self.glm46v) { config in
+            EditedModel.set(nil, at: "text_config.model_type", in: &config)
+            EditedModel.set(true, at: "text_config.attention_bias", in: &config)
+            EditedModel.set(0, at: "text_config.head_dim", in: &config)
+        }.attentionScores() == base)
+        #expect(try EditedFixture(Self.glm46v).load() is GlmModel)
+        func headless(tied: Bool?) throws -> EditedFixture {
+            let fixture = try EditedFixture(Self.glm46v) { $0["tie_word_embeddings"] = tied }
+            try BadInputTests().rewriteWeights(fixture.model) { $0.removeAll { $0.name == "lm_head.weight" } }
+            return fixture
+        }
+        #expect(throws: DroptraceError.self) { try headless(tied: false).load().head() }
+        #expect(throws: DroptraceError.self) { try headless(tied: nil).load().head() }
+        #expect(try headless(tied: true).load().head().projection.weight
+            == (try Checkpoint(directory: FixtureFiles.model(Self.glm46v)).tensor("model.language_model.embed_tokens.weight").floats()))
+        let ids = FixtureFiles.jsonlSequences()[0]
+        #expect(try EditedFixture(Self.glm46v) { config in
+            for key in ["image_token_id", "video_token_id", "image_start_token_id", "image_end_token_id"] { config[key] = ids[3] }
+        }.attentionScores() == base)
     }
 
     /// GLM-4.5V: no q/k norms whatever `use_qk_norm` says, half of each head

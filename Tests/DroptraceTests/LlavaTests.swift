@@ -9,7 +9,7 @@ import TensorEngine
 /// `llava_next`, `llava_onevision`, `internvl`, `idefics3`, `smolvlm`,
 /// `aya_vision`, `lfm2_vl`, `cohere2_vision`, `exaone4_5`, `lfm3_vl`,
 /// `llava_next_video`, `minicpmv4_6`, `minicpmv4_7`, `ovis2`, `idefics2`, `vipllava`, `video_llava`,
-/// `lighton_ocr`): the text model type each reads and the family that
+/// `lighton_ocr`, `fast_vlm`, `perception_lm`): the text model type each reads and the family that
 /// reads it, the head's tying (forwarded from the text config by three of
 /// the config classes, tied by default by others, LFM2-VL's by
 /// `tie_embedding` first), the Cohere wrappers' unscaled logits, EXAONE
@@ -74,6 +74,19 @@ import TensorEngine
         Mutant("lighton_ocr-f32", "text_config.model_type", "null", key: "text_config.model_type"),
         Mutant("lighton_ocr-f32", "text_config.head_dim", "8", key: "text_config.head_dim"),
         Mutant("lighton_ocr-f32", "text_config.use_sliding_window", "\"x\"", key: "text_config.use_sliding_window"),
+        // FastVLM reads a qwen2 text model only; FastVlmConfig's validation takes only the tower's last layer, all its features.
+        Mutant("fast_vlm-f32", "text_config.model_type", "\"llama\"", key: "text_config.model_type"),
+        Mutant("fast_vlm-f32", "text_config.model_type", "null", key: "text_config.model_type"),
+        Mutant("fast_vlm-f32", "vision_feature_select_strategy", "\"default\"", key: "vision_feature_select_strategy"),
+        Mutant("fast_vlm-f32", "vision_feature_layer", "-2", key: "vision_feature_layer"),
+        Mutant("fast_vlm-f32", "vision_feature_layer", "[-1]", key: "vision_feature_layer"),
+        Mutant("fast_vlm-f32", "image_token_index", "5.0", key: "image_token_index"),
+        Mutant("fast_vlm-f32", "text_config.use_sliding_window", "\"x\"", key: "text_config.use_sliding_window"),
+        // PerceptionLM reads a llama text model only.
+        Mutant("perception_lm-f32", "text_config.model_type", "\"qwen2\"", key: "text_config.model_type"),
+        Mutant("perception_lm-f32", "projector_pooling_ratio", "2.0", key: "projector_pooling_ratio"),
+        Mutant("perception_lm-f32", "tie_word_embeddings", "1", key: "tie_word_embeddings"),
+        Mutant("perception_lm-f32", "text_config.hidden_size", "48", key: "hidden_size"),
         // The text config is checked as its model_type's class checks it.
         Mutant("llava-f32", "text_config.attention_bias", "0", key: "text_config.attention_bias"),
         Mutant("llava_next-f32", "text_config.sliding_window", "0", key: "text_config.sliding_window"),
@@ -121,6 +134,8 @@ import TensorEngine
         #expect(try EditedFixture("vipllava-f32").load() is LlamaModel)
         #expect(try EditedFixture("video_llava-f32").load() is LlamaModel)
         #expect(try EditedFixture("lighton_ocr-f32").load() is Qwen3Model)
+        #expect(try EditedFixture("fast_vlm-f32").load() is LlamaModel)
+        #expect(try EditedFixture("perception_lm-f32").load() is LlamaModel)
         // LightOnOcrConfig ties by default over its text config's false (the fixture stores no head).
         #expect(throws: Never.self) { try EditedFixture("lighton_ocr-f32").load().head() }
         #expect(throws: DroptraceError.self) { try EditedFixture("lighton_ocr-f32") { $0["tie_word_embeddings"] = false }.load().head() }
@@ -149,6 +164,7 @@ import TensorEngine
         "cohere2_vision-f32", "exaone4_5-f32", "lfm3_vl-f32", "llava_next_video-f32", "minicpmv4_6-f32", "minicpmv4_7-f32",
         "ovis2-f32", "llava_next_granite-f32", "llava_phi3-f32", "llava_gemma-f32", "llava_onevision1_5-f32", "ovis2_5-f32",
         "kimi_k25-f32", "paligemma-f32", "paligemma2-f32", "idefics2-f32", "vipllava-f32", "video_llava-f32", "lighton_ocr-f32",
+        "fast_vlm-f32", "perception_lm-f32", "glm46v-f32",
     ])
     func blockDropExportsEditTheTextConfig(_ name: String) throws {
         let fixture = try EditedFixture(name)
@@ -302,6 +318,36 @@ import TensorEngine
         #expect(throws: DroptraceError.self) { try lfm2VL(["tie_word_embeddings": false]).load().head() }
         #expect(throws: Never.self) { try lfm2VL(["tie_word_embeddings": false, "tie_embedding": true]).load().head() }
         #expect(throws: DroptraceError.self) { try lfm2VL(["tie_word_embeddings": true, "tie_embedding": false]).load().head() }
+    }
+
+    /// FastVlmConfig ties by its text config's flag over its own false (the
+    /// fixture writes false at the top level and stores no head);
+    /// PerceptionLMConfig takes the text config's flag only where its own is
+    /// absent or null (default None: the fixture leaves it out). Checked
+    /// against transformers 5.25 (tied or not as here).
+    @Test func fastVlmAndPerceptionLmTieAsTheirConfigClasses() throws {
+        func head(_ name: String, top: Any?, text: Bool) throws -> OutputHead {
+            try EditedFixture(name) { config in
+                config["tie_word_embeddings"] = top
+                EditedModel.set(text, at: "text_config.tie_word_embeddings", in: &config)
+            }.load().head()
+        }
+        #expect(throws: Never.self) { try head("fast_vlm-f32", top: false, text: true) }
+        #expect(throws: Never.self) { try head("fast_vlm-f32", top: nil, text: true) }
+        #expect(throws: Never.self) { try head("fast_vlm-f32", top: true, text: false) }
+        #expect(throws: DroptraceError.self) { try head("fast_vlm-f32", top: false, text: false) }
+        #expect(throws: Never.self) { try head("perception_lm-f32", top: nil, text: true) }
+        #expect(throws: Never.self) { try head("perception_lm-f32", top: NSNull(), text: true) }
+        #expect(throws: Never.self) { try head("perception_lm-f32", top: true, text: false) }
+        #expect(throws: DroptraceError.self) { try head("perception_lm-f32", top: false, text: true) }
+        #expect(throws: DroptraceError.self) { try head("perception_lm-f32", top: nil, text: false) }
+        // The image (and video) token ids are embedded from their rows on text, as the wrappers' models embed them
+        // without pixel values: where they lie inside the vocabulary the scores do not move.
+        for (name, keys) in [("fast_vlm-f32", ["image_token_index"]), ("perception_lm-f32", ["image_token_id", "video_token_id"])] {
+            let ids = FixtureFiles.jsonlSequences()[0]
+            let base = try EditedFixture(name).attentionScores()
+            #expect(try EditedFixture(name) { config in keys.forEach { config[$0] = ids[3] } }.attentionScores() == base)
+        }
     }
 
     /// Ovis2ForConditionalGeneration builds lm_head [vocab_size, hidden_size]

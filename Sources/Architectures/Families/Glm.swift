@@ -42,7 +42,11 @@ struct GlmConfiguration: Decodable {
 /// num_attention_heads, the whole head rotating unless the rope parameters
 /// give `partial_rotary_factor`, M-RoPE (the plain rotation on text), weights
 /// under `model.language_model.`, the head tied by the top-level or the text
-/// config's `tie_word_embeddings`; the vision tower is not read.
+/// config's `tie_word_embeddings`; the vision tower is not read. And of
+/// `glm46v` (Glm46VForConditionalGeneration: GLM-4.6V), whose language
+/// model is the same (`text_config` of model type `glm4v_text`, the only
+/// one read under it: `Llava.wrappers`), its head tied by the top-level
+/// `tie_word_embeddings` alone (default false).
 struct GlmModel: DecoderFamily {
     let parts: DecoderParts
     let config: GlmConfiguration
@@ -51,7 +55,7 @@ struct GlmModel: DecoderFamily {
     let normsBranchOutputs: Bool
 
     init(_ checkpoint: Checkpoint) throws {
-        let vision = checkpoint.modelType == "glm4v"
+        let vision = ["glm4v", "glm46v"].contains(checkpoint.modelType)
         normsBranchOutputs = checkpoint.modelType == "glm4" || vision
         let sandwich = normsBranchOutputs
         parts = try DecoderParts(checkpoint, placement: try Self.placement(checkpoint)) { Self.naming($0, sandwich: sandwich) }
@@ -62,12 +66,22 @@ struct GlmModel: DecoderFamily {
             : try parts.rotary(partialRotary: .honoured(default: 0.5))
     }
 
-    /// The top level (head_dim 128 unless given), or for `glm4v` the
-    /// wrapper's text_config (Glm4vTextConfig: no head_dim default, q/k/v
-    /// biases always, `attention_bias` not read).
+    /// The top level (head_dim 128 unless given), or for `glm4v` and
+    /// `glm46v` the wrapper's text_config (Glm4vTextConfig: no head_dim
+    /// default, q/k/v biases always, `attention_bias` not read).
     static func placement(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
-        guard checkpoint.modelType == "glm4v" else { return TextModelPlacement(section: ConfigSection(defaults: ["head_dim": 128])) }
-        var placement = try TextModelPlacement.ownTextConfig(checkpoint, textTiesToo: true)
+        var placement: TextModelPlacement
+        switch checkpoint.modelType {
+        case "glm4v":
+            placement = try TextModelPlacement.ownTextConfig(checkpoint, textTiesToo: true)
+        case "glm46v":
+            // Glm46VConfig builds its text config by model type (an AutoConfig): GLM-4.1V's own text config class.
+            placement = try Llava.placement(checkpoint)
+            placement.section.defaults.merge(
+                ConfigValueKinds.omittedDefaultValues(of: "glm4v.text_config"), uniquingKeysWith: { current, _ in current })
+        default:
+            return TextModelPlacement(section: ConfigSection(defaults: ["head_dim": 128]))
+        }
         placement.section.overrides["attention_bias"] = .null
         placement.readZeroHeadDimAsNone(checkpoint)
         return placement

@@ -13,8 +13,11 @@ import DroptraceSupport
 /// Vision), `exaone4_5` (EXAONE 4.5), `lfm2_vl` (LFM2-VL), `lfm3_vl`
 /// (LFM3-VL), `llava_next_video` (LLaVA-NeXT-Video), `vipllava` (ViP-LLaVA),
 /// `video_llava` (Video-LLaVA), `lighton_ocr` (LightOnOCR, around a qwen3
-/// language model), `paligemma` (PaliGemma and PaliGemma 2, around a gemma
-/// or gemma2 language model) and `minicpmv4_6`,
+/// language model), `fast_vlm` (FastVLM, around a qwen2 language model),
+/// `perception_lm` (PerceptionLM, around a llama language model; its timm
+/// vision tower's settings are never read), `glm46v` (GLM-4.6V, around
+/// GLM-4.1V's language model, which `GlmModel` reads), `paligemma`
+/// (PaliGemma and PaliGemma 2, around a gemma or gemma2 language model) and `minicpmv4_6`,
 /// `minicpmv4_7` (MiniCPM-V 4.6, 4.7), `ovis2` (Ovis2), `llava_onevision1_5`
 /// (LLaVA-OneVision-1.5) and `ovis2_5` (Ovis2.5), whose released tensor names
 /// transformers renames on load (`TensorRenamings`), and `kimi_k25` (Kimi
@@ -34,12 +37,16 @@ enum Llava {
     struct Wrapper {
         /// The text model type when `text_config` names none.
         var textType: String
-        /// Whether the class also ties when its text config does (LlavaConfig, LlavaOnevisionConfig).
+        /// Whether the class also ties when its text config does, whatever its own flag says
+        /// (LlavaConfig, LlavaOnevisionConfig, FastVlmConfig).
         var textTiesToo = false
         /// Where the language model's weights may be, first match first.
         var prefixes = ["model.language_model.", "language_model.model."]
         /// The text model types droptrace reads under this wrapper, each by its own family.
         var textTypes = ["llama", "mistral", "qwen2", "granite", "phi3", "gemma"]
+        /// Whether the class reads a top-level `tie_word_embeddings` that is absent or null as
+        /// the text config's (PerceptionLMConfig, whose own default is None).
+        var textTiesWhenUnset = false
         /// Whether the class reads a top-level `tie_embedding` over `tie_word_embeddings` (Lfm2VlConfig).
         var readsTieEmbedding = false
         /// Text model types the class renames, and whether its text config
@@ -71,6 +78,10 @@ enum Llava {
         /// tokens the wrapper's model embeds as token 0 (`Kimi_K25Model`'s
         /// image and video tokens).
         var tokensEmbeddedAsZero: [(key: String, default: Int)] = []
+        /// Top-level keys the config class's validation holds to one value
+        /// where written, and that value (FastVlmConfig's
+        /// `validate_architecture`: the tower's last layer, all its features).
+        var fixedValues: [(key: String, value: JSONValue)] = []
     }
 
     static let wrappers: [String: Wrapper] = [
@@ -106,6 +117,12 @@ enum Llava {
         "video_llava": Wrapper(textType: "llama"),
         "lighton_ocr": Wrapper(textType: "qwen3", prefixes: ["model.language_model."], textTypes: ["qwen3"]),
         "paligemma": Wrapper(textType: "gemma", textTypes: ["gemma", "gemma2"], masksCausally: true),
+        "fast_vlm": Wrapper(
+            textType: "qwen2", textTiesToo: true, prefixes: ["model.language_model."], textTypes: ["qwen2"],
+            fixedValues: [("vision_feature_select_strategy", .string("full")), ("vision_feature_layer", .integer(-1))]),
+        "perception_lm": Wrapper(textType: "llama", prefixes: ["model.language_model."], textTypes: ["llama"], textTiesWhenUnset: true),
+        // GLM-4.6V's language model is GLM-4.1V's (Glm4vTextConfig), which `GlmModel` places itself.
+        "glm46v": Wrapper(textType: "glm4v_text", prefixes: ["model.language_model."], textTypes: ["glm4v_text"]),
         "kimi_k25": Wrapper(
             textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"], textTypeAliases: ["kimi_k2": "deepseek_v3"],
             tokensEmbeddedAsZero: [("image_token_id", 163605), ("video_token_id", 163840)]),
@@ -151,13 +168,26 @@ enum Llava {
     /// `text_config` with its model_type's class defaults (Ministral 3's too:
     /// `Ministral3Rope.classDefaults`), the head tied by the top-level
     /// `tie_word_embeddings` (or the class's alias for it), else by the
-    /// class's default or, where it forwards it, the text config's; the
+    /// class's default (the text config's flag where that default is None:
+    /// `textTiesWhenUnset`) or, where it forwards it, the text config's; the
     /// head's sizes where the class takes them from its own keys.
     /// - Throws: `DroptraceError` as `textModelType`.
     static func placement(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
         guard let wrapper = wrappers[checkpoint.modelType] else { return .topLevel }
         let keys = try checkpoint.decodeConfig(MultimodalWrapperKeys.self)
         let textType = try textModelType(checkpoint, wrapper, keys: keys)
+        for (key, value) in wrapper.fixedValues {
+            guard let written = checkpoint.configDocument.member(key) else { continue }
+            switch (written, value) {
+            case (.string(let a), .string(let b)) where a == b: continue
+            case (.integer(let a), .integer(let b)) where a == b: continue
+            default:
+                throw DroptraceError(
+                    "\"\(key)\" is \(ConfigValueKinds.spelled(written)), which \(checkpoint.modelType)'s config class refuses: "
+                        + "it takes only \(ConfigValueKinds.spelled(value))",
+                    path: checkpoint.configURL.path)
+            }
+        }
         var defaults = ConfigValueKinds.omittedDefaultValues(of: textType).merging(
             Ministral3Rope.classDefaults(textType), uniquingKeysWith: { $1 })
         if textType == ConfigValueKinds.textModelType(of: checkpoint.modelType) {
@@ -166,14 +196,16 @@ enum Llava {
         }
         defaults["model_type"] = .string(textType)
         // The class reads its built text config's flag: the text class's default where the text config omits it.
-        let textTies = wrapper.textTiesToo && (keys.textConfig?.tieWordEmbeddings ?? ConfigValueKinds.tiesByDefault(textType))
+        let textFlag = keys.textConfig?.tieWordEmbeddings ?? ConfigValueKinds.tiesByDefault(textType)
+        let textTies = wrapper.textTiesToo && textFlag
         if wrapper.readsTieEmbedding, case .null? = checkpoint.configDocument.member("tie_embedding") {
             // Lfm2VlConfig sets tie_word_embeddings to it, which then fails its validation.
             throw DroptraceError("\"tie_embedding\" is null: the head is tied or not (true or false)", path: checkpoint.configURL.path)
         }
         let tied = (wrapper.readsTieEmbedding ? keys.tieEmbedding : nil) ?? keys.tieWordEmbeddings
-        var placement = TextModelPlacement.wrapped(
-            textDefaults: defaults, prefixes: wrapper.prefixes, tiedEmbeddings: tied ?? ConfigValueKinds.tiesByDefault(checkpoint.modelType) || textTies)
+            ?? (wrapper.textTiesWhenUnset ? textFlag : ConfigValueKinds.tiesByDefault(checkpoint.modelType))
+        // (The classes that also tie by the text config's flag do so over their own false.)
+        var placement = TextModelPlacement.wrapped(textDefaults: defaults, prefixes: wrapper.prefixes, tiedEmbeddings: tied || textTies)
         if wrapper.masksCausally { placement.section.overrides["use_bidirectional_attention"] = .null }
         if keys.textConfig?.modelType.map({ wrapper.textTypeAliases[$0] != nil }) == true {
             // The class renames it before building the text config (Kimi_K25Config's kimi_k2): read as the class reads it.
