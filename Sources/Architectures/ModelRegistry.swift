@@ -34,6 +34,7 @@ public enum ModelRegistry {
         "aya_vision": CohereModel.self,
         "bailing_hybrid": BailingHybridModel.self,
         "bamba": BambaModel.self,
+        "beam": BeamModel.self,
         "bitnet": BitNetModel.self,
         "bloom": BloomModel.self,
         "cohere": CohereModel.self,

@@ -298,6 +298,10 @@ public enum ResidualJoin: Sendable {
     /// rounded to Float32 before the sum (MiniMax's layers, whose residual is
     /// the normed stream, scaled by `*_alpha_factor` / `*_beta_factor`).
     case scalingNormalized(stream: Float, output: Float)
+    /// The stream and the output, each times a constant: stream · x +
+    /// output · out, each product rounded to Float32 before the sum (Beam's
+    /// depth-scaled residual add).
+    case scaling(stream: Float, output: Float)
     /// Gemma 3n's LAuReL beside the attention: ((x + out) + laurel(n)) / √2,
     /// n = the branch's inputNorm(x) (`LearnedAugmentedResidual`).
     case learnedAugmented(LearnedAugmentedResidual)
@@ -573,6 +577,7 @@ extension TransformerBlock {
             case .learnedAugmented(let laurel)?: sum = laurel.join(stream, output, normed: inputNorm.map { $0(stream) } ?? stream)
             case .scalingNormalized(let kept, let added)?:
                 sum = (inputNorm.map { $0(stream) } ?? stream).scaled(by: kept).adding(output.scaled(by: added))
+            case .scaling(let kept, let added)?: sum = stream.scaled(by: kept).adding(output.scaled(by: added))
             case nil: sum = stream.adding(output)
             }
             return residualNorm.map { $0(sum) } ?? sum

@@ -5,6 +5,7 @@ extension SpecialTokenSettings {
     /// "Fast" dropped); model types absent here have none.
     static let autoTokenizerClass: [String: String] = [
         "aya_vision": "CohereTokenizer",
+        "beam": "TokenizersBackend",
         "cohere": "CohereTokenizer",
         "cohere2": "CohereTokenizer",
         "dbrx": "GPT2Tokenizer",
