@@ -99,6 +99,16 @@ extension TensorRenamings {
             ("\\.hc_head_base(?!\\w)", ".hc_base", []),
             ("\\.hc_head_scale(?!\\w)", ".hc_scale", []),
         ],
+        "kimi_k25": [
+            ("language_model.model(?!\\w)", "model.language_model", []),
+            ("language_model.lm_head(?!\\w)", "lm_head", []),
+            ("vision_tower.encoder.blocks.(\\d+).wo(?!\\w)", "vision_tower.encoder.blocks.\\1.attn.proj", []),
+            ("vision_tower.encoder(?!\\w)", "model.vision_tower", []),
+            ("mm_projector.proj.0(?!\\w)", "model.mm_projector.in_proj", []),
+            ("mm_projector.proj.2(?!\\w)", "model.mm_projector.out_proj", []),
+            ("blocks(?!\\w)", "layers", []),
+            ("vision_tower.patch_embed.pos_emb.weight(?!\\w)", "model.vision_tower.patch_embed.pos_emb.position_embeddings", []),
+        ],
         "lara_mini": [
             ("linear_attn\\.out_norm\\.", "linear_attn.norm.", []),
         ],
@@ -173,6 +183,14 @@ extension TensorRenamings {
             ("\\.self_attn\\.query_layernorm\\.", ".self_attn.q_norm.", []),
             ("\\.self_attn\\.key_layernorm\\.", ".self_attn.k_norm.", []),
             ("\\.mlp\\.gate\\.expert_bias(?!\\w)", ".mlp.gate.e_score_correction_bias", []),
+        ],
+    ]
+    /// Per model_type, its `GroupWeightRename` rules: the position each takes among its rules, its
+    /// (regular expression, replacement) pairs in order, the first its guard, and its scope.
+    static let groupRules: [String: [(position: Int, pairs: [(pattern: String, replacement: String)], scope: [String])]] = [
+        "kimi_k25": [
+            (2, [("vision_tower.encoder.blocks.(\\d+).norm0(?!\\w)", "vision_tower.encoder.blocks.\\1.norm1"), ("vision_tower.encoder.blocks.(\\d+).norm1(?!\\w)", "vision_tower.encoder.blocks.\\1.norm2")], []),
+            (3, [("vision_tower.encoder.blocks.(\\d+).mlp.fc0(?!\\w)", "vision_tower.encoder.blocks.\\1.mlp.fc1"), ("vision_tower.encoder.blocks.(\\d+).mlp.fc1(?!\\w)", "vision_tower.encoder.blocks.\\1.mlp.fc2")], []),
         ],
     ]
     /// Per model_type, the names of its own parameters and buffers the rules rename to no parameter,

@@ -85,10 +85,15 @@ import Testing
     }
 
     /// The same model under each name transformers reads: the release's
-    /// (the fixture) and the modules' own names.
+    /// (the fixture), the modules' own names, and the layers as transformers
+    /// 5.25's save_pretrained writes them (`language_model.model.blocks.`:
+    /// the reverse of its vision tower's unscoped `blocks` → `layers` rename,
+    /// which reads them back as the layers).
     @Test(arguments: [
         ("language_model.model.", "model.language_model."),
         ("language_model.lm_head.", "lm_head."),
+        ("language_model.model.layers.", "language_model.model.blocks."),
+        ("language_model.model.layers.", "model.language_model.blocks."),
     ])
     func everyNameTransformersReadsIsTheSameModel(_ prefix: String, _ replacement: String) throws {
         let scores = try EditedFixture(Self.kimi).attentionScores()
@@ -97,10 +102,8 @@ import Testing
         #expect(try renamed.attentionScores() == scores)
     }
 
-    /// A missing language-model tensor is refused, naming it; so are the
-    /// layers as transformers 5.25's save_pretrained writes them
-    /// (`language_model.model.blocks.`: the reverse of its vision tower's
-    /// unscoped `blocks` rename), which droptrace does not read.
+    /// A missing language-model tensor is refused, naming it; so is a layer stored under two names transformers reads as
+    /// one (it would load one over the other).
     @Test func aMissingTensorIsRefused() throws {
         let fixture = try EditedFixture(Self.kimi)
         try BadInputTests().rewriteWeights(fixture.model) {
@@ -108,8 +111,31 @@ import Testing
         }
         let error = #expect(throws: DroptraceError.self) { _ = try fixture.attentionScores() }
         #expect(error?.message.contains("layers.2.mlp.experts.3.up_proj.weight") == true)
-        let saved = try EditedFixture(Self.kimi)
-        try BadInputTests().renameWeights(saved.model, prefix: "language_model.model.layers.", to: "language_model.model.blocks.")
-        #expect(throws: DroptraceError.self) { _ = try saved.attentionScores() }
+        let twice = try EditedFixture(Self.kimi)
+        try BadInputTests().rewriteWeights(twice.model) { entries in
+            entries += entries.filter { $0.name.hasPrefix("language_model.model.layers.0.") }.map {
+                var copy = $0
+                copy.name = "language_model.model.blocks." + $0.name.dropFirst("language_model.model.layers.".count)
+                return copy
+            }
+        }
+        let both = #expect(throws: DroptraceError.self) { _ = try twice.attentionScores() }
+        #expect(both?.message.contains("are both read as 'model.language_model.layers.0.") == true)
+    }
+
+    /// transformers' renaming of the vision tower's norm0 → norm1, norm1 →
+    /// norm2 pairs (a `GroupWeightRename`) acts only once a name has matched
+    /// its first pattern: the released names all move up, norm1 and norm2
+    /// stored without norm0 stay.
+    @Test func groupedRenamingsActOnceTheirGuardMatched() throws {
+        let block = "vision_tower.encoder.blocks.0."
+        let renamed = try TensorRenamings.storedNames(
+            of: [block + "norm0.weight", block + "norm1.weight"], modelType: "kimi_k25", path: "x")
+        #expect(renamed?["model.vision_tower.layers.0.norm1.weight"] == block + "norm0.weight")
+        #expect(renamed?["model.vision_tower.layers.0.norm2.weight"] == block + "norm1.weight")
+        let converted = try TensorRenamings.storedNames(
+            of: [block + "norm1.weight", block + "norm2.weight"], modelType: "kimi_k25", path: "x")
+        #expect(converted?["model.vision_tower.layers.0.norm1.weight"] == block + "norm1.weight")
+        #expect(converted?["model.vision_tower.layers.0.norm2.weight"] == block + "norm2.weight")
     }
 }

@@ -27,7 +27,10 @@ class's defaults on the meta device: the rules keyed by each sub-model's class n
 applies them, a sub-model's scoped to the names under it. Each is written as transformers matches it:
 the regular expression it compiles (a pattern ending in a letter or digit ends at a name boundary,
 `(?!\w)`), the replacement (`\1` standing for the pattern's first group) and the name prefixes
-of its scope, tried in order (none: the whole name). The legacy rules every model gets are left out
+of its scope, tried in order (none: the whole name). A `GroupWeightRename` (Kimi K2.5's vision tower's
+norm0 -> norm1, norm1 -> norm2 pairs) is written apart, as the position it takes among the rules and its
+pairs, the first of them its guard: transformers renames by the others only once a name read before
+(names are read in sorted order) has matched the guard. The legacy rules every model gets are left out
 (droptrace reads the one that matters, `model.language_model.model.`, as a placement prefix), and so
 are the `WeightConverter`s: droptrace reads the tensors they convert itself (the per-expert tensors by
 the table above, fused projections in their families), or never reads them (Ovis2.5's `vte`).
@@ -39,11 +42,11 @@ import torch
 import transformers
 import transformers.conversion_mapping as conversion_mapping
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
-from transformers.core_model_loading import LayerPairCollapse, MergeModulelist, PrefixChange, WeightConverter, WeightRenaming
+from transformers.core_model_loading import GroupWeightRename, LayerPairCollapse, MergeModulelist, PrefixChange, WeightConverter, WeightRenaming
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 # The model types whose tensors droptrace renames on load as transformers does (`Checkpoint`).
-RENAMED_ON_LOAD = ["axk2", "deepseek_v4", "dory", "ergo", "exaone", "hy_v4", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "mistral_large4", "ovis2_5", "param2moe", "sarvam_moe"]
+RENAMED_ON_LOAD = ["axk2", "deepseek_v4", "dory", "ergo", "exaone", "hy_v4", "kimi_k25", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "mistral_large4", "ovis2_5", "param2moe", "sarvam_moe"]
 
 # A collected source pattern: the module path, the expert index, one projection's weight.
 PATTERN = re.compile(r"^([A-Za-z0-9_.]*)\*\.([A-Za-z0-9_]+)\.weight$")
@@ -66,9 +69,19 @@ def collected_patterns(model_type):
     return patterns
 
 
+def compiled_pattern(transform, index=0):
+    """The regular expression transformers compiles for source pattern `index` of `transform`."""
+    compiled = transform.compiled_sources.pattern
+    if isinstance(transform, GroupWeightRename):
+        compiled = WeightRenaming(transform.source_patterns[index], transform.target_patterns[index]).compiled_sources.pattern
+    assert compiled.startswith("(?P<g0>") and compiled.endswith(")"), compiled
+    return compiled[len("(?P<g0>"):-1]
+
+
 def renamings(model_type):
-    """(pattern, replacement, scope prefixes) of each WeightRenaming transformers applies when it loads
-    `model_type`, in order (see the module's docstring)."""
+    """(patterns, replacements, scope prefixes) of each WeightRenaming transformers applies when it loads
+    `model_type`, in order (see the module's docstring): one pattern and replacement, a GroupWeightRename's
+    pairs in order."""
     auto = AutoModelForCausalLM if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
     with torch.device("meta"):
         model = auto.from_config(AutoConfig.for_model(model_type))
@@ -79,19 +92,19 @@ def renamings(model_type):
         if isinstance(transform, WeightConverter):
             continue
         # PrefixChange only builds its pattern; other subclasses rename by code of their own.
-        if type(transform) not in (WeightRenaming, PrefixChange):
+        if type(transform) not in (WeightRenaming, PrefixChange, GroupWeightRename):
             raise SystemExit(f"{model_type}: a {type(transform).__name__} droptrace does not apply")
-        assert len(transform.source_patterns) == 1 and len(transform.target_patterns) == 1, model_type
-        compiled = transform.compiled_sources.pattern
-        assert compiled.startswith("(?P<g0>") and compiled.endswith(")"), compiled
-        pattern, replacement = compiled[len("(?P<g0>"):-1], transform.target_patterns[0]
-        assert "\\" not in replacement.replace("\\1", ""), replacement
+        assert len(transform.source_patterns) == len(transform.target_patterns), model_type
+        assert len(transform.source_patterns) == 1 or type(transform) is GroupWeightRename, model_type
+        patterns = [compiled_pattern(transform, i) for i in range(len(transform.source_patterns))]
+        replacements = list(transform.target_patterns)
+        assert all("\\" not in r.replace("\\1", "") for r in replacements), replacements
         scopes = []
         if transform.scope_prefix is not None:
             scope = f"{transform.scope_prefix}." if transform.scope_prefix else ""
             base = f"{transform.base_model_prefix}." if transform.base_model_prefix else ""
             scopes = list(dict.fromkeys([base + scope, scope]))
-        rules.append((pattern, replacement, scopes))
+        rules.append((patterns, replacements, scopes))
     return rules
 
 
@@ -103,11 +116,11 @@ def kept_names(model_type):
     with torch.device("meta"):
         model = auto.from_config(AutoConfig.for_model(model_type))
     names = set(model.state_dict().keys())
-    compiled = [(re.compile(p), r, c) for p, r, c in renamings(model_type)]
+    compiled = [([re.compile(p) for p in ps], rs, c) for ps, rs, c in renamings(model_type)]
     kept = []
     for name in sorted(names):
         renamed = name
-        for pattern, replacement, scopes in compiled:
+        for patterns, replacements, scopes in compiled:
             prefix = ""
             if scopes:
                 scope = next((s for s in scopes if renamed.startswith(s)), None)
@@ -115,9 +128,12 @@ def kept_names(model_type):
                     continue
                 prefix = scope
             key = renamed[len(prefix):]
-            match = pattern.search(key)
-            if match is None:
+            # The leftmost match, the first pattern's at a tie (a group's guard taken as matched).
+            matches = [(m.start(), i, m) for i, m in enumerate(p.search(key) for p in patterns) if m is not None]
+            if not matches:
                 continue
+            _, which, match = min(matches, key=lambda found: found[:2])
+            replacement = replacements[which]
             target = replacement.replace("\\1", match.group(1)) if "\\1" in replacement and match.groups() else replacement
             renamed = prefix + key.replace(match.group(0), target, 1)
         if renamed != name and renamed not in names:
@@ -145,8 +161,22 @@ def main_renamings():
         rules = renamings(model_type)
         assert rules, model_type
         lines.append(f"        {swift_string(model_type)}: [")
-        lines += [f"            ({swift_string(p)}, {swift_string(r)}, [{', '.join(map(swift_string, c))}])," for p, r, c in rules]
+        lines += [f"            ({swift_string(p)}, {swift_string(r)}, [{', '.join(map(swift_string, c))}]),"
+                  for [p], [r], c in (rule for rule in rules if len(rule[0]) == 1)]
         lines.append("        ],")
+    lines += [
+        "    ]",
+        "    /// Per model_type, its `GroupWeightRename` rules: the position each takes among its rules, its",
+        "    /// (regular expression, replacement) pairs in order, the first its guard, and its scope.",
+        "    static let groupRules: [String: [(position: Int, pairs: [(pattern: String, replacement: String)], scope: [String])]] = [",
+    ]
+    for model_type in RENAMED_ON_LOAD:
+        groups = [(position, rule) for position, rule in enumerate(renamings(model_type)) if len(rule[0]) > 1]
+        if groups:
+            lines.append(f"        {swift_string(model_type)}: [")
+            lines += [f"            ({position}, [" + ", ".join(f"({swift_string(p)}, {swift_string(r)})" for p, r in zip(ps, rs))
+                      + f"], [{', '.join(map(swift_string, c))}])," for position, (ps, rs, c) in groups]
+            lines.append("        ],")
     lines += [
         "    ]",
         "    /// Per model_type, the names of its own parameters and buffers the rules rename to no parameter,",

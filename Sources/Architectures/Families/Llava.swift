@@ -21,8 +21,9 @@ import DroptraceSupport
 /// `minicpmv4_7` (MiniCPM-V 4.6, 4.7), `ovis2` (Ovis2), `llava_onevision1_5`
 /// (LLaVA-OneVision-1.5) and `ovis2_5` (Ovis2.5), whose released tensor names
 /// transformers renames on load (`TensorRenamings`), and `kimi_k25` (Kimi
-/// K2.5, around DeepSeek-V3's language model, released under LLaVA's 4.x
-/// names, which transformers renames as LLaVA's); transformers'
+/// K2.5, around DeepSeek-V3's language model, whose names as released,
+/// LLaVA's 4.x, and as transformers saves them, its layers as `blocks`,
+/// transformers renames on load too); transformers'
 /// models/<model_type>/. (Granite Vision is `llava_next` around a granite text model.)
 /// Their model builds the language model with AutoModel from `text_config`,
 /// whose class follows its own `model_type` (`Wrapper.textType` when it
