@@ -29,6 +29,10 @@ import Testing
         Mutant(name, "layer_types", #"["sliding_attention", "sliding_attention"]"#),
         Mutant(name, "mlp_layer_types", #"["hash_moe", "dense", "moe", "moe"]"#),
         Mutant(name, "compress_rates.compressed_sparse_attention", "0", key: "compress_rates.compressed_sparse_attention"),
+        // DeepseekV4Config keeps a rate as written; sizing the compressor's position bias by 4.0 fails in transformers.
+        Mutant(name, "compress_rates.compressed_sparse_attention", "4.0", key: "compress_rates.compressed_sparse_attention"),
+        Mutant(name, "compress_rates.heavily_compressed_attention", "8.0", key: "compress_rates.heavily_compressed_attention"),
+        Mutant(name, "compress_rate_hca", "8.0", key: "compress_rate_hca"),
         Mutant(name, "n_routed_experts", "0"), Mutant(name, "num_experts_per_tok", "9"), Mutant(name, "scoring_func", #""softmax""#),
         Mutant(name, "rope_parameters.compress.rope_type", #""yarn""#, key: "rope_parameters.compress.factor"),
         Mutant(name, "rope_parameters.main.rope_type", #""linear""#, key: "rope_parameters.main.rope_type"),

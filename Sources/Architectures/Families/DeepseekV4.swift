@@ -117,6 +117,25 @@ struct DeepseekV4Configuration: Decodable {
         return (rates["compressed_sparse_attention"] ?? 0, rates["heavily_compressed_attention"] ?? 0)
     }
 
+    /// Refuses the rate of a compressed type some layer has unless config.json
+    /// writes it as an integer (the legacy `compress_rate_csa` / `_hca` where
+    /// given, else `compress_rates`'): DeepseekV4Config keeps it as written and
+    /// the compressor sizes its position bias by it (`torch.empty`), which
+    /// fails on 4.0, where decoding would read 4.
+    func checkRatesAreIntegers(_ document: JSONValue, layerTypes: [String]) throws {
+        for (type, legacy) in [("compressed_sparse_attention", "compress_rate_csa"), ("heavily_compressed_attention", "compress_rate_hca")]
+        where layerTypes.contains(type) {
+            var (key, value) = ("compress_rates.\(type)", document.member("compress_rates")?.member(type))
+            switch document.member(legacy) {
+            case nil, .null?: break
+            case let written?: (key, value) = (legacy, written)
+            }
+            guard let value, case .number(let number) = value else { continue }
+            throw InvalidConfigValue(
+                key: key, problem: "is \(number), not an integer: transformers sizes the compressor's position bias by it (torch.empty), which fails")
+        }
+    }
+
     /// `partial_rotary_factor` as `__post_init__` resolves it: as given, else
     /// the legacy `qk_rope_head_dim` / head_dim, else 64 / 512.
     func rotaryFraction(headDim: Int) -> Double {
@@ -266,6 +285,7 @@ struct DeepseekV4Model: DecoderFamily {
         self.config = config
         self.mlpTypes = mlpTypes
         layerTypes = try ConfigRules.checks(path: parts.configPath) { try config.resolvedLayerTypes(layers) }
+        try ConfigRules.checks(path: parts.configPath) { [layerTypes] in try config.checkRatesAreIntegers(checkpoint.configDocument, layerTypes: layerTypes) }
         headDim = d.resolvedHeadDim
         (mainRope, compressedRope) = try Self.rotations(parts, config: config, layerTypes: layerTypes)
         try confirmShapes()
