@@ -226,7 +226,6 @@ public enum SpeedMeasurement {
     /// 2 per weight of every kept projection, the attention over the cache,
     /// and the LM head (with its `projectOut` and `predictionHead`).
     public static func decodeFLOPs(model: any LanguageModel, plan: DropPlan, context: Int) throws -> Double {
-        func linear(_ l: Linear) -> Double { 2 * Double(l.inFeatures) * Double(l.outFeatures) }
         let head = try model.head()
         var total = linear(head.projection) + (head.projectOut.map(linear) ?? 0) + (head.streamCollapse?.projections.reduce(0) { $0 + linear($1) } ?? 0)
             + (head.predictionHead.map { linear($0.dense) } ?? 0)
@@ -300,27 +299,11 @@ public enum SpeedMeasurement {
             if let branch = block.perLayerInput {
                 total += 2 * linear(branch.gate) + linear(branch.projection)
             }
-            // The router, the k experts a token is sent to and the shared experts.
-            func cost(_ feedForward: FeedForward) -> Double {
-                switch feedForward {
-                case .gated(let gateUp, let down, _), .clampedGated(let gateUp, let down, _), .sparseGated(let gateUp, let down, _, _):
-                    linear(gateUp) + linear(down)
-                case .plain(let up, let down, _): linear(up) + linear(down)
-                case .mixture(let moe):
-                    linear(moe.router) + Double(moe.expertsPerToken) * cost(moe.experts[0])
-                        + moe.sharedExperts.reduce(0) { $0 + cost($1) } + (moe.sharedExpertGate.map(linear) ?? 0)
-                case .parallel(let parts): parts.reduce(0) { $0 + cost($1.feedForward) }
-                case .hiddenNormed(let inner, _): cost(inner)
-                case .productKeys(let experts):
-                    // The router, the dense MLP and, per chosen expert, its two rows.
-                    linear(experts.router) + cost(experts.shared) + Double(4 * experts.expertsPerToken * experts.router.inFeatures)
-                }
-            }
             total += block.mlp.map { cost($0.feedForward) } ?? 0
             // Zamba2's hybrid layers: the shared block's MLP and the layer's linear, then the Mamba-2 mixer.
             if let tail = block.attention?.feedForward { total += cost(tail.feedForward) + (tail.projection.map(linear) ?? 0) }
             if case .mamba2(let mixer)? = block.mixerAfterAttention?.mixer { total += mamba2FLOPs(mixer) }
-            // LongCat-Flash's shortcut MoE, part of its layer's MLP (each chosen expert counted, zero-computation ones too).
+            // LongCat-Flash's shortcut MoE, part of its layer's MLP.
             total += block.mlp?.shortcut.map { cost($0.feedForward) } ?? 0
             // Hyper-connections: each kept branch's gate projection, its collapse and its join.
             for join in [block.attention?.join, block.mlp?.join] {
@@ -334,6 +317,31 @@ public enum SpeedMeasurement {
             }
         }
         return total
+    }
+
+    static func linear(_ l: Linear) -> Double { 2 * Double(l.inFeatures) * Double(l.outFeatures) }
+
+    /// Analytic FLOPs of `feedForward` on one token: its projections; of a
+    /// mixture, the router, the k experts a token is sent to and the shared
+    /// experts. A pick of an identity expert (LongCat-Flash's zero-computation
+    /// experts) computes nothing: of the k picks, a router spreading tokens
+    /// evenly over all its experts sends k · n / (n + identity) to the n that
+    /// compute.
+    static func cost(_ feedForward: FeedForward) -> Double {
+        switch feedForward {
+        case .gated(let gateUp, let down, _), .clampedGated(let gateUp, let down, _), .sparseGated(let gateUp, let down, _, _):
+            linear(gateUp) + linear(down)
+        case .plain(let up, let down, _): linear(up) + linear(down)
+        case .mixture(let moe):
+            linear(moe.router)
+                + Double(moe.expertsPerToken * moe.experts.count) / Double(moe.experts.count + moe.identityExperts) * cost(moe.experts[0])
+                + moe.sharedExperts.reduce(0) { $0 + cost($1) } + (moe.sharedExpertGate.map(linear) ?? 0)
+        case .parallel(let parts): parts.reduce(0) { $0 + cost($1.feedForward) }
+        case .hiddenNormed(let inner, _): cost(inner)
+        case .productKeys(let experts):
+            // The router, the dense MLP and, per chosen expert, its two rows.
+            linear(experts.router) + cost(experts.shared) + Double(4 * experts.expertsPerToken * experts.router.inFeatures)
+        }
     }
 
     static func seconds(since start: DispatchTime) -> Double {

@@ -1,6 +1,6 @@
 @testable import Architectures
 @testable import CheckpointIO
-import Dropping
+@testable import Dropping
 import DroptraceSupport
 import Foundation
 import Scoring
@@ -110,6 +110,19 @@ import Testing
         }
         // Rows routed partly to zero experts are covered by the routing reference; these are the pure ones.
         #expect(seen, "no row was routed to zero experts alone")
+    }
+
+    /// The analytic FLOPs count a pick of a zero-computation expert as no
+    /// compute: of the k = 2 picks, 2 · 4 / (4 + 2) reach the 4 routed experts.
+    @Test func zeroExpertsCostNoFLOPs() throws {
+        let model = try EditedFixture(Self.name).load()
+        guard case .mixture(let moe)? = try model.block(1).mlp?.shortcut?.feedForward else {
+            Issue.record("no shortcut MoE")
+            return
+        }
+        let expert = SpeedMeasurement.cost(moe.experts[0])
+        #expect(expert == 2 * 48 * 32 + 2 * 16 * 48)
+        #expect(SpeedMeasurement.cost(.mixture(moe)) == 2 * 48 * 6 + Double(2 * 4) / 6 * expert)
     }
 
     /// A written num_hidden_layers counts the sublayers and sets num_layers
