@@ -176,9 +176,10 @@ public enum FeedForward: Sendable {
     }
 
     /// The standard normal's quantile of `p` as torch's
-    /// `Normal(0, 1).icdf` gives it in float32: erfinv(2p − 1) · √2.
+    /// `Normal(0, 1).icdf` gives it in float32: erfinv(2p − 1) · √2 (+∞ at 1).
     public static func standardNormalQuantile(_ p: Float) -> Float {
         let y = 2 * p - 1
+        if y == 1 { return .infinity }
         return Float(inverseErf(Double(y))) * Float(2.0.squareRoot())
     }
 

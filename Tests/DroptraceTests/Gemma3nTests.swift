@@ -30,12 +30,13 @@ import Testing
         Mutant(name, "activation_sparsity_pattern", "[0.95, 0.95, 0.0, 0.0, 0.0]"),
         // Gemma3nTextConfig takes floats only.
         Mutant(name, "activation_sparsity_pattern", "[0.95, 0.95, 0, 0, 0, 0]"),
-        // transformers runs these, its cut infinite (an MLP of zeros) or NaN: refused.
-        Mutant(name, "activation_sparsity_pattern", "[1.0, 0.0, 0.0, 0.0, 0.0, 0.0]"),
-        Mutant(name, "activation_sparsity_pattern", "[-0.5, 0.0, 0.0, 0.0, 0.0, 0.0]"),
+        // Past 1 transformers' cut is NaN, and so is every output.
+        Mutant(name, "activation_sparsity_pattern", "[1.5, 0.0, 0.0, 0.0, 0.0, 0.0]"),
         Mutant(name, "intermediate_size", "[64, 64, 64, 48, 48]"),
         Mutant(name, "intermediate_size", "[64, 64, 64, 48, 48, 0]", key: "intermediate_size[5]"),
         Mutant(name, "final_logit_softcapping", "-1"),
+        // transformers' logits / 0 · 0: every logit 0.
+        Mutant(name, "final_logit_softcapping", "0.0"),
         Mutant(name, "final_logit_softcapping", "null"),
         Mutant(name, "final_logit_softcapping", "8"),
         Mutant(name, "num_attention_heads", "3"),
@@ -181,11 +182,50 @@ import Testing
         _ = try ImportanceScorer(model: model).score([[1, 2, top - 1]], calibrationPath: "calib")
     }
 
-    /// A checkpoint with per-layer input tables whose config says it has
-    /// none (width 0) is refused rather than read without them.
-    @Test func perLayerTablesWithoutWidthAreRefused() throws {
+    /// Width 0 (`hidden_size_per_layer_input`): transformers' per-layer
+    /// branch adds zeros, its tensors zero-sized, stored so or absent (the
+    /// same scores, transformers 5.25's); tables holding values do not load
+    /// into it: refused.
+    @Test func perLayerInputsOfWidthZero() throws {
         let fixture = try EditedFixture(Self.name) { $0["hidden_size_per_layer_input"] = 0 }
         fixture.expectRefused(naming: "hidden_size_per_layer_input")
+        let parts = ["embed_tokens_per_layer", "per_layer_model_projection", "per_layer_projection_norm", "per_layer_input_gate", "per_layer_projection."]
+        let zeroSized = try EditedFixture(Self.name) { $0["hidden_size_per_layer_input"] = 0 }
+        try BadInputTests().rewriteWeights(zeroSized.model) { entries in
+            for index in entries.indices where parts.contains(where: entries[index].name.contains) {
+                var shape = entries[index].shape
+                shape[entries[index].name.contains("per_layer_projection.") || entries[index].name.contains("embed_tokens_per_layer") ? shape.count - 1 : 0] = 0
+                entries[index] = SafetensorsWriter.Entry(name: entries[index].name, dtype: .float32, shape: shape, bytes: Data())
+            }
+        }
+        let absent = try EditedFixture(Self.name) { $0["hidden_size_per_layer_input"] = 0 }
+        try BadInputTests().rewriteWeights(absent.model) { entries in entries.removeAll { entry in parts.contains(where: entry.name.contains) } }
+        let scores = try zeroSized.attentionScores()
+        #expect(try absent.attentionScores() == scores)
+        let transformers = [0.3163233960602696, 0.1028731864914334, 0.061680913384994596, 0.04206774916323219, 0.03541021782751985, 0.03953744810532278]
+        #expect(zip(scores, transformers).allSatisfy { abs($0 - $1) < 1e-5 })
+    }
+
+    /// A sparsity of 1 cuts the gate at +∞ (the MLP adds zeros, as in
+    /// transformers 5.25); one at most 0 leaves the MLP dense, as 0 does.
+    /// A negative logit cap gives the positive one's logits.
+    @Test func sparsityAndCapsTransformersRuns() throws {
+        let sequences = FixtureFiles.jsonlSequences()
+        func scores(_ change: @escaping (inout [String: Any]) -> Void) throws -> ModuleScores {
+            try ImportanceScorer(model: try EditedFixture(Self.name, change).load()).score(sequences, calibrationPath: "calib")
+        }
+        let full = try scores { $0["activation_sparsity_pattern"] = [1.0, 0.95, 0.0, 0.0, 0.0, 0.0] }
+        #expect(full.mlp[0] == 0)
+        let transformers = [0.3163233960602696, 0.1138577676305591, 0.06429898436912684, 0.04539775764166154, 0.040988328750335645, 0.040956541300218086]
+        #expect(zip(full.attention, transformers).allSatisfy { abs($0 - $1) < 1e-5 })
+        #expect(try scores { $0["activation_sparsity_pattern"] = [-0.5, 0.95, 0.0, 0.0, 0.0, 0.0] }.attention
+            == scores { $0["activation_sparsity_pattern"] = [0.0, 0.95, 0.0, 0.0, 0.0, 0.0] }.attention)
+        let batch = TokenBatch(sequences: [Array(sequences[0].prefix(8))])
+        func logits(_ cap: Double) throws -> [Float] {
+            let model = try EditedFixture(Self.name) { $0["final_logit_softcapping"] = cap }.load()
+            return try model.head().logits(LayerwiseForward(model: model).run(batch)).data
+        }
+        #expect(try logits(-8.0) == logits(8.0))
     }
 
     /// A block-drop export spells out the kept layers' sparsities (the class's

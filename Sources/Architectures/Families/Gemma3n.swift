@@ -79,8 +79,8 @@ struct Gemma3nConfiguration: Decodable {
 /// MLP's width is `intermediate_size`, one value or one per layer, and where
 /// `activation_sparsity_pattern` gives a layer a sparsity s > 0 its gate is
 /// cut at its mean plus Φ⁻¹(s) standard deviations before the activation
-/// (`FeedForward.sparseGated`; without the list, the first ten layers of a
-/// model of more than ten at 0.95).
+/// (`FeedForward.sparseGated`; s = 1 cuts at +∞: the gate all zeros; without
+/// the list, the first ten layers of a model of more than ten at 0.95).
 ///
 /// Scores, on the active stream (the one the layer runs;
 /// `LanguageModel.scoredColumns`): the attention is everything between P
@@ -95,7 +95,7 @@ struct Gemma3nConfiguration: Decodable {
 ///
 /// Per-layer inputs are Gemma 4's (`PerLayerEmbedding`: `embed_tokens_per_layer`
 /// of `vocab_size_per_layer_input` rows, a token past them reading row 0;
-/// `hidden_size_per_layer_input` 0: none), the branch (`PerLayerInputBranch`)
+/// `hidden_size_per_layer_input` 0: none, its tensors zero-sized or absent), the branch (`PerLayerInputBranch`)
 /// reading the corrected active stream times `correct_output_scale` where
 /// `altup_correct_scale`. Key/value sharing is Gemma 4's: the last
 /// `num_kv_shared_layers` layers project queries only and attend to the
@@ -145,7 +145,12 @@ struct Gemma3nModel: DecoderFamily {
         let dimensions = parts.dimensions, layers = dimensions.numHiddenLayers
         let streams = config.altupNumInputs
         try ConfigRules.checks(path: configPath) {
-            try ConfigRules.positiveIfPresent(config.finalLogitSoftcapping, key + "final_logit_softcapping")
+            // A negative cap gives the positive one's logits (tanh is odd); at 0 transformers' logits / 0 · 0 are all 0.
+            if config.finalLogitSoftcapping == 0 {
+                throw InvalidConfigValue(
+                    key: key + "final_logit_softcapping",
+                    problem: "is 0: transformers divides the logits by it and multiplies their tanh by it, making every logit 0 (NaN where one is exactly 0)")
+            }
             _ = try ConfigRules.count(streams, key + "altup_num_inputs")
             _ = try ConfigRules.count(config.laurelRank, key + "laurel_rank")
             _ = try ConfigRules.nonNegative(config.hiddenSizePerLayerInput, key + "hidden_size_per_layer_input")
@@ -184,9 +189,13 @@ struct Gemma3nModel: DecoderFamily {
                 path: configPath)
         }
         let width = config.hiddenSizePerLayerInput
-        if width == 0, parts.weights.has("embed_tokens_per_layer.weight") {
+        // Width 0: transformers' per-layer branch adds zeros (the model without it), its tensors zero-sized; stored with values, they do not load.
+        let perLayerTensors = ["embed_tokens_per_layer.weight", "per_layer_model_projection.weight", "per_layer_projection_norm.weight"]
+            + (0..<layers).flatMap { ["layers.\($0).per_layer_input_gate.weight", "layers.\($0).per_layer_projection.weight"] }
+        let tensors = parts.weights
+        if width == 0, let stored = try perLayerTensors.first(where: { try tensors.has($0) && !tensors.storedShape($0).contains(0) }) {
             throw DroptraceError(
-                "\"\(key)hidden_size_per_layer_input\" is 0, but the checkpoint has per-layer embeddings (embed_tokens_per_layer), which transformers cannot load into a model without them",
+                "\"\(key)hidden_size_per_layer_input\" is 0, but the checkpoint holds values for the per-layer inputs ('\(stored)'), which transformers cannot load into their zero-width modules",
                 path: configPath)
         }
         perLayerEmbedding = width == 0 ? nil : try PerLayerEmbedding(
@@ -366,9 +375,10 @@ struct Gemma3nLayerLists: Decodable {
             throw DroptraceError(
                 "\"\(name)\" lists \(sparsity.count) values for \(layers) layers: Gemma3nTextConfig needs one per layer", path: configPath)
         }
-        if let (layer, value) = sparsity.enumerated().first(where: { !($0.element >= 0 && $0.element < 1) }) {
+        // At most 0 the MLP is dense, as in transformers; at 1 the cut is infinite and the gate all zeros.
+        if let (layer, value) = sparsity.enumerated().first(where: { $0.element > 1 }) {
             throw DroptraceError(
-                "\"\(name)\" gives layer \(layer) \(value): a sparsity is at least 0 and below 1 (transformers' cut at its normal quantile is infinite or NaN past that)",
+                "\"\(name)\" gives layer \(layer) \(value): above 1, transformers' cut at its normal quantile is NaN, and so is every output of the layer's MLP",
                 path: configPath)
         }
         return (sparsity, true)
