@@ -57,6 +57,32 @@ import Testing
             .attentionScores() == EditedFixture(Self.paligemma).attentionScores())
     }
 
+    /// A text config naming no model_type is gemma's, as PaliGemmaConfig
+    /// builds it whatever its keys (PaliGemma 2's too: GemmaModel, the gemma2
+    /// tensors unread). With a `sliding_window` (PaliGemma 2's) the wrapper's
+    /// model hands GemmaModel a mask per attention type, on which transformers
+    /// fails: refused. Without one (nor sliding layer types), transformers 5.25's scores.
+    @Test func textConfigNamingNoTypeIsGemma() throws {
+        let untyped = try EditedFixture(Self.paligemma2) { EditedModel.set(nil, at: "text_config.model_type", in: &$0) }
+        untyped.expectRefused(naming: "text_config.sliding_window")
+        let gemma = try EditedFixture(Self.paligemma2) { EditedModel.set("gemma", at: "text_config.model_type", in: &$0) }
+        gemma.expectRefused(naming: "text_config.sliding_window")
+        // Its sliding layer_types left without a window fail transformers' cache.
+        let listed = try EditedFixture(Self.paligemma2) {
+            EditedModel.set(nil, at: "text_config.model_type", in: &$0)
+            EditedModel.set(NSNull(), at: "text_config.sliding_window", in: &$0)
+        }
+        listed.expectRefused(naming: "text_config.layer_types")
+        let windowless = try EditedFixture(Self.paligemma2) {
+            EditedModel.set(nil, at: "text_config.model_type", in: &$0)
+            EditedModel.set(NSNull(), at: "text_config.sliding_window", in: &$0)
+            EditedModel.set(nil, at: "text_config.layer_types", in: &$0)
+        }
+        #expect(try windowless.load() is GemmaModel)
+        let transformers = [0.013589014157736612, 0.029477792750147502, 0.06396496952861663, 0.06622005926874852]
+        #expect(zip(try windowless.attentionScores(), transformers).allSatisfy { abs($0 - $1) < 1e-5 })
+    }
+
     /// PaliGemmaConfig ties unless its own flag says otherwise; the text
     /// config's flag is not read.
     @Test func theTopLevelFlagAloneTiesTheHead() throws {

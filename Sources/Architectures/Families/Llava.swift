@@ -75,6 +75,10 @@ enum Llava {
         /// (PaliGemmaModel with eager attention; with sdpa transformers leaves
         /// the mask to the attention's `is_causal`, which that flag turns off).
         var masksCausally = false
+        /// Where the wrapper's model hands the text model a mask per attention
+        /// type whenever the text config has a `sliding_window` (PaliGemmaModel),
+        /// the text model types that take them: another (GemmaModel) fails on them.
+        var slidingMaskReaders: [String]?
         /// Top-level token-id keys (and their config class's defaults) whose
         /// tokens the wrapper's model embeds as token 0 (`Kimi_K25Model`'s
         /// image and video tokens).
@@ -117,7 +121,7 @@ enum Llava {
         "vipllava": Wrapper(textType: "llama"),
         "video_llava": Wrapper(textType: "llama"),
         "lighton_ocr": Wrapper(textType: "qwen3", prefixes: ["model.language_model."], textTypes: ["qwen3"]),
-        "paligemma": Wrapper(textType: "gemma", textTypes: ["gemma", "gemma2"], masksCausally: true),
+        "paligemma": Wrapper(textType: "gemma", textTypes: ["gemma", "gemma2"], masksCausally: true, slidingMaskReaders: ["gemma2"]),
         "fast_vlm": Wrapper(
             textType: "qwen2", textTiesToo: true, prefixes: ["model.language_model."], textTypes: ["qwen2"],
             fixedValues: [("vision_feature_select_strategy", .string("full")), ("vision_feature_layer", .integer(-1))]),
@@ -161,6 +165,15 @@ enum Llava {
                 "\"text_config.model_type\" is \"\(textType.forErrorMessage)\": droptrace reads \(checkpoint.modelType) checkpoints "
                     + "with a \(wrapper.textTypes.joined(separator: ", ")) language model",
                 path: checkpoint.configURL.path)
+        }
+        if let readers = wrapper.slidingMaskReaders, !readers.contains(textType),
+           let window = checkpoint.configDocument.member("text_config")?.member("sliding_window") {
+            if case .null = window {} else {
+                throw DroptraceError(
+                    "\"text_config.sliding_window\" is set for a \(textType) text model (\(textConfig?.modelType == nil ? "text_config names no model_type, which " + checkpoint.modelType + "'s config class reads as " + textType : "its model_type")): "
+                        + "\(checkpoint.modelType)'s model then hands it a mask per attention type, on which transformers fails; name its type (\(readers.joined(separator: ", "))) or remove the window",
+                    path: checkpoint.configURL.path)
+            }
         }
         return textType
     }
