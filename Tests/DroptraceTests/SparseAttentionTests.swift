@@ -219,6 +219,22 @@ import Testing
             plans: [.none, DropPlan(attention: [2]), DropPlan(blocks: [2]), DropPlan(attention: [1, 2])], label: Self.name)
     }
 
+    /// A checkpoint whose own drop lists drop a full layer's attention (LLM-Drop's
+    /// `drop_attn_list`) keeps that attention dropped in the model `drop` times
+    /// against it, its indexer still choosing for the shared layer after it (the
+    /// dropped model's block held the store-only attention as its own and trapped).
+    @Test func configuredDroppedFullLayerStaysAProducerWhenMoreIsDropped() throws {
+        for name in [Self.name, "mistral_large4-f32"] {
+            let fixture = try EditedFixture(name) { $0[DropPlan.attentionKey] = [2] }
+            let model = try fixture.load()
+            let plan = DropPlan(mlp: [1])
+            let block = try model.block(2, skipping: .none).dropping(plan, at: 2, sharing: try model.attentionSharing(skipping: plan))
+            try #require(block.attention == nil, "\(name): layer 2's attention is dropped by config.json")
+            #expect(block.sharingProducer?.attention?.keySelectionSharing == .storeOnly(layer: 2), "\(name)")
+            try expectCachedDecodingMatchesTheForward(model, tokens: 24, prefill: 16, plans: [.none, plan, DropPlan(attention: [3])], label: name)
+        }
+    }
+
     /// index_topk_freq and the offset give the fixture's types; a block-drop
     /// export of such a config writes the kept layers' types out.
     @Test func indexerTypesFromTheFrequency() throws {
