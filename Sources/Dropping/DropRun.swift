@@ -195,8 +195,9 @@ public enum DropRun {
         for (module, reason) in feasibility.passedOver {
             log("\(module.kind.rawValue) \(module.layer) kept although ranked for dropping: \(reason)")
         }
-        // Refused before anything is evaluated: the export could not be written at the end.
-        if request.export != nil, let problem = model.exportProblem(model.exportedPlan(plan)) {
+        // Refused before anything is evaluated: the export could not be written at the end. A mergekit
+        // passthrough renumbers the kept layers as the export does, so what the export refuses it cannot express.
+        if request.export != nil || request.exportMergekit != nil, let problem = model.exportProblem(model.exportedPlan(plan)) {
             throw DroptraceError(problem, path: model.checkpoint.configURL.path)
         }
         var perplexity: Comparison<Double>?
