@@ -238,6 +238,8 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     public func forLayerType(maxPositions: Int?) -> RopeSettings {
         var settings = self
         settings.yarn.truncate = true
+        // YaRN infers a null factor from the config's max_position_embeddings.
+        settings.maxPositions = maxPositions ?? self.maxPositions
         if Self.typesWithOriginalLength.contains(type) {
             settings.originalMaxPositions = originalMaxPositions ?? maxPositions
         }
