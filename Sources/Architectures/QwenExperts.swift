@@ -69,6 +69,10 @@ struct QwenExperts: Sendable {
             readsLocalExperts: true)
         static let qwen3Next = ConfigClass(
             numExperts: 512, numExpertsPerTok: 10, normTopkProb: true, moeIntermediateSize: 512, sharedExpertIntermediateSize: 512)
+        /// Qwen4ExpTextConfig's: Qwen3.5-MoE's layout (every layer sparse) with `norm_topk_prob`.
+        static let qwen4Exp = ConfigClass(
+            numExperts: 512, numExpertsPerTok: 10, normTopkProb: true, moeIntermediateSize: 512, sharedExpertIntermediateSize: 512,
+            readsLayout: false)
         static let qwen3_5Moe = ConfigClass(
             numExperts: 256, numExpertsPerTok: 8, normTopkProb: true, moeIntermediateSize: 512, sharedExpertIntermediateSize: 512,
             readsLayout: false, readsNormTopkProb: false)

@@ -59,6 +59,9 @@ public struct SelfAttention: Sendable {
     /// Kolibri 1.1's weightless indexer: the layer attends to the keys it
     /// selects from a pool, rounded with the values to NVFP4 (`pooledAttention`).
     public var keyPool: KeyPoolIndexer? = nil
+    /// Qwen4-Exp's QSA indexer: the layer attends to the keys of the blocks
+    /// it chooses (`QSAIndexer`); nil for none.
+    public var blockIndexer: QSAIndexer? = nil
     /// Multiplies the projected keys before anything else touches them
     /// (Falcon-H1's `key_multiplier`, `k_proj(x) · m`); nil for none.
     public var keyScale: Float? = nil
@@ -269,6 +272,7 @@ public struct SelfAttention: Sendable {
         let latent = indexer == nil ? nil : projection.queryLatent(x)
         let selection = keySelectionSharing?.reusedLayer.map { shared!.selection(of: $0) }
             ?? indexer.map { $0.select(x, queryLatent: latent, batch: batch) }
+            ?? blockIndexer.map { $0.select(x, batch: batch) }
         if let layer = keySelectionSharing?.storedLayer { shared!.store(selection!, layer: layer) }
         // A store-only layer adds nothing to the stream (`TransformerBlock.sharingProducer`).
         if keySelectionSharing?.storesOnly == true { return Matrix(zeros: x.rows, 0) }

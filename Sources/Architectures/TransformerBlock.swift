@@ -293,6 +293,9 @@ public enum ResidualJoin: Sendable {
     /// Hunyuan V4's hyper-connections: the branch reads the streams
     /// collapsed and its output joins each through a gate (`HyperConnection`).
     case hyperConnected(HyperConnection)
+    /// Qwen4-Exp's gated residuals: the branch reads the streams normalised,
+    /// gated and averaged; its output joins each through a weight (`GatedResidual`).
+    case gatedResidual(GatedResidual)
     /// The branch's normalised input and its output, each times a constant:
     /// stream · n + output · out, n = the branch's inputNorm(x), each product
     /// rounded to Float32 before the sum (MiniMax's layers, whose residual is
@@ -309,8 +312,11 @@ public enum ResidualJoin: Sendable {
     /// What of residual stream `x` the branch reads (before its input norm):
     /// the collapsed streams of a hyper-connection, else `x`.
     public func read(_ x: Matrix) -> Matrix {
-        guard case .hyperConnected(let connection) = self else { return x }
-        return connection.collapsed(x)
+        switch self {
+        case .hyperConnected(let connection): return connection.collapsed(x)
+        case .gatedResidual(let residual): return residual.collapsed(x)
+        default: return x
+        }
     }
 }
 
@@ -447,6 +453,12 @@ public struct TransformerBlock: Sendable {
     /// the block: dropping the attention or the MLP keeps them, dropping the
     /// block leaves the streams as they were.
     public let altUp: AltUp?
+    /// Adds the layer's n-gram embedding branch to the stream as the block
+    /// begins, before the attention reads it (Qwen4-Exp's PLE,
+    /// `PerLayerNGramBranch`). The block's own: dropping the attention or
+    /// the MLP keeps it, dropping the block leaves the stream as it was; the
+    /// attention is scored from the stream after it (`BlockActivations.branchInput`).
+    public var entryBranch: PerLayerNGramBranch? = nil
 
     public init(
         attention: AttentionBranch?, mlp: MLPBranch?, residual: ResidualStyle, outputScale: Float? = nil,
@@ -488,18 +500,22 @@ public struct TransformerBlock: Sendable {
     public func dropping(_ plan: DropPlan, at index: Int, sharing: LayerSharing = LayerSharing()) -> TransformerBlock {
         let dropsAttention = plan.dropsAttention(index) || attention == nil, dropsMLP = plan.dropsMLP(index)
         guard !sharing.isEmpty, let branch = attention ?? sharingProducer, case .attention(let attention) = branch.mixer else {
-            return TransformerBlock(
+            var block = TransformerBlock(
                 attention: dropsAttention ? nil : self.attention, mlp: dropsMLP ? nil : mlp, residual: residual,
                 outputScale: outputScale, perLayerInput: perLayerInput, sharingProducer: sharingProducer, leavesMLPInput: leavesMLPInput,
                 mixerAfterAttention: dropsMLP ? nil : mixerAfterAttention, attentionFeedsMixer: attentionFeedsMixer,
                 altUp: altUp)
+            block.entryBranch = entryBranch
+            return block
         }
         // A producer's projection may make only what it stores: it is not re-applied to another sharing.
         let shared = dropsAttention && !sharing.storesOnly(layer: index) ? nil : branch.withAttention(sharing.applied(to: attention, layer: index))
-        return TransformerBlock(
+        var block = TransformerBlock(
             attention: dropsAttention ? nil : shared, mlp: dropsMLP ? nil : mlp, residual: residual, outputScale: outputScale,
             perLayerInput: perLayerInput, sharingProducer: dropsAttention ? shared : nil,
             leavesMLPInput: leavesMLPInput, mixerAfterAttention: dropsMLP ? nil : mixerAfterAttention, attentionFeedsMixer: attentionFeedsMixer, altUp: altUp)
+        block.entryBranch = entryBranch
+        return block
     }
 }
 
@@ -573,6 +589,7 @@ extension TransformerBlock {
             case .interpolating(let rate)?: return output.interpolated(from: stream, norm: inputNorm, rate: rate)
             case .gated(let gate)?: sum = gate.join(stream, output)
             case .hyperConnected(let connection)?: sum = connection.join(stream, output)
+            case .gatedResidual(let residual)?: sum = residual.join(stream, output)
             case .scalingStream(let scale)?: sum = stream.scaledPerChannel(scale, plus: output)
             case .learnedAugmented(let laurel)?: sum = laurel.join(stream, output, normed: inputNorm.map { $0(stream) } ?? stream)
             case .scalingNormalized(let kept, let added)?:
@@ -596,6 +613,20 @@ extension TransformerBlock {
                 index: index, input: x, attentionResidual: h, mlpInput: h ?? active, mlpResidual: y,
                 output: perLayerInput.map { altUp.addingPerLayerInput(corrected, branch: $0, input: input!) } ?? corrected, isDropped: false)
             activations.branchInput = active
+            return activations
+        }
+        if let entryBranch {
+            // The block's n-gram branch joins first; the branches run on (and are scored from) what it leaves.
+            precondition(residual == .sequential && altUp == nil && !attentionFeedsMixer, "an entry branch runs in plain sequential blocks")
+            let entered = entryBranch(x, tokenIDs: tokenIDs!, sequences: sequences ?? [0..<x.rows])
+            let h = attention.map { joined(entered, $0(entered, attend: attend), $0.residualNorm, $0.join, inputNorm: $0.inputNorm) } ?? entered
+            let y = mlp.map { branch in
+                joined(h, branch(h, sequences: sequences, tokenIDs: tokenIDs), branch.residualNorm, branch.join, inputNorm: branch.inputNorm)
+            }
+            var activations = BlockActivations(
+                index: index, input: x, attentionResidual: attention == nil ? nil : h, mlpInput: h, mlpResidual: y,
+                output: leaving(y ?? h), isDropped: false)
+            activations.branchInput = entered
             return activations
         }
         if let producer = sharingProducer { _ = attend(producer.mixer, producer.input(x)) }

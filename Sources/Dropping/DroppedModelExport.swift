@@ -298,6 +298,8 @@ public enum DroppedModelExport {
     /// `moe_layers`, Bamba's `attn_layer_indices`, LFM2's `full_attn_idxs`, Kolibri 1.1's `index_layers`, Zamba2's `hybrid_layer_ids`):
     /// renumbered, removed layers left out.
     static let layerIndexListKeys = ["mlp_only_layers", "moe_layers", "attn_layer_indices", "full_attn_idxs", "index_layers", "hybrid_layer_ids"]
+    /// Lists of one-indexed layers (Qwen4-Exp's per-layer embedding layers), renumbered likewise.
+    static let oneIndexedLayerListKeys = ["ple_layer_ids"]
     /// Keys giving a layer index below which the layers differ (Qwen2's
     /// `max_window_layers`, DeepSeek's `first_k_dense_replace`; a family's
     /// own in its naming's `layerThresholds`, AFMoE's and LFM2-MoE's
@@ -531,6 +533,10 @@ public enum DroppedModelExport {
         for key in layerIndexListKeys {
             guard let indices = try config.value(key) as? [NSNumber] else { continue }
             try config.set(key, value: indices.compactMap { renumber.mapping[$0.intValue] }.sorted())
+        }
+        for key in oneIndexedLayerListKeys {
+            guard let indices = try config.value(key) as? [NSNumber] else { continue }
+            try config.set(key, value: indices.compactMap { renumber.mapping[$0.intValue - 1].map { $0 + 1 } }.sorted())
         }
         // Index lists left to a rule (Llama 4's sparse interleave), written renumbered.
         for (key, indices) in naming.layerIndexLists.sorted(by: { $0.key < $1.key }) where try config.value(key) == nil || config.value(key) is NSNull {

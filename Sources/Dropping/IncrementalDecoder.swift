@@ -1,4 +1,5 @@
 import Architectures
+import DroptraceSupport
 import Foundation
 import TensorEngine
 
@@ -17,10 +18,28 @@ final class IncrementalDecoder {
     /// The forward pass's steps (`LanguageModel.layerSteps`).
     private let steps: [LayerLoop.Step]
 
+    /// - Throws: `DroptraceError` for a model this decoder cannot step
+    ///   through as its forward pass runs it (`unsupportedFeature`).
     convenience init(model: any LanguageModel, plan: DropPlan, capacity: Int) throws {
-        self.init(
-            model: model, blocks: try (0..<model.layerCount).map { plan.blocks.contains($0) ? nil : try model.block($0, skipping: plan) },
-            capacity: capacity)
+        if let feature = try Self.unsupportedFeature(model) {
+            throw DroptraceError("decoding with a key/value cache is not implemented for \(feature)", path: model.checkpoint.directory.path)
+        }
+        let blocks = try (0..<model.layerCount).map { plan.blocks.contains($0) ? nil : try model.block($0, skipping: plan) }
+        self.init(model: model, blocks: blocks, capacity: capacity)
+    }
+
+    /// What of `model` this decoder cannot step through as the forward pass
+    /// runs it (nil: nothing): Qwen4-Exp's QSA-indexed attention (its choice
+    /// of key blocks) and n-gram per-layer embeddings (their n-gram history
+    /// and convolution state). Any plan keeping such a layer would be timed
+    /// wrongly; its speed is not measured.
+    static func unsupportedFeature(_ model: any LanguageModel) throws -> String? {
+        for index in 0..<model.layerCount {
+            let block = try model.block(index)
+            if block.entryBranch != nil { return "the n-gram per-layer embedding of layer \(index)" }
+            if block.attention?.mixer.softmaxAttention?.blockIndexer != nil { return "the QSA-indexed attention of layer \(index)" }
+        }
+        return nil
     }
 
     private init(model: any LanguageModel, blocks: [TransformerBlock?], capacity: Int) {

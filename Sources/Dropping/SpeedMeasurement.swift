@@ -309,6 +309,9 @@ public enum SpeedMeasurement {
             for join in [block.attention?.join, block.mlp?.join] {
                 if case .hyperConnected(let connection)? = join { total += linear(connection.projection) + 4 * Double(connection.projection.inFeatures) }
                 if case .learnedAugmented(let laurel)? = join { total += linear(laurel.left) + linear(laurel.right) }
+                if case .gatedResidual(let residual)? = join {
+                    total += residual.projections.map(linear).reduce(0, +) + 8 * Double(residual.down.inFeatures)
+                }
             }
             // AltUp: its two routings, the predictions and the corrections.
             if let altUp = block.altUp {

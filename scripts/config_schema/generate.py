@@ -228,6 +228,11 @@ def causal_lm_from_config(config):
         # CohereCompassTextConfig's default rope_parameters ({}) has no entry per layer type, which its
         # rotary embedding reads: the class's defaults alone cannot build the model.
         text.rope_parameters = {kind: {"rope_type": "default", "rope_theta": 10000.0} for kind in set(text.layer_types)}
+    if text.model_type == "qwen4_exp_text" and text.indexer_n_heads is None:
+        # Qwen4ExpTextConfig leaves the QSA indexer's keys None, which its indexed attention layers
+        # (every fourth by default) cannot be built from: the class's defaults alone cannot build the model.
+        text.indexer_n_heads, text.indexer_kv_heads, text.indexer_head_dim = 1, 1, text.head_dim
+        text.indexer_budget = text.indexer_compress_ratio = 1
     if config.model_type == "gemma3n":
         # Gemma3nForConditionalGeneration builds a timm vision tower; the embedding is its
         # language model's, which Gemma3nForCausalLM builds from text_config alike.

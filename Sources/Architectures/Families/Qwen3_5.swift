@@ -103,12 +103,14 @@ struct HybridQwenLayers: Sendable {
     let rotary: RotaryEmbedding
     let heads: GatedDeltaNetHeads
 
-    init(_ parts: DecoderParts) throws {
+    /// `indexedSpelling`: another name config.json may give the full
+    /// attention layers (Qwen4-Exp's "indexed_attention"), read as full_attention.
+    init(_ parts: DecoderParts, indexedSpelling: String? = nil) throws {
         self.parts = parts
         config = try parts.config(HybridQwenConfiguration.self)
         let config = config
         let layers = parts.dimensions.numHiddenLayers
-        let layerTypes = config.resolvedLayerTypes(layers: layers)
+        let layerTypes = config.resolvedLayerTypes(layers: layers).map { $0 == indexedSpelling ? AttentionLayerType.full : $0 }
         self.layerTypes = layerTypes
         try parts.checks {
             if layerTypes.count != layers {
@@ -209,7 +211,9 @@ extension DecoderParts {
     /// [valueDim] (its weight as stored, epsilon `eps`: rms_norm_eps),
     /// `out_proj` [hidden, valueWidth]; the convolution activated by
     /// `activation` (hidden_act; the gated norm's gate stays SiLU).
-    func gatedDeltaNet(_ prefix: String, heads h: GatedDeltaNetHeads, projection: Linear, eps: Double, activation: String) throws -> GatedDeltaNet {
+    func gatedDeltaNet(
+        _ prefix: String, heads h: GatedDeltaNetHeads, projection: Linear, eps: Double, activation: String, outputGate: Activation = .silu
+    ) throws -> GatedDeltaNet {
         GatedDeltaNet(
             heads: h, projection: projection,
             convolution: try weights.floats(prefix + "conv1d.weight", [h.convolutionChannels, 1, h.convolutionKernel]),
@@ -217,7 +221,7 @@ extension DecoderParts {
             timeStepBias: try weights.floats(prefix + "dt_bias", [h.valueHeads]),
             norm: try weights.rmsNorm(prefix + "norm", size: h.valueDim, eps: eps),
             output: try weights.linear(prefix + "out_proj", in: h.valueWidth, out: dimensions.hiddenSize, bias: false),
-            convolutionActivation: try self.activation(activation))
+            convolutionActivation: try self.activation(activation), outputGateActivation: outputGate)
     }
 
     /// Confirms the Gated DeltaNet sizes by the first of `layers` (the

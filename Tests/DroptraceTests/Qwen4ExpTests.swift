@@ -1,0 +1,124 @@
+@testable import Architectures
+import CheckpointIO
+import DroptraceSupport
+import Foundation
+import Scoring
+import TensorEngine
+import Testing
+
+/// Qwen4-Exp's text model (`qwen4_exp_text`): the gated residuals of 3
+/// streams, the QSA indexer choosing the indexed layers' key blocks, the
+/// hashed n-gram per-layer embeddings entering layers 0 and 2 (belonging to
+/// the block), the Gated DeltaNet's sigmoid output gate; Qwen4ExpTextConfig's
+/// refusals, the stored hash buffers, and exports transformers loads back.
+/// The scores themselves are checked against transformers with every other
+/// family (`DropTests` and the reference suites); key/value-cache decoding
+/// is refused (`DropTests.decodingIsRefused`).
+@Suite struct Qwen4ExpTests {
+    typealias Mutant = ConfigValidationTests.Mutant
+    static let name = "qwen4_exp_text-f32"
+
+    /// Values Qwen4ExpTextConfig refuses, or on which its model fails.
+    static let mutants: [Mutant] = [
+        Mutant(name, "hc_count", "1"), Mutant(name, "hc_count", "0"), Mutant(name, "hc_count", "3.0"),
+        Mutant(name, "output_gate_type", "\"gelu\""),
+        Mutant(name, "layer_types", "[\"linear_attention\", \"sliding_attention\", \"linear_attention\", \"indexed_attention\"]"),
+        Mutant(name, "layer_types", "[\"linear_attention\", \"indexed_attention\", \"linear_attention\"]"),
+        Mutant(name, "indexer_kv_heads", "2"), Mutant(name, "indexer_budget", "6"), Mutant(name, "indexer_budget", "null"),
+        Mutant(name, "indexer_head_dim", "4"), Mutant(name, "indexer_n_heads", "0"), Mutant(name, "indexer_compress_ratio", "-4"),
+        Mutant(name, "ple_layer_ids", "[2]"), Mutant(name, "ple_layer_ids", "[0]"), Mutant(name, "ple_layer_ids", "[5]"),
+        Mutant(name, "ple_embed_dim", "10"),
+        Mutant(name, "ngram_size", "1", key: "ple_embed_dim"), Mutant(name, "heads_per_ngram", "0", key: "ple_embed_dim"),
+        Mutant(name, "eos_token_id", "null"), Mutant(name, "eos_token_id", "[]"),
+        Mutant(name, "ple_conv_kernel_size", "0"), Mutant(name, "make_ngram_vocab_size_divisible_by", "0"),
+        Mutant(name, "num_experts_per_tok", "5"),
+    ]
+
+    @Test(arguments: mutants)
+    func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
+        try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
+    }
+
+    func scores(_ fixture: EditedFixture) throws -> [Double] {
+        let scored = try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
+        return scored.attention + scored.mlp + scored.block
+    }
+
+    /// Every branch joins the 3 streams by its gated residual and the head
+    /// collapses them by the final mixer; layers 1 and 3 attend to the 2
+    /// key blocks of 4 their indexer keeps, layers 0 and 2 (ple_layer_ids
+    /// 1 and 3) begin with the n-gram per-layer embedding, which a dropped
+    /// attention or MLP keeps; the Gated DeltaNet's gate is a sigmoid.
+    @Test func layersAsQwen4ExpBuilds() throws {
+        let model = try EditedFixture(Self.name).load()
+        #expect(model.streamWidth == 3 * model.hiddenSize)
+        #expect(try model.head().streamCollapse != nil)
+        for layer in 0..<model.layerCount {
+            let block = try model.block(layer)
+            guard case .gatedResidual(let attentionJoin)? = block.attention?.join, case .gatedResidual? = block.mlp?.join else {
+                Issue.record("layer \(layer): a branch without its gated residual")
+                continue
+            }
+            #expect(attentionJoin.streams == 3)
+            #expect((block.entryBranch != nil) == (layer % 2 == 0))
+            if layer % 2 == 1 {
+                let indexer = try #require(block.attention?.mixer.softmaxAttention?.blockIndexer)
+                #expect(indexer.budget == 8 && indexer.compression == 4 && indexer.blocksKept == 2 && indexer.heads == 8)
+            } else {
+                guard case .gatedDeltaNet(let mixer)? = block.attention?.mixer else {
+                    Issue.record("layer \(layer) is not a Gated DeltaNet layer")
+                    continue
+                }
+                #expect(mixer.outputGateActivation == .sigmoid)
+                #expect(try model.block(layer, skipping: DropPlan(attention: [layer], mlp: [layer])).entryBranch != nil)
+            }
+        }
+    }
+
+    /// Values transformers reads as the fixture's: layer_types' released
+    /// spelling "full_attention", an eos list (its first id), ple_layer_ids
+    /// unsorted with repeats; and values it honours: norm_topk_prob false.
+    @Test func equivalentSpellingsAsTransformersReadsThem() throws {
+        let base = try scores(EditedFixture(Self.name))
+        let released = ["linear_attention", "full_attention", "linear_attention", "full_attention"]
+        #expect(try scores(EditedFixture(Self.name) { $0["layer_types"] = released }) == base)
+        #expect(try scores(EditedFixture(Self.name) { $0["eos_token_id"] = [12, 5] }) == base)
+        #expect(try scores(EditedFixture(Self.name) { $0["ple_layer_ids"] = [3, 1, 1] }) == base)
+        #expect(try scores(EditedFixture(Self.name) { $0["norm_topk_prob"] = false }) != base)
+        // The output gate falls back on hidden_act, which must then be sigmoid or silu.
+        try EditedFixture(Self.name) { $0["output_gate_type"] = NSNull(); $0["hidden_act"] = "gelu" }.expectRefused(naming: "hidden_act")
+    }
+
+    /// transformers hashes with the stored buffers (layer_multipliers, the
+    /// tables' vocabulary sizes and offsets, int64): a config whose seed or
+    /// ngram_vocab_size_base gives others is refused, naming config.json;
+    /// so is a shard count the table's shards contradict.
+    @Test func hashBuffersAndShardsContradictingTheConfigAreRefused() throws {
+        for change in [{ (c: inout [String: Any]) in c["seed"] = 99 }, { $0["ngram_vocab_size_base"] = 71 }] {
+            let fixture = try EditedFixture(Self.name, change)
+            do {
+                _ = try fixture.load().block(0)
+                Issue.record("a config contradicting the stored hash buffers was read")
+            } catch let error as DroptraceError {
+                #expect(error.path == fixture.configPath && error.message.contains("ple_embedding.") && !error.message.contains("\n"), "\(error)")
+            }
+        }
+        let fixture = try EditedFixture(Self.name) { $0["split_ngram_parts"] = 3 }
+        #expect(throws: DroptraceError.self) { _ = try fixture.load().block(0) }
+        #expect(throws: DroptraceError.self) { _ = try EditedFixture(Self.name) { $0["split_ngram_parts"] = 1 }.load().block(0) }
+    }
+
+    /// A block drop moving a kept PLE layer to another place in
+    /// ple_layer_ids (whose table transformers sizes otherwise) is refused
+    /// for export; other block drops renumber ple_layer_ids.
+    @Test func exportsKeepEveryPLELayerAtItsPlace() throws {
+        let model = try EditedFixture(Self.name).load()
+        let problem = model.exportProblem(DropPlan(blocks: [0]))
+        #expect(problem?.contains("ple_layer_ids") == true && problem?.contains("layer 2") == true, "\(String(describing: problem))")
+        for blocks: Set<Int> in [[1], [2], [3], [2, 3], [1, 2, 3]] { #expect(model.exportProblem(DropPlan(blocks: blocks)) == nil) }
+        let config = try EditedFixture(Self.name).exportedConfig(droppingBlocks: [1])
+        #expect(config["ple_layer_ids"] as? [Int] == [1, 2] && config["num_hidden_layers"] as? Int == 3)
+        #expect(config["layer_types"] as? [String] == ["linear_attention", "linear_attention", "indexed_attention"])
+        #expect(try EditedFixture(Self.name).exportedConfig(droppingBlocks: [2])["ple_layer_ids"] as? [Int] == [1])
+    }
+}
