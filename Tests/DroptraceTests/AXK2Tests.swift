@@ -66,11 +66,6 @@ import Testing
         }
     }
 
-    func scores(_ fixture: EditedFixture) throws -> [Double] {
-        let scored = try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
-        return scored.attention + scored.mlp + scored.block
-    }
-
     /// DeepSeek-V3.2's rotary embedding (A.X K1/K2's, GLM-5's) rotates the
     /// whole rope part whatever `partial_rotary_factor` says: 0.5 scores as
     /// without it (transformers 5.25 runs it so), where Glm4MoeLite's reads it.

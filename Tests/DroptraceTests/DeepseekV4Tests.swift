@@ -47,11 +47,6 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    func scores(_ fixture: EditedFixture) throws -> [Double] {
-        let scored = try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
-        return scored.attention + scored.mlp + scored.block
-    }
-
     /// Each layer's branches join 3 streams through hyper-connections that
     /// mix them (20 Sinkhorn iterations); layer 0 attends over its window
     /// only, layers 1 and 3 over compressed keys of windows of 4 chosen by an

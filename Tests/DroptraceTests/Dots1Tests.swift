@@ -131,10 +131,6 @@ import Testing
     /// `num_local_experts`, given alone, is the key it stands for.
     @Test func aliasGivenAloneIsReadAsItsKey() throws {
         #expect(ConfigValueKinds.transformers["dots1"]?.aliases["num_local_experts"] == "n_routed_experts")
-        func scores(_ fixture: EditedFixture) throws -> [Double] {
-            let scored = try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
-            return scored.attention + scored.mlp + scored.block
-        }
         let renamed = try EditedFixture("dots1-f32") { $0["num_local_experts"] = $0.removeValue(forKey: "n_routed_experts") }
         #expect(try scores(renamed) == scores(EditedFixture("dots1-f32")))
     }

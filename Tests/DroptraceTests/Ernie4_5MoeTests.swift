@@ -152,10 +152,6 @@ import Testing
     @Test(arguments: [("num_experts", "moe_num_experts"), ("num_experts_per_tok", "moe_k")])
     func aliasGivenAloneIsReadAsItsKey(_ alias: String, _ key: String) throws {
         #expect(ConfigValueKinds.transformers["ernie4_5_moe"]?.aliases[alias] == key)
-        func scores(_ fixture: EditedFixture) throws -> [Double] {
-            let scored = try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
-            return scored.attention + scored.mlp + scored.block
-        }
         let renamed = try EditedFixture("ernie4_5_moe-f32") { $0[alias] = $0.removeValue(forKey: key) }
         #expect(try String(contentsOfFile: renamed.configPath, encoding: .utf8).contains("\"\(alias)\""))
         #expect(try scores(renamed) == scores(EditedFixture("ernie4_5_moe-f32")))

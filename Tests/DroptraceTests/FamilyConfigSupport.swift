@@ -19,6 +19,13 @@ func blockZeroBiases(_ fixture: EditedFixture) throws -> (qkv: Bool, output: Boo
     return (qkv.bias != nil, output.bias != nil, down.bias != nil)
 }
 
+/// Every module's importance on the JSONL calibration sequences, the
+/// attention scores, then the MLP's, then the blocks'.
+func scores(_ fixture: EditedFixture) throws -> [Double] {
+    let scored = try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
+    return scored.attention + scored.mlp + scored.block
+}
+
 /// A fixture model whose config.json a test changes, loaded through the registry.
 struct EditedFixture {
     let scratch: ScratchDirectory

@@ -110,10 +110,6 @@ import Testing
     @Test(arguments: [("num_local_experts", "n_routed_experts"), ("num_mtp_layers", "num_nextn_predict_layers")])
     func aliasGivenAloneIsReadAsItsKey(_ alias: String, _ key: String) throws {
         #expect(ConfigValueKinds.transformers["glm4_moe"]?.aliases[alias] == key)
-        func scores(_ fixture: EditedFixture) throws -> [Double] {
-            let scored = try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
-            return scored.attention + scored.mlp + scored.block
-        }
         let renamed = try EditedFixture("glm4_moe-f32") { $0[alias] = $0.removeValue(forKey: key) }
         #expect(try String(contentsOfFile: renamed.configPath, encoding: .utf8).contains("\"\(alias)\""))
         #expect(try scores(renamed) == scores(EditedFixture("glm4_moe-f32")))

@@ -42,11 +42,6 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    func scores(_ fixture: EditedFixture) throws -> [Double] {
-        let scored = try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
-        return scored.attention + scored.mlp + scored.block
-    }
-
     /// Each layer's branches join 3 streams through their hyper-connections;
     /// the attention has sinks, a gate per value column (zero rows for each
     /// head's padding: v_head_dim 12 of 16) and, on the full layers, an

@@ -39,11 +39,6 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
-    func scores(_ fixture: EditedFixture) throws -> [Double] {
-        let scored = try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
-        return scored.attention + scored.mlp + scored.block
-    }
-
     /// Every branch joins the 3 streams by its gated residual and the head
     /// collapses them by the final mixer; layers 1 and 3 attend to the 2
     /// key blocks of 4 their indexer keeps, layers 0 and 2 (ple_layer_ids

@@ -85,11 +85,6 @@ import Testing
         try edited(["index_topk_freq": 2, "index_skip_topk_offset": Int.min]).expectRefused(naming: "index_topk_freq")
     }
 
-    func scores(_ fixture: EditedFixture) throws -> [Double] {
-        let scored = try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
-        return scored.attention + scored.mlp + scored.block
-    }
-
     /// The fixture's index_topk (12) is shorter than its sequences: the
     /// indexer's choice moves the scores, and a top-k as long as the
     /// longest sequence is dense attention.
@@ -238,13 +233,13 @@ import Testing
     /// index_topk_freq and the offset give the fixture's types; a block-drop
     /// export of such a config writes the kept layers' types out.
     @Test func indexerTypesFromTheFrequency() throws {
-        let base = try SparseAttentionTests().scores(EditedFixture(Self.name))
+        let base = try scores(EditedFixture(Self.name))
         let ruled = try EditedFixture(Self.name) {
             $0["indexer_types"] = nil
             $0["index_topk_freq"] = 2
             $0["index_skip_topk_offset"] = 1
         }
-        #expect(try SparseAttentionTests().scores(ruled) == base)
+        #expect(try scores(ruled) == base)
         #expect(try ruled.exportedConfig(droppingBlocks: [1])["indexer_types"] as? [String] == ["full", "full", "shared"])
     }
 }
