@@ -19,21 +19,24 @@ func expectScoresMatchTransformers(_ name: String, tolerance: Double = 1e-7, sou
     }
 }
 
-/// Key/value-cache decoding of `model`'s first `tokens` JSONL tokens under
-/// each of `plans`: prefill of the first `prefill`, then one token at a
-/// time (twice, to check `reset`), from a decoder that shares the full
-/// model's weights; both the prefill's last row and the last step's equal
-/// the batched forward's to 1e-4.
+/// Key/value-cache decoding of `model`'s first `tokens` tokens of the
+/// first JSONL sequence, then (after `reset`) of the second, under each of
+/// `plans`: prefill of the first `prefill`, then one token at a time, from
+/// a decoder that shares the full model's weights; both the prefill's last
+/// row and the last step's equal the batched forward's to 1e-4. (Another
+/// sequence after the reset: a state the reset left behind would give the
+/// first sequence's numbers.)
 func expectCachedDecodingMatchesTheForward(
     _ model: any LanguageModel, tokens count: Int, prefill: Int, plans: [DropPlan], label: String,
     sourceLocation: SourceLocation = #_sourceLocation
 ) throws {
-    let tokens = Array(FixtureFiles.jsonlSequences()[0].prefix(count))
-    let full = try IncrementalDecoder(model: model, plan: .none, capacity: tokens.count)
+    let sequences = FixtureFiles.jsonlSequences().prefix(2).map { Array($0.prefix(count)) }
+    precondition(sequences.count == 2 && sequences.allSatisfy { $0.count == count } && sequences[0] != sequences[1])
+    let full = try IncrementalDecoder(model: model, plan: .none, capacity: count)
     for plan in plans {
-        let expected = try LayerwiseForward(model: model, plan: plan).run(TokenBatch(sequences: [tokens]))
-        let decoder = try full.dropping(plan, capacity: tokens.count)
-        for _ in 0..<2 {
+        let decoder = try full.dropping(plan, capacity: count)
+        for tokens in sequences {
+            let expected = try LayerwiseForward(model: model, plan: plan).run(TokenBatch(sequences: [tokens]))
             decoder.reset()
             let prefilled = decoder.prefill(embedded: try decoder.embedded(Array(tokens.prefix(prefill))))
             let lastPrefilled = expected.data[((prefill - 1) * expected.cols)..<(prefill * expected.cols)]
