@@ -86,14 +86,18 @@ public struct KeyCompressor: Sendable {
     /// Columns of the projected rows it reads: C, then Z.
     var projectedWidth: Int { 2 * (overlapping ? 2 : 1) * dim }
 
-    /// The entries [⌊count / rate⌋, dim] of a sequence's `count` rows of
-    /// projected C | Z at `rows` (`stride` apart, C from `offset`).
-    func entries(_ rows: UnsafePointer<Float>, count: Int, stride: Int, offset: Int) -> Matrix {
+    /// The entries [⌊count / rate⌋ − first, dim] of windows first..<⌊count / rate⌋
+    /// of a sequence's `count` rows of projected C | Z at `rows` (`stride`
+    /// apart, C from `offset`). Each entry depends on its own window's rows
+    /// (and the previous window's) alone, so those of finished windows are
+    /// computed once and kept (`extend(_:rows:count:stride:offset:)`).
+    func entries(_ rows: UnsafePointer<Float>, count: Int, stride: Int, offset: Int, from first: Int = 0) -> Matrix {
         let windows = count / rate, width = (overlapping ? 2 : 1) * dim, slots = (overlapping ? 2 : 1) * rate
-        var out = Matrix(zeros: windows, dim)
+        guard first < windows else { return Matrix(zeros: 0, dim) }
+        var out = Matrix(zeros: windows - first, dim)
         var weights = [Float](repeating: 0, count: slots), values = [Float](repeating: 0, count: slots)
         out.data.withUnsafeMutableBufferPointer { o in
-            for w in 0..<windows {
+            for w in first..<windows {
                 for c in 0..<dim {
                     // (gate, value) of each slot; a missing one (−∞, 0).
                     var n = 0
@@ -126,15 +130,23 @@ public struct KeyCompressor: Sendable {
                     }
                     var total: Float = 0
                     for i in 0..<n { total += values[i] * (weights[i] / sum) }
-                    o[w * dim + c] = total
+                    o[(w - first) * dim + c] = total
                 }
             }
         }
         out = norm(out)
         out.data.withUnsafeMutableBufferPointer { o in
-            for w in 0..<windows { rope.rotate(o.baseAddress! + w * dim, headDim: dim, position: w * rate) }
+            for w in first..<windows { rope.rotate(o.baseAddress! + (w - first) * dim, headDim: dim, position: w * rate) }
         }
         return out
+    }
+
+    /// `kept` (the entries of the windows finished before, [n, dim] row by
+    /// row) extended by those the sequence's `count` rows finish since;
+    /// the entries of all finished windows [⌊count / rate⌋, dim].
+    func extend(_ kept: inout [Float], rows: UnsafePointer<Float>, count: Int, stride: Int, offset: Int) -> Matrix {
+        kept += entries(rows, count: count, stride: stride, offset: offset, from: kept.count / dim).data
+        return Matrix(rows: kept.count / dim, cols: dim, data: kept)
     }
 }
 
@@ -188,10 +200,11 @@ public struct CompressedKeyIndexer: Sendable {
 /// groups of heads is projected on its own (`o_a_proj`, block-diagonal) and
 /// the groups together by `o_b_proj`.
 ///
-/// A recurrent mixer whose state is the sequence's projected rows: each
-/// step recomputes the keys and compressed keys of all of them (the
-/// compressed keys of windows finished before the step's rows are those a
-/// whole pass computes).
+/// A recurrent mixer whose state is the sequence's projected rows and the
+/// compressed keys of its finished windows: a step rotates the keys of the
+/// rows its window reaches and compresses only the windows it finishes (an
+/// entry depends on its own rows alone, so it is the one a whole pass
+/// computes).
 public struct CompressedAttention: RecurrentTokenMixer {
     public let heads: Int, headDim: Int
     /// q_a_proj, q_a_norm, q_b_proj; kv_proj, kv_norm.
@@ -257,6 +270,15 @@ public struct CompressedAttention: RecurrentTokenMixer {
 
     public var mixedWidth: Int { heads * headDim }
 
+    /// As transformers' DeepSeek-V4 cache holds them: the token's key, which
+    /// is also its value (`head_dim`), and its share of a compressed key
+    /// (`head_dim` per `rate` tokens) and of the indexer's (`index_head_dim`
+    /// per `rate`), Float32, rounded to whole bytes.
+    public var cacheBytesPerToken: Int {
+        let shares = [compressor, indexer?.compressor].compactMap { $0 }.reduce(0.0) { $0 + Double($1.dim) / Double($1.rate) }
+        return Int((Double(MemoryLayout<Float>.size) * (Double(headDim) + shares)).rounded())
+    }
+
     /// Each row's projections, kv normalised, with its queries (per-head RMS
     /// normalised) and the indexer's queries from the query latent.
     public func project(_ x: Matrix) -> Matrix {
@@ -316,16 +338,20 @@ public struct CompressedAttention: RecurrentTokenMixer {
         let scale = 1 / Float(headDim).squareRoot()
         state.recurrent.withUnsafeBufferPointer { all in
             let base = all.baseAddress!
-            // Every row's key, rotated to its position.
-            var keys = [Float](repeating: 0, count: count * headDim)
+            // The keys of the rows a window of the new rows reaches, rotated to
+            // their positions (row t at keys[t − reached]).
+            let reached = max(0, first - window + 1)
+            var keys = [Float](repeating: 0, count: (count - reached) * headDim)
             keys.withUnsafeMutableBufferPointer { k in
-                for t in 0..<count {
-                    (k.baseAddress! + t * headDim).update(from: base + t * width + o.keyValue, count: headDim)
-                    rope.rotate(k.baseAddress! + t * headDim, headDim: headDim, position: t)
+                for t in reached..<count {
+                    (k.baseAddress! + (t - reached) * headDim).update(from: base + t * width + o.keyValue, count: headDim)
+                    rope.rotate(k.baseAddress! + (t - reached) * headDim, headDim: headDim, position: t)
                 }
             }
-            let compressed = compressor?.entries(base, count: count, stride: width, offset: o.compressor)
-            let indexKeys = indexer?.compressor.entries(base, count: count, stride: width, offset: o.indexer)
+            // The compressed keys of the finished windows: those of earlier calls are kept in the state.
+            if state.derived.isEmpty { state.derived = [[], []] }
+            let compressed = compressor?.extend(&state.derived[0], rows: base, count: count, stride: width, offset: o.compressor)
+            let indexKeys = indexer?.compressor.extend(&state.derived[1], rows: base, count: count, stride: width, offset: o.indexer)
             mixed.data.withUnsafeMutableBufferPointer { out in
                 var logits = [Float](repeating: 0, count: window + (compressed?.rows ?? 0) + 1)
                 var query = [Float](repeating: 0, count: heads * headDim)
@@ -359,7 +385,7 @@ public struct CompressedAttention: RecurrentTokenMixer {
                         }
                         keys.withUnsafeBufferPointer { k in
                             for j in local {
-                                logits[n] = dot(k.baseAddress! + j * headDim)
+                                logits[n] = dot(k.baseAddress! + (j - reached) * headDim)
                                 n += 1
                             }
                         }
@@ -383,7 +409,7 @@ public struct CompressedAttention: RecurrentTokenMixer {
                         var i = 0
                         keys.withUnsafeBufferPointer { k in
                             for j in local {
-                                let p = logits[i] / sum, v = k.baseAddress! + j * headDim
+                                let p = logits[i] / sum, v = k.baseAddress! + (j - reached) * headDim
                                 for d in 0..<headDim { head[d] += p * v[d] }
                                 i += 1
                             }

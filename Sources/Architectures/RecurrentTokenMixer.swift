@@ -13,6 +13,10 @@ public struct RecurrentState: Sendable {
     /// Whether `recurrent` grows with the tokens (DeepSeek-V4's attention
     /// keeps the sequence's projected rows): a reset empties it.
     var grows = false
+    /// What a mixer derives from `recurrent` once and keeps for the steps
+    /// after (DeepSeek-V4's compressed keys of finished windows); a reset
+    /// empties it.
+    var derived: [[Float]] = []
 
     public init(history: Int, recurrent: Int = 0) {
         self.history = [Float](repeating: 0, count: history)
@@ -26,6 +30,7 @@ public struct RecurrentState: Sendable {
     public mutating func reset() {
         for i in history.indices { history[i] = 0 }
         if grows { recurrent.removeAll() }
+        derived.removeAll()
         for i in recurrent.indices { recurrent[i] = 0 }
         seen = 0
     }
@@ -91,6 +96,9 @@ public protocol RecurrentTokenMixer: Sendable {
     func project(_ x: Matrix) -> Matrix
     /// The state before a sequence's first token.
     func emptyState() -> RecurrentState
+    /// Bytes its cache grows by per token (Float32), counted as a
+    /// key/value cache is; 0 for a state of fixed size.
+    var cacheBytesPerToken: Int { get }
     /// The scan over `rows` of `projected`, continuing `state`, written to
     /// the same rows of `mixed` [rows, mixedWidth].
     func mix(_ projected: Matrix, rows: Range<Int>, state: inout RecurrentState, into mixed: inout Matrix)
@@ -100,6 +108,7 @@ public protocol RecurrentTokenMixer: Sendable {
 
 extension RecurrentTokenMixer {
     public func project(_ x: Matrix) -> Matrix { projection(x) }
+    public var cacheBytesPerToken: Int { 0 }
 
     /// The layer over the batch's sequences, each from an empty state.
     public func callAsFunction(_ x: Matrix, _ batch: TokenBatch) -> Matrix {

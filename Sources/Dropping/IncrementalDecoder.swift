@@ -15,6 +15,8 @@ final class IncrementalDecoder {
     private var caches: [KeyValueCache?]
     /// Each recurrent layer's convolution history and recurrent state, by `slot`.
     private var states: [RecurrentState?]
+    /// What the recurrent layers' caches grow by per token (`RecurrentTokenMixer.cacheBytesPerToken`).
+    private let stateBytesPerToken: Int
     /// The forward pass's steps (`LanguageModel.layerSteps`).
     private let steps: [LayerLoop.Step]
 
@@ -61,7 +63,9 @@ final class IncrementalDecoder {
             return KeyValueCache(attention, capacity: capacity)
         }
         // Zamba2's hybrid layers hold a key/value cache for their attention and the state of their mixer after it.
-        states = slots.map { ($0?.mixerAfterAttention ?? $0?.attention)?.mixer.recurrent?.emptyState() }
+        let mixers = slots.map { ($0?.mixerAfterAttention ?? $0?.attention)?.mixer.recurrent }
+        states = mixers.map { $0?.emptyState() }
+        stateBytesPerToken = mixers.reduce(0) { $0 + ($1?.cacheBytesPerToken ?? 0) }
     }
 
     /// Where layer `index`'s cache or state for pass `pass` is kept, and
@@ -146,9 +150,10 @@ final class IncrementalDecoder {
     }
 
     /// Bytes the key/value caches hold per token (Float32, as this engine
-    /// stores them; a recurrent state's size does not grow with the tokens).
+    /// stores them), with what the recurrent mixers' caches grow by per
+    /// token (DeepSeek-V4's attention; other states do not grow).
     var cacheBytesPerToken: Int {
-        caches.compactMap { $0 }.reduce(0) { $0 + 2 * $1.width * MemoryLayout<Float>.size }
+        caches.compactMap { $0 }.reduce(stateBytesPerToken) { $0 + 2 * $1.width * MemoryLayout<Float>.size }
     }
 
     /// Runs one token through every block; returns the final hidden state.

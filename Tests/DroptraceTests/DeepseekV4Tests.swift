@@ -1,6 +1,6 @@
 @testable import Architectures
 @testable import CheckpointIO
-import Dropping
+@testable import Dropping
 import DroptraceSupport
 import Foundation
 import Scoring
@@ -225,6 +225,18 @@ import Testing
     /// Router and experts of one layer against transformers' MoE block (`routing_check`).
     @Test func routingMatchesTransformers() throws {
         try expectRoutingMatchesTransformers(Self.name, unordered: true)
+    }
+
+    /// The KV-cache bytes per token count each attention's key (also its
+    /// value) and its share of the compressed keys: head_dim 16 and
+    /// index_head_dim 16, Float32, on layers sliding, compressed sparse
+    /// (rate 4, with the indexer), heavily compressed (rate 8), compressed sparse.
+    @Test func cacheBytesCountTheCompressedKeys() throws {
+        let model = try EditedFixture(Self.name).load()
+        let (sliding, sparse, heavy) = (4 * 16, 4 * (16 + 16 / 4 + 16 / 4), 4 * (16 + 16 / 8))
+        let full = try IncrementalDecoder(model: model, plan: .none, capacity: 4)
+        #expect(full.cacheBytesPerToken == sliding + sparse + heavy + sparse)
+        #expect(try full.dropping(DropPlan(attention: [1]), capacity: 4).cacheBytesPerToken == sliding + heavy + sparse)
     }
 
     /// Prefill, then decoding token by token, equal the full forward.
