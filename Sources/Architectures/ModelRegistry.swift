@@ -180,6 +180,7 @@ public enum ModelRegistry {
         "qwen3_next": Qwen3NextModel.self,
         "qwen3_vl": Qwen3Model.self,
         "qwen3_vl_moe": Qwen3MoeModel.self,
+        "qwen4_exp": Qwen4ExpModel.self,
         "qwen4_exp_text": Qwen4ExpModel.self,
         "sarvam_mla": DeepSeekModel.self,
         "sarvam_moe": Glm4MoeModel.self,

@@ -40,12 +40,15 @@ public struct NGramEmbedding: Sendable {
 
     public var heads: Int { (ngramSize - 1) * headsPerNgram }
 
-    /// The table rows each head of each token reads, or nil for a row past the table.
-    func rows(tokenIDs: [Int], sequences: [Range<Int>]) -> [Int]? {
+    /// The table rows each head of each token reads, or nil for a row past
+    /// the table. `context`: the `ngramSize − 1` tokens before the one
+    /// sequence's rows (a decoder's), nil for a sequence's start (eos tokens).
+    func rows(tokenIDs: [Int], sequences: [Range<Int>], context before: [Int]? = nil) -> [Int]? {
         let heads = heads, context = ngramSize - 1
+        precondition(before == nil || (before!.count == context && sequences.count == 1))
         var result = [Int](repeating: 0, count: tokenIDs.count * heads)
         for sequence in sequences {
-            let history = [Int](repeating: eos, count: context) + tokenIDs[sequence]
+            let history = (before ?? [Int](repeating: eos, count: context)) + tokenIDs[sequence]
             // Where each history position's segment starts: after the last eos before it.
             var segmentStart = [Int](repeating: 0, count: history.count)
             var lastEOS = -1
@@ -73,9 +76,10 @@ public struct NGramEmbedding: Sendable {
         return result
     }
 
-    /// Each token's embeddings [tokens, heads · headWidth] within its sequence.
-    public func callAsFunction(tokenIDs: [Int], sequences: [Range<Int>]) -> Matrix? {
-        guard let rows = rows(tokenIDs: tokenIDs, sequences: sequences) else { return nil }
+    /// Each token's embeddings [tokens, heads · headWidth] within its
+    /// sequence (after `context`, as `rows`).
+    public func callAsFunction(tokenIDs: [Int], sequences: [Range<Int>], context: [Int]? = nil) -> Matrix? {
+        guard let rows = rows(tokenIDs: tokenIDs, sequences: sequences, context: context) else { return nil }
         let width = table.cols, heads = heads
         return Matrix(uninitialized: tokenIDs.count, heads * width) { out in
             table.data.withUnsafeBufferPointer { t in
@@ -130,6 +134,51 @@ public struct PerLayerNGramBranch: Sendable {
     /// The stream `x` with the PLE added, for the rows' tokens `tokenIDs` in `sequences`.
     public func callAsFunction(_ x: Matrix, tokenIDs: [Int], sequences: [Range<Int>]) -> Matrix {
         let e = embedding(tokenIDs: tokenIDs, sequences: sequences)!
+        let (gated, normed) = gatedValues(x, embeddings: e)
+        var result = x
+        for sequence in sequences {
+            add(gated, normed, rows: sequence, history: [], to: &result)
+        }
+        return result
+    }
+
+    /// What a decoder keeps of one sequence between tokens, as transformers'
+    /// cache keeps it: the last `ngramSize − 1` token ids (eos before the
+    /// first) and the convolution's inputs of the last (kernel − 1) · dilation tokens.
+    public struct State: Sendable {
+        fileprivate var context: [Int]
+        /// [rows, streams · hidden], the oldest first; fewer rows at the sequence's start.
+        fileprivate var history: [Float] = []
+        fileprivate let initialContext: [Int]
+
+        public mutating func reset() {
+            context = initialContext
+            history = []
+        }
+    }
+
+    /// The state before a sequence's first token.
+    public func emptyState() -> State {
+        let start = [Int](repeating: embedding.eos, count: embedding.ngramSize - 1)
+        return State(context: start, initialContext: start)
+    }
+
+    /// `callAsFunction` of rows `x`, the sequence's next tokens `tokenIDs`
+    /// after those `state` has seen; updates `state`.
+    public func decode(_ x: Matrix, tokenIDs: [Int], state: inout State) -> Matrix {
+        let e = embedding(tokenIDs: tokenIDs, sequences: [0..<x.rows], context: state.context)!
+        let (gated, normed) = gatedValues(x, embeddings: e)
+        var result = x
+        let channels = streams * width
+        add(gated, normed, rows: 0..<x.rows, history: state.history, to: &result)
+        state.context = Array((state.context + tokenIDs).suffix(embedding.ngramSize - 1))
+        let kept = (kernel - 1) * dilation
+        state.history = Array((state.history + normed.data).suffix(kept * channels))
+        return result
+    }
+
+    /// Each row's gated value v [rows, streams · hidden] and norm_conv(v).
+    private func gatedValues(_ x: Matrix, embeddings e: Matrix) -> (gated: Matrix, normed: Matrix) {
         let streams = streams, width = width, channels = streams * width, rows = x.rows
         var keys = key(e)
         keyNorm.apply(inPlace: &keys, columns: 0..<channels, pieceWidth: width, weightsPerPiece: true)
@@ -150,21 +199,28 @@ public struct PerLayerNGramBranch: Sendable {
         }
         var normed = gated
         convolutionNorm.apply(inPlace: &normed, columns: 0..<channels, pieceWidth: width, weightsPerPiece: true)
-        var result = x
-        for sequence in sequences {
-            for t in 0..<sequence.count {
-                let r = sequence.lowerBound + t
-                for c in 0..<channels {
-                    var sum: Float = 0
-                    for k in 0..<kernel {
-                        let source = t - (kernel - 1 - k) * dilation
-                        if source >= 0 { sum += taps[c * kernel + k] * normed.data[(sequence.lowerBound + source) * channels + c] }
+        return (gated, normed)
+    }
+
+    /// Adds v + silu(conv(norm_conv(v))) of rows `sequence` to `result`,
+    /// the convolution reading `history` (the rows before, [rows, channels]) before them.
+    private func add(_ gated: Matrix, _ normed: Matrix, rows sequence: Range<Int>, history: [Float], to result: inout Matrix) {
+        let channels = streams * width, before = history.count / channels
+        for t in 0..<sequence.count {
+            let r = sequence.lowerBound + t
+            for c in 0..<channels {
+                var sum: Float = 0
+                for k in 0..<kernel {
+                    let source = t - (kernel - 1 - k) * dilation
+                    if source >= 0 {
+                        sum += taps[c * kernel + k] * normed.data[(sequence.lowerBound + source) * channels + c]
+                    } else if before + source >= 0 {
+                        sum += taps[c * kernel + k] * history[(before + source) * channels + c]
                     }
-                    let activated = sum / (1 + exp(-sum))
-                    result.data[r * channels + c] += gated.data[r * channels + c] + activated
                 }
+                let activated = sum / (1 + exp(-sum))
+                result.data[r * channels + c] += gated.data[r * channels + c] + activated
             }
         }
-        return result
     }
 }

@@ -569,10 +569,13 @@ extension TransformerBlock {
     /// `x`'s rows, nil for one (a decoder's prefill or step). `carry`: what
     /// the pass's blocks leave for the next (`BlockCarry`), one per pass;
     /// needed where a block leaves or reads one. `tokenIDs`: the rows'
-    /// tokens, for MLPs routed by them (DeepSeek-V4's hash routing).
+    /// tokens, for MLPs routed by them (DeepSeek-V4's hash routing) and the
+    /// entry branch. `enter`: how the entry branch (`entryBranch`) is run
+    /// on the stream where it is stateful (a decoder's prefill or step), nil
+    /// for the forward pass over whole sequences.
     public func callAsFunction(
         _ x: Matrix, index: Int, perLayerInput input: Matrix? = nil, sequences: [Range<Int>]? = nil, tokenIDs: [Int]? = nil,
-        carry: BlockCarry? = nil, attend: (TokenMixer, Matrix) -> Matrix
+        carry: BlockCarry? = nil, enter: ((PerLayerNGramBranch, Matrix) -> Matrix)? = nil, attend: (TokenMixer, Matrix) -> Matrix
     ) -> BlockActivations {
         precondition(carry != nil || (!leavesMLPInput && mlp?.shortcut == nil), "block \(index) passes a stream on: give the pass's BlockCarry")
         /// The stream leaving the block, from the stream after both branches.
@@ -618,7 +621,7 @@ extension TransformerBlock {
         if let entryBranch {
             // The block's n-gram branch joins first; the branches run on (and are scored from) what it leaves.
             precondition(residual == .sequential && altUp == nil && !attentionFeedsMixer, "an entry branch runs in plain sequential blocks")
-            let entered = entryBranch(x, tokenIDs: tokenIDs!, sequences: sequences ?? [0..<x.rows])
+            let entered = enter?(entryBranch, x) ?? entryBranch(x, tokenIDs: tokenIDs!, sequences: sequences ?? [0..<x.rows])
             let h = attention.map { joined(entered, $0(entered, attend: attend), $0.residualNorm, $0.join, inputNorm: $0.inputNorm) } ?? entered
             let y = mlp.map { branch in
                 joined(h, branch(h, sequences: sequences, tokenIDs: tokenIDs), branch.residualNorm, branch.join, inputNorm: branch.inputNorm)

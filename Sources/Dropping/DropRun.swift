@@ -64,18 +64,16 @@ public struct DropResult: Encodable, Sendable {
     public var tasks: [String: Comparison<TaskMetrics>]?
     /// The paper's average over the tasks (`EvaluationResult.average`), full and dropped.
     public var average: Comparison<Double>?
-    /// nil when the model cannot be timed (`speedNotMeasured` says why).
-    public var speed: SpeedComparison?
-    public var speedNotMeasured: String?
+    public var speed: SpeedComparison
     /// Speed-up in percent (dropped vs full) at the headline length: the
     /// median over paired rounds of prefill throughput and decode latency.
-    public var prefillSpeedupPercent: Double?
-    public var decodeSpeedupPercent: Double?
+    public var prefillSpeedupPercent: Double
+    public var decodeSpeedupPercent: Double
     /// Whether each speed-up is more than noise (`PairedSpeed.verdict`).
-    public var prefillVerdict: SpeedVerdict?
-    public var decodeVerdict: SpeedVerdict?
-    public var flopsSavedPercent: Double?
-    public var kvCacheSavedPercent: Double?
+    public var prefillVerdict: SpeedVerdict
+    public var decodeVerdict: SpeedVerdict
+    public var flopsSavedPercent: Double
+    public var kvCacheSavedPercent: Double
     /// The paper's speedup-degradation ratio: performance lost (%) per speed-up (%),
     /// on the average over tasks when tasks were given, else on perplexity;
     /// nil when the decode speed-up is within noise.
@@ -86,7 +84,6 @@ public struct DropResult: Encodable, Sendable {
     enum CodingKeys: String, CodingKey {
         case target, count, iterative, similarities, perplexity, tasks, average, speed, sdr, export
         case exportMergekit = "export_mergekit"
-        case speedNotMeasured = "speed_not_measured"
         case blockMetric = "block_metric"
         case droppedAttention = "dropped_attention"
         case droppedMLP = "dropped_mlp"
@@ -221,24 +218,16 @@ public enum DropRun {
                 full: try suite.evaluate(model: model, plan: .none, tokenizer: tokenizer),
                 dropped: try suite.evaluate(model: model, plan: plan, tokenizer: tokenizer))
         }
-        var speed: SpeedComparison?
-        let unsupported = try IncrementalDecoder.unsupportedFeature(model)
-        if let unsupported {
-            log("speed not measured: decoding with a key/value cache is not implemented for \(unsupported)")
-        } else {
-            let budget = Self.seconds(request.speed.policy.budgetSeconds)
-            log("timing prefill and decoding, full and dropped alternately (budget \(budget))")
-            let timed = try SpeedMeasurement.compare(model: model, plan: plan, tokens: windows.flatMap { $0 }, options: request.speed)
-            log("timed \(Self.rounds(timed.rounds)) in \(Self.seconds(timed.seconds)) (\(timed.stopped.rawValue))")
-            if timed.seconds > request.speed.policy.budgetSeconds {
-                log("the timing took \(Self.seconds(timed.seconds)), past the budget of \(budget): "
-                    + "one round at the shortest length (context \(timed.lengths[0].context)) needs that long on this machine")
-            }
-            speed = timed
+        let budget = Self.seconds(request.speed.policy.budgetSeconds)
+        log("timing prefill and decoding, full and dropped alternately (budget \(budget))")
+        let speed = try SpeedMeasurement.compare(model: model, plan: plan, tokens: windows.flatMap { $0 }, options: request.speed)
+        log("timed \(Self.rounds(speed.rounds)) in \(Self.seconds(speed.seconds)) (\(speed.stopped.rawValue))")
+        if speed.seconds > request.speed.policy.budgetSeconds {
+            log("the timing took \(Self.seconds(speed.seconds)), past the budget of \(budget): "
+                + "one round at the shortest length (context \(speed.lengths[0].context)) needs that long on this machine")
         }
 
         var measured = result(request, model: model, plan: plan, scores: full, perplexity: perplexity, accuracy: accuracy, speed: speed)
-        measured.speedNotMeasured = unsupported.map { "decoding with a key/value cache is not implemented for \($0)" }
         // The measurements stand whatever becomes of the exports (a path taken meanwhile, a full disk);
         // each export is in the result once it is written.
         measured.export = nil
@@ -285,18 +274,19 @@ public enum DropRun {
 
     static func result(
         _ request: DropRequest, model: any LanguageModel, plan: DropPlan, scores: ModuleScores,
-        perplexity: Comparison<Double>?, accuracy: Comparison<EvaluationResult>?, speed: SpeedComparison?
+        perplexity: Comparison<Double>?, accuracy: Comparison<EvaluationResult>?, speed: SpeedComparison
     ) -> DropResult {
         let layers = 0..<model.layerCount
         func similarity(_ values: [Double]) -> [Double?] { values.map { $0.isNaN ? nil : 1 - $0 } }
-        let decode = speed?.headline.decode
-        let decodeSpeedup = decode?.speedupPercent.median
+        let decode = speed.headline.decode
+        let decodeSpeedup = decode.speedupPercent.median
         var degradation: Double?
         if let accuracy {
             degradation = 100 * (accuracy.full.average - accuracy.dropped.average) / max(accuracy.full.average, 1e-12)
         } else if let perplexity {
             degradation = 100 * (perplexity.dropped / perplexity.full - 1)
         }
+        let fullKV = Double(speed.full.kvCacheBytesPerToken)
         return DropResult(
             target: request.target.rawValue, count: request.count, iterative: request.iterative,
             blockMetric: request.consecutive ? request.blockMetric.rawValue : nil,
@@ -310,18 +300,13 @@ public enum DropRun {
                 }
             },
             average: accuracy.map { Comparison(full: $0.full.average, dropped: $0.dropped.average) }, speed: speed,
-            prefillSpeedupPercent: speed?.headline.prefill.speedupPercent.median,
+            prefillSpeedupPercent: speed.headline.prefill.speedupPercent.median,
             decodeSpeedupPercent: decodeSpeedup,
-            prefillVerdict: speed?.headline.prefill.verdict, decodeVerdict: decode?.verdict,
-            flopsSavedPercent: speed.map { 100 * (1 - $0.dropped.flopsPerToken / $0.full.flopsPerToken) },
-            kvCacheSavedPercent: speed.map { speed in
-                let full = Double(speed.full.kvCacheBytesPerToken)
-                return full > 0 ? 100 * (1 - Double(speed.dropped.kvCacheBytesPerToken) / full) : 0
-            },
+            prefillVerdict: speed.headline.prefill.verdict, decodeVerdict: decode.verdict,
+            flopsSavedPercent: 100 * (1 - speed.dropped.flopsPerToken / speed.full.flopsPerToken),
+            kvCacheSavedPercent: fullKV > 0 ? 100 * (1 - Double(speed.dropped.kvCacheBytesPerToken) / fullKV) : 0,
             // Never from noise: a speed-up the rounds cannot tell from zero has no ratio.
-            sdr: degradation.flatMap { degradation in
-                decodeSpeedup.flatMap { decode?.verdict != .withinNoise && $0 != 0 ? degradation / $0 : nil }
-            },
+            sdr: degradation.flatMap { decode.verdict != .withinNoise && decodeSpeedup != 0 ? $0 / decodeSpeedup : nil },
             export: request.export?.path, exportMergekit: request.exportMergekit?.path)
     }
 }

@@ -1,5 +1,4 @@
 import Architectures
-import DroptraceSupport
 import Foundation
 import TensorEngine
 
@@ -7,7 +6,10 @@ import TensorEngine
 /// recurrent token mixer: Gated DeltaNet, Mamba-2, a short convolution), to
 /// measure what dropping saves at generation time. A dropped attention
 /// layer has no cache at all. Kolibri 1.1's indexed layers choose and
-/// select their keys at each step as the batched forward does (`pooled`).
+/// select their keys at each step as the batched forward does (`pooled`);
+/// Qwen4-Exp's QSA indexers keep their pooled key blocks and its n-gram
+/// per-layer embeddings their token and convolution history (`QSAIndexer.State`,
+/// `PerLayerNGramBranch.State`).
 final class IncrementalDecoder {
     private let model: any LanguageModel
     private let blocks: [TransformerBlock?]
@@ -17,31 +19,15 @@ final class IncrementalDecoder {
     private var states: [RecurrentState?]
     /// What the recurrent layers' caches grow by per token (`RecurrentTokenMixer.cacheBytesPerToken`).
     private let stateBytesPerToken: Int
+    /// Each entry branch's token and convolution history (Qwen4-Exp's n-gram per-layer embedding), by `slot`.
+    private var entryStates: [PerLayerNGramBranch.State?]
     /// The forward pass's steps (`LanguageModel.layerSteps`).
     private let steps: [LayerLoop.Step]
 
-    /// - Throws: `DroptraceError` for a model this decoder cannot step
-    ///   through as its forward pass runs it (`unsupportedFeature`).
     convenience init(model: any LanguageModel, plan: DropPlan, capacity: Int) throws {
-        if let feature = try Self.unsupportedFeature(model) {
-            throw DroptraceError("decoding with a key/value cache is not implemented for \(feature)", path: model.checkpoint.directory.path)
-        }
-        let blocks = try (0..<model.layerCount).map { plan.blocks.contains($0) ? nil : try model.block($0, skipping: plan) }
-        self.init(model: model, blocks: blocks, capacity: capacity)
-    }
-
-    /// What of `model` this decoder cannot step through as the forward pass
-    /// runs it (nil: nothing): Qwen4-Exp's QSA-indexed attention (its choice
-    /// of key blocks) and n-gram per-layer embeddings (their n-gram history
-    /// and convolution state). Any plan keeping such a layer would be timed
-    /// wrongly; its speed is not measured.
-    static func unsupportedFeature(_ model: any LanguageModel) throws -> String? {
-        for index in 0..<model.layerCount {
-            let block = try model.block(index)
-            if block.entryBranch != nil { return "the n-gram per-layer embedding of layer \(index)" }
-            if block.attention?.mixer.softmaxAttention?.blockIndexer != nil { return "the QSA-indexed attention of layer \(index)" }
-        }
-        return nil
+        self.init(
+            model: model, blocks: try (0..<model.layerCount).map { plan.blocks.contains($0) ? nil : try model.block($0, skipping: plan) },
+            capacity: capacity)
     }
 
     private init(model: any LanguageModel, blocks: [TransformerBlock?], capacity: Int) {
@@ -66,6 +52,7 @@ final class IncrementalDecoder {
         let mixers = slots.map { ($0?.mixerAfterAttention ?? $0?.attention)?.mixer.recurrent }
         states = mixers.map { $0?.emptyState() }
         stateBytesPerToken = mixers.reduce(0) { $0 + ($1?.cacheBytesPerToken ?? 0) }
+        entryStates = slots.map { $0?.entryBranch?.emptyState() }
     }
 
     /// Where layer `index`'s cache or state for pass `pass` is kept, and
@@ -105,6 +92,7 @@ final class IncrementalDecoder {
         for index in caches.indices {
             caches[index]?.clear()
             states[index]?.reset()
+            entryStates[index]?.reset()
         }
     }
 
@@ -127,7 +115,10 @@ final class IncrementalDecoder {
         let carry = BlockCarry()
         let x = walk(embedded.rows) { x, block, index, pass in
             let (slot, readsOnly) = slot(index, pass: pass), base = pass * blocks.count
-            return block(x, index: index, perLayerInput: embedded.perLayerInput(index), tokenIDs: embedded.tokenIDs, carry: carry) { mixer, input in
+            return block(
+                x, index: index, perLayerInput: embedded.perLayerInput(index), tokenIDs: embedded.tokenIDs, carry: carry,
+                enter: { $0.decode($1, tokenIDs: embedded.tokenIDs, state: &self.entryStates[slot]!) }
+            ) { mixer, input in
                 mixer(
                     input,
                     attend: { attention, x in
@@ -171,7 +162,10 @@ final class IncrementalDecoder {
         let carry = BlockCarry()
         return walk(embedded.rows) { x, block, index, pass in
             let (slot, readsOnly) = slot(index, pass: pass), base = pass * blocks.count
-            return block(x, index: index, perLayerInput: embedded.perLayerInput(index), tokenIDs: embedded.tokenIDs, carry: carry) { mixer, input in
+            return block(
+                x, index: index, perLayerInput: embedded.perLayerInput(index), tokenIDs: embedded.tokenIDs, carry: carry,
+                enter: { $0.decode($1, tokenIDs: embedded.tokenIDs, state: &self.entryStates[slot]!) }
+            ) { mixer, input in
                 mixer(
                     input,
                     attend: { attention, x in
@@ -258,6 +252,8 @@ struct KeyValueCache {
     /// Each position's key biases per key/value head where the attention
     /// has a dynamic mask (Doge's), [capacity, kv_heads]; empty otherwise.
     private var keyBiases: [Float]
+    /// Qwen4-Exp's QSA indexer's pooled key blocks (nil without one).
+    private var blockIndexerState: QSAIndexer.State?
     private(set) var length = 0
     let roundsToBF16 = MatrixArithmetic.current.roundsToBF16
 
@@ -267,11 +263,15 @@ struct KeyValueCache {
         values = keys
         indexerKeys = [Float](repeating: 0, count: capacity * (attention.indexer?.dim ?? 0))
         keyBiases = [Float](repeating: 0, count: attention.dynamicMask == nil ? 0 : capacity * layout.numKVHeads)
+        blockIndexerState = attention.blockIndexer.map { _ in QSAIndexer.State() }
     }
 
     var width: Int { layout.numKVHeads * layout.headDim }
 
-    mutating func clear() { length = 0 }
+    mutating func clear() {
+        length = 0
+        if blockIndexerState != nil { blockIndexerState = QSAIndexer.State() }
+    }
 
     /// Forgets every position from `length` on (a pass that reads the cache
     /// without writing it: Dory's "last_loop" loops before the last).
@@ -292,8 +292,16 @@ struct KeyValueCache {
         let indexed = attention.indexer.map { $0.project(x, queryLatent: latent, positions: positions) }
         if let indexed { indexerKeys.replaceSubrange(length * indexed.keys.cols..<(length + x.rows) * indexed.keys.cols, with: indexed.keys.data) }
         let sharing = attention.keySelectionSharing
+        var blockSelection: KeySelection?
+        if let indexer = attention.blockIndexer {
+            var chosen = KeySelection(rows: x.rows)
+            for (row, keys) in indexer.decode(x, positions: positions, state: &blockIndexerState!).enumerated() {
+                if let keys { chosen.keep(row: row, keys: keys, length: length + row + 1) }
+            }
+            blockSelection = chosen
+        }
         let selection = sharing?.reusedLayer.map { selections[$0]! }
-            ?? indexed.map { attention.indexer!.selection($0, sequences: [0..<x.rows]) }
+            ?? indexed.map { attention.indexer!.selection($0, sequences: [0..<x.rows]) } ?? blockSelection
         if let layer = sharing?.storedLayer { selections[layer] = selection }
         if sharing?.storesOnly == true {
             length += x.rows
@@ -410,6 +418,9 @@ struct KeyValueCache {
             let indexed = indexer.project(x, queryLatent: latent, positions: [position])
             indexerKeys.replaceSubrange(length * indexer.dim..<(length + 1) * indexer.dim, with: indexed.keys.data)
             if length + 1 > indexer.topK { kept = Set(indexer.chosenKeys(indexed, row: 0, keys: indexerKeys, keyRows: 0..<(length + 1))) }
+        }
+        if let indexer = attention.blockIndexer {
+            kept = indexer.decode(x, positions: [position], state: &blockIndexerState!)[0].map(Set.init)
         }
         let sharing = attention.keySelectionSharing
         if let source = sharing?.reusedLayer { kept = keptByLayer[source]! }

@@ -87,6 +87,7 @@ extension SpecialTokenSettings {
         "qwen3_next": "Qwen2Tokenizer",
         "qwen3_vl": "Qwen2Tokenizer",
         "qwen3_vl_moe": "Qwen2Tokenizer",
+        "qwen4_exp": "Qwen3_5Tokenizer",
         "smolvlm": "TokenizersBackend",
         "stablelm": "TokenizersBackend",
         "starcoder2": "GPT2Tokenizer",
@@ -114,6 +115,7 @@ extension SpecialTokenSettings {
         "qwen3_5",
         "qwen3_5_moe",
         "qwen3_5_moe_text",
+        "qwen4_exp",
         "smolvlm",
         "vipllava",
     ]

@@ -29,30 +29,26 @@ struct DropTable {
         if let average = result.average {
             lines.append(row("average (paper)", format(average.full, 4), format(average.dropped, 4)))
         }
-        if let speed = result.speed {
-            lines.append(row("prefill tokens/s", format(speed.full.prefillTokensPerSecond, 0), format(speed.dropped.prefillTokensPerSecond, 0)))
-            lines.append(row("  (IQR)", range(speed.headline.prefill.full, 0), range(speed.headline.prefill.dropped, 0)))
-            lines.append(row("decode ms/token", format(speed.full.decodeMillisecondsPerToken, 3), format(speed.dropped.decodeMillisecondsPerToken, 3)))
-            lines.append(row("  (IQR)", range(speed.headline.decode.full, 3), range(speed.headline.decode.dropped, 3)))
-            lines.append(row("GFLOPs/token", format(speed.full.flopsPerToken / 1e9, 4), format(speed.dropped.flopsPerToken / 1e9, 4)))
-            lines.append(row("KV cache bytes/token", "\(speed.full.kvCacheBytesPerToken)", "\(speed.dropped.kvCacheBytesPerToken)"))
-            lines.append("")
-            let headline = speed.headline
-            lines.append("speed: batch 1, context/generate \(headline.context)/\(headline.generate), medians of \(DropRun.rounds(speed.rounds)) "
-                + "alternating full and dropped (\(speed.stopped.rawValue), \(DropRun.seconds(speed.seconds))); "
-                + "\(speed.threads) thread\(speed.threads == 1 ? "" : "s"), \(speed.precision.rawValue), \(speed.matrixKernel)")
-            lines.append("speed-up, dropped vs full (median of the paired rounds [IQR]):")
-            lines.append("  prefill \(speedup(headline.prefill))")
-            lines.append("  decode  \(speedup(headline.decode))")
-            for other in speed.lengths.dropLast() {
-                lines.append("  decode at \(other.context)/\(other.generate): \(speedup(other.decode))")
-            }
-            lines.append("FLOPs saved \(format(result.flopsSavedPercent ?? 0, 1))% (analytic: dropped/full \(format(speed.flopsRatio, 3)) FLOPs per token, "
-                + "measured \(format(speed.decodeTimeRatio, 3)) decode time), KV cache saved \(format(result.kvCacheSavedPercent ?? 0, 1))%")
-        } else if let reason = result.speedNotMeasured {
-            lines.append("")
-            lines.append("speed not measured: \(reason)")
+        let speed = result.speed
+        lines.append(row("prefill tokens/s", format(speed.full.prefillTokensPerSecond, 0), format(speed.dropped.prefillTokensPerSecond, 0)))
+        lines.append(row("  (IQR)", range(speed.headline.prefill.full, 0), range(speed.headline.prefill.dropped, 0)))
+        lines.append(row("decode ms/token", format(speed.full.decodeMillisecondsPerToken, 3), format(speed.dropped.decodeMillisecondsPerToken, 3)))
+        lines.append(row("  (IQR)", range(speed.headline.decode.full, 3), range(speed.headline.decode.dropped, 3)))
+        lines.append(row("GFLOPs/token", format(speed.full.flopsPerToken / 1e9, 4), format(speed.dropped.flopsPerToken / 1e9, 4)))
+        lines.append(row("KV cache bytes/token", "\(speed.full.kvCacheBytesPerToken)", "\(speed.dropped.kvCacheBytesPerToken)"))
+        lines.append("")
+        let headline = speed.headline
+        lines.append("speed: batch 1, context/generate \(headline.context)/\(headline.generate), medians of \(DropRun.rounds(speed.rounds)) "
+            + "alternating full and dropped (\(speed.stopped.rawValue), \(DropRun.seconds(speed.seconds))); "
+            + "\(speed.threads) thread\(speed.threads == 1 ? "" : "s"), \(speed.precision.rawValue), \(speed.matrixKernel)")
+        lines.append("speed-up, dropped vs full (median of the paired rounds [IQR]):")
+        lines.append("  prefill \(speedup(headline.prefill))")
+        lines.append("  decode  \(speedup(headline.decode))")
+        for other in speed.lengths.dropLast() {
+            lines.append("  decode at \(other.context)/\(other.generate): \(speedup(other.decode))")
         }
+        lines.append("FLOPs saved \(format(result.flopsSavedPercent, 1))% (analytic: dropped/full \(format(speed.flopsRatio, 3)) FLOPs per token, "
+            + "measured \(format(speed.decodeTimeRatio, 3)) decode time), KV cache saved \(format(result.kvCacheSavedPercent, 1))%")
         let basis = result.average == nil ? "perplexity" : "the task average"
         if let sdr = result.sdr {
             // Not finite only from a perplexity or average that is not: no ratio to speak of.

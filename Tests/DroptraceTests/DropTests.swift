@@ -265,11 +265,8 @@ import Tokenization
     /// whole sequence in a full pass, by its own when decoding (as transformers
     /// runs both): its decoding differs from its full forward by design.
     static let routesAcrossTheSequence: Set<String> = ["doge-f32"]
-    /// Qwen4-Exp's QSA-indexed attention and n-gram per-layer embeddings have
-    /// no incremental decoding: the decoder refuses the model (`decodingIsRefused`).
-    static let refusesIncrementalDecoding: Set<String> = ["qwen4_exp_text-f32"]
 
-    @Test(arguments: FixtureFiles.familyFixtures.filter { !routesAcrossTheSequence.contains($0) && !refusesIncrementalDecoding.contains($0) })
+    @Test(arguments: FixtureFiles.familyFixtures.filter { !routesAcrossTheSequence.contains($0) })
     func incrementalDecodingMatchesTheFullForward(model name: String) throws {
         let model = try load(name)
         let tokens = Array(FixtureFiles.jsonlSequences()[0].prefix(24))
@@ -281,16 +278,6 @@ import Tokenization
             let expected = full.data.suffix(full.cols)
             let worst = zip(last.data, expected).map { abs($0 - $1) }.max()!
             #expect(worst < 1e-4, "\(name) \(plan): \(worst)")
-        }
-    }
-
-    /// A model the decoder cannot step through is refused, naming the layer,
-    /// with every plan that keeps such a layer; never timed wrongly.
-    @Test(arguments: refusesIncrementalDecoding.sorted())
-    func decodingIsRefused(model name: String) throws {
-        let model = try load(name)
-        for plan in [DropPlan.none, DropPlan(attention: [1]), DropPlan(blocks: [0])] {
-            #expect(throws: DroptraceError.self) { try IncrementalDecoder(model: model, plan: plan, capacity: 8) }
         }
     }
 

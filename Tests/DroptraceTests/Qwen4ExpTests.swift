@@ -6,17 +6,19 @@ import Scoring
 import TensorEngine
 import Testing
 
-/// Qwen4-Exp's text model (`qwen4_exp_text`): the gated residuals of 3
+/// Qwen4-Exp's text model (`qwen4_exp_text`) and its multimodal wrapper
+/// (`qwen4_exp`, read as its language model): the gated residuals of 3
 /// streams, the QSA indexer choosing the indexed layers' key blocks, the
 /// hashed n-gram per-layer embeddings entering layers 0 and 2 (belonging to
 /// the block), the Gated DeltaNet's sigmoid output gate; Qwen4ExpTextConfig's
 /// refusals, the stored hash buffers, and exports transformers loads back.
 /// The scores themselves are checked against transformers with every other
-/// family (`DropTests` and the reference suites); key/value-cache decoding
-/// is refused (`DropTests.decodingIsRefused`).
+/// family (`DropTests` and the reference suites); so is key/value-cache
+/// decoding of JSONL sequence 0 (`DropTests.incrementalDecodingMatchesTheFullForward`).
 @Suite struct Qwen4ExpTests {
     typealias Mutant = ConfigValidationTests.Mutant
     static let name = "qwen4_exp_text-f32"
+    static let wrapper = "qwen4_exp-f32"
 
     /// Values Qwen4ExpTextConfig refuses, or on which its model fails.
     static let mutants: [Mutant] = [
@@ -32,6 +34,15 @@ import Testing
         Mutant(name, "eos_token_id", "null"), Mutant(name, "eos_token_id", "[]"),
         Mutant(name, "ple_conv_kernel_size", "0"), Mutant(name, "make_ngram_vocab_size_divisible_by", "0"),
         Mutant(name, "num_experts_per_tok", "5"),
+        // The wrapper: Qwen4ExpConfig's own keys, its text config as Qwen4ExpTextConfig checks it, and a
+        // text model_type under which transformers does not convert the stored weights (it runs another model).
+        Mutant(wrapper, "tie_word_embeddings", "null"), Mutant(wrapper, "tie_word_embeddings", "1"),
+        Mutant(wrapper, "image_token_id", "5.0"),
+        Mutant(wrapper, "text_config.hc_count", "1", key: "text_config.hc_count"),
+        Mutant(wrapper, "text_config.ple_layer_ids", "[2]", key: "text_config.ple_layer_ids"),
+        Mutant(wrapper, "text_config.eos_token_id", "null", key: "text_config.eos_token_id"),
+        Mutant(wrapper, "text_config.model_type", "\"llama\"", key: "text_config.model_type"),
+        Mutant(wrapper, "text_config.model_type", "null", key: "text_config.model_type"),
     ]
 
     @Test(arguments: mutants)
@@ -115,5 +126,79 @@ import Testing
         #expect(config["ple_layer_ids"] as? [Int] == [1, 2] && config["num_hidden_layers"] as? Int == 3)
         #expect(config["layer_types"] as? [String] == ["linear_attention", "linear_attention", "indexed_attention"])
         #expect(try EditedFixture(Self.name).exportedConfig(droppingBlocks: [2])["ple_layer_ids"] as? [Int] == [1])
+    }
+
+    /// Cached decoding (as `drop` times it) gives the batched forward's
+    /// states on JSONL sequence 2, whose eos tokens (12, at 7, 9 and 16)
+    /// restart the n-gram history: from a prefill of 6 rows, each step
+    /// crossing the eos tokens and the indexers' block boundaries (every
+    /// 4th token, blocks chosen from the 12th on); from one of 14, the
+    /// prefill choosing blocks itself. With the attention of a PLE layer
+    /// dropped (its PLE kept), an indexed layer's attention or block
+    /// dropped, a PLE layer's block dropped, and an MLP dropped.
+    @Test func cachedDecodingMatchesTheForward() throws {
+        let model = try EditedFixture(Self.name).load()
+        let tokens = Array(FixtureFiles.jsonlSequences()[2].prefix(24))
+        #expect(tokens.indices.filter { tokens[$0] == 12 } == [7, 9, 16])
+        let plans = [
+            DropPlan.none, DropPlan(attention: [0]), DropPlan(attention: [1]), DropPlan(attention: [1, 3]), DropPlan(blocks: [0]),
+            DropPlan(blocks: [1]), DropPlan(attention: [3], mlp: [2]), DropPlan(blocks: [2, 3]),
+        ]
+        for prefill in [6, 14] {
+            try expectCachedDecodingMatchesTheForward(model, tokens: 24, prefill: prefill, plans: plans, label: Self.name, sequence: 2)
+        }
+    }
+
+    /// The wrapper (Qwen4ExpForConditionalGeneration) reads its language
+    /// model as qwen4_exp_text's: the text config's keys, the weights under
+    /// model.language_model., the head tied by the top-level
+    /// tie_word_embeddings alone (the fixture's text config says false; the
+    /// top level's false or absent leaves the head untied, whose missing
+    /// lm_head is refused, where transformers would draw it at random).
+    /// The vision tower is never read: the scores are the same without
+    /// vision_config (null, absent, or a value Qwen4ExpVisionConfig refuses)
+    /// and without the model.visual. tensors; so they are with keys
+    /// transformers ignores at the top level, the text config's model_type
+    /// omitted (Qwen4ExpConfig's text class is fixed) and its flag true.
+    @Test func wrapperReadsItsLanguageModel() throws {
+        let fixture = try EditedFixture(Self.wrapper)
+        let model = try fixture.load()
+        #expect(model is Qwen4ExpModel && model.streamWidth == 3 * model.hiddenSize)
+        #expect(try (0..<4).map { try model.block($0).entryBranch != nil } == [true, false, true, false])
+        #expect(try model.head().vocabularySize == 512)
+        let base = try scores(fixture)
+        let edits: [(inout [String: Any]) -> Void] = [
+            { $0["vision_config"] = nil }, { $0["vision_config"] = NSNull() },
+            { EditedModel.set("x", at: "vision_config.depth", in: &$0) },
+            { $0["eos_token_id"] = 5; $0["hc_count"] = 1 },
+            { EditedModel.set(nil, at: "text_config.model_type", in: &$0) },
+            { EditedModel.set(true, at: "text_config.tie_word_embeddings", in: &$0) },
+            { EditedModel.set([12, 5], at: "text_config.eos_token_id", in: &$0) },
+        ]
+        for edit in edits {
+            #expect(try scores(EditedFixture(Self.wrapper, edit)) == base)
+        }
+        let withoutVision = try EditedFixture(Self.wrapper)
+        let file = withoutVision.model.appendingPathComponent(Checkpoint.singleFileName)
+        let original = try Checkpoint(directory: withoutVision.model)
+        let kept = try original.tensorNames.filter { !$0.hasPrefix("model.visual.") }.map { SafetensorsWriter.Entry(try original.tensor($0)) }
+        #expect(kept.count < original.tensorNames.count)
+        try FileManager.default.removeItem(at: file)
+        try SafetensorsWriter.write(kept, to: file)
+        #expect(try scores(withoutVision) == base)
+        let untied: [(inout [String: Any]) -> Void] = [{ $0["tie_word_embeddings"] = false }, { $0["tie_word_embeddings"] = nil }]
+        for edit in untied {
+            #expect(throws: DroptraceError.self) { _ = try EditedFixture(Self.wrapper, edit).load().head() }
+        }
+    }
+
+    /// A block-dropped export of the wrapper renumbers its text config
+    /// (ple_layer_ids one-indexed, layer_types), the top level as it was.
+    @Test func wrapperExportsEditTheTextConfig() throws {
+        let config = try EditedFixture(Self.wrapper).exportedConfig(droppingBlocks: [1])
+        let text = try #require(config["text_config"] as? [String: Any])
+        #expect(text["ple_layer_ids"] as? [Int] == [1, 2] && text["num_hidden_layers"] as? Int == 3)
+        #expect(text["layer_types"] as? [String] == ["linear_attention", "linear_attention", "indexed_attention"])
+        #expect(config["ple_layer_ids"] == nil && config["num_hidden_layers"] == nil && config["tie_word_embeddings"] as? Bool == true)
     }
 }

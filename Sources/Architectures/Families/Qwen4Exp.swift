@@ -188,7 +188,12 @@ struct Qwen4ExpConfiguration: Decodable {
 }
 
 /// Qwen4-Exp's text model (`qwen4_exp_text`: Qwen4ExpForCausalLM;
-/// transformers' `models/qwen4_exp/`): qwen3_5_moe_text's
+/// transformers' `models/qwen4_exp/`), and the language model of its
+/// multimodal wrapper `qwen4_exp` (Qwen4ExpForConditionalGeneration: the
+/// keys under `text_config`, which Qwen4ExpConfig always reads as
+/// Qwen4ExpTextConfig, weights under `model.language_model.`, the head
+/// `lm_head` tied by the top-level `tie_word_embeddings` alone, default
+/// false; the vision tower and `vision_config` are not read): qwen3_5_moe_text's
 /// hybrid layers (the Gated DeltaNet's output gate by `output_gate_type`,
 /// sigmoid or silu; "indexed_attention" the gated full attention, whose
 /// keys the QSA indexer chooses, `QSAIndexer`; every MLP qwen3_next's
@@ -211,7 +216,21 @@ struct Qwen4ExpModel: DecoderFamily {
     init(_ checkpoint: Checkpoint) throws {
         var defaults = ConfigValueKinds.omittedDefaultValues(of: "qwen4_exp_text")
         defaults["head_dim"] = .integer(256)
-        var placement = try TextModelPlacement.topLevelOrWrapped(checkpoint, defaults: defaults)
+        // The multimodal wrapper (Qwen4ExpForConditionalGeneration) holds the text model as Qwen3.5's does.
+        let wrapped = checkpoint.modelType == "qwen4_exp"
+        if wrapped, let written = checkpoint.configDocument.member("text_config")?.member("model_type"), !Self.isTextType(written) {
+            // Qwen4ExpConfig builds any text config as Qwen4ExpTextConfig, but transformers picks the weight
+            // conversions by its model_type: under another the n-gram table's shards and the experts are not loaded.
+            throw DroptraceError(
+                "\"text_config.model_type\" is \(ConfigValueKinds.spelled(written)): Qwen4ExpConfig reads it as qwen4_exp_text's, "
+                    + "whose stored weights transformers then does not convert (it runs another model); write \"qwen4_exp_text\" or omit it",
+                path: checkpoint.configURL.path)
+        }
+        var placement: TextModelPlacement = wrapped
+            ? .wrapped(
+                textDefaults: defaults, prefixes: ["model.language_model."],
+                tiedEmbeddings: try checkpoint.decodeConfig(MultimodalWrapperKeys.self).tieWordEmbeddings ?? false)
+            : try .topLevelOrWrapped(checkpoint, defaults: defaults)
         if placement.section.name == nil { placement.prefixes.append("model.language_model.") }
         let experts = try QwenExperts(checkpoint, section: placement.section, configClass: .qwen4Exp)
         placement.section.defaults["intermediate_size"] = .integer(experts.moeIntermediateSize)
@@ -237,6 +256,12 @@ struct Qwen4ExpModel: DecoderFamily {
                     rope?.member("mrope_section"), defaultSection: [11, 11, 10], key: "rope_parameters.mrope_section")
             }
         }
+    }
+
+    /// Whether `value` is the text model's type, "qwen4_exp_text".
+    static func isTextType(_ value: JSONValue) -> Bool {
+        guard case .string("qwen4_exp_text") = value else { return false }
+        return true
     }
 
     static func naming(_ prefix: String) -> LayerNaming {

@@ -19,19 +19,20 @@ func expectScoresMatchTransformers(_ name: String, tolerance: Double = 1e-7, sou
     }
 }
 
-/// Key/value-cache decoding of `model`'s first `tokens` tokens of the
-/// first JSONL sequence, then (after `reset`) of the second, under each of
+/// Key/value-cache decoding of `model`'s first `tokens` tokens of JSONL
+/// sequence `sequence`, then (after `reset`) of the next one, under each of
 /// `plans`: prefill of the first `prefill`, then one token at a time, from
 /// a decoder that shares the full model's weights; both the prefill's last
 /// row and the last step's equal the batched forward's to 1e-4. (Another
 /// sequence after the reset: a state the reset left behind would give the
 /// first sequence's numbers.)
 func expectCachedDecodingMatchesTheForward(
-    _ model: any LanguageModel, tokens count: Int, prefill: Int, plans: [DropPlan], label: String,
+    _ model: any LanguageModel, tokens count: Int, prefill: Int, plans: [DropPlan], label: String, sequence: Int = 0,
     sourceLocation: SourceLocation = #_sourceLocation
 ) throws {
-    let sequences = FixtureFiles.jsonlSequences().prefix(2).map { Array($0.prefix(count)) }
-    precondition(sequences.count == 2 && sequences.allSatisfy { $0.count == count } && sequences[0] != sequences[1])
+    let all = FixtureFiles.jsonlSequences()
+    let sequences = [all[sequence], all[(sequence + 1) % all.count]].map { Array($0.prefix(count)) }
+    precondition(sequences.allSatisfy { $0.count == count } && sequences[0] != sequences[1])
     let full = try IncrementalDecoder(model: model, plan: .none, capacity: count)
     for plan in plans {
         let decoder = try full.dropping(plan, capacity: count)
