@@ -162,6 +162,19 @@ public struct LayerNaming: Sendable, Equatable {
     /// its per-layer lists and `layerSections` (Dory's released form lists
     /// each layer's attention type, then "mlp", and counts both); 1 elsewhere.
     public var configEntriesPerLayer = 1
+    /// Where the layers are stored in stacks of `stackSize` layers, each
+    /// under its own prefix (HRM-Text's `model.L_module.layers.`,
+    /// `model.H_module.layers.`): layer i is layer i % stackSize of stack
+    /// i / stackSize, `prefix` the first stack's. Empty: every layer under
+    /// `prefix`. An export keeps as many layers of each stack (the family's
+    /// exportProblem refuses other plans) and writes `layerCountKeys` per stack.
+    public var stackPrefixes: [String] = []
+    public var stackSize = 0
+    /// Keys whose value config.json gives as one stack's layers times a
+    /// factor (HRM-Text's `num_hidden_layers`, a cache slot per invocation:
+    /// num_layers_per_stack × H_cycles × (L_cycles + 1)): an export writes
+    /// the kept stack's layers times it.
+    public var perStackMultiples: [String: Int] = [:]
 
     /// A run of layers whose length config.json gives under `key`.
     public struct LayerSection: Sendable, Equatable {
@@ -230,10 +243,20 @@ public struct LayerNaming: Sendable, Equatable {
 
     /// The layer index and the rest of the name, when `name` belongs to a layer.
     public func split(_ name: String) -> (layer: Int, rest: String)? {
-        guard name.hasPrefix(prefix) else { return nil }
-        let tail = name.dropFirst(prefix.count)
-        guard let dot = tail.firstIndex(of: "."), let layer = Int(tail[..<dot]) else { return nil }
-        return (layer, String(tail[tail.index(after: dot)...]))
+        for (stack, prefix) in (stackPrefixes.isEmpty ? [prefix] : stackPrefixes).enumerated() where name.hasPrefix(prefix) {
+            let tail = name.dropFirst(prefix.count)
+            guard let dot = tail.firstIndex(of: "."), let layer = Int(tail[..<dot]) else { return nil }
+            return (stack * stackSize + layer, String(tail[tail.index(after: dot)...]))
+        }
+        return nil
+    }
+
+    /// The stored name of part `rest` of layer `layer` in a model of
+    /// `layers` layers (split evenly among the stacks, where stored in stacks).
+    public func storedName(layer: Int, _ rest: String, layers: Int) -> String {
+        guard !stackPrefixes.isEmpty else { return "\(prefix)\(layer).\(rest)" }
+        let size = layers / stackPrefixes.count
+        return "\(stackPrefixes[layer / size])\(layer % size).\(rest)"
     }
 }
 

@@ -11,6 +11,9 @@ import TensorEngine
 /// input section's output. The entries belong to the model, not to a
 /// layer: they run whatever layers are dropped, also when the loop keeps none.
 ///
+/// Or two stacks run in nested cycles (`Stacks`, HRM-Text's L and H
+/// modules), each invocation of a stack an entry followed by its layers.
+///
 /// Scoring a looped layer's modules averages them over its passes (each
 /// pass's tokens are as many as the calibration's, so it is the mean cosine
 /// over all of them); its boundary state (block gaps) is the stream entering
@@ -19,15 +22,18 @@ import TensorEngine
 public struct LayerLoop: Sendable {
     /// The looped layers, in order (empty: only the entries run).
     public let layers: Range<Int>
-    /// How many times the layers run (at least 1).
+    /// How many times the layers run (at least 1); with `stacks`, the most
+    /// any layer runs (the low stack's).
     public let passes: Int
-    /// The norm of each entry (Dory's final `norm`).
+    /// The norm of each entry (Dory's final `norm`; the stacks' final norm).
     public let entryNorm: Normalization
     /// Whether passes before the last read the layer's key/value cache
     /// without writing it, the last one writing it (Dory's
     /// `recurrent_kv_cache_mode` "last_loop"), instead of one cache per pass
     /// ("per_loop"). Decoding only: a pass over whole sequences has no cache.
     public let sharesCacheAcrossPasses: Bool
+    /// The two stacks, where the loop is HRM's cycles (nil: one section).
+    public let stacks: Stacks?
 
     public init(layers: Range<Int>, passes: Int, entryNorm: Normalization, sharesCacheAcrossPasses: Bool = false) {
         precondition(passes >= 1 && layers.lowerBound >= 0)
@@ -35,6 +41,46 @@ public struct LayerLoop: Sendable {
         self.passes = passes
         self.entryNorm = entryNorm
         self.sharesCacheAcrossPasses = sharesCacheAcrossPasses
+        stacks = nil
+    }
+
+    /// HRM-Text's cycles (`HrmTextModel.forward`): with z_H the scaled
+    /// embedding and z_L the stored start `lowStart` (`z_L_init`), each of
+    /// `highCycles` cycles runs the low stack `lowCycles` times on z_L + z_H,
+    /// then the high stack on z_H + z_L, each invocation's output normed by
+    /// the stack's final norm (`entryNorm`, applied by the next entry, or
+    /// for the last invocation by the head) becoming its state. Invocation k
+    /// of the forward pass is entry k; a low layer runs highCycles ·
+    /// lowCycles passes, a high layer highCycles; each pass of a layer has a
+    /// cache of its own, as transformers' one slot per invocation.
+    public init(stacks: Stacks, entryNorm: Normalization) {
+        precondition(stacks.highCycles >= 1 && stacks.lowCycles >= 1 && stacks.low.upperBound == stacks.high.lowerBound)
+        layers = stacks.low.lowerBound..<stacks.high.upperBound
+        passes = stacks.highCycles * stacks.lowCycles
+        self.entryNorm = entryNorm
+        sharesCacheAcrossPasses = false
+        self.stacks = stacks
+    }
+
+    /// Two stacks of consecutive layers in nested cycles (`init(stacks:entryNorm:)`).
+    public struct Stacks: Sendable {
+        public let low: Range<Int>
+        public let high: Range<Int>
+        public let highCycles: Int
+        public let lowCycles: Int
+        /// The low state before its first invocation, one value per column.
+        public let lowStart: [Float]
+
+        public init(low: Range<Int>, high: Range<Int>, highCycles: Int, lowCycles: Int, lowStart: [Float]) {
+            self.low = low
+            self.high = high
+            self.highCycles = highCycles
+            self.lowCycles = lowCycles
+            self.lowStart = lowStart
+        }
+
+        /// Whether invocation `k` runs the high stack.
+        func isHigh(_ k: Int) -> Bool { k % (lowCycles + 1) == lowCycles }
     }
 
     /// One step of a forward pass.
@@ -47,6 +93,18 @@ public struct LayerLoop: Sendable {
 
     /// The steps of a forward pass over `layerCount` layers, in order.
     public func steps(layerCount: Int) -> [Step] {
+        if let stacks {
+            var steps: [Step] = []
+            for high in 0..<stacks.highCycles {
+                for low in 0..<stacks.lowCycles {
+                    steps.append(.entry(pass: high * (stacks.lowCycles + 1) + low))
+                    steps += stacks.low.map { .layer($0, pass: high * stacks.lowCycles + low) }
+                }
+                steps.append(.entry(pass: high * (stacks.lowCycles + 1) + stacks.lowCycles))
+                steps += stacks.high.map { .layer($0, pass: high) }
+            }
+            return steps
+        }
         var steps = (0..<min(layers.lowerBound, layerCount)).map { Step.layer($0, pass: 0) }
         for pass in 0..<passes {
             steps.append(.entry(pass: pass))
@@ -56,20 +114,42 @@ public struct LayerLoop: Sendable {
     }
 
     /// The passes layer `index` runs.
-    public func passes(of index: Int) -> Int { layers.contains(index) ? passes : 1 }
+    public func passes(of index: Int) -> Int {
+        if let stacks, stacks.high.contains(index) { return stacks.highCycles }
+        return layers.contains(index) ? passes : 1
+    }
 
-    /// The entries' state along one forward pass: x₀ once the first entry saw it.
+    /// The entries' state along one forward pass: x₀ once the first entry
+    /// saw it; the stacks' two states.
     public struct Entries {
         let norm: Normalization
+        let stacks: Stacks?
         private var start: Matrix? = nil
+        private var high: Matrix? = nil
 
-        public init(_ loop: LayerLoop) { norm = loop.entryNorm }
+        public init(_ loop: LayerLoop) {
+            norm = loop.entryNorm
+            stacks = loop.stacks
+        }
 
-        /// The stream beginning pass `pass`, from the stream `x` reaching it.
+        /// The stream beginning pass `pass` (with stacks: invocation `pass`),
+        /// from the stream `x` reaching it.
         public mutating func enter(_ x: Matrix, pass: Int) -> Matrix {
-            let normed = norm(x)
-            if pass == 0 { start = normed }
-            return normed.adding(start!)
+            guard let stacks else {
+                let normed = norm(x)
+                if pass == 0 { start = normed }
+                return normed.adding(start!)
+            }
+            if pass == 0 {
+                // z_H: the embedding; z_L: its start, on every row.
+                high = x
+                start = Matrix(rows: x.rows, cols: x.cols, data: Array((0..<x.rows).map { _ in stacks.lowStart }.joined()))
+            } else if stacks.isHigh(pass - 1) {
+                high = norm(x)
+            } else {
+                start = norm(x)
+            }
+            return stacks.isHigh(pass) ? high!.adding(start!) : start!.adding(high!)
         }
     }
 }

@@ -97,6 +97,7 @@ public enum ModelRegistry {
         "granitemoehybrid": GraniteMoeHybridModel.self,
         "granitemoeshared": GraniteModel.self,
         "helium": InterleavedLlamaModel.self,
+        "hrm_text": HrmTextModel.self,
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
         "hunyuan_v1_moe": HunYuanMoEV1Model.self,
         "hy_v3": HYV3Model.self,

@@ -85,6 +85,9 @@ extension TensorRenamings {
             ("\\.mlp\\.c_fc_1\\.", ".mlp.up_proj.", []),
             ("\\.mlp\\.c_proj\\.", ".mlp.down_proj.", []),
         ],
+        "hrm_text": [
+            ("\\.attn\\.o_proj\\.", ".self_attn.o_proj.", []),
+        ],
         "hy_v4": [
             ("\\.hc_pre\\.hc_", ".hc_", []),
             ("\\.learnable_sink_param(?!\\w)", ".sinks", []),

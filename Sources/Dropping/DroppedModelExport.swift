@@ -270,7 +270,7 @@ public enum DroppedModelExport {
             return nil
         }
         if plan.mlp.contains(layer), naming.mlpParts(layer).contains(where: rest.hasPrefix) { return nil }
-        return "\(naming.prefix)\(newLayer).\(rest)"
+        return naming.storedName(layer: newLayer, rest, layers: renumber.remaining)
     }
 
     /// config.json per-layer keys holding one entry per layer (Qwen2/Gemma's
@@ -437,15 +437,20 @@ public enum DroppedModelExport {
     /// Rewrites the layer count and the per-layer keys of `config` for the kept layers.
     static func renumberLayers(in config: inout ConfigJSONText, naming: LayerNaming, renumber: Renumbering) throws {
         let layers = renumber.layers, entries = naming.configEntriesPerLayer
+        // Layers stored in stacks are counted per stack (the family's exportProblem keeps as many of each).
+        let counted = renumber.remaining / max(naming.stackPrefixes.count, 1)
         // A count the section leaves to its default is written out.
-        var counted = false
+        var written = false
         for key in naming.layerCountKeys {
             if try config.value(key) != nil {
-                try config.set(key, value: renumber.remaining * entries)
-                counted = true
+                try config.set(key, value: counted * entries)
+                written = true
             }
         }
-        if !counted { try config.set(naming.layerCountKeys[0], value: renumber.remaining * entries) }
+        if !written { try config.set(naming.layerCountKeys[0], value: counted * entries) }
+        for (key, factor) in naming.perStackMultiples.sorted(by: { $0.key < $1.key }) {
+            try config.set(key, value: counted * factor)
+        }
         // Runs of layers counted apart (Dory's input, recurrent and output sections), defaults included.
         for section in naming.layerSections {
             try config.set(section.key, value: section.layers.filter { renumber.mapping[$0] != nil }.count * entries)

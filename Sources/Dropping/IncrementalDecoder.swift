@@ -34,11 +34,11 @@ final class IncrementalDecoder {
         self.model = model
         self.blocks = blocks
         steps = model.layerSteps
-        // A looped layer has a cache per pass (Dory's "per_loop"), or one the last pass writes.
+        // A looped layer has a cache per pass (Dory's "per_loop", HRM's invocations), or one the last pass writes.
         let loop = model.layerLoop
         let slots = (0..<(loop?.passes ?? 1)).flatMap { pass in
             blocks.enumerated().map { index, block in
-                pass == 0 || (loop!.layers.contains(index) && !loop!.sharesCacheAcrossPasses) ? block : nil
+                pass == 0 || (pass < model.passes(of: index) && !loop!.sharesCacheAcrossPasses) ? block : nil
             }
         }
         // A layer reusing another's keys and values (Gemma 4) has no cache of its own.

@@ -66,6 +66,12 @@ public enum MergekitSlices {
                     + "scores and drops, which mergekit's slices of whole layers cannot express; use --export",
                 path: checkpoint.configURL.path)
         }
+        if model.layerLoop?.stacks != nil {
+            throw DroptraceError(
+                "--export-mergekit: the model runs two stacks of layers (L_module, H_module) in cycles, "
+                    + "which mergekit's slices of one list of layers cannot express",
+                path: checkpoint.configURL.path)
+        }
         if model.layerLoop != nil {
             throw DroptraceError(
                 "--export-mergekit: the model runs some of its layers in a loop whose sections config.json counts "
