@@ -29,6 +29,14 @@ public enum FeedForward: Sendable {
     /// A dense MLP plus experts retrieved by product keys, routed across
     /// each sequence's rows (Doge's CDMoE; `ProductKeyExperts`).
     indirect case productKeys(ProductKeyExperts)
+    /// Experts chosen by a router MLP that also reads the state the last
+    /// router before it left (ZAYA's; `CarriedRouterMixture`).
+    case carriedRouter(CarriedRouterMixture)
+
+    /// Whether the MLP reads and leaves a router state in the pass's `BlockCarry`.
+    public var carriesRouterState: Bool {
+        if case .carriedRouter = self { true } else { false }
+    }
 
     /// Bytes of the widest intermediate (gate|up's output) one pass holds.
     /// Its rows are independent, so the MLP runs over chunks of tokens that
@@ -53,9 +61,16 @@ public enum FeedForward: Sendable {
 
     /// The MLP's output for the rows of `x`, the sequences `sequences`
     /// (nil: one); only product-key experts route across a sequence's rows,
-    /// only experts routed by token (`MixtureOfExperts.RoutingRule.tokenHashed`) read `tokenIDs`.
-    public func callAsFunction(_ x: Matrix, sequences: [Range<Int>]?, tokenIDs: [Int]? = nil) -> Matrix {
+    /// only experts routed by token (`MixtureOfExperts.RoutingRule.tokenHashed`) read `tokenIDs`,
+    /// only a carried router (`carriedRouter`) reads and leaves its state in `carry`.
+    public func callAsFunction(_ x: Matrix, sequences: [Range<Int>]?, tokenIDs: [Int]? = nil, carry: BlockCarry? = nil) -> Matrix {
         if case .productKeys(let experts) = self { return experts(x, sequences: sequences ?? [0..<x.rows]) }
+        if case .carriedRouter(let mixture) = self {
+            guard let carry else { preconditionFailure("a router that reads the last router's state needs the pass's BlockCarry") }
+            let (output, state) = mixture(x, state: carry.routerState)
+            carry.routerState = state
+            return output
+        }
         if case .mixture(let experts) = self, experts.routesByToken {
             guard let tokenIDs, tokenIDs.count == x.rows else { preconditionFailure("experts routed by token need the rows' tokens") }
             return experts(x, routerInput: x, tokenIDs: tokenIDs)
@@ -78,6 +93,8 @@ public enum FeedForward: Sendable {
     func callAsFunction(_ x: Matrix, rowsPerChunk: Int) -> Matrix {
         if case .mixture(let experts) = self { return experts(x) }
         if case .productKeys(let experts) = self { return experts(x, sequences: [0..<x.rows]) }
+        // Alone, a carried router reads no earlier state (as the first layer's).
+        if case .carriedRouter(let mixture) = self { return mixture(x, state: nil).output }
         if case .parallel(let parts) = self {
             var sum = parts[0](x)
             for part in parts.dropFirst() { sum.add(part(x)) }
@@ -155,7 +172,7 @@ public enum FeedForward: Sendable {
                 stages.hiddenRow(wide, row)
                 norm.normalize(inPlace: row, count: stages.down.inFeatures)
             }
-        case .mixture, .parallel, .productKeys:
+        case .mixture, .parallel, .productKeys, .carriedRouter:
             return nil
         }
     }

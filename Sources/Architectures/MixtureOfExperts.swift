@@ -336,15 +336,54 @@ public struct MixtureOfExperts: Sendable {
     public func callAsFunction(_ x: Matrix, routerInput: Matrix, tokenIDs: [Int]? = nil) -> Matrix {
         precondition(routerInput.rows == x.rows && (!routesByToken || tokenIDs?.count == x.rows))
         let routing = route(routerInput, tokenIDs: tokenIDs)
-        let routed = latent.map { $0.down(x) } ?? x
-        let k = expertsPerToken, width = routed.cols
-        var output = Matrix(zeros: x.rows, width)
+        let k = expertsPerToken
+        var output = Self.dispatch(latent.map { $0.down(x) } ?? x, to: experts, routing: routing, weightsScaleInput: weightsScaleInput)
+        if identityExperts > 0 {
+            let count = experts.count, hidden = x.cols
+            output.data.withUnsafeMutableBufferPointer { target in
+                x.data.withUnsafeBufferPointer { source in
+                    for r in 0..<x.rows {
+                        var weight: Float = 0
+                        for slot in 0..<k where routing.experts[r * k + slot] >= count { weight += routing.weights[r * k + slot] }
+                        guard weight != 0 else { continue }
+                        for j in 0..<hidden { target[r * hidden + j] += source[r * hidden + j] * weight }
+                    }
+                }
+            }
+        }
+        if let latent { output = latent.up(output) }
+        for shared in sharedExperts {
+            var sharedOutput = shared(x)
+            if let gate = sharedExpertGate {
+                // One gate value per token, σ(g · x), scaling that token's whole row.
+                let gates = gate(x).data
+                let hidden = x.cols
+                sharedOutput.data.withUnsafeMutableBufferPointer { values in
+                    for r in 0..<x.rows {
+                        let g = 1 / (1 + exp(-gates[r]))
+                        for j in 0..<hidden { values[r * hidden + j] *= g }
+                    }
+                }
+            }
+            output.add(sharedOutput)
+        }
+        if averagesShared, !sharedExperts.isEmpty { output = output.scaled(by: 0.5) }
+        if let outputBias { output.addToEachRow(outputBias) }
+        return output
+    }
+
+    /// The rows of `routed` through the experts `routing` chose for them,
+    /// each output times its weight (each input, `weightsScaleInput`), summed
+    /// per row; a row routed to an index past `experts` gets nothing from it.
+    static func dispatch(_ routed: Matrix, to experts: [FeedForward], routing: Routing, weightsScaleInput: Bool = false) -> Matrix {
+        let k = routing.expertsPerToken, width = routed.cols
+        var output = Matrix(zeros: routed.rows, width)
         // Experts in index order, each adding its weighted output to its
         // tokens' rows: the order in which transformers accumulates them.
         for (e, expert) in experts.enumerated() {
             var rows: [Int] = []
             var rowWeights: [Float] = []
-            for r in 0..<x.rows {
+            for r in 0..<routed.rows {
                 for slot in 0..<k where routing.experts[r * k + slot] == e {
                     rows.append(r)
                     rowWeights.append(routing.weights[r * k + slot])
@@ -379,37 +418,6 @@ public struct MixtureOfExperts: Sendable {
                 }
             }
         }
-        if identityExperts > 0 {
-            let count = experts.count, hidden = x.cols
-            output.data.withUnsafeMutableBufferPointer { target in
-                x.data.withUnsafeBufferPointer { source in
-                    for r in 0..<x.rows {
-                        var weight: Float = 0
-                        for slot in 0..<k where routing.experts[r * k + slot] >= count { weight += routing.weights[r * k + slot] }
-                        guard weight != 0 else { continue }
-                        for j in 0..<hidden { target[r * hidden + j] += source[r * hidden + j] * weight }
-                    }
-                }
-            }
-        }
-        if let latent { output = latent.up(output) }
-        for shared in sharedExperts {
-            var sharedOutput = shared(x)
-            if let gate = sharedExpertGate {
-                // One gate value per token, σ(g · x), scaling that token's whole row.
-                let gates = gate(x).data
-                let hidden = x.cols
-                sharedOutput.data.withUnsafeMutableBufferPointer { values in
-                    for r in 0..<x.rows {
-                        let g = 1 / (1 + exp(-gates[r]))
-                        for j in 0..<hidden { values[r * hidden + j] *= g }
-                    }
-                }
-            }
-            output.add(sharedOutput)
-        }
-        if averagesShared, !sharedExperts.isEmpty { output = output.scaled(by: 0.5) }
-        if let outputBias { output.addToEachRow(outputBias) }
         return output
     }
 }

@@ -196,6 +196,7 @@ public enum ModelRegistry {
         "vipllava": LlamaModel.self,
         "youtu": DeepSeekModel.self,
         "zamba2": Zamba2Model.self,
+        "zaya": ZayaModel.self,
     ]
 
     /// Every `model_type` droptrace reads, in the registry's order.

@@ -33,6 +33,9 @@ public enum TokenMixer: Sendable {
     case lightningAttention(LightningAttention)
     /// DeepSeek-V4's attention over a sliding window and compressed keys.
     case compressedAttention(CompressedAttention)
+    /// ZAYA's attention, its queries and keys mixed by a causal convolution
+    /// and half its values delayed a token (`ConvolvedAttention`).
+    case convolvedAttention(ConvolvedAttention)
 
     /// The mixer over the whole batch, each sequence on its own; `shared`
     /// holds the keys and values and key selections layers share in this
@@ -75,6 +78,7 @@ public enum TokenMixer: Sendable {
         case .attentionBesideMamba2(let both): both.mamba
         case .lightningAttention(let attention): attention
         case .compressedAttention(let attention): attention
+        case .convolvedAttention(let attention): attention
         }
     }
 }
@@ -235,9 +239,11 @@ public struct MLPBranch: Sendable {
     /// The branch output for residual stream `x`, whose rows are the
     /// sequences `sequences` (nil: one sequence; only Doge's product-key
     /// experts route across a sequence's rows).
-    public func callAsFunction(_ x: Matrix, sequences: [Range<Int>]? = nil, tokenIDs: [Int]? = nil) -> Matrix {
+    /// `carry`: the pass's `BlockCarry`, for an MLP whose router reads the
+    /// state the last MLP before it left (`FeedForward.carriedRouter`).
+    public func callAsFunction(_ x: Matrix, sequences: [Range<Int>]? = nil, tokenIDs: [Int]? = nil, carry: BlockCarry? = nil) -> Matrix {
         let read = join?.read(x) ?? x
-        let out = feedForward(inputNorm.map { $0(read) } ?? read, sequences: sequences, tokenIDs: tokenIDs)
+        let out = feedForward(inputNorm.map { $0(read) } ?? read, sequences: sequences, tokenIDs: tokenIDs, carry: carry)
         return (outputNorm.map { $0(out) } ?? out).scaled(by: outputScale)
     }
 }
@@ -267,9 +273,13 @@ public struct ShortcutBranch: Sendable {
 
 /// What blocks of one forward pass (or one decoding step) leave for the
 /// next block: the stream a block's MLP branch read, where the next block's
-/// `ShortcutBranch` reads it. One per pass, taken by the reader.
+/// `ShortcutBranch` reads it (one per pass, taken by the reader); and the
+/// router state the last MLP that ran left for the next one's router
+/// (ZAYA's, `CarriedRouterMixture`: a dropped MLP leaves it as it was).
 public final class BlockCarry: @unchecked Sendable {
     private var streams: [Int: Matrix] = [:]
+    /// The last router's state [rows, router width]; nil before any.
+    var routerState: Matrix?
 
     public init() {}
 
@@ -293,6 +303,8 @@ public enum ResidualJoin: Sendable {
     /// Hunyuan V4's hyper-connections: the branch reads the streams
     /// collapsed and its output joins each through a gate (`HyperConnection`).
     case hyperConnected(HyperConnection)
+    /// ZAYA's residual scaling: (out + b_o) ⊙ s_o + (x + b_x) ⊙ s_x (`ResidualScaling`).
+    case affine(ResidualScaling)
     /// Qwen4-Exp's gated residuals: the branch reads the streams normalised,
     /// gated and averaged; its output joins each through a weight (`GatedResidual`).
     case gatedResidual(GatedResidual)
@@ -577,7 +589,9 @@ extension TransformerBlock {
         _ x: Matrix, index: Int, perLayerInput input: Matrix? = nil, sequences: [Range<Int>]? = nil, tokenIDs: [Int]? = nil,
         carry: BlockCarry? = nil, enter: ((PerLayerNGramBranch, Matrix) -> Matrix)? = nil, attend: (TokenMixer, Matrix) -> Matrix
     ) -> BlockActivations {
-        precondition(carry != nil || (!leavesMLPInput && mlp?.shortcut == nil), "block \(index) passes a stream on: give the pass's BlockCarry")
+        precondition(
+            carry != nil || (!leavesMLPInput && mlp?.shortcut == nil && mlp?.feedForward.carriesRouterState != true),
+            "block \(index) passes a stream or router state on: give the pass's BlockCarry")
         /// The stream leaving the block, from the stream after both branches.
         func leaving(_ stream: Matrix) -> Matrix {
             guard let perLayerInput else { return stream.scaled(by: outputScale) }
@@ -594,6 +608,7 @@ extension TransformerBlock {
             case .hyperConnected(let connection)?: sum = connection.join(stream, output)
             case .gatedResidual(let residual)?: sum = residual.join(stream, output)
             case .scalingStream(let scale)?: sum = stream.scaledPerChannel(scale, plus: output)
+            case .affine(let scaling)?: sum = scaling.join(stream, output)
             case .learnedAugmented(let laurel)?: sum = laurel.join(stream, output, normed: inputNorm.map { $0(stream) } ?? stream)
             case .scalingNormalized(let kept, let added)?:
                 sum = (inputNorm.map { $0(stream) } ?? stream).scaled(by: kept).adding(output.scaled(by: added))
@@ -609,7 +624,7 @@ extension TransformerBlock {
             if let producer = sharingProducer { _ = attend(producer.mixer, producer.input(active)) }
             let h = attention.map { joined(active, $0(active, attend: attend), $0.residualNorm, $0.join, inputNorm: $0.inputNorm) }
             let y = mlp.map { branch in
-                joined(h ?? active, branch(h ?? active, sequences: sequences), branch.residualNorm, branch.join, inputNorm: branch.inputNorm)
+                joined(h ?? active, branch(h ?? active, sequences: sequences, carry: carry), branch.residualNorm, branch.join, inputNorm: branch.inputNorm)
             }
             let corrected = altUp.correct(predictions, activated: y ?? h ?? active)
             var activations = BlockActivations(
@@ -624,7 +639,7 @@ extension TransformerBlock {
             let entered = enter?(entryBranch, x) ?? entryBranch(x, tokenIDs: tokenIDs!, sequences: sequences ?? [0..<x.rows])
             let h = attention.map { joined(entered, $0(entered, attend: attend), $0.residualNorm, $0.join, inputNorm: $0.inputNorm) } ?? entered
             let y = mlp.map { branch in
-                joined(h, branch(h, sequences: sequences, tokenIDs: tokenIDs), branch.residualNorm, branch.join, inputNorm: branch.inputNorm)
+                joined(h, branch(h, sequences: sequences, tokenIDs: tokenIDs, carry: carry), branch.residualNorm, branch.join, inputNorm: branch.inputNorm)
             }
             var activations = BlockActivations(
                 index: index, input: x, attentionResidual: attention == nil ? nil : h, mlpInput: h, mlpResidual: y,
@@ -648,7 +663,7 @@ extension TransformerBlock {
             let h = attended ?? x
             if leavesMLPInput { carry!.leave(h, from: index) }
             let y = mlp.map { branch in
-                let y = joined(h, branch(h, sequences: sequences, tokenIDs: tokenIDs), branch.residualNorm, branch.join, inputNorm: branch.inputNorm)
+                let y = joined(h, branch(h, sequences: sequences, tokenIDs: tokenIDs, carry: carry), branch.residualNorm, branch.join, inputNorm: branch.inputNorm)
                 // The shortcut joins after the branch's own output, (h + out) + shortcut, as LongCat-Flash adds them.
                 guard let shortcut = branch.shortcut else { return y }
                 return y.adding(shortcut(carry!.take(from: index - 1) ?? x, sequences: sequences))
@@ -657,7 +672,7 @@ extension TransformerBlock {
                 index: index, input: x, attentionResidual: attended, mlpInput: h, mlpResidual: y,
                 output: leaving(y ?? h), isDropped: false)
         case .parallel:
-            let mlpOut = mlp.map { $0(x, sequences: sequences, tokenIDs: tokenIDs) }
+            let mlpOut = mlp.map { $0(x, sequences: sequences, tokenIDs: tokenIDs, carry: carry) }
             let base = attended ?? x
             return BlockActivations(
                 index: index, input: x, attentionResidual: attended, mlpInput: x, mlpResidual: mlpOut.map { x.adding($0) },

@@ -5598,6 +5598,40 @@ extension ConfigValueKinds {
                 "head_dim": "attention_head_dim",
                 "layer_types": "layers_block_type",
             ]),
+        "zaya": (
+            "ZayaConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "bos_token_id": "ni",
+                "cca_time0": "i",
+                "cca_time1": "i",
+                "eos_token_id": "ni[i]",
+                "head_dim": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "layer_types": "n[s]",
+                "lm_head_bias": "b",
+                "max_position_embeddings": "i",
+                "moe_intermediate_size": "i",
+                "num_attention_heads": "i",
+                "num_experts": "i",
+                "num_experts_per_tok": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "output_router_logits": "b",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "router_hidden_size": "i",
+                "sliding_window": "ni",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
     ]
 
     /// Per config class (by model_type) whose `text_config` is built by its own `model_type` (an
@@ -5774,6 +5808,7 @@ extension ConfigValueKinds {
         "vaultgemma",
         "youtu",
         "zamba2",
+        "zaya",
     ]
 
     /// Per config class (as above) whose model builds its token embedding with padding_idx =
@@ -5912,6 +5947,7 @@ extension ConfigValueKinds {
         "vaultgemma": (0, 256000),
         "youtu": (nil, 128256),
         "zamba2": (0, 32000),
+        "zaya": (0, 262272),
     ]
 
     /// Per config class (by model_type): the defaults of the keys below, which droptrace reads
@@ -6062,6 +6098,7 @@ extension ConfigValueKinds {
         "vaultgemma": ["head_dim": "256", "intermediate_size": "9216", "max_position_embeddings": "8192", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "youtu": ["intermediate_size": "6144", "max_position_embeddings": "131072", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
         "zamba2": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
+        "zaya": ["head_dim": "128", "max_position_embeddings": "131072", "num_experts_per_tok": "1", "num_key_value_heads": "2", "rms_norm_eps": "1e-05"],
     ]
 
     /// Per config class (by model_type): the dropout settings its model builds `nn.Dropout` from.

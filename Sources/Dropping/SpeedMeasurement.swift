@@ -281,6 +281,12 @@ public enum SpeedMeasurement {
                 total += linear(attention.projection) + linear(attention.queryUp) + linear(attention.output)
                 total += attention.outputGroups.reduce(0) { $0 + linear($1) }
                 total += 4 * Double(attention.heads * attention.headDim * attention.slidingWindow)
+            case .convolvedAttention(let attention)?:
+                // The projections, the two convolutions' taps, then the scores and the weighted sum over the window.
+                let layout = attention.layout, window = min(attention.slidingWindow ?? context, context)
+                total += linear(attention.projection) + linear(attention.output)
+                total += 2 * Double(attention.channels * (attention.depthwiseKernel + layout.headDim * attention.groupedKernel))
+                total += 4 * Double(window) * Double(layout.numHeads * layout.headDim)
             case .shortConvolution(let convolution)?:
                 // B · x, the taps and the C gate per channel.
                 total += linear(convolution.projection) + linear(convolution.output)
@@ -344,6 +350,11 @@ public enum SpeedMeasurement {
         case .productKeys(let experts):
             // The router, the dense MLP and, per chosen expert, its two rows.
             linear(experts.router) + cost(experts.shared) + Double(4 * experts.expertsPerToken * experts.router.inFeatures)
+        case .carriedRouter(let moe):
+            // The router MLP, and the one expert a token goes to unless it picks the skip class
+            // (of a router spreading tokens evenly, n / (n + 1) of them).
+            moe.routerLinears.reduce(0) { $0 + linear($1) }
+                + Double(moe.experts.count) / Double(moe.experts.count + 1) * cost(moe.experts[0])
         }
     }
 

@@ -92,6 +92,7 @@ extension SpecialTokenSettings {
         "stablelm": "TokenizersBackend",
         "starcoder2": "GPT2Tokenizer",
         "vipllava": "TokenizersBackend",
+        "zaya": "GemmaTokenizer",
     ]
 
     /// Model types whose Hub `tokenizer_class` AutoTokenizer replaces by the registered class
