@@ -1,5 +1,6 @@
 @testable import Architectures
 import CheckpointIO
+@testable import Dropping
 import DroptraceSupport
 import Foundation
 import TensorEngine
@@ -97,6 +98,15 @@ import Testing
     private func mlpRouter(_ model: any LanguageModel, layer: Int) throws -> CarriedRouterMixture? {
         guard case .carriedRouter(let router)? = try model.block(layer).mlp?.feedForward else { return nil }
         return router
+    }
+
+    /// The KV-cache bytes per token count each attention's keys and values:
+    /// 2 key/value heads of 8, Float32, on 4 layers.
+    @Test func cacheBytesCountEveryAttention() throws {
+        let model = try EditedFixture(Self.name).load()
+        let full = try IncrementalDecoder(model: model, plan: .none, capacity: 4)
+        #expect(full.cacheBytesPerToken == 4 * 2 * 16 * 4)
+        #expect(try full.dropping(DropPlan(attention: [1]), capacity: 4).cacheBytesPerToken == 3 * 2 * 16 * 4)
     }
 
     /// A block-drop export spells out the kept layers' types.

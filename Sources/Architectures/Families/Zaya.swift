@@ -364,6 +364,8 @@ public struct ConvolvedAttention: RecurrentTokenMixer {
     var historyRows: Int { depthwiseKernel - 1 + groupedKernel - 1 }
     var valueHalf: Int { layout.keyWidth / 2 }
     public var mixedWidth: Int { layout.queryWidth }
+    /// Each token's key and value (Float32).
+    public var cacheBytesPerToken: Int { 2 * layout.keyWidth * MemoryLayout<Float>.size }
 
     /// history: the last `historyRows` q | k rows, then the last row's
     /// delayed value half (without its bias); recurrent: each row's key and value.
@@ -462,7 +464,7 @@ public struct ConvolvedAttention: RecurrentTokenMixer {
                 headOffsets: (0..<H).map(layout.queryOffset(head:)) + (0..<G).map(layout.keyOffset(kvHead:)), positions: positions)
         }
         let scale = 1 / Float(D).squareRoot()
-        let keysValues = qkv.gathering(rows: 0..<n, columns: queryWidth..<layout.width)
+        state.recurrent += qkv.gathering(rows: 0..<n, columns: queryWidth..<layout.width)
         if first == 0 {
             // A sequence's first rows attend to each other as a whole pass does.
             let attended = causalAttention(qkv: qkv, layout: layout, sequences: [0..<n], scale: scale, slidingWindow: slidingWindow)
@@ -473,9 +475,8 @@ public struct ConvolvedAttention: RecurrentTokenMixer {
             }
         } else {
             // Later rows attend to the keys and values the state holds and their own.
-            var all = state.recurrent + keysValues
             let stride = 2 * keyWidth, count = first + n
-            all.withUnsafeMutableBufferPointer { kv in
+            state.recurrent.withUnsafeBufferPointer { kv in
                 qkv.data.withUnsafeBufferPointer { q in
                     mixed.data.withUnsafeMutableBufferPointer { out in
                         var scores = [Float](repeating: 0, count: count)
@@ -506,7 +507,6 @@ public struct ConvolvedAttention: RecurrentTokenMixer {
                 }
             }
         }
-        state.recurrent += keysValues
         state.seen = first + n
     }
 
