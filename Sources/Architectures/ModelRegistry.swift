@@ -142,6 +142,8 @@ public enum ModelRegistry {
         "minicpm5_moe": MiniCPM5MoeModel.self,
         "minimax": MiniMaxModel.self,
         "minimax_m2": MiniMaxM2Model.self,
+        "minimax_m3_vl": MiniMaxM3Model.self,
+        "minimax_m3_vl_text": MiniMaxM3Model.self,
         "ministral": LlamaModel.self,
         "ministral3": LlamaModel.self,
         "mistral": LlamaModel.self,

@@ -62,6 +62,10 @@ public struct SelfAttention: Sendable {
     /// Qwen4-Exp's QSA indexer: the layer attends to the keys of the blocks
     /// it chooses (`QSAIndexer`); nil for none.
     public var blockIndexer: QSAIndexer? = nil
+    /// MiniMax-M3's lightning indexer: each group of query heads attends
+    /// to the keys of the blocks its indexer head chooses
+    /// (`BlockSparseIndexer`); nil for none.
+    public var blockSparseIndexer: BlockSparseIndexer? = nil
     /// Multiplies the projected keys before anything else touches them
     /// (Falcon-H1's `key_multiplier`, `k_proj(x) · m`); nil for none.
     public var keyScale: Float? = nil
@@ -273,6 +277,7 @@ public struct SelfAttention: Sendable {
         let selection = keySelectionSharing?.reusedLayer.map { shared!.selection(of: $0) }
             ?? indexer.map { $0.select(x, queryLatent: latent, batch: batch) }
             ?? blockIndexer.map { $0.select(x, batch: batch) }
+            ?? blockSparseIndexer.map { $0.select(x, batch: batch) }
         if let layer = keySelectionSharing?.storedLayer { shared!.store(selection!, layer: layer) }
         // A store-only layer adds nothing to the stream (`TransformerBlock.sharingProducer`).
         if keySelectionSharing?.storesOnly == true { return Matrix(zeros: x.rows, 0) }

@@ -131,6 +131,23 @@ extension TensorRenamings {
         "minicpm5_moe": [
             ("self_attn.q_proj(?!\\w)", "self_attn.q_gate_proj", []),
         ],
+        "minimax_m3_vl": [
+            ("^language_model\\.lm_head(?!\\w)", "lm_head", []),
+            ("^language_model\\.model\\.", "model.language_model.", []),
+            ("^vision_tower\\.vision_model\\.embeddings\\.patch_embedding\\.", "model.vision_tower.embeddings.proj.", []),
+            ("^vision_tower\\.vision_model\\.encoder\\.layers\\.", "model.vision_tower.layers.", []),
+            ("^vision_tower\\.vision_model\\.pre_layrnorm\\.", "model.vision_tower.pre_layrnorm.", []),
+            ("^multi_modal_projector\\.linear_1\\.", "model.multi_modal_projector.linear_1.", []),
+            ("^multi_modal_projector\\.linear_2\\.", "model.multi_modal_projector.linear_2.", []),
+            ("^patch_merge_mlp\\.linear_1\\.", "model.multi_modal_projector.merge_linear_1.", []),
+            ("^patch_merge_mlp\\.linear_2\\.", "model.multi_modal_projector.merge_linear_2.", []),
+            ("\\.block_sparse_moe\\.(experts|gate|shared_experts)\\.", ".mlp.\\1.", []),
+            ("\\.block_sparse_moe\\.e_score_correction_bias(?!\\w)", ".mlp.gate.e_score_correction_bias", []),
+            ("\\.self_attn\\.index_q_proj\\.", ".self_attn.indexer.q_proj.", []),
+            ("\\.self_attn\\.index_k_proj\\.", ".self_attn.indexer.k_proj.", []),
+            ("\\.self_attn\\.index_q_norm\\.", ".self_attn.indexer.q_norm.", []),
+            ("\\.self_attn\\.index_k_norm\\.", ".self_attn.indexer.k_norm.", []),
+        ],
         "mistral_large4": [
             ("^vision_encoder\\.", "model.vision_tower.", []),
             ("^tok_embeddings\\.", "model.language_model.embed_tokens.", []),

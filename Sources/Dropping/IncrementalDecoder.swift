@@ -249,6 +249,8 @@ struct KeyValueCache {
     private var values: [Float]
     /// The sparse-attention indexer's keys [capacity, dim] (empty without one).
     private var indexerKeys: [Float]
+    /// MiniMax-M3's block-sparse indexer's keys [capacity, dim] (empty without one).
+    private var blockIndexerKeys: [Float]
     /// Each position's key biases per key/value head where the attention
     /// has a dynamic mask (Doge's), [capacity, kv_heads]; empty otherwise.
     private var keyBiases: [Float]
@@ -262,6 +264,7 @@ struct KeyValueCache {
         keys = [Float](repeating: 0, count: capacity * layout.numKVHeads * layout.headDim)
         values = keys
         indexerKeys = [Float](repeating: 0, count: capacity * (attention.indexer?.dim ?? 0))
+        blockIndexerKeys = [Float](repeating: 0, count: capacity * (attention.blockSparseIndexer?.dim ?? 0))
         keyBiases = [Float](repeating: 0, count: attention.dynamicMask == nil ? 0 : capacity * layout.numKVHeads)
         blockIndexerState = attention.blockIndexer.map { _ in QSAIndexer.State() }
     }
@@ -291,6 +294,11 @@ struct KeyValueCache {
         let latent = attention.indexer == nil ? nil : attention.projection.queryLatent(x)
         let indexed = attention.indexer.map { $0.project(x, queryLatent: latent, positions: positions) }
         if let indexed { indexerKeys.replaceSubrange(length * indexed.keys.cols..<(length + x.rows) * indexed.keys.cols, with: indexed.keys.data) }
+        let blockIndexed = attention.blockSparseIndexer.map { $0.project(x, positions: positions) }
+        if let blockIndexed {
+            let dim = blockIndexed.keys.cols
+            blockIndexerKeys.replaceSubrange(length * dim..<(length + x.rows) * dim, with: blockIndexed.keys.data)
+        }
         let sharing = attention.keySelectionSharing
         var blockSelection: KeySelection?
         if let indexer = attention.blockIndexer {
@@ -302,6 +310,7 @@ struct KeyValueCache {
         }
         let selection = sharing?.reusedLayer.map { selections[$0]! }
             ?? indexed.map { attention.indexer!.selection($0, sequences: [0..<x.rows]) } ?? blockSelection
+            ?? blockIndexed.map { attention.blockSparseIndexer!.selection($0, sequences: [0..<x.rows]) }
         if let layer = sharing?.storedLayer { selections[layer] = selection }
         if sharing?.storesOnly == true {
             length += x.rows
@@ -422,6 +431,16 @@ struct KeyValueCache {
         if let indexer = attention.blockIndexer {
             kept = indexer.decode(x, positions: [position], state: &blockIndexerState!)[0].map(Set.init)
         }
+        // The keys MiniMax-M3's indexer keeps for each group of heads (nil: all).
+        var keptByGroup: [Set<Int>]?
+        if let indexer = attention.blockSparseIndexer {
+            let indexed = indexer.project(x, positions: [position])
+            blockIndexerKeys.replaceSubrange(length * indexer.dim..<(length + 1) * indexer.dim, with: indexed.keys.data)
+            if !indexer.seesAll(length) {
+                keptByGroup = indexer.chosenKeys(indexed.queries, row: 0, keys: blockIndexerKeys, keyRows: 0..<(length + 1), offset: length)
+                    .map(Set.init)
+            }
+        }
         let sharing = attention.keySelectionSharing
         if let source = sharing?.reusedLayer { kept = keptByLayer[source]! }
         if let layer = sharing?.storedLayer { keptByLayer[layer] = .some(kept) }
@@ -433,13 +452,16 @@ struct KeyValueCache {
         // One row: rounding it whole rounds the query, key and value alike.
         if roundsToBF16 { qkv.data = BFloat16.rounded(qkv.data) }
         appendKeysValues(qkv, biases: attention.dynamicMask?.biases(qkv, layout: layout))
-        return attendCached(qkv, input: x, with: attention, kept: kept)
+        return attendCached(qkv, input: x, with: attention, kept: kept, keptByGroup: keptByGroup)
     }
 
     /// The query of projected row `qkv` attending to the cache's positions
     /// 0..<length (`kept` of them where the sparse indexer chose), the new
-    /// token's last; returns the output projection.
-    func attendCached(_ qkv: Matrix, input x: Matrix, with attention: SelfAttention, kept: Set<Int>?) -> Matrix {
+    /// token's last; returns the output projection. `keptByGroup`: the keys
+    /// each group of consecutive query heads reads (MiniMax-M3's indexer), nil: all.
+    func attendCached(
+        _ qkv: Matrix, input x: Matrix, with attention: SelfAttention, kept: Set<Int>?, keptByGroup: [Set<Int>]? = nil
+    ) -> Matrix {
         // The cache holds positions 0..<length; the new token is at length - 1.
         let layout = self.layout, headDim = layout.headDim, width = self.width
         // Kolibri 1.1's indexed attention attends to keys and values rounded to NVFP4.
@@ -474,6 +496,10 @@ struct KeyValueCache {
                             for j in 0..<visible { scores[j] = tanh(scores[j] / cap) * cap }
                         }
                         if let kept {
+                            for j in 0..<visible where !kept.contains(first + j) { scores[j] = -.infinity }
+                        }
+                        if let keptByGroup {
+                            let kept = keptByGroup[head / (layout.numHeads / keptByGroup.count)]
                             for j in 0..<visible where !kept.contains(first + j) { scores[j] = -.infinity }
                         }
                         if let biases {

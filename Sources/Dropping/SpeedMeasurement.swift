@@ -231,7 +231,8 @@ public enum SpeedMeasurement {
             + (head.predictionHead.map { linear($0.dense) } ?? 0)
         // A sparse-attention indexer's projections and its scores over the context.
         func indexerFLOPs(_ attention: SelfAttention) -> Double {
-            attention.indexer.map { linear($0.queryUp) + linear($0.key) + linear($0.headWeights) + 2 * Double(context * $0.heads * $0.dim) } ?? 0
+            (attention.indexer.map { linear($0.queryUp) + linear($0.key) + linear($0.headWeights) + 2 * Double(context * $0.heads * $0.dim) } ?? 0)
+                + (attention.blockSparseIndexer.map { linear($0.query) + linear($0.key) + 2 * Double(context * $0.heads * $0.dim) } ?? 0)
         }
         func attentionFLOPs(_ attention: SelfAttention) -> Double {
             let layout = attention.layout

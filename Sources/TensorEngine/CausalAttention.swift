@@ -158,7 +158,7 @@ public func causalAttention(
                                 for j in visible { row[j] += alibiTable[biases + j] }
                             }
                             keySelection?.mask(
-                                row: sequence.lowerBound + query, scores: row + visible.lowerBound,
+                                row: sequence.lowerBound + query, head: head, heads: layout.numHeads, scores: row + visible.lowerBound,
                                 keys: (keyStart + visible.lowerBound)..<(keyStart + visible.upperBound))
                             keyBiases?.apply(
                                 row + visible.lowerBound, kvHead: kvHead, start: sequence.lowerBound, length: sequence.count,

@@ -16,7 +16,9 @@ import DroptraceSupport
 /// language model), `fast_vlm` (FastVLM, around a qwen2 language model),
 /// `perception_lm` (PerceptionLM, around a llama language model; its timm
 /// vision tower's settings are never read), `glm46v` (GLM-4.6V, around
-/// GLM-4.1V's language model, which `GlmModel` reads), `paligemma`
+/// GLM-4.1V's language model, which `GlmModel` reads), `minimax_m3_vl`
+/// (MiniMax-M3, around its own text model, which `MiniMaxM3Model` reads),
+/// `paligemma`
 /// (PaliGemma and PaliGemma 2, around a gemma or gemma2 language model) and `minicpmv4_6`,
 /// `minicpmv4_7` (MiniCPM-V 4.6, 4.7), `ovis2` (Ovis2), `llava_onevision1_5`
 /// (LLaVA-OneVision-1.5) and `ovis2_5` (Ovis2.5), whose released tensor names
@@ -128,6 +130,9 @@ enum Llava {
         "perception_lm": Wrapper(textType: "llama", prefixes: ["model.language_model."], textTypes: ["llama"], textTiesWhenUnset: true),
         // GLM-4.6V's language model is GLM-4.1V's (Glm4vTextConfig), which `GlmModel` places itself.
         "glm46v": Wrapper(textType: "glm4v_text", prefixes: ["model.language_model."], textTypes: ["glm4v_text"]),
+        // MiniMaxM3VLConfig builds MiniMaxM3VLTextConfig whatever text_config names, and ties by its flag too.
+        "minimax_m3_vl": Wrapper(
+            textType: "minimax_m3_vl_text", textTiesToo: true, prefixes: ["model.language_model."], textTypes: ["minimax_m3_vl_text"]),
         "kimi_k25": Wrapper(
             textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"], textTypeAliases: ["kimi_k2": "deepseek_v3"],
             tokensEmbeddedAsZero: [("image_token_id", 163605), ("video_token_id", 163840)]),
