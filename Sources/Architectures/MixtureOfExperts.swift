@@ -261,6 +261,17 @@ public struct MixtureOfExperts: Sendable {
         return Routing(experts: chosen, weights: weights, expertsPerToken: k)
     }
 
+    /// The softmax of a router row's `count` logits in Float32: exp(l − max)
+    /// over their sum, summed in order.
+    static func softmax(_ row: UnsafePointer<Float>, count: Int) -> [Float] {
+        var maximum = -Float.infinity
+        for e in 0..<count { maximum = max(maximum, row[e]) }
+        var probabilities = (0..<count).map { exp(row[$0] - maximum) }
+        let sum = probabilities.reduce(0, +)
+        for e in 0..<count { probabilities[e] /= sum }
+        return probabilities
+    }
+
     /// Softmax over the router logits, the k most probable experts, and their
     /// probabilities, divided by their sum when `renormalize` (by their
     /// p-norm when `pNorm` is given, in Float32 as torch.norm computes it).
@@ -271,12 +282,7 @@ public struct MixtureOfExperts: Sendable {
         var weights = [Float](repeating: 0, count: x.rows * k)
         logits.data.withUnsafeBufferPointer { scores in
             for r in 0..<x.rows {
-                let row = scores.baseAddress! + r * count
-                var maximum = -Float.infinity
-                for e in 0..<count { maximum = max(maximum, row[e]) }
-                var probabilities = (0..<count).map { exp(row[$0] - maximum) }
-                let sum = probabilities.reduce(0, +)
-                for e in 0..<count { probabilities[e] /= sum }
+                let probabilities = Self.softmax(scores.baseAddress! + r * count, count: count)
                 // Highest probability first; of equal ones, those torch.topk keeps.
                 let top = TorchTopK.indices(count: count, k: k) { probabilities[$0] }
                 let total: Float

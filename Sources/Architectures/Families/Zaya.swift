@@ -574,12 +574,7 @@ public struct CarriedRouterMixture: Sendable {
         var chosen = [Int](repeating: 0, count: x.rows), weights = [Float](repeating: 0, count: x.rows)
         logits.data.withUnsafeBufferPointer { l in
             for r in 0..<x.rows {
-                let row = l.baseAddress! + r * count
-                var largest = -Float.infinity
-                for e in 0..<count { largest = max(largest, row[e]) }
-                var probabilities = (0..<count).map { exp(row[$0] - largest) }
-                let sum = probabilities.reduce(0, +)
-                for e in 0..<count { probabilities[e] /= sum }
+                let probabilities = MixtureOfExperts.softmax(l.baseAddress! + r * count, count: count)
                 let best = TorchTopK.indices(count: count, k: 1) { probabilities[$0] + balancingBiases[$0] }[0]
                 // The skip class: an index past the experts, which dispatch leaves without output.
                 (chosen[r], weights[r]) = (best, best == skip ? 0 : probabilities[best])
