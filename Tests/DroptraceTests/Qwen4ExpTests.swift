@@ -95,6 +95,25 @@ import Testing
         try EditedFixture(Self.name) { $0["output_gate_type"] = NSNull(); $0["hidden_act"] = "gelu" }.expectRefused(naming: "hidden_act")
     }
 
+    /// Without `partial_rotary_factor` the whole head is rotated
+    /// (Qwen4ExpTextRotaryEmbedding's and Qwen4ExpTextConfig's default 1.0,
+    /// not Qwen 3.5's 0.25), with rope_parameters null too; a rotation wider
+    /// than indexer_head_dim is then refused, as Qwen4ExpTextConfig refuses it.
+    @Test func absentPartialRotaryFactorRotatesTheWholeHead() throws {
+        func rope(_ factor: Double?) -> (inout [String: Any]) -> Void {
+            { config in
+                var rope = config["rope_parameters"] as! [String: Any]
+                rope["partial_rotary_factor"] = factor
+                config["rope_parameters"] = rope
+            }
+        }
+        let whole = try scores(EditedFixture(Self.name, rope(1)))
+        #expect(try scores(EditedFixture(Self.name, rope(nil))) == whole)
+        #expect(try scores(EditedFixture(Self.name) { $0["rope_parameters"] = NSNull() }) == whole)
+        #expect(try scores(EditedFixture(Self.name, rope(0.25))) != whole)
+        try EditedFixture(Self.name) { rope(nil)(&$0); $0["indexer_head_dim"] = 8 }.expectRefused(naming: "indexer_head_dim")
+    }
+
     /// transformers hashes with the stored buffers (layer_multipliers, the
     /// tables' vocabulary sizes and offsets, int64): a config whose seed or
     /// ngram_vocab_size_base gives others is refused, naming config.json;

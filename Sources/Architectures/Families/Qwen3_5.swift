@@ -105,7 +105,11 @@ struct HybridQwenLayers: Sendable {
 
     /// `indexedSpelling`: another name config.json may give the full
     /// attention layers (Qwen4-Exp's "indexed_attention"), read as full_attention.
-    init(_ parts: DecoderParts, indexedSpelling: String? = nil) throws {
+    /// `indexedSpelling`: the layer type read as "full_attention" (Qwen4-Exp's
+    /// "indexed_attention"); `partialRotary`: the rotated fraction of a head
+    /// where `partial_rotary_factor` is absent (Qwen3-Next's and Qwen3.5's 0.25;
+    /// Qwen4-Exp's rotary embedding and config take 1.0).
+    init(_ parts: DecoderParts, indexedSpelling: String? = nil, partialRotary: Double = 0.25) throws {
         self.parts = parts
         config = try parts.config(HybridQwenConfiguration.self)
         let config = config
@@ -138,7 +142,7 @@ struct HybridQwenLayers: Sendable {
                 keys: "num_key_value_heads × head_dim", configPath: parts.configPath)
         }
         // apply_rotary_pos_emb rotates as many dimensions as the table is wide (2·ceil(w/2) for an odd width w).
-        rotary = try parts.rotary(partialRotary: .honoured(default: 0.25), confirmProjections: false)
+        rotary = try parts.rotary(partialRotary: .honoured(default: partialRotary), confirmProjections: false)
     }
 
     func isLinear(_ index: Int) -> Bool { layerTypes[index] == HybridQwenConfiguration.linear }

@@ -240,7 +240,7 @@ struct Qwen4ExpModel: DecoderFamily {
         let config = try parts.config(Qwen4ExpConfiguration.self)
         self.config = config
         pleEmbedDim = config.pleEmbedDim ?? parts.dimensions.hiddenSize
-        let layers = try HybridQwenLayers(parts, indexedSpelling: "indexed_attention")
+        let layers = try HybridQwenLayers(parts, indexedSpelling: "indexed_attention", partialRotary: 1)
         self.layers = layers
         try experts.confirm(parts)
         let pleEmbedDim = pleEmbedDim
