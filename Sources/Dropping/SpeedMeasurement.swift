@@ -233,15 +233,25 @@ public enum SpeedMeasurement {
         func indexerFLOPs(_ attention: SelfAttention) -> Double {
             (attention.indexer.map { linear($0.queryUp) + linear($0.key) + linear($0.headWeights) + 2 * Double(context * $0.heads * $0.dim) } ?? 0)
                 + (attention.blockSparseIndexer.map { linear($0.query) + linear($0.key) + 2 * Double(context * $0.heads * $0.dim) } ?? 0)
+                // Qwen4-Exp's QSA scores the pooled key blocks, one per `compression` keys.
+                + (attention.blockIndexer.map { linear($0.projection) + 2 * Double(context / $0.compression * $0.heads * $0.dim) } ?? 0)
+        }
+        /// The keys a query reads: its window (a chunk, Llama 4's, bounds them
+        /// as a window does), or fewer where an indexer keeps some.
+        func keysRead(_ attention: SelfAttention) -> Int {
+            var keys = min(attention.slidingWindow ?? context, attention.chunkSize ?? context, context)
+            if let indexer = attention.indexer { keys = min(keys, indexer.topK) }
+            if let indexer = attention.blockSparseIndexer { keys = min(keys, indexer.topKBlocks * indexer.blockSize) }
+            // The kept blocks and the keys after the last complete one.
+            if let indexer = attention.blockIndexer { keys = min(keys, indexer.budget + indexer.compression - 1) }
+            return keys
         }
         func attentionFLOPs(_ attention: SelfAttention) -> Double {
             let layout = attention.layout
-            // A chunk (Llama 4) bounds the keys seen as a window does.
-            let window = min(attention.slidingWindow ?? context, attention.chunkSize ?? context, context)
             // Scores, then one weighted sum of the values per pass (a differential attention makes two).
             let products = attention.differential == nil ? 4.0 : 6.0
             return attention.projection.linears.reduce(linear(attention.output)) { $0 + linear($1) }
-                + (attention.outputGate.map(linear) ?? 0) + products * Double(window) * Double(layout.numHeads * layout.headDim)
+                + (attention.outputGate.map(linear) ?? 0) + products * Double(keysRead(attention)) * Double(layout.numHeads * layout.headDim)
                 + indexerFLOPs(attention)
         }
         func mamba2FLOPs(_ mixer: Mamba2Mixer) -> Double {

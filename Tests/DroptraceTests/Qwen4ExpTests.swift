@@ -1,5 +1,6 @@
 @testable import Architectures
 import CheckpointIO
+import Dropping
 import DroptraceSupport
 import Foundation
 import Scoring
@@ -93,6 +94,18 @@ import Testing
         #expect(try scores(EditedFixture(Self.name) { $0["norm_topk_prob"] = false }) != base)
         // The output gate falls back on hidden_act, which must then be sigmoid or silu.
         try EditedFixture(Self.name) { $0["output_gate_type"] = NSNull(); $0["hidden_act"] = "gelu" }.expectRefused(naming: "hidden_act")
+    }
+
+    /// The analytic FLOPs of a decoding step read the keys the QSA indexer
+    /// keeps, whatever the context: only its scoring of the pooled blocks
+    /// (one per indexer_compress_ratio keys) grows with the context.
+    @Test func decodingFLOPsReadTheKeptKeys() throws {
+        let model = try EditedFixture(Self.name).load()
+        let indexers = try (0..<model.layerCount).compactMap { try model.block($0).attention?.mixer.softmaxAttention?.blockIndexer }
+        #expect(!indexers.isEmpty)
+        let growth = try SpeedMeasurement.decodeFLOPs(model: model, plan: .none, context: 2000)
+            - SpeedMeasurement.decodeFLOPs(model: model, plan: .none, context: 1000)
+        #expect(growth == indexers.reduce(0) { $0 + 2 * Double(1000 / $1.compression * $1.heads * $1.dim) })
     }
 
     /// Without `partial_rotary_factor` the whole head is rotated
