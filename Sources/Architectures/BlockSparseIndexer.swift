@@ -108,11 +108,12 @@ public struct BlockSparseIndexer: Sendable {
             }
         }
         let blocks = (count + size - 1) / size, ownBlock = s / size
-        let local = Set((0..<max(localBlocks, 0)).map { max(ownBlock - $0, 0) })
+        // The local blocks: the last `localBlocks` up to the query's own (none for 0 or fewer).
+        let firstLocal = localBlocks > 0 ? max(ownBlock - localBlocks + 1, 0) : ownBlock + 1
         return (0..<heads).map { h in
             var scores = [Float](repeating: -.infinity, count: blocks)
             for b in 0...ownBlock {
-                if local.contains(b) { scores[b] = .infinity; continue }
+                if b >= firstLocal { scores[b] = .infinity; continue }
                 var best = -Float.infinity
                 for t in (b * size)..<min((b + 1) * size, visible) {
                     let value = products[h * visible + t]

@@ -140,6 +140,40 @@ import Testing
         #expect(throws: DroptraceError.self) { _ = try EditedFixture(Self.wrapper, tied(top: false, text: false)).load().head() }
     }
 
+    /// The wrapper's conversion merges a split gate_proj / up_proj into
+    /// gate_up_proj: a checkpoint storing a fused one beside them is
+    /// refused (transformers reads the split pair, droptrace read the fused one).
+    @Test func splitAndFusedGateBothStoredAreRefused() throws {
+        let fixture = try EditedFixture(Self.wrapper)
+        try BadInputTests().rewriteWeights(fixture.model) { entries in
+            let prefix = "language_model.model.layers.1.block_sparse_moe.shared_experts."
+            let gate = entries.first { $0.name == prefix + "gate_proj.weight" }!
+            entries.append(SafetensorsWriter.Entry(
+                name: prefix + "gate_up_proj.weight", dtype: .float32, shape: [2 * gate.shape[0], gate.shape[1]],
+                bytes: Data(count: 8 * gate.shape[0] * gate.shape[1])))
+        }
+        do {
+            _ = try fixture.load().block(1)
+            Issue.record("a fused gate beside the split one was read")
+        } catch let error as DroptraceError {
+            #expect(error.message.contains("gate_up_proj") && error.message.contains("keep one"), "\(error.message)")
+        }
+    }
+
+    /// More local blocks than a sequence has keep every block, without a
+    /// set of that many (a huge sparse_local_block allocated one per query).
+    @Test func localBlocksPastTheSequenceKeepEveryBlock() throws {
+        func local(_ count: Int) -> (inout [String: Any]) -> Void {
+            { config in
+                var sparse = config["sparse_attention_config"] as! [String: Any]
+                sparse["sparse_local_block"] = count
+                config["sparse_attention_config"] = sparse
+            }
+        }
+        #expect(try scores(EditedFixture(Self.name, local(1_000_000_000_000))) == scores(EditedFixture(Self.name, local(1_000))))
+        #expect(try scores(EditedFixture(Self.name, local(1_000))) != scores(EditedFixture(Self.name)))
+    }
+
     /// A block-drop export spells out the kept layers' attention and MLP
     /// types (transformers reads them over the legacy lists).
     @Test func exportSpellsOutTheLayerTypes() throws {

@@ -329,6 +329,13 @@ struct MiniMaxM3Model: DecoderFamily {
         // The activation is the clamped SwiGLU's; the plain one these are first read with is never run.
         func fused(_ mlp: String, inner: Int) throws -> FeedForward {
             let split = convertsReleasedNames && !weights.has(mlp + "gate_up_proj.weight")
+            // The wrapper's conversion merges gate_proj and up_proj into gate_up_proj: both stored is one too many.
+            if convertsReleasedNames && !split && weights.has(mlp + "gate_proj.weight") {
+                throw DroptraceError(
+                    "tensors '\(weights.absolute(mlp + "gate_proj.weight").forErrorMessage)' and '\(weights.absolute(mlp + "gate_up_proj.weight").forErrorMessage)' "
+                        + "are both read as the MLP's gate by transformers' conversion of minimax_m3_vl checkpoints; keep one of the two",
+                    path: weights.checkpoint.weightsPath)
+            }
             return Self.clamped(
                 split ? try weights.gatedMLP(mlp, hidden: d, inner: inner, activation: .silu)
                     : try weights.fusedGatedMLP(mlp, hidden: d, inner: inner, activation: .silu),
