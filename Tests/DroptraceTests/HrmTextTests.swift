@@ -32,6 +32,9 @@ import Testing
         Mutant(name, "head_dim", "8"), Mutant(name, "intermediate_size", "64"), Mutant(name, "num_layers_per_stack", "3"),
         // LLM-Drop's lists, which HrmTextModel does not read.
         Mutant(name, "drop_attn_list", "[1]"),
+        // More layer invocations than droptrace runs, or more than an Int counts (checked before anything is sized).
+        Mutant(name, "H_cycles", "100000", key: "H_cycles"), Mutant(name, "L_cycles", "1000000000000", key: "H_cycles"),
+        Mutant(name, "H_cycles", "4611686018427387904", key: "H_cycles"),
     ]
 
     @Test(arguments: mutants)
@@ -137,6 +140,14 @@ import Testing
         #expect(unstarted.layerLoop?.stacks?.lowStart.allSatisfy { $0 == 0 } == true)
         let unstartedScores = try ImportanceScorer(model: unstarted).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
         #expect(unstartedScores.attention + unstartedScores.mlp + unstartedScores.block != (try scores(fixture)))
+        // z_L_init stored without the prefix the other tensors have: transformers loads it all the same.
+        let bare = try fixture.scratch.copyOfModel(Self.name, as: "bare")
+        try BadInputTests().rewriteWeights(bare) { entries in
+            let index = entries.firstIndex { $0.name == "model.z_L_init" }!
+            entries[index].name = "z_L_init"
+        }
+        let bareModel = try ModelRegistry.load(try Checkpoint(directory: bare))
+        #expect(bareModel.layerLoop?.stacks?.lowStart == (try fixture.load()).layerLoop?.stacks?.lowStart)
     }
 
     /// Key/value-cache decoding, one cache per invocation of each layer

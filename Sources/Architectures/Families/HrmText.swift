@@ -72,6 +72,10 @@ struct HrmTextConfiguration: Decodable {
 /// `attn.o_proj`, `mlp.gate_up_proj`) or as transformers names them. Untied
 /// by default.
 struct HrmTextModel: DecoderFamily {
+    /// Layer invocations per forward pass droptrace runs at most
+    /// (num_layers_per_stack × H_cycles × (L_cycles + 1); the released
+    /// configs run tens): past it a config is refused before anything is sized.
+    static let maximumInvocations = 1 << 16
     let parts: DecoderParts
     let config: HrmTextConfiguration
     let rotary: RotaryEmbedding
@@ -136,7 +140,15 @@ struct HrmTextModel: DecoderFamily {
                 throw InvalidConfigValue(
                     key: "initializer_range", problem: "is 0 without embedding_scale: HrmTextConfig divides by it for the default scale")
             }
-            let invocations = perStack * config.highCycles * (config.lowCycles + 1)
+            // Bounded before anything is sized by it (the steps, a cache per invocation).
+            let (cycles, cyclesOverflow) = config.highCycles.multipliedReportingOverflow(by: config.lowCycles &+ 1)
+            let (invocations, overflow) = perStack.multipliedReportingOverflow(by: cycles)
+            guard !cyclesOverflow, !overflow, config.lowCycles < Int.max, invocations <= Self.maximumInvocations else {
+                throw InvalidConfigValue(
+                    key: "H_cycles",
+                    problem: "(\(config.highCycles)) × (L_cycles (\(config.lowCycles)) + 1) × \(countKey) (\(perStack)) layer invocations "
+                        + "per forward pass are more than the \(Self.maximumInvocations) droptrace runs")
+            }
             if stacked, let written = integer("num_hidden_layers"), written < invocations {
                 throw InvalidConfigValue(
                     key: "num_hidden_layers",
@@ -163,8 +175,20 @@ struct HrmTextModel: DecoderFamily {
             "L_module.layers.0.mlp.\(mlp.0).weight", [mlp.1 * d.intermediateSize, d.hiddenSize],
             keys: (mlp.1 == 2 ? "2 × " : "") + "intermediate_size, hidden_size", configPath: path)
         rotary = try parts.rotary(confirmProjections: false)
-        // A parameter transformers initialises to zeros where the checkpoint lacks it.
-        lowStart = weights.has("z_L_init") ? try weights.floats("z_L_init", [d.hiddenSize]) : [Float](repeating: 0, count: d.hiddenSize)
+        // A parameter transformers initialises to zeros where the checkpoint lacks it, and also
+        // finds stored without the prefix the other tensors have (`z_L_init` beside `model.…`).
+        if weights.has("z_L_init") {
+            lowStart = try weights.floats("z_L_init", [d.hiddenSize])
+        } else if weights.checkpoint.hasTensor("z_L_init") {
+            let stored = try weights.checkpoint.storedTensor("z_L_init")
+            guard stored.shape == [d.hiddenSize] else {
+                throw DroptraceError(
+                    "tensor 'z_L_init' has shape \(stored.shape), expected [hidden_size] = [\(d.hiddenSize)]", path: weights.checkpoint.weightsPath)
+            }
+            lowStart = try stored.floats()
+        } else {
+            lowStart = [Float](repeating: 0, count: d.hiddenSize)
+        }
     }
 
     /// A stack's layers under `prefix`, counted by `countKey`
