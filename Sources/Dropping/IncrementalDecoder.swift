@@ -155,8 +155,8 @@ final class IncrementalDecoder {
 
     /// `step(token:position:)` from the token's embedding (one row).
     func step(embedded: EmbeddedTokens, position: Int) -> Matrix {
-        // The keys layers' indexers keep for this token, stored for later layers (nil: all), by layer.
-        var kept: [Int: Set<Int>?] = [:]
+        // The keys layers' indexers keep for this token, stored for later layers, by layer.
+        var selections: [Int: KeySelection] = [:]
         // Kolibri 1.1's pools of this token's keys, by indexer layer.
         var pools: [Int: KeySelection] = [:]
         let carry = BlockCarry()
@@ -178,7 +178,7 @@ final class IncrementalDecoder {
                         default:
                             let length = caches[slot]!.length
                             defer { if readsOnly { caches[slot]!.truncate(to: length) } }
-                            return caches[slot]!.attend(x, with: attention, position: position, kept: &kept)
+                            return caches[slot]!.attend(x, with: attention, position: position, selections: &selections)
                         }
                     },
                     recur: { $0($1, state: &states[slot]!) })
@@ -233,8 +233,7 @@ final class IncrementalDecoder {
         if attention.storesOnly { return Matrix(zeros: x.rows, 0) }
         let selection = indexer.selection(rows, layout: attention.layout, sequences: sequences, pool: pool, fromRow: newest)
         if cache.roundsToBF16 { qkv.data = BFloat16.rounded(qkv.data) }
-        return cache.attendCached(
-            qkv, input: x, with: attention, kept: Set((0..<rows.rows).filter { selection.keeps(row: newest, key: $0) }))
+        return cache.attendCached(qkv, input: x, with: attention, keySelection: selection, row: newest)
     }
 }
 
@@ -413,37 +412,39 @@ struct KeyValueCache {
     func attendReusing(_ x: Matrix, with attention: SelfAttention, position: Int) -> Matrix {
         var qkv = attention.projectedQKV(x, positions: [position], sharedKeysValues: keysValues(length - 1..<length))
         if roundsToBF16 { qkv.data = BFloat16.rounded(qkv.data) }
-        return attendCached(qkv, input: x, with: attention, kept: nil)
+        return attendCached(qkv, input: x, with: attention)
     }
 
     /// Attention of the new token over the cache (itself included), after
     /// appending its key and value; returns the output projection. A layer
-    /// storing or reusing its key selection does so in `keptByLayer`, as `prefill`.
-    mutating func attend(_ x: Matrix, with attention: SelfAttention, position: Int, kept keptByLayer: inout [Int: Set<Int>?]) -> Matrix {
+    /// storing or reusing its key selection does so in `selections`, as `prefill`.
+    mutating func attend(_ x: Matrix, with attention: SelfAttention, position: Int, selections: inout [Int: KeySelection]) -> Matrix {
         let latent = attention.indexer == nil ? nil : attention.projection.queryLatent(x)
-        // The keys the sparse-attention indexer keeps for the new token (nil: all).
-        var kept: Set<Int>?
+        // The keys the new token may read, for all its heads or each group
+        // of them (MiniMax-M3's indexer); all where no indexer chooses.
+        var selection = KeySelection(rows: 1)
         if let indexer = attention.indexer {
             let indexed = indexer.project(x, queryLatent: latent, positions: [position])
             indexerKeys.replaceSubrange(length * indexer.dim..<(length + 1) * indexer.dim, with: indexed.keys.data)
-            if length + 1 > indexer.topK { kept = Set(indexer.chosenKeys(indexed, row: 0, keys: indexerKeys, keyRows: 0..<(length + 1))) }
+            if length + 1 > indexer.topK {
+                selection.keep(row: 0, keys: indexer.chosenKeys(indexed, row: 0, keys: indexerKeys, keyRows: 0..<(length + 1)), length: length + 1)
+            }
         }
-        if let indexer = attention.blockIndexer {
-            kept = indexer.decode(x, positions: [position], state: &blockIndexerState!)[0].map(Set.init)
+        if let indexer = attention.blockIndexer, let keys = indexer.decode(x, positions: [position], state: &blockIndexerState!)[0] {
+            selection.keep(row: 0, keys: keys, length: length + 1)
         }
-        // The keys MiniMax-M3's indexer keeps for each group of heads (nil: all).
-        var keptByGroup: [Set<Int>]?
         if let indexer = attention.blockSparseIndexer {
             let indexed = indexer.project(x, positions: [position])
             blockIndexerKeys.replaceSubrange(length * indexer.dim..<(length + 1) * indexer.dim, with: indexed.keys.data)
             if !indexer.seesAll(length) {
-                keptByGroup = indexer.chosenKeys(indexed.queries, row: 0, keys: blockIndexerKeys, keyRows: 0..<(length + 1), offset: length)
-                    .map(Set.init)
+                let chosen = indexer.chosenKeys(indexed.queries, row: 0, keys: blockIndexerKeys, keyRows: 0..<(length + 1), offset: length)
+                selection = KeySelection(rows: 1, groups: chosen.count)
+                for (group, keys) in chosen.enumerated() { selection.keep(row: 0, group: group, keys: keys, length: length + 1) }
             }
         }
         let sharing = attention.keySelectionSharing
-        if let source = sharing?.reusedLayer { kept = keptByLayer[source]! }
-        if let layer = sharing?.storedLayer { keptByLayer[layer] = .some(kept) }
+        if let source = sharing?.reusedLayer { selection = selections[source]! }
+        if let layer = sharing?.storedLayer { selections[layer] = selection }
         if sharing?.storesOnly == true {
             length += 1
             return Matrix(zeros: x.rows, 0)
@@ -452,15 +453,15 @@ struct KeyValueCache {
         // One row: rounding it whole rounds the query, key and value alike.
         if roundsToBF16 { qkv.data = BFloat16.rounded(qkv.data) }
         appendKeysValues(qkv, biases: attention.dynamicMask?.biases(qkv, layout: layout))
-        return attendCached(qkv, input: x, with: attention, kept: kept, keptByGroup: keptByGroup)
+        return attendCached(qkv, input: x, with: attention, keySelection: selection)
     }
 
     /// The query of projected row `qkv` attending to the cache's positions
-    /// 0..<length (`kept` of them where the sparse indexer chose), the new
-    /// token's last; returns the output projection. `keptByGroup`: the keys
-    /// each group of consecutive query heads reads (MiniMax-M3's indexer), nil: all.
+    /// 0..<length, the new token's last; returns the output projection.
+    /// Each head reads only the keys row `row` of `keySelection` keeps for
+    /// its group (keys at offsets = positions).
     func attendCached(
-        _ qkv: Matrix, input x: Matrix, with attention: SelfAttention, kept: Set<Int>?, keptByGroup: [Set<Int>]? = nil
+        _ qkv: Matrix, input x: Matrix, with attention: SelfAttention, keySelection: KeySelection = KeySelection(rows: 1), row: Int = 0
     ) -> Matrix {
         // The cache holds positions 0..<length; the new token is at length - 1.
         let layout = self.layout, headDim = layout.headDim, width = self.width
@@ -495,12 +496,8 @@ struct KeyValueCache {
                         if let cap = attention.logitSoftcap {
                             for j in 0..<visible { scores[j] = tanh(scores[j] / cap) * cap }
                         }
-                        if let kept {
-                            for j in 0..<visible where !kept.contains(first + j) { scores[j] = -.infinity }
-                        }
-                        if let keptByGroup {
-                            let kept = keptByGroup[head / (layout.numHeads / keptByGroup.count)]
-                            for j in 0..<visible where !kept.contains(first + j) { scores[j] = -.infinity }
+                        scores.withUnsafeMutableBufferPointer {
+                            keySelection.mask(row: row, head: head, heads: layout.numHeads, scores: $0.baseAddress!, keys: first..<length)
                         }
                         if let biases {
                             scores.withUnsafeMutableBufferPointer {
