@@ -144,7 +144,7 @@ final class IncrementalDecoder {
     /// stores them), with what the recurrent mixers' caches grow by per
     /// token (DeepSeek-V4's attention; other states do not grow).
     var cacheBytesPerToken: Int {
-        caches.compactMap { $0 }.reduce(stateBytesPerToken) { $0 + 2 * $1.width * MemoryLayout<Float>.size }
+        caches.compactMap { $0 }.reduce(stateBytesPerToken) { $0 + $1.bytesPerToken }
     }
 
     /// Runs one token through every block; returns the final hidden state.
@@ -257,6 +257,11 @@ struct KeyValueCache {
     private var blockIndexerState: QSAIndexer.State?
     private(set) var length = 0
     let roundsToBF16 = MatrixArithmetic.current.roundsToBF16
+    /// What the cache grows by per token, in bytes (all of it Float32):
+    /// the keys and values, a sparse-attention indexer's own keys (QSA's
+    /// pooled ones: one per `compression` tokens, rounded), a dynamic
+    /// mask's key biases.
+    let bytesPerToken: Int
 
     init(_ attention: SelfAttention, capacity: Int) {
         layout = attention.layout
@@ -266,6 +271,10 @@ struct KeyValueCache {
         blockIndexerKeys = [Float](repeating: 0, count: capacity * (attention.blockSparseIndexer?.dim ?? 0))
         keyBiases = [Float](repeating: 0, count: attention.dynamicMask == nil ? 0 : capacity * layout.numKVHeads)
         blockIndexerState = attention.blockIndexer.map { _ in QSAIndexer.State() }
+        let floats = 2 * layout.numKVHeads * layout.headDim + (attention.indexer?.dim ?? 0) + (attention.blockSparseIndexer?.dim ?? 0)
+            + (attention.dynamicMask == nil ? 0 : layout.numKVHeads)
+        let pooled = attention.blockIndexer.map { (2 * $0.dim * MemoryLayout<Float>.size + $0.compression) / (2 * $0.compression) } ?? 0
+        bytesPerToken = floats * MemoryLayout<Float>.size + pooled
     }
 
     var width: Int { layout.numKVHeads * layout.headDim }

@@ -294,6 +294,21 @@ import Tokenization
         #expect(full.kvCacheBytesPerToken == 5 * 2 * 2 * 12 * 4)
     }
 
+    /// A cache holds more than keys and values where the attention keeps
+    /// more per token: a sparse-attention indexer's keys (DeepSeek-V3.2's
+    /// `index_head_dim` 16 on 4 layers; MiniMax-M3's `sparse_index_dim` 16
+    /// on its 3 sparse layers; Qwen4-Exp's QSA a pooled key of 16 per 4
+    /// tokens on its 2 indexed layers: 16 bytes a token each) and Doge's
+    /// key biases (2 key/value heads on 4 layers), all Float32.
+    @Test(arguments: [("deepseek_v32-f32", 4 * 16 * 4), ("minimax_m3_vl_text-f32", 3 * 16 * 4), ("qwen4_exp_text-f32", 2 * 16), ("doge-f32", 4 * 2 * 4)])
+    func cachesCountWhatTheyHoldPerToken(model name: String, beyondKeysAndValues: Int) throws {
+        let model = try load(name)
+        let keysValues = try (0..<model.layerCount).compactMap { try model.block($0).attention?.attention?.layout }
+            .reduce(0) { $0 + 2 * $1.numKVHeads * $1.headDim * 4 }
+        let decoder = try IncrementalDecoder(model: model, plan: .none, capacity: 4)
+        #expect(decoder.cacheBytesPerToken == keysValues + beyondKeysAndValues)
+    }
+
     /// Options that cannot go together are invalid usage (64); counts the
     /// model cannot take and export paths already taken are bad input (1),
     /// named, and refused before any scoring.
