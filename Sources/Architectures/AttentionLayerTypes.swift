@@ -214,12 +214,19 @@ extension DecoderParts {
     /// `entries`: the per-type entries where the config class builds them
     /// from another form of config.json's (Ergo's flat parameters, which
     /// describe its sliding layers), in place of `rope_parameters` as written.
+    /// `standardised`: the config class standardises the entries
+    /// (`standardize_rope_params`), a scaled type without
+    /// `original_max_position_embeddings` taking max_position_embeddings;
+    /// false where it overrides `convert_rope_params_to_dict` without doing
+    /// so (ZayaConfig, LagunaConfig, BeamConfig, MellumConfig,
+    /// MiMoV2FlashConfig), whose rope validation then refuses such an entry.
     /// Tables of width 0 when the config drops every attention layer.
     /// - Throws: `DroptraceError` naming config.json and the key.
     func rotariesAsWritten(
         types: Set<String>, defaults: [String: [String: Any]], rotaryClass: String, attentionClass: String,
         partialRotary: ((_ ropeType: String) -> RopeSettings.PartialRotary)? = nil, nullIsNoPositions: Bool = false,
-        inheritsPartialRotaryFactor: Bool = false, inheritedRopeTheta: Double? = nil, entries: [String: Any]? = nil
+        inheritsPartialRotaryFactor: Bool = false, inheritedRopeTheta: Double? = nil, entries: [String: Any]? = nil,
+        standardised: Bool = true
     ) throws -> [String: RotaryEmbedding] {
         let object = try checkpoint.configObject(section)
         let written = entries ?? (object["rope_parameters"] as? [String: Any])
@@ -256,6 +263,12 @@ extension DecoderParts {
                     throw InvalidConfigValue(
                         key: entryKey + ".partial_rotary_factor",
                         problem: "is \(share): \(attentionClass) rotates whole heads, and a narrower rotary table fails there")
+                }
+                if !standardised, RopeSettings.typesWithOriginalLength.contains(settings.type), settings.originalMaxPositions == nil {
+                    throw InvalidConfigValue(
+                        key: entryKey + ".original_max_position_embeddings",
+                        problem: "is missing: transformers requires it for rope type \"\(settings.type)\" here, as this family's config "
+                            + "class does not take max_position_embeddings for it")
                 }
                 return settings
             }

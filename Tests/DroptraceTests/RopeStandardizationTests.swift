@@ -47,6 +47,37 @@ import Testing
             #expect(abs(ours.scaling - scaling) <= 1e-6, "layer \(index)")
         }
     }
+
+    /// A scaled entry by layer type without `original_max_position_embeddings`:
+    /// transformers' `standardize_rope_params` gives it max_position_embeddings,
+    /// but ZayaConfig, LagunaConfig, MiMoV2FlashConfig, MellumConfig and
+    /// BeamConfig override `convert_rope_params_to_dict` without it, and their
+    /// rope validation raises ("Missing required keys in `rope_parameters`"),
+    /// while DoryConfig and CohereCompassTextConfig standardise and run it
+    /// (both checked with transformers 5.25).
+    @Test(arguments: [
+        ("zaya-f32", "hybrid", false), ("laguna-f32", "sliding_attention", false), ("mimo_v2_flash-f32", "full_attention", false),
+        ("mellum-f32", "full_attention", false), ("beam-f32", "sliding_attention", false),
+        ("dory-f32", "full_attention", true), ("cohere_compass_text-f32", "sliding_attention", true),
+    ])
+    func scaledEntriesWithoutTheOriginalLength(fixture name: String, layerType: String, runs: Bool) throws {
+        for (type, extra) in [("yarn", [:]), ("llama3", ["low_freq_factor": 1.0, "high_freq_factor": 4.0])] as [(String, [String: Double])] {
+            let fixture = try EditedFixture(name) { config in
+                var parameters = config["rope_parameters"] as! [String: Any]
+                var entry = parameters[layerType] as! [String: Any]
+                entry["rope_type"] = type
+                entry["factor"] = 2.0
+                for (key, value) in extra { entry[key] = value }
+                parameters[layerType] = entry
+                config["rope_parameters"] = parameters
+            }
+            if runs {
+                #expect(throws: Never.self, "\(type)") { _ = try fixture.load() }
+            } else {
+                fixture.expectRefused(naming: "rope_parameters.\(layerType).original_max_position_embeddings")
+            }
+        }
+    }
 }
 
 /// Keys a family's transformers model does not read change nothing.

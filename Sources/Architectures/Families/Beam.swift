@@ -171,7 +171,7 @@ struct BeamModel: DecoderFamily {
         }
         rotaries = try parts.rotariesAsWritten(
             types: Set(layerTypes), defaults: [:], rotaryClass: "BeamRotaryEmbedding", attentionClass: "BeamAttention",
-            partialRotary: { _ in .ignored }, nullIsNoPositions: true, entries: try Self.ropeEntries(parts))
+            partialRotary: { _ in .ignored }, nullIsNoPositions: true, entries: try Self.ropeEntries(parts), standardised: false)
     }
 
     /// The per-type rope entries BeamConfig ends with: a `rope_scaling` key

@@ -176,7 +176,7 @@ struct LagunaModel: DecoderFamily {
         // LagunaRotaryEmbedding reads each type's rotated share with 1 as the default.
         rotaries = try parts.rotariesAsWritten(
             types: Set(layerTypes), defaults: LagunaConfiguration.defaultRope, rotaryClass: "LagunaRotaryEmbedding",
-            attentionClass: "LagunaAttention", partialRotary: { _ in .honoured(default: 1) })
+            attentionClass: "LagunaAttention", partialRotary: { _ in .honoured(default: 1) }, standardised: false)
     }
 
     /// Exports without some blocks spell out the kept layers' attention and MLP types.

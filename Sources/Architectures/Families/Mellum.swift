@@ -75,7 +75,7 @@ struct MellumModel: DecoderFamily {
         // MellumRotaryEmbedding reads rope_theta in each entry; MellumAttention has no partial rotation.
         rotaries = try parts.rotariesAsWritten(
             types: Set(types), defaults: MellumConfiguration.defaultRope, rotaryClass: "MellumRotaryEmbedding",
-            attentionClass: "MellumAttention")
+            attentionClass: "MellumAttention", standardised: false)
     }
 
     /// Exports without some blocks spell out the kept layers' types.

@@ -139,7 +139,7 @@ struct MiMoV2FlashModel: DecoderFamily {
             types: Set(layerTypes), defaults: MiMoV2FlashConfiguration.defaultRope, rotaryClass: "MiMoV2FlashRotaryEmbedding",
             attentionClass: "MiMoV2FlashAttention",
             // Its own default rotation reads the fraction with 0.334 as the default; transformers' other types with 1.
-            partialRotary: { $0 == "default" ? .honoured(default: 0.334) : .honoured(default: 1) })
+            partialRotary: { $0 == "default" ? .honoured(default: 0.334) : .honoured(default: 1) }, standardised: false)
     }
 
     /// The heads of a layer of `type`, each `head_dim` or `v_head_dim` wide, whichever is wider.

@@ -152,7 +152,7 @@ struct ZayaModel: DecoderFamily {
         try Self.confirmShapes(parts, config: config)
         rotaries = try parts.rotariesAsWritten(
             types: Set(layerTypes), defaults: ZayaConfiguration.defaultRope, rotaryClass: "ZayaRotaryEmbedding",
-            attentionClass: "ZayaAttention", partialRotary: { _ in .honoured(default: 1) })
+            attentionClass: "ZayaAttention", partialRotary: { _ in .honoured(default: 1) }, standardised: false)
     }
 
     static func naming(_ prefix: String) -> LayerNaming {
