@@ -66,6 +66,20 @@ public indirect enum JSONValue: Sendable {
         return members.last { $0.key.unicodeScalars.elementsEqual(key.unicodeScalars) }?.value
     }
 
+    /// Python's truth value of the value: null, false, 0, 0.0, "", [] and {}
+    /// are false, everything else true (NaN too).
+    public var isTruthy: Bool {
+        switch self {
+        case .null: false
+        case .bool(let flag): flag
+        case .integer(let number): number != 0
+        case .number(let number), .bigInteger(let number): number != 0
+        case .string(let text): !text.isEmpty
+        case .array(let entries): !entries.isEmpty
+        case .object(let members): !members.isEmpty
+        }
+    }
+
     /// The dotted path (`attn_config.clip_qkv`, `time_step_limit[1]`) of
     /// the first number within this value that is not finite, where the
     /// members of this object named in `infiniteBounds` may hold ±infinity

@@ -36,7 +36,6 @@ import Testing
         // Lists of another length (validate_layer_type), types it refuses or on which it fails.
         Mutant(name, "sparse_attention_config.sparse_attention_freq", "[1, 0, 1]", key: "layer_types"),
         Mutant(name, "moe_layer_freq", "[0, 1, 1]", key: "mlp_layer_types"),
-        Mutant(name, "moe_layer_freq", "[0, \"x\", 1, 1]"),
         Mutant(name, "layer_types", "[\"sliding_attention\", \"full_attention\", \"full_attention\", \"full_attention\"]"),
         Mutant(name, "mlp_layer_types", "[\"dense\", \"moe\", \"sparse\", \"sparse\"]"),
         // More experts per token than experts (torch.topk fails); none (the MLP would be the shared expert alone).
@@ -105,6 +104,13 @@ import Testing
         // The legacy entries win over the flat keys.
         #expect(try scores(EditedFixture(Self.name) { $0["index_topk_blocks"] = 1; $0["index_block_size"] = 16 }) == base)
         #expect(try scores(EditedFixture(Self.name) { $0["rotary_dim"] = 4; $0["hidden_act"] = "gelu" }) == base)
+        // The per-layer flags by their truth value, as the config class takes them (1.0 and true sparse; 0.0 and null not).
+        #expect(try scores(EditedFixture(Self.name) { config in
+            var sparse = config["sparse_attention_config"] as! [String: Any]
+            sparse["sparse_attention_freq"] = [1.0, NSNull(), true, "1"]
+            config["sparse_attention_config"] = sparse
+            config["moe_layer_freq"] = [0.0, 1.0, true, 2]
+        }) == base)
         func sparse(_ key: String, _ value: Any) -> (inout [String: Any]) -> Void {
             { config in
                 var sparse = config["sparse_attention_config"] as! [String: Any]

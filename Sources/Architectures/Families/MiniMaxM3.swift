@@ -84,15 +84,10 @@ struct MiniMaxM3Configuration: Decodable {
     mutating func readLegacyKeys(_ document: JSONValue?) throws {
         let sparse = document?.member("sparse_attention_config")
         /// A 0/1 list's entries as `if f` reads them.
+        // MiniMaxM3VLTextConfig takes each entry's truth value (1.0 is sparse, 0 and null are not).
         func flags(_ value: JSONValue, key: String) throws -> [Bool] {
             guard case .array(let entries) = value else { throw InvalidConfigValue(key: key, problem: "must be a list of 0 / 1 per layer") }
-            return try entries.map {
-                switch $0 {
-                case .integer(let flag): return flag != 0
-                case .bool(let flag): return flag
-                default: throw InvalidConfigValue(key: key, problem: "must list 0 or 1 per layer, got \(ConfigValueKinds.spelled($0))")
-                }
-            }
+            return entries.map(\.isTruthy)
         }
         for (legacy, flat) in Self.legacyIndexKeys {
             guard let value = sparse?.member(legacy) else { continue }
