@@ -354,28 +354,31 @@ struct Qwen4ExpModel: DecoderFamily {
     func ple(_ index: Int, pleIndex: Int) throws -> PerLayerNGramBranch {
         let w = parts.weights, p = "layers.\(index).ple.", n = config.hcCount, width = streamWidth, e = pleEmbedDim
         let heads = config.ngramHeads, headWidth = e / heads
-        let (sizes, offsets, rows) = config.headSizes(pleIndex: pleIndex)
-        let multipliers = config.multipliers(pleIndex: pleIndex, vocabulary: vocabularySize)
-        // The stored buffers are what transformers hashes with: they must be the ones the config gives.
-        for (name, values) in [("layer_multipliers", multipliers), ("ngram_heads_vocab_sizes", sizes), ("ngram_heads_offsets", offsets)] {
-            let key = p + "ple_embedding." + name
-            guard w.has(key) else { continue }
-            let stored = try w.checkpoint.storedTensor(w.prefix + key)
-            guard stored.dtype == .int64, stored.shape == [values.count] else {
+        let (computedSizes, computedOffsets, rows) = config.headSizes(pleIndex: pleIndex)
+        // transformers hashes with the buffers as stored; only absent ones are
+        // built from seed, ngram_vocab_size_base and ple_layer_ids (_init_weights).
+        func buffer(_ name: String, _ computed: [Int64]) throws -> [Int64] {
+            let key = w.prefix + p + "ple_embedding." + name
+            guard w.has(p + "ple_embedding." + name) else { return computed }
+            let stored = try w.checkpoint.storedTensor(key)
+            guard stored.dtype == .int64, stored.shape == [computed.count] else {
                 throw DroptraceError(
-                    "tensor '\(w.prefix + key)' is \(stored.dtype.rawValue) of shape \(stored.shape); the config gives an I64 buffer of shape [\(values.count)]",
+                    "tensor '\(key)' is \(stored.dtype.rawValue) of shape \(stored.shape); the config gives an I64 buffer of shape [\(computed.count)]",
                     path: parts.configPath)
             }
             // Exactly as stored (little-endian int64): the multipliers are far past Float's exact integers.
-            let bytes = try stored.storedBytes()
-            let read = bytes.withUnsafeBytes { raw in
-                (0..<values.count).map { Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
+            return try stored.storedBytes().withUnsafeBytes { raw in
+                (0..<computed.count).map { Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
             }
-            guard read == values else {
-                throw DroptraceError(
-                    "tensor '\(w.prefix + key)' does not hold the values seed, ngram_vocab_size_base and ple_layer_ids give",
-                    path: parts.configPath)
-            }
+        }
+        let multipliers = try buffer("layer_multipliers", config.multipliers(pleIndex: pleIndex, vocabulary: vocabularySize))
+        let sizes = try buffer("ngram_heads_vocab_sizes", computedSizes), offsets = try buffer("ngram_heads_offsets", computedOffsets)
+        // A head of no rows fails the modulo, one past the table the lookup.
+        for (size, offset) in zip(sizes, offsets) where size < 1 || offset < 0 || offset > Int64(rows) - size {
+            throw DroptraceError(
+                "the n-gram head of \(size) rows at offset \(offset) in '\(w.prefix + p)ple_embedding.ngram_heads_vocab_sizes' / "
+                    + "'ngram_heads_offsets' does not lie within the \(rows) rows of its table",
+                path: parts.configPath)
         }
         let table = try ngramTable(p + "ple_embedding.ngram_embedding", rows: rows, width: headWidth)
         let norm = { (name: String) in try w.offsetRMSNorm(p + name, size: width, eps: layers.config.rmsNormEps) }
