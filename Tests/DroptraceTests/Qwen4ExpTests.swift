@@ -31,7 +31,14 @@ import Testing
         Mutant(name, "indexer_head_dim", "4"), Mutant(name, "indexer_n_heads", "0"), Mutant(name, "indexer_compress_ratio", "-4"),
         Mutant(name, "ple_layer_ids", "[2]"), Mutant(name, "ple_layer_ids", "[0]"), Mutant(name, "ple_layer_ids", "[5]"),
         Mutant(name, "ple_embed_dim", "10"),
-        Mutant(name, "ngram_size", "1", key: "ple_embed_dim"), Mutant(name, "heads_per_ngram", "0", key: "ple_embed_dim"),
+        Mutant(name, "ngram_size", "1"), Mutant(name, "heads_per_ngram", "0"),
+        // Sizes whose products overflow, and values past what the hashing reads, refused before anything is computed from them.
+        Mutant(name, "hc_count", "4611686018427387904"), Mutant(name, "indexer_head_dim", "4611686018427387904"),
+        Mutant(name, "indexer_n_heads", "9223372036854775807"),
+        Mutant(name, "heads_per_ngram", "4611686018427387904", key: "ple_embed_dim"), Mutant(name, "heads_per_ngram", "-9223372036854775808"),
+        Mutant(name, "ngram_size", "9223372036854775807", key: "ple_embed_dim"), Mutant(name, "ngram_size", "-9223372036854775808"),
+        Mutant(name, "make_ngram_vocab_size_divisible_by", "9223372036854775807"), Mutant(name, "seed", "-9223372036854775808"),
+        Mutant(name, "ngram_vocab_size_base", "-9223372036854775808"),
         Mutant(name, "eos_token_id", "null"), Mutant(name, "eos_token_id", "[]"),
         Mutant(name, "ple_conv_kernel_size", "0"), Mutant(name, "make_ngram_vocab_size_divisible_by", "0"),
         Mutant(name, "num_experts_per_tok", "5"),
@@ -131,13 +138,18 @@ import Testing
     /// tables' vocabulary sizes and offsets, int64), building only absent
     /// ones from the config: another seed beside them changes nothing (as in
     /// transformers 5.25: logits equal); an ngram_vocab_size_base giving
-    /// tables of other sizes than stored is refused, naming config.json, as
+    /// tables of other sizes than stored is refused (a huge one before any
+    /// prime is sought), naming config.json, as
     /// is a stored head lying past its table and a shard count the table's
     /// shards contradict.
     @Test func storedHashBuffersWin() throws {
         #expect(try scores(EditedFixture(Self.name) { $0["seed"] = 99 }) == scores(EditedFixture(Self.name)))
         let fixture = try EditedFixture(Self.name) { $0["ngram_vocab_size_base"] = 71 }
         #expect(throws: DroptraceError.self) { _ = try fixture.load().block(0) }
+        // Tables of more rows than stored: refused before any prime is sought past the base.
+        let huge = try EditedFixture(Self.name) { $0["ngram_vocab_size_base"] = 1 << 31 }
+        let error = #expect(throws: DroptraceError.self) { _ = try huge.load().block(0) }
+        #expect(error?.message.contains("stores 272 rows") == true, "\(String(describing: error))")
         let scratch = try ScratchDirectory()
         let directory = try scratch.copyOfModel(Self.name)
         let original = try Checkpoint(directory: directory)

@@ -80,6 +80,9 @@ struct Qwen4ExpConfiguration: Decodable {
                 problem: "is \"\(outputGate.forErrorMessage)\": Qwen4-Exp's output gate is sigmoid or silu")
         }
         guard hcCount > 1 else { throw InvalidConfigValue(key: "hc_count", problem: "is \(hcCount): Qwen4-Exp requires hc_count > 1") }
+        guard hcCount.multipliedReportingOverflow(by: hidden).overflow == false else {
+            throw InvalidConfigValue(key: "hc_count", problem: "is \(hcCount): streams of \(hidden) times as many values overflow")
+        }
         guard hcLowrank >= 1 else { throw InvalidConfigValue(key: "hc_lowrank", problem: "is \(hcLowrank): droptrace reads a rank of at least 1") }
         let qsa: [(String, Int?)] = [
             ("indexer_n_heads", indexerNHeads), ("indexer_kv_heads", indexerKvHeads), ("indexer_head_dim", indexerHeadDim),
@@ -91,6 +94,10 @@ struct Qwen4ExpConfiguration: Decodable {
             }
             if let bad = qsa.first(where: { $0.1! <= 0 }) {
                 throw InvalidConfigValue(key: bad.0, problem: "is \(bad.1!): the QSA values must be positive")
+            }
+            // The indexer's projection has (indexer_n_heads + 1) · indexer_head_dim rows.
+            if let big = qsa.first(where: { $0.1! >= 1 << 31 }) {
+                throw InvalidConfigValue(key: big.0, problem: "is \(big.1!), beyond what droptrace sizes the indexer's projection by")
             }
             guard indexerKvHeads == 1 else {
                 throw InvalidConfigValue(key: "indexer_kv_heads", problem: "is \(indexerKvHeads!): Qwen4-Exp's QSA requires one key head")
@@ -109,10 +116,15 @@ struct Qwen4ExpConfiguration: Decodable {
                 key: "indexer_n_heads", problem: "is missing: Qwen4-Exp's indexed attention layers cannot be built without the QSA keys")
         }
         guard !pleLayerIds.isEmpty else { return }
-        guard ngramHeads > 0, pleEmbedDim > 0, pleEmbedDim % ngramHeads == 0 else {
+        guard ngramSize >= 2, headsPerNgram >= 1 else {
+            throw InvalidConfigValue(
+                key: ngramSize < 2 ? "ngram_size" : "heads_per_ngram",
+                problem: "is \(ngramSize < 2 ? ngramSize : headsPerNgram): the PLE hashes 2-grams and longer into a head or more each")
+        }
+        guard pleEmbedDim > 0, ngramSize - 1 <= pleEmbedDim / headsPerNgram, pleEmbedDim % ngramHeads == 0 else {
             throw InvalidConfigValue(
                 key: "ple_embed_dim",
-                problem: "is \(pleEmbedDim): it must be a positive multiple of the \(ngramHeads) n-gram heads ((ngram_size − 1) × heads_per_ngram)")
+                problem: "is \(pleEmbedDim): it must be a positive multiple of the (ngram_size − 1) × heads_per_ngram = \(ngramSize - 1) × \(headsPerNgram) n-gram heads")
         }
         if let bad = pleLayerIds.first(where: { $0 < 1 || $0 > layers }) {
             throw InvalidConfigValue(key: "ple_layer_ids", problem: "names layer \(bad): the ids are one-indexed, in [1, \(layers)]")
@@ -133,8 +145,11 @@ struct Qwen4ExpConfiguration: Decodable {
         guard splitNgramParts >= 1 else {
             throw InvalidConfigValue(key: "split_ngram_parts", problem: "is \(splitNgramParts): the table is stored in at least one part")
         }
-        guard abs(seed) < 1 << 62, ngramVocabSizeBase < 1 << 40 else {
-            throw InvalidConfigValue(key: "seed", problem: "or ngram_vocab_size_base is beyond what droptrace reads")
+        // The table sizes are primes from ngram_vocab_size_base on, rounded up to a multiple of
+        // make_ngram_vocab_size_divisible_by; the seed enters 64-bit hashes.
+        for (key, value) in [("seed", seed), ("ngram_vocab_size_base", ngramVocabSizeBase), ("make_ngram_vocab_size_divisible_by", makeNgramVocabSizeDivisibleBy)]
+        where !(-(1 << 40) < value && value < 1 << 40) {
+            throw InvalidConfigValue(key: key, problem: "is \(value), beyond what droptrace reads (within ±2^40)")
         }
     }
 
@@ -142,7 +157,8 @@ struct Qwen4ExpConfiguration: Decodable {
     /// primes from ngram_vocab_size_base on, one per head counted over the PLE layers before.
     func headSizes(pleIndex: Int) -> (sizes: [Int64], offsets: [Int64], rows: Int) {
         var sizes: [Int64] = [], offsets: [Int64] = [], total: Int64 = 0
-        var prime = Int64(ngramVocabSizeBase) - 1, counted = 0
+        // Below 2 the first prime after the start is 2 whatever the start.
+        var prime = Int64(max(ngramVocabSizeBase, 2)) - 1, counted = 0
         func isPrime(_ v: Int64) -> Bool {
             if v < 2 { return false }
             if v % 2 == 0 { return v == 2 }
@@ -354,6 +370,16 @@ struct Qwen4ExpModel: DecoderFamily {
     func ple(_ index: Int, pleIndex: Int) throws -> PerLayerNGramBranch {
         let w = parts.weights, p = "layers.\(index).ple.", n = config.hcCount, width = streamWidth, e = pleEmbedDim
         let heads = config.ngramHeads, headWidth = e / heads
+        // Each head's table holds at least ngram_vocab_size_base rows: a base the
+        // stored table cannot hold is refused before any prime is sought past it.
+        let stored = storedTableRows(p + "ple_embedding.ngram_embedding")
+        let base = config.ngramVocabSizeBase
+        let (least, overflow) = heads.multipliedReportingOverflow(by: max(base, 2))
+        guard !overflow, least <= stored else {
+            throw DroptraceError(
+                "ngram_vocab_size_base (\(base)) gives layer \(index)'s \(heads) n-gram heads tables of at least \(base) rows each; "
+                    + "'\(w.prefix + p)ple_embedding.ngram_embedding' stores \(stored) rows in all", path: parts.configPath)
+        }
         let (computedSizes, computedOffsets, rows) = config.headSizes(pleIndex: pleIndex)
         // transformers hashes with the buffers as stored; only absent ones are
         // built from seed, ngram_vocab_size_base and ple_layer_ids (_init_weights).
@@ -373,6 +399,7 @@ struct Qwen4ExpModel: DecoderFamily {
         }
         let multipliers = try buffer("layer_multipliers", config.multipliers(pleIndex: pleIndex, vocabulary: vocabularySize))
         let sizes = try buffer("ngram_heads_vocab_sizes", computedSizes), offsets = try buffer("ngram_heads_offsets", computedOffsets)
+        let table = try ngramTable(p + "ple_embedding.ngram_embedding", rows: rows, width: headWidth)
         // A head of no rows fails the modulo, one past the table the lookup.
         for (size, offset) in zip(sizes, offsets) where size < 1 || offset < 0 || offset > Int64(rows) - size {
             throw DroptraceError(
@@ -380,7 +407,6 @@ struct Qwen4ExpModel: DecoderFamily {
                     + "'ngram_heads_offsets' does not lie within the \(rows) rows of its table",
                 path: parts.configPath)
         }
-        let table = try ngramTable(p + "ple_embedding.ngram_embedding", rows: rows, width: headWidth)
         let norm = { (name: String) in try w.offsetRMSNorm(p + name, size: width, eps: layers.config.rmsNormEps) }
         return PerLayerNGramBranch(
             embedding: NGramEmbedding(
@@ -391,6 +417,13 @@ struct Qwen4ExpModel: DecoderFamily {
             keyNorm: try norm("norm_key"), queryNorm: try norm("norm_query"), convolutionNorm: try norm("norm_conv"),
             taps: try w.floats(p + "conv1d.weight", [width, 1, config.pleConvKernelSize]), kernel: config.pleConvKernelSize,
             dilation: config.ngramSize, streams: n)
+    }
+
+    /// The rows the n-gram table `name` stores, whole or in shards.
+    func storedTableRows(_ name: String) -> Int {
+        let w = parts.weights
+        let names = w.has(name + ".weight") ? [name + ".weight"] : (0...).lazy.map { "\(name).shard_\($0).weight" }.prefix { w.has($0) }.map { $0 }
+        return names.reduce(0) { $0 + ((try? w.storedShape($1))?.first ?? 0) }
     }
 
     /// The n-gram table [rows, width]: `<name>.weight`, or its
