@@ -42,6 +42,15 @@ import Testing
         try ConfigValidationTests().mutantIsRefusedNamingTheKey(mutant)
     }
 
+    /// An empty stack is refused with the count config.json gives, before
+    /// the weights are compared with a layer count.
+    @Test(arguments: [0, -3])
+    func emptyStacksAreRefusedAsWritten(_ count: Int) throws {
+        let fixture = try EditedFixture(Self.name) { $0["num_layers_per_stack"] = count }
+        let error = #expect(throws: DroptraceError.self) { _ = try fixture.load() }
+        #expect(error?.message.contains("\"num_layers_per_stack\" is \(count):") == true, "\(String(describing: error))")
+    }
+
     @Test func scoresMatchTransformers() throws {
         try expectScoresMatchTransformers(Self.name)
     }

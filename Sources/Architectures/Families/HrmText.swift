@@ -101,6 +101,12 @@ struct HrmTextModel: DecoderFamily {
         let countKey = stacked ? "num_layers_per_stack" : "num_hidden_layers"
         self.perStack = perStack
         self.countKey = countKey
+        // Before the weights are compared with a layer count (at least 1 there).
+        try ConfigRules.checks(path: path) {
+            guard perStack >= 1 else {
+                throw InvalidConfigValue(key: countKey, problem: "is \(perStack): each stack needs a layer for droptrace to score")
+            }
+        }
         for key in [DropPlan.attentionKey, DropPlan.mlpKey] where object[key].map({ DecoderParts.isTruthy($0) }) ?? false {
             throw DroptraceError(
                 "\"\(key)\" is set, but HrmTextModel reads no such list: transformers runs every module; remove it", path: path)
@@ -118,11 +124,6 @@ struct HrmTextModel: DecoderFamily {
         self.config = config
         let d = parts.dimensions
         try ConfigRules.checks(path: path) {
-            guard perStack >= 1 else {
-                throw InvalidConfigValue(
-                    key: countKey,
-                    problem: "is \(perStack): each stack needs a layer for droptrace to score")
-            }
             guard d.hiddenSize % d.numAttentionHeads == 0 else {
                 throw InvalidConfigValue(
                     key: "hidden_size",
