@@ -62,6 +62,21 @@ public enum ConfigRules {
         return result
     }
 
+    /// The sum of `terms`, each named by its key, or an error naming the
+    /// first term's key when it does not fit in an Int.
+    public static func sum(_ terms: [(value: Int, key: String)]) throws -> Int {
+        var result = 0
+        for term in terms {
+            let (sum, overflow) = result.addingReportingOverflow(term.value)
+            guard !overflow else {
+                let spelled = terms.map { "\($0.key) \($0.value)" }.joined(separator: " + ")
+                throw InvalidConfigValue(key: terms[0].key, problem: "is too large: \(spelled) does not fit in 64 bits")
+            }
+            result = sum
+        }
+        return result
+    }
+
     /// `divisor` (named by `key`) must divide `value` (named by `valueKey`):
     /// head counts dividing widths, key/value heads dividing query heads.
     public static func divides(_ divisor: Int, _ key: String, _ value: Int, _ valueKey: String) throws {

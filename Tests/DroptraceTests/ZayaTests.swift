@@ -25,6 +25,8 @@ import Testing
         // Conv1d of no taps fails in transformers.
         Mutant(name, "cca_time0", "0"), Mutant(name, "cca_time1", "-1"),
         Mutant(name, "num_experts", "0"), Mutant(name, "router_hidden_size", "0"),
+        // Sizes whose sums and products overflow.
+        Mutant(name, "router_hidden_size", "4611686018427387904"), Mutant(name, "router_hidden_size", "9223372036854775807"),
         // An odd key/value width leaves the value halves short of the heads.
         Mutant(name, "num_key_value_heads", "1", key: "head_dim"),
         Mutant(name, "head_dim", "null"), Mutant(name, "cca_time0", "2.0"),

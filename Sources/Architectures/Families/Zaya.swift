@@ -101,8 +101,11 @@ struct ZayaConfiguration: Decodable {
                 problem: "times num_key_value_heads is \(keyWidth), odd: ZayaCCAProjection's two value halves (each of width // 2) "
                     + "then do not fill the value heads, and transformers fails on them")
         }
-        try ConfigRules.product([(numExperts, CodingKeys.numExperts.rawValue), (3 * moeIntermediateSize, "3 × moe_intermediate_size"), (d.hiddenSize, "hidden_size")])
-        try ConfigRules.product([(routerHiddenSize, CodingKeys.routerHiddenSize.rawValue), (d.hiddenSize + 2 * routerHiddenSize, "hidden_size + 2 × router_hidden_size")])
+        let router = CodingKeys.routerHiddenSize.rawValue, inner = CodingKeys.moeIntermediateSize.rawValue
+        try ConfigRules.product([(numExperts, CodingKeys.numExperts.rawValue), (moeIntermediateSize, inner), (3, "3"), (d.hiddenSize, "hidden_size")])
+        // hidden_size + 2 × router_hidden_size, summed without overflow before it is multiplied.
+        let routerInput = try ConfigRules.sum([(try ConfigRules.product([(routerHiddenSize, router), (2, "2")]), router), (d.hiddenSize, "hidden_size")])
+        try ConfigRules.product([(routerHiddenSize, router), (routerInput, "hidden_size + 2 × router_hidden_size")])
         let channels = (d.numAttentionHeads + d.kvHeads) * d.resolvedHeadDim
         try ConfigRules.product([(channels, "(num_attention_heads + num_key_value_heads) × head_dim"), (d.resolvedHeadDim, "head_dim"), (ccaTime1, CodingKeys.ccaTime1.rawValue)])
     }
