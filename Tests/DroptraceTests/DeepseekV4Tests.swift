@@ -21,7 +21,7 @@ import Testing
 
     static let mutants: [Mutant] = [
         Mutant(name, "rms_norm_eps", "0"),
-        Mutant(name, "hc_mult", "0"), Mutant(name, "hc_mult", "4611686018427387904"),
+        Mutant(name, "hc_mult", "0"), Mutant(name, "hc_mult", "4611686018427387904"), Mutant(name, "hc_mult", "9223372036854775807"),
         Mutant(name, "hc_eps", "1e39"), Mutant(name, "swiglu_limit", "1e39"),
         Mutant(name, "o_groups", "3"), Mutant(name, "o_groups", "0"), Mutant(name, "sliding_window", "0"),
         Mutant(name, "index_topk", "-1"), Mutant(name, "index_n_heads", "0"), Mutant(name, "index_head_dim", "4"),

@@ -30,6 +30,7 @@ import Testing
         Mutant(name, "head_dim", "16"), Mutant(name, "qk_head_dim", "20"),
         Mutant(name, "num_key_value_heads", "2"),
         Mutant(name, "n_routed_experts", "0"), Mutant(name, "zero_expert_num", "-1"), Mutant(name, "zero_expert_num", "null"),
+        Mutant(name, "zero_expert_num", "9223372036854775807"),
         Mutant(name, "moe_topk", "0"), Mutant(name, "moe_topk", "7"), Mutant(name, "expert_ffn_hidden_size", "0"),
         Mutant(name, "routed_scaling_factor", "0"), Mutant(name, "rms_norm_eps", "0"), Mutant(name, "ffn_hidden_size", "0"),
         Mutant(name, "hidden_act", #""swiglu""#),

@@ -197,7 +197,8 @@ struct DeepseekV4Configuration: Decodable {
         if types.contains("compressed_sparse_attention") { try ConfigRules.count(rates.sparse, "compress_rates.compressed_sparse_attention") }
         if types.contains("heavily_compressed_attention") { try ConfigRules.count(rates.heavy, "compress_rates.heavily_compressed_attention") }
         try ConfigRules.count(hcMult, "hc_mult")
-        try ConfigRules.product([(hcMult + 2, "hc_mult + 2"), (hcMult, "hc_mult"), (hcMult, "hc_mult"), (d.hiddenSize, "hidden_size")])
+        let mixes = try ConfigRules.sum([(hcMult, "hc_mult"), (2, "2")])
+        try ConfigRules.product([(mixes, "hc_mult + 2"), (hcMult, "hc_mult"), (hcMult, "hc_mult"), (d.hiddenSize, "hidden_size")])
         for (value, key) in [(hcEps, "hc_eps"), (swigluLimit, "swiglu_limit")] where !Float(value).isFinite {
             throw InvalidConfigValue(key: key, problem: "must be a finite number that float32 holds, got \(value)")
         }
