@@ -131,7 +131,7 @@ public struct HyperConnection: Sendable {
             }
         }
         normaliseColumns()
-        for _ in 0..<max(mixing.iterations - 1, 0) {
+        for _ in 0..<(max(mixing.iterations, 1) - 1) {
             for j in 0..<n {
                 var sum: Float = 0
                 for k in 0..<n { sum += comb[j * n + k] }

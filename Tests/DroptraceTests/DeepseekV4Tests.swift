@@ -25,6 +25,9 @@ import Testing
         Mutant(name, "hc_eps", "1e39"), Mutant(name, "swiglu_limit", "1e39"),
         Mutant(name, "o_groups", "3"), Mutant(name, "o_groups", "0"), Mutant(name, "sliding_window", "0"),
         Mutant(name, "index_topk", "-1"), Mutant(name, "index_n_heads", "0"), Mutant(name, "index_head_dim", "4"),
+        // Products past 64 bits, and a head_dim that would size the rotary tables before the weights say otherwise.
+        Mutant(name, "index_head_dim", "4611686018427387904"), Mutant(name, "index_n_heads", "9223372036854775807"),
+        Mutant(name, "o_lora_rank", "4611686018427387904"), Mutant(name, "head_dim", "2147483648"),
         Mutant(name, "layer_types", #"["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"]"#),
         Mutant(name, "layer_types", #"["sliding_attention", "sliding_attention"]"#),
         Mutant(name, "mlp_layer_types", #"["hash_moe", "dense", "moe", "moe"]"#),
@@ -124,6 +127,8 @@ import Testing
             let changed = try scores(EditedFixture(Self.name) { $0[key] = value })
             #expect(changed != base, "\(key)")
         }
+        // range(iters - 1) is empty for any count below 2, -2^63 too.
+        #expect(try scores(EditedFixture(Self.name) { $0["hc_sinkhorn_iters"] = Int.min }) == scores(EditedFixture(Self.name) { $0["hc_sinkhorn_iters"] = 1 }))
     }
 
     /// The fixture's weights rewritten by `change`, its integer tables (`tid2eid`) kept.

@@ -288,6 +288,12 @@ struct DeepseekV4Model: DecoderFamily {
         layerTypes = try ConfigRules.checks(path: parts.configPath) { try config.resolvedLayerTypes(layers) }
         try ConfigRules.checks(path: parts.configPath) { [layerTypes] in try config.checkRatesAreIntegers(checkpoint.configDocument, layerTypes: layerTypes) }
         headDim = d.resolvedHeadDim
+        // head_dim sizes the rotary tables: checked against a kept kv_proj first.
+        let drops = parts.configuredDrops, weights = parts.weights
+        if let layer = (0..<layers).first(where: { !drops.dropsAttention($0) }) {
+            try weights.confirmShape(
+                "layers.\(layer).self_attn.kv_proj.weight", [headDim, d.hiddenSize], keys: "head_dim, hidden_size", configPath: parts.configPath)
+        }
         (mainRope, compressedRope) = try Self.rotations(parts, config: config, layerTypes: layerTypes)
         try confirmShapes()
     }
@@ -340,14 +346,21 @@ struct DeepseekV4Model: DecoderFamily {
         let n = config.hcMult, width = streamWidth, d = hiddenSize, heads = parts.dimensions.numAttentionHeads
         let rank = config.qLoraRank, groups = config.oGroups, groupRank = config.oLoraRank, rates = config.rates
         let index = config.indexHeadDim, indexHeads = config.indexNHeads, experts = config.nRoutedExperts
+        // Sizes multiplied without overflow: a product past Int is refused naming its first key.
+        func times(_ a: Int, _ aKey: String, _ b: Int, _ bKey: String) throws -> Int {
+            try ConfigRules.checks(path: parts.configPath) { try ConfigRules.product([(a, aKey), (b, bKey)]) }
+        }
+        let mixes = try times(2 + n, "hc_mult", n, "hc_mult"), queryWidth = try times(heads, "num_attention_heads", headDim, "head_dim")
+        let groupWidth = try times(groups, "o_groups", groupRank, "o_lora_rank")
+        let indexWidth = try times(indexHeads, "index_n_heads", index, "index_head_dim"), pairedIndex = try times(index, "index_head_dim", 2, "2")
         var shapes: [(String, [Int], String)] = [
             ("hc_head.hc_fn", [n, width], "hc_mult, hc_mult × hidden_size"), ("hc_head.hc_base", [n], "hc_mult"),
             ("hc_head.hc_scale", [1], "DeepseekV4HyperHead's one scale"),
         ]
         func connection(_ p: String) {
             shapes += [
-                (p + "fn", [(2 + n) * n, width], "(2 + hc_mult) × hc_mult, hc_mult × hidden_size"),
-                (p + "base", [(2 + n) * n], "(2 + hc_mult) × hc_mult"), (p + "scale", [3], "DeepseekV4HyperConnection's three scales"),
+                (p + "fn", [mixes, width], "(2 + hc_mult) × hc_mult, hc_mult × hidden_size"),
+                (p + "base", [mixes], "(2 + hc_mult) × hc_mult"), (p + "scale", [3], "DeepseekV4HyperConnection's three scales"),
             ]
         }
         let kept = (0..<layerCount).filter { !configuredDrops.dropsAttention($0) }
@@ -356,10 +369,10 @@ struct DeepseekV4Model: DecoderFamily {
             connection("layers.\(layer).attn_hc.")
             shapes += [
                 (p + "q_a_proj.weight", [rank, d], "q_lora_rank, hidden_size"),
-                (p + "q_b_proj.weight", [heads * headDim, rank], "num_attention_heads × head_dim, q_lora_rank"),
+                (p + "q_b_proj.weight", [queryWidth, rank], "num_attention_heads × head_dim, q_lora_rank"),
                 (p + "kv_proj.weight", [headDim, d], "head_dim, hidden_size"), (p + "sinks", [heads], "num_attention_heads"),
-                (p + "o_a_proj.weight", [groups * groupRank, heads * headDim / groups], "o_groups × o_lora_rank, num_attention_heads × head_dim / o_groups"),
-                (p + "o_b_proj.weight", [d, groups * groupRank], "hidden_size, o_groups × o_lora_rank"),
+                (p + "o_a_proj.weight", [groupWidth, queryWidth / groups], "o_groups × o_lora_rank, num_attention_heads × head_dim / o_groups"),
+                (p + "o_b_proj.weight", [d, groupWidth], "hidden_size, o_groups × o_lora_rank"),
             ]
         }
         if let layer = kept.first(where: { layerTypes[$0] == "heavily_compressed_attention" }) {
@@ -374,9 +387,9 @@ struct DeepseekV4Model: DecoderFamily {
             shapes += [
                 (p + "kv_proj.weight", [2 * headDim, d], "2 × head_dim, hidden_size"),
                 (p + "position_bias", [rates.sparse, 2 * headDim], "compress_rates.compressed_sparse_attention, 2 × head_dim"),
-                (p + "indexer.kv_proj.weight", [2 * index, d], "2 × index_head_dim, hidden_size"),
-                (p + "indexer.position_bias", [rates.sparse, 2 * index], "compress_rates.compressed_sparse_attention, 2 × index_head_dim"),
-                (p + "indexer.q_b_proj.weight", [indexHeads * index, rank], "index_n_heads × index_head_dim, q_lora_rank"),
+                (p + "indexer.kv_proj.weight", [pairedIndex, d], "2 × index_head_dim, hidden_size"),
+                (p + "indexer.position_bias", [rates.sparse, pairedIndex], "compress_rates.compressed_sparse_attention, 2 × index_head_dim"),
+                (p + "indexer.q_b_proj.weight", [indexWidth, rank], "index_n_heads × index_head_dim, q_lora_rank"),
                 (p + "indexer.scorer.weights_proj.weight", [indexHeads, d], "index_n_heads, hidden_size"),
             ]
         }
