@@ -117,10 +117,13 @@ public struct LatentQKVProjection: Sendable {
     /// Rotates the rope parts (its head width is `ropeDim`); nil: they are
     /// not rotated (Kimi Linear's latent attention takes no positions).
     public let rotary: RotaryEmbedding?
+    /// A norm over the shared key rope part before it is rotated (dots.note's
+    /// `k_rope_only_layernorm`, its weights in the rope part's column order); nil: none.
+    public let keyRopeNorm: Normalization?
 
     public init(
         query: QueryPath, keyValueDown: Linear, keyValueNorm: Normalization, keyValueUp: Linear, numHeads: Int,
-        nopeDim: Int, ropeDim: Int, valueDim: Int, rotary: RotaryEmbedding?
+        nopeDim: Int, ropeDim: Int, valueDim: Int, rotary: RotaryEmbedding?, keyRopeNorm: Normalization? = nil
     ) {
         let queryOut: Int
         switch query {
@@ -140,6 +143,7 @@ public struct LatentQKVProjection: Sendable {
         self.ropeDim = ropeDim
         self.valueDim = valueDim
         self.rotary = rotary
+        self.keyRopeNorm = keyRopeNorm
     }
 
     /// Query/key width nope + rope.
@@ -201,6 +205,7 @@ public struct LatentQKVProjection: Sendable {
         var compressed = keyValueDown(x)
         let rank = compressed.cols - ropeDim
         keyValueNorm.apply(inPlace: &compressed, columns: 0..<rank)
+        keyRopeNorm?.apply(inPlace: &compressed, columns: rank..<compressed.cols)
         let keyValues = keyValueUp(Matrix(uninitialized: x.rows, rank) { out in
             compressed.data.withUnsafeBufferPointer { source in
                 for r in 0..<x.rows { (out + r * rank).update(from: source.baseAddress! + r * compressed.cols, count: rank) }

@@ -122,11 +122,12 @@ struct LatentAttentionSettings {
     /// The first kept attention's projections (or layer `layer`'s, a hybrid
     /// family's first kept latent attention, under `module`) against the
     /// config, before anything is sized from them.
-    func confirmShapes(_ parts: DecoderParts, layer: Int? = nil, module: String = "self_attn.") throws {
+    func confirmShapes(_ parts: DecoderParts, layer: Int? = nil, module: String = "self_attn.", heads: Int? = nil) throws {
         guard let layer = layer ?? parts.firstKeptAttention else { return }
         let d = parts.dimensions, weights = parts.weights, configPath = parts.configPath
+        let numHeads = heads ?? d.numAttentionHeads
         let p = "layers.\(layer).\(module)"
-        let queryRows = d.numAttentionHeads * queryKeyDim
+        let queryRows = numHeads * queryKeyDim
         // Which query path the weights have must be the one the config names.
         let lowRank = weights.has(p + "q_a_proj.weight")
         if lowRank != (qLoraRank != nil) {
@@ -138,7 +139,7 @@ struct LatentAttentionSettings {
             try weights.confirmShape(p + "q_a_proj.weight", [rank, d.hiddenSize], keys: "q_lora_rank, hidden_size", configPath: configPath)
             if fusedQueryGate {
                 try weights.confirmShape(
-                    p + "q_gate_proj.weight", [d.numAttentionHeads * (queryKeyDim + vHeadDim), 2 * rank],
+                    p + "q_gate_proj.weight", [numHeads * (queryKeyDim + vHeadDim), 2 * rank],
                     keys: "num_attention_heads × (qk_nope_head_dim + qk_rope_head_dim + v_head_dim), 2 × q_lora_rank", configPath: configPath)
             } else {
                 try weights.confirmShape(
@@ -154,7 +155,7 @@ struct LatentAttentionSettings {
             p + "kv_a_proj_with_mqa.weight", [kvLoraRank + qkRopeHeadDim, d.hiddenSize],
             keys: "kv_lora_rank + qk_rope_head_dim, hidden_size", configPath: configPath)
         try weights.confirmShape(
-            p + "kv_b_proj.weight", [d.numAttentionHeads * (qkNopeHeadDim + vHeadDim), kvLoraRank],
+            p + "kv_b_proj.weight", [numHeads * (qkNopeHeadDim + vHeadDim), kvLoraRank],
             keys: "num_attention_heads × (qk_nope_head_dim + v_head_dim), kv_lora_rank", configPath: configPath)
     }
 
@@ -181,13 +182,14 @@ struct LatentAttentionSettings {
     func attention(
         _ parts: DecoderParts, layer index: Int, rotary: RotaryEmbedding?, scale: Float, queryTemperature: QueryTemperature? = nil,
         indexer: SparseAttentionIndexer? = nil, perHeadGate: String? = nil, channelGate: String? = nil, sinks: String? = nil,
-        module: String = "self_attn.", outputName: String = "o_proj", latentScales: (query: Float, keyValue: Float)? = nil
+        module: String = "self_attn.", outputName: String = "o_proj", latentScales: (query: Float, keyValue: Float)? = nil,
+        heads numHeads: Int? = nil, latentNormEps: Double = 1e-6, keyRopeNorm: String? = nil, slidingWindow: Int? = nil
     ) throws -> SelfAttention {
         func scaled(_ norm: Normalization, _ factor: Float?) -> Normalization {
             guard let factor, case .rms(let weight, let eps) = norm else { return norm }
             return .rms(weight: weight.map { $0 * factor }, eps: eps)
         }
-        let weights = parts.weights, d = parts.dimensions.hiddenSize, heads = parts.dimensions.numAttentionHeads
+        let weights = parts.weights, d = parts.dimensions.hiddenSize, heads = numHeads ?? parts.dimensions.numAttentionHeads
         let p = "layers.\(index).\(module)"
         let qk = queryKeyDim, rope = qkRopeHeadDim
         // Interleaved rope pairs are de-interleaved in the weights (see LatentQKVProjection).
@@ -214,32 +216,38 @@ struct LatentAttentionSettings {
                 numHeads: heads, valueDim: vHeadDim, headDim: max(qk, vHeadDim))
             query = .lowRankBesideRaw(
                 down: try weights.linear(p + "q_a_proj", in: d, out: rank, bias: attentionBias),
-                norm: try weights.rmsNorm(p + "q_a_layernorm", size: rank, eps: 1e-6),
+                norm: try weights.rmsNorm(p + "q_a_layernorm", size: rank, eps: latentNormEps),
                 up: deinterleaved(queryUp, ropeStarts: queryRopeStarts))
         } else if let rank = qLoraRank {
             query = .lowRank(
                 down: try weights.linear(p + "q_a_proj", in: d, out: rank, bias: attentionBias),
-                norm: scaled(try weights.rmsNorm(p + "q_a_layernorm", size: rank, eps: 1e-6), latentScales?.query),
+                norm: scaled(try weights.rmsNorm(p + "q_a_layernorm", size: rank, eps: latentNormEps), latentScales?.query),
                 up: deinterleaved(try weights.linear(p + "q_b_proj", in: rank, out: heads * qk, bias: false), ropeStarts: queryRopeStarts))
         } else {
             query = .direct(deinterleaved(try weights.linear(p + "q_proj", in: d, out: heads * qk, bias: false), ropeStarts: queryRopeStarts))
         }
-        // transformers builds both latent norms with its default eps, not rms_norm_eps.
+        // transformers builds both latent norms with its default eps, not rms_norm_eps (dots.note's with
+        // `latentNormEps`); a key rope norm's weights follow the de-interleaved rope columns.
+        let ropeNorm = try keyRopeNorm.map { name -> Normalization in
+            let norm = try weights.rmsNorm(p + name, size: rope, eps: latentNormEps)
+            guard ropeInterleave, rotary != nil, case .rms(let weight, let eps) = norm else { return norm }
+            return .rms(weight: LatentQKVProjection.deinterleavingRope(weight, rowWidth: 1, ropeStarts: [0], ropeDim: rope), eps: eps)
+        }
         let latent = LatentQKVProjection(
             query: query,
             keyValueDown: deinterleaved(
                 try weights.linear(p + "kv_a_proj_with_mqa", in: d, out: kvLoraRank + rope, bias: attentionBias),
                 ropeStarts: [kvLoraRank]),
-            keyValueNorm: scaled(try weights.rmsNorm(p + "kv_a_layernorm", size: kvLoraRank, eps: 1e-6), latentScales?.keyValue),
+            keyValueNorm: scaled(try weights.rmsNorm(p + "kv_a_layernorm", size: kvLoraRank, eps: latentNormEps), latentScales?.keyValue),
             keyValueUp: try weights.linear(p + "kv_b_proj", in: kvLoraRank, out: heads * (qkNopeHeadDim + vHeadDim), bias: false),
-            numHeads: heads, nopeDim: qkNopeHeadDim, ropeDim: rope, valueDim: vHeadDim, rotary: rotary)
+            numHeads: heads, nopeDim: qkNopeHeadDim, ropeDim: rope, valueDim: vHeadDim, rotary: rotary, keyRopeNorm: ropeNorm)
         let layout = latent.layout
         var attention = SelfAttention(
             projection: .latent(latent), layout: layout, rotary: nil,
             output: LatentQKVProjection.paddedOutput(
                 try weights.linear(p + outputName, in: heads * vHeadDim, out: d, bias: attentionBias),
                 numHeads: heads, valueDim: vHeadDim, headDim: layout.headDim),
-            scale: scale, sinkLogits: try sinks.map { try weights.floats(p + $0, [heads]) }, queryTemperature: queryTemperature,
+            scale: scale, slidingWindow: slidingWindow, sinkLogits: try sinks.map { try weights.floats(p + $0, [heads]) }, queryTemperature: queryTemperature,
             outputGate: try fusedGate ?? perHeadGate.map { try weights.perHeadGate(p + $0, layout: layout, hidden: d) }
                 ?? channelGate.map { try weights.channelGate(p + $0, layout: layout, valueDim: vHeadDim, hidden: d) },
             indexer: indexer)

@@ -53,6 +53,8 @@ public enum ModelRegistry {
         "doge": DogeModel.self,
         "dory": DoryModel.self,
         "dots1": Dots1Model.self,
+        "dots3_note": Dots3NoteModel.self,
+        "dots3_note_text": Dots3NoteModel.self,
         "ernie4_5": InterleavedLlamaModel.self,
         "ernie4_5_moe": Ernie4_5MoeModel.self,
         "ergo": ErgoModel.self,

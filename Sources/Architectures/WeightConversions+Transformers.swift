@@ -16,6 +16,7 @@ extension WeightConversions {
         "deepseek_v32": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
         "deepseek_v4": [".experts.*.w1.weight", ".experts.*.w3.weight", ".experts.*.w2.weight"],
         "dots1": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
+        "dots3_note_text": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
         "dots3_note_vision_encoder": [".mlp.experts.*.fc1.weight", ".mlp.experts.*.fc3.weight", ".mlp.experts.*.fc2.weight"],
         "ernie4_5_moe": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
         "exaone_moe": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
@@ -60,5 +61,6 @@ extension WeightConversions {
         "sarvam_mla": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
         "sarvam_moe": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
         "solar_open": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
+        "unlimited_ocr_text": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
     ]
 }

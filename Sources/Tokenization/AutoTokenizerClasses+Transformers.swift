@@ -9,6 +9,7 @@ extension SpecialTokenSettings {
         "cohere": "CohereTokenizer",
         "cohere2": "CohereTokenizer",
         "dbrx": "GPT2Tokenizer",
+        "dots3_note": "Qwen2Tokenizer",
         "ergo": "ErgoTokenizer",
         "ernie4_5": "TokenizersBackend",
         "ernie4_5_moe": "TokenizersBackend",

@@ -193,7 +193,9 @@ def padded_embedding(cls):
     if getattr(text, "_getattr_without_heterogeneous_validation", lambda k, d: getattr(text, k, d))("head_dim", 0) is None:
         text.head_dim = text.hidden_size // text.num_attention_heads
     # Likewise a key/value head count the class leaves None (NemotronConfig's), which its attention divides by.
-    if getattr(text, "num_key_value_heads", 0) is None:
+    # (dots.note's heterogeneous config refuses the global count when its sliding layers override it.)
+    read = getattr(text, "_getattr_without_heterogeneous_validation", lambda k, d: getattr(text, k, d))
+    if read("num_key_value_heads", 0) is None:
         text.num_key_value_heads = text.num_attention_heads
     if text is config:
         config.num_hidden_layers = 1

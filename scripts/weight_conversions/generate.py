@@ -212,8 +212,15 @@ def main():
         "    /// (`MergeModulelist` sources; `*` is the expert index). Other model types collect none.",
         "    static let collectedPerExpert: [String: [String]] = [",
     ]
-    for model_type in model_types:
-        patterns = collected_patterns(model_type)
+    # Mappings keyed by a model class's name apply to that class whatever the model type (dots.note's
+    # Dots3NoteTextModel, in its causal LM and in its wrapper): listed under its config class's model_type.
+    by_class = {}
+    for key in conversion_mapping._checkpoint_conversion_mapping_cache:
+        config_class = getattr(getattr(transformers, key, None), "config_class", None)
+        if key != key.lower() and getattr(config_class, "model_type", None) and collected_patterns(key):
+            by_class.setdefault(config_class.model_type, []).extend(collected_patterns(key))
+    for model_type in sorted(set(model_types) | set(by_class)):
+        patterns = list(dict.fromkeys(collected_patterns(model_type) + by_class.get(model_type, [])))
         if patterns:
             lines.append(f'        "{model_type}": [' + ", ".join(f'"{p}"' for p in patterns) + "],")
     lines += ["    ]", "}"]
