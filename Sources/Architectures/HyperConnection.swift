@@ -262,6 +262,30 @@ public struct HyperHead: StreamCollapse {
     }
 }
 
+/// The final collapse of hyper-connected streams as their plain mean
+/// (GLM-5-Next's `Glm5NextTextHyperHead`: `hidden_streams.mean(dim=2)`).
+public struct StreamMean: StreamCollapse {
+    public let streams: Int
+
+    public init(streams: Int) {
+        precondition(streams >= 1)
+        self.streams = streams
+    }
+
+    public var projections: [Linear] { [] }
+
+    /// The mean [rows, hidden] of `stream` [rows, streams · hidden]'s streams, summed in order then divided, as torch's mean.
+    public func callAsFunction(_ stream: Matrix) -> Matrix {
+        let weights = Matrix(uninitialized: stream.rows, streams) { w in
+            for i in 0..<(stream.rows * streams) { w[i] = 1 }
+        }
+        var sum = HyperHead.weighedSum(stream, weights: weights, stride: streams, streams: streams)
+        let count = Float(streams)
+        sum.data.withUnsafeMutableBufferPointer { for i in $0.indices { $0[i] /= count } }
+        return sum
+    }
+}
+
 extension Matrix {
     /// Each row repeated `copies` times along the columns: [rows, copies · cols]
     /// (the embedding entering every hyper-connected stream).

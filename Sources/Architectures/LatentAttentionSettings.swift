@@ -83,10 +83,10 @@ struct LatentAttentionSettings {
 
     /// Refuses widths transformers could not run, or whose tensors would not
     /// fit in 64 bits, before anything is sized from them.
-    func check(_ d: DecoderDimensions) throws {
+    func check(_ d: DecoderDimensions, ropeRequired: Bool = true) throws {
         try ConfigRules.countIfPresent(qLoraRank, "q_lora_rank")
         try ConfigRules.count(kvLoraRank, "kv_lora_rank")
-        try ConfigRules.count(qkRopeHeadDim, "qk_rope_head_dim")
+        if ropeRequired { try ConfigRules.count(qkRopeHeadDim, "qk_rope_head_dim") } else { try ConfigRules.nonNegative(qkRopeHeadDim, "qk_rope_head_dim") }
         guard qkRopeHeadDim % 2 == 0 else {
             throw InvalidConfigValue(key: "qk_rope_head_dim", problem: "must be even (rotated in pairs), got \(qkRopeHeadDim)")
         }
@@ -226,8 +226,8 @@ struct LatentAttentionSettings {
         } else {
             query = .direct(deinterleaved(try weights.linear(p + "q_proj", in: d, out: heads * qk, bias: false), ropeStarts: queryRopeStarts))
         }
-        // transformers builds both latent norms with its default eps, not rms_norm_eps (dots.note's with
-        // `latentNormEps`); a key rope norm's weights follow the de-interleaved rope columns.
+        // transformers builds both latent norms with its default eps, not rms_norm_eps (dots.note's and
+        // GLM-5-Next's with `latentNormEps`); a key rope norm's weights follow the de-interleaved rope columns.
         let ropeNorm = try keyRopeNorm.map { name -> Normalization in
             let norm = try weights.rmsNorm(p + name, size: rope, eps: latentNormEps)
             guard ropeInterleave, rotary != nil, case .rms(let weight, let eps) = norm else { return norm }

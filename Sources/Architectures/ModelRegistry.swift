@@ -85,6 +85,7 @@ public enum ModelRegistry {
         "glm46v": GlmModel.self,
         "glm4v": GlmModel.self,
         "glm4v_moe": Glm4MoeModel.self,
+        "glm5_next": Glm5NextModel.self,
         "glm_moe_dsa": Glm4MoeLiteModel.self,
         "gpt2": GPT2Model.self,
         "gpt_bigcode": GPT2Model.self,

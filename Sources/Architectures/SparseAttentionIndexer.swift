@@ -47,6 +47,41 @@ public struct SparseAttentionIndexer: Sendable {
     /// Multiplies each query head by a factor of its head and position
     /// (Mistral Large 4's `softmax_scaling`); nil for none.
     public var queryScale: LogPositionQueryScale? = nil
+    /// GLM-5-Next's key pools (`Glm5NextTextIndexer`); nil: keys chosen one by one.
+    public var keyPools: KeyPools? = nil
+
+    /// GLM-5-Next's pooled selection: a query scores pools of `size`
+    /// consecutive keys (from the sequence's first), each complete pool
+    /// it sees one key, per channel c the softmax over the pool's keys t
+    /// (at offset i in it) of gate(x_t)[c] + positionBias[i, c] weighing
+    /// their keys' channel c; it attends to the keys of the topK / size
+    /// pools of highest score and always to those of its own incomplete pool
+    /// (`index_kpool_always_select_tail`). Scores as the one-key indexer's.
+    public struct KeyPools: Sendable {
+        /// `index_kpool`.
+        public let size: Int
+        /// `index_kpool_compress_ape`: [size, dim].
+        public let positionBias: [Float]
+        /// `index_kpool_compress_gate`: [dim, hidden].
+        public let gate: Linear
+
+        public init(size: Int, positionBias: [Float], gate: Linear) {
+            precondition(size >= 1 && positionBias.count == size * gate.outFeatures)
+            self.size = size
+            self.positionBias = positionBias
+            self.gate = gate
+        }
+    }
+
+    /// Columns of a row of `Rows.keys`: its key, then with key pools the
+    /// row's gate scores (what a decoding cache keeps per key).
+    public var keyWidth: Int { keyPools == nil ? dim : 2 * dim }
+
+    /// Whether a query seeing `count` keys attends to fewer than all of them.
+    public func selects(among count: Int) -> Bool {
+        guard let keyPools else { return count > topK }
+        return count / keyPools.size > topK / keyPools.size
+    }
 
     public init(
         queryUp: Linear, key: Linear, keyNorm: Normalization, headWeights: Linear, heads: Int, dim: Int, topK: Int,
@@ -83,6 +118,7 @@ public struct SparseAttentionIndexer: Sendable {
             }
         }
         var keys = keyNorm(key(x))
+        if let keyPools { keys = keys.concatenatingColumns(keyPools.gate(x)) }
         var weights = headWeights(x)
         let headScale = 1 / Float(heads).squareRoot()
         weights.data.withUnsafeMutableBufferPointer { w in
@@ -92,7 +128,7 @@ public struct SparseAttentionIndexer: Sendable {
             rotary.apply(to: $0.baseAddress!, rowStride: heads * dim, headOffsets: (0..<heads).map { $0 * dim + ropeStart }, positions: positions)
         }
         keys.data.withUnsafeMutableBufferPointer {
-            rotary.apply(to: $0.baseAddress!, rowStride: dim, headOffsets: [ropeStart], positions: positions)
+            rotary.apply(to: $0.baseAddress!, rowStride: keyWidth, headOffsets: [ropeStart], positions: positions)
         }
         return Rows(queries: queries, weights: weights, keys: keys)
     }
@@ -100,7 +136,7 @@ public struct SparseAttentionIndexer: Sendable {
     /// The keys each row of `x` may attend to, within its sequence of `batch`.
     public func select(_ x: Matrix, queryLatent: Matrix?, batch: TokenBatch) -> KeySelection {
         // Queries with no more keys than topK see them all: no scores needed.
-        guard batch.longestSequence > topK else { return KeySelection(rows: x.rows) }
+        guard selects(among: batch.longestSequence) else { return KeySelection(rows: x.rows) }
         return selection(project(x, queryLatent: queryLatent, positions: batch.positions), sequences: batch.sequences)
     }
 
@@ -108,7 +144,7 @@ public struct SparseAttentionIndexer: Sendable {
     public func selection(_ rows: Rows, sequences: [Range<Int>]) -> KeySelection {
         var selection = KeySelection(rows: rows.keys.rows)
         for sequence in sequences {
-            for s in 0..<sequence.count where s + 1 > topK {
+            for s in 0..<sequence.count where selects(among: s + 1) {
                 let row = sequence.lowerBound + s
                 let keys = chosenKeys(rows, row: row, keys: rows.keys.data, keyRows: sequence.lowerBound..<(row + 1), maskLength: sequence.count)
                 selection.keep(row: row, keys: keys, length: s + 1)
@@ -125,17 +161,24 @@ public struct SparseAttentionIndexer: Sendable {
     /// not see at the float32 minimum, keys of equal score taken in the
     /// order its CPU kernel takes them (`TorchTopK`).
     public func chosenKeys(_ rows: Rows, row: Int, keys: [Float], keyRows: Range<Int>, maskLength: Int? = nil) -> [Int] {
-        let count = keyRows.count, scale = 1 / Float(dim).squareRoot()
-        guard count > topK else { return Array(0..<count) }
+        let count = keyRows.count
+        guard selects(among: count) else { return Array(0..<count) }
+        if let keyPools { return pooledKeys(rows, row: row, keys: keys, keyRows: keyRows, maskLength: maskLength, pools: keyPools) }
+        let scores = indexScores(rows, row: row, keys: keys, keyRows: keyRows, stride: keyWidth)
+        var row = (0..<max(maskLength ?? count, count)).map { t in (value: t < count ? scores[t] : -Float.greatestFiniteMagnitude, index: t) }
+        TorchTopK.select(&row, k: topK)
+        return row.prefix(topK).map(\.index).sorted()
+    }
+
+    /// I(row, t) against the keys [count, dim] at `keys` (rows `stride` apart), in float32.
+    private func indexScores(_ rows: Rows, row: Int, keys: UnsafePointer<Float>, count: Int, stride: Int) -> [Float] {
+        let scale = 1 / Float(dim).squareRoot()
         var products = [Float](repeating: 0, count: heads * count)
         rows.queries.data.withUnsafeBufferPointer { q in
-            keys.withUnsafeBufferPointer { k in
-                products.withUnsafeMutableBufferPointer { p in
-                    BLAS.gemm(
-                        m: heads, n: count, k: dim, q.baseAddress! + row * heads * dim, lda: dim,
-                        k.baseAddress! + keyRows.lowerBound * dim, ldb: dim, transposeB: true, p.baseAddress!, ldc: count,
-                        alpha: scale)
-                }
+            products.withUnsafeMutableBufferPointer { p in
+                BLAS.gemm(
+                    m: heads, n: count, k: dim, q.baseAddress! + row * heads * dim, lda: dim, keys, ldb: stride, transposeB: true,
+                    p.baseAddress!, ldc: count, alpha: scale)
             }
         }
         var scores = [Float](repeating: 0, count: count)
@@ -143,9 +186,49 @@ public struct SparseAttentionIndexer: Sendable {
             let w = rows.weights.data[row * heads + h]
             for t in 0..<count { scores[t] += w * max(products[h * count + t], 0) }
         }
-        var row = (0..<max(maskLength ?? count, count)).map { t in (value: t < count ? scores[t] : -Float.greatestFiniteMagnitude, index: t) }
-        TorchTopK.select(&row, k: topK)
-        return row.prefix(topK).map(\.index).sorted()
+        return scores
+    }
+
+    private func indexScores(_ rows: Rows, row: Int, keys: [Float], keyRows: Range<Int>, stride: Int) -> [Float] {
+        keys.withUnsafeBufferPointer { indexScores(rows, row: row, keys: $0.baseAddress! + keyRows.lowerBound * stride, count: keyRows.count, stride: stride) }
+    }
+
+    /// `chosenKeys` with key pools: the complete pools the query sees
+    /// (torch.topk over the sequence's pools, `maskLength` keys' worth,
+    /// those it does not see at the float32 minimum), then its own
+    /// incomplete pool's keys, as `Glm5NextTextIndexer` with one sequence
+    /// and no padding.
+    private func pooledKeys(_ rows: Rows, row: Int, keys: [Float], keyRows: Range<Int>, maskLength: Int?, pools: KeyPools) -> [Int] {
+        let count = keyRows.count, size = pools.size, width = keyWidth, visible = count / size
+        // Each visible pool's key: per channel, the softmax of gate + position bias weighing the pool's keys.
+        var pooled = [Float](repeating: 0, count: visible * dim)
+        var logits = [Float](repeating: 0, count: size)
+        keys.withUnsafeBufferPointer { k in
+            let base = k.baseAddress! + keyRows.lowerBound * width
+            for b in 0..<visible {
+                for c in 0..<dim {
+                    var largest = -Float.infinity
+                    for i in 0..<size {
+                        logits[i] = base[(b * size + i) * width + dim + c] + pools.positionBias[i * dim + c]
+                        largest = max(largest, logits[i])
+                    }
+                    var sum: Float = 0
+                    for i in 0..<size {
+                        logits[i] = exp(logits[i] - largest)
+                        sum += logits[i]
+                    }
+                    var value: Float = 0
+                    for i in 0..<size { value += logits[i] / sum * base[(b * size + i) * width + c] }
+                    pooled[b * dim + c] = value
+                }
+            }
+        }
+        let scores = pooled.withUnsafeBufferPointer { indexScores(rows, row: row, keys: $0.baseAddress!, count: visible, stride: dim) }
+        let poolCount = max(maskLength ?? count, count) / size, k = topK / size
+        var entries = (0..<poolCount).map { b in (value: b < visible ? scores[b] : -Float.greatestFiniteMagnitude, index: b) }
+        TorchTopK.select(&entries, k: k)
+        let chosen = entries.prefix(k).map(\.index).filter { $0 < visible }.sorted()
+        return chosen.flatMap { ($0 * size)..<(($0 + 1) * size) } + Array((visible * size)..<count)
     }
 }
 

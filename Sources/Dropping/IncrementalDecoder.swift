@@ -267,11 +267,11 @@ struct KeyValueCache {
         layout = attention.layout
         keys = [Float](repeating: 0, count: capacity * layout.numKVHeads * layout.headDim)
         values = keys
-        indexerKeys = [Float](repeating: 0, count: capacity * (attention.indexer?.dim ?? 0))
+        indexerKeys = [Float](repeating: 0, count: capacity * (attention.indexer?.keyWidth ?? 0))
         blockIndexerKeys = [Float](repeating: 0, count: capacity * (attention.blockSparseIndexer?.dim ?? 0))
         keyBiases = [Float](repeating: 0, count: attention.dynamicMask == nil ? 0 : capacity * layout.numKVHeads)
         blockIndexerState = attention.blockIndexer.map { _ in QSAIndexer.State() }
-        let floats = 2 * layout.numKVHeads * layout.headDim + (attention.indexer?.dim ?? 0) + (attention.blockSparseIndexer?.dim ?? 0)
+        let floats = 2 * layout.numKVHeads * layout.headDim + (attention.indexer?.keyWidth ?? 0) + (attention.blockSparseIndexer?.dim ?? 0)
             + (attention.dynamicMask == nil ? 0 : layout.numKVHeads)
         let pooled = attention.blockIndexer.map { (2 * $0.dim * MemoryLayout<Float>.size + $0.compression) / (2 * $0.compression) } ?? 0
         bytesPerToken = floats * MemoryLayout<Float>.size + pooled
@@ -434,8 +434,8 @@ struct KeyValueCache {
         var selection = KeySelection(rows: 1)
         if let indexer = attention.indexer {
             let indexed = indexer.project(x, queryLatent: latent, positions: [position])
-            indexerKeys.replaceSubrange(length * indexer.dim..<(length + 1) * indexer.dim, with: indexed.keys.data)
-            if length + 1 > indexer.topK {
+            indexerKeys.replaceSubrange(length * indexer.keyWidth..<(length + 1) * indexer.keyWidth, with: indexed.keys.data)
+            if indexer.selects(among: length + 1) {
                 selection.keep(row: 0, keys: indexer.chosenKeys(indexed, row: 0, keys: indexerKeys, keyRows: 0..<(length + 1)), length: length + 1)
             }
         }

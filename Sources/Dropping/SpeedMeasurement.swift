@@ -240,7 +240,7 @@ public enum SpeedMeasurement {
         /// as a window does), or fewer where an indexer keeps some.
         func keysRead(_ attention: SelfAttention) -> Int {
             var keys = min(attention.slidingWindow ?? context, attention.chunkSize ?? context, context)
-            if let indexer = attention.indexer { keys = min(keys, indexer.topK) }
+            if let indexer = attention.indexer { keys = min(keys, indexer.topK + (indexer.keyPools.map { $0.size - 1 } ?? 0)) }
             if let indexer = attention.blockSparseIndexer { keys = min(keys, indexer.topKBlocks * indexer.blockSize) }
             // The kept blocks and the keys after the last complete one.
             if let indexer = attention.blockIndexer { keys = min(keys, indexer.budget + indexer.compression - 1) }

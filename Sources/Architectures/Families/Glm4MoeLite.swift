@@ -120,6 +120,37 @@ struct Glm4MoeLiteConfiguration: Decodable {
         /// of `index_topk_freq` (at least 1).
         case every(freq: Int, offset: Int)
 
+        /// GlmMoeDsaConfig's rule (GLM-5's, GLM-5-Next's): `indexer_types`, else
+        /// `index_topk_pattern` ("F"/"S" per layer, or the names), else every
+        /// `index_topk_freq`-th layer from `index_skip_topk_offset`.
+        init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            if let types = try c.decodeIfPresent([String].self, forKey: .indexerTypes) {
+                self = .listed(types, key: "indexer_types")
+            } else if let pattern = try? c.decode(String.self, forKey: .indexTopkPattern) {
+                // GlmMoeDsaConfig maps every character, past the last layer too: any but F and S fails (KeyError).
+                if let other = pattern.first(where: { $0 != "F" && $0 != "S" }) {
+                    throw DecodingError.dataCorruptedError(
+                        forKey: .indexTopkPattern, in: c,
+                        debugDescription: "holds \"\(String(other).forErrorMessage)\", which GlmMoeDsaConfig cannot map: each character is F (full) or S (shared)")
+                }
+                self = .listed(pattern.map { $0 == "F" ? "full" : "shared" }, key: "index_topk_pattern")
+            } else if let pattern = try c.decodeIfPresent([String].self, forKey: .indexTopkPattern) {
+                self = .listed(pattern, key: "index_topk_pattern")
+            } else {
+                // Read with dict.get's default: a written null reaches max() and the arithmetic (TypeError).
+                func written(_ key: CodingKeys, absent: Int) throws -> Int {
+                    guard c.contains(key) else { return absent }
+                    guard let value = try c.decodeIfPresent(Int.self, forKey: key) else {
+                        throw DecodingError.dataCorruptedError(
+                            forKey: key, in: c, debugDescription: "is null, which GlmMoeDsaConfig cannot compute the indexer types from")
+                    }
+                    return value
+                }
+                self = .every(freq: max(try written(.indexTopkFreq, absent: 1), 1), offset: try written(.indexSkipTopkOffset, absent: 2))
+            }
+        }
+
         /// The key the types come from, for errors.
         var key: String {
             switch self {
@@ -193,32 +224,7 @@ struct Glm4MoeLiteConfiguration: Decodable {
         indexNHeads = try c.decodeIfPresent(Int.self, forKey: .indexNHeads) ?? configClass.indexer?.heads ?? 0
         layerTypes = indexed ? try c.decodeIfPresent([String].self, forKey: .layerTypes) : nil
         if configClass.indexerRopeInterleave {
-            // GlmMoeDsaConfig's rule: indexer_types, else index_topk_pattern ("F"/"S" per
-            // layer, or the names), else every index_topk_freq-th layer from index_skip_topk_offset.
-            if let types = try c.decodeIfPresent([String].self, forKey: .indexerTypes) {
-                indexerTypes = .listed(types, key: "indexer_types")
-            } else if let pattern = try? c.decode(String.self, forKey: .indexTopkPattern) {
-                // GlmMoeDsaConfig maps every character, past the last layer too: any but F and S fails (KeyError).
-                if let other = pattern.first(where: { $0 != "F" && $0 != "S" }) {
-                    throw DecodingError.dataCorruptedError(
-                        forKey: .indexTopkPattern, in: c,
-                        debugDescription: "holds \"\(String(other).forErrorMessage)\", which GlmMoeDsaConfig cannot map: each character is F (full) or S (shared)")
-                }
-                indexerTypes = .listed(pattern.map { $0 == "F" ? "full" : "shared" }, key: "index_topk_pattern")
-            } else if let pattern = try c.decodeIfPresent([String].self, forKey: .indexTopkPattern) {
-                indexerTypes = .listed(pattern, key: "index_topk_pattern")
-            } else {
-                // Read with dict.get's default: a written null reaches max() and the arithmetic (TypeError).
-                func written(_ key: CodingKeys, absent: Int) throws -> Int {
-                    guard c.contains(key) else { return absent }
-                    guard let value = try c.decodeIfPresent(Int.self, forKey: key) else {
-                        throw DecodingError.dataCorruptedError(
-                            forKey: key, in: c, debugDescription: "is null, which GlmMoeDsaConfig cannot compute the indexer types from")
-                    }
-                    return value
-                }
-                indexerTypes = .every(freq: max(try written(.indexTopkFreq, absent: 1), 1), offset: try written(.indexSkipTopkOffset, absent: 2))
-            }
+            indexerTypes = try IndexerTypes(from: decoder)
         }
         let types = mlpLayerTypes
         try ConfigRules.decodingChecks {

@@ -265,13 +265,28 @@ struct KimiLinearModel: DecoderFamily {
             })
     }
 
-    /// Kimi Delta Attention under `prefix`: q | k | v | g | b | f as one
-    /// projection, the gate's and the decay's low-rank pairs as their
-    /// products; the decay's parameters beside the projections (as
-    /// released) or under `forget_gate.`.
+    /// Kimi Delta Attention under `prefix`, the decay's parameters beside
+    /// the projections (as released) or under `forget_gate.`.
     private func kimiDeltaAttention(_ prefix: String) throws -> GatedDeltaNet {
-        let h = config.linearSizes.layerHeads, weights = parts.weights, d = hiddenSize
-        let gate = try weights.storedModule(prefix, saved: "", renamed: "forget_gate.", probe: "f_a_proj.weight")
+        let h = config.linearSizes.layerHeads
+        let gate = try parts.weights.storedModule(prefix, saved: "", renamed: "forget_gate.", probe: "f_a_proj.weight")
+        return try parts.kimiDeltaAttention(
+            prefix, heads: h, gate: gate, logDecayShape: [1, 1, h.valueHeads, 1], normEps: config.rmsNormEps,
+            activationName: config.hiddenAct, decay: .softplus)
+    }
+}
+
+extension DecoderParts {
+    /// Kimi Delta Attention under `prefix` (Kimi Linear's, GLM-5-Next's):
+    /// q | k | v | g | b | f as one projection, the output gate's and the
+    /// decay's low-rank pairs (`g_a_proj`/`g_b_proj`, `gate` + `f_a_proj`/
+    /// `f_b_proj`) as their products; `A_log` stored in `logDecayShape`,
+    /// `dt_bias` per decay; `o_norm` an RMSNorm of eps `normEps` gated by the sigmoid.
+    func kimiDeltaAttention(
+        _ prefix: String, heads h: GatedDeltaNetHeads, gate: String, logDecayShape: [Int], normEps: Double, activationName: String,
+        decay: DeltaRuleDecay
+    ) throws -> GatedDeltaNet {
+        let d = dimensions.hiddenSize
         func lowRank(_ down: String, _ up: String) throws -> [Float] {
             try weights.lowRankProduct(down: prefix + down, up: prefix + up, in: d, rank: h.keyDim, out: h.valueWidth)
         }
@@ -283,11 +298,11 @@ struct KimiLinearModel: DecoderFamily {
         return GatedDeltaNet(
             heads: h, projection: Linear(weight: rows.flatMap { $0 }, bias: nil, inFeatures: d, outFeatures: h.projectionWidth),
             convolution: try weights.deltaRuleConvolution(prefix, heads: h),
-            logDecayRates: try weights.floats(prefix + gate + "A_log", [1, 1, h.valueHeads, 1]),
+            logDecayRates: try weights.floats(prefix + gate + "A_log", logDecayShape),
             timeStepBias: try weights.floats(prefix + gate + "dt_bias", [h.valueHeads * h.decaysPerHead]),
-            norm: try weights.rmsNorm(prefix + "o_norm", size: h.valueDim, eps: config.rmsNormEps),
+            norm: try weights.rmsNorm(prefix + "o_norm", size: h.valueDim, eps: normEps),
             output: try weights.linear(prefix + "o_proj", in: h.valueWidth, out: d, bias: false),
-            convolutionActivation: try parts.activation(config.hiddenAct), decay: .softplus, outputGateActivation: .sigmoid)
+            convolutionActivation: try activation(activationName), decay: decay, outputGateActivation: .sigmoid)
     }
 }
 
