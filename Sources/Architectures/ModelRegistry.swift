@@ -159,6 +159,7 @@ public enum ModelRegistry {
         "nanochat": NanoChatModel.self,
         "nemotron": NemotronModel.self,
         "nemotron_h": NemotronHModel.self,
+        "nemotron_h_omni": NemotronHModel.self,
         "olmo": OlmoModel.self,
         "olmo2": Olmo2Model.self,
         "olmo3": Olmo3Model.self,

@@ -17,7 +17,9 @@ enum WeightConversions {
     /// which is not converted so: droptrace cuts its experts from their stacks.
     static func modelTypes(_ checkpoint: Checkpoint, section: ConfigSection) -> [String]? {
         guard checkpoint.gguf == nil else { return nil }
-        guard section.name == "text_config" else { return [checkpoint.modelType] }
+        // (A text config under its legacy name, `llm_config`, is read as one.)
+        guard section.name == "text_config" || section.name == ConfigValueKinds.textConfigKey(checkpoint.configDocument, modelType: checkpoint.modelType)
+        else { return [checkpoint.modelType] }
         let textType: String?
         switch checkpoint.document(of: section)?.member("model_type") {
         case nil: textType = ConfigValueKinds.textModelType(of: checkpoint.modelType)

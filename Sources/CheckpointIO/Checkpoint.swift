@@ -166,7 +166,7 @@ public final class Checkpoint: @unchecked Sendable {
             throw DroptraceError("key \"\(repeated)\" is given twice", path: path)
         }
         guard case .object = document else { throw DroptraceError("is JSON but not an object of settings", path: path) }
-        if let keyPath = document.nonFiniteNumberPath(allowingInfinityIn: infiniteBoundKeys) {
+        if let keyPath = nonFiniteNumberPath(document) {
             // Named by its whole path (`attn_config.clip_qkv`), with the number as written where the text shows it.
             let leaf = keyPath.split(separator: ".").last.map { String($0.prefix { $0 != "[" }) } ?? keyPath
             let holds = ConfigNumbers.nonFiniteLiteral(in: data, key: leaf).map { "holds \($0), which is not a finite number" }
@@ -180,6 +180,24 @@ public final class Checkpoint: @unchecked Sendable {
     /// unbounded bound (the Mamba-2 configs' `time_step_limit`, (0.0, inf) by default;
     /// NemotronHConfig's legacy `mamba_dt_limit`).
     static let infiniteBoundKeys: Set<String> = ["time_step_limit", "mamba_dt_limit"]
+    /// Sections whose own keys of `infiniteBoundKeys` may hold them too: a
+    /// wrapper's text config (Nemotron 3 Nano Omni's Nemotron-H, under
+    /// `text_config` or its legacy name `llm_config`).
+    static let boundedSections: Set<String> = ["text_config", "llm_config"]
+
+    /// The path of the first number of `document` that is not finite, but
+    /// the infinite bounds of `infiniteBoundKeys` at the top level or in
+    /// `boundedSections`; nil when there is none.
+    static func nonFiniteNumberPath(_ document: JSONValue) -> String? {
+        guard case .object(let members) = document else { return document.nonFiniteNumberPath() }
+        for (key, value) in members {
+            let found = boundedSections.contains(key)
+                ? value.nonFiniteNumberPath(allowingInfinityIn: infiniteBoundKeys, under: key)
+                : JSONValue.object([(key, value)]).nonFiniteNumberPath(allowingInfinityIn: infiniteBoundKeys)
+            if let found { return found }
+        }
+        return nil
+    }
 
     /// config.json with each float transformers tags as an object,
     /// `{"__float__": "Infinity"}` (also "-Infinity" and "NaN": how

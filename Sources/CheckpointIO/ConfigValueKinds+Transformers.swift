@@ -4532,6 +4532,24 @@ extension ConfigValueKinds {
                 "layer_types": "layers_block_type",
                 "num_local_experts": "n_routed_experts",
             ]),
+        "nemotron_h_omni": (
+            "NemotronH_Omni_Reasoning_V3_Config",
+            [
+                "audio_config": "no",
+                "audio_token_id": "ni",
+                "downsample_ratio": "f",
+                "force_image_size": "ni",
+                "image_token_id": "ni",
+                "projector_hidden_size": "i",
+                "text_config": "no",
+                "video_pruning_rate": "f",
+                "video_temporal_patch_size": "i",
+                "video_token_id": "ni",
+                "vision_config": "no",
+                "vision_hidden_size": "i",
+            ],
+            [:
+            ]),
         "olmo": (
             "OlmoConfig",
             [
@@ -5937,6 +5955,7 @@ extension ConfigValueKinds {
         "minicpmv4_6": "qwen3_5_text",
         "minicpmv4_7": "qwen3_5_text",
         "mistral3": "mistral",
+        "nemotron_h_omni": "nemotron_h",
         "ovis2": "qwen2",
         "ovis2_5": "qwen3",
         "paligemma": "gemma",

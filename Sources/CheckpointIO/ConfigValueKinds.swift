@@ -44,7 +44,8 @@ public enum ConfigValueKinds {
                 throw DroptraceError(problem, path: path)
             }
         }
-        guard case .object(let text)? = document.member("text_config") else {
+        let textKey = textConfigKey(document, modelType: modelType)
+        guard case .object(let text)? = document.member(textKey) else {
             // A wrapper whose class builds its text config from the top level's keys (Qwen2-VL's flat configs).
             let textKey = modelType + ".text_config"
             if flatTextConfigs.contains(modelType),
@@ -53,12 +54,30 @@ public enum ConfigValueKinds {
             }
             return
         }
-        guard let textKey = textConfigClass(of: modelType, text: text, resolved: textModelType) else { return }
-        if let problem = problem(in: text, of: textKey, under: "text_config.") ?? paddingProblem(in: text, of: textKey, under: "text_config.")
-            ?? rangeProblem(in: text, of: textKey, under: "text_config.") {
+        guard let textClass = textConfigClass(of: modelType, text: text, resolved: textModelType) else { return }
+        if let problem = problem(in: text, of: textClass, under: textKey + ".") ?? paddingProblem(in: text, of: textClass, under: textKey + ".")
+            ?? rangeProblem(in: text, of: textClass, under: textKey + ".") {
             throw DroptraceError(problem, path: path)
         }
     }
+
+    /// The key a `modelType` config's text config is read from: `text_config`,
+    /// or the legacy name its config class reads in its place where
+    /// `text_config` is absent or null and the legacy key holds a value
+    /// (NemotronH_Omni_Reasoning_V3_Config's `llm_config`, as its released
+    /// checkpoints write it).
+    public static func textConfigKey(_ document: JSONValue, modelType: String) -> String {
+        guard let legacy = legacyTextConfigKeys[modelType] else { return "text_config" }
+        let isSet = { (key: String) -> Bool in
+            guard let value = document.member(key) else { return false }
+            if case .null = value { return false }
+            return true
+        }
+        return !isSet("text_config") && isSet(legacy) ? legacy : "text_config"
+    }
+
+    /// Legacy names of `text_config` (`textConfigKey`), by model type.
+    static let legacyTextConfigKeys = ["nemotron_h_omni": "llm_config"]
 
     /// The model_type the text model of a `modelType` config reports when
     /// its `text_config` names none: the type an AutoConfig sub-config
@@ -77,12 +96,14 @@ public enum ConfigValueKinds {
     /// `mamba_dt_limit` → `time_step_limit`) holding a value of a kind the
     /// field refuses: the assignment is type-checked as the field is.
     /// - Throws: `DroptraceError` naming `path` and both keys.
-    public static func checkLegacyKeys(_ document: JSONValue, _ legacy: [String: String], modelType: String, path: String) throws {
+    public static func checkLegacyKeys(
+        _ document: JSONValue, _ legacy: [String: String], modelType: String, path: String, under prefix: String = ""
+    ) throws {
         guard let (className, keys, _) = transformers[modelType] else { return }
         for (key, field) in legacy.sorted(by: { $0.key < $1.key }) {
             guard let value = document.member(key), let spec = keys[field], !accepts(spec, value) else { continue }
             throw DroptraceError(
-                "key \"\(key)\" (which transformers' \(className) reads as \(field)) holds \(spelled(value, against: spec)), which its field \(field) refuses (it takes \(described(spec)))",
+                "key \"\(prefix)\(key)\" (which transformers' \(className) reads as \(field)) holds \(spelled(value, against: spec)), which its field \(field) refuses (it takes \(described(spec)))",
                 path: path)
         }
     }

@@ -48,7 +48,22 @@ import Testing
         Mutant(name, "moe_shared_expert_intermediate_size", "0"),
         Mutant(name, "mlp_hidden_act", "\"x\""),
         Mutant(name, "mamba_hidden_act", "\"x\""),
+        // Nemotron 3 Nano Omni: its text config as NemotronHConfig checks it, the wrapper's own keys.
+        Mutant(omni, "text_config.mamba_num_heads", "0", key: "text_config.mamba_num_heads"),
+        Mutant(omni, "text_config.layers_block_type", "[]", key: "text_config.layers_block_type"),
+        Mutant(omni, "text_config.mamba_dt_limit", "[1, 2]", key: "text_config.mamba_dt_limit"),
+        Mutant(omni, "text_config.n_group", "3", key: "text_config.n_group"),
+        Mutant(omni, "text_config.num_nextn_predict_layers", "1.0", key: "text_config.num_nextn_predict_layers"),
+        Mutant(omni, "text_config.model_type", "\"llama\"", key: "text_config.model_type"),
+        Mutant(omni, "video_temporal_patch_size", "3"),
+        Mutant(omni, "video_temporal_patch_size", "2.0"),
+        Mutant(omni, "vision_config.video_temporal_patch_size", "1", key: "vision_config.video_temporal_patch_size"),
+        Mutant(omni, "vision_config.video_temporal_patch_size", "null", key: "vision_config.video_temporal_patch_size"),
+        Mutant(omni, "image_token_id", "5.0"),
     ]
+
+    /// Nemotron 3 Nano Omni (`nemotron_h_omni`) around the same layout.
+    static let omni = "nemotron_h_omni-f32"
 
     @Test(arguments: mutants)
     func mutantIsRefusedNamingTheKey(_ mutant: Mutant) throws {
@@ -165,9 +180,95 @@ import Testing
             label: Self.name)
     }
 
-    @Test(arguments: [name, latentName])
+    @Test(arguments: [name, latentName, omni])
     func scoresMatchTransformersClosely(_ fixture: String) throws {
         try expectScoresMatchTransformers(fixture)
+    }
+
+    /// Nemotron 3 Nano Omni (NemotronH_Omni_Reasoning_V3) reads its
+    /// NemotronHForCausalLM: the text config's keys (or the legacy
+    /// `llm_config`'s where `text_config` is absent or null), the weights as
+    /// save_pretrained writes them (`language_model.backbone.`, which
+    /// transformers renames `language_model.model.`, read alike), the head
+    /// `language_model.lm_head`, never tied (its missing head is refused,
+    /// however the flags say, where transformers would draw it at random;
+    /// a top-level `lm_head` is refused: the wrapper does not read it). The
+    /// vision tower is never read: the scores are the same without
+    /// vision_config (absent or null: 2 for its video_temporal_patch_size,
+    /// the top level's default) and without the tower's tensors; so they are
+    /// with the text config's multi-token-prediction layers (never built
+    /// into the causal LM) and tie flags changed.
+    @Test func omniReadsItsLanguageModel() throws {
+        let fixture = try EditedFixture(Self.omni)
+        let model = try fixture.load()
+        #expect(model.layerCount == 8 && model.hiddenSize == 48)
+        #expect(model.absentModules == DropPlan(attention: [1, 3, 5, 7], mlp: [0, 2, 4, 6]))
+        // Every score, NaN (a layer without the module) in the same places.
+        func scores(_ fixture: EditedFixture) throws -> [String] {
+            let scores = try ImportanceScorer(model: try fixture.load()).score(FixtureFiles.jsonlSequences(), calibrationPath: "calib")
+            return (scores.attention + scores.mlp + scores.block).map { "\($0)" }
+        }
+        let base = try scores(fixture)
+        let edits: [(inout [String: Any]) -> Void] = [
+            { $0["vision_config"] = nil }, { $0["vision_config"] = NSNull() },
+            { $0["llm_config"] = $0["text_config"]; $0["text_config"] = nil },
+            { $0["llm_config"] = $0["text_config"]; $0["text_config"] = NSNull() },
+            { $0["llm_config"] = ["model_type": "llama"] },
+            { EditedModel.set(0, at: "text_config.num_nextn_predict_layers", in: &$0) },
+            { EditedModel.set(true, at: "text_config.tie_word_embeddings", in: &$0); $0["tie_word_embeddings"] = true },
+            { EditedModel.set(nil, at: "text_config.model_type", in: &$0) },
+        ]
+        for edit in edits {
+            #expect(try scores(EditedFixture(Self.omni, edit)) == base)
+        }
+        // The legacy name's text config is checked as text_config's.
+        try EditedFixture(Self.omni) { config in
+            config["llm_config"] = config["text_config"]
+            config["text_config"] = nil
+            EditedModel.set(0, at: "llm_config.mamba_num_heads", in: &config)
+        }.expectRefused(naming: "llm_config.mamba_num_heads")
+        func rewritten(_ change: @escaping (inout [SafetensorsWriter.Entry]) -> Void) throws -> EditedFixture {
+            let edited = try EditedFixture(Self.omni)
+            try BadInputTests().rewriteWeights(edited.model, change)
+            return edited
+        }
+        let renamed = try rewritten { entries in
+            entries = entries.map { entry in
+                guard entry.name.hasPrefix("language_model.backbone.") else { return entry }
+                var renamed = entry
+                renamed.name = "language_model.model." + entry.name.dropFirst("language_model.backbone.".count)
+                return renamed
+            }
+        }
+        #expect(try scores(renamed) == base)
+        let withoutTowers = try rewritten { $0.removeAll { !$0.name.hasPrefix("language_model.") } }
+        #expect(try scores(withoutTowers) == base)
+        for edit in [{ (config: inout [String: Any]) in EditedModel.set(true, at: "text_config.tie_word_embeddings", in: &config) }, { _ in }] {
+            let headless = try rewritten { $0.removeAll { $0.name == "language_model.lm_head.weight" } }
+            try BadInputTests().rewriteConfig(headless.model, edit)
+            #expect(throws: DroptraceError.self) { _ = try headless.load().head() }
+        }
+        let strayHead = try rewritten { entries in
+            var head = entries.first { $0.name == "language_model.lm_head.weight" }!
+            head.name = "lm_head.weight"
+            entries.append(head)
+        }
+        let error = #expect(throws: DroptraceError.self) { try strayHead.load() }
+        #expect(error?.message.contains("'lm_head.weight'") == true, "\(String(describing: error))")
+    }
+
+    /// A block-dropped export of the omni model edits its text config's layer
+    /// list and keeps the released tensor names (`language_model.backbone.`),
+    /// which transformers reads; decoding carries each layer's state.
+    @Test func omniExportsAndDecodes() throws {
+        let config = try EditedFixture(Self.omni).exportedConfig(droppingBlocks: [2, 3])
+        let text = try #require(config["text_config"] as? [String: Any])
+        #expect(text["layers_block_type"] as? [String] == ["linear_attention", "mlp", "linear_attention", "mlp", "linear_attention", "moe"])
+        #expect(config["layers_block_type"] == nil && config[DropPlan.attentionKey] == nil)
+        let model = try ModelRegistry.load(try Checkpoint(directory: FixtureFiles.model(Self.omni)))
+        try expectCachedDecodingMatchesTheForward(
+            model, tokens: 20, prefill: 12, plans: [.none, DropPlan(attention: [2]), DropPlan(mlp: [3]), DropPlan(blocks: [1, 4])],
+            label: Self.omni)
     }
 
     /// The latent experts' projections are loaded with their biases, and

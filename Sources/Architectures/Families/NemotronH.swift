@@ -214,7 +214,19 @@ struct NemotronHConfiguration: Decodable {
 /// are the attention modules and the MLPs the MLP modules: each layer has
 /// one of the two (`absentModules`), so dropping it drops the layer, and
 /// an export removes the layer. Weights under `backbone.` as released
-/// (transformers renames it `model.`), embedding `embeddings`, final norm `norm_f`.
+/// (transformers renames it `model.`), embedding `embeddings`, final norm
+/// `norm_f`; the head `lm_head` is never tied (NemotronHForCausalLM ties
+/// nothing, whatever `tie_word_embeddings` says).
+///
+/// Also the language model of Nemotron 3 Nano Omni (`nemotron_h_omni`,
+/// NemotronH_Omni_Reasoning_V3, transformers' models/nemotron_h_omni/),
+/// which holds a NemotronHForCausalLM built by AutoModelForCausalLM from
+/// `text_config` (its legacy name `llm_config` where `text_config` is
+/// absent or null): weights under `language_model.model.` (the released
+/// `language_model.backbone.` renamed by `TensorRenamings`), the head
+/// `language_model.lm_head`, never tied; the vision and audio towers are
+/// not read. Its multi-token-prediction layers (`num_nextn_predict_layers`)
+/// are never built into the causal LM.
 struct NemotronHModel: DecoderFamily {
     /// Its `layer_types` is the layer list's alias, not attention types.
     static func readsLayerTypes(_ modelType: String) -> Bool { true }
@@ -224,19 +236,25 @@ struct NemotronHModel: DecoderFamily {
     let heads: Mamba2Heads
 
     init(_ checkpoint: Checkpoint) throws {
-        let types = try checkpoint.decodeConfig(NemotronHLayerTypes.self)
+        let wrapped = checkpoint.modelType == "nemotron_h_omni"
+        let textKey = wrapped ? ConfigValueKinds.textConfigKey(checkpoint.configDocument, modelType: checkpoint.modelType) : nil
+        if wrapped { try Self.checkWrapper(checkpoint, textKey: textKey!) }
+        let types = try checkpoint.decodeConfig(NemotronHLayerTypes.self, section: ConfigSection(textKey))
         // num_hidden_layers is the layer list's length, whatever config.json says (the config class ignores it).
         let section = ConfigSection(
+            textKey,
             defaults: [
                 "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
                 "intermediate_size": 21504, "vocab_size": 131072, "max_position_embeddings": 4096,
             ],
             overrides: ["num_hidden_layers": .integer(types.kinds.count)])
         try ConfigValueKinds.checkLegacyKeys(
-            checkpoint.configDocument, NemotronHConfiguration.legacyKeys, modelType: checkpoint.modelType, path: checkpoint.configURL.path)
-        let settings = try checkpoint.decodeConfig(NemotronHConfiguration.self)
+            checkpoint.document(of: section) ?? .object([]), NemotronHConfiguration.legacyKeys, modelType: "nemotron_h",
+            path: checkpoint.configURL.path, under: textKey.map { $0 + "." } ?? "")
+        let settings = try checkpoint.decodeConfig(NemotronHConfiguration.self, section: section)
         parts = try DecoderParts(
-            checkpoint, section: section, naming: { Self.naming($0, types: types) }, prefixes: ["backbone.", "model.", ""],
+            checkpoint, section: section, tiedEmbeddings: false, headName: wrapped ? "language_model.lm_head" : "lm_head",
+            naming: { Self.naming($0, types: types) }, prefixes: wrapped ? ["language_model.model."] : ["backbone.", "model.", ""],
             experts: ExpertNaming(
                 parts: ["mixer.experts."], projections: ["up_proj", "down_proj"], count: settings.experts, countKey: "n_routed_experts",
                 isSparse: { types.kinds.indices.contains($0) && types.kinds[$0] == .moe }, fusedNames: ["up_proj", "down_proj"]),
@@ -248,7 +266,7 @@ struct NemotronHModel: DecoderFamily {
             types.kinds.indices.filter { types.kinds[$0] == kind && !(kind.isMixer ? drops.dropsAttention($0) : drops.dropsMLP($0)) }
         }
         var heads: Mamba2Heads?
-        try ConfigRules.checks(path: parts.configPath) {
+        try parts.checks {
             heads = try settings.mambaHeads(hidden: d)
             if !kept(.moe).isEmpty {
                 let width = settings.expertWidth(hidden: d)
@@ -269,7 +287,7 @@ struct NemotronHModel: DecoderFamily {
             .mamba: "mixer.in_proj.weight", .attention: "mixer.q_proj.weight", .mlp: "mixer.up_proj.weight",
             .moe: "mixer.gate.weight",
         ]
-        try ConfigRules.checks(path: parts.configPath) {
+        try parts.checks {
             for (index, kind) in types.kinds.enumerated() where !(kind.isMixer ? drops.dropsAttention(index) : drops.dropsMLP(index)) {
                 let p = "layers.\(index)."
                 if !parts.weights.has(p + signature[kind]!),
@@ -306,6 +324,54 @@ struct NemotronHModel: DecoderFamily {
         }
     }
 
+    /// What NemotronH_Omni_Reasoning_V3_Config and its model refuse or build
+    /// apart from the language model: a text config of another model type
+    /// (AutoModelForCausalLM would build that type's model), a
+    /// `video_temporal_patch_size` unequal to the vision config's (its
+    /// `validate_architecture`; the vision config's is 2 where
+    /// `vision_config` is absent, else RadioConfig's default None, which is
+    /// refused below 2), and a head stored as `lm_head`, which the wrapper
+    /// does not read (its head is `language_model.lm_head`).
+    /// - Throws: `DroptraceError` naming config.json or the weights.
+    static func checkWrapper(_ checkpoint: Checkpoint, textKey: String) throws {
+        let document = checkpoint.configDocument, path = checkpoint.configURL.path
+        if let type = document.member(textKey)?.member("model_type"), !Self.isString(type, "nemotron_h") {
+            throw DroptraceError(
+                "\"\(textKey).model_type\" is \(ConfigValueKinds.spelled(type)): nemotron_h_omni builds its language model by it "
+                    + "(AutoModelForCausalLM); droptrace reads a nemotron_h one",
+                path: path)
+        }
+        let topLevel = document.member("video_temporal_patch_size") ?? .integer(2)
+        var tower: JSONValue = .integer(2)
+        switch document.member("vision_config") {
+        case nil, .null?: break
+        case let vision?: tower = vision.member("video_temporal_patch_size") ?? .null
+        }
+        if case .integer(let size) = tower, size < 2 {
+            throw DroptraceError(
+                "\"vision_config.video_temporal_patch_size\" is \(size), which RadioConfig refuses (at least 2, or null)", path: path)
+        }
+        var equal = false
+        if case .integer(let a) = tower, case .integer(let b) = topLevel { equal = a == b }
+        if !equal {
+            throw DroptraceError(
+                "\"vision_config.video_temporal_patch_size\" (\(ConfigValueKinds.spelled(tower)); RadioConfig's default null where "
+                    + "vision_config omits it, 2 where vision_config is absent) and \"video_temporal_patch_size\" "
+                    + "(\(ConfigValueKinds.spelled(topLevel))) must be equal, as nemotron_h_omni's config class requires",
+                path: path)
+        }
+        if checkpoint.hasTensor("lm_head.weight") {
+            throw DroptraceError(
+                "tensor 'lm_head.weight' is stored, which nemotron_h_omni's model does not read: its head is 'language_model.lm_head.weight'",
+                path: checkpoint.weightsPath)
+        }
+    }
+
+    private static func isString(_ value: JSONValue, _ text: String) -> Bool {
+        if case .string(let written) = value { return written == text }
+        return false
+    }
+
     /// Every layer's module lives under `mixer.`, normalised by `norm`.
     static func naming(_ prefix: String, types: NemotronHLayerTypes) -> LayerNaming {
         LayerNaming(
@@ -319,7 +385,7 @@ struct NemotronHModel: DecoderFamily {
     /// in place.
     var layerNaming: LayerNaming {
         var naming = parts.naming
-        let document = checkpoint.configDocument
+        let document = parts.sectionDocument ?? .object([])
         let written = ["layers_block_type", "layer_types", "hybrid_override_pattern"].contains { key in
             guard let value = document.member(key) else { return false }
             if case .null = value { return false }
