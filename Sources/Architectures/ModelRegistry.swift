@@ -106,6 +106,7 @@ public enum ModelRegistry {
         "hy_v3": HYV3Model.self,
         "hy_v4": HYV4Model.self,
         "hyperclovax": HyperCLOVAXModel.self,
+        "hyperclovax_vision_v2": HyperCLOVAXModel.self,
         "idefics2": LlamaModel.self,
         "idefics3": LlamaModel.self,
         "internlm3": LlamaModel.self,

@@ -2900,6 +2900,17 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "hyperclovax_vision_v2": (
+            "HyperCLOVAXVisionV2Config",
+            [
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "i",
+                "vision_config": "no",
+            ],
+            [:
+            ]),
         "idefics2": (
             "Idefics2Config",
             [
@@ -5940,6 +5951,7 @@ extension ConfigValueKinds {
         "exaone4_5": "exaone4",
         "fast_vlm": "qwen2",
         "glm46v": "glm4v_text",
+        "hyperclovax_vision_v2": "hyperclovax",
         "idefics2": "mistral",
         "idefics3": "llama",
         "internvl": "qwen2",
@@ -6088,6 +6100,7 @@ extension ConfigValueKinds {
         "gpt_bigcode",
         "gpt_neo",
         "granite_swa",
+        "hyperclovax_vision_v2",
         "internvl",
         "jetmoe",
         "kimi_k25",

@@ -124,6 +124,11 @@ extension TensorRenamings {
             ("\\.hc_head_base(?!\\w)", ".hc_base", []),
             ("\\.hc_head_scale(?!\\w)", ".hc_scale", []),
         ],
+        "hyperclovax_vision_v2": [
+            ("^model.language_model.lm_head(?!\\w)", "lm_head", []),
+            ("^model.vision_projector(?!\\w)", "model.projector", []),
+            ("^model.language_model\\.model\\.(.+)", "model.language_model.\\1", []),
+        ],
         "kimi_k25": [
             ("language_model.model(?!\\w)", "model.language_model", []),
             ("language_model.lm_head(?!\\w)", "lm_head", []),

@@ -61,14 +61,18 @@ struct HyperCLOVAXConfiguration: Decodable {
 ///
 /// Each branch owns its output norm: the attention and MLP importances
 /// compare the stream before and after the normalised, scaled branch is
-/// added, as transformers' layer forms it.
+/// added, as transformers' layer forms it. Also the language model of
+/// `hyperclovax_vision_v2` (`Llava.wrappers`): the keys under `text_config`,
+/// the weights under `model.language_model.`, the wrapper's head `lm_head`
+/// tied by the top-level `tie_word_embeddings` (default true) and
+/// multiplying the logits by the text config's `logits_scaling`.
 struct HyperCLOVAXModel: DecoderFamily {
     let parts: DecoderParts
     let config: HyperCLOVAXConfiguration
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, naming: Self.naming)
+        parts = try DecoderParts(checkpoint, placement: try .topLevelOrWrapped(checkpoint), naming: Self.naming)
         config = try parts.config(HyperCLOVAXConfiguration.self)
         rotary = try parts.rotary()
     }

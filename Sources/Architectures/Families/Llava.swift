@@ -18,6 +18,9 @@ import DroptraceSupport
 /// vision tower's settings are never read), `glm46v` (GLM-4.6V, around
 /// GLM-4.1V's language model, which `GlmModel` reads), `minimax_m3_vl`
 /// (MiniMax-M3, around its own text model, which `MiniMaxM3Model` reads),
+/// `hyperclovax_vision_v2` (HyperCLOVA X SEED Think, around a hyperclovax
+/// language model; its released head `model.language_model.lm_head`
+/// transformers renames `lm_head`: `TensorRenamings`),
 /// `paligemma`
 /// (PaliGemma and PaliGemma 2, around a gemma or gemma2 language model) and `minicpmv4_6`,
 /// `minicpmv4_7` (MiniCPM-V 4.6, 4.7), `ovis2` (Ovis2), `llava_onevision1_5`
@@ -133,6 +136,9 @@ enum Llava {
         // MiniMaxM3VLConfig builds MiniMaxM3VLTextConfig whatever text_config names, and ties by its flag too.
         "minimax_m3_vl": Wrapper(
             textType: "minimax_m3_vl_text", textTiesToo: true, prefixes: ["model.language_model."], textTypes: ["minimax_m3_vl_text"]),
+        // HyperCLOVAXVisionV2ForConditionalGeneration: AutoModel's HyperCLOVAXModel, its own lm_head
+        // multiplying the logits by the text config's logits_scaling (as HyperCLOVAXForCausalLM does).
+        "hyperclovax_vision_v2": Wrapper(textType: "hyperclovax", prefixes: ["model.language_model."], textTypes: ["hyperclovax"]),
         "kimi_k25": Wrapper(
             textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"], textTypeAliases: ["kimi_k2": "deepseek_v3"],
             tokensEmbeddedAsZero: [("image_token_id", 163605), ("video_token_id", 163840)]),
