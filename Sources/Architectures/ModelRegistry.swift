@@ -198,6 +198,7 @@ public enum ModelRegistry {
         "solar_open": SolarOpenModel.self,
         "stablelm": StableLMModel.self,
         "starcoder2": Starcoder2Model.self,
+        "step3p7": Step3p7Model.self,
         "vaultgemma": Gemma2Model.self,
         "video_llava": LlamaModel.self,
         "vipllava": LlamaModel.self,

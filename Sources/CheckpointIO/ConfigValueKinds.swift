@@ -279,11 +279,12 @@ public enum ConfigValueKinds {
     /// Classes whose models read `layer_types` (the family checks it where
     /// it reads it; NemotronHConfig has its own `validate_layer_type`, of
     /// its layer kinds; DoryConfig validates it once it halved the released
-    /// layout's "…_attention", "mlp" pairs); transformers 5.23 checks every
+    /// layout's "…_attention", "mlp" pairs; Step3p7TextConfig once it cut
+    /// the MTP layers' trailing entries); transformers 5.23 checks every
     /// other class's with `validate_layer_type` alone.
     static let layerTypesRead: Set<String> = [
         "dory", "gemma2", "gemma3", "gemma3_text", "gpt_oss", "ministral", "mistral", "nemotron_h", "olmo3", "qwen2", "qwen2_moe", "qwen3",
-        "smollm3",
+        "smollm3", "step3p7.text_config",
     ]
     /// transformers 5.23's `ALLOWED_LAYER_TYPES`.
     /// Earlier layer type names transformers reads as the current ones

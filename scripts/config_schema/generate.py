@@ -460,11 +460,21 @@ def main():
         fields = {f.name: f for f in dataclasses.fields(cls)}
         # A field its attribute map reads as another key (BailingHybridConfig's num_local_experts as
         # num_experts) stores its default there, where a config saved by transformers writes it.
+        # Where that key is a field of its own, declared after (Step3p7TextConfig's n_routed_experts), the
+        # class sets it after the aliased field: its own default replaces the aliased one.
         stored = getattr(cls, "attribute_map", {})
+        order = list(fields)
+
+        def stored_default(key):
+            target = stored.get(key, key)
+            if target != key and target in fields and order.index(target) > order.index(key):
+                return fields[target].default
+            return fields[key].default
+
         defaults = {
-            stored.get(key, key): json.dumps(fields[key].default)
+            stored.get(key, key): json.dumps(stored_default(key))
             for key in OMITTABLE
-            if key in fields and isinstance(fields[key].default, (int, float)) and not isinstance(fields[key].default, bool)
+            if key in fields and isinstance(stored_default(key), (int, float)) and not isinstance(stored_default(key), bool)
         }
         width = head_dim_default(cls)
         if width is not None:

@@ -46,7 +46,7 @@ from transformers.core_model_loading import GroupWeightRename, LayerPairCollapse
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 # The model types whose tensors droptrace renames on load as transformers does (`Checkpoint`).
-RENAMED_ON_LOAD = ["axk2", "deepseek_v4", "dory", "ergo", "exaone", "glm5_next", "hrm_text", "hy_v4", "hyperclovax_vision_v2", "kimi_k25", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "minimax_m3_vl", "mistral_large4", "nemotron_h_omni", "ovis2_5", "param2moe", "sarvam_moe"]
+RENAMED_ON_LOAD = ["axk2", "deepseek_v4", "dory", "ergo", "exaone", "glm5_next", "hrm_text", "hy_v4", "hyperclovax_vision_v2", "kimi_k25", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "minimax_m3_vl", "mistral_large4", "nemotron_h_omni", "ovis2_5", "param2moe", "sarvam_moe", "step3p7"]
 
 # A collected source pattern: the module path, the expert index, one projection's weight.
 PATTERN = re.compile(r"^([A-Za-z0-9_.]*)\*\.([A-Za-z0-9_]+)\.weight$")
