@@ -167,7 +167,8 @@ public struct SparseAttentionIndexer: Sendable {
         let scores = indexScores(rows, row: row, keys: keys, keyRows: keyRows, stride: keyWidth)
         var row = (0..<max(maskLength ?? count, count)).map { t in (value: t < count ? scores[t] : -Float.greatestFiniteMagnitude, index: t) }
         TorchTopK.select(&row, k: topK)
-        return row.prefix(topK).map(\.index).sorted()
+        // Scores of -inf rank below the masked later keys, which the causal mask hides anyway.
+        return row.prefix(topK).map(\.index).filter { $0 < count }.sorted()
     }
 
     /// I(row, t) against the keys [count, dim] at `keys` (rows `stride` apart), in float32.

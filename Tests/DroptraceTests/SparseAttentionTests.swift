@@ -171,6 +171,23 @@ import Testing
 /// GLM-5's shared indexer layers (`glm_moe_dsa_shared-f32`: layers 1 and 3
 /// reuse the top-k of layers 0 and 2). Scores, drops and decoding are checked
 /// against transformers with every other fixture.
+extension SparseAttentionTests {
+    /// Index scores of -inf (here from a YaRN attention_factor near 2^63)
+    /// rank below the masked later keys in the top-k; the indexer keeps none
+    /// of those (a trap on an index past the sequence before): the pass runs
+    /// or is refused in one line.
+    @Test func minusInfinityScoresChooseNoLaterKey() throws {
+        let fixture = try EditedFixture("mistral_large4-f32") { config in
+            var text = config["text_config"] as! [String: Any]
+            var rope = text["rope_parameters"] as! [String: Any]
+            rope["attention_factor"] = 9.2e18
+            text["rope_parameters"] = rope
+            config["text_config"] = text
+        }
+        do { _ = try scores(fixture) } catch let error as DroptraceError { #expect(!error.message.contains("\n")) }
+    }
+}
+
 @Suite struct SharedIndexerTests {
     static let name = "glm_moe_dsa_shared-f32"
 
