@@ -229,6 +229,14 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
     /// The rope types `standardize_rope_params` gives an `original_max_position_embeddings`.
     static let typesWithOriginalLength: Set<String> = ["llama3", "yarn", "longrope"]
 
+    /// int(width × share), truncated as Python's int() does, held within
+    /// ±Int.max / 2 (NaN as 0): a share far outside (0, 1] is then refused
+    /// by the width checks that follow instead of trapping the conversion.
+    public static func truncatedWidth(_ width: Int, _ share: Double) -> Int {
+        let product = Double(width) * share, bound = Double(Int.max / 2)
+        return product.isNaN ? 0 : Int(max(min(product, bound), -bound))
+    }
+
     /// These settings as one layer type's entry of rope parameters nested
     /// by layer type (`rope_parameters.full_attention`), which transformers
     /// standardises differently from a flat set: a scaled type without
@@ -298,7 +306,7 @@ public struct RopeSettings: Decodable, Sendable, Equatable {
         // and rotates 2·ceil(w/2) dimensions, which must fit in the head.
         // (The fraction is in (0, 1] and head_dim confirmed by the weights, so
         // neither the product nor the table can blow up.)
-        let rotaryDim = Int(min(Double(tableWidth ?? headDim) * share, Double(Int.max / 2)))
+        let rotaryDim = Self.truncatedWidth(tableWidth ?? headDim, share)
         guard rotaryDim + rotaryDim % 2 <= headDim else {
             let source = tableWidth.map { "\"head_dim\" \($0) with the rotary fraction \(share)" } ?? "\"partial_rotary_factor\""
             throw DroptraceError(

@@ -72,6 +72,8 @@ import Testing
     @Test(arguments: [Self.name, "deepseek_v32-f32", "glm_moe_dsa-f32"])
     func partialRotaryFactorIsNotRead(fixture: String) throws {
         #expect(try scores(EditedFixture(fixture, rope: "partial_rotary_factor", 0.5)) == scores(EditedFixture(fixture)))
+        // Past Int too (a trap on the unread width before).
+        #expect(try scores(EditedFixture(fixture, rope: "partial_rotary_factor", -9.2e18)) == scores(EditedFixture(fixture)))
     }
 
     /// Without mlp_layer_types the legacy keys decide (first_k_dense_replace

@@ -40,6 +40,7 @@ import Testing
         Mutant("glm4_moe_lite-f32", "kv_lora_rank", "8"),
         // A rotary table narrower than the 8 rope columns.
         Mutant("glm4_moe_lite-f32", "rope_parameters.partial_rotary_factor", "0.5"),
+        Mutant("glm4_moe_lite-f32", "rope_parameters.partial_rotary_factor", "-9223372036854775808"),
     ]
 
     @Test(arguments: mutants)

@@ -48,6 +48,7 @@ import Testing
         Mutant("mistral4-f32", "rope_parameters.partial_rotary_factor", "0.25"),
         Mutant("mistral4-f32", "rope_parameters.partial_rotary_factor", "0.75"),
         Mutant("mistral4-f32", "rope_parameters.partial_rotary_factor", "null"),
+        Mutant("mistral4-f32", "rope_parameters.partial_rotary_factor", "-9223372036854775808"),
         // head_dim sizes the table too (a written one overrides qk_nope_head_dim + qk_rope_head_dim).
         Mutant("mistral4-f32", "head_dim", "32", key: "partial_rotary_factor"),
         // Mistral4RotaryEmbedding makes the "default" type's table head_dim (16) wide, whatever

@@ -20,6 +20,8 @@ import Testing
     static let mutants: [Mutant] = [
         // Each layer reads its no_rope_layers entry (IndexError).
         Mutant(name, "text_config.no_rope_layers", "[1, 1]"),
+        // A rotary width past Int (a trap on the conversion before).
+        Mutant(name, "text_config.rope_parameters.partial_rotary_factor", "-9223372036854775808", key: "partial_rotary_factor"),
         // Latent key/value sharing: transformers refuses the first two, runs the third (droptrace does not).
         Mutant(name, "text_config.kv_source_layers", "[0, 1, 2]"), Mutant(name, "text_config.kv_source_layers", "[1, 1, 2, 3]"),
         Mutant(name, "text_config.kv_source_layers", "[0, 0, 2, 3]"),

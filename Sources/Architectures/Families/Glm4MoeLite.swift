@@ -423,7 +423,7 @@ struct Glm4MoeLiteModel: DecoderFamily {
         if config.configClass.axk2 { try config.confirmGatedNormShapes(parts, isSparse: isSparse) }
         let rope = try parts.ropeSettings()
         let kept = parts.firstKeptAttention != nil
-        let factor = rope.partialRotaryFactor ?? 1, width = Int(min(Double(latent.qkRopeHeadDim) * factor, Double(Int.max / 2)))
+        let factor = rope.partialRotaryFactor ?? 1, width = RopeSettings.truncatedWidth(latent.qkRopeHeadDim, factor)
         let readsFactor = config.configClass.readsPartialRotaryFactor
         if readsFactor, !rope.partialRotaryFactorIsNull, width + width % 2 != latent.qkRopeHeadDim {
             throw InvalidConfigValue(

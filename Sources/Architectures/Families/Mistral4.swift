@@ -128,7 +128,7 @@ struct Mistral4Model: DecoderFamily {
         if ownDefaultTable { (rope.partialRotaryFactor, rope.partialRotaryFactorIsNull) = (1, false) }
         // Llama's rotary table is int(head_dim · partial_rotary_factor) wide (an odd width w
         // rotating 2 · ceil(w / 2) columns): the rope parts must be exactly that wide.
-        let factor = rope.partialRotaryFactor ?? share, tableWidth = Int(min(Double(headDim) * factor, Double(Int.max / 2)))
+        let factor = rope.partialRotaryFactor ?? share, tableWidth = RopeSettings.truncatedWidth(headDim, factor)
         if !rope.partialRotaryFactorIsNull, tableWidth + tableWidth % 2 != latent.qkRopeHeadDim {
             let rotated = "Mistral4Attention rotates qk_rope_head_dim \(latent.qkRopeHeadDim) columns"
             throw ownDefaultTable

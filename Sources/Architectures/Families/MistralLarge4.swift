@@ -150,7 +150,7 @@ struct MistralLarge4Model: DecoderFamily {
         let latent = config.latent
         let rope = try parts.ropeSettings(defaults: Self.defaultRopeParameters).settings
         let kept = parts.firstKeptAttention != nil
-        let factor = rope.partialRotaryFactor ?? 1, width = Int(min(Double(latent.qkRopeHeadDim) * factor, Double(Int.max / 2)))
+        let factor = rope.partialRotaryFactor ?? 1, width = RopeSettings.truncatedWidth(latent.qkRopeHeadDim, factor)
         if !rope.partialRotaryFactorIsNull, width + width % 2 != latent.qkRopeHeadDim {
             throw InvalidConfigValue(
                 key: parts.section.qualified(rope.partialRotaryKey),
