@@ -21,6 +21,9 @@ import Testing
     static let mutants: [Mutant] = [
         // DoryConfig: the sections must add up to the layers (released counts, halved).
         Mutant(name, "n_input_layers", "4"), Mutant(name, "n_recurrent_layers", "2"), Mutant(name, "n_output_layers", "6"),
+        // Sections whose halving or sums leave 64 bits (traps before).
+        Mutant(name, "n_input_layers", "-9223372036854775808"), Mutant(name, "n_recurrent_layers", "-9223372036854775808"),
+        Mutant(name, "n_output_layers", "-9223372036854775808"), Mutant(name, "n_output_layers", "9223372036854775807"),
         Mutant(name, "num_hidden_layers", "10"),
         Mutant(name, "n_recurrent_loops", "0"), Mutant(name, "recurrent_kv_cache_mode", #""every_loop""#),
         Mutant(name, "initializer_range", "0.0"),

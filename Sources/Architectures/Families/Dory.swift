@@ -71,8 +71,8 @@ struct DoryLayers {
             default: nil
             }
         }
-        /// Python's floor division by 2.
-        func halved(_ value: Int) -> Int { value >= 0 ? value / 2 : -((-value + 1) / 2) }
+        /// Python's floor division by 2 (an arithmetic shift: exact for every Int, -2^63 too).
+        func halved(_ value: Int) -> Int { value >> 1 }
         let written = object["layer_types"] as? [String]
         released = written?.contains("mlp") == true
         var count = integer("num_hidden_layers", default: 36) ?? 36
@@ -90,16 +90,26 @@ struct DoryLayers {
         let resolved = types ?? (0..<max(count, 0)).map { ($0 + 1) % 4 == 0 ? AttentionLayerType.full : AttentionLayerType.sliding }
         self.count = count
         self.types = resolved
-        inputLayers = input
-        recurrentLayers = recurrent ?? count - input - output
-        outputLayers = output
         let factor = released ? " (halved from the released layout, whose layer_types lists \"mlp\" after each layer)" : ""
+        // The sections' sum, refused where it leaves 64 bits as where it misses num_hidden_layers.
+        func sectionSum(_ terms: (partialValue: Int, overflow: Bool)) throws -> Int {
+            guard !terms.overflow else {
+                throw DroptraceError(
+                    "n_input_layers \(input), n_recurrent_layers \(recurrent.map(String.init) ?? "(num_hidden_layers minus the others)") and "
+                        + "n_output_layers \(output) do not add up to num_hidden_layers (\(count)) within 64 bits\(factor), as DoryConfig checks",
+                    path: path)
+            }
+            return terms.partialValue
+        }
+        inputLayers = input
+        recurrentLayers = try recurrent ?? sectionSum(sectionSum(count.subtractingReportingOverflow(input)).subtractingReportingOverflow(output))
+        outputLayers = output
         if resolved.count != resolvedCount {
             throw DroptraceError(
                 "layer_types lists \(resolved.count) layers, but num_hidden_layers is \(resolvedCount)\(factor), as DoryConfig refuses",
                 path: path)
         }
-        if inputLayers + recurrentLayers + outputLayers != count {
+        if try sectionSum(sectionSum(inputLayers.addingReportingOverflow(recurrentLayers)).addingReportingOverflow(outputLayers)) != count {
             throw DroptraceError(
                 "n_input_layers + n_recurrent_layers + n_output_layers (\(inputLayers) + \(recurrentLayers) + \(outputLayers)) "
                     + "must equal num_hidden_layers (\(count))\(factor), as DoryConfig checks", path: path)
