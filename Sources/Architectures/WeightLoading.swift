@@ -489,6 +489,7 @@ struct Weights {
     func norm(_ kind: NormKind, _ name: String, size: Int, eps: Double) throws -> Normalization {
         switch kind {
         case .rms: try rmsNorm(name, size: size, eps: eps)
+        case .offsetRMS: try offsetRMSNorm(name, size: size, eps: eps)
         case .layer: try layerNorm(name, size: size, eps: eps)
         case .offsetLayer: try offsetLayerNorm(name, size: size, eps: eps)
         }
@@ -505,7 +506,7 @@ struct Weights {
 /// The norms of a family's blocks: RMSNorms (Llama), LayerNorms with
 /// biases (Jais 2, PhiMoE), or LayerNorms scaling by 1 + weight (Nemotron's
 /// LayerNorm1P).
-enum NormKind { case rms, layer, offsetLayer }
+enum NormKind { case rms, offsetRMS, layer, offsetLayer }
 
 /// `quantization_config.weight_block_size` of config.json: [rows, columns]
 /// of the weight block each FP8 scale covers, both at least 1; 128 × 128

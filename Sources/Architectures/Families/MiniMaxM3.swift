@@ -268,14 +268,9 @@ struct MiniMaxM3Model: DecoderFamily {
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let drops = plan.union(configuredDrops), p = "layers.\(index).", d = hiddenSize, eps = m2.rmsNormEps, weights = parts.weights
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.offsetRMSNorm(p + "input_layernorm", size: d, eps: eps), mixer: .attention(try attention(layer: index))),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.offsetRMSNorm(p + "post_attention_layernorm", size: d, eps: eps),
-                feedForward: try feedForward(layer: index)),
-            residual: .sequential)
+        try parts.preNormBlock(
+            index, drops: plan.union(configuredDrops), eps: m2.rmsNormEps, normKind: .offsetRMS,
+            attention: { try attention(layer: index) }, feedForward: { try feedForward(layer: index) })
     }
 
     /// Layer `index`'s MiniMaxM3VLAttention, with its indexer on a sparse layer.

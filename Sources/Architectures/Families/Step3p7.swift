@@ -462,14 +462,9 @@ struct Step3p7Model: DecoderFamily {
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let drops = plan.union(configuredDrops), p = "layers.\(index).", d = hiddenSize, eps = config.rmsNormEps, weights = parts.weights
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : AttentionBranch(
-                inputNorm: try weights.offsetRMSNorm(p + "input_layernorm", size: d, eps: eps), mixer: .attention(try attention(layer: index))),
-            mlp: drops.dropsMLP(index) ? nil : MLPBranch(
-                inputNorm: try weights.offsetRMSNorm(p + "post_attention_layernorm", size: d, eps: eps),
-                feedForward: try feedForward(layer: index)),
-            residual: .sequential)
+        try parts.preNormBlock(
+            index, drops: plan.union(configuredDrops), eps: config.rmsNormEps, normKind: .offsetRMS,
+            attention: { try attention(layer: index) }, feedForward: { try feedForward(layer: index) })
     }
 
     /// Layer `index`'s Step3p7Attention.
