@@ -41,6 +41,8 @@ import Testing
         // per_layer_config: a layer index past the layers (ValueError), a setting only the attention would read.
         Mutant(name, "text_config.per_layer_config", "{\"7\": {\"num_attention_heads\": 2}}", key: "per_layer_config"),
         Mutant(name, "text_config.per_layer_config", "{\"1\": {\"num_attention_heads\": 2, \"head_dim\": 4}}", key: "head_dim"),
+        // Query heads the key/value heads do not divide (a precondition failure before the check).
+        Mutant(name, "text_config.per_layer_config", "{\"1\": {\"num_attention_heads\": 3}, \"3\": {\"num_attention_heads\": 2}}", key: "num_key_value_heads"),
         // More experts per token than experts (torch.topk fails), none; also under the alias that wins.
         text("num_experts_per_tok", "5"), text("num_experts_per_tok", "0"), text("moe_top_k", "5"),
         // Key/value heads that do not divide a layer's query heads.

@@ -290,7 +290,6 @@ struct Step3p7Model: DecoderFamily {
         try parts.requireWindow(config.slidingWindow, builtBy: "Step3p7TextModel")
         let d = parts.dimensions
         let heads = try Self.headsPerLayer(parts, config: config, layerTypes: layerTypes)
-        layouts = heads.map { QKVLayout(numHeads: $0, numKVHeads: d.kvHeads, headDim: d.resolvedHeadDim) }
         try parts.checks {
             for (layer, count) in heads.enumerated() {
                 let key = "per_layer_config.\(layer).num_attention_heads or num_attention_heads"
@@ -325,6 +324,8 @@ struct Step3p7Model: DecoderFamily {
                 try ConfigRules.product([(config.sharedWidth, config.sharedWidthKey), (3, "gate, up and down"), (d.hiddenSize, "hidden_size")])
             }
         }
+        // Only after the checks: a layout of query heads the key/value heads do not divide is a precondition failure.
+        layouts = heads.map { QKVLayout(numHeads: $0, numKVHeads: d.kvHeads, headDim: d.resolvedHeadDim) }
         (self.parts, self.config, self.layerTypes, self.mlpTypes) = (parts, config, layerTypes, mlpTypes)
         scale = Float(pow(config.queryPreAttnScalar ?? Double(d.resolvedHeadDim), -0.5))
         if let layer = parts.firstKeptAttention {
