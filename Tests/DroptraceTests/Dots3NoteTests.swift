@@ -27,6 +27,8 @@ import Testing
         Mutant(name, "n_group", "8"), Mutant(name, "topk_group", "3"), Mutant(name, "num_key_value_heads", "2"),
         Mutant(name, "per_layer_config.1.num_key_value_heads", "1", key: "per_layer_config.1.num_key_value_heads"),
         Mutant(name, "per_layer_config.1.head_dim", "20", key: "per_layer_config.1.head_dim"),
+        // A sum past 64 bits (a trap before).
+        Mutant(name, "per_layer_config.1.qk_nope_head_dim", "9223372036854775807", key: "per_layer_config.1.qk_nope_head_dim"),
         Mutant(name, "index_head_dim", "4", key: "qk_rope_head_dim"),
         // The heterogeneous config: a layer index past the layers, keys read globally elsewhere.
         Mutant(name, "per_layer_config.7", "{\"head_dim\": 16}", key: "per_layer_config"),

@@ -482,7 +482,7 @@ struct Dots3NoteModel: DecoderFamily {
                 if type == "indexed_attention", rope > config.indexHeadDim {
                     throw InvalidConfigValue(key: key("qk_rope_head_dim"), problem: "must not exceed index_head_dim \(config.indexHeadDim) (Dots3NoteTextConfig)")
                 }
-                if type == "sliding_attention", headDim != nope + rope {
+                if type == "sliding_attention", try headDim != ConfigRules.sum([(nope, key("qk_nope_head_dim")), (rope, key("qk_rope_head_dim"))]) {
                     throw InvalidConfigValue(
                         key: key("head_dim"), problem: "must equal qk_nope_head_dim + qk_rope_head_dim on the sliding layers (Dots3NoteTextConfig), got \(headDim)")
                 }
