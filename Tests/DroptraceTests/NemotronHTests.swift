@@ -24,6 +24,8 @@ import Testing
 
     static let mutants: [Mutant] = [
         Mutant(name, "mamba_num_heads", "0"),
+        // The torch path pads the scan to whole chunks: modulo by zero, a negative view.
+        Mutant(name, "chunk_size", "0"), Mutant(name, "chunk_size", "-1"), Mutant(name, "mamba_chunk_size", "0"),
         Mutant(name, "mamba_head_dim", "9223372036854775807"),
         Mutant(name, "n_groups", "4"),
         Mutant(name, "ssm_state_size", "null"),

@@ -122,6 +122,8 @@ struct NemotronHConfiguration: Decodable {
         case convolutionBias = "use_conv_bias"
         case legacyConvolutionBias = "mamba_conv_bias"
         case mambaHiddenAct = "mamba_hidden_act"
+        case chunkSize = "chunk_size"
+        case legacyChunkSize = "mamba_chunk_size"
         case timeStepLimit = "time_step_limit"
         case legacyTimeStepLimit = "mamba_dt_limit"
         case experts = "n_routed_experts"
@@ -154,6 +156,8 @@ struct NemotronHConfiguration: Decodable {
         convolutionKernel = try value(.convolutionKernel, legacy: .legacyConvolutionKernel, default: 4)
         convolutionBias = try value(.convolutionBias, legacy: .legacyConvolutionBias, default: true)
         mambaHiddenAct = try value(.mambaHiddenAct, default: "silu")
+        // The chunked scan's length changes no number, but the torch path pads by it (modulo by zero, a negative view).
+        let chunkSize: Int = try value(.chunkSize, legacy: .legacyChunkSize, default: 128)
         timeStepLimit = try c.decodeTimeStepLimit(c.contains(.legacyTimeStepLimit) ? .legacyTimeStepLimit : .timeStepLimit)
         experts = try c.contains(.experts) ? c.decode(Int.self, forKey: .experts) : value(.expertsAlias, default: 8)
         expertsPerToken = try value(.expertsPerToken, default: 2)
@@ -172,6 +176,7 @@ struct NemotronHConfiguration: Decodable {
             try ConfigRules.count(settings.stateSize, "ssm_state_size")
             try ConfigRules.count(settings.groups, "n_groups")
             try ConfigRules.count(settings.convolutionKernel, "conv_kernel")
+            try ConfigRules.count(chunkSize, c.contains(.legacyChunkSize) ? "mamba_chunk_size" : "chunk_size")
             if let latent = settings.moeLatentSize { try ConfigRules.count(latent, "moe_latent_size") }
         }
     }
