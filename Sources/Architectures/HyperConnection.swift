@@ -1,3 +1,4 @@
+import CheckpointIO
 import Foundation
 import TensorEngine
 
@@ -337,5 +338,28 @@ struct HyperConnectionTensors {
     private func projection(_ name: String, rows: Int) throws -> Linear {
         let width = streams * hiddenSize
         return Linear(weight: try weights.floats(name, [rows, width]), bias: nil, inFeatures: width, outFeatures: rows, arithmetic: .f32)
+    }
+}
+
+extension HyperConnection {
+    /// Sinkhorn iterations droptrace runs at most, far past convergence
+    /// (transformers' default is 20): each normalises every token's comb
+    /// matrix in every layer, and a count past this runs for hours.
+    static let maximumSinkhornIterations = 10_000
+
+    /// Refuses `hc_mult` streams whose mixing weights ((hc_mult + 2) ·
+    /// hc_mult rows of hc_mult · hidden_size columns) do not fit in an Int,
+    /// and more Sinkhorn iterations than `maximumSinkhornIterations`
+    /// (DeepseekV4Config's and Glm5NextTextConfig's keys).
+    /// - Throws: `InvalidConfigValue` naming the key.
+    static func checkSizes(streams hcMult: Int, hidden: Int, sinkhornIterations: Int) throws {
+        try ConfigRules.count(hcMult, "hc_mult")
+        let mixes = try ConfigRules.sum([(hcMult, "hc_mult"), (2, "2")])
+        try ConfigRules.product([(mixes, "hc_mult + 2"), (hcMult, "hc_mult"), (hcMult, "hc_mult"), (hidden, "hidden_size")])
+        if sinkhornIterations > maximumSinkhornIterations {
+            throw InvalidConfigValue(
+                key: "hc_sinkhorn_iters",
+                problem: "is \(sinkhornIterations); droptrace runs at most \(maximumSinkhornIterations) Sinkhorn iterations per comb matrix")
+        }
     }
 }

@@ -37,6 +37,7 @@ import Testing
         Mutant(name, "text_config.indexer_types", "[\"full\"]"),
         // Streams and Sinkhorn iterations.
         Mutant(name, "text_config.hc_mult", "0"), Mutant(name, "text_config.hc_mult", "1000000000000000000"),
+        Mutant(name, "text_config.hc_mult", "9223372036854775807"),
         Mutant(name, "text_config.hc_sinkhorn_iters", "1000000000"),
         // linear_attn_config's sizes read over the fields: a null one sizes nothing, others contradict the tensors.
         Mutant(name, "text_config.linear_attn_config", "{\"head_dim\": null}", key: "linear_attn_config"),

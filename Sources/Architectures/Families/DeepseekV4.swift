@@ -39,8 +39,6 @@ struct DeepseekV4Configuration: Decodable {
     var routedScalingFactor: Double
 
     static let layerTypeNames = ["sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"]
-    /// Far past convergence (transformers' default is 20).
-    static let maximumSinkhornIterations = 10_000
     static let ratioTypes = [0: "sliding_attention", 4: "compressed_sparse_attention", 128: "heavily_compressed_attention"]
 
     private struct Key: CodingKey {
@@ -196,19 +194,11 @@ struct DeepseekV4Configuration: Decodable {
         let rates = self.rates
         if types.contains("compressed_sparse_attention") { try ConfigRules.count(rates.sparse, "compress_rates.compressed_sparse_attention") }
         if types.contains("heavily_compressed_attention") { try ConfigRules.count(rates.heavy, "compress_rates.heavily_compressed_attention") }
-        try ConfigRules.count(hcMult, "hc_mult")
-        let mixes = try ConfigRules.sum([(hcMult, "hc_mult"), (2, "2")])
-        try ConfigRules.product([(mixes, "hc_mult + 2"), (hcMult, "hc_mult"), (hcMult, "hc_mult"), (d.hiddenSize, "hidden_size")])
+        try HyperConnection.checkSizes(streams: hcMult, hidden: d.hiddenSize, sinkhornIterations: hcSinkhornIters)
         for (value, key) in [(hcEps, "hc_eps"), (swigluLimit, "swiglu_limit")] where !Float(value).isFinite {
             throw InvalidConfigValue(key: key, problem: "must be a finite number that float32 holds, got \(value)")
         }
         try ConfigRules.count(slidingWindow, "sliding_window")
-        // Each iteration normalises every token's comb matrix in every layer: a count past this runs for hours.
-        if hcSinkhornIters > Self.maximumSinkhornIterations {
-            throw InvalidConfigValue(
-                key: "hc_sinkhorn_iters",
-                problem: "is \(hcSinkhornIters); droptrace runs at most \(Self.maximumSinkhornIterations) Sinkhorn iterations per comb matrix")
-        }
         try ConfigRules.count(oGroups, "o_groups")
         try ConfigRules.count(oLoraRank, "o_lora_rank")
         let headDim = d.resolvedHeadDim

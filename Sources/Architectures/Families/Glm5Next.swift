@@ -161,13 +161,7 @@ struct Glm5NextConfiguration: Decodable {
         for (value, key) in [(hcEps, "hc_eps"), (swigluLimit, "swiglu_limit"), (lowerBound ?? 0, "linear_lower_bound")] where !Float(value).isFinite {
             throw InvalidConfigValue(key: key, problem: "must be a finite number that float32 holds, got \(value)")
         }
-        try ConfigRules.count(hcMult, "hc_mult")
-        try ConfigRules.product([(hcMult + 2, "hc_mult + 2"), (hcMult, "hc_mult"), (hcMult, "hc_mult"), (d.hiddenSize, "hidden_size")])
-        if hcSinkhornIters > DeepseekV4Configuration.maximumSinkhornIterations {
-            throw InvalidConfigValue(
-                key: "hc_sinkhorn_iters",
-                problem: "is \(hcSinkhornIters); droptrace runs at most \(DeepseekV4Configuration.maximumSinkhornIterations) Sinkhorn iterations per comb matrix")
-        }
+        try HyperConnection.checkSizes(streams: hcMult, hidden: d.hiddenSize, sinkhornIterations: hcSinkhornIters)
         guard types.contains(Self.indexed) else { return }
         // Glm5NextTextConfig.validate_architecture: NoPE and the low-rank query path.
         guard latent.qkRopeHeadDim == 0 else {
