@@ -5,8 +5,10 @@ that used to crash (0, negative, huge, overflowing, fractions, NaN/inf, wrong ty
 `droptrace score` is run on the result. Every run must end in exit 0 (a valid value), or exit 1/64
 with exactly one error line, within 20 s and under a 4 GiB address-space cap.
 
-Run on demand (not in CI; about 6000 runs, ~30 min on two cores):
+Values are replaced at the top level and nested up to three levels (`text_config.rope_parameters.factor`).
+Run on demand (not in CI; about 700 runs per fixture, ~5 min each on two cores):
     python3 fuzz/model_config_values.py .build/debug/droptrace "$(mktemp -d)" [--gguf-only]
+    FUZZ_MODELS="zaya-f32 step3p7-f32" python3 fuzz/model_config_values.py ...   # only these fixtures
 Prints each run that breaks the rule and a summary line; exits 1 if any did."""
 import json, os, shutil, struct, subprocess, sys, resource
 
@@ -43,16 +45,20 @@ EXTRA_KEYS = [('partial_rotary_factor',), ('rotary_pct',), ('head_dim',), ('slid
 
 if '--gguf-only' not in sys.argv:
     for model in sorted(os.listdir(f'{fixtures}/models')):
-        if not model.endswith('-f32'):
+        if not model.endswith('-f32') or (os.environ.get('FUZZ_MODELS') and model not in os.environ['FUZZ_MODELS'].split()):
             continue
         base = json.load(open(f'{fixtures}/models/{model}/config.json'))
         paths = [(k, kk) for k, v in base.items() if isinstance(v, dict) for kk in v]
+        paths += [(k, kk, kkk) for k, v in base.items() if isinstance(v, dict)
+                  for kk, vv in v.items() if isinstance(vv, dict) for kkk in vv]
         paths += [(k,) for k, v in base.items()
                   if not isinstance(v, dict) and k not in ('architectures', 'model_type', 'transformers_version', 'dtype')]
         for path in paths + EXTRA_KEYS:
             for value in CONFIG_VALUES:
                 config = json.loads(json.dumps(base))
-                if len(path) == 2:
+                if len(path) == 3:
+                    config[path[0]][path[1]][path[2]] = value
+                elif len(path) == 2:
                     config[path[0]][path[1]] = value
                 else:
                     config[path[0]] = value
