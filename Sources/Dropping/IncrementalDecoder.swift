@@ -271,8 +271,8 @@ struct KeyValueCache {
         blockIndexerKeys = [Float](repeating: 0, count: capacity * (attention.blockSparseIndexer?.dim ?? 0))
         keyBiases = [Float](repeating: 0, count: attention.dynamicMask == nil ? 0 : capacity * layout.numKVHeads)
         blockIndexerState = attention.blockIndexer.map { _ in QSAIndexer.State() }
-        let floats = 2 * layout.numKVHeads * layout.headDim + (attention.indexer?.keyWidth ?? 0) + (attention.blockSparseIndexer?.dim ?? 0)
-            + (attention.dynamicMask == nil ? 0 : layout.numKVHeads)
+        // Every per-position buffer above, read back from what was allocated.
+        let floats = capacity == 0 ? 0 : (keys.count + values.count + indexerKeys.count + blockIndexerKeys.count + keyBiases.count) / capacity
         let pooled = attention.blockIndexer.map { (2 * $0.dim * MemoryLayout<Float>.size + $0.compression) / (2 * $0.compression) } ?? 0
         bytesPerToken = floats * MemoryLayout<Float>.size + pooled
     }
