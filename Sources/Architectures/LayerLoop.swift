@@ -20,6 +20,11 @@ import TensorEngine
 /// it on the last pass. Dropping a looped layer drops it from every pass, as
 /// an export with one recurrent layer fewer runs.
 public struct LayerLoop: Sendable {
+    /// Layer invocations per forward pass droptrace runs at most (the
+    /// released looped configs run tens): a config past it is refused before
+    /// anything is sized by it, as a pass through it would not end.
+    public static let maximumInvocations = 1 << 16
+
     /// The looped layers, in order (empty: only the entries run).
     public let layers: Range<Int>
     /// How many times the layers run (at least 1); with `stacks`, the most

@@ -26,6 +26,8 @@ import Testing
         Mutant(name, "n_output_layers", "-9223372036854775808"), Mutant(name, "n_output_layers", "9223372036854775807"),
         Mutant(name, "num_hidden_layers", "10"),
         Mutant(name, "n_recurrent_loops", "0"), Mutant(name, "recurrent_kv_cache_mode", #""every_loop""#),
+        // Loops no pass would finish (ran without end before).
+        Mutant(name, "n_recurrent_loops", "4611686018427387904"), Mutant(name, "n_recurrent_loops", "9223372036854775807"),
         Mutant(name, "initializer_range", "0.0"),
         // The types' list must match the (halved) count; no types but the two attentions.
         Mutant(name, "layer_types", #"["sliding_attention", "mlp", "full_attention", "mlp"]"#),

@@ -193,6 +193,14 @@ struct DoryModel: DecoderFamily {
             guard config.nRecurrentLoops >= 1 else {
                 throw InvalidConfigValue(key: "n_recurrent_loops", problem: "must be at least 1, got \(config.nRecurrentLoops), as DoryConfig checks")
             }
+            // Bounded before a pass runs (every loop runs its entry norm, also with no recurrent layer).
+            let (looped, overflow) = config.nRecurrentLoops.multipliedReportingOverflow(by: max(layers.recurrent.count, 1))
+            guard !overflow, looped <= LayerLoop.maximumInvocations - (layers.count - layers.recurrent.count) else {
+                throw InvalidConfigValue(
+                    key: "n_recurrent_loops",
+                    problem: "(\(config.nRecurrentLoops)) × n_recurrent_layers (\(layers.recurrent.count)) layer passes per forward pass "
+                        + "are more than the \(LayerLoop.maximumInvocations) droptrace runs")
+            }
             guard ["per_loop", "last_loop"].contains(config.recurrentKVCacheMode) else {
                 throw InvalidConfigValue(
                     key: "recurrent_kv_cache_mode", problem: "must be \"per_loop\" or \"last_loop\", got \"\(config.recurrentKVCacheMode.forErrorMessage)\"")

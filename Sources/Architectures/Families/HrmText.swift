@@ -72,10 +72,6 @@ struct HrmTextConfiguration: Decodable {
 /// `attn.o_proj`, `mlp.gate_up_proj`) or as transformers names them. Untied
 /// by default.
 struct HrmTextModel: DecoderFamily {
-    /// Layer invocations per forward pass droptrace runs at most
-    /// (num_layers_per_stack × H_cycles × (L_cycles + 1); the released
-    /// configs run tens): past it a config is refused before anything is sized.
-    static let maximumInvocations = 1 << 16
     let parts: DecoderParts
     let config: HrmTextConfiguration
     let rotary: RotaryEmbedding
@@ -144,11 +140,11 @@ struct HrmTextModel: DecoderFamily {
             // Bounded before anything is sized by it (the steps, a cache per invocation).
             let (cycles, cyclesOverflow) = config.highCycles.multipliedReportingOverflow(by: config.lowCycles &+ 1)
             let (invocations, overflow) = perStack.multipliedReportingOverflow(by: cycles)
-            guard !cyclesOverflow, !overflow, config.lowCycles < Int.max, invocations <= Self.maximumInvocations else {
+            guard !cyclesOverflow, !overflow, config.lowCycles < Int.max, invocations <= LayerLoop.maximumInvocations else {
                 throw InvalidConfigValue(
                     key: "H_cycles",
                     problem: "(\(config.highCycles)) × (L_cycles (\(config.lowCycles)) + 1) × \(countKey) (\(perStack)) layer invocations "
-                        + "per forward pass are more than the \(Self.maximumInvocations) droptrace runs")
+                        + "per forward pass are more than the \(LayerLoop.maximumInvocations) droptrace runs")
             }
             if stacked, let written = integer("num_hidden_layers"), written < invocations {
                 throw InvalidConfigValue(
