@@ -392,6 +392,37 @@ import Testing
         }
     }
 
+    /// The same in every family: with every tying flag false (top level and
+    /// the language model's config) and its stored head removed, the head is
+    /// refused naming it, never the embedding read in its place. (Untied
+    /// Zamba2 layers read their own shared-block copies, which the fixture
+    /// stores once: that refusal comes first. The rewrite keeps float
+    /// tensors only, so DeepSeek-V4's I64 hash routing is switched off.)
+    @Test(arguments: FixtureFiles.familyFixtures)
+    func untiedHeadMissingIsRefusedInEveryFamily(_ fixture: String) throws {
+        // As stored: transformers' names (GPT-NeoX's embed_out) or the released ones (Mistral's output, DeepSeek-V4's head).
+        func isHead(_ name: String) -> Bool { name.hasSuffix("lm_head.weight") || ["output.weight", "embed_out.weight", "head.weight"].contains(name) }
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel(fixture, as: "model")
+        try BadInputTests().rewriteConfig(model) { config in
+            config["tie_word_embeddings"] = false
+            for key in ["text_config", "llm_config", "language_config"] {
+                if var text = config[key] as? [String: Any] {
+                    text["tie_word_embeddings"] = false
+                    config[key] = text
+                }
+            }
+            if fixture == "deepseek_v4-f32" { config["mlp_layer_types"] = Array(repeating: "moe", count: 4) }
+        }
+        try BadInputTests().rewriteWeights(model) { $0.removeAll { isHead($0.name) } }
+        let named = fixture == "zamba2-f32" ? ["shared_transformer"] : ["lm_head", "output.weight", "embed_out", "head.weight"]
+        #expect {
+            try ModelRegistry.load(try Checkpoint(directory: model)).head()
+        } throws: { error in
+            "\(error)".contains(model.path) && named.contains { "\(error)".contains($0) }
+        }
+    }
+
     /// Tied models keep using the embedding: by the config, or by the family's
     /// default (Gemma ties when the key is absent).
     @Test(arguments: [("llama-f32", true), ("gemma-f32", nil)] as [(String, Bool?)])
