@@ -231,7 +231,14 @@ public enum SpeedMeasurement {
             + (head.predictionHead.map { linear($0.dense) } ?? 0)
         // A sparse-attention indexer's projections and its scores over the context.
         func indexerFLOPs(_ attention: SelfAttention) -> Double {
-            (attention.indexer.map { linear($0.queryUp) + linear($0.key) + linear($0.headWeights) + 2 * Double(context * $0.heads * $0.dim) } ?? 0)
+            (attention.indexer.map { indexer in
+                // GLM-5-Next's pools: the new key's gates, its share of its pool's softmax-weighted key
+                // (about 4 per channel), and one score per complete pool instead of per key.
+                let pooling = indexer.keyPools.map { linear($0.gate) + 4 * Double(indexer.dim) } ?? 0
+                let scored = indexer.keyPools.map { context / $0.size } ?? context
+                return linear(indexer.queryUp) + linear(indexer.key) + linear(indexer.headWeights) + pooling
+                    + 2 * Double(scored * indexer.heads * indexer.dim)
+            } ?? 0)
                 + (attention.blockSparseIndexer.map { linear($0.query) + linear($0.key) + 2 * Double(context * $0.heads * $0.dim) } ?? 0)
                 // Qwen4-Exp's QSA scores the pooled key blocks, one per `compression` keys.
                 + (attention.blockIndexer.map { linear($0.projection) + 2 * Double(context / $0.compression * $0.heads * $0.dim) } ?? 0)

@@ -113,6 +113,19 @@ import Testing
         }
     }
 
+    /// The analytic FLOPs of a decoding step grow with the context only by
+    /// the pooled indexer's scores, one per complete pool of index_kpool
+    /// keys (the keys attended to are bounded by index_topk and the tail).
+    @Test func decodingFLOPsScoreOnePooledKeyPerPool() throws {
+        let model = try EditedFixture(Self.name).load()
+        let indexers = try (0..<model.layerCount).compactMap { try model.block($0).attention?.mixer.softmaxAttention?.indexer }
+        let pooled = try #require(indexers.first?.keyPools)
+        #expect(indexers.allSatisfy { $0.keyPools != nil })
+        let growth = try SpeedMeasurement.decodeFLOPs(model: model, plan: .none, context: 2000)
+            - SpeedMeasurement.decodeFLOPs(model: model, plan: .none, context: 1000)
+        #expect(growth == indexers.reduce(0) { $0 + 2 * Double(1000 / pooled.size * $1.heads * $1.dim) })
+    }
+
     /// Values Glm5NextTextConfig reads alike: "full_attention" for
     /// "indexed_attention", linear_attn_config over the fields, a null
     /// lower bound made -5 under safe_gate, the pattern's F for "full".
