@@ -345,7 +345,9 @@ struct Weights {
     }
 
     /// The LM head: `lm_head` (or `untiedName`) when the checkpoint has one,
-    /// else, when the config ties them (`tied`), the token embedding. An
+    /// also where the config ties them (transformers 5 leaves a stored head
+    /// unlike the embedding untied, with a warning), else, when the config
+    /// ties them (`tied`), the token embedding. An
     /// untied model without its head is an error naming the tensor: its
     /// embedding would give another model's logits. A bias-free [vocabulary,
     /// hidden] projection; the head sits outside the model prefix.

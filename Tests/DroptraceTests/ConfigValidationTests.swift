@@ -392,35 +392,103 @@ import Testing
         }
     }
 
-    /// The same in every family: with every tying flag false (top level and
-    /// the language model's config) and its stored head removed, the head is
-    /// refused naming it, never the embedding read in its place. (Untied
-    /// Zamba2 layers read their own shared-block copies, which the fixture
-    /// stores once: that refusal comes first. The rewrite keeps float
-    /// tensors only, so DeepSeek-V4's I64 hash routing is switched off.)
-    @Test(arguments: FixtureFiles.familyFixtures)
-    func untiedHeadMissingIsRefusedInEveryFamily(_ fixture: String) throws {
-        // As stored: transformers' names (GPT-NeoX's embed_out) or the released ones (Mistral's output, DeepSeek-V4's head).
-        func isHead(_ name: String) -> Bool { name.hasSuffix("lm_head.weight") || ["output.weight", "embed_out.weight", "head.weight"].contains(name) }
-        let scratch = try ScratchDirectory()
-        let model = try scratch.copyOfModel(fixture, as: "model")
+    /// A stored head as transformers' names (GPT-NeoX's embed_out) or the
+    /// released ones (Mistral's output, DeepSeek-V4's head) spell it.
+    static func isHead(_ name: String) -> Bool { name.hasSuffix("lm_head.weight") || ["output.weight", "embed_out.weight", "head.weight"].contains(name) }
+
+    /// A copy of `fixture` with every tying flag (top level and the language
+    /// model's config) set to `tied` and its stored heads replaced by
+    /// `head(name, stored head)` (nil: none). The rewrite keeps float tensors only,
+    /// so DeepSeek-V4's I64 hash routing is switched off.
+    func retied(
+        _ fixture: String, _ tied: Bool, in scratch: ScratchDirectory, as name: String,
+        head: ((String, SafetensorsWriter.Entry?) throws -> SafetensorsWriter.Entry)? = nil
+    ) throws -> URL {
+        let model = try scratch.copyOfModel(fixture, as: name)
         try BadInputTests().rewriteConfig(model) { config in
-            config["tie_word_embeddings"] = false
+            config["tie_word_embeddings"] = tied
             for key in ["text_config", "llm_config", "language_config"] {
                 if var text = config[key] as? [String: Any] {
-                    text["tie_word_embeddings"] = false
+                    text["tie_word_embeddings"] = tied
                     config[key] = text
                 }
             }
             if fixture == "deepseek_v4-f32" { config["mlp_layer_types"] = Array(repeating: "moe", count: 4) }
         }
-        try BadInputTests().rewriteWeights(model) { $0.removeAll { isHead($0.name) } }
+        var thrown: Error?
+        try BadInputTests().rewriteWeights(model) { entries in
+            let stored = entries.first { Self.isHead($0.name) }
+            entries.removeAll { Self.isHead($0.name) }
+            do {
+                if let head { entries.append(try head(stored?.name ?? (fixture == "modernbert-decoder-f32" ? "decoder.weight" : "lm_head.weight"), stored)) }
+            } catch { thrown = error }
+        }
+        if let thrown { throw thrown }
+        return model
+    }
+
+    /// Model classes that tie nothing, whatever the flags say (transformers 5.25).
+    static let neverTied: Set<String> = [
+        "bailing_hybrid-f32", "bailing_hybrid_limits-f32", "ergo-f32", "kimi_linear-f32", "nemotron_h-f32", "nemotron_h_latent-f32",
+        "nemotron_h_omni-f32",
+    ]
+
+    /// The same in every family: with every tying flag false and its stored
+    /// head removed, the head is refused naming it, never the embedding read
+    /// in its place. (Untied Zamba2 layers read their own shared-block
+    /// copies, which the fixture stores once: that refusal comes first.)
+    @Test(arguments: FixtureFiles.familyFixtures)
+    func untiedHeadMissingIsRefusedInEveryFamily(_ fixture: String) throws {
+        let scratch = try ScratchDirectory()
+        let model = try retied(fixture, false, in: scratch, as: "model")
         let named = fixture == "zamba2-f32" ? ["shared_transformer"] : ["lm_head", "output.weight", "embed_out", "head.weight"]
         #expect {
             try ModelRegistry.load(try Checkpoint(directory: model)).head()
         } throws: { error in
             "\(error)".contains(model.path) && named.contains { "\(error)".contains($0) }
         }
+    }
+
+    /// With every tying flag true, the head is the embedding where none is
+    /// stored, and a stored head unlike the embedding is read as stored:
+    /// transformers 5 leaves both parameters as loaded then ("both are present
+    /// in the checkpoints with different values, so we will NOT tie them").
+    /// A class that ties nothing reads no embedding in its place; DbrxConfig
+    /// refuses the flag; Ovis2 sizes its head by the top level's config
+    /// (defaults here), which refuses a head of the language model's size.
+    @Test(arguments: FixtureFiles.familyFixtures)
+    func tiedFlagReadsTheEmbeddingOrAStoredHead(_ fixture: String) throws {
+        let scratch = try ScratchDirectory()
+        let headless = try retied(fixture, true, in: scratch, as: "headless")
+        func head(_ model: URL) throws -> Linear { try ModelRegistry.load(try Checkpoint(directory: model)).head().projection }
+        if fixture == "dbrx-f32" {
+            #expect {
+                try ModelRegistry.load(try Checkpoint(directory: headless))
+            } throws: { error in
+                "\(error)".contains("tie_word_embeddings") && "\(error)".contains(headless.path)
+            }
+            return
+        }
+        if Self.neverTied.contains(fixture) {
+            #expect(throws: DroptraceError.self) { try head(headless) }
+            return
+        }
+        // Another head than the embedding: the stored one negated, else the embedding negated.
+        let embedding = try head(headless)
+        func negatedHead(_ name: String, _ stored: SafetensorsWriter.Entry?) throws -> SafetensorsWriter.Entry {
+            let values = try stored.map { try $0.bytes().withUnsafeBytes { Array($0.bindMemory(to: Float.self)) } } ?? embedding.weight
+            return SafetensorsWriter.Entry(name: name, shape: stored?.shape ?? [embedding.outFeatures, embedding.inFeatures]) { values.map { -$0 } }
+        }
+        let stored = try retied(fixture, true, in: scratch, as: "stored", head: negatedHead)
+        if fixture == "ovis2-f32" {
+            #expect(throws: DroptraceError.self) { try head(stored) }
+            return
+        }
+        // As the same file read untied (untied Zamba2 layers want shared-block copies the fixture lacks: its head is plain).
+        let read = try head(stored).weight
+        let untied = fixture == "zamba2-f32"
+            ? embedding.weight.map { -$0 } : try head(try retied(fixture, false, in: scratch, as: "untied", head: negatedHead)).weight
+        #expect(read == untied && read != embedding.weight)
     }
 
     /// Tied models keep using the embedding: by the config, or by the family's
