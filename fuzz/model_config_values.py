@@ -9,6 +9,7 @@ Values are replaced at the top level and nested up to three levels (`text_config
 Run on demand (not in CI; about 700 runs per fixture, ~5 min each on two cores):
     python3 fuzz/model_config_values.py .build/debug/droptrace "$(mktemp -d)" [--gguf-only]
     FUZZ_MODELS="zaya-f32 step3p7-f32" python3 fuzz/model_config_values.py ...   # only these fixtures
+    FUZZ_GGUFS="phi3-f32.gguf" python3 fuzz/model_config_values.py ... --gguf-only  # only these GGUF files (Fixtures/gguf, gguf-arch)
 Prints each run that breaks the rule and a summary line; exits 1 if any did."""
 import json, os, shutil, struct, subprocess, sys, resource
 
@@ -70,10 +71,13 @@ if '--gguf-only' not in sys.argv:
 
 # GGUF: walk the metadata header and overwrite each numeric (non-tokenizer) value in place.
 SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-for name in sorted(os.listdir(f'{fixtures}/gguf')):
-    if not name.endswith('.gguf') or name.startswith('unsupported'):
+ggufs = [f'{folder}/{name}' for folder in ('gguf', 'gguf-arch') for name in sorted(os.listdir(f'{fixtures}/{folder}'))
+         if name.endswith('.gguf') and not name.startswith('unsupported')]
+for file in ggufs:
+    if os.environ.get('FUZZ_GGUFS') and os.path.basename(file) not in os.environ['FUZZ_GGUFS'].split():
         continue
-    data = open(f'{fixtures}/gguf/{name}', 'rb').read()
+    name = os.path.basename(file)
+    data = open(f'{fixtures}/{file}', 'rb').read()
     pos = 8
     _, kv_count = struct.unpack_from('<QQ', data, pos)
     pos += 16
@@ -98,7 +102,9 @@ for name in sorted(os.listdir(f'{fixtures}/gguf')):
             pos += SIZES[kind]
     for key, kind, offset in targets:
         floats = kind in (6, 12)
-        for value in ([0.0, -1.0, float('nan'), float('inf'), 1e38, 1e-45] if floats else [0, 1, 2, 3, 7, 64, 2**31 - 1, 2**32 - 1]):
+        wide = kind in (10, 11)
+        for value in ([0.0, -1.0, float('nan'), float('inf'), 1e38, 1e-45] if floats
+                      else [0, 1, 2, 3, 7, 64, 2**31 - 1, 2**32 - 1] + ([2**62, 2**63 - 1, 2**64 - 1] if wide else [])):
             mutated = bytearray(data)
             if kind == 6:
                 struct.pack_into('<f', mutated, offset, value)

@@ -9,6 +9,6 @@ cd "$(dirname "$0")/.."
 DROPTRACE_FUZZ=1 swift build -c release --product droptrace-fuzz --scratch-path .build-fuzz
 fixtures=Tests/DroptraceTests/Fixtures
 exec .build-fuzz/release/droptrace-fuzz "$@" \
-    $fixtures/models $fixtures/gguf $fixtures/pickles $fixtures/formats \
+    $fixtures/models $fixtures/gguf $fixtures/gguf-arch $fixtures/pickles $fixtures/formats \
     $fixtures/tokenizers $fixtures/sentencepiece $fixtures/tokenizer-cases \
     $fixtures/calibration $fixtures/text $fixtures/pipeline-yaml pipelines
