@@ -43,8 +43,9 @@ public struct KeyPoolIndexer: Sendable {
     }
 
     /// Keys a query sees before selection applies: the top-k budget (the
-    /// counts as configured; negative ones select no tokens, as in transformers).
-    var budget: Int { max(topK + localTokens + sinkTokens, 0) }
+    /// counts as configured; negative ones select no tokens, as in transformers),
+    /// summed as Python sums them (past Int's range: no selection, or all).
+    var budget: Int { Int(clamping: max(Int128(topK) + Int128(localTokens) + Int128(sinkTokens), 0)) }
 
     /// Rows `rows` of head `head`'s columns of `qkv` [.., layout.width]
     /// (`offset` its first column), rounded to NVFP4: [rows, headDim].
@@ -140,7 +141,7 @@ public struct KeyPoolIndexer: Sendable {
                 for (i, row) in rows.enumerated() {
                     let length = row - sequence.lowerBound + 1
                     // The sinks end and the local tokens start within the visible keys.
-                    let sinkEnd = min(max(sinkTokens, 0), length), localStart = max(min(length - localTokens, length), sinkEnd)
+                    let sinkEnd = min(max(sinkTokens, 0), length), localStart = max(length - min(max(localTokens, 0), length), sinkEnd)
                     let candidates = (sinkEnd..<localStart).filter { pool.keeps(row: row, key: $0) }
                     let chosen = Self.top(topK, of: candidates) { scores[i * sequence.count + $0] }
                     selection.keep(row: row, keys: chosen + Array(0..<sinkEnd) + Array(localStart..<length), length: length)

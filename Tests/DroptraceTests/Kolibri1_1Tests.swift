@@ -153,6 +153,20 @@ import Testing
         0x40400000, 0x43800000, 0x43e00000,
     ]
 
+    /// Token counts past any sequence read as Python reads them (these
+    /// overflowed the budget's sum or the local tokens' start): past every
+    /// sequence, no selection (as 10,000); far below zero, no budget and no
+    /// local tokens (as -1,000).
+    @Test(arguments: ["index_topk", "index_num_local_tokens", "index_num_sink_tokens"])
+    func extremeTokenCountsReadAsPythonReadsThem(_ key: String) throws {
+        let past = try scores(EditedFixture(Self.name) { $0[key] = 10_000 })
+        #expect(try scores(EditedFixture(Self.name) { $0[key] = Int.max }) == past)
+        guard key != "index_topk" else { return }  // at least 1, refused below
+        let below = try scores(EditedFixture(Self.name) { $0[key] = -1_000 })
+        #expect(try scores(EditedFixture(Self.name) { $0[key] = Int.min }) == below)
+        #expect(below != past)
+    }
+
     @Test func nvfp4RoundsAsTorch() {
         let values = NVFP4.fakeQuantized(Self.input.map(Float.init(bitPattern:)))
         #expect(values.map(\.bitPattern) == Self.expected)
