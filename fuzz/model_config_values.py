@@ -10,10 +10,13 @@ Run on demand (not in CI; about 700 runs per fixture, ~5 min each on two cores):
     python3 fuzz/model_config_values.py .build/debug/droptrace "$(mktemp -d)" [--gguf-only]
     FUZZ_MODELS="zaya-f32 step3p7-f32" python3 fuzz/model_config_values.py ...   # only these fixtures
     FUZZ_GGUFS="phi3-f32.gguf" python3 fuzz/model_config_values.py ... --gguf-only  # only these GGUF files (Fixtures/gguf, gguf-arch)
+    FUZZ_COMMAND=drop python3 fuzz/model_config_values.py ...   # runs `drop` (perplexity, speed, export) instead of `score`
 Prints each run that breaks the rule and a summary line; exits 1 if any did."""
 import json, os, shutil, struct, subprocess, sys, resource
 
 droptrace, work = os.path.abspath(sys.argv[1]), sys.argv[2]
+# FUZZ_COMMAND=drop: `drop` (one attention layer, perplexity, one timing round, an export) instead of `score`.
+dropping = os.environ.get('FUZZ_COMMAND') == 'drop'
 fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), '../Tests/DroptraceTests/Fixtures')
 calibration = os.path.join(fixtures, 'calibration/calib.jsonl')
 runs = bad = 0
@@ -26,8 +29,10 @@ def cap():
 def score(target, label):
     global runs, bad
     try:
-        r = subprocess.run([droptrace, 'score', target, '--calibration', calibration, '--output', f'{work}/out.h5'],
-                           capture_output=True, text=True, timeout=20, preexec_fn=cap)
+        command = ([droptrace, 'score', target, '--calibration', calibration, '--output', f'{work}/out.h5'] if not dropping else
+                   [droptrace, 'drop', target, '--target', 'attention', '--count', '1', '--calibration', calibration,
+                    '--eval', calibration, '--speed-budget', '1', '--speed-max-rounds', '1', '--export', f'{work}/export'])
+        r = subprocess.run(command, capture_output=True, text=True, timeout=20, preexec_fn=cap)
         rc, err = r.returncode, r.stderr
     except subprocess.TimeoutExpired:
         rc, err = 'timeout', ''
@@ -38,6 +43,7 @@ def score(target, label):
         print(label, 'exit', rc, (err.strip().splitlines() or [''])[-1][:200], flush=True)
     if os.path.exists(f'{work}/out.h5'):
         os.remove(f'{work}/out.h5')
+    shutil.rmtree(f'{work}/export', ignore_errors=True)
 
 
 CONFIG_VALUES = [0, -1, 1, 3, 2**31, 2**62, 2**63 - 1, -2**63, 1e300, 0.5, -0.5, 1.5, 1e-300, True, "x", None, [], {}]
