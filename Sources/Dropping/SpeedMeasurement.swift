@@ -246,12 +246,13 @@ public enum SpeedMeasurement {
         /// The keys a query reads: its window (a chunk, Llama 4's, bounds them
         /// as a window does), or fewer where an indexer keeps some.
         func keysRead(_ attention: SelfAttention) -> Int {
-            var keys = min(attention.slidingWindow ?? context, attention.chunkSize ?? context, context)
-            if let indexer = attention.indexer { keys = min(keys, indexer.topK + (indexer.keyPools.map { $0.size - 1 } ?? 0)) }
-            if let indexer = attention.blockSparseIndexer { keys = min(keys, indexer.topKBlocks * indexer.blockSize) }
+            // (In 128 bits: the counts are as configured, the context bounds them.)
+            var keys = Int128(min(attention.slidingWindow ?? context, attention.chunkSize ?? context, context))
+            if let indexer = attention.indexer { keys = min(keys, Int128(indexer.topK) + Int128(indexer.keyPools.map { $0.size - 1 } ?? 0)) }
+            if let indexer = attention.blockSparseIndexer { keys = min(keys, Int128(indexer.topKBlocks) * Int128(indexer.blockSize)) }
             // The kept blocks and the keys after the last complete one.
-            if let indexer = attention.blockIndexer { keys = min(keys, indexer.budget + indexer.compression - 1) }
-            return keys
+            if let indexer = attention.blockIndexer { keys = min(keys, Int128(indexer.budget) + Int128(indexer.compression) - 1) }
+            return Int(keys)
         }
         func attentionFLOPs(_ attention: SelfAttention) -> Double {
             let layout = attention.layout
