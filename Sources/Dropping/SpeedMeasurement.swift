@@ -299,7 +299,7 @@ public enum SpeedMeasurement {
                 // The projections, then each query against its window, its compressed keys and the indexer's.
                 total += linear(attention.projection) + linear(attention.queryUp) + linear(attention.output)
                 total += attention.outputGroups.reduce(0) { $0 + linear($1) }
-                total += 4 * Double(attention.heads * attention.headDim * attention.slidingWindow)
+                total += 4 * Double(attention.heads * attention.headDim) * Double(min(attention.slidingWindow, context))
             case .convolvedAttention(let attention)?:
                 // The projections, the two convolutions' taps, then the scores and the weighted sum over the window.
                 let layout = attention.layout, window = min(attention.slidingWindow ?? context, context)
