@@ -885,6 +885,16 @@ extension ConfigValueKinds {
                 "intermediate_size": "moe_intermediate_size",
                 "num_local_experts": "n_routed_experts",
             ]),
+        "deepseek_vl": (
+            "DeepseekVLConfig",
+            [
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+            ],
+            [:
+            ]),
         "diffllama": (
             "DiffLlamaConfig",
             [
@@ -3069,6 +3079,17 @@ extension ConfigValueKinds {
             ],
             [
                 "num_local_experts": "num_experts",
+            ]),
+        "janus": (
+            "JanusConfig",
+            [
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+                "vq_config": "no",
+            ],
+            [:
             ]),
         "jetmoe": (
             "JetMoeConfig",
@@ -6006,6 +6027,7 @@ extension ConfigValueKinds {
     static let textConfigModelTypes: [String: String] = [
         "aya_vision": "cohere2",
         "cohere2_vision": "cohere2",
+        "deepseek_vl": "llama",
         "exaone4_5": "exaone4",
         "fast_vlm": "qwen2",
         "glm46v": "glm4v_text",
@@ -6013,6 +6035,7 @@ extension ConfigValueKinds {
         "idefics2": "mistral",
         "idefics3": "llama",
         "internvl": "qwen2",
+        "janus": "llama",
         "kimi_k25": "deepseek_v3",
         "lfm2_vl": "lfm2",
         "lfm3_vl": "lfm3",
@@ -6141,6 +6164,7 @@ extension ConfigValueKinds {
         "cohere2_moe",
         "cohere2_vision",
         "cohere_compass_text",
+        "deepseek_vl",
         "ernie4_5",
         "ernie4_5_moe",
         "falcon",
@@ -6161,6 +6185,7 @@ extension ConfigValueKinds {
         "granite_swa",
         "hyperclovax_vision_v2",
         "internvl",
+        "janus",
         "jetmoe",
         "kimi_k25",
         "lara_mini",

@@ -9,7 +9,7 @@ import TensorEngine
 /// `llava_next`, `llava_onevision`, `internvl`, `idefics3`, `smolvlm`,
 /// `aya_vision`, `lfm2_vl`, `cohere2_vision`, `exaone4_5`, `lfm3_vl`,
 /// `llava_next_video`, `minicpmv4_6`, `minicpmv4_7`, `ovis2`, `idefics2`, `vipllava`, `video_llava`,
-/// `lighton_ocr`, `fast_vlm`, `perception_lm`): the text model type each reads and the family that
+/// `lighton_ocr`, `fast_vlm`, `perception_lm`, `deepseek_vl`, `janus`): the text model type each reads and the family that
 /// reads it, the head's tying (forwarded from the text config by three of
 /// the config classes, tied by default by others, LFM2-VL's by
 /// `tie_embedding` first), the Cohere wrappers' unscaled logits, EXAONE
@@ -88,6 +88,22 @@ import TensorEngine
         Mutant("perception_lm-f32", "tie_word_embeddings", "1", key: "tie_word_embeddings"),
         Mutant("perception_lm-f32", "text_config.hidden_size", "48", key: "hidden_size"),
         // The text config is checked as its model_type's class checks it.
+        // DeepSeek-VL and Janus: a llama text model only; their own keys as their classes check them.
+        Mutant("deepseek_vl-f32", "text_config.model_type", "\"qwen2\"", key: "text_config.model_type"),
+        Mutant("deepseek_vl-f32", "text_config.model_type", "null", key: "text_config.model_type"),
+        Mutant("deepseek_vl-f32", "tie_word_embeddings", "null", key: "tie_word_embeddings"),
+        Mutant("deepseek_vl-f32", "image_token_id", "5.0", key: "image_token_id"),
+        Mutant("deepseek_vl-f32", "text_config.num_hidden_layers", "4.0", key: "text_config.num_hidden_layers"),
+        Mutant("deepseek_vl-f32", "text_config.hidden_size", "48", key: "hidden_size"),
+        Mutant("janus-f32", "text_config.model_type", "\"mistral\"", key: "text_config.model_type"),
+        Mutant("janus-f32", "text_config.model_type", "null", key: "text_config.model_type"),
+        Mutant("janus-f32", "tie_word_embeddings", "\"no\"", key: "tie_word_embeddings"),
+        Mutant("janus-f32", "image_token_id", "null", key: "image_token_id"),
+        Mutant("janus-f32", "vq_config", "5", key: "vq_config"),
+        Mutant("janus-f32", "text_config.head_dim", "8", key: "text_config.head_dim"),
+        Mutant("janus-f32", "vision_config.patch_size", "0", key: "vision_config.patch_size"),
+        Mutant("janus-f32", "vision_config.patch_size", "[14, 14]", key: "vision_config.patch_size"),
+        Mutant("janus-f32", "vision_config.image_size", "28.0", key: "vision_config.image_size"),
         Mutant("llava-f32", "text_config.attention_bias", "0", key: "text_config.attention_bias"),
         Mutant("llava_next-f32", "text_config.sliding_window", "0", key: "text_config.sliding_window"),
         Mutant("llava_onevision-f32", "text_config.use_sliding_window", "\"x\"", key: "text_config.use_sliding_window"),
@@ -136,6 +152,8 @@ import TensorEngine
         #expect(try EditedFixture("lighton_ocr-f32").load() is Qwen3Model)
         #expect(try EditedFixture("fast_vlm-f32").load() is LlamaModel)
         #expect(try EditedFixture("perception_lm-f32").load() is LlamaModel)
+        #expect(try EditedFixture("deepseek_vl-f32").load() is LlamaModel)
+        #expect(try EditedFixture("janus-f32").load() is LlamaModel)
         // LightOnOcrConfig ties by default over its text config's false (the fixture stores no head).
         #expect(throws: Never.self) { try EditedFixture("lighton_ocr-f32").load().head() }
         #expect(throws: DroptraceError.self) { try EditedFixture("lighton_ocr-f32") { $0["tie_word_embeddings"] = false }.load().head() }
@@ -164,7 +182,7 @@ import TensorEngine
         "cohere2_vision-f32", "exaone4_5-f32", "lfm3_vl-f32", "llava_next_video-f32", "minicpmv4_6-f32", "minicpmv4_7-f32",
         "ovis2-f32", "llava_next_granite-f32", "llava_phi3-f32", "llava_gemma-f32", "llava_onevision1_5-f32", "ovis2_5-f32",
         "kimi_k25-f32", "paligemma-f32", "paligemma2-f32", "idefics2-f32", "vipllava-f32", "video_llava-f32", "lighton_ocr-f32",
-        "fast_vlm-f32", "perception_lm-f32", "glm46v-f32",
+        "fast_vlm-f32", "perception_lm-f32", "glm46v-f32", "deepseek_vl-f32", "janus-f32",
     ])
     func blockDropExportsEditTheTextConfig(_ name: String) throws {
         let fixture = try EditedFixture(name)
@@ -347,6 +365,49 @@ import TensorEngine
             let ids = FixtureFiles.jsonlSequences()[0]
             let base = try EditedFixture(name).attentionScores()
             #expect(try EditedFixture(name) { config in keys.forEach { config[$0] = ids[3] } }.attentionScores() == base)
+        }
+    }
+
+    /// DeepseekVLConfig and JanusConfig tie by their own flag alone (default
+    /// true), whatever the text config's says: DeepSeek-VL's fixture stores
+    /// no head (its text config's flag false), Janus's stores one (top level
+    /// false, its text config's true). Checked against transformers 5.25
+    /// (tied or not as here, every combination of the two flags). The image
+    /// token is embedded from its row on text; Janus's image-generation
+    /// modules are never read; the vision tower's image_size and patch_size
+    /// may be anything JanusConfig divides.
+    @Test func deepseekVlAndJanusTieByTheirOwnFlagAlone() throws {
+        func head(_ name: String, top: Any?, text: Bool, dropHead: Bool = false) throws -> OutputHead {
+            let fixture = try EditedFixture(name) { config in
+                config["tie_word_embeddings"] = top
+                EditedModel.set(text, at: "text_config.tie_word_embeddings", in: &config)
+            }
+            if dropHead { try BadInputTests().rewriteWeights(fixture.model) { $0.removeAll { $0.name == "lm_head.weight" } } }
+            return try fixture.load().head()
+        }
+        for name in ["deepseek_vl-f32", "janus-f32"] {
+            #expect(throws: Never.self) { try head(name, top: nil, text: false, dropHead: true) }
+            #expect(throws: Never.self) { try head(name, top: true, text: false, dropHead: true) }
+            #expect(throws: DroptraceError.self) { try head(name, top: false, text: true, dropHead: true) }
+            #expect(throws: DroptraceError.self) { try head(name, top: false, text: false, dropHead: true) }
+        }
+        // Janus untied reads its own head; tied, the embedding (another perplexity, the same scores).
+        #expect(try head("janus-f32", top: true, text: false).vocabularySize == EditedFixture("janus-f32").load().head().vocabularySize)
+        #expect(try EditedFixture("janus-f32").attentionScores() == EditedFixture("janus-f32") { $0["tie_word_embeddings"] = nil }.attentionScores())
+        let ids = FixtureFiles.jsonlSequences()[0]
+        for name in ["deepseek_vl-f32", "janus-f32"] {
+            let base = try EditedFixture(name).attentionScores()
+            #expect(try EditedFixture(name) { $0["image_token_id"] = ids[3] }.attentionScores() == base)
+            #expect(try EditedFixture(name) { $0["vision_config"] = nil }.attentionScores() == base)
+        }
+        let janus = try EditedFixture("janus-f32").attentionScores()
+        let generationFree = try EditedFixture("janus-f32")
+        try BadInputTests().rewriteWeights(generationFree.model) { entries in
+            entries.removeAll { $0.name.hasPrefix("model.generation_") || $0.name.hasPrefix("model.vqmodel.") }
+        }
+        #expect(try generationFree.attentionScores() == janus)
+        for patch in [-3, 7] as [Any] {
+            #expect(try EditedFixture("janus-f32") { EditedModel.set(patch, at: "vision_config.patch_size", in: &$0) }.attentionScores() == janus)
         }
     }
 

@@ -18,6 +18,8 @@ import DroptraceSupport
 /// vision tower's settings are never read), `glm46v` (GLM-4.6V, around
 /// GLM-4.1V's language model, which `GlmModel` reads), `minimax_m3_vl`
 /// (MiniMax-M3, around its own text model, which `MiniMaxM3Model` reads),
+/// `deepseek_vl` (DeepSeek-VL) and `janus` (Janus, Janus-Pro: its image
+/// generation heads never run on text), both around a llama language model,
 /// `hyperclovax_vision_v2` (HyperCLOVA X SEED Think, around a hyperclovax
 /// language model; its released head `model.language_model.lm_head`
 /// transformers renames `lm_head`: `TensorRenamings`),
@@ -92,6 +94,10 @@ enum Llava {
         /// where written, and that value (FastVlmConfig's
         /// `validate_architecture`: the tower's last layer, all its features).
         var fixedValues: [(key: String, value: JSONValue)] = []
+        /// Whether the config class divides the vision tower's `image_size`
+        /// by its `patch_size` (JanusConfig sizes its VQ-VAE's patch count so,
+        /// with JanusVisionConfig's 384 and 16 where absent).
+        var dividesImageByPatch = false
     }
 
     static let wrappers: [String: Wrapper] = [
@@ -139,6 +145,11 @@ enum Llava {
         // HyperCLOVAXVisionV2ForConditionalGeneration: AutoModel's HyperCLOVAXModel, its own lm_head
         // multiplying the logits by the text config's logits_scaling (as HyperCLOVAXForCausalLM does).
         "hyperclovax_vision_v2": Wrapper(textType: "hyperclovax", prefixes: ["model.language_model."], textTypes: ["hyperclovax"]),
+        // DeepseekVLForConditionalGeneration and JanusForConditionalGeneration: AutoModel's LlamaModel
+        // under model.language_model., the head tied by the top-level flag alone (default true). Janus's
+        // image-generation embedding, aligner and head, and its VQ-VAE, never run on text.
+        "deepseek_vl": Wrapper(textType: "llama", prefixes: ["model.language_model."], textTypes: ["llama"]),
+        "janus": Wrapper(textType: "llama", prefixes: ["model.language_model."], textTypes: ["llama"], dividesImageByPatch: true),
         "kimi_k25": Wrapper(
             textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"], textTypeAliases: ["kimi_k2": "deepseek_v3"],
             tokensEmbeddedAsZero: [("image_token_id", 163605), ("video_token_id", 163840)]),
@@ -250,7 +261,32 @@ enum Llava {
         if wrapper.visionMatchesText {
             placement.visionOutputWidth = try visionOutputWidth(checkpoint)
         }
+        if wrapper.dividesImageByPatch {
+            try checkPatchDividesImage(checkpoint)
+        }
         return placement
+    }
+
+    /// `vision_config.image_size // vision_config.patch_size` as the config
+    /// class computes it (`Wrapper.dividesImageByPatch`): integers where
+    /// written, the patch size not 0.
+    /// - Throws: `DroptraceError` naming config.json where the class fails on them.
+    private static func checkPatchDividesImage(_ checkpoint: Checkpoint) throws {
+        let vision = checkpoint.configDocument.member("vision_config")
+        for key in ["image_size", "patch_size"] {
+            switch vision?.member(key) {
+            case nil, .integer?, .bigInteger?: continue
+            default:
+                throw DroptraceError(
+                    "\"vision_config.\(key)\" must be an integer: \(checkpoint.modelType)'s config class divides image_size by patch_size",
+                    path: checkpoint.configURL.path)
+            }
+        }
+        if case .integer(0)? = vision?.member("patch_size") {
+            throw DroptraceError(
+                "\"vision_config.patch_size\" is 0: \(checkpoint.modelType)'s config class divides image_size by it",
+                path: checkpoint.configURL.path)
+        }
     }
 
     /// LlavaOnevision15VisionConfig's output width (`Wrapper.visionMatchesText`),
