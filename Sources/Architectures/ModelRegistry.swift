@@ -88,6 +88,7 @@ public enum ModelRegistry {
         "glm4v_moe": Glm4MoeModel.self,
         "glm5_next": Glm5NextModel.self,
         "glm_moe_dsa": Glm4MoeLiteModel.self,
+        "glm_ocr": GlmModel.self,
         "gpt2": GPT2Model.self,
         "gpt_bigcode": GPT2Model.self,
         "gpt_neo": GPTNeoModel.self,

@@ -5,7 +5,7 @@ import Foundation
 import Testing
 
 /// GLM's vision-language models read as their language model (`glm4v`:
-/// GLM-4.1V, `glm4v_moe`: GLM-4.5V, `glm46v`: GLM-4.6V): their text config classes' defaults
+/// GLM-4.1V, `glm4v_moe`: GLM-4.5V, `glm46v`: GLM-4.6V, `glm_ocr`: GLM-OCR): their text config classes' defaults
 /// and the keys they do not read, the head's tying, the M-RoPE sections
 /// transformers can or cannot split. The scores themselves are checked
 /// against transformers with every other family (`DropTests` and the
@@ -16,6 +16,7 @@ import Testing
     static let dense = "glm4v-f32"
     static let moe = "glm4v_moe-f32"
     static let glm46v = "glm46v-f32"
+    static let ocr = "glm_ocr-f32"
 
     static let mutants: [Mutant] = [
         // The rotary embedding splits the 4 (3) rotated frequencies by the section; torch.split fails otherwise.
@@ -37,6 +38,19 @@ import Testing
         Mutant(glm46v, "image_token_id", "5.0", key: "image_token_id"),
         Mutant(glm46v, "text_config.rope_parameters.mrope_section", "[1, 2, 2]", key: "text_config.rope_parameters.mrope_section"),
         Mutant(glm46v, "text_config.hidden_size", "48", key: "hidden_size"),
+        // GLM-OCR: GlmOcrTextAttention sizes its heads by a written head_dim (its scale fails on null or 0), the
+        // rotary embedding by it too; GlmOcrConfig's own keys as the class checks them.
+        Mutant(ocr, "text_config.head_dim", "null", key: "text_config.head_dim"),
+        Mutant(ocr, "text_config.head_dim", "0", key: "text_config.head_dim"),
+        Mutant(ocr, "text_config.head_dim", "16", key: "head_dim"),
+        Mutant(ocr, "text_config.head_dim", "\"24\"", key: "head_dim"),
+        Mutant(ocr, "text_config.rope_parameters.mrope_section", "[1, 2, 1]", key: "text_config.rope_parameters.mrope_section"),
+        Mutant(ocr, "text_config.num_key_value_heads", "3", key: "num_key_value_heads"),
+        Mutant(ocr, "text_config.rms_norm_eps", "null", key: "text_config.rms_norm_eps"),
+        Mutant(ocr, "text_config.num_hidden_layers", "4.0", key: "text_config.num_hidden_layers"),
+        Mutant(ocr, "tie_word_embeddings", "null", key: "tie_word_embeddings"),
+        Mutant(ocr, "video_end_token_id", "5.0", key: "video_end_token_id"),
+        Mutant(ocr, "text_config.hidden_size", "48", key: "hidden_size"),
     ]
 
     @Test(arguments: mutants)
@@ -100,6 +114,42 @@ import Testing
             == (try Checkpoint(directory: FixtureFiles.model(Self.glm46v)).tensor("model.language_model.embed_tokens.weight").floats()))
         let ids = FixtureFiles.jsonlSequences()[0]
         #expect(try EditedFixture(Self.glm46v) { config in
+            for key in ["image_token_id", "video_token_id", "image_start_token_id", "image_end_token_id"] { config[key] = ids[3] }
+        }.attentionScores() == base)
+    }
+
+    /// GLM-OCR: GLM-4.1V's language model without q/k/v biases (whatever
+    /// `attention_bias` says: GlmOcrTextConfig has none), its heads the
+    /// written head_dim 24 wide (not hidden_size / heads), half rotating;
+    /// the head tied by the top-level or the text config's flag, as
+    /// Glm4vConfig forwards it (the fixture's both false: lm_head stored;
+    /// checked against transformers 5.25 for every combination). Its image
+    /// and video token ids are embedded from their rows on text.
+    @Test func glmOcrReadsGlm4vTextModelWithoutBiases() throws {
+        let model = try EditedFixture(Self.ocr).load()
+        #expect(model is GlmModel)
+        let attention = try #require(try model.block(0).attention?.attention)
+        #expect(attention.layout.headDim == 24 && attention.rotary?.inverseFrequencies.count == 6)
+        let base = try EditedFixture(Self.ocr).attentionScores()
+        #expect(try EditedFixture(Self.ocr) { config in
+            EditedModel.set(true, at: "text_config.attention_bias", in: &config)
+            EditedModel.set(nil, at: "text_config.model_type", in: &config)
+        }.attentionScores() == base)
+        func head(top: Bool?, text: Bool?) throws -> OutputHead {
+            let fixture = try EditedFixture(Self.ocr) { config in
+                config["tie_word_embeddings"] = top
+                EditedModel.set(text, at: "text_config.tie_word_embeddings", in: &config)
+            }
+            try BadInputTests().rewriteWeights(fixture.model) { $0.removeAll { $0.name == "lm_head.weight" } }
+            return try fixture.load().head()
+        }
+        #expect(throws: Never.self) { try head(top: true, text: false) }
+        #expect(throws: Never.self) { try head(top: false, text: true) }
+        #expect(throws: Never.self) { try head(top: nil, text: true) }
+        #expect(throws: DroptraceError.self) { try head(top: false, text: false) }
+        #expect(throws: DroptraceError.self) { try head(top: nil, text: nil) }
+        let ids = FixtureFiles.jsonlSequences()[0]
+        #expect(try EditedFixture(Self.ocr) { config in
             for key in ["image_token_id", "video_token_id", "image_start_token_id", "image_end_token_id"] { config[key] = ids[3] }
         }.attentionScores() == base)
     }

@@ -46,7 +46,10 @@ struct GlmConfiguration: Decodable {
 /// `glm46v` (Glm46VForConditionalGeneration: GLM-4.6V), whose language
 /// model is the same (`text_config` of model type `glm4v_text`, the only
 /// one read under it: `Llava.wrappers`), its head tied by the top-level
-/// `tie_word_embeddings` alone (default false).
+/// `tie_word_embeddings` alone (default false). And of `glm_ocr`
+/// (GlmOcrForConditionalGeneration: GLM-OCR), GLM-4.1V's language model
+/// without q/k/v biases, its heads `head_dim` wide where written (else
+/// hidden_size / num_attention_heads), placed and tied as `glm4v`'s.
 struct GlmModel: DecoderFamily {
     let parts: DecoderParts
     let config: GlmConfiguration
@@ -55,7 +58,7 @@ struct GlmModel: DecoderFamily {
     let normsBranchOutputs: Bool
 
     init(_ checkpoint: Checkpoint) throws {
-        let vision = ["glm4v", "glm46v"].contains(checkpoint.modelType)
+        let vision = ["glm4v", "glm46v", "glm_ocr"].contains(checkpoint.modelType)
         normsBranchOutputs = checkpoint.modelType == "glm4" || vision
         let sandwich = normsBranchOutputs
         parts = try DecoderParts(checkpoint, placement: try Self.placement(checkpoint)) { Self.naming($0, sandwich: sandwich) }
@@ -68,12 +71,27 @@ struct GlmModel: DecoderFamily {
 
     /// The top level (head_dim 128 unless given), or for `glm4v` and
     /// `glm46v` the wrapper's text_config (Glm4vTextConfig: no head_dim
-    /// default, q/k/v biases always, `attention_bias` not read).
+    /// default, q/k/v biases always, `attention_bias` not read), for
+    /// `glm_ocr` GlmOcrTextConfig's (no q/k/v biases, `attention_bias` not
+    /// read; a written `head_dim` sizes the heads, none null or 0).
     static func placement(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
         var placement: TextModelPlacement
         switch checkpoint.modelType {
         case "glm4v":
             placement = try TextModelPlacement.ownTextConfig(checkpoint, textTiesToo: true)
+        case "glm_ocr":
+            // GlmOcrTextAttention: head_dim = getattr(config, "head_dim", hidden_size // num_attention_heads),
+            // its scaling head_dim ** -0.5, which fails on a written null or 0.
+            placement = try TextModelPlacement.ownTextConfig(checkpoint, textTiesToo: true)
+            switch checkpoint.configDocument.member("text_config")?.member("head_dim") {
+            case .null?, .integer(0)?:
+                throw DroptraceError(
+                    "\"text_config.head_dim\" is null or 0: GlmOcrTextAttention sizes its heads by it where written (its scaling head_dim ** -0.5 fails)",
+                    path: checkpoint.configURL.path)
+            default: break
+            }
+            placement.section.overrides["attention_bias"] = .boolean(false)
+            return placement
         case "glm46v":
             // Glm46VConfig builds its text config by model type (an AutoConfig): GLM-4.1V's own text config class.
             placement = try Llava.placement(checkpoint)
