@@ -89,6 +89,7 @@ public enum ModelRegistry {
         "glm5_next": Glm5NextModel.self,
         "glm_moe_dsa": Glm4MoeLiteModel.self,
         "glm_ocr": GlmModel.self,
+        "glmga": GlmModel.self,
         "gpt2": GPT2Model.self,
         "gpt_bigcode": GPT2Model.self,
         "gpt_neo": GPTNeoModel.self,

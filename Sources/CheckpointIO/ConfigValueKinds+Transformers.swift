@@ -2318,6 +2318,21 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "glmga": (
+            "GlmgaConfig",
+            [
+                "image_end_token_id": "i",
+                "image_start_token_id": "i",
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_end_token_id": "i",
+                "video_start_token_id": "i",
+                "video_token_id": "i",
+                "vision_config": "no",
+            ],
+            [:
+            ]),
         "gpt2": (
             "GPT2Config",
             [
@@ -6066,6 +6081,7 @@ extension ConfigValueKinds {
         "exaone4_5": "exaone4",
         "fast_vlm": "qwen2",
         "glm46v": "glm4v_text",
+        "glmga": "glm4v_text",
         "hyperclovax_vision_v2": "hyperclovax",
         "idefics2": "mistral",
         "idefics3": "llama",

@@ -17,6 +17,7 @@ import Testing
     static let moe = "glm4v_moe-f32"
     static let glm46v = "glm46v-f32"
     static let ocr = "glm_ocr-f32"
+    static let glmga = "glmga-f32"
 
     static let mutants: [Mutant] = [
         // The rotary embedding splits the 4 (3) rotated frequencies by the section; torch.split fails otherwise.
@@ -51,6 +52,14 @@ import Testing
         Mutant(ocr, "tie_word_embeddings", "null", key: "tie_word_embeddings"),
         Mutant(ocr, "video_end_token_id", "5.0", key: "video_end_token_id"),
         Mutant(ocr, "text_config.hidden_size", "48", key: "hidden_size"),
+        // glmga: GlmgaConfig is Glm46VConfig under another type, checked alike.
+        Mutant(glmga, "text_config.model_type", "\"glm4v_moe_text\"", key: "text_config.model_type"),
+        Mutant(glmga, "text_config.model_type", "null", key: "text_config.model_type"),
+        Mutant(glmga, "text_config.num_hidden_layers", "4.0", key: "text_config.num_hidden_layers"),
+        Mutant(glmga, "tie_word_embeddings", "null", key: "tie_word_embeddings"),
+        Mutant(glmga, "video_start_token_id", "\"x\"", key: "video_start_token_id"),
+        Mutant(glmga, "text_config.rope_parameters.mrope_section", "[1, 2, 2]", key: "text_config.rope_parameters.mrope_section"),
+        Mutant(glmga, "text_config.hidden_size", "48", key: "hidden_size"),
     ]
 
     @Test(arguments: mutants)
@@ -115,6 +124,33 @@ import Testing
         let ids = FixtureFiles.jsonlSequences()[0]
         #expect(try EditedFixture(Self.glm46v) { config in
             for key in ["image_token_id", "video_token_id", "image_start_token_id", "image_end_token_id"] { config[key] = ids[3] }
+        }.attentionScores() == base)
+    }
+
+    /// glmga: GLM-4.6V's model under GlmgaConfig (Glm46VConfig under another
+    /// type), read as glm46v's: the head tied by the top-level flag alone
+    /// (the fixture's true over its text config's false: no head stored;
+    /// absent, false), the text config's flag never read (checked against
+    /// transformers 5.25); its token ids embedded from their rows on text.
+    @Test func glmgaReadsAsGlm46v() throws {
+        #expect(try EditedFixture(Self.glmga).load() is GlmModel)
+        let base = try EditedFixture(Self.glmga).attentionScores()
+        #expect(try EditedFixture(Self.glmga) { config in
+            EditedModel.set(nil, at: "text_config.model_type", in: &config)
+            EditedModel.set(false, at: "text_config.attention_bias", in: &config)
+        }.attentionScores() == base)
+        func head(top: Bool?, text: Bool) throws -> OutputHead {
+            try EditedFixture(Self.glmga) { config in
+                config["tie_word_embeddings"] = top
+                EditedModel.set(text, at: "text_config.tie_word_embeddings", in: &config)
+            }.load().head()
+        }
+        #expect(throws: Never.self) { try head(top: true, text: false) }
+        #expect(throws: DroptraceError.self) { try head(top: nil, text: true) }
+        #expect(throws: DroptraceError.self) { try head(top: false, text: true) }
+        let ids = FixtureFiles.jsonlSequences()[0]
+        #expect(try EditedFixture(Self.glmga) { config in
+            for key in ["image_token_id", "video_token_id", "video_start_token_id", "video_end_token_id"] { config[key] = ids[3] }
         }.attentionScores() == base)
     }
 

@@ -46,7 +46,9 @@ struct GlmConfiguration: Decodable {
 /// `glm46v` (Glm46VForConditionalGeneration: GLM-4.6V), whose language
 /// model is the same (`text_config` of model type `glm4v_text`, the only
 /// one read under it: `Llava.wrappers`), its head tied by the top-level
-/// `tie_word_embeddings` alone (default false). And of `glm_ocr`
+/// `tie_word_embeddings` alone (default false); `glmga` (GlmgaConfig, the
+/// same class under another type, whose model transformers builds as
+/// Glm46VForConditionalGeneration) alike. And of `glm_ocr`
 /// (GlmOcrForConditionalGeneration: GLM-OCR), GLM-4.1V's language model
 /// without q/k/v biases, its heads `head_dim` wide where written (else
 /// hidden_size / num_attention_heads), placed and tied as `glm4v`'s.
@@ -58,7 +60,7 @@ struct GlmModel: DecoderFamily {
     let normsBranchOutputs: Bool
 
     init(_ checkpoint: Checkpoint) throws {
-        let vision = ["glm4v", "glm46v", "glm_ocr"].contains(checkpoint.modelType)
+        let vision = ["glm4v", "glm46v", "glmga", "glm_ocr"].contains(checkpoint.modelType)
         normsBranchOutputs = checkpoint.modelType == "glm4" || vision
         let sandwich = normsBranchOutputs
         parts = try DecoderParts(checkpoint, placement: try Self.placement(checkpoint)) { Self.naming($0, sandwich: sandwich) }
@@ -92,8 +94,8 @@ struct GlmModel: DecoderFamily {
             }
             placement.section.overrides["attention_bias"] = .boolean(false)
             return placement
-        case "glm46v":
-            // Glm46VConfig builds its text config by model type (an AutoConfig): GLM-4.1V's own text config class.
+        case "glm46v", "glmga":
+            // Glm46VConfig (and GlmgaConfig, the same class under another type) builds its text config by model type (an AutoConfig): GLM-4.1V's own text config class.
             placement = try Llava.placement(checkpoint)
             placement.section.defaults.merge(
                 ConfigValueKinds.omittedDefaultValues(of: "glm4v.text_config"), uniquingKeysWith: { current, _ in current })

@@ -16,7 +16,8 @@ import DroptraceSupport
 /// language model), `fast_vlm` (FastVLM, around a qwen2 language model),
 /// `perception_lm` (PerceptionLM, around a llama language model; its timm
 /// vision tower's settings are never read), `glm46v` (GLM-4.6V, around
-/// GLM-4.1V's language model, which `GlmModel` reads), `minimax_m3_vl`
+/// GLM-4.1V's language model, which `GlmModel` reads; `glmga` is its model
+/// under another config type), `minimax_m3_vl`
 /// (MiniMax-M3, around its own text model, which `MiniMaxM3Model` reads),
 /// `deepseek_vl` (DeepSeek-VL) and `janus` (Janus, Janus-Pro: its image
 /// generation heads never run on text), both around a llama language model,
@@ -139,6 +140,8 @@ enum Llava {
         "perception_lm": Wrapper(textType: "llama", prefixes: ["model.language_model."], textTypes: ["llama"], textTiesWhenUnset: true),
         // GLM-4.6V's language model is GLM-4.1V's (Glm4vTextConfig), which `GlmModel` places itself.
         "glm46v": Wrapper(textType: "glm4v_text", prefixes: ["model.language_model."], textTypes: ["glm4v_text"]),
+        // GlmgaConfig is Glm46VConfig under another model type (its defaults alike); its model is Glm46VForConditionalGeneration.
+        "glmga": Wrapper(textType: "glm4v_text", prefixes: ["model.language_model."], textTypes: ["glm4v_text"]),
         // MiniMaxM3VLConfig builds MiniMaxM3VLTextConfig whatever text_config names, and ties by its flag too.
         "minimax_m3_vl": Wrapper(
             textType: "minimax_m3_vl_text", textTiesToo: true, prefixes: ["model.language_model."], textTypes: ["minimax_m3_vl_text"]),
