@@ -61,20 +61,36 @@ struct DecoderParts: Sendable {
     ///   - embedding: the token embedding's name (Nemotron-H's `embeddings`).
     ///   - headRows: the rows of a stored head where they are not vocab_size
     ///     (Apertus 1.5's pruned head: `output_vocab_size`).
+    ///   - extraEmbeddingRows: rows the embedding has past vocab_size
+    ///     (MllamaTextModel's vocab_size + 8): token ids below the sum embed,
+    ///     the head keeps vocab_size rows. `dimensions.vocabSize` is the sum.
     /// - Throws: `DroptraceError` naming config.json for sizes that cannot
     ///   describe a model or that the tensors contradict.
     init(
         _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, tiedEmbeddings: Bool? = nil,
         headName: String = "lm_head",
         naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""], extraLayers: Int = 0, experts: ExpertNaming? = nil,
-        finalNorm: String = "norm", embedding: String = "embed_tokens", headRows: Int? = nil
+        finalNorm: String = "norm", embedding: String = "embed_tokens", headRows: Int? = nil, extraEmbeddingRows: Int = 0
     ) throws {
         self.checkpoint = checkpoint
         self.section = section
         self.headName = headName
-        self.headRows = headRows
         embeddingName = embedding
-        dimensions = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)
+        var dimensions = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)
+        if extraEmbeddingRows > 0 {
+            let vocabulary = dimensions.vocabSize
+            let (rows, overflow) = vocabulary.addingReportingOverflow(extraEmbeddingRows)
+            try ConfigRules.checks(path: checkpoint.configURL.path) {
+                let key = section.qualified("vocab_size")
+                guard !overflow else { throw InvalidConfigValue(key: key, problem: "is \(vocabulary): the embedding's \(extraEmbeddingRows) rows more overflow") }
+                _ = try ConfigRules.product([(rows, key + " + \(extraEmbeddingRows)"), (dimensions.hiddenSize, section.qualified("hidden_size"))])
+            }
+            dimensions.vocabSize = rows
+            self.headRows = headRows ?? vocabulary
+        } else {
+            self.headRows = headRows
+        }
+        self.dimensions = dimensions
         self.tiedEmbeddings = tiedEmbeddings ?? dimensions.tiedEmbeddings(default: ConfigValueKinds.tiesByDefault(checkpoint.modelType))
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(
@@ -90,15 +106,17 @@ struct DecoderParts: Sendable {
         layerNaming.configSection = section.name
         self.naming = layerNaming
         let storesHead = weights.has("lm_head.weight", absolute: true) || weights.has(headName + ".weight", absolute: true)
-        outputVocabularySize = storesHead || !self.tiedEmbeddings ? headRows ?? dimensions.vocabSize : dimensions.vocabSize
+        outputVocabularySize = storesHead || !self.tiedEmbeddings ? self.headRows ?? dimensions.vocabSize : dimensions.vocabSize
         try weights.confirmLayers(
             self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath, extraLayers: extraLayers,
             experts: experts.map { StoredExperts($0, conversionModelTypes: WeightConversions.modelTypes(checkpoint, section: section)) })
         try weights.confirmShape(
-            embedding + ".weight", [dimensions.vocabSize, dimensions.hiddenSize], keys: "vocab_size, hidden_size",
+            embedding + ".weight", [dimensions.vocabSize, dimensions.hiddenSize],
+            keys: extraEmbeddingRows > 0
+                ? "\(section.qualified("vocab_size")) + \(extraEmbeddingRows), \(section.qualified("hidden_size"))" : "vocab_size, hidden_size",
             configPath: configPath)
         try weights.confirmStoredOutputShapes(
-            hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, storedRows: headRows, untiedName: headName,
+            hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, storedRows: self.headRows, untiedName: headName,
             finalNorm: finalNorm)
     }
 

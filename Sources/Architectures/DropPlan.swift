@@ -33,11 +33,12 @@ public struct DropPlan: Sendable, Equatable, Hashable {
     /// a module a layer lacks drops nothing, and a layer left without any
     /// module is a dropped block (a Nemotron-H layer's mixer or MLP is the
     /// whole layer, so its export removes the layer). Layers with both
-    /// modules keep their module drops as they are.
+    /// modules keep their module drops as they are, and a layer that lacks
+    /// both (Mllama's cross-attention layers on text) stays unless dropped whole.
     public func onLayers(lacking absent: DropPlan) -> DropPlan {
         guard !absent.isEmpty else { return self }
         var plan = DropPlan(attention: attention.subtracting(absent.attention), mlp: mlp.subtracting(absent.mlp), blocks: blocks)
-        for layer in absent.attention.union(absent.mlp) {
+        for layer in absent.attention.union(absent.mlp) where plan.attention.contains(layer) || plan.mlp.contains(layer) {
             let empty = (absent.attention.contains(layer) || plan.attention.contains(layer))
                 && (absent.mlp.contains(layer) || plan.mlp.contains(layer))
             guard empty else { continue }

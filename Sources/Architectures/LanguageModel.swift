@@ -337,6 +337,13 @@ extension LanguageModel {
 
     public var absentModules: DropPlan { .none }
 
+    /// Whether layer `index` has neither module (`absentModules`): the
+    /// identity, never scored, chosen or removed by an export.
+    public func lacksBothModules(_ index: Int) -> Bool {
+        let absent = absentModules
+        return absent.attention.contains(index) && absent.mlp.contains(index)
+    }
+
     public var layerLoop: LayerLoop? { nil }
 
     public var perLayerEmbedding: PerLayerEmbedding? { nil }

@@ -40,7 +40,7 @@ public struct LayerwiseForward {
         var entries = model.layerLoop.map(LayerLoop.Entries.init)
         // The layers each step runs, to prefetch the next kept one.
         let kept: [Int?] = steps.map { step in
-            guard case .layer(let index, _) = step, !plan.blocks.contains(index) else { return nil }
+            guard case .layer(let index, _) = step, !plan.blocks.contains(index), !model.lacksBothModules(index) else { return nil }
             return index
         }
         for (position, step) in steps.enumerated() {
@@ -49,7 +49,9 @@ public struct LayerwiseForward {
                 continue
             }
             let passes = model.passes(of: index)
-            if plan.blocks.contains(index) {
+            // A layer without either module (Mllama's cross-attention layers,
+            // which transformers skips on text) is the identity: never scored.
+            if plan.blocks.contains(index) || model.lacksBothModules(index) {
                 var dropped = BlockActivations.dropped(index, x)
                 (dropped.pass, dropped.passes) = (pass, passes)
                 try observe(dropped)

@@ -159,6 +159,8 @@ public enum ModelRegistry {
         "mistral4": Mistral4Model.self,
         "mistral_large4": MistralLarge4Model.self,
         "mixtral": MixtralModel.self,
+        "mllama": MllamaModel.self,
+        "mllama_text_model": MllamaModel.self,
         "modernbert-decoder": ModernBertDecoderModel.self,
         "mpt": MptModel.self,
         "nanochat": NanoChatModel.self,

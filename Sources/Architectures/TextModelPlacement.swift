@@ -139,12 +139,13 @@ extension DecoderParts {
     /// designated initialiser for the other parameters).
     init(
         _ checkpoint: Checkpoint, placement: TextModelPlacement,
-        naming: (String) -> LayerNaming, extraLayers: Int = 0, experts: ExpertNaming? = nil, finalNorm: String = "norm"
+        naming: (String) -> LayerNaming, extraLayers: Int = 0, experts: ExpertNaming? = nil, finalNorm: String = "norm",
+        extraEmbeddingRows: Int = 0
     ) throws {
         try self.init(
             checkpoint, section: placement.section, tiedEmbeddings: placement.tiedEmbeddings,
             headName: placement.headName, naming: naming, prefixes: placement.prefixes, extraLayers: extraLayers,
-            experts: experts, finalNorm: finalNorm, headRows: placement.headRows)
+            experts: experts, finalNorm: finalNorm, headRows: placement.headRows, extraEmbeddingRows: extraEmbeddingRows)
         tokensEmbeddedAsRowZero = placement.tokensEmbeddedAsRowZero
         let text = (hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize)
         if let head = placement.headSizes, head != text, checkpoint.hasTensor("lm_head.weight") || checkpoint.hasTensor(headName + ".weight") {

@@ -4417,6 +4417,64 @@ extension ConfigValueKinds {
             [
                 "num_experts": "num_local_experts",
             ]),
+        "mllama": (
+            "MllamaConfig",
+            [
+                "image_token_index": "i",
+                "text_config": "no",
+                "vision_config": "no",
+            ],
+            [
+                "image_token_id": "image_token_index",
+            ]),
+        "mllama.text_config": (
+            "MllamaTextConfig",
+            [
+                "bos_token_id": "i",
+                "cross_attention_layers": "n[i]",
+                "dropout": "if",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
+        "mllama_text_model": (
+            "MllamaTextConfig",
+            [
+                "bos_token_id": "i",
+                "cross_attention_layers": "n[i]",
+                "dropout": "if",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "modernbert-decoder": (
             "ModernBertDecoderConfig",
             [
@@ -6126,6 +6184,7 @@ extension ConfigValueKinds {
         "llama4": "llama4_text",
         "minimax_m3_vl": "minimax_m3_vl_text",
         "mistral_large4": "mistral_large4_text",
+        "mllama": "mllama_text_model",
         "qwen2_5_vl": "qwen2_5_vl_text",
         "qwen2_vl": "qwen2_vl_text",
         "qwen3_5": "qwen3_5_text",
@@ -6368,6 +6427,8 @@ extension ConfigValueKinds {
         "mistral4": (11, 131072),
         "mistral_large4.text_config": (nil, 204800),
         "mixtral": (nil, 32000),
+        "mllama.text_config": (128004, 128256),
+        "mllama_text_model": (128004, 128256),
         "modernbert-decoder": (50283, 50368),
         "nanochat": (1, 50304),
         "nemotron": (nil, 256000),
@@ -6408,6 +6469,13 @@ extension ConfigValueKinds {
         "youtu": (nil, 128256),
         "zamba2": (0, 32000),
         "zaya": (0, 262272),
+    ]
+
+    /// Per config class (as above) whose model's padded embedding has rows past vocab_size:
+    /// how many (MllamaTextModel's vocab_size + 8), which torch's padding_idx range counts.
+    static let embeddingRowsPastVocabulary: [String: Int] = [
+        "mllama.text_config": 8,
+        "mllama_text_model": 8,
     ]
 
     /// Per config class (by model_type): the defaults of the keys below, which droptrace reads
@@ -6524,6 +6592,8 @@ extension ConfigValueKinds {
         "mistral4": ["intermediate_size": "12288", "max_position_embeddings": "1048576", "num_experts_per_tok": "4", "num_key_value_heads": "32", "rms_norm_eps": "1e-06"],
         "mistral_large4.text_config": ["head_dim": "64", "intermediate_size": "24576", "max_position_embeddings": "1048576", "num_experts_per_tok": "4", "num_key_value_heads": "64", "rms_norm_eps": "1e-05"],
         "mixtral": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_experts_per_tok": "2", "num_key_value_heads": "8", "num_local_experts": "8", "rms_norm_eps": "1e-05"],
+        "mllama.text_config": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],
+        "mllama_text_model": ["intermediate_size": "14336", "max_position_embeddings": "131072", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],
         "modernbert-decoder": ["intermediate_size": "1152", "max_position_embeddings": "8192"],
         "mpt": ["layer_norm_epsilon": "1e-05", "max_seq_len": "2048"],
         "nanochat": ["intermediate_size": "8192", "max_position_embeddings": "2048", "rms_norm_eps": "1e-06"],
@@ -6704,6 +6774,8 @@ extension ConfigValueKinds {
         "ministral",
         "mistral4",
         "mixtral",
+        "mllama.text_config",
+        "mllama_text_model",
         "modernbert-decoder",
         "mpt",
         "nanochat",

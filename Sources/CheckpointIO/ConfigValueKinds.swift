@@ -315,6 +315,11 @@ public enum ConfigValueKinds {
             guard case .integer(let size) = written, size >= 1 else { return nil }
             vocabulary = size
         }
+        // The embedding's rows past vocab_size (Mllama's 8); a sum past 64 bits is refused where vocab_size is read.
+        let extra = embeddingRowsPastVocabulary[classKey] ?? 0
+        guard case (let rows, false) = vocabulary.addingReportingOverflow(extra) else { return nil }
+        let rowsText = extra == 0 ? "\(prefix)vocab_size \(vocabulary)" : "\(prefix)vocab_size \(vocabulary) + \(extra) rows"
+        vocabulary = rows
         let className = transformers[classKey]?.className ?? classKey
         let key = "key \"\(prefix)pad_token_id\""
         let stated: String
@@ -331,7 +336,7 @@ public enum ConfigValueKinds {
         default:
             return nil
         }
-        return "\(stated) outside the vocabulary (\(prefix)vocab_size \(vocabulary)): transformers builds the token embedding "
+        return "\(stated) outside the vocabulary (\(rowsText)): transformers builds the token embedding "
             + "with padding_idx=pad_token_id, which torch requires in [-\(vocabulary), \(vocabulary - 1)]; "
             + "set it below vocab_size, or to null"
     }

@@ -45,9 +45,10 @@ public enum MergekitSlices {
     /// Refuses what a passthrough merge cannot express, before any work is
     /// done: a GGUF source (mergekit reads Hugging Face checkpoints), a
     /// checkpoint that already drops attention or MLP modules inside its
-    /// layers, and one whose attention scales by the layer's index (GPT-2's
+    /// layers, one whose attention scales by the layer's index (GPT-2's
     /// `scale_attn_by_inverse_layer_idx`: layers a passthrough moves would
-    /// change their scale; `--export` rescales them).
+    /// change their scale; `--export` rescales them), and one with layers
+    /// listed by index that it would not renumber (Mllama's cross-attention layers).
     public static func checkSource(_ model: any LanguageModel) throws {
         let checkpoint = model.checkpoint
         if let gguf = checkpoint.gguf {
@@ -76,6 +77,12 @@ public enum MergekitSlices {
             throw DroptraceError(
                 "--export-mergekit: the model runs some of its layers in a loop whose sections config.json counts "
                     + "(n_input_layers, n_recurrent_layers, n_output_layers), which a mergekit passthrough does not rewrite; use --export",
+                path: checkpoint.configURL.path)
+        }
+        if (0..<model.layerCount).contains(where: model.lacksBothModules) {
+            throw DroptraceError(
+                "--export-mergekit: the model has layers transformers skips on text (Mllama's cross_attention_layers), whose "
+                    + "indices a mergekit passthrough does not renumber; use --export, which does",
                 path: checkpoint.configURL.path)
         }
         if !model.configuredDrops.attention.isEmpty || !model.configuredDrops.mlp.isEmpty {

@@ -99,6 +99,13 @@ public struct ImportanceScorer {
                 sums.blockGap.lastTokenAngularDistanceSum[start][layer - start] = totals.lastTokenAngularDistance
             }
         }
+        // A layer without either module (Mllama's cross-attention layers, which transformers skips on
+        // text) never runs: its one-block gap is unmeasured, as its block score is.
+        for index in 0..<layers where model.lacksBothModules(index) {
+            sums.blockGap.cosineSum[index][0] = .nan
+            sums.blockGap.angularDistanceSum[index][0] = .nan
+            sums.blockGap.lastTokenAngularDistanceSum[index][0] = .nan
+        }
         // Around a loop the stream leaving a layer is not the next boundary state (a looped layer
         // is averaged over its passes, the layer before the loop meets its entries): its one-block
         // gap is its block score, as a drop of that one block is ranked.

@@ -98,7 +98,9 @@ import Tokenization
             let joint = try DropSelection.oneShot(.joint, count: k, scores: full, feasibility: feasible)
             let expectedJoint = oneShot["joint"] as! [String: Any]
             #expect(joint.attention == Set(Self.ints(expectedJoint["drop_attention"])) && joint.mlp == Set(Self.ints(expectedJoint["drop_mlp"])))
-            let consecutive = try DropSelection.consecutiveBlocks(count: k, scores: full, feasibility: feasible)
+            // (The layers without either module, Mllama's cross-attention layers, skipped as `drop` skips them.)
+            let consecutive = try DropSelection.consecutiveBlocks(
+                count: k, scores: full, configured: model.unavailableModules, feasibility: feasible)
             #expect(consecutive.blocks == Set(Self.ints((oneShot["block_consecutive"] as! [String: Any])["drop_blocks"])))
 
             let iterative = case_["iterative"] as! [String: Any]

@@ -214,7 +214,9 @@ def padded_embedding(cls):
         model = causal_lm_from_config(config)
     if model.get_input_embeddings().padding_idx != marked:
         return None
-    return ("" if text is config else ".text_config",) + defaults
+    # Rows past vocab_size (MllamaTextModel's vocab_size + 8), which torch's range check counts.
+    extra = model.get_input_embeddings().num_embeddings - text.vocab_size
+    return ("" if text is config else ".text_config",) + defaults + (extra,)
 
 
 def causal_lm_from_config(config):
@@ -239,6 +241,9 @@ def causal_lm_from_config(config):
         # Gemma3nForConditionalGeneration builds a timm vision tower; the embedding is its
         # language model's, which Gemma3nForCausalLM builds from text_config alike.
         return transformers.Gemma3nForCausalLM(text)
+    if config.model_type == "mllama_text_model":
+        # AutoModelForCausalLM maps MllamaConfig to MllamaForCausalLM, not its text config.
+        return transformers.MllamaForCausalLM(config)
     if type(config) not in AutoModelForCausalLM._model_mapping:
         if type(config) in AutoModelForImageTextToText._model_mapping:
             return AutoModelForImageTextToText.from_config(config)
@@ -440,12 +445,21 @@ def main():
         "    /// pad_token_id: the class's default pad_token_id and vocab_size.",
         "    static let paddedEmbeddings: [String: (padTokenID: Int?, vocabSize: Int)] = [",
     ]
+    extra_rows = []
     for model_type in MODEL_TYPES:
         padded = padded_embedding(CONFIG_MAPPING[model_type])
         if padded is not None:
-            suffix, pad, vocab = padded
+            suffix, pad, vocab, extra = padded
             lines.append(f'        "{model_type}{suffix}": ({"nil" if pad is None else pad}, {vocab}),')
+            if extra:
+                extra_rows.append(f'        "{model_type}{suffix}": {extra},')
     lines += [
+        "    ]",
+        "",
+        "    /// Per config class (as above) whose model's padded embedding has rows past vocab_size:",
+        "    /// how many (MllamaTextModel's vocab_size + 8), which torch's padding_idx range counts.",
+        "    static let embeddingRowsPastVocabulary: [String: Int] = [",
+    ] + (extra_rows or ["        :"]) + [
         "    ]",
         "",
         "    /// Per config class (by model_type): the defaults of the keys below, which droptrace reads",

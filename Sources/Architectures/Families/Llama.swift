@@ -117,8 +117,17 @@ struct LlamaModel: DecoderFamily {
     /// A Llama-shaped model whose family rotates with base `defaultTheta`
     /// when config.json names none (SmolLM3).
     init(_ checkpoint: Checkpoint, defaultTheta: Double) throws {
-        parts = try DecoderParts(
-            checkpoint, placement: try .llama(checkpoint), naming: Self.naming)
+        try self.init(
+            parts: try DecoderParts(checkpoint, placement: try .llama(checkpoint), naming: Self.naming), defaultTheta: defaultTheta)
+    }
+
+    /// Llama's layers over `parts` (Mllama's text model, whose placement and
+    /// embedding are its own); `selfAttentionLayers`: the layers whose
+    /// q/k/v/o confirm the heads' width, where not every layer has them
+    /// (nil: the first the config keeps).
+    init(parts: DecoderParts, defaultTheta: Double, selfAttentionLayers: [Int]? = nil) throws {
+        self.parts = parts
+        let checkpoint = parts.checkpoint
         var config = try parts.config(LlamaConfiguration.self)
         // AutoConfig reads a mistral config with layer_types as ministral at
         // the top level only: Mistral3Config and LLaVA's build their
@@ -144,8 +153,10 @@ struct LlamaModel: DecoderFamily {
             rotary = try parts.rotary(defaultTheta: Cwm.defaultTheta, settings: parts.ropeSettings(defaults: Cwm.defaultRopeParameters).settings)
             queryTemperature = nil
         } else {
+            if let selfAttentionLayers { try parts.confirmAttentionProjections(layers: selfAttentionLayers) }
             // ExaoneConfig's rope base is 500000 unless given.
-            rotary = try parts.rotary(defaultTheta: config.modelType == "exaone" ? 500_000 : defaultTheta)
+            rotary = try parts.rotary(
+                defaultTheta: config.modelType == "exaone" ? 500_000 : defaultTheta, confirmProjections: selfAttentionLayers == nil)
             queryTemperature = nil
         }
         let layout = config.attentionLayout(layers: parts.dimensions.numHiddenLayers)
