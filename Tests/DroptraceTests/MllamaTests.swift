@@ -160,6 +160,24 @@ import Testing
         #expect { _ = try fixture.load() } throws: { "\($0)".contains("layers.3.cross_attn_attn_gate") }
     }
 
+    /// The cross-attention layers' tensors, which text never reads, are
+    /// confirmed as transformers loads them: another shape is refused naming
+    /// the tensor (these were scored).
+    @Test(arguments: [
+        "cross_attn.q_proj.weight", "cross_attn.k_proj.weight", "cross_attn.v_proj.weight", "cross_attn.o_proj.weight",
+        "cross_attn.q_norm.weight", "cross_attn.k_norm.weight", "cross_attn_mlp_gate", "mlp.gate_proj.weight",
+        "mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight",
+    ])
+    func misshapenCrossAttentionTensorsAreRefused(_ tensor: String) throws {
+        let name = "language_model.model.layers.4.\(tensor)"
+        let fixture = try EditedFixture(Self.name)
+        try BadInputTests().rewriteWeights(fixture.model) { entries in
+            let index = try! #require(entries.firstIndex { $0.name == name })
+            entries[index] = SafetensorsWriter.Entry(name: name, dtype: .float32, shape: [3, 3], bytes: Data(count: 36))
+        }
+        #expect { _ = try fixture.load() } throws: { "\($0)".contains("layers.4.\(tensor)") && "\($0)".contains("[3, 3]") }
+    }
+
     /// Drops never choose a cross-attention layer: block counts are of the
     /// layers transformers runs, and a plan leaves the cross-attention layers in.
     @Test func dropsChooseTheLayersTransformersRuns() throws {

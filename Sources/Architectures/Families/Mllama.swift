@@ -99,9 +99,36 @@ struct MllamaModel: DecoderFamily {
         }
         let selfAttention = (0..<layers).filter { !cross.contains($0) }
         llama = try LlamaModel(parts: parts, defaultTheta: 500_000, selfAttentionLayers: selfAttention)
-        if let crossLayer = cross.first(where: { !parts.configuredDrops.dropsAttention($0) || !parts.configuredDrops.dropsMLP($0) }) {
-            // Confirms the stored layer is a cross-attention layer, as transformers would load it.
-            _ = try parts.weights.floats("layers.\(crossLayer).cross_attn_attn_gate", [1])
+        try Self.confirmCrossAttentionLayers(cross, parts: parts)
+    }
+
+    /// Confirms the shapes of the cross-attention layers' tensors, which
+    /// text never reads but transformers loads (MllamaCrossAttentionDecoderLayer):
+    /// another shape is another model's, and transformers refuses it.
+    private static func confirmCrossAttentionLayers(_ cross: [Int], parts: DecoderParts) throws {
+        let d = parts.dimensions, hidden = d.hiddenSize, headDim = hidden / d.numAttentionHeads
+        let (queries, keys) = (d.numAttentionHeads * headDim, d.kvHeads * headDim)
+        let heads = "num_attention_heads, num_key_value_heads, hidden_size"
+        let attention: [(String, [Int], String)] = [
+            // The gate first: a self-attention layer stored there has none.
+            ("cross_attn_attn_gate", [1], "cross_attention_layers"),
+            ("cross_attn.q_proj.weight", [queries, hidden], heads), ("cross_attn.k_proj.weight", [keys, hidden], heads),
+            ("cross_attn.v_proj.weight", [keys, hidden], heads), ("cross_attn.o_proj.weight", [hidden, queries], heads),
+            ("cross_attn.q_norm.weight", [headDim], heads), ("cross_attn.k_norm.weight", [headDim], heads),
+            ("input_layernorm.weight", [hidden], "hidden_size"),
+        ]
+        let mlp: [(String, [Int], String)] = [
+            ("mlp.gate_proj.weight", [d.intermediateSize, hidden], "intermediate_size, hidden_size"),
+            ("mlp.up_proj.weight", [d.intermediateSize, hidden], "intermediate_size, hidden_size"),
+            ("mlp.down_proj.weight", [hidden, d.intermediateSize], "intermediate_size, hidden_size"),
+            ("post_attention_layernorm.weight", [hidden], "hidden_size"), ("cross_attn_mlp_gate", [1], "cross_attention_layers"),
+        ]
+        let drops = parts.configuredDrops
+        for layer in cross {
+            let kept = (drops.dropsAttention(layer) ? [] : attention) + (drops.dropsMLP(layer) ? [] : mlp)
+            for (name, shape, keys) in kept {
+                try parts.weights.confirmShape("layers.\(layer).\(name)", shape, keys: keys, configPath: parts.configPath)
+            }
         }
     }
 
