@@ -103,6 +103,13 @@ import TensorEngine
         Mutant("janus-f32", "text_config.head_dim", "8", key: "text_config.head_dim"),
         Mutant("janus-f32", "vision_config.patch_size", "0", key: "vision_config.patch_size"),
         Mutant("janus-f32", "vision_config.patch_size", "[14, 14]", key: "vision_config.patch_size"),
+        // The same sizes where transformers builds the vision embeddings from them (scored before).
+        Mutant("deepseek_vl-f32", "vision_config.patch_size", "0", key: "vision_config.patch_size"),
+        Mutant("deepseek_vl-f32", "vision_config.image_size", "28.5", key: "vision_config.image_size"),
+        Mutant("glmga-f32", "vision_config.patch_size", "0", key: "vision_config.patch_size"),
+        Mutant("glm46v-f32", "vision_config.image_size", "28.5", key: "vision_config.image_size"),
+        Mutant("glm_ocr-f32", "vision_config.patch_size", "0", key: "vision_config.patch_size"),
+        Mutant("glm4v-f32", "vision_config.image_size", "28.5", key: "vision_config.image_size"),
         Mutant("janus-f32", "vision_config.image_size", "28.0", key: "vision_config.image_size"),
         Mutant("llava-f32", "text_config.attention_bias", "0", key: "text_config.attention_bias"),
         Mutant("llava_next-f32", "text_config.sliding_window", "0", key: "text_config.sliding_window"),

@@ -62,6 +62,10 @@ struct GlmModel: DecoderFamily {
     init(_ checkpoint: Checkpoint) throws {
         let vision = ["glm4v", "glm46v", "glmga", "glm_ocr"].contains(checkpoint.modelType)
         normsBranchOutputs = checkpoint.modelType == "glm4" || vision
+        if vision {
+            // Glm4vVisionEmbeddings sizes its positions by image_size // patch_size (GLM-OCR's tower by both).
+            try Llava.checkPatchDividesImage(checkpoint)
+        }
         let sandwich = normsBranchOutputs
         parts = try DecoderParts(checkpoint, placement: try Self.placement(checkpoint)) { Self.naming($0, sandwich: sandwich) }
         config = try parts.config(GlmConfiguration.self)

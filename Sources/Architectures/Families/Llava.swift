@@ -95,9 +95,11 @@ enum Llava {
         /// where written, and that value (FastVlmConfig's
         /// `validate_architecture`: the tower's last layer, all its features).
         var fixedValues: [(key: String, value: JSONValue)] = []
-        /// Whether the config class divides the vision tower's `image_size`
+        /// Whether building the wrapper divides the vision tower's `image_size`
         /// by its `patch_size` (JanusConfig sizes its VQ-VAE's patch count so,
-        /// with JanusVisionConfig's 384 and 16 where absent).
+        /// with JanusVisionConfig's 384 and 16 where absent; DeepSeek-VL's and
+        /// the GLM wrappers' vision embeddings size their positions so), whose
+        /// vision config classes take integers only.
         var dividesImageByPatch = false
     }
 
@@ -151,7 +153,7 @@ enum Llava {
         // DeepseekVLForConditionalGeneration and JanusForConditionalGeneration: AutoModel's LlamaModel
         // under model.language_model., the head tied by the top-level flag alone (default true). Janus's
         // image-generation embedding, aligner and head, and its VQ-VAE, never run on text.
-        "deepseek_vl": Wrapper(textType: "llama", prefixes: ["model.language_model."], textTypes: ["llama"]),
+        "deepseek_vl": Wrapper(textType: "llama", prefixes: ["model.language_model."], textTypes: ["llama"], dividesImageByPatch: true),
         "janus": Wrapper(textType: "llama", prefixes: ["model.language_model."], textTypes: ["llama"], dividesImageByPatch: true),
         "kimi_k25": Wrapper(
             textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"], textTypeAliases: ["kimi_k2": "deepseek_v3"],
@@ -274,20 +276,20 @@ enum Llava {
     /// class computes it (`Wrapper.dividesImageByPatch`): integers where
     /// written, the patch size not 0.
     /// - Throws: `DroptraceError` naming config.json where the class fails on them.
-    private static func checkPatchDividesImage(_ checkpoint: Checkpoint) throws {
+    static func checkPatchDividesImage(_ checkpoint: Checkpoint) throws {
         let vision = checkpoint.configDocument.member("vision_config")
         for key in ["image_size", "patch_size"] {
             switch vision?.member(key) {
             case nil, .integer?, .bigInteger?: continue
             default:
                 throw DroptraceError(
-                    "\"vision_config.\(key)\" must be an integer: \(checkpoint.modelType)'s config class divides image_size by patch_size",
+                    "\"vision_config.\(key)\" must be an integer: transformers builds \(checkpoint.modelType)'s vision tower from image_size // patch_size",
                     path: checkpoint.configURL.path)
             }
         }
         if case .integer(0)? = vision?.member("patch_size") {
             throw DroptraceError(
-                "\"vision_config.patch_size\" is 0: \(checkpoint.modelType)'s config class divides image_size by it",
+                "\"vision_config.patch_size\" is 0: transformers builds \(checkpoint.modelType)'s vision tower from image_size // patch_size",
                 path: checkpoint.configURL.path)
         }
     }
