@@ -133,7 +133,7 @@ public enum ConfigRules {
             // Counts are read through a double: from about 2^63 − 2^9 on, a whole number rounds to 2^63 or beyond.
             let whole = value.isFinite && value.rounded(.towardZero) == value
             throw InvalidConfigValue(
-                key: key, problem: whole ? "is too large: \(value) is not below 2^63" : "must be a whole number, got \(value)")
+                key: key, problem: whole ? "is too large: read as a JSON number it rounds to \(value), at or past 2^63" : "must be a whole number, got \(value)")
         }
         return integer
     }
