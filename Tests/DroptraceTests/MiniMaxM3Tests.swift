@@ -129,6 +129,22 @@ import Testing
         }
     }
 
+    /// Block counts and sizes past any context bound the keys `drop`'s
+    /// analytic FLOPs count by the context (their product overflowed).
+    @Test func hugeSparseBlocksReadTheContext() throws {
+        func flops(_ key: String, _ value: Int) throws -> Double {
+            let model = try EditedFixture(Self.name) { config in
+                var sparse = config["sparse_attention_config"] as! [String: Any]
+                sparse[key] = value
+                config["sparse_attention_config"] = sparse
+            }.load()
+            return try SpeedMeasurement.decodeFLOPs(model: model, plan: .none, context: 600)
+        }
+        for key in ["sparse_topk_blocks", "sparse_block_size"] {
+            #expect(try flops(key, Int.max) == flops(key, 100_000))
+        }
+    }
+
     /// The wrapper's head is tied by its text config's flag under its own
     /// false, as MiniMaxM3VLConfig forwards it; untied by both, the head
     /// the checkpoint lacks is refused.
