@@ -78,12 +78,11 @@ struct DecoderParts: Sendable {
         embeddingName = embedding
         var dimensions = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)
         if extraEmbeddingRows > 0 {
-            let vocabulary = dimensions.vocabSize
-            let (rows, overflow) = vocabulary.addingReportingOverflow(extraEmbeddingRows)
-            try ConfigRules.checks(path: checkpoint.configURL.path) {
-                let key = section.qualified("vocab_size")
-                guard !overflow else { throw InvalidConfigValue(key: key, problem: "is \(vocabulary): the embedding's \(extraEmbeddingRows) rows more overflow") }
+            let vocabulary = dimensions.vocabSize, key = section.qualified("vocab_size")
+            let rows = try ConfigRules.checks(path: checkpoint.configURL.path) { () throws -> Int in
+                let rows = try ConfigRules.sum([(vocabulary, key), (extraEmbeddingRows, "the embedding's rows past it")])
                 _ = try ConfigRules.product([(rows, key + " + \(extraEmbeddingRows)"), (dimensions.hiddenSize, section.qualified("hidden_size"))])
+                return rows
             }
             dimensions.vocabSize = rows
             self.headRows = headRows ?? vocabulary
