@@ -97,9 +97,10 @@ enum Llava {
         var fixedValues: [(key: String, value: JSONValue)] = []
         /// Whether building the wrapper divides the vision tower's `image_size`
         /// by its `patch_size` (JanusConfig sizes its VQ-VAE's patch count so,
-        /// with JanusVisionConfig's 384 and 16 where absent; DeepSeek-VL's and
-        /// the GLM wrappers' vision embeddings size their positions so), whose
-        /// vision config classes take integers only.
+        /// with JanusVisionConfig's 384 and 16 where absent; DeepSeek-VL's
+        /// vision embeddings size their positions so), whose vision config
+        /// classes take integers only. (`GlmModel` runs the same check for
+        /// the GLM vision families, which it places itself.)
         var dividesImageByPatch = false
     }
 
