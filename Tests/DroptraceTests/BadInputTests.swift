@@ -533,10 +533,12 @@ import Tokenization
         try Data(text.utf8).write(to: url)
     }
 
-    func rewriteWeights(_ model: URL, _ change: (inout [SafetensorsWriter.Entry]) -> Void) throws {
+    func rewriteWeights(_ model: URL, _ change: (inout [SafetensorsWriter.Entry]) throws -> Void) throws {
         let url = model.appendingPathComponent("model.safetensors")
-        var entries = try SafetensorsFile(path: url.path).tensors.values.map { SafetensorsWriter.Entry($0) }
-        change(&entries)
+        let file = try SafetensorsFile(path: url.path)
+        // The float tensors, and those of the others a reader reads (DeepSeek-V4's I64 `tid2eid` tables, FP8 / MXFP4 blocks).
+        var entries = (Array(file.tensors.values) + Array(file.scaledTensors.values)).map { SafetensorsWriter.Entry($0) }
+        try change(&entries)
         let data = try SafetensorsWriter.encode(entries)
         try data.write(to: url)
     }

@@ -131,21 +131,11 @@ import Testing
         #expect(try scores(EditedFixture(Self.name) { $0["hc_sinkhorn_iters"] = Int.min }) == scores(EditedFixture(Self.name) { $0["hc_sinkhorn_iters"] = 1 }))
     }
 
-    /// The fixture's weights rewritten by `change`, its integer tables (`tid2eid`) kept.
-    func rewriteWeights(_ model: URL, _ change: (inout [SafetensorsWriter.Entry]) -> Void) throws {
-        let file = try SafetensorsFile(path: model.appendingPathComponent("model.safetensors").path)
-        let tables = file.scaledTensors.values.map { SafetensorsWriter.Entry($0) }
-        try BadInputTests().rewriteWeights(model) { entries in
-            entries += tables
-            change(&entries)
-        }
-    }
-
     /// A token-to-expert table naming an expert past n_routed_experts is refused, naming the tensor.
     @Test func tableOutsideTheExpertsIsRefused() throws {
         let fixture = try EditedFixture(Self.name)
         let name = "model.layers.0.ffn.gate.tid2eid"
-        try rewriteWeights(fixture.model) { entries in
+        try BadInputTests().rewriteWeights(fixture.model) { entries in
             let index = entries.firstIndex { $0.name == name }!
             var values = [Int64](repeating: 1, count: 512 * 2)
             values[5] = 8
@@ -156,7 +146,7 @@ import Testing
         // A NaN or a value past Int's range is refused as stored, not converted.
         for value in [Float.nan, 9.3e18] {
             let stored = try EditedFixture(Self.name)
-            try rewriteWeights(stored.model) { entries in
+            try BadInputTests().rewriteWeights(stored.model) { entries in
                 let index = entries.firstIndex { $0.name == name }!
                 var values = [Float](repeating: 1, count: 512 * 2)
                 values[7] = value
@@ -222,7 +212,7 @@ import Testing
             ("model.layers.0.hc_attn_scale", [2], "model.layers.0.attn_hc.scale"),
         ] {
             let fixture = try EditedFixture(Self.name)
-            try rewriteWeights(fixture.model) { entries in
+            try BadInputTests().rewriteWeights(fixture.model) { entries in
                 let index = entries.firstIndex { $0.name == name }!
                 entries[index] = SafetensorsWriter.Entry(
                     name: name, dtype: .float32, shape: shape, bytes: Data(count: 4 * shape.reduce(1, *)))

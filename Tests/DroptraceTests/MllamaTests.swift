@@ -172,7 +172,7 @@ import Testing
         let name = "language_model.model.layers.4.\(tensor)"
         let fixture = try EditedFixture(Self.name)
         try BadInputTests().rewriteWeights(fixture.model) { entries in
-            let index = try! #require(entries.firstIndex { $0.name == name })
+            let index = try #require(entries.firstIndex { $0.name == name })
             entries[index] = SafetensorsWriter.Entry(name: name, dtype: .float32, shape: [3, 3], bytes: Data(count: 36))
         }
         #expect { _ = try fixture.load() } throws: { "\($0)".contains("layers.4.\(tensor)") && "\($0)".contains("[3, 3]") }
