@@ -24,8 +24,9 @@ struct DecoderParts: Sendable {
     let tiedEmbeddings: Bool
     /// Token ids embedded as token 0 (`TextModelPlacement.tokensEmbeddedAsRowZero`).
     var tokensEmbeddedAsRowZero: Set<Int> = []
-    /// The head's name when stored (without `.weight`).
-    let headName: String
+    /// The names transformers reads as the head when stored (without
+    /// `.weight`; `Weights.head`'s `names`).
+    let headNames: [String]
     /// The token embedding's name under the prefix (without `.weight`):
     /// `embed_tokens`, Nemotron-H's `embeddings`.
     let embeddingName: String
@@ -55,8 +56,9 @@ struct DecoderParts: Sendable {
     ///     decides it over the section (`mistral3`); nil: the section's
     ///     `tie_word_embeddings`, else the default of the checkpoint's config
     ///     class (`ConfigValueKinds.tiesByDefault`, generated from transformers).
-    ///   - headName: where the head is stored when it is (a multimodal
-    ///     checkpoint's `language_model.lm_head`).
+    ///   - headNames: the names transformers reads as the head (`lm_head`;
+    ///     also a multimodal checkpoint's 4.x `language_model.lm_head`, which it
+    ///     renames onto it; ModernBERT decoder's `decoder`), one at most stored.
     ///   - finalNorm: the final norm's name (Phi's `final_layernorm`).
     ///   - embedding: the token embedding's name (Nemotron-H's `embeddings`).
     ///   - headRows: the rows of a stored head where they are not vocab_size
@@ -68,13 +70,13 @@ struct DecoderParts: Sendable {
     ///   describe a model or that the tensors contradict.
     init(
         _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, tiedEmbeddings: Bool? = nil,
-        headName: String = "lm_head",
+        headNames: [String] = ["lm_head"],
         naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""], extraLayers: Int = 0, experts: ExpertNaming? = nil,
         finalNorm: String = "norm", embedding: String = "embed_tokens", headRows: Int? = nil, extraEmbeddingRows: Int = 0
     ) throws {
         self.checkpoint = checkpoint
         self.section = section
-        self.headName = headName
+        self.headNames = headNames
         embeddingName = embedding
         var dimensions = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)
         if extraEmbeddingRows > 0 {
@@ -94,17 +96,11 @@ struct DecoderParts: Sendable {
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
         weights = try Weights(
             checkpoint, probe: embedding + ".weight", candidates: prefixes,
-            tiedHead: self.tiedEmbeddings ? ["lm_head.weight", headName + ".weight"] : [])
-        if headName != "lm_head", checkpoint.hasTensor("lm_head.weight"), checkpoint.hasTensor(headName + ".weight") {
-            // transformers renames the wrapper's 4.x head onto lm_head: which it keeps would depend on the order it reads them.
-            throw DroptraceError(
-                "tensors 'lm_head.weight' and '\(headName).weight' are both stored, which transformers reads as one parameter; keep one of the two",
-                path: checkpoint.weightsPath)
-        }
+            tiedHead: self.tiedEmbeddings ? headNames.map { $0 + ".weight" } : [])
         var layerNaming = naming(weights.prefix)
         layerNaming.configSection = section.name
         self.naming = layerNaming
-        let storesHead = weights.has("lm_head.weight", absolute: true) || weights.has(headName + ".weight", absolute: true)
+        let storesHead = try weights.storedHead(headNames) != nil
         outputVocabularySize = storesHead || !self.tiedEmbeddings ? self.headRows ?? dimensions.vocabSize : dimensions.vocabSize
         try weights.confirmLayers(
             self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath, extraLayers: extraLayers,
@@ -115,7 +111,7 @@ struct DecoderParts: Sendable {
                 ? "\(section.qualified("vocab_size")) + \(extraEmbeddingRows), \(section.qualified("hidden_size"))" : "vocab_size, hidden_size",
             configPath: configPath)
         try weights.confirmStoredOutputShapes(
-            hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, storedRows: self.headRows, untiedName: headName,
+            hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, storedRows: self.headRows, names: headNames,
             finalNorm: finalNorm)
     }
 
@@ -303,7 +299,7 @@ struct DecoderParts: Sendable {
         return rows.scaled(by: scaled ? Float(Double(width).squareRoot()) : multiplier)
     }
 
-    /// The final norm and the LM head: `lm_head` (or `headName`) when saved,
+    /// The final norm and the LM head: the stored one of `headNames`,
     /// else the embedding when the config ties them (`tiedEmbeddings`).
     /// `bias`: the head has a bias (Phi); `logitScale` multiplies the logits (Cohere's `logit_scale`).
     func head(
@@ -313,7 +309,7 @@ struct DecoderParts: Sendable {
             norm: norm,
             projection: try weights.head(
                 tiedTo: embeddingName, tied: tiedEmbeddings, hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize,
-                storedRows: headRows, untiedName: headName, bias: bias),
+                storedRows: headRows, names: headNames, bias: bias),
             logitSoftcap: logitSoftcap, logitDivisor: logitDivisor, logitScale: logitScale)
     }
 

@@ -10,7 +10,8 @@ import DroptraceSupport
 /// tower and projector are never read: scoring runs on text.
 struct TextModelPlacement {
     var section = ConfigSection.topLevel
-    var headName = "lm_head"
+    /// The names transformers reads as the head (`DecoderParts.headNames`).
+    var headNames = ["lm_head"]
     var prefixes = ["model.", ""]
     /// The head's tying when config.json's top level decides it over the
     /// section (`mistral3`); nil: the section's `tie_word_embeddings`, else
@@ -55,9 +56,12 @@ struct TextModelPlacement {
     ) -> TextModelPlacement {
         TextModelPlacement(
             section: ConfigSection("text_config", defaults: textDefaults),
-            headName: prefixes.contains("language_model.model.") ? "language_model.lm_head" : "lm_head",
+            headNames: prefixes.contains("language_model.model.") ? legacyHeadNames : ["lm_head"],
             prefixes: withLegacyNames(prefixes), tiedEmbeddings: tiedEmbeddings)
     }
+
+    /// A wrapper's head as transformers 5 names it and as 4.x saved it, which it renames onto `lm_head`.
+    static let legacyHeadNames = ["lm_head", "language_model.lm_head"]
 
     /// `prefixes` and, where they include `model.language_model.`, the names
     /// transformers' legacy conversion renames onto it: a language model saved
@@ -144,11 +148,11 @@ extension DecoderParts {
     ) throws {
         try self.init(
             checkpoint, section: placement.section, tiedEmbeddings: placement.tiedEmbeddings,
-            headName: placement.headName, naming: naming, prefixes: placement.prefixes, extraLayers: extraLayers,
+            headNames: placement.headNames, naming: naming, prefixes: placement.prefixes, extraLayers: extraLayers,
             experts: experts, finalNorm: finalNorm, headRows: placement.headRows, extraEmbeddingRows: extraEmbeddingRows)
         tokensEmbeddedAsRowZero = placement.tokensEmbeddedAsRowZero
         let text = (hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize)
-        if let head = placement.headSizes, head != text, checkpoint.hasTensor("lm_head.weight") || checkpoint.hasTensor(headName + ".weight") {
+        if let head = placement.headSizes, head != text, try weights.storedHead(headNames) != nil {
             // transformers builds the stored head [vocab_size, hidden_size] by the wrapper's keys and cannot load another shape.
             throw DroptraceError(
                 "the top level's hidden_size \(head.hidden) and vocab_size \(head.vocabulary) (its config class's defaults where absent) "

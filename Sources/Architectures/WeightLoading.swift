@@ -344,43 +344,64 @@ struct Weights {
         return []
     }
 
-    /// The LM head: `lm_head` (or `untiedName`) when the checkpoint has one,
-    /// also where the config ties them (transformers 5 leaves a stored head
-    /// unlike the embedding untied, with a warning), else, when the config
-    /// ties them (`tied`), the token embedding. An
-    /// untied model without its head is an error naming the tensor: its
-    /// embedding would give another model's logits. A bias-free [vocabulary,
-    /// hidden] projection; the head sits outside the model prefix.
+    /// The LM head: the first of `names` (the tensors transformers reads
+    /// as the head, without `.weight`: `lm_head`, GPT-NeoX's 4.x `embed_out`
+    /// it renames onto it, ModernBERT decoder's `decoder`) the checkpoint
+    /// stores, also where the config ties them (transformers 5 leaves a
+    /// stored head unlike the embedding untied, with a warning), else, when
+    /// the config ties them (`tied`), the token embedding. An untied model
+    /// without its head is an error naming the tensor: its embedding would
+    /// give another model's logits. A tensor of another name (a stray
+    /// `lm_head.weight` beside ModernBERT decoder's `decoder`) is not read,
+    /// as transformers does not. A bias-free [vocabulary, hidden]
+    /// projection; the head sits outside the model prefix.
     /// `bias`: the head has one (Phi's `lm_head.bias`, stored tied or not).
     /// `storedRows`: the rows of a stored head where its config class sizes
     /// it apart from the embedding (Apertus 1.5's `output_vocab_size`:
     /// [storedRows, hidden]); a tied head is the embedding, [vocabulary,
     /// hidden], whatever it says, as transformers ties the whole parameter.
+    /// - Throws: `DroptraceError` naming the weights for a missing untied
+    ///   head or for two of `names` stored (`storedHead`).
     func head(
-        tiedTo embedding: String, tied: Bool, hidden: Int, vocabulary: Int, storedRows: Int? = nil, untiedName: String = "lm_head",
+        tiedTo embedding: String, tied: Bool, hidden: Int, vocabulary: Int, storedRows: Int? = nil, names: [String] = ["lm_head"],
         bias: Bool = false
     ) throws -> Linear {
         let weight: String
-        if has("lm_head.weight", absolute: true) {
-            weight = absolute("lm_head.weight")
-        } else if has(untiedName + ".weight", absolute: true) {
-            weight = absolute(untiedName + ".weight")
+        if let stored = try storedHead(names) {
+            weight = absolute(stored + ".weight")
         } else if tied {
             weight = prefix + embedding + ".weight"
         } else {
-            let names = untiedName == "lm_head" ? "'lm_head.weight'" : "'lm_head.weight' (or '\(untiedName).weight')"
+            let listed = names.map { "'\($0).weight'" }
+            let spelled = listed.count == 1 ? listed[0] : listed[0] + " (or " + listed.dropFirst().joined(separator: ", ") + ")"
             throw DroptraceError(
-                "missing tensor \(names): the head is untied (tie_word_embeddings false, or a model type whose head is never tied), so it is not the embedding",
+                "missing tensor \(spelled): the head is untied (tie_word_embeddings false, or a model type whose head is never tied), so it is not the embedding",
                 path: checkpoint.weightsPath)
         }
         // A tied head keeps its own bias (PhiForCausalLM's lm_head.bias, ModernBERT decoder's decoder.bias).
         let isEmbedding = weight == prefix + embedding + ".weight"
-        let biasName = isEmbedding ? absolute(untiedName + ".bias") : String(weight.dropLast(".weight".count)) + ".bias"
+        let biasName = isEmbedding ? absolute(names[0] + ".bias") : String(weight.dropLast(".weight".count)) + ".bias"
         let rows = isEmbedding ? vocabulary : storedRows ?? vocabulary
         return Linear(
             weight: try checkpoint.tensor(weight, shape: [rows, hidden]).floats(),
             bias: bias ? try checkpoint.tensor(biasName, shape: [rows]).floats() : nil,
             inFeatures: hidden, outFeatures: rows)
+    }
+
+    /// The one of `names` (without `.weight`, outside the prefix) whose
+    /// weight the checkpoint stores; nil: none.
+    /// - Throws: `DroptraceError` naming the weights when two are stored:
+    ///   transformers renames one onto the other (`language_model.lm_head`,
+    ///   `embed_out` onto `lm_head`), and which it keeps would depend on the
+    ///   order it reads them.
+    func storedHead(_ names: [String]) throws -> String? {
+        let stored = names.filter { has($0 + ".weight", absolute: true) }
+        guard stored.count < 2 else {
+            throw DroptraceError(
+                "tensors '\(stored[0]).weight' and '\(stored[1]).weight' are both stored, which transformers reads as one parameter; keep one of the two",
+                path: checkpoint.weightsPath)
+        }
+        return stored.first
     }
 
     /// Confirms the shapes of a stored head (`head`'s first choice) and of
@@ -390,12 +411,12 @@ struct Weights {
     /// transformers refuses to load it. `normWidth`: the final norm's width
     /// where a projection between it and the head changes the width (OPT-350m's
     /// `project_out`); `hidden` otherwise. `storedRows`: a stored head's
-    /// rows where they are not `vocabulary` (`head`'s).
+    /// rows where they are not `vocabulary`, and `names` the head's (`head`'s).
     func confirmStoredOutputShapes(
-        hidden: Int, vocabulary: Int, storedRows: Int? = nil, untiedName: String = "lm_head", finalNorm: String, normWidth: Int? = nil
+        hidden: Int, vocabulary: Int, storedRows: Int? = nil, names: [String] = ["lm_head"], finalNorm: String, normWidth: Int? = nil
     ) throws {
-        if let stored = ["lm_head.weight", untiedName + ".weight"].first(where: { has($0, absolute: true) }) {
-            _ = try checkpoint.tensor(absolute(stored), shape: [storedRows ?? vocabulary, hidden])
+        if let stored = try storedHead(names) {
+            _ = try checkpoint.tensor(absolute(stored + ".weight"), shape: [storedRows ?? vocabulary, hidden])
         }
         for name in [finalNorm + ".weight", finalNorm + ".bias"] where has(name) {
             _ = try checkpoint.tensor(stored(name), shape: [normWidth ?? hidden])

@@ -183,6 +183,20 @@ import Tokenization
             checkpoint: model, naming: "model.safetensors", mentioning: [head, "shape", "config.json"], in: scratch)
     }
 
+    /// GPT-NeoX's head stored under both its names: transformers renames the
+    /// 4.x `embed_out` onto `lm_head`, loading one over the other; which one
+    /// is not droptrace's to guess, so such a checkpoint is refused.
+    @Test func headStoredUnderBothNamesIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let model = try scratch.copyOfModel("gpt_neox-f32")
+        try rewriteWeights(model) { entries in
+            let head = entries.first { $0.name == "embed_out.weight" }!
+            entries.append(SafetensorsWriter.Entry(name: "lm_head.weight", dtype: head.dtype, shape: head.shape, bytes: Data(count: head.byteCount)))
+        }
+        try expectRefused(
+            checkpoint: model, naming: "gpt_neox-f32", mentioning: ["'lm_head.weight' and 'embed_out.weight' are both stored"], in: scratch)
+    }
+
     @Test func unsupportedDType() throws {
         let scratch = try ScratchDirectory()
         let model = try scratch.copyOfModel("llama-f32")

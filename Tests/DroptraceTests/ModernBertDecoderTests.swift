@@ -128,6 +128,21 @@ import Testing
         #expect(try unbiased.head().projection.bias == nil)
     }
 
+    /// The head is `decoder` (tied to the embedding here): a stray
+    /// `lm_head.weight`, which ModernBertDecoderForCausalLM has no parameter
+    /// for (transformers reports it unexpected and leaves it unread, the
+    /// logits unchanged), is not read as the head.
+    @Test func strayLmHeadWeightIsNotTheHead() throws {
+        let plain = try EditedFixture(Self.name).load().head().projection.weight
+        let fixture = try EditedFixture(Self.name)
+        try BadInputTests().rewriteWeights(fixture.model) { entries in
+            let embedding = entries.first { $0.name.hasSuffix("tok_embeddings.weight") }!
+            entries.append(
+                SafetensorsWriter.Entry(name: "lm_head.weight", dtype: embedding.dtype, shape: embedding.shape, bytes: Data(count: embedding.byteCount)))
+        }
+        #expect(try fixture.load().head().projection.weight == plain)
+    }
+
     /// Layer 0 has no attention norm: a block-drop export that moves another
     /// layer's attention there is refused; other blocks export.
     @Test func exportsKeepTheFirstLayersAttentionUnnormed() throws {

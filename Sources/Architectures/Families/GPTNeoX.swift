@@ -86,12 +86,12 @@ struct GPTNeoXModel: RegisteredModel {
         configuredDrops = try DropPlan(config: checkpoint, layerCount: config.numHiddenLayers)
         weights = try Weights(
             checkpoint, probe: "embed_in.weight", candidates: ["gpt_neox.", ""],
-            tiedHead: config.tieWordEmbeddings ?? false ? ["lm_head.weight", "embed_out.weight"] : [])
+            tiedHead: config.tieWordEmbeddings ?? false ? Self.headNames.map { $0 + ".weight" } : [])
         try weights.confirmLayers(Self.naming(weights.prefix), count: config.numHiddenLayers, drops: configuredDrops, configPath: configPath)
         try weights.confirmShape(
             "embed_in.weight", [config.vocabSize, config.hiddenSize], keys: "vocab_size, hidden_size", configPath: configPath)
         try weights.confirmStoredOutputShapes(
-            hidden: config.hiddenSize, vocabulary: config.vocabSize, untiedName: "embed_out", finalNorm: "final_layer_norm")
+            hidden: config.hiddenSize, vocabulary: config.vocabSize, names: Self.headNames, finalNorm: "final_layer_norm")
         rotary = try checkpoint.decodeConfig(GPTNeoXRopeSettings.self).settings.embedding(
             headDim: config.hiddenSize / config.numAttentionHeads, tableWidth: config.headDim,
             partialRotary: .honoured(default: 0.25), configPath: configPath)
@@ -110,19 +110,22 @@ struct GPTNeoXModel: RegisteredModel {
 
     public var layerNaming: LayerNaming { Self.naming(weights.prefix) }
 
+    /// The head as transformers 5 names it, and as 4.x and Pythia saved it
+    /// (`embed_out`, which GPTNeoXForCausalLM's conversion renames onto `lm_head`).
+    static let headNames = ["lm_head", "embed_out"]
+
     static func naming(_ prefix: String) -> LayerNaming {
         LayerNaming(prefix: prefix + "layers.", attention: ["attention.", "input_layernorm."], mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
     }
 
     public func head() throws -> OutputHead {
         let d = config.hiddenSize
-        // transformers names the head embed_out (4.x and Pythia) or lm_head;
         // GPT-NeoX leaves it untied unless the config says otherwise.
         return OutputHead(
             norm: try weights.layerNorm("final_layer_norm", size: d, eps: config.layerNormEps),
             projection: try weights.head(
                 tiedTo: "embed_in", tied: config.tieWordEmbeddings ?? false, hidden: d, vocabulary: config.vocabSize,
-                untiedName: "embed_out"))
+                names: Self.headNames))
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

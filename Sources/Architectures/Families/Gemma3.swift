@@ -84,7 +84,7 @@ struct Gemma3Model: DecoderFamily {
         }
         parts = try DecoderParts(
             checkpoint, section: ConfigSection(sectionName, defaults: Gemma3Configuration.defaults),
-            tiedEmbeddings: wrapperTies, headName: multimodal ? "language_model.lm_head" : "lm_head", naming: { SandwichBlock.naming($0) },
+            tiedEmbeddings: wrapperTies, headNames: multimodal ? TextModelPlacement.legacyHeadNames : ["lm_head"], naming: { SandwichBlock.naming($0) },
             prefixes: multimodal ? TextModelPlacement.withLegacyNames(["language_model.model.", "model.language_model."]) : ["model.", ""])
         let config = try parts.config(Gemma3Configuration.self)
         self.config = config

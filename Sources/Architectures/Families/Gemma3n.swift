@@ -138,7 +138,7 @@ struct Gemma3nModel: DecoderFamily {
             tiedEmbeddings: multimodal
                 ? try checkpoint.decodeConfig(MultimodalWrapperKeys.self).tieWordEmbeddings ?? ConfigValueKinds.tiesByDefault(checkpoint.modelType)
                 : nil,
-            headName: "lm_head", naming: { Gemma3nModel.naming($0) },
+            naming: { Gemma3nModel.naming($0) },
             prefixes: multimodal ? TextModelPlacement.withLegacyNames(["model.language_model."]) : ["model.", ""])
         let config = try parts.config(Gemma3nConfiguration.self)
         self.config = config

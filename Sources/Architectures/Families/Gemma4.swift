@@ -177,7 +177,7 @@ struct Gemma4Model: DecoderFamily {
             tiedEmbeddings: multimodal
                 ? try checkpoint.decodeConfig(MultimodalWrapperKeys.self).tieWordEmbeddings ?? ConfigValueKinds.tiesByDefault(checkpoint.modelType)
                 : nil,
-            headName: "lm_head", naming: { Gemma4Model.naming($0) },
+            naming: { Gemma4Model.naming($0) },
             // (No Gemma 4 checkpoint was saved as `language_model.model.`: transformers has no rename of it for these types.)
             prefixes: multimodal ? TextModelPlacement.withLegacyNames(["model.language_model."]) : ["model.", ""])
         let config = try parts.config(Gemma4Configuration.self)

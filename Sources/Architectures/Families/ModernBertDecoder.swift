@@ -102,7 +102,7 @@ struct ModernBertDecoderModel: DecoderFamily {
         // local_attention unless written; `slidingWindow`), and its attention has no num_key_value_heads.
         parts = try DecoderParts(
             checkpoint, section: ConfigSection(overrides: ["sliding_window": .null, "num_key_value_heads": .null]),
-            headName: "decoder", naming: Self.naming, finalNorm: "final_norm", embedding: "embeddings.tok_embeddings")
+            headNames: ["decoder"], naming: Self.naming, finalNorm: "final_norm", embedding: "embeddings.tok_embeddings")
         // The family's keys as written, sliding_window included.
         let config = try checkpoint.decodeConfig(ModernBertDecoderConfiguration.self, section: .topLevel)
         self.config = config

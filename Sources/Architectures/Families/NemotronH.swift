@@ -258,7 +258,7 @@ struct NemotronHModel: DecoderFamily {
             path: checkpoint.configURL.path, under: textKey.map { $0 + "." } ?? "")
         let settings = try checkpoint.decodeConfig(NemotronHConfiguration.self, section: section)
         parts = try DecoderParts(
-            checkpoint, section: section, tiedEmbeddings: false, headName: wrapped ? "language_model.lm_head" : "lm_head",
+            checkpoint, section: section, tiedEmbeddings: false, headNames: wrapped ? TextModelPlacement.legacyHeadNames : ["lm_head"],
             naming: { Self.naming($0, types: types) }, prefixes: wrapped ? ["language_model.model."] : ["backbone.", "model.", ""],
             experts: ExpertNaming(
                 parts: ["mixer.experts."], projections: ["up_proj", "down_proj"], count: settings.experts, countKey: "n_routed_experts",

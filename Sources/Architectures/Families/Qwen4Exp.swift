@@ -317,7 +317,7 @@ struct Qwen4ExpModel: DecoderFamily {
             norm: nil,
             projection: try parts.weights.head(
                 tiedTo: parts.embeddingName, tied: parts.tiedEmbeddings, hidden: hiddenSize, vocabulary: vocabularySize,
-                storedRows: parts.headRows, untiedName: parts.headName, bias: false))
+                storedRows: parts.headRows, names: parts.headNames, bias: false))
         head.streamCollapse = try gatedResidual("hyper_connection_mixer", injects: false)
         return head
     }
