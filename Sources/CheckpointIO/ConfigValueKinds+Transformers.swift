@@ -103,6 +103,22 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "apertus1p5.vision_config": (
+            "Apertus1p5VisionTokenizerConfig",
+            [
+                "attn_resolutions": "[i]",
+                "base_channels": "i",
+                "channel_multiplier": "[i]",
+                "codebook_size": "i",
+                "dropout": "f",
+                "embed_dim": "i",
+                "in_channels": "i",
+                "latent_channels": "i",
+                "num_res_blocks": "i",
+                "resolution": "i",
+            ],
+            [:
+            ]),
         "apertus1p5_text": (
             "Apertus1p5TextConfig",
             [
@@ -588,6 +604,28 @@ extension ConfigValueKinds {
                 "vocab_size": "i",
             ],
             [:
+            ]),
+        "cohere_compass.vision_config": (
+            "CohereCompassVisionConfig",
+            [
+                "deepstack_visual_indexes": "[i]",
+                "depth": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "in_channels": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "num_heads": "i",
+                "num_position_embeddings": "i",
+                "out_hidden_size": "i",
+                "patch_size": "i[i]",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i[i]",
+            ],
+            [
+                "num_attention_heads": "num_heads",
+                "num_hidden_layers": "depth",
             ]),
         "cohere_compass_text": (
             "CohereCompassTextConfig",
@@ -1087,6 +1125,34 @@ extension ConfigValueKinds {
             [
                 "num_local_experts": "n_routed_experts",
             ]),
+        "dots3_note.vision_config": (
+            "Dots3NoteVisionConfig",
+            [
+                "adapter_in_dim": "i",
+                "adapter_merge_size": "i",
+                "adapter_out_dim": "i",
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "mlp_bias": "b",
+                "mlp_layer_types": "n[s]",
+                "moe_intermediate_size": "i",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_experts_per_tok": "ni",
+                "num_hidden_layers": "i",
+                "num_local_experts": "i",
+                "patch_size": "i",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "router_scaling_factor": "nf",
+                "spatial_merge_size": "i",
+            ],
+            [:
+            ]),
         "dots3_note_text": (
             "Dots3NoteTextConfig",
             [
@@ -1293,6 +1359,29 @@ extension ConfigValueKinds {
                 "vision_config": "no",
             ],
             [:
+            ]),
+        "exaone4_5.vision_config": (
+            "Exaone4_5_VisionConfig",
+            [
+                "depth": "i",
+                "fullatt_block_indexes": "[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "in_channels": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "num_heads": "i",
+                "num_key_value_heads": "i",
+                "out_hidden_size": "i",
+                "patch_size": "i[i]",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i[i]",
+                "window_size": "i",
+            ],
+            [
+                "num_attention_heads": "num_heads",
+                "num_hidden_layers": "depth",
             ]),
         "exaone_moe": (
             "ExaoneMoeConfig",
@@ -1719,6 +1808,20 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "gemma3n.vision_config": (
+            "Gemma3nVisionConfig",
+            [
+                "architecture": "s",
+                "do_pooling": "b",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "model_args": "no",
+                "rms_norm_eps": "f",
+                "vocab_offset": "i",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "gemma3n_text": (
             "Gemma3nTextConfig",
             [
@@ -1812,6 +1915,30 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "gemma4.vision_config": (
+            "Gemma4VisionConfig",
+            [
+                "attention_bias": "nb",
+                "attention_dropout": "nf",
+                "head_dim": "i",
+                "hidden_activation": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "patch_size": "i",
+                "pooling_kernel_size": "i",
+                "position_embedding_size": "i",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "standardize": "b",
+                "use_clipped_linears": "b",
+            ],
+            [:
+            ]),
         "gemma4_text": (
             "Gemma4TextConfig",
             [
@@ -1897,6 +2024,19 @@ extension ConfigValueKinds {
                 "use_cache": "b",
                 "use_double_wide_mlp": "b",
                 "vocab_size": "i",
+            ],
+            [:
+            ]),
+        "gemma4_unified.vision_config": (
+            "Gemma4UnifiedVisionConfig",
+            [
+                "initializer_range": "f",
+                "mm_embed_dim": "i",
+                "mm_posemb_size": "i",
+                "output_proj_dims": "i",
+                "patch_size": "i",
+                "pooling_kernel_size": "i",
+                "rms_norm_eps": "f",
             ],
             [:
             ]),
@@ -2113,6 +2253,30 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "glm4v.vision_config": (
+            "Glm4vVisionConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "depth": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "in_channels": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "num_heads": "i",
+                "out_hidden_size": "i",
+                "patch_size": "i[i]",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i[i]",
+            ],
+            [
+                "num_attention_heads": "num_heads",
+                "num_hidden_layers": "depth",
+            ]),
         "glm4v_moe": (
             "Glm4vMoeConfig",
             [
@@ -2163,6 +2327,30 @@ extension ConfigValueKinds {
             ],
             [
                 "num_local_experts": "n_routed_experts",
+            ]),
+        "glm4v_moe.vision_config": (
+            "Glm4vMoeVisionConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "depth": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "in_channels": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "num_heads": "i",
+                "out_hidden_size": "i",
+                "patch_size": "i[i]",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i[i]",
+            ],
+            [
+                "num_attention_heads": "num_heads",
+                "num_hidden_layers": "depth",
             ]),
         "glm5_next": (
             "Glm5NextConfig",
@@ -2234,6 +2422,32 @@ extension ConfigValueKinds {
             ],
             [
                 "num_local_experts": "n_routed_experts",
+            ]),
+        "glm5_next.vision_config": (
+            "Glm5NextVisionConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "depth": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "in_channels": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "num_heads": "i",
+                "out_hidden_size": "i",
+                "patch_size": "i[i]",
+                "projection_intermediate_size": "i",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "swiglu_limit": "f",
+                "temporal_patch_size": "i[i]",
+            ],
+            [
+                "num_attention_heads": "num_heads",
+                "num_hidden_layers": "depth",
             ]),
         "glm_moe_dsa": (
             "GlmMoeDsaConfig",
@@ -2317,6 +2531,30 @@ extension ConfigValueKinds {
                 "vocab_size": "i",
             ],
             [:
+            ]),
+        "glm_ocr.vision_config": (
+            "GlmOcrVisionConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "depth": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "in_channels": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "num_heads": "i",
+                "out_hidden_size": "i",
+                "patch_size": "i[i]",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i[i]",
+            ],
+            [
+                "num_attention_heads": "num_heads",
+                "num_hidden_layers": "depth",
             ]),
         "glmga": (
             "GlmgaConfig",
@@ -2983,6 +3221,23 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "idefics2.vision_config": (
+            "Idefics2VisionConfig",
+            [
+                "attention_dropout": "if",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i[i]",
+            ],
+            [:
+            ]),
         "idefics3": (
             "Idefics3Config",
             [
@@ -2992,6 +3247,23 @@ extension ConfigValueKinds {
                 "tie_word_embeddings": "b",
                 "use_cache": "b",
                 "vision_config": "no",
+            ],
+            [:
+            ]),
+        "idefics3.vision_config": (
+            "Idefics3VisionConfig",
+            [
+                "attention_dropout": "if",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i[i]",
             ],
             [:
             ]),
@@ -3035,6 +3307,32 @@ extension ConfigValueKinds {
                 "vision_config": "no",
                 "vision_feature_layer": "i[i]",
                 "vision_feature_select_strategy": "s",
+            ],
+            [:
+            ]),
+        "internvl.vision_config": (
+            "InternVLVisionConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "hidden_act": "s",
+                "hidden_dropout_prob": "if",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "layer_scale_init_value": "f",
+                "norm_type": "s",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i[i]",
+                "projection_dropout": "if",
+                "use_absolute_position_embeddings": "b",
+                "use_mask_token": "b",
+                "use_mean_pooling": "b",
+                "use_qk_norm": "b",
             ],
             [:
             ]),
@@ -3141,6 +3439,30 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "janus.vision_config": (
+            "JanusVisionConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "depth": "i",
+                "hidden_act": "s",
+                "hidden_dropout_rate": "if",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "initializer_range": "f",
+                "layer_norm_eps": "f",
+                "mlp_ratio": "if",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "num_image_tokens": "i",
+                "patch_size": "i[i]",
+                "projection_dim": "i",
+                "projection_dropout": "if",
+                "use_qk_norm": "b",
+            ],
+            [:
+            ]),
         "jetmoe": (
             "JetMoeConfig",
             [
@@ -3181,6 +3503,23 @@ extension ConfigValueKinds {
                 "vision_config": "no",
                 "vision_end_token_id": "i",
                 "vision_start_token_id": "i",
+            ],
+            [:
+            ]),
+        "kimi_k25.vision_config": (
+            "Kimi_K25VisionConfig",
+            [
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "intermediate_size": "i",
+                "merge_kernel_size": "[i]",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i",
+                "pos_emb_height": "i",
+                "pos_emb_time": "i",
+                "pos_emb_width": "i",
+                "rope_parameters": "no",
             ],
             [:
             ]),
@@ -3506,6 +3845,26 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "lfm3_vl.vision_config": (
+            "Lfm3VlVisionConfig",
+            [
+                "conv_kernel_size": "i",
+                "hidden_size": "i",
+                "in_channels": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_types": "n[s]",
+                "norm_eps": "f",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "patch_size": "i[i]",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i[i]",
+            ],
+            [:
+            ]),
         "lighton_ocr": (
             "LightOnOcrConfig",
             [
@@ -3597,6 +3956,31 @@ extension ConfigValueKinds {
                 "use_cache": "b",
                 "use_qk_norm": "b",
                 "vocab_size": "i",
+            ],
+            [:
+            ]),
+        "llama4.vision_config": (
+            "Llama4VisionConfig",
+            [
+                "attention_dropout": "if",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "multi_modal_projector_bias": "b",
+                "norm_eps": "f",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i[i]",
+                "pixel_shuffle_ratio": "f",
+                "projector_dropout": "if",
+                "projector_input_dim": "i",
+                "projector_output_dim": "i",
+                "rope_parameters": "no",
+                "vision_feature_select_strategy": "s",
+                "vision_output_dim": "i",
             ],
             [:
             ]),
@@ -3727,6 +4111,28 @@ extension ConfigValueKinds {
                 "vision_start_token_id": "i",
             ],
             [:
+            ]),
+        "llava_onevision1_5.vision_config": (
+            "LlavaOnevision15VisionConfig",
+            [
+                "depth": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "in_channels": "i",
+                "initializer_factor": "f",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "num_heads": "i",
+                "out_hidden_size": "i",
+                "patch_size": "i[i]",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+            ],
+            [
+                "num_attention_heads": "num_heads",
+                "num_hidden_layers": "depth",
+                "text_hidden_size": "out_hidden_size",
             ]),
         "longcat_flash": (
             "LongcatFlashConfig",
@@ -3964,6 +4370,24 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "minicpmv4_6.vision_config": (
+            "MiniCPMV4_6VisionConfig",
+            [
+                "attention_dropout": "if",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "insert_layer_id": "i",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i[i]",
+                "window_kernel_size": "[i]",
+            ],
+            [:
+            ]),
         "minicpmv4_7": (
             "MiniCPMV4_7Config",
             [
@@ -3982,6 +4406,24 @@ extension ConfigValueKinds {
                 "tie_word_embeddings": "b",
                 "video_token_id": "ni",
                 "vision_config": "no",
+            ],
+            [:
+            ]),
+        "minicpmv4_7.vision_config": (
+            "MiniCPMV4_7VisionConfig",
+            [
+                "attention_dropout": "if",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "insert_layer_id": "i",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i[i]",
+                "window_kernel_size": "[i]",
             ],
             [:
             ]),
@@ -4146,6 +4588,26 @@ extension ConfigValueKinds {
             ],
             [
                 "num_experts": "num_local_experts",
+            ]),
+        "minimax_m3_vl.vision_config": (
+            "MiniMaxM3VLVisionConfig",
+            [
+                "attention_dropout": "f",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i",
+            ],
+            [:
             ]),
         "minimax_m3_vl_text": (
             "MiniMaxM3VLTextConfig",
@@ -4450,6 +4912,28 @@ extension ConfigValueKinds {
                 "vocab_size": "i",
             ],
             [:
+            ]),
+        "mllama.vision_config": (
+            "MllamaVisionConfig",
+            [
+                "attention_heads": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "initializer_range": "f",
+                "intermediate_layers_indices": "n[i]",
+                "intermediate_size": "i",
+                "max_num_tiles": "i",
+                "norm_eps": "f",
+                "num_channels": "i",
+                "num_global_layers": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i[i]",
+                "supported_aspect_ratios": "n[*]",
+                "vision_output_dim": "i",
+            ],
+            [
+                "num_attention_heads": "attention_heads",
             ]),
         "mllama_text_model": (
             "MllamaTextConfig",
@@ -4871,6 +5355,29 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "ovis2.vision_config": (
+            "Ovis2VisionConfig",
+            [
+                "attention_dropout": "if",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "hidden_stride": "i",
+                "image_size": "i[i]",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "mlp_bias": "b",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "num_visual_indicator_tokens": "i",
+                "patch_size": "i[i]",
+                "qkv_bias": "b",
+                "rms_norm_eps": "f",
+                "tokenize_function": "s",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
         "ovis2_5": (
             "Ovis2_5Config",
             [
@@ -4883,6 +5390,31 @@ extension ConfigValueKinds {
                 "video_start_token_id": "i",
                 "video_token_id": "i",
                 "vision_config": "no",
+            ],
+            [:
+            ]),
+        "ovis2_5.vision_config": (
+            "Ovis2_5VisionConfig",
+            [
+                "attention_dropout": "if",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "layer_types": "n[s]",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "num_visual_indicator_tokens": "i",
+                "patch_size": "i",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i",
+                "vocab_size": "i",
+                "window_size": "i",
             ],
             [:
             ]),
@@ -5106,6 +5638,29 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "qwen2_5_vl.vision_config": (
+            "Qwen2_5_VLVisionConfig",
+            [
+                "depth": "i",
+                "fullatt_block_indexes": "[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "in_channels": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "num_heads": "i",
+                "out_hidden_size": "i",
+                "patch_size": "i[i]",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i[i]",
+                "tokens_per_second": "i",
+                "window_size": "i",
+            ],
+            [
+                "num_attention_heads": "num_heads",
+                "num_hidden_layers": "depth",
+            ]),
         "qwen2_moe": (
             "Qwen2MoeConfig",
             [
@@ -5181,6 +5736,26 @@ extension ConfigValueKinds {
                 "vocab_size": "i",
             ],
             [:
+            ]),
+        "qwen2_vl.vision_config": (
+            "Qwen2VLVisionConfig",
+            [
+                "depth": "i",
+                "embed_dim": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "in_channels": "i",
+                "initializer_range": "f",
+                "mlp_ratio": "i",
+                "num_heads": "i",
+                "patch_size": "i[i]",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i[i]",
+            ],
+            [
+                "num_attention_heads": "num_heads",
+                "num_hidden_layers": "depth",
             ]),
         "qwen3": (
             "Qwen3Config",
@@ -5290,6 +5865,27 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "qwen3_5.vision_config": (
+            "Qwen3_5VisionConfig",
+            [
+                "depth": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "in_channels": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "num_heads": "i",
+                "num_position_embeddings": "i",
+                "out_hidden_size": "i",
+                "patch_size": "i[i]",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i[i]",
+            ],
+            [
+                "num_attention_heads": "num_heads",
+                "num_hidden_layers": "depth",
+            ]),
         "qwen3_5_moe": (
             "Qwen3_5MoeConfig",
             [
@@ -5338,6 +5934,27 @@ extension ConfigValueKinds {
                 "vocab_size": "i",
             ],
             [:
+            ]),
+        "qwen3_5_moe.vision_config": (
+            "Qwen3_5MoeVisionConfig",
+            [
+                "depth": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "in_channels": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "num_heads": "i",
+                "num_position_embeddings": "i",
+                "out_hidden_size": "i",
+                "patch_size": "i[i]",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i[i]",
+            ],
+            [
+                "num_attention_heads": "num_heads",
+                "num_hidden_layers": "depth",
             ]),
         "qwen3_5_moe_text": (
             "Qwen3_5MoeTextConfig",
@@ -5481,6 +6098,28 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "qwen3_vl.vision_config": (
+            "Qwen3VLVisionConfig",
+            [
+                "deepstack_visual_indexes": "[i]",
+                "depth": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "in_channels": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "num_heads": "i",
+                "num_position_embeddings": "i",
+                "out_hidden_size": "i",
+                "patch_size": "i[i]",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i[i]",
+            ],
+            [
+                "num_attention_heads": "num_heads",
+                "num_hidden_layers": "depth",
+            ]),
         "qwen3_vl_moe": (
             "Qwen3VLMoeConfig",
             [
@@ -5526,6 +6165,28 @@ extension ConfigValueKinds {
             ],
             [
                 "num_experts": "num_local_experts",
+            ]),
+        "qwen3_vl_moe.vision_config": (
+            "Qwen3VLMoeVisionConfig",
+            [
+                "deepstack_visual_indexes": "[i]",
+                "depth": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "in_channels": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "num_heads": "i",
+                "num_position_embeddings": "i",
+                "out_hidden_size": "i",
+                "patch_size": "i[i]",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i[i]",
+            ],
+            [
+                "num_attention_heads": "num_heads",
+                "num_hidden_layers": "depth",
             ]),
         "qwen4_exp": (
             "Qwen4ExpConfig",
@@ -5593,6 +6254,27 @@ extension ConfigValueKinds {
                 "vocab_size": "i",
             ],
             [:
+            ]),
+        "qwen4_exp.vision_config": (
+            "Qwen4ExpVisionConfig",
+            [
+                "depth": "i",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "in_channels": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "num_heads": "i",
+                "num_position_embeddings": "i",
+                "out_hidden_size": "i",
+                "patch_size": "i[i]",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+                "temporal_patch_size": "i[i]",
+            ],
+            [
+                "num_attention_heads": "num_heads",
+                "num_hidden_layers": "depth",
             ]),
         "qwen4_exp_text": (
             "Qwen4ExpTextConfig",
@@ -5807,6 +6489,23 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "smolvlm.vision_config": (
+            "SmolVLMVisionConfig",
+            [
+                "attention_dropout": "if",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i[i]",
+            ],
+            [:
+            ]),
         "solar_open": (
             "SolarOpenConfig",
             [
@@ -5952,6 +6651,26 @@ extension ConfigValueKinds {
                 "num_local_experts": "n_routed_experts",
                 "num_mtp_layers": "num_nextn_predict_layers",
                 "share_expert_dims": "share_expert_dim",
+            ]),
+        "step3p7.vision_config": (
+            "Step3p7VisionConfig",
+            [
+                "attention_dropout": "if",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "layer_scale_init_value": "f",
+                "max_position_embeddings": "i",
+                "mlp_ratio": "f",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i",
+                "rope_parameters": "no",
+            ],
+            [:
             ]),
         "vaultgemma": (
             "VaultGemmaConfig",

@@ -18,7 +18,8 @@ import Foundation
 /// any value here and are checked where they are read.
 public enum ConfigValueKinds {
     /// Checks the values of config.json (`document`) against the config
-    /// class of `modelType` (an `attn_config` against its own class, MPT's),
+    /// class of `modelType` (an `attn_config` against its own class, MPT's;
+    /// a wrapper's `vision_config` against its vision config class),
     /// and its `text_config` against the text config
     /// class where the class has one: its own (`gemma3.text_config`), or,
     /// where the text config's class follows its `model_type`
@@ -36,9 +37,10 @@ public enum ConfigValueKinds {
             ?? rangeProblem(in: members, of: modelType) {
             throw DroptraceError(problem, path: path)
         }
-        // Sections of the model's own settings built as config classes of their own (MPT's
-        // attn_config, DBRX's attn_config and ffn_config).
-        for section in ["attn_config", "ffn_config"] where transformers[modelType + "." + section] != nil {
+        // Sections built as config classes of their own: the model's own settings (MPT's
+        // attn_config, DBRX's attn_config and ffn_config), and a wrapper's vision tower, which
+        // transformers builds, and type-checks, whenever it loads the model, on text too.
+        for section in ["attn_config", "ffn_config", "vision_config"] where transformers[modelType + "." + section] != nil {
             guard case .object(let settings)? = document.member(section) else { continue }
             if let problem = problem(in: settings, of: modelType + "." + section, under: section + ".") {
                 throw DroptraceError(problem, path: path)

@@ -55,6 +55,7 @@ import TensorEngine
         Mutant("lfm3-f32", "rope_scaling", #"{"type": "linear", "factor": 2.0}"#, key: "rope_scaling"),
         Mutant("exaone4_5-f32", "text_config.model_type", "\"exaone_moe\"", key: "text_config.model_type"),
         Mutant("idefics3-f32", "text_config.rms_norm_eps", "1", key: "text_config.rms_norm_eps"),
+        Mutant("idefics3-f32", "vision_config.hidden_size", "\"x\"", key: "vision_config.hidden_size"),
         // Idefics2 reads a mistral text model by default, checked as MistralConfig checks it.
         Mutant("idefics2-f32", "text_config.model_type", "\"gemma2\"", key: "text_config.model_type"),
         Mutant("idefics2-f32", "text_config.model_type", "null", key: "text_config.model_type"),

@@ -52,6 +52,8 @@ import Testing
         vision("patch_size", "0"), vision("image_size", "[28, 28]"), vision("patch_size", "[14, 14]"),
         vision("attention_heads", "0"), vision("num_attention_heads", "0"), vision("hidden_size", "-1"),
         vision("max_num_tiles", "2"),
+        // Kinds MllamaVisionConfig's strict fields refuse (its aspect ratios are lists of integer lists).
+        vision("supported_aspect_ratios", "[1, 2]"), vision("num_hidden_layers", "1.5"), vision("intermediate_layers_indices", "\"x\""),
     ]
 
     @Test(arguments: mutants)

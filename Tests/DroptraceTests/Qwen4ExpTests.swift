@@ -216,8 +216,9 @@ import Testing
     /// top level's false or absent leaves the head untied, whose missing
     /// lm_head is refused, where transformers would draw it at random).
     /// The vision tower is never read: the scores are the same without
-    /// vision_config (null, absent, or a value Qwen4ExpVisionConfig refuses)
-    /// and without the model.visual. tensors; so they are with keys
+    /// vision_config (null or absent) and without the model.visual. tensors;
+    /// a value Qwen4ExpVisionConfig refuses is refused naming it (transformers
+    /// builds the tower's config on every load); the scores are the same with keys
     /// transformers ignores at the top level, the text config's model_type
     /// omitted (Qwen4ExpConfig's text class is fixed) and its flag true.
     @Test func wrapperReadsItsLanguageModel() throws {
@@ -229,7 +230,6 @@ import Testing
         let base = try scores(fixture)
         let edits: [(inout [String: Any]) -> Void] = [
             { $0["vision_config"] = nil }, { $0["vision_config"] = NSNull() },
-            { EditedModel.set("x", at: "vision_config.depth", in: &$0) },
             { $0["eos_token_id"] = 5; $0["hc_count"] = 1 },
             { EditedModel.set(nil, at: "text_config.model_type", in: &$0) },
             { EditedModel.set(true, at: "text_config.tie_word_embeddings", in: &$0) },
@@ -238,6 +238,10 @@ import Testing
         for edit in edits {
             #expect(try scores(EditedFixture(Self.wrapper, edit)) == base)
         }
+        let refused = #expect(throws: DroptraceError.self) {
+            try EditedFixture(Self.wrapper) { EditedModel.set("x", at: "vision_config.depth", in: &$0) }.load()
+        }
+        #expect(refused?.message.contains("\"vision_config.depth\" holds \"x\"") == true)
         let withoutVision = try EditedFixture(Self.wrapper)
         let file = withoutVision.model.appendingPathComponent(Checkpoint.singleFileName)
         let original = try Checkpoint(directory: withoutVision.model)

@@ -56,13 +56,21 @@ import Testing
             #expect(try EditedFixture(name) { EditedModel.set(nil, at: "text_config.model_type", in: &$0) }
                 .attentionScores() == EditedFixture(name).attentionScores())
         }
-        // The alias is set over the field, as LlavaOnevision15VisionConfig's attribute_map sets it.
+        // The alias alone is read as the field, as LlavaOnevision15VisionConfig's attribute_map sets it;
+        // beside the field with another value it is refused, as every alias is (which one wins depends on the class).
         #expect(throws: Never.self) {
+            try EditedFixture(Self.onevision) { config in
+                EditedModel.set(nil, at: "vision_config.out_hidden_size", in: &config)
+                EditedModel.set(48, at: "vision_config.text_hidden_size", in: &config)
+            }.load()
+        }
+        let both = #expect(throws: DroptraceError.self) {
             try EditedFixture(Self.onevision) { config in
                 EditedModel.set(64, at: "vision_config.out_hidden_size", in: &config)
                 EditedModel.set(48, at: "vision_config.text_hidden_size", in: &config)
             }.load()
         }
+        #expect(both?.message.contains("keep one of them") == true)
     }
 
     /// transformers' renaming as the generated rules reproduce it (the

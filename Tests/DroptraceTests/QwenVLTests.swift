@@ -20,6 +20,9 @@ import Testing
 
     static let mutants: [Mutant] = [
         // Qwen2VLRotaryEmbedding splits the heads' 8 frequencies by the section (torch.split fails otherwise).
+        // The vision tower's config, type-checked by Qwen2VLVisionConfig whenever transformers loads the model.
+        Mutant(qwen2, "vision_config.depth", "1.5", key: "vision_config.depth"),
+        Mutant(qwen2, "vision_config.embed_dim", "\"x\"", key: "vision_config.embed_dim"),
         Mutant(qwen2, "rope_scaling.mrope_section", "[2, 3, 4]", key: "rope_scaling.mrope_section"),
         Mutant(qwen2, "rope_scaling.mrope_section", "[2.0, 3, 3]", key: "rope_scaling.mrope_section"),
         Mutant(qwen2, "rope_scaling.mrope_section", "null", key: "rope_scaling.mrope_section"),

@@ -63,8 +63,9 @@ def kinds(validators):
     elements), o for objects."""
     spec = "".join(k for k, v in SCALARS.items() if accepts(validators, v))
     if accepts(validators, []):
-        # "*": lists of lists are taken too (GPTNeoConfig's attention_types, a bare `list`).
-        nested = "*" if accepts(validators, [[None]]) else ""
+        # "*": lists of lists are taken too (GPTNeoConfig's attention_types, a bare `list`;
+        # MllamaVisionConfig's supported_aspect_ratios, lists of integers).
+        nested = "*" if any(accepts(validators, [[v]]) for v in SCALARS.values()) else ""
         spec += "[" + "".join(k for k, v in LISTS.items() if accepts(validators, v)) + nested + "]"
     if accepts(validators, {}):
         spec += "o"
@@ -73,8 +74,10 @@ def kinds(validators):
 
 EVERYTHING = ("nbifs[nbifs]o", "nbifs[nbifs*]o")
 
-# Sub-configs other than text_config whose values are checked like the top level's.
-CHECKED_SECTIONS = ["attn_config", "ffn_config"]
+# Sub-configs other than text_config whose values are checked like the top level's: the model's own
+# settings (MptConfig's attn_config), and a wrapper's vision tower, which transformers builds from its
+# config whenever it loads the model, text-only runs included.
+CHECKED_SECTIONS = ["attn_config", "ffn_config", "vision_config"]
 
 # Keys droptrace reads from every config of the families that have them, and that configs in the wild
 # omit (their class's default then applies): norm epsilons and the position count.
@@ -370,7 +373,8 @@ def main():
             classes.append((model_type + ".text_config", sub["text_config"]))
         # Sections of the model's own settings, built as strict config classes too (MptConfig's attn_config).
         for section in CHECKED_SECTIONS:
-            if section in sub:
+            # (A sub-config built by AutoConfig from its own model_type, LlavaConfig's vision_config, is not checked.)
+            if section in sub and dataclasses.is_dataclass(sub[section]):
                 classes.append((model_type + "." + section, sub[section]))
     for key, cls in classes:
         if key in seen:
