@@ -180,6 +180,8 @@ public enum ModelRegistry {
         "perception_lm": LlamaModel.self,
         "phi": PhiModel.self,
         "phi3": Phi3Model.self,
+        // Phi-4-multimodal: Phi-3's language model; its image and audio encoders leave text's embedding as it is.
+        "phi4_multimodal": Phi3Model.self,
         "phimoe": PhiMoEModel.self,
         "qwen2": LlamaModel.self,
         "qwen2_5_vl": LlamaModel.self,

@@ -1,4 +1,4 @@
-import Architectures
+@testable import Architectures
 import CheckpointIO
 @testable import Dropping
 import DroptraceSupport
@@ -29,6 +29,11 @@ import Testing
         ("phi3_longrope-f32", "rope_parameters.factor", "-2", "factor"),
         // ln(original) divides the default attention factor.
         ("phi3_longrope-f32", "original_max_position_embeddings", "1", "original_max_position_embeddings"),
+        // Phi-4-multimodal: Phi3Config's rules, and its own vision config class's kinds.
+        ("phi4_multimodal-f32", "rope_parameters.rope_type", #""yarn2""#, "yarn2"),
+        ("phi4_multimodal-f32", "rope_parameters.long_factor", "[2.0, 3.0]", "long_factor"),
+        ("phi4_multimodal-f32", "num_hidden_layers", "4.0", "num_hidden_layers"),
+        ("phi4_multimodal-f32", "vision_config.num_hidden_layers", "1.5", "vision_config.num_hidden_layers"),
     ]
 
     @Test(arguments: badConfigs.indices)
@@ -90,6 +95,25 @@ import Testing
         ])
         let a = try scores(su), b = try scores(FixtureFiles.model("phi3_longrope-f32"))
         #expect(a.attention == b.attention && a.mlp == b.mlp)
+    }
+
+    /// Phi-4-multimodal is read as Phi-3's language model: its image and
+    /// audio encoders (embed_tokens_extend) act only on image and audio
+    /// inputs, so the scores are the same without their tensors, and an
+    /// export keeps them as stored.
+    @Test func phi4MultimodalReadsItsLanguageModel() throws {
+        let fixture = try EditedFixture("phi4_multimodal-f32")
+        #expect(try fixture.load() is Phi3Model)
+        let base = try fixture.attentionScores()
+        let textOnly = try EditedFixture("phi4_multimodal-f32")
+        try BadInputTests().rewriteWeights(textOnly.model) { $0.removeAll { $0.name.hasPrefix("model.embed_tokens_extend.") } }
+        #expect(try textOnly.attentionScores() == base)
+        let scratch = try ScratchDirectory()
+        let export = scratch.path("export")
+        try DroppedModelExport.write(model: try fixture.load(), plan: DropPlan(blocks: [2]), to: export)
+        let names = try Checkpoint(directory: export).tensorNames
+        #expect(names.contains("model.embed_tokens_extend.audio_embed.encoder.embed.out.weight"))
+        #expect(!names.contains { $0.hasPrefix("model.layers.3.") })
     }
 
     /// A dropped attention or MLP takes its fused tensor with it, whole.

@@ -24,7 +24,11 @@ struct Phi3Configuration: Decodable {
 /// rotary on the first `partial_rotary_factor` of each head, LongRoPE
 /// scaling (`longrope`, or `su` / `yarn` in the first configs, which
 /// transformers reads as LongRoPE) in the long-context variants, and a
-/// sliding window on every layer when `sliding_window` is set.
+/// sliding window on every layer when `sliding_window` is set. Also
+/// Phi-4-multimodal (`phi4_multimodal`, Phi4MultimodalForCausalLM): the same
+/// language model and config rules (Phi4MultimodalConfig extends
+/// Phi3Config), whose image and audio encoders (`embed_tokens_extend`) act
+/// only on image and audio inputs and are not read.
 ///
 /// Dropping a module drops its fused tensors whole.
 struct Phi3Model: DecoderFamily {
@@ -69,7 +73,7 @@ struct Phi3Model: DecoderFamily {
             // parameters (LongRoPE requires it).
             rope.type = "longrope"
         default:
-            throw DroptraceError("unsupported rope type \"\(rope.type)\" for phi3 (supported: default, longrope, su)", path: configPath)
+            throw DroptraceError("unsupported rope type \"\(rope.type)\" for \(checkpoint.modelType) (supported: default, longrope, su)", path: configPath)
         }
         // Phi3Config's own check, stricter than the generic one (which lets torch broadcast one factor):
         // a factor per rotated pair of hidden_size // heads × partial_rotary_factor. A fraction outside
