@@ -183,6 +183,7 @@ public enum ModelRegistry {
         // Phi-4-multimodal: Phi-3's language model; its image and audio encoders leave text's embedding as it is.
         "phi4_multimodal": Phi3Model.self,
         "phimoe": PhiMoEModel.self,
+        "qianfan_ocr": LlamaModel.self,
         "qwen2": LlamaModel.self,
         "qwen2_5_vl": LlamaModel.self,
         "qwen2_moe": Qwen2MoeModel.self,
@@ -201,6 +202,7 @@ public enum ModelRegistry {
         "sarvam_mla": DeepSeekModel.self,
         "sarvam_moe": Glm4MoeModel.self,
         "seed_oss": SeedOssModel.self,
+        "shieldgemma2": Gemma3Model.self,
         "smollm3": SmolLM3Model.self,
         "smolvlm": LlamaModel.self,
         "solar_open": SolarOpenModel.self,

@@ -5620,6 +5620,48 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "qianfan_ocr": (
+            "QianfanOCRConfig",
+            [
+                "downsample_ratio": "f",
+                "image_seq_length": "i",
+                "image_token_id": "i",
+                "projector_hidden_act": "s",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+                "vision_feature_layer": "i[i]",
+                "vision_feature_select_strategy": "s",
+            ],
+            [:
+            ]),
+        "qianfan_ocr.vision_config": (
+            "QianfanOCRVisionConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "if",
+                "drop_path_rate": "f",
+                "hidden_act": "s",
+                "hidden_dropout_prob": "if",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "layer_scale_init_value": "f",
+                "norm_type": "s",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i[i]",
+                "projection_dropout": "if",
+                "use_absolute_position_embeddings": "b",
+                "use_mask_token": "b",
+                "use_mean_pooling": "b",
+                "use_qk_norm": "b",
+            ],
+            [:
+            ]),
         "qwen2": (
             "Qwen2Config",
             [
@@ -6495,6 +6537,23 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "shieldgemma2": (
+            "ShieldGemma2Config",
+            [
+                "boi_token_index": "i",
+                "eoi_token_index": "i",
+                "image_token_index": "i",
+                "initializer_range": "f",
+                "mm_tokens_per_image": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+            ],
+            [
+                "boi_token_id": "boi_token_index",
+                "eoi_token_id": "eoi_token_index",
+                "image_token_id": "image_token_index",
+            ]),
         "smollm3": (
             "SmolLM3Config",
             [
@@ -6929,6 +6988,8 @@ extension ConfigValueKinds {
         "ovis2_5": "qwen3",
         "paligemma": "gemma",
         "perception_lm": "llama",
+        "qianfan_ocr": "qwen3",
+        "shieldgemma2": "gemma3_text",
         "smolvlm": "llama",
         "video_llava": "llama",
         "vipllava": "llama",
@@ -7082,6 +7143,7 @@ extension ConfigValueKinds {
         "ovis2",
         "paligemma",
         "param2moe",
+        "shieldgemma2",
         "smollm3",
         "starcoder2",
         "vaultgemma",

@@ -242,6 +242,23 @@ extension TensorRenamings {
             ("\\.self_attn\\.key_layernorm\\.", ".self_attn.k_norm.", []),
             ("\\.mlp\\.gate\\.expert_bias(?!\\w)", ".mlp.gate.e_score_correction_bias", []),
         ],
+        "qianfan_ocr": [
+            ("^vision_model\\.", "model.vision_tower.", []),
+            ("encoder\\.layers\\.", "layers.", []),
+            ("\\.ls1(?!\\w)", ".lambda_1", []),
+            ("\\.ls2(?!\\w)", ".lambda_2", []),
+            ("(layers\\.\\d+)\\.attn\\.proj\\.", "\\1.attention.projection_layer.", []),
+            ("\\.norm1\\.", ".layernorm_before.", []),
+            ("\\.norm2\\.", ".layernorm_after.", []),
+            ("\\.embeddings\\.class_embedding(?!\\w)", ".embeddings.cls_token", []),
+            ("\\.embeddings\\.position_embedding(?!\\w)", ".embeddings.position_embeddings", []),
+            ("\\.embeddings\\.patch_embedding\\.", ".embeddings.patch_embeddings.projection.", []),
+            ("^language_model\\.model\\.", "model.language_model.", []),
+            ("^language_model\\.lm_head\\.", "lm_head.", []),
+            ("^mlp1\\.0\\.", "model.multi_modal_projector.layer_norm.", []),
+            ("^mlp1\\.1\\.", "model.multi_modal_projector.linear_1.", []),
+            ("^mlp1\\.3\\.", "model.multi_modal_projector.linear_2.", []),
+        ],
         "sarvam_moe": [
             ("^model\\.word_embeddings\\.", "model.embed_tokens.", []),
             ("\\.attention\\.", ".self_attn.", []),
@@ -249,6 +266,11 @@ extension TensorRenamings {
             ("\\.self_attn\\.query_layernorm\\.", ".self_attn.q_norm.", []),
             ("\\.self_attn\\.key_layernorm\\.", ".self_attn.k_norm.", []),
             ("\\.mlp\\.gate\\.expert_bias(?!\\w)", ".mlp.gate.e_score_correction_bias", []),
+        ],
+        "shieldgemma2": [
+            ("^model\\.(?:(?!model\\.))(.+)", "model.model.\\1", []),
+            ("^language_model.model(?!\\w)", "language_model", ["model.model.", "model."]),
+            ("^vision_model\\.(.+)", "\\1", ["model.model.vision_tower.", "model.vision_tower."]),
         ],
         "step3p7": [
             ("^vision_model\\.", "model.vision_model.", []),
@@ -289,6 +311,7 @@ extension TensorRenamings {
     static let keptAsStored: [String: [String]] = [
         "deepseek_v4": ["^model\\.norm\\.weight$"],
         "mistral_large4": ["^model\\.language_model\\.layers\\.\\d+\\.mlp\\.experts\\.down_proj$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.experts\\.gate_up_proj$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.gate\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.shared_experts\\.down_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.shared_experts\\.gate_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.shared_experts\\.up_proj\\.weight$"],
+        "shieldgemma2": ["^model\\.lm_head\\.weight$"],
     ]
     /// The model types whose mapping begins with `LayerPairCollapse` (`TensorRenamings.collapsingPair`).
     static let pairCollapsing: Set<String> = ["dory"]

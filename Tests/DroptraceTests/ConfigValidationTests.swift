@@ -416,10 +416,14 @@ import Testing
         try BadInputTests().rewriteWeights(model) { entries in
             let stored = entries.first { Self.isHead($0.name) }
             entries.removeAll { Self.isHead($0.name) }
-            if let head { entries.append(try head(stored?.name ?? (fixture == "modernbert-decoder-f32" ? "decoder.weight" : "lm_head.weight"), stored)) }
+            if let head { entries.append(try head(stored?.name ?? Self.unstoredHeadNames[fixture, default: "lm_head.weight"], stored)) }
         }
         return model
     }
+
+    /// Where a fixture storing no head would store one, when not `lm_head.weight`: ModernBERT's
+    /// decoder, ShieldGemma2ForImageClassification's (its Gemma3ForConditionalGeneration under `model.`).
+    static let unstoredHeadNames = ["modernbert-decoder-f32": "decoder.weight", "shieldgemma2-f32": "model.lm_head.weight"]
 
     /// Model classes that tie nothing, whatever the flags say (transformers 5.25).
     static let neverTied: Set<String> = [

@@ -9,7 +9,7 @@ import TensorEngine
 /// `llava_next`, `llava_onevision`, `internvl`, `idefics3`, `smolvlm`,
 /// `aya_vision`, `lfm2_vl`, `cohere2_vision`, `exaone4_5`, `lfm3_vl`,
 /// `llava_next_video`, `minicpmv4_6`, `minicpmv4_7`, `ovis2`, `idefics2`, `vipllava`, `video_llava`,
-/// `lighton_ocr`, `fast_vlm`, `perception_lm`, `deepseek_vl`, `janus`): the text model type each reads and the family that
+/// `lighton_ocr`, `fast_vlm`, `perception_lm`, `deepseek_vl`, `janus`, `qianfan_ocr`): the text model type each reads and the family that
 /// reads it, the head's tying (forwarded from the text config by three of
 /// the config classes, tied by default by others, LFM2-VL's by
 /// `tie_embedding` first), the Cohere wrappers' unscaled logits, EXAONE
@@ -162,6 +162,7 @@ import TensorEngine
         #expect(try EditedFixture("perception_lm-f32").load() is LlamaModel)
         #expect(try EditedFixture("deepseek_vl-f32").load() is LlamaModel)
         #expect(try EditedFixture("janus-f32").load() is LlamaModel)
+        #expect(try EditedFixture("qianfan_ocr-f32").load() is Qwen3Model)
         // LightOnOcrConfig ties by default over its text config's false (the fixture stores no head).
         #expect(throws: Never.self) { try EditedFixture("lighton_ocr-f32").load().head() }
         #expect(throws: DroptraceError.self) { try EditedFixture("lighton_ocr-f32") { $0["tie_word_embeddings"] = false }.load().head() }
@@ -191,6 +192,7 @@ import TensorEngine
         "ovis2-f32", "llava_next_granite-f32", "llava_phi3-f32", "llava_gemma-f32", "llava_onevision1_5-f32", "ovis2_5-f32",
         "kimi_k25-f32", "paligemma-f32", "paligemma2-f32", "idefics2-f32", "vipllava-f32", "video_llava-f32", "lighton_ocr-f32",
         "fast_vlm-f32", "perception_lm-f32", "glm46v-f32", "deepseek_vl-f32", "janus-f32", "glm_ocr-f32", "glmga-f32",
+        "qianfan_ocr-f32",
     ])
     func blockDropExportsEditTheTextConfig(_ name: String) throws {
         let fixture = try EditedFixture(name)

@@ -21,7 +21,7 @@ With `--renamings` it writes Sources/CheckpointIO/TensorRenamings+Transformers.s
 names transformers gives their tensors: their checkpoints, as released and as transformers saves them
 (it saves them back under the released names), store names only those rules turn into the modules'
 names. The rules are those `get_model_conversion_mapping` collects for the class transformers loads
-the model type as (AutoModelForCausalLM's, else AutoModelForImageTextToText's), built from its config
+the model type as (AutoModelForCausalLM's, else AutoModelForImageTextToText's, else the class LOADED_AS names), built from its config
 class's defaults on the meta device: the rules keyed by each sub-model's class name or model type
 (LlavaOnevision15ForConditionalGeneration's are Qwen2VLForConditionalGeneration's), in the order it
 applies them, a sub-model's scoped to the names under it. Each is written as transformers matches it:
@@ -46,7 +46,13 @@ from transformers.core_model_loading import GroupWeightRename, LayerPairCollapse
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 # The model types whose tensors droptrace renames on load as transformers does (`Checkpoint`).
-RENAMED_ON_LOAD = ["axk2", "deepseek_v4", "dory", "ergo", "exaone", "glm5_next", "hrm_text", "hy_v4", "hyperclovax_vision_v2", "kimi_k25", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "minimax_m3_vl", "mistral_large4", "nemotron_h_omni", "ovis2_5", "param2moe", "sarvam_moe", "step3p7"]
+RENAMED_ON_LOAD = ["axk2", "deepseek_v4", "dory", "ergo", "exaone", "glm5_next", "hrm_text", "hy_v4", "hyperclovax_vision_v2", "kimi_k25", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "minimax_m3_vl", "mistral_large4", "nemotron_h_omni", "ovis2_5", "param2moe", "qianfan_ocr", "sarvam_moe", "shieldgemma2", "step3p7"]
+
+# Model types transformers loads as a class of their own that no auto class of a causal or image-text
+# model maps them to: ShieldGemma2ForImageClassification (the class its checkpoints' `architectures`
+# name; AutoModelForImageTextToText maps shieldgemma2 to the Gemma3ForConditionalGeneration it holds
+# under `model.`, whose names are then one level shallower).
+LOADED_AS = {"shieldgemma2": "ShieldGemma2ForImageClassification"}
 
 # A collected source pattern: the module path, the expert index, one projection's weight.
 PATTERN = re.compile(r"^([A-Za-z0-9_.]*)\*\.([A-Za-z0-9_]+)\.weight$")
@@ -78,13 +84,21 @@ def compiled_pattern(transform, index=0):
     return compiled[len("(?P<g0>"):-1]
 
 
+def loaded_model(model_type):
+    """The model transformers loads `model_type` as (see the module's docstring), built from its config
+    class's defaults."""
+    if model_type in LOADED_AS:
+        return getattr(transformers, LOADED_AS[model_type])(AutoConfig.for_model(model_type))
+    auto = AutoModelForCausalLM if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
+    return auto.from_config(AutoConfig.for_model(model_type))
+
+
 def renamings(model_type):
     """(patterns, replacements, scope prefixes) of each WeightRenaming transformers applies when it loads
     `model_type`, in order (see the module's docstring): one pattern and replacement, a GroupWeightRename's
     pairs in order."""
-    auto = AutoModelForCausalLM if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
     with torch.device("meta"):
-        model = auto.from_config(AutoConfig.for_model(model_type))
+        model = loaded_model(model_type)
     rules = []
     for position, transform in enumerate(conversion_mapping.get_model_conversion_mapping(model, add_legacy=False)):
         if type(transform) is LayerPairCollapse and position == 0:
@@ -112,9 +126,8 @@ def kept_names(model_type):
     """Regular expressions of the names of `model_type`'s own parameters and buffers that its rules
     rename to no parameter: transformers keeps such a tensor under its stored name (`convert_and_load_state_dict_in_model`
     falls back to the original key when only that one is the model's). Layer and expert numbers read as `\\d+`."""
-    auto = AutoModelForCausalLM if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
     with torch.device("meta"):
-        model = auto.from_config(AutoConfig.for_model(model_type))
+        model = loaded_model(model_type)
     names = set(model.state_dict().keys())
     compiled = [([re.compile(p) for p in ps], rs, c) for ps, rs, c in renamings(model_type)]
     kept = []

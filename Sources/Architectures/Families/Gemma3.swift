@@ -47,7 +47,17 @@ struct Gemma3Configuration: Decodable {
 /// model of a multimodal checkpoint (`gemma3`, `Gemma3ForConditionalGeneration`:
 /// sizes under `text_config`, weights under `language_model.model.` as
 /// `save_pretrained` writes them, or `model.language_model.` as transformers
-/// 5.x names its modules; the vision tower ignored; scored on text).
+/// 5.x names its modules; the vision tower ignored; scored on text), or of
+/// ShieldGemma 2 (`shieldgemma2`, `ShieldGemma2ForImageClassification`:
+/// the Gemma3ForConditionalGeneration it builds under `model.` with its
+/// ShieldGemma2Config, so its language model's weights are one level deeper,
+/// `model.model.language_model.`, and its head `model.lm_head`; the names
+/// as released and as transformers saves them, `model.language_model.model.`
+/// and `model.model.language_model.model.`, read as transformers renames
+/// them: `TensorRenamings`). The class returns only the last position's
+/// logits of its yes and no tokens, sliced from the full-vocabulary logits
+/// of that Gemma3ForConditionalGeneration: droptrace's perplexity is that
+/// model's, over the whole vocabulary.
 ///
 /// Gemma-2's sandwich block (`SandwichBlock`) with per-head (1 + weight)
 /// RMSNorms of queries and keys (`q_norm`, `k_norm` over head_dim) before
@@ -60,7 +70,7 @@ struct Gemma3Configuration: Decodable {
 /// As in transformers: the attention never soft-caps its scores
 /// (`attn_logit_softcapping` is unused), and only the text-only model
 /// soft-caps its logits (`final_logit_softcapping`;
-/// `Gemma3ForConditionalGeneration` does not).
+/// `Gemma3ForConditionalGeneration` does not, in ShieldGemma 2 too).
 struct Gemma3Model: DecoderFamily {
     static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
@@ -69,23 +79,28 @@ struct Gemma3Model: DecoderFamily {
     /// The rotary embedding of each layer type present.
     let rotary: [String: RotaryEmbedding]
     let activation: Activation
-    /// A `gemma3` checkpoint: the language model of `Gemma3ForConditionalGeneration`.
+    /// A `gemma3` or `shieldgemma2` checkpoint: the language model of `Gemma3ForConditionalGeneration`.
     let multimodal: Bool
 
     init(_ checkpoint: Checkpoint) throws {
-        multimodal = checkpoint.modelType == "gemma3"
+        let shield = checkpoint.modelType == "shieldgemma2"
+        multimodal = checkpoint.modelType == "gemma3" || shield
         let sectionName = multimodal ? "text_config" : nil
         // Gemma3Config ties the head by its own tie_word_embeddings (true when absent, untied when null), not the text config's.
         var wrapperTies: Bool?
-        if multimodal {
+        if shield {
+            wrapperTies = try Self.shieldGemma2Ties(checkpoint)
+        } else if multimodal {
             if case .bool(let ties)? = checkpoint.configDocument.member("tie_word_embeddings") { wrapperTies = ties } else {
                 wrapperTies = checkpoint.configDocument.member("tie_word_embeddings") == nil
             }
         }
         parts = try DecoderParts(
             checkpoint, section: ConfigSection(sectionName, defaults: Gemma3Configuration.defaults),
-            tiedEmbeddings: wrapperTies, headNames: multimodal ? TextModelPlacement.legacyHeadNames : ["lm_head"], naming: { SandwichBlock.naming($0) },
-            prefixes: multimodal ? TextModelPlacement.withLegacyNames(["language_model.model.", "model.language_model."]) : ["model.", ""])
+            tiedEmbeddings: wrapperTies, headNames: shield ? ["model.lm_head"] : multimodal ? TextModelPlacement.legacyHeadNames : ["lm_head"],
+            naming: { SandwichBlock.naming($0) },
+            prefixes: shield ? ["model.model.language_model."]
+                : multimodal ? TextModelPlacement.withLegacyNames(["language_model.model.", "model.language_model."]) : ["model.", ""])
         let config = try parts.config(Gemma3Configuration.self)
         self.config = config
         let dimensions = parts.dimensions, configPath = parts.configPath
@@ -111,10 +126,60 @@ struct Gemma3Model: DecoderFamily {
             sliding: .init(thetaKey: "rope_local_base_freq", scaling: false, theta: 10_000), configPath: configPath)
     }
 
+    /// ShieldGemma2Config's tying: its own `tie_word_embeddings` (false when
+    /// absent), made true by its `__post_init__` when the text config's flag
+    /// is (Gemma3TextConfig's default true); both are booleans (the schema
+    /// table refuses other kinds). Also refuses what the class's model cannot
+    /// be built or run from on text: a text model other than `gemma3_text`
+    /// (AutoConfig's sub-config, which droptrace does not read under it, or
+    /// a null type AutoConfig cannot resolve), and `yes_token_index` /
+    /// `no_token_index` (10784 and 3771 when absent, read by `getattr`) that
+    /// do not index the logits' last dimension, which its forward slices by
+    /// them (torch takes a float truncated toward zero, a boolean as 0 or 1;
+    /// fails on null, a string, a list, an index outside the vocabulary).
+    /// - Throws: `DroptraceError` naming config.json and the key.
+    static func shieldGemma2Ties(_ checkpoint: Checkpoint) throws -> Bool {
+        let document = checkpoint.configDocument, path = checkpoint.configURL.path
+        switch document.member("text_config")?.member("model_type") {
+        case nil, .string("gemma3_text")?: break
+        case .null?:
+            throw DroptraceError("\"text_config.model_type\" is null: name the text model's type", path: path)
+        case let other?:
+            throw DroptraceError(
+                "\"text_config.model_type\" is \(ConfigValueKinds.spelled(other)): droptrace reads shieldgemma2 checkpoints with a gemma3_text language model",
+                path: path)
+        }
+        var vocabulary = 262_208
+        if case .integer(let written)? = document.member("text_config")?.member("vocab_size") { vocabulary = written }
+        for (key, fallback) in [("yes_token_index", 10_784), ("no_token_index", 3771)] {
+            let value = document.member(key) ?? .integer(fallback)
+            // torch indexes by a list of Python numbers: booleans as 0 and 1, floats truncated toward zero.
+            let index: Double?
+            switch value {
+            case .integer(let number): index = Double(number)
+            case .bool(let flag): index = flag ? 1 : 0
+            case .number(let number) where number.isFinite: index = number.rounded(.towardZero)
+            default: index = nil
+            }
+            guard let index, index >= Double(-vocabulary), index < Double(vocabulary) else {
+                throw DroptraceError(
+                    "\"\(key)\" is \(ConfigValueKinds.spelled(value)): ShieldGemma2ForImageClassification slices the logits of its "
+                        + "\(vocabulary) tokens (text_config.vocab_size) at it, which needs a number in [-\(vocabulary), \(vocabulary))",
+                    path: path)
+            }
+        }
+        func flag(_ value: JSONValue?, default fallback: Bool) -> Bool {
+            if case .bool(let flag)? = value { return flag }
+            return fallback
+        }
+        return flag(document.member("tie_word_embeddings"), default: false)
+            || flag(document.member("text_config")?.member("tie_word_embeddings"), default: true)
+    }
+
     func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch, scaled: true) }
 
     /// An export without some blocks spells out the remaining layers' types
-    /// (in `text_config` for `gemma3`), so renumbering cannot move a window.
+    /// (in `text_config` for `gemma3` and `shieldgemma2`), so renumbering cannot move a window.
     var layerNaming: LayerNaming {
         parts.naming(spellingOut: layerTypes)
     }

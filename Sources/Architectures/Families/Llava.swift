@@ -5,7 +5,12 @@ import DroptraceSupport
 /// (the vision tower and projector are never read: scoring runs on text):
 /// `llava` (LlavaForConditionalGeneration: LLaVA-1.5), `llava_next`
 /// (LLaVA-NeXT), `llava_onevision` (LLaVA-OneVision), `internvl`
-/// (InternVLForConditionalGeneration: InternVL3, InternVL3.5), `idefics2`
+/// (InternVLForConditionalGeneration: InternVL3, InternVL3.5), `qianfan_ocr`
+/// (QianfanOCRForConditionalGeneration: Qianfan-OCR, InternVL's model around
+/// a qwen3 language model by default, untied by default; its released names
+/// `language_model.model.`, `language_model.lm_head`, and the
+/// `language_model.model.encoder.layers.` transformers saves, it renames on
+/// load: `TensorRenamings`), `idefics2`
 /// (Idefics2), `idefics3` (Idefics3), `smolvlm` (SmolVLM), `mistral3`
 /// (Mistral3ForConditionalGeneration: Mistral-Small-3.1/3.2, the Ministral 3
 /// and Mistral Small 4 releases, whose weights transformers converts as
@@ -109,6 +114,10 @@ enum Llava {
         "llava_next": Wrapper(textType: "llama"),
         "llava_onevision": Wrapper(textType: "qwen2", textTiesToo: true),
         "internvl": Wrapper(textType: "qwen2", textTypes: ["llama", "mistral", "qwen2", "qwen3", "qwen3_moe"]),
+        // QianfanOCRModel is InternVLModel (AutoModel's text model); QianfanOCRConfig defaults to a qwen3 text
+        // model and an untied head. Its released InternVL-chat names transformers renames (TensorRenamings).
+        "qianfan_ocr": Wrapper(
+            textType: "qwen3", prefixes: ["model.language_model."], textTypes: ["llama", "mistral", "qwen2", "qwen3", "qwen3_moe"]),
         "idefics2": Wrapper(textType: "mistral", prefixes: ["model.text_model."]),
         "idefics3": Wrapper(textType: "llama", prefixes: ["model.text_model."]),
         "smolvlm": Wrapper(textType: "llama", prefixes: ["model.text_model."]),
