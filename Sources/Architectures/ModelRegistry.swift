@@ -175,6 +175,7 @@ public enum ModelRegistry {
         "opt": OptModel.self,
         "ovis2": LlamaModel.self,
         "ovis2_5": Qwen3Model.self,
+        "paddleocr_vl": InterleavedLlamaModel.self,
         "paligemma": GemmaModel.self,
         "param2moe": Glm4MoeModel.self,
         "perception_lm": LlamaModel.self,

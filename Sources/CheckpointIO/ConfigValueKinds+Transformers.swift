@@ -5418,6 +5418,61 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "paddleocr_vl": (
+            "PaddleOCRVLConfig",
+            [
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "i",
+                "vision_config": "no",
+                "vision_end_token_id": "i",
+                "vision_start_token_id": "i",
+            ],
+            [:
+            ]),
+        "paddleocr_vl.text_config": (
+            "PaddleOCRTextConfig",
+            [
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "ni",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "tie_word_embeddings": "b",
+                "use_bias": "nb",
+                "use_cache": "nb",
+                "vocab_size": "i",
+            ],
+            [:
+            ]),
+        "paddleocr_vl.vision_config": (
+            "PaddleOCRVisionConfig",
+            [
+                "attention_dropout": "if",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i",
+                "rope_parameters": "no",
+                "spatial_merge_size": "i",
+            ],
+            [:
+            ]),
         "paligemma": (
             "PaliGemmaConfig",
             [
@@ -7013,6 +7068,7 @@ extension ConfigValueKinds {
         "minimax_m3_vl": "minimax_m3_vl_text",
         "mistral_large4": "mistral_large4_text",
         "mllama": "mllama_text_model",
+        "paddleocr_vl": "paddleocr_vl_text",
         "qwen2_5_vl": "qwen2_5_vl_text",
         "qwen2_vl": "qwen2_vl_text",
         "qwen3_5": "qwen3_5_text",
@@ -7028,6 +7084,7 @@ extension ConfigValueKinds {
     static let flatTextConfigs: Set<String> = [
         "dots3_note",
         "glm5_next",
+        "paddleocr_vl",
         "qwen2_5_vl",
         "qwen2_vl",
     ]
@@ -7141,6 +7198,7 @@ extension ConfigValueKinds {
         "mpt",
         "opt",
         "ovis2",
+        "paddleocr_vl",
         "paligemma",
         "param2moe",
         "shieldgemma2",
@@ -7267,6 +7325,7 @@ extension ConfigValueKinds {
         "olmo_hybrid": (100277, 100352),
         "olmoe": (1, 50304),
         "opt": (1, 50272),
+        "paddleocr_vl.text_config": (0, 103424),
         "param2moe": (0, 128000),
         "phi": (nil, 51200),
         "phi3": (32000, 32064),
@@ -7435,6 +7494,7 @@ extension ConfigValueKinds {
         "olmo_hybrid": ["intermediate_size": "11008", "max_position_embeddings": "65536", "rms_norm_eps": "1e-06"],
         "olmoe": ["intermediate_size": "2048", "max_position_embeddings": "4096", "num_experts_per_tok": "8", "rms_norm_eps": "1e-05"],
         "opt": ["max_position_embeddings": "2048"],
+        "paddleocr_vl.text_config": ["head_dim": "128", "intermediate_size": "3072", "max_position_embeddings": "131072", "num_key_value_heads": "2", "rms_norm_eps": "1e-05"],
         "param2moe": ["head_dim": "64", "intermediate_size": "9216", "max_position_embeddings": "32768", "num_experts_per_tok": "6", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
         "phi": ["intermediate_size": "8192", "layer_norm_eps": "1e-05", "max_position_embeddings": "2048"],
         "phi3": ["intermediate_size": "8192", "max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],

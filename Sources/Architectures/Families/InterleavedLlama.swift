@@ -3,12 +3,13 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// config.json of `ernie4_5` (Ernie4_5Config) and `helium` (HeliumConfig).
+/// config.json of `ernie4_5` (Ernie4_5Config), `helium` (HeliumConfig)
+/// and PaddleOCR-VL's text config (PaddleOCRTextConfig, read as `paddleocr_vl`).
 struct InterleavedLlamaConfiguration: Decodable {
     var modelType: String
     var rmsNormEps: Double
     var hiddenAct: String
-    /// ERNIE: biases on every projection (null: none).
+    /// ERNIE (and PaddleOCR-VL): biases on every projection (null: none).
     var useBias: Bool?
     /// Helium: biases on q/k/v_proj, and on the MLP's projections.
     var attentionBias: Bool?
@@ -34,9 +35,10 @@ struct InterleavedLlamaConfiguration: Decodable {
     }
 
     /// The biases each class builds from its own keys (the other family's
-    /// are not read); ERNIE 4.5's mixture-of-experts models read ERNIE's.
+    /// are not read); ERNIE 4.5's mixture-of-experts models and PaddleOCR-VL's
+    /// language model read ERNIE's.
     var biases: (qkv: Bool, output: Bool, mlp: Bool) {
-        if modelType == "ernie4_5" || modelType == "ernie4_5_moe" {
+        if ["ernie4_5", "ernie4_5_moe", "paddleocr_vl"].contains(modelType) {
             let all = useBias == true
             return (all, all, all)
         }
@@ -51,13 +53,28 @@ struct InterleavedLlamaConfiguration: Decodable {
 ///   given, head tied to the embedding by default;
 /// - helium: q/k/v biases by `attention_bias` (none on o_proj, which takes
 ///   hidden_size inputs: heads are hidden_size / num_attention_heads wide),
-///   MLP biases by `mlp_bias`, base 100000 unless given, untied by default.
+///   MLP biases by `mlp_bias`, base 100000 unless given, untied by default;
+/// - paddleocr_vl (PaddleOCR-VL's language model, `PaddleOCRVL`): ERNIE's
+///   block (PaddleOCRTextModel) rotating each head's halves (rotate_half),
+///   not its interleaved pairs, by M-RoPE, which on text is the plain rotation.
 struct InterleavedLlamaModel: DecoderFamily {
     let parts: DecoderParts
     let config: InterleavedLlamaConfiguration
     let rotary: RotaryEmbedding
+    /// Whether the rotary embedding rotates interleaved pairs (false: halves, PaddleOCR-VL).
+    let interleavedRotary: Bool
 
     init(_ checkpoint: Checkpoint) throws {
+        if checkpoint.modelType == "paddleocr_vl" {
+            parts = try DecoderParts(checkpoint, placement: try PaddleOCRVL.placement(checkpoint), naming: LlamaModel.naming)
+            var config = try parts.config(InterleavedLlamaConfiguration.self)
+            // PaddleOCRVLConfig builds PaddleOCRTextConfig whatever model_type its text_config names.
+            config.modelType = checkpoint.modelType
+            self.config = config
+            rotary = try PaddleOCRVL.rotary(parts)
+            interleavedRotary = false
+            return
+        }
         let ernie = checkpoint.modelType == "ernie4_5"
         parts = try DecoderParts(
             checkpoint, naming: LlamaModel.naming)
@@ -66,6 +83,7 @@ struct InterleavedLlamaModel: DecoderFamily {
         }
         config = try parts.config(InterleavedLlamaConfiguration.self)
         rotary = try parts.rotary(defaultTheta: ernie ? 500_000 : 100_000)
+        interleavedRotary = true
     }
 
     func head() throws -> OutputHead {
@@ -76,7 +94,7 @@ struct InterleavedLlamaModel: DecoderFamily {
         let p = "layers.\(index).", biases = config.biases
         return try parts.preNormBlock(
             index, drops: plan.union(configuredDrops), eps: config.rmsNormEps,
-            attention: { try Self.attention(parts, layer: index, config: config, rotary: rotary) },
+            attention: { try Self.attention(parts, layer: index, config: config, rotary: rotary, interleaved: interleavedRotary) },
             feedForward: {
                 try parts.weights.gatedMLP(
                     p + "mlp.", hidden: hiddenSize, inner: parts.dimensions.intermediateSize,
@@ -84,14 +102,16 @@ struct InterleavedLlamaModel: DecoderFamily {
             })
     }
 
-    /// Layer `index`'s attention as ERNIE 4.5 (dense and mixture-of-experts)
-    /// and Helium build it: q/k/v/o projections biased as `config.biases`
-    /// says, rotary on interleaved pairs, scale head_dim^-1/2.
+    /// Layer `index`'s attention as ERNIE 4.5 (dense and mixture-of-experts),
+    /// Helium and PaddleOCR-VL build it: q/k/v/o projections biased as
+    /// `config.biases` says, rotary on interleaved pairs (`interleaved`,
+    /// else on halves), scale head_dim^-1/2.
     static func attention(
-        _ parts: DecoderParts, layer index: Int, config: InterleavedLlamaConfiguration, rotary: RotaryEmbedding
+        _ parts: DecoderParts, layer index: Int, config: InterleavedLlamaConfiguration, rotary: RotaryEmbedding,
+        interleaved: Bool = true
     ) throws -> SelfAttention {
         let biases = config.biases
         return try parts.attention(
-            "layers.\(index).self_attn.", bias: biases.qkv, outputBias: biases.output, rotary: rotary, interleavedRotary: true)
+            "layers.\(index).self_attn.", bias: biases.qkv, outputBias: biases.output, rotary: rotary, interleavedRotary: interleaved)
     }
 }
