@@ -106,6 +106,7 @@ public enum ModelRegistry {
         "hrm_text": HrmTextModel.self,
         "hunyuan_v1_dense": HunYuanDenseV1Model.self,
         "hunyuan_v1_moe": HunYuanMoEV1Model.self,
+        "hunyuan_vl": HunYuanDenseV1Model.self,
         "hy_v3": HYV3Model.self,
         "hy_v4": HYV4Model.self,
         "hyperclovax": HyperCLOVAXModel.self,

@@ -36,6 +36,7 @@ extension SpecialTokenSettings {
         "granitemoe": "TokenizersBackend",
         "granitemoehybrid": "TokenizersBackend",
         "granitemoeshared": "TokenizersBackend",
+        "hunyuan_vl": "Qwen2Tokenizer",
         "hyperclovax": "TokenizersBackend",
         "hyperclovax_vision_v2": "GPT2Tokenizer",
         "idefics2": "LlamaTokenizer",

@@ -57,23 +57,30 @@ struct HunYuanDenseV1Configuration: Decodable {
 /// The rope type `dynamic` with an `alpha` is HunYuan's NTK-alpha rotation:
 /// the default rotation with base rope_theta · alpha^(head_dim / (head_dim − 2)).
 /// Untied head by default; `head_dim` must be given (the model reads it as
-/// the head width).
+/// the head width). Also HunYuanVL's language model (`HunYuanVL`).
 struct HunYuanDenseV1Model: DecoderFamily {
     let parts: DecoderParts
     let config: HunYuanDenseV1Configuration
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
+        if checkpoint.modelType == "hunyuan_vl" {
+            parts = try DecoderParts(checkpoint, placement: try HunYuanVL.placement(checkpoint), naming: LlamaModel.naming)
+            config = try parts.config(HunYuanDenseV1Configuration.self)
+            rotary = try HunYuanVL.rotary(parts, config)
+            return
+        }
         parts = try DecoderParts(checkpoint, naming: LlamaModel.naming)
         config = try parts.config(HunYuanDenseV1Configuration.self)
         rotary = try Self.rotary(parts, config)
     }
 
-    /// HunYuan's rotary table: the rope settings, with the type `dynamic`
-    /// and an `alpha` read as the default rotation with base
-    /// rope_theta · alpha^(head_dim / (head_dim − 2)) (HunYuan MoE's too).
-    static func rotary(_ parts: DecoderParts, _ config: HunYuanDenseV1Configuration) throws -> RotaryEmbedding {
-        var rope = try parts.ropeSettings()
+    /// HunYuan's rotary table: the rope settings (`settings`, else the
+    /// section's), with the type `dynamic` and an `alpha` read as the
+    /// default rotation with base rope_theta · alpha^(head_dim / (head_dim − 2))
+    /// (HunYuan MoE's and HunYuanVL's too).
+    static func rotary(_ parts: DecoderParts, _ config: HunYuanDenseV1Configuration, settings: RopeSettings? = nil) throws -> RotaryEmbedding {
+        var rope = try settings ?? parts.ropeSettings()
         if rope.type == "dynamic", let alpha = config.ropeAlpha {
             // HunYuanDenseV1RotaryEmbedding's compute_ntk_alpha_rope_parameters; "dynamic"
             // still asks transformers for a factor, which `rotary` checks.
