@@ -89,6 +89,26 @@ extension TextModelPlacement {
         return .wrapped(textDefaults: textDefaults, prefixes: prefixes, tiedEmbeddings: tied)
     }
 
+    /// The language model of a wrapper whose config class moves the text
+    /// keys of a config without `text_config` (as the releases write them)
+    /// into its text config class (`textModelType`), and forwards a true text
+    /// flag over a false top-level one (PaddleOCRVLConfig, HunYuanVLConfig):
+    /// the section `text_config`, else the top level; weights under
+    /// `model.language_model.` or, as released and as transformers saves
+    /// them, `model.`. The head is tied unless both the top-level and the
+    /// text config's `tie_word_embeddings` are false, each true where absent,
+    /// so a config without `text_config` always ties.
+    static func textConfigOrTopLevel(_ checkpoint: Checkpoint, textModelType: String) throws -> TextModelPlacement {
+        var placement = try ownTextConfig(
+            checkpoint, defaults: ["model_type": .string(textModelType)], prefixes: ["model.language_model.", "model."], textTiesToo: true)
+        let keys = try checkpoint.decodeConfig(MultimodalWrapperKeys.self)
+        placement.tiedEmbeddings = (keys.tieWordEmbeddings ?? true) || (keys.textConfig?.tieWordEmbeddings ?? true)
+        if checkpoint.document(of: placement.section) == nil {
+            placement.section = ConfigSection(defaults: placement.section.defaults)
+        }
+        return placement
+    }
+
     /// A family's language model at config.json's top level, or the text
     /// model of a LLaVA-style wrapper (`Llava.placement`), its section
     /// taking `defaults` for the keys it omits (the family's class defaults

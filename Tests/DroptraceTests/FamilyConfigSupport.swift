@@ -27,6 +27,23 @@ func scores(_ fixture: EditedFixture) throws -> [Double] {
 }
 
 /// A fixture model whose config.json a test changes, loaded through the registry.
+/// A wrapper whose head is tied unless both the top-level and the text
+/// config's flags are false, each true where absent
+/// (`TextModelPlacement.textConfigOrTopLevel`), its fixture storing no head:
+/// only both false is refused.
+func expectHeadTiedUnlessBothFlagsFalse(_ fixture: String) throws {
+    func head(top: Bool?, text: Bool?) throws -> OutputHead {
+        try EditedFixture(fixture) { config in
+            config["tie_word_embeddings"] = top
+            EditedModel.set(text, at: "text_config.tie_word_embeddings", in: &config)
+        }.load().head()
+    }
+    for (top, text) in [(false, true), (false, nil), (nil, false), (true, false)] as [(Bool?, Bool?)] {
+        #expect(throws: Never.self, "\(fixture): top \(String(describing: top)), text \(String(describing: text))") { try head(top: top, text: text) }
+    }
+    #expect(throws: DroptraceError.self) { try head(top: false, text: false) }
+}
+
 struct EditedFixture {
     let scratch: ScratchDirectory
     let model: URL

@@ -106,20 +106,9 @@ import Testing
         #expect(try renamed.attentionScores() == base)
     }
 
-    /// Nested, the head is tied unless both flags are false (each true where
-    /// absent); the fixture stores no head, so only both false is refused.
+    /// Nested, the head is tied unless both flags are false (each true where absent).
     @Test func headTiedUnlessBothFlagsFalse() throws {
-        func head(top: Bool?, text: Bool?) throws -> OutputHead {
-            try EditedFixture(Self.fixture) { config in
-                config["tie_word_embeddings"] = top
-                EditedModel.set(text, at: "text_config.tie_word_embeddings", in: &config)
-            }.load().head()
-        }
-        #expect(throws: Never.self) { try head(top: false, text: true) }
-        #expect(throws: Never.self) { try head(top: false, text: nil) }
-        #expect(throws: Never.self) { try head(top: nil, text: false) }
-        #expect(throws: Never.self) { try head(top: true, text: false) }
-        #expect(throws: DroptraceError.self) { try head(top: false, text: false) }
+        try expectHeadTiedUnlessBothFlagsFalse(Self.fixture)
     }
 
     /// A block-drop export keeps the nested text config, its layer count renumbered.

@@ -13,23 +13,11 @@ import TensorEngine
 /// every axis, so M-RoPE rotates as the plain rotation; its section is only
 /// checked (`checkSection`).
 enum HunYuanVL {
-    /// Where the language model is: `text_config` (HunYuanVLTextConfig), or,
-    /// in configs without one (as the release writes them), the top level,
-    /// whose text keys HunYuanVLConfig moves into its text config; weights
-    /// under `model.language_model.` or, as released and as transformers
-    /// saves them, `model.` (beside `vit.`). The head is tied unless both the
-    /// top-level and the text config's `tie_word_embeddings` are false, each
-    /// true where absent (HunYuanVLConfig forwards a true text flag over a
-    /// false top-level one, so a config without text_config always ties).
+    /// Where the language model is: `text_config` (HunYuanVLTextConfig) or
+    /// the top level, weights beside `vit.`
+    /// (`TextModelPlacement.textConfigOrTopLevel`).
     static func placement(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
-        var placement = try TextModelPlacement.ownTextConfig(
-            checkpoint, defaults: ["model_type": "hunyuan_vl_text"], prefixes: ["model.language_model.", "model."], textTiesToo: true)
-        let keys = try checkpoint.decodeConfig(MultimodalWrapperKeys.self)
-        placement.tiedEmbeddings = (keys.tieWordEmbeddings ?? true) || (keys.textConfig?.tieWordEmbeddings ?? true)
-        if checkpoint.document(of: placement.section) == nil {
-            placement.section = ConfigSection(defaults: placement.section.defaults)
-        }
-        return placement
+        try .textConfigOrTopLevel(checkpoint, textModelType: "hunyuan_vl_text")
     }
 
     /// HunYuanVLRotaryEmbedding: Hunyuan dense's rotation

@@ -12,25 +12,11 @@ import TensorEngine
 /// rotary embedding rotates as the plain one; its `mrope_section` (default
 /// [16, 24, 24]) is only checked (`DecoderParts.mropeRotary`).
 enum PaddleOCRVL {
-    /// Where the language model is: `text_config` (PaddleOCRTextConfig), or,
-    /// in configs without one (as the release writes them), the top level,
-    /// whose text keys PaddleOCRVLConfig moves into its text config; weights
-    /// under `model.language_model.` or, as released and as transformers
-    /// saves them, `model.` (beside `visual.` and `mlp_AR.`). The head is tied
-    /// unless both the top-level and the text config's
-    /// `tie_word_embeddings` are false, each true where absent:
-    /// PaddleOCRVLConfig forwards a true text flag over a false top-level
-    /// one, so a config without text_config (whose text config then takes
-    /// the class's true) always ties.
+    /// Where the language model is: `text_config` (PaddleOCRTextConfig) or
+    /// the top level, weights beside `visual.` and `mlp_AR.`
+    /// (`TextModelPlacement.textConfigOrTopLevel`).
     static func placement(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
-        var placement = try TextModelPlacement.ownTextConfig(
-            checkpoint, defaults: ["model_type": "paddleocr_vl_text"], prefixes: ["model.language_model.", "model."], textTiesToo: true)
-        let keys = try checkpoint.decodeConfig(MultimodalWrapperKeys.self)
-        placement.tiedEmbeddings = (keys.tieWordEmbeddings ?? true) || (keys.textConfig?.tieWordEmbeddings ?? true)
-        if checkpoint.document(of: placement.section) == nil {
-            placement.section = ConfigSection(defaults: placement.section.defaults)
-        }
-        return placement
+        try .textConfigOrTopLevel(checkpoint, textModelType: "paddleocr_vl_text")
     }
 
     /// PaddleOCRRotaryEmbedding: the head's frequencies split by
