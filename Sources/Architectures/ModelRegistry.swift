@@ -212,6 +212,7 @@ public enum ModelRegistry {
         "starcoder2": Starcoder2Model.self,
         "step3p7": Step3p7Model.self,
         "vaultgemma": Gemma2Model.self,
+        "video_llama_3": LlamaModel.self,
         "video_llava": LlamaModel.self,
         "vipllava": LlamaModel.self,
         "youtu": DeepSeekModel.self,

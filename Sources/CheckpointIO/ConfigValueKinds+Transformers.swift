@@ -6935,6 +6935,34 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "video_llama_3": (
+            "VideoLlama3Config",
+            [
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "i",
+                "vision_config": "no",
+            ],
+            [:
+            ]),
+        "video_llama_3.vision_config": (
+            "VideoLlama3VisionConfig",
+            [
+                "attention_dropout": "if",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i[i]",
+                "rope_parameters": "no",
+            ],
+            [:
+            ]),
         "video_llava": (
             "VideoLlavaConfig",
             [
@@ -7117,6 +7145,7 @@ extension ConfigValueKinds {
         "qianfan_ocr": "qwen3",
         "shieldgemma2": "gemma3_text",
         "smolvlm": "llama",
+        "video_llama_3": "qwen2",
         "video_llava": "llama",
         "vipllava": "llama",
     ]

@@ -9,7 +9,7 @@ import TensorEngine
 /// `llava_next`, `llava_onevision`, `internvl`, `idefics3`, `smolvlm`,
 /// `aya_vision`, `lfm2_vl`, `cohere2_vision`, `exaone4_5`, `lfm3_vl`,
 /// `llava_next_video`, `minicpmv4_6`, `minicpmv4_7`, `ovis2`, `idefics2`, `vipllava`, `video_llava`,
-/// `lighton_ocr`, `fast_vlm`, `perception_lm`, `deepseek_vl`, `janus`, `qianfan_ocr`): the text model type each reads and the family that
+/// `lighton_ocr`, `fast_vlm`, `perception_lm`, `deepseek_vl`, `janus`, `qianfan_ocr`, `video_llama_3`): the text model type each reads and the family that
 /// reads it, the head's tying (forwarded from the text config by three of
 /// the config classes, tied by default by others, LFM2-VL's by
 /// `tie_embedding` first), the Cohere wrappers' unscaled logits, EXAONE
@@ -112,6 +112,17 @@ import TensorEngine
         Mutant("glm_ocr-f32", "vision_config.patch_size", "0", key: "vision_config.patch_size"),
         Mutant("glm4v-f32", "vision_config.image_size", "28.5", key: "vision_config.image_size"),
         Mutant("janus-f32", "vision_config.image_size", "28.0", key: "vision_config.image_size"),
+        // VideoLLaMA3: a qwen2 text model only; VideoLlama3Config's keys and its vision config's as the classes check them.
+        Mutant("video_llama_3-f32", "text_config.model_type", "\"llama\"", key: "text_config.model_type"),
+        Mutant("video_llama_3-f32", "text_config.model_type", "null", key: "text_config.model_type"),
+        Mutant("video_llama_3-f32", "tie_word_embeddings", "null", key: "tie_word_embeddings"),
+        Mutant("video_llama_3-f32", "image_token_id", "5.0", key: "image_token_id"),
+        Mutant("video_llama_3-f32", "video_token_id", "null", key: "video_token_id"),
+        Mutant("video_llama_3-f32", "vision_config.patch_size", "\"x\"", key: "vision_config.patch_size"),
+        Mutant("video_llama_3-f32", "vision_config.rope_parameters", "5", key: "vision_config.rope_parameters"),
+        Mutant("video_llama_3-f32", "text_config.num_hidden_layers", "4.0", key: "text_config.num_hidden_layers"),
+        Mutant("video_llama_3-f32", "text_config.use_sliding_window", "\"x\"", key: "text_config.use_sliding_window"),
+        Mutant("video_llama_3-f32", "text_config.hidden_size", "48", key: "hidden_size"),
         Mutant("llava-f32", "text_config.attention_bias", "0", key: "text_config.attention_bias"),
         Mutant("llava_next-f32", "text_config.sliding_window", "0", key: "text_config.sliding_window"),
         Mutant("llava_onevision-f32", "text_config.use_sliding_window", "\"x\"", key: "text_config.use_sliding_window"),
@@ -163,6 +174,7 @@ import TensorEngine
         #expect(try EditedFixture("deepseek_vl-f32").load() is LlamaModel)
         #expect(try EditedFixture("janus-f32").load() is LlamaModel)
         #expect(try EditedFixture("qianfan_ocr-f32").load() is Qwen3Model)
+        #expect(try EditedFixture("video_llama_3-f32").load() is LlamaModel)
         // LightOnOcrConfig ties by default over its text config's false (the fixture stores no head).
         #expect(throws: Never.self) { try EditedFixture("lighton_ocr-f32").load().head() }
         #expect(throws: DroptraceError.self) { try EditedFixture("lighton_ocr-f32") { $0["tie_word_embeddings"] = false }.load().head() }
@@ -193,6 +205,7 @@ import TensorEngine
         "kimi_k25-f32", "paligemma-f32", "paligemma2-f32", "idefics2-f32", "vipllava-f32", "video_llava-f32", "lighton_ocr-f32",
         "fast_vlm-f32", "perception_lm-f32", "glm46v-f32", "deepseek_vl-f32", "janus-f32", "glm_ocr-f32", "glmga-f32",
         "qianfan_ocr-f32",
+        "video_llama_3-f32",
     ])
     func blockDropExportsEditTheTextConfig(_ name: String) throws {
         let fixture = try EditedFixture(name)
@@ -419,6 +432,52 @@ import TensorEngine
         for patch in [-3, 7] as [Any] {
             #expect(try EditedFixture("janus-f32") { EditedModel.set(patch, at: "vision_config.patch_size", in: &$0) }.attentionScores() == janus)
         }
+    }
+
+    /// VideoLlama3Config ties by its own flag (default false) or, over its
+    /// false, by the text config's (VideoLlama3Config.__post_init__; the
+    /// fixture writes false at the top level, true in its text config, and
+    /// stores no head). Checked against transformers 5.25 for every
+    /// combination of the two flags (absent, true, false). On text the image
+    /// and video tokens are embedded from their rows; the vision tower and
+    /// projector are never read.
+    @Test func videoLlama3TiesByEitherFlag() throws {
+        try expectTying("video_llama_3-f32") { top, text in top == true || text == true }
+        try expectTextOnly("video_llama_3-f32", tokenKeys: ["image_token_id", "video_token_id"])
+    }
+
+    /// The head of `name` (which stores none) is read for every combination
+    /// of the top-level and text config's `tie_word_embeddings` (absent, true,
+    /// false) where `tied` says the config class ties it (the text classes
+    /// read here leave it untied by default), and refused elsewhere.
+    private func expectTying(_ name: String, _ tied: (Bool?, Bool?) -> Bool) throws {
+        for top in [nil, true, false] as [Bool?] {
+            for text in [nil, true, false] as [Bool?] {
+                let fixture = try EditedFixture(name) { config in
+                    config["tie_word_embeddings"] = top
+                    EditedModel.set(text, at: "text_config.tie_word_embeddings", in: &config)
+                }
+                if tied(top, text) {
+                    #expect(throws: Never.self) { try fixture.load().head() }
+                } else {
+                    #expect(throws: DroptraceError.self) { try fixture.load().head() }
+                }
+            }
+        }
+    }
+
+    /// The scores of `name` are the same with its token-id keys inside the
+    /// vocabulary (embedded from their rows on text) and without any tensor
+    /// outside its language model.
+    private func expectTextOnly(_ name: String, tokenKeys: [String]) throws {
+        let ids = FixtureFiles.jsonlSequences()[0]
+        let base = try EditedFixture(name).attentionScores()
+        #expect(try EditedFixture(name) { config in tokenKeys.forEach { config[$0] = ids[3] } }.attentionScores() == base)
+        let textOnly = try EditedFixture(name)
+        try BadInputTests().rewriteWeights(textOnly.model) { entries in
+            entries.removeAll { !$0.name.hasPrefix("model.language_model.") }
+        }
+        #expect(try textOnly.attentionScores() == base)
     }
 
     /// Ovis2ForConditionalGeneration builds lm_head [vocab_size, hidden_size]

@@ -26,6 +26,7 @@ import DroptraceSupport
 /// (MiniMax-M3, around its own text model, which `MiniMaxM3Model` reads),
 /// `deepseek_vl` (DeepSeek-VL) and `janus` (Janus, Janus-Pro: its image
 /// generation heads never run on text), both around a llama language model,
+/// `video_llama_3` (VideoLLaMA3, around a qwen2 language model),
 /// `hyperclovax_vision_v2` (HyperCLOVA X SEED Think, around a hyperclovax
 /// language model; its released head `model.language_model.lm_head`
 /// transformers renames `lm_head`: `TensorRenamings`),
@@ -165,6 +166,10 @@ enum Llava {
         // image-generation embedding, aligner and head, and its VQ-VAE, never run on text.
         "deepseek_vl": Wrapper(textType: "llama", prefixes: ["model.language_model."], textTypes: ["llama"], dividesImageByPatch: true),
         "janus": Wrapper(textType: "llama", prefixes: ["model.language_model."], textTypes: ["llama"], dividesImageByPatch: true),
+        // VideoLlama3ForConditionalGeneration: AutoModel's Qwen2Model under model.language_model., lm_head
+        // tied by the top-level flag or, over its false (its default), by the text config's
+        // (VideoLlama3Config's __post_init__); plain positions on text.
+        "video_llama_3": Wrapper(textType: "qwen2", textTiesToo: true, prefixes: ["model.language_model."], textTypes: ["qwen2"]),
         "kimi_k25": Wrapper(
             textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"], textTypeAliases: ["kimi_k2": "deepseek_v3"],
             tokensEmbeddedAsZero: [("image_token_id", 163605), ("video_token_id", 163840)]),
