@@ -146,6 +146,7 @@ public enum ModelRegistry {
         "mellum": MellumModel.self,
         "mimo_v2_flash": MiMoV2FlashModel.self,
         "minicpm3": MiniCPM3Model.self,
+        "minicpm_ocr": Qwen3_5Model.self,
         "minicpmv4_6": Qwen3_5Model.self,
         "minicpmv4_7": Qwen3_5Model.self,
         "minicpm5_moe": MiniCPM5MoeModel.self,

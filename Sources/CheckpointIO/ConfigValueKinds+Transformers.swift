@@ -4424,6 +4424,39 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "minicpm_ocr": (
+            "MiniCPMOcrConfig",
+            [
+                "downsample_mode": "s",
+                "image_token_id": "ni",
+                "insert_layer_id": "i",
+                "merge_kernel_size": "[i]",
+                "merger_times": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "ni",
+                "vision_config": "no",
+            ],
+            [:
+            ]),
+        "minicpm_ocr.vision_config": (
+            "MiniCPMOcrVisionConfig",
+            [
+                "attention_dropout": "if",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "image_size": "i[i]",
+                "insert_layer_id": "i",
+                "intermediate_size": "i",
+                "layer_norm_eps": "f",
+                "num_attention_heads": "i",
+                "num_channels": "i",
+                "num_hidden_layers": "i",
+                "patch_size": "i[i]",
+                "window_kernel_size": "[i]",
+            ],
+            [:
+            ]),
         "minicpmv4_6": (
             "MiniCPMV4_6Config",
             [
@@ -7134,6 +7167,7 @@ extension ConfigValueKinds {
         "llava_next_video": "llama",
         "llava_onevision": "qwen2",
         "llava_onevision1_5": "qwen3",
+        "minicpm_ocr": "qwen3_5_text",
         "minicpmv4_6": "qwen3_5_text",
         "minicpmv4_7": "qwen3_5_text",
         "mistral3": "mistral",
@@ -7296,6 +7330,7 @@ extension ConfigValueKinds {
         "lighton_ocr",
         "mamba",
         "minicpm3",
+        "minicpm_ocr",
         "mistral3",
         "modernbert-decoder",
         "mpt",

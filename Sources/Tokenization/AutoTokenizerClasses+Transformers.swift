@@ -55,6 +55,7 @@ extension SpecialTokenSettings {
         "mamba2": "GPTNeoXTokenizer",
         "mimo_v2_flash": "TokenizersBackend",
         "minicpm3": "TokenizersBackend",
+        "minicpm_ocr": "TokenizersBackend",
         "minicpmv4_6": "TokenizersBackend",
         "minicpmv4_7": "TokenizersBackend",
         "minimax_m2": "TokenizersBackend",

@@ -9,7 +9,7 @@ import TensorEngine
 /// `llava_next`, `llava_onevision`, `internvl`, `idefics3`, `smolvlm`,
 /// `aya_vision`, `lfm2_vl`, `cohere2_vision`, `exaone4_5`, `lfm3_vl`,
 /// `llava_next_video`, `minicpmv4_6`, `minicpmv4_7`, `ovis2`, `idefics2`, `vipllava`, `video_llava`,
-/// `lighton_ocr`, `fast_vlm`, `perception_lm`, `deepseek_vl`, `janus`, `qianfan_ocr`, `video_llama_3`): the text model type each reads and the family that
+/// `lighton_ocr`, `fast_vlm`, `perception_lm`, `deepseek_vl`, `janus`, `qianfan_ocr`, `video_llama_3`, `minicpm_ocr`): the text model type each reads and the family that
 /// reads it, the head's tying (forwarded from the text config by three of
 /// the config classes, tied by default by others, LFM2-VL's by
 /// `tie_embedding` first), the Cohere wrappers' unscaled logits, EXAONE
@@ -123,6 +123,21 @@ import TensorEngine
         Mutant("video_llama_3-f32", "text_config.num_hidden_layers", "4.0", key: "text_config.num_hidden_layers"),
         Mutant("video_llama_3-f32", "text_config.use_sliding_window", "\"x\"", key: "text_config.use_sliding_window"),
         Mutant("video_llama_3-f32", "text_config.hidden_size", "48", key: "hidden_size"),
+        // MiniCPM-OCR: a Qwen3.5 text model only; MiniCPMOcrConfig's keys as it checks them, and the vision
+        // tower's sizes where its embeddings divide image_size by patch_size (transformers fails on them).
+        Mutant("minicpm_ocr-f32", "text_config.model_type", "\"qwen3\"", key: "text_config.model_type"),
+        Mutant("minicpm_ocr-f32", "text_config.model_type", "null", key: "text_config.model_type"),
+        Mutant("minicpm_ocr-f32", "tie_word_embeddings", "null", key: "tie_word_embeddings"),
+        Mutant("minicpm_ocr-f32", "image_token_id", "5.0", key: "image_token_id"),
+        Mutant("minicpm_ocr-f32", "downsample_mode", "4", key: "downsample_mode"),
+        Mutant("minicpm_ocr-f32", "merge_kernel_size", "2", key: "merge_kernel_size"),
+        Mutant("minicpm_ocr-f32", "insert_layer_id", "1.5", key: "insert_layer_id"),
+        Mutant("minicpm_ocr-f32", "vision_config.patch_size", "0", key: "vision_config.patch_size"),
+        Mutant("minicpm_ocr-f32", "vision_config.patch_size", "[14, 14]", key: "vision_config.patch_size"),
+        Mutant("minicpm_ocr-f32", "vision_config.image_size", "[28, 28]", key: "vision_config.image_size"),
+        Mutant("minicpm_ocr-f32", "vision_config.image_size", "28.0", key: "vision_config.image_size"),
+        Mutant("minicpm_ocr-f32", "text_config.num_hidden_layers", "4.0", key: "text_config.num_hidden_layers"),
+        Mutant("minicpm_ocr-f32", "text_config.hidden_size", "40", key: "hidden_size"),
         Mutant("llava-f32", "text_config.attention_bias", "0", key: "text_config.attention_bias"),
         Mutant("llava_next-f32", "text_config.sliding_window", "0", key: "text_config.sliding_window"),
         Mutant("llava_onevision-f32", "text_config.use_sliding_window", "\"x\"", key: "text_config.use_sliding_window"),
@@ -175,6 +190,7 @@ import TensorEngine
         #expect(try EditedFixture("janus-f32").load() is LlamaModel)
         #expect(try EditedFixture("qianfan_ocr-f32").load() is Qwen3Model)
         #expect(try EditedFixture("video_llama_3-f32").load() is LlamaModel)
+        #expect(try EditedFixture("minicpm_ocr-f32").load() is Qwen3_5Model)
         // LightOnOcrConfig ties by default over its text config's false (the fixture stores no head).
         #expect(throws: Never.self) { try EditedFixture("lighton_ocr-f32").load().head() }
         #expect(throws: DroptraceError.self) { try EditedFixture("lighton_ocr-f32") { $0["tie_word_embeddings"] = false }.load().head() }
@@ -205,7 +221,7 @@ import TensorEngine
         "kimi_k25-f32", "paligemma-f32", "paligemma2-f32", "idefics2-f32", "vipllava-f32", "video_llava-f32", "lighton_ocr-f32",
         "fast_vlm-f32", "perception_lm-f32", "glm46v-f32", "deepseek_vl-f32", "janus-f32", "glm_ocr-f32", "glmga-f32",
         "qianfan_ocr-f32",
-        "video_llama_3-f32",
+        "video_llama_3-f32", "minicpm_ocr-f32",
     ])
     func blockDropExportsEditTheTextConfig(_ name: String) throws {
         let fixture = try EditedFixture(name)
@@ -444,6 +460,19 @@ import TensorEngine
     @Test func videoLlama3TiesByEitherFlag() throws {
         try expectTying("video_llama_3-f32") { top, text in top == true || text == true }
         try expectTextOnly("video_llama_3-f32", tokenKeys: ["image_token_id", "video_token_id"])
+    }
+
+    /// MiniCPMOcrConfig ties by its own flag alone (default true), whatever
+    /// the text config's says (the fixture's text config writes false, no
+    /// head stored). Checked against transformers 5.25 for every combination
+    /// of the two flags (absent, true, false). On text the image and video
+    /// tokens are embedded from their rows (both may be null, the class's
+    /// default); the vision tower and merger are never read.
+    @Test func miniCpmOcrTiesByItsOwnFlagAlone() throws {
+        try expectTying("minicpm_ocr-f32") { top, _ in top != false }
+        try expectTextOnly("minicpm_ocr-f32", tokenKeys: ["image_token_id", "video_token_id"])
+        #expect(try EditedFixture("minicpm_ocr-f32") { $0["image_token_id"] = NSNull() }.attentionScores()
+            == EditedFixture("minicpm_ocr-f32").attentionScores())
     }
 
     /// The head of `name` (which stores none) is read for every combination

@@ -27,6 +27,8 @@ import DroptraceSupport
 /// `deepseek_vl` (DeepSeek-VL) and `janus` (Janus, Janus-Pro: its image
 /// generation heads never run on text), both around a llama language model,
 /// `video_llama_3` (VideoLLaMA3, around a qwen2 language model),
+/// `minicpm_ocr` (MiniCPM-OCR: MiniCPM-V 4.6's model around a Qwen3.5
+/// language model, tied by default),
 /// `hyperclovax_vision_v2` (HyperCLOVA X SEED Think, around a hyperclovax
 /// language model; its released head `model.language_model.lm_head`
 /// transformers renames `lm_head`: `TensorRenamings`),
@@ -104,7 +106,7 @@ enum Llava {
         /// Whether building the wrapper divides the vision tower's `image_size`
         /// by its `patch_size` (JanusConfig sizes its VQ-VAE's patch count so,
         /// with JanusVisionConfig's 384 and 16 where absent; DeepSeek-VL's
-        /// vision embeddings size their positions so), whose vision config
+        /// and MiniCPM-OCR's vision embeddings size their positions so), whose vision config
         /// classes take integers only. (`GlmModel` runs the same check for
         /// the GLM vision families, which it places itself.)
         var dividesImageByPatch = false
@@ -141,6 +143,11 @@ enum Llava {
         "ovis2_5": Wrapper(textType: "qwen3", prefixes: ["model.language_model."], textTypes: ["qwen3"]),
         "minicpmv4_6": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
         "minicpmv4_7": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
+        // MiniCPMOcrConfig is MiniCPMV4_6Config tied by default (its own flag alone); its vision embeddings
+        // size their positions by image_size // patch_size.
+        "minicpm_ocr": Wrapper(
+            textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"],
+            dividesImageByPatch: true),
         "lfm2_vl": Wrapper(
             textType: "lfm2", prefixes: ["model.language_model."], textTypes: ["lfm2"], readsTieEmbedding: true),
         "vipllava": Wrapper(textType: "llama"),
