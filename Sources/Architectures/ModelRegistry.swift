@@ -97,6 +97,7 @@ public enum ModelRegistry {
         "gpt_neox": GPTNeoXModel.self,
         "gptj": GPTJModel.self,
         "granite": GraniteModel.self,
+        "granite_docling": GraniteModel.self,
         "granite_swa": GraniteModel.self,
         "granitemoe": GraniteModel.self,
         "granitemoe_swa": GraniteModel.self,

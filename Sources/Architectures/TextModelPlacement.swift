@@ -181,7 +181,7 @@ extension DecoderParts {
         }
         if let width = placement.visionOutputWidth, width != dimensions.hiddenSize {
             throw DroptraceError(
-                "\"vision_config.out_hidden_size\" \(width) (4096 where absent) is not the text model's hidden_size "
+                "\"vision_config.out_hidden_size\" \(width) (its config class's default where absent) is not the text model's hidden_size "
                     + "\(dimensions.hiddenSize): \(checkpoint.modelType)'s config class refuses it",
                 path: configPath)
         }

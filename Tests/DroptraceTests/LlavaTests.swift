@@ -9,7 +9,7 @@ import TensorEngine
 /// `llava_next`, `llava_onevision`, `internvl`, `idefics3`, `smolvlm`,
 /// `aya_vision`, `lfm2_vl`, `cohere2_vision`, `exaone4_5`, `lfm3_vl`,
 /// `llava_next_video`, `minicpmv4_6`, `minicpmv4_7`, `ovis2`, `idefics2`, `vipllava`, `video_llava`,
-/// `lighton_ocr`, `fast_vlm`, `perception_lm`, `deepseek_vl`, `janus`, `qianfan_ocr`, `video_llama_3`, `minicpm_ocr`): the text model type each reads and the family that
+/// `lighton_ocr`, `fast_vlm`, `perception_lm`, `deepseek_vl`, `janus`, `qianfan_ocr`, `video_llama_3`, `minicpm_ocr`, `granite_docling`): the text model type each reads and the family that
 /// reads it, the head's tying (forwarded from the text config by three of
 /// the config classes, tied by default by others, LFM2-VL's by
 /// `tie_embedding` first), the Cohere wrappers' unscaled logits, EXAONE
@@ -138,6 +138,18 @@ import TensorEngine
         Mutant("minicpm_ocr-f32", "vision_config.image_size", "28.0", key: "vision_config.image_size"),
         Mutant("minicpm_ocr-f32", "text_config.num_hidden_layers", "4.0", key: "text_config.num_hidden_layers"),
         Mutant("minicpm_ocr-f32", "text_config.hidden_size", "40", key: "hidden_size"),
+        // Granite-Docling: GraniteDoclingConfig's keys and validate_architecture, its text config as
+        // GraniteDoclingTextConfig checks it (whatever its model_type says).
+        Mutant("granite_docling-f32", "tie_word_embeddings", "null", key: "tie_word_embeddings"),
+        Mutant("granite_docling-f32", "image_token_id", "5.0", key: "image_token_id"),
+        Mutant("granite_docling-f32", "density_router_threshold", "\"x\"", key: "density_router_threshold"),
+        Mutant("granite_docling-f32", "vision_config.out_hidden_size", "32", key: "vision_config.out_hidden_size"),
+        Mutant("granite_docling-f32", "vision_config.out_hidden_size", "\"x\"", key: "vision_config.out_hidden_size"),
+        Mutant("granite_docling-f32", "vision_config.use_fine_route", "0", key: "vision_config.use_fine_route"),
+        Mutant("granite_docling-f32", "text_config.num_hidden_layers", "4.0", key: "text_config.num_hidden_layers"),
+        Mutant("granite_docling-f32", "text_config.embedding_multiplier", "null", key: "text_config.embedding_multiplier"),
+        Mutant("granite_docling-f32", "text_config.pad_token_id", "600", key: "text_config.pad_token_id"),
+        Mutant("granite_docling-f32", "text_config.hidden_size", "48", key: "hidden_size"),
         Mutant("llava-f32", "text_config.attention_bias", "0", key: "text_config.attention_bias"),
         Mutant("llava_next-f32", "text_config.sliding_window", "0", key: "text_config.sliding_window"),
         Mutant("llava_onevision-f32", "text_config.use_sliding_window", "\"x\"", key: "text_config.use_sliding_window"),
@@ -191,6 +203,7 @@ import TensorEngine
         #expect(try EditedFixture("qianfan_ocr-f32").load() is Qwen3Model)
         #expect(try EditedFixture("video_llama_3-f32").load() is LlamaModel)
         #expect(try EditedFixture("minicpm_ocr-f32").load() is Qwen3_5Model)
+        #expect(try EditedFixture("granite_docling-f32").load() is GraniteModel)
         // LightOnOcrConfig ties by default over its text config's false (the fixture stores no head).
         #expect(throws: Never.self) { try EditedFixture("lighton_ocr-f32").load().head() }
         #expect(throws: DroptraceError.self) { try EditedFixture("lighton_ocr-f32") { $0["tie_word_embeddings"] = false }.load().head() }
@@ -221,7 +234,7 @@ import TensorEngine
         "kimi_k25-f32", "paligemma-f32", "paligemma2-f32", "idefics2-f32", "vipllava-f32", "video_llava-f32", "lighton_ocr-f32",
         "fast_vlm-f32", "perception_lm-f32", "glm46v-f32", "deepseek_vl-f32", "janus-f32", "glm_ocr-f32", "glmga-f32",
         "qianfan_ocr-f32",
-        "video_llama_3-f32", "minicpm_ocr-f32",
+        "video_llama_3-f32", "minicpm_ocr-f32", "granite_docling-f32",
     ])
     func blockDropExportsEditTheTextConfig(_ name: String) throws {
         let fixture = try EditedFixture(name)
@@ -475,6 +488,42 @@ import TensorEngine
             == EditedFixture("minicpm_ocr-f32").attentionScores())
     }
 
+    /// GraniteDoclingConfig builds GraniteDoclingTextConfig from text_config
+    /// whatever its model_type says (null too), ties by its own flag alone
+    /// (default true; the fixture's text config writes false, no head stored;
+    /// checked against transformers 5.25 for every combination of the two
+    /// flags), and the text config takes that class's multipliers where it
+    /// omits them (not GraniteConfig's ones). It refuses a density router
+    /// without the fine connector path (validate_architecture). On text the
+    /// image token is embedded from its row; the vision tower, connector and
+    /// DeepStack mergers are never read.
+    @Test func graniteDoclingReadsItsOwnTextConfig() throws {
+        try expectTying("granite_docling-f32") { top, _ in top != false }
+        let name = "granite_docling-f32"
+        let base = try EditedFixture(name).attentionScores()
+        for type in ["llama", nil] as [String?] {
+            #expect(try EditedFixture(name) { EditedModel.set(type.map { $0 as Any } ?? NSNull(), at: "text_config.model_type", in: &$0) }
+                .attentionScores() == base)
+        }
+        let defaults: [String: Double] = [
+            "embedding_multiplier": 12, "logits_scaling": 4, "residual_multiplier": 0.263, "attention_multiplier": 0.015625,
+        ]
+        let written = try EditedFixture(name) { config in
+            for (key, value) in defaults { EditedModel.set(value, at: "text_config." + key, in: &config) }
+        }
+        let omitted = try EditedFixture(name) { config in
+            for key in defaults.keys { EditedModel.set(nil, at: "text_config." + key, in: &config) }
+        }
+        #expect(try omitted.attentionScores() == written.attentionScores())
+        #expect(try omitted.attentionScores() != base)
+        try EditedFixture(name) { config in
+            config["density_router_hidden_size"] = 8
+            EditedModel.set(false, at: "vision_config.use_fine_route", in: &config)
+        }.expectRefused(naming: "density_router_hidden_size")
+        #expect(try EditedFixture(name) { $0["density_router_hidden_size"] = 8 }.attentionScores() == base)
+        try expectTextOnly(name, tokenKeys: ["image_token_id"], prefix: "model.text_model.")
+    }
+
     /// The head of `name` (which stores none) is read for every combination
     /// of the top-level and text config's `tie_word_embeddings` (absent, true,
     /// false) where `tied` says the config class ties it (the text classes
@@ -498,13 +547,13 @@ import TensorEngine
     /// The scores of `name` are the same with its token-id keys inside the
     /// vocabulary (embedded from their rows on text) and without any tensor
     /// outside its language model.
-    private func expectTextOnly(_ name: String, tokenKeys: [String]) throws {
+    private func expectTextOnly(_ name: String, tokenKeys: [String], prefix: String = "model.language_model.") throws {
         let ids = FixtureFiles.jsonlSequences()[0]
         let base = try EditedFixture(name).attentionScores()
         #expect(try EditedFixture(name) { config in tokenKeys.forEach { config[$0] = ids[3] } }.attentionScores() == base)
         let textOnly = try EditedFixture(name)
         try BadInputTests().rewriteWeights(textOnly.model) { entries in
-            entries.removeAll { !$0.name.hasPrefix("model.language_model.") }
+            entries.removeAll { !$0.name.hasPrefix(prefix) }
         }
         #expect(try textOnly.attentionScores() == base)
     }

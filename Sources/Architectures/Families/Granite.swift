@@ -79,6 +79,11 @@ extension KeyedDecodingContainer {
 /// `attention_multiplier` instead of 1/√head_dim, logits ÷ `logits_scaling`
 /// (in GraniteForCausalLM: not under a LLaVA-style wrapper such as Granite
 /// Vision's `llava_next`, whose own head reads the language model's output).
+/// Granite-Docling (`granite_docling`, transformers' models/granite_docling)
+/// is this model under its wrapper's own text config class,
+/// GraniteDoclingTextConfig (by default embeddings × 12, branches × 0.263,
+/// softmax scale 0.015625, logits ÷ 4), weights under `model.text_model.`,
+/// its head dividing the logits as GraniteForCausalLM's does (`Llava`).
 ///
 /// The residual multiplier belongs to the branch: the attention and MLP
 /// importances compare the stream before and after the scaled branch is
@@ -105,15 +110,27 @@ struct GraniteModel: DecoderFamily {
     let rotaries: [RotaryEmbedding?]
     /// Granite SWA's per-layer types and window, and its sinks; nil for Granite.
     let slidingWindows: [Int?]?
+    /// Whether the head divides the logits by `logits_scaling`: GraniteForCausalLM's
+    /// and GraniteDoclingForConditionalGeneration's do, another wrapper's own head does not.
+    let headDividesLogits: Bool
+
+    /// GraniteDoclingTextConfig's defaults of the multipliers (GraniteConfig's are 1).
+    static let doclingTextDefaults: [String: ConfigDefault] = [
+        "embedding_multiplier": 12.0, "logits_scaling": 4.0, "residual_multiplier": 0.263, "attention_multiplier": 0.015625,
+    ]
 
     init(_ checkpoint: Checkpoint) throws {
         let swa = Self.readsLayerTypes(checkpoint.modelType)
         let moe = ["granitemoe", "granitemoeshared", "granitemoe_swa"].contains(checkpoint.modelType)
+        // Granite-Docling's head divides the logits as GraniteForCausalLM's does; its text config class
+        // has multipliers of its own by default.
+        let docling = checkpoint.modelType == "granite_docling"
         // A LLaVA-style wrapper's granite language model (Granite Vision's) sits under text_config.
-        var placement = try TextModelPlacement.topLevelOrWrapped(checkpoint)
+        var placement = try TextModelPlacement.topLevelOrWrapped(checkpoint, defaults: docling ? Self.doclingTextDefaults : [:])
         if swa { placement.section = GraniteSWASettings.section }
         // The wrapper's own head never reads logits_scaling (any value transformers takes runs): read as 1.
-        if placement.section.name != nil { placement.section.overrides["logits_scaling"] = .number(1) }
+        if placement.section.name != nil, !docling { placement.section.overrides["logits_scaling"] = .number(1) }
+        headDividesLogits = placement.section.name == nil || docling
         parts = try DecoderParts(checkpoint, placement: placement, naming: moe ? GraniteMoeMLP.naming : LlamaModel.naming)
         config = try parts.config(GraniteConfiguration.self)
         // transformers maps GraniteMoE's saved tensor names for granitemoe and granitemoeshared only.
@@ -163,10 +180,10 @@ struct GraniteModel: DecoderFamily {
     func embed(_ batch: TokenBatch) throws -> Matrix { try parts.embed(batch, multiplier: config.embeddingMultiplier) }
 
     func head() throws -> OutputHead {
-        // GraniteForCausalLM divides the logits; a wrapper's own lm_head does not.
+        // GraniteForCausalLM divides the logits, and Granite-Docling's head; another wrapper's own lm_head does not.
         try parts.head(
             norm: parts.weights.rmsNorm("norm", size: hiddenSize, eps: config.rmsNormEps),
-            logitDivisor: parts.section.name == nil ? config.logitsScaling : nil)
+            logitDivisor: headDividesLogits ? config.logitsScaling : nil)
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

@@ -28,7 +28,8 @@ import DroptraceSupport
 /// generation heads never run on text), both around a llama language model,
 /// `video_llama_3` (VideoLLaMA3, around a qwen2 language model),
 /// `minicpm_ocr` (MiniCPM-OCR: MiniCPM-V 4.6's model around a Qwen3.5
-/// language model, tied by default),
+/// language model, tied by default), `granite_docling` (Granite-Docling,
+/// around its own granite text model, which `GraniteModel` reads),
 /// `hyperclovax_vision_v2` (HyperCLOVA X SEED Think, around a hyperclovax
 /// language model; its released head `model.language_model.lm_head`
 /// transformers renames `lm_head`: `TensorRenamings`),
@@ -110,6 +111,15 @@ enum Llava {
         /// classes take integers only. (`GlmModel` runs the same check for
         /// the GLM vision families, which it places itself.)
         var dividesImageByPatch = false
+        /// Whether the config class builds its own text config class from
+        /// `text_config` whatever its `model_type` says, null included
+        /// (GraniteDoclingConfig's GraniteDoclingTextConfig): `textType` is read.
+        var buildsItsTextConfig = false
+        /// The default of `vision_config.out_hidden_size` where the config
+        /// class requires it to be the text model's hidden_size, and refuses
+        /// a `density_router_hidden_size` without `vision_config.use_fine_route`
+        /// (GraniteDoclingConfig's `validate_architecture`: 1024); nil: no such rules.
+        var doclingVisionWidth: Int?
     }
 
     static let wrappers: [String: Wrapper] = [
@@ -177,6 +187,13 @@ enum Llava {
         // tied by the top-level flag or, over its false (its default), by the text config's
         // (VideoLlama3Config's __post_init__); plain positions on text.
         "video_llama_3": Wrapper(textType: "qwen2", textTiesToo: true, prefixes: ["model.language_model."], textTypes: ["qwen2"]),
+        // GraniteDoclingForConditionalGeneration: GraniteDoclingTextModel (granite's layers and multipliers)
+        // under model.text_model., lm_head tied by the top-level flag alone (default true) and dividing the
+        // logits by logits_scaling as GraniteForCausalLM's does (GraniteModel); the DeepStack features join
+        // image tokens only, never on text.
+        "granite_docling": Wrapper(
+            textType: "granite_docling_text", prefixes: ["model.text_model."], textTypes: ["granite_docling_text"],
+            buildsItsTextConfig: true, doclingVisionWidth: 1024),
         "kimi_k25": Wrapper(
             textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"], textTypeAliases: ["kimi_k2": "deepseek_v3"],
             tokensEmbeddedAsZero: [("image_token_id", 163605), ("video_token_id", 163840)]),
@@ -199,6 +216,8 @@ enum Llava {
     }
 
     private static func textModelType(_ checkpoint: Checkpoint, _ wrapper: Wrapper, keys: MultimodalWrapperKeys) throws -> String {
+        // (Its class reads text_config as its own text config class, whatever the type written.)
+        if wrapper.buildsItsTextConfig { return wrapper.textType }
         let textConfig = keys.textConfig
         if case .null? = checkpoint.configDocument.member("text_config")?.member("model_type") {
             // AutoConfig's sub-config resolution fails on it ("Cannot resolve text_config").
@@ -291,6 +310,9 @@ enum Llava {
         if wrapper.dividesImageByPatch {
             try checkPatchDividesImage(checkpoint)
         }
+        if let width = wrapper.doclingVisionWidth {
+            placement.visionOutputWidth = try checkDoclingVision(checkpoint, defaultWidth: width)
+        }
         return placement
     }
 
@@ -313,6 +335,26 @@ enum Llava {
             throw DroptraceError(
                 "\"vision_config.patch_size\" is 0: transformers builds \(checkpoint.modelType)'s vision tower from image_size // patch_size",
                 path: checkpoint.configURL.path)
+        }
+    }
+
+    /// GraniteDoclingConfig's `validate_architecture` (`Wrapper.doclingVisionWidth`):
+    /// a density router needs the fine connector path; returns the vision
+    /// tower's output width, which must be the text model's hidden_size.
+    /// - Throws: `DroptraceError` naming config.json where the class refuses them.
+    private static func checkDoclingVision(_ checkpoint: Checkpoint, defaultWidth: Int) throws -> Int {
+        let vision = checkpoint.configDocument.member("vision_config")
+        let router = checkpoint.configDocument.member("density_router_hidden_size")
+        if let router, case .null = router {} else if router != nil, case .bool(false)? = vision?.member("use_fine_route") {
+            throw DroptraceError(
+                "\"density_router_hidden_size\" is set while \"vision_config.use_fine_route\" is false: "
+                    + "\(checkpoint.modelType)'s config class refuses a density router without the fine connector path",
+                path: checkpoint.configURL.path)
+        }
+        switch vision?.member("out_hidden_size") {
+        case nil: return defaultWidth
+        case .integer(let width)?: return width
+        default: throw DroptraceError("\"vision_config.out_hidden_size\" must be an integer", path: checkpoint.configURL.path)
         }
     }
 
