@@ -136,6 +136,9 @@ import TensorEngine
         Mutant("minicpm_ocr-f32", "vision_config.patch_size", "[14, 14]", key: "vision_config.patch_size"),
         Mutant("minicpm_ocr-f32", "vision_config.image_size", "[28, 28]", key: "vision_config.image_size"),
         Mutant("minicpm_ocr-f32", "vision_config.image_size", "28.0", key: "vision_config.image_size"),
+        // MiniCPM-V 4.6 / 4.7's vision embeddings divide the same way (ZeroDivisionError, TypeError in transformers 5.25).
+        Mutant("minicpmv4_6-f32", "vision_config.patch_size", "0", key: "vision_config.patch_size"),
+        Mutant("minicpmv4_7-f32", "vision_config.image_size", "[28, 28]", key: "vision_config.image_size"),
         Mutant("minicpm_ocr-f32", "text_config.num_hidden_layers", "4.0", key: "text_config.num_hidden_layers"),
         Mutant("minicpm_ocr-f32", "text_config.hidden_size", "40", key: "hidden_size"),
         // Granite-Docling: GraniteDoclingConfig's keys and validate_architecture, its text config as

@@ -107,7 +107,7 @@ enum Llava {
         /// Whether building the wrapper divides the vision tower's `image_size`
         /// by its `patch_size` (JanusConfig sizes its VQ-VAE's patch count so,
         /// with JanusVisionConfig's 384 and 16 where absent; DeepSeek-VL's
-        /// and MiniCPM-OCR's vision embeddings size their positions so), whose vision config
+        /// and the MiniCPM-V / MiniCPM-OCR vision embeddings size their positions so), whose vision config
         /// classes take integers only. (`GlmModel` runs the same check for
         /// the GLM vision families, which it places itself.)
         var dividesImageByPatch = false
@@ -151,10 +151,14 @@ enum Llava {
         "llava_onevision1_5": Wrapper(
             textType: "qwen3", prefixes: ["model.language_model."], textTypes: ["qwen3"], visionMatchesText: true),
         "ovis2_5": Wrapper(textType: "qwen3", prefixes: ["model.language_model."], textTypes: ["qwen3"]),
-        "minicpmv4_6": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
-        "minicpmv4_7": Wrapper(textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"]),
-        // MiniCPMOcrConfig is MiniCPMV4_6Config tied by default (its own flag alone); its vision embeddings
-        // size their positions by image_size // patch_size.
+        // MiniCPM-V 4.6 / 4.7's vision embeddings size their positions by image_size // patch_size.
+        "minicpmv4_6": Wrapper(
+            textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"],
+            dividesImageByPatch: true),
+        "minicpmv4_7": Wrapper(
+            textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"],
+            dividesImageByPatch: true),
+        // MiniCPMOcrConfig is MiniCPMV4_6Config tied by default (its own flag alone); the same vision embeddings.
         "minicpm_ocr": Wrapper(
             textType: "qwen3_5_text", prefixes: ["model.language_model."], textTypes: ["qwen3_5_text", "qwen3_5_moe_text"],
             dividesImageByPatch: true),
