@@ -33,6 +33,9 @@ import Testing
         Mutant(name, "text_config.model_type", "null", key: "text_config.model_type"),
         Mutant(name, "yes_token_index", "512", key: "yes_token_index"), Mutant(name, "yes_token_index", "-513", key: "yes_token_index"),
         Mutant(name, "no_token_index", "null", key: "no_token_index"), Mutant(name, "no_token_index", "\"5\"", key: "no_token_index"),
+        // A vocabulary of no tokens, the yes / no indices' bound: refused naming vocab_size (Int.min once trapped negating it).
+        Mutant(name, "text_config.vocab_size", "-9223372036854775808", key: "text_config.vocab_size"),
+        Mutant(name, "text_config.vocab_size", "0", key: "text_config.vocab_size"),
     ]
 
     @Test(arguments: mutants)

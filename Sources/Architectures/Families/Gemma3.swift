@@ -151,7 +151,8 @@ struct Gemma3Model: DecoderFamily {
         }
         var vocabulary = 262_208
         if case .integer(let written)? = document.member("text_config")?.member("vocab_size") { vocabulary = written }
-        for (key, fallback) in [("yes_token_index", 10_784), ("no_token_index", 3771)] {
+        // A vocabulary of no tokens (or fewer) is refused naming vocab_size by the shared size rules.
+        for (key, fallback) in [("yes_token_index", 10_784), ("no_token_index", 3771)] where vocabulary > 0 {
             let value = document.member(key) ?? .integer(fallback)
             // torch indexes by a list of Python numbers: booleans as 0 and 1, floats truncated toward zero.
             let index: Double?
