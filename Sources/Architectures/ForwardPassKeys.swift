@@ -40,10 +40,15 @@ enum ForwardPassKeys {
         }
     }
 
-    /// The config's top level and its `text_config` (a multimodal wrapper's
-    /// language model; null when absent), each with the prefix its keys are named by.
+    /// The config's top level, its `text_config` (a multimodal wrapper's
+    /// language model; null when absent) and its `thinker_config.text_config`
+    /// (an omni model's), each with the prefix its keys are named by.
     private static func sections(of document: JSONValue) -> [(prefix: String, section: JSONValue)] {
-        [("", document), ("text_config.", document.member("text_config") ?? .null)]
+        [
+            ("", document), ("text_config.", document.member("text_config") ?? .null),
+            // An omni model's thinker (Qwen2.5-Omni's), whose text model is its language model.
+            ("thinker_config.text_config.", document.member("thinker_config")?.member("text_config") ?? .null),
+        ]
     }
 
     /// Refuses `is_causal` other than true or null, at the top level or in

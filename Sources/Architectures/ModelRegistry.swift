@@ -189,6 +189,8 @@ public enum ModelRegistry {
         "phimoe": PhiMoEModel.self,
         "qianfan_ocr": LlamaModel.self,
         "qwen2": LlamaModel.self,
+        "qwen2_5_omni": LlamaModel.self,
+        "qwen2_5_omni_thinker": LlamaModel.self,
         "qwen2_5_vl": LlamaModel.self,
         "qwen2_moe": Qwen2MoeModel.self,
         "qwen2_vl": LlamaModel.self,

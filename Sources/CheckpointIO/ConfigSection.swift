@@ -33,11 +33,14 @@ public enum ConfigDefault: Sendable, Equatable, ExpressibleByIntegerLiteral, Exp
 /// Where a model family reads its configuration in config.json: the top
 /// level, or one object member of it — the `text_config` of a multimodal
 /// checkpoint (Gemma-3's `Gemma3ForConditionalGeneration`), whose language
-/// model sizes live there — completed with the defaults the family's
-/// transformers config class gives the keys the file omits (released
-/// multimodal configs spell out only what differs from them).
+/// model sizes live there — or a member of such a member, named by its
+/// dotted path (Qwen2.5-Omni's `thinker_config.text_config`), completed
+/// with the defaults the family's transformers config class gives the keys
+/// the file omits (released multimodal configs spell out only what differs
+/// from them).
 public struct ConfigSection: Sendable, Equatable {
-    /// The member holding the family's keys; nil for the top level.
+    /// The member holding the family's keys, a dotted path for a nested
+    /// one (`thinker_config.text_config`); nil for the top level.
     public var name: String?
     /// Values of keys the section omits (a key present with `null` stays null).
     public var defaults: [String: ConfigDefault]
@@ -60,6 +63,12 @@ public struct ConfigSection: Sendable, Equatable {
     public func qualified(_ key: String) -> String {
         (name.map { $0 + "." } ?? "") + key
     }
+
+    /// The members leading from the top level to the section (none for the top level).
+    public var path: [String] { name.map { ConfigSection.members(of: $0) } ?? [] }
+
+    /// The members a dotted section name (`thinker_config.text_config`) passes through.
+    public static func members(of name: String) -> [String] { name.split(separator: ".").map(String.init) }
 }
 
 extension Checkpoint {
@@ -72,13 +81,15 @@ extension Checkpoint {
             throw DroptraceError("not valid JSON", path: configURL.path)
         }
         var object = top
-        if let name = section.name {
-            switch top[name] {
+        // A nested section's members in turn: one absent or null is its class's defaults, whose own members are too.
+        for (depth, member) in section.path.enumerated() {
+            switch object[member] {
             case nil, is NSNull:
                 object = [:]
-            case let member as [String: Any]:
-                object = member
+            case let inner as [String: Any]:
+                object = inner
             default:
+                let name = section.path.prefix(depth + 1).joined(separator: ".")
                 throw DroptraceError("key \"\(name)\" has the wrong type (expected an object)", path: configURL.path)
             }
         }
@@ -89,9 +100,12 @@ extension Checkpoint {
 
     /// The section of config.json as written (nil: a member that is absent or not an object).
     public func document(of section: ConfigSection) -> JSONValue? {
-        guard let name = section.name else { return configDocument }
-        guard let member = configDocument.member(name), case .object = member else { return nil }
-        return member
+        var document = configDocument
+        for member in section.path {
+            guard let inner = document.member(member), case .object = inner else { return nil }
+            document = inner
+        }
+        return document
     }
 
     /// Decodes an architecture's configuration type from `section`; errors
@@ -144,7 +158,7 @@ extension Checkpoint {
     public func requireIntegers(_ keys: [String], section: ConfigSection = .topLevel, reader: String) throws {
         for key in keys {
             var value: JSONValue? = configDocument
-            for part in (section.name.map { [$0] } ?? []) + key.split(separator: ".").map(String.init) { value = value?.member(part) }
+            for part in section.path + ConfigSection.members(of: key) { value = value?.member(part) }
             guard let value else { continue }
             guard case .integer = value else {
                 throw DroptraceError(

@@ -20,6 +20,7 @@ public enum ConfigValueKinds {
     /// Checks the values of config.json (`document`) against the config
     /// class of `modelType` (an `attn_config` against its own class, MPT's;
     /// a wrapper's `vision_config` against its vision config class),
+    /// an omni model's sub-configs, nested ones too, against their classes (`nestedSections`),
     /// and its `text_config` against the text config
     /// class where the class has one: its own (`gemma3.text_config`), or,
     /// where the text config's class follows its `model_type`
@@ -43,6 +44,18 @@ public enum ConfigValueKinds {
         for section in ["attn_config", "ffn_config", "vision_config"] where transformers[modelType + "." + section] != nil {
             guard case .object(let settings)? = document.member(section) else { continue }
             if let problem = problem(in: settings, of: modelType + "." + section, under: section + ".") {
+                throw DroptraceError(problem, path: path)
+            }
+        }
+        // An omni model's sub-configs, nested ones too (Qwen2.5-Omni's thinker_config and the text_config
+        // inside it, whose class is its language model's): its config class builds each as a class of its own.
+        for section in nestedSections[modelType] ?? [] {
+            let classKey = modelType + "." + section, prefix = section + "."
+            let member = ConfigSection.members(of: section).reduce(Optional(document)) { $0?.member($1) }
+            guard case .object(let settings)? = member else { continue }
+            let isText = section == nestedTextConfigs[modelType]
+            if let problem = problem(in: settings, of: classKey, under: prefix)
+                ?? (isText ? paddingProblem(in: settings, of: classKey, under: prefix) ?? rangeProblem(in: settings, of: classKey, under: prefix) : nil) {
                 throw DroptraceError(problem, path: path)
             }
         }

@@ -6,6 +6,22 @@ extension TensorRenamings {
     /// replacement (`\1` standing for the match's first group); a rule with a scope reads only the names
     /// beginning with one of its prefixes (the first that does), the rest of the name after it.
     static let transformers: [String: [(pattern: String, replacement: String, scope: [String])]] = [
+        "qwen2_5_omni": [
+            ("^thinker\\.(.+)", "\\1", ["model.thinker.", "thinker."]),
+            ("^audio_tower(?!\\w)", "model.audio_tower", ["model.thinker.", "thinker."]),
+            ("^visual(?!\\w)", "model.visual", ["model.thinker.", "thinker."]),
+            ("^model(?!\\.(language_model|visual|audio_tower))", "model.language_model", ["model.thinker.", "thinker."]),
+            ("^thinker\\.(.+)", "\\1", ["model.thinker.model.", "thinker.model."]),
+            ("^model\\.(?:(?!language_model\\.))(.+)", "model.language_model.\\1", ["model.thinker.model.", "thinker.model."]),
+        ],
+        "qwen2_5_omni_thinker": [
+            ("^thinker\\.(.+)", "\\1", []),
+            ("^audio_tower(?!\\w)", "model.audio_tower", []),
+            ("^visual(?!\\w)", "model.visual", []),
+            ("^model(?!\\.(language_model|visual|audio_tower))", "model.language_model", []),
+            ("^thinker\\.(.+)", "\\1", ["model.", ""]),
+            ("^model\\.(?:(?!language_model\\.))(.+)", "model.language_model.\\1", ["model.", ""]),
+        ],
         "axk2": [
             ("W_down(?!\\w)", "mlp.fc1", []),
             ("W_up(?!\\w)", "mlp.fc2", []),

@@ -41,6 +41,24 @@ struct ConfigJSONText {
         return try elements(member.value).map { String(decoding: bytes[$0], as: UTF8.self) }
     }
 
+    /// The object a dotted path of members names (`thinker_config.text_config`),
+    /// as `section(_:)` gives each; nil when one on the way is absent or not an object.
+    func section(path name: String) throws -> ConfigJSONText? {
+        var object: ConfigJSONText? = self
+        for key in name.split(separator: ".") { object = try object?.section(String(key)) }
+        return object
+    }
+
+    /// Puts `text` at a dotted path of members, as `set(_:text:)` puts it in
+    /// one, spelling out from nothing each member on the way that is absent or not an object.
+    mutating func set(path name: String, text: String) throws {
+        let keys = name.split(separator: ".").map(String.init)
+        guard keys.count > 1 else { return try set(name, text: text) }
+        var inner = try section(keys[0]) ?? ConfigJSONText(Data("{}".utf8), path: path)
+        try inner.set(path: keys.dropFirst().joined(separator: "."), text: text)
+        try set(keys[0], text: inner.text)
+    }
+
     /// The object member `key` as text of its own, to edit and put back with
     /// `set(key, text:)`; nil when it is absent or not an object.
     func section(_ key: String) throws -> ConfigJSONText? {

@@ -335,9 +335,9 @@ public enum DroppedModelExport {
         var file = try ConfigJSONText(checkpoint.configData, path: checkpoint.configURL.path)
         if !plan.blocks.isEmpty, let section = naming.configSection {
             // A section left to its defaults is spelled out from nothing.
-            var config = try file.section(section) ?? ConfigJSONText(Data("{}".utf8), path: checkpoint.configURL.path)
+            var config = try file.section(path: section) ?? ConfigJSONText(Data("{}".utf8), path: checkpoint.configURL.path)
             try renumberLayers(in: &config, naming: naming, renumber: renumber)
-            try file.set(section, text: config.text)
+            try file.set(path: section, text: config.text)
         } else if !plan.blocks.isEmpty {
             // A count written under its alias (EXAONE 3's num_layers) is rewritten there.
             var naming = naming
@@ -379,11 +379,11 @@ public enum DroppedModelExport {
     /// family's config section (`text_config`) when it has one, else the top.
     @discardableResult
     static func rewriteFrequencyFactors(inConfig file: inout ConfigJSONText, naming: LayerNaming, checkpoint: Checkpoint) throws -> Bool {
-        guard let section = naming.configSection, var config = try file.section(section) else {
+        guard let section = naming.configSection, var config = try file.section(path: section) else {
             return try rewriteFrequencyFactors(in: &file, checkpoint: checkpoint)
         }
         guard try rewriteFrequencyFactors(in: &config, checkpoint: checkpoint) else { return false }
-        try file.set(section, text: config.text)
+        try file.set(path: section, text: config.text)
         return true
     }
 
@@ -577,7 +577,10 @@ public enum DroppedModelExport {
     /// would hold another model than the export's; HDF5 files (a droptrace
     /// store written beside them); the Trainer's training state; hidden files
     /// (a run lock, `.gitattributes`); `config.json`, which the export writes.
+    /// Qwen2.5-Omni's speaker table `spk_dict.pt` travels: no weights of the
+    /// model, it is a file its from_pretrained requires beside them.
     static func travelsWithWeights(_ name: String) -> Bool {
+        if name == "spk_dict.pt" { return true }
         let url = URL(fileURLWithPath: name)
         let otherWeights = ["h5", "hdf5", "msgpack", "onnx"].contains(url.pathExtension.lowercased())
             || name.hasSuffix(".index.json")

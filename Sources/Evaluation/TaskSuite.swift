@@ -250,7 +250,8 @@ public struct TaskSuite: Sendable {
     public static func harnessMaxLength(of model: any LanguageModel) throws -> Int {
         var config = model.checkpoint.configDocument
         var key = "n_positions"
-        if let section = model.layerNaming.configSection, let inner = config.member(section) {
+        if let section = model.layerNaming.configSection,
+           let inner = section.split(separator: ".").reduce(Optional(config), { $0?.member(String($1)) }) {
             config = inner
             key = "\(section).\(key)"
         }

@@ -81,6 +81,7 @@ extension SpecialTokenSettings {
         "phimoe": "TokenizersBackend",
         "qianfan_ocr": "Qwen2Tokenizer",
         "qwen2": "Qwen2Tokenizer",
+        "qwen2_5_omni": "Qwen2Tokenizer",
         "qwen2_5_vl": "Qwen2Tokenizer",
         "qwen2_moe": "Qwen2Tokenizer",
         "qwen2_vl": "Qwen2Tokenizer",

@@ -172,16 +172,20 @@ import Testing
     /// wrapper's fixture, in its `text_config`, or at the top level where
     /// the wrapper's config is flat (the Qwen2-VL fixture).
     static let omitted: [(model: String, path: String)] = ConfigValueKinds.omittedDefaults.keys.sorted().flatMap { classKey in
-        let modelType = classKey.replacingOccurrences(of: ".text_config", with: "")
-        let nested = classKey != modelType && (try? FixtureFiles.config(modelType + "-f32")["text_config"]) != nil
-        return ConfigValueKinds.omittedDefaults[classKey]!.keys.sorted().map { (modelType + "-f32", (nested ? "text_config." : "") + $0) }
+        // (An omni model's text config class, nested in its thinker's: `qwen2_5_omni.thinker_config.text_config`.)
+        let modelType = String(classKey.prefix { $0 != "." })
+        let section = classKey == modelType ? nil : String(classKey.dropFirst(modelType.count + 1))
+        let nested = section.map { ConfigValueKinds.nestedTextConfigs[modelType] == $0 } == true
+            || (section != nil && (try? FixtureFiles.config(modelType + "-f32")["text_config"]) != nil)
+        return ConfigValueKinds.omittedDefaults[classKey]!.keys.sorted().map { (modelType + "-f32", (nested ? section! + "." : "") + $0) }
     }
 
     @Test(arguments: omitted)
     func omittedKeyTakesTheClassDefault(_ model: String, _ path: String) throws {
         let modelType = String(model.dropLast(4)), key = String(path.split(separator: ".").last!)
-        let classKey = path.hasPrefix("text_config.") || ConfigValueKinds.flatTextConfigs.contains(modelType)
-            ? modelType + ".text_config" : modelType
+        let section = path.split(separator: ".").dropLast().joined(separator: ".")
+        let classKey = !section.isEmpty ? modelType + "." + section
+            : ConfigValueKinds.flatTextConfigs.contains(modelType) ? modelType + ".text_config" : modelType
         let text = try #require(ConfigValueKinds.omittedDefaults[classKey]?[key])
         let value = try JSONSerialization.jsonObject(with: Data(text.utf8), options: .fragmentsAllowed)
         let left = try EditedFixture(model) { EditedModel.set(nil, at: path, in: &$0) }
@@ -221,6 +225,8 @@ import Testing
             // (glm46v's text config class is glm4v's own, as the kinds check resolves it.)
             let defaults = ConfigValueKinds.omittedDefaults[textType] ?? ConfigValueKinds.omittedDefaults[modelType + ".text_config"]
                 ?? ConfigValueKinds.textConfigClass(of: modelType, text: []).flatMap { ConfigValueKinds.omittedDefaults[$0] }
+                // (qwen2_5_omni's text config is its thinker's: thinker_config.text_config.)
+                ?? ConfigValueKinds.nestedTextConfigs[modelType].flatMap { ConfigValueKinds.omittedDefaults[modelType + "." + $0] }
             #expect(defaults != nil, "\(modelType)")
         }
     }

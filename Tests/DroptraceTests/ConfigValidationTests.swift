@@ -396,8 +396,8 @@ import Testing
     /// released ones (Mistral's output, DeepSeek-V4's head) spell it.
     static func isHead(_ name: String) -> Bool { name.hasSuffix("lm_head.weight") || ["output.weight", "embed_out.weight", "head.weight"].contains(name) }
 
-    /// A copy of `fixture` with every tying flag (top level and the language
-    /// model's config) set to `tied` and its stored heads replaced by
+    /// A copy of `fixture` with every tying flag (top level, the language
+    /// model's config, an omni model's thinker's) set to `tied` and its stored heads replaced by
     /// `head(name, stored head)` (nil: none).
     func retied(
         _ fixture: String, _ tied: Bool, in scratch: ScratchDirectory, as name: String,
@@ -411,6 +411,11 @@ import Testing
                     text["tie_word_embeddings"] = tied
                     config[key] = text
                 }
+            }
+            // An omni model's thinker (Qwen2.5-Omni's), whose own flag ties its head, and its text config.
+            if config["thinker_config"] is [String: Any] {
+                EditedModel.set(tied, at: "thinker_config.tie_word_embeddings", in: &config)
+                EditedModel.set(tied, at: "thinker_config.text_config.tie_word_embeddings", in: &config)
             }
         }
         try BadInputTests().rewriteWeights(model) { entries in

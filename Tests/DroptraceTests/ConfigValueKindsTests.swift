@@ -227,7 +227,9 @@ import Testing
         for modelType in ModelRegistry.supportedModelTypes where !unpadded.contains(modelType) && modelType != "nemotron_h_omni" {
             // A text_config whose class follows its model_type (mistral3's) is checked as that type
             // (glm46v's glm4v_text as glm4v's own text config class).
+            // (qwen2_5_omni's is its thinker's text config class: `qwen2_5_omni.thinker_config.text_config`.)
             let key = ConfigValueKinds.textConfigClass(of: modelType, text: [])
+                ?? ConfigValueKinds.nestedTextConfigs[modelType].map { modelType + "." + $0 }
                 ?? ConfigValueKinds.textConfigModelTypes[modelType] ?? modelType
             #expect(ConfigValueKinds.paddedEmbeddings[key] != nil, "\(key)")
         }

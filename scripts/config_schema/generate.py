@@ -79,6 +79,30 @@ EVERYTHING = ("nbifs[nbifs]o", "nbifs[nbifs*]o")
 # config whenever it loads the model, text-only runs included.
 CHECKED_SECTIONS = ["attn_config", "ffn_config", "vision_config"]
 
+# Omni models (by model_type): the sub-config holding the config of the model that runs text, whose
+# text_config is the language model's (Qwen2.5-Omni's thinker_config). Their config classes build every
+# sub-config, nested ones too, as a strict class whenever the model is loaded: each is checked.
+OMNI_TEXT_HOLDERS = {"qwen2_5_omni": "thinker_config"}
+# Omni models whose own sub-configs are checked all the same, beside text_config and CHECKED_SECTIONS
+# (the thinker saved on its own: Qwen2_5OmniThinkerConfig's audio_config).
+OMNI_MODEL_TYPES = ["qwen2_5_omni", "qwen2_5_omni_thinker"]
+
+
+def nested_sections(cls, path=""):
+    """(dotted path, class) of every sub-config of `cls`, depth first, nested ones after their holder."""
+    for name, sub in (getattr(cls, "sub_configs", {}) or {}).items():
+        if dataclasses.is_dataclass(sub):
+            yield path + name, sub
+            yield from nested_sections(sub, path + name + ".")
+
+
+def text_section(model_type):
+    """The dotted path of the language model's config in a `model_type` config, for those whose
+    text_config is not at the top level (OMNI_TEXT_HOLDERS), else None."""
+    holder = OMNI_TEXT_HOLDERS.get(model_type)
+    return holder + ".text_config" if holder else None
+
+
 # Keys droptrace reads from every config of the families that have them, and that configs in the wild
 # omit (their class's default then applies): norm epsilons and the position count.
 OMITTABLE = [
@@ -219,7 +243,8 @@ def padded_embedding(cls):
         return None
     # Rows past vocab_size (MllamaTextModel's vocab_size + 8), which torch's range check counts.
     extra = model.get_input_embeddings().num_embeddings - text.vocab_size
-    return ("" if text is config else ".text_config",) + defaults + (extra,)
+    suffix = "" if text is config else "." + (text_section(config.model_type) or "text_config")
+    return (suffix,) + defaults + (extra,)
 
 
 def causal_lm_from_config(config):
@@ -240,6 +265,10 @@ def causal_lm_from_config(config):
         # (every fourth by default) cannot be built from: the class's defaults alone cannot build the model.
         text.indexer_n_heads, text.indexer_kv_heads, text.indexer_head_dim = 1, 1, text.head_dim
         text.indexer_budget = text.indexer_compress_ratio = 1
+    if config.model_type in OMNI_TEXT_HOLDERS:
+        # Qwen2_5OmniForConditionalGeneration runs text through its thinker, whose embedding it is.
+        holder = getattr(config, OMNI_TEXT_HOLDERS[config.model_type])
+        return AutoModelForImageTextToText.from_config(holder)
     if config.model_type == "gemma3n":
         # Gemma3nForConditionalGeneration builds a timm vision tower; the embedding is its
         # language model's, which Gemma3nForCausalLM builds from text_config alike.
@@ -308,9 +337,16 @@ def head_width_classes(classes):
     (`glm4v_moe.text_config`, with its wrapper), as the head-width tables key them."""
     for key, cls in classes:
         if "." not in key:
-            yield key, cls, None
+            if key not in OMNI_TEXT_HOLDERS:  # (its text config is asked about under its own key)
+                yield key, cls, None
         elif key.endswith(".text_config"):
-            yield key, cls, CONFIG_MAPPING[key.removesuffix(".text_config")]
+            model_type, _, holder = key.removesuffix(".text_config").partition(".")
+            if holder:
+                # A nested text config (Qwen2.5-Omni's thinker_config.text_config), built inside its holder.
+                yield key, cls, lambda text_config, model_type=model_type, holder=holder: CONFIG_MAPPING[model_type](
+                    **{holder: {"text_config": text_config}})
+            else:
+                yield key, cls, CONFIG_MAPPING[model_type]
 
 
 def head_dim_none(cls, given):
@@ -376,6 +412,10 @@ def main():
             # (A sub-config built by AutoConfig from its own model_type, LlavaConfig's vision_config, is not checked.)
             if section in sub and dataclasses.is_dataclass(sub[section]):
                 classes.append((model_type + "." + section, sub[section]))
+        if model_type in OMNI_MODEL_TYPES:
+            classes += [(model_type + "." + path, cls) for path, cls in nested_sections(CONFIG_MAPPING[model_type])]
+    # (An omni thinker's text_config and vision_config are listed above already.)
+    classes = list({key: (key, cls) for key, cls in reversed(classes)}.values())[::-1]
     for key, cls in classes:
         if key in seen:
             continue
@@ -424,6 +464,28 @@ def main():
     for model_type in MODEL_TYPES:
         if builds_text_config_from_top_level(CONFIG_MAPPING[model_type]):
             lines.append(f'        "{model_type}",')
+    lines += [
+        "    ]",
+        "",
+        "    /// Per omni config class (by model_type): the dotted paths of its sub-configs, nested ones too,",
+        "    /// each checked against its own class's table (`<model_type>.<path>`), beside `text_config` and the",
+        "    /// sections checked for every class.",
+        "    static let nestedSections: [String: [String]] = [",
+    ]
+    for model_type in MODEL_TYPES:
+        if model_type in OMNI_MODEL_TYPES:
+            paths = [path for path, _ in nested_sections(CONFIG_MAPPING[model_type])
+                     if path != "text_config" and path not in CHECKED_SECTIONS]
+            lines.append(f'        "{model_type}": [' + ", ".join(f'"{path}"' for path in paths) + "],")
+    lines += [
+        "    ]",
+        "",
+        "    /// Per omni config class (by model_type) whose language model's config is nested: its dotted path.",
+        "    static let nestedTextConfigs: [String: String] = [",
+    ]
+    for model_type in MODEL_TYPES:
+        if text_section(model_type):
+            lines.append(f'        "{model_type}": "{text_section(model_type)}",')
     lines += [
         "    ]",
         "",

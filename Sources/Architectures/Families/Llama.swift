@@ -86,7 +86,7 @@ struct LlamaConfiguration: Decodable {
 /// Llama, Mistral, Ministral, Ministral 3, Qwen2, CWM, InternLM3 and
 /// IQuest-Coder: pre-RMSNorm blocks,
 /// rotary attention with grouped-query heads, SwiGLU MLP; also the
-/// language model of `mistral3`, `qwen2_vl`, `qwen2_5_vl` and the LLaVA-style
+/// language model of `mistral3`, `qwen2_vl`, `qwen2_5_vl`, `qwen2_5_omni` and the LLaVA-style
 /// checkpoints (`TextModelPlacement.llama`, `QwenVL`, `Llava`).
 ///
 /// Ministral 3 (transformers' models/ministral3/) is Mistral's block with
@@ -136,8 +136,9 @@ struct LlamaModel: DecoderFamily {
             try ForwardPassKeys.requireCacheableLayerTypes(checkpoint.configDocument, path: parts.configPath)
             config.layerTypes = nil
         }
-        // Qwen2-VL's text config class is fixed, whatever model_type its text_config names.
-        if QwenVL.qwen2Types.contains(checkpoint.modelType) { config.modelType = "qwen2" }
+        // Qwen2-VL's and Qwen2.5-Omni's text config classes are fixed, whatever model_type their text_config names.
+        let qwenWrapper = QwenVL.qwen2Types.contains(checkpoint.modelType) || QwenVL.omniTypes.contains(checkpoint.modelType)
+        if qwenWrapper { config.modelType = "qwen2" }
         self.config = config
         try Self.checkLlamaSubclass(config, parts: parts)
         if config.modelType == "ministral3" {
@@ -145,9 +146,9 @@ struct LlamaModel: DecoderFamily {
             let (settings, temperature) = try Ministral3Rope.read(parts)
             rotary = try parts.rotary(defaultTheta: defaultTheta, settings: settings)
             queryTemperature = temperature
-        } else if QwenVL.qwen2Types.contains(checkpoint.modelType) {
+        } else if qwenWrapper {
             try QwenVL.checkWindowLayers(parts, config)
-            rotary = try QwenVL.qwen2Rotary(parts)
+            rotary = try QwenVL.qwen2Rotary(parts, readsMropeType: !QwenVL.omniTypes.contains(checkpoint.modelType))
             queryTemperature = nil
         } else if config.modelType == "cwm" {
             rotary = try parts.rotary(defaultTheta: Cwm.defaultTheta, settings: parts.ropeSettings(defaults: Cwm.defaultRopeParameters).settings)

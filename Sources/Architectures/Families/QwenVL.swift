@@ -17,6 +17,24 @@ import TensorEngine
 /// Both Qwen3 wrappers read `text_config`, weights under
 /// `model.language_model.`, the head tied by the top-level `tie_word_embeddings` alone.
 ///
+/// - `qwen2_5_omni` (Qwen2.5-Omni, Qwen2_5OmniForConditionalGeneration),
+///   read as the language model of its thinker, which runs text: Qwen2's
+///   block with Qwen2_5OmniTextConfig's defaults (rope_theta 1e6,
+///   max_window_layers 28, sliding_window 32768) from
+///   `thinker_config.text_config`, weights under
+///   `thinker.model.language_model.`, as transformers renames the released
+///   `thinker.model.` (`TensorRenamings`), the head `thinker.lm_head` tied by
+///   `thinker_config.tie_word_embeddings` alone (default false: the thinker's
+///   own config decides its tying; the top level's and the text config's
+///   flags are not read); `qwen2_5_omni_thinker`, the thinker saved alone
+///   (Qwen2_5OmniThinkerForConditionalGeneration), the same from
+///   `text_config`, weights under `model.language_model.`, the head
+///   `lm_head` tied by the top-level flag. Unlike Qwen2-VL's, its attention
+///   sizes its heads by a written `head_dim`, and a rope type "mrope" is
+///   not read as the default one (its rotary embedding has no such type).
+///   The talker, the token-to-wave model and the audio and vision encoders
+///   never run on text and are not read.
+///
 /// Text has the same position on the three M-RoPE axes, so the multimodal
 /// rotary embedding rotates as the plain one; its `mrope_section` is only
 /// checked (`DecoderParts.mropeRotary`).
@@ -24,8 +42,29 @@ enum QwenVL {
     /// The wrappers of Qwen2's block.
     static let qwen2Types: Set<String> = ["qwen2_vl", "qwen2_5_vl"]
 
-    /// Qwen2VLTextConfig's `default_theta`.
+    /// Qwen2VLTextConfig's `default_theta` (Qwen2_5OmniTextConfig's too).
     static let qwen2DefaultTheta = 1_000_000.0
+
+    /// Qwen2.5-Omni whole and its thinker saved alone, read by Qwen2's block as its language model.
+    static let omniTypes: Set<String> = ["qwen2_5_omni", "qwen2_5_omni_thinker"]
+
+    /// Where a Qwen2.5-Omni checkpoint keeps its thinker's language model (see the type's doc).
+    static func omniPlacement(_ checkpoint: Checkpoint) -> TextModelPlacement {
+        let whole = checkpoint.modelType == "qwen2_5_omni"
+        let section = whole ? "thinker_config.text_config" : "text_config"
+        // Qwen2_5OmniTextConfig's defaults that LlamaConfiguration's for qwen2 lack.
+        let defaults = ConfigValueKinds.omittedDefaultValues(of: checkpoint.modelType + "." + section)
+            .merging(["model_type": "qwen2", "max_window_layers": 28, "sliding_window": 32768], uniquingKeysWith: { $1 })
+        // The thinker's own tie_word_embeddings (Qwen2_5OmniThinkerConfig's, default false; its kind is checked
+        // with its class's) decides: Qwen2_5OmniThinkerForConditionalGeneration ties by its config's flag.
+        let thinker = whole ? checkpoint.configDocument.member("thinker_config") : checkpoint.configDocument
+        var tied = false
+        if case .bool(let flag)? = thinker?.member("tie_word_embeddings") { tied = flag }
+        return TextModelPlacement(
+            section: ConfigSection(section, defaults: defaults), headNames: whole ? ["thinker.lm_head"] : ["lm_head"],
+            prefixes: whole ? ["thinker.model.language_model."] : TextModelPlacement.withLegacyNames(["model.language_model."]),
+            tiedEmbeddings: tied)
+    }
 
     /// Where a Qwen vision-language checkpoint keeps its language model,
     /// whose config class gives the keys it omits its defaults (and `defaults`).
@@ -70,9 +109,10 @@ enum QwenVL {
         }
     }
 
-    /// Qwen2-VL's: the head's frequencies split by `mrope_section`, rope type "mrope" the default one.
-    static func qwen2Rotary(_ parts: DecoderParts) throws -> RotaryEmbedding {
-        try parts.mropeRotary(defaultSection: [16, 24, 24], defaultTheta: qwen2DefaultTheta, readsMropeType: true)
+    /// Qwen2-VL's: the head's frequencies split by `mrope_section`, rope type "mrope" the default one
+    /// (`readsMropeType`; Qwen2.5-Omni's text config does not read it so).
+    static func qwen2Rotary(_ parts: DecoderParts, readsMropeType: Bool = true) throws -> RotaryEmbedding {
+        try parts.mropeRotary(defaultSection: [16, 24, 24], defaultTheta: qwen2DefaultTheta, readsMropeType: readsMropeType)
     }
 
     /// Qwen3-VL's (and Qwen3-VL-MoE's): items 1 and 2 of `mrope_section` count interleaved columns.
