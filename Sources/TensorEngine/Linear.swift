@@ -95,10 +95,6 @@ public struct Linear: Sendable {
     static let rowsPerTask = 64
     /// Output columns are split across threads in multiples of this.
     static let columnsPerBlock = 64
-    /// Bytes of rounded rows per worker at a time (a rounded copy of all of
-    /// x would cost as much memory as x). Large enough that each GEMM's
-    /// packing of the weights is amortised over many rows.
-    static let roundedBytes = 16 << 20
 
     /// y = x·Wᵀ + b: [rows, inFeatures] → [rows, outFeatures].
     public func callAsFunction(_ x: Matrix) -> Matrix {
@@ -118,11 +114,11 @@ public struct Linear: Sendable {
             // thread computes all rows for a slice of the outputs, so
             // each packs only its slice of the weights, the larger
             // operand, and one row still uses every thread.
-            inputRounded(rows, of: x, budget: .max) { _, rows, input in
+            inputRounded(rows, of: x) { first, rows, input in
                 let blocks = (outFeatures + Self.columnsPerBlock - 1) / Self.columnsPerBlock
                 parallelFor(chunks: blocks) { range in
                     let columns = (range.lowerBound * Self.columnsPerBlock)..<min(outFeatures, range.upperBound * Self.columnsPerBlock)
-                    product(input, rows: rows, columns: columns, y + columns.lowerBound, beta: beta)
+                    product(input, rows: rows, columns: columns, y + first * outFeatures + columns.lowerBound, beta: beta)
                 }
             }
         } else {
@@ -130,7 +126,7 @@ public struct Linear: Sendable {
             // GEMM over its own block of tokens (the weights are shared).
             parallelFor(chunks: rows, minimumChunk: Self.rowsPerTask) { part in
                 let start = y + part.lowerBound * outFeatures
-                inputRounded(part.count, of: x + part.lowerBound * inFeatures, budget: Self.roundedBytes) { first, count, input in
+                inputRounded(part.count, of: x + part.lowerBound * inFeatures) { first, count, input in
                     product(input, rows: count, columns: 0..<outFeatures, start + first * outFeatures, beta: beta)
                 }
             }
@@ -178,14 +174,12 @@ public struct Linear: Sendable {
 
     /// Calls `body(first, count, input)` with the `rows` rows at `x` as this
     /// layer's products read them: as they are in float32, rounded to
-    /// bfloat16 in blocks of `budget` bytes otherwise.
-    private func inputRounded(
-        _ rows: Int, of x: UnsafePointer<Float>, budget: Int, _ body: (Int, Int, BLAS.Operand) -> Void
-    ) {
+    /// bfloat16 a scratch block at a time otherwise (a rounded copy of all
+    /// of x would cost as much memory as x; a block, 16 MB, is large enough
+    /// that each GEMM's packing of the weights is amortised over many rows).
+    private func inputRounded(_ rows: Int, of x: UnsafePointer<Float>, _ body: (Int, Int, BLAS.Operand) -> Void) {
         guard arithmetic.roundsToBF16 else { return body(0, rows, .float(x)) }
-        Self.inRoundedBlocks(rows, width: inFeatures, of: x, arithmetic: arithmetic, budget: budget) {
-            body($0, $1, $2.operand)
-        }
+        Self.inRoundedBlocks(rows, width: inFeatures, of: x, arithmetic: arithmetic) { body($0, $1, $2.operand) }
     }
 
     /// C[rows × columns] = input · W[columns]ᵀ (+ C when `beta` is 1), one
@@ -209,15 +203,16 @@ public struct Linear: Sendable {
     }
 
     /// Calls `body(first, count, rounded)` for blocks (`budget` bytes each,
-    /// at least one row) of the `rows` rows at `x` (`width` wide), each
-    /// rounded as `arithmetic`'s products read them into one buffer.
+    /// at most a scratch block's, at least one row) of the `rows` rows at
+    /// `x` (`width` wide), each rounded as `arithmetic`'s products read them
+    /// into one buffer, a block of `ScratchBlocks.shared`.
     static func inRoundedBlocks(
-        _ rows: Int, width: Int, of x: UnsafePointer<Float>, arithmetic: MatrixArithmetic, budget: Int = roundedBytes,
-        _ body: (Int, Int, ProductRows) -> Void
+        _ rows: Int, width: Int, of x: UnsafePointer<Float>, arithmetic: MatrixArithmetic,
+        budget: Int = ScratchBlocks.shared.bytes, _ body: (Int, Int, ProductRows) -> Void
     ) {
         guard rows > 0 else { return }
         let bytesPerRow = max(1, width) * ProductRows.elementSize(arithmetic)
-        let buffer = ProductRows(rows: min(rows, max(1, budget / bytesPerRow)), width: width, arithmetic: arithmetic)
+        let buffer = ProductRows.scratch(rows: min(rows, max(1, budget / bytesPerRow)), width: width, arithmetic: arithmetic)
         for first in stride(from: 0, to: rows, by: buffer.capacity) {
             let count = min(buffer.capacity, rows - first)
             buffer.set(rows: 0, count: count, from: x + first * width, stride: width)

@@ -202,6 +202,32 @@ import Testing
         }
     }
 
+    /// Rounding buffers come from fixed-size blocks that go back to their
+    /// pool: the last block given back is the next one taken, and no more
+    /// than the pool's limit are kept (the rest are freed).
+    @Test func roundingBuffersReuseTheirPoolsBlocks() {
+        let pool = ScratchBlocks(bytes: 4 * 3 * 4) { 2 }
+        let blocks = (0..<3).map { _ in pool.take() }
+        for block in blocks { pool.give(block) }
+        #expect(pool.kept == 2)
+        #expect(pool.take() == blocks[1])
+        pool.give(blocks[1])
+        let storage = { (rows: ProductRows) -> UnsafeRawPointer? in
+            guard case .float(let values) = rows.operand else { return nil }
+            return UnsafeRawPointer(values)
+        }
+        do {
+            // Capped at what one block holds; a row wider than a block gets a buffer of its own.
+            let rows = ProductRows.scratch(rows: 10, width: 3, arithmetic: .bf16Emulated, from: pool)
+            #expect(rows.capacity == 4)
+            #expect(storage(rows) == UnsafeRawPointer(blocks[1]))
+            #expect(pool.kept == 1)
+            let wide = ProductRows.scratch(rows: 10, width: 13, arithmetic: .bf16Emulated, from: pool)
+            #expect(wide.capacity == 1 && wide.width == 13 && pool.kept == 1)
+        }
+        #expect(pool.kept == 2)
+    }
+
     /// A fused QKV matrix with grouped-query heads, two sequences longer than
     /// one block of query rows.
     static func attentionInput() -> (Matrix, QKVLayout, [Range<Int>]) {
