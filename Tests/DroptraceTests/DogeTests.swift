@@ -127,10 +127,13 @@ import Testing
         let whole = experts(x, sequences: [0..<rows])
         let alone = experts(x, sequences: (0..<rows).map { $0..<($0 + 1) })
         #expect(whole.data != alone.data)
-        // Two sequences route apart: the second's rows as if alone.
+        // Two sequences route apart: the second's rows as if alone (up to the
+        // products' summation order, which on AVX2 follows the batch's row
+        // count; another routing would differ by the experts' whole outputs).
         let split = experts(x, sequences: [0..<2, 2..<rows])
         let second = experts(x.rows(2..<rows), sequences: [0..<(rows - 2)])
-        #expect(Array(split.data[(2 * d)...]) == second.data)
+        let tail = Array(split.data[(2 * d)...])
+        #expect(tail.count == second.data.count && zip(tail, second.data).allSatisfy { abs($0 - $1) <= 1e-6 })
         // A one-token sequence: its first and second halves.
         let token = x.rows(0..<1)
         let logits = experts.router(token).data
