@@ -286,7 +286,7 @@ public struct SelfAttention: Sendable {
             sharedKeysValues: keyValueSharing?.reusedLayer.map { shared!.keysValues(of: $0) })
         if let layer = keyValueSharing?.storedLayer { shared!.store(keysValues(qkv), layer: layer) }
         if keyValueSharing?.storesOnly == true { return Matrix(zeros: x.rows, 0) }
-        let keyBiases = dynamicMask?.biases(qkv, layout: layout)
+        let keyBiases = dynamicMask?.biases(qkv, layout: layout, inputs: x)
         let attended = attended(qkv) {
             causalAttention(
                 qkv: $0, layout: layout, sequences: batch.sequences,

@@ -253,6 +253,11 @@ struct KeyValueCache {
     /// Each position's key biases per key/value head where the attention
     /// has a dynamic mask (Doge's), [capacity, kv_heads]; empty otherwise.
     private var keyBiases: [Float]
+    /// The dynamic mask's biases by input row (`EqualRowBiases`): a token
+    /// repeated later gets its earlier biases, as in one pass over both.
+    /// At most one entry per position, droptrace's own bookkeeping: not
+    /// counted in `bytesPerToken`, the model's cache.
+    private var equalRows = EqualRowBiases()
     /// Qwen4-Exp's QSA indexer's pooled key blocks (nil without one).
     private var blockIndexerState: QSAIndexer.State?
     private(set) var length = 0
@@ -281,6 +286,7 @@ struct KeyValueCache {
 
     mutating func clear() {
         length = 0
+        equalRows = EqualRowBiases()
         if blockIndexerState != nil { blockIndexerState = QSAIndexer.State() }
     }
 
@@ -325,7 +331,7 @@ struct KeyValueCache {
             return Matrix(zeros: x.rows, 0)
         }
         let qkv = attention.projectedQKV(x, positions: positions, queryLatent: latent)
-        let biases = attention.dynamicMask?.biases(qkv, layout: layout)
+        let biases = attention.dynamicMask?.biases(qkv, layout: layout, inputs: x, earlier: &equalRows)
         appendKeysValues(qkv, biases: biases)
         return Self.attendEachOther(qkv, input: x, with: attention, keySelection: selection, keyBiases: biases)
     }
@@ -461,7 +467,7 @@ struct KeyValueCache {
         var qkv = attention.projectedQKV(x, positions: [position], queryLatent: latent)
         // One row: rounding it whole rounds the query, key and value alike.
         if roundsToBF16 { qkv.data = BFloat16.rounded(qkv.data) }
-        appendKeysValues(qkv, biases: attention.dynamicMask?.biases(qkv, layout: layout))
+        appendKeysValues(qkv, biases: attention.dynamicMask?.biases(qkv, layout: layout, inputs: x, earlier: &equalRows))
         return attendCached(qkv, input: x, with: attention, keySelection: selection)
     }
 

@@ -143,6 +143,35 @@ import Testing
         #expect(experts.route(token, sequences: [0..<1]).experts.first == best.1)
     }
 
+    /// Bit-equal input rows (a repeated token in layer 0) get bit-equal key
+    /// biases, however the product rounded their value rows: the cap then
+    /// chooses among them as torch.topk does among ties. Here the second
+    /// copy's value row is off (a kernel summing it in another order puts
+    /// it a few ulps off, enough to break a tie); a decoder's memory
+    /// carries the first bias to a later step.
+    @Test func equalInputRowsGetEqualBiases() throws {
+        let model = try EditedFixture("doge-f32").load() as! DogeModel
+        let attention = try #require(try model.block(0).attention?.attention)
+        let mask = try #require(attention.dynamicMask), layout = attention.layout
+        let d = model.hiddenSize, heads = layout.numKVHeads
+        let row = (0..<d).map { Float(sin(Double($0) * 0.37)) }, other = (0..<d).map { Float(cos(Double($0) * 0.41)) }
+        let x = Matrix(rows: 3, cols: d, data: row + other + row)
+        var qkv = attention.projectedQKV(x, positions: [0, 1, 2])
+        let value = 2 * layout.width + layout.valueOffset(kvHead: 0)
+        for i in value..<(value + layout.keyWidth) { qkv.data[i] += 1e-3 }
+        let unified = mask.biases(qkv, layout: layout, inputs: x).values
+        #expect(Array(unified[0..<heads]) == Array(unified[(2 * heads)...]))
+        // Without the equal inputs, the off value row gives its own biases.
+        let distinct = Matrix(rows: 3, cols: d, data: row + other + row.map { $0 + 1 })
+        let apart = mask.biases(qkv, layout: layout, inputs: distinct).values
+        #expect(Array(apart[0..<heads]) != Array(apart[(2 * heads)...]))
+        // Across calls: the memory of the first call's rows.
+        var earlier = EqualRowBiases()
+        let first = mask.biases(qkv.rows(0..<1), layout: layout, inputs: x.rows(0..<1), earlier: &earlier).values
+        let later = mask.biases(qkv.rows(2..<3), layout: layout, inputs: x.rows(2..<3), earlier: &earlier).values
+        #expect(first == later)
+    }
+
     /// A dropped branch takes its scale with it: the stream passes unscaled.
     @Test func droppedBranchLeavesTheStream() throws {
         let model = try EditedFixture("doge-f32").load() as! DogeModel
