@@ -196,6 +196,8 @@ public enum ModelRegistry {
         "qwen2_vl": LlamaModel.self,
         "qwen3": Qwen3Model.self,
         "qwen3_moe": Qwen3MoeModel.self,
+        "qwen3_omni_moe": Qwen3MoeModel.self,
+        "qwen3_omni_moe_thinker": Qwen3MoeModel.self,
         "qwen3_5": Qwen3_5Model.self,
         "qwen3_5_moe": Qwen3_5Model.self,
         "qwen3_5_moe_text": Qwen3_5Model.self,

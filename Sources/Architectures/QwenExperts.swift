@@ -79,6 +79,9 @@ struct QwenExperts: Sendable {
         static let qwen3VLMoe = ConfigClass(
             numExperts: 60, numExpertsPerTok: 4, normTopkProb: true, moeIntermediateSize: 1408, sharedExpertIntermediateSize: nil,
             readsLocalExperts: true, readsNormTopkProb: false, transposedExpertsToo: true)
+        /// Qwen3OmniMoeTextConfig's: Qwen3-MoE's keys, `num_local_experts` not among them.
+        static let qwen3OmniMoe = ConfigClass(
+            numExperts: 128, numExpertsPerTok: 8, normTopkProb: true, moeIntermediateSize: 768, sharedExpertIntermediateSize: nil)
         static let mellum = ConfigClass(
             numExperts: 64, numExpertsPerTok: 8, normTopkProb: true, moeIntermediateSize: 896, sharedExpertIntermediateSize: nil,
             readsLocalExperts: true, readsMLPLayerTypes: true)

@@ -22,6 +22,22 @@ extension TensorRenamings {
             ("^thinker\\.(.+)", "\\1", ["model.", ""]),
             ("^model\\.(?:(?!language_model\\.))(.+)", "model.language_model.\\1", ["model.", ""]),
         ],
+        "qwen3_omni_moe": [
+            ("^thinker\\.(.+)", "\\1", ["model.thinker.", "thinker."]),
+            ("^audio_tower(?!\\w)", "model.audio_tower", ["model.thinker.", "thinker."]),
+            ("^visual(?!\\w)", "model.visual", ["model.thinker.", "thinker."]),
+            ("^model(?!\\.(language_model|visual|audio_tower))", "model.language_model", ["model.thinker.", "thinker."]),
+            ("^thinker\\.(.+)", "\\1", ["model.thinker.model.", "thinker.model."]),
+            ("^model\\.(?:(?!language_model\\.))(.+)", "model.language_model.\\1", ["model.thinker.model.", "thinker.model."]),
+        ],
+        "qwen3_omni_moe_thinker": [
+            ("^thinker\\.(.+)", "\\1", []),
+            ("^audio_tower(?!\\w)", "model.audio_tower", []),
+            ("^visual(?!\\w)", "model.visual", []),
+            ("^model(?!\\.(language_model|visual|audio_tower))", "model.language_model", []),
+            ("^thinker\\.(.+)", "\\1", ["model.", ""]),
+            ("^model\\.(?:(?!language_model\\.))(.+)", "model.language_model.\\1", ["model.", ""]),
+        ],
         "axk2": [
             ("W_down(?!\\w)", "mlp.fc1", []),
             ("W_up(?!\\w)", "mlp.fc2", []),

@@ -92,6 +92,7 @@ extension SpecialTokenSettings {
         "qwen3_5_text": "Qwen3_5Tokenizer",
         "qwen3_moe": "Qwen2Tokenizer",
         "qwen3_next": "Qwen2Tokenizer",
+        "qwen3_omni_moe": "Qwen2Tokenizer",
         "qwen3_vl": "Qwen2Tokenizer",
         "qwen3_vl_moe": "Qwen2Tokenizer",
         "qwen4_exp": "Qwen3_5Tokenizer",

@@ -82,10 +82,10 @@ CHECKED_SECTIONS = ["attn_config", "ffn_config", "vision_config"]
 # Omni models (by model_type): the sub-config holding the config of the model that runs text, whose
 # text_config is the language model's (Qwen2.5-Omni's thinker_config). Their config classes build every
 # sub-config, nested ones too, as a strict class whenever the model is loaded: each is checked.
-OMNI_TEXT_HOLDERS = {"qwen2_5_omni": "thinker_config"}
+OMNI_TEXT_HOLDERS = {"qwen2_5_omni": "thinker_config", "qwen3_omni_moe": "thinker_config"}
 # Omni models whose own sub-configs are checked all the same, beside text_config and CHECKED_SECTIONS
 # (the thinker saved on its own: Qwen2_5OmniThinkerConfig's audio_config).
-OMNI_MODEL_TYPES = ["qwen2_5_omni", "qwen2_5_omni_thinker"]
+OMNI_MODEL_TYPES = ["qwen2_5_omni", "qwen2_5_omni_thinker", "qwen3_omni_moe", "qwen3_omni_moe_thinker"]
 
 
 def nested_sections(cls, path=""):
@@ -533,9 +533,10 @@ def main():
         "    static let omittedDefaults: [String: [String: String]] = [",
     ]
     # Wrappers' own text config classes too (`qwen2_vl.text_config`), whose keys a family reads from
-    # the text_config section.
+    # the text_config section; of an omni model's, its language model's alone (not its talker's).
     for key, cls in classes:
-        if "." in key and not key.endswith(".text_config"):
+        model_type, _, section = key.partition(".")
+        if section and section != "text_config" and section != text_section(model_type):
             continue
         fields = {f.name: f for f in dataclasses.fields(cls)}
         # A field its attribute map reads as another key (BailingHybridConfig's num_local_experts as

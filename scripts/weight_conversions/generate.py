@@ -46,14 +46,16 @@ from transformers.core_model_loading import GroupWeightRename, LayerPairCollapse
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 # The model types whose tensors droptrace renames on load as transformers does (`Checkpoint`).
-RENAMED_ON_LOAD = ["qwen2_5_omni", "qwen2_5_omni_thinker", "axk2", "deepseek_v4", "dory", "ergo", "exaone", "glm5_next", "hrm_text", "hy_v4", "hyperclovax_vision_v2", "kimi_k25", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "minimax_m3_vl", "mistral_large4", "nemotron_h_omni", "ovis2_5", "param2moe", "qianfan_ocr", "sarvam_moe", "shieldgemma2", "step3p7"]
+RENAMED_ON_LOAD = ["qwen2_5_omni", "qwen2_5_omni_thinker", "qwen3_omni_moe", "qwen3_omni_moe_thinker", "axk2", "deepseek_v4", "dory", "ergo", "exaone", "glm5_next", "hrm_text", "hy_v4", "hyperclovax_vision_v2", "kimi_k25", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "minimax_m3_vl", "mistral_large4", "nemotron_h_omni", "ovis2_5", "param2moe", "qianfan_ocr", "sarvam_moe", "shieldgemma2", "step3p7"]
 
 # Model types transformers loads as a class of their own that no auto class of a causal or image-text
 # model maps them to: ShieldGemma2ForImageClassification (the class its checkpoints' `architectures`
 # name; AutoModelForImageTextToText maps shieldgemma2 to the Gemma3ForConditionalGeneration it holds
 # under `model.`, whose names are then one level shallower).
-# Qwen2_5OmniForConditionalGeneration, which only the multimodal and text-to-waveform auto classes map.
-LOADED_AS = {"shieldgemma2": "ShieldGemma2ForImageClassification", "qwen2_5_omni": "Qwen2_5OmniForConditionalGeneration"}
+# Qwen2_5OmniForConditionalGeneration and Qwen3OmniMoeForConditionalGeneration, which only the multimodal
+# and text-to-waveform auto classes map.
+LOADED_AS = {"shieldgemma2": "ShieldGemma2ForImageClassification", "qwen2_5_omni": "Qwen2_5OmniForConditionalGeneration",
+             "qwen3_omni_moe": "Qwen3OmniMoeForConditionalGeneration"}
 
 # A collected source pattern: the module path, the expert index, one projection's weight.
 PATTERN = re.compile(r"^([A-Za-z0-9_.]*)\*\.([A-Za-z0-9_]+)\.weight$")
@@ -89,7 +91,13 @@ def loaded_model(model_type):
     """The model transformers loads `model_type` as (see the module's docstring), built from its config
     class's defaults."""
     if model_type in LOADED_AS:
-        return getattr(transformers, LOADED_AS[model_type])(AutoConfig.for_model(model_type))
+        config = AutoConfig.for_model(model_type)
+        if model_type == "qwen3_omni_moe":
+            # The talker reads two keys its config classes have no default for (its sparse blocks' shared
+            # expert width, its spatial_merge_size): the released configs write them.
+            config.talker_config.text_config.shared_expert_intermediate_size = 768
+            config.talker_config.spatial_merge_size = 2
+        return getattr(transformers, LOADED_AS[model_type])(config)
     auto = AutoModelForCausalLM if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
     return auto.from_config(AutoConfig.for_model(model_type))
 

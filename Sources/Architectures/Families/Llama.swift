@@ -137,7 +137,7 @@ struct LlamaModel: DecoderFamily {
             config.layerTypes = nil
         }
         // Qwen2-VL's and Qwen2.5-Omni's text config classes are fixed, whatever model_type their text_config names.
-        let qwenWrapper = QwenVL.qwen2Types.contains(checkpoint.modelType) || QwenVL.omniTypes.contains(checkpoint.modelType)
+        let qwenWrapper = QwenVL.qwen2Types.contains(checkpoint.modelType) || QwenVL.qwen2_5OmniTypes.contains(checkpoint.modelType)
         if qwenWrapper { config.modelType = "qwen2" }
         self.config = config
         try Self.checkLlamaSubclass(config, parts: parts)
@@ -148,7 +148,7 @@ struct LlamaModel: DecoderFamily {
             queryTemperature = temperature
         } else if qwenWrapper {
             try QwenVL.checkWindowLayers(parts, config)
-            rotary = try QwenVL.qwen2Rotary(parts, readsMropeType: !QwenVL.omniTypes.contains(checkpoint.modelType))
+            rotary = try QwenVL.qwen2Rotary(parts, readsMropeType: !QwenVL.qwen2_5OmniTypes.contains(checkpoint.modelType))
             queryTemperature = nil
         } else if config.modelType == "cwm" {
             rotary = try parts.rotary(defaultTheta: Cwm.defaultTheta, settings: parts.ropeSettings(defaults: Cwm.defaultRopeParameters).settings)

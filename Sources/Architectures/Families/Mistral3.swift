@@ -12,8 +12,9 @@ extension TextModelPlacement {
         switch checkpoint.modelType {
         case _ where Llava.wrappers[checkpoint.modelType] != nil:
             return try .topLevelOrWrapped(checkpoint)
-        case _ where QwenVL.omniTypes.contains(checkpoint.modelType):
-            return QwenVL.omniPlacement(checkpoint)
+        case _ where QwenVL.qwen2_5OmniTypes.contains(checkpoint.modelType):
+            // Qwen2_5OmniTextConfig's defaults that LlamaConfiguration's for qwen2 lack.
+            return QwenVL.omniPlacement(checkpoint, defaults: ["model_type": "qwen2", "max_window_layers": 28, "sliding_window": 32768])
         case _ where QwenVL.qwen2Types.contains(checkpoint.modelType):
             return try QwenVL.placement(checkpoint, defaults: ["model_type": "qwen2", "max_window_layers": 80])
         case "ministral3":

@@ -12,7 +12,8 @@ import TensorEngine
 /// when `use_sliding_window` is set. Also the language model of
 /// `qwen3_vl_moe` checkpoints (`QwenVL`): Qwen3VLMoeTextConfig's defaults,
 /// a router that always renormalises, experts possibly stored transposed,
-/// no window.
+/// no window; and of `qwen3_omni_moe` checkpoints' thinkers (`QwenVL`),
+/// with Qwen3OmniMoeTextConfig's defaults, no window.
 struct Qwen3MoeModel: DecoderFamily {
     let parts: DecoderParts
     let attentionConfig: Qwen3Configuration
@@ -22,15 +23,17 @@ struct Qwen3MoeModel: DecoderFamily {
     let window: Int?
 
     init(_ checkpoint: Checkpoint) throws {
-        let vision = checkpoint.modelType == "qwen3_vl_moe"
-        let placement = try vision ? QwenVL.placement(checkpoint) : .topLevelOrWrapped(checkpoint)
+        let vision = checkpoint.modelType == "qwen3_vl_moe", omni = QwenVL.qwen3OmniTypes.contains(checkpoint.modelType)
+        let placement = try omni ? QwenVL.omniPlacement(checkpoint) : vision ? QwenVL.placement(checkpoint) : .topLevelOrWrapped(checkpoint)
         // Decoded first: the expert tensors are checked with the layers.
-        experts = try QwenExperts(checkpoint, section: placement.section, configClass: vision ? .qwen3VLMoe : .qwen3Moe)
+        experts = try QwenExperts(
+            checkpoint, section: placement.section, configClass: omni ? .qwen3OmniMoe : vision ? .qwen3VLMoe : .qwen3Moe)
         parts = try DecoderParts(checkpoint, placement: placement, naming: LlamaModel.naming, experts: experts.naming)
         attentionConfig = try parts.config(Qwen3Configuration.self)
-        rotary = try vision ? QwenVL.qwen3Rotary(parts) : parts.rotary()
+        rotary = try omni ? QwenVL.qwen3OmniRotary(parts) : vision ? QwenVL.qwen3Rotary(parts) : parts.rotary()
         if vision { try QwenVL.checkIndexedLayerTypes(parts) }
-        window = vision ? nil : attentionConfig.window
+        try QwenVL.checkQwen3OmniTalker(checkpoint, configPath: parts.configPath)
+        window = vision || omni ? nil : attentionConfig.window
         try experts.confirm(parts)
     }
 

@@ -34,6 +34,14 @@ import TensorEngine
 ///   not read as the default one (its rotary embedding has no such type).
 ///   The talker, the token-to-wave model and the audio and vision encoders
 ///   never run on text and are not read.
+/// - `qwen3_omni_moe` (Qwen3-Omni, Qwen3OmniMoeForConditionalGeneration)
+///   and `qwen3_omni_moe_thinker`, laid out as Qwen2.5-Omni's: the
+///   thinker's language model, Qwen3OmniMoeThinkerTextModel, is
+///   Qwen3-MoE's block (`Qwen3MoeModel`) with Qwen3OmniMoeTextConfig's
+///   defaults (rope_theta 1e6, `norm_topk_prob` true), no window (its
+///   attention sets none, whatever `sliding_window` says), the heads sized
+///   by a written `head_dim`, else hidden_size / heads; its rotary
+///   embedding interleaves the M-RoPE axes as Qwen3-VL's.
 ///
 /// Text has the same position on the three M-RoPE axes, so the multimodal
 /// rotary embedding rotates as the plain one; its `mrope_section` is only
@@ -46,24 +54,53 @@ enum QwenVL {
     static let qwen2DefaultTheta = 1_000_000.0
 
     /// Qwen2.5-Omni whole and its thinker saved alone, read by Qwen2's block as its language model.
-    static let omniTypes: Set<String> = ["qwen2_5_omni", "qwen2_5_omni_thinker"]
+    static let qwen2_5OmniTypes: Set<String> = ["qwen2_5_omni", "qwen2_5_omni_thinker"]
 
-    /// Where a Qwen2.5-Omni checkpoint keeps its thinker's language model (see the type's doc).
-    static func omniPlacement(_ checkpoint: Checkpoint) -> TextModelPlacement {
-        let whole = checkpoint.modelType == "qwen2_5_omni"
+    /// Qwen3-Omni whole and its thinker saved alone, read by Qwen3-MoE's block as its language model.
+    static let qwen3OmniTypes: Set<String> = ["qwen3_omni_moe", "qwen3_omni_moe_thinker"]
+
+    /// Where an omni checkpoint (Qwen2.5-Omni's, Qwen3-Omni's) keeps its
+    /// thinker's language model (see the type's doc); `defaults` the keys
+    /// its text config class has and the block's reading lacks.
+    static func omniPlacement(_ checkpoint: Checkpoint, defaults: [String: ConfigDefault] = [:]) -> TextModelPlacement {
+        let whole = !checkpoint.modelType.hasSuffix("_thinker")
         let section = whole ? "thinker_config.text_config" : "text_config"
-        // Qwen2_5OmniTextConfig's defaults that LlamaConfiguration's for qwen2 lack.
-        let defaults = ConfigValueKinds.omittedDefaultValues(of: checkpoint.modelType + "." + section)
-            .merging(["model_type": "qwen2", "max_window_layers": 28, "sliding_window": 32768], uniquingKeysWith: { $1 })
-        // The thinker's own tie_word_embeddings (Qwen2_5OmniThinkerConfig's, default false; its kind is checked
-        // with its class's) decides: Qwen2_5OmniThinkerForConditionalGeneration ties by its config's flag.
+        let textDefaults = ConfigValueKinds.omittedDefaultValues(of: checkpoint.modelType + "." + section)
+            .merging(defaults, uniquingKeysWith: { $1 })
+        // The thinker's own tie_word_embeddings (default false; its kind is checked with its class's)
+        // decides: the thinker (…ThinkerForConditionalGeneration) ties by its config's flag.
         let thinker = whole ? checkpoint.configDocument.member("thinker_config") : checkpoint.configDocument
         var tied = false
         if case .bool(let flag)? = thinker?.member("tie_word_embeddings") { tied = flag }
         return TextModelPlacement(
-            section: ConfigSection(section, defaults: defaults), headNames: whole ? ["thinker.lm_head"] : ["lm_head"],
+            section: ConfigSection(section, defaults: textDefaults), headNames: whole ? ["thinker.lm_head"] : ["lm_head"],
             prefixes: whole ? ["thinker.model.language_model."] : TextModelPlacement.withLegacyNames(["model.language_model."]),
             tiedEmbeddings: tied)
+    }
+
+    /// Refuses a Qwen3-Omni config (`qwen3_omni_moe`) whose talker, which
+    /// transformers builds on load unless `enable_audio_output` is false,
+    /// lacks a key its config classes have no default for and its modules
+    /// read: `talker_config.spatial_merge_size`,
+    /// `talker_config.text_config.shared_expert_intermediate_size` (the
+    /// released configs write both). The talker never runs on text, but an
+    /// export of such a checkpoint would not load.
+    static func checkQwen3OmniTalker(_ checkpoint: Checkpoint, configPath: String) throws {
+        guard checkpoint.modelType == "qwen3_omni_moe" else { return }
+        let document = checkpoint.configDocument
+        if case .bool(false)? = document.member("enable_audio_output") { return }
+        let talker = document.member("talker_config")
+        let required = [
+            ("talker_config.spatial_merge_size", talker?.member("spatial_merge_size")),
+            ("talker_config.text_config.shared_expert_intermediate_size", talker?.member("text_config")?.member("shared_expert_intermediate_size")),
+        ]
+        for (key, value) in required where value == nil {
+            throw InvalidConfigValue(
+                key: key,
+                problem: "is absent, but Qwen3OmniMoeForConditionalGeneration builds its talker, which reads it, whenever "
+                    + "enable_audio_output is not false (its config class has no default)")
+            .error(path: configPath)
+        }
     }
 
     /// Where a Qwen vision-language checkpoint keeps its language model,
@@ -118,5 +155,11 @@ enum QwenVL {
     /// Qwen3-VL's (and Qwen3-VL-MoE's): items 1 and 2 of `mrope_section` count interleaved columns.
     static func qwen3Rotary(_ parts: DecoderParts) throws -> RotaryEmbedding {
         try parts.mropeRotary(interleavedBy: "Qwen3VLTextRotaryEmbedding", defaultSection: [24, 20, 20], defaultTheta: 500_000)
+    }
+
+    /// Qwen3-Omni's thinker's: Qwen3-VL's interleaving, base 1e6 (Qwen3OmniMoeTextConfig's `default_theta`).
+    static func qwen3OmniRotary(_ parts: DecoderParts) throws -> RotaryEmbedding {
+        try parts.mropeRotary(
+            interleavedBy: "Qwen3OmniMoeThinkerTextRotaryEmbedding", defaultSection: [24, 20, 20], defaultTheta: 1_000_000)
     }
 }
