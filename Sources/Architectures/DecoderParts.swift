@@ -30,6 +30,11 @@ struct DecoderParts: Sendable {
     /// The token embedding's name under the prefix (without `.weight`):
     /// `embed_tokens`, Nemotron-H's `embeddings`.
     let embeddingName: String
+    /// The tensors (full names under the prefix) the embedding is stored as
+    /// when it is not stored whole, joined along their rows in order as
+    /// transformers' `Concatenate` converter joins them on load (Molmo2's
+    /// `wte.embedding`, `wte.new_embedding`); empty when stored whole.
+    let embeddingPieces: [String]
     /// The rows of a stored head where the config class sizes `lm_head`
     /// apart from the embedding (Apertus 1.5's `output_vocab_size`); nil: vocab_size.
     let headRows: Int?
@@ -66,24 +71,32 @@ struct DecoderParts: Sendable {
     ///   - extraEmbeddingRows: rows the embedding has past vocab_size
     ///     (MllamaTextModel's vocab_size + 8): token ids below the sum embed,
     ///     the head keeps vocab_size rows. `dimensions.vocabSize` is the sum.
+    ///     `extraEmbeddingRowsKey` names the key that sets them, if any.
+    ///   - joinedEmbedding: the tensors (full names) transformers joins into
+    ///     the embedding on load where `<embedding>.weight` is not stored
+    ///     (`embeddingPieces`); the first is then the probe for the prefix.
     /// - Throws: `DroptraceError` naming config.json for sizes that cannot
     ///   describe a model or that the tensors contradict.
     init(
         _ checkpoint: Checkpoint, section: ConfigSection = .topLevel, tiedEmbeddings: Bool? = nil,
         headNames: [String] = ["lm_head"],
         naming: (String) -> LayerNaming, prefixes: [String] = ["model.", ""], extraLayers: Int = 0, experts: ExpertNaming? = nil,
-        finalNorm: String = "norm", embedding: String = "embed_tokens", headRows: Int? = nil, extraEmbeddingRows: Int = 0
+        finalNorm: String = "norm", embedding: String = "embed_tokens", headRows: Int? = nil, extraEmbeddingRows: Int = 0,
+        extraEmbeddingRowsKey: String? = nil, joinedEmbedding: [String] = []
     ) throws {
         self.checkpoint = checkpoint
         self.section = section
         self.headNames = headNames
         embeddingName = embedding
         var dimensions = try checkpoint.decodeConfig(DecoderDimensions.self, section: section)
+        let extraRowsText = extraEmbeddingRowsKey.map(section.qualified) ?? "\(extraEmbeddingRows)"
         if extraEmbeddingRows > 0 {
             let vocabulary = dimensions.vocabSize, key = section.qualified("vocab_size")
             let rows = try ConfigRules.checks(path: checkpoint.configURL.path) { () throws -> Int in
-                let rows = try ConfigRules.sum([(vocabulary, key), (extraEmbeddingRows, "the embedding's rows past it")])
-                _ = try ConfigRules.product([(rows, key + " + \(extraEmbeddingRows)"), (dimensions.hiddenSize, section.qualified("hidden_size"))])
+                let rows = try ConfigRules.sum([
+                    (vocabulary, key), (extraEmbeddingRows, extraEmbeddingRowsKey.map(section.qualified) ?? "the embedding's rows past it"),
+                ])
+                _ = try ConfigRules.product([(rows, key + " + \(extraRowsText)"), (dimensions.hiddenSize, section.qualified("hidden_size"))])
                 return rows
             }
             dimensions.vocabSize = rows
@@ -94,9 +107,20 @@ struct DecoderParts: Sendable {
         self.dimensions = dimensions
         self.tiedEmbeddings = tiedEmbeddings ?? dimensions.tiedEmbeddings(default: ConfigValueKinds.tiesByDefault(checkpoint.modelType))
         configuredDrops = try DropPlan(config: checkpoint, layerCount: dimensions.numHiddenLayers)
-        weights = try Weights(
-            checkpoint, probe: embedding + ".weight", candidates: prefixes,
+        let storedWhole = prefixes.contains { checkpoint.hasTensor($0 + embedding + ".weight") }
+        let joined = !joinedEmbedding.isEmpty && !storedWhole && prefixes.contains { checkpoint.hasTensor($0 + joinedEmbedding[0]) }
+        let weights = try Weights(
+            checkpoint, probe: joined ? joinedEmbedding[0] : embedding + ".weight", candidates: prefixes,
             tiedHead: self.tiedEmbeddings ? headNames.map { $0 + ".weight" } : [])
+        self.weights = weights
+        if let piece = joinedEmbedding.first(where: { weights.has($0) }), weights.has(embedding + ".weight") {
+            throw DroptraceError(
+                "tensors '\(weights.prefix)\(embedding).weight' and '\(weights.prefix)\(piece)' are both stored, which transformers "
+                    + "reads as one parameter (it joins \(joinedEmbedding.map { "'\($0)'" }.joined(separator: " and ")) into the "
+                    + "embedding on load); keep one form",
+                path: checkpoint.weightsPath)
+        }
+        embeddingPieces = joined ? joinedEmbedding : []
         var layerNaming = naming(weights.prefix)
         layerNaming.configSection = section.name
         self.naming = layerNaming
@@ -105,11 +129,18 @@ struct DecoderParts: Sendable {
         try weights.confirmLayers(
             self.naming, count: dimensions.numHiddenLayers, drops: configuredDrops, configPath: configPath, extraLayers: extraLayers,
             experts: experts.map { StoredExperts($0, conversionModelTypes: WeightConversions.modelTypes(checkpoint, section: section)) })
-        try weights.confirmShape(
-            embedding + ".weight", [dimensions.vocabSize, dimensions.hiddenSize],
-            keys: extraEmbeddingRows > 0
-                ? "\(section.qualified("vocab_size")) + \(extraEmbeddingRows), \(section.qualified("hidden_size"))" : "vocab_size, hidden_size",
-            configPath: configPath)
+        if joined {
+            let rows = extraEmbeddingRows > 0 ? "\(section.qualified("vocab_size")) + \(extraRowsText)" : section.qualified("vocab_size")
+            _ = try weights.joinedRows(
+                joinedEmbedding, rows: dimensions.vocabSize, trailing: [dimensions.hiddenSize], keys: "\(rows), \(section.qualified("hidden_size"))",
+                configPath: configPath)
+        } else {
+            try weights.confirmShape(
+                embedding + ".weight", [dimensions.vocabSize, dimensions.hiddenSize],
+                keys: extraEmbeddingRows > 0
+                    ? "\(section.qualified("vocab_size")) + \(extraRowsText), \(section.qualified("hidden_size"))" : "vocab_size, hidden_size",
+                configPath: configPath)
+        }
         try weights.confirmStoredOutputShapes(
             hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize, storedRows: self.headRows, names: headNames,
             finalNorm: finalNorm)
@@ -293,9 +324,14 @@ struct DecoderParts: Sendable {
     /// `embedding_multiplier`, a Python float times a float32 tensor).
     func embed(_ batch: TokenBatch, scaled: Bool = false, multiplier: Float? = nil) throws -> Matrix {
         let width = dimensions.hiddenSize
-        let table = try weights.tensor(embeddingName + ".weight", [dimensions.vocabSize, width])
         let ids = tokensEmbeddedAsRowZero.isEmpty ? batch.tokenIDs : batch.tokenIDs.map { tokensEmbeddedAsRowZero.contains($0) ? 0 : $0 }
-        let rows = try gatherRows(table, ids: ids, width: width)
+        let rows: Matrix
+        if embeddingPieces.isEmpty {
+            rows = try gatherRows(weights.tensor(embeddingName + ".weight", [dimensions.vocabSize, width]), ids: ids, width: width)
+        } else {
+            let pieces = try weights.joinedRows(embeddingPieces, rows: dimensions.vocabSize, trailing: [width])
+            rows = try gatherRows(pieces.map { try weights.tensor($0.name, [$0.rows, width]) }, ids: ids, width: width)
+        }
         return rows.scaled(by: scaled ? Float(Double(width).squareRoot()) : multiplier)
     }
 

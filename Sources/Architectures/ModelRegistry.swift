@@ -164,6 +164,7 @@ public enum ModelRegistry {
         "mixtral": MixtralModel.self,
         "mllama": MllamaModel.self,
         "mllama_text_model": MllamaModel.self,
+        "molmo2": Molmo2Model.self,
         "modernbert-decoder": ModernBertDecoderModel.self,
         "mpt": MptModel.self,
         "nanochat": NanoChatModel.self,

@@ -164,12 +164,13 @@ extension DecoderParts {
     init(
         _ checkpoint: Checkpoint, placement: TextModelPlacement,
         naming: (String) -> LayerNaming, extraLayers: Int = 0, experts: ExpertNaming? = nil, finalNorm: String = "norm",
-        extraEmbeddingRows: Int = 0
+        extraEmbeddingRows: Int = 0, extraEmbeddingRowsKey: String? = nil, joinedEmbedding: [String] = []
     ) throws {
         try self.init(
             checkpoint, section: placement.section, tiedEmbeddings: placement.tiedEmbeddings,
             headNames: placement.headNames, naming: naming, prefixes: placement.prefixes, extraLayers: extraLayers,
-            experts: experts, finalNorm: finalNorm, headRows: placement.headRows, extraEmbeddingRows: extraEmbeddingRows)
+            experts: experts, finalNorm: finalNorm, headRows: placement.headRows, extraEmbeddingRows: extraEmbeddingRows,
+            extraEmbeddingRowsKey: extraEmbeddingRowsKey, joinedEmbedding: joinedEmbedding)
         tokensEmbeddedAsRowZero = placement.tokensEmbeddedAsRowZero
         let text = (hidden: dimensions.hiddenSize, vocabulary: dimensions.vocabSize)
         if let head = placement.headSizes, head != text, try weights.storedHead(headNames) != nil {

@@ -146,22 +146,36 @@ struct Weights {
     /// OLMo-Hybrid's q | k | v convolution); their rows must add up to `rows`.
     /// - Throws: `DroptraceError` naming the weights for another trailing shape or total.
     func concatenatedRows(_ names: [String], rows: Int, trailing: [Int]) throws -> [Float] {
+        try joinedRows(names, rows: rows, trailing: trailing).flatMap { try floats($0.name, [$0.rows] + trailing) }
+    }
+
+    /// The rows of each of tensors `names`, each [rows_i] + `trailing`,
+    /// which `concatenatedRows` joins; read from the headers alone. `keys`:
+    /// the config keys that size the whole, named in the errors, which then
+    /// name `configPath` (the sizes the tensors contradict).
+    /// - Throws: `DroptraceError` as `concatenatedRows` does.
+    func joinedRows(
+        _ names: [String], rows: Int, trailing: [Int], keys: String? = nil, configPath: String? = nil
+    ) throws -> [(name: String, rows: Int)] {
         var pieces: [(name: String, rows: Int)] = []
         for name in names {
             let piece = try checkpoint.storedTensor(stored(name))
             guard piece.shape.count == trailing.count + 1, Array(piece.shape.dropFirst()) == trailing else {
                 throw DroptraceError(
-                    "tensor '\(stored(name))' has shape \(piece.shape) but \(checkpoint.configName) implies [_] + \(trailing)", path: piece.path)
+                    "tensor '\(stored(name))' has shape \(piece.shape) but \(checkpoint.configName) implies [_] + \(trailing)"
+                        + (keys.map { " (\($0))" } ?? ""),
+                    path: configPath ?? piece.path)
             }
             pieces.append((name, piece.shape[0]))
         }
         let total = pieces.reduce(0) { $0 + $1.rows }
         guard total == rows else {
             throw DroptraceError(
-                "tensors \(names.map { "'\(stored($0))'" }.joined(separator: ", ")) hold \(total) rows together but \(checkpoint.configName) implies \(rows)",
-                path: checkpoint.weightsPath)
+                "tensors \(names.map { "'\(stored($0))'" }.joined(separator: ", ")) hold \(total) rows together but \(checkpoint.configName) implies \(rows)"
+                    + (keys.map { " (\($0))" } ?? ""),
+                path: configPath ?? checkpoint.weightsPath)
         }
-        return try pieces.flatMap { try floats($0.name, [$0.rows] + trailing) }
+        return pieces
     }
 
     /// `floats(name, shape)` written to `destination` (as many values as `shape` holds).
@@ -559,6 +573,23 @@ struct FP8BlockSize: Decodable {
             columns = try ConfigRules.count(size[1], "weight_block_size")
         }
     }
+}
+
+/// Token embedding lookup in a table stored as `tables` joined along their
+/// rows (`DecoderParts.embeddingPieces`): row r of the whole is row r of the
+/// first, then of the next past its rows, and so on.
+func gatherRows(_ tables: [TensorSlice], ids: [Int], width: Int) throws -> Matrix {
+    let counts = tables.map { $0.shape[0] }
+    var failure: Error?
+    let rows = Matrix(uninitialized: ids.count, width) { out in
+        for (position, id) in ids.enumerated() {
+            var (piece, row) = (0, id)
+            while piece < counts.count - 1, row >= counts[piece] { (piece, row) = (piece + 1, row - counts[piece]) }
+            do { try tables[piece].expandRows([row], into: out + position * width) } catch { failure = error; return }
+        }
+    }
+    if let failure { throw failure }
+    return rows
 }
 
 /// Token embedding lookup: expands only the rows the batch uses.

@@ -39,9 +39,9 @@ public enum ConfigValueKinds {
             throw DroptraceError(problem, path: path)
         }
         // Sections built as config classes of their own: the model's own settings (MPT's
-        // attn_config, DBRX's attn_config and ffn_config), and a wrapper's vision tower, which
-        // transformers builds, and type-checks, whenever it loads the model, on text too.
-        for section in ["attn_config", "ffn_config", "vision_config"] where transformers[modelType + "." + section] != nil {
+        // attn_config, DBRX's attn_config and ffn_config), and a wrapper's vision tower (and Molmo2's
+        // adapter_config), which transformers builds, and type-checks, whenever it loads the model, on text too.
+        for section in ["attn_config", "ffn_config", "vision_config", "adapter_config"] where transformers[modelType + "." + section] != nil {
             guard case .object(let settings)? = document.member(section) else { continue }
             if let problem = problem(in: settings, of: modelType + "." + section, under: section + ".") {
                 throw DroptraceError(problem, path: path)

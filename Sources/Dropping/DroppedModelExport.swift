@@ -296,9 +296,12 @@ public enum DroppedModelExport {
     static let layerIndexObjectKeys = ["per_layer_config"]
     /// Keys listing layer indices (Qwen-MoE's `mlp_only_layers`, Llama 4's
     /// `moe_layers`, Bamba's `attn_layer_indices`, LFM2's `full_attn_idxs`, Kolibri 1.1's `index_layers`, Zamba2's `hybrid_layer_ids`,
-    /// Mllama's `cross_attention_layers`):
-    /// renumbered, removed layers left out.
-    static let layerIndexListKeys = ["mlp_only_layers", "moe_layers", "attn_layer_indices", "full_attn_idxs", "index_layers", "hybrid_layer_ids", "cross_attention_layers"]
+    /// Mllama's `cross_attention_layers`, Molmo2's `rope_scaling_layers`):
+    /// renumbered, removed layers left out (and entries naming no layer).
+    static let layerIndexListKeys = [
+        "mlp_only_layers", "moe_layers", "attn_layer_indices", "full_attn_idxs", "index_layers", "hybrid_layer_ids", "cross_attention_layers",
+        "rope_scaling_layers",
+    ]
     /// Lists of one-indexed layers (Qwen4-Exp's per-layer embedding layers), renumbered likewise.
     static let oneIndexedLayerListKeys = ["ple_layer_ids"]
     /// Keys giving a layer index below which the layers differ (Qwen2's

@@ -48,7 +48,8 @@ public enum MergekitSlices {
     /// layers, one whose attention scales by the layer's index (GPT-2's
     /// `scale_attn_by_inverse_layer_idx`: layers a passthrough moves would
     /// change their scale; `--export` rescales them), and one with layers
-    /// listed by index that it would not renumber (Mllama's cross-attention layers).
+    /// listed by index that it would not renumber (Mllama's cross-attention layers,
+    /// Molmo2's scaled layers when some layer is not among them).
     public static func checkSource(_ model: any LanguageModel) throws {
         let checkpoint = model.checkpoint
         if let gguf = checkpoint.gguf {
@@ -83,6 +84,15 @@ public enum MergekitSlices {
             throw DroptraceError(
                 "--export-mergekit: the model has layers transformers skips on text (Mllama's cross_attention_layers), whose "
                     + "indices a mergekit passthrough does not renumber; use --export, which does",
+                path: checkpoint.configURL.path)
+        }
+        // Molmo2's scaled layers, listed by index in its config section: all alike need no renumbering.
+        let section = try checkpoint.configObject(ConfigSection(model.layerNaming.configSection))
+        if let listed = section["rope_scaling_layers"] as? [Any],
+           !(0..<model.layerCount).allSatisfy({ layer in listed.contains { ($0 as? NSNumber)?.intValue == layer } }) {
+            throw DroptraceError(
+                "--export-mergekit: rope_scaling_layers picks the layers that rotate by the scaled table by index, "
+                    + "which a mergekit passthrough does not renumber; use --export, which does",
                 path: checkpoint.configURL.path)
         }
         if !model.configuredDrops.attention.isEmpty || !model.configuredDrops.mlp.isEmpty {

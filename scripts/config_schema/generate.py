@@ -75,9 +75,9 @@ def kinds(validators):
 EVERYTHING = ("nbifs[nbifs]o", "nbifs[nbifs*]o")
 
 # Sub-configs other than text_config whose values are checked like the top level's: the model's own
-# settings (MptConfig's attn_config), and a wrapper's vision tower, which transformers builds from its
-# config whenever it loads the model, text-only runs included.
-CHECKED_SECTIONS = ["attn_config", "ffn_config", "vision_config"]
+# settings (MptConfig's attn_config), and a wrapper's vision tower (and Molmo2's adapter_config), which
+# transformers builds from its config whenever it loads the model, text-only runs included.
+CHECKED_SECTIONS = ["attn_config", "ffn_config", "vision_config", "adapter_config"]
 
 # Omni models (by model_type): the sub-config holding the config of the model that runs text, whose
 # text_config is the language model's (Qwen2.5-Omni's thinker_config). Their config classes build every
@@ -214,7 +214,8 @@ def padded_embedding(cls):
         return None
     config = cls()
     text = config.get_text_config(decoder=True)
-    defaults = (text.pad_token_id, text.vocab_size)
+    # (Molmo2TextConfig has no pad_token_id: its embedding has no padding index.)
+    defaults = (getattr(text, "pad_token_id", None), text.vocab_size)
     # Small enough to build quickly; a head width the class leaves to its model (Ministral's None).
     # (A heterogeneous config, Gemma 4's per_layer_config, refuses the global head_dim: its default stands.)
     if getattr(text, "_getattr_without_heterogeneous_validation", lambda k, d: getattr(text, k, d))("head_dim", 0) is None:
