@@ -26,13 +26,10 @@ public struct DynamicMask: Sendable {
     ///
     /// A row of `x` bit-equal to one `earlier` has seen (a repeated token in
     /// layer 0, where no position has entered the values yet) gets that
-    /// row's biases bit for bit: transformers' value rows are then equal, so
-    /// the cap's choice among them is torch.topk's among equal biases
-    /// (`KeyBiases`). Products on some CPUs sum a row in an order that
-    /// depends on its place in the batch (AVX2's kernels, oneDNN's and
-    /// OpenBLAS's alike), which would otherwise turn those ties into a
-    /// choice by rounding noise.
-    public func biases(_ qkv: Matrix, layout: QKVLayout, inputs x: Matrix, earlier: inout EqualRowBiases) -> KeyBiases {
+    /// row's biases bit for bit (`EqualRowOutputs`): transformers' value
+    /// rows are then equal, so the cap's choice among them is torch.topk's
+    /// among equal biases (`KeyBiases`).
+    public func biases(_ qkv: Matrix, layout: QKVLayout, inputs x: Matrix, earlier: inout EqualRowOutputs) -> KeyBiases {
         precondition(layout.arrangement == .grouped && projection.inFeatures == layout.keyWidth && x.rows == qkv.rows)
         let start = layout.valueOffset(kvHead: 0), width = layout.keyWidth
         let values = Matrix(uninitialized: qkv.rows, width) { out in
@@ -48,34 +45,13 @@ public struct DynamicMask: Sendable {
                 dt[i] = exp(rates[i % heads] * softplus)
             }
         }
-        for r in 0..<x.rows {
-            earlier.unify(row: x.row(r), biases: &logits.data[(r * heads)..<((r + 1) * heads)])
-        }
+        earlier.unify(&logits, inputs: x)
         return KeyBiases(values: logits.data, kvHeads: heads, keep: keep)
     }
 
     /// `biases(_:layout:inputs:earlier:)` for rows compared only with each other.
     public func biases(_ qkv: Matrix, layout: QKVLayout, inputs x: Matrix) -> KeyBiases {
-        var earlier = EqualRowBiases()
+        var earlier = EqualRowOutputs()
         return biases(qkv, layout: layout, inputs: x, earlier: &earlier)
-    }
-}
-
-/// The key biases already given to input rows, by the rows' bits
-/// (`DynamicMask.biases`): a pass's own, or a decoder's since its cache began.
-public struct EqualRowBiases: Sendable {
-    private var byRow: [[UInt32]: [Float]] = [:]
-
-    public init() {}
-
-    /// Sets `biases` to those of an earlier row bit-equal to `row`, or
-    /// remembers them as this row's.
-    mutating func unify(row: ArraySlice<Float>, biases: inout ArraySlice<Float>) {
-        let key = row.map(\.bitPattern)
-        if let known = byRow[key] {
-            biases.replaceSubrange(biases.indices, with: known)
-        } else {
-            byRow[key] = Array(biases)
-        }
     }
 }

@@ -46,8 +46,12 @@ public struct ProductKeyExperts: Sendable {
 
     /// Each row's chosen experts, best first, and their weights
     /// ([rows · expertsPerToken] each), the rows routed by their sequences'.
+    /// Bit-equal rows of `x` get bit-equal logits (`EqualRowOutputs`): a
+    /// token whose two halves come from equal rows (repeated tokens entering
+    /// a layer whose attention was dropped) then ties experts (i, j) and
+    /// (j, i) exactly, as in transformers, and torch.topk's rule chooses.
     public func route(_ x: Matrix, sequences: [Range<Int>]) -> (experts: [Int], weights: [Float]) {
-        let logits = router(x), k = expertsPerToken, keys = self.keys
+        let logits = EqualRowOutputs.unified(router(x), inputs: x), k = expertsPerToken, keys = self.keys
         var experts = [Int](repeating: 0, count: x.rows * k)
         var weights = [Float](repeating: 0, count: x.rows * k)
         logits.data.withUnsafeBufferPointer { all in

@@ -253,11 +253,11 @@ struct KeyValueCache {
     /// Each position's key biases per key/value head where the attention
     /// has a dynamic mask (Doge's), [capacity, kv_heads]; empty otherwise.
     private var keyBiases: [Float]
-    /// The dynamic mask's biases by input row (`EqualRowBiases`): a token
+    /// The dynamic mask's biases by input row (`EqualRowOutputs`): a token
     /// repeated later gets its earlier biases, as in one pass over both.
     /// At most one entry per position, droptrace's own bookkeeping: not
     /// counted in `bytesPerToken`, the model's cache.
-    private var equalRows = EqualRowBiases()
+    private var equalRows = EqualRowOutputs()
     /// Qwen4-Exp's QSA indexer's pooled key blocks (nil without one).
     private var blockIndexerState: QSAIndexer.State?
     private(set) var length = 0
@@ -286,7 +286,7 @@ struct KeyValueCache {
 
     mutating func clear() {
         length = 0
-        equalRows = EqualRowBiases()
+        equalRows = EqualRowOutputs()
         if blockIndexerState != nil { blockIndexerState = QSAIndexer.State() }
     }
 

@@ -166,10 +166,25 @@ import Testing
         let apart = mask.biases(qkv, layout: layout, inputs: distinct).values
         #expect(Array(apart[0..<heads]) != Array(apart[(2 * heads)...]))
         // Across calls: the memory of the first call's rows.
-        var earlier = EqualRowBiases()
+        var earlier = EqualRowOutputs()
         let first = mask.biases(qkv.rows(0..<1), layout: layout, inputs: x.rows(0..<1), earlier: &earlier).values
         let later = mask.biases(qkv.rows(2..<3), layout: layout, inputs: x.rows(2..<3), earlier: &earlier).values
         #expect(first == later)
+    }
+
+    /// The memory behind both: outputs of bit-equal input rows made equal
+    /// to the first one's, within a call and across calls; a row differing
+    /// in one bit (−0 against 0) keeps its own.
+    @Test func equalRowOutputsFollowTheFirstEqualRow() {
+        let inputs = Matrix(rows: 4, cols: 2, data: [1, 2, 3, 4, 1, 2, 1, 0])
+        let outputs = Matrix(rows: 4, cols: 3, data: [0, 1, 2, 3, 4, 5, 0, 1, 2.5, 9, 9, 9])
+        var memory = EqualRowOutputs(), unified = outputs
+        memory.unify(&unified, inputs: inputs)
+        #expect(unified.data == [0, 1, 2, 3, 4, 5, 0, 1, 2, 9, 9, 9])
+        var later = Matrix(rows: 2, cols: 3, data: [7, 7, 7, 8, 8, 8])
+        memory.unify(&later, inputs: Matrix(rows: 2, cols: 2, data: [3, 4, 1, -0.0]))
+        #expect(later.data == [3, 4, 5, 8, 8, 8])
+        #expect(EqualRowOutputs.unified(outputs, inputs: inputs).data == unified.data)
     }
 
     /// A dropped branch takes its scale with it: the stream passes unscaled.
