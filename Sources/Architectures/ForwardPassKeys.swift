@@ -47,7 +47,7 @@ enum ForwardPassKeys {
         [
             ("", document), ("text_config.", document.member("text_config") ?? .null),
             // An omni model's thinker (Qwen2.5-Omni's), whose text model is its language model.
-            ("thinker_config.text_config.", document.member("thinker_config")?.member("text_config") ?? .null),
+            ("thinker_config.text_config.", document.member(path: "thinker_config.text_config") ?? .null),
         ]
     }
 

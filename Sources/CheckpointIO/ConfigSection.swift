@@ -100,11 +100,9 @@ extension Checkpoint {
 
     /// The section of config.json as written (nil: a member that is absent or not an object).
     public func document(of section: ConfigSection) -> JSONValue? {
-        var document = configDocument
-        for member in section.path {
-            guard let inner = document.member(member), case .object = inner else { return nil }
-            document = inner
-        }
+        guard let name = section.name else { return configDocument }
+        // (member(path:) passes through objects only, so only the last needs checking.)
+        guard let document = configDocument.member(path: name), case .object = document else { return nil }
         return document
     }
 
@@ -157,9 +155,7 @@ extension Checkpoint {
     /// - Throws: `DroptraceError` naming config.json and the key.
     public func requireIntegers(_ keys: [String], section: ConfigSection = .topLevel, reader: String) throws {
         for key in keys {
-            var value: JSONValue? = configDocument
-            for part in section.path + ConfigSection.members(of: key) { value = value?.member(part) }
-            guard let value else { continue }
+            guard let value = configDocument.member(path: section.qualified(key)) else { continue }
             guard case .integer = value else {
                 throw DroptraceError(
                     "key \"\(section.qualified(key))\" holds \(ConfigValueKinds.spelled(value)), which \(reader) cannot size its projections by (it takes an integer)",

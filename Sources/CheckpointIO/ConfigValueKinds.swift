@@ -51,8 +51,7 @@ public enum ConfigValueKinds {
         // inside it, whose class is its language model's): its config class builds each as a class of its own.
         for section in nestedSections[modelType] ?? [] {
             let classKey = modelType + "." + section, prefix = section + "."
-            let member = ConfigSection.members(of: section).reduce(Optional(document)) { $0?.member($1) }
-            guard case .object(let settings)? = member else { continue }
+            guard case .object(let settings)? = document.member(path: section) else { continue }
             let isText = section == nestedTextConfigs[modelType]
             if let problem = problem(in: settings, of: classKey, under: prefix)
                 ?? (isText ? paddingProblem(in: settings, of: classKey, under: prefix) ?? rangeProblem(in: settings, of: classKey, under: prefix) : nil) {

@@ -66,6 +66,12 @@ public indirect enum JSONValue: Sendable {
         return members.last { $0.key.unicodeScalars.elementsEqual(key.unicodeScalars) }?.value
     }
 
+    /// The value at a dotted path of object members (`thinker_config.text_config`:
+    /// `member("thinker_config")?.member("text_config")`); nil when one on the way is missing.
+    public func member(path: String) -> JSONValue? {
+        path.split(separator: ".").reduce(Optional(self)) { $0?.member(String($1)) }
+    }
+
     /// Python's truth value of the value: null, false, 0, 0.0, "", [] and {}
     /// are false, everything else true (NaN too).
     public var isTruthy: Bool {

@@ -250,8 +250,7 @@ public struct TaskSuite: Sendable {
     public static func harnessMaxLength(of model: any LanguageModel) throws -> Int {
         var config = model.checkpoint.configDocument
         var key = "n_positions"
-        if let section = model.layerNaming.configSection,
-           let inner = section.split(separator: ".").reduce(Optional(config), { $0?.member(String($1)) }) {
+        if let section = model.layerNaming.configSection, let inner = config.member(path: section) {
             config = inner
             key = "\(section).\(key)"
         }

@@ -32,7 +32,7 @@ struct Qwen3MoeModel: DecoderFamily {
         attentionConfig = try parts.config(Qwen3Configuration.self)
         rotary = try omni ? QwenVL.qwen3OmniRotary(parts) : vision ? QwenVL.qwen3Rotary(parts) : parts.rotary()
         if vision { try QwenVL.checkIndexedLayerTypes(parts) }
-        try QwenVL.checkQwen3OmniTalker(checkpoint, configPath: parts.configPath)
+        if omni { try QwenVL.checkQwen3OmniTalker(checkpoint, configPath: parts.configPath) }
         window = vision || omni ? nil : attentionConfig.window
         try experts.confirm(parts)
     }
