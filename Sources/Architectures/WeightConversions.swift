@@ -8,14 +8,14 @@ import DroptraceSupport
 /// (`get_model_conversion_mapping`): the checkpoint's, and in a multimodal
 /// model the text model's. The table of collected per-expert tensors is
 /// generated from transformers (`scripts/weight_conversions/generate.py`).
-enum WeightConversions {
+public enum WeightConversions {
     /// The model types whose conversion mappings apply to the language model
     /// `section` of `checkpoint` holds: config.json's `model_type` and, for a
     /// `text_config` section, the text model's: `text_config.model_type` as
     /// written (a null or non-string one looks up nothing), else the type
     /// its config class gives it (`ConfigValueKinds.textModelType`). Nil for a GGUF file,
     /// which is not converted so: droptrace cuts its experts from their stacks.
-    static func modelTypes(_ checkpoint: Checkpoint, section: ConfigSection) -> [String]? {
+    public static func modelTypes(_ checkpoint: Checkpoint, section: ConfigSection) -> [String]? {
         guard checkpoint.gguf == nil else { return nil }
         // (A text config under its legacy name, `llm_config`, is read as one.)
         guard section.name == "text_config" || section.name == ConfigValueKinds.textConfigKey(checkpoint.configDocument, modelType: checkpoint.modelType)
@@ -35,7 +35,7 @@ enum WeightConversions {
     /// pattern's module path occurs in the name, and the name ends with its
     /// projection (`collectedPerExpert`; transformers searches the name for
     /// the pattern, `*` matching the index).
-    static func collects(_ name: String, modelTypes: [String]) -> Bool {
+    public static func collects(_ name: String, modelTypes: [String]) -> Bool {
         modelTypes.contains { type in
             (collectedHalves[type] ?? []).contains { module, projection in
                 guard let found = name.range(of: module) else { return false }

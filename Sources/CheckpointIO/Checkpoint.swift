@@ -377,6 +377,11 @@ public final class Checkpoint: @unchecked Sendable {
         readLock.withLock { _ = readNames.insert(name) }
     }
 
+    /// The names of the tensors read so far (as droptrace reads them, after
+    /// transformers' renamings), sorted: once a model has run through every
+    /// layer, those it computes with.
+    public var tensorsRead: [String] { readLock.withLock { readNames }.sorted() }
+
     /// The layers' tensors read so far and their shapes, one
     /// "<name from the layer index on> <shape>" line each, sorted
     /// ("3.mlp.down_proj.weight [64, 172]"): what a model's layers are made

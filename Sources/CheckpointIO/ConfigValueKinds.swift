@@ -132,6 +132,22 @@ public enum ConfigValueKinds {
         (transformers[modelType]?.aliases ?? [:]).filter { $0.value == key }.map(\.key).sorted()
     }
 
+    /// The per-layer lists (`layer_types`, …) the config class transformers
+    /// builds a section of config.json with holds when the section has none,
+    /// derived from a rule, and so writes back when it saves the config
+    /// (`derivedPerLayerLists`).
+    /// - Parameters:
+    ///   - section: the section's dotted path (`text_config`,
+    ///     `thinker_config.text_config`); nil for the top level.
+    ///   - document: config.json.
+    public static func derivedPerLayerLists(modelType: String, section: String?, document: JSONValue) -> [String] {
+        guard let section else { return derivedPerLayerLists[modelType] ?? [] }
+        if let lists = derivedPerLayerLists[modelType + "." + section] { return lists }
+        var text: [(key: String, value: JSONValue)] = []
+        if case .object(let members)? = document.member(path: section) { text = members }
+        return textConfigClass(of: modelType, text: text).flatMap { derivedPerLayerLists[$0] } ?? []
+    }
+
     /// The table key of the class transformers builds the `text_config`
     /// (`text`) of a `modelType` config with, if droptrace has its table
     /// (under its model type, or as a registered wrapper's own text config class).

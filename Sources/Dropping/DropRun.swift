@@ -200,6 +200,7 @@ public enum DropRun {
         if request.export != nil || request.exportMergekit != nil, let problem = model.exportProblem(model.exportedPlan(plan)) {
             throw DroptraceError(problem, path: model.checkpoint.configURL.path)
         }
+        if request.exportMergekit != nil { try MergekitSlices.checkPlan(model, dropping: model.exportedPlan(plan).blocks) }
         var perplexity: Comparison<Double>?
         if let evaluation = request.evaluation {
             log("perplexity on \(windows.count) windows")

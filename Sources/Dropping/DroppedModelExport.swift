@@ -336,16 +336,13 @@ public enum DroppedModelExport {
         _ checkpoint: Checkpoint, plan: DropPlan, naming: LayerNaming, renumber: Renumbering
     ) throws -> Data {
         var file = try ConfigJSONText(checkpoint.configData, path: checkpoint.configURL.path)
-        if !plan.blocks.isEmpty, let section = naming.configSection {
-            // A section left to its defaults is spelled out from nothing.
-            var config = try file.section(path: section) ?? ConfigJSONText(Data("{}".utf8), path: checkpoint.configURL.path)
-            try renumberLayers(in: &config, naming: naming, renumber: renumber)
-            try file.set(path: section, text: config.text)
-        } else if !plan.blocks.isEmpty {
-            // A count written under its alias (EXAONE 3's num_layers) is rewritten there.
-            var naming = naming
-            naming.layerCountKeys += naming.layerCountKeys.flatMap { ConfigValueKinds.aliases(of: $0, modelType: checkpoint.modelType) }
-            try renumberLayers(in: &file, naming: naming, renumber: renumber)
+        if !plan.blocks.isEmpty {
+            let layers = try LayerSection(checkpoint, naming: naming, renumber: renumber)
+            if let section = naming.configSection {
+                try file.set(path: section, text: layers.renumbered.text)
+            } else {
+                file = layers.renumbered
+            }
         }
         let attention = plan.attention.compactMap { renumber.mapping[$0] }.sorted()
         let mlp = plan.mlp.compactMap { renumber.mapping[$0] }.sorted()
@@ -436,6 +433,32 @@ public enum DroppedModelExport {
         try rope.set("original_max_position_embeddings", value: llama3.originalMaxPositions)
         try config.set(key, text: rope.text)
         return true
+    }
+
+    /// The part of config.json that describes the layers — the naming's
+    /// config section (a multimodal checkpoint's `text_config`, spelled out
+    /// from nothing where left to its defaults), else the whole file — as
+    /// written and as an export keeping `renumber`'s layers writes it.
+    struct LayerSection {
+        let source: ConfigJSONText
+        let renumbered: ConfigJSONText
+        /// The keys that hold the layer count (with an alias written for one, EXAONE 3's `num_layers`).
+        let countKeys: [String]
+
+        init(_ checkpoint: Checkpoint, naming: LayerNaming, renumber: Renumbering) throws {
+            let file = try ConfigJSONText(checkpoint.configData, path: checkpoint.configURL.path)
+            var naming = naming
+            if let section = naming.configSection {
+                source = try file.section(path: section) ?? ConfigJSONText(Data("{}".utf8), path: checkpoint.configURL.path)
+            } else {
+                source = file
+                naming.layerCountKeys += naming.layerCountKeys.flatMap { ConfigValueKinds.aliases(of: $0, modelType: checkpoint.modelType) }
+            }
+            var renumbered = source
+            try renumberLayers(in: &renumbered, naming: naming, renumber: renumber)
+            self.renumbered = renumbered
+            countKeys = naming.layerCountKeys
+        }
     }
 
     /// Rewrites the layer count and the per-layer keys of `config` for the kept layers.

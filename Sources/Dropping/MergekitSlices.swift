@@ -48,8 +48,11 @@ public enum MergekitSlices {
     /// layers, one whose attention scales by the layer's index (GPT-2's
     /// `scale_attn_by_inverse_layer_idx`: layers a passthrough moves would
     /// change their scale; `--export` rescales them), and one with layers
-    /// listed by index that it would not renumber (Mllama's cross-attention layers,
-    /// Molmo2's scaled layers when some layer is not among them).
+    /// listed by index that it would not renumber (Mllama's cross-attention
+    /// layers), one of an architecture mergekit does not slice
+    /// (`Definition`), and one whose config.json no passthrough of fewer
+    /// layers leaves right (`staleKeys`: a per-layer list such as
+    /// `layer_types`). What depends on the plan is `checkPlan`'s.
     public static func checkSource(_ model: any LanguageModel) throws {
         let checkpoint = model.checkpoint
         if let gguf = checkpoint.gguf {
@@ -86,14 +89,11 @@ public enum MergekitSlices {
                     + "indices a mergekit passthrough does not renumber; use --export, which does",
                 path: checkpoint.configURL.path)
         }
-        // Molmo2's scaled layers, listed by index in its config section: all alike need no renumbering.
-        let section = try checkpoint.configObject(ConfigSection(model.layerNaming.configSection))
-        if let listed = section["rope_scaling_layers"] as? [Any],
-           !(0..<model.layerCount).allSatisfy({ layer in listed.contains { ($0 as? NSNumber)?.intValue == layer } }) {
-            throw DroptraceError(
-                "--export-mergekit: rope_scaling_layers picks the layers that rotate by the scaled table by index, "
-                    + "which a mergekit passthrough does not renumber; use --export, which does",
-                path: checkpoint.configURL.path)
+        let definition = try Definition(of: checkpoint)
+        // Plan by plan in DropRun; here what no single-layer drop survives (a per-layer list, a depth-scaled multiplier).
+        let stale = try (0..<model.layerCount).map { try staleKeys(model, dropping: [$0], countKey: definition.countKey) }
+        if let keys = stale.last, stale.allSatisfy({ !$0.isEmpty }) {
+            throw DroptraceError(passthroughProblem(keys, dropping: nil), path: checkpoint.configURL.path)
         }
         if !model.configuredDrops.attention.isEmpty || !model.configuredDrops.mlp.isEmpty {
             throw DroptraceError(
@@ -101,6 +101,164 @@ public enum MergekitSlices {
                     + "(\(DropPlan.attentionKey) / \(DropPlan.mlpKey)), which a mergekit passthrough cannot express",
                 path: checkpoint.configURL.path)
         }
+    }
+
+    /// mergekit's definition of the checkpoint's architecture, picked as its
+    /// `arch_info_for_config` picks it: by config.json's one `architectures`
+    /// entry, and by model_type where several definitions share the name.
+    struct Definition {
+        /// config.json's `architectures` entry it defines.
+        let architecture: String
+        /// The config key (a dotted path) its passthrough sets to the merged layer count.
+        let countKey: String
+        /// The names of the tensors it copies (`tensorTemplates`).
+        let tensors: [String]
+        /// transformers' renamings of the model_type's names, which mergekit applies first (`renamings`).
+        let renamings: [(pattern: NSRegularExpression, template: String)]
+
+        /// - Throws: `DroptraceError` naming config.json when config.json
+        ///   does not name one architecture, or mergekit has no one-module
+        ///   definition of it (it would infer one that sets no count, so the
+        ///   merged model would keep the source's layer count and transformers
+        ///   would fill the missing layers with random weights; a definition
+        ///   of several modules refuses `slices:`).
+        init(of checkpoint: Checkpoint) throws {
+            let path = checkpoint.configURL.path
+            guard case .array(let names)? = checkpoint.configDocument.member("architectures"), names.count == 1,
+                  case .string(let name) = names[0]
+            else {
+                throw DroptraceError(
+                    "--export-mergekit: config.json must name one architecture in \"architectures\", as mergekit reads it", path: path)
+            }
+            func pick<T>(_ table: [String: T]?) -> T? {
+                table.flatMap { $0.count == 1 ? $0.values.first : $0[checkpoint.modelType] }
+            }
+            if let key = pick(layerCountKeys[name]), let tensors = pick(tensorTemplates[name]) {
+                architecture = name
+                countKey = key
+                self.tensors = tensors
+                renamings = try (MergekitSlices.renamings[checkpoint.modelType] ?? []).map { rule in
+                    let template = NSRegularExpression.escapedTemplate(for: rule.replacement).replacingOccurrences(of: "\\\\1", with: "$1")
+                    return (try NSRegularExpression(pattern: rule.pattern), template)
+                }
+                return
+            }
+            let reason = multiModuleArchitectures.contains(name)
+                ? "defines \(name) as several modules (a vision tower beside the text decoder), which it does not merge from slices"
+                : "has no definition of \(name) (model_type \(checkpoint.modelType)): its passthrough would keep the source's "
+                    + "layer count, and transformers would fill the layers the merged model lacks with random weights"
+            throw DroptraceError("--export-mergekit: mergekit \(mergekitVersion) \(reason); use --export", path: path)
+        }
+
+        /// The tensors of `names` that no name of the definition covers,
+        /// sorted: the passthrough leaves them out. Names are read as
+        /// mergekit reads them, through transformers' renamings. Per-expert tensors that
+        /// transformers' conversion mapping collects into fused experts
+        /// (`WeightConversions.collects`) are covered by the fused names, as
+        /// mergekit converts them with that mapping.
+        func uncovered(_ names: [String], conversions modelTypes: [String]?) -> [String] {
+            names.filter { name in
+                let renamed = renamings.reduce(name) { name, rule in
+                    guard let match = rule.pattern.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) else { return name }
+                    return (name as NSString).replacingCharacters(
+                        in: match.range, with: rule.pattern.replacementString(for: match, in: name, offset: 0, template: rule.template))
+                }
+                return !tensors.contains { Self.matches(renamed, $0) }
+                    && !(modelTypes.map { WeightConversions.collects(name, modelTypes: $0) } ?? false)
+            }
+        }
+
+        /// Whether `name` is `template` with a decimal number for each `{n}`.
+        static func matches(_ name: String, _ template: String) -> Bool {
+            var rest = Substring(name)
+            for (index, piece) in template.components(separatedBy: "{n}").enumerated() {
+                if index > 0 {
+                    let digits = rest.prefix(while: \.isASCII).prefix(while: \.isNumber)
+                    guard !digits.isEmpty else { return false }
+                    rest = rest.dropFirst(digits.count)
+                }
+                guard rest.hasPrefix(piece) else { return false }
+                rest = rest.dropFirst(piece.count)
+            }
+            return rest.isEmpty
+        }
+    }
+
+    /// Refuses `dropped`, the blocks of a plan, when a passthrough of the
+    /// kept layers would leave config.json describing other layers
+    /// (`staleKeys`), or leave out a tensor the model computes with (one no
+    /// name of mergekit's definition covers: `Definition.uncovered`, over
+    /// the tensors read, so called once the model has run): checked once
+    /// the plan is chosen, before it is evaluated.
+    /// - Throws: `DroptraceError` naming the checkpoint's config and the keys or the tensor.
+    public static func checkPlan(_ model: any LanguageModel, dropping dropped: Set<Int>) throws {
+        let checkpoint = model.checkpoint, definition = try Definition(of: checkpoint)
+        let keys = try staleKeys(model, dropping: dropped, countKey: definition.countKey)
+        guard keys.isEmpty else {
+            throw DroptraceError(passthroughProblem(keys, dropping: dropped), path: checkpoint.configURL.path)
+        }
+        // The tensors the full model computes with, all read by now (scoring ran every layer).
+        let conversions = WeightConversions.modelTypes(checkpoint, section: ConfigSection(model.layerNaming.configSection))
+        let left = definition.uncovered(checkpoint.tensorsRead, conversions: conversions)
+        if let first = left.first {
+            let others = left.count > 1 ? " and \(left.count - 1) more" : ""
+            throw DroptraceError(
+                "--export-mergekit: mergekit \(mergekitVersion)'s definition of \(definition.architecture) copies no tensor \(first)\(others), "
+                    + "which the model computes with: the merged model would lack them and transformers would fill them "
+                    + "with random weights; use --export",
+                path: checkpoint.configURL.path)
+        }
+    }
+
+    /// The keys of config.json's layer section (`DroppedModelExport.LayerSection`)
+    /// that a passthrough dropping `dropped` would leave wrong, sorted.
+    /// mergekit writes the config transformers builds from the source's,
+    /// with only the layer count set (its `_model_out_config`), while the
+    /// kept layers move down: every other key `--export` rewrites for them
+    /// is stale, and so is a per-layer list the config class derives where
+    /// config.json has none (`ConfigValueKinds.derivedPerLayerLists`: saved
+    /// with the source's layer count). Lists of layer indices
+    /// (`DroppedModelExport.layerIndexListKeys`; where absent, as the
+    /// family resolved them) are compared as transformers reads them at the
+    /// new indices, so entries past the kept layers name none (Molmo2's
+    /// `rope_scaling_layers` listing every layer stays right).
+    static func staleKeys(_ model: any LanguageModel, dropping dropped: Set<Int>, countKey: String) throws -> [String] {
+        let naming = model.layerNaming, checkpoint = model.checkpoint
+        let renumber = DroppedModelExport.Renumbering(removing: dropped, layers: model.layerCount)
+        let section = try DroppedModelExport.LayerSection(checkpoint, naming: naming, renumber: renumber)
+        // The count mergekit sets, where droptrace reads it (under an alias too: transformers' attribute map writes it there).
+        let prefix = naming.configSection.map { $0 + "." } ?? ""
+        let counted = countKey.hasPrefix(prefix) && section.countKeys.contains(String(countKey.dropFirst(prefix.count)))
+        let written = Set(try section.source.memberTexts().map(\.key))
+        let derived = ConfigValueKinds.derivedPerLayerLists(
+            modelType: checkpoint.modelType, section: naming.configSection, document: checkpoint.configDocument)
+        let keys = written.union(try section.renumbered.memberTexts().map(\.key)).union(derived)
+        return try keys.subtracting(counted ? section.countKeys : []).sorted().filter { key in
+            let (source, needed) = (try section.source.value(key), try section.renumbered.value(key))
+            let base = DroppedModelExport.layerIndexListKeys.contains(key) ? 0
+                : DroppedModelExport.oneIndexedLayerListKeys.contains(key) ? 1 : nil
+            if let base {
+                let layers = base..<(renumber.remaining + base)
+                func named(_ indices: [Int]?) -> Set<Int>? { indices.map { Set($0.filter(layers.contains)) } }
+                let kept = (source as? [NSNumber])?.map(\.intValue) ?? naming.layerIndexLists[key]
+                return named(kept) != named((needed as? [NSNumber])?.map(\.intValue))
+            }
+            return !written.contains(key) && derived.contains(key) || canonical(source) != canonical(needed)
+        }
+    }
+
+    /// The line refusing a passthrough that leaves `keys` stale, for the
+    /// plan dropping `dropped` (nil: every plan).
+    static func passthroughProblem(_ keys: [String], dropping dropped: Set<Int>?) -> String {
+        let which = dropped.map { "with layer\($0.count == 1 ? "" : "s") \(list($0.sorted())) dropped" } ?? "whichever layers are dropped"
+        return "--export-mergekit: a mergekit passthrough keeps the source's config.json with only the layer count changed: "
+            + "\(which), its \(keys.joined(separator: ", ")) would describe other layers than the kept ones; "
+            + "use --export, which rewrites \(keys.count == 1 ? "it" : "them")"
+    }
+
+    /// A decoded JSON value as sorted-key JSON, to compare (nil when absent).
+    private static func canonical(_ value: Any?) -> Data? {
+        value.map { (try? JSONSerialization.data(withJSONObject: $0, options: [.sortedKeys, .fragmentsAllowed])) ?? Data() }
     }
 
     /// mergekit's name of the checkpoint's weight type: that of its

@@ -41,7 +41,9 @@ struct DropCommand: ParsableCommand {
             mistral config.json's auto_map names its classes). droptrace reads both back. \
             --export-mergekit FILE (block drops) also writes the kept layers as a mergekit passthrough \
             configuration, for `mergekit-yaml FILE OUT_DIR`; its layer_range is 0-based and \
-            end-exclusive: dropping layers 3-5 of 8 keeps [0, 3] and [6, 8].
+            end-exclusive: dropping layers 3-5 of 8 keeps [0, 3] and [6, 8]. It is refused where \
+            the passthrough would build another model (an architecture mergekit does not define, a \
+            config key or tensor the passthrough would leave wrong or out); --export works there.
 
             Exit codes: 0 success; 1 bad input or failure, one line naming the file; 64 invalid usage.
             """
