@@ -211,8 +211,8 @@ public struct Linear: Sendable {
         budget: Int = ScratchBlocks.shared.bytes, _ body: (Int, Int, ProductRows) -> Void
     ) {
         guard rows > 0 else { return }
-        let bytesPerRow = max(1, width) * ProductRows.elementSize(arithmetic)
-        let buffer = ProductRows.scratch(rows: min(rows, max(1, budget / bytesPerRow)), width: width, arithmetic: arithmetic)
+        let rowsInBudget = max(1, budget / ProductRows.bytesPerRow(width: width, arithmetic))
+        let buffer = ProductRows.scratch(rows: min(rows, rowsInBudget), width: width, arithmetic: arithmetic)
         for first in stride(from: 0, to: rows, by: buffer.capacity) {
             let count = min(buffer.capacity, rows - first)
             buffer.set(rows: 0, count: count, from: x + first * width, stride: width)

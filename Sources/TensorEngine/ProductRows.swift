@@ -33,7 +33,7 @@ public final class ProductRows {
     static func scratch(
         rows: Int, width: Int, arithmetic: MatrixArithmetic, from pool: ScratchBlocks = .shared
     ) -> ProductRows {
-        let bytesPerRow = max(1, width) * elementSize(arithmetic)
+        let bytesPerRow = bytesPerRow(width: width, arithmetic)
         guard bytesPerRow <= pool.bytes else { return ProductRows(rows: 1, width: width, arithmetic: arithmetic) }
         return ProductRows(
             block: pool.take(), of: pool, rows: min(max(1, rows), pool.bytes / bytesPerRow), width: width,
@@ -55,6 +55,11 @@ public final class ProductRows {
     /// Bytes a value takes in `arithmetic`'s buffers.
     static func elementSize(_ arithmetic: MatrixArithmetic) -> Int {
         arithmetic == .bf16Native ? MemoryLayout<UInt16>.size : MemoryLayout<Float>.size
+    }
+
+    /// Bytes a row of `width` values (at least one) takes in `arithmetic`'s buffers.
+    static func bytesPerRow(width: Int, _ arithmetic: MatrixArithmetic) -> Int {
+        max(1, width) * elementSize(arithmetic)
     }
 
     /// Sets rows `first ..< first + count` from `count` rows at `source`,
