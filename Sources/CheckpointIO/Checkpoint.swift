@@ -299,6 +299,10 @@ public final class Checkpoint: @unchecked Sendable {
     /// folder holding it may hold anything else), else the checkpoint directory.
     public var weightsPath: String { gguf?.path ?? directory.path }
 
+    /// The name the weight files store tensor `name` (as droptrace reads
+    /// it) under: itself, unless transformers renames it (`TensorRenamings`).
+    public func storedName(of name: String) -> String { storedNames[name] ?? name }
+
     /// The tensors droptrace can expand (floating-point ones), sorted.
     public var tensorNames: [String] { tensors.keys.sorted() }
 

@@ -50,7 +50,8 @@ public enum MergekitSlices {
     /// change their scale; `--export` rescales them), and one with layers
     /// listed by index that it would not renumber (Mllama's cross-attention
     /// layers), one of an architecture mergekit does not slice
-    /// (`Definition`), and one whose config.json no passthrough of fewer
+    /// (`Definition`) or lacking a tensor its definition needs
+    /// (`Definition.missing`), and one whose config.json no passthrough of fewer
     /// layers leaves right (`staleKeys`: a per-layer list such as
     /// `layer_types`). What depends on the plan is `checkPlan`'s.
     public static func checkSource(_ model: any LanguageModel) throws {
@@ -90,6 +91,15 @@ public enum MergekitSlices {
                 path: checkpoint.configURL.path)
         }
         let definition = try Definition(of: checkpoint)
+        let conversions = WeightConversions.modelTypes(checkpoint, section: ConfigSection(model.layerNaming.configSection))
+        let missing = definition.missing(checkpoint.storedTensorNames, of: checkpoint, conversions: conversions)
+        if let first = missing.first {
+            throw DroptraceError(
+                "--export-mergekit: mergekit \(mergekitVersion)'s definition of \(definition.architecture) needs a tensor \(first)"
+                    + "\(missing.count > 1 ? " (and \(missing.count - 1) more)" : "") the checkpoint does not store, so mergekit "
+                    + "would refuse it; use --export",
+                path: checkpoint.configURL.path)
+        }
         // Plan by plan in DropRun; here what no single-layer drop survives (a per-layer list, a depth-scaled multiplier).
         let stale = try (0..<model.layerCount).map { try staleKeys(model, dropping: [$0], countKey: definition.countKey) }
         if let keys = stale.last, stale.allSatisfy({ !$0.isEmpty }) {
@@ -111,8 +121,11 @@ public enum MergekitSlices {
         let architecture: String
         /// The config key (a dotted path) its passthrough sets to the merged layer count.
         let countKey: String
-        /// The names of the tensors it copies (`tensorTemplates`).
+        /// The names of the tensors it copies (`tensorTemplates`), and of those it cannot do without (`requiredTensorTemplates`).
         let tensors: [String]
+        let required: [String]
+        /// The ends of the names of the tensors transformers' conversion mapping builds from others (`convertedTensors`).
+        let converted: [String]
         /// transformers' renamings of the model_type's names, which mergekit applies first (`renamings`).
         let renamings: [(pattern: NSRegularExpression, template: String)]
 
@@ -137,6 +150,8 @@ public enum MergekitSlices {
                 architecture = name
                 countKey = key
                 self.tensors = tensors
+                required = pick(requiredTensorTemplates[name]) ?? []
+                converted = convertedTensors[checkpoint.modelType] ?? []
                 renamings = try (MergekitSlices.renamings[checkpoint.modelType] ?? []).map { rule in
                     let template = NSRegularExpression.escapedTemplate(for: rule.replacement).replacingOccurrences(of: "\\\\1", with: "$1")
                     return (try NSRegularExpression(pattern: rule.pattern), template)
@@ -152,20 +167,41 @@ public enum MergekitSlices {
 
         /// The tensors of `names` that no name of the definition covers,
         /// sorted: the passthrough leaves them out. Names are read as
-        /// mergekit reads them, through transformers' renamings. Per-expert tensors that
+        /// mergekit reads them (`readings`). Per-expert tensors that
         /// transformers' conversion mapping collects into fused experts
         /// (`WeightConversions.collects`) are covered by the fused names, as
         /// mergekit converts them with that mapping.
-        func uncovered(_ names: [String], conversions modelTypes: [String]?) -> [String] {
+        func uncovered(_ names: [String], of checkpoint: Checkpoint, conversions modelTypes: [String]?) -> [String] {
             names.filter { name in
-                let renamed = renamings.reduce(name) { name, rule in
-                    guard let match = rule.pattern.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) else { return name }
-                    return (name as NSString).replacingCharacters(
-                        in: match.range, with: rule.pattern.replacementString(for: match, in: name, offset: 0, template: rule.template))
-                }
-                return !tensors.contains { Self.matches(renamed, $0) }
+                let spellings = readings(name, of: checkpoint)
+                return !tensors.contains { template in spellings.contains { Self.matches($0, template) } }
                     && !(modelTypes.map { WeightConversions.collects(name, modelTypes: $0) } ?? false)
             }
+        }
+
+        /// The names it cannot do without that none of `names` (the
+        /// checkpoint's) gives, sorted, each number as `<n>`: mergekit would
+        /// refuse the checkpoint. A tensor the conversion mapping builds
+        /// (fused experts) counts as given where some name is collected into one.
+        func missing(_ names: [String], of checkpoint: Checkpoint, conversions modelTypes: [String]?) -> [String] {
+            let read = names.flatMap { readings($0, of: checkpoint) }
+            let collects = modelTypes.map { types in names.contains { WeightConversions.collects($0, modelTypes: types) } } ?? false
+            return required.filter { template in
+                !read.contains { Self.matches($0, template) } && !(collects && converted.contains { template.hasSuffix($0) })
+            }.map { $0.replacingOccurrences(of: "{n}", with: "<n>") }.sorted()
+        }
+
+        /// The names mergekit finds tensor `name` (as droptrace reads it)
+        /// under: as the file stores it, and through transformers' renamings
+        /// (its `can_convert_checkpoint_keys`).
+        func readings(_ name: String, of checkpoint: Checkpoint) -> [String] {
+            let stored = checkpoint.storedName(of: name)
+            let renamed = renamings.reduce(stored) { name, rule in
+                guard let match = rule.pattern.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) else { return name }
+                return (name as NSString).replacingCharacters(
+                    in: match.range, with: rule.pattern.replacementString(for: match, in: name, offset: 0, template: rule.template))
+            }
+            return [stored, renamed]
         }
 
         /// Whether `name` is `template` with a decimal number for each `{n}`.
@@ -199,7 +235,7 @@ public enum MergekitSlices {
         }
         // The tensors the full model computes with, all read by now (scoring ran every layer).
         let conversions = WeightConversions.modelTypes(checkpoint, section: ConfigSection(model.layerNaming.configSection))
-        let left = definition.uncovered(checkpoint.tensorsRead, conversions: conversions)
+        let left = definition.uncovered(checkpoint.tensorsRead, of: checkpoint, conversions: conversions)
         if let first = left.first {
             let others = left.count > 1 ? " and \(left.count - 1) more" : ""
             throw DroptraceError(

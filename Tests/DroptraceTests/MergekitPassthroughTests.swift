@@ -106,6 +106,23 @@ import Testing
         #expect(throws: Never.self) { try MergekitSlices.checkPlan(try Self.scored(EditedFixture("llama-f32")), dropping: [0, 2]) }
     }
 
+    /// A checkpoint lacking a tensor mergekit's definition cannot do
+    /// without is refused before any work: mergekit would refuse it
+    /// (GPTNeoXForCausalLM's wants the `attention.bias` buffers
+    /// transformers no longer saves; Phi3ForCausalLM's an `lm_head` a tied
+    /// checkpoint has none of). Fused experts count as given by the
+    /// per-expert tensors transformers collects into them (Mixtral).
+    @Test func checkpointsLackingATensorTheDefinitionNeedsAreRefused() throws {
+        let neox = try EditedFixture("gpt_neox-f32")
+        let refused = Self.refusal { try MergekitSlices.checkSource(try neox.load()) }
+        #expect(refused == "\(neox.configPath): --export-mergekit: mergekit \(MergekitSlices.mergekitVersion)'s definition of "
+            + "GPTNeoXForCausalLM needs a tensor gpt_neox.layers.<n>.attention.bias (and 2 more) the checkpoint does not store, "
+            + "so mergekit would refuse it; use --export")
+        let tied = Self.refusal { try MergekitSlices.checkSource(try EditedFixture("phi3-f32").load()) }
+        #expect(tied.contains("Phi3ForCausalLM needs a tensor lm_head.weight the checkpoint does not store"), "\(tied)")
+        #expect(throws: Never.self) { try MergekitSlices.checkSource(try EditedFixture("mixtral-f32").load()) }
+    }
+
     @Test func templatesMatchDecimalIndices() {
         let matches = MergekitSlices.Definition.matches
         #expect(matches("model.layers.12.mlp.experts.3.w1", "model.layers.{n}.mlp.experts.{n}.w1"))
