@@ -183,6 +183,7 @@ public enum ModelRegistry {
         "paligemma": GemmaModel.self,
         "param2moe": Glm4MoeModel.self,
         "perception_lm": LlamaModel.self,
+        "persimmon": PersimmonModel.self,
         "phi": PhiModel.self,
         "phi3": Phi3Model.self,
         // Phi-4-multimodal: Phi-3's language model; its image and audio encoders leave text's embedding as it is.

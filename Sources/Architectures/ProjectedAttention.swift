@@ -76,6 +76,25 @@ extension DecoderParts {
 }
 
 extension Linear {
+    /// A q/k/v projection whose rows are per head ([q_h, k_h, v_h] for each
+    /// head h, `headDim` rows each: GPT-NeoX's and Persimmon's
+    /// `query_key_value`) with its rows grouped as q | k | v (each head's
+    /// rows in order), the layout per-head q/k norms are applied in.
+    func groupingHeadsByProjection(heads: Int, headDim: Int) -> Linear {
+        rearrangingRows { values, width in
+            let block = headDim * width
+            var grouped: [Float] = []
+            grouped.reserveCapacity(values.count)
+            for projection in 0..<3 {
+                for head in 0..<heads {
+                    let start = (head * 3 + projection) * block
+                    grouped += values[start..<(start + block)]
+                }
+            }
+            return grouped
+        }
+    }
+
     /// The same [out, in] layer with its output rows moved as `rearrange`
     /// moves the rows of a row-major array of the given row width: the
     /// weights (rows `inFeatures` wide) and the bias (rows 1 wide) alike.

@@ -77,6 +77,7 @@ extension SpecialTokenSettings {
         "opt": "GPT2Tokenizer",
         "ovis2": "Qwen2Tokenizer",
         "paddleocr_vl": "TokenizersBackend",
+        "persimmon": "TokenizersBackend",
         "phi": "GPT2Tokenizer",
         "phi3": "TokenizersBackend",
         "phimoe": "TokenizersBackend",

@@ -3,13 +3,21 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// config.json of `phi`, with PhiConfig's defaults.
-struct PhiConfiguration: Decodable {
+/// The defaults of a config class read as `QueryKeyLayerNormConfiguration`.
+protocol QueryKeyLayerNormDefaults {
+    static var hiddenAct: String { get }
+    static var qkLayernorm: Bool { get }
+}
+
+/// config.json of a family of LayerNorm blocks with optional LayerNorms on
+/// each head's queries and keys (Phi, Persimmon), with its config class's
+/// defaults (`Defaults`; `layer_norm_eps` 1e-5 for both).
+struct QueryKeyLayerNormConfiguration<Defaults: QueryKeyLayerNormDefaults>: Decodable {
     /// Every LayerNorm's epsilon, the q/k norms' too.
     var layerNormEps: Double
     var hiddenAct: String
-    /// LayerNorms (weight and bias, one width of hidden_size / heads) on each
-    /// head's queries and keys before rotary.
+    /// LayerNorms (weight and bias, one width of hidden_size / heads, one
+    /// for all heads) on each head's queries and keys before rotary.
     var qkLayernorm: Bool
 
     enum CodingKeys: String, CodingKey {
@@ -21,13 +29,19 @@ struct PhiConfiguration: Decodable {
     init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         layerNormEps = try c.decodeIfPresent(Double.self, forKey: .layerNormEps) ?? 1e-5
-        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "gelu_new"
-        qkLayernorm = try c.decodeIfPresent(Bool.self, forKey: .qkLayernorm) ?? false
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? Defaults.hiddenAct
+        qkLayernorm = try c.decodeIfPresent(Bool.self, forKey: .qkLayernorm) ?? Defaults.qkLayernorm
         let layerNormEps = layerNormEps
         try ConfigRules.decodingChecks {
             try ConfigRules.positive(layerNormEps, "layer_norm_eps")
         }
     }
+}
+
+/// PhiConfig's defaults.
+enum PhiDefaults: QueryKeyLayerNormDefaults {
+    static let hiddenAct = "gelu_new"
+    static let qkLayernorm = false
 }
 
 /// Phi (phi-1, phi-1.5, phi-2): one LayerNorm `input_layernorm` whose
@@ -41,12 +55,12 @@ struct PhiConfiguration: Decodable {
 /// reading the same normalised input, as zeroing a branch in transformers does.
 struct PhiModel: DecoderFamily {
     let parts: DecoderParts
-    let config: PhiConfiguration
+    let config: QueryKeyLayerNormConfiguration<PhiDefaults>
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
         parts = try DecoderParts(checkpoint, naming: Self.naming, finalNorm: "final_layernorm")
-        let config = try parts.config(PhiConfiguration.self)
+        let config = try parts.config(QueryKeyLayerNormConfiguration<PhiDefaults>.self)
         self.config = config
         // PhiAttention sizes its q/k norms hidden_size / heads wide and
         // applies them to heads of head_dim: with another head_dim transformers cannot run it.
