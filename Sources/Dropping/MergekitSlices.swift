@@ -90,9 +90,8 @@ public enum MergekitSlices {
                     + "indices a mergekit passthrough does not renumber; use --export, which does",
                 path: checkpoint.configURL.path)
         }
-        let definition = try Definition(of: checkpoint)
-        let conversions = WeightConversions.modelTypes(checkpoint, section: ConfigSection(model.layerNaming.configSection))
-        let missing = definition.missing(checkpoint.storedTensorNames, of: checkpoint, conversions: conversions)
+        let definition = try Definition(of: model)
+        let missing = definition.missing()
         if let first = missing.first {
             throw DroptraceError(
                 "--export-mergekit: mergekit \(mergekitVersion)'s definition of \(definition.architecture) needs a tensor \(first)"
@@ -128,6 +127,10 @@ public enum MergekitSlices {
         let converted: [String]
         /// transformers' renamings of the model_type's names, which mergekit applies first (`renamings`).
         let renamings: [(pattern: NSRegularExpression, template: String)]
+        /// The checkpoint it was picked for.
+        let checkpoint: Checkpoint
+        /// The model types whose conversion mappings collect per-expert tensors (`WeightConversions.modelTypes`).
+        let conversions: [String]?
 
         /// - Throws: `DroptraceError` naming config.json when config.json
         ///   does not name one architecture, or mergekit has no one-module
@@ -135,8 +138,8 @@ public enum MergekitSlices {
         ///   merged model would keep the source's layer count and transformers
         ///   would fill the missing layers with random weights; a definition
         ///   of several modules refuses `slices:`).
-        init(of checkpoint: Checkpoint) throws {
-            let path = checkpoint.configURL.path
+        init(of model: any LanguageModel) throws {
+            let checkpoint = model.checkpoint, path = checkpoint.configURL.path
             guard case .array(let names)? = checkpoint.configDocument.member("architectures"), names.count == 1,
                   case .string(let name) = names[0]
             else {
@@ -148,6 +151,8 @@ public enum MergekitSlices {
             }
             if let key = pick(layerCountKeys[name]), let tensors = pick(tensorTemplates[name]) {
                 architecture = name
+                self.checkpoint = checkpoint
+                conversions = WeightConversions.modelTypes(checkpoint, section: ConfigSection(model.layerNaming.configSection))
                 countKey = key
                 self.tensors = tensors
                 required = pick(requiredTensorTemplates[name]) ?? []
@@ -171,21 +176,20 @@ public enum MergekitSlices {
         /// transformers' conversion mapping collects into fused experts
         /// (`WeightConversions.collects`) are covered by the fused names, as
         /// mergekit converts them with that mapping.
-        func uncovered(_ names: [String], of checkpoint: Checkpoint, conversions modelTypes: [String]?) -> [String] {
+        func uncovered(_ names: [String]) -> [String] {
             names.filter { name in
-                let spellings = readings(name, of: checkpoint)
-                return !tensors.contains { template in spellings.contains { Self.matches($0, template) } }
-                    && !(modelTypes.map { WeightConversions.collects(name, modelTypes: $0) } ?? false)
+                let spellings = readings(name)
+                return !tensors.contains { template in spellings.contains { Self.matches($0, template) } } && !collected(name)
             }
         }
 
-        /// The names it cannot do without that none of `names` (the
-        /// checkpoint's) gives, sorted, each number as `<n>`: mergekit would
+        /// The names it cannot do without that none of the checkpoint's
+        /// tensors gives, sorted, each number as `<n>`: mergekit would
         /// refuse the checkpoint. A tensor the conversion mapping builds
         /// (fused experts) counts as given where some name is collected into one.
-        func missing(_ names: [String], of checkpoint: Checkpoint, conversions modelTypes: [String]?) -> [String] {
-            let read = names.flatMap { readings($0, of: checkpoint) }
-            let collects = modelTypes.map { types in names.contains { WeightConversions.collects($0, modelTypes: types) } } ?? false
+        func missing() -> [String] {
+            let names = checkpoint.storedTensorNames
+            let read = names.flatMap(readings), collects = names.contains(where: collected)
             return required.filter { template in
                 !read.contains { Self.matches($0, template) } && !(collects && converted.contains { template.hasSuffix($0) })
             }.map { $0.replacingOccurrences(of: "{n}", with: "<n>") }.sorted()
@@ -194,7 +198,7 @@ public enum MergekitSlices {
         /// The names mergekit finds tensor `name` (as droptrace reads it)
         /// under: as the file stores it, and through transformers' renamings
         /// (its `can_convert_checkpoint_keys`).
-        func readings(_ name: String, of checkpoint: Checkpoint) -> [String] {
+        func readings(_ name: String) -> [String] {
             let stored = checkpoint.storedName(of: name)
             let renamed = renamings.reduce(stored) { name, rule in
                 guard let match = rule.pattern.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) else { return name }
@@ -202,6 +206,11 @@ public enum MergekitSlices {
                     in: match.range, with: rule.pattern.replacementString(for: match, in: name, offset: 0, template: rule.template))
             }
             return [stored, renamed]
+        }
+
+        /// Whether transformers' conversion mapping collects per-expert tensor `name` into fused experts.
+        func collected(_ name: String) -> Bool {
+            conversions.map { WeightConversions.collects(name, modelTypes: $0) } ?? false
         }
 
         /// Whether `name` is `template` with a decimal number for each `{n}`.
@@ -228,14 +237,13 @@ public enum MergekitSlices {
     /// the plan is chosen, before it is evaluated.
     /// - Throws: `DroptraceError` naming the checkpoint's config and the keys or the tensor.
     public static func checkPlan(_ model: any LanguageModel, dropping dropped: Set<Int>) throws {
-        let checkpoint = model.checkpoint, definition = try Definition(of: checkpoint)
+        let checkpoint = model.checkpoint, definition = try Definition(of: model)
         let keys = try staleKeys(model, dropping: dropped, countKey: definition.countKey)
         guard keys.isEmpty else {
             throw DroptraceError(passthroughProblem(keys, dropping: dropped), path: checkpoint.configURL.path)
         }
         // The tensors the full model computes with, all read by now (scoring ran every layer).
-        let conversions = WeightConversions.modelTypes(checkpoint, section: ConfigSection(model.layerNaming.configSection))
-        let left = definition.uncovered(checkpoint.tensorsRead, of: checkpoint, conversions: conversions)
+        let left = definition.uncovered(checkpoint.tensorsRead)
         if let first = left.first {
             let others = left.count > 1 ? " and \(left.count - 1) more" : ""
             throw DroptraceError(

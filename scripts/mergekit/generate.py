@@ -54,6 +54,19 @@ def templates(module, required=False):
     return sorted({re.sub(r"\.experts\.0\.", ".experts.{n}.", re.sub(numbers, "{n}", name)) for name in names})
 
 
+def name_table(table):
+    """The entries of a Swift table architecture -> model_type -> tensor names, one name per line."""
+    lines = []
+    for name in sorted(table):
+        lines.append(f'        "{name}": [')
+        for model_type, names in sorted(table[name].items()):
+            lines.append(f'            "{model_type}": [')
+            lines += [f'                "{template}",' for template in names]
+            lines.append("            ],")
+        lines.append("        ],")
+    return lines
+
+
 def main():
     single = {}
     several = set()
@@ -111,13 +124,7 @@ def main():
         "    /// Tensors of other names are left out of the merged model.",
         "    static let tensorTemplates: [String: [String: [String]]] = [",
     ]
-    for name in sorted(tensors):
-        lines.append(f'        "{name}": [')
-        for model_type, names in sorted(tensors[name].items()):
-            lines.append(f'            "{model_type}": [')
-            lines += [f'                "{template}",' for template in names]
-            lines.append("            ],")
-        lines.append("        ],")
+    lines += name_table(tensors)
     lines += [
         "    ]",
         "",
@@ -125,11 +132,7 @@ def main():
         "    /// passthrough refuses a checkpoint lacking one), with `{n}` as above.",
         "    static let requiredTensorTemplates: [String: [String: [String]]] = [",
     ]
-    for name in sorted(required):
-        lines.append(f'        "{name}": [')
-        for model_type, names in sorted(required[name].items()):
-            lines.append(f'            "{model_type}": [' + ", ".join(f'"{t}"' for t in names) + "],")
-        lines.append("        ],")
+    lines += name_table(required)
     lines += [
         "    ]",
         "",
