@@ -100,9 +100,11 @@ public enum MergekitSlices {
                 path: checkpoint.configURL.path)
         }
         // Plan by plan in DropRun; here what no single-layer drop survives (a per-layer list, a depth-scaled multiplier).
-        let stale = try (0..<model.layerCount).map { try staleKeys(model, dropping: [$0], countKey: definition.countKey) }
-        if let keys = stale.last, stale.allSatisfy({ !$0.isEmpty }) {
-            throw DroptraceError(passthroughProblem(keys, dropping: nil), path: checkpoint.configURL.path)
+        // The last layer's drop first: where it leaves nothing stale (most models), no other is looked at.
+        func stale(_ layer: Int) throws -> [String] { try staleKeys(model, dropping: [layer], countKey: definition.countKey) }
+        let last = try stale(model.layerCount - 1)
+        if !last.isEmpty, try (0..<(model.layerCount - 1)).allSatisfy({ try !stale($0).isEmpty }) {
+            throw DroptraceError(passthroughProblem(last, dropping: nil), path: checkpoint.configURL.path)
         }
         if !model.configuredDrops.attention.isEmpty || !model.configuredDrops.mlp.isEmpty {
             throw DroptraceError(
