@@ -157,11 +157,7 @@ struct DecoderParts: Sendable {
     /// - Throws: `DroptraceError` naming config.json and the key.
     @discardableResult
     func checks<Result>(_ checks: () throws -> Result) throws -> Result {
-        do {
-            return try checks()
-        } catch let invalid as InvalidConfigValue {
-            throw InvalidConfigValue(key: section.qualified(invalid.key), problem: invalid.problem).error(path: configPath)
-        }
+        try ConfigRules.checks(path: configPath, section: section, checks)
     }
 
     /// Refuses `use_bidirectional_attention: true` (Gemma's and Gemma 3's

@@ -583,6 +583,10 @@ struct ExpertNaming {
     /// The configured expert count and the config key that gives it.
     var count: Int
     var countKey: String
+    /// How many experts each layer stores per expert where that is not
+    /// `count`, and what they are (ERNIE 4.5 VL's released checkpoints
+    /// store the text experts, then as many vision experts: 2 × count).
+    var stored: (count: Int, description: String)?
     /// Whether layer `index` has experts (others have a dense MLP).
     var isSparse: (Int) -> Bool
     /// transformers' fused expert parameters under each part: gated experts'
@@ -663,10 +667,11 @@ struct StoredExperts {
                     + "reads as that expert; droptrace reads experts named as save_pretrained writes them: rename it",
                 path: weightsPath)
         }
-        if case .perExpert(let index, _) = form, (index ?? .max) >= naming.count {
+        if case .perExpert(let index, _) = form, (index ?? .max) >= naming.stored?.count ?? naming.count {
             throw DroptraceError(
-                "\"\(keyPrefix)\(naming.countKey)\" is \(naming.count), but the weights hold tensor '\(name)' of expert "
-                    + (index.map(String.init) ?? "index past \(Int.max)"),
+                "\"\(keyPrefix)\(naming.countKey)\" is \(naming.count)"
+                    + (naming.stored.map { ", so each layer stores \($0.count) experts (\($0.description))" } ?? "")
+                    + ", but the weights hold tensor '\(name)' of expert " + (index.map(String.init) ?? "index past \(Int.max)"),
                 path: configPath)
         }
         if form != .fused, let types = conversionModelTypes, !WeightConversions.collects(name, modelTypes: types) {

@@ -58,6 +58,7 @@ public enum ModelRegistry {
         "dots3_note_text": Dots3NoteModel.self,
         "ernie4_5": InterleavedLlamaModel.self,
         "ernie4_5_moe": Ernie4_5MoeModel.self,
+        "ernie4_5_vl_moe": Ernie4_5VLMoeModel.self,
         "ergo": ErgoModel.self,
         "exaone": LlamaModel.self,
         "exaone4": Exaone4Model.self,

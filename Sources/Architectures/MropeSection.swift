@@ -14,10 +14,18 @@ import TensorEngine
 ///   that count, or one positive integer (runs of that length);
 /// - `.interleaved(className:)`: Qwen3-VL's and CohereCompass's take items 1
 ///   and 2 as counts of interleaved columns: a list whose items 1 and 2 are
-///   integers (item 0 is never read).
+///   integers (item 0 is never read);
+/// - `.heightWidthPairs(frequencies:)`: ERNIE 4.5 VL's (Ernie4_5_VLMoeTextRotaryEmbedding)
+///   takes [height, width, temporal]: it reorders the first height + width
+///   frequencies evens first, then stacks the height and width runs into
+///   pairs and the temporal run after them: three non-negative integers
+///   summing to the frequency count, height equal to width (the stacked
+///   runs), temporal at least 1 (it slices the frequencies up to −temporal).
+///   On text the reordering and the pairing undo each other: the plain rotation.
 enum MropeSection {
     case split(frequencies: Int)
     case interleaved(className: String)
+    case heightWidthPairs(frequencies: Int)
 
     /// Checks `value` (nil: absent, then `defaultSection` applies) of the
     /// config key `key` (named as config.json writes it).
@@ -39,6 +47,16 @@ enum MropeSection {
                     key: key,
                     problem: "\(stated) but the rotary embedding splits the head's \(frequencies) rotated frequencies by it: "
                         + "it must be non-negative integers summing to \(frequencies)")
+            }
+        case .heightWidthPairs(let frequencies):
+            let runs = items?.compactMap { item -> Int? in if case .integer(let n) = item, n >= 0 { n } else { nil } }
+            guard let runs, runs.count == 3, items?.count == 3, runs.reduce(0, +) == frequencies, runs[0] == runs[1], runs[2] >= 1 else {
+                let stated = value == nil ? "is absent, so the rotary embedding takes \(defaultSection)," : "is \(value.map(ConfigValueKinds.spelled) ?? "")"
+                throw InvalidConfigValue(
+                    key: key,
+                    problem: "\(stated) but the rotary embedding pairs its height and width runs over the head's \(frequencies) "
+                        + "rotated frequencies: it must be [height, width, temporal], non-negative integers summing to \(frequencies), "
+                        + "height equal to width, temporal at least 1")
             }
         case .interleaved(let className):
             // Only items 1 and 2 are read, as Python ints (true counts as 1, a huge one is clipped).
@@ -65,18 +83,21 @@ extension DecoderParts {
     /// (`Qwen2VLTextConfig.convert_rope_params_to_dict`). Their
     /// `mrope_section` (`defaultSection` when absent) must split the rotated
     /// frequencies, or with `interleavedBy` (the class's name) index them as
-    /// interleaved columns (`MropeSection`).
+    /// interleaved columns, or with `pairingHeightWidth` pair the height and
+    /// width runs (`MropeSection`).
     /// - Throws: `DroptraceError` naming config.json for rope settings the
     ///   family cannot run or a section the rotary embedding cannot index.
     func mropeRotary(
-        interleavedBy className: String? = nil, defaultSection: [Int], defaultTheta: Double,
+        interleavedBy className: String? = nil, pairingHeightWidth: Bool = false, defaultSection: [Int], defaultTheta: Double,
         partialRotary: RopeSettings.PartialRotary = .ignored, readsMropeType: Bool = false
     ) throws -> RotaryEmbedding {
         try confirmAttentionProjections()
         var (settings, key, _) = try ropeSettings(defaults: [:])
         if readsMropeType, settings.type == "mrope" { settings.type = "default" }
         let rotary = try self.rotary(defaultTheta: defaultTheta, partialRotary: partialRotary, confirmProjections: false, settings: settings)
-        let rule = className.map(MropeSection.interleaved) ?? .split(frequencies: rotary.inverseFrequencies.count)
+        let frequencies = rotary.inverseFrequencies.count
+        let rule = pairingHeightWidth
+            ? .heightWidthPairs(frequencies: frequencies) : className.map(MropeSection.interleaved) ?? .split(frequencies: frequencies)
         try checks {
             try rule.check(sectionDocument?.member(key)?.member("mrope_section"), defaultSection: defaultSection, key: key + ".mrope_section")
         }

@@ -259,10 +259,6 @@ extension QwenExperts {
         var section = section
         for key in configClass.unreadKeys { section.overrides[key] = .null }
         let keys = try checkpoint.decodeConfig(Keys.self, section: section)
-        do {
-            self = try keys.resolved(configClass)
-        } catch let invalid as InvalidConfigValue {
-            throw InvalidConfigValue(key: section.qualified(invalid.key), problem: invalid.problem).error(path: checkpoint.configURL.path)
-        }
+        self = try ConfigRules.checks(path: checkpoint.configURL.path, section: section) { try keys.resolved(configClass) }
     }
 }

@@ -19,6 +19,7 @@ extension WeightConversions {
         "dots3_note_text": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
         "dots3_note_vision_encoder": [".mlp.experts.*.fc1.weight", ".mlp.experts.*.fc3.weight", ".mlp.experts.*.fc2.weight"],
         "ernie4_5_moe": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
+        "ernie4_5_vl_moe": ["experts.*.down_proj.weight", "experts.*.gate_proj.weight", "experts.*.up_proj.weight"],
         "exaone_moe": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
         "flex_olmo": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],
         "flint": ["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight"],

@@ -142,10 +142,16 @@ public enum ConfigRules {
     /// into the one-line error naming `path`.
     @discardableResult
     public static func checks<Result>(path: String, _ checks: () throws -> Result) throws -> Result {
+        try Self.checks(path: path, section: .topLevel, checks)
+    }
+
+    /// `checks(path:_:)` for the keys of `section`, each refused key named as
+    /// config.json writes it (`text_config.hidden_size` in a multimodal checkpoint).
+    public static func checks<Result>(path: String, section: ConfigSection, _ checks: () throws -> Result) throws -> Result {
         do {
             return try checks()
         } catch let invalid as InvalidConfigValue {
-            throw invalid.error(path: path)
+            throw InvalidConfigValue(key: section.qualified(invalid.key), problem: invalid.problem).error(path: path)
         }
     }
 

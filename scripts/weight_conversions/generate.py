@@ -5,7 +5,8 @@ transformers collects into fused experts, per model_type.
 transformers 5 stores a mixture-of-experts layer's experts as two 3-D parameters
 (`mlp.experts.gate_up_proj`, `mlp.experts.down_proj`). Checkpoints saved per expert
 (`mlp.experts.<e>.gate_proj.weight`, ...) load only where the model's conversion mapping collects them
-(a `WeightConverter` with `MergeModulelist`). `get_model_conversion_mapping` looks the mapping up for
+(a `WeightConverter` with `MergeModulelist`, or ERNIE 4.5 VL's `ErnieFuseAndSplitTextVisionExperts`, which
+also splits them into text and vision experts). `get_model_conversion_mapping` looks the mapping up for
 each PreTrainedModel in the model by its `config.model_type`: the checkpoint's, and in a multimodal
 model the text model's, which is `text_config.model_type` as config.json writes it, else its config
 class's. Elsewhere the per-expert tensors are unexpected keys and the fused parameters are initialised
@@ -42,7 +43,7 @@ import torch
 import transformers
 import transformers.conversion_mapping as conversion_mapping
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
-from transformers.core_model_loading import GroupWeightRename, LayerPairCollapse, MergeModulelist, PrefixChange, WeightConverter, WeightRenaming
+from transformers.core_model_loading import ErnieFuseAndSplitTextVisionExperts, GroupWeightRename, LayerPairCollapse, MergeModulelist, PrefixChange, WeightConverter, WeightRenaming
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 # The model types whose tensors droptrace renames on load as transformers does (`Checkpoint`).
@@ -68,7 +69,7 @@ def collected_patterns(model_type):
     for transform in conversion_mapping.get_checkpoint_conversion_mapping(model_type) or []:
         if not isinstance(transform, WeightConverter):
             continue
-        if not any(isinstance(operation, MergeModulelist) for operation in transform.operations):
+        if not any(isinstance(operation, (MergeModulelist, ErnieFuseAndSplitTextVisionExperts)) for operation in transform.operations):
             continue
         for source in transform.source_patterns:
             source = source.replace("\\.", ".")

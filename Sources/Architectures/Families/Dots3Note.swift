@@ -318,11 +318,7 @@ struct Dots3NoteModel: DecoderFamily {
         self.config = config
         let layers = try checkpoint.decodeConfig(DecoderDimensions.self, section: placement.section).numHiddenLayers
         let configPath = checkpoint.configURL.path
-        func checks<T>(_ body: () throws -> T) throws -> T {
-            do { return try body() } catch let invalid as InvalidConfigValue {
-                throw InvalidConfigValue(key: placement.section.qualified(invalid.key), problem: invalid.problem).error(path: configPath)
-            }
-        }
+        func checks<T>(_ body: () throws -> T) throws -> T { try ConfigRules.checks(path: configPath, section: placement.section, body) }
         let mlpTypes = try checks { try config.resolvedMLPTypes(layers: layers) }
         try checks {
             try MLPLayerTypes.checkCount(config.mlpLayerTypes, layers: layers)

@@ -35,10 +35,10 @@ struct InterleavedLlamaConfiguration: Decodable {
     }
 
     /// The biases each class builds from its own keys (the other family's
-    /// are not read); ERNIE 4.5's mixture-of-experts models and PaddleOCR-VL's
-    /// language model read ERNIE's.
+    /// are not read); ERNIE 4.5's mixture-of-experts models and the language
+    /// models of ERNIE 4.5 VL and PaddleOCR-VL read ERNIE's.
     var biases: (qkv: Bool, output: Bool, mlp: Bool) {
-        if ["ernie4_5", "ernie4_5_moe", "paddleocr_vl"].contains(modelType) {
+        if ["ernie4_5", "ernie4_5_moe", "ernie4_5_vl_moe", "paddleocr_vl"].contains(modelType) {
             let all = useBias == true
             return (all, all, all)
         }
