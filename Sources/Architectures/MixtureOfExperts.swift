@@ -483,6 +483,18 @@ extension Weights {
         return zip(gateUp, down).map { .gated(gateUp: $0, down: $1, activation: activation) }
     }
 
+    /// `count` gated experts stored as two 3-D tensors whose projections are
+    /// [in, out] (the layout grouped matrix products take): `gateUp` [count,
+    /// hidden, 2·inner] (gate columns, then up) and `down` [count, inner,
+    /// hidden] (Llama 4's `gate_up_proj` / `down_proj`, Aria's `fc1` / `fc2`).
+    func inByOutGatedExperts(
+        gateUp gateUpName: String, down downName: String, count: Int, hidden d: Int, inner: Int, activation: Activation
+    ) throws -> [FeedForward] {
+        let gateUp = Self.expertLinears(try floats(gateUpName, [count, d, 2 * inner]), count: count, in: d, out: 2 * inner, layout: .inByOut)
+        let down = Self.expertLinears(try floats(downName, [count, inner, d]), count: count, in: inner, out: d, layout: .inByOut)
+        return zip(gateUp, down).map { .gated(gateUp: $0, down: $1, activation: activation) }
+    }
+
     /// One bias-free Linear per expert of a fused tensor's values, [`count`,
     /// `out`, `in`] (or [`count`, `in`, `out`] with `layout` `.inByOut`, Llama 4's).
     static func expertLinears(

@@ -29,6 +29,8 @@ public enum ModelRegistry {
         "apertus1p5": ApertusModel.self,
         "apertus1p5_text": ApertusModel.self,
         "arcee": ArceeModel.self,
+        "aria": AriaModel.self,
+        "aria_text": AriaModel.self,
         "axk1": Glm4MoeLiteModel.self,
         "axk2": Glm4MoeLiteModel.self,
         "aya_vision": CohereModel.self,

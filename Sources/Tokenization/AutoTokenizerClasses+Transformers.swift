@@ -4,6 +4,7 @@ extension SpecialTokenSettings {
     /// The tokenizer class AutoTokenizer registers for a model_type (`TOKENIZER_MAPPING_NAMES`,
     /// "Fast" dropped); model types absent here have none.
     static let autoTokenizerClass: [String: String] = [
+        "aria": "TokenizersBackend",
         "aya_vision": "CohereTokenizer",
         "beam": "TokenizersBackend",
         "cohere": "CohereTokenizer",

@@ -257,11 +257,8 @@ struct Llama4Model: DecoderFamily {
     func experts(layer index: Int, activation: Activation) throws -> MixtureOfExperts {
         let weights = parts.weights, d = hiddenSize, inner = parts.dimensions.intermediateSize, count = config.numLocalExperts
         let p = "layers.\(index).feed_forward."
-        let gateUp = Weights.expertLinears(
-            try weights.floats(p + "experts.gate_up_proj", [count, d, 2 * inner]), count: count, in: d, out: 2 * inner, layout: .inByOut)
-        let down = Weights.expertLinears(
-            try weights.floats(p + "experts.down_proj", [count, inner, d]), count: count, in: inner, out: d, layout: .inByOut)
-        let experts: [FeedForward] = zip(gateUp, down).map { .gated(gateUp: $0, down: $1, activation: activation) }
+        let experts = try weights.inByOutGatedExperts(
+            gateUp: p + "experts.gate_up_proj", down: p + "experts.down_proj", count: count, hidden: d, inner: inner, activation: activation)
         return MixtureOfExperts(
             router: try weights.linear(p + "router", in: d, out: count, bias: false), experts: experts,
             expertsPerToken: config.numExpertsPerTok, rule: .sigmoidOfTopK,
