@@ -122,7 +122,7 @@ public enum MergekitSlices {
         let architecture: String
         /// The config key (a dotted path) its passthrough sets to the merged layer count.
         let countKey: String
-        /// The names of the tensors it copies (`tensorTemplates`), and of those it cannot do without (`requiredTensorTemplates`).
+        /// The names of the tensors it copies, and of those it cannot do without (`tensorTemplates`).
         let tensors: [String]
         let required: [String]
         /// The ends of the names of the tensors transformers' conversion mapping builds from others (`convertedTensors`).
@@ -151,13 +151,13 @@ public enum MergekitSlices {
             func pick<T>(_ table: [String: T]?) -> T? {
                 table.flatMap { $0.count == 1 ? $0.values.first : $0[checkpoint.modelType] }
             }
-            if let key = pick(layerCountKeys[name]), let tensors = pick(tensorTemplates[name]) {
+            if let key = pick(layerCountKeys[name]), let templates = pick(tensorTemplates[name]) {
                 architecture = name
                 self.checkpoint = checkpoint
                 conversions = WeightConversions.modelTypes(checkpoint, section: ConfigSection(model.layerNaming.configSection))
                 countKey = key
-                self.tensors = tensors
-                required = pick(requiredTensorTemplates[name]) ?? []
+                tensors = templates.map(\.name)
+                required = templates.filter(\.required).map(\.name)
                 converted = convertedTensors[checkpoint.modelType] ?? []
                 renamings = try (MergekitSlices.renamings[checkpoint.modelType] ?? []).map { rule in
                     let template = NSRegularExpression.escapedTemplate(for: rule.replacement).replacingOccurrences(of: "\\\\1", with: "$1")

@@ -35,33 +35,36 @@ from generate import compiled_pattern, swift_string  # noqa: E402
 LAYERS, LAYER = 7919, 6007
 
 
-def templates(module, required=False):
+def templates(module):
     """The tensor names `module` copies, each number it fills in (a layer's index, the layer count, an
-    expert's index) as `{n}`, with their aliases: the names its passthrough writes, all others left out.
-    With `required`, only the names it cannot do without (not optional), without aliases."""
-    names = set()
+    expert's index) as `{n}`, with their aliases (the names its passthrough writes, all others left out),
+    each with whether the passthrough cannot do without it (a name it does not mark optional; an alias never)."""
+    required = {}
     # Dense layers below first_k_dense_replace and sparse ones above (GLM-4-MoE's code definition).
     for dense in (0, LAYER + 1):
         config = types.SimpleNamespace(
             num_hidden_layers=LAYERS, n_layer=LAYERS, num_experts=1, n_routed_experts=1, first_k_dense_replace=dense)
         weights = module.pre_weights(config) + (module.layer_weights(LAYER, config) or []) + module.post_weights(config)
         for weight in weights:
-            if required:
-                names.update([] if weight.optional else [weight.name])
-            else:
-                names.update([weight.name] + list(weight.aliases or ()))
+            required[weight.name] = required.get(weight.name, False) or not weight.optional
+            for alias in weight.aliases or ():
+                required.setdefault(alias, False)
     numbers = "|".join(str(n) for n in (LAYERS - 1, LAYERS, LAYERS + 1, LAYER - 1, LAYER, LAYER + 1))
-    return sorted({re.sub(r"\.experts\.0\.", ".experts.{n}.", re.sub(numbers, "{n}", name)) for name in names})
+    templated = {}
+    for name, needed in required.items():
+        template = re.sub(r"\.experts\.0\.", ".experts.{n}.", re.sub(numbers, "{n}", name))
+        templated[template] = templated.get(template, False) or needed
+    return sorted(templated.items())
 
 
 def name_table(table):
-    """The entries of a Swift table architecture -> model_type -> tensor names, one name per line."""
+    """The entries of a Swift table architecture -> model_type -> (tensor name, required), one name per line."""
     lines = []
     for name in sorted(table):
         lines.append(f'        "{name}": [')
         for model_type, names in sorted(table[name].items()):
             lines.append(f'            "{model_type}": [')
-            lines += [f'                "{template}",' for template in names]
+            lines += [f'                ("{template}", {"true" if needed else "false"}),' for template, needed in names]
             lines.append("            ],")
         lines.append("        ],")
     return lines
@@ -71,7 +74,6 @@ def main():
     single = {}
     several = set()
     tensors = {}
-    required = {}
     for name, definitions in NAME_TO_ARCH.items():
         for definition in definitions:
             modules = definition.modules
@@ -82,12 +84,10 @@ def main():
             if module.num_layers_config_key():
                 single.setdefault(name, {})[definition.expected_model_type] = module.num_layers_config_key()
                 tensors.setdefault(name, {})[definition.expected_model_type] = templates(module)
-                required.setdefault(name, {})[definition.expected_model_type] = templates(module, required=True)
     # Defined in code, from the source's config: one module each, counted by the partial definition's key.
     for module in (moe_defs.AfmoeModuleArchitecture, moe_defs.Glm4MoeModuleArchitecture):
         single[module.ARCHITECTURE_NAME] = {"*": module.num_layers_config_key(None)}
         tensors[module.ARCHITECTURE_NAME] = {"*": templates(module(num_experts=1))}
-        required[module.ARCHITECTURE_NAME] = {"*": templates(module(num_experts=1), required=True)}
     # mergekit reads a checkpoint through transformers' conversion mapping of its model_type.
     renamings = {}
     converted = {}
@@ -120,19 +120,12 @@ def main():
         "    ]",
         "",
         "    /// Per architecture and model_type as above: the names of the tensors its passthrough",
-        "    /// copies (and their aliases), each number it fills in (a layer's or expert's index) as `{n}`.",
+        "    /// copies (and their aliases), each number it fills in (a layer's or expert's index) as `{n}`,",
+        "    /// each with whether it cannot do without it (its passthrough refuses a checkpoint lacking one).",
         "    /// Tensors of other names are left out of the merged model.",
-        "    static let tensorTemplates: [String: [String: [String]]] = [",
+        "    static let tensorTemplates: [String: [String: [(name: String, required: Bool)]]] = [",
     ]
     lines += name_table(tensors)
-    lines += [
-        "    ]",
-        "",
-        "    /// Per architecture and model_type as above: the names among those it cannot do without (its",
-        "    /// passthrough refuses a checkpoint lacking one), with `{n}` as above.",
-        "    static let requiredTensorTemplates: [String: [String: [String]]] = [",
-    ]
-    lines += name_table(required)
     lines += [
         "    ]",
         "",
