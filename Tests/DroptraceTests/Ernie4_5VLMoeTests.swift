@@ -117,15 +117,25 @@ import Testing
         #expect(modules.attention == released.attention && modules.mlp == released.mlp && modules.block == released.block)
     }
 
-    /// A layer whose vision experts are missing or of another width is
-    /// refused, as transformers cannot split the experts into the two halves.
+    /// A layer whose vision experts are missing or of another width, or
+    /// whose vision router has another shape, is refused, as transformers
+    /// cannot split the experts into the two halves or load the router.
     @Test func visionExpertsAreChecked() throws {
-        for (drop, named) in [("model.layers.2.mlp.experts.15.up_proj.weight", "experts.15.up_proj"), ("model.layers.1.mlp.experts.8.down_proj.weight", "experts.8.down_proj")] {
+        // A missing expert, one of another width, the vision router of another shape.
+        let changes: [(String, String, (inout [SafetensorsWriter.Entry]) -> Void)] = [
+            ("model.layers.2.mlp.experts.15.up_proj.weight", "experts.15.up_proj", { $0.removeAll { $0.name == "model.layers.2.mlp.experts.15.up_proj.weight" } }),
+            ("model.layers.1.mlp.experts.8.down_proj.weight", "experts.8.down_proj", { $0.removeAll { $0.name == "model.layers.1.mlp.experts.8.down_proj.weight" } }),
+            ("model.layers.1.mlp.gate.weight_1", "gate.weight_1", { entries in
+                let i = entries.firstIndex { $0.name == "model.layers.1.mlp.gate.weight_1" }!
+                entries[i].shape = [8, 48]
+            }),
+        ]
+        for (drop, named, change) in changes {
             let fixture = try EditedFixture(Self.name)
-            try rewriteTensors(fixture.model) { entries in entries.removeAll { $0.name == drop } }
+            try rewriteTensors(fixture.model, change)
             do {
                 _ = try fixture.load()
-                Issue.record("loaded without \(drop)")
+                Issue.record("loaded with \(drop) changed")
             } catch let error as DroptraceError {
                 #expect(error.message.contains(named) && !error.message.contains("\n"), "\(error)")
             }

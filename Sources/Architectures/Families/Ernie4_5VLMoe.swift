@@ -150,13 +150,17 @@ struct Ernie4_5VLMoeModel: Ernie4_5Blocks {
             let p = "layers.\(layer).mlp."
             guard isReleased(layer) else {
                 try confirm(p + "text_moe.gate.weight", [experts, d], "\(key), hidden_size")
+                // The vision experts' router, never run on text, where stored (transformers initialises a missing one).
+                if weights.has(p + "vision_moe.gate.weight") { try confirm(p + "vision_moe.gate.weight", [experts, d], "\(key), hidden_size") }
                 for (module, width, widthKey) in [("text_moe.", config.textWidth, textWidthKey), ("vision_moe.", config.visionWidth, visionWidthKey)] {
                     try confirm(p + module + "experts.gate_up_proj", [experts, 2 * width, d], "\(key), 2 × \(widthKey), hidden_size")
                     try confirm(p + module + "experts.down_proj", [experts, d, width], "\(key), hidden_size, \(widthKey)")
                 }
                 continue
             }
-            try confirm(p + "gate.weight", [d, experts], "hidden_size, \(key) (the router as released, transposed on loading)")
+            for router in ["gate.weight", "gate.weight_1"] where router == "gate.weight" || weights.has(p + router) {
+                try confirm(p + router, [d, experts], "hidden_size, \(key) (the routers as released, transposed on loading)")
+            }
             for e in 0..<(2 * experts) {
                 let (width, widthKey) = e < experts ? (config.textWidth, textWidthKey) : (config.visionWidth, visionWidthKey)
                 for projection in ["gate_proj", "up_proj"] {
