@@ -108,11 +108,14 @@ struct Ernie4_5VLMoeModel: Ernie4_5Blocks {
         self.config = config
         mlpTypes = types
         let experts = config.routing.experts ?? 0
+        // (Without routed layers the count is never checked: a huge one is not doubled.)
+        let (stored, overflow) = experts.multipliedReportingOverflow(by: 2)
         parts = try DecoderParts(
             checkpoint, placement: placement, naming: LlamaModel.naming,
             experts: ExpertNaming(
                 parts: ["mlp.experts.", "mlp.text_moe.experts.", "mlp.vision_moe.experts."], projections: ["gate_proj", "up_proj", "down_proj"],
-                count: experts, countKey: config.routing.expertsKey, stored: (experts.multipliedReportingOverflow(by: 2).overflow ? Int.max : 2 * experts, "the text experts, then as many vision experts"),
+                count: experts, countKey: config.routing.expertsKey,
+                stored: (overflow ? Int.max : stored, "the text experts, then as many vision experts"),
                 isSparse: { $0 < types.count && types[$0] == "sparse" }))
         var attentionConfig = try parts.config(InterleavedLlamaConfiguration.self)
         // Ernie4_5_VLMoeConfig builds its text config class whatever model_type text_config names.
@@ -158,9 +161,9 @@ struct Ernie4_5VLMoeModel: Ernie4_5Blocks {
                 }
                 continue
             }
-            for router in ["gate.weight", "gate.weight_1"] where router == "gate.weight" || weights.has(p + router) {
-                try confirm(p + router, [d, experts], "hidden_size, \(key) (the routers as released, transposed on loading)")
-            }
+            let released = "hidden_size, \(key) (the routers as released, transposed on loading)"
+            try confirm(p + "gate.weight", [d, experts], released)
+            if weights.has(p + "gate.weight_1") { try confirm(p + "gate.weight_1", [d, experts], released) }
             for e in 0..<(2 * experts) {
                 let (width, widthKey) = e < experts ? (config.textWidth, textWidthKey) : (config.visionWidth, visionWidthKey)
                 for projection in ["gate_proj", "up_proj"] {
