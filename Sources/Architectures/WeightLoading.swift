@@ -450,6 +450,11 @@ struct Weights {
         }
     }
 
+    /// `confirmShape` for each (name after `prefix`, shape, keys) in turn.
+    func confirmShapes(_ shapes: [(name: String, shape: [Int], keys: String)], prefix: String = "", configPath: String) throws {
+        for (name, shape, keys) in shapes { try confirmShape(prefix + name, shape, keys: keys, configPath: configPath) }
+    }
+
     /// Refuses weights whose layers disagree with the configured layer count
     /// (`naming.layerCountKeys[0]` = `count`): a tensor of a layer at or
     /// beyond it, or a layer without any tensor although the config keeps

@@ -395,7 +395,7 @@ struct DeepseekV4Model: DecoderFamily {
                 shapes.append((perExpert, [config.moeIntermediateSize, d], "moe_intermediate_size, hidden_size"))
             }
         }
-        for (name, shape, keys) in shapes { try parts.weights.confirmShape(name, shape, keys: keys, configPath: parts.configPath) }
+        try parts.weights.confirmShapes(shapes, configPath: parts.configPath)
         // The first kept hash layer's token-to-expert table, read as its MLP reads it.
         if let layer = (0..<layerCount).first(where: { !configuredDrops.dropsMLP($0) && mlpTypes[$0] == "hash_moe" }) {
             _ = try expertTable(layer: layer)

@@ -294,13 +294,12 @@ struct Glm4MoeLiteConfiguration: Decodable {
         let full = (0..<parts.dimensions.numHiddenLayers).first { !parts.configuredDrops.dropsAttention($0) && !sharesIndexer($0) }
         guard let layer = full else { return }
         let p = "layers.\(layer).self_attn.indexer.", weights = parts.weights, d = parts.dimensions.hiddenSize
-        for (name, shape, keys) in [
-            ("wq_b.weight", [heads * dim, rank], "index_n_heads × index_head_dim, \(queryRankKey)"),
-            ("wk.weight", [dim, d], "index_head_dim, hidden_size"),
-            ("weights_proj.weight", [heads, d], "index_n_heads, hidden_size"),
-        ] {
-            try weights.confirmShape(p + name, shape, keys: keys, configPath: parts.configPath)
-        }
+        try weights.confirmShapes(
+            [
+                ("wq_b.weight", [heads * dim, rank], "index_n_heads × index_head_dim, \(queryRankKey)"),
+                ("wk.weight", [dim, d], "index_head_dim, hidden_size"),
+                ("weights_proj.weight", [heads, d], "index_n_heads, hidden_size"),
+            ], prefix: p, configPath: parts.configPath)
     }
 
     /// Whether layer `index` reuses the last full layer's top-k instead of running an indexer (GLM-5's "shared").

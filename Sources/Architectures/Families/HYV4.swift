@@ -253,7 +253,7 @@ struct HYV4Model: DecoderFamily {
                 (p + "scale", [2], "HYV4HyperConnection's pre and post scales"),
             ]
         }
-        for (name, shape, keys) in shapes { try weights.confirmShape(name, shape, keys: keys, configPath: configPath) }
+        try weights.confirmShapes(shapes, configPath: configPath)
     }
 
     /// Layer `index`'s MLP: dense, or router, routed experts (their SwiGLU

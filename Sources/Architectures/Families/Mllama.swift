@@ -126,9 +126,7 @@ struct MllamaModel: DecoderFamily {
         let drops = parts.configuredDrops
         for layer in cross {
             let kept = (drops.dropsAttention(layer) ? [] : attention) + (drops.dropsMLP(layer) ? [] : mlp)
-            for (name, shape, keys) in kept {
-                try parts.weights.confirmShape("layers.\(layer).\(name)", shape, keys: keys, configPath: parts.configPath)
-            }
+            try parts.weights.confirmShapes(kept, prefix: "layers.\(layer).", configPath: parts.configPath)
         }
     }
 
