@@ -37,21 +37,23 @@ enum MropeSection {
         case .array(let list)?: items = list
         default: items = nil
         }
+        // The items as runs of frequencies: all non-negative integers, else nil.
+        let runs = items.flatMap { items in
+            let runs = items.compactMap { item -> Int? in if case .integer(let n) = item, n >= 0 { n } else { nil } }
+            return runs.count == items.count ? runs : nil
+        }
+        let stated = value == nil ? "is absent, so the rotary embedding takes \(defaultSection)," : "is \(value.map(ConfigValueKinds.spelled) ?? "")"
         switch self {
         case .split(let frequencies):
             if case .integer(let run)? = value, run > 0 { return }
-            let runs = items?.compactMap { item -> Int? in if case .integer(let n) = item, n >= 0 { n } else { nil } }
-            guard let runs, runs.count == items?.count, runs.reduce(0, +) == frequencies else {
-                let stated = value == nil ? "is absent, so the rotary embedding takes \(defaultSection)," : "is \(value.map(ConfigValueKinds.spelled) ?? "")"
+            guard let runs, runs.reduce(0, +) == frequencies else {
                 throw InvalidConfigValue(
                     key: key,
                     problem: "\(stated) but the rotary embedding splits the head's \(frequencies) rotated frequencies by it: "
                         + "it must be non-negative integers summing to \(frequencies)")
             }
         case .heightWidthPairs(let frequencies):
-            let runs = items?.compactMap { item -> Int? in if case .integer(let n) = item, n >= 0 { n } else { nil } }
-            guard let runs, runs.count == 3, items?.count == 3, runs.reduce(0, +) == frequencies, runs[0] == runs[1], runs[2] >= 1 else {
-                let stated = value == nil ? "is absent, so the rotary embedding takes \(defaultSection)," : "is \(value.map(ConfigValueKinds.spelled) ?? "")"
+            guard let runs, runs.count == 3, runs.reduce(0, +) == frequencies, runs[0] == runs[1], runs[2] >= 1 else {
                 throw InvalidConfigValue(
                     key: key,
                     problem: "\(stated) but the rotary embedding pairs its height and width runs over the head's \(frequencies) "

@@ -186,23 +186,21 @@ struct Ernie4_5VLMoeModel: Ernie4_5Blocks {
         let p = "layers.\(index).mlp.", weights = parts.weights, d = hiddenSize
         let activation = try parts.activation(attentionConfig.hiddenAct), bias = attentionConfig.biases.mlp
         guard isSparse(index), let experts = config.routing.experts else { return try denseMLP(p) }
-        let inner = config.textWidth
-        let router: Linear, selectionBias: [Float]?, routed: [FeedForward]
+        let inner = config.textWidth, m = p + "text_moe."
+        let router: Linear, selectionBias: [Float]?
         if isReleased(index) {
             router = Linear(weight: try weights.floats(p + "gate.weight", [d, experts]), bias: nil, inFeatures: d, outFeatures: experts, layout: .inByOut)
             let biases = p + "moe_statics.e_score_correction_bias"
             selectionBias = weights.has(biases) ? Array(try weights.floats(biases, [2, experts]).prefix(experts)) : nil
-            routed = try (0..<experts).map { e in
-                try weights.gatedMLP(p + "experts.\(e).", hidden: d, inner: inner, activation: activation)
-            }
         } else {
-            let m = p + "text_moe."
             router = try weights.linear(m + "gate", in: d, out: experts, bias: false)
             let biases = m + "gate.moe_statics.e_score_correction_bias"
             selectionBias = weights.has(biases) ? try weights.floats(biases, [1, experts]) : nil
-            routed = try weights.fusedGatedExperts(
-                gateUp: m + "experts.gate_up_proj", down: m + "experts.down_proj", count: experts, hidden: d, inner: inner, activation: activation)
         }
+        // Fused under transformers' module, else per expert as released (the text experts come first).
+        let routed = try weights.gatedExperts(
+            fused: m + "experts.", perExpert: p + "experts.", names: ExpertNaming.gatedNames, count: experts, hidden: d, inner: inner,
+            activation: activation)
         return .mixture(try config.routing.mixture(
             parts, p, router: router, selectionBias: selectionBias, experts: routed, inner: inner, activation: activation, bias: bias))
     }
