@@ -11,21 +11,32 @@ public struct MambaSizes: Sendable, Equatable {
     public let stateSize: Int
     /// `mamba_d_conv`: taps of the causal convolution.
     public let convolutionKernel: Int
-    /// `mamba_dt_rank`: the width of the time step before `dt_proj`.
+    /// `mamba_dt_rank`: the width of each head's time step before `dt_proj`.
     public let timeStepRank: Int
+    /// `n_mamba_heads` (Zamba): the channels split into this many equal
+    /// heads, each with its own x_proj and dt_proj (1 elsewhere).
+    public let heads: Int
 
-    public init(innerWidth: Int, stateSize: Int, convolutionKernel: Int, timeStepRank: Int) {
+    public init(innerWidth: Int, stateSize: Int, convolutionKernel: Int, timeStepRank: Int, heads: Int = 1) {
         precondition(innerWidth > 0 && stateSize > 0 && convolutionKernel > 0 && timeStepRank > 0)
+        precondition(heads > 0 && innerWidth % heads == 0)
         self.innerWidth = innerWidth
         self.stateSize = stateSize
         self.convolutionKernel = convolutionKernel
         self.timeStepRank = timeStepRank
+        self.heads = heads
     }
 
     /// The input projection's outputs: x | gate.
     public var projectionWidth: Int { 2 * innerWidth }
-    /// `x_proj`'s outputs: dt | B | C.
-    public var selectionWidth: Int { timeStepRank + 2 * stateSize }
+    /// The channels of one head.
+    public var headWidth: Int { innerWidth / heads }
+    /// One head's `x_proj` outputs: dt | B | C.
+    public var headSelectionWidth: Int { timeStepRank + 2 * stateSize }
+    /// `x_proj`'s outputs, head after head.
+    public var selectionWidth: Int { heads * headSelectionWidth }
+    /// `dt_proj`'s inputs, head after head.
+    public var timeStepWidth: Int { heads * timeStepRank }
 }
 
 /// The Mamba-1 (selective state space) mixer, as transformers' torch path
@@ -36,7 +47,9 @@ public struct MambaSizes: Sendable, Equatable {
 /// - a causal depthwise convolution of `convolutionKernel` taps over x, with
 ///   its bias where it has one, then the activation (`hidden_act`);
 /// - `x_proj` to dt | B | C, each through its own RMSNorm where the model
-///   has them (Jamba's `dt_layernorm`, `b_layernorm`, `c_layernorm`);
+///   has them (Jamba's `dt_layernorm`, `b_layernorm`, `c_layernorm`); with
+///   several heads (Zamba's), each head's channels to its own dt | B | C,
+///   x_proj and dt_proj then block-diagonal over the heads;
 /// - Δ = softplus(`dt_proj` dt + dt_proj's bias);
 /// - per channel c, with A = −exp(A_log) [channels, stateSize], the state
 ///   row s takes s ← exp(Δ A) s + (Δ B) x and gives y = s · C + D x;
@@ -51,13 +64,13 @@ public struct MambaMixer: RecurrentTokenMixer {
     public let convolutionBias: [Float]?
     /// After the convolution (`hidden_act`).
     public let activation: Activation
-    /// `x_proj` [selectionWidth, innerWidth]: dt | B | C.
+    /// `x_proj` [selectionWidth, innerWidth]: dt | B | C of each head from its channels.
     public let selection: Linear
     /// The RMSNorms of dt, B and C, or nil where the model has none.
     public let timeStepNorm: Normalization?
     public let inputNorm: Normalization?
     public let outputNorm: Normalization?
-    /// `dt_proj`'s weight [innerWidth, timeStepRank], without its bias.
+    /// `dt_proj`'s weight [innerWidth, timeStepWidth] (each head's channels from its dt), without its bias.
     public let timeStepProjection: Linear
     /// `dt_proj`'s bias, added to the projected time step before softplus.
     public let timeStepBias: [Float]
@@ -77,7 +90,8 @@ public struct MambaMixer: RecurrentTokenMixer {
         precondition(convolution.count == inner * sizes.convolutionKernel)
         precondition(convolutionBias.map { $0.count == inner } ?? true)
         precondition(selection.inFeatures == inner && selection.outFeatures == sizes.selectionWidth)
-        precondition(timeStepProjection.inFeatures == sizes.timeStepRank && timeStepProjection.outFeatures == inner)
+        precondition(timeStepProjection.inFeatures == sizes.timeStepWidth && timeStepProjection.outFeatures == inner)
+        precondition(sizes.heads == 1 || (timeStepNorm == nil && inputNorm == nil && outputNorm == nil))
         precondition(timeStepProjection.bias == nil && timeStepBias.count == inner)
         precondition(logDecay.count == inner * sizes.stateSize && skip.count == inner)
         self.sizes = sizes
@@ -136,9 +150,14 @@ public struct MambaMixer: RecurrentTokenMixer {
         timeStepNorm?.apply(inPlace: &selected, columns: 0..<rank)
         inputNorm?.apply(inPlace: &selected, columns: rank..<(rank + stateSize))
         outputNorm?.apply(inPlace: &selected, columns: (rank + stateSize)..<(rank + 2 * stateSize))
-        let timeStepInput = Matrix(uninitialized: count, rank) { out in
+        let heads = sizes.heads, headSelection = sizes.headSelectionWidth, headWidth = sizes.headWidth
+        let timeStepInput = Matrix(uninitialized: count, heads * rank) { out in
             selected.data.withUnsafeBufferPointer { s in
-                for t in 0..<count { (out + t * rank).update(from: s.baseAddress! + t * sizes.selectionWidth, count: rank) }
+                for t in 0..<count {
+                    for h in 0..<heads {
+                        (out + (t * heads + h) * rank).update(from: s.baseAddress! + t * sizes.selectionWidth + h * headSelection, count: rank)
+                    }
+                }
             }
         }
         let timeSteps = timeStepProjection(timeStepInput)
@@ -156,7 +175,8 @@ public struct MambaMixer: RecurrentTokenMixer {
                                         let raw = dts[t * channels + c] + timeStepBias[c]
                                         let delta = raw > 20 ? raw : log1p(exp(raw))
                                         let input = xs[t * channels + c]
-                                        let b = bc.baseAddress! + t * selectionWidth + rank, cs = b + stateSize
+                                        let b = bc.baseAddress! + t * selectionWidth + (c / headWidth) * headSelection + rank
+                                        let cs = b + stateSize
                                         var y: Float = 0
                                         for n in 0..<stateSize {
                                             s[n] = exp(decay[a + n] * delta) * s[n] + delta * b[n] * input
@@ -188,7 +208,7 @@ extension MambaSizes {
     /// where in_proj [2 × inner, hidden], the state [inner, stateSize], the
     /// taps or x_proj and dt_proj would not fit in 64 bits.
     static func checked(
-        innerWidth inner: Int, stateSize: Int, convolutionKernel: Int, timeStepRank rank: Int, hidden: Int, keys: Keys
+        innerWidth inner: Int, stateSize: Int, convolutionKernel: Int, timeStepRank rank: Int, heads: Int = 1, hidden: Int, keys: Keys
     ) throws -> MambaSizes {
         try ConfigRules.product([(inner, keys.inner), (hidden, "hidden_size"), (2, "x and gate")])
         try ConfigRules.product([(stateSize, keys.stateSize), (inner, keys.inner), (4, "A_log, state")])
@@ -196,8 +216,15 @@ extension MambaSizes {
         let selection = try ConfigRules.product([(stateSize, keys.stateSize), (2, "B and C")])
         let (width, overflow) = selection.addingReportingOverflow(rank)
         guard !overflow else { throw InvalidConfigValue(key: keys.timeStepRank, problem: "is too large: \(rank)") }
-        try ConfigRules.product([(width, "\(keys.timeStepRank) + 2 × \(keys.stateSize)"), (inner, keys.inner), (2, "x_proj, dt_proj")])
-        return MambaSizes(innerWidth: inner, stateSize: stateSize, convolutionKernel: convolutionKernel, timeStepRank: rank)
+        // ZambaConfig's check: the heads split the channels evenly.
+        guard heads > 0, inner % heads == 0 else {
+            throw InvalidConfigValue(key: "n_mamba_heads", problem: "must divide \(keys.inner) \(inner), got \(heads)")
+        }
+        // x_proj and dt_proj are held block-diagonal over the heads.
+        try ConfigRules.product([
+            (width, "\(keys.timeStepRank) + 2 × \(keys.stateSize)"), (heads, "n_mamba_heads"), (inner, keys.inner), (2, "x_proj, dt_proj"),
+        ])
+        return MambaSizes(innerWidth: inner, stateSize: stateSize, convolutionKernel: convolutionKernel, timeStepRank: rank, heads: heads)
     }
 }
 

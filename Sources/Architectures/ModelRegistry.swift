@@ -227,6 +227,7 @@ public enum ModelRegistry {
         "video_llava": LlamaModel.self,
         "vipllava": LlamaModel.self,
         "youtu": DeepSeekModel.self,
+        "zamba": ZambaModel.self,
         "zamba2": Zamba2Model.self,
         "zaya": ZayaModel.self,
     ]

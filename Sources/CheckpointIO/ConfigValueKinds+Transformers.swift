@@ -8004,6 +8004,49 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "zamba": (
+            "ZambaConfig",
+            [
+                "attention_dropout": "if",
+                "attention_head_dim": "ni",
+                "attention_hidden_size": "ni",
+                "attn_layer_offset": "i",
+                "attn_layer_period": "i",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_mamba_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layers_block_type": "n[s]",
+                "mamba_conv_bias": "b",
+                "mamba_d_conv": "i",
+                "mamba_d_state": "i",
+                "mamba_dt_rank": "is",
+                "mamba_expand": "i",
+                "mamba_proj_bias": "b",
+                "max_position_embeddings": "i",
+                "n_mamba_heads": "i",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "i",
+                "num_logits_to_keep": "i",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "tie_word_embeddings": "b",
+                "time_step_floor": "f",
+                "time_step_max": "f",
+                "time_step_min": "f",
+                "use_associative_scan": "b",
+                "use_cache": "b",
+                "use_mamba_kernels": "b",
+                "vocab_size": "i",
+            ],
+            [
+                "head_dim": "attention_head_dim",
+                "layer_types": "layers_block_type",
+            ]),
         "zamba2": (
             "Zamba2Config",
             [
@@ -8310,6 +8353,7 @@ extension ConfigValueKinds {
         "starcoder2",
         "vaultgemma",
         "youtu",
+        "zamba",
         "zamba2",
         "zaya",
     ]
@@ -8470,6 +8514,7 @@ extension ConfigValueKinds {
         "step3p7.text_config": (1, 128815),
         "vaultgemma": (0, 256000),
         "youtu": (nil, 128256),
+        "zamba": (0, 32000),
         "zamba2": (0, 32000),
         "zaya": (0, 262272),
     ]
@@ -8650,6 +8695,7 @@ extension ConfigValueKinds {
         "step3p7.text_config": ["head_dim": "128", "intermediate_size": "11264", "max_position_embeddings": "128000", "n_routed_experts": "288", "num_experts_per_tok": "8", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],
         "vaultgemma": ["head_dim": "256", "intermediate_size": "9216", "max_position_embeddings": "8192", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "youtu": ["intermediate_size": "6144", "max_position_embeddings": "131072", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
+        "zamba": ["intermediate_size": "14848", "max_position_embeddings": "4096", "num_key_value_heads": "16", "rms_norm_eps": "1e-05"],
         "zamba2": ["max_position_embeddings": "4096", "rms_norm_eps": "1e-05"],
         "zaya": ["head_dim": "128", "max_position_embeddings": "131072", "num_experts_per_tok": "1", "num_key_value_heads": "2", "rms_norm_eps": "1e-05"],
     ]
@@ -8835,6 +8881,7 @@ extension ConfigValueKinds {
         "stablelm",
         "starcoder2",
         "youtu",
+        "zamba",
         "zamba2",
     ]
 
@@ -8934,6 +8981,7 @@ extension ConfigValueKinds {
         "smollm3": ["layer_types", "no_rope_layers"],
         "step3p7.text_config": ["layer_types", "mlp_layer_types"],
         "vaultgemma": ["layer_types"],
+        "zamba": ["layers_block_type"],
         "zamba2": ["layers_block_type"],
         "zaya": ["layer_types"],
     ]

@@ -153,7 +153,7 @@ import Testing
         let model = try load(FixtureFiles.model(name))
         let windows = FixtureFiles.jsonlSequences()
         let sublayers = model.layerNaming.sublayers
-        let blocksOnly = sublayers > 1 || ["zamba2", "hrm_text"].contains(model.modelType)
+        let blocksOnly = sublayers > 1 || ["zamba", "zamba2", "hrm_text"].contains(model.modelType)
         let attention = blocksOnly ? 1 : try #require((1..<model.layerCount).first { model.exportProblem(DropPlan(attention: [$0], mlp: [3])) == nil })
         #expect(attention == 1 || ["kolibri1_1-f32", "hy_v4-f32"].contains(name), "\(name): layer 1's attention export is refused")
         let plans: [DropPlan]
@@ -162,7 +162,7 @@ import Testing
         } else {
             let blocks = try #require([[0, 2], [1, 3], [2, 3], [0, 3]].map { DropPlan(blocks: Set($0)) }.first { model.exportProblem($0) == nil })
             #expect(
-                blocks == DropPlan(blocks: [0, 2]) || ["diffllama-f32", "beam-f32", "modernbert-decoder-f32", "gemma3n_text-f32", "gemma3n-f32", "zamba2_blocks-f32"].contains(name),
+                blocks == DropPlan(blocks: [0, 2]) || ["diffllama-f32", "beam-f32", "modernbert-decoder-f32", "gemma3n_text-f32", "gemma3n-f32", "zamba-f32", "zamba2_blocks-f32"].contains(name),
                 "\(name): removing blocks 0 and 2 is refused")
             plans = blocksOnly ? [blocks] : [DropPlan(attention: [attention], mlp: [3]), blocks]
         }

@@ -438,13 +438,13 @@ import Testing
 
     /// The same in every family: with every tying flag false and its stored
     /// head removed, the head is refused naming it, never the embedding read
-    /// in its place. (Untied Zamba2 layers read their own shared-block
-    /// copies, which the fixture stores once: that refusal comes first.)
+    /// in its place. (Untied Zamba and Zamba2 layers read their own
+    /// shared-block copies, which the fixtures store once: that refusal comes first.)
     @Test(arguments: FixtureFiles.familyFixtures)
     func untiedHeadMissingIsRefusedInEveryFamily(_ fixture: String) throws {
         let scratch = try ScratchDirectory()
         let model = try retied(fixture, false, in: scratch, as: "model")
-        let named = fixture == "zamba2-f32" ? ["shared_transformer"] : ["lm_head", "output.weight", "embed_out", "head.weight", "'decoder.weight'"]
+        let named = ["zamba-f32": ["shared_transf"], "zamba2-f32": ["shared_transformer"]][fixture] ?? ["lm_head", "output.weight", "embed_out", "head.weight", "'decoder.weight'"]
         #expect {
             try ModelRegistry.load(try Checkpoint(directory: model)).head()
         } throws: { error in
@@ -487,9 +487,9 @@ import Testing
             #expect(throws: DroptraceError.self) { try head(stored) }
             return
         }
-        // As the same file read untied (untied Zamba2 layers want shared-block copies the fixture lacks: its head is plain).
+        // As the same file read untied (untied Zamba / Zamba2 layers want shared-block copies the fixtures lack: the head is plain).
         let read = try head(stored).weight
-        let untied = fixture == "zamba2-f32"
+        let untied = ["zamba-f32", "zamba2-f32"].contains(fixture)
             ? embedding.weight.map { -$0 } : try head(try retied(fixture, false, in: scratch, as: "untied", head: negatedHead)).weight
         #expect(read == untied && read != embedding.weight)
     }

@@ -77,25 +77,6 @@ import Testing
         #expect(try EditedFixture(Self.name).load().block(1).attention?.attention?.rotary != nil)
     }
 
-    /// Dropping a hybrid layer's mixer leaves the layer's input, whatever
-    /// its shared block computes; dropping its shared block leaves the
-    /// mixer reading the layer's input.
-    @Test func droppedModulesLeaveTheStream() throws {
-        let model = try EditedFixture(Self.name).load()
-        let tokens = FixtureFiles.jsonlSequences()[0]
-        let batch = TokenBatch(sequences: [Array(tokens.prefix(12))])
-        var inputs: [Int: Matrix] = [:], outputs: [Int: Matrix] = [:]
-        try LayerwiseForward(model: model, plan: DropPlan(mlp: [1])).run(batch) { step in
-            inputs[step.index] = step.input
-            outputs[step.index] = step.output
-        }
-        #expect(outputs[1]?.data == inputs[1]?.data)
-        var full: Matrix?, withoutShared: Matrix?
-        try LayerwiseForward(model: model).run(batch) { if $0.index == 1 { full = $0.output } }
-        try LayerwiseForward(model: model, plan: DropPlan(attention: [1])).run(batch) { if $0.index == 1 { withoutShared = $0.output } }
-        #expect(full != nil && withoutShared != nil && full!.data != withoutShared!.data)
-    }
-
     /// A layer list that contradicts the weights names its key.
     @Test func layerListContradictingTheWeightsIsRefused() throws {
         try EditedFixture(Self.name) { $0["layers_block_type"] = ["hybrid", "hybrid", "linear_attention", "hybrid"] }
@@ -117,47 +98,6 @@ import Testing
             let fixture = try EditedFixture(Self.name) { $0["adapter_rank"] = rank }
             #expect(throws: DroptraceError.self) { try fixture.attentionScores() }
         }
-    }
-
-    /// transformers ties a later hybrid layer's shared block to the first
-    /// one's only where the checkpoint stores no copy of its own with other
-    /// values, and not at all with untied embeddings: a layer runs its own
-    /// stored copy, and with untied embeddings one must be stored.
-    @Test func aHybridLayerRunsItsOwnStoredBlock() throws {
-        let base = try EditedFixture(Self.name).attentionScores()
-        let first = "model.layers.1.shared_transformer.", later = "model.layers.3.shared_transformer."
-        func fixture(untied: Bool = false, _ change: @escaping (inout [SafetensorsWriter.Entry]) -> Void) throws -> EditedFixture {
-            let fixture = try EditedFixture(Self.name) { if untied { $0["tie_word_embeddings"] = false } }
-            try BadInputTests().rewriteWeights(fixture.model) { entries in
-                if untied, var head = entries.first(where: { $0.name == "model.embed_tokens.weight" }) {
-                    head.name = "lm_head.weight"
-                    entries.append(head)
-                }
-                change(&entries)
-            }
-            return fixture
-        }
-        func copies(_ entries: [SafetensorsWriter.Entry]) -> [SafetensorsWriter.Entry] {
-            entries.filter { $0.name.hasPrefix(first) }.map { entry in
-                var copy = entry
-                copy.name = later + entry.name.dropFirst(first.count)
-                return copy
-            }
-        }
-        // An identical copy changes nothing, tied or untied.
-        #expect(try fixture { $0 += copies($0) }.attentionScores() == base)
-        #expect(try fixture(untied: true) { $0 += copies($0) }.attentionScores() == base)
-        // Another o_proj under layer 3 is layer 3's alone.
-        let other = try fixture { entries in
-            let shape = entries.first { $0.name == first + "self_attn.o_proj.weight" }!.shape
-            let values = [Float](repeating: 0.05, count: shape.reduce(1, *))
-            entries.append(.init(name: later + "self_attn.o_proj.weight", dtype: .float32, shape: shape, bytes: values.withUnsafeBytes { Data($0) }))
-        }.attentionScores()
-        #expect(other[1] == base[1] && abs(other[3] - base[3]) > 1e-4)
-        // Untied, layer 3 stores no block: refused on loading, naming its tensor.
-        #expect {
-            _ = try fixture(untied: true) { _ in }.load()
-        } throws: { ($0 as? DroptraceError)?.message.contains(later) == true }
     }
 
     /// Block-drop exports remove Mamba layers and the last hybrid layers

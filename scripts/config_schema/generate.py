@@ -154,8 +154,9 @@ def one_layer(cls):
     args = {"num_hidden_layers": 1, **dense_layer(cls)}
     if "attention_types" in {field.name for field in dataclasses.fields(cls)}:
         args["attention_types"] = [[["global"], 1]]
-    if cls.model_type == "zamba2":
-        # Zamba2Config's default layer list has 54 layers, which num_hidden_layers must match.
+    if cls.model_type in ("zamba", "zamba2"):
+        # Zamba2Config's default layer list has 54 layers and ZambaConfig's at least 3, which
+        # num_hidden_layers must match.
         return {"num_hidden_layers": 1, "layers_block_type": ["linear_attention"]}
     return args
 

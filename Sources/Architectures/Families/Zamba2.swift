@@ -21,45 +21,13 @@ struct Zamba2LayerTypes: Decodable {
     }()
 
     enum CodingKeys: String, CodingKey {
-        case layersBlockType = "layers_block_type"
-        case layerTypes = "layer_types"
         case hybridLayerIds = "hybrid_layer_ids"
     }
 
     init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        var names: [String]?, key = "layers_block_type"
-        // The attribute map reads `layer_types` into `layers_block_type`, over it where both are written.
-        for candidate in [CodingKeys.layerTypes, .layersBlockType] where names == nil {
-            if let list = try c.decodeIfPresent([String].self, forKey: candidate) {
-                (names, key) = (list, candidate.stringValue)
-            }
-        }
-        self.key = key
-        guard let names else {
-            hybrid = Self.defaultHybrid
-            try checkHybridLayerIds(c)
-            return
-        }
-        written = true
-        var hybrid: [Bool] = []
-        try ConfigRules.decodingChecks {
-            if names.isEmpty { throw InvalidConfigValue(key: key, problem: "lists no layers") }
-            for name in names {
-                switch name {
-                case "hybrid": hybrid.append(true)
-                case "linear_attention", "mamba": hybrid.append(false)
-                default:
-                    var problem = "names \"\(name.forErrorMessage)\": Zamba2's layers are hybrid or linear_attention (legacy mamba)"
-                    if ["full_attention", "sliding_attention", "chunked_attention", "conv", "moe"].contains(name) {
-                        problem += " (transformers would build a Mamba-2 layer there)"
-                    }
-                    throw InvalidConfigValue(key: key, problem: problem)
-                }
-            }
-        }
-        self.hybrid = hybrid
-        try checkHybridLayerIds(c)
+        let list = try ZambaLayerList(from: decoder)
+        (hybrid, key, written) = (list.hybrid ?? Self.defaultHybrid, list.key, list.hybrid != nil)
+        try checkHybridLayerIds(try decoder.container(keyedBy: CodingKeys.self))
     }
 
     /// Refuses a written `hybrid_layer_ids` other than the hybrid layers.
@@ -274,18 +242,18 @@ struct Zamba2Configuration: Decodable {
 /// transformers assigns the shared blocks and their adapters by a hybrid
 /// layer's position among the hybrid layers, so removing one before a kept
 /// one would give the later ones other weights.
-struct Zamba2Model: DecoderFamily {
+struct Zamba2Model: ZambaHybridFamily {
     static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
     let config: Zamba2Configuration
-    let types: Zamba2LayerTypes
-    /// The hybrid layers, in order.
-    let hybridLayers: [Int]
+    let stack: ZambaHybridStack
     let heads: Mamba2Heads
     let rotary: RotaryEmbedding?
 
     init(_ checkpoint: Checkpoint) throws {
         let types = try checkpoint.decodeConfig(Zamba2LayerTypes.self)
+        let stack = ZambaHybridStack(
+            hybrid: types.hybrid, key: types.key, written: types.written, block: "shared_transformer", family: "Zamba2")
         let sizes = try checkpoint.decodeConfig(Zamba2Sizes.self)
         let d = sizes.hiddenSize
         // The config class's layer-type check: one type per layer.
@@ -307,12 +275,11 @@ struct Zamba2Model: DecoderFamily {
             ],
             overrides: overrides)
         parts = try DecoderParts(
-            checkpoint, section: section, naming: { Self.naming($0, types: types) }, finalNorm: "final_layernorm")
+            checkpoint, section: section, naming: stack.naming, finalNorm: "final_layernorm")
         config = try parts.config(Zamba2Configuration.self)
         let parts = self.parts
-        self.types = types
-        let hybridLayers = types.hybrid.indices.filter { types.hybrid[$0] }
-        self.hybridLayers = hybridLayers
+        self.stack = stack
+        let hybridLayers = stack.hybridLayers
         let dims = parts.dimensions, config = config
         var heads: Mamba2Heads?
         try parts.checks {
@@ -330,26 +297,11 @@ struct Zamba2Model: DecoderFamily {
         }
         self.heads = heads!
         _ = try parts.activation(config.hiddenAct)
-        let drops = parts.configuredDrops
-        // Each kept layer's weights are those of its kind: a list that contradicts them names its key.
-        try parts.checks {
-            for (index, hybrid) in types.hybrid.enumerated() where !drops.dropsAttention(index) || !drops.dropsMLP(index) {
-                let p = "layers.\(index).", own = hybrid ? "mamba_decoder.mamba.in_proj.weight" : "mamba.in_proj.weight"
-                let other = hybrid ? "mamba.in_proj.weight" : "mamba_decoder.mamba.in_proj.weight"
-                if !parts.weights.has(p + own), parts.weights.has(p + other) {
-                    throw InvalidConfigValue(
-                        key: types.key,
-                        problem: "makes layer \(index) \(hybrid ? "hybrid" : "linear_attention"), but the weights hold a "
-                            + "\(hybrid ? "Mamba" : "hybrid") layer there ('\(other)')")
-                }
-            }
-        }
-        let path = parts.configPath
-        if let first = types.hybrid.indices.first(where: { !types.hybrid[$0] && !drops.dropsAttention($0) })
-            ?? hybridLayers.first(where: { !drops.dropsMLP($0) }) {
-            let p = "layers.\(first)." + (types.hybrid[first] ? "mamba_decoder.mamba." : "mamba.")
+        let drops = parts.configuredDrops, path = parts.configPath
+        try stack.confirmKinds(parts)
+        if let first = stack.firstKeptMixer(drops) {
             try parts.weights.confirmShape(
-                p + "in_proj.weight", [self.heads.projectionWidth, d],
+                first + "in_proj.weight", [self.heads.projectionWidth, d],
                 keys: "2 × mamba_expand × hidden_size + 2 × mamba_ngroups × mamba_d_state + n_mamba_heads, hidden_size",
                 configPath: path)
         }
@@ -358,7 +310,9 @@ struct Zamba2Model: DecoderFamily {
         rotary = config.useMemRope ? table : nil
         // Each kept hybrid layer's block as it reads it (with untied embeddings, each its own stored copy).
         for (position, layer) in hybridLayers.enumerated() where !drops.dropsAttention(layer) {
-            func p(_ module: String) -> String { sharedModule(module, layer: layer, position: position) + ".weight" }
+            func p(_ module: String) -> String {
+                stack.sharedModule(module, layer: layer, position: position, memoryBlocks: config.memoryBlocks, parts: parts) + ".weight"
+            }
             try parts.weights.confirmShape(
                 p("self_attn.q_proj"), [dims.numAttentionHeads * dims.resolvedHeadDim, 2 * d],
                 keys: "num_attention_heads × 2 × hidden_size / num_attention_heads, 2 × hidden_size", configPath: path)
@@ -371,43 +325,14 @@ struct Zamba2Model: DecoderFamily {
         }
     }
 
-    /// A Mamba layer's `mamba` and `input_layernorm` are its one module; a
-    /// hybrid layer's shared block and `linear` its attention module, its
-    /// `mamba_decoder` its MLP module.
-    static func naming(_ prefix: String, types: Zamba2LayerTypes) -> LayerNaming {
-        var naming = LayerNaming(
-            prefix: prefix + "layers.", attention: ["mamba.", "input_layernorm."], mlp: [], layerCountKeys: ["num_hidden_layers"],
-            layerListKey: types.written ? types.key : nil)
-        for (index, hybrid) in types.hybrid.enumerated() where hybrid {
-            naming.partsByLayer[index] = .init(attention: ["shared_transformer.", "linear."], mlp: ["mamba_decoder."])
-        }
-        return naming
-    }
-
-    var layerNaming: LayerNaming {
-        var naming = parts.naming
-        // Left to the config class's default, the list is written out so an export keeps each kept layer's kind.
-        if !types.written { naming.layerTypes = types.hybrid.map { $0 ? "hybrid" : "linear_attention" } }
-        return naming
-    }
-
-    /// Mamba layers have no MLP module.
-    var absentModules: DropPlan { DropPlan(mlp: Set(types.hybrid.indices.filter { !types.hybrid[$0] })) }
-
-    /// The blocks read the token embeddings beside the stream.
-    var perLayerEmbedding: PerLayerEmbedding? { hybridLayers.isEmpty ? nil : .embeddings(hidden: hiddenSize) }
-
+    /// Block drops of Mamba layers and the last hybrid layers: transformers
+    /// gives each hybrid layer its block and adapters by its position among
+    /// the hybrid layers, so removing one before a kept one would give the
+    /// kept ones after it other weights.
     func exportProblem(_ plan: DropPlan) -> String? {
-        let plan = plan.onLayers(lacking: absentModules)
-        let modules = plan.attention.union(plan.mlp).subtracting(plan.blocks).sorted()
-        if !modules.isEmpty {
-            return "Zamba2's attention and MLP drops (of hybrid layer\(modules.count == 1 ? "" : "s") "
-                + "\(modules.map(String.init).joined(separator: ", "))) cannot be exported: transformers' Zamba2 classes read no "
-                + "drop_attn_list / drop_mlp_list and build whole hybrid layers; export block drops (of Mamba layers or the last hybrid layers)"
-        }
-        // A removed hybrid layer moves every kept hybrid layer after it to another position.
-        let kept = hybridLayers.filter { !plan.blocks.contains($0) }
-        let hybrids = hybridLayers.filter { layer in plan.blocks.contains(layer) && kept.contains { $0 > layer } }
+        if let problem = stack.moduleDropProblem(plan) { return problem }
+        let kept = stack.hybridLayers.filter { !plan.blocks.contains($0) }
+        let hybrids = stack.hybridLayers.filter { layer in plan.blocks.contains(layer) && kept.contains { $0 > layer } }
         guard !hybrids.isEmpty else { return nil }
         return "dropping hybrid layer\(hybrids.count == 1 ? "" : "s") \(hybrids.map(String.init).joined(separator: ", ")) cannot be "
             + "exported: transformers gives each hybrid layer its shared transformer block (of num_mem_blocks, used in turn) and its "
@@ -415,51 +340,22 @@ struct Zamba2Model: DecoderFamily {
             + "weights; drop Mamba layers or the last hybrid layers only"
     }
 
-    func head() throws -> OutputHead {
-        try parts.head(norm: parts.weights.rmsNorm("final_layernorm", size: hiddenSize, eps: config.rmsNormEps))
-    }
+    var rmsNormEps: Double { config.rmsNormEps }
 
-    func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let drops = plan.union(configuredDrops), p = "layers.\(index).", d = hiddenSize, eps = config.rmsNormEps
-        let weights = parts.weights
-        func mixer(_ prefix: String) throws -> AttentionBranch {
-            AttentionBranch(
-                inputNorm: try weights.rmsNorm(prefix + "input_layernorm", size: d, eps: eps),
-                mixer: .mamba2(try Mamba2Mixer.stored(
-                    prefix + "mamba.", weights: weights, hidden: d, heads: heads, projectionBias: config.addBiasLinear,
-                    convolutionBias: true, activation: .silu, timeStepLimit: (config.timeStepMin, .infinity), eps: 1e-5)))
-        }
-        guard let position = hybridLayers.firstIndex(of: index) else {
-            return TransformerBlock(attention: drops.dropsAttention(index) ? nil : try mixer(p), mlp: nil, residual: .sequential)
-        }
-        return TransformerBlock(
-            attention: drops.dropsAttention(index) ? nil : try sharedBlock(index, position: position),
-            mlp: nil, residual: .sequential,
-            mixerAfterAttention: drops.dropsMLP(index) ? nil : try mixer(p + "mamba_decoder."), attentionFeedsMixer: true)
-    }
-
-    /// Where hybrid layer `index`, the `position`-th, reads its shared
-    /// block's module `module` (`self_attn.q_proj`, …): transformers ties
-    /// each hybrid layer's `shared_transformer` to the first one of its
-    /// block, but not a tensor the checkpoint stores under the later layer
-    /// with other values, nor any with untied embeddings
-    /// (`tie_word_embeddings` false: every layer then reads its own copy);
-    /// so its own copy where stored, else the first stored among the layers
-    /// of its block.
-    private func sharedModule(_ module: String, layer index: Int, position: Int) -> String {
-        let own = "layers.\(index).shared_transformer.\(module)"
-        guard parts.tiedEmbeddings, !parts.weights.has(own + ".weight") else { return own }
-        let names = stride(from: position % config.memoryBlocks, to: hybridLayers.count, by: config.memoryBlocks)
-            .map { "layers.\(hybridLayers[$0]).shared_transformer.\(module)" }
-        return names.first { parts.weights.has($0 + ".weight") } ?? names[0]
+    func mambaMixer(_ prefix: String) throws -> TokenMixer {
+        .mamba2(try Mamba2Mixer.stored(
+            prefix, weights: parts.weights, hidden: hiddenSize, heads: heads, projectionBias: config.addBiasLinear,
+            convolutionBias: true, activation: .silu, timeStepLimit: (config.timeStepMin, .infinity), eps: 1e-5))
     }
 
     /// Hybrid layer `index`'s shared transformer path, the `position`-th
     /// hybrid layer's: its block's weights (`sharedModule`) with its own
     /// adapters merged in, then its `linear`.
-    private func sharedBlock(_ index: Int, position: Int) throws -> AttentionBranch {
+    func sharedBlock(_ index: Int, position: Int) throws -> AttentionBranch {
         let weights = parts.weights, dims = parts.dimensions, d = hiddenSize, eps = config.rmsNormEps, bias = config.addBiasLinear
-        func module(_ name: String) -> String { sharedModule(name, layer: index, position: position) }
+        func module(_ name: String) -> String {
+            stack.sharedModule(name, layer: index, position: position, memoryBlocks: config.memoryBlocks, parts: parts)
+        }
         let headDim = dims.resolvedHeadDim, width = 2 * d
         let layout = QKVLayout(numHeads: dims.numAttentionHeads, numKVHeads: dims.kvHeads, headDim: headDim)
         /// `base` [out, in] plus the adapter `list`'s entry for this layer, up · down.
