@@ -39,6 +39,7 @@ public enum ModelRegistry {
         "beam": BeamModel.self,
         "bitnet": BitNetModel.self,
         "bloom": BloomModel.self,
+        "codegen": GPTJModel.self,
         "cohere": CohereModel.self,
         "cohere2": CohereModel.self,
         "cohere2_moe": Cohere2MoeModel.self,

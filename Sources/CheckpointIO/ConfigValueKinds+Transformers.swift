@@ -532,6 +532,34 @@ extension ConfigValueKinds {
                 "num_attention_heads": "n_head",
                 "num_hidden_layers": "n_layer",
             ]),
+        "codegen": (
+            "CodeGenConfig",
+            [
+                "activation_function": "s",
+                "attn_pdrop": "if",
+                "bos_token_id": "ni",
+                "embd_pdrop": "if",
+                "eos_token_id": "ni[i]",
+                "initializer_range": "f",
+                "layer_norm_epsilon": "f",
+                "n_ctx": "i",
+                "n_embd": "i",
+                "n_head": "i",
+                "n_inner": "ni",
+                "n_layer": "i",
+                "n_positions": "i",
+                "resid_pdrop": "if",
+                "rotary_dim": "i",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [
+                "hidden_size": "n_embd",
+                "max_position_embeddings": "n_positions",
+                "num_attention_heads": "n_head",
+                "num_hidden_layers": "n_layer",
+            ]),
         "cohere": (
             "CohereConfig",
             [
@@ -8543,6 +8571,7 @@ extension ConfigValueKinds {
         "beam": ["head_dim": "128", "intermediate_size": "20480", "max_position_embeddings": "8192", "num_experts_per_tok": "8", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
         "bitnet": ["intermediate_size": "6912", "max_position_embeddings": "2048", "num_key_value_heads": "5", "rms_norm_eps": "1e-05"],
         "bloom": ["layer_norm_epsilon": "1e-05"],
+        "codegen": ["layer_norm_epsilon": "1e-05", "n_positions": "2048"],
         "cohere": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "cohere2": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "cohere2_moe": ["head_dim": "128", "intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192", "num_experts_per_tok": "2"],
@@ -8703,6 +8732,7 @@ extension ConfigValueKinds {
     /// Per config class (by model_type): the dropout settings its model builds `nn.Dropout` from.
     static let dropoutModules: [String: [String]] = [
         "bloom": ["attention_dropout"],
+        "codegen": ["embd_pdrop", "resid_pdrop"],
         "gpt2": ["attn_pdrop", "embd_pdrop", "resid_pdrop"],
         "gpt_bigcode": ["embd_pdrop", "resid_pdrop"],
         "gpt_neo": ["attention_dropout", "embed_dropout", "resid_dropout"],
@@ -8804,6 +8834,7 @@ extension ConfigValueKinds {
         "bamba",
         "bitnet",
         "bloom",
+        "codegen",
         "cohere",
         "cohere2",
         "cohere_compass.text_config",

@@ -7,6 +7,7 @@ extension SpecialTokenSettings {
         "aria": "TokenizersBackend",
         "aya_vision": "CohereTokenizer",
         "beam": "TokenizersBackend",
+        "codegen": "GPT2Tokenizer",
         "cohere": "CohereTokenizer",
         "cohere2": "CohereTokenizer",
         "dbrx": "GPT2Tokenizer",

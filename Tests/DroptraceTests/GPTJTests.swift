@@ -6,9 +6,9 @@ import TensorEngine
 import Testing
 
 /// GPT-J's defaults as GPTJConfig has them, its parallel block off one
-/// ln_1, its interleaved partial rotary and its biased head; the scores
-/// themselves are checked against transformers with every other family
-/// (`ScoringReferenceTests`).
+/// ln_1, its interleaved partial rotary and its biased head, and CodeGen's
+/// sharded qkv_proj; the scores themselves are checked against
+/// transformers with every other family (`ScoringReferenceTests`).
 @Suite struct GPTJTests {
     typealias Mutant = ConfigValidationTests.Mutant
 
@@ -24,6 +24,8 @@ import Testing
         Mutant("gptj-f32", "rotary_dim", "18"),
         Mutant("gptj-f32", "rotary_dim", "null"),
         Mutant("gptj-f32", "tie_word_embeddings", "\"no\""),
+        Mutant("codegen-f32", "rotary_dim", "10"),
+        Mutant("codegen-f32", "n_head", "6"),
     ]
 
     @Test(arguments: mutants)
@@ -75,5 +77,32 @@ import Testing
         fixture.expectRefused(naming: "rotary_dim")
         let tied = try EditedFixture("gptj-f32") { $0["tie_word_embeddings"] = nil }.load()
         #expect(try tied.head().projection.bias != nil)
+    }
+
+    /// CodeGen's qkv_proj holds 4 shards of [q, v, k] rows (16 each here):
+    /// read as q | k | v, each the shards' rows in turn (the values, and
+    /// the unrotated query dimensions, keep their order); scores scaled by
+    /// head_dim^−½; n_embd not a multiple of the 4 shards is refused.
+    @Test func codeGenReadsItsShardedProjection() throws {
+        let model = try EditedFixture("codegen-f32").load()
+        let attention = try #require(try model.block(1).attention?.attention)
+        guard case .fused(let qkv) = attention.projection else {
+            Issue.record("not a fused projection")
+            return
+        }
+        let stored = try (model as! GPTJModel).weights.linear("h.1.attn.qkv_proj", in: 64, out: 192, bias: false)
+        let row = { (linear: Linear, r: Int) in Array(linear.weight[(r * 64)..<((r + 1) * 64)]) }
+        // Values: shard m's v rows are stored from 48m + 16.
+        #expect(row(qkv, 128) == row(stored, 16) && row(qkv, 128 + 16 + 3) == row(stored, 48 + 16 + 3))
+        // Query dimensions 4–7 of head 0 and of head 2 (shard 1's first) are unrotated.
+        #expect(row(qkv, 5) == row(stored, 5) && row(qkv, 16 + 5) == row(stored, 48 + 5))
+        // Keys (dimensions past rotary_dim): shard m's k rows are stored from 48m + 32.
+        #expect(row(qkv, 64 + 6) == row(stored, 32 + 6))
+        #expect(attention.scale == Float(pow(8.0, -0.5)) && attention.rotary?.rotaryDim == 4)
+        let unsharded = try EditedFixture("codegen-f32") {
+            $0["n_embd"] = 18
+            $0["n_head"] = 2
+        }
+        unsharded.expectRefused(naming: "n_embd")
     }
 }

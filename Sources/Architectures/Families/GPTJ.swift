@@ -3,11 +3,13 @@ import DroptraceSupport
 import Foundation
 import TensorEngine
 
-/// config.json of `gptj`, with GPTJConfig's defaults for the keys it omits.
-/// Decoding refuses sizes that cannot describe a model (`ConfigRules`):
-/// counts below 1, `n_head` not dividing `n_embd`, element counts that
-/// overflow, a non-positive `layer_norm_epsilon`, and a `rotary_dim`
-/// GPTJAttention cannot apply (odd, 0, or wider than a head).
+/// config.json of `gptj` and `codegen`, with GPTJConfig's and
+/// CodeGenConfig's defaults (the same) for the keys it omits. Decoding
+/// refuses sizes that cannot describe a model (`ConfigRules`): counts below
+/// 1, `n_head` not dividing `n_embd`, element counts that overflow, a
+/// non-positive `layer_norm_epsilon`, and a `rotary_dim` the attention
+/// cannot apply (null, which the config classes refuse, odd, 0, or wider
+/// than a head).
 struct GPTJConfiguration: Decodable {
     var nEmbd: Int
     var nLayer: Int
@@ -42,7 +44,7 @@ struct GPTJConfiguration: Decodable {
         nInner = inner ?? 4 * nEmbd
         nPositions = try c.decodeIfPresent(Int.self, forKey: .nPositions) ?? 2048
         vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? 50400
-        rotaryDim = try c.decodeIfPresent(Int.self, forKey: .rotaryDim) ?? 64
+        rotaryDim = try c.decodeCount(.rotaryDim, default: 64)
         layerNormEpsilon = try c.decodeIfPresent(Double.self, forKey: .layerNormEpsilon) ?? 1e-5
         activationFunction = try c.decodeIfPresent(String.self, forKey: .activationFunction) ?? "gelu_new"
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false
@@ -67,7 +69,7 @@ struct GPTJConfiguration: Decodable {
             guard rotary >= 1, rotary % 2 == 0, rotary <= d / heads else {
                 throw InvalidConfigValue(
                     key: "rotary_dim",
-                    problem: "is \(rotary); GPTJAttention rotates an even number of each head's \(d / heads) dimensions, at least 2")
+                    problem: "is \(rotary); the attention rotates an even number of each head's \(d / heads) dimensions, at least 2")
             }
         }
     }
@@ -80,6 +82,13 @@ struct GPTJConfiguration: Decodable {
 /// the interleaved form (pairs 2i, 2i + 1: rotate_every_two); the MLP
 /// `fc_out(act(fc_in x))` with biases; no position embedding; the head
 /// `lm_head` has a bias and is untied unless config.json ties it.
+///
+/// CodeGen (`codegen`: Salesforce's CodeGen-350M … 16B, mono / multi / nl,
+/// transformers' models/codegen) is the same block with q, v and k in one
+/// `qkv_proj` laid out for 4 model-parallel shards (CodeGenAttention's
+/// `mp_num`): its rows are 4 runs of [q, v, k] rows, n_embd / 4 each,
+/// which concatenated give q, v and k (so `n_embd` must be a multiple of
+/// 4); its scores scaled by head_dim^−½.
 struct GPTJModel: RegisteredModel {
     public let checkpoint: Checkpoint
     let config: GPTJConfiguration
@@ -92,6 +101,11 @@ struct GPTJModel: RegisteredModel {
         self.checkpoint = checkpoint
         let configPath = checkpoint.configURL.path
         config = try checkpoint.decodeConfig(GPTJConfiguration.self)
+        if checkpoint.modelType == "codegen", config.nEmbd % Self.codeGenShards != 0 {
+            // CodeGenAttention views qkv_proj's output as shards of 3 × (n_embd // 4), which then fails.
+            throw InvalidConfigValue(key: "n_embd", problem: "must be a multiple of CodeGen's 4 qkv_proj shards, got \(config.nEmbd)")
+                .error(path: configPath)
+        }
         configuredDrops = try DropPlan(config: checkpoint, layerCount: config.nLayer)
         weights = try Weights(
             checkpoint, probe: "wte.weight", candidates: ["transformer.", ""],
@@ -105,7 +119,10 @@ struct GPTJModel: RegisteredModel {
             headDim: config.nEmbd / config.nHead)
     }
 
-    public var modelType: String { "gptj" }
+    public var modelType: String { checkpoint.modelType }
+
+    /// CodeGenAttention's `mp_num`: the shards of its qkv_proj rows.
+    static let codeGenShards = 4
     public var layerCount: Int { config.nLayer }
     public var hiddenSize: Int { config.nEmbd }
     public var vocabularySize: Int { config.vocabSize }
@@ -132,19 +149,32 @@ struct GPTJModel: RegisteredModel {
                 tiedTo: "wte", tied: config.tieWordEmbeddings, hidden: d, vocabulary: config.vocabSize, bias: true))
     }
 
+    /// CodeGen's `qkv_proj` [3 × n_embd, n_embd] as q | k | v: each of its
+    /// shards of rows is [q, v, k], n_embd / 4 rows each.
+    private func codeGenQKV(_ name: String) throws -> Linear {
+        let d = config.nEmbd, local = d / Self.codeGenShards
+        let fused = try weights.linear(name, in: d, out: 3 * d, bias: false)
+        // Shard m's q rows start at 3·local·m, its v rows local later, its k rows 2·local later.
+        let rows = [0, 2, 1].flatMap { part in
+            (0..<Self.codeGenShards).flatMap { shard in (0..<local).map { 3 * local * shard + part * local + $0 } }
+        }
+        return Linear(weight: rows.flatMap { fused.weight[($0 * d)..<(($0 + 1) * d)] }, bias: nil, inFeatures: d, outFeatures: 3 * d)
+    }
+
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops)
         let d = config.nEmbd, heads = config.nHead, headDim = d / heads, eps = config.layerNormEpsilon
         let p = "h.\(index)."
         let layout = QKVLayout(numHeads: heads, numKVHeads: heads, headDim: headDim)
         func attention() throws -> SelfAttention {
-            let qkv = try weights.stackedQKV(p + "attn.", hidden: d, layout: layout, bias: false)
+            let isCodeGen = modelType == "codegen"
+            let qkv = isCodeGen ? try codeGenQKV(p + "attn.qkv_proj") : try weights.stackedQKV(p + "attn.", hidden: d, layout: layout, bias: false)
             return SelfAttention(
                 qkv: DecoderParts.interleavingPairs(qkv, layout: layout, rotaryDim: rotary.rotaryDim),
                 layout: layout, rotary: rotary,
                 output: try weights.linear(p + "attn.out_proj", in: d, out: d, bias: false),
-                // GPTJAttention divides by √head_dim (a Python float).
-                scale: 1 / Float(Double(headDim).squareRoot()))
+                // GPTJAttention divides by √head_dim, CodeGenAttention multiplies by head_dim ** -0.5 (Python floats).
+                scale: isCodeGen ? Float(pow(Double(headDim), -0.5)) : 1 / Float(Double(headDim).squareRoot()))
         }
         func feedForward() throws -> FeedForward { FeedForward.plain(
             up: try weights.linear(p + "mlp.fc_in", in: d, out: config.nInner, bias: true),
