@@ -153,12 +153,15 @@ struct GPTJModel: RegisteredModel {
     /// shards of rows is [q, v, k], n_embd / 4 rows each.
     private func codeGenQKV(_ name: String) throws -> Linear {
         let d = config.nEmbd, local = d / Self.codeGenShards
-        let fused = try weights.linear(name, in: d, out: 3 * d, bias: false)
         // Shard m's q rows start at 3·local·m, its v rows local later, its k rows 2·local later.
-        let rows = [0, 2, 1].flatMap { part in
-            (0..<Self.codeGenShards).flatMap { shard in (0..<local).map { 3 * local * shard + part * local + $0 } }
+        return try weights.linear(name, in: d, out: 3 * d, bias: false).rearrangingRows { values, width in
+            [0, 2, 1].flatMap { part in
+                (0..<Self.codeGenShards).flatMap { shard in
+                    let start = (3 * shard + part) * local * width
+                    return values[start..<(start + local * width)]
+                }
+            }
         }
-        return Linear(weight: rows.flatMap { fused.weight[($0 * d)..<(($0 + 1) * d)] }, bias: nil, inFeatures: d, outFeatures: 3 * d)
     }
 
     public func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {

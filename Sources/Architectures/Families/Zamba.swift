@@ -267,12 +267,10 @@ struct ZambaModel: ZambaHybridFamily {
     func mambaMixer(_ prefix: String) throws -> TokenMixer {
         let weights = parts.weights, s = sizes, d = hiddenSize, inner = s.innerWidth, bias = config.projectionBias
         let (heads, width, rank, selection) = (s.heads, s.headWidth, s.timeStepRank, s.headSelectionWidth)
-        let interleaved = try weights.linear(prefix + "in_proj", in: d, out: 2 * inner, bias: bias)
-        // Row 2c is channel c's x, row 2c + 1 its gate.
-        let order = Array(stride(from: 0, to: 2 * inner, by: 2)) + Array(stride(from: 1, to: 2 * inner, by: 2))
-        let projection = Linear(
-            weight: order.flatMap { interleaved.weight[($0 * d)..<(($0 + 1) * d)] }, bias: interleaved.bias.map { b in order.map { b[$0] } },
-            inFeatures: d, outFeatures: 2 * inner)
+        // Row 2c is channel c's x, row 2c + 1 its gate: the even rows, then the odd ones.
+        let projection = try weights.linear(prefix + "in_proj", in: d, out: 2 * inner, bias: bias).rearrangingRows { values, width in
+            [0, 1].flatMap { part in stride(from: part, to: 2 * inner, by: 2).flatMap { values[($0 * width)..<(($0 + 1) * width)] } }
+        }
         let xProj = try weights.floats(prefix + "x_proj_weight", [heads, selection, width])
         var selectionWeight = [Float](repeating: 0, count: heads * selection * inner)
         for h in 0..<heads {
