@@ -227,6 +227,7 @@ public enum ModelRegistry {
         "video_llama_3": LlamaModel.self,
         "video_llava": LlamaModel.self,
         "vipllava": LlamaModel.self,
+        "xglm": XglmModel.self,
         "youtu": DeepSeekModel.self,
         "zamba": ZambaModel.self,
         "zamba2": Zamba2Model.self,

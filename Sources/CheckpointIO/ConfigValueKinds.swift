@@ -305,6 +305,7 @@ public enum ConfigValueKinds {
     /// built on the meta device reveals.
     static let functionalDropout: [String: [String]] = [
         "opt": ["dropout"], "seed_oss": ["residual_dropout"], "starcoder2": ["embedding_dropout", "residual_dropout"],
+        "xglm": ["activation_dropout", "attention_dropout", "dropout"],
     ]
     /// Classes whose models read `layer_types` (the family checks it where
     /// it reads it; NemotronHConfig has its own `validate_layer_type`, of

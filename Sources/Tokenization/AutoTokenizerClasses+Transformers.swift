@@ -105,6 +105,7 @@ extension SpecialTokenSettings {
         "stablelm": "TokenizersBackend",
         "starcoder2": "GPT2Tokenizer",
         "vipllava": "TokenizersBackend",
+        "xglm": "XGLMTokenizer",
         "zaya": "GemmaTokenizer",
     ]
 

@@ -159,12 +159,7 @@ struct OptModel: RegisteredModel {
 
     var layerNaming: LayerNaming { Self.naming(weights.prefix) }
 
-    /// Each branch owns the LayerNorm of its sublayer, before it (pre-LN) or after the add (post-LN).
-    static func naming(_ prefix: String) -> LayerNaming {
-        LayerNaming(
-            prefix: prefix + "layers.", attention: ["self_attn.", "self_attn_layer_norm."],
-            mlp: ["fc1.", "fc2.", "final_layer_norm."], layerCountKeys: ["num_hidden_layers"])
-    }
+    static func naming(_ prefix: String) -> LayerNaming { FairseqDecoderLayer.naming(prefix, layerCountKey: "num_hidden_layers") }
 
     /// nn.LayerNorm(hidden_size) at its default epsilon 1e-5; without
     /// parameters when `layer_norm_elementwise_affine` is false.
@@ -187,12 +182,47 @@ struct OptModel: RegisteredModel {
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let drops = plan.union(configuredDrops), c = config
-        let d = c.hiddenSize, heads = c.numAttentionHeads, headDim = d / heads, bias = c.enableBias
+        let c = config
+        let layer = FairseqDecoderLayer(
+            weights: weights, hiddenSize: c.hiddenSize, heads: c.numAttentionHeads, ffnDim: c.ffnDim, bias: c.enableBias,
+            activation: try Activation(huggingFaceName: c.activationFunction, key: "activation_function", configPath: checkpoint.configURL.path),
+            preLN: c.doLayerNormBefore, layerNorm: layerNorm)
+        return try layer.block(index, drops: plan.union(configuredDrops))
+    }
+}
+
+/// The decoder layer OPT and XGLM keep from fairseq's TransformerDecoderLayer:
+/// `self_attn` (q/k/v/out_proj, multi-head, scaled by head_dim^-0.5, no
+/// positions of its own) with `self_attn_layer_norm`, and `fc2(act(fc1 x))`
+/// with `final_layer_norm`, each norm before its sublayer (pre-LN) or after
+/// the add (post-LN, OPT-350m). Each norm belongs to its branch, so a
+/// dropped branch skips it too.
+struct FairseqDecoderLayer {
+    let weights: Weights
+    let hiddenSize: Int
+    let heads: Int
+    let ffnDim: Int
+    /// Biases on q/k/v/out_proj, fc1 and fc2.
+    let bias: Bool
+    let activation: Activation
+    let preLN: Bool
+    /// The family's LayerNorm of `hidden_size` by tensor name (without `.weight`).
+    let layerNorm: (String) throws -> Normalization
+
+    /// Each branch owns the LayerNorm of its sublayer, before it (pre-LN) or after the add (post-LN).
+    static func naming(_ prefix: String, layerCountKey: String) -> LayerNaming {
+        LayerNaming(
+            prefix: prefix + "layers.", attention: ["self_attn.", "self_attn_layer_norm."],
+            mlp: ["fc1.", "fc2.", "final_layer_norm."], layerCountKeys: [layerCountKey])
+    }
+
+    /// Layer `index` under `layers.<index>.`, without the sublayers `drops` removes.
+    func block(_ index: Int, drops: DropPlan) throws -> TransformerBlock {
+        let d = hiddenSize, headDim = d / heads
         let p = "layers.\(index)."
         func attention() throws -> SelfAttention {
             let layout = QKVLayout(numHeads: heads, numKVHeads: heads, headDim: headDim)
-            // OPTAttention scales the queries, this engine the scores: the same
+            // The attention scales the queries, this engine the scores: the same
             // product, rounded alike when head_dim is a power of 4 (64 in every OPT).
             return SelfAttention(
                 qkv: try weights.stackedQKV(p + "self_attn.", hidden: d, layout: layout, bias: bias),
@@ -202,12 +232,11 @@ struct OptModel: RegisteredModel {
         }
         func feedForward() throws -> FeedForward {
             .plain(
-                up: try weights.linear(p + "fc1", in: d, out: c.ffnDim, bias: bias),
-                down: try weights.linear(p + "fc2", in: c.ffnDim, out: d, bias: bias),
-                activation: try Activation(huggingFaceName: c.activationFunction, key: "activation_function", configPath: checkpoint.configURL.path))
+                up: try weights.linear(p + "fc1", in: d, out: ffnDim, bias: bias),
+                down: try weights.linear(p + "fc2", in: ffnDim, out: d, bias: bias),
+                activation: activation)
         }
         // Pre-LN: each norm reads the stream before its sublayer; post-LN: the stream after the add.
-        let preLN = c.doLayerNormBefore
         func attentionBranch() throws -> AttentionBranch {
             let norm = try layerNorm(p + "self_attn_layer_norm")
             return AttentionBranch(inputNorm: preLN ? norm : nil, attention: try attention(), residualNorm: preLN ? nil : norm)
