@@ -46,6 +46,7 @@ public enum ModelRegistry {
         "cohere2_vision": CohereModel.self,
         "cohere_compass": CohereCompassModel.self,
         "cohere_compass_text": CohereCompassModel.self,
+        "cosmos3_omni": Qwen3Model.self,
         "cwm": LlamaModel.self,
         "dbrx": DbrxModel.self,
         "deepseek_v2": DeepSeekModel.self,

@@ -757,6 +757,19 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "cosmos3_omni": (
+            "Cosmos3OmniConfig",
+            [
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "video_token_id": "i",
+                "vision_config": "no",
+                "vision_end_token_id": "i",
+                "vision_start_token_id": "i",
+            ],
+            [:
+            ]),
         "cwm": (
             "CwmConfig",
             [
@@ -8190,6 +8203,7 @@ extension ConfigValueKinds {
     static let textConfigModelTypes: [String: String] = [
         "aya_vision": "cohere2",
         "cohere2_vision": "cohere2",
+        "cosmos3_omni": "qwen3_vl_text",
         "deepseek_vl": "llama",
         "exaone4_5": "exaone4",
         "fast_vlm": "qwen2",

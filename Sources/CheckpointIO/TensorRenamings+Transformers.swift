@@ -34,6 +34,16 @@ extension TensorRenamings {
             ("self_attn\\.attn_out(?!\\w)", "self_attn.o_proj", ["model.language_model.", "language_model."]),
             ("mlp\\.ff_out(?!\\w)", "mlp.down_proj", ["model.language_model.", "language_model."]),
         ],
+        "cosmos3_omni": [
+            ("^(layers\\.|embed_tokens\\.|norm\\.)", "model.language_model.\\1", []),
+            ("^(blocks\\.|merger\\.|patch_embed\\.|pos_embed\\.|deepstack_merger_list\\.)", "model.visual.\\1", []),
+            ("\\.self_attn\\.to_q\\.", ".self_attn.q_proj.", []),
+            ("\\.self_attn\\.to_k\\.", ".self_attn.k_proj.", []),
+            ("\\.self_attn\\.to_v\\.", ".self_attn.v_proj.", []),
+            ("\\.self_attn\\.to_out\\.", ".self_attn.o_proj.", []),
+            ("\\.self_attn\\.norm_q\\.", ".self_attn.q_norm.", []),
+            ("\\.self_attn\\.norm_k\\.", ".self_attn.k_norm.", []),
+        ],
         "qwen2_5_omni": [
             ("^thinker\\.(.+)", "\\1", ["model.thinker.", "thinker."]),
             ("^audio_tower(?!\\w)", "model.audio_tower", ["model.thinker.", "thinker."]),

@@ -10,6 +10,7 @@ extension SpecialTokenSettings {
         "codegen": "GPT2Tokenizer",
         "cohere": "CohereTokenizer",
         "cohere2": "CohereTokenizer",
+        "cosmos3_omni": "Qwen2Tokenizer",
         "dbrx": "GPT2Tokenizer",
         "dots3_note": "Qwen2Tokenizer",
         "ergo": "ErgoTokenizer",

@@ -6,7 +6,8 @@ import TensorEngine
 import Testing
 
 /// Qwen's vision-language models read as their language model (`qwen2_vl`,
-/// `qwen2_5_vl`, `qwen3_vl`, `qwen3_vl_moe`): the placements (flat or
+/// `qwen2_5_vl`, `qwen3_vl`, `qwen3_vl_moe`, and `cosmos3_omni`, Qwen3-VL
+/// under Cosmos3's config class and unified checkpoint): the placements (flat or
 /// nested configs, released or transformers 5 module names), the head's
 /// tying, the M-RoPE sections transformers can or cannot index, and the
 /// released, transposed experts. The scores themselves are checked against
@@ -17,6 +18,7 @@ import Testing
     static let qwen2_5 = "qwen2_5_vl-f32"
     static let qwen3 = "qwen3_vl-f32"
     static let qwen3Moe = "qwen3_vl_moe-f32"
+    static let cosmos3 = "cosmos3_omni-f32"
 
     static let mutants: [Mutant] = [
         // Qwen2VLRotaryEmbedding splits the heads' 8 frequencies by the section (torch.split fails otherwise).
@@ -45,6 +47,12 @@ import Testing
         Mutant(qwen3Moe, "text_config.num_experts", "8.0", key: "text_config.num_experts"),
         Mutant(qwen3Moe, "text_config.num_experts_per_tok", "9", key: "text_config.num_experts_per_tok"),
         Mutant(qwen3Moe, "text_config.moe_intermediate_size", "32", key: "moe_intermediate_size"),
+        // Cosmos3OmniConfig builds its text config by model type; droptrace reads Qwen3-VL's alone.
+        Mutant(cosmos3, "text_config.model_type", "\"qwen3\"", key: "text_config.model_type"),
+        Mutant(cosmos3, "text_config.head_dim", "null", key: "text_config.head_dim"),
+        Mutant(cosmos3, "text_config.layer_types", "null", key: "text_config.layer_types"),
+        Mutant(cosmos3, "text_config.rope_parameters.mrope_section", "[2, 3]", key: "text_config.rope_parameters.mrope_section"),
+        Mutant(cosmos3, "vision_start_token_id", "1.5", key: "vision_start_token_id"),
     ]
 
     @Test(arguments: mutants)
@@ -173,6 +181,33 @@ import Testing
             Issue.record("an untied head without lm_head loaded")
         } catch let error as DroptraceError {
             #expect(error.message.contains("lm_head"), "\(error)")
+        }
+    }
+
+    /// Cosmos3's unified checkpoint (the language model's tensors at the
+    /// top level, its attention under Diffusers' names, generation branches
+    /// beside them) scores as transformers loads it; its head is untied by
+    /// default and tied by the top-level flag alone, and without
+    /// `text_config.model_type` the text model is Qwen3-VL's.
+    @Test func cosmos3ReadsTheUnifiedCheckpointAsTransformersLoadsIt() throws {
+        try expectScoresMatchTransformers(Self.cosmos3)
+        let model = try EditedFixture(Self.cosmos3).load()
+        #expect(model.layerNaming.prefix == "model.language_model.layers.")
+        let stored = try Checkpoint(directory: FixtureFiles.model(Self.cosmos3))
+        // Read under the names transformers gives them, the generation branch among them.
+        #expect(stored.hasTensor("model.language_model.layers.2.mlp.moe_gen.gate.weight") && stored.hasTensor("model.language_model.layers.0.self_attn.q_proj.weight"))
+        let base = try EditedFixture(Self.cosmos3).attentionScores()
+        #expect(try EditedFixture(Self.cosmos3) { EditedModel.set(nil, at: "text_config.model_type", in: &$0) }.attentionScores() == base)
+        func headless(_ change: @escaping (inout [String: Any]) -> Void) throws -> EditedFixture {
+            let fixture = try EditedFixture(Self.cosmos3, change)
+            try BadInputTests().rewriteWeights(fixture.model) { $0.removeAll { $0.name == "lm_head.weight" } }
+            return fixture
+        }
+        let embedding = try stored.tensor("model.language_model.embed_tokens.weight").floats()
+        #expect(try headless { $0["tie_word_embeddings"] = true }.load().head().projection.weight == embedding)
+        #expect(throws: DroptraceError.self) { try headless { $0["tie_word_embeddings"] = nil }.load().head() }
+        #expect(throws: DroptraceError.self) {
+            try headless { EditedModel.set(true, at: "text_config.tie_word_embeddings", in: &$0) }.load().head()
         }
     }
 

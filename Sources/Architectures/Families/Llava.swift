@@ -176,6 +176,8 @@ enum Llava {
         "glm46v": Wrapper(textType: "glm4v_text", prefixes: ["model.language_model."], textTypes: ["glm4v_text"]),
         // GlmgaConfig is Glm46VConfig under another model type (its defaults alike); its model is Glm46VForConditionalGeneration.
         "glmga": Wrapper(textType: "glm4v_text", prefixes: ["model.language_model."], textTypes: ["glm4v_text"]),
+        // Cosmos3's language model is Qwen3-VL's (Qwen3VLTextConfig), which `QwenVL` places.
+        "cosmos3_omni": Wrapper(textType: "qwen3_vl_text", prefixes: ["model.language_model."], textTypes: ["qwen3_vl_text"]),
         // MiniMaxM3VLConfig builds MiniMaxM3VLTextConfig whatever text_config names, and ties by its flag too.
         "minimax_m3_vl": Wrapper(
             textType: "minimax_m3_vl_text", textTiesToo: true, prefixes: ["model.language_model."], textTypes: ["minimax_m3_vl_text"]),

@@ -56,9 +56,9 @@ struct Qwen3Configuration: Decodable {
 /// each head's head_dim columns of the queries and of the keys (`q_norm`,
 /// `k_norm`, weights [head_dim]) before rotary. Layers slide their attention
 /// window where `layer_types` says `sliding_attention`. Also the language
-/// model of `qwen3_vl` checkpoints (`QwenVL`), which attends in full everywhere.
+/// model of `qwen3_vl` and `cosmos3_omni` checkpoints (`QwenVL`), which attends in full everywhere.
 struct Qwen3Model: DecoderFamily {
-    static func readsLayerTypes(_ modelType: String) -> Bool { modelType != "qwen3_vl" }
+    static func readsLayerTypes(_ modelType: String) -> Bool { !QwenVL.qwen3Types.contains(modelType) && modelType != "qwen3_vl_text" }
     let parts: DecoderParts
     let config: Qwen3Configuration
     let rotary: RotaryEmbedding
@@ -70,7 +70,7 @@ struct Qwen3Model: DecoderFamily {
     init(_ checkpoint: Checkpoint) throws {
         // Qwen3Config's and Qwen3VLTextConfig's head_dim is 128 when config.json omits it (Qwen3-0.6B: 1024 wide, 16 heads).
         let headDim: [String: ConfigDefault] = ["head_dim": 128]
-        let vision = checkpoint.modelType == "qwen3_vl"
+        let vision = QwenVL.qwen3Types.contains(checkpoint.modelType)
         let placement = try vision ? QwenVL.placement(checkpoint, defaults: headDim) : .topLevelOrWrapped(checkpoint, defaults: headDim)
         parts = try DecoderParts(checkpoint, placement: placement) { Self.naming($0) }
         config = try parts.config(Qwen3Configuration.self)

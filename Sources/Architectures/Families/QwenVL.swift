@@ -16,6 +16,14 @@ import TensorEngine
 ///   holds them or as released (`gate_up_proj` [experts, hidden, 2 · inner]).
 /// Both Qwen3 wrappers read `text_config`, weights under
 /// `model.language_model.`, the head tied by the top-level `tie_word_embeddings` alone.
+/// - `cosmos3_omni` (NVIDIA's Cosmos3, Cosmos3OmniForConditionalGeneration:
+///   Cosmos3-Nano) is Qwen3-VL whose config class builds `text_config` by
+///   its model type (an AutoConfig, `qwen3_vl_text` by default, the one
+///   droptrace reads: `Llava.wrappers`); its released unified checkpoints
+///   name the language model's tensors without `model.language_model.` and
+///   its attention's as Diffusers does (`to_q`, `to_out`, `norm_q`), which
+///   transformers renames (`TensorRenamings`); their generation branches
+///   (`add_q_proj`, `moe_gen`, …), which transformers ignores on load, are not read.
 ///
 /// - `qwen2_5_omni` (Qwen2.5-Omni, Qwen2_5OmniForConditionalGeneration),
 ///   read as the language model of its thinker, which runs text: Qwen2's
@@ -49,6 +57,9 @@ import TensorEngine
 enum QwenVL {
     /// The wrappers of Qwen2's block.
     static let qwen2Types: Set<String> = ["qwen2_vl", "qwen2_5_vl"]
+
+    /// The wrappers of Qwen3-VL's dense language model (Qwen3's block).
+    static let qwen3Types: Set<String> = ["qwen3_vl", "cosmos3_omni"]
 
     /// Qwen2VLTextConfig's `default_theta` (Qwen2_5OmniTextConfig's too).
     static let qwen2DefaultTheta = 1_000_000.0
@@ -106,6 +117,14 @@ enum QwenVL {
     /// Where a Qwen vision-language checkpoint keeps its language model,
     /// whose config class gives the keys it omits its defaults (and `defaults`).
     static func placement(_ checkpoint: Checkpoint, defaults: [String: ConfigDefault] = [:]) throws -> TextModelPlacement {
+        if checkpoint.modelType == "cosmos3_omni" {
+            // Cosmos3OmniConfig builds its text config by model type (an AutoConfig): Qwen3-VL's own text config class.
+            var placement = try Llava.placement(checkpoint)
+            placement.section.defaults.merge(
+                ConfigValueKinds.omittedDefaultValues(of: "qwen3_vl.text_config").merging(defaults, uniquingKeysWith: { $1 }),
+                uniquingKeysWith: { current, _ in current })
+            return placement
+        }
         let readsQwen2 = qwen2Types.contains(checkpoint.modelType)
         let prefixes = readsQwen2 ? ["model.language_model.", "model."] : ["model.language_model."]
         // Qwen2VLConfig also ties when its text config says so (as 4.x saved it there).
