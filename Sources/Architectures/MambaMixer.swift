@@ -275,16 +275,12 @@ extension MambaMixer {
     /// sizes before any is read: in_proj, conv1d, x_proj and dt_proj,
     /// their rows and columns named by `keys`.
     static func confirmShapes(_ prefix: String, weights: Weights, hidden d: Int, sizes s: MambaSizes, keys: MambaSizes.Keys, configPath: String) throws {
-        try weights.confirmShape(
-            prefix + "in_proj.weight", [s.projectionWidth, d], keys: "2 × \(keys.inner), hidden_size", configPath: configPath)
-        try weights.confirmShape(
-            prefix + "conv1d.weight", [s.innerWidth, 1, s.convolutionKernel], keys: "\(keys.inner), \(keys.convolutionKernel)",
-            configPath: configPath)
-        try weights.confirmShape(
-            prefix + "x_proj.weight", [s.selectionWidth, s.innerWidth],
-            keys: "\(keys.timeStepRank) + 2 × \(keys.stateSize), \(keys.inner)", configPath: configPath)
-        try weights.confirmShape(
-            prefix + "dt_proj.weight", [s.innerWidth, s.timeStepRank], keys: "\(keys.inner), \(keys.timeStepRank)",
-            configPath: configPath)
+        try weights.confirmShapes(
+            [
+                ("in_proj.weight", [s.projectionWidth, d], "2 × \(keys.inner), hidden_size"),
+                ("conv1d.weight", [s.innerWidth, 1, s.convolutionKernel], "\(keys.inner), \(keys.convolutionKernel)"),
+                ("x_proj.weight", [s.selectionWidth, s.innerWidth], "\(keys.timeStepRank) + 2 × \(keys.stateSize), \(keys.inner)"),
+                ("dt_proj.weight", [s.innerWidth, s.timeStepRank], "\(keys.inner), \(keys.timeStepRank)"),
+            ], prefix: prefix, configPath: configPath)
     }
 }
