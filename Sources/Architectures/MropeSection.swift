@@ -22,10 +22,14 @@ import TensorEngine
 ///   summing to the frequency count, height equal to width (the stacked
 ///   runs), temporal at least 1 (it slices the frequencies up to −temporal).
 ///   On text the reordering and the pairing undo each other: the plain rotation.
+/// - `.interleavedRuns(className:frequencies:)`: interleaved columns as
+///   Qwen3-VL's, in a config class whose validation requires exactly three
+///   integers summing to half the head (Cosmos3EdgeTextConfig's).
 enum MropeSection {
     case split(frequencies: Int)
     case interleaved(className: String)
     case heightWidthPairs(frequencies: Int)
+    case interleavedRuns(className: String, frequencies: Int)
 
     /// Checks `value` (nil: absent, then `defaultSection` applies) of the
     /// config key `key` (named as config.json writes it).
@@ -60,6 +64,14 @@ enum MropeSection {
                         + "rotated frequencies: it must be [height, width, temporal], non-negative integers summing to \(frequencies), "
                         + "height equal to width, temporal at least 1")
             }
+        case .interleavedRuns(let className, let frequencies):
+            let integers = items?.compactMap { item -> Int? in if case .integer(let n) = item { n } else { nil } }
+            guard let integers, integers.count == 3, items?.count == 3, integers.reduce(0, +) == frequencies else {
+                throw InvalidConfigValue(
+                    key: key,
+                    problem: "\(stated) but \(className)'s config requires three integers (time, height, width) "
+                        + "summing to half the head, \(frequencies)")
+            }
         case .interleaved(let className):
             // Only items 1 and 2 are read, as Python ints (true counts as 1, a huge one is clipped).
             func isCount(_ item: JSONValue) -> Bool {
@@ -85,21 +97,27 @@ extension DecoderParts {
     /// (`Qwen2VLTextConfig.convert_rope_params_to_dict`). Their
     /// `mrope_section` (`defaultSection` when absent) must split the rotated
     /// frequencies, or with `interleavedBy` (the class's name) index them as
-    /// interleaved columns, or with `pairingHeightWidth` pair the height and
-    /// width runs (`MropeSection`).
+    /// interleaved columns (with `runsSummingTo`, three runs summing to it),
+    /// or with `pairingHeightWidth` pair the height and width runs (`MropeSection`).
     /// - Throws: `DroptraceError` naming config.json for rope settings the
     ///   family cannot run or a section the rotary embedding cannot index.
     func mropeRotary(
-        interleavedBy className: String? = nil, pairingHeightWidth: Bool = false, defaultSection: [Int], defaultTheta: Double,
-        partialRotary: RopeSettings.PartialRotary = .ignored, readsMropeType: Bool = false
+        interleavedBy className: String? = nil, pairingHeightWidth: Bool = false, runsSummingTo halfHead: Int? = nil,
+        defaultSection: [Int], defaultTheta: Double, partialRotary: RopeSettings.PartialRotary = .ignored, readsMropeType: Bool = false
     ) throws -> RotaryEmbedding {
         try confirmAttentionProjections()
         var (settings, key, _) = try ropeSettings(defaults: [:])
         if readsMropeType, settings.type == "mrope" { settings.type = "default" }
         let rotary = try self.rotary(defaultTheta: defaultTheta, partialRotary: partialRotary, confirmProjections: false, settings: settings)
         let frequencies = rotary.inverseFrequencies.count
-        let rule = pairingHeightWidth
-            ? .heightWidthPairs(frequencies: frequencies) : className.map(MropeSection.interleaved) ?? .split(frequencies: frequencies)
+        let rule: MropeSection
+        if pairingHeightWidth {
+            rule = .heightWidthPairs(frequencies: frequencies)
+        } else if let className {
+            rule = halfHead.map { .interleavedRuns(className: className, frequencies: $0) } ?? .interleaved(className: className)
+        } else {
+            rule = .split(frequencies: frequencies)
+        }
         try checks {
             try rule.check(sectionDocument?.member(key)?.member("mrope_section"), defaultSection: defaultSection, key: key + ".mrope_section")
         }

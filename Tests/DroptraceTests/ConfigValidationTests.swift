@@ -433,7 +433,7 @@ import Testing
     /// Model classes that tie nothing, whatever the flags say (transformers 5.25).
     static let neverTied: Set<String> = [
         "bailing_hybrid-f32", "bailing_hybrid_limits-f32", "ergo-f32", "kimi_linear-f32", "nemotron_h-f32", "nemotron_h_latent-f32",
-        "nemotron_h_omni-f32", "mllama-f32", "mllama_text_model-f32", "molmo2-f32", "molmo2_olmo-f32",
+        "nemotron_h_omni-f32", "mllama-f32", "mllama_text_model-f32", "molmo2-f32", "molmo2_olmo-f32", "cosmos3_edge-f32",
     ]
 
     /// The same in every family: with every tying flag false and its stored

@@ -12,11 +12,14 @@ import Testing
 /// Attention with the last rope columns and shared indexer layers, sinks,
 /// the output gate and the clamped experts. The fixture is saved as Hy4 is
 /// released (its names renamed on load, the per-layer lists left to the
-/// class's rules). The scores themselves are checked against transformers
-/// with every other family (`DropTests` and the reference suites).
+/// class's rules). Hy4-VL (`hy_v4_vl-f32`) holds the same language model:
+/// its text config, latent norms and M-RoPE section. The scores themselves
+/// are checked against transformers with every other family (`DropTests`
+/// and the reference suites).
 @Suite struct HYV4Tests {
     typealias Mutant = ConfigValidationTests.Mutant
     static let name = "hy_v4-f32"
+    static let vision = "hy_v4_vl-f32"
 
     static let mutants: [Mutant] = [
         Mutant(name, "rms_norm_eps", "0"),
@@ -35,6 +38,13 @@ import Testing
         // Sizes the tensors contradict.
         Mutant(name, "hc_mult", "2"), Mutant(name, "hc_mult", "4"), Mutant(name, "index_n_heads", "16"),
         Mutant(name, "n_routed_experts", "16"), Mutant(name, "moe_intermediate_size", "32"),
+        // HYV4VLTextConfig.validate_architecture: three runs summing to qk_rope_head_dim / 2 (4 here).
+        Mutant(vision, "text_config.rope_parameters.mrope_section", "[2, 1, 2]", key: "text_config.rope_parameters.mrope_section"),
+        Mutant(vision, "text_config.rope_parameters.mrope_section", "[3, 1]", key: "text_config.rope_parameters.mrope_section"),
+        Mutant(vision, "text_config.rope_parameters.mrope_section", "null", key: "text_config.rope_parameters.mrope_section"),
+        Mutant(vision, "text_config.hc_mult", "0", key: "text_config.hc_mult"),
+        Mutant(vision, "text_config.index_n_heads", "16", key: "index_n_heads"),
+        Mutant(vision, "image_token_id", "1.5", key: "image_token_id"),
     ]
 
     @Test(arguments: mutants)
@@ -80,6 +90,34 @@ import Testing
 
     /// The stream that enters every layer is the embedding in each stream; a
     /// dropped attention or MLP leaves the streams as they were.
+    /// Hy4-VL: the text config read as HYV4VLTextConfig whatever its
+    /// model_type says, the latent norms at its `rms_norm_eps` (1e-4 here;
+    /// HY-V4's at 1e-6), an absent section [12, 10, 10] (which these 4
+    /// rotated frequencies refuse), the head untied unless the top level ties it.
+    @Test func visionWrapperReadsItsLanguageModel() throws {
+        let model = try EditedFixture(Self.vision).load()
+        #expect(model.layerNaming.prefix == "model.language_model.layers.")
+        func latentNormEps(_ model: any LanguageModel) throws -> Float? {
+            guard case .latent(let latent)? = try model.block(1).attention?.attention.projection,
+                  case .rms(_, let eps) = latent.keyValueNorm else { return nil }
+            return eps
+        }
+        #expect(try latentNormEps(model) == Float(1e-4))
+        #expect(try latentNormEps(EditedFixture(Self.name).load()) == Float(1e-6))
+        let base = try EditedFixture(Self.vision).attentionScores()
+        #expect(try EditedFixture(Self.vision) { EditedModel.set("hy_v4", at: "text_config.model_type", in: &$0) }.attentionScores() == base)
+        #expect(try EditedFixture(Self.vision) { EditedModel.set([1, 2, 1], at: "text_config.rope_parameters.mrope_section", in: &$0) }
+            .attentionScores() == base)
+        try EditedFixture(Self.vision) { config in
+            var rope = (config["text_config"] as! [String: Any])["rope_parameters"] as! [String: Any]
+            rope["mrope_section"] = nil
+            EditedModel.set(rope, at: "text_config.rope_parameters", in: &config)
+        }.expectRefused(naming: "[12, 10, 10]")
+        let headless = try EditedFixture(Self.vision) { $0["tie_word_embeddings"] = nil }
+        try BadInputTests().rewriteWeights(headless.model) { $0.removeAll { $0.name == "lm_head.weight" } }
+        #expect(throws: DroptraceError.self) { try headless.load().head() }
+    }
+
     @Test func droppedBranchLeavesTheStreams() throws {
         let model = try EditedFixture(Self.name).load()
         let batch = TokenBatch(sequences: [Array(FixtureFiles.jsonlSequences()[0].prefix(9))])

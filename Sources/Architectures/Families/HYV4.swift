@@ -128,6 +128,15 @@ struct HYV4Configuration: Decodable {
 /// dropped branch leaves the streams as they were. The released names
 /// (`hc_attn_layer.hc_fn`, `learnable_sink_param`, `linear_gate`, …) are read
 /// as transformers renames them on load (`TensorRenamings`).
+///
+/// Hy4-VL (`hy_v4_vl`, HYV4VLForConditionalGeneration) holds the same model
+/// as its language model (`text_config`, HYV4VLTextConfig whatever its
+/// model_type says, with that class's defaults; weights under
+/// `model.language_model.`, as released under `model.`; the head untied
+/// unless the top-level `tie_word_embeddings` says so), its latent norms at
+/// `rms_norm_eps` (HY-V4's at 1e-6), rotated by interleaved M-RoPE (the
+/// plain rotation on text) whose `mrope_section` its config class requires
+/// to be three integers summing to qk_rope_head_dim / 2 ([12, 10, 10] when absent).
 struct HYV4Model: DecoderFamily {
     static func readsLayerTypes(_ modelType: String) -> Bool { true }
     let parts: DecoderParts
@@ -135,28 +144,51 @@ struct HYV4Model: DecoderFamily {
     let mlpTypes: [String]
     let rotary: RotaryEmbedding
     let scale: Float
+    /// The epsilon of q_a_layernorm and kv_a_layernorm.
+    let latentNormEps: Double
 
     init(_ checkpoint: Checkpoint) throws {
-        let config = try checkpoint.decodeConfig(HYV4Configuration.self)
-        let layers = try checkpoint.decodeConfig(DecoderDimensions.self).numHiddenLayers
+        let vision = checkpoint.modelType == "hy_v4_vl"
+        let placement = vision ? try Self.visionPlacement(checkpoint) : .topLevel
+        let config = try checkpoint.decodeConfig(HYV4Configuration.self, section: placement.section)
+        let layers = try checkpoint.decodeConfig(DecoderDimensions.self, section: placement.section).numHiddenLayers
         let types = MLPLayerTypes.resolved(config.mlpLayerTypes, layers: layers, firstDense: 1)
         self.config = config
         mlpTypes = types
+        latentNormEps = vision ? config.rmsNormEps : 1e-6
         let isSparse: @Sendable (Int) -> Bool = { $0 < types.count && types[$0] == "sparse" }
-        parts = try DecoderParts(checkpoint, naming: Self.naming, experts: config.experts.naming(isSparse: isSparse))
+        parts = try DecoderParts(checkpoint, placement: placement, naming: Self.naming, experts: config.experts.naming(isSparse: isSparse))
         let d = parts.dimensions, configPath = parts.configPath, latent = config.latent
-        try ConfigRules.checks(path: configPath) { try config.check(d) }
+        try parts.checks { try config.check(d) }
         try latent.confirmShapes(parts)
         try config.experts.confirm(parts, isSparse: isSparse)
         try Glm4MoeLiteConfiguration.confirmIndexerShapes(
             parts, sharesIndexer: config.sharesIndexer, heads: config.indexNHeads, dim: config.indexHeadDim, queryRank: latent.qLoraRank!)
         let rope = try parts.ropeSettings()
+        if vision {
+            // HYV4VLTextConfig.validate_architecture: three runs summing to qk_rope_head_dim / 2.
+            let key = try parts.ropeSettings(defaults: [:]).key, written = parts.sectionDocument?.member(key)?.member("mrope_section")
+            let rule = MropeSection.interleavedRuns(className: "HYV4VLTextConfig", frequencies: latent.qkRopeHeadDim / 2)
+            try ConfigRules.checks(path: configPath, section: placement.section) {
+                try rule.check(written, defaultSection: [12, 10, 10], key: key + ".mrope_section")
+            }
+        }
         let kept = parts.firstKeptAttention != nil
         // No table when the config drops every attention layer: no tensor confirmed its width.
         rotary = try rope.embedding(
             headDim: kept ? latent.qkRopeHeadDim : 0, partialRotary: .ignored, configPath: configPath)
         scale = try latent.scale(rope, configPath: configPath)
         try confirmHyperConnectionShapes()
+    }
+
+    /// Hy4-VL's language model: its text config with HYV4VLTextConfig's
+    /// defaults of the keys HYV4Config defaults otherwise.
+    static func visionPlacement(_ checkpoint: Checkpoint) throws -> TextModelPlacement {
+        var placement = try TextModelPlacement.ownTextConfig(
+            checkpoint, defaults: ["q_lora_rank": 2048, "moe_intermediate_size": 2048, "index_n_heads": 32],
+            prefixes: ["model.language_model.", "model."], textTiesToo: false)
+        placement.section.overrides["model_type"] = .string("hy_v4_vl_text")
+        return placement
     }
 
     static func naming(_ prefix: String) -> LayerNaming {
@@ -195,7 +227,8 @@ struct HYV4Model: DecoderFamily {
                 heads: config.indexNHeads, dim: config.indexHeadDim, topK: config.indexTopk, rotary: rotary, interleaved: true,
                 ropeAtEnd: true, keyNormEps: config.rmsNormEps)
             return try config.latent.attention(
-                parts, layer: index, rotary: rotary, scale: scale, indexer: indexer, channelGate: "gate_proj", sinks: "sinks"
+                parts, layer: index, rotary: rotary, scale: scale, indexer: indexer, channelGate: "gate_proj", sinks: "sinks",
+                latentNormEps: latentNormEps
             ).sharingKeySelection(mine)
         }
         let block = try parts.preNormBlock(
