@@ -24,7 +24,8 @@ import TensorEngine
 ///   On text the reordering and the pairing undo each other: the plain rotation.
 /// - `.interleavedRuns(className:frequencies:)`: interleaved columns as
 ///   Qwen3-VL's, in a config class whose validation requires exactly three
-///   integers summing to half the head (Cosmos3EdgeTextConfig's).
+///   integers summing to a given count (Cosmos3EdgeTextConfig's: head_dim / 2;
+///   HYV4VLTextConfig's: qk_rope_head_dim / 2).
 enum MropeSection {
     case split(frequencies: Int)
     case interleaved(className: String)
@@ -69,8 +70,8 @@ enum MropeSection {
             guard let integers, integers.count == 3, items?.count == 3, integers.reduce(0, +) == frequencies else {
                 throw InvalidConfigValue(
                     key: key,
-                    problem: "\(stated) but \(className)'s config requires three integers (time, height, width) "
-                        + "summing to half the head, \(frequencies)")
+                    problem: "\(stated) but transformers (\(className)) requires three integers (time, height, width) "
+                        + "summing to \(frequencies)")
             }
         case .interleaved(let className):
             // Only items 1 and 2 are read, as Python ints (true counts as 1, a huge one is clipped).
