@@ -108,6 +108,7 @@ struct OptModel: RegisteredModel {
     let config: OptConfiguration
     let weights: Weights
     let configuredDrops: DropPlan
+    let layer: FairseqDecoderLayer
 
     /// OPTLearnedPositionalEmbedding's offset: position p reads row p + 2.
     static let positionOffset = 2
@@ -136,6 +137,10 @@ struct OptModel: RegisteredModel {
             try weights.confirmShape("project_out.weight", [e, d], keys: "word_embed_proj_dim, hidden_size", configPath: configPath)
         }
         try weights.confirmStoredOutputShapes(hidden: e, vocabulary: c.vocabSize, finalNorm: "final_layer_norm", normWidth: d)
+        layer = FairseqDecoderLayer(
+            weights: weights, hiddenSize: d, heads: c.numAttentionHeads, ffnDim: c.ffnDim, bias: c.enableBias,
+            activation: try Activation(huggingFaceName: c.activationFunction, key: "activation_function", configPath: configPath),
+            preLN: c.doLayerNormBefore, affineNorms: c.layerNormElementwiseAffine)
     }
 
     var modelType: String { "opt" }
@@ -161,33 +166,20 @@ struct OptModel: RegisteredModel {
 
     static func naming(_ prefix: String) -> LayerNaming { FairseqDecoderLayer.naming(prefix, layerCountKey: "num_hidden_layers") }
 
-    /// nn.LayerNorm(hidden_size) at its default epsilon 1e-5; without
-    /// parameters when `layer_norm_elementwise_affine` is false.
-    func layerNorm(_ name: String) throws -> Normalization {
-        config.layerNormElementwiseAffine
-            ? try weights.layerNorm(name, size: config.hiddenSize, eps: 1e-5)
-            : .parameterFreeLayer(size: config.hiddenSize, eps: 1e-5)
-    }
-
     /// The decoder's `final_layer_norm` (pre-LN only), `project_out` where the
     /// embedding is narrower, and `lm_head` [vocab, word_embed_proj_dim] (the
     /// embedding when tied and not stored).
     func head() throws -> OutputHead {
         let c = config
         return OutputHead(
-            norm: c.hasFinalNorm ? try layerNorm("final_layer_norm") : nil,
+            norm: c.hasFinalNorm ? try layer.layerNorm("final_layer_norm") : nil,
             projectOut: c.projectsEmbedding ? try weights.linear("project_out", in: c.hiddenSize, out: c.wordEmbedProjDim, bias: false) : nil,
             projection: try weights.head(
                 tiedTo: "embed_tokens", tied: c.tieWordEmbeddings, hidden: c.wordEmbedProjDim, vocabulary: c.vocabSize))
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let c = config
-        let layer = FairseqDecoderLayer(
-            weights: weights, hiddenSize: c.hiddenSize, heads: c.numAttentionHeads, ffnDim: c.ffnDim, bias: c.enableBias,
-            activation: try Activation(huggingFaceName: c.activationFunction, key: "activation_function", configPath: checkpoint.configURL.path),
-            preLN: c.doLayerNormBefore, layerNorm: layerNorm)
-        return try layer.block(index, drops: plan.union(configuredDrops))
+        try layer.block(index, drops: plan.union(configuredDrops))
     }
 }
 
@@ -206,8 +198,14 @@ struct FairseqDecoderLayer {
     let bias: Bool
     let activation: Activation
     let preLN: Bool
-    /// The family's LayerNorm of `hidden_size` by tensor name (without `.weight`).
-    let layerNorm: (String) throws -> Normalization
+    /// LayerNorms with a weight and a bias; false: neither (OPT's `layer_norm_elementwise_affine`).
+    let affineNorms: Bool
+
+    /// nn.LayerNorm(hidden_size) named `name` (without `.weight`) at its
+    /// default epsilon 1e-5; without parameters unless `affineNorms`.
+    func layerNorm(_ name: String) throws -> Normalization {
+        affineNorms ? try weights.layerNorm(name, size: hiddenSize, eps: 1e-5) : .parameterFreeLayer(size: hiddenSize, eps: 1e-5)
+    }
 
     /// Each branch owns the LayerNorm of its sublayer, before it (pre-LN) or after the add (post-LN).
     static func naming(_ prefix: String, layerCountKey: String) -> LayerNaming {

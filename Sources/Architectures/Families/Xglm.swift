@@ -101,6 +101,7 @@ struct XglmModel: RegisteredModel {
     let config: XglmConfiguration
     let weights: Weights
     let configuredDrops: DropPlan
+    let layer: FairseqDecoderLayer
 
     /// XGLMSinusoidalPositionalEmbedding's offset: position p reads row p + 2.
     static let positionOffset = 2
@@ -120,6 +121,10 @@ struct XglmModel: RegisteredModel {
         try weights.confirmLayers(Self.naming(weights.prefix), count: c.numLayers, drops: configuredDrops, configPath: configPath)
         try weights.confirmShape("embed_tokens.weight", [c.vocabSize, c.dModel], keys: "vocab_size, d_model", configPath: configPath)
         try weights.confirmStoredOutputShapes(hidden: c.dModel, vocabulary: c.vocabSize, finalNorm: "layer_norm")
+        layer = FairseqDecoderLayer(
+            weights: weights, hiddenSize: c.dModel, heads: c.attentionHeads, ffnDim: c.ffnDim, bias: true,
+            activation: try Activation(huggingFaceName: c.activationFunction, key: "activation_function", configPath: configPath),
+            preLN: true, affineNorms: true)
     }
 
     var modelType: String { "xglm" }
@@ -165,24 +170,14 @@ struct XglmModel: RegisteredModel {
 
     static func naming(_ prefix: String) -> LayerNaming { FairseqDecoderLayer.naming(prefix, layerCountKey: "num_layers") }
 
-    /// nn.LayerNorm(d_model) at its default epsilon 1e-5.
-    func layerNorm(_ name: String) throws -> Normalization {
-        try weights.layerNorm(name, size: config.dModel, eps: 1e-5)
-    }
-
     /// The model's `layer_norm`, and `lm_head` [vocab, d_model] (the embedding when tied and not stored).
     func head() throws -> OutputHead {
         OutputHead(
-            norm: try layerNorm("layer_norm"),
+            norm: try layer.layerNorm("layer_norm"),
             projection: try weights.head(tiedTo: "embed_tokens", tied: config.tieWordEmbeddings, hidden: config.dModel, vocabulary: config.vocabSize))
     }
 
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
-        let c = config
-        let layer = FairseqDecoderLayer(
-            weights: weights, hiddenSize: c.dModel, heads: c.attentionHeads, ffnDim: c.ffnDim, bias: true,
-            activation: try Activation(huggingFaceName: c.activationFunction, key: "activation_function", configPath: checkpoint.configURL.path),
-            preLN: true, layerNorm: layerNorm)
-        return try layer.block(index, drops: plan.union(configuredDrops))
+        try layer.block(index, drops: plan.union(configuredDrops))
     }
 }
