@@ -276,11 +276,19 @@ extension MambaMixer {
     /// their rows and columns named by `keys`.
     static func confirmShapes(_ prefix: String, weights: Weights, hidden d: Int, sizes s: MambaSizes, keys: MambaSizes.Keys, configPath: String) throws {
         try weights.confirmShapes(
-            [
-                ("in_proj.weight", [s.projectionWidth, d], "2 × \(keys.inner), hidden_size"),
-                ("conv1d.weight", [s.innerWidth, 1, s.convolutionKernel], "\(keys.inner), \(keys.convolutionKernel)"),
+            projectionShapes(hidden: d, sizes: s, keys: keys) + [
                 ("x_proj.weight", [s.selectionWidth, s.innerWidth], "\(keys.timeStepRank) + 2 × \(keys.stateSize), \(keys.inner)"),
                 ("dt_proj.weight", [s.innerWidth, s.timeStepRank], "\(keys.inner), \(keys.timeStepRank)"),
             ], prefix: prefix, configPath: configPath)
+    }
+
+    /// The shapes of in_proj [2 × inner, hidden] and conv1d [inner, 1,
+    /// kernel], which every Mamba-1 mixer stores alike (Zamba's per-head
+    /// x_proj and dt_proj are its own), their rows and columns named by `keys`.
+    static func projectionShapes(hidden d: Int, sizes s: MambaSizes, keys: MambaSizes.Keys) -> [(name: String, shape: [Int], keys: String)] {
+        [
+            ("in_proj.weight", [s.projectionWidth, d], "2 × \(keys.inner), hidden_size"),
+            ("conv1d.weight", [s.innerWidth, 1, s.convolutionKernel], "\(keys.inner), \(keys.convolutionKernel)"),
+        ]
     }
 }

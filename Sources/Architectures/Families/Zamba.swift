@@ -194,20 +194,18 @@ struct ZambaModel: ZambaHybridFamily {
         let (d, s, path) = (config.hiddenSize, sizes, parts.configPath)
         if let first = stack.firstKeptMixer(parts.configuredDrops) {
             let keys = ZambaConfiguration.mambaKeys
-            try parts.weights.confirmShapes([
-                (first + "in_proj.weight", [s.projectionWidth, d], "2 × \(keys.inner), hidden_size"),
-                (first + "conv1d.weight", [s.innerWidth, 1, s.convolutionKernel], "\(keys.inner), \(keys.convolutionKernel)"),
-                (first + "x_proj_weight", [s.heads, s.headSelectionWidth, s.headWidth],
-                 "n_mamba_heads, \(keys.timeStepRank) + 2 × \(keys.stateSize), \(keys.inner) / n_mamba_heads"),
-                (first + "dt_proj_weight", [s.heads, s.headWidth, s.timeStepRank],
-                 "n_mamba_heads, \(keys.inner) / n_mamba_heads, \(keys.timeStepRank)"),
-            ], configPath: path)
+            try parts.weights.confirmShapes(
+                MambaMixer.projectionShapes(hidden: d, sizes: s, keys: keys) + [
+                    ("x_proj_weight", [s.heads, s.headSelectionWidth, s.headWidth],
+                     "n_mamba_heads, \(keys.timeStepRank) + 2 × \(keys.stateSize), \(keys.inner) / n_mamba_heads"),
+                    ("dt_proj_weight", [s.heads, s.headWidth, s.timeStepRank], "n_mamba_heads, \(keys.inner) / n_mamba_heads, \(keys.timeStepRank)"),
+                ], prefix: first, configPath: path)
         }
         // Each kept hybrid layer's block as it reads it (with untied embeddings, each its own stored copy).
         let dims = parts.dimensions
         for (position, layer) in stack.hybridLayers.enumerated() where !parts.configuredDrops.dropsAttention(layer) {
             func p(_ module: String) -> String {
-                stack.sharedModule(module, layer: layer, position: position, memoryBlocks: 1, parts: parts) + ".weight"
+                stack.sharedModule(module, layer: layer, position: position, parts: parts) + ".weight"
             }
             try parts.weights.confirmShapes([
                 (p("self_attn.q_proj"), [dims.numAttentionHeads * dims.resolvedHeadDim, 2 * d], "num_attention_heads × head_dim, 2 × hidden_size"),
@@ -242,7 +240,7 @@ struct ZambaModel: ZambaHybridFamily {
     /// hybrid layer's: the block's attention over norm([x | x₀]), its MLP, then the layer's `linear`.
     func sharedBlock(_ index: Int, position: Int) throws -> AttentionBranch {
         let weights = parts.weights, layout = parts.attentionLayout, d = hiddenSize, eps = config.rmsNormEps
-        func module(_ name: String) -> String { stack.sharedModule(name, layer: index, position: position, memoryBlocks: 1, parts: parts) }
+        func module(_ name: String) -> String { stack.sharedModule(name, layer: index, position: position, parts: parts) }
         let attention = SelfAttention(
             qkv: try weights.stackedLinear(
                 ["q_proj", "k_proj", "v_proj"].map { module("self_attn.\($0)") }, in: 2 * d,

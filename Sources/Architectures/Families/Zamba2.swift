@@ -252,7 +252,7 @@ struct Zamba2Model: ZambaHybridFamily {
 
     init(_ checkpoint: Checkpoint) throws {
         let types = try checkpoint.decodeConfig(Zamba2LayerTypes.self)
-        let stack = ZambaHybridStack(
+        var stack = ZambaHybridStack(
             hybrid: types.hybrid, key: types.key, written: types.written, block: "shared_transformer", family: "Zamba2")
         let sizes = try checkpoint.decodeConfig(Zamba2Sizes.self)
         let d = sizes.hiddenSize
@@ -278,6 +278,7 @@ struct Zamba2Model: ZambaHybridFamily {
             checkpoint, section: section, naming: stack.naming, finalNorm: "final_layernorm")
         config = try parts.config(Zamba2Configuration.self)
         let parts = self.parts
+        stack.memoryBlocks = config.memoryBlocks
         self.stack = stack
         let hybridLayers = stack.hybridLayers
         let dims = parts.dimensions, config = config
@@ -311,7 +312,7 @@ struct Zamba2Model: ZambaHybridFamily {
         // Each kept hybrid layer's block as it reads it (with untied embeddings, each its own stored copy).
         for (position, layer) in hybridLayers.enumerated() where !drops.dropsAttention(layer) {
             func p(_ module: String) -> String {
-                stack.sharedModule(module, layer: layer, position: position, memoryBlocks: config.memoryBlocks, parts: parts) + ".weight"
+                stack.sharedModule(module, layer: layer, position: position, parts: parts) + ".weight"
             }
             try parts.weights.confirmShape(
                 p("self_attn.q_proj"), [dims.numAttentionHeads * dims.resolvedHeadDim, 2 * d],
@@ -354,7 +355,7 @@ struct Zamba2Model: ZambaHybridFamily {
     func sharedBlock(_ index: Int, position: Int) throws -> AttentionBranch {
         let weights = parts.weights, dims = parts.dimensions, d = hiddenSize, eps = config.rmsNormEps, bias = config.addBiasLinear
         func module(_ name: String) -> String {
-            stack.sharedModule(name, layer: index, position: position, memoryBlocks: config.memoryBlocks, parts: parts)
+            stack.sharedModule(name, layer: index, position: position, parts: parts)
         }
         let headDim = dims.resolvedHeadDim, width = 2 * d
         let layout = QKVLayout(numHeads: dims.numAttentionHeads, numKVHeads: dims.kvHeads, headDim: headDim)

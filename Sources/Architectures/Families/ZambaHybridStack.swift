@@ -66,6 +66,9 @@ struct ZambaHybridStack {
     let family: String
     /// The hybrid layers, in order.
     let hybridLayers: [Int]
+    /// The shared blocks the hybrid layers use in turn (Zamba2's
+    /// `num_mem_blocks`, read after the stack is built; Zamba's one).
+    var memoryBlocks = 1
 
     init(hybrid: [Bool], key: String, written: Bool, block: String, family: String) {
         self.hybrid = hybrid
@@ -131,7 +134,7 @@ struct ZambaHybridStack {
     /// values, nor any with untied embeddings (`tie_word_embeddings` false:
     /// every layer then reads its own copy); so its own copy where stored,
     /// else the first stored among the layers of its block.
-    func sharedModule(_ module: String, layer index: Int, position: Int, memoryBlocks: Int, parts: DecoderParts) -> String {
+    func sharedModule(_ module: String, layer index: Int, position: Int, parts: DecoderParts) -> String {
         let own = "layers.\(index).\(block).\(module)"
         guard parts.tiedEmbeddings, !parts.weights.has(own + ".weight") else { return own }
         let names = stride(from: position % memoryBlocks, to: hybridLayers.count, by: memoryBlocks)
