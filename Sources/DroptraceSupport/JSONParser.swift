@@ -293,9 +293,15 @@ public struct JSONParser {
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
         if isInteger, let integer = Int(text), !(serde && integer == 0 && bytes[start] == UInt8(ascii: "-")) { return integer }
+        if serde {
+            // serde_json refuses a literal beyond float64 (`1e400`, 400 digits) where Python reads ±inf.
+            guard let real = SerdeFloat.value(of: UnsafeBufferPointer(rebasing: bytes[start..<position])) else {
+                position = start
+                throw failure("number out of range")
+            }
+            return real
+        }
         guard let real = Double(text) else { throw failure("invalid number") }
-        // serde_json refuses a literal beyond float64 (`1e400`, 400 digits) where Python reads ±inf.
-        if serde, !real.isFinite { position = start; throw failure("number out of range") }
         if !isInteger, !real.isFinite {
             if reader == .pyarrow { throw failure("number too big to be stored in a double") }
             if reader == .ujson { return JSONNull() }

@@ -5,7 +5,7 @@
 /// file sees each distinct word thousands of times, so the cache pays off
 /// within a call. A struct passed `inout`, so that the hot loop pays no
 /// run-time exclusivity checks as class properties would.
-struct BPEWorkspace {
+struct EncodingWorkspace {
     /// Keyed by raw bytes, for byte-mapped pieces.
     var byteWordCache = WordCache()
     /// Keyed by the UTF-8 of the word's text, for everything else.
@@ -14,6 +14,7 @@ struct BPEWorkspace {
     var next: [Int32] = []
     var previous: [Int32] = []
     var queue = MergeQueue()
+    var lattice = UnigramLattice()
 }
 
 /// A binary min-heap of merge candidates packed as rank << 32 | position,
@@ -57,7 +58,7 @@ struct MergeQueue {
 
 extension BPEModel {
     /// Appends the ids of one pre-tokenized piece to `output`.
-    func encode(_ piece: TextPiece, workspace: inout BPEWorkspace, into output: inout [Int]) {
+    func encode(_ piece: TextPiece, workspace: inout EncodingWorkspace, into output: inout [Int]) {
         guard piece.isByteMapped, let byteSymbolIds else {
             return encodeText(piece.logicalText().bytes, workspace: &workspace, into: &output)
         }
@@ -85,7 +86,7 @@ extension BPEModel {
     }
 
     /// The general path: one symbol per character, as `BPE::merge_word`.
-    private func encodeText(_ text: ArraySlice<UInt8>, workspace: inout BPEWorkspace, into output: inout [Int]) {
+    private func encodeText(_ text: ArraySlice<UInt8>, workspace: inout EncodingWorkspace, into output: inout [Int]) {
         text.withUnsafeBufferPointer { word in
             let hash = WordCache.hash(word)
             if workspace.textWordCache.appendIds(of: word, hash: hash, to: &output) { return }
@@ -133,8 +134,7 @@ extension BPEModel {
     private func byteFallbackIds(for symbol: [UInt8]) -> [Int32]? {
         var ids: [Int32] = []
         for byte in symbol {
-            let name = "<0x" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true) + ">"
-            guard let id = tokenIds[TokenBytes(name)] else { return nil }
+            guard let id = tokenIds[TokenBytes(ByteFallback.tokenName(Int(byte)))] else { return nil }
             ids.append(id)
         }
         return ids
@@ -142,7 +142,7 @@ extension BPEModel {
 
     /// Applies merges lowest rank first, leftmost first among equals, until
     /// none applies; `workspace.symbols` holds the result.
-    private func mergeSymbols(_ workspace: inout BPEWorkspace) {
+    private func mergeSymbols(_ workspace: inout EncodingWorkspace) {
         let count = workspace.symbols.count
         guard count > 1 else { return }
         let none = Int32(count)

@@ -19,12 +19,10 @@ struct BPEModel: Sendable {
     /// its lines.
     let mergesAcrossLineEnds: Bool
 
-    /// `placeholderForMissingUnknown` when `unk_token` names a token the
+    /// `SubwordModel.missingUnknown` when `unk_token` names a token the
     /// vocabulary lacks: the library loads such a file and fails only on
-    /// text that needs the token (`missingUnknownToken`).
+    /// text that needs the token (`missingUnknownToken`); no merge involves it.
     let unknownTokenId: Int32?
-    /// No merge involves it and no id equals it (ids are below 2^31).
-    static let placeholderForMissingUnknown = Int32.min
     /// An `unk_token` that is not in the vocabulary.
     let missingUnknownToken: String?
     let fuseUnknown: Bool
@@ -98,7 +96,7 @@ struct BPEModel: Sendable {
         self.merges = table
         self.mergesAcrossLineEnds = mergesAcrossLineEnds
 
-        unknownTokenId = unknownToken.map { tokenIds[TokenBytes($0)] ?? Self.placeholderForMissingUnknown }
+        unknownTokenId = unknownToken.map { tokenIds[TokenBytes($0)] ?? SubwordModel.missingUnknown }
         missingUnknownToken = unknownToken.flatMap { tokenIds[TokenBytes($0)] == nil ? $0 : nil }
         self.fuseUnknown = fuseUnknown
         self.byteFallback = byteFallback

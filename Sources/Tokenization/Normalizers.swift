@@ -340,7 +340,7 @@ struct ReplaceNormalizer: TextNormalizer {
                     if start == 0 && end == 0 && !replacement.isEmpty && emptyMatchAtStartFails {
                         throw DroptraceError(
                             "a Replace normalizer's pattern matches empty text at the start, and a later step "
-                                + "(ByteLevel, NFC, NFD, NFKC, NFKD, Lowercase, StripAccents, or a right Strip) rewrites it "
+                                + "(ByteLevel, NFC, NFD, NFKC, NFKD, Lowercase, StripAccents, Precompiled, or a right Strip) rewrites it "
                                 + "(the tokenizers library fails on that, or inserts the content twice)",
                             path: source)
                     }

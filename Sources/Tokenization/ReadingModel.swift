@@ -2,14 +2,23 @@ import DroptraceSupport
 
 /// Reading the `model` and `added_tokens` sections.
 extension JSONFields {
-    func readModel() throws -> BPEModel {
+    func readModel() throws -> SubwordModel {
         // The library's model reader takes the last of any other field given twice, but not of `type`.
         try refuseRepeated("type")
         if values["type"] is JSONNull { throw DroptraceError("\(fieldName("type")) is null", path: file) }
-        let type = try string("type") ?? (try isGiven("merges") ? "BPE" : "unknown")
-        guard type == "BPE" else {
-            throw failure("model type \(quoted(type)) is not supported; droptrace reads BPE tokenizers only")
+        // Without a type the library tries each model's fields in turn: merges
+        // make BPE, a list of [piece, score] pairs Unigram.
+        let type = try string("type")
+            ?? (try isGiven("merges") ? "BPE" : values["vocab"] is [Any] ? "Unigram" : "unknown")
+        switch type {
+        case "BPE": return .bpe(try readBPE())
+        case "Unigram": return .unigram(try readUnigram())
+        default:
+            throw failure("model type \(quoted(type)) is not supported; droptrace reads BPE and Unigram tokenizers")
         }
+    }
+
+    private func readBPE() throws -> BPEModel {
         guard let vocabularyFields = try object("vocab") else { throw failure("has no \"vocab\"") }
         var vocabulary: [(text: String, id: Int)] = []
         vocabulary.reserveCapacity(vocabularyFields.values.members.count)
@@ -35,6 +44,36 @@ extension JSONFields {
         } catch {
             throw DroptraceError(error.message, path: file)
         }
+    }
+
+    /// `vocab` as `[[piece, score], ...]`, `unk_id` (null: none) and
+    /// `byte_fallback`, as the library's Unigram reader takes them (other
+    /// fields are ignored).
+    private func readUnigram() throws -> UnigramModel {
+        guard let items = try array("vocab") else { throw failure("has no \"vocab\"") }
+        var pieces: [(text: String, score: Double)] = []
+        pieces.reserveCapacity(items.count)
+        for (index, item) in items.enumerated() {
+            let pair = item as? [Any]
+            guard let pair, pair.count == 2, let text = pair[0] as? String, let score = Self.number(pair[1]) else {
+                throw failure("vocab[\(index)] should be [piece, score]")
+            }
+            pieces.append((text, score))
+        }
+        let unknownId = try int("unk_id")
+        if let unknownId, unknownId < 0 { throw DroptraceError("\(fieldName("unk_id")) should not be negative", path: file) }
+        let byteFallback = try nonNullBool("byte_fallback", default: false)
+        do {
+            return try UnigramModel(pieces: pieces, unknownId: unknownId, byteFallback: byteFallback)
+        } catch {
+            throw DroptraceError(error.message, path: file)
+        }
+    }
+
+    /// A JSON number as serde reads it into f64.
+    private static func number(_ value: Any) -> Double? {
+        if let integer = JSONFields.integer(value) { return Double(integer) }
+        return type(of: value) == Double.self ? value as? Double : nil
     }
 
     /// BPE dropout skips merges at random while encoding (all of them at
@@ -82,7 +121,7 @@ extension [JSONFields] {
     /// existing id when the content is already a token, otherwise the next
     /// id after the vocabulary, in file order. For any file the library
     /// wrote, these equal the ids in the file.
-    func readAddedTokens(model: BPEModel) throws -> [AddedToken] {
+    func readAddedTokens(model: SubwordModel) throws -> [AddedToken] {
         var idByContent: [TokenBytes: Int] = [:]
         var tokenById: [Int: AddedToken] = [:]
         var nextId = model.vocabularyEntryCount
@@ -103,7 +142,7 @@ extension [JSONFields] {
             let key = TokenBytes(content)
             if let existing = idByContent[key] {
                 token.id = existing
-            } else if let inVocabulary = model.tokenIds[key] {
+            } else if let inVocabulary = model.tokenId(key) {
                 token.id = Int(inVocabulary)
             } else {
                 token.id = nextId

@@ -51,8 +51,13 @@ extension JSONFields {
             return StripAccentsNormalizer()
         case "ByteLevel":
             return ByteLevelNormalizer()
+        case "Precompiled":
+            return try PrecompiledNormalizer(
+                base64: try requiredString("precompiled_charsmap"), location: location, source: file)
         default:
-            throw unsupported("normalizer", type, known: "NFC, NFD, NFKC, NFKD, Lowercase, Strip, StripAccents, Replace, Prepend, ByteLevel and Sequence")
+            throw unsupported(
+                "normalizer", type,
+                known: "NFC, NFD, NFKC, NFKD, Lowercase, Strip, StripAccents, Replace, Prepend, ByteLevel, Precompiled and Sequence")
         }
     }
 
@@ -251,12 +256,12 @@ extension JSONFields {
     /// Whether this normalizer or pre-tokenizer step (or a step of this
     /// Sequence) rewrites each character through the library's alignments
     /// (`NormalizedString::transform`): the ByteLevel, NFC, NFD, NFKC, NFKD,
-    /// Lowercase and StripAccents normalizers and the ByteLevel
+    /// Lowercase, StripAccents and Precompiled normalizers and the ByteLevel
     /// pre-tokenizer, and a right Strip (as far as a Replace's content
     /// inserted at the start is concerned). A left Strip, Prepend, Replace,
     /// Metaspace, Split and Digits do not.
     func rewritesCharacters() -> Bool {
-        let rewriting: Set = ["ByteLevel", "NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents"]
+        let rewriting: Set = ["ByteLevel", "NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "Precompiled"]
         if let type = values["type"] as? String, rewriting.contains(type) { return true }
         // A right Strip that removes trailing text makes the library insert the start's content twice
         // ("ZZHello") or panic (content of two characters): its alignments go wrong the same way.

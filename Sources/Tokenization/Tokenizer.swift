@@ -3,21 +3,23 @@ import Foundation
 
 /// A Hugging Face `tokenizer.json` for BPE models, byte-level (GPT-2,
 /// GPT-NeoX/Pythia, Llama-3, Qwen2, SmolLM) or SentencePiece-style (Llama-2,
-/// Mistral, TinyLlama: "▁" for spaces, byte fallback), producing the ids the
-/// Python `tokenizers` package produces for `tokenizer.encode(text).ids`.
+/// Mistral, TinyLlama: "▁" for spaces, byte fallback), and for Unigram
+/// models converted from SentencePiece (XGLM: a `Precompiled` normalizer,
+/// scored pieces), producing the ids the Python `tokenizers` package
+/// produces for `tokenizer.encode(text).ids`.
 /// A GGUF file's vocabulary gives the same pipeline
 /// (TokenizerFromVocabulary.swift).
 ///
 /// The pipeline is the library's: added tokens are cut out of the raw text,
 /// the rest is normalised, added tokens marked `normalized` are cut out of
-/// that, pre-tokenizers split it into words, BPE encodes each word, and the
+/// that, pre-tokenizers split it into words, the model encodes each word, and the
 /// post-processor adds special tokens. `truncation` and `padding` settings
 /// in the file are ignored (calibration needs the whole text); BPE
 /// `dropout` other than 0 is refused (encoding stays deterministic).
 public final class Tokenizer: Sendable {
     let normalizer: TextNormalizer?
     let preTokenizer: PreTokenizer?
-    let model: BPEModel
+    let model: SubwordModel
     let rawTextAddedTokens: AddedTokenMatcher
     let normalizedTextAddedTokens: AddedTokenMatcher
     let postProcessor: PostProcessor?
@@ -78,7 +80,7 @@ public final class Tokenizer: Sendable {
 
     /// The pipeline from its parts, however they were described.
     init(
-        model: BPEModel, normalizer: TextNormalizer?, preTokenizer: PreTokenizer?, postProcessor: PostProcessor?,
+        model: SubwordModel, normalizer: TextNormalizer?, preTokenizer: PreTokenizer?, postProcessor: PostProcessor?,
         addedTokens: [AddedToken], decodesByteLevel: Bool, tokenDecoder: TokenDecoder?, source: String
     ) throws {
         self.model = model
@@ -148,7 +150,7 @@ public final class Tokenizer: Sendable {
     func encode(utf8 bytes: [UInt8], addSpecialTokens: Bool = true) throws -> [Int] {
         var ids: [Int] = []
         ids.reserveCapacity(bytes.count / 3 + 8)
-        var workspace = BPEWorkspace()
+        var workspace = EncodingWorkspace()
         try ICURegexSplitPattern.sharingOneBudget(textBytes: bytes.count) {
             try rawTextAddedTokens.split(bytes[...], source: source) { segment in
                 switch segment {
@@ -157,10 +159,8 @@ public final class Tokenizer: Sendable {
                 }
             }
         }
-        if let missing = model.missingUnknownToken, ids.contains(Int(BPEModel.placeholderForMissingUnknown)) {
-            throw DroptraceError(
-                "text holds a character outside the vocabulary, and model.unk_token \(quoted(missing)) is not in it "
-                    + "(the tokenizers library fails on such text too)", path: source)
+        if ids.contains(Int(SubwordModel.missingUnknown)) {
+            throw DroptraceError(model.missingUnknownMessage, path: source)
         }
         return postProcessor?.process(ids, addSpecialTokens: addSpecialTokens) ?? ids
     }
@@ -168,7 +168,7 @@ public final class Tokenizer: Sendable {
     /// Text between raw-text added tokens: normalise, cut out normalised
     /// added tokens, split into words, encode each word.
     private func encodeUnmatched(
-        _ raw: ArraySlice<UInt8>, workspace: inout BPEWorkspace, into ids: inout [Int]
+        _ raw: ArraySlice<UInt8>, workspace: inout EncodingWorkspace, into ids: inout [Int]
     ) throws {
         var text = raw
         // Metaspace's "first" scheme marks the input's start, unless
@@ -218,7 +218,7 @@ public final class Tokenizer: Sendable {
     /// joins a line end with its neighbours lets merges chain back from
     /// the text's end to its start, however far.
     private var lineEndsStopMerges: Bool {
-        guard !model.mergesAcrossLineEnds else { return false }
+        guard !model.joinsAcrossLineEnds else { return false }
         // The model sees line ends as the normalizer leaves them.
         return normalizer.map { (try? $0.normalize("a\na"))?.hasSuffix("a\na") == true } ?? true
     }
@@ -235,7 +235,7 @@ public final class Tokenizer: Sendable {
     public func tokenID(of content: String) -> Int? {
         let added = addedTokenContents.filter { $0.value.unicodeScalars.elementsEqual(content.unicodeScalars) }
         if let id = added.keys.min() { return id }
-        return model.tokenIds[TokenBytes(content)].map(Int.init)
+        return model.tokenId(TokenBytes(content)).map(Int.init)
     }
 
     /// The file the tokenizer was read from (tokenizer.json, or a GGUF file).
@@ -243,18 +243,18 @@ public final class Tokenizer: Sendable {
 
     /// The token text of `id` (an added token's content, else the
     /// vocabulary's), nil for an id neither holds.
-    public func tokenText(_ id: Int) -> String? { addedTokenContents[id] ?? model.tokenTexts[id] }
+    public func tokenText(_ id: Int) -> String? { addedTokenContents[id] ?? model.tokenText(id) }
 
     /// Best-effort text for ids, for reports and debugging: special tokens
     /// are kept, unknown ids show as U+FFFD.
     public func decode(_ ids: [Int]) -> String {
         if let tokenDecoder {
-            let tokens = ids.map { addedTokenContents[$0] ?? model.tokenTexts[$0] ?? "\u{FFFD}" }
+            let tokens = ids.map { addedTokenContents[$0] ?? model.tokenText($0) ?? "\u{FFFD}" }
             return tokenDecoder.decode(tokens).joined()
         }
         var bytes: [UInt8] = []
         for (position, id) in ids.enumerated() {
-            guard let token = addedTokenContents[id] ?? model.tokenTexts[id] else {
+            guard let token = addedTokenContents[id] ?? model.tokenText(id) else {
                 bytes.append(contentsOf: Array("\u{FFFD}".utf8))
                 continue
             }

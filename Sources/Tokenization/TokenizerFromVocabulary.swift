@@ -96,7 +96,7 @@ extension Tokenizer {
         if spec.addSpacePrefix { decoders.append(StripDecoder(content: " ", start: 1, stop: 0)) }
 
         try self.init(
-            model: model, normalizer: SequenceNormalizer(steps: steps, source: reader.source), preTokenizer: nil,
+            model: .bpe(model), normalizer: SequenceNormalizer(steps: steps, source: reader.source), preTokenizer: nil,
             postProcessor: try reader.postProcessor(), addedTokens: reader.addedTokens(types: types),
             decodesByteLevel: false, tokenDecoder: SequenceDecoder(steps: decoders), source: reader.source)
     }
@@ -124,7 +124,7 @@ extension Tokenizer {
         let model = try reader.model(merges: merges, unknownToken: nil, byteFallback: false,
                                      ignoreMerges: flavour.ignoresMerges)
         try self.init(
-            model: model, normalizer: flavour.normalizesToNFC ? UnicodeFormNormalizer(form: .nfc) : nil,
+            model: .bpe(model), normalizer: flavour.normalizesToNFC ? UnicodeFormNormalizer(form: .nfc) : nil,
             preTokenizer: try flavour.read(source: reader.source), postProcessor: try reader.postProcessor(),
             addedTokens: reader.addedTokens(types: types), decodesByteLevel: true, tokenDecoder: nil, source: reader.source)
     }
@@ -182,7 +182,7 @@ private struct VocabularyReader {
     /// fallback would then turn some characters into nothing.
     func byteTokenIds(types: [VocabularySpec.TokenType]) throws -> [Int]? {
         let ids = textIds()
-        let names = (0..<256).map { "<0x" + ($0 < 16 ? "0" : "") + String($0, radix: 16, uppercase: true) + ">" }
+        let names = (0..<256).map(ByteFallback.tokenName)
         let found = names.map { ids[TokenBytes($0)] }
         let hasByteTypes = types.contains(.byte)
         if found.allSatisfy({ $0 == nil }) && !hasByteTypes { return nil }

@@ -9,7 +9,9 @@ import Testing
 /// text of the Python `tokenizers` library.
 enum SentencePieceFixtures {
     static let root = TokenizerFixtures.root.appendingPathComponent("sentencepiece")
-    static let names = ["metaspace-unk", "mistral-v1", "spm-always-split", "spm-first", "spm-legacy"]
+    static let names = [
+        "metaspace-unk", "mistral-v1", "spm-always-split", "spm-first", "spm-legacy", "unigram-byte-fallback", "xglm-unigram",
+    ]
     static let vocabularies = ["gpt2", "llama3", "mistral-v1", "qwen2", "spm-legacy"]
 
     struct Expected {

@@ -199,7 +199,7 @@ struct TokenizerDialectTests {
         let expectations = TokenizerFixtures.caseExpectations.filter { $0.file == "split-empty-pattern.json" }
         #expect(!expectations.isEmpty)
         for expectation in expectations {
-            #expect(try regexSpelling.encode(expectation.text) == expectation.with)
+            try expectation.check(regexSpelling, file: regexSpelling.sourcePath)
         }
     }
 
