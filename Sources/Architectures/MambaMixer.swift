@@ -292,3 +292,60 @@ extension MambaMixer {
         ]
     }
 }
+
+/// The `mamba_*` keys of the configs that put a Mamba-1 mixer beside
+/// attention (JambaConfig, ZambaConfig), with their defaults: `mamba_d_state`
+/// 16, `mamba_d_conv` 4, `mamba_expand` 2, `mamba_dt_rank` "auto"
+/// (⌈hidden_size / 16⌉), `mamba_conv_bias` true, `mamba_proj_bias` false
+/// (a null flag builds no bias).
+struct MambaPrefixedKeys: Decodable {
+    var stateSize: Int
+    var convolutionKernel: Int
+    var expand: Int
+    /// nil: "auto".
+    var writtenTimeStepRank: Int?
+    var convolutionBias: Bool
+    var projectionBias: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case stateSize = "mamba_d_state"
+        case convolutionKernel = "mamba_d_conv"
+        case expand = "mamba_expand"
+        case timeStepRank = "mamba_dt_rank"
+        case convolutionBias = "mamba_conv_bias"
+        case projectionBias = "mamba_proj_bias"
+    }
+
+    static let keys = MambaSizes.Keys(
+        inner: "mamba_expand × hidden_size", stateSize: "mamba_d_state", convolutionKernel: "mamba_d_conv", timeStepRank: "mamba_dt_rank")
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        stateSize = try c.decodeCount(.stateSize, default: 16)
+        convolutionKernel = try c.decodeCount(.convolutionKernel, default: 4)
+        expand = try c.decodeCount(.expand, default: 2)
+        writtenTimeStepRank = try c.decodeNumberOrAuto(.timeStepRank)
+        convolutionBias = try c.decodeBiasFlag(.convolutionBias, default: true)
+        projectionBias = try c.decodeBiasFlag(.projectionBias, default: false)
+        let keys = self
+        try ConfigRules.decodingChecks {
+            try ConfigRules.count(keys.stateSize, "mamba_d_state")
+            try ConfigRules.count(keys.convolutionKernel, "mamba_d_conv")
+            try ConfigRules.count(keys.expand, "mamba_expand")
+            try ConfigRules.countIfPresent(keys.writtenTimeStepRank, "mamba_dt_rank")
+        }
+    }
+
+    /// `mamba_dt_rank`, "auto" resolved for a model of `hidden` columns.
+    func timeStepRank(hidden: Int) -> Int { writtenTimeStepRank ?? (hidden + 15) / 16 }
+
+    /// The mixers' sizes for a model of `hidden` columns: `heads` heads
+    /// (Zamba's `n_mamba_heads`) over `mamba_expand` × hidden_size channels.
+    /// - Throws: `InvalidConfigValue` naming the key whose value does not fit.
+    func sizes(hidden: Int, heads: Int = 1) throws -> MambaSizes {
+        let inner = try ConfigRules.product([(expand, "mamba_expand"), (hidden, "hidden_size")])
+        return try MambaSizes.checked(
+            innerWidth: inner, stateSize: stateSize, convolutionKernel: convolutionKernel, timeStepRank: timeStepRank(hidden: hidden),
+            heads: heads, hidden: hidden, keys: Self.keys)
+    }
+}

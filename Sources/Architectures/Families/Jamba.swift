@@ -15,13 +15,8 @@ struct JambaConfiguration: Decodable {
     var expertLayerOffset: Int
     var attentionLayerPeriod: Int
     var attentionLayerOffset: Int
-    var stateSize: Int
-    var convolutionKernel: Int
-    var expand: Int
-    /// nil: "auto", ⌈hidden_size / 16⌉.
-    var timeStepRank: Int?
-    var convolutionBias: Bool
-    var projectionBias: Bool
+    /// The Mamba mixers' keys.
+    var mamba: MambaPrefixedKeys
 
     enum CodingKeys: String, CodingKey {
         case rmsNormEps = "rms_norm_eps"
@@ -33,12 +28,6 @@ struct JambaConfiguration: Decodable {
         case expertLayerOffset = "expert_layer_offset"
         case attentionLayerPeriod = "attn_layer_period"
         case attentionLayerOffset = "attn_layer_offset"
-        case stateSize = "mamba_d_state"
-        case convolutionKernel = "mamba_d_conv"
-        case expand = "mamba_expand"
-        case timeStepRank = "mamba_dt_rank"
-        case convolutionBias = "mamba_conv_bias"
-        case projectionBias = "mamba_proj_bias"
     }
 
     init(from decoder: Decoder) throws {
@@ -61,12 +50,7 @@ struct JambaConfiguration: Decodable {
         expertLayerOffset = try c.decodeCount(.expertLayerOffset, default: 1)
         attentionLayerPeriod = try c.decodeCount(.attentionLayerPeriod, default: 8)
         attentionLayerOffset = try c.decodeCount(.attentionLayerOffset, default: 4)
-        stateSize = try c.decodeCount(.stateSize, default: 16)
-        convolutionKernel = try c.decodeCount(.convolutionKernel, default: 4)
-        expand = try c.decodeCount(.expand, default: 2)
-        convolutionBias = try c.decodeBiasFlag(.convolutionBias, default: true)
-        projectionBias = try c.decodeBiasFlag(.projectionBias, default: false)
-        timeStepRank = try c.decodeNumberOrAuto(.timeStepRank)
+        mamba = try MambaPrefixedKeys(from: decoder)
         let settings = self
         try ConfigRules.decodingChecks {
             try ConfigRules.positive(settings.rmsNormEps, "rms_norm_eps")
@@ -80,10 +64,6 @@ struct JambaConfiguration: Decodable {
                     throw InvalidConfigValue(key: offsetKey, problem: "must be between 0 and \(periodKey) \(period) − 1, got \(offset)")
                 }
             }
-            try ConfigRules.count(settings.stateSize, "mamba_d_state")
-            try ConfigRules.count(settings.convolutionKernel, "mamba_d_conv")
-            try ConfigRules.count(settings.expand, "mamba_expand")
-            try ConfigRules.countIfPresent(settings.timeStepRank, "mamba_dt_rank")
         }
     }
 
@@ -91,19 +71,6 @@ struct JambaConfiguration: Decodable {
     func isAttention(_ index: Int) -> Bool { index % attentionLayerPeriod == attentionLayerOffset }
     /// Layer `index`'s rule gives it experts: index % expert_layer_period == expert_layer_offset.
     func isExpertLayer(_ index: Int) -> Bool { index % expertLayerPeriod == expertLayerOffset }
-
-    /// The Mamba mixer's sizes for a model of `hidden` columns.
-    /// - Throws: `InvalidConfigValue` naming the key whose value does not fit.
-    func mambaSizes(hidden: Int) throws -> MambaSizes {
-        let inner = try ConfigRules.product([(expand, "mamba_expand"), (hidden, "hidden_size")])
-        return try MambaSizes.checked(
-            innerWidth: inner, stateSize: stateSize, convolutionKernel: convolutionKernel,
-            timeStepRank: timeStepRank ?? (hidden + 15) / 16, hidden: hidden, keys: Self.mambaKeys)
-    }
-
-    /// The keys of Jamba's Mamba sizes, for errors.
-    static let mambaKeys = MambaSizes.Keys(
-        inner: "mamba_expand × hidden_size", stateSize: "mamba_d_state", convolutionKernel: "mamba_d_conv", timeStepRank: "mamba_dt_rank")
 }
 
 /// AI21's Jamba (`jamba`, transformers' models/jamba; Jamba 1.5–1.7):
@@ -138,7 +105,7 @@ struct JambaModel: DecoderFamily {
             finalNorm: "final_layernorm")
         let d = parts.dimensions.hiddenSize
         var sizes: MambaSizes?
-        try ConfigRules.checks(path: parts.configPath) { sizes = try config.mambaSizes(hidden: d) }
+        try ConfigRules.checks(path: parts.configPath) { sizes = try config.mamba.sizes(hidden: d) }
         self.sizes = sizes!
         let routed = sparse.indices.filter { sparse[$0] }
         if !routed.isEmpty {
@@ -166,7 +133,7 @@ struct JambaModel: DecoderFamily {
         let drops = parts.configuredDrops
         if let first = (0..<layers).first(where: { !config.isAttention($0) && !drops.dropsAttention($0) }) {
             try MambaMixer.confirmShapes(
-                "layers.\(first).mamba.", weights: parts.weights, hidden: d, sizes: self.sizes, keys: JambaConfiguration.mambaKeys,
+                "layers.\(first).mamba.", weights: parts.weights, hidden: d, sizes: self.sizes, keys: MambaPrefixedKeys.keys,
                 configPath: parts.configPath)
         }
         if let first = (0..<layers).first(where: { config.isAttention($0) && !drops.dropsAttention($0) }) {
@@ -238,7 +205,7 @@ struct JambaModel: DecoderFamily {
     /// `out_proj`), its norms' epsilon `rms_norm_eps`.
     func mamba(_ prefix: String, activation: Activation) throws -> MambaMixer {
         try MambaMixer.stored(
-            prefix, weights: parts.weights, hidden: hiddenSize, sizes: sizes, projectionBias: config.projectionBias,
-            convolutionBias: config.convolutionBias, activation: activation, norms: .stored(eps: config.rmsNormEps))
+            prefix, weights: parts.weights, hidden: hiddenSize, sizes: sizes, projectionBias: config.mamba.projectionBias,
+            convolutionBias: config.mamba.convolutionBias, activation: activation, norms: .stored(eps: config.rmsNormEps))
     }
 }

@@ -24,13 +24,9 @@ struct ZambaConfiguration: Decodable {
     var hiddenAct: String
     var mambaAct: String
     var mambaHeads: Int
-    var stateSize: Int
-    var convolutionKernel: Int
-    var expand: Int
-    var timeStepRank: Int
-    /// Biases of the convolution (`mamba_conv_bias`) and of in_proj / out_proj (`mamba_proj_bias`).
-    var convolutionBias: Bool
-    var projectionBias: Bool
+    /// The mixers' keys: biases of the convolution (`mamba_conv_bias`) and of
+    /// in_proj / out_proj (`mamba_proj_bias`) among them.
+    var mamba: MambaPrefixedKeys
 
     enum CodingKeys: String, CodingKey {
         case hiddenSize = "hidden_size"
@@ -45,12 +41,6 @@ struct ZambaConfiguration: Decodable {
         case hiddenAct = "hidden_act"
         case mambaAct = "hidden_mamba_act"
         case mambaHeads = "n_mamba_heads"
-        case stateSize = "mamba_d_state"
-        case convolutionKernel = "mamba_d_conv"
-        case expand = "mamba_expand"
-        case timeStepRank = "mamba_dt_rank"
-        case convolutionBias = "mamba_conv_bias"
-        case projectionBias = "mamba_proj_bias"
     }
 
     init(from decoder: Decoder) throws {
@@ -62,23 +52,15 @@ struct ZambaConfiguration: Decodable {
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "gelu"
         mambaAct = try c.decodeIfPresent(String.self, forKey: .mambaAct) ?? "silu"
         mambaHeads = try c.decodeCount(.mambaHeads, default: 2)
-        stateSize = try c.decodeCount(.stateSize, default: 16)
-        convolutionKernel = try c.decodeCount(.convolutionKernel, default: 4)
-        expand = try c.decodeCount(.expand, default: 2)
-        let rank = try c.decodeNumberOrAuto(.timeStepRank)
-        convolutionBias = try c.decodeIfPresent(Bool.self, forKey: .convolutionBias) ?? true
-        projectionBias = try c.decodeIfPresent(Bool.self, forKey: .projectionBias) ?? false
-        let (d, heads, layers) = (hiddenSize, self.heads, self.layers)
-        let mixerCounts = [(mambaHeads, "n_mamba_heads"), (stateSize, "mamba_d_state"), (convolutionKernel, "mamba_d_conv"), (expand, "mamba_expand")]
+        let (d, heads, layers, mambaHeads) = (hiddenSize, self.heads, self.layers, self.mambaHeads)
         try ConfigRules.decodingChecks {
             try ConfigRules.count(d, "hidden_size")
             try ConfigRules.count(heads, "num_attention_heads")
             try ConfigRules.count(layers, "num_hidden_layers")
-            for (value, key) in mixerCounts { try ConfigRules.count(value, key) }
+            try ConfigRules.count(mambaHeads, "n_mamba_heads")
             try ConfigRules.product([(d, "hidden_size"), (2, "2 × hidden_size")])
-            try ConfigRules.countIfPresent(rank, "mamba_dt_rank")
         }
-        timeStepRank = rank ?? (d + 15) / 16
+        mamba = try MambaPrefixedKeys(from: decoder)
         // head_dim (the attribute map's name for attention_head_dim) is read over attention_head_dim.
         let key: CodingKeys = c.contains(.headDim) ? .headDim : .attentionHeadDim
         headDim = try c.decodeCount(key, default: 2 * d / heads)
@@ -122,17 +104,6 @@ struct ZambaConfiguration: Decodable {
         let r = i % n
         return r != 0 && (r < 0) != (n < 0) ? r + n : r
     }
-
-    /// The mixers' sizes: n_mamba_heads heads over mamba_expand × hidden_size channels.
-    func mambaSizes() throws -> MambaSizes {
-        let inner = try ConfigRules.product([(expand, "mamba_expand"), (hiddenSize, "hidden_size")])
-        return try MambaSizes.checked(
-            innerWidth: inner, stateSize: stateSize, convolutionKernel: convolutionKernel, timeStepRank: timeStepRank, heads: mambaHeads,
-            hidden: hiddenSize, keys: Self.mambaKeys)
-    }
-
-    static let mambaKeys = MambaSizes.Keys(
-        inner: "mamba_expand × hidden_size", stateSize: "mamba_d_state", convolutionKernel: "mamba_d_conv", timeStepRank: "mamba_dt_rank")
 }
 
 /// Zyphra's Zamba (`zamba`, transformers' models/zamba, ZambaForCausalLM:
@@ -187,13 +158,13 @@ struct ZambaModel: ZambaHybridFamily {
             overrides: ["head_dim": .integer(config.headDim)])
         parts = try DecoderParts(checkpoint, section: section, naming: stack.naming, finalNorm: "final_layernorm")
         let parts = self.parts
-        sizes = try parts.checks { try config.mambaSizes() }
+        sizes = try parts.checks { try config.mamba.sizes(hidden: config.hiddenSize, heads: config.mambaHeads) }
         _ = try parts.activation(config.hiddenAct)
         _ = try parts.activation(config.mambaAct, key: "hidden_mamba_act")
         try stack.confirmKinds(parts)
         let (d, s, path) = (config.hiddenSize, sizes, parts.configPath)
         if let first = stack.firstKeptMixer(parts.configuredDrops) {
-            let keys = ZambaConfiguration.mambaKeys
+            let keys = MambaPrefixedKeys.keys
             try parts.weights.confirmShapes(
                 MambaMixer.projectionShapes(hidden: d, sizes: s, keys: keys) + [
                     ("x_proj_weight", [s.heads, s.headSelectionWidth, s.headWidth],
@@ -263,7 +234,7 @@ struct ZambaModel: ZambaHybridFamily {
     /// flattened over the channels (head after head, as the heads' outputs
     /// are concatenated before out_proj).
     func mambaMixer(_ prefix: String) throws -> TokenMixer {
-        let weights = parts.weights, s = sizes, d = hiddenSize, inner = s.innerWidth, bias = config.projectionBias
+        let weights = parts.weights, s = sizes, d = hiddenSize, inner = s.innerWidth, bias = config.mamba.projectionBias
         let (heads, width, rank, selection) = (s.heads, s.headWidth, s.timeStepRank, s.headSelectionWidth)
         // Row 2c is channel c's x, row 2c + 1 its gate: the even rows, then the odd ones.
         let projection = try weights.linear(prefix + "in_proj", in: d, out: 2 * inner, bias: bias).rearrangingRows { values, width in
@@ -288,7 +259,7 @@ struct ZambaModel: ZambaHybridFamily {
         return .mamba(MambaMixer(
             sizes: s, projection: projection,
             convolution: try weights.floats(prefix + "conv1d.weight", [inner, 1, s.convolutionKernel]),
-            convolutionBias: config.convolutionBias ? try weights.floats(prefix + "conv1d.bias", [inner]) : nil,
+            convolutionBias: config.mamba.convolutionBias ? try weights.floats(prefix + "conv1d.bias", [inner]) : nil,
             activation: try parts.activation(config.mambaAct, key: "hidden_mamba_act"),
             selection: Linear(weight: selectionWeight, bias: nil, inFeatures: inner, outFeatures: s.selectionWidth),
             timeStepNorm: nil, inputNorm: nil, outputNorm: nil,
