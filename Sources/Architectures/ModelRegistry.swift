@@ -50,6 +50,7 @@ public enum ModelRegistry {
         "cosmos3_omni": Qwen3Model.self,
         "cwm": LlamaModel.self,
         "dbrx": DbrxModel.self,
+        "deepseek_ocr2": DeepSeekModel.self,
         "deepseek_v2": DeepSeekModel.self,
         "deepseek_v3": DeepSeekModel.self,
         "deepseek_v32": Glm4MoeLiteModel.self,

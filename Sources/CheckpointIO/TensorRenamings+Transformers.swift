@@ -6,6 +6,29 @@ extension TensorRenamings {
     /// replacement (`\1` standing for the match's first group); a rule with a scope reads only the names
     /// beginning with one of its prefixes (the first that does), the rest of the name after it.
     static let transformers: [String: [(pattern: String, replacement: String, scope: [String])]] = [
+        "deepseek_ocr2": [
+            ("sam_model\\.blocks\\.(\\d+)\\.norm1\\.", "vision_tower.sam_encoder.layers.\\1.layer_norm1.", []),
+            ("sam_model\\.blocks\\.(\\d+)\\.norm2\\.", "vision_tower.sam_encoder.layers.\\1.layer_norm2.", []),
+            ("sam_model\\.blocks\\.(\\d+)\\.attn\\.", "vision_tower.sam_encoder.layers.\\1.attn.", []),
+            ("sam_model\\.blocks\\.(\\d+)\\.mlp\\.", "vision_tower.sam_encoder.layers.\\1.mlp.", []),
+            ("sam_model\\.patch_embed\\.proj\\.", "vision_tower.sam_encoder.patch_embed.projection.", []),
+            ("sam_model\\.pos_embed(?!\\w)", "vision_tower.sam_encoder.pos_embed", []),
+            ("sam_model\\.neck\\.0\\.", "vision_tower.sam_encoder.neck.conv1.", []),
+            ("sam_model\\.neck\\.1\\.", "vision_tower.sam_encoder.neck.layer_norm1.", []),
+            ("sam_model\\.neck\\.2\\.", "vision_tower.sam_encoder.neck.conv2.", []),
+            ("sam_model\\.neck\\.3\\.", "vision_tower.sam_encoder.neck.layer_norm2.", []),
+            ("sam_model\\.net_2\\.", "vision_tower.sam_encoder.proj.conv1.", []),
+            ("sam_model\\.net_3\\.", "vision_tower.sam_encoder.proj.conv2.", []),
+            ("qwen2_model\\.model\\.model\\.layers\\.", "vision_tower.vision_encoder.layers.", []),
+            ("qwen2_model\\.model\\.model\\.norm\\.", "vision_tower.vision_encoder.norm.", []),
+            ("qwen2_model\\.query_768\\.", "vision_tower.query_768_resolution.", []),
+            ("qwen2_model\\.query_1024\\.", "vision_tower.query_1024_resolution.", []),
+            ("projector\\.layers\\.", "multi_modal_projector.", []),
+            ("view_seperator(?!\\w)", "view_separator", []),
+            ("(^|model\\.)embed_tokens\\.", "\\1language_model.embed_tokens.", []),
+            ("(^|model\\.)layers\\.", "\\1language_model.layers.", []),
+            ("(^|model\\.)norm\\.", "\\1language_model.norm.", []),
+        ],
         "molmo2": [
             ("(?<!image_vit\\.)transformer\\.(?!ln_f\\.|blocks\\.)", "language_model.", []),
             ("(?<!image_vit\\.)transformer\\.ln_f\\.", "language_model.norm.", []),
@@ -414,6 +437,7 @@ extension TensorRenamings {
     /// Per model_type, the names of its own parameters and buffers the rules rename to no parameter,
     /// which transformers keeps as stored (regular expressions; layer and expert numbers as `\\d+`).
     static let keptAsStored: [String: [String]] = [
+        "deepseek_ocr2": ["^model\\.language_model\\.embed_tokens\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.input_layernorm\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.down_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.gate_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.up_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.post_attention_layernorm\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.self_attn\\.k_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.self_attn\\.o_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.self_attn\\.q_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.self_attn\\.v_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.experts\\.down_proj$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.experts\\.gate_up_proj$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.gate\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.shared_experts\\.down_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.shared_experts\\.gate_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.shared_experts\\.up_proj\\.weight$", "^model\\.language_model\\.norm\\.weight$"],
         "deepseek_v4": ["^model\\.norm\\.weight$"],
         "mistral_large4": ["^model\\.language_model\\.layers\\.\\d+\\.mlp\\.experts\\.down_proj$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.experts\\.gate_up_proj$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.gate\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.shared_experts\\.down_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.shared_experts\\.gate_proj\\.weight$", "^model\\.language_model\\.layers\\.\\d+\\.mlp\\.shared_experts\\.up_proj\\.weight$"],
         "shieldgemma2": ["^model\\.lm_head\\.weight$"],

@@ -145,6 +145,9 @@ def dense_layer(cls):
     if "layer_types" in fields and cls(num_hidden_layers=1).layer_types is None:
         # Lfm2MoeConfig has no rule filling its layer_types: its model cannot be built without them.
         return {"layer_types": ["full_attention"]}
+    if "mlp_layer_types" in fields and cls(num_hidden_layers=1).mlp_layer_types is None and "n_routed_experts" in fields:
+        # Nor DeepseekOcr2TextConfig its mlp_layer_types, which its decoder layers index.
+        return {"mlp_layer_types": ["dense"]}
     return {}
 
 
@@ -267,6 +270,9 @@ def causal_lm_from_config(config):
         # (every fourth by default) cannot be built from: the class's defaults alone cannot build the model.
         text.indexer_n_heads, text.indexer_kv_heads, text.indexer_head_dim = 1, 1, text.head_dim
         text.indexer_budget = text.indexer_compress_ratio = 1
+    if getattr(text, "mlp_layer_types", False) is None and hasattr(text, "n_routed_experts"):
+        # DeepseekOcr2TextConfig leaves its mlp_layer_types None, which its decoder layers index.
+        text.mlp_layer_types = ["dense"] * text.num_hidden_layers
     if config.model_type in OMNI_TEXT_HOLDERS:
         # Qwen2_5OmniForConditionalGeneration runs text through its thinker, whose embedding it is.
         holder = getattr(config, OMNI_TEXT_HOLDERS[config.model_type])

@@ -8,11 +8,18 @@ import TensorEngine
 /// mixture-of-experts keys, which it does not read: every layer dense), or
 /// of `sarvam_mla` (SarvamMLAConfig: DeepseekV3Config with its own defaults,
 /// reading the original config format: `head_dim` ignored, a legacy
-/// `deepseek_yarn` rope_scaling read as YaRN); absent keys take
-/// transformers' defaults of the model type.
+/// `deepseek_yarn` rope_scaling read as YaRN), or of `deepseek_ocr2_text`
+/// (DeepseekOcr2TextConfig: DeepSeek-V2's mixture keys and defaults, no
+/// latent attention keys, each layer's MLP by `mlp_layer_types`); absent
+/// keys take transformers' defaults of the model type.
 struct DeepSeekConfiguration: Decodable {
     /// V3's latent attention (deepseek_v3 and youtu).
     var isV3: Bool
+    /// Llama's multi-head attention in place of latent attention
+    /// (`deepseek_ocr2_text`, whose MLPs `mlp_layer_types` lists).
+    var multiHeadAttention: Bool
+    /// Each layer's MLP, "dense" or "sparse" (read for `deepseek_ocr2_text` only).
+    var mlpLayerTypes: [String]?
     var rmsNormEps: Double
     var hiddenAct: String
     var attentionBias: Bool
@@ -62,6 +69,7 @@ struct DeepSeekConfiguration: Decodable {
         case topkMethod = "topk_method"
         case normTopkProb = "norm_topk_prob"
         case headDim = "head_dim"
+        case mlpLayerTypes = "mlp_layer_types"
     }
 
     init(from decoder: Decoder) throws {
@@ -69,6 +77,10 @@ struct DeepSeekConfiguration: Decodable {
         let modelType = try c.decode(String.self, forKey: .modelType)
         let sarvam = modelType == "sarvam_mla"
         isV3 = ["deepseek_v3", "youtu", "sarvam_mla"].contains(modelType)
+        multiHeadAttention = modelType == "deepseek_ocr2_text"
+        mlpLayerTypes = multiHeadAttention ? try c.decodeIfPresent([String].self, forKey: .mlpLayerTypes) : nil
+        let types = mlpLayerTypes
+        try ConfigRules.decodingChecks { try MLPLayerTypes.checkEntries(types) }
         let v3 = isV3, youtu = modelType == "youtu"
         func value<T: Decodable>(_ key: CodingKeys, v2: T, v3 value3: T) throws -> T {
             try c.decodeIfPresent(T.self, forKey: key) ?? (v3 ? value3 : v2)
@@ -91,8 +103,9 @@ struct DeepSeekConfiguration: Decodable {
         vHeadDim = try value(.vHeadDim, v2: 128, v3: 128)
         // V2 rotates interleaved pairs as complex numbers; V3 by rope_interleave.
         ropeInterleave = v3 ? try written(.ropeInterleave, absent: true) ?? false : true
-        // Youtu's layers are all dense (YoutuDecoderLayer builds YoutuMLP): no layer routes.
-        firstKDenseReplace = youtu ? Int.max : try value(.firstKDenseReplace, v2: 0, v3: sarvam ? 1 : 3)
+        // Youtu's layers are all dense (YoutuDecoderLayer builds YoutuMLP): no layer routes;
+        // DeepSeek-OCR 2's follow mlp_layer_types.
+        firstKDenseReplace = youtu ? Int.max : multiHeadAttention ? 0 : try value(.firstKDenseReplace, v2: 0, v3: sarvam ? 1 : 3)
         nRoutedExperts = try value(.nRoutedExperts, v2: 64, v3: sarvam ? 128 : 256)
         numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? (v3 ? 8 : nil)
         nSharedExperts = try value(.nSharedExperts, v2: 2, v3: 1)
@@ -115,6 +128,13 @@ struct DeepSeekConfiguration: Decodable {
             vHeadDim: vHeadDim, ropeInterleave: ropeInterleave, attentionBias: attentionBias)
     }
 
+    /// Whether layer `index` routes: from `first_k_dense_replace` on, or
+    /// where `mlp_layer_types` says "sparse".
+    func isSparse(_ index: Int) -> Bool {
+        guard multiHeadAttention else { return index >= firstKDenseReplace }
+        return mlpLayerTypes.map { index < $0.count && $0[index] == "sparse" } ?? false
+    }
+
     /// Whether experts are chosen within the best groups only.
     var groupLimited: Bool { isV3 || topkMethod == "group_limited_greedy" }
 
@@ -134,15 +154,22 @@ struct DeepSeekConfiguration: Decodable {
     /// anything is sized from them.
     func check(_ d: DecoderDimensions) throws {
         try ConfigRules.positive(rmsNormEps, "rms_norm_eps")
-        try latent.check(d)
+        if multiHeadAttention {
+            // DeepseekOcr2TextConfig's default None leaves its decoder layers no MLP type to read.
+            guard mlpLayerTypes != nil else {
+                throw InvalidConfigValue(key: MLPLayerTypes.key, problem: "must list \"dense\" or \"sparse\" per layer (DeepseekOcr2TextConfig's default None builds no layer)")
+            }
+            try MLPLayerTypes.checkCount(mlpLayerTypes, layers: d.numHiddenLayers)
+        } else {
+            try latent.check(d)
+        }
         if let written = writtenHeadDim, written != qkRopeHeadDim {
             throw InvalidConfigValue(
                 key: "head_dim",
                 problem: "must equal qk_rope_head_dim \(qkRopeHeadDim) (DeepSeek-V3's rotary embedding is sized by it), got \(written.map(String.init) ?? "null")")
         }
         try ConfigRules.nonNegative(firstKDenseReplace, "first_k_dense_replace")
-        // Routed layers exist only past the dense ones.
-        guard firstKDenseReplace < d.numHiddenLayers else { return }
+        guard (0..<d.numHiddenLayers).contains(where: isSparse) else { return }
         let routed = routedMixture
         try routed.checkExperts(hidden: d.hiddenSize)
         // A null method leaves transformers' DeepSeek-V2 router without weights (it fails in its forward).
@@ -186,6 +213,15 @@ struct MultiTokenPredictionLayers: Decodable {
 /// Youtu-LLM (`youtu`, transformers' models/youtu/modeling_youtu.py) is
 /// DeepSeek-V3's latent attention in Llama's blocks with a dense SwiGLU MLP
 /// in every layer, its head tied to the embedding by default.
+///
+/// DeepSeek-OCR 2's language model (`deepseek_ocr2`'s `text_config`,
+/// DeepseekOcr2TextModel under `model.language_model.`) is DeepSeek-V2's
+/// mixture (softmax greedy or group-limited routing, shared experts) on
+/// the `mlp_layer_types` layers marked "sparse", a dense SwiGLU MLP on the
+/// others, and Llama's multi-head attention (q/k/v/o_proj, biases by
+/// `attention_bias`, rotary halves over head_dim = hidden_size /
+/// num_attention_heads, which its config class sets whatever `head_dim`
+/// says).
 struct DeepSeekModel: DecoderFamily {
     let parts: DecoderParts
     let config: DeepSeekConfiguration
@@ -197,6 +233,12 @@ struct DeepSeekModel: DecoderFamily {
         var placement = try TextModelPlacement.topLevelOrWrapped(checkpoint)
         // SarvamMLAConfig drops head_dim whatever it holds (`ConfigValueKinds.headDimDropped`).
         if ConfigValueKinds.headDimDropped.contains(checkpoint.modelType) { placement.section.overrides["head_dim"] = .null }
+        if checkpoint.modelType == "deepseek_ocr2" {
+            // DeepseekOcr2Config builds DeepseekOcr2TextConfig whatever text_config names, which sets
+            // head_dim to hidden_size / num_attention_heads whatever it holds.
+            placement.section.overrides["model_type"] = .string("deepseek_ocr2_text")
+            placement.section.overrides["head_dim"] = .null
+        }
         let predictionLayers = try checkpoint.decodeConfig(MultiTokenPredictionLayers.self, section: placement.section).count
         // Decoded first: the routed experts' tensors are checked with the layers.
         let config = try checkpoint.decodeConfig(DeepSeekConfiguration.self, section: placement.section)
@@ -206,7 +248,7 @@ struct DeepSeekModel: DecoderFamily {
                 prefix: prefix + "layers.", attention: ["self_attn.", "input_layernorm."],
                 mlp: ["mlp.", "post_attention_layernorm."], layerCountKeys: ["num_hidden_layers"])
         }, extraLayers: predictionLayers, experts: .gatedMLP(
-            count: config.nRoutedExperts, countKey: "n_routed_experts", isSparse: { $0 >= config.firstKDenseReplace }))
+            count: config.nRoutedExperts, countKey: "n_routed_experts", isSparse: { config.isSparse($0) }))
         let d = parts.dimensions, configPath = parts.configPath
         try parts.checks { try config.check(d) }
         try Self.confirmShapes(parts, config)
@@ -225,15 +267,17 @@ struct DeepSeekModel: DecoderFamily {
             rope.originalMaxPositions = rope.originalMaxPositions ?? rope.maxPositions
         }
         // No table when the config drops every attention layer: no tensor confirmed its width.
-        rotary = try rope.embedding(headDim: parts.firstKeptAttention == nil ? 0 : config.qkRopeHeadDim, configPath: configPath)
-        scale = try config.latent.scale(rope, configPath: configPath)
+        let rotaryWidth = config.multiHeadAttention ? parts.attentionLayout.headDim : config.qkRopeHeadDim
+        rotary = try rope.embedding(headDim: parts.firstKeptAttention == nil ? 0 : rotaryWidth, configPath: configPath)
+        scale = config.multiHeadAttention
+            ? 1 / Float(parts.attentionLayout.headDim).squareRoot() : try config.latent.scale(rope, configPath: configPath)
     }
 
     /// An export without some blocks writes `first_k_dense_replace` for the
     /// kept layers also where config.json leaves it to its default.
     var layerNaming: LayerNaming {
         var naming = parts.naming
-        naming.layerThresholds["first_k_dense_replace"] = config.firstKDenseReplace
+        if !config.multiHeadAttention { naming.layerThresholds["first_k_dense_replace"] = config.firstKDenseReplace }
         return naming
     }
 
@@ -241,8 +285,8 @@ struct DeepSeekModel: DecoderFamily {
     /// against the config, before anything is sized from them.
     private static func confirmShapes(_ parts: DecoderParts, _ c: DeepSeekConfiguration) throws {
         let d = parts.dimensions, weights = parts.weights, configPath = parts.configPath
-        try c.latent.confirmShapes(parts)
-        let routed = (0..<d.numHiddenLayers).lazy.first { $0 >= c.firstKDenseReplace && !parts.configuredDrops.dropsMLP($0) }
+        if c.multiHeadAttention { try parts.confirmAttentionProjections() } else { try c.latent.confirmShapes(parts) }
+        let routed = (0..<d.numHiddenLayers).lazy.first { c.isSparse($0) && !parts.configuredDrops.dropsMLP($0) }
         if let layer = routed {
             try weights.confirmShape(
                 "layers.\(layer).mlp.gate.weight", [c.nRoutedExperts, d.hiddenSize], keys: "n_routed_experts, hidden_size",
@@ -260,18 +304,19 @@ struct DeepSeekModel: DecoderFamily {
             attention: { try attention(layer: index) }, feedForward: { try feedForward(layer: index) })
     }
 
-    /// Layer `index`'s latent attention.
+    /// Layer `index`'s latent attention (DeepSeek-OCR 2's multi-head attention).
     func attention(layer index: Int) throws -> SelfAttention {
-        try config.latent.attention(parts, layer: index, rotary: rotary, scale: scale)
+        guard config.multiHeadAttention else { return try config.latent.attention(parts, layer: index, rotary: rotary, scale: scale) }
+        return try parts.attention("layers.\(index).self_attn.", bias: config.attentionBias, rotary: rotary, scale: scale)
     }
 
-    /// Layer `index`'s MLP: dense before `first_k_dense_replace`, else router,
-    /// routed experts and shared experts.
+    /// Layer `index`'s MLP: dense before `first_k_dense_replace` (or where
+    /// `mlp_layer_types` says so), else router, routed experts and shared experts.
     func feedForward(layer index: Int) throws -> FeedForward {
         let c = config, weights = parts.weights, d = hiddenSize
         let p = "layers.\(index).mlp."
         let activation = try parts.activation(c.hiddenAct)
-        guard index >= c.firstKDenseReplace else {
+        guard c.isSparse(index) else {
             return try weights.gatedMLP(p, hidden: d, inner: parts.dimensions.intermediateSize, activation: activation, bias: c.mlpBias)
         }
         return try c.routedMixture.load(weights, p, hidden: d, activation: activation, sharedBias: c.mlpBias)

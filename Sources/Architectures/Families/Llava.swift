@@ -200,6 +200,11 @@ enum Llava {
         "granite_docling": Wrapper(
             textType: "granite_docling_text", prefixes: ["model.text_model."], textTypes: ["granite_docling_text"],
             buildsItsTextConfig: true, doclingVisionWidth: 1024),
+        // DeepseekOcr2Config builds DeepseekOcr2TextConfig from text_config whatever it names; the head is
+        // tied by the top-level flag alone (default false).
+        "deepseek_ocr2": Wrapper(
+            textType: "deepseek_ocr2_text", prefixes: ["model.language_model."], textTypes: ["deepseek_ocr2_text"],
+            buildsItsTextConfig: true),
         "kimi_k25": Wrapper(
             textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"], textTypeAliases: ["kimi_k2": "deepseek_v3"],
             tokensEmbeddedAsZero: [("image_token_id", 163605), ("video_token_id", 163840)]),
