@@ -118,7 +118,7 @@ extension BPEModel {
                 symbols.append(id)
                 continue
             }
-            if byteFallback, let byteIds = byteFallbackIds(for: symbol) {
+            if byteFallback, let byteIds = ByteFallback.ids(spelling: symbol, table: byteTokenIds) {
                 // The library adds these without first flushing a pending
                 // unknown token; the order is kept.
                 symbols.append(contentsOf: byteIds)
@@ -129,15 +129,6 @@ extension BPEModel {
             pendingUnknown = true
         }
         if pendingUnknown, let unknownTokenId { symbols.append(unknownTokenId) }
-    }
-
-    private func byteFallbackIds(for symbol: [UInt8]) -> [Int32]? {
-        var ids: [Int32] = []
-        for byte in symbol {
-            guard let id = tokenIds[TokenBytes(ByteFallback.tokenName(Int(byte)))] else { return nil }
-            ids.append(id)
-        }
-        return ids
     }
 
     /// Applies merges lowest rank first, leftmost first among equals, until

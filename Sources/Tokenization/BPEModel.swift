@@ -27,6 +27,8 @@ struct BPEModel: Sendable {
     let missingUnknownToken: String?
     let fuseUnknown: Bool
     let byteFallback: Bool
+    /// The ids of `<0x00>` … `<0xFF>`, -1 for one the vocabulary lacks.
+    let byteTokenIds: [Int32]
     let continuingSubwordPrefix: [UInt8]?
     let endOfWordSuffix: [UInt8]?
     /// Words found whole in the vocabulary skip merging (Llama-3 sets this).
@@ -100,6 +102,7 @@ struct BPEModel: Sendable {
         missingUnknownToken = unknownToken.flatMap { tokenIds[TokenBytes($0)] == nil ? $0 : nil }
         self.fuseUnknown = fuseUnknown
         self.byteFallback = byteFallback
+        byteTokenIds = ByteFallback.tokenIds(in: tokenIds)
         self.continuingSubwordPrefix = prefix
         self.endOfWordSuffix = endOfWordSuffix.map { Array($0.utf8) }
         self.ignoreMerges = ignoreMerges

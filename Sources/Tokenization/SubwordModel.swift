@@ -96,4 +96,16 @@ enum ByteFallback {
     static func tokenName(_ byte: Int) -> String {
         "<0x" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true) + ">"
     }
+
+    /// The ids of `<0x00>` … `<0xFF>` in a vocabulary, -1 for one it lacks.
+    static func tokenIds(in vocabulary: [TokenBytes: Int32]) -> [Int32] {
+        (0..<256).map { vocabulary[TokenBytes(tokenName($0))] ?? -1 }
+    }
+
+    /// `bytes` spelt as byte pieces of `table` (`tokenIds(in:)`), nil when
+    /// it lacks one of them: the library then falls back to the unknown token.
+    static func ids(spelling bytes: some Sequence<UInt8>, table: [Int32]) -> [Int32]? {
+        let ids = bytes.map { table[Int($0)] }
+        return ids.contains(-1) ? nil : ids
+    }
 }

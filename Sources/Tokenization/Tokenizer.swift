@@ -249,12 +249,12 @@ public final class Tokenizer: Sendable {
     /// are kept, unknown ids show as U+FFFD.
     public func decode(_ ids: [Int]) -> String {
         if let tokenDecoder {
-            let tokens = ids.map { addedTokenContents[$0] ?? model.tokenText($0) ?? "\u{FFFD}" }
+            let tokens = ids.map { tokenText($0) ?? "\u{FFFD}" }
             return tokenDecoder.decode(tokens).joined()
         }
         var bytes: [UInt8] = []
         for (position, id) in ids.enumerated() {
-            guard let token = addedTokenContents[id] ?? model.tokenText(id) else {
+            guard let token = tokenText(id) else {
                 bytes.append(contentsOf: Array("\u{FFFD}".utf8))
                 continue
             }

@@ -11,7 +11,7 @@
 /// piece covers is also an unknown piece scoring the lowest score minus 10;
 /// unknown pieces next to each other on the best path are fused into one
 /// text, which is then looked up whole (it may be a piece), else spelt as
-/// `<0xXX>` byte tokens (`byte_fallback`, when all exist), else `unk_id`.
+/// `<0xXX>` byte tokens (`byte_fallback`, when each of its bytes has one), else `unk_id`.
 struct UnigramModel: Sendable {
     /// `vocab` in file order: a piece's id is its index.
     let pieces: [(text: String, score: Double)]
@@ -55,7 +55,7 @@ struct UnigramModel: Sendable {
         unknownScore = lowest - 10
         longestTokenBytes = longest
         trie = PieceTrie(tokenIds)
-        byteTokenIds = (0..<256).map { tokenIds[TokenBytes(ByteFallback.tokenName($0))] ?? -1 }
+        byteTokenIds = ByteFallback.tokenIds(in: tokenIds)
         let lineFeedPieces = tokenIds.keys.filter { $0.bytes.contains(0x0A) }
         let lineFeed = tokenIds[TokenBytes("\n")]
         joinsAcrossLineEnds = !(lineFeedPieces.count == 1 && lineFeed != nil && lineFeed != self.unknownId)
@@ -189,10 +189,7 @@ extension UnigramModel {
     /// as `<0xXX>` tokens when `byte_fallback` is on and each exists, else `unk_id`.
     private func idsOfFused(_ text: Slice<UnsafeBufferPointer<UInt8>>, unknownId: Int32) -> [Int32] {
         if let id = tokenIds[TokenBytes(Array(text))] { return [id] }
-        if byteFallback {
-            let ids = text.map { byteTokenIds[Int($0)] }
-            if !ids.contains(-1) { return ids }
-        }
+        if byteFallback, let ids = ByteFallback.ids(spelling: text, table: byteTokenIds) { return ids }
         return [unknownId]
     }
 }
