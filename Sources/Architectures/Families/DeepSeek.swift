@@ -231,12 +231,9 @@ struct DeepSeekModel: DecoderFamily {
     init(_ checkpoint: Checkpoint) throws {
         // Also Kimi K2.5's language model (`Llava`: a deepseek_v3 text config).
         var placement = try TextModelPlacement.topLevelOrWrapped(checkpoint)
-        // SarvamMLAConfig drops head_dim whatever it holds (`ConfigValueKinds.headDimDropped`).
-        if ConfigValueKinds.headDimDropped.contains(checkpoint.modelType) { placement.section.overrides["head_dim"] = .null }
-        if checkpoint.modelType == "deepseek_ocr2" {
-            // DeepseekOcr2Config builds DeepseekOcr2TextConfig whatever text_config names, which sets
-            // head_dim to hidden_size / num_attention_heads whatever it holds.
-            placement.section.overrides["model_type"] = .string("deepseek_ocr2_text")
+        // SarvamMLAConfig drops head_dim whatever it holds (`ConfigValueKinds.headDimDropped`); DeepseekOcr2TextConfig
+        // sets it to hidden_size / num_attention_heads whatever it holds.
+        if ConfigValueKinds.headDimDropped.contains(checkpoint.modelType) || checkpoint.modelType == "deepseek_ocr2" {
             placement.section.overrides["head_dim"] = .null
         }
         let predictionLayers = try checkpoint.decodeConfig(MultiTokenPredictionLayers.self, section: placement.section).count

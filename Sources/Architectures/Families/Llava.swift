@@ -300,8 +300,9 @@ enum Llava {
         // (The classes that also tie by the text config's flag do so over their own false.)
         var placement = TextModelPlacement.wrapped(textDefaults: defaults, prefixes: wrapper.prefixes, tiedEmbeddings: tied || textTies)
         if wrapper.masksCausally { placement.section.overrides["use_bidirectional_attention"] = .null }
-        if keys.textConfig?.modelType.map({ wrapper.textTypeAliases[$0] != nil }) == true {
-            // The class renames it before building the text config (Kimi_K25Config's kimi_k2): read as the class reads it.
+        if wrapper.buildsItsTextConfig || keys.textConfig?.modelType.map({ wrapper.textTypeAliases[$0] != nil }) == true {
+            // The class builds its own text config class whatever text_config names (DeepseekOcr2Config), or renames
+            // the type first (Kimi_K25Config's kimi_k2): read as the class reads it.
             placement.section.overrides["model_type"] = .string(textType)
         }
         if let sizes = wrapper.headSizeDefaults {
