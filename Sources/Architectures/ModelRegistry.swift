@@ -268,6 +268,10 @@ public enum ModelRegistry {
             try ForwardPassKeys.check(
                 document, path: checkpoint.configURL.path, familyReadsLayerTypes: family.readsLayerTypes(textType ?? checkpoint.modelType))
         }
-        return try family.init(checkpoint)
+        do {
+            return try family.init(checkpoint)
+        } catch let error as DroptraceError where error.path == checkpoint.configURL.path {
+            throw checkpoint.namingKeysAsWritten(error)
+        }
     }
 }

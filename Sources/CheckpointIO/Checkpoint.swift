@@ -23,9 +23,13 @@ public final class Checkpoint: @unchecked Sendable {
     /// config.json as the families decode it: `configData` with the config
     /// class's aliases read as the keys they stand for and the defaults of
     /// keys configs omit (`ConfigValueKinds.decodable`); `configKeysWrittenAs`
-    /// maps each key added for an alias to the alias the file holds, for messages.
+    /// maps each key added for an alias to the alias the file holds (dotted
+    /// paths for a section's, `text_config.n_routed_experts`), for messages.
     let decodedConfigData: Data
     let configKeysWrittenAs: [String: String]
+    /// The aliases of each sub-config's class, by the sub-config's dotted
+    /// path (`ConfigValueKinds.sectionAliases`), read by `configObject`.
+    let sectionAliases: [String: [String: String]]
     public let modelType: String
     /// The GGUF file itself, when the checkpoint is one (its tokenizer lives there).
     public let gguf: GGUFCheckpoint?
@@ -115,8 +119,17 @@ public final class Checkpoint: @unchecked Sendable {
             throw DroptraceError("no \"model_type\" key", path: configURL.path)
         }
         modelType = type
-        (decodedConfigData, configKeysWrittenAs) = ConfigValueKinds.decodable(
-            Self.finiteSpelling(untagged), document: document, modelType: type)
+        let (decoded, writtenAs) = ConfigValueKinds.decodable(Self.finiteSpelling(untagged), document: document, modelType: type)
+        decodedConfigData = decoded
+        sectionAliases = ConfigValueKinds.sectionAliases(document, modelType: type)
+        var sectionWrittenAs: [String: String] = [:]
+        for (section, aliases) in sectionAliases {
+            guard let members = document.member(path: section) else { continue }
+            for (alias, target) in aliases where members.member(alias) != nil && members.member(target) == nil {
+                sectionWrittenAs[section + "." + target] = section + "." + alias
+            }
+        }
+        configKeysWrittenAs = writtenAs.merging(sectionWrittenAs, uniquingKeysWith: { top, _ in top })
 
         let others = otherTensors.filter { tensors[$0.key] == nil }
         let storedNames = gguf != nil ? nil
@@ -475,12 +488,26 @@ public final class Checkpoint: @unchecked Sendable {
     }
 
     /// A key's path as config.json writes it: an alias's own name where the
-    /// key was read from it (`decodedConfigData`).
+    /// key was read from it (`decodedConfigData`, `configObject`).
     private func keyText(_ path: [any CodingKey]) -> String {
         let text = codingPathText(path)
-        let head = text.prefix { $0 != "." && $0 != "[" }
-        guard let alias = configKeysWrittenAs[String(head)] else { return text }
-        return alias + text.dropFirst(head.count)
+        // The longest key read from an alias that the path starts with, as a whole member.
+        let read = configKeysWrittenAs.keys.filter { key in
+            text.hasPrefix(key) && (text.count == key.count || [".", "["].contains(text[text.index(text.startIndex, offsetBy: key.count)]))
+        }
+        guard let key = read.max(by: { $0.count < $1.count }), let alias = configKeysWrittenAs[key] else { return text }
+        return alias + text.dropFirst(key.count)
+    }
+
+    /// `error` with each key it quotes that was read from an alias
+    /// (`configKeysWrittenAs`: `"text_config.n_routed_experts"` of a
+    /// config writing `num_experts`) named as config.json writes it.
+    public func namingKeysAsWritten(_ error: DroptraceError) -> DroptraceError {
+        var error = error
+        for (key, alias) in configKeysWrittenAs {
+            error.message = error.message.replacingOccurrences(of: "\"\(key)\"", with: "\"\(alias)\"")
+        }
+        return error
     }
 
     /// Decodes `data` (config.json, or JSON derived from it: see

@@ -72,7 +72,8 @@ public struct ConfigSection: Sendable, Equatable {
 }
 
 extension Checkpoint {
-    /// The section's JSON object with its defaults filled in. An absent or
+    /// The section's JSON object with the aliases its class reads
+    /// (`Checkpoint.sectionAliases`) and its defaults filled in. An absent or
     /// null member reads as an empty object, as transformers builds the
     /// sub-config from its defaults then.
     /// - Throws: `DroptraceError` naming config.json when the member is not an object.
@@ -92,6 +93,10 @@ extension Checkpoint {
                 let name = section.path.prefix(depth + 1).joined(separator: ".")
                 throw DroptraceError("key \"\(name)\" has the wrong type (expected an object)", path: configURL.path)
             }
+        }
+        // An alias of the section's class written alone is read as the key it stands for, as transformers sets it.
+        for (alias, target) in sectionAliases[section.name ?? ""] ?? [:] where object[target] == nil {
+            if let value = object[alias] { object[target] = value }
         }
         for (key, value) in section.defaults where object[key] == nil { object[key] = value.json }
         for (key, value) in section.overrides { object[key] = value.json }

@@ -155,7 +155,7 @@ public enum ConfigValueKinds {
         if transformers[modelType + ".text_config"] != nil { return modelType + ".text_config" }
         guard let defaultType = textConfigModelTypes[modelType] else { return nil }
         var textType = defaultType
-        if case .string(let written)? = text.last(where: { $0.key == "model_type" })?.value { textType = written }
+        if case .string(let written)? = text.last(where: { $0.key == "model_type" })?.value { textType = renamedTextType(written, in: modelType) }
         textType = resolved ?? textType
         if transformers[textType] != nil { return textType }
         // A type droptrace reads only as another wrapper's own text config class (Glm46VConfig's
@@ -163,6 +163,16 @@ public enum ConfigValueKinds {
         return ownTextConfigModelTypes.filter { $0.value == textType }.map { $0.key + ".text_config" }.sorted()
             .first { transformers[$0] != nil }
     }
+
+    /// The text model type a `modelType` config class reads a `text_config`
+    /// naming `written` as: the type it renames it to before AutoConfig builds
+    /// it (Kimi_K25Config's `kimi_k2`, a DeepseekV3Config; Exaone4_5_Config's
+    /// `exaone4_5_text`, an Exaone4Config), else `written`.
+    public static func renamedTextType(_ written: String, in modelType: String) -> String {
+        renamedTextTypes[modelType]?[written] ?? written
+    }
+
+    static let renamedTextTypes = ["exaone4_5": ["exaone4_5_text": "exaone4"], "kimi_k25": ["kimi_k2": "deepseek_v3"]]
 
     /// The `dtype` names transformers builds a causal LM under (`getattr(torch, dtype)`,
     /// a floating-point dtype with storage); droptrace computes in float32 or bf16 whatever they say.
@@ -176,7 +186,8 @@ public enum ConfigValueKinds {
     /// one allowed name per layer on classes that do not read them
     /// (`validate_layer_type`; the others check them where they are read).
     /// `prefix` puts the section's member in front of the keys messages name (`text_config.`).
-    static func rangeProblem(in members: [(key: String, value: JSONValue)], of modelType: String, under prefix: String = "") -> String? {
+    static func rangeProblem(in written: [(key: String, value: JSONValue)], of modelType: String, under prefix: String = "") -> String? {
+        let members = readingAliases(written, of: modelType).members
         func number(_ key: String) -> Double? {
             switch members.last(where: { $0.key == key })?.value {
             case .integer(let value)?: Double(value)
@@ -339,8 +350,9 @@ public enum ConfigValueKinds {
     /// index is in range or null, and for the classes without one (gpt2,
     /// gpt_neox). Run after the kinds check: a value of another kind is
     /// refused there, a vocab_size below 1 where it is read.
-    static func paddingProblem(in members: [(key: String, value: JSONValue)], of classKey: String, under prefix: String) -> String? {
+    static func paddingProblem(in written: [(key: String, value: JSONValue)], of classKey: String, under prefix: String) -> String? {
         guard let (defaultPad, defaultVocabulary) = paddedEmbeddings[classKey] else { return nil }
+        let (members, writtenAs) = readingAliases(written, of: classKey)
         var vocabulary = defaultVocabulary
         if let written = members.last(where: { $0.key == "vocab_size" })?.value {
             guard case .integer(let size) = written, size >= 1 else { return nil }
@@ -349,10 +361,11 @@ public enum ConfigValueKinds {
         // The embedding's rows past vocab_size (Mllama's 8); a sum past 64 bits is refused where vocab_size is read.
         let extra = embeddingRowsPastVocabulary[classKey] ?? 0
         guard case (let rows, false) = vocabulary.addingReportingOverflow(extra) else { return nil }
-        let rowsText = extra == 0 ? "\(prefix)vocab_size \(vocabulary)" : "\(prefix)vocab_size \(vocabulary) + \(extra) rows"
+        let vocabularyKey = prefix + (writtenAs["vocab_size"] ?? "vocab_size")
+        let rowsText = extra == 0 ? "\(vocabularyKey) \(vocabulary)" : "\(vocabularyKey) \(vocabulary) + \(extra) rows"
         vocabulary = rows
         let className = transformers[classKey]?.className ?? classKey
-        let key = "key \"\(prefix)pad_token_id\""
+        let key = "key \"\(prefix)\(writtenAs["pad_token_id"] ?? "pad_token_id")\""
         let stated: String
         switch members.last(where: { $0.key == "pad_token_id" })?.value {
         case nil:
@@ -370,6 +383,23 @@ public enum ConfigValueKinds {
         return "\(stated) outside the vocabulary (\(rowsText)): transformers builds the token embedding "
             + "with padding_idx=pad_token_id, which torch requires in [-\(vocabulary), \(vocabulary - 1)]; "
             + "set it below vocab_size, or to null"
+    }
+
+    /// `members` with each alias of the class written without the key it
+    /// stands for also written as that key, as the class sets it (HunYuanVLTextConfig's
+    /// `attention_head_dim`, its head_dim; `pad_id`, its pad_token_id).
+    /// `writtenAs`: the alias each added key is written as, for messages.
+    static func readingAliases(
+        _ members: [(key: String, value: JSONValue)], of classKey: String
+    ) -> (members: [(key: String, value: JSONValue)], writtenAs: [String: String]) {
+        let aliases = transformers[classKey]?.aliases ?? [:]
+        var read = members, writtenAs: [String: String] = [:]
+        for member in members {
+            guard let target = aliases[member.key], !members.contains(where: { $0.key == target }) else { continue }
+            read.append((target, member.value))
+            writtenAs[target] = member.key
+        }
+        return (read, writtenAs)
     }
 
     /// The first member of `members` (in file order) whose value the class
@@ -426,7 +456,14 @@ public enum ConfigValueKinds {
     public static func decodable(_ data: Data, document: JSONValue, modelType: String) -> (data: Data, writtenAs: [String: String]) {
         guard case .object(let members) = document,
               let start = data.firstIndex(where: { $0 == UInt8(ascii: "{") }) else { return (data, [:]) }
-        let aliases = transformers[modelType]?.aliases ?? [:]
+        var aliases = transformers[modelType]?.aliases ?? [:]
+        // A wrapper that builds its text config from the top level's keys (HunYuanVLConfig without
+        // text_config) builds it with them: the text config class reads its own aliases there.
+        let hasTextConfig: Bool
+        if case .object? = document.member(textConfigKey(document, modelType: modelType)) { hasTextConfig = true } else { hasTextConfig = false }
+        if flatTextConfigs.contains(modelType), !hasTextConfig {
+            aliases.merge(transformers[modelType + ".text_config"]?.aliases ?? [:], uniquingKeysWith: { own, _ in own })
+        }
         var added: [(key: String, text: String)] = [], writtenAs: [String: String] = [:]
         for (key, value) in members {
             guard let target = aliases[key], writtenAs[target] == nil, document.member(target) == nil,
@@ -452,6 +489,23 @@ public enum ConfigValueKinds {
         let text = added.map { "\"\($0.key)\": \($0.text), " }.joined()
         decodable.insert(contentsOf: Data(text.utf8), at: start + 1)
         return (decodable, writtenAs)
+    }
+
+    /// The aliases (alias → the key it stands for, `attribute_map`) of the
+    /// config class each sub-config of `document` is built as, by the
+    /// sub-config's dotted path: the text config (`textConfigClass`:
+    /// DeepseekOcr2TextConfig's `num_experts` for `n_routed_experts`) and an
+    /// omni model's nested sub-configs (`nestedSections`). A section decoded
+    /// from config.json reads an alias written alone as the key it stands
+    /// for (`Checkpoint.configObject`), as transformers sets it; the top
+    /// level's are read by `decodable`.
+    public static func sectionAliases(_ document: JSONValue, modelType: String) -> [String: [String: String]] {
+        var classes = Dictionary(uniqueKeysWithValues: (nestedSections[modelType] ?? []).map { ($0, modelType + "." + $0) })
+        let textKey = textConfigKey(document, modelType: modelType)
+        if case .object(let text)? = document.member(textKey), let textClass = textConfigClass(of: modelType, text: text) {
+            classes[textKey] = textClass
+        }
+        return classes.compactMapValues { transformers[$0]?.aliases }.filter { !$0.value.isEmpty }
     }
 
     /// A value's JSON text as Python's json would read it back to the same

@@ -44,6 +44,43 @@ import Testing
     @Test func refusedAliasValueIsNamedAsWritten() throws {
         let fixture = try EditedFixture("gpt2-f32") { $0["num_attention_heads"] = 5; $0["n_head"] = nil }
         fixture.expectRefused(naming: "\"num_attention_heads\"")
+        // Also where the family names the key itself, in a wrapper's text config.
+        try EditedFixture("deepseek_ocr2-f32") {
+            EditedModel.set(nil, at: "text_config.n_routed_experts", in: &$0)
+            EditedModel.set(3, at: "text_config.num_experts", in: &$0)
+        }.expectRefused(naming: "\"text_config.num_experts\" is 3")
+        // And where the class's own check reads the key through its alias (HunYuanVLTextConfig's pad_id).
+        try EditedFixture("hunyuan_vl-f32") {
+            EditedModel.set(nil, at: "text_config.pad_token_id", in: &$0)
+            EditedModel.set(100_000, at: "text_config.pad_id", in: &$0)
+        }.expectRefused(naming: "\"text_config.pad_id\" holds 100000")
+    }
+
+    /// Aliases of the classes wrappers build their text config as (their own,
+    /// an AutoConfig's, a type the wrapper renames first: Kimi K2.5's
+    /// `kimi_k2`), on a fixture that writes the key each stands for; a float
+    /// is scaled so that the class's default would differ.
+    static let textConfigAliases: [(model: String, alias: String, key: String)] = [
+        ("deepseek_ocr2-f32", "num_experts", "n_routed_experts"), ("hunyuan_vl-f32", "attention_head_dim", "head_dim"),
+        ("hunyuan_vl-f32", "org_vocab_size", "vocab_size"), ("minimax_m3_vl-f32", "num_experts", "num_local_experts"),
+        ("kimi_k25-f32", "num_local_experts", "n_routed_experts"), ("molmo2-f32", "layer_norm_eps", "rms_norm_eps"),
+        ("lfm3_vl-f32", "rms_norm_eps", "norm_eps"), ("step3p7-f32", "moe_num_experts", "n_routed_experts"),
+    ]
+
+    @Test(arguments: textConfigAliases)
+    func textConfigAliasGivenAloneIsReadAsItsKey(_ model: String, _ alias: String, _ key: String) throws {
+        func value(_ config: [String: Any]) -> Any {
+            let written = (config["text_config"] as! [String: Any])[key]!
+            return (written as? Double).map { $0 == $0.rounded() ? written : $0 * 10 } ?? written
+        }
+        let written = try EditedFixture(model) { EditedModel.set(value($0), at: "text_config." + key, in: &$0) }
+        let renamed = try EditedFixture(model) { config in
+            let scaled = value(config)
+            EditedModel.set(nil, at: "text_config." + key, in: &config)
+            EditedModel.set(scaled, at: "text_config." + alias, in: &config)
+        }
+        #expect(try Checkpoint(directory: renamed.model).sectionAliases["text_config"]?[alias] == key)
+        expectSameScores(try scores(written), try scores(renamed), "text_config.\(alias) for \(key)")
     }
 
     /// transformers 5 builds its cache from `layer_types` in every family,

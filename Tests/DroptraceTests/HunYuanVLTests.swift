@@ -104,6 +104,11 @@ import Testing
             }
         }
         #expect(try flat().attentionScores() == base)
+        // HunYuanVLTextConfig's aliases, which it reads from the top level's keys too.
+        #expect(try flat {
+            $0["attention_head_dim"] = $0.removeValue(forKey: "head_dim")
+            $0["org_vocab_size"] = $0.removeValue(forKey: "vocab_size")
+        }.attentionScores() == base)
         #expect(try flat { $0["tie_word_embeddings"] = false }.attentionScores() == base)
         try flat { $0["hidden_size"] = 48.0 }.expectRefused(naming: "hidden_size")
         try flat { $0["attention_bias"] = "x" }.expectRefused(naming: "attention_bias")

@@ -67,9 +67,8 @@ enum Llava {
         var textTiesWhenUnset = false
         /// Whether the class reads a top-level `tie_embedding` over `tie_word_embeddings` (Lfm2VlConfig).
         var readsTieEmbedding = false
-        /// Text model types the class renames, and whether its text config
-        /// must then name one (Exaone4_5_Config reads `text_config["model_type"]`).
-        var textTypeAliases: [String: String] = [:]
+        /// Whether its text config must name its model type (Exaone4_5_Config
+        /// reads `text_config["model_type"]`; the types classes rename: `ConfigValueKinds.renamedTextTypes`).
         var textConfigNamesItsType = false
         /// The top-level `hidden_size` and `vocab_size` when absent, where the
         /// class sizes `lm_head` by its own keys, not the text config's (Ovis2Config),
@@ -142,7 +141,7 @@ enum Llava {
             textType: "cohere2", prefixes: ["model.language_model."], textTypes: ["cohere", "cohere2"]),
         "exaone4_5": Wrapper(
             textType: "exaone4", prefixes: ["model.language_model."], textTypes: ["exaone4"],
-            textTypeAliases: ["exaone4_5_text": "exaone4"], textConfigNamesItsType: true),
+            textConfigNamesItsType: true),
         "lfm3_vl": Wrapper(textType: "lfm3", prefixes: ["model.language_model."], textTypes: ["lfm3"]),
         "llava_next_video": Wrapper(textType: "llama", textTiesToo: true),
         "ovis2": Wrapper(
@@ -206,7 +205,7 @@ enum Llava {
             textType: "deepseek_ocr2_text", prefixes: ["model.language_model."], textTypes: ["deepseek_ocr2_text"],
             buildsItsTextConfig: true),
         "kimi_k25": Wrapper(
-            textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"], textTypeAliases: ["kimi_k2": "deepseek_v3"],
+            textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"],
             tokensEmbeddedAsZero: [("image_token_id", 163605), ("video_token_id", 163840)]),
     ]
 
@@ -238,7 +237,7 @@ enum Llava {
             throw DroptraceError("\"text_config\" names no model_type, which \(checkpoint.modelType)'s config class reads", path: checkpoint.configURL.path)
         }
         let written = textConfig?.modelType ?? wrapper.textType
-        let textType = wrapper.textTypeAliases[written] ?? written
+        let textType = ConfigValueKinds.renamedTextType(written, in: checkpoint.modelType)
         guard wrapper.textTypes.contains(textType) else {
             throw DroptraceError(
                 "\"text_config.model_type\" is \"\(textType.forErrorMessage)\": droptrace reads \(checkpoint.modelType) checkpoints "
@@ -300,7 +299,7 @@ enum Llava {
         // (The classes that also tie by the text config's flag do so over their own false.)
         var placement = TextModelPlacement.wrapped(textDefaults: defaults, prefixes: wrapper.prefixes, tiedEmbeddings: tied || textTies)
         if wrapper.masksCausally { placement.section.overrides["use_bidirectional_attention"] = .null }
-        if wrapper.buildsItsTextConfig || keys.textConfig?.modelType.map({ wrapper.textTypeAliases[$0] != nil }) == true {
+        if wrapper.buildsItsTextConfig || keys.textConfig?.modelType.map({ ConfigValueKinds.renamedTextType($0, in: checkpoint.modelType) != $0 }) == true {
             // The class builds its own text config class whatever text_config names (DeepseekOcr2Config), or renames
             // the type first (Kimi_K25Config's kimi_k2): read as the class reads it.
             placement.section.overrides["model_type"] = .string(textType)
