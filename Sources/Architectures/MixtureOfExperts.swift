@@ -103,13 +103,22 @@ public struct MixtureOfExperts: Sendable {
     public struct LatentProjection: Sendable {
         /// [latent, hidden].
         public let down: Linear
+        /// Normalises `down`'s output (Muse Spark's `pre_expert_norm`, [latent]); nil for none.
+        public let downNorm: Normalization?
         /// [hidden, latent].
         public let up: Linear
 
-        public init(down: Linear, up: Linear) {
+        public init(down: Linear, downNorm: Normalization? = nil, up: Linear) {
             precondition(down.outFeatures == up.inFeatures && down.inFeatures == up.outFeatures)
             self.down = down
+            self.downNorm = downNorm
             self.up = up
+        }
+
+        /// The experts' input [rows, latent] from the tokens [rows, hidden].
+        func enter(_ x: Matrix) -> Matrix {
+            let projected = down(x)
+            return downNorm.map { $0(projected) } ?? projected
         }
     }
 
@@ -343,7 +352,7 @@ public struct MixtureOfExperts: Sendable {
         precondition(routerInput.rows == x.rows && (!routesByToken || tokenIDs?.count == x.rows))
         let routing = route(routerInput, tokenIDs: tokenIDs)
         let k = expertsPerToken
-        var output = Self.dispatch(latent.map { $0.down(x) } ?? x, to: experts, routing: routing, weightsScaleInput: weightsScaleInput)
+        var output = Self.dispatch(latent.map { $0.enter(x) } ?? x, to: experts, routing: routing, weightsScaleInput: weightsScaleInput)
         if identityExperts > 0 {
             let count = experts.count, hidden = x.cols
             output.data.withUnsafeMutableBufferPointer { target in

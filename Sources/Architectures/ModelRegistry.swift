@@ -175,6 +175,8 @@ public enum ModelRegistry {
         "molmo2": Molmo2Model.self,
         "modernbert-decoder": ModernBertDecoderModel.self,
         "mpt": MptModel.self,
+        "muse_glimmer": MuseModel.self,
+        "muse_spark": MuseModel.self,
         "nanochat": NanoChatModel.self,
         "nemotron": NemotronModel.self,
         "nemotron_h": NemotronHModel.self,

@@ -76,6 +76,21 @@ extension DecoderParts {
 }
 
 extension Linear {
+    /// The projection with output row i (weight and bias) multiplied by
+    /// `factors[i]`: y_i · f_i as one product (Dory's per-channel scales,
+    /// Muse Spark's input-scaled norms folded into the projection before them).
+    func scalingRows(by factors: [Float]) -> Linear {
+        precondition(factors.count == outFeatures && layout == .outByIn)
+        var scaled = weight
+        let width = inFeatures
+        scaled.withUnsafeMutableBufferPointer { values in
+            for row in 0..<outFeatures {
+                for j in (row * width)..<((row + 1) * width) { values[j] *= factors[row] }
+            }
+        }
+        return Linear(weight: scaled, bias: bias.map { zip($0, factors).map { $0 * $1 } }, inFeatures: inFeatures, outFeatures: outFeatures)
+    }
+
     /// A q/k/v projection whose rows are per head ([q_h, k_h, v_h] for each
     /// head h, `headDim` rows each: GPT-NeoX's and Persimmon's
     /// `query_key_value`) with its rows grouped as q | k | v (each head's

@@ -82,6 +82,9 @@ public struct SelfAttention: Sendable {
     /// Normalises each row of the attention output (after `outputGate`)
     /// before `output` (BitNet's `attn_sub_norm`); nil for none.
     public var attendedNorm: Normalization? = nil
+    /// Normalises each head's columns of the attended values (weights
+    /// [head_dim]) before `outputGate` (Muse Spark's weightless `o_norm`); nil for none.
+    public var headOutputNorm: Normalization? = nil
     public enum GateFunction: Sendable { case sigmoid, softplus }
     /// [queryWidth]: multiplies each query column after rotary and
     /// `queryTemperature` (Dory's per-channel `sqk` scale); nil for none.
@@ -305,12 +308,14 @@ public struct SelfAttention: Sendable {
     }
 
     /// The output projection of the attended values of layer input `x`'s
-    /// rows, gated first where the attention has an `outputGate`, then
+    /// rows, each head normalised first where the attention has a
+    /// `headOutputNorm`, gated where it has an `outputGate`, then
     /// normalised where it has an `attendedNorm`; where the projection is
     /// `headExperts`, the output projections the router chose for each row
     /// (`AttentionHeadExperts.combine`) in place of `output`.
     public func finish(_ attended: Matrix, input x: Matrix) -> Matrix {
         var gated = attended
+        headOutputNorm?.apply(inPlace: &gated, columns: 0..<gated.cols, pieceWidth: layout.headDim)
         if let outputGate {
             let gate = outputGate(outputGateReadsQueryUpInput ? projection.queryUpInput(x)! : x), softplus = outputGateFunction == .softplus
             gated.data.withUnsafeMutableBufferPointer { values in

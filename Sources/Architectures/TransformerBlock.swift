@@ -332,8 +332,9 @@ public enum ResidualJoin: Sendable {
     }
 }
 
-/// A learned per-channel mix of a branch's output and the stream it joins
-/// (Ergo's `ErgoResidualGate`): with w the gate's weight, the stream becomes
+/// A learned per-channel mix of a branch's output and the stream it joins,
+/// branchScale ⊙ out + residualScale ⊙ stream (Muse Spark's gate:
+/// `MuseModel.residualGate`). Ergo's `ErgoResidualGate`: with w the gate's weight, the stream becomes
 ///
 ///     σ(w) ⊙ out + √(1 + σ(w)) · e^(−softplus(w) / 2) ⊙ stream
 ///
@@ -343,6 +344,13 @@ public struct ResidualGate: Sendable {
     public let branchScale: [Float]
     /// √(1 + σ(w)) · exp(−0.5 · softplus(w)), per channel.
     public let residualScale: [Float]
+
+    /// A gate of its two per-channel scales (each [hidden]).
+    public init(branchScale: [Float], residualScale: [Float]) {
+        precondition(branchScale.count == residualScale.count)
+        self.branchScale = branchScale
+        self.residualScale = residualScale
+    }
 
     /// The gate of weight `weight` [hidden]; softplus as torch's (beta 1,
     /// the input itself above 20).

@@ -321,19 +321,3 @@ struct DoryModel: DecoderFamily {
         return .hiddenNormed(.gated(gateUp: gateUp.scalingRows(by: rowScales), down: down, activation: activation), norm: l2(inner))
     }
 }
-
-extension Linear {
-    /// The projection with output row i (weight and bias) multiplied by
-    /// `factors[i]`: y_i · f_i as one product (Dory's per-channel scales).
-    fileprivate func scalingRows(by factors: [Float]) -> Linear {
-        precondition(factors.count == outFeatures && layout == .outByIn)
-        var scaled = weight
-        let width = inFeatures
-        scaled.withUnsafeMutableBufferPointer { values in
-            for row in 0..<outFeatures {
-                for j in (row * width)..<((row + 1) * width) { values[j] *= factors[row] }
-            }
-        }
-        return Linear(weight: scaled, bias: bias.map { zip($0, factors).map { $0 * $1 } }, inFeatures: inFeatures, outFeatures: outFeatures)
-    }
-}

@@ -204,6 +204,13 @@ enum Llava {
         "deepseek_ocr2": Wrapper(
             textType: "deepseek_ocr2_text", prefixes: ["model.language_model."], textTypes: ["deepseek_ocr2_text"],
             buildsItsTextConfig: true),
+        "muse_glimmer": Wrapper(
+            textType: "muse_glimmer_text", prefixes: ["model.language_model."], textTypes: ["muse_glimmer_text"],
+            tokensEmbeddedAsZero: [("image_token_id", 200_092), ("video_token_id", 200_091)], buildsItsTextConfig: true),
+        "muse_spark": Wrapper(
+            textType: "muse_spark_text", prefixes: ["model.language_model."], textTypes: ["muse_spark_text"],
+            tokensEmbeddedAsZero: [("image_token_id", 200_092), ("video_token_id", 200_091), ("audio_token_id", 200_038)],
+            buildsItsTextConfig: true),
         "kimi_k25": Wrapper(
             textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"],
             tokensEmbeddedAsZero: [("image_token_id", 163605), ("video_token_id", 163840)]),
