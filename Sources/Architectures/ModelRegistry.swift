@@ -229,6 +229,7 @@ public enum ModelRegistry {
         "stablelm": StableLMModel.self,
         "starcoder2": Starcoder2Model.self,
         "step3p7": Step3p7Model.self,
+        "unlimited_ocr": DeepSeekModel.self,
         "vaultgemma": Gemma2Model.self,
         "video_llama_3": LlamaModel.self,
         "video_llava": LlamaModel.self,

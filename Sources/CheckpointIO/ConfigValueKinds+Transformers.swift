@@ -8259,6 +8259,64 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "unlimited_ocr": (
+            "UnlimitedOcrConfig",
+            [
+                "image_token_id": "i",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+                "vision_config": "no",
+            ],
+            [:
+            ]),
+        "unlimited_ocr.text_config": (
+            "UnlimitedOcrTextConfig",
+            [
+                "attention_bias": "b",
+                "attention_dropout": "nf",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "head_dim": "ni",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "layer_types": "n[s]",
+                "max_position_embeddings": "i",
+                "mlp_bias": "b",
+                "mlp_layer_types": "n[s]",
+                "moe_intermediate_size": "i",
+                "n_group": "ni",
+                "n_routed_experts": "i",
+                "n_shared_experts": "i",
+                "num_attention_heads": "i",
+                "num_experts_per_tok": "ni",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "output_router_logits": "b",
+                "pad_token_id": "ni",
+                "pretraining_tp": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "routed_scaling_factor": "f",
+                "sliding_window": "ni",
+                "tie_word_embeddings": "b",
+                "topk_group": "ni",
+                "topk_method": "ns",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [
+                "num_experts": "n_routed_experts",
+            ]),
+        "unlimited_ocr.vision_config": (
+            "UnlimitedOcrVisionConfig",
+            [
+                "encoder_config": "no",
+                "sam_config": "no",
+            ],
+            [:
+            ]),
         "vaultgemma": (
             "VaultGemmaConfig",
             [
@@ -8617,6 +8675,7 @@ extension ConfigValueKinds {
         "qwen3_vl_moe": "qwen3_vl_moe_text",
         "qwen4_exp": "qwen4_exp_text",
         "step3p7": "step3p5",
+        "unlimited_ocr": "unlimited_ocr_text",
     ]
 
     /// Config classes (by model_type) that build their text config from the top level's keys when
@@ -8932,6 +8991,7 @@ extension ConfigValueKinds {
         "stablelm": (nil, 50304),
         "starcoder2": (nil, 49152),
         "step3p7.text_config": (1, 128815),
+        "unlimited_ocr.text_config": (nil, 129280),
         "vaultgemma": (0, 256000),
         "xglm": (1, 256008),
         "youtu": (nil, 128256),
@@ -9120,6 +9180,7 @@ extension ConfigValueKinds {
         "stablelm": ["intermediate_size": "6912", "layer_norm_eps": "1e-05", "max_position_embeddings": "4096", "num_key_value_heads": "32"],
         "starcoder2": ["intermediate_size": "12288", "max_position_embeddings": "4096", "norm_epsilon": "1e-05", "num_key_value_heads": "2"],
         "step3p7.text_config": ["head_dim": "128", "intermediate_size": "11264", "max_position_embeddings": "128000", "n_routed_experts": "288", "num_experts_per_tok": "8", "num_key_value_heads": "8", "rms_norm_eps": "1e-05"],
+        "unlimited_ocr.text_config": ["intermediate_size": "6848", "max_position_embeddings": "32768", "num_experts_per_tok": "6", "num_key_value_heads": "10", "rms_norm_eps": "1e-06"],
         "vaultgemma": ["head_dim": "256", "intermediate_size": "9216", "max_position_embeddings": "8192", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "xglm": ["max_position_embeddings": "2048"],
         "youtu": ["intermediate_size": "6144", "max_position_embeddings": "131072", "num_key_value_heads": "16", "rms_norm_eps": "1e-06"],
@@ -9416,6 +9477,7 @@ extension ConfigValueKinds {
         "qwen4_exp_text": ["layer_types"],
         "smollm3": ["layer_types", "no_rope_layers"],
         "step3p7.text_config": ["layer_types", "mlp_layer_types"],
+        "unlimited_ocr.text_config": ["layer_types", "mlp_layer_types"],
         "vaultgemma": ["layer_types"],
         "zamba": ["layers_block_type"],
         "zamba2": ["layers_block_type"],

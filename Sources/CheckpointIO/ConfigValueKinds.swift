@@ -79,7 +79,8 @@ public enum ConfigValueKinds {
     /// or the legacy name its config class reads in its place where
     /// `text_config` is absent or null and the legacy key holds a value
     /// (NemotronH_Omni_Reasoning_V3_Config's `llm_config`, as its released
-    /// checkpoints write it).
+    /// checkpoints write it; UnlimitedOcrConfig's `language_config`, as its
+    /// original checkpoint does).
     public static func textConfigKey(_ document: JSONValue, modelType: String) -> String {
         guard let legacy = legacyTextConfigKeys[modelType] else { return "text_config" }
         let isSet = { (key: String) -> Bool in
@@ -91,7 +92,7 @@ public enum ConfigValueKinds {
     }
 
     /// Legacy names of `text_config` (`textConfigKey`), by model type.
-    static let legacyTextConfigKeys = ["nemotron_h_omni": "llm_config"]
+    static let legacyTextConfigKeys = ["nemotron_h_omni": "llm_config", "unlimited_ocr": "language_config"]
 
     /// The model_type the text model of a `modelType` config reports when
     /// its `text_config` names none: the type an AutoConfig sub-config

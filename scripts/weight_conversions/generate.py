@@ -47,7 +47,7 @@ from transformers.core_model_loading import ErnieFuseAndSplitTextVisionExperts, 
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 # The model types whose tensors droptrace renames on load as transformers does (`Checkpoint`).
-RENAMED_ON_LOAD = ["deepseek_ocr2", "molmo2", "cosmos3_omni", "cosmos3_edge", "hy_v4_vl", "qwen2_5_omni", "qwen2_5_omni_thinker", "qwen3_omni_moe", "qwen3_omni_moe_thinker", "axk2", "deepseek_v4", "dory", "ergo", "exaone", "glm5_next", "hrm_text", "hy_v4", "hyperclovax_vision_v2", "kimi_k25", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "minimax_m3_vl", "mistral_large4", "nemotron_h_omni", "ovis2_5", "param2moe", "qianfan_ocr", "sarvam_moe", "shieldgemma2", "step3p7"]
+RENAMED_ON_LOAD = ["deepseek_ocr2", "unlimited_ocr", "molmo2", "cosmos3_omni", "cosmos3_edge", "hy_v4_vl", "qwen2_5_omni", "qwen2_5_omni_thinker", "qwen3_omni_moe", "qwen3_omni_moe_thinker", "axk2", "deepseek_v4", "dory", "ergo", "exaone", "glm5_next", "hrm_text", "hy_v4", "hyperclovax_vision_v2", "kimi_k25", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "minimax_m3_vl", "mistral_large4", "nemotron_h_omni", "ovis2_5", "param2moe", "qianfan_ocr", "sarvam_moe", "shieldgemma2", "step3p7"]
 
 # Model types transformers loads as a class of their own that no auto class of a causal or image-text
 # model maps them to: ShieldGemma2ForImageClassification (the class its checkpoints' `architectures`

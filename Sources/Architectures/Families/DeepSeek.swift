@@ -10,16 +10,21 @@ import TensorEngine
 /// reading the original config format: `head_dim` ignored, a legacy
 /// `deepseek_yarn` rope_scaling read as YaRN), or of `deepseek_ocr2_text`
 /// (DeepseekOcr2TextConfig: DeepSeek-V2's mixture keys and defaults, no
-/// latent attention keys, each layer's MLP by `mlp_layer_types`); absent
-/// keys take transformers' defaults of the model type.
+/// latent attention keys, each layer's MLP by `mlp_layer_types`), or of
+/// `unlimited_ocr_text` (UnlimitedOcrTextConfig: the same, `mlp_layer_types`
+/// by default the first `first_k_dense_replace` (1) dense, `layer_types`
+/// full or reference sliding attention); absent keys take transformers'
+/// defaults of the model type.
 struct DeepSeekConfiguration: Decodable {
     /// V3's latent attention (deepseek_v3 and youtu).
     var isV3: Bool
     /// Llama's multi-head attention in place of latent attention
-    /// (`deepseek_ocr2_text`, whose MLPs `mlp_layer_types` lists).
+    /// (`deepseek_ocr2_text` and `unlimited_ocr_text`, whose MLPs `mlp_layer_types` lists).
     var multiHeadAttention: Bool
-    /// Each layer's MLP, "dense" or "sparse" (read for `deepseek_ocr2_text` only).
+    /// Each layer's MLP, "dense" or "sparse" (read with `multiHeadAttention` only).
     var mlpLayerTypes: [String]?
+    /// `unlimited_ocr_text`'s `layer_types` and `sliding_window` (nil: none, as written).
+    var referenceSliding: (layerTypes: [String]?, window: Int?)?
     var rmsNormEps: Double
     var hiddenAct: String
     var attentionBias: Bool
@@ -70,6 +75,8 @@ struct DeepSeekConfiguration: Decodable {
         case normTopkProb = "norm_topk_prob"
         case headDim = "head_dim"
         case mlpLayerTypes = "mlp_layer_types"
+        case layerTypes = "layer_types"
+        case slidingWindow = "sliding_window"
     }
 
     init(from decoder: Decoder) throws {
@@ -77,7 +84,11 @@ struct DeepSeekConfiguration: Decodable {
         let modelType = try c.decode(String.self, forKey: .modelType)
         let sarvam = modelType == "sarvam_mla"
         isV3 = ["deepseek_v3", "youtu", "sarvam_mla"].contains(modelType)
-        multiHeadAttention = modelType == "deepseek_ocr2_text"
+        let unlimited = modelType == "unlimited_ocr_text"
+        multiHeadAttention = modelType == "deepseek_ocr2_text" || unlimited
+        referenceSliding = unlimited ? (
+            try c.decodeIfPresent([String].self, forKey: .layerTypes),
+            c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : 128) : nil
         mlpLayerTypes = multiHeadAttention ? try c.decodeIfPresent([String].self, forKey: .mlpLayerTypes) : nil
         let types = mlpLayerTypes
         try ConfigRules.decodingChecks { try MLPLayerTypes.checkEntries(types) }
@@ -104,8 +115,10 @@ struct DeepSeekConfiguration: Decodable {
         // V2 rotates interleaved pairs as complex numbers; V3 by rope_interleave.
         ropeInterleave = v3 ? try written(.ropeInterleave, absent: true) ?? false : true
         // Youtu's layers are all dense (YoutuDecoderLayer builds YoutuMLP): no layer routes;
-        // DeepSeek-OCR 2's follow mlp_layer_types.
-        firstKDenseReplace = youtu ? Int.max : multiHeadAttention ? 0 : try value(.firstKDenseReplace, v2: 0, v3: sarvam ? 1 : 3)
+        // DeepSeek-OCR 2's follow mlp_layer_types, Unlimited OCR's where written (else the
+        // first first_k_dense_replace, a key its class reads only then, default 1, are dense).
+        firstKDenseReplace = youtu ? Int.max : unlimited ? try value(.firstKDenseReplace, v2: 1, v3: 1)
+            : multiHeadAttention ? 0 : try value(.firstKDenseReplace, v2: 0, v3: sarvam ? 1 : 3)
         nRoutedExperts = try value(.nRoutedExperts, v2: 64, v3: sarvam ? 128 : 256)
         numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? (v3 ? 8 : nil)
         nSharedExperts = try value(.nSharedExperts, v2: 2, v3: 1)
@@ -132,8 +145,15 @@ struct DeepSeekConfiguration: Decodable {
     /// where `mlp_layer_types` says "sparse".
     func isSparse(_ index: Int) -> Bool {
         guard multiHeadAttention else { return index >= firstKDenseReplace }
-        return mlpLayerTypes.map { index < $0.count && $0[index] == "sparse" } ?? false
+        // (DeepSeek-OCR 2's list is required: refused by `check` when absent.)
+        guard let types = mlpLayerTypes else { return referenceSliding != nil && index >= firstKDenseReplace }
+        return index < types.count && types[index] == "sparse"
     }
+
+    /// The layer types UnlimitedOcrTextModel masks: on a prompt both attend
+    /// to every earlier token (the reference window applies to tokens
+    /// generated after it, which droptrace never scores).
+    static let referenceSlidingTypes = ["full_attention", "reference_sliding_attention"]
 
     /// Whether experts are chosen within the best groups only.
     var groupLimited: Bool { isV3 || topkMethod == "group_limited_greedy" }
@@ -154,9 +174,18 @@ struct DeepSeekConfiguration: Decodable {
     /// anything is sized from them.
     func check(_ d: DecoderDimensions) throws {
         try ConfigRules.positive(rmsNormEps, "rms_norm_eps")
+        if let (types, window) = referenceSliding {
+            // UnlimitedOcrTextConfig.validate_architecture; the model masks by these two types alone.
+            guard window != nil else { throw InvalidConfigValue(key: "sliding_window", problem: "must be set: UnlimitedOcrTextConfig refuses null") }
+            if let other = types?.first(where: { !Self.referenceSlidingTypes.contains($0) }) {
+                throw InvalidConfigValue(
+                    key: "layer_types",
+                    problem: "lists \"\(other.forErrorMessage)\", which UnlimitedOcrTextModel has no mask for (it takes \(Self.referenceSlidingTypes.joined(separator: " or ")))")
+            }
+        }
         if multiHeadAttention {
             // DeepseekOcr2TextConfig's default None leaves its decoder layers no MLP type to read.
-            guard mlpLayerTypes != nil else {
+            guard mlpLayerTypes != nil || referenceSliding != nil else {
                 throw InvalidConfigValue(key: MLPLayerTypes.key, problem: "must list \"dense\" or \"sparse\" per layer (DeepseekOcr2TextConfig's default None builds no layer)")
             }
             try MLPLayerTypes.checkCount(mlpLayerTypes, layers: d.numHiddenLayers)
@@ -168,7 +197,8 @@ struct DeepSeekConfiguration: Decodable {
                 key: "head_dim",
                 problem: "must equal qk_rope_head_dim \(qkRopeHeadDim) (DeepSeek-V3's rotary embedding is sized by it), got \(written.map(String.init) ?? "null")")
         }
-        try ConfigRules.nonNegative(firstKDenseReplace, "first_k_dense_replace")
+        // (UnlimitedOcrTextConfig's rule takes any integer: below 0 every layer routes.)
+        if referenceSliding == nil { try ConfigRules.nonNegative(firstKDenseReplace, "first_k_dense_replace") }
         guard (0..<d.numHiddenLayers).contains(where: isSparse) else { return }
         let routed = routedMixture
         try routed.checkExperts(hidden: d.hiddenSize)
@@ -223,6 +253,8 @@ struct MultiTokenPredictionLayers: Decodable {
 /// num_attention_heads, which its config class sets whatever `head_dim`
 /// says).
 struct DeepSeekModel: DecoderFamily {
+    /// Unlimited OCR's text model checks its `layer_types` itself (`DeepSeekConfiguration.referenceSlidingTypes`).
+    static func readsLayerTypes(_ modelType: String) -> Bool { modelType == "unlimited_ocr_text" }
     let parts: DecoderParts
     let config: DeepSeekConfiguration
     let rotary: RotaryEmbedding
@@ -232,8 +264,8 @@ struct DeepSeekModel: DecoderFamily {
         // Also Kimi K2.5's language model (`Llava`: a deepseek_v3 text config).
         var placement = try TextModelPlacement.topLevelOrWrapped(checkpoint)
         // SarvamMLAConfig drops head_dim whatever it holds (`ConfigValueKinds.headDimDropped`); DeepseekOcr2TextConfig
-        // sets it to hidden_size / num_attention_heads whatever it holds.
-        if ConfigValueKinds.headDimDropped.contains(checkpoint.modelType) || checkpoint.modelType == "deepseek_ocr2" {
+        // and UnlimitedOcrTextConfig set it to hidden_size / num_attention_heads whatever it holds.
+        if ConfigValueKinds.headDimDropped.contains(checkpoint.modelType) || ["deepseek_ocr2", "unlimited_ocr"].contains(checkpoint.modelType) {
             placement.section.overrides["head_dim"] = .null
         }
         let predictionLayers = try checkpoint.decodeConfig(MultiTokenPredictionLayers.self, section: placement.section).count
@@ -275,6 +307,10 @@ struct DeepSeekModel: DecoderFamily {
     var layerNaming: LayerNaming {
         var naming = parts.naming
         if !config.multiHeadAttention { naming.layerThresholds["first_k_dense_replace"] = config.firstKDenseReplace }
+        // Unlimited OCR's rule would count first_k_dense_replace from the export's first layer.
+        if config.referenceSliding != nil, config.mlpLayerTypes == nil {
+            naming.perLayerLists[MLPLayerTypes.key] = (0..<layerCount).map { config.isSparse($0) ? "sparse" : "dense" }
+        }
         return naming
     }
 

@@ -114,6 +114,11 @@ enum Llava {
         /// `text_config` whatever its `model_type` says, null included
         /// (GraniteDoclingConfig's GraniteDoclingTextConfig): `textType` is read.
         var buildsItsTextConfig = false
+        /// Top-level keys the config class moves into its text config when
+        /// `text_config` is unset, building it from its legacy name
+        /// (`ConfigValueKinds.legacyTextConfigKeys`; UnlimitedOcrConfig's
+        /// `language_config` and `sliding_window`). Each takes an integer or null.
+        var movedIntoTextConfig: [String] = []
         /// The default of `vision_config.out_hidden_size` where the config
         /// class requires it to be the text model's hidden_size, and refuses
         /// a `density_router_hidden_size` without `vision_config.use_fine_route`
@@ -211,6 +216,9 @@ enum Llava {
             textType: "muse_spark_text", prefixes: ["model.language_model."], textTypes: ["muse_spark_text"],
             tokensEmbeddedAsZero: [("image_token_id", 200_092), ("video_token_id", 200_091), ("audio_token_id", 200_038)],
             buildsItsTextConfig: true),
+        "unlimited_ocr": Wrapper(
+            textType: "unlimited_ocr_text", prefixes: ["model.language_model."], textTypes: ["unlimited_ocr_text"],
+            buildsItsTextConfig: true, movedIntoTextConfig: ["sliding_window"]),
         "kimi_k25": Wrapper(
             textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"],
             tokensEmbeddedAsZero: [("image_token_id", 163605), ("video_token_id", 163840)]),
@@ -263,6 +271,28 @@ enum Llava {
         return textType
     }
 
+    /// `keys` of config.json's top level written over `section`'s where
+    /// `text_config` is unset (absent or null), as the config class moves them.
+    /// - Throws: `DroptraceError` naming config.json for a value other than an integer or null.
+    private static func moveIntoTextConfig(_ keys: [String], _ checkpoint: Checkpoint, section: inout ConfigSection) throws {
+        let document = checkpoint.configDocument
+        switch document.member("text_config") {
+        case nil, .null?: break
+        default: return
+        }
+        for key in keys {
+            switch document.member(key) {
+            case nil: continue
+            case .null?: section.overrides[key] = .null
+            case .integer(let value)?: section.overrides[key] = .integer(value)
+            case let value?:
+                throw DroptraceError(
+                    "\"\(key)\" holds \(ConfigValueKinds.spelled(value)), which \(checkpoint.modelType)'s config class moves into its text config, "
+                        + "where it takes an integer or null", path: checkpoint.configURL.path)
+            }
+        }
+    }
+
     /// Where a checkpoint of one of `wrappers` keeps its language model:
     /// `text_config` with its model_type's class defaults (Ministral 3's too:
     /// `Ministral3Rope.classDefaults`), the head tied by the top-level
@@ -306,6 +336,8 @@ enum Llava {
         // (The classes that also tie by the text config's flag do so over their own false.)
         var placement = TextModelPlacement.wrapped(textDefaults: defaults, prefixes: wrapper.prefixes, tiedEmbeddings: tied || textTies)
         if wrapper.masksCausally { placement.section.overrides["use_bidirectional_attention"] = .null }
+        placement.section.name = ConfigValueKinds.textConfigKey(checkpoint.configDocument, modelType: checkpoint.modelType)
+        try moveIntoTextConfig(wrapper.movedIntoTextConfig, checkpoint, section: &placement.section)
         if wrapper.buildsItsTextConfig || keys.textConfig?.modelType.map({ ConfigValueKinds.renamedTextType($0, in: checkpoint.modelType) != $0 }) == true {
             // The class builds its own text config class whatever text_config names (DeepseekOcr2Config), or renames
             // the type first (Kimi_K25Config's kimi_k2): read as the class reads it.
