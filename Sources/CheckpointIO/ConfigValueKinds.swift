@@ -188,7 +188,14 @@ public enum ConfigValueKinds {
     /// (`validate_layer_type`; the others check them where they are read).
     /// `prefix` puts the section's member in front of the keys messages name (`text_config.`).
     static func rangeProblem(in written: [(key: String, value: JSONValue)], of modelType: String, under prefix: String = "") -> String? {
-        let members = readingAliases(written, of: modelType).members
+        // Read through the class's aliases; a key read from one is named as written.
+        let (members, writtenAs) = readingAliases(written, of: modelType)
+        return rangeProblem(read: members, of: modelType, under: prefix).map { message in
+            writtenAs.reduce(message) { $0.replacingOccurrences(of: "\"\(prefix)\($1.key)\"", with: "\"\(prefix)\($1.value)\"") }
+        }
+    }
+
+    private static func rangeProblem(read members: [(key: String, value: JSONValue)], of modelType: String, under prefix: String) -> String? {
         func number(_ key: String) -> Double? {
             switch members.last(where: { $0.key == key })?.value {
             case .integer(let value)?: Double(value)

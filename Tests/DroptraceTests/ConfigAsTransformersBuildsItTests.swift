@@ -211,9 +211,12 @@ import Testing
     static let omitted: [(model: String, path: String)] = ConfigValueKinds.omittedDefaults.keys.sorted().flatMap { classKey in
         // (An omni model's text config class, nested in its thinker's: `qwen2_5_omni.thinker_config.text_config`.)
         let modelType = String(classKey.prefix { $0 != "." })
-        let section = classKey == modelType ? nil : String(classKey.dropFirst(modelType.count + 1))
+        // The text config under its legacy name where the fixture writes that (Unlimited OCR's `language_config`).
+        let config = try? FixtureFiles.config(modelType + "-f32")
+        let section = classKey == modelType ? nil : String(classKey.dropFirst(modelType.count + 1)).replacing(
+            "text_config", with: ConfigValueKinds.legacyTextConfigKeys[modelType].flatMap { config?[$0] != nil ? $0 : nil } ?? "text_config")
         let nested = section.map { ConfigValueKinds.nestedTextConfigs[modelType] == $0 } == true
-            || (section != nil && (try? FixtureFiles.config(modelType + "-f32")["text_config"]) != nil)
+            || (section.map { config?[$0] } ?? nil) != nil
         return ConfigValueKinds.omittedDefaults[classKey]!.keys.sorted().map { (modelType + "-f32", (nested ? section! + "." : "") + $0) }
     }
 
@@ -221,7 +224,7 @@ import Testing
     func omittedKeyTakesTheClassDefault(_ model: String, _ path: String) throws {
         let modelType = String(model.dropLast(4)), key = String(path.split(separator: ".").last!)
         let section = path.split(separator: ".").dropLast().joined(separator: ".")
-        let classKey = !section.isEmpty ? modelType + "." + section
+        let classKey = !section.isEmpty ? modelType + "." + (section == ConfigValueKinds.legacyTextConfigKeys[modelType] ? "text_config" : section)
             : ConfigValueKinds.flatTextConfigs.contains(modelType) ? modelType + ".text_config" : modelType
         let text = try #require(ConfigValueKinds.omittedDefaults[classKey]?[key])
         let value = try JSONSerialization.jsonObject(with: Data(text.utf8), options: .fragmentsAllowed)
@@ -229,7 +232,7 @@ import Testing
         let defaulted = try EditedFixture(model) { EditedModel.set(value, at: path, in: &$0) }
         // (At the top level: Gemma 4's per_layer_config names num_key_value_heads per layer.)
         var written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: left.configPath))) as? [String: Any]
-        if path.hasPrefix("text_config.") { written = written?["text_config"] as? [String: Any] }
+        if !section.isEmpty { written = written?[section] as? [String: Any] }
         #expect(written?[key] == nil)
         do {
             let expected = try scores(defaulted)
