@@ -252,7 +252,7 @@ extension MambaMixer {
             switch norms {
             case .none: nil
             case .stored(let eps): try weights.rmsNorm(prefix + name, size: size, eps: eps)
-            case .weightless(let eps): .rms(weight: [Float](repeating: 1, count: size), eps: Float(eps))
+            case .weightless(let eps): .weightlessRMS(size: size, eps: Float(eps))
             }
         }
         return MambaMixer(

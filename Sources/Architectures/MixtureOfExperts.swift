@@ -137,7 +137,7 @@ public struct MixtureOfExperts: Sendable {
         }
 
         public func callAsFunction(_ x: Matrix) -> Matrix {
-            var normed = Normalization.rms(weight: [Float](repeating: 1, count: scale.count), eps: eps)(x)
+            var normed = Normalization.weightlessRMS(size: scale.count, eps: eps)(x)
             let width = scale.count
             normed.data.withUnsafeMutableBufferPointer { values in
                 for r in 0..<x.rows {

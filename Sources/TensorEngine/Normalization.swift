@@ -19,6 +19,13 @@ public enum Normalization: Sendable {
         .layer(weight: [Float](repeating: 1, count: size), bias: [Float](repeating: 0, count: size), eps: eps)
     }
 
+    /// RMSNorm without a weight, x / √(mean(x²) + eps) (nanochat's, Muse's
+    /// `with_scale=False` norms, Llama 4's q/k L2 norm): weights of one
+    /// leave every normalised value exactly as it is.
+    public static func weightlessRMS(size: Int, eps: Float) -> Normalization {
+        .rms(weight: [Float](repeating: 1, count: size), eps: eps)
+    }
+
     /// The projection onto the unit sphere without weights, x / √(Σx² + eps)
     /// (nGPT's L2 norm; Dory's `DoryL2Norm`): an RMSNorm of `size` values
     /// whose epsilon is eps / size and whose weights are all 1/√size.

@@ -458,7 +458,7 @@ struct Gemma4Model: DecoderFamily {
                 : try weights.linear(p + "o_proj", in: layout.queryWidth, out: d, bias: bias),
             scale: 1, slidingWindow: slidingWindow,
             queryKeyNorm: .perHead(query: queryNorm, key: keyNorm ?? queryNorm),
-            valueNorm: .rms(weight: [Float](repeating: 1, count: layout.headDim), eps: Float(eps)), keyValueSharing: sharing)
+            valueNorm: .weightlessRMS(size: layout.headDim, eps: Float(eps)), keyValueSharing: sharing)
     }
 }
 

@@ -215,7 +215,7 @@ struct HrmTextModel: DecoderFamily {
     var embeddingScale: Double { config.embeddingScale ?? 1 / config.initializerRange }
 
     /// The weightless RMSNorm of the layers and the stacks' `final_norm`.
-    var norm: Normalization { .rms(weight: [Float](repeating: 1, count: hiddenSize), eps: Float(config.rmsNormEps)) }
+    var norm: Normalization { .weightlessRMS(size: hiddenSize, eps: Float(config.rmsNormEps)) }
 
     var layerLoop: LayerLoop? {
         LayerLoop(

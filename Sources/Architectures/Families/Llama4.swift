@@ -236,7 +236,7 @@ struct Llama4Model: DecoderFamily {
         let activation = try parts.activation(config.hiddenAct)
         func attention() throws -> SelfAttention {
             // Llama4TextL2Norm: x / sqrt(mean(x²) + eps) over each head, no weights.
-            let l2 = Normalization.rms(weight: [Float](repeating: 1, count: headDim), eps: Float(config.rmsNormEps))
+            let l2 = Normalization.weightlessRMS(size: headDim, eps: Float(config.rmsNormEps))
             return try parts.attention(
                 p + "self_attn.", bias: config.attentionBias, rotary: rotates ? rotary : nil, interleavedRotary: true,
                 queryKeyNorm: rotates && config.useQKNorm ? .perHead(query: l2, key: l2) : nil, queryKeyNormAfterRotary: true,

@@ -254,7 +254,7 @@ struct MuseModel: DecoderFamily {
     }
 
     func embed(_ batch: TokenBatch) throws -> Matrix {
-        weightless(hiddenSize, eps: config.rmsNormEps)(try parts.embed(batch))
+        Normalization.weightlessRMS(size: hiddenSize, eps: Float(config.rmsNormEps))(try parts.embed(batch))
     }
 
     func head() throws -> OutputHead {
@@ -263,17 +263,12 @@ struct MuseModel: DecoderFamily {
             logitSoftcap: Float(config.finalLogitSoftcapping), logitScale: Float(config.outputMultiplier))
     }
 
-    /// An RMSNorm without a weight (MuseSparkRMSNorm's `with_scale=False`).
-    func weightless(_ size: Int, eps: Double) -> Normalization {
-        .rms(weight: [Float](repeating: 1, count: size), eps: Float(eps))
-    }
-
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock {
         let drops = plan.union(configuredDrops), weights = parts.weights, d = hiddenSize, p = "layers.\(index)."
         func centered(_ name: String, eps: Double) throws -> Normalization { try weights.offsetRMSNorm(p + name, size: d, eps: eps) }
         func gate(_ name: String) throws -> ResidualJoin? { isSpark ? .gated(try residualGate(p + name + ".gate")) : nil }
         let postNorm = { (name: String) throws -> Normalization in
-            isSpark ? weightless(d, eps: config.postNormEps) : try centered(name, eps: config.postNormEps)
+            isSpark ? Normalization.weightlessRMS(size: d, eps: Float(config.postNormEps)) : try centered(name, eps: config.postNormEps)
         }
         return TransformerBlock(
             attention: drops.dropsAttention(index) ? nil : AttentionBranch(
@@ -298,7 +293,7 @@ struct MuseModel: DecoderFamily {
     /// Layer `index`'s attention (see the type's description).
     func attention(layer index: Int) throws -> SelfAttention {
         let layout = parts.attentionLayout, headDim = layout.headDim, p = "layers.\(index).self_attn."
-        let headNorm = weightless(headDim, eps: config.rmsNormEps)
+        let headNorm = Normalization.weightlessRMS(size: headDim, eps: Float(config.rmsNormEps))
         var attention = try parts.attention(
             p, bias: config.attentionBias, rotary: config.rotates(index, layers: layerCount) ? rotary : nil,
             scale: Float(config.qkScaleFactor / Double(headDim).squareRoot()),
@@ -326,7 +321,8 @@ struct MuseModel: DecoderFamily {
             inner: config.moeIntermediateSize, activation: activation
         ).map { expert -> FeedForward in
             .parallel([FeedForwardPart(
-                inputNorm: nil, feedForward: try Self.scalingOutput(expert, by: expertScale), outputNorm: weightless(latent, eps: config.postNormEps))])
+                inputNorm: nil, feedForward: try Self.scalingOutput(expert, by: expertScale),
+                outputNorm: .weightlessRMS(size: latent, eps: Float(config.postNormEps)))])
         }
         let multiplier = Float(config.outputMultiplier)
         return .mixture(MixtureOfExperts(

@@ -64,7 +64,7 @@ struct NanoChatModel: DecoderFamily {
 
     /// A weightless RMSNorm of `size` columns.
     func norm(_ size: Int) -> Normalization {
-        .rms(weight: [Float](repeating: 1, count: size), eps: Float(config.rmsNormEps))
+        .weightlessRMS(size: size, eps: Float(config.rmsNormEps))
     }
 
     func embed(_ batch: TokenBatch) throws -> Matrix { norm(hiddenSize)(try parts.embed(batch)) }
