@@ -121,15 +121,9 @@ public final class Checkpoint: @unchecked Sendable {
         modelType = type
         let (decoded, writtenAs) = ConfigValueKinds.decodable(Self.finiteSpelling(untagged), document: document, modelType: type)
         decodedConfigData = decoded
-        sectionAliases = ConfigValueKinds.sectionAliases(document, modelType: type)
-        var sectionWrittenAs: [String: String] = [:]
-        for (section, aliases) in sectionAliases {
-            guard let members = document.member(path: section) else { continue }
-            for (alias, target) in aliases where members.member(alias) != nil && members.member(target) == nil {
-                sectionWrittenAs[section + "." + target] = section + "." + alias
-            }
-        }
-        configKeysWrittenAs = writtenAs.merging(sectionWrittenAs, uniquingKeysWith: { top, _ in top })
+        let sections = ConfigValueKinds.sectionAliases(document, modelType: type)
+        sectionAliases = sections.aliases
+        configKeysWrittenAs = writtenAs.merging(sections.writtenAs, uniquingKeysWith: { top, _ in top })
 
         let others = otherTensors.filter { tensors[$0.key] == nil }
         let storedNames = gguf != nil ? nil

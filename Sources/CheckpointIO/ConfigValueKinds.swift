@@ -507,13 +507,21 @@ public enum ConfigValueKinds {
     /// from config.json reads an alias written alone as the key it stands
     /// for (`Checkpoint.configObject`), as transformers sets it; the top
     /// level's are read by `decodable`.
-    public static func sectionAliases(_ document: JSONValue, modelType: String) -> [String: [String: String]] {
+    /// - Returns: the aliases by section, and the alias each key of a section
+    ///   the document writes only through one is written as, by dotted path
+    ///   (`text_config.n_routed_experts` → `text_config.num_experts`), for messages.
+    static func sectionAliases(_ document: JSONValue, modelType: String) -> (aliases: [String: [String: String]], writtenAs: [String: String]) {
         var classes = Dictionary(uniqueKeysWithValues: (nestedSections[modelType] ?? []).map { ($0, modelType + "." + $0) })
         let textKey = textConfigKey(document, modelType: modelType)
         if case .object(let text)? = document.member(textKey), let textClass = textConfigClass(of: modelType, text: text) {
             classes[textKey] = textClass
         }
-        return classes.compactMapValues { transformers[$0]?.aliases }.filter { !$0.value.isEmpty }
+        var writtenAs: [String: String] = [:]
+        for (section, classKey) in classes {
+            guard case .object(let members)? = document.member(path: section) else { continue }
+            for (key, alias) in readingAliases(members, of: classKey).writtenAs { writtenAs[section + "." + key] = section + "." + alias }
+        }
+        return (classes.compactMapValues { transformers[$0]?.aliases }.filter { !$0.value.isEmpty }, writtenAs)
     }
 
     /// A value's JSON text as Python's json would read it back to the same
