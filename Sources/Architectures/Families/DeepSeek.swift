@@ -85,7 +85,7 @@ struct DeepSeekConfiguration: Decodable {
         let sarvam = modelType == "sarvam_mla"
         isV3 = ["deepseek_v3", "youtu", "sarvam_mla"].contains(modelType)
         let unlimited = modelType == "unlimited_ocr_text"
-        multiHeadAttention = modelType == "deepseek_ocr2_text" || unlimited
+        multiHeadAttention = Self.multiHeadTextTypes.contains(modelType)
         referenceSliding = unlimited ? (
             try c.decodeIfPresent([String].self, forKey: .layerTypes),
             c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : 128) : nil
@@ -149,6 +149,10 @@ struct DeepSeekConfiguration: Decodable {
         guard let types = mlpLayerTypes else { return referenceSliding != nil && index >= firstKDenseReplace }
         return index < types.count && types[index] == "sparse"
     }
+
+    /// The text config types whose layers use Llama's multi-head attention
+    /// (DeepseekOcr2TextConfig's, UnlimitedOcrTextConfig's).
+    static let multiHeadTextTypes: Set<String> = ["deepseek_ocr2_text", "unlimited_ocr_text"]
 
     /// The layer types UnlimitedOcrTextModel masks: on a prompt both attend
     /// to every earlier token (the reference window applies to tokens
@@ -265,7 +269,8 @@ struct DeepSeekModel: DecoderFamily {
         var placement = try TextModelPlacement.topLevelOrWrapped(checkpoint)
         // SarvamMLAConfig drops head_dim whatever it holds (`ConfigValueKinds.headDimDropped`); DeepseekOcr2TextConfig
         // and UnlimitedOcrTextConfig set it to hidden_size / num_attention_heads whatever it holds.
-        if ConfigValueKinds.headDimDropped.contains(checkpoint.modelType) || ["deepseek_ocr2", "unlimited_ocr"].contains(checkpoint.modelType) {
+        if try ConfigValueKinds.headDimDropped.contains(checkpoint.modelType)
+            || DeepSeekConfiguration.multiHeadTextTypes.contains(Llava.languageModelType(checkpoint)) {
             placement.section.overrides["head_dim"] = .null
         }
         let predictionLayers = try checkpoint.decodeConfig(MultiTokenPredictionLayers.self, section: placement.section).count
