@@ -94,9 +94,13 @@ extension Checkpoint {
                 throw DroptraceError("key \"\(name)\" has the wrong type (expected an object)", path: configURL.path)
             }
         }
-        // An alias of the section's class written alone is read as the key it stands for, as transformers sets it.
-        for (alias, target) in sectionAliases[section.name ?? ""] ?? [:] where object[target] == nil {
-            if let value = object[alias] { object[target] = value }
+        // An alias of the section's class written alone is read as the key it stands for, as transformers sets
+        // it: in file order, so that of two aliases of one key the later is read.
+        if let aliases = sectionAliases[section.name ?? ""], case .object(let members)? = document(of: section) {
+            for (alias, _) in members {
+                guard let target = aliases[alias], !members.contains(where: { $0.key == target }), let value = object[alias] else { continue }
+                object[target] = value
+            }
         }
         for (key, value) in section.defaults where object[key] == nil { object[key] = value.json }
         for (key, value) in section.overrides { object[key] = value.json }

@@ -474,9 +474,9 @@ public enum ConfigValueKinds {
         }
         var added: [(key: String, text: String)] = [], writtenAs: [String: String] = [:]
         for (key, value) in members {
-            guard let target = aliases[key], writtenAs[target] == nil, document.member(target) == nil,
-                  let text = jsonText(value) else { continue }
-            added.append((target, text))
+            guard let target = aliases[key], document.member(target) == nil, let text = jsonText(value) else { continue }
+            // Of two aliases of one key, the later is read: transformers sets them in turn (Param2MoEConfig's num_experts, num_local_experts).
+            if let earlier = added.firstIndex(where: { $0.key == target }) { added[earlier].text = text } else { added.append((target, text)) }
             writtenAs[target] = key
         }
         // An alias the config leaves out reads the key it stands for (transformers' attribute_map

@@ -83,6 +83,37 @@ import Testing
         expectSameScores(try scores(written), try scores(renamed), "text_config.\(alias) for \(key)")
     }
 
+    /// Of two aliases of one key written without it, the later in the file
+    /// is read, as transformers sets them in turn (the edited configs are
+    /// written with sorted keys: `num_local_experts` last): Param2MoEConfig's
+    /// and SarvamMoEConfig's `num_experts` and `num_local_experts`; in a
+    /// sub-config, Step3p7TextConfig's table aliases `moe_num_experts` and
+    /// `num_local_experts` (its family then reads `moe_num_experts` over
+    /// both, as the class's `__post_init__` does).
+    @Test(arguments: ["param2moe-f32", "sarvam_moe-f32"])
+    func laterOfTwoAliasesIsRead(_ model: String) throws {
+        func aliases(earlier: Int, later: Int) throws -> EditedFixture {
+            try EditedFixture(model) { config in
+                config["n_routed_experts"] = nil
+                config["num_experts"] = earlier
+                config["num_local_experts"] = later
+            }
+        }
+        let experts = 8
+        #expect(try aliases(earlier: experts + 3, later: experts).attentionScores() == (try EditedFixture(model).attentionScores()))
+        #expect(throws: DroptraceError.self) { try aliases(earlier: experts, later: experts + 3).load() }
+    }
+
+    @Test func laterOfTwoAliasesIsReadInASubConfig() throws {
+        let fixture = try EditedFixture("step3p7-f32") { config in
+            EditedModel.set(nil, at: "text_config.n_routed_experts", in: &config)
+            EditedModel.set(7, at: "text_config.moe_num_experts", in: &config)
+            EditedModel.set(4, at: "text_config.num_local_experts", in: &config)
+        }
+        let object = try Checkpoint(directory: fixture.model).configObject(ConfigSection("text_config"))
+        #expect(object["n_routed_experts"] as? Int == 4)
+    }
+
     /// transformers 5 builds its cache from `layer_types` in every family,
     /// also where the model reads no such list: a type other than full or
     /// sliding attention, or sliding layers where the config sets no window,
