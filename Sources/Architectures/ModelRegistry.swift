@@ -76,6 +76,7 @@ public enum ModelRegistry {
         "fast_vlm": LlamaModel.self,
         "flex_olmo": FlexOlmoModel.self,
         "flint": FlintModel.self,
+        "fuyu": PersimmonModel.self,
         "gemma": GemmaModel.self,
         "gemma2": Gemma2Model.self,
         "gemma3": Gemma3Model.self,

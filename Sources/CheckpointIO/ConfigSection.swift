@@ -48,11 +48,18 @@ public struct ConfigSection: Sendable, Equatable {
     /// whatever the file says (Nemotron-H's `num_hidden_layers`, the length
     /// of its layer list).
     public var overrides: [String: ConfigDefault]
+    /// The only keys the config class reads from the member, the others
+    /// read as absent (FuyuConfig builds its text config from a fixed list
+    /// of top-level keys: `ConfigValueKinds.flatTextConfigKeys`); nil: all.
+    public var keys: Set<String>?
 
-    public init(_ name: String? = nil, defaults: [String: ConfigDefault] = [:], overrides: [String: ConfigDefault] = [:]) {
+    public init(
+        _ name: String? = nil, defaults: [String: ConfigDefault] = [:], overrides: [String: ConfigDefault] = [:], keys: Set<String>? = nil
+    ) {
         self.name = name
         self.defaults = defaults
         self.overrides = overrides
+        self.keys = keys
     }
 
     /// config.json's top level as written.
@@ -94,6 +101,7 @@ extension Checkpoint {
                 throw DroptraceError("key \"\(name)\" has the wrong type (expected an object)", path: configURL.path)
             }
         }
+        if let keys = section.keys { object = object.filter { keys.contains($0.key) } }
         // An alias of the section's class written alone is read as the key it stands for, as transformers sets
         // it: in file order, so that of two aliases of one key the later is read.
         if let aliases = sectionAliases[section.name ?? ""], case .object(let members)? = document(of: section) {
@@ -107,12 +115,14 @@ extension Checkpoint {
         return object
     }
 
-    /// The section of config.json as written (nil: a member that is absent or not an object).
+    /// The section of config.json as written, only its `keys` where it has
+    /// them (nil: a member that is absent or not an object).
     public func document(of section: ConfigSection) -> JSONValue? {
-        guard let name = section.name else { return configDocument }
         // (member(path:) passes through objects only, so only the last needs checking.)
-        guard let document = configDocument.member(path: name), case .object = document else { return nil }
-        return document
+        guard let document = section.name.map({ configDocument.member(path: $0) }) ?? configDocument,
+              case .object(let members) = document else { return nil }
+        guard let keys = section.keys else { return document }
+        return .object(members.filter { keys.contains($0.key) })
     }
 
     /// Decodes an architecture's configuration type from `section`; errors
@@ -164,7 +174,7 @@ extension Checkpoint {
     /// - Throws: `DroptraceError` naming config.json and the key.
     public func requireIntegers(_ keys: [String], section: ConfigSection = .topLevel, reader: String) throws {
         for key in keys {
-            guard let value = configDocument.member(path: section.qualified(key)) else { continue }
+            guard let value = document(of: section)?.member(path: key) else { continue }
             guard case .integer = value else {
                 throw DroptraceError(
                     "key \"\(section.qualified(key))\" holds \(ConfigValueKinds.spelled(value)), which \(reader) cannot size its projections by (it takes an integer)",

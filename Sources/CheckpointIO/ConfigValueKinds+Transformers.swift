@@ -1912,6 +1912,19 @@ extension ConfigValueKinds {
             ],
             [:
             ]),
+        "fuyu": (
+            "FuyuConfig",
+            [
+                "image_size": "ni",
+                "image_token_id": "ni",
+                "initializer_range": "f",
+                "num_channels": "ni",
+                "patch_size": "ni",
+                "text_config": "no",
+                "tie_word_embeddings": "b",
+            ],
+            [:
+            ]),
         "gemma": (
             "GemmaConfig",
             [
@@ -8603,6 +8616,7 @@ extension ConfigValueKinds {
         "deepseek_vl": "llama",
         "exaone4_5": "exaone4",
         "fast_vlm": "qwen2",
+        "fuyu": "persimmon",
         "glm46v": "glm4v_text",
         "glmga": "glm4v_text",
         "hyperclovax_vision_v2": "hyperclovax",

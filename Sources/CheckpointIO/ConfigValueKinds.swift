@@ -27,7 +27,8 @@ public enum ConfigValueKinds {
     /// (`textConfigModelTypes`, Mistral3Config's AutoConfig), that
     /// model_type's; where the class builds its text config from the top
     /// level's keys when there is no `text_config` (`flatTextConfigs`), the
-    /// top level against the text config class too. `textModelType`: the
+    /// top level against the text config class too, or from listed keys
+    /// (`flatTextConfigKeys`), those keys against it. `textModelType`: the
     /// text config's model type as the wrapper's class resolves it, where it
     /// renames one (EXAONE 4.5's `exaone4_5_text`).
     /// - Throws: `DroptraceError` naming `path` and the first key whose value
@@ -66,6 +67,15 @@ public enum ConfigValueKinds {
                let problem = problem(in: members, of: textKey, under: "") ?? paddingProblem(in: members, of: textKey, under: "") {
                 throw DroptraceError(problem, path: path)
             }
+            // One that builds it from listed top-level keys (FuyuConfig's), against its text model type's class.
+            if let keys = flatTextSection(document, modelType: modelType)?.keys,
+               let textClass = textConfigClass(of: modelType, text: [], resolved: textModelType) {
+                let listed = members.filter { keys.contains($0.key) }
+                if let problem = problem(in: listed, of: textClass, under: "") ?? paddingProblem(in: listed, of: textClass, under: "")
+                    ?? rangeProblem(in: listed, of: textClass) {
+                    throw DroptraceError(problem, path: path)
+                }
+            }
             return
         }
         guard let textClass = textConfigClass(of: modelType, text: text, resolved: textModelType) else { return }
@@ -83,16 +93,43 @@ public enum ConfigValueKinds {
     /// original checkpoint does).
     public static func textConfigKey(_ document: JSONValue, modelType: String) -> String {
         guard let legacy = legacyTextConfigKeys[modelType] else { return "text_config" }
-        let isSet = { (key: String) -> Bool in
-            guard let value = document.member(key) else { return false }
-            if case .null = value { return false }
-            return true
-        }
-        return !isSet("text_config") && isSet(legacy) ? legacy : "text_config"
+        return !isSet(document.member("text_config")) && isSet(document.member(legacy)) ? legacy : "text_config"
     }
 
     /// Legacy names of `text_config` (`textConfigKey`), by model type.
     static let legacyTextConfigKeys = ["nemotron_h_omni": "llm_config", "unlimited_ocr": "language_config"]
+
+    /// Config classes that, given no `text_config`, build their text config
+    /// from a fixed list of top-level keys where one of them is written (null
+    /// counts), and the values they set beside them: FuyuConfig's
+    /// `__post_init__` takes its text sub-config's init keys, `rope_scaling`
+    /// and `rope_theta`, and sets `partial_rotary_factor` 0.5; every other
+    /// top-level key (a `partial_rotary_factor` too) stays on the wrapper, unread.
+    static let flatTextConfigKeys: [String: (keys: Set<String>, added: [String: ConfigDefault])] = [
+        "fuyu": (
+            [
+                "vocab_size", "max_position_embeddings", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "hidden_act", "initializer_range", "layer_norm_eps", "use_cache", "qk_layernorm", "hidden_dropout", "attention_dropout",
+                "eos_token_id", "rope_scaling", "rope_theta",
+            ],
+            ["partial_rotary_factor": 0.5]),
+    ]
+
+    /// The top level read as a `modelType` config's text config
+    /// (`flatTextConfigKeys`): its listed keys alone, with the values the
+    /// class adds; nil where `text_config` is set or none of the keys is written.
+    public static func flatTextSection(_ document: JSONValue, modelType: String) -> ConfigSection? {
+        guard let flat = flatTextConfigKeys[modelType], !isSet(document.member("text_config")),
+              flat.keys.contains(where: { document.member($0) != nil }) else { return nil }
+        return ConfigSection(overrides: flat.added, keys: flat.keys)
+    }
+
+    /// Whether a config member holds a value (present and not null).
+    private static func isSet(_ value: JSONValue?) -> Bool {
+        guard let value else { return false }
+        if case .null = value { return false }
+        return true
+    }
 
     /// The model_type the text model of a `modelType` config reports when
     /// its `text_config` names none: the type an AutoConfig sub-config

@@ -18,6 +18,7 @@ extension SpecialTokenSettings {
         "ernie4_5_moe": "TokenizersBackend",
         "falcon_mamba": "GPTNeoXTokenizer",
         "flex_olmo": "TokenizersBackend",
+        "fuyu": "TokenizersBackend",
         "gemma": "GemmaTokenizer",
         "gemma2": "GemmaTokenizer",
         "gemma3": "GemmaTokenizer",
@@ -115,6 +116,7 @@ extension SpecialTokenSettings {
     static let modelsWithIncorrectHubTokenizerClass: Set<String> = [
         "ernie4_5",
         "ernie4_5_moe",
+        "fuyu",
         "hyperclovax",
         "hyperclovax_vision_v2",
         "internlm3",

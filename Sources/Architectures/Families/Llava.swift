@@ -119,6 +119,10 @@ enum Llava {
         /// (`ConfigValueKinds.legacyTextConfigKeys`; UnlimitedOcrConfig's
         /// `language_config` and `sliding_window`). Each takes an integer or null.
         var movedIntoTextConfig: [String] = []
+        /// Whether the wrapper's model projects image patches into the text
+        /// model with one linear layer sized by the top level's `patch_size`² ·
+        /// `num_channels` (FuyuModel's `vision_embed_tokens`; FuyuConfig's 30 and 3 where absent).
+        var projectsPatches = false
         /// The default of `vision_config.out_hidden_size` where the config
         /// class requires it to be the text model's hidden_size, and refuses
         /// a `density_router_hidden_size` without `vision_config.use_fine_route`
@@ -219,6 +223,10 @@ enum Llava {
         "unlimited_ocr": Wrapper(
             textType: "unlimited_ocr_text", prefixes: ["model.language_model."], textTypes: ["unlimited_ocr_text"],
             buildsItsTextConfig: true, movedIntoTextConfig: ["sliding_window"]),
+        // FuyuForCausalLM: AutoModel's PersimmonModel (its released names language_model.model., language_model.lm_head,
+        // which transformers renames), the head tied by the top-level flag alone (default false); a config
+        // without text_config has its text keys at the top level (ConfigValueKinds.flatTextConfigKeys).
+        "fuyu": Wrapper(textType: "persimmon", textTypes: ["persimmon"], projectsPatches: true),
         "kimi_k25": Wrapper(
             textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"],
             tokensEmbeddedAsZero: [("image_token_id", 163605), ("video_token_id", 163840)]),
@@ -338,6 +346,12 @@ enum Llava {
         if wrapper.masksCausally { placement.section.overrides["use_bidirectional_attention"] = .null }
         placement.section.name = ConfigValueKinds.textConfigKey(checkpoint.configDocument, modelType: checkpoint.modelType)
         try moveIntoTextConfig(wrapper.movedIntoTextConfig, checkpoint, section: &placement.section)
+        if let flat = ConfigValueKinds.flatTextSection(checkpoint.configDocument, modelType: checkpoint.modelType) {
+            // The class builds its text config from listed top-level keys: the top level, those keys alone.
+            placement.section.name = nil
+            placement.section.keys = flat.keys
+            placement.section.overrides.merge(flat.overrides, uniquingKeysWith: { $1 })
+        }
         if wrapper.buildsItsTextConfig || keys.textConfig?.modelType.map({ ConfigValueKinds.renamedTextType($0, in: checkpoint.modelType) != $0 }) == true {
             // The class builds its own text config class whatever text_config names (DeepseekOcr2Config), or renames
             // the type first (Kimi_K25Config's kimi_k2): read as the class reads it.
@@ -359,6 +373,9 @@ enum Llava {
         }
         if wrapper.dividesImageByPatch {
             try checkPatchDividesImage(checkpoint)
+        }
+        if wrapper.projectsPatches {
+            try checkPatchProjection(checkpoint)
         }
         if let width = wrapper.doclingVisionWidth {
             placement.visionOutputWidth = try checkDoclingVision(checkpoint, defaultWidth: width)
@@ -385,6 +402,27 @@ enum Llava {
             throw DroptraceError(
                 "\"vision_config.patch_size\" is 0: transformers builds \(checkpoint.modelType)'s vision tower from image_size // patch_size",
                 path: checkpoint.configURL.path)
+        }
+    }
+
+    /// The input width of the patch projection (`Wrapper.projectsPatches`):
+    /// `patch_size` and `num_channels` integers, not negative, where written
+    /// (FuyuConfig takes null for them, on which FuyuModel fails).
+    /// - Throws: `DroptraceError` naming config.json where transformers cannot build the layer.
+    static func checkPatchProjection(_ checkpoint: Checkpoint) throws {
+        func integer(_ key: String, default fallback: Int) throws -> Int {
+            switch checkpoint.configDocument.member(key) {
+            case nil: return fallback
+            case .integer(let written)? where written >= 0: return written
+            case let written?:
+                throw DroptraceError(
+                    "\"\(key)\" is \(ConfigValueKinds.spelled(written)): \(checkpoint.modelType)'s model sizes its patch projection "
+                        + "by patch_size² · num_channels, integers not below 0", path: checkpoint.configURL.path)
+            }
+        }
+        let patch = try integer("patch_size", default: 30), channels = try integer("num_channels", default: 3)
+        _ = try ConfigRules.checks(path: checkpoint.configURL.path) {
+            try ConfigRules.product([(patch, "patch_size"), (patch, "patch_size"), (channels, "num_channels")])
         }
     }
 

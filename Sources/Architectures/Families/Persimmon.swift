@@ -18,14 +18,15 @@ enum PersimmonDefaults: QueryKeyLayerNormDefaults {
 /// int(head_dim · `partial_rotary_factor`) dimensions (0.5 unless given;
 /// base 10000), `dense` with a bias; an MLP `dense_h_to_4h` → relu² →
 /// `dense_4h_to_h`, both with biases; `final_layernorm`, and a head without
-/// a bias, untied by default.
+/// a bias, untied by default. Also Fuyu's language model (`fuyu`, Adept's
+/// Fuyu-8B, read as `Llava` places it).
 struct PersimmonModel: DecoderFamily {
     let parts: DecoderParts
     let config: QueryKeyLayerNormConfiguration<PersimmonDefaults>
     let rotary: RotaryEmbedding
 
     init(_ checkpoint: Checkpoint) throws {
-        parts = try DecoderParts(checkpoint, naming: Self.naming, finalNorm: "final_layernorm")
+        parts = try DecoderParts(checkpoint, placement: try .topLevelOrWrapped(checkpoint), naming: Self.naming, finalNorm: "final_layernorm")
         config = try parts.config(QueryKeyLayerNormConfiguration<PersimmonDefaults>.self)
         // PersimmonAttention's heads are hidden_size / num_attention_heads wide whatever head_dim
         // says, while its rotary table reads head_dim: another width does not describe the model.
