@@ -198,6 +198,23 @@ struct DecoderParts: Sendable {
             maxPositions: dimensions.maxPositionEmbeddings, configPath: configPath)
     }
 
+    /// Refuses a per-layer type list (`key`) that contradicts the weights:
+    /// a kept layer whose mixer lacks the tensor its type needs
+    /// (`tensors(type).expected`, a name under `layers.<i>.` without
+    /// `.weight`) while it holds another type's (`tensors(type).other`).
+    /// - Throws: `DroptraceError` naming config.json and `key`.
+    func confirmMixerTypes(_ types: [String], key: String, tensors: (String) -> (expected: String, other: String)) throws {
+        try checks {
+            for index in types.indices where !configuredDrops.dropsAttention(index) {
+                let (expected, other) = tensors(types[index])
+                if !weights.has("layers.\(index).\(expected).weight"), weights.has("layers.\(index).\(other).weight") {
+                    throw InvalidConfigValue(
+                        key: key, problem: "makes layer \(index) \(types[index]), but the weights hold its \(other) and no \(expected)")
+                }
+            }
+        }
+    }
+
     /// Refuses a config.json `head_dim` other than hidden_size / num_attention_heads, the width
     /// the family's transformers model gives what `sized` names (Phi's q/k norms, StableLM's heads).
     func confirmHeadDimIsHiddenOverHeads(_ sized: String) throws {

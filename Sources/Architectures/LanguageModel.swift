@@ -102,6 +102,10 @@ public struct LayerNaming: Sendable, Equatable {
     /// `indexer_types` from `index_topk_freq`): an export writes the kept
     /// layers' entries.
     public var perLayerLists: [String: [String]] = [:]
+    /// Lists config.json gives as a pattern the config class repeats over
+    /// the layers (RecurrentGemma's `block_types`), by key, each layer's
+    /// entry: an export writes the kept layers' entries over the pattern.
+    public var cycledLists: [String: [String]] = [:]
     /// Likewise lists of numbers (Gemma 3n's `activation_sparsity_pattern`,
     /// its first ten layers sparse by default), written as floats.
     public var perLayerNumberLists: [String: [Double]] = [:]

@@ -220,6 +220,7 @@ public enum ModelRegistry {
         "qwen3_vl_moe": Qwen3MoeModel.self,
         "qwen4_exp": Qwen4ExpModel.self,
         "qwen4_exp_text": Qwen4ExpModel.self,
+        "recurrent_gemma": RecurrentGemmaModel.self,
         "sarvam_mla": DeepSeekModel.self,
         "sarvam_moe": Glm4MoeModel.self,
         "seed_oss": SeedOssModel.self,

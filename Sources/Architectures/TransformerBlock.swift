@@ -19,8 +19,8 @@ public enum ResidualStyle: Sendable {
 /// Gated DeltaNet layers, the hybrid Mamba-2 families' Mamba-2 layers,
 /// Jamba's Mamba-1 layers, MiniMax's lightning attention), a gated short
 /// convolution (LFM2's conv layers) or attention beside Mamba-2
-/// (Falcon-H1). Each is the block's "attention" module, scored and dropped
-/// as such.
+/// (Falcon-H1), or Griffin's gated linear recurrence (RecurrentGemma).
+/// Each is the block's "attention" module, scored and dropped as such.
 public enum TokenMixer: Sendable {
     case attention(SelfAttention)
     case gatedDeltaNet(GatedDeltaNet)
@@ -36,6 +36,8 @@ public enum TokenMixer: Sendable {
     /// ZAYA's attention, its queries and keys mixed by a causal convolution
     /// and half its values delayed a token (`ConvolvedAttention`).
     case convolvedAttention(ConvolvedAttention)
+    /// Griffin's recurrent block (RecurrentGemma's recurrent layers: RG-LRU).
+    case griffinRecurrent(GriffinRecurrentBlock)
 
     /// The mixer over the whole batch, each sequence on its own; `shared`
     /// holds the keys and values and key selections layers share in this
@@ -79,6 +81,7 @@ public enum TokenMixer: Sendable {
         case .lightningAttention(let attention): attention
         case .compressedAttention(let attention): attention
         case .convolvedAttention(let attention): attention
+        case .griffinRecurrent(let block): block
         }
     }
 }

@@ -518,6 +518,9 @@ public enum DroppedModelExport {
         for (key, entries) in naming.perLayerLists.sorted(by: { $0.key < $1.key }) where try config.value(key) == nil {
             try config.set(key, value: entries.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
         }
+        for (key, entries) in naming.cycledLists.sorted(by: { $0.key < $1.key }) {
+            try config.set(key, value: entries.enumerated().filter { renumber.mapping[$0.offset] != nil }.map(\.element))
+        }
         for (key, entries) in naming.perLayerNumberLists.sorted(by: { $0.key < $1.key }) where try config.value(key) == nil || config.value(key) is NSNull {
             let kept = entries.enumerated().filter { renumber.mapping[$0.offset] != nil }.map { "\($0.element)" }
             try config.set(key, text: "[" + kept.joined(separator: ", ") + "]")

@@ -306,6 +306,10 @@ public enum SpeedMeasurement {
                 total += linear(attention.projection) + linear(attention.output)
                 total += 2 * Double(attention.channels * (attention.depthwiseKernel + layout.headDim * attention.groupedKernel))
                 total += 4 * Double(window) * Double(layout.numHeads * layout.headDim)
+            case .griffinRecurrent(let block)?:
+                // The taps, each head's two gates, then the recurrence and the y gate: about 8 per channel.
+                total += linear(block.projection) + linear(block.output) + block.inputGates.reduce(0) { $0 + 2 * linear($1) }
+                total += Double(block.width * (2 * block.kernel + 8))
             case .shortConvolution(let convolution)?:
                 // B · x, the taps and the C gate per channel.
                 total += linear(convolution.projection) + linear(convolution.output)

@@ -102,6 +102,7 @@ extension SpecialTokenSettings {
         "qwen3_vl": "Qwen2Tokenizer",
         "qwen3_vl_moe": "Qwen2Tokenizer",
         "qwen4_exp": "Qwen3_5Tokenizer",
+        "recurrent_gemma": "GemmaTokenizer",
         "shieldgemma2": "GemmaTokenizer",
         "smolvlm": "TokenizersBackend",
         "stablelm": "TokenizersBackend",

@@ -121,15 +121,8 @@ struct Lfm2Layers: Sendable {
     static func confirmMixers(_ parts: DecoderParts, types: [String], kernel: Int, typeKey: String) throws {
         let drops = parts.configuredDrops, weights = parts.weights, d = parts.dimensions.hiddenSize
         let kept = types.indices.filter { !drops.dropsAttention($0) }
-        try parts.checks {
-            for index in kept {
-                let conv = types[index] == Lfm2Configuration.conv
-                let (expected, other) = conv ? ("conv.in_proj", "self_attn.q_proj") : ("self_attn.q_proj", "conv.in_proj")
-                if !weights.has("layers.\(index).\(expected).weight"), weights.has("layers.\(index).\(other).weight") {
-                    throw InvalidConfigValue(
-                        key: typeKey, problem: "makes layer \(index) \(types[index]), but the weights hold its \(other) and no \(expected)")
-                }
-            }
+        try parts.confirmMixerTypes(types, key: typeKey) {
+            $0 == Lfm2Configuration.conv ? ("conv.in_proj", "self_attn.q_proj") : ("self_attn.q_proj", "conv.in_proj")
         }
         guard let firstConv = kept.first(where: { types[$0] == Lfm2Configuration.conv }) else { return }
         let p = "layers.\(firstConv).conv."
