@@ -539,7 +539,7 @@ struct Dots3NoteModel: DecoderFamily {
             guard ropeType as? String == "default" else {
                 throw DroptraceError("\"\(entryKey).rope_type\" is \(ropeType): droptrace runs dots3_note's default rotation only", path: parts.configPath)
             }
-            let thetaValue = entry["rope_theta"].flatMap { $0 is NSNull ? nil : $0 } ?? (entry["rope_theta"] == nil ? config.ropeTheta : nil)
+            let thetaValue = entry["rope_theta"].flatMap { $0 is NSNull ? nil : $0 } ?? (entry["rope_theta"] == nil ? config.ropeTheta as Any : nil)
             guard let theta = (thetaValue as? NSNumber)?.doubleValue, !(thetaValue is Bool), theta.isFinite, theta > 0 else {
                 throw DroptraceError("\"\(entryKey).rope_theta\" must be a number above 0: the rotary embedding raises it to powers", path: parts.configPath)
             }

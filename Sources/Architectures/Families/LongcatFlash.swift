@@ -116,7 +116,7 @@ struct LongcatFlashConfiguration: Decodable {
         try ConfigRules.count(nRoutedExperts, "n_routed_experts")
         try ConfigRules.nonNegative(zeroExpertNum, "zero_expert_num")
         try ConfigRules.count(expertFfnHiddenSize, "expert_ffn_hidden_size")
-        try ConfigRules.sum([(zeroExpertNum, "zero_expert_num"), (nRoutedExperts, "n_routed_experts")])
+        _ = try ConfigRules.sum([(zeroExpertNum, "zero_expert_num"), (nRoutedExperts, "n_routed_experts")])
         guard (1...routerExperts).contains(moeTopk) else {
             throw InvalidConfigValue(
                 key: "moe_topk",
