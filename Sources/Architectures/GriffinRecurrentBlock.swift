@@ -98,12 +98,12 @@ public struct GriffinRecurrentBlock: RecurrentTokenMixer {
             projected.gathering(rows: rows, columns: width..<(2 * width)), channels: width, taps: taps, kernel: kernel, bias: tapBias,
             activation: .identity)
         // Each head's gates over all rows at once: σ(u_h W + b).
-        let heads = (0..<self.heads).map { h in
+        let blocks = (0..<heads).map { h in
             Matrix(rows: count, cols: block, data: Matrix(rows: count, cols: width, data: u).gathering(rows: 0..<count, columns: (h * block)..<((h + 1) * block)))
         }
         func gates(_ linears: [Linear]) -> [Float] {
             var gate = [Float](repeating: 0, count: count * width)
-            for (h, x) in heads.enumerated() {
+            for (h, x) in blocks.enumerated() {
                 let out = linears[h](x)
                 for t in 0..<count {
                     for j in 0..<block { gate[t * width + h * block + j] = 1 / (1 + exp(-out.data[t * block + j])) }

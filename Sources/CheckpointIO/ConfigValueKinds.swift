@@ -35,8 +35,7 @@ public enum ConfigValueKinds {
     ///   is of a kind its class refuses.
     public static func check(_ document: JSONValue, modelType: String, path: String, textModelType: String? = nil) throws {
         guard case .object(let members) = document else { return }
-        if let problem = problem(in: members, of: modelType, under: "") ?? paddingProblem(in: members, of: modelType, under: "")
-            ?? rangeProblem(in: members, of: modelType) {
+        if let problem = valueProblem(in: members, of: modelType, under: "") {
             throw DroptraceError(problem, path: path)
         }
         // Sections built as config classes of their own: the model's own settings (MPT's
@@ -54,8 +53,7 @@ public enum ConfigValueKinds {
             let classKey = modelType + "." + section, prefix = section + "."
             guard case .object(let settings)? = document.member(path: section) else { continue }
             let isText = section == nestedTextConfigs[modelType]
-            if let problem = problem(in: settings, of: classKey, under: prefix)
-                ?? (isText ? paddingProblem(in: settings, of: classKey, under: prefix) ?? rangeProblem(in: settings, of: classKey, under: prefix) : nil) {
+            if let problem = isText ? valueProblem(in: settings, of: classKey, under: prefix) : problem(in: settings, of: classKey, under: prefix) {
                 throw DroptraceError(problem, path: path)
             }
         }
@@ -70,19 +68,25 @@ public enum ConfigValueKinds {
             // One that builds it from listed top-level keys (FuyuConfig's), against its text model type's class.
             if let keys = flatTextSection(document, modelType: modelType)?.keys,
                let textClass = textConfigClass(of: modelType, text: [], resolved: textModelType) {
-                let listed = members.filter { keys.contains($0.key) }
-                if let problem = problem(in: listed, of: textClass, under: "") ?? paddingProblem(in: listed, of: textClass, under: "")
-                    ?? rangeProblem(in: listed, of: textClass) {
+                if let problem = valueProblem(in: members.filter { keys.contains($0.key) }, of: textClass, under: "") {
                     throw DroptraceError(problem, path: path)
                 }
             }
             return
         }
         guard let textClass = textConfigClass(of: modelType, text: text, resolved: textModelType) else { return }
-        if let problem = problem(in: text, of: textClass, under: textKey + ".") ?? paddingProblem(in: text, of: textClass, under: textKey + ".")
-            ?? rangeProblem(in: text, of: textClass, under: textKey + ".") {
+        if let problem = valueProblem(in: text, of: textClass, under: textKey + ".") {
             throw DroptraceError(problem, path: path)
         }
+    }
+
+    /// The first value of `members` the class of `classKey` refuses, as one
+    /// sentence: of a kind it does not take (`problem`), a padding token its
+    /// embedding cannot hold (`paddingProblem`), out of the range its
+    /// validation allows (`rangeProblem`); nil when it takes them all.
+    static func valueProblem(in members: [(key: String, value: JSONValue)], of classKey: String, under prefix: String) -> String? {
+        problem(in: members, of: classKey, under: prefix) ?? paddingProblem(in: members, of: classKey, under: prefix)
+            ?? rangeProblem(in: members, of: classKey, under: prefix)
     }
 
     /// The key a `modelType` config's text config is read from: `text_config`,

@@ -16,8 +16,6 @@ struct RecurrentGemmaConfiguration: Decodable {
     /// The temporal blocks' pattern, repeated over the layers.
     var blockTypes: [String]
     var attentionBias: Bool
-    /// Written alone: RecurrentGemmaConfig cannot set it (`layers_block_type` is derived from `block_types`).
-    var layerTypes: JSONValue?
 
     enum CodingKeys: String, CodingKey {
         case rmsNormEps = "rms_norm_eps"
@@ -28,6 +26,7 @@ struct RecurrentGemmaConfiguration: Decodable {
         case logitsSoftCap = "logits_soft_cap"
         case blockTypes = "block_types"
         case attentionBias = "attention_bias"
+        /// Refused where written: RecurrentGemmaConfig cannot set it (`layers_block_type` is derived from `block_types`).
         case layerTypes = "layer_types"
     }
 
@@ -80,7 +79,8 @@ struct RecurrentGemmaModel: DecoderFamily {
     let rotary: RotaryEmbedding
     /// Each layer's `block_types` entry.
     let blockTypes: [String]
-    let lruWidth: Int
+    /// The recurrence's width: `lru_width`, else the hidden size.
+    var lruWidth: Int { config.lruWidth ?? hiddenSize }
 
     init(_ checkpoint: Checkpoint) throws {
         // RecurrentGemmaConfig has no max_position_embeddings: the recurrence and the local attention run at any length.
@@ -90,7 +90,6 @@ struct RecurrentGemmaModel: DecoderFamily {
         (self.parts, self.config) = (parts, config)
         let layers = parts.dimensions.numHiddenLayers, pattern = config.blockTypes
         let lruWidth = config.lruWidth ?? parts.dimensions.hiddenSize
-        self.lruWidth = lruWidth
         try parts.checks {
             // RecurrentGemmaConfig repeats the pattern 100 times and takes the first num_hidden_layers.
             guard !pattern.isEmpty, layers <= 100 * pattern.count else {
