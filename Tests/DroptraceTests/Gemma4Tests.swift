@@ -297,7 +297,7 @@ import Testing
     /// the scores of the calibration with the pad in their place), and
     /// their model fails on every forward without a pad id.
     @Test func multimodalPlaceholdersEmbedAsThePad() throws {
-        let sequences = try FixtureFiles.jsonlSequences()
+        let sequences = FixtureFiles.jsonlSequences()
         let id = sequences[0][3]
         let placeholder = try EditedFixture("gemma4_unified-f32") { $0["audio_token_id"] = id }
         let padded = sequences.map { $0.map { $0 == id ? 0 : $0 } }
