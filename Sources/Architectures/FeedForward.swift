@@ -32,6 +32,9 @@ public enum FeedForward: Sendable {
     /// Experts chosen by a router MLP that also reads the state the last
     /// router before it left (ZAYA's; `CarriedRouterMixture`).
     case carriedRouter(CarriedRouterMixture)
+    /// RWKV's channel mixing, whose token shifts read each row's
+    /// predecessor in its sequence (`RwkvChannelMixing`).
+    case rwkvChannelMixing(RwkvChannelMixing)
 
     /// Whether the MLP reads and leaves a router state in the pass's `BlockCarry`.
     public var carriesRouterState: Bool {
@@ -62,9 +65,11 @@ public enum FeedForward: Sendable {
     /// The MLP's output for the rows of `x`, the sequences `sequences`
     /// (nil: one); only product-key experts route across a sequence's rows,
     /// only experts routed by token (`MixtureOfExperts.RoutingRule.tokenHashed`) read `tokenIDs`,
-    /// only a carried router (`carriedRouter`) reads and leaves its state in `carry`.
+    /// only a carried router (`carriedRouter`) reads and leaves its state in `carry`,
+    /// only RWKV's channel mixing the decoder's rows there (`BlockCarry.shiftedRows`).
     public func callAsFunction(_ x: Matrix, sequences: [Range<Int>]?, tokenIDs: [Int]? = nil, carry: BlockCarry? = nil) -> Matrix {
         if case .productKeys(let experts) = self { return experts(x, sequences: sequences ?? [0..<x.rows]) }
+        if case .rwkvChannelMixing(let mixing) = self { return mixing(x, sequences: sequences ?? [0..<x.rows], carried: carry?.shiftedRows) }
         if case .carriedRouter(let mixture) = self {
             guard let carry else { preconditionFailure("a router that reads the last router's state needs the pass's BlockCarry") }
             let (output, state) = mixture(x, state: carry.routerState)
@@ -95,6 +100,7 @@ public enum FeedForward: Sendable {
         if case .productKeys(let experts) = self { return experts(x, sequences: [0..<x.rows]) }
         // Alone, a carried router reads no earlier state (as the first layer's).
         if case .carriedRouter(let mixture) = self { return mixture(x, state: nil).output }
+        if case .rwkvChannelMixing(let mixing) = self { return mixing(x, sequences: [0..<x.rows], carried: nil) }
         if case .parallel(let parts) = self {
             var sum = parts[0](x)
             for part in parts.dropFirst() { sum.add(part(x)) }
@@ -172,7 +178,7 @@ public enum FeedForward: Sendable {
                 stages.hiddenRow(wide, row)
                 norm.normalize(inPlace: row, count: stages.down.inFeatures)
             }
-        case .mixture, .parallel, .productKeys, .carriedRouter:
+        case .mixture, .parallel, .productKeys, .carriedRouter, .rwkvChannelMixing:
             return nil
         }
     }

@@ -88,7 +88,7 @@ public enum DeltaRuleDecay: Sendable, Equatable {
 /// transformers' batched forward runs the same recurrence in chunks
 /// (`torch_chunk_gated_delta_rule`, `chunk_kimi_delta_attention`), equal to
 /// this step form up to rounding.
-public struct GatedDeltaNet: RecurrentTokenMixer {
+public struct GatedDeltaNet: ProjectingTokenMixer {
     public let heads: GatedDeltaNetHeads
     /// [projectionWidth, hidden] rows q | k | v | z | b | a.
     public let projection: Linear

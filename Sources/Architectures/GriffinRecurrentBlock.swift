@@ -15,7 +15,7 @@ import TensorEngine
 ///   head; log a = −8 · r · softplus(Λ); h_t = a_t ⊙ h_{t−1} + √(1 − a_t²)
 ///   ⊙ i_t ⊙ u_t, where a token at position 0 resets it: h = i ⊙ u;
 /// - `linear_out`(h ⊙ y).
-public struct GriffinRecurrentBlock: RecurrentTokenMixer {
+public struct GriffinRecurrentBlock: ProjectingTokenMixer {
     /// The recurrence's width (`lru_width`).
     public let width: Int
     /// Taps of the causal convolution (`conv1d_width`).

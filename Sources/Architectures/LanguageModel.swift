@@ -54,6 +54,11 @@ public protocol LanguageModel: Sendable {
     /// Block `index` with the branches `plan` (and `configuredDrops`) drop
     /// left out, so their weights are never read.
     func block(_ index: Int, skipping plan: DropPlan) throws -> TransformerBlock
+    /// Whether a block computes by its index in the model a drop leaves, so
+    /// that removing a block before it changes it (RWKV's rescaling): the
+    /// full model's block, its branches dropped, is then not the dropped
+    /// model's. False for the others.
+    var blocksFollowTheirIndex: Bool { get }
     /// The final norm and the LM head (tied to the embedding where the checkpoint has no head).
     func head() throws -> OutputHead
     /// How the checkpoint names each layer's tensors, for exporting dropped models.
@@ -147,6 +152,11 @@ public struct LayerNaming: Sendable, Equatable {
     /// × scale_depth / √L): an export without some blocks writes them
     /// × √(kept / L), so the kept branches keep their scale.
     public var depthScaledMultipliers: [String: Double] = [:]
+    /// Name parts of layer 0 that belong to the stream before the layers
+    /// (RWKV's `pre_ln`, the embeddings' LayerNorm its first block holds):
+    /// no drop removes them; an export without layer 0 gives them to the
+    /// first kept layer, the one transformers builds them in.
+    public var firstLayerParts: [String] = []
     /// Name parts of the attention branch that a layer whose keys and values
     /// later layers reuse keeps when its attention is dropped (Gemma 4's
     /// `AttentionSharing.storeOnly`: the input norm, key and value projections
@@ -338,6 +348,7 @@ public struct PeriodicLayers: Sendable, Equatable {
 
 extension LanguageModel {
     public func exportProblem(_ plan: DropPlan) -> String? { nil }
+    public var blocksFollowTheirIndex: Bool { false }
 
     public var absentModules: DropPlan { .none }
 

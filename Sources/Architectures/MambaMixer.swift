@@ -54,7 +54,7 @@ public struct MambaSizes: Sendable, Equatable {
 /// - per channel c, with A = −exp(A_log) [channels, stateSize], the state
 ///   row s takes s ← exp(Δ A) s + (Δ B) x and gives y = s · C + D x;
 /// - y · silu(gate), then `out_proj`.
-public struct MambaMixer: RecurrentTokenMixer {
+public struct MambaMixer: ProjectingTokenMixer {
     public let sizes: MambaSizes
     /// [projectionWidth, hidden] rows x | gate.
     public let projection: Linear

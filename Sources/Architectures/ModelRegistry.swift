@@ -221,6 +221,7 @@ public enum ModelRegistry {
         "qwen4_exp": Qwen4ExpModel.self,
         "qwen4_exp_text": Qwen4ExpModel.self,
         "recurrent_gemma": RecurrentGemmaModel.self,
+        "rwkv": RwkvModel.self,
         "sarvam_mla": DeepSeekModel.self,
         "sarvam_moe": Glm4MoeModel.self,
         "seed_oss": SeedOssModel.self,

@@ -87,12 +87,12 @@ extension Matrix {
 /// rows are projected, scanned sequence by sequence from an empty state,
 /// and finished row by row.
 public protocol RecurrentTokenMixer: Sendable {
-    /// The input projection [projected width, hidden].
-    var projection: Linear { get }
     /// Columns of the scan's output.
     var mixedWidth: Int { get }
-    /// The rows the scan and `finish` read: `projection` of the input
-    /// unless the mixer scales them (Falcon-H1's Mamba-2).
+    /// The rows the scan and `finish` read: `ProjectingTokenMixer.projection`
+    /// of the input unless the mixer scales them (Falcon-H1's Mamba-2), or
+    /// the input itself where the scan projects it (RWKV's time mixing,
+    /// whose projections read each row's predecessor).
     func project(_ x: Matrix) -> Matrix
     /// The state before a sequence's first token.
     func emptyState() -> RecurrentState
@@ -106,8 +106,17 @@ public protocol RecurrentTokenMixer: Sendable {
     func finish(_ mixed: Matrix, projected: Matrix) -> Matrix
 }
 
-extension RecurrentTokenMixer {
+/// A recurrent mixer whose scan reads one projection of its input rows.
+public protocol ProjectingTokenMixer: RecurrentTokenMixer {
+    /// The input projection [projected width, hidden].
+    var projection: Linear { get }
+}
+
+extension ProjectingTokenMixer {
     public func project(_ x: Matrix) -> Matrix { projection(x) }
+}
+
+extension RecurrentTokenMixer {
     public var cacheBytesPerToken: Int { 0 }
 
     /// The layer over the batch's sequences, each from an empty state.

@@ -13,7 +13,7 @@ import TensorEngine
 /// transformers zeroes the inputs of padded positions first
 /// (`apply_mask_to_padding_states`); droptrace's batches hold no padding
 /// (each sequence is its own rows), and an unpadded batch leaves them as they are.
-public struct ShortConvolution: RecurrentTokenMixer {
+public struct ShortConvolution: ProjectingTokenMixer {
     /// The convolved channels (the hidden size).
     public let channels: Int
     /// Taps of the causal convolution (`conv_L_cache`).

@@ -19,7 +19,8 @@ public enum ResidualStyle: Sendable {
 /// Gated DeltaNet layers, the hybrid Mamba-2 families' Mamba-2 layers,
 /// Jamba's Mamba-1 layers, MiniMax's lightning attention), a gated short
 /// convolution (LFM2's conv layers) or attention beside Mamba-2
-/// (Falcon-H1), or Griffin's gated linear recurrence (RecurrentGemma).
+/// (Falcon-H1), Griffin's gated linear recurrence (RecurrentGemma), or
+/// RWKV-4's time mixing.
 /// Each is the block's "attention" module, scored and dropped as such.
 public enum TokenMixer: Sendable {
     case attention(SelfAttention)
@@ -38,6 +39,8 @@ public enum TokenMixer: Sendable {
     case convolvedAttention(ConvolvedAttention)
     /// Griffin's recurrent block (RecurrentGemma's recurrent layers: RG-LRU).
     case griffinRecurrent(GriffinRecurrentBlock)
+    /// RWKV-4's time mixing (the WKV recurrence over token-shifted projections).
+    case rwkvTimeMixing(RwkvTimeMixing)
 
     /// The mixer over the whole batch, each sequence on its own; `shared`
     /// holds the keys and values and key selections layers share in this
@@ -82,6 +85,7 @@ public enum TokenMixer: Sendable {
         case .compressedAttention(let attention): attention
         case .convolvedAttention(let attention): attention
         case .griffinRecurrent(let block): block
+        case .rwkvTimeMixing(let mixing): mixing
         }
     }
 }
@@ -279,12 +283,17 @@ public struct ShortcutBranch: Sendable {
 /// `ShortcutBranch` reads it (one per pass, taken by the reader); and the
 /// router state the last MLP that ran left for the next one's router
 /// (ZAYA's, `CarriedRouterMixture`: a dropped MLP leaves it as it was).
+/// A decoder's carry also hands its token-shifted MLPs the rows they keep
+/// from one step to the next (RWKV's channel mixing, `shiftedRows`).
 public final class BlockCarry: @unchecked Sendable {
     private var streams: [Int: Matrix] = [:]
     /// The last router's state [rows, router width]; nil before any.
     var routerState: Matrix?
+    /// The decoder's rows before this step's token, by layer; nil in a
+    /// forward pass over whole sequences.
+    let shiftedRows: TokenShiftRows?
 
-    public init() {}
+    public init(shiftedRows: TokenShiftRows? = nil) { self.shiftedRows = shiftedRows }
 
     func leave(_ stream: Matrix, from index: Int) { streams[index] = stream }
 

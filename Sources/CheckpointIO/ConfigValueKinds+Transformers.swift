@@ -7943,6 +7943,25 @@ extension ConfigValueKinds {
                 "layer_types": "layers_block_type",
                 "sliding_window": "attention_window_size",
             ]),
+        "rwkv": (
+            "RwkvConfig",
+            [
+                "attention_hidden_size": "ni",
+                "bos_token_id": "ni",
+                "context_length": "i",
+                "eos_token_id": "ni[i]",
+                "hidden_size": "i",
+                "intermediate_size": "ni",
+                "layer_norm_epsilon": "f",
+                "num_hidden_layers": "i",
+                "rescale_every": "i",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+            ],
+            [
+                "max_position_embeddings": "context_length",
+            ]),
         "sarvam_mla": (
             "SarvamMLAConfig",
             [
@@ -9219,6 +9238,7 @@ extension ConfigValueKinds {
         "qwen4_exp.text_config": ["head_dim": "256", "max_position_embeddings": "32768", "num_experts_per_tok": "10", "num_key_value_heads": "2", "rms_norm_eps": "1e-06"],
         "qwen4_exp_text": ["head_dim": "256", "max_position_embeddings": "32768", "num_experts_per_tok": "10", "num_key_value_heads": "2", "rms_norm_eps": "1e-06"],
         "recurrent_gemma": ["intermediate_size": "7680", "rms_norm_eps": "1e-06"],
+        "rwkv": ["layer_norm_epsilon": "1e-05"],
         "sarvam_mla": ["intermediate_size": "16384", "max_position_embeddings": "4096", "num_experts_per_tok": "8", "rms_norm_eps": "1e-06"],
         "sarvam_moe": ["head_dim": "64", "intermediate_size": "8192", "max_position_embeddings": "131072", "num_experts_per_tok": "6", "num_key_value_heads": "4", "rms_norm_eps": "1e-06"],
         "seed_oss": ["head_dim": "128", "intermediate_size": "27648", "max_position_embeddings": "524288", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
@@ -9416,6 +9436,7 @@ extension ConfigValueKinds {
         "qwen3_omni_moe.talker_config.text_config",
         "qwen3_omni_moe_thinker.text_config",
         "recurrent_gemma",
+        "rwkv",
         "smollm3",
         "stablelm",
         "starcoder2",

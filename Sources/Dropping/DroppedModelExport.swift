@@ -263,6 +263,9 @@ public enum DroppedModelExport {
         _ name: String, plan: DropPlan, naming: LayerNaming, renumber: Renumbering, keysValuesKept: Set<Int> = []
     ) -> String? {
         guard let (layer, rest) = naming.split(name) else { return name }
+        if layer == 0, naming.firstLayerParts.contains(where: rest.hasPrefix) {
+            return renumber.remaining > 0 ? naming.storedName(layer: 0, rest, layers: renumber.remaining) : nil
+        }
         guard let newLayer = renumber.mapping[layer] else { return nil }
         if plan.attention.contains(layer), naming.attentionParts(layer).contains(where: rest.hasPrefix),
             !(keysValuesKept.contains(layer) && naming.keyValueParts.contains(where: rest.hasPrefix))

@@ -21,6 +21,8 @@ final class IncrementalDecoder {
     private let stateBytesPerToken: Int
     /// Each entry branch's token and convolution history (Qwen4-Exp's n-gram per-layer embedding), by `slot`.
     private var entryStates: [PerLayerNGramBranch.State?]
+    /// The last row each token-shifted MLP read (RWKV's channel mixing), by layer.
+    private let shiftedRows = TokenShiftRows()
     /// The forward pass's steps (`LanguageModel.layerSteps`).
     private let steps: [LayerLoop.Step]
 
@@ -80,6 +82,8 @@ final class IncrementalDecoder {
             model: model,
             blocks: try blocks.enumerated().map { index, block in
                 guard let block, !plan.blocks.contains(index) else { return nil }
+                // A block that follows its index is built anew behind a removed one.
+                if model.blocksFollowTheirIndex, plan.blocks.contains(where: { $0 < index }) { return try model.block(index, skipping: plan) }
                 let dropped = block.dropping(plan, at: index, sharing: sharing)
                 guard sharing.storesOnly(layer: index), dropped.sharingProducer == nil else { return dropped }
                 return try model.block(index, skipping: plan)
@@ -94,6 +98,7 @@ final class IncrementalDecoder {
             states[index]?.reset()
             entryStates[index]?.reset()
         }
+        shiftedRows.reset()
     }
 
     /// The embeddings of `tokens` at positions 0..<count [count, hidden] (and
@@ -112,7 +117,7 @@ final class IncrementalDecoder {
         let positions = Array(0..<embedded.rows.rows)
         // The key selections layers store for later layers (`AttentionSharing`), by layer.
         var selections: [Int: KeySelection] = [:]
-        let carry = BlockCarry()
+        let carry = BlockCarry(shiftedRows: shiftedRows)
         let x = walk(embedded.rows) { x, block, index, pass in
             let (slot, readsOnly) = slot(index, pass: pass), base = pass * blocks.count
             return block(
@@ -159,7 +164,7 @@ final class IncrementalDecoder {
         var selections: [Int: KeySelection] = [:]
         // Kolibri 1.1's pools of this token's keys, by indexer layer.
         var pools: [Int: KeySelection] = [:]
-        let carry = BlockCarry()
+        let carry = BlockCarry(shiftedRows: shiftedRows)
         return walk(embedded.rows) { x, block, index, pass in
             let (slot, readsOnly) = slot(index, pass: pass), base = pass * blocks.count
             return block(

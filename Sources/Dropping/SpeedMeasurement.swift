@@ -310,6 +310,10 @@ public enum SpeedMeasurement {
                 // The taps, each head's two gates, then the recurrence and the y gate: about 8 per channel.
                 total += linear(block.projection) + linear(block.output) + block.inputGates.reduce(0) { $0 + 2 * linear($1) }
                 total += Double(block.width * (2 * block.kernel + 8))
+            case .rwkvTimeMixing(let mixing)?:
+                // The three token shifts, the projections, then the WKV step: about 14 per channel.
+                total += [mixing.key, mixing.value, mixing.receptance, mixing.output].reduce(0) { $0 + linear($1) }
+                total += Double(9 * mixing.hidden + 14 * mixing.width)
             case .shortConvolution(let convolution)?:
                 // B · x, the taps and the C gate per channel.
                 total += linear(convolution.projection) + linear(convolution.output)
@@ -373,6 +377,9 @@ public enum SpeedMeasurement {
         case .productKeys(let experts):
             // The router, the dense MLP and, per chosen expert, its two rows.
             linear(experts.router) + cost(experts.shared) + Double(4 * experts.expertsPerToken * experts.router.inFeatures)
+        case .rwkvChannelMixing(let mixing):
+            // The two token shifts, the projections and the receptance gate.
+            linear(mixing.key) + linear(mixing.receptance) + linear(mixing.value) + Double(7 * mixing.receptance.outFeatures)
         case .carriedRouter(let moe):
             // The router MLP, and the one expert a token goes to unless it picks the skip class
             // (of a router spreading tokens evenly, n / (n + 1) of them).

@@ -103,6 +103,7 @@ extension SpecialTokenSettings {
         "qwen3_vl_moe": "Qwen2Tokenizer",
         "qwen4_exp": "Qwen3_5Tokenizer",
         "recurrent_gemma": "GemmaTokenizer",
+        "rwkv": "GPTNeoXTokenizer",
         "shieldgemma2": "GemmaTokenizer",
         "smolvlm": "TokenizersBackend",
         "stablelm": "TokenizersBackend",

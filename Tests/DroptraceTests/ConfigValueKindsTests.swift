@@ -218,12 +218,12 @@ import Testing
     /// The padded-embedding table names config classes of the registry's
     /// families, and every family but bloom, falcon, gpt2, gpt_bigcode,
     /// gpt_neo, gpt_neox, gptj, codegen, mpt, nemotron_h (and nemotron_h_omni's
-    /// text config, nemotron_h's), mamba, falcon_mamba, mamba2 and molmo2
+    /// text config, nemotron_h's), mamba, falcon_mamba, mamba2, rwkv and molmo2
     /// (whose embeddings take no padding index) has its entry.
     @Test func everyPaddedFamilyHasItsEntry() {
         let unpadded = [
             "bloom", "falcon", "gpt2", "gpt_bigcode", "gpt_neo", "gpt_neox", "gptj", "codegen", "mpt", "nemotron_h", "mamba", "falcon_mamba", "mamba2",
-            "molmo2",
+            "rwkv", "molmo2",
         ]
         for modelType in ModelRegistry.supportedModelTypes where !unpadded.contains(modelType) && modelType != "nemotron_h_omni" {
             // A text_config whose class follows its model_type (mistral3's) is checked as that type

@@ -321,7 +321,7 @@ public struct ResidualScaling: Sendable {
 /// (`temp`), rotated (`rotary`: the first `rotaryDim` of each head), and
 /// attended causally, within `slidingWindow` when set, scaled by
 /// headDim^-½; `output` projects the heads' outputs.
-public struct ConvolvedAttention: RecurrentTokenMixer {
+public struct ConvolvedAttention: ProjectingTokenMixer {
     public let layout: QKVLayout
     /// q_proj | k_proj | v_proj_current | v_proj_delayed stacked; the
     /// delayed half's bias (with `attention_bias`) is `delayedBias`, added after the shift.
