@@ -39,6 +39,7 @@ public enum ModelRegistry {
         "beam": BeamModel.self,
         "bitnet": BitNetModel.self,
         "bloom": BloomModel.self,
+        "chameleon": ChameleonModel.self,
         "codegen": GPTJModel.self,
         "cohere": CohereModel.self,
         "cohere2": CohereModel.self,

@@ -26,6 +26,9 @@ public struct OutputHead: Sendable {
     /// A dense layer, its activation and a norm between the final norm and
     /// the projection (ModernBERT decoder's prediction head `lm_head`); nil for most models.
     public var predictionHead: PredictionHead? = nil
+    /// Token ids whose logits are set to float32's lowest value, never
+    /// predicted (Chameleon's image tokens, as its head masks them).
+    public var suppressedTokens: [Int] = []
 
     public init(
         norm: Normalization?, projectOut: Linear? = nil, projection: Linear, logitSoftcap: Float? = nil, logitDivisor: Float? = nil,
@@ -101,6 +104,14 @@ public struct OutputHead: Sendable {
             logits.data.withUnsafeMutableBufferPointer { values in
                 parallelFor(chunks: values.count, minimumChunk: 1 << 14) { range in
                     for i in range { values[i] = tanh(values[i] / cap) * cap }
+                }
+            }
+        }
+        if !suppressedTokens.isEmpty {
+            let vocabulary = vocabularySize
+            logits.data.withUnsafeMutableBufferPointer { values in
+                for r in 0..<logits.rows {
+                    for token in suppressedTokens { values[r * vocabulary + token] = -.greatestFiniteMagnitude }
                 }
             }
         }

@@ -532,6 +532,35 @@ extension ConfigValueKinds {
                 "num_attention_heads": "n_head",
                 "num_hidden_layers": "n_layer",
             ]),
+        "chameleon": (
+            "ChameleonConfig",
+            [
+                "attention_bias": "nb",
+                "attention_dropout": "nif",
+                "bos_token_id": "ni",
+                "eos_token_id": "ni[i]",
+                "hidden_act": "s",
+                "hidden_size": "i",
+                "initializer_range": "f",
+                "intermediate_size": "i",
+                "max_position_embeddings": "i",
+                "mlp_bias": "b",
+                "model_parallel_size": "ni",
+                "num_attention_heads": "i",
+                "num_hidden_layers": "i",
+                "num_key_value_heads": "ni",
+                "pad_token_id": "ni",
+                "rms_norm_eps": "f",
+                "rope_parameters": "no",
+                "swin_norm": "nb",
+                "tie_word_embeddings": "b",
+                "use_cache": "b",
+                "vocab_size": "i",
+                "vocabulary_map": "no",
+                "vq_config": "no",
+            ],
+            [:
+            ]),
         "codegen": (
             "CodeGenConfig",
             [
@@ -8912,6 +8941,7 @@ extension ConfigValueKinds {
         "bamba": (0, 128000),
         "beam": (nil, 151936),
         "bitnet": (nil, 128256),
+        "chameleon": (nil, 65536),
         "cohere": (0, 256000),
         "cohere2": (0, 256000),
         "cohere2_moe": (0, 256000),
@@ -9089,6 +9119,7 @@ extension ConfigValueKinds {
         "beam": ["head_dim": "128", "intermediate_size": "20480", "max_position_embeddings": "8192", "num_experts_per_tok": "8", "num_key_value_heads": "8", "rms_norm_eps": "1e-06"],
         "bitnet": ["intermediate_size": "6912", "max_position_embeddings": "2048", "num_key_value_heads": "5", "rms_norm_eps": "1e-05"],
         "bloom": ["layer_norm_epsilon": "1e-05"],
+        "chameleon": ["intermediate_size": "11008", "max_position_embeddings": "4096", "num_key_value_heads": "32", "rms_norm_eps": "1e-05"],
         "codegen": ["layer_norm_epsilon": "1e-05", "n_positions": "2048"],
         "cohere": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
         "cohere2": ["intermediate_size": "22528", "layer_norm_eps": "1e-05", "max_position_embeddings": "8192"],
@@ -9361,6 +9392,7 @@ extension ConfigValueKinds {
         "bamba",
         "bitnet",
         "bloom",
+        "chameleon",
         "codegen",
         "cohere",
         "cohere2",
@@ -9449,6 +9481,7 @@ extension ConfigValueKinds {
     /// Config classes (by model_type) that accept `"num_key_value_heads": null` but whose model cannot
     /// be built from it.
     static let nullKeyValueHeadsFail: Set<String> = [
+        "chameleon",
         "ernie4_5_moe",
         "ernie4_5_vl_moe.text_config",
         "glm",

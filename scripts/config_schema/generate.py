@@ -270,6 +270,9 @@ def causal_lm_from_config(config):
         # (every fourth by default) cannot be built from: the class's defaults alone cannot build the model.
         text.indexer_n_heads, text.indexer_kv_heads, text.indexer_head_dim = 1, 1, text.head_dim
         text.indexer_budget = text.indexer_compress_ratio = 1
+    if config.model_type == "chameleon" and config.vocabulary_map is None:
+        # ChameleonModel builds its image vocabulary mapping from vocabulary_map, None by default.
+        config.vocabulary_map = {}
     if getattr(text, "mlp_layer_types", False) is None and hasattr(text, "n_routed_experts"):
         # DeepseekOcr2TextConfig leaves its mlp_layer_types None, which its decoder layers index.
         text.mlp_layer_types = ["dense"] * text.num_hidden_layers
