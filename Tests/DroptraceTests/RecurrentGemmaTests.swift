@@ -62,6 +62,19 @@ import Testing
             plans: [.none, DropPlan(attention: [0, 2]), DropPlan(blocks: [1])], label: Self.name)
     }
 
+    /// An odd rotary width w (int(head_dim · partial_rotary_factor): 3 of
+    /// 12 here) rotates as RecurrentGemma's attention does, by its table's
+    /// width: ceil(w/2) frequencies over exponent 2i/w, 2·ceil(w/2) dimensions
+    /// turned (scores within 4e-9 of transformers 5.25's for this config).
+    @Test func anOddRotaryWidthRotatesByTheTablesWidth() throws {
+        let odd = try EditedFixture(Self.name, rope: "partial_rotary_factor", 0.25)
+        let attention = try #require(try odd.load().block(2).attention?.mixer.softmaxAttention)
+        let rotary = try #require(attention.rotary)
+        #expect(rotary.rotaryDim == 4 && rotary.inverseFrequencies.count == 2)
+        #expect(abs(rotary.inverseFrequencies[1] - Float(pow(10_000.0, -2.0 / 3.0))) < 1e-9)
+        #expect(try odd.attentionScores() != EditedFixture(Self.name).attentionScores())
+    }
+
     /// A block-drop export writes the kept layers' pattern, which the config
     /// class repeats from the start: dropping layer 0 keeps r a r r a.
     @Test func blockDropExportSpellsOutTheKeptPattern() throws {

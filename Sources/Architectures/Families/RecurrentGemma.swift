@@ -120,7 +120,7 @@ struct RecurrentGemmaModel: DecoderFamily {
                 path: parts.configPath)
         }
         rotary = try parts.rotary(
-            partialRotary: .sliced(default: 0.5, attentionClass: "RecurrentGemmaAttention"), confirmProjections: false, settings: settings)
+            partialRotary: .honoured(default: 0.5), confirmProjections: false, settings: settings)
     }
 
     /// The positions droptrace allows it (any a 32-bit count holds).
