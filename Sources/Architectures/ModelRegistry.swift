@@ -63,6 +63,8 @@ public enum ModelRegistry {
         "dots1": Dots1Model.self,
         "dots3_note": Dots3NoteModel.self,
         "dots3_note_text": Dots3NoteModel.self,
+        "emu3": LlamaModel.self,
+        "emu3_text_model": LlamaModel.self,
         "ernie4_5": InterleavedLlamaModel.self,
         "ernie4_5_moe": Ernie4_5MoeModel.self,
         "ernie4_5_vl_moe": Ernie4_5VLMoeModel.self,

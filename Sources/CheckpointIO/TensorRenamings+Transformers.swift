@@ -6,6 +6,12 @@ extension TensorRenamings {
     /// replacement (`\1` standing for the match's first group); a rule with a scope reads only the names
     /// beginning with one of its prefixes (the first that does), the rest of the name after it.
     static let transformers: [String: [(pattern: String, replacement: String, scope: [String])]] = [
+        "emu3": [
+            ("^text_model.lm_head(?!\\w)", "lm_head", []),
+            ("^text_model(?!\\w)", "model.text_model", []),
+            ("^vqmodel(?!\\w)", "model.vqmodel", []),
+            ("^text_model.model(?!\\w)", "text_model", ["model.", ""]),
+        ],
         "deepseek_ocr2": [
             ("sam_model\\.blocks\\.(\\d+)\\.norm1\\.", "vision_tower.sam_encoder.layers.\\1.layer_norm1.", []),
             ("sam_model\\.blocks\\.(\\d+)\\.norm2\\.", "vision_tower.sam_encoder.layers.\\1.layer_norm2.", []),

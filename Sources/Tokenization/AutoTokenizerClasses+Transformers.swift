@@ -13,6 +13,7 @@ extension SpecialTokenSettings {
         "cosmos3_omni": "Qwen2Tokenizer",
         "dbrx": "GPT2Tokenizer",
         "dots3_note": "Qwen2Tokenizer",
+        "emu3": "GPT2Tokenizer",
         "ergo": "ErgoTokenizer",
         "ernie4_5": "TokenizersBackend",
         "ernie4_5_moe": "TokenizersBackend",

@@ -270,8 +270,8 @@ def causal_lm_from_config(config):
         # (every fourth by default) cannot be built from: the class's defaults alone cannot build the model.
         text.indexer_n_heads, text.indexer_kv_heads, text.indexer_head_dim = 1, 1, text.head_dim
         text.indexer_budget = text.indexer_compress_ratio = 1
-    if config.model_type == "chameleon" and config.vocabulary_map is None:
-        # ChameleonModel builds its image vocabulary mapping from vocabulary_map, None by default.
+    if config.model_type in ("chameleon", "emu3") and config.vocabulary_map is None:
+        # ChameleonModel and Emu3Model build their image vocabulary mappings from vocabulary_map, None by default.
         config.vocabulary_map = {}
     if getattr(text, "mlp_layer_types", False) is None and hasattr(text, "n_routed_experts"):
         # DeepseekOcr2TextConfig leaves its mlp_layer_types None, which its decoder layers index.
@@ -284,6 +284,12 @@ def causal_lm_from_config(config):
         # Gemma3nForConditionalGeneration builds a timm vision tower; the embedding is its
         # language model's, which Gemma3nForCausalLM builds from text_config alike.
         return transformers.Gemma3nForCausalLM(text)
+    if config.model_type == "emu3":
+        # AutoModelForCausalLM maps Emu3Config to Emu3ForCausalLM, which reads none of the wrapper's weights.
+        return transformers.Emu3ForConditionalGeneration(config)
+    if config.model_type == "emu3_text_model":
+        # (No auto class maps Emu3TextConfig.)
+        return transformers.Emu3ForCausalLM(config)
     if config.model_type == "mllama_text_model":
         # AutoModelForCausalLM maps MllamaConfig to MllamaForCausalLM, not its text config.
         return transformers.MllamaForCausalLM(config)

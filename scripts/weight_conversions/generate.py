@@ -47,15 +47,16 @@ from transformers.core_model_loading import ErnieFuseAndSplitTextVisionExperts, 
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 # The model types whose tensors droptrace renames on load as transformers does (`Checkpoint`).
-RENAMED_ON_LOAD = ["deepseek_ocr2", "unlimited_ocr", "molmo2", "cosmos3_omni", "cosmos3_edge", "hy_v4_vl", "qwen2_5_omni", "qwen2_5_omni_thinker", "qwen3_omni_moe", "qwen3_omni_moe_thinker", "axk2", "deepseek_v4", "dory", "ergo", "exaone", "glm5_next", "hrm_text", "hy_v4", "hyperclovax_vision_v2", "kimi_k25", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "minimax_m3_vl", "mistral_large4", "nemotron_h_omni", "ovis2_5", "param2moe", "qianfan_ocr", "sarvam_moe", "shieldgemma2", "step3p7"]
+RENAMED_ON_LOAD = ["emu3", "deepseek_ocr2", "unlimited_ocr", "molmo2", "cosmos3_omni", "cosmos3_edge", "hy_v4_vl", "qwen2_5_omni", "qwen2_5_omni_thinker", "qwen3_omni_moe", "qwen3_omni_moe_thinker", "axk2", "deepseek_v4", "dory", "ergo", "exaone", "glm5_next", "hrm_text", "hy_v4", "hyperclovax_vision_v2", "kimi_k25", "lara_mini", "llava_onevision1_5", "minicpm5_moe", "minimax_m3_vl", "mistral_large4", "nemotron_h_omni", "ovis2_5", "param2moe", "qianfan_ocr", "sarvam_moe", "shieldgemma2", "step3p7"]
 
 # Model types transformers loads as a class of their own that no auto class of a causal or image-text
 # model maps them to: ShieldGemma2ForImageClassification (the class its checkpoints' `architectures`
 # name; AutoModelForImageTextToText maps shieldgemma2 to the Gemma3ForConditionalGeneration it holds
 # under `model.`, whose names are then one level shallower).
 # Qwen2_5OmniForConditionalGeneration and Qwen3OmniMoeForConditionalGeneration, which only the multimodal
-# and text-to-waveform auto classes map.
-LOADED_AS = {"shieldgemma2": "ShieldGemma2ForImageClassification", "qwen2_5_omni": "Qwen2_5OmniForConditionalGeneration",
+# and text-to-waveform auto classes map. Emu3ForConditionalGeneration: AutoModelForCausalLM maps emu3 to
+# Emu3ForCausalLM, which finds none of a released checkpoint's weights (5.25 initialises them all).
+LOADED_AS = {"emu3": "Emu3ForConditionalGeneration", "shieldgemma2": "ShieldGemma2ForImageClassification", "qwen2_5_omni": "Qwen2_5OmniForConditionalGeneration",
              "qwen3_omni_moe": "Qwen3OmniMoeForConditionalGeneration"}
 
 # A collected source pattern: the module path, the expert index, one projection's weight.
@@ -98,6 +99,9 @@ def loaded_model(model_type):
             # expert width, its spatial_merge_size): the released configs write them.
             config.talker_config.text_config.shared_expert_intermediate_size = 768
             config.talker_config.spatial_merge_size = 2
+        if model_type == "emu3":
+            # Emu3Model builds its image vocabulary mapping from vocabulary_map, None by default.
+            config.vocabulary_map = {}
         return getattr(transformers, LOADED_AS[model_type])(config)
     auto = AutoModelForCausalLM if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
     config = AutoConfig.for_model(model_type)

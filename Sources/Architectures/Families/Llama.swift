@@ -83,8 +83,8 @@ struct LlamaConfiguration: Decodable {
     }
 }
 
-/// Llama, Mistral, Ministral, Ministral 3, Qwen2, CWM, InternLM3 and
-/// IQuest-Coder: pre-RMSNorm blocks,
+/// Llama, Mistral, Ministral, Ministral 3, Qwen2, CWM, InternLM3,
+/// IQuest-Coder and Emu3's text model: pre-RMSNorm blocks,
 /// rotary attention with grouped-query heads, SwiGLU MLP; also the
 /// language model of `mistral3`, `qwen2_vl`, `qwen2_5_vl`, `qwen2_5_omni` and the LLaVA-style
 /// checkpoints (`TextModelPlacement.llama`, `QwenVL`, `Llava`).
@@ -98,7 +98,7 @@ struct LlamaModel: DecoderFamily {
     /// list (`attentionLayout`); a wrapper's mistral text model ignores it
     /// too, once checked as the cache reads it (`init`).
     static func readsLayerTypes(_ modelType: String) -> Bool {
-        !["llama", "ministral3"].contains(modelType)
+        !["llama", "ministral3", "emu3_text_model"].contains(modelType)
     }
     let parts: DecoderParts
     let config: LlamaConfiguration

@@ -103,6 +103,9 @@ enum Llava {
         /// where written, and that value (FastVlmConfig's
         /// `validate_architecture`: the tower's last layer, all its features).
         var fixedValues: [(key: String, value: JSONValue)] = []
+        /// Top-level objects the wrapper's model is built from, which it
+        /// cannot be built without (Emu3Model's `vocabulary_map`).
+        var requiredObjects: [String] = []
         /// Whether building the wrapper divides the vision tower's `image_size`
         /// by its `patch_size` (JanusConfig sizes its VQ-VAE's patch count so,
         /// with JanusVisionConfig's 384 and 16 where absent; DeepSeek-VL's
@@ -227,6 +230,11 @@ enum Llava {
         // which transformers renames), the head tied by the top-level flag alone (default false); a config
         // without text_config has its text keys at the top level (ConfigValueKinds.flatTextConfigKeys).
         "fuyu": Wrapper(textType: "persimmon", textTypes: ["persimmon"], projectsPatches: true),
+        // Emu3ForConditionalGeneration: Emu3TextModel (Llama's layers) under model.text_model. (its released names
+        // text_model.model., text_model.lm_head, which transformers renames), the head tied by the top-level flag
+        // alone (default false); the VQ-VAE never runs on text.
+        "emu3": Wrapper(
+            textType: "emu3_text_model", prefixes: ["model.text_model."], textTypes: ["emu3_text_model"], requiredObjects: ["vocabulary_map"]),
         "kimi_k25": Wrapper(
             textType: "deepseek_v3", textTypes: ["deepseek_v3", "deepseek_v2"],
             tokensEmbeddedAsZero: [("image_token_id", 163605), ("video_token_id", 163840)]),
@@ -323,6 +331,12 @@ enum Llava {
                     "\"\(key)\" is \(ConfigValueKinds.spelled(written)), which \(checkpoint.modelType)'s config class refuses: "
                         + "it takes only \(ConfigValueKinds.spelled(value))",
                     path: checkpoint.configURL.path)
+            }
+        }
+        for key in wrapper.requiredObjects {
+            guard case .object? = checkpoint.configDocument.member(key) else {
+                throw DroptraceError(
+                    "\"\(key)\" is absent or null: \(checkpoint.modelType)'s model is built from it", path: checkpoint.configURL.path)
             }
         }
         var defaults = ConfigValueKinds.omittedDefaultValues(of: textType).merging(
